@@ -1,0 +1,68 @@
+#pragma once
+/// \file
+/// Element types of stored tensors (plain and GGUF block-quantized) and scalar conversions.
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace lcw {
+
+enum class DType : uint8_t {
+    F32,
+    F16,
+    BF16,
+    F64,
+    I8,
+    U8,
+    I16,
+    I32,
+    I64,
+    Bool,
+    // GGUF block formats (ggml type ids in ggmlTypeId()).
+    Q4_0,
+    Q4_1,
+    Q5_0,
+    Q5_1,
+    Q8_0,
+    Q2_K,
+    Q3_K,
+    Q4_K,
+    Q5_K,
+    Q6_K,
+};
+
+/// Lower-case name as users see it ("f32", "bf16", "q4_k").
+std::string_view dtypeName(DType t);
+/// Parses dtypeName() output and safetensors names ("F32", "BF16", "I64", "BOOL").
+std::optional<DType> dtypeFromName(std::string_view name);
+/// Elements per block: 1 for plain types, 32 for Q4_0..Q8_0, 256 for k-quants.
+int64_t dtypeBlockElems(DType t);
+/// Bytes per block (for plain types: bytes per element).
+int64_t dtypeBlockBytes(DType t);
+/// True for the GGUF block-quantized formats.
+bool dtypeIsQuantized(DType t);
+/// True for types the runtime can use as weights (floats and GGUF block formats).
+bool dtypeIsFloatLike(DType t);
+/// Bytes of n consecutive elements; nullopt if n is not a multiple of the block size or overflows.
+std::optional<uint64_t> dtypeBytesFor(DType t, uint64_t n);
+
+// ---- scalar conversions (exact IEEE semantics, round-to-nearest-even on narrowing) ----
+inline float bf16ToF32(uint16_t h) {
+    uint32_t u = uint32_t(h) << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+}
+inline uint16_t f32ToBf16(float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x40); // quiet NaN
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return uint16_t(u >> 16);
+}
+float f16ToF32(uint16_t h);
+uint16_t f32ToF16(float f);
+
+} // namespace lcw

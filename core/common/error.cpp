@@ -1,0 +1,33 @@
+#include "core/common/error.h"
+
+#include <exception>
+
+namespace lcw {
+
+namespace {
+std::string formatMessage(const std::string& path, const std::string& problem, uint64_t offset) {
+    std::string msg = path.empty() ? problem : path + ": " + problem;
+    if (offset != FormatError::kNoOffset) msg += " (at byte " + std::to_string(offset) + ")";
+    return msg;
+}
+} // namespace
+
+FormatError::FormatError(std::string path, std::string problem, uint64_t offset)
+    : Error(formatMessage(path, problem, offset)), m_path(std::move(path)),
+      m_problem(std::move(problem)), m_offset(offset) {}
+
+void rethrowWithContext(const std::string& context) {
+    try {
+        throw;
+    } catch (const FormatError& e) {
+        throw FormatError(e.path(), context + ": " + e.problem(), e.offset());
+    } catch (const UnsupportedError& e) {
+        throw UnsupportedError(context + ": " + e.what());
+    } catch (const ArgumentError& e) {
+        throw ArgumentError(context + ": " + e.what());
+    } catch (const std::exception& e) {
+        throw Error(context + ": " + e.what());
+    }
+}
+
+} // namespace lcw

@@ -1,0 +1,96 @@
+#include "core/common/mapped_file.h"
+
+#include "core/common/error.h"
+
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace lcw {
+
+std::shared_ptr<const MappedFile> MappedFile::open(const std::string& path) {
+    std::error_code ec;
+    if (std::filesystem::is_directory(path, ec))
+        throw FormatError(path, "is a folder, expected a file");
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) throw FormatError(path, std::string("cannot open: ") + std::strerror(errno));
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) {
+        const int err = errno;
+        ::close(fd);
+        throw FormatError(path, std::string("cannot stat: ") + std::strerror(err));
+    }
+    std::shared_ptr<MappedFile> f(new MappedFile());
+    f->m_path = path;
+    f->m_size = uint64_t(st.st_size);
+    if (f->m_size > 0) {
+        void* p = ::mmap(nullptr, size_t(f->m_size), PROT_READ, MAP_SHARED, fd, 0);
+        if (p == MAP_FAILED) {
+            const int err = errno;
+            ::close(fd);
+            throw FormatError(path, std::string("cannot memory-map: ") + std::strerror(err));
+        }
+        f->m_data = static_cast<const std::byte*>(p);
+    }
+    ::close(fd); // the mapping keeps the file alive
+    return f;
+}
+
+MappedFile::~MappedFile() {
+    if (m_data) ::munmap(const_cast<std::byte*>(m_data), size_t(m_size));
+}
+
+std::string readTextFile(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw FormatError(path, "cannot open (missing or unreadable)");
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    if (in.bad()) throw FormatError(path, "read error");
+    return ss.str();
+}
+
+void writeFileAtomic(const std::string& path, const void* bytes, size_t n) {
+    namespace fs = std::filesystem;
+    const fs::path target(path);
+    const fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
+    std::string tmpl = (dir / ("." + target.filename().string() + ".tmpXXXXXX")).string();
+    const int fd = ::mkstemp(tmpl.data());
+    if (fd < 0) throw Error(path + ": cannot create temporary file: " + std::strerror(errno));
+    const char* p = static_cast<const char*>(bytes);
+    size_t left = n;
+    while (left > 0) {
+        const ssize_t w = ::write(fd, p, left);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            const int err = errno;
+            ::close(fd);
+            ::unlink(tmpl.c_str());
+            throw Error(path + ": write failed: " + std::strerror(err));
+        }
+        p += w;
+        left -= size_t(w);
+    }
+    ::fchmod(fd, 0644);
+    if (::fsync(fd) != 0 || ::close(fd) != 0) {
+        const int err = errno;
+        ::unlink(tmpl.c_str());
+        throw Error(path + ": cannot flush: " + std::strerror(err));
+    }
+    if (::rename(tmpl.c_str(), path.c_str()) != 0) {
+        const int err = errno;
+        ::unlink(tmpl.c_str());
+        throw Error(path + ": cannot rename temporary file into place: " + std::strerror(err));
+    }
+}
+
+void writeFileAtomic(const std::string& path, const std::string& text) {
+    writeFileAtomic(path, text.data(), text.size());
+}
+
+} // namespace lcw

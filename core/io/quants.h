@@ -1,0 +1,22 @@
+#pragma once
+/// \file
+/// Conversion of stored rows (plain floats and GGUF block formats) to float32.
+#include "core/common/dtype.h"
+
+#include <cstddef>
+#include <cstdint>
+
+namespace lcw {
+
+/// Converts n consecutive elements starting at src (of type t) to float32.
+/// For block formats n must be a multiple of dtypeBlockElems(t) and src must start at a block.
+/// Supports F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K; the
+/// results are bit-identical to ggml's reference dequantisation. Throws UnsupportedError otherwise.
+void dequantizeRow(DType t, const std::byte* src, float* dst, int64_t n);
+
+/// Quantizes float32 to a GGUF block format with ggml's reference (round-to-nearest) rules;
+/// used to write test files and by compression. Supports Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, F16, BF16,
+/// F32. n must be a multiple of the block size.
+void quantizeRow(DType t, const float* src, std::byte* dst, int64_t n);
+
+} // namespace lcw

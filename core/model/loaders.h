@@ -1,0 +1,20 @@
+#pragma once
+/// \file
+/// Format-specific model loaders behind Model::load (internal to core/model).
+#include "core/model/model.h"
+
+namespace lcw::detail {
+
+/// Hugging Face folder: config.json, model.safetensors or model.safetensors.index.json + shards,
+/// tokenizer.json (+ tokenizer_config.json).
+std::unique_ptr<Model> loadHfFolder(const std::string& folder, const LoadOptions& opts);
+/// GGUF v2/v3 file; architecture and tokenizer from its metadata.
+std::unique_ptr<Model> loadGgufModel(const std::string& file, const LoadOptions& opts);
+/// llama2.c v0 checkpoint; tokenizer.bin beside it (tokenizer.bin, tok<vocab>.bin) or opts.
+std::unique_ptr<Model> loadLlama2cModel(const std::string& file, const LoadOptions& opts);
+
+/// Validates the spec and the presence/shape/dtype of every tensor the Llama-family forward
+/// needs; throws FormatError naming `source` and the tensor on the first problem.
+void validateLlamaFamily(const Model& m, const std::string& source);
+
+} // namespace lcw::detail

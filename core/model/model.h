@@ -1,0 +1,99 @@
+#pragma once
+/// \file
+/// A loaded model: spec, tokenizer and memory-mapped tensors under canonical names.
+///
+/// Canonical tensor names (whatever the file calls them; TensorView::fileName keeps the original):
+///   embed, final_norm, lm_head (absent when tied: lmHead() then returns embed),
+///   layers.N.attn_norm, layers.N.mlp_norm,
+///   layers.N.attn.q, layers.N.attn.k, layers.N.attn.v, layers.N.attn.o   (weights [out, in])
+///   layers.N.attn.q.bias, .k.bias, .v.bias, .o.bias                        (when present)
+///   layers.N.attn.q_norm, layers.N.attn.k_norm                             (Qwen3, [head_dim])
+///   layers.N.mlp.gate, layers.N.mlp.up, layers.N.mlp.down
+/// Tensors lcw does not use (e.g. rotary inv_freq buffers) are kept under "extra.<fileName>".
+#include "core/common/progress.h"
+#include "core/common/tensor.h"
+#include "core/model/model_spec.h"
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+namespace lcw {
+
+class Tokenizer;
+class MappedFile;
+
+/// Anything that hands the runtime weights by canonical name: a Model, or (later) a compressed
+/// overlay that replaces some tensors and forwards the rest to its base.
+class WeightSource {
+public:
+    virtual ~WeightSource() = default;
+    virtual const ModelSpec& spec() const = 0;
+    /// nullptr when absent.
+    virtual const TensorView* find(std::string_view canonical) const = 0;
+    /// Throws Error naming the tensor when absent.
+    const TensorView& get(std::string_view canonical) const;
+    /// The output projection (lm_head, or embed when tied).
+    const TensorView& lmHead() const;
+};
+
+struct LoadOptions {
+    /// Explicit tokenizer file (llama2.c tokenizer.bin or tokenizer.json); empty = look beside
+    /// the model.
+    std::string tokenizerPath;
+    /// Fail when no tokenizer is found (otherwise the model loads without one and a warning).
+    bool requireTokenizer = false;
+};
+
+class Model final : public WeightSource {
+public:
+    /// Opens an HF folder (config.json + *.safetensors [+ index] + tokenizer.json), a .gguf file,
+    /// or a llama2.c .bin checkpoint. Validates everything before use. Throws FormatError /
+    /// UnsupportedError with the file and the problem.
+    static std::unique_ptr<Model> load(const std::string& path, const LoadOptions& opts = {});
+
+    ~Model() override;
+
+    const ModelSpec& spec() const override { return m_spec; }
+    const TensorView* find(std::string_view canonical) const override;
+
+    /// All tensors in file order.
+    const std::vector<TensorView>& tensors() const { return m_tensors; }
+    bool hasTokenizer() const { return m_tokenizer != nullptr; }
+    /// Throws Error when the model has no tokenizer.
+    const Tokenizer& tokenizer() const;
+    /// What the user opened.
+    const std::string& path() const { return m_path; }
+    /// Non-fatal oddities found while loading.
+    const std::vector<std::string>& warnings() const { return m_warnings; }
+    /// Total elements of all tensors (tied embeddings counted once).
+    int64_t parameterCount() const;
+    /// Total stored bytes of all tensors.
+    uint64_t storedBytes() const;
+    /// Scans every float tensor for NaN/Inf; returns the first offending tensor's description
+    /// ("<file>: tensor 'x' (layers.0.attn.q) has NaN at element 17"), or nullopt when all finite.
+    std::optional<std::string> findNonFinite(Progress* progress = nullptr) const;
+
+    // ---- for loaders (core/model and core/io only) ----
+    Model();
+    ModelSpec& mutableSpec() { return m_spec; }
+    void addTensor(TensorView t);
+    void keepAlive(std::shared_ptr<const MappedFile> f);
+    void setTokenizer(std::unique_ptr<Tokenizer> t);
+    void setPath(std::string p) { m_path = std::move(p); }
+    void addWarning(std::string w) { m_warnings.push_back(std::move(w)); }
+
+private:
+    ModelSpec m_spec;
+    std::vector<TensorView> m_tensors;
+    std::unordered_map<std::string, size_t> m_index;
+    std::vector<std::shared_ptr<const MappedFile>> m_files;
+    std::unique_ptr<Tokenizer> m_tokenizer;
+    std::string m_path;
+    std::vector<std::string> m_warnings;
+};
+
+} // namespace lcw

@@ -1,0 +1,105 @@
+#pragma once
+/// \file
+/// Inference session over a WeightSource: KV cache, batched prefill, decode, sampling, and
+/// observer hooks at every linear input and at K/V (statistics and compression use them).
+#include "core/common/progress.h"
+#include "core/model/model.h"
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <random>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace lcw {
+
+/// Roles of the linear layers the observers see.
+enum class LinearRole { Q, K, V, O, Gate, Up, Down, LmHead };
+const char* linearRoleName(LinearRole r); // "attn.q", ..., "mlp.down", "lm_head"
+
+/// Observers receive float32 row-major activations [nTokens, dim] for the tokens being processed.
+/// Callbacks run on the thread that called forward(); pointers are valid only during the call.
+class Observer {
+public:
+    virtual ~Observer() = default;
+    /// Input x of a linear layer, before the product. `name` is the canonical weight name
+    /// ("layers.3.attn.q", "lm_head"). Q, K and V share one input: each gets its own call.
+    virtual void onLinearInput(int layer, LinearRole role, const std::string& name, const float* x,
+                               int64_t nTokens, int64_t dim) {
+        (void)layer, (void)role, (void)name, (void)x, (void)nTokens, (void)dim;
+    }
+    /// K before RoPE, K after RoPE and V for the new tokens, each [nTokens, nKvHeads*headDim];
+    /// pos0 is the position of the first of them.
+    virtual void onKV(int layer, const float* kPreRope, const float* kPostRope, const float* v,
+                      int64_t nTokens, int64_t nKvHeads, int64_t headDim, int64_t pos0) {
+        (void)layer, (void)kPreRope, (void)kPostRope, (void)v, (void)nTokens, (void)nKvHeads,
+            (void)headDim, (void)pos0;
+    }
+    /// Residual stream after block `layer` [nTokens, dim].
+    virtual void onResidual(int layer, const float* h, int64_t nTokens, int64_t dim) {
+        (void)layer, (void)h, (void)nTokens, (void)dim;
+    }
+};
+
+struct SamplingParams {
+    float temperature = 0.0f; ///< <= 0: greedy
+    int topK = 0;             ///< 0: off
+    float topP = 1.0f;        ///< 1: off
+    uint64_t seed = 0;
+};
+
+struct SessionOptions {
+    int64_t contextLength = 0; ///< KV cache capacity in tokens; 0 = spec().maxSeq
+    int threads = 0;           ///< 0 = OpenMP default
+    int64_t batchSize = 512;   ///< prefill processes at most this many tokens per forward
+};
+
+struct GenerateResult {
+    std::vector<int32_t> ids; ///< prompt + generated
+    int64_t promptTokens = 0;
+    int64_t generatedTokens = 0;
+    double prefillSeconds = 0, decodeSeconds = 0;
+    bool stoppedAtEos = false;
+    Status status = Status::Ok;
+};
+
+class Session {
+public:
+    explicit Session(const WeightSource& weights, SessionOptions opts = {});
+    ~Session();
+    Session(const Session&) = delete;
+    Session& operator=(const Session&) = delete;
+
+    /// Clears the KV cache (position back to 0).
+    void reset();
+    /// Tokens already in the cache.
+    int64_t position() const;
+    int64_t contextLength() const;
+
+    /// Runs `ids` at the current position and appends them to the cache. Writes logits into
+    /// `logits`: [ids.size(), vocab] when allLogits, else [1, vocab] for the last token.
+    /// Throws ArgumentError on ids out of range or cache overflow; Error when the logits are not
+    /// finite (naming the tensor that holds NaN/Inf when one does).
+    void forward(std::span<const int32_t> ids, std::vector<float>& logits, bool allLogits = false);
+
+    /// Prefill `prompt` from a reset cache, then sample up to maxNewTokens, stopping at EOS.
+    /// onToken(id) returning false stops early (status Cancelled).
+    GenerateResult generate(const std::vector<int32_t>& prompt, int64_t maxNewTokens,
+                            const SamplingParams& sampling,
+                            const std::function<bool(int32_t)>& onToken = {});
+
+    void addObserver(Observer* o);
+    void removeObserver(Observer* o);
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> m;
+};
+
+/// Samples one id from logits[vocab] (greedy when temperature <= 0: lowest index among ties).
+int32_t sampleToken(const float* logits, int64_t vocab, const SamplingParams& p,
+                    std::mt19937_64& rng);
+
+} // namespace lcw

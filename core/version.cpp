@@ -1,0 +1,5 @@
+#include "core/version.h"
+
+namespace lcw {
+const char* version() { return LCW_VERSION; }
+} // namespace lcw

@@ -1,0 +1,11 @@
+# Fails when a Qt Test binary lists no test functions.
+execute_process(COMMAND ${EXE} -functions OUTPUT_VARIABLE out RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "${EXE} -functions exited with ${rc}")
+endif()
+string(REGEX MATCHALL "[A-Za-z_0-9]+\\(\\)" fns "${out}")
+list(LENGTH fns n)
+if(n EQUAL 0)
+  message(FATAL_ERROR "${EXE} lists no test functions")
+endif()
+message(STATUS "${EXE}: ${n} test functions")
