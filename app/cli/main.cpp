@@ -1,3 +1,78 @@
+// lcw-cli: the headless face of lcw. Links only the core. Exit codes: 0 ok, 1 error (bad input,
+// failed job), 2 usage, 130 cancelled by Ctrl-C.
+#include "args.h"
+#include "commands.h"
+#include "terminal_progress.h"
+
+#include "core/common/error.h"
 #include "core/version.h"
+
 #include <cstdio>
-int main() { std::printf("lcw-cli %s\n", lcw::version()); return 0; }
+#include <cstring>
+#include <exception>
+#include <string>
+#include <vector>
+
+namespace {
+
+const char* kUsage = R"(lcw-cli — LLM Compression Workbench, command line
+
+usage: lcw-cli COMMAND [options]
+
+commands:
+  info MODEL [--json]                      architecture, dims, parameters, dtypes, tensors
+  generate MODEL --prompt TEXT [-n 64] [--temp T] [--top-k K] [--top-p P] [--seed S] [--json]
+                                           generate text; prints prefill/decode tokens/s
+  tokenize MODEL --text TEXT [--no-bos] [--json]
+                                           token ids and pieces
+  logits MODEL (--ids 1,2,3 | --text TEXT) --out FILE.npy
+                                           float32 logits [tokens, vocab] to a .npy file
+  perplexity MODEL --text FILE [--ctx N] [--mode llamacpp|sliding] [--stride S] [--json]
+                                           llama.cpp-compatible perplexity (default) ± s.e.
+  synth --arch llama --shape SHAPE --dtype f32|f16|bf16 --out DIR [--seed S]
+                                           write a random-initialised model with real shapes
+                                           (shapes: tinyllama-1.1b, llama-tiny)
+  version                                  print the version
+
+MODEL is a Hugging Face folder (config.json + safetensors + tokenizer.json), a .gguf file, or a
+llama2.c .bin checkpoint (tokenizer.bin / tok<vocab>.bin beside it, or --tokenizer FILE).
+Common options: --tokenizer FILE, --threads N, --quiet (no progress on stderr).
+)";
+
+} // namespace
+
+int main(int argc, char** argv) {
+    using namespace lcw::cli;
+    std::vector<std::string> args(argv + 1, argv + argc);
+    if (args.empty() || args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
+        std::fputs(kUsage, args.empty() ? stderr : stdout);
+        return args.empty() ? 2 : 0;
+    }
+    const std::string cmd = args[0];
+    args.erase(args.begin());
+    installInterruptHandler();
+    try {
+        if (cmd == "version" || cmd == "--version") {
+            std::printf("lcw-cli %s\n", lcw::version());
+            return 0;
+        }
+        if (cmd == "info") return cmdInfo(args);
+        if (cmd == "generate") return cmdGenerate(args);
+        if (cmd == "tokenize") return cmdTokenize(args);
+        if (cmd == "logits") return cmdLogits(args);
+        if (cmd == "perplexity") return cmdPerplexity(args);
+        if (cmd == "synth") return cmdSynth(args);
+        std::fprintf(stderr, "lcw-cli: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
+        return 2;
+    } catch (const UsageError& e) {
+        std::fprintf(stderr, "lcw-cli %s: %s\n(run 'lcw-cli --help' for usage)\n", cmd.c_str(),
+                     e.message.c_str());
+        return 2;
+    } catch (const std::bad_alloc&) {
+        std::fprintf(stderr, "error: out of memory\n");
+        return 1;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "error: %s\n", e.what());
+        return 1;
+    }
+}

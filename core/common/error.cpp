@@ -6,8 +6,13 @@ namespace lcw {
 
 namespace {
 std::string formatMessage(const std::string& path, const std::string& problem, uint64_t offset) {
-    std::string msg = path.empty() ? problem : path + ": " + problem;
-    if (offset != FormatError::kNoOffset) msg += " (at byte " + std::to_string(offset) + ")";
+    // Appends rather than operator+ chains: GCC 12 warns falsely (-Wrestrict) on the latter.
+    std::string msg;
+    msg.reserve(path.size() + problem.size() + 32);
+    if (!path.empty()) msg.append(path).append(": ");
+    msg.append(problem);
+    if (offset != FormatError::kNoOffset)
+        msg.append(" (at byte ").append(std::to_string(offset)).append(")");
     return msg;
 }
 } // namespace

@@ -59,7 +59,9 @@ void writeFileAtomic(const std::string& path, const void* bytes, size_t n) {
     namespace fs = std::filesystem;
     const fs::path target(path);
     const fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
-    std::string tmpl = (dir / ("." + target.filename().string() + ".tmpXXXXXX")).string();
+    std::string name = ".";
+    name.append(target.filename().string()).append(".tmpXXXXXX");
+    std::string tmpl = (dir / name).string();
     const int fd = ::mkstemp(tmpl.data());
     if (fd < 0) throw Error(path + ": cannot create temporary file: " + std::strerror(errno));
     const char* p = static_cast<const char*>(bytes);

@@ -1,0 +1,199 @@
+#include "core/model/synthetic.h"
+
+#include "core/common/error.h"
+#include "core/common/mapped_file.h"
+#include "core/io/safetensors.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+
+namespace lcw {
+
+namespace {
+
+struct Cancelled {};
+
+// splitmix64: small, fast, and good enough for random initialisation.
+inline uint64_t splitmix(uint64_t& s) {
+    uint64_t z = (s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+std::string tokenizerJson(int64_t vocab) {
+    // SentencePiece-style BPE with byte fallback: <unk> <s> </s>, 256 byte tokens, "▁" and the
+    // printable ASCII characters, then unused fillers up to the vocabulary size. No merges: text
+    // encodes character by character, which is all a speed benchmark needs.
+    nlohmann::ordered_json v;
+    int64_t id = 0;
+    v["<unk>"] = id++;
+    v["<s>"] = id++;
+    v["</s>"] = id++;
+    for (int b = 0; b < 256; ++b) {
+        char buf[8];
+        std::snprintf(buf, sizeof buf, "<0x%02X>", b);
+        v[buf] = id++;
+    }
+    v["\xe2\x96\x81"] = id++;
+    for (int c = 0x21; c < 0x7f; ++c) v[std::string(1, char(c))] = id++;
+    while (id < vocab) {
+        v["<unused_" + std::to_string(id) + ">"] = id;
+        ++id;
+    }
+    nlohmann::ordered_json j;
+    j["version"] = "1.0";
+    auto special = [](int i, const char* s) {
+        return nlohmann::ordered_json{{"id", i},          {"content", s},       {"single_word", false},
+                                      {"lstrip", false},  {"rstrip", false},    {"normalized", false},
+                                      {"special", true}};
+    };
+    j["added_tokens"] = {special(0, "<unk>"), special(1, "<s>"), special(2, "</s>")};
+    j["normalizer"] = {{"type", "Sequence"},
+                       {"normalizers",
+                        {{{"type", "Prepend"}, {"prepend", "\xe2\x96\x81"}},
+                         {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", "\xe2\x96\x81"}}}}};
+    j["pre_tokenizer"] = nullptr;
+    j["post_processor"] = nullptr;
+    j["decoder"] = {{"type", "Sequence"},
+                    {"decoders",
+                     {{{"type", "Replace"}, {"pattern", {{"String", "\xe2\x96\x81"}}}, {"content", " "}},
+                      {{"type", "ByteFallback"}},
+                      {{"type", "Fuse"}},
+                      {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}}}}};
+    j["model"] = {{"type", "BPE"},          {"dropout", nullptr},     {"unk_token", "<unk>"},
+                  {"continuing_subword_prefix", nullptr}, {"end_of_word_suffix", nullptr},
+                  {"fuse_unk", true},       {"byte_fallback", true}, {"ignore_merges", false},
+                  {"vocab", v},             {"merges", nlohmann::json::array()}};
+    return j.dump(1);
+}
+
+} // namespace
+
+std::vector<std::string> syntheticShapes() { return {"tinyllama-1.1b", "llama-tiny"}; }
+
+ModelSpec syntheticSpec(const std::string& arch, const std::string& shape) {
+    if (arch != "llama")
+        throw ArgumentError("synth: unsupported --arch '" + arch + "' (supported: llama)");
+    ModelSpec s;
+    s.arch = "llama";
+    s.sourceFormat = "safetensors";
+    if (shape == "tinyllama-1.1b") {
+        s.dim = 2048, s.nLayers = 22, s.hidden = 5632, s.nHeads = 32, s.nKvHeads = 4;
+        s.vocab = 32000, s.maxSeq = 2048;
+    } else if (shape == "llama-tiny") {
+        s.dim = 64, s.nLayers = 2, s.hidden = 160, s.nHeads = 4, s.nKvHeads = 2;
+        s.vocab = 512, s.maxSeq = 256;
+    } else {
+        throw ArgumentError("synth: unknown --shape '" + shape +
+                            "' (known: tinyllama-1.1b, llama-tiny)");
+    }
+    s.headDim = s.dim / s.nHeads;
+    s.normEps = 1e-5f;
+    s.bosId = 1;
+    s.eosIds = {2};
+    return s;
+}
+
+Status writeSyntheticModel(const ModelSpec& spec, const std::string& folder,
+                           const SynthOptions& opts, Progress& progress) {
+    namespace fs = std::filesystem;
+    if (opts.dtype != DType::F32 && opts.dtype != DType::F16 && opts.dtype != DType::BF16)
+        throw ArgumentError("synth: --dtype must be f32, f16 or bf16");
+    fs::create_directories(folder);
+
+    std::vector<TensorDesc> descs;
+    auto add = [&](const std::string& name, std::vector<int64_t> shape) {
+        descs.push_back({name, opts.dtype, std::move(shape)});
+    };
+    const int64_t qDim = spec.nHeads * spec.headDim, kvDim = spec.nKvHeads * spec.headDim;
+    add("model.embed_tokens.weight", {spec.vocab, spec.dim});
+    for (int64_t l = 0; l < spec.nLayers; ++l) {
+        const std::string p = "model.layers." + std::to_string(l) + ".";
+        add(p + "input_layernorm.weight", {spec.dim});
+        add(p + "self_attn.q_proj.weight", {qDim, spec.dim});
+        add(p + "self_attn.k_proj.weight", {kvDim, spec.dim});
+        add(p + "self_attn.v_proj.weight", {kvDim, spec.dim});
+        add(p + "self_attn.o_proj.weight", {spec.dim, qDim});
+        add(p + "post_attention_layernorm.weight", {spec.dim});
+        add(p + "mlp.gate_proj.weight", {spec.hidden, spec.dim});
+        add(p + "mlp.up_proj.weight", {spec.hidden, spec.dim});
+        add(p + "mlp.down_proj.weight", {spec.dim, spec.hidden});
+    }
+    add("model.norm.weight", {spec.dim});
+    add("lm_head.weight", {spec.vocab, spec.dim});
+
+    uint64_t total = 0;
+    for (const auto& d : descs) total += tensorDescBytes(d);
+    uint64_t done = 0;
+    const double amp = opts.weightStd * std::sqrt(3.0); // uniform[-a,a] has std a/sqrt(3)
+    const DType dt = opts.dtype;
+
+    auto fill = [&](size_t index, std::byte* dst, uint64_t nbytes) {
+        const TensorDesc& d = descs[index];
+        const bool isNorm = d.shape.size() == 1;
+        const int64_t n = int64_t(nbytes / (dt == DType::F32 ? 4 : 2));
+        const int64_t chunk = 1 << 16;
+#pragma omp parallel for schedule(static)
+        for (int64_t c0 = 0; c0 < n; c0 += chunk) {
+            uint64_t state = opts.seed * 0x100000001b3ull + uint64_t(index) * 0x9e3779b9ull +
+                             uint64_t(c0 / chunk) * 0x632be59bd9b4e019ull;
+            const int64_t c1 = std::min(n, c0 + chunk);
+            for (int64_t i = c0; i < c1; ++i) {
+                float v = 1.0f;
+                if (!isNorm) {
+                    const double u = double(splitmix(state) >> 11) * (1.0 / 9007199254740992.0);
+                    v = float((2.0 * u - 1.0) * amp);
+                }
+                if (dt == DType::F32) {
+                    std::memcpy(dst + i * 4, &v, 4);
+                } else {
+                    const uint16_t h = dt == DType::F16 ? f32ToF16(v) : f32ToBf16(v);
+                    std::memcpy(dst + i * 2, &h, 2);
+                }
+            }
+        }
+        done += nbytes;
+        if (!progress.report(double(done) / double(total), d.name)) throw Cancelled{};
+    };
+
+    nlohmann::ordered_json cfg;
+    cfg["architectures"] = {"LlamaForCausalLM"};
+    cfg["model_type"] = "llama";
+    cfg["hidden_size"] = spec.dim;
+    cfg["intermediate_size"] = spec.hidden;
+    cfg["num_hidden_layers"] = spec.nLayers;
+    cfg["num_attention_heads"] = spec.nHeads;
+    cfg["num_key_value_heads"] = spec.nKvHeads;
+    cfg["head_dim"] = spec.headDim;
+    cfg["vocab_size"] = spec.vocab;
+    cfg["max_position_embeddings"] = spec.maxSeq;
+    cfg["rms_norm_eps"] = spec.normEps;
+    cfg["rope_theta"] = spec.rope.theta;
+    cfg["hidden_act"] = "silu";
+    cfg["tie_word_embeddings"] = false;
+    cfg["bos_token_id"] = 1;
+    cfg["eos_token_id"] = 2;
+    cfg["torch_dtype"] = dt == DType::F32 ? "float32" : dt == DType::F16 ? "float16" : "bfloat16";
+    cfg["lcw_synthetic"] = {{"seed", opts.seed}, {"weight_std", opts.weightStd}};
+
+    try {
+        writeSafetensorsSharded(folder, descs, fill, opts.maxShardBytes,
+                                {{"format", "pt"}, {"lcw_synthetic", "random weights"}});
+    } catch (const Cancelled&) {
+        for (const auto& e : fs::directory_iterator(folder))
+            if (e.path().extension() == ".safetensors" || e.path().filename() == "model.safetensors.index.json")
+                fs::remove(e.path());
+        return Status::Cancelled;
+    }
+    writeFileAtomic((fs::path(folder) / "config.json").string(), cfg.dump(2));
+    writeFileAtomic((fs::path(folder) / "tokenizer.json").string(), tokenizerJson(spec.vocab));
+    writeFileAtomic((fs::path(folder) / "tokenizer_config.json").string(),
+                    std::string(R"({"add_bos_token": true, "add_eos_token": false, "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"})"));
+    return Status::Ok;
+}
+
+} // namespace lcw
