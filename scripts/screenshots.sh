@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Renders the GUI's screenshots into docs/screenshots/ (builds lcw first when needed).
+#   scripts/screenshots.sh [BUILD_DIR]      default BUILD_DIR: build
+# Model: resources/models/stories260K (the demo model), else $LCW_SHARED_DIR/models/stories260K/hf,
+# else ../shared/models/stories260K/hf. Runs headless (QT_QPA_PLATFORM=offscreen); set
+# LCW_SCREENSHOT_XVFB=1 to use xvfb-run with a real X server instead.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+build="${1:-$root/build}"
+out="$root/docs/screenshots"
+size="${LCW_SCREENSHOT_SIZE:-1400x900}"
+
+model=""
+for candidate in \
+    "$root/resources/models/stories260K" \
+    "${LCW_SHARED_DIR:-$root/../shared}/models/stories260K/hf"; do
+    if [[ -e "$candidate" ]]; then model="$candidate"; break; fi
+done
+if [[ -z "$model" ]]; then
+    echo "screenshots.sh: no demo model (resources/models/stories260K or shared stories260K/hf)" >&2
+    exit 1
+fi
+
+if [[ ! -f "$build/build.ninja" && ! -f "$build/Makefile" ]]; then
+    cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLCW_BUILD_BENCH=OFF
+fi
+cmake --build "$build" --target lcw -j"${LCW_JOBS:-2}"
+exe="$build/app/gui/lcw"
+[[ -x "$exe" ]] || { echo "screenshots.sh: $exe not built" >&2; exit 1; }
+
+mkdir -p "$out"
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
+chmod 700 "$XDG_RUNTIME_DIR" 2>/dev/null || true
+
+shoot() { # shoot FILE [MODEL]
+    local file="$1"; shift
+    if [[ "${LCW_SCREENSHOT_XVFB:-0}" == 1 ]] && command -v xvfb-run >/dev/null; then
+        QT_QPA_PLATFORM=xcb xvfb-run -a -s "-screen 0 1600x1000x24" \
+            "$exe" --screenshot "$file" --size "$size" "$@"
+    else
+        QT_QPA_PLATFORM=offscreen "$exe" --screenshot "$file" --size "$size" "$@"
+    fi
+}
+
+shoot "$out/main_window.png" "$model"
+shoot "$out/welcome.png"
+echo "screenshots in $out"

@@ -1,0 +1,545 @@
+#include "widgets/main_window.h"
+
+#include "core/common/error.h"
+#include "core/version.h"
+#include "plots/bar_plot.h"
+#include "widgets/layer_table_model.h"
+#include "widgets/model_summary_panel.h"
+#include "widgets/number_format.h"
+#include "widgets/task_status_widget.h"
+
+#include <QAction>
+#include <QApplication>
+#include <QClipboard>
+#include <QCloseEvent>
+#include <QDir>
+#include <QDragEnterEvent>
+#include <QDropEvent>
+#include <QElapsedTimer>
+#include <QFileDialog>
+#include <QFileInfo>
+#include <QHBoxLayout>
+#include <QHeaderView>
+#include <QItemSelectionModel>
+#include <QLabel>
+#include <QLineEdit>
+#include <QMenuBar>
+#include <QMessageBox>
+#include <QMimeData>
+#include <QPushButton>
+#include <QRegularExpression>
+#include <QSettings>
+#include <QSortFilterProxyModel>
+#include <QSplitter>
+#include <QStackedWidget>
+#include <QStatusBar>
+#include <QStyle>
+#include <QTableView>
+#include <QVBoxLayout>
+
+#include <algorithm>
+
+namespace lcw {
+
+namespace {
+
+constexpr auto kRecentKey = "recent/models";
+constexpr auto kGeometryKey = "mainWindow/geometry";
+constexpr auto kStateKey = "mainWindow/state";
+constexpr auto kHSplitKey = "mainWindow/hSplit";
+constexpr auto kLeftSplitKey = "mainWindow/leftSplit";
+constexpr int kDefaultWidth = 1400;
+constexpr int kDefaultHeight = 900;
+
+/// Glob to an anchored regex: '*' any run, '?' one character, everything else literal.
+QString globToRegex(const QString& glob) {
+    QString re;
+    for (const QChar c : glob) {
+        if (c == QLatin1Char('*'))
+            re += QStringLiteral(".*");
+        else if (c == QLatin1Char('?'))
+            re += QLatin1Char('.');
+        else
+            re += QRegularExpression::escape(QString(c));
+    }
+    return QStringLiteral("^%1$").arg(re);
+}
+
+} // namespace
+
+MainWindow::MainWindow(QWidget* parent) : MainWindow(Options{}, parent) {}
+
+MainWindow::MainWindow(Options options, QWidget* parent) : QMainWindow(parent), m_options(options) {
+    m_runner = new TaskRunner(this);
+    buildUi();
+    buildMenus();
+    setAcceptDrops(true);
+    setWindowTitle(QStringLiteral("lcw"));
+    resize(kDefaultWidth, kDefaultHeight);
+    if (m_options.useSettings) readSettings();
+    rebuildRecentMenu();
+}
+
+MainWindow::~MainWindow() = default;
+
+// ---------------------------------------------------------------------------------------------
+// UI construction
+
+void MainWindow::buildUi() {
+    m_stack = new QStackedWidget(this);
+    m_stack->addWidget(buildWelcomePage());
+    m_stack->addWidget(buildModelPage());
+    setCentralWidget(m_stack);
+
+    m_taskStatus = new TaskStatusWidget(m_runner, this);
+    statusBar()->addPermanentWidget(m_taskStatus);
+    statusBar()->showMessage(tr("Open a model folder or file to begin."));
+}
+
+QWidget* MainWindow::buildWelcomePage() {
+    auto* page = new QWidget(this);
+    auto* lay = new QVBoxLayout(page);
+    lay->addStretch(2);
+    auto* title = new QLabel(tr("LLM Compression Workbench"), page);
+    QFont tf = title->font();
+    tf.setPointSizeF(tf.pointSizeF() * 1.8);
+    tf.setBold(true);
+    title->setFont(tf);
+    title->setAlignment(Qt::AlignCenter);
+    auto* hint = new QLabel(tr("Open a Hugging Face model folder, a GGUF file or a llama2.c "
+                               "checkpoint — or drop it onto this window."),
+                            page);
+    hint->setAlignment(Qt::AlignCenter);
+    hint->setWordWrap(true);
+    auto* buttons = new QHBoxLayout;
+    auto* openFolder = new QPushButton(tr("Open Model Folder…"), page);
+    auto* openFile = new QPushButton(tr("Open Model File…"), page);
+    connect(openFolder, &QPushButton::clicked, this, &MainWindow::openFolderDialog);
+    connect(openFile, &QPushButton::clicked, this, &MainWindow::openFileDialog);
+    buttons->addStretch();
+    buttons->addWidget(openFolder);
+    buttons->addWidget(openFile);
+    buttons->addStretch();
+    lay->addWidget(title);
+    lay->addSpacing(8);
+    lay->addWidget(hint);
+    lay->addSpacing(16);
+    lay->addLayout(buttons);
+    lay->addStretch(3);
+    return page;
+}
+
+QWidget* MainWindow::buildModelPage() {
+    m_hSplit = new QSplitter(Qt::Horizontal, this);
+    m_hSplit->setChildrenCollapsible(false);
+
+    // Left: summary over the parameters-per-block plot.
+    m_leftSplit = new QSplitter(Qt::Vertical, m_hSplit);
+    m_leftSplit->setChildrenCollapsible(false);
+    m_summary = new ModelSummaryPanel(m_leftSplit);
+    m_plot = new BarPlot(m_leftSplit);
+    m_plot->setTitle(tr("Parameters per block"));
+    m_plot->setTooltipFormatter([this](int i, const QString&, double) -> QString {
+        if (i < 0 || size_t(i) >= m_blocks.size() || !m_model) return {};
+        const BlockSize& b = m_blocks[size_t(i)];
+        const double share =
+            100.0 * double(b.parameters) / double(std::max<int64_t>(1, m_model->parameterCount()));
+        QString text = tr("%1\n%2 parameters (%3% of the model)\n%4 stored")
+                           .arg(QString::fromStdString(b.label), formatCountExact(b.parameters))
+                           .arg(share, 0, 'f', 1)
+                           .arg(formatBytes(b.bytes));
+        if (size_t(i) + 1 == m_blocks.size())
+            text += tr("\nfinal norm%1")
+                        .arg(m_model->find("lm_head") ? tr(" + lm_head")
+                                                      : tr("; lm_head tied to embed"));
+        return text;
+    });
+    m_leftSplit->addWidget(m_summary);
+    m_leftSplit->addWidget(m_plot);
+    m_leftSplit->setStretchFactor(0, 3);
+    m_leftSplit->setStretchFactor(1, 2);
+
+    // Right: filter line over the tensor table.
+    auto* right = new QWidget(m_hSplit);
+    auto* rl = new QVBoxLayout(right);
+    rl->setContentsMargins(0, 0, 0, 0);
+    rl->setSpacing(4);
+    auto* filterRow = new QHBoxLayout;
+    m_filter = new QLineEdit(right);
+    m_filter->setPlaceholderText(tr("Filter tensors: text, glob (layers.*.mlp.down) or re:regex"));
+    m_filter->setClearButtonEnabled(true);
+    m_filterCount = new QLabel(right);
+    m_filterCount->setMinimumWidth(120);
+    m_filterCount->setAlignment(Qt::AlignRight | Qt::AlignVCenter);
+    filterRow->addWidget(m_filter, 1);
+    filterRow->addWidget(m_filterCount);
+    rl->addLayout(filterRow);
+
+    m_layerModel = new LayerTableModel(this);
+    m_proxy = new QSortFilterProxyModel(this);
+    m_proxy->setSourceModel(m_layerModel);
+    m_proxy->setSortRole(LayerTableModel::SortRole);
+    m_proxy->setFilterKeyColumn(-1);
+    m_proxy->setFilterCaseSensitivity(Qt::CaseInsensitive);
+    m_proxy->setSortCaseSensitivity(Qt::CaseInsensitive);
+
+    m_table = new QTableView(right);
+    m_table->setModel(m_proxy);
+    m_table->setSelectionBehavior(QAbstractItemView::SelectRows);
+    m_table->setSelectionMode(QAbstractItemView::ExtendedSelection);
+    m_table->setAlternatingRowColors(true);
+    m_table->setWordWrap(false);
+    m_table->setTextElideMode(Qt::ElideMiddle);
+    m_table->verticalHeader()->setVisible(false);
+    m_table->verticalHeader()->setDefaultSectionSize(m_table->fontMetrics().height() + 8);
+    m_table->horizontalHeader()->setHighlightSections(false);
+    m_table->horizontalHeader()->setStretchLastSection(false);
+    m_table->horizontalHeader()->setSectionResizeMode(LayerTableModel::Name, QHeaderView::Stretch);
+    // -1 keeps file order until the user clicks a header.
+    m_table->horizontalHeader()->setSortIndicator(-1, Qt::AscendingOrder);
+    m_table->setSortingEnabled(true);
+    rl->addWidget(m_table, 1);
+
+    auto* copy = new QAction(tr("Copy Rows as TSV"), m_table);
+    copy->setShortcut(QKeySequence::Copy);
+    copy->setShortcutContext(Qt::WidgetWithChildrenShortcut);
+    connect(copy, &QAction::triggered, this, [this] { copySelectedRows(); });
+    auto* selectAll = new QAction(tr("Select All"), m_table);
+    selectAll->setShortcut(QKeySequence::SelectAll);
+    selectAll->setShortcutContext(Qt::WidgetWithChildrenShortcut);
+    connect(selectAll, &QAction::triggered, m_table, &QTableView::selectAll);
+    m_table->addAction(copy);
+    m_table->addAction(selectAll);
+    m_table->setContextMenuPolicy(Qt::ActionsContextMenu);
+
+    connect(m_filter, &QLineEdit::textChanged, this, &MainWindow::setLayerFilter);
+    connect(m_proxy, &QAbstractItemModel::rowsInserted, this, &MainWindow::updateFilterCount);
+    connect(m_proxy, &QAbstractItemModel::rowsRemoved, this, &MainWindow::updateFilterCount);
+    connect(m_proxy, &QAbstractItemModel::modelReset, this, &MainWindow::updateFilterCount);
+    connect(m_proxy, &QAbstractItemModel::layoutChanged, this, &MainWindow::updateFilterCount);
+
+    m_hSplit->addWidget(m_leftSplit);
+    m_hSplit->addWidget(right);
+    m_hSplit->setStretchFactor(0, 2);
+    m_hSplit->setStretchFactor(1, 3);
+    m_hSplit->setSizes({kDefaultWidth * 2 / 5, kDefaultWidth * 3 / 5});
+    m_leftSplit->setSizes({kDefaultHeight * 11 / 20, kDefaultHeight * 9 / 20});
+
+    auto* page = new QWidget(this);
+    auto* pl = new QVBoxLayout(page);
+    pl->setContentsMargins(6, 6, 6, 0);
+    pl->addWidget(m_hSplit);
+    return page;
+}
+
+void MainWindow::buildMenus() {
+    QMenu* file = menuBar()->addMenu(tr("&File"));
+    QAction* openFolder =
+        file->addAction(tr("Open Model &Folder…"), this, &MainWindow::openFolderDialog);
+    openFolder->setShortcut(QKeySequence(Qt::CTRL | Qt::SHIFT | Qt::Key_O));
+    openFolder->setIcon(style()->standardIcon(QStyle::SP_DirOpenIcon));
+    QAction* openFile = file->addAction(tr("&Open Model File…"), this, &MainWindow::openFileDialog);
+    openFile->setShortcut(QKeySequence::Open);
+    openFile->setIcon(style()->standardIcon(QStyle::SP_FileIcon));
+    m_recentMenu = file->addMenu(tr("Open &Recent"));
+    file->addSeparator();
+    QAction* quit = file->addAction(tr("&Quit"), this, &QWidget::close);
+    quit->setShortcut(QKeySequence::Quit);
+    quit->setMenuRole(QAction::QuitRole);
+
+    QMenu* help = menuBar()->addMenu(tr("&Help"));
+    QAction* about = help->addAction(tr("&About lcw"), this, &MainWindow::showAbout);
+    about->setMenuRole(QAction::AboutRole);
+    help->addAction(tr("About &Qt"), qApp, &QApplication::aboutQt);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Opening
+
+void MainWindow::openFolderDialog() {
+    const QString start =
+        m_recent.isEmpty() ? QDir::homePath() : QFileInfo(m_recent.front()).absolutePath();
+    const QString dir = QFileDialog::getExistingDirectory(this, tr("Open Model Folder"), start);
+    if (!dir.isEmpty()) openModel(dir);
+}
+
+void MainWindow::openFileDialog() {
+    const QString start =
+        m_recent.isEmpty() ? QDir::homePath() : QFileInfo(m_recent.front()).absolutePath();
+    const QString file = QFileDialog::getOpenFileName(
+        this, tr("Open Model File"), start,
+        tr("Model files (*.gguf *.bin *.safetensors);;GGUF (*.gguf);;llama2.c checkpoints "
+           "(*.bin);;safetensors (*.safetensors);;All files (*)"));
+    if (!file.isEmpty()) openModel(file);
+}
+
+void MainWindow::openRecent(const QString& path) {
+    if (!QFileInfo::exists(path)) {
+        m_recent.removeAll(path);
+        rebuildRecentMenu();
+        if (m_options.useSettings) QSettings().setValue(kRecentKey, m_recent);
+        emit recentFilesChanged();
+        showError(tr("Open Recent"), tr("%1 no longer exists and was removed from the recent list.")
+                                         .arg(QDir::toNativeSeparators(path)));
+        return;
+    }
+    openModel(path);
+}
+
+void MainWindow::openModel(const QString& path) {
+    if (path.isEmpty()) return;
+    // A newer request replaces an older one: Model::load cannot be interrupted, but its result
+    // will be discarded and the new load starts right after it.
+    if (m_loadJob != 0) m_runner->cancel(m_loadJob);
+
+    const QString absPath = QFileInfo(path).absoluteFilePath();
+    const std::string stdPath = QDir::cleanPath(absPath).toStdString();
+    const QString name = displayName(absPath);
+    std::function<LoadResult(Progress&)> job = [stdPath, name](Progress& p) {
+        QElapsedTimer timer;
+        timer.start();
+        p.report(0.0, ("reading " + name).toStdString());
+        LoadResult r;
+        r.model = Model::load(stdPath);
+        r.seconds = double(timer.nsecsElapsed()) * 1e-9;
+        p.report(1.0, "done");
+        return r;
+    };
+    statusBar()->showMessage(tr("Loading %1…").arg(QDir::toNativeSeparators(absPath)));
+    // The callbacks learn their own id after submit() returns (they run later, on this thread).
+    auto self = std::make_shared<TaskRunner::JobId>(0);
+    *self = m_runner->submit<LoadResult>(
+        tr("Loading %1").arg(name), std::move(job), this,
+        [this, absPath, self](LoadResult r) {
+            if (m_loadJob == *self) m_loadJob = 0;
+            setModel(std::move(r.model), absPath, r.seconds);
+        },
+        [this, absPath, self](const QString& message) {
+            if (m_loadJob != *self) return; // superseded by a newer request
+            m_loadJob = 0;
+            statusBar()->showMessage(tr("Could not open %1").arg(displayName(absPath)), 10000);
+            emit loadFailed(absPath, message);
+            showError(tr("Could not open model"),
+                      tr("Could not open %1").arg(QDir::toNativeSeparators(absPath)), message);
+        },
+        [this, self] {
+            if (m_loadJob != *self) return;
+            m_loadJob = 0;
+            statusBar()->showMessage(tr("Loading cancelled"), 5000);
+        });
+    m_loadJob = *self;
+}
+
+void MainWindow::setModel(std::shared_ptr<const Model> model, const QString& path, double seconds) {
+    if (!model) return;
+    m_model = std::move(model);
+    m_modelPath = path;
+    m_blocks = blockSizes(*m_model);
+    m_summary->setModel(m_model.get());
+    m_layerModel->setModel(m_model);
+    m_table->resizeColumnsToContents();
+    // The name column stretches; give the others room for their header plus sort arrow.
+    for (int c = LayerTableModel::Layer; c < LayerTableModel::ColumnCount; ++c)
+        m_table->setColumnWidth(c, m_table->columnWidth(c) + 16);
+    updatePlot();
+    updateFilterCount();
+    m_stack->setCurrentIndex(1);
+    setWindowTitle(QStringLiteral("lcw — %1").arg(displayName(path)));
+    setWindowFilePath(path);
+    addRecent(path);
+    const QString took = seconds < 1.0 ? tr("%1 ms").arg(qRound(seconds * 1000.0))
+                                       : tr("%1 s").arg(seconds, 0, 'f', 2);
+    statusBar()->showMessage(tr("Loaded %1: %2 tensors, %3 parameters in %4")
+                                 .arg(displayName(path))
+                                 .arg(m_model->tensors().size())
+                                 .arg(formatCountShort(m_model->parameterCount()), took));
+    emit modelLoaded(path);
+}
+
+void MainWindow::updatePlot() {
+    if (m_blocks.empty()) {
+        m_plot->clear();
+        return;
+    }
+    int64_t maxParams = 0;
+    for (const auto& b : m_blocks) maxParams = std::max(maxParams, b.parameters);
+    // Scale only to keep axis tick labels short; tooltips show exact numbers.
+    double scale = 1.0;
+    QString unit;
+    if (maxParams >= 1'000'000'000) {
+        scale = 1e9;
+        unit = QStringLiteral(" (billions)");
+    } else if (maxParams >= 1'000'000) {
+        scale = 1e6;
+        unit = QStringLiteral(" (millions)");
+    } else if (maxParams >= 10'000) {
+        scale = 1e3;
+        unit = QStringLiteral(" (thousands)");
+    }
+    QStringList labels;
+    QVector<double> values;
+    QVector<int> groups;
+    for (const auto& b : m_blocks) {
+        labels << QString::fromStdString(b.label);
+        values << double(b.parameters) / scale;
+        groups << (b.layer >= 0 ? 1 : 0);
+    }
+    m_plot->setValueAxisLabel(tr("parameters%1").arg(unit));
+    m_plot->setBars(labels, values, groups, {tr("embedding / head"), tr("transformer layers")});
+}
+
+QString MainWindow::displayName(const QString& path) {
+    const QFileInfo fi(QDir::cleanPath(path));
+    if (!fi.isDir()) return fi.fileName();
+    // Folders called "hf" or "model" say little on their own: prefix the parent's name.
+    static const QStringList generic = {"hf",         "model",       "models",   "weights",
+                                        "checkpoint", "safetensors", "snapshot", "main"};
+    const QString name = fi.fileName();
+    if (generic.contains(name, Qt::CaseInsensitive)) {
+        const QString parent = QFileInfo(fi.absolutePath()).fileName();
+        if (!parent.isEmpty()) return parent + QLatin1Char('/') + name;
+    }
+    return name;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Table
+
+void MainWindow::setLayerFilter(const QString& text) {
+    if (m_filter->text() != text) {
+        m_filter->setText(text); // re-enters through textChanged
+        return;
+    }
+    QRegularExpression re;
+    const QString t = text.trimmed();
+    if (t.startsWith(QStringLiteral("re:")))
+        re.setPattern(t.mid(3));
+    else if (t.contains(QLatin1Char('*')) || t.contains(QLatin1Char('?')))
+        re.setPattern(globToRegex(t));
+    else
+        re.setPattern(QRegularExpression::escape(t));
+    re.setPatternOptions(QRegularExpression::CaseInsensitiveOption);
+    const bool valid = re.isValid();
+    m_filter->setStyleSheet(valid ? QString() : QStringLiteral("QLineEdit { color: #b00020; }"));
+    m_filter->setToolTip(valid ? QString()
+                               : tr("Invalid regular expression: %1").arg(re.errorString()));
+    if (valid) m_proxy->setFilterRegularExpression(re);
+    updateFilterCount();
+}
+
+void MainWindow::updateFilterCount() {
+    if (!m_filterCount) return;
+    const int total = m_layerModel->rowCount();
+    const int shown = m_proxy->rowCount();
+    m_filterCount->setText(shown == total ? tr("%1 tensors").arg(total)
+                                          : tr("%1 of %2 tensors").arg(shown).arg(total));
+}
+
+QString MainWindow::copySelectedRows() {
+    QModelIndexList rows = m_table->selectionModel()->selectedRows();
+    std::sort(rows.begin(), rows.end(),
+              [](const QModelIndex& a, const QModelIndex& b) { return a.row() < b.row(); });
+    QModelIndexList source;
+    for (const QModelIndex& r : rows) source << m_proxy->mapToSource(r);
+    if (source.isEmpty()) return {};
+    const QString tsv = m_layerModel->rowsAsTsv(source);
+    QApplication::clipboard()->setText(tsv);
+    statusBar()->showMessage(tr("Copied %n row(s)", nullptr, int(source.size())), 3000);
+    return tsv;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recent files, settings, dialogs
+
+void MainWindow::addRecent(const QString& path) {
+    m_recent.removeAll(path);
+    m_recent.prepend(path);
+    while (m_recent.size() > kMaxRecent) m_recent.removeLast();
+    if (m_options.useSettings) QSettings().setValue(kRecentKey, m_recent);
+    rebuildRecentMenu();
+    emit recentFilesChanged();
+}
+
+void MainWindow::clearRecentFiles() {
+    m_recent.clear();
+    if (m_options.useSettings) QSettings().setValue(kRecentKey, m_recent);
+    rebuildRecentMenu();
+    emit recentFilesChanged();
+}
+
+void MainWindow::rebuildRecentMenu() {
+    m_recentMenu->clear();
+    for (int i = 0; i < m_recent.size(); ++i) {
+        const QString path = m_recent[i];
+        const QString label =
+            QStringLiteral("&%1  %2").arg((i + 1) % 10).arg(QDir::toNativeSeparators(path));
+        QAction* a = m_recentMenu->addAction(label, this, [this, path] { openRecent(path); });
+        a->setToolTip(path);
+    }
+    if (!m_recent.isEmpty()) m_recentMenu->addSeparator();
+    QAction* clear =
+        m_recentMenu->addAction(tr("Clear Recent"), this, &MainWindow::clearRecentFiles);
+    clear->setEnabled(!m_recent.isEmpty());
+}
+
+void MainWindow::showError(const QString& title, const QString& text, const QString& details) {
+    const QString full = details.isEmpty() ? text : text + QStringLiteral(":\n") + details;
+    emit errorShown(full);
+    if (!m_options.modalDialogs) return;
+    QMessageBox box(QMessageBox::Critical, title, text, QMessageBox::Ok, this);
+    if (!details.isEmpty()) box.setInformativeText(details);
+    box.exec();
+}
+
+void MainWindow::showAbout() {
+    QMessageBox::about(
+        this, tr("About lcw"),
+        tr("<h3>lcw %1</h3><p>LLM Compression Workbench: inspect a model, gather activation "
+           "statistics, try quantization, pruning and low-rank recipes per layer, and measure "
+           "what they cost.</p><p>Built with Qt %2 and QCustomPlot.</p>")
+            .arg(QString::fromLatin1(version()), QString::fromLatin1(qVersion())));
+}
+
+void MainWindow::readSettings() {
+    QSettings s;
+    m_recent = s.value(kRecentKey).toStringList();
+    while (m_recent.size() > kMaxRecent) m_recent.removeLast();
+    if (const QByteArray g = s.value(kGeometryKey).toByteArray(); !g.isEmpty()) restoreGeometry(g);
+    if (const QByteArray st = s.value(kStateKey).toByteArray(); !st.isEmpty()) restoreState(st);
+    if (const QByteArray h = s.value(kHSplitKey).toByteArray(); !h.isEmpty())
+        m_hSplit->restoreState(h);
+    if (const QByteArray l = s.value(kLeftSplitKey).toByteArray(); !l.isEmpty())
+        m_leftSplit->restoreState(l);
+}
+
+void MainWindow::writeSettings() const {
+    QSettings s;
+    s.setValue(kGeometryKey, saveGeometry());
+    s.setValue(kStateKey, saveState());
+    s.setValue(kHSplitKey, m_hSplit->saveState());
+    s.setValue(kLeftSplitKey, m_leftSplit->saveState());
+    s.setValue(kRecentKey, m_recent);
+}
+
+void MainWindow::closeEvent(QCloseEvent* event) {
+    if (m_options.useSettings) writeSettings();
+    // A running load cannot be interrupted inside Model::load; ask it to stop so the runner's
+    // destructor waits only for the current step.
+    m_runner->cancelAll();
+    event->accept();
+}
+
+void MainWindow::dragEnterEvent(QDragEnterEvent* event) {
+    const QMimeData* mime = event->mimeData();
+    if (mime->hasUrls() && !mime->urls().isEmpty() && mime->urls().front().isLocalFile())
+        event->acceptProposedAction();
+}
+
+void MainWindow::dropEvent(QDropEvent* event) {
+    const QList<QUrl> urls = event->mimeData()->urls();
+    if (urls.isEmpty() || !urls.front().isLocalFile()) return;
+    event->acceptProposedAction();
+    openModel(urls.front().toLocalFile());
+}
+
+} // namespace lcw

@@ -1,0 +1,138 @@
+#pragma once
+/// \file
+/// The main window: opens a model in the background (menu, recent list, drag and drop, command
+/// line) and shows its summary, parameters per block and tensor table.
+#include "widgets/model_blocks.h"
+#include "widgets/task_runner.h"
+
+#include <QMainWindow>
+
+#include <memory>
+#include <vector>
+
+class QLabel;
+class QLineEdit;
+class QMenu;
+class QSortFilterProxyModel;
+class QSplitter;
+class QStackedWidget;
+class QTableView;
+
+namespace lcw {
+
+class BarPlot;
+class LayerTableModel;
+class ModelSummaryPanel;
+class TaskStatusWidget;
+
+class MainWindow : public QMainWindow {
+    Q_OBJECT
+public:
+    struct Options {
+        /// Restore/save geometry and the recent list in QSettings (off for --screenshot).
+        bool useSettings = true;
+        /// Show errors in modal message boxes (tests turn this off; errorShown() is always
+        /// emitted).
+        bool modalDialogs = true;
+    };
+    /// Entries kept in File ▸ Open Recent.
+    static constexpr int kMaxRecent = 10;
+
+    explicit MainWindow(QWidget* parent = nullptr);
+    explicit MainWindow(Options options, QWidget* parent = nullptr);
+    ~MainWindow() override;
+
+    /// Starts loading a model folder or file in the background. On success the window shows it
+    /// and emits modelLoaded(); on failure the current model stays, an error is shown and
+    /// loadFailed() is emitted. A load still running is cancelled (its result is discarded).
+    void openModel(const QString& path);
+    /// Opens a recent entry; an entry that no longer exists is removed with a message.
+    void openRecent(const QString& path);
+
+    /// The loaded model (nullptr before the first successful load).
+    const Model* model() const { return m_model.get(); }
+    std::shared_ptr<const Model> sharedModel() const { return m_model; }
+    /// Path of the loaded model as the user gave it.
+    QString modelPath() const { return m_modelPath; }
+    /// "stories260K/hf", "tinyllama.gguf": the name in the title bar.
+    static QString displayName(const QString& path);
+    /// True while a load job is queued or running.
+    bool isLoading() const { return m_loadJob != 0; }
+
+    QStringList recentFiles() const { return m_recent; }
+    void clearRecentFiles();
+
+    /// Filters the layer table: plain text matches any column (case-insensitive), text with
+    /// '*' or '?' is a glob over whole cells ("layers.*.mlp.down"), "re:<regex>" a regex.
+    void setLayerFilter(const QString& text);
+    /// Copies the selected table rows as TSV to the clipboard and returns the text.
+    QString copySelectedRows();
+
+    void setModalDialogsEnabled(bool on) { m_options.modalDialogs = on; }
+    bool modalDialogsEnabled() const { return m_options.modalDialogs; }
+
+    TaskRunner* taskRunner() const { return m_runner; }
+    LayerTableModel* layerTableModel() const { return m_layerModel; }
+    QSortFilterProxyModel* layerProxy() const { return m_proxy; }
+    QTableView* layerView() const { return m_table; }
+    ModelSummaryPanel* summaryPanel() const { return m_summary; }
+    BarPlot* blockPlot() const { return m_plot; }
+    QLineEdit* filterEdit() const { return m_filter; }
+
+signals:
+    void modelLoaded(const QString& path);
+    void loadFailed(const QString& path, const QString& message);
+    /// Every error or warning the window reports to the user (also when dialogs are off).
+    void errorShown(const QString& message);
+    void recentFilesChanged();
+
+protected:
+    void closeEvent(QCloseEvent* event) override;
+    void dragEnterEvent(QDragEnterEvent* event) override;
+    void dropEvent(QDropEvent* event) override;
+
+private:
+    struct LoadResult {
+        std::shared_ptr<const Model> model;
+        double seconds = 0.0;
+    };
+
+    void buildUi();
+    void buildMenus();
+    QWidget* buildWelcomePage();
+    QWidget* buildModelPage();
+    void openFolderDialog();
+    void openFileDialog();
+    void showAbout();
+    void setModel(std::shared_ptr<const Model> model, const QString& path, double seconds);
+    void updatePlot();
+    void updateFilterCount();
+    void addRecent(const QString& path);
+    void rebuildRecentMenu();
+    void showError(const QString& title, const QString& text, const QString& details = {});
+    void readSettings();
+    void writeSettings() const;
+
+    Options m_options;
+    TaskRunner* m_runner = nullptr;
+    TaskStatusWidget* m_taskStatus = nullptr;
+    std::shared_ptr<const Model> m_model;
+    QString m_modelPath;
+    std::vector<BlockSize> m_blocks;
+    TaskRunner::JobId m_loadJob = 0;
+    QStringList m_recent;
+
+    QStackedWidget* m_stack = nullptr;
+    QSplitter* m_hSplit = nullptr;
+    QSplitter* m_leftSplit = nullptr;
+    ModelSummaryPanel* m_summary = nullptr;
+    BarPlot* m_plot = nullptr;
+    LayerTableModel* m_layerModel = nullptr;
+    QSortFilterProxyModel* m_proxy = nullptr;
+    QTableView* m_table = nullptr;
+    QLineEdit* m_filter = nullptr;
+    QLabel* m_filterCount = nullptr;
+    QMenu* m_recentMenu = nullptr;
+};
+
+} // namespace lcw
