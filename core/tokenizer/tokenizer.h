@@ -12,19 +12,20 @@ namespace lcw {
 
 /// The tokenizer as stored in GGUF metadata (tokenizer.ggml.*), decoupled from the GGUF reader.
 struct GgufVocab {
-    std::string model;              ///< tokenizer.ggml.model: "llama" (SPM) or "gpt2" (BPE)
-    std::string pre;                ///< tokenizer.ggml.pre ("default", "llama3", "qwen2", ...)
+    std::string model; ///< tokenizer.ggml.model: "llama" (SPM) or "gpt2" (BPE)
+    std::string pre;   ///< tokenizer.ggml.pre ("default", "llama3", "qwen2", ...)
     std::vector<std::string> tokens;
-    std::vector<float> scores;      ///< may be empty
-    std::vector<int32_t> tokenTypes;///< may be empty (1 normal, 2 unknown, 3 control, 4 user, 6 byte)
-    std::vector<std::string> merges;///< "a b" pairs (gpt2 model)
+    std::vector<float> scores; ///< may be empty
+    /// May be empty (1 normal, 2 unknown, 3 control, 4 user, 6 byte).
+    std::vector<int32_t> tokenTypes;
+    std::vector<std::string> merges; ///< "a b" pairs (gpt2 model)
     int32_t bosId = -1;
     int32_t eosId = -1;
     int32_t unkId = -1;
     int32_t padId = -1;
-    bool addBos = true;             ///< tokenizer.ggml.add_bos_token (default true for llama)
+    bool addBos = true; ///< tokenizer.ggml.add_bos_token (default true for llama)
     bool addEos = false;
-    bool addSpacePrefix = true;     ///< tokenizer.ggml.add_space_prefix
+    bool addSpacePrefix = true; ///< tokenizer.ggml.add_space_prefix
 };
 
 class Tokenizer {
@@ -33,20 +34,26 @@ public:
 
     /// Text to ids. addBos: prepend BOS when the tokenizer's rules say so (tokenizer_config.json
     /// add_bos_token, the post-processor template, GGUF add_bos_token, always for llama2.c).
-    /// parseSpecial: recognise added/special tokens written literally in the text ("<s>").
+    /// parseSpecial: recognise special tokens written literally in the text ("<s>"; HF added
+    /// tokens marked special, GGUF control/unknown tokens). Non-special added tokens (HF
+    /// added_tokens with special=false, GGUF user-defined tokens) are always recognised, as in
+    /// tokenizers and llama.cpp. When addBos is true the rules' suffix (add_eos_token, the
+    /// template's tokens after $A) is appended too.
     virtual std::vector<int32_t> encode(std::string_view text, bool addBos = true,
                                         bool parseSpecial = false) const = 0;
     /// Ids to text (UTF-8; invalid byte sequences are kept as bytes). skipSpecial drops
-    /// control tokens like <s>.
+    /// control tokens like <s>. Throws ArgumentError for ids outside the vocabulary.
     virtual std::string decode(const std::vector<int32_t>& ids, bool skipSpecial = true) const = 0;
     /// The token's string as stored in the vocabulary (e.g. "▁the", "Ġthe", "<0x0A>").
+    /// Throws ArgumentError for ids outside the vocabulary.
     virtual std::string tokenText(int32_t id) const = 0;
     virtual int32_t vocabSize() const = 0;
     virtual int32_t bosId() const = 0; ///< -1 when none
     virtual int32_t eosId() const = 0; ///< -1 when none
     /// Whether encode(..., addBos=true) actually prepends BOS.
     virtual bool addsBos() const = 0;
-    /// "bpe-bytelevel", "bpe-spm", "llama2c", ...
+    /// "bpe-bytelevel" (HF or GGUF gpt2), "bpe-spm" (HF BPE with merges, SentencePiece-style),
+    /// "spm" (GGUF llama: merges by score), "llama2c".
     virtual std::string kind() const = 0;
 
     /// HF tokenizer.json; tokenizerConfigPath (tokenizer_config.json) may be empty.
