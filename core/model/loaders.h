@@ -13,6 +13,11 @@ std::unique_ptr<Model> loadGgufModel(const std::string& file, const LoadOptions&
 /// llama2.c v0 checkpoint; tokenizer.bin beside it (tokenizer.bin, tok<vocab>.bin) or opts.
 std::unique_ptr<Model> loadLlama2cModel(const std::string& file, const LoadOptions& opts);
 
+/// Loads a tokenizer file the user named (or one found beside a model): *.json as HF
+/// tokenizer.json (with tokenizer_config.json from the same folder when present), anything else
+/// as a llama2.c tokenizer.bin with `vocab` entries. Errors gain the context "loading tokenizer".
+std::unique_ptr<Tokenizer> loadTokenizerFile(const std::string& path, int64_t vocab);
+
 /// Validates the spec and the presence/shape/dtype of every tensor the Llama-family forward
 /// needs; throws FormatError naming `source` and the tensor on the first problem.
 void validateLlamaFamily(const Model& m, const std::string& source);

@@ -1,0 +1,30 @@
+#pragma once
+/// \file
+/// Mapping between lcw's canonical tensor names (see core/model/model.h) and the names the
+/// file formats use (Hugging Face Llama-family safetensors, GGUF/llama.cpp).
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace lcw {
+
+/// Splits "layers.N.rest" (or the file-format equivalents) into N and rest; nullopt otherwise.
+struct LayerName {
+    int64_t layer = -1; ///< -1 for model-level tensors
+    std::string role;   ///< canonical name without "layers.N." ("attn.q", "embed", ...)
+};
+/// Parses a canonical name into layer and role (nullopt when not canonical-shaped).
+std::optional<LayerName> splitCanonical(std::string_view canonical);
+
+/// "model.layers.3.self_attn.q_proj.weight" → "layers.3.attn.q"; nullopt for names lcw does not
+/// know (loaders keep those as "extra.<name>").
+std::optional<std::string> canonicalFromHf(std::string_view hfName);
+/// Inverse of canonicalFromHf; nullopt for names without an HF spelling.
+std::optional<std::string> hfFromCanonical(std::string_view canonical);
+
+/// "blk.3.attn_q.weight" → "layers.3.attn.q"; nullopt when unknown.
+std::optional<std::string> canonicalFromGguf(std::string_view ggufName);
+/// Inverse of canonicalFromGguf.
+std::optional<std::string> ggufFromCanonical(std::string_view canonical);
+
+} // namespace lcw
