@@ -68,7 +68,7 @@ int main(int argc, char** argv) {
         lcw::SessionOptions so;
         so.contextLength = nPrefill + nDecode + 1;
         lcw::Session session(*model, so);
-        std::vector<int32_t> prompt(size_t(nPrefill));
+        std::vector<int32_t> prompt(static_cast<size_t>(nPrefill));
         for (int64_t i = 0; i < nPrefill; ++i) prompt[size_t(i)] = int32_t((i * 7919 + 13) % spec.vocab);
         std::vector<float> logits;
         double bestPrefill = 1e30, bestDecode = 1e30;
