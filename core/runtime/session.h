@@ -2,6 +2,7 @@
 /// \file
 /// Inference session over a WeightSource: KV cache, batched prefill, decode, sampling, and
 /// observer hooks at every linear input and at K/V (statistics and compression use them).
+#include "core/common/error.h"
 #include "core/common/progress.h"
 #include "core/model/model.h"
 
@@ -26,6 +27,8 @@ public:
     virtual ~Observer() = default;
     /// Input x of a linear layer, before the product. `name` is the canonical weight name
     /// ("layers.3.attn.q", "lm_head"). Q, K and V share one input: each gets its own call.
+    /// lm_head reports layer = nLayers and sees only the rows whose logits are computed (the last
+    /// token unless all logits were asked for).
     virtual void onLinearInput(int layer, LinearRole role, const std::string& name, const float* x,
                                int64_t nTokens, int64_t dim) {
         (void)layer, (void)role, (void)name, (void)x, (void)nTokens, (void)dim;
@@ -83,6 +86,10 @@ public:
     /// Throws ArgumentError on ids out of range or cache overflow; Error when the logits are not
     /// finite (naming the tensor that holds NaN/Inf when one does).
     void forward(std::span<const int32_t> ids, std::vector<float>& logits, bool allLogits = false);
+    /// As forward(), but writes logits [ids.size() - firstLogit, vocab] for the tokens from index
+    /// firstLogit on (perplexity needs only the scored half of a chunk; the lm_head product and
+    /// its observers run only for those tokens).
+    void forwardFrom(std::span<const int32_t> ids, std::vector<float>& logits, int64_t firstLogit);
 
     /// Prefill `prompt` from a reset cache, then sample up to maxNewTokens, stopping at EOS.
     /// onToken(id) returning false stops early (status Cancelled).
@@ -92,6 +99,8 @@ public:
 
     void addObserver(Observer* o);
     void removeObserver(Observer* o);
+
+    const WeightSource& weights() const;
 
 private:
     struct Impl;

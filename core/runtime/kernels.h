@@ -1,0 +1,102 @@
+#pragma once
+/// \file
+/// CPU kernels of the runtime (internal to core/runtime, exposed for tests and benchmarks):
+/// linear layers over stored weights of any supported dtype, RMSNorm, RoPE tables and rotation,
+/// causal attention over a float32 KV cache.
+#include "core/common/tensor.h"
+#include "core/model/model_spec.h"
+
+#include <cstddef>
+#include <cstdint>
+#include <new>
+#include <span>
+#include <vector>
+
+namespace lcw::kernels {
+
+/// Instruction set used by the float dot-product kernels. Auto picks the best the CPU supports
+/// (AVX2+FMA+F16C, else portable code; LCW_ISA=generic forces portable); tests force Generic to
+/// check both paths.
+enum class Isa { Auto, Generic, Avx2 };
+
+/// Allocator for 64-byte aligned buffers (vector loads then never straddle cache lines).
+template <class T> struct AlignedAllocator {
+    using value_type = T;
+    AlignedAllocator() = default;
+    template <class U> AlignedAllocator(const AlignedAllocator<U>&) {}
+    T* allocate(size_t n) {
+        return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(64)));
+    }
+    void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t(64)); }
+    template <class U> bool operator==(const AlignedAllocator<U>&) const { return true; }
+};
+using FloatBuffer = std::vector<float, AlignedAllocator<float>>;
+void setIsa(Isa isa);
+/// The instruction set the kernels actually use now (never Auto).
+Isa activeIsa();
+const char* isaName(Isa isa);
+
+/// Y[t, o] = sum_i X[t, i] * W[o, i] for t < nTok, o < nRows, i < n, with row strides ldx, ldw,
+/// ldy (elements). Float weights already in memory; single-threaded.
+void gemmNT(const float* w, int64_t ldw, int64_t nRows, const float* x, int64_t ldx, int64_t nTok,
+            float* y, int64_t ldy, int64_t n);
+
+/// C[M, N] = A[M, K] * B[K, N] (row-major, leading dimensions lda, ldb, ldc); single-threaded.
+void gemmNN(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
+            int64_t M, int64_t N, int64_t K);
+
+/// Converts rows [r0, r0+nRows) of a stored weight to float32 (ld = cols()).
+void dequantizeRows(const TensorView& w, int64_t r0, int64_t nRows, float* dst);
+
+/// y[t*ldy + o] = sum_i x[t*ldx + i] * W[o, i] (+ bias[o]) for t < nTok and every output row o
+/// of the [out, in] weight `w` (any float-like dtype, used in place). Parallel over row tiles
+/// with OpenMP (`threads` <= 0: the OpenMP default).
+void linear(const TensorView& w, const float* x, int64_t ldx, int64_t nTok, float* y, int64_t ldy,
+            const float* bias, int threads);
+
+/// One weight of a linearBatch() call: y[t*ldy + o] = x[t] . W[o] (+ bias[o]).
+struct LinearJob {
+    const TensorView* w = nullptr;
+    float* y = nullptr;
+    int64_t ldy = 0;
+    const float* bias = nullptr;
+};
+/// Several weights with the same input (q/k/v, gate/up) in one parallel region (at most 7).
+void linearBatch(std::span<const LinearJob> jobs, const float* x, int64_t ldx, int64_t nTok,
+                 int threads);
+
+/// out[t] = x[t] * w / sqrt(mean(x[t]^2) + eps), for nTok rows of length n (in place allowed).
+void rmsNorm(const float* x, const float* w, float* out, int64_t nTok, int64_t n, int64_t ld,
+             float eps);
+
+/// Per-frequency inverse frequencies of a RoPE configuration (rotDim/2 values, double) and the
+/// attention scale applied to cos/sin (YaRN mscale; 1 otherwise). `maxSeq` is the model's
+/// max_position_embeddings (used when RopeConfig::originalMaxPositions is 0); `seqLen` is the
+/// current sequence length (dynamic NTK grows theta when it exceeds the original maximum).
+struct RopeFreqs {
+    int64_t rotDim = 0;
+    std::vector<double> invFreq;
+    double attnScale = 1.0;
+};
+RopeFreqs ropeFrequencies(const RopeConfig& rope, int64_t headDim, int64_t maxSeq, int64_t seqLen);
+
+/// cos/sin tables [n, rotDim/2] for positions pos0..pos0+n-1 (scaled by attnScale).
+void ropeTables(const RopeFreqs& f, int64_t pos0, int64_t n, float* cosOut, float* sinOut);
+
+/// Rotates the first rotDim dimensions of each of nHeads heads of nTok rows (row stride ld) in
+/// place. interleaved: pairs (2i, 2i+1); else pairs (i, i + rotDim/2) (HF rotate_half).
+void applyRope(float* x, int64_t nTok, int64_t ld, int64_t nHeads, int64_t headDim, int64_t rotDim,
+               bool interleaved, const float* cosT, const float* sinT);
+
+/// Causal attention of nTok queries at positions pos0.. against the cache rows 0..pos0+nTok-1.
+/// q: [nTok, nHeads*headDim] (ld ldq); kCache/vCache: [ctx, nKvHeads*headDim];
+/// out: [nTok, nHeads*headDim] (ld ldo). window > 0: each query sees only the last `window`
+/// positions (itself included). Parallel over heads and queries.
+void attention(const float* q, int64_t ldq, const float* kCache, const float* vCache, float* out,
+               int64_t ldo, int64_t nTok, int64_t pos0, int64_t nHeads, int64_t nKvHeads,
+               int64_t headDim, int64_t window, int threads);
+
+/// Numerically stable log(softmax(logits)[target]) in double.
+double logSoftmaxAt(const float* logits, int64_t vocab, int64_t target);
+
+} // namespace lcw::kernels
