@@ -103,9 +103,42 @@ LCW_AVX2 inline float hsum8(__m256 v) {
 
 alignas(32) const int32_t kTailMask[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
 
-template <int MT, int MR>
-LCW_AVX2 inline void microAvx2(const float* w, int64_t ldw, const float* x, int64_t ldx, float* y,
-                               int64_t ldy, int64_t n) {
+// Weight loaders: 8 consecutive weights as floats. F16 and BF16 convert exactly, so a product
+// over converted rows and one over the raw rows give identical results.
+struct WF32 {
+    using T = float;
+    LCW_AVX2 static __m256 load(const T* p) { return _mm256_loadu_ps(p); }
+    LCW_AVX2 static __m256 loadTail(const T* p, int64_t, __m256i mask) {
+        return _mm256_maskload_ps(p, mask);
+    }
+};
+struct WF16 {
+    using T = uint16_t;
+    LCW_AVX2 static __m256 load(const T* p) {
+        return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    }
+    LCW_AVX2 static __m256 loadTail(const T* p, int64_t rem, __m256i) {
+        alignas(16) T tmp[8] = {};
+        std::memcpy(tmp, p, size_t(rem) * sizeof(T));
+        return load(tmp);
+    }
+};
+struct WBF16 {
+    using T = uint16_t;
+    LCW_AVX2 static __m256 load(const T* p) {
+        const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    }
+    LCW_AVX2 static __m256 loadTail(const T* p, int64_t rem, __m256i) {
+        alignas(16) T tmp[8] = {};
+        std::memcpy(tmp, p, size_t(rem) * sizeof(T));
+        return load(tmp);
+    }
+};
+
+template <int MT, int MR, class WL>
+LCW_AVX2 inline void microAvx2(const typename WL::T* w, int64_t ldw, const float* x, int64_t ldx,
+                               float* y, int64_t ldy, int64_t n) {
     __m256 acc[MT][MR];
     for (int t = 0; t < MT; ++t)
         for (int r = 0; r < MR; ++r) acc[t][r] = _mm256_setzero_ps();
@@ -114,7 +147,7 @@ LCW_AVX2 inline void microAvx2(const float* w, int64_t ldw, const float* x, int6
         __m256 xv[MT];
         for (int t = 0; t < MT; ++t) xv[t] = _mm256_loadu_ps(x + t * ldx + k);
         for (int r = 0; r < MR; ++r) {
-            const __m256 wv = _mm256_loadu_ps(w + r * ldw + k);
+            const __m256 wv = WL::load(w + r * ldw + k);
             for (int t = 0; t < MT; ++t) acc[t][r] = _mm256_fmadd_ps(xv[t], wv, acc[t][r]);
         }
     }
@@ -124,7 +157,7 @@ LCW_AVX2 inline void microAvx2(const float* w, int64_t ldw, const float* x, int6
         __m256 xv[MT];
         for (int t = 0; t < MT; ++t) xv[t] = _mm256_maskload_ps(x + t * ldx + k, mask);
         for (int r = 0; r < MR; ++r) {
-            const __m256 wv = _mm256_maskload_ps(w + r * ldw + k, mask);
+            const __m256 wv = WL::loadTail(w + r * ldw + k, n - k, mask);
             for (int t = 0; t < MT; ++t) acc[t][r] = _mm256_fmadd_ps(xv[t], wv, acc[t][r]);
         }
     }
@@ -132,19 +165,33 @@ LCW_AVX2 inline void microAvx2(const float* w, int64_t ldw, const float* x, int6
         for (int r = 0; r < MR; ++r) y[t * ldy + r] = hsum8(acc[t][r]);
 }
 
-template <int MT>
-LCW_AVX2 void rowsAvx2(const float* w, int64_t ldw, int64_t nRows, const float* x, int64_t ldx,
-                       float* y, int64_t ldy, int64_t n) {
+template <int MT, class WL>
+LCW_AVX2 void rowsAvx2(const typename WL::T* w, int64_t ldw, int64_t nRows, const float* x,
+                       int64_t ldx, float* y, int64_t ldy, int64_t n) {
     int64_t r = 0;
-    for (; r + 4 <= nRows; r += 4) microAvx2<MT, 4>(w + r * ldw, ldw, x, ldx, y + r, ldy, n);
-    for (; r < nRows; ++r) microAvx2<MT, 1>(w + r * ldw, ldw, x, ldx, y + r, ldy, n);
+    // One token (decode): 8 rows at a time keep more independent memory streams in flight.
+    if constexpr (MT == 1)
+        for (; r + 8 <= nRows; r += 8) microAvx2<1, 8, WL>(w + r * ldw, ldw, x, ldx, y + r, ldy, n);
+    for (; r + 4 <= nRows; r += 4) microAvx2<MT, 4, WL>(w + r * ldw, ldw, x, ldx, y + r, ldy, n);
+    for (; r < nRows; ++r) microAvx2<MT, 1, WL>(w + r * ldw, ldw, x, ldx, y + r, ldy, n);
 }
 
-LCW_AVX2 void gemmAvx2(const float* w, int64_t ldw, int64_t nRows, const float* x, int64_t ldx,
-                       int64_t nTok, float* y, int64_t ldy, int64_t n) {
+template <class WL>
+LCW_AVX2 void gemmAvx2(const typename WL::T* w, int64_t ldw, int64_t nRows, const float* x,
+                       int64_t ldx, int64_t nTok, float* y, int64_t ldy, int64_t n) {
     int64_t t = 0;
-    for (; t + 2 <= nTok; t += 2) rowsAvx2<2>(w, ldw, nRows, x + t * ldx, ldx, y + t * ldy, ldy, n);
-    if (t < nTok) rowsAvx2<1>(w, ldw, nRows, x + t * ldx, ldx, y + t * ldy, ldy, n);
+    for (; t + 2 <= nTok; t += 2)
+        rowsAvx2<2, WL>(w, ldw, nRows, x + t * ldx, ldx, y + t * ldy, ldy, n);
+    if (t < nTok) rowsAvx2<1, WL>(w, ldw, nRows, x + t * ldx, ldx, y + t * ldy, ldy, n);
+}
+
+LCW_AVX2 void bf16RowAvx2(const uint16_t* src, float* dst, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, WBF16::load(src + i));
+    for (; i < n; ++i) {
+        const uint32_t u = uint32_t(src[i]) << 16;
+        std::memcpy(dst + i, &u, 4);
+    }
 }
 
 // C[M x N] = A[M x K] * B[K x N], all row-major: broadcast one A element, multiply a row segment of
@@ -333,7 +380,7 @@ void gemmNT(const float* w, int64_t ldw, int64_t nRows, const float* x, int64_t 
             float* y, int64_t ldy, int64_t n) {
     if (nRows <= 0 || nTok <= 0) return;
 #if LCW_X86
-    if (activeIsa() == Isa::Avx2) return gemmAvx2(w, ldw, nRows, x, ldx, nTok, y, ldy, n);
+    if (activeIsa() == Isa::Avx2) return gemmAvx2<WF32>(w, ldw, nRows, x, ldx, nTok, y, ldy, n);
 #endif
     gemmGeneric(w, ldw, nRows, x, ldx, nTok, y, ldy, n);
 }
@@ -354,6 +401,13 @@ void dequantizeRows(const TensorView& w, int64_t r0, int64_t nRows, float* dst) 
         std::memcpy(dst, w.row(r0), size_t(nRows * n) * sizeof(float));
         return;
     case DType::BF16:
+#if LCW_X86
+        if (activeIsa() == Isa::Avx2 && (reinterpret_cast<uintptr_t>(w.data) & 1) == 0) {
+            for (int64_t r = 0; r < nRows; ++r)
+                bf16RowAvx2(reinterpret_cast<const uint16_t*>(w.row(r0 + r)), dst + r * n, n);
+            return;
+        }
+#endif
         for (int64_t r = 0; r < nRows; ++r) bf16Row(w.row(r0 + r), dst + r * n, n);
         return;
     case DType::F16:
@@ -405,6 +459,10 @@ void linearBatch(std::span<const LinearJob> jobs, const float* x, int64_t ldx, i
     // and far more when the cores are shared with other processes (spinning barriers).
     const bool parallel = nt > 1 && nTiles > 1 && totalRows * n * nTok >= kMinParallelWork;
 
+    // Converting a tile once pays off when several tokens reuse it; for one to three tokens the
+    // conversion is folded into the product instead.
+    [[maybe_unused]] const bool fused16 = nTok < 4 && activeIsa() == Isa::Avx2;
+
 #pragma omp parallel num_threads(nt) if (parallel)
     {
         thread_local FloatBuffer buf;
@@ -419,6 +477,23 @@ void linearBatch(std::span<const LinearJob> jobs, const float* x, int64_t ldx, i
             // F32 weights are read in place. A mapping that is not 32-byte aligned (safetensors
             // only guarantees 8) is copied tile by tile like any other dtype when the batch is
             // large enough for the copy to pay off (split vector loads slow the product ~25%).
+            float* y = job.y;
+#if LCW_X86
+            // Decode with 16-bit floats: convert inside the product (one pass over the weights).
+            if (fused16 && (w.dtype == DType::F16 || w.dtype == DType::BF16) &&
+                (reinterpret_cast<uintptr_t>(w.data) & 1) == 0) {
+                const auto* w16 = reinterpret_cast<const uint16_t*>(w.data) + r0 * n;
+                if (w.dtype == DType::F16)
+                    gemmAvx2<WF16>(w16, n, rows, x, ldx, nTok, y + r0, job.ldy, n);
+                else
+                    gemmAvx2<WBF16>(w16, n, rows, x, ldx, nTok, y + r0, job.ldy, n);
+                if (job.bias)
+                    for (int64_t t = 0; t < nTok; ++t)
+                        for (int64_t r = 0; r < rows; ++r)
+                            y[t * job.ldy + r0 + r] += job.bias[r0 + r];
+                continue;
+            }
+#endif
             const float* wt;
             const uintptr_t addr = reinterpret_cast<uintptr_t>(w.data + uint64_t(r0 * n) * 4);
             if (w.dtype == DType::F32 && addr % alignof(float) == 0 &&
@@ -429,7 +504,6 @@ void linearBatch(std::span<const LinearJob> jobs, const float* x, int64_t ldx, i
                 dequantizeRows(w, r0, rows, buf.data());
                 wt = buf.data();
             }
-            float* y = job.y;
             gemmNT(wt, n, rows, x, ldx, nTok, y + r0, job.ldy, n);
             if (job.bias)
                 for (int64_t t = 0; t < nTok; ++t)
