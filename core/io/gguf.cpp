@@ -673,14 +673,7 @@ void writeGguf(const std::string& path,
     for (size_t i = 0; i < tensors.size(); ++i) {
         const uint64_t pad = dataStart + offsets[i] - w.size();
         w.writeZeros(size_t(pad));
-        if (bytes[i] == 0) continue;
-        if (buf.size() < bytes[i]) {
-            buf.clear();
-            buf.shrink_to_fit();
-            buf.resize(size_t(bytes[i]));
-        }
-        fill(i, buf.data(), bytes[i]);
-        w.write(buf.data(), size_t(bytes[i]));
+        appendTensorBytes(w, fill, i, bytes[i], buf);
     }
     w.commit();
 }

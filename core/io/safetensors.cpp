@@ -332,14 +332,7 @@ void writeOne(const std::string& path, const std::vector<TensorDesc>& tensors,
     w.write(len, 8);
     w.write(header);
     for (size_t i : which) {
-        if (bytes[i] == 0) continue;
-        if (buf.size() < bytes[i]) {
-            buf.clear();
-            buf.shrink_to_fit();
-            buf.resize(size_t(bytes[i]));
-        }
-        fill(i, buf.data(), bytes[i]);
-        w.write(buf.data(), size_t(bytes[i]));
+        appendTensorBytes(w, fill, i, bytes[i], buf);
     }
     w.commit();
 }

@@ -1,6 +1,7 @@
 #include "core/io/tensor_desc.h"
 
 #include "core/common/error.h"
+#include "core/io/atomic_writer.h"
 
 #include <cstring>
 
@@ -37,6 +38,19 @@ TensorFill tensorFillFromViews(const std::vector<TensorView>& views) {
                                 " bytes, its shape needs " + std::to_string(n));
         if (n) std::memcpy(dst, v.data, size_t(n));
     };
+}
+
+void appendTensorBytes(AtomicFileWriter& w, const TensorFill& fill, size_t index, uint64_t nbytes,
+                       std::vector<std::byte>& buf) {
+    if (nbytes == 0) return;
+    if (buf.size() < nbytes) {
+        // Release the old buffer first so peak memory is one tensor, not two.
+        buf.clear();
+        buf.shrink_to_fit();
+        buf.resize(size_t(nbytes));
+    }
+    fill(index, buf.data(), nbytes);
+    w.write(buf.data(), size_t(nbytes));
 }
 
 } // namespace lcw

@@ -13,6 +13,8 @@
 
 namespace lcw {
 
+class AtomicFileWriter;
+
 /// One tensor to write. shape is row-major (PyTorch order), as in TensorView.
 struct TensorDesc {
     std::string name;
@@ -31,5 +33,10 @@ uint64_t tensorDescBytes(const TensorDesc& d);
 /// Descriptors + fill for writing existing views (TensorView::name is the name written).
 std::vector<TensorDesc> tensorDescsFromViews(const std::vector<TensorView>& views);
 TensorFill tensorFillFromViews(const std::vector<TensorView>& views);
+
+/// Fills tensor `index` (nbytes long) through `fill` into `buf` (grown as needed, reused across
+/// calls) and appends it to `w`. Shared by the safetensors and GGUF writers.
+void appendTensorBytes(AtomicFileWriter& w, const TensorFill& fill, size_t index, uint64_t nbytes,
+                       std::vector<std::byte>& buf);
 
 } // namespace lcw
