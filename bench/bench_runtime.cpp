@@ -17,7 +17,8 @@
 namespace {
 
 double now() {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+        .count();
 }
 
 long statusKb(const char* key) {
@@ -32,17 +33,23 @@ long statusKb(const char* key) {
 
 int main(int argc, char** argv) {
     if (argc < 2) {
-        std::fprintf(stderr, "usage: bench_runtime MODEL [--prefill N] [--decode N] [--threads T] [--reps R]\n");
+        std::fprintf(
+            stderr,
+            "usage: bench_runtime MODEL [--prefill N] [--decode N] [--threads T] [--reps R]\n");
         return 2;
     }
     std::string path = argv[1];
     int64_t nPrefill = 128, nDecode = 64;
     int threads = 0, reps = 3;
     for (int i = 2; i + 1 < argc; i += 2) {
-        if (!std::strcmp(argv[i], "--prefill")) nPrefill = std::atoll(argv[i + 1]);
-        else if (!std::strcmp(argv[i], "--decode")) nDecode = std::atoll(argv[i + 1]);
-        else if (!std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[i + 1]);
-        else if (!std::strcmp(argv[i], "--reps")) reps = std::atoi(argv[i + 1]);
+        if (!std::strcmp(argv[i], "--prefill"))
+            nPrefill = std::atoll(argv[i + 1]);
+        else if (!std::strcmp(argv[i], "--decode"))
+            nDecode = std::atoll(argv[i + 1]);
+        else if (!std::strcmp(argv[i], "--threads"))
+            threads = std::atoi(argv[i + 1]);
+        else if (!std::strcmp(argv[i], "--reps"))
+            reps = std::atoi(argv[i + 1]);
     }
     if (threads > 0) omp_set_num_threads(threads);
     try {
@@ -69,7 +76,8 @@ int main(int argc, char** argv) {
         so.contextLength = nPrefill + nDecode + 1;
         lcw::Session session(*model, so);
         std::vector<int32_t> prompt(static_cast<size_t>(nPrefill));
-        for (int64_t i = 0; i < nPrefill; ++i) prompt[size_t(i)] = int32_t((i * 7919 + 13) % spec.vocab);
+        for (int64_t i = 0; i < nPrefill; ++i)
+            prompt[size_t(i)] = int32_t((i * 7919 + 13) % spec.vocab);
         std::vector<float> logits;
         double bestPrefill = 1e30, bestDecode = 1e30;
         for (int r = 0; r < reps; ++r) {
@@ -85,8 +93,12 @@ int main(int argc, char** argv) {
             }
             bestDecode = std::min(bestDecode, now() - a);
         }
-        emit({{"metric", "prefill_tokens_per_second"}, {"value", double(nPrefill) / bestPrefill}, {"tokens", nPrefill}});
-        emit({{"metric", "decode_tokens_per_second"}, {"value", double(nDecode) / bestDecode}, {"tokens", nDecode}});
+        emit({{"metric", "prefill_tokens_per_second"},
+              {"value", double(nPrefill) / bestPrefill},
+              {"tokens", nPrefill}});
+        emit({{"metric", "decode_tokens_per_second"},
+              {"value", double(nDecode) / bestDecode},
+              {"tokens", nDecode}});
         const long hwm = statusKb("VmHWM:");
         emit({{"metric", "peak_rss_bytes"},
               {"value", double(hwm) * 1024.0},

@@ -51,8 +51,8 @@ Vocab buildVocab(const lcw::Tokenizer& tok, int64_t modelVocab) {
     const int32_t n = tok.vocabSize();
     if (n > modelVocab)
         throw lcw::UnsupportedError("the tokenizer has " + std::to_string(n) +
-                                    " tokens but the embedding only " +
-                                    std::to_string(modelVocab) + " rows");
+                                    " tokens but the embedding only " + std::to_string(modelVocab) +
+                                    " rows");
     // llama.cpp requires one vocabulary entry per embedding row: pad with unused control tokens.
     v.tokens.reserve(size_t(modelVocab));
     const bool llama2c = tok.kind() == "llama2c";
@@ -134,8 +134,9 @@ int exportModel(const std::string& in, const std::string& out, DType wtype) {
     if (s.hiddenAct != "silu")
         throw lcw::UnsupportedError(in + ": activation '" + s.hiddenAct + "' is not silu");
     if (s.slidingWindow > 0)
-        std::fprintf(stderr, "warning: sliding window %lld is dropped (llama.cpp's llama "
-                             "architecture attends to the whole context)\n",
+        std::fprintf(stderr,
+                     "warning: sliding window %lld is dropped (llama.cpp's llama "
+                     "architecture attends to the whole context)\n",
                      (long long)s.slidingWindow);
 
     const int64_t hd = s.headDim;
@@ -165,12 +166,15 @@ int exportModel(const std::string& in, const std::string& out, DType wtype) {
     md.emplace_back("llama.rope.dimension_count", u32(rot));
     std::vector<float> ropeFactors;
     switch (s.rope.type) {
-    case lcw::RopeType::Default: break;
+    case lcw::RopeType::Default:
+        break;
     case lcw::RopeType::Linear:
         md.emplace_back("llama.rope.scaling.type", GgufValue::string("linear"));
         md.emplace_back("llama.rope.scaling.factor", GgufValue::f32(float(s.rope.factor)));
         break;
-    case lcw::RopeType::Llama3: ropeFactors = llama3RopeFactors(s, rot); break;
+    case lcw::RopeType::Llama3:
+        ropeFactors = llama3RopeFactors(s, rot);
+        break;
     default:
         throw lcw::UnsupportedError(in + ": this rope scaling type has no GGUF llama export");
     }
@@ -210,7 +214,8 @@ int exportModel(const std::string& in, const std::string& out, DType wtype) {
         auto name = lcw::ggufFromCanonical(canon);
         if (!name) throw lcw::Error("no GGUF name for '" + canon + "'");
         const auto ln = lcw::splitCanonical(canon);
-        const bool qk = ln && (ln->role.rfind("attn.q", 0) == 0 || ln->role.rfind("attn.k", 0) == 0);
+        const bool qk =
+            ln && (ln->role.rfind("attn.q", 0) == 0 || ln->role.rfind("attn.k", 0) == 0);
         const bool oneD = t->shape.size() == 1;
         // Row-wise dtypes need whole blocks; f16 rows are any length.
         DType dt = oneD ? DType::F32 : wtype;
@@ -320,7 +325,8 @@ int compare(const std::string& a, const std::string& b) {
     }
     for (const auto& [k, vb] : gb.metadata)
         if (!ga.find(k)) {
-            std::printf("metadata %-45s only in B: %s\n", k.c_str(), vb.toString().substr(0, 60).c_str());
+            std::printf("metadata %-45s only in B: %s\n", k.c_str(),
+                        vb.toString().substr(0, 60).c_str());
             ++differences;
         }
     for (const auto& ta : ga.tensors) {
@@ -370,7 +376,8 @@ int main(int argc, char** argv) {
                 std::fputs(usage, stderr);
                 return 2;
             }
-            if (!std::strcmp(argv[4], "f16")) wtype = DType::F16;
+            if (!std::strcmp(argv[4], "f16"))
+                wtype = DType::F16;
             else if (std::strcmp(argv[4], "f32")) {
                 std::fprintf(stderr, "error: --dtype must be f32 or f16, not '%s'\n", argv[4]);
                 return 2;

@@ -1,5 +1,7 @@
 #include "core/version.h"
 
 namespace lcw {
-const char* version() { return LCW_VERSION; }
+const char* version() {
+    return LCW_VERSION;
+}
 } // namespace lcw

@@ -42,7 +42,9 @@ nlohmann::json parse(const Run& r) {
     }
 }
 
-QString demo() { return QString::fromStdString(lcwtest::sourcePath("resources/models/stories260K")); }
+QString demo() {
+    return QString::fromStdString(lcwtest::sourcePath("resources/models/stories260K"));
+}
 
 nlohmann::json reference() {
     std::ifstream in(lcwtest::sharedPath("reference/stories260K.json"));
@@ -78,7 +80,8 @@ private slots:
         QCOMPARE(j["vocab_size"].get<int>(), 512);
         QCOMPARE(j["tied_embeddings"].get<bool>(), true);
         // 512*64 embed + 5*(2*64 norms + 64*64 q + 2*32*64 kv + 64*64 o + 3*172*64) + 64 final
-        const long long expected = 512LL * 64 + 5LL * (128 + 4096 + 4096 + 4096 + 3 * 172 * 64) + 64;
+        const long long expected =
+            512LL * 64 + 5LL * (128 + 4096 + 4096 + 4096 + 3 * 172 * 64) + 64;
         QCOMPARE(j["parameters"].get<long long>(), expected);
         long long sum = 0;
         for (const auto& t : j["tensors"]) sum += t["parameters"].get<long long>();
@@ -89,8 +92,9 @@ private slots:
     void tokenizeMatchesReference() {
         LCW_REQUIRE_SHARED("reference/stories260K.json");
         const auto ref = reference();
-        auto r = runCli({"tokenize", demo(), "--text",
-                         QString::fromStdString(ref["tokenize"]["text"].get<std::string>()), "--json"});
+        auto r =
+            runCli({"tokenize", demo(), "--text",
+                    QString::fromStdString(ref["tokenize"]["text"].get<std::string>()), "--json"});
         QCOMPARE(r.code, 0);
         QCOMPARE(parse(r)["ids"].get<std::vector<int>>(),
                  ref["tokenize"]["ids_with_bos"].get<std::vector<int>>());
@@ -102,7 +106,8 @@ private slots:
         auto r = runCli({"generate", demo(), "--prompt", "Once upon a time", "-n", "60", "--json"});
         QCOMPARE(r.code, 0);
         auto j = parse(r);
-        QCOMPARE(j["prompt_ids"].get<std::vector<int>>(), ref["greedy"]["prompt_ids"].get<std::vector<int>>());
+        QCOMPARE(j["prompt_ids"].get<std::vector<int>>(),
+                 ref["greedy"]["prompt_ids"].get<std::vector<int>>());
         QCOMPARE(j["ids"].get<std::vector<int>>(), ref["greedy"]["ids"].get<std::vector<int>>());
         QCOMPARE(j["text"].get<std::string>(), ref["greedy"]["text"].get<std::string>());
         QVERIFY(j["decode_tokens_per_second"].get<double>() > 0);
@@ -115,7 +120,8 @@ private slots:
     }
 
     void seededSamplingIsReproducible() {
-        QStringList a = {"generate", demo(), "--prompt", "Tom", "-n", "20", "--temp", "1.0", "--seed", "42", "--json"};
+        QStringList a = {"generate", demo(), "--prompt", "Tom", "-n",    "20",
+                         "--temp",   "1.0",  "--seed",   "42",  "--json"};
         auto r1 = runCli(a), r2 = runCli(a);
         QCOMPARE(r1.code, 0);
         QCOMPARE(parse(r1)["ids"], parse(r2)["ids"]);
@@ -127,27 +133,31 @@ private slots:
         QStringList ids;
         for (int id : ref["logits"]["ids"].get<std::vector<int>>()) ids << QString::number(id);
         const std::string out = lcwtest::tempDir("cli-logits") + "/l.npy";
-        auto r = runCli({"logits", demo(), "--ids", ids.join(','), "--out", QString::fromStdString(out)});
+        auto r = runCli(
+            {"logits", demo(), "--ids", ids.join(','), "--out", QString::fromStdString(out)});
         QCOMPARE(r.code, 0);
         auto got = lcw::readNpy(out);
         auto want = lcw::readNpy(lcwtest::sharedPath("reference/stories260K_logits_lily.npy"));
         QCOMPARE(got.shape, want.shape);
         float maxAbs = 0;
-        for (size_t i = 0; i < got.data.size(); ++i) maxAbs = std::max(maxAbs, std::fabs(got.data[i] - want.data[i]));
+        for (size_t i = 0; i < got.data.size(); ++i)
+            maxAbs = std::max(maxAbs, std::fabs(got.data[i] - want.data[i]));
         QVERIFY2(maxAbs < 1e-4f, qPrintable(QString("max abs diff %1").arg(maxAbs)));
         // --text gives the same ids (BOS first) and so the same logits.
         const std::string out2 = lcwtest::tempDir("cli-logits2") + "/l.npy";
-        r = runCli({"logits", demo(), "--text", QString::fromStdString(ref["tokenize"]["text"].get<std::string>()),
-                    "--out", QString::fromStdString(out2)});
+        r = runCli({"logits", demo(), "--text",
+                    QString::fromStdString(ref["tokenize"]["text"].get<std::string>()), "--out",
+                    QString::fromStdString(out2)});
         QCOMPARE(r.code, 0);
         QCOMPARE(lcw::readNpy(out2).data, got.data);
     }
 
     void perplexityOfDemoModel() {
-        auto r = runCli({"perplexity", demo(), "--text",
-                         QString::fromStdString(lcwtest::sourcePath("resources/data/tinystories_eval.txt")),
-                         "--ctx", "256", "--json"},
-                        300000);
+        auto r = runCli(
+            {"perplexity", demo(), "--text",
+             QString::fromStdString(lcwtest::sourcePath("resources/data/tinystories_eval.txt")),
+             "--ctx", "256", "--json"},
+            300000);
         QCOMPARE(r.code, 0);
         auto j = parse(r);
         QCOMPARE(j["tokens"].get<int>(), 94166);
@@ -182,7 +192,8 @@ private slots:
         QCOMPARE(r.code, 1);
         QVERIFY2(r.err.contains("config.json"), r.err.constData());
         // Ids outside the vocabulary.
-        r = runCli({"logits", demo(), "--ids", "1,99999", "--out", QString::fromStdString(dir + "/x.npy")});
+        r = runCli({"logits", demo(), "--ids", "1,99999", "--out",
+                    QString::fromStdString(dir + "/x.npy")});
         QCOMPARE(r.code, 1);
         QVERIFY(r.err.contains("99999"));
         QVERIFY(!std::filesystem::exists(dir + "/x.npy"));
@@ -196,8 +207,8 @@ private slots:
         const std::string dir = lcwtest::tempDir("cli-synth");
         for (const char* dt : {"f32", "f16", "bf16"}) {
             const QString out = QString::fromStdString(dir + "/" + dt);
-            auto r = runCli({"synth", "--arch", "llama", "--shape", "llama-tiny", "--dtype", dt, "--out", out,
-                             "--quiet"});
+            auto r = runCli({"synth", "--arch", "llama", "--shape", "llama-tiny", "--dtype", dt,
+                             "--out", out, "--quiet"});
             QCOMPARE(r.code, 0);
             r = runCli({"info", out, "--json"});
             QCOMPARE(r.code, 0);
@@ -209,7 +220,8 @@ private slots:
             auto g = parse(r);
             QVERIFY(g["generated_tokens"].get<int>() == 5 || g["stopped_at_eos"].get<bool>());
         }
-        auto r = runCli({"synth", "--shape", "gpt-17", "--out", QString::fromStdString(dir + "/x")});
+        auto r =
+            runCli({"synth", "--shape", "gpt-17", "--out", QString::fromStdString(dir + "/x")});
         QCOMPARE(r.code, 1);
         QVERIFY(r.err.contains("gpt-17"));
     }

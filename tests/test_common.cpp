@@ -106,7 +106,8 @@ private slots:
                 lcw::rethrowWithContext("loading model");
             }
         } catch (const lcw::FormatError& e) {
-            QCOMPARE(std::string(e.what()), std::string("f.gguf: loading model: bad magic (at byte 0)"));
+            QCOMPARE(std::string(e.what()),
+                     std::string("f.gguf: loading model: bad magic (at byte 0)"));
         }
     }
 };

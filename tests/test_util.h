@@ -12,11 +12,15 @@ inline std::string sharedDir() {
     if (const char* e = std::getenv("LCW_SHARED_DIR")) return e;
     return LCW_SHARED_DIR;
 }
-inline std::string sharedPath(const std::string& rel) { return sharedDir() + "/" + rel; }
+inline std::string sharedPath(const std::string& rel) {
+    return sharedDir() + "/" + rel;
+}
 inline std::string sourcePath(const std::string& rel) {
     return std::string(LCW_SOURCE_DIR) + "/" + rel;
 }
-inline bool exists(const std::string& p) { return std::filesystem::exists(p); }
+inline bool exists(const std::string& p) {
+    return std::filesystem::exists(p);
+}
 
 /// A fresh temporary folder for one test.
 inline std::string tempDir(const std::string& tag) {

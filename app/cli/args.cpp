@@ -59,7 +59,8 @@ long long Args::getInt(const std::string& name, long long def) const {
     char* end = nullptr;
     errno = 0;
     const long long x = std::strtoll(v->c_str(), &end, 10);
-    if (errno || end == v->c_str() || *end) throw UsageError{name + " expects an integer, got '" + *v + "'"};
+    if (errno || end == v->c_str() || *end)
+        throw UsageError{name + " expects an integer, got '" + *v + "'"};
     return x;
 }
 
@@ -69,7 +70,8 @@ double Args::getDouble(const std::string& name, double def) const {
     char* end = nullptr;
     errno = 0;
     const double x = std::strtod(v->c_str(), &end);
-    if (errno || end == v->c_str() || *end) throw UsageError{name + " expects a number, got '" + *v + "'"};
+    if (errno || end == v->c_str() || *end)
+        throw UsageError{name + " expects a number, got '" + *v + "'"};
     return x;
 }
 

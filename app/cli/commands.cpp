@@ -44,7 +44,8 @@ std::unique_ptr<Model> openModel(const Args& a, bool needTokenizer) {
     LoadOptions lo;
     lo.tokenizerPath = a.getOr("--tokenizer", "");
     lo.requireTokenizer = needTokenizer;
-    return Model::load(a.positional(0, "MODEL (a Hugging Face folder, .gguf or llama2.c .bin)"), lo);
+    return Model::load(a.positional(0, "MODEL (a Hugging Face folder, .gguf or llama2.c .bin)"),
+                       lo);
 }
 
 std::string shapeString(const std::vector<int64_t>& s) {
@@ -55,34 +56,49 @@ std::string shapeString(const std::vector<int64_t>& s) {
 
 const char* ropeTypeName(RopeType t) {
     switch (t) {
-    case RopeType::Default: return "default";
-    case RopeType::Linear: return "linear";
-    case RopeType::Dynamic: return "dynamic";
-    case RopeType::Llama3: return "llama3";
-    case RopeType::Yarn: return "yarn";
+    case RopeType::Default:
+        return "default";
+    case RopeType::Linear:
+        return "linear";
+    case RopeType::Dynamic:
+        return "dynamic";
+    case RopeType::Llama3:
+        return "llama3";
+    case RopeType::Yarn:
+        return "yarn";
     }
     return "?";
 }
 
 std::string humanCount(double n) {
     char buf[32];
-    if (n >= 1e9) std::snprintf(buf, sizeof buf, "%.2f B", n / 1e9);
-    else if (n >= 1e6) std::snprintf(buf, sizeof buf, "%.2f M", n / 1e6);
-    else if (n >= 1e3) std::snprintf(buf, sizeof buf, "%.1f K", n / 1e3);
-    else std::snprintf(buf, sizeof buf, "%.0f", n);
+    if (n >= 1e9)
+        std::snprintf(buf, sizeof buf, "%.2f B", n / 1e9);
+    else if (n >= 1e6)
+        std::snprintf(buf, sizeof buf, "%.2f M", n / 1e6);
+    else if (n >= 1e3)
+        std::snprintf(buf, sizeof buf, "%.1f K", n / 1e3);
+    else
+        std::snprintf(buf, sizeof buf, "%.0f", n);
     return buf;
 }
 
 std::string humanBytes(double b) {
     char buf[32];
-    if (b >= 1024.0 * 1024 * 1024) std::snprintf(buf, sizeof buf, "%.2f GiB", b / (1024.0 * 1024 * 1024));
-    else if (b >= 1024.0 * 1024) std::snprintf(buf, sizeof buf, "%.2f MiB", b / (1024.0 * 1024));
-    else if (b >= 1024.0) std::snprintf(buf, sizeof buf, "%.1f KiB", b / 1024.0);
-    else std::snprintf(buf, sizeof buf, "%.0f B", b);
+    if (b >= 1024.0 * 1024 * 1024)
+        std::snprintf(buf, sizeof buf, "%.2f GiB", b / (1024.0 * 1024 * 1024));
+    else if (b >= 1024.0 * 1024)
+        std::snprintf(buf, sizeof buf, "%.2f MiB", b / (1024.0 * 1024));
+    else if (b >= 1024.0)
+        std::snprintf(buf, sizeof buf, "%.1f KiB", b / 1024.0);
+    else
+        std::snprintf(buf, sizeof buf, "%.0f B", b);
     return buf;
 }
 
-void printJson(const json& j) { std::printf("%s\n", j.dump(2).c_str()); }
+void printJson(const json& j) {
+    std::printf("%s\n", j.dump(2).c_str());
+}
 
 } // namespace
 
@@ -93,7 +109,8 @@ int cmdInfo(const std::vector<std::string>& argv) {
     auto model = openModel(a, false);
     const ModelSpec& s = model->spec();
     std::map<std::string, int64_t> dtypeCounts;
-    for (const auto& t : model->tensors()) dtypeCounts[std::string(dtypeName(t.dtype))] += t.numel();
+    for (const auto& t : model->tensors())
+        dtypeCounts[std::string(dtypeName(t.dtype))] += t.numel();
 
     if (a.flag("--json")) {
         json j;
@@ -180,8 +197,8 @@ int cmdInfo(const std::vector<std::string>& argv) {
         wFile = std::max(wFile, t.fileName.size());
         wShape = std::max(wShape, shapeString(t.shape).size());
     }
-    std::printf("\n%-*s  %-*s  %-6s  %-*s  %12s\n", int(wName), "tensor", int(wFile), "file name", "dtype",
-                int(wShape), "shape", "bytes");
+    std::printf("\n%-*s  %-*s  %-6s  %-*s  %12s\n", int(wName), "tensor", int(wFile), "file name",
+                "dtype", int(wShape), "shape", "bytes");
     for (const auto& t : model->tensors())
         std::printf("%-*s  %-*s  %-6s  %-*s  %12llu\n", int(wName), t.name.c_str(), int(wFile),
                     t.fileName.c_str(), std::string(dtypeName(t.dtype)).c_str(), int(wShape),
@@ -213,8 +230,10 @@ int cmdTokenize(const std::vector<std::string>& argv) {
 
 // ------------------------------------------------------------------------------------ generate
 int cmdGenerate(const std::vector<std::string>& argv) {
-    Args a(argv, with(kCommonValued, {"--prompt", "-n", "--temp", "--top-k", "--top-p", "--seed", "--ctx"}),
-           with(kCommonFlags, {"--no-bos"}));
+    Args a(
+        argv,
+        with(kCommonValued, {"--prompt", "-n", "--temp", "--top-k", "--top-p", "--seed", "--ctx"}),
+        with(kCommonFlags, {"--no-bos"}));
     applyThreads(a);
     auto model = openModel(a, true);
     const auto prompt = a.get("--prompt");
@@ -286,7 +305,10 @@ int cmdGenerate(const std::vector<std::string>& argv) {
                    {"decode_tokens_per_second", decodeTps},
                    {"threads", omp_get_max_threads()},
                    {"sampling",
-                    {{"temperature", sp.temperature}, {"top_k", sp.topK}, {"top_p", sp.topP}, {"seed", sp.seed}}}});
+                    {{"temperature", sp.temperature},
+                     {"top_k", sp.topK},
+                     {"top_p", sp.topP},
+                     {"seed", sp.seed}}}});
     } else {
         std::printf("\n");
         std::fprintf(stderr,
@@ -301,7 +323,8 @@ int cmdGenerate(const std::vector<std::string>& argv) {
 
 // -------------------------------------------------------------------------------------- logits
 int cmdLogits(const std::vector<std::string>& argv) {
-    Args a(argv, with(kCommonValued, {"--ids", "--text", "--out"}), with(kCommonFlags, {"--no-bos"}));
+    Args a(argv, with(kCommonValued, {"--ids", "--text", "--out"}),
+           with(kCommonFlags, {"--no-bos"}));
     applyThreads(a);
     const auto out = a.get("--out");
     if (!out) throw UsageError{"--out FILE.npy is required"};
@@ -327,7 +350,8 @@ int cmdLogits(const std::vector<std::string>& argv) {
     if (ids.empty()) throw UsageError{"no tokens to evaluate"};
     for (int32_t id : ids)
         if (id < 0 || id >= model->spec().vocab)
-            throw ArgumentError("token id " + std::to_string(id) + " is outside the vocabulary [0, " +
+            throw ArgumentError("token id " + std::to_string(id) +
+                                " is outside the vocabulary [0, " +
                                 std::to_string(model->spec().vocab) + ")");
     SessionOptions so;
     so.contextLength = int64_t(ids.size());
@@ -357,9 +381,12 @@ int cmdPerplexity(const std::vector<std::string>& argv) {
     po.ctx = a.getInt("--ctx", 512);
     if (po.ctx < 4) throw UsageError{"--ctx must be at least 4"};
     const std::string mode = a.getOr("--mode", "llamacpp");
-    if (mode == "llamacpp") po.mode = PerplexityMode::LlamaCppChunks;
-    else if (mode == "sliding") po.mode = PerplexityMode::SlidingWindow;
-    else throw UsageError{"--mode must be llamacpp or sliding"};
+    if (mode == "llamacpp")
+        po.mode = PerplexityMode::LlamaCppChunks;
+    else if (mode == "sliding")
+        po.mode = PerplexityMode::SlidingWindow;
+    else
+        throw UsageError{"--mode must be llamacpp or sliding"};
     po.stride = a.getInt("--stride", po.ctx / 2);
     po.batch = a.getInt("--batch", po.ctx);
     po.bosId = tk.bosId();
@@ -373,29 +400,31 @@ int cmdPerplexity(const std::vector<std::string>& argv) {
         return 130;
     }
     if (a.flag("--json")) {
-        printJson({{"model", model->path()},
-                   {"text_file", *textPath},
-                   {"mode", mode == "llamacpp" ? "llama.cpp (non-overlapping chunks, second half scored)"
-                                               : "sliding window (strided)"},
-                   {"ctx", po.ctx},
-                   {"stride", mode == "sliding" ? json(po.stride) : json(nullptr)},
-                   {"tokens", tokens.size()},
-                   {"chunks", r.chunks},
-                   {"scored_tokens", r.scoredTokens},
-                   {"ppl", r.ppl},
-                   {"ppl_se", r.pplError},
-                   {"mean_nll", r.meanNll},
-                   {"seconds", r.seconds},
-                   {"tokens_per_second", r.tokensPerSecond},
-                   {"threads", omp_get_max_threads()}});
+        printJson(
+            {{"model", model->path()},
+             {"text_file", *textPath},
+             {"mode", mode == "llamacpp" ? "llama.cpp (non-overlapping chunks, second half scored)"
+                                         : "sliding window (strided)"},
+             {"ctx", po.ctx},
+             {"stride", mode == "sliding" ? json(po.stride) : json(nullptr)},
+             {"tokens", tokens.size()},
+             {"chunks", r.chunks},
+             {"scored_tokens", r.scoredTokens},
+             {"ppl", r.ppl},
+             {"ppl_se", r.pplError},
+             {"mean_nll", r.meanNll},
+             {"seconds", r.seconds},
+             {"tokens_per_second", r.tokensPerSecond},
+             {"threads", omp_get_max_threads()}});
         return 0;
     }
-    std::printf("model:   %s\ntext:    %s (%zu tokens)\nmode:    %s, ctx %lld\n", model->path().c_str(),
-                textPath->c_str(), tokens.size(),
+    std::printf("model:   %s\ntext:    %s (%zu tokens)\nmode:    %s, ctx %lld\n",
+                model->path().c_str(), textPath->c_str(), tokens.size(),
                 mode == "llamacpp" ? "llama.cpp (non-overlapping chunks, second half scored)"
                                    : "sliding window",
                 (long long)po.ctx);
-    std::printf("chunks:  %lld, scored tokens %lld\n", (long long)r.chunks, (long long)r.scoredTokens);
+    std::printf("chunks:  %lld, scored tokens %lld\n", (long long)r.chunks,
+                (long long)r.scoredTokens);
     std::printf("PPL = %.4f +/- %.5f\n", r.ppl, r.pplError);
     std::printf("time:    %.2f s (%.0f tokens/s, %d threads)\n", r.seconds, r.tokensPerSecond,
                 omp_get_max_threads());
@@ -409,13 +438,18 @@ int cmdSynth(const std::vector<std::string>& argv) {
     applyThreads(a);
     const auto out = a.get("--out");
     if (!out) throw UsageError{"--out DIR is required"};
-    const ModelSpec spec = syntheticSpec(a.getOr("--arch", "llama"), a.getOr("--shape", "tinyllama-1.1b"));
+    const ModelSpec spec =
+        syntheticSpec(a.getOr("--arch", "llama"), a.getOr("--shape", "tinyllama-1.1b"));
     SynthOptions so;
     const std::string dt = a.getOr("--dtype", "f32");
-    if (dt == "f32") so.dtype = DType::F32;
-    else if (dt == "f16") so.dtype = DType::F16;
-    else if (dt == "bf16") so.dtype = DType::BF16;
-    else throw UsageError{"--dtype must be f32, f16 or bf16"};
+    if (dt == "f32")
+        so.dtype = DType::F32;
+    else if (dt == "f16")
+        so.dtype = DType::F16;
+    else if (dt == "bf16")
+        so.dtype = DType::BF16;
+    else
+        throw UsageError{"--dtype must be f32, f16 or bf16"};
     so.seed = uint64_t(a.getInt("--seed", 1));
     const long long shardMb = a.getInt("--shard-mb", 1024);
     if (shardMb <= 0) throw UsageError{"--shard-mb must be positive"};
@@ -428,12 +462,13 @@ int cmdSynth(const std::vector<std::string>& argv) {
         std::fprintf(stderr, "cancelled; partial files removed\n");
         return 130;
     }
-    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (a.flag("--json"))
         printJson({{"out", *out}, {"dtype", dt}, {"seconds", secs}});
     else
-        std::printf("wrote %s (%s, %s) in %.1f s\n", out->c_str(), a.getOr("--shape", "tinyllama-1.1b").c_str(),
-                    dt.c_str(), secs);
+        std::printf("wrote %s (%s, %s) in %.1f s\n", out->c_str(),
+                    a.getOr("--shape", "tinyllama-1.1b").c_str(), dt.c_str(), secs);
     return 0;
 }
 

@@ -9,17 +9,25 @@ namespace lcw::cli {
 
 namespace {
 std::atomic<bool> g_interrupted{false};
-void onSigint(int) { g_interrupted = true; }
+void onSigint(int) {
+    g_interrupted = true;
+}
 } // namespace
 
-void installInterruptHandler() { std::signal(SIGINT, onSigint); }
-bool interrupted() { return g_interrupted.load(); }
+void installInterruptHandler() {
+    std::signal(SIGINT, onSigint);
+}
+bool interrupted() {
+    return g_interrupted.load();
+}
 
 TerminalProgress::TerminalProgress(std::string title, bool enabled)
     : m_title(std::move(title)), m_enabled(enabled), m_tty(::isatty(2) != 0),
       m_start(std::chrono::steady_clock::now()) {}
 
-TerminalProgress::~TerminalProgress() { finish(); }
+TerminalProgress::~TerminalProgress() {
+    finish();
+}
 
 bool TerminalProgress::report(double fraction, std::string_view stage) {
     if (g_interrupted) return false;

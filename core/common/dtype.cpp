@@ -17,16 +17,16 @@ struct Info {
 // q8_0: f16 d + 32 int8; k-quants over 256 elements: q2_k 84, q3_k 110, q4_k 144, q5_k 176,
 // q6_k 210 bytes.
 constexpr Info kInfo[] = {
-    {DType::F32, "f32", "F32", 1, 4},       {DType::F16, "f16", "F16", 1, 2},
-    {DType::BF16, "bf16", "BF16", 1, 2},    {DType::F64, "f64", "F64", 1, 8},
-    {DType::I8, "i8", "I8", 1, 1},          {DType::U8, "u8", "U8", 1, 1},
-    {DType::I16, "i16", "I16", 1, 2},       {DType::I32, "i32", "I32", 1, 4},
-    {DType::I64, "i64", "I64", 1, 8},       {DType::Bool, "bool", "BOOL", 1, 1},
-    {DType::Q4_0, "q4_0", "", 32, 18},      {DType::Q4_1, "q4_1", "", 32, 20},
-    {DType::Q5_0, "q5_0", "", 32, 22},      {DType::Q5_1, "q5_1", "", 32, 24},
-    {DType::Q8_0, "q8_0", "", 32, 34},      {DType::Q2_K, "q2_k", "", 256, 84},
-    {DType::Q3_K, "q3_k", "", 256, 110},    {DType::Q4_K, "q4_k", "", 256, 144},
-    {DType::Q5_K, "q5_k", "", 256, 176},    {DType::Q6_K, "q6_k", "", 256, 210},
+    {DType::F32, "f32", "F32", 1, 4},    {DType::F16, "f16", "F16", 1, 2},
+    {DType::BF16, "bf16", "BF16", 1, 2}, {DType::F64, "f64", "F64", 1, 8},
+    {DType::I8, "i8", "I8", 1, 1},       {DType::U8, "u8", "U8", 1, 1},
+    {DType::I16, "i16", "I16", 1, 2},    {DType::I32, "i32", "I32", 1, 4},
+    {DType::I64, "i64", "I64", 1, 8},    {DType::Bool, "bool", "BOOL", 1, 1},
+    {DType::Q4_0, "q4_0", "", 32, 18},   {DType::Q4_1, "q4_1", "", 32, 20},
+    {DType::Q5_0, "q5_0", "", 32, 22},   {DType::Q5_1, "q5_1", "", 32, 24},
+    {DType::Q8_0, "q8_0", "", 32, 34},   {DType::Q2_K, "q2_k", "", 256, 84},
+    {DType::Q3_K, "q3_k", "", 256, 110}, {DType::Q4_K, "q4_k", "", 256, 144},
+    {DType::Q5_K, "q5_k", "", 256, 176}, {DType::Q6_K, "q6_k", "", 256, 210},
 };
 const Info& info(DType t) {
     for (const auto& i : kInfo)
@@ -35,7 +35,9 @@ const Info& info(DType t) {
 }
 } // namespace
 
-std::string_view dtypeName(DType t) { return info(t).name; }
+std::string_view dtypeName(DType t) {
+    return info(t).name;
+}
 
 std::optional<DType> dtypeFromName(std::string_view name) {
     for (const auto& i : kInfo)
@@ -43,9 +45,15 @@ std::optional<DType> dtypeFromName(std::string_view name) {
     return std::nullopt;
 }
 
-int64_t dtypeBlockElems(DType t) { return info(t).blockElems; }
-int64_t dtypeBlockBytes(DType t) { return info(t).blockBytes; }
-bool dtypeIsQuantized(DType t) { return info(t).blockElems > 1; }
+int64_t dtypeBlockElems(DType t) {
+    return info(t).blockElems;
+}
+int64_t dtypeBlockBytes(DType t) {
+    return info(t).blockBytes;
+}
+bool dtypeIsQuantized(DType t) {
+    return info(t).blockElems > 1;
+}
 bool dtypeIsFloatLike(DType t) {
     return t == DType::F32 || t == DType::F16 || t == DType::BF16 || dtypeIsQuantized(t);
 }
@@ -91,11 +99,11 @@ uint16_t f32ToF16(float f) {
     const uint16_t sign = uint16_t((u >> 16) & 0x8000u);
     const uint32_t absu = u & 0x7fffffffu;
     if (absu > 0x7f800000u) return uint16_t(sign | 0x7e00u); // NaN
-    if (absu >= 0x47800000u) {                                 // overflow or inf
+    if (absu >= 0x47800000u) {                               // overflow or inf
         // values that round to >= 65520 become inf
         return uint16_t(sign | 0x7c00u);
     }
-    if (absu < 0x38800000u) { // below the smallest normal half: subnormal or zero
+    if (absu < 0x38800000u) {                // below the smallest normal half: subnormal or zero
         if (absu < 0x33000000u) return sign; // rounds to zero
         const uint32_t mant = (absu & 0x7fffffu) | 0x800000u;
         const int shift = 126 - int(absu >> 23); // 14..24

@@ -38,8 +38,7 @@ NpyArray readNpy(const std::string& path) {
     auto q1 = descr.find('\'');
     auto q2 = descr.find('\'', q1 + 1);
     descr = descr.substr(q1 + 1, q2 - q1 - 1);
-    if (field("fortran_order").find("False") != 0 &&
-        field("fortran_order").find(" False") != 0)
+    if (field("fortran_order").find("False") != 0 && field("fortran_order").find(" False") != 0)
         throw FormatError(path, "Fortran-order arrays are not supported");
     std::string shp = field("shape");
     shp = shp.substr(shp.find('(') + 1, shp.find(')') - shp.find('(') - 1);
@@ -60,9 +59,12 @@ NpyArray readNpy(const std::string& path) {
         pos = end;
     }
     int esize = 0;
-    if (descr == "<f4" || descr == "<i4") esize = 4;
-    else if (descr == "<f8" || descr == "<i8") esize = 8;
-    else throw FormatError(path, "unsupported npy dtype " + descr);
+    if (descr == "<f4" || descr == "<i4")
+        esize = 4;
+    else if (descr == "<f8" || descr == "<i8")
+        esize = 8;
+    else
+        throw FormatError(path, "unsupported npy dtype " + descr);
     const uint64_t dstart = hstart + hlen;
     if (count > n / uint64_t(esize) || !f->contains(dstart, count * uint64_t(esize)))
         throw FormatError(path, "npy data shorter than its shape says");

@@ -47,33 +47,43 @@ std::string tokenizerJson(int64_t vocab) {
     nlohmann::ordered_json j;
     j["version"] = "1.0";
     auto special = [](int i, const char* s) {
-        return nlohmann::ordered_json{{"id", i},          {"content", s},       {"single_word", false},
-                                      {"lstrip", false},  {"rstrip", false},    {"normalized", false},
+        return nlohmann::ordered_json{{"id", i},         {"content", s},    {"single_word", false},
+                                      {"lstrip", false}, {"rstrip", false}, {"normalized", false},
                                       {"special", true}};
     };
     j["added_tokens"] = {special(0, "<unk>"), special(1, "<s>"), special(2, "</s>")};
-    j["normalizer"] = {{"type", "Sequence"},
-                       {"normalizers",
-                        {{{"type", "Prepend"}, {"prepend", "\xe2\x96\x81"}},
-                         {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", "\xe2\x96\x81"}}}}};
+    j["normalizer"] = {
+        {"type", "Sequence"},
+        {"normalizers",
+         {{{"type", "Prepend"}, {"prepend", "\xe2\x96\x81"}},
+          {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", "\xe2\x96\x81"}}}}};
     j["pre_tokenizer"] = nullptr;
     j["post_processor"] = nullptr;
-    j["decoder"] = {{"type", "Sequence"},
-                    {"decoders",
-                     {{{"type", "Replace"}, {"pattern", {{"String", "\xe2\x96\x81"}}}, {"content", " "}},
-                      {{"type", "ByteFallback"}},
-                      {{"type", "Fuse"}},
-                      {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}}}}};
-    j["model"] = {{"type", "BPE"},          {"dropout", nullptr},     {"unk_token", "<unk>"},
-                  {"continuing_subword_prefix", nullptr}, {"end_of_word_suffix", nullptr},
-                  {"fuse_unk", true},       {"byte_fallback", true}, {"ignore_merges", false},
-                  {"vocab", v},             {"merges", nlohmann::json::array()}};
+    j["decoder"] = {
+        {"type", "Sequence"},
+        {"decoders",
+         {{{"type", "Replace"}, {"pattern", {{"String", "\xe2\x96\x81"}}}, {"content", " "}},
+          {{"type", "ByteFallback"}},
+          {{"type", "Fuse"}},
+          {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}}}}};
+    j["model"] = {{"type", "BPE"},
+                  {"dropout", nullptr},
+                  {"unk_token", "<unk>"},
+                  {"continuing_subword_prefix", nullptr},
+                  {"end_of_word_suffix", nullptr},
+                  {"fuse_unk", true},
+                  {"byte_fallback", true},
+                  {"ignore_merges", false},
+                  {"vocab", v},
+                  {"merges", nlohmann::json::array()}};
     return j.dump(1);
 }
 
 } // namespace
 
-std::vector<std::string> syntheticShapes() { return {"tinyllama-1.1b", "llama-tiny"}; }
+std::vector<std::string> syntheticShapes() {
+    return {"tinyllama-1.1b", "llama-tiny"};
+}
 
 ModelSpec syntheticSpec(const std::string& arch, const std::string& shape) {
     if (arch != "llama")
@@ -185,14 +195,17 @@ Status writeSyntheticModel(const ModelSpec& spec, const std::string& folder,
                                 {{"format", "pt"}, {"lcw_synthetic", "random weights"}});
     } catch (const Cancelled&) {
         for (const auto& e : fs::directory_iterator(folder))
-            if (e.path().extension() == ".safetensors" || e.path().filename() == "model.safetensors.index.json")
+            if (e.path().extension() == ".safetensors" ||
+                e.path().filename() == "model.safetensors.index.json")
                 fs::remove(e.path());
         return Status::Cancelled;
     }
     writeFileAtomic((fs::path(folder) / "config.json").string(), cfg.dump(2));
     writeFileAtomic((fs::path(folder) / "tokenizer.json").string(), tokenizerJson(spec.vocab));
-    writeFileAtomic((fs::path(folder) / "tokenizer_config.json").string(),
-                    std::string(R"({"add_bos_token": true, "add_eos_token": false, "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"})"));
+    writeFileAtomic(
+        (fs::path(folder) / "tokenizer_config.json").string(),
+        std::string(
+            R"({"add_bos_token": true, "add_eos_token": false, "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"})"));
     return Status::Ok;
 }
 
