@@ -12,5 +12,6 @@ int cmdTokenize(const std::vector<std::string>& args);
 int cmdLogits(const std::vector<std::string>& args);
 int cmdPerplexity(const std::vector<std::string>& args);
 int cmdSynth(const std::vector<std::string>& args);
+int cmdStats(const std::vector<std::string>& args);
 
 } // namespace lcw::cli

@@ -29,6 +29,8 @@ commands:
                                            float32 logits [tokens, vocab] to a .npy file
   perplexity MODEL --text FILE [--ctx N] [--mode llamacpp|sliding] [--stride S] [--json]
                                            llama.cpp-compatible perplexity (default) ± s.e.
+  stats MODEL [--calib FILE] [--samples N] [--seq-len L] [--out stats.h5] [--bits B] [--group G] [--json]
+                                           weight/activation/KV outlier statistics (HDF5) + layer ranking
   synth --arch llama --shape SHAPE --dtype f32|f16|bf16 --out DIR [--seed S]
                                            write a random-initialised model with real shapes
                                            (shapes: tinyllama-1.1b, llama-tiny)
@@ -62,6 +64,7 @@ int main(int argc, char** argv) {
         if (cmd == "logits") return cmdLogits(args);
         if (cmd == "perplexity") return cmdPerplexity(args);
         if (cmd == "synth") return cmdSynth(args);
+        if (cmd == "stats") return cmdStats(args);
         std::fprintf(stderr, "lcw-cli: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
         return 2;
     } catch (const UsageError& e) {

@@ -1,0 +1,382 @@
+#include "core/stats/activation_stats.h"
+
+#include "core/common/mapped_file.h"
+#include "core/model/model.h"
+#include "core/stats/fingerprint.h"
+#include "core/tokenizer/tokenizer.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <functional>
+#include <fstream>
+#include <sstream>
+#include <unistd.h>
+
+namespace lcw::stats {
+
+namespace {
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define LCW_KERNEL __attribute__((target_clones("avx2", "default"), noinline))
+#else
+#define LCW_KERNEL
+#endif
+
+struct ChAcc {
+    double *s1, *s2, *s3, *s4, *mn, *mx, *sa;
+    const float* shift;
+};
+
+/// Adds one token's row to the per-channel shifted power sums, extrema and Σ|x|.
+LCW_KERNEL void channelAccum(const float* r, int64_t C, ChAcc a) {
+    double *s1 = a.s1, *s2 = a.s2, *s3 = a.s3, *s4 = a.s4, *mn = a.mn, *mx = a.mx, *sa = a.sa;
+    const float* sh = a.shift;
+#pragma omp simd
+    for (int64_t j = 0; j < C; ++j) {
+        const double v = r[j];
+        const double d = v - double(sh[j]), d2 = d * d;
+        s1[j] += d;
+        s2[j] += d2;
+        s3[j] += d2 * d;
+        s4[j] += d2 * d2;
+        const double om = mn[j], ox = mx[j];
+        mn[j] = v < om ? v : om;
+        mx[j] = v > ox ? v : ox;
+        sa[j] += std::fabs(v);
+    }
+}
+
+} // namespace
+
+SiteAccumulator::SiteAccumulator(std::string name, std::string kind, int layer, int64_t channels,
+                                 int64_t heads, int histBins)
+    : m_name(std::move(name)), m_kind(std::move(kind)), m_layer(layer), m_ch(channels),
+      m_heads(std::max<int64_t>(1, heads)), m_s1(size_t(channels), 0), m_s2(size_t(channels), 0),
+      m_s3(size_t(channels), 0), m_s4(size_t(channels), 0), m_min(size_t(channels), INFINITY),
+      m_max(size_t(channels), -INFINITY), m_sabs(size_t(channels), 0), m_hist(histBins) {}
+
+void SiteAccumulator::add(const float* x, int64_t nTokens) {
+    if (nTokens <= 0) return;
+    const int64_t C = m_ch;
+    if (m_shift.empty()) m_shift.assign(x, x + C); // shift by the first token: stable sums
+    double* s1 = m_s1.data();
+    double* s2 = m_s2.data();
+    double* s3 = m_s3.data();
+    double* s4 = m_s4.data();
+    double* mn = m_min.data();
+    double* mx = m_max.data();
+    double* sa = m_sabs.data();
+    const float* sh = m_shift.data();
+    const int64_t hd = C / m_heads, H = m_heads;
+    const int64_t total = nTokens * C;
+    // The session calls observers from one thread; spread big batches over the OpenMP threads
+    // (the forward pass itself is parallel, so a serial observer would dominate on small models).
+    const bool par = total >= 16384 && omp_get_max_threads() > 1 && !omp_in_parallel();
+    const size_t base = m_tokAbsmax.size();
+    m_tokAbsmax.resize(base + size_t(nTokens));
+    m_tokArg.resize(base + size_t(nTokens));
+    if (H > 1) m_tokHeadAbsmax.resize((base + size_t(nTokens)) * size_t(H));
+    double* ta = m_tokAbsmax.data() + base;
+    double* targ = m_tokArg.data() + base;
+    double* tha = H > 1 ? m_tokHeadAbsmax.data() + base * size_t(H) : nullptr;
+    double batchMax = 0;
+#pragma omp parallel for if (par) reduction(max : batchMax) schedule(static)
+    for (int64_t t = 0; t < nTokens; ++t) {
+        const float* r = x + t * C;
+        double tm = 0, arg = 0;
+        for (int64_t h = 0; h < H; ++h) {
+            double hm = 0;
+            for (int64_t j = h * hd; j < (h + 1) * hd; ++j) {
+                const double a = std::fabs(double(r[j]));
+                if (a > hm) hm = a;
+                if (a > tm) tm = a, arg = double(j);
+            }
+            if (tha) tha[t * H + h] = hm;
+        }
+        ta[t] = tm;
+        targ[t] = arg;
+        batchMax = std::max(batchMax, tm);
+    }
+    // Grow the histogram once per batch, before binning it.
+    m_hist.ensureRange(batchMax);
+    m_scratchKey.resize(size_t(total));
+    m_scratchBin.resize(size_t(total));
+    uint32_t* sk = m_scratchKey.data();
+    uint32_t* sb = m_scratchBin.data();
+    const AdaptiveHistogram& hist = m_hist;
+    constexpr int64_t kChunk = 64;
+    const int64_t nChunks = (C + kChunk - 1) / kChunk;
+#pragma omp parallel if (par)
+    {
+        // Per-channel sums: threads own disjoint channel ranges.
+#pragma omp for schedule(static)
+        for (int64_t cb = 0; cb < nChunks; ++cb) {
+            const int64_t c0 = cb * kChunk, cn = std::min(kChunk, C - c0);
+            const ChAcc acc{s1 + c0, s2 + c0, s3 + c0, s4 + c0, mn + c0, mx + c0, sa + c0, sh + c0};
+            for (int64_t t = 0; t < nTokens; ++t) channelAccum(x + t * C + c0, cn, acc);
+        }
+        // Histogram keys and bins in parallel; the increments follow serially.
+#pragma omp for schedule(static)
+        for (int64_t i = 0; i < total; ++i) {
+            sk[i] = AbsKeyHistogram::key(x[i]);
+            sb[i] = uint32_t(hist.binOf(x[i]));
+        }
+    }
+    uint64_t* kc = m_keys.counts.data();
+    int64_t* hc = m_hist.counts.data();
+    for (int64_t i = 0; i < total; ++i) {
+        ++kc[sk[i]];
+        ++hc[sb[i]];
+    }
+    m_tokens += nTokens;
+}
+
+TensorStats SiteAccumulator::finish() const {
+    TensorStats ts;
+    ts.name = m_name;
+    ts.kind = m_kind;
+    ts.layer = m_layer;
+    ts.shape = {m_tokens, m_ch};
+    ts.dtype = "F32";
+    const double n = double(m_tokens);
+    std::vector<Moments> cm(static_cast<size_t>(m_ch));
+    Moments all;
+    for (int64_t j = 0; j < m_ch; ++j) {
+        cm[size_t(j)] =
+            Moments::fromShiftedSums(n, m_shift.empty() ? 0 : m_shift[size_t(j)], m_s1[size_t(j)],
+                                     m_s2[size_t(j)], m_s3[size_t(j)], m_s4[size_t(j)]);
+        all.merge(cm[size_t(j)]);
+    }
+    double tmin = INFINITY, tmax = -INFINITY;
+    for (int64_t j = 0; j < m_ch; ++j) {
+        tmin = std::min(tmin, m_min[size_t(j)]);
+        tmax = std::max(tmax, m_max[size_t(j)]);
+    }
+    if (m_tokens == 0) tmin = tmax = 0;
+    putTensorScalars(ts, all, tmin, tmax);
+    putChannelArrays(ts, "ch", cm, m_min, m_max);
+    std::vector<double> meanAbs(static_cast<size_t>(m_ch));
+    for (int64_t j = 0; j < m_ch; ++j) meanAbs[size_t(j)] = n > 0 ? m_sabs[size_t(j)] / n : 0;
+    ts.arrays["ch_mean_abs"] = std::move(meanAbs);
+    ts.arrays["tok_absmax"] = m_tokAbsmax;
+    ts.arrays["tok_absmax_channel"] = m_tokArg;
+    if (m_heads > 1) {
+        const int64_t hd = m_ch / m_heads;
+        ts.scalars["heads"] = double(m_heads);
+        ts.scalars["head_dim"] = double(hd);
+        std::vector<Moments> hm(static_cast<size_t>(m_heads));
+        std::vector<double> hmin(static_cast<size_t>(m_heads), INFINITY),
+            hmax(static_cast<size_t>(m_heads), -INFINITY);
+        for (int64_t h = 0; h < m_heads; ++h)
+            for (int64_t j = h * hd; j < (h + 1) * hd; ++j) {
+                hm[size_t(h)].merge(cm[size_t(j)]);
+                hmin[size_t(h)] = std::min(hmin[size_t(h)], m_min[size_t(j)]);
+                hmax[size_t(h)] = std::max(hmax[size_t(h)], m_max[size_t(j)]);
+            }
+        putChannelArrays(ts, "head", hm, hmin, hmax);
+        ts.arrays["tok_head_absmax"] = m_tokHeadAbsmax; // [tokens, heads] row-major
+    }
+    // Channel outliers (LLM.int8 style), unevenness and massive activations.
+    const auto& ca = ts.arrays["ch_absmax"];
+    int64_t oc = 0;
+    for (double v : ca) oc += v >= 6.0;
+    ts.scalars["outlier_channels_ge6"] = double(oc);
+    ts.scalars["count_abs_ge6"] = double(m_keys.countAtLeast(6.0f));
+    ts.scalars["ch_absmax_max_over_median"] = channelUnevenness(ts);
+    {
+        std::vector<double> sorted =
+            ca; // the SmoothQuant picture: channels by abs-max, largest first
+        std::sort(sorted.begin(), sorted.end(), std::greater<>());
+        ts.arrays["ch_absmax_sorted"] = std::move(sorted);
+    }
+    if (!m_tokAbsmax.empty()) {
+        std::vector<double> s = m_tokAbsmax;
+        std::nth_element(s.begin(), s.begin() + long(s.size() / 2), s.end());
+        const double med = s[s.size() / 2];
+        ts.scalars["tok_absmax_max_over_median"] =
+            med > 0 ? *std::max_element(m_tokAbsmax.begin(), m_tokAbsmax.end()) / med : 0;
+    }
+    // Approximate (log-spaced key histogram, < 2^-7 relative) percentiles and |x| > kσ.
+    for (double p : kPercentiles) ts.scalars[percentileKey(p)] = m_keys.approxQuantile(p / 100);
+    const double sd = all.stddev();
+    for (int k : {3, 6}) {
+        double c = 0;
+        const double th = k * sd;
+        for (uint32_t b = 0; b < uint32_t(AbsKeyHistogram::kBins); ++b) {
+            if (!m_keys.counts[b]) continue;
+            const double lo = AbsKeyHistogram::keyLow(b);
+            const double hi = b + 1 < uint32_t(AbsKeyHistogram::kBins)
+                                  ? AbsKeyHistogram::keyLow(b + 1)
+                                  : INFINITY;
+            if (lo > th)
+                c += double(m_keys.counts[b]);
+            else if (hi > th)
+                c += double(m_keys.counts[b]) * (hi - th) / (hi - lo);
+        }
+        ts.scalars["frac_gt_" + std::to_string(k) + "sigma"] = n > 0 ? c / (n * double(m_ch)) : 0;
+    }
+    {
+        auto [first, c] = m_keys.log2Counts();
+        ts.scalars["abs_log2_hist_first_exp"] = first - 127;
+        ts.counts["abs_log2_hist"] = std::move(c);
+    }
+    ts.counts["hist"] = m_hist.counts;
+    ts.scalars["hist_lo"] = -m_hist.range;
+    ts.scalars["hist_hi"] = m_hist.range;
+    return ts;
+}
+
+double channelUnevenness(const TensorStats& s) {
+    auto it = s.arrays.find("ch_absmax");
+    if (it == s.arrays.end() || it->second.empty()) return 0;
+    std::vector<double> v = it->second;
+    std::nth_element(v.begin(), v.begin() + long(v.size() / 2), v.end());
+    const double med = v[v.size() / 2];
+    return med > 0 ? *std::max_element(it->second.begin(), it->second.end()) / med : 0;
+}
+
+// ------------------------------------------------------------------------------- observer
+
+ActivationStatsObserver::ActivationStatsObserver(ActivationStatsOptions opts) : m_opts(opts) {}
+ActivationStatsObserver::~ActivationStatsObserver() = default;
+
+SiteAccumulator& ActivationStatsObserver::site(const std::string& name, const std::string& kind,
+                                               int layer, int64_t ch, int64_t heads) {
+    auto it = m_sites.find(name);
+    if (it != m_sites.end()) return *it->second;
+    static const char* kOrder[] = {"attn_in",  "attn.o",     "mlp_in", "mlp.down",
+                                   "residual", "k_pre_rope", "k",      "v"};
+    int ord = 99;
+    const std::string tail = name.substr(name.find('.', 7) + 1);
+    for (int i = 0; i < 8; ++i)
+        if (tail == kOrder[i]) ord = i;
+    m_order[name] = {layer, ord};
+    auto& p = m_sites[name];
+    p = std::make_unique<SiteAccumulator>(name, kind, layer, ch, heads, m_opts.histBins);
+    return *p;
+}
+
+void ActivationStatsObserver::onLinearInput(int layer, LinearRole role, const std::string&,
+                                            const float* x, int64_t nTokens, int64_t dim) {
+    if (!m_opts.linearInputs) return;
+    const std::string L = "layers." + std::to_string(layer) + ".";
+    switch (role) {
+    case LinearRole::Q: // q, k and v share the input: record it once
+        site(L + "attn_in", "activation", layer, dim, 1).add(x, nTokens);
+        break;
+    case LinearRole::O:
+        site(L + "attn.o", "activation", layer, dim, 1).add(x, nTokens);
+        break;
+    case LinearRole::Gate: // gate and up share the input
+        site(L + "mlp_in", "activation", layer, dim, 1).add(x, nTokens);
+        break;
+    case LinearRole::Down:
+        site(L + "mlp.down", "activation", layer, dim, 1).add(x, nTokens);
+        break;
+    default:
+        break;
+    }
+}
+
+void ActivationStatsObserver::onKV(int layer, const float* kPre, const float* kPost, const float* v,
+                                   int64_t nTokens, int64_t nKvHeads, int64_t headDim, int64_t) {
+    if (!m_opts.kv) return;
+    const std::string L = "layers." + std::to_string(layer) + ".";
+    const int64_t ch = nKvHeads * headDim;
+    site(L + "k_pre_rope", "k_pre_rope", layer, ch, nKvHeads).add(kPre, nTokens);
+    site(L + "k", "k", layer, ch, nKvHeads).add(kPost, nTokens);
+    site(L + "v", "v", layer, ch, nKvHeads).add(v, nTokens);
+}
+
+void ActivationStatsObserver::onResidual(int layer, const float* h, int64_t nTokens, int64_t dim) {
+    if (!m_opts.residuals) return;
+    site("layers." + std::to_string(layer) + ".residual", "residual", layer, dim, 1)
+        .add(h, nTokens);
+}
+
+std::vector<TensorStats> ActivationStatsObserver::results() const {
+    std::vector<std::pair<std::pair<int, int>, std::string>> keys;
+    for (auto& [n, o] : m_order) keys.push_back({o, n});
+    std::sort(keys.begin(), keys.end());
+    std::vector<TensorStats> r;
+    for (auto& k : keys) r.push_back(m_sites.at(k.second)->finish());
+    return r;
+}
+
+// ---------------------------------------------------------------------------- calibration
+
+std::string builtinCalibrationPath() {
+    const std::string rel = "tinystories_eval.txt";
+    if (const char* e = std::getenv("LCW_DATA_DIR")) {
+        const std::string p = std::string(e) + "/" + rel;
+        if (std::filesystem::exists(p)) return p;
+    }
+    std::error_code ec;
+    const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+    if (!ec) {
+        const auto p = exe.parent_path().parent_path() / "share/lcw/data" / rel;
+        if (std::filesystem::exists(p)) return p.string();
+    }
+#ifdef LCW_DATA_DIR
+    return std::string(LCW_DATA_DIR) + "/" + rel;
+#else
+    return "resources/data/" + rel;
+#endif
+}
+
+Status runCalibration(const Model& model, const CalibrationOptions& opts,
+                      std::vector<TensorStats>& out, CalibrationInfo& info, Progress& progress) {
+    info = {};
+    info.builtin = opts.textFile.empty();
+    info.source = info.builtin ? builtinCalibrationPath() : opts.textFile;
+    std::ifstream in(info.source, std::ios::binary);
+    if (!in) throw Error(info.source + ": cannot read calibration text");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    const std::string text = ss.str();
+    info.sha256 = sha256Hex(text.data(), text.size());
+    const Tokenizer& tk = model.tokenizer();
+    std::vector<int32_t> ids = tk.encode(text, true);
+    info.textTokens = int64_t(ids.size());
+    if (opts.samples <= 0 || opts.seqLen <= 1)
+        throw ArgumentError("calibration needs samples >= 1 and seq-len >= 2");
+    int64_t L = opts.seqLen;
+    if (model.spec().maxSeq > 0) L = std::min(L, model.spec().maxSeq);
+    const int64_t N = std::min(opts.samples, int64_t(ids.size()) / L);
+    if (N < 1)
+        throw Error(info.source + ": calibration text has " + std::to_string(ids.size()) +
+                    " tokens, fewer than one sequence of " + std::to_string(L));
+    info.samples = N;
+    info.seqLen = L;
+    info.tokens = N * L;
+
+    SessionOptions so;
+    so.contextLength = L;
+    so.threads = opts.threads;
+    so.batchSize = L;
+    Session session(model, so);
+    ActivationStatsObserver obs(opts.act);
+    session.addObserver(&obs);
+    const int32_t bos = tk.bosId();
+    std::vector<float> logits;
+    for (int64_t s = 0; s < N; ++s) {
+        if (!progress.report(double(s) / double(N), "calibration: sequence " +
+                                                        std::to_string(s + 1) + "/" +
+                                                        std::to_string(N)))
+            return Status::Cancelled;
+        std::vector<int32_t> seq(ids.begin() + s * L, ids.begin() + (s + 1) * L);
+        if (bos >= 0) seq[0] = bos;
+        session.reset();
+        session.forward(seq, logits, false);
+    }
+    session.removeObserver(&obs);
+    if (!progress.report(1.0, "calibration done")) return Status::Cancelled;
+    out = obs.results();
+    return Status::Ok;
+}
+
+} // namespace lcw::stats
