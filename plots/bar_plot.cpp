@@ -1,5 +1,8 @@
 #include "plots/bar_plot.h"
 
+#include "plots/plot_style.h"
+
+#include <QEvent>
 #include <QFileDialog>
 #include <QFileInfo>
 #include <QMenu>
@@ -32,11 +35,9 @@ BarPlot::BarPlot(QWidget* parent)
     lay->addWidget(m_plot);
     setMinimumHeight(160);
 
-    m_plot->setBackground(palette().color(QPalette::Base));
     m_plot->setMouseTracking(true);
     m_plot->setContextMenuPolicy(Qt::CustomContextMenu);
     m_plot->xAxis->grid()->setVisible(false);
-    m_plot->yAxis->grid()->setPen(QPen(QColor(0, 0, 0, 30), 1, Qt::DashLine));
     m_plot->yAxis->setNumberFormat(QStringLiteral("gb"));
     m_plot->xAxis->setTickLength(0, 3);
     m_plot->xAxis->setSubTicks(false);
@@ -63,7 +64,13 @@ BarPlot::BarPlot(QWidget* parent)
     connect(m_plot, &QCustomPlot::mouseMove, this, &BarPlot::onMouseMove);
     connect(m_plot, &QCustomPlot::mousePress, this, &BarPlot::onMousePress);
     connect(m_plot, &QWidget::customContextMenuRequested, this, &BarPlot::showContextMenu);
+    applyPlotPalette(m_plot, palette());
     rebuild();
+}
+
+void BarPlot::changeEvent(QEvent* event) {
+    QWidget::changeEvent(event);
+    if (event->type() == QEvent::PaletteChange) applyPlotPalette(m_plot, palette());
 }
 
 void BarPlot::setBars(const QStringList& labels, const QVector<double>& values,
@@ -110,6 +117,7 @@ void BarPlot::rebuild() {
         QFont f = font();
         f.setBold(true);
         titleElement = new QCPTextElement(m_plot, m_title, f);
+        titleElement->setTextColor(palette().color(QPalette::Text));
         m_plot->plotLayout()->addElement(0, 0, titleElement);
     }
     if (titleElement) titleElement->setText(m_title);

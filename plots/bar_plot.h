@@ -12,6 +12,7 @@
 class QCustomPlot;
 class QCPBars;
 class QCPLayoutGrid;
+class QEvent;
 class QMouseEvent;
 
 namespace lcw {
@@ -55,6 +56,10 @@ public:
 signals:
     /// A bar was clicked.
     void barClicked(int index);
+
+protected:
+    /// Follows theme changes (the application palette).
+    void changeEvent(QEvent* event) override;
 
 private:
     void rebuild();

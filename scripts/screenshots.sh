@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Renders the GUI's screenshots into docs/screenshots/ (builds lcw first when needed).
 #   scripts/screenshots.sh [BUILD_DIR]      default BUILD_DIR: build
+# main_window.png   the demo model open: summary, parameters per block, tensor table, log
+# run_panel.png     the Run panel after a generation and a perplexity run (lcw --demo-run)
+# dark_theme.png    the same in the dark theme
+# welcome.png       the window before a model is open
 # Model: resources/models/stories260K (the demo model), else $LCW_SHARED_DIR/models/stories260K/hf,
 # else ../shared/models/stories260K/hf. Runs headless (QT_QPA_PLATFORM=offscreen); set
 # LCW_SCREENSHOT_XVFB=1 to use xvfb-run with a real X server instead.
@@ -44,5 +48,9 @@ shoot() { # shoot FILE [MODEL]
 }
 
 shoot "$out/main_window.png" "$model"
+# --demo-run generates from "Once upon a time" and measures perplexity on
+# resources/data/tinystories_eval.txt (ctx 256) before the window is saved.
+shoot "$out/run_panel.png" "$model" --demo-run
+shoot "$out/dark_theme.png" "$model" --demo-run --theme dark
 shoot "$out/welcome.png"
 echo "screenshots in $out"

@@ -1,26 +1,39 @@
 // Tests of the Qt layer: TaskRunner (order, progress, cancellation, errors, destruction), the
 // main window on the stories260K model (table, filter, summary, plot, errors, recent list,
-// drag and drop), BarPlot export and the GUI's formatting helpers.
+// drag and drop, dock layout, themes), the Run panel (generation against the reference text,
+// perplexity, cancellation), the log, BarPlot/LinePlot export and the formatting helpers.
 #include "core/common/error.h"
 #include "core/model/model.h"
 #include "plots/bar_plot.h"
+#include "plots/line_plot.h"
 #include "test_util.h"
 #include "widgets/layer_table_model.h"
+#include "widgets/log_panel.h"
 #include "widgets/main_window.h"
 #include "widgets/model_blocks.h"
 #include "widgets/model_summary_panel.h"
 #include "widgets/number_format.h"
+#include "widgets/run_panel.h"
 #include "widgets/task_runner.h"
+#include "widgets/theme.h"
 
+#include <QAction>
+#include <QDockWidget>
 #include <QDropEvent>
 #include <QFileInfo>
+#include <QJsonDocument>
+#include <QJsonObject>
 #include <QLineEdit>
 #include <QMimeData>
+#include <QPlainTextEdit>
+#include <QProgressBar>
+#include <QPushButton>
 #include <QSettings>
 #include <QSortFilterProxyModel>
 #include <QStandardPaths>
 #include <QTableView>
 #include <QtTest/QtTest>
+#include <qcustomplot.h>
 
 #include <atomic>
 #include <filesystem>
@@ -34,6 +47,12 @@ namespace {
 
 constexpr int kTimeoutMs = 30000;
 const char* const kStories = "models/stories260K/hf";
+const char* const kReference = "reference/stories260K.json";
+/// The demo model and text bundled with the sources.
+const char* const kDemoModel = "resources/models/stories260K";
+const char* const kEvalText = "resources/data/tinystories_eval.txt";
+/// A whole perplexity run over the bundled text.
+constexpr int kLongTimeoutMs = 300000;
 
 /// A job that keeps reporting until it is told to stop; `started` and `sawCancel` let the test
 /// synchronise without sleeping.
@@ -62,6 +81,16 @@ struct SpinJob {
 QString stories() {
     return QString::fromStdString(lcwtest::sharedPath(kStories));
 }
+
+QString source(const char* rel) {
+    return QString::fromStdString(lcwtest::sourcePath(rel));
+}
+
+#define LCW_REQUIRE_SOURCE(rel)                                                                    \
+    do {                                                                                           \
+        if (!lcwtest::exists(lcwtest::sourcePath(rel)))                                            \
+            QSKIP(qPrintable(QStringLiteral("bundled data not found: %1").arg(source(rel))));      \
+    } while (0)
 
 /// Waits for the window's current load to end; returns true when it succeeded.
 bool loadAndWait(lcw::MainWindow& w, const QString& path) {
@@ -489,6 +518,282 @@ private slots:
         w->openModel(stories());
         QVERIFY(w->isLoading());
         delete w;
+    }
+    // ---- LinePlot, LogPanel, themes
+
+    void linePlotDrawsAndExports() {
+        lcw::LinePlot plot;
+        plot.resize(600, 300);
+        plot.show();
+        plot.setTitle(QStringLiteral("Running perplexity"));
+        plot.setAxisLabels(QStringLiteral("chunk"), QStringLiteral("PPL"));
+        QCOMPARE(plot.pointCount(), 0);
+        plot.setData({1, 2, 3, 4}, {7.0, 6.0, 5.5, 5.2});
+        QCOMPARE(plot.pointCount(), 4);
+        plot.addPoint(5, 5.1);
+        QCOMPARE(plot.pointCount(), 5);
+        QCOMPARE(plot.yValues().back(), 5.1);
+        plot.setReferenceLine(5.1, QStringLiteral("final"));
+        plot.setTooltipFormatter([](int i, double x, double y) {
+            return QStringLiteral("%1|%2|%3").arg(i).arg(x).arg(y);
+        });
+        QCOMPARE(plot.tooltipFor(2), QStringLiteral("2|3|5.5"));
+        QCOMPARE(plot.tooltipFor(9), QString());
+        // Hovering over the third point finds it.
+        plot.plot()->replot();
+        const QPoint p(int(plot.plot()->xAxis->coordToPixel(3.0)),
+                       int(plot.plot()->yAxis->coordToPixel(5.5)));
+        QCOMPARE(plot.pointAt(p), 2);
+        QCOMPARE(plot.pointAt(QPoint(-5, -5)), -1);
+        const std::string dir = lcwtest::tempDir("lineplot");
+        const QString png = QString::fromStdString(dir + "/line.png");
+        const QString pdf = QString::fromStdString(dir + "/line.pdf");
+        QVERIFY(plot.exportPng(png, 600, 300));
+        QVERIFY(plot.exportPdf(pdf, 600, 300));
+        QVERIFY(QFileInfo(png).size() > 1000);
+        QVERIFY(QFileInfo(pdf).size() > 500);
+        plot.clear();
+        QCOMPARE(plot.pointCount(), 0);
+    }
+
+    void logPanelKeepsTimestampedLines() {
+        lcw::LogPanel log;
+        QSignalSpy appended(&log, &lcw::LogPanel::appended);
+        log.info(QStringLiteral("model loaded"));
+        log.error(QStringLiteral("job failed:\nbad things"));
+        QCOMPARE(appended.count(), 2);
+        QCOMPARE(log.count(), 2);
+        const QRegularExpression stamp(QStringLiteral("^\\d\\d:\\d\\d:\\d\\d  "));
+        QVERIFY2(stamp.match(log.lines()[0]).hasMatch(), qPrintable(log.lines()[0]));
+        QVERIFY(log.lines()[0].endsWith(QStringLiteral("model loaded")));
+        QVERIFY(log.lines()[1].contains(QStringLiteral("error: job failed:")));
+        QVERIFY(log.lines()[1].contains(QStringLiteral("bad things")));
+        const QString copied = log.copy(); // nothing selected: everything
+        QVERIFY(copied.contains(QStringLiteral("model loaded")));
+        QVERIFY(copied.contains(QStringLiteral("bad things")));
+        QVERIFY(log.view()->isReadOnly());
+        log.clear();
+        QCOMPARE(log.count(), 0);
+    }
+
+    void themeSwitchChangesPalette() {
+        lcw::MainWindow w(lcw::MainWindow::Options{false, false});
+        w.show();
+        const QColor lightText = lcw::themePalette(lcw::Theme::Light).color(QPalette::Text);
+        const QColor darkText = lcw::themePalette(lcw::Theme::Dark).color(QPalette::Text);
+        w.setTheme(lcw::Theme::Light);
+        QCOMPARE(w.theme(), lcw::Theme::Light);
+        QVERIFY(QApplication::palette().color(QPalette::Window).lightness() > 128);
+        QTRY_COMPARE(w.blockPlot()->plot()->xAxis->tickLabelColor(), lightText);
+
+        w.setTheme(lcw::Theme::Dark);
+        QCOMPARE(w.theme(), lcw::Theme::Dark);
+        QVERIFY(QApplication::palette().color(QPalette::Window).lightness() < 128);
+        QTRY_COMPARE(w.palette().color(QPalette::Base),
+                     lcw::themePalette(lcw::Theme::Dark).color(QPalette::Base));
+        // Plots follow the palette: axes, labels and background.
+        QTRY_COMPARE(w.blockPlot()->plot()->xAxis->tickLabelColor(), darkText);
+        QTRY_COMPARE(w.runPanel()->perplexityPlot()->plot()->yAxis->labelColor(), darkText);
+        QCOMPARE(lcw::themeFromName(QStringLiteral("Dark")), std::optional(lcw::Theme::Dark));
+        QCOMPARE(lcw::themeFromName(QStringLiteral("sepia")), std::nullopt);
+
+        w.setTheme(lcw::Theme::Light); // leave the application as the other tests expect
+        QTRY_COMPARE(w.runPanel()->perplexityPlot()->plot()->yAxis->labelColor(), lightText);
+    }
+
+    void dockStateRoundTrips() {
+        LCW_REQUIRE_SHARED(kStories);
+        QSettings().clear();
+        using Panel = lcw::MainWindow::Panel;
+        {
+            lcw::MainWindow w;
+            w.setModalDialogsEnabled(false);
+            w.show();
+            // The welcome page shows no panels until a model is open.
+            QVERIFY(w.dock(Panel::Summary)->isHidden());
+            QVERIFY(loadAndWait(w, stories()));
+            for (Panel p : {Panel::Summary, Panel::Layers, Panel::Plot, Panel::Run, Panel::Log})
+                QVERIFY(!w.dock(p)->isHidden());
+            QCOMPARE(w.dockWidgetArea(w.dock(Panel::Log)), Qt::BottomDockWidgetArea);
+            // The user moves the log to the left and closes the plot with its View action.
+            w.addDockWidget(Qt::LeftDockWidgetArea, w.dock(Panel::Log));
+            w.dock(Panel::Plot)->toggleViewAction()->trigger();
+            QVERIFY(w.dock(Panel::Plot)->isHidden());
+            w.setTheme(lcw::Theme::Dark);
+            w.close(); // writes settings
+        }
+        QVERIFY(!QSettings().value("mainWindow/state").toByteArray().isEmpty());
+        {
+            lcw::MainWindow w;
+            w.setModalDialogsEnabled(false);
+            w.show();
+            QCOMPARE(w.theme(), lcw::Theme::Dark);
+            QVERIFY(loadAndWait(w, stories()));
+            QCOMPARE(w.dockWidgetArea(w.dock(Panel::Log)), Qt::LeftDockWidgetArea);
+            QVERIFY(w.dock(Panel::Plot)->isHidden());
+            QVERIFY(!w.dock(Panel::Summary)->isHidden());
+            QVERIFY(!w.dock(Panel::Run)->isHidden());
+            // Reset Layout puts everything back.
+            w.resetLayout();
+            QVERIFY(!w.dock(Panel::Plot)->isHidden());
+            QCOMPARE(w.dockWidgetArea(w.dock(Panel::Log)), Qt::BottomDockWidgetArea);
+            w.setTheme(lcw::Theme::Light);
+        }
+        QSettings().clear();
+    }
+
+    // ---- Run panel
+
+    void runPanelNeedsModel() {
+        TaskRunner runner;
+        lcw::RunPanel panel(&runner);
+        QVERIFY(!panel.generateButton()->isEnabled());
+        QVERIFY(!panel.stopButton()->isEnabled());
+        QVERIFY(!panel.perplexityRunButton()->isEnabled());
+        QVERIFY(!panel.perplexityCancelButton()->isEnabled());
+        QVERIFY(!panel.generate());
+        QVERIFY(!panel.runPerplexity());
+        QVERIFY(!runner.isBusy());
+        // The bundled text is the default when the sources are there.
+        if (lcwtest::exists(lcwtest::sourcePath(kEvalText)))
+            QCOMPARE(QFileInfo(panel.textFile()).canonicalFilePath(),
+                     QFileInfo(source(kEvalText)).canonicalFilePath());
+    }
+
+    void runPanelGreedyMatchesReference() {
+        LCW_REQUIRE_SHARED(kReference);
+        LCW_REQUIRE_SOURCE(kDemoModel);
+        QFile f(QString::fromStdString(lcwtest::sharedPath(kReference)));
+        QVERIFY(f.open(QIODevice::ReadOnly));
+        const QJsonObject greedy =
+            QJsonDocument::fromJson(f.readAll()).object()["greedy"].toObject();
+        const QString expected = greedy["text"].toString();
+        const int newTokens = greedy["new_tokens"].toInt();
+        QCOMPARE(newTokens, 60);
+        QVERIFY(!expected.isEmpty());
+
+        lcw::MainWindow w(lcw::MainWindow::Options{false, false});
+        w.show();
+        lcw::RunPanel* run = w.runPanel();
+        QVERIFY(!run->generateButton()->isEnabled());
+        QVERIFY(loadAndWait(w, source(kDemoModel)));
+        QVERIFY(run->generateButton()->isEnabled());
+        run->setPrompt(QStringLiteral("Once upon a time"));
+        run->setMaxNewTokens(newTokens);
+        run->setSampling(lcw::SamplingParams{0.0f, 0, 1.0f, 0});
+        QSignalSpy finished(run, &lcw::RunPanel::generationFinished);
+        QSignalSpy failed(run, &lcw::RunPanel::generationFailed);
+        QVERIFY(run->generate());
+        QVERIFY(run->isGenerating());
+        QVERIFY(!run->generateButton()->isEnabled());
+        QVERIFY(run->stopButton()->isEnabled());
+        QVERIFY(!run->generate()); // one at a time
+        QTRY_COMPARE_WITH_TIMEOUT(finished.count() + failed.count(), 1, kTimeoutMs);
+        QCOMPARE(failed.count(), 0);
+        QCOMPARE(run->outputText(), expected);
+        QVERIFY(run->lastGeneration().has_value());
+        QCOMPARE(run->lastGeneration()->promptTokens, qint64(5));
+        QCOMPARE(run->lastGeneration()->generatedTokens, qint64(newTokens));
+        QVERIFY2(run->generationStatusText().contains(QStringLiteral("tokens/s")),
+                 qPrintable(run->generationStatusText()));
+        QVERIFY(run->generateButton()->isEnabled());
+        QVERIFY(!run->stopButton()->isEnabled());
+        QVERIFY(run->outputView()->isReadOnly());
+        const QString log = w.logPanel()->lines().join(QLatin1Char('\n'));
+        QVERIFY2(log.contains(QStringLiteral("Loaded stories260K")), qPrintable(log));
+        QVERIFY2(log.contains(QStringLiteral("Finished: Generating 60 tokens")), qPrintable(log));
+    }
+
+    void runPanelStopKeepsText() {
+        LCW_REQUIRE_SOURCE(kDemoModel);
+        lcw::MainWindow w(lcw::MainWindow::Options{false, false});
+        QVERIFY(loadAndWait(w, source(kDemoModel)));
+        lcw::RunPanel* run = w.runPanel();
+        run->setMaxNewTokens(400);
+        QSignalSpy stopped(run, &lcw::RunPanel::generationStopped);
+        QSignalSpy finished(run, &lcw::RunPanel::generationFinished);
+        QVERIFY(run->generate());
+        // Stop asks the job to end at its next token; the outcome is "stopped" even when the
+        // worker got to the end first.
+        run->stopButton()->click();
+        QTRY_COMPARE_WITH_TIMEOUT(stopped.count(), 1, kTimeoutMs);
+        QCOMPARE(finished.count(), 0);
+        QVERIFY(!run->isGenerating());
+        QVERIFY(run->generateButton()->isEnabled());
+        QVERIFY(!run->stopButton()->isEnabled());
+        QVERIFY2(run->generationStatusText().startsWith(QStringLiteral("Stopped")),
+                 qPrintable(run->generationStatusText()));
+        QVERIFY(
+            w.logPanel()->lines().join(QLatin1Char('\n')).contains(QStringLiteral("Cancelled: ")));
+    }
+
+    void runPanelCancelPerplexity() {
+        LCW_REQUIRE_SOURCE(kDemoModel);
+        LCW_REQUIRE_SOURCE(kEvalText);
+        lcw::MainWindow w(lcw::MainWindow::Options{false, false});
+        QVERIFY(loadAndWait(w, source(kDemoModel)));
+        lcw::RunPanel* run = w.runPanel();
+        run->setTextFile(source(kEvalText));
+        run->setContext(256);
+        QSignalSpy cancelled(run, &lcw::RunPanel::perplexityCancelled);
+        QSignalSpy finished(run, &lcw::RunPanel::perplexityFinished);
+        // Cancel at the first chunk-level progress report, i.e. midway through the run.
+        bool clicked = false;
+        auto conn = connect(w.taskRunner(), &TaskRunner::progressChanged, this,
+                            [&](TaskRunner::JobId, double fraction, const QString&) {
+                                if (clicked || fraction <= 0.0) return;
+                                clicked = true;
+                                QVERIFY(run->perplexityCancelButton()->isEnabled());
+                                run->perplexityCancelButton()->click();
+                            });
+        QVERIFY(run->runPerplexity());
+        QVERIFY(run->isPerplexityRunning());
+        QVERIFY(!run->perplexityRunButton()->isEnabled());
+        QVERIFY(run->perplexityCancelButton()->isEnabled());
+        QTRY_COMPARE_WITH_TIMEOUT(cancelled.count(), 1, kLongTimeoutMs);
+        disconnect(conn);
+        QVERIFY(clicked);
+        QCOMPARE(finished.count(), 0);
+        QVERIFY(!run->isPerplexityRunning());
+        QVERIFY(run->perplexityRunButton()->isEnabled());
+        QVERIFY(!run->perplexityCancelButton()->isEnabled());
+        QVERIFY2(run->perplexityResultText().startsWith(QStringLiteral("Cancelled")),
+                 qPrintable(run->perplexityResultText()));
+        QVERIFY(!run->lastPerplexity().has_value());
+        QVERIFY(!w.taskRunner()->isBusy());
+        const QString log = w.logPanel()->lines().join(QLatin1Char('\n'));
+        QVERIFY2(log.contains(QStringLiteral("Cancelled: Perplexity of tinystories_eval.txt")),
+                 qPrintable(log));
+    }
+
+    void runPanelPerplexityMatchesReference() {
+        LCW_REQUIRE_SOURCE(kDemoModel);
+        LCW_REQUIRE_SOURCE(kEvalText);
+        lcw::MainWindow w(lcw::MainWindow::Options{false, false});
+        QVERIFY(loadAndWait(w, source(kDemoModel)));
+        lcw::RunPanel* run = w.runPanel();
+        run->setTextFile(source(kEvalText));
+        run->setContext(256);
+        QSignalSpy finished(run, &lcw::RunPanel::perplexityFinished);
+        QSignalSpy failed(run, &lcw::RunPanel::perplexityFailed);
+        // Queued behind a generation: both run, one after the other.
+        QVERIFY(run->generate());
+        QVERIFY(run->runPerplexity());
+        QCOMPARE(w.taskRunner()->queuedCount(), 1);
+        QTRY_COMPARE_WITH_TIMEOUT(finished.count() + failed.count(), 1, kLongTimeoutMs);
+        QCOMPARE(failed.count(), 0);
+        const double ppl = finished.first().at(0).toDouble();
+        QVERIFY2(std::fabs(ppl - 5.0170) < 5e-4, qPrintable(QString::number(ppl, 'f', 6)));
+        QVERIFY(run->lastPerplexity().has_value());
+        QCOMPARE(run->lastPerplexity()->chunks, qint64(367));
+        QCOMPARE(run->perplexityPlot()->pointCount(), 367);
+        QCOMPARE(run->perplexityPlot()->yValues().back(), ppl);
+        const QString text = run->perplexityResultText();
+        QVERIFY2(text.startsWith(QStringLiteral("PPL = 5.017")), qPrintable(text));
+        QVERIFY2(text.contains(QStringLiteral("(367 chunks, 93,952 tokens, ")), qPrintable(text));
+        QVERIFY(run->perplexityRunButton()->isEnabled());
+        QVERIFY(!run->perplexityCancelButton()->isEnabled());
+        QVERIFY(!run->isGenerating());
     }
 };
 

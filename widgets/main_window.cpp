@@ -3,16 +3,21 @@
 #include "core/common/error.h"
 #include "core/version.h"
 #include "plots/bar_plot.h"
+#include "plots/plot_style.h"
 #include "widgets/layer_table_model.h"
+#include "widgets/log_panel.h"
 #include "widgets/model_summary_panel.h"
 #include "widgets/number_format.h"
+#include "widgets/run_panel.h"
 #include "widgets/task_status_widget.h"
 
 #include <QAction>
+#include <QActionGroup>
 #include <QApplication>
 #include <QClipboard>
 #include <QCloseEvent>
 #include <QDir>
+#include <QDockWidget>
 #include <QDragEnterEvent>
 #include <QDropEvent>
 #include <QElapsedTimer>
@@ -30,11 +35,11 @@
 #include <QRegularExpression>
 #include <QSettings>
 #include <QSortFilterProxyModel>
-#include <QSplitter>
-#include <QStackedWidget>
 #include <QStatusBar>
 #include <QStyle>
+#include <QTabWidget>
 #include <QTableView>
+#include <QTimer>
 #include <QVBoxLayout>
 
 #include <algorithm>
@@ -46,8 +51,7 @@ namespace {
 constexpr auto kRecentKey = "recent/models";
 constexpr auto kGeometryKey = "mainWindow/geometry";
 constexpr auto kStateKey = "mainWindow/state";
-constexpr auto kHSplitKey = "mainWindow/hSplit";
-constexpr auto kLeftSplitKey = "mainWindow/leftSplit";
+constexpr auto kThemeKey = "view/theme";
 constexpr int kDefaultWidth = 1400;
 constexpr int kDefaultHeight = 900;
 
@@ -70,9 +74,13 @@ QString globToRegex(const QString& glob) {
 MainWindow::MainWindow(QWidget* parent) : MainWindow(Options{}, parent) {}
 
 MainWindow::MainWindow(Options options, QWidget* parent) : QMainWindow(parent), m_options(options) {
+    // Created first so it is destroyed first: its destructor stops and waits for the running
+    // job while the panels that receive its results still exist.
     m_runner = new TaskRunner(this);
+    m_theme = isDarkPalette(QApplication::palette()) ? Theme::Dark : Theme::Light;
     buildUi();
     buildMenus();
+    connectLog();
     setAcceptDrops(true);
     setWindowTitle(QStringLiteral("lcw"));
     resize(kDefaultWidth, kDefaultHeight);
@@ -86,14 +94,163 @@ MainWindow::~MainWindow() = default;
 // UI construction
 
 void MainWindow::buildUi() {
-    m_stack = new QStackedWidget(this);
-    m_stack->addWidget(buildWelcomePage());
-    m_stack->addWidget(buildModelPage());
-    setCentralWidget(m_stack);
+    setDockNestingEnabled(true);
+    setDockOptions(QMainWindow::AnimatedDocks | QMainWindow::AllowNestedDocks |
+                   QMainWindow::AllowTabbedDocks | QMainWindow::GroupedDragging);
+    setTabPosition(Qt::AllDockWidgetAreas, QTabWidget::North);
+    m_welcome = buildWelcomePage();
+    setCentralWidget(m_welcome);
+
+    m_summary = new ModelSummaryPanel(this);
+    m_plot = new BarPlot(this);
+    m_plot->setTitle(tr("Parameters per block"));
+    m_plot->setTooltipFormatter([this](int i, const QString&, double) -> QString {
+        if (i < 0 || size_t(i) >= m_blocks.size() || !m_model) return {};
+        const BlockSize& b = m_blocks[size_t(i)];
+        const double share =
+            100.0 * double(b.parameters) / double(std::max<int64_t>(1, m_model->parameterCount()));
+        QString text = tr("%1\n%2 parameters (%3% of the model)\n%4 stored")
+                           .arg(QString::fromStdString(b.label), formatCountExact(b.parameters))
+                           .arg(share, 0, 'f', 1)
+                           .arg(formatBytes(b.bytes));
+        if (size_t(i) + 1 == m_blocks.size())
+            text += tr("\nfinal norm%1")
+                        .arg(m_model->find("lm_head") ? tr(" + lm_head")
+                                                      : tr("; lm_head tied to embed"));
+        return text;
+    });
+    QWidget* layers = buildLayersPanel();
+    m_runPanel = new RunPanel(m_runner, this);
+    m_log = new LogPanel(this);
+
+    addPanel(Panel::Summary, tr("Summary"), QStringLiteral("dock.summary"), m_summary);
+    addPanel(Panel::Plot, tr("Parameters per Block"), QStringLiteral("dock.plot"), m_plot);
+    addPanel(Panel::Layers, tr("Tensors"), QStringLiteral("dock.layers"), layers);
+    addPanel(Panel::Run, tr("Run"), QStringLiteral("dock.run"), m_runPanel);
+    addPanel(Panel::Log, tr("Log"), QStringLiteral("dock.log"), m_log);
+    applyDefaultLayout();
+    // The welcome page fills the window until a model is open (or a panel is asked for).
+    for (QDockWidget* d : std::as_const(m_docks)) d->hide();
 
     m_taskStatus = new TaskStatusWidget(m_runner, this);
     statusBar()->addPermanentWidget(m_taskStatus);
     statusBar()->showMessage(tr("Open a model folder or file to begin."));
+}
+
+QDockWidget* MainWindow::addPanel(Panel panel, const QString& title, const QString& objectName,
+                                  QWidget* content) {
+    auto* d = new QDockWidget(title, this);
+    d->setObjectName(objectName); // saveState()/restoreState() key
+    d->setWidget(content);
+    d->setFeatures(QDockWidget::DockWidgetClosable | QDockWidget::DockWidgetMovable |
+                   QDockWidget::DockWidgetFloatable);
+    m_docks.insert(int(panel), d);
+    addDockWidget(Qt::LeftDockWidgetArea, d);
+    return d;
+}
+
+QDockWidget* MainWindow::dock(Panel panel) const {
+    return m_docks.value(int(panel), nullptr);
+}
+
+void MainWindow::applyDefaultLayout() {
+    for (QDockWidget* d : std::as_const(m_docks)) {
+        d->setFloating(false);
+        removeDockWidget(d);
+    }
+    // Left column: summary over the block plot. Right: the tensor table and the run panel as
+    // tabs. Bottom, full width: the log.
+    addDockWidget(Qt::LeftDockWidgetArea, dock(Panel::Summary), Qt::Vertical);
+    addDockWidget(Qt::LeftDockWidgetArea, dock(Panel::Plot), Qt::Vertical);
+    addDockWidget(Qt::RightDockWidgetArea, dock(Panel::Layers));
+    tabifyDockWidget(dock(Panel::Layers), dock(Panel::Run));
+    addDockWidget(Qt::BottomDockWidgetArea, dock(Panel::Log));
+    for (QDockWidget* d : std::as_const(m_docks)) d->show();
+    dock(Panel::Layers)->raise();
+    auto sizeDocks = [this] {
+        const int w = std::max(width(), 800), h = std::max(height(), 600);
+        // Only the left column: the right one (tabs) takes the rest.
+        resizeDocks({dock(Panel::Summary)}, {w * 7 / 20}, Qt::Horizontal);
+        resizeDocks({dock(Panel::Summary), dock(Panel::Plot)}, {h * 9 / 20, h * 7 / 20},
+                    Qt::Vertical);
+        resizeDocks({dock(Panel::Log)}, {h / 7}, Qt::Vertical);
+    };
+    sizeDocks();
+    // With the central page hidden, resizeDocks() alone does not move the boundary between the
+    // left and right columns: hold the left column at its width through one layout pass.
+    QDockWidget* left = dock(Panel::Summary);
+    left->setMinimumWidth(std::max(width(), 800) * 7 / 20);
+    QTimer::singleShot(0, this, [this, left, sizeDocks] {
+        left->setMinimumWidth(0);
+        sizeDocks();
+    });
+}
+
+void MainWindow::activatePanels() {
+    if (m_panelsActive) return;
+    m_panelsActive = true;
+    m_welcome->hide();
+    if (m_savedState.isEmpty() || !restoreState(m_savedState, kStateVersion)) applyDefaultLayout();
+}
+
+void MainWindow::showPanel(Panel panel) {
+    activatePanels();
+    QDockWidget* d = dock(panel);
+    d->show();
+    d->raise();
+}
+
+void MainWindow::resetLayout() {
+    m_panelsActive = true;
+    m_welcome->hide();
+    applyDefaultLayout();
+}
+
+void MainWindow::setTheme(Theme theme) {
+    m_theme = theme;
+    applyTheme(theme);
+    if (m_themeGroup)
+        for (QAction* a : m_themeGroup->actions())
+            a->setChecked(a->data().toString() == themeName(theme));
+    if (m_options.useSettings) QSettings().setValue(kThemeKey, themeName(theme));
+}
+
+void MainWindow::connectLog() {
+    connect(m_runner, &TaskRunner::jobQueued, this,
+            [this](TaskRunner::JobId id, const QString& title) { m_jobTitles.insert(id, title); });
+    connect(m_runner, &TaskRunner::jobStarted, this,
+            [this](TaskRunner::JobId id, const QString& title) {
+                m_jobTimers[id].start();
+                m_log->info(tr("Started: %1").arg(title));
+            });
+    auto titleOf = [this](TaskRunner::JobId id) {
+        const QString t = m_jobTitles.take(id);
+        return t.isEmpty() ? tr("job %1").arg(id) : t;
+    };
+    auto tookOf = [this](TaskRunner::JobId id) -> QString {
+        if (!m_jobTimers.contains(id)) return {};
+        const double s = double(m_jobTimers.take(id).nsecsElapsed()) * 1e-9;
+        return s < 1.0 ? tr(" in %1 ms").arg(qRound(s * 1000.0)) : tr(" in %1 s").arg(s, 0, 'f', 2);
+    };
+    connect(m_runner, &TaskRunner::jobFinished, this,
+            [this, titleOf, tookOf](TaskRunner::JobId id, const std::any&) {
+                const QString took = tookOf(id);
+                m_log->info(tr("Finished: %1%2").arg(titleOf(id), took));
+            });
+    connect(m_runner, &TaskRunner::jobCancelled, this,
+            [this, titleOf, tookOf](TaskRunner::JobId id) {
+                const QString took = tookOf(id);
+                m_log->warning(tr("Cancelled: %1%2").arg(titleOf(id), took));
+            });
+    connect(m_runner, &TaskRunner::jobFailed, this,
+            [this, titleOf, tookOf](TaskRunner::JobId id, const QString& message) {
+                tookOf(id);
+                const QString title = titleOf(id);
+                // A failed load reports through showError(), which logs the whole message.
+                if (id == m_loadJob) return;
+                m_log->error(tr("Failed: %1: %2").arg(title, message));
+            });
+    connect(m_runPanel, &RunPanel::logMessage, m_log, &LogPanel::info);
 }
 
 QWidget* MainWindow::buildWelcomePage() {
@@ -125,44 +282,22 @@ QWidget* MainWindow::buildWelcomePage() {
     lay->addWidget(hint);
     lay->addSpacing(16);
     lay->addLayout(buttons);
+    lay->addSpacing(20);
+    auto* keys = new QLabel(tr("Ctrl+O open a file  ·  Ctrl+Shift+O open a folder  ·  "
+                               "Ctrl+1…5 show panels  ·  Ctrl+Shift+T switch theme"),
+                            page);
+    keys->setAlignment(Qt::AlignCenter);
+    keys->setForegroundRole(QPalette::PlaceholderText);
+    lay->addWidget(keys);
     lay->addStretch(3);
     return page;
 }
 
-QWidget* MainWindow::buildModelPage() {
-    m_hSplit = new QSplitter(Qt::Horizontal, this);
-    m_hSplit->setChildrenCollapsible(false);
-
-    // Left: summary over the parameters-per-block plot.
-    m_leftSplit = new QSplitter(Qt::Vertical, m_hSplit);
-    m_leftSplit->setChildrenCollapsible(false);
-    m_summary = new ModelSummaryPanel(m_leftSplit);
-    m_plot = new BarPlot(m_leftSplit);
-    m_plot->setTitle(tr("Parameters per block"));
-    m_plot->setTooltipFormatter([this](int i, const QString&, double) -> QString {
-        if (i < 0 || size_t(i) >= m_blocks.size() || !m_model) return {};
-        const BlockSize& b = m_blocks[size_t(i)];
-        const double share =
-            100.0 * double(b.parameters) / double(std::max<int64_t>(1, m_model->parameterCount()));
-        QString text = tr("%1\n%2 parameters (%3% of the model)\n%4 stored")
-                           .arg(QString::fromStdString(b.label), formatCountExact(b.parameters))
-                           .arg(share, 0, 'f', 1)
-                           .arg(formatBytes(b.bytes));
-        if (size_t(i) + 1 == m_blocks.size())
-            text += tr("\nfinal norm%1")
-                        .arg(m_model->find("lm_head") ? tr(" + lm_head")
-                                                      : tr("; lm_head tied to embed"));
-        return text;
-    });
-    m_leftSplit->addWidget(m_summary);
-    m_leftSplit->addWidget(m_plot);
-    m_leftSplit->setStretchFactor(0, 3);
-    m_leftSplit->setStretchFactor(1, 2);
-
-    // Right: filter line over the tensor table.
-    auto* right = new QWidget(m_hSplit);
+QWidget* MainWindow::buildLayersPanel() {
+    // A filter line over the tensor table.
+    auto* right = new QWidget(this);
     auto* rl = new QVBoxLayout(right);
-    rl->setContentsMargins(0, 0, 0, 0);
+    rl->setContentsMargins(6, 6, 6, 6);
     rl->setSpacing(4);
     auto* filterRow = new QHBoxLayout;
     m_filter = new QLineEdit(right);
@@ -218,18 +353,7 @@ QWidget* MainWindow::buildModelPage() {
     connect(m_proxy, &QAbstractItemModel::modelReset, this, &MainWindow::updateFilterCount);
     connect(m_proxy, &QAbstractItemModel::layoutChanged, this, &MainWindow::updateFilterCount);
 
-    m_hSplit->addWidget(m_leftSplit);
-    m_hSplit->addWidget(right);
-    m_hSplit->setStretchFactor(0, 2);
-    m_hSplit->setStretchFactor(1, 3);
-    m_hSplit->setSizes({kDefaultWidth * 2 / 5, kDefaultWidth * 3 / 5});
-    m_leftSplit->setSizes({kDefaultHeight * 11 / 20, kDefaultHeight * 9 / 20});
-
-    auto* page = new QWidget(this);
-    auto* pl = new QVBoxLayout(page);
-    pl->setContentsMargins(6, 6, 6, 0);
-    pl->addWidget(m_hSplit);
-    return page;
+    return right;
 }
 
 void MainWindow::buildMenus() {
@@ -246,6 +370,81 @@ void MainWindow::buildMenus() {
     QAction* quit = file->addAction(tr("&Quit"), this, &QWidget::close);
     quit->setShortcut(QKeySequence::Quit);
     quit->setMenuRole(QAction::QuitRole);
+
+    QMenu* view = menuBar()->addMenu(tr("&View"));
+    const std::pair<Panel, int> panels[] = {{Panel::Summary, Qt::Key_1},
+                                            {Panel::Layers, Qt::Key_2},
+                                            {Panel::Plot, Qt::Key_3},
+                                            {Panel::Run, Qt::Key_4},
+                                            {Panel::Log, Qt::Key_5}};
+    for (const auto& [panel, key] : panels) {
+        QDockWidget* d = dock(panel);
+        QAction* toggle = d->toggleViewAction();
+        toggle->setShortcut(QKeySequence(int(Qt::CTRL) | key));
+        // Asking for a panel from the welcome page brings up the whole layout first.
+        connect(toggle, &QAction::triggered, this, [this, d](bool on) {
+            if (m_panelsActive) return;
+            activatePanels();
+            d->setVisible(on);
+            if (on) d->raise();
+        });
+        view->addAction(toggle);
+    }
+    view->addSeparator();
+    QAction* filter = view->addAction(tr("&Filter Tensors…"), this, [this] {
+        showPanel(Panel::Layers);
+        m_filter->setFocus(Qt::ShortcutFocusReason);
+        m_filter->selectAll();
+    });
+    filter->setShortcut(QKeySequence::Find);
+    view->addAction(tr("&Reset Layout"), this, &MainWindow::resetLayout);
+    view->addSeparator();
+    QMenu* themes = view->addMenu(tr("&Theme"));
+    m_themeGroup = new QActionGroup(this);
+    m_themeGroup->setExclusive(true);
+    for (const Theme t : {Theme::Light, Theme::Dark}) {
+        QAction* a = themes->addAction(t == Theme::Light ? tr("&Light") : tr("&Dark"));
+        a->setCheckable(true);
+        a->setData(themeName(t));
+        a->setChecked(t == m_theme);
+        m_themeGroup->addAction(a);
+        connect(a, &QAction::triggered, this, [this, t] { setTheme(t); });
+    }
+    themes->addSeparator();
+    QAction* toggleTheme = themes->addAction(tr("&Switch Theme"), this, [this] {
+        setTheme(m_theme == Theme::Light ? Theme::Dark : Theme::Light);
+    });
+    toggleTheme->setShortcut(QKeySequence(Qt::CTRL | Qt::SHIFT | Qt::Key_T));
+
+    QMenu* run = menuBar()->addMenu(tr("&Run"));
+    m_actGenerate =
+        run->addAction(style()->standardIcon(QStyle::SP_MediaPlay), tr("&Generate"), this, [this] {
+            showPanel(Panel::Run);
+            m_runPanel->generate();
+        });
+    m_actGenerate->setShortcut(QKeySequence(Qt::CTRL | Qt::Key_Return));
+    m_actStop = run->addAction(style()->standardIcon(QStyle::SP_MediaStop), tr("&Stop Generation"),
+                               m_runPanel, &RunPanel::stopGeneration);
+    m_actStop->setShortcut(QKeySequence(Qt::CTRL | Qt::Key_Period));
+    run->addSeparator();
+    m_actPerplexity = run->addAction(tr("Measure &Perplexity"), this, [this] {
+        showPanel(Panel::Run);
+        m_runPanel->runPerplexity();
+    });
+    m_actPerplexity->setShortcut(QKeySequence(Qt::CTRL | Qt::SHIFT | Qt::Key_Return));
+    m_actCancelPerplexity =
+        run->addAction(tr("&Cancel Perplexity"), m_runPanel, &RunPanel::cancelPerplexity);
+    run->addSeparator();
+    QAction* cancelAll = run->addAction(tr("Cancel &All Jobs"), m_runner, &TaskRunner::cancelAll);
+    cancelAll->setShortcut(QKeySequence(Qt::CTRL | Qt::SHIFT | Qt::Key_Period));
+    auto syncRunActions = [this] {
+        m_actGenerate->setEnabled(m_runPanel->generateButton()->isEnabled());
+        m_actStop->setEnabled(m_runPanel->stopButton()->isEnabled());
+        m_actPerplexity->setEnabled(m_runPanel->perplexityRunButton()->isEnabled());
+        m_actCancelPerplexity->setEnabled(m_runPanel->perplexityCancelButton()->isEnabled());
+    };
+    connect(m_runPanel, &RunPanel::stateChanged, this, syncRunActions);
+    syncRunActions();
 
     QMenu* help = menuBar()->addMenu(tr("&Help"));
     QAction* about = help->addAction(tr("&About lcw"), this, &MainWindow::showAbout);
@@ -337,22 +536,25 @@ void MainWindow::setModel(std::shared_ptr<const Model> model, const QString& pat
     m_blocks = blockSizes(*m_model);
     m_summary->setModel(m_model.get());
     m_layerModel->setModel(m_model);
+    m_runPanel->setModel(m_model);
     m_table->resizeColumnsToContents();
     // The name column stretches; give the others room for their header plus sort arrow.
     for (int c = LayerTableModel::Layer; c < LayerTableModel::ColumnCount; ++c)
         m_table->setColumnWidth(c, m_table->columnWidth(c) + 16);
     updatePlot();
     updateFilterCount();
-    m_stack->setCurrentIndex(1);
+    activatePanels();
     setWindowTitle(QStringLiteral("lcw — %1").arg(displayName(path)));
     setWindowFilePath(path);
     addRecent(path);
     const QString took = seconds < 1.0 ? tr("%1 ms").arg(qRound(seconds * 1000.0))
                                        : tr("%1 s").arg(seconds, 0, 'f', 2);
-    statusBar()->showMessage(tr("Loaded %1: %2 tensors, %3 parameters in %4")
-                                 .arg(displayName(path))
-                                 .arg(m_model->tensors().size())
-                                 .arg(formatCountShort(m_model->parameterCount()), took));
+    const QString loaded = tr("Loaded %1: %2 tensors, %3 parameters in %4")
+                               .arg(displayName(path))
+                               .arg(m_model->tensors().size())
+                               .arg(formatCountShort(m_model->parameterCount()), took);
+    statusBar()->showMessage(loaded);
+    m_log->info(loaded + QStringLiteral(" (") + QDir::toNativeSeparators(path) + QLatin1Char(')'));
     emit modelLoaded(path);
 }
 
@@ -484,6 +686,7 @@ void MainWindow::rebuildRecentMenu() {
 
 void MainWindow::showError(const QString& title, const QString& text, const QString& details) {
     const QString full = details.isEmpty() ? text : text + QStringLiteral(":\n") + details;
+    m_log->error(full);
     emit errorShown(full);
     if (!m_options.modalDialogs) return;
     QMessageBox box(QMessageBox::Critical, title, text, QMessageBox::Ok, this);
@@ -505,19 +708,20 @@ void MainWindow::readSettings() {
     m_recent = s.value(kRecentKey).toStringList();
     while (m_recent.size() > kMaxRecent) m_recent.removeLast();
     if (const QByteArray g = s.value(kGeometryKey).toByteArray(); !g.isEmpty()) restoreGeometry(g);
-    if (const QByteArray st = s.value(kStateKey).toByteArray(); !st.isEmpty()) restoreState(st);
-    if (const QByteArray h = s.value(kHSplitKey).toByteArray(); !h.isEmpty())
-        m_hSplit->restoreState(h);
-    if (const QByteArray l = s.value(kLeftSplitKey).toByteArray(); !l.isEmpty())
-        m_leftSplit->restoreState(l);
+    // Applied when the panels first appear (the welcome page shows none).
+    m_savedState = s.value(kStateKey).toByteArray();
+    // Without a saved choice, the theme that matches the platform's palette.
+    setTheme(themeFromName(s.value(kThemeKey).toString()).value_or(m_theme));
+    m_runPanel->readSettings(s);
 }
 
 void MainWindow::writeSettings() const {
     QSettings s;
     s.setValue(kGeometryKey, saveGeometry());
-    s.setValue(kStateKey, saveState());
-    s.setValue(kHSplitKey, m_hSplit->saveState());
-    s.setValue(kLeftSplitKey, m_leftSplit->saveState());
+    // Before the panels appeared there is no layout of this session to keep.
+    if (m_panelsActive) s.setValue(kStateKey, saveState(kStateVersion));
+    s.setValue(kThemeKey, themeName(m_theme));
+    m_runPanel->writeSettings(s);
     s.setValue(kRecentKey, m_recent);
 }
 

@@ -1,28 +1,34 @@
 #pragma once
 /// \file
 /// The main window: opens a model in the background (menu, recent list, drag and drop, command
-/// line) and shows its summary, parameters per block and tensor table.
+/// line) and shows it in dockable panels: summary, tensor table, parameters per block, run
+/// (generation and perplexity) and log. Layout and theme survive a restart (QSettings).
 #include "widgets/model_blocks.h"
 #include "widgets/task_runner.h"
+#include "widgets/theme.h"
 
+#include <QElapsedTimer>
+#include <QHash>
 #include <QMainWindow>
 
 #include <memory>
 #include <vector>
 
+class QActionGroup;
+class QDockWidget;
 class QLabel;
 class QLineEdit;
 class QMenu;
 class QSortFilterProxyModel;
-class QSplitter;
-class QStackedWidget;
 class QTableView;
 
 namespace lcw {
 
 class BarPlot;
 class LayerTableModel;
+class LogPanel;
 class ModelSummaryPanel;
+class RunPanel;
 class TaskStatusWidget;
 
 class MainWindow : public QMainWindow {
@@ -37,6 +43,10 @@ public:
     };
     /// Entries kept in File ▸ Open Recent.
     static constexpr int kMaxRecent = 10;
+    /// Version tag of saveState(); layouts saved by older versions are ignored.
+    static constexpr int kStateVersion = 2;
+    /// The dockable panels.
+    enum class Panel { Summary, Layers, Plot, Run, Log };
 
     explicit MainWindow(QWidget* parent = nullptr);
     explicit MainWindow(Options options, QWidget* parent = nullptr);
@@ -78,6 +88,17 @@ public:
     ModelSummaryPanel* summaryPanel() const { return m_summary; }
     BarPlot* blockPlot() const { return m_plot; }
     QLineEdit* filterEdit() const { return m_filter; }
+    RunPanel* runPanel() const { return m_runPanel; }
+    LogPanel* logPanel() const { return m_log; }
+    QDockWidget* dock(Panel panel) const;
+    /// Shows a panel and brings it to the front of its tab group.
+    void showPanel(Panel panel);
+    /// Puts every panel back where it starts.
+    void resetLayout();
+
+    /// Switches the application palette (View ▸ Theme) and remembers it.
+    void setTheme(Theme theme);
+    Theme theme() const { return m_theme; }
 
 signals:
     void modelLoaded(const QString& path);
@@ -100,7 +121,11 @@ private:
     void buildUi();
     void buildMenus();
     QWidget* buildWelcomePage();
-    QWidget* buildModelPage();
+    QWidget* buildLayersPanel();
+    QDockWidget* addPanel(Panel panel, const QString& title, const QString& objectName,
+                          QWidget* content);
+    void applyDefaultLayout();
+    void connectLog();
     void openFolderDialog();
     void openFileDialog();
     void showAbout();
@@ -122,9 +147,24 @@ private:
     TaskRunner::JobId m_loadJob = 0;
     QStringList m_recent;
 
-    QStackedWidget* m_stack = nullptr;
-    QSplitter* m_hSplit = nullptr;
-    QSplitter* m_leftSplit = nullptr;
+    /// Leaves the welcome page: restores the saved panel layout (or the default one).
+    void activatePanels();
+
+    QWidget* m_welcome = nullptr;
+    bool m_panelsActive = false;
+    QByteArray m_savedState;
+    QHash<int, QDockWidget*> m_docks;
+    RunPanel* m_runPanel = nullptr;
+    LogPanel* m_log = nullptr;
+    Theme m_theme = Theme::Light;
+    QActionGroup* m_themeGroup = nullptr;
+    QAction* m_actGenerate = nullptr;
+    QAction* m_actStop = nullptr;
+    QAction* m_actPerplexity = nullptr;
+    QAction* m_actCancelPerplexity = nullptr;
+    /// Titles and start times of the runner's jobs, for the log.
+    QHash<TaskRunner::JobId, QString> m_jobTitles;
+    QHash<TaskRunner::JobId, QElapsedTimer> m_jobTimers;
     ModelSummaryPanel* m_summary = nullptr;
     BarPlot* m_plot = nullptr;
     LayerTableModel* m_layerModel = nullptr;

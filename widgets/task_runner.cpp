@@ -85,9 +85,17 @@ TaskRunner::JobId TaskRunner::submit(const QString& title, Job job, QObject* con
     e.cancelFlag = std::make_shared<std::atomic<bool>>(false);
     const JobId id = e.id;
     m_queue.push_back(std::move(e));
+    emit jobQueued(id, title);
     setBusy(true);
     if (!m_current) startNext();
     return id;
+}
+
+bool TaskRunner::isPending(JobId id) const {
+    if (m_current && m_current->id == id) return true;
+    for (const Entry& e : m_queue)
+        if (e.id == id) return true;
+    return false;
 }
 
 void TaskRunner::cancel() {

@@ -82,10 +82,14 @@ public:
     int queuedCount() const { return int(m_queue.size()); }
     /// Id of the running job, 0 when none.
     JobId currentJob() const { return m_current ? m_current->id : 0; }
+    /// True when the job is running or waiting.
+    bool isPending(JobId id) const;
     /// Title of the running job, empty when none.
     QString currentTitle() const { return m_current ? m_current->title : QString(); }
 
 signals:
+    /// A job was submitted (it starts now or after the jobs before it).
+    void jobQueued(lcw::TaskRunner::JobId id, const QString& title);
     /// A job left the queue and started on the worker.
     void jobStarted(lcw::TaskRunner::JobId id, const QString& title);
     /// Throttled progress of the running job; fraction in [0,1].

@@ -1,6 +1,9 @@
-// lcw: the GUI entry point. `lcw [MODEL] [--screenshot FILE.png]`.
+// lcw: the GUI entry point. `lcw [MODEL] [--theme light|dark] [--screenshot FILE.png
+// [--demo-run]]`.
 #include "core/version.h"
 #include "widgets/main_window.h"
+#include "widgets/run_panel.h"
+#include "widgets/theme.h"
 
 #include <QApplication>
 #include <QCommandLineParser>
@@ -10,6 +13,7 @@
 #include <QTimer>
 
 #include <cstdio>
+#include <optional>
 
 namespace {
 
@@ -44,6 +48,8 @@ void preferOffscreenWhenHeadless(int argc, char** argv) {
 int main(int argc, char** argv) {
     preferOffscreenWhenHeadless(argc, argv);
     QApplication app(argc, argv);
+    // Fusion draws the light and dark palettes faithfully on every platform.
+    QApplication::setStyle(QStringLiteral("Fusion"));
     QApplication::setOrganizationName(QStringLiteral("lcw"));
     QApplication::setApplicationName(QStringLiteral("lcw"));
     QApplication::setApplicationDisplayName(QStringLiteral("lcw"));
@@ -67,8 +73,17 @@ int main(int argc, char** argv) {
                                   QStringLiteral("Window size for --screenshot (default "
                                                  "1400x900)."),
                                   QStringLiteral("WxH"), QStringLiteral("1400x900"));
+    const QCommandLineOption theme(QStringLiteral("theme"),
+                                   QStringLiteral("Colour theme: light or dark (remembered)."),
+                                   QStringLiteral("light|dark"));
+    const QCommandLineOption demoRun(
+        QStringLiteral("demo-run"),
+        QStringLiteral("With --screenshot: generate from \"Once upon a time\" and measure "
+                       "perplexity on the bundled text (ctx 256) before saving the Run panel."));
     parser.addOption(screenshot);
     parser.addOption(size);
+    parser.addOption(theme);
+    parser.addOption(demoRun);
     parser.process(app);
 
     const QStringList args = parser.positionalArguments();
@@ -78,9 +93,22 @@ int main(int argc, char** argv) {
         return 2;
     }
     const QString modelPath = args.isEmpty() ? QString() : args.front();
+    std::optional<lcw::Theme> chosenTheme;
+    if (parser.isSet(theme)) {
+        chosenTheme = lcw::themeFromName(parser.value(theme));
+        if (!chosenTheme) {
+            std::fprintf(stderr, "lcw: --theme expects light or dark\n");
+            return 2;
+        }
+    }
+    if (parser.isSet(demoRun) && (!parser.isSet(screenshot) || modelPath.isEmpty())) {
+        std::fprintf(stderr, "lcw: --demo-run needs --screenshot and a MODEL\n");
+        return 2;
+    }
 
     if (!parser.isSet(screenshot)) {
         lcw::MainWindow window;
+        if (chosenTheme) window.setTheme(*chosenTheme);
         window.show();
         if (!modelPath.isEmpty()) window.openModel(modelPath);
         return QApplication::exec();
@@ -94,6 +122,7 @@ int main(int argc, char** argv) {
     }
     const QString outPath = parser.value(screenshot);
     lcw::MainWindow window(lcw::MainWindow::Options{false, false});
+    window.setTheme(chosenTheme.value_or(lcw::Theme::Light));
     window.resize(windowSize);
     window.show();
 
@@ -117,9 +146,31 @@ int main(int argc, char** argv) {
     // Grab from the event loop so pending layout and resize events are processed first.
     if (modelPath.isEmpty()) {
         QTimer::singleShot(0, &window, grabAndQuit);
-    } else {
+    } else if (!parser.isSet(demoRun)) {
         QObject::connect(&window, &lcw::MainWindow::modelLoaded, &window,
                          [&] { QTimer::singleShot(0, &window, grabAndQuit); });
+        window.openModel(modelPath);
+    } else {
+        lcw::RunPanel* run = window.runPanel();
+        auto fail = [&](const QString& what) {
+            std::fprintf(stderr, "lcw: --demo-run: %s\n", qPrintable(what));
+            exitCode = 1;
+            QApplication::quit();
+        };
+        QObject::connect(run, &lcw::RunPanel::generationFailed, &window, fail);
+        QObject::connect(run, &lcw::RunPanel::perplexityFailed, &window, fail);
+        QObject::connect(run, &lcw::RunPanel::perplexityFinished, &window,
+                         [&] { QTimer::singleShot(0, &window, grabAndQuit); });
+        QObject::connect(&window, &lcw::MainWindow::modelLoaded, &window, [&] {
+            window.showPanel(lcw::MainWindow::Panel::Run);
+            run->setPrompt(QStringLiteral("Once upon a time"));
+            run->setMaxNewTokens(120);
+            run->setContext(256);
+            if (run->textFile().isEmpty()) return fail(QStringLiteral("no evaluation text found"));
+            // Both jobs queue on the window's runner: generation first, then perplexity.
+            if (!run->generate() || !run->runPerplexity())
+                return fail(QStringLiteral("could not start the jobs"));
+        });
         window.openModel(modelPath);
     }
     const int rc = QApplication::exec();

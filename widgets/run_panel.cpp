@@ -1,0 +1,767 @@
+#include "widgets/run_panel.h"
+
+#include "core/common/error.h"
+#include "core/tokenizer/tokenizer.h"
+#include "plots/line_plot.h"
+#include "widgets/number_format.h"
+
+#include <QCoreApplication>
+#include <QDir>
+#include <QDoubleSpinBox>
+#include <QFileDialog>
+#include <QFileInfo>
+#include <QFormLayout>
+#include <QGroupBox>
+#include <QHBoxLayout>
+#include <QLabel>
+#include <QLineEdit>
+#include <QPlainTextEdit>
+#include <QPointer>
+#include <QProgressBar>
+#include <QPushButton>
+#include <QRegularExpression>
+#include <QScrollBar>
+#include <QSettings>
+#include <QSpinBox>
+#include <QSplitter>
+#include <QStyle>
+#include <QTextCursor>
+#include <QToolButton>
+#include <QVBoxLayout>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <iterator>
+#include <mutex>
+
+namespace lcw {
+
+namespace {
+
+constexpr auto kEvalTextName = "tinystories_eval.txt";
+/// At most this often the worker asks the UI thread to show new text (~25 updates/s).
+constexpr std::chrono::milliseconds kStreamInterval{40};
+constexpr int kDefaultMaxTokens = 128;
+constexpr int kDefaultCtx = 512;
+
+/// "12,345 tokens/s" with a sensible number of digits.
+QString rateText(int64_t tokens, double seconds) {
+    if (seconds <= 0.0 || tokens <= 0) return QStringLiteral("–");
+    const double r = double(tokens) / seconds;
+    if (r >= 100.0)
+        return QCoreApplication::translate("lcw::RunPanel", "%1 tokens/s")
+            .arg(formatCountExact(int64_t(std::llround(r))));
+    return QCoreApplication::translate("lcw::RunPanel", "%1 tokens/s").arg(r, 0, 'f', 1);
+}
+
+QString secondsText(double s) {
+    if (s < 1.0) return QStringLiteral("%1 ms").arg(s * 1000.0, 0, 'f', s < 0.01 ? 2 : 1);
+    return QStringLiteral("%1 s").arg(s, 0, 'f', 2);
+}
+
+QLabel* fieldLabel(const QString& text, QWidget* buddy, QWidget* parent) {
+    auto* l = new QLabel(text, parent);
+    l->setBuddy(buddy);
+    // Labels keep their full text; the spin boxes and the stretch give way instead.
+    l->setSizePolicy(QSizePolicy::Fixed, QSizePolicy::Preferred);
+    // Some platforms' size hints come out a pixel short of the rendered text: keep a margin.
+    l->setMinimumWidth(l->fontMetrics().horizontalAdvance(QString(text).remove(QLatin1Char('&'))) +
+                       6);
+    return l;
+}
+
+} // namespace
+
+/// Text generated so far, shared between the worker (writes) and the UI thread (reads).
+struct RunPanel::Stream {
+    std::mutex mu;
+    QString promptText;
+    QString text;
+    int64_t generated = 0;
+    int64_t requested = 0;
+    bool pending = false; ///< an update is queued to the UI thread
+    std::chrono::steady_clock::time_point lastPost{};
+};
+
+struct RunPanel::GenOutcome {
+    GenerateResult result;
+    QString promptText;
+    QString text;
+};
+
+struct RunPanel::PplOutcome {
+    PerplexityResult result;
+    int64_t textTokens = 0;
+};
+
+RunPanel::RunPanel(TaskRunner* runner, QWidget* parent) : QWidget(parent), m_runner(runner) {
+    buildUi();
+    connect(m_runner, &TaskRunner::jobStarted, this,
+            [this](TaskRunner::JobId id, const QString&) { onJobStarted(id); });
+    connect(m_runner, &TaskRunner::progressChanged, this, &RunPanel::onProgress);
+    setTextFile(defaultTextFile());
+    updateButtons();
+}
+
+RunPanel::~RunPanel() = default;
+
+// ---------------------------------------------------------------------------------------------
+// UI
+
+void RunPanel::buildUi() {
+    auto* root = new QVBoxLayout(this);
+    root->setContentsMargins(6, 6, 6, 6);
+    m_split = new QSplitter(Qt::Vertical, this);
+    m_split->setChildrenCollapsible(false);
+    root->addWidget(m_split);
+
+    // ---- Generate
+    auto* gen = new QGroupBox(tr("Generate"), m_split);
+    auto* gl = new QVBoxLayout(gen);
+    gl->setSpacing(6);
+    m_prompt = new QPlainTextEdit(gen);
+    m_prompt->setPlaceholderText(tr("Prompt, e.g. “Once upon a time”"));
+    m_prompt->setTabChangesFocus(true);
+    m_prompt->setPlainText(QStringLiteral("Once upon a time"));
+    m_prompt->setFixedHeight(m_prompt->fontMetrics().lineSpacing() * 2 + 16);
+    auto* promptRow = new QHBoxLayout;
+    promptRow->setSpacing(6);
+    promptRow->addWidget(m_prompt, 1);
+    auto* buttons = new QVBoxLayout;
+    buttons->setSpacing(4);
+    promptRow->addLayout(buttons);
+    gl->addLayout(promptRow);
+
+    auto* params = new QHBoxLayout;
+    params->setSpacing(6);
+    m_maxTokens = new QSpinBox(gen);
+    m_maxTokens->setRange(1, 32768);
+    m_maxTokens->setValue(kDefaultMaxTokens);
+    m_maxTokens->setToolTip(tr("Stop after this many new tokens (or at end of sequence)"));
+    m_temperature = new QDoubleSpinBox(gen);
+    m_temperature->setRange(0.0, 5.0);
+    m_temperature->setSingleStep(0.05);
+    m_temperature->setDecimals(2);
+    m_temperature->setValue(0.8);
+    m_temperature->setSpecialValueText(tr("greedy"));
+    m_temperature->setToolTip(tr("0 picks the most likely token every step (greedy)"));
+    m_topK = new QSpinBox(gen);
+    m_topK->setRange(0, 100000);
+    m_topK->setValue(40);
+    m_topK->setSpecialValueText(tr("off"));
+    m_topK->setToolTip(tr("Sample among the k most likely tokens (0: all)"));
+    m_topP = new QDoubleSpinBox(gen);
+    m_topP->setRange(0.01, 1.0);
+    m_topP->setSingleStep(0.01);
+    m_topP->setDecimals(2);
+    m_topP->setValue(0.95);
+    m_topP->setToolTip(tr("Nucleus sampling: the smallest set of tokens whose probabilities add "
+                          "up to p (1: off)"));
+    m_seed = new QSpinBox(gen);
+    m_seed->setRange(0, 2147483647);
+    m_seed->setValue(42);
+    m_seed->setToolTip(tr("Random seed: the same seed and settings give the same text"));
+    params->addWidget(fieldLabel(tr("Max &tokens"), m_maxTokens, gen));
+    params->addWidget(m_maxTokens);
+    params->addSpacing(6);
+    params->addWidget(fieldLabel(tr("T&emperature"), m_temperature, gen));
+    params->addWidget(m_temperature);
+    params->addSpacing(6);
+    params->addWidget(fieldLabel(tr("Top-&k"), m_topK, gen));
+    params->addWidget(m_topK);
+    params->addSpacing(6);
+    params->addWidget(fieldLabel(tr("Top-&p"), m_topP, gen));
+    params->addWidget(m_topP);
+    params->addSpacing(6);
+    params->addWidget(fieldLabel(tr("S&eed"), m_seed, gen));
+    params->addWidget(m_seed);
+    // Wide enough for their values, no wider: the row stays compact in a narrow dock.
+    const auto widthFor = [this](int chars) {
+        return fontMetrics().horizontalAdvance(QString(chars, QLatin1Char('0'))) + 36;
+    };
+    m_maxTokens->setFixedWidth(widthFor(6));
+    m_temperature->setFixedWidth(widthFor(7));
+    m_topK->setFixedWidth(widthFor(6));
+    m_topP->setFixedWidth(widthFor(5));
+    m_seed->setFixedWidth(widthFor(10));
+    params->addStretch(1);
+    gl->addLayout(params);
+    m_generate = new QPushButton(style()->standardIcon(QStyle::SP_MediaPlay), tr("&Generate"), gen);
+    m_generate->setToolTip(tr("Generate from the prompt (Ctrl+Return)"));
+    m_stop = new QPushButton(style()->standardIcon(QStyle::SP_MediaStop), tr("&Stop"), gen);
+    m_stop->setToolTip(tr("Stop generating; the text so far stays (Ctrl+.)"));
+    const int buttonWidth = std::max(m_generate->sizeHint().width(), m_stop->sizeHint().width());
+    m_generate->setFixedWidth(buttonWidth);
+    m_stop->setFixedWidth(buttonWidth);
+    buttons->addWidget(m_generate);
+    buttons->addWidget(m_stop);
+
+    m_output = new QPlainTextEdit(gen);
+    m_output->setReadOnly(true);
+    m_output->setPlaceholderText(tr("Generated text appears here as it is produced."));
+    m_output->setMinimumHeight(80);
+    gl->addWidget(m_output, 1);
+    m_genStatus = new QLabel(gen);
+    m_genStatus->setTextInteractionFlags(Qt::TextSelectableByMouse);
+    m_genStatus->setWordWrap(true); // long errors must not widen the window
+    m_genStatus->setText(tr("No model loaded."));
+    gl->addWidget(m_genStatus);
+
+    // ---- Perplexity
+    auto* ppl = new QGroupBox(tr("Perplexity"), m_split);
+    auto* pl = new QVBoxLayout(ppl);
+    pl->setSpacing(6);
+    auto* fileRow = new QHBoxLayout;
+    fileRow->setSpacing(6);
+    m_textFile = new QLineEdit(ppl);
+    m_textFile->setPlaceholderText(tr("Text file to evaluate (UTF-8)"));
+    m_textFile->setClearButtonEnabled(true);
+    auto* browse = new QToolButton(ppl);
+    browse->setText(tr("…"));
+    browse->setToolTip(tr("Choose a text file"));
+    m_ctx = new QSpinBox(ppl);
+    m_ctx->setRange(16, 32768);
+    m_ctx->setValue(kDefaultCtx);
+    m_ctx->setSuffix(tr(" tokens"));
+    m_ctx->setToolTip(tr("Tokens per chunk; the second half of each chunk is scored "
+                         "(llama.cpp's method)"));
+    m_pplRun = new QPushButton(style()->standardIcon(QStyle::SP_MediaPlay), tr("&Run"), ppl);
+    m_pplRun->setToolTip(tr("Measure perplexity on the text (Ctrl+Shift+Return)"));
+    m_pplCancel =
+        new QPushButton(style()->standardIcon(QStyle::SP_DialogCancelButton), tr("&Cancel"), ppl);
+    fileRow->addWidget(fieldLabel(tr("Te&xt"), m_textFile, ppl));
+    fileRow->addWidget(m_textFile, 1);
+    fileRow->addWidget(browse);
+    fileRow->addSpacing(6);
+    fileRow->addWidget(fieldLabel(tr("C&ontext"), m_ctx, ppl));
+    fileRow->addWidget(m_ctx);
+    fileRow->addSpacing(6);
+    fileRow->addWidget(m_pplRun);
+    fileRow->addWidget(m_pplCancel);
+    pl->addLayout(fileRow);
+
+    auto* statusRow = new QHBoxLayout;
+    m_pplStatus = new QLabel(ppl);
+    m_pplStatus->setTextInteractionFlags(Qt::TextSelectableByMouse);
+    m_pplStatus->setWordWrap(true);
+    QFont bold = m_pplStatus->font();
+    bold.setBold(true);
+    m_pplStatus->setFont(bold);
+    m_pplProgress = new QProgressBar(ppl);
+    m_pplProgress->setRange(0, 1000);
+    m_pplProgress->setValue(0);
+    m_pplProgress->setTextVisible(false);
+    m_pplProgress->setMaximumHeight(14);
+    m_pplProgress->setMaximumWidth(260);
+    statusRow->addWidget(m_pplStatus, 1);
+    statusRow->addWidget(m_pplProgress);
+    pl->addLayout(statusRow);
+
+    m_pplPlot = new LinePlot(ppl);
+    m_pplPlot->setTitle(tr("Running perplexity"));
+    m_pplPlot->setAxisLabels(tr("chunks evaluated"), tr("perplexity"));
+    m_pplPlot->setPlaceholderText(tr("Run perplexity to see it converge chunk by chunk"));
+    m_pplPlot->setTooltipFormatter([](int, double x, double y) {
+        return tr("after chunk %1\nPPL %2").arg(qRound64(x)).arg(y, 0, 'f', 4);
+    });
+    pl->addWidget(m_pplPlot, 1);
+
+    m_split->addWidget(gen);
+    m_split->addWidget(ppl);
+    m_split->setStretchFactor(0, 2);
+    m_split->setStretchFactor(1, 3);
+    m_split->setSizes({400, 600});
+
+    connect(m_generate, &QPushButton::clicked, this, [this] { generate(); });
+    connect(m_stop, &QPushButton::clicked, this, &RunPanel::stopGeneration);
+    connect(m_pplRun, &QPushButton::clicked, this, [this] { runPerplexity(); });
+    connect(m_pplCancel, &QPushButton::clicked, this, &RunPanel::cancelPerplexity);
+    connect(browse, &QToolButton::clicked, this, &RunPanel::browseTextFile);
+    connect(m_textFile, &QLineEdit::textChanged, this, [this] { updateButtons(); });
+    connect(m_prompt, &QPlainTextEdit::textChanged, this, [this] { updateButtons(); });
+    setPplStatus(tr("Perplexity of the model on a text file, llama.cpp's method."));
+}
+
+void RunPanel::updateButtons() {
+    const bool model = m_model != nullptr;
+    m_generate->setEnabled(model && m_genJob == 0 && !m_prompt->toPlainText().isEmpty());
+    m_stop->setEnabled(m_genJob != 0);
+    m_pplRun->setEnabled(model && m_pplJob == 0 && !m_textFile->text().trimmed().isEmpty());
+    m_pplCancel->setEnabled(m_pplJob != 0);
+    m_pplProgress->setVisible(m_pplJob != 0);
+    emit stateChanged();
+}
+
+void RunPanel::browseTextFile() {
+    const QString current = textFile();
+    const QString start = current.isEmpty() ? QDir::homePath() : QFileInfo(current).absolutePath();
+    const QString file = QFileDialog::getOpenFileName(this, tr("Choose Evaluation Text"), start,
+                                                      tr("Text files (*.txt);;All files (*)"));
+    if (!file.isEmpty()) setTextFile(file);
+}
+
+void RunPanel::setGenStatus(const QString& text, bool error) {
+    m_genStatus->setText(text);
+    m_genStatus->setStyleSheet(error ? QStringLiteral("QLabel { color: #d94a4a; }") : QString());
+}
+
+void RunPanel::setPplStatus(const QString& text, bool error) {
+    m_pplStatus->setText(text);
+    m_pplStatus->setStyleSheet(error ? QStringLiteral("QLabel { color: #d94a4a; }") : QString());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Accessors
+
+void RunPanel::setModel(std::shared_ptr<const Model> model) {
+    m_model = std::move(model);
+    if (m_model) {
+        const int64_t maxSeq = m_model->spec().maxSeq;
+        const int maxCtx = maxSeq > 0 ? int(std::min<int64_t>(maxSeq, 1 << 20)) : 32768;
+        m_ctx->setMaximum(std::max(16, maxCtx));
+        m_maxTokens->setMaximum(std::max(1, maxCtx - 1));
+        if (m_genJob == 0)
+            setGenStatus(m_model->hasTokenizer()
+                             ? tr("Ready.")
+                             : tr("This model has no tokenizer: generation needs one."),
+                         !m_model->hasTokenizer());
+    }
+    updateButtons();
+}
+
+void RunPanel::setPrompt(const QString& text) {
+    m_prompt->setPlainText(text);
+}
+QString RunPanel::prompt() const {
+    return m_prompt->toPlainText();
+}
+void RunPanel::setMaxNewTokens(int n) {
+    m_maxTokens->setValue(n);
+}
+int RunPanel::maxNewTokens() const {
+    return m_maxTokens->value();
+}
+
+void RunPanel::setSampling(const SamplingParams& p) {
+    m_temperature->setValue(double(p.temperature));
+    m_topK->setValue(p.topK);
+    m_topP->setValue(double(p.topP));
+    m_seed->setValue(int(std::min<uint64_t>(p.seed, uint64_t(m_seed->maximum()))));
+}
+
+SamplingParams RunPanel::sampling() const {
+    SamplingParams p;
+    p.temperature = float(m_temperature->value());
+    p.topK = m_topK->value();
+    p.topP = float(m_topP->value());
+    p.seed = uint64_t(m_seed->value());
+    return p;
+}
+
+QString RunPanel::outputText() const {
+    return m_output->toPlainText();
+}
+QString RunPanel::generationStatusText() const {
+    return m_genStatus->text();
+}
+void RunPanel::setTextFile(const QString& path) {
+    m_textFile->setText(path);
+}
+QString RunPanel::textFile() const {
+    return m_textFile->text().trimmed();
+}
+void RunPanel::setContext(int ctx) {
+    m_ctx->setValue(ctx);
+}
+int RunPanel::context() const {
+    return m_ctx->value();
+}
+QString RunPanel::perplexityResultText() const {
+    return m_pplStatus->text();
+}
+
+QString RunPanel::defaultTextFile() {
+    QStringList candidates;
+    const QString appDir = QCoreApplication::applicationDirPath();
+    candidates << appDir + QStringLiteral("/../share/lcw/data/") + QLatin1String(kEvalTextName);
+#ifdef LCW_SOURCE_DIR
+    candidates << QStringLiteral(LCW_SOURCE_DIR "/resources/data/") + QLatin1String(kEvalTextName);
+#endif
+    for (const QString& c : candidates)
+        if (QFileInfo(c).isFile()) return QDir::cleanPath(QFileInfo(c).absoluteFilePath());
+    return {};
+}
+
+void RunPanel::readSettings(const QSettings& s) {
+    if (s.contains("run/prompt")) setPrompt(s.value("run/prompt").toString());
+    m_maxTokens->setValue(s.value("run/maxTokens", m_maxTokens->value()).toInt());
+    m_temperature->setValue(s.value("run/temperature", m_temperature->value()).toDouble());
+    m_topK->setValue(s.value("run/topK", m_topK->value()).toInt());
+    m_topP->setValue(s.value("run/topP", m_topP->value()).toDouble());
+    m_seed->setValue(s.value("run/seed", m_seed->value()).toInt());
+    m_ctx->setValue(s.value("run/ctx", m_ctx->value()).toInt());
+    // A remembered file that has gone falls back to the bundled text.
+    const QString file = s.value("run/textFile").toString();
+    if (!file.isEmpty() && QFileInfo(file).isFile()) setTextFile(file);
+    if (const QByteArray split = s.value("run/split").toByteArray(); !split.isEmpty())
+        m_split->restoreState(split);
+}
+
+void RunPanel::writeSettings(QSettings& s) const {
+    s.setValue("run/prompt", prompt());
+    s.setValue("run/maxTokens", m_maxTokens->value());
+    s.setValue("run/temperature", m_temperature->value());
+    s.setValue("run/topK", m_topK->value());
+    s.setValue("run/topP", m_topP->value());
+    s.setValue("run/seed", m_seed->value());
+    s.setValue("run/ctx", m_ctx->value());
+    s.setValue("run/textFile", textFile());
+    s.setValue("run/split", m_split->saveState());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Generation
+
+bool RunPanel::generate() {
+    if (m_genJob != 0) return false;
+    if (!m_model) {
+        setGenStatus(tr("Open a model first."), true);
+        return false;
+    }
+    if (!m_model->hasTokenizer()) {
+        setGenStatus(tr("This model has no tokenizer: generation needs one."), true);
+        return false;
+    }
+    const QString promptText = prompt();
+    if (promptText.isEmpty()) {
+        setGenStatus(tr("Enter a prompt."), true);
+        return false;
+    }
+    auto model = m_model;
+    const std::string promptUtf8 = promptText.toStdString();
+    const int64_t n = maxNewTokens();
+    const SamplingParams sp = sampling();
+    auto stream = std::make_shared<Stream>();
+    stream->requested = n;
+    m_stream = stream;
+    m_shownText.clear();
+    m_output->clear();
+    m_lastGen.reset();
+
+    // The worker posts to the runner (which outlives every job: its destructor waits) and the
+    // posted call checks that the panel still exists on the UI thread.
+    TaskRunner* runner = m_runner;
+    const QPointer<RunPanel> self(this);
+    auto post = [runner, self, stream] {
+        QMetaObject::invokeMethod(
+            runner,
+            [self, stream] {
+                if (RunPanel* p = self.data()) p->flushStream(stream);
+            },
+            Qt::QueuedConnection);
+    };
+    std::function<GenOutcome(Progress&)> job = [model, promptUtf8, n, sp, stream,
+                                                post](Progress& progress) {
+        const Tokenizer& tk = model->tokenizer();
+        const std::vector<int32_t> ids = tk.encode(promptUtf8, true);
+        if (ids.empty()) throw ArgumentError("the prompt encodes to no tokens");
+        const int64_t maxSeq = model->spec().maxSeq > 0 ? model->spec().maxSeq : 1 << 20;
+        if (int64_t(ids.size()) + n > maxSeq)
+            throw ArgumentError("the prompt (" + std::to_string(ids.size()) + " tokens) plus " +
+                                std::to_string(n) + " new tokens exceed the model's context of " +
+                                std::to_string(maxSeq) + " tokens");
+        SessionOptions so;
+        so.contextLength = int64_t(ids.size()) + n;
+        Session session(*model, so);
+        const QString promptDecoded = QString::fromStdString(tk.decode(ids));
+        {
+            std::lock_guard lock(stream->mu);
+            stream->promptText = promptDecoded;
+            stream->text = promptDecoded;
+            stream->pending = true;
+            stream->lastPost = std::chrono::steady_clock::now();
+        }
+        post();
+        progress.report(0.0, "prefill");
+        std::vector<int32_t> all = ids;
+        int64_t count = 0;
+        auto onToken = [&](int32_t id) {
+            all.push_back(id);
+            ++count;
+            // Decoding everything so far keeps characters split over byte tokens intact.
+            QString text = QString::fromStdString(tk.decode(all));
+            bool postNow = false;
+            {
+                std::lock_guard lock(stream->mu);
+                stream->text = std::move(text);
+                stream->generated = count;
+                const auto now = std::chrono::steady_clock::now();
+                if (!stream->pending && now - stream->lastPost >= kStreamInterval) {
+                    stream->pending = true;
+                    stream->lastPost = now;
+                    postNow = true;
+                }
+            }
+            if (postNow) post();
+            char stage[64];
+            std::snprintf(stage, sizeof stage, "token %lld/%lld", (long long)count, (long long)n);
+            return progress.report(double(count) / double(std::max<int64_t>(n, 1)), stage);
+        };
+        GenOutcome out;
+        out.result = session.generate(ids, n, sp, onToken);
+        out.promptText = promptDecoded;
+        out.text = QString::fromStdString(tk.decode(out.result.ids));
+        return out;
+    };
+
+    const QString title = n == 1 ? tr("Generating 1 token") : tr("Generating %1 tokens").arg(n);
+    m_genJob = m_runner->submit<GenOutcome>(
+        title, std::move(job), this,
+        [this](GenOutcome out) {
+            m_genJob = 0;
+            onGenerationDone(out);
+        },
+        [this](const QString& message) {
+            m_genJob = 0;
+            setGenStatus(tr("Generation failed: %1").arg(message), true);
+            updateButtons();
+            emit generationFailed(message);
+        },
+        [this, stream] {
+            m_genJob = 0;
+            flushStream(stream);
+            int64_t generated = 0;
+            {
+                std::lock_guard lock(stream->mu);
+                generated = stream->generated;
+            }
+            setGenStatus(generated == 1 ? tr("Stopped after 1 token.")
+                                        : tr("Stopped after %1 tokens.").arg(generated));
+            updateButtons();
+            emit generationStopped();
+        });
+    if (m_runner->currentJob() != m_genJob)
+        setGenStatus(tr("Queued behind “%1”…").arg(m_runner->currentTitle()));
+    else
+        setGenStatus(tr("Generating…"));
+    updateButtons();
+    return true;
+}
+
+void RunPanel::stopGeneration() {
+    if (m_genJob == 0) return;
+    m_runner->cancel(m_genJob);
+    if (m_genJob != 0) setGenStatus(tr("Stopping…"));
+}
+
+void RunPanel::flushStream(const std::shared_ptr<Stream>& stream) {
+    QString promptText, text;
+    int64_t generated = 0, requested = 0;
+    {
+        std::lock_guard lock(stream->mu);
+        stream->pending = false;
+        promptText = stream->promptText;
+        text = stream->text;
+        generated = stream->generated;
+        requested = stream->requested;
+    }
+    if (stream != m_stream) return; // a newer generation replaced this one
+    showOutput(promptText, text);
+    if (m_genJob != 0)
+        setGenStatus(tr("Generating… %1 of %2 tokens").arg(generated).arg(requested));
+}
+
+void RunPanel::showOutput(const QString& promptText, const QString& text) {
+    if (text == m_shownText) return;
+    QScrollBar* bar = m_output->verticalScrollBar();
+    const bool atEnd = bar->value() >= bar->maximum() - 2;
+    QTextCharFormat promptFmt;
+    promptFmt.setFontWeight(QFont::Bold);
+    const QTextCharFormat plainFmt;
+    QTextCursor cursor(m_output->document());
+    if (!m_shownText.isEmpty() && text.startsWith(m_shownText)) {
+        // The usual case: new tokens extend the text; append only the new part.
+        cursor.movePosition(QTextCursor::End);
+        cursor.insertText(text.mid(m_shownText.size()), plainFmt);
+    } else {
+        m_output->clear();
+        cursor = QTextCursor(m_output->document());
+        if (!promptText.isEmpty() && text.startsWith(promptText)) {
+            cursor.insertText(promptText, promptFmt);
+            cursor.insertText(text.mid(promptText.size()), plainFmt);
+        } else {
+            cursor.insertText(text, plainFmt);
+        }
+    }
+    m_shownText = text;
+    if (atEnd) bar->setValue(bar->maximum());
+}
+
+void RunPanel::onGenerationDone(const GenOutcome& out) {
+    const GenerateResult& r = out.result;
+    showOutput(out.promptText, out.text);
+    GenerationStats st;
+    st.promptTokens = r.promptTokens;
+    st.generatedTokens = r.generatedTokens;
+    st.prefillSeconds = r.prefillSeconds;
+    st.decodeSeconds = r.decodeSeconds;
+    st.stoppedAtEos = r.stoppedAtEos;
+    m_lastGen = st;
+    const QString stats =
+        tr("Prefill: %1 tokens in %2 (%3)  ·  Decode: %4 tokens in %5 (%6)%7")
+            .arg(r.promptTokens)
+            .arg(secondsText(r.prefillSeconds), rateText(r.promptTokens, r.prefillSeconds))
+            .arg(r.generatedTokens)
+            .arg(secondsText(r.decodeSeconds), rateText(r.generatedTokens, r.decodeSeconds),
+                 r.stoppedAtEos ? tr("  ·  stopped at end of sequence") : QString());
+    setGenStatus(stats);
+    updateButtons();
+    emit logMessage(tr("Generated %1 tokens: prefill %2, decode %3")
+                        .arg(r.generatedTokens)
+                        .arg(rateText(r.promptTokens, r.prefillSeconds),
+                             rateText(r.generatedTokens, r.decodeSeconds)));
+    emit generationFinished();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Perplexity
+
+bool RunPanel::runPerplexity() {
+    if (m_pplJob != 0) return false;
+    if (!m_model) {
+        setPplStatus(tr("Open a model first."), true);
+        return false;
+    }
+    if (!m_model->hasTokenizer()) {
+        setPplStatus(tr("This model has no tokenizer: perplexity needs one."), true);
+        return false;
+    }
+    const QString path = textFile();
+    if (path.isEmpty() || !QFileInfo(path).isFile()) {
+        setPplStatus(path.isEmpty() ? tr("Choose a text file.")
+                                    : tr("%1 does not exist.").arg(QDir::toNativeSeparators(path)),
+                     true);
+        return false;
+    }
+    auto model = m_model;
+    const std::string stdPath = QFileInfo(path).absoluteFilePath().toStdString();
+    const int64_t ctx = context();
+    std::function<PplOutcome(Progress&)> job = [model, stdPath, ctx](Progress& progress) {
+        progress.report(0.0, "reading text");
+        std::ifstream f(stdPath, std::ios::binary);
+        if (!f) throw Error("cannot read " + stdPath);
+        const std::string text((std::istreambuf_iterator<char>(f)),
+                               std::istreambuf_iterator<char>());
+        progress.report(0.0, "tokenizing");
+        const Tokenizer& tk = model->tokenizer();
+        // As llama-perplexity: the whole text tokenized once, BOS first; each chunk starts
+        // with BOS.
+        const std::vector<int32_t> tokens = tk.encode(text, true);
+        PerplexityOptions po;
+        po.ctx = ctx;
+        po.batch = ctx;
+        po.bosId = tk.bosId();
+        PplOutcome out;
+        out.textTokens = int64_t(tokens.size());
+        out.result = computePerplexity(*model, tokens, po, progress);
+        return out;
+    };
+    m_pplFileName = QFileInfo(path).fileName();
+    m_pplChunksSeen = 0;
+    m_pplChunksTotal = 0;
+    m_lastPpl.reset();
+    m_pplPlot->clear();
+    m_pplProgress->setValue(0);
+    const QString title = tr("Perplexity of %1 (ctx %2)").arg(m_pplFileName).arg(ctx);
+    m_pplJob = m_runner->submit<PplOutcome>(
+        title, std::move(job), this,
+        [this](PplOutcome out) {
+            m_pplJob = 0;
+            onPerplexityDone(out);
+        },
+        [this](const QString& message) {
+            m_pplJob = 0;
+            setPplStatus(tr("Perplexity failed: %1").arg(message), true);
+            updateButtons();
+            emit perplexityFailed(message);
+        },
+        [this] {
+            m_pplJob = 0;
+            setPplStatus(m_pplChunksTotal > 0 ? tr("Cancelled after %1 of %2 chunks.")
+                                                    .arg(m_pplChunksSeen)
+                                                    .arg(m_pplChunksTotal)
+                                              : tr("Cancelled."));
+            updateButtons();
+            emit perplexityCancelled();
+        });
+    setPplStatus(m_runner->currentJob() != m_pplJob
+                     ? tr("Queued behind “%1”…").arg(m_runner->currentTitle())
+                     : tr("Reading and tokenizing %1…").arg(m_pplFileName));
+    updateButtons();
+    return true;
+}
+
+void RunPanel::cancelPerplexity() {
+    if (m_pplJob == 0) return;
+    m_runner->cancel(m_pplJob);
+    if (m_pplJob != 0) setPplStatus(tr("Cancelling…"));
+}
+
+void RunPanel::onJobStarted(TaskRunner::JobId id) {
+    if (id == 0) return;
+    if (id == m_genJob) setGenStatus(tr("Generating…"));
+    if (id == m_pplJob) setPplStatus(tr("Reading and tokenizing %1…").arg(m_pplFileName));
+}
+
+void RunPanel::onProgress(TaskRunner::JobId id, double fraction, const QString& stage) {
+    if (id == 0 || id != m_pplJob) return;
+    m_pplProgress->setValue(int(std::lround(fraction * 1000.0)));
+    // computePerplexity reports "chunk i/N, PPL x" after each chunk: plot it live. The exact
+    // per-chunk curve replaces these points when the run ends.
+    static const QRegularExpression re(QStringLiteral("^chunk (\\d+)/(\\d+), PPL ([0-9.eE+-]+)"));
+    const QRegularExpressionMatch m = re.match(stage);
+    if (!m.hasMatch()) return;
+    const int64_t i = m.captured(1).toLongLong();
+    m_pplChunksTotal = m.captured(2).toLongLong();
+    const double ppl = m.captured(3).toDouble();
+    if (i > m_pplChunksSeen) {
+        m_pplChunksSeen = i;
+        m_pplPlot->addPoint(double(i), ppl);
+    }
+    setPplStatus(
+        tr("Chunk %1 of %2  ·  PPL so far %3").arg(i).arg(m_pplChunksTotal).arg(ppl, 0, 'f', 4));
+}
+
+void RunPanel::onPerplexityDone(const PplOutcome& out) {
+    const PerplexityResult& r = out.result;
+    m_lastPpl = r;
+    QVector<double> x, y;
+    x.reserve(qsizetype(r.runningPpl.size()));
+    y.reserve(qsizetype(r.runningPpl.size()));
+    for (size_t i = 0; i < r.runningPpl.size(); ++i) {
+        x << double(i + 1);
+        y << r.runningPpl[i];
+    }
+    m_pplPlot->setData(x, y);
+    m_pplPlot->setReferenceLine(r.ppl, tr("final %1").arg(r.ppl, 0, 'f', 4));
+    const QString result = tr("PPL = %1 ± %2 (%3 chunks, %4 tokens, %5 seconds)")
+                               .arg(r.ppl, 0, 'f', 4)
+                               .arg(r.pplError, 0, 'f', 4)
+                               .arg(r.chunks)
+                               .arg(formatCountExact(r.tokensEvaluated))
+                               .arg(r.seconds, 0, 'f', 2);
+    setPplStatus(result);
+    m_pplStatus->setToolTip(
+        tr("%1: %2 tokens in the text, %3 scored; context %4; %5")
+            .arg(m_pplFileName, formatCountExact(out.textTokens), formatCountExact(r.scoredTokens))
+            .arg(r.ctx)
+            .arg(QString::fromLatin1(perplexityModeName(r.mode))));
+    updateButtons();
+    emit logMessage(tr("Perplexity of %1 at ctx %2: %3").arg(m_pplFileName).arg(r.ctx).arg(result));
+    emit perplexityFinished(r.ppl);
+}
+
+} // namespace lcw
