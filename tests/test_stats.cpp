@@ -252,6 +252,7 @@ public:
         if (role == LinearRole::O) put(L + "attn.o", x, nTokens, dim);
         if (role == LinearRole::Gate) put(L + "mlp_in", x, nTokens, dim);
         if (role == LinearRole::Down) put(L + "mlp.down", x, nTokens, dim);
+        if (role == LinearRole::LmHead) put("lm_head", x, nTokens, dim);
     }
     void onKV(int layer, const float* kp, const float* k, const float* v, int64_t t, int64_t h,
               int64_t hd, int64_t) override {
@@ -382,11 +383,11 @@ private slots:
         for (int rep = 0; rep < 2; ++rep) {
             s.reset();
             std::vector<int32_t> seq(ids.begin(), ids.begin() + std::min<size_t>(ids.size(), 90));
-            s.forward(seq, logits, false);
+            s.forward(seq, logits, true); // all logits: lm_head sees every token
         }
         const auto res = obs.results();
         QCOMPARE(res.size(), cap.data.size());
-        QCOMPARE(int(res.size()), 5 * 8);
+        QCOMPARE(int(res.size()), 5 * 8 + 1);
         for (const TensorStats& t : res) {
             const auto& x = cap.data.at(t.name);
             const int64_t D = cap.dims.at(t.name), H = cap.heads.at(t.name),

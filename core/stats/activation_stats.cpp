@@ -277,6 +277,9 @@ void ActivationStatsObserver::onLinearInput(int layer, LinearRole role, const st
     case LinearRole::Down:
         site(L + "mlp.down", "activation", layer, dim, 1).add(x, nTokens);
         break;
+    case LinearRole::LmHead: // the final-norm output; reported with layer = nLayers
+        site("lm_head", "activation", layer, dim, 1).add(x, nTokens);
+        break;
     default:
         break;
     }
@@ -371,7 +374,8 @@ Status runCalibration(const Model& model, const CalibrationOptions& opts,
         std::vector<int32_t> seq(ids.begin() + s * L, ids.begin() + (s + 1) * L);
         if (bos >= 0) seq[0] = bos;
         session.reset();
-        session.forward(seq, logits, false);
+        // All logits, so that the lm_head observer sees every token's input, not only the last.
+        session.forward(seq, logits, true);
     }
     session.removeObserver(&obs);
     if (!progress.report(1.0, "calibration done")) return Status::Cancelled;
