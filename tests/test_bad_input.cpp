@@ -290,8 +290,8 @@ private slots:
         const std::string cfg = dir + "/config.json";
         writeAll(cfg, "{\"model_type\": \"llama\", ");
         EXPECT_ERR(lcw::Model::load(dir), Kind::Format, cfg, "not valid JSON");
-        writeAll(cfg, R"({"model_type": "gpt_neox", "hidden_size": 8})");
-        EXPECT_ERR(lcw::Model::load(dir), Kind::Unsupported, cfg, "gpt_neox", "llama");
+        writeAll(cfg, R"({"model_type": "t5", "hidden_size": 8})");
+        EXPECT_ERR(lcw::Model::load(dir), Kind::Unsupported, cfg, "t5", "gpt_neox");
         writeAll(cfg, R"({"model_type": "llama", "hidden_size": 8})");
         EXPECT_ERR(lcw::Model::load(dir), Kind::Format, cfg, "num_hidden_layers");
         std::string c = kConfig;
@@ -497,8 +497,8 @@ private slots:
     }
     void ggufModelProblems() {
         const std::string dir = lcwtest::tempDir("gguf-model");
-        const std::string p = makeGguf(dir + "/m.gguf", "gemma");
-        EXPECT_ERR(lcw::Model::load(p), Kind::Unsupported, p, "gemma", "qwen2");
+        const std::string p = makeGguf(dir + "/m.gguf", "gpt2");
+        EXPECT_ERR(lcw::Model::load(p), Kind::Unsupported, p, "gpt2", "qwen2");
         // missing required key
         using V = lcw::GgufValue;
         auto g = lcw::readGguf(makeGguf(dir + "/ok.gguf"));

@@ -658,8 +658,9 @@ private slots:
         };
         const std::string base = R"("hidden_size": 64, "num_hidden_layers": 4,
             "num_attention_heads": 8, "intermediate_size": 128, "vocab_size": 100)";
-        std::string m = err(R"({"model_type": "gpt2"})");
-        QVERIFY2(contains(m, "U:/x/config.json") && contains(m, "gpt2") && contains(m, "qwen3"),
+        std::string m = err(R"({"model_type": "t5"})");
+        QVERIFY2(contains(m, "U:/x/config.json") && contains(m, "t5") && contains(m, "gpt2") &&
+                     contains(m, "qwen3"),
                  m.c_str());
         m = err("{" + base + R"(, "model_type": "llama", "rope_scaling": {"type": "longrope"}})");
         QVERIFY2(contains(m, "U:/x/config.json") && contains(m, "longrope"), m.c_str());

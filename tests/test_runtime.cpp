@@ -865,7 +865,7 @@ private slots:
         QVERIFY_THROWS_EXCEPTION(ArgumentError, s.forward(one, logits));
         // Unsupported architecture.
         TinyConfig c;
-        c.arch = "gpt2";
+        c.arch = "t5";
         auto g = makeTiny(c);
         QVERIFY_THROWS_EXCEPTION(UnsupportedError, Session{*g});
     }

@@ -20,6 +20,14 @@ struct TensorView {
     std::vector<int64_t> shape;
     const std::byte* data = nullptr; ///< first byte (inside the owning MappedFile)
     uint64_t nbytes = 0;
+    /// Where the view lies in the file tensor `fileName` when that tensor is fused (Phi-3
+    /// qkv_proj / gate_up_proj, GPT-2 c_attn, ...): the first row of the file tensor this view
+    /// starts at (contiguous splits; per-head interleaved layouts are de-interleaved copies whose
+    /// layout follows from the architecture).
+    int64_t fileRowOffset = 0;
+    /// The file stores this weight transposed, [in, out] (GPT-2 Conv1D); `data` holds the
+    /// transposed copy in the usual [out, in] order.
+    bool fileTransposed = false;
 
     int64_t numel() const {
         int64_t n = 1;

@@ -6,7 +6,9 @@
 #include <nlohmann/json.hpp>
 
 #include <cmath>
+#include <initializer_list>
 #include <limits>
+#include <optional>
 
 namespace lcw {
 
@@ -209,7 +211,7 @@ void parseSliding(const Ctx& c, ModelSpec& s) {
         s.slidingLayers = any ? sl : std::vector<bool>{};
         return;
     }
-    if (s.arch == "mistral") {
+    if (s.arch == "mistral" || s.arch == "phi3" || s.arch == "mixtral") {
         s.slidingWindow = window; // every layer when set
     } else if (s.arch == "qwen2" || s.arch == "qwen3") {
         // transformers: sliding_window only counts with use_sliding_window, and then only for
@@ -227,10 +229,362 @@ void parseSliding(const Ctx& c, ModelSpec& s) {
     }
 }
 
+// Integer from the first key present (config aliases such as n_embd / hidden_size).
+std::optional<int64_t> optIntAny(const Ctx& c, std::initializer_list<const char*> keys) {
+    for (const char* k : keys)
+        if (auto v = c.optInt(c.cfg, k)) return v;
+    return std::nullopt;
+}
+int64_t reqPositiveAny(const Ctx& c, std::initializer_list<const char*> keys) {
+    auto v = optIntAny(c, keys);
+    if (!v) c.fail(std::string("missing \"") + *keys.begin() + "\"");
+    if (*v <= 0)
+        c.fail(std::string("\"") + *keys.begin() + "\" must be positive, got " +
+               std::to_string(*v));
+    return *v;
+}
+double epsAny(const Ctx& c, std::initializer_list<const char*> keys, double def) {
+    double eps = def;
+    for (const char* k : keys)
+        if (auto v = c.optNum(c.cfg, k)) {
+            eps = *v;
+            break;
+        }
+    if (!(eps > 0 && eps < 1)) c.fail("norm epsilon must be in (0, 1)");
+    return eps;
+}
+
+// transformers' activation names → the runtime's: silu, gelu (erf), gelu_tanh, relu.
+std::string normalizeAct(const Ctx& c, const std::string& a) {
+    if (a == "silu" || a == "swish") return "silu";
+    if (a == "gelu") return "gelu";
+    if (a == "gelu_new" || a == "gelu_pytorch_tanh" || a == "gelu_fast" || a == "gelu_tanh")
+        return "gelu_tanh";
+    if (a == "relu") return "relu";
+    throw UnsupportedError(c.src + ": unsupported activation '" + a +
+                           "' (supported: silu, gelu, gelu_new, gelu_pytorch_tanh, relu)");
+}
+
+void headDims(const Ctx& c, ModelSpec& s) {
+    if (s.nKvHeads <= 0) c.fail("the KV head count must be positive");
+    if (s.nHeads % s.nKvHeads != 0)
+        c.fail("num_attention_heads (" + std::to_string(s.nHeads) +
+               ") is not a multiple of num_key_value_heads (" + std::to_string(s.nKvHeads) + ")");
+    if (auto hd = c.optInt(c.cfg, "head_dim")) {
+        if (*hd <= 0) c.fail("\"head_dim\" must be positive");
+        s.headDim = *hd;
+    } else {
+        if (s.dim % s.nHeads != 0)
+            c.fail("hidden_size (" + std::to_string(s.dim) +
+                   ") is not a multiple of num_attention_heads and there is no head_dim");
+        s.headDim = s.dim / s.nHeads;
+    }
+}
+
+// llama, mistral, qwen2, qwen3, gemma, gemma2, phi3, mixtral, stablelm: the Llama layout.
+void parseLlamaLike(const Ctx& c, ModelSpec& s, std::vector<std::string>* warnings) {
+    const json& cfg = c.cfg;
+    s.dim = c.reqPositive("hidden_size");
+    s.nLayers = c.reqPositive("num_hidden_layers");
+    s.nHeads = c.reqPositive("num_attention_heads");
+    s.nKvHeads = c.optInt(cfg, "num_key_value_heads").value_or(s.nHeads);
+    headDims(c, s);
+    s.hidden = c.reqPositive("intermediate_size");
+    s.vocab = c.reqPositive("vocab_size");
+    const int64_t defMax = s.arch == "llama"     ? 2048
+                           : s.arch == "mistral" ? 131072
+                           : s.arch == "gemma" || s.arch == "gemma2" || s.arch == "stablelm"
+                               ? (s.arch == "stablelm" ? 4096 : 8192)
+                               : 32768;
+    s.maxSeq = c.optInt(cfg, "max_position_embeddings").value_or(defMax);
+    if (s.maxSeq <= 0) c.fail("\"max_position_embeddings\" must be positive");
+    s.normEps =
+        float(epsAny(c, {"rms_norm_eps", "layer_norm_eps"}, s.arch == "stablelm" ? 1e-5 : 1e-6));
+    std::string act = c.optStr(cfg, "hidden_act").value_or("silu");
+    if (s.arch == "gemma" || s.arch == "gemma2")
+        act = c.optStr(cfg, "hidden_activation").value_or("gelu_pytorch_tanh");
+    s.hiddenAct = normalizeAct(c, act);
+    const bool tieDefault = s.arch == "gemma" || s.arch == "gemma2";
+    s.tiedEmbeddings = c.optBool(cfg, "tie_word_embeddings").value_or(tieDefault);
+
+    if (s.arch == "llama") {
+        s.attnBias = c.optBool(cfg, "attention_bias").value_or(false);
+        s.attnOutBias = s.attnBias;
+        s.mlpBias = c.optBool(cfg, "mlp_bias").value_or(false);
+    } else if (s.arch == "qwen2") {
+        s.attnBias = true; // Qwen2 always has q/k/v biases (never on o_proj)
+        s.attnOutBias = false;
+    } else if (s.arch == "qwen3") {
+        s.attnBias = c.optBool(cfg, "attention_bias").value_or(false);
+        s.attnOutBias = s.attnBias;
+        s.qkNorm = true;
+    } else if (s.arch == "gemma" || s.arch == "gemma2") {
+        s.attnBias = c.optBool(cfg, "attention_bias").value_or(false);
+        s.attnOutBias = s.attnBias;
+        s.normPlusOne = true;
+        s.embedScale = float(std::sqrt(double(s.dim)));
+        if (s.arch == "gemma2") {
+            s.postNorms = true;
+            const double qs = c.optNum(cfg, "query_pre_attn_scalar").value_or(double(s.headDim));
+            if (!(qs > 0)) c.fail("\"query_pre_attn_scalar\" must be positive");
+            s.attnScale = float(1.0 / std::sqrt(qs));
+            // null disables soft-capping; absent means transformers' defaults (50, 30)
+            auto cap = [&](const char* key, double def) {
+                if (cfg.contains(key) && cfg[key].is_null()) return 0.0f;
+                const double v = c.optNum(cfg, key).value_or(def);
+                if (v < 0) c.fail(std::string("\"") + key + "\" must be non-negative");
+                return float(v);
+            };
+            s.attnSoftcap = cap("attn_logit_softcapping", 50.0);
+            s.finalSoftcap = cap("final_logit_softcapping", 30.0);
+        }
+    } else if (s.arch == "phi3") {
+        s.qkvLayout = QkvLayout::Contiguous;
+        s.gateUpFused = true;
+    } else if (s.arch == "mixtral") {
+        s.nExperts = c.reqPositive("num_local_experts");
+        s.nExpertsPerTok = c.optInt(cfg, "num_experts_per_tok").value_or(2);
+        if (s.nExpertsPerTok <= 0 || s.nExpertsPerTok > s.nExperts)
+            c.fail("\"num_experts_per_tok\" must be in [1, num_local_experts]");
+    } else if (s.arch == "stablelm") {
+        s.norm = NormType::LayerNorm;
+        s.normBias = true;
+        s.attnBias = c.optBool(cfg, "use_qkv_bias").value_or(false);
+        s.qkNorm = c.optBool(cfg, "qk_layernorm").value_or(false);
+        s.qkNormPerHead = true;
+        if (c.optBool(cfg, "use_parallel_residual").value_or(false)) {
+            s.residual = ResidualStyle::Parallel;
+            s.sharedParallelNorm = true;
+        }
+        if (!cfg.contains("partial_rotary_factor") &&
+            !(cfg.contains("rope_parameters") && cfg["rope_parameters"].is_object() &&
+              cfg["rope_parameters"].contains("partial_rotary_factor")))
+            s.rope.partialRotaryFactor = 0.25; // StableLM's default
+    }
+
+    parseRope(c, s, warnings);
+    if (s.arch == "gemma2" && !cfg.contains("layer_types")) {
+        // transformers 4.x: even layers use the sliding window
+        const int64_t window = c.optInt(cfg, "sliding_window").value_or(4096);
+        if (window > 0) {
+            s.slidingWindow = window;
+            s.slidingLayers.assign(size_t(s.nLayers), false);
+            for (int64_t i = 0; i < s.nLayers; i += 2) s.slidingLayers[size_t(i)] = true;
+        }
+    } else {
+        parseSliding(c, s);
+    }
+}
+
+void parseOpt(const Ctx& c, ModelSpec& s) {
+    const json& cfg = c.cfg;
+    s.dim = c.reqPositive("hidden_size");
+    s.nLayers = c.reqPositive("num_hidden_layers");
+    s.nHeads = c.reqPositive("num_attention_heads");
+    s.nKvHeads = s.nHeads;
+    headDims(c, s);
+    s.hidden = c.reqPositive("ffn_dim");
+    s.vocab = c.reqPositive("vocab_size");
+    s.maxSeq = c.optInt(cfg, "max_position_embeddings").value_or(2048);
+    s.normEps = 1e-5f;
+    s.hiddenAct = normalizeAct(c, c.optStr(cfg, "activation_function").value_or("relu"));
+    s.tiedEmbeddings = c.optBool(cfg, "tie_word_embeddings").value_or(true);
+    s.norm = NormType::LayerNorm;
+    s.normBias = true;
+    if (!c.optBool(cfg, "layer_norm_elementwise_affine").value_or(true))
+        throw UnsupportedError(c.src + ": OPT without LayerNorm weights "
+                                       "(layer_norm_elementwise_affine=false) is not supported");
+    const bool bias = c.optBool(cfg, "enable_bias").value_or(true);
+    s.attnBias = s.attnOutBias = s.mlpBias = bias;
+    s.gatedMlp = false;
+    const bool pre = c.optBool(cfg, "do_layer_norm_before").value_or(true);
+    s.residual = pre ? ResidualStyle::PreNorm : ResidualStyle::PostNorm;
+    s.finalNorm = pre && !c.optBool(cfg, "_remove_final_layer_norm").value_or(false);
+    s.posEmbed = PosEmbedding::Learned;
+    s.posOffset = 2;
+    const int64_t proj = c.optInt(cfg, "word_embed_proj_dim").value_or(s.dim);
+    if (proj <= 0) c.fail("\"word_embed_proj_dim\" must be positive");
+    s.embedDim = proj == s.dim ? 0 : proj;
+}
+
+void parseGpt2(const Ctx& c, ModelSpec& s) {
+    const json& cfg = c.cfg;
+    s.dim = reqPositiveAny(c, {"n_embd", "hidden_size"});
+    s.nLayers = reqPositiveAny(c, {"n_layer", "num_hidden_layers"});
+    s.nHeads = reqPositiveAny(c, {"n_head", "num_attention_heads"});
+    s.nKvHeads = s.nHeads;
+    if (s.dim % s.nHeads != 0) c.fail("n_embd is not a multiple of n_head");
+    s.headDim = s.dim / s.nHeads;
+    s.hidden = c.optInt(cfg, "n_inner").value_or(4 * s.dim);
+    if (s.hidden <= 0) c.fail("\"n_inner\" must be positive");
+    s.vocab = c.reqPositive("vocab_size");
+    s.maxSeq = optIntAny(c, {"n_positions", "max_position_embeddings"}).value_or(1024);
+    s.normEps = float(epsAny(c, {"layer_norm_epsilon"}, 1e-5));
+    s.hiddenAct = normalizeAct(c, c.optStr(cfg, "activation_function").value_or("gelu_new"));
+    s.tiedEmbeddings = c.optBool(cfg, "tie_word_embeddings").value_or(true);
+    s.norm = NormType::LayerNorm;
+    s.normBias = true;
+    s.attnBias = s.attnOutBias = s.mlpBias = true;
+    s.gatedMlp = false;
+    s.posEmbed = PosEmbedding::Learned;
+    s.qkvLayout = QkvLayout::Contiguous;
+    s.conv1dWeights = true;
+    if (!c.optBool(cfg, "scale_attn_weights").value_or(true)) s.attnScale = 1.0f;
+    s.scaleByInverseLayer = c.optBool(cfg, "scale_attn_by_inverse_layer_idx").value_or(false);
+    if (c.optBool(cfg, "add_cross_attention").value_or(false))
+        throw UnsupportedError(c.src + ": GPT-2 with cross-attention is not supported");
+}
+
+void parseGptNeox(const Ctx& c, ModelSpec& s, std::vector<std::string>* warnings) {
+    const json& cfg = c.cfg;
+    s.dim = c.reqPositive("hidden_size");
+    s.nLayers = c.reqPositive("num_hidden_layers");
+    s.nHeads = c.reqPositive("num_attention_heads");
+    s.nKvHeads = s.nHeads;
+    if (s.dim % s.nHeads != 0) c.fail("hidden_size is not a multiple of num_attention_heads");
+    s.headDim = s.dim / s.nHeads;
+    s.hidden = c.reqPositive("intermediate_size");
+    s.vocab = c.reqPositive("vocab_size");
+    s.maxSeq = c.optInt(cfg, "max_position_embeddings").value_or(2048);
+    s.normEps = float(epsAny(c, {"layer_norm_eps"}, 1e-5));
+    s.hiddenAct = normalizeAct(c, c.optStr(cfg, "hidden_act").value_or("gelu"));
+    s.tiedEmbeddings = c.optBool(cfg, "tie_word_embeddings").value_or(false);
+    s.norm = NormType::LayerNorm;
+    s.normBias = true;
+    s.attnBias = s.attnOutBias = c.optBool(cfg, "attention_bias").value_or(true);
+    s.mlpBias = true;
+    s.gatedMlp = false;
+    s.qkvLayout = QkvLayout::PerHead;
+    if (c.optBool(cfg, "use_parallel_residual").value_or(true))
+        s.residual = ResidualStyle::Parallel;
+    parseRope(c, s, warnings);
+    // 4.x spellings: rotary_pct / rotary_emb_base
+    if (auto pct = c.optNum(cfg, "rotary_pct")) {
+        if (!(*pct > 0 && *pct <= 1)) c.fail("\"rotary_pct\" must be in (0, 1]");
+        s.rope.partialRotaryFactor = *pct;
+    } else if (!cfg.contains("partial_rotary_factor") &&
+               !(cfg.contains("rope_parameters") && cfg["rope_parameters"].is_object() &&
+                 cfg["rope_parameters"].contains("partial_rotary_factor"))) {
+        s.rope.partialRotaryFactor = 0.25;
+    }
+    if (auto b = c.optNum(cfg, "rotary_emb_base")) {
+        if (!(*b > 0)) c.fail("\"rotary_emb_base\" must be positive");
+        s.rope.theta = *b;
+    }
+}
+
+// ALiBi / rotary Falcon (RW, 7B/40B multi-query, new decoder architecture).
+void parseFalcon(const Ctx& c, ModelSpec& s, std::vector<std::string>* warnings) {
+    const json& cfg = c.cfg;
+    s.dim = c.reqPositive("hidden_size");
+    s.nLayers = reqPositiveAny(c, {"num_hidden_layers", "n_layer"});
+    s.nHeads = reqPositiveAny(c, {"num_attention_heads", "n_head"});
+    if (s.dim % s.nHeads != 0) c.fail("hidden_size is not a multiple of num_attention_heads");
+    s.headDim = s.dim / s.nHeads;
+    // Pre-transformers checkpoints: "RefinedWeb" (40B) is the new decoder architecture,
+    // "RefinedWebModel" (7B) the multi-query one.
+    const bool refinedWeb = c.optStr(cfg, "model_type").value_or("") == "RefinedWeb";
+    const bool newArch = c.optBool(cfg, "new_decoder_architecture").value_or(refinedWeb);
+    const bool mq = c.optBool(cfg, "multi_query").value_or(true);
+    if (newArch) {
+        s.nKvHeads =
+            optIntAny(c, {"num_kv_heads", "n_head_kv"}).value_or(refinedWeb ? 8 : s.nHeads);
+        s.qkvLayout = QkvLayout::PerKvGroup;
+    } else if (mq) {
+        s.nKvHeads = 1;
+        s.qkvLayout = QkvLayout::Contiguous;
+    } else {
+        s.nKvHeads = s.nHeads;
+        s.qkvLayout = QkvLayout::PerHead;
+    }
+    if (s.nKvHeads <= 0 || s.nHeads % s.nKvHeads != 0)
+        c.fail("num_attention_heads is not a multiple of num_kv_heads");
+    s.hidden = c.optInt(cfg, "ffn_hidden_size").value_or(4 * s.dim);
+    if (s.hidden <= 0) c.fail("\"ffn_hidden_size\" must be positive");
+    s.vocab = c.reqPositive("vocab_size");
+    s.maxSeq = c.optInt(cfg, "max_position_embeddings").value_or(2048);
+    s.normEps = float(epsAny(c, {"layer_norm_epsilon"}, 1e-5));
+    s.hiddenAct = normalizeAct(c, c.optStr(cfg, "activation").value_or("gelu"));
+    s.tiedEmbeddings = c.optBool(cfg, "tie_word_embeddings").value_or(true);
+    s.norm = NormType::LayerNorm;
+    s.normBias = true;
+    const bool bias = c.optBool(cfg, "bias").value_or(false);
+    s.attnBias = s.attnOutBias = s.mlpBias = bias;
+    s.gatedMlp = false;
+    const bool parallel = c.optBool(cfg, "parallel_attn").value_or(true);
+    if (newArch || parallel) {
+        s.residual = ResidualStyle::Parallel;
+        // new architecture: ln_attn + ln_mlp unless num_ln_in_parallel_attn == 1
+        const int64_t nLn = c.optInt(cfg, "num_ln_in_parallel_attn").value_or(newArch ? 2 : 1);
+        s.sharedParallelNorm = !(newArch && nLn == 2);
+    }
+    if (c.optBool(cfg, "alibi").value_or(false)) {
+        s.posEmbed = PosEmbedding::Alibi;
+        s.alibiScaled = true;
+    } else {
+        parseRope(c, s, warnings);
+    }
+}
+
+void parseBloom(const Ctx& c, ModelSpec& s) {
+    const json& cfg = c.cfg;
+    s.dim = reqPositiveAny(c, {"hidden_size", "n_embed"});
+    s.nLayers = reqPositiveAny(c, {"n_layer", "num_hidden_layers"});
+    s.nHeads = reqPositiveAny(c, {"n_head", "num_attention_heads"});
+    s.nKvHeads = s.nHeads;
+    if (s.dim % s.nHeads != 0) c.fail("hidden_size is not a multiple of n_head");
+    s.headDim = s.dim / s.nHeads;
+    s.hidden = 4 * s.dim;
+    s.vocab = c.reqPositive("vocab_size");
+    s.maxSeq = c.optInt(cfg, "seq_length").value_or(2048);
+    s.normEps = float(epsAny(c, {"layer_norm_epsilon"}, 1e-5));
+    s.hiddenAct = "gelu_tanh";
+    s.tiedEmbeddings = c.optBool(cfg, "tie_word_embeddings").value_or(true);
+    s.norm = NormType::LayerNorm;
+    s.normBias = true;
+    s.attnBias = s.attnOutBias = s.mlpBias = true;
+    s.gatedMlp = false;
+    s.posEmbed = PosEmbedding::Alibi;
+    s.embedNorm = true;
+    s.qkvLayout = QkvLayout::PerHead;
+    s.residualFromNorm = c.optBool(cfg, "apply_residual_connection_post_layernorm").value_or(false);
+}
+
+void parseMamba(const Ctx& c, ModelSpec& s) {
+    const json& cfg = c.cfg;
+    s.dim = c.reqPositive("hidden_size");
+    s.nLayers = c.reqPositive("num_hidden_layers");
+    s.vocab = c.reqPositive("vocab_size");
+    s.normEps = float(epsAny(c, {"layer_norm_epsilon"}, 1e-5));
+    const int64_t expand = c.optInt(cfg, "expand").value_or(2);
+    s.ssmInner = c.optInt(cfg, "intermediate_size").value_or(expand * s.dim);
+    s.ssmState = c.optInt(cfg, "state_size").value_or(16);
+    s.ssmConv = c.optInt(cfg, "conv_kernel").value_or(4);
+    const json* tr = c.get(cfg, "time_step_rank");
+    if (!tr || (tr->is_string() && tr->get<std::string>() == "auto"))
+        s.ssmDtRank = (s.dim + 15) / 16;
+    else
+        s.ssmDtRank = c.optInt(cfg, "time_step_rank").value_or(0);
+    if (s.ssmInner <= 0 || s.ssmState <= 0 || s.ssmConv <= 0 || s.ssmDtRank <= 0)
+        c.fail("mamba dimensions (intermediate_size, state_size, conv_kernel, time_step_rank) "
+               "must be positive");
+    s.ssmConvBias = c.optBool(cfg, "use_conv_bias").value_or(true);
+    s.ssmBias = c.optBool(cfg, "use_bias").value_or(false);
+    s.hiddenAct = normalizeAct(c, c.optStr(cfg, "hidden_act").value_or("silu"));
+    if (s.hiddenAct != "silu")
+        throw UnsupportedError(c.src + ": Mamba supports only the silu activation");
+    s.tiedEmbeddings = c.optBool(cfg, "tie_word_embeddings").value_or(true);
+    s.hidden = s.ssmInner;
+    s.maxSeq = int64_t(1) << 20;      // recurrent: no positional limit
+    s.posEmbed = PosEmbedding::Alibi; // unused; no rotary tables
+}
+
 } // namespace
 
 const std::vector<std::string>& hfSupportedModelTypes() {
-    static const std::vector<std::string> k = {"llama", "mistral", "qwen2", "qwen3"};
+    static const std::vector<std::string> k = {"llama",    "mistral",  "qwen2",   "qwen3", "gemma",
+                                               "gemma2",   "phi3",     "mixtral", "opt",   "gpt2",
+                                               "gpt_neox", "stablelm", "falcon",  "bloom", "mamba"};
     return k;
 }
 
@@ -245,8 +599,9 @@ ModelSpec parseHfConfig(const std::string& jsonText, const std::string& source,
     }
     if (!cfg.is_object()) throw FormatError(source, "not a JSON object");
     Ctx c{cfg, source};
-    const auto mt = c.optStr(cfg, "model_type");
+    auto mt = c.optStr(cfg, "model_type");
     if (!mt) c.fail("missing \"model_type\"");
+    if (*mt == "RefinedWeb" || *mt == "RefinedWebModel") mt = "falcon";
     bool known = false;
     for (const auto& k : hfSupportedModelTypes()) known |= (*mt == k);
     if (!known) {
@@ -258,49 +613,21 @@ ModelSpec parseHfConfig(const std::string& jsonText, const std::string& source,
     ModelSpec s;
     s.arch = *mt;
     s.sourceFormat = "safetensors";
-    s.dim = c.reqPositive("hidden_size");
-    s.nLayers = c.reqPositive("num_hidden_layers");
-    s.nHeads = c.reqPositive("num_attention_heads");
-    s.nKvHeads = c.optInt(cfg, "num_key_value_heads").value_or(s.nHeads);
-    if (s.nKvHeads <= 0) c.fail("\"num_key_value_heads\" must be positive");
-    if (s.nHeads % s.nKvHeads != 0)
-        c.fail("num_attention_heads (" + std::to_string(s.nHeads) +
-               ") is not a multiple of num_key_value_heads (" + std::to_string(s.nKvHeads) + ")");
-    if (auto hd = c.optInt(cfg, "head_dim")) {
-        if (*hd <= 0) c.fail("\"head_dim\" must be positive");
-        s.headDim = *hd;
-    } else {
-        if (s.dim % s.nHeads != 0)
-            c.fail("hidden_size (" + std::to_string(s.dim) +
-                   ") is not a multiple of num_attention_heads and there is no head_dim");
-        s.headDim = s.dim / s.nHeads;
-    }
-    s.hidden = c.reqPositive("intermediate_size");
-    s.vocab = c.reqPositive("vocab_size");
-    const int64_t defMax = s.arch == "llama" ? 2048 : s.arch == "mistral" ? 131072 : 32768;
-    s.maxSeq = c.optInt(cfg, "max_position_embeddings").value_or(defMax);
-    if (s.maxSeq <= 0) c.fail("\"max_position_embeddings\" must be positive");
-    const double eps = c.optNum(cfg, "rms_norm_eps").value_or(1e-6);
-    if (!(eps > 0 && eps < 1)) c.fail("\"rms_norm_eps\" must be in (0, 1)");
-    s.normEps = float(eps);
-    s.hiddenAct = c.optStr(cfg, "hidden_act").value_or("silu");
-    s.tiedEmbeddings = c.optBool(cfg, "tie_word_embeddings").value_or(false);
-
-    if (s.arch == "llama") {
-        s.attnBias = c.optBool(cfg, "attention_bias").value_or(false);
-        s.attnOutBias = s.attnBias;
-        s.mlpBias = c.optBool(cfg, "mlp_bias").value_or(false);
-    } else if (s.arch == "qwen2") {
-        s.attnBias = true; // Qwen2 always has q/k/v biases (never on o_proj)
-        s.attnOutBias = false;
-    } else if (s.arch == "qwen3") {
-        s.attnBias = c.optBool(cfg, "attention_bias").value_or(false);
-        s.attnOutBias = s.attnBias;
-        s.qkNorm = true;
-    }
-
-    parseRope(c, s, warnings);
-    parseSliding(c, s);
+    s.rope.interleaved = false;
+    if (s.arch == "opt")
+        parseOpt(c, s);
+    else if (s.arch == "gpt2")
+        parseGpt2(c, s);
+    else if (s.arch == "gpt_neox")
+        parseGptNeox(c, s, warnings);
+    else if (s.arch == "falcon")
+        parseFalcon(c, s, warnings);
+    else if (s.arch == "bloom")
+        parseBloom(c, s);
+    else if (s.arch == "mamba")
+        parseMamba(c, s);
+    else
+        parseLlamaLike(c, s, warnings);
 
     auto bos = c.idList("bos_token_id");
     s.bosId = bos.empty() ? -1 : bos.front();

@@ -1,6 +1,7 @@
 #pragma once
 /// \file
-/// Hugging Face config.json → ModelSpec for the Llama family (llama, mistral, qwen2, qwen3),
+/// Hugging Face config.json → ModelSpec for every supported architecture (see
+/// hfSupportedModelTypes()),
 /// following transformers' defaults and semantics (both the 4.x `rope_theta` + `rope_scaling`
 /// and the 5.x `rope_parameters` / `layer_types` spellings).
 #include "core/model/model_spec.h"

@@ -17,10 +17,16 @@ struct LayerName {
 std::optional<LayerName> splitCanonical(std::string_view canonical);
 
 /// "model.layers.3.self_attn.q_proj.weight" → "layers.3.attn.q"; nullopt for names lcw does not
-/// know (loaders keep those as "extra.<name>").
-std::optional<std::string> canonicalFromHf(std::string_view hfName);
-/// Inverse of canonicalFromHf; nullopt for names without an HF spelling.
-std::optional<std::string> hfFromCanonical(std::string_view canonical);
+/// know (loaders keep those as "extra.<name>"). `arch` is the config's model_type: the file names
+/// differ between families (GPT-2 "transformer.h.3.attn.c_proj.weight", Mamba
+/// "backbone.layers.3.mixer.in_proj.weight", ...). Fused tensors map to intermediate names that
+/// the loader splits: "layers.N.attn.qkv" (+ ".bias") and "layers.N.mlp.gate_up".
+std::optional<std::string> canonicalFromHf(std::string_view hfName,
+                                           std::string_view arch = "llama");
+/// Inverse of canonicalFromHf; nullopt for names without an HF spelling. Split logical tensors
+/// (q/k/v of a fused qkv, gate/up of a fused gate_up) give the fused file name.
+std::optional<std::string> hfFromCanonical(std::string_view canonical,
+                                           std::string_view arch = "llama");
 
 /// "blk.3.attn_q.weight" → "layers.3.attn.q"; nullopt when unknown.
 std::optional<std::string> canonicalFromGguf(std::string_view ggufName);

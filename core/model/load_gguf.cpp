@@ -14,7 +14,7 @@ namespace lcw::detail {
 
 namespace {
 
-const char* const kArchs[] = {"llama", "qwen2", "qwen3"};
+const char* const kArchs[] = {"llama", "qwen2", "qwen3", "gemma", "phi3"};
 
 // Token ids are stored as uint32 with 0xFFFFFFFF (or any negative int) meaning "none".
 int32_t tokenId(const GgufFile& g, const std::string& key) {
@@ -90,7 +90,7 @@ std::unique_ptr<Model> loadGgufModel(const std::string& file, const LoadOptions&
     for (const char* a : kArchs) known |= (*arch == a);
     if (!known)
         throw UnsupportedError(file + ": unsupported GGUF architecture '" + *arch +
-                               "' (supported: llama, qwen2, qwen3)");
+                               "' (supported: llama (incl. Mixtral), qwen2, qwen3, gemma, phi3)");
     const std::string p = *arch + ".";
     auto req = [&](const std::string& key) {
         auto v = g.getInt(p + key);
@@ -158,6 +158,16 @@ std::unique_ptr<Model> loadGgufModel(const std::string& file, const LoadOptions&
     }
     if (!(s.rope.factor > 0)) throw FormatError(file, "rope scaling factor must be positive");
 
+    if (*arch == "phi3") {
+        s.qkvLayout = QkvLayout::Contiguous;
+        s.gateUpFused = true;
+        s.slidingWindow = g.getInt(p + "attention.sliding_window").value_or(0);
+    }
+    if (auto ne = g.getInt(p + "expert_count"); ne && *ne > 0) {
+        s.nExperts = *ne;
+        s.nExpertsPerTok = opt("expert_used_count", 2);
+    }
+
     m->keepAlive(g.file);
     for (auto& t : g.tensors) {
         TensorView v = t;
@@ -168,12 +178,13 @@ std::unique_ptr<Model> loadGgufModel(const std::string& file, const LoadOptions&
                                             std::to_string(ln->layer) + " but block_count is " +
                                             std::to_string(s.nLayers));
             v.name = *c;
-        } else {
-            v.name = "extra." + t.name;
-            if (t.name == "rope_freqs.weight")
-                m->addWarning(file + ": rope_freqs.weight (per-dimension rope scaling) is not "
-                                     "applied; long-context results may differ from llama.cpp");
+            addSplitTensor(*m, s, std::move(v));
+            continue;
         }
+        v.name = "extra." + t.name;
+        if (t.name == "rope_freqs.weight")
+            m->addWarning(file + ": rope_freqs.weight (per-dimension rope scaling) is not "
+                                 "applied; long-context results may differ from llama.cpp");
         m->addTensor(std::move(v));
     }
     if (auto vs = g.getInt(p + "vocab_size"))
@@ -189,6 +200,13 @@ std::unique_ptr<Model> loadGgufModel(const std::string& file, const LoadOptions&
     s.attnOutBias = m->find("layers.0.attn.o.bias") != nullptr;
     s.mlpBias = m->find("layers.0.mlp.gate.bias") != nullptr;
     s.qkNorm = (*arch == "qwen3");
+    if (*arch == "gemma") {
+        // llama.cpp's converter stores Gemma's RMSNorm weights with the +1 already added; the
+        // embedding scale and GeGLU activation are part of the architecture.
+        s.hiddenAct = "gelu_tanh";
+        s.embedScale = float(std::sqrt(double(s.dim)));
+        s.normPlusOne = false;
+    }
 
     std::optional<GgufVocab> vocab = readVocab(g);
     if (vocab) {
@@ -198,7 +216,7 @@ std::unique_ptr<Model> loadGgufModel(const std::string& file, const LoadOptions&
         if (eot >= 0 && eot != vocab->eosId) s.eosIds.push_back(eot);
     }
     m->mutableSpec() = s;
-    validateLlamaFamily(*m, file);
+    validateModel(*m, file);
 
     if (!opts.tokenizerPath.empty()) {
         m->setTokenizer(loadTokenizerFile(opts.tokenizerPath, s.vocab));

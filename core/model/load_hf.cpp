@@ -45,7 +45,7 @@ std::unique_ptr<Model> loadHfFolder(const std::string& folder, const LoadOptions
     for (auto& f : st.files) m->keepAlive(f);
     for (auto& t : st.tensors) {
         TensorView v = t;
-        if (auto c = canonicalFromHf(t.name)) {
+        if (auto c = canonicalFromHf(t.name, spec.arch)) {
             auto ln = splitCanonical(*c);
             if (ln && ln->layer >= spec.nLayers)
                 throw FormatError(t.file, "tensor '" + t.name + "' belongs to layer " +
@@ -53,10 +53,11 @@ std::unique_ptr<Model> loadHfFolder(const std::string& folder, const LoadOptions
                                               cfgPath.string() + " declares " +
                                               std::to_string(spec.nLayers) + " layers");
             v.name = *c;
+            addSplitTensor(*m, spec, std::move(v));
         } else {
             v.name = "extra." + t.name;
+            m->addTensor(std::move(v));
         }
-        m->addTensor(std::move(v));
     }
 
     if (spec.tiedEmbeddings && m->find("lm_head")) {
@@ -67,15 +68,16 @@ std::unique_ptr<Model> loadHfFolder(const std::string& folder, const LoadOptions
     }
     // Biases present although the config does not announce them (e.g. llama with
     // attention_bias missing): use them rather than silently ignoring weights.
-    if (!spec.attnBias && m->find("layers.0.attn.q.bias")) {
+    if (!spec.attnBias && !spec.isMamba() && m->find("layers.0.attn.q.bias")) {
         warnings.push_back(cfgPath.string() + ": q/k/v biases found although the config does "
                                               "not declare attention_bias; using them");
         spec.attnBias = true;
     }
     if (!spec.attnOutBias && m->find("layers.0.attn.o.bias")) spec.attnOutBias = true;
-    if (!spec.mlpBias && m->find("layers.0.mlp.gate.bias")) spec.mlpBias = true;
+    if (!spec.mlpBias && (m->find("layers.0.mlp.gate.bias") || m->find("layers.0.mlp.down.bias")))
+        spec.mlpBias = true;
     m->mutableSpec() = spec;
-    validateLlamaFamily(*m, folder);
+    validateModel(*m, folder);
 
     // Tokenizer: explicit path, else tokenizer.json beside the weights.
     if (!opts.tokenizerPath.empty()) {

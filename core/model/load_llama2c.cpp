@@ -37,7 +37,7 @@ std::unique_ptr<Model> loadLlama2cModel(const std::string& file, const LoadOptio
     s.hiddenAct = "silu";
     m->keepAlive(ck.file);
     for (auto& t : ck.tensors) m->addTensor(std::move(t));
-    validateLlamaFamily(*m, file);
+    validateModel(*m, file);
 
     if (!opts.tokenizerPath.empty()) {
         m->setTokenizer(loadTokenizerFile(opts.tokenizerPath, s.vocab));

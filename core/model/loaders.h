@@ -18,8 +18,15 @@ std::unique_ptr<Model> loadLlama2cModel(const std::string& file, const LoadOptio
 /// as a llama2.c tokenizer.bin with `vocab` entries. Errors gain the context "loading tokenizer".
 std::unique_ptr<Tokenizer> loadTokenizerFile(const std::string& path, int64_t vocab);
 
-/// Validates the spec and the presence/shape/dtype of every tensor the Llama-family forward
-/// needs; throws FormatError naming `source` and the tensor on the first problem.
-void validateLlamaFamily(const Model& m, const std::string& source);
+/// Adds a file tensor (already under its canonical or intermediate name) to the model, splitting
+/// fused tensors ("layers.N.attn.qkv" per spec.qkvLayout, "layers.N.mlp.gate_up", llama.cpp's
+/// merged "layers.N.mlp.experts_gate|up|down" and Phi-3's GGUF ffn_up) into their logical parts
+/// and transposing Conv1D weights (spec.conv1dWeights). The spec's dimensions must be set.
+void addSplitTensor(Model& m, const ModelSpec& s, TensorView v);
+
+/// Validates the spec and the presence/shape/dtype of every tensor the architecture's forward
+/// needs (see expectedTensors()); throws FormatError naming `source` and the tensor on the first
+/// problem.
+void validateModel(const Model& m, const std::string& source);
 
 } // namespace lcw::detail

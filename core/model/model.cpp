@@ -38,9 +38,18 @@ void Model::addTensor(TensorView t) {
     m_tensors.push_back(std::move(t));
 }
 
-void Model::keepAlive(std::shared_ptr<const MappedFile> f) { m_files.push_back(std::move(f)); }
+void Model::keepAlive(std::shared_ptr<const MappedFile> f) {
+    m_files.push_back(std::move(f));
+}
 
-void Model::setTokenizer(std::unique_ptr<Tokenizer> t) { m_tokenizer = std::move(t); }
+const std::byte* Model::ownBuffer(std::vector<std::byte> bytes) {
+    m_buffers.push_back(std::make_unique<std::vector<std::byte>>(std::move(bytes)));
+    return m_buffers.back()->data();
+}
+
+void Model::setTokenizer(std::unique_ptr<Tokenizer> t) {
+    m_tokenizer = std::move(t);
+}
 
 const Tokenizer& Model::tokenizer() const {
     if (!m_tokenizer)

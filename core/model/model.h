@@ -9,6 +9,19 @@
 ///   layers.N.attn.q.bias, .k.bias, .v.bias, .o.bias                        (when present)
 ///   layers.N.attn.q_norm, layers.N.attn.k_norm                             (Qwen3, [head_dim])
 ///   layers.N.mlp.gate, layers.N.mlp.up, layers.N.mlp.down
+///   layers.N.attn_norm.bias, layers.N.mlp_norm.bias, final_norm.bias  (LayerNorm families)
+///   layers.N.attn_post_norm, layers.N.mlp_post_norm                     (Gemma2)
+///   layers.N.attn.q_norm.H, layers.N.attn.k_norm.H                      (StableLM, per head)
+///   layers.N.mlp.up / mlp.down are fc1 / fc2 of non-gated MLPs (OPT, GPT-2, NeoX, Falcon, Bloom)
+///   layers.N.mlp.router, layers.N.mlp.experts.E.gate|up|down            (Mixtral)
+///   pos_embed (learned positions), embed_norm (Bloom), embed_proj_in/out (OPT)
+///   Mamba: layers.N.norm, layers.N.mixer.in_proj, .conv1d, .conv1d.bias, .x_proj, .dt_proj,
+///          .dt_proj.bias, .out_proj, .A_log, .D
+/// Fused file tensors are exposed as their logical parts: Phi-3 qkv_proj / gate_up_proj and
+/// GPT-2 c_attn as zero-copy row slices (q/k/v, gate/up), per-head interleaved qkv (GPT-NeoX,
+/// Bloom, Falcon) as de-interleaved copies; fileName keeps the fused name. GPT-2's Conv1D weights
+/// ([in, out] in the file) are transposed once at load into owned [out, in] copies so that every
+/// consumer (runtime, statistics, quantizers) sees one layout (fileTransposed says so).
 /// Tensors lcw does not use (e.g. rotary inv_freq buffers) are kept under "extra.<fileName>".
 #include "core/common/progress.h"
 #include "core/common/tensor.h"
@@ -82,6 +95,9 @@ public:
     ModelSpec& mutableSpec() { return m_spec; }
     void addTensor(TensorView t);
     void keepAlive(std::shared_ptr<const MappedFile> f);
+    /// Keeps `bytes` for the model's lifetime (transposed / de-interleaved copies); returns its
+    /// data.
+    const std::byte* ownBuffer(std::vector<std::byte> bytes);
     void setTokenizer(std::unique_ptr<Tokenizer> t);
     void setPath(std::string p) { m_path = std::move(p); }
     void addWarning(std::string w) { m_warnings.push_back(std::move(w)); }
@@ -91,6 +107,7 @@ private:
     std::vector<TensorView> m_tensors;
     std::unordered_map<std::string, size_t> m_index;
     std::vector<std::shared_ptr<const MappedFile>> m_files;
+    std::vector<std::unique_ptr<std::vector<std::byte>>> m_buffers;
     std::unique_ptr<Tokenizer> m_tokenizer;
     std::string m_path;
     std::vector<std::string> m_warnings;

@@ -2,6 +2,7 @@
 // tensors by the spec's dimensions without further checks.
 #include "core/common/error.h"
 #include "core/io/tensor_names.h"
+#include "core/model/expected_tensors.h"
 #include "core/model/loaders.h"
 
 namespace lcw::detail {
@@ -17,7 +18,7 @@ std::string shapeStr(const std::vector<int64_t>& s) {
 std::string fileNameHint(const ModelSpec& spec, const std::string& canonical) {
     std::optional<std::string> n;
     if (spec.sourceFormat == "safetensors")
-        n = hfFromCanonical(canonical);
+        n = hfFromCanonical(canonical, spec.arch);
     else if (spec.sourceFormat == "gguf")
         n = ggufFromCanonical(canonical);
     return n ? " ('" + *n + "')" : std::string();
@@ -48,58 +49,140 @@ void checkTensor(const Model& m, const std::string& source, const std::string& n
 
 } // namespace
 
-void validateLlamaFamily(const Model& m, const std::string& source) {
+} // namespace lcw::detail
+
+namespace lcw {
+
+std::vector<ExpectedTensor> expectedTensors(const ModelSpec& s) {
+    std::vector<ExpectedTensor> out;
+    auto add = [&](std::string name, std::vector<int64_t> shape) {
+        out.push_back({std::move(name), std::move(shape)});
+    };
+    const bool ln = s.norm == NormType::LayerNorm && s.normBias;
+    auto norm = [&](const std::string& name, int64_t n) {
+        add(name, {n});
+        if (ln) add(name + ".bias", {n});
+    };
+    const int64_t ed = s.embeddingDim();
+    add("embed", {s.vocab, ed});
+    if (s.isMamba()) {
+        norm("final_norm", s.dim);
+        if (!s.tiedEmbeddings) add("lm_head", {s.vocab, s.dim});
+        const int64_t di = s.ssmInner, N = s.ssmState, R = s.ssmDtRank;
+        for (int64_t l = 0; l < s.nLayers; ++l) {
+            const std::string p = "layers." + std::to_string(l) + ".";
+            add(p + "norm", {s.dim});
+            add(p + "mixer.in_proj", {2 * di, s.dim});
+            if (s.ssmBias) add(p + "mixer.in_proj.bias", {2 * di});
+            add(p + "mixer.conv1d", {di, 1, s.ssmConv});
+            if (s.ssmConvBias) add(p + "mixer.conv1d.bias", {di});
+            add(p + "mixer.x_proj", {R + 2 * N, di});
+            add(p + "mixer.dt_proj", {di, R});
+            add(p + "mixer.dt_proj.bias", {di});
+            add(p + "mixer.A_log", {di, N});
+            add(p + "mixer.D", {di});
+            add(p + "mixer.out_proj", {s.dim, di});
+            if (s.ssmBias) add(p + "mixer.out_proj.bias", {s.dim});
+        }
+        return out;
+    }
+    if (s.posEmbed == PosEmbedding::Learned) add("pos_embed", {s.maxSeq + s.posOffset, s.dim});
+    if (s.embedNorm) norm("embed_norm", s.dim);
+    if (ed != s.dim) {
+        add("embed_proj_in", {s.dim, ed});
+        add("embed_proj_out", {ed, s.dim});
+    }
+    if (s.finalNorm) norm("final_norm", s.dim);
+    if (!s.tiedEmbeddings) add("lm_head", {s.vocab, ed});
+    const int64_t qDim = s.nHeads * s.headDim;
+    const int64_t kvDim = s.nKvHeads * s.headDim;
+    for (int64_t l = 0; l < s.nLayers; ++l) {
+        const std::string p = "layers." + std::to_string(l) + ".";
+        norm(p + "attn_norm", s.dim);
+        if (!(s.residual == ResidualStyle::Parallel && s.sharedParallelNorm))
+            norm(p + "mlp_norm", s.dim);
+        if (s.postNorms) {
+            norm(p + "attn_post_norm", s.dim);
+            norm(p + "mlp_post_norm", s.dim);
+        }
+        add(p + "attn.q", {qDim, s.dim});
+        add(p + "attn.k", {kvDim, s.dim});
+        add(p + "attn.v", {kvDim, s.dim});
+        add(p + "attn.o", {s.dim, qDim});
+        if (s.attnBias) {
+            add(p + "attn.q.bias", {qDim});
+            add(p + "attn.k.bias", {kvDim});
+            add(p + "attn.v.bias", {kvDim});
+        }
+        if (s.attnOutBias) add(p + "attn.o.bias", {s.dim});
+        if (s.qkNorm && s.qkNormPerHead) {
+            for (int64_t h = 0; h < s.nHeads; ++h)
+                add(p + "attn.q_norm." + std::to_string(h), {s.headDim});
+            for (int64_t h = 0; h < s.nKvHeads; ++h)
+                add(p + "attn.k_norm." + std::to_string(h), {s.headDim});
+        } else if (s.qkNorm) {
+            add(p + "attn.q_norm", {s.headDim});
+            add(p + "attn.k_norm", {s.headDim});
+        }
+        if (s.isMoe()) {
+            add(p + "mlp.router", {s.nExperts, s.dim});
+            for (int64_t e = 0; e < s.nExperts; ++e) {
+                const std::string x = p + "mlp.experts." + std::to_string(e) + ".";
+                add(x + "gate", {s.hidden, s.dim});
+                add(x + "up", {s.hidden, s.dim});
+                add(x + "down", {s.dim, s.hidden});
+            }
+            continue;
+        }
+        if (s.gatedMlp) add(p + "mlp.gate", {s.hidden, s.dim});
+        add(p + "mlp.up", {s.hidden, s.dim});
+        add(p + "mlp.down", {s.dim, s.hidden});
+        if (s.mlpBias) {
+            if (s.gatedMlp) add(p + "mlp.gate.bias", {s.hidden});
+            add(p + "mlp.up.bias", {s.hidden});
+            add(p + "mlp.down.bias", {s.dim});
+        }
+    }
+    return out;
+}
+
+} // namespace lcw
+
+namespace lcw::detail {
+
+void validateModel(const Model& m, const std::string& source) {
     const ModelSpec& s = m.spec();
     auto bad = [&](const std::string& what) { throw FormatError(source, what); };
     if (s.dim <= 0) bad("model dimension must be positive");
     if (s.nLayers <= 0) bad("layer count must be positive");
-    if (s.nHeads <= 0 || s.nKvHeads <= 0) bad("head counts must be positive");
-    if (s.nHeads % s.nKvHeads != 0)
-        bad("head count " + std::to_string(s.nHeads) + " is not a multiple of the KV head count " +
-            std::to_string(s.nKvHeads));
-    if (s.headDim <= 0 || s.headDim % 2 != 0)
-        bad("head dimension " + std::to_string(s.headDim) + " must be positive and even");
-    if (s.hidden <= 0) bad("MLP hidden size must be positive");
     if (s.vocab <= 0) bad("vocabulary size must be positive");
-    if (s.nLayers > 100000 || s.nHeads > 100000 || s.dim > (int64_t(1) << 24) ||
-        s.headDim > (int64_t(1) << 20) || s.hidden > (int64_t(1) << 26) ||
-        s.vocab > (int64_t(1) << 31))
-        bad("dimensions are implausibly large");
     if (!(s.normEps > 0)) bad("norm epsilon must be positive");
-    if (!(s.rope.theta > 0)) bad("rope theta must be positive");
-
-    const int64_t qDim = s.nHeads * s.headDim;
-    const int64_t kvDim = s.nKvHeads * s.headDim;
-    checkTensor(m, source, "embed", {s.vocab, s.dim});
-    checkTensor(m, source, "final_norm", {s.dim});
-    if (!s.tiedEmbeddings || m.find("lm_head")) checkTensor(m, source, "lm_head", {s.vocab, s.dim});
-    for (int64_t l = 0; l < s.nLayers; ++l) {
-        const std::string p = "layers." + std::to_string(l) + ".";
-        checkTensor(m, source, p + "attn_norm", {s.dim});
-        checkTensor(m, source, p + "mlp_norm", {s.dim});
-        checkTensor(m, source, p + "attn.q", {qDim, s.dim});
-        checkTensor(m, source, p + "attn.k", {kvDim, s.dim});
-        checkTensor(m, source, p + "attn.v", {kvDim, s.dim});
-        checkTensor(m, source, p + "attn.o", {s.dim, qDim});
-        checkTensor(m, source, p + "mlp.gate", {s.hidden, s.dim});
-        checkTensor(m, source, p + "mlp.up", {s.hidden, s.dim});
-        checkTensor(m, source, p + "mlp.down", {s.dim, s.hidden});
-        if (s.attnBias) {
-            checkTensor(m, source, p + "attn.q.bias", {qDim});
-            checkTensor(m, source, p + "attn.k.bias", {kvDim});
-            checkTensor(m, source, p + "attn.v.bias", {kvDim});
-        }
-        if (s.attnOutBias) checkTensor(m, source, p + "attn.o.bias", {s.dim});
-        if (s.mlpBias) {
-            checkTensor(m, source, p + "mlp.gate.bias", {s.hidden});
-            checkTensor(m, source, p + "mlp.up.bias", {s.hidden});
-            checkTensor(m, source, p + "mlp.down.bias", {s.dim});
-        }
-        if (s.qkNorm) {
-            checkTensor(m, source, p + "attn.q_norm", {s.headDim});
-            checkTensor(m, source, p + "attn.k_norm", {s.headDim});
-        }
+    if (s.isMamba()) {
+        if (s.ssmInner <= 0 || s.ssmState <= 0 || s.ssmConv <= 0 || s.ssmDtRank <= 0)
+            bad("mamba dimensions must be positive");
+        if (s.nLayers > 100000 || s.dim > (int64_t(1) << 24) || s.ssmInner > (int64_t(1) << 26) ||
+            s.ssmState > 4096 || s.ssmConv > 1024 || s.vocab > (int64_t(1) << 31))
+            bad("dimensions are implausibly large");
+    } else {
+        if (s.nHeads <= 0 || s.nKvHeads <= 0) bad("head counts must be positive");
+        if (s.nHeads % s.nKvHeads != 0)
+            bad("head count " + std::to_string(s.nHeads) +
+                " is not a multiple of the KV head count " + std::to_string(s.nKvHeads));
+        if (s.headDim <= 0 || s.headDim % 2 != 0)
+            bad("head dimension " + std::to_string(s.headDim) + " must be positive and even");
+        if (s.hidden <= 0) bad("MLP hidden size must be positive");
+        if (s.nLayers > 100000 || s.nHeads > 100000 || s.dim > (int64_t(1) << 24) ||
+            s.headDim > (int64_t(1) << 20) || s.hidden > (int64_t(1) << 26) ||
+            s.vocab > (int64_t(1) << 31) || s.nExperts > 4096)
+            bad("dimensions are implausibly large");
+        if (s.posEmbed == PosEmbedding::Rope && !(s.rope.theta > 0))
+            bad("rope theta must be positive");
+        if (s.isMoe() && (s.nExpertsPerTok <= 0 || s.nExpertsPerTok > s.nExperts))
+            bad("experts per token must be in [1, " + std::to_string(s.nExperts) + "]");
+        if (s.posEmbed == PosEmbedding::Learned && (s.maxSeq <= 0 || s.maxSeq > (int64_t(1) << 24)))
+            bad("learned position table size is implausible");
     }
+    for (const auto& e : expectedTensors(s)) checkTensor(m, source, e.name, e.shape);
 }
 
 } // namespace lcw::detail

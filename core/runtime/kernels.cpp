@@ -524,6 +524,83 @@ void rmsNorm(const float* x, const float* w, float* out, int64_t nTok, int64_t n
     }
 }
 
+void layerNorm(const float* x, const float* w, const float* b, float* out, int64_t nTok, int64_t n,
+               int64_t ld, float eps) {
+    for (int64_t t = 0; t < nTok; ++t) {
+        const float* xr = x + t * ld;
+        float* o = out + t * ld;
+        double sum = 0;
+        for (int64_t i = 0; i < n; ++i) sum += xr[i];
+        const double mean = sum / double(n);
+        double ss = 0;
+        for (int64_t i = 0; i < n; ++i) ss += (xr[i] - mean) * (xr[i] - mean);
+        const float inv = float(1.0 / std::sqrt(ss / double(n) + double(eps)));
+        const float m = float(mean);
+        for (int64_t i = 0; i < n; ++i) o[i] = (xr[i] - m) * inv * w[i] + (b ? b[i] : 0.0f);
+    }
+}
+
+Activation activationFromName(const std::string& name) {
+    if (name == "silu" || name == "swish") return Activation::Silu;
+    if (name == "gelu") return Activation::Gelu;
+    if (name == "gelu_tanh" || name == "gelu_new" || name == "gelu_pytorch_tanh")
+        return Activation::GeluTanh;
+    if (name == "relu") return Activation::Relu;
+    throw UnsupportedError("the CPU runtime does not support activation '" + name +
+                           "' (supported: silu, gelu, gelu_tanh, relu)");
+}
+
+namespace {
+inline float act1(Activation a, float x) {
+    switch (a) {
+    case Activation::Silu:
+        return x / (1.0f + std::exp(-x));
+    case Activation::Gelu:
+        return 0.5f * x * (1.0f + std::erf(x * float(1.0 / std::numbers::sqrt2)));
+    case Activation::GeluTanh: {
+        constexpr float k = 0.7978845608028654f; // sqrt(2/pi)
+        return 0.5f * x * (1.0f + std::tanh(k * (x + 0.044715f * x * x * x)));
+    }
+    case Activation::Relu:
+        return x > 0 ? x : 0.0f;
+    }
+    return x;
+}
+} // namespace
+
+void activate(Activation a, float* x, int64_t n, int threads) {
+    const int nt = resolveThreads(threads);
+#pragma omp parallel for num_threads(nt) if (n >= 65536) schedule(static)
+    for (int64_t i = 0; i < n; ++i) x[i] = act1(a, x[i]);
+}
+
+void activateGated(Activation a, float* g, const float* u, int64_t n, int threads) {
+    const int nt = resolveThreads(threads);
+    if (a == Activation::Silu) {
+#pragma omp parallel for num_threads(nt) if (n >= 65536) schedule(static)
+        for (int64_t i = 0; i < n; ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+        return;
+    }
+#pragma omp parallel for num_threads(nt) if (n >= 65536) schedule(static)
+    for (int64_t i = 0; i < n; ++i) g[i] = act1(a, g[i]) * u[i];
+}
+
+std::vector<float> alibiSlopes(int64_t nHeads) {
+    std::vector<float> out;
+    if (nHeads <= 0) return out;
+    int64_t p = 1;
+    while (p * 2 <= nHeads) p *= 2;
+    // base = 2^(-8/p): slope_h = base^(h+1)
+    const double base = std::pow(2.0, -8.0 / double(p));
+    for (int64_t h = 0; h < p; ++h) out.push_back(float(std::pow(base, double(h + 1))));
+    if (p < nHeads) {
+        const double extra = std::pow(2.0, -4.0 / double(p)); // 2^(-8/(2p))
+        for (int64_t i = 0; i < nHeads - p; ++i)
+            out.push_back(float(std::pow(extra, double(2 * i + 1))));
+    }
+    return out;
+}
+
 RopeFreqs ropeFrequencies(const RopeConfig& rope, int64_t headDim, int64_t maxSeq, int64_t seqLen) {
     RopeFreqs f;
     f.rotDim = int64_t(double(headDim) * rope.partialRotaryFactor);
@@ -637,11 +714,22 @@ void applyRope(float* x, int64_t nTok, int64_t ld, int64_t nHeads, int64_t headD
 void attention(const float* q, int64_t ldq, const float* kCache, const float* vCache, float* out,
                int64_t ldo, int64_t nTok, int64_t pos0, int64_t nHeads, int64_t nKvHeads,
                int64_t headDim, int64_t window, int threads) {
+    AttentionOptions opt;
+    opt.window = window;
+    attentionEx(q, ldq, kCache, vCache, out, ldo, nTok, pos0, nHeads, nKvHeads, headDim, opt,
+                threads);
+}
+
+void attentionEx(const float* q, int64_t ldq, const float* kCache, const float* vCache, float* out,
+                 int64_t ldo, int64_t nTok, int64_t pos0, int64_t nHeads, int64_t nKvHeads,
+                 int64_t headDim, const AttentionOptions& opt, int threads) {
     const int nt = resolveThreads(threads);
+    const int64_t window = opt.window;
+    const bool plain = opt.softcap <= 0 && opt.alibi == nullptr;
     const int64_t kvDim = nKvHeads * headDim;
     const int64_t group = nHeads / nKvHeads;
     const int64_t hd = headDim;
-    const float scale = float(1.0 / std::sqrt(double(headDim)));
+    const float scale = opt.scale > 0 ? opt.scale : float(1.0 / std::sqrt(double(headDim)));
     // Queries are processed in blocks: S = Q K^T and O = P V are then matrix products (K is
     // transposed into scratch once per block). The part of a block's key range that is masked for
     // its earlier queries is computed and zeroed, which costs ~QB/2 keys per query.
@@ -683,7 +771,22 @@ void attention(const float* q, int64_t ldq, const float* kCache, const float* vC
                 const int64_t b = p - jLo + 1; // exclusive
                 float* row = S.data() + t * nk;
                 std::fill(row, row + a, 0.0f);
-                softmaxScaled(row + a, b - a, scale);
+                if (plain) {
+                    softmaxScaled(row + a, b - a, scale);
+                } else {
+                    const float slope = opt.alibi ? opt.alibi[h] : 0.0f;
+                    for (int64_t j = a; j < b; ++j) {
+                        const float rel = float(jLo + j - p); // key position - query position
+                        float sc = row[j];
+                        if (opt.alibiBeforeScale)
+                            sc = (sc + slope * rel) * scale;
+                        else
+                            sc = sc * scale + slope * rel;
+                        if (opt.softcap > 0) sc = opt.softcap * std::tanh(sc / opt.softcap);
+                        row[j] = sc;
+                    }
+                    softmaxScaled(row + a, b - a, 1.0f);
+                }
                 std::fill(row + b, row + nk, 0.0f);
             }
             if (nq == 1) {

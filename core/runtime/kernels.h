@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <new>
 #include <span>
+#include <string>
 #include <vector>
 
 namespace lcw::kernels {
@@ -69,6 +70,32 @@ void linearBatch(std::span<const LinearJob> jobs, const float* x, int64_t ldx, i
 void rmsNorm(const float* x, const float* w, float* out, int64_t nTok, int64_t n, int64_t ld,
              float eps);
 
+/// LayerNorm: out[t] = (x[t] - mean) / sqrt(var + eps) * w (+ b) (in place allowed; b may be null).
+void layerNorm(const float* x, const float* w, const float* b, float* out, int64_t nTok, int64_t n,
+               int64_t ld, float eps);
+
+enum class Activation { Silu, Gelu, GeluTanh, Relu };
+/// "silu", "gelu", "gelu_tanh", "relu" (ModelSpec::hiddenAct); throws UnsupportedError otherwise.
+Activation activationFromName(const std::string& name);
+/// x[i] = act(x[i]) for i < n.
+void activate(Activation a, float* x, int64_t n, int threads);
+/// g[i] = act(g[i]) * u[i] for i < n (gated MLPs).
+void activateGated(Activation a, float* g, const float* u, int64_t n, int threads);
+
+/// ALiBi slopes of Press et al. as Bloom/Falcon compute them: for the largest power of two
+/// p <= nHeads, slope_h = 2^(-8(h+1)/p); the remaining heads take the odd powers of the
+/// 2p-head sequence.
+std::vector<float> alibiSlopes(int64_t nHeads);
+
+/// Options of attentionEx beyond the plain causal softmax(q.k / sqrt(d)).
+struct AttentionOptions {
+    int64_t window = 0; ///< sliding window (0 = none)
+    float scale = 0;    ///< score scale; 0 = 1/sqrt(headDim)
+    float softcap = 0;  ///< score = softcap * tanh(score / softcap) after scaling (0 = off)
+    const float* alibi = nullptr;  ///< per-head slopes: score += slope * (key pos - query pos)
+    bool alibiBeforeScale = false; ///< Falcon: (q.k + alibi) * scale instead of q.k*scale + alibi
+};
+
 /// Per-frequency inverse frequencies of a RoPE configuration (rotDim/2 values, double) and the
 /// attention scale applied to cos/sin (YaRN mscale; 1 otherwise). `maxSeq` is the model's
 /// max_position_embeddings (used when RopeConfig::originalMaxPositions is 0); `seqLen` is the
@@ -95,6 +122,11 @@ void applyRope(float* x, int64_t nTok, int64_t ld, int64_t nHeads, int64_t headD
 void attention(const float* q, int64_t ldq, const float* kCache, const float* vCache, float* out,
                int64_t ldo, int64_t nTok, int64_t pos0, int64_t nHeads, int64_t nKvHeads,
                int64_t headDim, int64_t window, int threads);
+
+/// attention() with soft-capping, ALiBi and a custom scale.
+void attentionEx(const float* q, int64_t ldq, const float* kCache, const float* vCache, float* out,
+                 int64_t ldo, int64_t nTok, int64_t pos0, int64_t nHeads, int64_t nKvHeads,
+                 int64_t headDim, const AttentionOptions& opt, int threads);
 
 /// Numerically stable log(softmax(logits)[target]) in double.
 double logSoftmaxAt(const float* logits, int64_t vocab, int64_t target);

@@ -1,4 +1,5 @@
-// Llama-family forward pass (llama, mistral, qwen2, qwen3) on the CPU.
+// Inference session: positions, batching, sampling and observers; the forward of each
+// architecture family lives in arch_*.cpp behind runtime::ArchRunner.
 //
 // Weight storage: the runtime never converts the model to float32 as a whole. F32 weights are
 // multiplied in place from the memory map; F16, BF16 and GGUF block formats are dequantised tile
@@ -9,6 +10,7 @@
 #include "core/runtime/session.h"
 
 #include "core/common/error.h"
+#include "core/runtime/arch.h"
 #include "core/runtime/kernels.h"
 #include "core/tokenizer/tokenizer.h"
 
@@ -40,177 +42,64 @@ const char* linearRoleName(LinearRole r) {
         return "mlp.down";
     case LinearRole::LmHead:
         return "lm_head";
+    case LinearRole::Router:
+        return "mlp.router";
+    case LinearRole::EmbedProjIn:
+        return "embed_proj_in";
+    case LinearRole::EmbedProjOut:
+        return "embed_proj_out";
+    case LinearRole::SsmIn:
+        return "mixer.in_proj";
+    case LinearRole::SsmX:
+        return "mixer.x_proj";
+    case LinearRole::SsmDt:
+        return "mixer.dt_proj";
+    case LinearRole::SsmOut:
+        return "mixer.out_proj";
     }
     return "?";
 }
-
-namespace {
-
-std::string shapeString(const std::vector<int64_t>& s) {
-    std::string r = "[";
-    for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
-    return r + "]";
-}
-
-const TensorView& checkTensor(const TensorView& t, const std::string& name,
-                              const std::vector<int64_t>& shape) {
-    if (t.shape != shape)
-        throw Error((t.file.empty() ? std::string() : t.file + ": ") + "tensor '" + name +
-                    "' has shape " + shapeString(t.shape) + ", the runtime expects " +
-                    shapeString(shape));
-    if (!dtypeIsFloatLike(t.dtype))
-        throw UnsupportedError((t.file.empty() ? std::string() : t.file + ": ") + "tensor '" +
-                               name + "' has dtype " + std::string(dtypeName(t.dtype)) +
-                               ", which the runtime cannot use as a weight");
-    return t;
-}
-
-const TensorView& requireTensor(const WeightSource& w, const std::string& name,
-                                const std::vector<int64_t>& shape) {
-    return checkTensor(w.get(name), name, shape);
-}
-
-std::vector<float> toFloat(const TensorView& t) {
-    std::vector<float> v(size_t(t.numel()));
-    if (t.numel() > 0) kernels::dequantizeRows(t, 0, t.rows(), v.data());
-    return v;
-}
-
-std::vector<float> optionalVector(const WeightSource& w, const std::string& name, int64_t n) {
-    const TensorView* t = w.find(name);
-    if (!t) return {};
-    if (t->numel() != n)
-        throw Error((t->file.empty() ? std::string() : t->file + ": ") + "tensor '" + name +
-                    "' has shape " + shapeString(t->shape) + ", expected " + std::to_string(n) +
-                    " elements");
-    return toFloat(*t);
-}
-
-struct LayerWeights {
-    const TensorView *q = nullptr, *k = nullptr, *v = nullptr, *o = nullptr;
-    const TensorView *gate = nullptr, *up = nullptr, *down = nullptr;
-    std::vector<float> attnNorm, mlpNorm, qNorm, kNorm;
-    std::vector<float> bq, bk, bv, bo, bGate, bUp, bDown;
-    bool sliding = false;
-    std::string name[7]; // canonical names of q k v o gate up down
-};
-
-inline const float* ptrOrNull(const std::vector<float>& v) {
-    return v.empty() ? nullptr : v.data();
-}
-
-} // namespace
 
 struct Session::Impl {
     const WeightSource& w;
     const ModelSpec& s;
     SessionOptions opts;
     int64_t ctx = 0, batch = 0, pos = 0;
-    int64_t qDim = 0, kvDim = 0;
     int threads = 0;
-
-    const TensorView* embed = nullptr;
-    const TensorView* lmHead = nullptr;
-    std::vector<float> finalNorm;
-    std::vector<LayerWeights> layers;
-    kernels::RopeFreqs rope; // for every rope type but dynamic
-
-    // KV cache per layer, [rows, kvDim], grown on demand up to ctx rows.
-    std::vector<kernels::FloatBuffer> kCache, vCache;
-    int64_t cacheRows = 0;
-
-    // Scratch for one batch of up to `batch` tokens.
-    kernels::FloatBuffer h, xn, q, k, kPre, v, att, tmp, gate, up, cosT, sinT;
     std::vector<Observer*> observers;
     std::vector<int32_t> eos;
+    std::unique_ptr<runtime::ArchRunner> runner;
 
     Impl(const WeightSource& ws, SessionOptions o) : w(ws), s(ws.spec()), opts(o) {}
 
-    void validateAndBind();
-    void ensureCache(int64_t rows);
-    void runBatch(const int32_t* ids, int64_t n, int64_t logitsFrom, float* logitsOut);
-    void checkFinite(const float* logits, int64_t rows);
-
-    void notifyLinear(int layer, LinearRole role, const std::string& name, const float* x,
-                      int64_t n, int64_t dim) {
-        for (Observer* o : observers) o->onLinearInput(layer, role, name, x, n, dim);
+    void bind();
+    void runBatch(const int32_t* ids, int64_t n, int64_t logitsFrom, float* logitsOut) {
+        runner->run(ids, n, pos, logitsFrom, logitsOut);
+        pos += n;
+        if (logitsFrom < n) checkFinite(logitsOut, n - logitsFrom);
     }
+    void checkFinite(const float* logits, int64_t rows);
 };
 
-void Session::Impl::validateAndBind() {
-    static const char* kArchs[] = {"llama", "mistral", "qwen2", "qwen3"};
+void Session::Impl::bind() {
+    static const char* kArchs[] = {"llama",    "mistral",  "qwen2",   "qwen3", "gemma",
+                                   "gemma2",   "phi3",     "mixtral", "opt",   "gpt2",
+                                   "gpt_neox", "stablelm", "falcon",  "bloom", "mamba"};
     if (std::find_if(std::begin(kArchs), std::end(kArchs),
-                     [&](const char* a) { return s.arch == a; }) == std::end(kArchs))
+                     [&](const char* a) { return s.arch == a; }) == std::end(kArchs)) {
+        std::string list;
+        for (const char* a : kArchs) list += (list.empty() ? "" : ", ") + std::string(a);
         throw UnsupportedError("the CPU runtime does not support architecture '" + s.arch +
-                               "' (supported: llama, mistral, qwen2, qwen3)");
-    if (s.hiddenAct != "silu" && s.hiddenAct != "swish")
-        throw UnsupportedError("the CPU runtime does not support activation '" + s.hiddenAct +
-                               "' (supported: silu)");
-    if (s.dim <= 0 || s.nLayers <= 0 || s.nHeads <= 0 || s.nKvHeads <= 0 || s.headDim <= 0 ||
-        s.hidden <= 0 || s.vocab <= 0)
-        throw ArgumentError("model spec has non-positive dimensions");
-    if (s.nHeads % s.nKvHeads != 0)
-        throw ArgumentError("num_attention_heads (" + std::to_string(s.nHeads) +
-                            ") is not a multiple of num_key_value_heads (" +
-                            std::to_string(s.nKvHeads) + ")");
-    qDim = s.nHeads * s.headDim;
-    kvDim = s.nKvHeads * s.headDim;
-
-    embed = &requireTensor(w, "embed", {s.vocab, s.dim});
-    lmHead = &checkTensor(w.lmHead(), w.find("lm_head") ? "lm_head" : "embed (tied lm_head)",
-                          {s.vocab, s.dim});
-    finalNorm = toFloat(requireTensor(w, "final_norm", {s.dim}));
-
-    layers.resize(size_t(s.nLayers));
-    for (int64_t l = 0; l < s.nLayers; ++l) {
-        LayerWeights& L = layers[size_t(l)];
-        const std::string p = "layers." + std::to_string(l) + ".";
-        L.name[0] = p + "attn.q", L.name[1] = p + "attn.k", L.name[2] = p + "attn.v";
-        L.name[3] = p + "attn.o", L.name[4] = p + "mlp.gate", L.name[5] = p + "mlp.up";
-        L.name[6] = p + "mlp.down";
-        L.attnNorm = toFloat(requireTensor(w, p + "attn_norm", {s.dim}));
-        L.mlpNorm = toFloat(requireTensor(w, p + "mlp_norm", {s.dim}));
-        L.q = &requireTensor(w, L.name[0], {qDim, s.dim});
-        L.k = &requireTensor(w, L.name[1], {kvDim, s.dim});
-        L.v = &requireTensor(w, L.name[2], {kvDim, s.dim});
-        L.o = &requireTensor(w, L.name[3], {s.dim, qDim});
-        L.gate = &requireTensor(w, L.name[4], {s.hidden, s.dim});
-        L.up = &requireTensor(w, L.name[5], {s.hidden, s.dim});
-        L.down = &requireTensor(w, L.name[6], {s.dim, s.hidden});
-        if (s.qkNorm) {
-            L.qNorm = toFloat(requireTensor(w, p + "attn.q_norm", {s.headDim}));
-            L.kNorm = toFloat(requireTensor(w, p + "attn.k_norm", {s.headDim}));
-        }
-        // Biases are used whenever present (the spec flags only say which to expect).
-        L.bq = optionalVector(w, L.name[0] + ".bias", qDim);
-        L.bk = optionalVector(w, L.name[1] + ".bias", kvDim);
-        L.bv = optionalVector(w, L.name[2] + ".bias", kvDim);
-        L.bo = optionalVector(w, L.name[3] + ".bias", s.dim);
-        L.bGate = optionalVector(w, L.name[4] + ".bias", s.hidden);
-        L.bUp = optionalVector(w, L.name[5] + ".bias", s.hidden);
-        L.bDown = optionalVector(w, L.name[6] + ".bias", s.dim);
-        if (s.attnBias && (L.bq.empty() || L.bk.empty() || L.bv.empty()))
-            throw Error("model spec says q/k/v have biases but layer " + std::to_string(l) +
-                        " lacks them");
-        L.sliding = s.layerIsSliding(l);
+                               "' (supported: " + list + ")");
     }
+    const runtime::RunEnv env{w, s, threads, ctx, batch, observers};
+    runner = s.isMamba() ? runtime::makeMambaRunner(env) : runtime::makeTransformerRunner(env);
 
     eos = s.eosIds;
     if (const auto* model = dynamic_cast<const Model*>(&w); model && model->hasTokenizer()) {
         const int32_t e = model->tokenizer().eosId();
         if (e >= 0 && std::find(eos.begin(), eos.end(), e) == eos.end()) eos.push_back(e);
     }
-}
-
-void Session::Impl::ensureCache(int64_t rows) {
-    if (rows <= cacheRows) return;
-    int64_t n = std::max<int64_t>({rows, 2 * cacheRows, 256});
-    n = std::min(n, ctx);
-    for (int64_t l = 0; l < s.nLayers; ++l) {
-        kCache[size_t(l)].resize(size_t(n * kvDim));
-        vCache[size_t(l)].resize(size_t(n * kvDim));
-    }
-    cacheRows = n;
 }
 
 void Session::Impl::checkFinite(const float* logits, int64_t rows) {
@@ -226,116 +115,20 @@ void Session::Impl::checkFinite(const float* logits, int64_t rows) {
     }
 }
 
-void Session::Impl::runBatch(const int32_t* ids, int64_t n, int64_t logitsFrom, float* logitsOut) {
-    const int64_t dim = s.dim, hd = s.headDim, pos0 = pos;
-    const int nt = threads;
-    ensureCache(pos0 + n);
-
-    for (int64_t t = 0; t < n; ++t) kernels::dequantizeRows(*embed, ids[t], 1, h.data() + t * dim);
-
-    // RoPE tables for this batch's positions, shared by all layers.
-    const kernels::RopeFreqs* rf = &rope;
-    kernels::RopeFreqs dyn;
-    if (s.rope.type == RopeType::Dynamic) {
-        dyn = kernels::ropeFrequencies(s.rope, hd, s.maxSeq, pos0 + n);
-        rf = &dyn;
-    }
-    kernels::ropeTables(*rf, pos0, n, cosT.data(), sinT.data());
-    const bool observed = !observers.empty();
-
-    for (int64_t l = 0; l < s.nLayers; ++l) {
-        const int li = int(l);
-        LayerWeights& L = layers[size_t(l)];
-        // ---- attention ----
-        kernels::rmsNorm(h.data(), L.attnNorm.data(), xn.data(), n, dim, dim, s.normEps);
-        if (observed) {
-            notifyLinear(li, LinearRole::Q, L.name[0], xn.data(), n, dim);
-            notifyLinear(li, LinearRole::K, L.name[1], xn.data(), n, dim);
-            notifyLinear(li, LinearRole::V, L.name[2], xn.data(), n, dim);
-        }
-        const kernels::LinearJob qkv[3] = {{L.q, q.data(), qDim, ptrOrNull(L.bq)},
-                                           {L.k, k.data(), kvDim, ptrOrNull(L.bk)},
-                                           {L.v, v.data(), kvDim, ptrOrNull(L.bv)}};
-        kernels::linearBatch(qkv, xn.data(), dim, n, nt);
-        if (s.qkNorm) {
-            kernels::rmsNorm(q.data(), L.qNorm.data(), q.data(), n * s.nHeads, hd, hd, s.normEps);
-            kernels::rmsNorm(k.data(), L.kNorm.data(), k.data(), n * s.nKvHeads, hd, hd, s.normEps);
-        }
-        if (observed) std::copy(k.begin(), k.begin() + n * kvDim, kPre.begin());
-        kernels::applyRope(q.data(), n, qDim, s.nHeads, hd, rf->rotDim, s.rope.interleaved,
-                           cosT.data(), sinT.data());
-        kernels::applyRope(k.data(), n, kvDim, s.nKvHeads, hd, rf->rotDim, s.rope.interleaved,
-                           cosT.data(), sinT.data());
-        if (observed)
-            for (Observer* o : observers)
-                o->onKV(li, kPre.data(), k.data(), v.data(), n, s.nKvHeads, hd, pos0);
-        std::copy(k.begin(), k.begin() + n * kvDim, kCache[size_t(l)].begin() + pos0 * kvDim);
-        std::copy(v.begin(), v.begin() + n * kvDim, vCache[size_t(l)].begin() + pos0 * kvDim);
-        kernels::attention(q.data(), qDim, kCache[size_t(l)].data(), vCache[size_t(l)].data(),
-                           att.data(), qDim, n, pos0, s.nHeads, s.nKvHeads, hd,
-                           L.sliding ? s.slidingWindow : 0, nt);
-        if (observed) notifyLinear(li, LinearRole::O, L.name[3], att.data(), n, qDim);
-        kernels::linear(*L.o, att.data(), qDim, n, tmp.data(), dim, ptrOrNull(L.bo), nt);
-        for (int64_t i = 0; i < n * dim; ++i) h[size_t(i)] += tmp[size_t(i)];
-
-        // ---- MLP (SwiGLU) ----
-        kernels::rmsNorm(h.data(), L.mlpNorm.data(), xn.data(), n, dim, dim, s.normEps);
-        if (observed) {
-            notifyLinear(li, LinearRole::Gate, L.name[4], xn.data(), n, dim);
-            notifyLinear(li, LinearRole::Up, L.name[5], xn.data(), n, dim);
-        }
-        const kernels::LinearJob gateUp[2] = {{L.gate, gate.data(), s.hidden, ptrOrNull(L.bGate)},
-                                              {L.up, up.data(), s.hidden, ptrOrNull(L.bUp)}};
-        kernels::linearBatch(gateUp, xn.data(), dim, n, nt);
-        const int64_t nh = n * s.hidden;
-        float* g = gate.data();
-        const float* u = up.data();
-#pragma omp parallel for num_threads(nt) if (nh >= 65536) schedule(static)
-        for (int64_t i = 0; i < nh; ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
-        if (observed) notifyLinear(li, LinearRole::Down, L.name[6], gate.data(), n, s.hidden);
-        kernels::linear(*L.down, gate.data(), s.hidden, n, tmp.data(), dim, ptrOrNull(L.bDown), nt);
-        for (int64_t i = 0; i < n * dim; ++i) h[size_t(i)] += tmp[size_t(i)];
-        if (observed)
-            for (Observer* o : observers) o->onResidual(li, h.data(), n, dim);
-    }
-
-    pos = pos0 + n;
-    if (logitsFrom >= n) return;
-    const int64_t nOut = n - logitsFrom;
-    float* xo = xn.data() + logitsFrom * dim;
-    kernels::rmsNorm(h.data() + logitsFrom * dim, finalNorm.data(), xo, nOut, dim, dim, s.normEps);
-    if (observed) notifyLinear(int(s.nLayers), LinearRole::LmHead, "lm_head", xo, nOut, dim);
-    kernels::linear(*lmHead, xo, dim, nOut, logitsOut, s.vocab, nullptr, nt);
-    checkFinite(logitsOut, nOut);
-}
-
 Session::Session(const WeightSource& weights, SessionOptions opts)
     : m(std::make_unique<Impl>(weights, opts)) {
-    m->validateAndBind();
     const ModelSpec& s = m->s;
     if (opts.contextLength < 0) throw ArgumentError("context length must be >= 0");
     m->ctx = opts.contextLength > 0 ? opts.contextLength : s.maxSeq;
     if (m->ctx <= 0) m->ctx = 2048;
+    if (s.posEmbed == PosEmbedding::Learned && !s.isMamba() && m->ctx > s.maxSeq)
+        throw ArgumentError("context length " + std::to_string(m->ctx) +
+                            " exceeds the model's learned position table (" +
+                            std::to_string(s.maxSeq) + " positions)");
     if (opts.batchSize <= 0) throw ArgumentError("batch size must be > 0");
     m->batch = std::min(opts.batchSize, m->ctx);
     m->threads = opts.threads > 0 ? opts.threads : omp_get_max_threads();
-    m->rope = kernels::ropeFrequencies(s.rope, s.headDim, s.maxSeq, m->ctx);
-    m->kCache.resize(size_t(s.nLayers));
-    m->vCache.resize(size_t(s.nLayers));
-
-    const size_t B = size_t(m->batch);
-    m->h.resize(B * size_t(s.dim));
-    m->xn.resize(B * size_t(s.dim));
-    m->tmp.resize(B * size_t(s.dim));
-    m->q.resize(B * size_t(m->qDim));
-    m->att.resize(B * size_t(m->qDim));
-    m->k.resize(B * size_t(m->kvDim));
-    m->kPre.resize(B * size_t(m->kvDim));
-    m->v.resize(B * size_t(m->kvDim));
-    m->gate.resize(B * size_t(s.hidden));
-    m->up.resize(B * size_t(s.hidden));
-    m->cosT.resize(B * size_t(m->rope.rotDim / 2));
-    m->sinT.resize(B * size_t(m->rope.rotDim / 2));
+    m->bind();
 }
 
 Session::~Session() = default;
@@ -432,6 +225,14 @@ void Session::removeObserver(Observer* o) {
 
 const WeightSource& Session::weights() const {
     return m->w;
+}
+
+std::vector<std::vector<int64_t>> Session::expertTokenCounts() const {
+    return m->runner->expertTokenCounts();
+}
+
+void Session::resetExpertTokenCounts() {
+    m->runner->resetExpertTokenCounts();
 }
 
 int32_t sampleToken(const float* logits, int64_t vocab, const SamplingParams& p,

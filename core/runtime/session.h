@@ -17,8 +17,29 @@
 namespace lcw {
 
 /// Roles of the linear layers the observers see.
-enum class LinearRole { Q, K, V, O, Gate, Up, Down, LmHead };
-const char* linearRoleName(LinearRole r); // "attn.q", ..., "mlp.down", "lm_head"
+/// Non-gated MLPs (OPT, GPT-2, NeoX, Falcon, Bloom) report fc1 as Up and fc2 as Down; Mixtral's
+/// experts report Gate/Up/Down with their expert names ("layers.N.mlp.experts.E.up") and see only
+/// the tokens routed to them. Mamba's linears are SsmIn/SsmX/SsmDt/SsmOut.
+enum class LinearRole {
+    Q,
+    K,
+    V,
+    O,
+    Gate,
+    Up,
+    Down,
+    LmHead,
+    Router,       ///< MoE router ("layers.N.mlp.router")
+    EmbedProjIn,  ///< OPT project_in (layer -1)
+    EmbedProjOut, ///< OPT project_out (layer = nLayers)
+    SsmIn,
+    SsmX,
+    SsmDt,
+    SsmOut ///< Mamba in_proj, x_proj, dt_proj, out_proj
+};
+/// "attn.q", ..., "mlp.down", "lm_head", "mlp.router", "embed_proj_in", "embed_proj_out",
+/// "mixer.in_proj", "mixer.x_proj", "mixer.dt_proj", "mixer.out_proj"
+const char* linearRoleName(LinearRole r);
 
 /// Observers receive float32 row-major activations [nTokens, dim] for the tokens being processed.
 /// Callbacks run on the thread that called forward(); pointers are valid only during the call.
@@ -39,6 +60,12 @@ public:
                       int64_t nTokens, int64_t nKvHeads, int64_t headDim, int64_t pos0) {
         (void)layer, (void)kPreRope, (void)kPostRope, (void)v, (void)nTokens, (void)nKvHeads,
             (void)headDim, (void)pos0;
+    }
+    /// Mixture of experts: the top-k experts chosen for each of the nTokens tokens and their
+    /// (renormalised) weights, both [nTokens, topK], before the experts run.
+    virtual void onExpertRouting(int layer, const int32_t* experts, const float* weights,
+                                 int64_t nTokens, int64_t topK) {
+        (void)layer, (void)experts, (void)weights, (void)nTokens, (void)topK;
     }
     /// Residual stream after block `layer` [nTokens, dim].
     virtual void onResidual(int layer, const float* h, int64_t nTokens, int64_t dim) {
@@ -101,6 +128,12 @@ public:
     void removeObserver(Observer* o);
 
     const WeightSource& weights() const;
+
+    /// Mixture-of-experts models: tokens routed to each expert since the session was created (or
+    /// since resetExpertTokenCounts()), [layer][expert]; empty for dense models. Experts that see
+    /// no calibration tokens cannot be calibrated.
+    std::vector<std::vector<int64_t>> expertTokenCounts() const;
+    void resetExpertTokenCounts();
 
 private:
     struct Impl;

@@ -1,0 +1,76 @@
+#pragma once
+/// \file
+/// Internal to core/runtime: one forward implementation per architecture family behind a common
+/// interface. Session owns the position, batching, sampling and observers; a runner owns the
+/// weights it bound, its caches (KV or recurrent state) and the scratch of one batch.
+///   arch_transformer.cpp  attention families (Llama, Mistral, Qwen, Gemma/Gemma2, Phi-3,
+///                         Mixtral, OPT, GPT-2, GPT-NeoX, StableLM, Falcon, Bloom)
+///   arch_mamba.cpp        Mamba selective state-space blocks
+#include "core/model/model.h"
+#include "core/runtime/kernels.h"
+#include "core/runtime/session.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace lcw::runtime {
+
+struct RunEnv {
+    const WeightSource& w;
+    const ModelSpec& s;
+    int threads = 0;
+    int64_t ctx = 0;   ///< cache capacity in tokens
+    int64_t batch = 0; ///< most tokens per run() call
+    const std::vector<Observer*>& observers;
+
+    void notifyLinear(int layer, LinearRole role, const std::string& name, const float* x,
+                      int64_t n, int64_t dim) const {
+        for (Observer* o : observers) o->onLinearInput(layer, role, name, x, n, dim);
+    }
+};
+
+class ArchRunner {
+public:
+    virtual ~ArchRunner() = default;
+    /// Processes n tokens at positions pos0.. (pos0 == 0 starts a fresh sequence); writes the
+    /// logits of tokens logitsFrom..n-1 to logitsOut [n - logitsFrom, vocab].
+    virtual void run(const int32_t* ids, int64_t n, int64_t pos0, int64_t logitsFrom,
+                     float* logitsOut) = 0;
+    /// Mixture of experts: tokens routed to each expert so far, [layer][expert]; empty otherwise.
+    virtual std::vector<std::vector<int64_t>> expertTokenCounts() const { return {}; }
+    virtual void resetExpertTokenCounts() {}
+};
+
+std::unique_ptr<ArchRunner> makeTransformerRunner(const RunEnv& env);
+std::unique_ptr<ArchRunner> makeMambaRunner(const RunEnv& env);
+
+// ---- helpers shared by the runners (arch_common.cpp) ----
+const TensorView& checkTensor(const TensorView& t, const std::string& name,
+                              const std::vector<int64_t>& shape);
+const TensorView& requireTensor(const WeightSource& w, const std::string& name,
+                                const std::vector<int64_t>& shape);
+std::vector<float> toFloat(const TensorView& t);
+/// Empty when absent; throws when present with another size.
+std::vector<float> optionalVector(const WeightSource& w, const std::string& name, int64_t n);
+inline const float* ptrOrNull(const std::vector<float>& v) {
+    return v.empty() ? nullptr : v.data();
+}
+
+/// A normalisation layer bound to float weights (RMSNorm, Gemma's (1+w) folded in, or LayerNorm).
+struct Norm {
+    std::vector<float> w, b;
+    bool layer = false;
+    float eps = 1e-5f;
+    bool present() const { return !w.empty(); }
+    void apply(const float* x, float* out, int64_t nTok, int64_t n, int64_t ld) const {
+        if (layer)
+            kernels::layerNorm(x, w.data(), ptrOrNull(b), out, nTok, n, ld, eps);
+        else
+            kernels::rmsNorm(x, w.data(), out, nTok, n, ld, eps);
+    }
+};
+/// Binds norm `name` ([n], + name.bias for LayerNorm with biases) following the spec.
+Norm bindNorm(const WeightSource& w, const ModelSpec& s, const std::string& name, int64_t n);
+
+} // namespace lcw::runtime

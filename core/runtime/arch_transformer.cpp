@@ -1,0 +1,482 @@
+// Attention-family forward on the CPU: Llama, Mistral, Qwen2/3, Gemma, Gemma2, Phi-3, Mixtral,
+// OPT, GPT-2, GPT-NeoX (Pythia), StableLM, Falcon and Bloom.
+//
+// Every family is the same skeleton (embedding → blocks → final norm → lm_head); the spec picks
+// the variant of each part:
+//   embedding   token rows (× √dim for Gemma), OPT's projection, learned positions, Bloom's norm
+//   norms       RMSNorm (Gemma: 1 + w) or LayerNorm with bias
+//   block       pre-norm, post-norm (OPT-350m), parallel (NeoX, Falcon, StableLM), Gemma2's extra
+//               post-norms, Bloom's residual taken after the norm
+//   attention   RoPE (full or partial), learned positions or ALiBi; soft-capping; sliding window
+//   MLP         gated (SwiGLU / GeGLU), plain fc1 → act → fc2, or a sparse mixture of experts
+// Weight storage: see session.cpp (weights are used in place, tile by tile).
+#include "core/common/error.h"
+#include "core/runtime/arch.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+namespace lcw::runtime {
+
+namespace {
+
+struct Expert {
+    const TensorView *gate = nullptr, *up = nullptr, *down = nullptr;
+    std::string name[3];
+};
+
+struct Layer {
+    Norm attnNorm, mlpNorm, attnPostNorm, mlpPostNorm;
+    const TensorView *q = nullptr, *k = nullptr, *v = nullptr, *o = nullptr;
+    const TensorView *gate = nullptr, *up = nullptr, *down = nullptr, *router = nullptr;
+    std::vector<Expert> experts;
+    std::vector<float> qNorm, kNorm; // Qwen3: [headDim]; StableLM: [heads * headDim]
+    std::vector<float> bq, bk, bv, bo, bGate, bUp, bDown;
+    bool sliding = false;
+    float scale = 1.0f;
+    std::string name[8]; // q k v o gate up down router
+};
+
+class TransformerRunner final : public ArchRunner {
+public:
+    explicit TransformerRunner(const RunEnv& e) : env(e), s(e.s), w(e.w) { bind(); }
+
+    void run(const int32_t* ids, int64_t n, int64_t pos0, int64_t logitsFrom,
+             float* logitsOut) override;
+    std::vector<std::vector<int64_t>> expertTokenCounts() const override { return counts; }
+    void resetExpertTokenCounts() override {
+        for (auto& c : counts) std::fill(c.begin(), c.end(), 0);
+    }
+
+private:
+    RunEnv env;
+    const ModelSpec& s;
+    const WeightSource& w;
+    kernels::Activation act = kernels::Activation::Silu;
+    int64_t qDim = 0, kvDim = 0, ed = 0;
+    const TensorView *embed = nullptr, *lmHead = nullptr, *posEmbed = nullptr;
+    const TensorView *projIn = nullptr, *projOut = nullptr;
+    Norm embedNorm, finalNorm;
+    std::vector<Layer> layers;
+    std::vector<float> alibi;
+    kernels::RopeFreqs rope;
+    std::vector<std::vector<int64_t>> counts; // MoE: [layer][expert]
+
+    std::vector<kernels::FloatBuffer> kCache, vCache;
+    int64_t cacheRows = 0;
+    kernels::FloatBuffer h, xn, tmp, tmp2, q, k, kPre, v, att, gate, up, cosT, sinT;
+    kernels::FloatBuffer xe, ye, routerLogits; // embedding projection / MoE scratch
+    std::vector<std::vector<int32_t>> expTok;  // MoE: tokens routed to each expert
+    std::vector<std::vector<float>> expW;      // ... and their routing weights
+    std::vector<int32_t> routeIds;
+    std::vector<float> routeW;
+
+    void bind();
+    void ensureCache(int64_t rows);
+    void embedTokens(const int32_t* ids, int64_t n, int64_t pos0);
+    void attention(int64_t l, const float* x, int64_t n, int64_t pos0, const kernels::RopeFreqs* rf,
+                   float* out);
+    void mlp(int64_t l, const float* x, int64_t n, float* out);
+    void moe(int64_t l, const float* x, int64_t n, float* out);
+    bool observed() const { return !env.observers.empty(); }
+};
+
+void TransformerRunner::bind() {
+    act = kernels::activationFromName(s.hiddenAct);
+    if (s.dim <= 0 || s.nLayers <= 0 || s.nHeads <= 0 || s.nKvHeads <= 0 || s.headDim <= 0 ||
+        s.hidden <= 0 || s.vocab <= 0)
+        throw ArgumentError("model spec has non-positive dimensions");
+    if (s.nHeads % s.nKvHeads != 0)
+        throw ArgumentError("num_attention_heads (" + std::to_string(s.nHeads) +
+                            ") is not a multiple of num_key_value_heads (" +
+                            std::to_string(s.nKvHeads) + ")");
+    qDim = s.nHeads * s.headDim;
+    kvDim = s.nKvHeads * s.headDim;
+    ed = s.embeddingDim();
+    const int64_t dim = s.dim;
+
+    embed = &requireTensor(w, "embed", {s.vocab, ed});
+    lmHead = &checkTensor(w.lmHead(), w.find("lm_head") ? "lm_head" : "embed (tied lm_head)",
+                          {s.vocab, ed});
+    if (s.finalNorm) finalNorm = bindNorm(w, s, "final_norm", dim);
+    if (s.embedNorm) embedNorm = bindNorm(w, s, "embed_norm", dim);
+    if (s.posEmbed == PosEmbedding::Learned)
+        posEmbed = &requireTensor(w, "pos_embed", {s.maxSeq + s.posOffset, dim});
+    if (ed != dim) {
+        projIn = &requireTensor(w, "embed_proj_in", {dim, ed});
+        projOut = &requireTensor(w, "embed_proj_out", {ed, dim});
+    }
+    if (s.posEmbed == PosEmbedding::Alibi) alibi = kernels::alibiSlopes(s.nHeads);
+
+    const bool sharedNorm = s.residual == ResidualStyle::Parallel && s.sharedParallelNorm;
+    layers.resize(size_t(s.nLayers));
+    for (int64_t l = 0; l < s.nLayers; ++l) {
+        Layer& L = layers[size_t(l)];
+        const std::string p = "layers." + std::to_string(l) + ".";
+        L.name[0] = p + "attn.q", L.name[1] = p + "attn.k", L.name[2] = p + "attn.v";
+        L.name[3] = p + "attn.o", L.name[4] = p + "mlp.gate", L.name[5] = p + "mlp.up";
+        L.name[6] = p + "mlp.down", L.name[7] = p + "mlp.router";
+        L.attnNorm = bindNorm(w, s, p + "attn_norm", dim);
+        if (!sharedNorm) L.mlpNorm = bindNorm(w, s, p + "mlp_norm", dim);
+        if (s.postNorms) {
+            L.attnPostNorm = bindNorm(w, s, p + "attn_post_norm", dim);
+            L.mlpPostNorm = bindNorm(w, s, p + "mlp_post_norm", dim);
+        }
+        L.q = &requireTensor(w, L.name[0], {qDim, dim});
+        L.k = &requireTensor(w, L.name[1], {kvDim, dim});
+        L.v = &requireTensor(w, L.name[2], {kvDim, dim});
+        L.o = &requireTensor(w, L.name[3], {dim, qDim});
+        if (s.qkNorm && s.qkNormPerHead) {
+            for (int64_t hh = 0; hh < s.nHeads; ++hh) {
+                auto v =
+                    toFloat(requireTensor(w, p + "attn.q_norm." + std::to_string(hh), {s.headDim}));
+                L.qNorm.insert(L.qNorm.end(), v.begin(), v.end());
+            }
+            for (int64_t hh = 0; hh < s.nKvHeads; ++hh) {
+                auto v =
+                    toFloat(requireTensor(w, p + "attn.k_norm." + std::to_string(hh), {s.headDim}));
+                L.kNorm.insert(L.kNorm.end(), v.begin(), v.end());
+            }
+        } else if (s.qkNorm) {
+            L.qNorm = toFloat(requireTensor(w, p + "attn.q_norm", {s.headDim}));
+            L.kNorm = toFloat(requireTensor(w, p + "attn.k_norm", {s.headDim}));
+        }
+        // Biases are used whenever present (the spec flags only say which to expect).
+        L.bq = optionalVector(w, L.name[0] + ".bias", qDim);
+        L.bk = optionalVector(w, L.name[1] + ".bias", kvDim);
+        L.bv = optionalVector(w, L.name[2] + ".bias", kvDim);
+        L.bo = optionalVector(w, L.name[3] + ".bias", dim);
+        if (s.attnBias && (L.bq.empty() || L.bk.empty() || L.bv.empty()))
+            throw Error("model spec says q/k/v have biases but layer " + std::to_string(l) +
+                        " lacks them");
+        if (s.isMoe()) {
+            L.router = &requireTensor(w, L.name[7], {s.nExperts, dim});
+            L.experts.resize(size_t(s.nExperts));
+            for (int64_t e = 0; e < s.nExperts; ++e) {
+                Expert& E = L.experts[size_t(e)];
+                const std::string x = p + "mlp.experts." + std::to_string(e) + ".";
+                E.name[0] = x + "gate", E.name[1] = x + "up", E.name[2] = x + "down";
+                E.gate = &requireTensor(w, E.name[0], {s.hidden, dim});
+                E.up = &requireTensor(w, E.name[1], {s.hidden, dim});
+                E.down = &requireTensor(w, E.name[2], {dim, s.hidden});
+            }
+        } else {
+            if (s.gatedMlp) L.gate = &requireTensor(w, L.name[4], {s.hidden, dim});
+            L.up = &requireTensor(w, L.name[5], {s.hidden, dim});
+            L.down = &requireTensor(w, L.name[6], {dim, s.hidden});
+            if (s.gatedMlp) L.bGate = optionalVector(w, L.name[4] + ".bias", s.hidden);
+            L.bUp = optionalVector(w, L.name[5] + ".bias", s.hidden);
+            L.bDown = optionalVector(w, L.name[6] + ".bias", dim);
+        }
+        L.sliding = s.layerIsSliding(l);
+        L.scale = s.attnScale > 0 ? s.attnScale : float(1.0 / std::sqrt(double(s.headDim)));
+        if (s.scaleByInverseLayer) L.scale /= float(l + 1);
+    }
+    if (s.isMoe()) counts.assign(size_t(s.nLayers), std::vector<int64_t>(size_t(s.nExperts), 0));
+
+    if (s.posEmbed == PosEmbedding::Rope)
+        rope = kernels::ropeFrequencies(s.rope, s.headDim, s.maxSeq, env.ctx);
+    kCache.resize(size_t(s.nLayers));
+    vCache.resize(size_t(s.nLayers));
+    const size_t B = size_t(env.batch);
+    h.resize(B * size_t(dim));
+    xn.resize(B * size_t(dim));
+    tmp.resize(B * size_t(dim));
+    if (s.residual == ResidualStyle::Parallel) tmp2.resize(B * size_t(dim));
+    q.resize(B * size_t(qDim));
+    att.resize(B * size_t(qDim));
+    k.resize(B * size_t(kvDim));
+    kPre.resize(B * size_t(kvDim));
+    v.resize(B * size_t(kvDim));
+    gate.resize(B * size_t(s.hidden));
+    up.resize(B * size_t(s.hidden));
+    if (ed != dim || s.isMoe()) {
+        xe.resize(B * size_t(std::max(dim, ed)));
+        ye.resize(B * size_t(dim));
+    }
+    if (s.isMoe()) {
+        routerLogits.resize(B * size_t(s.nExperts));
+        expTok.resize(size_t(s.nExperts));
+        expW.resize(size_t(s.nExperts));
+    }
+    cosT.resize(B * size_t(rope.rotDim / 2));
+    sinT.resize(B * size_t(rope.rotDim / 2));
+}
+
+void TransformerRunner::ensureCache(int64_t rows) {
+    if (rows <= cacheRows) return;
+    int64_t n = std::max<int64_t>({rows, 2 * cacheRows, 256});
+    n = std::min(n, env.ctx);
+    for (int64_t l = 0; l < s.nLayers; ++l) {
+        kCache[size_t(l)].resize(size_t(n * kvDim));
+        vCache[size_t(l)].resize(size_t(n * kvDim));
+    }
+    cacheRows = n;
+}
+
+void TransformerRunner::embedTokens(const int32_t* ids, int64_t n, int64_t pos0) {
+    const int64_t dim = s.dim;
+    if (projIn) {
+        // OPT with word_embed_proj_dim != hidden_size: embeddings live in the smaller space.
+        for (int64_t t = 0; t < n; ++t)
+            kernels::dequantizeRows(*embed, ids[t], 1, xe.data() + t * ed);
+        if (observed())
+            env.notifyLinear(-1, LinearRole::EmbedProjIn, "embed_proj_in", xe.data(), n, ed);
+        kernels::linear(*projIn, xe.data(), ed, n, h.data(), dim, nullptr, env.threads);
+    } else {
+        for (int64_t t = 0; t < n; ++t)
+            kernels::dequantizeRows(*embed, ids[t], 1, h.data() + t * dim);
+    }
+    if (s.embedScale != 1.0f)
+        for (int64_t i = 0; i < n * dim; ++i) h[size_t(i)] *= s.embedScale;
+    if (posEmbed) {
+        for (int64_t t = 0; t < n; ++t) {
+            kernels::dequantizeRows(*posEmbed, pos0 + t + s.posOffset, 1, tmp.data());
+            float* hr = h.data() + t * dim;
+            for (int64_t i = 0; i < dim; ++i) hr[i] += tmp[size_t(i)];
+        }
+    }
+    if (embedNorm.present()) embedNorm.apply(h.data(), h.data(), n, dim, dim);
+}
+
+void TransformerRunner::attention(int64_t l, const float* x, int64_t n, int64_t pos0,
+                                  const kernels::RopeFreqs* rf, float* out) {
+    const int li = int(l);
+    const int64_t dim = s.dim, hd = s.headDim;
+    const int nt = env.threads;
+    Layer& L = layers[size_t(l)];
+    if (observed()) {
+        env.notifyLinear(li, LinearRole::Q, L.name[0], x, n, dim);
+        env.notifyLinear(li, LinearRole::K, L.name[1], x, n, dim);
+        env.notifyLinear(li, LinearRole::V, L.name[2], x, n, dim);
+    }
+    const kernels::LinearJob qkv[3] = {{L.q, q.data(), qDim, ptrOrNull(L.bq)},
+                                       {L.k, k.data(), kvDim, ptrOrNull(L.bk)},
+                                       {L.v, v.data(), kvDim, ptrOrNull(L.bv)}};
+    kernels::linearBatch(qkv, x, dim, n, nt);
+    if (s.qkNorm && s.qkNormPerHead) {
+        // StableLM: a LayerNorm (no bias) per head with its own weights
+        for (int64_t hh = 0; hh < s.nHeads; ++hh)
+            kernels::layerNorm(q.data() + hh * hd, L.qNorm.data() + hh * hd, nullptr,
+                               q.data() + hh * hd, n, hd, qDim, s.normEps);
+        for (int64_t hh = 0; hh < s.nKvHeads; ++hh)
+            kernels::layerNorm(k.data() + hh * hd, L.kNorm.data() + hh * hd, nullptr,
+                               k.data() + hh * hd, n, hd, kvDim, s.normEps);
+    } else if (s.qkNorm) {
+        kernels::rmsNorm(q.data(), L.qNorm.data(), q.data(), n * s.nHeads, hd, hd, s.normEps);
+        kernels::rmsNorm(k.data(), L.kNorm.data(), k.data(), n * s.nKvHeads, hd, hd, s.normEps);
+    }
+    if (rf) {
+        if (observed()) std::copy(k.begin(), k.begin() + n * kvDim, kPre.begin());
+        kernels::applyRope(q.data(), n, qDim, s.nHeads, hd, rf->rotDim, s.rope.interleaved,
+                           cosT.data(), sinT.data());
+        kernels::applyRope(k.data(), n, kvDim, s.nKvHeads, hd, rf->rotDim, s.rope.interleaved,
+                           cosT.data(), sinT.data());
+    }
+    if (observed()) {
+        const float* kp = rf ? kPre.data() : k.data();
+        for (Observer* o : env.observers)
+            o->onKV(li, kp, k.data(), v.data(), n, s.nKvHeads, hd, pos0);
+    }
+    std::copy(k.begin(), k.begin() + n * kvDim, kCache[size_t(l)].begin() + pos0 * kvDim);
+    std::copy(v.begin(), v.begin() + n * kvDim, vCache[size_t(l)].begin() + pos0 * kvDim);
+    kernels::AttentionOptions ao;
+    ao.window = L.sliding ? s.slidingWindow : 0;
+    ao.scale = L.scale;
+    ao.softcap = s.attnSoftcap;
+    ao.alibi = alibi.empty() ? nullptr : alibi.data();
+    ao.alibiBeforeScale = s.alibiScaled;
+    kernels::attentionEx(q.data(), qDim, kCache[size_t(l)].data(), vCache[size_t(l)].data(),
+                         att.data(), qDim, n, pos0, s.nHeads, s.nKvHeads, hd, ao, nt);
+    if (observed()) env.notifyLinear(li, LinearRole::O, L.name[3], att.data(), n, qDim);
+    kernels::linear(*L.o, att.data(), qDim, n, out, dim, ptrOrNull(L.bo), nt);
+}
+
+void TransformerRunner::mlp(int64_t l, const float* x, int64_t n, float* out) {
+    if (s.isMoe()) return moe(l, x, n, out);
+    const int li = int(l);
+    const int64_t dim = s.dim, nh = n * s.hidden;
+    const int nt = env.threads;
+    Layer& L = layers[size_t(l)];
+    if (L.gate) {
+        if (observed()) {
+            env.notifyLinear(li, LinearRole::Gate, L.name[4], x, n, dim);
+            env.notifyLinear(li, LinearRole::Up, L.name[5], x, n, dim);
+        }
+        const kernels::LinearJob gateUp[2] = {{L.gate, gate.data(), s.hidden, ptrOrNull(L.bGate)},
+                                              {L.up, up.data(), s.hidden, ptrOrNull(L.bUp)}};
+        kernels::linearBatch(gateUp, x, dim, n, nt);
+        kernels::activateGated(act, gate.data(), up.data(), nh, nt);
+    } else {
+        // fc1 → act → fc2 (OPT, GPT-2, NeoX, Falcon, Bloom)
+        if (observed()) env.notifyLinear(li, LinearRole::Up, L.name[5], x, n, dim);
+        kernels::linear(*L.up, x, dim, n, gate.data(), s.hidden, ptrOrNull(L.bUp), nt);
+        kernels::activate(act, gate.data(), nh, nt);
+    }
+    if (observed()) env.notifyLinear(li, LinearRole::Down, L.name[6], gate.data(), n, s.hidden);
+    kernels::linear(*L.down, gate.data(), s.hidden, n, out, dim, ptrOrNull(L.bDown), nt);
+}
+
+// Sparse mixture of experts (Mixtral): softmax over the router logits, the top-k experts per
+// token, their probabilities renormalised to sum to one; every expert runs a SwiGLU MLP on the
+// tokens routed to it.
+void TransformerRunner::moe(int64_t l, const float* x, int64_t n, float* out) {
+    const int li = int(l);
+    const int64_t dim = s.dim, E = s.nExperts, K = s.nExpertsPerTok;
+    const int nt = env.threads;
+    Layer& L = layers[size_t(l)];
+    if (observed()) env.notifyLinear(li, LinearRole::Router, L.name[7], x, n, dim);
+    kernels::linear(*L.router, x, dim, n, routerLogits.data(), E, nullptr, nt);
+    for (auto& t : expTok) t.clear();
+    for (auto& t : expW) t.clear();
+    routeIds.resize(size_t(n * K));
+    routeW.resize(size_t(n * K));
+    std::vector<float> prob(static_cast<size_t>(E));
+    std::vector<int32_t> order(static_cast<size_t>(E));
+    for (int64_t t = 0; t < n; ++t) {
+        const float* lg = routerLogits.data() + t * E;
+        float mx = lg[0];
+        for (int64_t e = 1; e < E; ++e) mx = std::max(mx, lg[e]);
+        float sum = 0;
+        for (int64_t e = 0; e < E; ++e) sum += (prob[size_t(e)] = std::exp(lg[e] - mx));
+        for (auto& p : prob) p /= sum;
+        std::iota(order.begin(), order.end(), 0);
+        std::partial_sort(order.begin(), order.begin() + K, order.end(), [&](int32_t a, int32_t b) {
+            return prob[size_t(a)] > prob[size_t(b)] ||
+                   (prob[size_t(a)] == prob[size_t(b)] && a < b);
+        });
+        float top = 0;
+        for (int64_t j = 0; j < K; ++j) top += prob[size_t(order[size_t(j)])];
+        for (int64_t j = 0; j < K; ++j) {
+            const int32_t e = order[size_t(j)];
+            const float wgt = s.normTopkProb ? prob[size_t(e)] / top : prob[size_t(e)];
+            routeIds[size_t(t * K + j)] = e;
+            routeW[size_t(t * K + j)] = wgt;
+            expTok[size_t(e)].push_back(int32_t(t));
+            expW[size_t(e)].push_back(wgt);
+            ++counts[size_t(l)][size_t(e)];
+        }
+    }
+    if (observed())
+        for (Observer* o : env.observers)
+            o->onExpertRouting(li, routeIds.data(), routeW.data(), n, K);
+    std::fill(out, out + n * dim, 0.0f);
+    for (int64_t e = 0; e < E; ++e) {
+        const auto& toks = expTok[size_t(e)];
+        const int64_t m = int64_t(toks.size());
+        if (m == 0) continue;
+        const Expert& X = L.experts[size_t(e)];
+        for (int64_t i = 0; i < m; ++i)
+            std::copy(x + toks[size_t(i)] * dim, x + (toks[size_t(i)] + 1) * dim,
+                      xe.data() + i * dim);
+        if (observed()) {
+            env.notifyLinear(li, LinearRole::Gate, X.name[0], xe.data(), m, dim);
+            env.notifyLinear(li, LinearRole::Up, X.name[1], xe.data(), m, dim);
+        }
+        const kernels::LinearJob gateUp[2] = {{X.gate, gate.data(), s.hidden, nullptr},
+                                              {X.up, up.data(), s.hidden, nullptr}};
+        kernels::linearBatch(gateUp, xe.data(), dim, m, nt);
+        kernels::activateGated(act, gate.data(), up.data(), m * s.hidden, nt);
+        if (observed()) env.notifyLinear(li, LinearRole::Down, X.name[2], gate.data(), m, s.hidden);
+        kernels::linear(*X.down, gate.data(), s.hidden, m, ye.data(), dim, nullptr, nt);
+        for (int64_t i = 0; i < m; ++i) {
+            float* o = out + toks[size_t(i)] * dim;
+            const float* y = ye.data() + i * dim;
+            const float wgt = expW[size_t(e)][size_t(i)];
+            for (int64_t d = 0; d < dim; ++d) o[d] += wgt * y[d];
+        }
+    }
+}
+
+void TransformerRunner::run(const int32_t* ids, int64_t n, int64_t pos0, int64_t logitsFrom,
+                            float* logitsOut) {
+    const int64_t dim = s.dim;
+    const int nt = env.threads;
+    ensureCache(pos0 + n);
+    embedTokens(ids, n, pos0);
+
+    // RoPE tables for this batch's positions, shared by all layers.
+    const kernels::RopeFreqs* rf = nullptr;
+    kernels::RopeFreqs dyn;
+    if (s.posEmbed == PosEmbedding::Rope) {
+        rf = &rope;
+        if (s.rope.type == RopeType::Dynamic) {
+            dyn = kernels::ropeFrequencies(s.rope, s.headDim, s.maxSeq, pos0 + n);
+            rf = &dyn;
+        }
+        kernels::ropeTables(*rf, pos0, n, cosT.data(), sinT.data());
+    }
+    auto addInto = [n, dim](float* dst, const float* a) {
+        for (int64_t i = 0; i < n * dim; ++i) dst[i] += a[i];
+    };
+
+    for (int64_t l = 0; l < s.nLayers; ++l) {
+        Layer& L = layers[size_t(l)];
+        switch (s.residual) {
+        case ResidualStyle::PreNorm: {
+            L.attnNorm.apply(h.data(), xn.data(), n, dim, dim);
+            attention(l, xn.data(), n, pos0, rf, tmp.data());
+            if (s.postNorms) L.attnPostNorm.apply(tmp.data(), tmp.data(), n, dim, dim);
+            if (s.residualFromNorm) std::copy(xn.begin(), xn.begin() + n * dim, h.begin());
+            addInto(h.data(), tmp.data());
+            L.mlpNorm.apply(h.data(), xn.data(), n, dim, dim);
+            mlp(l, xn.data(), n, tmp.data());
+            if (s.postNorms) L.mlpPostNorm.apply(tmp.data(), tmp.data(), n, dim, dim);
+            if (s.residualFromNorm) std::copy(xn.begin(), xn.begin() + n * dim, h.begin());
+            addInto(h.data(), tmp.data());
+            break;
+        }
+        case ResidualStyle::PostNorm: {
+            attention(l, h.data(), n, pos0, rf, tmp.data());
+            addInto(h.data(), tmp.data());
+            L.attnNorm.apply(h.data(), h.data(), n, dim, dim);
+            mlp(l, h.data(), n, tmp.data());
+            addInto(h.data(), tmp.data());
+            L.mlpNorm.apply(h.data(), h.data(), n, dim, dim);
+            break;
+        }
+        case ResidualStyle::Parallel: {
+            L.attnNorm.apply(h.data(), xn.data(), n, dim, dim);
+            attention(l, xn.data(), n, pos0, rf, tmp.data());
+            if (L.mlpNorm.present()) L.mlpNorm.apply(h.data(), xn.data(), n, dim, dim);
+            mlp(l, xn.data(), n, tmp2.data());
+            for (int64_t i = 0; i < n * dim; ++i) h[size_t(i)] += tmp[size_t(i)] + tmp2[size_t(i)];
+            break;
+        }
+        }
+        if (observed())
+            for (Observer* o : env.observers) o->onResidual(int(l), h.data(), n, dim);
+    }
+
+    if (logitsFrom >= n) return;
+    const int64_t nOut = n - logitsFrom;
+    float* xo = xn.data() + logitsFrom * dim;
+    if (finalNorm.present())
+        finalNorm.apply(h.data() + logitsFrom * dim, xo, nOut, dim, dim);
+    else
+        std::copy(h.begin() + logitsFrom * dim, h.begin() + n * dim, xo);
+    const float* xl = xo;
+    if (projOut) {
+        if (observed())
+            env.notifyLinear(int(s.nLayers), LinearRole::EmbedProjOut, "embed_proj_out", xo, nOut,
+                             dim);
+        kernels::linear(*projOut, xo, dim, nOut, xe.data(), ed, nullptr, nt);
+        xl = xe.data();
+    }
+    if (observed()) env.notifyLinear(int(s.nLayers), LinearRole::LmHead, "lm_head", xl, nOut, ed);
+    kernels::linear(*lmHead, xl, ed, nOut, logitsOut, s.vocab, nullptr, nt);
+    if (s.finalSoftcap > 0) {
+        const float cap = s.finalSoftcap;
+        for (int64_t i = 0; i < nOut * s.vocab; ++i)
+            logitsOut[i] = cap * std::tanh(logitsOut[i] / cap);
+    }
+}
+
+} // namespace
+
+std::unique_ptr<ArchRunner> makeTransformerRunner(const RunEnv& env) {
+    return std::make_unique<TransformerRunner>(env);
+}
+
+} // namespace lcw::runtime
