@@ -365,6 +365,34 @@ private slots:
         QVERIFY(quant > 0);
     }
 
+    void activationSitesOfOtherArchitectures() {
+        // fc1/fc2 MLPs (OPT) report their MLP input, MoE experts get their own sites, Mamba's
+        // projections are recorded under their canonical names.
+        const std::map<std::string, std::vector<std::string>> want = {
+            {"opt", {"layers.0.attn_in", "layers.0.mlp_in", "layers.0.mlp.down", "lm_head"}},
+            {"mixtral_moe", {"layers.0.mlp.experts.0_in", "layers.0.mlp.experts.0.down"}},
+            {"mamba", {"layers.0.mixer.in_proj", "layers.0.mixer.out_proj"}}};
+        for (const auto& [arch, sites] : want) {
+            const std::string dir = "models/tiny-random/" + arch + "/model";
+            if (!lcwtest::exists(lcwtest::sharedPath(dir))) QSKIP("tiny-random models not found");
+            auto m = Model::load(lcwtest::sharedPath(dir));
+            CalibrationOptions co;
+            co.textFile = lcwtest::sourcePath("resources/data/tinystories_eval.txt");
+            co.samples = 2;
+            co.seqLen = 24;
+            std::vector<TensorStats> out;
+            CalibrationInfo info;
+            NullProgress np;
+            QCOMPARE(runCalibration(*m, co, out, info, np), Status::Ok);
+            for (const auto& name : sites) {
+                const auto it = std::find_if(out.begin(), out.end(),
+                                             [&](const TensorStats& t) { return t.name == name; });
+                QVERIFY2(it != out.end(), (arch + ": no site " + name).c_str());
+                QVERIFY(it->get("count") > 0);
+            }
+        }
+    }
+
     void activationStatsMatchCapturedActivations() {
         auto m = Model::load(demoPath());
         SessionOptions so;

@@ -11,8 +11,8 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
-#include <functional>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <unistd.h>
 
@@ -260,27 +260,44 @@ SiteAccumulator& ActivationStatsObserver::site(const std::string& name, const st
     return *p;
 }
 
-void ActivationStatsObserver::onLinearInput(int layer, LinearRole role, const std::string&,
+namespace {
+/// "layers.3.mlp.gate" -> "layers.3.mlp_in"; "layers.3.mlp.experts.5.up" ->
+/// "layers.3.mlp.experts.5_in".
+std::string inputSiteOf(const std::string& weightName) {
+    const auto dot = weightName.rfind('.');
+    return (dot == std::string::npos ? weightName : weightName.substr(0, dot)) + "_in";
+}
+} // namespace
+
+void ActivationStatsObserver::onLinearInput(int layer, LinearRole role, const std::string& name,
                                             const float* x, int64_t nTokens, int64_t dim) {
     if (!m_opts.linearInputs) return;
     const std::string L = "layers." + std::to_string(layer) + ".";
+    // Sites are keyed so that layers sharing one input (q/k/v; gate/up; an MoE router and its
+    // experts' common input) are recorded once; every other linear input is keyed by its weight's
+    // canonical name, which covers experts, Mamba projections and embedding projections.
     switch (role) {
     case LinearRole::Q: // q, k and v share the input: record it once
         site(L + "attn_in", "activation", layer, dim, 1).add(x, nTokens);
+        break;
+    case LinearRole::K:
+    case LinearRole::V:
+    case LinearRole::Router: // sees the same tokens as the MLP input
         break;
     case LinearRole::O:
         site(L + "attn.o", "activation", layer, dim, 1).add(x, nTokens);
         break;
     case LinearRole::Gate: // gate and up share the input
-        site(L + "mlp_in", "activation", layer, dim, 1).add(x, nTokens);
+        site(inputSiteOf(name), "activation", layer, dim, 1).add(x, nTokens);
         break;
-    case LinearRole::Down:
-        site(L + "mlp.down", "activation", layer, dim, 1).add(x, nTokens);
+    case LinearRole::Up: // alone only in fc1/fc2 MLPs
+        if (!m_opts.gatedMlp) site(inputSiteOf(name), "activation", layer, dim, 1).add(x, nTokens);
         break;
     case LinearRole::LmHead: // the final-norm output; reported with layer = nLayers
         site("lm_head", "activation", layer, dim, 1).add(x, nTokens);
         break;
-    default:
+    default: // down projections, experts' down, Mamba and embedding projections
+        site(name, "activation", layer, dim, 1).add(x, nTokens);
         break;
     }
 }
@@ -362,7 +379,9 @@ Status runCalibration(const Model& model, const CalibrationOptions& opts,
     so.threads = opts.threads;
     so.batchSize = L;
     Session session(model, so);
-    ActivationStatsObserver obs(opts.act);
+    ActivationStatsOptions actOpts = opts.act;
+    actOpts.gatedMlp = model.spec().gatedMlp;
+    ActivationStatsObserver obs(actOpts);
     session.addObserver(&obs);
     const int32_t bos = tk.bosId();
     std::vector<float> logits;

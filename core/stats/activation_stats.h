@@ -56,6 +56,8 @@ struct ActivationStatsOptions {
     bool residuals = true;
     bool kv = true;
     int histBins = 256; ///< even; a power of two keeps the doubling exact
+    /// false for fc1/fc2 MLPs (OPT, GPT-2, ...): their MLP input arrives as the Up call alone.
+    bool gatedMlp = true;
 };
 
 /// Observer that feeds a SiteAccumulator per site.
