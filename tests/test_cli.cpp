@@ -89,6 +89,29 @@ private slots:
         QVERIFY(j["tokenizer"].is_object());
     }
 
+    void infoJsonOfOtherArchitectures() {
+        LCW_REQUIRE_SHARED("models/tiny-random/mixtral_moe/model");
+        auto r = runCli(
+            {"info",
+             QString::fromStdString(lcwtest::sharedPath("models/tiny-random/mixtral_moe/model")),
+             "--json"});
+        QCOMPARE(r.code, 0);
+        auto j = parse(r);
+        QCOMPARE(j["architecture"].get<std::string>(), std::string("mixtral"));
+        QCOMPARE(j["moe"]["experts"].get<int>(), 4);
+        bool expertLayer = false;
+        for (const auto& t : j["tensors"])
+            expertLayer |= t["name"].get<std::string>() == "layers.1.mlp.experts.3.down";
+        QVERIFY(expertLayer);
+        r = runCli({"info",
+                    QString::fromStdString(lcwtest::sharedPath("models/tiny-random/mamba/model")),
+                    "--json"});
+        QCOMPARE(r.code, 0);
+        j = parse(r);
+        QCOMPARE(j["ssm"]["state"].get<int>(), 16);
+        QCOMPARE(j["position_embedding"].get<std::string>(), std::string("none"));
+    }
+
     void tokenizeMatchesReference() {
         LCW_REQUIRE_SHARED("reference/stories260K.json");
         const auto ref = reference();

@@ -134,6 +134,19 @@ int cmdInfo(const std::vector<std::string>& argv) {
         j["attention_bias"] = s.attnBias;
         j["qk_norm"] = s.qkNorm;
         j["sliding_window"] = s.slidingWindow;
+        j["norm"] = s.norm == NormType::LayerNorm ? "layernorm" : "rmsnorm";
+        j["position_embedding"] = s.isMamba()                         ? "none"
+                                  : s.posEmbed == PosEmbedding::Rope  ? "rope"
+                                  : s.posEmbed == PosEmbedding::Alibi ? "alibi"
+                                                                      : "learned";
+        j["activation"] = s.hiddenAct;
+        if (s.isMoe())
+            j["moe"] = {{"experts", s.nExperts}, {"experts_per_token", s.nExpertsPerTok}};
+        if (s.arch == "mamba")
+            j["ssm"] = {{"inner", s.ssmInner},
+                        {"state", s.ssmState},
+                        {"conv_kernel", s.ssmConv},
+                        {"dt_rank", s.ssmDtRank}};
         j["bos_id"] = s.bosId;
         j["eos_ids"] = s.eosIds;
         j["parameters"] = model->parameterCount();
@@ -169,9 +182,25 @@ int cmdInfo(const std::vector<std::string>& argv) {
                 "hidden %lld, vocab %lld, context %lld\n",
                 (long long)s.dim, (long long)s.nLayers, (long long)s.nHeads, (long long)s.nKvHeads,
                 (long long)s.headDim, (long long)s.hidden, (long long)s.vocab, (long long)s.maxSeq);
-    std::printf("rope:         %s, theta %g%s%s\n", ropeTypeName(s.rope.type), s.rope.theta,
-                s.rope.factor != 1.0 ? (", factor " + std::to_string(s.rope.factor)).c_str() : "",
-                s.rope.interleaved ? ", interleaved pairs" : ", rotate-half pairs");
+    if (s.isMoe())
+        std::printf("experts:      %lld, %lld per token\n", (long long)s.nExperts,
+                    (long long)s.nExpertsPerTok);
+    if (s.arch == "mamba")
+        std::printf("ssm:          inner %lld, state %lld, conv kernel %lld, dt rank %lld\n",
+                    (long long)s.ssmInner, (long long)s.ssmState, (long long)s.ssmConv,
+                    (long long)s.ssmDtRank);
+    std::printf("blocks:       %s, %s, activation %s\n",
+                s.norm == NormType::LayerNorm ? "LayerNorm" : "RMSNorm",
+                s.isMamba()                         ? "recurrent state (no positions)"
+                : s.posEmbed == PosEmbedding::Rope  ? "rotary positions"
+                : s.posEmbed == PosEmbedding::Alibi ? "ALiBi"
+                                                    : "learned positions",
+                s.hiddenAct.c_str());
+    if (s.posEmbed == PosEmbedding::Rope)
+        std::printf("rope:         %s, theta %g%s%s\n", ropeTypeName(s.rope.type), s.rope.theta,
+                    s.rope.factor != 1.0 ? (", factor " + std::to_string(s.rope.factor)).c_str()
+                                         : "",
+                    s.rope.interleaved ? ", interleaved pairs" : ", rotate-half pairs");
     std::printf("norm eps:     %g\n", double(s.normEps));
     std::printf("tied embed:   %s%s%s\n", s.tiedEmbeddings ? "yes" : "no",
                 s.attnBias ? ", q/k/v bias" : "", s.qkNorm ? ", q/k norm" : "");
