@@ -722,6 +722,150 @@ std::string writeGgufModel(const std::string& tag,
     return out;
 }
 
+// A Hugging Face-loaded model written the way llama.cpp's convert_hf_to_gguf.py lays it out
+// (the assumptions are documented in core/model/load_gguf.cpp):
+//  - fused qkv (gpt2, gptneox, falcon, bloom) as [q rows; k rows; v rows] -- the converter
+//    transposes GPT-2's Conv1D weights to [out, in] and re-orders the per-head (NeoX, Bloom) and
+//    per-KV-group (Falcon) layouts into these blocks;
+//  - Gemma2 norm weights stored as 1 + w;
+//  - StableLM per-head q/k norms stacked into one [heads, head_dim] tensor;
+//  - Mamba ssm_a = -exp(A_log), ssm_conv1d squeezed to [d_inner, kernel], block norm attn_norm;
+//  - GPT-2 and Bloom get an explicit output.weight (a copy of the embedding) as the converter
+//    writes it.
+std::vector<GgufT> ggufTensorsLikeLlamaCpp(const Model& hf) {
+    const ModelSpec& sp = hf.spec();
+    const std::string& a = sp.arch;
+    const bool fused = a == "gpt2" || a == "gpt_neox" || a == "falcon" || a == "bloom";
+    std::vector<GgufT> ts;
+    for (const auto& t : hf.tensors()) {
+        const std::string& n = t.name;
+        if (n.rfind("extra.", 0) == 0) continue;
+        auto ln = splitCanonical(n);
+        const std::string head =
+            ln && ln->layer >= 0 ? "layers." + std::to_string(ln->layer) + "." : std::string();
+        const std::string blk =
+            ln && ln->layer >= 0 ? "blk." + std::to_string(ln->layer) + "." : std::string();
+        const std::string role = ln ? ln->role : n;
+        std::vector<float> v = floatsOf(t);
+        std::vector<int64_t> shape = t.shape;
+        if (fused && (role == "attn.q" || role == "attn.q.bias")) {
+            const std::string sfx = role == "attn.q" ? "" : ".bias";
+            v = concatRows({v, floatsOf(hf.get(head + "attn.k" + sfx)),
+                            floatsOf(hf.get(head + "attn.v" + sfx))});
+            shape[0] = (sp.nHeads + 2 * sp.nKvHeads) * sp.headDim;
+            ts.push_back({blk + "attn_qkv" + (sfx.empty() ? ".weight" : ".bias"), shape, v});
+            continue;
+        }
+        if (fused && (role.rfind("attn.k", 0) == 0 || role.rfind("attn.v", 0) == 0)) continue;
+        if (a == "stablelm" &&
+            (role.rfind("attn.q_norm.", 0) == 0 || role.rfind("attn.k_norm.", 0) == 0)) {
+            if (role != "attn.q_norm.0" && role != "attn.k_norm.0") continue;
+            const bool q = role[5] == 'q';
+            const int64_t heads = q ? sp.nHeads : sp.nKvHeads;
+            std::vector<float> all;
+            for (int64_t h = 0; h < heads; ++h) {
+                const auto r = floatsOf(
+                    hf.get(head + (q ? "attn.q_norm." : "attn.k_norm.") + std::to_string(h)));
+                all.insert(all.end(), r.begin(), r.end());
+            }
+            ts.push_back({blk + (q ? "attn_q_norm.weight" : "attn_k_norm.weight"),
+                          {heads, sp.headDim},
+                          all});
+            continue;
+        }
+        if (a == "gemma2" && n.find("norm") != std::string::npos)
+            for (float& x : v) x += 1.0f;
+        if (a == "mamba" && role == "mixer.A_log") {
+            for (float& x : v) x = -std::exp(x);
+            ts.push_back({blk + "ssm_a", shape, v});
+            continue;
+        }
+        if (a == "mamba" && role == "mixer.D") {
+            ts.push_back({blk + "ssm_d", shape, v});
+            continue;
+        }
+        if (a == "mamba" && role == "mixer.conv1d") shape = {shape[0], shape[2]};
+        const auto g = ggufFromCanonical(n, a);
+        if (!g) throw std::runtime_error("no GGUF name for " + n);
+        ts.push_back({*g, shape, v});
+    }
+    if ((a == "gpt2" || a == "bloom") && !hf.find("lm_head"))
+        ts.push_back({"output.weight", hf.get("embed").shape, floatsOf(hf.get("embed"))});
+    return ts;
+}
+
+// llama.cpp's metadata for the families of ggufTensorsLikeLlamaCpp.
+std::vector<std::pair<std::string, GgufValue>> ggufMetaLikeLlamaCpp(const ModelSpec& sp) {
+    const std::string a = sp.arch == "gpt_neox" ? "gptneox" : sp.arch;
+    const std::string p = a + ".";
+    std::vector<std::pair<std::string, GgufValue>> m = {
+        {"general.architecture", GgufValue::string(a)},
+        {p + "embedding_length", GgufValue::u32(uint32_t(sp.dim))},
+        {p + "block_count", GgufValue::u32(uint32_t(sp.nLayers))},
+    };
+    auto u32 = [&](const std::string& k, int64_t v) {
+        m.push_back({p + k, GgufValue::u32(uint32_t(v))});
+    };
+    if (sp.isMamba()) {
+        u32("context_length", 1 << 20);
+        u32("feed_forward_length", 0);
+        u32("attention.head_count", 0);
+        u32("ssm.conv_kernel", sp.ssmConv);
+        u32("ssm.inner_size", sp.ssmInner);
+        u32("ssm.state_size", sp.ssmState);
+        u32("ssm.time_step_rank", sp.ssmDtRank);
+        m.push_back({p + "attention.layer_norm_rms_epsilon", GgufValue::f32(sp.normEps)});
+        return m;
+    }
+    u32("context_length", sp.maxSeq);
+    u32("feed_forward_length", sp.hidden);
+    u32("attention.head_count", sp.nHeads);
+    u32("attention.head_count_kv", sp.nKvHeads);
+    if (sp.norm == NormType::LayerNorm)
+        m.push_back({p + "attention.layer_norm_epsilon", GgufValue::f32(sp.normEps)});
+    else
+        m.push_back({p + "attention.layer_norm_rms_epsilon", GgufValue::f32(sp.normEps)});
+    if (sp.posEmbed == PosEmbedding::Rope) {
+        m.push_back({p + "rope.freq_base", GgufValue::f32(float(sp.rope.theta))});
+        u32("rope.dimension_count",
+            int64_t(std::lround(sp.rope.partialRotaryFactor * double(sp.headDim))));
+    }
+    if (a == "gptneox")
+        m.push_back({p + "use_parallel_residual",
+                     GgufValue::boolean(sp.residual == ResidualStyle::Parallel)});
+    if (a == "stablelm")
+        m.push_back({p + "use_parallel_residual",
+                     GgufValue::boolean(sp.residual == ResidualStyle::Parallel)});
+    if (a == "gemma2") {
+        u32("attention.key_length", sp.headDim);
+        u32("attention.value_length", sp.headDim);
+        m.push_back({p + "attn_logit_softcapping", GgufValue::f32(sp.attnSoftcap)});
+        m.push_back({p + "final_logit_softcapping", GgufValue::f32(sp.finalSoftcap)});
+        u32("attention.sliding_window", sp.slidingWindow);
+    }
+    return m;
+}
+
+// tokenizer.ggml.* of a byte-level BPE tokenizer.json (GPT-2).
+void addGpt2Vocab(std::vector<std::pair<std::string, GgufValue>>& meta, const std::string& path) {
+    const auto tj = readJson(path);
+    const auto& vocab = tj["model"]["vocab"];
+    std::vector<std::string> toks(vocab.size());
+    for (auto it = vocab.begin(); it != vocab.end(); ++it)
+        toks.at(size_t(it.value().get<int64_t>())) = it.key();
+    std::vector<std::string> merges;
+    for (const auto& mg : tj["model"]["merges"])
+        merges.push_back(mg.is_string()
+                             ? mg.get<std::string>()
+                             : mg[0].get<std::string>() + " " + mg[1].get<std::string>());
+    meta.push_back({"tokenizer.ggml.model", GgufValue::string("gpt2")});
+    meta.push_back({"tokenizer.ggml.pre", GgufValue::string("gpt-2")});
+    meta.push_back({"tokenizer.ggml.tokens", GgufValue::stringArray(toks)});
+    meta.push_back({"tokenizer.ggml.merges", GgufValue::stringArray(merges)});
+    meta.push_back({"tokenizer.ggml.bos_token_id", GgufValue::u32(0)});
+    meta.push_back({"tokenizer.ggml.eos_token_id", GgufValue::u32(0)});
+}
+
 } // namespace
 
 class TestArchitectures : public QObject {
@@ -1230,6 +1374,73 @@ private slots:
         qInfo("gemma GGUF: max |logit diff| %.3g", d);
         QVERIFY(d < 1e-4);
         std::filesystem::remove_all(std::filesystem::path(out).parent_path());
+    }
+
+    // ================= GGUF files as llama.cpp's converter writes them =================
+    void ggufFamilies_data() {
+        QTest::addColumn<QString>("variant");
+        for (const char* v : {"gpt2", "mamba", "gemma2", "gpt_neox", "gpt_neox_seq", "stablelm",
+                              "stablelm_par", "falcon_mq", "falcon_new", "bloom"})
+            QTest::newRow(v) << v;
+    }
+    void ggufFamilies() {
+        QFETCH(QString, variant);
+        const std::string var = variant.toStdString();
+        std::unique_ptr<Model> hf;
+        std::vector<int32_t> ids;
+        std::string dir;
+        const bool shared = var == "gpt2" || var == "mamba";
+        if (shared) {
+            const std::string rel = "models/tiny-random/" + var;
+            LCW_REQUIRE_SHARED(rel + "/reference.json");
+            hf = loadShared(rel + "/model");
+            ids = readJson(lcwtest::sharedPath(rel + "/reference.json"))["ids"]
+                      .get<std::vector<int32_t>>();
+        } else {
+            RefCfg c;
+            nlohmann::json cfg;
+            buildFamily(var, c, cfg);
+            // GGUF has no query_pre_attn_scalar: llama.cpp scales Gemma2 (but 27B) queries by
+            // 1/sqrt(head_dim), so the converted model must use that value.
+            if (var == "gemma2") cfg["query_pre_attn_scalar"] = c.hd;
+            const RefWeights w = makeRefWeights(c, 4321);
+            dir = lcwtest::tempDir("gguf_hf_" + var);
+            writeModel(dir, cfg, familyFiles(var, c, w), DType::F32);
+            hf = Model::load(dir);
+            ids = genIds(12, c.V);
+        }
+        const ModelSpec& sp = hf->spec();
+        auto meta = ggufMetaLikeLlamaCpp(sp);
+        if (var == "gpt2")
+            addGpt2Vocab(meta, lcwtest::sharedPath("models/tiny-random/gpt2/model/tokenizer.json"));
+        const std::string file = writeGgufModel("gguf_" + var, meta, ggufTensorsLikeLlamaCpp(*hf));
+        auto m = Model::load(file);
+        QCOMPARE(QString::fromStdString(m->spec().arch), QString::fromStdString(sp.arch));
+        QCOMPARE(m->spec().sourceFormat, std::string("gguf"));
+        for (const auto& e : expectedTensors(m->spec())) QVERIFY2(m->find(e.name), e.name.c_str());
+        std::vector<float> want, got;
+        Session(*hf).forward(ids, want, true);
+        Session(*m).forward(ids, got, true);
+        const double d = maxAbsDiff(got, want);
+        qInfo("%s GGUF vs Hugging Face load: max |logit diff| %.3g", var.c_str(), d);
+        QVERIFY(d < 1e-5);
+        const std::vector<int32_t> prompt(ids.begin(), ids.begin() + 4);
+        Session ga(*hf), gb(*m);
+        const auto ra = ga.generate(prompt, 8, {});
+        auto rb = gb.generate(prompt, 8, {});
+        // A GGUF without tokenizer.ggml.* has no EOS id: compare up to the HF model's stop.
+        if (ra.stoppedAtEos && rb.ids.size() > ra.ids.size()) rb.ids.resize(ra.ids.size());
+        QCOMPARE(rb.ids, ra.ids);
+        if (var == "gpt2") {
+            // tokenizer from tokenizer.ggml.* (byte-level BPE, pre "gpt-2")
+            const auto ref =
+                readJson(lcwtest::sharedPath("models/tiny-random/gpt2/reference.json"));
+            const auto enc = m->tokenizer().encode(ref["text"].get<std::string>());
+            QVERIFY(enc.size() >= ids.size());
+            QCOMPARE(std::vector<int32_t>(enc.begin(), enc.begin() + int64_t(ids.size())), ids);
+        }
+        std::filesystem::remove_all(std::filesystem::path(file).parent_path());
+        if (!dir.empty()) std::filesystem::remove_all(dir);
     }
 
     // ================= shared transformers references =================

@@ -497,8 +497,8 @@ private slots:
     }
     void ggufModelProblems() {
         const std::string dir = lcwtest::tempDir("gguf-model");
-        const std::string p = makeGguf(dir + "/m.gguf", "gpt2");
-        EXPECT_ERR(lcw::Model::load(p), Kind::Unsupported, p, "gpt2", "qwen2");
+        const std::string p = makeGguf(dir + "/m.gguf", "rwkv6");
+        EXPECT_ERR(lcw::Model::load(p), Kind::Unsupported, p, "rwkv6", "gptneox");
         // missing required key
         using V = lcw::GgufValue;
         auto g = lcw::readGguf(makeGguf(dir + "/ok.gguf"));

@@ -33,6 +33,10 @@ constexpr Pair kGgufTop[] = {
     {"token_embd.weight", "embed"},
     {"output_norm.weight", "final_norm"},
     {"output.weight", "lm_head"},
+    {"output_norm.bias", "final_norm.bias"},
+    {"position_embd.weight", "pos_embed"},
+    {"token_embd_norm.weight", "embed_norm"},
+    {"token_embd_norm.bias", "embed_norm.bias"},
 };
 constexpr Pair kGgufLayer[] = {
     {"attn_norm.weight", "attn_norm"},
@@ -59,6 +63,28 @@ constexpr Pair kGgufLayer[] = {
     {"ffn_gate_exps.weight", "mlp.experts_gate"},
     {"ffn_up_exps.weight", "mlp.experts_up"},
     {"ffn_down_exps.weight", "mlp.experts_down"},
+    // LayerNorm biases (gpt2, gptneox, stablelm, falcon, bloom)
+    {"attn_norm.bias", "attn_norm.bias"},
+    {"ffn_norm.bias", "mlp_norm.bias"},
+    // Falcon's second input norm (ln_mlp of the new decoder architecture)
+    {"attn_norm_2.weight", "mlp_norm"},
+    {"attn_norm_2.bias", "mlp_norm.bias"},
+    // Gemma2 sandwich norms
+    {"post_attention_norm.weight", "attn_post_norm"},
+    {"post_ffw_norm.weight", "mlp_post_norm"},
+    // Mamba. llama.cpp stores ssm_a as -exp(A_log) and ssm_conv1d squeezed to [d_inner, kernel];
+    // the GGUF loader converts both back (core/model/load_gguf.cpp).
+    {"ssm_in.weight", "mixer.in_proj"},
+    {"ssm_in.bias", "mixer.in_proj.bias"},
+    {"ssm_conv1d.weight", "mixer.conv1d"},
+    {"ssm_conv1d.bias", "mixer.conv1d.bias"},
+    {"ssm_x.weight", "mixer.x_proj"},
+    {"ssm_dt.weight", "mixer.dt_proj"},
+    {"ssm_dt.bias", "mixer.dt_proj.bias"},
+    {"ssm_a", "mixer.A_log"},
+    {"ssm_d", "mixer.D"},
+    {"ssm_out.weight", "mixer.out_proj"},
+    {"ssm_out.bias", "mixer.out_proj.bias"},
 };
 
 // Parses "<prefix><digits>.<rest>"; the layer number must be plain decimal without sign or
@@ -383,7 +409,15 @@ std::optional<std::string> hfFromCanonical(std::string_view c, std::string_view 
     return std::nullopt;
 }
 
-std::optional<std::string> canonicalFromGguf(std::string_view n) {
+std::optional<std::string> canonicalFromGguf(std::string_view n, std::string_view arch) {
+    if (auto l = parseLayer(n, "blk.")) {
+        const std::string head = "layers." + std::to_string(l->first) + ".";
+        // Mamba's per-block RMSNorm is llama.cpp's attn_norm; lcw calls it layers.N.norm.
+        if (arch == "mamba" && l->second == "attn_norm.weight") return head + "norm";
+        // some writers spell Mamba's A and D with a ".weight" suffix
+        if (l->second == "ssm_a.weight") return head + "mixer.A_log";
+        if (l->second == "ssm_d.weight") return head + "mixer.D";
+    }
     if (auto c = toCanon(n, kGgufTop, kGgufLayer, "blk.")) return c;
     // older llama.cpp Mixtral files: one tensor per expert, "blk.N.ffn_gate.E.weight"
     if (auto l = parseLayer(n, "blk."))
@@ -394,7 +428,13 @@ std::optional<std::string> canonicalFromGguf(std::string_view n) {
                        "." + role;
     return std::nullopt;
 }
-std::optional<std::string> ggufFromCanonical(std::string_view c) {
+std::optional<std::string> ggufFromCanonical(std::string_view c, std::string_view arch) {
+    if (auto l = parseLayer(c, "layers.")) {
+        const std::string head = "blk." + std::to_string(l->first) + ".";
+        if (arch == "mamba" && l->second == "norm") return head + "attn_norm.weight";
+        if (arch == "falcon" && l->second == "mlp_norm") return head + "attn_norm_2.weight";
+        if (arch == "falcon" && l->second == "mlp_norm.bias") return head + "attn_norm_2.bias";
+    }
     return fromCanon(c, kGgufTop, kGgufLayer, "blk.");
 }
 

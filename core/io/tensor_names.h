@@ -28,9 +28,14 @@ std::optional<std::string> canonicalFromHf(std::string_view hfName,
 std::optional<std::string> hfFromCanonical(std::string_view canonical,
                                            std::string_view arch = "llama");
 
-/// "blk.3.attn_q.weight" → "layers.3.attn.q"; nullopt when unknown.
-std::optional<std::string> canonicalFromGguf(std::string_view ggufName);
-/// Inverse of canonicalFromGguf.
-std::optional<std::string> ggufFromCanonical(std::string_view canonical);
+/// "blk.3.attn_q.weight" → "layers.3.attn.q"; nullopt when unknown. `arch` is the GGUF
+/// general.architecture; it matters where llama.cpp reuses a name (Mamba's block norm is
+/// "attn_norm", lcw's "layers.N.norm"). The value layout of a few tensors differs from lcw's and
+/// is converted by the GGUF loader (Mamba ssm_a = -exp(A_log), ssm_conv1d squeezed).
+std::optional<std::string> canonicalFromGguf(std::string_view ggufName,
+                                             std::string_view arch = "llama");
+/// Inverse of canonicalFromGguf (Falcon's mlp_norm is "attn_norm_2").
+std::optional<std::string> ggufFromCanonical(std::string_view canonical,
+                                             std::string_view arch = "llama");
 
 } // namespace lcw

@@ -1,5 +1,6 @@
 // GGUF model loader: architecture metadata → spec, tensors by llama.cpp names → canonical
 // names, tokenizer.ggml.* → GgufVocab.
+#include "core/common/dtype.h"
 #include "core/common/error.h"
 #include "core/common/mapped_file.h"
 #include "core/io/gguf.h"
@@ -8,13 +9,82 @@
 #include "core/tokenizer/tokenizer.h"
 
 #include <cmath>
+#include <cstring>
 #include <limits>
+#include <string_view>
 
 namespace lcw::detail {
 
 namespace {
 
-const char* const kArchs[] = {"llama", "qwen2", "qwen3", "gemma", "phi3"};
+// GGUF general.architecture → lcw's architecture name.
+struct ArchName {
+    const char* gguf;
+    const char* lcw;
+};
+constexpr ArchName kArchs[] = {
+    {"llama", "llama"},       {"qwen2", "qwen2"},   {"qwen3", "qwen3"}, {"gemma", "gemma"},
+    {"gemma2", "gemma2"},     {"phi3", "phi3"},     {"gpt2", "gpt2"},   {"gptneox", "gpt_neox"},
+    {"stablelm", "stablelm"}, {"falcon", "falcon"}, {"bloom", "bloom"}, {"mamba", "mamba"},
+};
+
+bool isLayerNormArch(const std::string& a) {
+    return a == "gpt2" || a == "gpt_neox" || a == "stablelm" || a == "falcon" || a == "bloom";
+}
+
+bool endsWith(const std::string& s, std::string_view suffix) {
+    return s.size() >= suffix.size() &&
+           s.compare(s.size() - suffix.size(), suffix.size(), suffix.data(), suffix.size()) == 0;
+}
+
+// Values of a small F32/F16/BF16 tensor as floats.
+std::vector<float> floatValues(const TensorView& t) {
+    const auto n = size_t(t.numel());
+    std::vector<float> v(n);
+    if (t.dtype == DType::F32 && t.nbytes == n * 4) {
+        std::memcpy(v.data(), t.data, n * 4);
+    } else if ((t.dtype == DType::F16 || t.dtype == DType::BF16) && t.nbytes == n * 2) {
+        for (size_t i = 0; i < n; ++i) {
+            uint16_t h;
+            std::memcpy(&h, t.data + i * 2, 2);
+            v[i] = t.dtype == DType::F16 ? f16ToF32(h) : bf16ToF32(h);
+        }
+    } else {
+        throw UnsupportedError(t.file + ": tensor '" + t.fileName + "' has dtype " +
+                               std::string(dtypeName(t.dtype)) + "; F32, F16 or BF16 expected");
+    }
+    return v;
+}
+
+// llama.cpp's Mamba converter stores A = -exp(A_log) ("ssm_a"); lcw keeps A_log.
+TensorView aLogFromSsmA(Model& m, const TensorView& t) {
+    std::vector<float> a = floatValues(t);
+    std::vector<std::byte> buf(a.size() * sizeof(float));
+    for (size_t i = 0; i < a.size(); ++i) {
+        if (!(a[i] < 0))
+            throw FormatError(t.file, "tensor '" + t.fileName +
+                                          "' (Mamba A = -exp(A_log)) has a non-negative entry");
+        const float l = float(std::log(-double(a[i])));
+        std::memcpy(buf.data() + i * sizeof(float), &l, sizeof(float));
+    }
+    TensorView v = t;
+    v.dtype = DType::F32;
+    v.nbytes = buf.size();
+    v.data = m.ownBuffer(std::move(buf));
+    v.fileTransposed = false;
+    return v;
+}
+
+// Row r of a 2-D tensor as a 1-D view (StableLM's stacked per-head q/k norms).
+TensorView rowView(const TensorView& t, std::string name, int64_t r) {
+    TensorView v = t;
+    v.name = std::move(name);
+    v.data = t.data + uint64_t(r) * t.rowBytes();
+    v.nbytes = t.rowBytes();
+    v.shape = {t.cols()};
+    v.fileRowOffset = t.fileRowOffset + r;
+    return v;
+}
 
 // Token ids are stored as uint32 with 0xFFFFFFFF (or any negative int) meaning "none".
 int32_t tokenId(const GgufFile& g, const std::string& key) {
@@ -84,14 +154,18 @@ std::optional<GgufVocab> readVocab(const GgufFile& g) {
 
 std::unique_ptr<Model> loadGgufModel(const std::string& file, const LoadOptions& opts) {
     GgufFile g = readGguf(file);
-    const auto arch = g.getString("general.architecture");
-    if (!arch) throw FormatError(file, "missing general.architecture");
-    bool known = false;
-    for (const char* a : kArchs) known |= (*arch == a);
-    if (!known)
-        throw UnsupportedError(file + ": unsupported GGUF architecture '" + *arch +
-                               "' (supported: llama (incl. Mixtral), qwen2, qwen3, gemma, phi3)");
-    const std::string p = *arch + ".";
+    const auto garch = g.getString("general.architecture");
+    if (!garch) throw FormatError(file, "missing general.architecture");
+    std::string arch;
+    std::string supported;
+    for (const auto& a : kArchs) {
+        if (*garch == a.gguf) arch = a.lcw;
+        supported += std::string(supported.empty() ? "" : ", ") + a.gguf;
+    }
+    if (arch.empty())
+        throw UnsupportedError(file + ": unsupported GGUF architecture '" + *garch +
+                               "' (supported: " + supported + "; llama includes Mixtral)");
+    const std::string p = *garch + ".";
     auto req = [&](const std::string& key) {
         auto v = g.getInt(p + key);
         if (!v) throw FormatError(file, "missing metadata '" + p + key + "'");
@@ -111,26 +185,42 @@ std::unique_ptr<Model> loadGgufModel(const std::string& file, const LoadOptions&
     auto m = std::make_unique<Model>();
     m->setPath(file);
     ModelSpec s;
-    s.arch = *arch;
+    s.arch = arch;
     s.sourceFormat = "gguf";
     s.dim = req("embedding_length");
     s.nLayers = req("block_count");
-    s.hidden = req("feed_forward_length");
-    s.nHeads = req("attention.head_count");
-    s.nKvHeads = opt("attention.head_count_kv", s.nHeads);
-    if (s.dim % s.nHeads != 0 && !g.find(p + "attention.key_length"))
-        throw FormatError(file, "embedding_length is not a multiple of attention.head_count and "
-                                "there is no attention.key_length");
-    s.headDim = opt("attention.key_length", s.dim / s.nHeads);
-    if (auto vl = g.getInt(p + "attention.value_length"); vl && *vl != s.headDim)
-        throw UnsupportedError(file + ": attention.value_length differs from key_length");
-    s.maxSeq = opt("context_length", 2048);
-    s.normEps = float(g.getDouble(p + "attention.layer_norm_rms_epsilon").value_or(1e-5));
-    if (!(s.normEps > 0)) throw FormatError(file, "layer_norm_rms_epsilon must be positive");
+    const bool mamba = arch == "mamba";
+    const bool layerNorm = isLayerNormArch(arch);
+    if (mamba) {
+        // llama.cpp writes feed_forward_length = head_count = 0 for Mamba.
+        s.ssmInner = req("ssm.inner_size");
+        s.ssmState = req("ssm.state_size");
+        s.ssmConv = req("ssm.conv_kernel");
+        s.ssmDtRank = req("ssm.time_step_rank");
+        s.hidden = s.ssmInner;
+        s.maxSeq = int64_t(1) << 20;      // recurrent: no positional limit
+        s.posEmbed = PosEmbedding::Alibi; // unused; no rotary tables
+    } else {
+        s.hidden = req("feed_forward_length");
+        s.nHeads = req("attention.head_count");
+        s.nKvHeads = opt("attention.head_count_kv", s.nHeads);
+        if (s.dim % s.nHeads != 0 && !g.find(p + "attention.key_length"))
+            throw FormatError(file, "embedding_length is not a multiple of attention.head_count "
+                                    "and there is no attention.key_length");
+        s.headDim = opt("attention.key_length", s.dim / s.nHeads);
+        if (auto vl = g.getInt(p + "attention.value_length"); vl && *vl != s.headDim)
+            throw UnsupportedError(file + ": attention.value_length differs from key_length");
+        s.maxSeq = opt("context_length", 2048);
+    }
+    const std::string epsKey =
+        layerNorm ? "attention.layer_norm_epsilon" : "attention.layer_norm_rms_epsilon";
+    s.normEps = float(g.getDouble(p + epsKey).value_or(1e-5));
+    if (!(s.normEps > 0)) throw FormatError(file, epsKey + " must be positive");
     s.rope.theta = g.getDouble(p + "rope.freq_base").value_or(10000.0);
-    // llama.cpp permutes llama q/k rows to Meta's adjacent-pair layout; qwen uses NEOX order.
-    s.rope.interleaved = (*arch == "llama");
-    if (auto rd = g.getInt(p + "rope.dimension_count")) {
+    // llama.cpp permutes llama q/k rows to Meta's adjacent-pair layout; the other families keep
+    // the rotate-half (NEOX) order of the Hugging Face weights.
+    s.rope.interleaved = (arch == "llama");
+    if (auto rd = g.getInt(p + "rope.dimension_count"); rd && !mamba) {
         if (*rd <= 0 || *rd > s.headDim || *rd % 2)
             throw FormatError(file, "rope.dimension_count " + std::to_string(*rd) +
                                         " is invalid for head size " + std::to_string(s.headDim));
@@ -157,11 +247,80 @@ std::unique_ptr<Model> loadGgufModel(const std::string& file, const LoadOptions&
                                "' (supported: none, linear, yarn)");
     }
     if (!(s.rope.factor > 0)) throw FormatError(file, "rope scaling factor must be positive");
+    if (auto clamp = g.getDouble(p + "attention.clamp_kqv"); clamp && *clamp != 0)
+        throw UnsupportedError(file + ": attention.clamp_kqv (q/k/v clamping) is not supported");
 
-    if (*arch == "phi3") {
+    if (arch == "phi3") {
         s.qkvLayout = QkvLayout::Contiguous;
         s.gateUpFused = true;
         s.slidingWindow = g.getInt(p + "attention.sliding_window").value_or(0);
+    }
+    if (layerNorm) {
+        s.norm = NormType::LayerNorm;
+        s.normBias = true;
+        // llama.cpp's converters store every fused qkv as [q rows; k rows; v rows]: GPT-2's
+        // c_attn already is (after transposing the Conv1D weight to [out, in]); GPT-NeoX and
+        // Bloom ([head][q|k|v] per head in Hugging Face) and Falcon ([kv group][q.., k, v]) are
+        // re-ordered by convert_hf_to_gguf.py so that ggml can take q, k and v as plain views.
+        s.qkvLayout = QkvLayout::Contiguous;
+    }
+    if (arch == "gpt2") {
+        // convert_hf_to_gguf.py transposes GPT-2's Conv1D weights to [out, in].
+        s.gatedMlp = false;
+        s.hiddenAct = "gelu_tanh";
+        s.posEmbed = PosEmbedding::Learned;
+    } else if (arch == "gpt_neox") {
+        s.gatedMlp = false;
+        s.hiddenAct = "gelu";
+        if (g.getBool(p + "use_parallel_residual").value_or(true))
+            s.residual = ResidualStyle::Parallel;
+    } else if (arch == "stablelm") {
+        s.hiddenAct = "silu";
+        s.qkNormPerHead = true;
+    } else if (arch == "falcon") {
+        // llama.cpp's Falcon is always parallel attention + MLP with rotary positions (the
+        // ALiBi Falcon-RW models are not a llama.cpp architecture).
+        s.gatedMlp = false;
+        s.hiddenAct = "gelu";
+        s.residual = ResidualStyle::Parallel;
+    } else if (arch == "bloom") {
+        s.gatedMlp = false;
+        s.hiddenAct = "gelu_tanh";
+        s.posEmbed = PosEmbedding::Alibi;
+        s.embedNorm = true;
+    } else if (arch == "gemma2") {
+        // Norm weights are stored with the +1 already added (as for gemma).
+        s.hiddenAct = "gelu_tanh";
+        s.embedScale = float(std::sqrt(double(s.dim)));
+        s.postNorms = true;
+        auto cap = [&](const std::string& key, double def) {
+            const double v = g.getDouble(p + key).value_or(def);
+            if (!(v >= 0)) throw FormatError(file, "metadata '" + p + key + "' must be >= 0");
+            return float(v);
+        };
+        s.attnSoftcap = cap("attn_logit_softcapping", 50.0);
+        s.finalSoftcap = cap("final_logit_softcapping", 30.0);
+        // GGUF has no query_pre_attn_scalar: llama.cpp scales by 1/sqrt(head_dim), except for the
+        // 27B model (46 blocks) whose query_pre_attn_scalar is embedding_length / head_count.
+        // A generic attention.scale, where a writer sets it, wins.
+        if (auto sc = g.getDouble(p + "attention.scale")) {
+            if (!(*sc > 0)) throw FormatError(file, "attention.scale must be positive");
+            s.attnScale = float(*sc);
+        } else if (s.nLayers == 46) {
+            s.attnScale = float(1.0 / std::sqrt(double(s.dim / s.nHeads)));
+        }
+        // Even layers use the sliding window (llama.cpp's swa pattern 2, as transformers).
+        const int64_t window = g.getInt(p + "attention.sliding_window").value_or(4096);
+        if (window > 0) {
+            s.slidingWindow = window;
+            s.slidingLayers.assign(size_t(s.nLayers), false);
+            for (int64_t i = 0; i < s.nLayers; i += 2) s.slidingLayers[size_t(i)] = true;
+        }
+    }
+    if (arch == "bloom" || arch == "falcon") {
+        if (auto mb = g.getDouble(p + "attention.max_alibi_bias"); mb && *mb != 8.0)
+            throw UnsupportedError(file + ": attention.max_alibi_bias other than 8 is not "
+                                          "supported");
     }
     if (auto ne = g.getInt(p + "expert_count"); ne && *ne > 0) {
         s.nExperts = *ne;
@@ -171,13 +330,28 @@ std::unique_ptr<Model> loadGgufModel(const std::string& file, const LoadOptions&
     m->keepAlive(g.file);
     for (auto& t : g.tensors) {
         TensorView v = t;
-        if (auto c = canonicalFromGguf(t.name)) {
+        if (auto c = canonicalFromGguf(t.name, arch)) {
             auto ln = splitCanonical(*c);
             if (ln && ln->layer >= s.nLayers)
                 throw FormatError(file, "tensor '" + t.name + "' belongs to layer " +
                                             std::to_string(ln->layer) + " but block_count is " +
                                             std::to_string(s.nLayers));
             v.name = *c;
+            if (mamba && endsWith(v.name, ".mixer.A_log")) {
+                v = aLogFromSsmA(*m, v);
+            } else if (mamba && endsWith(v.name, ".mixer.conv1d") && v.shape.size() == 2) {
+                // squeezed [d_inner, kernel] → the [d_inner, 1, kernel] of the HF weight
+                v.shape = {v.shape[0], 1, v.shape[1]};
+            } else if (mamba && endsWith(v.name, ".mixer.D") && v.shape.size() == 2 &&
+                       v.shape[1] == 1) {
+                v.shape = {v.shape[0]};
+            } else if (arch == "stablelm" && v.shape.size() == 2 &&
+                       (endsWith(v.name, ".attn.q_norm") || endsWith(v.name, ".attn.k_norm"))) {
+                // llama.cpp stacks StableLM's per-head LayerNorm weights into [heads, head_dim]
+                for (int64_t h = 0; h < v.shape[0]; ++h)
+                    m->addTensor(rowView(v, v.name + "." + std::to_string(h), h));
+                continue;
+            }
             addSplitTensor(*m, s, std::move(v));
             continue;
         }
@@ -194,13 +368,29 @@ std::unique_ptr<Model> loadGgufModel(const std::string& file, const LoadOptions&
     else if (const GgufValue* toks = g.find("tokenizer.ggml.tokens"))
         s.vocab = int64_t(toks->count);
     s.tiedEmbeddings = m->find("lm_head") == nullptr;
-    s.attnBias = m->find("layers.0.attn.q.bias") != nullptr;
-    if (*arch == "qwen2" && !s.attnBias)
-        throw FormatError(file, "qwen2 model without q/k/v biases (blk.0.attn_q.bias missing)");
-    s.attnOutBias = m->find("layers.0.attn.o.bias") != nullptr;
-    s.mlpBias = m->find("layers.0.mlp.gate.bias") != nullptr;
-    s.qkNorm = (*arch == "qwen3");
-    if (*arch == "gemma") {
+    if (mamba) {
+        s.ssmConvBias = m->find("layers.0.mixer.conv1d.bias") != nullptr;
+        s.ssmBias = m->find("layers.0.mixer.in_proj.bias") != nullptr;
+    } else {
+        s.attnBias = m->find("layers.0.attn.q.bias") != nullptr;
+        if (arch == "qwen2" && !s.attnBias)
+            throw FormatError(file, "qwen2 model without q/k/v biases (blk.0.attn_q.bias missing)");
+        s.attnOutBias = m->find("layers.0.attn.o.bias") != nullptr;
+        s.mlpBias = m->find("layers.0.mlp.gate.bias") != nullptr ||
+                    (!s.gatedMlp && m->find("layers.0.mlp.up.bias") != nullptr);
+    }
+    s.qkNorm = (arch == "qwen3") || (arch == "stablelm" && m->find("layers.0.attn.q_norm.0"));
+    if (arch == "stablelm" && !m->find("layers.0.mlp_norm")) {
+        // llama.cpp: a StableLM block without ffn_norm is a parallel-residual one whose MLP
+        // reads the attention norm's output.
+        s.residual = ResidualStyle::Parallel;
+        s.sharedParallelNorm = true;
+    }
+    if (arch == "falcon") s.sharedParallelNorm = m->find("layers.0.mlp_norm") == nullptr;
+    if (s.posEmbed == PosEmbedding::Learned)
+        if (const TensorView* pe = m->find("pos_embed"); pe && pe->shape.size() == 2)
+            s.maxSeq = pe->shape[0];
+    if (arch == "gemma") {
         // llama.cpp's converter stores Gemma's RMSNorm weights with the +1 already added; the
         // embedding scale and GeGLU activation are part of the architecture.
         s.hiddenAct = "gelu_tanh";
