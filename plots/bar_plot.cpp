@@ -148,7 +148,9 @@ void BarPlot::rebuild() {
     m_plot->legend->setVisible(legend);
     m_legendRow->setVisible(legend);
     // Collapse the row when hidden (a hidden element still takes its minimum size otherwise).
-    m_legendRow->setMaximumSize(legend ? QSize(QWIDGETSIZE_MAX, QWIDGETSIZE_MAX) : QSize(0, 0));
+    // Only the height: a zero maximum width would cap the whole layout column's width.
+    m_legendRow->setMaximumSize(legend ? QSize(QWIDGETSIZE_MAX, QWIDGETSIZE_MAX)
+                                       : QSize(QWIDGETSIZE_MAX, 0));
 
     auto ticker = QSharedPointer<QCPAxisTickerText>::create();
     const int step = n > kMaxLabels ? int(std::ceil(double(n) / kMaxLabels)) : 1;

@@ -5,6 +5,10 @@
 # run_panel.png     the Run panel after a generation and a perplexity run (lcw --demo-run)
 # dark_theme.png    the same in the dark theme
 # welcome.png       the window before a model is open
+# statistics.png    the statistics inspector (lcw --demo-stats: 8 × 128 calibration tokens,
+#                   cached under the app data folder) on layers.1.mlp.down: weight histogram with
+#                   the 4-bit grid, per-channel abs-max, per-layer overview
+# statistics_activations.png, statistics_kv.png   its Activations and KV Cache tabs
 # Model: resources/models/stories260K (the demo model), else $LCW_SHARED_DIR/models/stories260K/hf,
 # else ../shared/models/stories260K/hf. Runs headless (QT_QPA_PLATFORM=offscreen); set
 # LCW_SCREENSHOT_XVFB=1 to use xvfb-run with a real X server instead.
@@ -53,4 +57,9 @@ shoot "$out/main_window.png" "$model"
 shoot "$out/run_panel.png" "$model" --demo-run
 shoot "$out/dark_theme.png" "$model" --demo-run --theme dark
 shoot "$out/welcome.png"
+# The inspector needs more room than the other views.
+size="${LCW_STATS_SCREENSHOT_SIZE:-1600x1000}"
+shoot "$out/statistics.png" "$model" --demo-stats
+shoot "$out/statistics_activations.png" "$model" --demo-stats --stats-tab activations
+shoot "$out/statistics_kv.png" "$model" --demo-stats --stats-tab kv
 echo "screenshots in $out"

@@ -5,6 +5,9 @@
 #include "core/common/error.h"
 #include "core/model/model.h"
 #include "plots/bar_plot.h"
+#include "plots/channel_profile_plot.h"
+#include "plots/heat_map_plot.h"
+#include "plots/histogram_plot.h"
 #include "plots/line_plot.h"
 #include "test_util.h"
 #include "widgets/layer_table_model.h"
@@ -14,10 +17,12 @@
 #include "widgets/model_summary_panel.h"
 #include "widgets/number_format.h"
 #include "widgets/run_panel.h"
+#include "widgets/stats_panel.h"
 #include "widgets/task_runner.h"
 #include "widgets/theme.h"
 
 #include <QAction>
+#include <QCheckBox>
 #include <QDockWidget>
 #include <QDropEvent>
 #include <QFileInfo>
@@ -100,6 +105,25 @@ bool loadAndWait(lcw::MainWindow& w, const QString& path) {
     if (!QTest::qWaitFor([&] { return loaded.count() + failed.count() > 0; }, kTimeoutMs))
         return false;
     return loaded.count() == 1;
+}
+
+/// Small statistics settings for the demo model: 2 sequences of 64 tokens, 100 histogram bins,
+/// a 3-bit preview in groups of 32.
+lcw::StatsSettings smallStatsSettings() {
+    lcw::StatsSettings s;
+    s.samples = 2;
+    s.seqLen = 64;
+    s.histBins = 100;
+    s.bits = 3;
+    s.group = 32;
+    return s;
+}
+
+/// Name in the table's current row.
+QString currentTensorName(lcw::MainWindow& w) {
+    const QModelIndex cur = w.layerView()->currentIndex();
+    if (!cur.isValid()) return {};
+    return w.layerProxy()->index(cur.row(), lcw::LayerTableModel::Name).data().toString();
 }
 
 } // namespace
@@ -794,6 +818,198 @@ private slots:
         QVERIFY(run->perplexityRunButton()->isEnabled());
         QVERIFY(!run->perplexityCancelButton()->isEnabled());
         QVERIFY(!run->isGenerating());
+    }
+
+    // ---- Statistics inspector ----
+
+    void statsPlotsDrawAndExport() {
+        const std::string dir = lcwtest::tempDir("statsplots");
+        lcw::HistogramPlot h;
+        h.resize(500, 300);
+        h.setHistogram(-1.0, 1.0, {1, 0, 5, 9, 5, 1});
+        h.setMarkers({-1.0, 0.0, 1.0}, QStringLiteral("grid"));
+        QCOMPARE(h.binCount(), 6);
+        QCOMPARE(h.markerCount(), 3);
+        QVERIFY(h.tooltipFor(3).contains(QStringLiteral("count 9")));
+        QVERIFY(h.exportImage(QString::fromStdString(dir + "/h.png"), 500, 300));
+        QVERIFY(h.exportImage(QString::fromStdString(dir + "/h.pdf"), 500, 300));
+        QVERIFY(QFileInfo(QString::fromStdString(dir + "/h.png")).size() > 1000);
+        QVERIFY(QFileInfo(QString::fromStdString(dir + "/h.pdf")).size() > 500);
+
+        lcw::ChannelProfilePlot p;
+        p.setProfile({1.0, 7.0, 2.0, 6.0}, 6.0);
+        QCOMPARE(p.outliers(), (QVector<int>{1, 3}));
+        QCOMPARE(p.indexAtPosition(0), 0);
+        p.setSorted(true);
+        QCOMPARE(p.indexAtPosition(0), 1); // largest first
+        QVERIFY(p.tooltipFor(0).contains(QStringLiteral("outlier")));
+        QVERIFY(p.exportImage(QString::fromStdString(dir + "/p.png"), 400, 300));
+
+        lcw::HeatMapPlot m;
+        m.setMatrix(3, 2, {1, 2, 3, 4, 5, 6});
+        QCOMPARE(m.columns(), 3);
+        QCOMPARE(m.rows(), 2);
+        QCOMPARE(m.value(2, 1), 6.0);
+        QCOMPARE(m.colorMap()->data()->keySize(), 3);
+        QCOMPARE(m.colorMap()->data()->valueSize(), 2);
+        QVERIFY(m.exportImage(QString::fromStdString(dir + "/m.pdf"), 400, 300));
+    }
+
+    void statsInspectorComputesAndShows() {
+        LCW_REQUIRE_SOURCE(kDemoModel);
+        QDir(lcw::StatsPanel::cacheDir()).removeRecursively();
+        lcw::MainWindow w(lcw::MainWindow::Options{false, false});
+        w.show();
+        QVERIFY(QTest::qWaitForWindowExposed(&w));
+        QVERIFY(loadAndWait(w, source(kDemoModel)));
+        lcw::StatsPanel* sp = w.statsPanel();
+        QVERIFY(!sp->report()); // nothing cached yet
+        sp->setSettings(smallStatsSettings());
+        QSignalSpy queued(w.taskRunner(), &TaskRunner::jobQueued);
+        QSignalSpy done(sp, &lcw::StatsPanel::computeFinished);
+        QVERIFY(sp->computeStats());
+        QCOMPARE(queued.count(), 1);
+        QVERIFY(sp->isComputing());
+        QTRY_VERIFY_WITH_TIMEOUT(done.count() == 1, kLongTimeoutMs);
+        QVERIFY(sp->report());
+        QVERIFY(QFileInfo::exists(sp->cachePath()));
+        QCOMPARE(sp->loadedPath(), sp->cachePath());
+        QVERIFY(sp->cachePath().startsWith(lcw::StatsPanel::cacheDir()));
+
+        // Selecting a row in the table drives the inspector.
+        w.showPanel(lcw::MainWindow::Panel::Stats);
+        QVERIFY(w.selectTensor(QStringLiteral("layers.0.mlp.down")));
+        QCOMPARE(sp->currentTensor(), QStringLiteral("layers.0.mlp.down"));
+        lcw::HistogramPlot* h = sp->histogramPlot();
+        QCOMPARE(h->binCount(), 100);
+        double sum = 0;
+        for (double c : h->counts()) sum += c;
+        QCOMPARE(qint64(sum), qint64(172 * 64));
+        QCOMPARE(h->markerCount(), 8); // the 3-bit grid: 2^3 levels
+        QCOMPARE(h->plot()->yAxis->scaleType(), QCPAxis::stLinear);
+        sp->logCountBox()->click();
+        QVERIFY(h->logCount());
+        QCOMPARE(h->plot()->yAxis->scaleType(), QCPAxis::stLogarithmic);
+        sp->logCountBox()->click();
+        QCOMPARE(h->plot()->yAxis->scaleType(), QCPAxis::stLinear);
+
+        // Weight channel profiles: 64 output rows, 172 input columns.
+        QCOMPARE(sp->weightProfilePlot()->count(), 64);
+        sp->setWeightAxis(lcw::StatsPanel::Axis::Input);
+        QCOMPARE(sp->weightProfilePlot()->count(), 172);
+        sp->setSorted(true);
+        QVERIFY(sp->weightProfilePlot()->sorted());
+        const auto& wv = sp->weightProfilePlot()->values();
+        QVERIFY(wv[sp->weightProfilePlot()->indexAtPosition(0)] >=
+                wv[sp->weightProfilePlot()->indexAtPosition(171)]);
+        sp->setSorted(false);
+
+        // Activations of the down projection's input: 172 channels, 2 × 64 tokens.
+        QCOMPARE(sp->activationProfilePlot()->count(), 172);
+        QCOMPARE(sp->tokenProfilePlot()->count(), 2 * 64);
+
+        // K and V heat maps: one row per layer, n_kv_heads × head_dim cells per row.
+        lcw::HeatMapPlot* k = sp->kHeatMap();
+        QCOMPARE(k->columns(), 4 * 8);
+        QCOMPARE(k->rows(), 5);
+        QCOMPARE(k->colorMap()->data()->keySize(), 4 * 8);
+        QCOMPARE(k->colorMap()->data()->valueSize(), 5);
+        QCOMPARE(k->highlightedRow(), 0);
+        for (int r = 0; r < 5; ++r) QVERIFY(std::isfinite(k->value(31, r)) && k->value(31, r) > 0);
+        QCOMPARE(sp->vHeatMap()->columns(), 4 * 8);
+        QVERIFY(w.selectTensor(QStringLiteral("layers.3.attn.k")));
+        QCOMPARE(k->highlightedRow(), 3);
+        QCOMPARE(sp->activationProfilePlot()->count(), 64); // attn_in: dim channels
+
+        // Clicking an overview bar selects that layer (same role) in the table.
+        QVERIFY(w.selectTensor(QStringLiteral("layers.0.mlp.down")));
+        lcw::BarPlot* ov = sp->overviewPlot();
+        QCOMPARE(ov->barCount(), 5);
+        QCustomPlot* cp = ov->plot();
+        cp->replot();
+        const QPoint at(int(cp->xAxis->coordToPixel(2.0)),
+                        int(cp->yAxis->coordToPixel(ov->values()[2] / 2)));
+        QCOMPARE(ov->barAt(at), 2);
+        QTest::mouseClick(cp, Qt::LeftButton, Qt::NoModifier, at);
+        QTRY_COMPARE_WITH_TIMEOUT(currentTensorName(w), QStringLiteral("layers.2.mlp.down"),
+                                  kTimeoutMs);
+        QCOMPARE(sp->currentTensor(), QStringLiteral("layers.2.mlp.down"));
+        QCOMPARE(k->highlightedRow(), 2);
+        // Every overview metric has one bar per layer.
+        for (auto m :
+             {lcw::StatsPanel::Metric::WeightOutlierRatio, lcw::StatsPanel::Metric::PreviewError,
+              lcw::StatsPanel::Metric::ActOutlierRatio, lcw::StatsPanel::Metric::Score}) {
+            sp->setMetric(m);
+            QCOMPARE(ov->barCount(), 5);
+        }
+        QCOMPARE(queued.count(), 1); // only the one computation ran
+    }
+
+    void statsReopenLoadsCacheWithoutJob() {
+        LCW_REQUIRE_SOURCE(kDemoModel);
+        QString path;
+        {
+            // Make sure the small settings' file exists (computed here when run alone).
+            lcw::MainWindow w(lcw::MainWindow::Options{false, false});
+            QVERIFY(loadAndWait(w, source(kDemoModel)));
+            lcw::StatsPanel* sp = w.statsPanel();
+            sp->setSettings(smallStatsSettings());
+            path = sp->cachePath();
+            if (!QFileInfo::exists(path)) {
+                QSignalSpy done(sp, &lcw::StatsPanel::computeFinished);
+                QVERIFY(sp->computeStats());
+                QTRY_VERIFY_WITH_TIMEOUT(done.count() == 1, kLongTimeoutMs);
+            }
+            QVERIFY(QFileInfo::exists(path));
+        }
+        lcw::MainWindow w(lcw::MainWindow::Options{false, false});
+        lcw::StatsPanel* sp = w.statsPanel();
+        sp->setSettings(smallStatsSettings());
+        QSignalSpy queued(w.taskRunner(), &TaskRunner::jobQueued);
+        QSignalSpy changed(sp, &lcw::StatsPanel::statsChanged);
+        QVERIFY(loadAndWait(w, source(kDemoModel)));
+        // The only job was the model load; the statistics came from the file.
+        QCOMPARE(queued.count(), 1);
+        QVERIFY(queued.front().at(1).toString().startsWith(QStringLiteral("Loading")));
+        QCOMPARE(changed.count(), 1);
+        QVERIFY(sp->report());
+        QCOMPARE(sp->loadedPath(), path);
+        QCOMPARE(sp->report()->calibration.tokens, 2 * 64);
+        QVERIFY(w.selectTensor(QStringLiteral("layers.0.mlp.down")));
+        QCOMPARE(sp->histogramPlot()->binCount(), 100);
+        // Asking again with the same settings loads, it does not compute.
+        QVERIFY(sp->computeStats());
+        QCOMPARE(queued.count(), 1);
+        QVERIFY(!sp->isComputing());
+    }
+
+    void statsCancelLeavesNoCacheFile() {
+        LCW_REQUIRE_SOURCE(kDemoModel);
+        lcw::MainWindow w(lcw::MainWindow::Options{false, false});
+        QVERIFY(loadAndWait(w, source(kDemoModel)));
+        lcw::StatsPanel* sp = w.statsPanel();
+        lcw::StatsSettings s = smallStatsSettings();
+        s.samples = 48;
+        s.seqLen = 256;
+        sp->setSettings(s);
+        const QString path = sp->cachePath();
+        QFile::remove(path);
+        // Cancel at the first progress report of the statistics job: mid-computation.
+        connect(w.taskRunner(), &TaskRunner::progressChanged, sp,
+                [sp](TaskRunner::JobId id, double, const QString&) {
+                    if (id == sp->computeJob()) sp->cancelCompute();
+                });
+        QSignalSpy cancelled(sp, &lcw::StatsPanel::computeCancelled);
+        QSignalSpy finished(sp, &lcw::StatsPanel::computeFinished);
+        QVERIFY(sp->computeStats());
+        QTRY_VERIFY_WITH_TIMEOUT(cancelled.count() + finished.count() > 0, kLongTimeoutMs);
+        QCOMPARE(cancelled.count(), 1);
+        QVERIFY(!sp->isComputing());
+        QVERIFY(!QFileInfo::exists(path));
+        // No temporary file left behind either.
+        const QStringList left =
+            QDir(lcw::StatsPanel::cacheDir()).entryList({QStringLiteral("*.tmp*")}, QDir::Files);
+        QVERIFY2(left.isEmpty(), qPrintable(left.join(QLatin1Char(' '))));
     }
 };
 

@@ -7,6 +7,7 @@
 #include "core/runtime/session.h"
 #include "core/stats/activation_stats.h"
 #include "core/stats/fingerprint.h"
+#include "core/stats/quant_grid.h"
 #include "core/stats/stats_engine.h"
 #include "core/stats/stats_store.h"
 #include "core/stats/weight_stats.h"
@@ -363,6 +364,23 @@ private slots:
                 ++quant;
             }
         QVERIFY(quant > 0);
+    }
+
+    void quantGridLevelsMatchThePreviewQuantizer() {
+        // Symmetric 3 bits over [-0.6, 0.3]: s = 0.6/3, levels -4s..3s.
+        auto g = quantGridLevels(3, true, -0.6, 0.3);
+        QCOMPARE(int(g.size()), 8);
+        QVERIFY(std::fabs(g.front() + 0.8) < 1e-12 && std::fabs(g.back() - 0.6) < 1e-12);
+        // Asymmetric 2 bits over [0.5, 2]: range widened to [0, 2], s = 2/3, z = 0.
+        g = quantGridLevels(2, false, 0.5, 2.0);
+        QCOMPARE(int(g.size()), 4);
+        QVERIFY(std::fabs(g[1] - 2.0 / 3.0) < 1e-12 && std::fabs(g[3] - 2.0) < 1e-12);
+        // Every level is a fixed point of RTN onto the grid, and zero is representable.
+        g = quantGridLevels(4, false, -0.37, 1.21);
+        QVERIFY(std::any_of(g.begin(), g.end(), [](double v) { return std::fabs(v) < 1e-12; }));
+        QVERIFY(quantGridLevels(0, true, -1, 1).empty());
+        QVERIFY(quantGridLevels(4, true, 0, 0).empty());
+        QVERIFY(quantGridLevels(4, true, 1, -1).empty());
     }
 
     void activationSitesOfOtherArchitectures() {

@@ -9,6 +9,7 @@
 #include "widgets/model_summary_panel.h"
 #include "widgets/number_format.h"
 #include "widgets/run_panel.h"
+#include "widgets/stats_panel.h"
 #include "widgets/task_status_widget.h"
 
 #include <QAction>
@@ -16,6 +17,7 @@
 #include <QApplication>
 #include <QClipboard>
 #include <QCloseEvent>
+#include <QDesktopServices>
 #include <QDir>
 #include <QDockWidget>
 #include <QDragEnterEvent>
@@ -40,6 +42,7 @@
 #include <QTabWidget>
 #include <QTableView>
 #include <QTimer>
+#include <QUrl>
 #include <QVBoxLayout>
 
 #include <algorithm>
@@ -122,12 +125,18 @@ void MainWindow::buildUi() {
     QWidget* layers = buildLayersPanel();
     m_runPanel = new RunPanel(m_runner, this);
     m_log = new LogPanel(this);
+    m_statsPanel = new StatsPanel(m_runner, this);
 
     addPanel(Panel::Summary, tr("Summary"), QStringLiteral("dock.summary"), m_summary);
     addPanel(Panel::Plot, tr("Parameters per Block"), QStringLiteral("dock.plot"), m_plot);
     addPanel(Panel::Layers, tr("Tensors"), QStringLiteral("dock.layers"), layers);
     addPanel(Panel::Run, tr("Run"), QStringLiteral("dock.run"), m_runPanel);
     addPanel(Panel::Log, tr("Log"), QStringLiteral("dock.log"), m_log);
+    addPanel(Panel::Stats, tr("Statistics"), QStringLiteral("dock.stats"), m_statsPanel);
+    connect(m_statsPanel, &StatsPanel::tensorRequested, this, &MainWindow::selectTensor);
+    connect(m_statsPanel, &StatsPanel::computeFailed, this, [this](const QString& message) {
+        showError(tr("Statistics"), tr("Could not compute statistics"), message);
+    });
     applyDefaultLayout();
     // The welcome page fills the window until a model is open (or a panel is asked for).
     for (QDockWidget* d : std::as_const(m_docks)) d->hide();
@@ -163,10 +172,14 @@ void MainWindow::applyDefaultLayout() {
     addDockWidget(Qt::LeftDockWidgetArea, dock(Panel::Summary), Qt::Vertical);
     addDockWidget(Qt::LeftDockWidgetArea, dock(Panel::Plot), Qt::Vertical);
     addDockWidget(Qt::RightDockWidgetArea, dock(Panel::Layers));
-    tabifyDockWidget(dock(Panel::Layers), dock(Panel::Run));
+    // The inspector under the table (selecting a row shows its statistics), tabbed with the
+    // run panel.
+    splitDockWidget(dock(Panel::Layers), dock(Panel::Stats), Qt::Vertical);
+    tabifyDockWidget(dock(Panel::Stats), dock(Panel::Run));
     addDockWidget(Qt::BottomDockWidgetArea, dock(Panel::Log));
     for (QDockWidget* d : std::as_const(m_docks)) d->show();
     dock(Panel::Layers)->raise();
+    dock(Panel::Stats)->raise();
     auto sizeDocks = [this] {
         const int w = std::max(width(), 800), h = std::max(height(), 600);
         // Only the left column: the right one (tabs) takes the rest.
@@ -174,6 +187,8 @@ void MainWindow::applyDefaultLayout() {
         resizeDocks({dock(Panel::Summary), dock(Panel::Plot)}, {h * 9 / 20, h * 7 / 20},
                     Qt::Vertical);
         resizeDocks({dock(Panel::Log)}, {h / 7}, Qt::Vertical);
+        resizeDocks({dock(Panel::Layers), dock(Panel::Stats)}, {h * 6 / 20, h * 10 / 20},
+                    Qt::Vertical);
     };
     sizeDocks();
     // With the central page hidden, resizeDocks() alone does not move the boundary between the
@@ -183,6 +198,31 @@ void MainWindow::applyDefaultLayout() {
     QTimer::singleShot(0, this, [this, left, sizeDocks] {
         left->setMinimumWidth(0);
         sizeDocks();
+    });
+}
+
+void MainWindow::applyInspectorLayout() {
+    m_panelsActive = true;
+    m_welcome->hide();
+    for (QDockWidget* d : std::as_const(m_docks)) {
+        d->setFloating(false);
+        removeDockWidget(d);
+    }
+    addDockWidget(Qt::LeftDockWidgetArea, dock(Panel::Layers));
+    for (Panel p : {Panel::Summary, Panel::Plot, Panel::Log})
+        tabifyDockWidget(dock(Panel::Layers), dock(p));
+    addDockWidget(Qt::RightDockWidgetArea, dock(Panel::Stats));
+    tabifyDockWidget(dock(Panel::Stats), dock(Panel::Run));
+    for (QDockWidget* d : std::as_const(m_docks)) d->show();
+    dock(Panel::Layers)->raise();
+    dock(Panel::Stats)->raise();
+    const int w = std::max(width(), 800);
+    // As in applyDefaultLayout(): hold the left column's width through one layout pass.
+    QDockWidget* left = dock(Panel::Layers);
+    left->setMinimumWidth(w * 21 / 50);
+    QTimer::singleShot(0, this, [this, left, w] {
+        left->setMinimumWidth(0);
+        resizeDocks({left}, {w * 21 / 50}, Qt::Horizontal);
     });
 }
 
@@ -251,6 +291,7 @@ void MainWindow::connectLog() {
                 m_log->error(tr("Failed: %1: %2").arg(title, message));
             });
     connect(m_runPanel, &RunPanel::logMessage, m_log, &LogPanel::info);
+    connect(m_statsPanel, &StatsPanel::logMessage, m_log, &LogPanel::info);
 }
 
 QWidget* MainWindow::buildWelcomePage() {
@@ -284,7 +325,7 @@ QWidget* MainWindow::buildWelcomePage() {
     lay->addLayout(buttons);
     lay->addSpacing(20);
     auto* keys = new QLabel(tr("Ctrl+O open a file  ·  Ctrl+Shift+O open a folder  ·  "
-                               "Ctrl+1…5 show panels  ·  Ctrl+Shift+T switch theme"),
+                               "Ctrl+1…6 show panels  ·  Ctrl+Shift+T switch theme"),
                             page);
     keys->setAlignment(Qt::AlignCenter);
     keys->setForegroundRole(QPalette::PlaceholderText);
@@ -334,6 +375,8 @@ QWidget* MainWindow::buildLayersPanel() {
     m_table->horizontalHeader()->setSortIndicator(-1, Qt::AscendingOrder);
     m_table->setSortingEnabled(true);
     rl->addWidget(m_table, 1);
+    connect(m_table->selectionModel(), &QItemSelectionModel::currentRowChanged, this,
+            &MainWindow::onCurrentRowChanged);
 
     auto* copy = new QAction(tr("Copy Rows as TSV"), m_table);
     copy->setShortcut(QKeySequence::Copy);
@@ -372,11 +415,9 @@ void MainWindow::buildMenus() {
     quit->setMenuRole(QAction::QuitRole);
 
     QMenu* view = menuBar()->addMenu(tr("&View"));
-    const std::pair<Panel, int> panels[] = {{Panel::Summary, Qt::Key_1},
-                                            {Panel::Layers, Qt::Key_2},
-                                            {Panel::Plot, Qt::Key_3},
-                                            {Panel::Run, Qt::Key_4},
-                                            {Panel::Log, Qt::Key_5}};
+    const std::pair<Panel, int> panels[] = {{Panel::Summary, Qt::Key_1}, {Panel::Layers, Qt::Key_2},
+                                            {Panel::Plot, Qt::Key_3},    {Panel::Run, Qt::Key_4},
+                                            {Panel::Log, Qt::Key_5},     {Panel::Stats, Qt::Key_6}};
     for (const auto& [panel, key] : panels) {
         QDockWidget* d = dock(panel);
         QAction* toggle = d->toggleViewAction();
@@ -398,6 +439,7 @@ void MainWindow::buildMenus() {
     });
     filter->setShortcut(QKeySequence::Find);
     view->addAction(tr("&Reset Layout"), this, &MainWindow::resetLayout);
+    view->addAction(tr("&Inspector Layout"), this, &MainWindow::applyInspectorLayout);
     view->addSeparator();
     QMenu* themes = view->addMenu(tr("&Theme"));
     m_themeGroup = new QActionGroup(this);
@@ -445,6 +487,27 @@ void MainWindow::buildMenus() {
     };
     connect(m_runPanel, &RunPanel::stateChanged, this, syncRunActions);
     syncRunActions();
+
+    QMenu* statsMenu = menuBar()->addMenu(tr("&Statistics"));
+    m_actComputeStats = statsMenu->addAction(tr("&Compute…"), this, [this] {
+        showPanel(Panel::Stats);
+        m_statsPanel->showComputeDialog();
+    });
+    m_actComputeStats->setShortcut(QKeySequence(Qt::CTRL | Qt::ALT | Qt::Key_S));
+    m_actCancelStats =
+        statsMenu->addAction(tr("C&ancel Computation"), m_statsPanel, &StatsPanel::cancelCompute);
+    statsMenu->addSeparator();
+    statsMenu->addAction(tr("Open Cache &Folder"), this, [] {
+        QDir().mkpath(StatsPanel::cacheDir());
+        QDesktopServices::openUrl(QUrl::fromLocalFile(StatsPanel::cacheDir()));
+    });
+    auto syncStatsActions = [this] {
+        m_actComputeStats->setEnabled(m_model && !m_statsPanel->isComputing());
+        m_actCancelStats->setEnabled(m_statsPanel->isComputing());
+    };
+    connect(m_runner, &TaskRunner::busyChanged, this, syncStatsActions);
+    connect(this, &MainWindow::modelLoaded, this, syncStatsActions);
+    syncStatsActions();
 
     QMenu* help = menuBar()->addMenu(tr("&Help"));
     QAction* about = help->addAction(tr("&About lcw"), this, &MainWindow::showAbout);
@@ -537,6 +600,7 @@ void MainWindow::setModel(std::shared_ptr<const Model> model, const QString& pat
     m_summary->setModel(m_model.get());
     m_layerModel->setModel(m_model);
     m_runPanel->setModel(m_model);
+    m_statsPanel->setModel(m_model, path);
     m_table->resizeColumnsToContents();
     // The name column stretches; give the others room for their header plus sort arrow.
     for (int c = LayerTableModel::Layer; c < LayerTableModel::ColumnCount; ++c)
@@ -606,6 +670,34 @@ QString MainWindow::displayName(const QString& path) {
 
 // ---------------------------------------------------------------------------------------------
 // Table
+
+void MainWindow::onCurrentRowChanged() {
+    const QModelIndex cur = m_table->selectionModel()->currentIndex();
+    if (!cur.isValid()) return;
+    const QString name =
+        m_proxy->index(cur.row(), LayerTableModel::Name).data(Qt::DisplayRole).toString();
+    if (!name.isEmpty()) m_statsPanel->showTensor(name);
+}
+
+bool MainWindow::selectTensor(const QString& name) {
+    auto find = [this, &name]() -> QModelIndex {
+        for (int r = 0; r < m_proxy->rowCount(); ++r) {
+            const QModelIndex i = m_proxy->index(r, LayerTableModel::Name);
+            if (i.data(Qt::DisplayRole).toString() == name) return i;
+        }
+        return {};
+    };
+    QModelIndex idx = find();
+    if (!idx.isValid() && !m_filter->text().isEmpty()) {
+        setLayerFilter(QString());
+        idx = find();
+    }
+    if (!idx.isValid()) return false;
+    m_table->selectionModel()->setCurrentIndex(idx, QItemSelectionModel::ClearAndSelect |
+                                                        QItemSelectionModel::Rows);
+    m_table->scrollTo(idx);
+    return true;
+}
 
 void MainWindow::setLayerFilter(const QString& text) {
     if (m_filter->text() != text) {
@@ -713,6 +805,7 @@ void MainWindow::readSettings() {
     // Without a saved choice, the theme that matches the platform's palette.
     setTheme(themeFromName(s.value(kThemeKey).toString()).value_or(m_theme));
     m_runPanel->readSettings(s);
+    m_statsPanel->readSettings(s);
 }
 
 void MainWindow::writeSettings() const {
@@ -722,6 +815,7 @@ void MainWindow::writeSettings() const {
     if (m_panelsActive) s.setValue(kStateKey, saveState(kStateVersion));
     s.setValue(kThemeKey, themeName(m_theme));
     m_runPanel->writeSettings(s);
+    m_statsPanel->writeSettings(s);
     s.setValue(kRecentKey, m_recent);
 }
 

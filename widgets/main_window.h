@@ -29,6 +29,7 @@ class LayerTableModel;
 class LogPanel;
 class ModelSummaryPanel;
 class RunPanel;
+class StatsPanel;
 class TaskStatusWidget;
 
 class MainWindow : public QMainWindow {
@@ -44,9 +45,9 @@ public:
     /// Entries kept in File ▸ Open Recent.
     static constexpr int kMaxRecent = 10;
     /// Version tag of saveState(); layouts saved by older versions are ignored.
-    static constexpr int kStateVersion = 2;
+    static constexpr int kStateVersion = 3;
     /// The dockable panels.
-    enum class Panel { Summary, Layers, Plot, Run, Log };
+    enum class Panel { Summary, Layers, Plot, Run, Log, Stats };
 
     explicit MainWindow(QWidget* parent = nullptr);
     explicit MainWindow(Options options, QWidget* parent = nullptr);
@@ -90,11 +91,18 @@ public:
     QLineEdit* filterEdit() const { return m_filter; }
     RunPanel* runPanel() const { return m_runPanel; }
     LogPanel* logPanel() const { return m_log; }
+    StatsPanel* statsPanel() const { return m_statsPanel; }
+    /// Selects a tensor's row in the table (clearing a filter that hides it); the statistics
+    /// inspector follows. Returns false when the model has no such tensor.
+    bool selectTensor(const QString& name);
     QDockWidget* dock(Panel panel) const;
     /// Shows a panel and brings it to the front of its tab group.
     void showPanel(Panel panel);
     /// Puts every panel back where it starts.
     void resetLayout();
+    /// Layout for exploring statistics: the tensor table (tabbed with summary, block plot and
+    /// log) on the left, the statistics inspector (tabbed with run) on the right, full height.
+    void applyInspectorLayout();
 
     /// Switches the application palette (View ▸ Theme) and remembers it.
     void setTheme(Theme theme);
@@ -131,6 +139,7 @@ private:
     void showAbout();
     void setModel(std::shared_ptr<const Model> model, const QString& path, double seconds);
     void updatePlot();
+    void onCurrentRowChanged();
     void updateFilterCount();
     void addRecent(const QString& path);
     void rebuildRecentMenu();
@@ -155,6 +164,9 @@ private:
     QByteArray m_savedState;
     QHash<int, QDockWidget*> m_docks;
     RunPanel* m_runPanel = nullptr;
+    StatsPanel* m_statsPanel = nullptr;
+    QAction* m_actComputeStats = nullptr;
+    QAction* m_actCancelStats = nullptr;
     LogPanel* m_log = nullptr;
     Theme m_theme = Theme::Light;
     QActionGroup* m_themeGroup = nullptr;

@@ -1,8 +1,9 @@
 // lcw: the GUI entry point. `lcw [MODEL] [--theme light|dark] [--screenshot FILE.png
-// [--demo-run]]`.
+// [--demo-run | --demo-stats]]`.
 #include "core/version.h"
 #include "widgets/main_window.h"
 #include "widgets/run_panel.h"
+#include "widgets/stats_panel.h"
 #include "widgets/theme.h"
 
 #include <QApplication>
@@ -10,6 +11,7 @@
 #include <QDir>
 #include <QFileInfo>
 #include <QPixmap>
+#include <QTabWidget>
 #include <QTimer>
 
 #include <cstdio>
@@ -83,7 +85,18 @@ int main(int argc, char** argv) {
     parser.addOption(screenshot);
     parser.addOption(size);
     parser.addOption(theme);
+    const QCommandLineOption demoStats(
+        QStringLiteral("demo-stats"),
+        QStringLiteral("With --screenshot: compute (or load cached) statistics of MODEL "
+                       "(8 samples x 128 tokens of the bundled text) and save the Statistics "
+                       "inspector on layers.1.mlp.down."));
+    const QCommandLineOption statsTab(
+        QStringLiteral("stats-tab"),
+        QStringLiteral("With --demo-stats: the inspector tab to show (weights, activations, kv)."),
+        QStringLiteral("TAB"), QStringLiteral("weights"));
     parser.addOption(demoRun);
+    parser.addOption(demoStats);
+    parser.addOption(statsTab);
     parser.process(app);
 
     const QStringList args = parser.positionalArguments();
@@ -103,6 +116,12 @@ int main(int argc, char** argv) {
     }
     if (parser.isSet(demoRun) && (!parser.isSet(screenshot) || modelPath.isEmpty())) {
         std::fprintf(stderr, "lcw: --demo-run needs --screenshot and a MODEL\n");
+        return 2;
+    }
+
+    if (parser.isSet(demoStats) &&
+        (!parser.isSet(screenshot) || modelPath.isEmpty() || parser.isSet(demoRun))) {
+        std::fprintf(stderr, "lcw: --demo-stats needs --screenshot and a MODEL (not --demo-run)\n");
         return 2;
     }
 
@@ -146,6 +165,43 @@ int main(int argc, char** argv) {
     // Grab from the event loop so pending layout and resize events are processed first.
     if (modelPath.isEmpty()) {
         QTimer::singleShot(0, &window, grabAndQuit);
+    } else if (parser.isSet(demoStats)) {
+        lcw::StatsPanel* stats = window.statsPanel();
+        QObject::connect(stats, &lcw::StatsPanel::computeFailed, &window, [&](const QString& m) {
+            std::fprintf(stderr, "lcw: --demo-stats: %s\n", qPrintable(m));
+            exitCode = 1;
+            QApplication::quit();
+        });
+        // Grab once the inspector layout is in place and the statistics are shown (loaded
+        // from the cache while the model opens, or computed afterwards).
+        bool layoutDone = false;
+        const QStringList tabs = {QStringLiteral("weights"), QStringLiteral("activations"),
+                                  QStringLiteral("kv")};
+        const int tab = tabs.indexOf(parser.value(statsTab).toLower());
+        if (tab < 0) {
+            std::fprintf(stderr, "lcw: --stats-tab expects weights, activations or kv\n");
+            return 2;
+        }
+        auto showAndGrab = [&] {
+            window.selectTensor(QStringLiteral("layers.1.mlp.down"));
+            stats->tabs()->setCurrentIndex(tab);
+            // Two turns of the event loop: the layout settles in the first.
+            QTimer::singleShot(0, &window, [&] { QTimer::singleShot(0, &window, grabAndQuit); });
+        };
+        QObject::connect(stats, &lcw::StatsPanel::statsChanged, &window, [&] {
+            if (layoutDone) showAndGrab();
+        });
+        QObject::connect(&window, &lcw::MainWindow::modelLoaded, &window, [&] {
+            window.applyInspectorLayout();
+            layoutDone = true;
+            if (stats->report()) return showAndGrab();
+            lcw::StatsSettings s;
+            s.samples = 8;
+            s.seqLen = 128;
+            stats->setSettings(s);
+            stats->computeStats();
+        });
+        window.openModel(modelPath);
     } else if (!parser.isSet(demoRun)) {
         QObject::connect(&window, &lcw::MainWindow::modelLoaded, &window,
                          [&] { QTimer::singleShot(0, &window, grabAndQuit); });

@@ -1,0 +1,190 @@
+#include "plots/channel_profile_plot.h"
+
+#include "plots/plot_style.h"
+#include "plots/plot_tools.h"
+
+#include <QEvent>
+#include <QToolTip>
+#include <QVBoxLayout>
+#include <qcustomplot.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+namespace lcw {
+
+ChannelProfilePlot::ChannelProfilePlot(QWidget* parent)
+    : QWidget(parent), m_plot(new QCustomPlot(this)) {
+    auto* lay = new QVBoxLayout(this);
+    lay->setContentsMargins(0, 0, 0, 0);
+    lay->addWidget(m_plot);
+    setMinimumSize(240, 160);
+    // An explicit minimum: QCustomPlot's size hint grows with its title's width otherwise.
+    m_plot->setMinimumSize(200, 140);
+    m_plot->plotLayout()->insertRow(0);
+    QFont f = font();
+    f.setBold(true);
+    m_plot->plotLayout()->addElement(0, 0, new QCPTextElement(m_plot, QString(), f));
+    m_plot->plotLayout()->setRowStretchFactor(0, 0.001);
+    m_plot->xAxis->grid()->setVisible(false);
+    m_plot->yAxis->setNumberFormat(QStringLiteral("gb"));
+    m_plot->legend->setFont(font());
+    m_plot->axisRect()->insetLayout()->setInsetAlignment(0, Qt::AlignTop | Qt::AlignRight);
+    installPlotInteractions(
+        m_plot, this, [this] { return m_title; }, [this] { resetView(); });
+    connect(m_plot, &QCustomPlot::mouseMove, this, &ChannelProfilePlot::onMouseMove);
+    applyPlotPalette(m_plot, palette());
+    rebuild();
+}
+
+void ChannelProfilePlot::changeEvent(QEvent* event) {
+    QWidget::changeEvent(event);
+    if (event->type() == QEvent::PaletteChange) {
+        applyPlotPalette(m_plot, palette());
+        rebuild();
+    }
+}
+
+void ChannelProfilePlot::setProfile(const QVector<double>& values, std::optional<double> threshold,
+                                    const QString& thresholdLabel) {
+    m_values = values;
+    m_threshold = threshold;
+    m_thresholdLabel = thresholdLabel;
+    rebuild();
+}
+
+void ChannelProfilePlot::clear() {
+    setProfile({});
+}
+
+void ChannelProfilePlot::setTitle(const QString& title) {
+    m_title = title;
+    if (auto* t = qobject_cast<QCPTextElement*>(m_plot->plotLayout()->element(0, 0)))
+        t->setText(title);
+    m_plot->replot();
+}
+
+void ChannelProfilePlot::setAxisLabels(const QString& x, const QString& y) {
+    m_xLabel = x;
+    m_plot->yAxis->setLabel(y);
+    rebuild();
+}
+
+void ChannelProfilePlot::setSorted(bool on) {
+    if (on == m_sorted) return;
+    m_sorted = on;
+    rebuild();
+}
+
+QVector<int> ChannelProfilePlot::outliers() const {
+    QVector<int> out;
+    if (!m_threshold) return out;
+    for (int i = 0; i < m_values.size(); ++i)
+        if (m_values[i] >= *m_threshold) out << i;
+    return out;
+}
+
+int ChannelProfilePlot::indexAtPosition(int pos) const {
+    return pos >= 0 && pos < m_order.size() ? m_order[pos] : -1;
+}
+
+void ChannelProfilePlot::rebuild() {
+    m_plot->clearPlottables();
+    m_plot->clearItems();
+    const QVector<QColor> colors = seriesColors(palette());
+    const int n = int(m_values.size());
+    m_order.resize(n);
+    std::iota(m_order.begin(), m_order.end(), 0);
+    if (m_sorted)
+        std::stable_sort(m_order.begin(), m_order.end(),
+                         [this](int a, int b) { return m_values[a] > m_values[b]; });
+    m_plot->xAxis->setLabel(m_sorted ? tr("rank (largest first) of %1").arg(m_xLabel) : m_xLabel);
+
+    QVector<double> keys, vals, okeys, ovals;
+    for (int p = 0; p < n; ++p) {
+        const double v = m_values[m_order[p]];
+        const bool outlier = m_threshold && v >= *m_threshold;
+        (outlier ? okeys : keys) << double(p);
+        (outlier ? ovals : vals) << v;
+    }
+    auto addBars = [&](const QVector<double>& k, const QVector<double>& v, const QColor& c,
+                       const QString& name) {
+        auto* bars = new QCPBars(m_plot->xAxis, m_plot->yAxis);
+        bars->setWidthType(QCPBars::wtPlotCoords);
+        bars->setWidth(n > 200 ? 1.0 : 0.8);
+        QColor fill = c;
+        fill.setAlpha(210);
+        bars->setBrush(fill);
+        bars->setPen(n > 120 ? QPen(Qt::NoPen) : QPen(c.darker(125), 1));
+        bars->setData(k, v, true);
+        bars->setName(name);
+        return bars;
+    };
+    if (n > 0) {
+        addBars(keys, vals, colors[0], tr("abs-max"));
+        if (!okeys.isEmpty())
+            addBars(okeys, ovals, colors[3], tr("outliers (%1)").arg(okeys.size()));
+    }
+    if (m_threshold) {
+        QColor c = colors[3];
+        c.setAlpha(200);
+        auto* line = new QCPItemStraightLine(m_plot);
+        line->point1->setCoords(0, *m_threshold);
+        line->point2->setCoords(1, *m_threshold);
+        line->setPen(QPen(c, 1, Qt::DashLine));
+        auto* label = new QCPItemText(m_plot);
+        label->position->setType(QCPItemPosition::ptAxisRectRatio);
+        label->position->setAxisRect(m_plot->axisRect());
+        label->position->setCoords(0.99, 0.02);
+        label->setPositionAlignment(Qt::AlignTop | Qt::AlignRight);
+        label->setColor(c.darker(110));
+        label->setText(m_thresholdLabel.isEmpty()
+                           ? tr("outlier threshold %1").arg(*m_threshold, 0, 'g', 4)
+                           : m_thresholdLabel);
+        label->setFont(font());
+    }
+    m_plot->legend->setVisible(false);
+    resetView();
+}
+
+void ChannelProfilePlot::resetView() {
+    const int n = int(m_values.size());
+    m_plot->xAxis->setRange(-0.8, std::max(1, n) - 0.2);
+    double top = 0.0;
+    for (double v : std::as_const(m_values))
+        if (std::isfinite(v)) top = std::max(top, v);
+    // Keep the threshold line in view when it is close to the data.
+    if (m_threshold && *m_threshold < top * 3.0) top = std::max(top, *m_threshold);
+    if (top <= 0) top = 1.0;
+    m_plot->yAxis->setRange(0.0, top * 1.08);
+    m_plot->replot();
+}
+
+QString ChannelProfilePlot::tooltipFor(int pos) const {
+    const int i = indexAtPosition(pos);
+    if (i < 0) return {};
+    QString text = tr("%1 %2: %3").arg(m_xLabel).arg(i).arg(m_values[i], 0, 'g', 5);
+    if (m_sorted) text += tr("\nrank %1 of %2").arg(pos + 1).arg(m_values.size());
+    if (m_threshold && m_values[i] >= *m_threshold) text += tr("\noutlier");
+    return text;
+}
+
+void ChannelProfilePlot::onMouseMove(QMouseEvent* event) {
+    if (m_values.isEmpty() || !m_plot->axisRect()->rect().contains(event->pos())) {
+        QToolTip::hideText();
+        return;
+    }
+    const int pos = int(std::lround(m_plot->xAxis->pixelToCoord(event->pos().x())));
+    const QString tip = tooltipFor(pos);
+    if (tip.isEmpty())
+        QToolTip::hideText();
+    else
+        QToolTip::showText(event->globalPosition().toPoint(), tip, m_plot);
+}
+
+bool ChannelProfilePlot::exportImage(const QString& path, int width, int height) {
+    return exportPlot(m_plot, path, width, height);
+}
+
+} // namespace lcw

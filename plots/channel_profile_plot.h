@@ -1,0 +1,61 @@
+#pragma once
+/// \file
+/// ChannelProfilePlot: one value per channel (or per token) as bars, in index order or sorted
+/// largest first, with the entries at or above an outlier threshold drawn in a warning colour and
+/// the threshold as a dashed line. Hover shows the channel and value; pan/zoom; PNG/PDF export.
+/// It draws the values it is given; the threshold comes from the caller (core's definition).
+#include <QString>
+#include <QVector>
+#include <QWidget>
+
+#include <optional>
+
+class QCustomPlot;
+class QEvent;
+class QMouseEvent;
+
+namespace lcw {
+
+class ChannelProfilePlot : public QWidget {
+    Q_OBJECT
+public:
+    explicit ChannelProfilePlot(QWidget* parent = nullptr);
+
+    /// Values by index (channel or token). `threshold`: entries ≥ it are marked as outliers.
+    void setProfile(const QVector<double>& values, std::optional<double> threshold = {},
+                    const QString& thresholdLabel = {});
+    void clear();
+    void setTitle(const QString& title);
+    void setAxisLabels(const QString& x, const QString& y);
+    /// Sorted: largest first (the x axis is then the rank; tooltips keep the index).
+    void setSorted(bool on);
+    bool sorted() const { return m_sorted; }
+
+    int count() const { return int(m_values.size()); }
+    const QVector<double>& values() const { return m_values; }
+    /// Indices of the marked entries, ascending.
+    QVector<int> outliers() const;
+    /// Index (channel/token) drawn at position `pos` (0-based x), given the current order.
+    int indexAtPosition(int pos) const;
+    QString tooltipFor(int pos) const;
+    void resetView();
+
+    bool exportImage(const QString& path, int width = 0, int height = 0);
+    QCustomPlot* plot() const { return m_plot; }
+
+protected:
+    void changeEvent(QEvent* event) override;
+
+private:
+    void rebuild();
+    void onMouseMove(QMouseEvent* event);
+
+    QCustomPlot* m_plot;
+    QString m_title, m_xLabel, m_thresholdLabel;
+    QVector<double> m_values;
+    QVector<int> m_order; ///< drawn position → index
+    std::optional<double> m_threshold;
+    bool m_sorted = false;
+};
+
+} // namespace lcw

@@ -1,0 +1,193 @@
+#include "plots/histogram_plot.h"
+
+#include "plots/plot_style.h"
+#include "plots/plot_tools.h"
+
+#include <QEvent>
+#include <QToolTip>
+#include <QVBoxLayout>
+#include <qcustomplot.h>
+
+#include <algorithm>
+#include <cmath>
+
+namespace lcw {
+
+HistogramPlot::HistogramPlot(QWidget* parent) : QWidget(parent), m_plot(new QCustomPlot(this)) {
+    auto* lay = new QVBoxLayout(this);
+    lay->setContentsMargins(0, 0, 0, 0);
+    lay->addWidget(m_plot);
+    setMinimumSize(240, 160);
+    // An explicit minimum: QCustomPlot's size hint grows with its title's width otherwise.
+    m_plot->setMinimumSize(200, 140);
+    m_plot->plotLayout()->insertRow(0);
+    QFont f = font();
+    f.setBold(true);
+    m_plot->plotLayout()->addElement(0, 0, new QCPTextElement(m_plot, QString(), f));
+    m_plot->plotLayout()->setRowStretchFactor(0, 0.001);
+    m_plot->xAxis->grid()->setVisible(false);
+    m_plot->yAxis->setNumberFormat(QStringLiteral("gb"));
+    m_plot->legend->setVisible(false);
+    m_plot->legend->setFont(font());
+    m_plot->axisRect()->insetLayout()->setInsetAlignment(0, Qt::AlignTop | Qt::AlignLeft);
+    installPlotInteractions(
+        m_plot, this, [this] { return m_title; }, [this] { resetView(); });
+    connect(m_plot, &QCustomPlot::mouseMove, this, &HistogramPlot::onMouseMove);
+    applyPlotPalette(m_plot, palette());
+    rebuild();
+}
+
+void HistogramPlot::changeEvent(QEvent* event) {
+    QWidget::changeEvent(event);
+    if (event->type() == QEvent::PaletteChange) {
+        applyPlotPalette(m_plot, palette());
+        rebuild();
+    }
+}
+
+void HistogramPlot::setHistogram(double lo, double hi, const QVector<double>& counts) {
+    m_lo = lo;
+    m_hi = hi > lo ? hi : lo + 1.0;
+    m_counts = counts;
+    rebuild();
+}
+
+void HistogramPlot::setMarkers(const QVector<double>& xs, const QString& label) {
+    m_markers = xs;
+    m_markerLabel = label;
+    rebuild();
+}
+
+void HistogramPlot::clear() {
+    m_counts.clear();
+    m_markers.clear();
+    m_markerLabel.clear();
+    rebuild();
+}
+
+void HistogramPlot::setTitle(const QString& title) {
+    m_title = title;
+    if (auto* t = qobject_cast<QCPTextElement*>(m_plot->plotLayout()->element(0, 0)))
+        t->setText(title);
+    m_plot->replot();
+}
+
+void HistogramPlot::setAxisLabels(const QString& x, const QString& y) {
+    m_plot->xAxis->setLabel(x);
+    m_plot->yAxis->setLabel(y);
+    m_plot->replot();
+}
+
+void HistogramPlot::setLogCount(bool on) {
+    if (on == m_log) return;
+    m_log = on;
+    rebuild();
+    emit logCountChanged(on);
+}
+
+void HistogramPlot::rebuild() {
+    m_plot->clearPlottables();
+    m_plot->clearItems();
+    m_bars = nullptr;
+    const QVector<QColor> colors = seriesColors(palette());
+    const int n = int(m_counts.size());
+    const double width = n > 0 ? (m_hi - m_lo) / n : 1.0;
+
+    if (m_log) {
+        m_plot->yAxis->setScaleType(QCPAxis::stLogarithmic);
+        m_plot->yAxis->setTicker(QSharedPointer<QCPAxisTickerLog>::create());
+    } else {
+        m_plot->yAxis->setScaleType(QCPAxis::stLinear);
+        m_plot->yAxis->setTicker(QSharedPointer<QCPAxisTicker>::create());
+    }
+
+    if (n > 0) {
+        m_bars = new QCPBars(m_plot->xAxis, m_plot->yAxis);
+        m_bars->setWidthType(QCPBars::wtPlotCoords);
+        m_bars->setWidth(width);
+        QColor fill = colors[0];
+        fill.setAlpha(200);
+        m_bars->setBrush(fill);
+        m_bars->setPen(n > 120 ? QPen(Qt::NoPen) : QPen(colors[0].darker(125), 1));
+        // On a log axis bars start just under one count so single counts stay visible.
+        m_bars->setBaseValue(m_log ? 0.5 : 0.0);
+        m_bars->setName(tr("count"));
+        m_bars->removeFromLegend();
+        QVector<double> keys(n);
+        for (int i = 0; i < n; ++i) keys[i] = m_lo + (i + 0.5) * width;
+        m_bars->setData(keys, m_counts, true);
+    }
+    if (!m_markers.isEmpty()) {
+        QColor c = colors[3];
+        c.setAlpha(m_markers.size() > 64 ? 90 : 170);
+        const QPen pen(c, 1, Qt::DashLine);
+        for (double x : std::as_const(m_markers)) {
+            auto* line = new QCPItemStraightLine(m_plot);
+            line->point1->setCoords(x, 0);
+            line->point2->setCoords(x, 1);
+            line->setPen(pen);
+            line->setSelectable(false);
+        }
+        // A legend entry for the lines: an empty graph that carries their pen.
+        auto* legendProxy = new QCPGraph(m_plot->xAxis, m_plot->yAxis);
+        legendProxy->setPen(pen);
+        legendProxy->setName(m_markerLabel);
+    }
+    m_plot->legend->setVisible(!m_markers.isEmpty() && !m_markerLabel.isEmpty());
+    QColor legendBg = palette().color(QPalette::Base);
+    legendBg.setAlpha(220);
+    m_plot->legend->setBrush(legendBg);
+    m_plot->legend->setTextColor(palette().color(QPalette::Text));
+    m_plot->legend->setBorderPen(QPen(palette().color(QPalette::Mid)));
+    resetView();
+}
+
+void HistogramPlot::resetView() {
+    const double pad = (m_hi - m_lo) * 0.02;
+    double lo = m_lo, hi = m_hi;
+    for (double x : std::as_const(m_markers)) {
+        lo = std::min(lo, x);
+        hi = std::max(hi, x);
+    }
+    m_plot->xAxis->setRange(lo - pad, hi + pad);
+    double top = 1.0;
+    for (double c : std::as_const(m_counts)) top = std::max(top, c);
+    if (m_log)
+        m_plot->yAxis->setRange(0.5, top * 2.0);
+    else
+        m_plot->yAxis->setRange(0.0, top * 1.08);
+    m_plot->replot();
+}
+
+int HistogramPlot::binAt(const QPoint& plotPos) const {
+    if (m_counts.isEmpty() || !m_plot->axisRect()->rect().contains(plotPos)) return -1;
+    const double x = m_plot->xAxis->pixelToCoord(plotPos.x());
+    const int n = int(m_counts.size());
+    const int i = int(std::floor((x - m_lo) / (m_hi - m_lo) * n));
+    return i >= 0 && i < n ? i : -1;
+}
+
+QString HistogramPlot::tooltipFor(int index) const {
+    if (index < 0 || index >= m_counts.size()) return {};
+    const double w = (m_hi - m_lo) / double(m_counts.size());
+    return tr("bin %1: [%2, %3)\ncount %4")
+        .arg(index)
+        .arg(m_lo + index * w, 0, 'g', 5)
+        .arg(m_lo + (index + 1) * w, 0, 'g', 5)
+        .arg(m_counts[index], 0, 'f', 0);
+}
+
+void HistogramPlot::onMouseMove(QMouseEvent* event) {
+    const int i = binAt(event->pos());
+    if (i < 0) {
+        QToolTip::hideText();
+        return;
+    }
+    QToolTip::showText(event->globalPosition().toPoint(), tooltipFor(i), m_plot);
+}
+
+bool HistogramPlot::exportImage(const QString& path, int width, int height) {
+    return exportPlot(m_plot, path, width, height);
+}
+
+} // namespace lcw

@@ -1,0 +1,24 @@
+#pragma once
+/// \file
+/// Interaction shared by the statistics plots: drag to pan, wheel to zoom, double-click to
+/// reset the view, a context menu that exports PNG/PDF, and hover tooltips.
+#include <QString>
+
+#include <functional>
+
+class QCustomPlot;
+class QWidget;
+
+namespace lcw {
+
+/// Turns on pan (drag) and zoom (wheel) on both axes, double-click calls `resetView`, and the
+/// right-click menu offers "Reset View", "Export as PNG…" and "Export as PDF…" (file names
+/// start with `baseName()`). `owner` parents the dialogs.
+void installPlotInteractions(QCustomPlot* plot, QWidget* owner, std::function<QString()> baseName,
+                             std::function<void()> resetView);
+
+/// Writes the plot as PNG (2× pixel ratio) or PDF, chosen by the file suffix (".pdf" → PDF).
+/// Size 0 means the widget's size. Returns false on failure.
+bool exportPlot(QCustomPlot* plot, const QString& path, int width = 0, int height = 0);
+
+} // namespace lcw

@@ -1,0 +1,168 @@
+#pragma once
+/// \file
+/// The statistics inspector: computes a model's statistics in the background (TaskRunner),
+/// caches them in an HDF5 file under the application data folder (StatsStore, keyed by the model
+/// fingerprint and the statistics settings) and shows, for the selected tensor, its weight
+/// histogram with the preview's quantization grid, per-channel abs-max profiles, the activation
+/// per-channel and per-token abs-max of its input site, K and V abs-max per head and channel,
+/// and a model-wide per-layer overview. All numbers come from core/stats; the plots draw them.
+#include "core/stats/stats_store.h"
+#include "widgets/task_runner.h"
+
+#include <QString>
+#include <QWidget>
+
+#include <memory>
+
+class QCheckBox;
+class QComboBox;
+class QLabel;
+class QProgressBar;
+class QSettings;
+class QTabWidget;
+class QToolButton;
+
+namespace lcw {
+
+class BarPlot;
+class ChannelProfilePlot;
+class HeatMapPlot;
+class HistogramPlot;
+class Model;
+
+/// What the user chooses in Statistics ▸ Compute….
+struct StatsSettings {
+    int samples = 16;  ///< calibration sequences
+    int seqLen = 128;  ///< tokens per sequence
+    QString calibFile; ///< empty: the built-in text
+    int bits = 4;      ///< preview (and drawn grid) bit width
+    int group = 128;   ///< preview group: > 0 group size, 0 per channel, −1 per tensor
+    bool symmetric = false;
+    int histBins = 256;
+    bool activations = true;
+
+    bool operator==(const StatsSettings&) const = default;
+};
+
+class StatsPanel : public QWidget {
+    Q_OBJECT
+public:
+    /// Overview metrics (one bar per layer, from the report's layer ranking).
+    enum class Metric { WeightKurtosis, WeightOutlierRatio, PreviewError, ActOutlierRatio, Score };
+    /// Weight profile axis.
+    enum class Axis { Output, Input };
+
+    /// Outlier threshold for channel abs-max, as core/stats counts outlier channels
+    /// (`outlier_*_channels_ge6`: LLM.int8()'s |x| ≥ 6).
+    static constexpr double kOutlierThreshold = 6.0;
+
+    StatsPanel(TaskRunner* runner, QWidget* parent = nullptr);
+    ~StatsPanel() override;
+
+    /// Shows `model`; loads its cached statistics when a file exists (the current settings'
+    /// file first, else the newest file of this model) without running a job.
+    void setModel(std::shared_ptr<const Model> model, const QString& path);
+
+    StatsSettings settings() const { return m_settings; }
+    void setSettings(const StatsSettings& s);
+    /// Opens the settings dialog; on OK computes (or loads) with the chosen settings.
+    void showComputeDialog();
+    /// Loads the cache file of the current settings when it exists, else submits a job. Returns
+    /// false when there is no model or a computation is already running.
+    bool computeStats();
+    /// Cancels the running computation (nothing is written).
+    void cancelCompute();
+    bool isComputing() const { return m_job != 0; }
+    TaskRunner::JobId computeJob() const { return m_job; }
+
+    /// Where statistics files are cached (AppDataLocation/stats).
+    static QString cacheDir();
+    /// Cache file of the current model and settings (empty without a model).
+    QString cachePath() const;
+    /// Cache file that the shown statistics came from (empty when none shown).
+    QString loadedPath() const { return m_loadedPath; }
+
+    /// Shows the statistics of one tensor (canonical name).
+    void showTensor(const QString& name);
+    QString currentTensor() const { return m_tensor; }
+    std::shared_ptr<const stats::StatsReport> report() const { return m_report; }
+
+    void setMetric(Metric m);
+    Metric metric() const;
+    void setWeightAxis(Axis a);
+    void setSorted(bool on);
+    void setLogCount(bool on);
+
+    void readSettings(QSettings& s);
+    void writeSettings(QSettings& s) const;
+
+    HistogramPlot* histogramPlot() const { return m_hist; }
+    ChannelProfilePlot* weightProfilePlot() const { return m_weightProfile; }
+    ChannelProfilePlot* activationProfilePlot() const { return m_actProfile; }
+    ChannelProfilePlot* tokenProfilePlot() const { return m_tokenProfile; }
+    HeatMapPlot* kHeatMap() const { return m_kMap; }
+    HeatMapPlot* vHeatMap() const { return m_vMap; }
+    BarPlot* overviewPlot() const { return m_overview; }
+    QCheckBox* logCountBox() const { return m_logBox; }
+    QTabWidget* tabs() const { return m_tabs; }
+
+    /// Name of the activation site feeding a weight ("layers.0.mlp.down" → "layers.0.mlp.down",
+    /// "layers.0.attn.q" → "layers.0.attn_in"); empty for tensors without one.
+    static QString inputSiteOf(const QString& weightName);
+
+signals:
+    /// New statistics are shown (computed or loaded).
+    void statsChanged();
+    void computeFinished();
+    void computeCancelled();
+    void computeFailed(const QString& message);
+    /// A layer's bar in the overview was clicked: select this tensor.
+    void tensorRequested(const QString& name);
+    void logMessage(const QString& text);
+
+private:
+    void buildUi();
+    bool tryLoad(const QString& path);
+    void setReport(std::shared_ptr<const stats::StatsReport> r, const QString& path);
+    void updateHeader();
+    void updateWeightPlots();
+    void updateActivationPlots();
+    void updateKvMaps();
+    void updateOverview();
+    void onOverviewClicked(int index);
+    void syncComputeUi();
+    int layerOfTensor() const;
+    QString settingsSummary() const;
+
+    TaskRunner* m_runner;
+    std::shared_ptr<const Model> m_model;
+    QString m_modelPath;
+    std::string m_fingerprint;
+    StatsSettings m_settings;
+    std::shared_ptr<const stats::StatsReport> m_report;
+    QString m_loadedPath;
+    QString m_tensor;
+    TaskRunner::JobId m_job = 0;
+    QVector<int> m_overviewLayers;
+
+    QLabel* m_title = nullptr;
+    QLabel* m_details = nullptr;
+    QLabel* m_provenance = nullptr;
+    QToolButton* m_computeButton = nullptr;
+    QToolButton* m_cancelButton = nullptr;
+    QProgressBar* m_progress = nullptr;
+    QTabWidget* m_tabs = nullptr;
+    HistogramPlot* m_hist = nullptr;
+    ChannelProfilePlot* m_weightProfile = nullptr;
+    ChannelProfilePlot* m_actProfile = nullptr;
+    ChannelProfilePlot* m_tokenProfile = nullptr;
+    HeatMapPlot* m_kMap = nullptr;
+    HeatMapPlot* m_vMap = nullptr;
+    BarPlot* m_overview = nullptr;
+    QCheckBox* m_logBox = nullptr;
+    QCheckBox* m_sortedBox = nullptr;
+    QComboBox* m_axisCombo = nullptr;
+    QComboBox* m_metricCombo = nullptr;
+};
+
+} // namespace lcw
