@@ -259,10 +259,10 @@ int cmdTokenize(const std::vector<std::string>& argv) {
 
 // ------------------------------------------------------------------------------------ generate
 int cmdGenerate(const std::vector<std::string>& argv) {
-    Args a(
-        argv,
-        with(kCommonValued, {"--prompt", "-n", "--temp", "--top-k", "--top-p", "--seed", "--ctx"}),
-        with(kCommonFlags, {"--no-bos"}));
+    Args a(argv,
+           with(kCommonValued, {"--prompt", "-n", "--temp", "--top-k", "--top-p", "--seed", "--ctx",
+                                "--recipe", "--preset", "--overlay"}),
+           with(kCommonFlags, {"--no-bos"}));
     applyThreads(a);
     auto model = openModel(a, true);
     const auto prompt = a.get("--prompt");
@@ -289,7 +289,8 @@ int cmdGenerate(const std::vector<std::string>& argv) {
         throw UsageError{"prompt (" + std::to_string(promptIds.size()) + " tokens) + -n " +
                          std::to_string(n) + " exceeds the context of " +
                          std::to_string(so.contextLength) + " tokens"};
-    Session session(*model, so);
+    const auto weights = applyRecipeOptions(*model, a);
+    Session session(*weights, so);
     const bool json = a.flag("--json");
 
     // Stream text as it is generated: decode everything so far and print the new suffix, which
@@ -352,7 +353,8 @@ int cmdGenerate(const std::vector<std::string>& argv) {
 
 // -------------------------------------------------------------------------------------- logits
 int cmdLogits(const std::vector<std::string>& argv) {
-    Args a(argv, with(kCommonValued, {"--ids", "--text", "--out"}),
+    Args a(argv,
+           with(kCommonValued, {"--ids", "--text", "--out", "--recipe", "--preset", "--overlay"}),
            with(kCommonFlags, {"--no-bos"}));
     applyThreads(a);
     const auto out = a.get("--out");
@@ -384,7 +386,8 @@ int cmdLogits(const std::vector<std::string>& argv) {
                                 std::to_string(model->spec().vocab) + ")");
     SessionOptions so;
     so.contextLength = int64_t(ids.size());
-    Session session(*model, so);
+    const auto weights = applyRecipeOptions(*model, a);
+    Session session(*weights, so);
     std::vector<float> logits;
     session.forward(ids, logits, true);
     writeNpyF32(*out, {int64_t(ids.size()), model->spec().vocab}, logits.data());
@@ -398,7 +401,9 @@ int cmdLogits(const std::vector<std::string>& argv) {
 
 // ---------------------------------------------------------------------------------- perplexity
 int cmdPerplexity(const std::vector<std::string>& argv) {
-    Args a(argv, with(kCommonValued, {"--text", "--ctx", "--mode", "--stride", "--batch"}),
+    Args a(argv,
+           with(kCommonValued, {"--text", "--ctx", "--mode", "--stride", "--batch", "--recipe",
+                                "--preset", "--overlay"}),
            kCommonFlags);
     applyThreads(a);
     const auto textPath = a.get("--text");
@@ -421,8 +426,9 @@ int cmdPerplexity(const std::vector<std::string>& argv) {
     po.bosId = tk.bosId();
     // llama.cpp tokenizes the whole text once with BOS first (when the model uses one).
     const auto tokens = tk.encode(text, true);
+    const auto weights = applyRecipeOptions(*model, a);
     TerminalProgress progress("perplexity", !a.flag("--quiet"));
-    const PerplexityResult r = computePerplexity(*model, tokens, po, progress);
+    const PerplexityResult r = computePerplexity(*weights, tokens, po, progress);
     progress.finish();
     if (r.status == Status::Cancelled) {
         std::fprintf(stderr, "cancelled\n");

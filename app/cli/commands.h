@@ -1,10 +1,18 @@
 #pragma once
 // The lcw-cli commands. Each returns the process exit code and throws lcw::Error (exit 1) or
 // UsageError (exit 2).
+#include <memory>
 #include <string>
 #include <vector>
 
+namespace lcw {
+class Model;
+class WeightSource;
+} // namespace lcw
+
 namespace lcw::cli {
+
+class Args;
 
 int cmdInfo(const std::vector<std::string>& args);
 int cmdGenerate(const std::vector<std::string>& args);
@@ -13,5 +21,11 @@ int cmdLogits(const std::vector<std::string>& args);
 int cmdPerplexity(const std::vector<std::string>& args);
 int cmdSynth(const std::vector<std::string>& args);
 int cmdStats(const std::vector<std::string>& args);
+int cmdCompress(const std::vector<std::string>& args);
+int cmdRecipe(const std::vector<std::string>& args);
+
+/// The weights the evaluation commands run on: `model` itself, or an overlay from
+/// --recipe R.json / --preset NAME (compressed now) / --overlay DIR (loaded). Never null.
+std::unique_ptr<WeightSource> applyRecipeOptions(const Model& model, const Args& a);
 
 } // namespace lcw::cli

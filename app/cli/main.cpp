@@ -31,6 +31,11 @@ commands:
                                            llama.cpp-compatible perplexity (default) ± s.e.
   stats MODEL [--calib FILE] [--samples N] [--seq-len L] [--out stats.h5] [--bits B] [--group G] [--json]
                                            weight/activation/KV outlier statistics (HDF5) + layer ranking
+  compress MODEL (--recipe R.json | --preset NAME) [--save OVERLAY] [--json]
+                                           quantise weights by a recipe: per-layer bits, MSE,
+                                           SQNR, time, and size totals; --save writes an overlay
+  recipe presets [--json]                  list the built-in recipes
+  recipe check R.json [MODEL] [--json]     validate a recipe; with MODEL also the matched layers
   synth --arch llama --shape SHAPE --dtype f32|f16|bf16 --out DIR [--seed S]
                                            write a random-initialised model with real shapes
                                            (shapes: tinyllama-1.1b, llama-tiny)
@@ -39,6 +44,8 @@ commands:
 MODEL is a Hugging Face folder (config.json + safetensors + tokenizer.json), a .gguf file, or a
 llama2.c .bin checkpoint (tokenizer.bin / tok<vocab>.bin beside it, or --tokenizer FILE).
 Common options: --tokenizer FILE, --threads N, --quiet (no progress on stderr).
+generate, logits and perplexity also take --recipe R.json, --preset NAME or --overlay DIR to
+run on quantised weights.
 )";
 
 } // namespace
@@ -65,6 +72,8 @@ int main(int argc, char** argv) {
         if (cmd == "perplexity") return cmdPerplexity(args);
         if (cmd == "synth") return cmdSynth(args);
         if (cmd == "stats") return cmdStats(args);
+        if (cmd == "compress") return cmdCompress(args);
+        if (cmd == "recipe") return cmdRecipe(args);
         std::fprintf(stderr, "lcw-cli: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
         return 2;
     } catch (const UsageError& e) {

@@ -1,0 +1,224 @@
+// lcw-cli compress / recipe, and the --recipe / --preset / --overlay options of the evaluation
+// commands.
+#include "args.h"
+#include "commands.h"
+#include "terminal_progress.h"
+
+#include "core/common/error.h"
+#include "core/compress/compressed_model.h"
+#include "core/compress/recipe.h"
+#include "core/model/model.h"
+
+#include <nlohmann/json.hpp>
+#include <omp.h>
+
+#include <cmath>
+#include <cstdio>
+
+namespace lcw::cli {
+
+namespace {
+
+using json = nlohmann::ordered_json;
+
+/// Forwards to a base model (what applyRecipeOptions returns without recipe options).
+class BaseRef final : public WeightSource {
+public:
+    explicit BaseRef(const Model& m) : m_model(m) {}
+    const ModelSpec& spec() const override { return m_model.spec(); }
+    const TensorView* find(std::string_view n) const override { return m_model.find(n); }
+
+private:
+    const Model& m_model;
+};
+
+compress::Recipe recipeFromArgs(const Args& a) {
+    const bool r = a.has("--recipe"), p = a.has("--preset");
+    if (r && p) throw UsageError{"give either --recipe or --preset, not both"};
+    if (r) return compress::Recipe::load(*a.get("--recipe"));
+    if (p) return compress::findPreset(*a.get("--preset")).recipe;
+    throw UsageError{"--recipe R.json or --preset NAME is required"};
+}
+
+void applyThreadsOpt(const Args& a) {
+    const long long t = a.getInt("--threads", 0);
+    if (t < 0) throw UsageError{"--threads must be >= 0"};
+    if (t > 0) omp_set_num_threads(int(t));
+}
+
+std::unique_ptr<Model> openModelArg(const Args& a, size_t i, bool needTokenizer) {
+    LoadOptions lo;
+    lo.tokenizerPath = a.getOr("--tokenizer", "");
+    lo.requireTokenizer = needTokenizer;
+    return Model::load(a.positional(i, "MODEL (a Hugging Face folder, .gguf or llama2.c .bin)"),
+                       lo);
+}
+
+std::string fmtDb(double v) {
+    char b[32];
+    if (std::isfinite(v))
+        std::snprintf(b, sizeof b, "%.2f", v);
+    else
+        std::snprintf(b, sizeof b, "inf");
+    return b;
+}
+
+json presetsJson() {
+    json arr = json::array();
+    for (const auto& p : compress::presets())
+        arr.push_back({{"name", p.name},
+                       {"description", p.description},
+                       {"recipe", json::parse(p.recipe.toJson().dump())}});
+    return arr;
+}
+
+} // namespace
+
+std::unique_ptr<WeightSource> applyRecipeOptions(const Model& model, const Args& a) {
+    const int n = int(a.has("--recipe")) + int(a.has("--preset")) + int(a.has("--overlay"));
+    if (n > 1) throw UsageError{"give only one of --recipe, --preset and --overlay"};
+    if (n == 0) return std::make_unique<BaseRef>(model);
+    if (a.has("--overlay")) return compress::CompressedModel::load(*a.get("--overlay"), model);
+    const compress::Recipe recipe = recipeFromArgs(a);
+    TerminalProgress progress("compress", !a.flag("--quiet"));
+    compress::CompressResult r = compress::compress(model, recipe, progress);
+    progress.finish();
+    if (r.status == Status::Cancelled) throw Error("cancelled while applying the recipe");
+    for (const auto& w : r.plan.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
+    if (!a.flag("--quiet")) {
+        const auto q = r.model->compressedSize();
+        std::fprintf(stderr, "recipe '%s': %zu layers quantised, %.3f bits/weight\n",
+                     recipe.name.c_str(), r.layers.size(), q.bitsPerWeight());
+    }
+    return std::move(r.model);
+}
+
+int cmdCompress(const std::vector<std::string>& argv) {
+    Args a(argv, {"--tokenizer", "--threads", "--recipe", "--preset", "--save"},
+           {"--quiet", "--json"});
+    applyThreadsOpt(a);
+    const compress::Recipe recipe = recipeFromArgs(a);
+    auto model = openModelArg(a, 0, false);
+    TerminalProgress progress("compress", !a.flag("--quiet"));
+    compress::CompressResult r = compress::compress(*model, recipe, progress);
+    progress.finish();
+    if (r.status == Status::Cancelled) {
+        std::fprintf(stderr, "cancelled\n");
+        return 130;
+    }
+    if (const auto dir = a.get("--save")) r.model->save(*dir);
+    json j = compressReportJson(r);
+    j["recipe"] = recipe.name;
+    if (const auto dir = a.get("--save")) j["saved"] = *dir;
+    if (a.flag("--json")) {
+        std::printf("%s\n", j.dump(2).c_str());
+        return 0;
+    }
+    for (const auto& w : r.plan.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
+    std::printf("%-28s %-14s %-22s %5s %8s %12s %9s %9s %8s\n", "layer", "shape", "scheme", "rule",
+                "bits/w", "mse", "sqnr_dB", "rel_err", "ms");
+    for (const auto& l : r.layers) {
+        char shape[48];
+        std::snprintf(shape, sizeof shape, "[%lld,%lld]", (long long)l.shape[0],
+                      (long long)l.shape[1]);
+        std::printf("%-28s %-14s %-22s %5d %8.3f %12.4e %9s %9.5f %8.2f\n", l.name.c_str(), shape,
+                    l.scheme.c_str(), l.rule, l.bitsPerWeight, l.error.mse,
+                    fmtDb(l.error.sqnrDb).c_str(), l.error.relError, l.seconds * 1e3);
+    }
+    const auto q = r.model->compressedSize(), tot = r.model->totalSize();
+    std::printf("\nquantised: %lld weights, %.4f bits/weight, %llu bytes\n", (long long)q.params,
+                q.bitsPerWeight(), (unsigned long long)q.bytes());
+    std::printf("model:     %lld weights, %.4f bits/weight, %llu bytes (base %llu bytes)\n",
+                (long long)tot.params, tot.bitsPerWeight(), (unsigned long long)tot.bytes(),
+                (unsigned long long)model->storedBytes());
+    std::printf("time:      %.3f s\n", r.seconds);
+    if (const auto dir = a.get("--save")) std::printf("saved overlay to %s\n", dir->c_str());
+    return 0;
+}
+
+int cmdRecipe(const std::vector<std::string>& argv) {
+    Args a(argv, {"--tokenizer", "--threads"}, {"--quiet", "--json"});
+    const std::string sub = a.positional(0, "SUBCOMMAND (presets or check)");
+    const bool asJson = a.flag("--json");
+    if (sub == "presets") {
+        if (asJson) {
+            std::printf("%s\n", presetsJson().dump(2).c_str());
+            return 0;
+        }
+        for (const auto& p : compress::presets())
+            std::printf("%-12s %s\n", p.name.c_str(), p.description.c_str());
+        return 0;
+    }
+    if (sub != "check")
+        throw UsageError{"unknown recipe subcommand '" + sub + "' (presets, check)"};
+    const std::string path = a.positional(1, "R.json");
+    json j = {{"recipe", path}};
+    compress::Recipe recipe;
+    try {
+        recipe = compress::Recipe::load(path);
+    } catch (const compress::RecipeError& e) {
+        if (asJson) {
+            j["valid"] = false;
+            j["error"] = e.what();
+            j["rule"] = e.rule();
+            j["field"] = e.field();
+            std::printf("%s\n", j.dump(2).c_str());
+        }
+        throw;
+    }
+    j["name"] = recipe.name;
+    j["rules"] = recipe.rules.size();
+    if (a.positionals().size() > 2) {
+        auto model = openModelArg(a, 2, false);
+        compress::Plan plan;
+        try {
+            plan = compress::planRecipe(recipe, *model);
+        } catch (const compress::RecipeError& e) {
+            if (asJson) {
+                j["valid"] = false;
+                j["error"] = e.what();
+                j["rule"] = e.rule();
+                j["field"] = e.field();
+                std::printf("%s\n", j.dump(2).c_str());
+            }
+            throw;
+        }
+        json matches = json::array();
+        for (const auto& m : plan.matches)
+            matches.push_back(
+                {{"rule", m.rule}, {"matched", m.layers.size()}, {"layers", m.layers}});
+        json layers = json::array();
+        for (const auto& l : plan.layers)
+            layers.push_back({{"name", l.name},
+                              {"scheme", l.weight.describe()},
+                              {"rule", l.origin.count("weight") ? l.origin.at("weight") : -1}});
+        j["matches"] = matches;
+        j["layers"] = layers;
+        j["warnings"] = plan.warnings;
+        j["valid"] = true;
+        if (asJson) {
+            std::printf("%s\n", j.dump(2).c_str());
+            return 0;
+        }
+        std::printf("%s: valid (%zu rules)\n", path.c_str(), recipe.rules.size());
+        for (const auto& m : plan.matches) {
+            std::printf("rule %d: %zu layers", m.rule, m.layers.size());
+            for (size_t i = 0; i < m.layers.size() && i < 6; ++i)
+                std::printf("%s%s", i ? ", " : " (", m.layers[i].c_str());
+            if (!m.layers.empty()) std::printf("%s)", m.layers.size() > 6 ? ", ..." : "");
+            std::printf("\n");
+        }
+        for (const auto& l : plan.layers)
+            std::printf("  %-30s %s\n", l.name.c_str(), l.weight.describe().c_str());
+        for (const auto& w : plan.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
+        return 0;
+    }
+    j["valid"] = true;
+    if (asJson)
+        std::printf("%s\n", j.dump(2).c_str());
+    else
+        std::printf("%s: valid (%zu rules)\n", path.c_str(), recipe.rules.size());
+    return 0;
+}
+
+} // namespace lcw::cli

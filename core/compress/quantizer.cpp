@@ -1,0 +1,346 @@
+#include "core/compress/quantizer.h"
+
+#include "core/common/dtype.h"
+#include "core/common/error.h"
+#include "core/io/quants.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+namespace lcw::compress {
+
+namespace {
+
+/// Below this many weights the threads cost more than they save.
+constexpr int64_t kParallelMin = 1 << 16;
+
+DType ggufType(WeightMethod m) {
+    switch (m) {
+    case WeightMethod::Q8_0:
+        return DType::Q8_0;
+    case WeightMethod::Q4_0:
+        return DType::Q4_0;
+    case WeightMethod::Q4_1:
+        return DType::Q4_1;
+    default:
+        return DType::Q5_0;
+    }
+}
+
+/// Smallest f16 >= s (s >= 0, finite), so that the stored scale never clips the range.
+uint16_t f16RoundUp(float s, const std::string& name) {
+    uint16_t h = f32ToF16(s);
+    if (f16ToF32(h) < s) ++h;
+    if (!std::isfinite(f16ToF32(h)))
+        throw ArgumentError(name + ": a quantisation scale (" + std::to_string(s) +
+                            ") does not fit in f16");
+    return h;
+}
+
+inline float rne(float v) {
+    return std::nearbyint(v);
+}
+
+struct GroupParams {
+    uint16_t scale = 0, zero = 0;
+};
+
+/// Scale (and zero) of one group from its range.
+GroupParams groupParams(const WeightSettings& s, float mn, float mx, const std::string& name) {
+    const float amax = std::max(std::fabs(mn), std::fabs(mx));
+    GroupParams g;
+    switch (s.format) {
+    case WeightFormat::Int:
+        if (s.symmetric) {
+            const float qmax = float((1 << (s.bits - 1)) - 1);
+            g.scale = f16RoundUp(amax / qmax, name);
+        } else {
+            mn = std::min(mn, 0.0f);
+            mx = std::max(mx, 0.0f);
+            const float qmax = float((1 << s.bits) - 1);
+            g.scale = f16RoundUp((mx - mn) / qmax, name);
+            const float sc = f16ToF32(g.scale);
+            const float z = sc > 0 ? std::clamp(rne(-mn / sc), 0.0f, qmax) : 0.0f;
+            g.zero = f32ToF16(z); // small integers are exact in f16
+        }
+        break;
+    case WeightFormat::Fp8E4M3:
+        g.scale = f16RoundUp(amax / 448.0f, name);
+        break;
+    case WeightFormat::Nf4:
+        g.scale = f16RoundUp(amax, name);
+        break;
+    }
+    return g;
+}
+
+inline uint32_t encode(const WeightSettings& s, float x, float sc, float zero) {
+    switch (s.format) {
+    case WeightFormat::Int:
+        if (s.symmetric) {
+            const float qmax = float((1 << (s.bits - 1)) - 1);
+            const float q = sc > 0 ? std::clamp(rne(x / sc), -qmax, qmax) : 0.0f;
+            return uint32_t(int32_t(q) + (1 << (s.bits - 1)));
+        } else {
+            const float qmax = float((1 << s.bits) - 1);
+            const float q = sc > 0 ? std::clamp(rne(x / sc) + zero, 0.0f, qmax) : zero;
+            return uint32_t(q);
+        }
+    case WeightFormat::Fp8E4M3:
+        return sc > 0 ? f32ToE4m3(x / sc) : 0u;
+    case WeightFormat::Nf4: {
+        if (!(sc > 0)) return 7; // the 0.0 level
+        const float v = x / sc;
+        const float* L = nf4Levels();
+        uint32_t best = 0;
+        float bd = std::fabs(v - L[0]);
+        for (uint32_t i = 1; i < 16; ++i) {
+            const float d = std::fabs(v - L[i]);
+            if (d < bd) bd = d, best = i;
+        }
+        return best;
+    }
+    }
+    return 0;
+}
+
+inline float decode(const WeightSettings& s, uint32_t u, float sc, float zero) {
+    switch (s.format) {
+    case WeightFormat::Int:
+        return s.symmetric ? sc * float(int32_t(u) - (1 << (s.bits - 1))) : sc * (float(u) - zero);
+    case WeightFormat::Fp8E4M3:
+        return sc * e4m3ToF32(uint8_t(u));
+    case WeightFormat::Nf4:
+        return sc * nf4Levels()[u & 15];
+    }
+    return 0;
+}
+
+inline void putBits(uint8_t* row, int64_t j, int bits, uint32_t u) {
+    const uint64_t bit = uint64_t(j) * uint64_t(bits);
+    for (int b = 0; b < bits; ++b)
+        if (u >> b & 1u) row[(bit + b) >> 3] |= uint8_t(1u << ((bit + b) & 7));
+}
+
+inline uint32_t getBits(const uint8_t* row, int64_t j, int bits) {
+    const uint64_t bit = uint64_t(j) * uint64_t(bits);
+    uint32_t u = 0;
+    for (int b = 0; b < bits; ++b) u |= uint32_t(row[(bit + b) >> 3] >> ((bit + b) & 7) & 1u) << b;
+    return u;
+}
+
+int codeBits(const WeightSettings& s) {
+    return s.format == WeightFormat::Nf4 ? 4 : s.format == WeightFormat::Fp8E4M3 ? 8 : s.bits;
+}
+
+uint64_t rowCodeBytes(int64_t cols, const WeightSettings& s) {
+    if (methodIsGguf(s.method)) {
+        const DType t = ggufType(s.method);
+        return uint64_t(cols / dtypeBlockElems(t)) * uint64_t(dtypeBlockBytes(t));
+    }
+    return (uint64_t(cols) * uint64_t(codeBits(s)) + 7) / 8;
+}
+
+int64_t groupLen(const WeightSettings& s, int64_t cols) {
+    return s.granularity == Granularity::Group ? std::min<int64_t>(s.groupSize, cols) : cols;
+}
+
+} // namespace
+
+const float* nf4Levels() {
+    static const float L[16] = {-1.0f,
+                                -0.6961928009986877f,
+                                -0.5250730514526367f,
+                                -0.39491748809814453f,
+                                -0.28444138169288635f,
+                                -0.18477343022823334f,
+                                -0.09105003625154495f,
+                                0.0f,
+                                0.07958029955625534f,
+                                0.16093020141124725f,
+                                0.24611230194568634f,
+                                0.33791524171829224f,
+                                0.44070982933044434f,
+                                0.5626170039176941f,
+                                0.7229568362236023f,
+                                1.0f};
+    return L;
+}
+
+uint8_t f32ToE4m3(float x) {
+    const uint8_t sign = std::signbit(x) ? 0x80 : 0;
+    float a = std::fabs(x);
+    if (std::isnan(a)) return 0x7F;
+    if (a >= 448.0f) return sign | 0x7E;
+    if (a == 0.0f) return sign;
+    int e = 0;
+    std::frexp(a, &e); // a = m * 2^e, m in [0.5, 1)
+    const int ea = e - 1;
+    const float step = ea < -6 ? std::ldexp(1.0f, -9) : std::ldexp(1.0f, ea - 3);
+    const float q = rne(a / step) * step;
+    if (q == 0.0f) return sign;
+    if (q >= 448.0f) return sign | 0x7E;
+    std::frexp(q, &e);
+    const int qe = e - 1;
+    if (qe < -6) return uint8_t(sign | uint8_t(q / std::ldexp(1.0f, -9)));
+    const int mant = int((q / std::ldexp(1.0f, qe) - 1.0f) * 8.0f);
+    return uint8_t(sign | uint8_t((qe + 7) << 3) | uint8_t(mant));
+}
+
+float e4m3ToF32(uint8_t v) {
+    const int E = (v >> 3) & 15, m = v & 7;
+    if (E == 15 && m == 7) return std::numeric_limits<float>::quiet_NaN();
+    const float a = E == 0 ? std::ldexp(float(m), -9) : std::ldexp(1.0f + float(m) / 8.0f, E - 7);
+    return (v & 0x80) ? -a : a;
+}
+
+uint64_t packedCodeBytes(int64_t rows, int64_t cols, const WeightSettings& s) {
+    return uint64_t(rows) * rowCodeBytes(cols, s);
+}
+
+int64_t PackedTensor::groupsPerRow() const {
+    if (methodIsGguf(settings.method)) return cols / 32;
+    if (settings.granularity == Granularity::Group)
+        return (cols + settings.groupSize - 1) / settings.groupSize;
+    return 1;
+}
+
+uint64_t PackedTensor::storageBits() const {
+    return 8 * uint64_t(codes.size()) + 16 * uint64_t(scales.size()) + 16 * uint64_t(zeros.size());
+}
+
+PackedTensor quantize(const float* w, int64_t rows, int64_t cols, const WeightSettings& s,
+                      const std::string& name) {
+    if (rows <= 0 || cols <= 0) throw ArgumentError(name + ": empty tensor");
+    if (methodNeedsCalibration(s.method))
+        throw UnsupportedError(name + ": method '" + std::string(weightMethodName(s.method)) +
+                               "' is not implemented yet");
+    const bool par = rows * cols >= kParallelMin;
+    PackedTensor p;
+    p.settings = s;
+    p.rows = rows;
+    p.cols = cols;
+    // Non-finite weights cannot be quantised meaningfully.
+    int64_t bad = -1;
+#pragma omp parallel for schedule(static) if (par)
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t j = 0; j < cols; ++j)
+            if (!std::isfinite(w[r * cols + j])) {
+#pragma omp critical
+                if (bad < 0 || r * cols + j < bad) bad = r * cols + j;
+                break;
+            }
+    if (bad >= 0)
+        throw ArgumentError(name + ": non-finite weight at element " + std::to_string(bad));
+
+    const uint64_t rb = rowCodeBytes(cols, s);
+    p.codes.assign(size_t(rb * uint64_t(rows)), 0);
+    if (methodIsGguf(s.method)) {
+        if (cols % 32 != 0)
+            throw ArgumentError(name + ": " + weightMethodName(s.method) +
+                                " needs rows that are a multiple of 32, this layer has rows of " +
+                                std::to_string(cols));
+        const DType t = ggufType(s.method);
+#pragma omp parallel for schedule(static) if (par)
+        for (int64_t r = 0; r < rows; ++r)
+            quantizeRow(t, w + r * cols, reinterpret_cast<std::byte*>(p.codes.data() + r * rb),
+                        cols);
+        return p;
+    }
+    if (s.format == WeightFormat::Int && (s.bits < 2 || s.bits > 8))
+        throw ArgumentError(name + ": int bits must be 2..8");
+    const bool asym = s.format == WeightFormat::Int && !s.symmetric;
+    const int bits = codeBits(s);
+    if (s.granularity == Granularity::Tensor) {
+        float mn = INFINITY, mx = -INFINITY;
+#pragma omp parallel for reduction(min : mn) reduction(max : mx) if (par)
+        for (int64_t i = 0; i < rows * cols; ++i) mn = std::min(mn, w[i]), mx = std::max(mx, w[i]);
+        const GroupParams g = groupParams(s, mn, mx, name);
+        p.scales = {g.scale};
+        if (asym) p.zeros = {g.zero};
+        const float sc = f16ToF32(g.scale), z = f16ToF32(g.zero);
+#pragma omp parallel for schedule(static) if (par)
+        for (int64_t r = 0; r < rows; ++r)
+            for (int64_t j = 0; j < cols; ++j)
+                putBits(p.codes.data() + r * rb, j, bits, encode(s, w[r * cols + j], sc, z));
+        return p;
+    }
+    const int64_t gl = groupLen(s, cols);
+    const int64_t gpr = (cols + gl - 1) / gl;
+    p.scales.assign(size_t(rows * gpr), 0);
+    if (asym) p.zeros.assign(size_t(rows * gpr), 0);
+#pragma omp parallel for schedule(static) if (par)
+    for (int64_t r = 0; r < rows; ++r) {
+        const float* x = w + r * cols;
+        uint8_t* row = p.codes.data() + r * rb;
+        for (int64_t gi = 0; gi < gpr; ++gi) {
+            const int64_t j0 = gi * gl, j1 = std::min(cols, j0 + gl);
+            float mn = x[j0], mx = x[j0];
+            for (int64_t j = j0 + 1; j < j1; ++j) mn = std::min(mn, x[j]), mx = std::max(mx, x[j]);
+            const GroupParams g = groupParams(s, mn, mx, name);
+            p.scales[size_t(r * gpr + gi)] = g.scale;
+            if (asym) p.zeros[size_t(r * gpr + gi)] = g.zero;
+            const float sc = f16ToF32(g.scale), z = f16ToF32(g.zero);
+            for (int64_t j = j0; j < j1; ++j) putBits(row, j, bits, encode(s, x[j], sc, z));
+        }
+    }
+    return p;
+}
+
+std::vector<float> dequantize(const PackedTensor& p, const std::string& name) {
+    const WeightSettings& s = p.settings;
+    const int64_t rows = p.rows, cols = p.cols;
+    const uint64_t rb = rowCodeBytes(cols, s);
+    if (p.codes.size() != rb * uint64_t(rows))
+        throw Error(name + ": packed codes have " + std::to_string(p.codes.size()) +
+                    " bytes, expected " + std::to_string(rb * uint64_t(rows)));
+    std::vector<float> out(size_t(rows * cols));
+    const bool par = rows * cols >= kParallelMin;
+    if (methodIsGguf(s.method)) {
+        const DType t = ggufType(s.method);
+#pragma omp parallel for schedule(static) if (par)
+        for (int64_t r = 0; r < rows; ++r)
+            dequantizeRow(t, reinterpret_cast<const std::byte*>(p.codes.data() + r * rb),
+                          out.data() + r * cols, cols);
+        return out;
+    }
+    const bool asym = s.format == WeightFormat::Int && !s.symmetric;
+    const int bits = codeBits(s);
+    const bool tensor = s.granularity == Granularity::Tensor;
+    const int64_t gl = groupLen(s, cols);
+    const int64_t gpr = tensor ? 1 : (cols + gl - 1) / gl;
+    const size_t ngroups = tensor ? 1 : size_t(rows * gpr);
+    if (p.scales.size() != ngroups || p.zeros.size() != (asym ? ngroups : 0))
+        throw Error(name + ": packed scales/zeros do not match the shape");
+#pragma omp parallel for schedule(static) if (par)
+    for (int64_t r = 0; r < rows; ++r) {
+        const uint8_t* row = p.codes.data() + r * rb;
+        for (int64_t j = 0; j < cols; ++j) {
+            const size_t gi = tensor ? 0 : size_t(r * gpr + j / gl);
+            const float sc = f16ToF32(p.scales[gi]);
+            const float z = asym ? f16ToF32(p.zeros[gi]) : 0.0f;
+            out[size_t(r * cols + j)] = decode(s, getBits(row, j, bits), sc, z);
+        }
+    }
+    return out;
+}
+
+ErrorStats errorStats(const float* x, const float* xq, int64_t n) {
+    double se = 0, sx = 0, mx = 0;
+#pragma omp parallel for reduction(+ : se, sx) reduction(max : mx) if (n >= kParallelMin)
+    for (int64_t i = 0; i < n; ++i) {
+        const double d = double(x[i]) - double(xq[i]);
+        se += d * d;
+        sx += double(x[i]) * double(x[i]);
+        mx = std::max(mx, std::fabs(d));
+    }
+    ErrorStats e;
+    e.mse = n ? se / double(n) : 0;
+    e.sqnrDb = se > 0 ? 10.0 * std::log10(sx / se) : INFINITY;
+    e.relError = sx > 0 ? std::sqrt(se / sx) : (se > 0 ? INFINITY : 0.0);
+    e.maxAbs = mx;
+    return e;
+}
+
+} // namespace lcw::compress

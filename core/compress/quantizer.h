@@ -1,0 +1,66 @@
+#pragma once
+/// \file
+/// Weight quantizers: round-to-nearest (RTN) for int 2..8 bits (symmetric or asymmetric, per
+/// tensor / channel / group with a shorter last group), fp8 e4m3 and nf4, and GGUF's q8_0, q4_0,
+/// q4_1 and q5_0 block schemes (bit-identical to ggml). Every result keeps its packed form (codes,
+/// scales, zero points) so sizes are exact and the overlay can be saved; the float32 values are
+/// always produced by dequantize() from the packed form.
+#include "core/compress/recipe.h"
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace lcw::compress {
+
+/// A quantised 2-D weight [rows, cols] in packed form.
+///   int:  codes are unsigned b-bit values packed LSB-first per row (rows start on a byte);
+///         symmetric: w = scale * (u - 2^(b-1)); asymmetric: w = scale * (u - zero).
+///   fp8:  one e4m3fn byte per weight; w = scale * e4m3(u).
+///   nf4:  4-bit indices into the NF4 table; w = scale * nf4[u].
+///   GGUF: `codes` holds the ggml blocks; scales/zeros are empty (they are inside the blocks).
+/// scales and zeros are f16 bit patterns, one per group (tensor: 1, channel: one per row,
+/// group: rows * ceil(cols / g), row-major).
+struct PackedTensor {
+    WeightSettings settings;
+    int64_t rows = 0, cols = 0;
+    std::vector<uint8_t> codes;
+    std::vector<uint16_t> scales;
+    std::vector<uint16_t> zeros;
+    /// Stored bits: codes + 16 per scale + 16 per zero.
+    uint64_t storageBits() const;
+    double bitsPerWeight() const {
+        return rows > 0 && cols > 0 ? double(storageBits()) / double(rows * cols) : 0.0;
+    }
+    /// Groups per row (tensor: the tensor is one group).
+    int64_t groupsPerRow() const;
+};
+
+/// Quantises w (row-major [rows, cols], float32). `name` names the layer in errors (non-finite
+/// values, GGUF rows not a multiple of 32, unsupported method). Parallel over rows (OpenMP).
+PackedTensor quantize(const float* w, int64_t rows, int64_t cols, const WeightSettings& s,
+                      const std::string& name);
+
+/// Float32 values of a packed tensor (rows * cols). Throws FormatError-like Error when the
+/// packed sizes do not fit the shape.
+std::vector<float> dequantize(const PackedTensor& p, const std::string& name);
+
+/// Bytes of the packed codes for a shape and settings.
+uint64_t packedCodeBytes(int64_t rows, int64_t cols, const WeightSettings& s);
+
+/// e4m3fn (bias 7, max 448, no infinities): nearest value (ties to even), saturating.
+uint8_t f32ToE4m3(float x);
+float e4m3ToF32(uint8_t v);
+/// The 16 NF4 levels of QLoRA, ascending, in [-1, 1].
+const float* nf4Levels();
+
+/// Error statistics of a reconstruction.
+struct ErrorStats {
+    double mse = 0;
+    double sqnrDb = 0;   ///< 10 log10(Σx² / Σ(x−x̂)²); +inf when exact
+    double relError = 0; ///< ||x − x̂||_F / ||x||_F
+    double maxAbs = 0;
+};
+ErrorStats errorStats(const float* x, const float* xq, int64_t n);
+
+} // namespace lcw::compress
