@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Perplexity and bits/weight of weight-quantisation presets on a model (default: the demo model on
+# its bundled text, ctx 256). Prints one JSON line per configuration and a Markdown table at the end.
+#   bench/quant_table.sh [MODEL] [TEXT] [CTX]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build}
+MODEL=${1:-resources/models/stories260K}
+TEXT=${2:-resources/data/tinystories_eval.txt}
+CTX=${3:-256}
+CLI="$BUILD/app/lcw-cli"
+[ -x "$CLI" ] || cmake --build "$BUILD" --target lcw-cli >&2
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+
+# GGUF block schemes need rows that are a multiple of 32; rows that are not (the demo model's
+# 172-wide mlp.down) get the nearest RTN equivalent, and the table says so.
+gguf_recipe() { # scheme fallback_bits
+  cat > "$TMP/$1.json" <<JSON
+{"lcw_recipe": 1, "name": "$1 (mlp.down: int$2 g32 sym RTN where rows are not multiples of 32)",
+ "rules": [{"targets": ["*"], "ignore": ["*.mlp.down"], "weight": {"method": "$1", "bits": $2}},
+           {"targets": ["*.mlp.down"], "weight": {"bits": $2, "symmetric": true, "granularity": "group", "group_size": 32}}]}
+JSON
+  echo "$TMP/$1.json"
+}
+
+rows=()
+run() { # label, then the recipe options
+  local label=$1; shift
+  local ppl bpw
+  ppl=$("$CLI" perplexity "$MODEL" --text "$TEXT" --ctx "$CTX" --quiet --json "$@" |
+        python3 -c 'import json,sys; d=json.load(sys.stdin); print("%.4f %.4f" % (d["ppl"], d["ppl_se"]))')
+  if [ $# -gt 0 ]; then
+    bpw=$("$CLI" compress "$MODEL" "$@" --quiet --json |
+          python3 -c 'import json,sys; t=json.load(sys.stdin)["totals"]; print("%.2f %.2f" % (t["quantized_bits_per_weight"], t["model_bits_per_weight"]))')
+  else
+    bpw="32.00 32.00"
+  fi
+  set -- $ppl $bpw
+  echo "{\"config\":\"$label\",\"ppl\":$1,\"ppl_se\":$2,\"linear_bits_per_weight\":$3,\"model_bits_per_weight\":$4,\"ctx\":$CTX}"
+  rows+=("| $label | $3 | $4 | $1 ± $2 |")
+}
+
+run "FP32"
+for p in W8A16 FP8-E4M3 W4A16-g64 W4A16-g32 NF4-g64 W3A16-g64 W2A16-g32; do
+  run "$p" --preset "$p"
+done
+run "q8_0*" --recipe "$(gguf_recipe q8_0 8)"
+run "q4_0*" --recipe "$(gguf_recipe q4_0 4)"
+
+echo
+echo "| config | bits/weight (quantised linears) | bits/weight (whole model) | PPL (ctx $CTX) |"
+echo "|---|---|---|---|"
+printf '%s\n' "${rows[@]}"
