@@ -1,5 +1,7 @@
 #include "plots/line_plot.h"
 
+#include "plots/plot_tools.h"
+
 #include "plots/plot_style.h"
 
 #include <QDir>
@@ -258,27 +260,9 @@ bool LinePlot::exportPdf(const QString& path, int width, int height) {
 
 void LinePlot::showContextMenu(const QPoint& pos) {
     QMenu menu(this);
-    const QString base = m_title.isEmpty() ? QStringLiteral("plot") : m_title;
-    auto exportTo = [this, base](const QString& filter, const QString& suffix, bool png) {
-        QString path = QFileDialog::getSaveFileName(this, tr("Export Plot"),
-                                                    base + QLatin1Char('.') + suffix, filter);
-        if (path.isEmpty()) return;
-        if (QFileInfo(path).suffix().isEmpty()) path += QLatin1Char('.') + suffix;
-        const bool ok = png ? exportPng(path) : exportPdf(path);
-        if (!ok)
-            QMessageBox::critical(this, tr("Export Plot"),
-                                  tr("Could not write %1.").arg(QDir::toNativeSeparators(path)));
-    };
     menu.addAction(tr("Reset Zoom"), this, &LinePlot::resetZoom);
     menu.addSeparator();
-    QAction* png = menu.addAction(tr("Export as PNG…"), this, [=] {
-        exportTo(tr("PNG images (*.png)"), QStringLiteral("png"), true);
-    });
-    QAction* pdf = menu.addAction(tr("Export as PDF…"), this, [=] {
-        exportTo(tr("PDF documents (*.pdf)"), QStringLiteral("pdf"), false);
-    });
-    png->setEnabled(!m_x.isEmpty());
-    pdf->setEnabled(!m_x.isEmpty());
+    addExportActions(menu, m_plot, this, m_title, !m_x.isEmpty());
     menu.exec(m_plot->mapToGlobal(pos));
 }
 

@@ -15,6 +15,29 @@ bool exportPlot(QCustomPlot* plot, const QString& path, int width, int height) {
     return plot->savePng(path, width, height, 2.0);
 }
 
+void addExportActions(QMenu& menu, QCustomPlot* plot, QWidget* owner, const QString& baseName,
+                      bool enabled) {
+    const QString base = baseName.isEmpty() ? QStringLiteral("plot") : baseName;
+    auto exportTo = [plot, owner, base](const QString& filter, const QString& suffix) {
+        QString path = QFileDialog::getSaveFileName(owner, QObject::tr("Export Plot"),
+                                                    base + QLatin1Char('.') + suffix, filter);
+        if (path.isEmpty()) return;
+        if (QFileInfo(path).suffix().isEmpty()) path += QLatin1Char('.') + suffix;
+        if (!exportPlot(plot, path))
+            QMessageBox::critical(
+                owner, QObject::tr("Export Plot"),
+                QObject::tr("Could not write %1.").arg(QDir::toNativeSeparators(path)));
+    };
+    QAction* png = menu.addAction(QObject::tr("Export as PNG…"), owner, [=] {
+        exportTo(QObject::tr("PNG images (*.png)"), QStringLiteral("png"));
+    });
+    QAction* pdf = menu.addAction(QObject::tr("Export as PDF…"), owner, [=] {
+        exportTo(QObject::tr("PDF documents (*.pdf)"), QStringLiteral("pdf"));
+    });
+    png->setEnabled(enabled);
+    pdf->setEnabled(enabled);
+}
+
 void installPlotInteractions(QCustomPlot* plot, QWidget* owner, std::function<QString()> baseName,
                              std::function<void()> resetView) {
     plot->setInteractions(QCP::iRangeDrag | QCP::iRangeZoom);
@@ -23,32 +46,14 @@ void installPlotInteractions(QCustomPlot* plot, QWidget* owner, std::function<QS
     QObject::connect(plot, &QCustomPlot::mouseDoubleClick, owner, [resetView](QMouseEvent*) {
         if (resetView) resetView();
     });
-    QObject::connect(
-        plot, &QWidget::customContextMenuRequested, owner,
-        [plot, owner, baseName, resetView](const QPoint& pos) {
-            QMenu menu(owner);
-            auto exportTo = [plot, owner, baseName](const QString& filter, const QString& suffix) {
-                QString base = baseName ? baseName() : QString();
-                if (base.isEmpty()) base = QStringLiteral("plot");
-                QString path = QFileDialog::getSaveFileName(
-                    owner, QObject::tr("Export Plot"), base + QLatin1Char('.') + suffix, filter);
-                if (path.isEmpty()) return;
-                if (QFileInfo(path).suffix().isEmpty()) path += QLatin1Char('.') + suffix;
-                if (!exportPlot(plot, path))
-                    QMessageBox::critical(
-                        owner, QObject::tr("Export Plot"),
-                        QObject::tr("Could not write %1.").arg(QDir::toNativeSeparators(path)));
-            };
-            if (resetView) menu.addAction(QObject::tr("Reset View"), owner, resetView);
-            menu.addSeparator();
-            menu.addAction(QObject::tr("Export as PNG…"), owner, [=] {
-                exportTo(QObject::tr("PNG images (*.png)"), QStringLiteral("png"));
-            });
-            menu.addAction(QObject::tr("Export as PDF…"), owner, [=] {
-                exportTo(QObject::tr("PDF documents (*.pdf)"), QStringLiteral("pdf"));
-            });
-            menu.exec(plot->mapToGlobal(pos));
-        });
+    QObject::connect(plot, &QWidget::customContextMenuRequested, owner,
+                     [plot, owner, baseName, resetView](const QPoint& pos) {
+                         QMenu menu(owner);
+                         if (resetView) menu.addAction(QObject::tr("Reset View"), owner, resetView);
+                         menu.addSeparator();
+                         addExportActions(menu, plot, owner, baseName ? baseName() : QString());
+                         menu.exec(plot->mapToGlobal(pos));
+                     });
 }
 
 } // namespace lcw

@@ -7,6 +7,7 @@
 #include <functional>
 
 class QCustomPlot;
+class QMenu;
 class QWidget;
 
 namespace lcw {
@@ -16,6 +17,11 @@ namespace lcw {
 /// start with `baseName()`). `owner` parents the dialogs.
 void installPlotInteractions(QCustomPlot* plot, QWidget* owner, std::function<QString()> baseName,
                              std::function<void()> resetView);
+
+/// Adds "Export as PNG…" and "Export as PDF…" to `menu`: a save dialog (file name starting with
+/// `baseName`, "plot" when empty), then exportPlot(); failures are reported in a message box.
+void addExportActions(QMenu& menu, QCustomPlot* plot, QWidget* owner, const QString& baseName,
+                      bool enabled = true);
 
 /// Writes the plot as PNG (2× pixel ratio) or PDF, chosen by the file suffix (".pdf" → PDF).
 /// Size 0 means the widget's size. Returns false on failure.
