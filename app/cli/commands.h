@@ -23,6 +23,7 @@ int cmdSynth(const std::vector<std::string>& args);
 int cmdStats(const std::vector<std::string>& args);
 int cmdCompress(const std::vector<std::string>& args);
 int cmdRecipe(const std::vector<std::string>& args);
+int cmdEval(const std::vector<std::string>& args);
 
 /// The weights the evaluation commands run on: `model` itself, or an overlay from
 /// --recipe R.json / --preset NAME (compressed now) / --overlay DIR (loaded). Never null.
