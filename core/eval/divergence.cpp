@@ -100,17 +100,10 @@ DivergenceResult compareToBaseline(const WeightSource& baseline,
     using Clock = std::chrono::steady_clock;
     if (opts.mode != PerplexityMode::LlamaCppChunks)
         throw ArgumentError("divergence: only llama.cpp chunks are supported");
-    if (opts.ctx < 4) throw ArgumentError("divergence: context must be at least 4 tokens");
-    if (opts.batch <= 0) throw ArgumentError("divergence: batch must be > 0");
+    checkChunkedEvalInput("divergence", baseline, tokens, opts);
     const int64_t n = int64_t(tokens.size());
-    if (n < opts.ctx)
-        throw ArgumentError("divergence: the text has " + std::to_string(n) +
-                            " tokens, fewer than one context of " + std::to_string(opts.ctx));
     const ModelSpec& spec = baseline.spec();
     const int64_t vocab = spec.vocab;
-    if (opts.bosId >= vocab)
-        throw ArgumentError("divergence: BOS id " + std::to_string(opts.bosId) +
-                            " is outside the vocabulary");
     for (const auto& c : configs) {
         if (!c.weights) throw ArgumentError("divergence: configuration '" + c.name + "' is null");
         if (c.weights->spec().vocab != vocab)

@@ -52,20 +52,27 @@ void finish(PerplexityResult& r, const Accum& a, double seconds) {
 
 } // namespace
 
+void checkChunkedEvalInput(const char* what, const WeightSource& weights,
+                           const std::vector<int32_t>& tokens, const PerplexityOptions& opts) {
+    const std::string w(what);
+    if (opts.ctx < 4) throw ArgumentError(w + ": context must be at least 4 tokens");
+    if (opts.batch <= 0) throw ArgumentError(w + ": batch must be > 0");
+    const int64_t n = int64_t(tokens.size());
+    if (n < opts.ctx)
+        throw ArgumentError(w + ": the text has " + std::to_string(n) +
+                            " tokens, fewer than one context of " + std::to_string(opts.ctx));
+    if (opts.bosId >= weights.spec().vocab)
+        throw ArgumentError(w + ": BOS id " + std::to_string(opts.bosId) +
+                            " is outside the vocabulary");
+}
+
 PerplexityResult computePerplexity(const WeightSource& weights, const std::vector<int32_t>& tokens,
                                    const PerplexityOptions& opts, Progress& progress) {
     using Clock = std::chrono::steady_clock;
-    if (opts.ctx < 4) throw ArgumentError("perplexity: context must be at least 4 tokens");
-    if (opts.batch <= 0) throw ArgumentError("perplexity: batch must be > 0");
+    checkChunkedEvalInput("perplexity", weights, tokens, opts);
     const int64_t n = int64_t(tokens.size());
-    if (n < opts.ctx)
-        throw ArgumentError("perplexity: the text has " + std::to_string(n) +
-                            " tokens, fewer than one context of " + std::to_string(opts.ctx));
     const ModelSpec& spec = weights.spec();
     const int64_t vocab = spec.vocab;
-    if (opts.bosId >= vocab)
-        throw ArgumentError("perplexity: BOS id " + std::to_string(opts.bosId) +
-                            " is outside the vocabulary");
 
     PerplexityResult r;
     r.mode = opts.mode;

@@ -67,4 +67,10 @@ struct PerplexityResult {
 PerplexityResult computePerplexity(const WeightSource& weights, const std::vector<int32_t>& tokens,
                                    const PerplexityOptions& opts, Progress& progress);
 
+/// Validates options and tokens for the chunked evaluations (perplexity, divergence): context
+/// at least 4, batch > 0, at least one context of tokens, BOS inside the vocabulary. Throws
+/// ArgumentError whose message starts with `what` ("perplexity", "divergence").
+void checkChunkedEvalInput(const char* what, const WeightSource& weights,
+                           const std::vector<int32_t>& tokens, const PerplexityOptions& opts);
+
 } // namespace lcw
