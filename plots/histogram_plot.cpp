@@ -14,17 +14,7 @@
 namespace lcw {
 
 HistogramPlot::HistogramPlot(QWidget* parent) : QWidget(parent), m_plot(new QCustomPlot(this)) {
-    auto* lay = new QVBoxLayout(this);
-    lay->setContentsMargins(0, 0, 0, 0);
-    lay->addWidget(m_plot);
-    setMinimumSize(240, 160);
-    // An explicit minimum: QCustomPlot's size hint grows with its title's width otherwise.
-    m_plot->setMinimumSize(200, 140);
-    m_plot->plotLayout()->insertRow(0);
-    QFont f = font();
-    f.setBold(true);
-    m_plot->plotLayout()->addElement(0, 0, new QCPTextElement(m_plot, QString(), f));
-    m_plot->plotLayout()->setRowStretchFactor(0, 0.001);
+    embedPlotWithTitle(m_plot, this);
     m_plot->xAxis->grid()->setVisible(false);
     m_plot->yAxis->setNumberFormat(QStringLiteral("gb"));
     m_plot->legend->setVisible(false);
@@ -67,9 +57,7 @@ void HistogramPlot::clear() {
 
 void HistogramPlot::setTitle(const QString& title) {
     m_title = title;
-    if (auto* t = qobject_cast<QCPTextElement*>(m_plot->plotLayout()->element(0, 0)))
-        t->setText(title);
-    m_plot->replot();
+    setPlotTitle(m_plot, title);
 }
 
 void HistogramPlot::setAxisLabels(const QString& x, const QString& y) {

@@ -5,9 +5,30 @@
 #include <QFileInfo>
 #include <QMenu>
 #include <QMessageBox>
+#include <QVBoxLayout>
 #include <qcustomplot.h>
 
 namespace lcw {
+
+void embedPlotWithTitle(QCustomPlot* plot, QWidget* owner) {
+    auto* lay = new QVBoxLayout(owner);
+    lay->setContentsMargins(0, 0, 0, 0);
+    lay->addWidget(plot);
+    owner->setMinimumSize(240, 160);
+    // An explicit minimum: QCustomPlot's size hint grows with its title's width otherwise.
+    plot->setMinimumSize(200, 140);
+    plot->plotLayout()->insertRow(0);
+    QFont f = owner->font();
+    f.setBold(true);
+    plot->plotLayout()->addElement(0, 0, new QCPTextElement(plot, QString(), f));
+    plot->plotLayout()->setRowStretchFactor(0, 0.001);
+}
+
+void setPlotTitle(QCustomPlot* plot, const QString& title) {
+    if (auto* t = qobject_cast<QCPTextElement*>(plot->plotLayout()->element(0, 0)))
+        t->setText(title);
+    plot->replot();
+}
 
 bool exportPlot(QCustomPlot* plot, const QString& path, int width, int height) {
     if (QFileInfo(path).suffix().compare(QStringLiteral("pdf"), Qt::CaseInsensitive) == 0)

@@ -18,6 +18,12 @@ namespace lcw {
 void installPlotInteractions(QCustomPlot* plot, QWidget* owner, std::function<QString()> baseName,
                              std::function<void()> resetView);
 
+/// Puts `plot` into `owner` filling it, with the minimum sizes the statistics plots use, and adds
+/// an (empty) bold title row on top of the plot layout; setPlotTitle() changes its text.
+void embedPlotWithTitle(QCustomPlot* plot, QWidget* owner);
+/// Sets the text of the title row added by embedPlotWithTitle() and replots.
+void setPlotTitle(QCustomPlot* plot, const QString& title);
+
 /// Adds "Export as PNG…" and "Export as PDF…" to `menu`: a save dialog (file name starting with
 /// `baseName`, "plot" when empty), then exportPlot(); failures are reported in a message box.
 void addExportActions(QMenu& menu, QCustomPlot* plot, QWidget* owner, const QString& baseName,
