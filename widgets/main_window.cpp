@@ -369,8 +369,11 @@ QWidget* MainWindow::buildLayersPanel() {
     m_table->verticalHeader()->setVisible(false);
     m_table->verticalHeader()->setDefaultSectionSize(m_table->fontMetrics().height() + 8);
     m_table->horizontalHeader()->setHighlightSections(false);
-    m_table->horizontalHeader()->setStretchLastSection(false);
-    m_table->horizontalHeader()->setSectionResizeMode(LayerTableModel::Name, QHeaderView::Stretch);
+    // Names are what people read: never elide them (a narrow dock scrolls instead); the last
+    // column takes any spare width.
+    m_table->horizontalHeader()->setStretchLastSection(true);
+    m_table->horizontalHeader()->setSectionResizeMode(LayerTableModel::Name,
+                                                      QHeaderView::ResizeToContents);
     // -1 keeps file order until the user clicks a header.
     m_table->horizontalHeader()->setSortIndicator(-1, Qt::AscendingOrder);
     m_table->setSortingEnabled(true);
@@ -602,7 +605,7 @@ void MainWindow::setModel(std::shared_ptr<const Model> model, const QString& pat
     m_runPanel->setModel(m_model);
     m_statsPanel->setModel(m_model, path);
     m_table->resizeColumnsToContents();
-    // The name column stretches; give the others room for their header plus sort arrow.
+    // Give the other columns room for their header plus sort arrow.
     for (int c = LayerTableModel::Layer; c < LayerTableModel::ColumnCount; ++c)
         m_table->setColumnWidth(c, m_table->columnWidth(c) + 16);
     updatePlot();
