@@ -11,6 +11,7 @@
 #include "core/compress/recipe.h"
 #include "core/eval/divergence.h"
 #include "core/model/model.h"
+#include "core/stats/activation_stats.h"
 #include "core/tokenizer/tokenizer.h"
 
 #include <nlohmann/json.hpp>
@@ -92,9 +93,8 @@ int cmdEval(const std::vector<std::string>& argv) {
     if (threads < 0) throw UsageError{"--threads must be >= 0"};
     if (threads > 0) omp_set_num_threads(int(threads));
     const bool quiet = a.flag("--quiet");
-    const auto textArg = a.get("--text");
-    if (!textArg) throw UsageError{"--text FILE is required"};
-    const std::string textPath = *textArg;
+    // Without --text: the bundled evaluation text (the same file calibration defaults to).
+    const std::string textPath = a.getOr("--text", stats::builtinCalibrationPath());
     PerplexityOptions po;
     po.ctx = a.getInt("--ctx", 512);
     if (po.ctx < 4) throw UsageError{"--ctx must be at least 4"};

@@ -29,7 +29,7 @@ commands:
                                            float32 logits [tokens, vocab] to a .npy file
   perplexity MODEL --text FILE [--ctx N] [--mode llamacpp|sliding] [--stride S] [--json]
                                            llama.cpp-compatible perplexity (default) ± s.e.
-  eval MODEL [--recipe R.json|--preset P|--overlay DIR|--compare-model OTHER ...] --text FILE [--ctx N] [--json]
+  eval MODEL [--recipe R.json|--preset P|--overlay DIR|--compare-model OTHER ...] [--text FILE] [--ctx N] [--json]
                                            baseline and configurations side by side: PPL, KLD, same-top, Δp
   stats MODEL [--calib FILE] [--samples N] [--seq-len L] [--out stats.h5] [--bits B] [--group G] [--json]
                                            weight/activation/KV outlier statistics (HDF5) + layer ranking
