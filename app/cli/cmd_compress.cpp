@@ -153,17 +153,20 @@ int cmdRecipe(const std::vector<std::string>& argv) {
         throw UsageError{"unknown recipe subcommand '" + sub + "' (presets, check)"};
     const std::string path = a.positional(1, "R.json");
     json j = {{"recipe", path}};
+    // With --json an invalid recipe still prints one object (valid: false) before exit 1.
+    auto printInvalid = [&](const compress::RecipeError& e) {
+        if (!asJson) return;
+        j["valid"] = false;
+        j["error"] = e.what();
+        j["rule"] = e.rule();
+        j["field"] = e.field();
+        std::printf("%s\n", j.dump(2).c_str());
+    };
     compress::Recipe recipe;
     try {
         recipe = compress::Recipe::load(path);
     } catch (const compress::RecipeError& e) {
-        if (asJson) {
-            j["valid"] = false;
-            j["error"] = e.what();
-            j["rule"] = e.rule();
-            j["field"] = e.field();
-            std::printf("%s\n", j.dump(2).c_str());
-        }
+        printInvalid(e);
         throw;
     }
     j["name"] = recipe.name;
@@ -174,13 +177,7 @@ int cmdRecipe(const std::vector<std::string>& argv) {
         try {
             plan = compress::planRecipe(recipe, *model);
         } catch (const compress::RecipeError& e) {
-            if (asJson) {
-                j["valid"] = false;
-                j["error"] = e.what();
-                j["rule"] = e.rule();
-                j["field"] = e.field();
-                std::printf("%s\n", j.dump(2).c_str());
-            }
+            printInvalid(e);
             throw;
         }
         json matches = json::array();

@@ -1,4 +1,5 @@
 #include "core/compress/compressed_model.h"
+#include "core/common/json_file.h"
 
 #include "core/common/dtype.h"
 #include "core/io/atomic_writer.h"
@@ -10,8 +11,6 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 namespace lcw::compress {
 
@@ -30,7 +29,7 @@ json settingsJson(const WeightSettings& s) {
             {"method", weightMethodName(s.method)}};
 }
 
-WeightSettings settingsFromJson(const json& j, const std::string& where) {
+WeightSettings settingsFromJson(const nlohmann::json& j, const std::string& where) {
     try {
         WeightSettings s;
         s.bits = j.at("bits").get<int>();
@@ -203,23 +202,15 @@ void CompressedModel::save(const std::string& dir) const {
 std::unique_ptr<CompressedModel> CompressedModel::load(const std::string& dir, const Model& base) {
     namespace fs = std::filesystem;
     const std::string jpath = (fs::path(dir) / "overlay.json").string();
-    std::ifstream in(jpath, std::ios::binary);
-    if (!in) throw Error(jpath + ": cannot open (not an lcw overlay folder?)");
-    std::stringstream ss;
-    ss << in.rdbuf();
-    json j;
-    try {
-        j = json::parse(ss.str());
-    } catch (const json::parse_error& e) {
-        throw FormatError(jpath, std::string("invalid JSON: ") + e.what(), e.byte);
-    }
+    if (!fs::exists(jpath)) throw Error(jpath + ": cannot open (not an lcw overlay folder?)");
+    const nlohmann::json j = readJsonFile(jpath);
     if (!j.is_object() || j.value("lcw_overlay", 0) != kOverlayVersion)
         throw FormatError(jpath,
                           "not an lcw overlay of version " + std::to_string(kOverlayVersion));
     auto m = std::make_unique<CompressedModel>(base);
     try {
         m->baseFingerprint = j.at("base").at("fingerprint").get<std::string>();
-        m->recipe = Recipe::fromJson(nlohmann::json::parse(j.at("recipe").dump()));
+        m->recipe = Recipe::fromJson(j.at("recipe"));
     } catch (const json::exception& e) {
         throw FormatError(jpath, std::string("bad overlay description: ") + e.what());
     }

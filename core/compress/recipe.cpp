@@ -1,13 +1,12 @@
 #include "core/compress/recipe.h"
+#include "core/common/json_file.h"
 
 #include "core/model/model.h"
 
 #include <algorithm>
 #include <cctype>
-#include <fstream>
 #include <regex>
 #include <set>
-#include <sstream>
 
 namespace lcw::compress {
 
@@ -324,16 +323,7 @@ Recipe Recipe::fromJson(const json& j) {
 }
 
 Recipe Recipe::load(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw Error(path + ": cannot open the recipe");
-    std::stringstream ss;
-    ss << in.rdbuf();
-    json j;
-    try {
-        j = json::parse(ss.str());
-    } catch (const json::parse_error& e) {
-        throw FormatError(path, std::string("invalid JSON: ") + e.what(), e.byte);
-    }
+    const json j = readJsonFile(path);
     try {
         return fromJson(j);
     } catch (const RecipeError& e) {

@@ -1,4 +1,5 @@
 #include "core/io/safetensors.h"
+#include "core/common/json_file.h"
 
 #include "core/common/error.h"
 #include "core/common/mapped_file.h"
@@ -200,14 +201,7 @@ SafetensorsSet readSafetensors(const std::string& path) {
 
 SafetensorsSet readSafetensorsIndex(const std::string& indexPath) {
     namespace fs = std::filesystem;
-    const std::string text = readTextFile(indexPath);
-    json idx;
-    try {
-        idx = json::parse(text);
-    } catch (const json::parse_error& e) {
-        throw FormatError(indexPath, std::string("not valid JSON: ") + e.what(),
-                          e.byte > 0 ? uint64_t(e.byte - 1) : 0);
-    }
+    const json idx = readJsonFile(indexPath);
     if (!idx.is_object()) throw FormatError(indexPath, "not a JSON object");
     auto wm = idx.find("weight_map");
     if (wm == idx.end() || !wm->is_object())

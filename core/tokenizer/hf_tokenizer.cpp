@@ -3,6 +3,7 @@
 // decode), for the two families LLMs use: SentencePiece-style BPE with byte fallback (Llama 2,
 // Mistral) and byte-level BPE (GPT-2, Llama 3, Qwen2).
 #include "core/common/error.h"
+#include "core/common/json_file.h"
 #include "core/common/mapped_file.h"
 #include "core/tokenizer/bpe.h"
 #include "core/tokenizer/literal_tokens.h"
@@ -461,12 +462,7 @@ void HfTokenizer::loadConfig(const std::string& configPath) {
     std::string bosText, eosText;
     std::optional<bool> addBos, addEos;
     if (!configPath.empty()) {
-        json cfg;
-        try {
-            cfg = json::parse(readTextFile(configPath));
-        } catch (const json::exception& e) {
-            throw FormatError(configPath, std::string("not valid JSON: ") + e.what());
-        }
+        const json cfg = readJsonFile(configPath);
         if (!cfg.is_object()) throw FormatError(configPath, "the top level is not an object");
         bosText = tokenString(member(cfg, "bos_token"));
         eosText = tokenString(member(cfg, "eos_token"));
