@@ -82,23 +82,9 @@ std::string writeFile(const std::string& dir, const std::string& name, const std
     return p;
 }
 
-struct Run {
-    int code = -1;
-    QByteArray out, err;
-};
-
-Run runCli(const QStringList& args) {
-    QProcess p;
-    p.start(QString::fromUtf8(LCW_CLI_PATH), args);
-    Run r;
-    if (!p.waitForFinished(60000)) {
-        p.kill();
-        return r;
-    }
-    r.code = p.exitStatus() == QProcess::NormalExit ? p.exitCode() : -2;
-    r.out = p.readAllStandardOutput();
-    r.err = p.readAllStandardError();
-    return r;
+using Run = lcwtest::CliRun;
+lcwtest::CliRun runCli(const QStringList& args) {
+    return lcwtest::runCli(args, 60000);
 }
 
 std::string readText(const std::string& p) {

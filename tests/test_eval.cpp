@@ -58,26 +58,8 @@ nlohmann::json reference() {
     return nlohmann::json::parse(in);
 }
 
-struct Run {
-    int code = -1;
-    QByteArray out, err;
-};
-
-Run runCli(const QStringList& args, int timeoutMs = 120000) {
-    QProcess p;
-    p.start(QString::fromUtf8(LCW_CLI_PATH), args);
-    Run r;
-    if (!p.waitForFinished(timeoutMs)) {
-        p.kill();
-        p.waitForFinished();
-        r.err = "timeout";
-        return r;
-    }
-    r.code = p.exitStatus() == QProcess::NormalExit ? p.exitCode() : -2;
-    r.out = p.readAllStandardOutput();
-    r.err = p.readAllStandardError();
-    return r;
-}
+using Run = lcwtest::CliRun;
+using lcwtest::runCli;
 
 } // namespace
 

@@ -1,5 +1,6 @@
 #pragma once
 // Shared helpers of the test executables: where the data is, and skipping cleanly without it.
+#include <QProcess>
 #include <QtTest/QtTest>
 
 #include <filesystem>
@@ -29,6 +30,29 @@ inline std::string tempDir(const std::string& tag) {
     std::filesystem::remove_all(d);
     std::filesystem::create_directories(d);
     return d.string();
+}
+
+/// Exit code (-1: timed out, -2: crashed) and output of one lcw-cli run.
+struct CliRun {
+    int code = -1;
+    QByteArray out, err;
+};
+
+/// Runs the lcw-cli built with the tests; kills it after timeoutMs.
+inline CliRun runCli(const QStringList& args, int timeoutMs = 120000) {
+    QProcess p;
+    p.start(QString::fromUtf8(LCW_CLI_PATH), args);
+    CliRun r;
+    if (!p.waitForFinished(timeoutMs)) {
+        p.kill();
+        p.waitForFinished();
+        r.err = "timeout";
+        return r;
+    }
+    r.code = p.exitStatus() == QProcess::NormalExit ? p.exitCode() : -2;
+    r.out = p.readAllStandardOutput();
+    r.err = p.readAllStandardError();
+    return r;
 }
 
 } // namespace lcwtest
