@@ -14,6 +14,7 @@
 #include "core/runtime/kernels.h"
 #include "core/runtime/session.h"
 #include "core/tokenizer/tokenizer.h"
+#include "mem_weights.h"
 #include "test_util.h"
 
 #include <nlohmann/json.hpp>
@@ -66,27 +67,7 @@ public:
 };
 
 // ---- an in-memory WeightSource for hand-computed cases ---------------------------------------
-class MemWeights final : public WeightSource {
-public:
-    ModelSpec sp;
-    const ModelSpec& spec() const override { return sp; }
-    const TensorView* find(std::string_view n) const override {
-        auto it = views.find(std::string(n));
-        return it == views.end() ? nullptr : &it->second;
-    }
-    void add(const std::string& name, std::vector<int64_t> shape, std::vector<float> values) {
-        store.push_back(std::make_unique<std::vector<float>>(std::move(values)));
-        TensorView t;
-        t.name = t.fileName = name;
-        t.dtype = DType::F32;
-        t.shape = std::move(shape);
-        t.data = reinterpret_cast<const std::byte*>(store.back()->data());
-        t.nbytes = store.back()->size() * sizeof(float);
-        views[name] = t;
-    }
-    std::map<std::string, TensorView> views;
-    std::vector<std::unique_ptr<std::vector<float>>> store;
-};
+using lcwtest::MemWeights;
 
 // ---- generated models of the families without a shared reference -----------------------------
 // Logical weights in double; written to a folder in the family's own file layout (fused qkv per

@@ -7,6 +7,7 @@
 #include "core/runtime/kernels.h"
 #include "core/runtime/session.h"
 #include "core/tokenizer/tokenizer.h"
+#include "mem_weights.h"
 #include "test_util.h"
 
 #include <cmath>
@@ -20,30 +21,7 @@ using namespace lcw;
 
 namespace {
 
-class MemWeights final : public WeightSource {
-public:
-    ModelSpec sp;
-    const ModelSpec& spec() const override { return sp; }
-    const TensorView* find(std::string_view n) const override {
-        auto it = m_views.find(n);
-        return it == m_views.end() ? nullptr : &it->second;
-    }
-    void add(const std::string& name, std::vector<int64_t> shape, const std::vector<float>& v) {
-        TensorView t;
-        t.name = t.fileName = name;
-        t.dtype = DType::F32;
-        t.shape = std::move(shape);
-        auto& bytes = m_storage.emplace_back(v.size() * 4);
-        std::memcpy(bytes.data(), v.data(), bytes.size());
-        t.data = bytes.data();
-        t.nbytes = bytes.size();
-        m_views[name] = t;
-    }
-
-private:
-    std::deque<std::vector<std::byte>> m_storage;
-    std::map<std::string, TensorView, std::less<>> m_views;
-};
+using lcwtest::MemWeights;
 
 /// A small llama; lmScale 0 makes every prediction uniform (PPL = vocab exactly).
 std::unique_ptr<MemWeights> makeModel(float lmScale, int64_t vocab = 50) {

@@ -9,6 +9,7 @@
 #include "core/model/model.h"
 #include "core/runtime/kernels.h"
 #include "core/runtime/session.h"
+#include "mem_weights.h"
 #include "test_util.h"
 
 #include <nlohmann/json.hpp>
@@ -27,42 +28,7 @@ using namespace lcw;
 namespace {
 
 // ---- an in-memory WeightSource ----------------------------------------------------------------
-class MemWeights final : public WeightSource {
-public:
-    ModelSpec sp;
-    const ModelSpec& spec() const override { return sp; }
-    const TensorView* find(std::string_view n) const override {
-        auto it = m_views.find(n);
-        return it == m_views.end() ? nullptr : &it->second;
-    }
-    /// Stores `values` as dtype `dt`; the reference keeps what the stored bytes decode to.
-    void add(const std::string& name, std::vector<int64_t> shape, const std::vector<float>& values,
-             DType dt = DType::F32) {
-        TensorView t;
-        t.name = name;
-        t.fileName = name;
-        t.file = "<memory>";
-        t.dtype = dt;
-        t.shape = std::move(shape);
-        const int64_t cols = t.cols(), rows = t.rows();
-        const uint64_t rowBytes = dtypeBytesFor(dt, uint64_t(cols)).value();
-        auto& bytes = m_storage.emplace_back(size_t(rowBytes * uint64_t(rows)));
-        std::vector<float>& decoded = ref[name];
-        decoded.resize(values.size());
-        for (int64_t r = 0; r < rows; ++r) {
-            quantizeRow(dt, values.data() + r * cols, bytes.data() + r * rowBytes, cols);
-            dequantizeRow(dt, bytes.data() + r * rowBytes, decoded.data() + r * cols, cols);
-        }
-        t.data = bytes.data();
-        t.nbytes = bytes.size();
-        m_views[name] = t;
-    }
-    std::map<std::string, std::vector<float>, std::less<>> ref;
-
-private:
-    std::deque<std::vector<std::byte>> m_storage;
-    std::map<std::string, TensorView, std::less<>> m_views;
-};
+using lcwtest::MemWeights;
 
 std::vector<float> randomVec(std::mt19937_64& rng, int64_t n, float lo, float hi) {
     std::uniform_real_distribution<float> d(lo, hi);
