@@ -76,6 +76,7 @@ private:
     std::vector<kernels::FloatBuffer> kCache, vCache;
     std::vector<runtime::KvStream> kStream, vStream; // layers with a quantised KV cache
     kernels::FloatBuffer kDeq, vDeq, aqBuf;          // dequantised cache rows; quantised inputs
+    std::vector<float> kOld, vOld, saved;            // quantisedAttention scratch
     const ActQuantSpec* lmAq = nullptr;
     int64_t cacheRows = 0;
     kernels::FloatBuffer h, xn, tmp, tmp2, q, k, kPre, v, att, gate, up, cosT, sinT;
@@ -93,6 +94,8 @@ private:
     void mlp(int64_t l, const float* x, int64_t n, float* out);
     void moe(int64_t l, const float* x, int64_t n, float* out);
     bool observed() const { return !env.observers.empty(); }
+    void quantisedAttention(int64_t l, int64_t n, int64_t pos0,
+                            const kernels::AttentionOptions& ao);
     /// x [n, dim] itself, or its fake-quantised copy (in aqBuf) when `a` is set.
     const float* quantIn(const ActQuantSpec* a, const float* x, int64_t n, int64_t dim);
     /// Linears sharing the input x (q/k/v, gate/up): one batch when their input quantisation is
@@ -313,32 +316,20 @@ void TransformerRunner::attention(int64_t l, const float* x, int64_t n, int64_t 
         for (Observer* o : env.observers)
             o->onKV(li, kp, k.data(), v.data(), n, s.nKvHeads, hd, pos0);
     }
-    const float *kc = kCache[size_t(l)].data(), *vc = vCache[size_t(l)].data();
-    if (L.kvq) {
-        // Quantised cache: the new rows are quantised once as they enter it (a failed or
-        // repeated call first drops the rows from pos0 on), attention reads dequantised rows.
-        runtime::KvStream &ks = kStream[size_t(l)], &vs = vStream[size_t(l)];
-        ks.truncate(pos0);
-        vs.truncate(pos0);
-        if (ks.rows() != pos0 || vs.rows() != pos0)
-            throw Error("KV cache of layer " + std::to_string(l) + " holds " +
-                        std::to_string(ks.rows()) + " rows, position " + std::to_string(pos0));
-        ks.append(k.data(), kvDim, n);
-        vs.append(v.data(), kvDim, n);
-        kc = ks.read(pos0 + n, kDeq, nt);
-        vc = vs.read(pos0 + n, vDeq, nt);
-    } else {
-        std::copy(k.begin(), k.begin() + n * kvDim, kCache[size_t(l)].begin() + pos0 * kvDim);
-        std::copy(v.begin(), v.begin() + n * kvDim, vCache[size_t(l)].begin() + pos0 * kvDim);
-    }
     kernels::AttentionOptions ao;
     ao.window = L.sliding ? s.slidingWindow : 0;
     ao.scale = L.scale;
     ao.softcap = s.attnSoftcap;
     ao.alibi = alibi.empty() ? nullptr : alibi.data();
     ao.alibiBeforeScale = s.alibiScaled;
-    kernels::attentionEx(q.data(), qDim, kc, vc, att.data(), qDim, n, pos0, s.nHeads, s.nKvHeads,
-                         hd, ao, nt);
+    if (L.kvq) {
+        quantisedAttention(l, n, pos0, ao);
+    } else {
+        std::copy(k.begin(), k.begin() + n * kvDim, kCache[size_t(l)].begin() + pos0 * kvDim);
+        std::copy(v.begin(), v.begin() + n * kvDim, vCache[size_t(l)].begin() + pos0 * kvDim);
+        kernels::attentionEx(q.data(), qDim, kCache[size_t(l)].data(), vCache[size_t(l)].data(),
+                             att.data(), qDim, n, pos0, s.nHeads, s.nKvHeads, hd, ao, nt);
+    }
     if (observed()) env.notifyLinear(li, LinearRole::O, L.name[3], att.data(), n, qDim);
     kernels::linear(*L.o, quantIn(L.aq[3], att.data(), n, qDim), qDim, n, out, dim, ptrOrNull(L.bo),
                     nt);
@@ -526,6 +517,85 @@ void TransformerRunner::run(const int32_t* ids, int64_t n, int64_t pos0, int64_t
         const float cap = s.finalSoftcap;
         for (int64_t i = 0; i < nOut * s.vocab; ++i)
             logitsOut[i] = cap * std::tanh(logitsOut[i] / cap);
+    }
+}
+
+// Quantised KV cache: the new rows are quantised once as they enter the cache (a failed or
+// repeated call first drops the rows from pos0 on); attention reads dequantised rows. With
+// channel blocks, a query sees the cache as it was when its own token was appended, exactly as
+// in token-by-token decoding: the block its token falls in is still f32 unless the token
+// completes it. A multi-token batch therefore runs attention in segments at block boundaries.
+void TransformerRunner::quantisedAttention(int64_t l, int64_t n, int64_t pos0,
+                                           const kernels::AttentionOptions& ao) {
+    const int nt = env.threads;
+    const int64_t hd = s.headDim, W = kvDim;
+    runtime::KvStream &ks = kStream[size_t(l)], &vs = vStream[size_t(l)];
+    ks.truncate(pos0);
+    vs.truncate(pos0);
+    if (ks.rows() != pos0 || vs.rows() != pos0)
+        throw Error("KV cache of layer " + std::to_string(l) + " holds " +
+                    std::to_string(ks.rows()) + " rows, position " + std::to_string(pos0));
+    const bool kCh = ks.channelBlocks(), vCh = vs.channelBlocks();
+    const int64_t G = layers[size_t(l)].kvq->groupSize;
+    // f32 rows of the unfinished block before pos0 (they are f32 in the streams until it fills)
+    const int64_t first = (kCh || vCh) ? pos0 / G * G : pos0;
+    if (first < pos0) {
+        const float* kr = ks.read(pos0, kDeq, nt);
+        kOld.assign(kr + first * W, kr + pos0 * W);
+        const float* vr = vs.read(pos0, vDeq, nt);
+        vOld.assign(vr + first * W, vr + pos0 * W);
+    }
+    ks.append(k.data(), W, n);
+    vs.append(v.data(), W, n);
+    const float* kc = ks.read(pos0 + n, kDeq, nt);
+    const float* vc = vs.read(pos0 + n, vDeq, nt);
+    auto attend = [&](int64_t p0, int64_t p1) { // queries at positions [p0, p1)
+        if (p1 <= p0) return;
+        kernels::attentionEx(q.data() + (p0 - pos0) * qDim, qDim, kc, vc,
+                             att.data() + (p0 - pos0) * qDim, qDim, p1 - p0, p0, s.nHeads,
+                             s.nKvHeads, hd, ao, nt);
+    };
+    if (!kCh && !vCh) return attend(pos0, pos0 + n);
+    // kc/vc of channel streams point into kDeq/vDeq (writable scratch).
+    float* kw = kCh ? kDeq.data() : nullptr;
+    float* vw = vCh ? vDeq.data() : nullptr;
+    auto f32Row = [&](const kernels::FloatBuffer& cur, const std::vector<float>& old, int64_t r) {
+        return r < pos0 ? old.data() + (r - first) * W : cur.data() + (r - pos0) * W;
+    };
+    for (int64_t p = pos0; p < pos0 + n;) {
+        const int64_t b0 = p / G * G, last = b0 + G - 1;
+        const int64_t fEnd = std::min(pos0 + n, last); // queries [p, fEnd) see block f32
+        const bool complete = last < pos0 + n;         // the block is quantised now
+        if (fEnd > p && complete) {
+            // show the block's rows [b0, fEnd) as f32, then put the quantised rows back
+            saved.assign(size_t(2 * (fEnd - b0) * W), 0.0f);
+            for (int64_t r = b0; r < fEnd; ++r) {
+                if (kw) {
+                    std::copy(kw + r * W, kw + (r + 1) * W, saved.begin() + (r - b0) * W);
+                    const float* src = f32Row(k, kOld, r);
+                    std::copy(src, src + W, kw + r * W);
+                }
+                if (vw) {
+                    std::copy(vw + r * W, vw + (r + 1) * W,
+                              saved.begin() + (fEnd - b0 + r - b0) * W);
+                    const float* src = f32Row(v, vOld, r);
+                    std::copy(src, src + W, vw + r * W);
+                }
+            }
+            attend(p, fEnd);
+            for (int64_t r = b0; r < fEnd; ++r) {
+                if (kw)
+                    std::copy(saved.begin() + (r - b0) * W, saved.begin() + (r - b0 + 1) * W,
+                              kw + r * W);
+                if (vw)
+                    std::copy(saved.begin() + (fEnd - b0 + r - b0) * W,
+                              saved.begin() + (fEnd - b0 + r - b0 + 1) * W, vw + r * W);
+            }
+        } else {
+            attend(p, fEnd); // the block is still f32 in the streams
+        }
+        if (complete) attend(std::max(p, last), last + 1);
+        p = last + 1;
     }
 }
 
