@@ -4,9 +4,11 @@
 #include "core/compress/compressed_model.h"
 #include "core/compress/recipe.h"
 #include "core/model/model.h"
+#include "core/runtime/kernels.h"
 #include "core/runtime/quant_runtime.h"
 #include "core/runtime/session.h"
 #include "core/tokenizer/tokenizer.h"
+#include "mem_weights.h"
 #include "test_util.h"
 
 #include <nlohmann/json.hpp>
@@ -126,6 +128,36 @@ void expectRecipeError(const std::function<void()>& fn, int rule, const std::str
         return;
     }
     QFAIL("no RecipeError");
+}
+
+/// The demo model with some tensors replaced, added or hidden.
+class Patched final : public WeightSource {
+public:
+    explicit Patched(const WeightSource& b) : m_base(b) {}
+    const ModelSpec& spec() const override { return m_base.spec(); }
+    const TensorView* find(std::string_view n) const override {
+        if (hidden.count(std::string(n))) return nullptr;
+        if (const TensorView* t = mem.find(n)) return t;
+        return m_base.find(n);
+    }
+    lcwtest::MemWeights mem;
+    std::set<std::string> hidden;
+
+private:
+    const WeightSource& m_base;
+};
+
+std::vector<float> weightOf(const WeightSource& w, const std::string& name) {
+    const TensorView& t = w.get(name);
+    std::vector<float> v(size_t(t.numel()));
+    kernels::dequantizeRows(t, 0, t.rows(), v.data());
+    return v;
+}
+
+double maxAbsDiff(const std::vector<float>& a, const std::vector<float>& b) {
+    double d = 0;
+    for (size_t i = 0; i < a.size(); ++i) d = std::max(d, double(std::fabs(a[i] - b[i])));
+    return d;
 }
 
 } // namespace
@@ -472,6 +504,124 @@ private slots:
         // 64 tokens x 5 layers x (K + V) rows of 32 values: 4-bit codes + two f32 per row
         QCOMPARE(pj["kv_cache_bytes"].get<uint64_t>(), uint64_t(64 * 5 * 2 * (16 + 8)));
         QCOMPARE(pj["kv_cache_bytes_f32"].get<uint64_t>(), uint64_t(64 * 5 * 2 * 32 * 4));
+    }
+
+    void lowRankFactorsGiveTheLogitsOfTheirProduct() {
+        auto m = Model::load(demoModel());
+        const auto ids = demoTokens(*m, 24);
+        std::mt19937 rng(5);
+        std::normal_distribution<float> nd(0.0f, 0.15f);
+        Patched dense(*m), lowRank(*m);
+        for (const std::string name : {"layers.1.attn.q", "layers.2.mlp.down", "layers.3.mlp.up"}) {
+            const TensorView& t = m->get(name);
+            const int64_t out = t.shape[0], in = t.shape[1], r = 12;
+            std::vector<float> a(size_t(r * in)), b(size_t(out * r)), p(size_t(out * in));
+            for (auto& x : a) x = nd(rng);
+            for (auto& x : b) x = nd(rng);
+            for (int64_t o = 0; o < out; ++o)
+                for (int64_t i = 0; i < in; ++i) {
+                    double acc = 0;
+                    for (int64_t k = 0; k < r; ++k)
+                        acc += double(b[size_t(o * r + k)]) * double(a[size_t(k * in + i)]);
+                    p[size_t(o * in + i)] = float(acc);
+                }
+            dense.mem.add(name, {out, in}, p);
+            lowRank.hidden.insert(name);
+            lowRank.mem.add(name + ".lowrank_a", {r, in}, a);
+            lowRank.mem.add(name + ".lowrank_b", {out, r}, b);
+        }
+        const auto ld = allLogits(dense, ids), ll = allLogits(lowRank, ids);
+        QVERIFY(maxAbsDiff(ld, allLogits(*m, ids)) > 0.1); // the replaced layers matter
+        const double d = maxAbsDiff(ld, ll);
+        qInfo("low rank vs product: max |dlogit| %.3g", d);
+        QVERIFY2(d < 1e-4, qPrintable(QString::number(d)));
+
+        Patched bad(*m);
+        bad.hidden.insert("layers.0.mlp.up");
+        bad.mem.add("layers.0.mlp.up.lowrank_a", {4, 64}, std::vector<float>(256, 0.0f));
+        QVERIFY_THROWS_EXCEPTION(Error, Session s(bad));
+    }
+
+    void prunedMlpChannelsEqualZeroedChannels() {
+        auto m = Model::load(demoModel());
+        const auto ids = demoTokens(*m, 24);
+        const int64_t dim = 64, hid = 172;
+        std::vector<int64_t> keep;
+        for (int64_t c = 0; c < hid; ++c)
+            if (c % 4 != 1) keep.push_back(c);
+        const int64_t kh = int64_t(keep.size());
+        Patched pruned(*m), zeroed(*m);
+        for (const char* nm : {"layers.2.mlp.gate", "layers.2.mlp.up"}) {
+            const auto w = weightOf(*m, nm);
+            std::vector<float> pr(size_t(kh * dim)), z(w.size(), 0.0f);
+            for (int64_t i = 0; i < kh; ++i)
+                for (int64_t j = 0; j < dim; ++j) {
+                    pr[size_t(i * dim + j)] = w[size_t(keep[size_t(i)] * dim + j)];
+                    z[size_t(keep[size_t(i)] * dim + j)] = w[size_t(keep[size_t(i)] * dim + j)];
+                }
+            pruned.mem.add(nm, {kh, dim}, pr);
+            zeroed.mem.add(nm, {hid, dim}, z);
+        }
+        const auto down = weightOf(*m, "layers.2.mlp.down");
+        std::vector<float> pd(size_t(dim * kh));
+        for (int64_t o = 0; o < dim; ++o)
+            for (int64_t i = 0; i < kh; ++i)
+                pd[size_t(o * kh + i)] = down[size_t(o * hid + keep[size_t(i)])];
+        pruned.mem.add("layers.2.mlp.down", {dim, kh}, pd);
+        const auto lp = allLogits(pruned, ids), lz = allLogits(zeroed, ids);
+        QVERIFY(maxAbsDiff(lz, allLogits(*m, ids)) > 0.01);
+        const double d = maxAbsDiff(lp, lz);
+        qInfo("MLP channels removed vs zeroed: max |dlogit| %.3g", d);
+        QVERIFY2(d < 1e-4, qPrintable(QString::number(d)));
+    }
+
+    void prunedAttentionHeadsEqualZeroedOutputColumns() {
+        // Remove KV head 1 of block 1 with its two query heads (2, 3): the remaining heads keep
+        // their GQA groups. Reference: the full block with those heads' o-proj columns zeroed.
+        auto m = Model::load(demoModel());
+        const auto ids = demoTokens(*m, 24);
+        const int64_t dim = 64, hd = 8;
+        auto dropRows = [&](const std::vector<float>& w, int64_t rows, int64_t cols, int64_t r0,
+                            int64_t r1) {
+            std::vector<float> out;
+            for (int64_t r = 0; r < rows; ++r)
+                if (r < r0 || r >= r1)
+                    out.insert(out.end(), w.begin() + r * cols, w.begin() + (r + 1) * cols);
+            return out;
+        };
+        Patched pruned(*m), zeroed(*m);
+        pruned.mem.add("layers.1.attn.q", {6 * hd, dim},
+                       dropRows(weightOf(*m, "layers.1.attn.q"), 8 * hd, dim, 2 * hd, 4 * hd));
+        for (const char* nm : {"layers.1.attn.k", "layers.1.attn.v"})
+            pruned.mem.add(nm, {3 * hd, dim}, dropRows(weightOf(*m, nm), 4 * hd, dim, hd, 2 * hd));
+        const auto o = weightOf(*m, "layers.1.attn.o");
+        std::vector<float> po, zo = o;
+        for (int64_t r = 0; r < dim; ++r)
+            for (int64_t c = 0; c < 8 * hd; ++c) {
+                if (c >= 2 * hd && c < 4 * hd)
+                    zo[size_t(r * 8 * hd + c)] = 0.0f;
+                else
+                    po.push_back(o[size_t(r * 8 * hd + c)]);
+            }
+        pruned.mem.add("layers.1.attn.o", {dim, 6 * hd}, po);
+        zeroed.mem.add("layers.1.attn.o", {dim, 8 * hd}, zo);
+        const auto lp = allLogits(pruned, ids), lz = allLogits(zeroed, ids);
+        QVERIFY(maxAbsDiff(lz, allLogits(*m, ids)) > 0.01);
+        const double d = maxAbsDiff(lp, lz);
+        qInfo("attention heads removed vs zeroed: max |dlogit| %.3g", d);
+        QVERIFY2(d < 1e-4, qPrintable(QString::number(d)));
+        // the pruned block's cache is a quarter smaller
+        Session s(pruned);
+        std::vector<float> lg;
+        s.forward(std::span(ids.data(), 10), lg);
+        QCOMPARE(s.kvCacheBytes(), uint64_t(10 * (4 * 4 + 3) * hd * 2 * 4));
+        // shapes the runtime cannot run
+        Patched bad(*m);
+        bad.mem.add("layers.0.attn.q", {60, dim}, std::vector<float>(60 * dim, 0.0f));
+        QVERIFY_THROWS_EXCEPTION(Error, Session s2(bad));
+        Patched bad2(*m);
+        bad2.mem.add("layers.0.attn.q", {3 * hd, dim}, std::vector<float>(3 * hd * dim, 0.0f));
+        QVERIFY_THROWS_EXCEPTION(Error, Session s3(bad2)); // 3 query heads over 4 KV heads
     }
 };
 
