@@ -52,6 +52,7 @@ double logProb(const float* row, int64_t vocab, int32_t id) {
 std::vector<float> allLogits(const WeightSource& w, const std::vector<int32_t>& ids) {
     SessionOptions so;
     so.contextLength = int64_t(ids.size());
+    so.threads = 1;
     Session s(w, so);
     std::vector<float> logits;
     s.forward(ids, logits, true);
@@ -91,6 +92,7 @@ private slots:
     void selfCompareHasNoDivergence() {
         Forward same(*m_model);
         GenerationCompareOptions o;
+        o.threads = 1; // tiny model: threads inside a forward only cost barriers
         o.maxNewTokens = 32;
         NullProgress np;
         const auto r = compareGenerations(*m_model, {{"same", &same}}, m_prompt, o, np);
@@ -108,6 +110,7 @@ private slots:
 
     void knownDivergenceAndReferenceNumbers() {
         GenerationCompareOptions o;
+        o.threads = 1; // tiny model: threads inside a forward only cost barriers
         o.maxNewTokens = 40;
         NullProgress np;
         const auto r =
@@ -166,6 +169,7 @@ private slots:
 
     void seededSamplingIsReproducible() {
         GenerationCompareOptions o;
+        o.threads = 1; // tiny model: threads inside a forward only cost barriers
         o.maxNewTokens = 48;
         o.sampling.temperature = 1.0f;
         o.sampling.seed = 7;
@@ -191,6 +195,7 @@ private slots:
 
     void badInputAndCancel() {
         GenerationCompareOptions o;
+        o.threads = 1; // tiny model: threads inside a forward only cost barriers
         NullProgress np;
         QVERIFY_THROWS_EXCEPTION(ArgumentError, compareGenerations(*m_model, {}, {}, o, np));
         QVERIFY_THROWS_EXCEPTION(ArgumentError,
@@ -212,6 +217,7 @@ private slots:
         po.ctx = 64;
         po.batch = 64;
         po.maxChunks = 2;
+        po.threads = 1;
         po.bosId = m_model->tokenizer().bosId();
         Forward same(*m_model);
         NullProgress np;
@@ -235,6 +241,7 @@ private slots:
         LastResidual cb(L - 1), cq(L - 1);
         SessionOptions so;
         so.contextLength = 64;
+        so.threads = 1;
         Session sb(*m_model, so), sq(*m_w2, so);
         sb.addObserver(&cb);
         sq.addObserver(&cq);
@@ -272,7 +279,7 @@ private slots:
         const auto r =
             lcwtest::runCli({"compare", QString::fromStdString(demoPath()), "--preset", "W4A16-g32",
                              "--preset", "W2A16-g32", "--prompt", "Once upon a time",
-                             "--max-tokens", "24", "--json", "--quiet"});
+                             "--max-tokens", "24", "--json", "--threads", "1", "--quiet"});
         QVERIFY2(r.code == 0, r.err.constData());
         const auto j = nlohmann::json::parse(r.out.toStdString());
         QCOMPARE(j["sampling"]["mode"].get<std::string>(), std::string("greedy"));
@@ -294,19 +301,19 @@ private slots:
 
         const auto t = lcwtest::runCli({"compare", QString::fromStdString(demoPath()), "--preset",
                                         "W2A16-g32", "--prompt", "Once upon a time", "--max-tokens",
-                                        "16", "--width", "80", "--quiet"});
+                                        "16", "--width", "80", "--threads", "1", "--quiet"});
         QVERIFY2(t.code == 0, t.err.constData());
         QVERIFY(t.out.contains("»"));
         QVERIFY(t.out.contains("W2A16-g32"));
-        const auto none = lcwtest::runCli(
-            {"compare", QString::fromStdString(demoPath()), "--prompt", "x", "--quiet"});
+        const auto none = lcwtest::runCli({"compare", QString::fromStdString(demoPath()),
+                                           "--prompt", "x", "--threads", "1", "--quiet"});
         QCOMPARE(none.code, 2);
     }
 
     void cliHiddenErrorJson() {
-        const auto r =
-            lcwtest::runCli({"hidden-error", QString::fromStdString(demoPath()), "--preset",
-                             "W4A16-g32", "--ctx", "64", "--chunks", "2", "--json", "--quiet"});
+        const auto r = lcwtest::runCli({"hidden-error", QString::fromStdString(demoPath()),
+                                        "--preset", "W4A16-g32", "--ctx", "64", "--chunks", "2",
+                                        "--json", "--threads", "1", "--quiet"});
         QVERIFY2(r.code == 0, r.err.constData());
         const auto j = nlohmann::json::parse(r.out.toStdString());
         QCOMPARE(j["configs"][0]["blocks"].size(), size_t(5));
