@@ -164,6 +164,17 @@ private slots:
         }
     }
 
+    void scanCancels() {
+        SensitivityOptions so;
+        so.eval = m_po;
+        int calls = 0;
+        FunctionProgress stop([&](double, std::string_view) { return ++calls < 3; });
+        const auto s =
+            scanSensitivity(*m_model, {schemeFromPreset("W4A16-g64")}, m_tokens, so, stop);
+        QCOMPARE(s.status, Status::Cancelled);
+        QVERIFY_THROWS_EXCEPTION(ArgumentError, scanSensitivity(*m_model, {}, m_tokens, so, stop));
+    }
+
     void jsonRoundTripAndBadFile() {
         const auto j = sensitivityToJson(m_scan);
         const auto back = sensitivityFromJson(nlohmann::json::parse(j.dump()), "scan.json");

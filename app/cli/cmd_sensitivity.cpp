@@ -265,7 +265,10 @@ int cmdAutotune(const std::vector<std::string>& argv) {
                             : measureJson(v.uniform, double(plan.uniformBits) / double(plan.params),
                                           plan.uniformEstimatedKld)},
             {"baseline_ppl", verify ? v.baselinePpl : scan.baselinePpl}};
-        if (!plan.uniformScheme.empty()) j["uniform"]["scheme"] = plan.uniformScheme;
+        if (!plan.uniformScheme.empty()) {
+            j["uniform"]["scheme"] = plan.uniformScheme;
+            j["uniform"]["within_budget"] = plan.uniformBits <= plan.budgetBits;
+        }
         std::printf("%s\n", j.dump(2).c_str());
         return 0;
     }
@@ -303,6 +306,9 @@ int cmdAutotune(const std::vector<std::string>& argv) {
             plan.uniformEstimatedKld, v.uniform);
     else
         std::printf("  (no uniform candidate scheme fits the budget)\n");
+    if (!plan.uniformScheme.empty() && plan.uniformBits > plan.budgetBits)
+        std::printf("  note: uniform %s (--uniform) is above the budget\n",
+                    plan.uniformScheme.c_str());
     std::printf("\nbpw: compress() totals.quantized_bits_per_weight; est. KLD: sum of the scan's "
                 "per-layer KLDs; measured: one evaluation of the whole recipe.\n");
     return 0;
