@@ -24,6 +24,7 @@ int cmdStats(const std::vector<std::string>& args);
 int cmdCompress(const std::vector<std::string>& args);
 int cmdRecipe(const std::vector<std::string>& args);
 int cmdEval(const std::vector<std::string>& args);
+int cmdResults(const std::vector<std::string>& args);
 
 /// The weights the evaluation commands run on: `model` itself, or an overlay from
 /// --recipe R.json / --preset NAME (compressed now) / --overlay DIR (loaded). Never null.

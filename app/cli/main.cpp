@@ -29,8 +29,15 @@ commands:
                                            float32 logits [tokens, vocab] to a .npy file
   perplexity MODEL --text FILE [--ctx N] [--mode llamacpp|sliding] [--stride S] [--json]
                                            llama.cpp-compatible perplexity (default) ± s.e.
-  eval MODEL [--recipe R.json|--preset P|--overlay DIR|--compare-model OTHER ...] [--text FILE] [--ctx N] [--json]
-                                           baseline and configurations side by side: PPL, KLD, same-top, Δp
+  eval MODEL [--recipe R.json|--preset P|--overlay DIR|--compare-model OTHER ...] [--text FILE] [--ctx N]
+       [--mode llamacpp|sliding] [--stride S] [--tasks lambada,arc_easy,piqa,winogrande,hellaswag|all]
+       [--limit N] [--seed S] [--tasks-dir DIR] [--speed-tokens 32] [--results FILE] [--no-record] [--json]
+                                           baseline and configurations side by side: PPL, KLD, same-top, Δp,
+                                           task accuracy ± s.e., bits/weight, size, tokens/s, peak RSS;
+                                           recorded in the results store
+  results list [--results FILE] [--json]   the recorded evaluations
+  results show ID [--results FILE] [--json]
+                                           re-print a recorded evaluation's table
   stats MODEL [--calib FILE] [--samples N] [--seq-len L] [--out stats.h5] [--bits B] [--group G] [--json]
                                            weight/activation/KV outlier statistics (HDF5) + layer ranking
   compress MODEL (--recipe R.json | --preset NAME) [--save OVERLAY] [--json]
@@ -75,6 +82,7 @@ int main(int argc, char** argv) {
         if (cmd == "synth") return cmdSynth(args);
         if (cmd == "stats") return cmdStats(args);
         if (cmd == "eval") return cmdEval(args);
+        if (cmd == "results") return cmdResults(args);
         if (cmd == "compress") return cmdCompress(args);
         if (cmd == "recipe") return cmdRecipe(args);
         std::fprintf(stderr, "lcw-cli: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
