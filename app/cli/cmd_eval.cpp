@@ -198,6 +198,10 @@ void printEvalTable(const json& j) {
     });
     bool divergence = false;
     for (const auto& c : j["configs"]) divergence = divergence || c.contains("kld");
+    if (!j["configs"].empty())
+        row("PPL ratio", [&](const json& c, bool base) {
+            return base || !has(c, "ppl_ratio") ? dash : fmt("%.5f", num(c, "ppl_ratio"));
+        });
     if (divergence) {
         auto cfg = [&](const char* f, const char* key, double scale) {
             return [=](const json& c, bool base) {
@@ -214,7 +218,6 @@ void printEvalTable(const json& j) {
                 return base || !has(c, obj) ? std::string("-") : fmt(f, num(c[obj], key));
             };
         };
-        row("PPL ratio", cfg("%.5f", "ppl_ratio", 1));
         row("mean ln(PPL ratio)", cfg2("%.5f ± %.5f", "mean_ln_ppl_ratio", "mean_ln_ppl_ratio_se"));
         row("ln-prob correlation", cfg("%.4f %%", "ln_prob_correlation", 100));
         row("KLD mean", [&](const json& c, bool base) {
