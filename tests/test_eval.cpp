@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 
 using namespace lcw;
@@ -257,6 +258,152 @@ private slots:
         QVERIFY(d["text_file"].get<std::string>().find("tinystories_eval.txt") !=
                 std::string::npos);
         QCOMPARE(d["tokens"].get<int>(), 94166);
+    }
+    /// The eval contract with tasks, speed, size and the results store: `eval --tasks ... --limit
+    /// --json` keys, a configuration equal to the baseline scoring identically, `results
+    /// list/show` round trip, a corrupt line skipped with a warning, a missing task file named.
+    void cliEvalTasksAndResults() {
+        const std::string dir = lcwtest::tempDir("eval-tasks");
+        auto write = [&](const std::string& name, const std::string& text) {
+            std::ofstream(dir + "/" + name, std::ios::binary) << text;
+        };
+        write("lambada_test.jsonl", "{\"text\": \"Tom had a red ball\"}\n"
+                                    "{\"text\": \"Lily went to the park\"}\n"
+                                    "{\"text\": \"The dog was very happy\"}\n");
+        write(
+            "ARC-Easy-Test.jsonl",
+            R"({"question":{"stem":"What is red?","choices":[{"text":"a ball","label":"A"},{"text":"the sky","label":"B"}]},"answerKey":"A"})"
+            "\n"
+            R"({"question":{"stem":"Who can fly?","choices":[{"text":"a bird","label":"A"},{"text":"a dog","label":"B"}]},"answerKey":"A"})"
+            "\n");
+        write("piqa_dev.jsonl",
+              R"({"goal": "To eat soup,", "sol1": "use a spoon.", "sol2": "use a fork."})"
+              "\n"
+              R"({"goal": "To open a door,", "sol1": "turn the knob.", "sol2": "eat the knob."})"
+              "\n");
+        write("piqa_dev-labels.lst", "0\n0\n");
+        write(
+            "winogrande_1.1_dev.jsonl",
+            R"({"sentence": "Tom gave Lily a toy because _ was kind.", "option1": "Tom", "option2": "Lily"})"
+            "\n");
+        write("winogrande_1.1_dev-labels.lst", "1\n");
+        write("hellaswag_val_full.txt", "Tom went to the park. He\n0\nplayed on the swing.\nate "
+                                        "a car.\nflew to the moon.\nwas a fish.\n");
+        const std::string results = dir + "/results.jsonl";
+        int64_t demoParams = 0;
+        const auto demoModel = Model::load(demoPath());
+        for (const auto& t : demoModel->tensors()) demoParams += t.numel();
+        const QString demo = QString::fromStdString(demoPath());
+        auto r = runCli({"eval",
+                         demo,
+                         "--ctx",
+                         "64",
+                         "--chunks",
+                         "2",
+                         "--compare-model",
+                         demo,
+                         "--tasks",
+                         "lambada,arc_easy,piqa,winogrande,hellaswag",
+                         "--tasks-dir",
+                         QString::fromStdString(dir),
+                         "--limit",
+                         "2",
+                         "--speed-tokens",
+                         "4",
+                         "--results",
+                         QString::fromStdString(results),
+                         "--json",
+                         "--quiet"});
+        QVERIFY2(r.code == 0, r.err.constData());
+        const auto j = nlohmann::json::parse(r.out.toStdString());
+        for (const char* k : {"id", "timestamp", "lcw_version", "model_fingerprint", "text_sha256",
+                              "settings", "task_files", "timings", "mode"})
+            QVERIFY2(j.contains(k), k);
+        QCOMPARE(j["settings"]["limit"].get<int>(), 2);
+        QCOMPARE(j["settings"]["seed"].get<int>(), 1234);
+        QCOMPARE(j["settings"]["tasks"].size(), size_t(5));
+        QVERIFY(j["model_fingerprint"].get<std::string>().rfind("sha256:", 0) == 0);
+        const auto& base = j["baseline"];
+        const auto& same = j["configs"][0];
+        QCOMPARE(same["kind"].get<std::string>(), std::string("model"));
+        QCOMPARE(same["fingerprint"], j["model_fingerprint"]);
+        for (const auto* c : {&base, &same}) {
+            const auto& t = (*c)["tasks"];
+            QCOMPARE(t.size(), size_t(5));
+            QCOMPARE(t["lambada"]["items"].get<int>(), 2);
+            QCOMPARE(t["winogrande"]["items"].get<int>(), 1); // --limit above the file's count
+            QCOMPARE(t["piqa"]["items_in_file"].get<int>(), 2);
+            for (const auto& [name, tj] : t.items()) {
+                const double p = tj["acc"].get<double>();
+                const int n = tj["items"].get<int>();
+                QVERIFY(p >= 0 && p <= 1);
+                const double se = n > 1 ? std::sqrt(p * (1 - p) / (n - 1)) : 0.0;
+                QVERIFY(std::abs(tj["acc_se"].get<double>() - se) < 1e-12);
+                QCOMPARE(tj.contains("acc_norm"),
+                         name == "arc_easy" || name == "piqa" || name == "hellaswag");
+            }
+            QVERIFY(t["lambada"]["ppl"].get<double>() > 1);
+            QVERIFY((*c)["speed"]["decode_tokens_per_second"].get<double>() > 0);
+            QVERIFY((*c)["prefill_tokens_per_second"].get<double>() > 0);
+            QVERIFY((*c)["peak_rss_bytes"].get<double>() > 1e6);
+            QCOMPARE((*c)["model_bytes"].get<int64_t>(), 4 * demoParams); // all F32
+            QCOMPARE((*c)["bits_per_weight"].get<double>(), 32.0);
+        }
+        // The same weights as a configuration: identical task numbers, zero divergence.
+        QCOMPARE(same["tasks"]["piqa"]["acc"], base["tasks"]["piqa"]["acc"]);
+        QCOMPARE(same["tasks"]["lambada"]["ppl"], base["tasks"]["lambada"]["ppl"]);
+        QCOMPARE(same["tasks"]["hellaswag"]["acc_norm"], base["tasks"]["hellaswag"]["acc_norm"]);
+        QCOMPARE(same["kld"]["max"].get<double>(), 0.0);
+        QCOMPARE(same["ppl"], base["ppl"]);
+
+        // results list / show round trip.
+        const QString rf = QString::fromStdString(results);
+        r = runCli({"results", "list", "--results", rf, "--json"});
+        QVERIFY2(r.code == 0, r.err.constData());
+        auto l = nlohmann::json::parse(r.out.toStdString());
+        QCOMPARE(l["records"].size(), size_t(1));
+        QCOMPARE(l["records"][0]["id"], j["id"]);
+        const QString id = QString::fromStdString(j["id"].get<std::string>());
+        r = runCli({"results", "show", id, "--results", rf, "--json"});
+        QVERIFY2(r.code == 0, r.err.constData());
+        QCOMPARE(nlohmann::json::parse(r.out.toStdString()), j);
+        r = runCli({"results", "show", id, "--results", rf});
+        QVERIFY2(r.code == 0, r.err.constData());
+        QString out = QString::fromUtf8(r.out);
+        QVERIFY(out.contains("piqa acc_norm") && out.contains("lambada ppl") &&
+                out.contains("decode tok/s") && out.contains("KLD mean"));
+        QVERIFY(out.indexOf("baseline") < out.indexOf("stories260K", out.indexOf("baseline")));
+
+        // A corrupt line is reported and skipped; the next record is still appended and listed.
+        std::ofstream(results, std::ios::app) << "{\"id\": \"torn\n";
+        r = runCli({"eval", demo, "--ctx", "64", "--chunks", "1", "--speed-tokens", "0",
+                    "--results", rf, "--quiet"});
+        QVERIFY2(r.code == 0, r.err.constData());
+        QVERIFY(QString::fromUtf8(r.out).contains("recorded in"));
+        r = runCli({"results", "list", "--results", rf});
+        QVERIFY2(r.code == 0, r.err.constData());
+        QVERIFY(QString::fromUtf8(r.err).contains("results.jsonl: line 2: corrupt record"));
+        QVERIFY(QString::fromUtf8(r.out).contains("2 record(s)"));
+        QVERIFY(QString::fromUtf8(r.out).contains(id));
+        r = runCli({"results", "show", "no-such-id", "--results", rf});
+        QCOMPARE(r.code, 1);
+
+        // A missing task file is named; sliding mode is labelled and has no divergence rows.
+        std::filesystem::remove(dir + "/piqa_dev-labels.lst");
+        r = runCli({"eval", demo, "--ctx", "64", "--chunks", "1", "--tasks", "piqa", "--tasks-dir",
+                    QString::fromStdString(dir), "--no-record", "--quiet"});
+        QCOMPARE(r.code, 1);
+        QVERIFY2(QString::fromUtf8(r.err).contains("piqa_dev-labels.lst"), r.err.constData());
+        r = runCli({"eval", demo, "--ctx", "128", "--mode", "sliding", "--stride", "64", "--chunks",
+                    "3", "--preset", "W8A16", "--speed-tokens", "0", "--no-record", "--json",
+                    "--quiet"});
+        QVERIFY2(r.code == 0, r.err.constData());
+        const auto sl = nlohmann::json::parse(r.out.toStdString());
+        QVERIFY(sl["mode"].get<std::string>().find("sliding window") != std::string::npos);
+        QCOMPARE(sl["stride"].get<int>(), 64);
+        QVERIFY(!sl["configs"][0].contains("kld"));
+        QVERIFY(sl["configs"][0]["ppl"].get<double>() > 1);
+        QVERIFY(!sl.contains("id"));
     }
 };
 

@@ -10,16 +10,26 @@
 #include "core/compress/compressed_model.h"
 #include "core/compress/recipe.h"
 #include "core/eval/divergence.h"
+#include "core/eval/results_store.h"
+#include "core/eval/tasks.h"
 #include "core/model/model.h"
+#include "core/runtime/session.h"
 #include "core/stats/activation_stats.h"
+#include "core/stats/fingerprint.h"
 #include "core/tokenizer/tokenizer.h"
+#include "core/version.h"
 
 #include <nlohmann/json.hpp>
 #include <omp.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -34,11 +44,15 @@ struct Column {
     std::string name;
     std::string kind; ///< "recipe", "preset", "overlay", "model"
     std::string source;
+    json recipe;                                        ///< recipe / preset: the recipe JSON
     std::unique_ptr<Model> model;                       ///< --compare-model
     std::unique_ptr<compress::CompressedModel> overlay; ///< --recipe / --preset / --overlay
     double bitsPerWeight = 0;                           ///< 0: unknown
+    uint64_t bytes = 0;                                 ///< stored weight bytes
+    const Model* base = nullptr;                        ///< the baseline column: the model
     const WeightSource* weights() const {
-        return overlay ? static_cast<const WeightSource*>(overlay.get()) : model.get();
+        if (overlay) return overlay.get();
+        return model ? model.get() : base;
     }
 };
 
@@ -84,184 +98,187 @@ std::string fmt2(const char* f, double a, double b) {
 
 } // namespace
 
-int cmdEval(const std::vector<std::string>& argv) {
-    Args a(argv,
-           {"--tokenizer", "--threads", "--text", "--ctx", "--batch", "--chunks", "--recipe",
-            "--preset", "--overlay", "--compare-model"},
-           {"--quiet", "--json"});
-    const long long threads = a.getInt("--threads", 0);
-    if (threads < 0) throw UsageError{"--threads must be >= 0"};
-    if (threads > 0) omp_set_num_threads(int(threads));
-    const bool quiet = a.flag("--quiet");
-    // Without --text: the bundled evaluation text (the same file calibration defaults to).
-    const std::string textPath = a.getOr("--text", stats::builtinCalibrationPath());
-    PerplexityOptions po;
-    po.ctx = a.getInt("--ctx", 512);
-    if (po.ctx < 4) throw UsageError{"--ctx must be at least 4"};
-    po.batch = a.getInt("--batch", po.ctx);
-    if (po.batch <= 0) throw UsageError{"--batch must be > 0"};
-    po.maxChunks = a.getInt("--chunks", 0);
-    if (po.maxChunks < 0) throw UsageError{"--chunks must be >= 0"};
+namespace {
 
-    LoadOptions lo;
-    lo.tokenizerPath = a.getOr("--tokenizer", "");
-    lo.requireTokenizer = true;
-    const std::string modelPath =
-        a.positional(0, "MODEL (a Hugging Face folder, .gguf or llama2.c .bin)");
-    auto model = Model::load(modelPath, lo);
-    const Tokenizer& tk = model->tokenizer();
-    po.bosId = tk.bosId();
-    const auto tokens = tk.encode(readTextFile(textPath), true);
+/// Resets the kernel's resident-set high-water mark of this process (Linux: "5" to
+/// /proc/self/clear_refs). Returns false where that is not possible.
+bool resetPeakRss() {
+    std::ofstream f("/proc/self/clear_refs");
+    if (!f) return false;
+    f << "5";
+    return bool(f.flush());
+}
 
-    std::vector<Column> cols;
-    for (const auto& path : a.getAll("--recipe")) {
-        Column c;
-        const compress::Recipe recipe = compress::Recipe::load(path);
-        c.name = recipe.name.empty() ? std::filesystem::path(path).stem().string() : recipe.name;
-        c.kind = "recipe";
-        c.source = path;
-        c.overlay = compressWith(*model, recipe, quiet);
-        cols.push_back(std::move(c));
-    }
-    for (const auto& name : a.getAll("--preset")) {
-        Column c;
-        c.name = name;
-        c.kind = "preset";
-        c.source = name;
-        c.overlay = compressWith(*model, compress::findPreset(name).recipe, quiet);
-        cols.push_back(std::move(c));
-    }
-    for (const auto& dir : a.getAll("--overlay")) {
-        Column c;
-        c.name = std::filesystem::path(dir).filename().string();
-        c.kind = "overlay";
-        c.source = dir;
-        c.overlay = compress::CompressedModel::load(dir, *model);
-        cols.push_back(std::move(c));
-    }
-    for (const auto& path : a.getAll("--compare-model")) {
-        Column c;
-        c.name = std::filesystem::path(path).filename().string();
-        c.kind = "model";
-        c.source = path;
-        LoadOptions olo;
-        olo.tokenizerPath = lo.tokenizerPath;
-        c.model = Model::load(path, olo);
-        if (c.model->spec().vocab != model->spec().vocab)
-            throw Error("--compare-model " + path + " has a vocabulary of " +
-                        std::to_string(c.model->spec().vocab) + " tokens, " + modelPath + " " +
-                        std::to_string(model->spec().vocab) + "; they cannot be compared");
-        c.bitsPerWeight = modelBitsPerWeight(*c.model);
-        cols.push_back(std::move(c));
-    }
-    for (auto& c : cols)
-        if (c.overlay) c.bitsPerWeight = c.overlay->totalSize().bitsPerWeight();
+/// VmHWM from /proc/self/status in bytes (0 when unavailable).
+uint64_t peakRssBytes() {
+    std::ifstream f("/proc/self/status");
+    std::string line;
+    while (std::getline(f, line))
+        if (line.rfind("VmHWM:", 0) == 0)
+            return uint64_t(std::strtoull(line.c_str() + 6, nullptr, 10)) * 1024;
+    return 0;
+}
 
-    std::vector<DivergenceConfig> configs;
-    for (const auto& c : cols) configs.push_back({c.name, c.weights()});
-    TerminalProgress progress("eval", !quiet);
-    const DivergenceResult r = compareToBaseline(*model, configs, tokens, po, progress);
-    progress.finish();
-    if (r.status == Status::Cancelled) {
-        std::fprintf(stderr, "cancelled\n");
-        return 130;
-    }
-    const double baseBpw = modelBitsPerWeight(*model);
+/// Greedy decode speed: prefill a short prompt from the text, then generate `n` tokens.
+json decodeSpeed(const WeightSource& w, const std::vector<int32_t>& tokens, int64_t n) {
+    SessionOptions so;
+    const std::vector<int32_t> prompt(tokens.begin(),
+                                      tokens.begin() + std::min<size_t>(tokens.size(), 16));
+    so.contextLength = int64_t(prompt.size()) + n + 1;
+    so.batchSize = so.contextLength;
+    Session s(w, so);
+    const GenerateResult g = s.generate(prompt, n, SamplingParams{});
+    return {{"decode_tokens", g.generatedTokens},
+            {"decode_tokens_per_second", g.decodeSeconds > 0
+                                             ? json(double(g.generatedTokens) / g.decodeSeconds)
+                                             : json(nullptr)},
+            {"stopped_at_eos", g.stoppedAtEos}};
+}
 
-    if (a.flag("--json")) {
-        json cj = json::array();
-        json cs = json::array();
-        for (size_t k = 0; k < cols.size(); ++k) {
-            const DivergenceStats& s = r.configs[k];
-            cj.push_back({{"name", s.name},
-                          {"kind", cols[k].kind},
-                          {"source", cols[k].source},
-                          {"bits_per_weight", numOrNull(cols[k].bitsPerWeight)},
-                          {"scored_tokens", s.scoredTokens},
-                          {"ppl", s.ppl},
-                          {"ppl_se", s.pplError},
-                          {"ppl_base", s.baselinePpl},
-                          {"ppl_ratio", s.pplRatio},
-                          {"mean_ln_ppl_ratio", s.meanLnRatio},
-                          {"mean_ln_ppl_ratio_se", s.meanLnRatioError},
-                          {"ln_prob_correlation", s.lnProbCorrelation},
-                          {"kld", distributionJson(s.kld, 1.0)},
-                          {"delta_p_percent", distributionJson(s.deltaP, 100.0)},
-                          {"rms_delta_p_percent", s.rmsDeltaP * 100},
-                          {"rms_delta_p_percent_se", s.rmsDeltaPError * 100},
-                          {"same_top_percent", s.sameTop * 100},
-                          {"same_top_percent_se", s.sameTopError * 100},
-                          {"seconds", s.seconds}});
-            cs.push_back(s.seconds);
-        }
-        json j = {{"model", model->path()},
-                  {"text_file", textPath},
-                  {"mode", "llama.cpp (non-overlapping chunks, second half scored)"},
-                  {"ctx", r.ctx},
-                  {"tokens", tokens.size()},
-                  {"chunks", r.chunks},
-                  {"scored_tokens", r.scoredTokens},
-                  {"baseline",
-                   {{"name", "baseline"},
-                    {"source", model->path()},
-                    {"bits_per_weight", numOrNull(baseBpw)},
-                    {"ppl", r.baselinePpl},
-                    {"ppl_se", r.baselinePplError},
-                    {"seconds", r.baselineSeconds}}},
-                  {"configs", cj},
-                  {"timings",
-                   {{"baseline_seconds", r.baselineSeconds},
-                    {"config_seconds", cs},
-                    {"total_seconds", r.seconds},
-                    {"threads", omp_get_max_threads()}}}};
-        std::printf("%s\n", j.dump(2).c_str());
-        return 0;
+json taskJson(const TaskResult& t, const PreparedTask& p) {
+    json j = {{"items", t.items},
+              {"items_in_file", p.totalItems},
+              {"acc", t.acc},
+              {"acc_se", t.accError}};
+    if (t.hasAccNorm) {
+        j["acc_norm"] = t.accNorm;
+        j["acc_norm_se"] = t.accNormError;
     }
+    if (t.hasPpl) j["ppl"] = t.ppl;
+    j["seconds"] = t.seconds;
+    j["tokens_evaluated"] = t.tokensEvaluated;
+    return j;
+}
 
-    std::printf("model:   %s\ntext:    %s (%zu tokens)\nmode:    llama.cpp chunks, ctx %lld, "
-                "%lld chunks, %lld scored tokens\n\n",
-                model->path().c_str(), textPath.c_str(), tokens.size(), (long long)r.ctx,
-                (long long)r.chunks, (long long)r.scoredTokens);
-    // Rows are metrics, columns baseline then each configuration.
-    std::vector<std::string> header = {"", "baseline"};
-    for (const auto& s : r.configs) header.push_back(s.name);
+double num(const json& j, const char* key, double def = 0) {
+    auto it = j.find(key);
+    return it != j.end() && it->is_number() ? it->get<double>() : def;
+}
+
+} // namespace
+
+/// Prints the side-by-side table of an eval record (the --json object of `eval`).
+void printEvalTable(const json& j) {
+    const std::string dash = "-";
+    const std::string mode = j.value("mode", std::string("?"));
+    std::printf("model:   %s\ntext:    %s (%lld tokens)\nmode:    %s, ctx %lld, %lld chunks, %lld "
+                "scored tokens\n",
+                j.value("model", std::string()).c_str(),
+                j.value("text_file", std::string()).c_str(), (long long)num(j, "tokens"),
+                mode.c_str(), (long long)num(j, "ctx"), (long long)num(j, "chunks"),
+                (long long)num(j, "scored_tokens"));
+    if (j.contains("settings") && j["settings"].contains("tasks") &&
+        !j["settings"]["tasks"].empty()) {
+        const json& st = j["settings"];
+        std::printf(
+            "tasks:   %s, %s (seed %llu)\n", st["tasks"].dump().c_str(),
+            num(st, "limit") > 0
+                ? ("--limit " + std::to_string((long long)num(st, "limit")) + " items each").c_str()
+                : "all items",
+            (unsigned long long)num(st, "seed"));
+    }
+    if (j.contains("id"))
+        std::printf("record:  %s (%s)\n", j["id"].get<std::string>().c_str(),
+                    j.value("timestamp", std::string()).c_str());
+    std::printf("\n");
+    std::vector<const json*> cols = {&j["baseline"]};
+    for (const auto& c : j["configs"]) cols.push_back(&c);
+    std::vector<std::string> header = {""};
+    for (const json* c : cols) header.push_back(c->value("name", std::string("?")));
     std::vector<std::vector<std::string>> rows;
-    auto row = [&](const std::string& label, const std::string& base, auto&& perConfig) {
-        std::vector<std::string> cells = {label, base};
-        for (const auto& s : r.configs) cells.push_back(perConfig(s));
+    // f(column json, is baseline) -> cell
+    auto row = [&](const std::string& label, auto&& cell) {
+        std::vector<std::string> cells = {label};
+        for (size_t i = 0; i < cols.size(); ++i) cells.push_back(cell(*cols[i], i == 0));
         rows.push_back(std::move(cells));
     };
-    const std::string dash = "-";
-    row("PPL", fmt2("%.4f ± %.4f", r.baselinePpl, r.baselinePplError),
-        [](const DivergenceStats& s) { return fmt2("%.4f ± %.4f", s.ppl, s.pplError); });
-    row("PPL ratio", dash, [](const DivergenceStats& s) { return fmt("%.5f", s.pplRatio); });
-    row("mean ln(PPL ratio)", dash, [](const DivergenceStats& s) {
-        return fmt2("%.5f ± %.5f", s.meanLnRatio, s.meanLnRatioError);
+    auto has = [](const json& c, const char* k) { return c.contains(k) && !c[k].is_null(); };
+    row("PPL", [&](const json& c, bool) {
+        return has(c, "ppl") ? fmt2("%.4f ± %.4f", num(c, "ppl"), num(c, "ppl_se")) : dash;
     });
-    row("ln-prob correlation", dash,
-        [](const DivergenceStats& s) { return fmt("%.4f %%", s.lnProbCorrelation * 100); });
-    row("KLD mean", dash,
-        [](const DivergenceStats& s) { return fmt2("%.6f ± %.6f", s.kld.mean, s.kld.meanError); });
-    row("KLD median", dash, [](const DivergenceStats& s) { return fmt("%.6f", s.kld.median); });
-    row("KLD 99%", dash, [](const DivergenceStats& s) { return fmt("%.6f", s.kld.p99); });
-    row("KLD max", dash, [](const DivergenceStats& s) { return fmt("%.6f", s.kld.max); });
-    row("same top", dash, [](const DivergenceStats& s) {
-        return fmt2("%.3f ± %.3f %%", s.sameTop * 100, s.sameTopError * 100);
-    });
-    row("mean Δp", dash, [](const DivergenceStats& s) {
-        return fmt2("%.3f ± %.3f %%", s.deltaP.mean * 100, s.deltaP.meanError * 100);
-    });
-    row("RMS Δp", dash, [](const DivergenceStats& s) {
-        return fmt2("%.3f ± %.3f %%", s.rmsDeltaP * 100, s.rmsDeltaPError * 100);
-    });
-    {
-        std::vector<std::string> cells = {"bits/weight", baseBpw > 0 ? fmt("%.3f", baseBpw) : dash};
-        for (const auto& c : cols)
-            cells.push_back(c.bitsPerWeight > 0 ? fmt("%.3f", c.bitsPerWeight) : dash);
-        rows.push_back(std::move(cells));
+    bool divergence = false;
+    for (const auto& c : j["configs"]) divergence = divergence || c.contains("kld");
+    if (!j["configs"].empty())
+        row("PPL ratio", [&](const json& c, bool base) {
+            return base || !has(c, "ppl_ratio") ? dash : fmt("%.5f", num(c, "ppl_ratio"));
+        });
+    if (divergence) {
+        auto cfg = [&](const char* f, const char* key, double scale) {
+            return [=](const json& c, bool base) {
+                return base || !has(c, key) ? std::string("-") : fmt(f, num(c, key) * scale);
+            };
+        };
+        auto cfg2 = [&](const char* f, const char* key, const char* se) {
+            return [=](const json& c, bool base) {
+                return base || !has(c, key) ? std::string("-") : fmt2(f, num(c, key), num(c, se));
+            };
+        };
+        auto dist = [&](const char* f, const char* obj, const char* key) {
+            return [=](const json& c, bool base) {
+                return base || !has(c, obj) ? std::string("-") : fmt(f, num(c[obj], key));
+            };
+        };
+        row("mean ln(PPL ratio)", cfg2("%.5f ± %.5f", "mean_ln_ppl_ratio", "mean_ln_ppl_ratio_se"));
+        row("ln-prob correlation", cfg("%.4f %%", "ln_prob_correlation", 100));
+        row("KLD mean", [&](const json& c, bool base) {
+            return base || !has(c, "kld")
+                       ? dash
+                       : fmt2("%.6f ± %.6f", num(c["kld"], "mean"), num(c["kld"], "se"));
+        });
+        row("KLD median", dist("%.6f", "kld", "median"));
+        row("KLD 99%", dist("%.6f", "kld", "p99"));
+        row("KLD max", dist("%.6f", "kld", "max"));
+        row("same top", cfg2("%.3f ± %.3f %%", "same_top_percent", "same_top_percent_se"));
+        row("mean Δp", [&](const json& c, bool base) {
+            return base || !has(c, "delta_p_percent")
+                       ? dash
+                       : fmt2("%.3f ± %.3f %%", num(c["delta_p_percent"], "mean"),
+                              num(c["delta_p_percent"], "se"));
+        });
+        row("RMS Δp", cfg2("%.3f ± %.3f %%", "rms_delta_p_percent", "rms_delta_p_percent_se"));
     }
-    row("seconds", fmt("%.2f", r.baselineSeconds),
-        [](const DivergenceStats& s) { return fmt("%.2f", s.seconds); });
+    // Task rows, in the order of the baseline's tasks.
+    if (j["baseline"].contains("tasks")) {
+        for (const auto& [name, tj] : j["baseline"]["tasks"].items()) {
+            auto taskCell = [name = name](const char* key, const char* se, double scale,
+                                          const char* f) {
+                return [=](const json& c, bool) {
+                    if (!c.contains("tasks") || !c["tasks"].contains(name) ||
+                        !c["tasks"][name].contains(key))
+                        return std::string("-");
+                    const json& t = c["tasks"][name];
+                    return se ? fmt2(f, num(t, key) * scale, num(t, se) * scale)
+                              : fmt(f, num(t, key));
+                };
+            };
+            row(name + " acc", taskCell("acc", "acc_se", 100, "%.2f ± %.2f %%"));
+            if (tj.contains("acc_norm"))
+                row(name + " acc_norm", taskCell("acc_norm", "acc_norm_se", 100, "%.2f ± %.2f %%"));
+            if (tj.contains("ppl")) row(name + " ppl", taskCell("ppl", nullptr, 1, "%.3f"));
+        }
+    }
+    row("bits/weight", [&](const json& c, bool) {
+        return has(c, "bits_per_weight") ? fmt("%.3f", num(c, "bits_per_weight")) : dash;
+    });
+    row("size MB", [&](const json& c, bool) {
+        return has(c, "model_bytes") ? fmt("%.3f", num(c, "model_bytes") / 1e6) : dash;
+    });
+    row("prefill tok/s", [&](const json& c, bool) {
+        return has(c, "prefill_tokens_per_second")
+                   ? fmt("%.0f", num(c, "prefill_tokens_per_second"))
+                   : dash;
+    });
+    row("decode tok/s", [&](const json& c, bool) {
+        return c.contains("speed") && has(c["speed"], "decode_tokens_per_second")
+                   ? fmt("%.0f", num(c["speed"], "decode_tokens_per_second"))
+                   : dash;
+    });
+    row("peak RSS MB", [&](const json& c, bool) {
+        return has(c, "peak_rss_bytes") && num(c, "peak_rss_bytes") > 0
+                   ? fmt("%.1f", num(c, "peak_rss_bytes") / 1048576.0)
+                   : dash;
+    });
+    row("seconds", [&](const json& c, bool) { return fmt("%.2f", num(c, "seconds")); });
 
     // Display width counts UTF-8 code points (± and Δ are two bytes each).
     auto width = [](const std::string& s) {
@@ -286,8 +303,375 @@ int cmdEval(const std::vector<std::string>& argv) {
     };
     printRow(header);
     for (const auto& cells : rows) printRow(cells);
-    std::printf("\ntime:    %.2f s in all (%d threads)\n", r.seconds, omp_get_max_threads());
+    if (j.contains("timings"))
+        std::printf("\ntime:    %.2f s in all (%d threads)\n", num(j["timings"], "total_seconds"),
+                    int(num(j["timings"], "threads")));
+}
+
+int cmdEval(const std::vector<std::string>& argv) {
+    using Clock = std::chrono::steady_clock;
+    const auto tStart = Clock::now();
+    Args a(argv,
+           {"--tokenizer", "--threads", "--text", "--ctx", "--batch", "--chunks", "--recipe",
+            "--preset", "--overlay", "--compare-model", "--mode", "--stride", "--tasks", "--limit",
+            "--seed", "--tasks-dir", "--speed-tokens", "--results"},
+           {"--quiet", "--json", "--no-record"});
+    const long long threads = a.getInt("--threads", 0);
+    if (threads < 0) throw UsageError{"--threads must be >= 0"};
+    if (threads > 0) omp_set_num_threads(int(threads));
+    const bool quiet = a.flag("--quiet");
+    // Without --text: the bundled evaluation text (the same file calibration defaults to).
+    const std::string textPath = a.getOr("--text", stats::builtinCalibrationPath());
+    PerplexityOptions po;
+    po.ctx = a.getInt("--ctx", 512);
+    if (po.ctx < 4) throw UsageError{"--ctx must be at least 4"};
+    po.batch = a.getInt("--batch", po.ctx);
+    if (po.batch <= 0) throw UsageError{"--batch must be > 0"};
+    po.maxChunks = a.getInt("--chunks", 0);
+    if (po.maxChunks < 0) throw UsageError{"--chunks must be >= 0"};
+    const std::string modeArg = a.getOr("--mode", "llamacpp");
+    if (modeArg == "llamacpp")
+        po.mode = PerplexityMode::LlamaCppChunks;
+    else if (modeArg == "sliding")
+        po.mode = PerplexityMode::SlidingWindow;
+    else
+        throw UsageError{"--mode must be llamacpp or sliding"};
+    po.stride = a.getInt("--stride", po.ctx / 2);
+    if (po.stride <= 0 || po.stride > po.ctx) throw UsageError{"--stride must be in 1..ctx"};
+    std::vector<TaskKind> taskKinds;
+    if (auto t = a.get("--tasks")) {
+        try {
+            taskKinds = parseTaskList(*t);
+        } catch (const ArgumentError& e) {
+            throw UsageError{std::string("--tasks: ") + e.what()};
+        }
+    }
+    const long long limit = a.getInt("--limit", 0);
+    if (limit < 0) throw UsageError{"--limit must be >= 0"};
+    const long long seed = a.getInt("--seed", 1234);
+    if (seed < 0) throw UsageError{"--seed must be >= 0"};
+    // Default: $LCW_SHARED_DIR/data/tasks, else ../shared/data/tasks (from the checkout's root).
+    const char* sharedEnv = std::getenv("LCW_SHARED_DIR");
+    const std::string tasksDir = a.getOr(
+        "--tasks-dir", (std::filesystem::path(sharedEnv && *sharedEnv ? sharedEnv : "../shared") /
+                        "data" / "tasks")
+                           .string());
+    const long long speedTokens = a.getInt("--speed-tokens", 32);
+    if (speedTokens < 0) throw UsageError{"--speed-tokens must be >= 0"};
+    const bool record = !a.flag("--no-record");
+    const std::string resultsPath = a.getOr("--results", defaultResultsPath());
+
+    LoadOptions lo;
+    lo.tokenizerPath = a.getOr("--tokenizer", "");
+    lo.requireTokenizer = true;
+    const std::string modelPath =
+        a.positional(0, "MODEL (a Hugging Face folder, .gguf or llama2.c .bin)");
+    auto model = Model::load(modelPath, lo);
+    const Tokenizer& tk = model->tokenizer();
+    po.bosId = tk.bosId();
+    const std::string text = readTextFile(textPath);
+    const auto tokens = tk.encode(text, true);
+
+    // Task files are read (and their errors reported) before any long computation.
+    std::vector<PreparedTask> prepared;
+    for (TaskKind k : taskKinds) {
+        const Task t = loadTask(k, tasksDir);
+        prepared.push_back(prepareTask(
+            t, [&](const std::string& s, bool bos) { return tk.encode(s, bos); }, limit,
+            uint64_t(seed)));
+    }
+
+    std::vector<Column> cols;
+    {
+        Column b;
+        b.name = "baseline";
+        b.kind = "baseline";
+        b.source = model->path();
+        b.base = model.get();
+        b.bitsPerWeight = modelBitsPerWeight(*model);
+        b.bytes = model->storedBytes();
+        cols.push_back(std::move(b));
+    }
+    for (const auto& path : a.getAll("--recipe")) {
+        Column c;
+        const compress::Recipe recipe = compress::Recipe::load(path);
+        c.name = recipe.name.empty() ? std::filesystem::path(path).stem().string() : recipe.name;
+        c.kind = "recipe";
+        c.source = path;
+        c.recipe = recipe.toJson();
+        c.overlay = compressWith(*model, recipe, quiet);
+        cols.push_back(std::move(c));
+    }
+    for (const auto& name : a.getAll("--preset")) {
+        Column c;
+        c.name = name;
+        c.kind = "preset";
+        c.source = name;
+        c.recipe = compress::findPreset(name).recipe.toJson();
+        c.overlay = compressWith(*model, compress::findPreset(name).recipe, quiet);
+        cols.push_back(std::move(c));
+    }
+    for (const auto& dir : a.getAll("--overlay")) {
+        Column c;
+        c.name = std::filesystem::path(dir).filename().string();
+        c.kind = "overlay";
+        c.source = dir;
+        c.overlay = compress::CompressedModel::load(dir, *model);
+        cols.push_back(std::move(c));
+    }
+    for (const auto& path : a.getAll("--compare-model")) {
+        Column c;
+        c.name = std::filesystem::path(path).filename().string();
+        c.kind = "model";
+        c.source = path;
+        LoadOptions olo;
+        olo.tokenizerPath = lo.tokenizerPath;
+        c.model = Model::load(path, olo);
+        if (c.model->spec().vocab != model->spec().vocab)
+            throw Error("--compare-model " + path + " has a vocabulary of " +
+                        std::to_string(c.model->spec().vocab) + " tokens, " + modelPath + " " +
+                        std::to_string(model->spec().vocab) + "; they cannot be compared");
+        c.bitsPerWeight = modelBitsPerWeight(*c.model);
+        c.bytes = c.model->storedBytes();
+        cols.push_back(std::move(c));
+    }
+    for (auto& c : cols)
+        if (c.overlay) {
+            c.bitsPerWeight = c.overlay->totalSize().bitsPerWeight();
+            c.bytes = c.overlay->totalSize().bytes();
+        }
+    const size_t nc = cols.size() - 1;
+
+    // 1. Perplexity (and divergence from the baseline in llama.cpp mode) over the text.
+    std::vector<json> colJson(cols.size(), json::object());
+    std::vector<double> colSeconds(cols.size(), 0.0);
+    json head;
+    if (po.mode == PerplexityMode::LlamaCppChunks) {
+        std::vector<DivergenceConfig> configs;
+        for (size_t k = 1; k < cols.size(); ++k)
+            configs.push_back({cols[k].name, cols[k].weights()});
+        TerminalProgress progress("eval", !quiet);
+        const DivergenceResult r = compareToBaseline(*model, configs, tokens, po, progress);
+        progress.finish();
+        if (r.status == Status::Cancelled) {
+            std::fprintf(stderr, "cancelled\n");
+            return 130;
+        }
+        const double evalTokens = double(r.chunks) * double(r.ctx);
+        head = {{"mode", "llama.cpp (non-overlapping chunks, second half scored)"},
+                {"stride", nullptr},
+                {"ctx", r.ctx},
+                {"tokens", tokens.size()},
+                {"chunks", r.chunks},
+                {"scored_tokens", r.scoredTokens}};
+        colJson[0] = {{"ppl", r.baselinePpl},
+                      {"ppl_se", r.baselinePplError},
+                      {"ppl_seconds", r.baselineSeconds},
+                      {"prefill_tokens_per_second", r.baselineSeconds > 0
+                                                        ? json(evalTokens / r.baselineSeconds)
+                                                        : json(nullptr)}};
+        colSeconds[0] = r.baselineSeconds;
+        for (size_t k = 0; k < nc; ++k) {
+            const DivergenceStats& s = r.configs[k];
+            colJson[k + 1] = {{"scored_tokens", s.scoredTokens},
+                              {"ppl", s.ppl},
+                              {"ppl_se", s.pplError},
+                              {"ppl_base", s.baselinePpl},
+                              {"ppl_ratio", s.pplRatio},
+                              {"mean_ln_ppl_ratio", s.meanLnRatio},
+                              {"mean_ln_ppl_ratio_se", s.meanLnRatioError},
+                              {"ln_prob_correlation", s.lnProbCorrelation},
+                              {"kld", distributionJson(s.kld, 1.0)},
+                              {"delta_p_percent", distributionJson(s.deltaP, 100.0)},
+                              {"rms_delta_p_percent", s.rmsDeltaP * 100},
+                              {"rms_delta_p_percent_se", s.rmsDeltaPError * 100},
+                              {"same_top_percent", s.sameTop * 100},
+                              {"same_top_percent_se", s.sameTopError * 100},
+                              {"ppl_seconds", s.seconds},
+                              {"prefill_tokens_per_second",
+                               s.seconds > 0 ? json(evalTokens / s.seconds) : json(nullptr)}};
+            colSeconds[k + 1] = s.seconds;
+        }
+    } else {
+        // Sliding window: perplexity per configuration (no divergence: llama.cpp's KLD is
+        // defined on its chunks).
+        PerplexityResult r0;
+        for (size_t k = 0; k < cols.size(); ++k) {
+            TerminalProgress progress("perplexity " + cols[k].name, !quiet);
+            const PerplexityResult r = computePerplexity(*cols[k].weights(), tokens, po, progress);
+            progress.finish();
+            if (r.status == Status::Cancelled) {
+                std::fprintf(stderr, "cancelled\n");
+                return 130;
+            }
+            if (k == 0) r0 = r;
+            colJson[k] = {{"scored_tokens", r.scoredTokens},
+                          {"ppl", r.ppl},
+                          {"ppl_se", r.pplError},
+                          {"ppl_seconds", r.seconds},
+                          {"prefill_tokens_per_second", r.tokensPerSecond}};
+            if (k > 0) colJson[k]["ppl_ratio"] = r.ppl / r0.ppl;
+            colSeconds[k] = r.seconds;
+        }
+        head = {{"mode", "sliding window (HF), stride " + std::to_string(po.stride)},
+                {"stride", po.stride},
+                {"ctx", po.ctx},
+                {"tokens", tokens.size()},
+                {"chunks", r0.chunks},
+                {"scored_tokens", r0.scoredTokens}};
+    }
+
+    // 2. Per configuration: tasks and decode speed, with the peak RSS around them.
+    const bool canResetRss = resetPeakRss();
+    const int64_t taskCtx =
+        std::min<int64_t>(model->spec().maxSeq > 0 ? model->spec().maxSeq : 2048, 2048);
+    for (size_t k = 0; k < cols.size(); ++k) {
+        const WeightSource& w = *cols[k].weights();
+        if (canResetRss) resetPeakRss();
+        if (!prepared.empty()) {
+            json tj = json::object();
+            ModelScorer scorer(w, taskCtx);
+            for (const PreparedTask& p : prepared) {
+                TerminalProgress progress(cols[k].name + " " + taskName(p.kind), !quiet);
+                const TaskResult tr = evaluateTask(p, scorer, progress);
+                progress.finish();
+                if (tr.status == Status::Cancelled) {
+                    std::fprintf(stderr, "cancelled\n");
+                    return 130;
+                }
+                tj[taskName(p.kind)] = taskJson(tr, p);
+                colSeconds[k] += tr.seconds;
+            }
+            colJson[k]["tasks"] = tj;
+        }
+        if (speedTokens > 0) {
+            const auto ts = Clock::now();
+            colJson[k]["speed"] = decodeSpeed(w, tokens, speedTokens);
+            colSeconds[k] += std::chrono::duration<double>(Clock::now() - ts).count();
+        }
+        colJson[k]["peak_rss_bytes"] = canResetRss ? json(peakRssBytes()) : json(nullptr);
+    }
+
+    // 3. The record: settings, provenance, one object per column.
+    auto columnJson = [&](size_t k) {
+        const Column& c = cols[k];
+        json o = {{"name", c.name}, {"kind", c.kind}, {"source", c.source}};
+        if (c.kind == "model") o["fingerprint"] = stats::modelFingerprint(*c.model);
+        if (!c.recipe.is_null()) o["recipe"] = c.recipe;
+        o["bits_per_weight"] = numOrNull(c.bitsPerWeight);
+        o["model_bytes"] = c.bytes;
+        for (auto& [key, v] : colJson[k].items()) o[key] = v;
+        o["seconds"] = colSeconds[k];
+        return o;
+    };
+    json taskNames = json::array();
+    for (TaskKind t : taskKinds) taskNames.push_back(taskName(t));
+    json j = {{"model", model->path()}, {"text_file", textPath}};
+    for (auto& [key, v] : head.items()) j[key] = v;
+    j["baseline"] = columnJson(0);
+    json cj = json::array(), cs = json::array();
+    for (size_t k = 1; k < cols.size(); ++k) {
+        cj.push_back(columnJson(k));
+        cs.push_back(colSeconds[k]);
+    }
+    j["configs"] = cj;
+    j["timings"] = {{"baseline_seconds", colSeconds[0]},
+                    {"config_seconds", cs},
+                    {"total_seconds", std::chrono::duration<double>(Clock::now() - tStart).count()},
+                    {"threads", omp_get_max_threads()}};
+    j["settings"] = {
+        {"ctx", po.ctx},
+        {"mode", modeArg},
+        {"stride", po.mode == PerplexityMode::SlidingWindow ? json(po.stride) : json(nullptr)},
+        {"chunks_limit", po.maxChunks},
+        {"tasks", taskNames},
+        {"tasks_dir", taskKinds.empty() ? json(nullptr) : json(tasksDir)},
+        {"limit", limit},
+        {"seed", seed},
+        {"task_ctx", taskCtx},
+        {"speed_tokens", speedTokens},
+        {"threads", omp_get_max_threads()}};
+    j["model_fingerprint"] = stats::modelFingerprint(*model);
+    j["text_sha256"] = "sha256:" + stats::sha256Hex(text.data(), text.size());
+    json files = json::object();
+    for (const PreparedTask& p : prepared) files[taskName(p.kind)] = p.file;
+    j["task_files"] = files;
+    j["lcw_version"] = version();
+    if (record) {
+        j["id"] = newResultId();
+        j["timestamp"] = utcTimestamp();
+        j["results_file"] = resultsPath;
+        appendResult(resultsPath, j);
+    }
+
+    if (a.flag("--json")) {
+        std::printf("%s\n", j.dump(2).c_str());
+        return 0;
+    }
+    printEvalTable(j);
+    if (record) std::printf("recorded in %s\n", resultsPath.c_str());
     return 0;
+}
+
+int cmdResults(const std::vector<std::string>& argv) {
+    Args a(argv, {"--results"}, {"--json", "--quiet"});
+    const std::string sub = a.positional(0, "list | show ID");
+    const std::string path = a.getOr("--results", defaultResultsPath());
+    const ResultsFile f = loadResults(path);
+    for (const auto& w : f.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
+    if (sub == "list") {
+        if (a.flag("--json")) {
+            json arr = json::array();
+            for (const auto& r : f.records) {
+                json configs = json::array();
+                if (r.contains("configs"))
+                    for (const auto& c : r["configs"]) configs.push_back(c.value("name", ""));
+                arr.push_back({{"id", r["id"]},
+                               {"timestamp", r.value("timestamp", "")},
+                               {"model", r.value("model", "")},
+                               {"configs", configs},
+                               {"baseline_ppl", r.contains("baseline")
+                                                    ? r["baseline"].value("ppl", json(nullptr))
+                                                    : json(nullptr)}});
+            }
+            std::printf("%s\n", json({{"results_file", path},
+                                      {"records", arr},
+                                      {"skipped_lines", f.warnings.size()}})
+                                    .dump(2)
+                                    .c_str());
+            return 0;
+        }
+        std::printf("%s: %zu record(s)\n", path.c_str(), f.records.size());
+        for (const auto& r : f.records) {
+            std::string line = r["id"].get<std::string>() + "  " + r.value("timestamp", "") + "  " +
+                               std::filesystem::path(r.value("model", "")).filename().string();
+            if (r.contains("baseline")) line += "  PPL " + fmt("%.4f", num(r["baseline"], "ppl"));
+            if (r.contains("configs"))
+                for (const auto& c : r["configs"]) {
+                    line += " | " + c.value("name", std::string("?")) + " PPL " +
+                            fmt("%.4f", num(c, "ppl"));
+                    if (c.contains("kld")) line += " KLD " + fmt("%.5f", num(c["kld"], "mean"));
+                }
+            std::printf("%s\n", line.c_str());
+        }
+        return 0;
+    }
+    if (sub == "show") {
+        const std::string id = a.positional(1, "ID");
+        const json* r = nullptr;
+        try {
+            r = findResult(f, id);
+        } catch (const ArgumentError& e) {
+            throw UsageError{e.what()};
+        }
+        if (!r) throw Error(path + ": no record with id " + id);
+        if (a.flag("--json"))
+            std::printf("%s\n", r->dump(2).c_str());
+        else
+            printEvalTable(*r);
+        return 0;
+    }
+    throw UsageError{"results: unknown subcommand '" + sub + "' (list, show ID)"};
 }
 
 } // namespace lcw::cli

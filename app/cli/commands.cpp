@@ -435,30 +435,31 @@ int cmdPerplexity(const std::vector<std::string>& argv) {
         return 130;
     }
     if (a.flag("--json")) {
-        printJson(
-            {{"model", model->path()},
-             {"text_file", *textPath},
-             {"mode", mode == "llamacpp" ? "llama.cpp (non-overlapping chunks, second half scored)"
-                                         : "sliding window (strided)"},
-             {"ctx", po.ctx},
-             {"stride", mode == "sliding" ? json(po.stride) : json(nullptr)},
-             {"tokens", tokens.size()},
-             {"chunks", r.chunks},
-             {"scored_tokens", r.scoredTokens},
-             {"ppl", r.ppl},
-             {"ppl_se", r.pplError},
-             {"mean_nll", r.meanNll},
-             {"seconds", r.seconds},
-             {"tokens_per_second", r.tokensPerSecond},
-             {"kv_cache_bytes", r.kvCacheBytes},
-             {"kv_cache_bytes_f32", r.kvCacheBytesF32},
-             {"threads", omp_get_max_threads()}});
+        printJson({{"model", model->path()},
+                   {"text_file", *textPath},
+                   {"mode", mode == "llamacpp"
+                                ? "llama.cpp (non-overlapping chunks, second half scored)"
+                                : "sliding window (HF), stride " + std::to_string(po.stride)},
+                   {"ctx", po.ctx},
+                   {"stride", mode == "sliding" ? json(po.stride) : json(nullptr)},
+                   {"tokens", tokens.size()},
+                   {"chunks", r.chunks},
+                   {"scored_tokens", r.scoredTokens},
+                   {"ppl", r.ppl},
+                   {"ppl_se", r.pplError},
+                   {"mean_nll", r.meanNll},
+                   {"seconds", r.seconds},
+                   {"tokens_per_second", r.tokensPerSecond},
+                   {"kv_cache_bytes", r.kvCacheBytes},
+                   {"kv_cache_bytes_f32", r.kvCacheBytesF32},
+                   {"threads", omp_get_max_threads()}});
         return 0;
     }
+    const std::string modeLabel = mode == "llamacpp"
+                                      ? "llama.cpp (non-overlapping chunks, second half scored)"
+                                      : "sliding window (HF), stride " + std::to_string(po.stride);
     std::printf("model:   %s\ntext:    %s (%zu tokens)\nmode:    %s, ctx %lld\n",
-                model->path().c_str(), textPath->c_str(), tokens.size(),
-                mode == "llamacpp" ? "llama.cpp (non-overlapping chunks, second half scored)"
-                                   : "sliding window",
+                model->path().c_str(), textPath->c_str(), tokens.size(), modeLabel.c_str(),
                 (long long)po.ctx);
     std::printf("chunks:  %lld, scored tokens %lld\n", (long long)r.chunks,
                 (long long)r.scoredTokens);

@@ -29,8 +29,15 @@ commands:
                                            float32 logits [tokens, vocab] to a .npy file
   perplexity MODEL --text FILE [--ctx N] [--mode llamacpp|sliding] [--stride S] [--json]
                                            llama.cpp-compatible perplexity (default) ± s.e.
-  eval MODEL [--recipe R.json|--preset P|--overlay DIR|--compare-model OTHER ...] [--text FILE] [--ctx N] [--json]
-                                           baseline and configurations side by side: PPL, KLD, same-top, Δp
+  eval MODEL [--recipe R.json|--preset P|--overlay DIR|--compare-model OTHER ...] [--text FILE] [--ctx N]
+       [--mode llamacpp|sliding] [--stride S] [--tasks lambada,arc_easy,piqa,winogrande,hellaswag|all]
+       [--limit N] [--seed S] [--tasks-dir DIR] [--speed-tokens 32] [--results FILE] [--no-record] [--json]
+                                           baseline and configurations side by side: PPL, KLD, same-top, Δp,
+                                           task accuracy ± s.e., bits/weight, size, tokens/s, peak RSS;
+                                           recorded in the results store
+  results list [--results FILE] [--json]   the recorded evaluations
+  results show ID [--results FILE] [--json]
+                                           re-print a recorded evaluation's table
   compare MODEL (--recipe R.json|--preset P|--overlay DIR|--compare-model FILE ...) --prompt TEXT
           [--max-tokens 64] [--temperature T --seed S] [--top-k K] [--top-p P] [--width W] [--json]
                                            generations side by side: divergence point, log-probs,
@@ -88,6 +95,7 @@ int main(int argc, char** argv) {
         if (cmd == "synth") return cmdSynth(args);
         if (cmd == "stats") return cmdStats(args);
         if (cmd == "eval") return cmdEval(args);
+        if (cmd == "results") return cmdResults(args);
         if (cmd == "compress") return cmdCompress(args);
         if (cmd == "recipe") return cmdRecipe(args);
         if (cmd == "compare") return cmdCompare(args);

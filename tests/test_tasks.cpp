@@ -1,0 +1,375 @@
+// Tests of core/eval/tasks (zero-shot tasks by log-likelihood) and core/eval/results_store:
+// exact accuracies of a fixed scorer on hand-made three-item files of every format, the loaders'
+// errors, the fixed subset, the model scorer against a direct computation, and the results
+// store's append / load / corrupt-line handling.
+#include "core/common/error.h"
+#include "core/eval/results_store.h"
+#include "core/eval/tasks.h"
+#include "core/model/model.h"
+#include "core/runtime/kernels.h"
+#include "core/runtime/session.h"
+#include "core/tokenizer/tokenizer.h"
+#include "test_util.h"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <set>
+#include <thread>
+
+using namespace lcw;
+
+namespace {
+
+void writeFile(const std::string& path, const std::string& text) {
+    std::ofstream f(path, std::ios::binary);
+    f << text;
+}
+
+/// Byte-level encoder: BOS = 0, byte b = b + 1.
+std::vector<int32_t> byteEncode(const std::string& s, bool bos) {
+    std::vector<int32_t> out;
+    if (bos) out.push_back(0);
+    for (unsigned char c : s) out.push_back(int32_t(c) + 1);
+    return out;
+}
+
+int countX(const std::vector<int32_t>& t) {
+    return int(std::count(t.begin(), t.end(), int32_t('x') + 1));
+}
+
+/// A fixed scorer: ln-likelihood = −(number of 'x' in context and continuation); greedy when the
+/// continuation holds no 'x'. The expected accuracies follow by hand.
+class XScorer final : public ContinuationScorer {
+public:
+    std::vector<ContinuationScore>
+    score(int, const std::vector<int32_t>& context,
+          const std::vector<std::vector<int32_t>>& continuations) override {
+        std::vector<ContinuationScore> out;
+        for (const auto& c : continuations) {
+            ContinuationScore s;
+            s.tokens = int64_t(c.size());
+            s.logLikelihood = -double(countX(context) + countX(c));
+            s.greedy = countX(c) == 0;
+            out.push_back(s);
+        }
+        return out;
+    }
+};
+
+std::string demoPath() {
+    return lcwtest::sourcePath("resources/models/stories260K");
+}
+
+template <class F> QString errorOf(F&& f) {
+    try {
+        f();
+    } catch (const FormatError& e) {
+        return QString::fromStdString(e.what());
+    } catch (const std::exception& e) {
+        return "wrong type: " + QString::fromStdString(e.what());
+    }
+    return "no error";
+}
+
+} // namespace
+
+class TestTasks : public QObject {
+    Q_OBJECT
+
+    std::string m_dir;
+
+    TaskResult runX(const Task& t) {
+        XScorer s;
+        NullProgress np;
+        return evaluateTask(prepareTask(t, byteEncode, 0, 1), s, np);
+    }
+
+private slots:
+    void initTestCase() {
+        m_dir = lcwtest::tempDir("tasks");
+        writeFile(m_dir + "/lambada_test.jsonl", "{\"text\": \"the cat sat on the mat\"}\n"
+                                                 "{\"text\": \"she saw a fox\"}\n"
+                                                 "{\"text\": \"a big box of xxtra\"}\n");
+        writeFile(
+            m_dir + "/ARC-Easy-Test.jsonl",
+            R"({"id":"1","question":{"stem":"Q one?","choices":[{"text":"good","label":"A"},{"text":"xbad","label":"B"}]},"answerKey":"A"})"
+            "\n"
+            R"({"id":"2","question":{"stem":"Q two?","choices":[{"text":"x","label":"A"},{"text":"xxbbbbbbbbbbbbbbbbbb","label":"B"}]},"answerKey":"B"})"
+            "\n"
+            R"({"id":"3","question":{"stem":"Q three?","choices":[{"text":"xx","label":"1"},{"text":"xyz","label":"2"},{"text":"q","label":"3"}]},"answerKey":"2"})"
+            "\n");
+        writeFile(m_dir + "/piqa_dev.jsonl",
+                  R"({"goal": "g1", "sol1": "fine", "sol2": "xfine"})"
+                  "\n"
+                  R"({"goal": "g2", "sol1": "a", "sol2": "x"})"
+                  "\n"
+                  R"({"goal": "g3", "sol1": "x", "sol2": "xxbbbbbbbbbbbbbbbbbb"})"
+                  "\n");
+        writeFile(m_dir + "/piqa_dev-labels.lst", "0\n1\n1\n");
+        writeFile(
+            m_dir + "/winogrande_1.1_dev.jsonl",
+            R"({"sentence": "Sam saw _ at home.", "option1": "bob", "option2": "xena", "answer": "1"})"
+            "\n"
+            R"({"sentence": "_ is here.", "option1": "xa", "option2": "b", "answer": "1"})"
+            "\n"
+            R"({"sentence": "He met _ today.", "option1": "xx", "option2": "xy", "answer": "2"})"
+            "\n");
+        writeFile(m_dir + "/winogrande_1.1_dev-labels.lst", "1\n1\n2\n");
+        writeFile(m_dir + "/hellaswag_val_full.txt", "A man sits.\n0\ngood\nxa\nxb\nxc\n"
+                                                     "B\n3\nx\nxx\nxxx\nxxbbbbbbbbbbbbbbbbbb\n"
+                                                     "C\n1\na\nb\nc\nd\n");
+    }
+
+    /// acc / acc_norm / ppl of the fixed scorer on the hand-made files, worked out by hand.
+    void handMadeAccuracyIsExact() {
+        const double third = 1.0 / 3.0, se = std::sqrt(third * (1 - third) / 2); // = 1/3
+        {
+            const TaskResult r = runX(loadTask(TaskKind::Lambada, m_dir));
+            QCOMPARE(r.items, int64_t(3));
+            // Greedy: only " mat" has no 'x'. ll: 0, −1 (" fox"), −3 (box + " xxtra").
+            QCOMPARE(r.acc, third);
+            QVERIFY(std::abs(r.accError - se) < 1e-15);
+            QVERIFY(r.hasPpl && !r.hasAccNorm);
+            QVERIFY(std::abs(r.ppl - std::exp(4.0 / 3.0)) < 1e-12);
+        }
+        {
+            // Item 1: A by both. Item 2: acc A (−1 vs −2), acc_norm B (−1/2 vs −2/21).
+            // Item 3: "q" (no x) wins both, label "2" → both wrong.
+            const TaskResult r = runX(loadTask(TaskKind::ArcEasy, m_dir));
+            QCOMPARE(r.acc, third);
+            QCOMPARE(r.accNorm, 2 * third);
+            QVERIFY(std::abs(r.accNormError - se) < 1e-15);
+            QCOMPARE(r.predicted, (std::vector<int>{0, 0, 2}));
+        }
+        {
+            // Labels 0,1,1: item 1 right (both), item 2 wrong (both), item 3 acc_norm only.
+            const TaskResult r = runX(loadTask(TaskKind::Piqa, m_dir));
+            QCOMPARE(r.acc, third);
+            QCOMPARE(r.accNorm, 2 * third);
+        }
+        {
+            // Partial scoring: the option's 'x' count sits in the context; labels 1,1,2.
+            const TaskResult r = runX(loadTask(TaskKind::WinoGrande, m_dir));
+            QCOMPARE(r.predicted, (std::vector<int>{0, 1, 1}));
+            QCOMPARE(r.acc, 2 * third);
+            QVERIFY(!r.hasAccNorm);
+        }
+        {
+            const TaskResult r = runX(loadTask(TaskKind::HellaSwag, m_dir));
+            QCOMPARE(r.acc, third);
+            QCOMPARE(r.accNorm, 2 * third);
+            QCOMPARE(r.choiceLogLikelihood.size(), size_t(12));
+        }
+    }
+
+    void preparationSplitsAndGroups() {
+        const Task t = loadTask(TaskKind::WinoGrande, m_dir);
+        QCOMPARE(t.items[0].choices[0].context, std::string("Sam saw bob"));
+        QCOMPARE(t.items[0].choices[1].continuation, std::string(" at home."));
+        const PreparedTask p = prepareTask(t, byteEncode, 0, 1);
+        // Different contexts: two groups of one; the continuation tokens are " at home.".
+        QCOMPARE(p.items[0].groups.size(), size_t(2));
+        QCOMPARE(p.items[0].groups[0].continuations[0], byteEncode(" at home.", false));
+        QCOMPARE(p.items[0].groups[0].context, byteEncode("Sam saw bob", true));
+        // ARC: one shared context, every choice in one group.
+        const PreparedTask a = prepareTask(loadTask(TaskKind::ArcEasy, m_dir), byteEncode, 0, 1);
+        QCOMPARE(a.items[2].groups.size(), size_t(1));
+        QCOMPARE(a.items[2].groups[0].continuations.size(), size_t(3));
+        QCOMPARE(a.items[2].bytes, (std::vector<double>{3, 4, 2}));
+    }
+
+    void subsetIsFixedAndUniform() {
+        const auto s1 = subsetIndices(1000, 50, 7);
+        QCOMPARE(s1, subsetIndices(1000, 50, 7));
+        QCOMPARE(s1.size(), size_t(50));
+        QVERIFY(std::is_sorted(s1.begin(), s1.end()));
+        QCOMPARE(std::set<size_t>(s1.begin(), s1.end()).size(), size_t(50));
+        QVERIFY(s1 != subsetIndices(1000, 50, 8));
+        QCOMPARE(subsetIndices(5, 0, 1), (std::vector<size_t>{0, 1, 2, 3, 4}));
+        QCOMPARE(subsetIndices(5, 9, 1).size(), size_t(5));
+        // Every index is drawn about equally often over many seeds.
+        std::vector<int> hits(20, 0);
+        for (uint64_t seed = 0; seed < 2000; ++seed)
+            for (size_t i : subsetIndices(20, 5, seed)) ++hits[i];
+        for (int h : hits) QVERIFY2(h > 400 && h < 600, qPrintable(QString::number(h)));
+        const PreparedTask p = prepareTask(loadTask(TaskKind::HellaSwag, m_dir), byteEncode, 2, 3);
+        QCOMPARE(p.items.size(), size_t(2));
+        QCOMPARE(p.itemIndex, subsetIndices(3, 2, 3));
+    }
+
+    void loaderErrorsNameFileAndLine() {
+        const std::string d = m_dir + "/bad";
+        std::filesystem::create_directories(d);
+        writeFile(d + "/l.jsonl", "{\"text\": \"a b\"}\n{\"text\": 3}\n");
+        QVERIFY(errorOf([&] { loadLambada(d + "/l.jsonl"); }).contains("l.jsonl: line 2"));
+        writeFile(d + "/l2.jsonl", "{\"text\": \"a b\"}\n{not json\n");
+        QVERIFY(errorOf([&] { loadLambada(d + "/l2.jsonl"); }).contains("line 2: invalid JSON"));
+        writeFile(d + "/l3.jsonl", "{\"text\": \"oneword\"}\n");
+        QVERIFY(errorOf([&] { loadLambada(d + "/l3.jsonl"); }).contains("no last word"));
+        writeFile(
+            d + "/a.jsonl",
+            R"({"question":{"stem":"s","choices":[{"text":"a","label":"A"},{"text":"b","label":"B"}]},"answerKey":"C"})"
+            "\n");
+        QVERIFY(errorOf([&] { loadArc(d + "/a.jsonl"); }).contains("answerKey \"C\""));
+        writeFile(d + "/p.jsonl", R"({"goal": "g", "sol1": "a", "sol2": "b"})"
+                                  "\n");
+        writeFile(d + "/p.lst", "0\n1\n");
+        QVERIFY(errorOf([&] { loadPiqa(d + "/p.jsonl", d + "/p.lst"); }).contains("2 labels"));
+        writeFile(d + "/p2.lst", "2\n");
+        QVERIFY(errorOf([&] {
+                    loadPiqa(d + "/p.jsonl", d + "/p2.lst");
+                }).contains("p2.lst: line 1: expected a label 0..1"));
+        writeFile(d + "/w.jsonl", R"({"sentence": "no blank", "option1": "a", "option2": "b"})"
+                                  "\n");
+        writeFile(d + "/w.lst", "1\n");
+        QVERIFY(errorOf([&] {
+                    loadWinoGrande(d + "/w.jsonl", d + "/w.lst");
+                }).contains("w.jsonl: line 1: \"sentence\" has no \"_\""));
+        writeFile(d + "/h.txt", "ctx\n0\na\nb\nc\n");
+        QVERIFY(errorOf([&] { loadHellaSwag(d + "/h.txt"); }).contains("not a multiple of 6"));
+        writeFile(d + "/h2.txt", "ctx\n7\na\nb\nc\nd\n");
+        QVERIFY(errorOf([&] { loadHellaSwag(d + "/h2.txt"); }).contains("h2.txt: line 2"));
+        QVERIFY(errorOf([&] { loadTask(TaskKind::Piqa, d); }).contains("piqa_dev.jsonl"));
+        QVERIFY(errorOf([&] { loadTask(TaskKind::Piqa, d); }).contains("not found"));
+        QVERIFY_THROWS_EXCEPTION(ArgumentError, parseTaskList("piqa,nope"));
+        QCOMPARE(parseTaskList("all").size(), size_t(5));
+        QCOMPARE(parseTaskList("piqa,lambada,piqa"),
+                 (std::vector<TaskKind>{TaskKind::Piqa, TaskKind::Lambada}));
+    }
+
+    /// The model scorer against a direct computation with all logits, on the demo model.
+    void modelScorerMatchesDirectComputation() {
+        auto model = Model::load(demoPath());
+        const Tokenizer& tk = model->tokenizer();
+        const std::vector<int32_t> ctx = tk.encode("Once upon a time, there was a", true);
+        const std::vector<std::vector<int32_t>> conts = {tk.encode(" little girl", false),
+                                                         tk.encode(" big dog named Max", false)};
+        ModelScorer scorer(*model, 512, 1);
+        const auto got = scorer.score(0, ctx, conts);
+        QCOMPARE(got.size(), size_t(2));
+        const int64_t vocab = model->spec().vocab;
+        for (size_t k = 0; k < conts.size(); ++k) {
+            std::vector<int32_t> seq = ctx;
+            seq.insert(seq.end(), conts[k].begin(), conts[k].end());
+            Session s(*model);
+            std::vector<float> logits;
+            s.forward(seq, logits, true);
+            double ll = 0;
+            bool greedy = true;
+            for (size_t i = 0; i < conts[k].size(); ++i) {
+                const float* row = logits.data() + int64_t(ctx.size() - 1 + i) * vocab;
+                double mx = row[0], sum = 0;
+                int64_t am = 0;
+                for (int64_t v = 0; v < vocab; ++v)
+                    if (row[v] > mx) mx = row[v], am = v;
+                for (int64_t v = 0; v < vocab; ++v) sum += std::exp(double(row[v]) - mx);
+                ll += double(row[conts[k][i]]) - mx - std::log(sum);
+                greedy = greedy && am == conts[k][i];
+            }
+            QVERIFY2(std::abs(got[k].logLikelihood - ll) < 1e-3,
+                     qPrintable(QString("%1 vs %2").arg(got[k].logLikelihood).arg(ll)));
+            QCOMPARE(got[k].greedy, greedy);
+            QCOMPARE(got[k].tokens, int64_t(conts[k].size()));
+        }
+        // Left truncation: a context longer than the window keeps its last tokens.
+        ModelScorer small(*model, 8, 1);
+        const auto t = small.score(0, ctx, {conts[0]});
+        QVERIFY(std::isfinite(t[0].logLikelihood) && t[0].logLikelihood < 0);
+        QCOMPARE(t[0].tokens, int64_t(conts[0].size()));
+        const auto longCont =
+            tk.encode(" and they played together all day long in the park", false);
+        QVERIFY(longCont.size() > 8);
+        const auto l = small.score(0, ctx, {longCont});
+        QCOMPARE(l[0].tokens, int64_t(8)); // only the last 8 tokens fit the window
+        QVERIFY(std::isfinite(l[0].logLikelihood) && l[0].logLikelihood < 0);
+    }
+
+    /// A real run on the demo model over the shared task files with --limit: accuracies in
+    /// [0, 1], the s.e. formula, and identical numbers for a configuration equal to the
+    /// baseline and for any worker count.
+    void demoModelOnSharedTasks() {
+        LCW_REQUIRE_SHARED("data/tasks/piqa_dev.jsonl");
+        auto model = Model::load(demoPath());
+        auto copy = Model::load(demoPath());
+        const Tokenizer& tk = model->tokenizer();
+        auto enc = [&](const std::string& s, bool bos) { return tk.encode(s, bos); };
+        const std::string dir = lcwtest::sharedPath("data/tasks");
+        for (TaskKind k : parseTaskList("all")) {
+            const PreparedTask p = prepareTask(loadTask(k, dir), enc, 12, 1234);
+            QCOMPARE(p.items.size(), size_t(12));
+            NullProgress np;
+            ModelScorer s1(*model, 512, 1), s2(*copy, 512, 2);
+            const TaskResult a = evaluateTask(p, s1, np);
+            const TaskResult b = evaluateTask(p, s2, np);
+            QCOMPARE(a.items, int64_t(12));
+            QVERIFY(a.acc >= 0 && a.acc <= 1);
+            QVERIFY(std::abs(a.accError - std::sqrt(a.acc * (1 - a.acc) / 11)) < 1e-12);
+            QCOMPARE(a.choiceLogLikelihood, b.choiceLogLikelihood);
+            QCOMPARE(a.acc, b.acc);
+            QCOMPARE(a.accNorm, b.accNorm);
+            QVERIFY(a.tokensEvaluated > 0);
+            for (double ll : a.choiceLogLikelihood) QVERIFY(ll < 0);
+        }
+    }
+
+    void cancelStopsEarly() {
+        XScorer s;
+        int calls = 0;
+        FunctionProgress cancel([&](double, std::string_view) { return ++calls < 2; });
+        const TaskResult r = evaluateTask(
+            prepareTask(loadTask(TaskKind::HellaSwag, m_dir), byteEncode, 0, 1), s, cancel);
+        QCOMPARE(r.status, Status::Cancelled);
+        QVERIFY(r.items < 3);
+    }
+
+    // ------------------------------------------------------------------- results store
+    void resultsAppendLoadAndCorruptLines() {
+        const std::string path = m_dir + "/store/sub/results.jsonl";
+        const std::string id1 = appendResult(path, {{"model", "m1"}, {"value", 1}});
+        const std::string id2 = appendResult(path, {{"id", "fixed-id"}, {"model", "m2"}});
+        QCOMPARE(id2, std::string("fixed-id"));
+        // A torn last line and garbage between records are skipped, never the others.
+        {
+            std::ofstream f(path, std::ios::app);
+            f << "{\"id\": \"torn\", \"mod\n";
+            f << "[1, 2]\n";
+        }
+        appendResult(path, {{"id", "after"}});
+        const ResultsFile f = loadResults(path);
+        QCOMPARE(f.records.size(), size_t(3));
+        QCOMPARE(f.records[0]["id"].get<std::string>(), id1);
+        QVERIFY(f.records[0].contains("timestamp"));
+        QCOMPARE(f.records[0]["timestamp"].get<std::string>().size(), size_t(20));
+        QCOMPARE(f.records[2]["id"].get<std::string>(), std::string("after"));
+        QCOMPARE(f.warnings.size(), size_t(2));
+        QVERIFY(QString::fromStdString(f.warnings[0]).contains("results.jsonl: line 3"));
+        QVERIFY(QString::fromStdString(f.warnings[1]).contains("line 4: not a JSON object"));
+        QCOMPARE(findResult(f, "fixed")->at("model").get<std::string>(), std::string("m2"));
+        QVERIFY(findResult(f, "nothing") == nullptr);
+        QVERIFY(loadResults(m_dir + "/none.jsonl").records.empty());
+    }
+
+    void resultsConcurrentAppendsDoNotInterleave() {
+        const std::string path = m_dir + "/concurrent.jsonl";
+        const std::string pad(5000, 'p'); // records larger than a pipe buffer
+        std::vector<std::thread> threads;
+        for (int t = 0; t < 4; ++t)
+            threads.emplace_back([&, t] {
+                for (int i = 0; i < 50; ++i)
+                    appendResult(path, {{"thread", t}, {"i", i}, {"pad", pad}});
+            });
+        for (auto& th : threads) th.join();
+        const ResultsFile f = loadResults(path);
+        QCOMPARE(f.records.size(), size_t(200));
+        QVERIFY(f.warnings.empty());
+        std::set<std::string> ids;
+        for (const auto& r : f.records) ids.insert(r["id"].get<std::string>());
+        QVERIFY(ids.size() > 150); // ids are time + 24 random bits
+    }
+};
+
+QTEST_GUILESS_MAIN(TestTasks)
+#include "test_tasks.moc"
