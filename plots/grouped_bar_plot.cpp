@@ -50,7 +50,7 @@ void GroupedBarPlot::setTitle(const QString& title) {
 
 void GroupedBarPlot::setValueAxisLabel(const QString& label) {
     m_plot->yAxis->setLabel(label);
-    m_plot->replot();
+    m_plot->replot(QCustomPlot::rpQueuedReplot);
 }
 
 void GroupedBarPlot::setLogScale(bool on) {
@@ -101,7 +101,7 @@ void GroupedBarPlot::rebuild() {
         m_plot->yAxis->setRange(0, maxV > 0 ? maxV * 1.1 : 1);
     }
     m_plot->legend->setVisible(ns > 0);
-    m_plot->replot();
+    m_plot->replot(QCustomPlot::rpQueuedReplot);
 }
 
 void GroupedBarPlot::onMouseMove(QMouseEvent* event) {

@@ -30,7 +30,7 @@ void embedPlotWithTitle(QCustomPlot* plot, QWidget* owner) {
 void setPlotTitle(QCustomPlot* plot, const QString& title) {
     if (auto* t = qobject_cast<QCPTextElement*>(plot->plotLayout()->element(0, 0)))
         t->setText(title);
-    plot->replot();
+    plot->replot(QCustomPlot::rpQueuedReplot);
 }
 
 bool svgExportAvailable() {

@@ -54,7 +54,7 @@ void ScatterPlot::setTitle(const QString& title) {
 void ScatterPlot::setAxisLabels(const QString& x, const QString& y) {
     m_plot->xAxis->setLabel(x);
     m_plot->yAxis->setLabel(y);
-    m_plot->replot();
+    m_plot->replot(QCustomPlot::rpQueuedReplot);
 }
 
 void ScatterPlot::setSelected(int index) {
@@ -101,7 +101,7 @@ void ScatterPlot::rebuild() {
                                              QPen(colors.value(3, Qt::red), 2.5), Qt::NoBrush, 15));
         sel->setData({m_x[m_selected]}, {m_y[m_selected]});
     }
-    m_plot->replot();
+    m_plot->replot(QCustomPlot::rpQueuedReplot);
 }
 
 void ScatterPlot::resetView() {
@@ -117,7 +117,7 @@ void ScatterPlot::resetView() {
         m_plot->xAxis->setRange(*x0 - 0.08 * dx, *x1 + 0.3 * dx);
         m_plot->yAxis->setRange(*y0 - 0.1 * dy, *y1 + 0.15 * dy);
     }
-    m_plot->replot();
+    m_plot->replot(QCustomPlot::rpQueuedReplot);
 }
 
 QPoint ScatterPlot::pointPosition(int index) const {

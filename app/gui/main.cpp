@@ -195,6 +195,19 @@ int main(int argc, char** argv) {
             window.applyInspectorLayout();
             layoutDone = true;
             if (stats->report()) return showAndGrab();
+            // A cached file is read in the background: statsChanged() grabs when it is in.
+            if (stats->isLoadingCache()) {
+                QObject::connect(stats, &lcw::StatsPanel::cacheLoadFinished, &window,
+                                 [stats](bool loaded) {
+                                     if (loaded) return;
+                                     lcw::StatsSettings s;
+                                     s.samples = 8;
+                                     s.seqLen = 128;
+                                     stats->setSettings(s);
+                                     stats->computeStats();
+                                 });
+                return;
+            }
             lcw::StatsSettings s;
             s.samples = 8;
             s.seqLen = 128;
