@@ -24,9 +24,27 @@ int cmdStats(const std::vector<std::string>& args);
 int cmdCompress(const std::vector<std::string>& args);
 int cmdRecipe(const std::vector<std::string>& args);
 int cmdEval(const std::vector<std::string>& args);
+int cmdCompare(const std::vector<std::string>& args);
+int cmdHiddenError(const std::vector<std::string>& args);
+int cmdSensitivity(const std::vector<std::string>& args);
+int cmdAutotune(const std::vector<std::string>& args);
 
 /// The weights the evaluation commands run on: `model` itself, or an overlay from
 /// --recipe R.json / --preset NAME (compressed now) / --overlay DIR (loaded). Never null.
 std::unique_ptr<WeightSource> applyRecipeOptions(const Model& model, const Args& a);
+
+/// One configuration given by --recipe / --preset / --overlay / --compare-model (compare and
+/// hidden-error): its weights and what keeps them alive.
+struct ConfigSource {
+    std::string name;
+    std::string kind; ///< "recipe", "preset", "overlay", "model"
+    std::string source;
+    std::unique_ptr<Model> model;          ///< --compare-model
+    std::unique_ptr<WeightSource> overlay; ///< --recipe / --preset / --overlay
+    double bitsPerWeight = 0;              ///< 0: unknown
+    const WeightSource* weights() const;
+};
+/// All configurations of the command line, in option order; UsageError when there is none.
+std::vector<ConfigSource> loadConfigSources(const Model& model, const Args& a, bool quiet);
 
 } // namespace lcw::cli

@@ -31,6 +31,19 @@ commands:
                                            llama.cpp-compatible perplexity (default) ± s.e.
   eval MODEL [--recipe R.json|--preset P|--overlay DIR|--compare-model OTHER ...] [--text FILE] [--ctx N] [--json]
                                            baseline and configurations side by side: PPL, KLD, same-top, Δp
+  compare MODEL (--recipe R.json|--preset P|--overlay DIR|--compare-model FILE ...) --prompt TEXT
+          [--max-tokens 64] [--temperature T --seed S] [--top-k K] [--top-p P] [--width W] [--json]
+                                           generations side by side: divergence point, log-probs,
+                                           per-token KLD along the baseline's text
+  hidden-error MODEL (--recipe|--preset|--overlay|--compare-model ...) [--text FILE] [--ctx 256]
+          [--chunks 8] [--json]            per-block hidden-state relative error and cosine
+  sensitivity MODEL --scheme PRESET[,PRESET...] [--granularity layer|block] [--text FILE]
+          [--ctx 256] [--chunks 8] [--top N] [--out SCAN.json] [--json]
+                                           quantise one layer (block) at a time, rank by KLD
+  autotune MODEL --budget-bpw B --out R.json [--schemes W8A16,W4A16-g64,W3A16-g64,W2A16-g32]
+          [--scan SCAN.json] [--uniform P] [--no-verify] [--text FILE] [--ctx N] [--chunks N] [--json]
+                                           mixed precision within a bits/weight budget (knapsack),
+                                           verified against the uniform recipe of that size
   stats MODEL [--calib FILE] [--samples N] [--seq-len L] [--out stats.h5] [--bits B] [--group G] [--json]
                                            weight/activation/KV outlier statistics (HDF5) + layer ranking
   compress MODEL (--recipe R.json | --preset NAME) [--save OVERLAY] [--json]
@@ -77,6 +90,10 @@ int main(int argc, char** argv) {
         if (cmd == "eval") return cmdEval(args);
         if (cmd == "compress") return cmdCompress(args);
         if (cmd == "recipe") return cmdRecipe(args);
+        if (cmd == "compare") return cmdCompare(args);
+        if (cmd == "hidden-error") return cmdHiddenError(args);
+        if (cmd == "sensitivity") return cmdSensitivity(args);
+        if (cmd == "autotune") return cmdAutotune(args);
         std::fprintf(stderr, "lcw-cli: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
         return 2;
     } catch (const UsageError& e) {
