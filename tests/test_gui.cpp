@@ -5,6 +5,7 @@
 #include "core/common/error.h"
 #include "core/compress/compressed_model.h"
 #include "core/eval/divergence.h"
+#include "core/eval/generation_compare.h"
 #include "core/model/model.h"
 #include "core/model/synthetic.h"
 #include "core/tokenizer/tokenizer.h"
@@ -922,7 +923,7 @@ private slots:
         QCOMPARE(ed->totalSize()->bits, baseBits);
         QVERIFY(ed->recipe().rules.empty());
         QCOMPARE(tm->index(downRow, lcw::LayerTableModel::Setting).data().toString(),
-                 QStringLiteral("F32"));
+                 QStringLiteral("f32"));
         ed->undoStack()->redo();
         QCOMPARE(ed->totalSize()->bits, real.model->totalSize().bits);
         QTest::keyClick(&w, Qt::Key_Z, Qt::ControlModifier);
@@ -1078,6 +1079,25 @@ private slots:
         QCOMPARE(gens.size(), 3);
         for (const QString& g : gens) QVERIFY(!g.isEmpty());
         QCOMPARE(cp->generationsView()->findChildren<QTextBrowser*>().size(), 3);
+        // Per-token KLD and divergence points are core compareGenerations()'s.
+        lcw::GenerationCompareOptions go;
+        go.maxNewTokens = 12;
+        const lcw::GenerationComparison g =
+            lcw::compareGenerations(m, {{"W8A16", w8.model.get()}, {"W3A16-g64", w3.model.get()}},
+                                    m.tokenizer().encode("Once upon a time", true), go, np);
+        QCOMPARE(r.rows[0].tokens.size(), qsizetype(g.baseline.ids.size()));
+        QCOMPARE(r.rows[0].tokens.join(QString()), r.rows[0].generation);
+        QVERIFY(r.rows[1].tokenKld == g.configs[0].kld);
+        QVERIFY(r.rows[2].tokenKld == g.configs[1].kld);
+        QCOMPARE(r.rows[1].firstDivergence, qint64(g.configs[0].firstDivergence));
+        QCOMPARE(r.rows[2].firstDivergence, qint64(g.configs[1].firstDivergence));
+        for (int row : {1, 2}) {
+            const QString html = cp->generationHtml(row);
+            QCOMPARE(html.contains(QStringLiteral("&#9654;")),
+                     r.rows[size_t(row)].firstDivergence >= 0);
+            if (r.rows[size_t(row)].firstDivergence != 0)
+                QVERIFY(html.contains(QStringLiteral("title=\"KLD ")));
+        }
 
         // Results survive a JSON round trip unchanged.
         QCOMPARE(lcw::CompareResults::fromJson(r.toJson()).toJson(), r.toJson());

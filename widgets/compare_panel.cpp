@@ -3,6 +3,7 @@
 #include "core/common/json_file.h"
 #include "core/compress/compressed_model.h"
 #include "core/eval/divergence.h"
+#include "core/eval/generation_compare.h"
 #include "core/eval/pareto.h"
 #include "core/runtime/session.h"
 #include "core/tokenizer/tokenizer.h"
@@ -49,6 +50,14 @@ using json = nlohmann::json;
 // ---------------------------------------------------------------------------------------------
 // Results JSON
 
+namespace {
+std::vector<std::string> toStd(const QStringList& l) {
+    std::vector<std::string> out;
+    for (const QString& s : l) out.push_back(s.toStdString());
+    return out;
+}
+} // namespace
+
 std::string CompareResults::toJson() const {
     json j;
     j["baseline"] = baseline.toStdString();
@@ -74,7 +83,10 @@ std::string CompareResults::toJson() const {
                       {"same_top_error", r.sameTopError},
                       {"tokens_per_second", r.tokensPerSecond},
                       {"layer_rel_error", layers},
-                      {"generation", r.generation.toStdString()}});
+                      {"generation", r.generation.toStdString()},
+                      {"tokens", toStd(r.tokens)},
+                      {"token_kld", r.tokenKld},
+                      {"first_divergence", r.firstDivergence}});
     }
     j["rows"] = rs;
     return j.dump();
@@ -107,6 +119,10 @@ CompareResults CompareResults::fromJson(const std::string& text) {
             row.layerError.emplace_back(QString::fromStdString(l.at(0).get<std::string>()),
                                         l.at(1).get<double>());
         row.generation = QString::fromStdString(r.value("generation", std::string()));
+        for (const auto& t : r.value("tokens", std::vector<std::string>()))
+            row.tokens << QString::fromStdString(t);
+        row.tokenKld = r.value("token_kld", std::vector<double>());
+        row.firstDivergence = r.value("first_divergence", qint64(-1));
         c.rows.push_back(std::move(row));
     }
     return c;
@@ -144,20 +160,21 @@ std::string readText(const QString& path) {
     return ss.str();
 }
 
-QString greedyText(const WeightSource& w, const Tokenizer& tk, const std::vector<int32_t>& ids,
-                   int64_t n, Progress& progress) {
-    SessionOptions so;
-    so.contextLength = int64_t(ids.size()) + n;
-    Session s(w, so);
-    int64_t count = 0;
-    const GenerateResult r = s.generate(ids, n, SamplingParams{}, [&](int32_t) {
-        ++count;
-        return progress.report(double(count) / double(std::max<int64_t>(1, n)), "generating");
-    });
-    const std::vector<int32_t> out(
-        r.ids.begin() + std::min<ptrdiff_t>(ptrdiff_t(ids.size()), ptrdiff_t(r.ids.size())),
-        r.ids.end());
-    return QString::fromStdString(tk.decode(out));
+/// Decoded pieces of `ids` (each the text it adds to the decoded prefix, so characters split
+/// over byte tokens stay intact) and the whole text.
+QStringList tokenPieces(const Tokenizer& tk, const std::vector<int32_t>& ids, QString* whole) {
+    QStringList out;
+    std::string prev;
+    std::vector<int32_t> prefix;
+    for (int32_t id : ids) {
+        prefix.push_back(id);
+        const std::string cur = tk.decode(prefix);
+        out << QString::fromStdString(
+            cur.compare(0, prev.size(), prev) == 0 ? cur.substr(prev.size()) : cur);
+        prev = cur;
+    }
+    *whole = QString::fromStdString(prev);
+    return out;
 }
 
 } // namespace
@@ -542,12 +559,19 @@ bool ComparePanel::run() {
         }
         if (genTokens > 0 && !prompt.empty()) {
             const std::vector<int32_t> ids = tk.encode(prompt, true);
-            for (size_t i = 0; i < specs.size(); ++i) {
-                RangeProgress gp(p, 0.85 + 0.15 * double(i) / double(specs.size()),
-                                 0.85 + 0.15 * double(i + 1) / double(specs.size()),
-                                 out.rows[i].name.toStdString() + ": ");
-                out.rows[i].generation = greedyText(*source(i), tk, ids, genTokens, gp);
-            }
+            GenerationCompareOptions go;
+            go.maxNewTokens = genTokens;
+            RangeProgress gp(p, 0.85, 1.0, "generations: ");
+            const GenerationComparison g = compareGenerations(*source(0), configs, ids, go, gp);
+            if (g.status == Status::Cancelled) return out;
+            auto fill = [&](CompareRow& row, const GenerationTrack& t) {
+                row.tokens = tokenPieces(tk, t.ids, &row.generation);
+                row.tokenKld = t.kld;
+                row.firstDivergence = t.firstDivergence;
+            };
+            fill(out.rows.front(), g.baseline);
+            out.rows.front().tokenKld.clear();
+            for (size_t i = 0; i < g.configs.size(); ++i) fill(out.rows[i + 1], g.configs[i]);
         }
         p.report(1.0, "done");
         return out;
@@ -695,38 +719,79 @@ void ComparePanel::updateLayerPlot() {
     m_layers->setData(categories, series, values);
 }
 
+QString ComparePanel::generationHtml(int row) const {
+    if (row < 0 || size_t(row) >= m_results.rows.size()) return {};
+    const CompareRow& r = m_results.rows[size_t(row)];
+    QString html = QStringLiteral("<i>%1</i>").arg(m_results.prompt.toHtmlEscaped());
+    if (r.tokens.isEmpty()) return html + r.generation.toHtmlEscaped();
+    const bool isBase = row == 0;
+    for (int i = 0; i < r.tokens.size(); ++i) {
+        const QString piece = r.tokens[i].toHtmlEscaped();
+        if (!isBase && i == r.firstDivergence) {
+            // The divergence point: this token differs from the baseline's.
+            html += QStringLiteral("<span style=\"background:#c0392b;color:white;\" "
+                                   "title=\"first token that differs from the baseline\">"
+                                   "&#9654;%1</span>")
+                        .arg(piece);
+            continue;
+        }
+        const bool diverged = !isBase && r.firstDivergence >= 0 && i > r.firstDivergence;
+        if (isBase || diverged || i >= int(r.tokenKld.size())) {
+            html += diverged ? QStringLiteral("<span style=\"color:gray;\">%1</span>").arg(piece)
+                             : piece;
+            continue;
+        }
+        // KLD 1e-4 nats or less: no colour; 1 nat or more: full colour (log scale).
+        const double kld = r.tokenKld[size_t(i)];
+        const double t = std::clamp(kld > 0 ? (std::log10(kld) + 4.0) / 4.0 : 0.0, 0.0, 1.0);
+        html += QStringLiteral("<span style=\"background:rgba(230,126,34,%1);\" "
+                               "title=\"KLD %2 nats\">%3</span>")
+                    .arg(int(std::lround(t * 255)))
+                    .arg(kld, 0, 'g', 3)
+                    .arg(piece);
+    }
+    return html;
+}
+
 void ComparePanel::updateGenerations() {
     while (QLayoutItem* it = m_genColumns->takeAt(0)) {
         delete it->widget();
         delete it;
     }
     bool any = false;
-    for (const CompareRow& r : m_results.rows) {
-        if (r.generation.isEmpty()) continue;
+    for (int i = 0; i < int(m_results.rows.size()); ++i) {
+        const CompareRow& r = m_results.rows[size_t(i)];
+        if (r.generation.isEmpty() && r.tokens.isEmpty()) continue;
         any = true;
         auto* col = new QWidget(m_genPage);
         auto* cl = new QVBoxLayout(col);
         cl->setContentsMargins(0, 0, 0, 0);
-        auto* title = new QLabel(QStringLiteral("<b>%1</b>").arg(r.name.toHtmlEscaped()), col);
+        QString head = QStringLiteral("<b>%1</b>").arg(r.name.toHtmlEscaped());
+        if (i == 0)
+            head += tr(" (baseline)");
+        else if (r.firstDivergence >= 0)
+            head += tr(" · diverges at token %1").arg(r.firstDivergence);
+        else if (!r.tokens.isEmpty())
+            head += tr(" · same tokens");
+        auto* title = new QLabel(head, col);
         auto* text = new QTextBrowser(col);
         text->setObjectName(QStringLiteral("generation"));
-        text->setHtml(QStringLiteral("<i>%1</i>%2")
-                          .arg(m_results.prompt.toHtmlEscaped(), r.generation.toHtmlEscaped()));
+        text->setHtml(generationHtml(i));
         cl->addWidget(title);
         cl->addWidget(text, 1);
         m_genColumns->addWidget(col, 1);
     }
-    m_genNote->setText(
-        any ? tr("Greedy continuations of \"%1\" under each configuration (per-token KLD colouring "
-                 "needs core/eval generation_compare, not in this build).")
-                  .arg(m_results.prompt)
-            : tr("Run a comparison with a prompt to see generations side by side."));
+    m_genNote->setText(any ? tr("Continuations of \"%1\" under each configuration. Tokens that "
+                                "match the baseline are shaded by their KLD from it (log scale, "
+                                "1e-4 … 1 nat); ▶ marks the first token that differs.")
+                                 .arg(m_results.prompt)
+                           : tr("Run a comparison with a prompt to see generations side by side."));
 }
 
 QStringList ComparePanel::generationTexts() const {
     QStringList out;
     for (const CompareRow& r : m_results.rows)
-        if (!r.generation.isEmpty()) out << r.generation;
+        if (!r.generation.isEmpty() || !r.tokens.isEmpty()) out << r.generation;
     return out;
 }
 

@@ -46,6 +46,12 @@ struct CompareRow {
     /// Per quantised layer: relative Frobenius error of the weights, in model order.
     std::vector<std::pair<QString, double>> layerError;
     QString generation; ///< greedy continuation of the prompt
+    /// The continuation token by token (decoded pieces), the per-token KLD from the baseline
+    /// along the baseline's text (core compareGenerations, teacher-forced; empty for the
+    /// baseline) and the first generated token that differs from the baseline's (-1: none).
+    QStringList tokens;
+    std::vector<double> tokenKld;
+    qint64 firstDivergence = -1;
 };
 
 /// Everything one comparison produced.
@@ -137,6 +143,9 @@ public:
     QTabWidget* tabs() const { return m_tabs; }
     /// Text of each generation column (baseline first).
     QStringList generationTexts() const;
+    /// HTML of one row's generation column: tokens before the divergence point on a background
+    /// whose strength follows their KLD, the divergence point marked, later tokens plain.
+    QString generationHtml(int row) const;
 
 signals:
     void finished();
