@@ -440,7 +440,6 @@ void ComparePanel::syncUi() {
     const bool can = m_model && !m_job && !selectedConfigs().isEmpty() && !m_textFile.isEmpty();
     m_runButton->setEnabled(can);
     m_cancelButton->setEnabled(m_job != 0);
-    if (!m_job) m_progress->setValue(0);
 }
 
 bool ComparePanel::run() {
@@ -577,6 +576,7 @@ bool ComparePanel::run() {
         return out;
     };
     m_status->setText(tr("Comparing %1 configurations…").arg(specs.size() - 1));
+    m_progress->setValue(0);
     auto self = std::make_shared<TaskRunner::JobId>(0);
     *self = m_runner->submit<CompareResults>(
         tr("Comparing %1 configurations").arg(specs.size() - 1), std::move(job), this,
@@ -594,6 +594,7 @@ bool ComparePanel::run() {
                                   .arg(r.scoredTokens)
                                   .arg(r.seconds, 0, 'f', 2));
             setResults(r);
+            m_progress->setValue(1000);
             syncUi();
             emit logMessage(tr("Comparison finished: %1").arg(m_status->text()));
             emit finished();
