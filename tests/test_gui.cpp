@@ -930,6 +930,14 @@ private slots:
         QCOMPARE(ed->totalSize()->bits, baseBits);
         QTest::keyClick(&w, Qt::Key_Z, Qt::ControlModifier | Qt::ShiftModifier);
         QCOMPARE(ed->totalSize()->bits, real.model->totalSize().bits);
+        // The same keys with the focus inside the editor (one owner of the shortcut).
+        w.showPanel(lcw::MainWindow::Panel::Recipe);
+        w.activateWindow();
+        ed->layerTable()->setFocus();
+        QTest::keyClick(ed->layerTable(), Qt::Key_Z, Qt::ControlModifier);
+        QCOMPARE(ed->totalSize()->bits, baseBits);
+        QTest::keyClick(ed->layerTable(), Qt::Key_Z, Qt::ControlModifier | Qt::ShiftModifier);
+        QCOMPARE(ed->totalSize()->bits, real.model->totalSize().bits);
 
         // Pattern selection + the weight form: keep block 0 at 8 bits per channel.
         QCOMPARE(ed->selectPattern(QStringLiteral("layers.0.*")), 7);
@@ -940,16 +948,20 @@ private slots:
         const auto real2 = cz::compress(m, ed->recipe(), np);
         QCOMPARE(ed->totalSize()->bits, real2.model->totalSize().bits);
         QCOMPARE(tm->index(downRow, lcw::LayerTableModel::Setting).data().toString(),
-                 QStringLiteral("int8 channel"));
+                 QStringLiteral("int8 channel sym"));
         QCOMPARE(ed->undoStack()->count(), 2);
 
         // Click selection (two rows) with weights off and a KV section: a rule with "weight":
         // null and the kv JSON, as the recipe parser reads it.
-        ed->layerTable()->clearSelection();
-        ed->layerTable()->selectRow(ed->layerTable()->rowCount() - 1);
-        ed->layerTable()->selectionModel()->select(
-            ed->layerTable()->model()->index(ed->layerTable()->rowCount() - 2, 0),
-            QItemSelectionModel::Select | QItemSelectionModel::Rows);
+        // Click the second-to-last row, shift-click the last one.
+        QTableWidget* lt = ed->layerTable();
+        lt->clearSelection();
+        const int r0 = lt->rowCount() - 2, r1 = lt->rowCount() - 1;
+        lt->scrollToBottom();
+        QTest::mouseClick(lt->viewport(), Qt::LeftButton, Qt::NoModifier,
+                          lt->visualItemRect(lt->item(r0, 0)).center());
+        QTest::mouseClick(lt->viewport(), Qt::LeftButton, Qt::ShiftModifier,
+                          lt->visualItemRect(lt->item(r1, 0)).center());
         QCOMPARE(ed->selectedLayers().size(), 2);
         ed->setWeightForm(std::nullopt);
         ed->setSectionText(QStringLiteral("kv"), QStringLiteral(R"({"k_bits": 8, "v_bits": 4})"));
@@ -1047,6 +1059,10 @@ private slots:
         QVERIFY(lines[0].startsWith(QStringLiteral("Configuration\tBits/w\tSize\tPPL\tKLD")));
         QVERIFY(lines[2].startsWith(QStringLiteral("W8A16\t")));
         cp->selectRow(2);
+        QCOMPARE(cp->copyMetrics().trimmed().split(QLatin1Char('\n')).size(), 2);
+        QApplication::clipboard()->clear();
+        w.activateWindow();
+        QVERIFY(QTest::qWaitForWindowActive(&w));
         cp->metricsTable()->setFocus();
         QTest::keyClick(cp->metricsTable(), Qt::Key_C, Qt::ControlModifier);
         const QStringList copied =

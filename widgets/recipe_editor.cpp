@@ -127,14 +127,10 @@ void RecipeEditor::buildUi() {
         QString err;
         if (!p.isEmpty() && !saveRecipe(p, &err)) showFormError(err);
     });
+    // Shortcuts (Ctrl+Z, Ctrl+Shift+Z) belong to the main window's Edit menu, which uses the
+    // same undo stack; these buttons carry none so the two never compete for a key.
     QAction* undo = m_undo->createUndoAction(this, tr("Undo"));
-    undo->setShortcut(QKeySequence::Undo);
-    undo->setShortcutContext(Qt::WidgetWithChildrenShortcut);
     QAction* redo = m_undo->createRedoAction(this, tr("Redo"));
-    redo->setShortcuts({QKeySequence(Qt::CTRL | Qt::SHIFT | Qt::Key_Z), QKeySequence::Redo});
-    redo->setShortcutContext(Qt::WidgetWithChildrenShortcut);
-    addAction(undo);
-    addAction(redo);
     auto* undoBtn = new QToolButton(this);
     undoBtn->setDefaultAction(undo);
     auto* redoBtn = new QToolButton(this);
