@@ -805,8 +805,8 @@ void ComparePanel::selectRow(int row) {
     if (row < 0 || row >= m_table->rowCount()) return m_table->clearSelection();
     // Not QTableView::selectRow(): that extends the selection while Shift or Ctrl is held.
     const QModelIndex idx = m_table->model()->index(row, 0);
-    m_table->selectionModel()->setCurrentIndex(
-        idx, QItemSelectionModel::ClearAndSelect | QItemSelectionModel::Rows);
+    m_table->selectionModel()->setCurrentIndex(idx, QItemSelectionModel::ClearAndSelect |
+                                                        QItemSelectionModel::Rows);
 }
 
 QString ComparePanel::metricsTsv(bool selectedOnly) const {

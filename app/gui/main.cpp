@@ -9,9 +9,9 @@
 #include "widgets/theme.h"
 
 #include <QApplication>
-#include <QDockWidget>
 #include <QCommandLineParser>
 #include <QDir>
+#include <QDockWidget>
 #include <QFileInfo>
 #include <QPixmap>
 #include <QTabWidget>
