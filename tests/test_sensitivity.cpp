@@ -164,6 +164,17 @@ private slots:
         }
     }
 
+    void scanCancels() {
+        SensitivityOptions so;
+        so.eval = m_po;
+        int calls = 0;
+        FunctionProgress stop([&](double, std::string_view) { return ++calls < 3; });
+        const auto s =
+            scanSensitivity(*m_model, {schemeFromPreset("W4A16-g64")}, m_tokens, so, stop);
+        QCOMPARE(s.status, Status::Cancelled);
+        QVERIFY_THROWS_EXCEPTION(ArgumentError, scanSensitivity(*m_model, {}, m_tokens, so, stop));
+    }
+
     void jsonRoundTripAndBadFile() {
         const auto j = sensitivityToJson(m_scan);
         const auto back = sensitivityFromJson(nlohmann::json::parse(j.dump()), "scan.json");
@@ -226,7 +237,8 @@ private slots:
         std::vector<KnapsackItem> h = {{{2, 4, 8}, {0.9, 0.3, 0.0}},
                                        {{2, 4, 8}, {0.5, 0.2, 0.0}},
                                        {{2, 4, 8}, {0.1, 0.05, 0.0}}};
-        const auto s = solveKnapsack(h, 14); // best: 4 + 8 + 2 -> 0.3 + 0 + 0.1? vs 8+4+2: 0.2+0.1
+        // Capacity 14: costs (8, 4, 2) give 0 + 0.2 + 0.1 = 0.3, the best of all 27 choices.
+        const auto s = solveKnapsack(h, 14);
         QCOMPARE(s.value, bruteForce(h, 14));
         QCOMPARE(s.choice, (std::vector<int>{2, 1, 0}));
         // A coarse table (unit > 1) stays feasible and close.

@@ -228,8 +228,9 @@ int cmdAutotune(const std::vector<std::string>& argv) {
                                {"bits", c.bits},
                                {"bits_per_weight", double(c.bits) / double(c.params)},
                                {"estimated_kld", c.estimatedKld}});
-        auto measureJson = [&](const AutotuneMeasure& m, double planBpw, double est) {
-            json j = {{"name", m.name.empty() ? json(nullptr) : json(m.name)},
+        auto measureJson = [&](const AutotuneMeasure& m, const std::string& name, double planBpw,
+                               double est) {
+            json j = {{"name", name},
                       {"bits_per_weight", verify ? m.bitsPerWeight : planBpw},
                       {"estimated_kld", est}};
             if (verify && m.measuredValid) {
@@ -241,31 +242,35 @@ int cmdAutotune(const std::vector<std::string>& argv) {
             }
             return j;
         };
-        json j = {
-            {"model", s.model->path()},
-            {"text_file", s.textPath},
-            {"scan", scanSource},
-            {"ctx", s.po.ctx},
-            {"chunks", scan.chunks},
-            {"budget_bpw", budget},
-            {"budget_definition",
-             "stored bits of the quantised linears (codes, scales, zeros) per weight: "
-             "compress --json totals.quantized_bits_per_weight"},
-            {"quantized_params", plan.params},
-            {"budget_bits", plan.budgetBits},
-            {"bits", plan.bits},
-            {"bits_per_weight", plan.bitsPerWeight()},
-            {"knapsack_unit_bits", plan.knapsackUnit},
-            {"recipe", *out},
-            {"schemes", schemeNames},
-            {"choices", choices},
-            {"autotuned", measureJson(v.autotuned, plan.bitsPerWeight(), plan.estimatedKld)},
-            {"uniform", plan.uniformScheme.empty()
-                            ? json(nullptr)
-                            : measureJson(v.uniform, double(plan.uniformBits) / double(plan.params),
-                                          plan.uniformEstimatedKld)},
-            {"baseline_ppl", verify ? v.baselinePpl : scan.baselinePpl}};
-        if (!plan.uniformScheme.empty()) j["uniform"]["scheme"] = plan.uniformScheme;
+        json j = {{"model", s.model->path()},
+                  {"text_file", s.textPath},
+                  {"scan", scanSource},
+                  {"ctx", s.po.ctx},
+                  {"chunks", scan.chunks},
+                  {"budget_bpw", budget},
+                  {"budget_definition",
+                   "stored bits of the quantised linears (codes, scales, zeros) per weight: "
+                   "compress --json totals.quantized_bits_per_weight"},
+                  {"quantized_params", plan.params},
+                  {"budget_bits", plan.budgetBits},
+                  {"bits", plan.bits},
+                  {"bits_per_weight", plan.bitsPerWeight()},
+                  {"knapsack_unit_bits", plan.knapsackUnit},
+                  {"recipe", *out},
+                  {"schemes", schemeNames},
+                  {"choices", choices},
+                  {"autotuned", measureJson(v.autotuned, plan.recipe.name, plan.bitsPerWeight(),
+                                            plan.estimatedKld)},
+                  {"uniform", plan.uniformScheme.empty()
+                                  ? json(nullptr)
+                                  : measureJson(v.uniform, "uniform " + plan.uniformScheme,
+                                                double(plan.uniformBits) / double(plan.params),
+                                                plan.uniformEstimatedKld)},
+                  {"baseline_ppl", verify ? v.baselinePpl : scan.baselinePpl}};
+        if (!plan.uniformScheme.empty()) {
+            j["uniform"]["scheme"] = plan.uniformScheme;
+            j["uniform"]["within_budget"] = plan.uniformBits <= plan.budgetBits;
+        }
         std::printf("%s\n", j.dump(2).c_str());
         return 0;
     }
@@ -303,6 +308,9 @@ int cmdAutotune(const std::vector<std::string>& argv) {
             plan.uniformEstimatedKld, v.uniform);
     else
         std::printf("  (no uniform candidate scheme fits the budget)\n");
+    if (!plan.uniformScheme.empty() && plan.uniformBits > plan.budgetBits)
+        std::printf("  note: uniform %s (--uniform) is above the budget\n",
+                    plan.uniformScheme.c_str());
     std::printf("\nbpw: compress() totals.quantized_bits_per_weight; est. KLD: sum of the scan's "
                 "per-layer KLDs; measured: one evaluation of the whole recipe.\n");
     return 0;
