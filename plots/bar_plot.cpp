@@ -98,7 +98,7 @@ void BarPlot::setTitle(const QString& title) {
 
 void BarPlot::setValueAxisLabel(const QString& label) {
     m_plot->yAxis->setLabel(label);
-    m_plot->replot();
+    m_plot->replot(QCustomPlot::rpQueuedReplot);
 }
 
 void BarPlot::setPalette(const QVector<QColor>& colors) {
@@ -170,7 +170,7 @@ void BarPlot::rebuild() {
     if (hi == lo) hi = lo + 1.0;
     // Headroom above the tallest bar; bars start at zero so negative values stay visible.
     m_plot->yAxis->setRange(lo < 0 ? lo * 1.08 : 0.0, hi * 1.08);
-    m_plot->replot();
+    m_plot->replot(QCustomPlot::rpQueuedReplot);
 }
 
 int BarPlot::barAt(const QPoint& plotPos) const {

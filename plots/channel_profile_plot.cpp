@@ -146,7 +146,7 @@ void ChannelProfilePlot::resetView() {
     if (m_threshold && *m_threshold < top * 3.0) top = std::max(top, *m_threshold);
     if (top <= 0) top = 1.0;
     m_plot->yAxis->setRange(0.0, top * 1.08);
-    m_plot->replot();
+    m_plot->replot(QCustomPlot::rpQueuedReplot);
 }
 
 QString ChannelProfilePlot::tooltipFor(int pos) const {

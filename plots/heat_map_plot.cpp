@@ -80,7 +80,7 @@ void HeatMapPlot::setAxisLabels(const QString& x, const QString& y, const QStrin
     m_plot->xAxis->setLabel(x);
     m_plot->yAxis->setLabel(y);
     m_scale->axis()->setLabel(colorScale);
-    m_plot->replot();
+    m_plot->replot(QCustomPlot::rpQueuedReplot);
 }
 
 void HeatMapPlot::setRowLabels(const QStringList& labels) {
@@ -162,7 +162,7 @@ void HeatMapPlot::rebuild() {
 void HeatMapPlot::resetView() {
     m_plot->xAxis->setRange(-0.5, std::max(1, m_cols) - 0.5);
     m_plot->yAxis->setRange(-0.5, std::max(1, m_rows) - 0.5);
-    m_plot->replot();
+    m_plot->replot(QCustomPlot::rpQueuedReplot);
 }
 
 QPoint HeatMapPlot::cellAt(const QPoint& plotPos) const {

@@ -63,7 +63,7 @@ void HistogramPlot::setTitle(const QString& title) {
 void HistogramPlot::setAxisLabels(const QString& x, const QString& y) {
     m_plot->xAxis->setLabel(x);
     m_plot->yAxis->setLabel(y);
-    m_plot->replot();
+    m_plot->replot(QCustomPlot::rpQueuedReplot);
 }
 
 void HistogramPlot::setLogCount(bool on) {
@@ -144,7 +144,7 @@ void HistogramPlot::resetView() {
         m_plot->yAxis->setRange(0.5, top * 2.0);
     else
         m_plot->yAxis->setRange(0.0, top * 1.08);
-    m_plot->replot();
+    m_plot->replot(QCustomPlot::rpQueuedReplot);
 }
 
 int HistogramPlot::binAt(const QPoint& plotPos) const {

@@ -7,6 +7,9 @@
 #include <QMessageBox>
 #include <QVBoxLayout>
 #include <qcustomplot.h>
+#ifdef LCW_HAVE_SVG
+#include <QSvgGenerator>
+#endif
 
 namespace lcw {
 
@@ -27,12 +30,42 @@ void embedPlotWithTitle(QCustomPlot* plot, QWidget* owner) {
 void setPlotTitle(QCustomPlot* plot, const QString& title) {
     if (auto* t = qobject_cast<QCPTextElement*>(plot->plotLayout()->element(0, 0)))
         t->setText(title);
-    plot->replot();
+    plot->replot(QCustomPlot::rpQueuedReplot);
+}
+
+bool svgExportAvailable() {
+#ifdef LCW_HAVE_SVG
+    return true;
+#else
+    return false;
+#endif
 }
 
 bool exportPlot(QCustomPlot* plot, const QString& path, int width, int height) {
-    if (QFileInfo(path).suffix().compare(QStringLiteral("pdf"), Qt::CaseInsensitive) == 0)
-        return plot->savePdf(path, width, height);
+    const QString suffix = QFileInfo(path).suffix().toLower();
+    if (suffix == QStringLiteral("pdf")) return plot->savePdf(path, width, height);
+    if (suffix == QStringLiteral("svg")) {
+#ifdef LCW_HAVE_SVG
+        const int w = width > 0 ? width : plot->width(), h = height > 0 ? height : plot->height();
+        // Render to a temporary file first so a failed export leaves no partial file behind.
+        const QString tmp = path + QStringLiteral(".tmp");
+        {
+            QSvgGenerator gen;
+            gen.setFileName(tmp);
+            gen.setSize(QSize(w, h));
+            gen.setViewBox(QRect(0, 0, w, h));
+            gen.setTitle(QFileInfo(path).completeBaseName());
+            QCPPainter painter;
+            if (!painter.begin(&gen)) return false;
+            plot->toPainter(&painter, w, h);
+            painter.end();
+        }
+        QFile::remove(path);
+        return QFile::rename(tmp, path);
+#else
+        return false;
+#endif
+    }
     return plot->savePng(path, width, height, 2.0);
 }
 
@@ -57,6 +90,12 @@ void addExportActions(QMenu& menu, QCustomPlot* plot, QWidget* owner, const QStr
     });
     png->setEnabled(enabled);
     pdf->setEnabled(enabled);
+    if (svgExportAvailable()) {
+        QAction* svg = menu.addAction(QObject::tr("Export as SVG…"), owner, [=] {
+            exportTo(QObject::tr("SVG images (*.svg)"), QStringLiteral("svg"));
+        });
+        svg->setEnabled(enabled);
+    }
 }
 
 void installPlotInteractions(QCustomPlot* plot, QWidget* owner, std::function<QString()> baseName,

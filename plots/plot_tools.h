@@ -24,13 +24,18 @@ void embedPlotWithTitle(QCustomPlot* plot, QWidget* owner);
 /// Sets the text of the title row added by embedPlotWithTitle() and replots.
 void setPlotTitle(QCustomPlot* plot, const QString& title);
 
-/// Adds "Export as PNG…" and "Export as PDF…" to `menu`: a save dialog (file name starting with
-/// `baseName`, "plot" when empty), then exportPlot(); failures are reported in a message box.
+/// True when this build writes SVG (Qt Svg was found at configure time).
+bool svgExportAvailable();
+
+/// Adds "Export as PNG…", "Export as PDF…" (and "Export as SVG…" when available) to `menu`: a save
+/// dialog (file name starting with `baseName`, "plot" when empty), then exportPlot(); failures are
+/// reported in a message box.
 void addExportActions(QMenu& menu, QCustomPlot* plot, QWidget* owner, const QString& baseName,
                       bool enabled = true);
 
-/// Writes the plot as PNG (2× pixel ratio) or PDF, chosen by the file suffix (".pdf" → PDF).
-/// Size 0 means the widget's size. Returns false on failure.
+/// Writes the plot as PNG (2× pixel ratio), PDF or SVG, chosen by the file suffix (".pdf",
+/// ".svg"; SVG only when built with Qt Svg, see svgExportAvailable()). Size 0 means the widget's
+/// size. Returns false on failure.
 bool exportPlot(QCustomPlot* plot, const QString& path, int width = 0, int height = 0);
 
 } // namespace lcw

@@ -9,6 +9,10 @@
 #                   cached under the app data folder) on layers.1.mlp.down: weight histogram with
 #                   the 4-bit grid, per-channel abs-max, per-layer overview
 # statistics_activations.png, statistics_kv.png   its Activations and KV Cache tabs
+# recipe_editor.png the recipe editor (lcw --demo-recipe): W4A16-g64 with block 0 at int8
+# compare.png       the compare view (lcw --demo-compare): five presets against the original,
+#                   metrics table and Pareto plot; compare_layers.png, compare_generations.png
+#                   its per-layer error and generation tabs
 # Model: resources/models/stories260K (the demo model), else $LCW_SHARED_DIR/models/stories260K/hf,
 # else ../shared/models/stories260K/hf. Runs headless (QT_QPA_PLATFORM=offscreen); set
 # LCW_SCREENSHOT_XVFB=1 to use xvfb-run with a real X server instead.
@@ -62,4 +66,8 @@ size="${LCW_STATS_SCREENSHOT_SIZE:-1600x1000}"
 shoot "$out/statistics.png" "$model" --demo-stats
 shoot "$out/statistics_activations.png" "$model" --demo-stats --stats-tab activations
 shoot "$out/statistics_kv.png" "$model" --demo-stats --stats-tab kv
+shoot "$out/recipe_editor.png" "$model" --demo-recipe
+shoot "$out/compare.png" "$model" --demo-compare
+shoot "$out/compare_layers.png" "$model" --demo-compare --compare-tab layers
+shoot "$out/compare_generations.png" "$model" --demo-compare --compare-tab generations
 echo "screenshots in $out"

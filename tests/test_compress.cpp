@@ -377,6 +377,51 @@ private slots:
             1, "weight.method");
     }
 
+    void sizeEstimateMatchesCompress() {
+        // estimateSize() from the plan alone equals the real totals of compress() for every
+        // preset and for hand-written settings covering each format and granularity.
+        auto m = Model::load(demoModel());
+        NullProgress np;
+        std::vector<std::pair<std::string, Recipe>> recipes;
+        for (const Preset& p : presets()) recipes.emplace_back(p.name, p.recipe);
+        recipes.emplace_back("mixed", Recipe::fromJson(json::parse(R"({
+            "lcw_recipe": 1, "name": "mixed", "rules": [
+              {"targets": ["*"], "weight": {"bits": 3, "symmetric": false, "granularity": "group",
+                                            "group_size": 48}},
+              {"targets": ["layers.0.*"], "weight": {"format": "fp8_e4m3", "granularity": "tensor"}},
+              {"targets": ["layers.1.*"], "weight": {"format": "nf4", "granularity": "group",
+                                                     "group_size": 64}},
+              {"targets": ["layers.2.attn.*"], "weight": {"bits": 5, "symmetric": true,
+                                                          "granularity": "channel"}},
+              {"targets": ["layers.3.*"], "weight": {"bits": 2, "symmetric": false,
+                                                     "granularity": "tensor"}},
+              {"targets": ["lm_head", "embed"], "weight": {"bits": 6}}]})")));
+        int compared = 0;
+        for (const auto& [name, recipe] : recipes) {
+            Plan plan;
+            try {
+                plan = planRecipe(recipe, *m);
+            } catch (const RecipeError&) {
+                // A preset that does not fit this model fails the same way in compress().
+                QVERIFY_THROWS_EXCEPTION(RecipeError, compress::compress(*m, recipe, np));
+                continue;
+            }
+            const auto r = compress::compress(*m, recipe, np);
+            QCOMPARE(r.status, Status::Ok);
+            const SizeInfo est = estimateSize(plan, *m), real = r.model->totalSize();
+            QCOMPARE(est.params, real.params);
+            QCOMPARE(est.bits, real.bits);
+            const SizeInfo estQ = estimateCompressedSize(plan), realQ = r.model->compressedSize();
+            QCOMPARE(estQ.params, realQ.params);
+            QCOMPARE(estQ.bits, realQ.bits);
+            QCOMPARE(plan.layers.size(), r.layers.size());
+            for (const LayerPlan& l : plan.layers)
+                QCOMPARE(estimateLayerSize(l).bits, r.model->tensorSize(l.name).bits);
+            ++compared;
+        }
+        QVERIFY2(compared >= 3, "too few recipes fit the demo model");
+    }
+
     void overlayFallbackAndSharing() {
         auto m = Model::load(demoModel());
         NullProgress np;

@@ -16,6 +16,7 @@ void LayerTableModel::setModel(std::shared_ptr<const Model> model) {
     beginResetModel();
     m_model = std::move(model);
     m_rows.clear();
+    m_planned.clear();
     if (m_model) {
         m_rows.reserve(m_model->tensors().size());
         for (const TensorView& t : m_model->tensors()) {
@@ -67,6 +68,12 @@ QVariant LayerTableModel::data(const QModelIndex& index, int role) const {
             return formatCountExact(r.params);
         case Bytes:
             return formatBytes(r.bytes);
+        case Setting:
+            if (auto it = m_planned.constFind(r.name); it != m_planned.constEnd())
+                return it->setting;
+            return r.dtype;
+        case BitsPerWeight:
+            return QString::number(bitsPerWeightOf(r), 'f', 2);
         }
         break;
     case SortRole:
@@ -79,6 +86,8 @@ QVariant LayerTableModel::data(const QModelIndex& index, int role) const {
             return r.params;
         case Bytes:
             return r.bytes;
+        case BitsPerWeight:
+            return bitsPerWeightOf(r);
         default:
             return data(index, Qt::DisplayRole);
         }
@@ -90,6 +99,8 @@ QVariant LayerTableModel::data(const QModelIndex& index, int role) const {
             return r.params;
         case Bytes:
             return r.bytes;
+        case BitsPerWeight:
+            return bitsPerWeightOf(r);
         default:
             return data(index, Qt::DisplayRole);
         }
@@ -97,7 +108,7 @@ QVariant LayerTableModel::data(const QModelIndex& index, int role) const {
         if (col == Bytes) return tr("%1 bytes").arg(formatCountExact(qlonglong(r.bytes)));
         return tr("%1\nin file as '%2'\n%3").arg(r.name, r.fileName, r.file);
     case Qt::TextAlignmentRole:
-        if (col == Layer || col == Parameters || col == Bytes)
+        if (col == Layer || col == Parameters || col == Bytes || col == BitsPerWeight)
             return int(Qt::AlignRight | Qt::AlignVCenter);
         return int(Qt::AlignLeft | Qt::AlignVCenter);
     default:
@@ -125,6 +136,10 @@ QVariant LayerTableModel::headerData(int section, Qt::Orientation orientation, i
             return tr("Parameters");
         case Bytes:
             return tr("Bytes");
+        case Setting:
+            return tr("Setting");
+        case BitsPerWeight:
+            return tr("Bits/w");
         }
     }
     if (role == Qt::ToolTipRole) {
@@ -137,11 +152,26 @@ QVariant LayerTableModel::headerData(int section, Qt::Orientation orientation, i
             return tr("Logical shape, outermost first ([out, in] for linear weights)");
         case Bytes:
             return tr("Stored bytes in the file");
+        case Setting:
+            return tr("Weight setting under the recipe editor's recipe (else the file's dtype)");
+        case BitsPerWeight:
+            return tr("Stored bits per weight under the recipe (codes, scales and zero points)");
         default:
             break;
         }
     }
     return {};
+}
+
+double LayerTableModel::bitsPerWeightOf(const Row& r) const {
+    if (auto it = m_planned.constFind(r.name); it != m_planned.constEnd()) return it->bitsPerWeight;
+    return r.params > 0 ? double(r.bytes) * 8.0 / double(r.params) : 0.0;
+}
+
+void LayerTableModel::setPlannedSettings(const QHash<QString, PlannedSetting>& settings) {
+    m_planned = settings;
+    if (!m_rows.empty())
+        emit dataChanged(index(0, Setting), index(int(m_rows.size()) - 1, BitsPerWeight));
 }
 
 QString LayerTableModel::rowsAsTsv(const QModelIndexList& rows) const {

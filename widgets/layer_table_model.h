@@ -4,6 +4,7 @@
 #include "core/model/model.h"
 
 #include <QAbstractTableModel>
+#include <QHash>
 #include <QModelIndexList>
 
 #include <memory>
@@ -17,7 +18,18 @@ namespace lcw {
 class LayerTableModel : public QAbstractTableModel {
     Q_OBJECT
 public:
-    enum Column { Name, Layer, Role, Shape, DTypeColumn, Parameters, Bytes, ColumnCount };
+    enum Column {
+        Name,
+        Layer,
+        Role,
+        Shape,
+        DTypeColumn,
+        Parameters,
+        Bytes,
+        Setting,       ///< the recipe's weight setting of this tensor ("int4 g128 asym")
+        BitsPerWeight, ///< stored bits per weight under the recipe (the file's when unchanged)
+        ColumnCount
+    };
     /// Role returning a sortable value (qlonglong for numbers, QString otherwise).
     static constexpr int SortRole = Qt::UserRole + 1;
     /// Role returning the plain, unformatted value (exact numbers; used for TSV copies).
@@ -35,6 +47,15 @@ public:
     QVariant headerData(int section, Qt::Orientation orientation,
                         int role = Qt::DisplayRole) const override;
 
+    /// One tensor's compression setting, shown in the Setting and Bits/w columns.
+    struct PlannedSetting {
+        QString setting;
+        double bitsPerWeight = 0;
+    };
+    /// Sets the per-tensor settings of the current recipe (tensors not in the map keep their
+    /// stored precision); an empty map clears the columns' recipe values.
+    void setPlannedSettings(const QHash<QString, PlannedSetting>& settings);
+
     /// Tab-separated text of the given rows (any column's index selects its row), with a header
     /// line; exact numbers, one line per row, in the order given.
     QString rowsAsTsv(const QModelIndexList& rows) const;
@@ -46,8 +67,11 @@ private:
         qlonglong params = 0;
         qulonglong bytes = 0;
     };
+    double bitsPerWeightOf(const Row& r) const;
+
     std::shared_ptr<const Model> m_model;
     std::vector<Row> m_rows;
+    QHash<QString, PlannedSetting> m_planned;
 };
 
 } // namespace lcw

@@ -1,13 +1,21 @@
 #include "widgets/main_window.h"
 
 #include "core/common/error.h"
+#include "core/common/mapped_file.h"
+#include "core/project/project.h"
+#include "core/stats/fingerprint.h"
 #include "core/version.h"
 #include "plots/bar_plot.h"
+#include "plots/grouped_bar_plot.h"
 #include "plots/plot_style.h"
+#include "plots/scatter_plot.h"
+#include "widgets/compare_panel.h"
+#include "widgets/export_dialog.h"
 #include "widgets/layer_table_model.h"
 #include "widgets/log_panel.h"
 #include "widgets/model_summary_panel.h"
 #include "widgets/number_format.h"
+#include "widgets/recipe_editor.h"
 #include "widgets/run_panel.h"
 #include "widgets/stats_panel.h"
 #include "widgets/task_status_widget.h"
@@ -17,12 +25,14 @@
 #include <QApplication>
 #include <QClipboard>
 #include <QCloseEvent>
+#include <QDateTime>
 #include <QDesktopServices>
 #include <QDir>
 #include <QDockWidget>
 #include <QDragEnterEvent>
 #include <QDropEvent>
 #include <QElapsedTimer>
+#include <QFile>
 #include <QFileDialog>
 #include <QFileInfo>
 #include <QHBoxLayout>
@@ -37,13 +47,17 @@
 #include <QRegularExpression>
 #include <QSettings>
 #include <QSortFilterProxyModel>
+#include <QStandardPaths>
 #include <QStatusBar>
 #include <QStyle>
 #include <QTabWidget>
 #include <QTableView>
 #include <QTimer>
+#include <QUndoStack>
 #include <QUrl>
+
 #include <QVBoxLayout>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 
@@ -55,6 +69,12 @@ constexpr auto kRecentKey = "recent/models";
 constexpr auto kGeometryKey = "mainWindow/geometry";
 constexpr auto kStateKey = "mainWindow/state";
 constexpr auto kThemeKey = "view/theme";
+constexpr auto kRecentProjectsKey = "recent/projects";
+constexpr auto kAutosaveKey = "project/autosaveMinutes";
+/// Project names of the recipe editor's recipe and of recipe files in the compare view.
+constexpr auto kEditorRecipe = "editor";
+constexpr auto kFileRecipePrefix = "file:";
+constexpr auto kCompareResults = "compare";
 constexpr int kDefaultWidth = 1400;
 constexpr int kDefaultHeight = 900;
 
@@ -126,6 +146,9 @@ void MainWindow::buildUi() {
     m_runPanel = new RunPanel(m_runner, this);
     m_log = new LogPanel(this);
     m_statsPanel = new StatsPanel(m_runner, this);
+    m_recipeEditor = new RecipeEditor(this);
+    m_comparePanel = new ComparePanel(m_runner, this);
+    m_comparePanel->setEditorRecipeProvider([this] { return m_recipeEditor->recipe(); });
 
     addPanel(Panel::Summary, tr("Summary"), QStringLiteral("dock.summary"), m_summary);
     addPanel(Panel::Plot, tr("Parameters per Block"), QStringLiteral("dock.plot"), m_plot);
@@ -133,6 +156,12 @@ void MainWindow::buildUi() {
     addPanel(Panel::Run, tr("Run"), QStringLiteral("dock.run"), m_runPanel);
     addPanel(Panel::Log, tr("Log"), QStringLiteral("dock.log"), m_log);
     addPanel(Panel::Stats, tr("Statistics"), QStringLiteral("dock.stats"), m_statsPanel);
+    addPanel(Panel::Recipe, tr("Recipe"), QStringLiteral("dock.recipe"), m_recipeEditor);
+    addPanel(Panel::Compare, tr("Compare"), QStringLiteral("dock.compare"), m_comparePanel);
+    connect(m_recipeEditor, &RecipeEditor::planChanged, this, &MainWindow::updatePlannedColumns);
+    connect(m_comparePanel, &ComparePanel::failed, this, [this](const QString& message) {
+        showError(tr("Compare"), tr("The comparison failed"), message);
+    });
     connect(m_statsPanel, &StatsPanel::tensorRequested, this, &MainWindow::selectTensor);
     connect(m_statsPanel, &StatsPanel::computeFailed, this, [this](const QString& message) {
         showError(tr("Statistics"), tr("Could not compute statistics"), message);
@@ -176,6 +205,8 @@ void MainWindow::applyDefaultLayout() {
     // run panel.
     splitDockWidget(dock(Panel::Layers), dock(Panel::Stats), Qt::Vertical);
     tabifyDockWidget(dock(Panel::Stats), dock(Panel::Run));
+    tabifyDockWidget(dock(Panel::Stats), dock(Panel::Recipe));
+    tabifyDockWidget(dock(Panel::Stats), dock(Panel::Compare));
     addDockWidget(Qt::BottomDockWidgetArea, dock(Panel::Log));
     for (QDockWidget* d : std::as_const(m_docks)) d->show();
     dock(Panel::Layers)->raise();
@@ -213,6 +244,8 @@ void MainWindow::applyInspectorLayout() {
         tabifyDockWidget(dock(Panel::Layers), dock(p));
     addDockWidget(Qt::RightDockWidgetArea, dock(Panel::Stats));
     tabifyDockWidget(dock(Panel::Stats), dock(Panel::Run));
+    tabifyDockWidget(dock(Panel::Stats), dock(Panel::Recipe));
+    tabifyDockWidget(dock(Panel::Stats), dock(Panel::Compare));
     for (QDockWidget* d : std::as_const(m_docks)) d->show();
     dock(Panel::Layers)->raise();
     dock(Panel::Stats)->raise();
@@ -292,6 +325,8 @@ void MainWindow::connectLog() {
             });
     connect(m_runPanel, &RunPanel::logMessage, m_log, &LogPanel::info);
     connect(m_statsPanel, &StatsPanel::logMessage, m_log, &LogPanel::info);
+    connect(m_recipeEditor, &RecipeEditor::logMessage, m_log, &LogPanel::info);
+    connect(m_comparePanel, &ComparePanel::logMessage, m_log, &LogPanel::info);
 }
 
 QWidget* MainWindow::buildWelcomePage() {
@@ -413,14 +448,26 @@ void MainWindow::buildMenus() {
     openFile->setIcon(style()->standardIcon(QStyle::SP_FileIcon));
     m_recentMenu = file->addMenu(tr("Open &Recent"));
     file->addSeparator();
+    buildProjectMenu(file);
+    file->addSeparator();
     QAction* quit = file->addAction(tr("&Quit"), this, &QWidget::close);
     quit->setShortcut(QKeySequence::Quit);
     quit->setMenuRole(QAction::QuitRole);
 
     QMenu* view = menuBar()->addMenu(tr("&View"));
-    const std::pair<Panel, int> panels[] = {{Panel::Summary, Qt::Key_1}, {Panel::Layers, Qt::Key_2},
-                                            {Panel::Plot, Qt::Key_3},    {Panel::Run, Qt::Key_4},
-                                            {Panel::Log, Qt::Key_5},     {Panel::Stats, Qt::Key_6}};
+    QMenu* edit = menuBar()->addMenu(tr("&Edit"));
+    // The recipe editor's own actions: one shortcut owner for Ctrl+Z / Ctrl+Shift+Z.
+    QAction* undo = m_recipeEditor->undoStack()->createUndoAction(this, tr("&Undo"));
+    undo->setShortcut(QKeySequence::Undo);
+    QAction* redo = m_recipeEditor->undoStack()->createRedoAction(this, tr("&Redo"));
+    redo->setShortcuts({QKeySequence(Qt::CTRL | Qt::SHIFT | Qt::Key_Z), QKeySequence::Redo});
+    edit->addAction(undo);
+    edit->addAction(redo);
+
+    const std::pair<Panel, int> panels[] = {
+        {Panel::Summary, Qt::Key_1}, {Panel::Layers, Qt::Key_2}, {Panel::Plot, Qt::Key_3},
+        {Panel::Run, Qt::Key_4},     {Panel::Log, Qt::Key_5},    {Panel::Stats, Qt::Key_6},
+        {Panel::Recipe, Qt::Key_7},  {Panel::Compare, Qt::Key_8}};
     for (const auto& [panel, key] : panels) {
         QDockWidget* d = dock(panel);
         QAction* toggle = d->toggleViewAction();
@@ -556,6 +603,8 @@ void MainWindow::openModel(const QString& path) {
     // A newer request replaces an older one: Model::load cannot be interrupted, but its result
     // will be discarded and the new load starts right after it.
     if (m_loadJob != 0) m_runner->cancel(m_loadJob);
+    // Switching models: keep the current work in the autosave file first.
+    if (m_model) autosave();
 
     const QString absPath = QFileInfo(path).absoluteFilePath();
     const std::string stdPath = QDir::cleanPath(absPath).toStdString();
@@ -582,6 +631,7 @@ void MainWindow::openModel(const QString& path) {
         [this, absPath, self](const QString& message) {
             if (m_loadJob != *self) return; // superseded by a newer request
             m_loadJob = 0;
+            m_pendingProject.reset();
             statusBar()->showMessage(tr("Could not open %1").arg(displayName(absPath)), 10000);
             emit loadFailed(absPath, message);
             showError(tr("Could not open model"),
@@ -604,6 +654,8 @@ void MainWindow::setModel(std::shared_ptr<const Model> model, const QString& pat
     m_layerModel->setModel(m_model);
     m_runPanel->setModel(m_model);
     m_statsPanel->setModel(m_model, path);
+    m_recipeEditor->setModel(m_model);
+    m_comparePanel->setModel(m_model);
     m_table->resizeColumnsToContents();
     // Give the other columns room for their header plus sort arrow.
     for (int c = LayerTableModel::Layer; c < LayerTableModel::ColumnCount; ++c)
@@ -623,6 +675,7 @@ void MainWindow::setModel(std::shared_ptr<const Model> model, const QString& pat
     statusBar()->showMessage(loaded);
     m_log->info(loaded + QStringLiteral(" (") + QDir::toNativeSeparators(path) + QLatin1Char(')'));
     emit modelLoaded(path);
+    if (m_pendingProject) applyProject();
 }
 
 void MainWindow::updatePlot() {
@@ -809,6 +862,11 @@ void MainWindow::readSettings() {
     setTheme(themeFromName(s.value(kThemeKey).toString()).value_or(m_theme));
     m_runPanel->readSettings(s);
     m_statsPanel->readSettings(s);
+    m_recentProjects = s.value(kRecentProjectsKey).toStringList();
+    setAutosaveMinutes(s.value(kAutosaveKey, kDefaultAutosaveMinutes).toInt());
+    rebuildRecentProjectsMenu();
+    // After the window is up: an autosave left by a session that did not close cleanly.
+    QTimer::singleShot(0, this, &MainWindow::offerAutosaveRecovery);
 }
 
 void MainWindow::writeSettings() const {
@@ -820,6 +878,7 @@ void MainWindow::writeSettings() const {
     m_runPanel->writeSettings(s);
     m_statsPanel->writeSettings(s);
     s.setValue(kRecentKey, m_recent);
+    s.setValue(kRecentProjectsKey, m_recentProjects);
 }
 
 void MainWindow::closeEvent(QCloseEvent* event) {
@@ -827,6 +886,8 @@ void MainWindow::closeEvent(QCloseEvent* event) {
     // A running load cannot be interrupted inside Model::load; ask it to stop so the runner's
     // destructor waits only for the current step.
     m_runner->cancelAll();
+    // A clean exit leaves nothing to recover.
+    if (m_options.useSettings) QFile::remove(autosavePath());
     event->accept();
 }
 
@@ -841,6 +902,276 @@ void MainWindow::dropEvent(QDropEvent* event) {
     if (urls.isEmpty() || !urls.front().isLocalFile()) return;
     event->acceptProposedAction();
     openModel(urls.front().toLocalFile());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recipe columns, projects, autosave, export
+
+void MainWindow::updatePlannedColumns() {
+    QHash<QString, LayerTableModel::PlannedSetting> planned;
+    if (const compress::Plan* plan = m_recipeEditor->plan())
+        for (const compress::LayerPlan& l : plan->layers)
+            planned.insert(QString::fromStdString(l.name),
+                           {QString::fromStdString(l.weight.describe()),
+                            compress::estimateLayerSize(l).bitsPerWeight()});
+    m_layerModel->setPlannedSettings(planned);
+}
+
+void MainWindow::buildProjectMenu(QMenu* file) {
+    file->addAction(tr("&New Project"), this, &MainWindow::newProject);
+    QAction* open = file->addAction(tr("Open &Project…"), this, [this] {
+        const QString p = QFileDialog::getOpenFileName(
+            this, tr("Open Project"), QString(), tr("lcw projects (*.lcwproj);;All files (*)"));
+        if (!p.isEmpty()) openProject(p);
+    });
+    open->setShortcut(QKeySequence(Qt::CTRL | Qt::ALT | Qt::Key_O));
+    m_recentProjectsMenu = file->addMenu(tr("Recent Pro&jects"));
+    auto saveAs = [this] {
+        QString p = QFileDialog::getSaveFileName(
+            this, tr("Save Project"),
+            m_projectPath.isEmpty() ? QStringLiteral("project.lcwproj") : m_projectPath,
+            tr("lcw projects (*.lcwproj)"));
+        if (p.isEmpty()) return;
+        if (QFileInfo(p).suffix().isEmpty()) p += QStringLiteral(".lcwproj");
+        saveProject(p);
+    };
+    QAction* save = file->addAction(tr("&Save Project"), this, [this, saveAs] {
+        if (m_projectPath.isEmpty())
+            saveAs();
+        else
+            saveProject(m_projectPath);
+    });
+    save->setShortcut(QKeySequence::Save);
+    QAction* saveAsAct = file->addAction(tr("Save Project &As…"), this, saveAs);
+    saveAsAct->setShortcut(QKeySequence::SaveAs);
+    file->addSeparator();
+    QAction* exp = file->addAction(tr("&Export…"), this, &MainWindow::showExportDialog);
+    exp->setShortcut(QKeySequence(Qt::CTRL | Qt::Key_E));
+    m_autosaveTimer = new QTimer(this);
+    connect(m_autosaveTimer, &QTimer::timeout, this, &MainWindow::autosave);
+    setAutosaveMinutes(kDefaultAutosaveMinutes);
+    rebuildRecentProjectsMenu();
+}
+
+void MainWindow::setAutosaveMinutes(int minutes) {
+    if (!m_autosaveTimer) return;
+    if (minutes <= 0) {
+        m_autosaveTimer->stop();
+        return;
+    }
+    m_autosaveTimer->start(minutes * 60 * 1000);
+}
+
+void MainWindow::rebuildRecentProjectsMenu() {
+    if (!m_recentProjectsMenu) return;
+    m_recentProjectsMenu->clear();
+    for (const QString& p : std::as_const(m_recentProjects))
+        m_recentProjectsMenu->addAction(QDir::toNativeSeparators(p), this,
+                                        [this, p] { openProject(p); });
+    m_recentProjectsMenu->setEnabled(!m_recentProjects.isEmpty());
+}
+
+void MainWindow::addRecentProject(const QString& path) {
+    m_recentProjects.removeAll(path);
+    m_recentProjects.prepend(path);
+    while (m_recentProjects.size() > kMaxRecent) m_recentProjects.removeLast();
+    if (m_options.useSettings) QSettings().setValue(kRecentProjectsKey, m_recentProjects);
+    rebuildRecentProjectsMenu();
+}
+
+QString MainWindow::autosavePath() {
+    return QStandardPaths::writableLocation(QStandardPaths::AppDataLocation) +
+           QStringLiteral("/autosave.lcwproj");
+}
+
+void MainWindow::writeProject(const QString& path) const {
+    project::Project p;
+    p.modelPath = m_modelPath.toStdString();
+    if (m_model) p.modelFingerprint = stats::modelFingerprint(*m_model);
+    const QString statsPath = m_statsPanel->loadedPath();
+    if (!statsPath.isEmpty()) {
+        QFile f(statsPath);
+        if (f.open(QIODevice::ReadOnly)) {
+            const QByteArray b = f.readAll();
+            p.statsFile.assign(b.begin(), b.end());
+            p.statsName = QFileInfo(statsPath).fileName().toStdString();
+        }
+    }
+    p.recipes.push_back({kEditorRecipe, m_recipeEditor->recipe().toJson().dump()});
+    for (const auto& [n, j] : m_comparePanel->extraRecipes())
+        p.recipes.push_back({kFileRecipePrefix + n.toStdString(), j.toStdString()});
+    if (!m_comparePanel->results().empty())
+        p.results.push_back({kCompareResults, m_comparePanel->results().toJson()});
+    nlohmann::json ui;
+    std::vector<std::string> configs;
+    for (const QString& c : m_comparePanel->selectedConfigs()) configs.push_back(c.toStdString());
+    ui["compare_configs"] = configs;
+    ui["target_bits"] = m_recipeEditor->targetBitsPerWeight();
+    p.uiState = ui.dump();
+    QDir().mkpath(QFileInfo(path).absolutePath());
+    project::save(path.toStdString(), p);
+}
+
+bool MainWindow::saveProject(const QString& path) {
+    if (!m_model) {
+        showError(tr("Save Project"), tr("Open a model first."));
+        return false;
+    }
+    try {
+        writeProject(path);
+    } catch (const std::exception& e) {
+        showError(tr("Save Project"), tr("Could not save the project"),
+                  QString::fromUtf8(e.what()));
+        return false;
+    }
+    m_projectPath = path;
+    addRecentProject(path);
+    m_log->info(tr("Saved project %1").arg(QDir::toNativeSeparators(path)));
+    statusBar()->showMessage(tr("Saved %1").arg(QFileInfo(path).fileName()), 5000);
+    return true;
+}
+
+bool MainWindow::autosave() {
+    if (!m_model) return false;
+    try {
+        writeProject(autosavePath());
+        return true;
+    } catch (const std::exception& e) {
+        m_log->warning(tr("Autosave failed: %1").arg(QString::fromUtf8(e.what())));
+        return false;
+    }
+}
+
+bool MainWindow::recoverAutosave() {
+    if (!QFileInfo::exists(autosavePath())) return false;
+    return openProject(autosavePath());
+}
+
+void MainWindow::offerAutosaveRecovery() {
+    const QFileInfo fi(autosavePath());
+    if (!fi.exists()) return;
+    if (!m_options.modalDialogs) {
+        m_log->info(
+            tr("An autosaved project exists: %1").arg(QDir::toNativeSeparators(fi.filePath())));
+        return;
+    }
+    const auto answer =
+        QMessageBox::question(this, tr("Recover Autosave"),
+                              tr("lcw did not close cleanly. Recover the work autosaved at %1?")
+                                  .arg(QLocale().toString(fi.lastModified(), QLocale::ShortFormat)),
+                              QMessageBox::Yes | QMessageBox::No, QMessageBox::Yes);
+    if (answer == QMessageBox::Yes)
+        recoverAutosave();
+    else
+        QFile::remove(fi.filePath());
+}
+
+bool MainWindow::openProject(const QString& path) {
+    project::Project p;
+    try {
+        p = project::load(path.toStdString());
+    } catch (const std::exception& e) {
+        showError(tr("Open Project"), tr("Could not open the project"),
+                  QString::fromUtf8(e.what()));
+        return false;
+    }
+    // Statistics go back into the cache, where the inspector finds them without recomputing.
+    if (!p.statsFile.empty() && !p.statsName.empty()) {
+        const QString target = StatsPanel::cacheDir() + QLatin1Char('/') +
+                               QFileInfo(QString::fromStdString(p.statsName)).fileName();
+        if (!QFileInfo::exists(target)) {
+            try {
+                QDir().mkpath(StatsPanel::cacheDir());
+                writeFileAtomic(target.toStdString(), p.statsFile.data(), p.statsFile.size());
+            } catch (const std::exception& e) {
+                m_log->warning(
+                    tr("Could not restore the statistics: %1").arg(QString::fromUtf8(e.what())));
+            }
+        }
+    }
+    const QString modelPath = QString::fromStdString(p.modelPath);
+    m_pendingProject = std::make_shared<project::Project>(std::move(p));
+    m_pendingProjectPath = path;
+    if (m_model && QFileInfo(m_modelPath) == QFileInfo(modelPath)) {
+        m_statsPanel->setModel(m_model, m_modelPath);
+        applyProject();
+    } else {
+        openModel(modelPath);
+    }
+    return true;
+}
+
+void MainWindow::applyProject() {
+    const std::shared_ptr<project::Project> p = std::move(m_pendingProject);
+    m_pendingProject.reset();
+    if (!p) return;
+    const QString path = m_pendingProjectPath;
+    if (m_model && !p->modelFingerprint.empty() &&
+        stats::modelFingerprint(*m_model) != p->modelFingerprint)
+        m_log->warning(tr("The model's files changed since the project was saved; statistics and "
+                          "results may not match it."));
+    try {
+        compress::Recipe editor;
+        editor.name = "untitled";
+        for (const project::NamedJson& r : p->recipes) {
+            const QString name = QString::fromStdString(r.name);
+            if (r.name == kEditorRecipe)
+                editor = compress::Recipe::fromJson(nlohmann::json::parse(r.json));
+            else if (name.startsWith(QLatin1String(kFileRecipePrefix)))
+                m_comparePanel->addExtraRecipe(name.mid(int(strlen(kFileRecipePrefix))),
+                                               QString::fromStdString(r.json));
+        }
+        m_recipeEditor->resetRecipe(editor);
+        CompareResults results;
+        for (const project::NamedJson& r : p->results)
+            if (r.name == kCompareResults) results = CompareResults::fromJson(r.json);
+        m_comparePanel->setResults(results);
+        if (!p->uiState.empty()) {
+            const nlohmann::json ui = nlohmann::json::parse(p->uiState);
+            if (ui.contains("compare_configs")) {
+                QStringList configs;
+                for (const auto& c : ui["compare_configs"])
+                    configs << QString::fromStdString(c.get<std::string>());
+                m_comparePanel->setSelectedConfigs(configs);
+            }
+            if (ui.contains("target_bits"))
+                m_recipeEditor->setTargetBitsPerWeight(ui["target_bits"].get<double>());
+        }
+    } catch (const std::exception& e) {
+        showError(tr("Open Project"), tr("Could not restore the project"),
+                  QString::fromUtf8(e.what()));
+        return;
+    }
+    if (path != autosavePath()) {
+        m_projectPath = path;
+        addRecentProject(path);
+    }
+    m_log->info(tr("Opened project %1").arg(QDir::toNativeSeparators(path)));
+    emit projectOpened(path);
+}
+
+void MainWindow::newProject() {
+    m_projectPath.clear();
+    compress::Recipe r;
+    r.name = "untitled";
+    m_recipeEditor->resetRecipe(r);
+    m_comparePanel->clearResults();
+}
+
+int MainWindow::showExportDialog() {
+    ExportDialog::Sources src;
+    src.recipeJson = [this] { return m_recipeEditor->recipeJsonText(); };
+    src.metricsTsv = [this] {
+        return m_comparePanel->results().empty() ? QString() : m_comparePanel->metricsTsv();
+    };
+    if (!m_comparePanel->results().empty()) {
+        src.plots.emplace_back(QStringLiteral("pareto"), m_comparePanel->paretoPlot()->plot());
+        src.plots.emplace_back(QStringLiteral("layer-error"),
+                               m_comparePanel->layerErrorPlot()->plot());
+    }
+    ExportDialog d(std::move(src), this);
+    if (!m_projectPath.isEmpty()) d.setFolder(QFileInfo(m_projectPath).absolutePath());
+    return d.exec();
 }
 
 } // namespace lcw

@@ -21,11 +21,18 @@ class QLineEdit;
 class QMenu;
 class QSortFilterProxyModel;
 class QTableView;
+class QTimer;
 
 namespace lcw {
 
+namespace project {
+struct Project;
+}
+
 class BarPlot;
+class ComparePanel;
 class LayerTableModel;
+class RecipeEditor;
 class LogPanel;
 class ModelSummaryPanel;
 class RunPanel;
@@ -45,9 +52,11 @@ public:
     /// Entries kept in File ▸ Open Recent.
     static constexpr int kMaxRecent = 10;
     /// Version tag of saveState(); layouts saved by older versions are ignored.
-    static constexpr int kStateVersion = 3;
+    static constexpr int kStateVersion = 4;
     /// The dockable panels.
-    enum class Panel { Summary, Layers, Plot, Run, Log, Stats };
+    enum class Panel { Summary, Layers, Plot, Run, Log, Stats, Recipe, Compare };
+    /// Autosave interval (File ▸ autosave; QSettings "project/autosaveMinutes").
+    static constexpr int kDefaultAutosaveMinutes = 5;
 
     explicit MainWindow(QWidget* parent = nullptr);
     explicit MainWindow(Options options, QWidget* parent = nullptr);
@@ -104,6 +113,32 @@ public:
     /// log) on the left, the statistics inspector (tabbed with run) on the right, full height.
     void applyInspectorLayout();
 
+    // Projects ------------------------------------------------------------------------------
+    /// Saves model path + fingerprint, statistics, recipes and comparison results to one HDF5
+    /// file (core/project). Returns false (and reports) on failure.
+    bool saveProject(const QString& path);
+    /// Opens a project: loads its model in the background (unless it is the one shown), then
+    /// restores statistics (no recomputation), recipes and results; emits projectOpened().
+    /// Returns false when the file cannot be read.
+    bool openProject(const QString& path);
+    /// Forgets the project: empty recipe and results (the model stays).
+    void newProject();
+    /// Path of the current project file (empty when unsaved).
+    QString projectPath() const { return m_projectPath; }
+    QStringList recentProjects() const { return m_recentProjects; }
+    /// Where autosaves go (AppDataLocation/autosave.lcwproj).
+    static QString autosavePath();
+    /// Writes the autosave file now (nothing without a model). Returns true when written.
+    bool autosave();
+    /// Opens the autosave file as a project (the recovery offered at start).
+    bool recoverAutosave();
+    void setAutosaveMinutes(int minutes);
+    /// Opens File ▸ Export… (returns the dialog's result).
+    int showExportDialog();
+
+    RecipeEditor* recipeEditor() const { return m_recipeEditor; }
+    ComparePanel* comparePanel() const { return m_comparePanel; }
+
     /// Switches the application palette (View ▸ Theme) and remembers it.
     void setTheme(Theme theme);
     Theme theme() const { return m_theme; }
@@ -114,6 +149,8 @@ signals:
     /// Every error or warning the window reports to the user (also when dialogs are off).
     void errorShown(const QString& message);
     void recentFilesChanged();
+    /// A project finished opening (its model loaded and everything restored).
+    void projectOpened(const QString& path);
 
 protected:
     void closeEvent(QCloseEvent* event) override;
@@ -146,6 +183,15 @@ private:
     void showError(const QString& title, const QString& text, const QString& details = {});
     void readSettings();
     void writeSettings() const;
+    void buildProjectMenu(QMenu* file);
+    void rebuildRecentProjectsMenu();
+    void addRecentProject(const QString& path);
+    /// Writes the project file (no dialogs); throws on failure.
+    void writeProject(const QString& path) const;
+    /// Restores recipes, results and UI state of a project read by openProject().
+    void applyProject();
+    void offerAutosaveRecovery();
+    void updatePlannedColumns();
 
     Options m_options;
     TaskRunner* m_runner = nullptr;
@@ -185,6 +231,15 @@ private:
     QLineEdit* m_filter = nullptr;
     QLabel* m_filterCount = nullptr;
     QMenu* m_recentMenu = nullptr;
+    RecipeEditor* m_recipeEditor = nullptr;
+    ComparePanel* m_comparePanel = nullptr;
+    QString m_projectPath;
+    QStringList m_recentProjects;
+    QMenu* m_recentProjectsMenu = nullptr;
+    QTimer* m_autosaveTimer = nullptr;
+    /// A project read by openProject() waiting for its model to load.
+    std::shared_ptr<project::Project> m_pendingProject;
+    QString m_pendingProjectPath;
 };
 
 } // namespace lcw

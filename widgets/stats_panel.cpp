@@ -19,6 +19,7 @@
 #include <QFileDialog>
 #include <QFileInfo>
 #include <QFormLayout>
+#include <QFutureWatcher>
 #include <QGridLayout>
 #include <QHBoxLayout>
 #include <QLabel>
@@ -34,6 +35,7 @@
 #include <QTabWidget>
 #include <QToolButton>
 #include <QVBoxLayout>
+#include <QtConcurrent/QtConcurrentRun>
 
 #include <nlohmann/json.hpp>
 #include <qcustomplot.h>
@@ -265,6 +267,8 @@ QString StatsPanel::cachePath() const {
 
 void StatsPanel::setModel(std::shared_ptr<const Model> model, const QString& path) {
     if (m_job) cancelCompute();
+    ++m_cacheGeneration; // a cache read still running is for the previous model
+    m_loadingCache = false;
     m_model = std::move(model);
     m_modelPath = path;
     m_fingerprint = m_model ? stats::modelFingerprint(*m_model) : std::string();
@@ -272,22 +276,81 @@ void StatsPanel::setModel(std::shared_ptr<const Model> model, const QString& pat
     setReport(nullptr, {});
     if (!m_model) return;
     // The current settings' file first; else the newest statistics of this model, whatever
-    // their settings (they become the current settings).
-    bool loaded = false;
+    // their settings (they become the current settings). Files are read on a worker thread so
+    // opening a large model's statistics never blocks the UI.
+    QStringList candidates;
     try {
-        loaded = tryLoad(cachePath());
+        candidates << cachePath();
     } catch (const std::exception& e) {
         emit logMessage(tr("Statistics cache: %1").arg(QString::fromUtf8(e.what())));
     }
-    if (!loaded) {
-        const QFileInfoList files =
-            QDir(cacheDir())
-                .entryInfoList({shortHash(m_fingerprint) + QStringLiteral("-*.h5")}, QDir::Files,
-                               QDir::Time);
-        for (const QFileInfo& f : files)
-            if (tryLoad(f.absoluteFilePath())) break;
+    const QFileInfoList files =
+        QDir(cacheDir())
+            .entryInfoList({shortHash(m_fingerprint) + QStringLiteral("-*.h5")}, QDir::Files,
+                           QDir::Time);
+    for (const QFileInfo& f : files)
+        if (!candidates.contains(f.absoluteFilePath())) candidates << f.absoluteFilePath();
+    const quint64 gen = ++m_cacheGeneration;
+    bool any = false;
+    for (const QString& c : candidates) any = any || QFileInfo::exists(c);
+    if (!any) {
+        syncComputeUi();
+        emit cacheLoadFinished(false);
+        return;
     }
+    m_loadingCache = true;
+    const std::string fp = m_fingerprint;
+    auto* watcher = new QFutureWatcher<CacheLoad>(this);
+    connect(watcher, &QFutureWatcher<CacheLoad>::finished, this, [this, watcher, gen] {
+        watcher->deleteLater();
+        if (gen != m_cacheGeneration) return; // another model (or none) since
+        m_loadingCache = false;
+        const CacheLoad r = watcher->result();
+        for (const QString& m : r.messages) emit logMessage(m);
+        if (r.report && !m_report) adopt(r.report, r.path);
+        syncComputeUi();
+        emit cacheLoadFinished(bool(r.report));
+    });
+    watcher->setFuture(QtConcurrent::run([candidates, fp] {
+        CacheLoad out;
+        for (const QString& path : candidates) {
+            if (path.isEmpty() || !QFileInfo::exists(path)) continue;
+            try {
+                const std::string p = path.toStdString();
+                if (stats::StatsStore::loadHeader(p).modelFingerprint != fp) continue;
+                out.report = std::make_shared<stats::StatsReport>(stats::StatsStore::load(p));
+                out.path = path;
+                return out;
+            } catch (const std::exception& e) {
+                out.messages << tr("Ignoring statistics file %1: %2")
+                                    .arg(QDir::toNativeSeparators(path),
+                                         QString::fromUtf8(e.what()));
+            }
+        }
+        return out;
+    }));
     syncComputeUi();
+}
+
+void StatsPanel::adopt(std::shared_ptr<stats::StatsReport> r, const QString& path) {
+    // Adopt the file's settings so the drawn grid and the next computation match it.
+    StatsSettings s = m_settings;
+    if (!r->previews.empty()) {
+        s.bits = r->previews.front().bits;
+        s.group = int(r->previews.front().group);
+        s.symmetric = r->previews.front().symmetric;
+    }
+    s.histBins = r->histBins;
+    s.activations = r->hasActivations;
+    if (r->hasActivations) {
+        s.samples = int(r->calibration.samples);
+        s.seqLen = int(r->calibration.seqLen);
+        s.calibFile =
+            r->calibration.builtin ? QString() : QString::fromStdString(r->calibration.source);
+    }
+    m_settings = s;
+    emit logMessage(tr("Loaded cached statistics from %1").arg(QDir::toNativeSeparators(path)));
+    setReport(std::move(r), path);
 }
 
 bool StatsPanel::tryLoad(const QString& path) {
@@ -295,25 +358,7 @@ bool StatsPanel::tryLoad(const QString& path) {
     try {
         const std::string p = path.toStdString();
         if (stats::StatsStore::loadHeader(p).modelFingerprint != m_fingerprint) return false;
-        auto r = std::make_shared<stats::StatsReport>(stats::StatsStore::load(p));
-        // Adopt the file's settings so the drawn grid and the next computation match it.
-        StatsSettings s = m_settings;
-        if (!r->previews.empty()) {
-            s.bits = r->previews.front().bits;
-            s.group = int(r->previews.front().group);
-            s.symmetric = r->previews.front().symmetric;
-        }
-        s.histBins = r->histBins;
-        s.activations = r->hasActivations;
-        if (r->hasActivations) {
-            s.samples = int(r->calibration.samples);
-            s.seqLen = int(r->calibration.seqLen);
-            s.calibFile =
-                r->calibration.builtin ? QString() : QString::fromStdString(r->calibration.source);
-        }
-        m_settings = s;
-        emit logMessage(tr("Loaded cached statistics from %1").arg(QDir::toNativeSeparators(path)));
-        setReport(std::move(r), path);
+        adopt(std::make_shared<stats::StatsReport>(stats::StatsStore::load(p)), path);
         return true;
     } catch (const std::exception& e) {
         emit logMessage(tr("Ignoring statistics file %1: %2")

@@ -60,7 +60,8 @@ public:
     ~StatsPanel() override;
 
     /// Shows `model`; loads its cached statistics when a file exists (the current settings'
-    /// file first, else the newest file of this model) without running a job.
+    /// file first, else the newest file of this model) on a worker thread, without a runner
+    /// job; statsChanged() and cacheLoadFinished() follow.
     void setModel(std::shared_ptr<const Model> model, const QString& path);
 
     StatsSettings settings() const { return m_settings; }
@@ -73,6 +74,8 @@ public:
     /// Cancels the running computation (nothing is written).
     void cancelCompute();
     bool isComputing() const { return m_job != 0; }
+    /// True while setModel()'s background read of a cached statistics file runs.
+    bool isLoadingCache() const { return m_loadingCache; }
     TaskRunner::JobId computeJob() const { return m_job; }
 
     /// Where statistics files are cached (AppDataLocation/stats).
@@ -113,6 +116,8 @@ public:
 signals:
     /// New statistics are shown (computed or loaded).
     void statsChanged();
+    /// setModel()'s cache lookup ended; `loaded` tells whether statistics were found.
+    void cacheLoadFinished(bool loaded);
     void computeFinished();
     void computeCancelled();
     void computeFailed(const QString& message);
@@ -123,6 +128,14 @@ signals:
 private:
     void buildUi();
     bool tryLoad(const QString& path);
+    void adopt(std::shared_ptr<stats::StatsReport> r, const QString& path);
+    struct CacheLoad {
+        std::shared_ptr<stats::StatsReport> report;
+        QString path;
+        QStringList messages;
+    };
+    quint64 m_cacheGeneration = 0;
+    bool m_loadingCache = false;
     void setReport(std::shared_ptr<const stats::StatsReport> r, const QString& path);
     void updateHeader();
     void updateWeightPlots();

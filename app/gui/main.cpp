@@ -1,7 +1,9 @@
 // lcw: the GUI entry point. `lcw [MODEL] [--theme light|dark] [--screenshot FILE.png
-// [--demo-run | --demo-stats]]`.
+// [--demo-run | --demo-stats | --demo-recipe | --demo-compare]]`.
 #include "core/version.h"
+#include "widgets/compare_panel.h"
 #include "widgets/main_window.h"
+#include "widgets/recipe_editor.h"
 #include "widgets/run_panel.h"
 #include "widgets/stats_panel.h"
 #include "widgets/theme.h"
@@ -9,10 +11,13 @@
 #include <QApplication>
 #include <QCommandLineParser>
 #include <QDir>
+#include <QDockWidget>
 #include <QFileInfo>
 #include <QPixmap>
 #include <QTabWidget>
 #include <QTimer>
+
+#include <nlohmann/json.hpp>
 
 #include <cstdio>
 #include <optional>
@@ -97,6 +102,22 @@ int main(int argc, char** argv) {
     parser.addOption(demoRun);
     parser.addOption(demoStats);
     parser.addOption(statsTab);
+    const QCommandLineOption demoRecipe(
+        QStringLiteral("demo-recipe"),
+        QStringLiteral("With --screenshot: apply the W4A16-g64 preset, keep block 0 at int8 per "
+                       "channel and save the Recipe editor."));
+    const QCommandLineOption demoCompare(
+        QStringLiteral("demo-compare"),
+        QStringLiteral("With --screenshot: compare W8A16, W4A16-g32, NF4-g64, W3A16-g64 and "
+                       "W2A16-g32 with the original (ctx 128, 8 chunks of the bundled text, 40 "
+                       "generated tokens) and save the Compare view."));
+    const QCommandLineOption compareTab(
+        QStringLiteral("compare-tab"),
+        QStringLiteral("With --demo-compare: the tab to show (metrics, layers, generations)."),
+        QStringLiteral("TAB"), QStringLiteral("metrics"));
+    parser.addOption(demoRecipe);
+    parser.addOption(demoCompare);
+    parser.addOption(compareTab);
     parser.process(app);
 
     const QStringList args = parser.positionalArguments();
@@ -122,6 +143,14 @@ int main(int argc, char** argv) {
     if (parser.isSet(demoStats) &&
         (!parser.isSet(screenshot) || modelPath.isEmpty() || parser.isSet(demoRun))) {
         std::fprintf(stderr, "lcw: --demo-stats needs --screenshot and a MODEL (not --demo-run)\n");
+        return 2;
+    }
+
+    const int demos = int(parser.isSet(demoRun)) + int(parser.isSet(demoStats)) +
+                      int(parser.isSet(demoRecipe)) + int(parser.isSet(demoCompare));
+    if (demos > 1 || ((parser.isSet(demoRecipe) || parser.isSet(demoCompare)) &&
+                      (!parser.isSet(screenshot) || modelPath.isEmpty()))) {
+        std::fprintf(stderr, "lcw: one --demo-* option at a time, with --screenshot and a MODEL\n");
         return 2;
     }
 
@@ -195,11 +224,79 @@ int main(int argc, char** argv) {
             window.applyInspectorLayout();
             layoutDone = true;
             if (stats->report()) return showAndGrab();
+            // A cached file is read in the background: statsChanged() grabs when it is in.
+            if (stats->isLoadingCache()) {
+                QObject::connect(stats, &lcw::StatsPanel::cacheLoadFinished, &window,
+                                 [stats](bool loaded) {
+                                     if (loaded) return;
+                                     lcw::StatsSettings s;
+                                     s.samples = 8;
+                                     s.seqLen = 128;
+                                     stats->setSettings(s);
+                                     stats->computeStats();
+                                 });
+                return;
+            }
             lcw::StatsSettings s;
             s.samples = 8;
             s.seqLen = 128;
             stats->setSettings(s);
             stats->computeStats();
+        });
+        window.openModel(modelPath);
+    } else if (parser.isSet(demoRecipe)) {
+        QObject::connect(&window, &lcw::MainWindow::modelLoaded, &window, [&] {
+            window.applyInspectorLayout();
+            window.showPanel(lcw::MainWindow::Panel::Recipe);
+            lcw::RecipeEditor* ed = window.recipeEditor();
+            ed->applyPreset(QStringLiteral("W4A16-g64"));
+            ed->selectPattern(QStringLiteral("layers.0.*"));
+            ed->setWeightForm(
+                nlohmann::json{{"bits", 8}, {"symmetric", true}, {"granularity", "channel"}});
+            ed->applyToSelection();
+            ed->setTargetBitsPerWeight(5.0);
+            ed->selectPattern(QStringLiteral("layers.0.*"));
+            QTimer::singleShot(0, &window, [&] { QTimer::singleShot(0, &window, grabAndQuit); });
+        });
+        window.openModel(modelPath);
+    } else if (parser.isSet(demoCompare)) {
+        const QStringList tabs = {QStringLiteral("metrics"), QStringLiteral("layers"),
+                                  QStringLiteral("generations")};
+        const int tab = tabs.indexOf(parser.value(compareTab).toLower());
+        if (tab < 0) {
+            std::fprintf(stderr, "lcw: --compare-tab expects metrics, layers or generations\n");
+            return 2;
+        }
+        lcw::ComparePanel* cp = window.comparePanel();
+        QObject::connect(cp, &lcw::ComparePanel::failed, &window, [&](const QString& m) {
+            std::fprintf(stderr, "lcw: --demo-compare: %s\n", qPrintable(m));
+            exitCode = 1;
+            QApplication::quit();
+        });
+        QObject::connect(cp, &lcw::ComparePanel::finished, &window, [&, cp, tab] {
+            cp->tabs()->setCurrentIndex(tab);
+            cp->selectRow(2);
+            QTimer::singleShot(0, &window, [&] { QTimer::singleShot(0, &window, grabAndQuit); });
+        });
+        QObject::connect(&window, &lcw::MainWindow::modelLoaded, &window, [&, cp] {
+            window.applyInspectorLayout();
+            // The compare view gets the whole width.
+            for (auto p : {lcw::MainWindow::Panel::Layers, lcw::MainWindow::Panel::Summary,
+                           lcw::MainWindow::Panel::Plot, lcw::MainWindow::Panel::Log})
+                window.dock(p)->hide();
+            window.showPanel(lcw::MainWindow::Panel::Compare);
+            cp->setSelectedConfigs({QStringLiteral("W8A16"), QStringLiteral("W4A16-g32"),
+                                    QStringLiteral("NF4-g64"), QStringLiteral("W3A16-g64"),
+                                    QStringLiteral("W2A16-g32")});
+            cp->setContext(128);
+            cp->setMaxChunks(8);
+            cp->setPrompt(QStringLiteral("Once upon a time"));
+            cp->setGenerateTokens(40);
+            if (!cp->run()) {
+                std::fprintf(stderr, "lcw: --demo-compare: could not start\n");
+                exitCode = 1;
+                QApplication::quit();
+            }
         });
         window.openModel(modelPath);
     } else if (!parser.isSet(demoRun)) {

@@ -164,6 +164,34 @@ std::string blockOf(const std::string& name) {
 
 } // namespace
 
+SizeInfo estimateLayerSize(const LayerPlan& layer) {
+    return {layer.rows * layer.cols, packedStorageBits(layer.rows, layer.cols, layer.weight)};
+}
+
+SizeInfo estimateCompressedSize(const Plan& plan) {
+    SizeInfo tot;
+    for (const LayerPlan& l : plan.layers) {
+        const SizeInfo s = estimateLayerSize(l);
+        tot.params += s.params;
+        tot.bits += s.bits;
+    }
+    return tot;
+}
+
+SizeInfo estimateSize(const Plan& plan, const Model& base) {
+    std::map<std::string_view, const LayerPlan*> planned;
+    for (const LayerPlan& l : plan.layers) planned.emplace(l.name, &l);
+    SizeInfo tot;
+    for (const auto& t : base.tensors()) {
+        const auto it = planned.find(t.name);
+        const SizeInfo s = it != planned.end() ? estimateLayerSize(*it->second)
+                                               : SizeInfo{t.numel(), t.nbytes * 8};
+        tot.params += s.params;
+        tot.bits += s.bits;
+    }
+    return tot;
+}
+
 CompressedModel::CompressedModel(const Model& base) : m_base(base) {}
 CompressedModel::~CompressedModel() = default;
 

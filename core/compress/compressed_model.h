@@ -32,6 +32,15 @@ struct SizeInfo {
     uint64_t bytes() const { return (bits + 7) / 8; }
 };
 
+/// Size of `base` compressed by `plan` (a planRecipe() result for this model), computed from the
+/// shapes and settings alone: equal to compress(base, recipe).model->totalSize() (tied
+/// embeddings counted once), in milliseconds even for billion-parameter models.
+SizeInfo estimateSize(const Plan& plan, const Model& base);
+/// Same, only the layers the plan quantises (equal to CompressedModel::compressedSize()).
+SizeInfo estimateCompressedSize(const Plan& plan);
+/// Stored size of one planned layer (equal to CompressedModel::tensorSize() after compress()).
+SizeInfo estimateLayerSize(const LayerPlan& layer);
+
 class CompressedModel final : public WeightSource {
 public:
     /// `base` must outlive the overlay.

@@ -199,6 +199,18 @@ uint64_t packedCodeBytes(int64_t rows, int64_t cols, const WeightSettings& s) {
     return uint64_t(rows) * rowCodeBytes(cols, s);
 }
 
+uint64_t packedStorageBits(int64_t rows, int64_t cols, const WeightSettings& s) {
+    const uint64_t codeBits = 8 * packedCodeBytes(rows, cols, s);
+    if (methodIsGguf(s.method)) return codeBits; // scales live inside the blocks
+    const bool asym = s.format == WeightFormat::Int && !s.symmetric;
+    uint64_t groups = 1;
+    if (s.granularity != Granularity::Tensor) {
+        const int64_t gl = groupLen(s, cols);
+        groups = uint64_t(rows) * uint64_t((cols + gl - 1) / gl);
+    }
+    return codeBits + 16 * groups * (asym ? 2 : 1);
+}
+
 int64_t PackedTensor::groupsPerRow() const {
     if (methodIsGguf(settings.method)) return cols / 32;
     if (settings.granularity == Granularity::Group)

@@ -47,6 +47,9 @@ std::vector<float> dequantize(const PackedTensor& p, const std::string& name);
 
 /// Bytes of the packed codes for a shape and settings.
 uint64_t packedCodeBytes(int64_t rows, int64_t cols, const WeightSettings& s);
+/// Stored bits of a tensor quantised with these settings, without quantising: equal to
+/// quantize(...).storageBits() (codes + 16 per scale + 16 per zero point).
+uint64_t packedStorageBits(int64_t rows, int64_t cols, const WeightSettings& s);
 
 /// e4m3fn (bias 7, max 448, no infinities): nearest value (ties to even), saturating.
 uint8_t f32ToE4m3(float x);

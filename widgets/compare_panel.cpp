@@ -1,0 +1,838 @@
+#include "widgets/compare_panel.h"
+
+#include "core/common/json_file.h"
+#include "core/compress/compressed_model.h"
+#include "core/eval/divergence.h"
+#include "core/eval/generation_compare.h"
+#include "core/eval/pareto.h"
+#include "core/runtime/session.h"
+#include "core/tokenizer/tokenizer.h"
+#include "plots/grouped_bar_plot.h"
+#include "plots/scatter_plot.h"
+#include "widgets/number_format.h"
+#include "widgets/run_panel.h"
+
+#include <QAction>
+#include <QApplication>
+#include <QCheckBox>
+#include <QClipboard>
+#include <QComboBox>
+#include <QFile>
+#include <QFileDialog>
+#include <QFileInfo>
+#include <QFormLayout>
+#include <QHBoxLayout>
+#include <QHeaderView>
+#include <QLabel>
+#include <QLineEdit>
+#include <QListWidget>
+#include <QPlainTextEdit>
+#include <QProgressBar>
+#include <QPushButton>
+#include <QScrollArea>
+#include <QSpinBox>
+#include <QSplitter>
+#include <QTabWidget>
+#include <QTableWidget>
+#include <QTextBrowser>
+#include <QVBoxLayout>
+
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <fstream>
+#include <sstream>
+
+namespace lcw {
+
+using json = nlohmann::json;
+
+// ---------------------------------------------------------------------------------------------
+// Results JSON
+
+namespace {
+std::vector<std::string> toStd(const QStringList& l) {
+    std::vector<std::string> out;
+    for (const QString& s : l) out.push_back(s.toStdString());
+    return out;
+}
+} // namespace
+
+std::string CompareResults::toJson() const {
+    json j;
+    j["baseline"] = baseline.toStdString();
+    j["ctx"] = ctx;
+    j["chunks"] = chunks;
+    j["scored_tokens"] = scoredTokens;
+    j["prompt"] = prompt.toStdString();
+    j["seconds"] = seconds;
+    json rs = json::array();
+    for (const CompareRow& r : rows) {
+        json layers = json::array();
+        for (const auto& [n, e] : r.layerError) layers.push_back({n.toStdString(), e});
+        rs.push_back({{"name", r.name.toStdString()},
+                      {"recipe", r.recipeJson.toStdString()},
+                      {"bits_per_weight", r.bitsPerWeight},
+                      {"bytes", r.bytes},
+                      {"ppl", r.ppl},
+                      {"ppl_error", r.pplError},
+                      {"kld", r.kld},
+                      {"kld_error", r.kldError},
+                      {"kld_p99", r.kldP99},
+                      {"same_top", r.sameTop},
+                      {"same_top_error", r.sameTopError},
+                      {"tokens_per_second", r.tokensPerSecond},
+                      {"layer_rel_error", layers},
+                      {"generation", r.generation.toStdString()},
+                      {"tokens", toStd(r.tokens)},
+                      {"token_kld", r.tokenKld},
+                      {"first_divergence", r.firstDivergence}});
+    }
+    j["rows"] = rs;
+    return j.dump();
+}
+
+CompareResults CompareResults::fromJson(const std::string& text) {
+    const json j = json::parse(text);
+    CompareResults c;
+    c.baseline = QString::fromStdString(j.at("baseline").get<std::string>());
+    c.ctx = j.at("ctx").get<qint64>();
+    c.chunks = j.at("chunks").get<qint64>();
+    c.scoredTokens = j.at("scored_tokens").get<qint64>();
+    c.prompt = QString::fromStdString(j.value("prompt", std::string()));
+    c.seconds = j.value("seconds", 0.0);
+    for (const json& r : j.at("rows")) {
+        CompareRow row;
+        row.name = QString::fromStdString(r.at("name").get<std::string>());
+        row.recipeJson = QString::fromStdString(r.value("recipe", std::string()));
+        row.bitsPerWeight = r.at("bits_per_weight").get<double>();
+        row.bytes = r.at("bytes").get<quint64>();
+        row.ppl = r.at("ppl").get<double>();
+        row.pplError = r.value("ppl_error", 0.0);
+        row.kld = r.at("kld").get<double>();
+        row.kldError = r.value("kld_error", 0.0);
+        row.kldP99 = r.value("kld_p99", 0.0);
+        row.sameTop = r.at("same_top").get<double>();
+        row.sameTopError = r.value("same_top_error", 0.0);
+        row.tokensPerSecond = r.value("tokens_per_second", 0.0);
+        for (const json& l : r.value("layer_rel_error", json::array()))
+            row.layerError.emplace_back(QString::fromStdString(l.at(0).get<std::string>()),
+                                        l.at(1).get<double>());
+        row.generation = QString::fromStdString(r.value("generation", std::string()));
+        for (const auto& t : r.value("tokens", std::vector<std::string>()))
+            row.tokens << QString::fromStdString(t);
+        row.tokenKld = r.value("token_kld", std::vector<double>());
+        row.firstDivergence = r.value("first_divergence", qint64(-1));
+        c.rows.push_back(std::move(row));
+    }
+    return c;
+}
+
+namespace {
+
+/// Splits a job's progress into consecutive ranges.
+class RangeProgress final : public Progress {
+public:
+    RangeProgress(Progress& outer, double from, double to, std::string prefix)
+        : m_outer(outer), m_from(from), m_to(to), m_prefix(std::move(prefix)) {}
+    bool report(double f, std::string_view stage) override {
+        return m_outer.report(m_from + (m_to - m_from) * std::clamp(f, 0.0, 1.0),
+                              m_prefix + std::string(stage));
+    }
+
+private:
+    Progress& m_outer;
+    double m_from, m_to;
+    std::string m_prefix;
+};
+
+struct ConfigSpec {
+    QString name;
+    bool original = false;
+    compress::Recipe recipe;
+};
+
+std::string readText(const QString& path) {
+    std::ifstream in(path.toStdString(), std::ios::binary);
+    if (!in) throw Error(path.toStdString() + ": cannot open the evaluation text");
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+/// Decoded pieces of `ids` (each the text it adds to the decoded prefix, so characters split
+/// over byte tokens stay intact) and the whole text.
+QStringList tokenPieces(const Tokenizer& tk, const std::vector<int32_t>& ids, QString* whole) {
+    QStringList out;
+    std::string prev;
+    std::vector<int32_t> prefix;
+    for (int32_t id : ids) {
+        prefix.push_back(id);
+        const std::string cur = tk.decode(prefix);
+        out << QString::fromStdString(
+            cur.compare(0, prev.size(), prev) == 0 ? cur.substr(prev.size()) : cur);
+        prev = cur;
+    }
+    *whole = QString::fromStdString(prev);
+    return out;
+}
+
+} // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Panel
+
+ComparePanel::ComparePanel(TaskRunner* runner, QWidget* parent)
+    : QWidget(parent), m_runner(runner) {
+    m_textFile = RunPanel::defaultTextFile();
+    buildUi();
+    rebuildConfigList();
+    syncUi();
+    connect(m_runner, &TaskRunner::progressChanged, this,
+            [this](TaskRunner::JobId j, double f, const QString& stage) {
+                if (j == 0 || j != m_job) return;
+                m_progress->setValue(int(f * 1000));
+                m_status->setText(stage);
+            });
+}
+
+ComparePanel::~ComparePanel() {
+    if (m_job) m_runner->cancel(m_job);
+}
+
+void ComparePanel::buildUi() {
+    auto* split = new QSplitter(Qt::Horizontal, this);
+    auto* lay = new QVBoxLayout(this);
+    lay->setContentsMargins(6, 6, 6, 6);
+    lay->addWidget(split);
+
+    // Left: configurations and settings.
+    auto* left = new QWidget(split);
+    auto* ll = new QVBoxLayout(left);
+    ll->setContentsMargins(0, 0, 0, 0);
+    ll->addWidget(new QLabel(tr("Configurations"), left));
+    m_configs = new QListWidget(left);
+    ll->addWidget(m_configs, 1);
+    auto* addFile = new QPushButton(tr("Add Recipe File…"), left);
+    connect(addFile, &QPushButton::clicked, this, [this] {
+        const QString p = QFileDialog::getOpenFileName(this, tr("Add Recipe"), QString(),
+                                                       tr("Recipes (*.json);;All files (*)"));
+        QString err;
+        if (!p.isEmpty() && !addRecipeFile(p, &err)) emit failed(err);
+    });
+    ll->addWidget(addFile);
+    auto* form = new QFormLayout;
+    m_baseline = new QComboBox(left);
+    m_ctx = new QSpinBox(left);
+    m_ctx->setRange(8, 8192);
+    m_ctx->setValue(128);
+    m_chunks = new QSpinBox(left);
+    m_chunks->setRange(0, 100000);
+    m_chunks->setValue(8);
+    m_chunks->setSpecialValueText(tr("all"));
+    m_prompt = new QLineEdit(QStringLiteral("Once upon a time"), left);
+    m_genTokens = new QSpinBox(left);
+    m_genTokens->setRange(0, 4096);
+    m_genTokens->setValue(40);
+    form->addRow(tr("Baseline"), m_baseline);
+    form->addRow(tr("Context"), m_ctx);
+    form->addRow(tr("Chunks"), m_chunks);
+    form->addRow(tr("Prompt"), m_prompt);
+    form->addRow(tr("New tokens"), m_genTokens);
+    ll->addLayout(form);
+    auto* buttons = new QHBoxLayout;
+    m_runButton = new QPushButton(tr("Compare"), left);
+    m_cancelButton = new QPushButton(tr("Cancel"), left);
+    connect(m_runButton, &QPushButton::clicked, this, [this] { run(); });
+    connect(m_cancelButton, &QPushButton::clicked, this, &ComparePanel::cancel);
+    buttons->addWidget(m_runButton);
+    buttons->addWidget(m_cancelButton);
+    ll->addLayout(buttons);
+    m_progress = new QProgressBar(left);
+    m_progress->setRange(0, 1000);
+    ll->addWidget(m_progress);
+    m_status = new QLabel(left);
+    m_status->setWordWrap(true);
+    ll->addWidget(m_status);
+    connect(m_configs, &QListWidget::itemChanged, this, [this] { syncUi(); });
+
+    // Right: results tabs.
+    m_tabs = new QTabWidget(split);
+    auto* metrics = new QWidget(m_tabs);
+    auto* ml = new QVBoxLayout(metrics);
+    m_table = new QTableWidget(0, ColumnCount, metrics);
+    m_table->setHorizontalHeaderLabels({tr("Configuration"), tr("Bits/w"), tr("Size"), tr("PPL"),
+                                        tr("KLD"), tr("KLD p99"), tr("Same top %"),
+                                        tr("Tokens/s")});
+    m_table->horizontalHeaderItem(KldColumn)->setToolTip(
+        tr("Mean KL divergence from the baseline per token (nats) ± standard error"));
+    m_table->setSelectionBehavior(QAbstractItemView::SelectRows);
+    m_table->setSelectionMode(QAbstractItemView::ExtendedSelection);
+    m_table->setEditTriggers(QAbstractItemView::NoEditTriggers);
+    m_table->verticalHeader()->setVisible(false);
+    m_table->horizontalHeader()->setStretchLastSection(true);
+    m_table->setAlternatingRowColors(true);
+    auto* copy = new QAction(tr("Copy as TSV"), m_table);
+    copy->setShortcut(QKeySequence::Copy);
+    copy->setShortcutContext(Qt::WidgetWithChildrenShortcut);
+    connect(copy, &QAction::triggered, this, [this] { copyMetrics(); });
+    m_table->addAction(copy);
+    m_table->setContextMenuPolicy(Qt::ActionsContextMenu);
+    ml->addWidget(m_table, 2);
+    auto* axes = new QHBoxLayout;
+    m_xAxis = new QComboBox(metrics);
+    m_xAxis->addItems({tr("size (MiB)"), tr("bits/weight")});
+    m_yAxis = new QComboBox(metrics);
+    m_yAxis->addItems({tr("KLD"), tr("PPL")});
+    connect(m_xAxis, &QComboBox::currentIndexChanged, this,
+            [this](int i) { setParetoAxes(i, m_paretoY); });
+    connect(m_yAxis, &QComboBox::currentIndexChanged, this,
+            [this](int i) { setParetoAxes(m_paretoX, i); });
+    axes->addWidget(new QLabel(tr("Pareto: x"), metrics));
+    axes->addWidget(m_xAxis);
+    axes->addWidget(new QLabel(tr("y"), metrics));
+    axes->addWidget(m_yAxis);
+    axes->addStretch();
+    ml->addLayout(axes);
+    m_pareto = new ScatterPlot(metrics);
+    m_pareto->setTitle(tr("Size against error"));
+    ml->addWidget(m_pareto, 3);
+    connect(m_pareto, &ScatterPlot::pointClicked, this, [this](int i) {
+        if (i >= 0 && i < m_pointRows.size()) selectRow(m_pointRows[i]);
+    });
+    connect(m_table, &QTableWidget::itemSelectionChanged, this, [this] {
+        const int row = selectedRow();
+        m_pareto->setSelected(m_pointRows.indexOf(row));
+    });
+    m_tabs->addTab(metrics, tr("Metrics"));
+
+    auto* layersPage = new QWidget(m_tabs);
+    auto* lpl = new QVBoxLayout(layersPage);
+    m_logLayers = new QCheckBox(tr("logarithmic"), layersPage);
+    m_logLayers->setChecked(true);
+    connect(m_logLayers, &QCheckBox::toggled, this, [this](bool on) { m_layers->setLogScale(on); });
+    m_layers = new GroupedBarPlot(layersPage);
+    m_layers->setTitle(tr("Relative weight error per layer"));
+    m_layers->setValueAxisLabel(tr("‖W − Ŵ‖ / ‖W‖"));
+    m_layers->setLogScale(true);
+    lpl->addWidget(m_logLayers);
+    lpl->addWidget(m_layers, 1);
+    m_tabs->addTab(layersPage, tr("Per Layer"));
+
+    m_genPage = new QWidget(m_tabs);
+    auto* gl = new QVBoxLayout(m_genPage);
+    m_genNote = new QLabel(m_genPage);
+    m_genNote->setWordWrap(true);
+    gl->addWidget(m_genNote);
+    m_genColumns = new QHBoxLayout;
+    gl->addLayout(m_genColumns, 1);
+    m_tabs->addTab(m_genPage, tr("Generations"));
+
+    split->addWidget(left);
+    split->addWidget(m_tabs);
+    split->setStretchFactor(0, 1);
+    split->setStretchFactor(1, 4);
+}
+
+void ComparePanel::setModel(std::shared_ptr<const Model> model) {
+    if (m_job) cancel();
+    m_model = std::move(model);
+    clearResults();
+    syncUi();
+}
+
+QStringList ComparePanel::availableConfigs() const {
+    QStringList out;
+    for (int i = 0; i < m_configs->count(); ++i) out << m_configs->item(i)->text();
+    return out;
+}
+
+void ComparePanel::rebuildConfigList() {
+    const QStringList checked = selectedConfigs();
+    m_configs->clear();
+    auto add = [this, &checked](const QString& name, const QString& tip, bool def) {
+        auto* it = new QListWidgetItem(name, m_configs);
+        it->setFlags(it->flags() | Qt::ItemIsUserCheckable);
+        it->setCheckState(checked.contains(name) || (checked.isEmpty() && def) ? Qt::Checked
+                                                                               : Qt::Unchecked);
+        it->setToolTip(tip);
+    };
+    add(editorName(), tr("The recipe editor's current recipe"), false);
+    for (const auto& p : compress::presets()) {
+        const QString n = QString::fromStdString(p.name);
+        add(n, QString::fromStdString(p.description),
+            n == QStringLiteral("W8A16") || n == QStringLiteral("W4A16-g32") ||
+                n == QStringLiteral("W3A16-g64"));
+    }
+    for (const auto& [n, j] : m_extra) add(n, tr("Recipe file"), true);
+    const QString base = m_baseline->currentText();
+    m_baseline->clear();
+    m_baseline->addItem(originalName());
+    m_baseline->addItems(availableConfigs());
+    m_baseline->setCurrentText(base.isEmpty() ? originalName() : base);
+}
+
+void ComparePanel::setSelectedConfigs(const QStringList& names) {
+    for (int i = 0; i < m_configs->count(); ++i)
+        m_configs->item(i)->setCheckState(
+            names.contains(m_configs->item(i)->text()) ? Qt::Checked : Qt::Unchecked);
+}
+
+QStringList ComparePanel::selectedConfigs() const {
+    QStringList out;
+    for (int i = 0; i < m_configs->count(); ++i)
+        if (m_configs->item(i)->checkState() == Qt::Checked) out << m_configs->item(i)->text();
+    return out;
+}
+
+bool ComparePanel::addRecipeFile(const QString& path, QString* error) {
+    try {
+        const compress::Recipe r = compress::Recipe::load(path.toStdString());
+        QString name = QFileInfo(path).completeBaseName();
+        addExtraRecipe(name, QString::fromStdString(r.toJson().dump()));
+        return true;
+    } catch (const std::exception& e) {
+        if (error) *error = QString::fromUtf8(e.what());
+        return false;
+    }
+}
+
+void ComparePanel::addExtraRecipe(const QString& name, const QString& jsonText) {
+    // Validate now so a bad entry never reaches a job.
+    compress::Recipe::fromJson(json::parse(jsonText.toStdString()));
+    for (auto& [n, j] : m_extra)
+        if (n == name) {
+            j = jsonText;
+            return;
+        }
+    m_extra.emplace_back(name, jsonText);
+    QStringList keep = selectedConfigs();
+    keep << name;
+    rebuildConfigList();
+    setSelectedConfigs(keep);
+}
+
+std::vector<std::pair<QString, QString>> ComparePanel::extraRecipes() const {
+    return m_extra;
+}
+
+void ComparePanel::setBaseline(const QString& name) {
+    m_baseline->setCurrentText(name);
+}
+void ComparePanel::setContext(int ctx) {
+    m_ctx->setValue(ctx);
+}
+void ComparePanel::setMaxChunks(int chunks) {
+    m_chunks->setValue(chunks);
+}
+void ComparePanel::setPrompt(const QString& prompt) {
+    m_prompt->setText(prompt);
+}
+void ComparePanel::setGenerateTokens(int n) {
+    m_genTokens->setValue(n);
+}
+void ComparePanel::setTextFile(const QString& path) {
+    m_textFile = path;
+    syncUi();
+}
+
+void ComparePanel::syncUi() {
+    const bool can = m_model && !m_job && !selectedConfigs().isEmpty() && !m_textFile.isEmpty();
+    m_runButton->setEnabled(can);
+    m_cancelButton->setEnabled(m_job != 0);
+}
+
+bool ComparePanel::run() {
+    if (!m_model || m_job || m_textFile.isEmpty() || !m_model->hasTokenizer()) return false;
+    // Resolve configurations on the UI thread (the editor's recipe is read now).
+    std::vector<ConfigSpec> specs;
+    const QString baselineName = m_baseline->currentText();
+    QStringList names = selectedConfigs();
+    if (baselineName != originalName()) {
+        names.removeAll(baselineName);
+        names.prepend(baselineName);
+        names.insert(1, originalName()); // the original weights become a configuration
+    } else {
+        names.prepend(originalName());
+    }
+    if (names.size() < 2) return false;
+    try {
+        for (const QString& n : names) {
+            ConfigSpec s;
+            s.name = n;
+            if (n == originalName()) {
+                s.original = true;
+            } else if (n == editorName()) {
+                if (!m_editorRecipe) continue;
+                s.recipe = m_editorRecipe();
+            } else {
+                bool found = false;
+                for (const auto& [en, ej] : m_extra)
+                    if (en == n) {
+                        s.recipe = compress::Recipe::fromJson(json::parse(ej.toStdString()));
+                        found = true;
+                    }
+                if (!found) s.recipe = compress::findPreset(n.toStdString()).recipe;
+            }
+            specs.push_back(std::move(s));
+        }
+    } catch (const std::exception& e) {
+        emit failed(QString::fromUtf8(e.what()));
+        return false;
+    }
+    auto model = m_model;
+    const QString textFile = m_textFile;
+    PerplexityOptions opts;
+    opts.ctx = m_ctx->value();
+    opts.batch = opts.ctx;
+    opts.maxChunks = m_chunks->value();
+    const std::string prompt = m_prompt->text().toStdString();
+    const int64_t genTokens = m_genTokens->value();
+
+    std::function<CompareResults(Progress&)> job = [model, specs, textFile, opts, prompt,
+                                                    genTokens](Progress& p) {
+        CompareResults out;
+        out.prompt = QString::fromStdString(prompt);
+        out.baseline = specs.front().name;
+        const std::string text = readText(textFile);
+        const Tokenizer& tk = model->tokenizer();
+        const std::vector<int32_t> tokens = tk.encode(text, true);
+        PerplexityOptions o = opts;
+        o.bosId = tk.bosId();
+        // 0..40%: compress, 40..85%: divergence, 85..100%: generations.
+        std::vector<std::unique_ptr<compress::CompressedModel>> overlays(specs.size());
+        for (size_t i = 0; i < specs.size(); ++i) {
+            CompareRow row;
+            row.name = specs[i].name;
+            if (specs[i].original) {
+                row.bytes = model->storedBytes();
+                row.bitsPerWeight = double(model->storedBytes()) * 8.0 /
+                                    double(std::max<int64_t>(1, model->parameterCount()));
+            } else {
+                RangeProgress rp(p, 0.4 * double(i) / double(specs.size()),
+                                 0.4 * double(i + 1) / double(specs.size()),
+                                 row.name.toStdString() + ": ");
+                compress::CompressResult cr = compress::compress(*model, specs[i].recipe, rp);
+                if (cr.status == Status::Cancelled) return out;
+                const compress::SizeInfo tot = cr.model->totalSize();
+                row.bytes = tot.bytes();
+                row.bitsPerWeight = tot.bitsPerWeight();
+                row.recipeJson = QString::fromStdString(specs[i].recipe.toJson().dump());
+                for (const auto& l : cr.layers)
+                    row.layerError.emplace_back(QString::fromStdString(l.name), l.error.relError);
+                overlays[i] = std::move(cr.model);
+            }
+            out.rows.push_back(std::move(row));
+        }
+        auto source = [&](size_t i) -> const WeightSource* {
+            return overlays[i] ? static_cast<const WeightSource*>(overlays[i].get())
+                               : static_cast<const WeightSource*>(model.get());
+        };
+        std::vector<DivergenceConfig> configs;
+        for (size_t i = 1; i < specs.size(); ++i)
+            configs.push_back({specs[i].name.toStdString(), source(i)});
+        RangeProgress dp(p, 0.4, 0.85, "divergence: ");
+        const DivergenceResult d = compareToBaseline(*source(0), configs, tokens, o, dp);
+        if (d.status == Status::Cancelled) return out;
+        out.ctx = d.ctx;
+        out.chunks = d.chunks;
+        out.scoredTokens = d.scoredTokens;
+        out.seconds = d.seconds;
+        const double tokensRun = double(d.chunks * d.ctx);
+        CompareRow& base = out.rows.front();
+        base.ppl = d.baselinePpl;
+        base.pplError = d.baselinePplError;
+        base.sameTop = 1.0;
+        base.tokensPerSecond = d.baselineSeconds > 0 ? tokensRun / d.baselineSeconds : 0;
+        for (size_t i = 0; i < d.configs.size(); ++i) {
+            const DivergenceStats& s = d.configs[i];
+            CompareRow& r = out.rows[i + 1];
+            r.ppl = s.ppl;
+            r.pplError = s.pplError;
+            r.kld = s.kld.mean;
+            r.kldError = s.kld.meanError;
+            r.kldP99 = s.kld.p99;
+            r.sameTop = s.sameTop;
+            r.sameTopError = s.sameTopError;
+            r.tokensPerSecond = s.seconds > 0 ? tokensRun / s.seconds : 0;
+        }
+        if (genTokens > 0 && !prompt.empty()) {
+            const std::vector<int32_t> ids = tk.encode(prompt, true);
+            GenerationCompareOptions go;
+            go.maxNewTokens = genTokens;
+            RangeProgress gp(p, 0.85, 1.0, "generations: ");
+            const GenerationComparison g = compareGenerations(*source(0), configs, ids, go, gp);
+            if (g.status == Status::Cancelled) return out;
+            auto fill = [&](CompareRow& row, const GenerationTrack& t) {
+                row.tokens = tokenPieces(tk, t.ids, &row.generation);
+                row.tokenKld = t.kld;
+                row.firstDivergence = t.firstDivergence;
+            };
+            fill(out.rows.front(), g.baseline);
+            out.rows.front().tokenKld.clear();
+            for (size_t i = 0; i < g.configs.size(); ++i) fill(out.rows[i + 1], g.configs[i]);
+        }
+        p.report(1.0, "done");
+        return out;
+    };
+    m_status->setText(tr("Comparing %1 configurations…").arg(specs.size() - 1));
+    m_progress->setValue(0);
+    auto self = std::make_shared<TaskRunner::JobId>(0);
+    *self = m_runner->submit<CompareResults>(
+        tr("Comparing %1 configurations").arg(specs.size() - 1), std::move(job), this,
+        [this](CompareResults r) {
+            m_job = 0;
+            if (r.rows.empty() || r.chunks == 0) {
+                m_status->setText(tr("Cancelled."));
+                syncUi();
+                emit cancelled();
+                return;
+            }
+            m_status->setText(tr("%1 chunks of %2 tokens, %3 scored tokens, %4 s")
+                                  .arg(r.chunks)
+                                  .arg(r.ctx)
+                                  .arg(r.scoredTokens)
+                                  .arg(r.seconds, 0, 'f', 2));
+            setResults(r);
+            m_progress->setValue(1000);
+            syncUi();
+            emit logMessage(tr("Comparison finished: %1").arg(m_status->text()));
+            emit finished();
+        },
+        [this](const QString& message) {
+            m_job = 0;
+            m_status->setText(message);
+            syncUi();
+            emit failed(message);
+        },
+        [this] {
+            m_job = 0;
+            m_status->setText(tr("Cancelled."));
+            syncUi();
+            emit cancelled();
+        });
+    m_job = *self;
+    syncUi();
+    return true;
+}
+
+void ComparePanel::cancel() {
+    if (m_job) m_runner->cancel(m_job);
+}
+
+void ComparePanel::clearResults() {
+    setResults(CompareResults{});
+}
+
+void ComparePanel::setResults(const CompareResults& r) {
+    m_results = r;
+    showResults();
+    emit resultsChanged();
+}
+
+void ComparePanel::showResults() {
+    const auto& rows = m_results.rows;
+    m_table->setRowCount(int(rows.size()));
+    for (int i = 0; i < int(rows.size()); ++i) {
+        const CompareRow& r = rows[size_t(i)];
+        const bool isBase = i == 0;
+        auto set = [&](int col, const QString& text, const QVariant& raw) {
+            auto* it = new QTableWidgetItem(text);
+            it->setData(Qt::UserRole, raw);
+            if (col != ConfigColumn) it->setTextAlignment(Qt::AlignRight | Qt::AlignVCenter);
+            m_table->setItem(i, col, it);
+        };
+        set(ConfigColumn, isBase ? r.name + tr(" (baseline)") : r.name, r.name);
+        set(BitsColumn, QString::number(r.bitsPerWeight, 'f', 3), r.bitsPerWeight);
+        set(SizeColumn, formatBytes(r.bytes), r.bytes);
+        set(PplColumn, QStringLiteral("%1 ± %2").arg(r.ppl, 0, 'f', 4).arg(r.pplError, 0, 'f', 4),
+            r.ppl);
+        set(KldColumn,
+            isBase ? QStringLiteral("—")
+                   : QStringLiteral("%1 ± %2").arg(r.kld, 0, 'f', 5).arg(r.kldError, 0, 'f', 5),
+            r.kld);
+        set(KldP99Column, isBase ? QStringLiteral("—") : QString::number(r.kldP99, 'f', 5),
+            r.kldP99);
+        set(SameTopColumn,
+            isBase ? QStringLiteral("—")
+                   : QStringLiteral("%1 ± %2")
+                         .arg(100.0 * r.sameTop, 0, 'f', 2)
+                         .arg(100.0 * r.sameTopError, 0, 'f', 2),
+            100.0 * r.sameTop);
+        set(TokensPerSecondColumn, QString::number(r.tokensPerSecond, 'f', 0), r.tokensPerSecond);
+    }
+    m_table->resizeColumnsToContents();
+    updatePareto();
+    updateLayerPlot();
+    updateGenerations();
+}
+
+void ComparePanel::setParetoAxes(int x, int y) {
+    m_paretoX = x;
+    m_paretoY = y;
+    if (m_xAxis->currentIndex() != x) m_xAxis->setCurrentIndex(x);
+    if (m_yAxis->currentIndex() != y) m_yAxis->setCurrentIndex(y);
+    updatePareto();
+}
+
+void ComparePanel::updatePareto() {
+    QStringList labels;
+    QVector<double> xs, ys;
+    m_pointRows.clear();
+    std::vector<double> fx, fy;
+    for (int i = 0; i < int(m_results.rows.size()); ++i) {
+        const CompareRow& r = m_results.rows[size_t(i)];
+        const double x = m_paretoX == 0 ? double(r.bytes) / (1024.0 * 1024.0) : r.bitsPerWeight;
+        const double y = m_paretoY == 0 ? r.kld : r.ppl;
+        labels << r.name;
+        xs << x;
+        ys << y;
+        fx.push_back(x);
+        fy.push_back(y);
+        m_pointRows << i;
+    }
+    QVector<int> front;
+    for (size_t i : paretoFront(fx, fy)) front << int(i);
+    m_pareto->setAxisLabels(m_paretoX == 0 ? tr("size (MiB)") : tr("bits/weight"),
+                            m_paretoY == 0 ? tr("KLD vs %1 (nats)").arg(m_results.baseline)
+                                           : tr("PPL"));
+    m_pareto->setPoints(labels, xs, ys, front);
+    m_pareto->setSelected(m_pointRows.indexOf(selectedRow()));
+}
+
+void ComparePanel::updateLayerPlot() {
+    QStringList categories, series;
+    QVector<QVector<double>> values;
+    QHash<QString, int> index;
+    for (const CompareRow& r : m_results.rows)
+        for (const auto& [n, e] : r.layerError)
+            if (!index.contains(n)) {
+                index.insert(n, int(categories.size()));
+                categories << n;
+            }
+    for (const CompareRow& r : m_results.rows) {
+        if (r.layerError.empty()) continue;
+        series << r.name;
+        QVector<double> v(categories.size(), NAN);
+        for (const auto& [n, e] : r.layerError) v[index.value(n)] = e;
+        values << v;
+    }
+    m_layers->setData(categories, series, values);
+}
+
+QString ComparePanel::generationHtml(int row) const {
+    if (row < 0 || size_t(row) >= m_results.rows.size()) return {};
+    const CompareRow& r = m_results.rows[size_t(row)];
+    QString html = QStringLiteral("<i>%1</i>").arg(m_results.prompt.toHtmlEscaped());
+    if (r.tokens.isEmpty()) return html + r.generation.toHtmlEscaped();
+    const bool isBase = row == 0;
+    for (int i = 0; i < r.tokens.size(); ++i) {
+        const QString piece = r.tokens[i].toHtmlEscaped();
+        if (!isBase && i == r.firstDivergence) {
+            // The divergence point: this token differs from the baseline's.
+            html += QStringLiteral("<span style=\"background:#c0392b;color:white;\" "
+                                   "title=\"first token that differs from the baseline\">"
+                                   "&#9654;%1</span>")
+                        .arg(piece);
+            continue;
+        }
+        const bool diverged = !isBase && r.firstDivergence >= 0 && i > r.firstDivergence;
+        if (isBase || diverged || i >= int(r.tokenKld.size())) {
+            html += diverged ? QStringLiteral("<span style=\"color:gray;\">%1</span>").arg(piece)
+                             : piece;
+            continue;
+        }
+        // KLD 1e-4 nats or less: no colour; 1 nat or more: full colour (log scale).
+        const double kld = r.tokenKld[size_t(i)];
+        const double t = std::clamp(kld > 0 ? (std::log10(kld) + 4.0) / 4.0 : 0.0, 0.0, 1.0);
+        html += QStringLiteral("<span style=\"background:rgba(230,126,34,%1);\" "
+                               "title=\"KLD %2 nats\">%3</span>")
+                    .arg(int(std::lround(t * 255)))
+                    .arg(kld, 0, 'g', 3)
+                    .arg(piece);
+    }
+    return html;
+}
+
+void ComparePanel::updateGenerations() {
+    while (QLayoutItem* it = m_genColumns->takeAt(0)) {
+        delete it->widget();
+        delete it;
+    }
+    bool any = false;
+    for (int i = 0; i < int(m_results.rows.size()); ++i) {
+        const CompareRow& r = m_results.rows[size_t(i)];
+        if (r.generation.isEmpty() && r.tokens.isEmpty()) continue;
+        any = true;
+        auto* col = new QWidget(m_genPage);
+        auto* cl = new QVBoxLayout(col);
+        cl->setContentsMargins(0, 0, 0, 0);
+        QString head = QStringLiteral("<b>%1</b>").arg(r.name.toHtmlEscaped());
+        if (i == 0)
+            head += tr(" (baseline)");
+        else if (r.firstDivergence >= 0)
+            head += tr(" · diverges at token %1").arg(r.firstDivergence);
+        else if (!r.tokens.isEmpty())
+            head += tr(" · same tokens");
+        auto* title = new QLabel(head, col);
+        auto* text = new QTextBrowser(col);
+        text->setObjectName(QStringLiteral("generation"));
+        text->setHtml(generationHtml(i));
+        cl->addWidget(title);
+        cl->addWidget(text, 1);
+        m_genColumns->addWidget(col, 1);
+    }
+    m_genNote->setText(any ? tr("Continuations of \"%1\" under each configuration. Tokens that "
+                                "match the baseline are shaded by their KLD from it (log scale, "
+                                "1e-4 … 1 nat); ▶ marks the first token that differs.")
+                                 .arg(m_results.prompt)
+                           : tr("Run a comparison with a prompt to see generations side by side."));
+}
+
+QStringList ComparePanel::generationTexts() const {
+    QStringList out;
+    for (const CompareRow& r : m_results.rows)
+        if (!r.generation.isEmpty() || !r.tokens.isEmpty()) out << r.generation;
+    return out;
+}
+
+int ComparePanel::selectedRow() const {
+    const auto rows = m_table->selectionModel()->selectedRows();
+    return rows.isEmpty() ? -1 : rows.front().row();
+}
+
+void ComparePanel::selectRow(int row) {
+    if (row < 0 || row >= m_table->rowCount()) return m_table->clearSelection();
+    // Not QTableView::selectRow(): that extends the selection while Shift or Ctrl is held.
+    const QModelIndex idx = m_table->model()->index(row, 0);
+    m_table->selectionModel()->setCurrentIndex(idx, QItemSelectionModel::ClearAndSelect |
+                                                        QItemSelectionModel::Rows);
+}
+
+QString ComparePanel::metricsTsv(bool selectedOnly) const {
+    QStringList lines;
+    QStringList header;
+    for (int c = 0; c < ColumnCount; ++c) header << m_table->horizontalHeaderItem(c)->text();
+    lines << header.join(QLatin1Char('\t'));
+    QSet<int> sel;
+    if (selectedOnly)
+        for (const QModelIndex& i : m_table->selectionModel()->selectedRows()) sel.insert(i.row());
+    for (int r = 0; r < m_table->rowCount(); ++r) {
+        if (!sel.isEmpty() && !sel.contains(r)) continue;
+        QStringList cells;
+        for (int c = 0; c < ColumnCount; ++c) {
+            const QTableWidgetItem* it = m_table->item(r, c);
+            cells << (it ? it->data(Qt::UserRole).toString() : QString());
+        }
+        lines << cells.join(QLatin1Char('\t'));
+    }
+    return lines.join(QLatin1Char('\n')) + QLatin1Char('\n');
+}
+
+QString ComparePanel::copyMetrics() {
+    const QString tsv = metricsTsv(true);
+    QApplication::clipboard()->setText(tsv);
+    return tsv;
+}
+
+} // namespace lcw

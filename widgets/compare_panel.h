@@ -1,0 +1,199 @@
+#pragma once
+/// \file
+/// The compare view: pick a baseline and configurations (presets, recipe files, the recipe
+/// editor's current recipe), run compress + compareToBaseline (+ greedy generations) through
+/// the TaskRunner, and show a metrics table (Ctrl+C copies TSV), a Pareto plot of size against
+/// KLD or PPL (click a point to select its row), per-layer relative weight error bars per
+/// configuration, and the same prompt's generations side by side. Results serialise to JSON
+/// for projects.
+#include "core/compress/recipe.h"
+#include "core/model/model.h"
+#include "widgets/task_runner.h"
+
+#include <QWidget>
+
+#include <functional>
+#include <memory>
+#include <vector>
+
+class QCheckBox;
+class QComboBox;
+class QLabel;
+class QLineEdit;
+class QListWidget;
+class QProgressBar;
+class QPushButton;
+class QSpinBox;
+class QTableWidget;
+class QTabWidget;
+class QHBoxLayout;
+
+namespace lcw {
+
+class GroupedBarPlot;
+class ScatterPlot;
+
+/// One configuration's measured results.
+struct CompareRow {
+    QString name;
+    QString recipeJson; ///< empty for the original weights
+    double bitsPerWeight = 0;
+    quint64 bytes = 0;
+    double ppl = 0, pplError = 0;
+    double kld = 0, kldError = 0, kldP99 = 0;
+    double sameTop = 0, sameTopError = 0;
+    double tokensPerSecond = 0;
+    /// Per quantised layer: relative Frobenius error of the weights, in model order.
+    std::vector<std::pair<QString, double>> layerError;
+    QString generation; ///< greedy continuation of the prompt
+    /// The continuation token by token (decoded pieces), the per-token KLD from the baseline
+    /// along the baseline's text (core compareGenerations, teacher-forced; empty for the
+    /// baseline) and the first generated token that differs from the baseline's (-1: none).
+    QStringList tokens;
+    std::vector<double> tokenKld;
+    qint64 firstDivergence = -1;
+};
+
+/// Everything one comparison produced.
+struct CompareResults {
+    QString baseline; ///< "original" or a configuration's name
+    qint64 ctx = 0, chunks = 0, scoredTokens = 0;
+    QString prompt;
+    std::vector<CompareRow> rows; ///< baseline first (KLD 0)
+    double seconds = 0;
+    bool empty() const { return rows.empty(); }
+    /// {"baseline", "ctx", ..., "rows": [...]} and back; fromJson throws std::exception on bad
+    /// input.
+    std::string toJson() const;
+    static CompareResults fromJson(const std::string& text);
+};
+
+class ComparePanel : public QWidget {
+    Q_OBJECT
+public:
+    enum Column {
+        ConfigColumn,
+        BitsColumn,
+        SizeColumn,
+        PplColumn,
+        KldColumn,
+        KldP99Column,
+        SameTopColumn,
+        TokensPerSecondColumn,
+        ColumnCount
+    };
+    /// Name of the configuration that stands for the unmodified model.
+    static QString originalName() { return QStringLiteral("original"); }
+    static QString editorName() { return QStringLiteral("editor recipe"); }
+
+    ComparePanel(TaskRunner* runner, QWidget* parent = nullptr);
+    ~ComparePanel() override;
+
+    void setModel(std::shared_ptr<const Model> model);
+    /// Where the "editor recipe" configuration comes from.
+    void setEditorRecipeProvider(std::function<compress::Recipe()> f) {
+        m_editorRecipe = std::move(f);
+    }
+
+    /// Configuration names offered (original, editor recipe, presets, added files).
+    QStringList availableConfigs() const;
+    /// Checks exactly these configurations.
+    void setSelectedConfigs(const QStringList& names);
+    QStringList selectedConfigs() const;
+    /// Adds a recipe file as a configuration (checked). Returns false with `error` when invalid.
+    bool addRecipeFile(const QString& path, QString* error = nullptr);
+    /// Recipes added from files, (name, JSON), for projects.
+    std::vector<std::pair<QString, QString>> extraRecipes() const;
+    void addExtraRecipe(const QString& name, const QString& json);
+    void setBaseline(const QString& name);
+    void setContext(int ctx);
+    void setMaxChunks(int chunks);
+    void setPrompt(const QString& prompt);
+    void setGenerateTokens(int n);
+    /// Text scored by the comparison (default: the bundled evaluation text).
+    void setTextFile(const QString& path);
+    QString textFile() const { return m_textFile; }
+
+    /// Submits the comparison job. Returns false when it cannot start (no model, nothing
+    /// selected, a job running, no text).
+    bool run();
+    void cancel();
+    bool isRunning() const { return m_job != 0; }
+    TaskRunner::JobId job() const { return m_job; }
+
+    const CompareResults& results() const { return m_results; }
+    /// Shows stored results (a reopened project) without recomputing.
+    void setResults(const CompareResults& r);
+    void clearResults();
+
+    /// TSV of the metrics table (header + rows; only the selected rows when `selectedOnly`
+    /// and any are selected); copyMetrics() also puts it on the clipboard.
+    QString metricsTsv(bool selectedOnly = false) const;
+    QString copyMetrics();
+    /// Pareto axes: x 0 = size (MiB), 1 = bits/weight; y 0 = KLD, 1 = PPL.
+    void setParetoAxes(int x, int y);
+    /// Selects a configuration's row (and its point).
+    void selectRow(int row);
+    int selectedRow() const;
+
+    QTableWidget* metricsTable() const { return m_table; }
+    ScatterPlot* paretoPlot() const { return m_pareto; }
+    GroupedBarPlot* layerErrorPlot() const { return m_layers; }
+    QWidget* generationsView() const { return m_genPage; }
+    QTabWidget* tabs() const { return m_tabs; }
+    /// Text of each generation column (baseline first).
+    QStringList generationTexts() const;
+    /// HTML of one row's generation column: tokens before the divergence point on a background
+    /// whose strength follows their KLD, the divergence point marked, later tokens plain.
+    QString generationHtml(int row) const;
+
+signals:
+    void finished();
+    void failed(const QString& message);
+    void cancelled();
+    /// Results were shown (computed or restored).
+    void resultsChanged();
+    void logMessage(const QString& text);
+
+private:
+    void buildUi();
+    void rebuildConfigList();
+    void syncUi();
+    void showResults();
+    void updatePareto();
+    void updateLayerPlot();
+    void updateGenerations();
+
+    TaskRunner* m_runner;
+    std::shared_ptr<const Model> m_model;
+    std::function<compress::Recipe()> m_editorRecipe;
+    std::vector<std::pair<QString, QString>> m_extra; ///< name, recipe JSON
+    QString m_textFile;
+    TaskRunner::JobId m_job = 0;
+    CompareResults m_results;
+    int m_paretoX = 0, m_paretoY = 0;
+    QVector<int> m_pointRows;
+
+    QListWidget* m_configs = nullptr;
+    QComboBox* m_baseline = nullptr;
+    QSpinBox* m_ctx = nullptr;
+    QSpinBox* m_chunks = nullptr;
+    QLineEdit* m_prompt = nullptr;
+    QSpinBox* m_genTokens = nullptr;
+    QPushButton* m_runButton = nullptr;
+    QPushButton* m_cancelButton = nullptr;
+    QProgressBar* m_progress = nullptr;
+    QLabel* m_status = nullptr;
+    QTabWidget* m_tabs = nullptr;
+    QTableWidget* m_table = nullptr;
+    ScatterPlot* m_pareto = nullptr;
+    QComboBox* m_xAxis = nullptr;
+    QComboBox* m_yAxis = nullptr;
+    GroupedBarPlot* m_layers = nullptr;
+    QCheckBox* m_logLayers = nullptr;
+    QWidget* m_genPage = nullptr;
+    QHBoxLayout* m_genColumns = nullptr;
+    QLabel* m_genNote = nullptr;
+};
+
+} // namespace lcw

@@ -1,0 +1,672 @@
+#include "widgets/recipe_editor.h"
+
+#include "core/common/mapped_file.h"
+#include "widgets/number_format.h"
+
+#include <QAction>
+#include <QCheckBox>
+#include <QComboBox>
+#include <QDoubleSpinBox>
+#include <QFileDialog>
+#include <QFormLayout>
+#include <QGroupBox>
+#include <QHBoxLayout>
+#include <QHeaderView>
+#include <QItemSelectionModel>
+#include <QLabel>
+#include <QLineEdit>
+#include <QListWidget>
+#include <QPlainTextEdit>
+#include <QProgressBar>
+#include <QPushButton>
+#include <QSpinBox>
+#include <QSplitter>
+#include <QTableWidget>
+#include <QToolButton>
+#include <QUndoCommand>
+#include <QUndoStack>
+#include <QVBoxLayout>
+
+#include <set>
+
+namespace lcw {
+
+using compress::Recipe;
+using compress::Rule;
+using json = nlohmann::json;
+
+namespace {
+
+/// Rule sections edited as JSON text. The recipe parser validates them; add a key here when the
+/// parser learns a new section (sparsity, low_rank, ...).
+const char* const kJsonSections[] = {"activation", "kv", "outliers"};
+
+const char* const kFormats[] = {"int", "fp8_e4m3", "nf4"};
+const char* const kGranularities[] = {"tensor", "channel", "group"};
+const char* const kMethods[] = {"rtn", "q8_0", "q4_0", "q4_1", "q5_0", "gptq", "awq", "omniquant"};
+
+QString ruleSummary(const Rule& r, int index, size_t matched) {
+    QStringList parts;
+    if (r.weight) {
+        if (r.weight->is_null())
+            parts << QStringLiteral("W: unchanged");
+        else
+            parts << QStringLiteral("W: ") + QString::fromStdString(r.weight->dump());
+    }
+    if (r.activation) parts << QStringLiteral("A: ") + QString::fromStdString(r.activation->dump());
+    if (r.kv) parts << QStringLiteral("KV: ") + QString::fromStdString(r.kv->dump());
+    if (r.outliers)
+        parts << QStringLiteral("outliers: ") + QString::fromStdString(r.outliers->dump());
+    QStringList targets;
+    for (const auto& t : r.targets) targets << QString::fromStdString(t);
+    QString t = targets.join(QStringLiteral(", "));
+    if (t.size() > 60) t = t.left(57) + QStringLiteral("…");
+    return QStringLiteral("%1. %2 → %3  (%4 layers)")
+        .arg(index)
+        .arg(t, parts.join(QStringLiteral("; ")))
+        .arg(matched);
+}
+
+} // namespace
+
+/// One undoable edit: the whole recipe before and after (recipes are small).
+class RecipeEditor::Command : public QUndoCommand {
+public:
+    Command(RecipeEditor* editor, Recipe before, Recipe after, const QString& text)
+        : QUndoCommand(text), m_editor(editor), m_before(std::move(before)),
+          m_after(std::move(after)) {}
+    void undo() override { m_editor->install(m_before); }
+    void redo() override { m_editor->install(m_after); }
+
+private:
+    RecipeEditor* m_editor;
+    Recipe m_before, m_after;
+};
+
+RecipeEditor::RecipeEditor(QWidget* parent) : QWidget(parent), m_undo(new QUndoStack(this)) {
+    m_recipe.name = "untitled";
+    buildUi();
+    refreshViews();
+}
+
+RecipeEditor::~RecipeEditor() {
+    // The commands call back into this editor: drop them before the widgets go.
+    m_undo->clear();
+}
+
+void RecipeEditor::buildUi() {
+    auto* top = new QVBoxLayout(this);
+    top->setContentsMargins(6, 6, 6, 6);
+    top->setSpacing(4);
+
+    // Toolbar row: preset, open/save, undo/redo.
+    auto* bar = new QHBoxLayout;
+    m_presetCombo = new QComboBox(this);
+    for (const auto& p : compress::presets())
+        m_presetCombo->addItem(QString::fromStdString(p.name), QString::fromStdString(p.name));
+    for (int i = 0; i < m_presetCombo->count(); ++i)
+        m_presetCombo->setItemData(
+            i, QString::fromStdString(compress::presets()[size_t(i)].description), Qt::ToolTipRole);
+    auto* applyPresetBtn = new QPushButton(tr("Apply Preset"), this);
+    connect(applyPresetBtn, &QPushButton::clicked, this,
+            [this] { applyPreset(m_presetCombo->currentData().toString()); });
+    auto* openBtn = new QToolButton(this);
+    openBtn->setText(tr("Open…"));
+    connect(openBtn, &QToolButton::clicked, this, [this] {
+        const QString p = QFileDialog::getOpenFileName(this, tr("Open Recipe"), QString(),
+                                                       tr("Recipes (*.json);;All files (*)"));
+        QString err;
+        if (!p.isEmpty() && !openRecipe(p, &err)) showFormError(err);
+    });
+    auto* saveBtn = new QToolButton(this);
+    saveBtn->setText(tr("Save…"));
+    connect(saveBtn, &QToolButton::clicked, this, [this] {
+        QString p = QFileDialog::getSaveFileName(this, tr("Save Recipe"),
+                                                 QString::fromStdString(m_recipe.name) + ".json",
+                                                 tr("Recipes (*.json)"));
+        QString err;
+        if (!p.isEmpty() && !saveRecipe(p, &err)) showFormError(err);
+    });
+    // Shortcuts (Ctrl+Z, Ctrl+Shift+Z) belong to the main window's Edit menu, which uses the
+    // same undo stack; these buttons carry none so the two never compete for a key.
+    QAction* undo = m_undo->createUndoAction(this, tr("Undo"));
+    QAction* redo = m_undo->createRedoAction(this, tr("Redo"));
+    auto* undoBtn = new QToolButton(this);
+    undoBtn->setDefaultAction(undo);
+    auto* redoBtn = new QToolButton(this);
+    redoBtn->setDefaultAction(redo);
+    bar->addWidget(new QLabel(tr("Preset:"), this));
+    bar->addWidget(m_presetCombo);
+    bar->addWidget(applyPresetBtn);
+    bar->addSpacing(12);
+    bar->addWidget(openBtn);
+    bar->addWidget(saveBtn);
+    bar->addStretch();
+    bar->addWidget(undoBtn);
+    bar->addWidget(redoBtn);
+    top->addLayout(bar);
+
+    // Budget row.
+    auto* budgetRow = new QHBoxLayout;
+    m_target = new QDoubleSpinBox(this);
+    m_target->setRange(0.5, 32.0);
+    m_target->setDecimals(2);
+    m_target->setSingleStep(0.25);
+    m_target->setValue(4.5);
+    m_target->setSuffix(tr(" bits/w"));
+    m_target->setToolTip(tr("Target budget: whole-model stored bits per weight"));
+    connect(m_target, &QDoubleSpinBox::valueChanged, this, &RecipeEditor::updateBudget);
+    m_budgetBar = new QProgressBar(this);
+    m_budgetBar->setRange(0, 1000);
+    m_budgetBar->setTextVisible(false);
+    m_budgetBar->setMaximumHeight(10);
+    m_budget = new QLabel(this);
+    m_budget->setTextInteractionFlags(Qt::TextSelectableByMouse);
+    budgetRow->addWidget(new QLabel(tr("Target:"), this));
+    budgetRow->addWidget(m_target);
+    budgetRow->addWidget(m_budget, 1);
+    top->addLayout(budgetRow);
+    top->addWidget(m_budgetBar);
+
+    auto* split = new QSplitter(Qt::Horizontal, this);
+    // Left: pattern + layer table.
+    auto* left = new QWidget(split);
+    auto* ll = new QVBoxLayout(left);
+    ll->setContentsMargins(0, 0, 0, 0);
+    auto* patRow = new QHBoxLayout;
+    m_pattern = new QLineEdit(left);
+    m_pattern->setPlaceholderText(
+        tr("Select by pattern: layers.*.mlp.* or re:layers\\.(0|1)\\..*"));
+    auto* selBtn = new QPushButton(tr("Select"), left);
+    connect(selBtn, &QPushButton::clicked, this, [this] { selectPattern(m_pattern->text()); });
+    connect(m_pattern, &QLineEdit::returnPressed, this,
+            [this] { selectPattern(m_pattern->text()); });
+    patRow->addWidget(m_pattern, 1);
+    patRow->addWidget(selBtn);
+    ll->addLayout(patRow);
+    m_table = new QTableWidget(0, ColumnCount, left);
+    m_table->setHorizontalHeaderLabels(
+        {tr("Layer"), tr("Shape"), tr("Setting"), tr("Bits/w"), tr("Rule")});
+    m_table->setSelectionBehavior(QAbstractItemView::SelectRows);
+    m_table->setSelectionMode(QAbstractItemView::ExtendedSelection);
+    m_table->setEditTriggers(QAbstractItemView::NoEditTriggers);
+    m_table->verticalHeader()->setVisible(false);
+    m_table->verticalHeader()->setDefaultSectionSize(m_table->fontMetrics().height() + 6);
+    m_table->horizontalHeader()->setStretchLastSection(true);
+    m_table->setAlternatingRowColors(true);
+    m_table->setWordWrap(false);
+    ll->addWidget(m_table, 1);
+    connect(m_table->selectionModel(), &QItemSelectionModel::selectionChanged, this,
+            &RecipeEditor::syncFormEnabled);
+
+    // Right: settings form, rules, JSON.
+    auto* right = new QWidget(split);
+    auto* rl = new QVBoxLayout(right);
+    rl->setContentsMargins(0, 0, 0, 0);
+    auto* wbox = new QGroupBox(tr("Settings for the selected layers"), right);
+    auto* form = new QFormLayout(wbox);
+    m_weightOn = new QCheckBox(tr("Quantise weights (off: keep them unchanged)"), wbox);
+    m_weightOn->setChecked(true);
+    m_bits = new QSpinBox(wbox);
+    m_bits->setRange(2, 8);
+    m_bits->setValue(4);
+    m_format = new QComboBox(wbox);
+    for (const char* f : kFormats) m_format->addItem(QString::fromLatin1(f));
+    m_symmetric = new QCheckBox(tr("symmetric"), wbox);
+    m_granularity = new QComboBox(wbox);
+    for (const char* g : kGranularities) m_granularity->addItem(QString::fromLatin1(g));
+    m_granularity->setCurrentIndex(2);
+    m_group = new QSpinBox(wbox);
+    m_group->setRange(1, 1 << 20);
+    m_group->setValue(128);
+    m_method = new QComboBox(wbox);
+    for (const char* m : kMethods) m_method->addItem(QString::fromLatin1(m));
+    form->addRow(m_weightOn);
+    form->addRow(tr("Bits"), m_bits);
+    form->addRow(tr("Format"), m_format);
+    form->addRow(QString(), m_symmetric);
+    form->addRow(tr("Granularity"), m_granularity);
+    form->addRow(tr("Group size"), m_group);
+    form->addRow(tr("Method"), m_method);
+    for (const char* key : kJsonSections) {
+        auto* e = new QLineEdit(wbox);
+        const QString k = QString::fromLatin1(key);
+        e->setObjectName(QStringLiteral("section.") + k);
+        e->setPlaceholderText(
+            k == QStringLiteral("activation")
+                ? tr("not set · e.g. {\"bits\": 8, \"mode\": \"dynamic_per_token\"}")
+            : k == QStringLiteral("kv") ? tr("not set · e.g. {\"k_bits\": 8, \"v_bits\": 8}")
+                                        : tr("not set · e.g. {\"threshold\": 6}"));
+        e->setToolTip(tr("JSON object of the rule's \"%1\" section (null switches it off)").arg(k));
+        form->addRow(
+            k == QStringLiteral("kv") ? QStringLiteral("KV") : k.left(1).toUpper() + k.mid(1), e);
+        m_sections.emplace_back(k, e);
+    }
+    auto* applyBtn = new QPushButton(tr("Add Rule for Selection"), wbox);
+    connect(applyBtn, &QPushButton::clicked, this, &RecipeEditor::applyToSelection);
+    m_formError = new QLabel(wbox);
+    m_formError->setWordWrap(true);
+    m_formError->setStyleSheet(QStringLiteral("color: #c0392b;"));
+    form->addRow(applyBtn);
+    form->addRow(m_formError);
+    for (QWidget* w :
+         std::initializer_list<QWidget*>{m_weightOn, m_format, m_granularity, m_method})
+        if (auto* c = qobject_cast<QComboBox*>(w))
+            connect(c, &QComboBox::currentIndexChanged, this, &RecipeEditor::syncFormEnabled);
+    connect(m_weightOn, &QCheckBox::toggled, this, &RecipeEditor::syncFormEnabled);
+    rl->addWidget(wbox);
+
+    auto* rulesBox = new QGroupBox(tr("Rules (later rules override earlier ones)"), right);
+    auto* rbl = new QVBoxLayout(rulesBox);
+    m_rules = new QListWidget(rulesBox);
+    m_rules->setWordWrap(false);
+    auto* rb = new QHBoxLayout;
+    auto* up = new QToolButton(rulesBox);
+    up->setText(tr("Up"));
+    auto* down = new QToolButton(rulesBox);
+    down->setText(tr("Down"));
+    auto* remove = new QToolButton(rulesBox);
+    remove->setText(tr("Remove"));
+    connect(up, &QToolButton::clicked, this, [this] { moveRule(m_rules->currentRow(), -1); });
+    connect(down, &QToolButton::clicked, this, [this] { moveRule(m_rules->currentRow(), +1); });
+    connect(remove, &QToolButton::clicked, this, [this] { removeRule(m_rules->currentRow()); });
+    // Clicking a rule selects its layers and loads its weight settings into the form.
+    connect(m_rules, &QListWidget::currentRowChanged, this, [this](int row) {
+        if (!m_plan || row < 0 || row >= int(m_plan->matches.size())) return;
+        QStringList names;
+        for (const auto& n : m_plan->matches[size_t(row)].layers)
+            names << QString::fromStdString(n);
+        selectLayers(names);
+        if (size_t(row) < m_recipe.rules.size() && m_recipe.rules[size_t(row)].weight)
+            setWeightForm(m_recipe.rules[size_t(row)].weight->is_null()
+                              ? std::nullopt
+                              : std::optional<json>(*m_recipe.rules[size_t(row)].weight));
+    });
+    rb->addWidget(up);
+    rb->addWidget(down);
+    rb->addWidget(remove);
+    rb->addStretch();
+    rbl->addWidget(m_rules, 1);
+    rbl->addLayout(rb);
+    rl->addWidget(rulesBox, 1);
+
+    m_json = new QPlainTextEdit(right);
+    m_json->setReadOnly(true);
+    m_json->setLineWrapMode(QPlainTextEdit::NoWrap);
+    QFont mono(QStringLiteral("monospace"));
+    mono.setStyleHint(QFont::TypeWriter);
+    m_json->setFont(mono);
+    m_json->setToolTip(tr("The recipe as lcw-cli reads it (--recipe FILE)"));
+    rl->addWidget(m_json, 1);
+    m_planStatus = new QLabel(right);
+    m_planStatus->setWordWrap(true);
+    rl->addWidget(m_planStatus);
+
+    split->addWidget(left);
+    split->addWidget(right);
+    split->setStretchFactor(0, 3);
+    split->setStretchFactor(1, 2);
+    top->addWidget(split, 1);
+    syncFormEnabled();
+}
+
+void RecipeEditor::setModel(std::shared_ptr<const Model> model) {
+    m_model = std::move(model);
+    m_table->setRowCount(0);
+    if (m_model) {
+        std::vector<const TensorView*> layers;
+        for (const TensorView& t : m_model->tensors())
+            if (t.shape.size() == 2 && compress::isTargetable(t.name)) layers.push_back(&t);
+        m_table->setRowCount(int(layers.size()));
+        for (int i = 0; i < int(layers.size()); ++i) {
+            const TensorView* t = layers[size_t(i)];
+            m_table->setItem(i, LayerColumn, new QTableWidgetItem(QString::fromStdString(t->name)));
+            m_table->setItem(
+                i, ShapeColumn,
+                new QTableWidgetItem(QStringLiteral("[%1, %2]").arg(t->shape[0]).arg(t->shape[1])));
+            for (int c : {SettingColumn, BitsColumn, RuleColumn})
+                m_table->setItem(i, c, new QTableWidgetItem);
+            m_table->item(i, BitsColumn)->setTextAlignment(Qt::AlignRight | Qt::AlignVCenter);
+        }
+        m_table->resizeColumnToContents(LayerColumn);
+    }
+    replan();
+    refreshViews();
+}
+
+QString RecipeEditor::recipeJsonText() const {
+    return QString::fromStdString(m_recipe.toJson().dump(2)) + QLatin1Char('\n');
+}
+
+void RecipeEditor::install(const Recipe& recipe) {
+    m_recipe = recipe;
+    replan();
+    refreshViews();
+    emit recipeChanged();
+}
+
+void RecipeEditor::setRecipe(const Recipe& recipe, const QString& what) {
+    m_undo->push(new Command(this, m_recipe, recipe, what));
+}
+
+void RecipeEditor::resetRecipe(const Recipe& recipe) {
+    m_undo->clear();
+    install(recipe);
+}
+
+bool RecipeEditor::applyPreset(const QString& name) {
+    try {
+        const compress::Preset& p = compress::findPreset(name.toStdString());
+        setRecipe(p.recipe, tr("Apply preset %1").arg(QString::fromStdString(p.name)));
+        const int i = m_presetCombo->findData(QString::fromStdString(p.name));
+        if (i >= 0) m_presetCombo->setCurrentIndex(i);
+        return true;
+    } catch (const std::exception& e) {
+        showFormError(QString::fromUtf8(e.what()));
+        return false;
+    }
+}
+
+void RecipeEditor::addRule(const Rule& rule) {
+    Recipe r = m_recipe;
+    r.rules.push_back(rule);
+    setRecipe(r, tr("Add rule %1").arg(r.rules.size() - 1));
+}
+
+void RecipeEditor::removeRule(int index) {
+    if (index < 0 || size_t(index) >= m_recipe.rules.size()) return;
+    Recipe r = m_recipe;
+    r.rules.erase(r.rules.begin() + index);
+    setRecipe(r, tr("Remove rule %1").arg(index));
+}
+
+void RecipeEditor::moveRule(int index, int delta) {
+    const int to = index + delta;
+    if (index < 0 || to < 0 || size_t(index) >= m_recipe.rules.size() ||
+        size_t(to) >= m_recipe.rules.size())
+        return;
+    Recipe r = m_recipe;
+    std::swap(r.rules[size_t(index)], r.rules[size_t(to)]);
+    setRecipe(r, tr("Move rule %1").arg(index));
+    m_rules->setCurrentRow(to);
+}
+
+bool RecipeEditor::openRecipe(const QString& path, QString* error) {
+    try {
+        Recipe r = Recipe::load(path.toStdString());
+        setRecipe(r, tr("Open %1").arg(path));
+        return true;
+    } catch (const std::exception& e) {
+        if (error) *error = QString::fromUtf8(e.what());
+        return false;
+    }
+}
+
+bool RecipeEditor::saveRecipe(const QString& path, QString* error) const {
+    try {
+        writeFileAtomic(path.toStdString(), recipeJsonText().toStdString());
+        return true;
+    } catch (const std::exception& e) {
+        if (error) *error = QString::fromUtf8(e.what());
+        return false;
+    }
+}
+
+QStringList RecipeEditor::layerNames() const {
+    QStringList out;
+    for (int i = 0; i < m_table->rowCount(); ++i) out << m_table->item(i, LayerColumn)->text();
+    return out;
+}
+
+QStringList RecipeEditor::selectedLayers() const {
+    QStringList out;
+    for (const QModelIndex& i : m_table->selectionModel()->selectedRows())
+        out << m_table->item(i.row(), LayerColumn)->text();
+    return out;
+}
+
+void RecipeEditor::selectLayers(const QStringList& names) {
+    const QSet<QString> want(names.begin(), names.end());
+    QItemSelection sel;
+    for (int i = 0; i < m_table->rowCount(); ++i)
+        if (want.contains(m_table->item(i, LayerColumn)->text()))
+            sel.select(m_table->model()->index(i, 0), m_table->model()->index(i, ColumnCount - 1));
+    m_table->selectionModel()->select(sel, QItemSelectionModel::ClearAndSelect);
+}
+
+int RecipeEditor::selectPattern(const QString& pattern) {
+    if (pattern.trimmed().isEmpty()) return 0;
+    Rule r;
+    r.targets = {pattern.trimmed().toStdString()};
+    r.weight = json(nullptr);
+    try {
+        // Validates the pattern exactly as a recipe would (regex syntax errors included).
+        Recipe probe;
+        probe.rules = {r};
+        Recipe::fromJson(probe.toJson());
+    } catch (const std::exception& e) {
+        showFormError(QString::fromUtf8(e.what()));
+        return 0;
+    }
+    QStringList names;
+    for (const QString& n : layerNames())
+        if (r.matches(n.toStdString())) names << n;
+    selectLayers(names);
+    showFormError(QString());
+    return int(names.size());
+}
+
+void RecipeEditor::setWeightForm(const std::optional<json>& w) {
+    m_weightOn->setChecked(w.has_value());
+    if (!w) return syncFormEnabled();
+    compress::WeightSettings d;
+    auto str = [&](const char* k, const char* def) {
+        return QString::fromStdString(w->value(k, std::string(def)));
+    };
+    m_format->setCurrentText(str("format", "int"));
+    m_bits->setValue(int(w->value("bits", d.bits)));
+    m_symmetric->setChecked(w->value("symmetric", d.symmetric));
+    m_granularity->setCurrentText(w->contains("group_size") ? QStringLiteral("group")
+                                                            : str("granularity", "channel"));
+    m_group->setValue(int(w->value("group_size", int64_t(d.groupSize))));
+    m_method->setCurrentText(str("method", "rtn"));
+    syncFormEnabled();
+}
+
+std::optional<json> RecipeEditor::weightFromForm() const {
+    if (!m_weightOn->isChecked()) return std::nullopt;
+    json w = json::object();
+    const std::string method = m_method->currentText().toStdString();
+    const bool gguf = method.size() == 4 && method[0] == 'q';
+    if (method != "rtn") w["method"] = method;
+    if (gguf) return w; // block schemes fix everything else
+    const std::string format = m_format->currentText().toStdString();
+    if (format != "int") w["format"] = format;
+    if (format == "int") {
+        w["bits"] = m_bits->value();
+        w["symmetric"] = m_symmetric->isChecked();
+    }
+    w["granularity"] = m_granularity->currentText().toStdString();
+    if (m_granularity->currentText() == QStringLiteral("group")) w["group_size"] = m_group->value();
+    return w;
+}
+
+void RecipeEditor::setSectionText(const QString& key, const QString& text) {
+    for (auto& [k, e] : m_sections)
+        if (k == key) e->setText(text);
+}
+
+Rule RecipeEditor::ruleFromForm(const std::vector<std::string>& targets) const {
+    json rj = json::object();
+    rj["targets"] = targets;
+    const auto w = weightFromForm();
+    rj["weight"] = w ? *w : json(nullptr);
+    for (const auto& [k, e] : m_sections) {
+        const QString t = e->text().trimmed();
+        if (t.isEmpty()) continue;
+        try {
+            rj[k.toStdString()] = json::parse(t.toStdString());
+        } catch (const json::exception& ex) {
+            throw compress::RecipeError(int(m_recipe.rules.size()), k.toStdString(),
+                                        std::string("invalid JSON: ") + ex.what());
+        }
+    }
+    // Validate through the parser with this rule in its final position, so errors name it.
+    json rec = m_recipe.toJson();
+    rec["rules"].push_back(rj);
+    const Recipe parsed = Recipe::fromJson(rec);
+    return parsed.rules.back();
+}
+
+bool RecipeEditor::applyToSelection() {
+    const QStringList sel = selectedLayers();
+    if (sel.isEmpty()) {
+        showFormError(tr("Select layers first (click, shift-click, or a pattern)."));
+        return false;
+    }
+    std::vector<std::string> targets;
+    // Every glob-selectable layer selected: one "*" instead of the list.
+    std::set<QString> selected(sel.begin(), sel.end());
+    bool all = true;
+    for (const QString& n : layerNames()) {
+        bool explicitOnly = false;
+        compress::isTargetable(n.toStdString(), &explicitOnly);
+        if (!explicitOnly && !selected.count(n)) all = false;
+    }
+    if (all) targets.push_back("*");
+    for (const QString& n : sel) {
+        bool explicitOnly = false;
+        compress::isTargetable(n.toStdString(), &explicitOnly);
+        if (!all || explicitOnly) targets.push_back(n.toStdString());
+    }
+    try {
+        addRule(ruleFromForm(targets));
+        showFormError(QString());
+        return true;
+    } catch (const std::exception& e) {
+        showFormError(QString::fromUtf8(e.what()));
+        return false;
+    }
+}
+
+void RecipeEditor::showFormError(const QString& text) {
+    m_formError->setText(text);
+    m_formError->setVisible(!text.isEmpty());
+    if (!text.isEmpty()) emit logMessage(tr("Recipe: %1").arg(text));
+}
+
+void RecipeEditor::syncFormEnabled() {
+    const bool on = m_weightOn->isChecked();
+    const QString method = m_method->currentText();
+    const bool gguf = method.size() == 4 && method.startsWith(QLatin1Char('q'));
+    const bool isInt = m_format->currentText() == QStringLiteral("int");
+    m_method->setEnabled(on);
+    m_format->setEnabled(on && !gguf);
+    m_bits->setEnabled(on && !gguf && isInt);
+    m_symmetric->setEnabled(on && !gguf && isInt);
+    m_granularity->setEnabled(on && !gguf);
+    m_group->setEnabled(on && !gguf && m_granularity->currentText() == QStringLiteral("group"));
+}
+
+void RecipeEditor::replan() {
+    m_plan.reset();
+    m_total.reset();
+    m_planError.clear();
+    if (!m_model) return;
+    try {
+        m_plan = compress::planRecipe(m_recipe, *m_model);
+        m_total = compress::estimateSize(*m_plan, *m_model);
+    } catch (const std::exception& e) {
+        m_planError = QString::fromUtf8(e.what());
+    }
+    emit planChanged();
+}
+
+void RecipeEditor::refreshViews() {
+    m_json->setPlainText(recipeJsonText());
+    m_rules->clear();
+    for (size_t i = 0; i < m_recipe.rules.size(); ++i) {
+        const size_t matched =
+            m_plan && i < m_plan->matches.size() ? m_plan->matches[i].layers.size() : 0;
+        auto* item = new QListWidgetItem(ruleSummary(m_recipe.rules[i], int(i), matched), m_rules);
+        if (!m_recipe.rules[i].comment.empty())
+            item->setToolTip(QString::fromStdString(m_recipe.rules[i].comment));
+    }
+    // Layer table columns from the plan.
+    QHash<QString, const compress::LayerPlan*> byName;
+    if (m_plan)
+        for (const auto& l : m_plan->layers) byName.insert(QString::fromStdString(l.name), &l);
+    for (int i = 0; i < m_table->rowCount(); ++i) {
+        const QString name = m_table->item(i, LayerColumn)->text();
+        const compress::LayerPlan* lp = byName.value(name, nullptr);
+        if (lp) {
+            m_table->item(i, SettingColumn)->setText(QString::fromStdString(lp->weight.describe()));
+            m_table->item(i, BitsColumn)
+                ->setText(
+                    QString::number(compress::estimateLayerSize(*lp).bitsPerWeight(), 'f', 3));
+            const auto it = lp->origin.find("weight");
+            m_table->item(i, RuleColumn)
+                ->setText(it != lp->origin.end() ? QString::number(it->second) : QString());
+        } else {
+            const TensorView* t = m_model ? m_model->find(name.toStdString()) : nullptr;
+            m_table->item(i, SettingColumn)->setText(tr("unchanged"));
+            m_table->item(i, BitsColumn)
+                ->setText(
+                    t && t->numel() > 0
+                        ? QString::number(double(t->nbytes) * 8.0 / double(t->numel()), 'f', 3)
+                        : QString());
+            m_table->item(i, RuleColumn)->setText(QString());
+        }
+    }
+    QStringList notes;
+    if (!m_planError.isEmpty()) notes << m_planError;
+    if (m_plan)
+        for (const auto& w : m_plan->warnings) notes << QString::fromStdString(w);
+    m_planStatus->setText(notes.join(QLatin1Char('\n')));
+    m_planStatus->setStyleSheet(m_planError.isEmpty() ? QString()
+                                                      : QStringLiteral("color: #c0392b;"));
+    updateBudget();
+}
+
+void RecipeEditor::setTargetBitsPerWeight(double bits) {
+    m_target->setValue(bits);
+}
+
+double RecipeEditor::targetBitsPerWeight() const {
+    return m_target->value();
+}
+
+QString RecipeEditor::budgetText() const {
+    return m_budget->text();
+}
+
+void RecipeEditor::updateBudget() {
+    if (!m_model) {
+        m_budget->setText(tr("Open a model to see sizes."));
+        m_budgetBar->setValue(0);
+        return;
+    }
+    if (!m_total) {
+        m_budget->setText(tr("— (the recipe does not fit this model)"));
+        m_budgetBar->setValue(0);
+        return;
+    }
+    const double bpw = m_total->bitsPerWeight();
+    const double target = m_target->value();
+    const uint64_t base = m_model->storedBytes();
+    const double over = (bpw / target - 1.0) * 100.0;
+    m_budget->setText(
+        tr("%1 bits/weight · %2 (%3% of %4) · %5")
+            .arg(bpw, 0, 'f', 3)
+            .arg(formatBytes(m_total->bytes()))
+            .arg(100.0 * double(m_total->bytes()) / double(std::max<uint64_t>(1, base)), 0, 'f', 1)
+            .arg(formatBytes(base))
+            .arg(over > 0 ? tr("over the target by %1%").arg(over, 0, 'f', 1)
+                          : tr("within the target (%1% under)").arg(-over, 0, 'f', 1)));
+    m_budgetBar->setValue(int(std::min(1000.0, 1000.0 * bpw / std::max(target, 1e-9) / 2.0)));
+    m_budgetBar->setStyleSheet(
+        over > 0 ? QStringLiteral("QProgressBar::chunk { background: #c0392b; }")
+                 : QStringLiteral("QProgressBar::chunk { background: #27ae60; }"));
+}
+
+} // namespace lcw

@@ -1,0 +1,156 @@
+#pragma once
+/// \file
+/// The recipe editor: apply presets, select layers (click, shift-click, or a glob/regex
+/// pattern), set their weight, activation and KV settings, and see the resulting rule list as
+/// the same JSON the CLI reads. Every edit is an undoable command (Ctrl+Z / Ctrl+Shift+Z). The
+/// plan (which rule sets what on every layer) and the model's total size and bits per weight are
+/// recomputed from the recipe on each edit by core/compress (planRecipe, estimateSize) without
+/// quantising anything; the editor only displays them.
+///
+/// Extension point: a rule section is either the weight form or a JSON field (activation, kv,
+/// outliers). A new section the recipe parser learns (sparsity, low-rank, ...) is added by
+/// listing its key in kJsonSections (recipe_editor.cpp) or by a dedicated form that fills the
+/// same rule object in ruleFromForm().
+#include "core/compress/compressed_model.h"
+#include "core/compress/recipe.h"
+#include "core/model/model.h"
+
+#include <QWidget>
+
+#include <memory>
+#include <optional>
+#include <vector>
+
+class QCheckBox;
+class QComboBox;
+class QDoubleSpinBox;
+class QLabel;
+class QLineEdit;
+class QListWidget;
+class QPlainTextEdit;
+class QProgressBar;
+class QSpinBox;
+class QTableWidget;
+class QUndoStack;
+
+namespace lcw {
+
+class RecipeEditor : public QWidget {
+    Q_OBJECT
+public:
+    /// Columns of the layer table.
+    enum Column { LayerColumn, ShapeColumn, SettingColumn, BitsColumn, RuleColumn, ColumnCount };
+
+    explicit RecipeEditor(QWidget* parent = nullptr);
+    ~RecipeEditor() override;
+
+    /// Lists the model's targetable layers and re-plans the recipe against it (nullptr clears).
+    void setModel(std::shared_ptr<const Model> model);
+
+    const compress::Recipe& recipe() const { return m_recipe; }
+    /// The recipe as JSON text (what Save writes and the CLI reads).
+    QString recipeJsonText() const;
+
+    // Undoable edits -----------------------------------------------------------------------
+    /// Replaces the whole recipe by a preset's. Returns false for an unknown name.
+    bool applyPreset(const QString& name);
+    /// Appends a rule.
+    void addRule(const compress::Rule& rule);
+    void removeRule(int index);
+    /// Moves a rule one place up (delta -1) or down (+1).
+    void moveRule(int index, int delta);
+    /// Replaces the recipe (one undo step titled `what`).
+    void setRecipe(const compress::Recipe& recipe, const QString& what);
+    /// Builds a rule from the selected layers and the settings form and appends it. Returns
+    /// false (and shows why) when nothing is selected or the form's JSON is invalid.
+    bool applyToSelection();
+
+    /// Replaces the recipe and clears the undo history (new or opened project).
+    void resetRecipe(const compress::Recipe& recipe);
+    /// Reads a recipe file into the editor (undoable). On failure returns false with `error`.
+    bool openRecipe(const QString& path, QString* error = nullptr);
+    /// Writes the recipe JSON atomically.
+    bool saveRecipe(const QString& path, QString* error = nullptr) const;
+
+    // Selection -----------------------------------------------------------------------------
+    QStringList layerNames() const;
+    QStringList selectedLayers() const;
+    void selectLayers(const QStringList& names);
+    /// Selects the layers a rule target would match (glob, or "re:" regex). Returns how many.
+    int selectPattern(const QString& pattern);
+
+    // Settings form ---------------------------------------------------------------------------
+    /// Fills the weight form from a rule's weight section (nullopt: weights left unchanged).
+    void setWeightForm(const std::optional<nlohmann::json>& weight);
+    /// The weight section the form describes (nullopt when "quantise weights" is off).
+    std::optional<nlohmann::json> weightFromForm() const;
+    /// Sets a JSON section field ("activation", "kv", "outliers"); empty text: not set.
+    void setSectionText(const QString& key, const QString& text);
+    /// A rule with the given targets and the form's sections; throws RecipeError when invalid.
+    compress::Rule ruleFromForm(const std::vector<std::string>& targets) const;
+
+    // Plan and budget -------------------------------------------------------------------------
+    /// Current plan (nullptr without a model or when the recipe does not fit it).
+    const compress::Plan* plan() const { return m_plan ? &*m_plan : nullptr; }
+    /// Whole-model size under the recipe (nullopt when there is no plan).
+    std::optional<compress::SizeInfo> totalSize() const { return m_total; }
+    /// Why the recipe does not fit the model (empty when it does).
+    QString planError() const { return m_planError; }
+    void setTargetBitsPerWeight(double bits);
+    double targetBitsPerWeight() const;
+    /// The budget line as shown ("4.63 bits/weight · 145.2 KiB · target 4.50: over by 2.9%").
+    QString budgetText() const;
+
+    QUndoStack* undoStack() const { return m_undo; }
+    QTableWidget* layerTable() const { return m_table; }
+    QListWidget* ruleList() const { return m_rules; }
+    QPlainTextEdit* jsonView() const { return m_json; }
+    QComboBox* presetCombo() const { return m_presetCombo; }
+
+signals:
+    /// The recipe changed (any edit, undo or redo).
+    void recipeChanged();
+    /// A new plan (or a planning error) is available.
+    void planChanged();
+    void logMessage(const QString& text);
+
+private:
+    class Command;
+    friend class Command;
+    void buildUi();
+    /// Installs a recipe without an undo step (used by the commands).
+    void install(const compress::Recipe& recipe);
+    void replan();
+    void refreshViews();
+    void updateBudget();
+    void syncFormEnabled();
+    void showFormError(const QString& text);
+
+    std::shared_ptr<const Model> m_model;
+    compress::Recipe m_recipe;
+    std::optional<compress::Plan> m_plan;
+    std::optional<compress::SizeInfo> m_total;
+    QString m_planError;
+    QUndoStack* m_undo = nullptr;
+
+    QComboBox* m_presetCombo = nullptr;
+    QLineEdit* m_pattern = nullptr;
+    QTableWidget* m_table = nullptr;
+    QCheckBox* m_weightOn = nullptr;
+    QSpinBox* m_bits = nullptr;
+    QComboBox* m_format = nullptr;
+    QCheckBox* m_symmetric = nullptr;
+    QComboBox* m_granularity = nullptr;
+    QSpinBox* m_group = nullptr;
+    QComboBox* m_method = nullptr;
+    std::vector<std::pair<QString, QLineEdit*>> m_sections;
+    QLabel* m_formError = nullptr;
+    QListWidget* m_rules = nullptr;
+    QPlainTextEdit* m_json = nullptr;
+    QDoubleSpinBox* m_target = nullptr;
+    QProgressBar* m_budgetBar = nullptr;
+    QLabel* m_budget = nullptr;
+    QLabel* m_planStatus = nullptr;
+};
+
+} // namespace lcw
