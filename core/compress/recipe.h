@@ -4,6 +4,9 @@
 /// of rules. Each rule selects layers by canonical name (globs, or "re:" regexes) and sets weight,
 /// activation, KV-cache and outlier settings. Later rules override earlier ones field by field.
 #include "core/common/error.h"
+#include "core/compress/lowrank.h"
+#include "core/compress/sparsity.h"
+#include "core/compress/structured.h"
 
 #include <nlohmann/json.hpp>
 
@@ -62,6 +65,8 @@ struct Rule {
     std::vector<std::string> targets;
     std::vector<std::string> ignore;
     std::optional<nlohmann::json> weight, activation, kv, outliers;
+    /// Pruning, structured pruning and low-rank sections (docs/recipe-format.md).
+    std::optional<nlohmann::json> sparsity, structured, lowrank;
     std::string comment;
     /// True when `name` is selected by the targets and not by ignore. embed, lm_head and
     /// mlp.router are selected only by a target equal to their name (no glob or regex).
@@ -104,6 +109,23 @@ struct LayerPlan {
     /// is the last rule whose weight section applied.
     std::map<std::string, int> origin;
     bool hasActivation = false, hasKv = false, hasOutliers = false;
+    /// The weight is quantised (a weight section applies); false for layers that are only
+    /// pruned or factorised.
+    bool quantize = true;
+    std::optional<SparsitySettings> sparsity;
+    std::optional<LowRankSettings> lowrank;
+    int sparsityRule = -1, lowrankRule = -1; ///< last rule whose section applied
+    /// "int4 g128 asym", "svd-llm 50% params + int4 g128 asym", "2:4 sparsegpt".
+    std::string describe() const;
+    bool needsCalibration() const;
+};
+
+/// Structured pruning of one block: MLP settings from the rules matching layers.N.mlp.down (or
+/// mlp.up for non-gated MLPs: the same), head settings from those matching layers.N.attn.o.
+struct BlockStructured {
+    int layer = 0;
+    StructuredSettings settings;
+    int mlpRule = -1, headRule = -1;
 };
 
 struct RuleMatch {
@@ -112,7 +134,8 @@ struct RuleMatch {
 };
 
 struct Plan {
-    std::vector<LayerPlan> layers;  ///< layers with weight quantisation, in model order
+    std::vector<LayerPlan> layers;  ///< layers quantised, pruned or factorised, in model order
+    std::vector<BlockStructured> structured; ///< blocks with structured pruning, in order
     std::vector<RuleMatch> matches; ///< one per rule
     std::vector<std::string> warnings;
 };
