@@ -87,8 +87,11 @@ std::unique_ptr<WeightSource> applyRecipeOptions(const Model& model, const Args&
     for (const auto& w : r.plan.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
     if (!a.flag("--quiet")) {
         const auto q = r.model->compressedSize();
-        std::fprintf(stderr, "recipe '%s': %zu layers quantised, %.3f bits/weight\n",
-                     recipe.name.c_str(), r.layers.size(), q.bitsPerWeight());
+        std::fprintf(stderr,
+                     "recipe '%s': %zu layers quantised, %.3f bits/weight; %zu activation "
+                     "inputs and %zu KV caches quantised at run time\n",
+                     recipe.name.c_str(), r.layers.size(), q.bitsPerWeight(),
+                     r.plan.activations.size(), r.plan.kv.size());
     }
     return std::move(r.model);
 }
@@ -124,6 +127,29 @@ int cmdCompress(const std::vector<std::string>& argv) {
         std::printf("%-28s %-14s %-22s %5d %8.3f %12.4e %9s %9.5f %8.2f\n", l.name.c_str(), shape,
                     l.scheme.c_str(), l.rule, l.bitsPerWeight, l.error.mse,
                     fmtDb(l.error.sqnrDb).c_str(), l.error.relError, l.seconds * 1e3);
+    }
+    if (!r.plan.activations.empty()) {
+        std::printf("\n%-28s %-26s %5s %10s %9s\n", "activation input", "scheme", "rule", "abs_max",
+                    "outliers");
+        const RuntimeQuant* rq = r.model->runtimeQuant();
+        for (const auto& ap : r.plan.activations) {
+            const ActQuantSpec* s = rq ? rq->activation(ap.name) : nullptr;
+            char am[32] = "-";
+            if (s && !s->perToken) std::snprintf(am, sizeof am, "%.4g", s->absMax);
+            std::printf("%-28s %-26s %5d %10s %9zu\n", ap.name.c_str(), ap.act.describe().c_str(),
+                        ap.rule, am, s ? s->outlierChannels.size() : size_t(0));
+        }
+    }
+    if (!r.plan.kv.empty()) {
+        std::printf("\n%-10s %-40s %5s %12s %12s\n", "kv cache", "scheme", "rule", "K bits/val",
+                    "V bits/val");
+        for (const auto& kp : r.plan.kv)
+            std::printf("layers.%-3lld %-40s %5d %12.3f %12.3f\n", (long long)kp.layer,
+                        kp.kv.describe().c_str(), kp.rule,
+                        compress::KvSettings::bitsPerValue(kp.kv.kBits, kp.kv.kGranularity,
+                                                           kp.kv.groupSize, kp.width),
+                        compress::KvSettings::bitsPerValue(kp.kv.vBits, kp.kv.vGranularity,
+                                                           kp.kv.groupSize, kp.width));
     }
     const auto q = r.model->compressedSize(), tot = r.model->totalSize();
     std::printf("\nquantised: %lld weights, %.4f bits/weight, %llu bytes\n", (long long)q.params,

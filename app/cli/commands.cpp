@@ -450,6 +450,8 @@ int cmdPerplexity(const std::vector<std::string>& argv) {
              {"mean_nll", r.meanNll},
              {"seconds", r.seconds},
              {"tokens_per_second", r.tokensPerSecond},
+             {"kv_cache_bytes", r.kvCacheBytes},
+             {"kv_cache_bytes_f32", r.kvCacheBytesF32},
              {"threads", omp_get_max_threads()}});
         return 0;
     }
@@ -461,6 +463,10 @@ int cmdPerplexity(const std::vector<std::string>& argv) {
     std::printf("chunks:  %lld, scored tokens %lld\n", (long long)r.chunks,
                 (long long)r.scoredTokens);
     std::printf("PPL = %.4f +/- %.5f\n", r.ppl, r.pplError);
+    if (r.kvCacheBytes != r.kvCacheBytesF32)
+        std::printf("KV cache: %llu bytes per %lld-token chunk (f32: %llu)\n",
+                    (unsigned long long)r.kvCacheBytes, (long long)po.ctx,
+                    (unsigned long long)r.kvCacheBytesF32);
     std::printf("time:    %.2f s (%.0f tokens/s, %d threads)\n", r.seconds, r.tokensPerSecond,
                 omp_get_max_threads());
     return 0;

@@ -5,12 +5,18 @@
 #include "core/io/atomic_writer.h"
 #include "core/io/quants.h"
 #include "core/io/safetensors.h"
+#include "core/runtime/session.h"
+#include "core/stats/activation_stats.h"
 #include "core/stats/fingerprint.h"
+#include "core/tokenizer/tokenizer.h"
 
 #include <chrono>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
 
 namespace lcw::compress {
 
@@ -70,6 +76,84 @@ std::vector<float> floatRows(const TensorView& t) {
     return out;
 }
 
+const char* granName(KvGranularity g) {
+    return g == KvGranularity::Channel ? "channel" : "token";
+}
+
+json runtimeQuantJson(const RuntimeQuant& rq) {
+    json acts = json::array(), kv = json::array();
+    for (const auto& [name, a] : rq.activations)
+        acts.push_back({{"name", name},
+                        {"bits", a.bits},
+                        {"mode", a.perToken ? "dynamic_per_token" : "static_per_tensor"},
+                        {"clip", a.clip},
+                        {"abs_max", a.absMax},
+                        {"outlier_channels", a.outlierChannels}});
+    for (const auto& [layer, k] : rq.kv)
+        kv.push_back({{"layer", layer},
+                      {"k_bits", k.kBits},
+                      {"v_bits", k.vBits},
+                      {"k_granularity", granName(k.kGranularity)},
+                      {"v_granularity", granName(k.vGranularity)},
+                      {"group_size", k.groupSize}});
+    return {{"activations", acts}, {"kv", kv}};
+}
+
+RuntimeQuant runtimeQuantFromJson(const nlohmann::json& j, const std::string& where) {
+    RuntimeQuant rq;
+    try {
+        for (const auto& a : j.at("activations")) {
+            ActQuantSpec s;
+            s.bits = a.at("bits").get<int>();
+            const auto mode = a.at("mode").get<std::string>();
+            if (mode != "dynamic_per_token" && mode != "static_per_tensor")
+                throw FormatError(where, "unknown activation mode '" + mode + "'");
+            s.perToken = mode == "dynamic_per_token";
+            s.clip = a.at("clip").get<float>();
+            s.absMax = a.at("abs_max").get<float>();
+            s.outlierChannels = a.at("outlier_channels").get<std::vector<int32_t>>();
+            rq.activations[a.at("name").get<std::string>()] = std::move(s);
+        }
+        for (const auto& k : j.at("kv")) {
+            KvQuantSpec s;
+            s.kBits = k.at("k_bits").get<int>();
+            s.vBits = k.at("v_bits").get<int>();
+            auto gran = [&](const char* key) {
+                const auto g = k.at(key).get<std::string>();
+                if (g != "token" && g != "channel")
+                    throw FormatError(where, std::string("unknown ") + key + " '" + g + "'");
+                return g == "channel" ? KvGranularity::Channel : KvGranularity::Token;
+            };
+            s.kGranularity = gran("k_granularity");
+            s.vGranularity = gran("v_granularity");
+            s.groupSize = k.at("group_size").get<int64_t>();
+            rq.kv[k.at("layer").get<int64_t>()] = s;
+        }
+    } catch (const json::exception& e) {
+        throw FormatError(where, std::string("bad runtime_quant: ") + e.what());
+    }
+    return rq;
+}
+
+/// Records the per-channel abs-max of the inputs of chosen linears.
+class AbsMaxObserver final : public Observer {
+public:
+    explicit AbsMaxObserver(const std::vector<std::string>& names) {
+        for (const auto& n : names) m_max[n];
+    }
+    void onLinearInput(int, LinearRole, const std::string& name, const float* x, int64_t n,
+                       int64_t dim) override {
+        auto it = m_max.find(name);
+        if (it == m_max.end()) return;
+        auto& m = it->second;
+        if (m.empty()) m.assign(size_t(dim), 0.0f);
+        for (int64_t t = 0; t < n; ++t)
+            for (int64_t c = 0; c < dim; ++c)
+                m[size_t(c)] = std::max(m[size_t(c)], std::fabs(x[t * dim + c]));
+    }
+    std::map<std::string, std::vector<float>> m_max;
+};
+
 std::string blockOf(const std::string& name) {
     if (name.rfind("layers.", 0) == 0) {
         const auto dot = name.find('.', 7);
@@ -107,6 +191,28 @@ void CompressedModel::setTensor(const std::string& name, PackedTensor packed) {
     t->view.nbytes = t->values.size() * sizeof(float);
     t->view.file.clear();
     m_tensors[name] = std::move(t);
+}
+
+void CompressedModel::setRuntimeQuant(RuntimeQuant rq) {
+    for (const auto& [name, a] : rq.activations) {
+        const TensorView* t = m_base.find(name);
+        if (!t || t->shape.size() != 2)
+            throw ArgumentError("runtime quantisation: the base model has no linear '" + name +
+                                "'");
+        if (a.bits < 2 || a.bits > 16 || !(a.clip > 0 && a.clip <= 1) || !(a.absMax >= 0))
+            throw ArgumentError("runtime quantisation of '" + name +
+                                "': bits, clip or abs_max out of range");
+        for (int32_t c : a.outlierChannels)
+            if (c < 0 || c >= t->shape[1])
+                throw ArgumentError("runtime quantisation of '" + name + "': outlier channel " +
+                                    std::to_string(c) + " is not an input channel");
+    }
+    for (const auto& [layer, k] : rq.kv)
+        if (layer < 0 || layer >= spec().nLayers || k.kBits < 2 || k.kBits > 16 || k.vBits < 2 ||
+            k.vBits > 16 || k.groupSize < 1)
+            throw ArgumentError("runtime quantisation: KV settings of block " +
+                                std::to_string(layer) + " are out of range");
+    m_runtime = std::move(rq);
 }
 
 const CompressedTensor* CompressedModel::compressed(std::string_view name) const {
@@ -194,6 +300,7 @@ void CompressedModel::save(const std::string& dir) const {
               {"base", {{"path", m_base.path()}, {"fingerprint", baseFingerprint}}},
               {"recipe", recipe.toJson()},
               {"tensors", tensors}};
+    if (!m_runtime.empty()) j["runtime_quant"] = runtimeQuantJson(m_runtime);
     AtomicFileWriter w((fs::path(dir) / "overlay.json").string());
     w.write(j.dump(2) + "\n");
     w.commit();
@@ -250,7 +357,47 @@ std::unique_ptr<CompressedModel> CompressedModel::load(const std::string& dir, c
             throw FormatError(jpath, e.what());
         }
     }
+    if (j.contains("runtime_quant")) {
+        try {
+            m->setRuntimeQuant(runtimeQuantFromJson(j["runtime_quant"], jpath));
+        } catch (const ArgumentError& e) {
+            throw FormatError(jpath, e.what());
+        }
+    }
     return m;
+}
+
+std::map<std::string, std::vector<float>>
+calibrateInputAbsMax(const Model& base, const std::vector<std::string>& names,
+                     const ActivationCalibration& opts, Progress& progress) {
+    const std::string path =
+        opts.textFile.empty() ? stats::builtinCalibrationPath() : opts.textFile;
+    if (!base.hasTokenizer())
+        throw Error(base.path() + ": calibrating activations needs a tokenizer and the model has "
+                                  "none");
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw Error(path + ": cannot open the calibration text");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    const std::vector<int32_t> ids = base.tokenizer().encode(ss.str(), true);
+    if (ids.size() < 2) throw Error(path + ": the calibration text has fewer than two tokens");
+    int64_t L = std::max<int64_t>(2, opts.seqLen);
+    if (base.spec().maxSeq > 0) L = std::min(L, base.spec().maxSeq);
+    L = std::min<int64_t>(L, int64_t(ids.size()));
+    const int64_t nSeq =
+        std::max<int64_t>(1, std::min<int64_t>(opts.samples, int64_t(ids.size()) / L));
+    SessionOptions so;
+    so.contextLength = L;
+    Session session(base, so);
+    AbsMaxObserver obs(names);
+    session.addObserver(&obs);
+    std::vector<float> logits;
+    for (int64_t i = 0; i < nSeq; ++i) {
+        if (!progress.report(double(i) / double(nSeq), "calibrating activations")) return {};
+        session.reset();
+        session.forward(std::span<const int32_t>(ids.data() + i * L, size_t(L)), logits);
+    }
+    return std::move(obs.m_max);
 }
 
 CompressResult compress(const Model& base, const Recipe& recipe, Progress& progress,
@@ -288,6 +435,65 @@ CompressResult compress(const Model& base, const Recipe& recipe, Progress& progr
         lr.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - l0).count();
         res.layers.push_back(std::move(lr));
     }
+
+    // Runtime quantisation: activation specs (calibrated where static scales or outlier
+    // channels are asked for) and KV-cache specs.
+    RuntimeQuant rq;
+    std::vector<std::string> calibNames;
+    for (const ActivationPlan& ap : res.plan.activations)
+        if (!ap.act.perToken || ap.outliers) calibNames.push_back(ap.name);
+    std::map<std::string, std::vector<float>> absMax;
+    if (!calibNames.empty()) {
+        if (!base.hasTokenizer()) {
+            const ActivationPlan& ap =
+                *std::find_if(res.plan.activations.begin(), res.plan.activations.end(),
+                              [&](const ActivationPlan& a) { return a.name == calibNames[0]; });
+            const bool isStatic = !ap.act.perToken;
+            throw RecipeError(
+                isStatic ? ap.rule : ap.outlierRule,
+                isStatic ? "activation.mode" : "outliers.threshold",
+                std::string(isStatic ? "static_per_tensor scales" : "outlier channels") + " of " +
+                    ap.name + " need calibration text, and the model has no tokenizer");
+        }
+        absMax = calibrateInputAbsMax(base, calibNames, opts.activationCalibration, progress);
+        if (absMax.empty()) {
+            res.status = Status::Cancelled;
+            return res;
+        }
+    }
+    for (const ActivationPlan& ap : res.plan.activations) {
+        ActQuantSpec s;
+        s.bits = ap.act.bits;
+        s.perToken = ap.act.perToken;
+        s.clip = float(ap.act.clip);
+        auto it = absMax.find(ap.name);
+        if (it != absMax.end() && !it->second.empty()) {
+            const auto& m = it->second;
+            if (ap.outliers)
+                for (size_t c = 0; c < m.size(); ++c)
+                    if (double(m[c]) >= ap.outliers->threshold)
+                        s.outlierChannels.push_back(int32_t(c));
+            size_t o = 0;
+            for (size_t c = 0; c < m.size(); ++c) {
+                if (o < s.outlierChannels.size() && s.outlierChannels[o] == int32_t(c)) {
+                    ++o;
+                    continue;
+                }
+                s.absMax = std::max(s.absMax, m[c]);
+            }
+        }
+        rq.activations[ap.name] = std::move(s);
+    }
+    for (const KvPlan& kp : res.plan.kv) {
+        KvQuantSpec k;
+        k.kBits = kp.kv.kBits;
+        k.vBits = kp.kv.vBits;
+        k.kGranularity = kp.kv.kGranularity;
+        k.vGranularity = kp.kv.vGranularity;
+        k.groupSize = kp.kv.groupSize;
+        rq.kv[kp.layer] = k;
+    }
+    cm->setRuntimeQuant(std::move(rq));
     progress.report(1.0, "done");
     res.model = std::move(cm);
     res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -311,6 +517,35 @@ json compressReportJson(const CompressResult& r) {
                           {"max_abs_error", l.error.maxAbs},
                           {"seconds", l.seconds}});
     }
+    json acts = json::array(), kvs = json::array();
+    const RuntimeQuant* rq = r.model ? r.model->runtimeQuant() : nullptr;
+    for (const auto& a : r.plan.activations) {
+        json aj = {{"name", a.name},
+                   {"bits", a.act.bits},
+                   {"mode", a.act.perToken ? "dynamic_per_token" : "static_per_tensor"},
+                   {"clip", a.act.clip},
+                   {"scheme", a.act.describe()},
+                   {"rule", a.rule}};
+        if (a.outliers) aj["outlier_threshold"] = a.outliers->threshold;
+        if (const ActQuantSpec* s = rq ? rq->activation(a.name) : nullptr) {
+            if (!s->perToken) aj["abs_max"] = s->absMax;
+            aj["outlier_channels"] = s->outlierChannels;
+        }
+        acts.push_back(std::move(aj));
+    }
+    for (const auto& k : r.plan.kv)
+        kvs.push_back({{"layer", k.layer},
+                       {"k_bits", k.kv.kBits},
+                       {"v_bits", k.kv.vBits},
+                       {"k_granularity", granName(k.kv.kGranularity)},
+                       {"v_granularity", granName(k.kv.vGranularity)},
+                       {"group_size", k.kv.groupSize},
+                       {"scheme", k.kv.describe()},
+                       {"k_bits_per_value", KvSettings::bitsPerValue(k.kv.kBits, k.kv.kGranularity,
+                                                                     k.kv.groupSize, k.width)},
+                       {"v_bits_per_value", KvSettings::bitsPerValue(k.kv.vBits, k.kv.vGranularity,
+                                                                     k.kv.groupSize, k.width)},
+                       {"rule", k.rule}});
     json rules = json::array();
     for (const auto& m : r.plan.matches)
         rules.push_back({{"rule", m.rule}, {"matched", m.layers.size()}, {"layers", m.layers}});
@@ -333,6 +568,8 @@ json compressReportJson(const CompressResult& r) {
                        {"seconds", r.seconds}};
         j["blocks"] = blocks;
     }
+    j["activations"] = acts;
+    j["kv"] = kvs;
     j["rules"] = rules;
     j["warnings"] = r.plan.warnings;
     return j;

@@ -43,6 +43,13 @@ public:
     const ModelSpec& spec() const override { return m_base.spec(); }
     const TensorView* find(std::string_view canonical) const override;
     const Model& base() const { return m_base; }
+    /// Activation and KV-cache quantisation the runtime applies (nullptr when there is none).
+    const RuntimeQuant* runtimeQuant() const override {
+        return m_runtime.empty() ? nullptr : &m_runtime;
+    }
+    /// Replaces the runtime quantisation; throws ArgumentError for a linear the base lacks,
+    /// bits outside 2..16, a non-positive clip or group, or outlier channels out of range.
+    void setRuntimeQuant(RuntimeQuant rq);
 
     /// Replaces (or adds) the tensor `name` of the base by a packed tensor; the values are
     /// dequantised from it. Throws ArgumentError when the base has no such 2-D tensor or the
@@ -67,7 +74,8 @@ public:
     std::string baseFingerprint;
 
     /// Writes DIR/overlay.safetensors (packed codes/scales/zeros of the replaced tensors) and
-    /// DIR/overlay.json (format version, recipe, base fingerprint, per-tensor settings), each
+    /// DIR/overlay.json (format version, recipe, base fingerprint, per-tensor settings, and the
+    /// runtime quantisation under "runtime_quant" with its calibrated scales), each
     /// atomically, the JSON last. Creates DIR.
     void save(const std::string& dir) const;
     /// Loads an overlay saved by save() over `base`; throws Error when the base's fingerprint
@@ -77,6 +85,7 @@ public:
 private:
     const Model& m_base;
     std::map<std::string, std::unique_ptr<CompressedTensor>, std::less<>> m_tensors;
+    RuntimeQuant m_runtime;
 };
 
 struct LayerReport {
@@ -91,9 +100,20 @@ struct LayerReport {
     double seconds = 0;
 };
 
+/// Text that calibrates static activation scales and outlier channels: `samples` consecutive
+/// sequences of `seqLen` tokens (BOS first) run through the base (unquantised) model; the
+/// per-channel abs-max of every quantised linear's input is recorded.
+struct ActivationCalibration {
+    std::string textFile; ///< empty: the bundled text (stats::builtinCalibrationPath())
+    int64_t samples = 4;
+    int64_t seqLen = 128; ///< at most the model's maximum sequence length
+};
+
 struct CompressOptions {
     /// Calibration data is available (methods that need it are allowed by planRecipe).
     bool hasCalibration = false;
+    /// Used only when a recipe has static per-tensor activations or outlier thresholds.
+    ActivationCalibration activationCalibration;
 };
 
 struct CompressResult {
@@ -104,9 +124,17 @@ struct CompressResult {
     double seconds = 0;
 };
 
-/// Applies a recipe's weight settings to `base`. Throws RecipeError for settings that do not
-/// fit the model, Error for quantiser failures (naming the layer). Progress after each layer;
-/// cancellation returns status Cancelled.
+/// Per-channel abs-max of the inputs of the linears `names`, [name] -> [in channels], from
+/// calibration text run through `base`. Throws Error when the model has no tokenizer or the text
+/// has fewer than two tokens. Cancelled: returns an empty map.
+std::map<std::string, std::vector<float>>
+calibrateInputAbsMax(const Model& base, const std::vector<std::string>& names,
+                     const ActivationCalibration& opts, Progress& progress);
+
+/// Applies a recipe's weight settings to `base` and resolves its activation / KV settings into
+/// the overlay's RuntimeQuant (calibrating when static scales or outliers are asked for). Throws
+/// RecipeError for settings that do not fit the model, Error for quantiser failures (naming the
+/// layer). Progress after each layer; cancellation returns status Cancelled.
 CompressResult compress(const Model& base, const Recipe& recipe, Progress& progress,
                         const CompressOptions& opts = {});
 

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdio>
 #include <regex>
 #include <set>
 
@@ -229,7 +230,7 @@ void validateLowRank(const json& o, int rule) {
 }
 
 /// Merges a section into the layer's accumulated settings field by field (null clears).
-void mergeSection(const std::optional<json>& sec, std::optional<json>& acc,
+void mergeFields(const std::optional<json>& sec, std::optional<json>& acc,
                   std::map<std::string, int>& origin, int rule, const std::string& section) {
     if (!sec) return;
     if (sec->is_null()) {
@@ -280,6 +281,28 @@ Recipe weightOnly(const std::string& name, const std::string& desc, json weight)
               {"description", desc},
               {"rules", json::array({{{"targets", {"*"}}, {"weight", std::move(weight)}}})}};
     return Recipe::fromJson(j);
+}
+
+Recipe oneRule(const std::string& name, const std::string& desc, json rule) {
+    rule["targets"] = {"*"};
+    json j = {{"lcw_recipe", 1},
+              {"name", name},
+              {"description", desc},
+              {"rules", json::array({std::move(rule)})}};
+    return Recipe::fromJson(j);
+}
+
+/// Merges a rule's section into a layer's accumulated section (null clears it).
+void mergeSection(std::optional<json>& acc, int& origin, const std::optional<json>& sec, int rule) {
+    if (!sec) return;
+    if (sec->is_null()) {
+        acc.reset();
+        origin = -1;
+        return;
+    }
+    if (!acc) acc = json::object();
+    for (auto it = sec->begin(); it != sec->end(); ++it) (*acc)[it.key()] = it.value();
+    origin = rule;
 }
 
 std::string lower(std::string s) {
@@ -344,6 +367,37 @@ std::string WeightSettings::describe() const {
     if (format == WeightFormat::Int) s += symmetric ? " sym" : " asym";
     if (method != WeightMethod::Rtn) s += std::string(" ") + weightMethodName(method);
     return s;
+}
+
+std::string ActivationSettings::describe() const {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "a%d %s", bits, perToken ? "per-token" : "per-tensor");
+    std::string r = buf;
+    if (clip < 1.0) {
+        std::snprintf(buf, sizeof buf, " clip %.3g", clip);
+        r += buf;
+    }
+    return r;
+}
+
+std::string KvSettings::describe() const {
+    auto part = [&](char c, int b, KvGranularity g) {
+        if (b >= 16) return std::string(1, c) + "16";
+        return std::string(1, c) + std::to_string(b) +
+               (g == KvGranularity::Token ? " token g" : " channel g") + std::to_string(groupSize);
+    };
+    return part('k', kBits, kGranularity) + ", " + part('v', vBits, vGranularity);
+}
+
+double KvSettings::bitsPerValue(int bits, KvGranularity g, int64_t groupSize, int64_t width) {
+    if (bits >= 16) return 32.0;
+    const int64_t group = g == KvGranularity::Token ? std::min(groupSize, width) : groupSize;
+    if (g == KvGranularity::Token) {
+        const int64_t groups = (width + group - 1) / group;
+        const double rowBits = double((width * bits + 7) / 8 * 8);
+        return (rowBits + double(groups) * 64.0) / double(width);
+    }
+    return double((width * bits + 7) / 8 * 8) / double(width) + 64.0 / double(group);
 }
 
 bool Rule::matches(const std::string& name) const {
@@ -496,6 +550,47 @@ const std::vector<Preset>& presets() {
             {{"method", "q4_1"}});
         add("Q4_0", "GGUF q4_0: blocks of 32, 4-bit + f16 scale (4.5 bits/weight)",
             {{"method", "q4_0"}});
+        // Weights and activations (Qllm-Eval's W8A8/W4A8/W4A4, OmniQuant's W6A6/W4A4): RTN
+        // per-channel weights, dynamic per-token symmetric activations at every linear input.
+        auto addWA = [&](const std::string& n, const std::string& d, json w, json a) {
+            v.push_back({n, d, oneRule(n, d, {{"weight", std::move(w)}, {"activation", a}})});
+        };
+        addWA("W8A8", "int8 sym per-channel weights, int8 dynamic per-token activations",
+              {{"bits", 8}, {"symmetric", true}, {"granularity", "channel"}},
+              {{"bits", 8}, {"mode", "dynamic_per_token"}});
+        addWA("W8A8-static",
+              "int8 sym per-channel weights, int8 static per-tensor activations (calibrated)",
+              {{"bits", 8}, {"symmetric", true}, {"granularity", "channel"}},
+              {{"bits", 8}, {"mode", "static_per_tensor"}});
+        addWA("W6A6", "int6 asym per-channel weights, int6 dynamic per-token activations",
+              {{"bits", 6}, {"symmetric", false}, {"granularity", "channel"}},
+              {{"bits", 6}, {"mode", "dynamic_per_token"}});
+        addWA("W4A8", "int4 asym per-channel weights, int8 dynamic per-token activations",
+              {{"bits", 4}, {"symmetric", false}, {"granularity", "channel"}},
+              {{"bits", 8}, {"mode", "dynamic_per_token"}});
+        addWA("W4A4", "int4 asym per-channel weights, int4 dynamic per-token activations",
+              {{"bits", 4}, {"symmetric", false}, {"granularity", "channel"}},
+              {{"bits", 4}, {"mode", "dynamic_per_token"}});
+        // KV cache only (Qllm-Eval's KV8/KV4/KV2): asymmetric, per token in groups of 128
+        // channels (the whole row when it is shorter); KIVI: keys per channel.
+        auto addKv = [&](const std::string& n, const std::string& d, json kv) {
+            v.push_back({n, d, oneRule(n, d, {{"kv", std::move(kv)}})});
+        };
+        for (int b : {8, 4, 2})
+            addKv("KV" + std::to_string(b),
+                  "KV cache: int" + std::to_string(b) +
+                      " asym K and V per token, groups of 128 channels; weights unchanged",
+                  {{"k_bits", b},
+                   {"v_bits", b},
+                   {"k_granularity", "token"},
+                   {"v_granularity", "token"}});
+        addKv("KV2-KIVI",
+              "KV cache: int2 asym, K per channel and V per token (KIVI), blocks/groups of 32",
+              {{"k_bits", 2},
+               {"v_bits", 2},
+               {"k_granularity", "channel"},
+               {"v_granularity", "token"},
+               {"group_size", 32}});
         return v;
     }();
     return p;
@@ -692,7 +787,8 @@ Plan planRecipe(const Recipe& r, const Model& model, const PlanOptions& opts) {
     for (size_t i = 0; i < r.rules.size(); ++i) plan.matches[i].rule = int(i);
     for (const TensorView& t : model.tensors()) {
         if (t.shape.size() != 2 || !isTargetable(t.name)) continue;
-        std::optional<json> w, sp, lr, st;
+        std::optional<json> w, act, outl, sp, lr, st;
+        int actRule = -1, outlRule = -1;
         std::map<std::string, int> origin, spOrigin, lrOrigin, stOrigin;
         LayerPlan lp;
         lp.name = t.name;
@@ -715,12 +811,38 @@ Plan planRecipe(const Recipe& r, const Model& model, const PlanOptions& opts) {
                     origin["weight"] = int(i);
                 }
             }
-            mergeSection(rule.sparsity, sp, spOrigin, int(i), "sparsity");
-            mergeSection(rule.lowrank, lr, lrOrigin, int(i), "lowrank");
-            mergeSection(rule.structured, st, stOrigin, int(i), "structured");
+            mergeFields(rule.sparsity, sp, spOrigin, int(i), "sparsity");
+            mergeFields(rule.lowrank, lr, lrOrigin, int(i), "lowrank");
+            mergeFields(rule.structured, st, stOrigin, int(i), "structured");
             if (rule.activation) lp.hasActivation = !rule.activation->is_null();
             if (rule.kv) lp.hasKv = !rule.kv->is_null();
             if (rule.outliers) lp.hasOutliers = !rule.outliers->is_null();
+            mergeSection(act, actRule, rule.activation, int(i));
+            mergeSection(outl, outlRule, rule.outliers, int(i));
+        }
+        if (act) {
+            ActivationPlan ap;
+            ap.name = t.name;
+            ap.cols = t.shape[1];
+            ap.rule = actRule;
+            ap.act.bits = int(act->value("bits", 8));
+            ap.act.perToken =
+                act->value("mode", std::string("dynamic_per_token")) == "dynamic_per_token";
+            ap.act.clip = act->value("clip", 1.0);
+            if (outl) {
+                ap.outlierRule = outlRule;
+                ap.outliers = OutlierSettings{outl->value("threshold", 6.0)};
+            }
+            if (ap.act.bits < 16) {
+                if (t.name == "embed")
+                    fail(actRule, "activation",
+                         "embed is a lookup table: it has no input activations to quantise");
+                if (model.spec().isMamba())
+                    fail(actRule, "activation",
+                         "activation quantisation is not implemented for Mamba blocks (" + t.name +
+                             ")");
+                plan.activations.push_back(std::move(ap));
+            }
         }
         if (st) resolveStructured(*st, stOrigin, t.name, model, structured);
         if (!w && !sp && !lr) continue;
@@ -808,16 +930,52 @@ Plan planRecipe(const Recipe& r, const Model& model, const PlanOptions& opts) {
             plan.warnings.push_back("recipe rule " + std::to_string(m.rule) +
                                     " matches no layer of the model");
     }
-    bool act = false, kv = false, outl = false;
+    // KV cache: block N takes, in rule order, the kv sections of the rules that match
+    // layers.N.attn.k or layers.N.attn.v.
+    const ModelSpec& sp = model.spec();
+    bool kvAny = false, outl = false;
     for (size_t i = 0; i < r.rules.size(); ++i) {
         if (plan.matches[i].layers.empty()) continue;
-        act |= r.rules[i].activation && !r.rules[i].activation->is_null();
-        kv |= r.rules[i].kv && !r.rules[i].kv->is_null();
+        kvAny |= r.rules[i].kv && !r.rules[i].kv->is_null();
         outl |= r.rules[i].outliers && !r.rules[i].outliers->is_null();
     }
-    if (act) plan.warnings.push_back("activation settings are validated but not applied yet");
-    if (kv) plan.warnings.push_back("kv settings are validated but not applied yet");
-    if (outl) plan.warnings.push_back("outlier settings are validated but not applied yet");
+    const int64_t width = sp.nKvHeads * sp.headDim;
+    for (int64_t l = 0; kvAny && !sp.isMamba() && l < sp.nLayers; ++l) {
+        const std::string p = "layers." + std::to_string(l) + ".attn.";
+        std::optional<json> kv;
+        int kvRule = -1;
+        for (size_t i = 0; i < r.rules.size(); ++i)
+            if (r.rules[i].kv && (r.rules[i].matches(p + "k") || r.rules[i].matches(p + "v")))
+                mergeSection(kv, kvRule, r.rules[i].kv, int(i));
+        if (!kv) continue;
+        KvPlan kp;
+        kp.layer = l;
+        kp.width = width;
+        kp.rule = kvRule;
+        KvSettings& k = kp.kv;
+        k.kBits = int(kv->value("k_bits", 8));
+        k.vBits = int(kv->value("v_bits", 8));
+        auto gran = [&](const char* key) {
+            return kv->value(key, std::string("token")) == "channel" ? KvGranularity::Channel
+                                                                     : KvGranularity::Token;
+        };
+        k.kGranularity = gran("k_granularity");
+        k.vGranularity = gran("v_granularity");
+        k.groupSize = kv->value("group_size", int64_t(128));
+        const bool tokenGroups = (k.kBits < 16 && k.kGranularity == KvGranularity::Token) ||
+                                 (k.vBits < 16 && k.vGranularity == KvGranularity::Token);
+        if (tokenGroups && kv->contains("group_size") && k.groupSize > width)
+            fail(kvRule, "kv.group_size",
+                 "group size " + std::to_string(k.groupSize) +
+                     " is larger than the K/V row of block " + std::to_string(l) + " (" +
+                     std::to_string(width) + " = kv heads x head dim) for token granularity");
+        if (k.kBits < 16 || k.vBits < 16) plan.kv.push_back(std::move(kp));
+    }
+    if (kvAny && sp.isMamba())
+        plan.warnings.push_back("kv settings ignored: Mamba blocks have no KV cache");
+    if (outl)
+        plan.warnings.push_back("outlier settings keep activation channels in 16 bit; the weight "
+                                "columns are quantised as usual");
     return plan;
 }
 

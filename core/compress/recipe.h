@@ -7,6 +7,7 @@
 #include "core/compress/lowrank.h"
 #include "core/compress/sparsity.h"
 #include "core/compress/structured.h"
+#include "core/model/runtime_quant.h"
 
 #include <nlohmann/json.hpp>
 
@@ -59,6 +60,38 @@ struct WeightSettings {
     std::string describe() const;
 };
 
+/// Resolved input-activation settings of one linear (fake-quantised at its input, see
+/// core/model/runtime_quant.h). bits 16 means none.
+struct ActivationSettings {
+    int bits = 8;
+    bool perToken = true; ///< "dynamic_per_token"; false: "static_per_tensor" (calibrated)
+    double clip = 1.0;
+    /// "a8 per-token", "a4 per-tensor clip 0.9".
+    std::string describe() const;
+};
+
+/// Resolved outlier settings of one linear: input channels whose calibrated abs-max is at least
+/// `threshold` stay in 16 bit (LLM.int8() style).
+struct OutlierSettings {
+    double threshold = 6.0;
+};
+
+/// Resolved KV-cache settings of one block. A kv section applies to block N when its rule matches
+/// layers.N.attn.k or layers.N.attn.v. bits 16: that half stays f32.
+struct KvSettings {
+    int kBits = 8, vBits = 8;
+    KvGranularity kGranularity = KvGranularity::Token;
+    KvGranularity vGranularity = KvGranularity::Token;
+    /// Channels per group (token granularity; at most the row, nKvHeads*headDim) or tokens per
+    /// block (channel granularity).
+    int64_t groupSize = 128;
+    /// "k4 token g128, v4 token g128".
+    std::string describe() const;
+    /// Stored bits per cached value including the f32 scale and minimum of each group
+    /// (channel granularity: of full blocks); `width` = nKvHeads*headDim. 16 bits: 32 (f32).
+    static double bitsPerValue(int bits, KvGranularity g, int64_t groupSize, int64_t width);
+};
+
 /// One rule as written. Sections keep their JSON (validated at parse time); an explicit null
 /// section switches that part off for the matched layers.
 struct Rule {
@@ -91,7 +124,7 @@ struct Preset {
     std::string description;
     Recipe recipe;
 };
-/// Built-in presets (weight-only for now), in display order.
+/// Built-in presets (weights, activations W?A?, KV cache KV?), in display order.
 const std::vector<Preset>& presets();
 /// Throws ArgumentError listing the names when unknown (case-insensitive match).
 const Preset& findPreset(const std::string& name);
@@ -128,15 +161,35 @@ struct BlockStructured {
     int mlpRule = -1, headRule = -1;
 };
 
+/// A linear whose input activations are quantised.
+struct ActivationPlan {
+    std::string name;
+    int64_t cols = 0; ///< input channels
+    ActivationSettings act;
+    std::optional<OutlierSettings> outliers;
+    int rule = -1;        ///< last rule whose activation section applied
+    int outlierRule = -1; ///< last rule whose outliers section applied
+};
+
+/// A block whose KV cache is quantised.
+struct KvPlan {
+    int64_t layer = 0;
+    int64_t width = 0; ///< nKvHeads * headDim
+    KvSettings kv;
+    int rule = -1; ///< last rule whose kv section applied
+};
+
 struct RuleMatch {
     int rule = 0;
     std::vector<std::string> layers;
 };
 
 struct Plan {
-    std::vector<LayerPlan> layers;  ///< layers quantised, pruned or factorised, in model order
+    std::vector<LayerPlan> layers; ///< layers quantised, pruned or factorised, in model order
     std::vector<BlockStructured> structured; ///< blocks with structured pruning, in order
-    std::vector<RuleMatch> matches; ///< one per rule
+    std::vector<ActivationPlan> activations; ///< linears with activation bits < 16, model order
+    std::vector<KvPlan> kv;                  ///< blocks with K or V bits < 16
+    std::vector<RuleMatch> matches;          ///< one per rule
     std::vector<std::string> warnings;
 };
 

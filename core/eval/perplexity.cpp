@@ -158,6 +158,8 @@ PerplexityResult computePerplexity(const WeightSource& weights, const std::vecto
                     out.push_back(-kernels::logSoftmaxAt(row, vocab, window[size_t(i)]));
                 }
                 std::lock_guard<std::mutex> lock(mu);
+                r.kvCacheBytes = std::max(r.kvCacheBytes, session.kvCacheBytes());
+                r.kvCacheBytesF32 = std::max(r.kvCacheBytesF32, session.kvCacheBytesF32());
                 chunkDone[size_t(c)] = 1;
                 for (double v : out) live.add(v);
                 ++finished;

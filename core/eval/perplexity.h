@@ -51,6 +51,9 @@ struct PerplexityResult {
     int64_t tokensEvaluated = 0; ///< tokens run through the model
     double seconds = 0;
     double tokensPerSecond = 0; ///< tokensEvaluated / seconds
+    /// KV cache holding one full chunk (window): as stored (quantised layers: codes, scales,
+    /// f32 tail) and as it would be in f32.
+    uint64_t kvCacheBytes = 0, kvCacheBytesF32 = 0;
     Status status = Status::Ok;
     /// PPL over the chunks done so far, after each chunk (for progress displays and plots).
     std::vector<double> runningPpl;

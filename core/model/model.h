@@ -26,6 +26,7 @@
 #include "core/common/progress.h"
 #include "core/common/tensor.h"
 #include "core/model/model_spec.h"
+#include "core/model/runtime_quant.h"
 
 #include <memory>
 #include <optional>
@@ -51,6 +52,9 @@ public:
     const TensorView& get(std::string_view canonical) const;
     /// The output projection (lm_head, or embed when tied).
     const TensorView& lmHead() const;
+    /// Activation and KV-cache quantisation the runtime applies while it runs (runtime_quant.h);
+    /// nullptr: none.
+    virtual const RuntimeQuant* runtimeQuant() const { return nullptr; }
 };
 
 struct LoadOptions {

@@ -47,6 +47,11 @@ public:
     /// Mixture of experts: tokens routed to each expert so far, [layer][expert]; empty otherwise.
     virtual std::vector<std::vector<int64_t>> expertTokenCounts() const { return {}; }
     virtual void resetExpertTokenCounts() {}
+    /// Bytes the KV cache (or recurrent state) uses for `tokens` cached tokens.
+    virtual uint64_t kvCacheBytes(int64_t tokens) const {
+        (void)tokens;
+        return 0;
+    }
 };
 
 std::unique_ptr<ArchRunner> makeTransformerRunner(const RunEnv& env);

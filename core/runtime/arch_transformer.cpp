@@ -12,6 +12,7 @@
 // Weight storage: see session.cpp (weights are used in place, tile by tile).
 #include "core/common/error.h"
 #include "core/runtime/arch.h"
+#include "core/runtime/quant_runtime.h"
 
 #include <algorithm>
 #include <cmath>
@@ -24,6 +25,7 @@ namespace {
 struct Expert {
     const TensorView *gate = nullptr, *up = nullptr, *down = nullptr;
     std::string name[3];
+    const ActQuantSpec* aq[3] = {}; // input fake-quantisation of gate, up, down (null: none)
 };
 
 struct Layer {
@@ -35,8 +37,15 @@ struct Layer {
     std::vector<float> bq, bk, bv, bo, bGate, bUp, bDown;
     bool sliding = false;
     float scale = 1.0f;
-    std::string name[8]; // q k v o gate up down router
+    std::string name[8];              // q k v o gate up down router
+    const ActQuantSpec* aq[8] = {};   // input fake-quantisation per linear (null: none)
+    const KvQuantSpec* kvq = nullptr; // quantised KV cache (null: f32 cache)
 };
+
+/// Same input quantisation (both none, or equal settings)?
+bool sameQuant(const ActQuantSpec* a, const ActQuantSpec* b) {
+    return a == b || (a && b && *a == *b);
+}
 
 class TransformerRunner final : public ArchRunner {
 public:
@@ -48,6 +57,7 @@ public:
     void resetExpertTokenCounts() override {
         for (auto& c : counts) std::fill(c.begin(), c.end(), 0);
     }
+    uint64_t kvCacheBytes(int64_t tokens) const override;
 
 private:
     RunEnv env;
@@ -64,6 +74,9 @@ private:
     std::vector<std::vector<int64_t>> counts; // MoE: [layer][expert]
 
     std::vector<kernels::FloatBuffer> kCache, vCache;
+    std::vector<runtime::KvStream> kStream, vStream; // layers with a quantised KV cache
+    kernels::FloatBuffer kDeq, vDeq, aqBuf;          // dequantised cache rows; quantised inputs
+    const ActQuantSpec* lmAq = nullptr;
     int64_t cacheRows = 0;
     kernels::FloatBuffer h, xn, tmp, tmp2, q, k, kPre, v, att, gate, up, cosT, sinT;
     kernels::FloatBuffer xe, ye, routerLogits; // embedding projection / MoE scratch
@@ -80,6 +93,12 @@ private:
     void mlp(int64_t l, const float* x, int64_t n, float* out);
     void moe(int64_t l, const float* x, int64_t n, float* out);
     bool observed() const { return !env.observers.empty(); }
+    /// x [n, dim] itself, or its fake-quantised copy (in aqBuf) when `a` is set.
+    const float* quantIn(const ActQuantSpec* a, const float* x, int64_t n, int64_t dim);
+    /// Linears sharing the input x (q/k/v, gate/up): one batch when their input quantisation is
+    /// the same, else one product per weight on its own quantised input.
+    void linearGroup(const kernels::LinearJob* jobs, const ActQuantSpec* const* aq, int count,
+                     const float* x, int64_t dim, int64_t n);
 };
 
 void TransformerRunner::bind() {
@@ -169,6 +188,12 @@ void TransformerRunner::bind() {
             L.bUp = optionalVector(w, L.name[5] + ".bias", s.hidden);
             L.bDown = optionalVector(w, L.name[6] + ".bias", dim);
         }
+        if (const RuntimeQuant* rq = w.runtimeQuant()) {
+            for (int i = 0; i < 8; ++i) L.aq[i] = rq->activation(L.name[i]);
+            for (Expert& E : L.experts)
+                for (int i = 0; i < 3; ++i) E.aq[i] = rq->activation(E.name[i]);
+            L.kvq = rq->kvFor(l);
+        }
         L.sliding = s.layerIsSliding(l);
         L.scale = s.attnScale > 0 ? s.attnScale : float(1.0 / std::sqrt(double(s.headDim)));
         if (s.scaleByInverseLayer) L.scale /= float(l + 1);
@@ -179,6 +204,14 @@ void TransformerRunner::bind() {
         rope = kernels::ropeFrequencies(s.rope, s.headDim, s.maxSeq, env.ctx);
     kCache.resize(size_t(s.nLayers));
     vCache.resize(size_t(s.nLayers));
+    kStream.resize(size_t(s.nLayers));
+    vStream.resize(size_t(s.nLayers));
+    for (int64_t l = 0; l < s.nLayers; ++l)
+        if (const KvQuantSpec* kq = layers[size_t(l)].kvq) {
+            kStream[size_t(l)].init(kq->kBits, kq->kGranularity, kq->groupSize, kvDim);
+            vStream[size_t(l)].init(kq->vBits, kq->vGranularity, kq->groupSize, kvDim);
+        }
+    if (const RuntimeQuant* rq = w.runtimeQuant()) lmAq = rq->activation("lm_head");
     const size_t B = size_t(env.batch);
     h.resize(B * size_t(dim));
     xn.resize(B * size_t(dim));
@@ -209,6 +242,7 @@ void TransformerRunner::ensureCache(int64_t rows) {
     int64_t n = std::max<int64_t>({rows, 2 * cacheRows, 256});
     n = std::min(n, env.ctx);
     for (int64_t l = 0; l < s.nLayers; ++l) {
+        if (layers[size_t(l)].kvq) continue; // quantised streams grow as rows arrive
         kCache[size_t(l)].resize(size_t(n * kvDim));
         vCache[size_t(l)].resize(size_t(n * kvDim));
     }
@@ -254,7 +288,7 @@ void TransformerRunner::attention(int64_t l, const float* x, int64_t n, int64_t 
     const kernels::LinearJob qkv[3] = {{L.q, q.data(), qDim, ptrOrNull(L.bq)},
                                        {L.k, k.data(), kvDim, ptrOrNull(L.bk)},
                                        {L.v, v.data(), kvDim, ptrOrNull(L.bv)}};
-    kernels::linearBatch(qkv, x, dim, n, nt);
+    linearGroup(qkv, L.aq, 3, x, dim, n);
     if (s.qkNorm && s.qkNormPerHead) {
         // StableLM: a LayerNorm (no bias) per head with its own weights
         for (int64_t hh = 0; hh < s.nHeads; ++hh)
@@ -279,18 +313,35 @@ void TransformerRunner::attention(int64_t l, const float* x, int64_t n, int64_t 
         for (Observer* o : env.observers)
             o->onKV(li, kp, k.data(), v.data(), n, s.nKvHeads, hd, pos0);
     }
-    std::copy(k.begin(), k.begin() + n * kvDim, kCache[size_t(l)].begin() + pos0 * kvDim);
-    std::copy(v.begin(), v.begin() + n * kvDim, vCache[size_t(l)].begin() + pos0 * kvDim);
+    const float *kc = kCache[size_t(l)].data(), *vc = vCache[size_t(l)].data();
+    if (L.kvq) {
+        // Quantised cache: the new rows are quantised once as they enter it (a failed or
+        // repeated call first drops the rows from pos0 on), attention reads dequantised rows.
+        runtime::KvStream &ks = kStream[size_t(l)], &vs = vStream[size_t(l)];
+        ks.truncate(pos0);
+        vs.truncate(pos0);
+        if (ks.rows() != pos0 || vs.rows() != pos0)
+            throw Error("KV cache of layer " + std::to_string(l) + " holds " +
+                        std::to_string(ks.rows()) + " rows, position " + std::to_string(pos0));
+        ks.append(k.data(), kvDim, n);
+        vs.append(v.data(), kvDim, n);
+        kc = ks.read(pos0 + n, kDeq, nt);
+        vc = vs.read(pos0 + n, vDeq, nt);
+    } else {
+        std::copy(k.begin(), k.begin() + n * kvDim, kCache[size_t(l)].begin() + pos0 * kvDim);
+        std::copy(v.begin(), v.begin() + n * kvDim, vCache[size_t(l)].begin() + pos0 * kvDim);
+    }
     kernels::AttentionOptions ao;
     ao.window = L.sliding ? s.slidingWindow : 0;
     ao.scale = L.scale;
     ao.softcap = s.attnSoftcap;
     ao.alibi = alibi.empty() ? nullptr : alibi.data();
     ao.alibiBeforeScale = s.alibiScaled;
-    kernels::attentionEx(q.data(), qDim, kCache[size_t(l)].data(), vCache[size_t(l)].data(),
-                         att.data(), qDim, n, pos0, s.nHeads, s.nKvHeads, hd, ao, nt);
+    kernels::attentionEx(q.data(), qDim, kc, vc, att.data(), qDim, n, pos0, s.nHeads, s.nKvHeads,
+                         hd, ao, nt);
     if (observed()) env.notifyLinear(li, LinearRole::O, L.name[3], att.data(), n, qDim);
-    kernels::linear(*L.o, att.data(), qDim, n, out, dim, ptrOrNull(L.bo), nt);
+    kernels::linear(*L.o, quantIn(L.aq[3], att.data(), n, qDim), qDim, n, out, dim, ptrOrNull(L.bo),
+                    nt);
 }
 
 void TransformerRunner::mlp(int64_t l, const float* x, int64_t n, float* out) {
@@ -306,16 +357,18 @@ void TransformerRunner::mlp(int64_t l, const float* x, int64_t n, float* out) {
         }
         const kernels::LinearJob gateUp[2] = {{L.gate, gate.data(), s.hidden, ptrOrNull(L.bGate)},
                                               {L.up, up.data(), s.hidden, ptrOrNull(L.bUp)}};
-        kernels::linearBatch(gateUp, x, dim, n, nt);
+        linearGroup(gateUp, L.aq + 4, 2, x, dim, n);
         kernels::activateGated(act, gate.data(), up.data(), nh, nt);
     } else {
         // fc1 → act → fc2 (OPT, GPT-2, NeoX, Falcon, Bloom)
         if (observed()) env.notifyLinear(li, LinearRole::Up, L.name[5], x, n, dim);
-        kernels::linear(*L.up, x, dim, n, gate.data(), s.hidden, ptrOrNull(L.bUp), nt);
+        kernels::linear(*L.up, quantIn(L.aq[5], x, n, dim), dim, n, gate.data(), s.hidden,
+                        ptrOrNull(L.bUp), nt);
         kernels::activate(act, gate.data(), nh, nt);
     }
     if (observed()) env.notifyLinear(li, LinearRole::Down, L.name[6], gate.data(), n, s.hidden);
-    kernels::linear(*L.down, gate.data(), s.hidden, n, out, dim, ptrOrNull(L.bDown), nt);
+    kernels::linear(*L.down, quantIn(L.aq[6], gate.data(), n, s.hidden), s.hidden, n, out, dim,
+                    ptrOrNull(L.bDown), nt);
 }
 
 // Sparse mixture of experts (Mixtral): softmax over the router logits, the top-k experts per
@@ -327,7 +380,8 @@ void TransformerRunner::moe(int64_t l, const float* x, int64_t n, float* out) {
     const int nt = env.threads;
     Layer& L = layers[size_t(l)];
     if (observed()) env.notifyLinear(li, LinearRole::Router, L.name[7], x, n, dim);
-    kernels::linear(*L.router, x, dim, n, routerLogits.data(), E, nullptr, nt);
+    kernels::linear(*L.router, quantIn(L.aq[7], x, n, dim), dim, n, routerLogits.data(), E, nullptr,
+                    nt);
     for (auto& t : expTok) t.clear();
     for (auto& t : expW) t.clear();
     routeIds.resize(size_t(n * K));
@@ -376,10 +430,11 @@ void TransformerRunner::moe(int64_t l, const float* x, int64_t n, float* out) {
         }
         const kernels::LinearJob gateUp[2] = {{X.gate, gate.data(), s.hidden, nullptr},
                                               {X.up, up.data(), s.hidden, nullptr}};
-        kernels::linearBatch(gateUp, xe.data(), dim, m, nt);
+        linearGroup(gateUp, X.aq, 2, xe.data(), dim, m);
         kernels::activateGated(act, gate.data(), up.data(), m * s.hidden, nt);
         if (observed()) env.notifyLinear(li, LinearRole::Down, X.name[2], gate.data(), m, s.hidden);
-        kernels::linear(*X.down, gate.data(), s.hidden, m, ye.data(), dim, nullptr, nt);
+        kernels::linear(*X.down, quantIn(X.aq[2], gate.data(), m, s.hidden), s.hidden, m, ye.data(),
+                        dim, nullptr, nt);
         for (int64_t i = 0; i < m; ++i) {
             float* o = out + toks[size_t(i)] * dim;
             const float* y = ye.data() + i * dim;
@@ -466,12 +521,46 @@ void TransformerRunner::run(const int32_t* ids, int64_t n, int64_t pos0, int64_t
         xl = xe.data();
     }
     if (observed()) env.notifyLinear(int(s.nLayers), LinearRole::LmHead, "lm_head", xl, nOut, ed);
-    kernels::linear(*lmHead, xl, ed, nOut, logitsOut, s.vocab, nullptr, nt);
+    kernels::linear(*lmHead, quantIn(lmAq, xl, nOut, ed), ed, nOut, logitsOut, s.vocab, nullptr,
+                    nt);
     if (s.finalSoftcap > 0) {
         const float cap = s.finalSoftcap;
         for (int64_t i = 0; i < nOut * s.vocab; ++i)
             logitsOut[i] = cap * std::tanh(logitsOut[i] / cap);
     }
+}
+
+const float* TransformerRunner::quantIn(const ActQuantSpec* a, const float* x, int64_t n,
+                                        int64_t dim) {
+    if (!a) return x;
+    if (aqBuf.size() < size_t(n * dim)) aqBuf.resize(size_t(n * dim));
+    runtime::fakeQuantizeActivations(*a, x, dim, aqBuf.data(), dim, n, dim, env.threads);
+    return aqBuf.data();
+}
+
+void TransformerRunner::linearGroup(const kernels::LinearJob* jobs, const ActQuantSpec* const* aq,
+                                    int count, const float* x, int64_t dim, int64_t n) {
+    bool same = true;
+    for (int i = 1; i < count; ++i) same = same && sameQuant(aq[0], aq[i]);
+    if (same) {
+        kernels::linearBatch(std::span(jobs, size_t(count)), quantIn(aq[0], x, n, dim), dim, n,
+                             env.threads);
+        return;
+    }
+    for (int i = 0; i < count; ++i)
+        kernels::linear(*jobs[i].w, quantIn(aq[i], x, n, dim), dim, n, jobs[i].y, jobs[i].ldy,
+                        jobs[i].bias, env.threads);
+}
+
+uint64_t TransformerRunner::kvCacheBytes(int64_t tokens) const {
+    uint64_t b = 0;
+    for (int64_t l = 0; l < s.nLayers; ++l) {
+        if (layers[size_t(l)].kvq)
+            b += kStream[size_t(l)].bytes() + vStream[size_t(l)].bytes();
+        else
+            b += uint64_t(tokens) * uint64_t(kvDim) * 2 * sizeof(float);
+    }
+    return b;
 }
 
 } // namespace

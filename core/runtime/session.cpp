@@ -236,6 +236,16 @@ void Session::resetExpertTokenCounts() {
     m->runner->resetExpertTokenCounts();
 }
 
+uint64_t Session::kvCacheBytes() const {
+    return m->runner->kvCacheBytes(m->pos);
+}
+
+uint64_t Session::kvCacheBytesF32() const {
+    if (m->s.isMamba()) return 0;
+    return uint64_t(m->pos) * uint64_t(m->s.nLayers) * uint64_t(m->s.nKvHeads * m->s.headDim) * 2 *
+           sizeof(float);
+}
+
 int32_t sampleToken(const float* logits, int64_t vocab, const SamplingParams& p,
                     std::mt19937_64& rng) {
     if (vocab <= 0) throw ArgumentError("sampleToken: empty vocabulary");

@@ -144,6 +144,12 @@ public:
     std::vector<std::vector<int64_t>> expertTokenCounts() const;
     void resetExpertTokenCounts();
 
+    /// Bytes the KV cache holds for the tokens cached now (quantised layers: codes, scales and
+    /// the f32 tail; other layers: K and V in f32). 0 for Mamba.
+    uint64_t kvCacheBytes() const;
+    /// What the same tokens would take in an all-f32 KV cache.
+    uint64_t kvCacheBytesF32() const;
+
 private:
     struct Impl;
     std::unique_ptr<Impl> m;

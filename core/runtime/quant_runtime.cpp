@@ -1,0 +1,244 @@
+// Activation fake-quantisation and the quantised KV-cache stream (formulas in
+// core/model/runtime_quant.h).
+#include "core/runtime/quant_runtime.h"
+
+#include "core/common/error.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+
+namespace lcw::runtime {
+
+namespace {
+
+/// Packs n codes of `bits` bits (< 16) into a little-endian bit stream.
+void packCodes(const uint16_t* codes, int64_t n, int bits, uint8_t* dst) {
+    uint64_t acc = 0;
+    int have = 0;
+    for (int64_t i = 0; i < n; ++i) {
+        acc |= uint64_t(codes[i]) << have;
+        have += bits;
+        while (have >= 8) {
+            *dst++ = uint8_t(acc & 0xff);
+            acc >>= 8;
+            have -= 8;
+        }
+    }
+    if (have > 0) *dst = uint8_t(acc & 0xff);
+}
+
+void unpackCodes(const uint8_t* src, int64_t n, int bits, uint16_t* codes) {
+    if (bits == 8) {
+        for (int64_t i = 0; i < n; ++i) codes[i] = src[i];
+        return;
+    }
+    uint64_t acc = 0;
+    int have = 0;
+    const uint64_t mask = (uint64_t(1) << bits) - 1;
+    for (int64_t i = 0; i < n; ++i) {
+        while (have < bits) {
+            acc |= uint64_t(*src++) << have;
+            have += 8;
+        }
+        codes[i] = uint16_t(acc & mask);
+        acc >>= bits;
+        have -= bits;
+    }
+}
+
+/// Asymmetric range of a set of values: scale = (max - min) / levels (0 for a constant set).
+inline void rangeOf(float lo, float hi, int levels, float& scale, float& mn) {
+    mn = lo;
+    scale = hi > lo ? (hi - lo) / float(levels) : 0.0f;
+}
+
+inline uint16_t codeOf(float x, float scale, float mn, int levels) {
+    if (scale == 0.0f) return 0;
+    const float q = std::nearbyint((x - mn) / scale);
+    return uint16_t(std::clamp(q, 0.0f, float(levels)));
+}
+
+} // namespace
+
+void fakeQuantizeActivations(const ActQuantSpec& spec, const float* x, int64_t ldx, float* out,
+                             int64_t ldo, int64_t n, int64_t dim, int threads) {
+    if (!spec.active()) {
+        if (out != x)
+            for (int64_t t = 0; t < n; ++t)
+                std::copy(x + t * ldx, x + t * ldx + dim, out + t * ldo);
+        return;
+    }
+    std::vector<uint8_t> keep(size_t(dim), 1);
+    for (int32_t c : spec.outlierChannels)
+        if (c >= 0 && c < dim) keep[size_t(c)] = 0;
+    const uint8_t* kp = keep.data();
+    const float qmax = float((1 << (spec.bits - 1)) - 1);
+#pragma omp parallel for schedule(static)                                                          \
+    num_threads(threads > 0 ? threads : omp_get_max_threads()) if (n * dim >= 4096)
+    for (int64_t t = 0; t < n; ++t) {
+        const float* xr = x + t * ldx;
+        float* o = out + t * ldo;
+        float m = spec.absMax;
+        if (spec.perToken) {
+            m = 0.0f;
+            for (int64_t c = 0; c < dim; ++c) m = std::max(m, kp[c] ? std::fabs(xr[c]) : 0.0f);
+        }
+        const float s = spec.clip * m / qmax;
+        if (!(s > 0.0f)) {
+            for (int64_t c = 0; c < dim; ++c) o[c] = kp[c] ? 0.0f : xr[c];
+            continue;
+        }
+        for (int64_t c = 0; c < dim; ++c) {
+            const float q = std::clamp(std::nearbyint(xr[c] / s), -qmax, qmax);
+            o[c] = kp[c] ? q * s : xr[c];
+        }
+    }
+}
+
+void KvStream::init(int bits, KvGranularity g, int64_t groupSize, int64_t width) {
+    if (bits < 2 || bits > 16 || groupSize < 1 || width < 1)
+        throw ArgumentError("KV cache: bits " + std::to_string(bits) + ", group size " +
+                            std::to_string(groupSize) + ", width " + std::to_string(width) +
+                            " are out of range");
+    *this = KvStream();
+    m_bits = bits;
+    m_gran = g;
+    m_width = width;
+    m_group = g == KvGranularity::Token ? std::min(groupSize, width) : groupSize;
+    m_groups = g == KvGranularity::Token ? (width + m_group - 1) / m_group : width;
+    m_rowBytes = (width * bits + 7) / 8;
+}
+
+void KvStream::quantizeTokenRow(const float* x, int64_t row) {
+    const int levels = (1 << m_bits) - 1;
+    float* sc = m_scale.data() + row * m_groups;
+    float* mn = m_min.data() + row * m_groups;
+    std::vector<uint16_t> codes(static_cast<size_t>(m_width));
+    for (int64_t g = 0; g < m_groups; ++g) {
+        const int64_t c0 = g * m_group, c1 = std::min(c0 + m_group, m_width);
+        float lo = x[c0], hi = x[c0];
+        for (int64_t c = c0 + 1; c < c1; ++c) lo = std::min(lo, x[c]), hi = std::max(hi, x[c]);
+        rangeOf(lo, hi, levels, sc[g], mn[g]);
+        for (int64_t c = c0; c < c1; ++c) codes[size_t(c)] = codeOf(x[c], sc[g], mn[g], levels);
+    }
+    packCodes(codes.data(), m_width, m_bits, m_codes.data() + row * m_rowBytes);
+}
+
+void KvStream::quantizeBlock(const float* x, int64_t block) {
+    const int levels = (1 << m_bits) - 1;
+    float* sc = m_scale.data() + block * m_width;
+    float* mn = m_min.data() + block * m_width;
+    std::vector<float> lo(x, x + m_width), hi(x, x + m_width);
+    for (int64_t r = 1; r < m_group; ++r)
+        for (int64_t c = 0; c < m_width; ++c) {
+            lo[size_t(c)] = std::min(lo[size_t(c)], x[r * m_width + c]);
+            hi[size_t(c)] = std::max(hi[size_t(c)], x[r * m_width + c]);
+        }
+    for (int64_t c = 0; c < m_width; ++c)
+        rangeOf(lo[size_t(c)], hi[size_t(c)], levels, sc[c], mn[c]);
+    std::vector<uint16_t> codes(static_cast<size_t>(m_width));
+    for (int64_t r = 0; r < m_group; ++r) {
+        for (int64_t c = 0; c < m_width; ++c)
+            codes[size_t(c)] = codeOf(x[r * m_width + c], sc[c], mn[c], levels);
+        packCodes(codes.data(), m_width, m_bits,
+                  m_codes.data() + (block * m_group + r) * m_rowBytes);
+    }
+}
+
+void KvStream::append(const float* x, int64_t ld, int64_t n) {
+    const int64_t W = m_width;
+    if (m_bits >= 16) {
+        m_f32.resize(size_t((m_rows + n) * W));
+        for (int64_t t = 0; t < n; ++t)
+            std::copy(x + t * ld, x + t * ld + W, m_f32.begin() + (m_rows + t) * W);
+        m_rows += n;
+        return;
+    }
+    if (m_gran == KvGranularity::Token) {
+        m_codes.resize(size_t((m_rows + n) * m_rowBytes));
+        m_scale.resize(size_t((m_rows + n) * m_groups));
+        m_min.resize(m_scale.size());
+        for (int64_t t = 0; t < n; ++t) quantizeTokenRow(x + t * ld, m_rows + t);
+        m_rows += n;
+        m_qrows = m_rows;
+        return;
+    }
+    m_f32.resize(size_t(m_group * W));
+    for (int64_t t = 0; t < n; ++t) {
+        const int64_t inTail = m_rows - m_qrows;
+        std::copy(x + t * ld, x + t * ld + W, m_f32.begin() + inTail * W);
+        ++m_rows;
+        if (inTail + 1 == m_group) {
+            const int64_t block = m_qrows / m_group;
+            m_codes.resize(size_t((m_qrows + m_group) * m_rowBytes));
+            m_scale.resize(size_t((block + 1) * W));
+            m_min.resize(m_scale.size());
+            quantizeBlock(m_f32.data(), block);
+            m_qrows += m_group;
+        }
+    }
+}
+
+void KvStream::truncate(int64_t n) {
+    if (n >= m_rows) return;
+    n = std::max<int64_t>(n, 0);
+    if (m_bits < 16 && m_gran == KvGranularity::Channel && n < m_qrows) {
+        // Keep the first rows of the block that is cut as their dequantised values.
+        const int64_t b0 = n / m_group * m_group;
+        kernels::FloatBuffer tmp;
+        const float* rows = read(n, tmp, 1);
+        m_f32.resize(size_t(m_group * m_width));
+        std::copy(rows + b0 * m_width, rows + n * m_width, m_f32.begin());
+        m_qrows = b0;
+    }
+    m_rows = n;
+    if (m_bits < 16 && m_gran == KvGranularity::Token) m_qrows = n;
+}
+
+const float* KvStream::read(int64_t n, kernels::FloatBuffer& scratch, int threads) const {
+    if (n > m_rows)
+        throw ArgumentError("KV cache: reading " + std::to_string(n) + " rows of " +
+                            std::to_string(m_rows));
+    const int64_t W = m_width;
+    if (m_bits >= 16) return m_f32.data();
+    if (scratch.size() < size_t(n * W)) scratch.resize(size_t(n * W));
+    float* dst = scratch.data();
+    const int64_t nq = std::min(n, m_qrows);
+    const bool tok = m_gran == KvGranularity::Token;
+#pragma omp parallel num_threads(threads > 0 ? threads : omp_get_max_threads()) if (nq * W >= 8192)
+    {
+        std::vector<uint16_t> codes(static_cast<size_t>(W));
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < nq; ++r) {
+            unpackCodes(m_codes.data() + r * m_rowBytes, W, m_bits, codes.data());
+            float* o = dst + r * W;
+            if (tok) {
+                const float* sc = m_scale.data() + r * m_groups;
+                const float* mn = m_min.data() + r * m_groups;
+                for (int64_t c = 0; c < W; ++c) {
+                    const int64_t g = c / m_group;
+                    o[c] = mn[g] + float(codes[size_t(c)]) * sc[g];
+                }
+            } else {
+                const float* sc = m_scale.data() + (r / m_group) * W;
+                const float* mn = m_min.data() + (r / m_group) * W;
+                for (int64_t c = 0; c < W; ++c) o[c] = mn[c] + float(codes[size_t(c)]) * sc[c];
+            }
+        }
+    }
+    if (n > nq) std::copy(m_f32.begin(), m_f32.begin() + (n - nq) * W, dst + nq * W);
+    return dst;
+}
+
+uint64_t KvStream::bytes() const {
+    const uint64_t W = uint64_t(m_width);
+    if (m_bits >= 16) return uint64_t(m_rows) * W * 4;
+    const uint64_t tail = uint64_t(m_rows - m_qrows) * W * 4;
+    const uint64_t nScales = m_gran == KvGranularity::Token ? uint64_t(m_qrows) * uint64_t(m_groups)
+                                                            : uint64_t(m_qrows / m_group) * W;
+    return uint64_t(m_qrows) * uint64_t(m_rowBytes) + nScales * 8 + tail;
+}
+
+} // namespace lcw::runtime

@@ -1,0 +1,53 @@
+#pragma once
+/// \file
+/// Runtime quantisation kernels (internal to core/runtime, exposed for tests): activation
+/// fake-quantisation of linear inputs and a quantised KV-cache stream. The formulas are in
+/// core/model/runtime_quant.h.
+#include "core/model/runtime_quant.h"
+#include "core/runtime/kernels.h"
+
+#include <cstdint>
+#include <vector>
+
+namespace lcw::runtime {
+
+/// out[t, c] = fake-quantised x[t, c] for t < n, c < dim (row strides ldx, ldo; in place allowed).
+/// Parallel over rows.
+void fakeQuantizeActivations(const ActQuantSpec& spec, const float* x, int64_t ldx, float* out,
+                             int64_t ldo, int64_t n, int64_t dim, int threads);
+
+/// One layer's K or V cache: rows of `width` values, appended in position order and stored
+/// quantised (bits < 16) or as f32 (bits 16). Quantised once when a row (token granularity) or a
+/// block of groupSize rows (channel granularity) is complete; never re-quantised.
+class KvStream {
+public:
+    void init(int bits, KvGranularity g, int64_t groupSize, int64_t width);
+    /// Rows currently held.
+    int64_t rows() const { return m_rows; }
+    /// Drops rows from `n` on (n <= rows()). A quantised channel block cut in two keeps its
+    /// first rows as their dequantised f32 values (they are not quantised again).
+    void truncate(int64_t n);
+    /// Appends n rows [n, width] (row stride ld).
+    void append(const float* x, int64_t ld, int64_t n);
+    /// Rows [0, n) as f32 [n, width]: a pointer into the stream (f32 storage) or into `scratch`
+    /// after dequantising (scratch grows as needed).
+    const float* read(int64_t n, kernels::FloatBuffer& scratch, int threads) const;
+    /// Bytes holding the current rows: codes, scales and minimums, f32 tail.
+    uint64_t bytes() const;
+    bool quantized() const { return m_bits < 16; }
+
+private:
+    int m_bits = 16;
+    KvGranularity m_gran = KvGranularity::Token;
+    int64_t m_group = 1, m_width = 0, m_rowBytes = 0, m_groups = 0;
+    int64_t m_rows = 0;                ///< rows held
+    int64_t m_qrows = 0;               ///< rows stored as codes (channel: whole blocks)
+    std::vector<uint8_t> m_codes;      ///< [m_qrows, m_rowBytes] bit-packed codes
+    std::vector<float> m_scale, m_min; ///< token: [row, group]; channel: [block, width]
+    kernels::FloatBuffer m_f32;        ///< bits 16: all rows; channel granularity: the tail block
+
+    void quantizeTokenRow(const float* x, int64_t row);
+    void quantizeBlock(const float* x, int64_t block);
+};
+
+} // namespace lcw::runtime
