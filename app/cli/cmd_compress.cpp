@@ -74,6 +74,18 @@ json presetsJson() {
 
 } // namespace
 
+compress::CompressOptions compressOptionsFor(const Model& model, const Args& a) {
+    compress::CompressOptions o;
+    // Calibration comes from the model's own tokenizer and a text (default: the bundled one).
+    o.hasCalibration = model.hasTokenizer();
+    o.calibrationText = a.getOr("--calib", "");
+    o.calibrationSamples = a.getInt("--samples", 16);
+    o.calibrationSeqLen = a.getInt("--seq-len", 256);
+    if (o.calibrationSamples < 1) throw UsageError{"--samples must be >= 1"};
+    if (o.calibrationSeqLen < 2) throw UsageError{"--seq-len must be >= 2"};
+    return o;
+}
+
 std::unique_ptr<WeightSource> applyRecipeOptions(const Model& model, const Args& a) {
     const int n = int(a.has("--recipe")) + int(a.has("--preset")) + int(a.has("--overlay"));
     if (n > 1) throw UsageError{"give only one of --recipe, --preset and --overlay"};
@@ -81,7 +93,8 @@ std::unique_ptr<WeightSource> applyRecipeOptions(const Model& model, const Args&
     if (a.has("--overlay")) return compress::CompressedModel::load(*a.get("--overlay"), model);
     const compress::Recipe recipe = recipeFromArgs(a);
     TerminalProgress progress("compress", !a.flag("--quiet"));
-    compress::CompressResult r = compress::compress(model, recipe, progress);
+    compress::CompressResult r =
+        compress::compress(model, recipe, progress, compressOptionsFor(model, a));
     progress.finish();
     if (r.status == Status::Cancelled) throw Error("cancelled while applying the recipe");
     for (const auto& w : r.plan.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
@@ -97,13 +110,16 @@ std::unique_ptr<WeightSource> applyRecipeOptions(const Model& model, const Args&
 }
 
 int cmdCompress(const std::vector<std::string>& argv) {
-    Args a(argv, {"--tokenizer", "--threads", "--recipe", "--preset", "--save"},
+    Args a(argv,
+           {"--tokenizer", "--threads", "--recipe", "--preset", "--save", "--calib", "--samples",
+            "--seq-len"},
            {"--quiet", "--json"});
     applyThreadsOpt(a);
     const compress::Recipe recipe = recipeFromArgs(a);
     auto model = openModelArg(a, 0, false);
     TerminalProgress progress("compress", !a.flag("--quiet"));
-    compress::CompressResult r = compress::compress(*model, recipe, progress);
+    compress::CompressResult r =
+        compress::compress(*model, recipe, progress, compressOptionsFor(*model, a));
     progress.finish();
     if (r.status == Status::Cancelled) {
         std::fprintf(stderr, "cancelled\n");
@@ -118,16 +134,53 @@ int cmdCompress(const std::vector<std::string>& argv) {
         return 0;
     }
     for (const auto& w : r.plan.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
-    std::printf("%-28s %-14s %-22s %5s %8s %12s %9s %9s %8s\n", "layer", "shape", "scheme", "rule",
-                "bits/w", "mse", "sqnr_dB", "rel_err", "ms");
+    bool staged = false;
+    for (const auto& l : r.layers)
+        staged |= l.lowrank.applied || l.sparsity.applied || !l.structured.empty();
+    if (!staged) {
+        std::printf("%-28s %-14s %-22s %5s %8s %12s %9s %9s %8s\n", "layer", "shape", "scheme",
+                    "rule", "bits/w", "mse", "sqnr_dB", "rel_err", "ms");
+    } else {
+        std::printf("%-24s %-11s %-34s %4s %7s %9s %8s %5s %9s %9s %9s %9s %7s\n", "layer",
+                    "shape", "scheme", "rule", "bits/w", "rel_err", "sparsity", "rank",
+                    "lr_out", "prune_out", "quant_out", "out_err", "ms");
+    }
+    auto outStr = [](double v) {
+        char b[32];
+        if (std::isfinite(v))
+            std::snprintf(b, sizeof b, "%.5f", v);
+        else
+            std::snprintf(b, sizeof b, "-");
+        return std::string(b);
+    };
     for (const auto& l : r.layers) {
         char shape[48];
         std::snprintf(shape, sizeof shape, "[%lld,%lld]", (long long)l.shape[0],
                       (long long)l.shape[1]);
-        std::printf("%-28s %-14s %-22s %5d %8.3f %12.4e %9s %9.5f %8.2f\n", l.name.c_str(), shape,
-                    l.scheme.c_str(), l.rule, l.bitsPerWeight, l.error.mse,
-                    fmtDb(l.error.sqnrDb).c_str(), l.error.relError, l.seconds * 1e3);
+        if (!staged) {
+            std::printf("%-28s %-14s %-22s %5d %8.3f %12.4e %9s %9.5f %8.2f\n", l.name.c_str(),
+                        shape, l.scheme.c_str(), l.rule, l.bitsPerWeight, l.error.mse,
+                        fmtDb(l.error.sqnrDb).c_str(), l.error.relError, l.seconds * 1e3);
+            continue;
+        }
+        char sp[16] = "-", rk[16] = "-";
+        if (l.sparsity.applied) std::snprintf(sp, sizeof sp, "%.4f", l.sparsityRatio);
+        if (l.lowrank.applied) std::snprintf(rk, sizeof rk, "%lld", (long long)l.rank);
+        const std::string scheme =
+            l.structured.empty() ? l.scheme : l.scheme + " [" + l.structured + "]";
+        std::printf("%-24s %-11s %-34s %4d %7.3f %9.5f %8s %5s %9s %9s %9s %9s %7.2f\n",
+                    l.name.c_str(), shape, scheme.c_str(), l.rule, l.bitsPerWeight,
+                    l.error.relError, sp, rk,
+                    outStr(l.lowrank.applied ? l.lowrank.outputRelError : NAN).c_str(),
+                    outStr(l.sparsity.applied ? l.sparsity.outputRelError : NAN).c_str(),
+                    outStr(l.quant.applied ? l.quant.outputRelError : NAN).c_str(),
+                    outStr(l.outputRelError).c_str(), l.seconds * 1e3);
     }
+    for (const auto& s : r.structured)
+        std::printf("structured layers.%d (%s): MLP channels %lld/%lld, heads %lld/%lld\n", s.layer,
+                    s.score.c_str(), (long long)(s.mlpTotal ? s.mlpKept : 0),
+                    (long long)s.mlpTotal, (long long)(s.headsTotal ? s.headsKept : 0),
+                    (long long)s.headsTotal);
     if (!r.plan.activations.empty()) {
         std::printf("\n%-28s %-26s %5s %10s %9s\n", "activation input", "scheme", "rule", "abs_max",
                     "outliers");
@@ -157,6 +210,14 @@ int cmdCompress(const std::vector<std::string>& argv) {
     std::printf("model:     %lld weights, %.4f bits/weight, %llu bytes (base %llu bytes)\n",
                 (long long)tot.params, tot.bitsPerWeight(), (unsigned long long)tot.bytes(),
                 (unsigned long long)model->storedBytes());
+    {
+        int64_t baseParams = 0;
+        for (const auto& t : model->tensors()) baseParams += t.numel();
+        if (tot.params != baseParams)
+            std::printf("params:    %lld of the base's %lld; %.4f bits per base weight\n",
+                        (long long)tot.params, (long long)baseParams,
+                        double(tot.bits) / double(baseParams));
+    }
     std::printf("time:      %.3f s\n", r.seconds);
     if (const auto dir = a.get("--save")) std::printf("saved overlay to %s\n", dir->c_str());
     return 0;
@@ -201,7 +262,9 @@ int cmdRecipe(const std::vector<std::string>& argv) {
         auto model = openModelArg(a, 2, false);
         compress::Plan plan;
         try {
-            plan = compress::planRecipe(recipe, *model);
+            compress::PlanOptions po;
+            po.hasCalibration = model->hasTokenizer();
+            plan = compress::planRecipe(recipe, *model, po);
         } catch (const compress::RecipeError& e) {
             printInvalid(e);
             throw;
@@ -213,7 +276,7 @@ int cmdRecipe(const std::vector<std::string>& argv) {
         json layers = json::array();
         for (const auto& l : plan.layers)
             layers.push_back({{"name", l.name},
-                              {"scheme", l.weight.describe()},
+                              {"scheme", l.describe()},
                               {"rule", l.origin.count("weight") ? l.origin.at("weight") : -1}});
         j["matches"] = matches;
         j["layers"] = layers;
@@ -232,7 +295,7 @@ int cmdRecipe(const std::vector<std::string>& argv) {
             std::printf("\n");
         }
         for (const auto& l : plan.layers)
-            std::printf("  %-30s %s\n", l.name.c_str(), l.weight.describe().c_str());
+            std::printf("  %-30s %s\n", l.name.c_str(), l.describe().c_str());
         for (const auto& w : plan.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
         return 0;
     }

@@ -51,7 +51,9 @@ double modelBitsPerWeight(const Model& m) {
 std::unique_ptr<compress::CompressedModel>
 compressWith(const Model& model, const compress::Recipe& recipe, bool quiet) {
     TerminalProgress progress("compress " + recipe.name, !quiet);
-    compress::CompressResult r = compress::compress(model, recipe, progress);
+    compress::CompressOptions co;
+    co.hasCalibration = model.hasTokenizer();
+    compress::CompressResult r = compress::compress(model, recipe, progress, co);
     progress.finish();
     if (r.status == Status::Cancelled) throw Error("cancelled while applying the recipe");
     for (const auto& w : r.plan.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());

@@ -10,18 +10,44 @@
 #include "core/compress/recipe.h"
 #include "core/model/model.h"
 
+#include <limits>
 #include <map>
+#include <optional>
 #include <memory>
 #include <string>
 #include <vector>
 
 namespace lcw::compress {
 
-/// One replaced tensor.
+/// How one replaced (or added) tensor is stored.
+struct TensorEntry {
+    int64_t rows = 0, cols = 0;
+    /// Quantised: the packed form (its settings and shape); values are dequantised from it.
+    std::optional<PackedTensor> packed;
+    /// Not quantised: the float values (rows * cols) and the bits each stored value costs (the
+    /// base tensor's storage type).
+    std::vector<float> values;
+    uint32_t valueBits = 32;
+    /// Pruned: the settings and the 0/1 mask (rows * cols, 1 = kept). Pruned values read as 0
+    /// (fake-sparse: the runtime multiplies densely).
+    std::optional<SparsitySettings> sparsity;
+    std::vector<uint8_t> mask;
+};
+
+/// One replaced or added tensor.
 struct CompressedTensor {
-    PackedTensor packed;
-    std::vector<float> values; ///< dequantised, rows * cols
-    TensorView view;           ///< F32 view of `values` under the canonical name
+    int64_t rows = 0, cols = 0;
+    PackedTensor packed;       ///< quantised form (empty codes when not quantised)
+    bool quantized = false;
+    uint32_t valueBits = 32;   ///< not quantised: bits per stored value
+    std::optional<SparsitySettings> sparsity;
+    std::vector<uint8_t> maskBits; ///< bit-packed mask (sparsity.h packMask), when pruned
+    int64_t kept = 0;              ///< values kept (rows * cols when not pruned)
+    std::vector<float> values;     ///< float32 the runtime reads, rows * cols
+    TensorView view;               ///< F32 view of `values` under the canonical name
+    /// Stored bits: quantised codes (pruned values' codes not stored, except in GGUF blocks),
+    /// scales and zeros, or valueBits per kept value; plus the sparsity metadata.
+    uint64_t storageBits() const;
 };
 
 /// Size of a set of weights: original parameter count and stored bits (codes, scales, zeros).
@@ -55,6 +81,14 @@ public:
     /// dequantised from it. Throws ArgumentError when the base has no such 2-D tensor or the
     /// shape differs.
     void setTensor(const std::string& name, PackedTensor packed);
+    /// General form: a quantised and/or pruned tensor, a structurally pruned one (smaller than
+    /// the base: rows and cols at most the base's), or a low-rank factor NAME.lowrank_a [r, in] /
+    /// NAME.lowrank_b [out, r] of a base tensor NAME. Throws ArgumentError for anything else.
+    void setEntry(const std::string& name, TensorEntry e);
+    /// Marks a base tensor as replaced by its low-rank factors (set both first): its size is
+    /// theirs. While the runtime lacks factor support, find(name) returns the dense product.
+    void setLowRank(const std::string& name);
+    bool isLowRank(std::string_view name) const { return m_lowRank.count(std::string(name)) > 0; }
     /// nullptr when the tensor is not replaced.
     const CompressedTensor* compressed(std::string_view name) const;
     /// Names of the replaced tensors, in base order.
@@ -85,6 +119,8 @@ public:
 private:
     const Model& m_base;
     std::map<std::string, std::unique_ptr<CompressedTensor>, std::less<>> m_tensors;
+    /// Low-rank base tensors and their dense products (B·A) for the runtime.
+    std::map<std::string, std::unique_ptr<CompressedTensor>, std::less<>> m_lowRank;
     RuntimeQuant m_runtime;
 };
 
@@ -96,8 +132,34 @@ struct LayerReport {
     int bits = 0;
     double bitsPerWeight = 0;
     uint64_t storageBits = 0;
-    ErrorStats error;
+    ErrorStats error; ///< final weights against the original (all stages together)
     double seconds = 0;
+    /// Stored parameter count (smaller after structured pruning; r·(in + out) when low-rank).
+    int64_t params = 0;
+    /// Calibration-output relative error ||(W − Ŵ)Xᵀ||_F / ||WXᵀ||_F of each stage's result
+    /// against the stage's input and of the final weights against the original; NaN when no
+    /// calibration statistics were captured for the layer.
+    double outputRelError = std::numeric_limits<double>::quiet_NaN();
+    struct Stage {
+        bool applied = false;
+        std::string describe;     ///< the stage's settings
+        double relError = 0;      ///< ||W_in − W_out||_F / ||W_in||_F
+        double outputRelError = std::numeric_limits<double>::quiet_NaN();
+    };
+    Stage lowrank, sparsity, quant;
+    int64_t rank = 0;        ///< low-rank: the rank chosen
+    double sparsityRatio = 0; ///< pruned: zeros / weights of the mask
+    uint64_t metadataBits = 0; ///< pruned: mask / index bits
+    std::string structured;    ///< "mlp 129/172 channels", "" when not structurally pruned
+};
+
+/// Structured pruning of one block as applied.
+struct StructuredReport {
+    int layer = 0;
+    std::string score;
+    int64_t mlpKept = 0, mlpTotal = 0;      ///< MLP channels (0/0 when not pruned)
+    int64_t groupsKept = 0, groupsTotal = 0; ///< KV groups (0/0 when not pruned)
+    int64_t headsKept = 0, headsTotal = 0;   ///< query heads
 };
 
 /// Text that calibrates static activation scales and outlier channels: `samples` consecutive
@@ -112,6 +174,11 @@ struct ActivationCalibration {
 struct CompressOptions {
     /// Calibration data is available (methods that need it are allowed by planRecipe).
     bool hasCalibration = false;
+    /// Calibration text (empty: the bundled text) and size for methods that need statistics of
+    /// the linear inputs (wanda, sparsegpt, asvd, svd-llm, structured wanda/loss) and for the
+    /// calibration-output errors of pruned / factorised layers. Used when hasCalibration.
+    std::string calibrationText;
+    int64_t calibrationSamples = 16, calibrationSeqLen = 256;
     /// Used only when a recipe has static per-tensor activations or outlier thresholds.
     ActivationCalibration activationCalibration;
 };
@@ -121,6 +188,7 @@ struct CompressResult {
     std::unique_ptr<CompressedModel> model; ///< null when cancelled
     Plan plan;
     std::vector<LayerReport> layers;
+    std::vector<StructuredReport> structured;
     double seconds = 0;
 };
 
