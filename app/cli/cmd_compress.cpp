@@ -141,9 +141,9 @@ int cmdCompress(const std::vector<std::string>& argv) {
         std::printf("%-28s %-14s %-22s %5s %8s %12s %9s %9s %8s\n", "layer", "shape", "scheme",
                     "rule", "bits/w", "mse", "sqnr_dB", "rel_err", "ms");
     } else {
-        std::printf("%-24s %-11s %-34s %4s %7s %9s %8s %5s %9s %9s %9s %9s %7s\n", "layer",
-                    "shape", "scheme", "rule", "bits/w", "rel_err", "sparsity", "rank",
-                    "lr_out", "prune_out", "quant_out", "out_err", "ms");
+        std::printf("%-24s %-11s %-34s %4s %7s %9s %8s %5s %9s %9s %9s %9s %7s\n", "layer", "shape",
+                    "scheme", "rule", "bits/w", "rel_err", "sparsity", "rank", "lr_out",
+                    "prune_out", "quant_out", "out_err", "ms");
     }
     auto outStr = [](double v) {
         char b[32];
@@ -178,9 +178,8 @@ int cmdCompress(const std::vector<std::string>& argv) {
     }
     for (const auto& s : r.structured)
         std::printf("structured layers.%d (%s): MLP channels %lld/%lld, heads %lld/%lld\n", s.layer,
-                    s.score.c_str(), (long long)(s.mlpTotal ? s.mlpKept : 0),
-                    (long long)s.mlpTotal, (long long)(s.headsTotal ? s.headsKept : 0),
-                    (long long)s.headsTotal);
+                    s.score.c_str(), (long long)(s.mlpTotal ? s.mlpKept : 0), (long long)s.mlpTotal,
+                    (long long)(s.headsTotal ? s.headsKept : 0), (long long)s.headsTotal);
     if (!r.plan.activations.empty()) {
         std::printf("\n%-28s %-26s %5s %10s %9s\n", "activation input", "scheme", "rule", "abs_max",
                     "outliers");

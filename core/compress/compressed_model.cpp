@@ -1,6 +1,6 @@
 #include "core/compress/compressed_model.h"
-#include "core/compress/weight_stages.h"
 #include "core/common/json_file.h"
+#include "core/compress/weight_stages.h"
 
 #include "core/common/dtype.h"
 #include "core/io/atomic_writer.h"
@@ -68,7 +68,6 @@ WeightSettings settingsFromJson(const nlohmann::json& j, const std::string& wher
         throw FormatError(where, std::string("bad weight settings: ") + e.what());
     }
 }
-
 
 const char* granName(KvGranularity g) {
     return g == KvGranularity::Channel ? "channel" : "token";
@@ -190,12 +189,10 @@ void CompressedModel::setTensor(const std::string& name, PackedTensor packed) {
     e.cols = packed.cols;
     e.packed = std::move(packed);
     const TensorView* b = m_base.find(name);
-    if (b && b->shape.size() == 2 &&
-        (b->shape[0] != e.rows || b->shape[1] != e.cols))
-        throw ArgumentError("overlay: tensor '" + name + "' has shape [" +
-                            std::to_string(e.rows) + ", " + std::to_string(e.cols) +
-                            "] but the base has [" + std::to_string(b->shape[0]) + ", " +
-                            std::to_string(b->shape[1]) + "]");
+    if (b && b->shape.size() == 2 && (b->shape[0] != e.rows || b->shape[1] != e.cols))
+        throw ArgumentError("overlay: tensor '" + name + "' has shape [" + std::to_string(e.rows) +
+                            ", " + std::to_string(e.cols) + "] but the base has [" +
+                            std::to_string(b->shape[0]) + ", " + std::to_string(b->shape[1]) + "]");
     setEntry(name, std::move(e));
 }
 
@@ -208,7 +205,8 @@ void CompressedModel::setEntry(const std::string& name, TensorEntry e) {
     bool factor = false;
     for (const char* suf : {".lowrank_a", ".lowrank_b"}) {
         const std::string sfx = suf;
-        if (name.size() > sfx.size() && name.compare(name.size() - sfx.size(), sfx.size(), sfx) == 0) {
+        if (name.size() > sfx.size() &&
+            name.compare(name.size() - sfx.size(), sfx.size(), sfx) == 0) {
             baseName = name.substr(0, name.size() - sfx.size());
             factor = true;
         }
@@ -751,17 +749,18 @@ json compressReportJson(const CompressResult& r) {
         for (const auto& [b, s] : r.model->layerSizes())
             blocks[b] = {
                 {"params", s.params}, {"bits", s.bits}, {"bits_per_weight", s.bitsPerWeight()}};
-        j["totals"] = {{"quantized_params", q.params},
-                       {"quantized_bits", q.bits},
-                       {"quantized_bits_per_weight", q.bitsPerWeight()},
-                       {"model_params", tot.params},
-                       {"model_bytes", tot.bytes()},
-                       {"model_bits_per_weight", tot.bitsPerWeight()},
-                       {"base_bytes", base.bytes()},
-                       {"base_bits_per_weight", base.bitsPerWeight()},
-                       {"base_params", baseParams},
-                       {"bits_per_base_weight", double(tot.bits) / double(std::max<int64_t>(baseParams, 1))},
-                       {"seconds", r.seconds}};
+        j["totals"] = {
+            {"quantized_params", q.params},
+            {"quantized_bits", q.bits},
+            {"quantized_bits_per_weight", q.bitsPerWeight()},
+            {"model_params", tot.params},
+            {"model_bytes", tot.bytes()},
+            {"model_bits_per_weight", tot.bitsPerWeight()},
+            {"base_bytes", base.bytes()},
+            {"base_bits_per_weight", base.bitsPerWeight()},
+            {"base_params", baseParams},
+            {"bits_per_base_weight", double(tot.bits) / double(std::max<int64_t>(baseParams, 1))},
+            {"seconds", r.seconds}};
         j["blocks"] = blocks;
     }
     if (!structured.empty()) j["structured"] = structured;

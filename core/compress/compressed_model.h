@@ -12,8 +12,8 @@
 
 #include <limits>
 #include <map>
-#include <optional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -37,9 +37,9 @@ struct TensorEntry {
 /// One replaced or added tensor.
 struct CompressedTensor {
     int64_t rows = 0, cols = 0;
-    PackedTensor packed;       ///< quantised form (empty codes when not quantised)
+    PackedTensor packed; ///< quantised form (empty codes when not quantised)
     bool quantized = false;
-    uint32_t valueBits = 32;   ///< not quantised: bits per stored value
+    uint32_t valueBits = 32; ///< not quantised: bits per stored value
     std::optional<SparsitySettings> sparsity;
     std::vector<uint8_t> maskBits; ///< bit-packed mask (sparsity.h packMask), when pruned
     int64_t kept = 0;              ///< values kept (rows * cols when not pruned)
@@ -142,13 +142,13 @@ struct LayerReport {
     double outputRelError = std::numeric_limits<double>::quiet_NaN();
     struct Stage {
         bool applied = false;
-        std::string describe;     ///< the stage's settings
-        double relError = 0;      ///< ||W_in − W_out||_F / ||W_in||_F
+        std::string describe; ///< the stage's settings
+        double relError = 0;  ///< ||W_in − W_out||_F / ||W_in||_F
         double outputRelError = std::numeric_limits<double>::quiet_NaN();
     };
     Stage lowrank, sparsity, quant;
-    int64_t rank = 0;        ///< low-rank: the rank chosen
-    double sparsityRatio = 0; ///< pruned: zeros / weights of the mask
+    int64_t rank = 0;          ///< low-rank: the rank chosen
+    double sparsityRatio = 0;  ///< pruned: zeros / weights of the mask
     uint64_t metadataBits = 0; ///< pruned: mask / index bits
     std::string structured;    ///< "mlp 129/172 channels", "" when not structurally pruned
 };
@@ -157,7 +157,7 @@ struct LayerReport {
 struct StructuredReport {
     int layer = 0;
     std::string score;
-    int64_t mlpKept = 0, mlpTotal = 0;      ///< MLP channels (0/0 when not pruned)
+    int64_t mlpKept = 0, mlpTotal = 0;       ///< MLP channels (0/0 when not pruned)
     int64_t groupsKept = 0, groupsTotal = 0; ///< KV groups (0/0 when not pruned)
     int64_t headsKept = 0, headsTotal = 0;   ///< query heads
 };

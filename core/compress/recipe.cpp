@@ -191,7 +191,8 @@ void validateSparsity(const json& o, int rule) {
                 fail(rule, "sparsity.ratio", "an N:M pattern fixes the ratio (1 - N/M)");
         }
     }
-    if (o.contains("block_size")) intField(o["block_size"], rule, "sparsity.block_size", 1, 1 << 16);
+    if (o.contains("block_size"))
+        intField(o["block_size"], rule, "sparsity.block_size", 1, 1 << 16);
     if (o.contains("damp")) numField(o["damp"], rule, "sparsity.damp", 0.0, 1.0);
 }
 
@@ -214,7 +215,8 @@ void validateLowRank(const json& o, int rule) {
     if (o.contains("method"))
         strField(o["method"], rule, "lowrank.method", {"svd", "asvd", "svd-llm"});
     int targets = 0;
-    if (o.contains("rank")) intField(o["rank"], rule, "lowrank.rank", 1, int64_t(1) << 30), ++targets;
+    if (o.contains("rank"))
+        intField(o["rank"], rule, "lowrank.rank", 1, int64_t(1) << 30), ++targets;
     if (o.contains("energy")) {
         numField(o["energy"], rule, "lowrank.energy", 0.0, 1.0), ++targets;
         if (o["energy"].get<double>() <= 0) fail(rule, "lowrank.energy", "must be above 0");
@@ -224,14 +226,13 @@ void validateLowRank(const json& o, int rule) {
         if (o["param_ratio"].get<double>() <= 0 || o["param_ratio"].get<double>() >= 1)
             fail(rule, "lowrank.param_ratio", "must be in (0, 1)");
     }
-    if (targets > 1)
-        fail(rule, "lowrank", "give only one of rank, energy and param_ratio");
+    if (targets > 1) fail(rule, "lowrank", "give only one of rank, energy and param_ratio");
     if (o.contains("alpha")) numField(o["alpha"], rule, "lowrank.alpha", 0.0, 4.0);
 }
 
 /// Merges a section into the layer's accumulated settings field by field (null clears).
 void mergeFields(const std::optional<json>& sec, std::optional<json>& acc,
-                  std::map<std::string, int>& origin, int rule, const std::string& section) {
+                 std::map<std::string, int>& origin, int rule, const std::string& section) {
     if (!sec) return;
     if (sec->is_null()) {
         acc.reset();
@@ -733,7 +734,8 @@ bool structurallyPruned(const std::string& name, const Plan& plan) {
     for (const auto& b : plan.structured) {
         if (b.layer != *layer) continue;
         const std::string rest = name.substr(name.find('.', 7) + 1);
-        if (b.settings.mlpRatio > 0 && (rest == "mlp.gate" || rest == "mlp.up" || rest == "mlp.down"))
+        if (b.settings.mlpRatio > 0 &&
+            (rest == "mlp.gate" || rest == "mlp.up" || rest == "mlp.down"))
             return true;
         if (b.settings.headRatio > 0 &&
             (rest == "attn.q" || rest == "attn.k" || rest == "attn.v" || rest == "attn.o"))

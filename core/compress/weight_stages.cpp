@@ -80,7 +80,8 @@ Stats restrict(const Stats& s, const std::vector<int64_t>& kept, int64_t w) {
         r.gram.resize(size_t(r.cols * r.cols));
         for (int64_t a = 0; a < r.cols; ++a)
             for (int64_t b = 0; b < r.cols; ++b)
-                r.gram[size_t(a * r.cols + b)] = s.gram[size_t(ch[size_t(a)] * s.cols + ch[size_t(b)])];
+                r.gram[size_t(a * r.cols + b)] =
+                    s.gram[size_t(ch[size_t(a)] * s.cols + ch[size_t(b)])];
     }
     return r;
 }
@@ -148,11 +149,12 @@ Status applyWeightStages(const Model& base, const Plan& plan, const CompressOpti
             }
             CaptureOptions capo;
             capo.maxSampleRows = 0;
-            const WeightSource& src =
-                anyShrunk && !kRuntimeRunsPrunedShapes ? static_cast<const WeightSource&>(base)
-                                                       : static_cast<const WeightSource&>(cm);
+            const WeightSource& src = anyShrunk && !kRuntimeRunsPrunedShapes
+                                          ? static_cast<const WeightSource&>(base)
+                                          : static_cast<const WeightSource&>(cm);
             FunctionProgress sub([&](double f, std::string_view) {
-                return progress.report((double(done) + 0.5 * f) / double(std::max<size_t>(total, 1)),
+                return progress.report((double(done) + 0.5 * f) /
+                                           double(std::max<size_t>(total, 1)),
                                        "calibrating block " + std::to_string(block));
             });
             auto in = captureBlockInputs(src, *cal, block, capo, sub);
@@ -208,14 +210,14 @@ Status applyWeightStages(const Model& base, const Plan& plan, const CompressOpti
                     ins.push_back({gate.w.data(), gate.rows, gate.cols, true, 1});
                 }
                 const UnitMatrix om{down.w.data(), down.rows, down.cols, false, 1};
-                const auto imp = unitImportance(F, om, ins, st ? st->colNorm.data() : nullptr,
-                                                st && !st->gram.empty() ? st->gram.data() : nullptr,
-                                                s.score);
+                const auto imp =
+                    unitImportance(F, om, ins, st ? st->colNorm.data() : nullptr,
+                                   st && !st->gram.empty() ? st->gram.data() : nullptr, s.score);
                 const auto kept = keptUnits(imp, s.mlpRatio);
                 rep.mlpKept = int64_t(kept.size());
                 rep.mlpTotal = F;
-                const std::string note = "mlp " + std::to_string(kept.size()) + "/" +
-                                         std::to_string(F) + " channels";
+                const std::string note =
+                    "mlp " + std::to_string(kept.size()) + "/" + std::to_string(F) + " channels";
                 for (const char* n : {"mlp.up", "mlp.gate"}) {
                     if (!gated && std::string(n) == "mlp.gate") continue;
                     Current& c = current(p + n);
@@ -245,17 +247,17 @@ Status applyWeightStages(const Model& base, const Plan& plan, const CompressOpti
                 const std::vector<UnitMatrix> ins = {{q.w.data(), q.rows, q.cols, true, rep2 * hd},
                                                      {k.w.data(), k.rows, k.cols, true, hd},
                                                      {v.w.data(), v.rows, v.cols, true, hd}};
-                const auto imp = unitImportance(groups, om, ins, st ? st->colNorm.data() : nullptr,
-                                                st && !st->gram.empty() ? st->gram.data() : nullptr,
-                                                s.score);
+                const auto imp =
+                    unitImportance(groups, om, ins, st ? st->colNorm.data() : nullptr,
+                                   st && !st->gram.empty() ? st->gram.data() : nullptr, s.score);
                 const auto kept = keptUnits(imp, s.headRatio);
                 const int64_t kg = int64_t(kept.size());
                 rep.groupsKept = kg;
                 rep.groupsTotal = groups;
                 rep.headsKept = kg * rep2;
                 rep.headsTotal = spec.nHeads;
-                const std::string note = "heads " + std::to_string(kg * rep2) + "/" +
-                                         std::to_string(spec.nHeads);
+                const std::string note =
+                    "heads " + std::to_string(kg * rep2) + "/" + std::to_string(spec.nHeads);
                 q.w = gatherUnits(ins[0], kept);
                 q.rows = kg * rep2 * hd;
                 k.w = gatherUnits(ins[1], kept);
@@ -306,9 +308,8 @@ Status applyWeightStages(const Model& base, const Plan& plan, const CompressOpti
             std::vector<float> finalW;
             if (lp.lowrank) {
                 needStats(lp.lowrank->needsCalibration(), lowRankMethodName(lp.lowrank->method));
-                const LowRankResult f = factorize(W.data(), rows, cols, H,
-                                                  st ? st->rms.data() : nullptr, *lp.lowrank,
-                                                  lp.name);
+                const LowRankResult f = factorize(
+                    W.data(), rows, cols, H, st ? st->rms.data() : nullptr, *lp.lowrank, lp.name);
                 const auto prod = f.product(rows, cols);
                 lr.rank = f.rank;
                 lr.lowrank = {true, lp.lowrank->describe(), relErr(W, prod),
@@ -344,8 +345,9 @@ Status applyWeightStages(const Model& base, const Plan& plan, const CompressOpti
                 if (lp.sparsity) {
                     needStats(lp.sparsity->needsCalibration(),
                               sparsityMethodName(lp.sparsity->method));
-                    PruneResult pr = prune(W.data(), rows, cols, H, st ? st->colNorm.data() : nullptr,
-                                           *lp.sparsity, lp.name);
+                    PruneResult pr =
+                        prune(W.data(), rows, cols, H, st ? st->colNorm.data() : nullptr,
+                              *lp.sparsity, lp.name);
                     lr.sparsity = {true, lp.sparsity->describe(), relErr(W, pr.w),
                                    outRel(W, pr.w, rows, cols, st)};
                     pruned = std::move(pr.w);
@@ -370,8 +372,7 @@ Status applyWeightStages(const Model& base, const Plan& plan, const CompressOpti
                                 outRel(pruned, finalW, rows, cols, st)};
                 if (lp.sparsity) {
                     lr.sparsityRatio = double(rows * cols - ct->kept) / double(rows * cols);
-                    lr.metadataBits =
-                        sparsityMetadataBits(rows, cols, ct->kept, *lp.sparsity);
+                    lr.metadataBits = sparsityMetadataBits(rows, cols, ct->kept, *lp.sparsity);
                 }
                 lr.storageBits = ct->storageBits();
                 lr.params = rows * cols;
