@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Perplexity and bits/weight of weight-quantisation presets on a model (default: the demo model on
-# its bundled text, ctx 256). Prints one JSON line per configuration and a Markdown table at the end.
+# Perplexity and bits/weight of quantisation presets on a model (default: the demo model on its
+# bundled text, ctx 256): weight-only, weights + activations (W?A?) and KV cache (KV?). Prints one
+# JSON line per configuration and a Markdown table at the end.
 #   bench/quant_table.sh [MODEL] [TEXT] [CTX]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,18 +28,25 @@ JSON
 rows=()
 run() { # label, then the recipe options
   local label=$1; shift
-  local ppl bpw
+  local ppl info
   ppl=$("$CLI" perplexity "$MODEL" --text "$TEXT" --ctx "$CTX" --quiet --json "$@" |
-        python3 -c 'import json,sys; d=json.load(sys.stdin); print("%.4f %.4f" % (d["ppl"], d["ppl_se"]))')
+        python3 -c 'import json,sys; d=json.load(sys.stdin); print("%.4f %.4f %d %d" % (d["ppl"], d["ppl_se"], d["kv_cache_bytes"], d["kv_cache_bytes_f32"]))')
   if [ $# -gt 0 ]; then
-    bpw=$("$CLI" compress "$MODEL" "$@" --quiet --json |
-          python3 -c 'import json,sys; t=json.load(sys.stdin)["totals"]; print("%.2f %.2f" % (t["quantized_bits_per_weight"], t["model_bits_per_weight"]))')
+    info=$("$CLI" compress "$MODEL" "$@" --quiet --json | python3 -c '
+import json, sys
+d = json.load(sys.stdin); t = d["totals"]
+a = d["activations"]; kv = d["kv"]
+act = "f32" if not a else "int%d %s" % (a[0]["bits"], "per-token" if a[0]["mode"] == "dynamic_per_token" else "static")
+kvb = "f32" if not kv else "K %.2f / V %.2f" % (sum(k["k_bits_per_value"] for k in kv) / len(kv), sum(k["v_bits_per_value"] for k in kv) / len(kv))
+wq = "%.2f" % t["quantized_bits_per_weight"] if t["quantized_params"] else "32.00"
+print("%s|%.2f|%s|%s" % (wq, t["model_bits_per_weight"], act, kvb))')
   else
-    bpw="32.00 32.00"
+    info="32.00|32.00|f32|f32"
   fi
-  set -- $ppl $bpw
-  echo "{\"config\":\"$label\",\"ppl\":$1,\"ppl_se\":$2,\"linear_bits_per_weight\":$3,\"model_bits_per_weight\":$4,\"ctx\":$CTX}"
-  rows+=("| $label | $3 | $4 | $1 ± $2 |")
+  IFS='|' read -r wq wm act kvb <<< "$info"
+  set -- $ppl
+  echo "{\"config\":\"$label\",\"ppl\":$1,\"ppl_se\":$2,\"linear_bits_per_weight\":$wq,\"model_bits_per_weight\":$wm,\"activations\":\"$act\",\"kv_bits_per_value\":\"$kvb\",\"kv_cache_bytes\":$3,\"kv_cache_bytes_f32\":$4,\"ctx\":$CTX}"
+  rows+=("| $label | $wq | $wm | $act | $kvb | $3 | $1 ± $2 |")
 }
 
 run "FP32"
@@ -47,8 +55,12 @@ for p in W8A16 FP8-E4M3 W4A16-g64 W4A16-g32 NF4-g64 W3A16-g64 W2A16-g32; do
 done
 run "q8_0*" --recipe "$(gguf_recipe q8_0 8)"
 run "q4_0*" --recipe "$(gguf_recipe q4_0 4)"
+# weights and activations (RTN, no SmoothQuant), then the KV cache alone
+for p in W8A8 W8A8-static W6A6 W4A8 W4A4 KV8 KV4 KV2 KV2-KIVI; do
+  run "$p" --preset "$p"
+done
 
 echo
-echo "| config | bits/weight (quantised linears) | bits/weight (whole model) | PPL (ctx $CTX) |"
-echo "|---|---|---|---|"
+echo "| config | bits/weight (quantised linears) | bits/weight (whole model) | activations | KV cache bits/value | KV cache bytes (ctx $CTX) | PPL (ctx $CTX) |"
+echo "|---|---|---|---|---|---|---|"
 printf '%s\n' "${rows[@]}"

@@ -277,8 +277,15 @@ int cmdRecipe(const std::vector<std::string>& argv) {
             layers.push_back({{"name", l.name},
                               {"scheme", l.describe()},
                               {"rule", l.origin.count("weight") ? l.origin.at("weight") : -1}});
+        json acts = json::array(), kvs = json::array();
+        for (const auto& ap : plan.activations)
+            acts.push_back({{"name", ap.name}, {"scheme", ap.act.describe()}, {"rule", ap.rule}});
+        for (const auto& kp : plan.kv)
+            kvs.push_back({{"layer", kp.layer}, {"scheme", kp.kv.describe()}, {"rule", kp.rule}});
         j["matches"] = matches;
         j["layers"] = layers;
+        j["activations"] = acts;
+        j["kv"] = kvs;
         j["warnings"] = plan.warnings;
         j["valid"] = true;
         if (asJson) {
@@ -295,6 +302,10 @@ int cmdRecipe(const std::vector<std::string>& argv) {
         }
         for (const auto& l : plan.layers)
             std::printf("  %-30s %s\n", l.name.c_str(), l.describe().c_str());
+        for (const auto& ap : plan.activations)
+            std::printf("  %-30s input %s\n", ap.name.c_str(), ap.act.describe().c_str());
+        for (const auto& kp : plan.kv)
+            std::printf("  layers.%-23lld kv %s\n", (long long)kp.layer, kp.kv.describe().c_str());
         for (const auto& w : plan.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
         return 0;
     }

@@ -30,7 +30,7 @@ namespace {
 constexpr int kOverlayVersion = 1;
 /// Whether the Session runs NAME.lowrank_a / NAME.lowrank_b itself (then find(NAME) of a
 /// factorised tensor is null); until then find(NAME) returns the dense product B·A.
-constexpr bool kRuntimeRunsLowRank = false;
+constexpr bool kRuntimeRunsLowRank = true;
 
 json settingsJson(const WeightSettings& s) {
     return {{"bits", s.bits},

@@ -18,7 +18,7 @@ namespace {
 /// Whether the Session runs blocks whose q/k/v/o or gate/up/down are smaller than the spec says
 /// (heads = rows(q) / headDim, MLP width = rows(up)). Until it does, the blocks after a
 /// structurally pruned one are calibrated on the base model instead of the overlay.
-constexpr bool kRuntimeRunsPrunedShapes = false;
+constexpr bool kRuntimeRunsPrunedShapes = true;
 
 std::vector<float> toFloat(const TensorView& t) {
     std::vector<float> out(size_t(t.numel()));

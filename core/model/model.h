@@ -23,6 +23,17 @@
 /// ([in, out] in the file) are transposed once at load into owned [out, in] copies so that every
 /// consumer (runtime, statistics, quantizers) sees one layout (fileTransposed says so).
 /// Tensors lcw does not use (e.g. rotary inv_freq buffers) are kept under "extra.<fileName>".
+///
+/// Conventions the runtime accepts from any WeightSource (compressed overlays, pruned models):
+///   Low rank: when NAME is absent but NAME.lowrank_a [r, in] and NAME.lowrank_b [out, r] exist for
+///   a dense block linear (attn.q/k/v/o, mlp.gate/up/down), the runtime computes y = B (A x) (+
+///   NAME.bias), two products. Not for MoE experts, the router, embed_proj or lm_head.
+///   Per-block shapes (structured pruning): block N has rows(attn.q)/head_dim query heads,
+///   rows(attn.k)/head_dim KV heads (attn.v alike, attn.o [dim, heads*head_dim]) and rows(mlp.up)
+///   MLP channels (mlp.gate alike, mlp.down [dim, channels]), each between 1 and the spec's value.
+///   Query head h uses KV head h / (heads / kv heads), so removing whole GQA groups (a KV head and
+///   its query heads) keeps the other heads exact. Not with ALiBi or per-head q/k norms (StableLM),
+///   nor for MoE experts or Mamba.
 #include "core/common/progress.h"
 #include "core/common/tensor.h"
 #include "core/model/model_spec.h"

@@ -47,9 +47,9 @@ public:
     /// Mixture of experts: tokens routed to each expert so far, [layer][expert]; empty otherwise.
     virtual std::vector<std::vector<int64_t>> expertTokenCounts() const { return {}; }
     virtual void resetExpertTokenCounts() {}
-    /// Bytes the KV cache (or recurrent state) uses for `tokens` cached tokens.
-    virtual uint64_t kvCacheBytes(int64_t tokens) const {
-        (void)tokens;
+    /// Bytes the KV cache uses for `tokens` cached tokens (asF32: if it were all f32).
+    virtual uint64_t kvCacheBytes(int64_t tokens, bool asF32) const {
+        (void)tokens, (void)asF32;
         return 0;
     }
 };

@@ -28,6 +28,12 @@ struct Expert {
     const ActQuantSpec* aq[3] = {}; // input fake-quantisation of gate, up, down (null: none)
 };
 
+/// A linear stored as two factors: y = B (A x), A [rank, in], B [out, rank].
+struct LowRank {
+    const TensorView *a = nullptr, *b = nullptr;
+    int64_t rank = 0;
+};
+
 struct Layer {
     Norm attnNorm, mlpNorm, attnPostNorm, mlpPostNorm;
     const TensorView *q = nullptr, *k = nullptr, *v = nullptr, *o = nullptr;
@@ -37,7 +43,10 @@ struct Layer {
     std::vector<float> bq, bk, bv, bo, bGate, bUp, bDown;
     bool sliding = false;
     float scale = 1.0f;
-    std::string name[8];              // q k v o gate up down router
+    std::string name[8]; // q k v o gate up down router
+    LowRank lr[7];       // q k v o gate up down given as factors (their weight pointer is null)
+    // This block's shapes, read from its tensors (structured pruning can shrink them):
+    int64_t heads = 0, kvHeads = 0, qd = 0, kvd = 0, hidden = 0;
     const ActQuantSpec* aq[8] = {};   // input fake-quantisation per linear (null: none)
     const KvQuantSpec* kvq = nullptr; // quantised KV cache (null: f32 cache)
 };
@@ -57,7 +66,7 @@ public:
     void resetExpertTokenCounts() override {
         for (auto& c : counts) std::fill(c.begin(), c.end(), 0);
     }
-    uint64_t kvCacheBytes(int64_t tokens) const override;
+    uint64_t kvCacheBytes(int64_t tokens, bool asF32) const override;
 
 private:
     RunEnv env;
@@ -76,6 +85,8 @@ private:
     std::vector<kernels::FloatBuffer> kCache, vCache;
     std::vector<runtime::KvStream> kStream, vStream; // layers with a quantised KV cache
     kernels::FloatBuffer kDeq, vDeq, aqBuf;          // dequantised cache rows; quantised inputs
+    kernels::FloatBuffer lrBuf;                      // low-rank intermediate A x
+    std::vector<float> kOld, vOld, saved;            // quantisedAttention scratch
     const ActQuantSpec* lmAq = nullptr;
     int64_t cacheRows = 0;
     kernels::FloatBuffer h, xn, tmp, tmp2, q, k, kPre, v, att, gate, up, cosT, sinT;
@@ -93,12 +104,19 @@ private:
     void mlp(int64_t l, const float* x, int64_t n, float* out);
     void moe(int64_t l, const float* x, int64_t n, float* out);
     bool observed() const { return !env.observers.empty(); }
+    void quantisedAttention(int64_t l, int64_t n, int64_t pos0,
+                            const kernels::AttentionOptions& ao);
     /// x [n, dim] itself, or its fake-quantised copy (in aqBuf) when `a` is set.
     const float* quantIn(const ActQuantSpec* a, const float* x, int64_t n, int64_t dim);
     /// Linears sharing the input x (q/k/v, gate/up): one batch when their input quantisation is
     /// the same, else one product per weight on its own quantised input.
-    void linearGroup(const kernels::LinearJob* jobs, const ActQuantSpec* const* aq, int count,
-                     const float* x, int64_t dim, int64_t n);
+    void linearGroup(const kernels::LinearJob* jobs, const ActQuantSpec* const* aq,
+                     const LowRank* lr, int count, const float* x, int64_t dim, int64_t n);
+    /// y = W x (+ bias), W stored whole (w) or as low-rank factors (lr).
+    void applyLinear(const TensorView* w, const LowRank& lr, const float* x, int64_t ldx, int64_t n,
+                     float* y, int64_t ldy, const float* bias);
+    void bindShapes(Layer& L, int64_t l);
+    const TensorView* bindLinear(Layer& L, int i, int64_t rows, int64_t cols);
 };
 
 void TransformerRunner::bind() {
@@ -142,10 +160,11 @@ void TransformerRunner::bind() {
             L.attnPostNorm = bindNorm(w, s, p + "attn_post_norm", dim);
             L.mlpPostNorm = bindNorm(w, s, p + "mlp_post_norm", dim);
         }
-        L.q = &requireTensor(w, L.name[0], {qDim, dim});
-        L.k = &requireTensor(w, L.name[1], {kvDim, dim});
-        L.v = &requireTensor(w, L.name[2], {kvDim, dim});
-        L.o = &requireTensor(w, L.name[3], {dim, qDim});
+        bindShapes(L, l);
+        L.q = bindLinear(L, 0, L.qd, dim);
+        L.k = bindLinear(L, 1, L.kvd, dim);
+        L.v = bindLinear(L, 2, L.kvd, dim);
+        L.o = bindLinear(L, 3, dim, L.qd);
         if (s.qkNorm && s.qkNormPerHead) {
             for (int64_t hh = 0; hh < s.nHeads; ++hh) {
                 auto v =
@@ -162,9 +181,9 @@ void TransformerRunner::bind() {
             L.kNorm = toFloat(requireTensor(w, p + "attn.k_norm", {s.headDim}));
         }
         // Biases are used whenever present (the spec flags only say which to expect).
-        L.bq = optionalVector(w, L.name[0] + ".bias", qDim);
-        L.bk = optionalVector(w, L.name[1] + ".bias", kvDim);
-        L.bv = optionalVector(w, L.name[2] + ".bias", kvDim);
+        L.bq = optionalVector(w, L.name[0] + ".bias", L.qd);
+        L.bk = optionalVector(w, L.name[1] + ".bias", L.kvd);
+        L.bv = optionalVector(w, L.name[2] + ".bias", L.kvd);
         L.bo = optionalVector(w, L.name[3] + ".bias", dim);
         if (s.attnBias && (L.bq.empty() || L.bk.empty() || L.bv.empty()))
             throw Error("model spec says q/k/v have biases but layer " + std::to_string(l) +
@@ -181,11 +200,11 @@ void TransformerRunner::bind() {
                 E.down = &requireTensor(w, E.name[2], {dim, s.hidden});
             }
         } else {
-            if (s.gatedMlp) L.gate = &requireTensor(w, L.name[4], {s.hidden, dim});
-            L.up = &requireTensor(w, L.name[5], {s.hidden, dim});
-            L.down = &requireTensor(w, L.name[6], {dim, s.hidden});
-            if (s.gatedMlp) L.bGate = optionalVector(w, L.name[4] + ".bias", s.hidden);
-            L.bUp = optionalVector(w, L.name[5] + ".bias", s.hidden);
+            if (s.gatedMlp) L.gate = bindLinear(L, 4, L.hidden, dim);
+            L.up = bindLinear(L, 5, L.hidden, dim);
+            L.down = bindLinear(L, 6, dim, L.hidden);
+            if (s.gatedMlp) L.bGate = optionalVector(w, L.name[4] + ".bias", L.hidden);
+            L.bUp = optionalVector(w, L.name[5] + ".bias", L.hidden);
             L.bDown = optionalVector(w, L.name[6] + ".bias", dim);
         }
         if (const RuntimeQuant* rq = w.runtimeQuant()) {
@@ -208,8 +227,10 @@ void TransformerRunner::bind() {
     vStream.resize(size_t(s.nLayers));
     for (int64_t l = 0; l < s.nLayers; ++l)
         if (const KvQuantSpec* kq = layers[size_t(l)].kvq) {
-            kStream[size_t(l)].init(kq->kBits, kq->kGranularity, kq->groupSize, kvDim);
-            vStream[size_t(l)].init(kq->vBits, kq->vGranularity, kq->groupSize, kvDim);
+            kStream[size_t(l)].init(kq->kBits, kq->kGranularity, kq->groupSize,
+                                    layers[size_t(l)].kvd);
+            vStream[size_t(l)].init(kq->vBits, kq->vGranularity, kq->groupSize,
+                                    layers[size_t(l)].kvd);
         }
     if (const RuntimeQuant* rq = w.runtimeQuant()) lmAq = rq->activation("lm_head");
     const size_t B = size_t(env.batch);
@@ -280,56 +301,38 @@ void TransformerRunner::attention(int64_t l, const float* x, int64_t n, int64_t 
     const int64_t dim = s.dim, hd = s.headDim;
     const int nt = env.threads;
     Layer& L = layers[size_t(l)];
+    const int64_t qd = L.qd, kvd = L.kvd, nh = L.heads, nkv = L.kvHeads;
     if (observed()) {
         env.notifyLinear(li, LinearRole::Q, L.name[0], x, n, dim);
         env.notifyLinear(li, LinearRole::K, L.name[1], x, n, dim);
         env.notifyLinear(li, LinearRole::V, L.name[2], x, n, dim);
     }
-    const kernels::LinearJob qkv[3] = {{L.q, q.data(), qDim, ptrOrNull(L.bq)},
-                                       {L.k, k.data(), kvDim, ptrOrNull(L.bk)},
-                                       {L.v, v.data(), kvDim, ptrOrNull(L.bv)}};
-    linearGroup(qkv, L.aq, 3, x, dim, n);
+    const kernels::LinearJob qkv[3] = {{L.q, q.data(), qd, ptrOrNull(L.bq)},
+                                       {L.k, k.data(), kvd, ptrOrNull(L.bk)},
+                                       {L.v, v.data(), kvd, ptrOrNull(L.bv)}};
+    linearGroup(qkv, L.aq, L.lr, 3, x, dim, n);
     if (s.qkNorm && s.qkNormPerHead) {
         // StableLM: a LayerNorm (no bias) per head with its own weights
-        for (int64_t hh = 0; hh < s.nHeads; ++hh)
+        for (int64_t hh = 0; hh < nh; ++hh)
             kernels::layerNorm(q.data() + hh * hd, L.qNorm.data() + hh * hd, nullptr,
-                               q.data() + hh * hd, n, hd, qDim, s.normEps);
-        for (int64_t hh = 0; hh < s.nKvHeads; ++hh)
+                               q.data() + hh * hd, n, hd, qd, s.normEps);
+        for (int64_t hh = 0; hh < nkv; ++hh)
             kernels::layerNorm(k.data() + hh * hd, L.kNorm.data() + hh * hd, nullptr,
-                               k.data() + hh * hd, n, hd, kvDim, s.normEps);
+                               k.data() + hh * hd, n, hd, kvd, s.normEps);
     } else if (s.qkNorm) {
-        kernels::rmsNorm(q.data(), L.qNorm.data(), q.data(), n * s.nHeads, hd, hd, s.normEps);
-        kernels::rmsNorm(k.data(), L.kNorm.data(), k.data(), n * s.nKvHeads, hd, hd, s.normEps);
+        kernels::rmsNorm(q.data(), L.qNorm.data(), q.data(), n * nh, hd, hd, s.normEps);
+        kernels::rmsNorm(k.data(), L.kNorm.data(), k.data(), n * nkv, hd, hd, s.normEps);
     }
     if (rf) {
-        if (observed()) std::copy(k.begin(), k.begin() + n * kvDim, kPre.begin());
-        kernels::applyRope(q.data(), n, qDim, s.nHeads, hd, rf->rotDim, s.rope.interleaved,
-                           cosT.data(), sinT.data());
-        kernels::applyRope(k.data(), n, kvDim, s.nKvHeads, hd, rf->rotDim, s.rope.interleaved,
-                           cosT.data(), sinT.data());
+        if (observed()) std::copy(k.begin(), k.begin() + n * kvd, kPre.begin());
+        kernels::applyRope(q.data(), n, qd, nh, hd, rf->rotDim, s.rope.interleaved, cosT.data(),
+                           sinT.data());
+        kernels::applyRope(k.data(), n, kvd, nkv, hd, rf->rotDim, s.rope.interleaved, cosT.data(),
+                           sinT.data());
     }
     if (observed()) {
         const float* kp = rf ? kPre.data() : k.data();
-        for (Observer* o : env.observers)
-            o->onKV(li, kp, k.data(), v.data(), n, s.nKvHeads, hd, pos0);
-    }
-    const float *kc = kCache[size_t(l)].data(), *vc = vCache[size_t(l)].data();
-    if (L.kvq) {
-        // Quantised cache: the new rows are quantised once as they enter it (a failed or
-        // repeated call first drops the rows from pos0 on), attention reads dequantised rows.
-        runtime::KvStream &ks = kStream[size_t(l)], &vs = vStream[size_t(l)];
-        ks.truncate(pos0);
-        vs.truncate(pos0);
-        if (ks.rows() != pos0 || vs.rows() != pos0)
-            throw Error("KV cache of layer " + std::to_string(l) + " holds " +
-                        std::to_string(ks.rows()) + " rows, position " + std::to_string(pos0));
-        ks.append(k.data(), kvDim, n);
-        vs.append(v.data(), kvDim, n);
-        kc = ks.read(pos0 + n, kDeq, nt);
-        vc = vs.read(pos0 + n, vDeq, nt);
-    } else {
-        std::copy(k.begin(), k.begin() + n * kvDim, kCache[size_t(l)].begin() + pos0 * kvDim);
-        std::copy(v.begin(), v.begin() + n * kvDim, vCache[size_t(l)].begin() + pos0 * kvDim);
+        for (Observer* o : env.observers) o->onKV(li, kp, k.data(), v.data(), n, nkv, hd, pos0);
     }
     kernels::AttentionOptions ao;
     ao.window = L.sliding ? s.slidingWindow : 0;
@@ -337,38 +340,44 @@ void TransformerRunner::attention(int64_t l, const float* x, int64_t n, int64_t 
     ao.softcap = s.attnSoftcap;
     ao.alibi = alibi.empty() ? nullptr : alibi.data();
     ao.alibiBeforeScale = s.alibiScaled;
-    kernels::attentionEx(q.data(), qDim, kc, vc, att.data(), qDim, n, pos0, s.nHeads, s.nKvHeads,
-                         hd, ao, nt);
-    if (observed()) env.notifyLinear(li, LinearRole::O, L.name[3], att.data(), n, qDim);
-    kernels::linear(*L.o, quantIn(L.aq[3], att.data(), n, qDim), qDim, n, out, dim, ptrOrNull(L.bo),
-                    nt);
+    if (L.kvq) {
+        quantisedAttention(l, n, pos0, ao);
+    } else {
+        std::copy(k.begin(), k.begin() + n * kvd, kCache[size_t(l)].begin() + pos0 * kvd);
+        std::copy(v.begin(), v.begin() + n * kvd, vCache[size_t(l)].begin() + pos0 * kvd);
+        kernels::attentionEx(q.data(), qd, kCache[size_t(l)].data(), vCache[size_t(l)].data(),
+                             att.data(), qd, n, pos0, nh, nkv, hd, ao, nt);
+    }
+    if (observed()) env.notifyLinear(li, LinearRole::O, L.name[3], att.data(), n, qd);
+    applyLinear(L.o, L.lr[3], quantIn(L.aq[3], att.data(), n, qd), qd, n, out, dim,
+                ptrOrNull(L.bo));
 }
 
 void TransformerRunner::mlp(int64_t l, const float* x, int64_t n, float* out) {
     if (s.isMoe()) return moe(l, x, n, out);
     const int li = int(l);
-    const int64_t dim = s.dim, nh = n * s.hidden;
-    const int nt = env.threads;
     Layer& L = layers[size_t(l)];
-    if (L.gate) {
+    const int64_t dim = s.dim, hid = L.hidden, nh = n * hid;
+    const int nt = env.threads;
+    if (s.gatedMlp) {
         if (observed()) {
             env.notifyLinear(li, LinearRole::Gate, L.name[4], x, n, dim);
             env.notifyLinear(li, LinearRole::Up, L.name[5], x, n, dim);
         }
-        const kernels::LinearJob gateUp[2] = {{L.gate, gate.data(), s.hidden, ptrOrNull(L.bGate)},
-                                              {L.up, up.data(), s.hidden, ptrOrNull(L.bUp)}};
-        linearGroup(gateUp, L.aq + 4, 2, x, dim, n);
+        const kernels::LinearJob gateUp[2] = {{L.gate, gate.data(), hid, ptrOrNull(L.bGate)},
+                                              {L.up, up.data(), hid, ptrOrNull(L.bUp)}};
+        linearGroup(gateUp, L.aq + 4, L.lr + 4, 2, x, dim, n);
         kernels::activateGated(act, gate.data(), up.data(), nh, nt);
     } else {
         // fc1 → act → fc2 (OPT, GPT-2, NeoX, Falcon, Bloom)
         if (observed()) env.notifyLinear(li, LinearRole::Up, L.name[5], x, n, dim);
-        kernels::linear(*L.up, quantIn(L.aq[5], x, n, dim), dim, n, gate.data(), s.hidden,
-                        ptrOrNull(L.bUp), nt);
+        applyLinear(L.up, L.lr[5], quantIn(L.aq[5], x, n, dim), dim, n, gate.data(), hid,
+                    ptrOrNull(L.bUp));
         kernels::activate(act, gate.data(), nh, nt);
     }
-    if (observed()) env.notifyLinear(li, LinearRole::Down, L.name[6], gate.data(), n, s.hidden);
-    kernels::linear(*L.down, quantIn(L.aq[6], gate.data(), n, s.hidden), s.hidden, n, out, dim,
-                    ptrOrNull(L.bDown), nt);
+    if (observed()) env.notifyLinear(li, LinearRole::Down, L.name[6], gate.data(), n, hid);
+    applyLinear(L.down, L.lr[6], quantIn(L.aq[6], gate.data(), n, hid), hid, n, out, dim,
+                ptrOrNull(L.bDown));
 }
 
 // Sparse mixture of experts (Mixtral): softmax over the router logits, the top-k experts per
@@ -430,7 +439,7 @@ void TransformerRunner::moe(int64_t l, const float* x, int64_t n, float* out) {
         }
         const kernels::LinearJob gateUp[2] = {{X.gate, gate.data(), s.hidden, nullptr},
                                               {X.up, up.data(), s.hidden, nullptr}};
-        linearGroup(gateUp, X.aq, 2, xe.data(), dim, m);
+        linearGroup(gateUp, X.aq, nullptr, 2, xe.data(), dim, m);
         kernels::activateGated(act, gate.data(), up.data(), m * s.hidden, nt);
         if (observed()) env.notifyLinear(li, LinearRole::Down, X.name[2], gate.data(), m, s.hidden);
         kernels::linear(*X.down, quantIn(X.aq[2], gate.data(), m, s.hidden), s.hidden, m, ye.data(),
@@ -530,6 +539,85 @@ void TransformerRunner::run(const int32_t* ids, int64_t n, int64_t pos0, int64_t
     }
 }
 
+// Quantised KV cache: the new rows are quantised once as they enter the cache (a failed or
+// repeated call first drops the rows from pos0 on); attention reads dequantised rows. With
+// channel blocks, a query sees the cache as it was when its own token was appended, exactly as
+// in token-by-token decoding: the block its token falls in is still f32 unless the token
+// completes it. A multi-token batch therefore runs attention in segments at block boundaries.
+void TransformerRunner::quantisedAttention(int64_t l, int64_t n, int64_t pos0,
+                                           const kernels::AttentionOptions& ao) {
+    const int nt = env.threads;
+    const Layer& L = layers[size_t(l)];
+    const int64_t hd = s.headDim, W = L.kvd, qd = L.qd;
+    runtime::KvStream &ks = kStream[size_t(l)], &vs = vStream[size_t(l)];
+    ks.truncate(pos0);
+    vs.truncate(pos0);
+    if (ks.rows() != pos0 || vs.rows() != pos0)
+        throw Error("KV cache of layer " + std::to_string(l) + " holds " +
+                    std::to_string(ks.rows()) + " rows, position " + std::to_string(pos0));
+    const bool kCh = ks.channelBlocks(), vCh = vs.channelBlocks();
+    const int64_t G = L.kvq->groupSize;
+    // f32 rows of the unfinished block before pos0 (they are f32 in the streams until it fills)
+    const int64_t first = (kCh || vCh) ? pos0 / G * G : pos0;
+    if (first < pos0) {
+        const float* kr = ks.read(pos0, kDeq, nt);
+        kOld.assign(kr + first * W, kr + pos0 * W);
+        const float* vr = vs.read(pos0, vDeq, nt);
+        vOld.assign(vr + first * W, vr + pos0 * W);
+    }
+    ks.append(k.data(), W, n);
+    vs.append(v.data(), W, n);
+    const float* kc = ks.read(pos0 + n, kDeq, nt);
+    const float* vc = vs.read(pos0 + n, vDeq, nt);
+    auto attend = [&](int64_t p0, int64_t p1) { // queries at positions [p0, p1)
+        if (p1 <= p0) return;
+        kernels::attentionEx(q.data() + (p0 - pos0) * qd, qd, kc, vc, att.data() + (p0 - pos0) * qd,
+                             qd, p1 - p0, p0, L.heads, L.kvHeads, hd, ao, nt);
+    };
+    if (!kCh && !vCh) return attend(pos0, pos0 + n);
+    // kc/vc of channel streams point into kDeq/vDeq (writable scratch).
+    float* kw = kCh ? kDeq.data() : nullptr;
+    float* vw = vCh ? vDeq.data() : nullptr;
+    auto f32Row = [&](const kernels::FloatBuffer& cur, const std::vector<float>& old, int64_t r) {
+        return r < pos0 ? old.data() + (r - first) * W : cur.data() + (r - pos0) * W;
+    };
+    for (int64_t p = pos0; p < pos0 + n;) {
+        const int64_t b0 = p / G * G, last = b0 + G - 1;
+        const int64_t fEnd = std::min(pos0 + n, last); // queries [p, fEnd) see block f32
+        const bool complete = last < pos0 + n;         // the block is quantised now
+        if (fEnd > p && complete) {
+            // show the block's rows [b0, fEnd) as f32, then put the quantised rows back
+            saved.assign(size_t(2 * (fEnd - b0) * W), 0.0f);
+            for (int64_t r = b0; r < fEnd; ++r) {
+                if (kw) {
+                    std::copy(kw + r * W, kw + (r + 1) * W, saved.begin() + (r - b0) * W);
+                    const float* src = f32Row(k, kOld, r);
+                    std::copy(src, src + W, kw + r * W);
+                }
+                if (vw) {
+                    std::copy(vw + r * W, vw + (r + 1) * W,
+                              saved.begin() + (fEnd - b0 + r - b0) * W);
+                    const float* src = f32Row(v, vOld, r);
+                    std::copy(src, src + W, vw + r * W);
+                }
+            }
+            attend(p, fEnd);
+            for (int64_t r = b0; r < fEnd; ++r) {
+                if (kw)
+                    std::copy(saved.begin() + (r - b0) * W, saved.begin() + (r - b0 + 1) * W,
+                              kw + r * W);
+                if (vw)
+                    std::copy(saved.begin() + (fEnd - b0 + r - b0) * W,
+                              saved.begin() + (fEnd - b0 + r - b0 + 1) * W, vw + r * W);
+            }
+        } else {
+            attend(p, fEnd); // the block is still f32 in the streams
+        }
+        if (complete) attend(std::max(p, last), last + 1);
+        p = last + 1;
+    }
+}
+
 const float* TransformerRunner::quantIn(const ActQuantSpec* a, const float* x, int64_t n,
                                         int64_t dim) {
     if (!a) return x;
@@ -539,26 +627,95 @@ const float* TransformerRunner::quantIn(const ActQuantSpec* a, const float* x, i
 }
 
 void TransformerRunner::linearGroup(const kernels::LinearJob* jobs, const ActQuantSpec* const* aq,
-                                    int count, const float* x, int64_t dim, int64_t n) {
+                                    const LowRank* lr, int count, const float* x, int64_t dim,
+                                    int64_t n) {
     bool same = true;
-    for (int i = 1; i < count; ++i) same = same && sameQuant(aq[0], aq[i]);
+    for (int i = 0; i < count; ++i) same = same && sameQuant(aq[0], aq[i]) && jobs[i].w;
     if (same) {
         kernels::linearBatch(std::span(jobs, size_t(count)), quantIn(aq[0], x, n, dim), dim, n,
                              env.threads);
         return;
     }
+    static const LowRank kNone;
     for (int i = 0; i < count; ++i)
-        kernels::linear(*jobs[i].w, quantIn(aq[i], x, n, dim), dim, n, jobs[i].y, jobs[i].ldy,
-                        jobs[i].bias, env.threads);
+        applyLinear(jobs[i].w, lr ? lr[i] : kNone, quantIn(aq[i], x, n, dim), dim, n, jobs[i].y,
+                    jobs[i].ldy, jobs[i].bias);
 }
 
-uint64_t TransformerRunner::kvCacheBytes(int64_t tokens) const {
+void TransformerRunner::applyLinear(const TensorView* w, const LowRank& lr, const float* x,
+                                    int64_t ldx, int64_t n, float* y, int64_t ldy,
+                                    const float* bias) {
+    if (w) return kernels::linear(*w, x, ldx, n, y, ldy, bias, env.threads);
+    const int64_t r = lr.rank;
+    if (lrBuf.size() < size_t(n * r)) lrBuf.resize(size_t(n * r));
+    kernels::linear(*lr.a, x, ldx, n, lrBuf.data(), r, nullptr, env.threads);
+    kernels::linear(*lr.b, lrBuf.data(), r, n, y, ldy, bias, env.threads);
+}
+
+// Per-block shapes: heads = rows(q) / head_dim, KV heads = rows(k) / head_dim (v must agree),
+// MLP channels = rows(up); each at least 1 and at most the spec's value (the scratch buffers
+// and caches are sized by the spec).
+void TransformerRunner::bindShapes(Layer& L, int64_t l) {
+    const int64_t hd = s.headDim;
+    auto outRows = [&](const std::string& nm, int64_t dflt) -> int64_t {
+        const TensorView* t = w.find(nm);
+        if (!t) t = w.find(nm + ".lowrank_b");
+        return t && t->shape.size() == 2 ? t->shape[0] : dflt; // absent: binding reports it
+    };
+    auto heads = [&](const std::string& nm, int64_t maxHeads) {
+        const int64_t rows = outRows(nm, maxHeads * hd);
+        if (rows % hd != 0 || rows < hd || rows > maxHeads * hd)
+            throw Error("tensor '" + nm + "' has " + std::to_string(rows) +
+                        " rows; the runtime expects a multiple of head_dim " + std::to_string(hd) +
+                        " between 1 and " + std::to_string(maxHeads) + " heads");
+        return rows / hd;
+    };
+    L.heads = heads(L.name[0], s.nHeads);
+    L.kvHeads = heads(L.name[1], s.nKvHeads);
+    L.qd = L.heads * hd;
+    L.kvd = L.kvHeads * hd;
+    if (L.heads % L.kvHeads != 0)
+        throw Error("block " + std::to_string(l) + " has " + std::to_string(L.heads) +
+                    " query heads, not a multiple of its " + std::to_string(L.kvHeads) +
+                    " KV heads");
+    const bool shrunk = L.heads != s.nHeads || L.kvHeads != s.nKvHeads;
+    if (shrunk && (s.posEmbed == PosEmbedding::Alibi || s.qkNormPerHead))
+        throw UnsupportedError("block " + std::to_string(l) +
+                               " has fewer attention heads than the model spec, which the runtime "
+                               "supports only without ALiBi and per-head q/k norms");
+    L.hidden = s.hidden;
+    if (!s.isMoe()) {
+        L.hidden = outRows(L.name[5], s.hidden);
+        if (L.hidden < 1 || L.hidden > s.hidden)
+            throw Error("tensor '" + L.name[5] + "' has " + std::to_string(L.hidden) +
+                        " rows; the runtime expects 1 to " + std::to_string(s.hidden) +
+                        " MLP channels");
+    }
+}
+
+// A linear's weight NAME [rows, cols], or when NAME is absent its factors NAME.lowrank_a
+// [r, cols] and NAME.lowrank_b [rows, r] (then the returned pointer is null).
+const TensorView* TransformerRunner::bindLinear(Layer& L, int i, int64_t rows, int64_t cols) {
+    const std::string& nm = L.name[i];
+    const TensorView* a = w.find(nm + ".lowrank_a");
+    if (w.find(nm) || !a) return &requireTensor(w, nm, {rows, cols});
+    const TensorView* b = w.find(nm + ".lowrank_b");
+    if (!b) throw Error("tensor '" + nm + ".lowrank_a' has no matching '" + nm + ".lowrank_b'");
+    const int64_t r = a->shape.size() == 2 ? a->shape[0] : 0;
+    if (r < 1) throw Error("tensor '" + nm + ".lowrank_a' is not a non-empty 2-D matrix");
+    checkTensor(*a, nm + ".lowrank_a", {r, cols});
+    checkTensor(*b, nm + ".lowrank_b", {rows, r});
+    L.lr[i] = {a, b, r};
+    return nullptr;
+}
+
+uint64_t TransformerRunner::kvCacheBytes(int64_t tokens, bool asF32) const {
     uint64_t b = 0;
     for (int64_t l = 0; l < s.nLayers; ++l) {
-        if (layers[size_t(l)].kvq)
+        if (layers[size_t(l)].kvq && !asF32)
             b += kStream[size_t(l)].bytes() + vStream[size_t(l)].bytes();
         else
-            b += uint64_t(tokens) * uint64_t(kvDim) * 2 * sizeof(float);
+            b += uint64_t(tokens) * uint64_t(layers[size_t(l)].kvd) * 2 * sizeof(float);
     }
     return b;
 }

@@ -35,6 +35,9 @@ public:
     /// Bytes holding the current rows: codes, scales and minimums, f32 tail.
     uint64_t bytes() const;
     bool quantized() const { return m_bits < 16; }
+    /// Quantised in blocks of tokens (channel granularity): rows of the last block stay f32
+    /// until it is full.
+    bool channelBlocks() const { return m_bits < 16 && m_gran == KvGranularity::Channel; }
 
 private:
     int m_bits = 16;

@@ -237,13 +237,11 @@ void Session::resetExpertTokenCounts() {
 }
 
 uint64_t Session::kvCacheBytes() const {
-    return m->runner->kvCacheBytes(m->pos);
+    return m->runner->kvCacheBytes(m->pos, false);
 }
 
 uint64_t Session::kvCacheBytesF32() const {
-    if (m->s.isMamba()) return 0;
-    return uint64_t(m->pos) * uint64_t(m->s.nLayers) * uint64_t(m->s.nKvHeads * m->s.headDim) * 2 *
-           sizeof(float);
+    return m->runner->kvCacheBytes(m->pos, true);
 }
 
 int32_t sampleToken(const float* logits, int64_t vocab, const SamplingParams& p,
