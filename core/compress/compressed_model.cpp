@@ -1,5 +1,6 @@
 #include "core/compress/compressed_model.h"
 #include "core/common/json_file.h"
+#include "core/compress/pipeline.h"
 
 #include "core/common/dtype.h"
 #include "core/io/atomic_writer.h"
@@ -109,6 +110,23 @@ void CompressedModel::setTensor(const std::string& name, PackedTensor packed) {
     m_tensors[name] = std::move(t);
 }
 
+void CompressedModel::setFloatTensor(const std::string& name, std::vector<float> values) {
+    const TensorView* b = m_base.find(name);
+    if (!b) throw ArgumentError("overlay: the base model has no tensor '" + name + "'");
+    if (int64_t(values.size()) != b->numel())
+        throw ArgumentError("overlay: tensor '" + name + "' gets " + std::to_string(values.size()) +
+                            " values but has " + std::to_string(b->numel()));
+    auto t = std::make_unique<CompressedTensor>();
+    t->isFloat = true;
+    t->values = std::move(values);
+    t->view = *b;
+    t->view.dtype = DType::F32;
+    t->view.data = reinterpret_cast<const std::byte*>(t->values.data());
+    t->view.nbytes = t->values.size() * sizeof(float);
+    t->view.file.clear();
+    m_tensors[name] = std::move(t);
+}
+
 const CompressedTensor* CompressedModel::compressed(std::string_view name) const {
     auto it = m_tensors.find(name);
     return it == m_tensors.end() ? nullptr : it->second.get();
@@ -122,8 +140,8 @@ std::vector<std::string> CompressedModel::replacedNames() const {
 }
 
 SizeInfo CompressedModel::tensorSize(const std::string& name) const {
-    if (const auto* c = compressed(name))
-        return {c->packed.rows * c->packed.cols, c->packed.storageBits()};
+    const auto* c = compressed(name);
+    if (c && !c->isFloat) return {c->packed.rows * c->packed.cols, c->packed.storageBits()};
     const TensorView* t = m_base.find(name);
     if (!t) throw ArgumentError("no tensor '" + name + "'");
     return {t->numel(), t->nbytes * 8};
@@ -153,6 +171,7 @@ SizeInfo CompressedModel::totalSize() const {
 SizeInfo CompressedModel::compressedSize() const {
     SizeInfo tot;
     for (const auto& [name, t] : m_tensors) {
+        if (t->isFloat) continue;
         tot.params += t->packed.rows * t->packed.cols;
         tot.bits += t->packed.storageBits();
     }
@@ -170,7 +189,14 @@ void CompressedModel::save(const std::string& dir) const {
     std::vector<Src> srcs;
     json tensors = json::array();
     for (const auto& name : replacedNames()) {
-        const PackedTensor& p = compressed(name)->packed;
+        const CompressedTensor* ct = compressed(name);
+        if (ct->isFloat) {
+            descs.push_back({name + ".values", DType::F32, ct->view.shape});
+            srcs.push_back({ct->values.data(), ct->values.size() * sizeof(float)});
+            tensors.push_back({{"name", name}, {"shape", ct->view.shape}, {"float", true}});
+            continue;
+        }
+        const PackedTensor& p = ct->packed;
         descs.push_back({name + ".codes", DType::U8, {int64_t(p.codes.size())}});
         srcs.push_back({p.codes.data(), p.codes.size()});
         if (!p.scales.empty()) {
@@ -180,6 +206,13 @@ void CompressedModel::save(const std::string& dir) const {
         if (!p.zeros.empty()) {
             descs.push_back({name + ".zeros", DType::F16, {int64_t(p.zeros.size())}});
             srcs.push_back({p.zeros.data(), p.zeros.size() * 2});
+        }
+        if (!p.outlierCols.empty()) {
+            descs.push_back({name + ".outlier_cols", DType::I32, {int64_t(p.outlierCols.size())}});
+            srcs.push_back({p.outlierCols.data(), p.outlierCols.size() * 4});
+            descs.push_back(
+                {name + ".outlier_values", DType::F16, {int64_t(p.outlierValues.size())}});
+            srcs.push_back({p.outlierValues.data(), p.outlierValues.size() * 2});
         }
         tensors.push_back({{"name", name},
                            {"shape", {p.rows, p.cols}},
@@ -226,6 +259,19 @@ std::unique_ptr<CompressedModel> CompressedModel::load(const std::string& dir, c
         std::string name;
         try {
             name = tj.at("name").get<std::string>();
+            if (tj.value("float", false)) {
+                const TensorView* v = st.find(name + ".values");
+                if (!v || v->dtype != DType::F32)
+                    throw FormatError(jpath, "overlay.safetensors lacks " + name + ".values");
+                std::vector<float> vals(v->nbytes / 4);
+                std::memcpy(vals.data(), v->data, vals.size() * 4);
+                try {
+                    m->setFloatTensor(name, std::move(vals));
+                } catch (const Error& e) {
+                    throw FormatError(jpath, e.what());
+                }
+                continue;
+            }
             p.rows = tj.at("shape").at(0).get<int64_t>();
             p.cols = tj.at("shape").at(1).get<int64_t>();
         } catch (const json::exception& e) {
@@ -244,6 +290,11 @@ std::unique_ptr<CompressedModel> CompressedModel::load(const std::string& dir, c
         };
         u16(name + ".scales", p.scales);
         u16(name + ".zeros", p.zeros);
+        u16(name + ".outlier_values", p.outlierValues);
+        if (const TensorView* t = st.find(name + ".outlier_cols")) {
+            p.outlierCols.resize(t->nbytes / 4);
+            std::memcpy(p.outlierCols.data(), t->data, p.outlierCols.size() * 4);
+        }
         try {
             m->setTensor(name, std::move(p));
         } catch (const Error& e) {
@@ -258,8 +309,16 @@ CompressResult compress(const Model& base, const Recipe& recipe, Progress& progr
     const auto t0 = std::chrono::steady_clock::now();
     CompressResult res;
     PlanOptions po;
-    po.hasCalibration = opts.hasCalibration;
+    const bool calibrated = opts.calibration && !opts.calibration->empty();
+    po.hasCalibration = opts.hasCalibration || calibrated;
     res.plan = planRecipe(recipe, base, po);
+    if (calibrated) return compressCalibrated(base, recipe, std::move(res.plan), progress, opts);
+    for (const auto& lp : res.plan.layers)
+        if (methodNeedsCalibration(lp.weight.method))
+            throw ArgumentError(lp.name + ": method '" + weightMethodName(lp.weight.method) +
+                                "' needs a calibration set (CompressOptions::calibration)");
+    if (!res.plan.smooth.empty())
+        throw ArgumentError("SmoothQuant needs a calibration set (CompressOptions::calibration)");
     auto cm = std::make_unique<CompressedModel>(base);
     cm->recipe = recipe;
     cm->baseFingerprint = stats::modelFingerprint(base);
@@ -309,6 +368,9 @@ json compressReportJson(const CompressResult& r) {
                           {"sqnr_db", num(l.error.sqnrDb)},
                           {"rel_error", num(l.error.relError)},
                           {"max_abs_error", l.error.maxAbs},
+                          {"output_rel_error", num(l.outputRelError)},
+                          {"outlier_columns", l.outlierColumns},
+                          {"details", l.details},
                           {"seconds", l.seconds}});
     }
     json rules = json::array();

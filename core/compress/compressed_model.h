@@ -6,10 +6,12 @@
 /// without copying it. compress() builds one from a recipe; save()/load() persist it.
 #include "core/common/error.h"
 #include "core/common/progress.h"
+#include "core/compress/calibration.h"
 #include "core/compress/quantizer.h"
 #include "core/compress/recipe.h"
 #include "core/model/model.h"
 
+#include <cmath>
 #include <map>
 #include <memory>
 #include <string>
@@ -17,9 +19,11 @@
 
 namespace lcw::compress {
 
-/// One replaced tensor.
+/// One replaced tensor: quantised (packed) or a plain float replacement (isFloat: a norm or
+/// projection rewritten by AWQ / SmoothQuant scale folding, counted at the base's storage size).
 struct CompressedTensor {
-    PackedTensor packed;
+    bool isFloat = false;
+    PackedTensor packed;       ///< empty when isFloat
     std::vector<float> values; ///< dequantised, rows * cols
     TensorView view;           ///< F32 view of `values` under the canonical name
 };
@@ -48,6 +52,9 @@ public:
     /// dequantised from it. Throws ArgumentError when the base has no such 2-D tensor or the
     /// shape differs.
     void setTensor(const std::string& name, PackedTensor packed);
+    /// Replaces tensor `name` of the base (any shape) by float values of the same shape, e.g. a
+    /// norm weight with scales folded in. Throws ArgumentError when absent or the size differs.
+    void setFloatTensor(const std::string& name, std::vector<float> values);
     /// nullptr when the tensor is not replaced.
     const CompressedTensor* compressed(std::string_view name) const;
     /// Names of the replaced tensors, in base order.
@@ -88,12 +95,25 @@ struct LayerReport {
     double bitsPerWeight = 0;
     uint64_t storageBits = 0;
     ErrorStats error;
+    /// ||X Wᵀ − X Ŵᵀ||_F / ||X Wᵀ||_F over the calibration tokens, from the Gram:
+    /// sqrt(tr(ΔW H ΔWᵀ) / tr(W H Wᵀ)); NaN without calibration.
+    double outputRelError = NAN;
+    int64_t outlierColumns = 0;
+    /// Method details ({"damp": .., "act_order": ..} for GPTQ, {"alpha": .., "clip": ..} for
+    /// AWQ, {"smoothquant_alpha": ..}); notes such as fallbacks.
+    nlohmann::ordered_json details = nlohmann::ordered_json::object();
     double seconds = 0;
 };
 
 struct CompressOptions {
     /// Calibration data is available (methods that need it are allowed by planRecipe).
     bool hasCalibration = false;
+    /// When set (and not empty): block-by-block pipeline. Each block's linear inputs are
+    /// captured through the overlay built so far (earlier blocks already compressed), then its
+    /// layers are compressed with their methods (RTN, GPTQ, AWQ, SmoothQuant folding, outlier
+    /// columns) and every layer gets its output error on the calibration inputs.
+    const CalibrationSet* calibration = nullptr;
+    CaptureOptions capture;
 };
 
 struct CompressResult {

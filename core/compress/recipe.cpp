@@ -108,8 +108,24 @@ WeightMethod methodFromName(const std::string& s) {
 /// Validates a weight section on its own (types, ranges, consistency within the section).
 void validateWeight(const json& w, int rule) {
     if (!w.is_object()) fail(rule, "weight", "expected an object or null, got " + w.dump());
-    checkKeys(w, {"bits", "format", "symmetric", "granularity", "group_size", "method"}, rule,
-              "weight.");
+    checkKeys(w,
+              {"bits", "format", "symmetric", "granularity", "group_size", "method", "damp",
+               "act_order", "block_size", "awq"},
+              rule, "weight.");
+    if (w.contains("damp")) numField(w["damp"], rule, "weight.damp", 1e-6, 1.0);
+    if (w.contains("act_order")) boolField(w["act_order"], rule, "weight.act_order");
+    if (w.contains("block_size")) intField(w["block_size"], rule, "weight.block_size", 1, 4096);
+    if (w.contains("awq")) {
+        const json& a = w["awq"];
+        if (!a.is_object()) fail(rule, "weight.awq", "expected an object, got " + a.dump());
+        checkKeys(a, {"grid", "clip_search", "clip_grid", "max_shrink"}, rule, "weight.awq.");
+        if (a.contains("grid")) intField(a["grid"], rule, "weight.awq.grid", 1, 1000);
+        if (a.contains("clip_search")) boolField(a["clip_search"], rule, "weight.awq.clip_search");
+        if (a.contains("clip_grid"))
+            intField(a["clip_grid"], rule, "weight.awq.clip_grid", 1, 1000);
+        if (a.contains("max_shrink"))
+            numField(a["max_shrink"], rule, "weight.awq.max_shrink", 0.0, 0.99);
+    }
     if (w.contains("bits")) intField(w["bits"], rule, "weight.bits", 2, 8);
     std::string fmt = w.contains("format") ? strField(w["format"], rule, "weight.format", kFormats)
                                            : std::string();
@@ -123,6 +139,13 @@ void validateWeight(const json& w, int rule) {
         fail(rule, "weight.bits", "format fp8_e4m3 has 8 bits, got " + w["bits"].dump());
     if (fmt == "nf4" && w.contains("bits") && w["bits"] != 4)
         fail(rule, "weight.bits", "format nf4 has 4 bits, got " + w["bits"].dump());
+}
+
+void validateSmoothQuant(const json& q, int rule) {
+    if (!q.is_object()) fail(rule, "smoothquant", "expected an object or null, got " + q.dump());
+    checkKeys(q, {"alpha"}, rule, "smoothquant.");
+    if (!q.contains("alpha")) fail(rule, "smoothquant.alpha", "missing");
+    numField(q["alpha"], rule, "smoothquant.alpha", 0.0, 1.0);
 }
 
 void validateActivation(const json& a, int rule) {
@@ -289,7 +312,9 @@ Recipe Recipe::fromJson(const json& j) {
         const int ri = int(i);
         const json& rj = j["rules"][i];
         if (!rj.is_object()) fail(ri, "", "expected an object");
-        checkKeys(rj, {"targets", "ignore", "weight", "activation", "kv", "outliers", "comment"},
+        checkKeys(rj,
+                  {"targets", "ignore", "weight", "activation", "kv", "outliers", "smoothquant",
+                   "comment"},
                   ri, "");
         Rule rule;
         if (!rj.contains("targets")) fail(ri, "targets", "missing");
@@ -315,8 +340,12 @@ Recipe Recipe::fromJson(const json& j) {
             if (!rj["outliers"].is_null()) validateOutliers(rj["outliers"], ri);
             rule.outliers = rj["outliers"];
         }
-        if (!rule.weight && !rule.activation && !rule.kv && !rule.outliers)
-            fail(ri, "", "sets nothing (give weight, activation, kv or outliers)");
+        if (rj.contains("smoothquant")) {
+            if (!rj["smoothquant"].is_null()) validateSmoothQuant(rj["smoothquant"], ri);
+            rule.smoothquant = rj["smoothquant"];
+        }
+        if (!rule.weight && !rule.activation && !rule.kv && !rule.outliers && !rule.smoothquant)
+            fail(ri, "", "sets nothing (give weight, activation, kv, outliers or smoothquant)");
         r.rules.push_back(std::move(rule));
     }
     return r;
@@ -345,6 +374,7 @@ json Recipe::toJson() const {
         if (r.activation) rj["activation"] = *r.activation;
         if (r.kv) rj["kv"] = *r.kv;
         if (r.outliers) rj["outliers"] = *r.outliers;
+        if (r.smoothquant) rj["smoothquant"] = *r.smoothquant;
         j["rules"].push_back(std::move(rj));
     }
     return j;
@@ -435,7 +465,13 @@ Plan planRecipe(const Recipe& r, const Model& model, const PlanOptions& opts) {
             if (rule.activation) lp.hasActivation = !rule.activation->is_null();
             if (rule.kv) lp.hasKv = !rule.kv->is_null();
             if (rule.outliers) lp.hasOutliers = !rule.outliers->is_null();
+            if (rule.smoothquant) {
+                lp.smoothAlpha =
+                    rule.smoothquant->is_null() ? -1.0 : (*rule.smoothquant)["alpha"].get<double>();
+                lp.smoothRule = rule.smoothquant->is_null() ? -1 : int(i);
+            }
         }
+        if (lp.smoothAlpha >= 0) plan.smooth[t.name] = {lp.smoothAlpha, lp.smoothRule};
         if (!w) continue;
         const int wr = origin["weight"];
         auto org = [&](const std::string& f) { return origin.count(f) ? origin[f] : wr; };
@@ -502,8 +538,12 @@ Plan planRecipe(const Recipe& r, const Model& model, const PlanOptions& opts) {
                  std::string("'") + weightMethodName(s.method) +
                      "' needs calibration data and none was given");
         lp.origin = origin;
+        lp.weightJson = *w;
         plan.layers.push_back(std::move(lp));
     }
+    if (!opts.hasCalibration && !plan.smooth.empty())
+        fail(plan.smooth.begin()->second.second, "smoothquant",
+             "SmoothQuant needs calibration data (activation ranges) and none was given");
     for (const auto& m : plan.matches) {
         if (m.layers.empty())
             plan.warnings.push_back("recipe rule " + std::to_string(m.rule) +
