@@ -410,6 +410,59 @@ const std::vector<Preset>& presets() {
             {{"method", "q4_1"}});
         add("Q4_0", "GGUF q4_0: blocks of 32, 4-bit + f16 scale (4.5 bits/weight)",
             {{"method", "q4_0"}});
+        // Calibrated methods (lcw-cli compress --calib FILE).
+        add("W4A16-g64-GPTQ", "int4 asymmetric GPTQ, groups of 64 (needs --calib)",
+            {{"bits", 4},
+             {"symmetric", false},
+             {"granularity", "group"},
+             {"group_size", 64},
+             {"method", "gptq"}});
+        add("W4A16-g32-GPTQ", "int4 asymmetric GPTQ, groups of 32 (needs --calib)",
+            {{"bits", 4},
+             {"symmetric", false},
+             {"granularity", "group"},
+             {"group_size", 32},
+             {"method", "gptq"}});
+        add("W3A16-g64-GPTQ", "int3 asymmetric GPTQ, groups of 64 (needs --calib)",
+            {{"bits", 3},
+             {"symmetric", false},
+             {"granularity", "group"},
+             {"group_size", 64},
+             {"method", "gptq"}});
+        add("W4A16-g64-AWQ", "int4 asymmetric AWQ, groups of 64 (needs --calib)",
+            {{"bits", 4},
+             {"symmetric", false},
+             {"granularity", "group"},
+             {"group_size", 64},
+             {"method", "awq"}});
+        add("W4A16-g32-AWQ", "int4 asymmetric AWQ, groups of 32 (needs --calib)",
+            {{"bits", 4},
+             {"symmetric", false},
+             {"granularity", "group"},
+             {"group_size", 32},
+             {"method", "awq"}});
+        add("W3A16-g64-AWQ", "int3 asymmetric AWQ, groups of 64 (needs --calib)",
+            {{"bits", 3},
+             {"symmetric", false},
+             {"granularity", "group"},
+             {"group_size", 64},
+             {"method", "awq"}});
+        {
+            const std::string n = "W8A8-SQ";
+            const std::string d = "SmoothQuant (alpha 0.5) + int8 per-channel weights + int8 "
+                                  "dynamic per-token activations (needs --calib)";
+            json j = {
+                {"lcw_recipe", 1},
+                {"name", n},
+                {"description", d},
+                {"rules",
+                 json::array(
+                     {{{"targets", {"*"}},
+                       {"smoothquant", {{"alpha", 0.5}}},
+                       {"weight", {{"bits", 8}, {"symmetric", true}, {"granularity", "channel"}}},
+                       {"activation", {{"bits", 8}, {"mode", "dynamic_per_token"}}}}})}};
+            v.push_back({n, d, Recipe::fromJson(j)});
+        }
         return v;
     }();
     return p;
