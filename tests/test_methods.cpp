@@ -208,7 +208,7 @@ private slots:
 
     void gptqNotWorseThanRtnOnEveryLayer() {
         auto m = Model::load(demoModel());
-        const CalibrationSet cal = loadCalibration(*m, "", {16, 128});
+        const CalibrationSet cal = loadCalibration(*m, "", {8, 128});
         for (int bits : {3, 4})
             for (const auto& [gran, g] : std::vector<std::pair<std::string, int>>{
                      {"group", 32}, {"group", 64}, {"channel", 0}}) {

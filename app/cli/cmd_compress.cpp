@@ -64,23 +64,6 @@ std::string fmtDb(double v) {
     return b;
 }
 
-/// --calib FILE [--samples N] [--seq-len N]; null without --calib (methods that need
-/// calibration then fail with the rule and field that asked for it).
-std::unique_ptr<compress::CalibrationSet> calibrationFromArgs(const Model& model, const Args& a) {
-    if (!a.has("--calib")) {
-        if (a.has("--samples") || a.has("--seq-len"))
-            throw UsageError{"--samples and --seq-len need --calib FILE"};
-        return nullptr;
-    }
-    compress::CalibrationOptions co;
-    co.samples = a.getInt("--samples", co.samples);
-    co.seqLen = a.getInt("--seq-len", co.seqLen);
-    if (co.samples < 1) throw UsageError{"--samples must be >= 1"};
-    if (co.seqLen < 2) throw UsageError{"--seq-len must be >= 2"};
-    return std::make_unique<compress::CalibrationSet>(
-        compress::loadCalibration(model, *a.get("--calib"), co));
-}
-
 std::string fmtRel(double v) {
     char b[32];
     if (std::isnan(v))
@@ -100,6 +83,23 @@ json presetsJson() {
 }
 
 } // namespace
+
+/// --calib FILE [--samples N] [--seq-len N]; null without --calib (methods that need
+/// calibration then fail with the rule and field that asked for it).
+std::unique_ptr<compress::CalibrationSet> calibrationFromArgs(const Model& model, const Args& a) {
+    if (!a.has("--calib")) {
+        if (a.has("--samples") || a.has("--seq-len"))
+            throw UsageError{"--samples and --seq-len need --calib FILE"};
+        return nullptr;
+    }
+    compress::CalibrationOptions co;
+    co.samples = a.getInt("--samples", co.samples);
+    co.seqLen = a.getInt("--seq-len", co.seqLen);
+    if (co.samples < 1) throw UsageError{"--samples must be >= 1"};
+    if (co.seqLen < 2) throw UsageError{"--seq-len must be >= 2"};
+    return std::make_unique<compress::CalibrationSet>(
+        compress::loadCalibration(model, *a.get("--calib"), co));
+}
 
 std::unique_ptr<WeightSource> applyRecipeOptions(const Model& model, const Args& a) {
     const int n = int(a.has("--recipe")) + int(a.has("--preset")) + int(a.has("--overlay"));

@@ -48,7 +48,8 @@ MODEL is a Hugging Face folder (config.json + safetensors + tokenizer.json), a .
 llama2.c .bin checkpoint (tokenizer.bin / tok<vocab>.bin beside it, or --tokenizer FILE).
 Common options: --tokenizer FILE, --threads N, --quiet (no progress on stderr).
 generate, logits and perplexity also take --recipe R.json, --preset NAME or --overlay DIR to
-run on quantised weights (with --calib FILE [--samples N] [--seq-len L] for calibrated recipes).
+run on quantised weights (with --calib FILE [--samples N] [--seq-len L] for calibrated recipes;
+eval takes --calib too).
 )";
 
 } // namespace

@@ -1,6 +1,7 @@
 #include "core/compress/awq.h"
 
 #include "core/common/error.h"
+#include "core/compress/threads.h"
 
 #include <Eigen/Dense>
 
@@ -37,6 +38,7 @@ AwqScaleResult awqSearchScale(const float* X, int64_t n, int64_t cols,
                               const std::vector<float>& meanAbs,
                               const std::vector<AwqMember>& members, const AwqOptions& o) {
     if (int64_t(meanAbs.size()) != cols) throw ArgumentError("AWQ: statistic size mismatch");
+    const SingleThreadIf oneThread(n * cols < (int64_t(1) << 18));
     const int grid = std::max(o.grid, 1);
     AwqScaleResult best;
     best.error = std::numeric_limits<double>::infinity();
@@ -78,6 +80,7 @@ AwqScaleResult awqSearchScale(const float* X, int64_t n, int64_t cols,
 AwqClipResult awqClipQuantize(const float* X, int64_t n, int64_t cols, const float* w, int64_t rows,
                               const WeightSettings& s, const AwqOptions& o,
                               const std::string& name) {
+    const SingleThreadIf oneThread(n * cols < (int64_t(1) << 18));
     AwqClipResult res;
     res.packed = quantizeClipped(w, rows, cols, s, {}, name);
     std::vector<float> wq = dequantize(res.packed, name);

@@ -21,7 +21,7 @@ struct AwqOptions {
     bool clipSearch = true; ///< weight-clipping search after the scales
     int clipGrid = 20;      ///< shrink steps of max_shrink / clip_grid
     double maxShrink = 0.5; ///< smallest range factor 1 − max_shrink (exclusive)
-    int64_t maxRows = 1024; ///< rows of X used by the searches
+    int64_t maxRows = 512;  ///< rows of X used by the searches (evenly strided)
 };
 
 /// One linear reading the shared input.

@@ -392,7 +392,8 @@ json compressReportJson(const CompressResult& r) {
                        {"model_bits_per_weight", tot.bitsPerWeight()},
                        {"base_bytes", base.bytes()},
                        {"base_bits_per_weight", base.bitsPerWeight()},
-                       {"seconds", r.seconds}};
+                       {"seconds", r.seconds},
+                       {"capture_seconds", r.captureSeconds}};
         j["blocks"] = blocks;
     }
     j["rules"] = rules;

@@ -122,6 +122,9 @@ struct CompressResult {
     Plan plan;
     std::vector<LayerReport> layers;
     double seconds = 0;
+    /// Calibrated runs: time spent running the calibration set to capture block inputs (not in
+    /// the per-layer times, which hold the method's own work incl. its share of AWQ's search).
+    double captureSeconds = 0;
 };
 
 /// Applies a recipe's weight settings to `base`. Throws RecipeError for settings that do not

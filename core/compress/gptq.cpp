@@ -1,6 +1,7 @@
 #include "core/compress/gptq.h"
 
 #include "core/common/error.h"
+#include "core/compress/threads.h"
 
 #include <Eigen/Dense>
 
@@ -50,6 +51,7 @@ GptqResult gptqQuantize(const float* w, int64_t rows, int64_t cols, const double
     for (int64_t i = 0; i < rows * cols; ++i)
         if (!std::isfinite(w[i]))
             throw ArgumentError(name + ": non-finite weight at element " + std::to_string(i));
+    const SingleThreadIf oneThread(rows * cols < (int64_t(1) << 16));
     GptqResult res;
 
     // W [rows, cols] in double, H symmetric.

@@ -8,6 +8,7 @@
 #include "core/compress/folding.h"
 #include "core/compress/gptq.h"
 #include "core/compress/smoothquant.h"
+#include "core/compress/threads.h"
 #include "core/stats/fingerprint.h"
 
 #include <Eigen/Dense>
@@ -121,6 +122,8 @@ CompressResult compressCalibrated(const Model& base, const Recipe& recipe, Plan 
     using Clock = std::chrono::steady_clock;
     const auto t0 = Clock::now();
     const CalibrationSet& cal = *opts.calibration;
+    // Small models (the demo) compress faster on one thread than on several.
+    const SingleThreadIf oneThread(base.spec().dim * cal.seqLen() < (int64_t(1) << 18));
     CompressResult res;
     res.plan = std::move(plan);
     const Plan& P = res.plan;
@@ -157,17 +160,17 @@ CompressResult compressCalibrated(const Model& base, const Recipe& recipe, Plan 
     for (const auto& [b, idx] : blocks) {
         const std::string bname = "layers." + std::to_string(b);
         SubProgress capP(progress, unit / nUnits, (unit + 0.5) / nUnits);
+        const auto c0 = Clock::now();
         const auto inputs = captureBlockInputs(*cm, cal, b, opts.capture, capP);
+        res.captureSeconds += std::chrono::duration<double>(Clock::now() - c0).count();
         if (inputs.empty()) return finishCancel();
         if (!progress.report((unit + 0.5) / nUnits, bname + ": quantising")) return finishCancel();
 
         BlockTensors bt(*cm);
         std::map<std::string, std::vector<float>> inScale;
         std::map<std::string, json> details;
-        const LayerPlan* lpOf = nullptr;
         std::map<std::string, const LayerPlan*> planOf;
         for (size_t i : idx) planOf[P.layers[i].name] = &P.layers[i];
-        (void)lpOf;
         auto scaleInputs = [&](const FoldSite& site, const std::vector<float>& s) {
             applyFold(bt, site, s);
             for (const auto& l : site.linears) {
@@ -177,6 +180,7 @@ CompressResult compressCalibrated(const Model& base, const Recipe& recipe, Plan 
             }
         };
         std::set<std::string> sitesDone;
+        std::map<std::string, double> searchSeconds; // AWQ scale search, shared out per site
 
         // 1. SmoothQuant on the norm-fed inputs.
         for (const std::string kind : {"attn.q", "mlp.gate", "mlp.up"}) {
@@ -218,6 +222,7 @@ CompressResult compressCalibrated(const Model& base, const Recipe& recipe, Plan 
             }
             if (sitesDone.count(site.kind)) continue;
             sitesDone.insert(site.kind);
+            const auto s0 = Clock::now();
             const AwqOptions ao = awqOptions(lp.weightJson);
             const LinearInputs& in = inputs.at(site.linears[0]);
             const std::vector<float>* sc =
@@ -252,6 +257,9 @@ CompressResult compressCalibrated(const Model& base, const Recipe& recipe, Plan 
             }
             const AwqScaleResult r = awqSearchScale(X.data(), n, site.channels, stat, members, ao);
             scaleInputs(site, r.scale);
+            const double secs = std::chrono::duration<double>(Clock::now() - s0).count();
+            for (const auto& l : site.linears)
+                searchSeconds[l] = secs / double(site.linears.size());
             for (const auto& l : site.linears) {
                 details[l]["awq_site"] = site.kind;
                 details[l]["awq_alpha"] = r.alpha;
@@ -268,9 +276,30 @@ CompressResult compressCalibrated(const Model& base, const Recipe& recipe, Plan 
             const int64_t rows = lp.rows, cols = lp.cols;
             const std::vector<float> W = bt.get(lp.name);
             const auto itIn = inputs.find(lp.name);
-            if (itIn == inputs.end())
-                throw Error(lp.name + ": the calibration run reported no input for this layer " +
-                            "(an expert no calibration token was routed to?)");
+            if (itIn == inputs.end()) {
+                // An expert no calibration token was routed to: RTN is still possible.
+                if (methodNeedsCalibration(lp.weight.method))
+                    throw Error(lp.name + ": no calibration token reached this layer (an expert "
+                                          "the router never chose?); give it an RTN rule or more "
+                                          "calibration samples");
+                LayerReport lr;
+                lr.name = lp.name;
+                lr.shape = {rows, cols};
+                lr.scheme = lp.weight.describe();
+                lr.rule = lp.origin.count("weight") ? lp.origin.at("weight") : -1;
+                lr.bits = lp.weight.bits;
+                PackedTensor p = quantize(W.data(), rows, cols, lp.weight, lp.name);
+                lr.bitsPerWeight = p.bitsPerWeight();
+                lr.storageBits = p.storageBits();
+                cm->setTensor(lp.name, std::move(p));
+                quantised.insert(lp.name);
+                lr.error =
+                    errorStats(W.data(), cm->compressed(lp.name)->values.data(), int64_t(W.size()));
+                lr.details["note"] = "no calibration token reached this layer";
+                lr.seconds = std::chrono::duration<double>(Clock::now() - l0).count();
+                reports[lp.name] = std::move(lr);
+                continue;
+            }
             const LinearInputs& in = itIn->second;
             const std::vector<float>* sc = inScale.count(lp.name) ? &inScale.at(lp.name) : nullptr;
             json det = details.count(lp.name) ? details[lp.name] : json::object();
@@ -346,7 +375,8 @@ CompressResult compressCalibrated(const Model& base, const Recipe& recipe, Plan 
             lr.error = errorStats(W.data(), vals.data(), int64_t(W.size()));
             lr.outputRelError = outputRelError(W, vals, rows, cols, in.gram, sc);
             lr.details = det;
-            lr.seconds = std::chrono::duration<double>(Clock::now() - l0).count();
+            lr.seconds = std::chrono::duration<double>(Clock::now() - l0).count() +
+                         (searchSeconds.count(lp.name) ? searchSeconds[lp.name] : 0.0);
             reports[lp.name] = std::move(lr);
         }
         // 4. Folded tensors that were not quantised stay float in the overlay.

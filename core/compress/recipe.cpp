@@ -611,7 +611,9 @@ Plan planRecipe(const Recipe& r, const Model& model, const PlanOptions& opts) {
     }
     if (act) plan.warnings.push_back("activation settings are validated but not applied yet");
     if (kv) plan.warnings.push_back("kv settings are validated but not applied yet");
-    if (outl) plan.warnings.push_back("outlier settings are validated but not applied yet");
+    if (outl && !opts.hasCalibration)
+        plan.warnings.push_back("outlier columns need calibration data (--calib): the weights "
+                                "are quantised without them");
     return plan;
 }
 
