@@ -16,25 +16,26 @@ namespace {
 using MatD = Eigen::MatrixXd; // column-major: columns of W are contiguous
 
 /// Upper-triangular U with H⁻¹ = Uᵀ U, after dampening; raises the damping until H is positive
-/// definite.
-MatD inverseCholeskyUpper(MatD H, double damp, double& used, const std::string& name) {
+/// definite. Without forming H⁻¹: with J the order reversal, chol(J H J) = L gives H = R Rᵀ for
+/// the upper-triangular R = J L J, so H⁻¹ = R⁻ᵀ R⁻¹ and U = R⁻¹ (one factorisation and one
+/// triangular inverse instead of an inverse and a second factorisation).
+MatD inverseCholeskyUpper(const MatD& H, double damp, double& used, const std::string& name) {
     const int64_t n = H.rows();
     const double meanDiag = H.diagonal().mean();
     for (int attempt = 0; attempt < 4; ++attempt, damp *= 10) {
-        MatD Hd = H;
-        Hd.diagonal().array() += damp * meanDiag;
-        Eigen::LLT<MatD> llt(Hd);
+        MatD Hr = H.reverse(); // J H J
+        Hr.diagonal().array() += damp * meanDiag;
+        Eigen::LLT<MatD> llt(Hr);
         if (llt.info() != Eigen::Success) continue;
-        MatD Hinv = llt.solve(MatD::Identity(n, n));
-        Hinv = 0.5 * (Hinv + Hinv.transpose()).eval();
-        Eigen::LLT<MatD> llt2(Hinv);
-        if (llt2.info() != Eigen::Success) continue;
+        const MatD R = MatD(llt.matrixL()).reverse(); // upper triangular
+        MatD U = MatD::Identity(n, n);
+        R.triangularView<Eigen::Upper>().solveInPlace(U);
+        if (!U.allFinite()) continue;
         used = damp;
-        return llt2.matrixU();
+        return U;
     }
-    throw Error(name +
-                ": GPTQ: the calibration Hessian is not positive definite even with "
-                "dampening " +
+    throw Error(name + ": GPTQ: the calibration Hessian is not positive definite even with "
+                       "dampening " +
                 std::to_string(damp / 10) + " (too few calibration tokens?)");
 }
 
@@ -101,7 +102,8 @@ GptqResult gptqQuantize(const float* w, int64_t rows, int64_t cols, const double
     H.resize(0, 0);
     W.resize(0, 0);
 
-    const MatD U = inverseCholeskyUpper(std::move(Hperm), o.damp, res.damp, name);
+    const MatD U = inverseCholeskyUpper(Hperm, o.damp, res.damp, name);
+    Hperm.resize(0, 0);
 
     std::vector<uint32_t> codes(size_t(rows * cols));
     const int64_t B = o.blockSize;
