@@ -130,11 +130,13 @@ private slots:
             QVERIFY2(maxRel < 1e-12, (name + " gram rel " + std::to_string(maxRel)).c_str());
             for (int64_t j = 0; j < c; ++j) {
                 float amax = 0;
-                double ss = 0;
+                double ss = 0, sa = 0;
                 for (int64_t t = 0; t < T; ++t) {
                     amax = std::max(amax, std::fabs(x[size_t(t * c + j)]));
                     ss += double(x[size_t(t * c + j)]) * x[size_t(t * c + j)];
+                    sa += std::fabs(double(x[size_t(t * c + j)]));
                 }
+                QVERIFY(std::fabs(li.meanAbs[size_t(j)] - sa / double(T)) <= 1e-6 * sa / double(T));
                 QCOMPARE(li.absMax[size_t(j)], amax);
                 QVERIFY(std::fabs(li.meanSq[size_t(j)] - ss / double(T)) <= 1e-6 * ss / double(T));
             }

@@ -548,10 +548,9 @@ private slots:
     void demoCompressReportsStagesAndSizes() {
         auto m = Model::load(demoModel());
         NullProgress np;
+        const CalibrationSet cal = loadCalibration(*m, "", {4, 128});
         CompressOptions co;
-        co.hasCalibration = true;
-        co.calibrationSamples = 4;
-        co.calibrationSeqLen = 128;
+        co.calibration = &cal;
         // 2:4 SparseGPT + int4 g32 on the MLPs, SVD-LLM at 50% parameters + int8 on attention
         const Recipe r = recipeJ(
             "{'lcw_recipe': 1, 'name': 'mix', 'rules': ["
@@ -633,10 +632,9 @@ private slots:
         o.maxChunks = 8;
         o.bosId = m->tokenizer().bosId();
         NullProgress np;
+        const CalibrationSet cal = loadCalibration(*m, "", {4, 128});
         CompressOptions co;
-        co.hasCalibration = true;
-        co.calibrationSamples = 4;
-        co.calibrationSeqLen = 128;
+        co.calibration = &cal;
         const double base = computePerplexity(*m, ids, o, np).ppl;
         auto ppl = [&](const std::string& rj) {
             auto res = compress::compress(*m, recipeJ(rj), np, co);

@@ -5,6 +5,7 @@
 #include "terminal_progress.h"
 
 #include "core/common/error.h"
+#include "core/compress/calibration.h"
 #include "core/compress/compressed_model.h"
 #include "core/compress/recipe.h"
 #include "core/model/model.h"
@@ -63,6 +64,15 @@ std::string fmtDb(double v) {
     return b;
 }
 
+std::string fmtRel(double v) {
+    char b[32];
+    if (std::isnan(v))
+        std::snprintf(b, sizeof b, "-");
+    else
+        std::snprintf(b, sizeof b, "%.5f", v);
+    return b;
+}
+
 json presetsJson() {
     json arr = json::array();
     for (const auto& p : compress::presets())
@@ -74,16 +84,21 @@ json presetsJson() {
 
 } // namespace
 
-compress::CompressOptions compressOptionsFor(const Model& model, const Args& a) {
-    compress::CompressOptions o;
-    // Calibration comes from the model's own tokenizer and a text (default: the bundled one).
-    o.hasCalibration = model.hasTokenizer();
-    o.calibrationText = a.getOr("--calib", "");
-    o.calibrationSamples = a.getInt("--samples", 16);
-    o.calibrationSeqLen = a.getInt("--seq-len", 256);
-    if (o.calibrationSamples < 1) throw UsageError{"--samples must be >= 1"};
-    if (o.calibrationSeqLen < 2) throw UsageError{"--seq-len must be >= 2"};
-    return o;
+/// --calib FILE [--samples N] [--seq-len N]; null without --calib (methods that need
+/// calibration then fail with the rule and field that asked for it).
+std::unique_ptr<compress::CalibrationSet> calibrationFromArgs(const Model& model, const Args& a) {
+    if (!a.has("--calib")) {
+        if (a.has("--samples") || a.has("--seq-len"))
+            throw UsageError{"--samples and --seq-len need --calib FILE"};
+        return nullptr;
+    }
+    compress::CalibrationOptions co;
+    co.samples = a.getInt("--samples", co.samples);
+    co.seqLen = a.getInt("--seq-len", co.seqLen);
+    if (co.samples < 1) throw UsageError{"--samples must be >= 1"};
+    if (co.seqLen < 2) throw UsageError{"--seq-len must be >= 2"};
+    return std::make_unique<compress::CalibrationSet>(
+        compress::loadCalibration(model, *a.get("--calib"), co));
 }
 
 std::unique_ptr<WeightSource> applyRecipeOptions(const Model& model, const Args& a) {
@@ -92,9 +107,11 @@ std::unique_ptr<WeightSource> applyRecipeOptions(const Model& model, const Args&
     if (n == 0) return std::make_unique<BaseRef>(model);
     if (a.has("--overlay")) return compress::CompressedModel::load(*a.get("--overlay"), model);
     const compress::Recipe recipe = recipeFromArgs(a);
+    const auto cal = calibrationFromArgs(model, a);
+    compress::CompressOptions co;
+    co.calibration = cal.get();
     TerminalProgress progress("compress", !a.flag("--quiet"));
-    compress::CompressResult r =
-        compress::compress(model, recipe, progress, compressOptionsFor(model, a));
+    compress::CompressResult r = compress::compress(model, recipe, progress, co);
     progress.finish();
     if (r.status == Status::Cancelled) throw Error("cancelled while applying the recipe");
     for (const auto& w : r.plan.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
@@ -116,10 +133,12 @@ int cmdCompress(const std::vector<std::string>& argv) {
            {"--quiet", "--json"});
     applyThreadsOpt(a);
     const compress::Recipe recipe = recipeFromArgs(a);
-    auto model = openModelArg(a, 0, false);
+    auto model = openModelArg(a, 0, a.has("--calib"));
+    const auto cal = calibrationFromArgs(*model, a);
+    compress::CompressOptions co;
+    co.calibration = cal.get();
     TerminalProgress progress("compress", !a.flag("--quiet"));
-    compress::CompressResult r =
-        compress::compress(*model, recipe, progress, compressOptionsFor(*model, a));
+    compress::CompressResult r = compress::compress(*model, recipe, progress, co);
     progress.finish();
     if (r.status == Status::Cancelled) {
         std::fprintf(stderr, "cancelled\n");
@@ -128,6 +147,11 @@ int cmdCompress(const std::vector<std::string>& argv) {
     if (const auto dir = a.get("--save")) r.model->save(*dir);
     json j = compressReportJson(r);
     j["recipe"] = recipe.name;
+    if (cal)
+        j["calibration"] = {{"source", cal->source},
+                            {"samples", cal->samples.size()},
+                            {"seq_len", cal->seqLen()},
+                            {"tokens", cal->tokens()}};
     if (const auto dir = a.get("--save")) j["saved"] = *dir;
     if (a.flag("--json")) {
         std::printf("%s\n", j.dump(2).c_str());
@@ -138,8 +162,8 @@ int cmdCompress(const std::vector<std::string>& argv) {
     for (const auto& l : r.layers)
         staged |= l.lowrank.applied || l.sparsity.applied || !l.structured.empty();
     if (!staged) {
-        std::printf("%-28s %-14s %-22s %5s %8s %12s %9s %9s %8s\n", "layer", "shape", "scheme",
-                    "rule", "bits/w", "mse", "sqnr_dB", "rel_err", "ms");
+        std::printf("%-28s %-14s %-22s %5s %8s %12s %9s %9s %9s %8s\n", "layer", "shape", "scheme",
+                    "rule", "bits/w", "mse", "sqnr_dB", "rel_err", "out_err", "ms");
     } else {
         std::printf("%-24s %-11s %-34s %4s %7s %9s %8s %5s %9s %9s %9s %9s %7s\n", "layer", "shape",
                     "scheme", "rule", "bits/w", "rel_err", "sparsity", "rank", "lr_out",
@@ -158,9 +182,12 @@ int cmdCompress(const std::vector<std::string>& argv) {
         std::snprintf(shape, sizeof shape, "[%lld,%lld]", (long long)l.shape[0],
                       (long long)l.shape[1]);
         if (!staged) {
-            std::printf("%-28s %-14s %-22s %5d %8.3f %12.4e %9s %9.5f %8.2f\n", l.name.c_str(),
+            std::printf("%-28s %-14s %-22s %5d %8.3f %12.4e %9s %9.5f %9s %8.2f\n", l.name.c_str(),
                         shape, l.scheme.c_str(), l.rule, l.bitsPerWeight, l.error.mse,
-                        fmtDb(l.error.sqnrDb).c_str(), l.error.relError, l.seconds * 1e3);
+                        fmtDb(l.error.sqnrDb).c_str(), l.error.relError,
+                        fmtRel(l.outputRelError).c_str(), l.seconds * 1e3);
+            if (l.details.contains("note"))
+                std::printf("  note: %s\n", l.details["note"].get<std::string>().c_str());
             continue;
         }
         char sp[16] = "-", rk[16] = "-";
@@ -217,6 +244,9 @@ int cmdCompress(const std::vector<std::string>& argv) {
                         (long long)tot.params, (long long)baseParams,
                         double(tot.bits) / double(baseParams));
     }
+    if (cal)
+        std::printf("calibration: %s, %zu samples x %lld tokens\n", cal->source.c_str(),
+                    cal->samples.size(), (long long)cal->seqLen());
     std::printf("time:      %.3f s\n", r.seconds);
     if (const auto dir = a.get("--save")) std::printf("saved overlay to %s\n", dir->c_str());
     return 0;

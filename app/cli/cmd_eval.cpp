@@ -7,6 +7,7 @@
 
 #include "core/common/error.h"
 #include "core/common/mapped_file.h"
+#include "core/compress/calibration.h"
 #include "core/compress/compressed_model.h"
 #include "core/compress/recipe.h"
 #include "core/eval/divergence.h"
@@ -48,11 +49,12 @@ double modelBitsPerWeight(const Model& m) {
     return params > 0 ? double(m.storedBytes()) * 8.0 / double(params) : 0.0;
 }
 
-std::unique_ptr<compress::CompressedModel>
-compressWith(const Model& model, const compress::Recipe& recipe, bool quiet) {
+std::unique_ptr<compress::CompressedModel> compressWith(const Model& model,
+                                                        const compress::Recipe& recipe, bool quiet,
+                                                        const compress::CalibrationSet* cal) {
     TerminalProgress progress("compress " + recipe.name, !quiet);
     compress::CompressOptions co;
-    co.hasCalibration = model.hasTokenizer();
+    co.calibration = cal;
     compress::CompressResult r = compress::compress(model, recipe, progress, co);
     progress.finish();
     if (r.status == Status::Cancelled) throw Error("cancelled while applying the recipe");
@@ -89,7 +91,7 @@ std::string fmt2(const char* f, double a, double b) {
 int cmdEval(const std::vector<std::string>& argv) {
     Args a(argv,
            {"--tokenizer", "--threads", "--text", "--ctx", "--batch", "--chunks", "--recipe",
-            "--preset", "--overlay", "--compare-model"},
+            "--preset", "--overlay", "--compare-model", "--calib", "--samples", "--seq-len"},
            {"--quiet", "--json"});
     const long long threads = a.getInt("--threads", 0);
     if (threads < 0) throw UsageError{"--threads must be >= 0"};
@@ -115,6 +117,7 @@ int cmdEval(const std::vector<std::string>& argv) {
     po.bosId = tk.bosId();
     const auto tokens = tk.encode(readTextFile(textPath), true);
 
+    const auto cal = calibrationFromArgs(*model, a);
     std::vector<Column> cols;
     for (const auto& path : a.getAll("--recipe")) {
         Column c;
@@ -122,7 +125,7 @@ int cmdEval(const std::vector<std::string>& argv) {
         c.name = recipe.name.empty() ? std::filesystem::path(path).stem().string() : recipe.name;
         c.kind = "recipe";
         c.source = path;
-        c.overlay = compressWith(*model, recipe, quiet);
+        c.overlay = compressWith(*model, recipe, quiet, cal.get());
         cols.push_back(std::move(c));
     }
     for (const auto& name : a.getAll("--preset")) {
@@ -130,7 +133,7 @@ int cmdEval(const std::vector<std::string>& argv) {
         c.name = name;
         c.kind = "preset";
         c.source = name;
-        c.overlay = compressWith(*model, compress::findPreset(name).recipe, quiet);
+        c.overlay = compressWith(*model, compress::findPreset(name).recipe, quiet, cal.get());
         cols.push_back(std::move(c));
     }
     for (const auto& dir : a.getAll("--overlay")) {

@@ -25,7 +25,7 @@ struct InputAcc {
     bool gram = true;
     Eigen::MatrixXd G;
     std::vector<float> absMax;
-    std::vector<double> sumSq;
+    std::vector<double> sumSq, sumAbs;
     std::vector<float> sample;
     int64_t sampleRows = 0;
     std::vector<std::string> names;
@@ -38,6 +38,7 @@ struct InputAcc {
         if (gram) G = Eigen::MatrixXd::Zero(c, c);
         absMax.assign(size_t(c), 0.0f);
         sumSq.assign(size_t(c), 0.0);
+        sumAbs.assign(size_t(c), 0.0);
     }
 
     void add(const float* x, int64_t n) {
@@ -51,6 +52,7 @@ struct InputAcc {
             for (int64_t j = 0; j < cols; ++j) {
                 absMax[size_t(j)] = std::max(absMax[size_t(j)], std::fabs(r[j]));
                 sumSq[size_t(j)] += double(r[j]) * double(r[j]);
+                sumAbs[size_t(j)] += std::fabs(double(r[j]));
             }
             if (sampleRows < maxRows && (tokens + t) % stride == 0) {
                 sample.insert(sample.end(), r, r + cols);
@@ -70,8 +72,11 @@ struct InputAcc {
         }
         li.absMax = absMax;
         li.meanSq.resize(size_t(cols));
-        for (int64_t j = 0; j < cols; ++j)
+        li.meanAbs.resize(size_t(cols));
+        for (int64_t j = 0; j < cols; ++j) {
             li.meanSq[size_t(j)] = tokens ? float(sumSq[size_t(j)] / double(tokens)) : 0.0f;
+            li.meanAbs[size_t(j)] = tokens ? float(sumAbs[size_t(j)] / double(tokens)) : 0.0f;
+        }
         li.sample = sample;
         li.sampleRows = sampleRows;
         li.sharedWith = names;

@@ -57,9 +57,10 @@ struct LinearInputs {
     int64_t cols = 0, tokens = 0;
     /// X^T X, cols x cols, row-major (both triangles), accumulated in double.
     std::vector<double> gram;
-    std::vector<float> absMax; ///< per input channel, max_t |X[t, j]|
-    std::vector<float> meanSq; ///< per input channel, mean_t X[t, j]^2
-    std::vector<float> sample; ///< sampleRows rows of X, row-major [sampleRows, cols]
+    std::vector<float> absMax;  ///< per input channel, max_t |X[t, j]|
+    std::vector<float> meanSq;  ///< per input channel, mean_t X[t, j]^2
+    std::vector<float> meanAbs; ///< per input channel, mean_t |X[t, j]|
+    std::vector<float> sample;  ///< sampleRows rows of X, row-major [sampleRows, cols]
     int64_t sampleRows = 0;
     /// Names of the linears that read this same input, in run order (q/k/v; gate/up; or only
     /// this one). Their LinearInputs are equal.

@@ -1,5 +1,6 @@
 #include "core/compress/compressed_model.h"
 #include "core/common/json_file.h"
+#include "core/compress/pipeline.h"
 #include "core/compress/weight_stages.h"
 
 #include "core/common/dtype.h"
@@ -314,6 +315,23 @@ void CompressedModel::setRuntimeQuant(RuntimeQuant rq) {
     m_runtime = std::move(rq);
 }
 
+void CompressedModel::setFloatTensor(const std::string& name, std::vector<float> values) {
+    const TensorView* b = m_base.find(name);
+    if (!b) throw ArgumentError("overlay: the base model has no tensor '" + name + "'");
+    if (int64_t(values.size()) != b->numel())
+        throw ArgumentError("overlay: tensor '" + name + "' gets " + std::to_string(values.size()) +
+                            " values but has " + std::to_string(b->numel()));
+    auto t = std::make_unique<CompressedTensor>();
+    t->isFloat = true;
+    t->values = std::move(values);
+    t->view = *b;
+    t->view.dtype = DType::F32;
+    t->view.data = reinterpret_cast<const std::byte*>(t->values.data());
+    t->view.nbytes = t->values.size() * sizeof(float);
+    t->view.file.clear();
+    m_tensors[name] = std::move(t);
+}
+
 const CompressedTensor* CompressedModel::compressed(std::string_view name) const {
     auto it = m_tensors.find(name);
     return it == m_tensors.end() ? nullptr : it->second.get();
@@ -332,7 +350,8 @@ std::vector<std::string> CompressedModel::replacedNames() const {
 }
 
 SizeInfo CompressedModel::tensorSize(const std::string& name) const {
-    if (const auto* c = compressed(name)) return {c->rows * c->cols, c->storageBits()};
+    if (const auto* c = compressed(name); c && !c->isFloat)
+        return {c->rows * c->cols, c->storageBits()};
     if (isLowRank(name)) {
         const SizeInfo a = tensorSize(name + ".lowrank_a"), b = tensorSize(name + ".lowrank_b");
         return {a.params + b.params, a.bits + b.bits};
@@ -366,6 +385,7 @@ SizeInfo CompressedModel::totalSize() const {
 SizeInfo CompressedModel::compressedSize() const {
     SizeInfo tot;
     for (const auto& [name, t] : m_tensors) {
+        if (t->isFloat) continue;
         tot.params += t->rows * t->cols;
         tot.bits += t->storageBits();
     }
@@ -384,6 +404,12 @@ void CompressedModel::save(const std::string& dir) const {
     json tensors = json::array();
     for (const auto& name : replacedNames()) {
         const CompressedTensor& c = *compressed(name);
+        if (c.isFloat) {
+            descs.push_back({name + ".values", DType::F32, c.view.shape});
+            srcs.push_back({c.values.data(), c.values.size() * sizeof(float)});
+            tensors.push_back({{"name", name}, {"shape", c.view.shape}, {"float", true}});
+            continue;
+        }
         const PackedTensor& p = c.packed;
         json tj = {{"name", name}, {"shape", {c.rows, c.cols}}};
         if (c.quantized) {
@@ -412,6 +438,13 @@ void CompressedModel::save(const std::string& dir) const {
                               {"n", c.sparsity->n},
                               {"m", c.sparsity->m},
                               {"kept", c.kept}};
+        }
+        if (c.quantized && !p.outlierCols.empty()) {
+            descs.push_back({name + ".outlier_cols", DType::I32, {int64_t(p.outlierCols.size())}});
+            srcs.push_back({p.outlierCols.data(), p.outlierCols.size() * 4});
+            descs.push_back(
+                {name + ".outlier_values", DType::F16, {int64_t(p.outlierValues.size())}});
+            srcs.push_back({p.outlierValues.data(), p.outlierValues.size() * 2});
         }
         tj["storage_bits"] = c.storageBits();
         tensors.push_back(std::move(tj));
@@ -460,6 +493,19 @@ std::unique_ptr<CompressedModel> CompressedModel::load(const std::string& dir, c
         std::string name;
         try {
             name = tj.at("name").get<std::string>();
+            if (tj.value("float", false)) {
+                const TensorView* v = st.find(name + ".values");
+                if (!v || v->dtype != DType::F32)
+                    throw FormatError(jpath, "overlay.safetensors lacks " + name + ".values");
+                std::vector<float> vals(v->nbytes / 4);
+                std::memcpy(vals.data(), v->data, vals.size() * 4);
+                try {
+                    m->setFloatTensor(name, std::move(vals));
+                } catch (const Error& ex) {
+                    throw FormatError(jpath, ex.what());
+                }
+                continue;
+            }
             e.rows = tj.at("shape").at(0).get<int64_t>();
             e.cols = tj.at("shape").at(1).get<int64_t>();
             if (tj.contains("sparsity")) {
@@ -503,6 +549,11 @@ std::unique_ptr<CompressedModel> CompressedModel::load(const std::string& dir, c
             };
             u16(name + ".scales", p.scales);
             u16(name + ".zeros", p.zeros);
+            u16(name + ".outlier_values", p.outlierValues);
+            if (const TensorView* t = st.find(name + ".outlier_cols")) {
+                p.outlierCols.resize(t->nbytes / 4);
+                std::memcpy(p.outlierCols.data(), t->data, p.outlierCols.size() * 4);
+            }
             e.packed = std::move(p);
         } else {
             const TensorView* v = st.find(name + ".values");
@@ -586,15 +637,38 @@ CompressResult compress(const Model& base, const Recipe& recipe, Progress& progr
     const auto t0 = std::chrono::steady_clock::now();
     CompressResult res;
     PlanOptions po;
-    po.hasCalibration = opts.hasCalibration;
+    const bool calibrated = opts.calibration && !opts.calibration->empty();
+    po.hasCalibration = opts.hasCalibration || calibrated;
     res.plan = planRecipe(recipe, base, po);
-    auto cm = std::make_unique<CompressedModel>(base);
-    cm->recipe = recipe;
-    cm->baseFingerprint = stats::modelFingerprint(base);
-    if (applyWeightStages(base, res.plan, opts, *cm, res.layers, res.structured, progress) ==
-        Status::Cancelled) {
-        res.status = Status::Cancelled;
-        return res;
+    bool staged = !res.plan.structured.empty();
+    for (const auto& lp : res.plan.layers) staged |= lp.sparsity || lp.lowrank;
+    std::unique_ptr<CompressedModel> cm;
+    if (calibrated && !staged) {
+        CompressResult q = compressCalibrated(base, recipe, std::move(res.plan), progress, opts);
+        if (q.status == Status::Cancelled || !q.model) return q;
+        cm = std::move(q.model);
+        res = std::move(q);
+    } else {
+        for (const auto& lp : res.plan.layers)
+            if (lp.quantize && methodNeedsCalibration(lp.weight.method))
+                throw ArgumentError(
+                    lp.name + ": method '" + weightMethodName(lp.weight.method) + "' " +
+                    (staged ? "cannot be combined with sparsity, low-rank or structured pruning in "
+                              "one recipe yet (use rtn for the quantisation stage)"
+                            : "needs a calibration set (CompressOptions::calibration)"));
+        if (!res.plan.smooth.empty())
+            throw ArgumentError(staged ? "SmoothQuant cannot be combined with sparsity, low-rank "
+                                         "or structured pruning in one recipe yet"
+                                       : "SmoothQuant needs a calibration set "
+                                         "(CompressOptions::calibration)");
+        cm = std::make_unique<CompressedModel>(base);
+        cm->recipe = recipe;
+        cm->baseFingerprint = stats::modelFingerprint(base);
+        if (applyWeightStages(base, res.plan, opts, *cm, res.layers, res.structured,
+                              res.captureSeconds, progress) == Status::Cancelled) {
+            res.status = Status::Cancelled;
+            return res;
+        }
     }
 
     // Runtime quantisation: activation specs (calibrated where static scales or outlier
@@ -676,6 +750,9 @@ json compressReportJson(const CompressResult& r) {
                           {"sqnr_db", num(l.error.sqnrDb)},
                           {"rel_error", num(l.error.relError)},
                           {"max_abs_error", l.error.maxAbs},
+                          {"output_rel_error", num(l.outputRelError)},
+                          {"outlier_columns", l.outlierColumns},
+                          {"details", l.details},
                           {"seconds", l.seconds}});
         json& lj = layers.back();
         lj["params"] = l.params;
@@ -760,7 +837,8 @@ json compressReportJson(const CompressResult& r) {
             {"base_bits_per_weight", base.bitsPerWeight()},
             {"base_params", baseParams},
             {"bits_per_base_weight", double(tot.bits) / double(std::max<int64_t>(baseParams, 1))},
-            {"seconds", r.seconds}};
+            {"seconds", r.seconds},
+            {"capture_seconds", r.captureSeconds}};
         j["blocks"] = blocks;
     }
     if (!structured.empty()) j["structured"] = structured;

@@ -6,10 +6,12 @@
 /// without copying it. compress() builds one from a recipe; save()/load() persist it.
 #include "core/common/error.h"
 #include "core/common/progress.h"
+#include "core/compress/calibration.h"
 #include "core/compress/quantizer.h"
 #include "core/compress/recipe.h"
 #include "core/model/model.h"
 
+#include <cmath>
 #include <limits>
 #include <map>
 #include <memory>
@@ -37,6 +39,9 @@ struct TensorEntry {
 /// One replaced or added tensor.
 struct CompressedTensor {
     int64_t rows = 0, cols = 0;
+    /// A plain float replacement of any base tensor (a norm or projection rewritten by AWQ /
+    /// SmoothQuant scale folding), counted at the base's storage size.
+    bool isFloat = false;
     PackedTensor packed; ///< quantised form (empty codes when not quantised)
     bool quantized = false;
     uint32_t valueBits = 32; ///< not quantised: bits per stored value
@@ -89,6 +94,9 @@ public:
     /// theirs. While the runtime lacks factor support, find(name) returns the dense product.
     void setLowRank(const std::string& name);
     bool isLowRank(std::string_view name) const { return m_lowRank.count(std::string(name)) > 0; }
+    /// Replaces tensor `name` of the base (any shape) by float values of the same shape, e.g. a
+    /// norm weight with scales folded in. Throws ArgumentError when absent or the size differs.
+    void setFloatTensor(const std::string& name, std::vector<float> values);
     /// nullptr when the tensor is not replaced.
     const CompressedTensor* compressed(std::string_view name) const;
     /// Names of the replaced tensors, in base order.
@@ -133,6 +141,10 @@ struct LayerReport {
     double bitsPerWeight = 0;
     uint64_t storageBits = 0;
     ErrorStats error; ///< final weights against the original (all stages together)
+    int64_t outlierColumns = 0;
+    /// Method details ({"damp": .., "act_order": ..} for GPTQ, {"alpha": .., "clip": ..} for
+    /// AWQ, {"smoothquant_alpha": ..}); notes such as fallbacks.
+    nlohmann::ordered_json details = nlohmann::ordered_json::object();
     double seconds = 0;
     /// Stored parameter count (smaller after structured pruning; r·(in + out) when low-rank).
     int64_t params = 0;
@@ -174,13 +186,14 @@ struct ActivationCalibration {
 struct CompressOptions {
     /// Calibration data is available (methods that need it are allowed by planRecipe).
     bool hasCalibration = false;
-    /// Calibration text (empty: the bundled text) and size for methods that need statistics of
-    /// the linear inputs (wanda, sparsegpt, asvd, svd-llm, structured wanda/loss) and for the
-    /// calibration-output errors of pruned / factorised layers. Used when hasCalibration.
-    std::string calibrationText;
-    int64_t calibrationSamples = 16, calibrationSeqLen = 256;
     /// Used only when a recipe has static per-tensor activations or outlier thresholds.
     ActivationCalibration activationCalibration;
+    /// When set (and not empty): block-by-block pipeline. Each block's linear inputs are
+    /// captured through the overlay built so far (earlier blocks already compressed), then its
+    /// layers are compressed with their methods (RTN, GPTQ, AWQ, SmoothQuant folding, outlier
+    /// columns) and every layer gets its output error on the calibration inputs.
+    const CalibrationSet* calibration = nullptr;
+    CaptureOptions capture;
 };
 
 struct CompressResult {
@@ -190,6 +203,9 @@ struct CompressResult {
     std::vector<LayerReport> layers;
     std::vector<StructuredReport> structured;
     double seconds = 0;
+    /// Calibrated runs: time spent running the calibration set to capture block inputs (not in
+    /// the per-layer times, which hold the method's own work incl. its share of AWQ's search).
+    double captureSeconds = 0;
 };
 
 /// Per-channel abs-max of the inputs of the linears `names`, [name] -> [in channels], from

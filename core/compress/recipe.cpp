@@ -109,8 +109,24 @@ WeightMethod methodFromName(const std::string& s) {
 /// Validates a weight section on its own (types, ranges, consistency within the section).
 void validateWeight(const json& w, int rule) {
     if (!w.is_object()) fail(rule, "weight", "expected an object or null, got " + w.dump());
-    checkKeys(w, {"bits", "format", "symmetric", "granularity", "group_size", "method"}, rule,
-              "weight.");
+    checkKeys(w,
+              {"bits", "format", "symmetric", "granularity", "group_size", "method", "damp",
+               "act_order", "block_size", "awq"},
+              rule, "weight.");
+    if (w.contains("damp")) numField(w["damp"], rule, "weight.damp", 1e-6, 1.0);
+    if (w.contains("act_order")) boolField(w["act_order"], rule, "weight.act_order");
+    if (w.contains("block_size")) intField(w["block_size"], rule, "weight.block_size", 1, 4096);
+    if (w.contains("awq")) {
+        const json& a = w["awq"];
+        if (!a.is_object()) fail(rule, "weight.awq", "expected an object, got " + a.dump());
+        checkKeys(a, {"grid", "clip_search", "clip_grid", "max_shrink"}, rule, "weight.awq.");
+        if (a.contains("grid")) intField(a["grid"], rule, "weight.awq.grid", 1, 1000);
+        if (a.contains("clip_search")) boolField(a["clip_search"], rule, "weight.awq.clip_search");
+        if (a.contains("clip_grid"))
+            intField(a["clip_grid"], rule, "weight.awq.clip_grid", 1, 1000);
+        if (a.contains("max_shrink"))
+            numField(a["max_shrink"], rule, "weight.awq.max_shrink", 0.0, 0.99);
+    }
     if (w.contains("bits")) intField(w["bits"], rule, "weight.bits", 2, 8);
     std::string fmt = w.contains("format") ? strField(w["format"], rule, "weight.format", kFormats)
                                            : std::string();
@@ -124,6 +140,13 @@ void validateWeight(const json& w, int rule) {
         fail(rule, "weight.bits", "format fp8_e4m3 has 8 bits, got " + w["bits"].dump());
     if (fmt == "nf4" && w.contains("bits") && w["bits"] != 4)
         fail(rule, "weight.bits", "format nf4 has 4 bits, got " + w["bits"].dump());
+}
+
+void validateSmoothQuant(const json& q, int rule) {
+    if (!q.is_object()) fail(rule, "smoothquant", "expected an object or null, got " + q.dump());
+    checkKeys(q, {"alpha"}, rule, "smoothquant.");
+    if (!q.contains("alpha")) fail(rule, "smoothquant.alpha", "missing");
+    numField(q["alpha"], rule, "smoothquant.alpha", 0.0, 1.0);
 }
 
 void validateActivation(const json& a, int rule) {
@@ -441,8 +464,8 @@ Recipe Recipe::fromJson(const json& j) {
         const json& rj = j["rules"][i];
         if (!rj.is_object()) fail(ri, "", "expected an object");
         checkKeys(rj,
-                  {"targets", "ignore", "weight", "activation", "kv", "outliers", "comment",
-                   "sparsity", "structured", "lowrank"},
+                  {"targets", "ignore", "weight", "activation", "kv", "outliers", "smoothquant",
+                   "comment", "sparsity", "structured", "lowrank"},
                   ri, "");
         Rule rule;
         if (!rj.contains("targets")) fail(ri, "targets", "missing");
@@ -468,6 +491,10 @@ Recipe Recipe::fromJson(const json& j) {
             if (!rj["outliers"].is_null()) validateOutliers(rj["outliers"], ri);
             rule.outliers = rj["outliers"];
         }
+        if (rj.contains("smoothquant")) {
+            if (!rj["smoothquant"].is_null()) validateSmoothQuant(rj["smoothquant"], ri);
+            rule.smoothquant = rj["smoothquant"];
+        }
         if (rj.contains("sparsity")) {
             if (!rj["sparsity"].is_null()) validateSparsity(rj["sparsity"], ri);
             rule.sparsity = rj["sparsity"];
@@ -480,11 +507,11 @@ Recipe Recipe::fromJson(const json& j) {
             if (!rj["lowrank"].is_null()) validateLowRank(rj["lowrank"], ri);
             rule.lowrank = rj["lowrank"];
         }
-        if (!rule.weight && !rule.activation && !rule.kv && !rule.outliers && !rule.sparsity &&
-            !rule.structured && !rule.lowrank)
+        if (!rule.weight && !rule.activation && !rule.kv && !rule.outliers && !rule.smoothquant &&
+            !rule.sparsity && !rule.structured && !rule.lowrank)
             fail(ri, "",
-                 "sets nothing (give weight, activation, kv, outliers, sparsity, structured or "
-                 "lowrank)");
+                 "sets nothing (give weight, activation, kv, outliers, smoothquant, sparsity, "
+                 "structured or lowrank)");
         r.rules.push_back(std::move(rule));
     }
     return r;
@@ -513,6 +540,7 @@ json Recipe::toJson() const {
         if (r.activation) rj["activation"] = *r.activation;
         if (r.kv) rj["kv"] = *r.kv;
         if (r.outliers) rj["outliers"] = *r.outliers;
+        if (r.smoothquant) rj["smoothquant"] = *r.smoothquant;
         if (r.sparsity) rj["sparsity"] = *r.sparsity;
         if (r.structured) rj["structured"] = *r.structured;
         if (r.lowrank) rj["lowrank"] = *r.lowrank;
@@ -592,6 +620,59 @@ const std::vector<Preset>& presets() {
                {"k_granularity", "channel"},
                {"v_granularity", "token"},
                {"group_size", 32}});
+        // Calibrated methods (lcw-cli compress --calib FILE).
+        add("W4A16-g64-GPTQ", "int4 asymmetric GPTQ, groups of 64 (needs --calib)",
+            {{"bits", 4},
+             {"symmetric", false},
+             {"granularity", "group"},
+             {"group_size", 64},
+             {"method", "gptq"}});
+        add("W4A16-g32-GPTQ", "int4 asymmetric GPTQ, groups of 32 (needs --calib)",
+            {{"bits", 4},
+             {"symmetric", false},
+             {"granularity", "group"},
+             {"group_size", 32},
+             {"method", "gptq"}});
+        add("W3A16-g64-GPTQ", "int3 asymmetric GPTQ, groups of 64 (needs --calib)",
+            {{"bits", 3},
+             {"symmetric", false},
+             {"granularity", "group"},
+             {"group_size", 64},
+             {"method", "gptq"}});
+        add("W4A16-g64-AWQ", "int4 asymmetric AWQ, groups of 64 (needs --calib)",
+            {{"bits", 4},
+             {"symmetric", false},
+             {"granularity", "group"},
+             {"group_size", 64},
+             {"method", "awq"}});
+        add("W4A16-g32-AWQ", "int4 asymmetric AWQ, groups of 32 (needs --calib)",
+            {{"bits", 4},
+             {"symmetric", false},
+             {"granularity", "group"},
+             {"group_size", 32},
+             {"method", "awq"}});
+        add("W3A16-g64-AWQ", "int3 asymmetric AWQ, groups of 64 (needs --calib)",
+            {{"bits", 3},
+             {"symmetric", false},
+             {"granularity", "group"},
+             {"group_size", 64},
+             {"method", "awq"}});
+        {
+            const std::string n = "W8A8-SQ";
+            const std::string d = "SmoothQuant (alpha 0.5) + int8 per-channel weights + int8 "
+                                  "dynamic per-token activations (needs --calib)";
+            json j = {
+                {"lcw_recipe", 1},
+                {"name", n},
+                {"description", d},
+                {"rules",
+                 json::array(
+                     {{{"targets", {"*"}},
+                       {"smoothquant", {{"alpha", 0.5}}},
+                       {"weight", {{"bits", 8}, {"symmetric", true}, {"granularity", "channel"}}},
+                       {"activation", {{"bits", 8}, {"mode", "dynamic_per_token"}}}}})}};
+            v.push_back({n, d, Recipe::fromJson(j)});
+        }
         return v;
     }();
     return p;
@@ -821,7 +902,13 @@ Plan planRecipe(const Recipe& r, const Model& model, const PlanOptions& opts) {
             if (rule.outliers) lp.hasOutliers = !rule.outliers->is_null();
             mergeSection(act, actRule, rule.activation, int(i));
             mergeSection(outl, outlRule, rule.outliers, int(i));
+            if (rule.smoothquant) {
+                lp.smoothAlpha =
+                    rule.smoothquant->is_null() ? -1.0 : (*rule.smoothquant)["alpha"].get<double>();
+                lp.smoothRule = rule.smoothquant->is_null() ? -1 : int(i);
+            }
         }
+        if (lp.smoothAlpha >= 0) plan.smooth[t.name] = {lp.smoothAlpha, lp.smoothRule};
         if (act) {
             ActivationPlan ap;
             ap.name = t.name;
@@ -923,8 +1010,12 @@ Plan planRecipe(const Recipe& r, const Model& model, const PlanOptions& opts) {
                  std::string("'") + weightMethodName(s.method) +
                      "' needs calibration data and none was given");
         lp.origin = origin;
+        lp.weightJson = *w;
         plan.layers.push_back(std::move(lp));
     }
+    if (!opts.hasCalibration && !plan.smooth.empty())
+        fail(plan.smooth.begin()->second.second, "smoothquant",
+             "SmoothQuant needs calibration data (activation ranges) and none was given");
     finishStructured(structured, plan, model, opts);
     for (auto& lp : plan.layers) checkLayerCombination(lp, plan, opts);
     for (const auto& m : plan.matches) {
@@ -975,9 +1066,9 @@ Plan planRecipe(const Recipe& r, const Model& model, const PlanOptions& opts) {
     }
     if (kvAny && sp.isMamba())
         plan.warnings.push_back("kv settings ignored: Mamba blocks have no KV cache");
-    if (outl)
-        plan.warnings.push_back("outlier settings keep activation channels in 16 bit; the weight "
-                                "columns are quantised as usual");
+    if (outl && !opts.hasCalibration)
+        plan.warnings.push_back("outlier columns need calibration data (--calib): the weights "
+                                "are quantised without them");
     return plan;
 }
 

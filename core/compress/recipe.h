@@ -39,7 +39,7 @@ private:
 enum class WeightFormat { Int, Fp8E4M3, Nf4 };
 enum class Granularity { Tensor, Channel, Group };
 /// Rtn works for every format; Q8_0/Q4_0/Q4_1/Q5_0 are GGUF's block schemes (their own bits,
-/// blocks of 32, f16 scales); Gptq/Awq/OmniQuant need calibration data (not implemented yet).
+/// blocks of 32, f16 scales); Gptq/Awq/OmniQuant need calibration data.
 enum class WeightMethod { Rtn, Q8_0, Q4_0, Q4_1, Q5_0, Gptq, Awq, OmniQuant };
 
 const char* weightFormatName(WeightFormat f); // "int", "fp8_e4m3", "nf4"
@@ -100,6 +100,7 @@ struct Rule {
     std::optional<nlohmann::json> weight, activation, kv, outliers;
     /// Pruning, structured pruning and low-rank sections (docs/recipe-format.md).
     std::optional<nlohmann::json> sparsity, structured, lowrank;
+    std::optional<nlohmann::json> smoothquant; ///< {"alpha": a}: SmoothQuant migration
     std::string comment;
     /// True when `name` is selected by the targets and not by ignore. embed, lm_head and
     /// mlp.router are selected only by a target equal to their name (no glob or regex).
@@ -142,6 +143,11 @@ struct LayerPlan {
     /// is the last rule whose weight section applied.
     std::map<std::string, int> origin;
     bool hasActivation = false, hasKv = false, hasOutliers = false;
+    /// The merged weight section (method options: damp, act_order, block_size, awq).
+    nlohmann::json weightJson;
+    /// SmoothQuant migration strength of the last rule with a smoothquant section (-1: none).
+    double smoothAlpha = -1;
+    int smoothRule = -1;
     /// The weight is quantised (a weight section applies); false for layers that are only
     /// pruned or factorised.
     bool quantize = true;
@@ -190,6 +196,9 @@ struct Plan {
     std::vector<ActivationPlan> activations; ///< linears with activation bits < 16, model order
     std::vector<KvPlan> kv;                  ///< blocks with K or V bits < 16
     std::vector<RuleMatch> matches;          ///< one per rule
+    /// SmoothQuant α of every targetable layer with a smoothquant section (also without weight
+    /// quantisation), and the rule that set it.
+    std::map<std::string, std::pair<double, int>> smooth;
     std::vector<std::string> warnings;
 };
 

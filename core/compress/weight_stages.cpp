@@ -117,7 +117,8 @@ WeightSettings fitSettings(WeightSettings s, int64_t cols) {
 
 Status applyWeightStages(const Model& base, const Plan& plan, const CompressOptions& opts,
                          CompressedModel& cm, std::vector<LayerReport>& reports,
-                         std::vector<StructuredReport>& structuredReports, Progress& progress) {
+                         std::vector<StructuredReport>& structuredReports, double& captureSeconds,
+                         Progress& progress) {
     const ModelSpec& spec = base.spec();
     // Work per block: plan layers by block (-1: outside blocks), structured settings by block.
     std::map<int, std::vector<const LayerPlan*>> byBlock;
@@ -129,7 +130,8 @@ Status applyWeightStages(const Model& base, const Plan& plan, const CompressOpti
         if (byBlock.count(int(l)) || structByBlock.count(int(l))) blocks.push_back(int(l));
     if (byBlock.count(-1)) blocks.push_back(-1);
 
-    std::optional<CalibrationSet> cal;
+    const CalibrationSet* cal =
+        opts.calibration && !opts.calibration->empty() ? opts.calibration : nullptr;
     bool anyShrunk = false;
     const size_t total = plan.layers.size() + plan.structured.size();
     size_t done = 0;
@@ -140,14 +142,8 @@ Status applyWeightStages(const Model& base, const Plan& plan, const CompressOpti
         bool wantStats = sb != nullptr;
         for (const LayerPlan* lp : lps) wantStats |= bool(lp->sparsity) || bool(lp->lowrank);
         std::map<std::string, Stats> stats;
-        if (wantStats && opts.hasCalibration && block >= 0) {
-            if (!cal) {
-                CalibrationOptions co;
-                co.samples = opts.calibrationSamples;
-                co.seqLen = opts.calibrationSeqLen;
-                cal = loadCalibration(base, opts.calibrationText, co);
-            }
-            CaptureOptions capo;
+        if (wantStats && cal && block >= 0) {
+            CaptureOptions capo = opts.capture;
             capo.maxSampleRows = 0;
             const WeightSource& src = anyShrunk && !kRuntimeRunsPrunedShapes
                                           ? static_cast<const WeightSource&>(base)
@@ -157,7 +153,10 @@ Status applyWeightStages(const Model& base, const Plan& plan, const CompressOpti
                                            double(std::max<size_t>(total, 1)),
                                        "calibrating block " + std::to_string(block));
             });
+            const auto c0 = std::chrono::steady_clock::now();
             auto in = captureBlockInputs(src, *cal, block, capo, sub);
+            captureSeconds +=
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - c0).count();
             if (in.empty()) return Status::Cancelled;
             for (const auto& [name, li] : in) stats[name] = statsFrom(li);
         }

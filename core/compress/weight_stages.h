@@ -4,8 +4,8 @@
 ///   structured pruning (shrinks a block's MLP channels / KV groups) →
 ///   low-rank factorisation → pruning (unstructured, per-row or N:M) → quantisation.
 /// Statistics of the linear inputs (Gram XᵀX, mean squares) are captured for a block just before
-/// it is compressed, running the calibration text through the overlay built so far (earlier
-/// blocks already compressed), whenever calibration is available and the block is pruned or
+/// it is compressed, running opts.calibration through the overlay built so far (earlier blocks
+/// already compressed), whenever a calibration set is given and the block is pruned or
 /// factorised. Each stage's weight and calibration-output error is reported separately.
 #include "core/common/progress.h"
 #include "core/compress/compressed_model.h"
@@ -17,6 +17,7 @@ namespace lcw::compress {
 /// applied. Returns Cancelled when progress asked to stop.
 Status applyWeightStages(const Model& base, const Plan& plan, const CompressOptions& opts,
                          CompressedModel& cm, std::vector<LayerReport>& layers,
-                         std::vector<StructuredReport>& structured, Progress& progress);
+                         std::vector<StructuredReport>& structured, double& captureSeconds,
+                         Progress& progress);
 
 } // namespace lcw::compress
