@@ -719,6 +719,48 @@ private slots:
         QVERIFY(std::isfinite(pruned) && pruned > base);
     }
 
+    void cliCompressReportsStages() {
+        const std::string dir = lcwtest::tempDir("sparsity-cli");
+        const std::string rp = dir + "/r.json";
+        {
+            std::ofstream f(rp);
+            f << "{\"lcw_recipe\": 1, \"name\": \"w24\", \"rules\": [{\"targets\": [\"*.mlp.*\"], "
+                 "\"sparsity\": {\"method\": \"wanda\", \"pattern\": \"2:4\"}}, {\"targets\": "
+                 "[\"*.attn.*\"], \"lowrank\": {\"method\": \"svd\", \"rank\": 8}}]}";
+        }
+        const QString model = QString::fromStdString(demoModel());
+        const QString text =
+            QString::fromStdString(lcwtest::sourcePath("resources/data/tinystories_eval.txt"));
+        // wanda without calibration: exit 1 naming the rule and field
+        auto bad = lcwtest::runCli({"compress", model, "--recipe", QString::fromStdString(rp)});
+        QCOMPARE(bad.code, 1);
+        QVERIFY2(bad.err.contains("recipe rule 0, field sparsity.method"), bad.err.constData());
+        auto r = lcwtest::runCli({"compress", model, "--recipe", QString::fromStdString(rp),
+                                  "--calib", text, "--samples", "4", "--seq-len", "64", "--json",
+                                  "--quiet", "--save", QString::fromStdString(dir + "/ov")});
+        QCOMPARE(r.code, 0);
+        const auto j = nlohmann::json::parse(r.out.toStdString());
+        QCOMPARE(int(j["layers"].size()), 35);
+        for (const auto& l : j["layers"]) {
+            const auto name = l["name"].get<std::string>();
+            QVERIFY(l["output_rel_error"].is_number());
+            if (name.find(".mlp.") != std::string::npos) {
+                QCOMPARE(l["sparsity"]["ratio"].get<double>(), 0.5);
+                QVERIFY(l["sparsity"]["output_rel_error"].is_number());
+                QVERIFY(!l.contains("lowrank"));
+            } else {
+                QCOMPARE(l["lowrank"]["rank"].get<int>(), 8);
+                QCOMPARE(l["params"].get<int64_t>(),
+                         8 * (l["shape"][0].get<int64_t>() + l["shape"][1].get<int64_t>()));
+            }
+        }
+        // the saved overlay runs through perplexity
+        auto p = lcwtest::runCli({"perplexity", model, "--text", text, "--ctx", "128", "--overlay",
+                                  QString::fromStdString(dir + "/ov"), "--json", "--quiet"});
+        QCOMPARE(p.code, 0);
+        QVERIFY(std::isfinite(nlohmann::json::parse(p.out.toStdString())["ppl"].get<double>()));
+    }
+
     void recipeSectionsValidated() {
         auto bad = [](const std::string& rj, const std::string& field) {
             try {

@@ -756,6 +756,9 @@ json compressReportJson(const CompressResult& r) {
                           {"seconds", l.seconds}});
         json& lj = layers.back();
         lj["params"] = l.params;
+        if (r.model)
+            if (const TensorView* bt = r.model->base().find(l.name))
+                lj["base_params"] = bt->numel();
         lj["output_rel_error"] = num(l.outputRelError);
         auto stage = [&](const LayerReport::Stage& s) {
             return json{{"settings", s.describe},
