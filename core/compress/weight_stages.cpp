@@ -403,7 +403,6 @@ Status applyWeightStages(const Model& base, const Plan& plan, const CompressOpti
             lr.storageBits = cm.compressed(name)->storageBits();
             lr.params = c.rows * c.cols;
             lr.bitsPerWeight = double(lr.storageBits) / double(lr.params);
-            lr.outputRelError = 0;
             reports.push_back(std::move(lr));
         }
     }
