@@ -717,6 +717,28 @@ private slots:
         const double pruned = computePerplexity(*back, ids, o, np).ppl;
         qInfo("25%% MLP channels removed: PPL %.3f (base %.3f)", pruned, base);
         QVERIFY(std::isfinite(pruned) && pruned > base);
+        // half of the KV groups (with their query heads) by the calibration-loss importance
+        const CalibrationSet cal = loadCalibration(*m, "", {4, 64});
+        CompressOptions co;
+        co.calibration = &cal;
+        auto heads = compress::compress(
+            *m,
+            recipeJ("{'lcw_recipe': 1, 'rules': [{'targets': ['*'], 'structured': "
+                    "{'head_ratio': 0.5, 'score': 'loss'}}]}"),
+            np, co);
+        const int64_t hd = m->spec().headDim, rep = m->spec().nHeads / m->spec().nKvHeads;
+        const int64_t groups = m->spec().nKvHeads / 2;
+        for (const auto& s : heads.structured) {
+            QCOMPARE(s.groupsKept, groups);
+            QCOMPARE(s.headsKept, groups * rep);
+        }
+        const CompressedModel& hm = *heads.model;
+        QCOMPARE(hm.find("layers.1.attn.q")->shape, (std::vector<int64_t>{groups * rep * hd, D}));
+        QCOMPARE(hm.find("layers.1.attn.k")->shape, (std::vector<int64_t>{groups * hd, D}));
+        QCOMPARE(hm.find("layers.1.attn.o")->shape, (std::vector<int64_t>{D, groups * rep * hd}));
+        const double hp = computePerplexity(hm, ids, o, np).ppl;
+        qInfo("half of the KV groups removed (loss importance): PPL %.3f", hp);
+        QVERIFY(std::isfinite(hp) && hp > base);
     }
 
     void cliCompressReportsStages() {

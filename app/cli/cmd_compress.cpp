@@ -316,6 +316,15 @@ int cmdRecipe(const std::vector<std::string>& argv) {
         j["layers"] = layers;
         j["activations"] = acts;
         j["kv"] = kvs;
+        json structured = json::array();
+        for (const auto& b : plan.structured)
+            structured.push_back({{"layer", b.layer},
+                                  {"mlp_ratio", b.settings.mlpRatio},
+                                  {"head_ratio", b.settings.headRatio},
+                                  {"score", compress::structuredScoreName(b.settings.score)},
+                                  {"mlp_rule", b.mlpRule},
+                                  {"head_rule", b.headRule}});
+        j["structured"] = structured;
         j["warnings"] = plan.warnings;
         j["valid"] = true;
         if (asJson) {
@@ -336,6 +345,10 @@ int cmdRecipe(const std::vector<std::string>& argv) {
             std::printf("  %-30s input %s\n", ap.name.c_str(), ap.act.describe().c_str());
         for (const auto& kp : plan.kv)
             std::printf("  layers.%-23lld kv %s\n", (long long)kp.layer, kp.kv.describe().c_str());
+        for (const auto& b : plan.structured)
+            std::printf("  layers.%-23d structured: %g of MLP channels, %g of KV groups (%s)\n",
+                        b.layer, b.settings.mlpRatio, b.settings.headRatio,
+                        compress::structuredScoreName(b.settings.score));
         for (const auto& w : plan.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
         return 0;
     }
