@@ -4,7 +4,7 @@
 # 2.2 GB). Calibration: the bundled text, SAMPLES x SEQ_LEN tokens. Prints JSON lines: one per
 # quantised layer (seconds = the method's own work incl. its share of AWQ's scale search) and one
 # total per method (wall time of the whole command, time spent capturing block inputs).
-#   bench/gptq_awq_time.sh [SAMPLES] [SEQ_LEN] [BLOCKS]        (default 16 256 4)
+#   [METHODS="gptq awq"] bench/gptq_awq_time.sh [SAMPLES] [SEQ_LEN] [BLOCKS]   (default 16 256 4)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -22,7 +22,7 @@ fi
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 last=$((BLOCKS - 1))
-for method in rtn gptq awq; do
+for method in ${METHODS:-rtn gptq awq}; do
   cat > "$TMP/$method.json" <<JSON
 {"lcw_recipe": 1, "name": "W4A16-g64-$method, blocks 0-$last",
  "rules": [{"targets": ["re:layers\\\\.[0-$last]\\\\..*"],
