@@ -2,6 +2,8 @@
 # Perplexity and bits/weight of quantisation presets on a model (default: the demo model on its
 # bundled text, ctx 256): weight-only, weights + activations (W?A?) and KV cache (KV?). Prints one
 # JSON line per configuration and a Markdown table at the end.
+# GPTQ / AWQ rows calibrate on CALIB (default: the evaluation text itself, SAMPLES x SEQ_LEN =
+# 128 x 256 tokens) and, when ../shared/data/wiki.test.raw exists, also on that held-out text.
 #   bench/quant_table.sh [MODEL] [TEXT] [CTX]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +11,10 @@ BUILD=${BUILD:-build}
 MODEL=${1:-resources/models/stories260K}
 TEXT=${2:-resources/data/tinystories_eval.txt}
 CTX=${3:-256}
+CALIB=${CALIB:-$TEXT}
+SAMPLES=${SAMPLES:-128}
+SEQ_LEN=${SEQ_LEN:-256}
+WIKI=${WIKI:-../shared/data/wiki.test.raw}
 CLI="$BUILD/app/lcw-cli"
 [ -x "$CLI" ] || cmake --build "$BUILD" --target lcw-cli >&2
 TMP=$(mktemp -d)
@@ -55,6 +61,14 @@ for p in W8A16 FP8-E4M3 W4A16-g64 W4A16-g32 NF4-g64 W3A16-g64 W2A16-g32; do
 done
 run "q8_0*" --recipe "$(gguf_recipe q8_0 8)"
 run "q4_0*" --recipe "$(gguf_recipe q4_0 4)"
+for p in W4A16-g64 W4A16-g32 W3A16-g64; do
+  for m in GPTQ AWQ; do
+    run "$p $m (calib: eval text)" --preset "$p-$m" --calib "$CALIB" --samples "$SAMPLES" --seq-len "$SEQ_LEN"
+    if [ -f "$WIKI" ]; then
+      run "$p $m (calib: wiki.test.raw)" --preset "$p-$m" --calib "$WIKI" --samples "$SAMPLES" --seq-len "$SEQ_LEN"
+    fi
+  done
+done
 # weights and activations (RTN, no SmoothQuant), then the KV cache alone
 for p in W8A8 W8A8-static W6A6 W4A8 W4A4 KV8 KV4 KV2 KV2-KIVI; do
   run "$p" --preset "$p"

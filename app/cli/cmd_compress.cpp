@@ -5,6 +5,7 @@
 #include "terminal_progress.h"
 
 #include "core/common/error.h"
+#include "core/compress/calibration.h"
 #include "core/compress/compressed_model.h"
 #include "core/compress/recipe.h"
 #include "core/model/model.h"
@@ -63,6 +64,15 @@ std::string fmtDb(double v) {
     return b;
 }
 
+std::string fmtRel(double v) {
+    char b[32];
+    if (std::isnan(v))
+        std::snprintf(b, sizeof b, "-");
+    else
+        std::snprintf(b, sizeof b, "%.5f", v);
+    return b;
+}
+
 json presetsJson() {
     json arr = json::array();
     for (const auto& p : compress::presets())
@@ -74,14 +84,34 @@ json presetsJson() {
 
 } // namespace
 
+/// --calib FILE [--samples N] [--seq-len N]; null without --calib (methods that need
+/// calibration then fail with the rule and field that asked for it).
+std::unique_ptr<compress::CalibrationSet> calibrationFromArgs(const Model& model, const Args& a) {
+    if (!a.has("--calib")) {
+        if (a.has("--samples") || a.has("--seq-len"))
+            throw UsageError{"--samples and --seq-len need --calib FILE"};
+        return nullptr;
+    }
+    compress::CalibrationOptions co;
+    co.samples = a.getInt("--samples", co.samples);
+    co.seqLen = a.getInt("--seq-len", co.seqLen);
+    if (co.samples < 1) throw UsageError{"--samples must be >= 1"};
+    if (co.seqLen < 2) throw UsageError{"--seq-len must be >= 2"};
+    return std::make_unique<compress::CalibrationSet>(
+        compress::loadCalibration(model, *a.get("--calib"), co));
+}
+
 std::unique_ptr<WeightSource> applyRecipeOptions(const Model& model, const Args& a) {
     const int n = int(a.has("--recipe")) + int(a.has("--preset")) + int(a.has("--overlay"));
     if (n > 1) throw UsageError{"give only one of --recipe, --preset and --overlay"};
     if (n == 0) return std::make_unique<BaseRef>(model);
     if (a.has("--overlay")) return compress::CompressedModel::load(*a.get("--overlay"), model);
     const compress::Recipe recipe = recipeFromArgs(a);
+    const auto cal = calibrationFromArgs(model, a);
+    compress::CompressOptions co;
+    co.calibration = cal.get();
     TerminalProgress progress("compress", !a.flag("--quiet"));
-    compress::CompressResult r = compress::compress(model, recipe, progress);
+    compress::CompressResult r = compress::compress(model, recipe, progress, co);
     progress.finish();
     if (r.status == Status::Cancelled) throw Error("cancelled while applying the recipe");
     for (const auto& w : r.plan.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
@@ -97,13 +127,18 @@ std::unique_ptr<WeightSource> applyRecipeOptions(const Model& model, const Args&
 }
 
 int cmdCompress(const std::vector<std::string>& argv) {
-    Args a(argv, {"--tokenizer", "--threads", "--recipe", "--preset", "--save"},
+    Args a(argv,
+           {"--tokenizer", "--threads", "--recipe", "--preset", "--save", "--calib", "--samples",
+            "--seq-len"},
            {"--quiet", "--json"});
     applyThreadsOpt(a);
     const compress::Recipe recipe = recipeFromArgs(a);
-    auto model = openModelArg(a, 0, false);
+    auto model = openModelArg(a, 0, a.has("--calib"));
+    const auto cal = calibrationFromArgs(*model, a);
+    compress::CompressOptions co;
+    co.calibration = cal.get();
     TerminalProgress progress("compress", !a.flag("--quiet"));
-    compress::CompressResult r = compress::compress(*model, recipe, progress);
+    compress::CompressResult r = compress::compress(*model, recipe, progress, co);
     progress.finish();
     if (r.status == Status::Cancelled) {
         std::fprintf(stderr, "cancelled\n");
@@ -112,22 +147,66 @@ int cmdCompress(const std::vector<std::string>& argv) {
     if (const auto dir = a.get("--save")) r.model->save(*dir);
     json j = compressReportJson(r);
     j["recipe"] = recipe.name;
+    if (cal)
+        j["calibration"] = {{"source", cal->source},
+                            {"samples", cal->samples.size()},
+                            {"seq_len", cal->seqLen()},
+                            {"tokens", cal->tokens()}};
     if (const auto dir = a.get("--save")) j["saved"] = *dir;
     if (a.flag("--json")) {
         std::printf("%s\n", j.dump(2).c_str());
         return 0;
     }
     for (const auto& w : r.plan.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
-    std::printf("%-28s %-14s %-22s %5s %8s %12s %9s %9s %8s\n", "layer", "shape", "scheme", "rule",
-                "bits/w", "mse", "sqnr_dB", "rel_err", "ms");
+    bool staged = false;
+    for (const auto& l : r.layers)
+        staged |= l.lowrank.applied || l.sparsity.applied || !l.structured.empty();
+    if (!staged) {
+        std::printf("%-28s %-14s %-22s %5s %8s %12s %9s %9s %9s %8s\n", "layer", "shape", "scheme",
+                    "rule", "bits/w", "mse", "sqnr_dB", "rel_err", "out_err", "ms");
+    } else {
+        std::printf("%-24s %-11s %-34s %4s %7s %9s %8s %5s %9s %9s %9s %9s %7s\n", "layer", "shape",
+                    "scheme", "rule", "bits/w", "rel_err", "sparsity", "rank", "lr_out",
+                    "prune_out", "quant_out", "out_err", "ms");
+    }
+    auto outStr = [](double v) {
+        char b[32];
+        if (std::isfinite(v))
+            std::snprintf(b, sizeof b, "%.5f", v);
+        else
+            std::snprintf(b, sizeof b, "-");
+        return std::string(b);
+    };
     for (const auto& l : r.layers) {
         char shape[48];
         std::snprintf(shape, sizeof shape, "[%lld,%lld]", (long long)l.shape[0],
                       (long long)l.shape[1]);
-        std::printf("%-28s %-14s %-22s %5d %8.3f %12.4e %9s %9.5f %8.2f\n", l.name.c_str(), shape,
-                    l.scheme.c_str(), l.rule, l.bitsPerWeight, l.error.mse,
-                    fmtDb(l.error.sqnrDb).c_str(), l.error.relError, l.seconds * 1e3);
+        if (!staged) {
+            std::printf("%-28s %-14s %-22s %5d %8.3f %12.4e %9s %9.5f %9s %8.2f\n", l.name.c_str(),
+                        shape, l.scheme.c_str(), l.rule, l.bitsPerWeight, l.error.mse,
+                        fmtDb(l.error.sqnrDb).c_str(), l.error.relError,
+                        fmtRel(l.outputRelError).c_str(), l.seconds * 1e3);
+            if (l.details.contains("note"))
+                std::printf("  note: %s\n", l.details["note"].get<std::string>().c_str());
+            continue;
+        }
+        char sp[16] = "-", rk[16] = "-";
+        if (l.sparsity.applied) std::snprintf(sp, sizeof sp, "%.4f", l.sparsityRatio);
+        if (l.lowrank.applied) std::snprintf(rk, sizeof rk, "%lld", (long long)l.rank);
+        const std::string scheme =
+            l.structured.empty() ? l.scheme : l.scheme + " [" + l.structured + "]";
+        std::printf("%-24s %-11s %-34s %4d %7.3f %9.5f %8s %5s %9s %9s %9s %9s %7.2f\n",
+                    l.name.c_str(), shape, scheme.c_str(), l.rule, l.bitsPerWeight,
+                    l.error.relError, sp, rk,
+                    outStr(l.lowrank.applied ? l.lowrank.outputRelError : NAN).c_str(),
+                    outStr(l.sparsity.applied ? l.sparsity.outputRelError : NAN).c_str(),
+                    outStr(l.quant.applied ? l.quant.outputRelError : NAN).c_str(),
+                    outStr(l.outputRelError).c_str(), l.seconds * 1e3);
     }
+    for (const auto& s : r.structured)
+        std::printf("structured layers.%d (%s): MLP channels %lld/%lld, heads %lld/%lld\n", s.layer,
+                    s.score.c_str(), (long long)(s.mlpTotal ? s.mlpKept : 0), (long long)s.mlpTotal,
+                    (long long)(s.headsTotal ? s.headsKept : 0), (long long)s.headsTotal);
     if (!r.plan.activations.empty()) {
         std::printf("\n%-28s %-26s %5s %10s %9s\n", "activation input", "scheme", "rule", "abs_max",
                     "outliers");
@@ -157,6 +236,17 @@ int cmdCompress(const std::vector<std::string>& argv) {
     std::printf("model:     %lld weights, %.4f bits/weight, %llu bytes (base %llu bytes)\n",
                 (long long)tot.params, tot.bitsPerWeight(), (unsigned long long)tot.bytes(),
                 (unsigned long long)model->storedBytes());
+    {
+        int64_t baseParams = 0;
+        for (const auto& t : model->tensors()) baseParams += t.numel();
+        if (tot.params != baseParams)
+            std::printf("params:    %lld of the base's %lld; %.4f bits per base weight\n",
+                        (long long)tot.params, (long long)baseParams,
+                        double(tot.bits) / double(baseParams));
+    }
+    if (cal)
+        std::printf("calibration: %s, %zu samples x %lld tokens\n", cal->source.c_str(),
+                    cal->samples.size(), (long long)cal->seqLen());
     std::printf("time:      %.3f s\n", r.seconds);
     if (const auto dir = a.get("--save")) std::printf("saved overlay to %s\n", dir->c_str());
     return 0;
@@ -201,7 +291,9 @@ int cmdRecipe(const std::vector<std::string>& argv) {
         auto model = openModelArg(a, 2, false);
         compress::Plan plan;
         try {
-            plan = compress::planRecipe(recipe, *model);
+            compress::PlanOptions po;
+            po.hasCalibration = model->hasTokenizer();
+            plan = compress::planRecipe(recipe, *model, po);
         } catch (const compress::RecipeError& e) {
             printInvalid(e);
             throw;
@@ -213,7 +305,7 @@ int cmdRecipe(const std::vector<std::string>& argv) {
         json layers = json::array();
         for (const auto& l : plan.layers)
             layers.push_back({{"name", l.name},
-                              {"scheme", l.weight.describe()},
+                              {"scheme", l.describe()},
                               {"rule", l.origin.count("weight") ? l.origin.at("weight") : -1}});
         json acts = json::array(), kvs = json::array();
         for (const auto& ap : plan.activations)
@@ -224,6 +316,15 @@ int cmdRecipe(const std::vector<std::string>& argv) {
         j["layers"] = layers;
         j["activations"] = acts;
         j["kv"] = kvs;
+        json structured = json::array();
+        for (const auto& b : plan.structured)
+            structured.push_back({{"layer", b.layer},
+                                  {"mlp_ratio", b.settings.mlpRatio},
+                                  {"head_ratio", b.settings.headRatio},
+                                  {"score", compress::structuredScoreName(b.settings.score)},
+                                  {"mlp_rule", b.mlpRule},
+                                  {"head_rule", b.headRule}});
+        j["structured"] = structured;
         j["warnings"] = plan.warnings;
         j["valid"] = true;
         if (asJson) {
@@ -239,11 +340,15 @@ int cmdRecipe(const std::vector<std::string>& argv) {
             std::printf("\n");
         }
         for (const auto& l : plan.layers)
-            std::printf("  %-30s %s\n", l.name.c_str(), l.weight.describe().c_str());
+            std::printf("  %-30s %s\n", l.name.c_str(), l.describe().c_str());
         for (const auto& ap : plan.activations)
             std::printf("  %-30s input %s\n", ap.name.c_str(), ap.act.describe().c_str());
         for (const auto& kp : plan.kv)
             std::printf("  layers.%-23lld kv %s\n", (long long)kp.layer, kp.kv.describe().c_str());
+        for (const auto& b : plan.structured)
+            std::printf("  layers.%-23d structured: %g of MLP channels, %g of KV groups (%s)\n",
+                        b.layer, b.settings.mlpRatio, b.settings.headRatio,
+                        compress::structuredScoreName(b.settings.score));
         for (const auto& w : plan.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
         return 0;
     }

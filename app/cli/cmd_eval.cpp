@@ -7,6 +7,7 @@
 
 #include "core/common/error.h"
 #include "core/common/mapped_file.h"
+#include "core/compress/calibration.h"
 #include "core/compress/compressed_model.h"
 #include "core/compress/recipe.h"
 #include "core/eval/divergence.h"
@@ -62,10 +63,13 @@ double modelBitsPerWeight(const Model& m) {
     return params > 0 ? double(m.storedBytes()) * 8.0 / double(params) : 0.0;
 }
 
-std::unique_ptr<compress::CompressedModel>
-compressWith(const Model& model, const compress::Recipe& recipe, bool quiet) {
+std::unique_ptr<compress::CompressedModel> compressWith(const Model& model,
+                                                        const compress::Recipe& recipe, bool quiet,
+                                                        const compress::CalibrationSet* cal) {
     TerminalProgress progress("compress " + recipe.name, !quiet);
-    compress::CompressResult r = compress::compress(model, recipe, progress);
+    compress::CompressOptions co;
+    co.calibration = cal;
+    compress::CompressResult r = compress::compress(model, recipe, progress, co);
     progress.finish();
     if (r.status == Status::Cancelled) throw Error("cancelled while applying the recipe");
     for (const auto& w : r.plan.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
@@ -311,10 +315,11 @@ void printEvalTable(const json& j) {
 int cmdEval(const std::vector<std::string>& argv) {
     using Clock = std::chrono::steady_clock;
     const auto tStart = Clock::now();
-    Args a(argv,
-           {"--tokenizer", "--threads", "--text", "--ctx", "--batch", "--chunks", "--recipe",
-            "--preset", "--overlay", "--compare-model", "--mode", "--stride", "--tasks", "--limit",
-            "--seed", "--tasks-dir", "--speed-tokens", "--results"},
+    Args a(argv, {"--tokenizer", "--threads",      "--text",    "--ctx",     "--batch",
+                  "--chunks",    "--recipe",       "--preset",  "--overlay", "--compare-model",
+                  "--mode",      "--stride",       "--tasks",   "--limit",   "--seed",
+                  "--tasks-dir", "--speed-tokens", "--results", "--calib",   "--samples",
+                  "--seq-len"},
            {"--quiet", "--json", "--no-record"});
     const long long threads = a.getInt("--threads", 0);
     if (threads < 0) throw UsageError{"--threads must be >= 0"};
@@ -392,6 +397,7 @@ int cmdEval(const std::vector<std::string>& argv) {
         b.bytes = model->storedBytes();
         cols.push_back(std::move(b));
     }
+    const auto cal = calibrationFromArgs(*model, a);
     for (const auto& path : a.getAll("--recipe")) {
         Column c;
         const compress::Recipe recipe = compress::Recipe::load(path);
@@ -399,7 +405,7 @@ int cmdEval(const std::vector<std::string>& argv) {
         c.kind = "recipe";
         c.source = path;
         c.recipe = recipe.toJson();
-        c.overlay = compressWith(*model, recipe, quiet);
+        c.overlay = compressWith(*model, recipe, quiet, cal.get());
         cols.push_back(std::move(c));
     }
     for (const auto& name : a.getAll("--preset")) {
@@ -408,7 +414,7 @@ int cmdEval(const std::vector<std::string>& argv) {
         c.kind = "preset";
         c.source = name;
         c.recipe = compress::findPreset(name).recipe.toJson();
-        c.overlay = compressWith(*model, compress::findPreset(name).recipe, quiet);
+        c.overlay = compressWith(*model, compress::findPreset(name).recipe, quiet, cal.get());
         cols.push_back(std::move(c));
     }
     for (const auto& dir : a.getAll("--overlay")) {

@@ -260,8 +260,9 @@ int cmdTokenize(const std::vector<std::string>& argv) {
 // ------------------------------------------------------------------------------------ generate
 int cmdGenerate(const std::vector<std::string>& argv) {
     Args a(argv,
-           with(kCommonValued, {"--prompt", "-n", "--temp", "--top-k", "--top-p", "--seed", "--ctx",
-                                "--recipe", "--preset", "--overlay"}),
+           with(kCommonValued,
+                {"--prompt", "-n", "--temp", "--top-k", "--top-p", "--seed", "--ctx", "--recipe",
+                 "--preset", "--overlay", "--calib", "--samples", "--seq-len"}),
            with(kCommonFlags, {"--no-bos"}));
     applyThreads(a);
     auto model = openModel(a, true);
@@ -354,7 +355,8 @@ int cmdGenerate(const std::vector<std::string>& argv) {
 // -------------------------------------------------------------------------------------- logits
 int cmdLogits(const std::vector<std::string>& argv) {
     Args a(argv,
-           with(kCommonValued, {"--ids", "--text", "--out", "--recipe", "--preset", "--overlay"}),
+           with(kCommonValued, {"--ids", "--text", "--out", "--recipe", "--preset", "--overlay",
+                                "--calib", "--samples", "--seq-len"}),
            with(kCommonFlags, {"--no-bos"}));
     applyThreads(a);
     const auto out = a.get("--out");
@@ -403,7 +405,7 @@ int cmdLogits(const std::vector<std::string>& argv) {
 int cmdPerplexity(const std::vector<std::string>& argv) {
     Args a(argv,
            with(kCommonValued, {"--text", "--ctx", "--mode", "--stride", "--batch", "--recipe",
-                                "--preset", "--overlay"}),
+                                "--preset", "--overlay", "--calib", "--samples", "--seq-len"}),
            kCommonFlags);
     applyThreads(a);
     const auto textPath = a.get("--text");

@@ -8,6 +8,9 @@
 namespace lcw {
 class Model;
 class WeightSource;
+namespace compress {
+struct CalibrationSet;
+}
 } // namespace lcw
 
 namespace lcw::cli {
@@ -33,6 +36,8 @@ int cmdResults(const std::vector<std::string>& args);
 /// The weights the evaluation commands run on: `model` itself, or an overlay from
 /// --recipe R.json / --preset NAME (compressed now) / --overlay DIR (loaded). Never null.
 std::unique_ptr<WeightSource> applyRecipeOptions(const Model& model, const Args& a);
+/// --calib FILE [--samples N] [--seq-len L] (commands that accept them); null without --calib.
+std::unique_ptr<compress::CalibrationSet> calibrationFromArgs(const Model& model, const Args& a);
 
 /// One configuration given by --recipe / --preset / --overlay / --compare-model (compare and
 /// hidden-error): its weights and what keeps them alive.

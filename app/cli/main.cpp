@@ -53,9 +53,10 @@ commands:
                                            verified against the uniform recipe of that size
   stats MODEL [--calib FILE] [--samples N] [--seq-len L] [--out stats.h5] [--bits B] [--group G] [--json]
                                            weight/activation/KV outlier statistics (HDF5) + layer ranking
-  compress MODEL (--recipe R.json | --preset NAME) [--save OVERLAY] [--json]
-                                           quantise weights by a recipe: per-layer bits, MSE,
-                                           SQNR, time, and size totals; --save writes an overlay
+  compress MODEL (--recipe R.json | --preset NAME) [--calib FILE] [--samples N] [--seq-len L]
+           [--save OVERLAY] [--json]       quantise weights by a recipe (RTN, GGUF, GPTQ, AWQ,
+                                           SmoothQuant; --calib for the calibrated methods):
+                                           per-layer bits, MSE, SQNR, output error, time, totals
   recipe presets [--json]                  list the built-in recipes
   recipe check R.json [MODEL] [--json]     validate a recipe; with MODEL also the matched layers
   synth --arch llama --shape SHAPE --dtype f32|f16|bf16 --out DIR [--seed S]
@@ -67,7 +68,8 @@ MODEL is a Hugging Face folder (config.json + safetensors + tokenizer.json), a .
 llama2.c .bin checkpoint (tokenizer.bin / tok<vocab>.bin beside it, or --tokenizer FILE).
 Common options: --tokenizer FILE, --threads N, --quiet (no progress on stderr).
 generate, logits and perplexity also take --recipe R.json, --preset NAME or --overlay DIR to
-run on quantised weights.
+run on quantised weights (with --calib FILE [--samples N] [--seq-len L] for calibrated recipes;
+eval takes --calib too).
 )";
 
 } // namespace

@@ -1,5 +1,7 @@
 #include "core/compress/compressed_model.h"
 #include "core/common/json_file.h"
+#include "core/compress/pipeline.h"
+#include "core/compress/weight_stages.h"
 
 #include "core/common/dtype.h"
 #include "core/io/atomic_writer.h"
@@ -9,6 +11,8 @@
 #include "core/stats/activation_stats.h"
 #include "core/stats/fingerprint.h"
 #include "core/tokenizer/tokenizer.h"
+
+#include <Eigen/Dense>
 
 #include <chrono>
 #include <cmath>
@@ -25,6 +29,9 @@ using json = nlohmann::ordered_json;
 namespace {
 
 constexpr int kOverlayVersion = 1;
+/// Whether the Session runs NAME.lowrank_a / NAME.lowrank_b itself (then find(NAME) of a
+/// factorised tensor is null); until then find(NAME) returns the dense product B·A.
+constexpr bool kRuntimeRunsLowRank = true;
 
 json settingsJson(const WeightSettings& s) {
     return {{"bits", s.bits},
@@ -61,19 +68,6 @@ WeightSettings settingsFromJson(const nlohmann::json& j, const std::string& wher
     } catch (const json::exception& e) {
         throw FormatError(where, std::string("bad weight settings: ") + e.what());
     }
-}
-
-std::vector<float> floatRows(const TensorView& t) {
-    std::vector<float> out(size_t(t.numel()));
-    if (t.dtype == DType::F32) {
-        std::memcpy(out.data(), t.data, out.size() * sizeof(float));
-        return out;
-    }
-    const int64_t rows = t.rows(), cols = t.cols();
-#pragma omp parallel for schedule(static) if (rows * cols >= (1 << 16))
-    for (int64_t r = 0; r < rows; ++r)
-        dequantizeRow(t.dtype, t.row(r), out.data() + r * cols, cols);
-    return out;
 }
 
 const char* granName(KvGranularity g) {
@@ -198,27 +192,133 @@ CompressedModel::~CompressedModel() = default;
 const TensorView* CompressedModel::find(std::string_view canonical) const {
     auto it = m_tensors.find(canonical);
     if (it != m_tensors.end()) return &it->second->view;
+    auto lr = m_lowRank.find(canonical);
+    if (lr != m_lowRank.end()) return kRuntimeRunsLowRank ? nullptr : &lr->second->view;
     return m_base.find(canonical);
 }
 
+uint64_t CompressedTensor::storageBits() const {
+    const int64_t n = rows * cols;
+    uint64_t bits = 0;
+    if (quantized) {
+        bits = packed.storageBits();
+        // codes of pruned weights are not stored (GGUF blocks always hold all 32)
+        if (sparsity && !methodIsGguf(packed.settings.method))
+            bits -= uint64_t(n - kept) * uint64_t(packed.settings.bits);
+    } else {
+        bits = uint64_t(kept) * valueBits;
+    }
+    if (sparsity) bits += sparsityMetadataBits(rows, cols, kept, *sparsity);
+    return bits;
+}
+
 void CompressedModel::setTensor(const std::string& name, PackedTensor packed) {
+    TensorEntry e;
+    e.rows = packed.rows;
+    e.cols = packed.cols;
+    e.packed = std::move(packed);
     const TensorView* b = m_base.find(name);
+    if (b && b->shape.size() == 2 && (b->shape[0] != e.rows || b->shape[1] != e.cols))
+        throw ArgumentError("overlay: tensor '" + name + "' has shape [" + std::to_string(e.rows) +
+                            ", " + std::to_string(e.cols) + "] but the base has [" +
+                            std::to_string(b->shape[0]) + ", " + std::to_string(b->shape[1]) + "]");
+    setEntry(name, std::move(e));
+}
+
+void CompressedModel::setEntry(const std::string& name, TensorEntry e) {
+    auto shapeStr = [](int64_t r, int64_t c) {
+        return "[" + std::to_string(r) + ", " + std::to_string(c) + "]";
+    };
+    // The base tensor this entry belongs to, and the shape limits.
+    std::string baseName = name;
+    bool factor = false;
+    for (const char* suf : {".lowrank_a", ".lowrank_b"}) {
+        const std::string sfx = suf;
+        if (name.size() > sfx.size() &&
+            name.compare(name.size() - sfx.size(), sfx.size(), sfx) == 0) {
+            baseName = name.substr(0, name.size() - sfx.size());
+            factor = true;
+        }
+    }
+    const TensorView* b = m_base.find(baseName);
     if (!b || b->shape.size() != 2)
-        throw ArgumentError("overlay: the base model has no 2-D tensor '" + name + "'");
-    if (b->shape[0] != packed.rows || b->shape[1] != packed.cols)
-        throw ArgumentError("overlay: tensor '" + name + "' has shape [" +
-                            std::to_string(packed.rows) + ", " + std::to_string(packed.cols) +
-                            "] but the base has [" + std::to_string(b->shape[0]) + ", " +
-                            std::to_string(b->shape[1]) + "]");
+        throw ArgumentError("overlay: the base model has no 2-D tensor '" + baseName + "'");
+    if (e.rows < 1 || e.cols < 1)
+        throw ArgumentError("overlay: tensor '" + name + "' has an empty shape");
+    if (factor) {
+        const bool isA = name.back() == 'a';
+        if ((isA && e.cols != b->shape[1]) || (!isA && e.rows != b->shape[0]) ||
+            (isA ? e.rows : e.cols) > std::min(b->shape[0], b->shape[1]))
+            throw ArgumentError("overlay: low-rank factor '" + name + "' has shape " +
+                                shapeStr(e.rows, e.cols) + ", which does not fit the base " +
+                                shapeStr(b->shape[0], b->shape[1]));
+    } else if (e.rows > b->shape[0] || e.cols > b->shape[1]) {
+        throw ArgumentError("overlay: tensor '" + name + "' has shape " + shapeStr(e.rows, e.cols) +
+                            " but the base has " + shapeStr(b->shape[0], b->shape[1]));
+    }
+    const int64_t n = e.rows * e.cols;
     auto t = std::make_unique<CompressedTensor>();
-    t->values = dequantize(packed, name);
-    t->packed = std::move(packed);
+    t->rows = e.rows;
+    t->cols = e.cols;
+    t->kept = n;
+    if (e.packed) {
+        if (e.packed->rows != e.rows || e.packed->cols != e.cols)
+            throw ArgumentError("overlay: packed form of '" + name + "' does not match its shape");
+        t->values = dequantize(*e.packed, name);
+        t->packed = std::move(*e.packed);
+        t->quantized = true;
+    } else {
+        if (int64_t(e.values.size()) != n)
+            throw ArgumentError("overlay: tensor '" + name + "' has " +
+                                std::to_string(e.values.size()) + " values for shape " +
+                                shapeStr(e.rows, e.cols));
+        t->values = std::move(e.values);
+        t->valueBits = e.valueBits;
+    }
+    if (e.sparsity) {
+        if (int64_t(e.mask.size()) != n)
+            throw ArgumentError("overlay: the mask of '" + name + "' does not match its shape");
+        t->sparsity = e.sparsity;
+        t->kept = 0;
+        for (int64_t i = 0; i < n; ++i) {
+            if (e.mask[size_t(i)])
+                ++t->kept;
+            else
+                t->values[size_t(i)] = 0.0f;
+        }
+        t->maskBits = packMask(e.mask);
+    }
     t->view = *b;
+    t->view.name = name;
+    t->view.shape = {e.rows, e.cols};
     t->view.dtype = DType::F32;
     t->view.data = reinterpret_cast<const std::byte*>(t->values.data());
     t->view.nbytes = t->values.size() * sizeof(float);
     t->view.file.clear();
     m_tensors[name] = std::move(t);
+}
+
+void CompressedModel::setLowRank(const std::string& name) {
+    const CompressedTensor* a = compressed(name + ".lowrank_a");
+    const CompressedTensor* b = compressed(name + ".lowrank_b");
+    const TensorView* base = m_base.find(name);
+    if (!a || !b || !base || a->rows != b->cols)
+        throw ArgumentError("overlay: '" + name + "' needs matching .lowrank_a and .lowrank_b");
+    m_tensors.erase(name);
+    auto d = std::make_unique<CompressedTensor>();
+    d->rows = b->rows;
+    d->cols = a->cols;
+    d->values.resize(size_t(d->rows * d->cols));
+    using MatF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+    Eigen::Map<MatF>(d->values.data(), d->rows, d->cols).noalias() =
+        Eigen::Map<const MatF>(b->values.data(), b->rows, b->cols) *
+        Eigen::Map<const MatF>(a->values.data(), a->rows, a->cols);
+    d->view = *base;
+    d->view.dtype = DType::F32;
+    d->view.data = reinterpret_cast<const std::byte*>(d->values.data());
+    d->view.nbytes = d->values.size() * sizeof(float);
+    d->view.file.clear();
+    m_lowRank[name] = std::move(d);
 }
 
 void CompressedModel::setRuntimeQuant(RuntimeQuant rq) {
@@ -243,6 +343,23 @@ void CompressedModel::setRuntimeQuant(RuntimeQuant rq) {
     m_runtime = std::move(rq);
 }
 
+void CompressedModel::setFloatTensor(const std::string& name, std::vector<float> values) {
+    const TensorView* b = m_base.find(name);
+    if (!b) throw ArgumentError("overlay: the base model has no tensor '" + name + "'");
+    if (int64_t(values.size()) != b->numel())
+        throw ArgumentError("overlay: tensor '" + name + "' gets " + std::to_string(values.size()) +
+                            " values but has " + std::to_string(b->numel()));
+    auto t = std::make_unique<CompressedTensor>();
+    t->isFloat = true;
+    t->values = std::move(values);
+    t->view = *b;
+    t->view.dtype = DType::F32;
+    t->view.data = reinterpret_cast<const std::byte*>(t->values.data());
+    t->view.nbytes = t->values.size() * sizeof(float);
+    t->view.file.clear();
+    m_tensors[name] = std::move(t);
+}
+
 const CompressedTensor* CompressedModel::compressed(std::string_view name) const {
     auto it = m_tensors.find(name);
     return it == m_tensors.end() ? nullptr : it->second.get();
@@ -250,14 +367,23 @@ const CompressedTensor* CompressedModel::compressed(std::string_view name) const
 
 std::vector<std::string> CompressedModel::replacedNames() const {
     std::vector<std::string> out;
-    for (const auto& t : m_base.tensors())
+    for (const auto& t : m_base.tensors()) {
         if (m_tensors.count(t.name)) out.push_back(t.name);
+        if (m_lowRank.count(t.name)) {
+            out.push_back(t.name + ".lowrank_a");
+            out.push_back(t.name + ".lowrank_b");
+        }
+    }
     return out;
 }
 
 SizeInfo CompressedModel::tensorSize(const std::string& name) const {
-    if (const auto* c = compressed(name))
-        return {c->packed.rows * c->packed.cols, c->packed.storageBits()};
+    if (const auto* c = compressed(name); c && !c->isFloat)
+        return {c->rows * c->cols, c->storageBits()};
+    if (isLowRank(name)) {
+        const SizeInfo a = tensorSize(name + ".lowrank_a"), b = tensorSize(name + ".lowrank_b");
+        return {a.params + b.params, a.bits + b.bits};
+    }
     const TensorView* t = m_base.find(name);
     if (!t) throw ArgumentError("no tensor '" + name + "'");
     return {t->numel(), t->nbytes * 8};
@@ -287,8 +413,9 @@ SizeInfo CompressedModel::totalSize() const {
 SizeInfo CompressedModel::compressedSize() const {
     SizeInfo tot;
     for (const auto& [name, t] : m_tensors) {
-        tot.params += t->packed.rows * t->packed.cols;
-        tot.bits += t->packed.storageBits();
+        if (t->isFloat) continue;
+        tot.params += t->rows * t->cols;
+        tot.bits += t->storageBits();
     }
     return tot;
 }
@@ -304,22 +431,54 @@ void CompressedModel::save(const std::string& dir) const {
     std::vector<Src> srcs;
     json tensors = json::array();
     for (const auto& name : replacedNames()) {
-        const PackedTensor& p = compressed(name)->packed;
-        descs.push_back({name + ".codes", DType::U8, {int64_t(p.codes.size())}});
-        srcs.push_back({p.codes.data(), p.codes.size()});
-        if (!p.scales.empty()) {
-            descs.push_back({name + ".scales", DType::F16, {int64_t(p.scales.size())}});
-            srcs.push_back({p.scales.data(), p.scales.size() * 2});
+        const CompressedTensor& c = *compressed(name);
+        if (c.isFloat) {
+            descs.push_back({name + ".values", DType::F32, c.view.shape});
+            srcs.push_back({c.values.data(), c.values.size() * sizeof(float)});
+            tensors.push_back({{"name", name}, {"shape", c.view.shape}, {"float", true}});
+            continue;
         }
-        if (!p.zeros.empty()) {
-            descs.push_back({name + ".zeros", DType::F16, {int64_t(p.zeros.size())}});
-            srcs.push_back({p.zeros.data(), p.zeros.size() * 2});
+        const PackedTensor& p = c.packed;
+        json tj = {{"name", name}, {"shape", {c.rows, c.cols}}};
+        if (c.quantized) {
+            descs.push_back({name + ".codes", DType::U8, {int64_t(p.codes.size())}});
+            srcs.push_back({p.codes.data(), p.codes.size()});
+            if (!p.scales.empty()) {
+                descs.push_back({name + ".scales", DType::F16, {int64_t(p.scales.size())}});
+                srcs.push_back({p.scales.data(), p.scales.size() * 2});
+            }
+            if (!p.zeros.empty()) {
+                descs.push_back({name + ".zeros", DType::F16, {int64_t(p.zeros.size())}});
+                srcs.push_back({p.zeros.data(), p.zeros.size() * 2});
+            }
+            tj["weight"] = settingsJson(p.settings);
+        } else {
+            descs.push_back({name + ".values", DType::F32, {c.rows, c.cols}});
+            srcs.push_back({c.values.data(), c.values.size() * sizeof(float)});
+            tj["value_bits"] = c.valueBits;
         }
-        tensors.push_back({{"name", name},
-                           {"shape", {p.rows, p.cols}},
-                           {"weight", settingsJson(p.settings)},
-                           {"storage_bits", p.storageBits()}});
+        if (c.sparsity) {
+            descs.push_back({name + ".mask", DType::U8, {int64_t(c.maskBits.size())}});
+            srcs.push_back({c.maskBits.data(), c.maskBits.size()});
+            tj["sparsity"] = {{"method", sparsityMethodName(c.sparsity->method)},
+                              {"pattern", sparsityPatternName(c.sparsity->pattern)},
+                              {"ratio", c.sparsity->ratio},
+                              {"n", c.sparsity->n},
+                              {"m", c.sparsity->m},
+                              {"kept", c.kept}};
+        }
+        if (c.quantized && !p.outlierCols.empty()) {
+            descs.push_back({name + ".outlier_cols", DType::I32, {int64_t(p.outlierCols.size())}});
+            srcs.push_back({p.outlierCols.data(), p.outlierCols.size() * 4});
+            descs.push_back(
+                {name + ".outlier_values", DType::F16, {int64_t(p.outlierValues.size())}});
+            srcs.push_back({p.outlierValues.data(), p.outlierValues.size() * 2});
+        }
+        tj["storage_bits"] = c.storageBits();
+        tensors.push_back(std::move(tj));
     }
+    json lowRank = json::array();
+    for (const auto& [name, d] : m_lowRank) lowRank.push_back(name);
     writeSafetensors(
         (fs::path(dir) / "overlay.safetensors").string(), descs,
         [&](size_t i, std::byte* dst, uint64_t n) { std::memcpy(dst, srcs[i].data, n); },
@@ -328,6 +487,7 @@ void CompressedModel::save(const std::string& dir) const {
               {"base", {{"path", m_base.path()}, {"fingerprint", baseFingerprint}}},
               {"recipe", recipe.toJson()},
               {"tensors", tensors}};
+    if (!lowRank.empty()) j["lowrank"] = lowRank;
     if (!m_runtime.empty()) j["runtime_quant"] = runtimeQuantJson(m_runtime);
     AtomicFileWriter w((fs::path(dir) / "overlay.json").string());
     w.write(j.dump(2) + "\n");
@@ -357,32 +517,104 @@ std::unique_ptr<CompressedModel> CompressedModel::load(const std::string& dir, c
     if (!j.contains("tensors") || !j["tensors"].is_array())
         throw FormatError(jpath, "missing tensors list");
     for (const auto& tj : j["tensors"]) {
-        PackedTensor p;
+        TensorEntry e;
         std::string name;
         try {
             name = tj.at("name").get<std::string>();
-            p.rows = tj.at("shape").at(0).get<int64_t>();
-            p.cols = tj.at("shape").at(1).get<int64_t>();
-        } catch (const json::exception& e) {
-            throw FormatError(jpath, std::string("bad tensor entry: ") + e.what());
-        }
-        p.settings = settingsFromJson(tj.at("weight"), jpath);
-        const TensorView* codes = st.find(name + ".codes");
-        if (!codes) throw FormatError(jpath, "overlay.safetensors lacks " + name + ".codes");
-        const auto* cb = reinterpret_cast<const uint8_t*>(codes->data);
-        p.codes.assign(cb, cb + codes->nbytes);
-        auto u16 = [&](const std::string& n, std::vector<uint16_t>& dst) {
-            if (const TensorView* t = st.find(n)) {
-                dst.resize(t->nbytes / 2);
-                std::memcpy(dst.data(), t->data, dst.size() * 2);
+            if (tj.value("float", false)) {
+                const TensorView* v = st.find(name + ".values");
+                if (!v || v->dtype != DType::F32)
+                    throw FormatError(jpath, "overlay.safetensors lacks " + name + ".values");
+                std::vector<float> vals(v->nbytes / 4);
+                std::memcpy(vals.data(), v->data, vals.size() * 4);
+                try {
+                    m->setFloatTensor(name, std::move(vals));
+                } catch (const Error& ex) {
+                    throw FormatError(jpath, ex.what());
+                }
+                continue;
             }
-        };
-        u16(name + ".scales", p.scales);
-        u16(name + ".zeros", p.zeros);
+            e.rows = tj.at("shape").at(0).get<int64_t>();
+            e.cols = tj.at("shape").at(1).get<int64_t>();
+            if (tj.contains("sparsity")) {
+                const auto& sj = tj["sparsity"];
+                SparsitySettings ss;
+                const auto meth = sj.at("method").get<std::string>();
+                const auto pat = sj.at("pattern").get<std::string>();
+                ss.method = meth == "wanda"       ? SparsityMethod::Wanda
+                            : meth == "sparsegpt" ? SparsityMethod::SparseGpt
+                                                  : SparsityMethod::Magnitude;
+                ss.pattern = pat == "n:m"       ? SparsityPattern::NM
+                             : pat == "per_row" ? SparsityPattern::PerRow
+                                                : SparsityPattern::Unstructured;
+                ss.ratio = sj.at("ratio").get<double>();
+                ss.n = sj.at("n").get<int>();
+                ss.m = sj.at("m").get<int>();
+                if (ss.m < 2 || ss.n < 1 || ss.n >= ss.m)
+                    throw FormatError(jpath, name + ": bad N:M " + sj.dump());
+                e.sparsity = ss;
+            }
+            if (!tj.contains("weight")) e.valueBits = tj.at("value_bits").get<uint32_t>();
+        } catch (const json::exception& ex) {
+            throw FormatError(jpath, std::string("bad tensor entry: ") + ex.what());
+        }
+        if (e.rows < 1 || e.cols < 1 || e.rows * e.cols > (int64_t(1) << 40))
+            throw FormatError(jpath, name + ": bad shape");
+        if (tj.contains("weight")) {
+            PackedTensor p;
+            p.rows = e.rows;
+            p.cols = e.cols;
+            p.settings = settingsFromJson(tj.at("weight"), jpath);
+            const TensorView* codes = st.find(name + ".codes");
+            if (!codes) throw FormatError(jpath, "overlay.safetensors lacks " + name + ".codes");
+            const auto* cb = reinterpret_cast<const uint8_t*>(codes->data);
+            p.codes.assign(cb, cb + codes->nbytes);
+            auto u16 = [&](const std::string& n, std::vector<uint16_t>& dst) {
+                if (const TensorView* t = st.find(n)) {
+                    dst.resize(t->nbytes / 2);
+                    std::memcpy(dst.data(), t->data, dst.size() * 2);
+                }
+            };
+            u16(name + ".scales", p.scales);
+            u16(name + ".zeros", p.zeros);
+            u16(name + ".outlier_values", p.outlierValues);
+            if (const TensorView* t = st.find(name + ".outlier_cols")) {
+                p.outlierCols.resize(t->nbytes / 4);
+                std::memcpy(p.outlierCols.data(), t->data, p.outlierCols.size() * 4);
+            }
+            e.packed = std::move(p);
+        } else {
+            const TensorView* v = st.find(name + ".values");
+            if (!v || v->dtype != DType::F32 ||
+                v->nbytes != uint64_t(e.rows * e.cols) * sizeof(float))
+                throw FormatError(jpath, "overlay.safetensors lacks F32 " + name + ".values of " +
+                                             std::to_string(e.rows * e.cols) + " values");
+            e.values.resize(size_t(e.rows * e.cols));
+            std::memcpy(e.values.data(), v->data, v->nbytes);
+        }
+        if (e.sparsity) {
+            const TensorView* mk = st.find(name + ".mask");
+            if (!mk) throw FormatError(jpath, "overlay.safetensors lacks " + name + ".mask");
+            const auto* mb = reinterpret_cast<const uint8_t*>(mk->data);
+            try {
+                e.mask = unpackMask(std::vector<uint8_t>(mb, mb + mk->nbytes), e.rows * e.cols);
+            } catch (const Error& ex) {
+                throw FormatError(jpath, name + ": " + ex.what());
+            }
+        }
         try {
-            m->setTensor(name, std::move(p));
-        } catch (const Error& e) {
-            throw FormatError(jpath, e.what());
+            m->setEntry(name, std::move(e));
+        } catch (const Error& ex) {
+            throw FormatError(jpath, ex.what());
+        }
+    }
+    if (j.contains("lowrank")) {
+        try {
+            for (const auto& n : j["lowrank"]) m->setLowRank(n.get<std::string>());
+        } catch (const json::exception& ex) {
+            throw FormatError(jpath, std::string("bad lowrank list: ") + ex.what());
+        } catch (const ArgumentError& ex) {
+            throw FormatError(jpath, ex.what());
         }
     }
     if (j.contains("runtime_quant")) {
@@ -433,35 +665,38 @@ CompressResult compress(const Model& base, const Recipe& recipe, Progress& progr
     const auto t0 = std::chrono::steady_clock::now();
     CompressResult res;
     PlanOptions po;
-    po.hasCalibration = opts.hasCalibration;
+    const bool calibrated = opts.calibration && !opts.calibration->empty();
+    po.hasCalibration = opts.hasCalibration || calibrated;
     res.plan = planRecipe(recipe, base, po);
-    auto cm = std::make_unique<CompressedModel>(base);
-    cm->recipe = recipe;
-    cm->baseFingerprint = stats::modelFingerprint(base);
-    const size_t n = res.plan.layers.size();
-    for (size_t i = 0; i < n; ++i) {
-        const LayerPlan& lp = res.plan.layers[i];
-        if (!progress.report(double(i) / double(std::max<size_t>(n, 1)), lp.name)) {
+    bool staged = !res.plan.structured.empty();
+    for (const auto& lp : res.plan.layers) staged |= lp.sparsity || lp.lowrank;
+    std::unique_ptr<CompressedModel> cm;
+    if (calibrated && !staged) {
+        CompressResult q = compressCalibrated(base, recipe, std::move(res.plan), progress, opts);
+        if (q.status == Status::Cancelled || !q.model) return q;
+        cm = std::move(q.model);
+        res = std::move(q);
+    } else {
+        for (const auto& lp : res.plan.layers)
+            if (lp.quantize && methodNeedsCalibration(lp.weight.method))
+                throw ArgumentError(
+                    lp.name + ": method '" + weightMethodName(lp.weight.method) + "' " +
+                    (staged ? "cannot be combined with sparsity, low-rank or structured pruning in "
+                              "one recipe yet (use rtn for the quantisation stage)"
+                            : "needs a calibration set (CompressOptions::calibration)"));
+        if (!res.plan.smooth.empty())
+            throw ArgumentError(staged ? "SmoothQuant cannot be combined with sparsity, low-rank "
+                                         "or structured pruning in one recipe yet"
+                                       : "SmoothQuant needs a calibration set "
+                                         "(CompressOptions::calibration)");
+        cm = std::make_unique<CompressedModel>(base);
+        cm->recipe = recipe;
+        cm->baseFingerprint = stats::modelFingerprint(base);
+        if (applyWeightStages(base, res.plan, opts, *cm, res.layers, res.structured,
+                              res.captureSeconds, progress) == Status::Cancelled) {
             res.status = Status::Cancelled;
             return res;
         }
-        const auto l0 = std::chrono::steady_clock::now();
-        const TensorView& t = base.get(lp.name);
-        const std::vector<float> w = floatRows(t);
-        PackedTensor p = quantize(w.data(), lp.rows, lp.cols, lp.weight, lp.name);
-        LayerReport lr;
-        lr.name = lp.name;
-        lr.shape = t.shape;
-        lr.scheme = lp.weight.describe();
-        lr.rule = lp.origin.count("weight") ? lp.origin.at("weight") : -1;
-        lr.bits = lp.weight.bits;
-        lr.bitsPerWeight = p.bitsPerWeight();
-        lr.storageBits = p.storageBits();
-        cm->setTensor(lp.name, std::move(p));
-        const auto& vals = cm->compressed(lp.name)->values;
-        lr.error = errorStats(w.data(), vals.data(), int64_t(w.size()));
-        lr.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - l0).count();
-        res.layers.push_back(std::move(lr));
     }
 
     // Runtime quantisation: activation specs (calibrated where static scales or outlier
@@ -543,8 +778,43 @@ json compressReportJson(const CompressResult& r) {
                           {"sqnr_db", num(l.error.sqnrDb)},
                           {"rel_error", num(l.error.relError)},
                           {"max_abs_error", l.error.maxAbs},
+                          {"output_rel_error", num(l.outputRelError)},
+                          {"outlier_columns", l.outlierColumns},
+                          {"details", l.details},
                           {"seconds", l.seconds}});
+        json& lj = layers.back();
+        lj["params"] = l.params;
+        if (r.model)
+            if (const TensorView* bt = r.model->base().find(l.name))
+                lj["base_params"] = bt->numel();
+        lj["output_rel_error"] = num(l.outputRelError);
+        auto stage = [&](const LayerReport::Stage& s) {
+            return json{{"settings", s.describe},
+                        {"rel_error", num(s.relError)},
+                        {"output_rel_error", num(s.outputRelError)}};
+        };
+        if (!l.structured.empty()) lj["structured"] = l.structured;
+        if (l.lowrank.applied) {
+            lj["lowrank"] = stage(l.lowrank);
+            lj["lowrank"]["rank"] = l.rank;
+        }
+        if (l.sparsity.applied) {
+            lj["sparsity"] = stage(l.sparsity);
+            lj["sparsity"]["ratio"] = l.sparsityRatio;
+            lj["sparsity"]["metadata_bits"] = l.metadataBits;
+        }
+        if (l.quant.applied) lj["quant"] = stage(l.quant);
     }
+    json structured = json::array();
+    for (const auto& s : r.structured)
+        structured.push_back({{"layer", s.layer},
+                              {"score", s.score},
+                              {"mlp_channels_kept", s.mlpKept},
+                              {"mlp_channels", s.mlpTotal},
+                              {"kv_groups_kept", s.groupsKept},
+                              {"kv_groups", s.groupsTotal},
+                              {"heads_kept", s.headsKept},
+                              {"heads", s.headsTotal}});
     json acts = json::array(), kvs = json::array();
     const RuntimeQuant* rq = r.model ? r.model->runtimeQuant() : nullptr;
     for (const auto& a : r.plan.activations) {
@@ -580,22 +850,29 @@ json compressReportJson(const CompressResult& r) {
     json j = {{"status", r.status == Status::Ok ? "ok" : "cancelled"}, {"layers", layers}};
     if (r.model) {
         const SizeInfo q = r.model->compressedSize(), tot = r.model->totalSize();
-        const SizeInfo base{tot.params, r.model->base().storedBytes() * 8};
+        int64_t baseParams = 0;
+        for (const auto& t : r.model->base().tensors()) baseParams += t.numel();
+        const SizeInfo base{baseParams, r.model->base().storedBytes() * 8};
         json blocks = json::object();
         for (const auto& [b, s] : r.model->layerSizes())
             blocks[b] = {
                 {"params", s.params}, {"bits", s.bits}, {"bits_per_weight", s.bitsPerWeight()}};
-        j["totals"] = {{"quantized_params", q.params},
-                       {"quantized_bits", q.bits},
-                       {"quantized_bits_per_weight", q.bitsPerWeight()},
-                       {"model_params", tot.params},
-                       {"model_bytes", tot.bytes()},
-                       {"model_bits_per_weight", tot.bitsPerWeight()},
-                       {"base_bytes", base.bytes()},
-                       {"base_bits_per_weight", base.bitsPerWeight()},
-                       {"seconds", r.seconds}};
+        j["totals"] = {
+            {"quantized_params", q.params},
+            {"quantized_bits", q.bits},
+            {"quantized_bits_per_weight", q.bitsPerWeight()},
+            {"model_params", tot.params},
+            {"model_bytes", tot.bytes()},
+            {"model_bits_per_weight", tot.bitsPerWeight()},
+            {"base_bytes", base.bytes()},
+            {"base_bits_per_weight", base.bitsPerWeight()},
+            {"base_params", baseParams},
+            {"bits_per_base_weight", double(tot.bits) / double(std::max<int64_t>(baseParams, 1))},
+            {"seconds", r.seconds},
+            {"capture_seconds", r.captureSeconds}};
         j["blocks"] = blocks;
     }
+    if (!structured.empty()) j["structured"] = structured;
     j["activations"] = acts;
     j["kv"] = kvs;
     j["rules"] = rules;

@@ -6,22 +6,53 @@
 /// without copying it. compress() builds one from a recipe; save()/load() persist it.
 #include "core/common/error.h"
 #include "core/common/progress.h"
+#include "core/compress/calibration.h"
 #include "core/compress/quantizer.h"
 #include "core/compress/recipe.h"
 #include "core/model/model.h"
 
+#include <cmath>
+#include <limits>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 namespace lcw::compress {
 
-/// One replaced tensor.
+/// How one replaced (or added) tensor is stored.
+struct TensorEntry {
+    int64_t rows = 0, cols = 0;
+    /// Quantised: the packed form (its settings and shape); values are dequantised from it.
+    std::optional<PackedTensor> packed;
+    /// Not quantised: the float values (rows * cols) and the bits each stored value costs (the
+    /// base tensor's storage type).
+    std::vector<float> values;
+    uint32_t valueBits = 32;
+    /// Pruned: the settings and the 0/1 mask (rows * cols, 1 = kept). Pruned values read as 0
+    /// (fake-sparse: the runtime multiplies densely).
+    std::optional<SparsitySettings> sparsity;
+    std::vector<uint8_t> mask;
+};
+
+/// One replaced or added tensor.
 struct CompressedTensor {
-    PackedTensor packed;
-    std::vector<float> values; ///< dequantised, rows * cols
-    TensorView view;           ///< F32 view of `values` under the canonical name
+    int64_t rows = 0, cols = 0;
+    /// A plain float replacement of any base tensor (a norm or projection rewritten by AWQ /
+    /// SmoothQuant scale folding), counted at the base's storage size.
+    bool isFloat = false;
+    PackedTensor packed; ///< quantised form (empty codes when not quantised)
+    bool quantized = false;
+    uint32_t valueBits = 32; ///< not quantised: bits per stored value
+    std::optional<SparsitySettings> sparsity;
+    std::vector<uint8_t> maskBits; ///< bit-packed mask (sparsity.h packMask), when pruned
+    int64_t kept = 0;              ///< values kept (rows * cols when not pruned)
+    std::vector<float> values;     ///< float32 the runtime reads, rows * cols
+    TensorView view;               ///< F32 view of `values` under the canonical name
+    /// Stored bits: quantised codes (pruned values' codes not stored, except in GGUF blocks),
+    /// scales and zeros, or valueBits per kept value; plus the sparsity metadata.
+    uint64_t storageBits() const;
 };
 
 /// Size of a set of weights: original parameter count and stored bits (codes, scales, zeros).
@@ -64,6 +95,17 @@ public:
     /// dequantised from it. Throws ArgumentError when the base has no such 2-D tensor or the
     /// shape differs.
     void setTensor(const std::string& name, PackedTensor packed);
+    /// General form: a quantised and/or pruned tensor, a structurally pruned one (smaller than
+    /// the base: rows and cols at most the base's), or a low-rank factor NAME.lowrank_a [r, in] /
+    /// NAME.lowrank_b [out, r] of a base tensor NAME. Throws ArgumentError for anything else.
+    void setEntry(const std::string& name, TensorEntry e);
+    /// Marks a base tensor as replaced by its low-rank factors (set both first): its size is
+    /// theirs. While the runtime lacks factor support, find(name) returns the dense product.
+    void setLowRank(const std::string& name);
+    bool isLowRank(std::string_view name) const { return m_lowRank.count(std::string(name)) > 0; }
+    /// Replaces tensor `name` of the base (any shape) by float values of the same shape, e.g. a
+    /// norm weight with scales folded in. Throws ArgumentError when absent or the size differs.
+    void setFloatTensor(const std::string& name, std::vector<float> values);
     /// nullptr when the tensor is not replaced.
     const CompressedTensor* compressed(std::string_view name) const;
     /// Names of the replaced tensors, in base order.
@@ -94,6 +136,8 @@ public:
 private:
     const Model& m_base;
     std::map<std::string, std::unique_ptr<CompressedTensor>, std::less<>> m_tensors;
+    /// Low-rank base tensors and their dense products (B·A) for the runtime.
+    std::map<std::string, std::unique_ptr<CompressedTensor>, std::less<>> m_lowRank;
     RuntimeQuant m_runtime;
 };
 
@@ -105,8 +149,38 @@ struct LayerReport {
     int bits = 0;
     double bitsPerWeight = 0;
     uint64_t storageBits = 0;
-    ErrorStats error;
+    ErrorStats error; ///< final weights against the original (all stages together)
+    int64_t outlierColumns = 0;
+    /// Method details ({"damp": .., "act_order": ..} for GPTQ, {"alpha": .., "clip": ..} for
+    /// AWQ, {"smoothquant_alpha": ..}); notes such as fallbacks.
+    nlohmann::ordered_json details = nlohmann::ordered_json::object();
     double seconds = 0;
+    /// Stored parameter count (smaller after structured pruning; r·(in + out) when low-rank).
+    int64_t params = 0;
+    /// Calibration-output relative error ||(W − Ŵ)Xᵀ||_F / ||WXᵀ||_F of each stage's result
+    /// against the stage's input and of the final weights against the original; NaN when no
+    /// calibration statistics were captured for the layer.
+    double outputRelError = std::numeric_limits<double>::quiet_NaN();
+    struct Stage {
+        bool applied = false;
+        std::string describe; ///< the stage's settings
+        double relError = 0;  ///< ||W_in − W_out||_F / ||W_in||_F
+        double outputRelError = std::numeric_limits<double>::quiet_NaN();
+    };
+    Stage lowrank, sparsity, quant;
+    int64_t rank = 0;          ///< low-rank: the rank chosen
+    double sparsityRatio = 0;  ///< pruned: zeros / weights of the mask
+    uint64_t metadataBits = 0; ///< pruned: mask / index bits
+    std::string structured;    ///< "mlp 129/172 channels", "" when not structurally pruned
+};
+
+/// Structured pruning of one block as applied.
+struct StructuredReport {
+    int layer = 0;
+    std::string score;
+    int64_t mlpKept = 0, mlpTotal = 0;       ///< MLP channels (0/0 when not pruned)
+    int64_t groupsKept = 0, groupsTotal = 0; ///< KV groups (0/0 when not pruned)
+    int64_t headsKept = 0, headsTotal = 0;   ///< query heads
 };
 
 /// Text that calibrates static activation scales and outlier channels: `samples` consecutive
@@ -123,6 +197,12 @@ struct CompressOptions {
     bool hasCalibration = false;
     /// Used only when a recipe has static per-tensor activations or outlier thresholds.
     ActivationCalibration activationCalibration;
+    /// When set (and not empty): block-by-block pipeline. Each block's linear inputs are
+    /// captured through the overlay built so far (earlier blocks already compressed), then its
+    /// layers are compressed with their methods (RTN, GPTQ, AWQ, SmoothQuant folding, outlier
+    /// columns) and every layer gets its output error on the calibration inputs.
+    const CalibrationSet* calibration = nullptr;
+    CaptureOptions capture;
 };
 
 struct CompressResult {
@@ -130,7 +210,11 @@ struct CompressResult {
     std::unique_ptr<CompressedModel> model; ///< null when cancelled
     Plan plan;
     std::vector<LayerReport> layers;
+    std::vector<StructuredReport> structured;
     double seconds = 0;
+    /// Calibrated runs: time spent running the calibration set to capture block inputs (not in
+    /// the per-layer times, which hold the method's own work incl. its share of AWQ's search).
+    double captureSeconds = 0;
 };
 
 /// Per-channel abs-max of the inputs of the linears `names`, [name] -> [in channels], from

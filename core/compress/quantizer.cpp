@@ -219,23 +219,15 @@ int64_t PackedTensor::groupsPerRow() const {
 }
 
 uint64_t PackedTensor::storageBits() const {
-    return 8 * uint64_t(codes.size()) + 16 * uint64_t(scales.size()) + 16 * uint64_t(zeros.size());
+    return 8 * uint64_t(codes.size()) + 16 * uint64_t(scales.size()) + 16 * uint64_t(zeros.size()) +
+           16 * uint64_t(outlierValues.size()) + 32 * uint64_t(outlierCols.size());
 }
 
-PackedTensor quantize(const float* w, int64_t rows, int64_t cols, const WeightSettings& s,
-                      const std::string& name) {
-    if (rows <= 0 || cols <= 0) throw ArgumentError(name + ": empty tensor");
-    if (methodNeedsCalibration(s.method))
-        throw UnsupportedError(name + ": method '" + std::string(weightMethodName(s.method)) +
-                               "' is not implemented yet");
-    const bool par = rows * cols >= kParallelMin;
-    PackedTensor p;
-    p.settings = s;
-    p.rows = rows;
-    p.cols = cols;
-    // Non-finite weights cannot be quantised meaningfully.
+namespace {
+
+void checkFinite(const float* w, int64_t rows, int64_t cols, const std::string& name) {
     int64_t bad = -1;
-#pragma omp parallel for schedule(static) if (par)
+#pragma omp parallel for schedule(static) if (rows * cols >= kParallelMin)
     for (int64_t r = 0; r < rows; ++r)
         for (int64_t j = 0; j < cols; ++j)
             if (!std::isfinite(w[r * cols + j])) {
@@ -245,30 +237,28 @@ PackedTensor quantize(const float* w, int64_t rows, int64_t cols, const WeightSe
             }
     if (bad >= 0)
         throw ArgumentError(name + ": non-finite weight at element " + std::to_string(bad));
+}
 
-    const uint64_t rb = rowCodeBytes(cols, s);
-    p.codes.assign(size_t(rb * uint64_t(rows)), 0);
-    if (methodIsGguf(s.method)) {
-        if (cols % 32 != 0)
-            throw ArgumentError(name + ": " + weightMethodName(s.method) +
-                                " needs rows that are a multiple of 32, this layer has rows of " +
-                                std::to_string(cols));
-        const DType t = ggufType(s.method);
-#pragma omp parallel for schedule(static) if (par)
-        for (int64_t r = 0; r < rows; ++r)
-            quantizeRow(t, w + r * cols, reinterpret_cast<std::byte*>(p.codes.data() + r * rb),
-                        cols);
-        return p;
-    }
+/// RTN for int / fp8 / nf4 with optional per-group range shrink factors.
+PackedTensor rtnPacked(const float* w, int64_t rows, int64_t cols, const WeightSettings& s,
+                       const float* clip, const std::string& name) {
     if (s.format == WeightFormat::Int && (s.bits < 2 || s.bits > 8))
         throw ArgumentError(name + ": int bits must be 2..8");
+    const bool par = rows * cols >= kParallelMin;
+    PackedTensor p;
+    p.settings = s;
+    p.rows = rows;
+    p.cols = cols;
+    const uint64_t rb = rowCodeBytes(cols, s);
+    p.codes.assign(size_t(rb * uint64_t(rows)), 0);
     const bool asym = s.format == WeightFormat::Int && !s.symmetric;
     const int bits = codeBits(s);
     if (s.granularity == Granularity::Tensor) {
         float mn = INFINITY, mx = -INFINITY;
 #pragma omp parallel for reduction(min : mn) reduction(max : mx) if (par)
         for (int64_t i = 0; i < rows * cols; ++i) mn = std::min(mn, w[i]), mx = std::max(mx, w[i]);
-        const GroupParams g = groupParams(s, mn, mx, name);
+        const float c = clip ? clip[0] : 1.0f;
+        const GroupParams g = groupParams(s, mn * c, mx * c, name);
         p.scales = {g.scale};
         if (asym) p.zeros = {g.zero};
         const float sc = f16ToF32(g.scale), z = f16ToF32(g.zero);
@@ -290,7 +280,8 @@ PackedTensor quantize(const float* w, int64_t rows, int64_t cols, const WeightSe
             const int64_t j0 = gi * gl, j1 = std::min(cols, j0 + gl);
             float mn = x[j0], mx = x[j0];
             for (int64_t j = j0 + 1; j < j1; ++j) mn = std::min(mn, x[j]), mx = std::max(mx, x[j]);
-            const GroupParams g = groupParams(s, mn, mx, name);
+            const float c = clip ? clip[r * gpr + gi] : 1.0f;
+            const GroupParams g = groupParams(s, mn * c, mx * c, name);
             p.scales[size_t(r * gpr + gi)] = g.scale;
             if (asym) p.zeros[size_t(r * gpr + gi)] = g.zero;
             const float sc = f16ToF32(g.scale), z = f16ToF32(g.zero);
@@ -300,7 +291,128 @@ PackedTensor quantize(const float* w, int64_t rows, int64_t cols, const WeightSe
     return p;
 }
 
+} // namespace
+
+PackedTensor quantize(const float* w, int64_t rows, int64_t cols, const WeightSettings& s,
+                      const std::string& name) {
+    if (rows <= 0 || cols <= 0) throw ArgumentError(name + ": empty tensor");
+    if (methodNeedsCalibration(s.method))
+        throw UnsupportedError(name + ": method '" + std::string(weightMethodName(s.method)) +
+                               "' needs calibration data (use compress() with a calibration set)");
+    checkFinite(w, rows, cols, name);
+    if (methodIsGguf(s.method)) {
+        if (cols % 32 != 0)
+            throw ArgumentError(name + ": " + weightMethodName(s.method) +
+                                " needs rows that are a multiple of 32, this layer has rows of " +
+                                std::to_string(cols));
+        PackedTensor p;
+        p.settings = s;
+        p.rows = rows;
+        p.cols = cols;
+        const uint64_t rb = rowCodeBytes(cols, s);
+        p.codes.assign(size_t(rb * uint64_t(rows)), 0);
+        const DType t = ggufType(s.method);
+#pragma omp parallel for schedule(static) if (rows * cols >= kParallelMin)
+        for (int64_t r = 0; r < rows; ++r)
+            quantizeRow(t, w + r * cols, reinterpret_cast<std::byte*>(p.codes.data() + r * rb),
+                        cols);
+        return p;
+    }
+    return rtnPacked(w, rows, cols, s, nullptr, name);
+}
+
+PackedTensor quantizeClipped(const float* w, int64_t rows, int64_t cols, const WeightSettings& s,
+                             const std::vector<float>& clip, const std::string& name) {
+    if (rows <= 0 || cols <= 0) throw ArgumentError(name + ": empty tensor");
+    if (methodIsGguf(s.method))
+        throw ArgumentError(name + ": clipped RTN does not apply to GGUF block schemes");
+    checkFinite(w, rows, cols, name);
+    const int64_t gpr = gridsPerRow(s, cols);
+    const size_t n = gpr == 0 ? 1 : size_t(rows * gpr);
+    if (!clip.empty() && clip.size() != n)
+        throw ArgumentError(name + ": " + std::to_string(clip.size()) + " clip factors for " +
+                            std::to_string(n) + " groups");
+    return rtnPacked(w, rows, cols, s, clip.empty() ? nullptr : clip.data(), name);
+}
+
+GroupGrid groupGrid(const WeightSettings& s, float mn, float mx, const std::string& name) {
+    const GroupParams g = groupParams(s, mn, mx, name);
+    return {g.scale, g.zero};
+}
+
+uint32_t encodeOnGrid(const WeightSettings& s, float x, const GroupGrid& g) {
+    return encode(s, x, f16ToF32(g.scale), f16ToF32(g.zero));
+}
+
+float decodeOnGrid(const WeightSettings& s, uint32_t u, const GroupGrid& g) {
+    return decode(s, u, f16ToF32(g.scale), f16ToF32(g.zero));
+}
+
+int64_t gridsPerRow(const WeightSettings& s, int64_t cols) {
+    if (s.granularity == Granularity::Tensor) return 0;
+    const int64_t gl = groupLen(s, cols);
+    return (cols + gl - 1) / gl;
+}
+
+int64_t gridIndex(const WeightSettings& s, int64_t cols, int64_t r, int64_t j) {
+    if (s.granularity == Granularity::Tensor) return 0;
+    if (s.granularity == Granularity::Channel) return r;
+    const int64_t gl = groupLen(s, cols);
+    return r * ((cols + gl - 1) / gl) + j / gl;
+}
+
+PackedTensor packCodes(const WeightSettings& s, int64_t rows, int64_t cols,
+                       const std::vector<uint32_t>& codes, const std::vector<GroupGrid>& grids) {
+    const int64_t gpr = gridsPerRow(s, cols);
+    const size_t ng = gpr == 0 ? 1 : size_t(rows * gpr);
+    if (codes.size() != size_t(rows * cols) || grids.size() != ng)
+        throw ArgumentError("packCodes: " + std::to_string(codes.size()) + " codes and " +
+                            std::to_string(grids.size()) + " grids for a [" + std::to_string(rows) +
+                            ", " + std::to_string(cols) + "] tensor");
+    PackedTensor p;
+    p.settings = s;
+    p.rows = rows;
+    p.cols = cols;
+    const uint64_t rb = rowCodeBytes(cols, s);
+    p.codes.assign(size_t(rb * uint64_t(rows)), 0);
+    const int bits = codeBits(s);
+    const uint32_t mask = bits >= 32 ? ~0u : (1u << bits) - 1u;
+#pragma omp parallel for schedule(static) if (rows * cols >= kParallelMin)
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t j = 0; j < cols; ++j)
+            putBits(p.codes.data() + r * rb, j, bits, codes[size_t(r * cols + j)] & mask);
+    const bool asym = s.format == WeightFormat::Int && !s.symmetric;
+    p.scales.resize(ng);
+    if (asym) p.zeros.resize(ng);
+    for (size_t g = 0; g < ng; ++g) {
+        p.scales[g] = grids[g].scale;
+        if (asym) p.zeros[g] = grids[g].zero;
+    }
+    return p;
+}
+
+namespace {
+std::vector<float> dequantizeCodes(const PackedTensor& p, const std::string& name);
+}
+
 std::vector<float> dequantize(const PackedTensor& p, const std::string& name) {
+    std::vector<float> out = dequantizeCodes(p, name);
+    const size_t no = p.outlierCols.size();
+    if (p.outlierValues.size() != no * size_t(p.rows))
+        throw Error(name + ": " + std::to_string(p.outlierValues.size()) + " outlier values for " +
+                    std::to_string(no) + " columns x " + std::to_string(p.rows) + " rows");
+    for (size_t k = 0; k < no; ++k) {
+        const int32_t c = p.outlierCols[k];
+        if (c < 0 || c >= p.cols || (k > 0 && c <= p.outlierCols[k - 1]))
+            throw Error(name + ": outlier column indices are not ascending within the row");
+        for (int64_t r = 0; r < p.rows; ++r)
+            out[size_t(r * p.cols + c)] = f16ToF32(p.outlierValues[size_t(r) * no + k]);
+    }
+    return out;
+}
+
+namespace {
+std::vector<float> dequantizeCodes(const PackedTensor& p, const std::string& name) {
     const WeightSettings& s = p.settings;
     const int64_t rows = p.rows, cols = p.cols;
     const uint64_t rb = rowCodeBytes(cols, s);
@@ -337,6 +449,8 @@ std::vector<float> dequantize(const PackedTensor& p, const std::string& name) {
     }
     return out;
 }
+
+} // namespace
 
 ErrorStats errorStats(const float* x, const float* xq, int64_t n) {
     double se = 0, sx = 0, mx = 0;

@@ -27,7 +27,13 @@ struct PackedTensor {
     std::vector<uint8_t> codes;
     std::vector<uint16_t> scales;
     std::vector<uint16_t> zeros;
-    /// Stored bits: codes + 16 per scale + 16 per zero.
+    /// LLM.int8()-style outlier input channels kept in 16 bits: ascending column indices and
+    /// their f16 values [rows, outlierCols.size()] (row-major). dequantize() puts them back over
+    /// whatever the codes of those columns hold.
+    std::vector<int32_t> outlierCols;
+    std::vector<uint16_t> outlierValues;
+    /// Stored bits: codes + 16 per scale + 16 per zero + 16 per outlier value + 32 per outlier
+    /// column index.
     uint64_t storageBits() const;
     double bitsPerWeight() const {
         return rows > 0 && cols > 0 ? double(storageBits()) / double(rows * cols) : 0.0;
@@ -40,6 +46,31 @@ struct PackedTensor {
 /// values, GGUF rows not a multiple of 32, unsupported method). Parallel over rows (OpenMP).
 PackedTensor quantize(const float* w, int64_t rows, int64_t cols, const WeightSettings& s,
                       const std::string& name);
+
+// ---- building blocks for methods that pick their own grids or codes (GPTQ, AWQ) ----
+
+/// One group's grid: f16 bit patterns of the scale and (asymmetric int) zero point.
+struct GroupGrid {
+    uint16_t scale = 0, zero = 0;
+};
+/// The grid RTN picks for a group whose values span [mn, mx] (int, fp8, nf4 formats).
+GroupGrid groupGrid(const WeightSettings& s, float mn, float mx, const std::string& name);
+/// Nearest code of x on a grid (clamped to the format's range), and the value of a code.
+uint32_t encodeOnGrid(const WeightSettings& s, float x, const GroupGrid& g);
+float decodeOnGrid(const WeightSettings& s, uint32_t u, const GroupGrid& g);
+/// Groups per row for int/fp8/nf4 settings (tensor: 0, the whole tensor is one group).
+int64_t gridsPerRow(const WeightSettings& s, int64_t cols);
+/// Index into the grid list of element (r, j): tensor 0, channel r, group r * gpr + j / g.
+int64_t gridIndex(const WeightSettings& s, int64_t cols, int64_t r, int64_t j);
+/// Packs codes chosen elsewhere (rows * cols, row-major) with their grids (tensor: 1,
+/// channel: rows, group: rows * ceil(cols / g)) into the PackedTensor layout of quantize().
+PackedTensor packCodes(const WeightSettings& s, int64_t rows, int64_t cols,
+                       const std::vector<uint32_t>& codes, const std::vector<GroupGrid>& grids);
+/// RTN on the grids of ranges shrunk by clip[g] in (0, 1] per group (AWQ's clipping search;
+/// empty clip = 1, same result as quantize()). Accepts any non-GGUF method in `s` (the settings
+/// are stored as given).
+PackedTensor quantizeClipped(const float* w, int64_t rows, int64_t cols, const WeightSettings& s,
+                             const std::vector<float>& clip, const std::string& name);
 
 /// Float32 values of a packed tensor (rows * cols). Throws FormatError-like Error when the
 /// packed sizes do not fit the shape.

@@ -109,8 +109,24 @@ WeightMethod methodFromName(const std::string& s) {
 /// Validates a weight section on its own (types, ranges, consistency within the section).
 void validateWeight(const json& w, int rule) {
     if (!w.is_object()) fail(rule, "weight", "expected an object or null, got " + w.dump());
-    checkKeys(w, {"bits", "format", "symmetric", "granularity", "group_size", "method"}, rule,
-              "weight.");
+    checkKeys(w,
+              {"bits", "format", "symmetric", "granularity", "group_size", "method", "damp",
+               "act_order", "block_size", "awq"},
+              rule, "weight.");
+    if (w.contains("damp")) numField(w["damp"], rule, "weight.damp", 1e-6, 1.0);
+    if (w.contains("act_order")) boolField(w["act_order"], rule, "weight.act_order");
+    if (w.contains("block_size")) intField(w["block_size"], rule, "weight.block_size", 1, 4096);
+    if (w.contains("awq")) {
+        const json& a = w["awq"];
+        if (!a.is_object()) fail(rule, "weight.awq", "expected an object, got " + a.dump());
+        checkKeys(a, {"grid", "clip_search", "clip_grid", "max_shrink"}, rule, "weight.awq.");
+        if (a.contains("grid")) intField(a["grid"], rule, "weight.awq.grid", 1, 1000);
+        if (a.contains("clip_search")) boolField(a["clip_search"], rule, "weight.awq.clip_search");
+        if (a.contains("clip_grid"))
+            intField(a["clip_grid"], rule, "weight.awq.clip_grid", 1, 1000);
+        if (a.contains("max_shrink"))
+            numField(a["max_shrink"], rule, "weight.awq.max_shrink", 0.0, 0.99);
+    }
     if (w.contains("bits")) intField(w["bits"], rule, "weight.bits", 2, 8);
     std::string fmt = w.contains("format") ? strField(w["format"], rule, "weight.format", kFormats)
                                            : std::string();
@@ -124,6 +140,13 @@ void validateWeight(const json& w, int rule) {
         fail(rule, "weight.bits", "format fp8_e4m3 has 8 bits, got " + w["bits"].dump());
     if (fmt == "nf4" && w.contains("bits") && w["bits"] != 4)
         fail(rule, "weight.bits", "format nf4 has 4 bits, got " + w["bits"].dump());
+}
+
+void validateSmoothQuant(const json& q, int rule) {
+    if (!q.is_object()) fail(rule, "smoothquant", "expected an object or null, got " + q.dump());
+    checkKeys(q, {"alpha"}, rule, "smoothquant.");
+    if (!q.contains("alpha")) fail(rule, "smoothquant.alpha", "missing");
+    numField(q["alpha"], rule, "smoothquant.alpha", 0.0, 1.0);
 }
 
 void validateActivation(const json& a, int rule) {
@@ -152,6 +175,103 @@ void validateOutliers(const json& o, int rule) {
     checkKeys(o, {"threshold", "bits"}, rule, "outliers.");
     if (o.contains("threshold")) numField(o["threshold"], rule, "outliers.threshold", 0.0, 1e30);
     if (o.contains("bits")) intField(o["bits"], rule, "outliers.bits", 16, 16);
+}
+
+/// Parses "N:M" (1 <= N < M <= 64); false when the text is not of that form.
+bool parseNM(const std::string& p, int& n, int& m) {
+    const auto c = p.find(':');
+    if (c == std::string::npos || c == 0 || c + 1 >= p.size()) return false;
+    for (size_t i = 0; i < p.size(); ++i)
+        if (i != c && !std::isdigit(static_cast<unsigned char>(p[i]))) return false;
+    if (c > 3 || p.size() - c - 1 > 3) return false;
+    n = std::stoi(p.substr(0, c));
+    m = std::stoi(p.substr(c + 1));
+    return true;
+}
+
+void validateSparsity(const json& o, int rule) {
+    if (!o.is_object()) fail(rule, "sparsity", "expected an object or null, got " + o.dump());
+    checkKeys(o, {"method", "ratio", "pattern", "block_size", "damp"}, rule, "sparsity.");
+    if (o.contains("method"))
+        strField(o["method"], rule, "sparsity.method", {"magnitude", "wanda", "sparsegpt"});
+    if (o.contains("ratio")) {
+        numField(o["ratio"], rule, "sparsity.ratio", 0.0, 1.0);
+        if (o["ratio"].get<double>() >= 1.0)
+            fail(rule, "sparsity.ratio", "must be below 1 (1 would remove every weight)");
+    }
+    if (o.contains("pattern")) {
+        if (!o["pattern"].is_string())
+            fail(rule, "sparsity.pattern", "expected a string, got " + o["pattern"].dump());
+        const auto p = o["pattern"].get<std::string>();
+        int n = 0, m = 0;
+        if (p != "unstructured" && p != "per_row") {
+            if (!parseNM(p, n, m))
+                fail(rule, "sparsity.pattern",
+                     "'" + p + "' is not one of unstructured, per_row or N:M (e.g. 2:4)");
+            if (n < 1 || m > 64 || n >= m)
+                fail(rule, "sparsity.pattern", "N:M needs 1 <= N < M <= 64, got " + p);
+            if (o.contains("ratio"))
+                fail(rule, "sparsity.ratio", "an N:M pattern fixes the ratio (1 - N/M)");
+        }
+    }
+    if (o.contains("block_size"))
+        intField(o["block_size"], rule, "sparsity.block_size", 1, 1 << 16);
+    if (o.contains("damp")) numField(o["damp"], rule, "sparsity.damp", 0.0, 1.0);
+}
+
+void validateStructured(const json& o, int rule) {
+    if (!o.is_object()) fail(rule, "structured", "expected an object or null, got " + o.dump());
+    checkKeys(o, {"mlp_ratio", "head_ratio", "score"}, rule, "structured.");
+    for (const char* k : {"mlp_ratio", "head_ratio"})
+        if (o.contains(k)) {
+            numField(o[k], rule, std::string("structured.") + k, 0.0, 1.0);
+            if (o[k].get<double>() >= 1.0)
+                fail(rule, std::string("structured.") + k, "must be below 1");
+        }
+    if (o.contains("score"))
+        strField(o["score"], rule, "structured.score", {"magnitude", "wanda", "loss"});
+}
+
+void validateLowRank(const json& o, int rule) {
+    if (!o.is_object()) fail(rule, "lowrank", "expected an object or null, got " + o.dump());
+    checkKeys(o, {"method", "rank", "energy", "param_ratio", "alpha"}, rule, "lowrank.");
+    if (o.contains("method"))
+        strField(o["method"], rule, "lowrank.method", {"svd", "asvd", "svd-llm"});
+    int targets = 0;
+    if (o.contains("rank"))
+        intField(o["rank"], rule, "lowrank.rank", 1, int64_t(1) << 30), ++targets;
+    if (o.contains("energy")) {
+        numField(o["energy"], rule, "lowrank.energy", 0.0, 1.0), ++targets;
+        if (o["energy"].get<double>() <= 0) fail(rule, "lowrank.energy", "must be above 0");
+    }
+    if (o.contains("param_ratio")) {
+        numField(o["param_ratio"], rule, "lowrank.param_ratio", 0.0, 1.0), ++targets;
+        if (o["param_ratio"].get<double>() <= 0 || o["param_ratio"].get<double>() >= 1)
+            fail(rule, "lowrank.param_ratio", "must be in (0, 1)");
+    }
+    if (targets > 1) fail(rule, "lowrank", "give only one of rank, energy and param_ratio");
+    if (o.contains("alpha")) numField(o["alpha"], rule, "lowrank.alpha", 0.0, 4.0);
+}
+
+/// Merges a section into the layer's accumulated settings field by field (null clears).
+void mergeFields(const std::optional<json>& sec, std::optional<json>& acc,
+                 std::map<std::string, int>& origin, int rule, const std::string& section) {
+    if (!sec) return;
+    if (sec->is_null()) {
+        acc.reset();
+        origin.clear();
+        return;
+    }
+    if (!acc) acc = json::object();
+    for (auto it = sec->begin(); it != sec->end(); ++it) {
+        if (section == "lowrank" &&
+            (it.key() == "rank" || it.key() == "energy" || it.key() == "param_ratio")) {
+            acc->erase("rank"), acc->erase("energy"), acc->erase("param_ratio");
+        }
+        (*acc)[it.key()] = it.value();
+        origin[it.key()] = rule;
+    }
+    origin[section] = rule;
 }
 
 std::vector<std::string> patternList(const json& v, int rule, const std::string& field,
@@ -343,7 +463,9 @@ Recipe Recipe::fromJson(const json& j) {
         const int ri = int(i);
         const json& rj = j["rules"][i];
         if (!rj.is_object()) fail(ri, "", "expected an object");
-        checkKeys(rj, {"targets", "ignore", "weight", "activation", "kv", "outliers", "comment"},
+        checkKeys(rj,
+                  {"targets", "ignore", "weight", "activation", "kv", "outliers", "smoothquant",
+                   "comment", "sparsity", "structured", "lowrank"},
                   ri, "");
         Rule rule;
         if (!rj.contains("targets")) fail(ri, "targets", "missing");
@@ -369,8 +491,27 @@ Recipe Recipe::fromJson(const json& j) {
             if (!rj["outliers"].is_null()) validateOutliers(rj["outliers"], ri);
             rule.outliers = rj["outliers"];
         }
-        if (!rule.weight && !rule.activation && !rule.kv && !rule.outliers)
-            fail(ri, "", "sets nothing (give weight, activation, kv or outliers)");
+        if (rj.contains("smoothquant")) {
+            if (!rj["smoothquant"].is_null()) validateSmoothQuant(rj["smoothquant"], ri);
+            rule.smoothquant = rj["smoothquant"];
+        }
+        if (rj.contains("sparsity")) {
+            if (!rj["sparsity"].is_null()) validateSparsity(rj["sparsity"], ri);
+            rule.sparsity = rj["sparsity"];
+        }
+        if (rj.contains("structured")) {
+            if (!rj["structured"].is_null()) validateStructured(rj["structured"], ri);
+            rule.structured = rj["structured"];
+        }
+        if (rj.contains("lowrank")) {
+            if (!rj["lowrank"].is_null()) validateLowRank(rj["lowrank"], ri);
+            rule.lowrank = rj["lowrank"];
+        }
+        if (!rule.weight && !rule.activation && !rule.kv && !rule.outliers && !rule.smoothquant &&
+            !rule.sparsity && !rule.structured && !rule.lowrank)
+            fail(ri, "",
+                 "sets nothing (give weight, activation, kv, outliers, smoothquant, sparsity, "
+                 "structured or lowrank)");
         r.rules.push_back(std::move(rule));
     }
     return r;
@@ -399,6 +540,10 @@ json Recipe::toJson() const {
         if (r.activation) rj["activation"] = *r.activation;
         if (r.kv) rj["kv"] = *r.kv;
         if (r.outliers) rj["outliers"] = *r.outliers;
+        if (r.smoothquant) rj["smoothquant"] = *r.smoothquant;
+        if (r.sparsity) rj["sparsity"] = *r.sparsity;
+        if (r.structured) rj["structured"] = *r.structured;
+        if (r.lowrank) rj["lowrank"] = *r.lowrank;
         j["rules"].push_back(std::move(rj));
     }
     return j;
@@ -475,6 +620,59 @@ const std::vector<Preset>& presets() {
                {"k_granularity", "channel"},
                {"v_granularity", "token"},
                {"group_size", 32}});
+        // Calibrated methods (lcw-cli compress --calib FILE).
+        add("W4A16-g64-GPTQ", "int4 asymmetric GPTQ, groups of 64 (needs --calib)",
+            {{"bits", 4},
+             {"symmetric", false},
+             {"granularity", "group"},
+             {"group_size", 64},
+             {"method", "gptq"}});
+        add("W4A16-g32-GPTQ", "int4 asymmetric GPTQ, groups of 32 (needs --calib)",
+            {{"bits", 4},
+             {"symmetric", false},
+             {"granularity", "group"},
+             {"group_size", 32},
+             {"method", "gptq"}});
+        add("W3A16-g64-GPTQ", "int3 asymmetric GPTQ, groups of 64 (needs --calib)",
+            {{"bits", 3},
+             {"symmetric", false},
+             {"granularity", "group"},
+             {"group_size", 64},
+             {"method", "gptq"}});
+        add("W4A16-g64-AWQ", "int4 asymmetric AWQ, groups of 64 (needs --calib)",
+            {{"bits", 4},
+             {"symmetric", false},
+             {"granularity", "group"},
+             {"group_size", 64},
+             {"method", "awq"}});
+        add("W4A16-g32-AWQ", "int4 asymmetric AWQ, groups of 32 (needs --calib)",
+            {{"bits", 4},
+             {"symmetric", false},
+             {"granularity", "group"},
+             {"group_size", 32},
+             {"method", "awq"}});
+        add("W3A16-g64-AWQ", "int3 asymmetric AWQ, groups of 64 (needs --calib)",
+            {{"bits", 3},
+             {"symmetric", false},
+             {"granularity", "group"},
+             {"group_size", 64},
+             {"method", "awq"}});
+        {
+            const std::string n = "W8A8-SQ";
+            const std::string d = "SmoothQuant (alpha 0.5) + int8 per-channel weights + int8 "
+                                  "dynamic per-token activations (needs --calib)";
+            json j = {
+                {"lcw_recipe", 1},
+                {"name", n},
+                {"description", d},
+                {"rules",
+                 json::array(
+                     {{{"targets", {"*"}},
+                       {"smoothquant", {{"alpha", 0.5}}},
+                       {"weight", {{"bits", 8}, {"symmetric", true}, {"granularity", "channel"}}},
+                       {"activation", {{"bits", 8}, {"mode", "dynamic_per_token"}}}}})}};
+            v.push_back({n, d, Recipe::fromJson(j)});
+        }
         return v;
     }();
     return p;
@@ -498,15 +696,183 @@ bool isTargetable(const std::string& n, bool* explicitOnly) {
     return ex || std::regex_match(n, kLinear);
 }
 
+namespace {
+
+SparsitySettings resolveSparsity(const json& o) {
+    SparsitySettings s;
+    if (o.contains("method")) {
+        const auto m = o["method"].get<std::string>();
+        s.method = m == "wanda"       ? SparsityMethod::Wanda
+                   : m == "sparsegpt" ? SparsityMethod::SparseGpt
+                                      : SparsityMethod::Magnitude;
+    }
+    if (o.contains("ratio")) s.ratio = o["ratio"].get<double>();
+    if (o.contains("pattern")) {
+        const auto p = o["pattern"].get<std::string>();
+        if (p == "unstructured") {
+            s.pattern = SparsityPattern::Unstructured;
+        } else if (p == "per_row") {
+            s.pattern = SparsityPattern::PerRow;
+        } else {
+            s.pattern = SparsityPattern::NM;
+            parseNM(p, s.n, s.m);
+            s.ratio = 1.0 - double(s.n) / double(s.m);
+        }
+    }
+    if (o.contains("block_size")) s.blockSize = o["block_size"].get<int64_t>();
+    if (o.contains("damp")) s.damp = o["damp"].get<double>();
+    return s;
+}
+
+LowRankSettings resolveLowRank(const json& o, std::map<std::string, int>& origin,
+                               const LayerPlan& lp) {
+    LowRankSettings s;
+    if (o.contains("method")) {
+        const auto m = o["method"].get<std::string>();
+        s.method = m == "asvd"      ? LowRankMethod::Asvd
+                   : m == "svd-llm" ? LowRankMethod::SvdLlm
+                                    : LowRankMethod::Svd;
+    }
+    if (o.contains("rank")) {
+        s.target = LowRankTarget::Rank;
+        s.rank = o["rank"].get<int64_t>();
+        if (s.rank > std::min(lp.rows, lp.cols))
+            fail(origin["rank"], "lowrank.rank",
+                 "rank " + std::to_string(s.rank) + " exceeds min(rows, cols) = " +
+                     std::to_string(std::min(lp.rows, lp.cols)) + " of " + lp.name);
+    } else if (o.contains("energy")) {
+        s.target = LowRankTarget::Energy;
+        s.energy = o["energy"].get<double>();
+    } else {
+        s.target = LowRankTarget::ParamRatio;
+        if (o.contains("param_ratio")) s.paramRatio = o["param_ratio"].get<double>();
+    }
+    if (o.contains("alpha")) s.alpha = o["alpha"].get<double>();
+    return s;
+}
+
+std::optional<int> blockIndex(const std::string& name) {
+    static const std::regex re(R"(layers\.(\d+)\..*)");
+    std::smatch m;
+    if (!std::regex_match(name, m, re)) return std::nullopt;
+    return std::stoi(m[1].str());
+}
+
+void resolveStructured(const json& o, std::map<std::string, int>& origin, const std::string& name,
+                       const Model& model, std::map<int, BlockStructured>& out) {
+    const auto layer = blockIndex(name);
+    if (!layer) return;
+    const bool mlp = name == "layers." + std::to_string(*layer) + ".mlp.down";
+    const bool attn = name == "layers." + std::to_string(*layer) + ".attn.o";
+    if (!mlp && !attn) return;
+    BlockStructured& b = out[*layer];
+    b.layer = *layer;
+    const int rule = origin["structured"];
+    if (o.contains("score")) {
+        const auto sc = o["score"].get<std::string>();
+        b.settings.score = sc == "wanda"  ? StructuredScore::Wanda
+                           : sc == "loss" ? StructuredScore::Loss
+                                          : StructuredScore::Magnitude;
+    }
+    if (mlp && o.contains("mlp_ratio") && o["mlp_ratio"].get<double>() > 0) {
+        if (model.spec().isMoe())
+            fail(origin["mlp_ratio"], "structured.mlp_ratio",
+                 "mixture-of-experts MLPs cannot be pruned structurally (" + name + ")");
+        b.settings.mlpRatio = o["mlp_ratio"].get<double>();
+        b.mlpRule = rule;
+    }
+    if (attn && o.contains("head_ratio") && o["head_ratio"].get<double>() > 0) {
+        b.settings.headRatio = o["head_ratio"].get<double>();
+        b.headRule = rule;
+    }
+}
+
+void finishStructured(std::map<int, BlockStructured>& blocks, Plan& plan, const Model& model,
+                      const PlanOptions& opts) {
+    for (auto& [layer, b] : blocks) {
+        if (!b.settings.active()) continue;
+        const int rule = b.mlpRule >= 0 ? b.mlpRule : b.headRule;
+        if (model.spec().isMamba())
+            fail(rule, "structured", "Mamba blocks have no MLP channels or attention heads");
+        if (b.settings.needsCalibration() && !opts.hasCalibration)
+            fail(rule, "structured.score",
+                 std::string("'") + structuredScoreName(b.settings.score) +
+                     "' needs calibration data and none was given");
+        const std::string p = "layers." + std::to_string(layer) + ".";
+        if (b.settings.headRatio > 0)
+            for (const char* n : {"attn.q", "attn.k", "attn.v", "attn.o"})
+                if (!model.find(p + n))
+                    fail(b.headRule, "structured.head_ratio",
+                         "head pruning needs separate " + p + n + " weights");
+        plan.structured.push_back(b);
+    }
+}
+
+/// Which of the block's structured prunings touch this layer.
+bool structurallyPruned(const std::string& name, const Plan& plan) {
+    const auto layer = blockIndex(name);
+    if (!layer) return false;
+    for (const auto& b : plan.structured) {
+        if (b.layer != *layer) continue;
+        const std::string rest = name.substr(name.find('.', 7) + 1);
+        if (b.settings.mlpRatio > 0 &&
+            (rest == "mlp.gate" || rest == "mlp.up" || rest == "mlp.down"))
+            return true;
+        if (b.settings.headRatio > 0 &&
+            (rest == "attn.q" || rest == "attn.k" || rest == "attn.v" || rest == "attn.o"))
+            return true;
+    }
+    return false;
+}
+
+void checkLayerCombination(const LayerPlan& lp, const Plan& plan, const PlanOptions& opts) {
+    if (lp.sparsity && lp.lowrank)
+        fail(lp.lowrankRule, "lowrank",
+             lp.name + " is both pruned (rule " + std::to_string(lp.sparsityRule) +
+                 ") and factorised; give it only one of sparsity and lowrank");
+    if (lp.lowrank && structurallyPruned(lp.name, plan))
+        fail(lp.lowrankRule, "lowrank",
+             lp.name + " is structurally pruned; low-rank factorisation of it is not supported");
+    if (lp.lowrank && lp.quantize && methodIsGguf(lp.weight.method))
+        fail(lp.lowrankRule, "lowrank",
+             std::string("the GGUF scheme ") + weightMethodName(lp.weight.method) +
+                 " cannot quantise the low-rank factors of " + lp.name + " (use rtn)");
+    if (lp.sparsity && lp.sparsity->needsCalibration() && !opts.hasCalibration)
+        fail(lp.sparsityRule, "sparsity.method",
+             std::string("'") + sparsityMethodName(lp.sparsity->method) +
+                 "' needs calibration data and none was given");
+    if (lp.lowrank && lp.lowrank->needsCalibration() && !opts.hasCalibration)
+        fail(lp.lowrankRule, "lowrank.method",
+             std::string("'") + lowRankMethodName(lp.lowrank->method) +
+                 "' needs calibration data and none was given");
+}
+
+} // namespace
+
+std::string LayerPlan::describe() const {
+    std::string s;
+    auto add = [&](const std::string& x) { s += (s.empty() ? "" : " + ") + x; };
+    if (lowrank) add(lowrank->describe());
+    if (sparsity) add(sparsity->describe());
+    if (quantize) add(weight.describe());
+    return s.empty() ? "none" : s;
+}
+
+bool LayerPlan::needsCalibration() const {
+    return (quantize && methodNeedsCalibration(weight.method)) ||
+           (sparsity && sparsity->needsCalibration()) || (lowrank && lowrank->needsCalibration());
+}
+
 Plan planRecipe(const Recipe& r, const Model& model, const PlanOptions& opts) {
     Plan plan;
+    std::map<int, BlockStructured> structured;
     plan.matches.resize(r.rules.size());
     for (size_t i = 0; i < r.rules.size(); ++i) plan.matches[i].rule = int(i);
     for (const TensorView& t : model.tensors()) {
         if (t.shape.size() != 2 || !isTargetable(t.name)) continue;
-        std::optional<json> w, act, outl;
+        std::optional<json> w, act, outl, sp, lr, st;
         int actRule = -1, outlRule = -1;
-        std::map<std::string, int> origin;
+        std::map<std::string, int> origin, spOrigin, lrOrigin, stOrigin;
         LayerPlan lp;
         lp.name = t.name;
         lp.rows = t.shape[0];
@@ -528,12 +894,21 @@ Plan planRecipe(const Recipe& r, const Model& model, const PlanOptions& opts) {
                     origin["weight"] = int(i);
                 }
             }
+            mergeFields(rule.sparsity, sp, spOrigin, int(i), "sparsity");
+            mergeFields(rule.lowrank, lr, lrOrigin, int(i), "lowrank");
+            mergeFields(rule.structured, st, stOrigin, int(i), "structured");
             if (rule.activation) lp.hasActivation = !rule.activation->is_null();
             if (rule.kv) lp.hasKv = !rule.kv->is_null();
             if (rule.outliers) lp.hasOutliers = !rule.outliers->is_null();
             mergeSection(act, actRule, rule.activation, int(i));
             mergeSection(outl, outlRule, rule.outliers, int(i));
+            if (rule.smoothquant) {
+                lp.smoothAlpha =
+                    rule.smoothquant->is_null() ? -1.0 : (*rule.smoothquant)["alpha"].get<double>();
+                lp.smoothRule = rule.smoothquant->is_null() ? -1 : int(i);
+            }
         }
+        if (lp.smoothAlpha >= 0) plan.smooth[t.name] = {lp.smoothAlpha, lp.smoothRule};
         if (act) {
             ActivationPlan ap;
             ap.name = t.name;
@@ -558,7 +933,18 @@ Plan planRecipe(const Recipe& r, const Model& model, const PlanOptions& opts) {
                 plan.activations.push_back(std::move(ap));
             }
         }
-        if (!w) continue;
+        if (st) resolveStructured(*st, stOrigin, t.name, model, structured);
+        if (!w && !sp && !lr) continue;
+        if (sp) lp.sparsityRule = spOrigin["sparsity"], lp.sparsity = resolveSparsity(*sp);
+        if (lr) {
+            lp.lowrankRule = lrOrigin["lowrank"];
+            lp.lowrank = resolveLowRank(*lr, lrOrigin, lp);
+        }
+        lp.quantize = bool(w);
+        if (!w) {
+            plan.layers.push_back(std::move(lp));
+            continue;
+        }
         const int wr = origin["weight"];
         auto org = [&](const std::string& f) { return origin.count(f) ? origin[f] : wr; };
         WeightSettings& s = lp.weight;
@@ -624,8 +1010,14 @@ Plan planRecipe(const Recipe& r, const Model& model, const PlanOptions& opts) {
                  std::string("'") + weightMethodName(s.method) +
                      "' needs calibration data and none was given");
         lp.origin = origin;
+        lp.weightJson = *w;
         plan.layers.push_back(std::move(lp));
     }
+    if (!opts.hasCalibration && !plan.smooth.empty())
+        fail(plan.smooth.begin()->second.second, "smoothquant",
+             "SmoothQuant needs calibration data (activation ranges) and none was given");
+    finishStructured(structured, plan, model, opts);
+    for (auto& lp : plan.layers) checkLayerCombination(lp, plan, opts);
     for (const auto& m : plan.matches) {
         if (m.layers.empty())
             plan.warnings.push_back("recipe rule " + std::to_string(m.rule) +
@@ -674,9 +1066,9 @@ Plan planRecipe(const Recipe& r, const Model& model, const PlanOptions& opts) {
     }
     if (kvAny && sp.isMamba())
         plan.warnings.push_back("kv settings ignored: Mamba blocks have no KV cache");
-    if (outl)
-        plan.warnings.push_back("outlier settings keep activation channels in 16 bit; the weight "
-                                "columns are quantised as usual");
+    if (outl && !opts.hasCalibration)
+        plan.warnings.push_back("outlier columns need calibration data (--calib): the weights "
+                                "are quantised without them");
     return plan;
 }
 

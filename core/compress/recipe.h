@@ -4,6 +4,9 @@
 /// of rules. Each rule selects layers by canonical name (globs, or "re:" regexes) and sets weight,
 /// activation, KV-cache and outlier settings. Later rules override earlier ones field by field.
 #include "core/common/error.h"
+#include "core/compress/lowrank.h"
+#include "core/compress/sparsity.h"
+#include "core/compress/structured.h"
 #include "core/model/runtime_quant.h"
 
 #include <nlohmann/json.hpp>
@@ -36,7 +39,7 @@ private:
 enum class WeightFormat { Int, Fp8E4M3, Nf4 };
 enum class Granularity { Tensor, Channel, Group };
 /// Rtn works for every format; Q8_0/Q4_0/Q4_1/Q5_0 are GGUF's block schemes (their own bits,
-/// blocks of 32, f16 scales); Gptq/Awq/OmniQuant need calibration data (not implemented yet).
+/// blocks of 32, f16 scales); Gptq/Awq/OmniQuant need calibration data.
 enum class WeightMethod { Rtn, Q8_0, Q4_0, Q4_1, Q5_0, Gptq, Awq, OmniQuant };
 
 const char* weightFormatName(WeightFormat f); // "int", "fp8_e4m3", "nf4"
@@ -95,6 +98,9 @@ struct Rule {
     std::vector<std::string> targets;
     std::vector<std::string> ignore;
     std::optional<nlohmann::json> weight, activation, kv, outliers;
+    /// Pruning, structured pruning and low-rank sections (docs/recipe-format.md).
+    std::optional<nlohmann::json> sparsity, structured, lowrank;
+    std::optional<nlohmann::json> smoothquant; ///< {"alpha": a}: SmoothQuant migration
     std::string comment;
     /// True when `name` is selected by the targets and not by ignore. embed, lm_head and
     /// mlp.router are selected only by a target equal to their name (no glob or regex).
@@ -137,6 +143,28 @@ struct LayerPlan {
     /// is the last rule whose weight section applied.
     std::map<std::string, int> origin;
     bool hasActivation = false, hasKv = false, hasOutliers = false;
+    /// The merged weight section (method options: damp, act_order, block_size, awq).
+    nlohmann::json weightJson;
+    /// SmoothQuant migration strength of the last rule with a smoothquant section (-1: none).
+    double smoothAlpha = -1;
+    int smoothRule = -1;
+    /// The weight is quantised (a weight section applies); false for layers that are only
+    /// pruned or factorised.
+    bool quantize = true;
+    std::optional<SparsitySettings> sparsity;
+    std::optional<LowRankSettings> lowrank;
+    int sparsityRule = -1, lowrankRule = -1; ///< last rule whose section applied
+    /// "int4 g128 asym", "svd-llm 50% params + int4 g128 asym", "2:4 sparsegpt".
+    std::string describe() const;
+    bool needsCalibration() const;
+};
+
+/// Structured pruning of one block: MLP settings from the rules matching layers.N.mlp.down (or
+/// mlp.up for non-gated MLPs: the same), head settings from those matching layers.N.attn.o.
+struct BlockStructured {
+    int layer = 0;
+    StructuredSettings settings;
+    int mlpRule = -1, headRule = -1;
 };
 
 /// A linear whose input activations are quantised.
@@ -163,10 +191,14 @@ struct RuleMatch {
 };
 
 struct Plan {
-    std::vector<LayerPlan> layers;           ///< layers with weight quantisation, in model order
+    std::vector<LayerPlan> layers; ///< layers quantised, pruned or factorised, in model order
+    std::vector<BlockStructured> structured; ///< blocks with structured pruning, in order
     std::vector<ActivationPlan> activations; ///< linears with activation bits < 16, model order
     std::vector<KvPlan> kv;                  ///< blocks with K or V bits < 16
     std::vector<RuleMatch> matches;          ///< one per rule
+    /// SmoothQuant α of every targetable layer with a smoothquant section (also without weight
+    /// quantisation), and the rule that set it.
+    std::map<std::string, std::pair<double, int>> smooth;
     std::vector<std::string> warnings;
 };
 

@@ -23,6 +23,13 @@ struct RunEnv {
     int64_t ctx = 0;   ///< cache capacity in tokens
     int64_t batch = 0; ///< most tokens per run() call
     const std::vector<Observer*>& observers;
+    int stopAfterLayer = -1; ///< SessionOptions::stopAfterLayer
+
+    /// Reports the block input of `layer`; returns false when the block must not run.
+    bool enterBlock(int64_t layer, const float* h, int64_t n) const {
+        for (Observer* o : observers) o->onBlockInput(int(layer), h, n, s.dim);
+        return stopAfterLayer < 0 || layer <= stopAfterLayer;
+    }
 
     void notifyLinear(int layer, LinearRole role, const std::string& name, const float* x,
                       int64_t n, int64_t dim) const {

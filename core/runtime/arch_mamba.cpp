@@ -177,8 +177,11 @@ void MambaRunner::run(const int32_t* ids, int64_t n, int64_t pos0, int64_t logit
             std::fill(L.ssmState.begin(), L.ssmState.end(), 0.0f);
         }
     for (int64_t t = 0; t < n; ++t) kernels::dequantizeRows(*embed, ids[t], 1, h.data() + t * dim);
-    for (int64_t l = 0; l < s.nLayers; ++l) block(l, n);
-    if (logitsFrom >= n) return;
+    for (int64_t l = 0; l < s.nLayers; ++l) {
+        if (!env.enterBlock(l, h.data(), n)) return;
+        block(l, n);
+    }
+    if (logitsFrom >= n || env.stopAfterLayer >= 0) return;
     const int64_t nOut = n - logitsFrom;
     float* xo = xn.data() + logitsFrom * dim;
     finalNorm.apply(h.data() + logitsFrom * dim, xo, nOut, dim, dim);

@@ -476,6 +476,7 @@ void TransformerRunner::run(const int32_t* ids, int64_t n, int64_t pos0, int64_t
     };
 
     for (int64_t l = 0; l < s.nLayers; ++l) {
+        if (!env.enterBlock(l, h.data(), n)) return;
         Layer& L = layers[size_t(l)];
         switch (s.residual) {
         case ResidualStyle::PreNorm: {
@@ -513,7 +514,7 @@ void TransformerRunner::run(const int32_t* ids, int64_t n, int64_t pos0, int64_t
             for (Observer* o : env.observers) o->onResidual(int(l), h.data(), n, dim);
     }
 
-    if (logitsFrom >= n) return;
+    if (logitsFrom >= n || env.stopAfterLayer >= 0) return;
     const int64_t nOut = n - logitsFrom;
     float* xo = xn.data() + logitsFrom * dim;
     if (finalNorm.present())

@@ -92,7 +92,7 @@ void Session::Impl::bind() {
         throw UnsupportedError("the CPU runtime does not support architecture '" + s.arch +
                                "' (supported: " + list + ")");
     }
-    const runtime::RunEnv env{w, s, threads, ctx, batch, observers};
+    const runtime::RunEnv env{w, s, threads, ctx, batch, observers, opts.stopAfterLayer};
     runner = s.isMamba() ? runtime::makeMambaRunner(env) : runtime::makeTransformerRunner(env);
 
     eos = s.eosIds;
@@ -161,6 +161,7 @@ void Session::forwardFrom(std::span<const int32_t> ids, std::vector<float>& logi
                             std::to_string(n) + " new tokens exceed the context length " +
                             std::to_string(m->ctx));
     firstLogit = std::clamp<int64_t>(firstLogit, 0, n);
+    if (m->opts.stopAfterLayer >= 0) firstLogit = n; // the blocks after the stop do not run
     logits.resize(size_t((n - firstLogit) * m->s.vocab));
     const int64_t startPos = m->pos;
     try {

@@ -67,6 +67,11 @@ public:
                                  int64_t nTokens, int64_t topK) {
         (void)layer, (void)experts, (void)weights, (void)nTokens, (void)topK;
     }
+    /// Residual stream entering block `layer` [nTokens, dim] (after the embeddings for layer 0,
+    /// equal to onResidual(layer - 1) otherwise). Transformer and Mamba runners.
+    virtual void onBlockInput(int layer, const float* h, int64_t nTokens, int64_t dim) {
+        (void)layer, (void)h, (void)nTokens, (void)dim;
+    }
     /// Residual stream after block `layer` [nTokens, dim].
     virtual void onResidual(int layer, const float* h, int64_t nTokens, int64_t dim) {
         (void)layer, (void)h, (void)nTokens, (void)dim;
@@ -84,6 +89,10 @@ struct SessionOptions {
     int64_t contextLength = 0; ///< KV cache capacity in tokens; 0 = spec().maxSeq
     int threads = 0;           ///< 0 = OpenMP default
     int64_t batchSize = 512;   ///< prefill processes at most this many tokens per forward
+    /// >= 0: run only blocks 0..stopAfterLayer (calibration). onBlockInput is still reported for
+    /// block stopAfterLayer + 1 (when it exists, without running it); no final norm, lm_head or
+    /// logits: forward() returns empty logits. -1: off.
+    int stopAfterLayer = -1;
 };
 
 struct GenerateResult {

@@ -1,0 +1,252 @@
+#include "core/compress/calibration.h"
+
+#include "core/runtime/session.h"
+#include "core/stats/activation_stats.h"
+#include "core/tokenizer/tokenizer.h"
+
+#include <Eigen/Dense>
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <memory>
+#include <sstream>
+
+namespace lcw::compress {
+
+namespace {
+
+using MatRD = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using MatRF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+/// Accumulates one distinct linear input.
+struct InputAcc {
+    int64_t cols = 0, tokens = 0, stride = 1, maxRows = 0;
+    bool gram = true;
+    Eigen::MatrixXd G;
+    std::vector<float> absMax;
+    std::vector<double> sumSq, sumAbs;
+    std::vector<float> sample;
+    int64_t sampleRows = 0;
+    std::vector<std::string> names;
+
+    void init(int64_t c, const CaptureOptions& o, int64_t totalTokens) {
+        cols = c;
+        gram = o.gram;
+        maxRows = std::max<int64_t>(o.maxSampleRows, 0);
+        stride = maxRows > 0 ? std::max<int64_t>(1, (totalTokens + maxRows - 1) / maxRows) : 1;
+        if (gram) G = Eigen::MatrixXd::Zero(c, c);
+        absMax.assign(size_t(c), 0.0f);
+        sumSq.assign(size_t(c), 0.0);
+        sumAbs.assign(size_t(c), 0.0);
+    }
+
+    void add(const float* x, int64_t n) {
+        if (gram) {
+            // X^T X of this batch in double, as one matrix-matrix product.
+            const MatRD Xd = Eigen::Map<const MatRF>(x, n, cols).cast<double>();
+            G.noalias() += Xd.transpose() * Xd;
+        }
+        for (int64_t t = 0; t < n; ++t) {
+            const float* r = x + t * cols;
+            for (int64_t j = 0; j < cols; ++j) {
+                absMax[size_t(j)] = std::max(absMax[size_t(j)], std::fabs(r[j]));
+                sumSq[size_t(j)] += double(r[j]) * double(r[j]);
+                sumAbs[size_t(j)] += std::fabs(double(r[j]));
+            }
+            if (sampleRows < maxRows && (tokens + t) % stride == 0) {
+                sample.insert(sample.end(), r, r + cols);
+                ++sampleRows;
+            }
+        }
+        tokens += n;
+    }
+
+    LinearInputs finish() const {
+        LinearInputs li;
+        li.cols = cols;
+        li.tokens = tokens;
+        if (gram) {
+            li.gram.resize(size_t(cols * cols));
+            Eigen::Map<MatRD>(li.gram.data(), cols, cols) = G;
+        }
+        li.absMax = absMax;
+        li.meanSq.resize(size_t(cols));
+        li.meanAbs.resize(size_t(cols));
+        for (int64_t j = 0; j < cols; ++j) {
+            li.meanSq[size_t(j)] = tokens ? float(sumSq[size_t(j)] / double(tokens)) : 0.0f;
+            li.meanAbs[size_t(j)] = tokens ? float(sumAbs[size_t(j)] / double(tokens)) : 0.0f;
+        }
+        li.sample = sample;
+        li.sampleRows = sampleRows;
+        li.sharedWith = names;
+        return li;
+    }
+};
+
+class CaptureObserver final : public Observer {
+public:
+    CaptureObserver(int layer, const CaptureOptions& o, int64_t totalTokens)
+        : m_layer(layer), m_opts(o), m_total(totalTokens) {}
+
+    void onLinearInput(int layer, LinearRole role, const std::string& name, const float* x,
+                       int64_t n, int64_t dim) override {
+        if (layer != m_layer) return;
+        // q/k/v and gate/up read one buffer: accumulate it once and alias the names.
+        const bool shared = x == m_lastX && n == m_lastN &&
+                            ((role == LinearRole::K && m_lastRole == LinearRole::Q) ||
+                             (role == LinearRole::V && m_lastRole == LinearRole::K) ||
+                             (role == LinearRole::Up && m_lastRole == LinearRole::Gate));
+        m_lastX = x, m_lastN = n, m_lastRole = role;
+        if (shared) {
+            const std::string& lead = m_alias.at(m_lastName);
+            m_alias[name] = lead;
+            auto& acc = *m_acc.at(lead);
+            if (std::find(acc.names.begin(), acc.names.end(), name) == acc.names.end())
+                acc.names.push_back(name);
+            m_lastName = name;
+            return;
+        }
+        m_lastName = name;
+        m_alias[name] = name;
+        auto& slot = m_acc[name];
+        if (!slot) {
+            slot = std::make_unique<InputAcc>();
+            slot->init(dim, m_opts, m_total);
+            slot->names.push_back(name);
+            m_order.push_back(name);
+        }
+        slot->add(x, n);
+    }
+
+    std::map<std::string, LinearInputs> results() const {
+        std::map<std::string, LinearInputs> out;
+        for (const auto& lead : m_order) {
+            const LinearInputs li = m_acc.at(lead)->finish();
+            for (const auto& n : li.sharedWith) out[n] = li;
+        }
+        return out;
+    }
+
+private:
+    int m_layer;
+    CaptureOptions m_opts;
+    int64_t m_total;
+    const float* m_lastX = nullptr;
+    int64_t m_lastN = 0;
+    LinearRole m_lastRole = LinearRole::LmHead;
+    std::string m_lastName;
+    std::map<std::string, std::string> m_alias;
+    std::map<std::string, std::unique_ptr<InputAcc>> m_acc;
+    std::vector<std::string> m_order;
+};
+
+class HiddenObserver final : public Observer {
+public:
+    explicit HiddenObserver(int layer) : m_layer(layer) {}
+    void onBlockInput(int layer, const float* h, int64_t n, int64_t dim) override {
+        if (layer == m_layer) current.insert(current.end(), h, h + n * dim);
+    }
+    std::vector<float> current;
+
+private:
+    int m_layer;
+};
+
+void checkArgs(const WeightSource& w, const CalibrationSet& cal, int layer) {
+    if (cal.empty()) throw ArgumentError("calibration: the calibration set is empty");
+    if (layer < 0 || layer >= w.spec().nLayers)
+        throw ArgumentError("calibration: layer " + std::to_string(layer) +
+                            " is out of range (the model has " + std::to_string(w.spec().nLayers) +
+                            " blocks)");
+}
+
+SessionOptions sessionFor(const CalibrationSet& cal, int stopAfter, int threads) {
+    SessionOptions so;
+    so.contextLength = cal.seqLen();
+    so.batchSize = cal.seqLen();
+    so.threads = threads;
+    so.stopAfterLayer = stopAfter;
+    return so;
+}
+
+} // namespace
+
+CalibrationSet loadCalibration(const Model& model, const std::string& textPath,
+                               const CalibrationOptions& opts) {
+    CalibrationSet cal;
+    cal.source = textPath.empty() ? stats::builtinCalibrationPath() : textPath;
+    if (opts.samples < 1 || opts.seqLen < 2)
+        throw ArgumentError("calibration needs samples >= 1 and seq-len >= 2 (got " +
+                            std::to_string(opts.samples) + " and " + std::to_string(opts.seqLen) +
+                            ")");
+    std::ifstream in(cal.source, std::ios::binary);
+    if (!in) throw Error(cal.source + ": cannot read the calibration text");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    const std::string text = ss.str();
+    const Tokenizer& tk = model.tokenizer();
+    const std::vector<int32_t> ids = tk.encode(text, true);
+    int64_t L = opts.seqLen;
+    if (model.spec().maxSeq > 0) L = std::min(L, model.spec().maxSeq);
+    const int64_t N = std::min(opts.samples, int64_t(ids.size()) / L);
+    if (N < 1)
+        throw Error(cal.source + ": the calibration text has " + std::to_string(ids.size()) +
+                    " tokens, fewer than one sequence of " + std::to_string(L));
+    const int32_t bos = tk.bosId();
+    for (int64_t s = 0; s < N; ++s) {
+        std::vector<int32_t> seq(ids.begin() + s * L, ids.begin() + (s + 1) * L);
+        if (bos >= 0) seq[0] = bos;
+        cal.samples.push_back(std::move(seq));
+    }
+    return cal;
+}
+
+std::map<std::string, LinearInputs> captureBlockInputs(const WeightSource& w,
+                                                       const CalibrationSet& cal, int layer,
+                                                       const CaptureOptions& opts,
+                                                       Progress& progress) {
+    checkArgs(w, cal, layer);
+    Session session(w, sessionFor(cal, layer, opts.threads));
+    CaptureObserver obs(layer, opts, cal.tokens());
+    session.addObserver(&obs);
+    std::vector<float> logits;
+    const size_t N = cal.samples.size();
+    for (size_t s = 0; s < N; ++s) {
+        if (!progress.report(double(s) / double(N),
+                             "layer " + std::to_string(layer) + ": calibration sample " +
+                                 std::to_string(s + 1) + "/" + std::to_string(N)))
+            return {};
+        session.reset();
+        session.forward(cal.samples[s], logits, false);
+    }
+    session.removeObserver(&obs);
+    return obs.results();
+}
+
+std::vector<std::vector<float>> captureBlockHidden(const WeightSource& w, const CalibrationSet& cal,
+                                                   int layer, Progress* progress) {
+    checkArgs(w, cal, layer);
+    // Block `layer` itself need not run: its input is reported before the stop.
+    Session session(w, sessionFor(cal, std::max(layer - 1, 0), 0));
+    HiddenObserver obs(layer);
+    session.addObserver(&obs);
+    std::vector<std::vector<float>> out;
+    std::vector<float> logits;
+    const size_t N = cal.samples.size();
+    for (size_t s = 0; s < N; ++s) {
+        if (progress && !progress->report(double(s) / double(N),
+                                          "layer " + std::to_string(layer) + ": hidden states " +
+                                              std::to_string(s + 1) + "/" + std::to_string(N)))
+            return {};
+        obs.current.clear();
+        session.reset();
+        session.forward(cal.samples[s], logits, false);
+        out.push_back(std::move(obs.current));
+        obs.current = {};
+    }
+    session.removeObserver(&obs);
+    return out;
+}
+
+} // namespace lcw::compress

@@ -1,0 +1,31 @@
+#include "core/compress/smoothquant.h"
+
+#include "core/common/error.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace lcw::compress {
+
+std::vector<float> smoothQuantScales(const std::vector<float>& xAbsMax,
+                                     const std::vector<const float*>& weights,
+                                     const std::vector<int64_t>& rows, int64_t cols, double alpha) {
+    if (int64_t(xAbsMax.size()) != cols || weights.size() != rows.size())
+        throw ArgumentError("SmoothQuant: statistic and weight sizes do not match");
+    if (!(alpha >= 0 && alpha <= 1))
+        throw ArgumentError("SmoothQuant: alpha must be in [0, 1], got " + std::to_string(alpha));
+    std::vector<float> wmax(size_t(cols), 0.0f);
+    for (size_t k = 0; k < weights.size(); ++k)
+        for (int64_t r = 0; r < rows[k]; ++r)
+            for (int64_t j = 0; j < cols; ++j)
+                wmax[size_t(j)] = std::max(wmax[size_t(j)], std::fabs(weights[k][r * cols + j]));
+    std::vector<float> s(size_t(cols), 1.0f);
+    if (alpha == 0) return s;
+    for (int64_t j = 0; j < cols; ++j) {
+        const double x = xAbsMax[size_t(j)], w = wmax[size_t(j)];
+        if (x > 0 && w > 0) s[size_t(j)] = float(std::pow(x / w, alpha));
+    }
+    return s;
+}
+
+} // namespace lcw::compress

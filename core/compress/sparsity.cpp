@@ -1,0 +1,349 @@
+#include "core/compress/sparsity.h"
+
+#include "core/common/error.h"
+
+#include <Eigen/Dense>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+namespace lcw::compress {
+
+namespace {
+
+using MatD = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+/// Inputs kept in a group of k consecutive inputs under N:M (k = M for full groups).
+int64_t nmKeep(int64_t k, int n, int m) {
+    return (k * n + m - 1) / m;
+}
+
+/// Sets mask[idx[i]] = 0 for the `count` lowest scores among idx (ties: the higher index goes).
+void pruneLowest(const float* score, std::vector<int64_t>& idx, int64_t count, uint8_t* mask) {
+    if (count <= 0) return;
+    count = std::min<int64_t>(count, int64_t(idx.size()));
+    auto less = [&](int64_t a, int64_t b) {
+        return score[a] < score[b] || (score[a] == score[b] && a > b);
+    };
+    std::nth_element(idx.begin(), idx.begin() + (count - 1), idx.end(), less);
+    for (int64_t i = 0; i < count; ++i) mask[idx[size_t(i)]] = 0;
+}
+
+int64_t roundCount(double x) {
+    return int64_t(std::llround(x));
+}
+
+/// Prunes the N:M groups starting at columns [c0, c1) (c0 a multiple of m) of every row.
+void maskNM(const float* score, int64_t rows, int64_t cols, int64_t c0, int64_t c1, int n, int m,
+            uint8_t* mask) {
+    std::vector<int64_t> idx;
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t g = c0; g < c1; g += m) {
+            const int64_t k = std::min<int64_t>(m, cols - g);
+            idx.resize(size_t(k));
+            for (int64_t j = 0; j < k; ++j) idx[size_t(j)] = r * cols + g + j;
+            pruneLowest(score, idx, k - nmKeep(k, n, m), mask);
+        }
+}
+
+void checkSettings(const SparsitySettings& s, const std::string& name) {
+    if (s.pattern == SparsityPattern::NM) {
+        if (s.m < 2 || s.n < 1 || s.n >= s.m)
+            throw ArgumentError(name + ": N:M sparsity needs 1 <= N < M, got " +
+                                std::to_string(s.n) + ":" + std::to_string(s.m));
+    } else if (!(s.ratio >= 0.0 && s.ratio < 1.0)) {
+        throw ArgumentError(name + ": sparsity ratio must be in [0, 1), got " +
+                            std::to_string(s.ratio));
+    }
+}
+
+} // namespace
+
+const char* sparsityMethodName(SparsityMethod m) {
+    switch (m) {
+    case SparsityMethod::Magnitude:
+        return "magnitude";
+    case SparsityMethod::Wanda:
+        return "wanda";
+    case SparsityMethod::SparseGpt:
+        return "sparsegpt";
+    }
+    return "?";
+}
+
+const char* sparsityPatternName(SparsityPattern p) {
+    switch (p) {
+    case SparsityPattern::Unstructured:
+        return "unstructured";
+    case SparsityPattern::PerRow:
+        return "per_row";
+    case SparsityPattern::NM:
+        return "n:m";
+    }
+    return "?";
+}
+
+std::string SparsitySettings::describe() const {
+    std::string s;
+    if (pattern == SparsityPattern::NM) {
+        s = std::to_string(n) + ":" + std::to_string(m);
+    } else {
+        char b[32];
+        std::snprintf(b, sizeof b, "%g%% ", ratio * 100.0);
+        s = b;
+        s += pattern == SparsityPattern::PerRow ? "per-row" : "unstructured";
+    }
+    return s + " " + sparsityMethodName(method);
+}
+
+int64_t prunedCount(int64_t rows, int64_t cols, const SparsitySettings& s) {
+    switch (s.pattern) {
+    case SparsityPattern::Unstructured:
+        return roundCount(s.ratio * double(rows * cols));
+    case SparsityPattern::PerRow:
+        return rows * roundCount(s.ratio * double(cols));
+    case SparsityPattern::NM: {
+        int64_t perRow = 0;
+        for (int64_t g = 0; g < cols; g += s.m) {
+            const int64_t k = std::min<int64_t>(s.m, cols - g);
+            perRow += k - nmKeep(k, s.n, s.m);
+        }
+        return rows * perRow;
+    }
+    }
+    return 0;
+}
+
+std::vector<uint8_t> selectMask(const float* score, int64_t rows, int64_t cols,
+                                SparsityPattern pattern, double ratio, int n, int m) {
+    std::vector<uint8_t> mask(size_t(rows * cols), 1);
+    std::vector<int64_t> idx;
+    switch (pattern) {
+    case SparsityPattern::Unstructured:
+        idx.resize(size_t(rows * cols));
+        std::iota(idx.begin(), idx.end(), int64_t(0));
+        pruneLowest(score, idx, roundCount(ratio * double(rows * cols)), mask.data());
+        break;
+    case SparsityPattern::PerRow: {
+        const int64_t k = roundCount(ratio * double(cols));
+#pragma omp parallel for schedule(static) private(idx) if (rows * cols >= (1 << 16))
+        for (int64_t r = 0; r < rows; ++r) {
+            idx.resize(size_t(cols));
+            std::iota(idx.begin(), idx.end(), r * cols);
+            pruneLowest(score, idx, k, mask.data());
+        }
+        break;
+    }
+    case SparsityPattern::NM:
+        maskNM(score, rows, cols, 0, cols, n, m, mask.data());
+        break;
+    }
+    return mask;
+}
+
+PruneResult pruneMagnitude(const float* w, int64_t rows, int64_t cols, const SparsitySettings& s) {
+    checkSettings(s, "magnitude pruning");
+    std::vector<float> score(size_t(rows * cols));
+    for (size_t i = 0; i < score.size(); ++i) score[i] = std::fabs(w[i]);
+    PruneResult r;
+    r.mask = selectMask(score.data(), rows, cols, s.pattern, s.ratio, s.n, s.m);
+    r.w.assign(w, w + rows * cols);
+    for (size_t i = 0; i < r.w.size(); ++i)
+        if (!r.mask[i]) r.w[i] = 0.0f;
+    return r;
+}
+
+PruneResult pruneWanda(const float* w, int64_t rows, int64_t cols, const double* colNorm,
+                       const SparsitySettings& s) {
+    checkSettings(s, "wanda pruning");
+    std::vector<float> score(size_t(rows * cols));
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t j = 0; j < cols; ++j)
+            score[size_t(r * cols + j)] = float(std::fabs(double(w[r * cols + j])) * colNorm[j]);
+    const SparsityPattern p =
+        s.pattern == SparsityPattern::Unstructured ? SparsityPattern::PerRow : s.pattern;
+    PruneResult r;
+    r.mask = selectMask(score.data(), rows, cols, p, s.ratio, s.n, s.m);
+    r.w.assign(w, w + rows * cols);
+    for (size_t i = 0; i < r.w.size(); ++i)
+        if (!r.mask[i]) r.w[i] = 0.0f;
+    return r;
+}
+
+PruneResult pruneSparseGpt(const float* w, int64_t rows, int64_t cols, const double* H,
+                           const SparsitySettings& s, const std::string& name) {
+    checkSettings(s, name);
+    MatD Hm = Eigen::Map<const MatD>(H, cols, cols);
+    MatD W(rows, cols);
+    for (int64_t i = 0; i < rows * cols; ++i) W.data()[i] = double(w[i]);
+    for (int64_t j = 0; j < cols; ++j)
+        if (!std::isfinite(Hm(j, j)))
+            throw ArgumentError(name + ": the calibration Gram matrix is not finite");
+    for (int64_t j = 0; j < cols; ++j)
+        if (Hm(j, j) == 0.0) {
+            Hm(j, j) = 1.0;
+            W.col(j).setZero();
+        }
+    const double lambda = s.damp * Hm.diagonal().mean();
+    Hm.diagonal().array() += lambda;
+    // Upper Cholesky factor U of H⁻¹ (H⁻¹ = UᵀU): row i of U holds the OBS update of column i.
+    Eigen::LLT<MatD> llt(Hm);
+    if (llt.info() != Eigen::Success)
+        throw ArgumentError(name + ": the damped calibration Gram matrix is not positive definite");
+    const MatD Hinv = llt.solve(MatD::Identity(cols, cols));
+    Eigen::LLT<MatD> llt2(Hinv);
+    if (llt2.info() != Eigen::Success)
+        throw ArgumentError(name + ": the inverse Gram matrix is not positive definite");
+    const MatD U = llt2.matrixU();
+
+    const bool nm = s.pattern == SparsityPattern::NM;
+    int64_t bs = std::max<int64_t>(1, s.blockSize);
+    if (nm) bs = (bs + s.m - 1) / s.m * s.m;
+    std::vector<uint8_t> mask(size_t(rows * cols), 1);
+    std::vector<float> score;
+    std::vector<int64_t> idx;
+    for (int64_t i1 = 0; i1 < cols; i1 += bs) {
+        const int64_t i2 = std::min(cols, i1 + bs), bw = i2 - i1;
+        MatD W1 = W.middleCols(i1, bw);
+        MatD Err1 = MatD::Zero(rows, bw);
+        std::vector<uint8_t> m1(size_t(rows * bw), 1);
+        score.assign(size_t(rows * bw), 0.0f);
+        auto fillScore = [&](int64_t c0, int64_t c1) {
+            for (int64_t r = 0; r < rows; ++r)
+                for (int64_t c = c0; c < c1; ++c) {
+                    const double d = U(i1 + c, i1 + c);
+                    score[size_t(r * bw + c)] = float(W1(r, c) * W1(r, c) / (d * d));
+                }
+        };
+        if (!nm) {
+            fillScore(0, bw);
+            if (s.pattern == SparsityPattern::Unstructured) {
+                // cumulative target keeps the total exactly round(ratio · rows · cols)
+                const int64_t k = roundCount(s.ratio * double(rows * i2)) -
+                                  roundCount(s.ratio * double(rows * i1));
+                idx.resize(size_t(rows * bw));
+                std::iota(idx.begin(), idx.end(), int64_t(0));
+                pruneLowest(score.data(), idx, k, m1.data());
+            } else {
+                const int64_t k =
+                    roundCount(s.ratio * double(i2)) - roundCount(s.ratio * double(i1));
+                for (int64_t r = 0; r < rows; ++r) {
+                    idx.resize(size_t(bw));
+                    std::iota(idx.begin(), idx.end(), r * bw);
+                    pruneLowest(score.data(), idx, k, m1.data());
+                }
+            }
+        }
+        for (int64_t c = 0; c < bw; ++c) {
+            if (nm && c % s.m == 0) {
+                const int64_t ce = std::min<int64_t>(bw, c + s.m);
+                fillScore(c, ce);
+                // groups are at absolute multiples of m because bs is a multiple of m
+                for (int64_t r = 0; r < rows; ++r) {
+                    const int64_t k = ce - c;
+                    idx.resize(size_t(k));
+                    for (int64_t j = 0; j < k; ++j) idx[size_t(j)] = r * bw + c + j;
+                    pruneLowest(score.data(), idx, k - nmKeep(k, s.n, s.m), m1.data());
+                }
+            }
+            const double d = U(i1 + c, i1 + c);
+            Eigen::VectorXd err(rows);
+            for (int64_t r = 0; r < rows; ++r) {
+                const double wv = W1(r, c);
+                const double q = m1[size_t(r * bw + c)] ? wv : 0.0;
+                err(r) = (wv - q) / d;
+            }
+            W1.rightCols(bw - c).noalias() -= err * U.row(i1 + c).segment(i1 + c, bw - c);
+            for (int64_t r = 0; r < rows; ++r)
+                if (!m1[size_t(r * bw + c)]) W1(r, c) = 0.0;
+            Err1.col(c) = err;
+        }
+        W.middleCols(i1, bw) = W1;
+        if (i2 < cols) W.rightCols(cols - i2).noalias() -= Err1 * U.block(i1, i2, bw, cols - i2);
+        for (int64_t r = 0; r < rows; ++r)
+            for (int64_t c = 0; c < bw; ++c)
+                mask[size_t(r * cols + i1 + c)] = m1[size_t(r * bw + c)];
+    }
+    PruneResult res;
+    res.mask = std::move(mask);
+    res.w.resize(size_t(rows * cols));
+    for (int64_t i = 0; i < rows * cols; ++i) {
+        const double v = W.data()[i];
+        if (!std::isfinite(v))
+            throw ArgumentError(name + ": SparseGPT produced non-finite weights");
+        res.w[size_t(i)] = res.mask[size_t(i)] ? float(v) : 0.0f;
+    }
+    return res;
+}
+
+PruneResult prune(const float* w, int64_t rows, int64_t cols, const double* H,
+                  const double* colNorm, const SparsitySettings& s, const std::string& name) {
+    switch (s.method) {
+    case SparsityMethod::Magnitude:
+        return pruneMagnitude(w, rows, cols, s);
+    case SparsityMethod::Wanda:
+        if (!colNorm)
+            throw ArgumentError(name + ": wanda pruning needs calibration activation norms");
+        return pruneWanda(w, rows, cols, colNorm, s);
+    case SparsityMethod::SparseGpt:
+        if (!H) throw ArgumentError(name + ": sparsegpt needs the calibration Gram matrix");
+        return pruneSparseGpt(w, rows, cols, H, s, name);
+    }
+    throw ArgumentError(name + ": unknown sparsity method");
+}
+
+double outputError(const float* w, const float* wq, int64_t rows, int64_t cols, const double* H) {
+    MatD D(rows, cols);
+    for (int64_t i = 0; i < rows * cols; ++i) D.data()[i] = double(w[i]) - double(wq[i]);
+    const Eigen::Map<const MatD> Hm(H, cols, cols);
+    return ((D * Hm).array() * D.array()).sum();
+}
+
+double outputEnergy(const float* w, int64_t rows, int64_t cols, const double* H) {
+    MatD W(rows, cols);
+    for (int64_t i = 0; i < rows * cols; ++i) W.data()[i] = double(w[i]);
+    const Eigen::Map<const MatD> Hm(H, cols, cols);
+    return ((W * Hm).array() * W.array()).sum();
+}
+
+bool checkNM(const uint8_t* mask, int64_t rows, int64_t cols, int n, int m) {
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t g = 0; g < cols; g += m) {
+            int kept = 0;
+            for (int64_t j = g; j < std::min<int64_t>(cols, g + m); ++j)
+                kept += mask[r * cols + j] != 0;
+            if (kept > n) return false;
+        }
+    return true;
+}
+
+std::vector<uint8_t> packMask(const std::vector<uint8_t>& mask) {
+    std::vector<uint8_t> bits((mask.size() + 7) / 8, 0);
+    for (size_t i = 0; i < mask.size(); ++i)
+        if (mask[i]) bits[i / 8] |= uint8_t(1u << (i % 8));
+    return bits;
+}
+
+std::vector<uint8_t> unpackMask(const std::vector<uint8_t>& bits, int64_t count) {
+    if (int64_t(bits.size()) * 8 < count)
+        throw FormatError("sparsity mask", "has " + std::to_string(bits.size()) +
+                                               " bytes, too few for " + std::to_string(count) +
+                                               " weights");
+    std::vector<uint8_t> mask(static_cast<size_t>(count));
+    for (int64_t i = 0; i < count; ++i) mask[size_t(i)] = (bits[size_t(i / 8)] >> (i % 8)) & 1u;
+    return mask;
+}
+
+uint64_t sparsityMetadataBits(int64_t rows, int64_t cols, int64_t kept, const SparsitySettings& s) {
+    if (s.pattern == SparsityPattern::NM) {
+        int idxBits = 0;
+        while ((1 << idxBits) < s.m) ++idxBits;
+        return uint64_t(kept) * uint64_t(idxBits);
+    }
+    const uint64_t bitmask = uint64_t(rows * cols);
+    const uint64_t csr = 32ull * uint64_t(kept) + 32ull * uint64_t(rows + 1);
+    return std::min(bitmask, csr);
+}
+
+} // namespace lcw::compress
