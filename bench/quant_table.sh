@@ -48,6 +48,20 @@ done
 run "q8_0*" --recipe "$(gguf_recipe q8_0 8)"
 run "q4_0*" --recipe "$(gguf_recipe q4_0 4)"
 
+# OmniQuant (learned weight clipping, recipe defaults: 20 epochs, lr 5e-3) calibrated on 16×256
+# tokens of TEXT; compare with the RTN rows of the same bits and groups above.
+omni_recipe() { # name bits group
+  cat > "$TMP/$1.json" <<JSON
+{"lcw_recipe": 1, "name": "$1", "rules": [{"targets": ["*"], "weight": {"bits": $2,
+ "symmetric": false, "granularity": "group", "group_size": $3, "method": "omniquant"}}]}
+JSON
+  echo "$TMP/$1.json"
+}
+OMNI_CAL=(--calib "$TEXT" --samples 16 --seq-len 256)
+run "W4A16-g64 OmniQuant" --recipe "$(omni_recipe W4A16-g64-OmniQuant 4 64)" "${OMNI_CAL[@]}"
+run "W3A16-g64 OmniQuant" --recipe "$(omni_recipe W3A16-g64-OmniQuant 3 64)" "${OMNI_CAL[@]}"
+run "W2A16-g32 OmniQuant" --recipe "$(omni_recipe W2A16-g32-OmniQuant 2 32)" "${OMNI_CAL[@]}"
+
 echo
 echo "| config | bits/weight (quantised linears) | bits/weight (whole model) | PPL (ctx $CTX) |"
 echo "|---|---|---|---|"

@@ -157,6 +157,7 @@ int cmdCompress(const std::vector<std::string>& argv) {
     for (const auto& w : r.plan.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
     std::printf("%-28s %-14s %-22s %5s %8s %12s %9s %9s %9s %8s\n", "layer", "shape", "scheme",
                 "rule", "bits/w", "mse", "sqnr_dB", "rel_err", "out_err", "ms");
+    double omniBlockLoss = -1; // OmniQuant's block loss is printed once per block
     for (const auto& l : r.layers) {
         char shape[48];
         std::snprintf(shape, sizeof shape, "[%lld,%lld]", (long long)l.shape[0],
@@ -167,6 +168,13 @@ int cmdCompress(const std::vector<std::string>& argv) {
                     fmtRel(l.outputRelError).c_str(), l.seconds * 1e3);
         if (l.details.contains("note"))
             std::printf("  note: %s\n", l.details["note"].get<std::string>().c_str());
+        if (l.details.contains("block_loss_start") &&
+            l.details["block_loss_start"].get<double>() != omniBlockLoss) {
+            omniBlockLoss = l.details["block_loss_start"].get<double>();
+            std::printf("  omniquant block output MSE: %.4e (no clipping) -> %.4e (epoch %d)\n",
+                        omniBlockLoss, l.details["block_loss_end"].get<double>(),
+                        l.details["best_epoch"].get<int>());
+        }
     }
     const auto q = r.model->compressedSize(), tot = r.model->totalSize();
     std::printf("\nquantised: %lld weights, %.4f bits/weight, %llu bytes\n", (long long)q.params,
