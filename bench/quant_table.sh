@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Perplexity and bits/weight of weight-quantisation presets on a model (default: the demo model on
 # its bundled text, ctx 256). Prints one JSON line per configuration and a Markdown table at the end.
+# GPTQ / AWQ rows calibrate on CALIB (default: the evaluation text itself, SAMPLES x SEQ_LEN =
+# 128 x 256 tokens) and, when ../shared/data/wiki.test.raw exists, also on that held-out text.
 #   bench/quant_table.sh [MODEL] [TEXT] [CTX]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +10,10 @@ BUILD=${BUILD:-build}
 MODEL=${1:-resources/models/stories260K}
 TEXT=${2:-resources/data/tinystories_eval.txt}
 CTX=${3:-256}
+CALIB=${CALIB:-$TEXT}
+SAMPLES=${SAMPLES:-128}
+SEQ_LEN=${SEQ_LEN:-256}
+WIKI=${WIKI:-../shared/data/wiki.test.raw}
 CLI="$BUILD/app/lcw-cli"
 [ -x "$CLI" ] || cmake --build "$BUILD" --target lcw-cli >&2
 TMP=$(mktemp -d)
@@ -47,9 +53,17 @@ for p in W8A16 FP8-E4M3 W4A16-g64 W4A16-g32 NF4-g64 W3A16-g64 W2A16-g32; do
 done
 run "q8_0*" --recipe "$(gguf_recipe q8_0 8)"
 run "q4_0*" --recipe "$(gguf_recipe q4_0 4)"
+for p in W4A16-g64 W4A16-g32 W3A16-g64; do
+  for m in GPTQ AWQ; do
+    run "$p $m (calib: eval text)" --preset "$p-$m" --calib "$CALIB" --samples "$SAMPLES" --seq-len "$SEQ_LEN"
+    if [ -f "$WIKI" ]; then
+      run "$p $m (calib: wiki.test.raw)" --preset "$p-$m" --calib "$WIKI" --samples "$SAMPLES" --seq-len "$SEQ_LEN"
+    fi
+  done
+done
 
 # OmniQuant (learned weight clipping, recipe defaults: 20 epochs, lr 5e-3) calibrated on 16×256
-# tokens of TEXT; compare with the RTN rows of the same bits and groups above.
+# tokens of CALIB; compare with the RTN rows of the same bits and groups above.
 omni_recipe() { # name bits group
   cat > "$TMP/$1.json" <<JSON
 {"lcw_recipe": 1, "name": "$1", "rules": [{"targets": ["*"], "weight": {"bits": $2,
@@ -57,7 +71,7 @@ omni_recipe() { # name bits group
 JSON
   echo "$TMP/$1.json"
 }
-OMNI_CAL=(--calib "$TEXT" --samples 16 --seq-len 256)
+OMNI_CAL=(--calib "$CALIB" --samples 16 --seq-len 256)
 run "W4A16-g64 OmniQuant" --recipe "$(omni_recipe W4A16-g64-OmniQuant 4 64)" "${OMNI_CAL[@]}"
 run "W3A16-g64 OmniQuant" --recipe "$(omni_recipe W3A16-g64-OmniQuant 3 64)" "${OMNI_CAL[@]}"
 run "W2A16-g32 OmniQuant" --recipe "$(omni_recipe W2A16-g32-OmniQuant 2 32)" "${OMNI_CAL[@]}"
