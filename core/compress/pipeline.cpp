@@ -300,6 +300,7 @@ CompressResult compressCalibrated(const Model& base, const Recipe& recipe, Plan 
                     d["block_loss_start"] = r.lossStart;
                     d["block_loss_end"] = r.lossEnd;
                     d["best_epoch"] = r.bestEpoch;
+                    d["omniquant_seconds"] = r.seconds;
                     d["epoch_loss"] = r.epochLoss;
                     d["clip_max"] = r.meanClip.at(name).first;
                     d["clip_min"] = r.meanClip.at(name).second;
