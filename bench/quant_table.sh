@@ -74,6 +74,20 @@ for p in W8A8 W8A8-static W6A6 W4A8 W4A4 KV8 KV4 KV2 KV2-KIVI; do
   run "$p" --preset "$p"
 done
 
+# OmniQuant (learned weight clipping, recipe defaults: 20 epochs, lr 5e-3) calibrated on 16×256
+# tokens of CALIB; compare with the RTN rows of the same bits and groups above.
+omni_recipe() { # name bits group
+  cat > "$TMP/$1.json" <<JSON
+{"lcw_recipe": 1, "name": "$1", "rules": [{"targets": ["*"], "weight": {"bits": $2,
+ "symmetric": false, "granularity": "group", "group_size": $3, "method": "omniquant"}}]}
+JSON
+  echo "$TMP/$1.json"
+}
+OMNI_CAL=(--calib "$CALIB" --samples 16 --seq-len 256)
+run "W4A16-g64 OmniQuant" --recipe "$(omni_recipe W4A16-g64-OmniQuant 4 64)" "${OMNI_CAL[@]}"
+run "W3A16-g64 OmniQuant" --recipe "$(omni_recipe W3A16-g64-OmniQuant 3 64)" "${OMNI_CAL[@]}"
+run "W2A16-g32 OmniQuant" --recipe "$(omni_recipe W2A16-g32-OmniQuant 2 32)" "${OMNI_CAL[@]}"
+
 echo
 echo "| config | bits/weight (quantised linears) | bits/weight (whole model) | activations | KV cache bits/value | KV cache bytes (ctx $CTX) | PPL (ctx $CTX) |"
 echo "|---|---|---|---|---|---|---|"

@@ -169,6 +169,7 @@ int cmdCompress(const std::vector<std::string>& argv) {
                     "scheme", "rule", "bits/w", "rel_err", "sparsity", "rank", "lr_out",
                     "prune_out", "quant_out", "out_err", "ms");
     }
+    double omniBlockLoss = -1; // OmniQuant's block loss is printed once per block
     auto outStr = [](double v) {
         char b[32];
         if (std::isfinite(v))
@@ -188,6 +189,13 @@ int cmdCompress(const std::vector<std::string>& argv) {
                         fmtRel(l.outputRelError).c_str(), l.seconds * 1e3);
             if (l.details.contains("note"))
                 std::printf("  note: %s\n", l.details["note"].get<std::string>().c_str());
+            if (l.details.contains("block_loss_start") &&
+                l.details["block_loss_start"].get<double>() != omniBlockLoss) {
+                omniBlockLoss = l.details["block_loss_start"].get<double>();
+                std::printf("  omniquant block output MSE: %.4e (no clipping) -> %.4e (epoch %d)\n",
+                            omniBlockLoss, l.details["block_loss_end"].get<double>(),
+                            l.details["best_epoch"].get<int>());
+            }
             continue;
         }
         char sp[16] = "-", rk[16] = "-";

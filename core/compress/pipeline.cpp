@@ -7,6 +7,7 @@
 #include "core/compress/awq.h"
 #include "core/compress/folding.h"
 #include "core/compress/gptq.h"
+#include "core/compress/omniquant.h"
 #include "core/compress/smoothquant.h"
 #include "core/compress/threads.h"
 #include "core/stats/fingerprint.h"
@@ -61,6 +62,13 @@ AwqOptions awqOptions(const nlohmann::json& w) {
     if (a.contains("clip_search")) o.clipSearch = a["clip_search"].get<bool>();
     if (a.contains("clip_grid")) o.clipGrid = a["clip_grid"].get<int>();
     if (a.contains("max_shrink")) o.maxShrink = a["max_shrink"].get<double>();
+    return o;
+}
+
+OmniQuantOptions omniOptions(const nlohmann::json& w) {
+    OmniQuantOptions o;
+    if (w.contains("epochs")) o.epochs = w["epochs"].get<int>();
+    if (w.contains("lr")) o.lr = w["lr"].get<double>();
     return o;
 }
 
@@ -152,6 +160,9 @@ CompressResult compressCalibrated(const Model& base, const Recipe& recipe, Plan 
     double unit = 0;
 
     std::map<std::string, LayerReport> reports;
+    // OmniQuant's full-precision block inputs (targets), carried from block to block.
+    std::vector<std::vector<float>> fpHidden;
+    int fpLayer = -1;
     auto finishCancel = [&] {
         res.status = Status::Cancelled;
         return std::move(res);
@@ -268,7 +279,45 @@ CompressResult compressCalibrated(const Model& base, const Recipe& recipe, Plan 
             }
         }
 
-        // 3. Quantise every planned layer of the block.
+        // 3. OmniQuant: learned clipping of the block's omniquant linears on the block output.
+        std::map<std::string, PackedTensor> omniPacked;
+        {
+            std::map<std::string, WeightSettings> omniSet;
+            OmniQuantOptions oo;
+            for (size_t i : idx)
+                if (P.layers[i].weight.method == WeightMethod::OmniQuant) {
+                    if (omniSet.empty()) oo = omniOptions(P.layers[i].weightJson);
+                    omniSet[P.layers[i].name] = P.layers[i].weight;
+                }
+            if (!omniSet.empty()) {
+                SubProgress omP(progress, (unit + 0.5) / nUnits, (unit + 1.0) / nUnits);
+                if (fpLayer != b) fpHidden = captureBlockHidden(base, cal, b);
+                const auto qIn = captureBlockHidden(*cm, cal, b);
+                if (fpHidden.empty() || qIn.empty()) return finishCancel();
+                std::map<std::string, std::vector<float>> over;
+                for (const auto& name : bt.modified()) over[name] = bt.get(name);
+                OmniQuantBlockResult r =
+                    omniquantBlock(*cm, b, qIn, fpHidden, omniSet, oo, omP, &over);
+                if (r.status == Status::Cancelled) return finishCancel();
+                fpHidden = std::move(r.fpOutputs);
+                fpLayer = b + 1;
+                for (auto& [name, p] : r.packed) {
+                    json& d = details[name];
+                    d["omniquant_epochs"] = oo.epochs;
+                    d["omniquant_lr"] = oo.lr;
+                    d["block_loss_start"] = r.lossStart;
+                    d["block_loss_end"] = r.lossEnd;
+                    d["best_epoch"] = r.bestEpoch;
+                    d["omniquant_seconds"] = r.seconds;
+                    d["epoch_loss"] = r.epochLoss;
+                    d["clip_max"] = r.meanClip.at(name).first;
+                    d["clip_min"] = r.meanClip.at(name).second;
+                    omniPacked[name] = std::move(p);
+                }
+            }
+        }
+
+        // 4. Quantise every planned layer of the block.
         std::set<std::string> quantised;
         for (size_t i : idx) {
             const LayerPlan& lp = P.layers[i];
@@ -348,7 +397,8 @@ CompressResult compressCalibrated(const Model& base, const Recipe& recipe, Plan 
                 break;
             }
             case WeightMethod::OmniQuant:
-                throw UnsupportedError(lp.name + ": method 'omniquant' is not available here");
+                packed = std::move(omniPacked.at(lp.name));
+                break;
             default:
                 packed = quantize(Wq.data(), rows, cols, lp.weight, lp.name);
             }
@@ -379,7 +429,7 @@ CompressResult compressCalibrated(const Model& base, const Recipe& recipe, Plan 
                          (searchSeconds.count(lp.name) ? searchSeconds[lp.name] : 0.0);
             reports[lp.name] = std::move(lr);
         }
-        // 4. Folded tensors that were not quantised stay float in the overlay.
+        // 5. Folded tensors that were not quantised stay float in the overlay.
         for (const auto& name : bt.modified())
             if (!quantised.count(name)) cm->setFloatTensor(name, bt.get(name));
         ++unit;

@@ -1,0 +1,229 @@
+// Forward and backward of one pre-norm Llama-style block in double precision (see block_grad.h).
+#include "core/compress/block_grad.h"
+
+#include "core/common/error.h"
+#include "core/runtime/kernels.h"
+
+#include <cmath>
+
+namespace lcw::compress {
+
+namespace {
+
+constexpr const char* kSuffix[7] = {"attn.q",   "attn.k", "attn.v",  "attn.o",
+                                    "mlp.gate", "mlp.up", "mlp.down"};
+
+MatD loadMatrix(const WeightSource& src, const std::string& name, int64_t rows, int64_t cols) {
+    const TensorView* t = src.find(name);
+    if (!t) throw ArgumentError("block model: the model has no tensor '" + name + "'");
+    if (t->shape.size() != 2 || t->shape[0] != rows || t->shape[1] != cols)
+        throw ArgumentError("block model: tensor '" + name + "' has an unexpected shape");
+    std::vector<float> v(size_t(rows * cols));
+    kernels::dequantizeRows(*t, 0, rows, v.data());
+    return Eigen::Map<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(
+               v.data(), rows, cols)
+        .cast<double>();
+}
+
+Eigen::VectorXd loadVector(const WeightSource& src, const std::string& name, int64_t n) {
+    const TensorView* t = src.find(name);
+    if (!t || t->numel() != n)
+        throw ArgumentError("block model: the model has no vector '" + name + "' of size " +
+                            std::to_string(n));
+    std::vector<float> v(static_cast<size_t>(n));
+    kernels::dequantizeRows(*t, 0, t->shape.size() == 2 ? t->shape[0] : 1, v.data());
+    return Eigen::Map<const Eigen::VectorXf>(v.data(), n).cast<double>();
+}
+
+double silu(double x) {
+    return x / (1.0 + std::exp(-x));
+}
+
+} // namespace
+
+const char* blockLinearSuffix(int i) {
+    return kSuffix[i];
+}
+
+void BlockGrads::zeroLike(const BlockWeights& bw) {
+    for (int i = 0; i < 7; ++i)
+        w[size_t(i)] = MatD::Zero(bw.w[size_t(i)].rows(), bw.w[size_t(i)].cols());
+    attnNorm = Eigen::VectorXd::Zero(bw.attnNorm.size());
+    mlpNorm = Eigen::VectorXd::Zero(bw.mlpNorm.size());
+}
+
+BlockWeights loadBlockWeights(const WeightSource& src, int layer) {
+    const ModelSpec& s = src.spec();
+    const std::string p = "layers." + std::to_string(layer) + ".";
+    const int64_t qd = s.nHeads * s.headDim, kvd = s.nKvHeads * s.headDim;
+    const int64_t rows[7] = {qd, kvd, kvd, s.dim, s.hidden, s.hidden, s.dim};
+    const int64_t cols[7] = {s.dim, s.dim, s.dim, qd, s.dim, s.dim, s.hidden};
+    BlockWeights b;
+    for (int i = 0; i < 7; ++i) b.w[size_t(i)] = loadMatrix(src, p + kSuffix[i], rows[i], cols[i]);
+    b.attnNorm = loadVector(src, p + "attn_norm", s.dim);
+    b.mlpNorm = loadVector(src, p + "mlp_norm", s.dim);
+    return b;
+}
+
+std::string LlamaBlock::unsupportedReason(const ModelSpec& s, int layer, int64_t seqLen) {
+    if (s.isMamba()) return "it is a state-space model";
+    if (s.isMoe()) return "it has mixture-of-experts MLPs";
+    if (s.norm != NormType::RMSNorm) return "it uses LayerNorm";
+    if (s.normPlusOne) return "its RMSNorm scales by (1 + w)";
+    if (s.residual != ResidualStyle::PreNorm) return "its residual style is not pre-norm";
+    if (s.postNorms) return "it has post-norms";
+    if (!s.gatedMlp || s.hiddenAct != "silu") return "its MLP is not SwiGLU";
+    if (s.attnBias || s.attnOutBias || s.mlpBias) return "its linears have biases";
+    if (s.qkNorm) return "it has q/k norms";
+    if (s.posEmbed != PosEmbedding::Rope) return "it does not use RoPE";
+    if (s.attnSoftcap > 0) return "it soft-caps attention logits";
+    if (s.layerIsSliding(layer) && s.slidingWindow < seqLen)
+        return "its sliding window is shorter than the sequence";
+    if (s.qkvLayout != QkvLayout::Separate || s.gateUpFused) return "it has fused projections";
+    if (s.embedDim > 0 && s.embedDim != s.dim) return "it projects embeddings";
+    return {};
+}
+
+LlamaBlock::LlamaBlock(const ModelSpec& spec, int layer, int64_t seqLen) : m_s(spec), m_T(seqLen) {
+    if (layer < 0 || layer >= spec.nLayers)
+        throw ArgumentError("block model: layer " + std::to_string(layer) + " out of range");
+    if (seqLen < 1) throw ArgumentError("block model: empty sequence");
+    const std::string why = unsupportedReason(spec, layer, seqLen);
+    if (!why.empty())
+        throw UnsupportedError("the block model (OmniQuant) covers pre-norm RMSNorm SwiGLU blocks "
+                               "with RoPE and no biases; arch '" +
+                               spec.arch + "' is not supported: " + why);
+    m_scale = spec.attnScale > 0 ? double(spec.attnScale) : 1.0 / std::sqrt(double(spec.headDim));
+    if (spec.scaleByInverseLayer) m_scale /= double(layer + 1);
+    const kernels::RopeFreqs f = kernels::ropeFrequencies(
+        spec.rope, spec.headDim, spec.maxSeq,
+        spec.rope.type == RopeType::Dynamic ? seqLen : std::max(seqLen, spec.maxSeq));
+    m_rot = f.rotDim;
+    m_cos.resize(size_t(seqLen * (m_rot / 2)));
+    m_sin.resize(m_cos.size());
+    kernels::ropeTables(f, 0, seqLen, m_cos.data(), m_sin.data());
+}
+
+void LlamaBlock::rope(MatD& a, int64_t heads, bool inverse) const {
+    // Forward: (x0, x1) -> (x0 c - x1 s, x0 s + x1 c). The backward applies the transpose.
+    const int64_t half = m_rot / 2, hd = m_s.headDim;
+    const double sg = inverse ? -1.0 : 1.0;
+    for (int64_t t = 0; t < m_T; ++t) {
+        const float* c = m_cos.data() + t * half;
+        const float* s = m_sin.data() + t * half;
+        for (int64_t h = 0; h < heads; ++h) {
+            double* v = a.row(t).data() + h * hd;
+            for (int64_t i = 0; i < half; ++i) {
+                const int64_t i0 = m_s.rope.interleaved ? 2 * i : i;
+                const int64_t i1 = m_s.rope.interleaved ? 2 * i + 1 : i + half;
+                const double x0 = v[i0], x1 = v[i1], ci = c[i], si = sg * double(s[i]);
+                v[i0] = x0 * ci - x1 * si;
+                v[i1] = x0 * si + x1 * ci;
+            }
+        }
+    }
+}
+
+void LlamaBlock::forward(const BlockWeights& w, const MatD& x, MatD& y, Cache* cache) const {
+    const ModelSpec& s = m_s;
+    const int64_t T = m_T, hd = s.headDim, H = s.nHeads, group = s.nHeads / s.nKvHeads;
+    const double eps = double(s.normEps);
+    Cache local;
+    Cache& c = cache ? *cache : local;
+    c.x = x;
+    auto rms = [&](const MatD& in, const Eigen::VectorXd& g, Eigen::VectorXd& r, MatD& out) {
+        r = ((in.array().square().rowwise().sum() / double(in.cols())) + eps).rsqrt().matrix();
+        out = (in.array().colwise() * r.array()).rowwise() * g.transpose().array();
+    };
+    rms(x, w.attnNorm, c.r1, c.xn1);
+    c.q = c.xn1 * w.w[kQ].transpose();
+    c.k = c.xn1 * w.w[kK].transpose();
+    c.v = c.xn1 * w.w[kV].transpose();
+    rope(c.q, H, false);
+    rope(c.k, s.nKvHeads, false);
+    c.o.resize(T, H * hd);
+    c.probs.resize(size_t(H));
+    for (int64_t h = 0; h < H; ++h) {
+        const int64_t kv = h / group;
+        MatD S = (c.q.middleCols(h * hd, hd) * c.k.middleCols(kv * hd, hd).transpose()) * m_scale;
+        for (int64_t t = 0; t < T; ++t) {
+            const double mx = S.row(t).head(t + 1).maxCoeff();
+            double sum = 0;
+            for (int64_t j = 0; j <= t; ++j) sum += (S(t, j) = std::exp(S(t, j) - mx));
+            S.row(t).head(t + 1) /= sum;
+            S.row(t).tail(T - t - 1).setZero();
+        }
+        c.o.middleCols(h * hd, hd) = S * c.v.middleCols(kv * hd, hd);
+        c.probs[size_t(h)] = std::move(S);
+    }
+    c.h = x + c.o * w.w[kO].transpose();
+    rms(c.h, w.mlpNorm, c.r2, c.xn2);
+    c.g = c.xn2 * w.w[kGate].transpose();
+    c.u = c.xn2 * w.w[kUp].transpose();
+    c.m = c.g.unaryExpr([](double v) { return silu(v); }).cwiseProduct(c.u);
+    y = c.h + c.m * w.w[kDown].transpose();
+}
+
+void LlamaBlock::backward(const BlockWeights& w, const Cache& c, const MatD& dy,
+                          BlockGrads& g) const {
+    const ModelSpec& s = m_s;
+    const int64_t hd = s.headDim, H = s.nHeads, group = s.nHeads / s.nKvHeads;
+    // RMSNorm backward: out = in * r * gw, r = (mean(in^2) + eps)^-1/2.
+    auto rmsBack = [](const MatD& in, const Eigen::VectorXd& r, const Eigen::VectorXd& gw,
+                      const MatD& dout, Eigen::VectorXd& dgw, MatD& din) {
+        dgw += ((dout.array() * in.array()).colwise() * r.array())
+                   .colwise()
+                   .sum()
+                   .transpose()
+                   .matrix();
+        const MatD a = dout.array().rowwise() * gw.transpose().array(); // d(in * r)
+        const Eigen::VectorXd dot = (a.array() * in.array()).rowwise().sum();
+        const double n = double(in.cols());
+        din = (a.array().colwise() * r.array()) -
+              in.array().colwise() * (dot.array() * r.array().cube() / n);
+    };
+
+    // MLP.
+    g.w[kDown] += dy.transpose() * c.m;
+    const MatD dm = dy * w.w[kDown];
+    MatD dgate(c.g.rows(), c.g.cols()), dup(c.u.rows(), c.u.cols());
+    for (int64_t i = 0; i < c.g.size(); ++i) {
+        const double x = c.g.data()[i], sig = 1.0 / (1.0 + std::exp(-x));
+        dup.data()[i] = dm.data()[i] * x * sig;
+        dgate.data()[i] = dm.data()[i] * c.u.data()[i] * sig * (1.0 + x * (1.0 - sig));
+    }
+    g.w[kGate] += dgate.transpose() * c.xn2;
+    g.w[kUp] += dup.transpose() * c.xn2;
+    const MatD dxn2 = dgate * w.w[kGate] + dup * w.w[kUp];
+    MatD dh;
+    rmsBack(c.h, c.r2, w.mlpNorm, dxn2, g.mlpNorm, dh);
+    dh += dy;
+
+    // Attention.
+    g.w[kO] += dh.transpose() * c.o;
+    const MatD dO = dh * w.w[kO];
+    MatD dq = MatD::Zero(c.q.rows(), c.q.cols());
+    MatD dk = MatD::Zero(c.k.rows(), c.k.cols());
+    MatD dv = MatD::Zero(c.v.rows(), c.v.cols());
+    for (int64_t h = 0; h < H; ++h) {
+        const int64_t kv = h / group;
+        const MatD& P = c.probs[size_t(h)];
+        const auto dOh = dO.middleCols(h * hd, hd);
+        dv.middleCols(kv * hd, hd) += P.transpose() * dOh;
+        const MatD dP = dOh * c.v.middleCols(kv * hd, hd).transpose();
+        const Eigen::VectorXd rs = (dP.array() * P.array()).rowwise().sum();
+        const MatD dS = (P.array() * (dP.array().colwise() - rs.array())).matrix() * m_scale;
+        dq.middleCols(h * hd, hd) = dS * c.k.middleCols(kv * hd, hd);
+        dk.middleCols(kv * hd, hd) += dS.transpose() * c.q.middleCols(h * hd, hd);
+    }
+    rope(dq, H, true);
+    rope(dk, s.nKvHeads, true);
+    g.w[kQ] += dq.transpose() * c.xn1;
+    g.w[kK] += dk.transpose() * c.xn1;
+    g.w[kV] += dv.transpose() * c.xn1;
+    const MatD dxn1 = dq * w.w[kQ] + dk * w.w[kK] + dv * w.w[kV];
+    MatD dx;
+    rmsBack(c.x, c.r1, w.attnNorm, dxn1, g.attnNorm, dx);
+}
+
+} // namespace lcw::compress

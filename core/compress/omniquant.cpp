@@ -1,0 +1,323 @@
+// OmniQuant learnable weight clipping for one block (see omniquant.h).
+#include "core/compress/omniquant.h"
+
+#include "core/common/dtype.h"
+#include "core/compress/block_grad.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+
+namespace lcw::compress {
+
+namespace {
+
+/// One learned linear: its group ranges and clipping factors with Adam state.
+struct Lwc {
+    std::string name;
+    int index = 0; ///< BlockLinear
+    WeightSettings s;
+    int64_t rows = 0, cols = 0;
+    std::vector<int64_t> grid;  ///< grid index of every element
+    std::vector<double> mn, mx; ///< per grid, min(·, 0) and max(·, 0)
+    std::vector<double> a, b;   ///< factors (max side, min side)
+    std::vector<double> ga, gb; ///< gradients
+    std::vector<double> ma, va, mb, vb;
+};
+
+double qmaxOf(const WeightSettings& s) {
+    return s.symmetric ? double((1 << (s.bits - 1)) - 1) : double((1 << s.bits) - 1);
+}
+
+/// Fake-quantised weights (double grid, no f16 rounding) for the current factors.
+MatD fakeQuant(const Lwc& l, const MatD& W) {
+    MatD out(l.rows, l.cols);
+    const double qm = qmaxOf(l.s);
+    for (int64_t i = 0; i < l.rows * l.cols; ++i) {
+        const size_t g = size_t(l.grid[size_t(i)]);
+        const double x = W.data()[i];
+        if (l.s.symmetric) {
+            const double h = l.a[g] * std::max(-l.mn[g], l.mx[g]) / qm;
+            out.data()[i] = h > 0 ? std::clamp(std::nearbyint(x / h), -qm, qm) * h : 0.0;
+        } else {
+            const double mnc = l.b[g] * l.mn[g], h = (l.a[g] * l.mx[g] - mnc) / qm;
+            if (!(h > 0)) {
+                out.data()[i] = 0.0;
+                continue;
+            }
+            const double z = std::clamp(std::nearbyint(-mnc / h), 0.0, qm);
+            out.data()[i] = (std::clamp(std::nearbyint(x / h + z), 0.0, qm) - z) * h;
+        }
+    }
+    return out;
+}
+
+/// Gradients of the factors from dL/dŴ with the straight-through estimator for round().
+void factorGrads(Lwc& l, const MatD& W, const MatD& gW) {
+    std::fill(l.ga.begin(), l.ga.end(), 0.0);
+    std::fill(l.gb.begin(), l.gb.end(), 0.0);
+    const double qm = qmaxOf(l.s);
+    for (int64_t i = 0; i < l.rows * l.cols; ++i) {
+        const size_t g = size_t(l.grid[size_t(i)]);
+        const double x = W.data()[i], gw = gW.data()[i];
+        if (l.s.symmetric) {
+            const double amax = std::max(-l.mn[g], l.mx[g]), h = l.a[g] * amax / qm;
+            if (!(h > 0)) continue;
+            const double qr = std::nearbyint(x / h);
+            const bool in = std::fabs(qr) <= qm;
+            const double q = std::clamp(qr, -qm, qm);
+            // Ŵ = q h: dŴ/dh = q − [in] x / h
+            l.ga[g] += gw * (q - (in ? x / h : 0.0)) * amax / qm;
+        } else {
+            const double mnc = l.b[g] * l.mn[g], h = (l.a[g] * l.mx[g] - mnc) / qm;
+            if (!(h > 0)) continue;
+            const double z = std::clamp(std::nearbyint(-mnc / h), 0.0, qm);
+            const double qr = std::nearbyint(x / h + z);
+            const double in = (qr >= 0 && qr <= qm) ? 1.0 : 0.0;
+            const double q = std::clamp(qr, 0.0, qm);
+            // Ŵ = (q − z) h with z = −mnc / h and q = x / h + z passed straight through.
+            const double dh = (q - z) - in * x / h + (in - 1.0) * mnc / h;
+            const double dmnc = 1.0 - in;
+            l.ga[g] += gw * dh * l.mx[g] / qm;
+            l.gb[g] += gw * (-dh / qm + dmnc) * l.mn[g];
+        }
+    }
+}
+
+/// The packed tensor for the current factors (grids as RTN builds them from the clipped range).
+PackedTensor packLwc(const Lwc& l, const MatD& W) {
+    const size_t ng = l.mn.size();
+    std::vector<GroupGrid> grids(ng);
+    for (size_t g = 0; g < ng; ++g) {
+        const float lo = l.s.symmetric ? float(l.a[g] * l.mn[g]) : float(l.b[g] * l.mn[g]);
+        grids[g] = groupGrid(l.s, lo, float(l.a[g] * l.mx[g]), l.name);
+    }
+    std::vector<uint32_t> codes(size_t(l.rows * l.cols));
+    for (int64_t i = 0; i < l.rows * l.cols; ++i)
+        codes[size_t(i)] = encodeOnGrid(l.s, float(W.data()[i]), grids[size_t(l.grid[size_t(i)])]);
+    return packCodes(l.s, l.rows, l.cols, codes, grids);
+}
+
+void adam(std::vector<double>& p, const std::vector<double>& g, std::vector<double>& m,
+          std::vector<double>& v, int step, const OmniQuantOptions& o) {
+    constexpr double b1 = 0.9, b2 = 0.999, eps = 1e-8;
+    const double c1 = 1.0 - std::pow(b1, step), c2 = 1.0 - std::pow(b2, step);
+    for (size_t i = 0; i < p.size(); ++i) {
+        m[i] = b1 * m[i] + (1 - b1) * g[i];
+        v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i];
+        p[i] -= o.lr * (m[i] / c1 / (std::sqrt(v[i] / c2) + eps) + o.weightDecay * p[i]);
+        p[i] = std::clamp(p[i], o.minClip, 1.0);
+    }
+}
+
+MatD toMat(const std::vector<float>& v, int64_t T, int64_t dim) {
+    return Eigen::Map<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(
+               v.data(), T, dim)
+        .cast<double>();
+}
+
+double meanOf(const std::vector<double>& v) {
+    double s = 0;
+    for (double x : v) s += x;
+    return v.empty() ? 1.0 : s / double(v.size());
+}
+
+} // namespace
+
+OmniQuantBlockResult omniquantBlock(const WeightSource& w, int layer,
+                                    const std::vector<std::vector<float>>& inputs,
+                                    const std::vector<std::vector<float>>& fpInputsArg,
+                                    const std::map<std::string, WeightSettings>& settings,
+                                    const OmniQuantOptions& o, Progress& progress,
+                                    const std::map<std::string, std::vector<float>>* overrides) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const ModelSpec& spec = w.spec();
+    const std::string bname = "layers." + std::to_string(layer);
+    if (inputs.empty()) throw ArgumentError(bname + ": omniquant needs calibration inputs");
+    const auto& fpInputs = fpInputsArg.empty() ? inputs : fpInputsArg;
+    if (fpInputs.size() != inputs.size())
+        throw ArgumentError(bname + ": omniquant got " + std::to_string(inputs.size()) +
+                            " quantised-path inputs but " + std::to_string(fpInputs.size()) +
+                            " full-precision ones");
+    const int64_t dim = spec.dim;
+    const size_t len = inputs[0].size();
+    if (len == 0 || len % size_t(dim) != 0)
+        throw ArgumentError(bname + ": block inputs of " + std::to_string(len) +
+                            " values are not whole tokens of dim " + std::to_string(dim));
+    for (size_t i = 0; i < inputs.size(); ++i)
+        if (inputs[i].size() != len || fpInputs[i].size() != len)
+            throw ArgumentError(bname + ": omniquant block inputs differ in length (sample " +
+                                std::to_string(i) + ")");
+    if (o.epochs < 0 || !(o.lr > 0) || !(o.minClip > 0 && o.minClip < 1))
+        throw ArgumentError(bname + ": omniquant options out of range (epochs >= 0, lr > 0, "
+                                    "0 < minClip < 1)");
+    const int64_t T = int64_t(len) / dim;
+    const LlamaBlock block(spec, layer, T);
+    // The block's products are small: Eigen's own threads cost far more than they save (10x
+    // slower on a loaded machine). Single-threaded products; samples run in parallel instead.
+    struct EigenThreads {
+        int keep = Eigen::nbThreads();
+        EigenThreads() { Eigen::setNbThreads(1); }
+        ~EigenThreads() { Eigen::setNbThreads(keep); }
+    } eigenThreads;
+
+    BlockWeights fw = loadBlockWeights(w, layer);
+    if (overrides)
+        for (int i = 0; i < 7; ++i) {
+            const auto it = overrides->find(bname + "." + blockLinearSuffix(i));
+            if (it == overrides->end()) continue;
+            MatD& m = fw.w[size_t(i)];
+            if (int64_t(it->second.size()) != m.size())
+                throw ArgumentError(it->first + ": override has the wrong size");
+            m = Eigen::Map<const Eigen::MatrixXf>(it->second.data(), m.cols(), m.rows())
+                    .transpose()
+                    .cast<double>();
+        }
+
+    if (overrides)
+        for (auto [suffix, vec] :
+             {std::pair{".attn_norm", &fw.attnNorm}, {".mlp_norm", &fw.mlpNorm}}) {
+            const auto it = overrides->find(bname + suffix);
+            if (it == overrides->end()) continue;
+            if (int64_t(it->second.size()) != vec->size())
+                throw ArgumentError(it->first + ": override has the wrong size");
+            *vec = Eigen::Map<const Eigen::VectorXf>(it->second.data(), vec->size()).cast<double>();
+        }
+
+    std::vector<Lwc> lwc;
+    for (const auto& [name, s] : settings) {
+        int idx = -1;
+        for (int i = 0; i < 7; ++i)
+            if (name == bname + "." + blockLinearSuffix(i)) idx = i;
+        if (idx < 0)
+            throw ArgumentError(name + ": omniquant learns the linears of block " + bname +
+                                " only (attn.q/k/v/o, mlp.gate/up/down)");
+        if (s.format != WeightFormat::Int || methodIsGguf(s.method))
+            throw UnsupportedError(name + ": omniquant supports int formats only, not " +
+                                   s.describe());
+        if (s.bits < 2 || s.bits > 8) throw ArgumentError(name + ": int bits must be 2..8");
+        Lwc l;
+        l.name = name;
+        l.index = idx;
+        l.s = s;
+        const MatD& W = fw.w[size_t(idx)];
+        l.rows = W.rows();
+        l.cols = W.cols();
+        const int64_t gpr = gridsPerRow(s, l.cols);
+        const size_t ng = s.granularity == Granularity::Tensor    ? 1
+                          : s.granularity == Granularity::Channel ? size_t(l.rows)
+                                                                  : size_t(l.rows * gpr);
+        l.mn.assign(ng, 0.0);
+        l.mx.assign(ng, 0.0);
+        l.grid.resize(size_t(l.rows * l.cols));
+        for (int64_t r = 0; r < l.rows; ++r)
+            for (int64_t j = 0; j < l.cols; ++j) {
+                const double x = W(r, j);
+                if (!std::isfinite(x))
+                    throw ArgumentError(name + ": non-finite weight at element " +
+                                        std::to_string(r * l.cols + j));
+                const int64_t g = gridIndex(s, l.cols, r, j);
+                l.grid[size_t(r * l.cols + j)] = g;
+                l.mn[size_t(g)] = std::min(l.mn[size_t(g)], x);
+                l.mx[size_t(g)] = std::max(l.mx[size_t(g)], x);
+            }
+        // The stored grid works in float: use the float range so that factor 1 is exactly RTN.
+        for (size_t g = 0; g < ng; ++g) {
+            l.mn[g] = double(float(l.mn[g]));
+            l.mx[g] = double(float(l.mx[g]));
+        }
+        l.a.assign(ng, 1.0);
+        l.b.assign(ng, 1.0);
+        l.ga = l.gb = l.ma = l.va = l.mb = l.vb = std::vector<double>(ng, 0.0);
+        lwc.push_back(std::move(l));
+    }
+
+    OmniQuantBlockResult res;
+    const size_t S = inputs.size();
+    // Targets: the full-precision block on the full-precision inputs.
+    std::vector<MatD> target(S);
+    res.fpOutputs.resize(S);
+#pragma omp parallel for schedule(dynamic)
+    for (int64_t i = 0; i < int64_t(S); ++i) {
+        block.forward(fw, toMat(fpInputs[size_t(i)], T, dim), target[size_t(i)], nullptr);
+        const Eigen::MatrixXf yf = target[size_t(i)].cast<float>().transpose();
+        res.fpOutputs[size_t(i)].assign(yf.data(), yf.data() + yf.size());
+    }
+    const double norm = double(T * dim);
+
+    // Block error of the packed result for the current factors.
+    auto packedLoss = [&](std::map<std::string, PackedTensor>* out) {
+        BlockWeights qw = fw;
+        for (const Lwc& l : lwc) {
+            PackedTensor p = packLwc(l, fw.w[size_t(l.index)]);
+            const std::vector<float> v = dequantize(p, l.name);
+            qw.w[size_t(l.index)] = Eigen::Map<const Eigen::MatrixXf>(v.data(), l.cols, l.rows)
+                                        .transpose()
+                                        .cast<double>();
+            if (out) (*out)[l.name] = std::move(p);
+        }
+        double sum = 0;
+#pragma omp parallel for schedule(dynamic) reduction(+ : sum)
+        for (int64_t i = 0; i < int64_t(S); ++i) {
+            MatD y;
+            block.forward(qw, toMat(inputs[size_t(i)], T, dim), y, nullptr);
+            sum += (y - target[size_t(i)]).squaredNorm() / norm;
+        }
+        return sum / double(S);
+    };
+
+    std::map<std::string, PackedTensor> best;
+    res.lossStart = res.lossEnd = packedLoss(&best);
+    std::vector<std::pair<std::vector<double>, std::vector<double>>> bestFactors;
+    for (const Lwc& l : lwc) bestFactors.emplace_back(l.a, l.b);
+
+    const double steps = double(std::max(1, o.epochs) * int64_t(S));
+    int step = 0;
+    LlamaBlock::Cache cache;
+    BlockGrads grads;
+    for (int e = 0; e < o.epochs && !lwc.empty(); ++e) {
+        double trainSum = 0;
+        for (size_t i = 0; i < S; ++i) {
+            if (!progress.report(double(step) / steps, bname + ": omniquant epoch " +
+                                                           std::to_string(e + 1) + "/" +
+                                                           std::to_string(o.epochs))) {
+                res.status = Status::Cancelled;
+                return res;
+            }
+            BlockWeights qw = fw;
+            for (const Lwc& l : lwc) qw.w[size_t(l.index)] = fakeQuant(l, fw.w[size_t(l.index)]);
+            MatD y;
+            block.forward(qw, toMat(inputs[i], T, dim), y, &cache);
+            const MatD diff = y - target[i];
+            trainSum += diff.squaredNorm() / norm;
+            grads.zeroLike(qw);
+            block.backward(qw, cache, diff * (2.0 / norm), grads);
+            ++step;
+            for (Lwc& l : lwc) {
+                factorGrads(l, fw.w[size_t(l.index)], grads.w[size_t(l.index)]);
+                adam(l.a, l.ga, l.ma, l.va, step, o);
+                if (!l.s.symmetric) adam(l.b, l.gb, l.mb, l.vb, step, o);
+            }
+        }
+        res.trainLoss.push_back(trainSum / double(S));
+        std::map<std::string, PackedTensor> cur;
+        const double loss = packedLoss(&cur);
+        res.epochLoss.push_back(loss);
+        if (loss < res.lossEnd) {
+            res.lossEnd = loss;
+            res.bestEpoch = e + 1;
+            best = std::move(cur);
+            for (size_t k = 0; k < lwc.size(); ++k) bestFactors[k] = {lwc[k].a, lwc[k].b};
+        }
+    }
+    for (size_t k = 0; k < lwc.size(); ++k)
+        res.meanClip[lwc[k].name] = {meanOf(bestFactors[k].first),
+                                     lwc[k].s.symmetric ? meanOf(bestFactors[k].first)
+                                                        : meanOf(bestFactors[k].second)};
+    res.packed = std::move(best);
+    res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    progress.report(1.0, bname + ": omniquant done");
+    return res;
+}
+
+} // namespace lcw::compress

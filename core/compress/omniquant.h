@@ -1,0 +1,72 @@
+#pragma once
+/// \file
+/// OmniQuant's learnable weight clipping (LWC, Shao et al. 2023) for one decoder block.
+///
+/// Every quantisation group g of a learned linear (tensor, channel or group granularity, int
+/// formats) gets a clipped range [b_g · min(W_g), a_g · max(W_g)] (asymmetric) or
+/// ±a_g · max|W_g| (symmetric); the int grid is built from that range as RTN does. The factors
+/// a_g, b_g ∈ [minClip, 1] start at 1 (no clipping: the starting point is exactly RTN) and are
+/// trained with Adam(W) on the block-output error
+///     L = mean over samples of ‖block(Ŵ; x_q) − block(W; x_fp)‖² / (seqLen · dim)
+/// where x_q is the block input produced by the already-quantised earlier blocks and x_fp the
+/// full-precision one (as OmniQuant does). round() passes gradients straight through (STE);
+/// values outside the grid's range pass none (clamp). The paper parametrises the factors as
+/// sigmoid(γ) starting at γ = 4 (0.982); we use the factors themselves, projected onto
+/// [minClip, 1] after every step, so that training starts at "no clipping".
+/// After every epoch the block error of the packed result (f16 scales, as stored) is measured;
+/// the best parameters seen, the start included, are kept, so the result is never worse than
+/// RTN on the calibration set.
+///
+/// LET (learnable equivalent transformation for weight-activation settings) is not implemented.
+/// Only pre-norm RMSNorm SwiGLU RoPE blocks without biases are covered (LlamaBlock); others throw
+/// UnsupportedError naming the architecture.
+#include "core/common/error.h"
+#include "core/common/progress.h"
+#include "core/compress/quantizer.h"
+#include "core/model/model.h"
+
+#include <map>
+#include <string>
+#include <vector>
+
+namespace lcw::compress {
+
+struct OmniQuantOptions {
+    int epochs = 20;        ///< passes over the calibration samples (paper: 20)
+    double lr = 5e-3;       ///< Adam learning rate of the clipping factors (paper: 5e-3)
+    double weightDecay = 0; ///< AdamW decoupled weight decay on the factors
+    double minClip = 0.1;   ///< lower bound of the clipping factors
+};
+
+struct OmniQuantBlockResult {
+    Status status = Status::Ok;
+    /// Packed tensors of the learned linears (settings as given, method kept).
+    std::map<std::string, PackedTensor> packed;
+    /// Mean learned factor per linear (max side, and min side for asymmetric; 1 = no clipping).
+    std::map<std::string, std::pair<double, double>> meanClip;
+    double lossStart = 0;          ///< block-output MSE of the start point (RTN, no clipping)
+    double lossEnd = 0;            ///< of the kept parameters (<= lossStart)
+    std::vector<double> epochLoss; ///< packed-result MSE after each epoch
+    std::vector<double> trainLoss; ///< mean fake-quant training loss of each epoch
+    int bestEpoch = 0;             ///< 0 = the start point was kept
+    /// The full-precision block's outputs for the FP inputs (the targets; the FP inputs of the
+    /// next block), one [seqLen * dim] vector per sample.
+    std::vector<std::vector<float>> fpOutputs;
+    double seconds = 0;
+};
+
+/// Learns the clipping of the linears named in `settings` (canonical names of block `layer`,
+/// int formats, any granularity) on the block inputs `inputs` (quantised path) with targets from
+/// `fpInputs` (empty: `inputs`), one [seqLen * dim] vector per sample, all of equal length.
+/// Weights come from `w`, or from `overrides` for the names it holds (e.g. folded tensors).
+/// Linears of the block not in `settings` keep their values. Progress after every step;
+/// cancellation returns status Cancelled. Throws UnsupportedError for blocks the block model does
+/// not cover and for non-int formats / GGUF methods, ArgumentError for bad sizes or names.
+OmniQuantBlockResult
+omniquantBlock(const WeightSource& w, int layer, const std::vector<std::vector<float>>& inputs,
+               const std::vector<std::vector<float>>& fpInputs,
+               const std::map<std::string, WeightSettings>& settings, const OmniQuantOptions& opts,
+               Progress& progress,
+               const std::map<std::string, std::vector<float>>* overrides = nullptr);
+
+} // namespace lcw::compress
