@@ -73,6 +73,10 @@ done
 for p in W8A8 W8A8-static W6A6 W4A8 W4A4 KV8 KV4 KV2 KV2-KIVI; do
   run "$p" --preset "$p"
 done
+# the same with SmoothQuant (alpha 0.5, calibrated on CALIB)
+for p in W8A8-SQ W6A6-SQ W4A8-SQ W4A4-SQ; do
+  run "$p" --preset "$p" --calib "$CALIB" --samples "$SAMPLES" --seq-len "$SEQ_LEN"
+done
 
 # OmniQuant (learned weight clipping, recipe defaults: 20 epochs, lr 5e-3) calibrated on 16×256
 # tokens of CALIB; compare with the RTN rows of the same bits and groups above.

@@ -659,22 +659,35 @@ const std::vector<Preset>& presets() {
              {"granularity", "group"},
              {"group_size", 64},
              {"method", "awq"}});
-        {
-            const std::string n = "W8A8-SQ";
-            const std::string d = "SmoothQuant (alpha 0.5) + int8 per-channel weights + int8 "
-                                  "dynamic per-token activations (needs --calib)";
+        // SmoothQuant (alpha 0.5) in front of the weight-activation settings above.
+        auto addSq = [&](const std::string& n, const std::string& d, json weight, int actBits) {
             json j = {
                 {"lcw_recipe", 1},
                 {"name", n},
                 {"description", d},
-                {"rules",
-                 json::array(
-                     {{{"targets", {"*"}},
-                       {"smoothquant", {{"alpha", 0.5}}},
-                       {"weight", {{"bits", 8}, {"symmetric", true}, {"granularity", "channel"}}},
-                       {"activation", {{"bits", 8}, {"mode", "dynamic_per_token"}}}}})}};
+                {"rules", json::array({{{"targets", {"*"}},
+                                        {"smoothquant", {{"alpha", 0.5}}},
+                                        {"weight", std::move(weight)},
+                                        {"activation",
+                                         {{"bits", actBits}, {"mode", "dynamic_per_token"}}}}})}};
             v.push_back({n, d, Recipe::fromJson(j)});
-        }
+        };
+        addSq("W8A8-SQ",
+              "SmoothQuant (alpha 0.5) + int8 per-channel weights + int8 dynamic per-token "
+              "activations (needs --calib)",
+              {{"bits", 8}, {"symmetric", true}, {"granularity", "channel"}}, 8);
+        addSq("W6A6-SQ",
+              "SmoothQuant (alpha 0.5) + int6 asym per-channel weights + int6 dynamic per-token "
+              "activations (needs --calib)",
+              {{"bits", 6}, {"symmetric", false}, {"granularity", "channel"}}, 6);
+        addSq("W4A8-SQ",
+              "SmoothQuant (alpha 0.5) + int4 asym per-channel weights + int8 dynamic per-token "
+              "activations (needs --calib)",
+              {{"bits", 4}, {"symmetric", false}, {"granularity", "channel"}}, 8);
+        addSq("W4A4-SQ",
+              "SmoothQuant (alpha 0.5) + int4 asym per-channel weights + int4 dynamic per-token "
+              "activations (needs --calib)",
+              {{"bits", 4}, {"symmetric", false}, {"granularity", "channel"}}, 4);
         return v;
     }();
     return p;
