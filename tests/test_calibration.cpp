@@ -17,7 +17,7 @@ using namespace lcw::compress;
 namespace {
 
 std::string demoModel() {
-    return lcwtest::sourcePath("resources/models/stories260K");
+    return lcwtest::demoModelPath();
 }
 
 /// Records every linear input and residual of one layer as plain copies.

@@ -28,10 +28,10 @@ using json = nlohmann::json;
 namespace {
 
 std::string demoModel() {
-    return lcwtest::sourcePath("resources/models/stories260K");
+    return lcwtest::demoModelPath();
 }
 std::string demoText() {
-    return lcwtest::sourcePath("resources/data/tinystories_eval.txt");
+    return lcwtest::demoTextPath();
 }
 
 std::vector<float> randomMatrix(int64_t rows, int64_t cols, uint32_t seed, bool outliers = true) {

@@ -27,7 +27,7 @@ using json = nlohmann::json;
 namespace {
 
 std::string demoModel() {
-    return lcwtest::sourcePath("resources/models/stories260K");
+    return lcwtest::demoModelPath();
 }
 
 Recipe recipeOf(json rule) {

@@ -26,7 +26,7 @@ using json = nlohmann::json;
 namespace {
 
 std::string demoModel() {
-    return lcwtest::sourcePath("resources/models/stories260K");
+    return lcwtest::demoModelPath();
 }
 
 MatD toMat(const std::vector<float>& v, int64_t dim) {

@@ -26,7 +26,7 @@ using json = nlohmann::json;
 namespace {
 
 std::string demoModel() {
-    return lcwtest::sourcePath("resources/models/stories260K");
+    return lcwtest::demoModelPath();
 }
 
 std::string J(std::string s) {

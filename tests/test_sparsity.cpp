@@ -75,7 +75,7 @@ double outErrX(const std::vector<float>& w, const std::vector<float>& wq, int64_
 }
 
 std::string demoModel() {
-    return lcwtest::sourcePath("resources/models/stories260K");
+    return lcwtest::demoModelPath();
 }
 
 /// JSON written with single quotes (keeps moc's parser happy: no raw strings).

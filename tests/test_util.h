@@ -19,6 +19,13 @@ inline std::string sharedPath(const std::string& rel) {
 inline std::string sourcePath(const std::string& rel) {
     return std::string(LCW_SOURCE_DIR) + "/" + rel;
 }
+/// The bundled demo model (resources/models/stories260K) and its evaluation text.
+inline std::string demoModelPath() {
+    return sourcePath("resources/models/stories260K");
+}
+inline std::string demoTextPath() {
+    return sourcePath("resources/data/tinystories_eval.txt");
+}
 inline bool exists(const std::string& p) {
     return std::filesystem::exists(p);
 }

@@ -131,19 +131,36 @@ json numOrNull(int64_t v) {
 
 } // namespace
 
+ConfigSource::ConfigSource() = default;
+ConfigSource::ConfigSource(ConfigSource&&) noexcept = default;
+ConfigSource& ConfigSource::operator=(ConfigSource&&) noexcept = default;
+ConfigSource::~ConfigSource() = default;
+
 const WeightSource* ConfigSource::weights() const {
-    return overlay ? static_cast<const WeightSource*>(overlay.get()) : model.get();
+    if (overlay) return overlay.get();
+    return model ? static_cast<const WeightSource*>(model.get()) : base;
 }
 
-std::vector<ConfigSource> loadConfigSources(const Model& model, const Args& a, bool quiet) {
+double modelBitsPerWeight(const Model& m) {
+    int64_t params = 0;
+    for (const auto& t : m.tensors()) params += t.numel();
+    return params > 0 ? double(m.storedBytes()) * 8.0 / double(params) : 0.0;
+}
+
+std::vector<ConfigSource> loadConfigSources(const Model& model, const Args& a, bool quiet,
+                                            const compress::CalibrationSet* cal, bool requireOne) {
     std::vector<ConfigSource> cols;
-    auto compressWith = [&](const compress::Recipe& recipe) {
+    auto fromRecipe = [&](ConfigSource c, const compress::Recipe& recipe) {
         TerminalProgress progress("compress " + recipe.name, !quiet);
-        compress::CompressResult r = compress::compress(model, recipe, progress);
+        compress::CompressOptions co;
+        co.calibration = cal;
+        compress::CompressResult r = compress::compress(model, recipe, progress, co);
         progress.finish();
         if (r.status == Status::Cancelled) throw Error("cancelled while applying the recipe");
         for (const auto& w : r.plan.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
-        return std::move(r.model);
+        c.recipe = recipe.toJson();
+        c.overlay = std::move(r.model);
+        cols.push_back(std::move(c));
     };
     for (const auto& path : a.getAll("--recipe")) {
         ConfigSource c;
@@ -151,29 +168,22 @@ std::vector<ConfigSource> loadConfigSources(const Model& model, const Args& a, b
         c.name = recipe.name.empty() ? std::filesystem::path(path).stem().string() : recipe.name;
         c.kind = "recipe";
         c.source = path;
-        auto ov = compressWith(recipe);
-        c.bitsPerWeight = ov->totalSize().bitsPerWeight();
-        c.overlay = std::move(ov);
-        cols.push_back(std::move(c));
+        fromRecipe(std::move(c), recipe);
     }
     for (const auto& name : a.getAll("--preset")) {
         ConfigSource c;
-        c.name = compress::findPreset(name).name;
+        const compress::Preset& p = compress::findPreset(name);
+        c.name = p.name;
         c.kind = "preset";
         c.source = name;
-        auto ov = compressWith(compress::findPreset(name).recipe);
-        c.bitsPerWeight = ov->totalSize().bitsPerWeight();
-        c.overlay = std::move(ov);
-        cols.push_back(std::move(c));
+        fromRecipe(std::move(c), p.recipe);
     }
     for (const auto& dir : a.getAll("--overlay")) {
         ConfigSource c;
         c.name = std::filesystem::path(dir).filename().string();
         c.kind = "overlay";
         c.source = dir;
-        auto ov = compress::CompressedModel::load(dir, model);
-        c.bitsPerWeight = ov->totalSize().bitsPerWeight();
-        c.overlay = std::move(ov);
+        c.overlay = compress::CompressedModel::load(dir, model);
         cols.push_back(std::move(c));
     }
     for (const auto& path : a.getAll("--compare-model")) {
@@ -188,9 +198,17 @@ std::vector<ConfigSource> loadConfigSources(const Model& model, const Args& a, b
             throw Error("--compare-model " + path + " has a vocabulary of " +
                         std::to_string(c.model->spec().vocab) + " tokens, " + model.path() + " " +
                         std::to_string(model.spec().vocab) + "; they cannot be compared");
+        c.bitsPerWeight = modelBitsPerWeight(*c.model);
+        c.bytes = c.model->storedBytes();
         cols.push_back(std::move(c));
     }
-    if (cols.empty())
+    for (auto& c : cols)
+        if (c.overlay) {
+            const compress::SizeInfo sz = c.overlay->totalSize();
+            c.bitsPerWeight = sz.bitsPerWeight();
+            c.bytes = sz.bytes();
+        }
+    if (cols.empty() && requireOne)
         throw UsageError{"give at least one configuration: --recipe R.json, --preset NAME, "
                          "--overlay DIR or --compare-model FILE"};
     return cols;

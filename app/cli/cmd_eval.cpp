@@ -41,40 +41,7 @@ namespace {
 using json = nlohmann::ordered_json;
 
 /// Everything that makes one configuration column: its weights and what keeps them alive.
-struct Column {
-    std::string name;
-    std::string kind; ///< "recipe", "preset", "overlay", "model"
-    std::string source;
-    json recipe;                                        ///< recipe / preset: the recipe JSON
-    std::unique_ptr<Model> model;                       ///< --compare-model
-    std::unique_ptr<compress::CompressedModel> overlay; ///< --recipe / --preset / --overlay
-    double bitsPerWeight = 0;                           ///< 0: unknown
-    uint64_t bytes = 0;                                 ///< stored weight bytes
-    const Model* base = nullptr;                        ///< the baseline column: the model
-    const WeightSource* weights() const {
-        if (overlay) return overlay.get();
-        return model ? model.get() : base;
-    }
-};
-
-double modelBitsPerWeight(const Model& m) {
-    int64_t params = 0;
-    for (const auto& t : m.tensors()) params += t.numel();
-    return params > 0 ? double(m.storedBytes()) * 8.0 / double(params) : 0.0;
-}
-
-std::unique_ptr<compress::CompressedModel> compressWith(const Model& model,
-                                                        const compress::Recipe& recipe, bool quiet,
-                                                        const compress::CalibrationSet* cal) {
-    TerminalProgress progress("compress " + recipe.name, !quiet);
-    compress::CompressOptions co;
-    co.calibration = cal;
-    compress::CompressResult r = compress::compress(model, recipe, progress, co);
-    progress.finish();
-    if (r.status == Status::Cancelled) throw Error("cancelled while applying the recipe");
-    for (const auto& w : r.plan.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
-    return std::move(r.model);
-}
+using Column = ConfigSource;
 
 json distributionJson(const Distribution& d, double scale) {
     return {{"mean", d.mean * scale},  {"se", d.meanError * scale}, {"median", d.median * scale},
@@ -398,54 +365,8 @@ int cmdEval(const std::vector<std::string>& argv) {
         cols.push_back(std::move(b));
     }
     const auto cal = calibrationFromArgs(*model, a);
-    for (const auto& path : a.getAll("--recipe")) {
-        Column c;
-        const compress::Recipe recipe = compress::Recipe::load(path);
-        c.name = recipe.name.empty() ? std::filesystem::path(path).stem().string() : recipe.name;
-        c.kind = "recipe";
-        c.source = path;
-        c.recipe = recipe.toJson();
-        c.overlay = compressWith(*model, recipe, quiet, cal.get());
+    for (auto& c : loadConfigSources(*model, a, quiet, cal.get(), false))
         cols.push_back(std::move(c));
-    }
-    for (const auto& name : a.getAll("--preset")) {
-        Column c;
-        c.name = name;
-        c.kind = "preset";
-        c.source = name;
-        c.recipe = compress::findPreset(name).recipe.toJson();
-        c.overlay = compressWith(*model, compress::findPreset(name).recipe, quiet, cal.get());
-        cols.push_back(std::move(c));
-    }
-    for (const auto& dir : a.getAll("--overlay")) {
-        Column c;
-        c.name = std::filesystem::path(dir).filename().string();
-        c.kind = "overlay";
-        c.source = dir;
-        c.overlay = compress::CompressedModel::load(dir, *model);
-        cols.push_back(std::move(c));
-    }
-    for (const auto& path : a.getAll("--compare-model")) {
-        Column c;
-        c.name = std::filesystem::path(path).filename().string();
-        c.kind = "model";
-        c.source = path;
-        LoadOptions olo;
-        olo.tokenizerPath = lo.tokenizerPath;
-        c.model = Model::load(path, olo);
-        if (c.model->spec().vocab != model->spec().vocab)
-            throw Error("--compare-model " + path + " has a vocabulary of " +
-                        std::to_string(c.model->spec().vocab) + " tokens, " + modelPath + " " +
-                        std::to_string(model->spec().vocab) + "; they cannot be compared");
-        c.bitsPerWeight = modelBitsPerWeight(*c.model);
-        c.bytes = c.model->storedBytes();
-        cols.push_back(std::move(c));
-    }
-    for (auto& c : cols)
-        if (c.overlay) {
-            c.bitsPerWeight = c.overlay->totalSize().bitsPerWeight();
-            c.bytes = c.overlay->totalSize().bytes();
-        }
     const size_t nc = cols.size() - 1;
 
     // 1. Perplexity (and divergence from the baseline in llama.cpp mode) over the text.

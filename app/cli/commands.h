@@ -1,6 +1,9 @@
 #pragma once
 // The lcw-cli commands. Each returns the process exit code and throws lcw::Error (exit 1) or
 // UsageError (exit 2).
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -10,7 +13,8 @@ class Model;
 class WeightSource;
 namespace compress {
 struct CalibrationSet;
-}
+class CompressedModel;
+} // namespace compress
 } // namespace lcw
 
 namespace lcw::cli {
@@ -39,18 +43,31 @@ std::unique_ptr<WeightSource> applyRecipeOptions(const Model& model, const Args&
 /// --calib FILE [--samples N] [--seq-len L] (commands that accept them); null without --calib.
 std::unique_ptr<compress::CalibrationSet> calibrationFromArgs(const Model& model, const Args& a);
 
-/// One configuration given by --recipe / --preset / --overlay / --compare-model (compare and
-/// hidden-error): its weights and what keeps them alive.
+/// One configuration given by --recipe / --preset / --overlay / --compare-model (eval, compare,
+/// hidden-error), or the baseline model itself (`base`): its weights and what keeps them alive.
 struct ConfigSource {
+    ConfigSource();
+    ConfigSource(ConfigSource&&) noexcept;
+    ConfigSource& operator=(ConfigSource&&) noexcept;
+    ~ConfigSource();
     std::string name;
-    std::string kind; ///< "recipe", "preset", "overlay", "model"
+    std::string kind; ///< "recipe", "preset", "overlay", "model" ("baseline" for the base)
     std::string source;
-    std::unique_ptr<Model> model;          ///< --compare-model
-    std::unique_ptr<WeightSource> overlay; ///< --recipe / --preset / --overlay
-    double bitsPerWeight = 0;              ///< 0: unknown
+    nlohmann::json recipe;                              ///< recipe / preset: the recipe JSON
+    std::unique_ptr<Model> model;                       ///< --compare-model
+    std::unique_ptr<compress::CompressedModel> overlay; ///< --recipe / --preset / --overlay
+    const Model* base = nullptr;                        ///< the baseline entry: the model
+    double bitsPerWeight = 0;                           ///< stored bits / weights; 0: unknown
+    uint64_t bytes = 0;                                 ///< stored weight bytes
     const WeightSource* weights() const;
 };
-/// All configurations of the command line, in option order; UsageError when there is none.
-std::vector<ConfigSource> loadConfigSources(const Model& model, const Args& a, bool quiet);
+/// Stored bits per weight of a model file's tensors.
+double modelBitsPerWeight(const Model& m);
+/// All configurations of the command line, in option order (recipes, presets, overlays, compare
+/// models); recipes and presets are compressed now (with `cal` when given). UsageError when there
+/// is none and `requireOne`.
+std::vector<ConfigSource> loadConfigSources(const Model& model, const Args& a, bool quiet,
+                                            const compress::CalibrationSet* cal = nullptr,
+                                            bool requireOne = true);
 
 } // namespace lcw::cli
