@@ -380,6 +380,42 @@ private slots:
         QVERIFY2(sumLet <= sumLwc, qPrintable(QString("LET %1 LWC %2").arg(sumLet).arg(sumLwc)));
     }
 
+    void compressW4A4WithLet() {
+        const std::string dir = lcwtest::tempDir("omni-let");
+        const std::string text = lcwtest::sourcePath("resources/data/tinystories_eval.txt");
+        for (bool let : {true, false}) {
+            const std::string recipe = dir + "/w4a4.json";
+            {
+                std::ofstream f(recipe);
+                f << json({{"lcw_recipe", 1},
+                           {"rules",
+                            {{{"targets", {"layers.*"}},
+                              {"weight",
+                               {{"bits", 4},
+                                {"symmetric", false},
+                                {"granularity", "channel"},
+                                {"method", "omniquant"},
+                                {"epochs", 2},
+                                {"let", let}}},
+                              {"activation", {{"bits", 4}, {"mode", "dynamic_per_token"}}}}}}})
+                         .dump();
+            }
+            const auto r = lcwtest::runCli({"compress", QString::fromStdString(demoModel()),
+                                            "--recipe", QString::fromStdString(recipe), "--calib",
+                                            QString::fromStdString(text), "--samples", "2",
+                                            "--seq-len", "32", "--json", "--quiet"});
+            QVERIFY2(r.code == 0, r.err.constData());
+            const json j = json::parse(r.out.toStdString());
+            for (const auto& l : j["layers"]) {
+                const auto& d = l["details"];
+                QCOMPARE(d["omniquant_act_bits"], json({4, 4, 4, 4}));
+                QVERIFY(d["block_loss_end"].get<double>() <= d["block_loss_start"].get<double>());
+                QCOMPARE(d.contains("let_scale_range"), let);
+                if (let) QCOMPARE(d["let_scale_range"].size(), size_t(2));
+            }
+        }
+    }
+
     void cancelAndErrors() {
         auto m = Model::load(demoModel());
         const CalibrationSet cal = loadCalibration(*m, "", {2, 16});
