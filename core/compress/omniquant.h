@@ -22,8 +22,8 @@
 /// scheme), per-channel scales s = exp(t) (start 1) divide the input of q/k/v and of gate/up and
 /// are folded into the preceding RMSNorm weight (norm /= s) and the consumers' columns (W *= s);
 /// they are learned jointly with the clipping (Adam, lrLet), gradients by the chain rule through
-/// the folded weights (STE through the weight quantiser; the group ranges' dependence on s is not
-/// differentiated). Shifts are omitted: the Llama linears have no biases to absorb them. A site is
+/// the folded weights (STE through the weight quantiser, including the groups' min/max moving
+/// with s). Shifts are omitted: the Llama linears have no biases to absorb them. A site is
 /// learned only when all its consumers (q, k, v or gate, up) are learned linears.
 /// Only pre-norm RMSNorm SwiGLU RoPE blocks without biases are covered (LlamaBlock); others throw
 /// UnsupportedError naming the architecture.
