@@ -4,6 +4,7 @@
 #include "core/common/error.h"
 #include "core/runtime/kernels.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace lcw::compress {
@@ -40,6 +41,70 @@ double silu(double x) {
 }
 
 } // namespace
+
+void fakeQuantRows(MatD& a, int bits, double clip, MatD* mask) {
+    if (mask) *mask = MatD::Ones(a.rows(), a.cols());
+    if (bits <= 0 || bits >= 16) return;
+    const double qm = double((1 << (bits - 1)) - 1);
+    for (int64_t r = 0; r < a.rows(); ++r) {
+        const double h = clip * a.row(r).cwiseAbs().maxCoeff() / qm;
+        if (!(h > 0)) continue;
+        for (int64_t j = 0; j < a.cols(); ++j) {
+            const double q = std::nearbyint(a(r, j) / h);
+            if (mask && std::fabs(q) > qm) (*mask)(r, j) = 0.0;
+            a(r, j) = std::clamp(q, -qm, qm) * h;
+        }
+    }
+}
+
+BlockWeights foldLet(const BlockWeights& w, const Eigen::VectorXd& sAttn,
+                     const Eigen::VectorXd& sMlp) {
+    BlockWeights f = w;
+    if (sAttn.size() > 0) {
+        f.attnNorm = w.attnNorm.cwiseQuotient(sAttn);
+        for (int i : {kQ, kK, kV}) f.w[size_t(i)] = w.w[size_t(i)] * sAttn.asDiagonal();
+    }
+    if (sMlp.size() > 0) {
+        f.mlpNorm = w.mlpNorm.cwiseQuotient(sMlp);
+        for (int i : {kGate, kUp}) f.w[size_t(i)] = w.w[size_t(i)] * sMlp.asDiagonal();
+    }
+    return f;
+}
+
+void letGrads(const BlockWeights& f, const BlockGrads& g, Eigen::VectorXd& gtAttn,
+              Eigen::VectorXd& gtMlp) {
+    if (gtAttn.size() > 0) {
+        gtAttn = -g.attnNorm.cwiseProduct(f.attnNorm);
+        for (int i : {kQ, kK, kV})
+            gtAttn += (g.w[size_t(i)].array() * f.w[size_t(i)].array())
+                          .colwise()
+                          .sum()
+                          .transpose()
+                          .matrix();
+    }
+    if (gtMlp.size() > 0) {
+        gtMlp = -g.mlpNorm.cwiseProduct(f.mlpNorm);
+        for (int i : {kGate, kUp})
+            gtMlp += (g.w[size_t(i)].array() * f.w[size_t(i)].array())
+                         .colwise()
+                         .sum()
+                         .transpose()
+                         .matrix();
+    }
+}
+
+void LlamaBlock::setActivationQuant(const std::array<int, 4>& bits,
+                                    const std::array<double, 4>& clip) {
+    for (size_t i = 0; i < 4; ++i) {
+        if (bits[i] != 0 && (bits[i] < 2 || bits[i] > 16))
+            throw ArgumentError("block model: activation bits must be 2..16 (or 0 = float), got " +
+                                std::to_string(bits[i]));
+        if (!(clip[i] > 0 && clip[i] <= 1))
+            throw ArgumentError("block model: activation clip must be in (0, 1]");
+    }
+    m_actBits = bits;
+    m_actClip = clip;
+}
 
 const char* blockLinearSuffix(int i) {
     return kSuffix[i];
@@ -135,7 +200,15 @@ void LlamaBlock::forward(const BlockWeights& w, const MatD& x, MatD& y, Cache* c
         r = ((in.array().square().rowwise().sum() / double(in.cols())) + eps).rsqrt().matrix();
         out = (in.array().colwise() * r.array()).rowwise() * g.transpose().array();
     };
+    auto aq = [&](MatD& a, int site, MatD& mask) {
+        const bool on = m_actBits[size_t(site)] > 0 && m_actBits[size_t(site)] < 16;
+        const bool clamps = on && m_actClip[size_t(site)] < 1;
+        fakeQuantRows(a, on ? m_actBits[size_t(site)] : 0, m_actClip[size_t(site)],
+                      clamps ? &mask : nullptr);
+        if (!clamps) mask.resize(0, 0);
+    };
     rms(x, w.attnNorm, c.r1, c.xn1);
+    aq(c.xn1, kActAttnIn, c.mask1);
     c.q = c.xn1 * w.w[kQ].transpose();
     c.k = c.xn1 * w.w[kK].transpose();
     c.v = c.xn1 * w.w[kV].transpose();
@@ -156,11 +229,16 @@ void LlamaBlock::forward(const BlockWeights& w, const MatD& x, MatD& y, Cache* c
         c.o.middleCols(h * hd, hd) = S * c.v.middleCols(kv * hd, hd);
         c.probs[size_t(h)] = std::move(S);
     }
-    c.h = x + c.o * w.w[kO].transpose();
+    MatD oq = c.o;
+    aq(oq, kActO, c.maskO);
+    c.h = x + oq * w.w[kO].transpose();
     rms(c.h, w.mlpNorm, c.r2, c.xn2);
+    aq(c.xn2, kActMlpIn, c.mask2);
     c.g = c.xn2 * w.w[kGate].transpose();
     c.u = c.xn2 * w.w[kUp].transpose();
     c.m = c.g.unaryExpr([](double v) { return silu(v); }).cwiseProduct(c.u);
+    aq(c.m, kActDown, c.maskM);
+    c.oq = std::move(oq);
     y = c.h + c.m * w.w[kDown].transpose();
 }
 
@@ -185,7 +263,8 @@ void LlamaBlock::backward(const BlockWeights& w, const Cache& c, const MatD& dy,
 
     // MLP.
     g.w[kDown] += dy.transpose() * c.m;
-    const MatD dm = dy * w.w[kDown];
+    MatD dm = dy * w.w[kDown];
+    if (c.maskM.size()) dm.array() *= c.maskM.array();
     MatD dgate(c.g.rows(), c.g.cols()), dup(c.u.rows(), c.u.cols());
     for (int64_t i = 0; i < c.g.size(); ++i) {
         const double x = c.g.data()[i], sig = 1.0 / (1.0 + std::exp(-x));
@@ -194,14 +273,16 @@ void LlamaBlock::backward(const BlockWeights& w, const Cache& c, const MatD& dy,
     }
     g.w[kGate] += dgate.transpose() * c.xn2;
     g.w[kUp] += dup.transpose() * c.xn2;
-    const MatD dxn2 = dgate * w.w[kGate] + dup * w.w[kUp];
+    MatD dxn2 = dgate * w.w[kGate] + dup * w.w[kUp];
+    if (c.mask2.size()) dxn2.array() *= c.mask2.array();
     MatD dh;
     rmsBack(c.h, c.r2, w.mlpNorm, dxn2, g.mlpNorm, dh);
     dh += dy;
 
     // Attention.
-    g.w[kO] += dh.transpose() * c.o;
-    const MatD dO = dh * w.w[kO];
+    g.w[kO] += dh.transpose() * c.oq;
+    MatD dO = dh * w.w[kO];
+    if (c.maskO.size()) dO.array() *= c.maskO.array();
     MatD dq = MatD::Zero(c.q.rows(), c.q.cols());
     MatD dk = MatD::Zero(c.k.rows(), c.k.cols());
     MatD dv = MatD::Zero(c.v.rows(), c.v.cols());
@@ -221,7 +302,8 @@ void LlamaBlock::backward(const BlockWeights& w, const Cache& c, const MatD& dy,
     g.w[kQ] += dq.transpose() * c.xn1;
     g.w[kK] += dk.transpose() * c.xn1;
     g.w[kV] += dv.transpose() * c.xn1;
-    const MatD dxn1 = dq * w.w[kQ] + dk * w.w[kK] + dv * w.w[kV];
+    MatD dxn1 = dq * w.w[kQ] + dk * w.w[kK] + dv * w.w[kV];
+    if (c.mask1.size()) dxn1.array() *= c.mask1.array();
     MatD dx;
     rmsBack(c.x, c.r1, w.attnNorm, dxn1, g.attnNorm, dx);
 }

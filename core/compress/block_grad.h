@@ -23,6 +23,12 @@ using MatD = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMaj
 
 /// Index of the seven linears in BlockWeights::w.
 enum BlockLinear { kQ = 0, kK, kV, kO, kGate, kUp, kDown };
+/// Activation-quantisation sites of a block (inputs of q/k/v, o, gate/up, down).
+enum ActSite { kActAttnIn = 0, kActO, kActMlpIn, kActDown };
+
+/// Fake-quantises every row of `a` in place (symmetric, per row, see setActivationQuant);
+/// `mask` (may be null) gets 1 where the value was inside the grid, 0 where clamped.
+void fakeQuantRows(MatD& a, int bits, double clip, MatD* mask);
 /// "attn.q", "attn.k", "attn.v", "attn.o", "mlp.gate", "mlp.up", "mlp.down".
 const char* blockLinearSuffix(int i);
 
@@ -42,6 +48,17 @@ struct BlockGrads {
 /// Reads block `layer`'s weights (any stored dtype) from a WeightSource.
 BlockWeights loadBlockWeights(const WeightSource& src, int layer);
 
+/// LET (learnable equivalent transformation, scales only): the input of q/k/v is divided per
+/// channel by sAttn (attn_norm /= s, q/k/v columns *= s), the input of gate/up by sMlp (mlp_norm
+/// /= s, gate/up columns *= s). Equivalent in exact arithmetic. An empty vector leaves that site.
+BlockWeights foldLet(const BlockWeights& w, const Eigen::VectorXd& sAttn,
+                     const Eigen::VectorXd& sMlp);
+/// Gradients w.r.t. the log-scales t = log s of foldLet, from the gradients `g` w.r.t. the folded
+/// weights `folded`: dL/dt_j = −dL/dnorm'_j · norm'_j + Σ_r dL/dW'_rj · W'_rj over the site's
+/// linears. Sites with an empty `gt*` size 0 are skipped (pass sizes as wanted).
+void letGrads(const BlockWeights& folded, const BlockGrads& g, Eigen::VectorXd& gtAttn,
+              Eigen::VectorXd& gtMlp);
+
 class LlamaBlock {
 public:
     /// Throws UnsupportedError ("OmniQuant's block model covers pre-norm RMSNorm SwiGLU blocks
@@ -53,12 +70,21 @@ public:
 
     /// Intermediate values of one forward, kept for the backward.
     struct Cache {
-        MatD x, xn1, q, k, v, o, h, xn2, g, u, m;
+        /// xn1, o, xn2, m are the linears' inputs as used (fake-quantised when set).
+        MatD x, xn1, q, k, v, o, oq, h, xn2, g, u, m;
+        /// 0/1 masks of the fake-quantised inputs (0 where clamped); empty = all pass.
+        MatD mask1, maskO, mask2, maskM;
         Eigen::VectorXd r1, r2;  ///< 1 / rms per token
         std::vector<MatD> probs; ///< per head, [T, T] (upper triangle zero)
     };
 
     int64_t seqLen() const { return m_T; }
+    /// Simulated activation quantisation of the linears' inputs, per site (kActAttnIn: input of
+    /// q/k/v, kActO: of o, kActMlpIn: of gate/up, kActDown: of down): bits 2..15 quantise each
+    /// token's row symmetrically with scale clip · max|x_row| / (2^(bits−1) − 1), round to
+    /// nearest, clamp (the runtime's dynamic per-token scheme); bits 0 or >= 16 leave it float.
+    /// The backward passes gradients straight through round() and stops them where clamped.
+    void setActivationQuant(const std::array<int, 4>& bits, const std::array<double, 4>& clip);
     /// x, y: [seqLen, dim] row-major. cache may be null (forward only).
     void forward(const BlockWeights& w, const MatD& x, MatD& y, Cache* cache) const;
     /// Adds dLoss/dweights to g given dLoss/dy for the forward that filled `c`.
@@ -70,6 +96,8 @@ private:
     int64_t m_T, m_rot = 0;
     double m_scale = 1;
     std::vector<float> m_cos, m_sin;
+    std::array<int, 4> m_actBits{0, 0, 0, 0};
+    std::array<double, 4> m_actClip{1, 1, 1, 1};
 };
 
 } // namespace lcw::compress

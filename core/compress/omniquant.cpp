@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <limits>
 
 namespace lcw::compress {
 
@@ -23,10 +24,69 @@ struct Lwc {
     std::vector<double> a, b;   ///< factors (max side, min side)
     std::vector<double> ga, gb; ///< gradients
     std::vector<double> ma, va, mb, vb;
+    /// LET: element index of each group's max / min (-1: the range ends at 0), and dL/dmax,
+    /// dL/dmin of the last factorGrads (sym: dL/dmax|·| in gmx).
+    std::vector<int64_t> imx, imn;
+    std::vector<double> gmx, gmn;
 };
 
 double qmaxOf(const WeightSettings& s) {
     return s.symmetric ? double((1 << (s.bits - 1)) - 1) : double((1 << s.bits) - 1);
+}
+
+/// Group ranges (min(·, 0), max(·, 0), float-rounded as the stored grid sees them) of W.
+void setRanges(Lwc& l, const MatD& W) {
+    std::fill(l.mn.begin(), l.mn.end(), 0.0);
+    std::fill(l.mx.begin(), l.mx.end(), 0.0);
+    l.imn.assign(l.mn.size(), -1);
+    l.imx.assign(l.mn.size(), -1);
+    for (int64_t i = 0; i < l.rows * l.cols; ++i) {
+        const size_t g = size_t(l.grid[size_t(i)]);
+        if (W.data()[i] < l.mn[g]) l.mn[g] = W.data()[i], l.imn[g] = i;
+        if (W.data()[i] > l.mx[g]) l.mx[g] = W.data()[i], l.imx[g] = i;
+    }
+    for (size_t g = 0; g < l.mn.size(); ++g) {
+        l.mn[g] = double(float(l.mn[g]));
+        l.mx[g] = double(float(l.mx[g]));
+    }
+}
+
+/// dL/dW from dL/dŴ: straight through round(), zero where the value is clamped, plus the
+/// group ranges' dependence on W (through the elements that set each group's min and max; uses
+/// gmx/gmn of the last factorGrads).
+MatD steGrad(const Lwc& l, const MatD& W, const MatD& gW) {
+    MatD out = gW;
+    const double qm = qmaxOf(l.s);
+    for (int64_t i = 0; i < l.rows * l.cols; ++i) {
+        const size_t g = size_t(l.grid[size_t(i)]);
+        const double x = W.data()[i];
+        bool in = true;
+        if (l.s.symmetric) {
+            const double h = l.a[g] * std::max(-l.mn[g], l.mx[g]) / qm;
+            in = h > 0 && std::fabs(std::nearbyint(x / h)) <= qm;
+        } else {
+            const double mnc = l.b[g] * l.mn[g], h = (l.a[g] * l.mx[g] - mnc) / qm;
+            if (h > 0) {
+                const double z = std::clamp(std::nearbyint(-mnc / h), 0.0, qm);
+                const double qr = std::nearbyint(x / h + z);
+                in = qr >= 0 && qr <= qm;
+            } else {
+                in = false;
+            }
+        }
+        if (!in) out.data()[i] = 0.0;
+    }
+    for (size_t g = 0; g < l.mn.size(); ++g) {
+        if (l.s.symmetric) {
+            const bool fromMax = l.mx[g] >= -l.mn[g];
+            const int64_t i = fromMax ? l.imx[g] : l.imn[g];
+            if (i >= 0) out.data()[i] += fromMax ? l.gmx[g] : -l.gmx[g];
+        } else {
+            if (l.imx[g] >= 0) out.data()[l.imx[g]] += l.gmx[g];
+            if (l.imn[g] >= 0) out.data()[l.imn[g]] += l.gmn[g];
+        }
+    }
+    return out;
 }
 
 /// Fake-quantised weights (double grid, no f16 rounding) for the current factors.
@@ -56,6 +116,8 @@ MatD fakeQuant(const Lwc& l, const MatD& W) {
 void factorGrads(Lwc& l, const MatD& W, const MatD& gW) {
     std::fill(l.ga.begin(), l.ga.end(), 0.0);
     std::fill(l.gb.begin(), l.gb.end(), 0.0);
+    l.gmx.assign(l.ga.size(), 0.0);
+    l.gmn.assign(l.ga.size(), 0.0);
     const double qm = qmaxOf(l.s);
     for (int64_t i = 0; i < l.rows * l.cols; ++i) {
         const size_t g = size_t(l.grid[size_t(i)]);
@@ -68,6 +130,7 @@ void factorGrads(Lwc& l, const MatD& W, const MatD& gW) {
             const double q = std::clamp(qr, -qm, qm);
             // Ŵ = q h: dŴ/dh = q − [in] x / h
             l.ga[g] += gw * (q - (in ? x / h : 0.0)) * amax / qm;
+            l.gmx[g] += gw * (q - (in ? x / h : 0.0)) * l.a[g] / qm;
         } else {
             const double mnc = l.b[g] * l.mn[g], h = (l.a[g] * l.mx[g] - mnc) / qm;
             if (!(h > 0)) continue;
@@ -80,6 +143,8 @@ void factorGrads(Lwc& l, const MatD& W, const MatD& gW) {
             const double dmnc = 1.0 - in;
             l.ga[g] += gw * dh * l.mx[g] / qm;
             l.gb[g] += gw * (-dh / qm + dmnc) * l.mn[g];
+            l.gmx[g] += gw * dh * l.a[g] / qm;
+            l.gmn[g] += gw * (-dh / qm + dmnc) * l.b[g];
         }
     }
 }
@@ -96,6 +161,19 @@ PackedTensor packLwc(const Lwc& l, const MatD& W) {
     for (int64_t i = 0; i < l.rows * l.cols; ++i)
         codes[size_t(i)] = encodeOnGrid(l.s, float(W.data()[i]), grids[size_t(l.grid[size_t(i)])]);
     return packCodes(l.s, l.rows, l.cols, codes, grids);
+}
+
+template <class Vec>
+void adamStep(Vec& p, const Vec& g, Vec& m, Vec& v, int step, double lr, double wd, double lo,
+              double hi) {
+    constexpr double b1 = 0.9, b2 = 0.999, eps = 1e-8;
+    const double c1 = 1.0 - std::pow(b1, step), c2 = 1.0 - std::pow(b2, step);
+    for (size_t i = 0; i < size_t(p.size()); ++i) {
+        m[i] = b1 * m[i] + (1 - b1) * g[i];
+        v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i];
+        p[i] -= lr * (m[i] / c1 / (std::sqrt(v[i] / c2) + eps) + wd * p[i]);
+        p[i] = std::clamp(p[i], lo, hi);
+    }
 }
 
 void adam(std::vector<double>& p, const std::vector<double>& g, std::vector<double>& m,
@@ -148,11 +226,13 @@ OmniQuantBlockResult omniquantBlock(const WeightSource& w, int layer,
         if (inputs[i].size() != len || fpInputs[i].size() != len)
             throw ArgumentError(bname + ": omniquant block inputs differ in length (sample " +
                                 std::to_string(i) + ")");
-    if (o.epochs < 0 || !(o.lr > 0) || !(o.minClip > 0 && o.minClip < 1))
+    if (o.epochs < 0 || !(o.lr > 0) || !(o.minClip > 0 && o.minClip < 1) || !(o.lrLet > 0))
         throw ArgumentError(bname + ": omniquant options out of range (epochs >= 0, lr > 0, "
-                                    "0 < minClip < 1)");
+                                    "lr_let > 0, 0 < minClip < 1)");
     const int64_t T = int64_t(len) / dim;
-    const LlamaBlock block(spec, layer, T);
+    const LlamaBlock fpBlock(spec, layer, T); // the targets: float activations
+    LlamaBlock block(spec, layer, T);
+    block.setActivationQuant(o.actBits, o.actClip);
     // The block's products are small: Eigen's own threads cost far more than they save (10x
     // slower on a loaded machine). Single-threaded products; samples run in parallel instead.
     struct EigenThreads {
@@ -232,6 +312,32 @@ OmniQuantBlockResult omniquantBlock(const WeightSource& w, int layer,
         lwc.push_back(std::move(l));
     }
 
+    // LET sites: quantised input and every consumer learned.
+    auto learned = [&](std::initializer_list<int> ids) {
+        for (int i : ids) {
+            bool found = false;
+            for (const Lwc& l : lwc) found |= l.index == i;
+            if (!found) return false;
+        }
+        return true;
+    };
+    auto quantisedSite = [&](int site) {
+        return o.actBits[size_t(site)] > 0 && o.actBits[size_t(site)] < 16;
+    };
+    const bool letAttn = o.let && quantisedSite(kActAttnIn) && learned({kQ, kK, kV});
+    const bool letMlp = o.let && quantisedSite(kActMlpIn) && learned({kGate, kUp});
+    Eigen::VectorXd tA = Eigen::VectorXd::Zero(letAttn ? dim : 0);
+    Eigen::VectorXd tM = Eigen::VectorXd::Zero(letMlp ? dim : 0);
+    Eigen::VectorXd mA = tA, vA = tA, mM = tM, vM = tM, gtA = tA, gtM = tM;
+    const bool let = letAttn || letMlp;
+    // The folded (scaled) float weights for the current log-scales; ranges follow them.
+    auto folded = [&]() {
+        if (!let) return fw;
+        BlockWeights cw = foldLet(fw, tA.array().exp().matrix(), tM.array().exp().matrix());
+        for (Lwc& l : lwc) setRanges(l, cw.w[size_t(l.index)]);
+        return cw;
+    };
+
     OmniQuantBlockResult res;
     const size_t S = inputs.size();
     // Targets: the full-precision block on the full-precision inputs.
@@ -239,7 +345,7 @@ OmniQuantBlockResult omniquantBlock(const WeightSource& w, int layer,
     res.fpOutputs.resize(S);
 #pragma omp parallel for schedule(dynamic)
     for (int64_t i = 0; i < int64_t(S); ++i) {
-        block.forward(fw, toMat(fpInputs[size_t(i)], T, dim), target[size_t(i)], nullptr);
+        fpBlock.forward(fw, toMat(fpInputs[size_t(i)], T, dim), target[size_t(i)], nullptr);
         const Eigen::MatrixXf yf = target[size_t(i)].cast<float>().transpose();
         res.fpOutputs[size_t(i)].assign(yf.data(), yf.data() + yf.size());
     }
@@ -247,9 +353,13 @@ OmniQuantBlockResult omniquantBlock(const WeightSource& w, int layer,
 
     // Block error of the packed result for the current factors.
     auto packedLoss = [&](std::map<std::string, PackedTensor>* out) {
-        BlockWeights qw = fw;
+        const BlockWeights cw = folded();
+        BlockWeights qw = cw;
+        // The norms are stored as float.
+        qw.attnNorm = cw.attnNorm.cast<float>().cast<double>();
+        qw.mlpNorm = cw.mlpNorm.cast<float>().cast<double>();
         for (const Lwc& l : lwc) {
-            PackedTensor p = packLwc(l, fw.w[size_t(l.index)]);
+            PackedTensor p = packLwc(l, cw.w[size_t(l.index)]);
             const std::vector<float> v = dequantize(p, l.name);
             qw.w[size_t(l.index)] = Eigen::Map<const Eigen::MatrixXf>(v.data(), l.cols, l.rows)
                                         .transpose()
@@ -270,6 +380,7 @@ OmniQuantBlockResult omniquantBlock(const WeightSource& w, int layer,
     res.lossStart = res.lossEnd = packedLoss(&best);
     std::vector<std::pair<std::vector<double>, std::vector<double>>> bestFactors;
     for (const Lwc& l : lwc) bestFactors.emplace_back(l.a, l.b);
+    Eigen::VectorXd bestA = tA, bestM = tM;
 
     const double steps = double(std::max(1, o.epochs) * int64_t(S));
     int step = 0;
@@ -284,8 +395,9 @@ OmniQuantBlockResult omniquantBlock(const WeightSource& w, int layer,
                 res.status = Status::Cancelled;
                 return res;
             }
-            BlockWeights qw = fw;
-            for (const Lwc& l : lwc) qw.w[size_t(l.index)] = fakeQuant(l, fw.w[size_t(l.index)]);
+            const BlockWeights cw = folded();
+            BlockWeights qw = cw;
+            for (const Lwc& l : lwc) qw.w[size_t(l.index)] = fakeQuant(l, cw.w[size_t(l.index)]);
             MatD y;
             block.forward(qw, toMat(inputs[i], T, dim), y, &cache);
             const MatD diff = y - target[i];
@@ -293,11 +405,22 @@ OmniQuantBlockResult omniquantBlock(const WeightSource& w, int layer,
             grads.zeroLike(qw);
             block.backward(qw, cache, diff * (2.0 / norm), grads);
             ++step;
+            for (Lwc& l : lwc) factorGrads(l, cw.w[size_t(l.index)], grads.w[size_t(l.index)]);
+            if (let) {
+                // Gradients w.r.t. the folded float weights (STE), then the log-scales.
+                BlockGrads gf = grads;
+                for (const Lwc& l : lwc)
+                    gf.w[size_t(l.index)] =
+                        steGrad(l, cw.w[size_t(l.index)], grads.w[size_t(l.index)]);
+                letGrads(cw, gf, gtA, gtM);
+            }
             for (Lwc& l : lwc) {
-                factorGrads(l, fw.w[size_t(l.index)], grads.w[size_t(l.index)]);
                 adam(l.a, l.ga, l.ma, l.va, step, o);
                 if (!l.s.symmetric) adam(l.b, l.gb, l.mb, l.vb, step, o);
             }
+            constexpr double kInf = std::numeric_limits<double>::infinity();
+            if (letAttn) adamStep(tA, gtA, mA, vA, step, o.lrLet, 0.0, -kInf, kInf);
+            if (letMlp) adamStep(tM, gtM, mM, vM, step, o.lrLet, 0.0, -kInf, kInf);
         }
         res.trainLoss.push_back(trainSum / double(S));
         std::map<std::string, PackedTensor> cur;
@@ -308,6 +431,29 @@ OmniQuantBlockResult omniquantBlock(const WeightSource& w, int layer,
             res.bestEpoch = e + 1;
             best = std::move(cur);
             for (size_t k = 0; k < lwc.size(); ++k) bestFactors[k] = {lwc[k].a, lwc[k].b};
+            bestA = tA;
+            bestM = tM;
+        }
+    }
+    if (let) {
+        tA = bestA;
+        tM = bestM;
+        const BlockWeights cw = folded();
+        auto put = [&](const std::string& name, const MatD& m) {
+            const Eigen::MatrixXf f = m.cast<float>().transpose(); // column-major of m^T
+            res.folded[name].assign(f.data(), f.data() + f.size());
+        };
+        if (letAttn) {
+            put(bname + ".attn_norm", cw.attnNorm.transpose());
+            for (int i : {kQ, kK, kV}) put(bname + "." + blockLinearSuffix(i), cw.w[size_t(i)]);
+            const Eigen::VectorXd sc = tA.array().exp().matrix();
+            res.letScale[bname + ".attn_norm"].assign(sc.data(), sc.data() + sc.size());
+        }
+        if (letMlp) {
+            put(bname + ".mlp_norm", cw.mlpNorm.transpose());
+            for (int i : {kGate, kUp}) put(bname + "." + blockLinearSuffix(i), cw.w[size_t(i)]);
+            const Eigen::VectorXd sc = tM.array().exp().matrix();
+            res.letScale[bname + ".mlp_norm"].assign(sc.data(), sc.data() + sc.size());
         }
     }
     for (size_t k = 0; k < lwc.size(); ++k)

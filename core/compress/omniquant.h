@@ -17,7 +17,14 @@
 /// the best parameters seen, the start included, are kept, so the result is never worse than
 /// RTN on the calibration set.
 ///
-/// LET (learnable equivalent transformation for weight-activation settings) is not implemented.
+/// LET (learnable equivalent transformation, weight-activation settings): where the block's
+/// linear inputs are fake-quantised (OmniQuantOptions::actBits, the runtime's dynamic per-token
+/// scheme), per-channel scales s = exp(t) (start 1) divide the input of q/k/v and of gate/up and
+/// are folded into the preceding RMSNorm weight (norm /= s) and the consumers' columns (W *= s);
+/// they are learned jointly with the clipping (Adam, lrLet), gradients by the chain rule through
+/// the folded weights (STE through the weight quantiser, including the groups' min/max moving
+/// with s). Shifts are omitted: the Llama linears have no biases to absorb them. A site is
+/// learned only when all its consumers (q, k, v or gate, up) are learned linears.
 /// Only pre-norm RMSNorm SwiGLU RoPE blocks without biases are covered (LlamaBlock); others throw
 /// UnsupportedError naming the architecture.
 #include "core/common/error.h"
@@ -25,6 +32,7 @@
 #include "core/compress/quantizer.h"
 #include "core/model/model.h"
 
+#include <array>
 #include <map>
 #include <string>
 #include <vector>
@@ -36,6 +44,13 @@ struct OmniQuantOptions {
     double lr = 5e-3;       ///< Adam learning rate of the clipping factors (paper: 5e-3)
     double weightDecay = 0; ///< AdamW decoupled weight decay on the factors
     double minClip = 0.1;   ///< lower bound of the clipping factors
+    /// Simulated activation bits per site (ActSite: q/k/v input, o input, gate/up input, down
+    /// input); 0 or 16 = float. Applied to the quantised path only (targets stay float).
+    std::array<int, 4> actBits{0, 0, 0, 0};
+    std::array<double, 4> actClip{1, 1, 1, 1};
+    bool let = true; ///< learn LET scales where the site's input is quantised (< 16 bits)
+    /// Adam learning rate of the log-scales (paper: 1e-2; 5e-3 measured better on the demo model)
+    double lrLet = 5e-3;
 };
 
 struct OmniQuantBlockResult {
@@ -53,6 +68,12 @@ struct OmniQuantBlockResult {
     /// next block), one [seqLen * dim] vector per sample.
     std::vector<std::vector<float>> fpOutputs;
     double seconds = 0;
+    /// Folded tensors of the kept result when LET was learned: the norm vectors
+    /// ("layers.N.attn_norm", "layers.N.mlp_norm") and the scaled float weights of their
+    /// consumers (row-major), which `packed` quantises. Empty without LET.
+    std::map<std::string, std::vector<float>> folded;
+    /// Per LET site (norm name): the learned scales s (the site's input is divided by s).
+    std::map<std::string, std::vector<double>> letScale;
 };
 
 /// Learns the clipping of the linears named in `settings` (canonical names of block `layer`,

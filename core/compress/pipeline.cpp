@@ -14,6 +14,7 @@
 
 #include <Eigen/Dense>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <map>
@@ -69,7 +70,46 @@ OmniQuantOptions omniOptions(const nlohmann::json& w) {
     OmniQuantOptions o;
     if (w.contains("epochs")) o.epochs = w["epochs"].get<int>();
     if (w.contains("lr")) o.lr = w["lr"].get<double>();
+    if (w.contains("let")) o.let = w["let"].get<bool>();
+    if (w.contains("lr_let")) o.lrLet = w["lr_let"].get<double>();
     return o;
+}
+
+/// The merged activation section of a layer (later rules override field by field, null resets);
+/// null when the layer's activations stay float.
+nlohmann::json activationOf(const Recipe& r, const std::string& name) {
+    nlohmann::json a;
+    for (const Rule& rule : r.rules) {
+        if (!rule.activation || !rule.matches(name)) continue;
+        if (rule.activation->is_null()) {
+            a = nullptr;
+            continue;
+        }
+        if (!a.is_object()) a = nlohmann::json::object();
+        for (auto it = rule.activation->begin(); it != rule.activation->end(); ++it)
+            a[it.key()] = it.value();
+    }
+    return a;
+}
+
+/// OmniQuant's simulated activation quantisation of block `b`'s sites from the recipe: the
+/// runtime's dynamic per-token scheme for sections with bits < 16 (static per-tensor sections
+/// are not simulated: 0 = float).
+void omniActivation(const Recipe& r, int b, OmniQuantOptions& o) {
+    const std::string p = "layers." + std::to_string(b) + ".";
+    const char* site[4] = {"attn.q", "attn.o", "mlp.gate", "mlp.down"};
+    for (size_t i = 0; i < 4; ++i) {
+        const nlohmann::json a = activationOf(r, p + site[i]);
+        o.actBits[i] = 0;
+        o.actClip[i] = 1.0;
+        if (!a.is_object()) continue;
+        const int bits = a.contains("bits") ? a["bits"].get<int>() : 8;
+        const std::string mode =
+            a.contains("mode") ? a["mode"].get<std::string>() : "dynamic_per_token";
+        if (bits >= 16 || mode != "dynamic_per_token") continue;
+        o.actBits[i] = bits;
+        if (a.contains("clip")) o.actClip[i] = a["clip"].get<double>();
+    }
 }
 
 /// Evenly strided rows of the captured sample, divided by the input scales.
@@ -286,7 +326,10 @@ CompressResult compressCalibrated(const Model& base, const Recipe& recipe, Plan 
             OmniQuantOptions oo;
             for (size_t i : idx)
                 if (P.layers[i].weight.method == WeightMethod::OmniQuant) {
-                    if (omniSet.empty()) oo = omniOptions(P.layers[i].weightJson);
+                    if (omniSet.empty()) {
+                        oo = omniOptions(P.layers[i].weightJson);
+                        omniActivation(recipe, b, oo);
+                    }
                     omniSet[P.layers[i].name] = P.layers[i].weight;
                 }
             if (!omniSet.empty()) {
@@ -301,6 +344,21 @@ CompressResult compressCalibrated(const Model& base, const Recipe& recipe, Plan 
                 if (r.status == Status::Cancelled) return finishCancel();
                 fpHidden = std::move(r.fpOutputs);
                 fpLayer = b + 1;
+                // LET: the folded norms and scaled weights replace the block's tensors.
+                for (auto& [name, v] : r.folded) {
+                    bt.get(name) = std::move(v);
+                    bt.touch(name);
+                }
+                for (const auto& [norm, sv] : r.letScale) {
+                    const bool attn = norm.find("attn_norm") != std::string::npos;
+                    for (const char* l :
+                         attn ? std::vector<const char*>{"attn.q", "attn.k", "attn.v"}
+                              : std::vector<const char*>{"mlp.gate", "mlp.up"}) {
+                        auto& v = inScale[bname + "." + l];
+                        if (v.empty()) v.assign(sv.size(), 1.0f);
+                        for (size_t j = 0; j < sv.size(); ++j) v[j] *= float(sv[j]);
+                    }
+                }
                 for (auto& [name, p] : r.packed) {
                     json& d = details[name];
                     d["omniquant_epochs"] = oo.epochs;
@@ -312,6 +370,10 @@ CompressResult compressCalibrated(const Model& base, const Recipe& recipe, Plan 
                     d["epoch_loss"] = r.epochLoss;
                     d["clip_max"] = r.meanClip.at(name).first;
                     d["clip_min"] = r.meanClip.at(name).second;
+                    d["omniquant_act_bits"] = oo.actBits;
+                    for (const auto& [norm, sv] : r.letScale)
+                        d["let_scale_range"][norm] = {*std::min_element(sv.begin(), sv.end()),
+                                                      *std::max_element(sv.begin(), sv.end())};
                     omniPacked[name] = std::move(p);
                 }
             }

@@ -111,13 +111,15 @@ void validateWeight(const json& w, int rule) {
     if (!w.is_object()) fail(rule, "weight", "expected an object or null, got " + w.dump());
     checkKeys(w,
               {"bits", "format", "symmetric", "granularity", "group_size", "method", "damp",
-               "act_order", "block_size", "awq", "epochs", "lr"},
+               "act_order", "block_size", "awq", "epochs", "lr", "let", "lr_let"},
               rule, "weight.");
     if (w.contains("damp")) numField(w["damp"], rule, "weight.damp", 1e-6, 1.0);
     if (w.contains("act_order")) boolField(w["act_order"], rule, "weight.act_order");
     if (w.contains("block_size")) intField(w["block_size"], rule, "weight.block_size", 1, 4096);
     if (w.contains("epochs")) intField(w["epochs"], rule, "weight.epochs", 0, 1000);
     if (w.contains("lr")) numField(w["lr"], rule, "weight.lr", 1e-7, 1.0);
+    if (w.contains("let")) boolField(w["let"], rule, "weight.let");
+    if (w.contains("lr_let")) numField(w["lr_let"], rule, "weight.lr_let", 1e-7, 1.0);
     if (w.contains("awq")) {
         const json& a = w["awq"];
         if (!a.is_object()) fail(rule, "weight.awq", "expected an object, got " + a.dump());
