@@ -80,3 +80,28 @@ echo
 echo "| config | params | bits/weight (linears) | bits per base weight (model) | mean output rel. error | PPL (ctx $CTX) |"
 echo "|---|---|---|---|---|---|"
 printf '%s\n' "${rows[@]}"
+
+# Per layer at 50%: output error on the calibration inputs of magnitude pruning (one threshold
+# per matrix, and per output row as Wanda compares), Wanda and SparseGPT.
+echo
+echo "Per-layer output relative error at 50% sparsity (calibration inputs):"
+for m in magnitude:unstructured magnitude:per_row wanda:unstructured sparsegpt:unstructured; do
+  "$CLI" compress "$MODEL" --recipe "$(recipe "pl-${m%%:*}-${m##*:}" "\"sparsity\": {\"method\": \"${m%%:*}\", \"ratio\": 0.5, \"pattern\": \"${m##*:}\"}")" \
+      --calib "$CALIB" --samples "$SAMPLES" --seq-len "$SEQ_LEN" --quiet --json > "$TMP/pl-$m.json"
+done
+python3 - "$TMP" <<'PY'
+import json, sys, os
+tmp = sys.argv[1]
+keys = ["magnitude:unstructured", "magnitude:per_row", "wanda:unstructured", "sparsegpt:unstructured"]
+data = {k: {l["name"]: l["output_rel_error"] for l in json.load(open(os.path.join(tmp, "pl-%s.json" % k)))["layers"]} for k in keys}
+print("| layer | magnitude | magnitude per row | wanda | sparsegpt |")
+print("|---|---|---|---|---|")
+wins = {"wanda<=mag": 0, "wanda<=mag_row": 0, "sgpt<=mag": 0, "sgpt<=wanda": 0}
+for name in data[keys[0]]:
+    m, mr, w, s = (data[k][name] for k in keys)
+    wins["wanda<=mag"] += w <= m; wins["wanda<=mag_row"] += w <= mr
+    wins["sgpt<=mag"] += s <= m; wins["sgpt<=wanda"] += s <= w
+    print("| %s | %.4f | %.4f | %.4f | %.4f |" % (name, m, mr, w, s))
+n = len(data[keys[0]])
+print("\n" + ", ".join("%s on %d/%d layers" % (k, v, n) for k, v in wins.items()))
+PY
