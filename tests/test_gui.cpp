@@ -1000,6 +1000,50 @@ private slots:
         QVERIFY(ed->planError().contains(QStringLiteral("multiple of 32")));
         ed->undoStack()->undo();
         QVERIFY(ed->totalSize());
+
+        // A 2:4 sparsity section on the selected layers: the rule carries it as the parser reads
+        // it, the plan prunes exactly those layers, and the budget (no size model for pruning
+        // in the estimate) asks for a real compression; undo removes it.
+        QVERIFY(!ed->budgetNeedsCompress());
+        const size_t before = ed->recipe().rules.size();
+        QCOMPARE(ed->selectPattern(QStringLiteral("layers.1.mlp.*")), 3);
+        ed->setWeightForm(json{{"bits", 4}, {"granularity", "group"}, {"group_size", 32}});
+        ed->setSectionText(QStringLiteral("sparsity"),
+                           QStringLiteral(R"({"pattern": "2:4", "method": "magnitude"})"));
+        QVERIFY(ed->applyToSelection());
+        ed->setSectionText(QStringLiteral("sparsity"), QString());
+        QCOMPARE(ed->recipe().rules.size(), before + 1);
+        const json rj = ed->recipe().toJson()["rules"].back();
+        QVERIFY2(rj.contains("sparsity"), rj.dump().c_str());
+        QCOMPARE(rj["sparsity"]["pattern"].get<std::string>(), std::string("2:4"));
+        QCOMPARE(rj["targets"].size(), size_t(3));
+        const json shownSparse = json::parse(ed->jsonView()->toPlainText().toStdString());
+        QCOMPARE(shownSparse["rules"].back()["sparsity"]["pattern"].get<std::string>(),
+                 std::string("2:4"));
+        int pruned = 0;
+        for (const auto& l : ed->plan()->layers)
+            if (l.sparsity) {
+                ++pruned;
+                QVERIFY(QString::fromStdString(l.name).startsWith(QStringLiteral("layers.1.mlp.")));
+            }
+        QCOMPARE(pruned, 3);
+        QVERIFY(ed->budgetNeedsCompress());
+        QVERIFY2(ed->budgetText().startsWith(QStringLiteral("needs compress")),
+                 qPrintable(ed->budgetText()));
+        QVERIFY(ed->ruleList()->item(int(before))->text().contains(QStringLiteral("sparsity")));
+        ed->undoStack()->undo();
+        QCOMPARE(ed->recipe().rules.size(), before);
+        QVERIFY(!ed->recipe().toJson().dump().contains("sparsity"));
+        QVERIFY(!ed->budgetNeedsCompress());
+        QVERIFY(!ed->budgetText().startsWith(QStringLiteral("needs compress")));
+        // The other sections are accepted by the same form (parser-validated).
+        ed->selectPattern(QStringLiteral("layers.2.attn.q"));
+        ed->setSectionText(QStringLiteral("lowrank"), QStringLiteral(R"({"rank": 8})"));
+        QVERIFY(ed->applyToSelection());
+        ed->setSectionText(QStringLiteral("lowrank"), QString());
+        QCOMPARE(ed->recipe().rules.back().lowrank->value("rank", 0), 8);
+        QVERIFY(ed->budgetNeedsCompress());
+        ed->undoStack()->undo();
     }
 
     void compareViewRunsSelectsAndCancels() {
