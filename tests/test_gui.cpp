@@ -6,6 +6,7 @@
 #include "core/compress/compressed_model.h"
 #include "core/eval/divergence.h"
 #include "core/eval/generation_compare.h"
+#include "core/eval/results_store.h"
 #include "core/model/model.h"
 #include "core/model/synthetic.h"
 #include "core/tokenizer/tokenizer.h"
@@ -28,6 +29,7 @@
 #include "widgets/model_summary_panel.h"
 #include "widgets/number_format.h"
 #include "widgets/recipe_editor.h"
+#include "widgets/results_panel.h"
 #include "widgets/run_panel.h"
 #include "widgets/stats_panel.h"
 #include "widgets/task_runner.h"
@@ -154,6 +156,8 @@ private slots:
         QCoreApplication::setOrganizationName(QStringLiteral("lcw-test"));
         QCoreApplication::setApplicationName(QStringLiteral("test_gui"));
         QSettings().clear();
+        // The compare view records its runs in the results store: keep it out of $HOME.
+        qputenv("XDG_DATA_HOME", QByteArray::fromStdString(lcwtest::tempDir("gui-xdg")));
     }
     void cleanupTestCase() { QSettings().clear(); }
 
@@ -1033,7 +1037,7 @@ private slots:
         QVERIFY(ed->ruleList()->item(int(before))->text().contains(QStringLiteral("sparsity")));
         ed->undoStack()->undo();
         QCOMPARE(ed->recipe().rules.size(), before);
-        QVERIFY(!ed->recipe().toJson().dump().contains("sparsity"));
+        QVERIFY(ed->recipe().toJson().dump().find("sparsity") == std::string::npos);
         QVERIFY(!ed->budgetNeedsCompress());
         QVERIFY(!ed->budgetText().startsWith(QStringLiteral("needs compress")));
         // The other sections are accepted by the same form (parser-validated).
@@ -1044,6 +1048,113 @@ private slots:
         QCOMPARE(ed->recipe().rules.back().lowrank->value("rank", 0), 8);
         QVERIFY(ed->budgetNeedsCompress());
         ed->undoStack()->undo();
+    }
+
+    void resultsPanelListsReloadsAndSkipsCorruptLines() {
+        using ojson = nlohmann::ordered_json;
+        const std::string path = lcwtest::tempDir("gui-results") + "/results.jsonl";
+        std::remove(path.c_str());
+        ojson a = {{"model", "/models/stories260K"},
+                   {"timestamp", "2026-11-23T10:00:00Z"},
+                   {"baseline",
+                    {{"name", "baseline"},
+                     {"ppl", 12.5},
+                     {"ppl_se", 0.25},
+                     {"model_bytes", 1048576},
+                     {"bits_per_weight", 32.0}}},
+                   {"configs",
+                    {{{"name", "W8A16"},
+                      {"ppl", 12.6},
+                      {"ppl_se", 0.26},
+                      {"kld", {{"mean", 0.0123}, {"se", 0.001}, {"p99", 0.1}}},
+                      {"same_top_percent", 97.5},
+                      {"same_top_percent_se", 0.5},
+                      {"bits_per_weight", 8.5},
+                      {"model_bytes", 280000},
+                      {"tasks", {{"piqa", {{"acc", 0.55}, {"acc_se", 0.01}}}}}}}}};
+        ojson b = a;
+        b["timestamp"] = "2026-11-23T11:00:00Z";
+        b["configs"].push_back(a["configs"][0]);
+        b["configs"][1]["name"] = "W4A16-g32";
+        b["configs"][1]["kld"]["mean"] = 0.25;
+        const std::string idA = lcw::appendResult(path, a);
+        {
+            std::ofstream f(path, std::ios::app);
+            f << "{\"id\": \"torn\", \"model\n"; // a torn line
+        }
+        lcw::appendResult(path, b);
+
+        lcw::MainWindow w(lcw::MainWindow::Options{false, false});
+        lcw::ResultsPanel* rp = w.resultsPanel();
+        const int logBefore = w.logPanel()->count();
+        rp->setResultsPath(QString::fromStdString(path));
+        QCOMPARE(rp->recordCount(), 2);
+        bool warned = false;
+        for (int i = logBefore; i < w.logPanel()->count(); ++i)
+            warned |= w.logPanel()->lines()[i].contains(QStringLiteral("warning:")) &&
+                      w.logPanel()->lines()[i].contains(QStringLiteral("line 2"));
+        QVERIFY2(warned, qPrintable(w.logPanel()->lines().join('\n')));
+        QTableWidget* rt = rp->recordTable();
+        QCOMPARE(rt->rowCount(), 2);
+        QCOMPARE(rt->item(0, lcw::ResultsPanel::ModelColumn)->text(),
+                 QStringLiteral("stories260K"));
+        QCOMPARE(rt->item(0, lcw::ResultsPanel::PplColumn)->text(),
+                 QStringLiteral("12.500 / 12.600"));
+        QCOMPARE(rt->item(1, lcw::ResultsPanel::ConfigsColumn)->text(),
+                 QStringLiteral("W8A16, W4A16-g32"));
+        QCOMPARE(rt->item(1, lcw::ResultsPanel::KldColumn)->text(),
+                 QStringLiteral("0.01230 / 0.25000"));
+        QCOMPARE(rt->item(0, lcw::ResultsPanel::TimeColumn)->toolTip(),
+                 QString::fromStdString(idA));
+
+        // Selecting a record: its metrics side by side, tasks as columns; Ctrl+C copies TSV.
+        rp->selectRecord(0);
+        QTableWidget* mt = rp->metricsTable();
+        QCOMPARE(mt->rowCount(), 2);
+        auto cell = [&](int row, const QString& header) {
+            for (int c = 0; c < mt->columnCount(); ++c)
+                if (mt->horizontalHeaderItem(c)->text() == header) return mt->item(row, c)->text();
+            return QStringLiteral("<no column %1>").arg(header);
+        };
+        QCOMPARE(cell(0, QStringLiteral("PPL")), QStringLiteral("12.5000 ± 0.2500"));
+        QCOMPARE(cell(1, QStringLiteral("PPL")), QStringLiteral("12.6000 ± 0.2600"));
+        QCOMPARE(cell(1, QStringLiteral("KLD")), QStringLiteral("0.01230 ± 0.00100"));
+        QCOMPARE(cell(1, QStringLiteral("Same top %")), QStringLiteral("97.50 ± 0.50"));
+        QCOMPARE(cell(1, QStringLiteral("piqa acc %")), QStringLiteral("55.00 ± 1.00"));
+        QCOMPARE(cell(0, QStringLiteral("piqa acc %")), QStringLiteral("—"));
+        QCOMPARE(cell(0, QStringLiteral("Size")), QStringLiteral("1.00 MiB"));
+        w.show();
+        w.showPanel(lcw::MainWindow::Panel::Results);
+        QVERIFY(QTest::qWaitForWindowExposed(&w));
+        mt->setFocus();
+        QApplication::clipboard()->clear();
+        QTest::keyClick(mt, Qt::Key_C, Qt::ControlModifier);
+        const QString tsv = QApplication::clipboard()->text();
+        QCOMPARE(tsv, rp->metricsTsv());
+        QCOMPARE(tsv.count(QLatin1Char('\n')), 3);
+        QVERIFY(tsv.split('\n')[2].startsWith(QStringLiteral("W8A16\t8.500\t")));
+
+        // Reloaded into the Compare view without recomputation.
+        rp->selectRecord(1);
+        QVERIFY(rp->loadSelectedIntoCompare());
+        const lcw::CompareResults& cr = w.comparePanel()->results();
+        QCOMPARE(cr.rows.size(), size_t(3));
+        QCOMPARE(cr.rows[0].name, lcw::ComparePanel::originalName());
+        QCOMPARE(cr.rows[2].name, QStringLiteral("W4A16-g32"));
+        QCOMPARE(cr.rows[2].kld, 0.25);
+        QCOMPARE(cr.rows[1].sameTop, 0.975);
+        QCOMPARE(cr.rows[0].ppl, 12.5);
+        QCOMPARE(w.comparePanel()->metricsTable()->rowCount(), 3);
+        // compareRecord() and back keeps the numbers (the compare view's runs use it).
+        const lcw::CompareResults back = lcw::ResultsPanel::toCompareResults(
+            lcw::ResultsPanel::compareRecord(cr, QStringLiteral("m"), QStringLiteral("t")));
+        QCOMPARE(back.rows.size(), cr.rows.size());
+        QCOMPARE(back.rows[2].kld, cr.rows[2].kld);
+        QCOMPARE(back.rows[1].sameTopError, cr.rows[1].sameTopError);
+        QCOMPARE(back.rows[1].bytes, cr.rows[1].bytes);
+        // Appending records it: the list grows on reload.
+        QVERIFY(!rp->appendCompare(cr, QStringLiteral("m"), QStringLiteral("t")).isEmpty());
+        QCOMPARE(rp->recordCount(), 3);
     }
 
     void compareViewRunsSelectsAndCancels() {
@@ -1093,6 +1204,17 @@ private slots:
         QCOMPARE(r.rows[1].bytes, quint64(w8.model->totalSize().bytes()));
         QCOMPARE(r.rows[2].bitsPerWeight, w3.model->totalSize().bitsPerWeight());
         QVERIFY(r.rows[1].kld < r.rows[2].kld);
+        // The run is recorded in the results store (eval's keys) and listed by the Results dock.
+        {
+            const lcw::ResultsFile rf = lcw::loadResults(lcw::defaultResultsPath());
+            QVERIFY(!rf.records.empty());
+            const auto& rec = rf.records.back();
+            QCOMPARE(rec["source"].get<std::string>(), std::string("gui compare"));
+            QCOMPARE(rec["configs"].size(), size_t(2));
+            QCOMPARE(rec["configs"][0]["kld"]["mean"].get<double>(), d.configs[0].kld.mean);
+            QCOMPARE(rec["baseline"]["ppl"].get<double>(), r.rows[0].ppl);
+            QCOMPARE(w.resultsPanel()->recordCount(), int(rf.records.size()));
+        }
         QCOMPARE(r.rows[2].layerError.size(), size_t(35));
         QCOMPARE(r.rows[2].layerError[0].second, w3.layers[0].error.relError);
 

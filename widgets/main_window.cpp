@@ -16,6 +16,7 @@
 #include "widgets/model_summary_panel.h"
 #include "widgets/number_format.h"
 #include "widgets/recipe_editor.h"
+#include "widgets/results_panel.h"
 #include "widgets/run_panel.h"
 #include "widgets/stats_panel.h"
 #include "widgets/task_status_widget.h"
@@ -149,6 +150,7 @@ void MainWindow::buildUi() {
     m_recipeEditor = new RecipeEditor(this);
     m_comparePanel = new ComparePanel(m_runner, this);
     m_comparePanel->setEditorRecipeProvider([this] { return m_recipeEditor->recipe(); });
+    m_resultsPanel = new ResultsPanel(this);
 
     addPanel(Panel::Summary, tr("Summary"), QStringLiteral("dock.summary"), m_summary);
     addPanel(Panel::Plot, tr("Parameters per Block"), QStringLiteral("dock.plot"), m_plot);
@@ -158,6 +160,17 @@ void MainWindow::buildUi() {
     addPanel(Panel::Stats, tr("Statistics"), QStringLiteral("dock.stats"), m_statsPanel);
     addPanel(Panel::Recipe, tr("Recipe"), QStringLiteral("dock.recipe"), m_recipeEditor);
     addPanel(Panel::Compare, tr("Compare"), QStringLiteral("dock.compare"), m_comparePanel);
+    addPanel(Panel::Results, tr("Results"), QStringLiteral("dock.results"), m_resultsPanel);
+    // Every comparison is recorded in the results store; a stored record can be shown again.
+    connect(m_comparePanel, &ComparePanel::finished, this, [this] {
+        m_resultsPanel->appendCompare(m_comparePanel->results(), m_modelPath,
+                                      m_comparePanel->textFile());
+    });
+    connect(m_resultsPanel, &ResultsPanel::loadIntoCompare, this,
+            [this](const CompareResults& r) {
+                m_comparePanel->setResults(r);
+                showPanel(Panel::Compare);
+            });
     connect(m_recipeEditor, &RecipeEditor::planChanged, this, &MainWindow::updatePlannedColumns);
     connect(m_comparePanel, &ComparePanel::failed, this, [this](const QString& message) {
         showError(tr("Compare"), tr("The comparison failed"), message);
@@ -207,6 +220,7 @@ void MainWindow::applyDefaultLayout() {
     tabifyDockWidget(dock(Panel::Stats), dock(Panel::Run));
     tabifyDockWidget(dock(Panel::Stats), dock(Panel::Recipe));
     tabifyDockWidget(dock(Panel::Stats), dock(Panel::Compare));
+    tabifyDockWidget(dock(Panel::Stats), dock(Panel::Results));
     addDockWidget(Qt::BottomDockWidgetArea, dock(Panel::Log));
     for (QDockWidget* d : std::as_const(m_docks)) d->show();
     dock(Panel::Layers)->raise();
@@ -246,6 +260,7 @@ void MainWindow::applyInspectorLayout() {
     tabifyDockWidget(dock(Panel::Stats), dock(Panel::Run));
     tabifyDockWidget(dock(Panel::Stats), dock(Panel::Recipe));
     tabifyDockWidget(dock(Panel::Stats), dock(Panel::Compare));
+    tabifyDockWidget(dock(Panel::Stats), dock(Panel::Results));
     for (QDockWidget* d : std::as_const(m_docks)) d->show();
     dock(Panel::Layers)->raise();
     dock(Panel::Stats)->raise();
@@ -327,6 +342,9 @@ void MainWindow::connectLog() {
     connect(m_statsPanel, &StatsPanel::logMessage, m_log, &LogPanel::info);
     connect(m_recipeEditor, &RecipeEditor::logMessage, m_log, &LogPanel::info);
     connect(m_comparePanel, &ComparePanel::logMessage, m_log, &LogPanel::info);
+    connect(m_resultsPanel, &ResultsPanel::logMessage, m_log, &LogPanel::info);
+    connect(m_resultsPanel, &ResultsPanel::logWarning, m_log, &LogPanel::warning);
+    m_resultsPanel->reload();
 }
 
 QWidget* MainWindow::buildWelcomePage() {
@@ -467,7 +485,7 @@ void MainWindow::buildMenus() {
     const std::pair<Panel, int> panels[] = {
         {Panel::Summary, Qt::Key_1}, {Panel::Layers, Qt::Key_2}, {Panel::Plot, Qt::Key_3},
         {Panel::Run, Qt::Key_4},     {Panel::Log, Qt::Key_5},    {Panel::Stats, Qt::Key_6},
-        {Panel::Recipe, Qt::Key_7},  {Panel::Compare, Qt::Key_8}};
+        {Panel::Recipe, Qt::Key_7},  {Panel::Compare, Qt::Key_8},  {Panel::Results, Qt::Key_9}};
     for (const auto& [panel, key] : panels) {
         QDockWidget* d = dock(panel);
         QAction* toggle = d->toggleViewAction();

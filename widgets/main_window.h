@@ -31,6 +31,7 @@ struct Project;
 
 class BarPlot;
 class ComparePanel;
+class ResultsPanel;
 class LayerTableModel;
 class RecipeEditor;
 class LogPanel;
@@ -52,9 +53,9 @@ public:
     /// Entries kept in File ▸ Open Recent.
     static constexpr int kMaxRecent = 10;
     /// Version tag of saveState(); layouts saved by older versions are ignored.
-    static constexpr int kStateVersion = 4;
+    static constexpr int kStateVersion = 5;
     /// The dockable panels.
-    enum class Panel { Summary, Layers, Plot, Run, Log, Stats, Recipe, Compare };
+    enum class Panel { Summary, Layers, Plot, Run, Log, Stats, Recipe, Compare, Results };
     /// Autosave interval (File ▸ autosave; QSettings "project/autosaveMinutes").
     static constexpr int kDefaultAutosaveMinutes = 5;
 
@@ -138,6 +139,7 @@ public:
 
     RecipeEditor* recipeEditor() const { return m_recipeEditor; }
     ComparePanel* comparePanel() const { return m_comparePanel; }
+    ResultsPanel* resultsPanel() const { return m_resultsPanel; }
 
     /// Switches the application palette (View ▸ Theme) and remembers it.
     void setTheme(Theme theme);
@@ -233,6 +235,7 @@ private:
     QMenu* m_recentMenu = nullptr;
     RecipeEditor* m_recipeEditor = nullptr;
     ComparePanel* m_comparePanel = nullptr;
+    ResultsPanel* m_resultsPanel = nullptr;
     QString m_projectPath;
     QStringList m_recentProjects;
     QMenu* m_recentProjectsMenu = nullptr;
