@@ -7,6 +7,7 @@
 #include "core/eval/divergence.h"
 #include "core/eval/generation_compare.h"
 #include "core/eval/results_store.h"
+#include "core/eval/sensitivity.h"
 #include "core/model/model.h"
 #include "core/model/synthetic.h"
 #include "core/tokenizer/tokenizer.h"
@@ -31,6 +32,7 @@
 #include "widgets/recipe_editor.h"
 #include "widgets/results_panel.h"
 #include "widgets/run_panel.h"
+#include "widgets/sensitivity_panel.h"
 #include "widgets/stats_panel.h"
 #include "widgets/task_runner.h"
 #include "widgets/theme.h"
@@ -1155,6 +1157,89 @@ private slots:
         // Appending records it: the list grows on reload.
         QVERIFY(!rp->appendCompare(cr, QStringLiteral("m"), QStringLiteral("t")).isEmpty());
         QCOMPARE(rp->recordCount(), 3);
+    }
+
+    void sensitivityScanPlotsRanksAutotunesAndCancels() {
+        LCW_REQUIRE_SOURCE(kDemoModel);
+        LCW_REQUIRE_SOURCE(kEvalText);
+        lcw::MainWindow w(lcw::MainWindow::Options{false, false});
+        w.show();
+        QVERIFY(QTest::qWaitForWindowExposed(&w));
+        QVERIFY(loadAndWait(w, source(kDemoModel)));
+        lcw::SensitivityPanel* sp = w.sensitivityPanel();
+        w.showPanel(lcw::MainWindow::Panel::Sensitivity);
+        sp->setTextFile(source(kEvalText));
+        sp->setSchemes({QStringLiteral("W4A16-g32"), QStringLiteral("W8A16")});
+        QCOMPARE(sp->schemes().size(), 2);
+        sp->setGranularity(QStringLiteral("layer"));
+        sp->setContext(64);
+        sp->setMaxChunks(2);
+
+        // Cancel: the job stops and no scan is shown.
+        QSignalSpy cancelled(sp, &lcw::SensitivityPanel::cancelled);
+        QVERIFY(sp->run());
+        QVERIFY(sp->isRunning());
+        QVERIFY(!sp->run()); // one at a time
+        sp->cancel();
+        QTRY_VERIFY_WITH_TIMEOUT(cancelled.count() == 1, kLongTimeoutMs);
+        QVERIFY(!sp->isRunning());
+        QVERIFY(!sp->scan());
+        QCOMPARE(sp->barPlot()->barCount(), 0);
+
+        QSignalSpy done(sp, &lcw::SensitivityPanel::finished);
+        QVERIFY(sp->run());
+        QTRY_VERIFY_WITH_TIMEOUT(done.count() == 1, kLongTimeoutMs);
+        QVERIFY(sp->scan());
+        QCOMPARE(sp->scan()->chunks, qint64(2));
+        // One bar per targetable linear (5 blocks x 7), in model order.
+        const auto targets =
+            lcw::sensitivityTargets(*w.model(), lcw::SensitivityGranularity::Layer);
+        QCOMPARE(targets.size(), size_t(35));
+        sp->showScheme(QStringLiteral("W4A16-g32"));
+        QCOMPARE(sp->shownScheme(), QStringLiteral("W4A16-g32"));
+        QCOMPARE(sp->barPlot()->barCount(), int(targets.size()));
+        for (size_t i = 0; i < targets.size(); ++i)
+            QCOMPARE(sp->barPlot()->labels()[int(i)], QString::fromStdString(targets[i].first));
+        // Bar values are the scan's KLDs; the table is ranked by KLD, largest first.
+        const lcw::SchemeScan* sc = sp->scan()->find("W4A16-g32");
+        QVERIFY(sc);
+        for (const auto& e : sc->entries)
+            QCOMPARE(sp->barPlot()->values()[e.order], e.stats.kld.mean);
+        QTableWidget* t = sp->rankTable();
+        QCOMPARE(t->rowCount(), int(targets.size()));
+        for (int r = 0; r < t->rowCount(); ++r) {
+            QCOMPARE(t->item(r, lcw::SensitivityPanel::RankColumn)->text().toInt(), r + 1);
+            if (r > 0)
+                QVERIFY(t->item(r - 1, lcw::SensitivityPanel::KldColumn)->text().toDouble() >=
+                        t->item(r, lcw::SensitivityPanel::KldColumn)->text().toDouble());
+        }
+        // 8-bit layers diverge less than 4-bit ones (sum over the model).
+        double k4 = 0, k8 = 0;
+        for (const auto& e : sc->entries) k4 += e.stats.kld.mean;
+        for (const auto& e : sp->scan()->find("W8A16")->entries) k8 += e.stats.kld.mean;
+        QVERIFY(k8 < k4);
+
+        // Clicking a bar selects its layer in the Tensors table.
+        emit sp->barPlot()->barClicked(3);
+        const QModelIndex cur = w.layerView()->currentIndex();
+        QCOMPARE(cur.siblingAtColumn(lcw::LayerTableModel::Name).data().toString(),
+                 QString::fromStdString(targets[3].first));
+
+        // Autotune to a budget between the two schemes: the recipe editor gets the plan's
+        // recipe (one undo step) and its quantised layers stay within the budget.
+        lcw::RecipeEditor* ed = w.recipeEditor();
+        const int undoBefore = ed->undoStack()->count();
+        QVERIFY(sp->autotune(6.0));
+        QCOMPARE(ed->undoStack()->count(), undoBefore + 1);
+        QVERIFY(!ed->recipe().rules.empty());
+        QVERIFY(ed->plan());
+        const auto q = lcw::compress::estimateCompressedSize(*ed->plan());
+        QVERIFY2(q.bitsPerWeight() <= 6.0, qPrintable(QString::number(q.bitsPerWeight())));
+        QVERIFY(q.bitsPerWeight() > 4.5); // uses the room: some layers at 8 bits
+        QVERIFY(!sp->autotune(1.0));      // infeasible: refused, the recipe is unchanged
+        QCOMPARE(ed->undoStack()->count(), undoBefore + 1);
+        ed->undoStack()->undo();
+        QVERIFY(ed->recipe().rules.empty());
     }
 
     void compareViewRunsSelectsAndCancels() {
