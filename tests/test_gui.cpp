@@ -8,6 +8,7 @@
 #include "core/eval/generation_compare.h"
 #include "core/eval/results_store.h"
 #include "core/eval/sensitivity.h"
+#include "core/eval/tasks.h"
 #include "core/model/model.h"
 #include "core/model/synthetic.h"
 #include "core/tokenizer/tokenizer.h"
@@ -1240,6 +1241,70 @@ private slots:
         QCOMPARE(ed->undoStack()->count(), undoBefore + 1);
         ed->undoStack()->undo();
         QVERIFY(ed->recipe().rules.empty());
+    }
+
+    void compareViewTaskAccuracyColumns() {
+        LCW_REQUIRE_SOURCE(kDemoModel);
+        LCW_REQUIRE_SOURCE(kEvalText);
+        LCW_REQUIRE_SHARED("data/tasks/piqa_dev.jsonl");
+        lcw::MainWindow w(lcw::MainWindow::Options{false, false});
+        w.show();
+        QVERIFY(loadAndWait(w, source(kDemoModel)));
+        lcw::ComparePanel* cp = w.comparePanel();
+        const std::string dir = lcwtest::sharedPath("data/tasks");
+        cp->setTasksDir(QString::fromStdString(dir));
+        cp->setTextFile(source(kEvalText));
+        cp->setSelectedConfigs({QStringLiteral("W4A16-g32")});
+        cp->setContext(64);
+        cp->setMaxChunks(1);
+        cp->setGenerateTokens(0);
+        cp->setTasks(QStringLiteral("piqa,winogrande"), 24);
+        QSignalSpy done(cp, &lcw::ComparePanel::finished);
+        QVERIFY(cp->run());
+        QTRY_VERIFY_WITH_TIMEOUT(done.count() == 1, kLongTimeoutMs);
+        const lcw::CompareResults& r = cp->results();
+        QCOMPARE(r.rows.size(), size_t(2));
+        QCOMPARE(r.rows[0].tasks.size(), size_t(2));
+        QCOMPARE(r.rows[0].tasks[0].name, QStringLiteral("piqa"));
+        QCOMPARE(r.rows[0].tasks[0].items, qint64(24));
+
+        // Independently through core: the same subset scored on the original weights and on the
+        // compressed model gives the same accuracies.
+        const lcw::Model& m = *w.model();
+        const lcw::TaskEncoder enc = [&m](const std::string& t, bool bos) {
+            return m.tokenizer().encode(t, bos);
+        };
+        lcw::NullProgress np;
+        const auto q =
+            lcw::compress::compress(m, lcw::compress::findPreset("W4A16-g32").recipe, np);
+        for (size_t k = 0; k < 2; ++k) {
+            const auto kind = k == 0 ? lcw::TaskKind::Piqa : lcw::TaskKind::WinoGrande;
+            const lcw::PreparedTask pt = lcw::prepareTask(lcw::loadTask(kind, dir), enc, 24, 1234);
+            lcw::ModelScorer s0(m, 2048), s1(*q.model, 2048);
+            QCOMPARE(r.rows[0].tasks[k].acc, lcw::evaluateTask(pt, s0, np).acc);
+            QCOMPARE(r.rows[1].tasks[k].acc, lcw::evaluateTask(pt, s1, np).acc);
+        }
+        // Columns of the metrics table and of its TSV; the stored record keeps them.
+        QTableWidget* t = cp->metricsTable();
+        QCOMPARE(t->columnCount(), lcw::ComparePanel::ColumnCount + 2);
+        QCOMPARE(t->horizontalHeaderItem(lcw::ComparePanel::ColumnCount)->text(),
+                 QStringLiteral("piqa acc %"));
+        QCOMPARE(t->item(1, lcw::ComparePanel::ColumnCount + 1)->data(Qt::UserRole).toDouble(),
+                 100.0 * r.rows[1].tasks[1].acc);
+        QVERIFY(cp->metricsTsv().split('\n')[0].endsWith(QStringLiteral("winogrande acc %")));
+        const auto rf = lcw::loadResults(lcw::defaultResultsPath());
+        QCOMPARE(rf.records.back()["configs"][0]["tasks"]["piqa"]["acc"].get<double>(),
+                 r.rows[1].tasks[0].acc);
+        const lcw::CompareResults back = lcw::ResultsPanel::toCompareResults(rf.records.back());
+        QCOMPARE(back.rows[1].tasks[1].acc, r.rows[1].tasks[1].acc);
+        // Project round trip keeps them too.
+        QCOMPARE(lcw::CompareResults::fromJson(r.toJson()).rows[1].tasks[0].acc,
+                 r.rows[1].tasks[0].acc);
+        // A bad task list is refused before anything runs.
+        cp->setTasks(QStringLiteral("nosuchtask"), 10);
+        QSignalSpy failed(cp, &lcw::ComparePanel::failed);
+        QVERIFY(!cp->run());
+        QCOMPARE(failed.count(), 1);
     }
 
     void compareViewRunsSelectsAndCancels() {

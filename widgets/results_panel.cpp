@@ -301,6 +301,27 @@ CompareResults ResultsPanel::toCompareResults(const ojson& rec) {
         row.tokensPerSecond = nz(num(c, "prefill_tokens_per_second"));
         out.rows.push_back(std::move(row));
     }
+    // Task accuracies: the union of the record's task names, in order, for every row.
+    QStringList tasks;
+    for (const ojson* c : cols)
+        if (c->contains("tasks") && (*c)["tasks"].is_object())
+            for (const auto& [t, v] : (*c)["tasks"].items())
+                if (!tasks.contains(QString::fromStdString(t))) tasks << QString::fromStdString(t);
+    for (size_t k = 0; k < cols.size(); ++k) {
+        const ojson& c = *cols[k];
+        for (const QString& t : tasks) {
+            CompareTask ct;
+            ct.name = t;
+            const std::string key = t.toStdString();
+            if (c.contains("tasks") && c["tasks"].is_object() && c["tasks"].contains(key)) {
+                const ojson& tj = c["tasks"][key];
+                ct.items = qint64(nz(num(tj, "items")));
+                ct.acc = nz(num(tj, "acc"));
+                ct.accError = nz(num(tj, "acc_se"));
+            }
+            out.rows[k].tasks.push_back(ct);
+        }
+    }
     out.baseline = out.rows.front().name;
     return out;
 }
@@ -337,6 +358,13 @@ ojson ResultsPanel::compareRecord(const CompareResults& r, const QString& modelP
             c["same_top_percent_se"] = row.sameTopError * 100.0;
         }
         c["prefill_tokens_per_second"] = row.tokensPerSecond;
+        if (!row.tasks.empty()) {
+            ojson tj = ojson::object();
+            for (const CompareTask& t : row.tasks)
+                tj[t.name.toStdString()] = {
+                    {"items", t.items}, {"acc", t.acc}, {"acc_se", t.accError}};
+            c["tasks"] = tj;
+        }
         return c;
     };
     // The compare view's baseline is one of its rows (first): the store's "baseline" column.
