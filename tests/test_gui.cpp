@@ -1034,6 +1034,21 @@ private slots:
                 QVERIFY(QString::fromStdString(l.name).startsWith(QStringLiteral("layers.1.mlp.")));
             }
         QCOMPARE(pruned, 3);
+        // The Tensors table: the pruned layer's setting names the pattern, its size is unknown
+        // until compressed.
+        int sparseRow = -1;
+        for (int r = 0; r < tm->rowCount(); ++r)
+            if (tm->index(r, lcw::LayerTableModel::Name).data().toString() ==
+                QStringLiteral("layers.1.mlp.down"))
+                sparseRow = r;
+        QVERIFY(sparseRow >= 0);
+        QVERIFY2(tm->index(sparseRow, lcw::LayerTableModel::Setting)
+                     .data()
+                     .toString()
+                     .contains(QStringLiteral("2:4")),
+                 qPrintable(tm->index(sparseRow, lcw::LayerTableModel::Setting).data().toString()));
+        QCOMPARE(tm->index(sparseRow, lcw::LayerTableModel::BitsPerWeight).data().toString(),
+                 QStringLiteral("needs compress"));
         QVERIFY(ed->budgetNeedsCompress());
         QVERIFY2(ed->budgetText().startsWith(QStringLiteral("needs compress")),
                  qPrintable(ed->budgetText()));

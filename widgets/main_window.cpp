@@ -22,6 +22,8 @@
 #include "widgets/stats_panel.h"
 #include "widgets/task_status_widget.h"
 
+#include <cmath>
+
 #include <QAction>
 #include <QActionGroup>
 #include <QApplication>
@@ -949,8 +951,11 @@ void MainWindow::updatePlannedColumns() {
     if (const compress::Plan* plan = m_recipeEditor->plan())
         for (const compress::LayerPlan& l : plan->layers)
             planned.insert(QString::fromStdString(l.name),
-                           {QString::fromStdString(l.weight.describe()),
-                            compress::estimateLayerSize(l).bitsPerWeight()});
+                           {QString::fromStdString(l.describe()),
+                            // the estimate models quantised dense layers only
+                            l.quantize && !l.sparsity && !l.lowrank
+                                ? compress::estimateLayerSize(l).bitsPerWeight()
+                                : std::nan("")});
     m_layerModel->setPlannedSettings(planned);
 }
 

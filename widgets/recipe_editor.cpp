@@ -691,9 +691,10 @@ void RecipeEditor::updateBudget() {
     }
     if (budgetNeedsCompress()) {
         // The size estimate has no model of pruning, low-rank factors or structured removal:
-        // the exact size comes from Compress (Run dock), which reports it.
+        // the exact size comes from a real compression (the Compare view's "editor recipe" row).
         m_budget->setText(tr("needs compress: the recipe prunes, factorises or removes channels; "
-                             "run Compress for its exact size (target %1 bits/weight)")
+                             "the Compare view's \"editor recipe\" row gives its exact size "
+                             "(target %1 bits/weight)")
                               .arg(m_target->value(), 0, 'f', 2));
         m_budgetBar->setValue(0);
         m_budgetBar->setStyleSheet(QString());

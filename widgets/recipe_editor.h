@@ -102,7 +102,7 @@ public:
     QString budgetText() const;
     /// True when the plan prunes, factorises, leaves planned layers unquantised or removes
     /// channels: core's size estimate does not model those, so the budget reads "needs compress"
-    /// (the Run dock's Compress reports the exact size).
+    /// (the Compare view's "editor recipe" row reports the exact size).
     bool budgetNeedsCompress() const;
 
     QUndoStack* undoStack() const { return m_undo; }
