@@ -6,6 +6,9 @@
 #include "core/compress/compressed_model.h"
 #include "core/eval/divergence.h"
 #include "core/eval/generation_compare.h"
+#include "core/eval/results_store.h"
+#include "core/eval/sensitivity.h"
+#include "core/eval/tasks.h"
 #include "core/model/model.h"
 #include "core/model/synthetic.h"
 #include "core/tokenizer/tokenizer.h"
@@ -28,7 +31,9 @@
 #include "widgets/model_summary_panel.h"
 #include "widgets/number_format.h"
 #include "widgets/recipe_editor.h"
+#include "widgets/results_panel.h"
 #include "widgets/run_panel.h"
+#include "widgets/sensitivity_panel.h"
 #include "widgets/stats_panel.h"
 #include "widgets/task_runner.h"
 #include "widgets/theme.h"
@@ -154,6 +159,8 @@ private slots:
         QCoreApplication::setOrganizationName(QStringLiteral("lcw-test"));
         QCoreApplication::setApplicationName(QStringLiteral("test_gui"));
         QSettings().clear();
+        // The compare view records its runs in the results store: keep it out of $HOME.
+        qputenv("XDG_DATA_HOME", QByteArray::fromStdString(lcwtest::tempDir("gui-xdg")));
     }
     void cleanupTestCase() { QSettings().clear(); }
 
@@ -1000,6 +1007,319 @@ private slots:
         QVERIFY(ed->planError().contains(QStringLiteral("multiple of 32")));
         ed->undoStack()->undo();
         QVERIFY(ed->totalSize());
+
+        // A 2:4 sparsity section on the selected layers: the rule carries it as the parser reads
+        // it, the plan prunes exactly those layers, and the budget (no size model for pruning
+        // in the estimate) asks for a real compression; undo removes it.
+        QVERIFY(!ed->budgetNeedsCompress());
+        const size_t before = ed->recipe().rules.size();
+        QCOMPARE(ed->selectPattern(QStringLiteral("layers.1.mlp.*")), 3);
+        ed->setWeightForm(json{{"bits", 4}, {"granularity", "group"}, {"group_size", 32}});
+        ed->setSectionText(QStringLiteral("sparsity"),
+                           QStringLiteral(R"({"pattern": "2:4", "method": "magnitude"})"));
+        QVERIFY(ed->applyToSelection());
+        ed->setSectionText(QStringLiteral("sparsity"), QString());
+        QCOMPARE(ed->recipe().rules.size(), before + 1);
+        const json rj = ed->recipe().toJson()["rules"].back();
+        QVERIFY2(rj.contains("sparsity"), rj.dump().c_str());
+        QCOMPARE(rj["sparsity"]["pattern"].get<std::string>(), std::string("2:4"));
+        QCOMPARE(rj["targets"].size(), size_t(3));
+        const json shownSparse = json::parse(ed->jsonView()->toPlainText().toStdString());
+        QCOMPARE(shownSparse["rules"].back()["sparsity"]["pattern"].get<std::string>(),
+                 std::string("2:4"));
+        int pruned = 0;
+        for (const auto& l : ed->plan()->layers)
+            if (l.sparsity) {
+                ++pruned;
+                QVERIFY(QString::fromStdString(l.name).startsWith(QStringLiteral("layers.1.mlp.")));
+            }
+        QCOMPARE(pruned, 3);
+        // The Tensors table: the pruned layer's setting names the pattern, its size is unknown
+        // until compressed.
+        int sparseRow = -1;
+        for (int r = 0; r < tm->rowCount(); ++r)
+            if (tm->index(r, lcw::LayerTableModel::Name).data().toString() ==
+                QStringLiteral("layers.1.mlp.down"))
+                sparseRow = r;
+        QVERIFY(sparseRow >= 0);
+        QVERIFY2(tm->index(sparseRow, lcw::LayerTableModel::Setting)
+                     .data()
+                     .toString()
+                     .contains(QStringLiteral("2:4")),
+                 qPrintable(tm->index(sparseRow, lcw::LayerTableModel::Setting).data().toString()));
+        QCOMPARE(tm->index(sparseRow, lcw::LayerTableModel::BitsPerWeight).data().toString(),
+                 QStringLiteral("needs compress"));
+        QVERIFY(ed->budgetNeedsCompress());
+        QVERIFY2(ed->budgetText().startsWith(QStringLiteral("needs compress")),
+                 qPrintable(ed->budgetText()));
+        QVERIFY(ed->ruleList()->item(int(before))->text().contains(QStringLiteral("sparsity")));
+        ed->undoStack()->undo();
+        QCOMPARE(ed->recipe().rules.size(), before);
+        QVERIFY(ed->recipe().toJson().dump().find("sparsity") == std::string::npos);
+        QVERIFY(!ed->budgetNeedsCompress());
+        QVERIFY(!ed->budgetText().startsWith(QStringLiteral("needs compress")));
+        // The other sections are accepted by the same form (parser-validated).
+        ed->selectPattern(QStringLiteral("layers.2.attn.q"));
+        ed->setSectionText(QStringLiteral("lowrank"), QStringLiteral(R"({"rank": 8})"));
+        QVERIFY(ed->applyToSelection());
+        ed->setSectionText(QStringLiteral("lowrank"), QString());
+        QCOMPARE(ed->recipe().rules.back().lowrank->value("rank", 0), 8);
+        QVERIFY(ed->budgetNeedsCompress());
+        ed->undoStack()->undo();
+    }
+
+    void resultsPanelListsReloadsAndSkipsCorruptLines() {
+        using ojson = nlohmann::ordered_json;
+        const std::string path = lcwtest::tempDir("gui-results") + "/results.jsonl";
+        std::remove(path.c_str());
+        ojson a = {{"model", "/models/stories260K"},
+                   {"timestamp", "2026-11-23T10:00:00Z"},
+                   {"baseline",
+                    {{"name", "baseline"},
+                     {"ppl", 12.5},
+                     {"ppl_se", 0.25},
+                     {"model_bytes", 1048576},
+                     {"bits_per_weight", 32.0}}},
+                   {"configs",
+                    {{{"name", "W8A16"},
+                      {"ppl", 12.6},
+                      {"ppl_se", 0.26},
+                      {"kld", {{"mean", 0.0123}, {"se", 0.001}, {"p99", 0.1}}},
+                      {"same_top_percent", 97.5},
+                      {"same_top_percent_se", 0.5},
+                      {"bits_per_weight", 8.5},
+                      {"model_bytes", 280000},
+                      {"tasks", {{"piqa", {{"acc", 0.55}, {"acc_se", 0.01}}}}}}}}};
+        ojson b = a;
+        b["timestamp"] = "2026-11-23T11:00:00Z";
+        b["configs"].push_back(a["configs"][0]);
+        b["configs"][1]["name"] = "W4A16-g32";
+        b["configs"][1]["kld"]["mean"] = 0.25;
+        const std::string idA = lcw::appendResult(path, a);
+        {
+            std::ofstream f(path, std::ios::app);
+            f << "{\"id\": \"torn\", \"model\n"; // a torn line
+        }
+        lcw::appendResult(path, b);
+
+        lcw::MainWindow w(lcw::MainWindow::Options{false, false});
+        lcw::ResultsPanel* rp = w.resultsPanel();
+        const int logBefore = w.logPanel()->count();
+        rp->setResultsPath(QString::fromStdString(path));
+        QCOMPARE(rp->recordCount(), 2);
+        bool warned = false;
+        for (int i = logBefore; i < w.logPanel()->count(); ++i)
+            warned |= w.logPanel()->lines()[i].contains(QStringLiteral("warning:")) &&
+                      w.logPanel()->lines()[i].contains(QStringLiteral("line 2"));
+        QVERIFY2(warned, qPrintable(w.logPanel()->lines().join('\n')));
+        QTableWidget* rt = rp->recordTable();
+        QCOMPARE(rt->rowCount(), 2);
+        QCOMPARE(rt->item(0, lcw::ResultsPanel::ModelColumn)->text(),
+                 QStringLiteral("stories260K"));
+        QCOMPARE(rt->item(0, lcw::ResultsPanel::PplColumn)->text(),
+                 QStringLiteral("12.500 / 12.600"));
+        QCOMPARE(rt->item(1, lcw::ResultsPanel::ConfigsColumn)->text(),
+                 QStringLiteral("W8A16, W4A16-g32"));
+        QCOMPARE(rt->item(1, lcw::ResultsPanel::KldColumn)->text(),
+                 QStringLiteral("0.01230 / 0.25000"));
+        QCOMPARE(rt->item(0, lcw::ResultsPanel::TimeColumn)->toolTip(),
+                 QString::fromStdString(idA));
+
+        // Selecting a record: its metrics side by side, tasks as columns; Ctrl+C copies TSV.
+        rp->selectRecord(0);
+        QTableWidget* mt = rp->metricsTable();
+        QCOMPARE(mt->rowCount(), 2);
+        auto cell = [&](int row, const QString& header) {
+            for (int c = 0; c < mt->columnCount(); ++c)
+                if (mt->horizontalHeaderItem(c)->text() == header) return mt->item(row, c)->text();
+            return QStringLiteral("<no column %1>").arg(header);
+        };
+        QCOMPARE(cell(0, QStringLiteral("PPL")), QStringLiteral("12.5000 ± 0.2500"));
+        QCOMPARE(cell(1, QStringLiteral("PPL")), QStringLiteral("12.6000 ± 0.2600"));
+        QCOMPARE(cell(1, QStringLiteral("KLD")), QStringLiteral("0.01230 ± 0.00100"));
+        QCOMPARE(cell(1, QStringLiteral("Same top %")), QStringLiteral("97.50 ± 0.50"));
+        QCOMPARE(cell(1, QStringLiteral("piqa acc %")), QStringLiteral("55.00 ± 1.00"));
+        QCOMPARE(cell(0, QStringLiteral("piqa acc %")), QStringLiteral("—"));
+        QCOMPARE(cell(0, QStringLiteral("Size")), QStringLiteral("1.00 MiB"));
+        w.show();
+        w.showPanel(lcw::MainWindow::Panel::Results);
+        QVERIFY(QTest::qWaitForWindowExposed(&w));
+        mt->setFocus();
+        QApplication::clipboard()->clear();
+        QTest::keyClick(mt, Qt::Key_C, Qt::ControlModifier);
+        const QString tsv = QApplication::clipboard()->text();
+        QCOMPARE(tsv, rp->metricsTsv());
+        QCOMPARE(tsv.count(QLatin1Char('\n')), 3);
+        QVERIFY(tsv.split('\n')[2].startsWith(QStringLiteral("W8A16\t8.500\t")));
+
+        // Reloaded into the Compare view without recomputation.
+        rp->selectRecord(1);
+        QVERIFY(rp->loadSelectedIntoCompare());
+        const lcw::CompareResults& cr = w.comparePanel()->results();
+        QCOMPARE(cr.rows.size(), size_t(3));
+        QCOMPARE(cr.rows[0].name, lcw::ComparePanel::originalName());
+        QCOMPARE(cr.rows[2].name, QStringLiteral("W4A16-g32"));
+        QCOMPARE(cr.rows[2].kld, 0.25);
+        QCOMPARE(cr.rows[1].sameTop, 0.975);
+        QCOMPARE(cr.rows[0].ppl, 12.5);
+        QCOMPARE(w.comparePanel()->metricsTable()->rowCount(), 3);
+        // compareRecord() and back keeps the numbers (the compare view's runs use it).
+        const lcw::CompareResults back = lcw::ResultsPanel::toCompareResults(
+            lcw::ResultsPanel::compareRecord(cr, QStringLiteral("m"), QStringLiteral("t")));
+        QCOMPARE(back.rows.size(), cr.rows.size());
+        QCOMPARE(back.rows[2].kld, cr.rows[2].kld);
+        QCOMPARE(back.rows[1].sameTopError, cr.rows[1].sameTopError);
+        QCOMPARE(back.rows[1].bytes, cr.rows[1].bytes);
+        // Appending records it: the list grows on reload.
+        QVERIFY(!rp->appendCompare(cr, QStringLiteral("m"), QStringLiteral("t")).isEmpty());
+        QCOMPARE(rp->recordCount(), 3);
+    }
+
+    void sensitivityScanPlotsRanksAutotunesAndCancels() {
+        LCW_REQUIRE_SOURCE(kDemoModel);
+        LCW_REQUIRE_SOURCE(kEvalText);
+        lcw::MainWindow w(lcw::MainWindow::Options{false, false});
+        w.show();
+        QVERIFY(QTest::qWaitForWindowExposed(&w));
+        QVERIFY(loadAndWait(w, source(kDemoModel)));
+        lcw::SensitivityPanel* sp = w.sensitivityPanel();
+        w.showPanel(lcw::MainWindow::Panel::Sensitivity);
+        sp->setTextFile(source(kEvalText));
+        sp->setSchemes({QStringLiteral("W4A16-g32"), QStringLiteral("W8A16")});
+        QCOMPARE(sp->schemes().size(), 2);
+        sp->setGranularity(QStringLiteral("layer"));
+        sp->setContext(64);
+        sp->setMaxChunks(2);
+
+        // Cancel: the job stops and no scan is shown.
+        QSignalSpy cancelled(sp, &lcw::SensitivityPanel::cancelled);
+        QVERIFY(sp->run());
+        QVERIFY(sp->isRunning());
+        QVERIFY(!sp->run()); // one at a time
+        sp->cancel();
+        QTRY_VERIFY_WITH_TIMEOUT(cancelled.count() == 1, kLongTimeoutMs);
+        QVERIFY(!sp->isRunning());
+        QVERIFY(!sp->scan());
+        QCOMPARE(sp->barPlot()->barCount(), 0);
+
+        QSignalSpy done(sp, &lcw::SensitivityPanel::finished);
+        QVERIFY(sp->run());
+        QTRY_VERIFY_WITH_TIMEOUT(done.count() == 1, kLongTimeoutMs);
+        QVERIFY(sp->scan());
+        QCOMPARE(sp->scan()->chunks, qint64(2));
+        // One bar per targetable linear (5 blocks x 7), in model order.
+        const auto targets =
+            lcw::sensitivityTargets(*w.model(), lcw::SensitivityGranularity::Layer);
+        QCOMPARE(targets.size(), size_t(35));
+        sp->showScheme(QStringLiteral("W4A16-g32"));
+        QCOMPARE(sp->shownScheme(), QStringLiteral("W4A16-g32"));
+        QCOMPARE(sp->barPlot()->barCount(), int(targets.size()));
+        for (size_t i = 0; i < targets.size(); ++i)
+            QCOMPARE(sp->barPlot()->labels()[int(i)], QString::fromStdString(targets[i].first));
+        // Bar values are the scan's KLDs; the table is ranked by KLD, largest first.
+        const lcw::SchemeScan* sc = sp->scan()->find("W4A16-g32");
+        QVERIFY(sc);
+        for (const auto& e : sc->entries)
+            QCOMPARE(sp->barPlot()->values()[e.order], e.stats.kld.mean);
+        QTableWidget* t = sp->rankTable();
+        QCOMPARE(t->rowCount(), int(targets.size()));
+        for (int r = 0; r < t->rowCount(); ++r) {
+            QCOMPARE(t->item(r, lcw::SensitivityPanel::RankColumn)->text().toInt(), r + 1);
+            if (r > 0)
+                QVERIFY(t->item(r - 1, lcw::SensitivityPanel::KldColumn)->text().toDouble() >=
+                        t->item(r, lcw::SensitivityPanel::KldColumn)->text().toDouble());
+        }
+        // 8-bit layers diverge less than 4-bit ones (sum over the model).
+        double k4 = 0, k8 = 0;
+        for (const auto& e : sc->entries) k4 += e.stats.kld.mean;
+        for (const auto& e : sp->scan()->find("W8A16")->entries) k8 += e.stats.kld.mean;
+        QVERIFY(k8 < k4);
+
+        // Clicking a bar selects its layer in the Tensors table.
+        emit sp->barPlot()->barClicked(3);
+        const QModelIndex cur = w.layerView()->currentIndex();
+        QCOMPARE(cur.siblingAtColumn(lcw::LayerTableModel::Name).data().toString(),
+                 QString::fromStdString(targets[3].first));
+
+        // Autotune to a budget between the two schemes: the recipe editor gets the plan's
+        // recipe (one undo step) and its quantised layers stay within the budget.
+        lcw::RecipeEditor* ed = w.recipeEditor();
+        const int undoBefore = ed->undoStack()->count();
+        QVERIFY(sp->autotune(6.0));
+        QCOMPARE(ed->undoStack()->count(), undoBefore + 1);
+        QVERIFY(!ed->recipe().rules.empty());
+        QVERIFY(ed->plan());
+        const auto q = lcw::compress::estimateCompressedSize(*ed->plan());
+        QVERIFY2(q.bitsPerWeight() <= 6.0, qPrintable(QString::number(q.bitsPerWeight())));
+        QVERIFY(q.bitsPerWeight() > 4.5); // uses the room: some layers at 8 bits
+        QVERIFY(!sp->autotune(1.0));      // infeasible: refused, the recipe is unchanged
+        QCOMPARE(ed->undoStack()->count(), undoBefore + 1);
+        ed->undoStack()->undo();
+        QVERIFY(ed->recipe().rules.empty());
+    }
+
+    void compareViewTaskAccuracyColumns() {
+        LCW_REQUIRE_SOURCE(kDemoModel);
+        LCW_REQUIRE_SOURCE(kEvalText);
+        LCW_REQUIRE_SHARED("data/tasks/piqa_dev.jsonl");
+        lcw::MainWindow w(lcw::MainWindow::Options{false, false});
+        w.show();
+        QVERIFY(loadAndWait(w, source(kDemoModel)));
+        lcw::ComparePanel* cp = w.comparePanel();
+        const std::string dir = lcwtest::sharedPath("data/tasks");
+        cp->setTasksDir(QString::fromStdString(dir));
+        cp->setTextFile(source(kEvalText));
+        cp->setSelectedConfigs({QStringLiteral("W4A16-g32")});
+        cp->setContext(64);
+        cp->setMaxChunks(1);
+        cp->setGenerateTokens(0);
+        cp->setTasks(QStringLiteral("piqa,winogrande"), 24);
+        QSignalSpy done(cp, &lcw::ComparePanel::finished);
+        QVERIFY(cp->run());
+        QTRY_VERIFY_WITH_TIMEOUT(done.count() == 1, kLongTimeoutMs);
+        const lcw::CompareResults& r = cp->results();
+        QCOMPARE(r.rows.size(), size_t(2));
+        QCOMPARE(r.rows[0].tasks.size(), size_t(2));
+        QCOMPARE(r.rows[0].tasks[0].name, QStringLiteral("piqa"));
+        QCOMPARE(r.rows[0].tasks[0].items, qint64(24));
+
+        // Independently through core: the same subset scored on the original weights and on the
+        // compressed model gives the same accuracies.
+        const lcw::Model& m = *w.model();
+        const lcw::TaskEncoder enc = [&m](const std::string& t, bool bos) {
+            return m.tokenizer().encode(t, bos);
+        };
+        lcw::NullProgress np;
+        const auto q =
+            lcw::compress::compress(m, lcw::compress::findPreset("W4A16-g32").recipe, np);
+        for (size_t k = 0; k < 2; ++k) {
+            const auto kind = k == 0 ? lcw::TaskKind::Piqa : lcw::TaskKind::WinoGrande;
+            const lcw::PreparedTask pt = lcw::prepareTask(lcw::loadTask(kind, dir), enc, 24, 1234);
+            lcw::ModelScorer s0(m, 2048), s1(*q.model, 2048);
+            QCOMPARE(r.rows[0].tasks[k].acc, lcw::evaluateTask(pt, s0, np).acc);
+            QCOMPARE(r.rows[1].tasks[k].acc, lcw::evaluateTask(pt, s1, np).acc);
+        }
+        // Columns of the metrics table and of its TSV; the stored record keeps them.
+        QTableWidget* t = cp->metricsTable();
+        QCOMPARE(t->columnCount(), lcw::ComparePanel::ColumnCount + 2);
+        QCOMPARE(t->horizontalHeaderItem(lcw::ComparePanel::ColumnCount)->text(),
+                 QStringLiteral("piqa acc %"));
+        QCOMPARE(t->item(1, lcw::ComparePanel::ColumnCount + 1)->data(Qt::UserRole).toDouble(),
+                 100.0 * r.rows[1].tasks[1].acc);
+        QVERIFY(cp->metricsTsv().split('\n')[0].endsWith(QStringLiteral("winogrande acc %")));
+        const auto rf = lcw::loadResults(lcw::defaultResultsPath());
+        QCOMPARE(rf.records.back()["configs"][0]["tasks"]["piqa"]["acc"].get<double>(),
+                 r.rows[1].tasks[0].acc);
+        const lcw::CompareResults back = lcw::ResultsPanel::toCompareResults(rf.records.back());
+        QCOMPARE(back.rows[1].tasks[1].acc, r.rows[1].tasks[1].acc);
+        // Project round trip keeps them too.
+        QCOMPARE(lcw::CompareResults::fromJson(r.toJson()).rows[1].tasks[0].acc,
+                 r.rows[1].tasks[0].acc);
+        // A bad task list is refused before anything runs.
+        cp->setTasks(QStringLiteral("nosuchtask"), 10);
+        QSignalSpy failed(cp, &lcw::ComparePanel::failed);
+        QVERIFY(!cp->run());
+        QCOMPARE(failed.count(), 1);
     }
 
     void compareViewRunsSelectsAndCancels() {
@@ -1049,6 +1369,17 @@ private slots:
         QCOMPARE(r.rows[1].bytes, quint64(w8.model->totalSize().bytes()));
         QCOMPARE(r.rows[2].bitsPerWeight, w3.model->totalSize().bitsPerWeight());
         QVERIFY(r.rows[1].kld < r.rows[2].kld);
+        // The run is recorded in the results store (eval's keys) and listed by the Results dock.
+        {
+            const lcw::ResultsFile rf = lcw::loadResults(lcw::defaultResultsPath());
+            QVERIFY(!rf.records.empty());
+            const auto& rec = rf.records.back();
+            QCOMPARE(rec["source"].get<std::string>(), std::string("gui compare"));
+            QCOMPARE(rec["configs"].size(), size_t(2));
+            QCOMPARE(rec["configs"][0]["kld"]["mean"].get<double>(), d.configs[0].kld.mean);
+            QCOMPARE(rec["baseline"]["ppl"].get<double>(), r.rows[0].ppl);
+            QCOMPARE(w.resultsPanel()->recordCount(), int(rf.records.size()));
+        }
         QCOMPARE(r.rows[2].layerError.size(), size_t(35));
         QCOMPARE(r.rows[2].layerError[0].second, w3.layers[0].error.relError);
 

@@ -5,6 +5,7 @@
 #include "core/eval/divergence.h"
 #include "core/eval/generation_compare.h"
 #include "core/eval/pareto.h"
+#include "core/eval/tasks.h"
 #include "core/runtime/session.h"
 #include "core/tokenizer/tokenizer.h"
 #include "plots/grouped_bar_plot.h"
@@ -40,6 +41,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 
@@ -70,7 +72,14 @@ std::string CompareResults::toJson() const {
     for (const CompareRow& r : rows) {
         json layers = json::array();
         for (const auto& [n, e] : r.layerError) layers.push_back({n.toStdString(), e});
+        json tasks = json::array();
+        for (const CompareTask& t : r.tasks)
+            tasks.push_back({{"name", t.name.toStdString()},
+                             {"items", t.items},
+                             {"acc", t.acc},
+                             {"acc_se", t.accError}});
         rs.push_back({{"name", r.name.toStdString()},
+                      {"tasks", tasks},
                       {"recipe", r.recipeJson.toStdString()},
                       {"bits_per_weight", r.bitsPerWeight},
                       {"bytes", r.bytes},
@@ -123,6 +132,10 @@ CompareResults CompareResults::fromJson(const std::string& text) {
             row.tokens << QString::fromStdString(t);
         row.tokenKld = r.value("token_kld", std::vector<double>());
         row.firstDivergence = r.value("first_divergence", qint64(-1));
+        for (const json& t : r.value("tasks", json::array()))
+            row.tasks.push_back({QString::fromStdString(t.at("name").get<std::string>()),
+                                 t.value("items", qint64(0)), t.at("acc").get<double>(),
+                                 t.value("acc_se", 0.0)});
         c.rows.push_back(std::move(row));
     }
     return c;
@@ -185,6 +198,11 @@ QStringList tokenPieces(const Tokenizer& tk, const std::vector<int32_t>& ids, QS
 ComparePanel::ComparePanel(TaskRunner* runner, QWidget* parent)
     : QWidget(parent), m_runner(runner) {
     m_textFile = RunPanel::defaultTextFile();
+    {
+        const char* shared = std::getenv("LCW_SHARED_DIR");
+        m_tasksDir = QString::fromLocal8Bit(shared && *shared ? shared : "../shared") +
+                     QStringLiteral("/data/tasks");
+    }
     buildUi();
     rebuildConfigList();
     syncUi();
@@ -239,6 +257,17 @@ void ComparePanel::buildUi() {
     form->addRow(tr("Chunks"), m_chunks);
     form->addRow(tr("Prompt"), m_prompt);
     form->addRow(tr("New tokens"), m_genTokens);
+    m_tasks = new QLineEdit(left);
+    m_tasks->setPlaceholderText(tr("none · e.g. piqa,arc_easy"));
+    m_tasks->setToolTip(tr("Zero-shot tasks (lambada, arc_easy, piqa, winogrande, hellaswag) "
+                           "scored per configuration; data from the tasks folder"));
+    m_taskLimit = new QSpinBox(left);
+    m_taskLimit->setRange(0, 1000000);
+    m_taskLimit->setValue(200);
+    m_taskLimit->setSpecialValueText(tr("all"));
+    m_taskLimit->setToolTip(tr("Items per task: a fixed pseudo-random subset (seed 1234)"));
+    form->addRow(tr("Tasks"), m_tasks);
+    form->addRow(tr("Task items"), m_taskLimit);
     ll->addLayout(form);
     auto* buttons = new QHBoxLayout;
     m_runButton = new QPushButton(tr("Compare"), left);
@@ -431,6 +460,10 @@ void ComparePanel::setPrompt(const QString& prompt) {
 void ComparePanel::setGenerateTokens(int n) {
     m_genTokens->setValue(n);
 }
+void ComparePanel::setTasks(const QString& list, int limit) {
+    m_tasks->setText(list);
+    m_taskLimit->setValue(limit);
+}
 void ComparePanel::setTextFile(const QString& path) {
     m_textFile = path;
     syncUi();
@@ -488,9 +521,20 @@ bool ComparePanel::run() {
     opts.maxChunks = m_chunks->value();
     const std::string prompt = m_prompt->text().toStdString();
     const int64_t genTokens = m_genTokens->value();
+    // Tasks are loaded on the UI thread so a missing folder or bad list is reported at once.
+    std::vector<Task> tasks;
+    try {
+        if (!m_tasks->text().trimmed().isEmpty())
+            for (TaskKind k : parseTaskList(m_tasks->text().trimmed().toStdString()))
+                tasks.push_back(loadTask(k, m_tasksDir.toStdString()));
+    } catch (const std::exception& e) {
+        emit failed(QString::fromUtf8(e.what()));
+        return false;
+    }
+    const int64_t taskLimit = m_taskLimit->value();
 
-    std::function<CompareResults(Progress&)> job = [model, specs, textFile, opts, prompt,
-                                                    genTokens](Progress& p) {
+    std::function<CompareResults(Progress&)> job = [model, specs, textFile, opts, prompt, genTokens,
+                                                    tasks, taskLimit](Progress& p) {
         CompareResults out;
         out.prompt = QString::fromStdString(prompt);
         out.baseline = specs.front().name;
@@ -556,11 +600,35 @@ bool ComparePanel::run() {
             r.sameTopError = s.sameTopError;
             r.tokensPerSecond = s.seconds > 0 ? tokensRun / s.seconds : 0;
         }
+        // Tasks (0.85..0.95 when any): the same prepared items for every configuration.
+        const double tasksEnd = tasks.empty() ? 0.85 : 0.95;
+        if (!tasks.empty()) {
+            const TaskEncoder enc = [&tk](const std::string& t, bool bos) {
+                return tk.encode(t, bos);
+            };
+            std::vector<PreparedTask> prepared;
+            for (const Task& t : tasks) prepared.push_back(prepareTask(t, enc, taskLimit, 1234));
+            const int64_t taskCtx =
+                std::min<int64_t>(model->spec().maxSeq > 0 ? model->spec().maxSeq : 2048, 2048);
+            const double n = double(out.rows.size() * prepared.size());
+            for (size_t i = 0; i < out.rows.size(); ++i) {
+                ModelScorer scorer(*source(i), taskCtx);
+                for (size_t k = 0; k < prepared.size(); ++k) {
+                    const double at = double(i * prepared.size() + k);
+                    RangeProgress tp(p, 0.85 + 0.1 * at / n, 0.85 + 0.1 * (at + 1) / n,
+                                     out.rows[i].name.toStdString() + ": ");
+                    const TaskResult tr = evaluateTask(prepared[k], scorer, tp);
+                    if (tr.status == Status::Cancelled) return CompareResults{};
+                    out.rows[i].tasks.push_back(
+                        {QString::fromLatin1(taskName(tr.kind)), tr.items, tr.acc, tr.accError});
+                }
+            }
+        }
         if (genTokens > 0 && !prompt.empty()) {
             const std::vector<int32_t> ids = tk.encode(prompt, true);
             GenerationCompareOptions go;
             go.maxNewTokens = genTokens;
-            RangeProgress gp(p, 0.85, 1.0, "generations: ");
+            RangeProgress gp(p, tasksEnd, 1.0, "generations: ");
             const GenerationComparison g = compareGenerations(*source(0), configs, ids, go, gp);
             if (g.status == Status::Cancelled) return out;
             auto fill = [&](CompareRow& row, const GenerationTrack& t) {
@@ -632,6 +700,13 @@ void ComparePanel::setResults(const CompareResults& r) {
 
 void ComparePanel::showResults() {
     const auto& rows = m_results.rows;
+    // One "TASK acc %" column per task after the fixed columns.
+    const size_t nTasks = rows.empty() ? 0 : rows.front().tasks.size();
+    m_table->setColumnCount(ColumnCount + int(nTasks));
+    for (size_t k = 0; k < nTasks; ++k)
+        m_table->setHorizontalHeaderItem(
+            ColumnCount + int(k),
+            new QTableWidgetItem(tr("%1 acc %").arg(rows.front().tasks[k].name)));
     m_table->setRowCount(int(rows.size()));
     for (int i = 0; i < int(rows.size()); ++i) {
         const CompareRow& r = rows[size_t(i)];
@@ -660,6 +735,12 @@ void ComparePanel::showResults() {
                          .arg(100.0 * r.sameTopError, 0, 'f', 2),
             100.0 * r.sameTop);
         set(TokensPerSecondColumn, QString::number(r.tokensPerSecond, 'f', 0), r.tokensPerSecond);
+        for (size_t k = 0; k < nTasks && k < r.tasks.size(); ++k)
+            set(ColumnCount + int(k),
+                QStringLiteral("%1 ± %2")
+                    .arg(100.0 * r.tasks[k].acc, 0, 'f', 2)
+                    .arg(100.0 * r.tasks[k].accError, 0, 'f', 2),
+                100.0 * r.tasks[k].acc);
     }
     m_table->resizeColumnsToContents();
     updatePareto();
@@ -812,7 +893,8 @@ void ComparePanel::selectRow(int row) {
 QString ComparePanel::metricsTsv(bool selectedOnly) const {
     QStringList lines;
     QStringList header;
-    for (int c = 0; c < ColumnCount; ++c) header << m_table->horizontalHeaderItem(c)->text();
+    for (int c = 0; c < m_table->columnCount(); ++c)
+        header << m_table->horizontalHeaderItem(c)->text();
     lines << header.join(QLatin1Char('\t'));
     QSet<int> sel;
     if (selectedOnly)
@@ -820,7 +902,7 @@ QString ComparePanel::metricsTsv(bool selectedOnly) const {
     for (int r = 0; r < m_table->rowCount(); ++r) {
         if (!sel.isEmpty() && !sel.contains(r)) continue;
         QStringList cells;
-        for (int c = 0; c < ColumnCount; ++c) {
+        for (int c = 0; c < m_table->columnCount(); ++c) {
             const QTableWidgetItem* it = m_table->item(r, c);
             cells << (it ? it->data(Qt::UserRole).toString() : QString());
         }

@@ -33,6 +33,13 @@ namespace lcw {
 class GroupedBarPlot;
 class ScatterPlot;
 
+/// Zero-shot accuracy of one task (core/eval/tasks.h), as a fraction.
+struct CompareTask {
+    QString name; ///< "piqa", "arc_easy", ...
+    qint64 items = 0;
+    double acc = 0, accError = 0;
+};
+
 /// One configuration's measured results.
 struct CompareRow {
     QString name;
@@ -52,6 +59,8 @@ struct CompareRow {
     QStringList tokens;
     std::vector<double> tokenKld;
     qint64 firstDivergence = -1;
+    /// Task accuracies when the comparison ran tasks (same order in every row).
+    std::vector<CompareTask> tasks;
 };
 
 /// Everything one comparison produced.
@@ -110,6 +119,12 @@ public:
     void setMaxChunks(int chunks);
     void setPrompt(const QString& prompt);
     void setGenerateTokens(int n);
+    /// Zero-shot tasks scored per configuration ("piqa,arc_easy"; empty: none) on a fixed subset
+    /// of `limit` items (0: all), from `dir` (default $LCW_SHARED_DIR/data/tasks, else
+    /// ../shared/data/tasks). Accuracies become "TASK acc %" columns of the metrics table.
+    void setTasks(const QString& list, int limit = 0);
+    void setTasksDir(const QString& dir) { m_tasksDir = dir; }
+    QString tasksDir() const { return m_tasksDir; }
     /// Text scored by the comparison (default: the bundled evaluation text).
     void setTextFile(const QString& path);
     QString textFile() const { return m_textFile; }
@@ -169,6 +184,7 @@ private:
     std::function<compress::Recipe()> m_editorRecipe;
     std::vector<std::pair<QString, QString>> m_extra; ///< name, recipe JSON
     QString m_textFile;
+    QString m_tasksDir;
     TaskRunner::JobId m_job = 0;
     CompareResults m_results;
     int m_paretoX = 0, m_paretoY = 0;
@@ -180,6 +196,8 @@ private:
     QSpinBox* m_chunks = nullptr;
     QLineEdit* m_prompt = nullptr;
     QSpinBox* m_genTokens = nullptr;
+    QLineEdit* m_tasks = nullptr;
+    QSpinBox* m_taskLimit = nullptr;
     QPushButton* m_runButton = nullptr;
     QPushButton* m_cancelButton = nullptr;
     QProgressBar* m_progress = nullptr;

@@ -1,5 +1,7 @@
 #include "widgets/layer_table_model.h"
 
+#include <cmath>
+
 #include "core/common/dtype.h"
 #include "widgets/model_blocks.h"
 #include "widgets/number_format.h"
@@ -73,7 +75,9 @@ QVariant LayerTableModel::data(const QModelIndex& index, int role) const {
                 return it->setting;
             return r.dtype;
         case BitsPerWeight:
-            return QString::number(bitsPerWeightOf(r), 'f', 2);
+            // NaN: a pruned / factorised layer whose size only a real compression gives.
+            return std::isnan(bitsPerWeightOf(r)) ? tr("needs compress")
+                                                  : QString::number(bitsPerWeightOf(r), 'f', 2);
         }
         break;
     case SortRole:

@@ -16,9 +16,13 @@
 #include "widgets/model_summary_panel.h"
 #include "widgets/number_format.h"
 #include "widgets/recipe_editor.h"
+#include "widgets/results_panel.h"
 #include "widgets/run_panel.h"
+#include "widgets/sensitivity_panel.h"
 #include "widgets/stats_panel.h"
 #include "widgets/task_status_widget.h"
+
+#include <cmath>
 
 #include <QAction>
 #include <QActionGroup>
@@ -149,6 +153,9 @@ void MainWindow::buildUi() {
     m_recipeEditor = new RecipeEditor(this);
     m_comparePanel = new ComparePanel(m_runner, this);
     m_comparePanel->setEditorRecipeProvider([this] { return m_recipeEditor->recipe(); });
+    m_resultsPanel = new ResultsPanel(this);
+    m_sensitivityPanel = new SensitivityPanel(m_runner, this);
+    m_sensitivityPanel->setBudgetProvider([this] { return m_recipeEditor->targetBitsPerWeight(); });
 
     addPanel(Panel::Summary, tr("Summary"), QStringLiteral("dock.summary"), m_summary);
     addPanel(Panel::Plot, tr("Parameters per Block"), QStringLiteral("dock.plot"), m_plot);
@@ -158,6 +165,28 @@ void MainWindow::buildUi() {
     addPanel(Panel::Stats, tr("Statistics"), QStringLiteral("dock.stats"), m_statsPanel);
     addPanel(Panel::Recipe, tr("Recipe"), QStringLiteral("dock.recipe"), m_recipeEditor);
     addPanel(Panel::Compare, tr("Compare"), QStringLiteral("dock.compare"), m_comparePanel);
+    addPanel(Panel::Results, tr("Results"), QStringLiteral("dock.results"), m_resultsPanel);
+    addPanel(Panel::Sensitivity, tr("Sensitivity"), QStringLiteral("dock.sensitivity"),
+             m_sensitivityPanel);
+    connect(m_sensitivityPanel, &SensitivityPanel::tensorRequested, this,
+            &MainWindow::selectTensor);
+    // An autotuned recipe replaces the editor's (one undo step).
+    connect(m_sensitivityPanel, &SensitivityPanel::recipeProduced, this,
+            [this](const compress::Recipe& r, const QString& what) {
+                m_recipeEditor->setRecipe(r, what);
+            });
+    connect(m_sensitivityPanel, &SensitivityPanel::failed, this, [this](const QString& message) {
+        showError(tr("Sensitivity"), tr("The sensitivity scan failed"), message);
+    });
+    // Every comparison is recorded in the results store; a stored record can be shown again.
+    connect(m_comparePanel, &ComparePanel::finished, this, [this] {
+        m_resultsPanel->appendCompare(m_comparePanel->results(), m_modelPath,
+                                      m_comparePanel->textFile());
+    });
+    connect(m_resultsPanel, &ResultsPanel::loadIntoCompare, this, [this](const CompareResults& r) {
+        m_comparePanel->setResults(r);
+        showPanel(Panel::Compare);
+    });
     connect(m_recipeEditor, &RecipeEditor::planChanged, this, &MainWindow::updatePlannedColumns);
     connect(m_comparePanel, &ComparePanel::failed, this, [this](const QString& message) {
         showError(tr("Compare"), tr("The comparison failed"), message);
@@ -207,6 +236,8 @@ void MainWindow::applyDefaultLayout() {
     tabifyDockWidget(dock(Panel::Stats), dock(Panel::Run));
     tabifyDockWidget(dock(Panel::Stats), dock(Panel::Recipe));
     tabifyDockWidget(dock(Panel::Stats), dock(Panel::Compare));
+    tabifyDockWidget(dock(Panel::Stats), dock(Panel::Results));
+    tabifyDockWidget(dock(Panel::Stats), dock(Panel::Sensitivity));
     addDockWidget(Qt::BottomDockWidgetArea, dock(Panel::Log));
     for (QDockWidget* d : std::as_const(m_docks)) d->show();
     dock(Panel::Layers)->raise();
@@ -246,6 +277,8 @@ void MainWindow::applyInspectorLayout() {
     tabifyDockWidget(dock(Panel::Stats), dock(Panel::Run));
     tabifyDockWidget(dock(Panel::Stats), dock(Panel::Recipe));
     tabifyDockWidget(dock(Panel::Stats), dock(Panel::Compare));
+    tabifyDockWidget(dock(Panel::Stats), dock(Panel::Results));
+    tabifyDockWidget(dock(Panel::Stats), dock(Panel::Sensitivity));
     for (QDockWidget* d : std::as_const(m_docks)) d->show();
     dock(Panel::Layers)->raise();
     dock(Panel::Stats)->raise();
@@ -327,6 +360,10 @@ void MainWindow::connectLog() {
     connect(m_statsPanel, &StatsPanel::logMessage, m_log, &LogPanel::info);
     connect(m_recipeEditor, &RecipeEditor::logMessage, m_log, &LogPanel::info);
     connect(m_comparePanel, &ComparePanel::logMessage, m_log, &LogPanel::info);
+    connect(m_resultsPanel, &ResultsPanel::logMessage, m_log, &LogPanel::info);
+    connect(m_sensitivityPanel, &SensitivityPanel::logMessage, m_log, &LogPanel::info);
+    connect(m_resultsPanel, &ResultsPanel::logWarning, m_log, &LogPanel::warning);
+    m_resultsPanel->reload();
 }
 
 QWidget* MainWindow::buildWelcomePage() {
@@ -465,9 +502,10 @@ void MainWindow::buildMenus() {
     edit->addAction(redo);
 
     const std::pair<Panel, int> panels[] = {
-        {Panel::Summary, Qt::Key_1}, {Panel::Layers, Qt::Key_2}, {Panel::Plot, Qt::Key_3},
-        {Panel::Run, Qt::Key_4},     {Panel::Log, Qt::Key_5},    {Panel::Stats, Qt::Key_6},
-        {Panel::Recipe, Qt::Key_7},  {Panel::Compare, Qt::Key_8}};
+        {Panel::Summary, Qt::Key_1},    {Panel::Layers, Qt::Key_2},  {Panel::Plot, Qt::Key_3},
+        {Panel::Run, Qt::Key_4},        {Panel::Log, Qt::Key_5},     {Panel::Stats, Qt::Key_6},
+        {Panel::Recipe, Qt::Key_7},     {Panel::Compare, Qt::Key_8}, {Panel::Results, Qt::Key_9},
+        {Panel::Sensitivity, Qt::Key_0}};
     for (const auto& [panel, key] : panels) {
         QDockWidget* d = dock(panel);
         QAction* toggle = d->toggleViewAction();
@@ -656,6 +694,7 @@ void MainWindow::setModel(std::shared_ptr<const Model> model, const QString& pat
     m_statsPanel->setModel(m_model, path);
     m_recipeEditor->setModel(m_model);
     m_comparePanel->setModel(m_model);
+    m_sensitivityPanel->setModel(m_model);
     m_table->resizeColumnsToContents();
     // Give the other columns room for their header plus sort arrow.
     for (int c = LayerTableModel::Layer; c < LayerTableModel::ColumnCount; ++c)
@@ -912,8 +951,11 @@ void MainWindow::updatePlannedColumns() {
     if (const compress::Plan* plan = m_recipeEditor->plan())
         for (const compress::LayerPlan& l : plan->layers)
             planned.insert(QString::fromStdString(l.name),
-                           {QString::fromStdString(l.weight.describe()),
-                            compress::estimateLayerSize(l).bitsPerWeight()});
+                           {QString::fromStdString(l.describe()),
+                            // the estimate models quantised dense layers only
+                            l.quantize && !l.sparsity && !l.lowrank
+                                ? compress::estimateLayerSize(l).bitsPerWeight()
+                                : std::nan("")});
     m_layerModel->setPlannedSettings(planned);
 }
 

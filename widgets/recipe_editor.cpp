@@ -39,11 +39,38 @@ namespace {
 
 /// Rule sections edited as JSON text. The recipe parser validates them; add a key here when the
 /// parser learns a new section (sparsity, low_rank, ...).
-const char* const kJsonSections[] = {"activation", "kv", "outliers"};
+const char* const kJsonSections[] = {"activation", "kv",      "outliers",
+                                     "sparsity",   "lowrank", "structured"};
+
+QString sectionPlaceholder(const QString& k) {
+    if (k == QLatin1String("activation"))
+        return QObject::tr("not set · e.g. {\"bits\": 8, \"mode\": \"dynamic_per_token\"}");
+    if (k == QLatin1String("kv"))
+        return QObject::tr("not set · e.g. {\"k_bits\": 8, \"v_bits\": 8}");
+    if (k == QLatin1String("sparsity"))
+        return QObject::tr("not set · e.g. {\"pattern\": \"2:4\", \"method\": \"wanda\"}");
+    if (k == QLatin1String("lowrank"))
+        return QObject::tr("not set · e.g. {\"method\": \"svd\", \"param_ratio\": 0.5}");
+    if (k == QLatin1String("structured"))
+        return QObject::tr("not set · e.g. {\"mlp_ratio\": 0.25}");
+    return QObject::tr("not set · e.g. {\"threshold\": 6}");
+}
+
+QString sectionLabel(const QString& k) {
+    if (k == QLatin1String("kv")) return QStringLiteral("KV");
+    if (k == QLatin1String("lowrank")) return QStringLiteral("Low-rank");
+    return k.left(1).toUpper() + k.mid(1);
+}
 
 const char* const kFormats[] = {"int", "fp8_e4m3", "nf4"};
 const char* const kGranularities[] = {"tensor", "channel", "group"};
 const char* const kMethods[] = {"rtn", "q8_0", "q4_0", "q4_1", "q5_0", "gptq", "awq", "omniquant"};
+
+/// estimateLayerSize() covers quantised dense layers only: pruned, factorised or unquantised
+/// planned layers get their size from a real compression.
+bool layerSizeExact(const compress::LayerPlan& l) {
+    return l.quantize && !l.sparsity && !l.lowrank;
+}
 
 QString ruleSummary(const Rule& r, int index, size_t matched) {
     QStringList parts;
@@ -57,6 +84,12 @@ QString ruleSummary(const Rule& r, int index, size_t matched) {
     if (r.kv) parts << QStringLiteral("KV: ") + QString::fromStdString(r.kv->dump());
     if (r.outliers)
         parts << QStringLiteral("outliers: ") + QString::fromStdString(r.outliers->dump());
+    if (r.sparsity)
+        parts << QStringLiteral("sparsity: ") + QString::fromStdString(r.sparsity->dump());
+    if (r.lowrank)
+        parts << QStringLiteral("low-rank: ") + QString::fromStdString(r.lowrank->dump());
+    if (r.structured)
+        parts << QStringLiteral("structured: ") + QString::fromStdString(r.structured->dump());
     QStringList targets;
     for (const auto& t : r.targets) targets << QString::fromStdString(t);
     QString t = targets.join(QStringLiteral(", "));
@@ -232,14 +265,9 @@ void RecipeEditor::buildUi() {
         auto* e = new QLineEdit(wbox);
         const QString k = QString::fromLatin1(key);
         e->setObjectName(QStringLiteral("section.") + k);
-        e->setPlaceholderText(
-            k == QStringLiteral("activation")
-                ? tr("not set · e.g. {\"bits\": 8, \"mode\": \"dynamic_per_token\"}")
-            : k == QStringLiteral("kv") ? tr("not set · e.g. {\"k_bits\": 8, \"v_bits\": 8}")
-                                        : tr("not set · e.g. {\"threshold\": 6}"));
+        e->setPlaceholderText(sectionPlaceholder(k));
         e->setToolTip(tr("JSON object of the rule's \"%1\" section (null switches it off)").arg(k));
-        form->addRow(
-            k == QStringLiteral("kv") ? QStringLiteral("KV") : k.left(1).toUpper() + k.mid(1), e);
+        form->addRow(sectionLabel(k), e);
         m_sections.emplace_back(k, e);
     }
     auto* applyBtn = new QPushButton(tr("Add Rule for Selection"), wbox);
@@ -600,10 +628,12 @@ void RecipeEditor::refreshViews() {
         const QString name = m_table->item(i, LayerColumn)->text();
         const compress::LayerPlan* lp = byName.value(name, nullptr);
         if (lp) {
-            m_table->item(i, SettingColumn)->setText(QString::fromStdString(lp->weight.describe()));
+            m_table->item(i, SettingColumn)->setText(QString::fromStdString(lp->describe()));
             m_table->item(i, BitsColumn)
                 ->setText(
-                    QString::number(compress::estimateLayerSize(*lp).bitsPerWeight(), 'f', 3));
+                    layerSizeExact(*lp)
+                        ? QString::number(compress::estimateLayerSize(*lp).bitsPerWeight(), 'f', 3)
+                        : tr("needs compress"));
             const auto it = lp->origin.find("weight");
             m_table->item(i, RuleColumn)
                 ->setText(it != lp->origin.end() ? QString::number(it->second) : QString());
@@ -636,6 +666,14 @@ double RecipeEditor::targetBitsPerWeight() const {
     return m_target->value();
 }
 
+bool RecipeEditor::budgetNeedsCompress() const {
+    if (!m_plan) return false;
+    if (!m_plan->structured.empty()) return true;
+    for (const auto& l : m_plan->layers)
+        if (!layerSizeExact(l)) return true;
+    return false;
+}
+
 QString RecipeEditor::budgetText() const {
     return m_budget->text();
 }
@@ -649,6 +687,17 @@ void RecipeEditor::updateBudget() {
     if (!m_total) {
         m_budget->setText(tr("— (the recipe does not fit this model)"));
         m_budgetBar->setValue(0);
+        return;
+    }
+    if (budgetNeedsCompress()) {
+        // The size estimate has no model of pruning, low-rank factors or structured removal:
+        // the exact size comes from a real compression (the Compare view's "editor recipe" row).
+        m_budget->setText(tr("needs compress: the recipe prunes, factorises or removes channels; "
+                             "the Compare view's \"editor recipe\" row gives its exact size "
+                             "(target %1 bits/weight)")
+                              .arg(m_target->value(), 0, 'f', 2));
+        m_budgetBar->setValue(0);
+        m_budgetBar->setStyleSheet(QString());
         return;
     }
     const double bpw = m_total->bitsPerWeight();

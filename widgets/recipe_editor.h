@@ -8,9 +8,9 @@
 /// quantising anything; the editor only displays them.
 ///
 /// Extension point: a rule section is either the weight form or a JSON field (activation, kv,
-/// outliers). A new section the recipe parser learns (sparsity, low-rank, ...) is added by
-/// listing its key in kJsonSections (recipe_editor.cpp) or by a dedicated form that fills the
-/// same rule object in ruleFromForm().
+/// outliers, sparsity, lowrank, structured). A new section the recipe parser learns (sparsity,
+/// low-rank, ...) is added by listing its key in kJsonSections (recipe_editor.cpp) or by a
+/// dedicated form that fills the same rule object in ruleFromForm().
 #include "core/compress/compressed_model.h"
 #include "core/compress/recipe.h"
 #include "core/model/model.h"
@@ -100,6 +100,10 @@ public:
     double targetBitsPerWeight() const;
     /// The budget line as shown ("4.63 bits/weight · 145.2 KiB · target 4.50: over by 2.9%").
     QString budgetText() const;
+    /// True when the plan prunes, factorises, leaves planned layers unquantised or removes
+    /// channels: core's size estimate does not model those, so the budget reads "needs compress"
+    /// (the Compare view's "editor recipe" row reports the exact size).
+    bool budgetNeedsCompress() const;
 
     QUndoStack* undoStack() const { return m_undo; }
     QTableWidget* layerTable() const { return m_table; }

@@ -1,0 +1,394 @@
+#include "widgets/results_panel.h"
+
+#include "core/eval/results_store.h"
+#include "widgets/number_format.h"
+
+#include <QAction>
+#include <QApplication>
+#include <QClipboard>
+#include <QFileDialog>
+#include <QFileInfo>
+#include <QHBoxLayout>
+#include <QHeaderView>
+#include <QItemSelectionModel>
+#include <QLabel>
+#include <QPushButton>
+#include <QSplitter>
+#include <QTableWidget>
+#include <QVBoxLayout>
+
+#include <set>
+
+namespace lcw {
+
+using ojson = nlohmann::ordered_json;
+
+namespace {
+
+double num(const ojson& o, const char* key) {
+    const auto it = o.find(key);
+    return it != o.end() && it->is_number() ? it->get<double>() : std::nan("");
+}
+
+QString fmtNum(double v, int prec) {
+    return std::isnan(v) ? QStringLiteral("—") : QString::number(v, 'f', prec);
+}
+
+QString fmtPm(double v, double se, int prec) {
+    if (std::isnan(v)) return QStringLiteral("—");
+    return std::isnan(se) ? QString::number(v, 'f', prec)
+                          : QStringLiteral("%1 ± %2").arg(v, 0, 'f', prec).arg(se, 0, 'f', prec);
+}
+
+double kldMean(const ojson& c) {
+    const auto it = c.find("kld");
+    return it != c.end() && it->is_object() ? num(*it, "mean") : std::nan("");
+}
+
+/// Columns of one record: baseline first, then its configurations.
+std::vector<const ojson*> columnsOf(const ojson& rec) {
+    std::vector<const ojson*> cols;
+    if (rec.contains("baseline") && rec["baseline"].is_object()) cols.push_back(&rec["baseline"]);
+    if (rec.contains("configs") && rec["configs"].is_array())
+        for (const auto& c : rec["configs"])
+            if (c.is_object()) cols.push_back(&c);
+    return cols;
+}
+
+QString str(const ojson& o, const char* key) {
+    const auto it = o.find(key);
+    return it != o.end() && it->is_string() ? QString::fromStdString(it->get<std::string>())
+                                            : QString();
+}
+
+} // namespace
+
+ResultsPanel::ResultsPanel(QWidget* parent) : QWidget(parent) {
+    auto* top = new QVBoxLayout(this);
+    top->setContentsMargins(6, 6, 6, 6);
+    auto* bar = new QHBoxLayout;
+    m_pathLabel = new QLabel(this);
+    m_pathLabel->setTextInteractionFlags(Qt::TextSelectableByMouse);
+    auto* open = new QPushButton(tr("Open Results File…"), this);
+    auto* refresh = new QPushButton(tr("Refresh"), this);
+    auto* toCompare = new QPushButton(tr("Load into Compare"), this);
+    toCompare->setToolTip(tr("Show the selected record in the Compare view (no recomputation)"));
+    bar->addWidget(m_pathLabel, 1);
+    bar->addWidget(open);
+    bar->addWidget(refresh);
+    bar->addWidget(toCompare);
+    top->addLayout(bar);
+    connect(open, &QPushButton::clicked, this, [this] {
+        const QString p = QFileDialog::getOpenFileName(this, tr("Open Results File"), m_path,
+                                                       tr("Results (*.jsonl);;All files (*)"));
+        if (!p.isEmpty()) setResultsPath(p);
+    });
+    connect(refresh, &QPushButton::clicked, this, &ResultsPanel::reload);
+    connect(toCompare, &QPushButton::clicked, this, &ResultsPanel::loadSelectedIntoCompare);
+
+    auto* split = new QSplitter(Qt::Vertical, this);
+    m_recordTable = new QTableWidget(0, RecordColumns, split);
+    m_recordTable->setHorizontalHeaderLabels(
+        {tr("Time (UTC)"), tr("Model"), tr("Configurations"), tr("PPL"), tr("KLD")});
+    m_recordTable->setSelectionBehavior(QAbstractItemView::SelectRows);
+    m_recordTable->setSelectionMode(QAbstractItemView::SingleSelection);
+    m_recordTable->setEditTriggers(QAbstractItemView::NoEditTriggers);
+    m_recordTable->verticalHeader()->setVisible(false);
+    m_recordTable->horizontalHeader()->setStretchLastSection(true);
+    m_recordTable->setToolTip(tr("PPL: baseline, then each configuration; KLD: per configuration"));
+    connect(m_recordTable->selectionModel(), &QItemSelectionModel::selectionChanged, this,
+            [this] { showRecord(selectedRecord()); });
+    m_metrics = new QTableWidget(0, 0, split);
+    m_metrics->setEditTriggers(QAbstractItemView::NoEditTriggers);
+    m_metrics->verticalHeader()->setVisible(false);
+    m_metrics->setAlternatingRowColors(true);
+    auto* copy = new QAction(tr("Copy as TSV"), m_metrics);
+    copy->setShortcut(QKeySequence::Copy);
+    copy->setShortcutContext(Qt::WidgetWithChildrenShortcut);
+    connect(copy, &QAction::triggered, this, &ResultsPanel::copyMetrics);
+    m_metrics->addAction(copy);
+    m_metrics->setContextMenuPolicy(Qt::ActionsContextMenu);
+    split->addWidget(m_recordTable);
+    split->addWidget(m_metrics);
+    top->addWidget(split, 1);
+    m_path = QString::fromStdString(defaultResultsPath());
+    m_pathLabel->setText(m_path);
+}
+
+void ResultsPanel::setResultsPath(const QString& path) {
+    m_path = path.isEmpty() ? QString::fromStdString(defaultResultsPath()) : path;
+    m_pathLabel->setText(m_path);
+    reload();
+}
+
+int ResultsPanel::reload() {
+    m_records.clear();
+    try {
+        ResultsFile f = loadResults(m_path.toStdString());
+        for (const auto& w : f.warnings) emit logWarning(QString::fromStdString(w));
+        m_records = std::move(f.records);
+    } catch (const std::exception& e) {
+        emit logWarning(tr("Results: %1").arg(QString::fromUtf8(e.what())));
+    }
+    m_recordTable->clearSelection();
+    m_recordTable->setRowCount(int(m_records.size()));
+    for (int i = 0; i < int(m_records.size()); ++i) {
+        const ojson& r = m_records[size_t(i)];
+        const auto cols = columnsOf(r);
+        QStringList names, ppls, klds;
+        for (size_t k = 0; k < cols.size(); ++k) {
+            if (k > 0) {
+                names << str(*cols[k], "name");
+                klds << fmtNum(kldMean(*cols[k]), 5);
+            }
+            ppls << fmtNum(num(*cols[k], "ppl"), 3);
+        }
+        const QString items[] = {str(r, "timestamp"), QFileInfo(str(r, "model")).fileName(),
+                                 names.join(QStringLiteral(", ")), ppls.join(QStringLiteral(" / ")),
+                                 klds.join(QStringLiteral(" / "))};
+        for (int c = 0; c < RecordColumns; ++c) {
+            auto* it = new QTableWidgetItem(items[c]);
+            if (c == TimeColumn) it->setToolTip(str(r, "id"));
+            if (c == ModelColumn) it->setToolTip(str(r, "model"));
+            m_recordTable->setItem(i, c, it);
+        }
+    }
+    m_recordTable->resizeColumnsToContents();
+    showRecord(-1);
+    emit logMessage(tr("Results: %1 record(s) in %2").arg(m_records.size()).arg(m_path));
+    return int(m_records.size());
+}
+
+void ResultsPanel::selectRecord(int row) {
+    if (row < 0 || row >= m_recordTable->rowCount()) return m_recordTable->clearSelection();
+    m_recordTable->selectRow(row);
+}
+
+int ResultsPanel::selectedRecord() const {
+    const auto rows = m_recordTable->selectionModel()->selectedRows();
+    return rows.isEmpty() ? -1 : rows.first().row();
+}
+
+void ResultsPanel::showRecord(int row) {
+    m_metrics->clear();
+    m_metrics->setRowCount(0);
+    m_metrics->setColumnCount(0);
+    if (row < 0 || row >= int(m_records.size())) return;
+    const auto cols = columnsOf(m_records[size_t(row)]);
+    // Task names in order of first appearance.
+    QStringList tasks;
+    for (const ojson* c : cols)
+        if (c->contains("tasks") && (*c)["tasks"].is_object())
+            for (const auto& [t, v] : (*c)["tasks"].items())
+                if (!tasks.contains(QString::fromStdString(t))) tasks << QString::fromStdString(t);
+    QStringList header = {tr("Configuration"), tr("Bits/w"),        tr("Size"),
+                          tr("PPL"),           tr("KLD"),           tr("KLD p99"),
+                          tr("Same top %"),    tr("Prefill tok/s"), tr("Decode tok/s")};
+    for (const QString& t : tasks) header << tr("%1 acc %").arg(t);
+    m_metrics->setColumnCount(int(header.size()));
+    m_metrics->setHorizontalHeaderLabels(header);
+    m_metrics->setRowCount(int(cols.size()));
+    for (int i = 0; i < int(cols.size()); ++i) {
+        const ojson& c = *cols[size_t(i)];
+        const bool base = i == 0;
+        const ojson kld = c.contains("kld") && c["kld"].is_object() ? c["kld"] : ojson::object();
+        const double bytes = num(c, "model_bytes");
+        const double decode = c.contains("speed") && c["speed"].is_object()
+                                  ? num(c["speed"], "decode_tokens_per_second")
+                                  : std::nan("");
+        QStringList cells = {
+            str(c, "name").isEmpty() ? (base ? tr("baseline") : QStringLiteral("?"))
+                                     : str(c, "name"),
+            fmtNum(num(c, "bits_per_weight"), 3),
+            std::isnan(bytes) ? QStringLiteral("—") : formatBytes(uint64_t(bytes)),
+            fmtPm(num(c, "ppl"), num(c, "ppl_se"), 4),
+            base ? QStringLiteral("—") : fmtPm(num(kld, "mean"), num(kld, "se"), 5),
+            base ? QStringLiteral("—") : fmtNum(num(kld, "p99"), 5),
+            base ? QStringLiteral("—")
+                 : fmtPm(num(c, "same_top_percent"), num(c, "same_top_percent_se"), 2),
+            fmtNum(num(c, "prefill_tokens_per_second"), 1),
+            fmtNum(decode, 1)};
+        for (const QString& t : tasks) {
+            const std::string key = t.toStdString();
+            if (c.contains("tasks") && c["tasks"].contains(key)) {
+                const ojson& tj = c["tasks"][key];
+                cells << fmtPm(num(tj, "acc") * 100.0, num(tj, "acc_se") * 100.0, 2);
+            } else {
+                cells << QStringLiteral("—");
+            }
+        }
+        for (int k = 0; k < int(cells.size()); ++k) {
+            auto* it = new QTableWidgetItem(cells[k]);
+            if (k > 0) it->setTextAlignment(Qt::AlignRight | Qt::AlignVCenter);
+            m_metrics->setItem(i, k, it);
+        }
+    }
+    m_metrics->resizeColumnsToContents();
+}
+
+QString ResultsPanel::metricsTsv() const {
+    QStringList lines;
+    QStringList h;
+    for (int c = 0; c < m_metrics->columnCount(); ++c)
+        h << m_metrics->horizontalHeaderItem(c)->text();
+    if (h.isEmpty()) return QString();
+    lines << h.join(QLatin1Char('\t'));
+    for (int r = 0; r < m_metrics->rowCount(); ++r) {
+        QStringList cells;
+        for (int c = 0; c < m_metrics->columnCount(); ++c)
+            cells << (m_metrics->item(r, c) ? m_metrics->item(r, c)->text() : QString());
+        lines << cells.join(QLatin1Char('\t'));
+    }
+    return lines.join(QLatin1Char('\n')) + QLatin1Char('\n');
+}
+
+QString ResultsPanel::copyMetrics() {
+    const QString t = metricsTsv();
+    if (!t.isEmpty()) QApplication::clipboard()->setText(t);
+    return t;
+}
+
+bool ResultsPanel::loadSelectedIntoCompare() {
+    const int row = selectedRecord();
+    if (row < 0) return false;
+    try {
+        emit loadIntoCompare(toCompareResults(m_records[size_t(row)]));
+        emit logMessage(tr("Results: record %1 shown in the Compare view")
+                            .arg(str(m_records[size_t(row)], "id")));
+        return true;
+    } catch (const std::exception& e) {
+        emit logWarning(tr("Results: %1").arg(QString::fromUtf8(e.what())));
+        return false;
+    }
+}
+
+CompareResults ResultsPanel::toCompareResults(const ojson& rec) {
+    if (!rec.contains("baseline") || !rec["baseline"].is_object())
+        throw std::runtime_error("record " + rec.value("id", std::string("?")) +
+                                 " has no baseline column");
+    CompareResults out;
+    const ojson settings = rec.contains("settings") ? rec["settings"] : ojson::object();
+    out.ctx = qint64(rec.value("ctx", settings.value("ctx", 0)));
+    out.chunks = qint64(rec.value("chunks", 0));
+    out.scoredTokens = qint64(rec.value("scored_tokens", 0));
+    out.seconds = rec.contains("timings") ? rec["timings"].value("total_seconds", 0.0) : 0.0;
+    const auto nz = [](double v) { return std::isnan(v) ? 0.0 : v; };
+    const auto cols = columnsOf(rec);
+    for (size_t k = 0; k < cols.size(); ++k) {
+        const ojson& c = *cols[k];
+        CompareRow row;
+        row.name = str(c, "name");
+        if (k == 0 && (row.name.isEmpty() || row.name == QStringLiteral("baseline")))
+            row.name = ComparePanel::originalName();
+        if (c.contains("recipe") && !c["recipe"].is_null())
+            row.recipeJson = QString::fromStdString(c["recipe"].dump());
+        row.bitsPerWeight = nz(num(c, "bits_per_weight"));
+        row.bytes = quint64(nz(num(c, "model_bytes")));
+        row.ppl = nz(num(c, "ppl"));
+        row.pplError = nz(num(c, "ppl_se"));
+        if (k == 0) {
+            row.sameTop = 1.0;
+        } else {
+            const ojson kld = c.contains("kld") && c["kld"].is_object() ? c["kld"] : ojson();
+            if (kld.is_object()) {
+                row.kld = nz(num(kld, "mean"));
+                row.kldError = nz(num(kld, "se"));
+                row.kldP99 = nz(num(kld, "p99"));
+            }
+            row.sameTop = nz(num(c, "same_top_percent")) / 100.0;
+            row.sameTopError = nz(num(c, "same_top_percent_se")) / 100.0;
+        }
+        row.tokensPerSecond = nz(num(c, "prefill_tokens_per_second"));
+        out.rows.push_back(std::move(row));
+    }
+    // Task accuracies: the union of the record's task names, in order, for every row.
+    QStringList tasks;
+    for (const ojson* c : cols)
+        if (c->contains("tasks") && (*c)["tasks"].is_object())
+            for (const auto& [t, v] : (*c)["tasks"].items())
+                if (!tasks.contains(QString::fromStdString(t))) tasks << QString::fromStdString(t);
+    for (size_t k = 0; k < cols.size(); ++k) {
+        const ojson& c = *cols[k];
+        for (const QString& t : tasks) {
+            CompareTask ct;
+            ct.name = t;
+            const std::string key = t.toStdString();
+            if (c.contains("tasks") && c["tasks"].is_object() && c["tasks"].contains(key)) {
+                const ojson& tj = c["tasks"][key];
+                ct.items = qint64(nz(num(tj, "items")));
+                ct.acc = nz(num(tj, "acc"));
+                ct.accError = nz(num(tj, "acc_se"));
+            }
+            out.rows[k].tasks.push_back(ct);
+        }
+    }
+    out.baseline = out.rows.front().name;
+    return out;
+}
+
+ojson ResultsPanel::compareRecord(const CompareResults& r, const QString& modelPath,
+                                  const QString& textFile) {
+    ojson j;
+    j["source"] = "gui compare";
+    j["model"] = modelPath.toStdString();
+    j["text_file"] = textFile.toStdString();
+    j["mode"] = "llamacpp";
+    j["ctx"] = r.ctx;
+    j["chunks"] = r.chunks;
+    j["scored_tokens"] = r.scoredTokens;
+    j["settings"] = {{"ctx", r.ctx}, {"chunks_limit", r.chunks}, {"mode", "llamacpp"}};
+    auto column = [](const CompareRow& row, bool base) {
+        ojson c;
+        c["name"] = row.name.toStdString();
+        c["kind"] = row.recipeJson.isEmpty() ? "original" : "recipe";
+        if (!row.recipeJson.isEmpty()) {
+            try {
+                c["recipe"] = ojson::parse(row.recipeJson.toStdString());
+            } catch (const std::exception&) {
+                c["recipe"] = row.recipeJson.toStdString();
+            }
+        }
+        c["bits_per_weight"] = row.bitsPerWeight;
+        c["model_bytes"] = row.bytes;
+        c["ppl"] = row.ppl;
+        c["ppl_se"] = row.pplError;
+        if (!base) {
+            c["kld"] = {{"mean", row.kld}, {"se", row.kldError}, {"p99", row.kldP99}};
+            c["same_top_percent"] = row.sameTop * 100.0;
+            c["same_top_percent_se"] = row.sameTopError * 100.0;
+        }
+        c["prefill_tokens_per_second"] = row.tokensPerSecond;
+        if (!row.tasks.empty()) {
+            ojson tj = ojson::object();
+            for (const CompareTask& t : row.tasks)
+                tj[t.name.toStdString()] = {
+                    {"items", t.items}, {"acc", t.acc}, {"acc_se", t.accError}};
+            c["tasks"] = tj;
+        }
+        return c;
+    };
+    // The compare view's baseline is one of its rows (first): the store's "baseline" column.
+    if (!r.rows.empty()) j["baseline"] = column(r.rows.front(), true);
+    ojson cs = ojson::array();
+    for (size_t k = 1; k < r.rows.size(); ++k) cs.push_back(column(r.rows[k], false));
+    j["configs"] = cs;
+    j["timings"] = {{"total_seconds", r.seconds}};
+    return j;
+}
+
+QString ResultsPanel::appendCompare(const CompareResults& r, const QString& modelPath,
+                                    const QString& textFile) {
+    try {
+        const std::string id =
+            appendResult(m_path.toStdString(), compareRecord(r, modelPath, textFile));
+        reload();
+        emit logMessage(tr("Results: comparison recorded as %1").arg(QString::fromStdString(id)));
+        return QString::fromStdString(id);
+    } catch (const std::exception& e) {
+        emit logWarning(
+            tr("Results: could not record the comparison: %1").arg(QString::fromUtf8(e.what())));
+        return QString();
+    }
+}
+
+} // namespace lcw

@@ -1,0 +1,86 @@
+#pragma once
+/// \file
+/// The Results dock: lists the records of the results store (core/eval/results_store.h; the
+/// JSON-lines file `lcw-cli eval` appends to, or another one opened here) with their time, model,
+/// configurations and headline PPL / KLD. Selecting a record shows its metrics side by side
+/// (baseline first; PPL, KLD, same-top, task accuracies, bits/weight, size, tokens/s; Ctrl+C
+/// copies TSV) and can load it into the Compare view without recomputing anything. The Compare
+/// view's own runs are appended to the same store (compareRecord(): a record shaped like eval's,
+/// with "source": "gui compare"). Corrupt lines are skipped with a warning in the log.
+#include "widgets/compare_panel.h"
+
+#include <nlohmann/json.hpp>
+
+#include <QWidget>
+
+#include <vector>
+
+class QLabel;
+class QTableWidget;
+
+namespace lcw {
+
+class ResultsPanel : public QWidget {
+    Q_OBJECT
+public:
+    enum RecordColumn {
+        TimeColumn,
+        ModelColumn,
+        ConfigsColumn,
+        PplColumn,
+        KldColumn,
+        RecordColumns
+    };
+
+    explicit ResultsPanel(QWidget* parent = nullptr);
+
+    /// Shows another results file (and reloads). Empty: the default store.
+    void setResultsPath(const QString& path);
+    QString resultsPath() const { return m_path; }
+    /// Re-reads the file; returns the number of records. Skipped lines go to logWarning.
+    int reload();
+
+    int recordCount() const { return int(m_records.size()); }
+    const nlohmann::ordered_json& record(int row) const { return m_records.at(size_t(row)); }
+    void selectRecord(int row);
+    int selectedRecord() const;
+
+    /// TSV of the selected record's metrics table (header + one line per configuration);
+    /// copyMetrics() also puts it on the clipboard.
+    QString metricsTsv() const;
+    QString copyMetrics();
+    /// Sends the selected record to the Compare view (loadIntoCompare). False when none.
+    bool loadSelectedIntoCompare();
+
+    /// A store record (eval's or compareRecord()'s) as compare-view results. Throws
+    /// std::exception when it has no "baseline" object.
+    static CompareResults toCompareResults(const nlohmann::ordered_json& record);
+    /// The compare view's results as a store record: model, text_file, settings (ctx, chunks),
+    /// baseline and configs with eval's keys (ppl, ppl_se, kld.{mean, se, p99},
+    /// same_top_percent(_se), bits_per_weight, model_bytes, prefill_tokens_per_second, recipe).
+    static nlohmann::ordered_json compareRecord(const CompareResults& r, const QString& modelPath,
+                                                const QString& textFile);
+    /// Appends compareRecord() to the current file and reloads; returns the id (empty and a
+    /// warning on failure).
+    QString appendCompare(const CompareResults& r, const QString& modelPath,
+                          const QString& textFile);
+
+    QTableWidget* recordTable() const { return m_recordTable; }
+    QTableWidget* metricsTable() const { return m_metrics; }
+
+signals:
+    void loadIntoCompare(const lcw::CompareResults& results);
+    void logMessage(const QString& text);
+    void logWarning(const QString& text);
+
+private:
+    void showRecord(int row);
+
+    QString m_path;
+    std::vector<nlohmann::ordered_json> m_records;
+    QLabel* m_pathLabel = nullptr;
+    QTableWidget* m_recordTable = nullptr;
+    QTableWidget* m_metrics = nullptr;
+};
+
+} // namespace lcw

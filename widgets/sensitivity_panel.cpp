@@ -1,0 +1,312 @@
+#include "widgets/sensitivity_panel.h"
+
+#include "core/common/mapped_file.h"
+#include "core/eval/autotune.h"
+#include "core/tokenizer/tokenizer.h"
+#include "plots/bar_plot.h"
+#include "widgets/run_panel.h"
+
+#include <QComboBox>
+#include <QFormLayout>
+#include <QHBoxLayout>
+#include <QHeaderView>
+#include <QInputDialog>
+#include <QLabel>
+#include <QListWidget>
+#include <QProgressBar>
+#include <QPushButton>
+#include <QSpinBox>
+#include <QSplitter>
+#include <QTableWidget>
+#include <QVBoxLayout>
+
+#include <algorithm>
+
+namespace lcw {
+
+SensitivityPanel::SensitivityPanel(TaskRunner* runner, QWidget* parent)
+    : QWidget(parent), m_runner(runner), m_textFile(RunPanel::defaultTextFile()) {
+    auto* top = new QVBoxLayout(this);
+    top->setContentsMargins(6, 6, 6, 6);
+    auto* controls = new QHBoxLayout;
+    m_schemeList = new QListWidget(this);
+    m_schemeList->setMaximumHeight(90);
+    m_schemeList->setToolTip(tr("Weight schemes (the presets' weight sections) to scan"));
+    for (const auto& p : compress::presets()) {
+        auto* it = new QListWidgetItem(QString::fromStdString(p.name), m_schemeList);
+        it->setFlags(it->flags() | Qt::ItemIsUserCheckable);
+        it->setCheckState(p.name == "W4A16-g32" ? Qt::Checked : Qt::Unchecked);
+        it->setToolTip(QString::fromStdString(p.description));
+    }
+    auto* form = new QFormLayout;
+    m_granularity = new QComboBox(this);
+    m_granularity->addItems({QStringLiteral("layer"), QStringLiteral("block")});
+    m_ctx = new QSpinBox(this);
+    m_ctx->setRange(4, 8192);
+    m_ctx->setValue(128);
+    m_chunks = new QSpinBox(this);
+    m_chunks->setRange(1, 100000);
+    m_chunks->setValue(4);
+    form->addRow(tr("Granularity"), m_granularity);
+    form->addRow(tr("Context"), m_ctx);
+    form->addRow(tr("Chunks"), m_chunks);
+    auto* buttons = new QVBoxLayout;
+    m_runButton = new QPushButton(tr("Scan"), this);
+    m_cancelButton = new QPushButton(tr("Cancel"), this);
+    m_autotuneButton = new QPushButton(tr("Autotune to Budget…"), this);
+    m_autotuneButton->setToolTip(
+        tr("Mixed precision from this scan: one scanned scheme per target, least summed KLD within "
+           "a bits/weight budget of the quantised layers (default: the recipe editor's target)"));
+    buttons->addWidget(m_runButton);
+    buttons->addWidget(m_cancelButton);
+    buttons->addWidget(m_autotuneButton);
+    controls->addWidget(m_schemeList, 1);
+    controls->addLayout(form);
+    controls->addLayout(buttons);
+    top->addLayout(controls);
+    auto* statusRow = new QHBoxLayout;
+    m_progress = new QProgressBar(this);
+    m_progress->setRange(0, 1000);
+    m_status = new QLabel(this);
+    m_status->setWordWrap(true);
+    m_show = new QComboBox(this);
+    statusRow->addWidget(m_progress);
+    statusRow->addWidget(new QLabel(tr("Show:"), this));
+    statusRow->addWidget(m_show);
+    top->addLayout(statusRow);
+    top->addWidget(m_status);
+    auto* split = new QSplitter(Qt::Vertical, this);
+    m_bars = new BarPlot(split);
+    m_bars->setValueAxisLabel(tr("mean KLD (nats)"));
+    m_bars->setTooltipFormatter([this](int i, const QString& label, double v) {
+        QString t = tr("%1\nmean KLD %2").arg(label).arg(v, 0, 'g', 4);
+        if (i >= 0 && i < int(m_barEntries.size()))
+            t += tr("\nrank %1, %2 bits/weight")
+                     .arg(m_barEntries[size_t(i)]->rank)
+                     .arg(m_barEntries[size_t(i)]->bitsPerWeight(), 0, 'f', 3);
+        return t;
+    });
+    m_table = new QTableWidget(0, ColumnCount, split);
+    m_table->setHorizontalHeaderLabels(
+        {tr("Rank"), tr("Target"), tr("Mean KLD"), tr("Same top %"), tr("Bits/w")});
+    m_table->setEditTriggers(QAbstractItemView::NoEditTriggers);
+    m_table->setSelectionBehavior(QAbstractItemView::SelectRows);
+    m_table->verticalHeader()->setVisible(false);
+    m_table->horizontalHeader()->setStretchLastSection(true);
+    split->addWidget(m_bars);
+    split->addWidget(m_table);
+    top->addWidget(split, 1);
+
+    connect(m_runButton, &QPushButton::clicked, this, &SensitivityPanel::run);
+    connect(m_cancelButton, &QPushButton::clicked, this, &SensitivityPanel::cancel);
+    connect(m_autotuneButton, &QPushButton::clicked, this, [this] {
+        bool ok = false;
+        const double b = QInputDialog::getDouble(
+            this, tr("Autotune"), tr("Budget (bits/weight of the quantised layers):"),
+            m_budget ? m_budget() : 4.5, 1.0, 32.0, 3, &ok);
+        if (ok) autotune(b);
+    });
+    connect(m_show, &QComboBox::currentTextChanged, this, &SensitivityPanel::showScheme);
+    connect(m_bars, &BarPlot::barClicked, this, [this](int i) {
+        if (i >= 0 && i < int(m_barEntries.size()) && !m_barEntries[size_t(i)]->layers.empty())
+            emit tensorRequested(QString::fromStdString(m_barEntries[size_t(i)]->layers.front()));
+    });
+    connect(m_table, &QTableWidget::cellDoubleClicked, this, [this](int row, int) {
+        const SchemeScan* s = shown();
+        if (s && row < int(s->entries.size()) && !s->entries[size_t(row)].layers.empty())
+            emit tensorRequested(QString::fromStdString(s->entries[size_t(row)].layers.front()));
+    });
+    connect(m_runner, &TaskRunner::progressChanged, this,
+            [this](TaskRunner::JobId id, double f, const QString& stage) {
+                if (id != m_job) return;
+                m_progress->setValue(int(f * 1000));
+                m_status->setText(stage);
+            });
+    syncUi();
+}
+
+void SensitivityPanel::setModel(std::shared_ptr<const Model> model) {
+    cancel();
+    m_model = std::move(model);
+    m_scan.reset();
+    m_barEntries.clear();
+    m_bars->clear();
+    m_table->setRowCount(0);
+    m_show->clear();
+    m_status->clear();
+    syncUi();
+}
+
+void SensitivityPanel::setSchemes(const QStringList& presets) {
+    for (int i = 0; i < m_schemeList->count(); ++i)
+        m_schemeList->item(i)->setCheckState(
+            presets.contains(m_schemeList->item(i)->text()) ? Qt::Checked : Qt::Unchecked);
+}
+
+QStringList SensitivityPanel::schemes() const {
+    QStringList out;
+    for (int i = 0; i < m_schemeList->count(); ++i)
+        if (m_schemeList->item(i)->checkState() == Qt::Checked)
+            out << m_schemeList->item(i)->text();
+    return out;
+}
+
+void SensitivityPanel::setGranularity(const QString& g) {
+    m_granularity->setCurrentText(g);
+}
+void SensitivityPanel::setContext(int ctx) {
+    m_ctx->setValue(ctx);
+}
+void SensitivityPanel::setMaxChunks(int chunks) {
+    m_chunks->setValue(chunks);
+}
+
+void SensitivityPanel::syncUi() {
+    const bool running = m_job != 0;
+    m_runButton->setEnabled(!running && m_model);
+    m_cancelButton->setEnabled(running);
+    m_autotuneButton->setEnabled(!running && m_scan);
+}
+
+bool SensitivityPanel::run() {
+    if (!m_model || m_job || !m_model->hasTokenizer()) return false;
+    std::vector<WeightScheme> schemeList;
+    try {
+        for (const QString& n : schemes()) schemeList.push_back(schemeFromPreset(n.toStdString()));
+    } catch (const std::exception& e) {
+        emit failed(QString::fromUtf8(e.what()));
+        return false;
+    }
+    if (schemeList.empty()) return false;
+    SensitivityOptions so;
+    so.granularity = m_granularity->currentIndex() == 1 ? SensitivityGranularity::Block
+                                                        : SensitivityGranularity::Layer;
+    so.eval.ctx = m_ctx->value();
+    so.eval.batch = so.eval.ctx;
+    so.eval.maxChunks = m_chunks->value();
+    auto model = m_model;
+    const std::string textFile = m_textFile.toStdString();
+    std::function<std::shared_ptr<const SensitivityScan>(Progress&)> job = [model, schemeList, so,
+                                                                            textFile](Progress& p) {
+        const Tokenizer& tk = model->tokenizer();
+        SensitivityOptions o = so;
+        o.eval.bosId = tk.bosId();
+        const std::vector<int32_t> tokens = tk.encode(readTextFile(textFile), true);
+        return std::make_shared<const SensitivityScan>(
+            scanSensitivity(*model, schemeList, tokens, o, p));
+    };
+    m_progress->setValue(0);
+    m_status->setText(tr("Scanning…"));
+    m_job = m_runner->submit<std::shared_ptr<const SensitivityScan>>(
+        tr("Sensitivity scan"), job, this,
+        [this](std::shared_ptr<const SensitivityScan> s) {
+            m_job = 0;
+            syncUi();
+            if (s->status == Status::Cancelled) {
+                m_status->setText(tr("Cancelled."));
+                emit cancelled();
+                return;
+            }
+            m_scan = std::move(s);
+            m_show->blockSignals(true);
+            m_show->clear();
+            for (const SchemeScan& sc : m_scan->schemes)
+                m_show->addItem(QString::fromStdString(sc.scheme.name));
+            m_show->blockSignals(false);
+            showScheme(m_show->currentText());
+            m_progress->setValue(1000);
+            m_status->setText(tr("%1 chunks of %2 tokens, baseline PPL %3, %4 s")
+                                  .arg(m_scan->chunks)
+                                  .arg(m_scan->ctx)
+                                  .arg(m_scan->baselinePpl, 0, 'f', 3)
+                                  .arg(m_scan->seconds, 0, 'f', 1));
+            syncUi();
+            emit logMessage(tr("Sensitivity scan done: %1").arg(m_status->text()));
+            emit finished();
+        },
+        [this](const QString& message) {
+            m_job = 0;
+            m_status->setText(message);
+            syncUi();
+            emit failed(message);
+        },
+        [this] {
+            m_job = 0;
+            m_status->setText(tr("Cancelled."));
+            syncUi();
+            emit cancelled();
+        });
+    syncUi();
+    return true;
+}
+
+void SensitivityPanel::cancel() {
+    if (m_job) m_runner->cancel(m_job);
+}
+
+const SchemeScan* SensitivityPanel::shown() const {
+    return m_scan ? m_scan->find(m_show->currentText().toStdString()) : nullptr;
+}
+
+QString SensitivityPanel::shownScheme() const {
+    return shown() ? m_show->currentText() : QString();
+}
+
+void SensitivityPanel::showScheme(const QString& name) {
+    if (m_show->currentText() != name) m_show->setCurrentText(name);
+    m_barEntries.clear();
+    m_table->setRowCount(0);
+    const SchemeScan* s = shown();
+    if (!s) return m_bars->clear();
+    // Bars in model order, the table in rank order (the scan's).
+    for (const SensitivityEntry& e : s->entries) m_barEntries.push_back(&e);
+    std::sort(
+        m_barEntries.begin(), m_barEntries.end(),
+        [](const SensitivityEntry* a, const SensitivityEntry* b) { return a->order < b->order; });
+    QStringList labels;
+    QVector<double> values;
+    for (const SensitivityEntry* e : m_barEntries) {
+        labels << QString::fromStdString(e->target);
+        values << e->stats.kld.mean;
+    }
+    m_bars->setTitle(tr("Mean KLD per %1, %2").arg(m_granularity->currentText(), name));
+    m_bars->setBars(labels, values);
+    m_table->setRowCount(int(s->entries.size()));
+    for (int i = 0; i < int(s->entries.size()); ++i) {
+        const SensitivityEntry& e = s->entries[size_t(i)];
+        const QString cells[] = {QString::number(e.rank), QString::fromStdString(e.target),
+                                 QString::number(e.stats.kld.mean, 'g', 5),
+                                 QString::number(e.stats.sameTop * 100.0, 'f', 2),
+                                 QString::number(e.bitsPerWeight(), 'f', 3)};
+        for (int c = 0; c < ColumnCount; ++c) {
+            auto* it = new QTableWidgetItem(cells[c]);
+            if (c != TargetColumn) it->setTextAlignment(Qt::AlignRight | Qt::AlignVCenter);
+            if (c == TargetColumn && !e.note.empty())
+                it->setToolTip(QString::fromStdString(e.note));
+            m_table->setItem(i, c, it);
+        }
+    }
+    m_table->resizeColumnsToContents();
+}
+
+bool SensitivityPanel::autotune(double budgetBpw) {
+    if (!m_scan) return false;
+    try {
+        const AutotunePlan plan =
+            planAutotune(*m_scan, budgetBpw, {}, {},
+                         "autotune-" + QString::number(budgetBpw, 'f', 2).toStdString());
+        const QString what = tr("Autotune to %1 bits/weight").arg(budgetBpw, 0, 'f', 2);
+        emit logMessage(tr("%1: %2 bits/weight of the quantised layers, estimated KLD %3")
+                            .arg(what)
+                            .arg(plan.bitsPerWeight(), 0, 'f', 3)
+                            .arg(plan.estimatedKld, 0, 'g', 4));
+        emit recipeProduced(plan.recipe, what);
+        return true;
+    } catch (const std::exception& e) {
+        m_status->setText(QString::fromUtf8(e.what()));
+        emit logMessage(tr("Autotune: %1").arg(QString::fromUtf8(e.what())));
+        return false;
+    }
+}
+
+} // namespace lcw

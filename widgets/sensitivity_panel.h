@@ -1,0 +1,105 @@
+#pragma once
+/// \file
+/// The Sensitivity dock: runs core's layer sensitivity scan (core/eval/sensitivity.h: one layer
+/// or block quantised at a time with a preset's weight scheme, everything else at baseline, KLD
+/// from the baseline) through the TaskRunner with progress and cancel, and shows the mean KLD per
+/// target as bars in model order (clicking a bar asks for that layer in the Tensors table) and a
+/// table ranked by KLD. "Autotune to budget…" plans a mixed-precision recipe from the scan with
+/// core's autotune (planAutotune: one scanned scheme per target, minimal summed KLD within a
+/// budget of the quantised layers' bits/weight) and hands it to the recipe editor.
+#include "core/compress/recipe.h"
+#include "core/eval/sensitivity.h"
+#include "core/model/model.h"
+#include "widgets/task_runner.h"
+
+#include <QWidget>
+
+#include <functional>
+#include <memory>
+
+class QComboBox;
+class QLabel;
+class QListWidget;
+class QProgressBar;
+class QPushButton;
+class QSpinBox;
+class QTableWidget;
+
+namespace lcw {
+
+class BarPlot;
+
+class SensitivityPanel : public QWidget {
+    Q_OBJECT
+public:
+    enum Column { RankColumn, TargetColumn, KldColumn, SameTopColumn, BitsColumn, ColumnCount };
+
+    SensitivityPanel(TaskRunner* runner, QWidget* parent = nullptr);
+
+    void setModel(std::shared_ptr<const Model> model);
+    /// Presets whose weight sections are scanned (checked in the list).
+    void setSchemes(const QStringList& presets);
+    QStringList schemes() const;
+    /// "layer" or "block".
+    void setGranularity(const QString& g);
+    void setContext(int ctx);
+    void setMaxChunks(int chunks);
+    void setTextFile(const QString& path) { m_textFile = path; }
+    /// Where the autotune budget (bits/weight of the quantised layers) comes from.
+    void setBudgetProvider(std::function<double()> f) { m_budget = std::move(f); }
+
+    /// Submits the scan. False when it cannot start (no model or tokenizer, no scheme, running).
+    bool run();
+    void cancel();
+    bool isRunning() const { return m_job != 0; }
+
+    /// The last completed scan (nullptr when none).
+    const SensitivityScan* scan() const { return m_scan.get(); }
+    /// Shows one scanned scheme in the plot and the table.
+    void showScheme(const QString& name);
+    QString shownScheme() const;
+    /// Plans a recipe for `budgetBpw` from the scan (all scanned schemes as candidates) and emits
+    /// recipeProduced. False (and a logged reason) without a scan or when the budget is
+    /// infeasible.
+    bool autotune(double budgetBpw);
+
+    BarPlot* barPlot() const { return m_bars; }
+    QTableWidget* rankTable() const { return m_table; }
+
+signals:
+    void finished();
+    void cancelled();
+    void failed(const QString& message);
+    /// A bar or table row asks for this tensor (the target's first layer).
+    void tensorRequested(const QString& name);
+    void recipeProduced(const lcw::compress::Recipe& recipe, const QString& what);
+    void logMessage(const QString& text);
+
+private:
+    void syncUi();
+    const SchemeScan* shown() const;
+
+    TaskRunner* m_runner;
+    std::shared_ptr<const Model> m_model;
+    std::shared_ptr<const SensitivityScan> m_scan;
+    std::function<double()> m_budget;
+    QString m_textFile;
+    TaskRunner::JobId m_job = 0;
+    /// Entries of the shown scheme in model order (bar index → entry).
+    std::vector<const SensitivityEntry*> m_barEntries;
+
+    QListWidget* m_schemeList = nullptr;
+    QComboBox* m_granularity = nullptr;
+    QSpinBox* m_ctx = nullptr;
+    QSpinBox* m_chunks = nullptr;
+    QPushButton* m_runButton = nullptr;
+    QPushButton* m_cancelButton = nullptr;
+    QPushButton* m_autotuneButton = nullptr;
+    QProgressBar* m_progress = nullptr;
+    QLabel* m_status = nullptr;
+    QComboBox* m_show = nullptr;
+    BarPlot* m_bars = nullptr;
+    QTableWidget* m_table = nullptr;
+};
+
+} // namespace lcw
