@@ -92,15 +92,17 @@ run "W4A16-g64 OmniQuant" --recipe "$(omni_recipe W4A16-g64-OmniQuant 4 64)" "${
 run "W3A16-g64 OmniQuant" --recipe "$(omni_recipe W3A16-g64-OmniQuant 3 64)" "${OMNI_CAL[@]}"
 run "W2A16-g32 OmniQuant" --recipe "$(omni_recipe W2A16-g32-OmniQuant 2 32)" "${OMNI_CAL[@]}"
 # W4A4 (per-channel int4 weights, int4 per-token activations): LWC alone and LWC + LET
-omni_wa_recipe() { # name let
+omni_wa_recipe() { # name let [let_shift]
   cat > "$TMP/$1.json" <<JSON
 {"lcw_recipe": 1, "name": "$1", "rules": [{"targets": ["*"], "weight": {"bits": 4,
- "symmetric": false, "granularity": "channel", "method": "omniquant", "let": $2},
+ "symmetric": false, "granularity": "channel", "method": "omniquant", "let": $2,
+ "let_shift": ${3:-true}},
  "activation": {"bits": 4, "mode": "dynamic_per_token"}}]}
 JSON
   echo "$TMP/$1.json"
 }
 run "W4A4 OmniQuant LWC" --recipe "$(omni_wa_recipe W4A4-OmniQuant-LWC false)" "${OMNI_CAL[@]}"
+run "W4A4 OmniQuant LWC+LET (scales)" --recipe "$(omni_wa_recipe W4A4-OmniQuant-LET-scales true false)" "${OMNI_CAL[@]}"
 run "W4A4 OmniQuant LWC+LET" --recipe "$(omni_wa_recipe W4A4-OmniQuant-LET true)" "${OMNI_CAL[@]}"
 
 echo

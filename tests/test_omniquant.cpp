@@ -9,6 +9,9 @@
 #include "core/compress/quantizer.h"
 #include "core/compress/recipe.h"
 #include "core/model/model.h"
+#include "core/runtime/arch.h"
+#include "core/runtime/session.h"
+#include "core/stats/fingerprint.h"
 #include "test_util.h"
 
 #include <nlohmann/json.hpp>
@@ -314,6 +317,222 @@ private slots:
         QVERIFY2(maxAbs > 1e-3, qPrintable(QString::number(maxAbs))); // not vacuous
     }
 
+    void rmsNormBiasMatchesDouble() {
+        // Runtime RMSNorm with a bias (bound from NAME.bias) against a double re-implementation.
+        std::mt19937 rng(5);
+        std::normal_distribution<double> nd(0.0, 1.0);
+        const int64_t n = 37, nTok = 3, ld = 41;
+        runtime::Norm norm;
+        norm.eps = 1e-5f;
+        norm.w.resize(size_t(n));
+        norm.b.resize(size_t(n));
+        std::vector<float> x(size_t(nTok * ld)), out(x.size(), 0.0f);
+        for (auto& v : norm.w) v = float(nd(rng));
+        for (auto& v : norm.b) v = float(nd(rng));
+        for (auto& v : x) v = float(nd(rng));
+        norm.apply(x.data(), out.data(), nTok, n, ld);
+        for (int64_t t = 0; t < nTok; ++t) {
+            double ss = 0;
+            for (int64_t i = 0; i < n; ++i)
+                ss += double(x[size_t(t * ld + i)]) * x[size_t(t * ld + i)];
+            const double r = 1.0 / std::sqrt(ss / double(n) + 1e-5);
+            for (int64_t i = 0; i < n; ++i) {
+                const double ref =
+                    double(x[size_t(t * ld + i)]) * r * norm.w[size_t(i)] + norm.b[size_t(i)];
+                QVERIFY2(std::fabs(out[size_t(t * ld + i)] - ref) <= 1e-5 * (1 + std::fabs(ref)),
+                         qPrintable(QString("%1 vs %2").arg(out[size_t(t * ld + i)]).arg(ref)));
+            }
+        }
+    }
+
+    void letShiftFoldIsEquivalent() {
+        auto m = Model::load(demoModel());
+        const ModelSpec& spec = m->spec();
+        const CalibrationSet cal = loadCalibration(*m, "", {2, 24});
+        std::mt19937 rng(4);
+        std::normal_distribution<double> nd(0.0, 0.5);
+        const Eigen::VectorXd zero = Eigen::VectorXd::Zero(spec.dim);
+        for (int l = 0; l < int(spec.nLayers); ++l) {
+            const BlockWeights fw = loadBlockWeights(*m, l);
+            Eigen::VectorXd sa(spec.dim), sm(spec.dim), da(spec.dim), dm(spec.dim);
+            for (int64_t j = 0; j < spec.dim; ++j) {
+                sa(j) = std::exp(nd(rng)), sm(j) = std::exp(nd(rng));
+                da(j) = nd(rng), dm(j) = nd(rng);
+            }
+            const BlockWeights f = foldLet(fw, sa, sm, da, dm);
+            const BlockWeights fs = foldLet(fw, sa, sm);             // scales only
+            const BlockWeights f0 = foldLet(fw, sa, sm, zero, zero); // δ = 0
+            QCOMPARE(f.attnNormBias.size(), spec.dim);
+            QCOMPARE(f.b[kQ].size(), fw.w[kQ].rows());
+            QCOMPARE(f.b[kO].size(), Eigen::Index(0));
+            QVERIFY((f.attnNormBias.array() * sa.array() + da.array()).abs().maxCoeff() < 1e-12);
+            QVERIFY((f.b[kUp] - fw.w[kUp] * dm).norm() < 1e-12);
+            LlamaBlock a4(spec, l, 24);
+            a4.setActivationQuant({4, 4, 4, 4}, {1, 1, 1, 1});
+            for (const auto& x : captureBlockHidden(*m, cal, l)) {
+                const MatD X = toMat(x, spec.dim);
+                const LlamaBlock blk(spec, l, X.rows());
+                MatD y0, y1;
+                blk.forward(fw, X, y0, nullptr);
+                blk.forward(f, X, y1, nullptr);
+                QVERIFY2((y1 - y0).norm() <= 1e-6 * y0.norm(),
+                         qPrintable(QString::number((y1 - y0).norm() / y0.norm())));
+                // δ = 0 is the scale-only LET exactly, also with quantised activations.
+                MatD q0, qs;
+                a4.forward(f0, X, q0, nullptr);
+                a4.forward(fs, X, qs, nullptr);
+                QVERIFY(q0 == qs);
+            }
+        }
+    }
+
+    void letShiftGradientMatchesFiniteDifferences() {
+        // L(t, δ) = sum(block(fold(W, e^t, δ) + N) ∘ R), N as in
+        // letGradientMatchesFiniteDifferences.
+        auto m = Model::load(demoModel());
+        const ModelSpec& spec = m->spec();
+        const int layer = 3;
+        const BlockWeights bw = loadBlockWeights(*m, layer);
+        std::mt19937 rng(13);
+        std::normal_distribution<double> nd(0.0, 1.0);
+        const int64_t T = 6;
+        MatD X(T, spec.dim), R(T, spec.dim);
+        for (int64_t i = 0; i < X.size(); ++i) X.data()[i] = nd(rng), R.data()[i] = nd(rng);
+        std::array<MatD, 7> M;
+        for (int i = 0; i < 7; ++i) {
+            M[size_t(i)] = MatD(bw.w[size_t(i)].rows(), bw.w[size_t(i)].cols());
+            for (int64_t k = 0; k < M[size_t(i)].size(); ++k)
+                M[size_t(i)].data()[k] = 0.02 * nd(rng);
+        }
+        Eigen::VectorXd tA(spec.dim), tM(spec.dim), dA(spec.dim), dM(spec.dim);
+        for (int64_t j = 0; j < spec.dim; ++j) {
+            tA(j) = 0.3 * nd(rng), tM(j) = 0.3 * nd(rng);
+            dA(j) = 0.3 * nd(rng), dM(j) = 0.3 * nd(rng);
+        }
+        const LlamaBlock blk(spec, layer, T);
+        auto perturbed = [&](const BlockWeights& f) {
+            BlockWeights q = f;
+            for (int i = 0; i < 7; ++i) q.w[size_t(i)] = f.w[size_t(i)] + M[size_t(i)];
+            return q;
+        };
+        auto fold = [&]() {
+            return foldLet(bw, tA.array().exp().matrix(), tM.array().exp().matrix(), dA, dM);
+        };
+        auto loss = [&]() {
+            MatD y;
+            blk.forward(perturbed(fold()), X, y, nullptr);
+            return (y.array() * R.array()).sum();
+        };
+        const BlockWeights f = fold();
+        const BlockWeights q = perturbed(f);
+        LlamaBlock::Cache c;
+        MatD y;
+        blk.forward(q, X, y, &c);
+        BlockGrads g;
+        g.zeroLike(q);
+        blk.backward(q, c, R, g);
+        Eigen::VectorXd gA = Eigen::VectorXd::Zero(spec.dim), gM = gA, gdA = gA, gdM = gA;
+        letGrads(f, g, gA, gM);
+        letShiftGrads(f, g, tA.array().exp().matrix(), tM.array().exp().matrix(), gdA, gdM);
+        const double eps = 1e-5;
+        double maxT = 0, maxD = 0;
+        for (int64_t j = 0; j < spec.dim; j += 3) {
+            for (auto [p, gp, isShift] : {std::tuple{&tA, &gA, false},
+                                          {&tM, &gM, false},
+                                          {&dA, &gdA, true},
+                                          {&dM, &gdM, true}}) {
+                const double keep = (*p)(j);
+                (*p)(j) = keep + eps;
+                const double lp = loss();
+                (*p)(j) = keep - eps;
+                const double lm = loss();
+                (*p)(j) = keep;
+                const double fd = (lp - lm) / (2 * eps);
+                (isShift ? maxD : maxT) = std::max(isShift ? maxD : maxT, std::fabs(fd));
+                QVERIFY2(std::fabs(fd - (*gp)(j)) <= 1e-6 + 1e-5 * std::fabs(fd),
+                         qPrintable(QString("%1[%2]: fd %3 analytic %4")
+                                        .arg(isShift ? "delta" : "t")
+                                        .arg(j)
+                                        .arg(fd)
+                                        .arg((*gp)(j))));
+            }
+        }
+        QVERIFY2(maxT > 1e-3 && maxD > 1e-3, qPrintable(QString("%1 %2").arg(maxT).arg(maxD)));
+    }
+
+    void letShiftFoldedModelMatchesBaseLogits() {
+        // Random s, δ folded into every block, written as an overlay (new 1-D bias tensors),
+        // saved and loaded: the runtime's float logits equal the base model's.
+        auto m = Model::load(demoModel());
+        const ModelSpec& spec = m->spec();
+        std::mt19937 rng(21);
+        std::normal_distribution<double> nd(0.0, 0.3);
+        CompressedModel cm(*m);
+        cm.baseFingerprint = stats::modelFingerprint(*m);
+        auto putVec = [&](const std::string& name, const Eigen::VectorXd& v, bool isNew) {
+            std::vector<float> f(size_t(v.size()));
+            for (int64_t i = 0; i < v.size(); ++i) f[size_t(i)] = float(v(i));
+            QCOMPARE(m->find(name) == nullptr, isNew);
+            cm.setFloatTensor(name, std::move(f), {v.size()});
+        };
+        for (int l = 0; l < int(spec.nLayers); ++l) {
+            const BlockWeights fw = loadBlockWeights(*m, l);
+            Eigen::VectorXd sa(spec.dim), sm(spec.dim), da(spec.dim), dm(spec.dim);
+            for (int64_t j = 0; j < spec.dim; ++j) {
+                sa(j) = std::exp(nd(rng)), sm(j) = std::exp(nd(rng));
+                da(j) = nd(rng), dm(j) = nd(rng);
+            }
+            const BlockWeights f = foldLet(fw, sa, sm, da, dm);
+            const std::string p = "layers." + std::to_string(l) + ".";
+            putVec(p + "attn_norm", f.attnNorm, false);
+            putVec(p + "mlp_norm", f.mlpNorm, false);
+            putVec(p + "attn_norm.bias", f.attnNormBias, true);
+            putVec(p + "mlp_norm.bias", f.mlpNormBias, true);
+            for (int i : {kQ, kK, kV, kGate, kUp}) {
+                const MatD& w = f.w[size_t(i)];
+                std::vector<float> v(size_t(w.size()));
+                for (int64_t k = 0; k < w.size(); ++k) v[size_t(k)] = float(w.data()[k]);
+                cm.setFloatTensor(p + blockLinearSuffix(i), std::move(v));
+                putVec(p + blockLinearSuffix(i) + ".bias", f.b[size_t(i)], true);
+            }
+        }
+        QCOMPARE(cm.addedNames().size(), size_t(7 * spec.nLayers));
+        QVERIFY_THROWS_EXCEPTION(ArgumentError, cm.setFloatTensor("layers.0.nope", {1.0f}));
+        QVERIFY_THROWS_EXCEPTION(ArgumentError, cm.setFloatTensor("layers.0.nope", {1.0f}, {2}));
+        const std::string dir = lcwtest::tempDir("omni-shift-overlay");
+        cm.save(dir);
+        const auto loaded = CompressedModel::load(dir, *m);
+        QVERIFY(loaded->find("layers.2.attn_norm.bias") != nullptr);
+        QCOMPARE(loaded->addedNames(), cm.addedNames());
+        std::vector<int32_t> ids;
+        for (int i = 0; i < 40; ++i) ids.push_back(int32_t((i * 37 + 5) % spec.vocab));
+        std::vector<float> ref, got;
+        Session s0(*m, {.contextLength = 64, .threads = 2});
+        s0.forward(ids, ref, true);
+        Session s1(*loaded, {.contextLength = 64, .threads = 2});
+        s1.forward(ids, got, true);
+        QCOMPARE(got.size(), ref.size());
+        double maxd = 0, maxRef = 0;
+        for (size_t i = 0; i < ref.size(); ++i) {
+            maxd = std::max(maxd, double(std::fabs(got[i] - ref[i])));
+            maxRef = std::max(maxRef, double(std::fabs(ref[i])));
+        }
+        QVERIFY2(maxd <= 1e-4 * std::max(1.0, maxRef), qPrintable(QString::number(maxd)));
+        // Without the linears' biases W·δ the logits differ (the test is not vacuous).
+        CompressedModel noBias(*m);
+        for (const auto& name : cm.replacedNames())
+            if (m->find(name) || name.ends_with("_norm.bias"))
+                noBias.setFloatTensor(name, cm.compressed(name)->values,
+                                      cm.compressed(name)->view.shape);
+        Session s2(noBias, {.contextLength = 64, .threads = 2});
+        std::vector<float> other;
+        s2.forward(ids, other, true);
+        double maxo = 0;
+        for (size_t i = 0; i < ref.size(); ++i)
+            maxo = std::max(maxo, double(std::fabs(other[i] - ref[i])));
+        QVERIFY2(maxo > 1e-2, qPrintable(QString::number(maxo)));
+    }
+
     void letW4A4NotWorseThanLwc() {
         auto m = Model::load(demoModel());
         const ModelSpec& spec = m->spec();
@@ -336,7 +555,9 @@ private slots:
             o.let = true;
             const OmniQuantBlockResult let = omniquantBlock(*m, l, in, {}, set, o, np);
             QVERIFY(lwc.folded.empty());
-            QCOMPARE(let.folded.size(), size_t(7)); // 2 norms, q/k/v, gate/up
+            // 2 norms, q/k/v, gate/up; with shifts 2 norm biases and 5 linear biases.
+            QCOMPARE(let.folded.size(), size_t(14));
+            QCOMPARE(let.letShift.size(), size_t(2));
             // s = 1 start: LET's start is LWC's start (RTN weights, A4).
             QVERIFY(std::fabs(let.lossStart - lwc.lossStart) <= 1e-12 * lwc.lossStart);
             QVERIFY(lwc.lossEnd <= lwc.lossStart);
@@ -349,6 +570,16 @@ private slots:
             qw.mlpNorm =
                 Eigen::Map<const Eigen::VectorXf>(let.folded.at(p + "mlp_norm").data(), spec.dim)
                     .cast<double>();
+            auto vec = [&](const std::string& name) {
+                const std::vector<float>& v = let.folded.at(name);
+                return Eigen::Map<const Eigen::VectorXf>(v.data(), int64_t(v.size()))
+                    .cast<double>()
+                    .eval();
+            };
+            qw.attnNormBias = vec(p + "attn_norm.bias");
+            qw.mlpNormBias = vec(p + "mlp_norm.bias");
+            for (int i : {kQ, kK, kV, kGate, kUp})
+                qw.b[size_t(i)] = vec(p + blockLinearSuffix(i) + ".bias");
             for (int i = 0; i < 7; ++i) {
                 const std::string name = p + blockLinearSuffix(i);
                 qw.w[size_t(i)] = matOf(dequantize(let.packed.at(name), name),
@@ -453,7 +684,9 @@ private slots:
         QVERIFY_THROWS_EXCEPTION(RecipeError, bad({{"method", "omniquant"}, {"lr", 0}}));
         QVERIFY_THROWS_EXCEPTION(RecipeError, bad({{"method", "omniquant"}, {"let", "yes"}}));
         QVERIFY_THROWS_EXCEPTION(RecipeError, bad({{"method", "omniquant"}, {"lr_let", 0}}));
+        QVERIFY_THROWS_EXCEPTION(RecipeError, bad({{"method", "omniquant"}, {"let_shift", 1}}));
         bad({{"method", "omniquant"}, {"let", false}, {"lr_let", 0.02}});
+        bad({{"method", "omniquant"}, {"let_shift", false}});
         bad({{"method", "omniquant"}, {"epochs", 2}, {"lr", 0.01}});
     }
 

@@ -58,39 +58,61 @@ void fakeQuantRows(MatD& a, int bits, double clip, MatD* mask) {
 }
 
 BlockWeights foldLet(const BlockWeights& w, const Eigen::VectorXd& sAttn,
-                     const Eigen::VectorXd& sMlp) {
+                     const Eigen::VectorXd& sMlp, const Eigen::VectorXd& dAttn,
+                     const Eigen::VectorXd& dMlp) {
     BlockWeights f = w;
-    if (sAttn.size() > 0) {
-        f.attnNorm = w.attnNorm.cwiseQuotient(sAttn);
-        for (int i : {kQ, kK, kV}) f.w[size_t(i)] = w.w[size_t(i)] * sAttn.asDiagonal();
-    }
-    if (sMlp.size() > 0) {
-        f.mlpNorm = w.mlpNorm.cwiseQuotient(sMlp);
-        for (int i : {kGate, kUp}) f.w[size_t(i)] = w.w[size_t(i)] * sMlp.asDiagonal();
-    }
+    auto site = [&](const Eigen::VectorXd& s, const Eigen::VectorXd& d, const Eigen::VectorXd& g,
+                    const Eigen::VectorXd& nb, Eigen::VectorXd& fg, Eigen::VectorXd& fnb,
+                    std::initializer_list<int> ids) {
+        if (s.size() == 0) return;
+        fg = g.cwiseQuotient(s);
+        if (d.size() > 0) {
+            fnb = (nb.size() ? Eigen::VectorXd(nb - d) : Eigen::VectorXd(-d)).cwiseQuotient(s);
+            for (int i : ids) {
+                const Eigen::VectorXd wd = w.w[size_t(i)] * d;
+                f.b[size_t(i)] = w.b[size_t(i)].size() ? Eigen::VectorXd(w.b[size_t(i)] + wd) : wd;
+            }
+        } else if (nb.size()) {
+            fnb = nb.cwiseQuotient(s);
+        }
+        for (int i : ids) f.w[size_t(i)] = w.w[size_t(i)] * s.asDiagonal();
+    };
+    site(sAttn, dAttn, w.attnNorm, w.attnNormBias, f.attnNorm, f.attnNormBias, {kQ, kK, kV});
+    site(sMlp, dMlp, w.mlpNorm, w.mlpNormBias, f.mlpNorm, f.mlpNormBias, {kGate, kUp});
     return f;
 }
 
 void letGrads(const BlockWeights& f, const BlockGrads& g, Eigen::VectorXd& gtAttn,
               Eigen::VectorXd& gtMlp) {
-    if (gtAttn.size() > 0) {
-        gtAttn = -g.attnNorm.cwiseProduct(f.attnNorm);
-        for (int i : {kQ, kK, kV})
-            gtAttn += (g.w[size_t(i)].array() * f.w[size_t(i)].array())
-                          .colwise()
-                          .sum()
-                          .transpose()
-                          .matrix();
-    }
-    if (gtMlp.size() > 0) {
-        gtMlp = -g.mlpNorm.cwiseProduct(f.mlpNorm);
-        for (int i : {kGate, kUp})
-            gtMlp += (g.w[size_t(i)].array() * f.w[size_t(i)].array())
-                         .colwise()
-                         .sum()
-                         .transpose()
-                         .matrix();
-    }
+    auto site = [&](Eigen::VectorXd& gt, const Eigen::VectorXd& fg, const Eigen::VectorXd& gg,
+                    const Eigen::VectorXd& fnb, const Eigen::VectorXd& gnb,
+                    std::initializer_list<int> ids) {
+        if (gt.size() == 0) return;
+        gt = -gg.cwiseProduct(fg);
+        if (fnb.size() && gnb.size()) gt -= gnb.cwiseProduct(fnb);
+        for (int i : ids)
+            gt += (g.w[size_t(i)].array() * f.w[size_t(i)].array())
+                      .colwise()
+                      .sum()
+                      .transpose()
+                      .matrix();
+    };
+    site(gtAttn, f.attnNorm, g.attnNorm, f.attnNormBias, g.attnNormBias, {kQ, kK, kV});
+    site(gtMlp, f.mlpNorm, g.mlpNorm, f.mlpNormBias, g.mlpNormBias, {kGate, kUp});
+}
+
+void letShiftGrads(const BlockWeights& f, const BlockGrads& g, const Eigen::VectorXd& sAttn,
+                   const Eigen::VectorXd& sMlp, Eigen::VectorXd& gdAttn, Eigen::VectorXd& gdMlp) {
+    auto site = [&](Eigen::VectorXd& gd, const Eigen::VectorXd& s, const Eigen::VectorXd& gnb,
+                    std::initializer_list<int> ids) {
+        if (gd.size() == 0) return;
+        gd = gnb.size() ? Eigen::VectorXd(-gnb) : Eigen::VectorXd::Zero(s.size());
+        for (int i : ids)
+            if (g.b[size_t(i)].size()) gd += f.w[size_t(i)].transpose() * g.b[size_t(i)];
+        gd = gd.cwiseQuotient(s);
+    };
+    site(gdAttn, sAttn, g.attnNormBias, {kQ, kK, kV});
+    site(gdMlp, sMlp, g.mlpNormBias, {kGate, kUp});
 }
 
 void LlamaBlock::setActivationQuant(const std::array<int, 4>& bits,
@@ -115,6 +137,9 @@ void BlockGrads::zeroLike(const BlockWeights& bw) {
         w[size_t(i)] = MatD::Zero(bw.w[size_t(i)].rows(), bw.w[size_t(i)].cols());
     attnNorm = Eigen::VectorXd::Zero(bw.attnNorm.size());
     mlpNorm = Eigen::VectorXd::Zero(bw.mlpNorm.size());
+    attnNormBias = Eigen::VectorXd::Zero(bw.attnNormBias.size());
+    mlpNormBias = Eigen::VectorXd::Zero(bw.mlpNormBias.size());
+    for (size_t i = 0; i < 7; ++i) b[i] = Eigen::VectorXd::Zero(bw.b[i].size());
 }
 
 BlockWeights loadBlockWeights(const WeightSource& src, int layer) {
@@ -127,6 +152,12 @@ BlockWeights loadBlockWeights(const WeightSource& src, int layer) {
     for (int i = 0; i < 7; ++i) b.w[size_t(i)] = loadMatrix(src, p + kSuffix[i], rows[i], cols[i]);
     b.attnNorm = loadVector(src, p + "attn_norm", s.dim);
     b.mlpNorm = loadVector(src, p + "mlp_norm", s.dim);
+    if (src.find(p + "attn_norm.bias"))
+        b.attnNormBias = loadVector(src, p + "attn_norm.bias", s.dim);
+    if (src.find(p + "mlp_norm.bias")) b.mlpNormBias = loadVector(src, p + "mlp_norm.bias", s.dim);
+    for (int i = 0; i < 7; ++i)
+        if (const std::string n = p + kSuffix[i] + ".bias"; src.find(n))
+            b.b[size_t(i)] = loadVector(src, n, rows[i]);
     return b;
 }
 
@@ -196,9 +227,16 @@ void LlamaBlock::forward(const BlockWeights& w, const MatD& x, MatD& y, Cache* c
     Cache local;
     Cache& c = cache ? *cache : local;
     c.x = x;
-    auto rms = [&](const MatD& in, const Eigen::VectorXd& g, Eigen::VectorXd& r, MatD& out) {
+    auto rms = [&](const MatD& in, const Eigen::VectorXd& g, const Eigen::VectorXd& nb,
+                   Eigen::VectorXd& r, MatD& out) {
         r = ((in.array().square().rowwise().sum() / double(in.cols())) + eps).rsqrt().matrix();
         out = (in.array().colwise() * r.array()).rowwise() * g.transpose().array();
+        if (nb.size()) out.rowwise() += nb.transpose();
+    };
+    auto lin = [&](const MatD& in, int i) {
+        MatD out = in * w.w[size_t(i)].transpose();
+        if (w.b[size_t(i)].size()) out.rowwise() += w.b[size_t(i)].transpose();
+        return out;
     };
     auto aq = [&](MatD& a, int site, MatD& mask) {
         const bool on = m_actBits[size_t(site)] > 0 && m_actBits[size_t(site)] < 16;
@@ -207,11 +245,11 @@ void LlamaBlock::forward(const BlockWeights& w, const MatD& x, MatD& y, Cache* c
                       clamps ? &mask : nullptr);
         if (!clamps) mask.resize(0, 0);
     };
-    rms(x, w.attnNorm, c.r1, c.xn1);
+    rms(x, w.attnNorm, w.attnNormBias, c.r1, c.xn1);
     aq(c.xn1, kActAttnIn, c.mask1);
-    c.q = c.xn1 * w.w[kQ].transpose();
-    c.k = c.xn1 * w.w[kK].transpose();
-    c.v = c.xn1 * w.w[kV].transpose();
+    c.q = lin(c.xn1, kQ);
+    c.k = lin(c.xn1, kK);
+    c.v = lin(c.xn1, kV);
     rope(c.q, H, false);
     rope(c.k, s.nKvHeads, false);
     c.o.resize(T, H * hd);
@@ -231,15 +269,15 @@ void LlamaBlock::forward(const BlockWeights& w, const MatD& x, MatD& y, Cache* c
     }
     MatD oq = c.o;
     aq(oq, kActO, c.maskO);
-    c.h = x + oq * w.w[kO].transpose();
-    rms(c.h, w.mlpNorm, c.r2, c.xn2);
+    c.h = x + lin(oq, kO);
+    rms(c.h, w.mlpNorm, w.mlpNormBias, c.r2, c.xn2);
     aq(c.xn2, kActMlpIn, c.mask2);
-    c.g = c.xn2 * w.w[kGate].transpose();
-    c.u = c.xn2 * w.w[kUp].transpose();
+    c.g = lin(c.xn2, kGate);
+    c.u = lin(c.xn2, kUp);
     c.m = c.g.unaryExpr([](double v) { return silu(v); }).cwiseProduct(c.u);
     aq(c.m, kActDown, c.maskM);
     c.oq = std::move(oq);
-    y = c.h + c.m * w.w[kDown].transpose();
+    y = c.h + lin(c.m, kDown);
 }
 
 void LlamaBlock::backward(const BlockWeights& w, const Cache& c, const MatD& dy,
@@ -247,8 +285,12 @@ void LlamaBlock::backward(const BlockWeights& w, const Cache& c, const MatD& dy,
     const ModelSpec& s = m_s;
     const int64_t hd = s.headDim, H = s.nHeads, group = s.nHeads / s.nKvHeads;
     // RMSNorm backward: out = in * r * gw, r = (mean(in^2) + eps)^-1/2.
+    auto addBias = [&](int i, const MatD& dout) {
+        if (g.b[size_t(i)].size()) g.b[size_t(i)] += dout.colwise().sum().transpose();
+    };
     auto rmsBack = [](const MatD& in, const Eigen::VectorXd& r, const Eigen::VectorXd& gw,
-                      const MatD& dout, Eigen::VectorXd& dgw, MatD& din) {
+                      const MatD& dout, Eigen::VectorXd& dgw, Eigen::VectorXd& dnb, MatD& din) {
+        if (dnb.size()) dnb += dout.colwise().sum().transpose();
         dgw += ((dout.array() * in.array()).colwise() * r.array())
                    .colwise()
                    .sum()
@@ -263,6 +305,7 @@ void LlamaBlock::backward(const BlockWeights& w, const Cache& c, const MatD& dy,
 
     // MLP.
     g.w[kDown] += dy.transpose() * c.m;
+    addBias(kDown, dy);
     MatD dm = dy * w.w[kDown];
     if (c.maskM.size()) dm.array() *= c.maskM.array();
     MatD dgate(c.g.rows(), c.g.cols()), dup(c.u.rows(), c.u.cols());
@@ -273,14 +316,17 @@ void LlamaBlock::backward(const BlockWeights& w, const Cache& c, const MatD& dy,
     }
     g.w[kGate] += dgate.transpose() * c.xn2;
     g.w[kUp] += dup.transpose() * c.xn2;
+    addBias(kGate, dgate);
+    addBias(kUp, dup);
     MatD dxn2 = dgate * w.w[kGate] + dup * w.w[kUp];
     if (c.mask2.size()) dxn2.array() *= c.mask2.array();
     MatD dh;
-    rmsBack(c.h, c.r2, w.mlpNorm, dxn2, g.mlpNorm, dh);
+    rmsBack(c.h, c.r2, w.mlpNorm, dxn2, g.mlpNorm, g.mlpNormBias, dh);
     dh += dy;
 
     // Attention.
     g.w[kO] += dh.transpose() * c.oq;
+    addBias(kO, dh);
     MatD dO = dh * w.w[kO];
     if (c.maskO.size()) dO.array() *= c.maskO.array();
     MatD dq = MatD::Zero(c.q.rows(), c.q.cols());
@@ -302,10 +348,13 @@ void LlamaBlock::backward(const BlockWeights& w, const Cache& c, const MatD& dy,
     g.w[kQ] += dq.transpose() * c.xn1;
     g.w[kK] += dk.transpose() * c.xn1;
     g.w[kV] += dv.transpose() * c.xn1;
+    addBias(kQ, dq);
+    addBias(kK, dk);
+    addBias(kV, dv);
     MatD dxn1 = dq * w.w[kQ] + dk * w.w[kK] + dv * w.w[kV];
     if (c.mask1.size()) dxn1.array() *= c.mask1.array();
     MatD dx;
-    rmsBack(c.x, c.r1, w.attnNorm, dxn1, g.attnNorm, dx);
+    rmsBack(c.x, c.r1, w.attnNorm, dxn1, g.attnNorm, g.attnNormBias, dx);
 }
 
 } // namespace lcw::compress

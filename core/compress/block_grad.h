@@ -32,32 +32,47 @@ void fakeQuantRows(MatD& a, int bits, double clip, MatD* mask);
 /// "attn.q", "attn.k", "attn.v", "attn.o", "mlp.gate", "mlp.up", "mlp.down".
 const char* blockLinearSuffix(int i);
 
-/// Weights of one block ([out, in] row-major like the runtime).
+/// Weights of one block ([out, in] row-major like the runtime). Biases are optional (empty =
+/// none): attnNormBias / mlpNormBias are added after the RMSNorm scale, b[i] to linear i's output
+/// (before RoPE for q/k), as the runtime does with NAME.bias tensors (e.g. a folded LET shift).
 struct BlockWeights {
     std::array<MatD, 7> w;
     Eigen::VectorXd attnNorm, mlpNorm;
+    Eigen::VectorXd attnNormBias, mlpNormBias;
+    std::array<Eigen::VectorXd, 7> b;
 };
 
-/// Gradients of a scalar loss w.r.t. the block's weights (same shapes).
+/// Gradients of a scalar loss w.r.t. the block's weights (same shapes; biases where present).
 struct BlockGrads {
     std::array<MatD, 7> w;
     Eigen::VectorXd attnNorm, mlpNorm;
+    Eigen::VectorXd attnNormBias, mlpNormBias;
+    std::array<Eigen::VectorXd, 7> b;
     void zeroLike(const BlockWeights& bw);
 };
 
-/// Reads block `layer`'s weights (any stored dtype) from a WeightSource.
+/// Reads block `layer`'s weights (any stored dtype) from a WeightSource, with the optional
+/// biases (attn_norm.bias, mlp_norm.bias, LINEAR.bias) where the source has them.
 BlockWeights loadBlockWeights(const WeightSource& src, int layer);
 
-/// LET (learnable equivalent transformation, scales only): the input of q/k/v is divided per
-/// channel by sAttn (attn_norm /= s, q/k/v columns *= s), the input of gate/up by sMlp (mlp_norm
-/// /= s, gate/up columns *= s). Equivalent in exact arithmetic. An empty vector leaves that site.
+/// LET (learnable equivalent transformation): the input n of q/k/v becomes (n − dAttn) / sAttn
+/// per channel (attn_norm /= s, attn_norm.bias = (bias − δ) / s, q/k/v columns *= s, q/k/v bias
+/// += W·δ with the unscaled W), the input of gate/up likewise with sMlp, dMlp. Equivalent in
+/// exact arithmetic. An empty s leaves that site; an empty δ folds the scales only (no biases).
 BlockWeights foldLet(const BlockWeights& w, const Eigen::VectorXd& sAttn,
-                     const Eigen::VectorXd& sMlp);
+                     const Eigen::VectorXd& sMlp, const Eigen::VectorXd& dAttn = {},
+                     const Eigen::VectorXd& dMlp = {});
 /// Gradients w.r.t. the log-scales t = log s of foldLet, from the gradients `g` w.r.t. the folded
-/// weights `folded`: dL/dt_j = −dL/dnorm'_j · norm'_j + Σ_r dL/dW'_rj · W'_rj over the site's
-/// linears. Sites with an empty `gt*` size 0 are skipped (pass sizes as wanted).
+/// weights `folded`: dL/dt_j = −dL/dnorm'_j · norm'_j − dL/dbias'_j · bias'_j (norm bias, when
+/// present) + Σ_r dL/dW'_rj · W'_rj over the site's linears. Sites with an empty `gt*` are skipped
+/// (pass sizes as wanted).
 void letGrads(const BlockWeights& folded, const BlockGrads& g, Eigen::VectorXd& gtAttn,
               Eigen::VectorXd& gtMlp);
+/// Gradients w.r.t. the shifts δ of foldLet (scales s): dL/dδ_j = (−dL/dbias'_j + Σ_i Σ_r
+/// dL/db'_ir · W'_irj) / s_j, norm bias' and the consumers' biases b'_i. Sites with an empty
+/// `gd*` are skipped.
+void letShiftGrads(const BlockWeights& folded, const BlockGrads& g, const Eigen::VectorXd& sAttn,
+                   const Eigen::VectorXd& sMlp, Eigen::VectorXd& gdAttn, Eigen::VectorXd& gdMlp);
 
 class LlamaBlock {
 public:

@@ -343,9 +343,29 @@ void CompressedModel::setRuntimeQuant(RuntimeQuant rq) {
     m_runtime = std::move(rq);
 }
 
-void CompressedModel::setFloatTensor(const std::string& name, std::vector<float> values) {
+void CompressedModel::setFloatTensor(const std::string& name, std::vector<float> values,
+                                     const std::vector<int64_t>& shape) {
     const TensorView* b = m_base.find(name);
-    if (!b) throw ArgumentError("overlay: the base model has no tensor '" + name + "'");
+    TensorView added;
+    if (!b) {
+        if (shape.empty())
+            throw ArgumentError("overlay: the base model has no tensor '" + name +
+                                "' (a new tensor needs a shape)");
+        int64_t n = 1;
+        for (int64_t d : shape) {
+            if (d < 1)
+                throw ArgumentError("overlay: new tensor '" + name + "' has a non-positive size");
+            n *= d;
+        }
+        if (n != int64_t(values.size()))
+            throw ArgumentError("overlay: new tensor '" + name + "' gets " +
+                                std::to_string(values.size()) + " values for " + std::to_string(n) +
+                                " elements");
+        added.name = name;
+        added.shape = shape;
+        b = &added;
+        if (!m_tensors.count(name)) m_added.push_back(name);
+    }
     if (int64_t(values.size()) != b->numel())
         throw ArgumentError("overlay: tensor '" + name + "' gets " + std::to_string(values.size()) +
                             " values but has " + std::to_string(b->numel()));
@@ -374,6 +394,7 @@ std::vector<std::string> CompressedModel::replacedNames() const {
             out.push_back(t.name + ".lowrank_b");
         }
     }
+    out.insert(out.end(), m_added.begin(), m_added.end());
     return out;
 }
 
@@ -385,6 +406,8 @@ SizeInfo CompressedModel::tensorSize(const std::string& name) const {
         return {a.params + b.params, a.bits + b.bits};
     }
     const TensorView* t = m_base.find(name);
+    if (!t)
+        if (const auto* c = compressed(name)) t = &c->view; // a tensor the overlay adds
     if (!t) throw ArgumentError("no tensor '" + name + "'");
     return {t->numel(), t->nbytes * 8};
 }
@@ -397,6 +420,12 @@ std::map<std::string, SizeInfo> CompressedModel::layerSizes() const {
         d.params += s.params;
         d.bits += s.bits;
     }
+    for (const auto& name : m_added) {
+        const SizeInfo s = tensorSize(name);
+        SizeInfo& d = out[blockOf(name)];
+        d.params += s.params;
+        d.bits += s.bits;
+    }
     return out;
 }
 
@@ -404,6 +433,11 @@ SizeInfo CompressedModel::totalSize() const {
     SizeInfo tot;
     for (const auto& t : m_base.tensors()) {
         const SizeInfo s = tensorSize(t.name);
+        tot.params += s.params;
+        tot.bits += s.bits;
+    }
+    for (const auto& name : m_added) {
+        const SizeInfo s = tensorSize(name);
         tot.params += s.params;
         tot.bits += s.bits;
     }
@@ -527,8 +561,10 @@ std::unique_ptr<CompressedModel> CompressedModel::load(const std::string& dir, c
                     throw FormatError(jpath, "overlay.safetensors lacks " + name + ".values");
                 std::vector<float> vals(v->nbytes / 4);
                 std::memcpy(vals.data(), v->data, vals.size() * 4);
+                std::vector<int64_t> shape;
+                if (!base.find(name)) shape = tj.at("shape").get<std::vector<int64_t>>();
                 try {
-                    m->setFloatTensor(name, std::move(vals));
+                    m->setFloatTensor(name, std::move(vals), shape);
                 } catch (const Error& ex) {
                     throw FormatError(jpath, ex.what());
                 }

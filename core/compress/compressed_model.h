@@ -104,8 +104,13 @@ public:
     void setLowRank(const std::string& name);
     bool isLowRank(std::string_view name) const { return m_lowRank.count(std::string(name)) > 0; }
     /// Replaces tensor `name` of the base (any shape) by float values of the same shape, e.g. a
-    /// norm weight with scales folded in. Throws ArgumentError when absent or the size differs.
-    void setFloatTensor(const std::string& name, std::vector<float> values);
+    /// norm weight with scales folded in. A tensor the base lacks (e.g. a folded bias) is added
+    /// with the given `shape` (required then, product = values.size()); find() returns it.
+    /// Throws ArgumentError when absent without a shape, or the size differs.
+    void setFloatTensor(const std::string& name, std::vector<float> values,
+                        const std::vector<int64_t>& shape = {});
+    /// Names of the float tensors the base lacks, in the order they were added.
+    const std::vector<std::string>& addedNames() const { return m_added; }
     /// nullptr when the tensor is not replaced.
     const CompressedTensor* compressed(std::string_view name) const;
     /// Names of the replaced tensors, in base order.
@@ -138,6 +143,7 @@ private:
     std::map<std::string, std::unique_ptr<CompressedTensor>, std::less<>> m_tensors;
     /// Low-rank base tensors and their dense products (B·A) for the runtime.
     std::map<std::string, std::unique_ptr<CompressedTensor>, std::less<>> m_lowRank;
+    std::vector<std::string> m_added; ///< float tensors the base lacks
     RuntimeQuant m_runtime;
 };
 

@@ -329,11 +329,15 @@ OmniQuantBlockResult omniquantBlock(const WeightSource& w, int layer,
     Eigen::VectorXd tA = Eigen::VectorXd::Zero(letAttn ? dim : 0);
     Eigen::VectorXd tM = Eigen::VectorXd::Zero(letMlp ? dim : 0);
     Eigen::VectorXd mA = tA, vA = tA, mM = tM, vM = tM, gtA = tA, gtM = tM;
+    // Shifts δ (start 0) of the same sites.
+    Eigen::VectorXd dA = Eigen::VectorXd::Zero(letAttn && o.letShift ? dim : 0);
+    Eigen::VectorXd dM = Eigen::VectorXd::Zero(letMlp && o.letShift ? dim : 0);
+    Eigen::VectorXd mdA = dA, vdA = dA, mdM = dM, vdM = dM, gdA = dA, gdM = dM;
     const bool let = letAttn || letMlp;
-    // The folded (scaled) float weights for the current log-scales; ranges follow them.
+    // The folded (scaled, shifted) float weights for the current parameters; ranges follow them.
     auto folded = [&]() {
         if (!let) return fw;
-        BlockWeights cw = foldLet(fw, tA.array().exp().matrix(), tM.array().exp().matrix());
+        BlockWeights cw = foldLet(fw, tA.array().exp().matrix(), tM.array().exp().matrix(), dA, dM);
         for (Lwc& l : lwc) setRanges(l, cw.w[size_t(l.index)]);
         return cw;
     };
@@ -358,6 +362,9 @@ OmniQuantBlockResult omniquantBlock(const WeightSource& w, int layer,
         // The norms are stored as float.
         qw.attnNorm = cw.attnNorm.cast<float>().cast<double>();
         qw.mlpNorm = cw.mlpNorm.cast<float>().cast<double>();
+        for (Eigen::VectorXd* v : {&qw.attnNormBias, &qw.mlpNormBias})
+            *v = v->cast<float>().cast<double>();
+        for (Eigen::VectorXd& v : qw.b) v = v.cast<float>().cast<double>();
         for (const Lwc& l : lwc) {
             PackedTensor p = packLwc(l, cw.w[size_t(l.index)]);
             const std::vector<float> v = dequantize(p, l.name);
@@ -380,7 +387,7 @@ OmniQuantBlockResult omniquantBlock(const WeightSource& w, int layer,
     res.lossStart = res.lossEnd = packedLoss(&best);
     std::vector<std::pair<std::vector<double>, std::vector<double>>> bestFactors;
     for (const Lwc& l : lwc) bestFactors.emplace_back(l.a, l.b);
-    Eigen::VectorXd bestA = tA, bestM = tM;
+    Eigen::VectorXd bestA = tA, bestM = tM, bestDA = dA, bestDM = dM;
 
     const double steps = double(std::max(1, o.epochs) * int64_t(S));
     int step = 0;
@@ -413,6 +420,8 @@ OmniQuantBlockResult omniquantBlock(const WeightSource& w, int layer,
                     gf.w[size_t(l.index)] =
                         steGrad(l, cw.w[size_t(l.index)], grads.w[size_t(l.index)]);
                 letGrads(cw, gf, gtA, gtM);
+                letShiftGrads(cw, gf, tA.array().exp().matrix(), tM.array().exp().matrix(), gdA,
+                              gdM);
             }
             for (Lwc& l : lwc) {
                 adam(l.a, l.ga, l.ma, l.va, step, o);
@@ -421,6 +430,8 @@ OmniQuantBlockResult omniquantBlock(const WeightSource& w, int layer,
             constexpr double kInf = std::numeric_limits<double>::infinity();
             if (letAttn) adamStep(tA, gtA, mA, vA, step, o.lrLet, 0.0, -kInf, kInf);
             if (letMlp) adamStep(tM, gtM, mM, vM, step, o.lrLet, 0.0, -kInf, kInf);
+            if (dA.size()) adamStep(dA, gdA, mdA, vdA, step, o.lrLet, 0.0, -kInf, kInf);
+            if (dM.size()) adamStep(dM, gdM, mdM, vdM, step, o.lrLet, 0.0, -kInf, kInf);
         }
         res.trainLoss.push_back(trainSum / double(S));
         std::map<std::string, PackedTensor> cur;
@@ -433,11 +444,15 @@ OmniQuantBlockResult omniquantBlock(const WeightSource& w, int layer,
             for (size_t k = 0; k < lwc.size(); ++k) bestFactors[k] = {lwc[k].a, lwc[k].b};
             bestA = tA;
             bestM = tM;
+            bestDA = dA;
+            bestDM = dM;
         }
     }
     if (let) {
         tA = bestA;
         tM = bestM;
+        dA = bestDA;
+        dM = bestDM;
         const BlockWeights cw = folded();
         auto put = [&](const std::string& name, const MatD& m) {
             const Eigen::MatrixXf f = m.cast<float>().transpose(); // column-major of m^T
@@ -448,12 +463,24 @@ OmniQuantBlockResult omniquantBlock(const WeightSource& w, int layer,
             for (int i : {kQ, kK, kV}) put(bname + "." + blockLinearSuffix(i), cw.w[size_t(i)]);
             const Eigen::VectorXd sc = tA.array().exp().matrix();
             res.letScale[bname + ".attn_norm"].assign(sc.data(), sc.data() + sc.size());
+            if (dA.size()) {
+                put(bname + ".attn_norm.bias", cw.attnNormBias.transpose());
+                for (int i : {kQ, kK, kV})
+                    put(bname + "." + blockLinearSuffix(i) + ".bias", cw.b[size_t(i)].transpose());
+                res.letShift[bname + ".attn_norm"].assign(dA.data(), dA.data() + dA.size());
+            }
         }
         if (letMlp) {
             put(bname + ".mlp_norm", cw.mlpNorm.transpose());
             for (int i : {kGate, kUp}) put(bname + "." + blockLinearSuffix(i), cw.w[size_t(i)]);
             const Eigen::VectorXd sc = tM.array().exp().matrix();
             res.letScale[bname + ".mlp_norm"].assign(sc.data(), sc.data() + sc.size());
+            if (dM.size()) {
+                put(bname + ".mlp_norm.bias", cw.mlpNormBias.transpose());
+                for (int i : {kGate, kUp})
+                    put(bname + "." + blockLinearSuffix(i) + ".bias", cw.b[size_t(i)].transpose());
+                res.letShift[bname + ".mlp_norm"].assign(dM.data(), dM.data() + dM.size());
+            }
         }
     }
     for (size_t k = 0; k < lwc.size(); ++k)

@@ -23,8 +23,10 @@
 /// are folded into the preceding RMSNorm weight (norm /= s) and the consumers' columns (W *= s);
 /// they are learned jointly with the clipping (Adam, lrLet), gradients by the chain rule through
 /// the folded weights (STE through the weight quantiser, including the groups' min/max moving
-/// with s). Shifts are omitted: the Llama linears have no biases to absorb them. A site is
-/// learned only when all its consumers (q, k, v or gate, up) are learned linears.
+/// with s). With letShift, per-channel shifts δ (start 0) are learned too: the input becomes
+/// (n − δ) / s, folded into an RMSNorm bias −δ/s (NAME.bias, added after the scale) and consumer
+/// biases W·δ (LINEAR.bias), which the runtime applies whenever present. A site is learned only
+/// when all its consumers (q, k, v or gate, up) are learned linears.
 /// Only pre-norm RMSNorm SwiGLU RoPE blocks without biases are covered (LlamaBlock); others throw
 /// UnsupportedError naming the architecture.
 #include "core/common/error.h"
@@ -48,7 +50,8 @@ struct OmniQuantOptions {
     /// input); 0 or 16 = float. Applied to the quantised path only (targets stay float).
     std::array<int, 4> actBits{0, 0, 0, 0};
     std::array<double, 4> actClip{1, 1, 1, 1};
-    bool let = true; ///< learn LET scales where the site's input is quantised (< 16 bits)
+    bool let = true;      ///< learn LET scales where the site's input is quantised (< 16 bits)
+    bool letShift = true; ///< with let: learn the shifts δ too (norm and linear biases)
     /// Adam learning rate of the log-scales (paper: 1e-2; 5e-3 measured better on the demo model)
     double lrLet = 5e-3;
 };
@@ -70,10 +73,13 @@ struct OmniQuantBlockResult {
     double seconds = 0;
     /// Folded tensors of the kept result when LET was learned: the norm vectors
     /// ("layers.N.attn_norm", "layers.N.mlp_norm") and the scaled float weights of their
-    /// consumers (row-major), which `packed` quantises. Empty without LET.
+    /// consumers (row-major), which `packed` quantises; with shifts also the new 1-D biases
+    /// ("layers.N.attn_norm.bias", "layers.N.attn.q.bias", ...). Empty without LET.
     std::map<std::string, std::vector<float>> folded;
     /// Per LET site (norm name): the learned scales s (the site's input is divided by s).
     std::map<std::string, std::vector<double>> letScale;
+    /// Per LET site (norm name): the learned shifts δ (only with letShift).
+    std::map<std::string, std::vector<double>> letShift;
 };
 
 /// Learns the clipping of the linears named in `settings` (canonical names of block `layer`,

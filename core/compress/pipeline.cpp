@@ -71,6 +71,7 @@ OmniQuantOptions omniOptions(const nlohmann::json& w) {
     if (w.contains("epochs")) o.epochs = w["epochs"].get<int>();
     if (w.contains("lr")) o.lr = w["lr"].get<double>();
     if (w.contains("let")) o.let = w["let"].get<bool>();
+    if (w.contains("let_shift")) o.letShift = w["let_shift"].get<bool>();
     if (w.contains("lr_let")) o.lrLet = w["lr_let"].get<double>();
     return o;
 }
@@ -345,7 +346,13 @@ CompressResult compressCalibrated(const Model& base, const Recipe& recipe, Plan 
                 fpHidden = std::move(r.fpOutputs);
                 fpLayer = b + 1;
                 // LET: the folded norms and scaled weights replace the block's tensors.
+                // Shift biases the base lacks go straight into the overlay (1-D float).
                 for (auto& [name, v] : r.folded) {
+                    if (!base.find(name)) {
+                        const int64_t n = int64_t(v.size());
+                        cm->setFloatTensor(name, std::move(v), {n});
+                        continue;
+                    }
                     bt.get(name) = std::move(v);
                     bt.touch(name);
                 }

@@ -111,7 +111,7 @@ void validateWeight(const json& w, int rule) {
     if (!w.is_object()) fail(rule, "weight", "expected an object or null, got " + w.dump());
     checkKeys(w,
               {"bits", "format", "symmetric", "granularity", "group_size", "method", "damp",
-               "act_order", "block_size", "awq", "epochs", "lr", "let", "lr_let"},
+               "act_order", "block_size", "awq", "epochs", "lr", "let", "lr_let", "let_shift"},
               rule, "weight.");
     if (w.contains("damp")) numField(w["damp"], rule, "weight.damp", 1e-6, 1.0);
     if (w.contains("act_order")) boolField(w["act_order"], rule, "weight.act_order");
@@ -120,6 +120,7 @@ void validateWeight(const json& w, int rule) {
     if (w.contains("lr")) numField(w["lr"], rule, "weight.lr", 1e-7, 1.0);
     if (w.contains("let")) boolField(w["let"], rule, "weight.let");
     if (w.contains("lr_let")) numField(w["lr_let"], rule, "weight.lr_let", 1e-7, 1.0);
+    if (w.contains("let_shift")) boolField(w["let_shift"], rule, "weight.let_shift");
     if (w.contains("awq")) {
         const json& a = w["awq"];
         if (!a.is_object()) fail(rule, "weight.awq", "expected an object, got " + a.dump());

@@ -78,11 +78,16 @@ struct Norm {
     void apply(const float* x, float* out, int64_t nTok, int64_t n, int64_t ld) const {
         if (layer)
             kernels::layerNorm(x, w.data(), ptrOrNull(b), out, nTok, n, ld, eps);
-        else
+        else {
             kernels::rmsNorm(x, w.data(), out, nTok, n, ld, eps);
+            if (!b.empty())
+                for (int64_t t = 0; t < nTok; ++t)
+                    for (int64_t i = 0; i < n; ++i) out[t * ld + i] += b[size_t(i)];
+        }
     }
 };
-/// Binds norm `name` ([n], + name.bias for LayerNorm with biases) following the spec.
+/// Binds norm `name` ([n], + name.bias [n] whenever present: LayerNorm biases, or an RMSNorm
+/// bias added after the scale, e.g. OmniQuant's folded LET shift) following the spec.
 Norm bindNorm(const WeightSource& w, const ModelSpec& s, const std::string& name, int64_t n);
 
 } // namespace lcw::runtime

@@ -53,7 +53,7 @@ Norm bindNorm(const WeightSource& w, const ModelSpec& s, const std::string& name
     r.w = toFloat(requireTensor(w, name, {n}));
     if (s.normPlusOne)
         for (float& x : r.w) x += 1.0f;
-    if (r.layer) r.b = optionalVector(w, name + ".bias", n);
+    r.b = optionalVector(w, name + ".bias", n);
     return r;
 }
 
