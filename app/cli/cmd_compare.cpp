@@ -221,9 +221,7 @@ int cmdCompare(const std::vector<std::string>& argv) {
             "--top-k", "--top-p", "--recipe", "--preset", "--overlay", "--compare-model",
             "--width"},
            {"--quiet", "--json"});
-    const long long threads = a.getInt("--threads", 0);
-    if (threads < 0) throw UsageError{"--threads must be >= 0"};
-    if (threads > 0) omp_set_num_threads(int(threads));
+    applyThreads(a);
     const bool quiet = a.flag("--quiet");
     const auto prompt = a.get("--prompt");
     if (!prompt) throw UsageError{"--prompt TEXT is required"};
@@ -378,9 +376,7 @@ int cmdHiddenError(const std::vector<std::string>& argv) {
            {"--tokenizer", "--threads", "--text", "--ctx", "--chunks", "--recipe", "--preset",
             "--overlay", "--compare-model"},
            {"--quiet", "--json"});
-    const long long threads = a.getInt("--threads", 0);
-    if (threads < 0) throw UsageError{"--threads must be >= 0"};
-    if (threads > 0) omp_set_num_threads(int(threads));
+    applyThreads(a);
     const bool quiet = a.flag("--quiet");
     const std::string textPath = a.getOr("--text", stats::builtinCalibrationPath());
     PerplexityOptions po;

@@ -41,12 +41,6 @@ compress::Recipe recipeFromArgs(const Args& a) {
     throw UsageError{"--recipe R.json or --preset NAME is required"};
 }
 
-void applyThreadsOpt(const Args& a) {
-    const long long t = a.getInt("--threads", 0);
-    if (t < 0) throw UsageError{"--threads must be >= 0"};
-    if (t > 0) omp_set_num_threads(int(t));
-}
-
 std::unique_ptr<Model> openModelArg(const Args& a, size_t i, bool needTokenizer) {
     LoadOptions lo;
     lo.tokenizerPath = a.getOr("--tokenizer", "");
@@ -131,7 +125,7 @@ int cmdCompress(const std::vector<std::string>& argv) {
            {"--tokenizer", "--threads", "--recipe", "--preset", "--save", "--calib", "--samples",
             "--seq-len"},
            {"--quiet", "--json"});
-    applyThreadsOpt(a);
+    applyThreads(a);
     const compress::Recipe recipe = recipeFromArgs(a);
     auto model = openModelArg(a, 0, a.has("--calib"));
     const auto cal = calibrationFromArgs(*model, a);

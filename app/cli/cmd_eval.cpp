@@ -288,9 +288,7 @@ int cmdEval(const std::vector<std::string>& argv) {
                   "--tasks-dir", "--speed-tokens", "--results", "--calib",   "--samples",
                   "--seq-len"},
            {"--quiet", "--json", "--no-record"});
-    const long long threads = a.getInt("--threads", 0);
-    if (threads < 0) throw UsageError{"--threads must be >= 0"};
-    if (threads > 0) omp_set_num_threads(int(threads));
+    applyThreads(a);
     const bool quiet = a.flag("--quiet");
     // Without --text: the bundled evaluation text (the same file calibration defaults to).
     const std::string textPath = a.getOr("--text", stats::builtinCalibrationPath());

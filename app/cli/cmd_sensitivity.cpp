@@ -51,9 +51,7 @@ struct EvalSetup {
 };
 
 EvalSetup setup(const Args& a) {
-    const long long threads = a.getInt("--threads", 0);
-    if (threads < 0) throw UsageError{"--threads must be >= 0"};
-    if (threads > 0) omp_set_num_threads(int(threads));
+    applyThreads(a);
     EvalSetup s;
     s.textPath = a.getOr("--text", stats::builtinCalibrationPath());
     s.po.ctx = a.getInt("--ctx", 256);

@@ -24,9 +24,7 @@ int cmdStats(const std::vector<std::string>& argv) {
            {"--tokenizer", "--threads", "--calib", "--samples", "--seq-len", "--out", "--bits",
             "--group", "--top", "--hist-bins"},
            {"--quiet", "--json", "--sym", "--force", "--no-activations", "--no-weights"});
-    const long long threads = a.getInt("--threads", 0);
-    if (threads < 0) throw UsageError{"--threads must be >= 0"};
-    if (threads > 0) omp_set_num_threads(int(threads));
+    applyThreads(a);
 
     stats::StatsOptions so;
     so.weights = !a.flag("--no-weights");

@@ -34,12 +34,6 @@ std::set<std::string> with(std::set<std::string> base, std::initializer_list<std
     return base;
 }
 
-void applyThreads(const Args& a) {
-    const long long t = a.getInt("--threads", 0);
-    if (t < 0) throw UsageError{"--threads must be >= 0"};
-    if (t > 0) omp_set_num_threads(int(t));
-}
-
 std::unique_ptr<Model> openModel(const Args& a, bool needTokenizer) {
     LoadOptions lo;
     lo.tokenizerPath = a.getOr("--tokenizer", "");
@@ -514,6 +508,12 @@ int cmdSynth(const std::vector<std::string>& argv) {
         std::printf("wrote %s (%s, %s) in %.1f s\n", out->c_str(),
                     a.getOr("--shape", "tinyllama-1.1b").c_str(), dt.c_str(), secs);
     return 0;
+}
+
+void applyThreads(const Args& a) {
+    const long long t = a.getInt("--threads", 0);
+    if (t < 0) throw UsageError{"--threads must be >= 0"};
+    if (t > 0) omp_set_num_threads(int(t));
 }
 
 } // namespace lcw::cli

@@ -40,6 +40,8 @@ int cmdResults(const std::vector<std::string>& args);
 /// The weights the evaluation commands run on: `model` itself, or an overlay from
 /// --recipe R.json / --preset NAME (compressed now) / --overlay DIR (loaded). Never null.
 std::unique_ptr<WeightSource> applyRecipeOptions(const Model& model, const Args& a);
+/// --threads N (0 or absent: OpenMP's default); UsageError when negative.
+void applyThreads(const Args& a);
 /// --calib FILE [--samples N] [--seq-len L] (commands that accept them); null without --calib.
 std::unique_ptr<compress::CalibrationSet> calibrationFromArgs(const Model& model, const Args& a);
 
