@@ -218,8 +218,8 @@ std::vector<ConfigSource> loadConfigSources(const Model& model, const Args& a, b
 int cmdCompare(const std::vector<std::string>& argv) {
     Args a(argv,
            {"--tokenizer", "--threads", "--prompt", "--max-tokens", "--temperature", "--seed",
-            "--top-k", "--top-p", "--recipe", "--preset", "--overlay", "--compare-model",
-            "--width"},
+            "--top-k", "--top-p", "--recipe", "--preset", "--overlay", "--compare-model", "--calib",
+            "--samples", "--seq-len", "--width"},
            {"--quiet", "--json"});
     applyThreads(a);
     const bool quiet = a.flag("--quiet");
@@ -245,7 +245,8 @@ int cmdCompare(const std::vector<std::string>& argv) {
     auto model =
         Model::load(a.positional(0, "MODEL (a Hugging Face folder, .gguf or llama2.c .bin)"), lo);
     const Tokenizer& tk = model->tokenizer();
-    auto cols = loadConfigSources(*model, a, quiet);
+    const auto cal = calibrationFromArgs(*model, a);
+    auto cols = loadConfigSources(*model, a, quiet, cal.get());
     const auto promptIds = tk.encode(*prompt, true);
 
     std::vector<DivergenceConfig> configs;
@@ -374,7 +375,7 @@ int cmdCompare(const std::vector<std::string>& argv) {
 int cmdHiddenError(const std::vector<std::string>& argv) {
     Args a(argv,
            {"--tokenizer", "--threads", "--text", "--ctx", "--chunks", "--recipe", "--preset",
-            "--overlay", "--compare-model"},
+            "--overlay", "--compare-model", "--calib", "--samples", "--seq-len"},
            {"--quiet", "--json"});
     applyThreads(a);
     const bool quiet = a.flag("--quiet");
@@ -392,7 +393,8 @@ int cmdHiddenError(const std::vector<std::string>& argv) {
         Model::load(a.positional(0, "MODEL (a Hugging Face folder, .gguf or llama2.c .bin)"), lo);
     po.bosId = model->tokenizer().bosId();
     const auto tokens = model->tokenizer().encode(readTextFile(textPath), true);
-    auto cols = loadConfigSources(*model, a, quiet);
+    const auto cal = calibrationFromArgs(*model, a);
+    auto cols = loadConfigSources(*model, a, quiet, cal.get());
     std::vector<DivergenceConfig> configs;
     for (const auto& c : cols) configs.push_back({c.name, c.weights()});
     TerminalProgress progress("hidden-error", !quiet);
