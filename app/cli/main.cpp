@@ -39,11 +39,13 @@ commands:
   results show ID [--results FILE] [--json]
                                            re-print a recorded evaluation's table
   compare MODEL (--recipe R.json|--preset P|--overlay DIR|--compare-model FILE ...) --prompt TEXT
-          [--max-tokens 64] [--temperature T --seed S] [--top-k K] [--top-p P] [--width W] [--json]
+          [--max-tokens 64] [--temperature T --seed S] [--top-k K] [--top-p P] [--width W]
+          [--calib FILE [--samples N] [--seq-len L]] [--json]
                                            generations side by side: divergence point, log-probs,
                                            per-token KLD along the baseline's text
   hidden-error MODEL (--recipe|--preset|--overlay|--compare-model ...) [--text FILE] [--ctx 256]
-          [--chunks 8] [--json]            per-block hidden-state relative error and cosine
+          [--chunks 8] [--calib FILE] [--json]
+                                           per-block hidden-state relative error and cosine
   sensitivity MODEL --scheme PRESET[,PRESET...] [--granularity layer|block] [--text FILE]
           [--ctx 256] [--chunks 8] [--top N] [--out SCAN.json] [--json]
                                            quantise one layer (block) at a time, rank by KLD
