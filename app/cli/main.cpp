@@ -56,8 +56,10 @@ commands:
   stats MODEL [--calib FILE] [--samples N] [--seq-len L] [--out stats.h5] [--bits B] [--group G] [--json]
                                            weight/activation/KV outlier statistics (HDF5) + layer ranking
   compress MODEL (--recipe R.json | --preset NAME) [--calib FILE] [--samples N] [--seq-len L]
-           [--save OVERLAY] [--json]       quantise weights by a recipe (RTN, GGUF, GPTQ, AWQ,
-                                           SmoothQuant; --calib for the calibrated methods):
+           [--save OVERLAY] [--json]       compress by a recipe (RTN, GGUF, GPTQ, AWQ,
+                                           SmoothQuant, OmniQuant, activation/KV quantisation,
+                                           pruning, N:M, low-rank, structured pruning; --calib
+                                           for the calibrated methods):
                                            per-layer bits, MSE, SQNR, output error, time, totals
   recipe presets [--json]                  list the built-in recipes
   recipe check R.json [MODEL] [--json]     validate a recipe; with MODEL also the matched layers
