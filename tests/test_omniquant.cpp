@@ -18,6 +18,7 @@
 
 #include <QtTest>
 
+#include <array>
 #include <cmath>
 #include <fstream>
 #include <random>
@@ -32,10 +33,14 @@ std::string demoModel() {
     return lcwtest::demoModelPath();
 }
 
-MatD toMat(const std::vector<float>& v, int64_t dim) {
-    MatD m(int64_t(v.size()) / dim, dim);
+MatD matOf(const std::vector<float>& v, int64_t rows, int64_t cols) {
+    MatD m(rows, cols);
     for (int64_t i = 0; i < m.size(); ++i) m.data()[i] = v[size_t(i)];
     return m;
+}
+
+MatD toMat(const std::vector<float>& v, int64_t dim) {
+    return matOf(v, int64_t(v.size()) / dim, dim);
 }
 
 WeightSettings intSettings(int bits, bool sym, Granularity g, int64_t group) {
@@ -64,11 +69,46 @@ double blockMse(const ModelSpec& spec, int layer, const BlockWeights& fw, const 
     return sum / double(in.size());
 }
 
-MatD matOf(const std::vector<float>& v, int64_t rows, int64_t cols) {
-    MatD m(rows, cols);
-    for (int64_t i = 0; i < m.size(); ++i) m.data()[i] = v[size_t(i)];
-    return m;
-}
+/// The LET gradient checks' loss L = sum(block(folded + M) ∘ R) on inputs X: M, a fixed additive
+/// perturbation of the folded weights, stands in for the quantisation error and breaks the
+/// equivalence (else the gradients vanish).
+struct LetGradCase {
+    MatD X, R;
+    std::array<MatD, 7> M;
+    /// X and R (T × dim) and M are drawn in this order from `nd` over `rng`.
+    LetGradCase(const BlockWeights& bw, int64_t T, int64_t dim, std::mt19937& rng,
+                std::normal_distribution<double>& nd) {
+        X.resize(T, dim);
+        R.resize(T, dim);
+        for (int64_t i = 0; i < X.size(); ++i) X.data()[i] = nd(rng), R.data()[i] = nd(rng);
+        for (int i = 0; i < 7; ++i) {
+            M[size_t(i)] = MatD(bw.w[size_t(i)].rows(), bw.w[size_t(i)].cols());
+            for (int64_t k = 0; k < M[size_t(i)].size(); ++k)
+                M[size_t(i)].data()[k] = 0.02 * nd(rng);
+        }
+    }
+    BlockWeights perturbed(const BlockWeights& f) const {
+        BlockWeights q = f;
+        for (int i = 0; i < 7; ++i) q.w[size_t(i)] = f.w[size_t(i)] + M[size_t(i)];
+        return q;
+    }
+    double loss(const LlamaBlock& blk, const BlockWeights& folded) const {
+        MatD y;
+        blk.forward(perturbed(folded), X, y, nullptr);
+        return (y.array() * R.array()).sum();
+    }
+    /// Analytic weight/norm gradients of the loss at `folded`.
+    BlockGrads grads(const LlamaBlock& blk, const BlockWeights& folded) const {
+        const BlockWeights q = perturbed(folded);
+        LlamaBlock::Cache c;
+        MatD y;
+        blk.forward(q, X, y, &c);
+        BlockGrads g;
+        g.zeroLike(q);
+        blk.backward(q, c, R, g);
+        return g;
+    }
+};
 
 } // namespace
 
@@ -256,9 +296,7 @@ private slots:
     }
 
     void letGradientMatchesFiniteDifferences() {
-        // L(t) = sum(block(fold(W, e^t) + N) ∘ R): N, a fixed additive perturbation of the
-        // folded weights, stands in for the quantisation error and breaks the equivalence
-        // (else dL/dt = 0).
+        // L(t) = sum(block(fold(W, e^t) + N) ∘ R), see LetGradCase.
         auto m = Model::load(demoModel());
         const ModelSpec& spec = m->spec();
         const int layer = 1;
@@ -266,35 +304,13 @@ private slots:
         std::mt19937 rng(11);
         std::normal_distribution<double> nd(0.0, 1.0);
         const int64_t T = 6;
-        MatD X(T, spec.dim), R(T, spec.dim);
-        for (int64_t i = 0; i < X.size(); ++i) X.data()[i] = nd(rng), R.data()[i] = nd(rng);
-        std::array<MatD, 7> M;
-        for (int i = 0; i < 7; ++i) {
-            M[size_t(i)] = MatD(bw.w[size_t(i)].rows(), bw.w[size_t(i)].cols());
-            for (int64_t k = 0; k < M[size_t(i)].size(); ++k)
-                M[size_t(i)].data()[k] = 0.02 * nd(rng);
-        }
+        const LetGradCase lc(bw, T, spec.dim, rng, nd);
         Eigen::VectorXd tA(spec.dim), tM(spec.dim);
         for (int64_t j = 0; j < spec.dim; ++j) tA(j) = 0.3 * nd(rng), tM(j) = 0.3 * nd(rng);
         const LlamaBlock blk(spec, layer, T);
-        auto perturbed = [&](const BlockWeights& f) {
-            BlockWeights q = f;
-            for (int i = 0; i < 7; ++i) q.w[size_t(i)] = f.w[size_t(i)] + M[size_t(i)];
-            return q;
-        };
-        auto loss = [&]() {
-            MatD y;
-            blk.forward(perturbed(foldLet(bw, tA.array().exp(), tM.array().exp())), X, y, nullptr);
-            return (y.array() * R.array()).sum();
-        };
+        auto loss = [&]() { return lc.loss(blk, foldLet(bw, tA.array().exp(), tM.array().exp())); };
         const BlockWeights f = foldLet(bw, tA.array().exp(), tM.array().exp());
-        const BlockWeights q = perturbed(f);
-        LlamaBlock::Cache c;
-        MatD y;
-        blk.forward(q, X, y, &c);
-        BlockGrads g;
-        g.zeroLike(q);
-        blk.backward(q, c, R, g);
+        const BlockGrads g = lc.grads(blk, f);
         Eigen::VectorXd gA = Eigen::VectorXd::Zero(spec.dim), gM = gA;
         letGrads(f, g, gA, gM);
         const double eps = 1e-5;
@@ -387,8 +403,7 @@ private slots:
     }
 
     void letShiftGradientMatchesFiniteDifferences() {
-        // L(t, δ) = sum(block(fold(W, e^t, δ) + N) ∘ R), N as in
-        // letGradientMatchesFiniteDifferences.
+        // L(t, δ) = sum(block(fold(W, e^t, δ) + N) ∘ R), see LetGradCase.
         auto m = Model::load(demoModel());
         const ModelSpec& spec = m->spec();
         const int layer = 3;
@@ -396,41 +411,19 @@ private slots:
         std::mt19937 rng(13);
         std::normal_distribution<double> nd(0.0, 1.0);
         const int64_t T = 6;
-        MatD X(T, spec.dim), R(T, spec.dim);
-        for (int64_t i = 0; i < X.size(); ++i) X.data()[i] = nd(rng), R.data()[i] = nd(rng);
-        std::array<MatD, 7> M;
-        for (int i = 0; i < 7; ++i) {
-            M[size_t(i)] = MatD(bw.w[size_t(i)].rows(), bw.w[size_t(i)].cols());
-            for (int64_t k = 0; k < M[size_t(i)].size(); ++k)
-                M[size_t(i)].data()[k] = 0.02 * nd(rng);
-        }
+        const LetGradCase lc(bw, T, spec.dim, rng, nd);
         Eigen::VectorXd tA(spec.dim), tM(spec.dim), dA(spec.dim), dM(spec.dim);
         for (int64_t j = 0; j < spec.dim; ++j) {
             tA(j) = 0.3 * nd(rng), tM(j) = 0.3 * nd(rng);
             dA(j) = 0.3 * nd(rng), dM(j) = 0.3 * nd(rng);
         }
         const LlamaBlock blk(spec, layer, T);
-        auto perturbed = [&](const BlockWeights& f) {
-            BlockWeights q = f;
-            for (int i = 0; i < 7; ++i) q.w[size_t(i)] = f.w[size_t(i)] + M[size_t(i)];
-            return q;
-        };
         auto fold = [&]() {
             return foldLet(bw, tA.array().exp().matrix(), tM.array().exp().matrix(), dA, dM);
         };
-        auto loss = [&]() {
-            MatD y;
-            blk.forward(perturbed(fold()), X, y, nullptr);
-            return (y.array() * R.array()).sum();
-        };
+        auto loss = [&]() { return lc.loss(blk, fold()); };
         const BlockWeights f = fold();
-        const BlockWeights q = perturbed(f);
-        LlamaBlock::Cache c;
-        MatD y;
-        blk.forward(q, X, y, &c);
-        BlockGrads g;
-        g.zeroLike(q);
-        blk.backward(q, c, R, g);
+        const BlockGrads g = lc.grads(blk, f);
         Eigen::VectorXd gA = Eigen::VectorXd::Zero(spec.dim), gM = gA, gdA = gA, gdM = gA;
         letGrads(f, g, gA, gM);
         letShiftGrads(f, g, tA.array().exp().matrix(), tM.array().exp().matrix(), gdA, gdM);
