@@ -1,8 +1,8 @@
 #include "core/project/project.h"
 
+#include "core/stats/h5_util.h"
+
 #include <H5Cpp.h>
-#include <fcntl.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <ctime>
@@ -10,20 +10,13 @@
 
 namespace lcw::project {
 
+using h5::putInt;
+using h5::putStr;
+
 namespace {
 
 const char* kFormat = "lcw-project";
 
-void putStr(H5::H5Object& o, const std::string& name, const std::string& v) {
-    H5::StrType st(H5::PredType::C_S1, H5T_VARIABLE);
-    H5::Attribute a = o.createAttribute(name, st, H5::DataSpace(H5S_SCALAR));
-    a.write(st, v);
-}
-void putInt(H5::H5Object& o, const std::string& name, int64_t v) {
-    H5::Attribute a =
-        o.createAttribute(name, H5::PredType::NATIVE_INT64, H5::DataSpace(H5S_SCALAR));
-    a.write(H5::PredType::NATIVE_INT64, &v);
-}
 std::string getStr(const H5::H5Object& o, const std::string& name) {
     H5::Attribute a = o.openAttribute(name);
     H5::StrType st(H5::PredType::C_S1, H5T_VARIABLE);
@@ -97,43 +90,22 @@ std::string utcNow() {
 } // namespace
 
 void save(const std::string& path, const Project& p) {
-    const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-    try {
-        {
-            H5::Exception::dontPrint();
-            H5::H5File f(tmp, H5F_ACC_TRUNC);
-            H5::Group root = f.openGroup("/");
-            putStr(root, "format", kFormat);
-            putInt(root, "version", Project::kVersion);
-            putStr(root, "model_path", p.modelPath);
-            putStr(root, "model_fingerprint", p.modelFingerprint);
-            putStr(root, "saved_utc", utcNow());
-            H5::Group stats = root.createGroup("statistics");
-            putStr(stats, "name", p.statsName);
-            putBytes(stats, "file", p.statsFile.data(), p.statsFile.size());
-            putList(root, "recipes", p.recipes);
-            putList(root, "results", p.results);
-            putBytes(root, "ui_state", p.uiState.data(), p.uiState.size());
-            // Written last: a file without it is incomplete.
-            putInt(root, "complete", 1);
-        }
-        const int fd = ::open(tmp.c_str(), O_RDONLY);
-        if (fd >= 0) {
-            ::fsync(fd);
-            ::close(fd);
-        }
-        std::error_code ec;
-        std::filesystem::rename(tmp, path, ec);
-        if (ec) throw Error(path + ": cannot rename temporary file into place: " + ec.message());
-    } catch (const H5::Exception& e) {
-        std::error_code ec;
-        std::filesystem::remove(tmp, ec);
-        throw Error(path + ": cannot write project: " + e.getDetailMsg());
-    } catch (...) {
-        std::error_code ec;
-        std::filesystem::remove(tmp, ec);
-        throw;
-    }
+    h5::writeFileAtomically(path, "project", [&](H5::H5File& f) {
+        H5::Group root = f.openGroup("/");
+        putStr(root, "format", kFormat);
+        putInt(root, "version", Project::kVersion);
+        putStr(root, "model_path", p.modelPath);
+        putStr(root, "model_fingerprint", p.modelFingerprint);
+        putStr(root, "saved_utc", utcNow());
+        H5::Group stats = root.createGroup("statistics");
+        putStr(stats, "name", p.statsName);
+        putBytes(stats, "file", p.statsFile.data(), p.statsFile.size());
+        putList(root, "recipes", p.recipes);
+        putList(root, "results", p.results);
+        putBytes(root, "ui_state", p.uiState.data(), p.uiState.size());
+        // Written last: a file without it is incomplete.
+        putInt(root, "complete", 1);
+    });
 }
 
 Project load(const std::string& path) {

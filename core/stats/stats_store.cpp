@@ -1,10 +1,10 @@
 #include "core/stats/stats_store.h"
 
+#include "core/stats/h5_util.h"
+
 #include "core/common/error.h"
 
 #include <H5Cpp.h>
-#include <fcntl.h>
-#include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -25,25 +25,14 @@ const TensorStats* StatsReport::findActivation(const std::string& name) const {
 
 namespace {
 
+using h5::putDouble;
+using h5::putInt;
+using h5::putStr;
+
 const char* kFormat = "lcw-stats";
 
 // ------------------------------------------------------------------------------- writing
 
-void putStr(H5::H5Object& o, const std::string& name, const std::string& v) {
-    H5::StrType st(H5::PredType::C_S1, H5T_VARIABLE);
-    H5::Attribute a = o.createAttribute(name, st, H5::DataSpace(H5S_SCALAR));
-    a.write(st, v);
-}
-void putDouble(H5::H5Object& o, const std::string& name, double v) {
-    H5::Attribute a =
-        o.createAttribute(name, H5::PredType::NATIVE_DOUBLE, H5::DataSpace(H5S_SCALAR));
-    a.write(H5::PredType::NATIVE_DOUBLE, &v);
-}
-void putInt(H5::H5Object& o, const std::string& name, int64_t v) {
-    H5::Attribute a =
-        o.createAttribute(name, H5::PredType::NATIVE_INT64, H5::DataSpace(H5S_SCALAR));
-    a.write(H5::PredType::NATIVE_INT64, &v);
-}
 void putIntArrayAttr(H5::H5Object& o, const std::string& name, const std::vector<int64_t>& v) {
     hsize_t d = v.size();
     H5::Attribute a = o.createAttribute(name, H5::PredType::NATIVE_INT64, H5::DataSpace(1, &d));
@@ -265,75 +254,54 @@ StatsReport readFile(const std::string& path, bool headerOnly) {
 } // namespace
 
 void StatsStore::save(const std::string& path, const StatsReport& r) {
-    H5::Exception::dontPrint();
-    const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-    try {
-        {
-            H5::H5File f(tmp, H5F_ACC_TRUNC);
-            putStr(f, "format", kFormat);
-            putInt(f, "schema_version", kStatsSchemaVersion);
-            putStr(f, "lcw_version", r.lcwVersion);
-            putStr(f, "created_utc", r.createdUtc);
-            putStr(f, "model_path", r.modelPath);
-            putStr(f, "model_fingerprint", r.modelFingerprint);
-            putStr(f, "stats_key", r.statsKey);
-            putInt(f, "has_weights", r.hasWeights);
-            putInt(f, "has_activations", r.hasActivations);
-            H5::Group m = f.createGroup("model");
-            putStr(m, "arch", r.arch);
-            putInt(m, "n_layers", r.nLayers);
-            putInt(m, "dim", r.dim);
-            putInt(m, "n_heads", r.nHeads);
-            putInt(m, "n_kv_heads", r.nKvHeads);
-            putInt(m, "head_dim", r.headDim);
-            putInt(m, "hidden", r.hidden);
-            putInt(m, "vocab", r.vocab);
-            H5::Group o = f.createGroup("options");
-            putStr(o, "previews", previewList(r.previews));
-            putInt(o, "hist_bins", r.histBins);
-            putDouble(o, "hist_sigma", r.histSigma);
-            if (r.hasActivations) {
-                H5::Group c = f.createGroup("calibration");
-                putStr(c, "source", r.calibration.source);
-                putInt(c, "builtin", r.calibration.builtin);
-                putStr(c, "sha256", r.calibration.sha256);
-                putInt(c, "samples", r.calibration.samples);
-                putInt(c, "seq_len", r.calibration.seqLen);
-                putInt(c, "tokens", r.calibration.tokens);
-                putInt(c, "text_tokens", r.calibration.textTokens);
-            }
-            for (const char* grp : {"weights", "activations"}) {
-                const auto& list = std::string(grp) == "weights" ? r.weights : r.activations;
-                H5::Group g = f.createGroup(grp);
-                std::string order;
-                for (auto& t : list) {
-                    writeTensor(g, t);
-                    order += t.name + "\n";
-                }
-                putStr(g, "order", order);
-            }
-            H5::Group s = f.createGroup("summary");
-            putStr(s, "json", r.summaryJson);
-            // Marked complete last: a file cut short by a crash mid-write never reads as valid.
-            putInt(f, "complete", 1);
-            f.close();
+    h5::writeFileAtomically(path, "statistics", [&](H5::H5File& f) {
+        putStr(f, "format", kFormat);
+        putInt(f, "schema_version", kStatsSchemaVersion);
+        putStr(f, "lcw_version", r.lcwVersion);
+        putStr(f, "created_utc", r.createdUtc);
+        putStr(f, "model_path", r.modelPath);
+        putStr(f, "model_fingerprint", r.modelFingerprint);
+        putStr(f, "stats_key", r.statsKey);
+        putInt(f, "has_weights", r.hasWeights);
+        putInt(f, "has_activations", r.hasActivations);
+        H5::Group m = f.createGroup("model");
+        putStr(m, "arch", r.arch);
+        putInt(m, "n_layers", r.nLayers);
+        putInt(m, "dim", r.dim);
+        putInt(m, "n_heads", r.nHeads);
+        putInt(m, "n_kv_heads", r.nKvHeads);
+        putInt(m, "head_dim", r.headDim);
+        putInt(m, "hidden", r.hidden);
+        putInt(m, "vocab", r.vocab);
+        H5::Group o = f.createGroup("options");
+        putStr(o, "previews", previewList(r.previews));
+        putInt(o, "hist_bins", r.histBins);
+        putDouble(o, "hist_sigma", r.histSigma);
+        if (r.hasActivations) {
+            H5::Group c = f.createGroup("calibration");
+            putStr(c, "source", r.calibration.source);
+            putInt(c, "builtin", r.calibration.builtin);
+            putStr(c, "sha256", r.calibration.sha256);
+            putInt(c, "samples", r.calibration.samples);
+            putInt(c, "seq_len", r.calibration.seqLen);
+            putInt(c, "tokens", r.calibration.tokens);
+            putInt(c, "text_tokens", r.calibration.textTokens);
         }
-        const int fd = ::open(tmp.c_str(), O_RDONLY);
-        if (fd >= 0) {
-            ::fsync(fd);
-            ::close(fd);
+        for (const char* grp : {"weights", "activations"}) {
+            const auto& list = std::string(grp) == "weights" ? r.weights : r.activations;
+            H5::Group g = f.createGroup(grp);
+            std::string order;
+            for (auto& t : list) {
+                writeTensor(g, t);
+                order += t.name + "\n";
+            }
+            putStr(g, "order", order);
         }
-        std::error_code ec;
-        std::filesystem::rename(tmp, path, ec);
-        if (ec) throw Error(path + ": cannot rename temporary file into place: " + ec.message());
-    } catch (const H5::Exception& e) {
-        std::filesystem::remove(tmp);
-        throw Error(path + ": cannot write statistics (HDF5: " + e.getDetailMsg() + ")");
-    } catch (...) {
-        std::error_code ec;
-        std::filesystem::remove(tmp, ec);
-        throw;
-    }
+        H5::Group s = f.createGroup("summary");
+        putStr(s, "json", r.summaryJson);
+        // Marked complete last: a file cut short by a crash mid-write never reads as valid.
+        putInt(f, "complete", 1);
+    });
 }
 
 StatsReport StatsStore::load(const std::string& path) {
