@@ -14,6 +14,10 @@
 
 namespace lcw {
 
+namespace {
+constexpr int kMaxBars = 64; ///< more entries are drawn as one filled step outline
+} // namespace
+
 ChannelProfilePlot::ChannelProfilePlot(QWidget* parent)
     : QWidget(parent), m_plot(new QCustomPlot(this)) {
     embedPlotWithTitle(m_plot, this);
@@ -89,30 +93,33 @@ void ChannelProfilePlot::rebuild() {
                          [this](int a, int b) { return m_values[a] > m_values[b]; });
     m_plot->xAxis->setLabel(m_sorted ? tr("rank (largest first) of %1").arg(m_xLabel) : m_xLabel);
 
+    // Bars in drawing order; the outliers again as a second series in the warning colour. With
+    // many entries both are filled step outlines (see addBarSeries) and the outlier series is
+    // zero at the other positions, so each keeps its place.
+    const bool steps = n > kMaxBars;
     QVector<double> keys, vals, okeys, ovals;
     for (int p = 0; p < n; ++p) {
         const double v = m_values[m_order[p]];
         const bool outlier = m_threshold && v >= *m_threshold;
-        (outlier ? okeys : keys) << double(p);
-        (outlier ? ovals : vals) << v;
+        if (steps || !outlier) {
+            keys << double(p);
+            vals << v;
+        }
+        if (outlier || steps) {
+            okeys << double(p);
+            ovals << (outlier ? v : 0.0);
+        }
     }
-    auto addBars = [&](const QVector<double>& k, const QVector<double>& v, const QColor& c,
-                       const QString& name) {
-        auto* bars = new QCPBars(m_plot->xAxis, m_plot->yAxis);
-        bars->setWidthType(QCPBars::wtPlotCoords);
-        bars->setWidth(n > 200 ? 1.0 : 0.8);
-        QColor fill = c;
-        fill.setAlpha(210);
-        bars->setBrush(fill);
-        bars->setPen(n > 120 ? QPen(Qt::NoPen) : QPen(c.darker(125), 1));
-        bars->setData(k, v, true);
-        bars->setName(name);
-        return bars;
-    };
+    QColor fill = colors[0], ofill = colors[3];
+    fill.setAlpha(210);
+    ofill.setAlpha(230);
+    const int nOutliers = int(outliers().size());
     if (n > 0) {
-        addBars(keys, vals, colors[0], tr("abs-max"));
-        if (!okeys.isEmpty())
-            addBars(okeys, ovals, colors[3], tr("outliers (%1)").arg(okeys.size()));
+        addBarSeries(m_plot->xAxis, m_plot->yAxis, keys, vals, 1.0, fill, 0.0, kMaxBars)
+            ->setName(tr("abs-max"));
+        if (nOutliers > 0)
+            addBarSeries(m_plot->xAxis, m_plot->yAxis, okeys, ovals, 1.0, ofill, 0.0, kMaxBars)
+                ->setName(tr("outliers (%1)").arg(nOutliers));
     }
     if (m_threshold) {
         QColor c = colors[3];

@@ -76,7 +76,7 @@ void HistogramPlot::setLogCount(bool on) {
 void HistogramPlot::rebuild() {
     m_plot->clearPlottables();
     m_plot->clearItems();
-    m_bars = nullptr;
+    m_series = nullptr;
     const QVector<QColor> colors = seriesColors(palette());
     const int n = int(m_counts.size());
     const double width = n > 0 ? (m_hi - m_lo) / n : 1.0;
@@ -90,20 +90,15 @@ void HistogramPlot::rebuild() {
     }
 
     if (n > 0) {
-        m_bars = new QCPBars(m_plot->xAxis, m_plot->yAxis);
-        m_bars->setWidthType(QCPBars::wtPlotCoords);
-        m_bars->setWidth(width);
         QColor fill = colors[0];
         fill.setAlpha(200);
-        m_bars->setBrush(fill);
-        m_bars->setPen(n > 120 ? QPen(Qt::NoPen) : QPen(colors[0].darker(125), 1));
-        // On a log axis bars start just under one count so single counts stay visible.
-        m_bars->setBaseValue(m_log ? 0.5 : 0.0);
-        m_bars->setName(tr("count"));
-        m_bars->removeFromLegend();
         QVector<double> keys(n);
         for (int i = 0; i < n; ++i) keys[i] = m_lo + (i + 0.5) * width;
-        m_bars->setData(keys, m_counts, true);
+        // On a log axis bars start just under one count so single counts stay visible.
+        m_series = addBarSeries(m_plot->xAxis, m_plot->yAxis, keys, m_counts, width, fill,
+                                m_log ? 0.5 : 0.0);
+        m_series->setName(tr("count"));
+        m_series->removeFromLegend();
     }
     if (!m_markers.isEmpty()) {
         QColor c = colors[3];

@@ -8,7 +8,7 @@
 #include <QWidget>
 
 class QCustomPlot;
-class QCPBars;
+class QCPAbstractPlottable;
 class QEvent;
 class QMouseEvent;
 
@@ -57,7 +57,7 @@ private:
     void onMouseMove(QMouseEvent* event);
 
     QCustomPlot* m_plot;
-    QCPBars* m_bars = nullptr;
+    QCPAbstractPlottable* m_series = nullptr;
     QString m_title, m_markerLabel;
     QVector<double> m_counts, m_markers;
     double m_lo = 0, m_hi = 1;

@@ -5,8 +5,12 @@
 #include <QFileInfo>
 #include <QMenu>
 #include <QMessageBox>
+#include <QPointer>
 #include <QVBoxLayout>
 #include <qcustomplot.h>
+
+#include <algorithm>
+#include <cmath>
 #ifdef LCW_HAVE_SVG
 #include <QSvgGenerator>
 #endif
@@ -114,6 +118,46 @@ void installPlotInteractions(QCustomPlot* plot, QWidget* owner, std::function<QS
                          addExportActions(menu, plot, owner, baseName ? baseName() : QString());
                          menu.exec(plot->mapToGlobal(pos));
                      });
+}
+
+QCPAbstractPlottable* addBarSeries(QCPAxis* keyAxis, QCPAxis* valueAxis, const QVector<double>& keys,
+                                   const QVector<double>& values, double width, const QColor& color,
+                                   double base, int maxBars) {
+    const int n = int(std::min(keys.size(), values.size()));
+    if (n <= maxBars) {
+        auto* bars = new QCPBars(keyAxis, valueAxis);
+        bars->setWidthType(QCPBars::wtPlotCoords);
+        bars->setWidth(n > 24 ? width : width * 0.8);
+        bars->setBrush(color);
+        bars->setPen(n > 24 ? QPen(Qt::NoPen) : QPen(color.darker(125), 1));
+        bars->setAntialiasedFill(false);
+        bars->setBaseValue(base);
+        bars->setData(keys.mid(0, n), values.mid(0, n), true);
+        return bars;
+    }
+    // Impulses (vertical lines from the base) whose pen is as wide as one entry on screen, so
+    // they read as bars at any zoom; adaptive sampling keeps about one line per pixel column.
+    auto* g = new QCPGraph(keyAxis, valueAxis);
+    g->setLineStyle(QCPGraph::lsImpulse);
+    g->setAdaptiveSampling(true);
+    g->setAntialiased(false);
+    QVector<double> v(n);
+    for (int i = 0; i < n; ++i) v[i] = std::isfinite(values[i]) ? std::max(values[i], base) : base;
+    g->setData(keys.mid(0, n), v, true);
+    QPointer<QCPGraph> guard(g);
+    QCustomPlot* plot = keyAxis->parentPlot();
+    auto fitPen = [guard, keyAxis, width, color] {
+        if (!guard) return;
+        const double px = std::abs(keyAxis->coordToPixel(width) - keyAxis->coordToPixel(0.0));
+        // Narrow entries touch (a solid area, like bars without gaps); wider ones keep a gap.
+        const double w = px < 3.0 ? std::ceil(px) : std::floor(px * 0.85);
+        QPen pen(color, std::clamp(w, 1.0, 64.0));
+        pen.setCapStyle(Qt::FlatCap);
+        guard->setPen(pen);
+    };
+    fitPen();
+    QObject::connect(plot, &QCustomPlot::beforeReplot, g, fitPen);
+    return g;
 }
 
 } // namespace lcw

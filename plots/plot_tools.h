@@ -2,10 +2,14 @@
 /// \file
 /// Interaction shared by the statistics plots: drag to pan, wheel to zoom, double-click to
 /// reset the view, a context menu that exports PNG/PDF, and hover tooltips.
+#include <QColor>
 #include <QString>
+#include <QVector>
 
 #include <functional>
 
+class QCPAbstractPlottable;
+class QCPAxis;
 class QCustomPlot;
 class QMenu;
 class QWidget;
@@ -37,5 +41,16 @@ void addExportActions(QMenu& menu, QCustomPlot* plot, QWidget* owner, const QStr
 /// ".svg"; SVG only when built with Qt Svg, see svgExportAvailable()). Size 0 means the widget's
 /// size. Returns false on failure.
 bool exportPlot(QCustomPlot* plot, const QString& path, int width = 0, int height = 0);
+
+/// Adds one value per key as bars: QCPBars (fill not antialiased: bars are axis-aligned) while
+/// there are at most `maxBars` of them, otherwise a single filled step outline (QCPGraph,
+/// lsStepCenter, filled down to the axis, adaptively sampled), which costs one polygon per
+/// replot instead of one per bar and looks the same once bars are a few pixels wide. Keys must
+/// be ascending and evenly spaced by `width`; zeros draw nothing in the step form, so a second
+/// series can highlight some entries by being zero elsewhere. `base` is where bars start (0, or
+/// just under one count on a log axis).
+QCPAbstractPlottable* addBarSeries(QCPAxis* keyAxis, QCPAxis* valueAxis, const QVector<double>& keys,
+                                   const QVector<double>& values, double width, const QColor& color,
+                                   double base = 0.0, int maxBars = 64);
 
 } // namespace lcw

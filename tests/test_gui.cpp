@@ -18,6 +18,7 @@
 #include "plots/heat_map_plot.h"
 #include "plots/histogram_plot.h"
 #include "plots/line_plot.h"
+#include "plots/plot_style.h"
 #include "plots/plot_tools.h"
 #include "plots/scatter_plot.h"
 #include "test_util.h"
@@ -43,6 +44,7 @@
 #include <QClipboard>
 #include <QDockWidget>
 #include <QDropEvent>
+#include <QEventLoop>
 #include <QFileInfo>
 #include <QJsonDocument>
 #include <QJsonObject>
@@ -53,6 +55,7 @@
 #include <QPushButton>
 #include <QSettings>
 #include <QSortFilterProxyModel>
+#include <QTimer>
 #include <QStandardPaths>
 #include <QTableView>
 #include <QTableWidget>
@@ -146,6 +149,25 @@ QString currentTensorName(lcw::MainWindow& w) {
     const QModelIndex cur = w.layerView()->currentIndex();
     if (!cur.isValid()) return {};
     return w.layerProxy()->index(cur.row(), lcw::LayerTableModel::Name).data().toString();
+}
+
+/// Runs the event loop for `ms` milliseconds, as the application's loop runs (no sleeping).
+void spinEventLoop(int ms) {
+    QEventLoop loop;
+    QTimer::singleShot(ms, &loop, &QEventLoop::quit);
+    loop.exec();
+}
+
+/// Runs the event loop until `done()` holds (checked every few milliseconds) or `timeoutMs`.
+template <class F>
+bool spinUntil(F done, int timeoutMs) {
+    QElapsedTimer t;
+    t.start();
+    while (!done()) {
+        if (t.elapsed() > timeoutMs) return false;
+        spinEventLoop(5);
+    }
+    return true;
 }
 
 } // namespace
@@ -477,6 +499,9 @@ private slots:
         QVERIFY(!w.model());
         QVERIFY(!w.isLoading());
         QVERIFY(w.recentFiles().isEmpty());
+        // The panels came up while loading; with no model they go again (the welcome page).
+        QVERIFY(!w.dock(lcw::MainWindow::Panel::Layers)->isVisible());
+        QVERIFY(w.centralWidget()->isVisibleTo(&w));
     }
 
     void mainWindowBadPathKeepsPreviousModel() {
@@ -877,6 +902,62 @@ private slots:
         QCOMPARE(m.colorMap()->data()->keySize(), 3);
         QCOMPARE(m.colorMap()->data()->valueSize(), 2);
         QVERIFY(m.exportImage(QString::fromStdString(dir + "/m.pdf"), 400, 300));
+    }
+
+    void denseProfileKeepsOutliersAndDrawsFast() {
+        // A TinyLlama MLP input has 5632 channels: far more than pixels. The profile must still
+        // show each outlier channel in the warning colour at its place, and a replot must stay
+        // cheap (one QCPBars polygon per channel took ~0.5 s here).
+        const int n = 5632, w = 900, h = 300;
+        QVector<double> v(n);
+        for (int i = 0; i < n; ++i) v[i] = 1.0 + 0.5 * double((i * 7919) % 97) / 97.0;
+        v[1000] = 9.0;
+        v[4000] = 8.0;
+        lcw::ChannelProfilePlot p;
+        p.resize(w, h);
+        p.show();
+        QVERIFY(QTest::qWaitForWindowExposed(&p));
+        p.setProfile(v, 4.0);
+        QCOMPARE(p.outliers(), (QVector<int>{1000, 4000}));
+        QCustomPlot* cp = p.plot();
+        cp->replot(QCustomPlot::rpImmediateRefresh);
+        QElapsedTimer t;
+        t.start();
+        for (int k = 0; k < 3; ++k) cp->replot(QCustomPlot::rpImmediateRefresh);
+        const double ms = double(t.nsecsElapsed()) * 1e-6 / 3;
+        QVERIFY2(ms < 40, qPrintable(QStringLiteral("replot %1 ms").arg(ms)));
+
+        const QImage img = cp->toPixmap(cp->width(), cp->height(), 1.0).toImage();
+        const QVector<QColor> colors = lcw::seriesColors(p.palette());
+        auto closer = [](const QColor& px, const QColor& a, const QColor& b) {
+            auto d = [&](const QColor& c) {
+                return std::abs(px.red() - c.red()) + std::abs(px.green() - c.green()) +
+                       std::abs(px.blue() - c.blue());
+            };
+            return d(a) < d(b);
+        };
+        auto pixelAt = [&](double key, double value, int dx = 0) {
+            return img.pixelColor(int(std::lround(cp->xAxis->coordToPixel(key))) + dx,
+                                  int(std::lround(cp->yAxis->coordToPixel(value))));
+        };
+        // Half-way up each outlier bar (a line one pixel wide, within a pixel of its channel's
+        // position): the warning colour; an ordinary channel: the series colour.
+        for (int i : {1000, 4000}) {
+            QStringList seen;
+            bool found = false;
+            for (int dx = -1; dx <= 1 && !found; ++dx) {
+                const QColor c = pixelAt(i, v[i] / 2, dx);
+                seen << c.name();
+                found = closer(c, colors[3], colors[0]) && c != p.palette().color(QPalette::Base);
+            }
+            QVERIFY2(found, qPrintable(QString::number(i) + QLatin1Char(' ') + seen.join(',')));
+        }
+        const QColor ordinary = pixelAt(2500, 0.5);
+        QVERIFY2(closer(ordinary, colors[0], colors[3]), qPrintable(ordinary.name()));
+        // Above the ordinary bars: background.
+        const QColor above = pixelAt(2500, 6.0);
+        QVERIFY2(!closer(above, colors[0], p.palette().color(QPalette::Base)),
+                 qPrintable(above.name()));
     }
 
     // ------------------------------------------------------------------------------------------
@@ -1536,8 +1617,11 @@ private slots:
             w.comparePanel()->addExtraRecipe(
                 QStringLiteral("mine"),
                 QString::fromStdString(lcw::compress::findPreset("W8A16").recipe.toJson().dump()));
+            QSignalSpy saved(&w, &lcw::MainWindow::projectSaved);
             QVERIFY(w.saveProject(path));
             QCOMPARE(w.projectPath(), path);
+            QTRY_COMPARE_WITH_TIMEOUT(saved.count(), 1, kTimeoutMs); // written in the background
+            QVERIFY(w.recentProjects().contains(path));
             editorJson = ed->recipeJsonText();
             resultsJson = w.comparePanel()->results().toJson();
         }
@@ -1564,6 +1648,7 @@ private slots:
         // Autosave and recovery.
         QVERIFY(w2.recipeEditor()->applyPreset(QStringLiteral("W8A16")));
         QVERIFY(w2.autosave());
+        w2.waitForSaves();
         QVERIFY(QFileInfo::exists(lcw::MainWindow::autosavePath()));
         lcw::MainWindow w3(lcw::MainWindow::Options{false, false});
         QSignalSpy opened3(&w3, &lcw::MainWindow::projectOpened);
@@ -1579,6 +1664,12 @@ private slots:
         QVERIFY(!w3.openProject(source(kEvalText)));
         QCOMPARE(errors.count(), 1);
         QVERIFY(errors.at(0).at(0).toString().contains(QStringLiteral("tinystories_eval.txt")));
+
+        // A write that fails (in the background) is reported and the project keeps its path.
+        QVERIFY(w3.saveProject(QStringLiteral("/proc/lcw-no-such-dir/p.lcwproj")));
+        QTRY_COMPARE_WITH_TIMEOUT(errors.count(), 2, kTimeoutMs);
+        QVERIFY(errors.at(1).at(0).toString().contains(QStringLiteral("save the project")));
+        QVERIFY(w3.projectPath().isEmpty());
     }
 
     void latencyProbeSeesStalls() {
@@ -1600,6 +1691,10 @@ private slots:
     }
 
     void largeModelOpensFastAndStaysResponsive() {
+        // A wall-clock measurement: ctest runs it alone as test_gui_latency (RUN_SERIAL, with
+        // LCW_LATENCY_TEST=1), not inside test_gui next to other test processes.
+        if (!qEnvironmentVariableIsSet("LCW_LATENCY_TEST"))
+            QSKIP("runs as ctest's serial test_gui_latency (set LCW_LATENCY_TEST=1 to run here)");
         // $LCW_LATENCY_MODEL (bench/gui_latency.sh writes the full 1.1B synthetic model) or, by
         // default, a synthetic model with TinyLlama-1.1B's layout (22 blocks, 201 tensors, same
         // names and head counts) and narrow widths, written here in well under a second.
@@ -1620,15 +1715,23 @@ private slots:
         lcw::MainWindow w(lcw::MainWindow::Options{false, false});
         w.show();
         QVERIFY(QTest::qWaitForWindowExposed(&w));
+        // The waits below run a plain event loop, as the application does (QTest::qWait sleeps
+        // 10 ms between event batches, which would count as stalls).
         lcw::EventLoopProbe probe(10);
         probe.start();
+        // Each step's start on the probe's clock: a failure names the step the stall began in.
+        std::vector<std::pair<const char*, double>> steps;
+        auto step = [&](const char* name) { steps.emplace_back(name, probe.elapsedMs()); };
+        spinEventLoop(30); // the probe ticks before the first interaction
         QElapsedTimer t;
         t.start();
+        step("open model");
         w.openModel(path);
-        QTRY_VERIFY_WITH_TIMEOUT(w.layerTableModel()->rowCount() > 0, kTimeoutMs);
+        QVERIFY(spinUntil([&] { return w.layerTableModel()->rowCount() > 0; }, kTimeoutMs));
         const qint64 openMs = t.elapsed();
         QVERIFY(w.model());
         QCOMPARE(w.layerTableModel()->rowCount(), int(w.model()->tensors().size()));
+        spinEventLoop(30); // the turn that filled the table ends before a tick measures it
         const double openGap = probe.maxGapMs(), openBusy = probe.maxBusyMs();
         // Statistics in the background while a preset is applied, undone and a tensor shown.
         lcw::StatsPanel* sp = w.statsPanel();
@@ -1638,31 +1741,52 @@ private slots:
         st.histBins = 64;
         sp->setSettings(st);
         QSignalSpy statsDone(sp, &lcw::StatsPanel::computeFinished);
+        step("start statistics");
         QVERIFY(sp->computeStats());
-        QTest::qWait(30);
+        spinEventLoop(30);
+        step("apply preset");
         QVERIFY(w.recipeEditor()->applyPreset(QStringLiteral("W4A16-g128")));
         QVERIFY(w.recipeEditor()->totalSize());
-        QTest::qWait(30);
+        spinEventLoop(30);
+        step("undo");
         w.recipeEditor()->undoStack()->undo();
-        QTest::qWait(30);
+        spinEventLoop(30);
+        step("select tensor");
         QVERIFY(w.selectTensor(QStringLiteral("layers.3.mlp.down")));
-        QTest::qWait(30);
-        QTRY_VERIFY_WITH_TIMEOUT(statsDone.count() == 1, kLongTimeoutMs);
-        QTest::qWait(30);
+        spinEventLoop(30);
+        step("wait for statistics");
+        QVERIFY(spinUntil([&] { return statsDone.count() == 1; }, kLongTimeoutMs));
+        spinEventLoop(30);
+        // Opening a model again autosaves the project (with the statistics file) and replaces
+        // the model whose pages the statistics touched: both happen off the UI thread.
+        QSignalSpy reloaded(&w, &lcw::MainWindow::modelLoaded);
+        const lcw::Model* before = w.model();
+        step("open model again");
+        w.openModel(path);
+        QVERIFY(spinUntil([&] { return reloaded.count() == 1; }, kTimeoutMs));
+        QVERIFY(w.model() != before);
+        spinEventLoop(50);
         probe.stop();
+        w.waitForSaves();
+        // The step during which the worst stall ended (the last one started before its end).
+        const char* worstStep = "before the first step";
+        for (const auto& [name, at] : steps)
+            if (at < probe.maxGapEndMs()) worstStep = name;
         qInfo("latency: %lld tensors, table filled %lld ms after open; max event-loop gap %.1f ms "
-              "(UI-thread CPU %.1f ms) while opening, %.1f ms (CPU %.1f ms) overall, %d ticks",
+              "(UI-thread CPU %.1f ms) while opening, %.1f ms (CPU %.1f ms) overall, during "
+              "'%s', %d ticks",
               static_cast<long long>(w.model()->tensors().size()), static_cast<long long>(openMs),
-              openGap, openBusy, probe.maxGapMs(), probe.maxBusyMs(), probe.ticks());
+              openGap, openBusy, probe.maxGapMs(), probe.maxBusyMs(), worstStep, probe.ticks());
         QVERIFY2(openMs < 1000, qPrintable(QStringLiteral("table after %1 ms").arg(openMs)));
-        // The UI thread's own work between two turns of the loop stays under 100 ms. The
-        // wall-clock gap is asserted too when the machine is not oversubscribed (other processes
-        // delay a runnable UI thread by more than its own work: see README, GUI latency).
+        // No turn of the event loop takes more than 100 ms of wall-clock time, nor of the UI
+        // thread's own CPU time (the statistics job keeps both cores busy meanwhile: it runs
+        // at a lower priority than the UI thread, see TaskRunner).
         QVERIFY2(probe.maxBusyMs() < 100,
                  qPrintable(QStringLiteral("UI thread busy for %1 ms").arg(probe.maxBusyMs())));
-        if (qEnvironmentVariableIsSet("LCW_STRICT_LATENCY"))
-            QVERIFY2(probe.maxGapMs() < 100,
-                     qPrintable(QStringLiteral("UI blocked for %1 ms").arg(probe.maxGapMs())));
+        QVERIFY2(probe.maxGapMs() < 100,
+                 qPrintable(QStringLiteral("UI blocked for %1 ms during '%2'")
+                                .arg(probe.maxGapMs())
+                                .arg(QLatin1String(worstStep))));
     }
 
     void statsInspectorComputesAndShows() {

@@ -24,6 +24,7 @@ EventLoopProbe::EventLoopProbe(int intervalMs, QObject* parent) : QObject(parent
 void EventLoopProbe::start() {
     m_ticks = 0;
     m_maxGapNs = 0;
+    m_maxGapEndNs = 0;
     m_maxBusyNs = 0;
     m_lastCpuNs = threadCpuNs();
     m_clock.start();
@@ -41,7 +42,10 @@ void EventLoopProbe::onTick() {
     const qint64 now = m_clock.nsecsElapsed();
     const qint64 cpu = threadCpuNs();
     if (m_lastNs >= 0) {
-        m_maxGapNs = std::max(m_maxGapNs, now - m_lastNs);
+        if (now - m_lastNs > m_maxGapNs) {
+            m_maxGapNs = now - m_lastNs;
+            m_maxGapEndNs = now;
+        }
         m_maxBusyNs = std::max(m_maxBusyNs, cpu - m_lastCpuNs);
     }
     m_lastNs = now;

@@ -24,6 +24,11 @@ public:
     /// Largest time between two ticks since start(), in milliseconds (>= the interval once two
     /// ticks happened; 0 before).
     double maxGapMs() const { return m_maxGapNs * 1e-6; }
+    /// When the largest gap ended, in milliseconds since start() (to tell which interaction
+    /// caused it).
+    double maxGapEndMs() const { return m_maxGapEndNs * 1e-6; }
+    /// Milliseconds since start().
+    double elapsedMs() const { return m_clock.isValid() ? m_clock.nsecsElapsed() * 1e-6 : 0.0; }
     /// Largest UI-thread CPU time between two ticks since start(), in milliseconds.
     double maxBusyMs() const { return m_maxBusyNs * 1e-6; }
     /// Ticks seen since start().
@@ -37,6 +42,7 @@ private:
     QElapsedTimer m_clock;
     qint64 m_lastNs = -1;
     qint64 m_maxGapNs = 0;
+    qint64 m_maxGapEndNs = 0;
     qint64 m_lastCpuNs = 0;
     qint64 m_maxBusyNs = 0;
     int m_ticks = 0;

@@ -53,9 +53,11 @@
 #include <QSortFilterProxyModel>
 #include <QStandardPaths>
 #include <QStatusBar>
+#include <QFontMetrics>
 #include <QStyle>
 #include <QTabWidget>
 #include <QTableView>
+#include <QThreadPool>
 #include <QTimer>
 #include <QUndoStack>
 #include <QUrl>
@@ -64,6 +66,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <utility>
 
 namespace lcw {
 
@@ -101,6 +104,7 @@ QString globToRegex(const QString& glob) {
 MainWindow::MainWindow(QWidget* parent) : MainWindow(Options{}, parent) {}
 
 MainWindow::MainWindow(Options options, QWidget* parent) : QMainWindow(parent), m_options(options) {
+    m_savePool.setMaxThreadCount(1);
     // Created first so it is destroyed first: its destructor stops and waits for the running
     // job while the panels that receive its results still exist.
     m_runner = new TaskRunner(this);
@@ -115,7 +119,11 @@ MainWindow::MainWindow(Options options, QWidget* parent) : QMainWindow(parent), 
     rebuildRecentMenu();
 }
 
-MainWindow::~MainWindow() = default;
+MainWindow::~MainWindow() {
+    // Project writes hold no pointer into the window; their completions are dropped once it is
+    // gone. Wait for them so the files are complete when the window is.
+    m_savePool.waitForDone();
+}
 
 // ---------------------------------------------------------------------------------------------
 // UI construction
@@ -192,6 +200,8 @@ void MainWindow::buildUi() {
         showError(tr("Compare"), tr("The comparison failed"), message);
     });
     connect(m_statsPanel, &StatsPanel::tensorRequested, this, &MainWindow::selectTensor);
+    connect(m_statsPanel, &StatsPanel::fingerprintReady, this,
+            [this] { checkProjectFingerprint(); });
     connect(m_statsPanel, &StatsPanel::computeFailed, this, [this](const QString& message) {
         showError(tr("Statistics"), tr("Could not compute statistics"), message);
     });
@@ -297,6 +307,14 @@ void MainWindow::activatePanels() {
     m_panelsActive = true;
     m_welcome->hide();
     if (m_savedState.isEmpty() || !restoreState(m_savedState, kStateVersion)) applyDefaultLayout();
+}
+
+void MainWindow::deactivatePanels() {
+    if (!m_panelsActive) return;
+    m_savedState = saveState(kStateVersion); // the layout comes back with the next model
+    for (QDockWidget* d : std::as_const(m_docks)) d->hide();
+    m_welcome->show();
+    m_panelsActive = false;
 }
 
 void MainWindow::showPanel(Panel panel) {
@@ -444,8 +462,10 @@ QWidget* MainWindow::buildLayersPanel() {
     // Names are what people read: never elide them (a narrow dock scrolls instead); the last
     // column takes any spare width.
     m_table->horizontalHeader()->setStretchLastSection(true);
-    m_table->horizontalHeader()->setSectionResizeMode(LayerTableModel::Name,
-                                                      QHeaderView::ResizeToContents);
+    // Fitting columns to their contents measures every cell through the delegate; a few dozen
+    // rows tell the width of the number columns well enough and keep opening a model with
+    // thousands of tensors quick. The name column is sized from every name (setModel()).
+    m_table->horizontalHeader()->setResizeContentsPrecision(64);
     // -1 keeps file order until the user clicks a header.
     m_table->horizontalHeader()->setSortIndicator(-1, Qt::AscendingOrder);
     m_table->setSortingEnabled(true);
@@ -658,18 +678,23 @@ void MainWindow::openModel(const QString& path) {
         return r;
     };
     statusBar()->showMessage(tr("Loading %1…").arg(QDir::toNativeSeparators(absPath)));
+    // The panels come up now, empty, while the model loads: laying out and painting them the
+    // first time then happens in its own turn of the event loop, not in the one that fills them
+    // (a load that fails with no model open returns to the welcome page).
+    activatePanels();
     // The callbacks learn their own id after submit() returns (they run later, on this thread).
     auto self = std::make_shared<TaskRunner::JobId>(0);
     *self = m_runner->submit<LoadResult>(
         tr("Loading %1").arg(name), std::move(job), this,
         [this, absPath, self](LoadResult r) {
             if (m_loadJob == *self) m_loadJob = 0;
-            setModel(std::move(r.model), absPath, r.seconds);
+            setModel(std::move(r), absPath);
         },
         [this, absPath, self](const QString& message) {
             if (m_loadJob != *self) return; // superseded by a newer request
             m_loadJob = 0;
             m_pendingProject.reset();
+            if (!m_model) deactivatePanels();
             statusBar()->showMessage(tr("Could not open %1").arg(displayName(absPath)), 10000);
             emit loadFailed(absPath, message);
             showError(tr("Could not open model"),
@@ -683,9 +708,13 @@ void MainWindow::openModel(const QString& path) {
     m_loadJob = *self;
 }
 
-void MainWindow::setModel(std::shared_ptr<const Model> model, const QString& path, double seconds) {
-    if (!model) return;
-    m_model = std::move(model);
+void MainWindow::setModel(LoadResult result, const QString& path) {
+    if (!result.model) return;
+    const double seconds = result.seconds;
+    // The previous model is released below, off the UI thread (unmapping gigabytes of touched
+    // pages takes a noticeable fraction of a second).
+    std::shared_ptr<const Model> previous = std::exchange(m_model, std::move(result.model));
+    m_fingerprintToCheck.clear();
     m_modelPath = path;
     m_blocks = blockSizes(*m_model);
     m_summary->setModel(m_model.get());
@@ -699,6 +728,18 @@ void MainWindow::setModel(std::shared_ptr<const Model> model, const QString& pat
     // Give the other columns room for their header plus sort arrow.
     for (int c = LayerTableModel::Layer; c < LayerTableModel::ColumnCount; ++c)
         m_table->setColumnWidth(c, m_table->columnWidth(c) + 16);
+    // Names are never elided: the widest of them all (a text advance each, no layout) plus the
+    // cell margins the contents fit gave the sampled rows.
+    const QFontMetrics fm(m_table->font());
+    int nameWidth = fm.horizontalAdvance(m_layerModel->headerData(LayerTableModel::Name,
+                                                                  Qt::Horizontal)
+                                             .toString()) +
+                    16;
+    for (const auto& t : m_model->tensors())
+        nameWidth = std::max(nameWidth, fm.horizontalAdvance(QString::fromStdString(t.name)));
+    const int margins = 4 * m_table->style()->pixelMetric(QStyle::PM_FocusFrameHMargin) + 16;
+    m_table->setColumnWidth(LayerTableModel::Name,
+                            std::max(m_table->columnWidth(LayerTableModel::Name), nameWidth + margins));
     updatePlot();
     updateFilterCount();
     activatePanels();
@@ -715,6 +756,13 @@ void MainWindow::setModel(std::shared_ptr<const Model> model, const QString& pat
     m_log->info(loaded + QStringLiteral(" (") + QDir::toNativeSeparators(path) + QLatin1Char(')'));
     emit modelLoaded(path);
     if (m_pendingProject) applyProject();
+    // Every panel holds the new model now; a job still running keeps its own reference. Not
+    // on Qt's global pool: the raster paint engine hands work to it and waits for it.
+    if (previous)
+        m_savePool.start([previous = std::move(previous)]() mutable {
+            lowerThreadPriority();
+            previous.reset();
+        });
 }
 
 void MainWindow::updatePlot() {
@@ -925,7 +973,8 @@ void MainWindow::closeEvent(QCloseEvent* event) {
     // A running load cannot be interrupted inside Model::load; ask it to stop so the runner's
     // destructor waits only for the current step.
     m_runner->cancelAll();
-    // A clean exit leaves nothing to recover.
+    // A clean exit leaves nothing to recover (once no write can bring the file back).
+    waitForSaves();
     if (m_options.useSettings) QFile::remove(autosavePath());
     event->accept();
 }
@@ -1026,19 +1075,11 @@ QString MainWindow::autosavePath() {
            QStringLiteral("/autosave.lcwproj");
 }
 
-void MainWindow::writeProject(const QString& path) const {
+project::Project MainWindow::collectProject(QString* statsPath) const {
     project::Project p;
     p.modelPath = m_modelPath.toStdString();
-    if (m_model) p.modelFingerprint = stats::modelFingerprint(*m_model);
-    const QString statsPath = m_statsPanel->loadedPath();
-    if (!statsPath.isEmpty()) {
-        QFile f(statsPath);
-        if (f.open(QIODevice::ReadOnly)) {
-            const QByteArray b = f.readAll();
-            p.statsFile.assign(b.begin(), b.end());
-            p.statsName = QFileInfo(statsPath).fileName().toStdString();
-        }
-    }
+    if (m_model) p.modelFingerprint = m_statsPanel->fingerprint();
+    *statsPath = m_statsPanel->loadedPath();
     p.recipes.push_back({kEditorRecipe, m_recipeEditor->recipe().toJson().dump()});
     for (const auto& [n, j] : m_comparePanel->extraRecipes())
         p.recipes.push_back({kFileRecipePrefix + n.toStdString(), j.toStdString()});
@@ -1050,8 +1091,46 @@ void MainWindow::writeProject(const QString& path) const {
     ui["compare_configs"] = configs;
     ui["target_bits"] = m_recipeEditor->targetBitsPerWeight();
     p.uiState = ui.dump();
+    return p;
+}
+
+void MainWindow::writeProjectFile(const QString& path, project::Project p,
+                                  const QString& statsPath) {
+    if (!statsPath.isEmpty()) {
+        QFile f(statsPath);
+        if (f.open(QIODevice::ReadOnly)) {
+            const QByteArray b = f.readAll();
+            p.statsFile.assign(b.begin(), b.end());
+            p.statsName = QFileInfo(statsPath).fileName().toStdString();
+        }
+    }
     QDir().mkpath(QFileInfo(path).absolutePath());
     project::save(path.toStdString(), p);
+}
+
+void MainWindow::startProjectWrite(const QString& path,
+                                   std::function<void(const QString&)> done) {
+    QString statsPath;
+    project::Project p = collectProject(&statsPath);
+    // The destructor waits for the pool, so `this` outlives the task; the completion it posts
+    // is dropped when the window is destroyed before it is delivered.
+    m_savePool.start([this, path, statsPath, p = std::move(p), done = std::move(done)]() mutable {
+        lowerThreadPriority();
+        QString error;
+        try {
+            writeProjectFile(path, std::move(p), statsPath);
+        } catch (const std::exception& e) {
+            error = QString::fromUtf8(e.what());
+        }
+        QMetaObject::invokeMethod(
+            this, [done = std::move(done), error] { done(error); }, Qt::QueuedConnection);
+    });
+}
+
+void MainWindow::waitForSaves() {
+    m_savePool.waitForDone();
+    // Deliver the completions that the writes queued.
+    QCoreApplication::sendPostedEvents(this, QEvent::MetaCall);
 }
 
 bool MainWindow::saveProject(const QString& path) {
@@ -1059,29 +1138,30 @@ bool MainWindow::saveProject(const QString& path) {
         showError(tr("Save Project"), tr("Open a model first."));
         return false;
     }
-    try {
-        writeProject(path);
-    } catch (const std::exception& e) {
-        showError(tr("Save Project"), tr("Could not save the project"),
-                  QString::fromUtf8(e.what()));
-        return false;
-    }
+    const QString previous = m_projectPath;
     m_projectPath = path;
-    addRecentProject(path);
-    m_log->info(tr("Saved project %1").arg(QDir::toNativeSeparators(path)));
-    statusBar()->showMessage(tr("Saved %1").arg(QFileInfo(path).fileName()), 5000);
+    statusBar()->showMessage(tr("Saving %1…").arg(QFileInfo(path).fileName()));
+    startProjectWrite(path, [this, path, previous](const QString& error) {
+        if (!error.isEmpty()) {
+            if (m_projectPath == path) m_projectPath = previous;
+            statusBar()->clearMessage();
+            showError(tr("Save Project"), tr("Could not save the project"), error);
+            return;
+        }
+        addRecentProject(path);
+        m_log->info(tr("Saved project %1").arg(QDir::toNativeSeparators(path)));
+        statusBar()->showMessage(tr("Saved %1").arg(QFileInfo(path).fileName()), 5000);
+        emit projectSaved(path);
+    });
     return true;
 }
 
 bool MainWindow::autosave() {
     if (!m_model) return false;
-    try {
-        writeProject(autosavePath());
-        return true;
-    } catch (const std::exception& e) {
-        m_log->warning(tr("Autosave failed: %1").arg(QString::fromUtf8(e.what())));
-        return false;
-    }
+    startProjectWrite(autosavePath(), [this](const QString& error) {
+        if (!error.isEmpty()) m_log->warning(tr("Autosave failed: %1").arg(error));
+    });
+    return true;
 }
 
 bool MainWindow::recoverAutosave() {
@@ -1135,7 +1215,7 @@ bool MainWindow::openProject(const QString& path) {
     m_pendingProject = std::make_shared<project::Project>(std::move(p));
     m_pendingProjectPath = path;
     if (m_model && QFileInfo(m_modelPath) == QFileInfo(modelPath)) {
-        m_statsPanel->setModel(m_model, m_modelPath);
+        m_statsPanel->setModel(m_model, m_modelPath, m_statsPanel->fingerprint());
         applyProject();
     } else {
         openModel(modelPath);
@@ -1148,10 +1228,10 @@ void MainWindow::applyProject() {
     m_pendingProject.reset();
     if (!p) return;
     const QString path = m_pendingProjectPath;
-    if (m_model && !p->modelFingerprint.empty() &&
-        stats::modelFingerprint(*m_model) != p->modelFingerprint)
-        m_log->warning(tr("The model's files changed since the project was saved; statistics and "
-                          "results may not match it."));
+    // The model's fingerprint is computed in the background after it loads: checked now or
+    // when it is known.
+    m_fingerprintToCheck = p->modelFingerprint;
+    if (m_statsPanel->hasFingerprint()) checkProjectFingerprint();
     try {
         compress::Recipe editor;
         editor.name = "untitled";
@@ -1190,6 +1270,14 @@ void MainWindow::applyProject() {
     }
     m_log->info(tr("Opened project %1").arg(QDir::toNativeSeparators(path)));
     emit projectOpened(path);
+}
+
+void MainWindow::checkProjectFingerprint() {
+    if (m_fingerprintToCheck.empty() || !m_model) return;
+    if (m_statsPanel->fingerprint() != m_fingerprintToCheck)
+        m_log->warning(tr("The model's files changed since the project was saved; statistics and "
+                          "results may not match it."));
+    m_fingerprintToCheck.clear();
 }
 
 void MainWindow::newProject() {

@@ -10,6 +10,7 @@
 #include <QElapsedTimer>
 #include <QHash>
 #include <QMainWindow>
+#include <QThreadPool>
 
 #include <memory>
 #include <vector>
@@ -128,7 +129,10 @@ public:
 
     // Projects ------------------------------------------------------------------------------
     /// Saves model path + fingerprint, statistics, recipes and comparison results to one HDF5
-    /// file (core/project). Returns false (and reports) on failure.
+    /// file (core/project). The state is taken now; the file (which embeds the statistics file,
+    /// megabytes for a large model) is written on a background thread, atomically. Returns
+    /// false without a model; a failed write is reported (error dialog, errorShown()) when it
+    /// ends. waitForSaves() waits for it; projectSaved() follows a successful write.
     bool saveProject(const QString& path);
     /// Opens a project: loads its model in the background (unless it is the one shown), then
     /// restores statistics (no recomputation), recipes and results; emits projectOpened().
@@ -141,8 +145,11 @@ public:
     QStringList recentProjects() const { return m_recentProjects; }
     /// Where autosaves go (AppDataLocation/autosave.lcwproj).
     static QString autosavePath();
-    /// Writes the autosave file now (nothing without a model). Returns true when written.
+    /// Starts writing the autosave file (as saveProject() does, in the background; failures go
+    /// to the log). Returns false without a model.
     bool autosave();
+    /// Waits until every project write started so far has ended.
+    void waitForSaves();
     /// Opens the autosave file as a project (the recovery offered at start).
     bool recoverAutosave();
     void setAutosaveMinutes(int minutes);
@@ -166,6 +173,8 @@ signals:
     void recentFilesChanged();
     /// A project finished opening (its model loaded and everything restored).
     void projectOpened(const QString& path);
+    /// saveProject() finished writing `path`.
+    void projectSaved(const QString& path);
 
 protected:
     void closeEvent(QCloseEvent* event) override;
@@ -189,7 +198,8 @@ private:
     void openFolderDialog();
     void openFileDialog();
     void showAbout();
-    void setModel(std::shared_ptr<const Model> model, const QString& path, double seconds);
+    void setModel(LoadResult result, const QString& path);
+    void checkProjectFingerprint();
     void updatePlot();
     void onCurrentRowChanged();
     void updateFilterCount();
@@ -201,8 +211,14 @@ private:
     void buildProjectMenu(QMenu* file);
     void rebuildRecentProjectsMenu();
     void addRecentProject(const QString& path);
-    /// Writes the project file (no dialogs); throws on failure.
-    void writeProject(const QString& path) const;
+    /// The project as it is now, without the statistics file's bytes (`statsPath` names the
+    /// file to embed; empty when none is shown).
+    project::Project collectProject(QString* statsPath) const;
+    /// Embeds the statistics file and writes the project (any thread; throws on failure).
+    static void writeProjectFile(const QString& path, project::Project p, const QString& statsPath);
+    /// Writes collectProject() to `path` on m_savePool; `done(error)` runs on this thread
+    /// afterwards (error empty on success), unless the window is gone by then.
+    void startProjectWrite(const QString& path, std::function<void(const QString&)> done);
     /// Restores recipes, results and UI state of a project read by openProject().
     void applyProject();
     void offerAutosaveRecovery();
@@ -212,13 +228,21 @@ private:
     TaskRunner* m_runner = nullptr;
     TaskStatusWidget* m_taskStatus = nullptr;
     std::shared_ptr<const Model> m_model;
+    /// A project's model fingerprint, compared once the statistics panel has computed the
+    /// loaded model's (a warning in the log when they differ).
+    std::string m_fingerprintToCheck;
     QString m_modelPath;
     std::vector<BlockSize> m_blocks;
     TaskRunner::JobId m_loadJob = 0;
     QStringList m_recent;
+    /// One background thread (not Qt's global pool, which the raster paint engine waits on):
+    /// project writes in the order they were started, and releasing replaced models.
+    QThreadPool m_savePool;
 
     /// Leaves the welcome page: restores the saved panel layout (or the default one).
     void activatePanels();
+    /// Back to the welcome page (the first load failed), keeping the panel layout for later.
+    void deactivatePanels();
 
     QWidget* m_welcome = nullptr;
     bool m_panelsActive = false;

@@ -102,6 +102,7 @@ constexpr MetricInfo kMetrics[] = {
 } // namespace
 
 StatsPanel::StatsPanel(TaskRunner* runner, QWidget* parent) : QWidget(parent), m_runner(runner) {
+    m_ioPool.setMaxThreadCount(1);
     buildUi();
     connect(m_runner, &TaskRunner::progressChanged, this,
             [this](TaskRunner::JobId id, double fraction, const QString& stage) {
@@ -160,6 +161,15 @@ void StatsPanel::buildUi() {
     header->addWidget(m_cancelButton, 0, Qt::AlignTop);
     header->addWidget(m_computeButton, 0, Qt::AlignTop);
     lay->addLayout(header);
+    // The header keeps its height whatever it shows (a job starting or ending, another tensor's
+    // longer details): otherwise every change resizes, and so redraws, all the plots below.
+    const int line = fontMetrics().lineSpacing();
+    m_details->setFixedHeight(2 * line);
+    m_provenance->setFixedHeight(3 * line);
+    for (QLabel* l : {m_details, m_provenance}) {
+        l->setAlignment(Qt::AlignLeft | Qt::AlignTop);
+        l->setSizePolicy(QSizePolicy::Ignored, QSizePolicy::Fixed); // wraps, never widens
+    }
 
     m_tabs = new QTabWidget(this);
     m_tabs->setDocumentMode(true);
@@ -258,66 +268,73 @@ QString StatsPanel::cacheDir() {
            QStringLiteral("/stats");
 }
 
-QString StatsPanel::cachePath() const {
-    if (!m_model) return {};
-    const std::string key = stats::statsKey(toOptions(m_settings, m_model->hasTokenizer()));
-    return cacheDir() + QLatin1Char('/') + shortHash(m_fingerprint) + QLatin1Char('-') +
-           shortHash(key) + QStringLiteral(".h5");
+QString StatsPanel::cacheFileFor(const std::string& fingerprint, const stats::StatsOptions& opts) {
+    return cacheDir() + QLatin1Char('/') + shortHash(fingerprint) + QLatin1Char('-') +
+           shortHash(stats::statsKey(opts)) + QStringLiteral(".h5");
 }
 
-void StatsPanel::setModel(std::shared_ptr<const Model> model, const QString& path) {
+QString StatsPanel::cachePath() const {
+    if (!m_model) return {};
+    return cacheFileFor(fingerprint(), toOptions(m_settings, m_model->hasTokenizer()));
+}
+
+void StatsPanel::setModel(std::shared_ptr<const Model> model, const QString& path,
+                          const std::string& fingerprint) {
     if (m_job) cancelCompute();
     ++m_cacheGeneration; // a cache read still running is for the previous model
     m_loadingCache = false;
     m_model = std::move(model);
     m_modelPath = path;
-    m_fingerprint = m_model ? stats::modelFingerprint(*m_model) : std::string();
+    m_fingerprint = m_model ? fingerprint : std::string();
     m_tensor.clear();
     setReport(nullptr, {});
-    if (!m_model) return;
-    // The current settings' file first; else the newest statistics of this model, whatever
-    // their settings (they become the current settings). Files are read on a worker thread so
-    // opening a large model's statistics never blocks the UI.
-    QStringList candidates;
-    try {
-        candidates << cachePath();
-    } catch (const std::exception& e) {
-        emit logMessage(tr("Statistics cache: %1").arg(QString::fromUtf8(e.what())));
-    }
-    const QFileInfoList files =
-        QDir(cacheDir())
-            .entryInfoList({shortHash(m_fingerprint) + QStringLiteral("-*.h5")}, QDir::Files,
-                           QDir::Time);
-    for (const QFileInfo& f : files)
-        if (!candidates.contains(f.absoluteFilePath())) candidates << f.absoluteFilePath();
-    const quint64 gen = ++m_cacheGeneration;
-    bool any = false;
-    for (const QString& c : candidates) any = any || QFileInfo::exists(c);
-    if (!any) {
+    if (!m_model) {
         syncComputeUi();
-        emit cacheLoadFinished(false);
         return;
     }
+    // On a worker thread: the fingerprint (when not given: it reads a few bytes of every
+    // tensor, page faults into a cold multi-gigabyte file), then the current settings' file,
+    // else the newest statistics of this model whatever their settings (they become the
+    // current settings). Opening a large model never blocks the UI on either.
     m_loadingCache = true;
-    const std::string fp = m_fingerprint;
+    const quint64 gen = m_cacheGeneration;
+    const std::shared_ptr<const Model> m = m_model;
+    const std::string knownFp = m_fingerprint;
+    const stats::StatsOptions opts = toOptions(m_settings, m_model->hasTokenizer());
     auto* watcher = new QFutureWatcher<CacheLoad>(this);
     connect(watcher, &QFutureWatcher<CacheLoad>::finished, this, [this, watcher, gen] {
         watcher->deleteLater();
         if (gen != m_cacheGeneration) return; // another model (or none) since
         m_loadingCache = false;
         const CacheLoad r = watcher->result();
-        for (const QString& m : r.messages) emit logMessage(m);
+        if (m_fingerprint.empty()) m_fingerprint = r.fingerprint;
+        emit fingerprintReady();
+        for (const QString& msg : r.messages) emit logMessage(msg);
         if (r.report && !m_report) adopt(r.report, r.path);
         syncComputeUi();
         emit cacheLoadFinished(bool(r.report));
     });
-    watcher->setFuture(QtConcurrent::run([candidates, fp] {
+    watcher->setFuture(QtConcurrent::run(&m_ioPool, [m, knownFp, opts] {
+        lowerThreadPriority();
         CacheLoad out;
+        out.fingerprint = knownFp.empty() ? stats::modelFingerprint(*m) : knownFp;
+        QStringList candidates;
+        try {
+            candidates << cacheFileFor(out.fingerprint, opts);
+        } catch (const std::exception& e) {
+            out.messages << tr("Statistics cache: %1").arg(QString::fromUtf8(e.what()));
+        }
+        const QFileInfoList files =
+            QDir(cacheDir())
+                .entryInfoList({shortHash(out.fingerprint) + QStringLiteral("-*.h5")},
+                               QDir::Files, QDir::Time);
+        for (const QFileInfo& f : files)
+            if (!candidates.contains(f.absoluteFilePath())) candidates << f.absoluteFilePath();
         for (const QString& path : candidates) {
             if (path.isEmpty() || !QFileInfo::exists(path)) continue;
             try {
                 const std::string p = path.toStdString();
-                if (stats::StatsStore::loadHeader(p).modelFingerprint != fp) continue;
+                if (stats::StatsStore::loadHeader(p).modelFingerprint != out.fingerprint) continue;
                 out.report = std::make_shared<stats::StatsReport>(stats::StatsStore::load(p));
                 out.path = path;
                 return out;
@@ -330,6 +347,11 @@ void StatsPanel::setModel(std::shared_ptr<const Model> model, const QString& pat
         return out;
     }));
     syncComputeUi();
+}
+
+const std::string& StatsPanel::fingerprint() const {
+    if (m_fingerprint.empty() && m_model) m_fingerprint = stats::modelFingerprint(*m_model);
+    return m_fingerprint;
 }
 
 void StatsPanel::adopt(std::shared_ptr<stats::StatsReport> r, const QString& path) {
@@ -373,38 +395,66 @@ void StatsPanel::setSettings(const StatsSettings& s) {
 
 bool StatsPanel::computeStats() {
     if (!m_model || m_job) return false;
+    const stats::StatsOptions opts = toOptions(m_settings, m_model->hasTokenizer());
     QString path;
-    try {
-        path = cachePath();
-    } catch (const std::exception& e) {
-        // statsKey() reads the calibration file: a missing file is the user's to fix.
-        emit computeFailed(QString::fromUtf8(e.what()));
-        return false;
+    if (!m_fingerprint.empty()) {
+        try {
+            path = cachePath();
+        } catch (const std::exception& e) {
+            // statsKey() reads the calibration file: a missing file is the user's to fix.
+            emit computeFailed(QString::fromUtf8(e.what()));
+            return false;
+        }
+        if (path == m_loadedPath && m_report) return true; // these statistics are shown
+        if (tryLoad(path)) return true;
     }
-    if (tryLoad(path)) return true;
+    // Else the fingerprint is still being computed (setModel()): the job computes it, and
+    // loads the file instead of computing when one exists.
     if (!QDir().mkpath(cacheDir())) {
         emit computeFailed(tr("Cannot create %1").arg(QDir::toNativeSeparators(cacheDir())));
         return false;
     }
-    const stats::StatsOptions opts = toOptions(m_settings, m_model->hasTokenizer());
     std::shared_ptr<const Model> model = m_model;
-    const std::string p = path.toStdString();
-    std::function<ReportPtr(Progress&)> job = [model, opts, p](Progress& progress) -> ReportPtr {
+    const std::string knownFp = m_fingerprint;
+    std::function<Computed(Progress&)> job = [model, opts, knownFp, path](Progress& progress) {
+        Computed out;
+        out.fingerprint = knownFp.empty() ? stats::modelFingerprint(*model) : knownFp;
+        out.path = path.isEmpty() ? cacheFileFor(out.fingerprint, opts) : path;
+        const std::string p = out.path.toStdString();
+        if (path.isEmpty() && QFileInfo::exists(out.path)) {
+            try {
+                if (stats::StatsStore::loadHeader(p).modelFingerprint == out.fingerprint) {
+                    out.report = std::make_shared<stats::StatsReport>(stats::StatsStore::load(p));
+                    out.loaded = true;
+                    return out;
+                }
+            } catch (const std::exception&) {
+                // unreadable: computed afresh and replaced below
+            }
+        }
         auto r = std::make_shared<stats::StatsReport>();
         // computeAndSaveStats writes nothing when cancelled.
         if (stats::computeAndSaveStats(*model, opts, p, *r, progress) == Status::Cancelled)
-            return nullptr;
-        return r;
+            return Computed{};
+        out.report = std::move(r);
+        return out;
     };
     auto self = std::make_shared<TaskRunner::JobId>(0);
-    *self = m_runner->submit<ReportPtr>(
+    *self = m_runner->submit<Computed>(
         tr("Statistics (%1)").arg(settingsSummary()), std::move(job), this,
-        [this, self, path](ReportPtr r) {
+        [this, self](Computed c) {
             if (m_job != *self) return;
             m_job = 0;
             syncComputeUi();
-            if (!r) return;
-            setReport(std::move(r), path);
+            if (!c.report) return;
+            if (m_fingerprint.empty()) {
+                m_fingerprint = c.fingerprint;
+                emit fingerprintReady();
+            }
+            if (c.loaded)
+                adopt(std::move(c.report), c.path);
+            else
+                setReport(std::move(c.report), c.path);
             emit computeFinished();
         },
         [this, self](const QString& message) {

@@ -6,10 +6,12 @@
 /// histogram with the preview's quantization grid, per-channel abs-max profiles, the activation
 /// per-channel and per-token abs-max of its input site, K and V abs-max per head and channel,
 /// and a model-wide per-layer overview. All numbers come from core/stats; the plots draw them.
+#include "core/stats/stats_engine.h"
 #include "core/stats/stats_store.h"
 #include "widgets/task_runner.h"
 
 #include <QString>
+#include <QThreadPool>
 #include <QWidget>
 
 #include <memory>
@@ -62,7 +64,14 @@ public:
     /// Shows `model`; loads its cached statistics when a file exists (the current settings'
     /// file first, else the newest file of this model) on a worker thread, without a runner
     /// job; statsChanged() and cacheLoadFinished() follow.
-    void setModel(std::shared_ptr<const Model> model, const QString& path);
+    /// `fingerprint`: stats::modelFingerprint() of the model when the caller knows it; empty
+    /// computes it with the cache lookup on the worker thread (fingerprintReady() follows).
+    void setModel(std::shared_ptr<const Model> model, const QString& path,
+                  const std::string& fingerprint = {});
+    /// stats::modelFingerprint() of the model (empty without one). Computed on this thread when
+    /// asked before the background computation ended (see hasFingerprint()).
+    const std::string& fingerprint() const;
+    bool hasFingerprint() const { return !m_fingerprint.empty(); }
 
     StatsSettings settings() const { return m_settings; }
     void setSettings(const StatsSettings& s);
@@ -82,6 +91,9 @@ public:
     static QString cacheDir();
     /// Cache file of the current model and settings (empty without a model).
     QString cachePath() const;
+    /// Cache file of a model fingerprint and statistics options (reads the calibration file to
+    /// key it; throws when it is missing). Thread-safe.
+    static QString cacheFileFor(const std::string& fingerprint, const stats::StatsOptions& opts);
     /// Cache file that the shown statistics came from (empty when none shown).
     QString loadedPath() const { return m_loadedPath; }
 
@@ -118,6 +130,8 @@ signals:
     void statsChanged();
     /// setModel()'s cache lookup ended; `loaded` tells whether statistics were found.
     void cacheLoadFinished(bool loaded);
+    /// The model's fingerprint is known (fingerprint() returns it without computing).
+    void fingerprintReady();
     void computeFinished();
     void computeCancelled();
     void computeFailed(const QString& message);
@@ -133,7 +147,19 @@ private:
         std::shared_ptr<stats::StatsReport> report;
         QString path;
         QStringList messages;
+        std::string fingerprint;
     };
+    /// What a statistics job hands back: computed (and saved to `path`) or, when the file
+    /// existed, loaded from it.
+    struct Computed {
+        std::shared_ptr<stats::StatsReport> report;
+        QString path;
+        std::string fingerprint;
+        bool loaded = false;
+    };
+    /// Cache lookups (fingerprint, file reads). Not Qt's global pool: the raster paint engine
+    /// hands work to that one and waits for it.
+    QThreadPool m_ioPool;
     quint64 m_cacheGeneration = 0;
     bool m_loadingCache = false;
     void setReport(std::shared_ptr<const stats::StatsReport> r, const QString& path);
@@ -150,7 +176,7 @@ private:
     TaskRunner* m_runner;
     std::shared_ptr<const Model> m_model;
     QString m_modelPath;
-    std::string m_fingerprint;
+    mutable std::string m_fingerprint; ///< empty until known (see fingerprint())
     StatsSettings m_settings;
     std::shared_ptr<const stats::StatsReport> m_report;
     QString m_loadedPath;

@@ -2,8 +2,15 @@
 
 #include <QtConcurrent/QtConcurrentRun>
 
+#include <cerrno>
 #include <chrono>
 #include <exception>
+
+#ifdef __linux__
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 namespace lcw {
 
@@ -52,6 +59,21 @@ private:
 };
 
 } // namespace
+
+void lowerThreadPriority() {
+#ifdef __linux__
+    // The nice value belongs to each thread on Linux, and threads inherit it from the thread
+    // that creates them (OpenMP's workers from the job's thread).
+    constexpr int kBackgroundNice = 8;
+    thread_local bool lowered = false;
+    if (lowered) return;
+    lowered = true;
+    const auto tid = static_cast<id_t>(::syscall(SYS_gettid));
+    errno = 0;
+    const int current = ::getpriority(PRIO_PROCESS, tid);
+    if (errno == 0 && current < kBackgroundNice) ::setpriority(PRIO_PROCESS, tid, kBackgroundNice);
+#endif
+}
 
 TaskRunner::TaskRunner(QObject* parent) : QObject(parent) {
     qRegisterMetaType<std::any>("std::any");
@@ -138,6 +160,7 @@ void TaskRunner::startNext() {
     auto flag = e.cancelFlag;
     const JobId id = e.id;
     m_watcher.setFuture(QtConcurrent::run(&m_pool, [this, job = std::move(job), flag, id] {
+        lowerThreadPriority();
         Outcome out;
         WorkerProgress progress(this, id, flag);
         try {

@@ -20,7 +20,15 @@
 
 namespace lcw {
 
-/// Runs submitted jobs on a worker thread in submission order, one at a time.
+/// Lowers the calling thread's scheduling priority below the UI thread's (nice +8 on Linux;
+/// nothing elsewhere), once per thread. Every background thread of the workbench calls it first
+/// (TaskRunner jobs, cache reads, project writes, model releases), so work that keeps every core
+/// busy does not delay the event loop: the kernel gives a core back to the UI thread as soon as
+/// it has something to do.
+void lowerThreadPriority();
+
+/// Runs submitted jobs on a worker thread in submission order, one at a time (at the priority
+/// lowerThreadPriority() sets).
 ///
 /// A job is `std::any(Progress&)`: it reports through the Progress sink and returns its result
 /// (copyable; wrap move-only results in std::shared_ptr). It signals cancellation by returning

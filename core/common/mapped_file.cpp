@@ -1,5 +1,7 @@
 #include "core/common/mapped_file.h"
 
+#include <algorithm>
+
 #include "core/common/error.h"
 
 #include <cerrno>
@@ -43,7 +45,14 @@ std::shared_ptr<const MappedFile> MappedFile::open(const std::string& path) {
 }
 
 MappedFile::~MappedFile() {
-    if (m_data) ::munmap(const_cast<std::byte*>(m_data), size_t(m_size));
+    if (!m_data) return;
+    // In pieces: unmapping holds the process's memory-map lock, and tearing down gigabytes of
+    // touched pages at once would stall every other thread that page-faults or allocates
+    // meanwhile (the UI thread of the workbench, say) for a noticeable fraction of a second.
+    constexpr size_t kPiece = size_t(64) << 20; // a multiple of any page size
+    auto* p = const_cast<std::byte*>(m_data);
+    for (size_t off = 0, n = size_t(m_size); off < n; off += kPiece)
+        ::munmap(p + off, std::min(kPiece, n - off));
 }
 
 std::string readTextFile(const std::string& path) {
