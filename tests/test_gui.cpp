@@ -11,6 +11,7 @@
 #include "core/eval/tasks.h"
 #include "core/model/model.h"
 #include "core/model/synthetic.h"
+#include "core/runtime/arch.h"
 #include "core/tokenizer/tokenizer.h"
 #include "plots/bar_plot.h"
 #include "plots/channel_profile_plot.h"
@@ -1147,6 +1148,75 @@ private slots:
         QCOMPARE(ed->recipe().rules.back().lowrank->value("rank", 0), 8);
         QVERIFY(ed->budgetNeedsCompress());
         ed->undoStack()->undo();
+    }
+
+    void layerErrorColumnMeasuresAndGoesStale() {
+        LCW_REQUIRE_SOURCE(kDemoModel);
+        lcw::MainWindow w(lcw::MainWindow::Options{false, false});
+        QVERIFY(loadAndWait(w, source(kDemoModel)));
+        lcw::LayerTableModel* tm = w.layerTableModel();
+        const QString name = QStringLiteral("layers.2.mlp.down");
+        int row = -1;
+        for (int r = 0; r < tm->rowCount(); ++r)
+            if (tm->index(r, lcw::LayerTableModel::Name).data().toString() == name) row = r;
+        QVERIFY(row >= 0);
+        const QModelIndex cell = tm->index(row, lcw::LayerTableModel::Error);
+        QVERIFY(cell.data().toString().isEmpty()); // nothing measured yet
+
+        QVERIFY(w.recipeEditor()->applyPreset(QStringLiteral("W4A16-g64")));
+        QSignalSpy measured(&w, &lcw::MainWindow::errorsMeasured);
+        QVERIFY(w.measureLayerErrors());
+        QVERIFY(!w.measureLayerErrors()); // one measurement at a time
+        QTRY_COMPARE_WITH_TIMEOUT(measured.count(), 1, kLongTimeoutMs);
+        QVERIFY(!w.isMeasuringErrors());
+        QCOMPARE(measured.front().at(0).toInt(), 35); // every linear of the 5 blocks
+        QVERIFY(!tm->errorsStale());
+
+        // Reference in double precision: int4 asymmetric round-to-nearest over groups of 64 of
+        // each row, range widened to include 0, zero point round(-min / scale).
+        const lcw::TensorView* t = w.model()->find(name.toStdString());
+        QVERIFY(t);
+        const std::vector<float> wv = lcw::runtime::toFloat(*t);
+        const int64_t rows = t->shape[0], cols = t->shape[1];
+        double err2 = 0, ref2 = 0;
+        for (int64_t r = 0; r < rows; ++r)
+            for (int64_t g0 = 0; g0 < cols; g0 += 64) {
+                const int64_t g1 = std::min<int64_t>(cols, g0 + 64);
+                double mn = 0, mx = 0;
+                for (int64_t c = g0; c < g1; ++c) {
+                    mn = std::min(mn, double(wv[size_t(r * cols + c)]));
+                    mx = std::max(mx, double(wv[size_t(r * cols + c)]));
+                }
+                const double scale = (mx - mn) / 15.0, zero = std::nearbyint(-mn / scale);
+                for (int64_t c = g0; c < g1; ++c) {
+                    const double x = wv[size_t(r * cols + c)];
+                    const double q = std::clamp(std::nearbyint(x / scale) + zero, 0.0, 15.0);
+                    err2 += (x - scale * (q - zero)) * (x - scale * (q - zero));
+                    ref2 += x * x;
+                }
+            }
+        const double expected = std::sqrt(err2 / ref2);
+        const double got = cell.data(lcw::LayerTableModel::RawRole).toDouble();
+        QVERIFY2(std::abs(got - expected) < 0.01 * expected,
+                 qPrintable(QStringLiteral("%1 vs %2").arg(got).arg(expected)));
+        QVERIFY(cell.data(Qt::ToolTipRole).toString().contains(QStringLiteral("W4A16-g64")));
+        // Unmeasured tensors (norms, embeddings) show nothing.
+        QVERIFY(tm->index(0, lcw::LayerTableModel::Error).data().toString().isEmpty());
+
+        // Editing the recipe dims the column; undoing back to the measured recipe restores it.
+        QVERIFY(w.recipeEditor()->applyPreset(QStringLiteral("W8A16")));
+        QVERIFY(tm->errorsStale());
+        QVERIFY(cell.data(Qt::ToolTipRole).toString().contains(QStringLiteral("measure again")));
+        w.recipeEditor()->undoStack()->undo();
+        QVERIFY(!tm->errorsStale());
+
+        // A recipe whose method needs calibration runs with the bundled text: GPTQ's error is
+        // measured too, and its calibration-output error shows in the tooltip.
+        QVERIFY(w.recipeEditor()->applyPreset(QStringLiteral("W4A16-g64-GPTQ")));
+        QVERIFY(w.measureLayerErrors());
+        QTRY_COMPARE_WITH_TIMEOUT(measured.count(), 2, kLongTimeoutMs);
+        QVERIFY(!tm->errorsStale());
+        QVERIFY(cell.data(Qt::ToolTipRole).toString().contains(QStringLiteral("output error")));
     }
 
     void resultsPanelListsReloadsAndSkipsCorruptLines() {

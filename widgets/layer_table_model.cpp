@@ -1,5 +1,8 @@
 #include "widgets/layer_table_model.h"
 
+#include <QBrush>
+#include <QFont>
+
 #include <cmath>
 
 #include "core/common/dtype.h"
@@ -16,6 +19,9 @@ LayerTableModel::LayerTableModel(QObject* parent) : QAbstractTableModel(parent) 
 
 void LayerTableModel::setModel(std::shared_ptr<const Model> model) {
     beginResetModel();
+    m_errors.clear();
+    m_errorsRecipe.clear();
+    m_errorsStale = false;
     m_model = std::move(model);
     m_rows.clear();
     m_planned.clear();
@@ -78,6 +84,20 @@ QVariant LayerTableModel::data(const QModelIndex& index, int role) const {
             // NaN: a pruned / factorised layer whose size only a real compression gives.
             return std::isnan(bitsPerWeightOf(r)) ? tr("needs compress")
                                                   : QString::number(bitsPerWeightOf(r), 'f', 2);
+        case Error:
+            if (auto it = m_errors.constFind(r.name); it != m_errors.constEnd())
+                return QString::number(it->weight, 'g', 3);
+            return QString();
+        }
+        break;
+    case Qt::ForegroundRole:
+        if (col == Error && m_errorsStale) return QBrush(QColor(128, 128, 128));
+        break;
+    case Qt::FontRole:
+        if (col == Error && m_errorsStale) {
+            QFont f;
+            f.setItalic(true);
+            return f;
         }
         break;
     case SortRole:
@@ -92,6 +112,10 @@ QVariant LayerTableModel::data(const QModelIndex& index, int role) const {
             return r.bytes;
         case BitsPerWeight:
             return bitsPerWeightOf(r);
+        case Error:
+            // Unmeasured rows sort after every measured one.
+            if (auto it = m_errors.constFind(r.name); it != m_errors.constEnd()) return it->weight;
+            return std::numeric_limits<double>::infinity();
         default:
             return data(index, Qt::DisplayRole);
         }
@@ -105,14 +129,31 @@ QVariant LayerTableModel::data(const QModelIndex& index, int role) const {
             return r.bytes;
         case BitsPerWeight:
             return bitsPerWeightOf(r);
+        case Error:
+            if (auto it = m_errors.constFind(r.name); it != m_errors.constEnd()) return it->weight;
+            return QString();
         default:
             return data(index, Qt::DisplayRole);
         }
     case Qt::ToolTipRole:
         if (col == Bytes) return tr("%1 bytes").arg(formatCountExact(qlonglong(r.bytes)));
+        if (col == Error) {
+            auto it = m_errors.constFind(r.name);
+            if (it == m_errors.constEnd())
+                return m_errors.isEmpty() ? tr("Not measured: Recipe ▸ Measure Layer Errors")
+                                          : tr("Not compressed by the measured recipe");
+            QString t = tr("‖W−Ŵ‖/‖W‖ = %1").arg(it->weight, 0, 'g', 5);
+            if (!std::isnan(it->output))
+                t += tr("\noutput error on calibration inputs ‖(W−Ŵ)X‖/‖WX‖ = %1")
+                         .arg(it->output, 0, 'g', 5);
+            t += tr("\nmeasured with %1").arg(m_errorsRecipe);
+            if (m_errorsStale) t += tr("\n(the recipe changed since: measure again)");
+            return t;
+        }
         return tr("%1\nin file as '%2'\n%3").arg(r.name, r.fileName, r.file);
     case Qt::TextAlignmentRole:
-        if (col == Layer || col == Parameters || col == Bytes || col == BitsPerWeight)
+        if (col == Layer || col == Parameters || col == Bytes || col == BitsPerWeight ||
+            col == Error)
             return int(Qt::AlignRight | Qt::AlignVCenter);
         return int(Qt::AlignLeft | Qt::AlignVCenter);
     default:
@@ -144,6 +185,8 @@ QVariant LayerTableModel::headerData(int section, Qt::Orientation orientation, i
             return tr("Setting");
         case BitsPerWeight:
             return tr("Bits/w");
+        case Error:
+            return tr("Error");
         }
     }
     if (role == Qt::ToolTipRole) {
@@ -160,6 +203,9 @@ QVariant LayerTableModel::headerData(int section, Qt::Orientation orientation, i
             return tr("Weight setting under the recipe editor's recipe (else the file's dtype)");
         case BitsPerWeight:
             return tr("Stored bits per weight under the recipe (codes, scales and zero points)");
+        case Error:
+            return tr("Relative weight error ‖W−Ŵ‖/‖W‖ of a compression with the recipe "
+                      "(Recipe ▸ Measure Layer Errors); dimmed when the recipe changed since");
         default:
             break;
         }
@@ -176,6 +222,20 @@ void LayerTableModel::setPlannedSettings(const QHash<QString, PlannedSetting>& s
     m_planned = settings;
     if (!m_rows.empty())
         emit dataChanged(index(0, Setting), index(int(m_rows.size()) - 1, BitsPerWeight));
+}
+
+void LayerTableModel::setMeasuredErrors(const QHash<QString, MeasuredError>& errors,
+                                        const QString& recipeName) {
+    m_errors = errors;
+    m_errorsRecipe = recipeName;
+    m_errorsStale = false;
+    if (!m_rows.empty()) emit dataChanged(index(0, Error), index(int(m_rows.size()) - 1, Error));
+}
+
+void LayerTableModel::setErrorsStale(bool stale) {
+    if (stale == m_errorsStale) return;
+    m_errorsStale = stale;
+    if (!m_rows.empty()) emit dataChanged(index(0, Error), index(int(m_rows.size()) - 1, Error));
 }
 
 QString LayerTableModel::rowsAsTsv(const QModelIndexList& rows) const {

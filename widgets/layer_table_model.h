@@ -7,12 +7,14 @@
 #include <QHash>
 #include <QModelIndexList>
 
+#include <limits>
 #include <memory>
 #include <vector>
 
 namespace lcw {
 
-/// Columns: canonical name, layer, role, shape, dtype, parameters, bytes. Qt::DisplayRole gives
+/// Columns: canonical name, layer, role, shape, dtype, parameters, bytes, the recipe's setting
+/// and bits per weight, the measured error. Qt::DisplayRole gives
 /// formatted text; SortRole gives a number for numeric columns (so sorting is numeric);
 /// Qt::ToolTipRole gives the tensor's file name and file. The model keeps the Model alive.
 class LayerTableModel : public QAbstractTableModel {
@@ -28,6 +30,7 @@ public:
         Bytes,
         Setting,       ///< the recipe's weight setting of this tensor ("int4 g128 asym")
         BitsPerWeight, ///< stored bits per weight under the recipe (the file's when unchanged)
+        Error,         ///< ‖W−Ŵ‖/‖W‖ measured by compressing with a recipe (empty until measured)
         ColumnCount
     };
     /// Role returning a sortable value (qlonglong for numbers, QString otherwise).
@@ -56,6 +59,20 @@ public:
     /// stored precision); an empty map clears the columns' recipe values.
     void setPlannedSettings(const QHash<QString, PlannedSetting>& settings);
 
+    /// A layer's error measured by a real compression (compress::LayerReport).
+    struct MeasuredError {
+        double weight = 0; ///< ‖W−Ŵ‖/‖W‖ of the final weights
+        double output = std::numeric_limits<double>::quiet_NaN(); ///< on calibration inputs
+    };
+    /// Errors of the layers a compression with `recipeName`'s recipe produced; other tensors show
+    /// nothing. Clears the stale mark.
+    void setMeasuredErrors(const QHash<QString, MeasuredError>& errors, const QString& recipeName);
+    /// Marks the errors as measured for another recipe than the current one (shown dimmed, with
+    /// a tooltip saying so) or current again.
+    void setErrorsStale(bool stale);
+    bool errorsStale() const { return m_errorsStale; }
+    bool hasMeasuredErrors() const { return !m_errors.isEmpty(); }
+
     /// Tab-separated text of the given rows (any column's index selects its row), with a header
     /// line; exact numbers, one line per row, in the order given.
     QString rowsAsTsv(const QModelIndexList& rows) const;
@@ -72,6 +89,9 @@ private:
     std::shared_ptr<const Model> m_model;
     std::vector<Row> m_rows;
     QHash<QString, PlannedSetting> m_planned;
+    QHash<QString, MeasuredError> m_errors;
+    QString m_errorsRecipe;
+    bool m_errorsStale = false;
 };
 
 } // namespace lcw

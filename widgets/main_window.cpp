@@ -2,6 +2,9 @@
 
 #include "core/common/error.h"
 #include "core/common/mapped_file.h"
+#include "core/compress/calibration.h"
+#include "core/compress/compressed_model.h"
+#include "core/compress/recipe.h"
 #include "core/project/project.h"
 #include "core/stats/fingerprint.h"
 #include "core/version.h"
@@ -66,6 +69,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <optional>
 #include <utility>
 
 namespace lcw {
@@ -196,6 +200,8 @@ void MainWindow::buildUi() {
         showPanel(Panel::Compare);
     });
     connect(m_recipeEditor, &RecipeEditor::planChanged, this, &MainWindow::updatePlannedColumns);
+    connect(m_recipeEditor, &RecipeEditor::measureErrorsRequested, this,
+            [this] { measureLayerErrors(); });
     connect(m_comparePanel, &ComparePanel::failed, this, [this](const QString& message) {
         showError(tr("Compare"), tr("The comparison failed"), message);
     });
@@ -584,6 +590,10 @@ void MainWindow::buildMenus() {
     m_actPerplexity->setShortcut(QKeySequence(Qt::CTRL | Qt::SHIFT | Qt::Key_Return));
     m_actCancelPerplexity =
         run->addAction(tr("&Cancel Perplexity"), m_runPanel, &RunPanel::cancelPerplexity);
+    run->addSeparator();
+    QAction* measure = run->addAction(tr("Measure Layer &Errors"), this,
+                                      [this] { measureLayerErrors(); });
+    measure->setShortcut(QKeySequence(Qt::CTRL | Qt::SHIFT | Qt::Key_E));
     run->addSeparator();
     QAction* cancelAll = run->addAction(tr("Cancel &All Jobs"), m_runner, &TaskRunner::cancelAll);
     cancelAll->setShortcut(QKeySequence(Qt::CTRL | Qt::SHIFT | Qt::Key_Period));
@@ -1006,6 +1016,79 @@ void MainWindow::updatePlannedColumns() {
                                 ? compress::estimateLayerSize(l).bitsPerWeight()
                                 : std::nan("")});
     m_layerModel->setPlannedSettings(planned);
+    if (m_layerModel->hasMeasuredErrors())
+        m_layerModel->setErrorsStale(m_recipeEditor->recipe().toJson().dump() != m_measuredRecipe);
+}
+
+bool MainWindow::measureLayerErrors() {
+    if (!m_model) {
+        showError(tr("Measure Layer Errors"), tr("Open a model first."));
+        return false;
+    }
+    if (m_errorJob) return false;
+    const compress::Recipe recipe = m_recipeEditor->recipe();
+    const std::string recipeJson = recipe.toJson().dump();
+    const QString recipeName =
+        recipe.name.empty() ? tr("the editor's recipe") : QString::fromStdString(recipe.name);
+    std::shared_ptr<const Model> model = m_model;
+    using Errors = QHash<QString, LayerTableModel::MeasuredError>;
+    std::function<std::optional<Errors>(Progress&)> job =
+        [model, recipe](Progress& p) -> std::optional<Errors> {
+        // Methods that need calibration (planning without it refuses them) get the bundled text.
+        std::unique_ptr<compress::CalibrationSet> cal;
+        try {
+            compress::planRecipe(recipe, *model);
+        } catch (const compress::RecipeError&) {
+            if (model->hasTokenizer()) {
+                compress::CalibrationOptions co;
+                co.samples = 8;
+                co.seqLen = 128;
+                cal = std::make_unique<compress::CalibrationSet>(
+                    compress::loadCalibration(*model, "", co));
+            }
+        }
+        compress::CompressOptions opts;
+        opts.calibration = cal.get();
+        const compress::CompressResult r = compress::compress(*model, recipe, p, opts);
+        if (r.status == Status::Cancelled) return std::nullopt;
+        Errors out;
+        for (const compress::LayerReport& l : r.layers)
+            out.insert(QString::fromStdString(l.name), {l.error.relError, l.outputRelError});
+        return out;
+    };
+    auto self = std::make_shared<TaskRunner::JobId>(0);
+    *self = m_runner->submit<std::optional<Errors>>(
+        tr("Layer errors (%1)").arg(recipeName), std::move(job), this,
+        [this, self, recipeJson, recipeName](std::optional<Errors> errors) {
+            if (m_errorJob == *self) m_errorJob = 0;
+            if (!errors) return;
+            m_measuredRecipe = recipeJson;
+            m_layerModel->setMeasuredErrors(*errors, recipeName);
+            updatePlannedColumns(); // stale already when the recipe changed meanwhile
+            double worst = 0;
+            QString worstName;
+            for (auto it = errors->cbegin(); it != errors->cend(); ++it)
+                if (it.value().weight > worst) {
+                    worst = it.value().weight;
+                    worstName = it.key();
+                }
+            m_log->info(tr("Measured layer errors of %1: %2 layers, largest %3 (%4)")
+                            .arg(recipeName)
+                            .arg(errors->size())
+                            .arg(worst, 0, 'g', 3)
+                            .arg(worstName));
+            emit errorsMeasured(int(errors->size()));
+        },
+        [this, self](const QString& message) {
+            if (m_errorJob == *self) m_errorJob = 0;
+            showError(tr("Measure Layer Errors"), tr("Could not compress with the recipe"),
+                      message);
+        },
+        [this, self] {
+            if (m_errorJob == *self) m_errorJob = 0;
+        });
+    m_errorJob = *self;
+    return true;
 }
 
 void MainWindow::buildProjectMenu(QMenu* file) {

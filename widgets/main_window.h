@@ -127,6 +127,13 @@ public:
     /// log) on the left, the statistics inspector (tabbed with run) on the right, full height.
     void applyInspectorLayout();
 
+    /// Compresses the model with the recipe editor's recipe on the task runner (with the
+    /// bundled calibration text, 8 × 128 tokens, when a method needs calibration) and shows each
+    /// layer's ‖W−Ŵ‖/‖W‖ in the table's Error column (dimmed once the recipe changes). Returns
+    /// false without a model or while a measurement runs; errorsMeasured() follows.
+    bool measureLayerErrors();
+    bool isMeasuringErrors() const { return m_errorJob != 0; }
+
     // Projects ------------------------------------------------------------------------------
     /// Saves model path + fingerprint, statistics, recipes and comparison results to one HDF5
     /// file (core/project). The state is taken now; the file (which embeds the statistics file,
@@ -175,6 +182,8 @@ signals:
     void projectOpened(const QString& path);
     /// saveProject() finished writing `path`.
     void projectSaved(const QString& path);
+    /// measureLayerErrors() finished: `layers` layers have an error in the table.
+    void errorsMeasured(int layers);
 
 protected:
     void closeEvent(QCloseEvent* event) override;
@@ -234,6 +243,8 @@ private:
     QString m_modelPath;
     std::vector<BlockSize> m_blocks;
     TaskRunner::JobId m_loadJob = 0;
+    TaskRunner::JobId m_errorJob = 0;
+    std::string m_measuredRecipe; ///< JSON of the recipe the Error column was measured with
     QStringList m_recent;
     /// One background thread (not Qt's global pool, which the raster paint engine waits on):
     /// project writes in the order they were started, and releasing replaced models.

@@ -174,6 +174,12 @@ void RecipeEditor::buildUi() {
     bar->addSpacing(12);
     bar->addWidget(openBtn);
     bar->addWidget(saveBtn);
+    auto* measureBtn = new QToolButton(this);
+    measureBtn->setText(tr("Measure Errors"));
+    measureBtn->setToolTip(tr("Compress with this recipe in the background and show every "
+                              "layer's error in the tensor table (Run ▸ Measure Layer Errors)"));
+    connect(measureBtn, &QToolButton::clicked, this, &RecipeEditor::measureErrorsRequested);
+    bar->addWidget(measureBtn);
     bar->addStretch();
     bar->addWidget(undoBtn);
     bar->addWidget(redoBtn);

@@ -116,6 +116,8 @@ signals:
     void recipeChanged();
     /// A new plan (or a planning error) is available.
     void planChanged();
+    /// The "Measure Errors" button: compress with this recipe and show each layer's error.
+    void measureErrorsRequested();
     void logMessage(const QString& text);
 
 private:
