@@ -120,9 +120,9 @@ void installPlotInteractions(QCustomPlot* plot, QWidget* owner, std::function<QS
                      });
 }
 
-QCPAbstractPlottable* addBarSeries(QCPAxis* keyAxis, QCPAxis* valueAxis, const QVector<double>& keys,
-                                   const QVector<double>& values, double width, const QColor& color,
-                                   double base, int maxBars) {
+QCPAbstractPlottable* addBarSeries(QCPAxis* keyAxis, QCPAxis* valueAxis,
+                                   const QVector<double>& keys, const QVector<double>& values,
+                                   double width, const QColor& color, double base, int maxBars) {
     const int n = int(std::min(keys.size(), values.size()));
     if (n <= maxBars) {
         auto* bars = new QCPBars(keyAxis, valueAxis);

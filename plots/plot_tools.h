@@ -49,8 +49,9 @@ bool exportPlot(QCustomPlot* plot, const QString& path, int width = 0, int heigh
 /// be ascending and evenly spaced by `width`; zeros draw nothing in the step form, so a second
 /// series can highlight some entries by being zero elsewhere. `base` is where bars start (0, or
 /// just under one count on a log axis).
-QCPAbstractPlottable* addBarSeries(QCPAxis* keyAxis, QCPAxis* valueAxis, const QVector<double>& keys,
-                                   const QVector<double>& values, double width, const QColor& color,
-                                   double base = 0.0, int maxBars = 64);
+QCPAbstractPlottable* addBarSeries(QCPAxis* keyAxis, QCPAxis* valueAxis,
+                                   const QVector<double>& keys, const QVector<double>& values,
+                                   double width, const QColor& color, double base = 0.0,
+                                   int maxBars = 64);
 
 } // namespace lcw

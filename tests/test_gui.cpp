@@ -56,11 +56,11 @@
 #include <QPushButton>
 #include <QSettings>
 #include <QSortFilterProxyModel>
-#include <QTimer>
 #include <QStandardPaths>
 #include <QTableView>
 #include <QTableWidget>
 #include <QTextBrowser>
+#include <QTimer>
 #include <QUndoStack>
 #include <QtTest/QtTest>
 #include <nlohmann/json.hpp>
@@ -160,8 +160,7 @@ void spinEventLoop(int ms) {
 }
 
 /// Runs the event loop until `done()` holds (checked every few milliseconds) or `timeoutMs`.
-template <class F>
-bool spinUntil(F done, int timeoutMs) {
+template <class F> bool spinUntil(F done, int timeoutMs) {
     QElapsedTimer t;
     t.start();
     while (!done()) {
@@ -566,6 +565,45 @@ private slots:
             QVERIFY(w.recentFiles().isEmpty());
         }
         std::filesystem::remove_all(dir);
+    }
+
+    void mainWindowRecentRecipes() {
+        LCW_REQUIRE_SOURCE(kDemoModel);
+        QSettings().clear();
+        const QString dir = QString::fromStdString(lcwtest::tempDir("gui-recent-recipes"));
+        const QString a = dir + QStringLiteral("/a.json"), b = dir + QStringLiteral("/b.json");
+        std::string bJson;
+        {
+            lcw::MainWindow w; // uses (test-mode) settings
+            w.setModalDialogsEnabled(false);
+            QVERIFY(loadAndWait(w, source(kDemoModel)));
+            lcw::RecipeEditor* ed = w.recipeEditor();
+            QVERIFY(ed->applyPreset(QStringLiteral("W8A16")));
+            QVERIFY(ed->saveRecipe(a));
+            QVERIFY(ed->applyPreset(QStringLiteral("W4A16-g64")));
+            QVERIFY(ed->saveRecipe(b));
+            bJson = ed->recipe().toJson().dump();
+            QCOMPARE(w.recentRecipes(), (QStringList{b, a}));
+            // Opening from the list loads the file into the editor and moves it to the top.
+            QVERIFY(w.openRecipeFile(a));
+            QCOMPARE(w.recentRecipes(), (QStringList{a, b}));
+            QCOMPARE(ed->recipe().toJson().dump(),
+                     lcw::compress::Recipe::load(a.toStdString()).toJson().dump());
+            QVERIFY(w.openRecipeFile(b));
+            QCOMPARE(ed->recipe().toJson().dump(), bJson);
+            w.close();
+        }
+        lcw::MainWindow w;
+        w.setModalDialogsEnabled(false);
+        QCOMPARE(w.recentRecipes(), (QStringList{b, a})); // survives a restart
+        QCOMPARE(QSettings().value("recent/recipes").toStringList(), w.recentRecipes());
+        QFile::remove(a);
+        QSignalSpy errors(&w, &lcw::MainWindow::errorShown);
+        QVERIFY(!w.openRecipeFile(a));
+        QCOMPARE(errors.count(), 1);
+        QVERIFY(errors.first().at(0).toString().contains(QStringLiteral("no longer exists")));
+        QCOMPARE(w.recentRecipes(), QStringList{b});
+        QSettings().clear();
     }
 
     void mainWindowDropOpensModel() {

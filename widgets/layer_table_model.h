@@ -30,7 +30,7 @@ public:
         Bytes,
         Setting,       ///< the recipe's weight setting of this tensor ("int4 g128 asym")
         BitsPerWeight, ///< stored bits per weight under the recipe (the file's when unchanged)
-        Error,         ///< ‖W−Ŵ‖/‖W‖ measured by compressing with a recipe (empty until measured)
+        Error, ///< ‖W−Ŵ‖/‖W‖ measured by compressing with a recipe (empty until measured)
         ColumnCount
     };
     /// Role returning a sortable value (qlonglong for numbers, QString otherwise).

@@ -18,6 +18,7 @@
 #include "widgets/log_panel.h"
 #include "widgets/model_summary_panel.h"
 #include "widgets/number_format.h"
+#include "widgets/recent_list.h"
 #include "widgets/recipe_editor.h"
 #include "widgets/results_panel.h"
 #include "widgets/run_panel.h"
@@ -42,6 +43,7 @@
 #include <QFile>
 #include <QFileDialog>
 #include <QFileInfo>
+#include <QFontMetrics>
 #include <QHBoxLayout>
 #include <QHeaderView>
 #include <QItemSelectionModel>
@@ -56,7 +58,6 @@
 #include <QSortFilterProxyModel>
 #include <QStandardPaths>
 #include <QStatusBar>
-#include <QFontMetrics>
 #include <QStyle>
 #include <QTabWidget>
 #include <QTableView>
@@ -81,6 +82,7 @@ constexpr auto kGeometryKey = "mainWindow/geometry";
 constexpr auto kStateKey = "mainWindow/state";
 constexpr auto kThemeKey = "view/theme";
 constexpr auto kRecentProjectsKey = "recent/projects";
+constexpr auto kRecentRecipesKey = "recent/recipes";
 constexpr auto kAutosaveKey = "project/autosaveMinutes";
 /// Project names of the recipe editor's recipe and of recipe files in the compare view.
 constexpr auto kEditorRecipe = "editor";
@@ -112,6 +114,10 @@ MainWindow::MainWindow(Options options, QWidget* parent) : QMainWindow(parent), 
     // Created first so it is destroyed first: its destructor stops and waits for the running
     // job while the panels that receive its results still exist.
     m_runner = new TaskRunner(this);
+    m_recentModels = new RecentList(kRecentKey, kMaxRecent, m_options.useSettings, this);
+    m_recentProjects = new RecentList(kRecentProjectsKey, kMaxRecent, m_options.useSettings, this);
+    m_recentRecipes = new RecentList(kRecentRecipesKey, kMaxRecent, m_options.useSettings, this);
+    connect(m_recentModels, &RecentList::changed, this, &MainWindow::recentFilesChanged);
     m_theme = isDarkPalette(QApplication::palette()) ? Theme::Dark : Theme::Light;
     buildUi();
     buildMenus();
@@ -120,7 +126,6 @@ MainWindow::MainWindow(Options options, QWidget* parent) : QMainWindow(parent), 
     setWindowTitle(QStringLiteral("lcw"));
     resize(kDefaultWidth, kDefaultHeight);
     if (m_options.useSettings) readSettings();
-    rebuildRecentMenu();
 }
 
 MainWindow::~MainWindow() {
@@ -202,6 +207,9 @@ void MainWindow::buildUi() {
     connect(m_recipeEditor, &RecipeEditor::planChanged, this, &MainWindow::updatePlannedColumns);
     connect(m_recipeEditor, &RecipeEditor::measureErrorsRequested, this,
             [this] { measureLayerErrors(); });
+    connect(m_recipeEditor, &RecipeEditor::recipeFileUsed, this, [this](const QString& path) {
+        m_recentRecipes->add(QFileInfo(path).absoluteFilePath());
+    });
     connect(m_comparePanel, &ComparePanel::failed, this, [this](const QString& message) {
         showError(tr("Compare"), tr("The comparison failed"), message);
     });
@@ -509,7 +517,8 @@ void MainWindow::buildMenus() {
     QAction* openFile = file->addAction(tr("&Open Model File…"), this, &MainWindow::openFileDialog);
     openFile->setShortcut(QKeySequence::Open);
     openFile->setIcon(style()->standardIcon(QStyle::SP_FileIcon));
-    m_recentMenu = file->addMenu(tr("Open &Recent"));
+    m_recentModels->attachMenu(
+        file->addMenu(tr("Open &Recent")), [this](const QString& p) { openRecent(p); }, true, true);
     file->addSeparator();
     buildProjectMenu(file);
     file->addSeparator();
@@ -591,8 +600,8 @@ void MainWindow::buildMenus() {
     m_actCancelPerplexity =
         run->addAction(tr("&Cancel Perplexity"), m_runPanel, &RunPanel::cancelPerplexity);
     run->addSeparator();
-    QAction* measure = run->addAction(tr("Measure Layer &Errors"), this,
-                                      [this] { measureLayerErrors(); });
+    QAction* measure =
+        run->addAction(tr("Measure Layer &Errors"), this, [this] { measureLayerErrors(); });
     measure->setShortcut(QKeySequence(Qt::CTRL | Qt::SHIFT | Qt::Key_E));
     run->addSeparator();
     QAction* cancelAll = run->addAction(tr("Cancel &All Jobs"), m_runner, &TaskRunner::cancelAll);
@@ -637,15 +646,17 @@ void MainWindow::buildMenus() {
 // Opening
 
 void MainWindow::openFolderDialog() {
-    const QString start =
-        m_recent.isEmpty() ? QDir::homePath() : QFileInfo(m_recent.front()).absolutePath();
+    const QString start = m_recentModels->items().isEmpty()
+                              ? QDir::homePath()
+                              : QFileInfo(m_recentModels->newest()).absolutePath();
     const QString dir = QFileDialog::getExistingDirectory(this, tr("Open Model Folder"), start);
     if (!dir.isEmpty()) openModel(dir);
 }
 
 void MainWindow::openFileDialog() {
-    const QString start =
-        m_recent.isEmpty() ? QDir::homePath() : QFileInfo(m_recent.front()).absolutePath();
+    const QString start = m_recentModels->items().isEmpty()
+                              ? QDir::homePath()
+                              : QFileInfo(m_recentModels->newest()).absolutePath();
     const QString file = QFileDialog::getOpenFileName(
         this, tr("Open Model File"), start,
         tr("Model files (*.gguf *.bin *.safetensors);;GGUF (*.gguf);;llama2.c checkpoints "
@@ -655,10 +666,7 @@ void MainWindow::openFileDialog() {
 
 void MainWindow::openRecent(const QString& path) {
     if (!QFileInfo::exists(path)) {
-        m_recent.removeAll(path);
-        rebuildRecentMenu();
-        if (m_options.useSettings) QSettings().setValue(kRecentKey, m_recent);
-        emit recentFilesChanged();
+        m_recentModels->remove(path);
         showError(tr("Open Recent"), tr("%1 no longer exists and was removed from the recent list.")
                                          .arg(QDir::toNativeSeparators(path)));
         return;
@@ -741,21 +749,22 @@ void MainWindow::setModel(LoadResult result, const QString& path) {
     // Names are never elided: the widest of them all (a text advance each, no layout) plus the
     // cell margins the contents fit gave the sampled rows.
     const QFontMetrics fm(m_table->font());
-    int nameWidth = fm.horizontalAdvance(m_layerModel->headerData(LayerTableModel::Name,
-                                                                  Qt::Horizontal)
-                                             .toString()) +
-                    16;
+    int nameWidth =
+        fm.horizontalAdvance(
+            m_layerModel->headerData(LayerTableModel::Name, Qt::Horizontal).toString()) +
+        16;
     for (const auto& t : m_model->tensors())
         nameWidth = std::max(nameWidth, fm.horizontalAdvance(QString::fromStdString(t.name)));
     const int margins = 4 * m_table->style()->pixelMetric(QStyle::PM_FocusFrameHMargin) + 16;
-    m_table->setColumnWidth(LayerTableModel::Name,
-                            std::max(m_table->columnWidth(LayerTableModel::Name), nameWidth + margins));
+    m_table->setColumnWidth(
+        LayerTableModel::Name,
+        std::max(m_table->columnWidth(LayerTableModel::Name), nameWidth + margins));
     updatePlot();
     updateFilterCount();
     activatePanels();
     setWindowTitle(QStringLiteral("lcw — %1").arg(displayName(path)));
     setWindowFilePath(path);
-    addRecent(path);
+    m_recentModels->add(path);
     const QString took = seconds < 1.0 ? tr("%1 ms").arg(qRound(seconds * 1000.0))
                                        : tr("%1 s").arg(seconds, 0, 'f', 2);
     const QString loaded = tr("Loaded %1: %2 tensors, %3 parameters in %4")
@@ -898,35 +907,37 @@ QString MainWindow::copySelectedRows() {
 // ---------------------------------------------------------------------------------------------
 // Recent files, settings, dialogs
 
-void MainWindow::addRecent(const QString& path) {
-    m_recent.removeAll(path);
-    m_recent.prepend(path);
-    while (m_recent.size() > kMaxRecent) m_recent.removeLast();
-    if (m_options.useSettings) QSettings().setValue(kRecentKey, m_recent);
-    rebuildRecentMenu();
-    emit recentFilesChanged();
+QStringList MainWindow::recentFiles() const {
+    return m_recentModels->items();
 }
 
 void MainWindow::clearRecentFiles() {
-    m_recent.clear();
-    if (m_options.useSettings) QSettings().setValue(kRecentKey, m_recent);
-    rebuildRecentMenu();
-    emit recentFilesChanged();
+    m_recentModels->clear();
 }
 
-void MainWindow::rebuildRecentMenu() {
-    m_recentMenu->clear();
-    for (int i = 0; i < m_recent.size(); ++i) {
-        const QString path = m_recent[i];
-        const QString label =
-            QStringLiteral("&%1  %2").arg((i + 1) % 10).arg(QDir::toNativeSeparators(path));
-        QAction* a = m_recentMenu->addAction(label, this, [this, path] { openRecent(path); });
-        a->setToolTip(path);
+QStringList MainWindow::recentProjects() const {
+    return m_recentProjects->items();
+}
+
+QStringList MainWindow::recentRecipes() const {
+    return m_recentRecipes->items();
+}
+
+bool MainWindow::openRecipeFile(const QString& path) {
+    if (!QFileInfo::exists(path)) {
+        m_recentRecipes->remove(path);
+        showError(tr("Open Recipe"), tr("%1 no longer exists and was removed from the recent list.")
+                                         .arg(QDir::toNativeSeparators(path)));
+        return false;
     }
-    if (!m_recent.isEmpty()) m_recentMenu->addSeparator();
-    QAction* clear =
-        m_recentMenu->addAction(tr("Clear Recent"), this, &MainWindow::clearRecentFiles);
-    clear->setEnabled(!m_recent.isEmpty());
+    QString error;
+    if (!m_recipeEditor->openRecipe(path, &error)) {
+        showError(tr("Open Recipe"),
+                  tr("Could not open the recipe %1").arg(QDir::toNativeSeparators(path)), error);
+        return false;
+    }
+    showPanel(Panel::Recipe);
+    return true;
 }
 
 void MainWindow::showError(const QString& title, const QString& text, const QString& details) {
@@ -950,8 +961,6 @@ void MainWindow::showAbout() {
 
 void MainWindow::readSettings() {
     QSettings s;
-    m_recent = s.value(kRecentKey).toStringList();
-    while (m_recent.size() > kMaxRecent) m_recent.removeLast();
     if (const QByteArray g = s.value(kGeometryKey).toByteArray(); !g.isEmpty()) restoreGeometry(g);
     // Applied when the panels first appear (the welcome page shows none).
     m_savedState = s.value(kStateKey).toByteArray();
@@ -959,9 +968,10 @@ void MainWindow::readSettings() {
     setTheme(themeFromName(s.value(kThemeKey).toString()).value_or(m_theme));
     m_runPanel->readSettings(s);
     m_statsPanel->readSettings(s);
-    m_recentProjects = s.value(kRecentProjectsKey).toStringList();
+    m_recentModels->load();
+    m_recentProjects->load();
+    m_recentRecipes->load();
     setAutosaveMinutes(s.value(kAutosaveKey, kDefaultAutosaveMinutes).toInt());
-    rebuildRecentProjectsMenu();
     // After the window is up: an autosave left by a session that did not close cleanly.
     QTimer::singleShot(0, this, &MainWindow::offerAutosaveRecovery);
 }
@@ -974,8 +984,7 @@ void MainWindow::writeSettings() const {
     s.setValue(kThemeKey, themeName(m_theme));
     m_runPanel->writeSettings(s);
     m_statsPanel->writeSettings(s);
-    s.setValue(kRecentKey, m_recent);
-    s.setValue(kRecentProjectsKey, m_recentProjects);
+    // The recent lists store themselves on every change.
 }
 
 void MainWindow::closeEvent(QCloseEvent* event) {
@@ -1099,7 +1108,8 @@ void MainWindow::buildProjectMenu(QMenu* file) {
         if (!p.isEmpty()) openProject(p);
     });
     open->setShortcut(QKeySequence(Qt::CTRL | Qt::ALT | Qt::Key_O));
-    m_recentProjectsMenu = file->addMenu(tr("Recent Pro&jects"));
+    m_recentProjects->attachMenu(file->addMenu(tr("Recent Pro&jects")),
+                                 [this](const QString& p) { openProject(p); });
     auto saveAs = [this] {
         QString p = QFileDialog::getSaveFileName(
             this, tr("Save Project"),
@@ -1119,12 +1129,22 @@ void MainWindow::buildProjectMenu(QMenu* file) {
     QAction* saveAsAct = file->addAction(tr("Save Project &As…"), this, saveAs);
     saveAsAct->setShortcut(QKeySequence::SaveAs);
     file->addSeparator();
+    file->addAction(tr("Open Re&cipe…"), this, [this] {
+        const QString start = m_recentRecipes->items().isEmpty()
+                                  ? QString()
+                                  : QFileInfo(m_recentRecipes->newest()).absolutePath();
+        const QString p = QFileDialog::getOpenFileName(this, tr("Open Recipe"), start,
+                                                       tr("Recipes (*.json);;All files (*)"));
+        if (!p.isEmpty()) openRecipeFile(p);
+    });
+    m_recentRecipes->attachMenu(file->addMenu(tr("Recent Rec&ipes")),
+                                [this](const QString& p) { openRecipeFile(p); });
+    file->addSeparator();
     QAction* exp = file->addAction(tr("&Export…"), this, &MainWindow::showExportDialog);
     exp->setShortcut(QKeySequence(Qt::CTRL | Qt::Key_E));
     m_autosaveTimer = new QTimer(this);
     connect(m_autosaveTimer, &QTimer::timeout, this, &MainWindow::autosave);
     setAutosaveMinutes(kDefaultAutosaveMinutes);
-    rebuildRecentProjectsMenu();
 }
 
 void MainWindow::setAutosaveMinutes(int minutes) {
@@ -1134,23 +1154,6 @@ void MainWindow::setAutosaveMinutes(int minutes) {
         return;
     }
     m_autosaveTimer->start(minutes * 60 * 1000);
-}
-
-void MainWindow::rebuildRecentProjectsMenu() {
-    if (!m_recentProjectsMenu) return;
-    m_recentProjectsMenu->clear();
-    for (const QString& p : std::as_const(m_recentProjects))
-        m_recentProjectsMenu->addAction(QDir::toNativeSeparators(p), this,
-                                        [this, p] { openProject(p); });
-    m_recentProjectsMenu->setEnabled(!m_recentProjects.isEmpty());
-}
-
-void MainWindow::addRecentProject(const QString& path) {
-    m_recentProjects.removeAll(path);
-    m_recentProjects.prepend(path);
-    while (m_recentProjects.size() > kMaxRecent) m_recentProjects.removeLast();
-    if (m_options.useSettings) QSettings().setValue(kRecentProjectsKey, m_recentProjects);
-    rebuildRecentProjectsMenu();
 }
 
 QString MainWindow::autosavePath() {
@@ -1191,8 +1194,7 @@ void MainWindow::writeProjectFile(const QString& path, project::Project p,
     project::save(path.toStdString(), p);
 }
 
-void MainWindow::startProjectWrite(const QString& path,
-                                   std::function<void(const QString&)> done) {
+void MainWindow::startProjectWrite(const QString& path, std::function<void(const QString&)> done) {
     QString statsPath;
     project::Project p = collectProject(&statsPath);
     // The destructor waits for the pool, so `this` outlives the task; the completion it posts
@@ -1231,7 +1233,7 @@ bool MainWindow::saveProject(const QString& path) {
             showError(tr("Save Project"), tr("Could not save the project"), error);
             return;
         }
-        addRecentProject(path);
+        m_recentProjects->add(path);
         m_log->info(tr("Saved project %1").arg(QDir::toNativeSeparators(path)));
         statusBar()->showMessage(tr("Saved %1").arg(QFileInfo(path).fileName()), 5000);
         emit projectSaved(path);
@@ -1349,7 +1351,7 @@ void MainWindow::applyProject() {
     }
     if (path != autosavePath()) {
         m_projectPath = path;
-        addRecentProject(path);
+        m_recentProjects->add(path);
     }
     m_log->info(tr("Opened project %1").arg(QDir::toNativeSeparators(path)));
     emit projectOpened(path);

@@ -31,6 +31,7 @@ struct Project;
 }
 
 class BarPlot;
+class RecentList;
 class ComparePanel;
 class ResultsPanel;
 class SensitivityPanel;
@@ -93,7 +94,7 @@ public:
     /// True while a load job is queued or running.
     bool isLoading() const { return m_loadJob != 0; }
 
-    QStringList recentFiles() const { return m_recent; }
+    QStringList recentFiles() const;
     void clearRecentFiles();
 
     /// Filters the layer table: plain text matches any column (case-insensitive), text with
@@ -149,7 +150,12 @@ public:
     void newProject();
     /// Path of the current project file (empty when unsaved).
     QString projectPath() const { return m_projectPath; }
-    QStringList recentProjects() const { return m_recentProjects; }
+    QStringList recentProjects() const;
+    /// Recipe files opened or saved in the recipe editor, newest first (File ▸ Recent Recipes).
+    QStringList recentRecipes() const;
+    /// Opens a recipe file in the editor (showing it); a missing file is removed from the recent
+    /// list with a message. Returns true when opened.
+    bool openRecipeFile(const QString& path);
     /// Where autosaves go (AppDataLocation/autosave.lcwproj).
     static QString autosavePath();
     /// Starts writing the autosave file (as saveProject() does, in the background; failures go
@@ -212,14 +218,10 @@ private:
     void updatePlot();
     void onCurrentRowChanged();
     void updateFilterCount();
-    void addRecent(const QString& path);
-    void rebuildRecentMenu();
     void showError(const QString& title, const QString& text, const QString& details = {});
     void readSettings();
     void writeSettings() const;
     void buildProjectMenu(QMenu* file);
-    void rebuildRecentProjectsMenu();
-    void addRecentProject(const QString& path);
     /// The project as it is now, without the statistics file's bytes (`statsPath` names the
     /// file to embed; empty when none is shown).
     project::Project collectProject(QString* statsPath) const;
@@ -245,7 +247,6 @@ private:
     TaskRunner::JobId m_loadJob = 0;
     TaskRunner::JobId m_errorJob = 0;
     std::string m_measuredRecipe; ///< JSON of the recipe the Error column was measured with
-    QStringList m_recent;
     /// One background thread (not Qt's global pool, which the raster paint engine waits on):
     /// project writes in the order they were started, and releasing replaced models.
     QThreadPool m_savePool;
@@ -280,14 +281,14 @@ private:
     QTableView* m_table = nullptr;
     QLineEdit* m_filter = nullptr;
     QLabel* m_filterCount = nullptr;
-    QMenu* m_recentMenu = nullptr;
+    RecentList* m_recentModels = nullptr;
+    RecentList* m_recentProjects = nullptr;
+    RecentList* m_recentRecipes = nullptr;
     RecipeEditor* m_recipeEditor = nullptr;
     ComparePanel* m_comparePanel = nullptr;
     ResultsPanel* m_resultsPanel = nullptr;
     SensitivityPanel* m_sensitivityPanel = nullptr;
     QString m_projectPath;
-    QStringList m_recentProjects;
-    QMenu* m_recentProjectsMenu = nullptr;
     QTimer* m_autosaveTimer = nullptr;
     /// A project read by openProject() waiting for its model to load.
     std::shared_ptr<project::Project> m_pendingProject;

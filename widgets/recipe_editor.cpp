@@ -429,6 +429,7 @@ bool RecipeEditor::openRecipe(const QString& path, QString* error) {
     try {
         Recipe r = Recipe::load(path.toStdString());
         setRecipe(r, tr("Open %1").arg(path));
+        emit recipeFileUsed(path);
         return true;
     } catch (const std::exception& e) {
         if (error) *error = QString::fromUtf8(e.what());
@@ -436,9 +437,10 @@ bool RecipeEditor::openRecipe(const QString& path, QString* error) {
     }
 }
 
-bool RecipeEditor::saveRecipe(const QString& path, QString* error) const {
+bool RecipeEditor::saveRecipe(const QString& path, QString* error) {
     try {
         writeFileAtomic(path.toStdString(), recipeJsonText().toStdString());
+        emit recipeFileUsed(path);
         return true;
     } catch (const std::exception& e) {
         if (error) *error = QString::fromUtf8(e.what());

@@ -70,7 +70,7 @@ public:
     /// Reads a recipe file into the editor (undoable). On failure returns false with `error`.
     bool openRecipe(const QString& path, QString* error = nullptr);
     /// Writes the recipe JSON atomically.
-    bool saveRecipe(const QString& path, QString* error = nullptr) const;
+    bool saveRecipe(const QString& path, QString* error = nullptr);
 
     // Selection -----------------------------------------------------------------------------
     QStringList layerNames() const;
@@ -118,6 +118,8 @@ signals:
     void planChanged();
     /// The "Measure Errors" button: compress with this recipe and show each layer's error.
     void measureErrorsRequested();
+    /// A recipe file was opened or saved (for the recent-recipes list).
+    void recipeFileUsed(const QString& path);
     void logMessage(const QString& text);
 
 private:

@@ -326,8 +326,8 @@ void StatsPanel::setModel(std::shared_ptr<const Model> model, const QString& pat
         }
         const QFileInfoList files =
             QDir(cacheDir())
-                .entryInfoList({shortHash(out.fingerprint) + QStringLiteral("-*.h5")},
-                               QDir::Files, QDir::Time);
+                .entryInfoList({shortHash(out.fingerprint) + QStringLiteral("-*.h5")}, QDir::Files,
+                               QDir::Time);
         for (const QFileInfo& f : files)
             if (!candidates.contains(f.absoluteFilePath())) candidates << f.absoluteFilePath();
         for (const QString& path : candidates) {
