@@ -1927,6 +1927,22 @@ private slots:
         double sum = 0;
         for (double c : h->counts()) sum += c;
         QCOMPARE(qint64(sum), qint64(172 * 64));
+        // Bin by bin against the weights binned here over the plot's range (a value within
+        // rounding of an edge may land in the neighbouring bin: at most a couple of moves).
+        {
+            const lcw::TensorView* t = w.model()->find("layers.0.mlp.down");
+            QVERIFY(t);
+            const std::vector<float> wv = lcw::runtime::toFloat(*t);
+            std::vector<double> ref(100, 0.0);
+            for (float x : wv) {
+                const double f = (double(x) - h->lo()) / (h->hi() - h->lo()) * 100.0;
+                ref[size_t(std::clamp(int(std::floor(f)), 0, 99))] += 1.0;
+            }
+            double moved = 0;
+            for (int i = 0; i < 100; ++i) moved += std::abs(h->counts()[i] - ref[size_t(i)]);
+            QVERIFY2(moved <= 4, qPrintable(QString::number(moved)));
+            QVERIFY(*std::max_element(ref.begin(), ref.end()) > 500); // a real distribution
+        }
         QCOMPARE(h->markerCount(), 8); // the 3-bit grid: 2^3 levels
         QCOMPARE(h->plot()->yAxis->scaleType(), QCPAxis::stLinear);
         sp->logCountBox()->click();
