@@ -1686,7 +1686,7 @@ private slots:
             QString::fromStdString(lcwtest::tempDir("gui-project")) + QStringLiteral("/p.lcwproj");
         QString editorJson;
         std::string resultsJson;
-        QString statsName;
+        QString statsName, errorsTsv;
         {
             lcw::MainWindow w(lcw::MainWindow::Options{false, false});
             w.show();
@@ -1705,6 +1705,12 @@ private slots:
             ed->setWeightForm(nlohmann::json{{"bits", 6}, {"granularity", "channel"}});
             QVERIFY(ed->applyToSelection());
             ed->setTargetBitsPerWeight(5.25);
+            QSignalSpy measured(&w, &lcw::MainWindow::errorsMeasured);
+            QVERIFY(w.measureLayerErrors());
+            QTRY_COMPARE_WITH_TIMEOUT(measured.count(), 1, kLongTimeoutMs);
+            errorsTsv = w.layerTableModel()->rowsAsTsv(
+                w.layerTableModel()->match(w.layerTableModel()->index(0, 0), Qt::DisplayRole,
+                                           QStringLiteral("layers."), -1, Qt::MatchStartsWith));
             lcw::CompareResults res;
             res.baseline = QStringLiteral("original");
             res.ctx = 64;
@@ -1752,6 +1758,13 @@ private slots:
         QCOMPARE(QFileInfo(w2.statsPanel()->loadedPath()).fileName(), statsName);
         QCOMPARE(queued.count(), 1); // the model load only
         QVERIFY(w2.recentProjects().contains(path));
+        // The Error column comes back as measured (current: the editor holds the same recipe).
+        lcw::LayerTableModel* tm2 = w2.layerTableModel();
+        QVERIFY(tm2->hasMeasuredErrors());
+        QVERIFY(!tm2->errorsStale());
+        QCOMPARE(tm2->rowsAsTsv(tm2->match(tm2->index(0, 0), Qt::DisplayRole,
+                                           QStringLiteral("layers."), -1, Qt::MatchStartsWith)),
+                 errorsTsv);
 
         // Autosave and recovery.
         QVERIFY(w2.recipeEditor()->applyPreset(QStringLiteral("W8A16")));

@@ -72,6 +72,8 @@ public:
     void setErrorsStale(bool stale);
     bool errorsStale() const { return m_errorsStale; }
     bool hasMeasuredErrors() const { return !m_errors.isEmpty(); }
+    const QHash<QString, MeasuredError>& measuredErrors() const { return m_errors; }
+    QString measuredRecipeName() const { return m_errorsRecipe; }
 
     /// Tab-separated text of the given rows (any column's index selects its row), with a header
     /// line; exact numbers, one line per row, in the order given.

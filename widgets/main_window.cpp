@@ -88,6 +88,7 @@ constexpr auto kAutosaveKey = "project/autosaveMinutes";
 constexpr auto kEditorRecipe = "editor";
 constexpr auto kFileRecipePrefix = "file:";
 constexpr auto kCompareResults = "compare";
+constexpr auto kLayerErrors = "layer_errors";
 constexpr int kDefaultWidth = 1400;
 constexpr int kDefaultHeight = 900;
 
@@ -1171,6 +1172,20 @@ project::Project MainWindow::collectProject(QString* statsPath) const {
         p.recipes.push_back({kFileRecipePrefix + n.toStdString(), j.toStdString()});
     if (!m_comparePanel->results().empty())
         p.results.push_back({kCompareResults, m_comparePanel->results().toJson()});
+    if (m_layerModel->hasMeasuredErrors()) {
+        // The Error column and the recipe it was measured with (to tell whether it is stale).
+        nlohmann::json e;
+        e["recipe_json"] = m_measuredRecipe;
+        e["recipe_name"] = m_layerModel->measuredRecipeName().toStdString();
+        nlohmann::json layers = nlohmann::json::array();
+        const auto& errors = m_layerModel->measuredErrors();
+        for (auto it = errors.cbegin(); it != errors.cend(); ++it)
+            layers.push_back({it.key().toStdString(), it.value().weight,
+                              std::isnan(it.value().output) ? nlohmann::json(nullptr)
+                                                            : nlohmann::json(it.value().output)});
+        e["layers"] = std::move(layers);
+        p.results.push_back({kLayerErrors, e.dump()});
+    }
     nlohmann::json ui;
     std::vector<std::string> configs;
     for (const QString& c : m_comparePanel->selectedConfigs()) configs.push_back(c.toStdString());
@@ -1332,6 +1347,23 @@ void MainWindow::applyProject() {
         CompareResults results;
         for (const project::NamedJson& r : p->results)
             if (r.name == kCompareResults) results = CompareResults::fromJson(r.json);
+        m_measuredRecipe.clear();
+        m_layerModel->setMeasuredErrors({}, {});
+        for (const project::NamedJson& r : p->results) {
+            if (r.name != kLayerErrors) continue;
+            const nlohmann::json e = nlohmann::json::parse(r.json);
+            QHash<QString, LayerTableModel::MeasuredError> errors;
+            for (const auto& l : e.at("layers")) {
+                LayerTableModel::MeasuredError m;
+                m.weight = l.at(1).get<double>();
+                if (!l.at(2).is_null()) m.output = l.at(2).get<double>();
+                errors.insert(QString::fromStdString(l.at(0).get<std::string>()), m);
+            }
+            m_measuredRecipe = e.at("recipe_json").get<std::string>();
+            m_layerModel->setMeasuredErrors(
+                errors, QString::fromStdString(e.at("recipe_name").get<std::string>()));
+            updatePlannedColumns(); // stale or not against the restored editor recipe
+        }
         m_comparePanel->setResults(results);
         if (!p->uiState.empty()) {
             const nlohmann::json ui = nlohmann::json::parse(p->uiState);
