@@ -1026,6 +1026,13 @@ void MainWindow::updatePlannedColumns() {
                                 ? compress::estimateLayerSize(l).bitsPerWeight()
                                 : std::nan("")});
     m_layerModel->setPlannedSettings(planned);
+    // Widen (never narrow: the user may have sized them) the columns the recipe fills.
+    for (int c : {int(LayerTableModel::Setting), int(LayerTableModel::BitsPerWeight),
+                  int(LayerTableModel::Error)}) {
+        const int before = m_table->columnWidth(c);
+        m_table->resizeColumnToContents(c);
+        m_table->setColumnWidth(c, std::max(before, m_table->columnWidth(c) + 16));
+    }
     if (m_layerModel->hasMeasuredErrors())
         m_layerModel->setErrorsStale(m_recipeEditor->recipe().toJson().dump() != m_measuredRecipe);
 }
