@@ -36,6 +36,8 @@ public:
     double lo() const { return m_lo; }
     double hi() const { return m_hi; }
     int markerCount() const { return int(m_markers.size()); }
+    const QVector<double>& markers() const { return m_markers; }
+    QString markerLabel() const { return m_markerLabel; }
     /// Index of the bin under a widget position of the plot, −1 when none.
     int binAt(const QPoint& plotPos) const;
     /// What hovering over bin `index` shows.

@@ -239,6 +239,60 @@ private slots:
         }
     }
 
+    void gridLevelsHoldEveryReconstruction() {
+        // One group (a 32-wide row: one GGUF block, one int group) quantised by the real
+        // quantizer: every reconstructed value is one of gridLevels() over the row's range.
+        std::mt19937 rng(7);
+        std::normal_distribution<float> nd(0.0f, 0.3f);
+        std::vector<float> row(32);
+        for (float& x : row) x = nd(rng);
+        row[5] = 1.7f; // a clear extreme
+        const auto [mn, mx] = std::minmax_element(row.begin(), row.end());
+        struct Case {
+            lcw::compress::WeightSettings s;
+            size_t levels;
+        };
+        std::vector<Case> cases;
+        auto ws = [](lcw::compress::WeightMethod m, lcw::compress::WeightFormat f, int bits,
+                     bool sym) {
+            lcw::compress::WeightSettings s;
+            s.method = m;
+            s.format = f;
+            s.bits = bits;
+            s.symmetric = sym;
+            s.granularity = lcw::compress::Granularity::Group;
+            s.groupSize = 32;
+            return s;
+        };
+        using M = lcw::compress::WeightMethod;
+        using F = lcw::compress::WeightFormat;
+        cases.push_back({ws(M::Rtn, F::Int, 4, false), 16});
+        cases.push_back({ws(M::Rtn, F::Int, 3, true), 8});
+        cases.push_back({ws(M::Rtn, F::Nf4, 4, true), 16});
+        cases.push_back({ws(M::Q4_0, F::Int, 4, true), 16});
+        cases.push_back({ws(M::Q4_1, F::Int, 4, false), 16});
+        cases.push_back({ws(M::Q5_0, F::Int, 5, true), 32});
+        cases.push_back({ws(M::Q8_0, F::Int, 8, true), 255});
+        for (const Case& c : cases) {
+            const std::vector<double> g = lcw::compress::gridLevels(c.s, *mn, *mx);
+            QCOMPARE(g.size(), c.levels);
+            QVERIFY(std::is_sorted(g.begin(), g.end()));
+            const auto packed = lcw::compress::quantize(row.data(), 1, 32, c.s, "row");
+            const std::vector<float> back = lcw::compress::dequantize(packed, "row");
+            for (float x : back) {
+                double nearest = 1e9;
+                for (double l : g) nearest = std::min(nearest, std::abs(double(x) - l));
+                // Scales are stored in f16: a level may differ by its relative rounding.
+                QVERIFY2(nearest <= 2e-3 * std::max(1.0, std::abs(double(x))),
+                         qPrintable(QStringLiteral("%1: %2 is %3 from the grid")
+                                        .arg(QString::fromStdString(c.s.describe()))
+                                        .arg(x)
+                                        .arg(nearest)));
+            }
+        }
+        QVERIFY(lcw::compress::gridLevels(cases[0].s, 1.0, 0.0).empty()); // empty range
+    }
+
     void sizeAccountingExact() {
         const std::vector<float> w(size_t(4 * 256), 0.5f);
         WeightSettings s;

@@ -1957,6 +1957,34 @@ private slots:
             QVERIFY(*std::max_element(ref.begin(), ref.end()) > 500); // a real distribution
         }
         QCOMPARE(h->markerCount(), 8); // the 3-bit grid: 2^3 levels
+        // With a recipe, the grid of the recipe's setting for this tensor: int4 asymmetric over
+        // the tensor's range (widened to 0) has 16 levels (hi − lo)/15 apart; NF4's 16 levels end
+        // at ±abs-max (its top level is 1).
+        {
+            const lcw::TensorView* t = w.model()->find("layers.0.mlp.down");
+            const std::vector<float> wv = lcw::runtime::toFloat(*t);
+            const auto [mnIt, mxIt] = std::minmax_element(wv.begin(), wv.end());
+            const double lo = std::min(0.0, double(*mnIt)), hi = std::max(0.0, double(*mxIt));
+            const double amax = std::max(-lo, hi);
+            lcw::RecipeEditor* ed = w.recipeEditor();
+            QVERIFY(ed->applyPreset(QStringLiteral("W4A16-g64")));
+            QCOMPARE(h->markerCount(), 16);
+            QVERIFY2(h->markerLabel().contains(QStringLiteral("int4 g64 asym")),
+                     qPrintable(h->markerLabel()));
+            for (int i = 1; i < 16; ++i)
+                QVERIFY(std::abs(h->markers()[i] - h->markers()[i - 1] - (hi - lo) / 15) < 1e-6);
+            QVERIFY(ed->applyPreset(QStringLiteral("NF4-g64")));
+            QCOMPARE(h->markerCount(), 16);
+            QVERIFY(std::abs(h->markers().back() - amax) < 1e-6);
+            QVERIFY(std::abs(h->markers().front() + amax) < 1e-6);
+            // e4m3: 256 codes less 2 NaNs, ±0 once: 253 levels up to abs-max (448 · amax/448).
+            QVERIFY(ed->applyPreset(QStringLiteral("FP8-E4M3")));
+            QCOMPARE(h->markerCount(), 253);
+            QVERIFY(std::abs(h->markers().back() - amax) < 1e-6);
+            // No rules: the statistics preview's grid again.
+            while (ed->undoStack()->canUndo()) ed->undoStack()->undo();
+            QCOMPARE(h->markerCount(), 8);
+        }
         QCOMPARE(h->plot()->yAxis->scaleType(), QCPAxis::stLinear);
         sp->logCountBox()->click();
         QVERIFY(h->logCount());

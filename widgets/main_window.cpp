@@ -206,6 +206,15 @@ void MainWindow::buildUi() {
         showPanel(Panel::Compare);
     });
     connect(m_recipeEditor, &RecipeEditor::planChanged, this, &MainWindow::updatePlannedColumns);
+    m_statsPanel->setRecipeSettingProvider(
+        [this](const QString& tensor) -> std::optional<compress::WeightSettings> {
+            const compress::Plan* plan = m_recipeEditor->plan();
+            if (!plan || m_recipeEditor->recipe().rules.empty()) return std::nullopt;
+            const std::string name = tensor.toStdString();
+            for (const compress::LayerPlan& l : plan->layers)
+                if (l.name == name) return l.quantize ? std::optional(l.weight) : std::nullopt;
+            return std::nullopt;
+        });
     connect(m_recipeEditor, &RecipeEditor::measureErrorsRequested, this,
             [this] { measureLayerErrors(); });
     connect(m_recipeEditor, &RecipeEditor::recipeFileUsed, this, [this](const QString& path) {
@@ -1035,6 +1044,7 @@ void MainWindow::updatePlannedColumns() {
     }
     if (m_layerModel->hasMeasuredErrors())
         m_layerModel->setErrorsStale(m_recipeEditor->recipe().toJson().dump() != m_measuredRecipe);
+    m_statsPanel->refreshRecipeGrid();
 }
 
 bool MainWindow::measureLayerErrors() {

@@ -6,6 +6,7 @@
 /// histogram with the preview's quantization grid, per-channel abs-max profiles, the activation
 /// per-channel and per-token abs-max of its input site, K and V abs-max per head and channel,
 /// and a model-wide per-layer overview. All numbers come from core/stats; the plots draw them.
+#include "core/compress/recipe.h"
 #include "core/stats/stats_engine.h"
 #include "core/stats/stats_store.h"
 #include "widgets/task_runner.h"
@@ -14,7 +15,9 @@
 #include <QThreadPool>
 #include <QWidget>
 
+#include <functional>
 #include <memory>
+#include <optional>
 
 class QCheckBox;
 class QComboBox;
@@ -72,6 +75,13 @@ public:
     /// asked before the background computation ended (see hasFingerprint()).
     const std::string& fingerprint() const;
     bool hasFingerprint() const { return !m_fingerprint.empty(); }
+
+    /// The recipe's weight setting of a tensor (empty: the recipe leaves it unquantised). When
+    /// set, the histogram draws that setting's grid instead of the statistics preview's.
+    using RecipeSettingFn = std::function<std::optional<compress::WeightSettings>(const QString&)>;
+    void setRecipeSettingProvider(RecipeSettingFn f) { m_recipeSetting = std::move(f); }
+    /// Redraws the weight plots (the recipe changed).
+    void refreshRecipeGrid();
 
     StatsSettings settings() const { return m_settings; }
     void setSettings(const StatsSettings& s);
@@ -174,6 +184,7 @@ private:
     QString settingsSummary() const;
 
     TaskRunner* m_runner;
+    RecipeSettingFn m_recipeSetting;
     std::shared_ptr<const Model> m_model;
     QString m_modelPath;
     mutable std::string m_fingerprint; ///< empty until known (see fingerprint())

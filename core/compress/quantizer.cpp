@@ -1,5 +1,7 @@
 #include "core/compress/quantizer.h"
 
+#include "core/stats/quant_grid.h"
+
 #include "core/common/dtype.h"
 #include "core/common/error.h"
 #include "core/io/quants.h"
@@ -186,6 +188,52 @@ uint8_t f32ToE4m3(float x) {
     if (qe < -6) return uint8_t(sign | uint8_t(q / std::ldexp(1.0f, -9)));
     const int mant = int((q / std::ldexp(1.0f, qe) - 1.0f) * 8.0f);
     return uint8_t(sign | uint8_t((qe + 7) << 3) | uint8_t(mant));
+}
+
+std::vector<double> gridLevels(const WeightSettings& s, double lo, double hi) {
+    std::vector<double> out;
+    if (!std::isfinite(lo) || !std::isfinite(hi) || hi < lo) return out;
+    const double amax = std::max(std::fabs(lo), std::fabs(hi));
+    // The signed value of largest magnitude (GGUF's symmetric block schemes scale by it).
+    const double signedMax = std::fabs(lo) > std::fabs(hi) ? lo : hi;
+    auto steps = [&](double d, int q0, int q1, double offset) {
+        if (!(d != 0) || !std::isfinite(d)) return;
+        for (int q = q0; q <= q1; ++q) out.push_back(offset + q * d);
+    };
+    switch (s.method) {
+    case WeightMethod::Q8_0:
+        steps(amax / 127.0, -127, 127, 0.0);
+        break;
+    case WeightMethod::Q4_0:
+        steps(-signedMax / 8.0, -8, 7, 0.0);
+        break;
+    case WeightMethod::Q5_0:
+        steps(-signedMax / 16.0, -16, 15, 0.0);
+        break;
+    case WeightMethod::Q4_1:
+        steps((hi - lo) / 15.0, 0, 15, lo);
+        break;
+    default:
+        switch (s.format) {
+        case WeightFormat::Int:
+            out = stats::quantGridLevels(s.bits, s.symmetric, lo, hi);
+            break;
+        case WeightFormat::Nf4:
+            if (amax > 0)
+                for (int i = 0; i < 16; ++i) out.push_back(double(nf4Levels()[i]) * amax);
+            break;
+        case WeightFormat::Fp8E4M3:
+            if (amax > 0)
+                for (int v = 0; v < 256; ++v) {
+                    const float x = e4m3ToF32(uint8_t(v));
+                    if (std::isfinite(x)) out.push_back(double(x) * amax / 448.0);
+                }
+            break;
+        }
+    }
+    std::sort(out.begin(), out.end());
+    out.erase(std::unique(out.begin(), out.end()), out.end());
+    return out;
 }
 
 float e4m3ToF32(uint8_t v) {

@@ -88,6 +88,15 @@ float e4m3ToF32(uint8_t v);
 /// The 16 NF4 levels of QLoRA, ascending, in [-1, 1].
 const float* nf4Levels();
 
+/// Reconstruction levels of `s` for one group whose values span [lo, hi] (drawn over a tensor's
+/// histogram with its whole range: the grid a per-tensor scale would give; per-channel and group
+/// scales make each row or group its own, finer copy of it). int: the RTN grid of
+/// stats::quantGridLevels; nf4: the 16 NF4 levels × abs-max; fp8_e4m3: every finite e4m3 value
+/// × abs-max/448; GGUF q8_0 d·q (q in −127..127, d = abs-max/127), q4_0 / q5_0 d·(q − 8) /
+/// d·(q − 16) with d = −(the signed value of largest magnitude)/8 or /16, q4_1 min + q·d with
+/// d = (max − min)/15. Ascending; empty for an empty or non-finite range.
+std::vector<double> gridLevels(const WeightSettings& s, double lo, double hi);
+
 /// Error statistics of a reconstruction.
 struct ErrorStats {
     double mse = 0;
