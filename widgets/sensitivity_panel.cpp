@@ -86,6 +86,7 @@ SensitivityPanel::SensitivityPanel(TaskRunner* runner, QWidget* parent)
     m_status = new QLabel(this);
     m_status->setWordWrap(true);
     m_show = new QComboBox(this);
+    m_show->setSizeAdjustPolicy(QComboBox::AdjustToContents);
     statusRow->addWidget(m_progress);
     statusRow->addWidget(new QLabel(tr("Show:"), this));
     statusRow->addWidget(m_show);
@@ -111,6 +112,10 @@ SensitivityPanel::SensitivityPanel(TaskRunner* runner, QWidget* parent)
     m_table->horizontalHeader()->setStretchLastSection(true);
     split->addWidget(m_bars);
     split->addWidget(m_table);
+    // The bars (one per target, rotated labels) need more room than the ranked table.
+    split->setStretchFactor(0, 3);
+    split->setStretchFactor(1, 2);
+    split->setSizes({600, 400});
     top->addWidget(split, 1);
 
     connect(m_runButton, &QPushButton::clicked, this, &SensitivityPanel::run);
