@@ -13,6 +13,10 @@
 # compare.png       the compare view (lcw --demo-compare): five presets against the original,
 #                   metrics table and Pareto plot; compare_layers.png, compare_generations.png
 #                   its per-layer error and generation tabs
+# results.png       the Results panel (lcw --demo-results): two comparisons and a sensitivity scan
+#                   recorded in a temporary results store (not the user's), the first selected
+# sensitivity.png   the Sensitivity panel (lcw --demo-sensitivity): W4A16-g32 and W2A16-g32 per
+#                   layer (ctx 128, 4 chunks), mean KLD bars in model order and the ranking
 # Model: resources/models/stories260K (the demo model), else $LCW_SHARED_DIR/models/stories260K/hf,
 # else ../shared/models/stories260K/hf. Runs headless (QT_QPA_PLATFORM=offscreen); set
 # LCW_SCREENSHOT_XVFB=1 to use xvfb-run with a real X server instead.
@@ -70,4 +74,6 @@ shoot "$out/recipe_editor.png" "$model" --demo-recipe
 shoot "$out/compare.png" "$model" --demo-compare
 shoot "$out/compare_layers.png" "$model" --demo-compare --compare-tab layers
 shoot "$out/compare_generations.png" "$model" --demo-compare --compare-tab generations
+shoot "$out/results.png" "$model" --demo-results
+shoot "$out/sensitivity.png" "$model" --demo-sensitivity
 echo "screenshots in $out"

@@ -170,6 +170,31 @@ template <class F> bool spinUntil(F done, int timeoutMs) {
     return true;
 }
 
+/// Opens the demo model in `w` and runs a small sensitivity scan (W4A16-g32 and W8A16 per
+/// layer, 2 chunks of 64 tokens); true when it finished.
+bool runDemoScan(lcw::MainWindow& w) {
+    if (!loadAndWait(w, source(kDemoModel))) return false;
+    lcw::SensitivityPanel* sp = w.sensitivityPanel();
+    sp->setTextFile(source(kEvalText));
+    sp->setSchemes({QStringLiteral("W4A16-g32"), QStringLiteral("W8A16")});
+    sp->setGranularity(QStringLiteral("layer"));
+    sp->setContext(64);
+    sp->setMaxChunks(2);
+    QSignalSpy done(sp, &lcw::SensitivityPanel::finished);
+    if (!sp->run()) return false;
+    return QTest::qWaitFor([&] { return done.count() == 1; }, kLongTimeoutMs) && sp->scan();
+}
+
+/// The recipe the panel's autotune emits for `budget` (empty JSON when it refused).
+nlohmann::ordered_json autotuneRecipe(lcw::SensitivityPanel* sp, double budget) {
+    nlohmann::ordered_json out;
+    const auto c = QObject::connect(sp, &lcw::SensitivityPanel::recipeProduced,
+                                    [&out](const lcw::compress::Recipe& r) { out = r.toJson(); });
+    const bool ok = sp->autotune(budget);
+    QObject::disconnect(c);
+    return ok ? out : nlohmann::ordered_json();
+}
+
 } // namespace
 
 class TestGui : public QObject {
@@ -1445,6 +1470,200 @@ private slots:
         QCOMPARE(ed->undoStack()->count(), undoBefore + 1);
         ed->undoStack()->undo();
         QVERIFY(ed->recipe().rules.empty());
+    }
+
+    void sensitivityScanSavesAndOpens() {
+        LCW_REQUIRE_SOURCE(kDemoModel);
+        LCW_REQUIRE_SOURCE(kEvalText);
+        using ojson = nlohmann::ordered_json;
+        lcw::MainWindow w(lcw::MainWindow::Options{false, false});
+        const std::string dir = lcwtest::tempDir("gui-sens-files");
+        w.resultsPanel()->setResultsPath(QString::fromStdString(dir + "/results.jsonl"));
+        QVERIFY(runDemoScan(w));
+        lcw::SensitivityPanel* sp = w.sensitivityPanel();
+        const lcw::SensitivityScan computed = *sp->scan(); // a copy: loading replaces it
+        const ojson recipe = autotuneRecipe(sp, 6.0);
+        QVERIFY(!recipe.empty());
+        sp->showScheme(QStringLiteral("W8A16"));
+        const QVector<double> bars = sp->barPlot()->values();
+        QCOMPARE(bars.size(), 35);
+
+        // Saved: the file of `lcw-cli sensitivity --out` (core's JSON plus the text file).
+        const QString path = QString::fromStdString(dir + "/scan.json");
+        QFile::remove(path);
+        QVERIFY2(sp->saveScan(path), qPrintable(sp->lastError()));
+        std::ifstream in(path.toStdString());
+        const std::string text((std::istreambuf_iterator<char>(in)), {});
+        const nlohmann::json saved = nlohmann::json::parse(text);
+        QCOMPARE(saved["lcw_sensitivity"].get<int>(), 1);
+        QCOMPARE(QString::fromStdString(saved["text_file"].get<std::string>()), source(kEvalText));
+        nlohmann::json expected = lcw::sensitivityToJson(computed);
+        expected["text_file"] = source(kEvalText).toStdString();
+        QVERIFY(saved == expected);
+
+        // Opened again: the same scan, shown the same way, autotuning to the same recipe, and
+        // not recorded in the results store a second time.
+        const int records = w.resultsPanel()->recordCount();
+        QSignalSpy loaded(sp, &lcw::SensitivityPanel::scanLoaded);
+        QVERIFY2(sp->loadScan(path), qPrintable(sp->lastError()));
+        QCOMPARE(loaded.count(), 1);
+        QCOMPARE(w.resultsPanel()->recordCount(), records);
+        const lcw::SensitivityScan& back = *sp->scan();
+        QCOMPARE(back.baseFingerprint, computed.baseFingerprint);
+        QCOMPARE(back.granularity, computed.granularity);
+        QCOMPARE(back.chunks, computed.chunks);
+        QCOMPARE(back.ctx, computed.ctx);
+        QCOMPARE(back.baselinePpl, computed.baselinePpl);
+        QCOMPARE(back.schemes.size(), computed.schemes.size());
+        for (size_t s = 0; s < computed.schemes.size(); ++s) {
+            const lcw::SchemeScan& a = computed.schemes[s];
+            const lcw::SchemeScan& b = back.schemes[s];
+            QCOMPARE(b.scheme.name, a.scheme.name);
+            QVERIFY(b.scheme.weight == a.scheme.weight);
+            QCOMPARE(b.entries.size(), a.entries.size());
+            for (size_t k = 0; k < a.entries.size(); ++k) {
+                const lcw::SensitivityEntry& x = a.entries[k];
+                const lcw::SensitivityEntry& y = b.entries[k];
+                QCOMPARE(y.target, x.target);
+                QCOMPARE(y.rank, x.rank);
+                QCOMPARE(y.order, x.order);
+                QCOMPARE(y.layers, x.layers);
+                QCOMPARE(y.params, x.params);
+                QCOMPARE(y.bits, x.bits);
+                QCOMPARE(y.baseBits, x.baseBits);
+                QVERIFY(y.rules == x.rules);
+                QCOMPARE(y.stats.kld.mean, x.stats.kld.mean);
+                QCOMPARE(y.stats.kld.meanError, x.stats.kld.meanError);
+                QCOMPARE(y.stats.kld.p99, x.stats.kld.p99);
+                QCOMPARE(y.stats.pplRatio, x.stats.pplRatio);
+                QVERIFY(std::abs(y.stats.sameTop - x.stats.sameTop) < 1e-12);
+            }
+        }
+        QCOMPARE(sp->shownScheme(), QStringLiteral("W8A16"));
+        QCOMPARE(sp->barPlot()->values(), bars);
+        QCOMPARE(sp->rankTable()->rowCount(), 35);
+        QVERIFY(autotuneRecipe(sp, 6.0) == recipe);
+
+        // Bad files: a clear error naming the file, the scan shown stays.
+        const lcw::SensitivityScan* before = sp->scan();
+        auto refused = [&](const QString& file, const QString& problem) {
+            if (sp->loadScan(file)) return QStringLiteral("opened %1").arg(file);
+            if (!sp->lastError().contains(file) || !sp->lastError().contains(problem))
+                return QStringLiteral("error '%1' lacks '%2'").arg(sp->lastError(), problem);
+            if (sp->scan() != before || sp->barPlot()->values() != bars)
+                return QStringLiteral("%1 replaced the scan").arg(file);
+            return QString();
+        };
+        auto write = [&](const char* name, const std::string& content) {
+            const QString f = QString::fromStdString(dir + "/" + name);
+            std::ofstream(f.toStdString(), std::ios::trunc) << content;
+            return f;
+        };
+        QCOMPARE(refused(write("truncated.json", text.substr(0, text.size() / 2)),
+                         QStringLiteral("not valid JSON")),
+                 QString());
+        QCOMPARE(
+            refused(write("other.json", "{\"results\": []}"), QStringLiteral("not a scan file")),
+            QString());
+        nlohmann::json other = saved;
+        other["base_fingerprint"] = "sha256:0123";
+        other["model"] = "/elsewhere/other-model";
+        QCOMPARE(refused(write("other_model.json", other.dump()), QStringLiteral("another model")),
+                 QString());
+        nlohmann::json renamed = saved;
+        renamed["schemes"][0]["entries"][0]["target"] = "layers.77.attn.q";
+        QCOMPARE(refused(write("renamed.json", renamed.dump()), QStringLiteral("layers.77.attn.q")),
+                 QString());
+        nlohmann::json broken = saved;
+        broken["schemes"][1]["entries"][3].erase("kld");
+        QCOMPARE(refused(write("broken.json", broken.dump()), QStringLiteral("kld")), QString());
+        QCOMPARE(refused(QString::fromStdString(dir + "/missing.json"), QStringLiteral("missing")),
+                 QString());
+        QVERIFY(autotuneRecipe(sp, 6.0) == recipe);
+    }
+
+    void sensitivityScanIsRecordedInResults() {
+        LCW_REQUIRE_SOURCE(kDemoModel);
+        LCW_REQUIRE_SOURCE(kEvalText);
+        using ojson = nlohmann::ordered_json;
+        lcw::MainWindow w(lcw::MainWindow::Options{false, false});
+        const std::string path = lcwtest::tempDir("gui-sens-results") + "/results.jsonl";
+        std::remove(path.c_str());
+        lcw::ResultsPanel* rp = w.resultsPanel();
+        rp->setResultsPath(QString::fromStdString(path));
+        QCOMPARE(rp->recordCount(), 0);
+        QVERIFY(runDemoScan(w));
+        const lcw::SensitivityScan& scan = *w.sensitivityPanel()->scan();
+
+        // In the store (the file `lcw-cli results` reads): kind, model, settings, baseline PPL
+        // and per scheme the summed, largest and smallest per-target KLD (recomputed here).
+        const lcw::ResultsFile rf = lcw::loadResults(path);
+        QCOMPARE(rf.records.size(), size_t(1));
+        const ojson& r = rf.records[0];
+        QCOMPARE(r["kind"].get<std::string>(), std::string("sensitivity"));
+        QCOMPARE(QString::fromStdString(r["model"].get<std::string>()), w.modelPath());
+        QCOMPARE(r["model_fingerprint"].get<std::string>(), scan.baseFingerprint);
+        QCOMPARE(r["chunks"].get<int64_t>(), int64_t(2));
+        QCOMPARE(r["baseline"]["ppl"].get<double>(), scan.baselinePpl);
+        QVERIFY(r["configs"].is_array() && r["configs"].empty());
+        QCOMPARE(r["sensitivity"].size(), size_t(2));
+        QStringList maxKlds, names;
+        for (size_t s = 0; s < 2; ++s) {
+            const ojson& js = r["sensitivity"][s];
+            const lcw::SchemeScan& ss = scan.schemes[s];
+            QCOMPARE(js["scheme"].get<std::string>(), ss.scheme.name);
+            QCOMPARE(js["targets"].get<size_t>(), size_t(35));
+            double sum = 0, mx = -1, mn = 1e300;
+            std::string mxT, mnT;
+            int64_t params = 0;
+            uint64_t bits = 0;
+            for (const auto& e : ss.entries) {
+                sum += e.stats.kld.mean;
+                params += e.params;
+                bits += e.bits;
+                if (e.stats.kld.mean > mx) mx = e.stats.kld.mean, mxT = e.target;
+                if (e.stats.kld.mean < mn) mn = e.stats.kld.mean, mnT = e.target;
+            }
+            QVERIFY(std::abs(js["kld_sum"].get<double>() - sum) <= 1e-12 * sum);
+            QCOMPARE(js["most_sensitive"]["target"].get<std::string>(), mxT);
+            QCOMPARE(js["most_sensitive"]["kld"].get<double>(), mx);
+            QCOMPARE(js["least_sensitive"]["target"].get<std::string>(), mnT);
+            QCOMPARE(js["bits_per_weight"].get<double>(), double(bits) / double(params));
+            // The top-ranked entry is the most sensitive one.
+            QCOMPARE(ss.entries.front().target, mxT);
+            maxKlds << QString::number(mx, 'f', 5);
+            names << QString::fromStdString(ss.scheme.name);
+        }
+
+        QStringList sorted = names;
+        sorted.sort();
+        QCOMPARE(sorted, QStringList({QStringLiteral("W4A16-g32"), QStringLiteral("W8A16")}));
+        // Listed by the Results dock: schemes, baseline PPL, largest KLD per scheme; selecting
+        // it shows one row per scheme; it is not a comparison for the Compare view.
+        QCOMPARE(rp->recordCount(), 1);
+        QTableWidget* rt = rp->recordTable();
+        QCOMPARE(rt->item(0, lcw::ResultsPanel::ConfigsColumn)->text(),
+                 QStringLiteral("sensitivity (layer): ") + names.join(QStringLiteral(", ")));
+        QCOMPARE(rt->item(0, lcw::ResultsPanel::PplColumn)->text(),
+                 QString::number(scan.baselinePpl, 'f', 3));
+        QCOMPARE(rt->item(0, lcw::ResultsPanel::KldColumn)->text(),
+                 maxKlds.join(QStringLiteral(" / ")));
+        rp->selectRecord(0);
+        QTableWidget* mt = rp->metricsTable();
+        QCOMPARE(mt->rowCount(), 2);
+        QCOMPARE(mt->item(0, 0)->text(), names[0]);
+        QCOMPARE(mt->item(1, 4)->text(),
+                 QString::fromStdString(
+                     r["sensitivity"][1]["most_sensitive"]["target"].get<std::string>()));
+        QVERIFY(rp->metricsTsv().startsWith(QStringLiteral("Scheme\tTargets\t")));
+        QVERIFY(!rp->loadSelectedIntoCompare());
+        // A record among comparisons: both kinds list.
+        QVERIFY(!rp->appendCompare(w.comparePanel()->results(), QStringLiteral("m"),
+                                   QStringLiteral("t"))
+                     .isEmpty());
+        QCOMPARE(rp->recordCount(), 2);
+        QCOMPARE(rt->item(0, lcw::ResultsPanel::ConfigsColumn)->text(),
+                 QStringLiteral("sensitivity (layer): ") + names.join(QStringLiteral(", ")));
     }
 
     void compareViewTaskAccuracyColumns() {

@@ -201,6 +201,11 @@ void MainWindow::buildUi() {
         m_resultsPanel->appendCompare(m_comparePanel->results(), m_modelPath,
                                       m_comparePanel->textFile());
     });
+    // So is every sensitivity scan run here (not one opened from a file).
+    connect(m_sensitivityPanel, &SensitivityPanel::finished, this, [this] {
+        if (const SensitivityScan* s = m_sensitivityPanel->scan())
+            m_resultsPanel->appendSensitivity(*s, m_modelPath, m_sensitivityPanel->scanTextFile());
+    });
     connect(m_resultsPanel, &ResultsPanel::loadIntoCompare, this, [this](const CompareResults& r) {
         m_comparePanel->setResults(r);
         showPanel(Panel::Compare);

@@ -1,6 +1,7 @@
 #include "widgets/results_panel.h"
 
 #include "core/eval/results_store.h"
+#include "core/version.h"
 #include "widgets/number_format.h"
 
 #include <QAction>
@@ -143,13 +144,35 @@ int ResultsPanel::reload() {
             }
             ppls << fmtNum(num(*cols[k], "ppl"), 3);
         }
+        QString configs = names.join(QStringLiteral(", "));
+        QString configsTip;
+        if (isSensitivityRecord(r)) {
+            // A scan: its schemes, and per scheme the largest per-target KLD.
+            QStringList schemes;
+            klds.clear();
+            for (const ojson& sc : r["sensitivity"]) {
+                if (!sc.is_object()) continue;
+                schemes << str(sc, "scheme");
+                const ojson most = sc.contains("most_sensitive") && sc["most_sensitive"].is_object()
+                                       ? sc["most_sensitive"]
+                                       : ojson::object();
+                klds << fmtNum(num(most, "kld"), 5);
+                configsTip +=
+                    tr("%1: most sensitive %2\n").arg(str(sc, "scheme"), str(most, "target"));
+            }
+            configs = tr("sensitivity (%1): %2")
+                          .arg(str(r, "granularity"), schemes.join(QStringLiteral(", ")));
+            configsTip += tr("KLD: the largest mean KLD of one target per scheme");
+        }
         const QString items[] = {str(r, "timestamp"), QFileInfo(str(r, "model")).fileName(),
-                                 names.join(QStringLiteral(", ")), ppls.join(QStringLiteral(" / ")),
+                                 configs, ppls.join(QStringLiteral(" / ")),
                                  klds.join(QStringLiteral(" / "))};
         for (int c = 0; c < RecordColumns; ++c) {
             auto* it = new QTableWidgetItem(items[c]);
             if (c == TimeColumn) it->setToolTip(str(r, "id"));
             if (c == ModelColumn) it->setToolTip(str(r, "model"));
+            if (c == ConfigsColumn && !configsTip.isEmpty()) it->setToolTip(configsTip);
+            if (c == KldColumn && !configsTip.isEmpty()) it->setToolTip(configsTip);
             m_recordTable->setItem(i, c, it);
         }
     }
@@ -174,6 +197,8 @@ void ResultsPanel::showRecord(int row) {
     m_metrics->setRowCount(0);
     m_metrics->setColumnCount(0);
     if (row < 0 || row >= int(m_records.size())) return;
+    if (isSensitivityRecord(m_records[size_t(row)]))
+        return showSensitivityRecord(m_records[size_t(row)]);
     const auto cols = columnsOf(m_records[size_t(row)]);
     // Task names in order of first appearance.
     QStringList tasks;
@@ -226,6 +251,40 @@ void ResultsPanel::showRecord(int row) {
     m_metrics->resizeColumnsToContents();
 }
 
+void ResultsPanel::showSensitivityRecord(const ojson& rec) {
+    const QStringList header = {tr("Scheme"),          tr("Targets"),        tr("Bits/w"),
+                                tr("Summed KLD"),      tr("Most sensitive"), tr("Its KLD"),
+                                tr("Least sensitive"), tr("Its KLD"),        tr("Skipped")};
+    m_metrics->setColumnCount(int(header.size()));
+    m_metrics->setHorizontalHeaderLabels(header);
+    std::vector<const ojson*> schemes;
+    for (const ojson& sc : rec["sensitivity"])
+        if (sc.is_object()) schemes.push_back(&sc);
+    m_metrics->setRowCount(int(schemes.size()));
+    for (int i = 0; i < int(schemes.size()); ++i) {
+        const ojson& sc = *schemes[size_t(i)];
+        auto sub = [&](const char* key) {
+            return sc.contains(key) && sc[key].is_object() ? sc[key] : ojson::object();
+        };
+        const ojson most = sub("most_sensitive"), least = sub("least_sensitive");
+        const QStringList cells = {str(sc, "scheme"),
+                                   fmtNum(num(sc, "targets"), 0),
+                                   fmtNum(num(sc, "bits_per_weight"), 3),
+                                   fmtNum(num(sc, "kld_sum"), 5),
+                                   str(most, "target"),
+                                   fmtNum(num(most, "kld"), 5),
+                                   str(least, "target"),
+                                   fmtNum(num(least, "kld"), 5),
+                                   fmtNum(num(sc, "skipped"), 0)};
+        for (int k = 0; k < int(cells.size()); ++k) {
+            auto* it = new QTableWidgetItem(cells[k]);
+            if (k != 0 && k != 4 && k != 6) it->setTextAlignment(Qt::AlignRight | Qt::AlignVCenter);
+            m_metrics->setItem(i, k, it);
+        }
+    }
+    m_metrics->resizeColumnsToContents();
+}
+
 QString ResultsPanel::metricsTsv() const {
     QStringList lines;
     QStringList h;
@@ -251,6 +310,12 @@ QString ResultsPanel::copyMetrics() {
 bool ResultsPanel::loadSelectedIntoCompare() {
     const int row = selectedRecord();
     if (row < 0) return false;
+    if (isSensitivityRecord(m_records[size_t(row)])) {
+        emit logWarning(tr("Results: record %1 is a sensitivity scan, not a comparison (its "
+                           "metrics are shown here)")
+                            .arg(str(m_records[size_t(row)], "id")));
+        return false;
+    }
     try {
         emit loadIntoCompare(toCompareResults(m_records[size_t(row)]));
         emit logMessage(tr("Results: record %1 shown in the Compare view")
@@ -387,6 +452,80 @@ QString ResultsPanel::appendCompare(const CompareResults& r, const QString& mode
     } catch (const std::exception& e) {
         emit logWarning(
             tr("Results: could not record the comparison: %1").arg(QString::fromUtf8(e.what())));
+        return QString();
+    }
+}
+
+bool ResultsPanel::isSensitivityRecord(const ojson& record) {
+    return record.is_object() && record.value("kind", ojson()) == "sensitivity" &&
+           record.contains("sensitivity") && record["sensitivity"].is_array();
+}
+
+ojson ResultsPanel::sensitivityRecord(const SensitivityScan& s, const QString& modelPath,
+                                      const QString& textFile) {
+    ojson j;
+    j["kind"] = "sensitivity";
+    j["source"] = "gui sensitivity";
+    j["model"] = modelPath.toStdString();
+    j["model_fingerprint"] = s.baseFingerprint;
+    j["text_file"] = textFile.toStdString();
+    j["mode"] = "llamacpp";
+    j["ctx"] = s.ctx;
+    j["chunks"] = s.chunks;
+    j["scored_tokens"] = s.scoredTokens;
+    j["granularity"] = sensitivityGranularityName(s.granularity);
+    ojson names = ojson::array();
+    for (const SchemeScan& ss : s.schemes) names.push_back(ss.scheme.name);
+    j["settings"] = {{"ctx", s.ctx},
+                     {"chunks_limit", s.chunks},
+                     {"mode", "llamacpp"},
+                     {"granularity", sensitivityGranularityName(s.granularity)},
+                     {"schemes", names}};
+    j["baseline"] = {{"name", "baseline"}, {"kind", "model"}, {"ppl", s.baselinePpl}};
+    j["configs"] = ojson::array();
+    ojson schemes = ojson::array();
+    for (const SchemeScan& ss : s.schemes) {
+        int64_t params = 0;
+        uint64_t bits = 0;
+        double kldSum = 0;
+        const SensitivityEntry *most = nullptr, *least = nullptr;
+        for (const SensitivityEntry& e : ss.entries) {
+            params += e.params;
+            bits += e.bits;
+            kldSum += e.stats.kld.mean;
+            if (!most || e.stats.kld.mean > most->stats.kld.mean) most = &e;
+            if (!least || e.stats.kld.mean < least->stats.kld.mean) least = &e;
+        }
+        auto target = [](const SensitivityEntry* e) {
+            return e ? ojson{{"target", e->target}, {"kld", e->stats.kld.mean}} : ojson(nullptr);
+        };
+        schemes.push_back({{"scheme", ss.scheme.name},
+                           {"targets", ss.entries.size()},
+                           {"skipped", ss.skipped.size()},
+                           {"params", params},
+                           {"bits_per_weight", params ? double(bits) / double(params) : 0.0},
+                           {"kld_sum", kldSum},
+                           {"most_sensitive", target(most)},
+                           {"least_sensitive", target(least)}});
+    }
+    j["sensitivity"] = schemes;
+    j["timings"] = {{"total_seconds", s.seconds}};
+    j["lcw_version"] = version();
+    return j;
+}
+
+QString ResultsPanel::appendSensitivity(const SensitivityScan& s, const QString& modelPath,
+                                        const QString& textFile) {
+    try {
+        const std::string id =
+            appendResult(m_path.toStdString(), sensitivityRecord(s, modelPath, textFile));
+        reload();
+        emit logMessage(
+            tr("Results: sensitivity scan recorded as %1").arg(QString::fromStdString(id)));
+        return QString::fromStdString(id);
+    } catch (const std::exception& e) {
+        emit logWarning(tr("Results: could not record the sensitivity scan: %1")
+                            .arg(QString::fromUtf8(e.what())));
         return QString();
     }
 }

@@ -6,7 +6,11 @@
 /// (baseline first; PPL, KLD, same-top, task accuracies, bits/weight, size, tokens/s; Ctrl+C
 /// copies TSV) and can load it into the Compare view without recomputing anything. The Compare
 /// view's own runs are appended to the same store (compareRecord(): a record shaped like eval's,
-/// with "source": "gui compare"). Corrupt lines are skipped with a warning in the log.
+/// with "source": "gui compare"). Sensitivity scans run in the GUI are recorded too
+/// (sensitivityRecord(): "kind": "sensitivity", the baseline PPL and one summary per scheme);
+/// they list with their schemes and largest KLD and show one row per scheme. Corrupt lines are
+/// skipped with a warning in the log.
+#include "core/eval/sensitivity.h"
 #include "widgets/compare_panel.h"
 
 #include <nlohmann/json.hpp>
@@ -64,6 +68,19 @@ public:
     /// warning on failure).
     QString appendCompare(const CompareResults& r, const QString& modelPath,
                           const QString& textFile);
+    /// A completed sensitivity scan as a store record: "kind": "sensitivity", "source": "gui
+    /// sensitivity", model, model_fingerprint, text_file, ctx, chunks, scored_tokens,
+    /// granularity, settings, baseline {name, ppl}, configs [] (a scan has no whole-model
+    /// configuration; `lcw-cli results` reads it as a baseline-only record) and "sensitivity":
+    /// one object per scheme {scheme, targets, skipped, params, bits_per_weight, kld_sum,
+    /// most_sensitive {target, kld}, least_sensitive {target, kld}}.
+    static nlohmann::ordered_json
+    sensitivityRecord(const SensitivityScan& s, const QString& modelPath, const QString& textFile);
+    static bool isSensitivityRecord(const nlohmann::ordered_json& record);
+    /// Appends sensitivityRecord() to the current file and reloads; returns the id (empty and a
+    /// warning on failure).
+    QString appendSensitivity(const SensitivityScan& s, const QString& modelPath,
+                              const QString& textFile);
 
     QTableWidget* recordTable() const { return m_recordTable; }
     QTableWidget* metricsTable() const { return m_metrics; }
@@ -75,6 +92,7 @@ signals:
 
 private:
     void showRecord(int row);
+    void showSensitivityRecord(const nlohmann::ordered_json& record);
 
     QString m_path;
     std::vector<nlohmann::ordered_json> m_records;

@@ -1,18 +1,24 @@
 #include "widgets/sensitivity_panel.h"
 
+#include "core/common/error.h"
+#include "core/common/json_file.h"
 #include "core/common/mapped_file.h"
 #include "core/eval/autotune.h"
+#include "core/stats/fingerprint.h"
 #include "core/tokenizer/tokenizer.h"
 #include "plots/bar_plot.h"
 #include "widgets/run_panel.h"
 
 #include <QComboBox>
+#include <QFileDialog>
+#include <QFileInfo>
 #include <QFormLayout>
 #include <QHBoxLayout>
 #include <QHeaderView>
 #include <QInputDialog>
 #include <QLabel>
 #include <QListWidget>
+#include <QMessageBox>
 #include <QProgressBar>
 #include <QPushButton>
 #include <QSpinBox>
@@ -21,6 +27,7 @@
 #include <QVBoxLayout>
 
 #include <algorithm>
+#include <set>
 
 namespace lcw {
 
@@ -60,6 +67,15 @@ SensitivityPanel::SensitivityPanel(TaskRunner* runner, QWidget* parent)
     buttons->addWidget(m_runButton);
     buttons->addWidget(m_cancelButton);
     buttons->addWidget(m_autotuneButton);
+    auto* files = new QHBoxLayout;
+    m_openButton = new QPushButton(tr("Open Scan…"), this);
+    m_openButton->setToolTip(tr("Show a scan saved here or by 'lcw-cli sensitivity --out' (it "
+                                "must be of the open model)"));
+    m_saveButton = new QPushButton(tr("Save Scan…"), this);
+    m_saveButton->setToolTip(tr("Write the scan as JSON ('lcw-cli autotune --scan' reads it)"));
+    files->addWidget(m_openButton);
+    files->addWidget(m_saveButton);
+    buttons->addLayout(files);
     controls->addWidget(m_schemeList, 1);
     controls->addLayout(form);
     controls->addLayout(buttons);
@@ -70,6 +86,7 @@ SensitivityPanel::SensitivityPanel(TaskRunner* runner, QWidget* parent)
     m_status = new QLabel(this);
     m_status->setWordWrap(true);
     m_show = new QComboBox(this);
+    m_show->setSizeAdjustPolicy(QComboBox::AdjustToContents);
     statusRow->addWidget(m_progress);
     statusRow->addWidget(new QLabel(tr("Show:"), this));
     statusRow->addWidget(m_show);
@@ -95,6 +112,10 @@ SensitivityPanel::SensitivityPanel(TaskRunner* runner, QWidget* parent)
     m_table->horizontalHeader()->setStretchLastSection(true);
     split->addWidget(m_bars);
     split->addWidget(m_table);
+    // The bars (one per target, rotated labels) need more room than the ranked table.
+    split->setStretchFactor(0, 3);
+    split->setStretchFactor(1, 2);
+    split->setSizes({600, 400});
     top->addWidget(split, 1);
 
     connect(m_runButton, &QPushButton::clicked, this, &SensitivityPanel::run);
@@ -105,6 +126,20 @@ SensitivityPanel::SensitivityPanel(TaskRunner* runner, QWidget* parent)
             this, tr("Autotune"), tr("Budget (bits/weight of the quantised layers):"),
             m_budget ? m_budget() : 4.5, 1.0, 32.0, 3, &ok);
         if (ok) autotune(b);
+    });
+    connect(m_openButton, &QPushButton::clicked, this, [this] {
+        const QString p =
+            QFileDialog::getOpenFileName(this, tr("Open Sensitivity Scan"), QString(),
+                                         tr("Sensitivity scans (*.json);;All files (*)"));
+        if (!p.isEmpty() && !loadScan(p)) QMessageBox::warning(this, tr("Open Scan"), m_lastError);
+    });
+    connect(m_saveButton, &QPushButton::clicked, this, [this] {
+        QString p = QFileDialog::getSaveFileName(this, tr("Save Sensitivity Scan"),
+                                                 QStringLiteral("sensitivity.json"),
+                                                 tr("Sensitivity scans (*.json);;All files (*)"));
+        if (p.isEmpty()) return;
+        if (QFileInfo(p).suffix().isEmpty()) p += QStringLiteral(".json");
+        if (!saveScan(p)) QMessageBox::warning(this, tr("Save Scan"), m_lastError);
     });
     connect(m_show, &QComboBox::currentTextChanged, this, &SensitivityPanel::showScheme);
     connect(m_bars, &BarPlot::barClicked, this, [this](int i) {
@@ -166,6 +201,8 @@ void SensitivityPanel::syncUi() {
     m_runButton->setEnabled(!running && m_model);
     m_cancelButton->setEnabled(running);
     m_autotuneButton->setEnabled(!running && m_scan);
+    m_saveButton->setEnabled(bool(m_scan));
+    m_openButton->setEnabled(!running && m_model);
 }
 
 bool SensitivityPanel::run() {
@@ -199,7 +236,7 @@ bool SensitivityPanel::run() {
     m_status->setText(tr("Scanning…"));
     m_job = m_runner->submit<std::shared_ptr<const SensitivityScan>>(
         tr("Sensitivity scan"), job, this,
-        [this](std::shared_ptr<const SensitivityScan> s) {
+        [this, textFile](std::shared_ptr<const SensitivityScan> s) {
             m_job = 0;
             syncUi();
             if (s->status == Status::Cancelled) {
@@ -207,20 +244,7 @@ bool SensitivityPanel::run() {
                 emit cancelled();
                 return;
             }
-            m_scan = std::move(s);
-            m_show->blockSignals(true);
-            m_show->clear();
-            for (const SchemeScan& sc : m_scan->schemes)
-                m_show->addItem(QString::fromStdString(sc.scheme.name));
-            m_show->blockSignals(false);
-            showScheme(m_show->currentText());
-            m_progress->setValue(1000);
-            m_status->setText(tr("%1 chunks of %2 tokens, baseline PPL %3, %4 s")
-                                  .arg(m_scan->chunks)
-                                  .arg(m_scan->ctx)
-                                  .arg(m_scan->baselinePpl, 0, 'f', 3)
-                                  .arg(m_scan->seconds, 0, 'f', 1));
-            syncUi();
+            setScan(std::move(s), QString::fromStdString(textFile));
             emit logMessage(tr("Sensitivity scan done: %1").arg(m_status->text()));
             emit finished();
         },
@@ -269,7 +293,9 @@ void SensitivityPanel::showScheme(const QString& name) {
         labels << QString::fromStdString(e->target);
         values << e->stats.kld.mean;
     }
-    m_bars->setTitle(tr("Mean KLD per %1, %2").arg(m_granularity->currentText(), name));
+    m_bars->setTitle(
+        tr("Mean KLD per %1, %2")
+            .arg(QString::fromLatin1(sensitivityGranularityName(m_scan->granularity)), name));
     m_bars->setBars(labels, values);
     m_table->setRowCount(int(s->entries.size()));
     for (int i = 0; i < int(s->entries.size()); ++i) {
@@ -289,6 +315,103 @@ void SensitivityPanel::showScheme(const QString& name) {
     m_table->resizeColumnsToContents();
 }
 
+void SensitivityPanel::setScan(std::shared_ptr<const SensitivityScan> scan,
+                               const QString& textFile) {
+    m_scan = std::move(scan);
+    m_scanTextFile = textFile;
+    const QString keep = m_show->currentText();
+    m_show->blockSignals(true);
+    m_show->clear();
+    for (const SchemeScan& sc : m_scan->schemes)
+        m_show->addItem(QString::fromStdString(sc.scheme.name));
+    if (m_show->findText(keep) >= 0) m_show->setCurrentText(keep);
+    m_show->blockSignals(false);
+    showScheme(m_show->currentText());
+    m_progress->setValue(1000);
+    m_status->setText(tr("%1 chunks of %2 tokens, baseline PPL %3, %4 s")
+                          .arg(m_scan->chunks)
+                          .arg(m_scan->ctx)
+                          .arg(m_scan->baselinePpl, 0, 'f', 3)
+                          .arg(m_scan->seconds, 0, 'f', 1));
+    syncUi();
+}
+
+void SensitivityPanel::fail(const QString& message) {
+    m_lastError = message;
+    m_status->setText(message);
+    emit logMessage(message);
+}
+
+bool SensitivityPanel::saveScan(const QString& path) {
+    if (!m_scan) {
+        fail(tr("Save Scan: there is no scan to save"));
+        return false;
+    }
+    try {
+        nlohmann::ordered_json j = sensitivityToJson(*m_scan);
+        j["text_file"] = m_scanTextFile.toStdString();
+        // The same layout as `lcw-cli sensitivity --out`.
+        writeFileAtomic(path.toStdString(), j.dump(1) + "\n");
+    } catch (const std::exception& e) {
+        fail(tr("Could not save the scan to %1: %2").arg(path, QString::fromUtf8(e.what())));
+        return false;
+    }
+    m_lastError.clear();
+    emit logMessage(tr("Sensitivity scan saved to %1").arg(path));
+    return true;
+}
+
+bool SensitivityPanel::loadScan(const QString& path) {
+    const std::string p = path.toStdString();
+    if (m_job) {
+        fail(tr("Cannot open the scan %1 while a scan runs").arg(path));
+        return false;
+    }
+    if (!m_model) {
+        fail(tr("Cannot open the scan %1: open its model first").arg(path));
+        return false;
+    }
+    std::shared_ptr<SensitivityScan> scan;
+    QString textFile;
+    try {
+        const nlohmann::json j = readJsonFile(p);
+        scan = std::make_shared<SensitivityScan>(sensitivityFromJson(j, p));
+        if (j.contains("text_file") && j["text_file"].is_string())
+            textFile = QString::fromStdString(j["text_file"].get<std::string>());
+        // A scan's sizes and KLDs belong to one model: the fingerprint, and every target must
+        // be one of this model's (the same check as `lcw-cli autotune --scan`).
+        if (scan->baseFingerprint != stats::modelFingerprint(*m_model))
+            throw FormatError(p, "it was made on another model (" + scan->model + ", fingerprint " +
+                                     scan->baseFingerprint + ")");
+        std::set<std::string> targets;
+        for (const auto& t : sensitivityTargets(*m_model, scan->granularity))
+            targets.insert(t.first);
+        for (const SchemeScan& ss : scan->schemes)
+            for (const SensitivityEntry& e : ss.entries)
+                if (!targets.count(e.target))
+                    throw FormatError(p, "target '" + e.target + "' is not in the open model");
+        if (scan->schemes.empty()) throw FormatError(p, "the scan has no schemes");
+    } catch (const FormatError& e) {
+        fail(tr("Cannot open the scan %1: %2").arg(path, QString::fromStdString(e.problem())));
+        return false;
+    } catch (const std::exception& e) {
+        fail(tr("Cannot open the scan %1: %2").arg(path, QString::fromUtf8(e.what())));
+        return false;
+    }
+    // The controls show the settings of the scan.
+    m_granularity->setCurrentIndex(scan->granularity == SensitivityGranularity::Block ? 1 : 0);
+    if (scan->ctx >= m_ctx->minimum() && scan->ctx <= m_ctx->maximum())
+        m_ctx->setValue(int(scan->ctx));
+    QStringList names;
+    for (const SchemeScan& ss : scan->schemes) names << QString::fromStdString(ss.scheme.name);
+    setSchemes(names);
+    setScan(std::move(scan), textFile);
+    m_lastError.clear();
+    emit logMessage(tr("Sensitivity scan opened from %1: %2").arg(path, m_status->text()));
+    emit scanLoaded(path);
+    return true;
+}
+
 bool SensitivityPanel::autotune(double budgetBpw) {
     if (!m_scan) return false;
     try {
@@ -300,11 +423,13 @@ bool SensitivityPanel::autotune(double budgetBpw) {
                             .arg(what)
                             .arg(plan.bitsPerWeight(), 0, 'f', 3)
                             .arg(plan.estimatedKld, 0, 'g', 4));
+        m_lastError.clear();
         emit recipeProduced(plan.recipe, what);
         return true;
     } catch (const std::exception& e) {
-        m_status->setText(QString::fromUtf8(e.what()));
-        emit logMessage(tr("Autotune: %1").arg(QString::fromUtf8(e.what())));
+        m_lastError = QString::fromUtf8(e.what());
+        m_status->setText(m_lastError);
+        emit logMessage(tr("Autotune: %1").arg(m_lastError));
         return false;
     }
 }

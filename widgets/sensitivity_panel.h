@@ -6,7 +6,10 @@
 /// target as bars in model order (clicking a bar asks for that layer in the Tensors table) and a
 /// table ranked by KLD. "Autotune to budget…" plans a mixed-precision recipe from the scan with
 /// core's autotune (planAutotune: one scanned scheme per target, minimal summed KLD within a
-/// budget of the quantised layers' bits/weight) and hands it to the recipe editor.
+/// budget of the quantised layers' bits/weight) and hands it to the recipe editor. "Save Scan…" /
+/// "Open Scan…" write and read the scan file of `lcw-cli sensitivity --out` (sensitivityToJson
+/// plus "text_file"); an opened scan must be of the open model (same fingerprint, targets in the
+/// model) and then shows and autotunes exactly like a computed one.
 #include "core/compress/recipe.h"
 #include "core/eval/sensitivity.h"
 #include "core/model/model.h"
@@ -45,6 +48,8 @@ public:
     void setContext(int ctx);
     void setMaxChunks(int chunks);
     void setTextFile(const QString& path) { m_textFile = path; }
+    /// The evaluation text of the shown scan (of a loaded one: its "text_file"), else the one set.
+    QString scanTextFile() const { return m_scan ? m_scanTextFile : m_textFile; }
     /// Where the autotune budget (bits/weight of the quantised layers) comes from.
     void setBudgetProvider(std::function<double()> f) { m_budget = std::move(f); }
 
@@ -63,11 +68,24 @@ public:
     /// infeasible.
     bool autotune(double budgetBpw);
 
+    /// Writes the scan (the `lcw-cli sensitivity --out` file: "lcw_sensitivity": 1 and
+    /// "text_file") atomically. False without a scan or when writing fails (lastError()).
+    bool saveScan(const QString& path);
+    /// Reads a scan file and shows it as if it had just been computed (emits scanLoaded, not
+    /// finished). False, with lastError() naming the file, for a corrupt or truncated file, a
+    /// scan of another model (fingerprint or targets), no open model, or while a scan runs; the
+    /// current scan stays.
+    bool loadScan(const QString& path);
+    /// The reason of the last failed saveScan/loadScan/autotune (empty after a success).
+    QString lastError() const { return m_lastError; }
+
     BarPlot* barPlot() const { return m_bars; }
     QTableWidget* rankTable() const { return m_table; }
 
 signals:
+    /// A scan run here completed (not emitted for loaded scans).
     void finished();
+    void scanLoaded(const QString& path);
     void cancelled();
     void failed(const QString& message);
     /// A bar or table row asks for this tensor (the target's first layer).
@@ -78,12 +96,17 @@ signals:
 private:
     void syncUi();
     const SchemeScan* shown() const;
+    /// Shows `scan` (the plot, the table, the status line); the one place both paths go through.
+    void setScan(std::shared_ptr<const SensitivityScan> scan, const QString& textFile);
+    void fail(const QString& message);
 
     TaskRunner* m_runner;
     std::shared_ptr<const Model> m_model;
     std::shared_ptr<const SensitivityScan> m_scan;
     std::function<double()> m_budget;
     QString m_textFile;
+    QString m_scanTextFile;
+    QString m_lastError;
     TaskRunner::JobId m_job = 0;
     /// Entries of the shown scheme in model order (bar index → entry).
     std::vector<const SensitivityEntry*> m_barEntries;
@@ -95,6 +118,8 @@ private:
     QPushButton* m_runButton = nullptr;
     QPushButton* m_cancelButton = nullptr;
     QPushButton* m_autotuneButton = nullptr;
+    QPushButton* m_saveButton = nullptr;
+    QPushButton* m_openButton = nullptr;
     QProgressBar* m_progress = nullptr;
     QLabel* m_status = nullptr;
     QComboBox* m_show = nullptr;

@@ -1,10 +1,13 @@
 // lcw: the GUI entry point. `lcw [MODEL] [--theme light|dark] [--screenshot FILE.png
-// [--demo-run | --demo-stats | --demo-recipe | --demo-compare]]`.
+// [--demo-run | --demo-stats | --demo-recipe | --demo-compare | --demo-results |
+// --demo-sensitivity]]`.
 #include "core/version.h"
 #include "widgets/compare_panel.h"
 #include "widgets/main_window.h"
 #include "widgets/recipe_editor.h"
+#include "widgets/results_panel.h"
 #include "widgets/run_panel.h"
+#include "widgets/sensitivity_panel.h"
 #include "widgets/stats_panel.h"
 #include "widgets/theme.h"
 
@@ -15,6 +18,7 @@
 #include <QFileInfo>
 #include <QPixmap>
 #include <QTabWidget>
+#include <QTemporaryDir>
 #include <QTimer>
 
 #include <nlohmann/json.hpp>
@@ -118,6 +122,18 @@ int main(int argc, char** argv) {
     parser.addOption(demoRecipe);
     parser.addOption(demoCompare);
     parser.addOption(compareTab);
+    const QCommandLineOption demoResults(
+        QStringLiteral("demo-results"),
+        QStringLiteral("With --screenshot: in a temporary results store, record two comparisons "
+                       "(ctx 128, 4 chunks of the bundled text) and a sensitivity scan, and save "
+                       "the Results panel with the first record selected."));
+    const QCommandLineOption demoSensitivity(
+        QStringLiteral("demo-sensitivity"),
+        QStringLiteral("With --screenshot: scan W4A16-g32 and W2A16-g32 per layer (ctx 128, 4 "
+                       "chunks of the bundled text; recorded in a temporary results store) and "
+                       "save the Sensitivity panel."));
+    parser.addOption(demoResults);
+    parser.addOption(demoSensitivity);
     parser.process(app);
 
     const QStringList args = parser.positionalArguments();
@@ -147,8 +163,10 @@ int main(int argc, char** argv) {
     }
 
     const int demos = int(parser.isSet(demoRun)) + int(parser.isSet(demoStats)) +
-                      int(parser.isSet(demoRecipe)) + int(parser.isSet(demoCompare));
-    if (demos > 1 || ((parser.isSet(demoRecipe) || parser.isSet(demoCompare)) &&
+                      int(parser.isSet(demoRecipe)) + int(parser.isSet(demoCompare)) +
+                      int(parser.isSet(demoResults)) + int(parser.isSet(demoSensitivity));
+    if (demos > 1 || ((parser.isSet(demoRecipe) || parser.isSet(demoCompare) ||
+                       parser.isSet(demoResults) || parser.isSet(demoSensitivity)) &&
                       (!parser.isSet(screenshot) || modelPath.isEmpty()))) {
         std::fprintf(stderr, "lcw: one --demo-* option at a time, with --screenshot and a MODEL\n");
         return 2;
@@ -175,6 +193,7 @@ int main(int argc, char** argv) {
     window.show();
 
     int exitCode = 0;
+    QTemporaryDir storeDir; // --demo-results / --demo-sensitivity: the results store
     auto grabAndQuit = [&] {
         const QPixmap pixmap = window.grab();
         if (pixmap.isNull() || !pixmap.save(outPath)) {
@@ -298,6 +317,77 @@ int main(int argc, char** argv) {
                 QApplication::quit();
             }
         });
+        window.openModel(modelPath);
+    } else if (parser.isSet(demoResults) || parser.isSet(demoSensitivity)) {
+        // The runs are recorded in a throw-away store, never in the user's.
+        if (!storeDir.isValid()) {
+            std::fprintf(stderr, "lcw: cannot create a temporary folder\n");
+            return 1;
+        }
+        lcw::ResultsPanel* results = window.resultsPanel();
+        lcw::SensitivityPanel* sens = window.sensitivityPanel();
+        lcw::ComparePanel* cp = window.comparePanel();
+        results->setResultsPath(storeDir.filePath(QStringLiteral("results.jsonl")));
+        const bool showResults = parser.isSet(demoResults);
+        // The lambdas outlive this block: they capture only values and main()'s locals.
+        auto fail = [&exitCode, showResults](const QString& what) {
+            std::fprintf(stderr, "lcw: --demo-%s: %s\n", showResults ? "results" : "sensitivity",
+                         qPrintable(what));
+            exitCode = 1;
+            QApplication::quit();
+        };
+        QObject::connect(cp, &lcw::ComparePanel::failed, &window, fail);
+        QObject::connect(sens, &lcw::SensitivityPanel::failed, &window, fail);
+        auto scan = [sens, fail] {
+            sens->setSchemes({QStringLiteral("W4A16-g32"), QStringLiteral("W2A16-g32")});
+            sens->setGranularity(QStringLiteral("layer"));
+            sens->setContext(128);
+            sens->setMaxChunks(4);
+            if (!sens->run()) fail(QStringLiteral("could not start the scan"));
+        };
+        // --demo-results: comparison 1, comparison 2, then the scan; each lands in the store.
+        auto compare = [cp, fail](const QStringList& configs) {
+            cp->setSelectedConfigs(configs);
+            cp->setContext(128);
+            cp->setMaxChunks(4);
+            cp->setGenerateTokens(0);
+            if (!cp->run()) fail(QStringLiteral("could not start the comparison"));
+        };
+        QObject::connect(cp, &lcw::ComparePanel::finished, &window,
+                         [compare, scan, compares = 0]() mutable {
+                             if (++compares == 1)
+                                 compare({QStringLiteral("NF4-g64"), QStringLiteral("W3A16-g64"),
+                                          QStringLiteral("W2A16-g32")});
+                             else
+                                 scan();
+                         });
+        QObject::connect(sens, &lcw::SensitivityPanel::finished, &window,
+                         [&window, &grabAndQuit, results, sens, showResults] {
+                             if (showResults) {
+                                 window.showPanel(lcw::MainWindow::Panel::Results);
+                                 results->selectRecord(0);
+                             } else {
+                                 window.showPanel(lcw::MainWindow::Panel::Sensitivity);
+                                 sens->showScheme(QStringLiteral("W4A16-g32"));
+                             }
+                             QTimer::singleShot(
+                                 0, &window, [&] { QTimer::singleShot(0, &window, grabAndQuit); });
+                         });
+        QObject::connect(
+            &window, &lcw::MainWindow::modelLoaded, &window, [&window, showResults, compare, scan] {
+                window.applyInspectorLayout();
+                // The panel gets the whole width.
+                for (auto p : {lcw::MainWindow::Panel::Layers, lcw::MainWindow::Panel::Summary,
+                               lcw::MainWindow::Panel::Plot, lcw::MainWindow::Panel::Log})
+                    window.dock(p)->hide();
+                if (showResults) {
+                    window.showPanel(lcw::MainWindow::Panel::Results);
+                    compare({QStringLiteral("W8A16"), QStringLiteral("W4A16-g32")});
+                } else {
+                    window.showPanel(lcw::MainWindow::Panel::Sensitivity);
+                    scan();
+                }
+            });
         window.openModel(modelPath);
     } else if (!parser.isSet(demoRun)) {
         QObject::connect(&window, &lcw::MainWindow::modelLoaded, &window,
