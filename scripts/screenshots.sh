@@ -9,7 +9,8 @@
 #                   cached under the app data folder) on layers.1.mlp.down: weight histogram with
 #                   the 4-bit grid, per-channel abs-max, per-layer overview
 # statistics_activations.png, statistics_kv.png   its Activations and KV Cache tabs
-# recipe_editor.png the recipe editor (lcw --demo-recipe): W4A16-g64 with block 0 at int8
+# recipe_editor.png the recipe editor (lcw --demo-recipe): W4A16-g64 with block 0 at int8; the
+#                   Tensors table sorted by the measured Error column (worst first)
 # compare.png       the compare view (lcw --demo-compare): five presets against the original,
 #                   metrics table and Pareto plot; compare_layers.png, compare_generations.png
 #                   its per-layer error and generation tabs

@@ -113,9 +113,9 @@ QVariant LayerTableModel::data(const QModelIndex& index, int role) const {
         case BitsPerWeight:
             return bitsPerWeightOf(r);
         case Error:
-            // Unmeasured rows sort after every measured one.
+            // Unmeasured rows sort below every measured one (worst first puts them last).
             if (auto it = m_errors.constFind(r.name); it != m_errors.constEnd()) return it->weight;
-            return std::numeric_limits<double>::infinity();
+            return -1.0;
         default:
             return data(index, Qt::DisplayRole);
         }

@@ -491,6 +491,7 @@ QWidget* MainWindow::buildLayersPanel() {
     // Names are what people read: never elide them (a narrow dock scrolls instead); the last
     // column takes any spare width.
     m_table->horizontalHeader()->setStretchLastSection(true);
+    m_table->horizontalHeader()->setSectionsMovable(true); // drag a header to reorder
     // Fitting columns to their contents measures every cell through the delegate; a few dozen
     // rows tell the width of the number columns well enough and keep opening a model with
     // thousands of tensors quick. The name column is sized from every name (setModel()).
@@ -1050,6 +1051,15 @@ void MainWindow::updatePlannedColumns() {
     if (m_layerModel->hasMeasuredErrors())
         m_layerModel->setErrorsStale(m_recipeEditor->recipe().toJson().dump() != m_measuredRecipe);
     m_statsPanel->refreshRecipeGrid();
+}
+
+void MainWindow::sortTensorTable(int column, Qt::SortOrder order) {
+    m_table->sortByColumn(column, order);
+}
+
+void MainWindow::moveTensorColumn(int column, int visualIndex) {
+    QHeaderView* h = m_table->horizontalHeader();
+    h->moveSection(h->visualIndex(column), visualIndex);
 }
 
 bool MainWindow::measureLayerErrors() {

@@ -134,6 +134,10 @@ public:
     /// false without a model or while a measurement runs; errorsMeasured() follows.
     bool measureLayerErrors();
     bool isMeasuringErrors() const { return m_errorJob != 0; }
+    /// Sorts the Tensors table by a LayerTableModel column.
+    void sortTensorTable(int column, Qt::SortOrder order);
+    /// Shows a LayerTableModel column at another place (as dragging its header does).
+    void moveTensorColumn(int column, int visualIndex);
 
     // Projects ------------------------------------------------------------------------------
     /// Saves model path + fingerprint, statistics, recipes and comparison results to one HDF5

@@ -3,6 +3,7 @@
 // --demo-sensitivity]]`.
 #include "core/version.h"
 #include "widgets/compare_panel.h"
+#include "widgets/layer_table_model.h"
 #include "widgets/main_window.h"
 #include "widgets/recipe_editor.h"
 #include "widgets/results_panel.h"
@@ -24,6 +25,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
+#include <memory>
 #include <optional>
 
 namespace {
@@ -214,15 +216,17 @@ int main(int argc, char** argv) {
     if (modelPath.isEmpty()) {
         QTimer::singleShot(0, &window, grabAndQuit);
     } else if (parser.isSet(demoStats)) {
+        // The lambdas outlive this block: they capture values and main()'s locals only.
         lcw::StatsPanel* stats = window.statsPanel();
-        QObject::connect(stats, &lcw::StatsPanel::computeFailed, &window, [&](const QString& m) {
-            std::fprintf(stderr, "lcw: --demo-stats: %s\n", qPrintable(m));
-            exitCode = 1;
-            QApplication::quit();
-        });
+        QObject::connect(stats, &lcw::StatsPanel::computeFailed, &window,
+                         [&exitCode](const QString& m) {
+                             std::fprintf(stderr, "lcw: --demo-stats: %s\n", qPrintable(m));
+                             exitCode = 1;
+                             QApplication::quit();
+                         });
         // Grab once the inspector layout is in place and the statistics are shown (loaded
         // from the cache while the model opens, or computed afterwards).
-        bool layoutDone = false;
+        auto layoutDone = std::make_shared<bool>(false);
         const QStringList tabs = {QStringLiteral("weights"), QStringLiteral("activations"),
                                   QStringLiteral("kv")};
         const int tab = tabs.indexOf(parser.value(statsTab).toLower());
@@ -230,38 +234,42 @@ int main(int argc, char** argv) {
             std::fprintf(stderr, "lcw: --stats-tab expects weights, activations or kv\n");
             return 2;
         }
-        auto showAndGrab = [&] {
+        auto showAndGrab = [&window, &grabAndQuit, stats, tab] {
             window.selectTensor(QStringLiteral("layers.1.mlp.down"));
             stats->tabs()->setCurrentIndex(tab);
             // Two turns of the event loop: the layout settles in the first.
-            QTimer::singleShot(0, &window, [&] { QTimer::singleShot(0, &window, grabAndQuit); });
+            QTimer::singleShot(0, &window, [&window, &grabAndQuit] {
+                QTimer::singleShot(0, &window, grabAndQuit);
+            });
         };
-        QObject::connect(stats, &lcw::StatsPanel::statsChanged, &window, [&] {
-            if (layoutDone) showAndGrab();
+        QObject::connect(stats, &lcw::StatsPanel::statsChanged, &window, [layoutDone, showAndGrab] {
+            if (*layoutDone) showAndGrab();
         });
-        QObject::connect(&window, &lcw::MainWindow::modelLoaded, &window, [&] {
-            window.applyInspectorLayout();
-            layoutDone = true;
-            if (stats->report()) return showAndGrab();
-            // A cached file is read in the background: statsChanged() grabs when it is in.
-            if (stats->isLoadingCache()) {
-                QObject::connect(stats, &lcw::StatsPanel::cacheLoadFinished, &window,
-                                 [stats](bool loaded) {
-                                     if (loaded) return;
-                                     lcw::StatsSettings s;
-                                     s.samples = 8;
-                                     s.seqLen = 128;
-                                     stats->setSettings(s);
-                                     stats->computeStats();
-                                 });
-                return;
-            }
-            lcw::StatsSettings s;
-            s.samples = 8;
-            s.seqLen = 128;
-            stats->setSettings(s);
-            stats->computeStats();
-        });
+        QObject::connect(&window, &lcw::MainWindow::modelLoaded, &window,
+                         [&window, stats, layoutDone, showAndGrab] {
+                             window.applyInspectorLayout();
+                             *layoutDone = true;
+                             if (stats->report()) return showAndGrab();
+                             // A cached file is read in the background: statsChanged() grabs when
+                             // it is in.
+                             if (stats->isLoadingCache()) {
+                                 QObject::connect(stats, &lcw::StatsPanel::cacheLoadFinished,
+                                                  &window, [stats](bool loaded) {
+                                                      if (loaded) return;
+                                                      lcw::StatsSettings s;
+                                                      s.samples = 8;
+                                                      s.seqLen = 128;
+                                                      stats->setSettings(s);
+                                                      stats->computeStats();
+                                                  });
+                                 return;
+                             }
+                             lcw::StatsSettings s;
+                             s.samples = 8;
+                             s.seqLen = 128;
+                             stats->setSettings(s);
+                             stats->computeStats();
+                         });
         window.openModel(modelPath);
     } else if (parser.isSet(demoRecipe)) {
         QObject::connect(&window, &lcw::MainWindow::modelLoaded, &window, [&] {
@@ -275,8 +283,20 @@ int main(int argc, char** argv) {
             ed->applyToSelection();
             ed->setTargetBitsPerWeight(5.0);
             ed->selectPattern(QStringLiteral("layers.0.*"));
-            QTimer::singleShot(0, &window, [&] { QTimer::singleShot(0, &window, grabAndQuit); });
+            // The Tensors table's Error column filled by a real compression, worst first.
+            if (!window.measureLayerErrors()) {
+                exitCode = 1;
+                QApplication::quit();
+            }
         });
+        QObject::connect(
+            &window, &lcw::MainWindow::errorsMeasured, &window, [&window, &grabAndQuit] {
+                window.moveTensorColumn(lcw::LayerTableModel::Error, 1);
+            window.sortTensorTable(lcw::LayerTableModel::Error, Qt::DescendingOrder);
+                QTimer::singleShot(0, &window, [&window, &grabAndQuit] {
+                    QTimer::singleShot(0, &window, grabAndQuit);
+                });
+            });
         window.openModel(modelPath);
     } else if (parser.isSet(demoCompare)) {
         const QStringList tabs = {QStringLiteral("metrics"), QStringLiteral("layers"),
@@ -394,8 +414,9 @@ int main(int argc, char** argv) {
                          [&] { QTimer::singleShot(0, &window, grabAndQuit); });
         window.openModel(modelPath);
     } else {
+        // The lambdas outlive this block: they capture values and main()'s locals only.
         lcw::RunPanel* run = window.runPanel();
-        auto fail = [&](const QString& what) {
+        auto fail = [&exitCode](const QString& what) {
             std::fprintf(stderr, "lcw: --demo-run: %s\n", qPrintable(what));
             exitCode = 1;
             QApplication::quit();
@@ -403,8 +424,8 @@ int main(int argc, char** argv) {
         QObject::connect(run, &lcw::RunPanel::generationFailed, &window, fail);
         QObject::connect(run, &lcw::RunPanel::perplexityFailed, &window, fail);
         QObject::connect(run, &lcw::RunPanel::perplexityFinished, &window,
-                         [&] { QTimer::singleShot(0, &window, grabAndQuit); });
-        QObject::connect(&window, &lcw::MainWindow::modelLoaded, &window, [&] {
+                         [&window, &grabAndQuit] { QTimer::singleShot(0, &window, grabAndQuit); });
+        QObject::connect(&window, &lcw::MainWindow::modelLoaded, &window, [&window, run, fail] {
             window.showPanel(lcw::MainWindow::Panel::Run);
             run->setPrompt(QStringLiteral("Once upon a time"));
             run->setMaxNewTokens(120);
