@@ -1906,6 +1906,7 @@ private slots:
         QString editorJson;
         std::string resultsJson;
         QString statsName, errorsTsv;
+        std::string scanJson;
         {
             lcw::MainWindow w(lcw::MainWindow::Options{false, false});
             w.show();
@@ -1924,6 +1925,17 @@ private slots:
             ed->setWeightForm(nlohmann::json{{"bits", 6}, {"granularity", "channel"}});
             QVERIFY(ed->applyToSelection());
             ed->setTargetBitsPerWeight(5.25);
+            // A small sensitivity scan: the project keeps it too.
+            lcw::SensitivityPanel* sens = w.sensitivityPanel();
+            sens->setTextFile(source(kEvalText));
+            sens->setSchemes({QStringLiteral("W8A16")});
+            sens->setContext(32);
+            sens->setMaxChunks(1);
+            QSignalSpy scanned(sens, &lcw::SensitivityPanel::finished);
+            QVERIFY(sens->run());
+            QTRY_COMPARE_WITH_TIMEOUT(scanned.count(), 1, kLongTimeoutMs);
+            scanJson = sens->scanJson();
+            QVERIFY(!scanJson.empty());
             QSignalSpy measured(&w, &lcw::MainWindow::errorsMeasured);
             QVERIFY(w.measureLayerErrors());
             QTRY_COMPARE_WITH_TIMEOUT(measured.count(), 1, kLongTimeoutMs);
@@ -1977,6 +1989,9 @@ private slots:
         QCOMPARE(QFileInfo(w2.statsPanel()->loadedPath()).fileName(), statsName);
         QCOMPARE(queued.count(), 1); // the model load only
         QVERIFY(w2.recentProjects().contains(path));
+        // The sensitivity scan is back, shown as it was.
+        QVERIFY(w2.sensitivityPanel()->scan());
+        QCOMPARE(w2.sensitivityPanel()->scanJson(), scanJson);
         // The Error column comes back as measured (current: the editor holds the same recipe).
         lcw::LayerTableModel* tm2 = w2.layerTableModel();
         QVERIFY(tm2->hasMeasuredErrors());

@@ -89,6 +89,7 @@ constexpr auto kEditorRecipe = "editor";
 constexpr auto kFileRecipePrefix = "file:";
 constexpr auto kCompareResults = "compare";
 constexpr auto kLayerErrors = "layer_errors";
+constexpr auto kSensitivityScan = "sensitivity";
 constexpr int kDefaultWidth = 1400;
 constexpr int kDefaultHeight = 900;
 
@@ -1204,6 +1205,8 @@ project::Project MainWindow::collectProject(QString* statsPath) const {
         p.recipes.push_back({kFileRecipePrefix + n.toStdString(), j.toStdString()});
     if (!m_comparePanel->results().empty())
         p.results.push_back({kCompareResults, m_comparePanel->results().toJson()});
+    if (const std::string scan = m_sensitivityPanel->scanJson(); !scan.empty())
+        p.results.push_back({kSensitivityScan, scan});
     if (m_layerModel->hasMeasuredErrors()) {
         // The Error column and the recipe it was measured with (to tell whether it is stale).
         nlohmann::json e;
@@ -1381,6 +1384,11 @@ void MainWindow::applyProject() {
             if (r.name == kCompareResults) results = CompareResults::fromJson(r.json);
         m_measuredRecipe.clear();
         m_layerModel->setMeasuredErrors({}, {});
+        for (const project::NamedJson& r : p->results)
+            if (r.name == kSensitivityScan &&
+                !m_sensitivityPanel->showScanJson(nlohmann::json::parse(r.json),
+                                                  tr("in the project %1").arg(path)))
+                m_log->warning(m_sensitivityPanel->lastError());
         for (const project::NamedJson& r : p->results) {
             if (r.name != kLayerErrors) continue;
             const nlohmann::json e = nlohmann::json::parse(r.json);

@@ -342,16 +342,21 @@ void SensitivityPanel::fail(const QString& message) {
     emit logMessage(message);
 }
 
+std::string SensitivityPanel::scanJson() const {
+    if (!m_scan) return {};
+    nlohmann::ordered_json j = sensitivityToJson(*m_scan);
+    j["text_file"] = m_scanTextFile.toStdString();
+    return j.dump(1) + "\n";
+}
+
 bool SensitivityPanel::saveScan(const QString& path) {
     if (!m_scan) {
         fail(tr("Save Scan: there is no scan to save"));
         return false;
     }
     try {
-        nlohmann::ordered_json j = sensitivityToJson(*m_scan);
-        j["text_file"] = m_scanTextFile.toStdString();
         // The same layout as `lcw-cli sensitivity --out`.
-        writeFileAtomic(path.toStdString(), j.dump(1) + "\n");
+        writeFileAtomic(path.toStdString(), scanJson());
     } catch (const std::exception& e) {
         fail(tr("Could not save the scan to %1: %2").arg(path, QString::fromUtf8(e.what())));
         return false;
@@ -362,19 +367,34 @@ bool SensitivityPanel::saveScan(const QString& path) {
 }
 
 bool SensitivityPanel::loadScan(const QString& path) {
-    const std::string p = path.toStdString();
+    nlohmann::json j;
+    try {
+        j = readJsonFile(path.toStdString());
+    } catch (const FormatError& e) {
+        fail(tr("Cannot open the scan %1: %2").arg(path, QString::fromStdString(e.problem())));
+        return false;
+    } catch (const std::exception& e) {
+        fail(tr("Cannot open the scan %1: %2").arg(path, QString::fromUtf8(e.what())));
+        return false;
+    }
+    if (!showScanJson(j, path)) return false;
+    emit scanLoaded(path);
+    return true;
+}
+
+bool SensitivityPanel::showScanJson(const nlohmann::json& j, const QString& origin) {
+    const std::string p = origin.toStdString();
     if (m_job) {
-        fail(tr("Cannot open the scan %1 while a scan runs").arg(path));
+        fail(tr("Cannot open the scan %1 while a scan runs").arg(origin));
         return false;
     }
     if (!m_model) {
-        fail(tr("Cannot open the scan %1: open its model first").arg(path));
+        fail(tr("Cannot open the scan %1: open its model first").arg(origin));
         return false;
     }
     std::shared_ptr<SensitivityScan> scan;
     QString textFile;
     try {
-        const nlohmann::json j = readJsonFile(p);
         scan = std::make_shared<SensitivityScan>(sensitivityFromJson(j, p));
         if (j.contains("text_file") && j["text_file"].is_string())
             textFile = QString::fromStdString(j["text_file"].get<std::string>());
@@ -392,10 +412,10 @@ bool SensitivityPanel::loadScan(const QString& path) {
                     throw FormatError(p, "target '" + e.target + "' is not in the open model");
         if (scan->schemes.empty()) throw FormatError(p, "the scan has no schemes");
     } catch (const FormatError& e) {
-        fail(tr("Cannot open the scan %1: %2").arg(path, QString::fromStdString(e.problem())));
+        fail(tr("Cannot open the scan %1: %2").arg(origin, QString::fromStdString(e.problem())));
         return false;
     } catch (const std::exception& e) {
-        fail(tr("Cannot open the scan %1: %2").arg(path, QString::fromUtf8(e.what())));
+        fail(tr("Cannot open the scan %1: %2").arg(origin, QString::fromUtf8(e.what())));
         return false;
     }
     // The controls show the settings of the scan.
@@ -407,8 +427,7 @@ bool SensitivityPanel::loadScan(const QString& path) {
     setSchemes(names);
     setScan(std::move(scan), textFile);
     m_lastError.clear();
-    emit logMessage(tr("Sensitivity scan opened from %1: %2").arg(path, m_status->text()));
-    emit scanLoaded(path);
+    emit logMessage(tr("Sensitivity scan opened from %1: %2").arg(origin, m_status->text()));
     return true;
 }
 

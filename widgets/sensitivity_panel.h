@@ -17,6 +17,8 @@
 
 #include <QWidget>
 
+#include <nlohmann/json.hpp>
+
 #include <functional>
 #include <memory>
 
@@ -76,6 +78,11 @@ public:
     /// scan of another model (fingerprint or targets), no open model, or while a scan runs; the
     /// current scan stays.
     bool loadScan(const QString& path);
+    /// The scan as saveScan() writes it (empty without a scan).
+    std::string scanJson() const;
+    /// Shows a scan given as JSON (saveScan()'s content; `origin` names it in errors) with
+    /// loadScan()'s checks; no scanLoaded signal.
+    bool showScanJson(const nlohmann::json& j, const QString& origin);
     /// The reason of the last failed saveScan/loadScan/autotune (empty after a success).
     QString lastError() const { return m_lastError; }
 

@@ -279,6 +279,7 @@ SensitivityScan sensitivityFromJson(const json& j, const std::string& path) {
     s.chunks = field<int64_t>(path, j, "chunks", "the scan");
     s.scoredTokens = field<int64_t>(path, j, "scored_tokens", "the scan");
     s.baselinePpl = field<double>(path, j, "baseline_ppl", "the scan");
+    if (j.contains("seconds") && j["seconds"].is_number()) s.seconds = j["seconds"].get<double>();
     if (!field<bool>(path, j, "complete", "the scan"))
         throw FormatError(path, "the scan was cancelled before it finished");
     const json schemes = field<json>(path, j, "schemes", "the scan");
