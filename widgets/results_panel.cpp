@@ -441,19 +441,22 @@ ojson ResultsPanel::compareRecord(const CompareResults& r, const QString& modelP
     return j;
 }
 
-QString ResultsPanel::appendCompare(const CompareResults& r, const QString& modelPath,
-                                    const QString& textFile) {
+QString ResultsPanel::appendRecord(const std::function<ojson()>& record, const QString& what) {
     try {
-        const std::string id =
-            appendResult(m_path.toStdString(), compareRecord(r, modelPath, textFile));
+        const std::string id = appendResult(m_path.toStdString(), record());
         reload();
-        emit logMessage(tr("Results: comparison recorded as %1").arg(QString::fromStdString(id)));
+        emit logMessage(tr("Results: %1 recorded as %2").arg(what, QString::fromStdString(id)));
         return QString::fromStdString(id);
     } catch (const std::exception& e) {
         emit logWarning(
-            tr("Results: could not record the comparison: %1").arg(QString::fromUtf8(e.what())));
+            tr("Results: could not record the %1: %2").arg(what, QString::fromUtf8(e.what())));
         return QString();
     }
+}
+
+QString ResultsPanel::appendCompare(const CompareResults& r, const QString& modelPath,
+                                    const QString& textFile) {
+    return appendRecord([&] { return compareRecord(r, modelPath, textFile); }, tr("comparison"));
 }
 
 bool ResultsPanel::isSensitivityRecord(const ojson& record) {
@@ -516,18 +519,8 @@ ojson ResultsPanel::sensitivityRecord(const SensitivityScan& s, const QString& m
 
 QString ResultsPanel::appendSensitivity(const SensitivityScan& s, const QString& modelPath,
                                         const QString& textFile) {
-    try {
-        const std::string id =
-            appendResult(m_path.toStdString(), sensitivityRecord(s, modelPath, textFile));
-        reload();
-        emit logMessage(
-            tr("Results: sensitivity scan recorded as %1").arg(QString::fromStdString(id)));
-        return QString::fromStdString(id);
-    } catch (const std::exception& e) {
-        emit logWarning(tr("Results: could not record the sensitivity scan: %1")
-                            .arg(QString::fromUtf8(e.what())));
-        return QString();
-    }
+    return appendRecord([&] { return sensitivityRecord(s, modelPath, textFile); },
+                        tr("sensitivity scan"));
 }
 
 } // namespace lcw

@@ -17,6 +17,8 @@
 
 #include <QWidget>
 
+#include <functional>
+
 #include <vector>
 
 class QLabel;
@@ -91,6 +93,10 @@ signals:
     void logWarning(const QString& text);
 
 private:
+    /// Appends `record()` to the store (reloading the list); logs "<what> recorded as ID" or the
+    /// failure. Returns the id (empty on failure).
+    QString appendRecord(const std::function<nlohmann::ordered_json()>& record,
+                         const QString& what);
     void showRecord(int row);
     void showSensitivityRecord(const nlohmann::ordered_json& record);
 

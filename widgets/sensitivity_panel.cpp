@@ -342,6 +342,15 @@ void SensitivityPanel::fail(const QString& message) {
     emit logMessage(message);
 }
 
+namespace {
+/// The problem without the file name for FormatError (the message names the file already).
+QString problemOf(const std::exception& e) {
+    if (const auto* f = dynamic_cast<const FormatError*>(&e))
+        return QString::fromStdString(f->problem());
+    return QString::fromUtf8(e.what());
+}
+} // namespace
+
 std::string SensitivityPanel::scanJson() const {
     if (!m_scan) return {};
     nlohmann::ordered_json j = sensitivityToJson(*m_scan);
@@ -370,11 +379,8 @@ bool SensitivityPanel::loadScan(const QString& path) {
     nlohmann::json j;
     try {
         j = readJsonFile(path.toStdString());
-    } catch (const FormatError& e) {
-        fail(tr("Cannot open the scan %1: %2").arg(path, QString::fromStdString(e.problem())));
-        return false;
     } catch (const std::exception& e) {
-        fail(tr("Cannot open the scan %1: %2").arg(path, QString::fromUtf8(e.what())));
+        fail(tr("Cannot open the scan %1: %2").arg(path, problemOf(e)));
         return false;
     }
     if (!showScanJson(j, path)) return false;
@@ -411,11 +417,8 @@ bool SensitivityPanel::showScanJson(const nlohmann::json& j, const QString& orig
                 if (!targets.count(e.target))
                     throw FormatError(p, "target '" + e.target + "' is not in the open model");
         if (scan->schemes.empty()) throw FormatError(p, "the scan has no schemes");
-    } catch (const FormatError& e) {
-        fail(tr("Cannot open the scan %1: %2").arg(origin, QString::fromStdString(e.problem())));
-        return false;
     } catch (const std::exception& e) {
-        fail(tr("Cannot open the scan %1: %2").arg(origin, QString::fromUtf8(e.what())));
+        fail(tr("Cannot open the scan %1: %2").arg(origin, problemOf(e)));
         return false;
     }
     // The controls show the settings of the scan.
