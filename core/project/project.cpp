@@ -110,6 +110,7 @@ void save(const std::string& path, const Project& p) {
 
 Project load(const std::string& path) {
     if (!std::filesystem::exists(path)) throw FormatError(path, "no such file");
+    const std::lock_guard<std::mutex> lock(h5::fileMutex());
     try {
         H5::Exception::dontPrint();
         if (!H5::H5File::isHdf5(path)) throw FormatError(path, "not an HDF5 file");

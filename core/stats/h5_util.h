@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <mutex>
 #include <string>
 
 namespace lcw::h5 {
@@ -30,11 +31,21 @@ inline void putDouble(H5::H5Object& o, const std::string& name, double v) {
     a.write(H5::PredType::NATIVE_DOUBLE, &v);
 }
 
+/// Held around every HDF5 file operation of the core (writes here, StatsStore reads, project
+/// reads): the workbench reads and writes statistics and projects from several threads, and
+/// HDF5's C++ layer is not documented as safe for concurrent use even where the C library is
+/// built thread-safe.
+inline std::mutex& fileMutex() {
+    static std::mutex m;
+    return m;
+}
+
 /// Writes `path` atomically: `fill(file)` writes a temporary HDF5 file beside it, which is then
 /// fsynced and renamed over `path`. On any failure the temporary file is removed and `path` is
 /// left as it was; HDF5 errors become Error("PATH: cannot write WHAT (HDF5: ...)").
 template <class Fill>
 void writeFileAtomically(const std::string& path, const char* what, Fill&& fill) {
+    const std::lock_guard<std::mutex> lock(fileMutex());
     H5::Exception::dontPrint();
     const std::string tmp = path + ".tmp." + std::to_string(::getpid());
     try {

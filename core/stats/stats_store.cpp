@@ -183,6 +183,7 @@ PreviewConfig parseLabel(const std::string& l) {
 }
 
 StatsReport readFile(const std::string& path, bool headerOnly) {
+    const std::lock_guard<std::mutex> lock(h5::fileMutex());
     H5::Exception::dontPrint();
     if (!std::filesystem::exists(path)) throw FormatError(path, "file not found");
     try {
