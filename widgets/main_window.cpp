@@ -212,6 +212,7 @@ void MainWindow::buildUi() {
         showPanel(Panel::Compare);
     });
     connect(m_recipeEditor, &RecipeEditor::planChanged, this, &MainWindow::updatePlannedColumns);
+    m_sensitivityPanel->setFingerprintProvider([this] { return m_statsPanel->fingerprint(); });
     m_statsPanel->setRecipeSettingProvider(
         [this](const QString& tensor) -> std::optional<compress::WeightSettings> {
             const compress::Plan* plan = m_recipeEditor->plan();

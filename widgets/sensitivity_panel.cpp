@@ -406,7 +406,8 @@ bool SensitivityPanel::showScanJson(const nlohmann::json& j, const QString& orig
             textFile = QString::fromStdString(j["text_file"].get<std::string>());
         // A scan's sizes and KLDs belong to one model: the fingerprint, and every target must
         // be one of this model's (the same check as `lcw-cli autotune --scan`).
-        if (scan->baseFingerprint != stats::modelFingerprint(*m_model))
+        const std::string fp = m_fingerprint ? m_fingerprint() : stats::modelFingerprint(*m_model);
+        if (scan->baseFingerprint != fp)
             throw FormatError(p, "it was made on another model (" + scan->model + ", fingerprint " +
                                      scan->baseFingerprint + ")");
         std::set<std::string> targets;

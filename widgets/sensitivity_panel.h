@@ -52,6 +52,9 @@ public:
     void setTextFile(const QString& path) { m_textFile = path; }
     /// The evaluation text of the shown scan (of a loaded one: its "text_file"), else the one set.
     QString scanTextFile() const { return m_scan ? m_scanTextFile : m_textFile; }
+    /// The open model's stats::modelFingerprint() (the main window's is computed off the UI
+    /// thread when the model loads); without one it is computed when a scan is opened.
+    void setFingerprintProvider(std::function<std::string()> f) { m_fingerprint = std::move(f); }
     /// Where the autotune budget (bits/weight of the quantised layers) comes from.
     void setBudgetProvider(std::function<double()> f) { m_budget = std::move(f); }
 
@@ -111,6 +114,7 @@ private:
     std::shared_ptr<const Model> m_model;
     std::shared_ptr<const SensitivityScan> m_scan;
     std::function<double()> m_budget;
+    std::function<std::string()> m_fingerprint;
     QString m_textFile;
     QString m_scanTextFile;
     QString m_lastError;
