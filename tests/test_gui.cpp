@@ -1266,6 +1266,27 @@ private slots:
         // Unmeasured tensors (norms, embeddings) show nothing.
         QVERIFY(tm->index(0, lcw::LayerTableModel::Error).data().toString().isEmpty());
 
+        // File ▸ Export… offers the table: every tensor with its setting, bits and error.
+        {
+            lcw::ExportDialog dlg(w.exportSources());
+            const QString dir = QString::fromStdString(lcwtest::tempDir("gui-export-tensors"));
+            dlg.setFolder(dir);
+            dlg.setBaseName(QStringLiteral("t"));
+            QString err;
+            const QStringList files = dlg.exportFiles(&err);
+            QVERIFY2(err.isEmpty(), qPrintable(err));
+            QVERIFY(files.contains(dir + QStringLiteral("/t.tensors.tsv")));
+            QFile f(dir + QStringLiteral("/t.tensors.tsv"));
+            QVERIFY(f.open(QIODevice::ReadOnly));
+            const QStringList lines =
+                QString::fromUtf8(f.readAll()).split(QLatin1Char('\n'), Qt::SkipEmptyParts);
+            QCOMPARE(lines.size(), tm->rowCount() + 1);
+            QVERIFY(lines.front().endsWith(QStringLiteral("\tError")));
+            const QStringList cells = lines[row + 1].split(QLatin1Char('\t'));
+            QCOMPARE(cells.front(), name);
+            QCOMPARE(cells.back().toDouble(), got);
+        }
+
         // Editing the recipe dims the column; undoing back to the measured recipe restores it.
         QVERIFY(w.recipeEditor()->applyPreset(QStringLiteral("W8A16")));
         QVERIFY(tm->errorsStale());

@@ -51,6 +51,13 @@ ExportDialog::ExportDialog(Sources sources, QWidget* parent)
     m_plots->setEnabled(!m_sources.plots.empty());
     form->addRow(m_recipe);
     form->addRow(m_metrics);
+    for (const Sources::Text& t : m_sources.texts) {
+        auto* box = new QCheckBox(t.label, this);
+        box->setChecked(bool(t.text));
+        box->setEnabled(bool(t.text));
+        form->addRow(box);
+        m_texts.push_back(box);
+    }
     auto* plotRow = new QHBoxLayout;
     plotRow->addWidget(m_plots);
     plotRow->addWidget(m_format);
@@ -123,6 +130,12 @@ QStringList ExportDialog::exportFiles(QString* error) {
         const QString tsv = m_sources.metricsTsv();
         if (!tsv.isEmpty() && !writeText(base + QStringLiteral(".metrics.tsv"), tsv))
             return written;
+    }
+    for (size_t i = 0; i < m_sources.texts.size(); ++i) {
+        const Sources::Text& t = m_sources.texts[i];
+        if (!m_texts[i]->isChecked() || !t.text) continue;
+        const QString text = t.text();
+        if (!text.isEmpty() && !writeText(base + QLatin1Char('.') + t.suffix, text)) return written;
     }
     if (m_plots->isChecked())
         for (const auto& [suffix, plot] : m_sources.plots) {

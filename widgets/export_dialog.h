@@ -1,8 +1,9 @@
 #pragma once
 /// \file
 /// File ▸ Export…: writes the recipe JSON (what lcw-cli --recipe reads), the comparison metrics
-/// table (TSV) and the plots (PNG, PDF or SVG when built with Qt Svg) into one folder. Further
-/// formats (compressed model exports) add an item here.
+/// table (TSV), further text files the window offers (the Tensors table, the sensitivity scan)
+/// and the plots (PNG, PDF or SVG when built with Qt Svg) into one folder. Further formats
+/// (compressed model exports) add an item here.
 #include <QDialog>
 #include <QString>
 
@@ -23,6 +24,13 @@ public:
         std::function<QString()> recipeJson; ///< empty function: item disabled
         std::function<QString()> metricsTsv; ///< returns empty text when there are no results
         std::vector<std::pair<QString, QCustomPlot*>> plots; ///< file-name suffix, plot
+        /// Further text files: a checkbox each, written as BASE.suffix.
+        struct Text {
+            QString label;                 ///< the checkbox text
+            QString suffix;                ///< "tensors.tsv"
+            std::function<QString()> text; ///< empty function: item disabled
+        };
+        std::vector<Text> texts;
     };
 
     ExportDialog(Sources sources, QWidget* parent = nullptr);
@@ -46,6 +54,7 @@ private:
     QCheckBox* m_recipe = nullptr;
     QCheckBox* m_metrics = nullptr;
     QCheckBox* m_plots = nullptr;
+    std::vector<QCheckBox*> m_texts; ///< one per Sources::texts
 };
 
 } // namespace lcw

@@ -1447,6 +1447,12 @@ void MainWindow::newProject() {
 }
 
 int MainWindow::showExportDialog() {
+    ExportDialog d(exportSources(), this);
+    if (!m_projectPath.isEmpty()) d.setFolder(QFileInfo(m_projectPath).absolutePath());
+    return d.exec();
+}
+
+ExportDialog::Sources MainWindow::exportSources() const {
     ExportDialog::Sources src;
     src.recipeJson = [this] { return m_recipeEditor->recipeJsonText(); };
     src.metricsTsv = [this] {
@@ -1457,9 +1463,23 @@ int MainWindow::showExportDialog() {
         src.plots.emplace_back(QStringLiteral("layer-error"),
                                m_comparePanel->layerErrorPlot()->plot());
     }
-    ExportDialog d(std::move(src), this);
-    if (!m_projectPath.isEmpty()) d.setFolder(QFileInfo(m_projectPath).absolutePath());
-    return d.exec();
+    if (m_model) {
+        // Every tensor in file order with its setting, bits/weight and measured error.
+        src.texts.push_back({tr("Tensors table (TSV: setting, bits/weight, measured error)"),
+                             QStringLiteral("tensors.tsv"), [this] {
+                                 QModelIndexList rows;
+                                 for (int r = 0; r < m_layerModel->rowCount(); ++r)
+                                     rows << m_layerModel->index(r, 0);
+                                 return m_layerModel->rowsAsTsv(rows);
+                             }});
+    }
+    if (m_sensitivityPanel->scan()) {
+        src.texts.push_back({tr("Sensitivity scan (JSON, as lcw-cli autotune --scan reads it)"),
+                             QStringLiteral("sensitivity.json"), [this] {
+                                 return QString::fromStdString(m_sensitivityPanel->scanJson());
+                             }});
+    }
+    return src;
 }
 
 } // namespace lcw

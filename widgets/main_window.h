@@ -3,6 +3,7 @@
 /// The main window: opens a model in the background (menu, recent list, drag and drop, command
 /// line) and shows it in dockable panels: summary, tensor table, parameters per block, run
 /// (generation and perplexity) and log. Layout and theme survive a restart (QSettings).
+#include "widgets/export_dialog.h"
 #include "widgets/model_blocks.h"
 #include "widgets/task_runner.h"
 #include "widgets/theme.h"
@@ -172,6 +173,8 @@ public:
     void setAutosaveMinutes(int minutes);
     /// Opens File ▸ Export… (returns the dialog's result).
     int showExportDialog();
+    /// What File ▸ Export… offers now (recipe, metrics, Tensors table, scan, plots).
+    ExportDialog::Sources exportSources() const;
 
     RecipeEditor* recipeEditor() const { return m_recipeEditor; }
     ComparePanel* comparePanel() const { return m_comparePanel; }
