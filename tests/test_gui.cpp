@@ -576,6 +576,13 @@ private slots:
             w.setModalDialogsEnabled(false);
             QCOMPARE(w.recentFiles().size(), lcw::MainWindow::kMaxRecent);
             QCOMPARE(w.recentFiles().front(), paths[5]);
+            // The welcome page lists the five newest, newest first.
+            QList<QPushButton*> welcome;
+            for (QPushButton* b :
+                 w.centralWidget()->findChildren<QPushButton*>(QStringLiteral("welcomeRecent")))
+                if (!b->isHidden()) welcome << b; // replaced ones are hidden, deleted later
+            QCOMPARE(welcome.size(), 5);
+            QCOMPARE(welcome.front()->toolTip(), paths[5]);
             // An entry that vanished is removed when used, with a message.
             std::filesystem::remove(paths[5].toStdString());
             QSignalSpy errors(&w, &lcw::MainWindow::errorShown);

@@ -433,20 +433,66 @@ QWidget* MainWindow::buildWelcomePage() {
     auto* buttons = new QHBoxLayout;
     auto* openFolder = new QPushButton(tr("Open Model Folder…"), page);
     auto* openFile = new QPushButton(tr("Open Model File…"), page);
+    auto* openProj = new QPushButton(tr("Open Project…"), page);
     connect(openFolder, &QPushButton::clicked, this, &MainWindow::openFolderDialog);
     connect(openFile, &QPushButton::clicked, this, &MainWindow::openFileDialog);
+    connect(openProj, &QPushButton::clicked, this, [this] {
+        const QString p = QFileDialog::getOpenFileName(
+            this, tr("Open Project"), QString(), tr("lcw projects (*.lcwproj);;All files (*)"));
+        if (!p.isEmpty()) openProject(p);
+    });
     buttons->addStretch();
     buttons->addWidget(openFolder);
     buttons->addWidget(openFile);
+    buttons->addWidget(openProj);
     buttons->addStretch();
     lay->addWidget(title);
     lay->addSpacing(8);
     lay->addWidget(hint);
     lay->addSpacing(16);
     lay->addLayout(buttons);
-    lay->addSpacing(20);
+    lay->addSpacing(16);
+    // The most recent models and projects, one click each.
+    auto* recentBox = new QWidget(page);
+    auto* recentLay = new QVBoxLayout(recentBox);
+    recentLay->setContentsMargins(0, 0, 0, 0);
+    recentLay->setSpacing(0);
+    lay->addWidget(recentBox, 0, Qt::AlignHCenter);
+    auto rebuildRecent = [this, recentBox, recentLay] {
+        while (QLayoutItem* item = recentLay->takeAt(0)) {
+            // Later: the clicked button may be the one whose click removed its entry.
+            if (QWidget* w = item->widget()) {
+                w->hide();
+                w->deleteLater();
+            }
+            delete item;
+        }
+        auto add = [&](const QString& heading, const QStringList& paths, auto open) {
+            if (paths.isEmpty()) return;
+            auto* h = new QLabel(heading, recentBox);
+            h->setForegroundRole(QPalette::PlaceholderText);
+            recentLay->addWidget(h);
+            for (const QString& path : paths.mid(0, 5)) {
+                auto* b = new QPushButton(QDir::toNativeSeparators(path), recentBox);
+                b->setObjectName(QStringLiteral("welcomeRecent"));
+                b->setFlat(true);
+                b->setToolTip(path);
+                b->setStyleSheet(QStringLiteral("text-align: left"));
+                connect(b, &QPushButton::clicked, this, [open, path] { open(path); });
+                recentLay->addWidget(b);
+            }
+        };
+        add(tr("Recent models"), m_recentModels->items(),
+            [this](const QString& p) { openRecent(p); });
+        add(tr("Recent projects"), m_recentProjects->items(),
+            [this](const QString& p) { openProject(p); });
+    };
+    connect(m_recentModels, &RecentList::changed, page, rebuildRecent);
+    connect(m_recentProjects, &RecentList::changed, page, rebuildRecent);
+    rebuildRecent();
+    lay->addSpacing(16);
     auto* keys = new QLabel(tr("Ctrl+O open a file  ·  Ctrl+Shift+O open a folder  ·  "
-                               "Ctrl+1…6 show panels  ·  Ctrl+Shift+T switch theme"),
+                               "Ctrl+1…9, 0 show panels  ·  Ctrl+Shift+T switch theme"),
                             page);
     keys->setAlignment(Qt::AlignCenter);
     keys->setForegroundRole(QPalette::PlaceholderText);
