@@ -1,6 +1,7 @@
 // Recipes, quantizers, the compressed overlay and lcw-cli compress / recipe.
 #include "core/common/dtype.h"
 #include "core/common/error.h"
+#include "core/common/mapped_file.h"
 #include "core/compress/compressed_model.h"
 #include "core/compress/quantizer.h"
 #include "core/compress/recipe.h"
@@ -19,7 +20,6 @@
 #include <cstring>
 #include <fstream>
 #include <random>
-#include <sstream>
 
 using namespace lcw;
 using namespace lcw::compress;
@@ -85,13 +85,6 @@ std::string writeFile(const std::string& dir, const std::string& name, const std
 using Run = lcwtest::CliRun;
 lcwtest::CliRun runCli(const QStringList& args) {
     return lcwtest::runCli(args, 60000);
-}
-
-std::string readText(const std::string& p) {
-    std::ifstream in(p, std::ios::binary);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
 }
 
 } // namespace
@@ -552,7 +545,7 @@ private slots:
 
     void perplexityOnDemo() {
         auto m = Model::load(demoModel());
-        const auto ids = m->tokenizer().encode(readText(demoText()), true);
+        const auto ids = m->tokenizer().encode(lcw::readTextFile(demoText()), true);
         PerplexityOptions o;
         o.ctx = 256;
         o.batch = 256;

@@ -1,6 +1,7 @@
 // Tests of core/eval perplexity: the chunking/scoring rules on small in-memory models with known
 // answers, and llama.cpp's reference numbers for stories260K on tinystories_eval.txt.
 #include "core/common/error.h"
+#include "core/common/mapped_file.h"
 #include "core/eval/perplexity.h"
 #include "core/io/quants.h"
 #include "core/model/model.h"
@@ -12,10 +13,8 @@
 
 #include <cmath>
 #include <deque>
-#include <fstream>
 #include <map>
 #include <random>
-#include <sstream>
 
 using namespace lcw;
 
@@ -61,13 +60,6 @@ std::vector<int32_t> tokens(int64_t n, int64_t vocab) {
     return t;
 }
 
-std::string readText(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-}
-
 } // namespace
 
 class TestPerplexity : public QObject {
@@ -77,7 +69,8 @@ class TestPerplexity : public QObject {
         LCW_REQUIRE_SHARED(rel);
         LCW_REQUIRE_SHARED("data/tinystories_eval.txt");
         auto m = Model::load(lcwtest::sharedPath(rel));
-        const std::string text = readText(lcwtest::sharedPath("data/tinystories_eval.txt"));
+        const std::string text =
+            lcw::readTextFile(lcwtest::sharedPath("data/tinystories_eval.txt"));
         const auto ids = m->tokenizer().encode(text, true);
         QCOMPARE(int64_t(ids.size()), int64_t(94166));
         QCOMPARE(ids[0], m->tokenizer().bosId());
@@ -247,8 +240,8 @@ private slots:
         LCW_REQUIRE_SHARED("data/tinystories_eval.txt");
         auto m =
             Model::load(lcwtest::sharedPath("models/stories260K/gguf/stories260K-q4_k_m.gguf"));
-        const auto ids =
-            m->tokenizer().encode(readText(lcwtest::sharedPath("data/tinystories_eval.txt")), true);
+        const auto ids = m->tokenizer().encode(
+            lcw::readTextFile(lcwtest::sharedPath("data/tinystories_eval.txt")), true);
         QCOMPARE(int64_t(ids.size()), int64_t(94166));
         PerplexityOptions o;
         o.ctx = 256;

@@ -1,6 +1,7 @@
 // Runtime quantisation: activation fake-quantisation at linear inputs, the quantised KV cache,
 // their recipe settings, calibration, overlay persistence and the CLI reports.
 #include "core/common/error.h"
+#include "core/common/mapped_file.h"
 #include "core/compress/compressed_model.h"
 #include "core/compress/recipe.h"
 #include "core/model/model.h"
@@ -14,10 +15,8 @@
 #include <nlohmann/json.hpp>
 
 #include <cmath>
-#include <fstream>
 #include <random>
 #include <set>
-#include <sstream>
 
 using namespace lcw;
 using namespace lcw::compress;
@@ -99,10 +98,7 @@ double meanKld(const std::vector<float>& base, const std::vector<float>& test, i
 }
 
 std::vector<int32_t> demoTokens(const Model& m, size_t n) {
-    std::ifstream in(lcwtest::sourcePath("resources/data/tinystories_eval.txt"));
-    std::stringstream ss;
-    ss << in.rdbuf();
-    auto ids = m.tokenizer().encode(ss.str(), true);
+    auto ids = m.tokenizer().encode(readTextFile(lcwtest::demoTextPath()), true);
     ids.resize(n);
     return ids;
 }

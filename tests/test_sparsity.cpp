@@ -2,6 +2,7 @@
 // ASVD, SVD-LLM) and structured pruning, checked against double-precision references on
 // synthetic matrices and synthetic calibration activations.
 #include "core/common/error.h"
+#include "core/common/mapped_file.h"
 #include "core/compress/calibration.h"
 #include "core/compress/compressed_model.h"
 #include "core/compress/lowrank.h"
@@ -22,7 +23,6 @@
 #include <cstring>
 #include <fstream>
 #include <random>
-#include <sstream>
 
 using namespace lcw;
 using namespace lcw::compress;
@@ -94,6 +94,21 @@ std::vector<float> weightsOf(const Model& m, const std::string& name) {
 
 int64_t zeros(const std::vector<uint8_t>& mask) {
     return int64_t(std::count(mask.begin(), mask.end(), uint8_t(0)));
+}
+
+/// The bundled evaluation text, tokenised for the demo model.
+std::vector<int32_t> demoTextIds(const Model& m) {
+    return m.tokenizer().encode(readTextFile(lcwtest::demoTextPath()), true);
+}
+
+/// llama.cpp-style perplexity over `chunks` windows of 256 tokens of the demo text.
+PerplexityOptions demoPplOptions(const Model& m, int64_t chunks) {
+    PerplexityOptions o;
+    o.ctx = 256;
+    o.batch = 256;
+    o.maxChunks = chunks;
+    o.bosId = m.tokenizer().bosId();
+    return o;
 }
 
 } // namespace
@@ -622,15 +637,8 @@ private slots:
 
     void demoLowRankAndSparseRunPerplexity() {
         auto m = Model::load(demoModel());
-        std::ifstream f(lcwtest::sourcePath("resources/data/tinystories_eval.txt"));
-        std::stringstream ss;
-        ss << f.rdbuf();
-        const auto ids = m->tokenizer().encode(ss.str(), true);
-        PerplexityOptions o;
-        o.ctx = 256;
-        o.batch = 256;
-        o.maxChunks = 8;
-        o.bosId = m->tokenizer().bosId();
+        const auto ids = demoTextIds(*m);
+        const PerplexityOptions o = demoPplOptions(*m, 8);
         NullProgress np;
         const CalibrationSet cal = loadCalibration(*m, "", {4, 128});
         CompressOptions co;
@@ -704,15 +712,8 @@ private slots:
         QCOMPARE(back->totalSize().params, cm.totalSize().params);
         QCOMPARE(back->find("layers.2.mlp.down")->shape, (std::vector<int64_t>{D, keep}));
         // the pruned model runs with its smaller shapes
-        std::ifstream f(lcwtest::sourcePath("resources/data/tinystories_eval.txt"));
-        std::stringstream ss;
-        ss << f.rdbuf();
-        const auto ids = m->tokenizer().encode(ss.str(), true);
-        PerplexityOptions o;
-        o.ctx = 256;
-        o.batch = 256;
-        o.maxChunks = 4;
-        o.bosId = m->tokenizer().bosId();
+        const auto ids = demoTextIds(*m);
+        const PerplexityOptions o = demoPplOptions(*m, 4);
         const double base = computePerplexity(*m, ids, o, np).ppl;
         const double pruned = computePerplexity(*back, ids, o, np).ppl;
         qInfo("25%% MLP channels removed: PPL %.3f (base %.3f)", pruned, base);
