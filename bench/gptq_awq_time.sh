@@ -7,20 +7,16 @@
 #   [METHODS="gptq awq"] bench/gptq_awq_time.sh [SAMPLES] [SEQ_LEN] [BLOCKS]   (default 16 256 4)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BUILD=${BUILD:-build}
 THREADS=${THREADS:-$(nproc)}
 DIR=${LCW_BENCH_DIR:-/tmp/lcw-bench}
 SAMPLES=${1:-16}
 SEQ=${2:-256}
 BLOCKS=${3:-4}
-CLI="$BUILD/app/lcw-cli"
-[ -x "$CLI" ] || cmake --build "$BUILD" --target lcw-cli >&2
+source bench/lcw_cli.sh
 model="$DIR/tinyllama-1.1b-f16"
 if [ ! -f "$model/config.json" ]; then
   "$CLI" synth --arch llama --shape tinyllama-1.1b --dtype f16 --out "$model" >&2
 fi
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
 last=$((BLOCKS - 1))
 for method in ${METHODS:-rtn gptq awq}; do
   cat > "$TMP/$method.json" <<JSON

@@ -7,7 +7,6 @@
 #   bench/quant_table.sh [MODEL] [TEXT] [CTX]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BUILD=${BUILD:-build}
 MODEL=${1:-resources/models/stories260K}
 TEXT=${2:-resources/data/tinystories_eval.txt}
 CTX=${3:-256}
@@ -15,10 +14,7 @@ CALIB=${CALIB:-$TEXT}
 SAMPLES=${SAMPLES:-128}
 SEQ_LEN=${SEQ_LEN:-256}
 WIKI=${WIKI:-../shared/data/wiki.test.raw}
-CLI="$BUILD/app/lcw-cli"
-[ -x "$CLI" ] || cmake --build "$BUILD" --target lcw-cli >&2
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
+source bench/lcw_cli.sh
 
 # GGUF block schemes need rows that are a multiple of 32; rows that are not (the demo model's
 # 172-wide mlp.down) get the nearest RTN equivalent, and the table says so.

@@ -8,17 +8,13 @@
 #   bench/sparsity_table.sh [MODEL] [TEXT] [CTX]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BUILD=${BUILD:-build}
 MODEL=${1:-resources/models/stories260K}
 TEXT=${2:-resources/data/tinystories_eval.txt}
 CTX=${3:-256}
 CALIB=${CALIB:-$TEXT}
 SAMPLES=${SAMPLES:-32}
 SEQ_LEN=${SEQ_LEN:-256}
-CLI="$BUILD/app/lcw-cli"
-[ -x "$CLI" ] || cmake --build "$BUILD" --target lcw-cli >&2
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
+source bench/lcw_cli.sh
 
 recipe() { # file-stem, rule body (JSON object members of one rule over all linears)
   echo "{\"lcw_recipe\": 1, \"name\": \"$1\", \"rules\": [{\"targets\": [\"*\"], $2}]}" > "$TMP/$1.json"

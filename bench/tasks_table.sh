@@ -7,7 +7,6 @@
 #   THREADS=2 HS_LIMIT=1000 TASKS_DIR=../shared/data/tasks bench/tasks_table.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BUILD=${BUILD:-build}
 MODEL=${1:-resources/models/stories260K}
 shift || true
 PRESETS=("$@")
@@ -15,10 +14,7 @@ PRESETS=("$@")
 THREADS=${THREADS:-2}
 HS_LIMIT=${HS_LIMIT:-1000}
 TASKS_DIR=${TASKS_DIR:-../shared/data/tasks}
-CLI="$BUILD/app/lcw-cli"
-[ -x "$CLI" ] || cmake --build "$BUILD" --target lcw-cli >&2
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
+source bench/lcw_cli.sh
 
 popts=()
 for p in "${PRESETS[@]}"; do popts+=(--preset "$p"); done
