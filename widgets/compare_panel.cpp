@@ -143,22 +143,6 @@ CompareResults CompareResults::fromJson(const std::string& text) {
 
 namespace {
 
-/// Splits a job's progress into consecutive ranges.
-class RangeProgress final : public Progress {
-public:
-    RangeProgress(Progress& outer, double from, double to, std::string prefix)
-        : m_outer(outer), m_from(from), m_to(to), m_prefix(std::move(prefix)) {}
-    bool report(double f, std::string_view stage) override {
-        return m_outer.report(m_from + (m_to - m_from) * std::clamp(f, 0.0, 1.0),
-                              m_prefix + std::string(stage));
-    }
-
-private:
-    Progress& m_outer;
-    double m_from, m_to;
-    std::string m_prefix;
-};
-
 struct ConfigSpec {
     QString name;
     bool original = false;

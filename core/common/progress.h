@@ -2,7 +2,9 @@
 /// \file
 /// The progress sink every long job takes. report() returns false to ask the job to stop;
 /// the job then returns Status::Cancelled (it never throws for cancellation).
+#include <algorithm>
 #include <functional>
+#include <string>
 #include <string_view>
 
 namespace lcw {
@@ -30,6 +32,24 @@ public:
 
 private:
     std::function<bool(double, std::string_view)> m_fn;
+};
+
+/// Maps a part of a job onto [from, to] of the outer sink (fractions clamped to [0,1]), with
+/// `prefix` before each stage label: `RangeProgress sub(p, 0.4, 0.85, "divergence: ")`.
+class RangeProgress final : public Progress {
+public:
+    RangeProgress(Progress& outer, double from, double to, std::string prefix = {})
+        : m_outer(outer), m_from(from), m_to(to), m_prefix(std::move(prefix)) {}
+    bool report(double f, std::string_view stage) override {
+        const double x = m_from + (m_to - m_from) * std::clamp(f, 0.0, 1.0);
+        if (m_prefix.empty()) return m_outer.report(x, stage);
+        return m_outer.report(x, m_prefix + std::string(stage));
+    }
+
+private:
+    Progress& m_outer;
+    double m_from, m_to;
+    std::string m_prefix;
 };
 
 } // namespace lcw

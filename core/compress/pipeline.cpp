@@ -34,19 +34,6 @@ int blockIndex(const std::string& name) {
     return std::stoi(name.substr(7, name.find('.', 7) - 7));
 }
 
-/// Maps a sub-range of the overall progress.
-class SubProgress final : public Progress {
-public:
-    SubProgress(Progress& p, double a, double b) : m_p(p), m_a(a), m_b(b) {}
-    bool report(double f, std::string_view stage) override {
-        return m_p.report(m_a + (m_b - m_a) * f, stage);
-    }
-
-private:
-    Progress& m_p;
-    double m_a, m_b;
-};
-
 GptqOptions gptqOptions(const nlohmann::json& w) {
     GptqOptions o;
     if (w.contains("damp")) o.damp = w["damp"].get<double>();
@@ -211,7 +198,7 @@ CompressResult compressCalibrated(const Model& base, const Recipe& recipe, Plan 
 
     for (const auto& [b, idx] : blocks) {
         const std::string bname = "layers." + std::to_string(b);
-        SubProgress capP(progress, unit / nUnits, (unit + 0.5) / nUnits);
+        RangeProgress capP(progress, unit / nUnits, (unit + 0.5) / nUnits);
         const auto c0 = Clock::now();
         const auto inputs = captureBlockInputs(*cm, cal, b, opts.capture, capP);
         res.captureSeconds += std::chrono::duration<double>(Clock::now() - c0).count();
@@ -334,7 +321,7 @@ CompressResult compressCalibrated(const Model& base, const Recipe& recipe, Plan 
                     omniSet[P.layers[i].name] = P.layers[i].weight;
                 }
             if (!omniSet.empty()) {
-                SubProgress omP(progress, (unit + 0.5) / nUnits, (unit + 1.0) / nUnits);
+                RangeProgress omP(progress, (unit + 0.5) / nUnits, (unit + 1.0) / nUnits);
                 if (fpLayer != b) fpHidden = captureBlockHidden(base, cal, b);
                 const auto qIn = captureBlockHidden(*cm, cal, b);
                 if (fpHidden.empty() || qIn.empty()) return finishCancel();

@@ -15,21 +15,6 @@ using ojson = nlohmann::ordered_json;
 
 namespace {
 
-/// Maps a sub-range of the overall progress to a job's 0..1.
-class SubProgress final : public Progress {
-public:
-    SubProgress(Progress& p, double from, double to, std::string prefix)
-        : m_p(p), m_from(from), m_to(to), m_prefix(std::move(prefix)) {}
-    bool report(double f, std::string_view stage) override {
-        return m_p.report(m_from + (m_to - m_from) * f, m_prefix + std::string(stage));
-    }
-
-private:
-    Progress& m_p;
-    double m_from, m_to;
-    std::string m_prefix;
-};
-
 /// The group size a weight section gives a layer, 0 when it does not quantise by groups (or
 /// uses a GGUF block scheme, whose blocks are fixed).
 int64_t effectiveGroup(const json& w) {
@@ -203,7 +188,7 @@ SensitivityScan scanSensitivity(const Model& base, const std::vector<WeightSchem
         configs.push_back({scan.schemes[s].scheme.name + ":" + scan.schemes[s].entries[k].target,
                            overlays[i].get()});
     }
-    SubProgress sub(progress, 0.1, 1.0, "");
+    RangeProgress sub(progress, 0.1, 1.0);
     const DivergenceResult r = compareToBaseline(base, configs, tokens, opts.eval, sub);
     scan.chunks = r.chunks;
     scan.scoredTokens = r.scoredTokens;

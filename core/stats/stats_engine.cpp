@@ -14,19 +14,6 @@ namespace lcw::stats {
 
 namespace {
 
-/// Maps a job's [0,1] onto [lo,hi] of the caller's sink.
-class SubProgress final : public Progress {
-public:
-    SubProgress(Progress& p, double lo, double hi) : m_p(p), m_lo(lo), m_hi(hi) {}
-    bool report(double f, std::string_view s) override {
-        return m_p.report(m_lo + (m_hi - m_lo) * f, s);
-    }
-
-private:
-    Progress& m_p;
-    double m_lo, m_hi;
-};
-
 std::string utcNow() {
     const std::time_t t = std::time(nullptr);
     std::tm tm{};
@@ -90,13 +77,13 @@ Status computeStats(const Model& model, const StatsOptions& opts, StatsReport& r
     r.histSigma = opts.weight.histSigma;
     const double split = opts.weights && opts.activations ? 0.5 : opts.weights ? 1.0 : 0.0;
     if (opts.weights) {
-        SubProgress sp(progress, 0, split);
+        RangeProgress sp(progress, 0, split);
         if (computeWeightStats(model, opts.weight, r.weights, sp) == Status::Cancelled)
             return Status::Cancelled;
         r.hasWeights = true;
     }
     if (opts.activations) {
-        SubProgress sp(progress, split, 1);
+        RangeProgress sp(progress, split, 1);
         if (runCalibration(model, opts.calibration, r.activations, r.calibration, sp) ==
             Status::Cancelled)
             return Status::Cancelled;
