@@ -1,15 +1,14 @@
 #include "core/eval/divergence.h"
 
+#include "core/eval/chunk_runner.h"
+
 #include "core/runtime/session.h"
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <exception>
 #include <memory>
-#include <mutex>
 
 #include <omp.h>
 
@@ -158,94 +157,82 @@ DivergenceResult compareToBaseline(const WeightSource& baseline,
                                                  std::vector<TokenValues>(nc));
     std::vector<char> chunkDone(static_cast<size_t>(chunks), 0);
     std::vector<double> threadSeconds(nc + 1, 0.0);
-    std::atomic<bool> cancelled{false};
-    std::mutex mu;
-    std::exception_ptr error;
-    int64_t finished = 0;
-    const auto t0 = Clock::now();
-    if (!progress.report(0.0, "divergence")) cancelled = true;
-
-#pragma omp parallel num_threads(workers) if (workers > 1)
-    {
-        auto& mySessions = sessions[size_t(omp_get_thread_num())];
+    // Per thread: scratch and the seconds spent on each source.
+    struct Scratch {
         std::vector<float> baseLogits, logits;
         std::vector<double> baseLse;
         std::vector<int64_t> baseTop;
         std::vector<int32_t> window;
-        std::vector<double> mySeconds(nc + 1, 0.0);
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t c = 0; c < chunks; ++c) {
-            if (cancelled.load()) continue;
-            try {
-                const int64_t begin = c * ctx;
-                const int64_t first = ctx / 2 + 1; // positions ctx/2 .. ctx-2 are scored
-                window.assign(tokens.begin() + begin, tokens.begin() + begin + ctx);
-                if (opts.bosId >= 0) window[0] = opts.bosId;
-                const int64_t rows = ctx - first;
+        std::vector<double> seconds;
+    };
+    std::vector<Scratch> scratch(static_cast<size_t>(workers));
+    for (Scratch& sc : scratch) sc.seconds.assign(nc + 1, 0.0);
+    const auto t0 = Clock::now();
+    auto work = [&](int64_t c, int thread) {
+        auto& mySessions = sessions[size_t(thread)];
+        Scratch& sc = scratch[size_t(thread)];
+        std::vector<int32_t>& window = sc.window;
+        const int64_t begin = c * ctx;
+        const int64_t first = ctx / 2 + 1; // positions ctx/2 .. ctx-2 are scored
+        window.assign(tokens.begin() + begin, tokens.begin() + begin + ctx);
+        if (opts.bosId >= 0) window[0] = opts.bosId;
+        const int64_t rows = ctx - first;
 
-                auto ts = Clock::now();
-                Session& bs = *mySessions[0];
-                bs.reset();
-                bs.forwardFrom(window, baseLogits, first - 1);
-                baseLse.resize(size_t(rows));
-                baseTop.resize(size_t(rows));
-                auto& bn = baseNll[size_t(c)];
-                bn.clear();
-                for (int64_t i = 0; i < rows; ++i) {
-                    const float* row = baseLogits.data() + i * vocab;
-                    baseLse[size_t(i)] = logSumExp(row, vocab);
-                    baseTop[size_t(i)] = argmax(row, vocab);
-                    bn.push_back(baseLse[size_t(i)] - double(row[window[size_t(first + i)]]));
-                }
-                mySeconds[0] += std::chrono::duration<double>(Clock::now() - ts).count();
-
-                for (size_t k = 0; k < nc; ++k) {
-                    ts = Clock::now();
-                    Session& s = *mySessions[1 + k];
-                    s.reset();
-                    s.forwardFrom(window, logits, first - 1);
-                    TokenValues& tv = values[size_t(c)][k];
-                    tv.clear();
-                    for (int64_t i = 0; i < rows; ++i) {
-                        const float* qb = baseLogits.data() + i * vocab;
-                        const float* qq = logits.data() + i * vocab;
-                        const double lseB = baseLse[size_t(i)];
-                        const double lseQ = logSumExp(qq, vocab);
-                        double kld = 0;
-                        for (int64_t v = 0; v < vocab; ++v) {
-                            const double lb = double(qb[v]) - lseB;
-                            const double lq = double(qq[v]) - lseQ;
-                            kld += std::exp(lb) * (lb - lq);
-                        }
-                        const int32_t t = window[size_t(first + i)];
-                        const double lbt = double(qb[t]) - lseB;
-                        const double lqt = double(qq[t]) - lseQ;
-                        tv.kld.push_back(kld);
-                        tv.dp.push_back(std::exp(lqt) - std::exp(lbt));
-                        tv.nll.push_back(-lqt);
-                        tv.sameTop.push_back(argmax(qq, vocab) == baseTop[size_t(i)] ? 1 : 0);
-                    }
-                    mySeconds[1 + k] += std::chrono::duration<double>(Clock::now() - ts).count();
-                }
-
-                std::lock_guard<std::mutex> lock(mu);
-                chunkDone[size_t(c)] = 1;
-                ++finished;
-                char stage[64];
-                std::snprintf(stage, sizeof stage, "chunk %lld/%lld", (long long)finished,
-                              (long long)chunks);
-                if (!cancelled.load() && !progress.report(double(finished) / double(chunks), stage))
-                    cancelled = true;
-            } catch (...) {
-                std::lock_guard<std::mutex> lock(mu);
-                if (!error) error = std::current_exception();
-                cancelled = true;
-            }
+        auto ts = Clock::now();
+        Session& bs = *mySessions[0];
+        bs.reset();
+        bs.forwardFrom(window, sc.baseLogits, first - 1);
+        sc.baseLse.resize(size_t(rows));
+        sc.baseTop.resize(size_t(rows));
+        auto& bn = baseNll[size_t(c)];
+        bn.clear();
+        for (int64_t i = 0; i < rows; ++i) {
+            const float* row = sc.baseLogits.data() + i * vocab;
+            sc.baseLse[size_t(i)] = logSumExp(row, vocab);
+            sc.baseTop[size_t(i)] = argmax(row, vocab);
+            bn.push_back(sc.baseLse[size_t(i)] - double(row[window[size_t(first + i)]]));
         }
-        std::lock_guard<std::mutex> lock(mu);
-        for (size_t k = 0; k <= nc; ++k) threadSeconds[k] += mySeconds[k];
-    }
-    if (error) std::rethrow_exception(error);
+        sc.seconds[0] += std::chrono::duration<double>(Clock::now() - ts).count();
+
+        for (size_t k = 0; k < nc; ++k) {
+            ts = Clock::now();
+            Session& s = *mySessions[1 + k];
+            s.reset();
+            s.forwardFrom(window, sc.logits, first - 1);
+            TokenValues& tv = values[size_t(c)][k];
+            tv.clear();
+            for (int64_t i = 0; i < rows; ++i) {
+                const float* qb = sc.baseLogits.data() + i * vocab;
+                const float* qq = sc.logits.data() + i * vocab;
+                const double lseB = sc.baseLse[size_t(i)];
+                const double lseQ = logSumExp(qq, vocab);
+                double kld = 0;
+                for (int64_t v = 0; v < vocab; ++v) {
+                    const double lb = double(qb[v]) - lseB;
+                    const double lq = double(qq[v]) - lseQ;
+                    kld += std::exp(lb) * (lb - lq);
+                }
+                const int32_t t = window[size_t(first + i)];
+                const double lbt = double(qb[t]) - lseB;
+                const double lqt = double(qq[t]) - lseQ;
+                tv.kld.push_back(kld);
+                tv.dp.push_back(std::exp(lqt) - std::exp(lbt));
+                tv.nll.push_back(-lqt);
+                tv.sameTop.push_back(argmax(qq, vocab) == sc.baseTop[size_t(i)] ? 1 : 0);
+            }
+            sc.seconds[1 + k] += std::chrono::duration<double>(Clock::now() - ts).count();
+        }
+    };
+    auto merge = [&](int64_t c, int, int64_t finished) {
+        chunkDone[size_t(c)] = 1;
+        char stage[64];
+        std::snprintf(stage, sizeof stage, "chunk %lld/%lld", (long long)finished,
+                      (long long)chunks);
+        return std::string(stage);
+    };
+    const bool complete = runChunks(chunks, workers, progress, "divergence", work, merge);
+    for (const Scratch& sc : scratch)
+        for (size_t k = 0; k <= nc; ++k) threadSeconds[k] += sc.seconds[k];
     r.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
 
     // Aggregate in chunk order (the same numbers whatever the thread count).
@@ -320,7 +307,7 @@ DivergenceResult compareToBaseline(const WeightSource& baseline,
         }
         r.configs.push_back(std::move(st));
     }
-    if (cancelled.load()) r.status = Status::Cancelled;
+    if (!complete) r.status = Status::Cancelled;
     return r;
 }
 

@@ -1,16 +1,15 @@
 #include "core/eval/perplexity.h"
 
+#include "core/eval/chunk_runner.h"
+
 #include "core/runtime/kernels.h"
 #include "core/runtime/session.h"
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <exception>
 #include <memory>
-#include <mutex>
 
 #include <omp.h>
 
@@ -115,67 +114,50 @@ PerplexityResult computePerplexity(const WeightSource& weights, const std::vecto
 
     std::vector<std::vector<double>> chunkNll(static_cast<size_t>(chunks));
     std::vector<char> chunkDone(size_t(chunks), 0);
-    std::atomic<bool> cancelled{false};
-    std::mutex mu;
-    std::exception_ptr error;
-    int64_t finished = 0;
+    std::vector<std::vector<float>> logits(static_cast<size_t>(workers)); // per thread
+    std::vector<std::vector<int32_t>> windows(static_cast<size_t>(workers));
     Accum live;
     const auto t0 = Clock::now();
-    if (!progress.report(0.0, "perplexity")) cancelled = true;
-
-#pragma omp parallel num_threads(workers) if (workers > 1)
-    {
-        Session& session = *sessions[size_t(omp_get_thread_num())];
-        std::vector<float> logits;
-        std::vector<int32_t> window;
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t c = 0; c < chunks; ++c) {
-            if (cancelled.load()) continue;
-            try {
-                int64_t first = 0; // first window index whose token is scored
-                int64_t begin = 0, end = 0;
-                if (opts.mode == PerplexityMode::LlamaCppChunks) {
-                    begin = c * ctx;
-                    end = begin + ctx;
-                    first = ctx / 2 + 1; // positions ctx/2 .. ctx-2 predict ctx/2+1 .. ctx-1
-                } else {
-                    begin = c * stride;
-                    end = std::min(begin + ctx, n);
-                    // Score what the previous window did not: tokens from its end on (HF).
-                    const int64_t prevEnd = c == 0 ? 0 : std::min((c - 1) * stride + ctx, n);
-                    first = std::max<int64_t>(prevEnd - begin, 1);
-                }
-                window.assign(tokens.begin() + begin, tokens.begin() + end);
-                if (opts.mode == PerplexityMode::LlamaCppChunks && opts.bosId >= 0)
-                    window[0] = opts.bosId;
-                const int64_t len = end - begin;
-                session.reset();
-                session.forwardFrom(window, logits, first - 1);
-                auto& out = chunkNll[size_t(c)];
-                out.clear();
-                for (int64_t i = first; i < len; ++i) {
-                    const float* row = logits.data() + (i - first) * vocab;
-                    out.push_back(-kernels::logSoftmaxAt(row, vocab, window[size_t(i)]));
-                }
-                std::lock_guard<std::mutex> lock(mu);
-                r.kvCacheBytes = std::max(r.kvCacheBytes, session.kvCacheBytes());
-                r.kvCacheBytesF32 = std::max(r.kvCacheBytesF32, session.kvCacheBytesF32());
-                chunkDone[size_t(c)] = 1;
-                for (double v : out) live.add(v);
-                ++finished;
-                char stage[96];
-                std::snprintf(stage, sizeof stage, "chunk %lld/%lld, PPL %.4f", (long long)finished,
-                              (long long)chunks, std::exp(live.sum / double(live.count)));
-                if (!cancelled.load() && !progress.report(double(finished) / double(chunks), stage))
-                    cancelled = true;
-            } catch (...) {
-                std::lock_guard<std::mutex> lock(mu);
-                if (!error) error = std::current_exception();
-                cancelled = true;
-            }
+    auto work = [&](int64_t c, int thread) {
+        Session& session = *sessions[size_t(thread)];
+        std::vector<int32_t>& window = windows[size_t(thread)];
+        int64_t first = 0; // first window index whose token is scored
+        int64_t begin = 0, end = 0;
+        if (opts.mode == PerplexityMode::LlamaCppChunks) {
+            begin = c * ctx;
+            end = begin + ctx;
+            first = ctx / 2 + 1; // positions ctx/2 .. ctx-2 predict ctx/2+1 .. ctx-1
+        } else {
+            begin = c * stride;
+            end = std::min(begin + ctx, n);
+            // Score what the previous window did not: tokens from its end on (HF).
+            const int64_t prevEnd = c == 0 ? 0 : std::min((c - 1) * stride + ctx, n);
+            first = std::max<int64_t>(prevEnd - begin, 1);
         }
-    }
-    if (error) std::rethrow_exception(error);
+        window.assign(tokens.begin() + begin, tokens.begin() + end);
+        if (opts.mode == PerplexityMode::LlamaCppChunks && opts.bosId >= 0) window[0] = opts.bosId;
+        const int64_t len = end - begin;
+        session.reset();
+        session.forwardFrom(window, logits[size_t(thread)], first - 1);
+        auto& out = chunkNll[size_t(c)];
+        out.clear();
+        for (int64_t i = first; i < len; ++i) {
+            const float* row = logits[size_t(thread)].data() + (i - first) * vocab;
+            out.push_back(-kernels::logSoftmaxAt(row, vocab, window[size_t(i)]));
+        }
+    };
+    auto merge = [&](int64_t c, int thread, int64_t finished) {
+        const Session& session = *sessions[size_t(thread)];
+        r.kvCacheBytes = std::max(r.kvCacheBytes, session.kvCacheBytes());
+        r.kvCacheBytesF32 = std::max(r.kvCacheBytesF32, session.kvCacheBytesF32());
+        chunkDone[size_t(c)] = 1;
+        for (double v : chunkNll[size_t(c)]) live.add(v);
+        char stage[96];
+        std::snprintf(stage, sizeof stage, "chunk %lld/%lld, PPL %.4f", (long long)finished,
+                      (long long)chunks, std::exp(live.sum / double(live.count)));
+        return std::string(stage);
+    };
+    const bool complete = runChunks(chunks, workers, progress, "perplexity", work, merge);
 
     // Aggregate in chunk order (the same numbers whatever the thread count).
     Accum acc;
@@ -191,7 +173,7 @@ PerplexityResult computePerplexity(const WeightSource& weights, const std::vecto
                                  : std::min(c * stride + ctx, n) - c * stride;
         ++r.chunks;
     }
-    if (cancelled.load()) r.status = Status::Cancelled;
+    if (!complete) r.status = Status::Cancelled;
     finish(r, acc, std::chrono::duration<double>(Clock::now() - t0).count());
     return r;
 }

@@ -1,5 +1,7 @@
 #include "core/eval/tasks.h"
 
+#include "core/eval/chunk_runner.h"
+
 #include "core/common/mapped_file.h"
 #include "core/runtime/kernels.h"
 #include "core/runtime/session.h"
@@ -12,9 +14,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <exception>
 #include <filesystem>
-#include <mutex>
 #include <random>
 
 #include <omp.h>
@@ -469,44 +469,26 @@ TaskResult evaluateTask(const PreparedTask& task, ContinuationScorer& scorer, Pr
     const int64_t n = int64_t(task.items.size());
     std::vector<std::vector<ContinuationScore>> scores(static_cast<size_t>(n));
     std::vector<char> done(size_t(n), 0);
-    std::atomic<bool> cancelled{false};
-    std::mutex mu;
-    std::exception_ptr error;
-    int64_t finished = 0;
     const int workers = std::max(1, scorer.workers());
     auto* modelScorer = dynamic_cast<ModelScorer*>(&scorer);
     const int64_t tokens0 = modelScorer ? modelScorer->tokensEvaluated() : 0;
     const std::string name = taskName(task.kind);
-    if (!progress.report(0.0, name)) cancelled = true;
-
-#pragma omp parallel for schedule(dynamic, 1) num_threads(workers) if (workers > 1)
-    for (int64_t i = 0; i < n; ++i) {
-        if (cancelled.load()) continue;
-        try {
-            const PreparedItem& it = task.items[size_t(i)];
-            auto& sc = scores[size_t(i)];
-            sc.assign(it.bytes.size(), ContinuationScore{});
-            const int w = workers > 1 ? omp_get_thread_num() : 0;
-            for (const PreparedGroup& g : it.groups) {
-                const auto r = scorer.score(w, g.context, g.continuations);
-                if (r.size() != g.continuations.size())
-                    throw Error("tasks: the scorer returned a wrong number of scores");
-                for (size_t k = 0; k < r.size(); ++k) sc[g.choice[k]] = r[k];
-            }
-            std::lock_guard<std::mutex> lock(mu);
-            done[size_t(i)] = 1;
-            ++finished;
-            const std::string stage =
-                name + " " + std::to_string(finished) + "/" + std::to_string(n);
-            if (!cancelled.load() && !progress.report(double(finished) / double(n), stage))
-                cancelled = true;
-        } catch (...) {
-            std::lock_guard<std::mutex> lock(mu);
-            if (!error) error = std::current_exception();
-            cancelled = true;
+    auto work = [&](int64_t i, int thread) {
+        const PreparedItem& it = task.items[size_t(i)];
+        auto& sc = scores[size_t(i)];
+        sc.assign(it.bytes.size(), ContinuationScore{});
+        for (const PreparedGroup& g : it.groups) {
+            const auto r = scorer.score(thread, g.context, g.continuations);
+            if (r.size() != g.continuations.size())
+                throw Error("tasks: the scorer returned a wrong number of scores");
+            for (size_t k = 0; k < r.size(); ++k) sc[g.choice[k]] = r[k];
         }
-    }
-    if (error) std::rethrow_exception(error);
+    };
+    auto merge = [&](int64_t i, int, int64_t finished) {
+        done[size_t(i)] = 1;
+        return name + " " + std::to_string(finished) + "/" + std::to_string(n);
+    };
+    const bool complete = runChunks(n, workers, progress, name, work, merge);
 
     TaskResult r;
     r.kind = task.kind;
@@ -550,7 +532,7 @@ TaskResult evaluateTask(const PreparedTask& task, ContinuationScorer& scorer, Pr
     }
     if (modelScorer) r.tokensEvaluated = modelScorer->tokensEvaluated() - tokens0;
     r.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-    if (cancelled.load()) r.status = Status::Cancelled;
+    if (!complete) r.status = Status::Cancelled;
     return r;
 }
 

@@ -1,0 +1,38 @@
+#include "core/eval/chunk_runner.h"
+
+#include <atomic>
+#include <exception>
+#include <mutex>
+
+#include <omp.h>
+
+namespace lcw {
+
+bool runChunks(int64_t n, int workers, Progress& progress, const std::string& startStage,
+               const std::function<void(int64_t, int)>& work,
+               const std::function<std::string(int64_t, int, int64_t)>& finish) {
+    std::atomic<bool> cancelled{!progress.report(0.0, startStage)};
+    std::mutex mu;
+    std::exception_ptr error;
+    int64_t finished = 0;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(workers) if (workers > 1)
+    for (int64_t i = 0; i < n; ++i) {
+        if (cancelled.load()) continue;
+        const int thread = workers > 1 ? omp_get_thread_num() : 0;
+        try {
+            work(i, thread);
+            std::lock_guard<std::mutex> lock(mu);
+            const std::string stage = finish(i, thread, ++finished);
+            if (!cancelled.load() && !progress.report(double(finished) / double(n), stage))
+                cancelled = true;
+        } catch (...) {
+            std::lock_guard<std::mutex> lock(mu);
+            if (!error) error = std::current_exception();
+            cancelled = true;
+        }
+    }
+    if (error) std::rethrow_exception(error);
+    return !cancelled.load();
+}
+
+} // namespace lcw
