@@ -287,18 +287,24 @@ void checkFinite(const float* w, int64_t rows, int64_t cols, const std::string& 
         throw ArgumentError(name + ": non-finite weight at element " + std::to_string(bad));
 }
 
+/// A [rows, cols] tensor of settings `s` with every code zero (no scales yet).
+PackedTensor zeroCodes(const WeightSettings& s, int64_t rows, int64_t cols) {
+    PackedTensor p;
+    p.settings = s;
+    p.rows = rows;
+    p.cols = cols;
+    p.codes.assign(size_t(rowCodeBytes(cols, s) * uint64_t(rows)), 0);
+    return p;
+}
+
 /// RTN for int / fp8 / nf4 with optional per-group range shrink factors.
 PackedTensor rtnPacked(const float* w, int64_t rows, int64_t cols, const WeightSettings& s,
                        const float* clip, const std::string& name) {
     if (s.format == WeightFormat::Int && (s.bits < 2 || s.bits > 8))
         throw ArgumentError(name + ": int bits must be 2..8");
     const bool par = rows * cols >= kParallelMin;
-    PackedTensor p;
-    p.settings = s;
-    p.rows = rows;
-    p.cols = cols;
     const uint64_t rb = rowCodeBytes(cols, s);
-    p.codes.assign(size_t(rb * uint64_t(rows)), 0);
+    PackedTensor p = zeroCodes(s, rows, cols);
     const bool asym = s.format == WeightFormat::Int && !s.symmetric;
     const int bits = codeBits(s);
     if (s.granularity == Granularity::Tensor) {
@@ -353,12 +359,8 @@ PackedTensor quantize(const float* w, int64_t rows, int64_t cols, const WeightSe
             throw ArgumentError(name + ": " + weightMethodName(s.method) +
                                 " needs rows that are a multiple of 32, this layer has rows of " +
                                 std::to_string(cols));
-        PackedTensor p;
-        p.settings = s;
-        p.rows = rows;
-        p.cols = cols;
         const uint64_t rb = rowCodeBytes(cols, s);
-        p.codes.assign(size_t(rb * uint64_t(rows)), 0);
+        PackedTensor p = zeroCodes(s, rows, cols);
         const DType t = ggufType(s.method);
 #pragma omp parallel for schedule(static) if (rows * cols >= kParallelMin)
         for (int64_t r = 0; r < rows; ++r)
@@ -417,12 +419,8 @@ PackedTensor packCodes(const WeightSettings& s, int64_t rows, int64_t cols,
         throw ArgumentError("packCodes: " + std::to_string(codes.size()) + " codes and " +
                             std::to_string(grids.size()) + " grids for a [" + std::to_string(rows) +
                             ", " + std::to_string(cols) + "] tensor");
-    PackedTensor p;
-    p.settings = s;
-    p.rows = rows;
-    p.cols = cols;
     const uint64_t rb = rowCodeBytes(cols, s);
-    p.codes.assign(size_t(rb * uint64_t(rows)), 0);
+    PackedTensor p = zeroCodes(s, rows, cols);
     const int bits = codeBits(s);
     const uint32_t mask = bits >= 32 ? ~0u : (1u << bits) - 1u;
 #pragma omp parallel for schedule(static) if (rows * cols >= kParallelMin)
