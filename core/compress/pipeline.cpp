@@ -34,11 +34,16 @@ int blockIndex(const std::string& name) {
     return std::stoi(name.substr(7, name.find('.', 7) - 7));
 }
 
+/// Sets `out` from j[key] when the section has that key (the recipe parser checked its type).
+template <class T> void readIf(const nlohmann::json& j, const char* key, T& out) {
+    if (j.contains(key)) out = j[key].get<T>();
+}
+
 GptqOptions gptqOptions(const nlohmann::json& w) {
     GptqOptions o;
-    if (w.contains("damp")) o.damp = w["damp"].get<double>();
-    if (w.contains("act_order")) o.actOrder = w["act_order"].get<bool>();
-    if (w.contains("block_size")) o.blockSize = w["block_size"].get<int64_t>();
+    readIf(w, "damp", o.damp);
+    readIf(w, "act_order", o.actOrder);
+    readIf(w, "block_size", o.blockSize);
     return o;
 }
 
@@ -46,20 +51,20 @@ AwqOptions awqOptions(const nlohmann::json& w) {
     AwqOptions o;
     if (!w.contains("awq")) return o;
     const auto& a = w["awq"];
-    if (a.contains("grid")) o.grid = a["grid"].get<int>();
-    if (a.contains("clip_search")) o.clipSearch = a["clip_search"].get<bool>();
-    if (a.contains("clip_grid")) o.clipGrid = a["clip_grid"].get<int>();
-    if (a.contains("max_shrink")) o.maxShrink = a["max_shrink"].get<double>();
+    readIf(a, "grid", o.grid);
+    readIf(a, "clip_search", o.clipSearch);
+    readIf(a, "clip_grid", o.clipGrid);
+    readIf(a, "max_shrink", o.maxShrink);
     return o;
 }
 
 OmniQuantOptions omniOptions(const nlohmann::json& w) {
     OmniQuantOptions o;
-    if (w.contains("epochs")) o.epochs = w["epochs"].get<int>();
-    if (w.contains("lr")) o.lr = w["lr"].get<double>();
-    if (w.contains("let")) o.let = w["let"].get<bool>();
-    if (w.contains("let_shift")) o.letShift = w["let_shift"].get<bool>();
-    if (w.contains("lr_let")) o.lrLet = w["lr_let"].get<double>();
+    readIf(w, "epochs", o.epochs);
+    readIf(w, "lr", o.lr);
+    readIf(w, "let", o.let);
+    readIf(w, "let_shift", o.letShift);
+    readIf(w, "lr_let", o.lrLet);
     return o;
 }
 
