@@ -232,6 +232,54 @@ private slots:
         }
     }
 
+    void planNeedsCalibrationMatchesThePlanner() {
+        // needsCalibration() of a plan made with calibration allowed says exactly when planning
+        // without it is refused (or, for outlier columns, warned about): every preset, plus
+        // pruning, low-rank and structured scores.
+        auto m = Model::load(demoModel());
+        std::vector<Recipe> recipes;
+        for (const Preset& p : presets()) recipes.push_back(p.recipe);
+        for (
+            const char* rule :
+            {R"({"targets": ["*"], "sparsity": {"ratio": 0.5, "method": "wanda"}})",
+             R"({"targets": ["*"], "sparsity": {"ratio": 0.5, "method": "magnitude"}})",
+             R"({"targets": ["*"], "lowrank": {"method": "asvd", "param_ratio": 0.5}})",
+             R"({"targets": ["*"], "lowrank": {"method": "svd", "param_ratio": 0.5}})",
+             R"({"targets": ["layers.1.mlp.down"], "structured": {"mlp_ratio": 0.25, "score": "wanda"}})",
+             R"({"targets": ["*"], "weight": {"bits": 8}, "outliers": {"threshold": 6}})"}) {
+            recipes.push_back(Recipe::fromJson(json::parse(
+                std::string(R"({"lcw_recipe": 1, "name": "r", "rules": [)") + rule + "]}")));
+        }
+        int needing = 0;
+        for (const Recipe& r : recipes) {
+            bool refused = false, warned = false;
+            try {
+                const Plan p = planRecipe(r, *m);
+                for (const auto& w : p.warnings)
+                    warned |= w.find("calibration") != std::string::npos;
+            } catch (const RecipeError& e) {
+                refused = std::string(e.what()).find("calibration") != std::string::npos;
+                if (!refused) continue; // does not fit this model at all (GGUF on 172-wide rows)
+            }
+            PlanOptions po;
+            po.hasCalibration = true;
+            const bool needs = planRecipe(r, *m, po).needsCalibration();
+            QVERIFY2(needs == (refused || warned), r.toJson().dump().c_str());
+            needing += needs;
+        }
+        QVERIFY(needing >= 8); // GPTQ, AWQ, SmoothQuant presets and the calibrated scores
+
+        // compressWithBundledCalibration calibrates exactly those: GPTQ gets output errors on
+        // calibration inputs, RTN runs without calibration (no output error).
+        NullProgress np;
+        const auto gptq =
+            compressWithBundledCalibration(*m, findPreset("W4A16-g64-GPTQ").recipe, np);
+        QVERIFY(!gptq.layers.empty());
+        for (const LayerReport& l : gptq.layers) QVERIFY(std::isfinite(l.outputRelError));
+        const auto rtn = compressWithBundledCalibration(*m, findPreset("W4A16-g64").recipe, np);
+        for (const LayerReport& l : rtn.layers) QVERIFY(std::isnan(l.outputRelError));
+    }
+
     void gridLevelsHoldEveryReconstruction() {
         // One group (a 32-wide row: one GGUF block, one int group) quantised by the real
         // quantizer: every reconstructed value is one of gridLevels() over the row's range.

@@ -1304,6 +1304,9 @@ private slots:
         // A recipe whose method needs calibration runs with the bundled text: GPTQ's error is
         // measured too, and its calibration-output error shows in the tooltip.
         QVERIFY(w.recipeEditor()->applyPreset(QStringLiteral("W4A16-g64-GPTQ")));
+        QVERIFY(w.recipeEditor()->totalSize()); // planned (calibration is available), with a size
+        QCOMPARE(tm->index(row, lcw::LayerTableModel::Setting).data().toString(),
+                 QStringLiteral("int4 g64 asym gptq"));
         QVERIFY(w.measureLayerErrors());
         QTRY_COMPARE_WITH_TIMEOUT(measured.count(), 2, kLongTimeoutMs);
         QVERIFY(!tm->errorsStale());

@@ -540,7 +540,8 @@ bool ComparePanel::run() {
                 RangeProgress rp(p, 0.4 * double(i) / double(specs.size()),
                                  0.4 * double(i + 1) / double(specs.size()),
                                  row.name.toStdString() + ": ");
-                compress::CompressResult cr = compress::compress(*model, specs[i].recipe, rp);
+                compress::CompressResult cr =
+                    compress::compressWithBundledCalibration(*model, specs[i].recipe, rp);
                 if (cr.status == Status::Cancelled) return out;
                 const compress::SizeInfo tot = cr.model->totalSize();
                 row.bytes = tot.bytes();

@@ -2,7 +2,6 @@
 
 #include "core/common/error.h"
 #include "core/common/mapped_file.h"
-#include "core/compress/calibration.h"
 #include "core/compress/compressed_model.h"
 #include "core/compress/recipe.h"
 #include "core/project/project.h"
@@ -1124,22 +1123,8 @@ bool MainWindow::measureLayerErrors() {
     using Errors = QHash<QString, LayerTableModel::MeasuredError>;
     std::function<std::optional<Errors>(Progress&)> job =
         [model, recipe](Progress& p) -> std::optional<Errors> {
-        // Methods that need calibration (planning without it refuses them) get the bundled text.
-        std::unique_ptr<compress::CalibrationSet> cal;
-        try {
-            compress::planRecipe(recipe, *model);
-        } catch (const compress::RecipeError&) {
-            if (model->hasTokenizer()) {
-                compress::CalibrationOptions co;
-                co.samples = 8;
-                co.seqLen = 128;
-                cal = std::make_unique<compress::CalibrationSet>(
-                    compress::loadCalibration(*model, "", co));
-            }
-        }
-        compress::CompressOptions opts;
-        opts.calibration = cal.get();
-        const compress::CompressResult r = compress::compress(*model, recipe, p, opts);
+        const compress::CompressResult r =
+            compress::compressWithBundledCalibration(*model, recipe, p);
         if (r.status == Status::Cancelled) return std::nullopt;
         Errors out;
         for (const compress::LayerReport& l : r.layers)

@@ -610,7 +610,11 @@ void RecipeEditor::replan() {
     m_planError.clear();
     if (!m_model) return;
     try {
-        m_plan = compress::planRecipe(m_recipe, *m_model);
+        // The workbench calibrates on the bundled text when a method needs it (Measure Errors,
+        // Compare), so such recipes plan here too.
+        compress::PlanOptions po;
+        po.hasCalibration = m_model->hasTokenizer();
+        m_plan = compress::planRecipe(m_recipe, *m_model, po);
         m_total = compress::estimateSize(*m_plan, *m_model);
     } catch (const std::exception& e) {
         m_planError = QString::fromUtf8(e.what());

@@ -696,6 +696,19 @@ calibrateInputAbsMax(const Model& base, const std::vector<std::string>& names,
     return std::move(obs.m_max);
 }
 
+CompressResult compressWithBundledCalibration(const Model& base, const Recipe& recipe,
+                                              Progress& progress, CalibrationOptions cal) {
+    CompressOptions opts;
+    std::unique_ptr<CalibrationSet> set;
+    PlanOptions po;
+    po.hasCalibration = base.hasTokenizer();
+    if (po.hasCalibration && planRecipe(recipe, base, po).needsCalibration()) {
+        set = std::make_unique<CalibrationSet>(loadCalibration(base, "", cal));
+        opts.calibration = set.get();
+    }
+    return compress(base, recipe, progress, opts);
+}
+
 CompressResult compress(const Model& base, const Recipe& recipe, Progress& progress,
                         const CompressOptions& opts) {
     const auto t0 = std::chrono::steady_clock::now();

@@ -237,6 +237,13 @@ calibrateInputAbsMax(const Model& base, const std::vector<std::string>& names,
 CompressResult compress(const Model& base, const Recipe& recipe, Progress& progress,
                         const CompressOptions& opts = {});
 
+/// compress() calibrated on the bundled text (stats::builtinCalibrationPath(), `cal` samples ×
+/// tokens) when the recipe's plan needs calibration and the model has a tokenizer, uncalibrated
+/// otherwise: what the workbench runs, where no calibration file is chosen per run.
+CompressResult compressWithBundledCalibration(const Model& base, const Recipe& recipe,
+                                              Progress& progress,
+                                              CalibrationOptions cal = {8, 128});
+
 /// JSON for reports: {"layers": [...], "totals": {...}, "rules": [...], "warnings": [...]}.
 nlohmann::ordered_json compressReportJson(const CompressResult& r);
 

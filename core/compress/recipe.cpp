@@ -881,6 +881,13 @@ bool LayerPlan::needsCalibration() const {
            (sparsity && sparsity->needsCalibration()) || (lowrank && lowrank->needsCalibration());
 }
 
+bool Plan::needsCalibration() const {
+    auto layerNeeds = [](const LayerPlan& l) { return l.needsCalibration() || l.hasOutliers; };
+    auto blockNeeds = [](const BlockStructured& b) { return b.settings.needsCalibration(); };
+    return !smooth.empty() || std::any_of(layers.begin(), layers.end(), layerNeeds) ||
+           std::any_of(structured.begin(), structured.end(), blockNeeds);
+}
+
 Plan planRecipe(const Recipe& r, const Model& model, const PlanOptions& opts) {
     Plan plan;
     std::map<int, BlockStructured> structured;

@@ -200,6 +200,10 @@ struct Plan {
     /// quantisation), and the rule that set it.
     std::map<std::string, std::pair<double, int>> smooth;
     std::vector<std::string> warnings;
+    /// The plan uses calibration data: a layer's method, pruning or low-rank score, a structured
+    /// score, SmoothQuant or outlier weight columns (planned with hasCalibration; without it the
+    /// planner refuses the first four and warns about outlier columns).
+    bool needsCalibration() const;
 };
 
 struct PlanOptions {
