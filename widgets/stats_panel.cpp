@@ -711,7 +711,45 @@ void StatsPanel::updateHeader() {
 }
 
 void StatsPanel::refreshRecipeGrid() {
-    if (m_report) updateWeightPlots();
+    if (const stats::TensorStats* w =
+            m_report ? m_report->findWeight(m_tensor.toStdString()) : nullptr)
+        updateGrid(*w);
+}
+
+void StatsPanel::updateGrid(const stats::TensorStats& w) {
+    // The grid of the recipe's setting for this tensor when the recipe quantises it, else the
+    // statistics preview's; over the whole tensor's range (per-channel and group scales give
+    // each row or group its own, finer copy).
+    const std::optional<compress::WeightSettings> rs =
+        m_recipeSetting ? m_recipeSetting(m_tensor) : std::nullopt;
+    std::vector<double> gridLevels;
+    QString gridLabel;
+    if (rs) {
+        gridLevels = compress::gridLevels(*rs, w.get("min"), w.get("max"));
+        gridLabel =
+            tr("recipe: %1 grid (tensor range)").arg(QString::fromStdString(rs->describe()));
+        m_hist->setToolTip(tr("Dashed lines: the grid of the recipe editor's setting for this "
+                              "tensor (%1) over the whole tensor's range; per-channel and group "
+                              "scales give each row or group its own, finer grid.")
+                               .arg(QString::fromStdString(rs->describe())));
+    } else {
+        const StatsSettings& s = m_settings;
+        gridLevels = stats::quantGridLevels(s.bits, s.symmetric, w.get("min"), w.get("max"));
+        gridLabel = tr("w%1 %2 grid (tensor range)")
+                        .arg(s.bits)
+                        .arg(s.symmetric ? tr("sym.") : tr("asym."));
+        // Group-wise previews quantize each group on its own, finer grid.
+        m_hist->setToolTip(s.group >= 0
+                               ? tr("Dashed lines: the %1-bit preview grid over the whole "
+                                    "tensor's range; with %2 each group has its own, finer grid.")
+                                     .arg(s.bits)
+                                     .arg(groupLabel(s.group))
+                               : QString());
+    }
+    const QVector<double> markers(gridLevels.begin(), gridLevels.end());
+    // A recipe edit that leaves this tensor's setting as it was redraws nothing.
+    if (markers != m_hist->markers() || gridLabel != m_hist->markerLabel())
+        m_hist->setMarkers(markers, gridLabel);
 }
 
 void StatsPanel::updateWeightPlots() {
@@ -729,36 +767,7 @@ void StatsPanel::updateWeightPlots() {
         for (int64_t c : hc->second) counts << double(c);
     m_hist->setHistogram(w->get("hist_lo"), w->get("hist_hi"), counts);
     m_hist->setTitle(tr("Weight histogram · %1 bins").arg(counts.size()));
-    // The grid of the recipe's setting for this tensor when the recipe quantises it, else the
-    // statistics preview's; over the whole tensor's range (per-channel and group scales give
-    // each row or group its own, finer copy).
-    const std::optional<compress::WeightSettings> rs =
-        m_recipeSetting ? m_recipeSetting(m_tensor) : std::nullopt;
-    std::vector<double> gridLevels;
-    QString gridLabel;
-    if (rs) {
-        gridLevels = compress::gridLevels(*rs, w->get("min"), w->get("max"));
-        gridLabel =
-            tr("recipe: %1 grid (tensor range)").arg(QString::fromStdString(rs->describe()));
-        m_hist->setToolTip(tr("Dashed lines: the grid of the recipe editor's setting for this "
-                              "tensor (%1) over the whole tensor's range; per-channel and group "
-                              "scales give each row or group its own, finer grid.")
-                               .arg(QString::fromStdString(rs->describe())));
-    } else {
-        const StatsSettings& s = m_settings;
-        gridLevels = stats::quantGridLevels(s.bits, s.symmetric, w->get("min"), w->get("max"));
-        gridLabel = tr("w%1 %2 grid (tensor range)")
-                        .arg(s.bits)
-                        .arg(s.symmetric ? tr("sym.") : tr("asym."));
-        // Group-wise previews quantize each group on its own, finer grid.
-        m_hist->setToolTip(s.group >= 0
-                               ? tr("Dashed lines: the %1-bit preview grid over the whole "
-                                    "tensor's range; with %2 each group has its own, finer grid.")
-                                     .arg(s.bits)
-                                     .arg(groupLabel(s.group))
-                               : QString());
-    }
-    m_hist->setMarkers(QVector<double>(gridLevels.begin(), gridLevels.end()), gridLabel);
+    updateGrid(*w);
 
     const bool input = m_axisCombo->currentData().toInt() == int(Axis::Input);
     const auto* arr = findArray(w, input ? "in_absmax" : "out_absmax");

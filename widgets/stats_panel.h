@@ -175,6 +175,8 @@ private:
     void setReport(std::shared_ptr<const stats::StatsReport> r, const QString& path);
     void updateHeader();
     void updateWeightPlots();
+    /// The histogram's quantisation grid for a tensor (the recipe's setting or the preview's).
+    void updateGrid(const stats::TensorStats& w);
     void updateActivationPlots();
     void updateKvMaps();
     void updateOverview();
