@@ -15,7 +15,7 @@
 namespace lcw {
 
 namespace {
-constexpr int kMaxBars = 64; ///< more entries are drawn as one filled step outline
+constexpr int kMaxBars = 64; ///< more entries are drawn as impulses (addBarSeries)
 } // namespace
 
 ChannelProfilePlot::ChannelProfilePlot(QWidget* parent)
@@ -94,18 +94,18 @@ void ChannelProfilePlot::rebuild() {
     m_plot->xAxis->setLabel(m_sorted ? tr("rank (largest first) of %1").arg(m_xLabel) : m_xLabel);
 
     // Bars in drawing order; the outliers again as a second series in the warning colour. With
-    // many entries both are filled step outlines (see addBarSeries) and the outlier series is
+    // many entries both are impulse graphs (see addBarSeries) and the outlier series is
     // zero at the other positions, so each keeps its place.
-    const bool steps = n > kMaxBars;
+    const bool dense = n > kMaxBars;
     QVector<double> keys, vals, okeys, ovals;
     for (int p = 0; p < n; ++p) {
         const double v = m_values[m_order[p]];
         const bool outlier = m_threshold && v >= *m_threshold;
-        if (steps || !outlier) {
+        if (dense || !outlier) {
             keys << double(p);
             vals << v;
         }
-        if (outlier || steps) {
+        if (outlier || dense) {
             okeys << double(p);
             ovals << (outlier ? v : 0.0);
         }

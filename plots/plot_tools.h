@@ -43,12 +43,12 @@ void addExportActions(QMenu& menu, QCustomPlot* plot, QWidget* owner, const QStr
 bool exportPlot(QCustomPlot* plot, const QString& path, int width = 0, int height = 0);
 
 /// Adds one value per key as bars: QCPBars (fill not antialiased: bars are axis-aligned) while
-/// there are at most `maxBars` of them, otherwise a single filled step outline (QCPGraph,
-/// lsStepCenter, filled down to the axis, adaptively sampled), which costs one polygon per
-/// replot instead of one per bar and looks the same once bars are a few pixels wide. Keys must
-/// be ascending and evenly spaced by `width`; zeros draw nothing in the step form, so a second
-/// series can highlight some entries by being zero elsewhere. `base` is where bars start (0, or
-/// just under one count on a log axis).
+/// there are at most `maxBars` of them, otherwise an impulse graph (QCPGraph, lsImpulse, one
+/// line from `base` per entry, adaptively sampled to about one line per pixel column, its pen as
+/// wide as an entry on screen at every replot), which costs one batch of lines instead of one
+/// polygon per bar and looks the same. Keys must be ascending and evenly spaced by `width`; a
+/// zero draws nothing, so a second series can highlight some entries by being zero elsewhere.
+/// `base` is where bars start (0, or just under one count on a log axis).
 QCPAbstractPlottable* addBarSeries(QCPAxis* keyAxis, QCPAxis* valueAxis,
                                    const QVector<double>& keys, const QVector<double>& values,
                                    double width, const QColor& color, double base = 0.0,
