@@ -15,7 +15,8 @@ struct Info {
 // Block layouts follow ggml's definitions (facts of the format):
 // q4_0: f16 d + 16 bytes; q4_1: f16 d, f16 m + 16; q5_0: f16 d + u32 qh + 16; q5_1: d, m, qh, 16;
 // q8_0: f16 d + 32 int8; k-quants over 256 elements: q2_k 84, q3_k 110, q4_k 144, q5_k 176,
-// q6_k 210 bytes.
+// q6_k 210 bytes; iq4_nl: f16 d + 16 (32 elements); iq4_xs: f16 d, u16 scales_h, 4 scales_l,
+// 128 (256 elements).
 constexpr Info kInfo[] = {
     {DType::F32, "f32", "F32", 1, 4},    {DType::F16, "f16", "F16", 1, 2},
     {DType::BF16, "bf16", "BF16", 1, 2}, {DType::F64, "f64", "F64", 1, 8},
@@ -27,6 +28,7 @@ constexpr Info kInfo[] = {
     {DType::Q8_0, "q8_0", "", 32, 34},   {DType::Q2_K, "q2_k", "", 256, 84},
     {DType::Q3_K, "q3_k", "", 256, 110}, {DType::Q4_K, "q4_k", "", 256, 144},
     {DType::Q5_K, "q5_k", "", 256, 176}, {DType::Q6_K, "q6_k", "", 256, 210},
+    {DType::IQ4_NL, "iq4_nl", "", 32, 18}, {DType::IQ4_XS, "iq4_xs", "", 256, 136},
 };
 const Info& info(DType t) {
     for (const auto& i : kInfo)

@@ -31,6 +31,8 @@ enum class DType : uint8_t {
     Q4_K,
     Q5_K,
     Q6_K,
+    IQ4_NL, ///< 32 elements: f16 d + 16 bytes of 4-bit indices into a non-linear table
+    IQ4_XS, ///< 256 elements: f16 d, u16 high scale bits, 4 bytes low scale bits, 128 bytes
 };
 
 /// Lower-case name as users see it ("f32", "bf16", "q4_k").

@@ -458,7 +458,8 @@ void dequantizeRow(DType t, const std::byte* src, float* dst, int64_t n) {
     }
 }
 
-void quantizeRow(DType t, const float* src, std::byte* dst, int64_t n) {
+void quantizeRow(DType t, const float* src, std::byte* dst, int64_t n, const float* importance) {
+    (void)importance; // TODO(#13): weighted variants
     checkBlocks("quantizeRow", t, n);
     const int64_t nb = n / dtypeBlockElems(t);
     switch (t) {

@@ -14,9 +14,12 @@ namespace lcw {
 /// results are bit-identical to ggml's reference dequantisation. Throws UnsupportedError otherwise.
 void dequantizeRow(DType t, const std::byte* src, float* dst, int64_t n);
 
-/// Quantizes float32 to a GGUF block format with ggml's reference (round-to-nearest) rules;
-/// used to write test files and by compression. Supports Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, F16, BF16,
-/// F32. n must be a multiple of the block size.
-void quantizeRow(DType t, const float* src, std::byte* dst, int64_t n);
+/// Quantizes float32 to a GGUF block format, bit-identical to ggml's quantize_chunk for one row:
+/// without importance weights ggml's reference quantisers, with them (n floats, one per column,
+/// what an imatrix holds for the tensor) ggml's weighted variants as llama-quantize --imatrix uses
+/// them (q8_0 and the float types ignore them). Used to write GGUF files and by compression.
+/// n must be a multiple of the block size.
+void quantizeRow(DType t, const float* src, std::byte* dst, int64_t n,
+                 const float* importance = nullptr);
 
 } // namespace lcw
