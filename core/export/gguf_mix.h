@@ -84,8 +84,8 @@ LlamaFtype llamaFtypeFromName(std::string_view name);
 std::optional<LlamaFtype> llamaFtypeFromId(uint32_t id);
 
 /// ggml's type name, as llama-quantize's --tensor-type / --output-tensor-type take it:
-/// "f32", "f16", "bf16", "q4_0", "q8_0", "q4_K", "q6_K", "iq4_nl", "iq4_xs".
-/// UnsupportedError for types llama.cpp cannot write as a weight (I8, F64, ...).
+/// "f32", "f16", "bf16", "q4_0", "q8_0", "q4_K", "q6_K", "iq4_nl", "iq4_xs" (also "i32", "f64"
+/// for tensors that are only ever copied). UnsupportedError for types ggml has no name for.
 std::string_view llamaCppTypeName(DType t);
 /// Inverse of llamaCppTypeName (case-insensitive, as llama-quantize parses them).
 std::optional<DType> dtypeFromLlamaCppTypeName(std::string_view name);
