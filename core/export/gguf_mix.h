@@ -98,7 +98,7 @@ struct GgufMixModel {
     int nHeadKv = 0;  ///< {arch}.attention.head_count_kv (defaults to nHead)
     int nExpert = 0;  ///< {arch}.expert_count (0: dense)
     /// Per-layer KV head counts when they differ between layers (hybrids with attention-free
-    /// layers); empty: every layer has nHeadKv. Only used to check llama.cpp's attention count.
+    /// layers); empty: every layer has nHeadKv. n_gqa uses layer 0 (llama.cpp does the same).
     std::vector<int> nHeadKvPerLayer;
     /// llama.cpp's model size class is LLM_TYPE_70B (llama with 80 layers and GQA, qwen2 / olmo /
     /// deci with 80 layers): attn_v gets Q5_K instead of Q3_K / Q4_K. nullopt: derived as
