@@ -5,6 +5,7 @@
 #include "core/io/quants.h"
 
 #include "core/common/error.h"
+#include "core/io/ggml_quants.h"
 
 #include <algorithm>
 #include <cmath>
@@ -453,15 +454,36 @@ void dequantizeRow(DType t, const std::byte* src, float* dst, int64_t n) {
     case DType::Q6_K:
         deqQ6_K(src, dst, nb, f16Table().v);
         return;
+    case DType::IQ4_NL:
+    case DType::IQ4_XS:
+        detail::dequantizeIq4(t, src, dst, nb);
+        return;
     default:
         unsupported("dequantizeRow", t);
     }
 }
 
 void quantizeRow(DType t, const float* src, std::byte* dst, int64_t n, const float* importance) {
-    (void)importance; // TODO(#13): weighted variants
     checkBlocks("quantizeRow", t, n);
     const int64_t nb = n / dtypeBlockElems(t);
+    switch (t) {
+    case DType::Q4_0:
+    case DType::Q4_1:
+    case DType::Q5_0:
+    case DType::Q5_1:
+        if (importance) return detail::quantizeRowGgml(t, src, dst, n, importance);
+        break;
+    case DType::Q2_K:
+    case DType::Q3_K:
+    case DType::Q4_K:
+    case DType::Q5_K:
+    case DType::Q6_K:
+    case DType::IQ4_NL:
+    case DType::IQ4_XS:
+        return detail::quantizeRowGgml(t, src, dst, n, importance);
+    default:
+        break;
+    }
     switch (t) {
     case DType::F32:
         std::memcpy(dst, src, size_t(n) * 4);
