@@ -7,8 +7,6 @@
 #include "core/stats/activation_stats.h"
 #include "core/tokenizer/tokenizer.h"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <bit>
 #include <chrono>
@@ -16,8 +14,6 @@
 #include <cstring>
 #include <fstream>
 #include <limits>
-#include <map>
-#include <memory>
 #include <optional>
 #include <set>
 #include <sstream>
