@@ -36,6 +36,7 @@ int cmdHiddenError(const std::vector<std::string>& args);
 int cmdSensitivity(const std::vector<std::string>& args);
 int cmdAutotune(const std::vector<std::string>& args);
 int cmdResults(const std::vector<std::string>& args);
+int cmdImatrix(const std::vector<std::string>& args);
 
 /// The weights the evaluation commands run on: `model` itself, or an overlay from
 /// --recipe R.json / --preset NAME (compressed now) / --overlay DIR (loaded). Never null.

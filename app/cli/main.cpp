@@ -61,6 +61,12 @@ commands:
                                            pruning, N:M, low-rank, structured pruning; --calib
                                            for the calibrated methods):
                                            per-layer bits, MSE, SQNR, output error, time, totals
+  imatrix MODEL --out FILE [--calib FILE] [--samples N] [--seq-len 512] [--process-output] [--json]
+                                           llama.cpp importance matrix (llama-imatrix's chunks,
+                                           counts and legacy .dat format) for llama-quantize
+                                           --imatrix and lcw's GGUF export; --samples 0 = all
+  imatrix --show FILE [MODEL] [--json]     list an imatrix's entries (ncall, nval, mean, max);
+                                           with MODEL also check that it fits the model
   recipe presets [--json]                  list the built-in recipes
   recipe check R.json [MODEL] [--json]     validate a recipe; with MODEL also the matched layers
   synth --arch llama --shape SHAPE --dtype f32|f16|bf16 --out DIR [--seed S]
@@ -108,6 +114,7 @@ int main(int argc, char** argv) {
         if (cmd == "hidden-error") return cmdHiddenError(args);
         if (cmd == "sensitivity") return cmdSensitivity(args);
         if (cmd == "autotune") return cmdAutotune(args);
+        if (cmd == "imatrix") return cmdImatrix(args);
         std::fprintf(stderr, "lcw-cli: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
         return 2;
     } catch (const UsageError& e) {

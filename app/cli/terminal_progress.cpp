@@ -3,6 +3,7 @@
 #include <atomic>
 #include <csignal>
 #include <cstdio>
+#include <string>
 #include <unistd.h>
 
 namespace lcw::cli {
@@ -11,6 +12,19 @@ namespace {
 std::atomic<bool> g_interrupted{false};
 void onSigint(int) {
     g_interrupted = true;
+}
+// " ETA 1m05s" from the time so far and the fraction done; empty before 1% or at the end.
+std::string eta(double elapsed, double fraction) {
+    if (fraction < 0.01 || fraction >= 1.0 || elapsed < 0.5) return {};
+    const long s = long(elapsed * (1.0 - fraction) / fraction + 0.5);
+    char b[48];
+    if (s >= 3600)
+        std::snprintf(b, sizeof b, " ETA %ldh%02ldm", s / 3600, (s / 60) % 60);
+    else if (s >= 60)
+        std::snprintf(b, sizeof b, " ETA %ldm%02lds", s / 60, s % 60);
+    else
+        std::snprintf(b, sizeof b, " ETA %lds", s);
+    return b;
 }
 } // namespace
 
@@ -43,15 +57,16 @@ bool TerminalProgress::report(double fraction, std::string_view stage) {
         const int filled = int(fraction * width + 0.5);
         std::string bar(size_t(filled), '#');
         bar.append(size_t(width - filled), '-');
-        std::fprintf(stderr, "\r%s [%s] %5.1f%% %6.1fs %.*s\033[K", m_title.c_str(), bar.c_str(),
-                     fraction * 100.0, elapsed, int(stage.size()), stage.data());
+        std::fprintf(stderr, "\r%s [%s] %5.1f%% %6.1fs%s %.*s\033[K", m_title.c_str(), bar.c_str(),
+                     fraction * 100.0, elapsed, eta(elapsed, fraction).c_str(), int(stage.size()),
+                     stage.data());
         m_open = true;
     } else {
         const int decile = int(fraction * 10.0);
         if (decile == m_lastDecile) return true;
         m_lastDecile = decile;
-        std::fprintf(stderr, "%s: %3d%% (%.1fs) %.*s\n", m_title.c_str(), decile * 10, elapsed,
-                     int(stage.size()), stage.data());
+        std::fprintf(stderr, "%s: %3d%% (%.1fs%s) %.*s\n", m_title.c_str(), decile * 10, elapsed,
+                     eta(elapsed, fraction).c_str(), int(stage.size()), stage.data());
     }
     return true;
 }

@@ -1,6 +1,6 @@
 #pragma once
-// A progress bar on stderr for lcw-cli: redraws in place on a terminal, prints a line every 10%
-// otherwise (CI logs), and honours SIGINT as cancellation.
+// A progress bar with ETA on stderr for lcw-cli: redraws in place on a terminal, prints a line
+// every 10% otherwise (CI logs), and honours SIGINT as cancellation.
 #include "core/common/progress.h"
 
 #include <chrono>
