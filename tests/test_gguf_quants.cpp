@@ -639,6 +639,28 @@ private slots:
         const double rel = relRms(lf.data(), lq.data(), int64_t(lq.size()));
         QVERIFY2(rel < 0.8 && rel > 1e-3,
                  qPrintable(QString("relative RMS logit difference to F32 %1").arg(rel)));
+
+        // IQ4_XS weights (every 2-D weight of this model has rows of 256 multiples) run too, and
+        // equal their dequantised F32 copy.
+        lcwtest::MemWeights xs, xsRef;
+        xs.sp = xsRef.sp = ref->spec();
+        int nXs = 0;
+        for (const auto& t : ref->tensors()) {
+            const auto v = baseFloats(t);
+            const bool q = t.shape.size() == 2 && t.cols() % 256 == 0;
+            xs.add(t.name, t.shape, v, q ? DType::IQ4_XS : DType::F32);
+            xsRef.add(t.name, t.shape, xs.ref.at(t.name));
+            nXs += q;
+        }
+        QVERIFY(nXs >= 28);
+        std::vector<float> lx, lxr;
+        Session(xs, {.contextLength = 32, .threads = 2}).forward(ids, lx, true);
+        Session(xsRef, {.contextLength = 32, .threads = 2}).forward(ids, lxr, true);
+        for (float v : lx) QVERIFY(std::isfinite(v));
+        const double sameXs = relRms(lxr.data(), lx.data(), int64_t(lx.size()));
+        QVERIFY2(sameXs < 1e-5, qPrintable(QString("iq4_xs vs dequantised F32: %1").arg(sameXs)));
+        const double relXs = relRms(lf.data(), lx.data(), int64_t(lx.size()));
+        QVERIFY2(relXs < 0.8 && relXs > 1e-3, qPrintable(QString("iq4_xs vs F32 %1").arg(relXs)));
     }
 };
 
