@@ -58,11 +58,11 @@ WeightSettings settingsFromJson(const nlohmann::json& j, const std::string& wher
                                          : Granularity::Group;
         s.groupSize = j.at("group_size").get<int64_t>();
         const auto m = j.at("method").get<std::string>();
-        bool found = false;
-        for (int i = 0; i <= int(WeightMethod::OmniQuant); ++i)
-            if (m == weightMethodName(WeightMethod(i))) s.method = WeightMethod(i), found = true;
-        if (!found) throw FormatError(where, "unknown method '" + m + "'");
-        if (s.bits < 2 || s.bits > 8 || s.groupSize < 1)
+        const auto method = weightMethodFromName(m);
+        if (!method) throw FormatError(where, "unknown method '" + m + "'");
+        s.method = *method;
+        const bool f16 = s.method == WeightMethod::F16;
+        if ((f16 ? s.bits != 16 : (s.bits < 2 || s.bits > 8)) || s.groupSize < 1)
             throw FormatError(where, "bits or group_size out of range");
         return s;
     } catch (const json::exception& e) {
