@@ -1,4 +1,5 @@
 #include "core/compress/compressed_model.h"
+#include "core/compress/imatrix.h"
 #include "core/common/json_file.h"
 #include "core/compress/pipeline.h"
 #include "core/compress/weight_stages.h"
@@ -709,8 +710,38 @@ CompressResult compressWithBundledCalibration(const Model& base, const Recipe& r
     return compress(base, recipe, progress, opts);
 }
 
+std::vector<float> layerImportance(const CompressOptions& opts, const WeightSource& base,
+                                   const std::string& name, int64_t cols) {
+    if (!opts.imatrix) return {};
+    std::vector<float> v = importanceFor(*opts.imatrix, base, name);
+    if (int64_t(v.size()) != cols) return {};
+    return v;
+}
+
 CompressResult compress(const Model& base, const Recipe& recipe, Progress& progress,
-                        const CompressOptions& opts) {
+                        const CompressOptions& options) {
+    // The recipe's importance matrix, unless the caller gave one.
+    CompressOptions opts = options;
+    std::optional<Imatrix> ownImatrix;
+    if (!opts.imatrix && !recipe.imatrix.empty()) {
+        if (recipe.imatrix == "calibrate") {
+            if (!opts.calibration || opts.calibration->empty())
+                throw RecipeError(-1, "imatrix",
+                                  "\"calibrate\" computes the importance matrix from calibration "
+                                  "text, and none was given");
+            ImatrixResult ir = computeImatrix(base, *opts.calibration, {}, progress);
+            if (ir.status == Status::Cancelled) {
+                CompressResult c;
+                c.status = Status::Cancelled;
+                return c;
+            }
+            ownImatrix = std::move(ir.imatrix);
+        } else {
+            ownImatrix = readImatrix(recipe.imatrix);
+            checkImatrix(*ownImatrix, base);
+        }
+        opts.imatrix = &*ownImatrix;
+    }
     const auto t0 = std::chrono::steady_clock::now();
     CompressResult res;
     PlanOptions po;

@@ -185,7 +185,8 @@ uint8_t f32ToE4m3(float x) {
 constexpr int8_t kIq4Levels[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
                                    1,    13,   25,  38,  53,  69,  89,  113};
 
-std::vector<double> gridLevels(const WeightSettings& s, double lo, double hi) {
+std::vector<double> gridLevels(const WeightSettings& settings, double lo, double hi) {
+    const WeightSettings s = settings.stored();
     std::vector<double> out;
     if (!std::isfinite(lo) || !std::isfinite(hi) || hi < lo) return out;
     const double amax = std::max(std::fabs(lo), std::fabs(hi));
@@ -265,11 +266,12 @@ float e4m3ToF32(uint8_t v) {
     return (v & 0x80) ? -a : a;
 }
 
-uint64_t packedCodeBytes(int64_t rows, int64_t cols, const WeightSettings& s) {
-    return uint64_t(rows) * rowCodeBytes(cols, s);
+uint64_t packedCodeBytes(int64_t rows, int64_t cols, const WeightSettings& settings) {
+    return uint64_t(rows) * rowCodeBytes(cols, settings.stored());
 }
 
-uint64_t packedStorageBits(int64_t rows, int64_t cols, const WeightSettings& s) {
+uint64_t packedStorageBits(int64_t rows, int64_t cols, const WeightSettings& settings) {
+    const WeightSettings s = settings.stored();
     const uint64_t codeBits = 8 * packedCodeBytes(rows, cols, s);
     if (methodIsGguf(s.method)) return codeBits; // scales live inside the blocks
     const bool asym = s.format == WeightFormat::Int && !s.symmetric;

@@ -4,6 +4,7 @@
 #include "core/model/model.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <cctype>
 #include <cstdio>
 #include <regex>
@@ -141,7 +142,7 @@ const GgufMethod* ggufInfo(WeightMethod m) {
 void validateWeight(const json& w, int rule) {
     if (!w.is_object()) fail(rule, "weight", "expected an object or null, got " + w.dump());
     checkKeys(w,
-              {"bits", "format", "symmetric", "granularity", "group_size", "method", "damp",
+              {"bits", "format", "symmetric", "granularity", "group_size", "method", "gguf", "damp",
                "act_order", "block_size", "awq", "epochs", "lr", "let", "lr_let", "let_shift"},
               rule, "weight.");
     if (w.contains("damp")) numField(w["damp"], rule, "weight.damp", 1e-6, 1.0);
@@ -172,6 +173,14 @@ void validateWeight(const json& w, int rule) {
     if (w.contains("group_size"))
         intField(w["group_size"], rule, "weight.group_size", 1, int64_t(1) << 30);
     if (w.contains("method")) strField(w["method"], rule, "weight.method", kMethods);
+    if (w.contains("gguf")) {
+        std::vector<std::string> grids;
+        for (const auto& m : kMethods) {
+            const auto wm = weightMethodFromName(m);
+            if (wm && methodIsGguf(*wm) && *wm != WeightMethod::F16) grids.push_back(m);
+        }
+        strField(w["gguf"], rule, "weight.gguf", grids);
+    }
     if (fmt == "fp8_e4m3" && w.contains("bits") && w["bits"] != 8)
         fail(rule, "weight.bits", "format fp8_e4m3 has 8 bits, got " + w["bits"].dump());
     if (fmt == "nf4" && w.contains("bits") && w["bits"] != 4)
@@ -476,8 +485,13 @@ bool methodNeedsCalibration(WeightMethod m) {
     return m == WeightMethod::Gptq || m == WeightMethod::Awq || m == WeightMethod::OmniQuant;
 }
 
+WeightSettings WeightSettings::stored() const {
+    return ggufGrid ? ggufSettings(*ggufGrid) : *this;
+}
+
 std::string WeightSettings::describe() const {
     if (methodIsGguf(method)) return weightMethodName(method);
+    if (ggufGrid) return std::string(weightMethodName(method)) + " " + weightMethodName(*ggufGrid);
     std::string s;
     if (format == WeightFormat::Int)
         s = "int" + std::to_string(bits);
@@ -541,7 +555,7 @@ bool Rule::matches(const std::string& name) const {
 
 Recipe Recipe::fromJson(const json& j) {
     if (!j.is_object()) fail(-1, "", "expected a JSON object");
-    checkKeys(j, {"lcw_recipe", "name", "description", "rules"}, -1, "");
+    checkKeys(j, {"lcw_recipe", "name", "description", "imatrix", "rules"}, -1, "");
     if (!j.contains("lcw_recipe"))
         fail(-1, "lcw_recipe", "missing (a recipe starts with \"lcw_recipe\": 1)");
     if (!j["lcw_recipe"].is_number_integer() || j["lcw_recipe"].get<int64_t>() != kVersion)
@@ -555,6 +569,12 @@ Recipe Recipe::fromJson(const json& j) {
     if (j.contains("description")) {
         if (!j["description"].is_string()) fail(-1, "description", "expected a string");
         r.description = j["description"].get<std::string>();
+    }
+    if (j.contains("imatrix")) {
+        if (!j["imatrix"].is_string() || j["imatrix"].get<std::string>().empty())
+            fail(-1, "imatrix",
+                 "expected the path of a llama.cpp imatrix file or \"calibrate\"");
+        r.imatrix = j["imatrix"].get<std::string>();
     }
     if (!j.contains("rules") || !j["rules"].is_array())
         fail(-1, "rules", "missing or not an array");
@@ -619,7 +639,11 @@ Recipe Recipe::fromJson(const json& j) {
 Recipe Recipe::load(const std::string& path) {
     const json j = readJsonFile(path);
     try {
-        return fromJson(j);
+        Recipe r = fromJson(j);
+        if (!r.imatrix.empty() && r.imatrix != "calibrate" &&
+            std::filesystem::path(r.imatrix).is_relative())
+            r.imatrix = (std::filesystem::path(path).parent_path() / r.imatrix).lexically_normal().string();
+        return r;
     } catch (const RecipeError& e) {
         throw RecipeError(e.rule(), e.field(),
                           std::string(e.what()).substr(ruleWhere(e.rule(), e.field()).size() + 2) +
@@ -630,6 +654,7 @@ Recipe Recipe::load(const std::string& path) {
 json Recipe::toJson() const {
     json j = {{"lcw_recipe", kVersion}, {"name", name}};
     if (!description.empty()) j["description"] = description;
+    if (!imatrix.empty()) j["imatrix"] = imatrix;
     j["rules"] = json::array();
     for (const auto& r : rules) {
         json rj = {{"targets", r.targets}};
@@ -1104,7 +1129,32 @@ Plan planRecipe(const Recipe& r, const Model& model, const PlanOptions& opts) {
             s.granularity = Granularity::Group;
             s.groupSize = 64;
         }
-        if (methodIsGguf(s.method)) {
+        if (w->contains("gguf")) {
+            if (s.method != WeightMethod::Gptq && s.method != WeightMethod::Awq)
+                fail(org("gguf"), "weight.gguf",
+                     "a GGUF grid goes with method gptq or awq (rule " +
+                         std::to_string(org("method")) + " sets " + weightMethodName(s.method) +
+                         " for " + t.name + "); ggml's own quantiser is method \"" +
+                         (*w)["gguf"].get<std::string>() + "\"");
+            const WeightMethod grid = methodFromName((*w)["gguf"].get<std::string>());
+            const std::optional<WeightMethod> fit = ggufFallback(grid, lp.cols);
+            if (!fit || *fit == WeightMethod::F16)
+                fail(org("gguf"), "weight.gguf",
+                     std::string(weightMethodName(grid)) + " blocks do not fit " + t.name +
+                         "'s rows of " + std::to_string(lp.cols) + " weights");
+            if (*fit != grid) {
+                lp.fallbackFrom = grid;
+                plan.warnings.push_back(t.name + ": " + weightMethodName(grid) +
+                                        " needs rows that are a multiple of 256 but the rows "
+                                        "have " +
+                                        std::to_string(lp.cols) + " weights; using " +
+                                        weightMethodName(*fit) + " instead (llama.cpp's fallback)");
+            }
+            const WeightMethod method = s.method;
+            s = ggufSettings(*fit);
+            s.method = method;
+            s.ggufGrid = *fit;
+        } else if (methodIsGguf(s.method)) {
             const std::optional<WeightMethod> fit = ggufFallback(s.method, lp.cols);
             if (!fit)
                 fail(org("method"), "weight.method",

@@ -98,8 +98,14 @@ struct WeightSettings {
     Granularity granularity = Granularity::Channel;
     int64_t groupSize = 128;
     WeightMethod method = WeightMethod::Rtn;
-    /// "int4 g128 asym", "q4_0", "nf4 g64", "fp8_e4m3 channel".
+    /// GPTQ / AWQ onto a GGUF type's blocks (recipe key weight.gguf): the codes are written in
+    /// that type; the other fields are then that type's (ggufSettings) apart from `method`.
+    std::optional<WeightMethod> ggufGrid;
+    /// "int4 g128 asym", "q4_0", "nf4 g64", "fp8_e4m3 channel", "gptq q4_k".
     std::string describe() const;
+    /// The settings the packed result is stored with: ggufSettings(*ggufGrid) for GPTQ / AWQ on
+    /// a GGUF grid, else these.
+    WeightSettings stored() const;
 };
 
 /// The resolved settings of a GGUF method as the planner stores them: format int, granularity
@@ -159,6 +165,10 @@ struct Recipe {
     static constexpr int kVersion = 1;
     std::string name;
     std::string description;
+    /// Importance matrix for the GGUF types' scale search (llama.cpp's --imatrix): a path to a
+    /// llama.cpp imatrix .dat file (relative paths are relative to the recipe file), "calibrate"
+    /// (computed from the calibration text, as llama-imatrix does), or empty (none).
+    std::string imatrix;
     std::vector<Rule> rules;
 
     /// Parses and validates (keys, types, ranges, regexes). Throws RecipeError.
