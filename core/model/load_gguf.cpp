@@ -147,6 +147,7 @@ std::optional<GgufVocab> readVocab(const GgufFile& g) {
     v.addBos = g.getBool("tokenizer.ggml.add_bos_token").value_or(spm);
     v.addEos = g.getBool("tokenizer.ggml.add_eos_token").value_or(false);
     v.addSpacePrefix = g.getBool("tokenizer.ggml.add_space_prefix").value_or(spm);
+    v.chatTemplate = g.getString("tokenizer.chat_template").value_or("");
     return v;
 }
 
