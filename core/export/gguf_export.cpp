@@ -563,6 +563,16 @@ private:
     }
 
     std::string gguf(const std::string& canonical) const {
+        // Falcon-40B: llama.cpp's attn_norm is the MLP's norm and attn_norm_2 the attention's
+        // (the reverse of ggufFromCanonical's one-name view; see load_gguf.cpp).
+        if (m_plan.family.gguf == "falcon" && present("layers.0.mlp_norm"))
+            if (auto ln = splitCanonical(canonical); ln && ln->layer >= 0) {
+                const std::string head = "layers." + std::to_string(ln->layer) + ".";
+                if (ln->role.rfind("attn_norm", 0) == 0)
+                    return *ggufFromCanonical(head + "mlp_norm" + ln->role.substr(9), "falcon");
+                if (ln->role.rfind("mlp_norm", 0) == 0)
+                    return *ggufFromCanonical(head + "attn_norm" + ln->role.substr(8), "falcon");
+            }
         auto n = ggufFromCanonical(canonical, m_plan.family.gguf);
         if (!n) throw Error("GGUF export: no GGUF name for '" + canonical + "'");
         return *n;
