@@ -482,6 +482,39 @@ private slots:
         }
     }
 
+    // Low-rank factors are multiplied out and pruned int4 weights re-encoded, so the F32 file
+    // runs as the configuration; per-block shapes (structured pruning) have no GGUF form.
+    void lowRankPrunedAndStructured() {
+        LCW_REQUIRE_SHARED("models/stories260K/hf/config.json");
+        auto hf = load(lcwtest::sharedPath("models/stories260K/hf"));
+        NullProgress np;
+        const auto recipe = compress::Recipe::fromJson(nlohmann::json::parse(R"({
+            "lcw_recipe": 1, "name": "mixed", "rules": [
+              {"targets": ["layers.*.mlp.*"], "lowrank": {"rank": 16}},
+              {"targets": ["layers.*.attn.*"], "sparsity": {"ratio": 0.5},
+               "weight": {"bits": 4, "granularity": "group", "group_size": 32,
+                          "symmetric": false}}]})"));
+        auto ov = compress::compress(*hf, recipe, np).model;
+        const std::string out = m_dir + "/lowrank.gguf";
+        const auto r = exportTo(*hf, *ov, out);
+        const GgufTensorReport* gate = reportOf(r, "blk.2.ffn_gate.weight");
+        QCOMPARE(int(gate->status), int(GgufTensorStatus::ReEncoded));
+        QVERIFY(gate->note.find("low-rank") != std::string::npos);
+        QVERIFY(reportOf(r, "blk.0.attn_k.weight")->note.find("pruned") != std::string::npos);
+        const std::vector<int32_t> ids = {1, 403, 407, 261, 378, 11, 45, 99};
+        auto g = load(out);
+        const double d = maxAbsDiff(logitsOf(*g, ids), logitsOf(*ov, ids));
+        QVERIFY2(d <= 1e-4, qPrintable(QString("logits differ by %1").arg(d)));
+
+        const auto st = compress::Recipe::fromJson(nlohmann::json::parse(R"({
+            "lcw_recipe": 1, "name": "st", "rules": [
+              {"targets": ["layers.*.mlp.down"], "structured": {"mlp_ratio": 0.25}}]})"));
+        auto sov = compress::compress(*hf, st, np).model;
+        const std::string outS = m_dir + "/structured.gguf";
+        QVERIFY_THROWS_EXCEPTION(UnsupportedError, exportTo(*hf, *sov, outS));
+        QVERIFY(!fs::exists(outS));
+    }
+
     // The type callback sees every tensor; rows that do not fit fall back as llama-quantize does.
     void typeCallbackAndFallback() {
         LCW_REQUIRE_SHARED("models/stories260K/hf/config.json");

@@ -578,7 +578,9 @@ private:
         return *n;
     }
 
-    bool present(const std::string& name) const { return m_w.find(name) != nullptr; }
+    bool present(const std::string& name) const {
+        return m_w.find(name) != nullptr || (m_overlay && m_overlay->isLowRank(name));
+    }
 
     // Writes role (with its "?"/"!" marker) of block l (-1: model level).
     void addRole(int64_t l, std::string role) {
@@ -650,7 +652,7 @@ private:
             throw Error("GGUF export: tensor '" + name + "' is missing");
         }
         const TensorView* v = m_w.find(name);
-        std::vector<int64_t> shape = v->shape;
+        std::vector<int64_t> shape = v ? v->shape : m_overlay->base().get(name).shape;
         if (role == "mixer.conv1d" && shape.size() == 3 && shape[1] == 1)
             shape = {shape[0], shape[2]}; // llama.cpp squeezes [d_inner, 1, kernel]
         if (role == "lm_head" && f.tiedOnly)
@@ -687,7 +689,7 @@ private:
         if (m_overlay)
             for (const auto& n : m_overlay->addedNames()) names.push_back(n);
         for (const auto& n : names) {
-            if (m_used.count(n) || !m_w.find(n)) continue;
+            if (m_used.count(n) || !present(n)) continue;
             throw UnsupportedError("GGUF export: llama.cpp's " + m_plan.family.gguf +
                                    " architecture has no place for tensor '" + n + "'");
         }
