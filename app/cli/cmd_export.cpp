@@ -35,7 +35,10 @@ std::optional<DType> typeFromArgs(const Args& a) {
 
 std::string shapeText(const std::vector<int64_t>& s) {
     std::string r = "[";
-    for (size_t i = 0; i < s.size(); ++i) r += (i ? "," : "") + std::to_string(s[i]);
+    for (size_t i = 0; i < s.size(); ++i) {
+        if (i) r += ',';
+        r += std::to_string(s[i]);
+    }
     return r + "]";
 }
 
