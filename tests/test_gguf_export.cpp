@@ -6,8 +6,10 @@
 #include "core/common/dtype.h"
 #include "core/common/error.h"
 #include "core/compress/compressed_model.h"
+#include "core/compress/imatrix.h"
 #include "core/compress/recipe.h"
 #include "core/export/gguf_export.h"
+#include "core/export/gguf_mix.h"
 #include "core/io/gguf.h"
 #include "core/io/quants.h"
 #include "core/model/expected_tensors.h"
@@ -513,6 +515,77 @@ private slots:
         const std::string outS = m_dir + "/structured.gguf";
         QVERIFY_THROWS_EXCEPTION(UnsupportedError, exportTo(*hf, *sov, outS));
         QVERIFY(!fs::exists(outS));
+    }
+
+    // llama.cpp's mixes plug in through the type callback: from gguf-k's F32 GGUF, with and
+    // without its imatrix, every tensor has the type and the bytes llama-quantize wrote.
+    void llamaCppMixThroughTheTypeCallback_data() {
+        QTest::addColumn<QString>("preset");
+        QTest::addColumn<bool>("imatrix");
+        QTest::newRow("Q4_K_M") << "Q4_K_M" << false;
+        QTest::newRow("Q6_K") << "Q6_K" << false;
+        QTest::newRow("Q4_K_M-imat") << "Q4_K_M" << true;
+        QTest::newRow("Q2_K-imat") << "Q2_K" << true;
+        QTest::newRow("IQ4_NL-imat") << "IQ4_NL" << true;
+    }
+    void llamaCppMixThroughTheTypeCallback() {
+        QFETCH(QString, preset);
+        QFETCH(bool, imatrix);
+        const std::string dir = "models/gguf-k/";
+        const std::string refName =
+            dir + "model-" + preset.toStdString() + (imatrix ? "-imat" : "") + ".gguf";
+        LCW_REQUIRE_SHARED(refName);
+        const std::string srcPath = lcwtest::sharedPath(dir + "model-f32.gguf");
+        auto src = load(srcPath);
+        const GgufFile in = readGguf(srcPath);
+        GgufMixOptions mo;
+        mo.hasImatrix = imatrix;
+        const LlamaFtype ft = llamaFtypeFromName(preset.toStdString());
+        const GgufMix mix = chooseGgufMix(ft, ggufMixModel(in), ggufMixTensors(in), mo);
+        compress::Imatrix im;
+        if (imatrix) im = compress::readImatrix(lcwtest::sharedPath(dir + "imatrix.dat"));
+        std::map<std::string, std::vector<float>> importance;
+        GgufExportOptions o;
+        o.path = m_dir + "/mix-" + std::string(QTest::currentDataTag()) + ".gguf";
+        o.fileType = llamaFtypeInfo(ft).id;
+        o.typeFor = [&](const GgufTensorInfo& t) { return mix.find(t.name)->type; };
+        o.importance = [&](const std::string& name) -> const float* {
+            if (!imatrix) return nullptr;
+            const TensorView* t = in.findTensor(name);
+            auto v = im.importance(name, t->cols(), t->shape.size() == 3 ? t->shape[0] : 1);
+            if (v.empty()) return nullptr;
+            return (importance[name] = std::move(v)).data();
+        };
+        const auto r = exportGguf(*src, *src, o);
+        const GgufFile out = readGguf(o.path);
+        const GgufFile ref = readGguf(lcwtest::sharedPath(refName));
+        QCOMPARE(out.getInt("general.file_type"), ref.getInt("general.file_type"));
+        QCOMPARE(out.tensors.size(), ref.tensors.size());
+        for (const auto& t : ref.tensors) {
+            const TensorView* x = out.findTensor(t.name);
+            QVERIFY2(x, t.name.c_str());
+            QVERIFY2(x->dtype == t.dtype, qPrintable(QString("%1: %2, llama-quantize %3")
+                                                         .arg(t.name.c_str())
+                                                         .arg(dtypeName(x->dtype).data())
+                                                         .arg(dtypeName(t.dtype).data())));
+            QVERIFY(x->nbytes == t.nbytes);
+            QVERIFY2(std::memcmp(x->data, t.data, t.nbytes) == 0, t.name.c_str());
+        }
+        QVERIFY(!r.tensors.empty());
+
+        // From the Hugging Face folder (q/k rows permuted on the way): the same file.
+        auto hf = load(lcwtest::sharedPath(dir + "hf"));
+        const auto plan = planGgufTensors(*hf);
+        const GgufMix hfMix = chooseGgufMix(ft, ggufMixModelOf(*hf), ggufMixTensorsOf(plan), mo);
+        o.path = m_dir + "/mix-hf-" + std::string(QTest::currentDataTag()) + ".gguf";
+        o.typeFor = [&](const GgufTensorInfo& t) { return hfMix.find(t.name)->type; };
+        exportGguf(*hf, *hf, o);
+        const GgufFile fromHf = readGguf(o.path);
+        for (const auto& t : ref.tensors) {
+            const TensorView* x = fromHf.findTensor(t.name);
+            QVERIFY2(x && x->dtype == t.dtype && x->nbytes == t.nbytes, t.name.c_str());
+            QVERIFY2(std::memcmp(x->data, t.data, t.nbytes) == 0, t.name.c_str());
+        }
     }
 
     // The type callback sees every tensor; rows that do not fit fall back as llama-quantize does.

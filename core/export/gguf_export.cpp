@@ -933,6 +933,30 @@ std::vector<GgufTensorInfo> planGgufTensors(const WeightSource& weights,
     return out;
 }
 
+GgufMixModel ggufMixModelOf(const WeightSource& weights) {
+    const ModelSpec& s = weights.spec();
+    const auto arch = ggufArchitecture(s);
+    if (!arch)
+        throw UnsupportedError("GGUF export: llama.cpp has no architecture for '" + s.arch +
+                               "' models");
+    GgufMixModel m;
+    m.arch = *arch;
+    m.nLayer = int(s.nLayers);
+    m.nHead = int(s.nHeads);
+    m.nHeadKv = int(s.nKvHeads);
+    m.nExpert = int(s.nExperts);
+    return m;
+}
+
+std::vector<GgufMixTensor> ggufMixTensorsOf(const std::vector<GgufTensorInfo>& plan) {
+    std::vector<GgufMixTensor> out;
+    out.reserve(plan.size());
+    for (const auto& t : plan)
+        out.push_back(GgufMixTensor::fromRowMajor(
+            t.name, t.shape, t.floatOnly || !t.packedType ? DType::F32 : *t.packedType));
+    return out;
+}
+
 GgufExportResult exportGguf(const Model& model, const WeightSource& weights,
                             const GgufExportOptions& o) {
     GgufExportOptions named = o;

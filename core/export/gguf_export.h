@@ -29,6 +29,7 @@
 #include "core/common/dtype.h"
 #include "core/common/error.h"
 #include "core/common/progress.h"
+#include "core/export/gguf_mix.h"
 #include "core/io/gguf.h"
 
 #include <nlohmann/json.hpp>
@@ -146,6 +147,13 @@ uint32_t llamaFileType(DType t);
 /// architecture for the model or cannot hold one of its tensors.
 std::vector<GgufTensorInfo> planGgufTensors(const WeightSource& weights,
                                             std::optional<DType> type = std::nullopt);
+
+/// What llama-quantize would read for this export (the model's hyper-parameters and tensors as
+/// convert_hf_to_gguf.py writes them: F32 where it keeps F32, else the stored type): the input
+/// of chooseGgufMix() (core/export/gguf_mix.h), whose choice per name becomes
+/// GgufExportOptions::typeFor. Any source works (HF folder, llama2.c, GGUF, overlay).
+GgufMixModel ggufMixModelOf(const WeightSource& weights);
+std::vector<GgufMixTensor> ggufMixTensorsOf(const std::vector<GgufTensorInfo>& plan);
 
 /// Writes `weights` (the model itself, or a compressed overlay over it) as a GGUF v3 file with
 /// the model's tokenizer. Throws ArgumentError when the output folder does not exist,
