@@ -499,12 +499,10 @@ private:
             if (c->sparsity) s.from += std::string(s.from.empty() ? "" : ", ") + "pruned";
             if (c->quantized && compress::methodIsGguf(ps.method) && !c->sparsity &&
                 c->packed.outlierCols.empty() && cols > 0) {
-                s.copyType = dtypeFromName(compress::weightMethodName(ps.method));
-                if (s.copyType) {
-                    s.copyData = reinterpret_cast<const std::byte*>(c->packed.codes.data());
-                    s.copyRowBytes = *dtypeBytesFor(*s.copyType, uint64_t(cols));
-                    s.fromRecipe = true;
-                }
+                s.copyType = compress::ggufMethodType(ps.method);
+                s.copyData = reinterpret_cast<const std::byte*>(c->packed.codes.data());
+                s.copyRowBytes = *dtypeBytesFor(*s.copyType, uint64_t(cols));
+                s.fromRecipe = true;
             } else if (!s.lossy && s.view) {
                 s.copyType = DType::F32; // a float replacement (folded scales): its values
             }
@@ -863,65 +861,17 @@ std::optional<std::string> ggufArchitecture(const ModelSpec& spec) {
 }
 
 DType ggufFallbackType(DType t, int64_t cols) {
-    const int64_t be = dtypeBlockElems(t);
-    if (cols > 0 && cols % be == 0) return t;
-    DType f = DType::F16;
-    switch (t) {
-    case DType::Q2_K:
-    case DType::Q3_K:
-    case DType::IQ4_XS:
-        f = DType::IQ4_NL;
-        break;
-    case DType::Q4_K:
-        f = DType::Q5_0;
-        break;
-    case DType::Q5_K:
-        f = DType::Q5_1;
-        break;
-    case DType::Q6_K:
-        f = DType::Q8_0;
-        break;
-    default:
-        break;
-    }
-    return cols > 0 && cols % dtypeBlockElems(f) == 0 ? f : DType::F16;
+    if (cols > 0 && cols % dtypeBlockElems(t) == 0) return t;
+    // llama.cpp's substitutes: the table the recipe methods use
+    if (const auto m = compress::ggufMethodForType(t))
+        if (const auto f = compress::ggufFallback(*m, cols)) return compress::ggufMethodType(*f);
+    return DType::F16;
 }
 
 uint32_t llamaFileType(DType t) {
-    switch (t) {
-    case DType::F32:
-        return 0;
-    case DType::F16:
-        return 1;
-    case DType::Q4_0:
-        return 2;
-    case DType::Q4_1:
-        return 3;
-    case DType::Q8_0:
-        return 7;
-    case DType::Q5_0:
-        return 8;
-    case DType::Q5_1:
-        return 9;
-    case DType::Q2_K:
-        return 10;
-    case DType::Q3_K:
-        return 11;
-    case DType::Q4_K:
-        return 14;
-    case DType::Q5_K:
-        return 16;
-    case DType::Q6_K:
-        return 18;
-    case DType::IQ4_NL:
-        return 25;
-    case DType::IQ4_XS:
-        return 30;
-    case DType::BF16:
-        return 32;
-    default:
-        throw UnsupportedError("GGUF has no file type for " + std::string(dtypeName(t)));
-    }
+    for (const auto& f : llamaFtypes()) // the "_S" mix comes first for the k-quants
+        if (f.defaultType == t) return f.id;
+    throw UnsupportedError("GGUF has no file type for " + std::string(dtypeName(t)));
 }
 
 std::vector<GgufTensorInfo> planGgufTensors(const WeightSource& weights,

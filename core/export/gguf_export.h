@@ -132,14 +132,16 @@ struct GgufExportResult {
 /// nullopt when llama.cpp has none (opt).
 std::optional<std::string> ggufArchitecture(const ModelSpec& spec);
 
-/// llama-quantize's substitute for a type whose blocks do not fit rows of `cols` (Q2_K, Q3_K,
-/// IQ4_XS → IQ4_NL; Q4_K → Q5_0; Q5_K → Q5_1; Q6_K → Q8_0; then F16 when that does not fit
-/// either; 32-element block types → F16). Returns `t` when it fits.
+/// llama-quantize's substitute for a type whose blocks do not fit rows of `cols`
+/// (compress::ggufFallback: Q2_K, Q3_K, IQ4_XS → IQ4_NL; Q4_K → Q5_0; Q5_K → Q5_1; Q6_K → Q8_0;
+/// then F16 when that does not fit either), and F16 for the 32-element types, where
+/// convert_hf_to_gguf.py falls back to F16. Returns `t` when it fits.
 DType ggufFallbackType(DType t, int64_t cols);
 
-/// llama_ftype of a file whose weights are mostly `t` (general.file_type): F32 0, F16 1,
-/// Q4_0 2, Q4_1 3, Q8_0 7, Q5_0 8, Q5_1 9, Q2_K 10, Q3_K 11 (Q3_K_S), Q4_K 14 (Q4_K_S),
-/// Q5_K 16 (Q5_K_S), Q6_K 18, IQ4_NL 25, IQ4_XS 30, BF16 32.
+/// llama_ftype of a file whose weights are mostly `t` (general.file_type): the first of
+/// llamaFtypes() with that default type (F32 0, F16 1, Q4_0 2, Q4_1 3, Q8_0 7, Q5_0 8, Q5_1 9,
+/// Q2_K 10, Q3_K 11 (Q3_K_S), Q4_K 14 (Q4_K_S), Q5_K 16 (Q5_K_S), Q6_K 18, IQ4_NL 25, IQ4_XS 30,
+/// BF16 32). UnsupportedError for other types.
 uint32_t llamaFileType(DType t);
 
 /// The tensors an export of `weights` writes, in file order, with their default types (as
