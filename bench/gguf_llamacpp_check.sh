@@ -18,14 +18,8 @@ TYPES=("$@")
 CLI=$BUILD/app/lcw-cli
 [ -x "$CLI" ] || cmake --build "$BUILD" --target lcw-cli >&2
 NODE_DIR=$DIR/node
-if ! cmp -s bench/llamacpp/package.json "$NODE_DIR/package.json" ||
-   [ ! -d "$NODE_DIR/node_modules/node-llama-cpp" ]; then
-  mkdir -p "$NODE_DIR"
-  cp bench/llamacpp/package.json "$NODE_DIR/package.json"
-  (cd "$NODE_DIR" && npm install --ignore-scripts --omit=optional --omit=dev --no-audit --no-fund \
-     --loglevel=error >&2)
-fi
-cp bench/llamacpp/gguf_check.mjs "$NODE_DIR/gguf_check.mjs"
+. bench/llamacpp/node_dir.sh
+node_llamacpp_setup bench/llamacpp/gguf_check.mjs
 OUT=$DIR/gguf-check
 mkdir -p "$OUT"
 TEXT="Once upon a time, there was a little girl named Lily. She loved to play outside."
