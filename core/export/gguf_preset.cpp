@@ -99,7 +99,16 @@ compress::Recipe recipeFromGgufMix(const GgufMix& mix, const std::vector<GgufTen
 compress::Recipe presetRecipe(const WeightSource& weights, const std::string& name,
                               const std::string& imatrix) {
     const auto p = parseLlamaPreset(name);
-    if (!p) return compress::findPreset(name).recipe;
+    if (!p) {
+        try {
+            return compress::findPreset(name).recipe;
+        } catch (const ArgumentError& e) {
+            std::string names;
+            for (const auto& n : llamaPresetNames()) names += (names.empty() ? "" : ", ") + n;
+            throw ArgumentError(std::string(e.what()) + "; llama.cpp presets: " + names +
+                                " (add -GPTQ or -AWQ for codes chosen on calibration data)");
+        }
+    }
     const std::vector<GgufTensorInfo> plan = planGgufTensors(weights);
     GgufMixOptions o;
     o.hasImatrix = !imatrix.empty();
