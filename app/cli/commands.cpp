@@ -83,7 +83,9 @@ std::string humanBytes(double b) {
 }
 
 void printJson(const json& j) {
-    std::printf("%s\n", j.dump(2).c_str());
+    // Generated text of a random or partly trained model need not be valid UTF-8: invalid bytes
+    // become U+FFFD instead of failing the whole output.
+    std::printf("%s\n", j.dump(2, ' ', false, json::error_handler_t::replace).c_str());
 }
 
 } // namespace
