@@ -1,6 +1,5 @@
 #include "core/common/mapped_file.h"
 
-#include <algorithm>
 
 #include "core/common/error.h"
 
@@ -8,13 +7,36 @@
 #include <cstring>
 #include <fcntl.h>
 #include <filesystem>
+#include <algorithm>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <vector>
 
 namespace lcw {
+
+namespace {
+// Live mappings, for releasePages (which must never touch anonymous memory).
+std::mutex g_mapsMutex;
+std::vector<const MappedFile*> g_maps;
+} // namespace
+
+void MappedFile::releasePages(const void* p, uint64_t n) {
+    const auto* b = static_cast<const std::byte*>(p);
+    std::lock_guard<std::mutex> lock(g_mapsMutex);
+    for (const MappedFile* m : g_maps) {
+        if (b < m->m_data || n > m->m_size || b - m->m_data > std::ptrdiff_t(m->m_size - n))
+            continue;
+        const uintptr_t page = uintptr_t(::sysconf(_SC_PAGESIZE));
+        const uintptr_t lo = (uintptr_t(b) + page - 1) / page * page;
+        const uintptr_t hi = (uintptr_t(b) + n) / page * page;
+        if (hi > lo) ::madvise(reinterpret_cast<void*>(lo), size_t(hi - lo), MADV_DONTNEED);
+        return;
+    }
+}
 
 std::shared_ptr<const MappedFile> MappedFile::open(const std::string& path) {
     std::error_code ec;
@@ -41,11 +63,19 @@ std::shared_ptr<const MappedFile> MappedFile::open(const std::string& path) {
         f->m_data = static_cast<const std::byte*>(p);
     }
     ::close(fd); // the mapping keeps the file alive
+    if (f->m_data) {
+        std::lock_guard<std::mutex> lock(g_mapsMutex);
+        g_maps.push_back(f.get());
+    }
     return f;
 }
 
 MappedFile::~MappedFile() {
     if (!m_data) return;
+    {
+        std::lock_guard<std::mutex> lock(g_mapsMutex);
+        g_maps.erase(std::remove(g_maps.begin(), g_maps.end(), this), g_maps.end());
+    }
     // In pieces: unmapping holds the process's memory-map lock, and tearing down gigabytes of
     // touched pages at once would stall every other thread that page-faults or allocates
     // meanwhile (the UI thread of the workbench, say) for a noticeable fraction of a second.

@@ -26,6 +26,12 @@ public:
         return offset <= m_size && len <= m_size - offset;
     }
 
+    /// Drops the pages of [p, p + n) from this process's resident set when the range lies in a
+    /// live mapping made by open() (file pages stay in the page cache; a later read faults them
+    /// back in). Does nothing for any other memory. For streaming passes over whole models
+    /// (export) whose peak resident memory should stay well below the model size.
+    static void releasePages(const void* p, uint64_t n);
+
 private:
     MappedFile() = default;
     std::string m_path;

@@ -3,6 +3,8 @@
 // the streaming, row-parallel fill of writeGguf.
 #include "core/export/gguf_export.h"
 
+#include "core/common/mapped_file.h"
+
 #include "core/compress/compressed_model.h"
 #include "core/io/quants.h"
 #include "core/io/tensor_names.h"
@@ -1019,6 +1021,11 @@ GgufExportResult exportGguf(const WeightSource& weights, const Tokenizer* tokeni
         } else if (r.status == GgufTensorStatus::ReEncoded && !from.empty()) {
             r.note += std::string(r.note.empty() ? "" : "; ") + "from " + from;
         }
+        // Streaming: the source pages of a memory-mapped model leave the resident set once
+        // their tensor is written (peak memory stays near one tensor, not the model).
+        for (const Source& src : t.sources)
+            for (const TensorView* v : {src.view, src.lrA, src.lrB})
+                if (v && v->data) MappedFile::releasePages(v->data, v->nbytes);
         done += nbytes;
     };
     try {
