@@ -26,10 +26,20 @@ public:
                     const QString& thresholdLabel = {});
     void clear();
     void setTitle(const QString& title);
+    QString title() const { return m_title; }
     void setAxisLabels(const QString& x, const QString& y);
     /// Sorted: largest first (the x axis is then the rank; tooltips keep the index).
     void setSorted(bool on);
     bool sorted() const { return m_sorted; }
+    /// Logarithmic value axis (bars start under the smallest positive value; zeros draw
+    /// nothing).
+    void setLogScale(bool on);
+    bool logScale() const { return m_log; }
+    /// What one value is, for the legend and tooltips ("abs-max" by default).
+    void setValueName(const QString& name);
+    /// Keeps this plot's key (x) axis range equal to `other`'s, both ways (pan/zoom one, the
+    /// other follows).
+    void linkKeyAxis(ChannelProfilePlot* other);
 
     int count() const { return int(m_values.size()); }
     const QVector<double>& values() const { return m_values; }
@@ -48,14 +58,18 @@ protected:
 
 private:
     void rebuild();
+    /// Where bars start on a log axis.
+    double logFloor() const;
     void onMouseMove(QMouseEvent* event);
 
     QCustomPlot* m_plot;
     QString m_title, m_xLabel, m_thresholdLabel;
+    QString m_valueName;
     QVector<double> m_values;
     QVector<int> m_order; ///< drawn position → index
     std::optional<double> m_threshold;
     bool m_sorted = false;
+    bool m_log = false;
 };
 
 } // namespace lcw

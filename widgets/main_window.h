@@ -32,6 +32,7 @@ struct Project;
 }
 
 class BarPlot;
+class ImatrixManager;
 class RecentList;
 class ComparePanel;
 class ResultsPanel;
@@ -176,6 +177,18 @@ public:
     /// What File ▸ Export… offers now (recipe, metrics, Tensors table, scan, plots).
     ExportDialog::Sources exportSources() const;
 
+    // Importance matrix (llama.cpp's imatrix) --------------------------------------------
+    ImatrixManager* imatrixManager() const { return m_imatrix; }
+    /// Run ▸ Compute Importance Matrix…: the settings dialog, then the computation on the task
+    /// runner; when it ends the window offers to save the .dat file.
+    void showComputeImatrixDialog();
+    /// Opens a .dat file for the open model and shows it in the statistics inspector's
+    /// Activations tab; an unreadable file or one for another model gives an error dialog
+    /// (errorShown()) and changes nothing. Returns true when opened.
+    bool openImatrix(const QString& path);
+    /// Saves the current imatrix (error dialog on failure).
+    bool saveImatrix(const QString& path);
+
     RecipeEditor* recipeEditor() const { return m_recipeEditor; }
     ComparePanel* comparePanel() const { return m_comparePanel; }
     ResultsPanel* resultsPanel() const { return m_resultsPanel; }
@@ -295,6 +308,9 @@ private:
     ComparePanel* m_comparePanel = nullptr;
     ResultsPanel* m_resultsPanel = nullptr;
     SensitivityPanel* m_sensitivityPanel = nullptr;
+    ImatrixManager* m_imatrix = nullptr;
+    QAction* m_actSaveImatrix = nullptr;
+    QAction* m_actComputeImatrix = nullptr;
     QString m_projectPath;
     QTimer* m_autosaveTimer = nullptr;
     /// A project read by openProject() waiting for its model to load.
