@@ -3,9 +3,13 @@
 // dequantised value; GPTQ with an uncorrelated Hessian is RTN on ggml's grid; with correlated
 // calibration inputs it lowers the layer's output error below ggml's quantiser's.
 #include "core/common/error.h"
+#include "core/compress/calibration.h"
+#include "core/compress/compressed_model.h"
 #include "core/compress/gguf_grid.h"
 #include "core/compress/gptq.h"
+#include "core/compress/imatrix.h"
 #include "core/io/quants.h"
+#include "core/model/model.h"
 #include "test_util.h"
 
 #include <QtTest/QtTest>
@@ -63,6 +67,30 @@ std::vector<std::byte> rtnAll(DType t, const std::vector<float>& w, int64_t rows
     for (int64_t r = 0; r < rows; ++r)
         lcw::quantizeRow(t, w.data() + r * cols, out.data() + r * rowBytes, cols, importance);
     return out;
+}
+
+} // namespace
+
+namespace {
+
+using nlohmann::json;
+using namespace lcw::compress;
+
+Recipe recipeOf(json weight, const std::string& imatrix = "") {
+    json j = {{"lcw_recipe", 1},
+              {"name", "t"},
+              {"rules", json::array({{{"targets", {"*"}}, {"weight", std::move(weight)}}})}};
+    if (!imatrix.empty()) j["imatrix"] = imatrix;
+    return Recipe::fromJson(j);
+}
+
+CompressResult run(const lcw::Model& m, const Recipe& r, const CalibrationSet* cal,
+                   const Imatrix* imx = nullptr) {
+    lcw::NullProgress np;
+    CompressOptions o;
+    o.calibration = cal;
+    o.imatrix = imx;
+    return compress(m, r, np, o);
 }
 
 } // namespace
@@ -233,6 +261,104 @@ private slots:
             QFAIL("expected an error");
         } catch (const lcw::Error&) {
         }
+    }
+    // {"method": "gptq", "gguf": "q4_k"} on the 256-multiple gguf-k model: every layer is stored
+    // as q4_k blocks (same size as ggml's q4_k), its output error on the calibration inputs is
+    // below ggml's q4_k's, and the importance matrix reaches ggml's quantiser.
+    void gptqOntoQ4kBeatsGgmlPerLayer() {
+        LCW_REQUIRE_SHARED("models/gguf-k/model-f32.gguf");
+        auto m = lcw::Model::load(lcwtest::sharedPath("models/gguf-k/model-f32.gguf"));
+        const CalibrationSet cal =
+            loadCalibration(*m, lcwtest::sharedPath("models/gguf-k/calib.txt"), {8, 128});
+        const Imatrix imx = readImatrix(lcwtest::sharedPath("models/gguf-k/imatrix.dat"));
+        const auto rtn = run(*m, recipeOf({{"method", "q4_k"}}), &cal, &imx);
+        const auto gq = run(*m, recipeOf({{"method", "gptq"}, {"gguf", "q4_k"}}), &cal, &imx);
+        QCOMPARE(gq.layers.size(), rtn.layers.size());
+        QCOMPARE(gq.layers.size(), size_t(28));
+        int better = 0;
+        for (size_t i = 0; i < gq.layers.size(); ++i) {
+            const auto& a = rtn.layers[i];
+            const auto& b = gq.layers[i];
+            QCOMPARE(b.storageBits, a.storageBits);
+            QCOMPARE(b.scheme, std::string("gptq q4_k"));
+            const CompressedTensor* ct = gq.model->compressed(b.name);
+            QVERIFY(ct && ct->quantized);
+            QVERIFY(ct->packed.settings.method == WeightMethod::Q4_K);
+            // The stored blocks decode (ggml's dequantiser) to the overlay's values.
+            std::vector<float> row(size_t(ct->packed.cols));
+            const size_t rowBytes = ct->packed.codes.size() / size_t(ct->packed.rows);
+            lcw::dequantizeRow(DType::Q4_K,
+                               reinterpret_cast<const std::byte*>(ct->packed.codes.data()) +
+                                   rowBytes * 3,
+                               row.data(), ct->packed.cols);
+            for (int64_t c = 0; c < ct->packed.cols; ++c)
+                QCOMPARE(row[size_t(c)], ct->values[size_t(3 * ct->packed.cols + c)]);
+            if (b.outputRelError < a.outputRelError) ++better;
+        }
+        QCOMPARE(better, int(gq.layers.size()));
+        // The imatrix changes ggml's q4_k blocks (it reached the quantiser).
+        const auto plain = run(*m, recipeOf({{"method", "q4_k"}}), &cal);
+        QVERIFY(plain.model->compressed("layers.0.attn.q")->values !=
+                rtn.model->compressed("layers.0.attn.q")->values);
+    }
+
+    // The recipe's "imatrix" file equals passing the same imatrix; a file for another model is a
+    // clear error naming the file.
+    void recipeImatrixFile() {
+        LCW_REQUIRE_SHARED("models/gguf-k/model-f32.gguf");
+        auto m = lcw::Model::load(lcwtest::sharedPath("models/gguf-k/model-f32.gguf"));
+        const std::string dat = lcwtest::sharedPath("models/gguf-k/imatrix.dat");
+        const Imatrix imx = readImatrix(dat);
+        const auto a = run(*m, recipeOf({{"method", "q3_k"}}, dat), nullptr);
+        const auto b = run(*m, recipeOf({{"method", "q3_k"}}), nullptr, &imx);
+        for (const auto& l : a.layers)
+            QVERIFY(a.model->compressed(l.name)->values == b.model->compressed(l.name)->values);
+        auto demo = lcw::Model::load(lcwtest::demoModelPath());
+        try {
+            run(*demo, recipeOf({{"method", "q8_0"}}, dat), nullptr);
+            QFAIL("an imatrix of another model must be refused");
+        } catch (const lcw::Error& e) {
+            QVERIFY2(QString(e.what()).contains("imatrix.dat"), e.what());
+        }
+    }
+
+    void recipeErrors() {
+        LCW_REQUIRE_SHARED("models/gguf-k/model-f32.gguf");
+        auto m = lcw::Model::load(lcwtest::sharedPath("models/gguf-k/model-f32.gguf"));
+        auto expect = [&](const Recipe& r, const CalibrationSet* cal, const char* field) {
+            try {
+                run(*m, r, cal);
+                QFAIL(qPrintable(QString("expected an error about ") + field));
+            } catch (const RecipeError& e) {
+                QVERIFY2(e.field() == field, e.what());
+            }
+        };
+        // A grid goes with gptq / awq only; f16 is no grid; unknown names are refused.
+        expect(recipeOf({{"method", "rtn"}, {"gguf", "q4_k"}}), nullptr, "weight.gguf");
+        QVERIFY_THROWS_EXCEPTION(RecipeError, recipeOf({{"method", "gptq"}, {"gguf", "f16"}}));
+        QVERIFY_THROWS_EXCEPTION(RecipeError, recipeOf({{"method", "gptq"}, {"gguf", "q9_k"}}));
+        // "calibrate" needs calibration text.
+        expect(recipeOf({{"method", "q4_k"}}, "calibrate"), nullptr, "imatrix");
+        QVERIFY_THROWS_EXCEPTION(RecipeError,
+                                 Recipe::fromJson({{"lcw_recipe", 1}, {"imatrix", 3}, {"rules", json::array()}}));
+    }
+
+    // "calibrate" computes the imatrix from the calibration set (llama-imatrix's collection):
+    // the same blocks as compressing with computeImatrix's result.
+    void recipeImatrixCalibrate() {
+        LCW_REQUIRE_SHARED("models/gguf-k/model-f32.gguf");
+        auto m = lcw::Model::load(lcwtest::sharedPath("models/gguf-k/model-f32.gguf"));
+        const CalibrationSet cal =
+            loadCalibration(*m, lcwtest::sharedPath("models/gguf-k/calib.txt"), {4, 128});
+        lcw::NullProgress np;
+        const ImatrixResult ir = computeImatrix(*m, cal, {}, np);
+        const auto a = run(*m, recipeOf({{"method", "iq4_nl"}}, "calibrate"), &cal);
+        const auto b = run(*m, recipeOf({{"method", "iq4_nl"}}), &cal, &ir.imatrix);
+        const auto c = run(*m, recipeOf({{"method", "iq4_nl"}}), &cal);
+        QVERIFY(a.model->compressed("layers.1.mlp.down")->values ==
+                b.model->compressed("layers.1.mlp.down")->values);
+        QVERIFY(a.model->compressed("layers.1.mlp.down")->values !=
+                c.model->compressed("layers.1.mlp.down")->values);
     }
 };
 

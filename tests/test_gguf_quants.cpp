@@ -3,9 +3,13 @@
 // of the gguf-k model (../shared/models/gguf-k); dequantisation bit-identical to ggml's; error
 // bounds of quantise -> dequantise on random rows; bad input; IQ4 weights in the runtime.
 #include "core/common/error.h"
+#include "core/compress/compressed_model.h"
+#include "core/compress/quantizer.h"
+#include "core/compress/recipe.h"
 #include "core/io/gguf.h"
 #include "core/io/quants.h"
 #include "core/model/model.h"
+#include "core/model/synthetic.h"
 #include "core/runtime/session.h"
 #include "mem_weights.h"
 #include "test_util.h"
@@ -16,7 +20,10 @@
 #include <map>
 #include <random>
 
+#include <nlohmann/json.hpp>
+
 using namespace lcw;
+using compress::WeightMethod;
 
 namespace {
 
@@ -89,6 +96,61 @@ std::vector<float> gaussianRows(int rows, int cols, uint32_t seed) {
     std::vector<float> x(size_t(rows) * cols);
     for (auto& v : x) v = nd(g);
     return x;
+}
+
+/// A synthetic llama whose rows are multiples of 256 except the MLP down projections (320 = 10
+/// blocks of 32): k-quants apply to most layers and fall back on mlp.down.
+const Model& kquantModel() {
+    static std::unique_ptr<Model> m = [] {
+        ModelSpec spec = syntheticSpec("llama", "llama-tiny");
+        spec.dim = 256;
+        spec.nHeads = 4;
+        spec.nKvHeads = 2;
+        spec.headDim = 64;
+        spec.hidden = 320;
+        spec.nLayers = 2;
+        const std::string dir = lcwtest::tempDir("gguf-quants-model");
+        NullProgress np;
+        SynthOptions so;
+        so.seed = 5;
+        if (writeSyntheticModel(spec, dir, so, np) != Status::Ok) throw Error("synthetic model");
+        return Model::load(dir);
+    }();
+    return *m;
+}
+
+compress::Recipe methodRecipe(const std::string& method, const std::string& target = "*") {
+    nlohmann::json rule = nlohmann::json::object();
+    rule["targets"] = nlohmann::json::array({target});
+    rule["weight"] = nlohmann::json::object({{"method", method}});
+    nlohmann::json j = nlohmann::json::object();
+    j["lcw_recipe"] = 1;
+    j["rules"] = nlohmann::json::array({rule});
+    return compress::Recipe::fromJson(j);
+}
+
+std::vector<float> baseFloats(const TensorView& t) {
+    std::vector<float> v(static_cast<size_t>(t.numel()));
+    for (int64_t r = 0; r < t.rows(); ++r)
+        dequantizeRow(t.dtype, t.row(r), v.data() + r * t.cols(), t.cols());
+    return v;
+}
+
+// The packed codes of `name` equal quantizeRow's blocks of the base weights, row by row.
+bool codesEqualQuantizeRow(const compress::CompressedModel& cm, const Model& base,
+                           const std::string& name, DType t, const float* importance = nullptr) {
+    const compress::CompressedTensor* ct = cm.compressed(name);
+    if (!ct || !ct->quantized) return false;
+    const auto w = baseFloats(base.get(name));
+    const int64_t rows = ct->rows, cols = ct->cols;
+    const size_t rb = static_cast<size_t>(*dtypeBytesFor(t, uint64_t(cols)));
+    if (ct->packed.codes.size() != rb * size_t(rows)) return false;
+    std::vector<std::byte> q(rb);
+    for (int64_t r = 0; r < rows; ++r) {
+        quantizeRow(t, w.data() + r * cols, q.data(), cols, importance);
+        if (std::memcmp(q.data(), ct->packed.codes.data() + size_t(r) * rb, rb) != 0) return false;
+    }
+    return true;
 }
 
 } // namespace
@@ -306,6 +368,243 @@ private slots:
         quantizeRow(DType::Q4_K, x.data(), q.data(), 0);
     }
 
+    // ---- the GGUF types as recipe methods ----
+    void methodNamesAndSizes() {
+        const std::pair<const char*, double> expect[] = {
+            {"q8_0", 8.5},   {"q4_0", 4.5},    {"q4_1", 5.0}, {"q5_0", 5.5}, {"q5_1", 6.0},
+            {"q2_k", 2.625}, {"q3_k", 3.4375}, {"q4_k", 4.5}, {"q5_k", 5.5}, {"q6_k", 6.5625},
+            {"iq4_nl", 4.5}, {"iq4_xs", 4.25}, {"f16", 16.0}};
+        for (const auto& [name, bpw] : expect) {
+            const auto m = compress::weightMethodFromName(name);
+            QVERIFY2(m, name);
+            QVERIFY(compress::methodIsGguf(*m));
+            QCOMPARE(std::string(compress::weightMethodName(*m)), std::string(name));
+            QCOMPARE(compress::ggufBitsPerWeight(*m), bpw);
+            QCOMPARE(compress::ggufMethodForType(compress::ggufMethodType(*m)), m);
+            QCOMPARE(std::string(dtypeName(compress::ggufMethodType(*m))), std::string(name));
+        }
+        QVERIFY(!compress::weightMethodFromName("q4_k_m"));
+        QVERIFY(!compress::methodIsGguf(WeightMethod::Gptq));
+        QCOMPARE(compress::ggufBitsPerWeight(WeightMethod::Rtn), 0.0);
+        QVERIFY_THROWS_EXCEPTION(ArgumentError, compress::ggufMethodType(WeightMethod::Awq));
+        QVERIFY(!compress::ggufMethodForType(DType::BF16));
+        // llama.cpp's fallback table (llama-quant.cpp, b4747)
+        using M = WeightMethod;
+        const std::tuple<M, int64_t, std::optional<M>> fb[] = {
+            {M::Q4_K, 512, M::Q4_K},      {M::Q4_K, 320, M::Q5_0},
+            {M::Q5_K, 320, M::Q5_1},      {M::Q6_K, 320, M::Q8_0},
+            {M::Q2_K, 320, M::IQ4_NL},    {M::Q3_K, 320, M::IQ4_NL},
+            {M::IQ4_XS, 320, M::IQ4_NL},  {M::Q4_K, 172, M::F16},
+            {M::Q6_K, 100, M::F16},       {M::IQ4_XS, 172, M::F16},
+            {M::Q4_0, 172, std::nullopt}, {M::IQ4_NL, 172, std::nullopt},
+            {M::Q5_1, 96, M::Q5_1},       {M::F16, 7, M::F16},
+            {M::Rtn, 7, M::Rtn}};
+        for (const auto& [m, cols, want] : fb)
+            QVERIFY2(compress::ggufFallback(m, cols) == want,
+                     qPrintable(QString("%1 on %2").arg(compress::weightMethodName(m)).arg(cols)));
+    }
+
+    // A recipe with each GGUF type on a model whose rows are multiples of 256: the packed codes
+    // are quantizeRow's bytes, the sizes are the block sizes exactly, and mlp.down (rows of 320)
+    // falls back as llama.cpp does, with one warning per tensor.
+    void recipeOnModel_data() {
+        QTest::addColumn<QString>("method");
+        QTest::addColumn<QString>("down"); // what mlp.down (320 wide) gets
+        QTest::newRow("q4_k") << "q4_k"
+                              << "q5_0";
+        QTest::newRow("q5_k") << "q5_k"
+                              << "q5_1";
+        QTest::newRow("q6_k") << "q6_k"
+                              << "q8_0";
+        QTest::newRow("q2_k") << "q2_k"
+                              << "iq4_nl";
+        QTest::newRow("q3_k") << "q3_k"
+                              << "iq4_nl";
+        QTest::newRow("iq4_xs") << "iq4_xs"
+                                << "iq4_nl";
+        QTest::newRow("iq4_nl") << "iq4_nl"
+                                << "iq4_nl";
+        QTest::newRow("q5_1") << "q5_1"
+                              << "q5_1";
+        QTest::newRow("f16") << "f16"
+                             << "f16";
+    }
+    void recipeOnModel() {
+        QFETCH(QString, method);
+        QFETCH(QString, down);
+        const Model& m = kquantModel();
+        const auto recipe = methodRecipe(method.toStdString());
+        NullProgress np;
+        const compress::CompressResult cr = compress::compress(m, recipe, np);
+        QCOMPARE(cr.status, Status::Ok);
+        const auto want = *compress::weightMethodFromName(method.toStdString());
+        const auto downM = *compress::weightMethodFromName(down.toStdString());
+        int fallbacks = 0, checked = 0;
+        for (const auto& lp : cr.plan.layers) {
+            const bool isDown = lp.name.ends_with("mlp.down");
+            QCOMPARE(lp.cols % 256 == 0, !isDown);
+            const WeightMethod got = isDown ? downM : want;
+            QCOMPARE(lp.weight.method, got);
+            QCOMPARE(lp.fallbackFrom.has_value(), got != want);
+            const DType t = compress::ggufMethodType(got);
+            QVERIFY2(codesEqualQuantizeRow(*cr.model, m, lp.name, t), lp.name.c_str());
+            // exact size: the block bytes, and the estimate from the plan alone agrees
+            const double bpw = 8.0 * double(dtypeBlockBytes(t)) / double(dtypeBlockElems(t));
+            const compress::SizeInfo si = cr.model->tensorSize(lp.name);
+            QCOMPARE(si.bits, uint64_t(double(lp.rows * lp.cols) * bpw));
+            QCOMPARE(compress::estimateLayerSize(lp).bits, si.bits);
+            // dequantised values are ggml's
+            const auto vals = cr.model->compressed(lp.name)->values;
+            std::vector<float> ref(static_cast<size_t>(lp.cols));
+            const auto& codes = cr.model->compressed(lp.name)->packed.codes;
+            dequantizeRow(t, reinterpret_cast<const std::byte*>(codes.data()), ref.data(), lp.cols);
+            QVERIFY(std::memcmp(ref.data(), vals.data(), size_t(lp.cols) * 4) == 0);
+            if (got != want) {
+                ++fallbacks;
+                const std::string expectMsg = lp.name + ": " + method.toStdString();
+                const bool warned = std::any_of(
+                    cr.plan.warnings.begin(), cr.plan.warnings.end(), [&](const std::string& w) {
+                        return w.rfind(expectMsg, 0) == 0 &&
+                               w.find("using " + down.toStdString()) != std::string::npos;
+                    });
+                QVERIFY2(warned, lp.name.c_str());
+            }
+            ++checked;
+        }
+        QCOMPARE(checked, 2 * 7);
+        QCOMPARE(fallbacks, want == downM ? 0 : 2);
+        QCOMPARE(int(cr.plan.warnings.size()), fallbacks);
+        QCOMPARE(compress::estimateCompressedSize(cr.plan).bits, cr.model->compressedSize().bits);
+        // the warnings reach the report
+        const auto rep = compress::compressReportJson(cr);
+        QCOMPARE(int(rep["warnings"].size()), fallbacks);
+    }
+
+    // On the demo model (rows of 64 and 172) k-quants fall back to 32-element types or, where
+    // even those do not fit (172), to f16; 32-element types on 172 stay an error.
+    void fallbackToF16() {
+        auto m = Model::load(lcwtest::demoModelPath());
+        const auto plan = compress::planRecipe(methodRecipe("q6_k"), *m);
+        int f16 = 0, q8 = 0;
+        for (const auto& lp : plan.layers) {
+            QCOMPARE(lp.fallbackFrom, std::optional<WeightMethod>(WeightMethod::Q6_K));
+            QCOMPARE(lp.weight.method, lp.cols == 172 ? WeightMethod::F16 : WeightMethod::Q8_0);
+            (lp.cols == 172 ? f16 : q8)++;
+            const uint64_t n = uint64_t(lp.rows * lp.cols);
+            QCOMPARE(compress::estimateLayerSize(lp).bits, lp.cols == 172 ? n * 16 : n * 17 / 2);
+        }
+        QVERIFY(f16 > 0 && q8 > 0);
+        QCOMPARE(int(plan.warnings.size()), f16 + q8);
+        QVERIFY(plan.warnings.front().find("q6_k") != std::string::npos);
+        NullProgress np;
+        const auto cr = compress::compress(*m, methodRecipe("q4_k", "layers.0.mlp.down"), np);
+        const auto* ct = cr.model->compressed("layers.0.mlp.down");
+        QVERIFY(ct && ct->quantized);
+        QCOMPARE(ct->packed.settings.method, WeightMethod::F16);
+        QVERIFY(codesEqualQuantizeRow(*cr.model, *m, "layers.0.mlp.down", DType::F16));
+        QCOMPARE(ct->storageBits(), uint64_t(ct->rows * ct->cols * 16));
+        for (const char* bad : {"iq4_nl", "q5_1"}) {
+            try {
+                compress::planRecipe(methodRecipe(bad), *m);
+                QFAIL("expected RecipeError");
+            } catch (const compress::RecipeError& e) {
+                QCOMPARE(e.field(), std::string("weight.method"));
+                QVERIFY(std::string(e.what()).find("172") != std::string::npos);
+            }
+        }
+    }
+
+    // compress::quantize passes importance to ggml's weighted quantisers.
+    void quantizeWithImportance() {
+        constexpr int64_t rows = 5, cols = 512;
+        const auto w = gaussianRows(rows, cols, 21);
+        std::vector<float> imp(cols);
+        for (int64_t c = 0; c < cols; ++c) imp[size_t(c)] = 0.1f + float(c % 13);
+        for (WeightMethod m :
+             {WeightMethod::Q4_K, WeightMethod::Q2_K, WeightMethod::Q4_0, WeightMethod::IQ4_XS}) {
+            const auto s = compress::ggufSettings(m);
+            const DType t = compress::ggufMethodType(m);
+            const auto with = compress::quantize(w.data(), rows, cols, s, "t", imp.data());
+            const auto without = compress::quantize(w.data(), rows, cols, s, "t");
+            QVERIFY(with.codes != without.codes);
+            const size_t rb = with.codes.size() / rows;
+            std::vector<std::byte> q(rb);
+            for (int64_t r = 0; r < rows; ++r) {
+                quantizeRow(t, w.data() + r * cols, q.data(), cols, imp.data());
+                QVERIFY(std::memcmp(q.data(), with.codes.data() + r * rb, rb) == 0);
+            }
+        }
+        imp[7] = NAN;
+        QVERIFY_THROWS_EXCEPTION(ArgumentError,
+                                 compress::quantize(w.data(), rows, cols,
+                                                    compress::ggufSettings(WeightMethod::Q4_K), "t",
+                                                    imp.data()));
+        // rows that do not fit the block: the error names the layer and the block
+        try {
+            compress::quantize(w.data(), 4, 320, compress::ggufSettings(WeightMethod::Q5_K),
+                               "layers.1.mlp.down");
+            QFAIL("expected ArgumentError");
+        } catch (const ArgumentError& e) {
+            const std::string msg = e.what();
+            QVERIFY(msg.find("layers.1.mlp.down") != std::string::npos);
+            QVERIFY(msg.find("256") != std::string::npos);
+        }
+    }
+
+    // Overlays with the new types save and load (method names, f16's 16 bits).
+    void overlayRoundTrip() {
+        const Model& m = kquantModel();
+        nlohmann::json j = nlohmann::json::parse(
+            "{\"lcw_recipe\": 1, \"rules\": [{\"targets\": [\"*.attn.*\"], \"weight\": "
+            "{\"method\": \"q3_k\"}}, {\"targets\": [\"*.mlp.*\"], \"weight\": "
+            "{\"method\": \"f16\"}}]}");
+        NullProgress np;
+        const auto cr = compress::compress(m, compress::Recipe::fromJson(j), np);
+        const std::string dir = lcwtest::tempDir("gguf-quants-overlay");
+        cr.model->save(dir);
+        const auto back = compress::CompressedModel::load(dir, m);
+        for (const auto& name : cr.model->replacedNames()) {
+            const auto* a = cr.model->compressed(name);
+            const auto* b = back->compressed(name);
+            QVERIFY(b);
+            QCOMPARE(b->packed.settings.method, a->packed.settings.method);
+            QVERIFY(b->packed.codes == a->packed.codes);
+            QVERIFY(b->values == a->values);
+        }
+        QCOMPARE(back->totalSize().bits, cr.model->totalSize().bits);
+    }
+
+    // The grid drawn over a histogram for each new type (compress::gridLevels).
+    void gridLevelsOfNewTypes() {
+        using compress::gridLevels;
+        auto s = [](WeightMethod m) { return compress::ggufSettings(m); };
+        auto near = [](double a, double b) { return std::fabs(a - b) < 1e-12; };
+        // q4_k: m + q d over [min(lo, 0), hi], 16 levels
+        auto g = gridLevels(s(WeightMethod::Q4_K), -1.0, 2.0);
+        QCOMPARE(int(g.size()), 16);
+        QVERIFY(near(g.front(), -1.0) && near(g.back(), 2.0) && near(g[1] - g[0], 0.2));
+        g = gridLevels(s(WeightMethod::Q4_K), 0.5, 2.0); // the minimum is clamped to 0
+        QVERIFY(near(g.front(), 0.0) && near(g.back(), 2.0));
+        QCOMPARE(int(gridLevels(s(WeightMethod::Q2_K), -1.0, 2.0).size()), 4);
+        QCOMPARE(int(gridLevels(s(WeightMethod::Q5_K), -1.0, 2.0).size()), 32);
+        g = gridLevels(s(WeightMethod::Q5_1), 0.5, 2.0); // q5_1 keeps its own minimum
+        QCOMPARE(int(g.size()), 32);
+        QVERIFY(near(g.front(), 0.5) && near(g.back(), 2.0));
+        // q3_k / q6_k: d q with d = -(signed max) / 4 or / 32
+        g = gridLevels(s(WeightMethod::Q3_K), -3.0, 1.0);
+        QCOMPARE(int(g.size()), 8);
+        QVERIFY(near(g.front(), -3.0) && near(g.back(), 2.25));
+        g = gridLevels(s(WeightMethod::Q6_K), -1.0, 3.2);
+        QCOMPARE(int(g.size()), 64);
+        QVERIFY(near(g.front(), -3.1) && near(g.back(), 3.2));
+        // iq4: the non-linear code book scaled so that the signed max is a level
+        g = gridLevels(s(WeightMethod::IQ4_NL), -0.5, 2.0);
+        QCOMPARE(int(g.size()), 16);
+        QVERIFY(near(g.back(), 2.0) && near(g.front(), -2.0 * 113.0 / 127.0));
+        QCOMPARE(gridLevels(s(WeightMethod::IQ4_XS), -0.5, 2.0), g);
+        QVERIFY(gridLevels(s(WeightMethod::F16), -1.0, 1.0).empty());
+    }
+
     // ---- the runtime uses IQ4 weights ----
     // llama-quantize's IQ4_NL file (with its q6_K output) loads and runs: its logits equal those
     // of the same weights dequantised to F32 in memory, and stay near the F32 model's (loosely:
@@ -340,6 +639,28 @@ private slots:
         const double rel = relRms(lf.data(), lq.data(), int64_t(lq.size()));
         QVERIFY2(rel < 0.8 && rel > 1e-3,
                  qPrintable(QString("relative RMS logit difference to F32 %1").arg(rel)));
+
+        // IQ4_XS weights (every 2-D weight of this model has rows of 256 multiples) run too, and
+        // equal their dequantised F32 copy.
+        lcwtest::MemWeights xs, xsRef;
+        xs.sp = xsRef.sp = ref->spec();
+        int nXs = 0;
+        for (const auto& t : ref->tensors()) {
+            const auto v = baseFloats(t);
+            const bool q = t.shape.size() == 2 && t.cols() % 256 == 0;
+            xs.add(t.name, t.shape, v, q ? DType::IQ4_XS : DType::F32);
+            xsRef.add(t.name, t.shape, xs.ref.at(t.name));
+            nXs += q;
+        }
+        QVERIFY(nXs >= 28);
+        std::vector<float> lx, lxr;
+        Session(xs, {.contextLength = 32, .threads = 2}).forward(ids, lx, true);
+        Session(xsRef, {.contextLength = 32, .threads = 2}).forward(ids, lxr, true);
+        for (float v : lx) QVERIFY(std::isfinite(v));
+        const double sameXs = relRms(lxr.data(), lx.data(), int64_t(lx.size()));
+        QVERIFY2(sameXs < 1e-5, qPrintable(QString("iq4_xs vs dequantised F32: %1").arg(sameXs)));
+        const double relXs = relRms(lf.data(), lx.data(), int64_t(lx.size()));
+        QVERIFY2(relXs < 0.8 && relXs > 1e-3, qPrintable(QString("iq4_xs vs F32 %1").arg(relXs)));
     }
 };
 

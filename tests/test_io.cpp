@@ -412,8 +412,9 @@ private slots:
         QCOMPARE(y[1], 1.0f);
         QVERIFY_THROWS_EXCEPTION(lcw::ArgumentError,
                                  lcw::quantizeRow(lcw::DType::Q8_0, blk, q, 31));
+        // k-quants are supported now (tests/test_gguf_quants.cpp); integer types are not.
         QVERIFY_THROWS_EXCEPTION(lcw::UnsupportedError,
-                                 lcw::quantizeRow(lcw::DType::Q4_K, blk, q, 256));
+                                 lcw::quantizeRow(lcw::DType::I32, blk, q, 4));
     }
 
     // ---------------- GGUF ----------------

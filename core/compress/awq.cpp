@@ -61,7 +61,9 @@ AwqScaleResult awqSearchScale(const float* X, int64_t n, int64_t cols,
             ws.assign(m.w, m.w + m.rows * cols);
             for (int64_t r = 0; r < m.rows; ++r)
                 for (int64_t j = 0; j < cols; ++j) ws[size_t(r * cols + j)] *= s[size_t(j)];
-            wq = dequantize(quantizeClipped(ws.data(), m.rows, cols, m.settings, {}, m.name),
+            wq = dequantize(m.settings.ggufGrid
+                                ? quantize(ws.data(), m.rows, cols, m.settings.stored(), m.name)
+                                : quantizeClipped(ws.data(), m.rows, cols, m.settings, {}, m.name),
                             m.name);
             for (int64_t r = 0; r < m.rows; ++r)
                 for (int64_t j = 0; j < cols; ++j) wq[size_t(r * cols + j)] /= s[size_t(j)];
@@ -79,13 +81,14 @@ AwqScaleResult awqSearchScale(const float* X, int64_t n, int64_t cols,
 
 AwqClipResult awqClipQuantize(const float* X, int64_t n, int64_t cols, const float* w, int64_t rows,
                               const WeightSettings& s, const AwqOptions& o,
-                              const std::string& name) {
+                              const std::string& name, const float* importance) {
     const SingleThreadIf oneThread(n * cols < (int64_t(1) << 18));
     AwqClipResult res;
-    res.packed = quantizeClipped(w, rows, cols, s, {}, name);
+    res.packed = s.ggufGrid ? quantize(w, rows, cols, s.stored(), name, importance)
+                            : quantizeClipped(w, rows, cols, s, {}, name);
     std::vector<float> wq = dequantize(res.packed, name);
     res.unclippedError = res.error = outputSqError(X, n, cols, w, wq.data(), rows);
-    if (!o.clipSearch || o.clipGrid < 1 || !(o.maxShrink > 0)) return res;
+    if (s.ggufGrid || !o.clipSearch || o.clipGrid < 1 || !(o.maxShrink > 0)) return res;
 
     const int64_t gpr = gridsPerRow(s, cols);
     const bool tensor = gpr == 0;

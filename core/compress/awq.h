@@ -55,9 +55,11 @@ struct AwqClipResult {
 };
 
 /// Quantises w [rows, cols] (scales already applied) with the clipping search on X [n, cols].
+/// With a GGUF grid (s.ggufGrid) ggml's quantiser chooses the blocks (with `importance`, one
+/// value per column, when given) and there is no clipping search.
 AwqClipResult awqClipQuantize(const float* X, int64_t n, int64_t cols, const float* w, int64_t rows,
                               const WeightSettings& s, const AwqOptions& o,
-                              const std::string& name);
+                              const std::string& name, const float* importance = nullptr);
 
 /// Σ over rows of ||X (w − ŵ)ᵀ||² (double accumulation of a float matrix product).
 double outputSqError(const float* X, int64_t n, int64_t cols, const float* w, const float* wq,

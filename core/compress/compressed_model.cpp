@@ -1,4 +1,5 @@
 #include "core/compress/compressed_model.h"
+#include "core/compress/imatrix.h"
 #include "core/common/json_file.h"
 #include "core/compress/pipeline.h"
 #include "core/compress/weight_stages.h"
@@ -58,11 +59,11 @@ WeightSettings settingsFromJson(const nlohmann::json& j, const std::string& wher
                                          : Granularity::Group;
         s.groupSize = j.at("group_size").get<int64_t>();
         const auto m = j.at("method").get<std::string>();
-        bool found = false;
-        for (int i = 0; i <= int(WeightMethod::OmniQuant); ++i)
-            if (m == weightMethodName(WeightMethod(i))) s.method = WeightMethod(i), found = true;
-        if (!found) throw FormatError(where, "unknown method '" + m + "'");
-        if (s.bits < 2 || s.bits > 8 || s.groupSize < 1)
+        const auto method = weightMethodFromName(m);
+        if (!method) throw FormatError(where, "unknown method '" + m + "'");
+        s.method = *method;
+        const bool f16 = s.method == WeightMethod::F16;
+        if ((f16 ? s.bits != 16 : (s.bits < 2 || s.bits > 8)) || s.groupSize < 1)
             throw FormatError(where, "bits or group_size out of range");
         return s;
     } catch (const json::exception& e) {
@@ -709,8 +710,38 @@ CompressResult compressWithBundledCalibration(const Model& base, const Recipe& r
     return compress(base, recipe, progress, opts);
 }
 
+std::vector<float> layerImportance(const CompressOptions& opts, const WeightSource& base,
+                                   const std::string& name, int64_t cols) {
+    if (!opts.imatrix) return {};
+    std::vector<float> v = importanceFor(*opts.imatrix, base, name);
+    if (int64_t(v.size()) != cols) return {};
+    return v;
+}
+
 CompressResult compress(const Model& base, const Recipe& recipe, Progress& progress,
-                        const CompressOptions& opts) {
+                        const CompressOptions& options) {
+    // The recipe's importance matrix, unless the caller gave one.
+    CompressOptions opts = options;
+    std::optional<Imatrix> ownImatrix;
+    if (!opts.imatrix && !recipe.imatrix.empty()) {
+        if (recipe.imatrix == "calibrate") {
+            if (!opts.calibration || opts.calibration->empty())
+                throw RecipeError(-1, "imatrix",
+                                  "\"calibrate\" computes the importance matrix from calibration "
+                                  "text, and none was given");
+            ImatrixResult ir = computeImatrix(base, *opts.calibration, {}, progress);
+            if (ir.status == Status::Cancelled) {
+                CompressResult c;
+                c.status = Status::Cancelled;
+                return c;
+            }
+            ownImatrix = std::move(ir.imatrix);
+        } else {
+            ownImatrix = readImatrix(recipe.imatrix);
+            checkImatrix(*ownImatrix, base);
+        }
+        opts.imatrix = &*ownImatrix;
+    }
     const auto t0 = std::chrono::steady_clock::now();
     CompressResult res;
     PlanOptions po;

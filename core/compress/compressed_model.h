@@ -21,6 +21,8 @@
 
 namespace lcw::compress {
 
+struct Imatrix;
+
 /// How one replaced (or added) tensor is stored.
 struct TensorEntry {
     int64_t rows = 0, cols = 0;
@@ -209,7 +211,18 @@ struct CompressOptions {
     /// columns) and every layer gets its output error on the calibration inputs.
     const CalibrationSet* calibration = nullptr;
     CaptureOptions capture;
+    /// Importance matrix for the GGUF types' scale search and GPTQ / AWQ on GGUF grids (not
+    /// owned). Null: the recipe's "imatrix" (a file, or "calibrate" from `calibration`), if any.
+    const Imatrix* imatrix = nullptr;
 };
+
+/// The importance of layer `name` (cols input columns) from opts.imatrix: empty when there is no
+/// imatrix, no entry for the layer, or the entry does not have `cols` values.
+std::vector<float> layerImportance(const CompressOptions& opts, const WeightSource& base,
+                                   const std::string& name, int64_t cols);
+inline const float* dataOrNull(const std::vector<float>& v) {
+    return v.empty() ? nullptr : v.data();
+}
 
 struct CompressResult {
     Status status = Status::Ok;

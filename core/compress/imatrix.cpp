@@ -345,6 +345,18 @@ std::vector<float> Imatrix::importance(std::string_view name, int64_t cols, int6
     return v;
 }
 
+std::vector<float> importanceFor(const Imatrix& m, const WeightSource& model,
+                                 const std::string& canonical) {
+    const auto site = siteOf(model, canonical);
+    const auto cols = colsOf(model, canonical);
+    if (!site || !cols) return {};
+    const int64_t experts = site->expert >= 0 ? model.spec().nExperts : 1;
+    std::vector<float> v = m.importance(site->name, *cols, experts);
+    if (v.empty() || site->expert < 0) return v;
+    return std::vector<float>(v.begin() + site->expert * *cols,
+                              v.begin() + (site->expert + 1) * *cols);
+}
+
 Imatrix readImatrix(const std::string& path) {
     const auto f = MappedFile::open(path);
     Reader r(path, f->data(), f->size());

@@ -57,6 +57,13 @@ struct Imatrix {
     std::vector<float> importance(std::string_view name, int64_t cols, int64_t experts = 1) const;
 };
 
+/// The importance (mean x² per input column, as llama-quantize passes it to ggml's quantisers)
+/// of lcw's linear `canonical` of `model`: its llama.cpp tensor's entry (fused q/k/v and gate/up
+/// share their tensor's entry), the expert's slice of a merged MoE tensor. Empty when the
+/// imatrix has no entry for it; FormatError when the entry's size does not fit.
+std::vector<float> importanceFor(const Imatrix& m, const WeightSource& model,
+                                 const std::string& canonical);
+
 /// Reads a legacy binary imatrix (int32 entry count; per entry int32 name length, name, int32
 /// ncall, int32 nval, nval float32; then optionally int32 chunk count, int32 length and the
 /// dataset name). Validates before it allocates: truncation, counts and lengths against the file

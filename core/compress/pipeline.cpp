@@ -15,6 +15,7 @@
 #include <Eigen/Dense>
 
 #include <algorithm>
+#include <cstring>
 #include <chrono>
 #include <cmath>
 #include <map>
@@ -398,7 +399,8 @@ CompressResult compressCalibrated(const Model& base, const Recipe& recipe, Plan 
                 lr.scheme = lp.weight.describe();
                 lr.rule = lp.origin.count("weight") ? lp.origin.at("weight") : -1;
                 lr.bits = lp.weight.bits;
-                PackedTensor p = quantize(W.data(), rows, cols, lp.weight, lp.name);
+                PackedTensor p = quantize(W.data(), rows, cols, lp.weight, lp.name,
+                                          dataOrNull(layerImportance(opts, base, lp.name, cols)));
                 lr.bitsPerWeight = p.bitsPerWeight();
                 lr.storageBits = p.storageBits();
                 cm->setTensor(lp.name, std::move(p));
@@ -425,6 +427,7 @@ CompressResult compressCalibrated(const Model& base, const Recipe& recipe, Plan 
             for (int32_t j : outl)
                 for (int64_t r = 0; r < rows; ++r) Wq[size_t(r * cols + j)] = 0.0f;
 
+            const std::vector<float> imp = layerImportance(opts, base, lp.name, cols);
             PackedTensor packed;
             switch (lp.weight.method) {
             case WeightMethod::Gptq: {
@@ -438,6 +441,23 @@ CompressResult compressCalibrated(const Model& base, const Recipe& recipe, Plan 
                 for (int32_t j : outl)
                     for (int64_t c = 0; c < cols; ++c)
                         H[size_t(j * cols + c)] = H[size_t(c * cols + j)] = c == j ? 1.0 : 0.0;
+                if (lp.weight.ggufGrid) {
+                    GptqGgufResult g =
+                        gptqQuantizeGguf(Wq.data(), rows, cols, H.data(),
+                                         ggufMethodType(*lp.weight.ggufGrid), dataOrNull(imp), go,
+                                         lp.name);
+                    packed.settings = lp.weight.stored();
+                    packed.rows = rows;
+                    packed.cols = cols;
+                    packed.codes.resize(g.bytes.size());
+                    std::memcpy(packed.codes.data(), g.bytes.data(), g.bytes.size());
+                    det["damp"] = g.damp;
+                    det["gguf"] = weightMethodName(*lp.weight.ggufGrid);
+                    det["dead_columns"] = g.deadColumns;
+                    det["act_order"] = go.actOrder;
+                    det["block_size"] = go.blockSize;
+                    break;
+                }
                 GptqResult g =
                     gptqQuantize(Wq.data(), rows, cols, H.data(), lp.weight, go, lp.name);
                 packed = std::move(g.packed);
@@ -451,8 +471,8 @@ CompressResult compressCalibrated(const Model& base, const Recipe& recipe, Plan 
                 const AwqOptions ao = awqOptions(lp.weightJson);
                 int64_t n = 0;
                 const std::vector<float> X = searchRows(in, sc, ao.maxRows, n);
-                AwqClipResult c =
-                    awqClipQuantize(X.data(), n, cols, Wq.data(), rows, lp.weight, ao, lp.name);
+                AwqClipResult c = awqClipQuantize(X.data(), n, cols, Wq.data(), rows, lp.weight,
+                                                  ao, lp.name, dataOrNull(imp));
                 packed = std::move(c.packed);
                 det["clip"] = c.clipped ? c.meanClip : 1.0;
                 break;
@@ -461,7 +481,7 @@ CompressResult compressCalibrated(const Model& base, const Recipe& recipe, Plan 
                 packed = std::move(omniPacked.at(lp.name));
                 break;
             default:
-                packed = quantize(Wq.data(), rows, cols, lp.weight, lp.name);
+                packed = quantize(Wq.data(), rows, cols, lp.weight, lp.name, dataOrNull(imp));
             }
             if (!outl.empty()) {
                 packed.outlierCols = outl;
@@ -502,7 +522,8 @@ CompressResult compressCalibrated(const Model& base, const Recipe& recipe, Plan 
         const auto l0 = Clock::now();
         BlockTensors bt(base);
         const std::vector<float> W = bt.get(lp.name);
-        PackedTensor p = quantize(W.data(), lp.rows, lp.cols, lp.weight, lp.name);
+        PackedTensor p = quantize(W.data(), lp.rows, lp.cols, lp.weight, lp.name,
+                                  dataOrNull(layerImportance(opts, base, lp.name, lp.cols)));
         LayerReport lr;
         lr.name = lp.name;
         lr.shape = {lp.rows, lp.cols};

@@ -18,16 +18,7 @@ namespace {
 constexpr int64_t kParallelMin = 1 << 16;
 
 DType ggufType(WeightMethod m) {
-    switch (m) {
-    case WeightMethod::Q8_0:
-        return DType::Q8_0;
-    case WeightMethod::Q4_0:
-        return DType::Q4_0;
-    case WeightMethod::Q4_1:
-        return DType::Q4_1;
-    default:
-        return DType::Q5_0;
-    }
+    return ggufMethodType(m);
 }
 
 /// Smallest f16 >= s (s >= 0, finite), so that the stored scale never clips the range.
@@ -190,7 +181,12 @@ uint8_t f32ToE4m3(float x) {
     return uint8_t(sign | uint8_t((qe + 7) << 3) | uint8_t(mant));
 }
 
-std::vector<double> gridLevels(const WeightSettings& s, double lo, double hi) {
+// IQ4_NL / IQ4_XS code book.
+constexpr int8_t kIq4Levels[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                   1,    13,   25,  38,  53,  69,  89,  113};
+
+std::vector<double> gridLevels(const WeightSettings& settings, double lo, double hi) {
+    const WeightSettings s = settings.stored();
     std::vector<double> out;
     if (!std::isfinite(lo) || !std::isfinite(hi) || hi < lo) return out;
     const double amax = std::max(std::fabs(lo), std::fabs(hi));
@@ -200,6 +196,8 @@ std::vector<double> gridLevels(const WeightSettings& s, double lo, double hi) {
         if (!(d != 0) || !std::isfinite(d)) return;
         for (int q = q0; q <= q1; ++q) out.push_back(offset + q * d);
     };
+    // k-quants fit a minimum that is never above 0 (ggml clamps it).
+    const double lo0 = std::min(lo, 0.0);
     switch (s.method) {
     case WeightMethod::Q8_0:
         steps(amax / 127.0, -127, 127, 0.0);
@@ -210,9 +208,34 @@ std::vector<double> gridLevels(const WeightSettings& s, double lo, double hi) {
     case WeightMethod::Q5_0:
         steps(-signedMax / 16.0, -16, 15, 0.0);
         break;
+    case WeightMethod::Q3_K:
+        steps(-signedMax / 4.0, -4, 3, 0.0);
+        break;
+    case WeightMethod::Q6_K:
+        steps(-signedMax / 32.0, -32, 31, 0.0);
+        break;
     case WeightMethod::Q4_1:
         steps((hi - lo) / 15.0, 0, 15, lo);
         break;
+    case WeightMethod::Q5_1:
+        steps((hi - lo) / 31.0, 0, 31, lo);
+        break;
+    case WeightMethod::Q2_K:
+        steps((hi - lo0) / 3.0, 0, 3, lo0);
+        break;
+    case WeightMethod::Q4_K:
+        steps((hi - lo0) / 15.0, 0, 15, lo0);
+        break;
+    case WeightMethod::Q5_K:
+        steps((hi - lo0) / 31.0, 0, 31, lo0);
+        break;
+    case WeightMethod::IQ4_NL:
+    case WeightMethod::IQ4_XS:
+        if (signedMax != 0)
+            for (const int8_t v : kIq4Levels) out.push_back(-signedMax / 127.0 * double(v));
+        break;
+    case WeightMethod::F16:
+        break; // no grid to draw: every half float
     default:
         switch (s.format) {
         case WeightFormat::Int:
@@ -243,11 +266,12 @@ float e4m3ToF32(uint8_t v) {
     return (v & 0x80) ? -a : a;
 }
 
-uint64_t packedCodeBytes(int64_t rows, int64_t cols, const WeightSettings& s) {
-    return uint64_t(rows) * rowCodeBytes(cols, s);
+uint64_t packedCodeBytes(int64_t rows, int64_t cols, const WeightSettings& settings) {
+    return uint64_t(rows) * rowCodeBytes(cols, settings.stored());
 }
 
-uint64_t packedStorageBits(int64_t rows, int64_t cols, const WeightSettings& s) {
+uint64_t packedStorageBits(int64_t rows, int64_t cols, const WeightSettings& settings) {
+    const WeightSettings s = settings.stored();
     const uint64_t codeBits = 8 * packedCodeBytes(rows, cols, s);
     if (methodIsGguf(s.method)) return codeBits; // scales live inside the blocks
     const bool asym = s.format == WeightFormat::Int && !s.symmetric;
@@ -260,7 +284,7 @@ uint64_t packedStorageBits(int64_t rows, int64_t cols, const WeightSettings& s) 
 }
 
 int64_t PackedTensor::groupsPerRow() const {
-    if (methodIsGguf(settings.method)) return cols / 32;
+    if (methodIsGguf(settings.method)) return cols / dtypeBlockElems(ggufType(settings.method));
     if (settings.granularity == Granularity::Group)
         return (cols + settings.groupSize - 1) / settings.groupSize;
     return 1;
@@ -348,24 +372,31 @@ PackedTensor rtnPacked(const float* w, int64_t rows, int64_t cols, const WeightS
 } // namespace
 
 PackedTensor quantize(const float* w, int64_t rows, int64_t cols, const WeightSettings& s,
-                      const std::string& name) {
+                      const std::string& name, const float* importance) {
     if (rows <= 0 || cols <= 0) throw ArgumentError(name + ": empty tensor");
     if (methodNeedsCalibration(s.method))
         throw UnsupportedError(name + ": method '" + std::string(weightMethodName(s.method)) +
                                "' needs calibration data (use compress() with a calibration set)");
     checkFinite(w, rows, cols, name);
     if (methodIsGguf(s.method)) {
-        if (cols % 32 != 0)
+        const DType t = ggufType(s.method);
+        const int64_t block = dtypeBlockElems(t);
+        if (cols % block != 0)
             throw ArgumentError(name + ": " + weightMethodName(s.method) +
-                                " needs rows that are a multiple of 32, this layer has rows of " +
-                                std::to_string(cols));
+                                " needs rows that are a multiple of " + std::to_string(block) +
+                                ", this layer has rows of " + std::to_string(cols));
+        if (importance)
+            for (int64_t j = 0; j < cols; ++j)
+                if (!std::isfinite(importance[j]))
+                    throw ArgumentError(name + ": non-finite importance at column " +
+                                        std::to_string(j));
         const uint64_t rb = rowCodeBytes(cols, s);
         PackedTensor p = zeroCodes(s, rows, cols);
-        const DType t = ggufType(s.method);
-#pragma omp parallel for schedule(static) if (rows * cols >= kParallelMin)
+        // Dynamic: k-quant rows cost 10-100x more than q8_0 rows and vary with their content.
+#pragma omp parallel for schedule(dynamic, 16) if (rows * cols >= kParallelMin)
         for (int64_t r = 0; r < rows; ++r)
             quantizeRow(t, w + r * cols, reinterpret_cast<std::byte*>(p.codes.data() + r * rb),
-                        cols);
+                        cols, importance);
         return p;
     }
     return rtnPacked(w, rows, cols, s, nullptr, name);

@@ -1,10 +1,11 @@
 #pragma once
 /// \file
 /// Weight quantizers: round-to-nearest (RTN) for int 2..8 bits (symmetric or asymmetric, per
-/// tensor / channel / group with a shorter last group), fp8 e4m3 and nf4, and GGUF's q8_0, q4_0,
-/// q4_1 and q5_0 block schemes (bit-identical to ggml). Every result keeps its packed form (codes,
-/// scales, zero points) so sizes are exact and the overlay can be saved; the float32 values are
-/// always produced by dequantize() from the packed form.
+/// tensor / channel / group with a shorter last group), fp8 e4m3 and nf4, and GGUF's weight types
+/// (q8_0, q4_0, q4_1, q5_0, q5_1, q2_k..q6_k, iq4_nl, iq4_xs, f16; bit-identical to ggml, with or
+/// without importance weights). Every result keeps its packed form (codes, scales, zero points)
+/// so sizes are exact and the overlay can be saved; the float32 values are always produced by
+/// dequantize() from the packed form.
 #include "core/compress/recipe.h"
 
 #include <cstdint>
@@ -38,14 +39,18 @@ struct PackedTensor {
     double bitsPerWeight() const {
         return rows > 0 && cols > 0 ? double(storageBits()) / double(rows * cols) : 0.0;
     }
-    /// Groups per row (tensor: the tensor is one group).
+    /// Groups per row (tensor: the tensor is one group; GGUF: ggml blocks per row).
     int64_t groupsPerRow() const;
 };
 
 /// Quantises w (row-major [rows, cols], float32). `name` names the layer in errors (non-finite
-/// values, GGUF rows not a multiple of 32, unsupported method). Parallel over rows (OpenMP).
+/// values, GGUF rows not a multiple of the type's block: 32, or 256 for k-quants and iq4_xs, whose
+/// fallback is the planner's job; unsupported method). `importance` (cols floats, finite, e.g. an
+/// imatrix's per-column mean of x^2) makes the GGUF types use ggml's weighted quantisers, as
+/// llama-quantize --imatrix does (q8_0 and f16 ignore it; so do the non-GGUF methods). Parallel
+/// over rows (OpenMP).
 PackedTensor quantize(const float* w, int64_t rows, int64_t cols, const WeightSettings& s,
-                      const std::string& name);
+                      const std::string& name, const float* importance = nullptr);
 
 // ---- building blocks for methods that pick their own grids or codes (GPTQ, AWQ) ----
 
@@ -94,7 +99,12 @@ const float* nf4Levels();
 /// stats::quantGridLevels; nf4: the 16 NF4 levels × abs-max; fp8_e4m3: every finite e4m3 value
 /// × abs-max/448; GGUF q8_0 d·q (q in −127..127, d = abs-max/127), q4_0 / q5_0 d·(q − 8) /
 /// d·(q − 16) with d = −(the signed value of largest magnitude)/8 or /16, q4_1 min + q·d with
-/// d = (max − min)/15. Ascending; empty for an empty or non-finite range.
+/// d = (max − min)/15, q5_1 likewise with 31 steps. k-quants (one sub-block's grid, before the
+/// 6- or 4-bit quantisation of its scale): q2_k / q4_k / q5_k m + q·d, q in 0..3 / 0..15 / 0..31,
+/// m = min(lo, 0), d = (hi − m)/3, /15, /31; q3_k d·q, q in −4..3, d = −(signed max)/4; q6_k d·q,
+/// q in −32..31, d = −(signed max)/32. iq4_nl / iq4_xs: d·k over the 16 non-linear code-book
+/// values k (−127..113) with d = −(signed max)/127 (ggml's search then refines d per block).
+/// f16: empty (no grid to draw). Ascending; empty for an empty or non-finite range.
 std::vector<double> gridLevels(const WeightSettings& s, double lo, double hi);
 
 /// Error statistics of a reconstruction.

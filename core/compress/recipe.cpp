@@ -4,6 +4,7 @@
 #include "core/model/model.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <cctype>
 #include <cstdio>
 #include <regex>
@@ -98,19 +99,50 @@ double numField(const json& v, int rule, const std::string& field, double lo, do
 
 const std::vector<std::string> kFormats = {"int", "fp8_e4m3", "nf4"};
 const std::vector<std::string> kGranularities = {"tensor", "channel", "group"};
-const std::vector<std::string> kMethods = {"rtn",  "q8_0", "q4_0", "q4_1",
-                                           "q5_0", "gptq", "awq",  "omniquant"};
+// In WeightMethod order.
+const std::vector<std::string> kMethods = {"rtn",  "q8_0",      "q4_0",   "q4_1",   "q5_0", "gptq",
+                                           "awq",  "omniquant", "q5_1",   "q2_k",   "q3_k", "q4_k",
+                                           "q5_k", "q6_k",      "iq4_nl", "iq4_xs", "f16"};
+static_assert(kWeightMethodCount == 17);
 
 WeightMethod methodFromName(const std::string& s) {
     const auto i = std::find(kMethods.begin(), kMethods.end(), s) - kMethods.begin();
     return WeightMethod(i);
 }
 
+struct GgufMethod {
+    WeightMethod method;
+    DType type;
+    int bits;       // nominal code bits (WeightSettings::bits)
+    bool symmetric; // no per-block minimum
+    int subBlock;   // weights per scale (WeightSettings::groupSize)
+};
+const GgufMethod kGguf[] = {
+    {WeightMethod::Q8_0, DType::Q8_0, 8, true, 32},
+    {WeightMethod::Q4_0, DType::Q4_0, 4, true, 32},
+    {WeightMethod::Q4_1, DType::Q4_1, 4, false, 32},
+    {WeightMethod::Q5_0, DType::Q5_0, 5, true, 32},
+    {WeightMethod::Q5_1, DType::Q5_1, 5, false, 32},
+    {WeightMethod::Q2_K, DType::Q2_K, 2, false, 16},
+    {WeightMethod::Q3_K, DType::Q3_K, 3, true, 16},
+    {WeightMethod::Q4_K, DType::Q4_K, 4, false, 32},
+    {WeightMethod::Q5_K, DType::Q5_K, 5, false, 32},
+    {WeightMethod::Q6_K, DType::Q6_K, 6, true, 16},
+    {WeightMethod::IQ4_NL, DType::IQ4_NL, 4, true, 32},
+    {WeightMethod::IQ4_XS, DType::IQ4_XS, 4, true, 32},
+    {WeightMethod::F16, DType::F16, 16, true, 1},
+};
+const GgufMethod* ggufInfo(WeightMethod m) {
+    for (const auto& g : kGguf)
+        if (g.method == m) return &g;
+    return nullptr;
+}
+
 /// Validates a weight section on its own (types, ranges, consistency within the section).
 void validateWeight(const json& w, int rule) {
     if (!w.is_object()) fail(rule, "weight", "expected an object or null, got " + w.dump());
     checkKeys(w,
-              {"bits", "format", "symmetric", "granularity", "group_size", "method", "damp",
+              {"bits", "format", "symmetric", "granularity", "group_size", "method", "gguf", "damp",
                "act_order", "block_size", "awq", "epochs", "lr", "let", "lr_let", "let_shift"},
               rule, "weight.");
     if (w.contains("damp")) numField(w["damp"], rule, "weight.damp", 1e-6, 1.0);
@@ -141,6 +173,14 @@ void validateWeight(const json& w, int rule) {
     if (w.contains("group_size"))
         intField(w["group_size"], rule, "weight.group_size", 1, int64_t(1) << 30);
     if (w.contains("method")) strField(w["method"], rule, "weight.method", kMethods);
+    if (w.contains("gguf")) {
+        std::vector<std::string> grids;
+        for (const auto& m : kMethods) {
+            const auto wm = weightMethodFromName(m);
+            if (wm && methodIsGguf(*wm) && *wm != WeightMethod::F16) grids.push_back(m);
+        }
+        strField(w["gguf"], rule, "weight.gguf", grids);
+    }
     if (fmt == "fp8_e4m3" && w.contains("bits") && w["bits"] != 8)
         fail(rule, "weight.bits", "format fp8_e4m3 has 8 bits, got " + w["bits"].dump());
     if (fmt == "nf4" && w.contains("bits") && w["bits"] != 4)
@@ -373,17 +413,85 @@ const char* weightMethodName(WeightMethod m) {
     return kMethods[size_t(m)].c_str();
 }
 
+std::optional<WeightMethod> weightMethodFromName(std::string_view name) {
+    for (size_t i = 0; i < kMethods.size(); ++i)
+        if (kMethods[i] == name) return WeightMethod(i);
+    return std::nullopt;
+}
+
 bool methodIsGguf(WeightMethod m) {
-    return m == WeightMethod::Q8_0 || m == WeightMethod::Q4_0 || m == WeightMethod::Q4_1 ||
-           m == WeightMethod::Q5_0;
+    return ggufInfo(m) != nullptr;
+}
+
+DType ggufMethodType(WeightMethod m) {
+    if (const GgufMethod* g = ggufInfo(m)) return g->type;
+    throw ArgumentError(std::string("method '") + weightMethodName(m) + "' is not a GGUF type");
+}
+
+WeightSettings ggufSettings(WeightMethod m) {
+    const GgufMethod* g = ggufInfo(m);
+    if (!g)
+        throw ArgumentError(std::string("method '") + weightMethodName(m) + "' is not a GGUF type");
+    WeightSettings s;
+    s.method = m;
+    s.format = WeightFormat::Int;
+    s.granularity = Granularity::Group;
+    s.groupSize = g->subBlock;
+    s.bits = g->bits;
+    s.symmetric = g->symmetric;
+    return s;
+}
+
+std::optional<WeightMethod> ggufMethodForType(DType t) {
+    for (const auto& g : kGguf)
+        if (g.type == t) return g.method;
+    return std::nullopt;
+}
+
+double ggufBitsPerWeight(WeightMethod m) {
+    const GgufMethod* g = ggufInfo(m);
+    if (!g) return 0;
+    return 8.0 * double(dtypeBlockBytes(g->type)) / double(dtypeBlockElems(g->type));
+}
+
+std::optional<WeightMethod> ggufFallback(WeightMethod m, int64_t cols) {
+    const GgufMethod* g = ggufInfo(m);
+    if (!g) return m;
+    auto fits = [&](DType t) { return cols % dtypeBlockElems(t) == 0; };
+    if (fits(g->type)) return m;
+    WeightMethod sub;
+    switch (m) {
+    case WeightMethod::Q2_K:
+    case WeightMethod::Q3_K:
+    case WeightMethod::IQ4_XS:
+        sub = WeightMethod::IQ4_NL;
+        break;
+    case WeightMethod::Q4_K:
+        sub = WeightMethod::Q5_0;
+        break;
+    case WeightMethod::Q5_K:
+        sub = WeightMethod::Q5_1;
+        break;
+    case WeightMethod::Q6_K:
+        sub = WeightMethod::Q8_0;
+        break;
+    default:
+        return std::nullopt; // a 32-element type: no fallback
+    }
+    return fits(ggufMethodType(sub)) ? sub : WeightMethod::F16;
 }
 
 bool methodNeedsCalibration(WeightMethod m) {
     return m == WeightMethod::Gptq || m == WeightMethod::Awq || m == WeightMethod::OmniQuant;
 }
 
+WeightSettings WeightSettings::stored() const {
+    return ggufGrid ? ggufSettings(*ggufGrid) : *this;
+}
+
 std::string WeightSettings::describe() const {
     if (methodIsGguf(method)) return weightMethodName(method);
+    if (ggufGrid) return std::string(weightMethodName(method)) + " " + weightMethodName(*ggufGrid);
     std::string s;
     if (format == WeightFormat::Int)
         s = "int" + std::to_string(bits);
@@ -447,7 +555,7 @@ bool Rule::matches(const std::string& name) const {
 
 Recipe Recipe::fromJson(const json& j) {
     if (!j.is_object()) fail(-1, "", "expected a JSON object");
-    checkKeys(j, {"lcw_recipe", "name", "description", "rules"}, -1, "");
+    checkKeys(j, {"lcw_recipe", "name", "description", "imatrix", "rules"}, -1, "");
     if (!j.contains("lcw_recipe"))
         fail(-1, "lcw_recipe", "missing (a recipe starts with \"lcw_recipe\": 1)");
     if (!j["lcw_recipe"].is_number_integer() || j["lcw_recipe"].get<int64_t>() != kVersion)
@@ -461,6 +569,12 @@ Recipe Recipe::fromJson(const json& j) {
     if (j.contains("description")) {
         if (!j["description"].is_string()) fail(-1, "description", "expected a string");
         r.description = j["description"].get<std::string>();
+    }
+    if (j.contains("imatrix")) {
+        if (!j["imatrix"].is_string() || j["imatrix"].get<std::string>().empty())
+            fail(-1, "imatrix",
+                 "expected the path of a llama.cpp imatrix file or \"calibrate\"");
+        r.imatrix = j["imatrix"].get<std::string>();
     }
     if (!j.contains("rules") || !j["rules"].is_array())
         fail(-1, "rules", "missing or not an array");
@@ -525,7 +639,11 @@ Recipe Recipe::fromJson(const json& j) {
 Recipe Recipe::load(const std::string& path) {
     const json j = readJsonFile(path);
     try {
-        return fromJson(j);
+        Recipe r = fromJson(j);
+        if (!r.imatrix.empty() && r.imatrix != "calibrate" &&
+            std::filesystem::path(r.imatrix).is_relative())
+            r.imatrix = (std::filesystem::path(path).parent_path() / r.imatrix).lexically_normal().string();
+        return r;
     } catch (const RecipeError& e) {
         throw RecipeError(e.rule(), e.field(),
                           std::string(e.what()).substr(ruleWhere(e.rule(), e.field()).size() + 2) +
@@ -536,6 +654,7 @@ Recipe Recipe::load(const std::string& path) {
 json Recipe::toJson() const {
     json j = {{"lcw_recipe", kVersion}, {"name", name}};
     if (!description.empty()) j["description"] = description;
+    if (!imatrix.empty()) j["imatrix"] = imatrix;
     j["rules"] = json::array();
     for (const auto& r : rules) {
         json rj = {{"targets", r.targets}};
@@ -1010,18 +1129,49 @@ Plan planRecipe(const Recipe& r, const Model& model, const PlanOptions& opts) {
             s.granularity = Granularity::Group;
             s.groupSize = 64;
         }
-        if (methodIsGguf(s.method)) {
-            s.format = WeightFormat::Int;
-            s.granularity = Granularity::Group;
-            s.groupSize = 32;
-            s.bits = s.method == WeightMethod::Q8_0 ? 8 : s.method == WeightMethod::Q5_0 ? 5 : 4;
-            s.symmetric = s.method != WeightMethod::Q4_1;
-            if (lp.cols % 32 != 0)
+        if (w->contains("gguf")) {
+            if (s.method != WeightMethod::Gptq && s.method != WeightMethod::Awq)
+                fail(org("gguf"), "weight.gguf",
+                     "a GGUF grid goes with method gptq or awq (rule " +
+                         std::to_string(org("method")) + " sets " + weightMethodName(s.method) +
+                         " for " + t.name + "); ggml's own quantiser is method \"" +
+                         (*w)["gguf"].get<std::string>() + "\"");
+            const WeightMethod grid = methodFromName((*w)["gguf"].get<std::string>());
+            const std::optional<WeightMethod> fit = ggufFallback(grid, lp.cols);
+            if (!fit || *fit == WeightMethod::F16)
+                fail(org("gguf"), "weight.gguf",
+                     std::string(weightMethodName(grid)) + " blocks do not fit " + t.name +
+                         "'s rows of " + std::to_string(lp.cols) + " weights");
+            if (*fit != grid) {
+                lp.fallbackFrom = grid;
+                plan.warnings.push_back(t.name + ": " + weightMethodName(grid) +
+                                        " needs rows that are a multiple of 256 but the rows "
+                                        "have " +
+                                        std::to_string(lp.cols) + " weights; using " +
+                                        weightMethodName(*fit) + " instead (llama.cpp's fallback)");
+            }
+            const WeightMethod method = s.method;
+            s = ggufSettings(*fit);
+            s.method = method;
+            s.ggufGrid = *fit;
+        } else if (methodIsGguf(s.method)) {
+            const std::optional<WeightMethod> fit = ggufFallback(s.method, lp.cols);
+            if (!fit)
                 fail(org("method"), "weight.method",
                      std::string(weightMethodName(s.method)) +
                          " needs rows that are a multiple of 32 but " + t.name + " has rows of " +
                          std::to_string(lp.cols) +
                          " (ignore it in this rule or give it an RTN rule after this one)");
+            if (*fit != s.method) {
+                lp.fallbackFrom = s.method;
+                plan.warnings.push_back(t.name + ": " + weightMethodName(s.method) +
+                                        " needs rows that are a " +
+                                        "multiple of 256 but the rows have " +
+                                        std::to_string(lp.cols) + " weights; using " +
+                                        weightMethodName(*fit) + " instead (llama.cpp's fallback)");
+                s.method = *fit;
+            }
+            s = ggufSettings(s.method);
         } else {
             if (s.format == WeightFormat::Nf4 && s.method != WeightMethod::Rtn)
                 fail(org("method"), "weight.method", "nf4 supports only rtn");

@@ -3,6 +3,7 @@
 /// Compression recipes: a versioned JSON document (docs/recipe-format.md) holding an ordered list
 /// of rules. Each rule selects layers by canonical name (globs, or "re:" regexes) and sets weight,
 /// activation, KV-cache and outlier settings. Later rules override earlier ones field by field.
+#include "core/common/dtype.h"
 #include "core/common/error.h"
 #include "core/compress/lowrank.h"
 #include "core/compress/sparsity.h"
@@ -15,6 +16,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace lcw {
@@ -38,15 +40,55 @@ private:
 
 enum class WeightFormat { Int, Fp8E4M3, Nf4 };
 enum class Granularity { Tensor, Channel, Group };
-/// Rtn works for every format; Q8_0/Q4_0/Q4_1/Q5_0 are GGUF's block schemes (their own bits,
-/// blocks of 32, f16 scales); Gptq/Awq/OmniQuant need calibration data.
-enum class WeightMethod { Rtn, Q8_0, Q4_0, Q4_1, Q5_0, Gptq, Awq, OmniQuant };
+/// Rtn works for every format; Gptq/Awq/OmniQuant need calibration data. The others are GGUF's
+/// weight types, quantised bit-identically to ggml (their own bits, blocks and f16 scales):
+/// Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 and IQ4_NL in blocks of 32; the k-quants Q2_K..Q6_K and IQ4_XS in
+/// super-blocks of 256; F16 (plain half floats: llama.cpp's last fallback). New values are
+/// appended (overlays store the names, not the numbers).
+enum class WeightMethod {
+    Rtn,
+    Q8_0,
+    Q4_0,
+    Q4_1,
+    Q5_0,
+    Gptq,
+    Awq,
+    OmniQuant,
+    Q5_1,
+    Q2_K,
+    Q3_K,
+    Q4_K,
+    Q5_K,
+    Q6_K,
+    IQ4_NL,
+    IQ4_XS,
+    F16,
+};
+/// Number of WeightMethod values (for iterating over them).
+inline constexpr int kWeightMethodCount = int(WeightMethod::F16) + 1;
 
 const char* weightFormatName(WeightFormat f); // "int", "fp8_e4m3", "nf4"
 const char* granularityName(Granularity g);   // "tensor", "channel", "group"
-const char* weightMethodName(WeightMethod m); // "rtn", "q8_0", ...
-bool methodIsGguf(WeightMethod m);            // q8_0, q4_0, q4_1, q5_0
-bool methodNeedsCalibration(WeightMethod m);  // gptq, awq, omniquant
+/// "rtn", "q8_0", "q4_k", "iq4_nl", "f16", ... (the recipe spelling).
+const char* weightMethodName(WeightMethod m);
+/// Parses weightMethodName() output; nullopt when unknown.
+std::optional<WeightMethod> weightMethodFromName(std::string_view name);
+/// The GGUF weight types: q8_0, q4_0, q4_1, q5_0, q5_1, q2_k..q6_k, iq4_nl, iq4_xs, f16.
+bool methodIsGguf(WeightMethod m);
+bool methodNeedsCalibration(WeightMethod m); // gptq, awq, omniquant
+/// The ggml type of a GGUF method (DType::Q4_K for q4_k, ...); ArgumentError for other methods.
+DType ggufMethodType(WeightMethod m);
+/// The GGUF method that writes ggml type t; nullopt for types that are not recipe methods.
+std::optional<WeightMethod> ggufMethodForType(DType t);
+/// Stored bits per weight of a GGUF method, from its block size (q4_k 4.5, q6_k 6.5625, iq4_xs
+/// 4.25, q8_0 8.5, f16 16); 0 for other methods.
+double ggufBitsPerWeight(WeightMethod m);
+/// llama.cpp's substitute (llama_tensor_get_type in llama-quant.cpp) for a GGUF type that does
+/// not fit rows of `cols` weights: q2_k/q3_k/iq4_xs -> iq4_nl, q4_k -> q5_0, q5_k -> q5_1,
+/// q6_k -> q8_0 when cols is not a multiple of 256, then f16 when the substitute's block of 32
+/// does not fit either. Returns m itself when it fits; nullopt for a 32-element type on rows that
+/// are not a multiple of 32 (llama.cpp has no fallback for those: an error in recipes).
+std::optional<WeightMethod> ggufFallback(WeightMethod m, int64_t cols);
 
 /// Resolved weight settings of one layer.
 struct WeightSettings {
@@ -56,9 +98,21 @@ struct WeightSettings {
     Granularity granularity = Granularity::Channel;
     int64_t groupSize = 128;
     WeightMethod method = WeightMethod::Rtn;
-    /// "int4 g128 asym", "q4_0", "nf4 g64", "fp8_e4m3 channel".
+    /// GPTQ / AWQ onto a GGUF type's blocks (recipe key weight.gguf): the codes are written in
+    /// that type; the other fields are then that type's (ggufSettings) apart from `method`.
+    std::optional<WeightMethod> ggufGrid;
+    /// "int4 g128 asym", "q4_0", "nf4 g64", "fp8_e4m3 channel", "gptq q4_k".
     std::string describe() const;
+    /// The settings the packed result is stored with: ggufSettings(*ggufGrid) for GPTQ / AWQ on
+    /// a GGUF grid, else these.
+    WeightSettings stored() const;
 };
+
+/// The resolved settings of a GGUF method as the planner stores them: format int, granularity
+/// group with groupSize the weights per block scale (32; 16 for q2_k, q3_k, q6_k; 1 for f16),
+/// bits the code bits (q2_k 2 ... q8_0 8, iq4 4, f16 16), symmetric unless the blocks store a
+/// minimum (q4_1, q5_1, q2_k, q4_k, q5_k). ArgumentError for other methods.
+WeightSettings ggufSettings(WeightMethod m);
 
 /// Resolved input-activation settings of one linear (fake-quantised at its input, see
 /// core/model/runtime_quant.h). bits 16 means none.
@@ -111,6 +165,10 @@ struct Recipe {
     static constexpr int kVersion = 1;
     std::string name;
     std::string description;
+    /// Importance matrix for the GGUF types' scale search (llama.cpp's --imatrix): a path to a
+    /// llama.cpp imatrix .dat file (relative paths are relative to the recipe file), "calibrate"
+    /// (computed from the calibration text, as llama-imatrix does), or empty (none).
+    std::string imatrix;
     std::vector<Rule> rules;
 
     /// Parses and validates (keys, types, ranges, regexes). Throws RecipeError.
@@ -151,6 +209,9 @@ struct LayerPlan {
     /// The weight is quantised (a weight section applies); false for layers that are only
     /// pruned or factorised.
     bool quantize = true;
+    /// The GGUF method the rules asked for when llama.cpp's fallback replaced it in `weight`
+    /// (k-quants and iq4_xs on rows that are not a multiple of 256); the plan warns about it.
+    std::optional<WeightMethod> fallbackFrom;
     std::optional<SparsitySettings> sparsity;
     std::optional<LowRankSettings> lowrank;
     int sparsityRule = -1, lowrankRule = -1; ///< last rule whose section applied
@@ -212,9 +273,11 @@ struct PlanOptions {
 };
 
 /// Matches the recipe against a model's targetable tensors and resolves every layer's settings.
-/// Rules matching nothing become warnings; settings that do not fit a layer (group larger than
-/// the row, GGUF block schemes on rows that are not a multiple of 32, methods needing
-/// calibration without any) throw RecipeError naming the rule and field.
+/// Rules matching nothing become warnings; so does every layer where a k-quant or iq4_xs falls
+/// back to llama.cpp's substitute because its rows are not a multiple of 256 (ggufFallback; the
+/// warning names the layer, the wanted and the substituted type). Settings that do not fit a
+/// layer (group larger than the row, 32-element GGUF types on rows that are not a multiple of 32,
+/// methods needing calibration without any) throw RecipeError naming the rule and field.
 Plan planRecipe(const Recipe& r, const Model& model, const PlanOptions& opts = {});
 
 } // namespace lcw::compress

@@ -356,7 +356,8 @@ Status applyWeightStages(const Model& base, const Plan& plan, const CompressOpti
                 e.rows = rows;
                 e.cols = cols;
                 if (lp.quantize)
-                    e.packed = quantize(pruned.data(), rows, cols, lp.weight, lp.name);
+                    e.packed = quantize(pruned.data(), rows, cols, lp.weight, lp.name,
+                                        dataOrNull(layerImportance(opts, base, lp.name, cols)));
                 else
                     e.values = pruned, e.valueBits = baseValueBits(bt);
                 if (lp.sparsity) {

@@ -18,9 +18,9 @@ namespace {
 /// The group size a weight section gives a layer, 0 when it does not quantise by groups (or
 /// uses a GGUF block scheme, whose blocks are fixed).
 int64_t effectiveGroup(const json& w) {
-    if (w.contains("method")) {
-        const auto m = w["method"].get<std::string>();
-        if (m == "q8_0" || m == "q5_0" || m == "q4_1" || m == "q4_0") return 0;
+    if (w.contains("method") && w["method"].is_string()) {
+        const auto m = compress::weightMethodFromName(w["method"].get<std::string>());
+        if (m && compress::methodIsGguf(*m)) return 0;
     }
     const std::string gran = w.contains("granularity") ? w["granularity"].get<std::string>() : "";
     const bool nf4 = w.contains("format") && w["format"].get<std::string>() == "nf4";
