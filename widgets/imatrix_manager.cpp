@@ -41,7 +41,7 @@ std::optional<ImatrixManager::Target> ImatrixManager::targetOf(const std::string
         if (it == t.canonical.end()) continue;
         // A merged MoE entry lists its experts' tensors in expert order.
         const int expert = t.experts > 1 ? int(it - t.canonical.begin()) % int(t.experts) : -1;
-        return Target{t.name, t.cols, t.experts, expert};
+        return Target{t.name, expert};
     }
     return std::nullopt;
 }
@@ -53,24 +53,22 @@ QString ImatrixManager::llamaNameOf(const QString& canonical) const {
 
 std::optional<ImatrixProfile> ImatrixManager::profileOf(const QString& canonical) const {
     if (!m_imatrix || !m_model) return std::nullopt;
-    const auto t = targetOf(canonical.toStdString());
-    if (!t) return std::nullopt;
-    const compress::ImatrixEntry* e = m_imatrix->find(t->name);
+    const std::string name = canonical.toStdString();
+    const auto t = targetOf(name);
+    const compress::ImatrixEntry* e = t ? m_imatrix->find(t->name) : nullptr;
     if (!e) return std::nullopt;
-    std::vector<float> all;
+    std::vector<float> values;
     try {
-        all = m_imatrix->importance(t->name, t->cols, t->experts);
+        values = compress::importanceFor(*m_imatrix, *m_model, name);
     } catch (const std::exception&) {
         return std::nullopt; // checked when installed; a mismatch here shows nothing
     }
+    if (values.empty()) return std::nullopt;
     ImatrixProfile p;
     p.llamaName = QString::fromStdString(t->name);
     p.expert = t->expert;
     p.ncall = e->ncall;
-    const size_t from = t->expert >= 0 ? size_t(t->expert) * size_t(t->cols) : 0;
-    const size_t n = std::min(all.size() - std::min(all.size(), from), size_t(t->cols));
-    p.values.reserve(qsizetype(n));
-    for (size_t i = 0; i < n; ++i) p.values << double(all[from + i]);
+    p.values = QVector<double>(values.begin(), values.end());
     return p;
 }
 

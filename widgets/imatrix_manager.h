@@ -99,9 +99,8 @@ signals:
 
 private:
     struct Target {
-        std::string name;
-        int64_t cols = 0, experts = 1;
-        int expert = -1;
+        std::string name; ///< llama.cpp's
+        int expert = -1;  ///< the slice of a merged MoE entry
     };
     const std::vector<compress::ImatrixTarget>& targets() const;
     std::optional<Target> targetOf(const std::string& canonical) const;
