@@ -29,6 +29,7 @@ ChannelProfilePlot::ChannelProfilePlot(QWidget* parent)
         m_plot, this, [this] { return m_title; }, [this] { resetView(); });
     connect(m_plot, &QCustomPlot::mouseMove, this, &ChannelProfilePlot::onMouseMove);
     applyPlotPalette(m_plot, palette());
+    m_baseMargins = m_plot->axisRect()->minimumMargins();
     rebuild();
 }
 
@@ -92,6 +93,24 @@ void ChannelProfilePlot::linkKeyAxis(ChannelProfilePlot* other) {
             follow(other->m_plot));
     connect(other->m_plot->xAxis, qOverload<const QCPRange&>(&QCPAxis::rangeChanged), this,
             follow(m_plot));
+    m_linked = other;
+    other->m_linked = this;
+    connect(m_plot, &QCustomPlot::afterLayout, this, &ChannelProfilePlot::alignMargins);
+    connect(other->m_plot, &QCustomPlot::afterLayout, this, &ChannelProfilePlot::alignMargins);
+}
+
+void ChannelProfilePlot::alignMargins() {
+    if (!m_linked) return;
+    QCPAxisRect* a = m_plot->axisRect();
+    QCPAxisRect* b = m_linked->m_plot->axisRect();
+    const int left = std::max(a->margins().left(), b->margins().left());
+    for (auto [rect, plot] : {std::pair{a, m_plot}, std::pair{b, m_linked->m_plot}}) {
+        if (rect->margins().left() == left) continue;
+        QMargins m = rect->minimumMargins();
+        m.setLeft(left);
+        rect->setMinimumMargins(m);
+        plot->replot(QCustomPlot::rpQueuedReplot);
+    }
 }
 
 QVector<int> ChannelProfilePlot::outliers() const {
@@ -107,6 +126,12 @@ int ChannelProfilePlot::indexAtPosition(int pos) const {
 }
 
 void ChannelProfilePlot::rebuild() {
+    // Margins aligned with a linked plot start over: the labels may be narrower now.
+    m_plot->axisRect()->setMinimumMargins(m_baseMargins);
+    if (m_linked) {
+        m_linked->m_plot->axisRect()->setMinimumMargins(m_linked->m_baseMargins);
+        m_linked->m_plot->replot(QCustomPlot::rpQueuedReplot);
+    }
     m_plot->clearPlottables();
     m_plot->clearItems();
     const QVector<QColor> colors = seriesColors(palette());

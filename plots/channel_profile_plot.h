@@ -4,6 +4,7 @@
 /// largest first, with the entries at or above an outlier threshold drawn in a warning colour and
 /// the threshold as a dashed line. Hover shows the channel and value; pan/zoom; PNG/PDF export.
 /// It draws the values it is given; the threshold comes from the caller (core's definition).
+#include <QMargins>
 #include <QString>
 #include <QVector>
 #include <QWidget>
@@ -37,8 +38,9 @@ public:
     bool logScale() const { return m_log; }
     /// What one value is, for the legend and tooltips ("abs-max" by default).
     void setValueName(const QString& name);
-    /// Keeps this plot's key (x) axis range equal to `other`'s, both ways (pan/zoom one, the
-    /// other follows).
+    /// Keeps this plot's key (x) axis equal to `other`'s, both ways: the range (pan/zoom one,
+    /// the other follows) and the left margin, so that stacked plots share one x scale on
+    /// screen.
     void linkKeyAxis(ChannelProfilePlot* other);
 
     int count() const { return int(m_values.size()); }
@@ -70,6 +72,9 @@ private:
     std::optional<double> m_threshold;
     bool m_sorted = false;
     bool m_log = false;
+    ChannelProfilePlot* m_linked = nullptr;
+    QMargins m_baseMargins; ///< the axis rect's own minimum margins
+    void alignMargins();
 };
 
 } // namespace lcw

@@ -9,6 +9,9 @@
 #                   cached under the app data folder) on layers.1.mlp.down: weight histogram with
 #                   the 4-bit grid, per-channel abs-max, per-layer overview
 # statistics_activations.png, statistics_kv.png   its Activations and KV Cache tabs
+# statistics_imatrix.png  the Activations tab with an importance matrix computed in the GUI
+#                   (--imatrix compute: 8 chunks x 128 tokens of the bundled text): mean x² per
+#                   input column of layers.1.mlp.down under its activation abs-max
 # recipe_editor.png the recipe editor (lcw --demo-recipe): W4A16-g64 with block 0 at int8; the
 #                   Tensors table sorted by the measured Error column (worst first)
 # compare.png       the compare view (lcw --demo-compare): five presets against the original,
@@ -71,6 +74,7 @@ size="${LCW_STATS_SCREENSHOT_SIZE:-1600x1000}"
 shoot "$out/statistics.png" "$model" --demo-stats
 shoot "$out/statistics_activations.png" "$model" --demo-stats --stats-tab activations
 shoot "$out/statistics_kv.png" "$model" --demo-stats --stats-tab kv
+shoot "$out/statistics_imatrix.png" "$model" --demo-stats --stats-tab activations --imatrix compute
 shoot "$out/recipe_editor.png" "$model" --demo-recipe
 shoot "$out/compare.png" "$model" --demo-compare
 shoot "$out/compare_layers.png" "$model" --demo-compare --compare-tab layers

@@ -185,6 +185,10 @@ private slots:
         sp->activationProfilePlot()->plot()->xAxis->setRange(10, 50);
         QCOMPARE(plot->plot()->xAxis->range().lower, 10.0);
         QCOMPARE(plot->plot()->xAxis->range().upper, 50.0);
+        // Stacked, they share one x scale on screen: the same left edge of the axis rect.
+        sp->tabs()->setCurrentIndex(1);
+        QTRY_COMPARE(plot->plot()->axisRect()->left(),
+                     sp->activationProfilePlot()->plot()->axisRect()->left());
 
         // The same file fits the same weights read from the Hugging Face folder (lcw's names are
         // the same; the Q/K row permutation does not change input columns).

@@ -878,7 +878,7 @@ void StatsPanel::updateImatrixPlot() {
     if (!p->values.isEmpty()) mean /= double(p->values.size());
     const QString entry =
         p->expert >= 0 ? tr("%1 expert %2").arg(p->llamaName).arg(p->expert) : p->llamaName;
-    m_imatrixProfile->setTitle(tr("imatrix %1 · mean x² per input column · max/mean %2")
+    m_imatrixProfile->setTitle(tr("imatrix %1 · mean x² · max/mean %2")
                                    .arg(entry)
                                    .arg(mean > 0 ? top / mean : 0.0, 0, 'f', 2));
     m_imatrixProfile->setToolTip(

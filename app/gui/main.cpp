@@ -1,8 +1,9 @@
 // lcw: the GUI entry point. `lcw [MODEL] [--theme light|dark] [--screenshot FILE.png
-// [--demo-run | --demo-stats | --demo-recipe | --demo-compare | --demo-results |
-// --demo-sensitivity]]`.
+// [--demo-run | --demo-stats [--stats-tab TAB] [--imatrix FILE|compute] | --demo-recipe |
+// --demo-compare | --demo-results | --demo-sensitivity]]`.
 #include "core/version.h"
 #include "widgets/compare_panel.h"
+#include "widgets/imatrix_manager.h"
 #include "widgets/layer_table_model.h"
 #include "widgets/main_window.h"
 #include "widgets/recipe_editor.h"
@@ -105,9 +106,15 @@ int main(int argc, char** argv) {
         QStringLiteral("stats-tab"),
         QStringLiteral("With --demo-stats: the inspector tab to show (weights, activations, kv)."),
         QStringLiteral("TAB"), QStringLiteral("weights"));
+    const QCommandLineOption imatrixOpt(
+        QStringLiteral("imatrix"),
+        QStringLiteral("With --demo-stats: open this importance matrix (.dat), or \"compute\" one "
+                       "(8 chunks x 128 tokens of the bundled text), before saving."),
+        QStringLiteral("FILE|compute"));
     parser.addOption(demoRun);
     parser.addOption(demoStats);
     parser.addOption(statsTab);
+    parser.addOption(imatrixOpt);
     const QCommandLineOption demoRecipe(
         QStringLiteral("demo-recipe"),
         QStringLiteral("With --screenshot: apply the W4A16-g64 preset, keep block 0 at int8 per "
@@ -234,7 +241,13 @@ int main(int argc, char** argv) {
             std::fprintf(stderr, "lcw: --stats-tab expects weights, activations or kv\n");
             return 2;
         }
-        auto showAndGrab = [&window, &grabAndQuit, stats, tab] {
+        const QString imatrix = parser.value(imatrixOpt);
+        lcw::ImatrixManager* im = window.imatrixManager();
+        auto grabbed = std::make_shared<bool>(false);
+        auto showAndGrab = [&window, &grabAndQuit, stats, tab, imatrix, im, grabbed] {
+            // Both the statistics and (when asked for) the importance matrix are in.
+            if (*grabbed || !stats->report() || (!imatrix.isEmpty() && !im->imatrix())) return;
+            *grabbed = true;
             window.selectTensor(QStringLiteral("layers.1.mlp.down"));
             stats->tabs()->setCurrentIndex(tab);
             // Two turns of the event loop: the layout settles in the first.
@@ -245,10 +258,26 @@ int main(int argc, char** argv) {
         QObject::connect(stats, &lcw::StatsPanel::statsChanged, &window, [layoutDone, showAndGrab] {
             if (*layoutDone) showAndGrab();
         });
+        QObject::connect(im, &lcw::ImatrixManager::changed, &window, [layoutDone, showAndGrab] {
+            if (*layoutDone) showAndGrab();
+        });
+        QObject::connect(im, &lcw::ImatrixManager::failed, &window, [&exitCode](const QString& m) {
+            std::fprintf(stderr, "lcw: --imatrix: %s\n", qPrintable(m));
+            exitCode = 1;
+            QApplication::quit();
+        });
         QObject::connect(&window, &lcw::MainWindow::modelLoaded, &window,
-                         [&window, stats, layoutDone, showAndGrab] {
+                         [&window, stats, layoutDone, showAndGrab, imatrix, im] {
                              window.applyInspectorLayout();
                              *layoutDone = true;
+                             if (imatrix == QLatin1String("compute")) {
+                                 lcw::ImatrixSettings s;
+                                 s.seqLen = 128;
+                                 s.samples = 8;
+                                 im->compute(s);
+                             } else if (!imatrix.isEmpty()) {
+                                 window.openImatrix(imatrix); // errors quit through errorShown
+                             }
                              if (stats->report()) return showAndGrab();
                              // A cached file is read in the background: statsChanged() grabs when
                              // it is in.
@@ -292,7 +321,7 @@ int main(int argc, char** argv) {
         QObject::connect(
             &window, &lcw::MainWindow::errorsMeasured, &window, [&window, &grabAndQuit] {
                 window.moveTensorColumn(lcw::LayerTableModel::Error, 1);
-            window.sortTensorTable(lcw::LayerTableModel::Error, Qt::DescendingOrder);
+                window.sortTensorTable(lcw::LayerTableModel::Error, Qt::DescendingOrder);
                 QTimer::singleShot(0, &window, [&window, &grabAndQuit] {
                     QTimer::singleShot(0, &window, grabAndQuit);
                 });
