@@ -27,19 +27,9 @@ for t in gguf_export bench_runtime; do
 done
 [ -x "$BUILD/app/lcw-cli" ] || cmake --build "$BUILD" --target lcw-cli >&2
 
-# node-llama-cpp with its prebuilt linux-x64 CPU binaries, from the npm registry only:
-# --ignore-scripts skips its postinstall (which may try to download/build llama.cpp from GitHub),
-# --omit=optional skips the CUDA/Vulkan/other-platform binary packages.
 NODE_DIR=$DIR/node
-if ! cmp -s bench/llamacpp/package.json "$NODE_DIR/package.json" ||
-   [ ! -d "$NODE_DIR/node_modules/node-llama-cpp" ]; then
-  mkdir -p "$NODE_DIR"
-  cp bench/llamacpp/package.json "$NODE_DIR/package.json"
-  (cd "$NODE_DIR" && npm install --ignore-scripts --omit=optional --omit=dev --no-audit --no-fund \
-     --loglevel=error >&2)
-fi
-# ES modules resolve packages from the script's own folder: run a copy placed beside node_modules.
-cp bench/llamacpp/bench_llamacpp.mjs "$NODE_DIR/bench_llamacpp.mjs"
+. bench/llamacpp/node_dir.sh
+node_llamacpp_setup bench/llamacpp/bench_llamacpp.mjs
 
 tag() { jq -c --arg e "$1" --arg m "$2" '. + {engine: $e, model_name: $m}'; }
 

@@ -710,6 +710,7 @@ std::string writeGgufModel(const std::string& tag,
 //    per-KV-group (Falcon) layouts into these blocks;
 //  - Gemma2 norm weights stored as 1 + w;
 //  - StableLM per-head q/k norms stacked into one [heads, head_dim] tensor;
+//  - Falcon-40B's attention norm (ln_attn) as attn_norm_2 and its MLP norm (ln_mlp) as attn_norm;
 //  - Mamba ssm_a = -exp(A_log), ssm_conv1d squeezed to [d_inner, kernel], block norm attn_norm;
 //  - GPT-2 and Bloom get an explicit output.weight (a copy of the embedding) as the converter
 //    writes it.
@@ -766,8 +767,16 @@ std::vector<GgufT> ggufTensorsLikeLlamaCpp(const Model& hf) {
             continue;
         }
         if (a == "mamba" && role == "mixer.conv1d") shape = {shape[0], shape[2]};
-        const auto g = ggufFromCanonical(n, a);
+        auto g = ggufFromCanonical(n, a);
         if (!g) throw std::runtime_error("no GGUF name for " + n);
+        if (a == "falcon" && hf.find(head + "mlp_norm")) {
+            // Falcon-40B: the converter names ln_mlp "attn_norm" and ln_attn "attn_norm_2"
+            // (gguf-py's tensor_mapping), and llama.cpp feeds attention from attn_norm_2.
+            if (role.rfind("attn_norm", 0) == 0)
+                g = blk + "attn_norm_2" + role.substr(9) + (role.size() == 9 ? ".weight" : "");
+            else if (role.rfind("mlp_norm", 0) == 0)
+                g = blk + "attn_norm" + role.substr(8) + (role.size() == 8 ? ".weight" : "");
+        }
         ts.push_back({*g, shape, v});
     }
     if ((a == "gpt2" || a == "bloom") && !hf.find("lm_head"))

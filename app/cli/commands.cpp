@@ -34,14 +34,6 @@ std::set<std::string> with(std::set<std::string> base, std::initializer_list<std
     return base;
 }
 
-std::unique_ptr<Model> openModel(const Args& a, bool needTokenizer) {
-    LoadOptions lo;
-    lo.tokenizerPath = a.getOr("--tokenizer", "");
-    lo.requireTokenizer = needTokenizer;
-    return Model::load(a.positional(0, "MODEL (a Hugging Face folder, .gguf or llama2.c .bin)"),
-                       lo);
-}
-
 std::string shapeString(const std::vector<int64_t>& s) {
     std::string r = "[";
     for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
@@ -95,6 +87,14 @@ void printJson(const json& j) {
 }
 
 } // namespace
+
+std::unique_ptr<Model> openModel(const Args& a, bool needTokenizer) {
+    LoadOptions lo;
+    lo.tokenizerPath = a.getOr("--tokenizer", "");
+    lo.requireTokenizer = needTokenizer;
+    return Model::load(a.positional(0, "MODEL (a Hugging Face folder, .gguf or llama2.c .bin)"),
+                       lo);
+}
 
 // ---------------------------------------------------------------------------------------- info
 int cmdInfo(const std::vector<std::string>& argv) {

@@ -37,6 +37,10 @@ int cmdSensitivity(const std::vector<std::string>& args);
 int cmdAutotune(const std::vector<std::string>& args);
 int cmdResults(const std::vector<std::string>& args);
 int cmdImatrix(const std::vector<std::string>& args);
+int cmdExport(const std::vector<std::string>& args);
+
+/// The MODEL positional (first), with --tokenizer; FormatError etc. from Model::load.
+std::unique_ptr<Model> openModel(const Args& a, bool needTokenizer);
 
 /// The weights the evaluation commands run on: `model` itself, or an overlay from
 /// --recipe R.json / --preset NAME (compressed now) / --overlay DIR (loaded). Never null.

@@ -67,6 +67,12 @@ commands:
                                            --imatrix and lcw's GGUF export; --samples 0 = all
   imatrix --show FILE [MODEL] [--json]     list an imatrix's entries (ncall, nval, mean, max);
                                            with MODEL also check that it fits the model
+  export MODEL [--recipe R.json|--preset P|--overlay DIR] [--calib FILE] --format gguf
+         --out FILE.gguf [--type f32|f16|bf16|q8_0|q4_0|...] [--json]
+                                           a GGUF v3 file for llama.cpp (all its families
+                                           lcw reads): metadata, tokenizer, tensors in --type
+                                           (default: as stored; a recipe's GGUF types are kept
+                                           and copied exactly); per-tensor exact/re-encoded report
   recipe presets [--json]                  list the built-in recipes
   recipe check R.json [MODEL] [--json]     validate a recipe; with MODEL also the matched layers
   synth --arch llama --shape SHAPE --dtype f32|f16|bf16 --out DIR [--seed S]
@@ -115,6 +121,7 @@ int main(int argc, char** argv) {
         if (cmd == "sensitivity") return cmdSensitivity(args);
         if (cmd == "autotune") return cmdAutotune(args);
         if (cmd == "imatrix") return cmdImatrix(args);
+        if (cmd == "export") return cmdExport(args);
         std::fprintf(stderr, "lcw-cli: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
         return 2;
     } catch (const UsageError& e) {

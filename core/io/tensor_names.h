@@ -34,7 +34,9 @@ std::optional<std::string> hfFromCanonical(std::string_view canonical,
 /// is converted by the GGUF loader (Mamba ssm_a = -exp(A_log), ssm_conv1d squeezed).
 std::optional<std::string> canonicalFromGguf(std::string_view ggufName,
                                              std::string_view arch = "llama");
-/// Inverse of canonicalFromGguf (Falcon's mlp_norm is "attn_norm_2").
+/// Inverse of canonicalFromGguf. Falcon: "attn_norm_2" is read as mlp_norm here; in a two-norm
+/// (Falcon-40B) file llama.cpp's attn_norm_2 is the attention's norm and attn_norm the MLP's, and
+/// the GGUF loader and writer swap the two for such files.
 std::optional<std::string> ggufFromCanonical(std::string_view canonical,
                                              std::string_view arch = "llama");
 

@@ -147,6 +147,7 @@ std::optional<GgufVocab> readVocab(const GgufFile& g) {
     v.addBos = g.getBool("tokenizer.ggml.add_bos_token").value_or(spm);
     v.addEos = g.getBool("tokenizer.ggml.add_eos_token").value_or(false);
     v.addSpacePrefix = g.getBool("tokenizer.ggml.add_space_prefix").value_or(spm);
+    v.chatTemplate = g.getString("tokenizer.chat_template").value_or("");
     return v;
 }
 
@@ -328,9 +329,22 @@ std::unique_ptr<Model> loadGgufModel(const std::string& file, const LoadOptions&
     }
 
     m->keepAlive(g.file);
+    // Falcon-40B (two norms): convert_hf_to_gguf.py names ln_mlp "attn_norm" and ln_attn
+    // "attn_norm_2", and llama.cpp's graph feeds attention from attn_norm_2 and the MLP from
+    // attn_norm. lcw's attn_norm is the attention's norm, so the two swap here.
+    const bool falconTwoNorms = arch == "falcon" && g.findTensor("blk.0.attn_norm_2.weight");
     for (auto& t : g.tensors) {
         TensorView v = t;
         if (auto c = canonicalFromGguf(t.name, arch)) {
+            if (falconTwoNorms) {
+                const std::string bias = endsWith(*c, ".bias") ? ".bias" : "";
+                const size_t dot = c->find('.', 7); // after "layers.N"
+                const std::string role = c->substr(dot + 1);
+                if (role == "attn_norm" + bias)
+                    *c = c->substr(0, dot) + ".mlp_norm" + bias;
+                else if (role == "mlp_norm" + bias)
+                    *c = c->substr(0, dot) + ".attn_norm" + bias;
+            }
             auto ln = splitCanonical(*c);
             if (ln && ln->layer >= s.nLayers)
                 throw FormatError(file, "tensor '" + t.name + "' belongs to layer " +

@@ -188,6 +188,11 @@ public:
     int32_t eosId() const override { return m_v.eosId; }
     bool addsBos() const override { return m_v.addBos && m_v.bosId >= 0; }
     std::string kind() const override { return m_spm ? "spm" : "bpe-bytelevel"; }
+    GgufVocab ggufVocab(std::vector<std::string>*) const override {
+        GgufVocab v = m_v;
+        v.tokenTypes = m_types; // filled in when the file had none
+        return v;
+    }
 
 private:
     static std::string unescapeSpaces(std::string_view t) {

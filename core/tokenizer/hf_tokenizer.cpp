@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include <array>
+#include <filesystem>
 #include <optional>
 
 namespace lcw {
@@ -88,6 +89,7 @@ public:
     int32_t eosId() const override { return m_eos; }
     bool addsBos() const override { return !m_prefix.empty(); }
     std::string kind() const override { return m_byteLevel ? "bpe-bytelevel" : "bpe-spm"; }
+    GgufVocab ggufVocab(std::vector<std::string>* warnings) const override;
 
     void load(const std::string& path, const std::string& configPath);
 
@@ -120,6 +122,8 @@ private:
     std::vector<std::string> m_idToToken;
     std::vector<uint8_t> m_special; // per id: an added token marked special
     tok::RankedMerges m_merges;
+    std::vector<std::string> m_mergeTexts; // "left right", by rank (for GGUF export)
+    std::vector<int32_t> m_mergeRankOf;    // per id: rank of the first merge making it, or -1
     bool m_byteFallback = false;
     bool m_fuseUnk = false;
     bool m_ignoreMerges = false;
@@ -133,7 +137,8 @@ private:
     bool m_byteLevel = false;
     tok::LiteralMatcher m_added;
     std::vector<int32_t> m_prefix, m_suffix;
-    int32_t m_bos = -1, m_eos = -1;
+    int32_t m_bos = -1, m_eos = -1, m_pad = -1;
+    std::string m_chatTemplate;
     mutable tok::WordCache m_cache;
 };
 
@@ -251,6 +256,9 @@ void HfTokenizer::loadModel(const json& m) {
                 malformed("merge " + std::to_string(rank) + " (\"" + a + "\", \"" + b +
                           "\") uses a token that is not in the vocabulary");
             m_merges.add(ia, ib, rank, im);
+            m_mergeTexts.push_back(a + " " + b);
+            if (size_t(im) >= m_mergeRankOf.size()) m_mergeRankOf.resize(size_t(im) + 1, -1);
+            if (m_mergeRankOf[size_t(im)] < 0) m_mergeRankOf[size_t(im)] = rank;
             ++rank;
         }
     }
@@ -459,13 +467,24 @@ void HfTokenizer::loadPostProcessor(const json& p) {
 }
 
 void HfTokenizer::loadConfig(const std::string& configPath) {
-    std::string bosText, eosText;
+    std::string bosText, eosText, padText;
     std::optional<bool> addBos, addEos;
     if (!configPath.empty()) {
         const json cfg = readJsonFile(configPath);
         if (!cfg.is_object()) throw FormatError(configPath, "the top level is not an object");
         bosText = tokenString(member(cfg, "bos_token"));
         eosText = tokenString(member(cfg, "eos_token"));
+        padText = tokenString(member(cfg, "pad_token"));
+        // A single template, or a list of named ones whose "default" entry is the template.
+        if (const json* ct = member(cfg, "chat_template")) {
+            if (ct->is_string()) {
+                m_chatTemplate = ct->get<std::string>();
+            } else if (ct->is_array()) {
+                for (const json& e : *ct)
+                    if (stringOr(e, "name", "") == "default")
+                        m_chatTemplate = stringOr(e, "template", "");
+            }
+        }
         if (const json* v = member(cfg, "add_bos_token"); v && v->is_boolean())
             addBos = v->get<bool>();
         if (const json* v = member(cfg, "add_eos_token"); v && v->is_boolean())
@@ -473,6 +492,14 @@ void HfTokenizer::loadConfig(const std::string& configPath) {
     }
     if (!bosText.empty()) m_bos = idOf(bosText);
     if (!eosText.empty()) m_eos = idOf(eosText);
+    if (!padText.empty()) m_pad = idOf(padText);
+    // Newer transformers save the template beside the tokenizer as chat_template.jinja.
+    if (m_chatTemplate.empty()) {
+        const std::string dir = m_path.substr(0, m_path.find_last_of('/') + 1);
+        std::error_code ec;
+        if (std::filesystem::exists(dir + "chat_template.jinja", ec))
+            m_chatTemplate = readTextFile(dir + "chat_template.jinja");
+    }
     if (m_bos < 0 && !m_prefix.empty()) m_bos = m_prefix.front();
     if (m_eos < 0 && !m_suffix.empty()) m_eos = m_suffix.back();
     // Neither the config nor the template names them: the usual names.
@@ -802,6 +829,111 @@ std::string HfTokenizer::decode(const std::vector<int32_t>& ids, bool skipSpecia
     std::string out;
     for (const std::string& t : toks) out += t;
     return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// GGUF export
+
+GgufVocab HfTokenizer::ggufVocab(std::vector<std::string>* warnings) const {
+    auto warn = [&](const std::string& w) {
+        if (warnings) warnings->push_back(m_path + ": " + w);
+    };
+    GgufVocab v;
+    v.model = m_byteLevel ? "gpt2" : "llama";
+    v.bosId = m_bos;
+    v.eosId = m_eos;
+    v.unkId = m_unk;
+    v.padId = m_pad;
+    v.chatTemplate = m_chatTemplate;
+    // What encode(addBos = true) adds around the text.
+    v.addBos = !m_prefix.empty();
+    v.addEos = !m_suffix.empty();
+    if (m_prefix.size() > 1 || (v.addBos && m_prefix[0] != m_bos))
+        warn("the post-processor adds more than BOS before the text; GGUF keeps only "
+             "add_bos_token");
+    if (m_suffix.size() > 1 || (v.addEos && m_suffix[0] != m_eos))
+        warn("the post-processor adds more than EOS after the text; GGUF keeps only "
+             "add_eos_token");
+    const int32_t n = vocabSize();
+    const int32_t nMerges = int32_t(m_mergeTexts.size());
+    v.tokens.resize(size_t(n));
+    v.tokenTypes.assign(size_t(n), kGgufTokenNormal);
+    if (!m_byteLevel) v.scores.assign(size_t(n), 0.0f);
+    for (int32_t id = 0; id < n; ++id) {
+        std::string text = m_idToToken[size_t(id)];
+        int32_t& type = v.tokenTypes[size_t(id)];
+        if (text.empty()) {
+            text = "[PAD" + std::to_string(id) + "]";
+            type = kGgufTokenUnused;
+        } else if (id == m_unk) {
+            type = kGgufTokenUnknown;
+        } else if (tok::lookup(m_addedVocab, text) == id) {
+            type = m_special[size_t(id)] ? kGgufTokenControl : kGgufTokenUserDefined;
+        } else if (!m_byteLevel && tok::parseByteToken(text) >= 0) {
+            type = kGgufTokenByte;
+        }
+        if (!m_byteLevel && type == kGgufTokenNormal) {
+            // llama.cpp merges the adjacent pair whose result scores highest: the earlier the
+            // merge that makes a token, the higher its score. Tokens no merge makes rank last.
+            const int32_t r =
+                size_t(id) < m_mergeRankOf.size() ? m_mergeRankOf[size_t(id)] : int32_t(-1);
+            v.scores[size_t(id)] = r >= 0 ? -float(r) : -float(nMerges + id);
+        }
+        v.tokens[size_t(id)] = std::move(text);
+    }
+    if (m_byteLevel) {
+        v.merges = m_mergeTexts;
+        // llama.cpp names its split regexes; ByteLevel with use_regex splits like GPT-2.
+        std::optional<SplitPattern> pattern;
+        bool other = false;
+        for (const PreStep& st : m_pre) {
+            if (st.kind == PreStep::Split) {
+                other |= pattern.has_value();
+                pattern = st.pattern;
+            } else if (st.kind == PreStep::ByteLevel) {
+                if (st.useRegex) {
+                    other |= pattern.has_value();
+                    pattern = SplitPattern::Gpt2;
+                }
+                if (st.addPrefixSpace)
+                    warn("ByteLevel add_prefix_space has no GGUF equivalent: llama.cpp will "
+                         "not prepend a space");
+            } else {
+                other = true;
+            }
+        }
+        if (m_ignoreMerges && pattern != SplitPattern::Llama3)
+            warn("ignore_merges is only part of llama.cpp's llama-bpe pre-tokenizer");
+        v.pre = "default";
+        if (!pattern || other) {
+            warn("the pre-tokenizer has no llama.cpp equivalent; written as \"default\"");
+        } else {
+            switch (*pattern) {
+            case SplitPattern::Gpt2:
+                v.pre = "gpt-2";
+                break;
+            case SplitPattern::Llama3:
+                v.pre = "llama-bpe";
+                break;
+            case SplitPattern::Qwen2:
+                v.pre = "qwen2";
+                break;
+            }
+        }
+        v.addSpacePrefix = false;
+    } else {
+        v.pre = "default";
+        // SentencePiece's dummy prefix: a normalizer that prepends "▁", or a Metaspace
+        // pre-tokenizer that prepends its replacement.
+        bool prefix = false;
+        for (const NormStep& st : m_norm)
+            prefix |= st.kind == NormStep::Prepend && st.a == kMetaspace;
+        for (const PreStep& st : m_pre)
+            prefix |= st.kind == PreStep::Metaspace && st.prepend != PreStep::Never;
+        v.addSpacePrefix = prefix;
+        if (m_merges.size() == 0) warn("no merges: SentencePiece scores cannot order the merges");
+    }
+    return v;
 }
 
 } // namespace

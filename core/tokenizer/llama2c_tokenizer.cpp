@@ -93,6 +93,40 @@ public:
     int32_t eosId() const override { return vocabSize() > 2 ? 2 : -1; }
     bool addsBos() const override { return bosId() >= 0; }
     std::string kind() const override { return "llama2c"; }
+    GgufVocab ggufVocab(std::vector<std::string>*) const override {
+        // llama2.c's tokenizer.bin is a SentencePiece vocabulary with "▁" written as a plain
+        // space and BOS/EOS spelled "\n<s>\n" / "\n</s>\n"; its scores are SentencePiece's.
+        GgufVocab v;
+        v.model = "llama";
+        v.pre = "default";
+        v.scores = m_scores;
+        v.bosId = bosId();
+        v.eosId = eosId();
+        v.addBos = true;
+        v.addSpacePrefix = true;
+        const std::string kSpace = "\xE2\x96\x81";
+        for (int32_t id = 0; id < vocabSize(); ++id) {
+            std::string text = m_tokens[size_t(id)];
+            int32_t type = kGgufTokenNormal;
+            if (id == bosId() || id == eosId()) {
+                type = kGgufTokenControl;
+                const auto a = text.find_first_not_of('\n'), b = text.find_last_not_of('\n');
+                if (a != std::string::npos) text = text.substr(a, b - a + 1);
+            } else if (text == "<unk>") {
+                type = kGgufTokenUnknown;
+                if (v.unkId < 0) v.unkId = id;
+            } else if (tok::parseByteToken(text) >= 0) {
+                type = kGgufTokenByte;
+            } else {
+                std::string sp;
+                for (char c : text) sp += c == ' ' ? kSpace : std::string(1, c);
+                text = std::move(sp);
+            }
+            v.tokens.push_back(std::move(text));
+            v.tokenTypes.push_back(type);
+        }
+        return v;
+    }
 
 private:
     std::vector<std::string> m_tokens;

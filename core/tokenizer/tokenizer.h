@@ -26,6 +26,17 @@ struct GgufVocab {
     bool addBos = true; ///< tokenizer.ggml.add_bos_token (default true for llama)
     bool addEos = false;
     bool addSpacePrefix = true; ///< tokenizer.ggml.add_space_prefix
+    std::string chatTemplate;   ///< tokenizer.chat_template ("" when none)
+};
+
+/// llama.cpp's token types (tokenizer.ggml.token_type).
+enum GgufTokenType : int32_t {
+    kGgufTokenNormal = 1,
+    kGgufTokenUnknown = 2,
+    kGgufTokenControl = 3,
+    kGgufTokenUserDefined = 4,
+    kGgufTokenUnused = 5,
+    kGgufTokenByte = 6,
 };
 
 class Tokenizer {
@@ -55,6 +66,16 @@ public:
     /// "bpe-bytelevel" (HF or GGUF gpt2), "bpe-spm" (HF BPE with merges, SentencePiece-style),
     /// "spm" (GGUF llama: merges by score), "llama2c".
     virtual std::string kind() const = 0;
+    /// The vocabulary as a GGUF file stores it (tokenizer.ggml.*), for writing GGUF files that
+    /// llama.cpp tokenizes the same way: a GGUF tokenizer returns what it read; a byte-level BPE
+    /// tokenizer.json gives model "gpt2" with its merges and the llama.cpp name of its split
+    /// regex ("gpt-2", "llama-bpe", "qwen2"); SentencePiece-style BPE and llama2.c give model
+    /// "llama" with scores that merge in the same order (the rank of the merge that makes each
+    /// token; llama2.c's own scores). Token types: special added tokens control, the unknown
+    /// token unknown, other added tokens user-defined, <0xNN> byte. Where llama.cpp cannot
+    /// reproduce this tokenizer exactly (e.g. a ByteLevel add_prefix_space), a sentence is
+    /// appended to `warnings` when given.
+    virtual GgufVocab ggufVocab(std::vector<std::string>* warnings = nullptr) const = 0;
 
     /// HF tokenizer.json; tokenizerConfigPath (tokenizer_config.json) may be empty.
     /// Throws FormatError naming the file on malformed input, UnsupportedError for model types
