@@ -21,6 +21,9 @@
 #                   recorded in a temporary results store (not the user's), the first selected
 # sensitivity.png   the Sensitivity panel (lcw --demo-sensitivity): W4A16-g32 and W2A16-g32 per
 #                   layer (ctx 128, 4 chunks), mean KLD bars in model order and the ranking
+# gguf_export.png  the Export dialog's GGUF page (lcw --demo-export): an importance matrix
+#                   computed in the GUI (8 x 128 tokens), the model exported as Q4_K_M with it
+#                   (to a temporary folder), the per-tensor report with llama.cpp's fallbacks
 # Model: resources/models/stories260K (the demo model), else $LCW_SHARED_DIR/models/stories260K/hf,
 # else ../shared/models/stories260K/hf. Runs headless (QT_QPA_PLATFORM=offscreen); set
 # LCW_SCREENSHOT_XVFB=1 to use xvfb-run with a real X server instead.
@@ -81,4 +84,5 @@ shoot "$out/compare_layers.png" "$model" --demo-compare --compare-tab layers
 shoot "$out/compare_generations.png" "$model" --demo-compare --compare-tab generations
 shoot "$out/results.png" "$model" --demo-results
 shoot "$out/sensitivity.png" "$model" --demo-sensitivity
+shoot "$out/gguf_export.png" "$model" --demo-export
 echo "screenshots in $out"

@@ -1,27 +1,42 @@
 // Tests of the GUI's llama.cpp parts: the importance matrix (open for the right model and plot
 // per input channel, refuse another model's, compute on the task runner as core does, cancel,
-// save, keep in the project) and the status bar's time-left estimate.
+// save, keep in the project), the Export dialog's GGUF page (llama.cpp presets give
+// llama-quantize's files byte for byte, the recipe's types, fallbacks in the report, cancel
+// leaves no file, the llama-quantize command and type list) and the time-left estimate.
 #include "core/compress/imatrix.h"
+#include "core/export/gguf_mix.h"
+#include "core/io/gguf.h"
 #include "core/model/model.h"
+#include "core/model/synthetic.h"
 #include "plots/channel_profile_plot.h"
 #include "test_util.h"
+#include "widgets/export_dialog.h"
+#include "widgets/gguf_export_panel.h"
 #include "widgets/imatrix_dialog.h"
 #include "widgets/imatrix_manager.h"
 #include "widgets/main_window.h"
 #include "widgets/number_format.h"
+#include "widgets/recipe_editor.h"
 #include "widgets/stats_panel.h"
 #include "widgets/task_status_widget.h"
 
 #include <QCheckBox>
+#include <QPlainTextEdit>
 #include <QSettings>
 #include <QSpinBox>
 #include <QStandardPaths>
 #include <QTabWidget>
+#include <QTableWidget>
 #include <QtTest/QtTest>
 #include <qcustomplot.h>
 
+#include <atomic>
 #include <cmath>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
+#include <sstream>
+#include <thread>
 
 namespace {
 
@@ -63,6 +78,49 @@ bool computeAndWait(lcw::ImatrixManager* im, const lcw::ImatrixSettings& s) {
     if (!QTest::qWaitFor([&] { return done.count() + failed.count() > 0; }, kLongTimeoutMs))
         return false;
     return done.count() == 1;
+}
+
+/// Runs the page's export to its end; true when it finished (not cancelled or failed).
+bool exportAndWait(lcw::GgufExportPanel& p) {
+    QSignalSpy done(&p, &lcw::GgufExportPanel::finished);
+    QSignalSpy failed(&p, &lcw::GgufExportPanel::failed);
+    QSignalSpy cancelled(&p, &lcw::GgufExportPanel::cancelled);
+    if (!p.start()) return false;
+    if (!QTest::qWaitFor([&] { return done.count() + failed.count() + cancelled.count() > 0; },
+                         kLongTimeoutMs))
+        return false;
+    if (failed.count()) qWarning("export failed: %s", qPrintable(p.lastError()));
+    return done.count() == 1 && p.result();
+}
+
+/// Empty when `file` has the same tensors (names, types, bytes) as llama-quantize's `ref`,
+/// else the first difference.
+QString sameTensors(const std::string& file, const std::string& ref) {
+    const lcw::GgufFile out = lcw::readGguf(file);
+    const lcw::GgufFile want = lcw::readGguf(ref);
+    if (out.tensors.size() != want.tensors.size())
+        return QStringLiteral("%1 tensors, llama-quantize %2")
+            .arg(out.tensors.size())
+            .arg(want.tensors.size());
+    if (out.getInt("general.file_type") != want.getInt("general.file_type"))
+        return QStringLiteral("general.file_type differs");
+    for (const auto& t : want.tensors) {
+        const lcw::TensorView* x = out.findTensor(t.name);
+        if (!x) return QStringLiteral("no %1").arg(QString::fromStdString(t.name));
+        if (x->dtype != t.dtype || x->nbytes != t.nbytes ||
+            std::memcmp(x->data, t.data, t.nbytes) != 0)
+            return QStringLiteral("%1: %2, llama-quantize %3")
+                .arg(QString::fromStdString(t.name), lcw::dtypeName(x->dtype).data(),
+                     lcw::dtypeName(t.dtype).data());
+    }
+    return {};
+}
+
+/// The report table's row of a tensor (-1 when absent).
+int rowOf(QTableWidget* t, const QString& name) {
+    for (int r = 0; r < t->rowCount(); ++r)
+        if (t->item(r, lcw::GgufExportPanel::NameColumn)->text() == name) return r;
+    return -1;
 }
 
 } // namespace
@@ -355,6 +413,284 @@ private slots:
         w.newProject();
         QVERIFY(!w.imatrixManager()->imatrix());
         QVERIFY(w.statsPanel()->imatrixProfilePlot()->values().isEmpty());
+    }
+
+    // ---- GGUF export page ----
+
+    // llama.cpp presets through the page give llama-quantize's files byte for byte: Q4_K_M with
+    // the opened imatrix, Q2_K with the imatrix as a file, Q6_K without one; the report table
+    // lists every tensor as written, and the file records the imatrix as llama-quantize does.
+    void ggufExportPresetsMatchLlamaQuantize() {
+        LCW_REQUIRE_SHARED(kGgufK);
+        LCW_REQUIRE_SHARED(kGgufKImatrix);
+        LCW_REQUIRE_SHARED("models/gguf-k/model-Q4_K_M-imat.gguf");
+        const std::string dir = lcwtest::tempDir("gui-gguf-presets");
+        lcw::MainWindow w(lcw::MainWindow::Options{false, false});
+        QVERIFY(loadAndWait(w, shared(kGgufK)));
+        QVERIFY(w.openImatrix(shared(kGgufKImatrix)));
+        lcw::ExportDialog d(w.exportSources(), &w);
+        QVERIFY(d.showPage(lcw::ExportDialog::Page::Gguf));
+        lcw::GgufExportPanel* p = d.ggufPanel();
+        QVERIFY(p);
+        QCOMPARE(p->typeChoice(), QStringLiteral("Q4_K_M")); // the default
+        QCOMPARE(p->imatrixSource(), lcw::GgufExportPanel::ImatrixSource::Opened);
+        const std::string q4 = dir + "/q4_k_m-imat.gguf";
+        p->setOutputPath(QString::fromStdString(q4));
+        QSignalSpy queued(w.taskRunner(), &lcw::TaskRunner::jobQueued);
+        QVERIFY(exportAndWait(*p));
+        QCOMPARE(queued.count(), 1); // on the task runner
+        QCOMPARE(sameTensors(q4, lcwtest::sharedPath("models/gguf-k/model-Q4_K_M-imat.gguf")),
+                 QString());
+        {
+            const lcw::GgufFile out = lcw::readGguf(q4);
+            const lcw::GgufFile ref =
+                lcw::readGguf(lcwtest::sharedPath("models/gguf-k/model-Q4_K_M-imat.gguf"));
+            QCOMPARE(out.getString("quantize.imatrix.dataset"),
+                     ref.getString("quantize.imatrix.dataset"));
+            for (const char* k :
+                 {"quantize.imatrix.entries_count", "quantize.imatrix.chunks_count"})
+                QVERIFY2(out.getInt(k) && out.getInt(k) == ref.getInt(k), k);
+            QCOMPARE(QString::fromStdString(*out.getString("quantize.imatrix.file")),
+                     shared(kGgufKImatrix));
+        }
+        // The report: one row per tensor, as written.
+        const lcw::GgufExportResult& r = *p->result();
+        QTableWidget* t = p->reportTable();
+        QCOMPARE(t->rowCount(), int(r.tensors.size()));
+        const lcw::GgufFile out = lcw::readGguf(q4);
+        QCOMPARE(size_t(t->rowCount()), out.tensors.size());
+        for (const auto& x : out.tensors) {
+            const int row = rowOf(t, QString::fromStdString(x.name));
+            QVERIFY2(row >= 0, x.name.c_str());
+            QCOMPARE(t->item(row, lcw::GgufExportPanel::TypeColumn)->text(),
+                     QString::fromLatin1(lcw::llamaCppTypeName(x.dtype)));
+            QCOMPARE(t->item(row, lcw::GgufExportPanel::BytesColumn)
+                         ->data(Qt::DisplayRole)
+                         .toULongLong(),
+                     qulonglong(x.nbytes));
+        }
+        QCOMPARE(t->item(rowOf(t, QStringLiteral("blk.0.attn_v.weight")),
+                         lcw::GgufExportPanel::StatusColumn)
+                     ->text(),
+                 QStringLiteral("converted"));
+        QVERIFY(p->summaryLabel()->text().contains(QString::fromStdString(q4)));
+
+        if (lcwtest::exists(lcwtest::sharedPath("models/gguf-k/model-Q2_K-imat.gguf"))) {
+            const std::string q2 = dir + "/q2_k-imat.gguf";
+            QVERIFY(p->setTypeChoice(QStringLiteral("Q2_K")));
+            p->setImatrixSource(lcw::GgufExportPanel::ImatrixSource::File, shared(kGgufKImatrix));
+            p->setOutputPath(QString::fromStdString(q2));
+            QVERIFY(exportAndWait(*p));
+            QCOMPARE(sameTensors(q2, lcwtest::sharedPath("models/gguf-k/model-Q2_K-imat.gguf")),
+                     QString());
+        }
+        if (lcwtest::exists(lcwtest::sharedPath("models/gguf-k/model-Q6_K.gguf"))) {
+            const std::string q6 = dir + "/q6_k.gguf";
+            QVERIFY(p->setTypeChoice(QStringLiteral("Q6_K")));
+            p->setImatrixSource(lcw::GgufExportPanel::ImatrixSource::None);
+            p->setOutputPath(QString::fromStdString(q6));
+            QVERIFY(exportAndWait(*p));
+            QCOMPARE(sameTensors(q6, lcwtest::sharedPath("models/gguf-k/model-Q6_K.gguf")),
+                     QString());
+        }
+        // Another model's imatrix as the file: refused before any work, naming the file.
+        const lcw::compress::Imatrix other = [&] {
+            lcw::compress::Imatrix m =
+                lcw::compress::readImatrix(lcwtest::sharedPath(kGgufKImatrix));
+            m.entries.front().values.pop_back(); // 255 columns: fits no tensor of the model
+            return m;
+        }();
+        const QString bad = QString::fromStdString(dir + "/other.dat");
+        lcw::compress::writeImatrix(other, bad.toStdString());
+        p->setImatrixSource(lcw::GgufExportPanel::ImatrixSource::File, bad);
+        const int jobs = queued.count();
+        QVERIFY(!p->start());
+        QVERIFY2(p->lastError().contains(bad) &&
+                     p->lastError().contains(QStringLiteral("another model")),
+                 qPrintable(p->lastError()));
+        QCOMPARE(queued.count(), jobs);
+    }
+
+    // The recipe's types: the editor's lcw preset Q8_0 puts every linear in q8_0, copied as
+    // packed ("exact"); the embedding keeps its stored type unless a type is picked for tensors
+    // without one. A llama.cpp preset on 64-wide rows reports llama-quantize's fallbacks.
+    void ggufExportRecipeTypesAndFallbacks() {
+        LCW_REQUIRE_SHARED(kGgufKHf);
+        const QString demo = QString::fromStdString(lcwtest::demoModelPath());
+        if (!lcwtest::exists(demo.toStdString())) QSKIP("bundled demo model not found");
+        const std::string dir = lcwtest::tempDir("gui-gguf-recipe");
+        lcw::MainWindow w(lcw::MainWindow::Options{false, false});
+        QVERIFY(loadAndWait(w, shared(kGgufKHf)));
+        QVERIFY(w.recipeEditor()->applyPreset(QStringLiteral("Q8_0")));
+        auto p = std::make_unique<lcw::GgufExportPanel>(w.ggufExportContext());
+        QVERIFY(p->setTypeChoice(QString::fromLatin1(lcw::GgufExportPanel::kRecipeChoice)));
+        p->setImatrixSource(lcw::GgufExportPanel::ImatrixSource::None);
+        p->setOutputPath(QString::fromStdString(dir + "/recipe.gguf"));
+        QVERIFY(exportAndWait(*p));
+        QTableWidget* t = p->reportTable();
+        auto cell = [&](const char* name, int col) {
+            const int row = rowOf(t, QString::fromLatin1(name));
+            return row < 0 ? QString() : t->item(row, col)->text();
+        };
+        using P = lcw::GgufExportPanel;
+        for (const char* name :
+             {"blk.0.attn_q.weight", "blk.3.ffn_down.weight", "blk.2.attn_v.weight"}) {
+            QCOMPARE(cell(name, P::TypeColumn), QStringLiteral("q8_0"));
+            QCOMPARE(cell(name, P::StatusColumn), QStringLiteral("exact"));
+        }
+        QCOMPARE(cell("blk.0.attn_norm.weight", P::TypeColumn), QStringLiteral("f32"));
+        QCOMPARE(cell("token_embd.weight", P::TypeColumn), QStringLiteral("f32"));
+        {
+            const lcw::GgufFile g = lcw::readGguf(dir + "/recipe.gguf");
+            QCOMPARE(g.findTensor("blk.1.attn_k.weight")->dtype, lcw::DType::Q8_0);
+        }
+        // Tensors without a GGUF type re-encoded into one the user picks.
+        p->setOtherTensorsType(lcw::DType::Q8_0);
+        p->setOutputPath(QString::fromStdString(dir + "/recipe-q8-embed.gguf"));
+        QVERIFY(exportAndWait(*p));
+        QCOMPARE(cell("token_embd.weight", P::TypeColumn), QStringLiteral("q8_0"));
+        QCOMPARE(cell("token_embd.weight", P::StatusColumn), QStringLiteral("converted"));
+        QCOMPARE(cell("blk.0.attn_q.weight", P::StatusColumn), QStringLiteral("exact"));
+
+        QVERIFY(loadAndWait(w, demo));
+        p = std::make_unique<lcw::GgufExportPanel>(w.ggufExportContext());
+        t = p->reportTable();
+        // Q4_K_M on stories260K: rows of 64 do not fit 256-blocks; llama-quantize's fallback.
+        QVERIFY(p->setTypeChoice(QStringLiteral("Q4_K_M")));
+        p->setOutputPath(QString::fromStdString(dir + "/q4km.gguf"));
+        QVERIFY(exportAndWait(*p));
+        const QString q = cell("blk.0.attn_q.weight", P::StatusColumn);
+        QVERIFY2(q.contains(QStringLiteral("fallback q4_K → q5_0")), qPrintable(q));
+        QCOMPARE(cell("blk.0.attn_q.weight", P::TypeColumn), QStringLiteral("q5_0"));
+        QVERIFY(p->summaryLabel()->text().contains(QStringLiteral("fallbacks")));
+        const lcw::GgufFile g = lcw::readGguf(dir + "/q4km.gguf");
+        QCOMPARE(g.findTensor("blk.0.attn_q.weight")->dtype, lcw::DType::Q5_0);
+        QCOMPARE(*g.getInt("general.file_type"),
+                 int64_t(lcw::llamaFtypeInfo(lcw::LlamaFtype::Q4_K_M).id));
+    }
+
+    // Cancelled while waiting behind another job, and while running: no file, no temporary.
+    void ggufExportCancelLeavesNoFile() {
+        lcw::ModelSpec spec = lcw::syntheticSpec("llama", "tinyllama-1.1b");
+        spec.dim = 256;
+        spec.headDim = 8;
+        spec.hidden = 768;
+        spec.vocab = 4096;
+        lcw::SynthOptions so;
+        so.dtype = lcw::DType::F16;
+        lcw::NullProgress np;
+        const std::string modelDir = lcwtest::tempDir("gui-gguf-synth");
+        QCOMPARE(lcw::writeSyntheticModel(spec, modelDir, so, np), lcw::Status::Ok);
+        lcw::MainWindow w(lcw::MainWindow::Options{false, false});
+        QVERIFY(loadAndWait(w, QString::fromStdString(modelDir)));
+        const std::string out = lcwtest::tempDir("gui-gguf-cancel");
+        lcw::GgufExportPanel p(w.ggufExportContext());
+        QVERIFY(p.setTypeChoice(QStringLiteral("Q4_K_M")));
+        p.setOutputPath(QString::fromStdString(out + "/x.gguf"));
+
+        // Queued behind a job that runs until it is cancelled.
+        auto release = std::make_shared<std::atomic<bool>>(false);
+        auto started = std::make_shared<std::atomic<bool>>(false);
+        const auto blocker = w.taskRunner()->submit(
+            QStringLiteral("blocker"), [release, started](lcw::Progress& pr) -> std::any {
+                started->store(true);
+                while (!release->load() && pr.report(0.5, "waiting"))
+                    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+                return lcw::Status::Ok;
+            });
+        QTRY_VERIFY_WITH_TIMEOUT(started->load(), kTimeoutMs);
+        QSignalSpy cancelled(&p, &lcw::GgufExportPanel::cancelled);
+        QVERIFY(p.start());
+        QVERIFY(p.isRunning());
+        p.cancel();
+        QTRY_COMPARE_WITH_TIMEOUT(cancelled.count(), 1, kTimeoutMs);
+        QVERIFY(!p.isRunning());
+        release->store(true);
+        QTRY_VERIFY_WITH_TIMEOUT(!w.taskRunner()->isPending(blocker), kTimeoutMs);
+        QVERIFY(std::filesystem::is_empty(out));
+
+        // Running: cancelled at its first progress report.
+        QSignalSpy finished(&p, &lcw::GgufExportPanel::finished);
+        auto once = std::make_shared<bool>(false);
+        connect(w.taskRunner(), &lcw::TaskRunner::progressChanged, &p,
+                [&p, once](lcw::TaskRunner::JobId, double f, const QString&) {
+                    if (f > 0 && !*once) {
+                        *once = true;
+                        p.cancel();
+                    }
+                });
+        QVERIFY(p.start());
+        QTRY_COMPARE_WITH_TIMEOUT(cancelled.count() + finished.count(), 2, kLongTimeoutMs);
+        QVERIFY(*once);
+        QCOMPARE(finished.count(), 0);
+        QVERIFY(!p.result());
+        QVERIFY(p.summaryLabel()->text().contains(QStringLiteral("no file")));
+        QVERIFY(std::filesystem::is_empty(out));
+    }
+
+    // "llama-quantize command": the invocation and the per-tensor type list that reproduce a
+    // preset with llama.cpp; the list's types are those of llama-quantize's own file.
+    void ggufCommandAndTypeList() {
+        LCW_REQUIRE_SHARED(kGgufK);
+        LCW_REQUIRE_SHARED(kGgufKImatrix);
+        LCW_REQUIRE_SHARED("models/gguf-k/model-Q4_K_M-imat.gguf");
+        const std::string dir = lcwtest::tempDir("gui-gguf-command");
+        lcw::MainWindow w(lcw::MainWindow::Options{false, false});
+        QVERIFY(loadAndWait(w, shared(kGgufK)));
+        QVERIFY(w.openImatrix(shared(kGgufKImatrix)));
+        lcw::GgufExportPanel p(w.ggufExportContext());
+        p.setMode(lcw::GgufExportPanel::Mode::Command);
+        QVERIFY(p.setTypeChoice(QStringLiteral("Q4_K_M")));
+        const QString outPath = QString::fromStdString(dir + "/model-Q4_K_M.gguf");
+        p.setOutputPath(outPath);
+        QSignalSpy queued(w.taskRunner(), &lcw::TaskRunner::jobQueued);
+        QVERIFY2(p.start(), qPrintable(p.lastError()));
+        QCOMPARE(queued.count(), 0); // written at once, no job
+        QCOMPARE(p.commandFiles().size(), 2);
+        auto read = [](const QString& f) {
+            std::ifstream in(f.toStdString(), std::ios::binary);
+            return std::string((std::istreambuf_iterator<char>(in)), {});
+        };
+        const std::string script = read(p.commandFiles()[0]);
+        const std::string list = read(p.commandFiles()[1]);
+        QVERIFY(p.commandFiles()[0].endsWith(QStringLiteral("model-Q4_K_M.llama-quantize.sh")));
+        QVERIFY(p.commandFiles()[1].endsWith(QStringLiteral("model-Q4_K_M.tensor-types.txt")));
+
+        // Core's rendering of the same mix.
+        const lcw::GgufMix mix =
+            lcw::GgufExportPanel::mixFor(*w.model(), lcw::LlamaFtype::Q4_K_M, true);
+        lcw::LlamaQuantizeCommandOptions co;
+        co.input = w.modelPath().toStdString(); // the opened GGUF file is the command's input
+        co.output = outPath.toStdString();
+        co.imatrix = shared(kGgufKImatrix).toStdString();
+        QCOMPARE(QString::fromStdString(script),
+                 QString::fromStdString("#!/bin/sh\n" +
+                                        lcw::renderLlamaQuantizeCommand(mix, co).script() + "\n"));
+        QCOMPARE(QString::fromStdString(list),
+                 QString::fromStdString(lcw::renderTensorTypeList(mix)));
+        QVERIFY(script.find("--imatrix") != std::string::npos);
+        QVERIFY(script.find("Q4_K_M") != std::string::npos);
+        QVERIFY(p.commandView()->toPlainText().contains(QStringLiteral("blk.0.attn_v.weight")));
+
+        // Independent: each line's type is what llama-quantize wrote for that tensor.
+        const lcw::GgufFile ref =
+            lcw::readGguf(lcwtest::sharedPath("models/gguf-k/model-Q4_K_M-imat.gguf"));
+        std::istringstream lines(list);
+        std::string name, type;
+        size_t n = 0;
+        while (lines >> name >> type) {
+            const lcw::TensorView* t = ref.findTensor(name);
+            QVERIFY2(t, name.c_str());
+            QCOMPARE(QString::fromStdString(type),
+                     QString::fromLatin1(lcw::llamaCppTypeName(t->dtype)));
+            ++n;
+        }
+        QCOMPARE(n, ref.tensors.size());
+
+        // The recipe's own types have no preset to name: refused with a reason.
+        QVERIFY(p.setTypeChoice(QString::fromLatin1(lcw::GgufExportPanel::kRecipeChoice)));
+        QVERIFY(!p.start());
+        QVERIFY(p.lastError().contains(QStringLiteral("preset")));
     }
 };
 

@@ -1268,8 +1268,16 @@ void MainWindow::buildProjectMenu(QMenu* file) {
         if (!p.isEmpty()) saveImatrix(p);
     });
     file->addSeparator();
-    QAction* exp = file->addAction(tr("&Export…"), this, &MainWindow::showExportDialog);
+    QAction* exp = file->addAction(tr("&Export…"), this, [this] { showExportDialog(); });
     exp->setShortcut(QKeySequence(Qt::CTRL | Qt::Key_E));
+    QAction* gguf = file->addAction(tr("Export &GGUF (llama.cpp)…"), this, [this] {
+        if (!m_model) {
+            showError(tr("Export GGUF"), tr("Open a model first."));
+            return;
+        }
+        showExportDialog(ExportDialog::Page::Gguf);
+    });
+    gguf->setShortcut(QKeySequence(Qt::CTRL | Qt::SHIFT | Qt::Key_G));
     m_autosaveTimer = new QTimer(this);
     connect(m_autosaveTimer, &QTimer::timeout, this, &MainWindow::autosave);
     setAutosaveMinutes(kDefaultAutosaveMinutes);
@@ -1589,14 +1597,30 @@ bool MainWindow::saveImatrix(const QString& path) {
     return false;
 }
 
-int MainWindow::showExportDialog() {
+int MainWindow::showExportDialog(ExportDialog::Page page) {
     ExportDialog d(exportSources(), this);
     if (!m_projectPath.isEmpty()) d.setFolder(QFileInfo(m_projectPath).absolutePath());
+    d.showPage(page);
+    if (GgufExportPanel* g = d.ggufPanel()) {
+        connect(g, &GgufExportPanel::logMessage, m_log, &LogPanel::info);
+        connect(g, &GgufExportPanel::failed, m_log, &LogPanel::error);
+    }
     return d.exec();
+}
+
+GgufExportPanel::Context MainWindow::ggufExportContext() const {
+    GgufExportPanel::Context c;
+    c.model = m_model;
+    c.modelPath = m_modelPath;
+    c.recipe = [this] { return m_recipeEditor->recipe(); };
+    c.imatrix = m_imatrix;
+    c.runner = m_runner;
+    return c;
 }
 
 ExportDialog::Sources MainWindow::exportSources() const {
     ExportDialog::Sources src;
+    if (m_model) src.gguf = ggufExportContext();
     src.recipeJson = [this] { return m_recipeEditor->recipeJsonText(); };
     src.metricsTsv = [this] {
         return m_comparePanel->results().empty() ? QString() : m_comparePanel->metricsTsv();

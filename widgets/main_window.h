@@ -172,10 +172,13 @@ public:
     /// Opens the autosave file as a project (the recovery offered at start).
     bool recoverAutosave();
     void setAutosaveMinutes(int minutes);
-    /// Opens File ▸ Export… (returns the dialog's result).
-    int showExportDialog();
-    /// What File ▸ Export… offers now (recipe, metrics, Tensors table, scan, plots).
+    /// Opens File ▸ Export… on a page (returns the dialog's result).
+    int showExportDialog(ExportDialog::Page page = ExportDialog::Page::Files);
+    /// What File ▸ Export… offers now (recipe, metrics, Tensors table, scan, plots, and the
+    /// GGUF page when a model is open).
     ExportDialog::Sources exportSources() const;
+    /// What the GGUF export page exports from: the model, the editor's recipe, the imatrix.
+    GgufExportPanel::Context ggufExportContext() const;
 
     // Importance matrix (llama.cpp's imatrix) --------------------------------------------
     ImatrixManager* imatrixManager() const { return m_imatrix; }
