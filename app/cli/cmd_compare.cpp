@@ -6,6 +6,7 @@
 #include "terminal_progress.h"
 
 #include "core/common/error.h"
+#include "core/export/gguf_preset.h"
 #include "core/common/mapped_file.h"
 #include "core/compress/compressed_model.h"
 #include "core/compress/recipe.h"
@@ -172,11 +173,11 @@ std::vector<ConfigSource> loadConfigSources(const Model& model, const Args& a, b
     }
     for (const auto& name : a.getAll("--preset")) {
         ConfigSource c;
-        const compress::Preset& p = compress::findPreset(name);
-        c.name = p.name;
+        const compress::Recipe recipe = presetRecipe(model, name);
+        c.name = recipe.name;
         c.kind = "preset";
         c.source = name;
-        fromRecipe(std::move(c), p.recipe);
+        fromRecipe(std::move(c), recipe);
     }
     for (const auto& dir : a.getAll("--overlay")) {
         ConfigSource c;

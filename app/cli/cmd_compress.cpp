@@ -5,6 +5,7 @@
 #include "terminal_progress.h"
 
 #include "core/common/error.h"
+#include "core/export/gguf_preset.h"
 #include "core/compress/calibration.h"
 #include "core/compress/compressed_model.h"
 #include "core/compress/recipe.h"
@@ -33,11 +34,12 @@ private:
     const Model& m_model;
 };
 
-compress::Recipe recipeFromArgs(const Args& a) {
+compress::Recipe recipeFromArgs(const Args& a, const Model& model) {
     const bool r = a.has("--recipe"), p = a.has("--preset");
     if (r && p) throw UsageError{"give either --recipe or --preset, not both"};
     if (r) return compress::Recipe::load(*a.get("--recipe"));
-    if (p) return compress::findPreset(*a.get("--preset")).recipe;
+    // lcw's presets and llama.cpp's mixes (Q4_K_M, Q4_K_M-GPTQ, ...) for this model.
+    if (p) return presetRecipe(model, *a.get("--preset"));
     throw UsageError{"--recipe R.json or --preset NAME is required"};
 }
 
@@ -100,7 +102,7 @@ std::unique_ptr<WeightSource> applyRecipeOptions(const Model& model, const Args&
     if (n > 1) throw UsageError{"give only one of --recipe, --preset and --overlay"};
     if (n == 0) return std::make_unique<BaseRef>(model);
     if (a.has("--overlay")) return compress::CompressedModel::load(*a.get("--overlay"), model);
-    const compress::Recipe recipe = recipeFromArgs(a);
+    const compress::Recipe recipe = recipeFromArgs(a, model);
     const auto cal = calibrationFromArgs(model, a);
     compress::CompressOptions co;
     co.calibration = cal.get();
@@ -126,8 +128,10 @@ int cmdCompress(const std::vector<std::string>& argv) {
             "--seq-len"},
            {"--quiet", "--json"});
     applyThreads(a);
-    const compress::Recipe recipe = recipeFromArgs(a);
+    if (!a.has("--recipe") && !a.has("--preset"))
+        throw UsageError{"--recipe R.json or --preset NAME is required"};
     auto model = openModelArg(a, 0, a.has("--calib"));
+    const compress::Recipe recipe = recipeFromArgs(a, *model);
     const auto cal = calibrationFromArgs(*model, a);
     compress::CompressOptions co;
     co.calibration = cal.get();

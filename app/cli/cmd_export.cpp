@@ -5,8 +5,16 @@
 #include "terminal_progress.h"
 
 #include "core/common/error.h"
+#include "core/common/mapped_file.h"
+#include "core/compress/compressed_model.h"
+#include "core/compress/imatrix.h"
+#include "core/eval/divergence.h"
 #include "core/export/gguf_export.h"
+#include "core/export/gguf_preset.h"
+#include "core/io/atomic_writer.h"
 #include "core/model/model.h"
+#include "core/tokenizer/tokenizer.h"
+#include "core/stats/activation_stats.h"
 
 #include <nlohmann/json.hpp>
 
@@ -14,6 +22,9 @@
 #include <cctype>
 #include <cstdio>
 #include <filesystem>
+#include <map>
+#include <memory>
+#include <set>
 
 namespace lcw::cli {
 
@@ -42,55 +53,248 @@ std::string shapeText(const std::vector<int64_t>& s) {
     return r + "]";
 }
 
-} // namespace
+void writeFileAtomic(const std::string& path, const std::string& text) {
+    AtomicFileWriter w(path);
+    w.write(text);
+    w.commit();
+}
 
-int cmdExport(const std::vector<std::string>& argv) {
-    Args a(argv,
-           {"--tokenizer", "--threads", "--recipe", "--preset", "--overlay", "--calib", "--samples",
-            "--seq-len", "--format", "--out", "--type"},
-           {"--quiet", "--json"});
-    applyThreads(a);
-    const std::string format = a.getOr("--format", "gguf");
-    if (format != "gguf") throw UsageError{"--format must be gguf, not '" + format + "'"};
-    const auto out = a.get("--out");
-    if (!out) throw UsageError{"--out FILE.gguf is required"};
-    const std::optional<DType> type = typeFromArgs(a);
-    {
-        // Before any compression work: the file's folder must exist.
-        std::error_code ec;
-        const auto dir = std::filesystem::path(*out).parent_path();
-        if (!dir.empty() && !std::filesystem::is_directory(dir, ec))
-            throw ArgumentError(*out + ": the folder " + dir.string() + " does not exist");
+// The importance matrix of --imatrix FILE (checked against the model), or one computed from
+// --calib (llama-imatrix's chunks) when `computeFromCalib`; null without either.
+std::unique_ptr<compress::Imatrix> imatrixFromArgs(const Model& model, const Args& a,
+                                                   bool computeFromCalib) {
+    if (const auto f = a.get("--imatrix")) {
+        auto m = std::make_unique<compress::Imatrix>(compress::readImatrix(*f));
+        compress::checkImatrix(*m, model);
+        return m;
     }
-    auto model = openModel(a, a.has("--calib"));
-    for (const auto& w : model->warnings()) std::fprintf(stderr, "warning: %s\n", w.c_str());
-    const auto weights = applyRecipeOptions(*model, a);
-
-    GgufExportOptions o;
-    o.path = *out;
-    o.type = type;
-    TerminalProgress progress("export", !a.flag("--quiet"));
-    o.progress = &progress;
-    const GgufExportResult r = exportGguf(*model, *weights, o);
+    if (!computeFromCalib || !a.has("--calib")) return nullptr;
+    const compress::CalibrationSet cal = compress::imatrixCalibration(
+        model, *a.get("--calib"), a.getInt("--seq-len", 512), a.getInt("--samples", 0));
+    TerminalProgress progress("imatrix", !a.flag("--quiet"));
+    compress::ImatrixOptions io;
+    io.dataset = *a.get("--calib");
+    compress::ImatrixResult r = compress::computeImatrix(model, cal, io, progress);
     progress.finish();
-    if (r.status == Status::Cancelled) {
-        std::fprintf(stderr, "cancelled: no file written\n");
-        return 130;
+    if (r.status == Status::Cancelled) throw Error("cancelled while computing the imatrix");
+    return std::make_unique<compress::Imatrix>(std::move(r.imatrix));
+}
+
+// llama-quantize's quantize.imatrix.* keys for a file quantised with `m`.
+std::vector<std::pair<std::string, GgufValue>> imatrixMetadata(const compress::Imatrix& m,
+                                                               const std::string& file) {
+    std::vector<std::pair<std::string, GgufValue>> md;
+    md.emplace_back("quantize.imatrix.file", GgufValue::string(file));
+    md.emplace_back("quantize.imatrix.dataset", GgufValue::string(m.dataset));
+    md.emplace_back("quantize.imatrix.entries_count", GgufValue::i32(int32_t(m.entries.size())));
+    md.emplace_back("quantize.imatrix.chunks_count", GgufValue::i32(m.chunks));
+    return md;
+}
+
+// The per-column importance of a GGUF tensor from an imatrix, kept alive for the export.
+GgufImportance importanceLookup(const compress::Imatrix* m,
+                                const std::vector<GgufTensorInfo>& plan) {
+    if (!m) return {};
+    auto cache = std::make_shared<std::map<std::string, std::vector<float>>>();
+    std::map<std::string, std::pair<int64_t, int64_t>> dims; // cols, experts
+    for (const auto& t : plan)
+        if (t.shape.size() >= 2)
+            dims[t.name] = {t.shape.back(), t.shape.size() == 3 ? t.shape[0] : 1};
+    return [m, cache, dims](const std::string& name) -> const float* {
+        const auto d = dims.find(name);
+        if (d == dims.end()) return nullptr;
+        auto it = cache->find(name);
+        if (it == cache->end())
+            it = cache->emplace(name, m->importance(name, d->second.first, d->second.second))
+                     .first;
+        return it->second.empty() ? nullptr : it->second.data();
+    };
+}
+
+// KL divergence of the written file against `reference` (the workbench configuration, or the
+// model itself) on a few chunks of the bundled text.
+nlohmann::ordered_json klReport(const Model& model, const WeightSource& reference,
+                                const std::string& referenceName, const std::string& file,
+                                const Args& a) {
+    nlohmann::ordered_json j;
+    if (!model.hasTokenizer()) return j;
+    LoadOptions lo;
+    lo.tokenizerPath = a.getOr("--tokenizer", "");
+    const auto written = Model::load(file, lo);
+    PerplexityOptions po;
+    po.ctx = a.getInt("--kl-ctx", 128);
+    po.batch = po.ctx;
+    po.maxChunks = a.getInt("--kl-chunks", 8);
+    po.bosId = model.tokenizer().bosId();
+    const std::string text = a.getOr("--text", stats::builtinCalibrationPath());
+    const auto tokens = model.tokenizer().encode(readTextFile(text), true);
+    if (int64_t(tokens.size()) < po.ctx) return j;
+    TerminalProgress progress("kl check", !a.flag("--quiet"));
+    const DivergenceResult r =
+        compareToBaseline(reference, {{"written", written.get()}}, tokens, po, progress);
+    progress.finish();
+    if (r.configs.empty()) return j;
+    const DivergenceStats& d = r.configs[0];
+    j["against"] = referenceName;
+    j["text"] = text;
+    j["chunks"] = r.chunks;
+    j["ctx"] = r.ctx;
+    j["scored_tokens"] = d.scoredTokens;
+    j["kld_mean"] = d.kld.mean;
+    j["kld_mean_error"] = d.kld.meanError;
+    j["kld_max"] = d.kld.max;
+    j["same_top"] = d.sameTop;
+    j["ppl_reference"] = d.baselinePpl;
+    j["ppl_written"] = d.ppl;
+    return j;
+}
+
+// The GGUF type every planned tensor gets from a recipe's plan (without compressing anything):
+// the GGUF method (or GPTQ / AWQ grid) of its lcw tensors, nullopt for tensors the recipe leaves
+// in float; ArgumentError for settings GGUF has no type for, unless `reencode` is given.
+std::map<std::string, DType> recipeTypes(const Model& model, const compress::Recipe& recipe,
+                                         const std::vector<GgufTensorInfo>& plan,
+                                         std::optional<DType> reencode) {
+    compress::PlanOptions po;
+    po.hasCalibration = true;
+    const compress::Plan p = compress::planRecipe(recipe, model, po);
+    std::map<std::string, const compress::LayerPlan*> byName;
+    for (const auto& lp : p.layers) byName[lp.name] = &lp;
+    std::map<std::string, DType> out;
+    for (const auto& t : plan) {
+        std::optional<DType> ty;
+        for (const auto& src : t.sources) {
+            const auto it = byName.find(src);
+            if (it == byName.end() || !it->second->quantize) continue;
+            const compress::WeightSettings st = it->second->weight.stored();
+            std::optional<DType> d;
+            if (compress::methodIsGguf(st.method))
+                d = compress::ggufMethodType(st.method);
+            else if (reencode)
+                d = reencode;
+            else
+                throw ArgumentError(src + ": " + it->second->weight.describe() +
+                                    " has no GGUF type; give --type to re-encode it");
+            if (ty && *ty != *d)
+                throw ArgumentError(t.name + ": its parts " + t.sources.front() + " and " + src +
+                                    " have different types; llama.cpp stores them as one tensor");
+            ty = d;
+        }
+        if (ty) out[t.name] = *ty;
     }
-    for (const auto& w : r.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
+    return out;
+}
+
+// --format llamacpp-command: the llama-quantize invocation and the per-tensor type list.
+int writeLlamaCppCommand(const Model& model, const Args& a, const std::string& out) {
+    const std::vector<GgufTensorInfo> plan = planGgufTensors(model);
+    const GgufMixModel mm = ggufMixModelOf(model);
+    const std::vector<GgufMixTensor> tensors = ggufMixTensorsOf(plan);
+    // The imatrix: the given file, or computed here from --calib and written beside the script.
+    std::string imatrixFile;
+    std::unique_ptr<compress::Imatrix> imx = imatrixFromArgs(model, a, true);
+    if (imx) {
+        if (const auto f = a.get("--imatrix")) {
+            imatrixFile = *f;
+        } else {
+            imatrixFile = std::filesystem::path(out).replace_extension(".imatrix.dat").string();
+            compress::writeImatrix(*imx, imatrixFile);
+        }
+    }
+    GgufMixOptions mo;
+    mo.hasImatrix = imx != nullptr;
+    std::optional<LlamaPresetName> preset;
+    std::string note;
+    if (const auto p = a.get("--preset")) {
+        preset = parseLlamaPreset(*p);
+        if (!preset)
+            throw UsageError{"--format llamacpp-command takes a llama.cpp preset (" +
+                             std::string("Q4_K_M, Q6_K, ...), not '") + *p + "'"};
+        if (preset->method)
+            note = "# " + preset->display + ": llama-quantize chooses the codes with ggml's own "
+                   "quantisers; this reproduces the types only\n";
+    }
+    if (a.has("--recipe")) {
+        compress::Recipe recipe = compress::Recipe::load(*a.get("--recipe"));
+        const auto types = recipeTypes(model, recipe, plan, typeFromArgs(a));
+        // The base preset: the one whose own types agree with the recipe most often.
+        int bestDiff = -1;
+        for (const LlamaFtypeInfo& f : llamaFtypes()) {
+            if (preset && f.ftype != preset->ftype) continue;
+            GgufMix base;
+            try {
+                base = chooseGgufMix(f.ftype, mm, tensors, mo);
+            } catch (const Error&) {
+                continue;
+            }
+            int diff = 0;
+            for (const auto& c : base.tensors) {
+                const auto it = types.find(c.name);
+                const DType want = it == types.end() ? c.sourceType : it->second;
+                if (c.quantizable && c.type != want) ++diff;
+            }
+            if (bestDiff < 0 || diff < bestDiff) {
+                bestDiff = diff;
+                preset = LlamaPresetName{f.ftype, std::nullopt, std::string(f.name)};
+            }
+        }
+        if (!preset) throw Error("no llama.cpp preset applies to this model");
+        const GgufMix base = chooseGgufMix(preset->ftype, mm, tensors, mo);
+        for (const auto& c : base.tensors) {
+            if (!c.quantizable) continue;
+            const auto it = types.find(c.name);
+            const DType want = it == types.end() ? c.sourceType : it->second;
+            if (c.type != want) mo.perTensor[c.name] = want;
+        }
+        bool methods = false;
+        for (const auto& r : recipe.rules)
+            if (r.weight && r.weight->contains("gguf")) methods = true;
+        if (methods)
+            note += "# the recipe chooses codes with GPTQ / AWQ on GGUF grids: llama-quantize "
+                    "reproduces its types, not its codes (export the GGUF with lcw for those)\n";
+    }
+    if (!preset) throw UsageError{"--format llamacpp-command needs --preset P or --recipe R.json"};
+    const GgufMix mix = chooseGgufMix(preset->ftype, mm, tensors, mo);
+    LlamaQuantizeCommandOptions co;
+    co.input = a.getOr("--input", std::filesystem::path(model.path()).filename().string());
+    if (!imatrixFile.empty()) co.imatrix = imatrixFile;
+    co.output = a.getOr("--output-name", "");
+    co.pinAll = a.flag("--pin-all");
+    const LlamaQuantizeCommand cmd = renderLlamaQuantizeCommand(mix, co);
+    const std::string typesFile = std::filesystem::path(out).replace_extension(".types.txt").string();
+    writeFileAtomic(out, "#!/bin/sh\n" + note + cmd.script() + "\n");
+    writeFileAtomic(typesFile, renderTensorTypeList(mix));
+    if (a.flag("--json")) {
+        nlohmann::ordered_json j;
+        j["format"] = "llamacpp-command";
+        j["model"] = model.path();
+        j["preset"] = std::string(llamaFtypeInfo(mix.ftype).name);
+        j["script"] = out;
+        j["types_file"] = typesFile;
+        j["imatrix"] = imatrixFile;
+        j["argv"] = cmd.argv;
+        j["tensor_type_entries"] = cmd.tensorTypeEntries;
+        j["changed_tensors"] = mix.changedCount();
+        j["fallbacks"] = mix.fallbacks;
+        j["tensors"] = nlohmann::ordered_json::array();
+        for (const auto& c : mix.tensors)
+            j["tensors"].push_back({{"name", c.name}, {"type", std::string(llamaCppTypeName(c.type))}});
+        std::printf("%s\n", j.dump(2).c_str());
+    } else {
+        std::printf("%s%s\n", note.c_str(), cmd.script().c_str());
+        std::fprintf(stderr, "wrote %s and %s (%zu tensors)%s\n", out.c_str(), typesFile.c_str(),
+                     mix.tensors.size(),
+                     imatrixFile.empty() ? "" : (", imatrix " + imatrixFile).c_str());
+    }
+    return 0;
+}
+
+void printReport(const GgufExportResult& r) {
     int64_t params = 0;
     for (const auto& t : r.tensors) {
         int64_t n = 1;
         for (int64_t d : t.shape) n *= d;
         params += n;
-    }
-    if (a.flag("--json")) {
-        auto j = ggufExportReportJson(r);
-        j["model"] = model->path();
-        for (const char* k : {"--recipe", "--preset", "--overlay"})
-            if (const auto v = a.get(k)) j[k + 2] = *v;
-        std::printf("%s\n", j.dump(2).c_str());
-        return 0;
     }
     std::printf("%-32s %-16s %-7s %12s  %-10s %s\n", "tensor", "shape", "type", "bytes", "status",
                 "note");
@@ -102,6 +306,129 @@ int cmdExport(const std::vector<std::string>& argv) {
                 "%.2f s\n",
                 r.path.c_str(), r.arch.c_str(), r.tensors.size(), (unsigned long long)r.bytes,
                 params ? 8.0 * double(r.bytes) / double(params) : 0.0, r.fileType, r.seconds);
+}
+
+} // namespace
+
+int cmdExport(const std::vector<std::string>& argv) {
+    Args a(argv,
+           {"--tokenizer", "--threads", "--recipe", "--preset", "--overlay", "--calib", "--samples",
+            "--seq-len", "--format", "--out", "--type", "--imatrix", "--text", "--kl-chunks",
+            "--kl-ctx", "--input", "--output-name"},
+           {"--quiet", "--json", "--no-kl", "--pin-all"});
+    applyThreads(a);
+    const std::string format = a.getOr("--format", "gguf");
+    if (format != "gguf" && format != "llamacpp-command")
+        throw UsageError{"--format must be gguf or llamacpp-command, not '" + format + "'"};
+    const auto out = a.get("--out");
+    if (!out)
+        throw UsageError{format == "gguf" ? "--out FILE.gguf is required"
+                                          : "--out FILE.sh is required"};
+    const std::optional<DType> type = typeFromArgs(a);
+    {
+        // Before any compression work: the file's folder must exist.
+        std::error_code ec;
+        const auto dir = std::filesystem::path(*out).parent_path();
+        if (!dir.empty() && !std::filesystem::is_directory(dir, ec))
+            throw ArgumentError(*out + ": the folder " + dir.string() + " does not exist");
+    }
+    const int sources = int(a.has("--recipe")) + int(a.has("--preset")) + int(a.has("--overlay"));
+    if (sources > 1 && !(format == "llamacpp-command" && !a.has("--overlay")))
+        throw UsageError{"give only one of --recipe, --preset and --overlay"};
+    auto model = openModel(a, a.has("--calib") || a.has("--preset"));
+    for (const auto& w : model->warnings()) std::fprintf(stderr, "warning: %s\n", w.c_str());
+    if (format == "llamacpp-command") return writeLlamaCppCommand(*model, a, *out);
+
+    const std::optional<LlamaPresetName> preset =
+        a.has("--preset") ? parseLlamaPreset(*a.get("--preset")) : std::nullopt;
+    const std::vector<GgufTensorInfo> plan = planGgufTensors(*model);
+    GgufExportOptions o;
+    o.path = *out;
+    o.type = type;
+    std::unique_ptr<compress::Imatrix> imx;
+    std::unique_ptr<WeightSource> weights;
+    std::string klAgainst;
+    if (preset && !preset->method) {
+        // llama-quantize's own path: its per-tensor types, ggml's quantisers, the imatrix's
+        // importance weights, streamed straight from the model's weights.
+        imx = imatrixFromArgs(*model, a, false);
+        GgufMixOptions mo;
+        mo.hasImatrix = imx != nullptr;
+        const GgufMix mix =
+            chooseGgufMix(preset->ftype, ggufMixModelOf(*model), ggufMixTensorsOf(plan), mo);
+        for (const auto& f : mix.fallbacks) std::fprintf(stderr, "fallback: %s\n", f.c_str());
+        auto types = std::make_shared<std::map<std::string, DType>>();
+        for (const auto& c : mix.tensors) (*types)[c.name] = c.type;
+        o.typeFor = [types](const GgufTensorInfo& t) {
+            const auto it = types->find(t.name);
+            return it == types->end() ? t.defaultType : it->second;
+        };
+        o.fileType = llamaFtypeInfo(preset->ftype).id;
+        klAgainst = "the model";
+    } else {
+        // A configuration of the workbench: compressed now (recipe / preset, with the imatrix
+        // when given) or loaded (overlay), then written tensor by tensor.
+        imx = imatrixFromArgs(*model, a, false);
+        if (a.has("--overlay")) {
+            weights = compress::CompressedModel::load(*a.get("--overlay"), *model);
+        } else if (a.has("--recipe") || a.has("--preset")) {
+            compress::Recipe recipe =
+                a.has("--recipe") ? compress::Recipe::load(*a.get("--recipe"))
+                                  : presetRecipe(*model, *a.get("--preset"),
+                                                 a.has("--imatrix") ? *a.get("--imatrix") : "");
+            const auto cal = calibrationFromArgs(*model, a);
+            compress::CompressOptions co;
+            co.calibration = cal.get();
+            co.imatrix = imx.get();
+            TerminalProgress progress("compress", !a.flag("--quiet"));
+            compress::CompressResult r = compress::compress(*model, recipe, progress, co);
+            progress.finish();
+            if (r.status == Status::Cancelled) {
+                std::fprintf(stderr, "cancelled: no file written\n");
+                return 130;
+            }
+            for (const auto& w : r.plan.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
+            weights = std::move(r.model);
+        }
+        if (weights) {
+            klAgainst = "the workbench configuration";
+            if (preset) o.fileType = llamaFtypeInfo(preset->ftype).id;
+        }
+    }
+    if (imx) {
+        o.importance = importanceLookup(imx.get(), plan);
+        o.metadata = imatrixMetadata(*imx, a.getOr("--imatrix", imx->source));
+    }
+    TerminalProgress progress("export", !a.flag("--quiet"));
+    o.progress = &progress;
+    const WeightSource& src = weights ? *weights : static_cast<const WeightSource&>(*model);
+    const GgufExportResult r = exportGguf(*model, src, o);
+    progress.finish();
+    if (r.status == Status::Cancelled) {
+        std::fprintf(stderr, "cancelled: no file written\n");
+        return 130;
+    }
+    for (const auto& w : r.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
+    nlohmann::ordered_json kl;
+    if (!klAgainst.empty() && !a.flag("--no-kl")) kl = klReport(*model, src, klAgainst, r.path, a);
+    if (a.flag("--json")) {
+        auto j = ggufExportReportJson(r);
+        j["model"] = model->path();
+        for (const char* k : {"--recipe", "--preset", "--overlay", "--imatrix"})
+            if (const auto v = a.get(k)) j[k + 2] = *v;
+        if (!kl.empty()) j["kl"] = kl;
+        std::printf("%s\n", j.dump(2).c_str());
+        return 0;
+    }
+    printReport(r);
+    if (!kl.empty())
+        std::printf("KL divergence of the written file against %s: mean %.6f ± %.6f, max %.4f, "
+                    "same top %.2f %% (%lld tokens of %s)\n",
+                    kl["against"].get<std::string>().c_str(), kl["kld_mean"].get<double>(),
+                    kl["kld_mean_error"].get<double>(), kl["kld_max"].get<double>(),
+                    100.0 * kl["same_top"].get<double>(),
+                    (long long)kl["scored_tokens"].get<int64_t>(),
+                    kl["text"].get<std::string>().c_str());
     return 0;
 }
 

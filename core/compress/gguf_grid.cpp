@@ -103,23 +103,7 @@ void setBits(uint8_t* p, int byte, int shift, int width, uint32_t v) {
 } // namespace
 
 bool ggufHasCodes(DType t) {
-    switch (t) {
-    case DType::Q4_0:
-    case DType::Q4_1:
-    case DType::Q5_0:
-    case DType::Q5_1:
-    case DType::Q8_0:
-    case DType::Q2_K:
-    case DType::Q3_K:
-    case DType::Q4_K:
-    case DType::Q5_K:
-    case DType::Q6_K:
-    case DType::IQ4_NL:
-    case DType::IQ4_XS:
-        return true;
-    default:
-        return false;
-    }
+    return dtypeIsQuantized(t); // every GGUF block type lcw holds
 }
 
 CodeRange ggufCodeRange(DType t) {

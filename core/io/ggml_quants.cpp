@@ -331,15 +331,6 @@ void packScaleMinK4(const uint8_t* ls, const uint8_t* lm, uint8_t* s) {
         }
     }
 }
-inline void unpackScaleMinK4(int j, const uint8_t* q, uint8_t& d, uint8_t& m) {
-    if (j < 4) {
-        d = q[j] & 63;
-        m = q[j + 4] & 63;
-    } else {
-        d = uint8_t((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
-        m = uint8_t((q[j + 4] >> 4) | ((q[j - 0] >> 6) << 4));
-    }
-}
 
 // Re-rounds every sub-block of 32 against its stored (fp16 d * 6-bit scale, fp16 dmin * 6-bit
 // min), as the q4_K / q5_K quantisers do after choosing the scales.
@@ -347,7 +338,7 @@ void requantizeK4(const float* x, const uint8_t* scales, float d, float dmin, in
                   uint8_t* L) {
     for (int j = 0; j < kQKK / 32; ++j) {
         uint8_t sc, m;
-        unpackScaleMinK4(j, scales, sc, m);
+        scaleMinK4(j, scales, sc, m);
         const float dj = d * float(sc);
         if (dj == 0) continue;
         const float dm = dmin * float(m);

@@ -190,16 +190,6 @@ void deqQ3_K(const std::byte* src, float* y, int64_t nb, const float* tab) {
     }
 }
 
-// The 12-byte packing of eight 6-bit (scale, min) pairs used by q4_k and q5_k.
-inline void scaleMinK4(int j, const uint8_t* q, uint8_t& d, uint8_t& m) {
-    if (j < 4) {
-        d = q[j] & 63;
-        m = q[j + 4] & 63;
-    } else {
-        d = uint8_t((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
-        m = uint8_t((q[j + 4] >> 4) | ((q[j - 0] >> 6) << 4));
-    }
-}
 
 // q4_k: f16 d, f16 dmin, scales[12], qs[128]; sub-blocks of 32.
 void deqQ4_K(const std::byte* src, float* y, int64_t nb, const float* tab) {
@@ -211,9 +201,9 @@ void deqQ4_K(const std::byte* src, float* y, int64_t nb, const float* tab) {
         int is = 0;
         for (int j = 0; j < QK_K; j += 64) {
             uint8_t sc, m;
-            scaleMinK4(is + 0, scales, sc, m);
+            detail::scaleMinK4(is + 0, scales, sc, m);
             const float d1 = d * float(sc), m1 = min * float(m);
-            scaleMinK4(is + 1, scales, sc, m);
+            detail::scaleMinK4(is + 1, scales, sc, m);
             const float d2 = d * float(sc), m2 = min * float(m);
             for (int l = 0; l < 32; ++l) *y++ = d1 * float(q[l] & 0xF) - m1;
             for (int l = 0; l < 32; ++l) *y++ = d2 * float(q[l] >> 4) - m2;
@@ -235,9 +225,9 @@ void deqQ5_K(const std::byte* src, float* y, int64_t nb, const float* tab) {
         uint8_t u1 = 1, u2 = 2;
         for (int j = 0; j < QK_K; j += 64) {
             uint8_t sc, m;
-            scaleMinK4(is + 0, scales, sc, m);
+            detail::scaleMinK4(is + 0, scales, sc, m);
             const float d1 = d * float(sc), m1 = min * float(m);
-            scaleMinK4(is + 1, scales, sc, m);
+            detail::scaleMinK4(is + 1, scales, sc, m);
             const float d2 = d * float(sc), m2 = min * float(m);
             for (int l = 0; l < 32; ++l)
                 *y++ = d1 * float((ql[l] & 0xF) + (qh[l] & u1 ? 16 : 0)) - m1;
