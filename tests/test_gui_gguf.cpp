@@ -5,6 +5,7 @@
 // leaves no file, the llama-quantize command and type list) and the time-left estimate.
 #include "core/compress/imatrix.h"
 #include "core/export/gguf_mix.h"
+#include "core/export/gguf_preset.h"
 #include "core/io/gguf.h"
 #include "core/model/model.h"
 #include "core/model/synthetic.h"
@@ -21,12 +22,14 @@
 #include "widgets/task_status_widget.h"
 
 #include <QCheckBox>
+#include <QComboBox>
 #include <QPlainTextEdit>
 #include <QSettings>
 #include <QSpinBox>
 #include <QStandardPaths>
 #include <QTabWidget>
 #include <QTableWidget>
+#include <QUndoStack>
 #include <QtTest/QtTest>
 #include <qcustomplot.h>
 
@@ -691,6 +694,87 @@ private slots:
         QVERIFY(p.setTypeChoice(QString::fromLatin1(lcw::GgufExportPanel::kRecipeChoice)));
         QVERIFY(!p.start());
         QVERIFY(p.lastError().contains(QStringLiteral("preset")));
+    }
+
+    // ---- Recipe editor: llama.cpp presets ----
+
+    // The llama.cpp mixes are a group of their own in the preset list; applying Q4_K_M (with the
+    // opened imatrix) gives core's presetRecipe, any tensor's type can then be changed, and the
+    // edited recipe exported as the recipe chose is llama-quantize's Q4_K_M file except for the
+    // changed tensor.
+    void recipeEditorLlamaPresetsEditAndExport() {
+        LCW_REQUIRE_SHARED(kGgufK);
+        LCW_REQUIRE_SHARED(kGgufKImatrix);
+        LCW_REQUIRE_SHARED("models/gguf-k/model-Q4_K_M-imat.gguf");
+        lcw::MainWindow w(lcw::MainWindow::Options{false, false});
+        QVERIFY(loadAndWait(w, shared(kGgufK)));
+        lcw::RecipeEditor* ed = w.recipeEditor();
+        QComboBox* presets = ed->presetCombo();
+        const int lcwQ8 = presets->findData(QStringLiteral("Q8_0"));
+        const int llamaQ4 = presets->findData(QStringLiteral("llama.cpp:Q4_K_M"));
+        QVERIFY(lcwQ8 >= 0 && llamaQ4 > lcwQ8); // lcw's own first, then llama.cpp's group
+        QCOMPARE(presets->itemText(llamaQ4), QStringLiteral("Q4_K_M (llama.cpp)"));
+        for (const std::string& n : lcw::llamaPresetNames())
+            QVERIFY2(presets->findData(QStringLiteral("llama.cpp:") + QString::fromStdString(n)) >
+                         lcwQ8,
+                     n.c_str());
+        QVERIFY(presets->findData(QStringLiteral("llama.cpp:Q4_K_M-GPTQ")) > llamaQ4);
+        // The lcw preset of the same name stays lcw's.
+        QVERIFY(ed->applyPreset(QStringLiteral("Q8_0")));
+        QCOMPARE(QString::fromStdString(ed->recipe().toJson().dump()),
+                 QString::fromStdString(lcw::compress::findPreset("Q8_0").recipe.toJson().dump()));
+
+        QVERIFY(w.openImatrix(shared(kGgufKImatrix)));
+        const int steps = ed->undoStack()->count();
+        QVERIFY(ed->applyLlamaPreset(QStringLiteral("Q4_K_M")));
+        QCOMPARE(ed->undoStack()->count(), steps + 1);
+        const lcw::compress::Recipe want =
+            lcw::presetRecipe(*w.model(), "Q4_K_M", shared(kGgufKImatrix).toStdString());
+        QCOMPARE(QString::fromStdString(ed->recipe().toJson().dump()),
+                 QString::fromStdString(want.toJson().dump()));
+        QCOMPARE(QString::fromStdString(ed->recipe().imatrix), shared(kGgufKImatrix));
+        QCOMPARE(presets->currentIndex(), llamaQ4);
+        QVERIFY(ed->plan());
+        QVERIFY2(ed->planError().isEmpty(), qPrintable(ed->planError()));
+
+        // The method list has every GGUF type; a rule's K-quant shows in the form.
+        for (const char* m : {"q4_k", "q6_k", "q2_k", "iq4_nl", "iq4_xs", "q5_1", "f16"})
+            QVERIFY2(ed->methodCombo()->findText(QString::fromLatin1(m)) >= 0, m);
+        ed->setWeightForm(nlohmann::json{{"method", "gptq"}, {"gguf", "q4_k"}});
+        QVERIFY(ed->weightFromForm() == (nlohmann::json{{"method", "gptq"}, {"gguf", "q4_k"}}));
+
+        // Change one tensor: blk.0.attn_v to q8_0.
+        QCOMPARE(ed->selectPattern(QStringLiteral("layers.0.attn.v")), 1);
+        ed->setWeightForm(nlohmann::json{{"method", "q8_0"}});
+        QVERIFY(ed->applyToSelection());
+        for (const auto& l : ed->plan()->layers)
+            if (l.name == "layers.0.attn.v")
+                QCOMPARE(l.weight.method, lcw::compress::WeightMethod::Q8_0);
+
+        const std::string dir = lcwtest::tempDir("gui-gguf-editor");
+        lcw::GgufExportPanel p(w.ggufExportContext());
+        QVERIFY(p.setTypeChoice(QString::fromLatin1(lcw::GgufExportPanel::kRecipeChoice)));
+        p.setImatrixSource(lcw::GgufExportPanel::ImatrixSource::None); // the recipe names it
+        p.setOutputPath(QString::fromStdString(dir + "/edited.gguf"));
+        QVERIFY(exportAndWait(p));
+        const lcw::GgufFile out = lcw::readGguf(dir + "/edited.gguf");
+        const lcw::GgufFile ref =
+            lcw::readGguf(lcwtest::sharedPath("models/gguf-k/model-Q4_K_M-imat.gguf"));
+        QCOMPARE(out.tensors.size(), ref.tensors.size());
+        QCOMPARE(out.findTensor("blk.0.attn_v.weight")->dtype, lcw::DType::Q8_0);
+        QVERIFY(ref.findTensor("blk.0.attn_v.weight")->dtype != lcw::DType::Q8_0);
+        for (const auto& t : ref.tensors) {
+            if (t.name == "blk.0.attn_v.weight") continue;
+            const lcw::TensorView* x = out.findTensor(t.name);
+            QVERIFY2(x && x->dtype == t.dtype && x->nbytes == t.nbytes &&
+                         std::memcmp(x->data, t.data, t.nbytes) == 0,
+                     t.name.c_str());
+        }
+        // Undo twice: the lcw Q8_0 recipe again.
+        ed->undoStack()->undo();
+        ed->undoStack()->undo();
+        QCOMPARE(QString::fromStdString(ed->recipe().toJson().dump()),
+                 QString::fromStdString(lcw::compress::findPreset("Q8_0").recipe.toJson().dump()));
     }
 };
 

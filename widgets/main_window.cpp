@@ -216,6 +216,8 @@ void MainWindow::buildUi() {
         showPanel(Panel::Compare);
     });
     connect(m_recipeEditor, &RecipeEditor::planChanged, this, &MainWindow::updatePlannedColumns);
+    // llama.cpp presets use the importance matrix when it is a file (the recipe names it).
+    m_recipeEditor->setImatrixPathProvider([this] { return m_imatrix->path(); });
     m_sensitivityPanel->setFingerprintProvider([this] { return m_statsPanel->fingerprint(); });
     m_statsPanel->setRecipeSettingProvider(
         [this](const QString& tensor) -> std::optional<compress::WeightSettings> {
