@@ -477,6 +477,10 @@ private slots:
                      ->text(),
                  QStringLiteral("converted"));
         QVERIFY(p->summaryLabel()->text().contains(QString::fromStdString(q4)));
+        // Against the model it was quantised from: a real, small divergence.
+        QVERIFY(p->klCheck());
+        QVERIFY(p->klCheck()->stats.kld.mean > 1e-6 && p->klCheck()->stats.kld.mean < 1.0);
+        QVERIFY(p->summaryLabel()->text().contains(QStringLiteral("from the model")));
 
         if (lcwtest::exists(lcwtest::sharedPath("models/gguf-k/model-Q2_K-imat.gguf"))) {
             const std::string q2 = dir + "/q2_k-imat.gguf";
@@ -543,6 +547,15 @@ private slots:
         }
         QCOMPARE(cell("blk.0.attn_norm.weight", P::TypeColumn), QStringLiteral("f32"));
         QCOMPARE(cell("token_embd.weight", P::TypeColumn), QStringLiteral("f32"));
+        // The written file holds the configuration: lcw reads it back with the same logits.
+        {
+            const auto kl = p->klCheck();
+            QVERIFY(kl);
+            QCOMPARE(kl->chunks, int64_t(8));
+            QVERIFY2(kl->stats.kld.mean < 1e-9, qPrintable(QString::number(kl->stats.kld.mean)));
+            QCOMPARE(kl->stats.sameTop, 1.0);
+            QVERIFY(p->summaryLabel()->text().contains(QStringLiteral("recipe's configuration")));
+        }
         {
             const lcw::GgufFile g = lcw::readGguf(dir + "/recipe.gguf");
             QCOMPARE(g.findTensor("blk.1.attn_k.weight")->dtype, lcw::DType::Q8_0);
@@ -660,8 +673,9 @@ private slots:
         QVERIFY(p.commandFiles()[1].endsWith(QStringLiteral("model-Q4_K_M.tensor-types.txt")));
 
         // Core's rendering of the same mix.
-        const lcw::GgufMix mix =
-            lcw::GgufExportPanel::mixFor(*w.model(), lcw::LlamaFtype::Q4_K_M, true);
+        lcw::GgufMixOptions mo;
+        mo.hasImatrix = true;
+        const lcw::GgufMix mix = lcw::ggufMixFor(*w.model(), lcw::LlamaFtype::Q4_K_M, mo);
         lcw::LlamaQuantizeCommandOptions co;
         co.input = w.modelPath().toStdString(); // the opened GGUF file is the command's input
         co.output = outPath.toStdString();

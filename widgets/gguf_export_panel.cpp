@@ -3,12 +3,17 @@
 #include "core/common/mapped_file.h"
 #include "core/compress/calibration.h"
 #include "core/compress/compressed_model.h"
+#include "core/eval/divergence.h"
 #include "core/export/gguf_mix.h"
+#include "core/export/gguf_preset.h"
+#include "core/stats/activation_stats.h"
+#include "core/tokenizer/tokenizer.h"
 #include "widgets/imatrix_manager.h"
 #include "widgets/number_format.h"
 #include "widgets/task_status_widget.h"
 
 #include <QButtonGroup>
+#include <QCheckBox>
 #include <QComboBox>
 #include <QDir>
 #include <QFileDialog>
@@ -29,8 +34,10 @@
 #include <QVBoxLayout>
 
 #include <cmath>
+#include <fstream>
 #include <map>
 #include <mutex>
+#include <sstream>
 
 namespace lcw {
 
@@ -64,9 +71,32 @@ struct Job {
     std::shared_ptr<const compress::Imatrix> imatrix;
     std::string imatrixPath;
     std::string output;
+    bool measureKl = true;
 };
 
-GgufExportResult runExport(const Job& j, Progress& p) {
+/// KL divergence of the written file against `reference` on a few chunks of the bundled text
+/// (what lcw-cli export reports): whether the file holds the configuration.
+std::optional<GgufExportPanel::KlCheck> klCheck(const Model& model, const WeightSource& reference,
+                                                const std::string& file, Progress& p) {
+    if (!model.hasTokenizer()) return std::nullopt;
+    std::ifstream in(stats::builtinCalibrationPath(), std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    const std::vector<int32_t> tokens = model.tokenizer().encode(ss.str(), true);
+    PerplexityOptions po;
+    po.ctx = model.spec().maxSeq > 0 ? std::min<int64_t>(128, model.spec().maxSeq) : 128;
+    po.batch = po.ctx;
+    po.maxChunks = 8;
+    po.bosId = model.tokenizer().bosId();
+    if (int64_t(tokens.size()) < po.ctx) return std::nullopt;
+    const std::unique_ptr<Model> written = Model::load(file);
+    const DivergenceResult r =
+        compareToBaseline(reference, {{"written", written.get()}}, tokens, po, p);
+    if (r.configs.empty() || r.chunks < 1) return std::nullopt;
+    return GgufExportPanel::KlCheck{r.configs[0], r.ctx, r.chunks};
+}
+
+GgufExportPanel::Outcome runExport(const Job& j, Progress& p) {
     const Model& model = *j.model;
     GgufExportOptions o;
     o.path = j.output;
@@ -88,8 +118,8 @@ GgufExportResult runExport(const Job& j, Progress& p) {
         RangeProgress cp(p, 0.0, 0.5, "compress: ");
         compress::CompressResult cr = compress::compress(model, j.recipe, cp, co);
         if (cr.status == Status::Cancelled || !cr.model) {
-            GgufExportResult r;
-            r.status = Status::Cancelled;
+            GgufExportPanel::Outcome r;
+            r.result.status = Status::Cancelled;
             return r;
         }
         overlay = std::move(cr.model);
@@ -98,8 +128,9 @@ GgufExportResult runExport(const Job& j, Progress& p) {
     const WeightSource& weights = overlay ? static_cast<const WeightSource&>(*overlay) : model;
     std::optional<GgufMix> mixHeld;
     if (j.ftype) {
-        const GgufMix& mix =
-            mixHeld.emplace(GgufExportPanel::mixFor(model, *j.ftype, bool(j.imatrix)));
+        GgufMixOptions mo;
+        mo.hasImatrix = bool(j.imatrix);
+        const GgufMix& mix = mixHeld.emplace(ggufMixFor(model, *j.ftype, mo));
         o.fileType = llamaFtypeInfo(*j.ftype).id;
         o.typeFor = [mix](const GgufTensorInfo& t) {
             const GgufMixChoice* c = mix.find(t.name);
@@ -131,9 +162,14 @@ GgufExportResult runExport(const Job& j, Progress& p) {
                                 GgufValue::i32(int32_t(j.imatrix->entries.size())));
         o.metadata.emplace_back("quantize.imatrix.chunks_count", GgufValue::i32(j.imatrix->chunks));
     }
-    RangeProgress ep(p, exportFrom, 1.0);
+    const bool kl = j.measureKl && model.hasTokenizer();
+    const double exportTo = kl ? exportFrom + (1.0 - exportFrom) * 0.7 : 1.0;
+    RangeProgress ep(p, exportFrom, exportTo);
     o.progress = &ep;
-    GgufExportResult r = exportGguf(model, weights, o);
+    GgufExportPanel::Outcome out;
+    GgufExportResult& r = out.result;
+    r = exportGguf(model, weights, o);
+    if (r.status != Status::Ok) return out;
     // A preset's row-length fallbacks happen in the mix (the export then gets the substitute):
     // the report names the type llama.cpp's rules wanted, as llama-quantize's log does.
     if (mixHeld)
@@ -144,17 +180,20 @@ GgufExportResult runExport(const Job& j, Progress& p) {
                     t.note = "rows of " + std::to_string(t.shape.empty() ? 0 : t.shape.back()) +
                              " do not fit " + std::string(llamaCppTypeName(*c->wanted)) + " blocks";
             }
-    return r;
+    if (kl) {
+        // Cancelling now keeps the file (it is complete); the check is what stops.
+        RangeProgress kp(p, exportTo, 1.0, "KL check: ");
+        try {
+            out.kl = klCheck(model, weights, r.path, kp);
+        } catch (const std::exception& e) {
+            r.warnings.push_back(std::string("KL check of the written file failed: ") + e.what());
+        }
+        out.klAgainst = overlay ? "the recipe's configuration" : "the model";
+    }
+    return out;
 }
 
 } // namespace
-
-GgufMix GgufExportPanel::mixFor(const Model& model, LlamaFtype ftype, bool hasImatrix) {
-    GgufMixOptions mo;
-    mo.hasImatrix = hasImatrix;
-    return chooseGgufMix(ftype, ggufMixModelOf(model), ggufMixTensorsOf(planGgufTensors(model)),
-                         mo);
-}
 
 GgufExportPanel::GgufExportPanel(Context context, QWidget* parent)
     : QWidget(parent), m_ctx(std::move(context)) {
@@ -237,6 +276,11 @@ GgufExportPanel::GgufExportPanel(Context context, QWidget* parent)
         m_imatrixCombo->setItemText(1, tr("the opened one: %1").arg(m_ctx.imatrix->describe()));
         m_imatrixCombo->setCurrentIndex(1);
     }
+    m_klBox = new QCheckBox(tr("Check the written file: KL divergence from what it was written "
+                               "from (8 × 128 tokens of the bundled text)"),
+                            this);
+    m_klBox->setChecked(true);
+    form->addRow(QString(), m_klBox);
     lay->addLayout(form);
 
     auto* runRow = new QHBoxLayout;
@@ -325,8 +369,9 @@ void GgufExportPanel::syncUi() {
     const bool opened = m_ctx.imatrix && m_ctx.imatrix->imatrix();
     if (auto* model = qobject_cast<QStandardItemModel*>(m_imatrixCombo->model()))
         if (QStandardItem* item = model->item(int(ImatrixSource::Opened))) item->setEnabled(opened);
+    m_klBox->setVisible(!command);
     for (QWidget* w : std::initializer_list<QWidget*>{m_fileMode, m_commandMode, m_output, m_types,
-                                                      m_others, m_imatrixCombo})
+                                                      m_others, m_imatrixCombo, m_klBox})
         w->setEnabled(!running);
 }
 
@@ -362,6 +407,10 @@ QString GgufExportPanel::typeChoice() const {
 
 void GgufExportPanel::setOtherTensorsType(std::optional<DType> t) {
     m_others->setCurrentIndex(t ? std::max(0, m_others->findData(int(*t))) : 0);
+}
+
+void GgufExportPanel::setKlCheck(bool on) {
+    m_klBox->setChecked(on);
 }
 
 void GgufExportPanel::setImatrixSource(ImatrixSource s, const QString& file) {
@@ -434,9 +483,10 @@ bool GgufExportPanel::start() {
     const QString title =
         tr("GGUF export (%1) to %2")
             .arg(j.ftype ? typeChoice() : tr("recipe"), QFileInfo(outputPath()).fileName());
-    using Result = std::shared_ptr<const GgufExportResult>;
+    j.measureKl = m_klBox->isChecked();
+    using Result = std::shared_ptr<const Outcome>;
     std::function<Result(Progress&)> job = [j](Progress& p) -> Result {
-        return std::make_shared<const GgufExportResult>(runExport(j, p));
+        return std::make_shared<const Outcome>(runExport(j, p));
     };
     m_table->setRowCount(0);
     m_result.reset();
@@ -451,7 +501,7 @@ bool GgufExportPanel::start() {
         [this, self](Result r) {
             if (m_job == *self) m_job = 0;
             syncUi();
-            if (!r || r->status != Status::Ok) {
+            if (!r || r->result.status != Status::Ok) {
                 m_summary->setText(tr("Cancelled: no file written."));
                 emit cancelled();
                 return;
@@ -481,9 +531,9 @@ void GgufExportPanel::cancel() {
     if (m_job && m_ctx.runner) m_ctx.runner->cancel(m_job);
 }
 
-void GgufExportPanel::showResult(std::shared_ptr<const GgufExportResult> r) {
+void GgufExportPanel::showResult(std::shared_ptr<const Outcome> r) {
     m_result = std::move(r);
-    const GgufExportResult& res = *m_result;
+    const GgufExportResult& res = m_result->result;
     m_progress->setValue(1000);
     m_progress->setFormat(tr("done"));
     m_eta->clear();
@@ -530,6 +580,16 @@ void GgufExportPanel::showResult(std::shared_ptr<const GgufExportResult> r) {
             .arg(exact)
             .arg(reencoded)
             .arg(fallbacks);
+    if (const auto& kl = m_result->kl)
+        text += QStringLiteral("\n") +
+                tr("KL divergence of the written file from %1: mean %2 ± %3 nats, same top token "
+                   "%4% (%5 chunks × %6 tokens of the bundled text)")
+                    .arg(QString::fromStdString(m_result->klAgainst))
+                    .arg(kl->stats.kld.mean, 0, 'g', 4)
+                    .arg(kl->stats.kld.meanError, 0, 'g', 2)
+                    .arg(100.0 * kl->stats.sameTop, 0, 'f', 2)
+                    .arg(kl->chunks)
+                    .arg(kl->ctx);
     for (const std::string& w : res.warnings)
         text += QStringLiteral("\n") + tr("Warning: %1").arg(QString::fromStdString(w));
     m_summary->setText(text);
@@ -554,7 +614,9 @@ bool GgufExportPanel::writeCommand() {
         QString imPath;
         const auto imatrix = chosenImatrix(&imPath);
         const LlamaFtype ftype = llamaFtypeFromName(typeChoice().toStdString());
-        const GgufMix mix = mixFor(*m_ctx.model, ftype, bool(imatrix));
+        GgufMixOptions mo;
+        mo.hasImatrix = bool(imatrix);
+        const GgufMix mix = ggufMixFor(*m_ctx.model, ftype, mo);
         LlamaQuantizeCommandOptions co;
         const QFileInfo model(m_ctx.modelPath);
         if (!model.isDir() &&

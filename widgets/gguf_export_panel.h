@@ -6,11 +6,13 @@
 /// them, optionally with an importance matrix (the opened one or a .dat file). The export runs
 /// on the TaskRunner with progress, time left and Cancel (a cancelled export leaves no file);
 /// the per-tensor report (name, shape, type, bytes, exact / converted / re-encoded, fallbacks)
-/// fills a table. The second mode writes the llama-quantize command and the per-tensor type
+/// fills a table, and lcw reads the file back to give its KL divergence from what it was written
+/// from (the model, or the recipe's configuration). The second mode writes the llama-quantize command and the per-tensor type
 /// list that reproduce a preset's mix with llama.cpp itself (for models bigger than this
 /// machine). All numbers come from core; this page only collects choices and shows results.
 #include "core/compress/imatrix.h"
 #include "core/compress/recipe.h"
+#include "core/eval/divergence.h"
 #include "core/export/gguf_export.h"
 #include "core/model/model.h"
 #include "widgets/task_runner.h"
@@ -23,6 +25,7 @@
 #include <optional>
 
 class QButtonGroup;
+class QCheckBox;
 class QComboBox;
 class QLabel;
 class QLineEdit;
@@ -78,8 +81,25 @@ public:
     bool isRunning() const { return m_job != 0; }
     QString lastError() const { return m_lastError; }
 
+    /// The written file against what it was written from (the model, or the recipe's
+    /// configuration): KL divergence on a few chunks of the bundled text.
+    struct KlCheck {
+        DivergenceStats stats;
+        int64_t ctx = 0, chunks = 0;
+    };
+    /// What an export job hands back.
+    struct Outcome {
+        GgufExportResult result;
+        std::optional<KlCheck> kl; ///< absent when not asked for or impossible (no tokenizer)
+        std::string klAgainst;
+    };
+
     /// The last finished export (nullptr before one).
-    const GgufExportResult* result() const { return m_result.get(); }
+    const GgufExportResult* result() const { return m_result ? &m_result->result : nullptr; }
+    /// Its KL check (nullopt when none ran).
+    std::optional<KlCheck> klCheck() const { return m_result ? m_result->kl : std::nullopt; }
+    /// Measure the KL divergence of the written file (default on).
+    void setKlCheck(bool on);
     /// The files the last Command run wrote (script, type list).
     QStringList commandFiles() const { return m_commandFiles; }
 
@@ -88,10 +108,6 @@ public:
     QLabel* summaryLabel() const { return m_summary; }
     QPlainTextEdit* commandView() const { return m_commandView; }
     QPushButton* startButton() const { return m_start; }
-
-    /// The mix a llama.cpp file type gives this model (with an imatrix when `hasImatrix`):
-    /// chooseGgufMix over the export plan, what both modes use.
-    static GgufMix mixFor(const Model& model, LlamaFtype ftype, bool hasImatrix);
 
 signals:
     void finished();
@@ -102,7 +118,7 @@ signals:
 private:
     void syncUi();
     void fail(const QString& message);
-    void showResult(std::shared_ptr<const GgufExportResult> r);
+    void showResult(std::shared_ptr<const Outcome> r);
     bool writeCommand();
     /// The imatrix chosen for this run (read and checked when it is a file); nullptr for none.
     /// Throws with a message naming the file.
@@ -111,7 +127,7 @@ private:
     Context m_ctx;
     TaskRunner::JobId m_job = 0;
     QElapsedTimer m_started;
-    std::shared_ptr<const GgufExportResult> m_result;
+    std::shared_ptr<const Outcome> m_result;
     QStringList m_commandFiles;
     QString m_lastError;
 
@@ -124,6 +140,7 @@ private:
     QComboBox* m_imatrixCombo = nullptr;
     QLineEdit* m_imatrixFile = nullptr;
     QToolButton* m_imatrixBrowse = nullptr;
+    QCheckBox* m_klBox = nullptr;
     QPushButton* m_start = nullptr;
     QPushButton* m_cancel = nullptr;
     QProgressBar* m_progress = nullptr;
