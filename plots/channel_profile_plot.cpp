@@ -142,13 +142,7 @@ void ChannelProfilePlot::rebuild() {
         std::stable_sort(m_order.begin(), m_order.end(),
                          [this](int a, int b) { return m_values[a] > m_values[b]; });
     m_plot->xAxis->setLabel(m_sorted ? tr("rank (largest first) of %1").arg(m_xLabel) : m_xLabel);
-    if (m_log) {
-        m_plot->yAxis->setScaleType(QCPAxis::stLogarithmic);
-        m_plot->yAxis->setTicker(QSharedPointer<QCPAxisTickerLog>::create());
-    } else {
-        m_plot->yAxis->setScaleType(QCPAxis::stLinear);
-        m_plot->yAxis->setTicker(QSharedPointer<QCPAxisTicker>::create());
-    }
+    setLogAxis(m_plot->yAxis, m_log);
     const double base = m_log ? logFloor() : 0.0;
 
     // Bars in drawing order; the outliers again as a second series in the warning colour. With

@@ -9,6 +9,7 @@
 #include "core/io/gguf.h"
 #include "core/model/model.h"
 #include "core/model/synthetic.h"
+#include "gui_test_util.h"
 #include "plots/channel_profile_plot.h"
 #include "test_util.h"
 #include "widgets/export_dialog.h"
@@ -53,14 +54,7 @@ QString shared(const char* rel) {
     return QString::fromStdString(lcwtest::sharedPath(rel));
 }
 
-bool loadAndWait(lcw::MainWindow& w, const QString& path) {
-    QSignalSpy loaded(&w, &lcw::MainWindow::modelLoaded);
-    QSignalSpy failed(&w, &lcw::MainWindow::loadFailed);
-    w.openModel(path);
-    if (!QTest::qWaitFor([&] { return loaded.count() + failed.count() > 0; }, kTimeoutMs))
-        return false;
-    return loaded.count() == 1;
-}
+using lcwtest::loadAndWait;
 
 /// What the plot must show for a canonical tensor: the file's values / ncall for its llama.cpp
 /// entry (Imatrix::importance, what llama-quantize hands the quantiser).
@@ -131,13 +125,7 @@ int rowOf(QTableWidget* t, const QString& name) {
 class TestGuiGguf : public QObject {
     Q_OBJECT
 private slots:
-    void initTestCase() {
-        QStandardPaths::setTestModeEnabled(true);
-        QCoreApplication::setOrganizationName(QStringLiteral("lcw-test"));
-        QCoreApplication::setApplicationName(QStringLiteral("test_gui_gguf"));
-        QSettings().clear();
-        qputenv("XDG_DATA_HOME", QByteArray::fromStdString(lcwtest::tempDir("gui-gguf-xdg")));
-    }
+    void initTestCase() { lcwtest::initGuiTestCase("test_gui_gguf"); }
     void cleanupTestCase() { QSettings().clear(); }
 
     void timeLeftEstimate() {
@@ -587,16 +575,9 @@ private slots:
 
     // Cancelled while waiting behind another job, and while running: no file, no temporary.
     void ggufExportCancelLeavesNoFile() {
-        lcw::ModelSpec spec = lcw::syntheticSpec("llama", "tinyllama-1.1b");
-        spec.dim = 256;
-        spec.headDim = 8;
-        spec.hidden = 768;
-        spec.vocab = 4096;
-        lcw::SynthOptions so;
-        so.dtype = lcw::DType::F16;
-        lcw::NullProgress np;
-        const std::string modelDir = lcwtest::tempDir("gui-gguf-synth");
-        QCOMPARE(lcw::writeSyntheticModel(spec, modelDir, so, np), lcw::Status::Ok);
+        // 22 blocks of 768-wide MLPs: K-quants without fallbacks, many tensors to write.
+        const std::string modelDir = lcwtest::writeNarrowTinyLlama("gui-gguf-synth", 768);
+        QVERIFY(!modelDir.empty());
         lcw::MainWindow w(lcw::MainWindow::Options{false, false});
         QVERIFY(loadAndWait(w, QString::fromStdString(modelDir)));
         const std::string out = lcwtest::tempDir("gui-gguf-cancel");
