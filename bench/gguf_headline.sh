@@ -28,7 +28,7 @@ TABLE="$TMP/table.md"
 echo "| model | preset | bits/weight | llama.cpp KLD | lcw KLD | llama.cpp PPL | lcw PPL | base PPL |" >"$TABLE"
 echo "|---|---|---|---|---|---|---|---|" >>"$TABLE"
 for M in "${MODELS[@]}"; do
-  name=$(basename "$M")
+  name=$(basename "$M"); [ "$name" = model-f32.gguf ] && name=$(basename "$(dirname "$M")")
   imat="$TMP/$name.imatrix.dat"
   "$CLI" imatrix "$M" --calib "$CALIB" --samples "$SAMPLES" --seq-len "$SEQ" --out "$imat" \
     --threads "$THREADS" --quiet >/dev/null

@@ -9,7 +9,7 @@
 // generates after those prompt ids (a correctness check of an exported GGUF).
 // Run it from a folder whose node_modules holds node-llama-cpp (ES modules ignore NODE_PATH; see
 // bench/compare_llamacpp.sh, which installs it into $LCW_BENCH_DIR/node).
-import {getLlama, LlamaLogLevel} from "node-llama-cpp";
+import {getCpuLlama} from "./cpu_llama.mjs";
 import os from "node:os";
 import process from "node:process";
 
@@ -35,17 +35,7 @@ for (let i = 1; i < argv.length; i += 2) {
 const threads = opt.threads > 0 ? opt.threads : os.availableParallelism();
 const now = () => Number(process.hrtime.bigint()) / 1e9;
 
-// build: "never" — use only the prebuilt binary shipped in @node-llama-cpp/linux-x64; never
-// download or compile llama.cpp.
-const llama = await getLlama({
-    gpu: false,
-    build: "never",
-    usePrebuiltBinaries: true,
-    skipDownload: true,
-    maxThreads: threads,
-    logLevel: LlamaLogLevel.error,
-    progressLogs: false,
-});
+const llama = await getCpuLlama(threads);
 
 const t0 = now();
 const model = await llama.loadModel({modelPath, gpuLayers: 0, useMmap: true});

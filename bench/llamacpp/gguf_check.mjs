@@ -4,7 +4,7 @@
 // line on stdout.
 //   node gguf_check.mjs MODEL.gguf --text TEXT --lcw-text-ids 1,2,3 --ids 1,2,3 --lcw-logits L.npy
 // Run it from a folder whose node_modules holds node-llama-cpp (see bench/gguf_llamacpp_check.sh).
-import {getLlama, LlamaLogLevel} from "node-llama-cpp";
+import {getCpuLlama} from "./cpu_llama.mjs";
 import fs from "node:fs";
 import process from "node:process";
 
@@ -29,8 +29,7 @@ function readNpy(path) {
     return {shape, data};
 }
 
-const llama = await getLlama({gpu: false, build: "never", usePrebuiltBinaries: true, skipDownload: true,
-    logLevel: LlamaLogLevel.error, progressLogs: false});
+const llama = await getCpuLlama();
 const model = await llama.loadModel({modelPath, gpuLayers: 0, useMmap: true});
 const llamaIds = Array.from(model.tokenize(opt.text, false));
 const context = await model.createContext({contextSize: Math.max(64, ids.length + 8), batchSize: ids.length,
