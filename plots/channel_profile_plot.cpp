@@ -29,6 +29,7 @@ ChannelProfilePlot::ChannelProfilePlot(QWidget* parent)
         m_plot, this, [this] { return m_title; }, [this] { resetView(); });
     connect(m_plot, &QCustomPlot::mouseMove, this, &ChannelProfilePlot::onMouseMove);
     applyPlotPalette(m_plot, palette());
+    m_baseMargins = m_plot->axisRect()->minimumMargins();
     rebuild();
 }
 
@@ -69,6 +70,49 @@ void ChannelProfilePlot::setSorted(bool on) {
     rebuild();
 }
 
+void ChannelProfilePlot::setLogScale(bool on) {
+    if (on == m_log) return;
+    m_log = on;
+    rebuild();
+}
+
+void ChannelProfilePlot::setValueName(const QString& name) {
+    m_valueName = name;
+    rebuild();
+}
+
+void ChannelProfilePlot::linkKeyAxis(ChannelProfilePlot* other) {
+    auto follow = [](QCustomPlot* to) {
+        return [to](const QCPRange& r) {
+            if (to->xAxis->range() == r) return; // the other side of the link
+            to->xAxis->setRange(r);
+            to->replot(QCustomPlot::rpQueuedReplot);
+        };
+    };
+    connect(m_plot->xAxis, qOverload<const QCPRange&>(&QCPAxis::rangeChanged), other,
+            follow(other->m_plot));
+    connect(other->m_plot->xAxis, qOverload<const QCPRange&>(&QCPAxis::rangeChanged), this,
+            follow(m_plot));
+    m_linked = other;
+    other->m_linked = this;
+    connect(m_plot, &QCustomPlot::afterLayout, this, &ChannelProfilePlot::alignMargins);
+    connect(other->m_plot, &QCustomPlot::afterLayout, this, &ChannelProfilePlot::alignMargins);
+}
+
+void ChannelProfilePlot::alignMargins() {
+    if (!m_linked) return;
+    QCPAxisRect* a = m_plot->axisRect();
+    QCPAxisRect* b = m_linked->m_plot->axisRect();
+    const int left = std::max(a->margins().left(), b->margins().left());
+    for (auto [rect, plot] : {std::pair{a, m_plot}, std::pair{b, m_linked->m_plot}}) {
+        if (rect->margins().left() == left) continue;
+        QMargins m = rect->minimumMargins();
+        m.setLeft(left);
+        rect->setMinimumMargins(m);
+        plot->replot(QCustomPlot::rpQueuedReplot);
+    }
+}
+
 QVector<int> ChannelProfilePlot::outliers() const {
     QVector<int> out;
     if (!m_threshold) return out;
@@ -82,6 +126,12 @@ int ChannelProfilePlot::indexAtPosition(int pos) const {
 }
 
 void ChannelProfilePlot::rebuild() {
+    // Margins aligned with a linked plot start over: the labels may be narrower now.
+    m_plot->axisRect()->setMinimumMargins(m_baseMargins);
+    if (m_linked) {
+        m_linked->m_plot->axisRect()->setMinimumMargins(m_linked->m_baseMargins);
+        m_linked->m_plot->replot(QCustomPlot::rpQueuedReplot);
+    }
     m_plot->clearPlottables();
     m_plot->clearItems();
     const QVector<QColor> colors = seriesColors(palette());
@@ -92,6 +142,8 @@ void ChannelProfilePlot::rebuild() {
         std::stable_sort(m_order.begin(), m_order.end(),
                          [this](int a, int b) { return m_values[a] > m_values[b]; });
     m_plot->xAxis->setLabel(m_sorted ? tr("rank (largest first) of %1").arg(m_xLabel) : m_xLabel);
+    setLogAxis(m_plot->yAxis, m_log);
+    const double base = m_log ? logFloor() : 0.0;
 
     // Bars in drawing order; the outliers again as a second series in the warning colour. With
     // many entries both are impulse graphs (see addBarSeries) and the outlier series is
@@ -115,10 +167,10 @@ void ChannelProfilePlot::rebuild() {
     ofill.setAlpha(230);
     const int nOutliers = int(outliers().size());
     if (n > 0) {
-        addBarSeries(m_plot->xAxis, m_plot->yAxis, keys, vals, 1.0, fill, 0.0, kMaxBars)
-            ->setName(tr("abs-max"));
+        addBarSeries(m_plot->xAxis, m_plot->yAxis, keys, vals, 1.0, fill, base, kMaxBars)
+            ->setName(m_valueName.isEmpty() ? tr("abs-max") : m_valueName);
         if (nOutliers > 0)
-            addBarSeries(m_plot->xAxis, m_plot->yAxis, okeys, ovals, 1.0, ofill, 0.0, kMaxBars)
+            addBarSeries(m_plot->xAxis, m_plot->yAxis, okeys, ovals, 1.0, ofill, base, kMaxBars)
                 ->setName(tr("outliers (%1)").arg(nOutliers));
     }
     if (m_threshold) {
@@ -152,8 +204,19 @@ void ChannelProfilePlot::resetView() {
     // Keep the threshold line in view when it is close to the data.
     if (m_threshold && *m_threshold < top * 3.0) top = std::max(top, *m_threshold);
     if (top <= 0) top = 1.0;
-    m_plot->yAxis->setRange(0.0, top * 1.08);
+    if (m_log)
+        m_plot->yAxis->setRange(logFloor(), top * 2.0);
+    else
+        m_plot->yAxis->setRange(0.0, top * 1.08);
     m_plot->replot(QCustomPlot::rpQueuedReplot);
+}
+
+double ChannelProfilePlot::logFloor() const {
+    // Half the smallest positive value: every positive entry shows as a bar.
+    double low = 0.0;
+    for (double v : std::as_const(m_values))
+        if (std::isfinite(v) && v > 0 && (low == 0.0 || v < low)) low = v;
+    return low > 0 ? low * 0.5 : 0.5;
 }
 
 QString ChannelProfilePlot::tooltipFor(int pos) const {

@@ -4,6 +4,7 @@
 /// largest first, with the entries at or above an outlier threshold drawn in a warning colour and
 /// the threshold as a dashed line. Hover shows the channel and value; pan/zoom; PNG/PDF export.
 /// It draws the values it is given; the threshold comes from the caller (core's definition).
+#include <QMargins>
 #include <QString>
 #include <QVector>
 #include <QWidget>
@@ -26,10 +27,21 @@ public:
                     const QString& thresholdLabel = {});
     void clear();
     void setTitle(const QString& title);
+    QString title() const { return m_title; }
     void setAxisLabels(const QString& x, const QString& y);
     /// Sorted: largest first (the x axis is then the rank; tooltips keep the index).
     void setSorted(bool on);
     bool sorted() const { return m_sorted; }
+    /// Logarithmic value axis (bars start under the smallest positive value; zeros draw
+    /// nothing).
+    void setLogScale(bool on);
+    bool logScale() const { return m_log; }
+    /// What one value is, for the legend and tooltips ("abs-max" by default).
+    void setValueName(const QString& name);
+    /// Keeps this plot's key (x) axis equal to `other`'s, both ways: the range (pan/zoom one,
+    /// the other follows) and the left margin, so that stacked plots share one x scale on
+    /// screen.
+    void linkKeyAxis(ChannelProfilePlot* other);
 
     int count() const { return int(m_values.size()); }
     const QVector<double>& values() const { return m_values; }
@@ -48,14 +60,21 @@ protected:
 
 private:
     void rebuild();
+    /// Where bars start on a log axis.
+    double logFloor() const;
     void onMouseMove(QMouseEvent* event);
 
     QCustomPlot* m_plot;
     QString m_title, m_xLabel, m_thresholdLabel;
+    QString m_valueName;
     QVector<double> m_values;
     QVector<int> m_order; ///< drawn position → index
     std::optional<double> m_threshold;
     bool m_sorted = false;
+    bool m_log = false;
+    ChannelProfilePlot* m_linked = nullptr;
+    QMargins m_baseMargins; ///< the axis rect's own minimum margins
+    void alignMargins();
 };
 
 } // namespace lcw

@@ -81,13 +81,7 @@ void HistogramPlot::rebuild() {
     const int n = int(m_counts.size());
     const double width = n > 0 ? (m_hi - m_lo) / n : 1.0;
 
-    if (m_log) {
-        m_plot->yAxis->setScaleType(QCPAxis::stLogarithmic);
-        m_plot->yAxis->setTicker(QSharedPointer<QCPAxisTickerLog>::create());
-    } else {
-        m_plot->yAxis->setScaleType(QCPAxis::stLinear);
-        m_plot->yAxis->setTicker(QSharedPointer<QCPAxisTicker>::create());
-    }
+    setLogAxis(m_plot->yAxis, m_log);
 
     if (n > 0) {
         QColor fill = colors[0];

@@ -37,6 +37,14 @@ void setPlotTitle(QCustomPlot* plot, const QString& title) {
     plot->replot(QCustomPlot::rpQueuedReplot);
 }
 
+void setLogAxis(QCPAxis* axis, bool log) {
+    axis->setScaleType(log ? QCPAxis::stLogarithmic : QCPAxis::stLinear);
+    if (log)
+        axis->setTicker(QSharedPointer<QCPAxisTickerLog>::create());
+    else
+        axis->setTicker(QSharedPointer<QCPAxisTicker>::create());
+}
+
 bool svgExportAvailable() {
 #ifdef LCW_HAVE_SVG
     return true;

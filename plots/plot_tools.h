@@ -28,6 +28,9 @@ void embedPlotWithTitle(QCustomPlot* plot, QWidget* owner);
 /// Sets the text of the title row added by embedPlotWithTitle() and replots.
 void setPlotTitle(QCustomPlot* plot, const QString& title);
 
+/// Switches a value axis between linear and logarithmic scale (with the matching ticker).
+void setLogAxis(QCPAxis* axis, bool log);
+
 /// True when this build writes SVG (Qt Svg was found at configure time).
 bool svgExportAvailable();
 

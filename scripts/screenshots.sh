@@ -9,6 +9,9 @@
 #                   cached under the app data folder) on layers.1.mlp.down: weight histogram with
 #                   the 4-bit grid, per-channel abs-max, per-layer overview
 # statistics_activations.png, statistics_kv.png   its Activations and KV Cache tabs
+# statistics_imatrix.png  the Activations tab with an importance matrix computed in the GUI
+#                   (--imatrix compute: 8 chunks x 128 tokens of the bundled text): mean x² per
+#                   input column of layers.1.mlp.down under its activation abs-max
 # recipe_editor.png the recipe editor (lcw --demo-recipe): W4A16-g64 with block 0 at int8; the
 #                   Tensors table sorted by the measured Error column (worst first)
 # compare.png       the compare view (lcw --demo-compare): five presets against the original,
@@ -18,6 +21,9 @@
 #                   recorded in a temporary results store (not the user's), the first selected
 # sensitivity.png   the Sensitivity panel (lcw --demo-sensitivity): W4A16-g32 and W2A16-g32 per
 #                   layer (ctx 128, 4 chunks), mean KLD bars in model order and the ranking
+# gguf_export.png  the Export dialog's GGUF page (lcw --demo-export): an importance matrix
+#                   computed in the GUI (8 x 128 tokens), the model exported as Q4_K_M with it
+#                   (to a temporary folder), the per-tensor report with llama.cpp's fallbacks
 # Model: resources/models/stories260K (the demo model), else $LCW_SHARED_DIR/models/stories260K/hf,
 # else ../shared/models/stories260K/hf. Runs headless (QT_QPA_PLATFORM=offscreen); set
 # LCW_SCREENSHOT_XVFB=1 to use xvfb-run with a real X server instead.
@@ -71,10 +77,12 @@ size="${LCW_STATS_SCREENSHOT_SIZE:-1600x1000}"
 shoot "$out/statistics.png" "$model" --demo-stats
 shoot "$out/statistics_activations.png" "$model" --demo-stats --stats-tab activations
 shoot "$out/statistics_kv.png" "$model" --demo-stats --stats-tab kv
+shoot "$out/statistics_imatrix.png" "$model" --demo-stats --stats-tab activations --imatrix compute
 shoot "$out/recipe_editor.png" "$model" --demo-recipe
 shoot "$out/compare.png" "$model" --demo-compare
 shoot "$out/compare_layers.png" "$model" --demo-compare --compare-tab layers
 shoot "$out/compare_generations.png" "$model" --demo-compare --compare-tab generations
 shoot "$out/results.png" "$model" --demo-results
 shoot "$out/sensitivity.png" "$model" --demo-sensitivity
+shoot "$out/gguf_export.png" "$model" --demo-export
 echo "screenshots in $out"

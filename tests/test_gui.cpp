@@ -13,6 +13,7 @@
 #include "core/model/synthetic.h"
 #include "core/runtime/arch.h"
 #include "core/tokenizer/tokenizer.h"
+#include "gui_test_util.h"
 #include "plots/bar_plot.h"
 #include "plots/channel_profile_plot.h"
 #include "plots/grouped_bar_plot.h"
@@ -123,15 +124,7 @@ QString source(const char* rel) {
             QSKIP(qPrintable(QStringLiteral("bundled data not found: %1").arg(source(rel))));      \
     } while (0)
 
-/// Waits for the window's current load to end; returns true when it succeeded.
-bool loadAndWait(lcw::MainWindow& w, const QString& path) {
-    QSignalSpy loaded(&w, &lcw::MainWindow::modelLoaded);
-    QSignalSpy failed(&w, &lcw::MainWindow::loadFailed);
-    w.openModel(path);
-    if (!QTest::qWaitFor([&] { return loaded.count() + failed.count() > 0; }, kTimeoutMs))
-        return false;
-    return loaded.count() == 1;
-}
+using lcwtest::loadAndWait;
 
 /// Small statistics settings for the demo model: 2 sequences of 64 tokens, 100 histogram bins,
 /// a 3-bit preview in groups of 32.
@@ -201,13 +194,9 @@ class TestGui : public QObject {
     Q_OBJECT
 private slots:
     void initTestCase() {
-        // Settings of the recent-files test go to a throw-away test location.
-        QStandardPaths::setTestModeEnabled(true);
-        QCoreApplication::setOrganizationName(QStringLiteral("lcw-test"));
-        QCoreApplication::setApplicationName(QStringLiteral("test_gui"));
-        QSettings().clear();
-        // The compare view records its runs in the results store: keep it out of $HOME.
-        qputenv("XDG_DATA_HOME", QByteArray::fromStdString(lcwtest::tempDir("gui-xdg")));
+        // Settings of the recent-files test go to a throw-away test location; the compare view
+        // records its runs in the results store: out of $HOME too.
+        lcwtest::initGuiTestCase("test_gui");
     }
     void cleanupTestCase() { QSettings().clear(); }
 
@@ -2086,16 +2075,8 @@ private slots:
         // names and head counts) and narrow widths, written here in well under a second.
         QString path = qEnvironmentVariable("LCW_LATENCY_MODEL");
         if (path.isEmpty()) {
-            lcw::ModelSpec spec = lcw::syntheticSpec("llama", "tinyllama-1.1b");
-            spec.dim = 256;
-            spec.headDim = 8;
-            spec.hidden = 704;
-            spec.vocab = 4096;
-            lcw::SynthOptions so;
-            so.dtype = lcw::DType::F16;
-            lcw::NullProgress np;
-            path = QString::fromStdString(lcwtest::tempDir("gui-latency"));
-            QCOMPARE(lcw::writeSyntheticModel(spec, path.toStdString(), so, np), lcw::Status::Ok);
+            path = QString::fromStdString(lcwtest::writeNarrowTinyLlama("gui-latency", 704));
+            QVERIFY(!path.isEmpty());
         }
         QDir(lcw::StatsPanel::cacheDir()).removeRecursively(); // statistics computed, not cached
         lcw::MainWindow w(lcw::MainWindow::Options{false, false});

@@ -13,6 +13,7 @@
 #include <QLineEdit>
 #include <QMessageBox>
 #include <QPushButton>
+#include <QTabWidget>
 #include <QToolButton>
 #include <QVBoxLayout>
 
@@ -21,7 +22,10 @@ namespace lcw {
 ExportDialog::ExportDialog(Sources sources, QWidget* parent)
     : QDialog(parent), m_sources(std::move(sources)) {
     setWindowTitle(tr("Export"));
-    auto* lay = new QVBoxLayout(this);
+    auto* outer = new QVBoxLayout(this);
+    m_pages = new QTabWidget(this);
+    auto* filesPage = new QWidget(m_pages);
+    auto* lay = new QVBoxLayout(filesPage);
     auto* form = new QFormLayout;
     auto* folderRow = new QHBoxLayout;
     m_folder = new QLineEdit(QDir::homePath(), this);
@@ -64,9 +68,20 @@ ExportDialog::ExportDialog(Sources sources, QWidget* parent)
     plotRow->addStretch();
     form->addRow(plotRow);
     lay->addLayout(form);
-    auto* box = new QDialogButtonBox(QDialogButtonBox::Cancel, this);
+    lay->addStretch();
+    m_pages->addTab(filesPage, tr("Files"));
+    if (m_sources.gguf) {
+        m_gguf = new GgufExportPanel(*m_sources.gguf, m_pages);
+        m_pages->addTab(m_gguf, tr("GGUF (llama.cpp)"));
+    }
+    outer->addWidget(m_pages, 1);
+    auto* box = new QDialogButtonBox(QDialogButtonBox::Close, this);
     QPushButton* go = box->addButton(tr("Export"), QDialogButtonBox::AcceptRole);
     go->setDefault(true);
+    m_exportButton = go;
+    // The GGUF page has its own Export / Cancel (the job runs while the dialog stays open).
+    connect(m_pages, &QTabWidget::currentChanged, this,
+            [this](int) { m_exportButton->setVisible(m_pages->currentWidget() != m_gguf); });
     connect(box, &QDialogButtonBox::rejected, this, &QDialog::reject);
     connect(box, &QDialogButtonBox::accepted, this, [this] {
         QString err;
@@ -80,7 +95,19 @@ ExportDialog::ExportDialog(Sources sources, QWidget* parent)
                                      files.join(QLatin1Char('\n')));
         accept();
     });
-    lay->addWidget(box);
+    outer->addWidget(box);
+}
+
+bool ExportDialog::showPage(Page page) {
+    QWidget* w = page == Page::Gguf ? static_cast<QWidget*>(m_gguf) : m_pages->widget(0);
+    if (!w) return false;
+    m_pages->setCurrentWidget(w);
+    return true;
+}
+
+void ExportDialog::done(int r) {
+    if (m_gguf) m_gguf->cancel();
+    QDialog::done(r);
 }
 
 void ExportDialog::setFolder(const QString& folder) {

@@ -1,19 +1,25 @@
 #pragma once
 /// \file
-/// File ▸ Export…: writes the recipe JSON (what lcw-cli --recipe reads), the comparison metrics
-/// table (TSV), further text files the window offers (the Tensors table, the sensitivity scan)
-/// and the plots (PNG, PDF or SVG when built with Qt Svg) into one folder. Further formats
-/// (compressed model exports) add an item here.
+/// File ▸ Export…: the "Files" page writes the recipe JSON (what lcw-cli --recipe reads), the
+/// comparison metrics table (TSV), further text files the window offers (the Tensors table, the
+/// sensitivity scan) and the plots (PNG, PDF or SVG when built with Qt Svg) into one folder; the
+/// "GGUF (llama.cpp)" page (GgufExportPanel) writes the model as a GGUF file, or the
+/// llama-quantize command that reproduces a llama.cpp preset. Further formats add a page here.
+#include "widgets/gguf_export_panel.h"
+
 #include <QDialog>
 #include <QString>
 
 #include <functional>
+#include <optional>
 #include <vector>
 
 class QCheckBox;
 class QComboBox;
 class QCustomPlot;
 class QLineEdit;
+class QPushButton;
+class QTabWidget;
 
 namespace lcw {
 
@@ -31,7 +37,10 @@ public:
             std::function<QString()> text; ///< empty function: item disabled
         };
         std::vector<Text> texts;
+        /// The GGUF page (absent: no page, e.g. without a model).
+        std::optional<GgufExportPanel::Context> gguf;
     };
+    enum class Page { Files, Gguf };
 
     ExportDialog(Sources sources, QWidget* parent = nullptr);
 
@@ -46,6 +55,16 @@ public:
     /// Writes the checked items; returns the files written. On failure stops and sets `error`.
     QStringList exportFiles(QString* error = nullptr);
 
+    /// Shows a page (false when the dialog has no such page).
+    bool showPage(Page page);
+    /// The GGUF page (nullptr without one).
+    GgufExportPanel* ggufPanel() const { return m_gguf; }
+    QTabWidget* pages() const { return m_pages; }
+
+protected:
+    /// Closing the dialog cancels a running GGUF export (it leaves no file).
+    void done(int r) override;
+
 private:
     Sources m_sources;
     QLineEdit* m_folder = nullptr;
@@ -55,6 +74,9 @@ private:
     QCheckBox* m_metrics = nullptr;
     QCheckBox* m_plots = nullptr;
     std::vector<QCheckBox*> m_texts; ///< one per Sources::texts
+    QTabWidget* m_pages = nullptr;
+    GgufExportPanel* m_gguf = nullptr;
+    QPushButton* m_exportButton = nullptr;
 };
 
 } // namespace lcw

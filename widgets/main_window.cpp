@@ -13,6 +13,8 @@
 #include "plots/scatter_plot.h"
 #include "widgets/compare_panel.h"
 #include "widgets/export_dialog.h"
+#include "widgets/imatrix_dialog.h"
+#include "widgets/imatrix_manager.h"
 #include "widgets/layer_table_model.h"
 #include "widgets/log_panel.h"
 #include "widgets/model_summary_panel.h"
@@ -89,6 +91,7 @@ constexpr auto kFileRecipePrefix = "file:";
 constexpr auto kCompareResults = "compare";
 constexpr auto kLayerErrors = "layer_errors";
 constexpr auto kSensitivityScan = "sensitivity";
+constexpr auto kImatrix = "imatrix";
 constexpr int kDefaultWidth = 1400;
 constexpr int kDefaultHeight = 900;
 
@@ -168,6 +171,8 @@ void MainWindow::buildUi() {
     m_runPanel = new RunPanel(m_runner, this);
     m_log = new LogPanel(this);
     m_statsPanel = new StatsPanel(m_runner, this);
+    m_imatrix = new ImatrixManager(m_runner, this);
+    m_statsPanel->setImatrixManager(m_imatrix);
     m_recipeEditor = new RecipeEditor(this);
     m_comparePanel = new ComparePanel(m_runner, this);
     m_comparePanel->setEditorRecipeProvider([this] { return m_recipeEditor->recipe(); });
@@ -211,6 +216,8 @@ void MainWindow::buildUi() {
         showPanel(Panel::Compare);
     });
     connect(m_recipeEditor, &RecipeEditor::planChanged, this, &MainWindow::updatePlannedColumns);
+    // llama.cpp presets use the importance matrix when it is a file (the recipe names it).
+    m_recipeEditor->setImatrixPathProvider([this] { return m_imatrix->path(); });
     m_sensitivityPanel->setFingerprintProvider([this] { return m_statsPanel->fingerprint(); });
     m_statsPanel->setRecipeSettingProvider(
         [this](const QString& tensor) -> std::optional<compress::WeightSettings> {
@@ -228,6 +235,27 @@ void MainWindow::buildUi() {
     });
     connect(m_comparePanel, &ComparePanel::failed, this, [this](const QString& message) {
         showError(tr("Compare"), tr("The comparison failed"), message);
+    });
+    connect(m_imatrix, &ImatrixManager::failed, this, [this](const QString& message) {
+        showError(tr("Importance Matrix"), tr("Could not compute the importance matrix"), message);
+    });
+    connect(m_imatrix, &ImatrixManager::computed, this, [this] {
+        showPanel(Panel::Stats);
+        m_statsPanel->tabs()->setCurrentIndex(1); // Activations: where the imatrix is drawn
+        if (!m_options.modalDialogs) return;
+        const auto answer = QMessageBox::question(
+            this, tr("Importance Matrix"),
+            tr("The importance matrix is ready (%1). Save it as a .dat file for llama-quantize "
+               "--imatrix?")
+                .arg(m_imatrix->describe()),
+            QMessageBox::Save | QMessageBox::No, QMessageBox::Save);
+        if (answer != QMessageBox::Save) return;
+        const QString dir =
+            QFileInfo(m_modelPath).isDir() ? m_modelPath : QFileInfo(m_modelPath).absolutePath();
+        const QString p = QFileDialog::getSaveFileName(
+            this, tr("Save Importance Matrix"), dir + QStringLiteral("/imatrix.dat"),
+            tr("Importance matrices (*.dat);;All files (*)"));
+        if (!p.isEmpty()) saveImatrix(p);
     });
     connect(m_statsPanel, &StatsPanel::tensorRequested, this, &MainWindow::selectTensor);
     connect(m_statsPanel, &StatsPanel::fingerprintReady, this,
@@ -410,6 +438,7 @@ void MainWindow::connectLog() {
     connect(m_comparePanel, &ComparePanel::logMessage, m_log, &LogPanel::info);
     connect(m_resultsPanel, &ResultsPanel::logMessage, m_log, &LogPanel::info);
     connect(m_sensitivityPanel, &SensitivityPanel::logMessage, m_log, &LogPanel::info);
+    connect(m_imatrix, &ImatrixManager::logMessage, m_log, &LogPanel::info);
     connect(m_resultsPanel, &ResultsPanel::logWarning, m_log, &LogPanel::warning);
     m_resultsPanel->reload();
 }
@@ -666,6 +695,8 @@ void MainWindow::buildMenus() {
     QAction* measure =
         run->addAction(tr("Measure Layer &Errors"), this, [this] { measureLayerErrors(); });
     measure->setShortcut(QKeySequence(Qt::CTRL | Qt::SHIFT | Qt::Key_E));
+    m_actComputeImatrix = run->addAction(tr("Compute &Importance Matrix…"), this,
+                                         &MainWindow::showComputeImatrixDialog);
     run->addSeparator();
     QAction* cancelAll = run->addAction(tr("Cancel &All Jobs"), m_runner, &TaskRunner::cancelAll);
     cancelAll->setShortcut(QKeySequence(Qt::CTRL | Qt::SHIFT | Qt::Key_Period));
@@ -698,6 +729,15 @@ void MainWindow::buildMenus() {
     connect(m_runner, &TaskRunner::busyChanged, this, syncStatsActions);
     connect(this, &MainWindow::modelLoaded, this, syncStatsActions);
     syncStatsActions();
+    auto syncImatrixActions = [this] {
+        m_actComputeImatrix->setEnabled(m_model && m_model->hasTokenizer() &&
+                                        !m_imatrix->isComputing());
+        m_actSaveImatrix->setEnabled(bool(m_imatrix->imatrix()));
+    };
+    connect(m_runner, &TaskRunner::busyChanged, this, syncImatrixActions);
+    connect(this, &MainWindow::modelLoaded, this, syncImatrixActions);
+    connect(m_imatrix, &ImatrixManager::changed, this, syncImatrixActions);
+    syncImatrixActions();
 
     QMenu* help = menuBar()->addMenu(tr("&Help"));
     QAction* about = help->addAction(tr("&About lcw"), this, &MainWindow::showAbout);
@@ -805,6 +845,7 @@ void MainWindow::setModel(LoadResult result, const QString& path) {
     m_recipeEditor->setModel(m_model);
     m_comparePanel->setModel(m_model);
     m_sensitivityPanel->setModel(m_model);
+    m_imatrix->setModel(m_model);
     m_table->resizeColumnsToContents();
     // Give the other columns room for their header plus sort arrow.
     for (int c = LayerTableModel::Layer; c < LayerTableModel::ColumnCount; ++c)
@@ -1206,8 +1247,39 @@ void MainWindow::buildProjectMenu(QMenu* file) {
     m_recentRecipes->attachMenu(file->addMenu(tr("Recent Rec&ipes")),
                                 [this](const QString& p) { openRecipeFile(p); });
     file->addSeparator();
-    QAction* exp = file->addAction(tr("&Export…"), this, &MainWindow::showExportDialog);
+    file->addAction(tr("Open I&mportance Matrix…"), this, [this] {
+        if (!m_model) {
+            showError(tr("Open Importance Matrix"), tr("Open a model first."));
+            return;
+        }
+        const QString start =
+            m_imatrix->path().isEmpty()
+                ? (QFileInfo(m_modelPath).isDir() ? m_modelPath
+                                                  : QFileInfo(m_modelPath).absolutePath())
+                : QFileInfo(m_imatrix->path()).absolutePath();
+        const QString p =
+            QFileDialog::getOpenFileName(this, tr("Open Importance Matrix"), start,
+                                         tr("Importance matrices (*.dat);;All files (*)"));
+        if (!p.isEmpty()) openImatrix(p);
+    });
+    m_actSaveImatrix = file->addAction(tr("Save Importance Matri&x…"), this, [this] {
+        const QString p = QFileDialog::getSaveFileName(
+            this, tr("Save Importance Matrix"),
+            m_imatrix->path().isEmpty() ? QStringLiteral("imatrix.dat") : m_imatrix->path(),
+            tr("Importance matrices (*.dat);;All files (*)"));
+        if (!p.isEmpty()) saveImatrix(p);
+    });
+    file->addSeparator();
+    QAction* exp = file->addAction(tr("&Export…"), this, [this] { showExportDialog(); });
     exp->setShortcut(QKeySequence(Qt::CTRL | Qt::Key_E));
+    QAction* gguf = file->addAction(tr("Export &GGUF (llama.cpp)…"), this, [this] {
+        if (!m_model) {
+            showError(tr("Export GGUF"), tr("Open a model first."));
+            return;
+        }
+        showExportDialog(ExportDialog::Page::Gguf);
+    });
+    gguf->setShortcut(QKeySequence(Qt::CTRL | Qt::SHIFT | Qt::Key_G));
     m_autosaveTimer = new QTimer(this);
     connect(m_autosaveTimer, &QTimer::timeout, this, &MainWindow::autosave);
     setAutosaveMinutes(kDefaultAutosaveMinutes);
@@ -1239,6 +1311,8 @@ project::Project MainWindow::collectProject(QString* statsPath) const {
         p.results.push_back({kCompareResults, m_comparePanel->results().toJson()});
     if (const std::string scan = m_sensitivityPanel->scanJson(); !scan.empty())
         p.results.push_back({kSensitivityScan, scan});
+    if (const std::string im = m_imatrix->toJson(); !im.empty())
+        p.results.push_back({kImatrix, im});
     if (m_layerModel->hasMeasuredErrors()) {
         // The Error column and the recipe it was measured with (to tell whether it is stale).
         nlohmann::json e;
@@ -1421,6 +1495,23 @@ void MainWindow::applyProject() {
                 !m_sensitivityPanel->showScanJson(nlohmann::json::parse(r.json),
                                                   tr("in the project %1").arg(path)))
                 m_log->warning(m_sensitivityPanel->lastError());
+        // The project's importance matrix, checked against the model like an opened file.
+        m_imatrix->clear();
+        for (const project::NamedJson& r : p->results) {
+            if (r.name != kImatrix) continue;
+            QString imPath, error;
+            const QString origin = tr("the project %1").arg(path);
+            try {
+                compress::Imatrix m =
+                    ImatrixManager::fromJson(r.json, origin.toStdString(), &imPath);
+                if (!m_imatrix->adopt(std::move(m), imPath, origin)) error = m_imatrix->lastError();
+            } catch (const std::exception& e) {
+                error = QString::fromUtf8(e.what());
+            }
+            if (!error.isEmpty())
+                m_log->warning(
+                    tr("The project's importance matrix was not restored: %1").arg(error));
+        }
         for (const project::NamedJson& r : p->results) {
             if (r.name != kLayerErrors) continue;
             const nlohmann::json e = nlohmann::json::parse(r.json);
@@ -1475,16 +1566,63 @@ void MainWindow::newProject() {
     r.name = "untitled";
     m_recipeEditor->resetRecipe(r);
     m_comparePanel->clearResults();
+    m_imatrix->clear();
 }
 
-int MainWindow::showExportDialog() {
+void MainWindow::showComputeImatrixDialog() {
+    if (!m_model) {
+        showError(tr("Compute Importance Matrix"), tr("Open a model first."));
+        return;
+    }
+    ImatrixDialog d(m_imatrix->lastSettings(), this);
+    if (d.exec() != QDialog::Accepted) return;
+    if (!m_imatrix->compute(d.settings()))
+        showError(tr("Compute Importance Matrix"), m_imatrix->lastError());
+}
+
+bool MainWindow::openImatrix(const QString& path) {
+    if (m_imatrix->open(path)) {
+        showPanel(Panel::Stats);
+        m_statsPanel->tabs()->setCurrentIndex(1); // Activations: where the imatrix is drawn
+        return true;
+    }
+    showError(tr("Open Importance Matrix"),
+              tr("Could not open the importance matrix %1").arg(QDir::toNativeSeparators(path)),
+              m_imatrix->lastError());
+    return false;
+}
+
+bool MainWindow::saveImatrix(const QString& path) {
+    if (m_imatrix->save(path)) return true;
+    showError(tr("Save Importance Matrix"), tr("Could not save the importance matrix"),
+              m_imatrix->lastError());
+    return false;
+}
+
+int MainWindow::showExportDialog(ExportDialog::Page page) {
     ExportDialog d(exportSources(), this);
     if (!m_projectPath.isEmpty()) d.setFolder(QFileInfo(m_projectPath).absolutePath());
+    d.showPage(page);
+    if (GgufExportPanel* g = d.ggufPanel()) {
+        connect(g, &GgufExportPanel::logMessage, m_log, &LogPanel::info);
+        connect(g, &GgufExportPanel::failed, m_log, &LogPanel::error);
+    }
     return d.exec();
+}
+
+GgufExportPanel::Context MainWindow::ggufExportContext() const {
+    GgufExportPanel::Context c;
+    c.model = m_model;
+    c.modelPath = m_modelPath;
+    c.recipe = [this] { return m_recipeEditor->recipe(); };
+    c.imatrix = m_imatrix;
+    c.runner = m_runner;
+    return c;
 }
 
 ExportDialog::Sources MainWindow::exportSources() const {
     ExportDialog::Sources src;
+    if (m_model) src.gguf = ggufExportContext();
     src.recipeJson = [this] { return m_recipeEditor->recipeJsonText(); };
     src.metricsTsv = [this] {
         return m_comparePanel->results().empty() ? QString() : m_comparePanel->metricsTsv();

@@ -32,6 +32,7 @@ struct Project;
 }
 
 class BarPlot;
+class ImatrixManager;
 class RecentList;
 class ComparePanel;
 class ResultsPanel;
@@ -171,10 +172,25 @@ public:
     /// Opens the autosave file as a project (the recovery offered at start).
     bool recoverAutosave();
     void setAutosaveMinutes(int minutes);
-    /// Opens File ▸ Export… (returns the dialog's result).
-    int showExportDialog();
-    /// What File ▸ Export… offers now (recipe, metrics, Tensors table, scan, plots).
+    /// Opens File ▸ Export… on a page (returns the dialog's result).
+    int showExportDialog(ExportDialog::Page page = ExportDialog::Page::Files);
+    /// What File ▸ Export… offers now (recipe, metrics, Tensors table, scan, plots, and the
+    /// GGUF page when a model is open).
     ExportDialog::Sources exportSources() const;
+    /// What the GGUF export page exports from: the model, the editor's recipe, the imatrix.
+    GgufExportPanel::Context ggufExportContext() const;
+
+    // Importance matrix (llama.cpp's imatrix) --------------------------------------------
+    ImatrixManager* imatrixManager() const { return m_imatrix; }
+    /// Run ▸ Compute Importance Matrix…: the settings dialog, then the computation on the task
+    /// runner; when it ends the window offers to save the .dat file.
+    void showComputeImatrixDialog();
+    /// Opens a .dat file for the open model and shows it in the statistics inspector's
+    /// Activations tab; an unreadable file or one for another model gives an error dialog
+    /// (errorShown()) and changes nothing. Returns true when opened.
+    bool openImatrix(const QString& path);
+    /// Saves the current imatrix (error dialog on failure).
+    bool saveImatrix(const QString& path);
 
     RecipeEditor* recipeEditor() const { return m_recipeEditor; }
     ComparePanel* comparePanel() const { return m_comparePanel; }
@@ -295,6 +311,9 @@ private:
     ComparePanel* m_comparePanel = nullptr;
     ResultsPanel* m_resultsPanel = nullptr;
     SensitivityPanel* m_sensitivityPanel = nullptr;
+    ImatrixManager* m_imatrix = nullptr;
+    QAction* m_actSaveImatrix = nullptr;
+    QAction* m_actComputeImatrix = nullptr;
     QString m_projectPath;
     QTimer* m_autosaveTimer = nullptr;
     /// A project read by openProject() waiting for its model to load.

@@ -46,4 +46,15 @@ QString formatBytes(uint64_t bytes) {
     return QStringLiteral("%1 %2").arg(v, 0, 'f', decimals).arg(QLatin1String(kUnits[u]));
 }
 
+QString formatDuration(double seconds) {
+    if (!(seconds >= 0)) return {};
+    const auto s = int64_t(seconds + 0.5);
+    if (s < 60) return QStringLiteral("%1 s").arg(s);
+    if (s < 3600)
+        return QStringLiteral("%1 min %2 s").arg(s / 60).arg(s % 60, 2, 10, QLatin1Char('0'));
+    return QStringLiteral("%1 h %2 min")
+        .arg(s / 3600)
+        .arg((s % 3600) / 60, 2, 10, QLatin1Char('0'));
+}
+
 } // namespace lcw

@@ -14,5 +14,7 @@ QString formatCountShort(int64_t n);
 QString formatCountExact(int64_t n);
 /// "512 B", "43.0 KiB", "1.97 GiB".
 QString formatBytes(uint64_t bytes);
+/// "45 s", "3 min 05 s", "1 h 02 min" (a remaining time; negative or NaN gives "").
+QString formatDuration(double seconds);
 
 } // namespace lcw

@@ -1,11 +1,13 @@
 #include "widgets/recipe_editor.h"
 
 #include "core/common/mapped_file.h"
+#include "core/export/gguf_preset.h"
 #include "widgets/number_format.h"
 
 #include <QAction>
 #include <QCheckBox>
 #include <QComboBox>
+#include <QDir>
 #include <QDoubleSpinBox>
 #include <QFileDialog>
 #include <QFormLayout>
@@ -27,6 +29,7 @@
 #include <QUndoStack>
 #include <QVBoxLayout>
 
+#include <cstring>
 #include <set>
 
 namespace lcw {
@@ -64,7 +67,31 @@ QString sectionLabel(const QString& k) {
 
 const char* const kFormats[] = {"int", "fp8_e4m3", "nf4"};
 const char* const kGranularities[] = {"tensor", "channel", "group"};
-const char* const kMethods[] = {"rtn", "q8_0", "q4_0", "q4_1", "q5_0", "gptq", "awq", "omniquant"};
+/// The method list: lcw's methods, then the GGUF block types (core's names, in core's order).
+QStringList methodNames() {
+    QStringList lcw, gguf;
+    for (int i = 0; i < compress::kWeightMethodCount; ++i) {
+        const auto m = compress::WeightMethod(i);
+        (compress::methodIsGguf(m) ? gguf : lcw)
+            << QString::fromLatin1(compress::weightMethodName(m));
+    }
+    return lcw + gguf;
+}
+
+bool isGgufMethod(const QString& name) {
+    const auto m = compress::weightMethodFromName(name.toStdString());
+    return m && compress::methodIsGguf(*m);
+}
+
+/// Methods that can choose codes on a GGUF type's grid (recipe key weight.gguf).
+bool takesGgufGrid(const QString& name) {
+    return name == QLatin1String("gptq") || name == QLatin1String("awq");
+}
+
+/// Prefix of the preset combo's llama.cpp entries (their data), e.g. "llama.cpp:Q4_K_M".
+constexpr auto kLlamaPrefix = "llama.cpp:";
+/// llama.cpp mixes also offered with GPTQ codes on their grids (lcw's headline comparison).
+constexpr const char* kGptqMixes[] = {"Q2_K", "Q3_K_M", "Q4_K_M", "Q5_K_M", "Q6_K"};
 
 /// estimateLayerSize() covers quantised dense layers only: pruned, factorised or unquantised
 /// planned layers get their size from a real compression.
@@ -140,9 +167,32 @@ void RecipeEditor::buildUi() {
     for (int i = 0; i < m_presetCombo->count(); ++i)
         m_presetCombo->setItemData(
             i, QString::fromStdString(compress::presets()[size_t(i)].description), Qt::ToolTipRole);
+    // llama.cpp's mixes, a group of their own: llama-quantize's per-tensor types for this model
+    // as one rule per tensor, so any tensor's type can be changed from there.
+    m_presetCombo->insertSeparator(m_presetCombo->count());
+    auto addLlama = [this](const QString& name, const QString& tip) {
+        m_presetCombo->addItem(tr("%1 (llama.cpp)").arg(name),
+                               QString::fromLatin1(kLlamaPrefix) + name);
+        m_presetCombo->setItemData(m_presetCombo->count() - 1, tip, Qt::ToolTipRole);
+    };
+    for (const std::string& n : llamaPresetNames())
+        addLlama(QString::fromStdString(n),
+                 tr("llama-quantize's %1 mix for this model (llama.cpp b4747 rules), one rule "
+                    "per tensor; with the opened importance matrix when there is one")
+                     .arg(QString::fromStdString(n)));
+    for (const char* n : kGptqMixes)
+        addLlama(QString::fromLatin1(n) + QStringLiteral("-GPTQ"),
+                 tr("llama.cpp's %1 types with the codes chosen by GPTQ on their grids "
+                    "(calibrated on the bundled text)")
+                     .arg(QString::fromLatin1(n)));
     auto* applyPresetBtn = new QPushButton(tr("Apply Preset"), this);
-    connect(applyPresetBtn, &QPushButton::clicked, this,
-            [this] { applyPreset(m_presetCombo->currentData().toString()); });
+    connect(applyPresetBtn, &QPushButton::clicked, this, [this] {
+        const QString d = m_presetCombo->currentData().toString();
+        if (d.startsWith(QLatin1String(kLlamaPrefix)))
+            applyLlamaPreset(d.mid(int(strlen(kLlamaPrefix))));
+        else
+            applyPreset(d);
+    });
     auto* openBtn = new QToolButton(this);
     openBtn->setText(tr("Open…"));
     connect(openBtn, &QToolButton::clicked, this, [this] {
@@ -259,7 +309,13 @@ void RecipeEditor::buildUi() {
     m_group->setRange(1, 1 << 20);
     m_group->setValue(128);
     m_method = new QComboBox(wbox);
-    for (const char* m : kMethods) m_method->addItem(QString::fromLatin1(m));
+    m_method->addItems(methodNames());
+    m_ggufGrid = new QComboBox(wbox);
+    m_ggufGrid->addItem(tr("none (lcw's own grid)"), QString());
+    for (const QString& m : methodNames())
+        if (isGgufMethod(m) && m != QLatin1String("f16")) m_ggufGrid->addItem(m, m);
+    m_ggufGrid->setToolTip(tr("GPTQ / AWQ onto a GGUF type's blocks (weight.gguf): the type's "
+                              "scales, the method's codes"));
     form->addRow(m_weightOn);
     form->addRow(tr("Bits"), m_bits);
     form->addRow(tr("Format"), m_format);
@@ -267,6 +323,7 @@ void RecipeEditor::buildUi() {
     form->addRow(tr("Granularity"), m_granularity);
     form->addRow(tr("Group size"), m_group);
     form->addRow(tr("Method"), m_method);
+    form->addRow(tr("GGUF grid"), m_ggufGrid);
     for (const char* key : kJsonSections) {
         auto* e = new QLineEdit(wbox);
         const QString k = QString::fromLatin1(key);
@@ -284,7 +341,7 @@ void RecipeEditor::buildUi() {
     form->addRow(applyBtn);
     form->addRow(m_formError);
     for (QWidget* w :
-         std::initializer_list<QWidget*>{m_weightOn, m_format, m_granularity, m_method})
+         std::initializer_list<QWidget*>{m_weightOn, m_format, m_granularity, m_method, m_ggufGrid})
         if (auto* c = qobject_cast<QComboBox*>(w))
             connect(c, &QComboBox::currentIndexChanged, this, &RecipeEditor::syncFormEnabled);
     connect(m_weightOn, &QCheckBox::toggled, this, &RecipeEditor::syncFormEnabled);
@@ -401,6 +458,32 @@ bool RecipeEditor::applyPreset(const QString& name) {
     }
 }
 
+bool RecipeEditor::applyLlamaPreset(const QString& name) {
+    if (!m_model) {
+        showFormError(tr("Open a model first: llama.cpp's mixes depend on its tensors."));
+        return false;
+    }
+    const QString imatrix = m_imatrixPath ? m_imatrixPath() : QString();
+    try {
+        const compress::Recipe r =
+            presetRecipe(*m_model, name.toStdString(), imatrix.toStdString());
+        setRecipe(r, tr("Apply llama.cpp preset %1").arg(QString::fromStdString(r.name)));
+        const int i = m_presetCombo->findData(QString::fromLatin1(kLlamaPrefix) + name,
+                                              Qt::UserRole, Qt::MatchFixedString);
+        if (i >= 0) m_presetCombo->setCurrentIndex(i);
+        emit logMessage(
+            tr("Recipe: llama.cpp's %1 mix, %n rule(s)%2", nullptr, int(r.rules.size()))
+                .arg(QString::fromStdString(r.name),
+                     imatrix.isEmpty()
+                         ? QString()
+                         : tr(", importance matrix %1").arg(QDir::toNativeSeparators(imatrix))));
+        return true;
+    } catch (const std::exception& e) {
+        showFormError(QString::fromUtf8(e.what()));
+        return false;
+    }
+}
+
 void RecipeEditor::addRule(const Rule& rule) {
     Recipe r = m_recipe;
     r.rules.push_back(rule);
@@ -506,6 +589,7 @@ void RecipeEditor::setWeightForm(const std::optional<json>& w) {
                                                             : str("granularity", "channel"));
     m_group->setValue(int(w->value("group_size", int64_t(d.groupSize))));
     m_method->setCurrentText(str("method", "rtn"));
+    m_ggufGrid->setCurrentIndex(std::max(0, m_ggufGrid->findData(str("gguf", ""))));
     syncFormEnabled();
 }
 
@@ -513,9 +597,12 @@ std::optional<json> RecipeEditor::weightFromForm() const {
     if (!m_weightOn->isChecked()) return std::nullopt;
     json w = json::object();
     const std::string method = m_method->currentText().toStdString();
-    const bool gguf = method.size() == 4 && method[0] == 'q';
     if (method != "rtn") w["method"] = method;
-    if (gguf) return w; // block schemes fix everything else
+    if (isGgufMethod(m_method->currentText())) return w; // block schemes fix everything else
+    if (takesGgufGrid(m_method->currentText()) && !m_ggufGrid->currentData().toString().isEmpty()) {
+        w["gguf"] = m_ggufGrid->currentData().toString().toStdString();
+        return w; // the grid's type fixes the rest
+    }
     const std::string format = m_format->currentText().toStdString();
     if (format != "int") w["format"] = format;
     if (format == "int") {
@@ -594,9 +681,11 @@ void RecipeEditor::showFormError(const QString& text) {
 void RecipeEditor::syncFormEnabled() {
     const bool on = m_weightOn->isChecked();
     const QString method = m_method->currentText();
-    const bool gguf = method.size() == 4 && method.startsWith(QLatin1Char('q'));
+    const bool grid = takesGgufGrid(method) && !m_ggufGrid->currentData().toString().isEmpty();
+    const bool gguf = isGgufMethod(method) || grid;
     const bool isInt = m_format->currentText() == QStringLiteral("int");
     m_method->setEnabled(on);
+    m_ggufGrid->setEnabled(on && takesGgufGrid(method));
     m_format->setEnabled(on && !gguf);
     m_bits->setEnabled(on && !gguf && isInt);
     m_symmetric->setEnabled(on && !gguf && isInt);

@@ -17,6 +17,7 @@
 
 #include <QWidget>
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <vector>
@@ -54,6 +55,14 @@ public:
     // Undoable edits -----------------------------------------------------------------------
     /// Replaces the whole recipe by a preset's. Returns false for an unknown name.
     bool applyPreset(const QString& name);
+    /// Replaces the recipe by a llama.cpp mix for the open model (core presetRecipe:
+    /// llama-quantize's per-tensor types as one rule per tensor; "Q4_K_M-GPTQ" keeps the types
+    /// with GPTQ codes), with the importance matrix of the provider below when it names a file.
+    /// Returns false (and shows why) without a model or for an unknown name.
+    bool applyLlamaPreset(const QString& name);
+    /// The importance matrix file a llama.cpp preset uses (the recipe's "imatrix"; it also
+    /// selects llama.cpp's imatrix rules); empty: none.
+    void setImatrixPathProvider(std::function<QString()> f) { m_imatrixPath = std::move(f); }
     /// Appends a rule.
     void addRule(const compress::Rule& rule);
     void removeRule(int index);
@@ -110,6 +119,7 @@ public:
     QListWidget* ruleList() const { return m_rules; }
     QPlainTextEdit* jsonView() const { return m_json; }
     QComboBox* presetCombo() const { return m_presetCombo; }
+    QComboBox* methodCombo() const { return m_method; }
 
 signals:
     /// The recipe changed (any edit, undo or redo).
@@ -151,6 +161,8 @@ private:
     QComboBox* m_granularity = nullptr;
     QSpinBox* m_group = nullptr;
     QComboBox* m_method = nullptr;
+    QComboBox* m_ggufGrid = nullptr;
+    std::function<QString()> m_imatrixPath;
     std::vector<std::pair<QString, QLineEdit*>> m_sections;
     QLabel* m_formError = nullptr;
     QListWidget* m_rules = nullptr;

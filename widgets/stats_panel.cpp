@@ -9,6 +9,7 @@
 #include "plots/channel_profile_plot.h"
 #include "plots/heat_map_plot.h"
 #include "plots/histogram_plot.h"
+#include "widgets/imatrix_manager.h"
 #include "widgets/number_format.h"
 
 #include <QCheckBox>
@@ -199,14 +200,28 @@ void StatsPanel::buildUi() {
     wl->addWidget(m_weightProfile, 1, 1);
     m_tabs->addTab(weights, tr("Weights"));
 
-    // Activations of the layer's input site: per channel (SmoothQuant) | per token.
+    // Activations of the layer's input site: per channel (SmoothQuant) over the importance
+    // matrix's mean x² per input column (llama.cpp's imatrix, same channel axis) | per token.
     auto* acts = new QWidget(m_tabs);
-    auto* al = new QHBoxLayout(acts);
+    auto* al = new QGridLayout(acts);
     al->setContentsMargins(0, 4, 0, 0);
+    m_actLogBox = new QCheckBox(tr("Log scale"), acts);
+    m_actLogBox->setToolTip(tr("Logarithmic value axis for the plots of this tab"));
+    auto* aControls = new QHBoxLayout;
+    aControls->addStretch();
+    aControls->addWidget(m_actLogBox);
     m_actProfile = new ChannelProfilePlot(acts);
     m_tokenProfile = new ChannelProfilePlot(acts);
-    al->addWidget(m_actProfile);
-    al->addWidget(m_tokenProfile);
+    m_imatrixProfile = new ChannelProfilePlot(acts);
+    m_imatrixProfile->setValueName(tr("mean x²"));
+    m_imatrixProfile->setAxisLabels(tr("input channel"), tr("mean x²"));
+    m_imatrixProfile->linkKeyAxis(m_actProfile);
+    al->addLayout(aControls, 0, 0, 1, 2);
+    al->addWidget(m_actProfile, 1, 0);
+    al->addWidget(m_imatrixProfile, 2, 0);
+    al->addWidget(m_tokenProfile, 1, 1, 2, 1);
+    al->setColumnStretch(0, 1);
+    al->setColumnStretch(1, 1);
     m_tabs->addTab(acts, tr("Activations"));
 
     // K and V: layers × (head, channel).
@@ -255,6 +270,11 @@ void StatsPanel::buildUi() {
     connect(m_sortedBox, &QCheckBox::toggled, this, [this](bool on) {
         m_weightProfile->setSorted(on);
         m_actProfile->setSorted(on);
+        m_imatrixProfile->setSorted(on);
+    });
+    connect(m_actLogBox, &QCheckBox::toggled, this, [this](bool on) {
+        for (ChannelProfilePlot* p : {m_actProfile, m_tokenProfile, m_imatrixProfile})
+            p->setLogScale(on);
     });
     connect(m_metricCombo, &QComboBox::currentIndexChanged, this, [this] { updateOverview(); });
     connect(m_overview, &BarPlot::barClicked, this, &StatsPanel::onOverviewClicked);
@@ -583,6 +603,7 @@ void StatsPanel::readSettings(QSettings& s) {
     m_settings = d;
     setLogCount(s.value(QStringLiteral("stats/logCount"), false).toBool());
     setSorted(s.value(QStringLiteral("stats/sorted"), false).toBool());
+    setActivationLogScale(s.value(QStringLiteral("stats/activationLog"), false).toBool());
     m_metricCombo->setCurrentIndex(std::clamp(s.value(QStringLiteral("stats/metric"), 0).toInt(), 0,
                                               m_metricCombo->count() - 1));
 }
@@ -598,6 +619,7 @@ void StatsPanel::writeSettings(QSettings& s) const {
     s.setValue(QStringLiteral("stats/activations"), m_settings.activations);
     s.setValue(QStringLiteral("stats/logCount"), m_logBox->isChecked());
     s.setValue(QStringLiteral("stats/sorted"), m_sortedBox->isChecked());
+    s.setValue(QStringLiteral("stats/activationLog"), m_actLogBox->isChecked());
     s.setValue(QStringLiteral("stats/metric"), m_metricCombo->currentIndex());
 }
 
@@ -615,6 +637,7 @@ void StatsPanel::setReport(std::shared_ptr<const stats::StatsReport> r, const QS
     updateHeader();
     updateWeightPlots();
     updateActivationPlots();
+    updateImatrixPlot();
     updateKvMaps();
     updateOverview();
     if (m_report) emit statsChanged();
@@ -626,7 +649,20 @@ void StatsPanel::showTensor(const QString& name) {
     updateHeader();
     updateWeightPlots();
     updateActivationPlots();
+    updateImatrixPlot();
     updateKvMaps();
+}
+
+void StatsPanel::setImatrixManager(const ImatrixManager* m) {
+    if (m_imatrix) disconnect(m_imatrix, nullptr, this, nullptr);
+    m_imatrix = m;
+    if (m_imatrix)
+        connect(m_imatrix, &ImatrixManager::changed, this, [this] { updateImatrixPlot(); });
+    updateImatrixPlot();
+}
+
+void StatsPanel::setActivationLogScale(bool on) {
+    m_actLogBox->setChecked(on);
 }
 
 int StatsPanel::layerOfTensor() const {
@@ -813,6 +849,40 @@ void StatsPanel::updateActivationPlots() {
     m_tokenProfile->setTitle(tr("%1 input · per-token abs-max · max/med %2")
                                  .arg(role)
                                  .arg(a->get("tok_absmax_max_over_median"), 0, 'f', 2));
+}
+
+void StatsPanel::updateImatrixPlot() {
+    const std::optional<ImatrixProfile> p =
+        m_imatrix && !m_tensor.isEmpty() ? m_imatrix->profileOf(m_tensor) : std::nullopt;
+    if (!p) {
+        QString why;
+        if (!m_imatrix || !m_imatrix->imatrix())
+            why = tr(" (none: Run ▸ Compute Importance Matrix… or File ▸ Open Importance "
+                     "Matrix…)");
+        else if (!m_tensor.isEmpty())
+            why = m_imatrix->llamaNameOf(m_tensor).isEmpty()
+                      ? tr(" (llama.cpp collects none for this tensor)")
+                      : tr(" (no entry for %1)").arg(m_imatrix->llamaNameOf(m_tensor));
+        m_imatrixProfile->clear();
+        m_imatrixProfile->setTitle(tr("Importance matrix%1").arg(why));
+        m_imatrixProfile->setToolTip(m_imatrix ? m_imatrix->describe() : QString());
+        return;
+    }
+    // The values llama-quantize hands ggml's quantiser: sum x² / count per input column.
+    m_imatrixProfile->setProfile(p->values);
+    double mean = 0, top = 0;
+    for (double v : p->values) {
+        mean += v;
+        top = std::max(top, v);
+    }
+    if (!p->values.isEmpty()) mean /= double(p->values.size());
+    const QString entry =
+        p->expert >= 0 ? tr("%1 expert %2").arg(p->llamaName).arg(p->expert) : p->llamaName;
+    m_imatrixProfile->setTitle(tr("imatrix %1 · mean x² · max/mean %2")
+                                   .arg(entry)
+                                   .arg(mean > 0 ? top / mean : 0.0, 0, 'f', 2));
+    m_imatrixProfile->setToolTip(
+        tr("Importance matrix: %1\n%2 calls").arg(m_imatrix->describe()).arg(p->ncall));
 }
 
 void StatsPanel::updateKvMaps() {

@@ -33,6 +33,7 @@ class BarPlot;
 class ChannelProfilePlot;
 class HeatMapPlot;
 class HistogramPlot;
+class ImatrixManager;
 class Model;
 
 /// What the user chooses in Statistics ▸ Compute….
@@ -82,6 +83,10 @@ public:
     void setRecipeSettingProvider(RecipeSettingFn f) { m_recipeSetting = std::move(f); }
     /// Redraws the weight plots (the recipe changed).
     void refreshRecipeGrid();
+    /// Where the importance matrix comes from: the Activations tab draws its mean x² per input
+    /// column for the selected linear under the activation abs-max per channel (same axis),
+    /// and follows the manager's changes.
+    void setImatrixManager(const ImatrixManager* m);
 
     StatsSettings settings() const { return m_settings; }
     void setSettings(const StatsSettings& s);
@@ -117,6 +122,9 @@ public:
     void setWeightAxis(Axis a);
     void setSorted(bool on);
     void setLogCount(bool on);
+    /// Logarithmic value axis for the Activations tab's plots (abs-max per channel and token,
+    /// importance per column).
+    void setActivationLogScale(bool on);
 
     void readSettings(QSettings& s);
     void writeSettings(QSettings& s) const;
@@ -125,6 +133,9 @@ public:
     ChannelProfilePlot* weightProfilePlot() const { return m_weightProfile; }
     ChannelProfilePlot* activationProfilePlot() const { return m_actProfile; }
     ChannelProfilePlot* tokenProfilePlot() const { return m_tokenProfile; }
+    /// The importance matrix's mean x² per input column of the selected linear.
+    ChannelProfilePlot* imatrixProfilePlot() const { return m_imatrixProfile; }
+    QCheckBox* activationLogBox() const { return m_actLogBox; }
     HeatMapPlot* kHeatMap() const { return m_kMap; }
     HeatMapPlot* vHeatMap() const { return m_vMap; }
     BarPlot* overviewPlot() const { return m_overview; }
@@ -178,6 +189,7 @@ private:
     /// The histogram's quantisation grid for a tensor (the recipe's setting or the preview's).
     void updateGrid(const stats::TensorStats& w);
     void updateActivationPlots();
+    void updateImatrixPlot();
     void updateKvMaps();
     void updateOverview();
     void onOverviewClicked(int index);
@@ -187,6 +199,7 @@ private:
 
     TaskRunner* m_runner;
     RecipeSettingFn m_recipeSetting;
+    const ImatrixManager* m_imatrix = nullptr;
     std::shared_ptr<const Model> m_model;
     QString m_modelPath;
     mutable std::string m_fingerprint; ///< empty until known (see fingerprint())
@@ -208,6 +221,8 @@ private:
     ChannelProfilePlot* m_weightProfile = nullptr;
     ChannelProfilePlot* m_actProfile = nullptr;
     ChannelProfilePlot* m_tokenProfile = nullptr;
+    ChannelProfilePlot* m_imatrixProfile = nullptr;
+    QCheckBox* m_actLogBox = nullptr;
     HeatMapPlot* m_kMap = nullptr;
     HeatMapPlot* m_vMap = nullptr;
     BarPlot* m_overview = nullptr;

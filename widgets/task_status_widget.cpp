@@ -1,10 +1,15 @@
 #include "widgets/task_status_widget.h"
 
+#include "widgets/number_format.h"
+
 #include <QHBoxLayout>
 #include <QLabel>
 #include <QProgressBar>
 #include <QStyle>
 #include <QToolButton>
+
+#include <cmath>
+#include <limits>
 
 namespace lcw {
 
@@ -44,6 +49,8 @@ TaskStatusWidget::TaskStatusWidget(TaskRunner* runner, QWidget* parent)
 void TaskStatusWidget::onStarted(TaskRunner::JobId, const QString& title) {
     m_title = title;
     m_stage.clear();
+    m_eta.clear();
+    m_started.start();
     m_bar->setRange(0, 0); // indeterminate until a real fraction arrives
     m_cancel->setEnabled(true);
     setVisible(true);
@@ -56,11 +63,20 @@ void TaskStatusWidget::onProgress(TaskRunner::JobId, double fraction, const QStr
         m_bar->setValue(int(fraction * 1000.0 + 0.5));
     }
     if (m_cancel->isEnabled()) m_stage = stage;
+    const double left = estimateSecondsLeft(fraction, double(m_started.nsecsElapsed()) * 1e-9);
+    m_eta = std::isnan(left) || !m_cancel->isEnabled() ? QString() : formatDuration(left);
     updateLabel();
+}
+
+double TaskStatusWidget::estimateSecondsLeft(double fraction, double elapsedSeconds) {
+    if (!(fraction >= 0.01) || !(elapsedSeconds >= 2.0) || fraction >= 1.0)
+        return std::numeric_limits<double>::quiet_NaN();
+    return elapsedSeconds * (1.0 - fraction) / fraction;
 }
 
 void TaskStatusWidget::updateLabel() {
     QString text = m_stage.isEmpty() ? m_title : m_title + QStringLiteral(" — ") + m_stage;
+    if (!m_eta.isEmpty()) text += tr(" · %1 left").arg(m_eta);
     if (int q = m_runner->queuedCount(); q > 0) text += tr(" (+%1 queued)").arg(q);
     m_label->setText(text);
     m_label->setToolTip(text);

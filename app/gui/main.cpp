@@ -1,8 +1,11 @@
 // lcw: the GUI entry point. `lcw [MODEL] [--theme light|dark] [--screenshot FILE.png
-// [--demo-run | --demo-stats | --demo-recipe | --demo-compare | --demo-results |
-// --demo-sensitivity]]`.
+// [--demo-run | --demo-stats [--stats-tab TAB] [--imatrix FILE|compute] | --demo-recipe |
+// --demo-compare | --demo-results | --demo-sensitivity | --demo-export]]`.
 #include "core/version.h"
 #include "widgets/compare_panel.h"
+#include "widgets/export_dialog.h"
+#include "widgets/gguf_export_panel.h"
+#include "widgets/imatrix_manager.h"
 #include "widgets/layer_table_model.h"
 #include "widgets/main_window.h"
 #include "widgets/recipe_editor.h"
@@ -105,9 +108,15 @@ int main(int argc, char** argv) {
         QStringLiteral("stats-tab"),
         QStringLiteral("With --demo-stats: the inspector tab to show (weights, activations, kv)."),
         QStringLiteral("TAB"), QStringLiteral("weights"));
+    const QCommandLineOption imatrixOpt(
+        QStringLiteral("imatrix"),
+        QStringLiteral("With --demo-stats: open this importance matrix (.dat), or \"compute\" one "
+                       "(8 chunks x 128 tokens of the bundled text), before saving."),
+        QStringLiteral("FILE|compute"));
     parser.addOption(demoRun);
     parser.addOption(demoStats);
     parser.addOption(statsTab);
+    parser.addOption(imatrixOpt);
     const QCommandLineOption demoRecipe(
         QStringLiteral("demo-recipe"),
         QStringLiteral("With --screenshot: apply the W4A16-g64 preset, keep block 0 at int8 per "
@@ -134,8 +143,14 @@ int main(int argc, char** argv) {
         QStringLiteral("With --screenshot: scan W4A16-g32 and W2A16-g32 per layer (ctx 128, 4 "
                        "chunks of the bundled text; recorded in a temporary results store) and "
                        "save the Sensitivity panel."));
+    const QCommandLineOption demoExport(
+        QStringLiteral("demo-export"),
+        QStringLiteral("With --screenshot: compute an importance matrix (8 chunks x 128 tokens of "
+                       "the bundled text), export MODEL as Q4_K_M with it into a temporary folder "
+                       "and save the Export dialog's GGUF page with the per-tensor report."));
     parser.addOption(demoResults);
     parser.addOption(demoSensitivity);
+    parser.addOption(demoExport);
     parser.process(app);
 
     const QStringList args = parser.positionalArguments();
@@ -166,10 +181,12 @@ int main(int argc, char** argv) {
 
     const int demos = int(parser.isSet(demoRun)) + int(parser.isSet(demoStats)) +
                       int(parser.isSet(demoRecipe)) + int(parser.isSet(demoCompare)) +
-                      int(parser.isSet(demoResults)) + int(parser.isSet(demoSensitivity));
-    if (demos > 1 || ((parser.isSet(demoRecipe) || parser.isSet(demoCompare) ||
-                       parser.isSet(demoResults) || parser.isSet(demoSensitivity)) &&
-                      (!parser.isSet(screenshot) || modelPath.isEmpty()))) {
+                      int(parser.isSet(demoResults)) + int(parser.isSet(demoSensitivity)) +
+                      int(parser.isSet(demoExport));
+    if (demos > 1 ||
+        ((parser.isSet(demoRecipe) || parser.isSet(demoCompare) || parser.isSet(demoResults) ||
+          parser.isSet(demoSensitivity) || parser.isSet(demoExport)) &&
+         (!parser.isSet(screenshot) || modelPath.isEmpty()))) {
         std::fprintf(stderr, "lcw: one --demo-* option at a time, with --screenshot and a MODEL\n");
         return 2;
     }
@@ -234,7 +251,13 @@ int main(int argc, char** argv) {
             std::fprintf(stderr, "lcw: --stats-tab expects weights, activations or kv\n");
             return 2;
         }
-        auto showAndGrab = [&window, &grabAndQuit, stats, tab] {
+        const QString imatrix = parser.value(imatrixOpt);
+        lcw::ImatrixManager* im = window.imatrixManager();
+        auto grabbed = std::make_shared<bool>(false);
+        auto showAndGrab = [&window, &grabAndQuit, stats, tab, imatrix, im, grabbed] {
+            // Both the statistics and (when asked for) the importance matrix are in.
+            if (*grabbed || !stats->report() || (!imatrix.isEmpty() && !im->imatrix())) return;
+            *grabbed = true;
             window.selectTensor(QStringLiteral("layers.1.mlp.down"));
             stats->tabs()->setCurrentIndex(tab);
             // Two turns of the event loop: the layout settles in the first.
@@ -245,10 +268,26 @@ int main(int argc, char** argv) {
         QObject::connect(stats, &lcw::StatsPanel::statsChanged, &window, [layoutDone, showAndGrab] {
             if (*layoutDone) showAndGrab();
         });
+        QObject::connect(im, &lcw::ImatrixManager::changed, &window, [layoutDone, showAndGrab] {
+            if (*layoutDone) showAndGrab();
+        });
+        QObject::connect(im, &lcw::ImatrixManager::failed, &window, [&exitCode](const QString& m) {
+            std::fprintf(stderr, "lcw: --imatrix: %s\n", qPrintable(m));
+            exitCode = 1;
+            QApplication::quit();
+        });
         QObject::connect(&window, &lcw::MainWindow::modelLoaded, &window,
-                         [&window, stats, layoutDone, showAndGrab] {
+                         [&window, stats, layoutDone, showAndGrab, imatrix, im] {
                              window.applyInspectorLayout();
                              *layoutDone = true;
+                             if (imatrix == QLatin1String("compute")) {
+                                 lcw::ImatrixSettings s;
+                                 s.seqLen = 128;
+                                 s.samples = 8;
+                                 im->compute(s);
+                             } else if (!imatrix.isEmpty()) {
+                                 window.openImatrix(imatrix); // errors quit through errorShown
+                             }
                              if (stats->report()) return showAndGrab();
                              // A cached file is read in the background: statsChanged() grabs when
                              // it is in.
@@ -271,6 +310,48 @@ int main(int argc, char** argv) {
                              stats->computeStats();
                          });
         window.openModel(modelPath);
+    } else if (parser.isSet(demoExport)) {
+        lcw::ImatrixManager* im = window.imatrixManager();
+        auto fail = [&exitCode](const QString& what) {
+            std::fprintf(stderr, "lcw: --demo-export: %s\n", qPrintable(what));
+            exitCode = 1;
+            QApplication::quit();
+        };
+        QObject::connect(im, &lcw::ImatrixManager::failed, &window, fail);
+        QObject::connect(&window, &lcw::MainWindow::modelLoaded, &window, [im, fail] {
+            lcw::ImatrixSettings s;
+            s.seqLen = 128;
+            s.samples = 8;
+            if (!im->compute(s)) fail(im->lastError());
+        });
+        QObject::connect(
+            im, &lcw::ImatrixManager::computed, &window,
+            [&window, &storeDir, &outPath, &exitCode, windowSize, fail, modelPath] {
+                auto* d = new lcw::ExportDialog(window.exportSources(), &window);
+                d->resize(windowSize);
+                d->showPage(lcw::ExportDialog::Page::Gguf);
+                lcw::GgufExportPanel* g = d->ggufPanel();
+                g->setTypeChoice(QStringLiteral("Q4_K_M"));
+                g->setImatrixSource(lcw::GgufExportPanel::ImatrixSource::Opened);
+                g->setOutputPath(QDir(storeDir.path())
+                                     .filePath(QFileInfo(modelPath).fileName() +
+                                               QStringLiteral("-Q4_K_M.gguf")));
+                QObject::connect(g, &lcw::GgufExportPanel::failed, d, fail);
+                QObject::connect(g, &lcw::GgufExportPanel::finished, d, [d, &outPath, &exitCode] {
+                    QTimer::singleShot(0, d, [d, &outPath, &exitCode] {
+                        if (!d->grab().save(outPath)) {
+                            std::fprintf(stderr, "lcw: could not write %s\n", qPrintable(outPath));
+                            exitCode = 1;
+                        } else {
+                            std::printf("%s\n", qPrintable(outPath));
+                        }
+                        QApplication::quit();
+                    });
+                });
+                d->show();
+                if (!g->start()) fail(g->lastError());
+            });
+        window.openModel(modelPath);
     } else if (parser.isSet(demoRecipe)) {
         QObject::connect(&window, &lcw::MainWindow::modelLoaded, &window, [&] {
             window.applyInspectorLayout();
@@ -292,7 +373,7 @@ int main(int argc, char** argv) {
         QObject::connect(
             &window, &lcw::MainWindow::errorsMeasured, &window, [&window, &grabAndQuit] {
                 window.moveTensorColumn(lcw::LayerTableModel::Error, 1);
-            window.sortTensorTable(lcw::LayerTableModel::Error, Qt::DescendingOrder);
+                window.sortTensorTable(lcw::LayerTableModel::Error, Qt::DescendingOrder);
                 QTimer::singleShot(0, &window, [&window, &grabAndQuit] {
                     QTimer::singleShot(0, &window, grabAndQuit);
                 });

@@ -1,0 +1,153 @@
+#pragma once
+/// \file
+/// The Export dialog's "GGUF (llama.cpp)" page: writes the model as a GGUF file llama.cpp loads
+/// (core/export/gguf_export.h) in the types of a llama.cpp preset (Q4_K_M, ... — gguf_mix.h's
+/// choice, the same file as `llama-quantize … Q4_K_M`) or as the recipe editor's recipe chose
+/// them, optionally with an importance matrix (the opened one or a .dat file). The export runs
+/// on the TaskRunner with progress, time left and Cancel (a cancelled export leaves no file);
+/// the per-tensor report (name, shape, type, bytes, exact / converted / re-encoded, fallbacks)
+/// fills a table, and lcw reads the file back to give its KL divergence from what it was written
+/// from (the model, or the recipe's configuration). The second mode writes the llama-quantize command and the per-tensor type
+/// list that reproduce a preset's mix with llama.cpp itself (for models bigger than this
+/// machine). All numbers come from core; this page only collects choices and shows results.
+#include "core/compress/imatrix.h"
+#include "core/compress/recipe.h"
+#include "core/eval/divergence.h"
+#include "core/export/gguf_export.h"
+#include "core/model/model.h"
+#include "widgets/task_runner.h"
+
+#include <QElapsedTimer>
+#include <QWidget>
+
+#include <functional>
+#include <memory>
+#include <optional>
+
+class QButtonGroup;
+class QCheckBox;
+class QComboBox;
+class QLabel;
+class QLineEdit;
+class QPlainTextEdit;
+class QProgressBar;
+class QPushButton;
+class QRadioButton;
+class QTableWidget;
+class QToolButton;
+
+namespace lcw {
+
+class ImatrixManager;
+
+class GgufExportPanel : public QWidget {
+    Q_OBJECT
+public:
+    /// What the page exports from (the main window's state).
+    struct Context {
+        std::shared_ptr<const Model> model;
+        QString modelPath;
+        std::function<compress::Recipe()> recipe; ///< the recipe editor's
+        const ImatrixManager* imatrix = nullptr;  ///< the opened / computed imatrix
+        TaskRunner* runner = nullptr;
+    };
+    enum class Mode { File, Command };
+    enum class ImatrixSource { None, Opened, File };
+    enum Column { NameColumn, ShapeColumn, TypeColumn, BytesColumn, StatusColumn, NoteColumn };
+    /// The type choice that keeps what the recipe chose (typeChoice()).
+    static constexpr const char* kRecipeChoice = "recipe";
+
+    explicit GgufExportPanel(Context context, QWidget* parent = nullptr);
+    ~GgufExportPanel() override;
+
+    void setMode(Mode m);
+    Mode mode() const;
+    void setOutputPath(const QString& path);
+    QString outputPath() const;
+    /// kRecipeChoice or a llama.cpp file type name ("Q4_K_M", "Q8_0", "F16"; llamaFtypes()).
+    bool setTypeChoice(const QString& choice);
+    QString typeChoice() const;
+    /// In recipe mode: the type of tensors the recipe leaves without a GGUF type (nullopt: the
+    /// type they are stored in, F32 for values the recipe changed).
+    void setOtherTensorsType(std::optional<DType> t);
+    void setImatrixSource(ImatrixSource s, const QString& file = {});
+    ImatrixSource imatrixSource() const;
+
+    /// Starts the current mode: the export job (File) or writing the command files (Command,
+    /// done at once). False, with lastError(), when it cannot start.
+    bool start();
+    /// Cancels the running export (no file is left).
+    void cancel();
+    bool isRunning() const { return m_job != 0; }
+    QString lastError() const { return m_lastError; }
+
+    /// The written file against what it was written from (the model, or the recipe's
+    /// configuration): KL divergence on a few chunks of the bundled text.
+    struct KlCheck {
+        DivergenceStats stats;
+        int64_t ctx = 0, chunks = 0;
+    };
+    /// What an export job hands back.
+    struct Outcome {
+        GgufExportResult result;
+        std::optional<KlCheck> kl; ///< absent when not asked for or impossible (no tokenizer)
+        std::string klAgainst;
+    };
+
+    /// The last finished export (nullptr before one).
+    const GgufExportResult* result() const { return m_result ? &m_result->result : nullptr; }
+    /// Its KL check (nullopt when none ran).
+    std::optional<KlCheck> klCheck() const { return m_result ? m_result->kl : std::nullopt; }
+    /// Measure the KL divergence of the written file (default on).
+    void setKlCheck(bool on);
+    /// The files the last Command run wrote (script, type list).
+    QStringList commandFiles() const { return m_commandFiles; }
+
+    QTableWidget* reportTable() const { return m_table; }
+    QProgressBar* progressBar() const { return m_progress; }
+    QLabel* summaryLabel() const { return m_summary; }
+    QPlainTextEdit* commandView() const { return m_commandView; }
+    QPushButton* startButton() const { return m_start; }
+
+signals:
+    void finished();
+    void cancelled();
+    void failed(const QString& message);
+    void logMessage(const QString& text);
+
+private:
+    void syncUi();
+    void fail(const QString& message);
+    void showResult(std::shared_ptr<const Outcome> r);
+    bool writeCommand();
+    /// The imatrix chosen for this run (read and checked when it is a file); nullptr for none.
+    /// Throws with a message naming the file.
+    std::shared_ptr<const compress::Imatrix> chosenImatrix(QString* path) const;
+
+    Context m_ctx;
+    TaskRunner::JobId m_job = 0;
+    QElapsedTimer m_started;
+    std::shared_ptr<const Outcome> m_result;
+    QStringList m_commandFiles;
+    QString m_lastError;
+
+    QRadioButton* m_fileMode = nullptr;
+    QRadioButton* m_commandMode = nullptr;
+    QLineEdit* m_output = nullptr;
+    QComboBox* m_types = nullptr;
+    QLabel* m_othersLabel = nullptr;
+    QComboBox* m_others = nullptr;
+    QComboBox* m_imatrixCombo = nullptr;
+    QLineEdit* m_imatrixFile = nullptr;
+    QToolButton* m_imatrixBrowse = nullptr;
+    QCheckBox* m_klBox = nullptr;
+    QPushButton* m_start = nullptr;
+    QPushButton* m_cancel = nullptr;
+    QProgressBar* m_progress = nullptr;
+    QLabel* m_eta = nullptr;
+    QLabel* m_summary = nullptr;
+    QTableWidget* m_table = nullptr;
+    QPlainTextEdit* m_commandView = nullptr;
+};
+
+} // namespace lcw
