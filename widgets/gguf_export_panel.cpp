@@ -139,28 +139,10 @@ GgufExportPanel::Outcome runExport(const Job& j, Progress& p) {
     } else {
         o.type = j.others;
     }
-    // Importance weights by GGUF name, with each tensor's columns (and experts) from the plan.
-    std::map<std::string, std::pair<int64_t, int64_t>> dims;
-    std::map<std::string, std::vector<float>> held;
-    std::mutex heldMutex;
+    // Importance weights by GGUF name, and what llama-quantize records about the imatrix.
     if (j.imatrix) {
-        for (const GgufTensorInfo& t : planGgufTensors(weights, o.type))
-            if (!t.shape.empty())
-                dims[t.name] = {t.shape.back(), t.shape.size() == 3 ? t.shape[0] : 1};
-        o.importance = [&](const std::string& name) -> const float* {
-            const auto d = dims.find(name);
-            if (d == dims.end() || !j.imatrix->find(name)) return nullptr;
-            std::vector<float> v = j.imatrix->importance(name, d->second.first, d->second.second);
-            if (v.empty()) return nullptr;
-            const std::lock_guard<std::mutex> lock(heldMutex);
-            return (held[name] = std::move(v)).data();
-        };
-        // What llama-quantize records about the imatrix it used.
-        o.metadata.emplace_back("quantize.imatrix.file", GgufValue::string(j.imatrixPath));
-        o.metadata.emplace_back("quantize.imatrix.dataset", GgufValue::string(j.imatrix->dataset));
-        o.metadata.emplace_back("quantize.imatrix.entries_count",
-                                GgufValue::i32(int32_t(j.imatrix->entries.size())));
-        o.metadata.emplace_back("quantize.imatrix.chunks_count", GgufValue::i32(j.imatrix->chunks));
+        o.importance = imatrixImportance(*j.imatrix, planGgufTensors(weights, o.type));
+        o.metadata = imatrixMetadata(*j.imatrix, j.imatrixPath);
     }
     const bool kl = j.measureKl && model.hasTokenizer();
     const double exportTo = kl ? exportFrom + (1.0 - exportFrom) * 0.7 : 1.0;

@@ -80,37 +80,6 @@ std::unique_ptr<compress::Imatrix> imatrixFromArgs(const Model& model, const Arg
     return std::make_unique<compress::Imatrix>(std::move(r.imatrix));
 }
 
-// llama-quantize's quantize.imatrix.* keys for a file quantised with `m`.
-std::vector<std::pair<std::string, GgufValue>> imatrixMetadata(const compress::Imatrix& m,
-                                                               const std::string& file) {
-    std::vector<std::pair<std::string, GgufValue>> md;
-    md.emplace_back("quantize.imatrix.file", GgufValue::string(file));
-    md.emplace_back("quantize.imatrix.dataset", GgufValue::string(m.dataset));
-    md.emplace_back("quantize.imatrix.entries_count", GgufValue::i32(int32_t(m.entries.size())));
-    md.emplace_back("quantize.imatrix.chunks_count", GgufValue::i32(m.chunks));
-    return md;
-}
-
-// The per-column importance of a GGUF tensor from an imatrix, kept alive for the export.
-GgufImportance importanceLookup(const compress::Imatrix* m,
-                                const std::vector<GgufTensorInfo>& plan) {
-    if (!m) return {};
-    auto cache = std::make_shared<std::map<std::string, std::vector<float>>>();
-    std::map<std::string, std::pair<int64_t, int64_t>> dims; // cols, experts
-    for (const auto& t : plan)
-        if (t.shape.size() >= 2)
-            dims[t.name] = {t.shape.back(), t.shape.size() == 3 ? t.shape[0] : 1};
-    return [m, cache, dims](const std::string& name) -> const float* {
-        const auto d = dims.find(name);
-        if (d == dims.end()) return nullptr;
-        auto it = cache->find(name);
-        if (it == cache->end())
-            it = cache->emplace(name, m->importance(name, d->second.first, d->second.second))
-                     .first;
-        return it->second.empty() ? nullptr : it->second.data();
-    };
-}
-
 // KL divergence of the written file against `reference` (the workbench configuration, or the
 // model itself) on a few chunks of the bundled text.
 nlohmann::ordered_json klReport(const Model& model, const WeightSource& reference,
@@ -149,42 +118,6 @@ nlohmann::ordered_json klReport(const Model& model, const WeightSource& referenc
     return j;
 }
 
-// The GGUF type every planned tensor gets from a recipe's plan (without compressing anything):
-// the GGUF method (or GPTQ / AWQ grid) of its lcw tensors, nullopt for tensors the recipe leaves
-// in float; ArgumentError for settings GGUF has no type for, unless `reencode` is given.
-std::map<std::string, DType> recipeTypes(const Model& model, const compress::Recipe& recipe,
-                                         const std::vector<GgufTensorInfo>& plan,
-                                         std::optional<DType> reencode) {
-    compress::PlanOptions po;
-    po.hasCalibration = true;
-    const compress::Plan p = compress::planRecipe(recipe, model, po);
-    std::map<std::string, const compress::LayerPlan*> byName;
-    for (const auto& lp : p.layers) byName[lp.name] = &lp;
-    std::map<std::string, DType> out;
-    for (const auto& t : plan) {
-        std::optional<DType> ty;
-        for (const auto& src : t.sources) {
-            const auto it = byName.find(src);
-            if (it == byName.end() || !it->second->quantize) continue;
-            const compress::WeightSettings st = it->second->weight.stored();
-            std::optional<DType> d;
-            if (compress::methodIsGguf(st.method))
-                d = compress::ggufMethodType(st.method);
-            else if (reencode)
-                d = reencode;
-            else
-                throw ArgumentError(src + ": " + it->second->weight.describe() +
-                                    " has no GGUF type; give --type to re-encode it");
-            if (ty && *ty != *d)
-                throw ArgumentError(t.name + ": its parts " + t.sources.front() + " and " + src +
-                                    " have different types; llama.cpp stores them as one tensor");
-            ty = d;
-        }
-        if (ty) out[t.name] = *ty;
-    }
-    return out;
-}
-
 // --format llamacpp-command: the llama-quantize invocation and the per-tensor type list.
 int writeLlamaCppCommand(const Model& model, const Args& a, const std::string& out) {
     const std::vector<GgufTensorInfo> plan = planGgufTensors(model);
@@ -214,47 +147,23 @@ int writeLlamaCppCommand(const Model& model, const Args& a, const std::string& o
             note = "# " + preset->display + ": llama-quantize chooses the codes with ggml's own "
                    "quantisers; this reproduces the types only\n";
     }
+    GgufMix mix;
     if (a.has("--recipe")) {
-        compress::Recipe recipe = compress::Recipe::load(*a.get("--recipe"));
-        const auto types = recipeTypes(model, recipe, plan, typeFromArgs(a));
-        // The base preset: the one whose own types agree with the recipe most often.
-        int bestDiff = -1;
-        for (const LlamaFtypeInfo& f : llamaFtypes()) {
-            if (preset && f.ftype != preset->ftype) continue;
-            GgufMix base;
-            try {
-                base = chooseGgufMix(f.ftype, mm, tensors, mo);
-            } catch (const Error&) {
-                continue;
-            }
-            int diff = 0;
-            for (const auto& c : base.tensors) {
-                const auto it = types.find(c.name);
-                const DType want = it == types.end() ? c.sourceType : it->second;
-                if (c.quantizable && c.type != want) ++diff;
-            }
-            if (bestDiff < 0 || diff < bestDiff) {
-                bestDiff = diff;
-                preset = LlamaPresetName{f.ftype, std::nullopt, std::string(f.name)};
-            }
-        }
-        if (!preset) throw Error("no llama.cpp preset applies to this model");
-        const GgufMix base = chooseGgufMix(preset->ftype, mm, tensors, mo);
-        for (const auto& c : base.tensors) {
-            if (!c.quantizable) continue;
-            const auto it = types.find(c.name);
-            const DType want = it == types.end() ? c.sourceType : it->second;
-            if (c.type != want) mo.perTensor[c.name] = want;
-        }
+        const compress::Recipe recipe = compress::Recipe::load(*a.get("--recipe"));
+        mix = ggufMixForRecipe(model, recipe, mo,
+                               preset ? std::optional<LlamaFtype>(preset->ftype) : std::nullopt,
+                               typeFromArgs(a));
         bool methods = false;
         for (const auto& r : recipe.rules)
             if (r.weight && r.weight->contains("gguf")) methods = true;
         if (methods)
             note += "# the recipe chooses codes with GPTQ / AWQ on GGUF grids: llama-quantize "
                     "reproduces its types, not its codes (export the GGUF with lcw for those)\n";
+    } else if (preset) {
+        mix = chooseGgufMix(preset->ftype, mm, tensors, mo);
+    } else {
+        throw UsageError{"--format llamacpp-command needs --preset P or --recipe R.json"};
     }
-    if (!preset) throw UsageError{"--format llamacpp-command needs --preset P or --recipe R.json"};
-    const GgufMix mix = chooseGgufMix(preset->ftype, mm, tensors, mo);
     LlamaQuantizeCommandOptions co;
     co.input = a.getOr("--input", std::filesystem::path(model.path()).filename().string());
     if (!imatrixFile.empty()) co.imatrix = imatrixFile;
@@ -396,7 +305,7 @@ int cmdExport(const std::vector<std::string>& argv) {
         }
     }
     if (imx) {
-        o.importance = importanceLookup(imx.get(), plan);
+        o.importance = imatrixImportance(*imx, plan);
         o.metadata = imatrixMetadata(*imx, a.getOr("--imatrix", imx->source));
     }
     TerminalProgress progress("export", !a.flag("--quiet"));

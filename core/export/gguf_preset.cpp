@@ -5,6 +5,9 @@
 
 #include <algorithm>
 #include <cctype>
+#include <map>
+#include <memory>
+#include <mutex>
 
 namespace lcw {
 
@@ -117,6 +120,110 @@ compress::Recipe presetRecipe(const WeightSource& weights, const std::string& na
     compress::Recipe r = recipeFromGgufMix(mix, plan, p->method, imatrix);
     r.name = p->display;
     return r;
+}
+
+namespace {
+
+// The GGUF type of every planned tensor from a recipe's plan (absent: left in float).
+std::map<std::string, DType> recipeTypes(const Model& model, const compress::Recipe& recipe,
+                                         const std::vector<GgufTensorInfo>& plan,
+                                         std::optional<DType> reencode) {
+    compress::PlanOptions po;
+    po.hasCalibration = true;
+    const compress::Plan p = compress::planRecipe(recipe, model, po);
+    std::map<std::string, const compress::LayerPlan*> byName;
+    for (const auto& lp : p.layers) byName[lp.name] = &lp;
+    std::map<std::string, DType> out;
+    for (const auto& t : plan) {
+        std::optional<DType> ty;
+        for (const auto& src : t.sources) {
+            const auto it = byName.find(src);
+            if (it == byName.end() || !it->second->quantize) continue;
+            const compress::WeightSettings st = it->second->weight.stored();
+            std::optional<DType> d;
+            if (compress::methodIsGguf(st.method))
+                d = compress::ggufMethodType(st.method);
+            else if (reencode)
+                d = reencode;
+            else
+                throw ArgumentError(src + ": " + it->second->weight.describe() +
+                                    " has no GGUF type; give a type to re-encode it in");
+            if (ty && *ty != *d)
+                throw ArgumentError(t.name + ": its parts " + t.sources.front() + " and " + src +
+                                    " have different types; llama.cpp stores them as one tensor");
+            ty = d;
+        }
+        if (ty) out[t.name] = *ty;
+    }
+    return out;
+}
+
+} // namespace
+
+GgufMix ggufMixForRecipe(const Model& model, const compress::Recipe& recipe,
+                         const GgufMixOptions& opts, std::optional<LlamaFtype> base,
+                         std::optional<DType> reencode) {
+    const std::vector<GgufTensorInfo> plan = planGgufTensors(model);
+    const GgufMixModel mm = ggufMixModelOf(model);
+    const std::vector<GgufMixTensor> tensors = ggufMixTensorsOf(plan);
+    const std::map<std::string, DType> types = recipeTypes(model, recipe, plan, reencode);
+    auto want = [&](const GgufMixChoice& c) {
+        const auto it = types.find(c.name);
+        return it == types.end() ? c.sourceType : it->second;
+    };
+    int bestDiff = -1;
+    const std::optional<LlamaFtype> only = base;
+    for (const LlamaFtypeInfo& f : llamaFtypes()) {
+        if (only && f.ftype != *only) continue;
+        GgufMix m;
+        try {
+            m = chooseGgufMix(f.ftype, mm, tensors, opts);
+        } catch (const Error&) {
+            continue; // e.g. a preset whose blocks do not fit this model's rows
+        }
+        int diff = 0;
+        for (const auto& c : m.tensors) diff += c.quantizable && c.type != want(c);
+        if (bestDiff < 0 || diff < bestDiff) bestDiff = diff, base = f.ftype;
+    }
+    if (!base) throw UnsupportedError("no llama.cpp preset applies to this model");
+    GgufMixOptions o = opts;
+    for (const auto& c : chooseGgufMix(*base, mm, tensors, opts).tensors)
+        if (c.quantizable && c.type != want(c)) o.perTensor[c.name] = want(c);
+    return chooseGgufMix(*base, mm, tensors, o);
+}
+
+GgufImportance imatrixImportance(const compress::Imatrix& m,
+                                 const std::vector<GgufTensorInfo>& plan) {
+    struct Held {
+        std::mutex mutex;
+        std::map<std::string, std::pair<int64_t, int64_t>> dims; // cols, experts
+        std::map<std::string, std::vector<float>> values;
+    };
+    auto held = std::make_shared<Held>();
+    for (const auto& t : plan)
+        if (t.shape.size() >= 2)
+            held->dims[t.name] = {t.shape.back(), t.shape.size() == 3 ? t.shape[0] : 1};
+    return [&m, held](const std::string& name) -> const float* {
+        const auto d = held->dims.find(name);
+        if (d == held->dims.end()) return nullptr;
+        const std::lock_guard<std::mutex> lock(held->mutex);
+        auto it = held->values.find(name);
+        if (it == held->values.end())
+            it = held->values
+                     .emplace(name, m.importance(name, d->second.first, d->second.second))
+                     .first;
+        return it->second.empty() ? nullptr : it->second.data();
+    };
+}
+
+std::vector<std::pair<std::string, GgufValue>> imatrixMetadata(const compress::Imatrix& m,
+                                                               const std::string& file) {
+    std::vector<std::pair<std::string, GgufValue>> md;
+    md.emplace_back("quantize.imatrix.file", GgufValue::string(file));
+    md.emplace_back("quantize.imatrix.dataset", GgufValue::string(m.dataset));
+    md.emplace_back("quantize.imatrix.entries_count", GgufValue::i32(int32_t(m.entries.size())));
+    md.emplace_back("quantize.imatrix.chunks_count", GgufValue::i32(m.chunks));
+    return md;
 }
 
 } // namespace lcw

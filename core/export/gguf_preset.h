@@ -6,6 +6,7 @@
 /// mix can be evaluated, compared, edited tensor by tensor and exported like any recipe.
 /// "Q4_K_M-GPTQ" / "Q4_K_M-AWQ" keep the mix's types and sizes but choose the codes with GPTQ
 /// (or the scales with AWQ) on those GGUF grids (weight.gguf), which needs calibration text.
+#include "core/compress/imatrix.h"
 #include "core/compress/recipe.h"
 #include "core/export/gguf_export.h"
 #include "core/export/gguf_mix.h"
@@ -47,5 +48,25 @@ compress::Recipe recipeFromGgufMix(const GgufMix& mix, const std::vector<GgufTen
 /// mix (with hasImatrix when `imatrix` is given), else lcw's own preset (compress::findPreset).
 compress::Recipe presetRecipe(const WeightSource& weights, const std::string& name,
                               const std::string& imatrix = "");
+
+/// The llama.cpp mix that gives a recipe's GGUF types for `model` (what a llama-quantize command
+/// must reproduce): the preset `base`, or when none is given the preset whose own types agree with
+/// the recipe's on the most tensors, plus per-tensor overrides for the tensors that differ. A
+/// tensor's type is its lcw tensors' GGUF method (or GPTQ / AWQ grid, planned without compressing
+/// anything); settings GGUF has no type for take `reencode`. ArgumentError naming the tensor when
+/// such a setting has no `reencode`, or when the parts of one llama.cpp tensor (fused q/k/v)
+/// differ.
+GgufMix ggufMixForRecipe(const Model& model, const compress::Recipe& recipe,
+                         const GgufMixOptions& opts, std::optional<LlamaFtype> base = std::nullopt,
+                         std::optional<DType> reencode = std::nullopt);
+
+/// exportGguf's importance callback for an imatrix (per GGUF tensor: its columns' values, all
+/// experts' slices for 3-D expert tensors; nullptr without an entry). `m` must outlive the export.
+GgufImportance imatrixImportance(const compress::Imatrix& m,
+                                 const std::vector<GgufTensorInfo>& plan);
+/// The quantize.imatrix.* keys llama-quantize writes for a file quantised with `m` (read from
+/// `file`).
+std::vector<std::pair<std::string, GgufValue>> imatrixMetadata(const compress::Imatrix& m,
+                                                               const std::string& file);
 
 } // namespace lcw
