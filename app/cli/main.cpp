@@ -67,12 +67,18 @@ commands:
                                            --imatrix and lcw's GGUF export; --samples 0 = all
   imatrix --show FILE [MODEL] [--json]     list an imatrix's entries (ncall, nval, mean, max);
                                            with MODEL also check that it fits the model
-  export MODEL [--recipe R.json|--preset P|--overlay DIR] [--calib FILE] --format gguf
-         --out FILE.gguf [--type f32|f16|bf16|q8_0|q4_0|...] [--json]
+  export MODEL [--recipe R.json|--preset P|--overlay DIR] [--imatrix FILE] [--calib FILE]
+         --format gguf --out FILE.gguf [--type f32|f16|bf16|q8_0|q4_k|...] [--no-kl] [--json]
                                            a GGUF v3 file for llama.cpp (all its families
-                                           lcw reads): metadata, tokenizer, tensors in --type
-                                           (default: as stored; a recipe's GGUF types are kept
-                                           and copied exactly); per-tensor exact/re-encoded report
+                                           lcw reads): --preset Q4_K_M (any llama.cpp preset)
+                                           = llama-quantize's file; Q4_K_M-GPTQ / -AWQ: same
+                                           types, codes from calibration; recipes keep their
+                                           GGUF types (exact); per-tensor report and the KL
+                                           divergence of the written file
+  export MODEL (--preset P|--recipe R.json) --format llamacpp-command --out quantize.sh
+         [--imatrix FILE|--calib FILE] [--pin-all] [--json]
+                                           the llama-quantize command, per-tensor type list
+                                           and imatrix that make the mix from the original
   recipe presets [--json]                  list the built-in recipes
   recipe check R.json [MODEL] [--json]     validate a recipe; with MODEL also the matched layers
   synth --arch llama --shape SHAPE --dtype f32|f16|bf16 --out DIR [--seed S]
