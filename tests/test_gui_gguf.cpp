@@ -685,10 +685,12 @@ private slots:
         }
         QCOMPARE(n, ref.tensors.size());
 
-        // The recipe's own types have no preset to name: refused with a reason.
+        // The recipe's own types: core's ggufMixForRecipe (closest preset + per-tensor entries).
         QVERIFY(p.setTypeChoice(QString::fromLatin1(lcw::GgufExportPanel::kRecipeChoice)));
-        QVERIFY(!p.start());
-        QVERIFY(p.lastError().contains(QStringLiteral("preset")));
+        QVERIFY2(p.start(), qPrintable(p.lastError()));
+        const lcw::GgufMix rmix = lcw::ggufMixForRecipe(*w.model(), w.recipeEditor()->recipe(), mo);
+        QCOMPARE(QString::fromStdString(read(p.commandFiles()[1])),
+                 QString::fromStdString(lcw::renderTensorTypeList(rmix)));
     }
 
     // ---- Recipe editor: llama.cpp presets ----

@@ -581,11 +581,7 @@ void GgufExportPanel::showResult(std::shared_ptr<const Outcome> r) {
 }
 
 bool GgufExportPanel::writeCommand() {
-    if (typeChoice() == QLatin1String(kRecipeChoice)) {
-        fail(tr("The llama-quantize command reproduces a llama.cpp preset: choose one under "
-                "Types."));
-        return false;
-    }
+    const bool asRecipe = typeChoice() == QLatin1String(kRecipeChoice);
     const QString out = outputPath();
     if (out.isEmpty()) {
         fail(tr("Choose the output file (the command's output; the script and the type list "
@@ -595,10 +591,16 @@ bool GgufExportPanel::writeCommand() {
     try {
         QString imPath;
         const auto imatrix = chosenImatrix(&imPath);
-        const LlamaFtype ftype = llamaFtypeFromName(typeChoice().toStdString());
         GgufMixOptions mo;
         mo.hasImatrix = bool(imatrix);
-        const GgufMix mix = ggufMixFor(*m_ctx.model, ftype, mo);
+        // The recipe's types: the closest preset plus per-tensor entries for the rest.
+        std::optional<DType> others;
+        if (m_others->currentIndex() > 0) others = DType(m_others->currentData().toInt());
+        const GgufMix mix =
+            asRecipe ? ggufMixForRecipe(*m_ctx.model,
+                                        m_ctx.recipe ? m_ctx.recipe() : compress::Recipe{}, mo,
+                                        std::nullopt, others)
+                     : ggufMixFor(*m_ctx.model, llamaFtypeFromName(typeChoice().toStdString()), mo);
         LlamaQuantizeCommandOptions co;
         const QFileInfo model(m_ctx.modelPath);
         if (!model.isDir() &&
