@@ -269,6 +269,12 @@ int cmdRecipe(const std::vector<std::string>& argv) {
         }
         for (const auto& p : compress::presets())
             std::printf("%-12s %s\n", p.name.c_str(), p.description.c_str());
+        std::string names;
+        for (const auto& n : llamaPresetNames()) names += (names.empty() ? "" : ", ") + n;
+        std::printf("\nllama.cpp presets (llama-quantize's per-tensor types for the model at hand; "
+                    "these names win over lcw's of the same name):\n  %s\n  add -GPTQ or -AWQ "
+                    "(e.g. Q4_K_M-GPTQ) for the same types with codes chosen on calibration data\n",
+                    names.c_str());
         return 0;
     }
     if (sub != "check")
