@@ -13,6 +13,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 namespace fs = std::filesystem;
 
@@ -199,6 +200,42 @@ private slots:
         bool entry = false;
         for (const auto& e : j["tensor_type_entries"]) entry |= e == "blk.1.attn_q.weight";
         QVERIFY2(entry, r.out.constData());
+    }
+
+    // GGUF types as autotune schemes: one GGUF type per linear within the budget, and the
+    // recipe exports as those types exactly.
+    void autotuneOverGgufTypes() {
+        LCW_REQUIRE_SHARED("models/gguf-k/model-f32.gguf");
+        const std::string recipe = m_dir + "/at.json";
+        auto r = lcwtest::runCli({"autotune", shared("models/gguf-k/model-f32.gguf"),
+                                  "--budget-bpw", "5.0", "--schemes", "q4_k,Q5_K,q6_k", "--out",
+                                  QString::fromStdString(recipe), "--ctx", "128", "--chunks", "2",
+                                  "--no-verify", "--quiet", "--json"},
+                                 300000);
+        QVERIFY2(r.code == 0, r.err.constData());
+        std::ifstream in(recipe);
+        const auto j = nlohmann::json::parse(in);
+        std::set<std::string> methods;
+        for (const auto& rule : j["rules"]) methods.insert(rule["weight"]["method"]);
+        QVERIFY(!methods.empty());
+        for (const auto& m : methods) QVERIFY2(m == "q4_k" || m == "q5_k" || m == "q6_k", m.c_str());
+        QVERIFY(methods.size() >= 2); // a real mix at 5.0 bits between 4.5 and 6.56
+        const std::string out = m_dir + "/at.gguf";
+        r = lcwtest::runCli({"export", shared("models/gguf-k/model-f32.gguf"), "--recipe",
+                             QString::fromStdString(recipe), "--out", QString::fromStdString(out),
+                             "--json", "--quiet", "--kl-chunks", "1"});
+        QVERIFY2(r.code == 0, r.err.constData());
+        const auto e = nlohmann::json::parse(r.out.toStdString());
+        double bits = 0, params = 0;
+        for (const auto& t : e["tensors"]) {
+            if (t["name"].get<std::string>().rfind("blk.", 0) != 0 || t["shape"].size() != 2)
+                continue;
+            QCOMPARE(t["status"].get<std::string>(), std::string("exact"));
+            bits += 8.0 * t["bytes"].get<double>();
+            params += t["shape"][0].get<double>() * t["shape"][1].get<double>();
+        }
+        QVERIFY2(bits / params <= 5.0, qPrintable(QString::number(bits / params)));
+        QCOMPARE(e["kl"]["kld_mean"].get<double>(), 0.0);
     }
 
     void badInput() {

@@ -158,9 +158,9 @@ int cmdAutotune(const std::vector<std::string>& argv) {
     if (!out) throw UsageError{"--out R.json is required"};
     auto schemeNames = splitList(a.getAll("--schemes"));
     if (schemeNames.empty()) schemeNames = {"W8A16", "W4A16-g64", "W3A16-g64", "W2A16-g32"};
-    for (auto& n : schemeNames) n = compress::findPreset(n).name;
+    for (auto& n : schemeNames) n = schemeFromPreset(n).name; // presets and GGUF types
     std::string uniform = a.getOr("--uniform", "");
-    if (!uniform.empty()) uniform = compress::findPreset(uniform).name;
+    if (!uniform.empty()) uniform = schemeFromPreset(uniform).name;
     const bool quiet = a.flag("--quiet");
     EvalSetup s = setup(a);
 

@@ -815,6 +815,12 @@ const std::vector<Preset>& presets() {
     return p;
 }
 
+const Preset* findPresetIfAny(const std::string& name) {
+    for (const auto& p : presets())
+        if (lower(p.name) == lower(name)) return &p;
+    return nullptr;
+}
+
 const Preset& findPreset(const std::string& name) {
     std::string names;
     for (const auto& p : presets()) {
@@ -1138,7 +1144,7 @@ Plan planRecipe(const Recipe& r, const Model& model, const PlanOptions& opts) {
                          (*w)["gguf"].get<std::string>() + "\"");
             const WeightMethod grid = methodFromName((*w)["gguf"].get<std::string>());
             const std::optional<WeightMethod> fit = ggufFallback(grid, lp.cols);
-            if (!fit || *fit == WeightMethod::F16)
+            if (!fit)
                 fail(org("gguf"), "weight.gguf",
                      std::string(weightMethodName(grid)) + " blocks do not fit " + t.name +
                          "'s rows of " + std::to_string(lp.cols) + " weights");
@@ -1152,8 +1158,10 @@ Plan planRecipe(const Recipe& r, const Model& model, const PlanOptions& opts) {
             }
             const WeightMethod method = s.method;
             s = ggufSettings(*fit);
-            s.method = method;
-            s.ggufGrid = *fit;
+            if (*fit != WeightMethod::F16) { // f16 (llama.cpp's last fallback) has no codes
+                s.method = method;
+                s.ggufGrid = *fit;
+            }
         } else if (methodIsGguf(s.method)) {
             const std::optional<WeightMethod> fit = ggufFallback(s.method, lp.cols);
             if (!fit)

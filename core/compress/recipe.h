@@ -187,6 +187,8 @@ struct Preset {
 const std::vector<Preset>& presets();
 /// Throws ArgumentError listing the names when unknown (case-insensitive match).
 const Preset& findPreset(const std::string& name);
+/// The same without throwing: nullptr when unknown.
+const Preset* findPresetIfAny(const std::string& name);
 
 /// Whether lcw can quantise a tensor with this canonical name: the 2-D linear weights.
 /// `explicitOnly` is set for embed, lm_head and mlp.router (selected only when named exactly).

@@ -4,6 +4,7 @@
 #include "core/stats/fingerprint.h"
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <map>
 #include <memory>
@@ -51,6 +52,13 @@ T field(const std::string& path, const json& j, const char* key, const std::stri
 } // namespace
 
 WeightScheme schemeFromPreset(const std::string& preset) {
+    // A GGUF type by its recipe name ("q4_k", "Q6_K", "iq4_nl"): ggml's quantiser of that type.
+    std::string lower = preset;
+    for (char& c : lower) c = char(std::tolower(static_cast<unsigned char>(c)));
+    if (const auto m = compress::weightMethodFromName(lower);
+        m && compress::methodIsGguf(*m) && *m != compress::WeightMethod::F16 &&
+        !compress::findPresetIfAny(preset))
+        return WeightScheme{lower, json{{"method", lower}}};
     const compress::Preset& p = compress::findPreset(preset);
     WeightScheme s;
     s.name = p.name;

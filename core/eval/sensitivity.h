@@ -23,8 +23,10 @@ struct WeightScheme {
     std::string name;
     nlohmann::json weight;
 };
-/// The weight section of a built-in preset (its last rule with one). Throws ArgumentError for
-/// unknown names (listing the presets).
+/// The weight section of a built-in preset (its last rule with one), or a GGUF type by its recipe
+/// method name ("q4_k", "q6_k", "iq4_nl", …: ggml's quantiser of that type; lcw's presets Q8_0,
+/// Q5_0, Q4_1 and Q4_0 keep their meaning). Throws ArgumentError for unknown names (listing the
+/// presets).
 WeightScheme schemeFromPreset(const std::string& preset);
 
 enum class SensitivityGranularity { Layer, Block };
