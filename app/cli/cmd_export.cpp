@@ -120,9 +120,6 @@ nlohmann::ordered_json klReport(const Model& model, const WeightSource& referenc
 
 // --format llamacpp-command: the llama-quantize invocation and the per-tensor type list.
 int writeLlamaCppCommand(const Model& model, const Args& a, const std::string& out) {
-    const std::vector<GgufTensorInfo> plan = planGgufTensors(model);
-    const GgufMixModel mm = ggufMixModelOf(model);
-    const std::vector<GgufMixTensor> tensors = ggufMixTensorsOf(plan);
     // The imatrix: the given file, or computed here from --calib and written beside the script.
     std::string imatrixFile;
     std::unique_ptr<compress::Imatrix> imx = imatrixFromArgs(model, a, true);
@@ -160,7 +157,7 @@ int writeLlamaCppCommand(const Model& model, const Args& a, const std::string& o
             note += "# the recipe chooses codes with GPTQ / AWQ on GGUF grids: llama-quantize "
                     "reproduces its types, not its codes (export the GGUF with lcw for those)\n";
     } else if (preset) {
-        mix = chooseGgufMix(preset->ftype, mm, tensors, mo);
+        mix = ggufMixFor(model, preset->ftype, mo);
     } else {
         throw UsageError{"--format llamacpp-command needs --preset P or --recipe R.json"};
     }
@@ -254,13 +251,12 @@ int cmdExport(const std::vector<std::string>& argv) {
     GgufExportOptions o;
     o.path = *out;
     o.type = type;
-    std::unique_ptr<compress::Imatrix> imx;
+    const std::unique_ptr<compress::Imatrix> imx = imatrixFromArgs(*model, a, false);
     std::unique_ptr<WeightSource> weights;
     std::string klAgainst;
     if (preset && !preset->method) {
         // llama-quantize's own path: its per-tensor types, ggml's quantisers, the imatrix's
         // importance weights, streamed straight from the model's weights.
-        imx = imatrixFromArgs(*model, a, false);
         GgufMixOptions mo;
         mo.hasImatrix = imx != nullptr;
         const GgufMix mix =
@@ -277,7 +273,6 @@ int cmdExport(const std::vector<std::string>& argv) {
     } else {
         // A configuration of the workbench: compressed now (recipe / preset, with the imatrix
         // when given) or loaded (overlay), then written tensor by tensor.
-        imx = imatrixFromArgs(*model, a, false);
         if (a.has("--overlay")) {
             weights = compress::CompressedModel::load(*a.get("--overlay"), *model);
         } else if (a.has("--recipe") || a.has("--preset")) {

@@ -1,6 +1,7 @@
 #include "core/export/gguf_mix.h"
 
 #include "core/common/error.h"
+#include "core/compress/recipe.h"
 #include "core/io/gguf.h"
 
 #include <algorithm>
@@ -159,24 +160,6 @@ bool allowsQuantization(const GgufMixTensor& t, bool quantizeOutput, std::string
     return true;
 }
 
-// llama.cpp's substitute when ne[0] is not a multiple of the type's block (b4747).
-std::optional<DType> fallbackFor(DType t) {
-    switch (t) {
-    case DType::Q2_K:
-    case DType::Q3_K:
-    case DType::IQ4_XS:
-        return DType::IQ4_NL;
-    case DType::Q4_K:
-        return DType::Q5_0;
-    case DType::Q5_K:
-        return DType::Q5_1;
-    case DType::Q6_K:
-        return DType::Q8_0;
-    default:
-        return std::nullopt;
-    }
-}
-
 struct Pick {
     DType type = DType::F32;
     std::optional<DType> wanted;
@@ -190,21 +173,23 @@ void applyFallback(const GgufMixTensor& t, Pick& p, std::vector<std::string>* fa
     const int64_t nx = rowLength(t);
     const int64_t qk = dtypeBlockElems(p.type);
     if (nx % qk == 0) return;
-    auto sub = fallbackFor(p.type);
-    if (!sub)
+    // llama.cpp's substitutes (b4747), then F16: the one table the recipe methods use too.
+    const auto method = compress::ggufMethodForType(p.type);
+    const auto fit = method ? compress::ggufFallback(*method, nx) : std::nullopt;
+    if (!fit)
         throw UnsupportedError(t.name + ": rows of " + std::to_string(nx) +
                                " elements are not a multiple of " + std::to_string(qk) +
                                " (the block of " + typeStr(p.type) +
                                ") and llama.cpp has no fallback for " + typeStr(p.type));
-    if (nx % dtypeBlockElems(*sub) != 0) sub = DType::F16;
+    const DType sub = compress::ggufMethodType(*fit);
     const std::string line = t.name + ": rows of " + std::to_string(nx) +
                              " are not a multiple of " + std::to_string(qk) + " (" +
-                             typeStr(p.type) + ") → " + typeStr(*sub);
+                             typeStr(p.type) + ") → " + typeStr(sub);
     if (fallbacks) fallbacks->push_back(line);
     p.reason += "; fallback: rows of " + std::to_string(nx) + " not a multiple of " +
-                std::to_string(qk) + " → " + typeStr(*sub);
+                std::to_string(qk) + " → " + typeStr(sub);
     p.wanted = p.type;
-    p.type = *sub;
+    p.type = sub;
 }
 
 bool derive70B(const GgufMixModel& m, int nHead, int nHeadKv) {
