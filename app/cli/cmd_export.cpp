@@ -195,6 +195,31 @@ int writeLlamaCppCommand(const Model& model, const Args& a, const std::string& o
     return 0;
 }
 
+// The workbench configuration to write: --overlay (loaded) or --recipe / --preset (compressed now,
+// with the imatrix when given); null without any. `cancelled` is set when compression was
+// cancelled.
+std::unique_ptr<WeightSource> configurationFromArgs(const Model& model, const Args& a,
+                                                    const compress::Imatrix* imx, bool& cancelled) {
+    if (a.has("--overlay")) return compress::CompressedModel::load(*a.get("--overlay"), model);
+    if (!a.has("--recipe") && !a.has("--preset")) return nullptr;
+    const compress::Recipe recipe =
+        a.has("--recipe") ? compress::Recipe::load(*a.get("--recipe"))
+                          : presetRecipe(model, *a.get("--preset"), a.getOr("--imatrix", ""));
+    const auto cal = calibrationFromArgs(model, a);
+    compress::CompressOptions co;
+    co.calibration = cal.get();
+    co.imatrix = imx;
+    TerminalProgress progress("compress", !a.flag("--quiet"));
+    compress::CompressResult r = compress::compress(model, recipe, progress, co);
+    progress.finish();
+    if (r.status == Status::Cancelled) {
+        cancelled = true;
+        return nullptr;
+    }
+    for (const auto& w : r.plan.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
+    return std::move(r.model);
+}
+
 void printReport(const GgufExportResult& r) {
     int64_t params = 0;
     for (const auto& t : r.tensors) {
@@ -273,26 +298,11 @@ int cmdExport(const std::vector<std::string>& argv) {
     } else {
         // A configuration of the workbench: compressed now (recipe / preset, with the imatrix
         // when given) or loaded (overlay), then written tensor by tensor.
-        if (a.has("--overlay")) {
-            weights = compress::CompressedModel::load(*a.get("--overlay"), *model);
-        } else if (a.has("--recipe") || a.has("--preset")) {
-            compress::Recipe recipe =
-                a.has("--recipe") ? compress::Recipe::load(*a.get("--recipe"))
-                                  : presetRecipe(*model, *a.get("--preset"),
-                                                 a.has("--imatrix") ? *a.get("--imatrix") : "");
-            const auto cal = calibrationFromArgs(*model, a);
-            compress::CompressOptions co;
-            co.calibration = cal.get();
-            co.imatrix = imx.get();
-            TerminalProgress progress("compress", !a.flag("--quiet"));
-            compress::CompressResult r = compress::compress(*model, recipe, progress, co);
-            progress.finish();
-            if (r.status == Status::Cancelled) {
-                std::fprintf(stderr, "cancelled: no file written\n");
-                return 130;
-            }
-            for (const auto& w : r.plan.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
-            weights = std::move(r.model);
+        bool cancelled = false;
+        weights = configurationFromArgs(*model, a, imx.get(), cancelled);
+        if (cancelled) {
+            std::fprintf(stderr, "cancelled: no file written\n");
+            return 130;
         }
         if (weights) {
             klAgainst = "the workbench configuration";
