@@ -233,10 +233,7 @@ struct IsaGuard {
 };
 
 std::vector<kernels::Isa> isasToTest() {
-    std::vector<kernels::Isa> v{kernels::Isa::Generic};
-    kernels::setIsa(kernels::Isa::Auto);
-    if (kernels::activeIsa() == kernels::Isa::Avx2) v.push_back(kernels::Isa::Avx2);
-    return v;
+    return kernels::supportedIsas();
 }
 
 // ---- shared references --------------------------------------------------------------------

@@ -1,13 +1,18 @@
-// CPU kernels. The binary targets baseline x86-64 (no -march), so the hot dot products exist twice:
-// a portable version and an AVX2+FMA version compiled with a function-level target attribute and
-// chosen at run time with __builtin_cpu_supports. Both accumulate every output element in the
-// same order (8 interleaved partial sums, fixed reduction), whatever the number of tokens in the
-// call, so decoding one token at a time gives bit-identical results to a batched prefill.
+// CPU float kernels. The binary targets baseline x86-64 (no -march), so the hot dot products exist
+// in several versions: portable code and instruction-set paths compiled with function-level target
+// attributes (simd.h) and chosen at run time from the CPU's features (activeIsa()). Both accumulate
+// every output element in the same order (8 interleaved partial sums, fixed reduction), whatever
+// the number of tokens in the call, so decoding one token at a time gives bit-identical results to
+// a batched prefill.
 #include "core/runtime/kernels.h"
 
 #include "core/common/error.h"
 #include "core/io/quants.h"
+#include "core/runtime/simd.h"
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 #include <omp.h>
 
 #include <algorithm>
@@ -16,37 +21,17 @@
 #include <cstdlib>
 #include <cstring>
 #include <numbers>
+#include <optional>
 #include <span>
 #include <string_view>
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define LCW_X86 1
-#else
-#define LCW_X86 0
-#endif
-
 namespace lcw::kernels {
+
+using namespace detail;
 
 namespace {
 
 std::atomic<Isa> g_forced{Isa::Auto};
-
-bool cpuHasAvx2() {
-#if LCW_X86
-    static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                            __builtin_cpu_supports("f16c");
-    return has;
-#else
-    return false;
-#endif
-}
-
-constexpr int64_t kMinParallelWork = 1 << 18;
-
-int resolveThreads(int threads) {
-    return threads > 0 ? threads : omp_get_max_threads();
-}
 
 // ---------------------------------------------------------------------------------------------
 // Portable micro-kernel: MT tokens x MR weight rows, 8 partial sums per output element.
@@ -88,54 +73,6 @@ void gemmGeneric(const float* w, int64_t ldw, int64_t nRows, const float* x, int
 
 // ---------------------------------------------------------------------------------------------
 #if LCW_X86
-#define LCW_AVX2 __attribute__((target("avx2,fma,f16c")))
-
-LCW_AVX2 inline float hsum8(__m256 v) {
-    // Same reduction order as microGeneric: (a0+a4), (a2+a6), (a1+a5), (a3+a7).
-    const __m128 lo = _mm256_castps256_ps128(v);
-    const __m128 hi = _mm256_extractf128_ps(v, 1);
-    const __m128 s = _mm_add_ps(lo, hi);         // s0=a0+a4 s1=a1+a5 s2=a2+a6 s3=a3+a7
-    const __m128 sh = _mm_movehl_ps(s, s);       // s2 s3
-    const __m128 p = _mm_add_ps(s, sh);          // p0=s0+s2 p1=s1+s3
-    const __m128 q = _mm_shuffle_ps(p, p, 0x55); // p1
-    return _mm_cvtss_f32(_mm_add_ss(p, q));      // p0+p1
-}
-
-alignas(32) const int32_t kTailMask[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
-
-// Weight loaders: 8 consecutive weights as floats. F16 and BF16 convert exactly, so a product
-// over converted rows and one over the raw rows give identical results.
-struct WF32 {
-    using T = float;
-    LCW_AVX2 static __m256 load(const T* p) { return _mm256_loadu_ps(p); }
-    LCW_AVX2 static __m256 loadTail(const T* p, int64_t, __m256i mask) {
-        return _mm256_maskload_ps(p, mask);
-    }
-};
-struct WF16 {
-    using T = uint16_t;
-    LCW_AVX2 static __m256 load(const T* p) {
-        return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-    }
-    LCW_AVX2 static __m256 loadTail(const T* p, int64_t rem, __m256i) {
-        alignas(16) T tmp[8] = {};
-        std::memcpy(tmp, p, size_t(rem) * sizeof(T));
-        return load(tmp);
-    }
-};
-struct WBF16 {
-    using T = uint16_t;
-    LCW_AVX2 static __m256 load(const T* p) {
-        const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-    }
-    LCW_AVX2 static __m256 loadTail(const T* p, int64_t rem, __m256i) {
-        alignas(16) T tmp[8] = {};
-        std::memcpy(tmp, p, size_t(rem) * sizeof(T));
-        return load(tmp);
-    }
-};
-
 template <int MT, int MR, class WL>
 LCW_AVX2 inline void microAvx2(const typename WL::T* w, int64_t ldw, const float* x, int64_t ldx,
                                float* y, int64_t ldy, int64_t n) {
@@ -244,48 +181,6 @@ LCW_AVX2 void gemmNNAvx2(const float* a, int64_t lda, const float* b, int64_t ld
     for (; i < M; ++i) rowsNNAvx2<1>(a + i * lda, lda, b, ldb, c + i * ldc, ldc, N, K);
 }
 
-// exp(x) for x in [-87, 88] with ~2 ulp error: 2^n * p(r), r = x - n ln2, degree-6 polynomial
-// (the classic Cephes expf coefficients).
-LCW_AVX2 inline __m256 expAvx2(__m256 x) {
-    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
-    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-    const __m256i e =
-        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-}
-
-// s[i] = exp(s[i] * scale - max), returns the sum (float accumulation in 8 lanes).
-LCW_AVX2 float scaledExpAvx2(float* s, int64_t n, float scale, float mx) {
-    const __m256 vs = _mm256_set1_ps(scale), vm = _mm256_set1_ps(mx);
-    __m256 acc = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        const __m256 e = expAvx2(_mm256_fmsub_ps(_mm256_loadu_ps(s + i), vs, vm));
-        _mm256_storeu_ps(s + i, e);
-        acc = _mm256_add_ps(acc, e);
-    }
-    float sum = hsum8(acc);
-    if (i < n) {
-        const __m256i m =
-            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kTailMask + 8 - (n - i)));
-        const __m256 e = expAvx2(_mm256_fmsub_ps(_mm256_maskload_ps(s + i, m), vs, vm));
-        const __m256 z = _mm256_and_ps(e, _mm256_castsi256_ps(m));
-        _mm256_maskstore_ps(s + i, m, z);
-        sum += hsum8(z);
-    }
-    return sum;
-}
-
 LCW_AVX2 void f16RowAvx2(const uint16_t* src, float* dst, int64_t n) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) {
@@ -318,50 +213,87 @@ void gemmNNGeneric(const float* a, int64_t lda, const float* b, int64_t ldb, flo
     }
 }
 
-float scaledExpGeneric(float* s, int64_t n, float scale, float mx) {
-    float sum = 0;
-    for (int64_t i = 0; i < n; ++i) {
-        s[i] = std::exp(s[i] * scale - mx);
-        sum += s[i];
-    }
-    return sum;
-}
-
-/// Softmax of s[0..n) * scale in place.
-void softmaxScaled(float* s, int64_t n, float scale) {
-    float mx = -INFINITY;
-    for (int64_t i = 0; i < n; ++i) mx = std::max(mx, s[i]);
-    mx *= scale; // scale > 0
-    float sum;
-#if LCW_X86
-    if (activeIsa() == Isa::Avx2)
-        sum = scaledExpAvx2(s, n, scale, mx);
-    else
-#endif
-        sum = scaledExpGeneric(s, n, scale, mx);
-    const float inv = 1.0f / sum;
-    for (int64_t i = 0; i < n; ++i) s[i] *= inv;
-}
-
 } // namespace
 
+namespace detail {
+const CpuFeatures& cpu() {
+    static const CpuFeatures f = [] {
+        CpuFeatures c;
+#if LCW_X86
+        __builtin_cpu_init();
+        c.avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                 __builtin_cpu_supports("f16c");
+        c.avx512 = c.avx2 && __builtin_cpu_supports("avx512f") &&
+                   __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+                   __builtin_cpu_supports("avx512dq");
+        c.avx512vnni = c.avx512 && __builtin_cpu_supports("avx512vnni");
+        c.avx512bf16 = c.avx512 && __builtin_cpu_supports("avx512bf16");
+        // GCC 12's __builtin_cpu_supports has no "avxvnni": CPUID leaf 7 sub-leaf 1, EAX bit 4.
+        unsigned a = 0, b = 0, cc = 0, d = 0;
+        if (__get_cpuid_count(7, 1, &a, &b, &cc, &d)) c.avxvnni = c.avx2 && (a & (1u << 4));
+#endif
+        return c;
+    }();
+    return f;
+}
+
+void gemmNT16(bool bf16, const uint16_t* w, int64_t ldw, int64_t nRows, const float* x, int64_t ldx,
+              int64_t nTok, float* y, int64_t ldy, int64_t n) {
+#if LCW_X86
+    if (bf16)
+        gemmAvx2<WBF16>(w, ldw, nRows, x, ldx, nTok, y, ldy, n);
+    else
+        gemmAvx2<WF16>(w, ldw, nRows, x, ldx, nTok, y, ldy, n);
+#else
+    (void)bf16, (void)w, (void)ldw, (void)nRows, (void)x, (void)ldx, (void)nTok, (void)y, (void)ldy,
+        (void)n;
+    throw UnsupportedError("gemmNT16 needs x86-64");
+#endif
+}
+} // namespace detail
+
+std::optional<Isa> isaFromName(std::string_view name) {
+    if (name == "auto") return Isa::Auto;
+    if (name == "portable" || name == "generic") return Isa::Generic;
+    if (name == "avx2") return Isa::Avx2;
+    if (name == "avx512") return Isa::Avx512;
+    return std::nullopt;
+}
+
+bool isaSupported(Isa isa) {
+    switch (isa) {
+    case Isa::Auto:
+    case Isa::Generic:
+        return true;
+    case Isa::Avx2:
+        return cpu().avx2;
+    case Isa::Avx512:
+        return cpu().avx512;
+    }
+    return false;
+}
+
 void setIsa(Isa isa) {
+    if (!isaSupported(isa))
+        throw UnsupportedError(std::string("this CPU does not support the ") + isaName(isa) +
+                               " kernels");
     g_forced.store(isa);
 }
 
 Isa activeIsa() {
     const Isa f = g_forced.load();
-    if (f == Isa::Generic) return Isa::Generic;
-    if (f == Isa::Avx2) {
-        if (!cpuHasAvx2()) throw UnsupportedError("this CPU does not support AVX2+FMA+F16C");
-        return Isa::Avx2;
-    }
-    // LCW_ISA=generic in the environment forces the portable kernels (debugging, comparisons).
-    static const bool envGeneric = [] {
-        const char* e = std::getenv("LCW_ISA");
-        return e && std::string_view(e) == "generic";
+    if (f != Isa::Auto) return f;
+    // LCW_ISA=portable|avx2|avx512 in the environment caps the kernels (debugging, comparisons,
+    // tests of every path on one CPU); a level the CPU lacks falls back to the best it has.
+    static const Isa best = [] {
+        Isa b = cpu().avx512 ? Isa::Avx512 : cpu().avx2 ? Isa::Avx2 : Isa::Generic;
+        if (const char* e = std::getenv("LCW_ISA")) {
+            const auto want = isaFromName(e);
+            if (want && *want != Isa::Auto && int(*want) < int(b)) b = *want;
+        }
+        return b;
     }();
-    return cpuHasAvx2() && !envGeneric ? Isa::Avx2 : Isa::Generic;
+    return best;
 }
 
 const char* isaName(Isa isa) {
@@ -369,18 +301,27 @@ const char* isaName(Isa isa) {
     case Isa::Auto:
         return "auto";
     case Isa::Generic:
-        return "generic";
+        return "portable";
     case Isa::Avx2:
         return "avx2";
+    case Isa::Avx512:
+        return "avx512";
     }
     return "?";
+}
+
+std::vector<Isa> supportedIsas() {
+    std::vector<Isa> v{Isa::Generic};
+    if (cpu().avx2) v.push_back(Isa::Avx2);
+    if (cpu().avx512) v.push_back(Isa::Avx512);
+    return v;
 }
 
 void gemmNT(const float* w, int64_t ldw, int64_t nRows, const float* x, int64_t ldx, int64_t nTok,
             float* y, int64_t ldy, int64_t n) {
     if (nRows <= 0 || nTok <= 0) return;
 #if LCW_X86
-    if (activeIsa() == Isa::Avx2) return gemmAvx2<WF32>(w, ldw, nRows, x, ldx, nTok, y, ldy, n);
+    if (activeIsa() != Isa::Generic) return gemmAvx2<WF32>(w, ldw, nRows, x, ldx, nTok, y, ldy, n);
 #endif
     gemmGeneric(w, ldw, nRows, x, ldx, nTok, y, ldy, n);
 }
@@ -389,7 +330,7 @@ void gemmNN(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, 
             int64_t M, int64_t N, int64_t K) {
     if (M <= 0 || N <= 0) return;
 #if LCW_X86
-    if (activeIsa() == Isa::Avx2) return gemmNNAvx2(a, lda, b, ldb, c, ldc, M, N, K);
+    if (activeIsa() != Isa::Generic) return gemmNNAvx2(a, lda, b, ldb, c, ldc, M, N, K);
 #endif
     gemmNNGeneric(a, lda, b, ldb, c, ldc, M, N, K);
 }
@@ -402,7 +343,7 @@ void dequantizeRows(const TensorView& w, int64_t r0, int64_t nRows, float* dst) 
         return;
     case DType::BF16:
 #if LCW_X86
-        if (activeIsa() == Isa::Avx2 && (reinterpret_cast<uintptr_t>(w.data) & 1) == 0) {
+        if (activeIsa() != Isa::Generic && (reinterpret_cast<uintptr_t>(w.data) & 1) == 0) {
             for (int64_t r = 0; r < nRows; ++r)
                 bf16RowAvx2(reinterpret_cast<const uint16_t*>(w.row(r0 + r)), dst + r * n, n);
             return;
@@ -412,7 +353,7 @@ void dequantizeRows(const TensorView& w, int64_t r0, int64_t nRows, float* dst) 
         return;
     case DType::F16:
 #if LCW_X86
-        if (activeIsa() == Isa::Avx2 && (reinterpret_cast<uintptr_t>(w.data) & 1) == 0) {
+        if (activeIsa() != Isa::Generic && (reinterpret_cast<uintptr_t>(w.data) & 1) == 0) {
             for (int64_t r = 0; r < nRows; ++r)
                 f16RowAvx2(reinterpret_cast<const uint16_t*>(w.row(r0 + r)), dst + r * n, n);
             return;
@@ -423,93 +364,6 @@ void dequantizeRows(const TensorView& w, int64_t r0, int64_t nRows, float* dst) 
         break;
     }
     for (int64_t r = 0; r < nRows; ++r) dequantizeRow(w.dtype, w.row(r0 + r), dst + r * n, n);
-}
-
-void linear(const TensorView& w, const float* x, int64_t ldx, int64_t nTok, float* y, int64_t ldy,
-            const float* bias, int threads) {
-    const LinearJob job{&w, y, ldy, bias};
-    linearBatch({&job, 1}, x, ldx, nTok, threads);
-}
-
-void linearBatch(std::span<const LinearJob> jobs, const float* x, int64_t ldx, int64_t nTok,
-                 int threads) {
-    if (jobs.empty() || nTok <= 0) return;
-    const int64_t n = jobs[0].w->cols();
-    int64_t totalRows = 0;
-    for (const auto& j : jobs) {
-        if (j.w->cols() != n) throw ArgumentError("linearBatch: weights differ in input size");
-        totalRows += j.w->rows();
-    }
-    if (totalRows <= 0) return;
-    const int nt = resolveThreads(threads);
-
-    // Row tile: at most ~256 KiB of float weights (stays in L2 while every token of the batch
-    // passes over it), a multiple of 4 rows, and small enough that every thread gets several
-    // tiles (dynamic scheduling evens out the load).
-    int64_t R = std::clamp<int64_t>((65536 / std::max<int64_t>(n, 1)) & ~int64_t(3), 4, 256);
-    while (R > 4 && totalRows / R < 8 * nt) R = std::max<int64_t>(4, (R / 2) & ~int64_t(3));
-    // Tiles of all jobs in one list, so that one parallel region (one barrier) covers them.
-    int64_t tileStart[8] = {0};
-    const size_t nJobs = std::min<size_t>(jobs.size(), 7);
-    if (jobs.size() > 7) throw ArgumentError("linearBatch: at most 7 weights per call");
-    for (size_t j = 0; j < nJobs; ++j)
-        tileStart[j + 1] = tileStart[j] + (jobs[j].w->rows() + R - 1) / R;
-    const int64_t nTiles = tileStart[nJobs];
-    // Below ~256K multiply-adds (~20 us on one core) a parallel region costs more than it saves,
-    // and far more when the cores are shared with other processes (spinning barriers).
-    const bool parallel = nt > 1 && nTiles > 1 && totalRows * n * nTok >= kMinParallelWork;
-
-    // Converting a tile once pays off when several tokens reuse it; for one to three tokens the
-    // conversion is folded into the product instead.
-    [[maybe_unused]] const bool fused16 = nTok < 4 && activeIsa() == Isa::Avx2;
-
-#pragma omp parallel num_threads(nt) if (parallel)
-    {
-        thread_local FloatBuffer buf;
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t tile = 0; tile < nTiles; ++tile) {
-            size_t j = 0;
-            while (tile >= tileStart[j + 1]) ++j;
-            const LinearJob& job = jobs[j];
-            const TensorView& w = *job.w;
-            const int64_t r0 = (tile - tileStart[j]) * R;
-            const int64_t rows = std::min(R, w.rows() - r0);
-            // F32 weights are read in place. A mapping that is not 32-byte aligned (safetensors
-            // only guarantees 8) is copied tile by tile like any other dtype when the batch is
-            // large enough for the copy to pay off (split vector loads slow the product ~25%).
-            float* y = job.y;
-#if LCW_X86
-            // Decode with 16-bit floats: convert inside the product (one pass over the weights).
-            if (fused16 && (w.dtype == DType::F16 || w.dtype == DType::BF16) &&
-                (reinterpret_cast<uintptr_t>(w.data) & 1) == 0) {
-                const auto* w16 = reinterpret_cast<const uint16_t*>(w.data) + r0 * n;
-                if (w.dtype == DType::F16)
-                    gemmAvx2<WF16>(w16, n, rows, x, ldx, nTok, y + r0, job.ldy, n);
-                else
-                    gemmAvx2<WBF16>(w16, n, rows, x, ldx, nTok, y + r0, job.ldy, n);
-                if (job.bias)
-                    for (int64_t t = 0; t < nTok; ++t)
-                        for (int64_t r = 0; r < rows; ++r)
-                            y[t * job.ldy + r0 + r] += job.bias[r0 + r];
-                continue;
-            }
-#endif
-            const float* wt;
-            const uintptr_t addr = reinterpret_cast<uintptr_t>(w.data + uint64_t(r0 * n) * 4);
-            if (w.dtype == DType::F32 && addr % alignof(float) == 0 &&
-                (nTok < 16 || addr % 32 == 0)) {
-                wt = reinterpret_cast<const float*>(w.data) + r0 * n;
-            } else {
-                if (buf.size() < size_t(R * n)) buf.resize(size_t(R * n));
-                dequantizeRows(w, r0, rows, buf.data());
-                wt = buf.data();
-            }
-            gemmNT(wt, n, rows, x, ldx, nTok, y + r0, job.ldy, n);
-            if (job.bias)
-                for (int64_t t = 0; t < nTok; ++t)
-                    for (int64_t r = 0; r < rows; ++r) y[t * job.ldy + r0 + r] += job.bias[r0 + r];
-        }
-    }
 }
 
 void rmsNorm(const float* x, const float* w, float* out, int64_t nTok, int64_t n, int64_t ld,
@@ -706,98 +560,6 @@ void applyRope(float* x, int64_t nTok, int64_t ld, int64_t nHeads, int64_t headD
                     v[i] = a * c[i] - b * s[i];
                     v[i + half] = b * c[i] + a * s[i];
                 }
-            }
-        }
-    }
-}
-
-void attention(const float* q, int64_t ldq, const float* kCache, const float* vCache, float* out,
-               int64_t ldo, int64_t nTok, int64_t pos0, int64_t nHeads, int64_t nKvHeads,
-               int64_t headDim, int64_t window, int threads) {
-    AttentionOptions opt;
-    opt.window = window;
-    attentionEx(q, ldq, kCache, vCache, out, ldo, nTok, pos0, nHeads, nKvHeads, headDim, opt,
-                threads);
-}
-
-void attentionEx(const float* q, int64_t ldq, const float* kCache, const float* vCache, float* out,
-                 int64_t ldo, int64_t nTok, int64_t pos0, int64_t nHeads, int64_t nKvHeads,
-                 int64_t headDim, const AttentionOptions& opt, int threads) {
-    const int nt = resolveThreads(threads);
-    const int64_t window = opt.window;
-    const bool plain = opt.softcap <= 0 && opt.alibi == nullptr;
-    const int64_t kvDim = nKvHeads * headDim;
-    const int64_t group = nHeads / nKvHeads;
-    const int64_t hd = headDim;
-    const float scale = opt.scale > 0 ? opt.scale : float(1.0 / std::sqrt(double(headDim)));
-    // Queries are processed in blocks: S = Q K^T and O = P V are then matrix products (K is
-    // transposed into scratch once per block). The part of a block's key range that is masked for
-    // its earlier queries is computed and zeroed, which costs ~QB/2 keys per query.
-    constexpr int64_t QB = 32;
-    const int64_t nBlocks = (nTok + QB - 1) / QB;
-    const int64_t tasks = nHeads * nBlocks;
-    const int64_t work = nHeads * nTok * (pos0 + nTok) * headDim;
-    const bool parallel = nt > 1 && tasks > 1 && work >= kMinParallelWork;
-
-#pragma omp parallel num_threads(nt) if (parallel)
-    {
-        thread_local FloatBuffer S, KT;
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t task = 0; task < tasks; ++task) {
-            // Block-major order: the longest blocks (last queries) are spread over the threads.
-            const int64_t blk = nBlocks - 1 - task / nHeads, h = task % nHeads;
-            const int64_t t0 = blk * QB, t1 = std::min(nTok, t0 + QB), nq = t1 - t0;
-            const int64_t kvh = h / group;
-            const int64_t jLo = window > 0 ? std::max<int64_t>(0, pos0 + t0 - window + 1) : 0;
-            const int64_t jHi = pos0 + t1; // exclusive
-            const int64_t nk = jHi - jLo;
-            const float* kh = kCache + jLo * kvDim + kvh * hd;
-            const float* vh = vCache + jLo * kvDim + kvh * hd;
-            const float* qb = q + t0 * ldq + h * hd;
-            float* ob = out + t0 * ldo + h * hd;
-            if (S.size() < size_t(nq * nk)) S.resize(size_t(nq * nk));
-            if (nq == 1) {
-                // Decode: one query, dot products against the key rows directly.
-                gemmNT(kh, kvDim, nk, qb, hd, 1, S.data(), 0, hd);
-            } else {
-                if (KT.size() < size_t(hd * nk)) KT.resize(size_t(hd * nk));
-                for (int64_t j = 0; j < nk; ++j)
-                    for (int64_t d = 0; d < hd; ++d) KT[size_t(d * nk + j)] = kh[j * kvDim + d];
-                gemmNN(qb, ldq, KT.data(), nk, S.data(), nk, nq, nk, hd);
-            }
-            for (int64_t t = 0; t < nq; ++t) {
-                const int64_t p = pos0 + t0 + t;
-                const int64_t a = (window > 0 ? std::max<int64_t>(0, p - window + 1) : 0) - jLo;
-                const int64_t b = p - jLo + 1; // exclusive
-                float* row = S.data() + t * nk;
-                std::fill(row, row + a, 0.0f);
-                if (plain) {
-                    softmaxScaled(row + a, b - a, scale);
-                } else {
-                    const float slope = opt.alibi ? opt.alibi[h] : 0.0f;
-                    for (int64_t j = a; j < b; ++j) {
-                        const float rel = float(jLo + j - p); // key position - query position
-                        float sc = row[j];
-                        if (opt.alibiBeforeScale)
-                            sc = (sc + slope * rel) * scale;
-                        else
-                            sc = sc * scale + slope * rel;
-                        if (opt.softcap > 0) sc = opt.softcap * std::tanh(sc / opt.softcap);
-                        row[j] = sc;
-                    }
-                    softmaxScaled(row + a, b - a, 1.0f);
-                }
-                std::fill(row + b, row + nk, 0.0f);
-            }
-            if (nq == 1) {
-                std::fill(ob, ob + hd, 0.0f);
-                for (int64_t j = 0; j < nk; ++j) {
-                    const float pj = S[size_t(j)];
-                    const float* vr = vh + j * kvDim;
-                    for (int64_t d = 0; d < hd; ++d) ob[d] += pj * vr[d];
-                }
-            } else {
-                gemmNN(S.data(), nk, vh, kvDim, ob, ldo, nq, hd, nk);
             }
         }
     }

@@ -9,16 +9,19 @@
 #include <cstddef>
 #include <cstdint>
 #include <new>
+#include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace lcw::kernels {
 
-/// Instruction set used by the float dot-product kernels. Auto picks the best the CPU supports
-/// (AVX2+FMA+F16C, else portable code; LCW_ISA=generic forces portable); tests force Generic to
-/// check both paths.
-enum class Isa { Auto, Generic, Avx2 };
+/// Instruction-set level of the kernels, ordered. Auto picks the best the CPU supports:
+/// Avx512 (AVX-512 F/BW/VL/DQ, using VNNI and BF16 where present), Avx2 (AVX2+FMA+F16C, AVX-VNNI
+/// where present), else Generic (portable C++, named "portable"). LCW_ISA=portable|avx2|avx512
+/// in the environment caps the automatic choice; tests force each supported level in turn.
+enum class Isa { Auto, Generic, Avx2, Avx512 };
 
 /// Allocator for 64-byte aligned buffers (vector loads then never straddle cache lines).
 template <class T> struct AlignedAllocator {
@@ -32,10 +35,19 @@ template <class T> struct AlignedAllocator {
     template <class U> bool operator==(const AlignedAllocator<U>&) const { return true; }
 };
 using FloatBuffer = std::vector<float, AlignedAllocator<float>>;
+/// Forces a level (Auto: back to the automatic choice); throws UnsupportedError when the CPU
+/// lacks it.
 void setIsa(Isa isa);
 /// The instruction set the kernels actually use now (never Auto).
 Isa activeIsa();
+/// "auto", "portable", "avx2", "avx512".
 const char* isaName(Isa isa);
+/// Parses isaName() output ("generic" is accepted for "portable"); nullopt otherwise.
+std::optional<Isa> isaFromName(std::string_view name);
+/// Whether this CPU can run the level (Auto and Generic: always).
+bool isaSupported(Isa isa);
+/// Every level this CPU runs, lowest first (Generic always).
+std::vector<Isa> supportedIsas();
 
 /// Y[t, o] = sum_i X[t, i] * W[o, i] for t < nTok, o < nRows, i < n, with row strides ldx, ldw,
 /// ldy (elements). Float weights already in memory; single-threaded.

@@ -1,0 +1,109 @@
+#pragma once
+/// \file
+/// Internal to core/runtime's kernels: CPU feature detection, the target attributes of the
+/// instruction-set paths and small vector helpers shared by the kernel files (kernels.cpp: float
+/// products, norms, RoPE; linear.cpp: the linear-layer driver; attention.cpp; qdot_*.cpp: GGUF
+/// block dot products; packed_*.cpp: lcw's packed formats).
+#include "core/runtime/kernels.h"
+
+#include <omp.h>
+
+#include <cstdint>
+#include <cstring>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define LCW_X86 1
+#else
+#define LCW_X86 0
+#endif
+
+#if LCW_X86
+/// AVX2 level: AVX2 + FMA + F16C.
+#define LCW_AVX2 __attribute__((target("avx2,fma,f16c")))
+/// AVX-512 level: F, BW, VL, DQ (+ the AVX2 level's FMA/F16C).
+#define LCW_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
+/// AVX-512 with VNNI (vpdpbusd); only inside code that checked cpu().avx512vnni.
+#define LCW_AVX512VNNI                                                                             \
+    __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")))
+/// AVX-512 BF16 (vdpbf16ps); only inside code that checked cpu().avx512bf16.
+#define LCW_AVX512BF16                                                                             \
+    __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c")))
+/// AVX-VNNI (VEX-encoded vpdpbusd on 256-bit vectors); only after checking cpu().avxvnni.
+#define LCW_AVXVNNI __attribute__((target("avx2,fma,f16c,avxvnni")))
+#endif
+
+namespace lcw::kernels::detail {
+
+/// What the CPU supports (read once).
+struct CpuFeatures {
+    bool avx2 = false;       ///< AVX2 + FMA + F16C
+    bool avx512 = false;     ///< AVX-512 F + BW + VL + DQ
+    bool avx512vnni = false; ///< AVX-512 VNNI
+    bool avxvnni = false;    ///< AVX-VNNI (256-bit)
+    bool avx512bf16 = false; ///< AVX-512 BF16
+};
+const CpuFeatures& cpu();
+
+/// Below this many multiply-adds a parallel region costs more than it saves.
+constexpr int64_t kMinParallelWork = 1 << 18;
+
+inline int resolveThreads(int threads) {
+    return threads > 0 ? threads : omp_get_max_threads();
+}
+
+/// Fused F16 / BF16 product for few tokens (AVX2 level and up): y[t, r] = x[t] . W[r] with the
+/// weights converted inside the product (kernels.cpp).
+void gemmNT16(bool bf16, const uint16_t* w, int64_t ldw, int64_t nRows, const float* x, int64_t ldx,
+              int64_t nTok, float* y, int64_t ldy, int64_t n);
+
+#if LCW_X86
+LCW_AVX2 inline float hsum8(__m256 v) {
+    // Same reduction order as microGeneric: (a0+a4), (a2+a6), (a1+a5), (a3+a7).
+    const __m128 lo = _mm256_castps256_ps128(v);
+    const __m128 hi = _mm256_extractf128_ps(v, 1);
+    const __m128 s = _mm_add_ps(lo, hi);         // s0=a0+a4 s1=a1+a5 s2=a2+a6 s3=a3+a7
+    const __m128 sh = _mm_movehl_ps(s, s);       // s2 s3
+    const __m128 p = _mm_add_ps(s, sh);          // p0=s0+s2 p1=s1+s3
+    const __m128 q = _mm_shuffle_ps(p, p, 0x55); // p1
+    return _mm_cvtss_f32(_mm_add_ss(p, q));      // p0+p1
+}
+
+alignas(32) inline constexpr int32_t kTailMask[16] = {-1, -1, -1, -1, -1, -1, -1, -1,
+                                                      0,  0,  0,  0,  0,  0,  0,  0};
+
+// Weight loaders: 8 consecutive weights as floats. F16 and BF16 convert exactly, so a product
+// over converted rows and one over the raw rows give identical results.
+struct WF32 {
+    using T = float;
+    LCW_AVX2 static __m256 load(const T* p) { return _mm256_loadu_ps(p); }
+    LCW_AVX2 static __m256 loadTail(const T* p, int64_t, __m256i mask) {
+        return _mm256_maskload_ps(p, mask);
+    }
+};
+struct WF16 {
+    using T = uint16_t;
+    LCW_AVX2 static __m256 load(const T* p) {
+        return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    }
+    LCW_AVX2 static __m256 loadTail(const T* p, int64_t rem, __m256i) {
+        alignas(16) T tmp[8] = {};
+        std::memcpy(tmp, p, size_t(rem) * sizeof(T));
+        return load(tmp);
+    }
+};
+struct WBF16 {
+    using T = uint16_t;
+    LCW_AVX2 static __m256 load(const T* p) {
+        const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    }
+    LCW_AVX2 static __m256 loadTail(const T* p, int64_t rem, __m256i) {
+        alignas(16) T tmp[8] = {};
+        std::memcpy(tmp, p, size_t(rem) * sizeof(T));
+        return load(tmp);
+    }
+};
+#endif
+
+} // namespace lcw::kernels::detail
