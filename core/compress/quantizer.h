@@ -6,6 +6,7 @@
 /// without importance weights). Every result keeps its packed form (codes, scales, zero points)
 /// so sizes are exact and the overlay can be saved; the float32 values are always produced by
 /// dequantize() from the packed form.
+#include "core/common/lowbit.h"
 #include "core/compress/recipe.h"
 
 #include <cstdint>
@@ -87,11 +88,10 @@ uint64_t packedCodeBytes(int64_t rows, int64_t cols, const WeightSettings& s);
 /// quantize(...).storageBits() (codes + 16 per scale + 16 per zero point).
 uint64_t packedStorageBits(int64_t rows, int64_t cols, const WeightSettings& s);
 
-/// e4m3fn (bias 7, max 448, no infinities): nearest value (ties to even), saturating.
-uint8_t f32ToE4m3(float x);
-float e4m3ToF32(uint8_t v);
-/// The 16 NF4 levels of QLoRA, ascending, in [-1, 1].
-const float* nf4Levels();
+// e4m3 and NF4 codecs (core/common/lowbit.h).
+using lcw::e4m3ToF32;
+using lcw::f32ToE4m3;
+using lcw::nf4Levels;
 
 /// Reconstruction levels of `s` for one group whose values span [lo, hi] (drawn over a tensor's
 /// histogram with its whole range: the grid a per-tensor scale would give; per-channel and group

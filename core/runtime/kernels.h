@@ -5,6 +5,7 @@
 /// causal attention over a float32 KV cache.
 #include "core/common/tensor.h"
 #include "core/model/model_spec.h"
+#include "core/model/runtime_quant.h"
 
 #include <cstddef>
 #include <cstdint>
@@ -63,20 +64,27 @@ void dequantizeRows(const TensorView& w, int64_t r0, int64_t nRows, float* dst);
 
 /// y[t*ldy + o] = sum_i x[t*ldx + i] * W[o, i] (+ bias[o]) for t < nTok and every output row o
 /// of the [out, in] weight `w` (any float-like dtype, used in place). Parallel over row tiles
-/// with OpenMP (`threads` <= 0: the OpenMP default).
+/// with OpenMP (`threads` <= 0: the OpenMP default). GGUF block types multiply with activations
+/// quantised to 8-bit blocks as llama.cpp does (qdot.h); `exact` keeps float32 activations
+/// (dequantised weight tiles times float x: the error of the weights alone).
 void linear(const TensorView& w, const float* x, int64_t ldx, int64_t nTok, float* y, int64_t ldy,
-            const float* bias, int threads);
+            const float* bias, int threads, bool exact = false);
 
-/// One weight of a linearBatch() call: y[t*ldy + o] = x[t] . W[o] (+ bias[o]).
+class PackedLinear;
+/// One weight of a linearBatch() call: y[t*ldy + o] = x[t] . W[o] (+ bias[o]). The weight is a
+/// stored tensor `w` or an lcw packed weight `packed` (packed_linear.h; then `act`, when set,
+/// quantises its input activations as the recipe asks: integer products where possible).
 struct LinearJob {
     const TensorView* w = nullptr;
     float* y = nullptr;
     int64_t ldy = 0;
     const float* bias = nullptr;
+    const PackedLinear* packed = nullptr;
+    const ActQuantSpec* act = nullptr;
 };
 /// Several weights with the same input (q/k/v, gate/up) in one parallel region (at most 7).
 void linearBatch(std::span<const LinearJob> jobs, const float* x, int64_t ldx, int64_t nTok,
-                 int threads);
+                 int threads, bool exact = false);
 
 /// out[t] = x[t] * w / sqrt(mean(x[t]^2) + eps), for nTok rows of length n (in place allowed).
 void rmsNorm(const float* x, const float* w, float* out, int64_t nTok, int64_t n, int64_t ld,

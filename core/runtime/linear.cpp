@@ -2,6 +2,8 @@
 // them in one OpenMP region and picks the product for the weight's storage (kernels.h).
 #include "core/common/error.h"
 #include "core/runtime/kernels.h"
+#include "core/runtime/packed_linear.h"
+#include "core/runtime/qdot.h"
 #include "core/runtime/simd.h"
 
 #include <algorithm>
@@ -11,22 +13,76 @@ namespace lcw::kernels {
 using namespace detail;
 
 void linear(const TensorView& w, const float* x, int64_t ldx, int64_t nTok, float* y, int64_t ldy,
-            const float* bias, int threads) {
+            const float* bias, int threads, bool exact) {
     const LinearJob job{&w, y, ldy, bias};
-    linearBatch({&job, 1}, x, ldx, nTok, threads);
+    linearBatch({&job, 1}, x, ldx, nTok, threads, exact);
 }
 
+namespace {
+int64_t jobRows(const LinearJob& j) {
+    return j.packed ? j.packed->rows() : j.w->rows();
+}
+int64_t jobCols(const LinearJob& j) {
+    return j.packed ? j.packed->cols() : j.w->cols();
+}
+} // namespace
+
 void linearBatch(std::span<const LinearJob> jobs, const float* x, int64_t ldx, int64_t nTok,
-                 int threads) {
+                 int threads, bool exact) {
     if (jobs.empty() || nTok <= 0) return;
-    const int64_t n = jobs[0].w->cols();
+    if (jobs.size() > 7) throw ArgumentError("linearBatch: at most 7 weights per call");
+    const int64_t n = jobCols(jobs[0]);
     int64_t totalRows = 0;
     for (const auto& j : jobs) {
-        if (j.w->cols() != n) throw ArgumentError("linearBatch: weights differ in input size");
-        totalRows += j.w->rows();
+        if (!j.w && !j.packed) throw ArgumentError("linearBatch: a job without a weight");
+        if (jobCols(j) != n) throw ArgumentError("linearBatch: weights differ in input size");
+        totalRows += jobRows(j);
     }
     if (totalRows <= 0) return;
     const int nt = resolveThreads(threads);
+    const size_t nJobs = jobs.size();
+
+    // Per job, what its tiles read: GGUF block weights with an integer kernel read the
+    // activations quantised once to the kernel's 8-bit blocks (unless `exact`); packed lcw
+    // weights read their prepare()d activations; everything else reads x as float.
+    const QDotKernel* qk[7] = {};
+    const std::byte* prepared[7] = {};
+    size_t preparedLd[7] = {};
+    thread_local std::vector<std::byte> prepBuf[7];
+    for (size_t j = 0; j < nJobs; ++j) {
+        const LinearJob& job = jobs[j];
+        if (job.packed) {
+            const size_t b = job.packed->preparedBytes(nTok, job.act, exact);
+            // Jobs with the same preparation share one buffer (q/k/v, gate/up).
+            for (size_t i = 0; i < j && !prepared[j]; ++i)
+                if (jobs[i].packed && jobs[i].act == job.act &&
+                    jobs[i].packed->preparedBytes(nTok, job.act, exact) == b &&
+                    jobs[i].packed->sharesPreparation(*job.packed))
+                    prepared[j] = prepared[i];
+            if (!prepared[j]) {
+                if (prepBuf[j].size() < b) prepBuf[j].resize(b);
+                job.packed->prepare(x, ldx, nTok, job.act, exact, prepBuf[j].data());
+                prepared[j] = prepBuf[j].data();
+            }
+            continue;
+        }
+        if (exact || !dtypeIsQuantized(job.w->dtype)) continue;
+        qk[j] = qdotKernel(job.w->dtype);
+        if (!qk[j] || n % actBlockElems(qk[j]->act) != 0) {
+            qk[j] = nullptr;
+            continue;
+        }
+        preparedLd[j] = actRowBytes(qk[j]->act, n);
+        for (size_t i = 0; i < j && !prepared[j]; ++i)
+            if (qk[i] && qk[i]->act == qk[j]->act) prepared[j] = prepared[i];
+        if (!prepared[j]) {
+            const size_t b = preparedLd[j] * size_t(nTok);
+            if (prepBuf[j].size() < b) prepBuf[j].resize(b);
+            for (int64_t t = 0; t < nTok; ++t)
+                qk[j]->quantizeRow(x + t * ldx, prepBuf[j].data() + size_t(t) * preparedLd[j], n);
+            prepared[j] = prepBuf[j].data();
+        }
+    }
 
     // Row tile: at most ~256 KiB of float weights (stays in L2 while every token of the batch
     // passes over it), a multiple of 4 rows, and small enough that every thread gets several
@@ -35,10 +91,8 @@ void linearBatch(std::span<const LinearJob> jobs, const float* x, int64_t ldx, i
     while (R > 4 && totalRows / R < 8 * nt) R = std::max<int64_t>(4, (R / 2) & ~int64_t(3));
     // Tiles of all jobs in one list, so that one parallel region (one barrier) covers them.
     int64_t tileStart[8] = {0};
-    const size_t nJobs = std::min<size_t>(jobs.size(), 7);
-    if (jobs.size() > 7) throw ArgumentError("linearBatch: at most 7 weights per call");
     for (size_t j = 0; j < nJobs; ++j)
-        tileStart[j + 1] = tileStart[j] + (jobs[j].w->rows() + R - 1) / R;
+        tileStart[j + 1] = tileStart[j] + (jobRows(jobs[j]) + R - 1) / R;
     const int64_t nTiles = tileStart[nJobs];
     // Below ~256K multiply-adds (~20 us on one core) a parallel region costs more than it saves,
     // and far more when the cores are shared with other processes (spinning barriers).
@@ -56,23 +110,38 @@ void linearBatch(std::span<const LinearJob> jobs, const float* x, int64_t ldx, i
             size_t j = 0;
             while (tile >= tileStart[j + 1]) ++j;
             const LinearJob& job = jobs[j];
-            const TensorView& w = *job.w;
             const int64_t r0 = (tile - tileStart[j]) * R;
-            const int64_t rows = std::min(R, w.rows() - r0);
+            const int64_t rows = std::min(R, jobRows(job) - r0);
+            float* yj = job.y;
+            auto addBias = [&] {
+                if (job.bias)
+                    for (int64_t t = 0; t < nTok; ++t)
+                        for (int64_t r = 0; r < rows; ++r)
+                            yj[t * job.ldy + r0 + r] += job.bias[r0 + r];
+            };
+            if (job.packed) {
+                job.packed->gemm(r0, rows, prepared[j], nTok, job.act, exact, yj + r0, job.ldy);
+                addBias();
+                continue;
+            }
+            const TensorView& w = *job.w;
+            if (qk[j]) {
+                qk[j]->gemm(w.row(r0), w.rowBytes(), rows, prepared[j], preparedLd[j], nTok,
+                            yj + r0, job.ldy, n);
+                addBias();
+                continue;
+            }
             // F32 weights are read in place. A mapping that is not 32-byte aligned (safetensors
             // only guarantees 8) is copied tile by tile like any other dtype when the batch is
             // large enough for the copy to pay off (split vector loads slow the product ~25%).
-            float* y = job.y;
+            float* y = yj;
 #if LCW_X86
             // Decode with 16-bit floats: convert inside the product (one pass over the weights).
             if (fused16 && (w.dtype == DType::F16 || w.dtype == DType::BF16) &&
                 (reinterpret_cast<uintptr_t>(w.data) & 1) == 0) {
                 const auto* w16 = reinterpret_cast<const uint16_t*>(w.data) + r0 * n;
                 gemmNT16(w.dtype == DType::BF16, w16, n, rows, x, ldx, nTok, y + r0, job.ldy, n);
-                if (job.bias)
-                    for (int64_t t = 0; t < nTok; ++t)
-                        for (int64_t r = 0; r < rows; ++r)
-                            y[t * job.ldy + r0 + r] += job.bias[r0 + r];
+                addBias();
                 continue;
             }
 #endif
@@ -87,9 +156,7 @@ void linearBatch(std::span<const LinearJob> jobs, const float* x, int64_t ldx, i
                 wt = buf.data();
             }
             gemmNT(wt, n, rows, x, ldx, nTok, y + r0, job.ldy, n);
-            if (job.bias)
-                for (int64_t t = 0; t < nTok; ++t)
-                    for (int64_t r = 0; r < rows; ++r) y[t * job.ldy + r0 + r] += job.bias[r0 + r];
+            addBias();
         }
     }
 }

@@ -1,0 +1,95 @@
+#pragma once
+/// \file
+/// lcw's own quantised / sparse linear weights held packed in the runtime layout, and their
+/// products (internal to core/runtime; CompressedModel builds them, the runners multiply them).
+/// A compressed layer never keeps a float32 copy: the product reads the codes.
+///
+/// Sources (what compress::PackedTensor holds, described without depending on core/compress):
+///   int   b = 2..8 bits, codes u unsigned, LSB-first bit-packed per row (rows start on a byte);
+///         symmetric w = scale·(u − 2^(b−1)); asymmetric w = scale·(u − zero) (zero is an f16
+///         value, not necessarily an integer);
+///   nf4   4-bit indices into the NF4 table, w = scale·nf4[u];
+///   fp8   one e4m3fn byte per weight, w = scale·e4m3(u);
+///   scales / zeros: f16 bit patterns, one per group: tensor → 1, channel → one per row,
+///   group → rows · ceil(cols / g) row-major (the last group of a row may be shorter);
+///   outliers: ascending input columns kept in f16 ([rows, nOutliers] values) which replace
+///   whatever the codes of those columns hold;
+///   mask (optional, rows·cols bytes 0/1): pruned weights read as 0 — a 2:4 mask (every aligned
+///   group of 4 input columns keeps at most 2) is stored as 2 values + 2-bit indices per group and
+///   the product skips the zeros.
+/// The runtime layout is private to packed_linear.cpp (it may reorder codes for the vector
+/// units); dequantizeRows() gives the exact float values the product uses.
+#include "core/model/runtime_quant.h"
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace lcw::kernels {
+
+struct PackedSource {
+    enum class Kind : uint8_t { Int, Nf4, Fp8 };
+    enum class Granularity : uint8_t { Tensor, Channel, Group };
+    Kind kind = Kind::Int;
+    int bits = 4;          ///< Int: 2..8; Nf4: 4; Fp8: 8
+    bool symmetric = true; ///< Int only
+    Granularity granularity = Granularity::Group;
+    int64_t group = 128; ///< Group granularity: columns per group
+    int64_t rows = 0, cols = 0;
+    const uint8_t* codes = nullptr; ///< packed as described above
+    size_t codeBytes = 0;
+    const uint16_t* scales = nullptr;
+    size_t nScales = 0;
+    const uint16_t* zeros = nullptr; ///< asymmetric int only
+    size_t nZeros = 0;
+    const int32_t* outlierCols = nullptr;
+    size_t nOutlierCols = 0;
+    const uint16_t* outlierValues = nullptr; ///< [rows, nOutlierCols] f16
+    const uint8_t* mask = nullptr;           ///< rows·cols 0/1, or null (dense)
+    std::string name;                        ///< for errors
+};
+
+/// A packed linear weight [rows, cols] in the runtime layout.
+class PackedLinear {
+public:
+    /// Packs a source (validates sizes; throws ArgumentError naming `src.name`).
+    static std::unique_ptr<PackedLinear> pack(const PackedSource& src);
+    virtual ~PackedLinear() = default;
+    virtual int64_t rows() const = 0;
+    virtual int64_t cols() const = 0;
+    /// Bytes the packed weight occupies in memory.
+    virtual size_t bytes() const = 0;
+    /// Float values of rows [r0, r0 + n) into dst [n, cols] (exactly what products use).
+    virtual void dequantizeRows(int64_t r0, int64_t n, float* dst) const = 0;
+    /// "int4 g128 sym", "nf4 g64", "fp8 channel", "+2:4" ... (for reports).
+    virtual std::string describe() const = 0;
+    /// A linear call runs in two steps. prepare() turns the activations x [nTok, cols] (row
+    /// stride ldx) into the form the product reads, once per call: when `act` is set and active
+    /// they are quantised as ActQuantSpec describes (dynamic per token or static per tensor,
+    /// outlier channels kept in float) so that, where the weight format allows, gemm()
+    /// multiplies integers (W8A8, W4A8) and applies the float scales after the integer sums —
+    /// equal to fake-quantised activations times the weights up to float rounding. Without
+    /// `act` the activations stay float (or whatever exact form the kernels prefer).
+    /// True when prepare() output of this weight can be used by `other` (same input size and
+    /// activation handling), so one linearBatch call prepares shared inputs once.
+    virtual bool sharesPreparation(const PackedLinear& other) const {
+        (void)other;
+        return false;
+    }
+    /// Without `act`, `exact` keeps the activations in float32 (the error of the weights alone);
+    /// otherwise the kernels may quantise them to 8-bit blocks for integer dot products, as
+    /// llama.cpp does for its types (stated tolerance). preparedBytes() is the buffer's size.
+    virtual size_t preparedBytes(int64_t nTok, const ActQuantSpec* act, bool exact) const = 0;
+    virtual void prepare(const float* x, int64_t ldx, int64_t nTok, const ActQuantSpec* act,
+                         bool exact, std::byte* prepared) const = 0;
+    /// y[t·ldy + (r − r0)] = Σ_c x[t, c]·W[r, c] for rows r in [r0, r0 + nRows), t < nTok, from
+    /// a buffer filled by prepare() with the same nTok, act and exact. Single-threaded and const
+    /// (linearBatch calls it for many row tiles in parallel); the result of one element does not
+    /// depend on nTok, r0 or nRows.
+    virtual void gemm(int64_t r0, int64_t nRows, const std::byte* prepared, int64_t nTok,
+                      const ActQuantSpec* act, bool exact, float* y, int64_t ldy) const = 0;
+};
+
+} // namespace lcw::kernels

@@ -1,0 +1,54 @@
+#pragma once
+/// \file
+/// Integer dot products of GGUF block-quantised weights with activations quantised to 8-bit
+/// blocks, as llama.cpp multiplies them (internal to core/runtime, exposed for tests and benches).
+/// A weight type names its activation format (its "vec dot type"); an activation row is quantised
+/// once per linear call and every weight row of the call is multiplied with it:
+///   Q8_0  32 values: f16 d, int8 q[32]                       (34 bytes)   x ≈ d·q
+///   Q8_1  32 values: f16 d, f16 s = d·Σq, int8 q[32]         (36 bytes)   for Q4_1 / Q5_1
+///   Q8_K 256 values: f32 d, int8 q[256], int16 bsums[16]     (292 bytes)  for the k-quants and
+///        IQ4_XS; bsums[j] = Σ of q[16j .. 16j+15]
+/// Weight types and their activation format: Q4_0, Q5_0, Q8_0, IQ4_NL → Q8_0; Q4_1, Q5_1 → Q8_1;
+/// Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS → Q8_K.
+/// Every ISA version of a kernel gives the portable version's result to a stated tolerance (the
+/// integer block sums are exact; only the float accumulation of block results may be reordered),
+/// and the activation quantisers are bit-identical across ISAs. Within one ISA the result of one
+/// output element does not depend on how many tokens or rows the call holds.
+#include "core/common/dtype.h"
+#include "core/runtime/kernels.h"
+
+#include <cstddef>
+#include <cstdint>
+
+namespace lcw::kernels {
+
+enum class ActQ : uint8_t { Q8_0, Q8_1, Q8_K };
+
+/// Bytes of one quantised activation row of n values (n a multiple of the block: 32 or 256).
+size_t actRowBytes(ActQ a, int64_t n);
+/// Elements per block of the activation format (32 or 256).
+int64_t actBlockElems(ActQ a);
+
+struct QDotKernel {
+    ActQ act = ActQ::Q8_0;
+    /// Quantises one activation row of n values into dst (actRowBytes(act, n) bytes).
+    void (*quantizeRow)(const float* x, void* dst, int64_t n) = nullptr;
+    /// y[t * ldy + r] = Σ_blocks (weight row r) · (activation row t) for r < nRows, t < nTok:
+    /// weight rows start at w + r * wRowBytes (whole blocks of the weight type, n values each),
+    /// activation rows at xq + t * xqRowBytes. Single-threaded (the caller splits rows).
+    void (*gemm)(const std::byte* w, size_t wRowBytes, int64_t nRows, const std::byte* xq,
+                 size_t xqRowBytes, int64_t nTok, float* y, int64_t ldy, int64_t n) = nullptr;
+};
+
+/// The kernel for weight type t at ISA level `isa` (Auto: activeIsa()); nullptr when the type has
+/// none (float types, or a quantised type without a kernel yet: callers then dequantise).
+const QDotKernel* qdotKernel(DType t, Isa isa = Isa::Auto);
+
+namespace detail {
+/// Implemented in qdot_legacy.cpp (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL) and qdot_kquants.cpp
+/// (Q2_K .. Q6_K, IQ4_XS); nullptr for other types. `isa` is never Auto.
+const QDotKernel* qdotLegacy(DType t, Isa isa);
+const QDotKernel* qdotKQuants(DType t, Isa isa);
+} // namespace detail
+
+} // namespace lcw::kernels
