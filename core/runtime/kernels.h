@@ -138,7 +138,11 @@ void applyRope(float* x, int64_t nTok, int64_t ld, int64_t nHeads, int64_t headD
 /// Causal attention of nTok queries at positions pos0.. against the cache rows 0..pos0+nTok-1.
 /// q: [nTok, nHeads*headDim] (ld ldq); kCache/vCache: [ctx, nKvHeads*headDim];
 /// out: [nTok, nHeads*headDim] (ld ldo). window > 0: each query sees only the last `window`
-/// positions (itself included). Parallel over heads and queries.
+/// positions (itself included). Flash-style (online softmax over 64-key chunks, no score row over
+/// the context); parallel over KV heads and query blocks, and over the key range when there are
+/// few queries (decode). A query's output is bit-identical whatever the batch it is part of and
+/// the thread count (at one instruction-set level). Throws ArgumentError unless nHeads is a
+/// multiple of nKvHeads.
 void attention(const float* q, int64_t ldq, const float* kCache, const float* vCache, float* out,
                int64_t ldo, int64_t nTok, int64_t pos0, int64_t nHeads, int64_t nKvHeads,
                int64_t headDim, int64_t window, int threads);
@@ -147,6 +151,12 @@ void attention(const float* q, int64_t ldq, const float* kCache, const float* vC
 void attentionEx(const float* q, int64_t ldq, const float* kCache, const float* vCache, float* out,
                  int64_t ldo, int64_t nTok, int64_t pos0, int64_t nHeads, int64_t nKvHeads,
                  int64_t headDim, const AttentionOptions& opt, int threads);
+
+/// Largest working memory (bytes) one attention call has held per thread since the last reset:
+/// per-thread scratch (O(key chunk x rows per task), independent of the context length) plus, for
+/// a decode split over threads, the partial states (O(context / 512 x heads x headDim)).
+size_t attentionScratchPeak();
+void resetAttentionScratchPeak();
 
 /// Numerically stable log(softmax(logits)[target]) in double.
 double logSoftmaxAt(const float* logits, int64_t vocab, int64_t target);
