@@ -122,9 +122,10 @@ struct Case {
     }
 };
 
-// Outputs lie in [-1, 1]; float rounding of the scores (|q.k| up to ~100 here) and of the
-// softmax sums stays below this.
-constexpr double kTol = 2e-5;
+// Outputs are convex combinations of V rows (|V| <= 1). Float rounding of the scores (|q.k| up to
+// ~100 here), of exp and of the softmax sums stays near 1e-6 (measured: <= 9.1e-7 on every
+// level; the previous kernel: 9.4e-7).
+constexpr double kTol = 5e-6;
 
 // Largest error seen per level (printed at the end, for the record).
 std::map<std::string, double> g_worst;
@@ -224,11 +225,13 @@ private slots:
         }
     }
     void gqaRatiosAndHeadDims() {
-        for (int64_t ratio : {1, 4, 8})
+        // Query heads per KV head 1, 4, 8, and 3 and 16 (not a divisor / a multiple of the
+        // kernel's 8-row groups).
+        for (auto [H, KV] : {std::pair<int64_t, int64_t>{8, 8}, {8, 2}, {8, 1}, {6, 2}, {16, 1}})
             for (int64_t hd : {64, 80, 128}) {
                 Case c;
-                c.H = 8, c.KV = 8 / ratio, c.hd = hd, c.nTok = 20, c.pos0 = 100;
-                c.seed = uint64_t(ratio * 1000 + hd);
+                c.H = H, c.KV = KV, c.hd = hd, c.nTok = 20, c.pos0 = 100;
+                c.seed = uint64_t(H * 1000 + KV * 100 + hd);
                 checkAllIsas(c);
                 Case d = c;
                 d.nTok = 1, d.pos0 = 1100;
@@ -236,7 +239,7 @@ private slots:
             }
     }
     void isasAgreeWithPortable() {
-        // Every vector level within 1e-5 of the portable reference path (not bit-identical: the
+        // Every vector level within 3e-6 of the portable reference path (not bit-identical: the
         // vector exp differs from std::exp in the last bits, and FMA rounds once).
         Case c;
         c.nTok = 64, c.pos0 = 700, c.H = 8, c.KV = 2, c.hd = 80, c.window = 500, c.softcap = 30;
@@ -250,7 +253,7 @@ private slots:
             double d = 0;
             for (size_t i = 0; i < out.size(); ++i)
                 d = std::max(d, double(std::abs(out[i] - ref[i])));
-            QVERIFY2(d < 1e-5, qPrintable(QString("%1: %2").arg(kernels::isaName(isa)).arg(d)));
+            QVERIFY2(d < 3e-6, qPrintable(QString("%1: %2").arg(kernels::isaName(isa)).arg(d)));
         }
     }
     void batchAndThreadInvariance() {

@@ -68,8 +68,12 @@ inline float transformScore(float s, float rel, const RowScore& rs) {
 /// The instruction-set kernels of one chunk. Layouts: kt [hd][kChunk] (K transposed), s [row]
 /// [kChunk] (scores, then probabilities), acc [row][hd].
 struct Kern {
-    /// kt[d][j] = k[j*ldk + d] for j < nk; zero for nk <= j < nk rounded up to 16.
-    void (*transpose)(const float* k, int64_t ldk, int64_t nk, int64_t hd, float* kt);
+    /// kt[d][j] = k[j*ldk + d] for j < nk; zero for nk <= j < nk rounded up to 16. As it reads a
+    /// line of K, it prefetches the same line of the next chunk's K and of this chunk's V (v, same
+    /// row stride): the rows of a KV head are strided in the cache, which the hardware
+    /// prefetchers follow poorly.
+    void (*transpose)(const float* k, const float* v, int64_t ldk, int64_t nk, int64_t hd,
+                      float* kt);
     /// s[r][c] = q[r] . kt[:, c] for r < nr (<= kGroup), c in [c0, c1) (multiples of 16), each
     /// a sequential sum over d.
     void (*scores)(const float* const* q, int nr, const float* kt, int64_t hd, int64_t c0,
@@ -90,10 +94,16 @@ inline int64_t roundUp16(int64_t x) {
 // ---------------------------------------------------------------------------------------------
 // Portable kernels (the reference the vector levels are tested against).
 
-void transposeGeneric(const float* k, int64_t ldk, int64_t nk, int64_t hd, float* kt) {
+void transposeGeneric(const float* k, const float* v, int64_t ldk, int64_t nk, int64_t hd,
+                      float* kt) {
     const int64_t nkp = roundUp16(nk);
-    for (int64_t j = 0; j < nk; ++j)
+    for (int64_t j = 0; j < nk; ++j) {
+        for (int64_t d = 0; d < hd; d += 16) {
+            __builtin_prefetch(k + (j + kChunk) * ldk + d); // prefetches never fault
+            __builtin_prefetch(v + j * ldk + d);
+        }
         for (int64_t d = 0; d < hd; ++d) kt[d * kChunk + j] = k[j * ldk + d];
+    }
     for (int64_t d = 0; d < hd; ++d)
         for (int64_t j = nk; j < nkp; ++j) kt[d * kChunk + j] = 0.0f;
 }
@@ -210,7 +220,8 @@ LCW_AVX2 inline __m256 laneMaskAvx2(int64_t j, int64_t a, int64_t b) {
     return _mm256_castsi256_ps(_mm256_and_si256(lo, hi));
 }
 
-LCW_AVX2 void transposeAvx2(const float* k, int64_t ldk, int64_t nk, int64_t hd, float* kt) {
+LCW_AVX2 void transposeAvx2(const float* k, const float* v, int64_t ldk, int64_t nk, int64_t hd,
+                            float* kt) {
     const int64_t nkp = roundUp16(nk);
     for (int64_t j0 = 0; j0 < nkp; j0 += 8)
         for (int64_t d0 = 0; d0 < hd; d0 += 8) {
@@ -221,7 +232,15 @@ LCW_AVX2 void transposeAvx2(const float* k, int64_t ldk, int64_t nk, int64_t hd,
             const float* src = k + j0 * ldk + d0;
             if (j0 + 8 <= nk && nd == 8) { // the common case: no branch per row, plain loads
 #pragma GCC unroll 8
-                for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * ldk);
+                for (int i = 0; i < 8; ++i) {
+                    r[i] = _mm256_loadu_ps(src + i * ldk);
+                    if (d0 % 16 == 0) { // once per 64-byte line (prefetches never fault)
+                        _mm_prefetch(reinterpret_cast<const char*>(src + (i + kChunk) * ldk),
+                                     _MM_HINT_T0);
+                        _mm_prefetch(reinterpret_cast<const char*>(v + (j0 + i) * ldk + d0),
+                                     _MM_HINT_T0);
+                    }
+                }
             } else {
                 for (int i = 0; i < 8; ++i)
                     r[i] = j0 + i < nk ? _mm256_maskload_ps(src + i * ldk, m) : _mm256_setzero_ps();
@@ -454,7 +473,8 @@ inline __mmask16 laneMask512(int64_t j, int64_t a, int64_t b) {
     return __mmask16(((1u << hi) - 1u) & ~((1u << lo) - 1u));
 }
 
-LCW_AVX512 void transpose512(const float* k, int64_t ldk, int64_t nk, int64_t hd, float* kt) {
+LCW_AVX512 void transpose512(const float* k, const float* v, int64_t ldk, int64_t nk, int64_t hd,
+                             float* kt) {
     const int64_t nkp = roundUp16(nk);
     for (int64_t j0 = 0; j0 < nkp; j0 += 16)
         for (int64_t d0 = 0; d0 < hd; d0 += 16) {
@@ -464,7 +484,14 @@ LCW_AVX512 void transpose512(const float* k, int64_t ldk, int64_t nk, int64_t hd
             const float* src = k + j0 * ldk + d0;
             if (j0 + 16 <= nk) { // the common case without a branch per row
 #pragma GCC unroll 16
-                for (int i = 0; i < 16; ++i) r[i] = _mm512_maskz_loadu_ps(m, src + i * ldk);
+                for (int i = 0; i < 16; ++i) {
+                    r[i] = _mm512_maskz_loadu_ps(m, src + i * ldk);
+                    // (prefetches never fault)
+                    _mm_prefetch(reinterpret_cast<const char*>(src + (i + kChunk) * ldk),
+                                 _MM_HINT_T0);
+                    _mm_prefetch(reinterpret_cast<const char*>(v + (j0 + i) * ldk + d0),
+                                 _MM_HINT_T0);
+                }
             } else {
                 for (int i = 0; i < 16; ++i)
                     r[i] =
@@ -721,18 +748,12 @@ void superChunk(const Problem& P, Scratch& w, int64_t kvh, int64_t blk, int64_t 
     int64_t ra[kGroup], rb[kGroup];
     const float* kBase = P.k + kvh * hd;
     const float* vBase = P.v + kvh * hd;
-    // The rows of a KV head are strided in the cache, which the hardware prefetchers follow
-    // poorly: ask for this chunk's V rows (read after the scores) and the next chunk's K rows.
-    const auto prefetchRows = [&](const float* base, int64_t j0, int64_t j1) {
-        for (int64_t j = j0; j < j1; ++j)
-            for (int64_t d = 0; d < hd; d += 16) __builtin_prefetch(base + j * P.kvDim + d);
-    };
-    if (cFrom < cTo) prefetchRows(kBase, cFrom * kChunk, std::min(keyHi, (cFrom + 1) * kChunk));
+    // The first chunk's K rows (the transposition prefetches the next ones as it goes).
+    for (int64_t j = cFrom * kChunk; j < std::min(keyHi, (cFrom + 1) * kChunk); ++j)
+        for (int64_t d = 0; d < hd; d += 16) __builtin_prefetch(kBase + j * P.kvDim + d);
     for (int64_t c = cFrom; c < cTo; ++c) {
         const int64_t cs = c * kChunk, nk = std::min(kChunk, keyHi - cs);
-        prefetchRows(vBase, cs, cs + nk);
-        if (c + 1 < cTo) prefetchRows(kBase, cs + kChunk, std::min(keyHi, cs + 2 * kChunk));
-        kn.transpose(kBase + cs * P.kvDim, P.kvDim, nk, hd, w.kt.data());
+        kn.transpose(kBase + cs * P.kvDim, vBase + cs * P.kvDim, P.kvDim, nk, hd, w.kt.data());
         for (int64_t g0 = 0; g0 < rows; g0 += kGroup) {
             const int nr = int(std::min<int64_t>(kGroup, rows - g0));
             int64_t lo = kChunk, hi = 0;
