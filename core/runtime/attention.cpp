@@ -159,6 +159,17 @@ void pvGeneric(const float* s, int nr, const float* v, int64_t ldv, int64_t hd, 
 
 constexpr Kern kGeneric = {transposeGeneric, scoresGeneric, expRowGeneric, pvGeneric};
 
+/// Kern::pv for up to 4 rows at a time (Rows[n - 1] handles n rows).
+using PvRows = void (*)(const float* s, const float* v, int64_t ldv, int64_t hd, int64_t j0,
+                        int64_t j1, const float* fa, const float* fb, float* acc);
+template <const PvRows* Rows>
+void pvInRowTiles(const float* s, int nr, const float* v, int64_t ldv, int64_t hd, int64_t j0,
+                  int64_t j1, const float* fa, const float* fb, float* acc) {
+    for (int r = 0; r < nr; r += 4)
+        Rows[std::min(4, nr - r) - 1](s + r * kChunk, v, ldv, hd, j0, j1, fa + r, fb + r,
+                                      acc + r * hd);
+}
+
 #if LCW_X86
 // ---------------------------------------------------------------------------------------------
 // AVX2 + FMA kernels (8 lanes).
@@ -408,16 +419,9 @@ LCW_AVX2 void pvRowsAvx2(const float* s, const float* v, int64_t ldv, int64_t hd
     }
 }
 
-LCW_AVX2 void pvAvx2(const float* s, int nr, const float* v, int64_t ldv, int64_t hd, int64_t j0,
-                     int64_t j1, const float* fa, const float* fb, float* acc) {
-    constexpr decltype(&pvRowsAvx2<1>) rows[] = {pvRowsAvx2<1>, pvRowsAvx2<2>, pvRowsAvx2<3>,
-                                                 pvRowsAvx2<4>};
-    for (int r = 0; r < nr; r += 4)
-        rows[std::min(4, nr - r) - 1](s + r * kChunk, v, ldv, hd, j0, j1, fa + r, fb + r,
-                                      acc + r * hd);
-}
+constexpr PvRows kPvRowsAvx2[] = {pvRowsAvx2<1>, pvRowsAvx2<2>, pvRowsAvx2<3>, pvRowsAvx2<4>};
 
-constexpr Kern kAvx2 = {transposeAvx2, scoresAvx2, expRowAvx2, pvAvx2};
+constexpr Kern kAvx2 = {transposeAvx2, scoresAvx2, expRowAvx2, pvInRowTiles<kPvRowsAvx2>};
 
 // ---------------------------------------------------------------------------------------------
 // AVX-512 kernels (16 lanes).
@@ -652,16 +656,9 @@ LCW_AVX512 void pvRows512(const float* s, const float* v, int64_t ldv, int64_t h
     }
 }
 
-LCW_AVX512 void pv512(const float* s, int nr, const float* v, int64_t ldv, int64_t hd, int64_t j0,
-                      int64_t j1, const float* fa, const float* fb, float* acc) {
-    constexpr decltype(&pvRows512<1>) rows[] = {pvRows512<1>, pvRows512<2>, pvRows512<3>,
-                                                pvRows512<4>};
-    for (int r = 0; r < nr; r += 4)
-        rows[std::min(4, nr - r) - 1](s + r * kChunk, v, ldv, hd, j0, j1, fa + r, fb + r,
-                                      acc + r * hd);
-}
+constexpr PvRows kPvRows512[] = {pvRows512<1>, pvRows512<2>, pvRows512<3>, pvRows512<4>};
 
-constexpr Kern kAvx512 = {transpose512, scores512, expRow512, pv512};
+constexpr Kern kAvx512 = {transpose512, scores512, expRow512, pvInRowTiles<kPvRows512>};
 #pragma GCC diagnostic pop
 #endif
 
