@@ -1,10 +1,13 @@
 // Tests of the attention kernels (core/runtime/attention.cpp): every instruction-set level against
 // a straightforward double-precision softmax(q.k) v for causal prefill, long-context decode,
 // sliding windows, soft-capping, ALiBi in both orders, GQA ratios and head sizes; results that do
-// not depend on the batch or the thread count; bounded scratch memory at a 4096-token context;
-// and the speed of prefill and decode at a TinyLlama-like head shape.
+// not depend on the batch or the thread count (kernel and whole model: decode == prefill, bit for
+// bit); bounded scratch memory at a 4096-token context; and the speed of prefill and decode at a
+// TinyLlama-like head shape.
 #include "core/common/error.h"
+#include "core/model/model.h"
 #include "core/runtime/kernels.h"
+#include "core/runtime/session.h"
 #include "test_util.h"
 
 #include <algorithm>
@@ -288,6 +291,28 @@ private slots:
                 QVERIFY2(same(seg.data(), all1.data() + t0 * row, n * row),
                          qPrintable(kernels::isaName(isa) + (" segment " + c.describe())));
             }
+        }
+    }
+    void modelDecodeEqualsPrefillExactly() {
+        // The whole model (the bundled stories260K: 8 heads over 4 KV heads): logits of a
+        // prefill in batches of 64 and of token-by-token decoding are bit-identical (the linear
+        // kernels are batch-invariant too).
+        auto m = Model::load(lcwtest::demoModelPath());
+        std::vector<int32_t> ids;
+        for (int i = 0; i < 150; ++i) ids.push_back((i * 37 + 11) % 500 + 1);
+        for (auto isa : kernels::supportedIsas()) {
+            IsaGuard guard;
+            kernels::setIsa(isa);
+            Session s(*m, {.contextLength = 256, .threads = 2, .batchSize = 64});
+            std::vector<float> all, one, stepwise;
+            s.forward(ids, all, true);
+            s.reset();
+            for (int32_t id : ids) {
+                const int32_t x[1] = {id};
+                s.forward(x, one, false);
+                stepwise.insert(stepwise.end(), one.begin(), one.end());
+            }
+            QVERIFY2(all == stepwise, kernels::isaName(isa));
         }
     }
     void scratchStaysSmall() {
