@@ -138,7 +138,7 @@ void applyRope(float* x, int64_t nTok, int64_t ld, int64_t nHeads, int64_t headD
 /// Causal attention of nTok queries at positions pos0.. against the cache rows 0..pos0+nTok-1.
 /// q: [nTok, nHeads*headDim] (ld ldq); kCache/vCache: [ctx, nKvHeads*headDim];
 /// out: [nTok, nHeads*headDim] (ld ldo). window > 0: each query sees only the last `window`
-/// positions (itself included). Flash-style (online softmax over 64-key chunks, no score row over
+/// positions (itself included). Flash-style (online softmax over 128-key chunks, no score row over
 /// the context); parallel over KV heads and query blocks, and over the key range when there are
 /// few queries (decode). A query's output is bit-identical whatever the batch it is part of and
 /// the thread count (at one instruction-set level). Throws ArgumentError unless nHeads is a
