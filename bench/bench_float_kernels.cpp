@@ -4,6 +4,7 @@
 // each is the best of --reps repetitions (the best run is the one least disturbed by other
 // processes on a shared machine).
 //   bench_float_kernels [--threads T] [--reps R] [--n N] [--rows R] [--tokens T1,T2,...]
+//                       [--only-tile 1]   (peak, bandwidth and the one-thread tile GEMM only)
 #include "core/runtime/kernels.h"
 #include "core/runtime/simd.h"
 
@@ -47,8 +48,10 @@ void emit(nlohmann::json j) {
 #if LCW_X86
 // 12 independent multiply-add chains: enough to cover the FMA latency on two pipes.
 #define LCW_FMA_PEAK(V, SET1, FMA, LANES)                                                          \
-    V a0 = SET1(1.0f), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0, a8 = a0,     \
-      a9 = a0, a10 = a0, a11 = a0;                                                                 \
+    /* distinct starting values: identical chains would be merged by the compiler */               \
+    V a0 = SET1(1.0f), a1 = SET1(1.01f), a2 = SET1(1.02f), a3 = SET1(1.03f), a4 = SET1(1.04f),     \
+      a5 = SET1(1.05f), a6 = SET1(1.06f), a7 = SET1(1.07f), a8 = SET1(1.08f), a9 = SET1(1.09f),    \
+      a10 = SET1(1.1f), a11 = SET1(1.11f);                                                         \
     const V b = SET1(0.999999f), c = SET1(1e-7f);                                                  \
     const double t0 = now();                                                                       \
     for (long i = 0; i < iters; ++i) {                                                             \
@@ -125,6 +128,7 @@ int main(int argc, char** argv) {
     int threads = omp_get_max_threads(), reps = 5;
     int64_t n = 2048, rows = 5632;
     std::vector<int64_t> tokens = {1, 64, 512};
+    bool onlyTile = false;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!std::strcmp(argv[i], "--threads"))
             threads = std::atoi(argv[i + 1]);
@@ -134,6 +138,8 @@ int main(int argc, char** argv) {
             n = std::atoll(argv[i + 1]);
         else if (!std::strcmp(argv[i], "--rows"))
             rows = std::atoll(argv[i + 1]);
+        else if (!std::strcmp(argv[i], "--only-tile"))
+            onlyTile = std::atoi(argv[i + 1]) != 0;
         else if (!std::strcmp(argv[i], "--tokens")) {
             tokens.clear();
             for (const char* p = argv[i + 1]; *p;) {
@@ -148,15 +154,15 @@ int main(int argc, char** argv) {
         float sink = 0;
         const bool has512 = kernels::isaSupported(kernels::Isa::Avx512);
         double p512 = 0, p256 = 0;
-        for (int i = 0; i < reps; ++i) {
-            if (has512) p512 = std::max(p512, peak512(20000000, &sink));
-            p256 = std::max(p256, peak256(20000000, &sink));
+        for (int i = 0; i < 50 * reps; ++i) {
+            if (has512) p512 = std::max(p512, peak512(100000, &sink));
+            p256 = std::max(p256, peak256(100000, &sink));
         }
         peakCore = std::max(p512, p256);
         if (has512)
             emit({{"metric", "fma_peak_gflops_per_core"}, {"isa", "avx512"}, {"value", p512}});
         emit({{"metric", "fma_peak_gflops_per_core"}, {"isa", "avx2"}, {"value", p256}});
-        const int64_t bn = int64_t(1) << 27; // 512 MiB
+        const int64_t bn = int64_t(1) << 26; // 256 MiB
         kernels::FloatBuffer big(size_t(bn), 1.0f);
         for (int t : {1, threads}) {
             const double bw = readBandwidth(big.data(), bn, t, reps);
@@ -167,6 +173,63 @@ int main(int argc, char** argv) {
     }
 #endif
     std::mt19937 rng(1);
+    // The prefill kernel alone, one thread, on a float tile shaped as linear() hands it over (R
+    // rows of n inputs, ~256 KiB): short calls, best of many, so a quiet time slice decides.
+    for (auto [tn, tr] : {std::pair<int64_t, int64_t>{2048, 32}, {5632, 8}}) {
+        for (int64_t T : tokens) {
+            if (T < 4) continue;
+            kernels::FloatBuffer w(size_t(tr * tn), 0.25f), x(size_t(T * tn), 0.5f),
+                y(size_t(T * tr));
+            for (kernels::Isa isa : kernels::supportedIsas()) {
+                kernels::setIsa(isa);
+                const double sec = bestSeconds(10 * reps, [&] {
+                    kernels::gemmNT(w.data(), tn, tr, x.data(), tn, T, y.data(), tr, tn);
+                });
+                const double gflops = 2.0 * double(tr * tn * T) / sec / 1e9;
+                emit({{"metric", "gemm_tile_gflops_one_thread"},
+                      {"isa", kernels::isaName(isa)},
+                      {"rows", tr},
+                      {"cols", tn},
+                      {"tokens", T},
+                      {"value", gflops},
+                      {"fraction_of_peak", peakCore > 0 ? gflops / peakCore : 0.0}});
+            }
+            kernels::setIsa(kernels::Isa::Auto);
+        }
+    }
+    // F16 / BF16 weights: converting the tile to floats first (linear() for 4+ tokens) against
+    // the fused product (converts inside the loop; linear() for 1..3 tokens).
+    for (DType dt : {DType::F16, DType::BF16}) {
+        const int64_t tn = 2048, tr = 32;
+        Weight w = makeWeight(dt, tr, tn, rng);
+        const auto* w16 = reinterpret_cast<const uint16_t*>(w.view.data);
+        kernels::FloatBuffer tile(size_t(tr * tn)), x(size_t(512 * tn), 0.5f), y(size_t(512 * tr));
+        for (int64_t T : tokens) {
+            for (kernels::Isa isa : kernels::supportedIsas()) {
+                if (isa == kernels::Isa::Generic) continue;
+                kernels::setIsa(isa);
+                const double conv = bestSeconds(10 * reps, [&] {
+                    kernels::dequantizeRows(w.view, 0, tr, tile.data());
+                    kernels::gemmNT(tile.data(), tn, tr, x.data(), tn, T, y.data(), tr, tn);
+                });
+                const double fused = bestSeconds(10 * reps, [&] {
+                    kernels::detail::gemmNT16(dt == DType::BF16, w16, tn, tr, x.data(), tn, T,
+                                              y.data(), tr, tn);
+                });
+                const double flop = 2.0 * double(tr * tn * T);
+                emit({{"metric", "half_tile_gflops_one_thread"},
+                      {"isa", kernels::isaName(isa)},
+                      {"dtype", dtypeName(dt)},
+                      {"rows", tr},
+                      {"cols", tn},
+                      {"tokens", T},
+                      {"converted", flop / conv / 1e9},
+                      {"fused", flop / fused / 1e9}});
+            }
+            kernels::setIsa(kernels::Isa::Auto);
+        }
+    }
+    if (onlyTile) return 0;
     // Decode: enough weight rows that one pass (~256 MiB) leaves the caches behind.
     for (DType dt : {DType::F32, DType::F16, DType::BF16}) {
         const int64_t es = dt == DType::F32 ? 4 : 2;

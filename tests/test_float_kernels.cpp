@@ -117,9 +117,11 @@ class TestFloatKernels : public QObject {
 private slots:
     void gemmNTAgainstDoubleAndPortable() {
         std::mt19937_64 rng(11);
-        const Case cases[] = {{1, 3, 1},   {7, 5, 2},    {15, 4, 3},  {16, 9, 4},
-                              {17, 8, 5},  {31, 13, 6},  {33, 1, 7},  {64, 12, 13},
-                              {100, 3, 8}, {257, 17, 9}, {511, 8, 1}, {2048, 4, 2}};
+        const Case cases[] = {
+            {1, 3, 1},   {7, 5, 2},    {15, 4, 3},    {16, 9, 4},  {17, 8, 5},
+            {31, 13, 6}, {33, 1, 7},   {64, 12, 13},  {100, 3, 8}, {257, 17, 9},
+            {511, 8, 1}, {2048, 4, 2}, {2085, 70, 13}}; // the last: AVX-512 input and row blocks of
+                                                        // floats
         for (DType dt : {DType::F32, DType::F16, DType::BF16}) {
             for (const Case& c : cases) {
                 const int mis = int(c.n % 3); // 0, 1 or 2 elements off a 64-byte boundary
@@ -183,8 +185,8 @@ private slots:
         // uses the first for few tokens and the second for batches).
         std::mt19937_64 rng(12);
         for (DType dt : {DType::F32, DType::F16, DType::BF16}) {
-            for (int64_t n : {5, 16, 23, 48, 130}) {
-                const int64_t rows = 19, T = 14;
+            for (int64_t n : {5, 16, 23, 48, 130, 1601, 3100}) {
+                const int64_t rows = n > 1000 ? 67 : 19, T = 14;
                 const StoredRows w = makeRows(rng, dt, rows, n, 1);
                 const Acts x = makeActs(rng, T * n, 3);
                 for (auto isa : kernels::supportedIsas()) {

@@ -27,6 +27,7 @@
 #include <optional>
 #include <span>
 #include <string_view>
+#include <type_traits>
 
 namespace lcw::kernels {
 
@@ -214,21 +215,32 @@ LCW_AVX2 void f16RowAvx2(const uint16_t* src, float* dst, int64_t n) {
 
 // ---------------------------------------------------------------------------------------------
 // AVX-512: MT tokens x MR weight rows, 16 partial sums per output element (one zmm), the last
-// partial vector of a row loaded under a mask (masked lanes read nothing and add 0).
+// partial vector of a row loaded under a mask (masked lanes read nothing and add 0). The inputs
+// [k0, k1) of a longer product: the 16 partial sums start from `part` unless k0 == 0 and go back
+// there unless k1 reaches n, where they are reduced into y. Spilling them between blocks changes
+// no bit, so a blocked product equals an unblocked one.
 template <int MT, int MR, class WL>
 LCW_AVX512 inline void microAvx512(const typename WL::T* w, int64_t ldw, const float* x,
-                                   int64_t ldx, float* y, int64_t ldy, int64_t n) {
+                                   int64_t ldx, int64_t k0, int64_t k1, int64_t n, float* part,
+                                   int64_t ldp, float* y, int64_t ldy) {
     __m512 acc[MT][MR];
     for (int t = 0; t < MT; ++t)
-        for (int r = 0; r < MR; ++r) acc[t][r] = _mm512_setzero_ps();
-    int64_t k = 0;
-    for (; k + 16 <= n; k += 16) {
+        for (int r = 0; r < MR; ++r)
+            acc[t][r] = k0 == 0 ? _mm512_setzero_ps() : _mm512_load_ps(part + (t * ldp + r) * 16);
+    const int64_t kEnd = std::min(k1, n) & ~int64_t(15);
+    int64_t k = k0;
+    for (; k < kEnd; k += 16) {
         __m512 xv[MT];
         for (int t = 0; t < MT; ++t) xv[t] = _mm512_loadu_ps(x + t * ldx + k);
         for (int r = 0; r < MR; ++r) {
             const __m512 wv = WL::load16(w + r * ldw + k);
             for (int t = 0; t < MT; ++t) acc[t][r] = _mm512_fmadd_ps(xv[t], wv, acc[t][r]);
         }
+    }
+    if (k1 < n) {
+        for (int t = 0; t < MT; ++t)
+            for (int r = 0; r < MR; ++r) _mm512_store_ps(part + (t * ldp + r) * 16, acc[t][r]);
+        return;
     }
     if (k < n) {
         const __mmask16 m = laneMask16(n - k);
@@ -243,44 +255,80 @@ LCW_AVX512 inline void microAvx512(const typename WL::T* w, int64_t ldw, const f
         for (int r = 0; r < MR; ++r) y[t * ldy + r] = hsum16(acc[t][r]);
 }
 
+// Inputs per block of the blocked product: the MT token rows of one block (6 x 4 KiB) stay in L1
+// while the weight rows stream from L2.
+constexpr int64_t kAvx512KBlock = 1024;
+// Weight rows per row block: bounds the partial sums (6 x 64 x 64 B = 24 KiB).
+constexpr int64_t kAvx512RowBlock = 64;
+
+// MT tokens against nRows rows (nRows <= kAvx512RowBlock when the inputs are blocked), inputs in
+// blocks of kc (a multiple of 16), the partial sums of the block in `part`.
 template <int MT, class WL>
 LCW_AVX512 void rowsAvx512(const typename WL::T* w, int64_t ldw, int64_t nRows, const float* x,
-                           int64_t ldx, float* y, int64_t ldy, int64_t n) {
+                           int64_t ldx, float* y, int64_t ldy, int64_t n, int64_t kc, float* part) {
     // MT*MR accumulators + MT input vectors + 1 weight vector fit the 32 zmm registers. Few
     // tokens (decode) take 8 rows at a time: more independent weight streams in flight.
     constexpr int MR = MT <= 3 ? 8 : 4;
-    int64_t r = 0;
-    for (; r + MR <= nRows; r += MR)
-        microAvx512<MT, MR, WL>(w + r * ldw, ldw, x, ldx, y + r, ldy, n);
-    if constexpr (MR > 4)
-        for (; r + 4 <= nRows; r += 4)
-            microAvx512<MT, 4, WL>(w + r * ldw, ldw, x, ldx, y + r, ldy, n);
-    for (; r < nRows; ++r) microAvx512<MT, 1, WL>(w + r * ldw, ldw, x, ldx, y + r, ldy, n);
+    for (int64_t k0 = 0; k0 < n || k0 == 0; k0 += kc) {
+        const int64_t k1 = k0 + kc;
+        int64_t r = 0;
+        for (; r + MR <= nRows; r += MR)
+            microAvx512<MT, MR, WL>(w + r * ldw, ldw, x, ldx, k0, k1, n, part + r * 16, nRows,
+                                    y + r, ldy);
+        if constexpr (MR > 4)
+            for (; r + 4 <= nRows; r += 4)
+                microAvx512<MT, 4, WL>(w + r * ldw, ldw, x, ldx, k0, k1, n, part + r * 16, nRows,
+                                       y + r, ldy);
+        for (; r < nRows; ++r)
+            microAvx512<MT, 1, WL>(w + r * ldw, ldw, x, ldx, k0, k1, n, part + r * 16, nRows, y + r,
+                                   ldy);
+    }
 }
 
-// Blocks of 6 tokens (24 accumulators per 4 rows: 10 loads per 24 multiply-adds) while the weight
-// rows stream from L2; the remaining 1..5 tokens in one narrower block.
+// Blocks of 6 tokens (24 accumulators per 4 rows: 10 loads per 24 multiply-adds), the remaining
+// 1..5 tokens in one narrower block. From 6 tokens on, long float rows are cut into input blocks
+// (see kAvx512KBlock) within row blocks; fewer tokens (decode) read each row in one pass.
 template <class WL>
 LCW_AVX512 void gemmAvx512(const typename WL::T* w, int64_t ldw, int64_t nRows, const float* x,
                            int64_t ldx, int64_t nTok, float* y, int64_t ldy, int64_t n) {
     constexpr int kTok = 6;
-    int64_t t = 0;
-    for (; t + kTok <= nTok; t += kTok)
-        rowsAvx512<kTok, WL>(w, ldw, nRows, x + t * ldx, ldx, y + t * ldy, ldy, n);
-    x += t * ldx, y += t * ldy;
-    switch (nTok - t) {
-    case 1:
-        return rowsAvx512<1, WL>(w, ldw, nRows, x, ldx, y, ldy, n);
-    case 2:
-        return rowsAvx512<2, WL>(w, ldw, nRows, x, ldx, y, ldy, n);
-    case 3:
-        return rowsAvx512<3, WL>(w, ldw, nRows, x, ldx, y, ldy, n);
-    case 4:
-        return rowsAvx512<4, WL>(w, ldw, nRows, x, ldx, y, ldy, n);
-    case 5:
-        return rowsAvx512<5, WL>(w, ldw, nRows, x, ldx, y, ldy, n);
-    default:
-        return;
+    // Only float rows gain from it (measured); 16-bit rows are half the bytes to stream.
+    const bool blocked = std::is_same_v<typename WL::T, float> && nTok >= kTok &&
+                         n > kAvx512KBlock + kAvx512KBlock / 2;
+    const int64_t kc = blocked ? kAvx512KBlock : std::max<int64_t>(n, 16);
+    const int64_t rowBlock = blocked ? kAvx512RowBlock : std::max<int64_t>(nRows, 1);
+    thread_local FloatBuffer part;
+    if (blocked && part.size() < size_t(kTok * kAvx512RowBlock * 16))
+        part.resize(size_t(kTok * kAvx512RowBlock * 16));
+    for (int64_t r0 = 0; r0 < nRows; r0 += rowBlock) {
+        const int64_t rows = std::min(rowBlock, nRows - r0);
+        const auto* wb = w + r0 * ldw;
+        int64_t t = 0;
+        for (; t + kTok <= nTok; t += kTok)
+            rowsAvx512<kTok, WL>(wb, ldw, rows, x + t * ldx, ldx, y + t * ldy + r0, ldy, n, kc,
+                                 part.data());
+        const float* xt = x + t * ldx;
+        float* yt = y + t * ldy + r0;
+        float* p = part.data();
+        switch (nTok - t) {
+        case 1:
+            rowsAvx512<1, WL>(wb, ldw, rows, xt, ldx, yt, ldy, n, kc, p);
+            break;
+        case 2:
+            rowsAvx512<2, WL>(wb, ldw, rows, xt, ldx, yt, ldy, n, kc, p);
+            break;
+        case 3:
+            rowsAvx512<3, WL>(wb, ldw, rows, xt, ldx, yt, ldy, n, kc, p);
+            break;
+        case 4:
+            rowsAvx512<4, WL>(wb, ldw, rows, xt, ldx, yt, ldy, n, kc, p);
+            break;
+        case 5:
+            rowsAvx512<5, WL>(wb, ldw, rows, xt, ldx, yt, ldy, n, kc, p);
+            break;
+        default:
+            break;
+        }
     }
 }
 
