@@ -1,9 +1,12 @@
 // CPU float kernels. The binary targets baseline x86-64 (no -march), so the hot dot products exist
 // in several versions: portable code and instruction-set paths compiled with function-level target
-// attributes (simd.h) and chosen at run time from the CPU's features (activeIsa()). Both accumulate
-// every output element in the same order (8 interleaved partial sums, fixed reduction), whatever
-// the number of tokens in the call, so decoding one token at a time gives bit-identical results to
-// a batched prefill.
+// attributes (simd.h) and chosen at run time from the CPU's features (activeIsa()). Within one
+// level every output element is accumulated in the same order whatever the number of tokens in
+// the call and whatever the weights' storage (F32, F16 and BF16 convert exactly), so decoding one
+// token at a time gives bit-identical results to a batched prefill:
+//   portable and AVX2: 8 partial sums, lane l takes the products k = l (mod 8) in increasing k;
+//   AVX-512: 16 partial sums, lane l takes k = l (mod 16), in increasing k (fused multiply-add);
+// each level then reduces its partial sums in one fixed order (microGeneric, hsum8, hsum16).
 #include "core/runtime/kernels.h"
 
 #include "core/common/error.h"
@@ -24,6 +27,7 @@
 #include <optional>
 #include <span>
 #include <string_view>
+#include <type_traits>
 
 namespace lcw::kernels {
 
@@ -34,20 +38,38 @@ namespace {
 std::atomic<Isa> g_forced{Isa::Auto};
 
 // ---------------------------------------------------------------------------------------------
-// Portable micro-kernel: MT tokens x MR weight rows, 8 partial sums per output element.
-template <int MT, int MR>
-inline void microGeneric(const float* w, int64_t ldw, const float* x, int64_t ldx, float* y,
-                         int64_t ldy, int64_t n) {
+// Portable micro-kernel: MT tokens x MR weight rows, 8 partial sums per output element. The weight
+// loaders (scalar: F32 as is, F16 and BF16 converted exactly) let one kernel serve every storage.
+struct SF32 {
+    using T = float;
+    static float at(const T* p) { return *p; }
+};
+struct SF16 {
+    using T = uint16_t;
+    static float at(const T* p) { return f16ToF32(*p); }
+};
+struct SBF16 {
+    using T = uint16_t;
+    static float at(const T* p) { return bf16ToF32(*p); }
+};
+
+template <int MT, int MR, class WL>
+inline void microGeneric(const typename WL::T* w, int64_t ldw, const float* x, int64_t ldx,
+                         float* y, int64_t ldy, int64_t n) {
     float acc[MT][MR][8] = {};
     int64_t k = 0;
     for (; k + 8 <= n; k += 8) {
-        for (int t = 0; t < MT; ++t)
-            for (int r = 0; r < MR; ++r)
-                for (int l = 0; l < 8; ++l) acc[t][r][l] += x[t * ldx + k + l] * w[r * ldw + k + l];
+        for (int r = 0; r < MR; ++r)
+            for (int l = 0; l < 8; ++l) {
+                const float wv = WL::at(w + r * ldw + k + l);
+                for (int t = 0; t < MT; ++t) acc[t][r][l] += x[t * ldx + k + l] * wv;
+            }
     }
     for (int l = 0; k + l < n; ++l)
-        for (int t = 0; t < MT; ++t)
-            for (int r = 0; r < MR; ++r) acc[t][r][l] += x[t * ldx + k + l] * w[r * ldw + k + l];
+        for (int r = 0; r < MR; ++r) {
+            const float wv = WL::at(w + r * ldw + k + l);
+            for (int t = 0; t < MT; ++t) acc[t][r][l] += x[t * ldx + k + l] * wv;
+        }
     for (int t = 0; t < MT; ++t)
         for (int r = 0; r < MR; ++r) {
             const float* a = acc[t][r];
@@ -55,20 +77,21 @@ inline void microGeneric(const float* w, int64_t ldw, const float* x, int64_t ld
         }
 }
 
-template <int MT>
-void rowsGeneric(const float* w, int64_t ldw, int64_t nRows, const float* x, int64_t ldx, float* y,
-                 int64_t ldy, int64_t n) {
+template <int MT, class WL>
+void rowsGeneric(const typename WL::T* w, int64_t ldw, int64_t nRows, const float* x, int64_t ldx,
+                 float* y, int64_t ldy, int64_t n) {
     int64_t r = 0;
-    for (; r + 4 <= nRows; r += 4) microGeneric<MT, 4>(w + r * ldw, ldw, x, ldx, y + r, ldy, n);
-    for (; r < nRows; ++r) microGeneric<MT, 1>(w + r * ldw, ldw, x, ldx, y + r, ldy, n);
+    for (; r + 4 <= nRows; r += 4) microGeneric<MT, 4, WL>(w + r * ldw, ldw, x, ldx, y + r, ldy, n);
+    for (; r < nRows; ++r) microGeneric<MT, 1, WL>(w + r * ldw, ldw, x, ldx, y + r, ldy, n);
 }
 
-void gemmGeneric(const float* w, int64_t ldw, int64_t nRows, const float* x, int64_t ldx,
+template <class WL>
+void gemmGeneric(const typename WL::T* w, int64_t ldw, int64_t nRows, const float* x, int64_t ldx,
                  int64_t nTok, float* y, int64_t ldy, int64_t n) {
     int64_t t = 0;
     for (; t + 2 <= nTok; t += 2)
-        rowsGeneric<2>(w, ldw, nRows, x + t * ldx, ldx, y + t * ldy, ldy, n);
-    if (t < nTok) rowsGeneric<1>(w, ldw, nRows, x + t * ldx, ldx, y + t * ldy, ldy, n);
+        rowsGeneric<2, WL>(w, ldw, nRows, x + t * ldx, ldx, y + t * ldy, ldy, n);
+    if (t < nTok) rowsGeneric<1, WL>(w, ldw, nRows, x + t * ldx, ldx, y + t * ldy, ldy, n);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -189,6 +212,189 @@ LCW_AVX2 void f16RowAvx2(const uint16_t* src, float* dst, int64_t n) {
     }
     for (; i < n; ++i) dst[i] = _cvtsh_ss(src[i]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// AVX-512: MT tokens x MR weight rows, 16 partial sums per output element (one zmm), the last
+// partial vector of a row loaded under a mask (masked lanes read nothing and add 0). The inputs
+// [k0, k1) of a longer product: the 16 partial sums start from `part` unless k0 == 0 and go back
+// there unless k1 reaches n, where they are reduced into y. Spilling them between blocks changes
+// no bit, so a blocked product equals an unblocked one.
+template <int MT, int MR, class WL>
+LCW_AVX512 inline void microAvx512(const typename WL::T* w, int64_t ldw, const float* x,
+                                   int64_t ldx, int64_t k0, int64_t k1, int64_t n, float* part,
+                                   int64_t ldp, float* y, int64_t ldy) {
+    __m512 acc[MT][MR];
+    for (int t = 0; t < MT; ++t)
+        for (int r = 0; r < MR; ++r)
+            acc[t][r] = k0 == 0 ? _mm512_setzero_ps() : _mm512_load_ps(part + (t * ldp + r) * 16);
+    const int64_t kEnd = std::min(k1, n) & ~int64_t(15);
+    int64_t k = k0;
+    for (; k < kEnd; k += 16) {
+        __m512 xv[MT];
+        for (int t = 0; t < MT; ++t) xv[t] = _mm512_loadu_ps(x + t * ldx + k);
+        for (int r = 0; r < MR; ++r) {
+            const __m512 wv = WL::load16(w + r * ldw + k);
+            for (int t = 0; t < MT; ++t) acc[t][r] = _mm512_fmadd_ps(xv[t], wv, acc[t][r]);
+        }
+    }
+    if (k1 < n) {
+        for (int t = 0; t < MT; ++t)
+            for (int r = 0; r < MR; ++r) _mm512_store_ps(part + (t * ldp + r) * 16, acc[t][r]);
+        return;
+    }
+    if (k < n) {
+        const __mmask16 m = laneMask16(n - k);
+        __m512 xv[MT];
+        for (int t = 0; t < MT; ++t) xv[t] = _mm512_maskz_loadu_ps(m, x + t * ldx + k);
+        for (int r = 0; r < MR; ++r) {
+            const __m512 wv = WL::load16(w + r * ldw + k, m);
+            for (int t = 0; t < MT; ++t) acc[t][r] = _mm512_fmadd_ps(xv[t], wv, acc[t][r]);
+        }
+    }
+    for (int t = 0; t < MT; ++t)
+        for (int r = 0; r < MR; ++r) y[t * ldy + r] = hsum16(acc[t][r]);
+}
+
+// Inputs per block of the blocked product: the MT token rows of one block (6 x 4 KiB) stay in L1
+// while the weight rows stream from L2.
+constexpr int64_t kAvx512KBlock = 1024;
+// Weight rows per row block: bounds the partial sums (6 x 64 x 64 B = 24 KiB).
+constexpr int64_t kAvx512RowBlock = 64;
+
+// MT tokens against nRows rows (nRows <= kAvx512RowBlock when the inputs are blocked), inputs in
+// blocks of kc (a multiple of 16), the partial sums of the block in `part`.
+template <int MT, class WL>
+LCW_AVX512 void rowsAvx512(const typename WL::T* w, int64_t ldw, int64_t nRows, const float* x,
+                           int64_t ldx, float* y, int64_t ldy, int64_t n, int64_t kc, float* part) {
+    // MT*MR accumulators + MT input vectors + 1 weight vector fit the 32 zmm registers. Few
+    // tokens (decode) take 8 rows at a time: more independent weight streams in flight.
+    constexpr int MR = MT <= 3 ? 8 : 4;
+    for (int64_t k0 = 0; k0 < n || k0 == 0; k0 += kc) {
+        const int64_t k1 = k0 + kc;
+        int64_t r = 0;
+        for (; r + MR <= nRows; r += MR)
+            microAvx512<MT, MR, WL>(w + r * ldw, ldw, x, ldx, k0, k1, n, part + r * 16, nRows,
+                                    y + r, ldy);
+        if constexpr (MR > 4)
+            for (; r + 4 <= nRows; r += 4)
+                microAvx512<MT, 4, WL>(w + r * ldw, ldw, x, ldx, k0, k1, n, part + r * 16, nRows,
+                                       y + r, ldy);
+        for (; r < nRows; ++r)
+            microAvx512<MT, 1, WL>(w + r * ldw, ldw, x, ldx, k0, k1, n, part + r * 16, nRows, y + r,
+                                   ldy);
+    }
+}
+
+// Blocks of 6 tokens (24 accumulators per 4 rows: 10 loads per 24 multiply-adds), the remaining
+// 1..5 tokens in one narrower block. From 6 tokens on, long float rows are cut into input blocks
+// (see kAvx512KBlock) within row blocks; fewer tokens (decode) read each row in one pass.
+template <class WL>
+LCW_AVX512 void gemmAvx512(const typename WL::T* w, int64_t ldw, int64_t nRows, const float* x,
+                           int64_t ldx, int64_t nTok, float* y, int64_t ldy, int64_t n) {
+    constexpr int kTok = 6;
+    // Only float rows gain from it (measured); 16-bit rows are half the bytes to stream.
+    const bool blocked = std::is_same_v<typename WL::T, float> && nTok >= kTok &&
+                         n > kAvx512KBlock + kAvx512KBlock / 2;
+    const int64_t kc = blocked ? kAvx512KBlock : std::max<int64_t>(n, 16);
+    const int64_t rowBlock = blocked ? kAvx512RowBlock : std::max<int64_t>(nRows, 1);
+    thread_local FloatBuffer part;
+    if (blocked && part.size() < size_t(kTok * kAvx512RowBlock * 16))
+        part.resize(size_t(kTok * kAvx512RowBlock * 16));
+    for (int64_t r0 = 0; r0 < nRows; r0 += rowBlock) {
+        const int64_t rows = std::min(rowBlock, nRows - r0);
+        const auto* wb = w + r0 * ldw;
+        int64_t t = 0;
+        for (; t + kTok <= nTok; t += kTok)
+            rowsAvx512<kTok, WL>(wb, ldw, rows, x + t * ldx, ldx, y + t * ldy + r0, ldy, n, kc,
+                                 part.data());
+        const float* xt = x + t * ldx;
+        float* yt = y + t * ldy + r0;
+        float* p = part.data();
+        switch (nTok - t) {
+        case 1:
+            rowsAvx512<1, WL>(wb, ldw, rows, xt, ldx, yt, ldy, n, kc, p);
+            break;
+        case 2:
+            rowsAvx512<2, WL>(wb, ldw, rows, xt, ldx, yt, ldy, n, kc, p);
+            break;
+        case 3:
+            rowsAvx512<3, WL>(wb, ldw, rows, xt, ldx, yt, ldy, n, kc, p);
+            break;
+        case 4:
+            rowsAvx512<4, WL>(wb, ldw, rows, xt, ldx, yt, ldy, n, kc, p);
+            break;
+        case 5:
+            rowsAvx512<5, WL>(wb, ldw, rows, xt, ldx, yt, ldy, n, kc, p);
+            break;
+        default:
+            break;
+        }
+    }
+}
+
+// C = A * B (row-major): broadcast one A element, multiply NV 16-wide segments of a B row; the last
+// segment may be partial (masked). Every C element is a plain k-ordered chain of multiply-adds.
+template <int MR, int NV>
+LCW_AVX512 inline void microNNAvx512(const float* a, int64_t lda, const float* b, int64_t ldb,
+                                     float* c, int64_t ldc, int64_t K, __mmask16 lastMask) {
+    __m512 acc[MR][NV];
+    for (int r = 0; r < MR; ++r)
+        for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < K; ++k) {
+        __m512 bv[NV];
+        for (int v = 0; v < NV - 1; ++v) bv[v] = _mm512_loadu_ps(b + k * ldb + 16 * v);
+        bv[NV - 1] = _mm512_maskz_loadu_ps(lastMask, b + k * ldb + 16 * (NV - 1));
+        for (int r = 0; r < MR; ++r) {
+            const __m512 av = _mm512_set1_ps(a[r * lda + k]);
+            for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
+        }
+    }
+    for (int r = 0; r < MR; ++r) {
+        for (int v = 0; v < NV - 1; ++v) _mm512_storeu_ps(c + r * ldc + 16 * v, acc[r][v]);
+        _mm512_mask_storeu_ps(c + r * ldc + 16 * (NV - 1), lastMask, acc[r][NV - 1]);
+    }
+}
+
+template <int MR>
+LCW_AVX512 void rowsNNAvx512(const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
+                             int64_t ldc, int64_t N, int64_t K) {
+    int64_t j = 0;
+    for (; j + 64 <= N; j += 64)
+        microNNAvx512<MR, 4>(a, lda, b + j, ldb, c + j, ldc, K, laneMask16(16));
+    if (j == N) return;
+    const int64_t rest = N - j; // 1..63
+    const __mmask16 m = laneMask16(rest - 16 * ((rest - 1) / 16));
+    switch ((rest + 15) / 16) {
+    case 1:
+        return microNNAvx512<MR, 1>(a, lda, b + j, ldb, c + j, ldc, K, m);
+    case 2:
+        return microNNAvx512<MR, 2>(a, lda, b + j, ldb, c + j, ldc, K, m);
+    case 3:
+        return microNNAvx512<MR, 3>(a, lda, b + j, ldb, c + j, ldc, K, m);
+    default:
+        return microNNAvx512<MR, 4>(a, lda, b + j, ldb, c + j, ldc, K, m);
+    }
+}
+
+LCW_AVX512 void gemmNNAvx512(const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
+                             int64_t ldc, int64_t M, int64_t N, int64_t K) {
+    int64_t i = 0;
+    for (; i + 6 <= M; i += 6) rowsNNAvx512<6>(a + i * lda, lda, b, ldb, c + i * ldc, ldc, N, K);
+    for (; i + 2 <= M; i += 2) rowsNNAvx512<2>(a + i * lda, lda, b, ldb, c + i * ldc, ldc, N, K);
+    if (i < M) rowsNNAvx512<1>(a + i * lda, lda, b, ldb, c + i * ldc, ldc, N, K);
+}
+
+// One row of F16 or BF16 values (any alignment) to floats.
+template <bool BF16> LCW_AVX512 void halfRowAvx512(const std::byte* src, float* dst, int64_t n) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(dst + i, BF16 ? loadBF16x16(src + 2 * i) : loadF16x16(src + 2 * i));
+    if (i < n) {
+        const __mmask16 m = laneMask16(n - i);
+        _mm512_mask_storeu_ps(dst + i, m,
+                              BF16 ? loadBF16x16(src + 2 * i, m) : loadF16x16(src + 2 * i, m));
+    }
+}
 #endif
 
 void bf16Row(const std::byte* src, float* dst, int64_t n) {
@@ -239,16 +445,23 @@ const CpuFeatures& cpu() {
 
 void gemmNT16(bool bf16, const uint16_t* w, int64_t ldw, int64_t nRows, const float* x, int64_t ldx,
               int64_t nTok, float* y, int64_t ldy, int64_t n) {
+    if (nRows <= 0 || nTok <= 0) return;
 #if LCW_X86
-    if (bf16)
-        gemmAvx2<WBF16>(w, ldw, nRows, x, ldx, nTok, y, ldy, n);
-    else
-        gemmAvx2<WF16>(w, ldw, nRows, x, ldx, nTok, y, ldy, n);
-#else
-    (void)bf16, (void)w, (void)ldw, (void)nRows, (void)x, (void)ldx, (void)nTok, (void)y, (void)ldy,
-        (void)n;
-    throw UnsupportedError("gemmNT16 needs x86-64");
+    switch (activeIsa()) {
+    case Isa::Avx512:
+        return bf16 ? gemmAvx512<WBF16>(w, ldw, nRows, x, ldx, nTok, y, ldy, n)
+                    : gemmAvx512<WF16>(w, ldw, nRows, x, ldx, nTok, y, ldy, n);
+    case Isa::Avx2:
+        return bf16 ? gemmAvx2<WBF16>(w, ldw, nRows, x, ldx, nTok, y, ldy, n)
+                    : gemmAvx2<WF16>(w, ldw, nRows, x, ldx, nTok, y, ldy, n);
+    default:
+        break;
+    }
 #endif
+    if (bf16)
+        gemmGeneric<SBF16>(w, ldw, nRows, x, ldx, nTok, y, ldy, n);
+    else
+        gemmGeneric<SF16>(w, ldw, nRows, x, ldx, nTok, y, ldy, n);
 }
 } // namespace detail
 
@@ -321,16 +534,30 @@ void gemmNT(const float* w, int64_t ldw, int64_t nRows, const float* x, int64_t 
             float* y, int64_t ldy, int64_t n) {
     if (nRows <= 0 || nTok <= 0) return;
 #if LCW_X86
-    if (activeIsa() != Isa::Generic) return gemmAvx2<WF32>(w, ldw, nRows, x, ldx, nTok, y, ldy, n);
+    switch (activeIsa()) {
+    case Isa::Avx512:
+        return gemmAvx512<WF32>(w, ldw, nRows, x, ldx, nTok, y, ldy, n);
+    case Isa::Avx2:
+        return gemmAvx2<WF32>(w, ldw, nRows, x, ldx, nTok, y, ldy, n);
+    default:
+        break;
+    }
 #endif
-    gemmGeneric(w, ldw, nRows, x, ldx, nTok, y, ldy, n);
+    gemmGeneric<SF32>(w, ldw, nRows, x, ldx, nTok, y, ldy, n);
 }
 
 void gemmNN(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
             int64_t M, int64_t N, int64_t K) {
     if (M <= 0 || N <= 0) return;
 #if LCW_X86
-    if (activeIsa() != Isa::Generic) return gemmNNAvx2(a, lda, b, ldb, c, ldc, M, N, K);
+    switch (activeIsa()) {
+    case Isa::Avx512:
+        return gemmNNAvx512(a, lda, b, ldb, c, ldc, M, N, K);
+    case Isa::Avx2:
+        return gemmNNAvx2(a, lda, b, ldb, c, ldc, M, N, K);
+    default:
+        break;
+    }
 #endif
     gemmNNGeneric(a, lda, b, ldb, c, ldc, M, N, K);
 }
@@ -343,6 +570,10 @@ void dequantizeRows(const TensorView& w, int64_t r0, int64_t nRows, float* dst) 
         return;
     case DType::BF16:
 #if LCW_X86
+        if (activeIsa() == Isa::Avx512) {
+            for (int64_t r = 0; r < nRows; ++r) halfRowAvx512<true>(w.row(r0 + r), dst + r * n, n);
+            return;
+        }
         if (activeIsa() != Isa::Generic && (reinterpret_cast<uintptr_t>(w.data) & 1) == 0) {
             for (int64_t r = 0; r < nRows; ++r)
                 bf16RowAvx2(reinterpret_cast<const uint16_t*>(w.row(r0 + r)), dst + r * n, n);
@@ -353,6 +584,10 @@ void dequantizeRows(const TensorView& w, int64_t r0, int64_t nRows, float* dst) 
         return;
     case DType::F16:
 #if LCW_X86
+        if (activeIsa() == Isa::Avx512) {
+            for (int64_t r = 0; r < nRows; ++r) halfRowAvx512<false>(w.row(r0 + r), dst + r * n, n);
+            return;
+        }
         if (activeIsa() != Isa::Generic && (reinterpret_cast<uintptr_t>(w.data) & 1) == 0) {
             for (int64_t r = 0; r < nRows; ++r)
                 f16RowAvx2(reinterpret_cast<const uint16_t*>(w.row(r0 + r)), dst + r * n, n);

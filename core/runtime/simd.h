@@ -12,7 +12,13 @@
 #include <cstring>
 
 #if defined(__x86_64__) || defined(__i386__)
+// GCC 12 reports the intrinsics' deliberately undefined pass-through operands
+// (_mm512_undefined_ps) as uninitialised once they are inlined into target-attributed functions.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
+#pragma GCC diagnostic pop
 #define LCW_X86 1
 #else
 #define LCW_X86 0
@@ -69,17 +75,51 @@ LCW_AVX2 inline float hsum8(__m256 v) {
     return _mm_cvtss_f32(_mm_add_ss(p, q));      // p0+p1
 }
 
+/// Sum of 16 lanes in a fixed order: the two 8-lane halves added lane-wise, then hsum8. Every
+/// AVX-512 float product reduces with it, so one output element gets the same bits whatever
+/// kernel computed it.
+LCW_AVX512 inline float hsum16(__m512 v) {
+    const __m256 lo = _mm512_castps512_ps256(v);
+    const __m256 hi = _mm512_extractf32x8_ps(v, 1);
+    return hsum8(_mm256_add_ps(lo, hi));
+}
+
+/// Mask of the first `rem` (0..16) lanes of a 16-lane vector.
+inline __mmask16 laneMask16(int64_t rem) {
+    return __mmask16((1u << rem) - 1u);
+}
+
+/// 16 halves (F16 or BF16, any alignment) as 16 floats; lanes outside `m` read nothing and are 0.
+LCW_AVX512 inline __m512 loadF16x16(const void* p) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256(static_cast<const __m256i*>(p)));
+}
+LCW_AVX512 inline __m512 loadF16x16(const void* p, __mmask16 m) {
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
+}
+LCW_AVX512 inline __m512 bf16x16ToF32(__m256i h) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+LCW_AVX512 inline __m512 loadBF16x16(const void* p) {
+    return bf16x16ToF32(_mm256_loadu_si256(static_cast<const __m256i*>(p)));
+}
+LCW_AVX512 inline __m512 loadBF16x16(const void* p, __mmask16 m) {
+    return bf16x16ToF32(_mm256_maskz_loadu_epi16(m, p));
+}
+
 alignas(32) inline constexpr int32_t kTailMask[16] = {-1, -1, -1, -1, -1, -1, -1, -1,
                                                       0,  0,  0,  0,  0,  0,  0,  0};
 
-// Weight loaders: 8 consecutive weights as floats. F16 and BF16 convert exactly, so a product
-// over converted rows and one over the raw rows give identical results.
+// Weight loaders: 8 (load, loadTail) or 16 (load16) consecutive weights as floats. F16 and BF16
+// convert exactly, so a product over converted rows and one over the raw rows give identical
+// results.
 struct WF32 {
     using T = float;
     LCW_AVX2 static __m256 load(const T* p) { return _mm256_loadu_ps(p); }
     LCW_AVX2 static __m256 loadTail(const T* p, int64_t, __m256i mask) {
         return _mm256_maskload_ps(p, mask);
     }
+    LCW_AVX512 static __m512 load16(const T* p) { return _mm512_loadu_ps(p); }
+    LCW_AVX512 static __m512 load16(const T* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
 };
 struct WF16 {
     using T = uint16_t;
@@ -91,6 +131,8 @@ struct WF16 {
         std::memcpy(tmp, p, size_t(rem) * sizeof(T));
         return load(tmp);
     }
+    LCW_AVX512 static __m512 load16(const T* p) { return loadF16x16(p); }
+    LCW_AVX512 static __m512 load16(const T* p, __mmask16 m) { return loadF16x16(p, m); }
 };
 struct WBF16 {
     using T = uint16_t;
@@ -103,6 +145,8 @@ struct WBF16 {
         std::memcpy(tmp, p, size_t(rem) * sizeof(T));
         return load(tmp);
     }
+    LCW_AVX512 static __m512 load16(const T* p) { return loadBF16x16(p); }
+    LCW_AVX512 static __m512 load16(const T* p, __mmask16 m) { return loadBF16x16(p, m); }
 };
 #endif
 
