@@ -178,42 +178,46 @@ private slots:
     // dot of dequantised weights and dequantised activations to float rounding, and float
     // activations within the 8-bit activation error bound.
     void kernelsMatchPortableAndReferences() {
-        const int64_t rows = 37, nTok = 11;
-        for (int64_t nb : {1, 3, 8, 64}) {
-            const int64_t n = nb * 32;
-            const std::vector<float> x = activations(nTok, n, uint32_t(100 + nb));
-            for (DType t : kTypes) {
-                const std::vector<std::byte> w = weights(t, rows, n, uint32_t(nb * 31 + int(t)));
-                const auto vs = variants(t);
-                const QDotKernel& p = *vs.front().k;
-                const std::vector<std::byte> xq = quantizeActs(p, x, nTok, n);
-                const std::vector<float> yp = run(p, w, rows, xq, nTok, n, rows + 3);
-                checkReferences(t, p, w, rows, x, xq, nTok, n, yp, rows + 3);
-                for (size_t i = 1; i < vs.size(); ++i) {
-                    const std::vector<float> y = run(*vs[i].k, w, rows, xq, nTok, n, rows + 3);
-                    for (int64_t tk = 0; tk < nTok; ++tk)
-                        for (int64_t r = 0; r < rows + 3; ++r) {
-                            const size_t at = size_t(tk * (rows + 3) + r);
-                            if (!sameBits(y[at], yp[at]))
-                                QFAIL(qPrintable(QString("%1 %2 nb=%3 tok %4 row %5: %6 vs "
-                                                         "portable %7")
-                                                     .arg(vs[i].name.c_str())
-                                                     .arg(dtypeName(t).data())
-                                                     .arg(nb)
-                                                     .arg(tk)
-                                                     .arg(r)
-                                                     .arg(double(y[at]), 0, 'g', 9)
-                                                     .arg(double(yp[at]), 0, 'g', 9)));
-                        }
+        // Row passes of 16 and 8 with tails, token groups of 8 (4 on AVX2) with tails, block
+        // chunks of 32 with a tail.
+        const std::pair<int64_t, int64_t> shapes[] = {{37, 11}, {8, 1}, {16, 2}, {9, 9}};
+        for (auto [rows, nTok] : shapes)
+            for (int64_t nb : {1, 3, 8, 64, 70}) {
+                const int64_t n = nb * 32;
+                const std::vector<float> x = activations(nTok, n, uint32_t(100 + nb));
+                for (DType t : kTypes) {
+                    const std::vector<std::byte> w =
+                        weights(t, rows, n, uint32_t(nb * 31 + int(t)));
+                    const auto vs = variants(t);
+                    const QDotKernel& p = *vs.front().k;
+                    const std::vector<std::byte> xq = quantizeActs(p, x, nTok, n);
+                    const std::vector<float> yp = run(p, w, rows, xq, nTok, n, rows + 3);
+                    checkReferences(t, p, w, rows, x, xq, nTok, n, yp, rows + 3);
+                    for (size_t i = 1; i < vs.size(); ++i) {
+                        const std::vector<float> y = run(*vs[i].k, w, rows, xq, nTok, n, rows + 3);
+                        for (int64_t tk = 0; tk < nTok; ++tk)
+                            for (int64_t r = 0; r < rows + 3; ++r) {
+                                const size_t at = size_t(tk * (rows + 3) + r);
+                                if (!sameBits(y[at], yp[at]))
+                                    QFAIL(qPrintable(QString("%1 %2 nb=%3 tok %4 row %5: %6 vs "
+                                                             "portable %7")
+                                                         .arg(vs[i].name.c_str())
+                                                         .arg(dtypeName(t).data())
+                                                         .arg(nb)
+                                                         .arg(tk)
+                                                         .arg(r)
+                                                         .arg(double(y[at]), 0, 'g', 9)
+                                                         .arg(double(yp[at]), 0, 'g', 9)));
+                            }
+                    }
                 }
             }
-        }
     }
 
     // Within one variant an output does not depend on how many rows and tokens a call holds
     // (odd counts, single rows and tokens, offsets into the weight and activation rows).
     void batchInvariance() {
-        const int64_t rows = 19, nTok = 13, nb = 5, n = nb * 32;
+        const int64_t rows = 19, nTok = 13, nb = 37, n = nb * 32; // 37: chunks of 32 and 5
         const std::vector<float> x = activations(nTok, n, 5);
         for (DType t : kTypes) {
             const std::vector<std::byte> w = weights(t, rows, n, 77);
