@@ -193,6 +193,7 @@ private slots:
                     const std::vector<std::byte> xq = quantizeActs(p, x, nTok, n);
                     const std::vector<float> yp = run(p, w, rows, xq, nTok, n, rows + 3);
                     checkReferences(t, p, w, rows, x, xq, nTok, n, yp, rows + 3);
+                    if (QTest::currentTestFailed()) return;
                     for (size_t i = 1; i < vs.size(); ++i) {
                         const std::vector<float> y = run(*vs[i].k, w, rows, xq, nTok, n, rows + 3);
                         for (int64_t tk = 0; tk < nTok; ++tk)
@@ -331,23 +332,21 @@ private:
                     }
                 }
                 const double got = y[size_t(tk * ldy + r)];
-                if (!(std::fabs(got - refQ) <= 1e-5 * mag + 1e-7))
-                    QFAIL(qPrintable(QString("%1 row %2 tok %3: %4 vs dequantised %5 (mag %6)")
-                                         .arg(dtypeName(t).data())
-                                         .arg(r)
-                                         .arg(tk)
-                                         .arg(got, 0, 'g', 9)
-                                         .arg(refQ, 0, 'g', 9)
-                                         .arg(mag)));
-                if (!(std::fabs(got - refF) <= bound + 1e-5 * mag + 1e-7))
-                    QFAIL(qPrintable(QString("%1 row %2 tok %3: %4 vs float activations %5 "
-                                             "(bound %6)")
-                                         .arg(dtypeName(t).data())
-                                         .arg(r)
-                                         .arg(tk)
-                                         .arg(got, 0, 'g', 9)
-                                         .arg(refF, 0, 'g', 9)
-                                         .arg(bound)));
+                const auto fail = [&](const char* vs, double ref, double tol) {
+                    return QString("%1 row %2 tok %3: %4 vs %5 %6 (tolerance %7)")
+                        .arg(dtypeName(t).data())
+                        .arg(r)
+                        .arg(tk)
+                        .arg(got, 0, 'g', 9)
+                        .arg(vs)
+                        .arg(ref, 0, 'g', 9)
+                        .arg(tol);
+                };
+                const double tolQ = 1e-5 * mag + 1e-7, tolF = bound + tolQ;
+                if (!(std::fabs(got - refQ) <= tolQ))
+                    QFAIL(qPrintable(fail("dequantised", refQ, tolQ)));
+                if (!(std::fabs(got - refF) <= tolF))
+                    QFAIL(qPrintable(fail("float activations", refF, tolF)));
             }
         }
     }

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 namespace lcw::kernels::detail {
@@ -44,6 +45,26 @@ constexpr Fmt fmtOf(DType t) {
         return {18, 2, -1, -1, 128, 34, 2};
     default:
         return {0, 0, -1, -1, 0, 0, 0};
+    }
+}
+
+/// k(std::integral_constant<DType, t>) for the six types, nullptr for others.
+template <class K> const QDotKernel* byType(DType t, K k) {
+    switch (t) {
+    case DType::Q4_0:
+        return k(std::integral_constant<DType, DType::Q4_0>{});
+    case DType::Q4_1:
+        return k(std::integral_constant<DType, DType::Q4_1>{});
+    case DType::Q5_0:
+        return k(std::integral_constant<DType, DType::Q5_0>{});
+    case DType::Q5_1:
+        return k(std::integral_constant<DType, DType::Q5_1>{});
+    case DType::Q8_0:
+        return k(std::integral_constant<DType, DType::Q8_0>{});
+    case DType::IQ4_NL:
+        return k(std::integral_constant<DType, DType::IQ4_NL>{});
+    default:
+        return nullptr;
     }
 }
 
@@ -134,22 +155,7 @@ constexpr QDotKernel kPortable{fmtOf(T).m >= 0 ? ActQ::Q8_1 : ActQ::Q8_0,
                                &quantizePortable<(fmtOf(T).m >= 0)>, &gemmPortable<T>};
 
 const QDotKernel* portableKernel(DType t) {
-    switch (t) {
-    case DType::Q4_0:
-        return &kPortable<DType::Q4_0>;
-    case DType::Q4_1:
-        return &kPortable<DType::Q4_1>;
-    case DType::Q5_0:
-        return &kPortable<DType::Q5_0>;
-    case DType::Q5_1:
-        return &kPortable<DType::Q5_1>;
-    case DType::Q8_0:
-        return &kPortable<DType::Q8_0>;
-    case DType::IQ4_NL:
-        return &kPortable<DType::IQ4_NL>;
-    default:
-        return nullptr;
-    }
+    return byType(t, [](auto c) { return &kPortable<decltype(c)::value>; });
 }
 
 } // namespace
