@@ -1,0 +1,356 @@
+// Integer dot products of the 32-element GGUF block types (core/runtime/qdot_legacy.cpp): the
+// activation quantisers against their definition and across ISAs, every kernel variant against
+// the portable one (bit for bit), against dequantise-then-double-dot (activations dequantised:
+// float rounding only; float activations: the 8-bit activation error bound), batch invariance,
+// and linear() with GGUF weights.
+#include "core/common/tensor.h"
+#include "core/io/quants.h"
+#include "core/runtime/kernels.h"
+#include "core/runtime/qdot.h"
+#include "core/runtime/qdot_common.h"
+
+#include <QtTest/QtTest>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+using namespace lcw;
+using namespace lcw::kernels;
+
+namespace {
+
+const DType kTypes[] = {DType::Q4_0, DType::Q4_1, DType::Q5_0,
+                        DType::Q5_1, DType::Q8_0, DType::IQ4_NL};
+
+struct Variant {
+    std::string name;
+    const QDotKernel* k;
+};
+
+/// Every kernel this CPU runs for t: each supported ISA, and its VNNI-free variant where that
+/// is a different kernel. The first is the portable one.
+std::vector<Variant> variants(DType t) {
+    std::vector<Variant> v;
+    for (Isa isa : supportedIsas()) {
+        const QDotKernel* k = qdotKernel(t, isa);
+        if (!k) continue;
+        v.push_back({isaName(isa), k});
+        const QDotKernel* nv = detail::qdotLegacyNoVnni(t, isa);
+        if (nv && nv != k) v.push_back({std::string(isaName(isa)) + "-novnni", nv});
+    }
+    return v;
+}
+
+/// Activations: normal values with a few outliers, one all-zero block per row.
+std::vector<float> activations(int64_t nTok, int64_t n, uint32_t seed) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    std::vector<float> x(size_t(nTok * n));
+    for (auto& v : x) v = nd(rng) * (rng() % 17 == 0 ? 8.0f : 1.0f);
+    for (int64_t t = 0; t < nTok; ++t)
+        if (n >= 64) std::fill_n(x.begin() + t * n + 32, 32, 0.0f);
+    return x;
+}
+
+/// Weight rows of type t: even rows quantised from normal floats by lcw's GGUF quantiser (what
+/// files hold), odd rows random code bytes with sane f16 scales (every code and fifth-bit
+/// pattern, Q8_0's -128).
+std::vector<std::byte> weights(DType t, int64_t rows, int64_t n, uint32_t seed) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> nd(0.0f, 0.05f);
+    const size_t rb = size_t(n / 32 * dtypeBlockBytes(t));
+    std::vector<std::byte> w(rb * size_t(rows));
+    std::vector<float> src(static_cast<size_t>(n));
+    for (int64_t r = 0; r < rows; ++r) {
+        std::byte* row = w.data() + size_t(r) * rb;
+        if (r % 2 == 0) {
+            for (auto& v : src) v = nd(rng);
+            quantizeRow(t, src.data(), row, n);
+            continue;
+        }
+        for (size_t i = 0; i < rb; ++i) row[i] = std::byte(rng() & 0xFF);
+        const int64_t bb = dtypeBlockBytes(t);
+        const bool hasMin = t == DType::Q4_1 || t == DType::Q5_1;
+        for (int64_t b = 0; b < n / 32; ++b) {
+            detail::writeHalf(row + b * bb, 0.001f + 0.01f * float(rng() % 100) / 100.0f);
+            if (hasMin) detail::writeHalf(row + b * bb + 2, -0.05f * float(rng() % 100) / 100.0f);
+        }
+    }
+    return w;
+}
+
+std::vector<std::byte> quantizeActs(const QDotKernel& k, const std::vector<float>& x, int64_t nTok,
+                                    int64_t n) {
+    const size_t ld = actRowBytes(k.act, n);
+    std::vector<std::byte> xq(ld * size_t(nTok));
+    for (int64_t t = 0; t < nTok; ++t) k.quantizeRow(x.data() + t * n, xq.data() + ld * t, n);
+    return xq;
+}
+
+std::vector<float> run(const QDotKernel& k, const std::vector<std::byte>& w, int64_t rows,
+                       const std::vector<std::byte>& xq, int64_t nTok, int64_t n, int64_t ldy) {
+    std::vector<float> y(size_t(ldy * nTok), -7.0f);
+    k.gemm(w.data(), w.size() / size_t(rows), rows, xq.data(), actRowBytes(k.act, n), nTok,
+           y.data(), ldy, n);
+    return y;
+}
+
+bool sameBits(float a, float b) {
+    return std::memcmp(&a, &b, 4) == 0;
+}
+
+} // namespace
+
+class TestQDotLegacy : public QObject {
+    Q_OBJECT
+
+private slots:
+    void everyTypeHasKernels() {
+        for (DType t : kTypes)
+            for (Isa isa : supportedIsas()) {
+                const QDotKernel* k = qdotKernel(t, isa);
+                QVERIFY2(k && k->quantizeRow && k->gemm, dtypeName(t).data());
+                const bool q81 = t == DType::Q4_1 || t == DType::Q5_1;
+                QCOMPARE(k->act, q81 ? ActQ::Q8_1 : ActQ::Q8_0);
+            }
+        QCOMPARE(detail::qdotLegacy(DType::F32, Isa::Generic), nullptr);
+        QCOMPARE(detail::qdotLegacy(DType::Q4_K, Isa::Generic), nullptr);
+    }
+
+    // The quantiser's definition: d = f16(amax / 127), q = round-half-even(x · 127/amax), and
+    // for Q8_1 s = f16(d · Σq); identical bytes from every variant, special values included.
+    void activationQuantiserMatchesDefinitionAndIsIdentical() {
+        const int64_t n = 32 * 9;
+        std::vector<float> x = activations(1, n, 7);
+        for (int j = 0; j < 32; ++j) x[size_t(64 + j)] = float(j - 16) + 0.5f; // ties, amax 15.5
+        for (int j = 0; j < 32; ++j) x[size_t(96 + j)] = float(j * 4 - 63);    // amax 63
+        for (int j = 0; j < 32; ++j) x[size_t(128 + j)] = j == 5 ? 127.0f : float(j) + 0.5f;
+        x[160] = std::numeric_limits<float>::quiet_NaN();
+        x[161] = 3.0f;
+        x[192] = std::numeric_limits<float>::infinity();
+        std::fill_n(x.begin() + 224, 32, 0.0f);
+        x[224] = 1e-40f; // denormal amax: 127/amax overflows to inf
+        x[256] = -1e30f;
+        for (ActQ a : {ActQ::Q8_0, ActQ::Q8_1}) {
+            const DType t = a == ActQ::Q8_0 ? DType::Q4_0 : DType::Q4_1;
+            const size_t bytes = actRowBytes(a, n), bb = a == ActQ::Q8_0 ? 34 : 36;
+            std::vector<std::byte> ref;
+            for (const Variant& v : variants(t)) {
+                std::vector<std::byte> q(bytes);
+                v.k->quantizeRow(x.data(), q.data(), n);
+                if (ref.empty()) {
+                    ref = q;
+                    // The definition, on the finite blocks (0, 1, 2, 3, 4, 8).
+                    for (int b : {0, 1, 2, 3, 4, 8}) {
+                        const float* xb = x.data() + b * 32;
+                        float amax = 0;
+                        for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(xb[j]));
+                        const std::byte* blk = q.data() + b * bb;
+                        QCOMPARE(detail::readU16(blk), f32ToF16(amax / 127.f));
+                        const auto* qs = reinterpret_cast<const int8_t*>(blk + bb - 32);
+                        int sum = 0;
+                        for (int j = 0; j < 32; ++j) {
+                            const float v0 = amax ? xb[j] * (127.f / amax) : 0.0f;
+                            QCOMPARE(int(qs[j]), int(std::nearbyint(v0)));
+                            sum += qs[j];
+                        }
+                        if (a == ActQ::Q8_1)
+                            QCOMPARE(detail::readU16(blk + 2), f32ToF16(amax / 127.f * float(sum)));
+                    }
+                    // Ties go to even: 0.5 → 0, 1.5 → 2, 2.5 → 2 (block 4: scale 127/127 = 1).
+                    const auto* q3 = reinterpret_cast<const int8_t*>(q.data() + 4 * bb + bb - 32);
+                    QCOMPARE(int(q3[0]), 0);
+                    QCOMPARE(int(q3[1]), 2);
+                    QCOMPARE(int(q3[2]), 2);
+                    QCOMPARE(int(q3[5]), 127);
+                    continue;
+                }
+                QVERIFY2(q == ref, (v.name + " " + dtypeName(t).data()).c_str());
+            }
+        }
+    }
+
+    // Every variant returns the portable kernel's bits; the portable kernel equals the double
+    // dot of dequantised weights and dequantised activations to float rounding, and float
+    // activations within the 8-bit activation error bound.
+    void kernelsMatchPortableAndReferences() {
+        // Row passes of 16 and 8 with tails, token groups of 8 (4 on AVX2) with tails, block
+        // chunks of 32 with a tail.
+        const std::pair<int64_t, int64_t> shapes[] = {{37, 11}, {8, 1}, {16, 2}, {9, 9}};
+        for (auto [rows, nTok] : shapes)
+            for (int64_t nb : {1, 3, 8, 64, 70}) {
+                const int64_t n = nb * 32;
+                const std::vector<float> x = activations(nTok, n, uint32_t(100 + nb));
+                for (DType t : kTypes) {
+                    const std::vector<std::byte> w =
+                        weights(t, rows, n, uint32_t(nb * 31 + int(t)));
+                    const auto vs = variants(t);
+                    const QDotKernel& p = *vs.front().k;
+                    const std::vector<std::byte> xq = quantizeActs(p, x, nTok, n);
+                    const std::vector<float> yp = run(p, w, rows, xq, nTok, n, rows + 3);
+                    checkReferences(t, p, w, rows, x, xq, nTok, n, yp, rows + 3);
+                    if (QTest::currentTestFailed()) return;
+                    for (size_t i = 1; i < vs.size(); ++i) {
+                        const std::vector<float> y = run(*vs[i].k, w, rows, xq, nTok, n, rows + 3);
+                        for (int64_t tk = 0; tk < nTok; ++tk)
+                            for (int64_t r = 0; r < rows + 3; ++r) {
+                                const size_t at = size_t(tk * (rows + 3) + r);
+                                if (!sameBits(y[at], yp[at]))
+                                    QFAIL(qPrintable(QString("%1 %2 nb=%3 tok %4 row %5: %6 vs "
+                                                             "portable %7")
+                                                         .arg(vs[i].name.c_str())
+                                                         .arg(dtypeName(t).data())
+                                                         .arg(nb)
+                                                         .arg(tk)
+                                                         .arg(r)
+                                                         .arg(double(y[at]), 0, 'g', 9)
+                                                         .arg(double(yp[at]), 0, 'g', 9)));
+                            }
+                    }
+                }
+            }
+    }
+
+    // Within one variant an output does not depend on how many rows and tokens a call holds
+    // (odd counts, single rows and tokens, offsets into the weight and activation rows).
+    void batchInvariance() {
+        const int64_t rows = 19, nTok = 13, nb = 37, n = nb * 32; // 37: chunks of 32 and 5
+        const std::vector<float> x = activations(nTok, n, 5);
+        for (DType t : kTypes) {
+            const std::vector<std::byte> w = weights(t, rows, n, 77);
+            const size_t rb = w.size() / rows;
+            for (const Variant& v : variants(t)) {
+                const std::vector<std::byte> xq = quantizeActs(*v.k, x, nTok, n);
+                const size_t ldx = actRowBytes(v.k->act, n);
+                const std::vector<float> full = run(*v.k, w, rows, xq, nTok, n, rows);
+                for (int64_t r0 : {0, 1, 5, 16, 17})
+                    for (int64_t nr : {1, 2, 3}) {
+                        if (r0 + nr > rows) continue;
+                        for (int64_t t0 : {0, 3, 8, 12})
+                            for (int64_t nt : {1, 2, 5}) {
+                                if (t0 + nt > nTok) continue;
+                                std::vector<float> y(size_t(nt * nr));
+                                v.k->gemm(w.data() + rb * r0, rb, nr, xq.data() + ldx * t0, ldx, nt,
+                                          y.data(), nr, n);
+                                for (int64_t a = 0; a < nt; ++a)
+                                    for (int64_t r = 0; r < nr; ++r)
+                                        QVERIFY2(sameBits(y[size_t(a * nr + r)],
+                                                          full[size_t((t0 + a) * rows + r0 + r)]),
+                                                 (v.name + " " + dtypeName(t).data()).c_str());
+                            }
+                    }
+            }
+        }
+    }
+
+    // linear() multiplies GGUF weights with these kernels: the result is the kernel's, at every
+    // ISA, with the bias added; `exact` keeps float activations.
+    void linearUsesTheKernels() {
+        const int64_t out = 45, n = 256, nTok = 6;
+        const std::vector<float> x = activations(nTok, n, 9);
+        std::vector<float> bias(static_cast<size_t>(out));
+        for (int64_t o = 0; o < out; ++o) bias[size_t(o)] = 0.01f * float(o);
+        for (DType t : kTypes) {
+            std::vector<std::byte> w = weights(t, out, n, 3);
+            TensorView tv;
+            tv.dtype = t;
+            tv.shape = {out, n};
+            tv.data = w.data();
+            tv.nbytes = w.size();
+            for (Isa isa : supportedIsas()) {
+                setIsa(isa);
+                const QDotKernel* k = qdotKernel(t, isa);
+                const std::vector<float> yk =
+                    run(*k, w, out, quantizeActs(*k, x, nTok, n), nTok, n, out);
+                std::vector<float> y(size_t(out * nTok));
+                linear(tv, x.data(), n, nTok, y.data(), out, bias.data(), 2);
+                for (int64_t i = 0; i < out * nTok; ++i)
+                    QVERIFY(sameBits(y[size_t(i)], yk[size_t(i)] + bias[size_t(i % out)]));
+                std::vector<float> ye(size_t(out * nTok));
+                linear(tv, x.data(), n, nTok, ye.data(), out, nullptr, 2, /*exact=*/true);
+                std::vector<float> wf(static_cast<size_t>(n));
+                for (int64_t o = 0; o < out; o += 11) {
+                    dequantizeRow(t, tv.row(o), wf.data(), n);
+                    double ref = 0, mag = 0;
+                    for (int64_t i = 0; i < n; ++i) {
+                        ref += double(wf[size_t(i)]) * double(x[size_t(i)]);
+                        mag += std::fabs(double(wf[size_t(i)]) * double(x[size_t(i)]));
+                    }
+                    QVERIFY(std::fabs(ye[size_t(o)] - ref) <= 1e-5 * mag + 1e-6);
+                }
+            }
+            setIsa(Isa::Auto);
+        }
+    }
+
+private:
+    // Portable kernel vs (a) Σ dequantised weight · dequantised activation in double, with the
+    // Q8_1 block sum s as stored: |Δ| <= 1e-5·Σ|w·x| (float rounding of the block scales and the
+    // accumulation); (b) float activations: |Δ| <= Σ_i |w_i|·0.57·d_b (the 8-bit rounding, half a
+    // step, plus the f16 rounding of d over up to 127 steps) + 2^-11·Σ_b|m_b·s_b| (Q8_1's f16 s)
+    // + 1e-5·Σ|w·x|.
+    void checkReferences(DType t, const QDotKernel& k, const std::vector<std::byte>& w,
+                         int64_t rows, const std::vector<float>& x,
+                         const std::vector<std::byte>& xq, int64_t nTok, int64_t n,
+                         const std::vector<float>& y, int64_t ldy) {
+        const bool q81 = k.act == ActQ::Q8_1;
+        const size_t bb = q81 ? 36 : 34, ldx = actRowBytes(k.act, n), rb = w.size() / rows;
+        const int64_t nb = n / 32, wbb = dtypeBlockBytes(t);
+        std::vector<float> wf(static_cast<size_t>(n));
+        for (int64_t r = 0; r < rows; ++r) {
+            dequantizeRow(t, w.data() + rb * r, wf.data(), n);
+            for (int64_t tk = 0; tk < nTok; ++tk) {
+                const std::byte* xr = xq.data() + ldx * tk;
+                double refQ = 0, refF = 0, mag = 0, bound = 0;
+                for (int64_t b = 0; b < nb; ++b) {
+                    const std::byte* blk = xr + bb * b;
+                    const double d = detail::readHalf(blk);
+                    const auto* q = reinterpret_cast<const int8_t*>(blk + bb - 32);
+                    float amax = 0;
+                    for (int j = 0; j < 32; ++j)
+                        amax = std::max(amax, std::fabs(x[size_t(tk * n + b * 32 + j)]));
+                    int sumq = 0;
+                    for (int j = 0; j < 32; ++j) {
+                        const double wv = wf[size_t(b * 32 + j)];
+                        const double xv = x[size_t(tk * n + b * 32 + j)];
+                        refQ += wv * d * q[j];
+                        refF += wv * xv;
+                        mag += std::fabs(wv * xv) + std::fabs(wv * d * q[j]);
+                        bound += std::fabs(wv) * 0.57 * double(amax / 127.f);
+                        sumq += q[j];
+                    }
+                    if (q81) {
+                        // Q4_1 / Q5_1: value = d·code + m; the m·Σx term uses the stored s.
+                        const double m = detail::readHalf(w.data() + rb * r + wbb * b + 2);
+                        const double s = detail::readHalf(blk + 2);
+                        refQ += m * (s - d * sumq);
+                        bound += std::ldexp(std::fabs(m * s), -11) + std::fabs(m) * 1e-6;
+                    }
+                }
+                const double got = y[size_t(tk * ldy + r)];
+                const auto fail = [&](const char* vs, double ref, double tol) {
+                    return QString("%1 row %2 tok %3: %4 vs %5 %6 (tolerance %7)")
+                        .arg(dtypeName(t).data())
+                        .arg(r)
+                        .arg(tk)
+                        .arg(got, 0, 'g', 9)
+                        .arg(vs)
+                        .arg(ref, 0, 'g', 9)
+                        .arg(tol);
+                };
+                const double tolQ = 1e-5 * mag + 1e-7, tolF = bound + tolQ;
+                if (!(std::fabs(got - refQ) <= tolQ))
+                    QFAIL(qPrintable(fail("dequantised", refQ, tolQ)));
+                if (!(std::fabs(got - refF) <= tolF))
+                    QFAIL(qPrintable(fail("float activations", refF, tolF)));
+            }
+        }
+    }
+};
+
+QTEST_APPLESS_MAIN(TestQDotLegacy)
+#include "test_qdot_legacy.moc"
