@@ -1,10 +1,1063 @@
-// Placeholder until the kernels land: no type has a kernel, callers dequantise.
+// Integer dot products of the 256-element GGUF block types (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K,
+// IQ4_XS) with activations quantised to Q8_K blocks (qdot.h).
+//
+// Every type is read as 16 groups of 16 codes u (small unsigned integers; IQ4_XS: signed table
+// values) with one integer scale s per group, one float super-block scale d, and a per-group
+// float bias b_k that multiplies the activation group sum (the Q8_K bsums):
+//   super-block · activation block = d·da·Σ_k s_k·Σ_{i∈k} u_i·q_i − da·Σ_k b_k·bsum_k
+//   Q4_K, Q5_K: b_k = dmin·min(k/2)  Q2_K: b_k = dmin·min_k
+//   Q6_K: b_k = 32·d·s_k (codes stored +32)  Q3_K: b_k = 4·d·s_k (codes stored +4)
+// The inner sums are exact integers in every version. The portable version keeps the bias term
+// an integer too (ggml's generic arithmetic); the vector versions keep per-lane float
+// accumulators, so they differ from it by float rounding only. Within one version the operations
+// on one output element never depend on how many rows or tokens share a call.
+#include "core/common/dtype.h"
 #include "core/runtime/qdot.h"
+#include "core/runtime/simd.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <utility>
+#include <vector>
 
 namespace lcw::kernels::detail {
 
-const QDotKernel* qdotKQuants(DType, Isa) {
-    return nullptr;
+namespace {
+
+constexpr int kQK = 256;          // values per super-block
+constexpr size_t kQ8KBytes = 292; // f32 d, int8 q[256], int16 bsums[16]
+constexpr size_t kQ8KQs = 4;      // offset of q
+constexpr size_t kQ8KSums = 260;  // offset of bsums
+
+inline uint16_t rd16(const uint8_t* p) {
+    uint16_t v;
+    std::memcpy(&v, p, 2);
+    return v;
+}
+inline float rdF32(const uint8_t* p) {
+    float v;
+    std::memcpy(&v, p, 4);
+    return v;
+}
+inline const uint8_t* u8(const std::byte* p) {
+    return reinterpret_cast<const uint8_t*>(p);
+}
+
+// The IQ4_NL / IQ4_XS code book (a fact of the format).
+alignas(16) constexpr int8_t kIq4Values[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                               1,    13,   25,  38,  53,  69,  89,  113};
+
+// Round to nearest, ties to even, for |f| < 2^22 (ggml's nearest_int; cvtps2dq in the default
+// rounding mode gives the same integers). NaN gives 0.
+inline int nearestInt(float f) {
+    const float v = f + 12582912.f;
+    int32_t i;
+    std::memcpy(&i, &v, 4);
+    return (i & 0x007fffff) - 0x00400000;
+}
+
+// The 12-byte packing of eight 6-bit (scale, min) pairs of Q4_K and Q5_K, unpacked four at a
+// time: out[0..1] = scales 0-3, 4-7; out[2..3] = mins 0-3, 4-7 (one byte each).
+inline void unpackScaleMin(const uint8_t* p, uint32_t out[4]) {
+    uint32_t u[3];
+    std::memcpy(u, p, 12);
+    out[0] = u[0] & 0x3f3f3f3fu;
+    out[1] = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);
+    out[2] = u[1] & 0x3f3f3f3fu;
+    out[3] = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);
+}
+
+// Q3_K's sixteen 6-bit scales (stored +32) from 12 bytes: low nibbles in bytes 0-7, the two
+// high bits of each in bytes 8-11.
+inline void unpackQ3Scales(const uint8_t* p, uint32_t out[4]) {
+    uint32_t a[3];
+    std::memcpy(a, p, 12);
+    const uint32_t t = a[2];
+    out[0] = (a[0] & 0x0f0f0f0fu) | (((t >> 0) & 0x03030303u) << 4);
+    out[1] = (a[1] & 0x0f0f0f0fu) | (((t >> 2) & 0x03030303u) << 4);
+    out[2] = ((a[0] >> 4) & 0x0f0f0f0fu) | (((t >> 4) & 0x03030303u) << 4);
+    out[3] = ((a[1] >> 4) & 0x0f0f0f0fu) | (((t >> 6) & 0x03030303u) << 4);
+}
+
+// IQ4_XS block scale ib (stored +32): 4 low bits in scales_l, 2 high bits in scales_h.
+inline int iq4xsScale(const uint8_t* b, int ib) {
+    return ((b[4 + ib / 2] >> 4 * (ib % 2)) & 0xf) | (((rd16(b + 2) >> 2 * ib) & 3) << 4);
+}
+
+// ---- Q8_K activations ----
+
+// Writes one Q8_K block from the already found signed extreme `maxv` (the first value of the
+// largest magnitude amax). The scalar tail shared by every version.
+void q8kQuantizeGeneric(const float* x, uint8_t* out) {
+    float amax = 0, maxv = 0;
+    for (int j = 0; j < kQK; ++j) {
+        const float ax = std::fabs(x[j]);
+        if (ax > amax) {
+            amax = ax;
+            maxv = x[j];
+        }
+    }
+    if (amax == 0) {
+        std::memset(out, 0, kQ8KBytes);
+        return;
+    }
+    const float iscale = -127.f / maxv;
+    auto* q = reinterpret_cast<int8_t*>(out + kQ8KQs);
+    for (int j = 0; j < kQK; ++j) q[j] = int8_t(std::min(127, nearestInt(iscale * x[j])));
+    int16_t sums[16];
+    for (int g = 0; g < 16; ++g) {
+        int s = 0;
+        for (int i = 0; i < 16; ++i) s += q[16 * g + i];
+        sums[g] = int16_t(s);
+    }
+    std::memcpy(out + kQ8KSums, sums, sizeof sums);
+    const float d = 1 / iscale;
+    std::memcpy(out, &d, 4);
+}
+
+void quantizeQ8KGeneric(const float* x, void* dst, int64_t n) {
+    auto* out = static_cast<uint8_t*>(dst);
+    for (int64_t b = 0; b < n / kQK; ++b) q8kQuantizeGeneric(x + b * kQK, out + b * kQ8KBytes);
+}
+
+// ---- portable weight decoding ----
+
+struct Decoded {
+    int8_t q[kQK];  // codes
+    int16_t sc[16]; // scale per group of 16
+    int16_t mn[16]; // min per group (types with mins)
+    float d = 0, dmin = 0;
+};
+
+void decodeQ4K(const uint8_t* b, Decoded& o) {
+    o.d = f16ToF32(rd16(b));
+    o.dmin = f16ToF32(rd16(b + 2));
+    uint32_t sm[4];
+    unpackScaleMin(b + 4, sm);
+    const auto* s = reinterpret_cast<const uint8_t*>(sm);
+    for (int k = 0; k < 16; ++k) {
+        o.sc[k] = s[k / 2];
+        o.mn[k] = s[8 + k / 2];
+    }
+    const uint8_t* qs = b + 16;
+    for (int c = 0; c < 4; ++c)
+        for (int l = 0; l < 32; ++l) {
+            o.q[64 * c + l] = int8_t(qs[32 * c + l] & 0xF);
+            o.q[64 * c + 32 + l] = int8_t(qs[32 * c + l] >> 4);
+        }
+}
+
+void decodeQ5K(const uint8_t* b, Decoded& o) {
+    decodeQ4K(b, o); // scales and mins are laid out alike; the codes differ
+    const uint8_t* qh = b + 16;
+    const uint8_t* qs = b + 48;
+    for (int c = 0; c < 4; ++c)
+        for (int l = 0; l < 32; ++l) {
+            o.q[64 * c + l] = int8_t((qs[32 * c + l] & 0xF) | (((qh[l] >> (2 * c)) & 1) << 4));
+            o.q[64 * c + 32 + l] =
+                int8_t((qs[32 * c + l] >> 4) | (((qh[l] >> (2 * c + 1)) & 1) << 4));
+        }
+}
+
+void decodeQ6K(const uint8_t* b, Decoded& o) {
+    const uint8_t* ql = b;
+    const uint8_t* qh = b + 128;
+    for (int k = 0; k < 16; ++k) o.sc[k] = int8_t(b[192 + k]);
+    o.d = f16ToF32(rd16(b + 208));
+    for (int h = 0; h < 2; ++h)
+        for (int l = 0; l < 32; ++l) {
+            const uint8_t* L = ql + 64 * h;
+            const int H = qh[32 * h + l];
+            int8_t* q = o.q + 128 * h;
+            q[l] = int8_t((L[l] & 0xF) | ((H & 3) << 4));
+            q[l + 32] = int8_t((L[l + 32] & 0xF) | (((H >> 2) & 3) << 4));
+            q[l + 64] = int8_t((L[l] >> 4) | (((H >> 4) & 3) << 4));
+            q[l + 96] = int8_t((L[l + 32] >> 4) | (((H >> 6) & 3) << 4));
+        }
+}
+
+void decodeQ3K(const uint8_t* b, Decoded& o) {
+    const uint8_t* hm = b;
+    const uint8_t* qs = b + 32;
+    uint32_t s[4];
+    unpackQ3Scales(b + 96, s);
+    const auto* sb = reinterpret_cast<const uint8_t*>(s);
+    for (int k = 0; k < 16; ++k) o.sc[k] = int16_t(sb[k] - 32);
+    o.d = f16ToF32(rd16(b + 108));
+    for (int h = 0; h < 2; ++h)
+        for (int g = 0; g < 4; ++g)
+            for (int l = 0; l < 32; ++l)
+                o.q[128 * h + 32 * g + l] =
+                    int8_t(((qs[32 * h + l] >> (2 * g)) & 3) | (((hm[l] >> (4 * h + g)) & 1) << 2));
+}
+
+void decodeQ2K(const uint8_t* b, Decoded& o) {
+    for (int k = 0; k < 16; ++k) {
+        o.sc[k] = b[k] & 0xF;
+        o.mn[k] = b[k] >> 4;
+    }
+    const uint8_t* qs = b + 16;
+    o.d = f16ToF32(rd16(b + 80));
+    o.dmin = f16ToF32(rd16(b + 82));
+    for (int h = 0; h < 2; ++h)
+        for (int g = 0; g < 4; ++g)
+            for (int l = 0; l < 32; ++l)
+                o.q[128 * h + 32 * g + l] = int8_t((qs[32 * h + l] >> (2 * g)) & 3);
+}
+
+void decodeIq4Xs(const uint8_t* b, Decoded& o) {
+    o.d = f16ToF32(rd16(b));
+    const uint8_t* qs = b + 8;
+    for (int ib = 0; ib < 8; ++ib) {
+        o.sc[2 * ib] = o.sc[2 * ib + 1] = int16_t(iq4xsScale(b, ib) - 32);
+        for (int j = 0; j < 16; ++j) {
+            o.q[32 * ib + j] = kIq4Values[qs[16 * ib + j] & 0xf];
+            o.q[32 * ib + 16 + j] = kIq4Values[qs[16 * ib + j] >> 4];
+        }
+    }
+}
+
+// The per-type facts the portable and vector versions share.
+enum class Bias { None, Mins, Offset };
+
+struct TypeInfo {
+    size_t bytes;
+    void (*decode)(const uint8_t*, Decoded&);
+    Bias bias;
+    int offset; // Offset: the value codes are stored with
+};
+
+template <DType T> constexpr TypeInfo info();
+template <> constexpr TypeInfo info<DType::Q2_K>() {
+    return {84, decodeQ2K, Bias::Mins, 0};
+}
+template <> constexpr TypeInfo info<DType::Q3_K>() {
+    return {110, decodeQ3K, Bias::Offset, 4};
+}
+template <> constexpr TypeInfo info<DType::Q4_K>() {
+    return {144, decodeQ4K, Bias::Mins, 0};
+}
+template <> constexpr TypeInfo info<DType::Q5_K>() {
+    return {176, decodeQ5K, Bias::Mins, 0};
+}
+template <> constexpr TypeInfo info<DType::Q6_K>() {
+    return {210, decodeQ6K, Bias::Offset, 32};
+}
+template <> constexpr TypeInfo info<DType::IQ4_XS>() {
+    return {136, decodeIq4Xs, Bias::None, 0};
+}
+
+// Portable: each weight super-block is decoded once and multiplied with every token's block.
+template <DType T>
+void gemmGeneric(const std::byte* w, size_t ldw, int64_t nRows, const std::byte* xq, size_t ldx,
+                 int64_t nTok, float* y, int64_t ldy, int64_t n) {
+    constexpr TypeInfo ti = info<T>();
+    const int64_t nb = n / kQK;
+    thread_local std::vector<float> acc;
+    acc.resize(size_t(nTok));
+    Decoded blk;
+    for (int64_t r = 0; r < nRows; ++r) {
+        std::fill(acc.begin(), acc.end(), 0.f);
+        for (int64_t b = 0; b < nb; ++b) {
+            ti.decode(u8(w) + size_t(r) * ldw + size_t(b) * ti.bytes, blk);
+            for (int64_t t = 0; t < nTok; ++t) {
+                const uint8_t* a = u8(xq) + size_t(t) * ldx + size_t(b) * kQ8KBytes;
+                const float da = rdF32(a);
+                const auto* q = reinterpret_cast<const int8_t*>(a + kQ8KQs);
+                int16_t bs[16];
+                std::memcpy(bs, a + kQ8KSums, sizeof bs);
+                int32_t isum = 0, bsum = 0;
+                for (int k = 0; k < 16; ++k) {
+                    int32_t s = 0;
+                    for (int i = 0; i < 16; ++i) s += int32_t(blk.q[16 * k + i]) * q[16 * k + i];
+                    isum += blk.sc[k] * s;
+                    if constexpr (ti.bias == Bias::Mins) bsum += blk.mn[k] * bs[k];
+                    if constexpr (ti.bias == Bias::Offset) bsum += blk.sc[k] * bs[k];
+                }
+                if constexpr (ti.bias == Bias::Mins)
+                    acc[size_t(t)] += (blk.d * da) * float(isum) - (blk.dmin * da) * float(bsum);
+                else if constexpr (ti.bias == Bias::Offset)
+                    acc[size_t(t)] += (blk.d * da) * float(isum - ti.offset * bsum);
+                else
+                    acc[size_t(t)] += (blk.d * da) * float(isum);
+            }
+        }
+        for (int64_t t = 0; t < nTok; ++t) y[t * ldy + r] = acc[size_t(t)];
+    }
+}
+
+#if LCW_X86
+
+// GCC 12's AVX-512 headers fill the unused operand of many intrinsics with a self-initialised
+// "undefined" vector, which -Wuninitialized reports once those intrinsics are inlined here.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+// ================= AVX2 =================
+// 32 values per step (one or two groups of 16); a step's scales are the group scales of its
+// two groups, expanded to int16 lanes by a byte shuffle.
+
+// The vector versions unpack scales in registers: scalar stores read back by a vector load
+// would stall store forwarding once per super-block.
+
+// unpackScaleMin() on 16 loaded bytes (p: the 12 scale bytes, followed by at least 4 more bytes
+// of the block): bytes 0-7 scales, 8-15 mins.
+LCW_AVX2 inline __m128i scaleMinVec(const uint8_t* p) {
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)); // u0 u1 u2 -
+    const __m128i a = _mm_shuffle_epi32(v, _MM_SHUFFLE(2, 1, 2, 0));        // u0 u2 u1 u2
+    const __m128i lo =
+        _mm_and_si128(_mm_srlv_epi32(a, _mm_setr_epi32(0, 0, 0, 4)),
+                      _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f));
+    const __m128i b = _mm_shuffle_epi32(v, _MM_SHUFFLE(1, 1, 0, 0)); // u0 u0 u1 u1
+    const __m128i hi =
+        _mm_and_si128(_mm_srli_epi32(b, 2), _mm_setr_epi32(0, 0x30303030, 0, 0x30303030));
+    return _mm_or_si128(lo, hi);
+}
+
+// unpackQ3Scales() in a register (the 12 bytes are read exactly: they end 2 bytes before the
+// block does).
+LCW_AVX2 inline __m128i q3ScalesVec(const uint8_t* p) {
+    uint32_t t;
+    std::memcpy(&t, p + 8, 4);
+    const __m128i a01 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)); // a0 a1 0 0
+    const __m128i a = _mm_unpacklo_epi64(a01, a01);                           // a0 a1 a0 a1
+    const __m128i lo =
+        _mm_and_si128(_mm_srlv_epi32(a, _mm_setr_epi32(0, 0, 4, 4)), _mm_set1_epi8(0x0f));
+    const __m128i hi = _mm_and_si128(
+        _mm_srlv_epi32(_mm_set1_epi32(int(t)), _mm_setr_epi32(0, 2, 4, 6)), _mm_set1_epi8(0x03));
+    return _mm_or_si128(lo, _mm_slli_epi32(hi, 4));
+}
+
+// The eight IQ4_XS block scales (stored +32) as int32.
+LCW_AVX2 inline __m256i iq4xsScalesVec(const uint8_t* b) {
+    uint32_t sl;
+    std::memcpy(&sl, b + 4, 4);
+    const __m256i lo =
+        _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(int(sl)),
+                                           _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28)),
+                         _mm256_set1_epi32(0xF));
+    const __m256i hi =
+        _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(rd16(b + 2)),
+                                           _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14)),
+                         _mm256_set1_epi32(3));
+    return _mm256_or_si256(lo, _mm256_slli_epi32(hi, 4));
+}
+
+struct RowY {
+    alignas(32) int16_t sc[16]; // scale per group of 16
+    __m256 bLo, bHi;            // bias of groups 0-7, 8-15
+    float d;
+};
+
+LCW_AVX2 inline float halfY(const uint8_t* p) {
+    return _cvtsh_ss(rd16(p));
+}
+
+// Q4_K / Q5_K scales and mins from the packed 12 bytes into a RowY.
+LCW_AVX2 inline void prepScaleMinY(const uint8_t* p, float d, float dmin, RowY& r) {
+    const __m128i v = scaleMinVec(p);
+    // Each scale and min covers two groups of 16.
+    const __m128i dupS = _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    const __m128i dupM = _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(r.sc),
+                       _mm256_cvtepu8_epi16(_mm_shuffle_epi8(v, dupS)));
+    const __m128i m = _mm_shuffle_epi8(v, dupM);
+    const __m256 vdmin = _mm256_set1_ps(dmin);
+    r.bLo = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(m)), vdmin);
+    r.bHi = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(m, 8))), vdmin);
+    r.d = d;
+}
+
+// Bias = factor · s_k for 16 int16 group scales.
+LCW_AVX2 inline void biasFromScalesY(__m256i s16, float factor, RowY& r) {
+    const __m256 f = _mm256_set1_ps(factor);
+    r.bLo =
+        _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(s16))), f);
+    r.bHi = _mm256_mul_ps(
+        _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm256_extracti128_si256(s16, 1))), f);
+}
+
+LCW_AVX2 inline __m256i loadY(const uint8_t* p) {
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+}
+
+// Bytes of v whose bit `mask` is set, as `val`; 0 elsewhere.
+LCW_AVX2 inline __m256i bitToY(__m256i v, uint8_t mask, uint8_t val) {
+    const __m256i m = _mm256_set1_epi8(char(mask));
+    return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(v, m), m),
+                            _mm256_set1_epi8(char(val)));
+}
+
+struct Q4KY {
+    static constexpr DType kType = DType::Q4_K;
+    LCW_AVX2 static void prep(const uint8_t* b, RowY& r) {
+        prepScaleMinY(b + 4, halfY(b), halfY(b + 2), r);
+    }
+    // Step c: values 32c..32c+31, the low (c even) or high nibbles of qs[32(c/2) ..].
+    LCW_AVX2 static __m256i codes(const uint8_t* b, int c) {
+        const __m256i q = loadY(b + 16 + 32 * (c / 2));
+        return _mm256_and_si256(c % 2 ? _mm256_srli_epi16(q, 4) : q, _mm256_set1_epi8(0x0F));
+    }
+};
+
+struct Q5KY {
+    static constexpr DType kType = DType::Q5_K;
+    LCW_AVX2 static void prep(const uint8_t* b, RowY& r) {
+        prepScaleMinY(b + 4, halfY(b), halfY(b + 2), r);
+    }
+    LCW_AVX2 static __m256i codes(const uint8_t* b, int c) {
+        const __m256i q = loadY(b + 48 + 32 * (c / 2));
+        const __m256i lo =
+            _mm256_and_si256(c % 2 ? _mm256_srli_epi16(q, 4) : q, _mm256_set1_epi8(0x0F));
+        return _mm256_or_si256(lo, bitToY(loadY(b + 16), uint8_t(1u << c), 16));
+    }
+};
+
+struct Q6KY {
+    static constexpr DType kType = DType::Q6_K;
+    LCW_AVX2 static void prep(const uint8_t* b, RowY& r) {
+        const __m256i s16 =
+            _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 192)));
+        _mm256_store_si256(reinterpret_cast<__m256i*>(r.sc), s16);
+        r.d = halfY(b + 208);
+        biasFromScalesY(s16, 32 * r.d, r);
+    }
+    // Step c: half h = c/4, quarter k = c%4: values 128h + 32k + l.
+    LCW_AVX2 static __m256i codes(const uint8_t* b, int c) {
+        const int h = c / 4, k = c % 4;
+        const __m256i l = loadY(b + 64 * h + 32 * (k % 2));
+        const __m256i lo =
+            _mm256_and_si256(k >= 2 ? _mm256_srli_epi16(l, 4) : l, _mm256_set1_epi8(0x0F));
+        const __m256i qh = loadY(b + 128 + 32 * h);
+        // Bits 2k, 2k+1 of qh to bits 4, 5.
+        const __m256i hi = k == 0   ? _mm256_slli_epi16(qh, 4)
+                           : k == 1 ? _mm256_slli_epi16(qh, 2)
+                           : k == 2 ? qh
+                                    : _mm256_srli_epi16(qh, 2);
+        return _mm256_or_si256(lo, _mm256_and_si256(hi, _mm256_set1_epi8(0x30)));
+    }
+};
+
+struct Q3KY {
+    static constexpr DType kType = DType::Q3_K;
+    LCW_AVX2 static void prep(const uint8_t* b, RowY& r) {
+        const __m256i s16 =
+            _mm256_sub_epi16(_mm256_cvtepu8_epi16(q3ScalesVec(b + 96)), _mm256_set1_epi16(32));
+        _mm256_store_si256(reinterpret_cast<__m256i*>(r.sc), s16);
+        r.d = halfY(b + 108);
+        biasFromScalesY(s16, 4 * r.d, r);
+    }
+    LCW_AVX2 static __m256i codes(const uint8_t* b, int c) {
+        const int h = c / 4, g = c % 4;
+        const __m256i q = loadY(b + 32 + 32 * h);
+        const __m256i lo = _mm256_and_si256(_mm256_srli_epi16(q, 2 * g), _mm256_set1_epi8(3));
+        return _mm256_or_si256(lo, bitToY(loadY(b), uint8_t(1u << (4 * h + g)), 4));
+    }
+};
+
+struct Q2KY {
+    static constexpr DType kType = DType::Q2_K;
+    LCW_AVX2 static void prep(const uint8_t* b, RowY& r) {
+        const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b));
+        const __m128i m4 = _mm_set1_epi8(0x0F);
+        _mm256_store_si256(reinterpret_cast<__m256i*>(r.sc),
+                           _mm256_cvtepu8_epi16(_mm_and_si128(v, m4)));
+        const __m128i mins = _mm_and_si128(_mm_srli_epi16(v, 4), m4);
+        const __m256 vdmin = _mm256_set1_ps(halfY(b + 82));
+        r.bLo = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(mins)), vdmin);
+        r.bHi =
+            _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(mins, 8))), vdmin);
+        r.d = halfY(b + 80);
+    }
+    LCW_AVX2 static __m256i codes(const uint8_t* b, int c) {
+        const int h = c / 4, g = c % 4;
+        return _mm256_and_si256(_mm256_srli_epi16(loadY(b + 16 + 32 * h), 2 * g),
+                                _mm256_set1_epi8(3));
+    }
+};
+
+struct Iq4XsY {
+    static constexpr DType kType = DType::IQ4_XS;
+    LCW_AVX2 static void prep(const uint8_t* b, RowY& r) {
+        const __m256i s = _mm256_sub_epi32(iq4xsScalesVec(b), _mm256_set1_epi32(32));
+        // Each block scale covers two groups of 16: duplicate, then narrow to int16.
+        const __m256i lo =
+            _mm256_permutevar8x32_epi32(s, _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3));
+        const __m256i hi =
+            _mm256_permutevar8x32_epi32(s, _mm256_setr_epi32(4, 4, 5, 5, 6, 6, 7, 7));
+        _mm256_store_si256(
+            reinterpret_cast<__m256i*>(r.sc),
+            _mm256_permute4x64_epi64(_mm256_packs_epi32(lo, hi), _MM_SHUFFLE(3, 1, 2, 0)));
+        r.d = halfY(b);
+    }
+    // Step c: block c, low nibbles of qs[16c ..] then high nibbles, through the code book.
+    LCW_AVX2 static __m256i codes(const uint8_t* b, int c) {
+        const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 8 + 16 * c));
+        const __m256i idx =
+            _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(0x0F));
+        const __m256i table = _mm256_broadcastsi128_si256(
+            _mm_load_si128(reinterpret_cast<const __m128i*>(kIq4Values)));
+        return _mm256_shuffle_epi8(table, idx);
+    }
+};
+
+template <class K> constexpr TypeInfo infoOf() {
+    return info<K::kType>();
+}
+
+// NR weight rows × NT tokens; every (row, token) element sees the same operations whatever NR
+// and NT are.
+template <class K, int NR, int NT>
+LCW_AVX2 void microY(const uint8_t* w, size_t ldw, const uint8_t* x, size_t ldx, int64_t nb,
+                     float* y, int64_t ldy) {
+    constexpr TypeInfo ti = infoOf<K>();
+    constexpr bool kSigned = ti.bias == Bias::None;
+    __m256 acc[NR][NT];
+    for (int r = 0; r < NR; ++r)
+        for (int t = 0; t < NT; ++t) acc[r][t] = _mm256_setzero_ps();
+    // Step c's scales: int16 lanes 0-7 from group 2c, 8-15 from group 2c+1.
+    const __m256i pair = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2,
+                                          3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3);
+    for (int64_t b = 0; b < nb; ++b) {
+        const uint8_t* wb = w + size_t(b) * ti.bytes;
+        const uint8_t* xb = x + size_t(b) * kQ8KBytes;
+        RowY rw[NR];
+        for (int r = 0; r < NR; ++r) K::prep(wb + r * ldw, rw[r]);
+        __m256i is[NR][NT];
+        for (int r = 0; r < NR; ++r)
+            for (int t = 0; t < NT; ++t) is[r][t] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+        for (int c = 0; c < 8; ++c) {
+            for (int r = 0; r < NR; ++r) {
+                __m256i wv = K::codes(wb + r * ldw, c);
+                int32_t s2;
+                std::memcpy(&s2, rw[r].sc + 2 * c, 4);
+                const __m256i s = _mm256_shuffle_epi8(_mm256_set1_epi32(s2), pair);
+                const __m256i wSigned = wv;
+                if constexpr (kSigned) wv = _mm256_sign_epi8(wv, wv);
+                for (int t = 0; t < NT; ++t) {
+                    __m256i a = loadY(xb + t * ldx + kQ8KQs + 32 * c);
+                    if constexpr (kSigned) a = _mm256_sign_epi8(a, wSigned);
+                    is[r][t] = _mm256_add_epi32(is[r][t],
+                                                _mm256_madd_epi16(_mm256_maddubs_epi16(wv, a), s));
+                }
+            }
+        }
+        for (int t = 0; t < NT; ++t) {
+            const uint8_t* xt = xb + t * ldx;
+            const float da = rdF32(xt);
+            __m256 fLo = _mm256_setzero_ps(), fHi = _mm256_setzero_ps();
+            if constexpr (!kSigned) {
+                const __m256 vda = _mm256_set1_ps(da);
+                const __m128i s0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(xt + kQ8KSums));
+                const __m128i s1 =
+                    _mm_loadu_si128(reinterpret_cast<const __m128i*>(xt + kQ8KSums + 16));
+                fLo = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(s0)), vda);
+                fHi = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(s1)), vda);
+            }
+            for (int r = 0; r < NR; ++r) {
+                __m256 a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is[r][t]),
+                                           _mm256_set1_ps(rw[r].d * da), acc[r][t]);
+                if constexpr (!kSigned) {
+                    a = _mm256_fnmadd_ps(rw[r].bLo, fLo, a);
+                    a = _mm256_fnmadd_ps(rw[r].bHi, fHi, a);
+                }
+                acc[r][t] = a;
+            }
+        }
+    }
+    for (int r = 0; r < NR; ++r)
+        for (int t = 0; t < NT; ++t) y[t * ldy + r] = hsum8(acc[r][t]);
+}
+
+// ================= AVX-512 with VNNI =================
+// 64 values per step (four groups of 16); a step's int16 scales come from one vpermw of the
+// row's scale vector; the int16 pair sums are scaled and accumulated by vpdpwssd.
+
+#define LCW_QZ LCW_AVX512VNNI
+
+struct RowZ {
+    __m512i sc;  // int16 scales: 8 (per 32 values) or 16 (per 16 values) in the low lanes
+    __m512 bias; // per group of 16
+    float d;
+};
+
+LCW_QZ inline __m512i bcastZ(const uint8_t* p) {
+    return _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+// 32 bytes → their low nibbles (bytes 0-31) then their high nibbles (bytes 32-63).
+LCW_QZ inline __m512i nibblesZ(const uint8_t* p) {
+    const __m512i z = bcastZ(p);
+    return _mm512_and_si512(_mm512_mask_srli_epi16(z, 0xFFFF0000u, z, 4), _mm512_set1_epi8(0x0F));
+}
+LCW_QZ inline __m512 halfZ(const uint8_t* p) {
+    return _mm512_set1_ps(_cvtsh_ss(rd16(p)));
+}
+
+LCW_QZ inline void prepScaleMinZ(const uint8_t* p, float d, float dmin, RowZ& r) {
+    const __m128i v = scaleMinVec(p);
+    r.sc = _mm512_zextsi256_si512(_mm256_cvtepu8_epi16(v)); // scales in lanes 0-7
+    const __m128i dupM = _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
+    r.bias = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_shuffle_epi8(v, dupM))),
+                           _mm512_set1_ps(dmin));
+    r.d = d;
+}
+
+// Shift counts per 64-bit lane: the low 32 bytes by a, the high 32 bytes by b.
+LCW_QZ inline __m512i counts64(int a, int b) {
+    return _mm512_setr_epi64(a, a, a, a, b, b, b, b);
+}
+
+struct Q4KZ {
+    static constexpr DType kType = DType::Q4_K;
+    static constexpr bool kPer32 = true;
+    LCW_QZ static void prep(const uint8_t* b, RowZ& r) {
+        prepScaleMinZ(b + 4, _cvtsh_ss(rd16(b)), _cvtsh_ss(rd16(b + 2)), r);
+    }
+    // Step c: values 64c..64c+63 = low then high nibbles of qs[32c ..].
+    LCW_QZ static __m512i codes(const uint8_t* b, int c) { return nibblesZ(b + 16 + 32 * c); }
+};
+
+alignas(64) constexpr uint8_t kQ5Bits[4][2] = {{1, 2}, {4, 8}, {16, 32}, {64, 128}};
+
+struct Q5KZ {
+    static constexpr DType kType = DType::Q5_K;
+    static constexpr bool kPer32 = true;
+    LCW_QZ static void prep(const uint8_t* b, RowZ& r) {
+        prepScaleMinZ(b + 4, _cvtsh_ss(rd16(b)), _cvtsh_ss(rd16(b + 2)), r);
+    }
+    LCW_QZ static __m512i codes(const uint8_t* b, int c) {
+        const __m512i lo = nibblesZ(b + 48 + 32 * c);
+        const __m512i bits =
+            _mm512_mask_blend_epi8(0xFFFFFFFF00000000ull, _mm512_set1_epi8(char(kQ5Bits[c][0])),
+                                   _mm512_set1_epi8(char(kQ5Bits[c][1])));
+        const __mmask64 k = _mm512_test_epi8_mask(bcastZ(b + 16), bits);
+        return _mm512_mask_add_epi8(lo, k, lo, _mm512_set1_epi8(16));
+    }
+};
+
+struct Q6KZ {
+    static constexpr DType kType = DType::Q6_K;
+    static constexpr bool kPer32 = false;
+    LCW_QZ static void prep(const uint8_t* b, RowZ& r) {
+        const __m128i s8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 192));
+        r.sc = _mm512_zextsi256_si512(_mm256_cvtepi8_epi16(s8));
+        r.d = _cvtsh_ss(rd16(b + 208));
+        r.bias =
+            _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(s8)), _mm512_set1_ps(32 * r.d));
+    }
+    // Step c: half h = c/2; c even: low nibbles of ql[64h .. 64h+63] with qh bits 0-1 (first 32)
+    // and 2-3 (next 32); c odd: high nibbles with bits 4-5 and 6-7.
+    LCW_QZ static __m512i codes(const uint8_t* b, int c) {
+        const int h = c / 2;
+        const __m512i l = _mm512_loadu_si512(b + 64 * h);
+        const __m512i qh = bcastZ(b + 128 + 32 * h);
+        const __m512i w16a = _mm512_setr_epi64(
+            0x0004000400040004ll, 0x0004000400040004ll, 0x0004000400040004ll, 0x0004000400040004ll,
+            0x0002000200020002ll, 0x0002000200020002ll, 0x0002000200020002ll, 0x0002000200020002ll);
+        const __m512i w16b =
+            _mm512_setr_epi64(0, 0, 0, 0, 0x0002000200020002ll, 0x0002000200020002ll,
+                              0x0002000200020002ll, 0x0002000200020002ll);
+        const __m512i lo = c % 2 ? _mm512_srli_epi16(l, 4) : l;
+        const __m512i hi = c % 2 ? _mm512_srlv_epi16(qh, w16b) : _mm512_sllv_epi16(qh, w16a);
+        // (lo & 0x0F) | (hi & 0x30)
+        return _mm512_ternarylogic_epi32(lo, _mm512_set1_epi8(0x0F),
+                                         _mm512_and_si512(hi, _mm512_set1_epi8(0x30)), 0xEA);
+    }
+};
+
+struct Q3KZ {
+    static constexpr DType kType = DType::Q3_K;
+    static constexpr bool kPer32 = false;
+    LCW_QZ static void prep(const uint8_t* b, RowZ& r) {
+        const __m256i s16 =
+            _mm256_sub_epi16(_mm256_cvtepu8_epi16(q3ScalesVec(b + 96)), _mm256_set1_epi16(32));
+        r.sc = _mm512_zextsi256_si512(s16);
+        r.d = _cvtsh_ss(rd16(b + 108));
+        r.bias =
+            _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(s16)), _mm512_set1_ps(4 * r.d));
+    }
+    // Step c: half h = c/2, groups of 32 g0 = 2(c%2) and g0+1.
+    LCW_QZ static __m512i codes(const uint8_t* b, int c) {
+        const int h = c / 2, g0 = 2 * (c % 2);
+        const __m512i lo = _mm512_and_si512(
+            _mm512_srlv_epi64(bcastZ(b + 32 + 32 * h), counts64(2 * g0, 2 * g0 + 2)),
+            _mm512_set1_epi8(3));
+        const __m512i bits = _mm512_mask_blend_epi8(0xFFFFFFFF00000000ull,
+                                                    _mm512_set1_epi8(char(1u << (4 * h + g0))),
+                                                    _mm512_set1_epi8(char(1u << (4 * h + g0 + 1))));
+        const __mmask64 k = _mm512_test_epi8_mask(bcastZ(b), bits);
+        return _mm512_mask_add_epi8(lo, k, lo, _mm512_set1_epi8(4));
+    }
+};
+
+struct Q2KZ {
+    static constexpr DType kType = DType::Q2_K;
+    static constexpr bool kPer32 = false;
+    LCW_QZ static void prep(const uint8_t* b, RowZ& r) {
+        const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b));
+        const __m128i m4 = _mm_set1_epi8(0x0F);
+        r.sc = _mm512_zextsi256_si512(_mm256_cvtepu8_epi16(_mm_and_si128(v, m4)));
+        const __m128i mins = _mm_and_si128(_mm_srli_epi16(v, 4), m4);
+        r.bias = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(mins)), halfZ(b + 82));
+        r.d = _cvtsh_ss(rd16(b + 80));
+    }
+    LCW_QZ static __m512i codes(const uint8_t* b, int c) {
+        const int h = c / 2, g0 = 2 * (c % 2);
+        return _mm512_and_si512(
+            _mm512_srlv_epi64(bcastZ(b + 16 + 32 * h), counts64(2 * g0, 2 * g0 + 2)),
+            _mm512_set1_epi8(3));
+    }
+};
+
+struct Iq4XsZ {
+    static constexpr DType kType = DType::IQ4_XS;
+    static constexpr bool kPer32 = true;
+    LCW_QZ static void prep(const uint8_t* b, RowZ& r) {
+        const __m256i s = _mm256_sub_epi32(iq4xsScalesVec(b), _mm256_set1_epi32(32));
+        r.sc = _mm512_zextsi128_si512(_mm256_cvtepi32_epi16(s));
+        r.d = _cvtsh_ss(rd16(b));
+    }
+    // Step c: blocks 2c and 2c+1 (qs[32c .. 32c+31]): low then high nibbles of each 16 bytes.
+    LCW_QZ static __m512i codes(const uint8_t* b, int c) {
+        const __m512i q = _mm512_castsi256_si512(
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 8 + 32 * c)));
+        const __m512i aabb = _mm512_shuffle_i64x2(q, q, 0x50);
+        const __m512i idx =
+            _mm512_and_si512(_mm512_srlv_epi64(aabb, _mm512_setr_epi64(0, 0, 4, 4, 0, 0, 4, 4)),
+                             _mm512_set1_epi8(0x0F));
+        const __m512i table =
+            _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(kIq4Values)));
+        return _mm512_shuffle_epi8(table, idx);
+    }
+};
+
+// vpermw indices of step c: int16 lane i takes scale 2c + i/16 (scales per 32 values) or
+// 4c + i/8 (per 16).
+struct ScaleIdx {
+    alignas(64) int16_t per32[4][32];
+    alignas(64) int16_t per16[4][32];
+    constexpr ScaleIdx() : per32{}, per16{} {
+        for (int c = 0; c < 4; ++c)
+            for (int i = 0; i < 32; ++i) {
+                per32[c][i] = int16_t(2 * c + i / 16);
+                per16[c][i] = int16_t(4 * c + i / 8);
+            }
+    }
+};
+constexpr ScaleIdx kScaleIdx;
+
+// The token side of one Q8_K block, computed once per call: da and da·bsums.
+struct TokZ {
+    alignas(64) float fb[16];
+    float da;
+};
+
+LCW_QZ void tokSideZ(const uint8_t* x, size_t ldx, int64_t nTok, int64_t nb, TokZ* out) {
+    for (int64_t t = 0; t < nTok; ++t)
+        for (int64_t b = 0; b < nb; ++b) {
+            const uint8_t* xb = x + size_t(t) * ldx + size_t(b) * kQ8KBytes;
+            TokZ& o = out[t * nb + b];
+            o.da = rdF32(xb);
+            const __m256i s = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb + kQ8KSums));
+            _mm512_store_ps(o.fb, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(s)),
+                                                _mm512_set1_ps(o.da)));
+        }
+}
+
+template <class K, int NR, int NT>
+LCW_QZ void microZ(const uint8_t* w, size_t ldw, const uint8_t* x, size_t ldx, const TokZ* tok,
+                   int64_t nb, float* y, int64_t ldy) {
+    constexpr TypeInfo ti = infoOf<K>();
+    constexpr bool kSigned = ti.bias == Bias::None;
+    __m512 acc[NR][NT];
+    for (int r = 0; r < NR; ++r)
+        for (int t = 0; t < NT; ++t) acc[r][t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+        const uint8_t* wb = w + size_t(b) * ti.bytes;
+        const uint8_t* xb = x + size_t(b) * kQ8KBytes;
+        RowZ rw[NR];
+        for (int r = 0; r < NR; ++r) K::prep(wb + r * ldw, rw[r]);
+        __m512i is[NR][NT];
+        for (int r = 0; r < NR; ++r)
+            for (int t = 0; t < NT; ++t) is[r][t] = _mm512_setzero_si512();
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; ++c) {
+            const __m512i idx =
+                _mm512_load_si512(K::kPer32 ? kScaleIdx.per32[c] : kScaleIdx.per16[c]);
+            for (int r = 0; r < NR; ++r) {
+                __m512i wv = K::codes(wb + r * ldw, c);
+                const __m512i s = _mm512_permutexvar_epi16(idx, rw[r].sc);
+                __mmask64 neg = 0;
+                if constexpr (kSigned) {
+                    neg = _mm512_movepi8_mask(wv);
+                    wv = _mm512_abs_epi8(wv);
+                }
+                for (int t = 0; t < NT; ++t) {
+                    __m512i a = _mm512_loadu_si512(xb + t * ldx + kQ8KQs + 64 * c);
+                    if constexpr (kSigned)
+                        a = _mm512_mask_sub_epi8(a, neg, _mm512_setzero_si512(), a);
+                    is[r][t] = _mm512_dpwssd_epi32(is[r][t], _mm512_maddubs_epi16(wv, a), s);
+                }
+            }
+        }
+        for (int t = 0; t < NT; ++t) {
+            const TokZ& tz = tok[t * nb + b];
+            for (int r = 0; r < NR; ++r) {
+                __m512 a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is[r][t]),
+                                           _mm512_set1_ps(rw[r].d * tz.da), acc[r][t]);
+                if constexpr (!kSigned) a = _mm512_fnmadd_ps(rw[r].bias, _mm512_load_ps(tz.fb), a);
+                acc[r][t] = a;
+            }
+        }
+    }
+    for (int r = 0; r < NR; ++r)
+        for (int t = 0; t < NT; ++t) y[t * ldy + r] = _mm512_reduce_add_ps(acc[r][t]);
+}
+
+// ---- Q8_K quantisers (bytes identical to q8kQuantizeGeneric) ----
+
+LCW_AVX2 void quantizeQ8KAvx2(const float* x, void* dst, int64_t n) {
+    auto* out = static_cast<uint8_t*>(dst);
+    const __m256 signMask = _mm256_set1_ps(-0.f);
+    for (int64_t b = 0; b < n / kQK; ++b, x += kQK, out += kQ8KBytes) {
+        // max_ps returns its second operand when the first is NaN: NaNs never win.
+        __m256 m = _mm256_setzero_ps();
+        for (int j = 0; j < kQK; j += 8)
+            m = _mm256_max_ps(_mm256_andnot_ps(signMask, _mm256_loadu_ps(x + j)), m);
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1));
+        const float amax = _mm_cvtss_f32(m4);
+        if (amax == 0) {
+            std::memset(out, 0, kQ8KBytes);
+            continue;
+        }
+        int first = 0;
+        const __m256 vmax = _mm256_set1_ps(amax);
+        for (int j = 0; j < kQK; j += 8) {
+            const int k = _mm256_movemask_ps(_mm256_cmp_ps(
+                _mm256_andnot_ps(signMask, _mm256_loadu_ps(x + j)), vmax, _CMP_EQ_OQ));
+            if (k) {
+                first = j + __builtin_ctz(unsigned(k));
+                break;
+            }
+        }
+        const float iscale = -127.f / x[first];
+        const __m256 vs = _mm256_set1_ps(iscale);
+        const __m256i lim = _mm256_set1_epi32(127);
+        const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        int16_t sums[16];
+        for (int j = 0; j < kQK; j += 32) {
+            __m256i v[4];
+            for (int i = 0; i < 4; ++i) {
+                __m256 p = _mm256_mul_ps(vs, _mm256_loadu_ps(x + j + 8 * i));
+                p = _mm256_and_ps(p, _mm256_cmp_ps(p, p, _CMP_ORD_Q)); // NaN → 0
+                v[i] = _mm256_min_epi32(_mm256_cvtps_epi32(p), lim);
+            }
+            const __m256i p16a = _mm256_packs_epi32(v[0], v[1]);
+            const __m256i p16b = _mm256_packs_epi32(v[2], v[3]);
+            const __m256i p8 = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(p16a, p16b), order);
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + kQ8KQs + j), p8);
+            for (int g = 0; g < 2; ++g) {
+                const __m256i s = _mm256_add_epi32(v[2 * g], v[2 * g + 1]);
+                __m128i s4 =
+                    _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+                s4 = _mm_add_epi32(s4, _mm_unpackhi_epi64(s4, s4));
+                s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 1));
+                sums[j / 16 + g] = int16_t(_mm_cvtsi128_si32(s4));
+            }
+        }
+        std::memcpy(out + kQ8KSums, sums, sizeof sums);
+        const float d = 1 / iscale;
+        std::memcpy(out, &d, 4);
+    }
+}
+
+LCW_QZ void quantizeQ8KAvx512(const float* x, void* dst, int64_t n) {
+    auto* out = static_cast<uint8_t*>(dst);
+    for (int64_t b = 0; b < n / kQK; ++b, x += kQK, out += kQ8KBytes) {
+        __m512 m = _mm512_setzero_ps();
+        for (int j = 0; j < kQK; j += 16)
+            m = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(x + j)), m);
+        const float amax = _mm512_reduce_max_ps(m);
+        if (amax == 0) {
+            std::memset(out, 0, kQ8KBytes);
+            continue;
+        }
+        int first = 0;
+        const __m512 vmax = _mm512_set1_ps(amax);
+        for (int j = 0; j < kQK; j += 16) {
+            const __mmask16 k =
+                _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_loadu_ps(x + j)), vmax, _CMP_EQ_OQ);
+            if (k) {
+                first = j + __builtin_ctz(unsigned(k));
+                break;
+            }
+        }
+        const float iscale = -127.f / x[first];
+        const __m512 vs = _mm512_set1_ps(iscale);
+        const __m512i lim = _mm512_set1_epi32(127);
+        int16_t sums[16];
+        for (int g = 0; g < 16; ++g) {
+            __m512 p = _mm512_mul_ps(vs, _mm512_loadu_ps(x + 16 * g));
+            p = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(p, p, _CMP_ORD_Q), p); // NaN → 0
+            const __m512i v = _mm512_min_epi32(_mm512_cvtps_epi32(p), lim);
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(out + kQ8KQs + 16 * g),
+                             _mm512_cvtepi32_epi8(v));
+            sums[g] = int16_t(_mm512_reduce_add_epi32(v));
+        }
+        std::memcpy(out + kQ8KSums, sums, sizeof sums);
+        const float d = 1 / iscale;
+        std::memcpy(out, &d, 4);
+    }
+}
+
+// ---- row × token blocking ----
+
+// Decode (one token): four rows per micro-kernel call, four independent weight streams. Prefill:
+// blocks of NR rows × up to NT tokens, so that a super-block's scales and codes are unpacked
+// once for NT tokens while the tile's weight rows stay in cache (AVX-512 1 × 8, AVX2 2 × 3: the
+// fastest of the shapes measured on Zen 5; larger blocks run out of vector registers).
+template <int NR, int NT, class Micro>
+inline void blocked(int64_t nRows, int64_t nTok, const Micro& micro) {
+    if (nTok == 1) {
+        int64_t r = 0;
+        for (; r + 4 <= nRows; r += 4) micro.template run<4, 1>(r, 0);
+        for (; r < nRows; ++r) micro.template run<1, 1>(r, 0);
+        return;
+    }
+    for (int64_t t = 0; t < nTok; t += NT) {
+        const int64_t nt = std::min<int64_t>(NT, nTok - t);
+        auto rows = [&]<int TT>() {
+            int64_t r = 0;
+            for (; r + NR <= nRows; r += NR) micro.template run<NR, TT>(r, t);
+            for (; r < nRows; ++r) micro.template run<1, TT>(r, t);
+        };
+        // The token count of this block as a template argument (1 .. NT).
+        [&]<int... I>(std::integer_sequence<int, I...>) {
+            ((nt == I + 1 ? (rows.template operator()<I + 1>(), 0) : 0), ...);
+        }
+        (std::make_integer_sequence<int, NT>{});
+    }
+}
+
+template <class K> struct MicroY {
+    const uint8_t *w, *x;
+    size_t ldw, ldx;
+    int64_t nb;
+    float* y;
+    int64_t ldy;
+    template <int NR, int NT> void run(int64_t r, int64_t t) const {
+        microY<K, NR, NT>(w + size_t(r) * ldw, ldw, x + size_t(t) * ldx, ldx, nb, y + t * ldy + r,
+                          ldy);
+    }
+};
+
+template <class K> struct MicroZ {
+    const uint8_t *w, *x;
+    size_t ldw, ldx;
+    const TokZ* tok;
+    int64_t nb;
+    float* y;
+    int64_t ldy;
+    template <int NR, int NT> void run(int64_t r, int64_t t) const {
+        microZ<K, NR, NT>(w + size_t(r) * ldw, ldw, x + size_t(t) * ldx, ldx, tok + t * nb, nb,
+                          y + t * ldy + r, ldy);
+    }
+};
+
+template <class K>
+void gemmAvx2(const std::byte* w, size_t ldw, int64_t nRows, const std::byte* xq, size_t ldx,
+              int64_t nTok, float* y, int64_t ldy, int64_t n) {
+    const MicroY<K> m{u8(w), u8(xq), ldw, ldx, n / kQK, y, ldy};
+    blocked<2, 3>(nRows, nTok, m);
+}
+
+template <class K>
+void gemmAvx512(const std::byte* w, size_t ldw, int64_t nRows, const std::byte* xq, size_t ldx,
+                int64_t nTok, float* y, int64_t ldy, int64_t n) {
+    const int64_t nb = n / kQK;
+    thread_local std::vector<TokZ> tok;
+    if (tok.size() < size_t(nTok * nb)) tok.resize(size_t(nTok * nb));
+    tokSideZ(u8(xq), ldx, nTok, nb, tok.data());
+    const MicroZ<K> m{u8(w), u8(xq), ldw, ldx, tok.data(), nb, y, ldy};
+    blocked<1, 8>(nRows, nTok, m);
+}
+
+#endif // LCW_X86
+
+template <DType T> constexpr QDotKernel kGeneric{ActQ::Q8_K, quantizeQ8KGeneric, gemmGeneric<T>};
+#if LCW_X86
+template <class K> constexpr QDotKernel kAvx2{ActQ::Q8_K, quantizeQ8KAvx2, gemmAvx2<K>};
+template <class K> constexpr QDotKernel kAvx512{ActQ::Q8_K, quantizeQ8KAvx512, gemmAvx512<K>};
+#endif
+
+} // namespace
+
+const QDotKernel* qdotKQuants(DType t, Isa isa) {
+#if LCW_X86
+    // AVX-512 without VNNI runs the AVX2 kernels.
+    if (isa == Isa::Avx512 && !(cpu().avx512 && cpu().avx512vnni)) isa = Isa::Avx2;
+    if (isa == Isa::Avx2 && !cpu().avx2) isa = Isa::Generic;
+    if (isa == Isa::Avx512) {
+        switch (t) {
+        case DType::Q2_K:
+            return &kAvx512<Q2KZ>;
+        case DType::Q3_K:
+            return &kAvx512<Q3KZ>;
+        case DType::Q4_K:
+            return &kAvx512<Q4KZ>;
+        case DType::Q5_K:
+            return &kAvx512<Q5KZ>;
+        case DType::Q6_K:
+            return &kAvx512<Q6KZ>;
+        case DType::IQ4_XS:
+            return &kAvx512<Iq4XsZ>;
+        default:
+            return nullptr;
+        }
+    }
+    if (isa == Isa::Avx2) {
+        switch (t) {
+        case DType::Q2_K:
+            return &kAvx2<Q2KY>;
+        case DType::Q3_K:
+            return &kAvx2<Q3KY>;
+        case DType::Q4_K:
+            return &kAvx2<Q4KY>;
+        case DType::Q5_K:
+            return &kAvx2<Q5KY>;
+        case DType::Q6_K:
+            return &kAvx2<Q6KY>;
+        case DType::IQ4_XS:
+            return &kAvx2<Iq4XsY>;
+        default:
+            return nullptr;
+        }
+    }
+#else
+    (void)isa;
+#endif
+    switch (t) {
+    case DType::Q2_K:
+        return &kGeneric<DType::Q2_K>;
+    case DType::Q3_K:
+        return &kGeneric<DType::Q3_K>;
+    case DType::Q4_K:
+        return &kGeneric<DType::Q4_K>;
+    case DType::Q5_K:
+        return &kGeneric<DType::Q5_K>;
+    case DType::Q6_K:
+        return &kGeneric<DType::Q6_K>;
+    case DType::IQ4_XS:
+        return &kGeneric<DType::IQ4_XS>;
+    default:
+        return nullptr;
+    }
 }
 
 } // namespace lcw::kernels::detail
