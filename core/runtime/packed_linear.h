@@ -92,4 +92,10 @@ public:
                       const ActQuantSpec* act, bool exact, float* y, int64_t ldy) const = 0;
 };
 
+namespace detail {
+/// Tests and benchmarks: allow (the default) or forbid VNNI instructions in the packed kernels, so
+/// that the AVX2 / AVX-512 versions without VNNI run on a CPU that has it.
+void packedAllowVnni(bool allow);
+} // namespace detail
+
 } // namespace lcw::kernels

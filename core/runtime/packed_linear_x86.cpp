@@ -1,0 +1,77 @@
+// The AVX2 and AVX-512 versions of the packed-weight kernels (packed_kernels.inc), each compiled
+// with its own target options (the binary has no -march) and chosen at run time (packed_linear.cpp).
+#include "core/common/dtype.h"
+#include "core/common/lowbit.h"
+#include "core/runtime/packed_layout.h"
+#include "core/runtime/simd.h"
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+
+#if LCW_X86
+#include <immintrin.h>
+
+#if defined(__clang__)
+#define PK_TARGET_PUSH(T) _Pragma("clang attribute push(__attribute__((target(" #T "))), apply_to = function)")
+#define PK_TARGET_POP _Pragma("clang attribute pop")
+#else
+#define PK_TARGET_PUSH_(T) _Pragma(#T)
+#define PK_TARGET_PUSH(T) _Pragma("GCC push_options") PK_TARGET_PUSH_(GCC target(T))
+#define PK_TARGET_POP _Pragma("GCC pop_options")
+#endif
+
+PK_TARGET_PUSH("avx2,fma,f16c")
+namespace lcw::kernels::pk::avx2 {
+#define PK_W 256
+#define PK_VNNI 0
+#include "core/runtime/packed_kernels.inc"
+#undef PK_W
+#undef PK_VNNI
+} // namespace lcw::kernels::pk::avx2
+PK_TARGET_POP
+
+PK_TARGET_PUSH("avx2,fma,f16c,avxvnni")
+namespace lcw::kernels::pk::avx2vnni {
+#define PK_W 256
+#define PK_VNNI 1
+#include "core/runtime/packed_kernels.inc"
+#undef PK_W
+#undef PK_VNNI
+} // namespace lcw::kernels::pk::avx2vnni
+PK_TARGET_POP
+
+PK_TARGET_PUSH("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")
+namespace lcw::kernels::pk::avx512 {
+#define PK_W 512
+#define PK_VNNI 0
+#include "core/runtime/packed_kernels.inc"
+#undef PK_W
+#undef PK_VNNI
+} // namespace lcw::kernels::pk::avx512
+PK_TARGET_POP
+
+PK_TARGET_PUSH("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")
+namespace lcw::kernels::pk::avx512vnni {
+#define PK_W 512
+#define PK_VNNI 1
+#include "core/runtime/packed_kernels.inc"
+#undef PK_W
+#undef PK_VNNI
+} // namespace lcw::kernels::pk::avx512vnni
+PK_TARGET_POP
+
+namespace lcw::kernels::pk {
+
+const KernelSet* kernelsAvx2(bool vnni) {
+    if (!detail::cpu().avx2) return nullptr;
+    return vnni && detail::cpu().avxvnni ? &avx2vnni::kSet : &avx2::kSet;
+}
+
+const KernelSet* kernelsAvx512(bool vnni) {
+    if (!detail::cpu().avx512) return nullptr;
+    return vnni && detail::cpu().avx512vnni ? &avx512vnni::kSet : &avx512::kSet;
+}
+
+} // namespace lcw::kernels::pk
+#endif
