@@ -151,15 +151,27 @@ struct IsaGuard {
     ~IsaGuard() {
         setIsa(Isa::Auto);
         detail::packedAllowVnni(true);
+        detail::packedAllowVbmi(true);
     }
 };
 
-/// Every (ISA, VNNI allowed) pair this CPU runs.
-std::vector<std::pair<Isa, bool>> variants() {
-    std::vector<std::pair<Isa, bool>> v;
+/// Every kernel version this CPU runs: ISA level, VNNI allowed, VBMI allowed.
+struct Variant {
+    Isa isa;
+    bool vnni, vbmi;
+    void apply() const {
+        setIsa(isa);
+        detail::packedAllowVnni(vnni);
+        detail::packedAllowVbmi(vbmi);
+    }
+};
+std::vector<Variant> variants() {
+    std::vector<Variant> v;
     for (Isa isa : supportedIsas()) {
-        v.push_back({isa, true});
-        if (isa != Isa::Generic) v.push_back({isa, false});
+        v.push_back({isa, true, true});
+        if (isa == Isa::Generic) continue;
+        v.push_back({isa, false, false});
+        if (isa == Isa::Avx512) v.push_back({isa, true, false});
     }
     return v;
 }
@@ -230,9 +242,9 @@ private slots:
         IsaGuard g;
         for (const Case& c : cases()) {
             const auto pl = PackedLinear::pack(sourceOf(c));
-            for (auto [isa, vnni] : variants()) {
-                setIsa(isa);
-                detail::packedAllowVnni(vnni);
+            for (const Variant& v : variants()) {
+                v.apply();
+                [[maybe_unused]] const Isa isa = v.isa;
                 std::vector<float> d(c.ref.size());
                 pl->dequantizeRows(0, c.pt.rows, d.data());
                 QVERIFY2(sameBits(d.data(), c.ref.data(), d.size()), (c.name + " / " + pl->describe()).c_str());
@@ -276,9 +288,9 @@ private slots:
                 const auto x = randomActs(nTok, C, uint32_t(nTok * 31 + R));
                 std::vector<double> ref, mag;
                 reference(c.ref, R, C, x, nTok, ref, mag);
-                for (auto [isa, vnni] : variants()) {
-                    setIsa(isa);
-                    detail::packedAllowVnni(vnni);
+                for (const Variant& v : variants()) {
+                    v.apply();
+                    const Isa isa = v.isa;
                     const auto y = run(*pl, x, nTok, nullptr, true);
                     for (size_t i = 0; i < y.size(); ++i)
                         QVERIFY2(std::fabs(y[i] - ref[i]) <= 2e-6 * mag[i] + 1e-30,
@@ -301,9 +313,9 @@ private slots:
             std::vector<double> ref, mag;
             reference(c.ref, R, C, x, nTok, ref, mag);
             std::vector<float> first;
-            for (auto [isa, vnni] : variants()) {
-                setIsa(isa);
-                detail::packedAllowVnni(vnni);
+            for (const Variant& v : variants()) {
+                v.apply();
+                [[maybe_unused]] const Isa isa = v.isa;
                 const auto y = run(*pl, x, nTok, nullptr, false);
                 for (int64_t t = 0; t < nTok; ++t) {
                     double xmax = 0;
@@ -350,9 +362,9 @@ private slots:
                 std::vector<double> ref, mag;
                 reference(c.ref, R, C, xq, nTok, ref, mag);
                 std::vector<float> first;
-                for (auto [isa, vnni] : variants()) {
-                    setIsa(isa);
-                    detail::packedAllowVnni(vnni);
+                for (const Variant& v : variants()) {
+                    v.apply();
+                    const Isa isa = v.isa;
                     for (bool exact : {false, true}) {
                         const auto y = run(*pl, x, nTok, &a, exact);
                         for (size_t i = 0; i < y.size(); ++i)
@@ -381,9 +393,9 @@ private slots:
             const auto pl = PackedLinear::pack(sourceOf(c));
             const int64_t R = c.pt.rows, C = c.pt.cols, nTok = 9;
             const auto x = randomActs(nTok, C, 17);
-            for (auto [isa, vnni] : variants()) {
-                setIsa(isa);
-                detail::packedAllowVnni(vnni);
+            for (const Variant& v : variants()) {
+                v.apply();
+                [[maybe_unused]] const Isa isa = v.isa;
                 for (int mode = 0; mode < 3; ++mode) {
                     const ActQuantSpec* act = mode == 2 ? &a8 : nullptr;
                     const bool exact = mode == 0;
@@ -426,9 +438,9 @@ private slots:
             std::vector<double> ref, mag;
             reference(c.ref, R, C, x, nTok, ref, mag);
             std::vector<float> firstW, firstA;
-            for (auto [isa, vnni] : variants()) {
-                setIsa(isa);
-                detail::packedAllowVnni(vnni);
+            for (const Variant& v : variants()) {
+                v.apply();
+                [[maybe_unused]] const Isa isa = v.isa;
                 const auto y = run(*pl, x, nTok, nullptr, true);
                 for (size_t i = 0; i < y.size(); ++i)
                     QVERIFY(std::fabs(y[i] - ref[i]) <= 2e-6 * mag[i] + 1e-30);
@@ -441,6 +453,30 @@ private slots:
                     QVERIFY2(sameBits(firstA.data(), ya.data(), ya.size()), pl->describe().c_str());
                 }
             }
+        }
+    }
+
+    void fp8NanCodesStayNan() {
+        // e4m3fn has NaN codes (0x7F, 0xFF): read as NaN, and a product over them is NaN.
+        IsaGuard g;
+        compress::WeightSettings fp8;
+        fp8.format = compress::WeightFormat::Fp8E4M3, fp8.bits = 8,
+        fp8.granularity = compress::Granularity::Channel;
+        Case c = makeCase(8, 96, fp8, MaskKind::None, 0, 3);
+        c.pt.codes[size_t(1 * 96 + 5)] = 0x7F;
+        c.pt.codes[size_t(6 * 96 + 70)] = 0xFF;
+        c.ref = compress::dequantize(c.pt, "w");
+        const auto pl = PackedLinear::pack(sourceOf(c));
+        const auto x = randomActs(2, 96, 8);
+        for (const Variant& v : variants()) {
+            v.apply();
+            std::vector<float> d(c.ref.size());
+            pl->dequantizeRows(0, 8, d.data());
+            QVERIFY(sameBits(d.data(), c.ref.data(), d.size()));
+            const auto y = run(*pl, x, 2, nullptr, true);
+            for (int64_t t = 0; t < 2; ++t)
+                for (int64_t r = 0; r < 8; ++r)
+                    QCOMPARE(std::isnan(y[size_t(t * 8 + r)]), r == 1 || r == 6);
         }
     }
 

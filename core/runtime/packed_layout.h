@@ -51,6 +51,7 @@ struct Layout {
     int64_t Cp = 0;       ///< gpr * Gp
     bool sparse = false;  ///< 2:4 slots
     bool maskBits = false;
+    bool fp8Nan = false;    ///< fp8 codes include NaN (0x7F / 0xFF)
     int64_t unitCols = 64;  ///< dense columns of a full unit (128 for 2:4)
     int64_t unitPos = 64;   ///< positions of a full unit (64)
     int64_t fullUnits = 0;  ///< full units per group
@@ -128,7 +129,7 @@ struct KernelSet {
 
 /// Instruction-set kernels (packed_linear_x86.cpp); nullptr where the CPU or build lacks them.
 const KernelSet* kernelsAvx2(bool vnni);
-const KernelSet* kernelsAvx512(bool vnni);
+const KernelSet* kernelsAvx512(bool vnni, bool vbmi);
 
 /// Scalar helpers shared by all versions.
 /// Codes of one unit of one row (n positions) into out[n].

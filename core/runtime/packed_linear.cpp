@@ -24,7 +24,7 @@ using namespace pk;
 
 namespace {
 
-std::atomic<bool> g_allowVnni{true};
+std::atomic<bool> g_allowVnni{true}, g_allowVbmi{true};
 
 using Kind = PackedSource::Kind;
 using Gran = PackedSource::Granularity;
@@ -317,6 +317,8 @@ PackedImpl::PackedImpl(const PackedSource& s) : m_name(s.name) {
     L.groupBytes = 4 * (size_t(L.fullUnits) * L.unitBytes + (L.tail ? L.unitBytes / 2 : 0));
     L.panelBytes = size_t(L.gpr) * L.groupBytes;
     L.maskWords = L.maskBits ? (L.Cp + 63) / 64 : 0;
+    if (L.kind == Kind::Fp8)
+        for (size_t i = 0; i < s.codeBytes && !L.fp8Nan; ++i) L.fp8Nan = (s.codes[i] & 0x7F) == 0x7F;
 
     m_codes.assign(size_t(L.panels) * L.panelBytes, 0);
     m_scales.assign(size_t(L.panels * L.gpr * 4), 0);
@@ -708,7 +710,7 @@ const KernelSet& kernelsFor(Isa isa) {
 #if LCW_X86
     const bool vnniOk = g_allowVnni.load();
     if (isa == Isa::Avx512)
-        if (const KernelSet* k = kernelsAvx512(vnniOk && detail::cpu().avx512vnni)) return *k;
+        if (const KernelSet* k = kernelsAvx512(vnniOk, g_allowVbmi.load())) return *k;
     if (isa == Isa::Avx512 || isa == Isa::Avx2)
         if (const KernelSet* k =
                 kernelsAvx2(vnniOk && detail::cpu().avxvnni))
@@ -787,7 +789,7 @@ namespace pk {
 const KernelSet* kernelsAvx2(bool) {
     return nullptr;
 }
-const KernelSet* kernelsAvx512(bool) {
+const KernelSet* kernelsAvx512(bool, bool) {
     return nullptr;
 }
 #endif
@@ -796,6 +798,9 @@ const KernelSet* kernelsAvx512(bool) {
 namespace detail {
 void packedAllowVnni(bool allow) {
     g_allowVnni.store(allow);
+}
+void packedAllowVbmi(bool allow) {
+    g_allowVbmi.store(allow);
 }
 } // namespace detail
 

@@ -21,13 +21,22 @@
 #define PK_TARGET_POP _Pragma("GCC pop_options")
 #endif
 
+// GCC 12 reports its own AVX-512 intrinsics (_mm512_undefined_epi32's self-initialisation) as
+// maybe-uninitialised once they are inlined into these kernels: a false positive.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
 PK_TARGET_PUSH("avx2,fma,f16c")
 namespace lcw::kernels::pk::avx2 {
 #define PK_W 256
 #define PK_VNNI 0
+#define PK_VBMI 0
 #include "core/runtime/packed_kernels.inc"
 #undef PK_W
 #undef PK_VNNI
+#undef PK_VBMI
 } // namespace lcw::kernels::pk::avx2
 PK_TARGET_POP
 
@@ -35,9 +44,11 @@ PK_TARGET_PUSH("avx2,fma,f16c,avxvnni")
 namespace lcw::kernels::pk::avx2vnni {
 #define PK_W 256
 #define PK_VNNI 1
+#define PK_VBMI 0
 #include "core/runtime/packed_kernels.inc"
 #undef PK_W
 #undef PK_VNNI
+#undef PK_VBMI
 } // namespace lcw::kernels::pk::avx2vnni
 PK_TARGET_POP
 
@@ -45,9 +56,11 @@ PK_TARGET_PUSH("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")
 namespace lcw::kernels::pk::avx512 {
 #define PK_W 512
 #define PK_VNNI 0
+#define PK_VBMI 0
 #include "core/runtime/packed_kernels.inc"
 #undef PK_W
 #undef PK_VNNI
+#undef PK_VBMI
 } // namespace lcw::kernels::pk::avx512
 PK_TARGET_POP
 
@@ -55,22 +68,51 @@ PK_TARGET_PUSH("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")
 namespace lcw::kernels::pk::avx512vnni {
 #define PK_W 512
 #define PK_VNNI 1
+#define PK_VBMI 0
 #include "core/runtime/packed_kernels.inc"
 #undef PK_W
 #undef PK_VNNI
+#undef PK_VBMI
 } // namespace lcw::kernels::pk::avx512vnni
 PK_TARGET_POP
 
+PK_TARGET_PUSH("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,avx2,fma,f16c")
+namespace lcw::kernels::pk::avx512vbmi {
+#define PK_W 512
+#define PK_VNNI 1
+#define PK_VBMI 1
+#include "core/runtime/packed_kernels.inc"
+#undef PK_W
+#undef PK_VNNI
+#undef PK_VBMI
+} // namespace lcw::kernels::pk::avx512vbmi
+PK_TARGET_POP
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
 namespace lcw::kernels::pk {
+
+namespace {
+bool hasVbmi() {
+    static const bool v = [] {
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx512vbmi");
+    }();
+    return v;
+}
+} // namespace
 
 const KernelSet* kernelsAvx2(bool vnni) {
     if (!detail::cpu().avx2) return nullptr;
     return vnni && detail::cpu().avxvnni ? &avx2vnni::kSet : &avx2::kSet;
 }
 
-const KernelSet* kernelsAvx512(bool vnni) {
+const KernelSet* kernelsAvx512(bool vnni, bool vbmi) {
     if (!detail::cpu().avx512) return nullptr;
-    return vnni && detail::cpu().avx512vnni ? &avx512vnni::kSet : &avx512::kSet;
+    if (!vnni || !detail::cpu().avx512vnni) return &avx512::kSet;
+    return vbmi && hasVbmi() ? &avx512vbmi::kSet : &avx512vnni::kSet;
 }
 
 } // namespace lcw::kernels::pk
