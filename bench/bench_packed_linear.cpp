@@ -99,7 +99,9 @@ std::unique_ptr<Packed> makePacked(const std::vector<float>& w, int64_t rows, in
     s.zeros = q.zeros.empty() ? nullptr : q.zeros.data(), s.nZeros = q.zeros.size();
     s.mask = p->mask.empty() ? nullptr : p->mask.data();
     s.name = "bench";
+    const double t0 = now();
     p->pl = kernels::PackedLinear::pack(s);
+    std::printf("{\"pack\": \"%s\", \"ms\": %.1f}\n", p->pl->describe().c_str(), (now() - t0) * 1e3);
     return p;
 }
 

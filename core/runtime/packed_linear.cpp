@@ -34,11 +34,13 @@ inline size_t alignUp(size_t v) {
     return (v + kAlign - 1) & ~(kAlign - 1);
 }
 
-inline uint32_t getBits(const uint8_t* row, int64_t j, int bits) {
+/// Code j of a row of `rowBytes` bytes, LSB-first (bits <= 8: at most two bytes).
+inline uint32_t getBits(const uint8_t* row, size_t rowBytes, int64_t j, int bits) {
     const uint64_t bit = uint64_t(j) * uint64_t(bits);
-    uint32_t u = 0;
-    for (int b = 0; b < bits; ++b) u |= uint32_t(row[(bit + b) >> 3] >> ((bit + b) & 7) & 1u) << b;
-    return u;
+    const size_t byte = size_t(bit >> 3);
+    uint32_t v = row[byte];
+    if (byte + 1 < rowBytes) v |= uint32_t(row[byte + 1]) << 8;
+    return (v >> (bit & 7)) & ((1u << bits) - 1);
 }
 
 /// Float value of one code (exactly as compress::dequantize computes it).
@@ -359,7 +361,7 @@ PackedImpl::PackedImpl(const PackedSource& s) : m_name(s.name) {
             std::memset(d, 0, size_t(L.Gp));
             for (int64_t j = 0; j < len; ++j) {
                 const bool keep = !m || m[c0 + j];
-                d[j] = uint8_t(getBits(src, c0 + j, L.bits));
+                d[j] = uint8_t(getBits(src, rowBytes, c0 + j, L.bits));
                 if (!keep && zc >= 0) d[j] = uint8_t(zc);
                 if (L.maskBits && keep) {
                     const int64_t pc = g * L.Gp + j;

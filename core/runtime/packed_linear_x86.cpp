@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <vector>
 
 #if LCW_X86
 #include <immintrin.h>
@@ -22,10 +23,11 @@
 #endif
 
 // GCC 12 reports its own AVX-512 intrinsics (_mm512_undefined_epi32's self-initialisation) as
-// maybe-uninitialised once they are inlined into these kernels: a false positive.
+// (maybe-)uninitialised once they are inlined into these kernels: a false positive.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 
 PK_TARGET_PUSH("avx2,fma,f16c")
