@@ -480,6 +480,33 @@ private slots:
         }
     }
 
+    void nonFiniteActivationsGiveNonFiniteOutputs() {
+        // A NaN or infinite activation makes its token's outputs non-finite in every mode (as
+        // the fake-quantised reference does) and leaves the other tokens alone.
+        using G = compress::Granularity;
+        IsaGuard g;
+        const Case c = makeCase(8, 200, intSettings(4, true, G::Group, 64), MaskKind::None, 1, 5);
+        const auto pl = PackedLinear::pack(sourceOf(c));
+        auto x = randomActs(3, 200, 6);
+        x[size_t(0 * 200 + 17)] = std::numeric_limits<float>::quiet_NaN();
+        x[size_t(2 * 200 + 150)] = std::numeric_limits<float>::infinity();
+        ActQuantSpec a8;
+        a8.bits = 8;
+        for (const Variant& v : variants()) {
+            v.apply();
+            for (int mode = 0; mode < 3; ++mode) {
+                const auto y = run(*pl, x, 3, mode == 2 ? &a8 : nullptr, mode == 0);
+                const std::vector<float> mid(x.begin() + 200, x.begin() + 400);
+                const auto y1 = run(*pl, mid, 1, mode == 2 ? &a8 : nullptr, mode == 0);
+                for (int64_t r = 0; r < 8; ++r) {
+                    QVERIFY(!std::isfinite(y[size_t(r)]));
+                    QVERIFY(!std::isfinite(y[size_t(16 + r)]));
+                }
+                QVERIFY(sameBits(y.data() + 8, y1.data(), 8));
+            }
+        }
+    }
+
     void linearBatchSharesPreparation() {
         using G = compress::Granularity;
         const Case a = makeCase(12, 256, intSettings(4, true, G::Group, 128), MaskKind::None, 0, 21);

@@ -125,6 +125,11 @@ struct KernelSet {
                        int64_t ldy) = nullptr;
     void (*floatSparse)(const WeightRef&, const PrepView&, int64_t p0, int64_t np, float* y,
                         int64_t ldy) = nullptr;
+    /// max |x[i]| over n values (NaN when one is NaN).
+    float (*absMax)(const float* x, int64_t n) = nullptr;
+    /// q[i] = clamp(rint(x[i] / f or x[i] * f), -qmax, qmax) for finite x; returns Σ q.
+    int32_t (*quantize)(const float* x, int64_t n, float f, bool divide, float qmax,
+                        int8_t* q) = nullptr;
 };
 
 /// Instruction-set kernels (packed_linear_x86.cpp); nullptr where the CPU or build lacks them.

@@ -97,6 +97,8 @@ void packUnit(const uint8_t* codes, int n, int bits, uint8_t* out) {
     }
 }
 
+const KernelSet& kernelsFor(Isa isa);
+
 // ---------------------------------------------------------------------------------------------
 // Portable kernels.
 
@@ -210,7 +212,27 @@ void floatGeneric(const WeightRef& w, const PrepView& P, int64_t p0, int64_t np,
         }
 }
 
-const KernelSet kGeneric{intGeneric, intGeneric, floatGeneric, floatGeneric};
+float absMaxGeneric(const float* x, int64_t n) {
+    float m = 0.0f;
+    for (int64_t i = 0; i < n; ++i) {
+        if (std::isnan(x[i])) return x[i];
+        m = std::max(m, std::fabs(x[i]));
+    }
+    return m;
+}
+
+int32_t quantizeGeneric(const float* x, int64_t n, float f, bool divide, float qmax, int8_t* q) {
+    int32_t sum = 0;
+    for (int64_t i = 0; i < n; ++i) {
+        const float v = std::clamp(std::nearbyint(divide ? x[i] / f : x[i] * f), -qmax, qmax);
+        q[i] = int8_t(v);
+        sum += q[i];
+    }
+    return sum;
+}
+
+const KernelSet kGeneric{intGeneric,    intGeneric,     floatGeneric,
+                         floatGeneric,  absMaxGeneric,  quantizeGeneric};
 
 // ---------------------------------------------------------------------------------------------
 
@@ -628,6 +650,12 @@ void PackedImpl::prepare(const float* x, int64_t ldx, int64_t nTok, const ActQua
         for (int32_t c : act->outlierChannels)
             if (c >= 0 && c < L.cols) skip[size_t(c)] = 2;
     const uint8_t* sk = skip.data();
+    std::vector<int64_t> actSkip; // activation-outlier channels (no part in the scale)
+    for (int64_t c = 0; c < L.cols; ++c)
+        if (sk[c] == 2) actSkip.push_back(c);
+
+    const KernelSet& ks = kernelsFor(activeIsa());
+    const float nan = std::numeric_limits<float>::quiet_NaN();
 
 #pragma omp parallel for schedule(static) if (par)
     for (int64_t t = 0; t < nTok; ++t) {
@@ -636,6 +664,39 @@ void PackedImpl::prepare(const float* x, int64_t ldx, int64_t nTok, const ActQua
         std::memset(q, 0, size_t(L.Cp));
         float* d = dv + t * h.nBlocks;
         int32_t* X = Xv + t * h.nBlocks;
+        std::fill(X, X + h.nBlocks, 0);
+        // Finite rows take the vector path (the same codes as the scalar one below, which keeps
+        // the NaN / infinity cases of fakeQuantizeActivations).
+        thread_local std::vector<float> tmp;
+        const bool finite = std::isfinite(ks.absMax(xr, L.cols));
+        if (finite) {
+            tmp.assign(xr, xr + L.cols);
+            float* xs = tmp.data();
+            float f = 0.0f, qmax = 127.0f, scale = 0.0f;
+            if (h.mode == Mode::IntAct) {
+                qmax = float((1 << (act->bits - 1)) - 1);
+                for (int64_t c : actSkip) xs[c] = 0.0f;
+                const float m = act->perToken ? ks.absMax(xs, L.cols) : act->absMax;
+                scale = f = act->clip * m / qmax;
+            }
+            for (int32_t c : m_ocols) xs[c] = 0.0f;
+            for (int64_t g = 0; g < L.gpr; ++g) {
+                const int64_t c0 = g * L.glen, len = std::min(L.glen, L.cols - c0);
+                for (int64_t b = 0; b < bpg; ++b) {
+                    const int64_t j0 = b * bu * L.unitCols;
+                    const int64_t j1 = std::min(len, (b + 1) * bu * L.unitCols);
+                    if (h.mode == Mode::IntW) {
+                        const float amax = j1 > j0 ? ks.absMax(xs + c0 + j0, j1 - j0) : 0.0f;
+                        f = amax > 0.0f ? 127.0f / amax : 0.0f;
+                        scale = amax / 127.0f;
+                    }
+                    const bool divide = h.mode == Mode::IntAct;
+                    if (j1 > j0 && (divide ? f > 0.0f : true))
+                        X[g * bpg + b] = ks.quantize(xs + c0 + j0, j1 - j0, f, divide, qmax, q + g * L.Gp + j0);
+                    d[g * bpg + b] = scale > 0.0f ? scale : 0.0f;
+                }
+            }
+        }
         if (h.mode == Mode::IntAct) {
             // runtime::fakeQuantizeActivations, kept as integer codes and one scale per token.
             const float qmax = float((1 << (act->bits - 1)) - 1);
@@ -646,22 +707,23 @@ void PackedImpl::prepare(const float* x, int64_t ldx, int64_t nTok, const ActQua
                     m = std::max(m, sk[c] != 2 ? std::fabs(xr[c]) : 0.0f);
             }
             const float s = act->clip * m / qmax;
-            bool nan = false;
-            for (int64_t g = 0; g < L.gpr; ++g) {
-                const int64_t c0 = g * L.glen, len = std::min(L.glen, L.cols - c0);
-                int8_t* qg = q + g * L.Gp;
-                for (int64_t j = 0; j < len; ++j) {
-                    if (sk[c0 + j] == 2) continue;
-                    float v = 0.0f;
-                    if (s > 0.0f) {
-                        v = std::clamp(std::nearbyint(xr[c0 + j] / s), -qmax, qmax);
-                        if (std::isnan(v)) nan = true, v = 0.0f;
+            if (!finite) {
+                bool isNan = false;
+                for (int64_t g = 0; g < L.gpr; ++g) {
+                    const int64_t c0 = g * L.glen, len = std::min(L.glen, L.cols - c0);
+                    int8_t* qg = q + g * L.Gp;
+                    for (int64_t j = 0; j < len; ++j) {
+                        if (sk[c0 + j] == 2) continue;
+                        float v = 0.0f;
+                        if (s > 0.0f) {
+                            v = std::clamp(std::nearbyint(xr[c0 + j] / s), -qmax, qmax);
+                            if (std::isnan(v)) isNan = true, v = 0.0f;
+                        }
+                        if (sk[c0 + j] == 0) qg[j] = int8_t(v);
                     }
-                    if (sk[c0 + j] == 0) qg[j] = int8_t(v);
                 }
+                for (int64_t b = 0; b < h.nBlocks; ++b) d[b] = isNan ? nan : (s > 0.0f ? s : 0.0f);
             }
-            for (int64_t b = 0; b < h.nBlocks; ++b)
-                d[b] = nan ? std::numeric_limits<float>::quiet_NaN() : (s > 0.0f ? s : 0.0f);
             for (int64_t k = 0; k < no; ++k) {
                 const int32_t c = m_ocols[size_t(k)];
                 float v = 0.0f;
@@ -670,32 +732,32 @@ void PackedImpl::prepare(const float* x, int64_t ldx, int64_t nTok, const ActQua
             }
             for (size_t j = 0; j < ao.size(); ++j) xa[t * int64_t(ao.size()) + int64_t(j)] = xr[ao[j]];
         } else {
-            for (int64_t g = 0; g < L.gpr; ++g) {
+            for (int64_t g = 0; g < L.gpr && !finite; ++g) {
                 const int64_t c0 = g * L.glen, len = std::min(L.glen, L.cols - c0);
                 for (int64_t b = 0; b < bpg; ++b) {
-                    // Block b: padded columns [b * bu * unitCols, ...) of the group.
+                    // Block b: padded columns [b * bu * unitCols, ...) of the group. A non-finite
+                    // activation makes the block's scale NaN (its codes stay 0).
                     const int64_t j0 = b * bu * L.unitCols;
                     const int64_t j1 = std::min(len, (b + 1) * bu * L.unitCols);
                     float amax = 0.0f;
-                    bool nan = false;
+                    bool bad = false;
                     for (int64_t j = j0; j < j1; ++j)
                         if (!sk[c0 + j]) {
                             amax = std::max(amax, std::fabs(xr[c0 + j]));
-                            nan |= std::isnan(xr[c0 + j]);
+                            bad |= !std::isfinite(xr[c0 + j]);
                         }
                     const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
-                    for (int64_t j = j0; j < j1; ++j)
-                        if (!sk[c0 + j] && !nan)
+                    for (int64_t j = j0; j < j1 && !bad; ++j)
+                        if (!sk[c0 + j])
                             q[g * L.Gp + j] =
                                 int8_t(std::clamp(std::nearbyint(xr[c0 + j] * id), -127.0f, 127.0f));
-                    const bool bad = nan || !std::isfinite(amax);
-                    d[g * bpg + b] = bad ? std::numeric_limits<float>::quiet_NaN() : amax / 127.0f;
+                    d[g * bpg + b] = bad ? nan : amax / 127.0f;
                 }
             }
             for (int64_t k = 0; k < no; ++k) xo[t * no + k] = xr[m_ocols[size_t(k)]];
         }
-        // Code sums per block (dense), then the 2:4 offset to unsigned.
-        for (int64_t g = 0; g < L.gpr; ++g)
+        // Code sums per block (the vector path returned them), then the 2:4 offset to unsigned.
+        for (int64_t g = 0; g < L.gpr && !finite; ++g)
             for (int64_t b = 0; b < bpg; ++b) {
                 const int64_t j0 = g * L.Gp + b * bu * L.unitCols;
                 const int64_t j1 = std::min(g * L.Gp + L.Gp, j0 + bu * L.unitCols);

@@ -6,6 +6,7 @@
 #include "core/runtime/simd.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <limits>
 #include <vector>
