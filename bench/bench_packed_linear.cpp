@@ -75,8 +75,10 @@ std::unique_ptr<Packed> makePacked(const std::vector<float>& w, int64_t rows, in
             if (std::fabs(w[size_t(i + b)]) > std::fabs(w[size_t(i + a)])) std::swap(a, b);
             for (int k = 2; k < 4; ++k) {
                 const float v = std::fabs(w[size_t(i + k)]);
-                if (v > std::fabs(w[size_t(i + a)])) b = a, a = k;
-                else if (v > std::fabs(w[size_t(i + b)])) b = k;
+                if (v > std::fabs(w[size_t(i + a)]))
+                    b = a, a = k;
+                else if (v > std::fabs(w[size_t(i + b)]))
+                    b = k;
             }
             p->mask[size_t(i + a)] = p->mask[size_t(i + b)] = 1;
         }
@@ -88,7 +90,8 @@ std::unique_ptr<Packed> makePacked(const std::vector<float>& w, int64_t rows, in
                                                         : kernels::PackedSource::Kind::Fp8;
     s.bits = st.bits;
     s.symmetric = st.symmetric;
-    s.granularity = st.granularity == compress::Granularity::Tensor ? kernels::PackedSource::Granularity::Tensor
+    s.granularity = st.granularity == compress::Granularity::Tensor
+                        ? kernels::PackedSource::Granularity::Tensor
                     : st.granularity == compress::Granularity::Channel
                         ? kernels::PackedSource::Granularity::Channel
                         : kernels::PackedSource::Granularity::Group;
@@ -101,7 +104,8 @@ std::unique_ptr<Packed> makePacked(const std::vector<float>& w, int64_t rows, in
     s.name = "bench";
     const double t0 = now();
     p->pl = kernels::PackedLinear::pack(s);
-    std::printf("{\"pack\": \"%s\", \"ms\": %.1f}\n", p->pl->describe().c_str(), (now() - t0) * 1e3);
+    std::printf("{\"pack\": \"%s\", \"ms\": %.1f}\n", p->pl->describe().c_str(),
+                (now() - t0) * 1e3);
     return p;
 }
 
@@ -113,13 +117,20 @@ int main(int argc, char** argv) {
     std::string isa;
     for (int i = 1; i + 1 < argc; i += 2) {
         const std::string a = argv[i];
-        if (a == "--rows") rows = std::atoll(argv[i + 1]);
-        else if (a == "--cols") cols = std::atoll(argv[i + 1]);
-        else if (a == "--prefill") prefill = std::atoll(argv[i + 1]);
-        else if (a == "--rounds") rounds = std::atoi(argv[i + 1]);
-        else if (a == "--threads") threads = std::atoi(argv[i + 1]);
-        else if (a == "--isa") isa = argv[i + 1];
-        else if (a == "--cpu-time") g_cpuTime = std::atoi(argv[i + 1]) != 0;
+        if (a == "--rows")
+            rows = std::atoll(argv[i + 1]);
+        else if (a == "--cols")
+            cols = std::atoll(argv[i + 1]);
+        else if (a == "--prefill")
+            prefill = std::atoll(argv[i + 1]);
+        else if (a == "--rounds")
+            rounds = std::atoi(argv[i + 1]);
+        else if (a == "--threads")
+            threads = std::atoi(argv[i + 1]);
+        else if (a == "--isa")
+            isa = argv[i + 1];
+        else if (a == "--cpu-time")
+            g_cpuTime = std::atoi(argv[i + 1]) != 0;
     }
     if (!isa.empty()) kernels::setIsa(*kernels::isaFromName(isa));
     if (g_cpuTime) threads = 1;
@@ -167,7 +178,8 @@ int main(int argc, char** argv) {
     addPacked("W8A8 channel 2:4", intSettings(8, G::Channel, 0), true, &a8, false);
     addPacked("W8A16 channel 2:4", intSettings(8, G::Channel, 0), true, nullptr, false);
     compress::WeightSettings nf4;
-    nf4.format = compress::WeightFormat::Nf4, nf4.bits = 4, nf4.granularity = G::Group, nf4.groupSize = 64;
+    nf4.format = compress::WeightFormat::Nf4, nf4.bits = 4, nf4.granularity = G::Group,
+    nf4.groupSize = 64;
     addPacked("NF4 g64", nf4, false, nullptr, false);
     compress::WeightSettings fp8;
     fp8.format = compress::WeightFormat::Fp8E4M3, fp8.bits = 8, fp8.granularity = G::Channel;

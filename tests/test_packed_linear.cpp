@@ -37,9 +37,10 @@ PackedSource sourceOf(const Case& c) {
                                                         : PackedSource::Kind::Fp8;
     s.bits = st.bits;
     s.symmetric = st.symmetric;
-    s.granularity = st.granularity == compress::Granularity::Tensor    ? PackedSource::Granularity::Tensor
-                    : st.granularity == compress::Granularity::Channel ? PackedSource::Granularity::Channel
-                                                                       : PackedSource::Granularity::Group;
+    s.granularity =
+        st.granularity == compress::Granularity::Tensor    ? PackedSource::Granularity::Tensor
+        : st.granularity == compress::Granularity::Channel ? PackedSource::Granularity::Channel
+                                                           : PackedSource::Granularity::Group;
     s.group = st.groupSize;
     s.rows = p.rows, s.cols = p.cols;
     s.codes = p.codes.data(), s.codeBytes = p.codes.size();
@@ -55,8 +56,8 @@ PackedSource sourceOf(const Case& c) {
 
 enum class MaskKind { None, TwoFour, TwoFourSparse, Unstructured };
 
-Case makeCase(int64_t rows, int64_t cols, compress::WeightSettings st, MaskKind mk,
-              int nOutliers, uint32_t seed) {
+Case makeCase(int64_t rows, int64_t cols, compress::WeightSettings st, MaskKind mk, int nOutliers,
+              uint32_t seed) {
     std::mt19937 rng(seed);
     std::normal_distribution<float> nd(0.0f, 1.0f);
     std::vector<float> w(size_t(rows * cols));
@@ -65,7 +66,8 @@ Case makeCase(int64_t rows, int64_t cols, compress::WeightSettings st, MaskKind 
     c.name = "w";
     c.pt = compress::quantize(w.data(), rows, cols, st, "w");
     if (nOutliers > 0) {
-        for (int k = 0; k < nOutliers; ++k) c.pt.outlierCols.push_back(int32_t(3 + k * (cols / nOutliers)));
+        for (int k = 0; k < nOutliers; ++k)
+            c.pt.outlierCols.push_back(int32_t(3 + k * (cols / nOutliers)));
         for (int64_t r = 0; r < rows; ++r)
             for (int k = 0; k < nOutliers; ++k)
                 c.pt.outlierValues.push_back(f32ToF16(nd(rng) * 0.5f));
@@ -99,7 +101,8 @@ Case makeCase(int64_t rows, int64_t cols, compress::WeightSettings st, MaskKind 
     return c;
 }
 
-compress::WeightSettings intSettings(int bits, bool sym, compress::Granularity g, int64_t group = 128) {
+compress::WeightSettings intSettings(int bits, bool sym, compress::Granularity g,
+                                     int64_t group = 128) {
     compress::WeightSettings s;
     s.bits = bits;
     s.format = compress::WeightFormat::Int;
@@ -182,16 +185,18 @@ std::vector<Case> allCases() {
     uint32_t seed = 1;
     for (int bits = 2; bits <= 8; ++bits)
         for (bool sym : {true, false}) {
-            cs.push_back(makeCase(9, 200, intSettings(bits, sym, G::Group, 64), MaskKind::None, 0, seed++));
+            cs.push_back(
+                makeCase(9, 200, intSettings(bits, sym, G::Group, 64), MaskKind::None, 0, seed++));
             cs.back().name = "int" + std::to_string(bits) + (sym ? " sym" : " asym") + " g64";
         }
-    const std::pair<G, int64_t> grans[] = {{G::Tensor, 0}, {G::Channel, 0}, {G::Group, 32},
-                                           {G::Group, 48}, {G::Group, 96}, {G::Group, 128},
+    const std::pair<G, int64_t> grans[] = {{G::Tensor, 0},  {G::Channel, 0}, {G::Group, 32},
+                                           {G::Group, 48},  {G::Group, 96},  {G::Group, 128},
                                            {G::Group, 1000}};
     for (auto [g, gs] : grans)
         for (int bits : {4, 8})
             for (bool sym : {true, false}) {
-                cs.push_back(makeCase(11, 200, intSettings(bits, sym, g, gs), MaskKind::None, 0, seed++));
+                cs.push_back(
+                    makeCase(11, 200, intSettings(bits, sym, g, gs), MaskKind::None, 0, seed++));
                 cs.back().name = "int" + std::to_string(bits) + " gran" + std::to_string(int(g)) +
                                  " g" + std::to_string(gs) + (sym ? " sym" : " asym");
             }
@@ -247,10 +252,12 @@ private slots:
                 [[maybe_unused]] const Isa isa = v.isa;
                 std::vector<float> d(c.ref.size());
                 pl->dequantizeRows(0, c.pt.rows, d.data());
-                QVERIFY2(sameBits(d.data(), c.ref.data(), d.size()), (c.name + " / " + pl->describe()).c_str());
+                QVERIFY2(sameBits(d.data(), c.ref.data(), d.size()),
+                         (c.name + " / " + pl->describe()).c_str());
                 std::vector<float> part(size_t(3 * c.pt.cols));
                 pl->dequantizeRows(5, 3, part.data());
-                QVERIFY2(sameBits(part.data(), c.ref.data() + 5 * c.pt.cols, part.size()), c.name.c_str());
+                QVERIFY2(sameBits(part.data(), c.ref.data() + 5 * c.pt.cols, part.size()),
+                         c.name.c_str());
             }
         }
     }
@@ -266,13 +273,15 @@ private slots:
             QCOMPARE(pl->describe().find("+2:4") != std::string::npos, two4 && !asymSparser);
         }
         // bytes(): the packed size, no float copy (int4 g128: 4.125 bits per weight).
-        const Case d = makeCase(256, 1024, intSettings(4, true, G::Group, 128), MaskKind::None, 0, 7);
+        const Case d =
+            makeCase(256, 1024, intSettings(4, true, G::Group, 128), MaskKind::None, 0, 7);
         const auto pd = PackedLinear::pack(sourceOf(d));
         const double compressed = double(d.pt.storageBits()) / 8.0;
         QVERIFY2(std::fabs(double(pd->bytes()) / compressed - 1.0) < 0.01,
                  qPrintable(QString("%1 vs %2").arg(pd->bytes()).arg(compressed)));
         // 2:4: half the codes plus 2-bit indices (int4: 3 bits per weight + scales).
-        const Case s = makeCase(256, 1024, intSettings(4, true, G::Group, 128), MaskKind::TwoFour, 0, 8);
+        const Case s =
+            makeCase(256, 1024, intSettings(4, true, G::Group, 128), MaskKind::TwoFour, 0, 8);
         const auto ps = PackedLinear::pack(sourceOf(s));
         const double expect = 256.0 * 1024 * 3 / 8 + 2.0 * 256 * 8;
         QVERIFY2(std::fabs(double(ps->bytes()) / expect - 1.0) < 0.01,
@@ -295,8 +304,10 @@ private slots:
                     for (size_t i = 0; i < y.size(); ++i)
                         QVERIFY2(std::fabs(y[i] - ref[i]) <= 2e-6 * mag[i] + 1e-30,
                                  qPrintable(QString("%1 %2 tok %3: %4 vs %5")
-                                                .arg(c.name.c_str(), isaName(isa)).arg(nTok)
-                                                .arg(y[i]).arg(ref[i])));
+                                                .arg(c.name.c_str(), isaName(isa))
+                                                .arg(nTok)
+                                                .arg(y[i])
+                                                .arg(ref[i])));
                 }
             }
         }
@@ -319,14 +330,18 @@ private slots:
                 const auto y = run(*pl, x, nTok, nullptr, false);
                 for (int64_t t = 0; t < nTok; ++t) {
                     double xmax = 0;
-                    for (int64_t k = 0; k < C; ++k) xmax = std::max(xmax, double(std::fabs(x[size_t(t * C + k)])));
+                    for (int64_t k = 0; k < C; ++k)
+                        xmax = std::max(xmax, double(std::fabs(x[size_t(t * C + k)])));
                     for (int64_t r = 0; r < R; ++r) {
                         double wsum = 0;
                         for (int64_t k = 0; k < C; ++k) wsum += std::fabs(c.ref[size_t(r * C + k)]);
                         const size_t i = size_t(t * R + r);
-                        QVERIFY2(std::fabs(y[i] - ref[i]) <= wsum * xmax / 254.0 * 1.001 + 1e-5 * mag[i],
-                                 qPrintable(QString("%1 %2: %3 vs %4").arg(c.name.c_str(), isaName(isa))
-                                                .arg(y[i]).arg(ref[i])));
+                        QVERIFY2(std::fabs(y[i] - ref[i]) <=
+                                     wsum * xmax / 254.0 * 1.001 + 1e-5 * mag[i],
+                                 qPrintable(QString("%1 %2: %3 vs %4")
+                                                .arg(c.name.c_str(), isaName(isa))
+                                                .arg(y[i])
+                                                .arg(ref[i])));
                     }
                 }
                 // Integer products are exact: every instruction set gives the portable result.
@@ -335,8 +350,10 @@ private slots:
                 else if (pl->describe().find("nf4") == std::string::npos &&
                          pl->describe().find("fp8") == std::string::npos &&
                          c.name.find("unstructured") == std::string::npos &&
-                         !(c.name.find("asym") != std::string::npos && c.name.find("2:4") != std::string::npos))
-                    QVERIFY2(sameBits(first.data(), y.data(), y.size()), (c.name + " " + isaName(isa)).c_str());
+                         !(c.name.find("asym") != std::string::npos &&
+                           c.name.find("2:4") != std::string::npos))
+                    QVERIFY2(sameBits(first.data(), y.data(), y.size()),
+                             (c.name + " " + isaName(isa)).c_str());
             }
         }
     }
@@ -349,7 +366,8 @@ private slots:
         std::vector<ActQuantSpec> specs(5);
         specs[0].bits = 8;
         specs[1].bits = 8, specs[1].clip = 0.9f, specs[1].outlierChannels = {2, 50, 51, 500};
-        specs[2].bits = 8, specs[2].perToken = false, specs[2].absMax = 3.0f, specs[2].outlierChannels = {2};
+        specs[2].bits = 8, specs[2].perToken = false, specs[2].absMax = 3.0f,
+        specs[2].outlierChannels = {2};
         specs[3].bits = 4, specs[3].outlierChannels = {2};
         specs[4].bits = 12;
         for (const Case& c : cases()) {
@@ -370,12 +388,16 @@ private slots:
                         for (size_t i = 0; i < y.size(); ++i)
                             QVERIFY2(std::fabs(y[i] - ref[i]) <= 2e-6 * mag[i] + 1e-30,
                                      qPrintable(QString("%1 %2 a%3: %4 vs %5")
-                                                    .arg(c.name.c_str(), isaName(isa)).arg(a.bits)
-                                                    .arg(y[i]).arg(ref[i])));
-                        if (first.empty()) first = y;
-                        else if (c.pt.settings.format == compress::WeightFormat::Int && a.bits <= 8 &&
-                                 c.name.find("unstructured") == std::string::npos &&
-                                 !(c.name.find("asym") != std::string::npos && c.name.find("2:4") != std::string::npos))
+                                                    .arg(c.name.c_str(), isaName(isa))
+                                                    .arg(a.bits)
+                                                    .arg(y[i])
+                                                    .arg(ref[i])));
+                        if (first.empty())
+                            first = y;
+                        else if (c.pt.settings.format == compress::WeightFormat::Int &&
+                                 a.bits <= 8 && c.name.find("unstructured") == std::string::npos &&
+                                 !(c.name.find("asym") != std::string::npos &&
+                                   c.name.find("2:4") != std::string::npos))
                             QVERIFY2(sameBits(first.data(), y.data(), y.size()),
                                      (c.name + " " + isaName(isa)).c_str());
                     }
@@ -403,14 +425,16 @@ private slots:
                     for (int64_t t = 0; t < nTok; ++t) {
                         const std::vector<float> one(x.begin() + t * C, x.begin() + (t + 1) * C);
                         const auto y1 = run(*pl, one, 1, act, exact);
-                        QVERIFY2(sameBits(y1.data(), all.data() + t * R, size_t(R)),
-                                 (c.name + " token " + std::to_string(t) + " " + isaName(isa)).c_str());
+                        QVERIFY2(
+                            sameBits(y1.data(), all.data() + t * R, size_t(R)),
+                            (c.name + " token " + std::to_string(t) + " " + isaName(isa)).c_str());
                     }
                     for (auto [r0, n] : {std::pair<int64_t, int64_t>{4, 4}, {1, 5}, {2, R - 2}}) {
                         const auto part = run(*pl, x, nTok, act, exact, r0, n);
                         for (int64_t t = 0; t < nTok; ++t)
-                            QVERIFY2(sameBits(part.data() + t * n, all.data() + t * R + r0, size_t(n)),
-                                     (c.name + " rows " + std::to_string(r0)).c_str());
+                            QVERIFY2(
+                                sameBits(part.data() + t * n, all.data() + t * R + r0, size_t(n)),
+                                (c.name + " rows " + std::to_string(r0)).c_str());
                     }
                 }
             }
@@ -509,8 +533,10 @@ private slots:
 
     void linearBatchSharesPreparation() {
         using G = compress::Granularity;
-        const Case a = makeCase(12, 256, intSettings(4, true, G::Group, 128), MaskKind::None, 0, 21);
-        const Case b = makeCase(20, 256, intSettings(4, true, G::Group, 128), MaskKind::None, 0, 22);
+        const Case a =
+            makeCase(12, 256, intSettings(4, true, G::Group, 128), MaskKind::None, 0, 21);
+        const Case b =
+            makeCase(20, 256, intSettings(4, true, G::Group, 128), MaskKind::None, 0, 22);
         const Case c = makeCase(8, 256, intSettings(4, true, G::Group, 64), MaskKind::None, 0, 23);
         const auto pa = PackedLinear::pack(sourceOf(a)), pb = PackedLinear::pack(sourceOf(b)),
                    pc = PackedLinear::pack(sourceOf(c));

@@ -44,29 +44,27 @@ struct Layout {
     int bits = 4;
     bool sym = true;
     int64_t rows = 0, cols = 0;
-    int64_t panels = 0;   ///< ceil(rows / 4)
-    int64_t glen = 0;     ///< logical columns per group (cols for channel / tensor)
-    int64_t gpr = 1;      ///< groups per row
-    int64_t Gp = 0;       ///< padded columns per group
-    int64_t Cp = 0;       ///< gpr * Gp
-    bool sparse = false;  ///< 2:4 slots
+    int64_t panels = 0;  ///< ceil(rows / 4)
+    int64_t glen = 0;    ///< logical columns per group (cols for channel / tensor)
+    int64_t gpr = 1;     ///< groups per row
+    int64_t Gp = 0;      ///< padded columns per group
+    int64_t Cp = 0;      ///< gpr * Gp
+    bool sparse = false; ///< 2:4 slots
     bool maskBits = false;
-    bool fp8Nan = false;    ///< fp8 codes include NaN (0x7F / 0xFF)
-    int64_t unitCols = 64;  ///< dense columns of a full unit (128 for 2:4)
-    int64_t unitPos = 64;   ///< positions of a full unit (64)
-    int64_t fullUnits = 0;  ///< full units per group
-    bool tail = false;      ///< a half unit closes every group
-    size_t unitBytes = 0;   ///< one row's bytes of a full unit (codes + 2:4 indices)
-    size_t groupBytes = 0;  ///< one panel's bytes of a group
+    bool fp8Nan = false;   ///< fp8 codes include NaN (0x7F / 0xFF)
+    int64_t unitCols = 64; ///< dense columns of a full unit (128 for 2:4)
+    int64_t unitPos = 64;  ///< positions of a full unit (64)
+    int64_t fullUnits = 0; ///< full units per group
+    bool tail = false;     ///< a half unit closes every group
+    size_t unitBytes = 0;  ///< one row's bytes of a full unit (codes + 2:4 indices)
+    size_t groupBytes = 0; ///< one panel's bytes of a group
     size_t panelBytes = 0;
-    int64_t maskWords = 0;  ///< uint64 words per row of the mask bits
-    int64_t nOut = 0;       ///< outlier columns
+    int64_t maskWords = 0; ///< uint64 words per row of the mask bits
+    int64_t nOut = 0;      ///< outlier columns
 
     int64_t unitsPerGroup() const { return fullUnits + (tail ? 1 : 0); }
     /// Units per conversion block in a mode (IntW: ≤ 256 dense columns, IntAct: ≤ 32768).
-    int64_t blockUnits(Mode m) const {
-        return (m == Mode::IntAct ? 32768 : 256) / unitCols;
-    }
+    int64_t blockUnits(Mode m) const { return (m == Mode::IntAct ? 32768 : 256) / unitCols; }
     int64_t blocksPerGroup(Mode m) const {
         const int64_t bu = blockUnits(m);
         return (unitsPerGroup() + bu - 1) / bu;

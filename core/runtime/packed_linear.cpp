@@ -85,7 +85,8 @@ void packUnit(const uint8_t* codes, int n, int bits, uint8_t* out) {
     if (bits == 2 || bits == 3 || bits == 6 || bits == 7) {
         for (int j = 0; j < n / 4; ++j) {
             uint8_t b = 0;
-            for (int i = 0; i < 4; ++i) b |= uint8_t(((codes[j + i * n / 4] >> shift) & 3) << 2 * i);
+            for (int i = 0; i < 4; ++i)
+                b |= uint8_t(((codes[j + i * n / 4] >> shift) & 3) << 2 * i);
             out[j] = b;
         }
         out += n / 4;
@@ -145,7 +146,8 @@ void intGeneric(const WeightRef& w, const PrepView& P, int64_t p0, int64_t np, f
                             readUnit(w, p, g, u, i, uc);
                             const int64_t c0 = g * L.Gp + L.unitCol(u);
                             if (!L.sparse) {
-                                for (int j = 0; j < uc.n; ++j) S += int32_t(uc.code[j]) * xq[c0 + j];
+                                for (int j = 0; j < uc.n; ++j)
+                                    S += int32_t(uc.code[j]) * xq[c0 + j];
                             } else {
                                 // xq holds xq + 128 (uint8): Σ (xu - 128) · (u - 2^(b-1)).
                                 const uint8_t* xu = reinterpret_cast<const uint8_t*>(xq) + c0;
@@ -191,9 +193,8 @@ void floatGeneric(const WeightRef& w, const PrepView& P, int64_t p0, int64_t np,
                         const float v = decodeValue(L, uc.code[j], s, z);
                         if (!L.sparse) {
                             const int64_t c = c0 + j;
-                            const bool keep =
-                                !L.maskBits || r >= L.rows ||
-                                (w.mask[r * L.maskWords + (c >> 6)] >> (c & 63) & 1u);
+                            const bool keep = !L.maskBits || r >= L.rows ||
+                                              (w.mask[r * L.maskWords + (c >> 6)] >> (c & 63) & 1u);
                             wrow[size_t(c)] = keep ? v : 0.0f;
                         } else {
                             wrow[size_t(c0 + slotCol(uc, j))] += v;
@@ -205,7 +206,8 @@ void floatGeneric(const WeightRef& w, const PrepView& P, int64_t p0, int64_t np,
                 const float* x = P.xf + t * L.Cp;
                 float a[8] = {};
                 for (int64_t c = 0; c < L.Cp; c += 8)
-                    for (int l = 0; l < 8; ++l) a[l] = std::fma(x[c + l], wrow[size_t(c + l)], a[l]);
+                    for (int l = 0; l < 8; ++l)
+                        a[l] = std::fma(x[c + l], wrow[size_t(c + l)], a[l]);
                 y[t * ldy + 4 * (p - p0) + i] =
                     ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
             }
@@ -231,8 +233,8 @@ int32_t quantizeGeneric(const float* x, int64_t n, float f, bool divide, float q
     return sum;
 }
 
-const KernelSet kGeneric{intGeneric,    intGeneric,     floatGeneric,
-                         floatGeneric,  absMaxGeneric,  quantizeGeneric};
+const KernelSet kGeneric{intGeneric,   intGeneric,    floatGeneric,
+                         floatGeneric, absMaxGeneric, quantizeGeneric};
 
 // ---------------------------------------------------------------------------------------------
 
@@ -287,8 +289,7 @@ PackedImpl::PackedImpl(const PackedSource& s) : m_name(s.name) {
     if (s.rows <= 0 || s.cols <= 0)
         fail("bad shape " + std::to_string(s.rows) + "x" + std::to_string(s.cols));
     if (L.bits < 2 || L.bits > 8) fail(std::to_string(L.bits) + " bits (int: 2..8)");
-    if (s.granularity == Gran::Group && s.group <= 0)
-        fail("group size " + std::to_string(s.group));
+    if (s.granularity == Gran::Group && s.group <= 0) fail("group size " + std::to_string(s.group));
     if (s.cols > (int64_t(1) << 30) || s.rows > (int64_t(1) << 40)) fail("too large");
     const size_t rowBytes = size_t((s.cols * L.bits + 7) / 8);
     if (!s.codes || s.codeBytes != rowBytes * size_t(s.rows))
@@ -342,7 +343,8 @@ PackedImpl::PackedImpl(const PackedSource& s) : m_name(s.name) {
     L.panelBytes = size_t(L.gpr) * L.groupBytes;
     L.maskWords = L.maskBits ? (L.Cp + 63) / 64 : 0;
     if (L.kind == Kind::Fp8)
-        for (size_t i = 0; i < s.codeBytes && !L.fp8Nan; ++i) L.fp8Nan = (s.codes[i] & 0x7F) == 0x7F;
+        for (size_t i = 0; i < s.codeBytes && !L.fp8Nan; ++i)
+            L.fp8Nan = (s.codes[i] & 0x7F) == 0x7F;
 
     m_codes.assign(size_t(L.panels) * L.panelBytes, 0);
     m_scales.assign(size_t(L.panels * L.gpr * 4), 0);
@@ -429,7 +431,7 @@ PackedImpl::PackedImpl(const PackedSource& s) : m_name(s.name) {
         }
     }
 
-    std::string d = L.kind == Kind::Int ? "int" + std::to_string(L.bits)
+    std::string d = L.kind == Kind::Int   ? "int" + std::to_string(L.bits)
                     : L.kind == Kind::Nf4 ? "nf4"
                                           : "fp8";
     d += s.granularity == Gran::Tensor    ? " tensor"
@@ -437,8 +439,10 @@ PackedImpl::PackedImpl(const PackedSource& s) : m_name(s.name) {
                                           : " g" + std::to_string(s.group);
     if (L.kind == Kind::Int) d += L.sym ? " sym" : " asym";
     if (L.nOut) d += " +" + std::to_string(L.nOut) + " outlier cols";
-    if (sparse) d += " +2:4";
-    else if (s.mask) d += " +mask";
+    if (sparse)
+        d += " +2:4";
+    else if (s.mask)
+        d += " +mask";
     m_describe = d;
 }
 
@@ -514,7 +518,8 @@ void PackedImpl::dequantizeRows(int64_t r0, int64_t n, float* dst) const {
 
 Mode PackedImpl::modeFor(const ActQuantSpec* act, bool exact) const {
     const bool intOk = m_L.kind == Kind::Int && !m_L.maskBits && (!m_L.sparse || m_L.sym);
-    if (act && act->active()) return intOk && act->bits >= 2 && act->bits <= 8 ? Mode::IntAct : Mode::Float;
+    if (act && act->active())
+        return intOk && act->bits >= 2 && act->bits <= 8 ? Mode::IntAct : Mode::Float;
     return intOk && !exact ? Mode::IntW : Mode::Float;
 }
 
@@ -637,7 +642,8 @@ void PackedImpl::prepare(const float* x, int64_t ldx, int64_t nTok, const ActQua
     int32_t* Xv = reinterpret_cast<int32_t*>(base + h.offX);
     float* xa = reinterpret_cast<float*>(base + h.offXa);
     int32_t* acols = reinterpret_cast<int32_t*>(base + h.offAcols);
-    const std::vector<int32_t> ao = h.mode == Mode::IntAct ? actOutliers(act) : std::vector<int32_t>{};
+    const std::vector<int32_t> ao =
+        h.mode == Mode::IntAct ? actOutliers(act) : std::vector<int32_t>{};
     std::copy(ao.begin(), ao.end(), acols);
     const int64_t bu = L.blockUnits(h.mode), bpg = L.blocksPerGroup(h.mode);
     const int8_t offset = L.sparse ? int8_t(-128) : int8_t(0); // stored as uint8 xq + 128
@@ -692,7 +698,8 @@ void PackedImpl::prepare(const float* x, int64_t ldx, int64_t nTok, const ActQua
                     }
                     const bool divide = h.mode == Mode::IntAct;
                     if (j1 > j0 && (divide ? f > 0.0f : true))
-                        X[g * bpg + b] = ks.quantize(xs + c0 + j0, j1 - j0, f, divide, qmax, q + g * L.Gp + j0);
+                        X[g * bpg + b] =
+                            ks.quantize(xs + c0 + j0, j1 - j0, f, divide, qmax, q + g * L.Gp + j0);
                     d[g * bpg + b] = scale > 0.0f ? scale : 0.0f;
                 }
             }
@@ -730,7 +737,8 @@ void PackedImpl::prepare(const float* x, int64_t ldx, int64_t nTok, const ActQua
                 if (s > 0.0f) v = std::clamp(std::nearbyint(xr[c] / s), -qmax, qmax) * s;
                 xo[t * no + k] = v;
             }
-            for (size_t j = 0; j < ao.size(); ++j) xa[t * int64_t(ao.size()) + int64_t(j)] = xr[ao[j]];
+            for (size_t j = 0; j < ao.size(); ++j)
+                xa[t * int64_t(ao.size()) + int64_t(j)] = xr[ao[j]];
         } else {
             for (int64_t g = 0; g < L.gpr && !finite; ++g) {
                 const int64_t c0 = g * L.glen, len = std::min(L.glen, L.cols - c0);
@@ -749,8 +757,8 @@ void PackedImpl::prepare(const float* x, int64_t ldx, int64_t nTok, const ActQua
                     const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
                     for (int64_t j = j0; j < j1 && !bad; ++j)
                         if (!sk[c0 + j])
-                            q[g * L.Gp + j] =
-                                int8_t(std::clamp(std::nearbyint(xr[c0 + j] * id), -127.0f, 127.0f));
+                            q[g * L.Gp + j] = int8_t(
+                                std::clamp(std::nearbyint(xr[c0 + j] * id), -127.0f, 127.0f));
                     d[g * bpg + b] = bad ? nan : amax / 127.0f;
                 }
             }
@@ -776,9 +784,7 @@ const KernelSet& kernelsFor(Isa isa) {
     if (isa == Isa::Avx512)
         if (const KernelSet* k = kernelsAvx512(vnniOk, g_allowVbmi.load())) return *k;
     if (isa == Isa::Avx512 || isa == Isa::Avx2)
-        if (const KernelSet* k =
-                kernelsAvx2(vnniOk && detail::cpu().avxvnni))
-            return *k;
+        if (const KernelSet* k = kernelsAvx2(vnniOk && detail::cpu().avxvnni)) return *k;
 #endif
     (void)isa;
     return kGeneric;
@@ -839,7 +845,8 @@ void PackedImpl::gemm(int64_t r0, int64_t nRows, const std::byte* prepared, int6
             const float* xa = P.xa + t * P.na;
             for (int64_t r = 0; r < nRows; ++r) {
                 float acc = y[t * ldy + r];
-                for (int64_t j = 0; j < P.na; ++j) acc = std::fma(xa[j], wa[size_t(r * P.na + j)], acc);
+                for (int64_t j = 0; j < P.na; ++j)
+                    acc = std::fma(xa[j], wa[size_t(r * P.na + j)], acc);
                 y[t * ldy + r] = acc;
             }
         }

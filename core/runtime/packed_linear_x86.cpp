@@ -1,5 +1,6 @@
 // The AVX2 and AVX-512 versions of the packed-weight kernels (packed_kernels.inc), each compiled
-// with its own target options (the binary has no -march) and chosen at run time (packed_linear.cpp).
+// with its own target options (the binary has no -march) and chosen at run time
+// (packed_linear.cpp).
 #include "core/common/dtype.h"
 #include "core/common/lowbit.h"
 #include "core/runtime/packed_layout.h"
@@ -14,13 +15,14 @@
 #if LCW_X86
 #include <immintrin.h>
 
+#define PK_PRAGMA(x) _Pragma(#x)
 #if defined(__clang__)
-#define PK_TARGET_PUSH(T) _Pragma("clang attribute push(__attribute__((target(" #T "))), apply_to = function)")
-#define PK_TARGET_POP _Pragma("clang attribute pop")
+#define PK_TARGET_PUSH(T)                                                                          \
+    PK_PRAGMA(clang attribute push(__attribute__((target(T))), apply_to = function))
+#define PK_TARGET_POP PK_PRAGMA(clang attribute pop)
 #else
-#define PK_TARGET_PUSH_(T) _Pragma(#T)
-#define PK_TARGET_PUSH(T) _Pragma("GCC push_options") PK_TARGET_PUSH_(GCC target(T))
-#define PK_TARGET_POP _Pragma("GCC pop_options")
+#define PK_TARGET_PUSH(T) PK_PRAGMA(GCC push_options) PK_PRAGMA(GCC target(T))
+#define PK_TARGET_POP PK_PRAGMA(GCC pop_options)
 #endif
 
 // GCC 12 reports its own AVX-512 intrinsics (_mm512_undefined_epi32's self-initialisation) as
