@@ -34,63 +34,43 @@
 #endif
 
 PK_TARGET_PUSH("avx2,fma,f16c")
-namespace lcw::kernels::pk::avx2 {
+#define PK_NS avx2
 #define PK_W 256
 #define PK_VNNI 0
 #define PK_VBMI 0
 #include "core/runtime/packed_kernels.inc"
-#undef PK_W
-#undef PK_VNNI
-#undef PK_VBMI
-} // namespace lcw::kernels::pk::avx2
 PK_TARGET_POP
 
 PK_TARGET_PUSH("avx2,fma,f16c,avxvnni")
-namespace lcw::kernels::pk::avx2vnni {
+#define PK_NS avx2vnni
 #define PK_W 256
 #define PK_VNNI 1
 #define PK_VBMI 0
 #include "core/runtime/packed_kernels.inc"
-#undef PK_W
-#undef PK_VNNI
-#undef PK_VBMI
-} // namespace lcw::kernels::pk::avx2vnni
 PK_TARGET_POP
 
 PK_TARGET_PUSH("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")
-namespace lcw::kernels::pk::avx512 {
+#define PK_NS avx512
 #define PK_W 512
 #define PK_VNNI 0
 #define PK_VBMI 0
 #include "core/runtime/packed_kernels.inc"
-#undef PK_W
-#undef PK_VNNI
-#undef PK_VBMI
-} // namespace lcw::kernels::pk::avx512
 PK_TARGET_POP
 
 PK_TARGET_PUSH("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")
-namespace lcw::kernels::pk::avx512vnni {
+#define PK_NS avx512vnni
 #define PK_W 512
 #define PK_VNNI 1
 #define PK_VBMI 0
 #include "core/runtime/packed_kernels.inc"
-#undef PK_W
-#undef PK_VNNI
-#undef PK_VBMI
-} // namespace lcw::kernels::pk::avx512vnni
 PK_TARGET_POP
 
 PK_TARGET_PUSH("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,avx2,fma,f16c")
-namespace lcw::kernels::pk::avx512vbmi {
+#define PK_NS avx512vbmi
 #define PK_W 512
 #define PK_VNNI 1
 #define PK_VBMI 1
 #include "core/runtime/packed_kernels.inc"
-#undef PK_W
-#undef PK_VNNI
-#undef PK_VBMI
-} // namespace lcw::kernels::pk::avx512vbmi
 PK_TARGET_POP
 
 #if defined(__GNUC__) && !defined(__clang__)
