@@ -1,141 +1,882 @@
-// Packed linear weights (packed_linear.h): reference implementation. The weight keeps the source's
-// codes, scales and zeros; a product dequantises a few rows at a time into per-thread scratch and
-// multiplies them with gemmNT (activations fake-quantised when `act` is active).
+// Packed linear weights (packed_linear.h): the runtime layout (packed_layout.h), activation
+// preparation, the portable kernels (the reference every instruction set is tested against) and
+// the dispatch to the AVX2 / AVX-512 kernels of packed_linear_x86.cpp.
 #include "core/runtime/packed_linear.h"
 
 #include "core/common/dtype.h"
 #include "core/common/error.h"
 #include "core/common/lowbit.h"
-#include "core/runtime/kernels.h"
+#include "core/runtime/packed_layout.h"
 #include "core/runtime/quant_runtime.h"
+#include "core/runtime/simd.h"
+
+#include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 namespace lcw::kernels {
 
+using namespace pk;
+
 namespace {
 
-class RefPacked final : public PackedLinear {
-public:
-    explicit RefPacked(const PackedSource& s) : m_s(s) {
-        const int cb = s.kind == PackedSource::Kind::Int   ? s.bits
-                       : s.kind == PackedSource::Kind::Nf4 ? 4
-                                                           : 8;
-        if (s.rows <= 0 || s.cols <= 0 || cb < 2 || cb > 8)
-            throw ArgumentError("packed weight '" + s.name + "': bad shape or bits");
-        m_codeBits = cb;
-        m_rowBytes = size_t((s.cols * cb + 7) / 8);
-        if (s.codeBytes != m_rowBytes * size_t(s.rows))
-            throw ArgumentError("packed weight '" + s.name + "': " + std::to_string(s.codeBytes) +
-                                " code bytes for " + std::to_string(s.rows) + "x" +
-                                std::to_string(s.cols));
-        m_gpr = s.granularity == PackedSource::Granularity::Group ? (s.cols + s.group - 1) / s.group
-                                                                  : 1;
-        const size_t ng = s.granularity == PackedSource::Granularity::Tensor ? 1
-                          : s.granularity == PackedSource::Granularity::Channel
-                              ? size_t(s.rows)
-                              : size_t(s.rows * m_gpr);
-        if (s.nScales != ng ||
-            (s.kind == PackedSource::Kind::Int && !s.symmetric && s.nZeros != ng))
-            throw ArgumentError("packed weight '" + s.name + "': scale/zero count does not fit");
-        m_codes.assign(s.codes, s.codes + s.codeBytes);
-        m_scales.assign(s.scales, s.scales + s.nScales);
-        if (s.zeros) m_zeros.assign(s.zeros, s.zeros + s.nZeros);
-        if (s.outlierCols) {
-            m_ocols.assign(s.outlierCols, s.outlierCols + s.nOutlierCols);
-            m_ovals.assign(s.outlierValues, s.outlierValues + s.nOutlierCols * size_t(s.rows));
-        }
-        if (s.mask) m_mask.assign(s.mask, s.mask + size_t(s.rows * s.cols));
-        m_s.codes = nullptr, m_s.scales = nullptr, m_s.zeros = nullptr, m_s.outlierCols = nullptr;
-        m_s.outlierValues = nullptr, m_s.mask = nullptr;
-    }
-    int64_t rows() const override { return m_s.rows; }
-    int64_t cols() const override { return m_s.cols; }
-    size_t bytes() const override {
-        return m_codes.size() + 2 * (m_scales.size() + m_zeros.size() + m_ovals.size()) +
-               4 * m_ocols.size() + m_mask.size();
-    }
-    std::string describe() const override { return "packed (reference)"; }
+std::atomic<bool> g_allowVnni{true}, g_allowVbmi{true};
 
-    void dequantizeRows(int64_t r0, int64_t n, float* dst) const override {
-        const int64_t C = m_s.cols;
-        for (int64_t r = r0; r < r0 + n; ++r) {
-            float* o = dst + (r - r0) * C;
-            const uint8_t* row = m_codes.data() + size_t(r) * m_rowBytes;
-            for (int64_t j = 0; j < C; ++j) {
-                const uint64_t bit = uint64_t(j) * uint64_t(m_codeBits);
-                uint32_t u = 0;
-                for (int b = 0; b < m_codeBits; ++b)
-                    u |= uint32_t(row[(bit + b) >> 3] >> ((bit + b) & 7) & 1u) << b;
-                const size_t g = m_s.granularity == PackedSource::Granularity::Tensor ? 0
-                                 : m_s.granularity == PackedSource::Granularity::Channel
-                                     ? size_t(r)
-                                     : size_t(r * m_gpr + j / m_s.group);
-                const float sc = f16ToF32(m_scales[g]);
-                float v = 0;
-                switch (m_s.kind) {
-                case PackedSource::Kind::Int:
-                    v = m_s.symmetric ? sc * float(int32_t(u) - (1 << (m_s.bits - 1)))
-                                      : sc * (float(u) - f16ToF32(m_zeros[g]));
-                    break;
-                case PackedSource::Kind::Nf4:
-                    v = sc * nf4Levels()[u & 15];
-                    break;
-                case PackedSource::Kind::Fp8:
-                    v = sc * e4m3ToF32(uint8_t(u));
-                    break;
+using Kind = PackedSource::Kind;
+using Gran = PackedSource::Granularity;
+
+constexpr size_t kAlign = 64;
+inline size_t alignUp(size_t v) {
+    return (v + kAlign - 1) & ~(kAlign - 1);
+}
+
+/// Code j of a row of `rowBytes` bytes, LSB-first (bits <= 8: at most two bytes).
+inline uint32_t getBits(const uint8_t* row, size_t rowBytes, int64_t j, int bits) {
+    const uint64_t bit = uint64_t(j) * uint64_t(bits);
+    const size_t byte = size_t(bit >> 3);
+    uint32_t v = row[byte];
+    if (byte + 1 < rowBytes) v |= uint32_t(row[byte + 1]) << 8;
+    return (v >> (bit & 7)) & ((1u << bits) - 1);
+}
+
+/// Float value of one code (exactly as compress::dequantize computes it).
+inline float decodeValue(const Layout& L, uint32_t u, float s, float z) {
+    switch (L.kind) {
+    case Kind::Int:
+        return L.sym ? s * float(int32_t(u) - (1 << (L.bits - 1))) : s * (float(u) - z);
+    case Kind::Nf4:
+        return s * nf4Levels()[u & 15];
+    case Kind::Fp8:
+        return s * e4m3ToF32(uint8_t(u));
+    }
+    return 0.0f;
+}
+
+/// The code that reads exactly 0 (none for asymmetric int).
+inline int zeroCode(const Layout& L) {
+    switch (L.kind) {
+    case Kind::Int:
+        return L.sym ? 1 << (L.bits - 1) : -1;
+    case Kind::Nf4:
+        return 7;
+    case Kind::Fp8:
+        return 0;
+    }
+    return -1;
+}
+
+/// Packs n positions' codes (0 .. 2^bits-1) into the unit planes (packed_layout.h).
+void packUnit(const uint8_t* codes, int n, int bits, uint8_t* out) {
+    if (bits == 8) {
+        std::memcpy(out, codes, size_t(n));
+        return;
+    }
+    int shift = 0;
+    if (bits >= 4) {
+        for (int j = 0; j < n / 2; ++j)
+            out[j] = uint8_t((codes[j] & 15) | (codes[j + n / 2] & 15) << 4);
+        out += n / 2;
+        shift = 4;
+    }
+    if (bits == 2 || bits == 3 || bits == 6 || bits == 7) {
+        for (int j = 0; j < n / 4; ++j) {
+            uint8_t b = 0;
+            for (int i = 0; i < 4; ++i)
+                b |= uint8_t(((codes[j + i * n / 4] >> shift) & 3) << 2 * i);
+            out[j] = b;
+        }
+        out += n / 4;
+        shift += 2;
+    }
+    if (bits & 1) {
+        for (int j = 0; j < n / 8; ++j) out[j] = 0;
+        for (int j = 0; j < n; ++j) out[j >> 3] |= uint8_t(((codes[j] >> shift) & 1) << (j & 7));
+    }
+}
+
+const KernelSet& kernelsFor(Isa isa);
+
+// ---------------------------------------------------------------------------------------------
+// Portable kernels.
+
+/// Codes (dense: per padded column; 2:4: per slot plus the dense column of each slot) of unit u
+/// of group g for row i of panel p.
+struct UnitCodes {
+    uint8_t code[64];
+    uint8_t idx[64];
+    int n = 0;
+};
+
+inline void readUnit(const WeightRef& w, int64_t p, int64_t g, int64_t u, int i, UnitCodes& c) {
+    const Layout& L = *w.L;
+    c.n = int(u < L.fullUnits ? L.unitPos : L.unitPos / 2);
+    const uint8_t* src = w.codes + L.unitOffset(p, g, u, i);
+    unpackUnit(src, c.n, L.bits, c.code);
+    if (L.sparse) unpackIndices(src, c.n, L.bits, c.idx);
+}
+
+/// Dense column (within the unit) of slot j.
+inline int slotCol(const UnitCodes& c, int j) {
+    return 4 * (j / 2) + c.idx[j];
+}
+
+void intGeneric(const WeightRef& w, const PrepView& P, int64_t p0, int64_t np, float* y,
+                int64_t ldy) {
+    const Layout& L = *w.L;
+    const int64_t bu = L.blockUnits(P.mode), bpg = L.blocksPerGroup(P.mode);
+    const int zsh = L.bits - 1;
+    UnitCodes uc;
+    for (int64_t p = p0; p < p0 + np; ++p)
+        for (int i = 0; i < 4; ++i)
+            for (int64_t t = 0; t < P.nTok; ++t) {
+                const int8_t* xq = P.xq + t * L.Cp;
+                float acc = 0.0f;
+                for (int64_t g = 0; g < L.gpr; ++g) {
+                    const size_t si = size_t((p * L.gpr + g) * 4 + i);
+                    const float s = f16ToF32(w.scales[si]);
+                    const float z = L.sym ? 0.0f : f16ToF32(w.zeros[si]);
+                    for (int64_t b = 0; b < bpg; ++b) {
+                        int32_t S = 0;
+                        for (int64_t u = b * bu; u < std::min((b + 1) * bu, L.unitsPerGroup());
+                             ++u) {
+                            readUnit(w, p, g, u, i, uc);
+                            const int64_t c0 = g * L.Gp + L.unitCol(u);
+                            if (!L.sparse) {
+                                for (int j = 0; j < uc.n; ++j)
+                                    S += int32_t(uc.code[j]) * xq[c0 + j];
+                            } else {
+                                // xq holds xq + 128 (uint8): Σ (xu - 128) · (u - 2^(b-1)).
+                                const uint8_t* xu = reinterpret_cast<const uint8_t*>(xq) + c0;
+                                for (int j = 0; j < uc.n; ++j)
+                                    S += (int32_t(xu[slotCol(uc, j)]) - 128) *
+                                         (int32_t(uc.code[j]) - (1 << zsh));
+                            }
+                        }
+                        const size_t bi = size_t(t * P.nBlocks + g * bpg + b);
+                        float v;
+                        if (L.sparse)
+                            v = float(S);
+                        else if (L.sym)
+                            v = float(S - P.X[bi] * (1 << zsh));
+                        else
+                            v = std::fma(-z, float(P.X[bi]), float(S));
+                        acc = std::fma(s * P.d[bi], v, acc);
+                    }
                 }
-                o[j] = v;
+                y[t * ldy + 4 * (p - p0) + i] = acc;
             }
-            for (size_t k = 0; k < m_ocols.size(); ++k)
-                o[m_ocols[k]] = f16ToF32(m_ovals[size_t(r) * m_ocols.size() + k]);
-            if (!m_mask.empty())
-                for (int64_t j = 0; j < C; ++j)
-                    if (!m_mask[size_t(r * C + j)]) o[j] = 0.0f;
-        }
-    }
+}
 
-    size_t preparedBytes(int64_t nTok, const ActQuantSpec*, bool) const override {
-        return size_t(nTok * m_s.cols) * sizeof(float);
-    }
-    void prepare(const float* x, int64_t ldx, int64_t nTok, const ActQuantSpec* act, bool,
-                 std::byte* prepared) const override {
-        float* p = reinterpret_cast<float*>(prepared);
-        if (act && act->active())
-            runtime::fakeQuantizeActivations(*act, x, ldx, p, m_s.cols, nTok, m_s.cols, 1);
-        else
-            for (int64_t t = 0; t < nTok; ++t)
-                std::memcpy(p + t * m_s.cols, x + t * ldx, size_t(m_s.cols) * sizeof(float));
-    }
-    void gemm(int64_t r0, int64_t nRows, const std::byte* prepared, int64_t nTok,
-              const ActQuantSpec*, bool, float* y, int64_t ldy) const override {
-        thread_local FloatBuffer buf;
-        constexpr int64_t R = 16;
-        if (buf.size() < size_t(R * m_s.cols)) buf.resize(size_t(R * m_s.cols));
-        for (int64_t r = r0; r < r0 + nRows; r += R) {
-            const int64_t n = std::min(R, r0 + nRows - r);
-            dequantizeRows(r, n, buf.data());
-            gemmNT(buf.data(), m_s.cols, n, reinterpret_cast<const float*>(prepared), m_s.cols,
-                   nTok, y + (r - r0), ldy, m_s.cols);
+void floatGeneric(const WeightRef& w, const PrepView& P, int64_t p0, int64_t np, float* y,
+                  int64_t ldy) {
+    const Layout& L = *w.L;
+    UnitCodes uc;
+    thread_local std::vector<float> wrow;
+    wrow.resize(size_t(L.Cp));
+    for (int64_t p = p0; p < p0 + np; ++p)
+        for (int i = 0; i < 4; ++i) {
+            // Dequantise the row over padded columns (2:4: only the kept slots, as pairs).
+            std::fill(wrow.begin(), wrow.end(), 0.0f);
+            const int64_t r = 4 * p + i;
+            for (int64_t g = 0; g < L.gpr; ++g) {
+                const size_t si = size_t((p * L.gpr + g) * 4 + i);
+                const float s = f16ToF32(w.scales[si]);
+                const float z = L.kind == Kind::Int && !L.sym ? f16ToF32(w.zeros[si]) : 0.0f;
+                for (int64_t u = 0; u < L.unitsPerGroup(); ++u) {
+                    readUnit(w, p, g, u, i, uc);
+                    const int64_t c0 = g * L.Gp + L.unitCol(u);
+                    for (int j = 0; j < uc.n; ++j) {
+                        const float v = decodeValue(L, uc.code[j], s, z);
+                        if (!L.sparse) {
+                            const int64_t c = c0 + j;
+                            const bool keep = !L.maskBits || r >= L.rows ||
+                                              (w.mask[r * L.maskWords + (c >> 6)] >> (c & 63) & 1u);
+                            wrow[size_t(c)] = keep ? v : 0.0f;
+                        } else {
+                            wrow[size_t(c0 + slotCol(uc, j))] += v;
+                        }
+                    }
+                }
+            }
+            for (int64_t t = 0; t < P.nTok; ++t) {
+                const float* x = P.xf + t * L.Cp;
+                float a[8] = {};
+                for (int64_t c = 0; c < L.Cp; c += 8)
+                    for (int l = 0; l < 8; ++l)
+                        a[l] = std::fma(x[c + l], wrow[size_t(c + l)], a[l]);
+                y[t * ldy + 4 * (p - p0) + i] =
+                    ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
+            }
         }
+}
+
+float absMaxGeneric(const float* x, int64_t n) {
+    float m = 0.0f;
+    for (int64_t i = 0; i < n; ++i) {
+        if (std::isnan(x[i])) return x[i];
+        m = std::max(m, std::fabs(x[i]));
     }
+    return m;
+}
+
+int32_t quantizeGeneric(const float* x, int64_t n, float f, bool divide, float qmax, int8_t* q) {
+    int32_t sum = 0;
+    for (int64_t i = 0; i < n; ++i) {
+        const float v = std::clamp(std::nearbyint(divide ? x[i] / f : x[i] * f), -qmax, qmax);
+        q[i] = int8_t(v);
+        sum += q[i];
+    }
+    return sum;
+}
+
+const KernelSet kGeneric{intGeneric,   intGeneric,    floatGeneric,
+                         floatGeneric, absMaxGeneric, quantizeGeneric};
+
+// ---------------------------------------------------------------------------------------------
+
+class PackedImpl final : public PackedLinear {
+public:
+    explicit PackedImpl(const PackedSource& s);
+    int64_t rows() const override { return m_L.rows; }
+    int64_t cols() const override { return m_L.cols; }
+    size_t bytes() const override {
+        return m_codes.size() + 2 * (m_scales.size() + m_zeros.size() + m_ov.size()) +
+               4 * m_ocols.size() + 8 * m_mask.size();
+    }
+    std::string describe() const override { return m_describe; }
+    void dequantizeRows(int64_t r0, int64_t n, float* dst) const override;
+    bool sharesPreparation(const PackedLinear& other) const override;
+    size_t preparedBytes(int64_t nTok, const ActQuantSpec* act, bool exact) const override;
+    void prepare(const float* x, int64_t ldx, int64_t nTok, const ActQuantSpec* act, bool exact,
+                 std::byte* prepared) const override;
+    void gemm(int64_t r0, int64_t nRows, const std::byte* prepared, int64_t nTok,
+              const ActQuantSpec* act, bool exact, float* y, int64_t ldy) const override;
 
 private:
-    PackedSource m_s;
-    int m_codeBits = 4;
-    size_t m_rowBytes = 0;
-    int64_t m_gpr = 1;
-    std::vector<uint8_t> m_codes, m_mask;
-    std::vector<uint16_t> m_scales, m_zeros, m_ovals;
+    Mode modeFor(const ActQuantSpec* act, bool exact) const;
+    /// Activation-outlier channels that go into xa (in range, not weight-outlier columns).
+    std::vector<int32_t> actOutliers(const ActQuantSpec* act) const;
+    PrepHeader header(int64_t nTok, const ActQuantSpec* act, bool exact) const;
+    PrepView view(const std::byte* prepared) const;
+    WeightRef ref() const {
+        return {&m_L, m_codes.data(), m_scales.data(), m_zeros.empty() ? nullptr : m_zeros.data(),
+                m_mask.empty() ? nullptr : m_mask.data()};
+    }
+    float valueAt(int64_t r, int64_t c) const;
+
+    Layout m_L;
+    std::string m_name, m_describe;
+    std::vector<uint8_t, AlignedAllocator<uint8_t>> m_codes;
+    std::vector<uint16_t> m_scales, m_zeros, m_ov;
     std::vector<int32_t> m_ocols;
+    std::vector<int64_t> m_ocolPadded;
+    std::vector<uint64_t> m_mask;
 };
+
+PackedImpl::PackedImpl(const PackedSource& s) : m_name(s.name) {
+    auto fail = [&](const std::string& what) {
+        throw ArgumentError("packed weight '" + s.name + "': " + what);
+    };
+    Layout& L = m_L;
+    L.kind = s.kind;
+    L.bits = s.kind == Kind::Int ? s.bits : s.kind == Kind::Nf4 ? 4 : 8;
+    L.sym = s.kind != Kind::Int || s.symmetric;
+    L.rows = s.rows, L.cols = s.cols;
+    if (s.rows <= 0 || s.cols <= 0)
+        fail("bad shape " + std::to_string(s.rows) + "x" + std::to_string(s.cols));
+    if (L.bits < 2 || L.bits > 8) fail(std::to_string(L.bits) + " bits (int: 2..8)");
+    if (s.granularity == Gran::Group && s.group <= 0) fail("group size " + std::to_string(s.group));
+    if (s.cols > (int64_t(1) << 30) || s.rows > (int64_t(1) << 40)) fail("too large");
+    const size_t rowBytes = size_t((s.cols * L.bits + 7) / 8);
+    if (!s.codes || s.codeBytes != rowBytes * size_t(s.rows))
+        fail(std::to_string(s.codeBytes) + " code bytes for " + std::to_string(s.rows) + "x" +
+             std::to_string(s.cols) + " at " + std::to_string(L.bits) + " bits");
+    L.glen = s.granularity == Gran::Group ? std::min(s.group, s.cols) : s.cols;
+    L.gpr = (s.cols + L.glen - 1) / L.glen;
+    const size_t ng = s.granularity == Gran::Tensor    ? 1
+                      : s.granularity == Gran::Channel ? size_t(s.rows)
+                                                       : size_t(s.rows * L.gpr);
+    if (!s.scales || s.nScales != ng) fail("scale count does not fit");
+    if (!L.sym && (!s.zeros || s.nZeros != ng)) fail("zero-point count does not fit");
+    if (s.nOutlierCols > 0) {
+        if (!s.outlierCols || !s.outlierValues) fail("outlier arrays missing");
+        for (size_t k = 0; k < s.nOutlierCols; ++k) {
+            const int32_t c = s.outlierCols[k];
+            if (c < 0 || c >= s.cols || (k > 0 && c <= s.outlierCols[k - 1]))
+                fail("outlier column indices are not ascending within the row");
+        }
+    }
+    L.nOut = int64_t(s.nOutlierCols);
+    L.panels = (s.rows + 3) / 4;
+
+    // 2:4: every aligned group of 4 columns keeps at most 2, groups of a multiple of 64 columns
+    // (or one group per row); asymmetric int needs padding columns for groups keeping fewer.
+    bool sparse = false;
+    if (s.mask && (s.granularity != Gran::Group || L.gpr == 1 || L.glen % 64 == 0)) {
+        sparse = true;
+        for (int64_t r = 0; r < s.rows && sparse; ++r) {
+            const uint8_t* m = s.mask + r * s.cols;
+            for (int64_t c = 0; c < s.cols && sparse; c += 4) {
+                const int64_t e = std::min(c + 4, s.cols);
+                int kept = 0;
+                for (int64_t j = c; j < e; ++j) kept += m[j] != 0;
+                // Asymmetric int: columns past the row end (padding, activation 0) fill slots.
+                if (kept > 2 || (!L.sym && kept + (4 - (e - c)) < 2)) sparse = false;
+            }
+        }
+    }
+    L.sparse = sparse;
+    L.maskBits = s.mask && !sparse && !L.sym;
+    const int64_t padTo = sparse ? 64 : 32;
+    L.Gp = (L.glen + padTo - 1) / padTo * padTo;
+    L.Cp = L.gpr * L.Gp;
+    L.unitCols = sparse ? 128 : 64;
+    L.unitPos = 64;
+    L.fullUnits = L.Gp / L.unitCols;
+    L.tail = L.Gp % L.unitCols != 0;
+    L.unitBytes = planeBytes(64, L.bits) + (sparse ? 16 : 0);
+    L.groupBytes = 4 * (size_t(L.fullUnits) * L.unitBytes + (L.tail ? L.unitBytes / 2 : 0));
+    L.panelBytes = size_t(L.gpr) * L.groupBytes;
+    L.maskWords = L.maskBits ? (L.Cp + 63) / 64 : 0;
+    if (L.kind == Kind::Fp8)
+        for (size_t i = 0; i < s.codeBytes && !L.fp8Nan; ++i)
+            L.fp8Nan = (s.codes[i] & 0x7F) == 0x7F;
+
+    m_codes.assign(size_t(L.panels) * L.panelBytes, 0);
+    m_scales.assign(size_t(L.panels * L.gpr * 4), 0);
+    if (!L.sym) m_zeros.assign(m_scales.size(), 0);
+    if (L.maskBits) m_mask.assign(size_t(L.rows * L.maskWords), 0);
+    m_ocols.assign(s.outlierCols, s.outlierCols + s.nOutlierCols);
+    for (int32_t c : m_ocols) m_ocolPadded.push_back(L.padded(c));
+    m_ov.assign(s.outlierValues, s.outlierValues + s.nOutlierCols * size_t(s.rows));
+    if (s.mask)
+        for (int64_t r = 0; r < s.rows; ++r)
+            for (size_t k = 0; k < m_ocols.size(); ++k)
+                if (!s.mask[r * s.cols + m_ocols[k]]) m_ov[size_t(r) * m_ocols.size() + k] = 0;
+
+    const int zc = zeroCode(L);
+    const bool par = s.rows * s.cols >= (int64_t(1) << 18);
+#pragma omp parallel for schedule(static) if (par)
+    for (int64_t r = 0; r < s.rows; ++r) {
+        const int64_t p = r / 4;
+        const int i = int(r % 4);
+        const uint8_t* src = s.codes + size_t(r) * rowBytes;
+        const uint8_t* m = s.mask ? s.mask + r * s.cols : nullptr;
+        for (int64_t g = 0; g < L.gpr; ++g) {
+            const size_t gi = s.granularity == Gran::Tensor    ? 0
+                              : s.granularity == Gran::Channel ? size_t(r)
+                                                               : size_t(r * L.gpr + g);
+            const size_t di = size_t((p * L.gpr + g) * 4 + i);
+            m_scales[di] = s.scales[gi];
+            if (!L.sym) m_zeros[di] = s.zeros[gi];
+            const int64_t c0 = g * L.glen, len = std::min(L.glen, s.cols - c0);
+            // Codes of the group over its padded columns (pruned: the zero code).
+            uint8_t dense[32768 + 64];
+            std::vector<uint8_t> big;
+            uint8_t* d = dense;
+            if (L.Gp > 32768) {
+                big.resize(size_t(L.Gp));
+                d = big.data();
+            }
+            std::memset(d, 0, size_t(L.Gp));
+            for (int64_t j = 0; j < len; ++j) {
+                const bool keep = !m || m[c0 + j];
+                d[j] = uint8_t(getBits(src, rowBytes, c0 + j, L.bits));
+                if (!keep && zc >= 0) d[j] = uint8_t(zc);
+                if (L.maskBits && keep) {
+                    const int64_t pc = g * L.Gp + j;
+                    m_mask[size_t(r * L.maskWords + (pc >> 6))] |= uint64_t(1) << (pc & 63);
+                }
+            }
+            for (int64_t u = 0; u < L.unitsPerGroup(); ++u) {
+                uint8_t* dst = m_codes.data() + L.unitOffset(p, g, u, i);
+                const int n = int(u < L.fullUnits ? L.unitPos : L.unitPos / 2);
+                const int64_t uc = L.unitCol(u);
+                if (!sparse) {
+                    packUnit(d + uc, n, L.bits, dst);
+                    continue;
+                }
+                uint8_t codes[64], idx[64];
+                for (int q = 0; q < n / 2; ++q) {
+                    // Kept columns of this 4-group (columns past the group's end count as pruned).
+                    int kept[4], nk = 0, free[4], nf = 0;
+                    for (int k = 0; k < 4; ++k) {
+                        const int64_t j = uc + 4 * q + k;
+                        const bool real = j < len;
+                        if (real && (!m || m[c0 + j]))
+                            kept[nk++] = k;
+                        else if (!real || L.sym)
+                            free[nf++] = k; // a slot may point here with the zero code
+                    }
+                    for (int sl = 0; sl < 2; ++sl) {
+                        // A missing slot comes first so that the kept one is written last.
+                        const int miss = 2 - nk;
+                        if (sl < miss) {
+                            idx[2 * q + sl] = uint8_t(free[sl]);
+                            codes[2 * q + sl] = uint8_t(zc >= 0 ? zc : 0);
+                        } else {
+                            const int k = kept[sl - miss];
+                            idx[2 * q + sl] = uint8_t(k);
+                            codes[2 * q + sl] = d[uc + 4 * q + k];
+                        }
+                    }
+                }
+                packUnit(codes, n, L.bits, dst);
+                packUnit(idx, n, 2, dst + planeBytes(n, L.bits));
+            }
+        }
+    }
+
+    std::string d = L.kind == Kind::Int   ? "int" + std::to_string(L.bits)
+                    : L.kind == Kind::Nf4 ? "nf4"
+                                          : "fp8";
+    d += s.granularity == Gran::Tensor    ? " tensor"
+         : s.granularity == Gran::Channel ? " channel"
+                                          : " g" + std::to_string(s.group);
+    if (L.kind == Kind::Int) d += L.sym ? " sym" : " asym";
+    if (L.nOut) d += " +" + std::to_string(L.nOut) + " outlier cols";
+    if (sparse)
+        d += " +2:4";
+    else if (s.mask)
+        d += " +mask";
+    m_describe = d;
+}
+
+float PackedImpl::valueAt(int64_t r, int64_t c) const {
+    // One weight, exactly as dequantizeRows() gives it (activation-outlier channels).
+    const Layout& L = m_L;
+    for (size_t k = 0; k < m_ocols.size(); ++k)
+        if (m_ocols[k] == c) return f16ToF32(m_ov[size_t(r) * m_ocols.size() + k]);
+    const int64_t p = r / 4, g = c / L.glen, pc = c % L.glen;
+    const int i = int(r % 4);
+    const size_t si = size_t((p * L.gpr + g) * 4 + i);
+    const float s = f16ToF32(m_scales[si]);
+    const float z = L.sym ? 0.0f : f16ToF32(m_zeros[si]);
+    const int64_t u = pc / L.unitCols;
+    UnitCodes uc;
+    readUnit(ref(), p, g, u, i, uc);
+    const int64_t within = pc - L.unitCol(u);
+    if (!L.sparse) {
+        if (L.maskBits) {
+            const int64_t q = g * L.Gp + pc;
+            if (!(m_mask[size_t(r * L.maskWords + (q >> 6))] >> (q & 63) & 1u)) return 0.0f;
+        }
+        return decodeValue(L, uc.code[within], s, z);
+    }
+    float v = 0.0f;
+    const int zc = zeroCode(L);
+    for (int j = 0; j < uc.n; ++j)
+        if (slotCol(uc, j) == within && int(uc.code[j]) != zc) v = decodeValue(L, uc.code[j], s, z);
+    return v;
+}
+
+void PackedImpl::dequantizeRows(int64_t r0, int64_t n, float* dst) const {
+    const Layout& L = m_L;
+    if (r0 < 0 || n < 0 || r0 + n > L.rows)
+        throw ArgumentError("packed weight '" + m_name + "': rows out of range");
+    const int zc = zeroCode(L);
+    UnitCodes uc;
+    for (int64_t r = r0; r < r0 + n; ++r) {
+        float* o = dst + (r - r0) * L.cols;
+        std::fill(o, o + L.cols, 0.0f);
+        const int64_t p = r / 4;
+        const int i = int(r % 4);
+        for (int64_t g = 0; g < L.gpr; ++g) {
+            const size_t si = size_t((p * L.gpr + g) * 4 + i);
+            const float s = f16ToF32(m_scales[si]);
+            const float z = L.sym ? 0.0f : f16ToF32(m_zeros[si]);
+            const int64_t c0 = g * L.glen, len = std::min(L.glen, L.cols - c0);
+            for (int64_t u = 0; u < L.unitsPerGroup(); ++u) {
+                readUnit(ref(), p, g, u, i, uc);
+                const int64_t uc0 = L.unitCol(u);
+                for (int j = 0; j < uc.n; ++j) {
+                    if (!L.sparse) {
+                        const int64_t jj = uc0 + j;
+                        if (jj >= len) break;
+                        if (L.maskBits) {
+                            const int64_t q = g * L.Gp + jj;
+                            if (!(m_mask[size_t(r * L.maskWords + (q >> 6))] >> (q & 63) & 1u))
+                                continue;
+                        }
+                        o[c0 + jj] = decodeValue(L, uc.code[j], s, z);
+                    } else {
+                        const int64_t jj = uc0 + slotCol(uc, j);
+                        if (jj >= len || int(uc.code[j]) == zc) continue;
+                        o[c0 + jj] = decodeValue(L, uc.code[j], s, z);
+                    }
+                }
+            }
+        }
+        for (size_t k = 0; k < m_ocols.size(); ++k)
+            o[m_ocols[k]] = f16ToF32(m_ov[size_t(r) * m_ocols.size() + k]);
+    }
+}
+
+Mode PackedImpl::modeFor(const ActQuantSpec* act, bool exact) const {
+    const bool intOk = m_L.kind == Kind::Int && !m_L.maskBits && (!m_L.sparse || m_L.sym);
+    if (act && act->active())
+        return intOk && act->bits >= 2 && act->bits <= 8 ? Mode::IntAct : Mode::Float;
+    return intOk && !exact ? Mode::IntW : Mode::Float;
+}
+
+bool PackedImpl::sharesPreparation(const PackedLinear& other) const {
+    const auto* o = dynamic_cast<const PackedImpl*>(&other);
+    if (!o) return false;
+    const Layout &a = m_L, &b = o->m_L;
+    // Same padded columns, blocks and outlier columns, and the same integer capability.
+    const auto intOk = [](const Layout& l) {
+        return l.kind == Kind::Int && !l.maskBits && (!l.sparse || l.sym);
+    };
+    return a.cols == b.cols && a.glen == b.glen && a.Gp == b.Gp && a.sparse == b.sparse &&
+           a.unitCols == b.unitCols && intOk(a) == intOk(b) && m_ocols == o->m_ocols;
+}
+
+std::vector<int32_t> PackedImpl::actOutliers(const ActQuantSpec* act) const {
+    std::vector<int32_t> v;
+    if (!act) return v;
+    for (int32_t c : act->outlierChannels)
+        if (c >= 0 && c < m_L.cols && !std::binary_search(m_ocols.begin(), m_ocols.end(), c))
+            v.push_back(c);
+    std::sort(v.begin(), v.end());
+    v.erase(std::unique(v.begin(), v.end()), v.end());
+    return v;
+}
+
+PrepHeader PackedImpl::header(int64_t nTok, const ActQuantSpec* act, bool exact) const {
+    PrepHeader h;
+    h.mode = modeFor(act, exact);
+    h.nTok = nTok;
+    const Layout& L = m_L;
+    size_t off = alignUp(sizeof(PrepHeader));
+    if (h.mode == Mode::Float) {
+        h.offXf = off;
+        off = alignUp(off + size_t(nTok * L.Cp) * sizeof(float));
+    } else {
+        h.nBlocks = L.gpr * L.blocksPerGroup(h.mode);
+        h.offXq = off;
+        off = alignUp(off + size_t(nTok * L.Cp));
+        h.offD = off;
+        off = alignUp(off + size_t(nTok * h.nBlocks) * sizeof(float));
+        h.offX = off;
+        off = alignUp(off + size_t(nTok * h.nBlocks) * sizeof(int32_t));
+        if (h.mode == Mode::IntAct) h.na = int64_t(actOutliers(act).size());
+    }
+    h.offXo = off;
+    off = alignUp(off + size_t(nTok * L.nOut) * sizeof(float));
+    h.offXa = off;
+    off = alignUp(off + size_t(nTok * h.na) * sizeof(float));
+    h.offAcols = off;
+    off = alignUp(off + size_t(h.na) * sizeof(int32_t));
+    h.total = off;
+    return h;
+}
+
+size_t PackedImpl::preparedBytes(int64_t nTok, const ActQuantSpec* act, bool exact) const {
+    return header(std::max<int64_t>(nTok, 0), act, exact).total + kAlign;
+}
+
+PrepView PackedImpl::view(const std::byte* prepared) const {
+    // The buffer's start is aligned up to 64 bytes by prepare().
+    const std::byte* base = reinterpret_cast<const std::byte*>(
+        (reinterpret_cast<uintptr_t>(prepared) + kAlign - 1) & ~uintptr_t(kAlign - 1));
+    PrepHeader h;
+    std::memcpy(&h, base, sizeof h);
+    PrepView v;
+    v.mode = h.mode, v.nTok = h.nTok, v.nBlocks = h.nBlocks, v.na = h.na;
+    v.xq = reinterpret_cast<const int8_t*>(base + h.offXq);
+    v.d = reinterpret_cast<const float*>(base + h.offD);
+    v.X = reinterpret_cast<const int32_t*>(base + h.offX);
+    v.xf = reinterpret_cast<const float*>(base + h.offXf);
+    v.xo = reinterpret_cast<const float*>(base + h.offXo);
+    v.xa = reinterpret_cast<const float*>(base + h.offXa);
+    v.acols = reinterpret_cast<const int32_t*>(base + h.offAcols);
+    return v;
+}
+
+void PackedImpl::prepare(const float* x, int64_t ldx, int64_t nTok, const ActQuantSpec* act,
+                         bool exact, std::byte* prepared) const {
+    const Layout& L = m_L;
+    std::byte* base = reinterpret_cast<std::byte*>(
+        (reinterpret_cast<uintptr_t>(prepared) + kAlign - 1) & ~uintptr_t(kAlign - 1));
+    const PrepHeader h = header(nTok, act, exact);
+    std::memcpy(base, &h, sizeof h);
+    float* xo = reinterpret_cast<float*>(base + h.offXo);
+    const int64_t no = L.nOut;
+    const bool par = nTok * L.cols >= (int64_t(1) << 16);
+
+    if (h.mode == Mode::Float) {
+        // Float activations (fake-quantised when the recipe asks) over padded columns.
+        thread_local std::vector<float> fq;
+        const float* src = x;
+        int64_t lds = ldx;
+        if (act && act->active()) {
+            fq.resize(size_t(nTok * L.cols));
+            runtime::fakeQuantizeActivations(*act, x, ldx, fq.data(), L.cols, nTok, L.cols, 0);
+            src = fq.data(), lds = L.cols;
+        }
+        float* xf = reinterpret_cast<float*>(base + h.offXf);
+#pragma omp parallel for schedule(static) if (par)
+        for (int64_t t = 0; t < nTok; ++t) {
+            const float* xr = src + t * lds;
+            float* o = xf + t * L.Cp;
+            std::fill(o, o + L.Cp, 0.0f);
+            for (int64_t g = 0; g < L.gpr; ++g) {
+                const int64_t c0 = g * L.glen, len = std::min(L.glen, L.cols - c0);
+                std::memcpy(o + g * L.Gp, xr + c0, size_t(len) * sizeof(float));
+            }
+            for (int64_t k = 0; k < no; ++k) {
+                xo[t * no + k] = xr[m_ocols[size_t(k)]];
+                o[m_ocolPadded[size_t(k)]] = 0.0f;
+            }
+        }
+        return;
+    }
+
+    // Integer activations: int8 codes, a scale and the code sum per block.
+    int8_t* xq = reinterpret_cast<int8_t*>(base + h.offXq);
+    float* dv = reinterpret_cast<float*>(base + h.offD);
+    int32_t* Xv = reinterpret_cast<int32_t*>(base + h.offX);
+    float* xa = reinterpret_cast<float*>(base + h.offXa);
+    int32_t* acols = reinterpret_cast<int32_t*>(base + h.offAcols);
+    const std::vector<int32_t> ao =
+        h.mode == Mode::IntAct ? actOutliers(act) : std::vector<int32_t>{};
+    std::copy(ao.begin(), ao.end(), acols);
+    const int64_t bu = L.blockUnits(h.mode), bpg = L.blocksPerGroup(h.mode);
+    const int8_t offset = L.sparse ? int8_t(-128) : int8_t(0); // stored as uint8 xq + 128
+
+    // Channels that take no part in the integer product: weight-outlier columns and (IntAct)
+    // the recipe's activation-outlier channels. The latter also take no part in the scale.
+    std::vector<uint8_t> skip(size_t(L.cols), 0);
+    for (int32_t c : m_ocols) skip[size_t(c)] = 1;
+    if (act && h.mode == Mode::IntAct)
+        for (int32_t c : act->outlierChannels)
+            if (c >= 0 && c < L.cols) skip[size_t(c)] = 2;
+    const uint8_t* sk = skip.data();
+    std::vector<int64_t> actSkip; // activation-outlier channels (no part in the scale)
+    for (int64_t c = 0; c < L.cols; ++c)
+        if (sk[c] == 2) actSkip.push_back(c);
+
+    const KernelSet& ks = kernelsFor(activeIsa());
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+
+#pragma omp parallel for schedule(static) if (par)
+    for (int64_t t = 0; t < nTok; ++t) {
+        const float* xr = x + t * ldx;
+        int8_t* q = xq + t * L.Cp;
+        std::memset(q, 0, size_t(L.Cp));
+        float* d = dv + t * h.nBlocks;
+        int32_t* X = Xv + t * h.nBlocks;
+        std::fill(X, X + h.nBlocks, 0);
+        // Finite rows take the vector path (the same codes as the scalar one below, which keeps
+        // the NaN / infinity cases of fakeQuantizeActivations).
+        thread_local std::vector<float> tmp;
+        const bool finite = std::isfinite(ks.absMax(xr, L.cols));
+        if (finite) {
+            tmp.assign(xr, xr + L.cols);
+            float* xs = tmp.data();
+            float f = 0.0f, qmax = 127.0f, scale = 0.0f;
+            if (h.mode == Mode::IntAct) {
+                qmax = float((1 << (act->bits - 1)) - 1);
+                for (int64_t c : actSkip) xs[c] = 0.0f;
+                const float m = act->perToken ? ks.absMax(xs, L.cols) : act->absMax;
+                scale = f = act->clip * m / qmax;
+            }
+            for (int32_t c : m_ocols) xs[c] = 0.0f;
+            for (int64_t g = 0; g < L.gpr; ++g) {
+                const int64_t c0 = g * L.glen, len = std::min(L.glen, L.cols - c0);
+                for (int64_t b = 0; b < bpg; ++b) {
+                    const int64_t j0 = b * bu * L.unitCols;
+                    const int64_t j1 = std::min(len, (b + 1) * bu * L.unitCols);
+                    if (h.mode == Mode::IntW) {
+                        const float amax = j1 > j0 ? ks.absMax(xs + c0 + j0, j1 - j0) : 0.0f;
+                        f = amax > 0.0f ? 127.0f / amax : 0.0f;
+                        scale = amax / 127.0f;
+                    }
+                    const bool divide = h.mode == Mode::IntAct;
+                    if (j1 > j0 && (divide ? f > 0.0f : true))
+                        X[g * bpg + b] =
+                            ks.quantize(xs + c0 + j0, j1 - j0, f, divide, qmax, q + g * L.Gp + j0);
+                    d[g * bpg + b] = scale > 0.0f ? scale : 0.0f;
+                }
+            }
+        }
+        if (h.mode == Mode::IntAct) {
+            // runtime::fakeQuantizeActivations, kept as integer codes and one scale per token.
+            const float qmax = float((1 << (act->bits - 1)) - 1);
+            float m = act->absMax;
+            if (act->perToken) {
+                m = 0.0f;
+                for (int64_t c = 0; c < L.cols; ++c)
+                    m = std::max(m, sk[c] != 2 ? std::fabs(xr[c]) : 0.0f);
+            }
+            const float s = act->clip * m / qmax;
+            if (!finite) {
+                bool isNan = false;
+                for (int64_t g = 0; g < L.gpr; ++g) {
+                    const int64_t c0 = g * L.glen, len = std::min(L.glen, L.cols - c0);
+                    int8_t* qg = q + g * L.Gp;
+                    for (int64_t j = 0; j < len; ++j) {
+                        if (sk[c0 + j] == 2) continue;
+                        float v = 0.0f;
+                        if (s > 0.0f) {
+                            v = std::clamp(std::nearbyint(xr[c0 + j] / s), -qmax, qmax);
+                            if (std::isnan(v)) isNan = true, v = 0.0f;
+                        }
+                        if (sk[c0 + j] == 0) qg[j] = int8_t(v);
+                    }
+                }
+                for (int64_t b = 0; b < h.nBlocks; ++b) d[b] = isNan ? nan : (s > 0.0f ? s : 0.0f);
+            }
+            for (int64_t k = 0; k < no; ++k) {
+                const int32_t c = m_ocols[size_t(k)];
+                float v = 0.0f;
+                if (s > 0.0f) v = std::clamp(std::nearbyint(xr[c] / s), -qmax, qmax) * s;
+                xo[t * no + k] = v;
+            }
+            for (size_t j = 0; j < ao.size(); ++j)
+                xa[t * int64_t(ao.size()) + int64_t(j)] = xr[ao[j]];
+        } else {
+            for (int64_t g = 0; g < L.gpr && !finite; ++g) {
+                const int64_t c0 = g * L.glen, len = std::min(L.glen, L.cols - c0);
+                for (int64_t b = 0; b < bpg; ++b) {
+                    // Block b: padded columns [b * bu * unitCols, ...) of the group. A non-finite
+                    // activation makes the block's scale NaN (its codes stay 0).
+                    const int64_t j0 = b * bu * L.unitCols;
+                    const int64_t j1 = std::min(len, (b + 1) * bu * L.unitCols);
+                    float amax = 0.0f;
+                    bool bad = false;
+                    for (int64_t j = j0; j < j1; ++j)
+                        if (!sk[c0 + j]) {
+                            amax = std::max(amax, std::fabs(xr[c0 + j]));
+                            bad |= !std::isfinite(xr[c0 + j]);
+                        }
+                    const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+                    for (int64_t j = j0; j < j1 && !bad; ++j)
+                        if (!sk[c0 + j])
+                            q[g * L.Gp + j] = int8_t(
+                                std::clamp(std::nearbyint(xr[c0 + j] * id), -127.0f, 127.0f));
+                    d[g * bpg + b] = bad ? nan : amax / 127.0f;
+                }
+            }
+            for (int64_t k = 0; k < no; ++k) xo[t * no + k] = xr[m_ocols[size_t(k)]];
+        }
+        // Code sums per block (the vector path returned them), then the 2:4 offset to unsigned.
+        for (int64_t g = 0; g < L.gpr && !finite; ++g)
+            for (int64_t b = 0; b < bpg; ++b) {
+                const int64_t j0 = g * L.Gp + b * bu * L.unitCols;
+                const int64_t j1 = std::min(g * L.Gp + L.Gp, j0 + bu * L.unitCols);
+                int32_t sum = 0;
+                for (int64_t j = j0; j < j1; ++j) sum += q[j];
+                X[g * bpg + b] = sum;
+            }
+        if (offset)
+            for (int64_t j = 0; j < L.Cp; ++j) q[j] = int8_t(uint8_t(q[j]) ^ 0x80);
+    }
+}
+
+const KernelSet& kernelsFor(Isa isa) {
+#if LCW_X86
+    const bool vnniOk = g_allowVnni.load();
+    if (isa == Isa::Avx512)
+        if (const KernelSet* k = kernelsAvx512(vnniOk, g_allowVbmi.load())) return *k;
+    if (isa == Isa::Avx512 || isa == Isa::Avx2)
+        if (const KernelSet* k = kernelsAvx2(vnniOk && detail::cpu().avxvnni)) return *k;
+#endif
+    (void)isa;
+    return kGeneric;
+}
+
+void PackedImpl::gemm(int64_t r0, int64_t nRows, const std::byte* prepared, int64_t nTok,
+                      const ActQuantSpec* act, bool exact, float* y, int64_t ldy) const {
+    (void)act, (void)exact;
+    if (nRows <= 0 || nTok <= 0) return;
+    const Layout& L = m_L;
+    const PrepView P = view(prepared);
+    if (P.nTok != nTok)
+        throw ArgumentError("packed weight '" + m_name + "': prepared for " +
+                            std::to_string(P.nTok) + " tokens, called with " +
+                            std::to_string(nTok));
+    if (r0 < 0 || r0 + nRows > L.rows)
+        throw ArgumentError("packed weight '" + m_name + "': rows out of range");
+    const KernelSet& ks = kernelsFor(activeIsa());
+    const WeightRef w = ref();
+    const int64_t p0 = r0 / 4, p1 = (r0 + nRows + 3) / 4;
+    auto run = [&](float* out, int64_t ldo, int64_t pa, int64_t np) {
+        if (P.mode == Mode::Float)
+            (L.sparse ? ks.floatSparse : ks.floatDense)(w, P, pa, np, out, ldo);
+        else
+            (L.sparse ? ks.intSparse : ks.intDense)(w, P, pa, np, out, ldo);
+    };
+    if (r0 % 4 == 0 && (nRows % 4 == 0)) {
+        run(y, ldy, p0, p1 - p0);
+    } else {
+        // Whole panels into scratch, then the rows asked for (results do not depend on it).
+        thread_local std::vector<float> tmp;
+        const int64_t w4 = 4 * (p1 - p0);
+        tmp.resize(size_t(nTok * w4));
+        run(tmp.data(), w4, p0, p1 - p0);
+        for (int64_t t = 0; t < nTok; ++t)
+            std::memcpy(y + t * ldy, tmp.data() + t * w4 + (r0 - 4 * p0),
+                        size_t(nRows) * sizeof(float));
+    }
+    // Side products in a fixed order: weight-outlier columns, then activation-outlier channels
+    // (their weights decoded once per call).
+    if (L.nOut)
+        for (int64_t t = 0; t < nTok; ++t) {
+            const float* xo = P.xo + t * L.nOut;
+            for (int64_t r = 0; r < nRows; ++r) {
+                const uint16_t* ov = m_ov.data() + size_t(r0 + r) * size_t(L.nOut);
+                float acc = y[t * ldy + r];
+                for (int64_t k = 0; k < L.nOut; ++k) acc = std::fma(xo[k], f16ToF32(ov[k]), acc);
+                y[t * ldy + r] = acc;
+            }
+        }
+    if (P.na) {
+        thread_local std::vector<float> wa;
+        wa.resize(size_t(nRows * P.na));
+        for (int64_t r = 0; r < nRows; ++r)
+            for (int64_t j = 0; j < P.na; ++j)
+                wa[size_t(r * P.na + j)] = valueAt(r0 + r, P.acols[j]);
+        for (int64_t t = 0; t < nTok; ++t) {
+            const float* xa = P.xa + t * P.na;
+            for (int64_t r = 0; r < nRows; ++r) {
+                float acc = y[t * ldy + r];
+                for (int64_t j = 0; j < P.na; ++j)
+                    acc = std::fma(xa[j], wa[size_t(r * P.na + j)], acc);
+                y[t * ldy + r] = acc;
+            }
+        }
+    }
+}
 
 } // namespace
 
+namespace pk {
+#if !LCW_X86
+const KernelSet* kernelsAvx2(bool) {
+    return nullptr;
+}
+const KernelSet* kernelsAvx512(bool, bool) {
+    return nullptr;
+}
+#endif
+} // namespace pk
+
+namespace detail {
+void packedAllowVnni(bool allow) {
+    g_allowVnni.store(allow);
+}
+void packedAllowVbmi(bool allow) {
+    g_allowVbmi.store(allow);
+}
+} // namespace detail
+
 std::unique_ptr<PackedLinear> PackedLinear::pack(const PackedSource& src) {
-    return std::make_unique<RefPacked>(src);
+    return std::make_unique<PackedImpl>(src);
 }
 
 } // namespace lcw::kernels

@@ -17,8 +17,26 @@
 ///   mask (optional, rows·cols bytes 0/1): pruned weights read as 0 — a 2:4 mask (every aligned
 ///   group of 4 input columns keeps at most 2) is stored as 2 values + 2-bit indices per group and
 ///   the product skips the zeros.
-/// The runtime layout is private to packed_linear.cpp (it may reorder codes for the vector
-/// units); dequantizeRows() gives the exact float values the product uses.
+/// The runtime layout is private to core/runtime (packed_layout.h: rows in panels of 4, columns
+/// in 64-column units of bit planes that AVX2 / AVX-512 unpack in two or three instructions,
+/// f16 scales per panel and group; 2:4: the kept codes + 2-bit in-group indices, 3 bits per
+/// weight for int4). dequantizeRows() gives the exact float values the float product uses.
+///
+/// Products and their accuracy (portable, AVX2 (+AVX-VNNI), AVX-512 (+VNNI, +VBMI), chosen by
+/// activeIsa(); within one ISA an output does not depend on the tokens or rows of the call):
+///  * exact, or NF4 / FP8 / asymmetric int with an unstructured mask (no code reads 0): float
+///    activations times the dequantised weights, fused multiply-adds in float (error of float
+///    summation only; the weights' error alone);
+///  * not exact, int formats, no `act`: activations quantised to symmetric int8 in blocks of at
+///    most 256 columns inside one weight group (d = max|x| / 127, rint), integer dot products per
+///    block (vpdpbusd / pmaddubsw), then s·d·(Σq·u − z·Σq) in float; |Δy| <= Σ_c |w_c| · max|x|
+///    / 254 over the row plus float rounding;
+///  * `act` active with 2..8 bits and an int format: the recipe's quantisation (as
+///    runtime::fakeQuantizeActivations: per-token or static scale, clip, outlier channels kept in
+///    float) as int8 codes, integer GEMM per weight group, scales after the sums: equal to
+///    fake-quantised activations times the weights up to float rounding; other bit widths and
+///    formats: the fake-quantised float activations times the weights.
+/// The integer products are exact, so their results are bit-identical on every ISA.
 #include "core/model/runtime_quant.h"
 
 #include <cstddef>
@@ -91,5 +109,13 @@ public:
     virtual void gemm(int64_t r0, int64_t nRows, const std::byte* prepared, int64_t nTok,
                       const ActQuantSpec* act, bool exact, float* y, int64_t ldy) const = 0;
 };
+
+namespace detail {
+/// Tests and benchmarks: allow (the default) or forbid VNNI instructions in the packed kernels, so
+/// that the AVX2 / AVX-512 versions without VNNI run on a CPU that has it.
+void packedAllowVnni(bool allow);
+/// Likewise for AVX-512 VBMI (the 2:4 gathers use vpermt2b where allowed, pshufb otherwise).
+void packedAllowVbmi(bool allow);
+} // namespace detail
 
 } // namespace lcw::kernels

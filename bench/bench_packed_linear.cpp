@@ -1,0 +1,224 @@
+// Micro-benchmark of one linear layer: dense F32 / F16 against lcw's packed formats (W4A16 g128,
+// W8A16, W8A8, W4A8, 2:4, NF4, FP8), decode (1 token) and prefill (N tokens), through the
+// runtime's linearBatch driver. Runs are interleaved (every configuration once per round) and
+// the median of the rounds is printed, one JSON line per configuration and batch:
+//   bench_packed_linear [--rows R] [--cols C] [--prefill N] [--rounds K] [--threads T] [--isa I]
+//                       [--cpu-time 1]   (one thread, its CPU time: robust on a shared machine)
+// Weight GB/s = packed bytes / time; for prefill also GMAC/s.
+#include "core/common/dtype.h"
+#include "core/compress/quantizer.h"
+#include "core/runtime/kernels.h"
+#include "core/runtime/packed_linear.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <functional>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+using namespace lcw;
+
+namespace {
+
+bool g_cpuTime = false;
+
+/// Wall-clock seconds, or with one thread (--cpu-time) the thread's CPU seconds: on a machine
+/// shared with other jobs the kernel's own time, without the waits of being descheduled.
+double now() {
+    if (g_cpuTime) {
+        timespec ts;
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+        return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+    }
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+}
+
+struct Config {
+    std::string name;
+    size_t bytes = 0;
+    std::function<void(const float* x, int64_t nTok, float* y)> run;
+};
+
+compress::WeightSettings intSettings(int bits, compress::Granularity g, int64_t group) {
+    compress::WeightSettings s;
+    s.bits = bits;
+    s.format = compress::WeightFormat::Int;
+    s.symmetric = true;
+    s.granularity = g;
+    s.groupSize = group;
+    return s;
+}
+
+struct Packed {
+    compress::PackedTensor pt;
+    std::vector<uint8_t> mask;
+    std::unique_ptr<kernels::PackedLinear> pl;
+};
+
+std::unique_ptr<Packed> makePacked(const std::vector<float>& w, int64_t rows, int64_t cols,
+                                   const compress::WeightSettings& st, bool two4) {
+    auto p = std::make_unique<Packed>();
+    p->pt = compress::quantize(w.data(), rows, cols, st, "bench");
+    if (two4) {
+        // Keep the 2 largest of every 4 (magnitude pruning).
+        p->mask.assign(size_t(rows * cols), 0);
+        for (int64_t i = 0; i < rows * cols; i += 4) {
+            int a = 0, b = 1;
+            if (std::fabs(w[size_t(i + b)]) > std::fabs(w[size_t(i + a)])) std::swap(a, b);
+            for (int k = 2; k < 4; ++k) {
+                const float v = std::fabs(w[size_t(i + k)]);
+                if (v > std::fabs(w[size_t(i + a)]))
+                    b = a, a = k;
+                else if (v > std::fabs(w[size_t(i + b)]))
+                    b = k;
+            }
+            p->mask[size_t(i + a)] = p->mask[size_t(i + b)] = 1;
+        }
+    }
+    kernels::PackedSource s;
+    const auto& q = p->pt;
+    s.kind = st.format == compress::WeightFormat::Int   ? kernels::PackedSource::Kind::Int
+             : st.format == compress::WeightFormat::Nf4 ? kernels::PackedSource::Kind::Nf4
+                                                        : kernels::PackedSource::Kind::Fp8;
+    s.bits = st.bits;
+    s.symmetric = st.symmetric;
+    s.granularity = st.granularity == compress::Granularity::Tensor
+                        ? kernels::PackedSource::Granularity::Tensor
+                    : st.granularity == compress::Granularity::Channel
+                        ? kernels::PackedSource::Granularity::Channel
+                        : kernels::PackedSource::Granularity::Group;
+    s.group = st.groupSize;
+    s.rows = rows, s.cols = cols;
+    s.codes = q.codes.data(), s.codeBytes = q.codes.size();
+    s.scales = q.scales.data(), s.nScales = q.scales.size();
+    s.zeros = q.zeros.empty() ? nullptr : q.zeros.data(), s.nZeros = q.zeros.size();
+    s.mask = p->mask.empty() ? nullptr : p->mask.data();
+    s.name = "bench";
+    const double t0 = now();
+    p->pl = kernels::PackedLinear::pack(s);
+    std::printf("{\"pack\": \"%s\", \"ms\": %.1f}\n", p->pl->describe().c_str(),
+                (now() - t0) * 1e3);
+    return p;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    int64_t rows = 5632, cols = 2048, prefill = 512;
+    int rounds = 5, threads = 2;
+    std::string isa;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        const std::string a = argv[i];
+        if (a == "--rows")
+            rows = std::atoll(argv[i + 1]);
+        else if (a == "--cols")
+            cols = std::atoll(argv[i + 1]);
+        else if (a == "--prefill")
+            prefill = std::atoll(argv[i + 1]);
+        else if (a == "--rounds")
+            rounds = std::atoi(argv[i + 1]);
+        else if (a == "--threads")
+            threads = std::atoi(argv[i + 1]);
+        else if (a == "--isa")
+            isa = argv[i + 1];
+        else if (a == "--cpu-time")
+            g_cpuTime = std::atoi(argv[i + 1]) != 0;
+    }
+    if (!isa.empty()) kernels::setIsa(*kernels::isaFromName(isa));
+    if (g_cpuTime) threads = 1;
+
+    std::mt19937 rng(1);
+    std::normal_distribution<float> nd(0.0f, 0.02f);
+    std::vector<float> w(size_t(rows * cols));
+    for (auto& v : w) v = nd(rng);
+    std::vector<uint16_t> w16(w.size());
+    for (size_t i = 0; i < w.size(); ++i) w16[i] = f32ToF16(w[i]);
+
+    TensorView t32, t16;
+    t32.dtype = DType::F32, t32.shape = {rows, cols};
+    t32.data = reinterpret_cast<const std::byte*>(w.data()), t32.nbytes = w.size() * 4;
+    t16.dtype = DType::F16, t16.shape = {rows, cols};
+    t16.data = reinterpret_cast<const std::byte*>(w16.data()), t16.nbytes = w16.size() * 2;
+
+    using G = compress::Granularity;
+    std::vector<std::unique_ptr<Packed>> packs;
+    std::vector<Config> cfgs;
+    cfgs.push_back({"F32", t32.nbytes, [&](const float* x, int64_t n, float* y) {
+                        kernels::linear(t32, x, cols, n, y, rows, nullptr, threads);
+                    }});
+    cfgs.push_back({"F16", t16.nbytes, [&](const float* x, int64_t n, float* y) {
+                        kernels::linear(t16, x, cols, n, y, rows, nullptr, threads);
+                    }});
+    static ActQuantSpec a8;
+    a8.bits = 8;
+    auto addPacked = [&](const std::string& name, compress::WeightSettings st, bool two4,
+                         const ActQuantSpec* act, bool exact) {
+        packs.push_back(makePacked(w, rows, cols, st, two4));
+        const kernels::PackedLinear* pl = packs.back()->pl.get();
+        cfgs.push_back({name, pl->bytes(), [=](const float* x, int64_t n, float* y) {
+                            kernels::LinearJob j;
+                            j.packed = pl, j.y = y, j.ldy = rows, j.act = act;
+                            kernels::linearBatch({&j, 1}, x, cols, n, threads, exact);
+                        }});
+    };
+    addPacked("W4A16 g128", intSettings(4, G::Group, 128), false, nullptr, false);
+    addPacked("W4A16 g128 exact", intSettings(4, G::Group, 128), false, nullptr, true);
+    addPacked("W8A16 channel", intSettings(8, G::Channel, 0), false, nullptr, false);
+    addPacked("W8A8 channel", intSettings(8, G::Channel, 0), false, &a8, false);
+    addPacked("W4A8 g128", intSettings(4, G::Group, 128), false, &a8, false);
+    addPacked("W4A16 g128 2:4", intSettings(4, G::Group, 128), true, nullptr, false);
+    addPacked("W8A8 channel 2:4", intSettings(8, G::Channel, 0), true, &a8, false);
+    addPacked("W8A16 channel 2:4", intSettings(8, G::Channel, 0), true, nullptr, false);
+    compress::WeightSettings nf4;
+    nf4.format = compress::WeightFormat::Nf4, nf4.bits = 4, nf4.granularity = G::Group,
+    nf4.groupSize = 64;
+    addPacked("NF4 g64", nf4, false, nullptr, false);
+    compress::WeightSettings fp8;
+    fp8.format = compress::WeightFormat::Fp8E4M3, fp8.bits = 8, fp8.granularity = G::Channel;
+    addPacked("FP8 channel", fp8, false, nullptr, false);
+
+    std::vector<float> x(size_t(prefill * cols));
+    for (auto& v : x) v = nd(rng) * 50.0f;
+    std::vector<float> y(size_t(prefill * rows));
+    for (int64_t nTok : {int64_t(1), prefill}) {
+        // Enough repetitions per measurement for ~50 ms.
+        std::vector<std::vector<double>> times(cfgs.size());
+        std::vector<int> reps(cfgs.size(), 1);
+        for (size_t c = 0; c < cfgs.size(); ++c) {
+            const double t0 = now();
+            cfgs[c].run(x.data(), nTok, y.data());
+            const double dt = now() - t0;
+            reps[c] = std::max(1, int(0.05 / std::max(dt, 1e-6)));
+        }
+        for (int r = 0; r < rounds; ++r)
+            for (size_t c = 0; c < cfgs.size(); ++c) {
+                const double t0 = now();
+                for (int k = 0; k < reps[c]; ++k) cfgs[c].run(x.data(), nTok, y.data());
+                times[c].push_back((now() - t0) / reps[c]);
+            }
+        double f32 = 0;
+        for (size_t c = 0; c < cfgs.size(); ++c) {
+            auto v = times[c];
+            std::sort(v.begin(), v.end());
+            const double med = v[v.size() / 2];
+            if (c == 0) f32 = med;
+            std::printf("{\"config\": \"%s\", \"isa\": \"%s\", \"rows\": %lld, \"cols\": %lld, "
+                        "\"tokens\": %lld, \"ms\": %.3f, \"weight_GBps\": %.2f, \"GMACps\": %.1f, "
+                        "\"tokens_per_s\": %.1f, \"bytes\": %zu, \"speedup_vs_f32\": %.2f}\n",
+                        cfgs[c].name.c_str(), kernels::isaName(kernels::activeIsa()),
+                        (long long)rows, (long long)cols, (long long)nTok, med * 1e3,
+                        double(cfgs[c].bytes) / med / 1e9,
+                        double(rows) * double(cols) * double(nTok) / med / 1e9, double(nTok) / med,
+                        cfgs[c].bytes, f32 / med);
+        }
+    }
+    return 0;
+}
