@@ -454,7 +454,7 @@ private slots:
             QCOMPARE(si.bits, uint64_t(double(lp.rows * lp.cols) * bpw));
             QCOMPARE(compress::estimateLayerSize(lp).bits, si.bits);
             // dequantised values are ggml's
-            const auto vals = cr.model->compressed(lp.name)->values;
+            const auto vals = cr.model->compressed(lp.name)->values();
             std::vector<float> ref(static_cast<size_t>(lp.cols));
             const auto& codes = cr.model->compressed(lp.name)->packed.codes;
             dequantizeRow(t, reinterpret_cast<const std::byte*>(codes.data()), ref.data(), lp.cols);
@@ -569,7 +569,7 @@ private slots:
             QVERIFY(b);
             QCOMPARE(b->packed.settings.method, a->packed.settings.method);
             QVERIFY(b->packed.codes == a->packed.codes);
-            QVERIFY(b->values == a->values);
+            QVERIFY(b->values() == a->values());
         }
         QCOMPARE(back->totalSize().bits, cr.model->totalSize().bits);
     }

@@ -515,7 +515,7 @@ private slots:
         CompressedModel noBias(*m);
         for (const auto& name : cm.replacedNames())
             if (m->find(name) || name.ends_with("_norm.bias"))
-                noBias.setFloatTensor(name, cm.compressed(name)->values,
+                noBias.setFloatTensor(name, cm.compressed(name)->values(),
                                       cm.compressed(name)->view.shape);
         Session s2(noBias, {.contextLength = 64, .threads = 2});
         std::vector<float> other;

@@ -221,12 +221,13 @@ int cmdCompare(const std::vector<std::string>& argv) {
            {"--tokenizer", "--threads", "--prompt", "--max-tokens", "--temperature", "--seed",
             "--top-k", "--top-p", "--recipe", "--preset", "--overlay", "--compare-model", "--calib",
             "--samples", "--seq-len", "--width"},
-           {"--quiet", "--json"});
+           {"--quiet", "--json", "--exact-activations"});
     applyThreads(a);
     const bool quiet = a.flag("--quiet");
     const auto prompt = a.get("--prompt");
     if (!prompt) throw UsageError{"--prompt TEXT is required"};
     GenerationCompareOptions go;
+    go.exactActivations = a.flag("--exact-activations");
     go.maxNewTokens = a.getInt("--max-tokens", 64);
     if (go.maxNewTokens < 1) throw UsageError{"--max-tokens must be at least 1"};
     go.sampling.temperature = float(a.getDouble("--temperature", 0.0));
@@ -377,11 +378,12 @@ int cmdHiddenError(const std::vector<std::string>& argv) {
     Args a(argv,
            {"--tokenizer", "--threads", "--text", "--ctx", "--chunks", "--recipe", "--preset",
             "--overlay", "--compare-model", "--calib", "--samples", "--seq-len"},
-           {"--quiet", "--json"});
+           {"--quiet", "--json", "--exact-activations"});
     applyThreads(a);
     const bool quiet = a.flag("--quiet");
     const std::string textPath = a.getOr("--text", stats::builtinCalibrationPath());
     PerplexityOptions po;
+    po.exactActivations = a.flag("--exact-activations");
     po.ctx = a.getInt("--ctx", 256);
     if (po.ctx < 4) throw UsageError{"--ctx must be at least 4"};
     po.batch = po.ctx;

@@ -80,19 +80,37 @@ bool resetPeakRss() {
     return bool(f.flush());
 }
 
-/// VmHWM from /proc/self/status in bytes (0 when unavailable).
-uint64_t peakRssBytes() {
+/// A "Vm...: N kB" line of /proc/self/status in bytes (0 when unavailable).
+uint64_t statusBytes(const char* key) {
     std::ifstream f("/proc/self/status");
     std::string line;
+    const size_t n = std::strlen(key);
     while (std::getline(f, line))
-        if (line.rfind("VmHWM:", 0) == 0)
-            return uint64_t(std::strtoull(line.c_str() + 6, nullptr, 10)) * 1024;
+        if (line.compare(0, n, key) == 0 && line.size() > n && line[n] == ':')
+            return uint64_t(std::strtoull(line.c_str() + n + 1, nullptr, 10)) * 1024;
     return 0;
 }
 
+/// VmHWM: the resident-set high-water mark.
+uint64_t peakRssBytes() {
+    return statusBytes("VmHWM");
+}
+
+/// VmRSS: the resident set now.
+uint64_t currentRssBytes() {
+    return statusBytes("VmRSS");
+}
+
+/// Drops a model's memory-mapped pages from the resident set (they stay in the page cache), so
+/// that the next measurement counts only the pages the next configuration touches.
+void releaseModelPages(const Model& m) {
+    for (const TensorView& t : m.tensors()) MappedFile::releasePages(t.data, t.nbytes);
+}
+
 /// Greedy decode speed: prefill a short prompt from the text, then generate `n` tokens.
-json decodeSpeed(const WeightSource& w, const std::vector<int32_t>& tokens, int64_t n) {
+json decodeSpeed(const WeightSource& w, const std::vector<int32_t>& tokens, int64_t n, bool exact) {
     SessionOptions so;
+    so.exactActivations = exact;
     const std::vector<int32_t> prompt(tokens.begin(),
                                       tokens.begin() + std::min<size_t>(tokens.size(), 16));
     so.contextLength = int64_t(prompt.size()) + n + 1;
@@ -138,6 +156,11 @@ void printEvalTable(const json& j) {
                 j.value("text_file", std::string()).c_str(), (long long)num(j, "tokens"),
                 mode.c_str(), (long long)num(j, "ctx"), (long long)num(j, "chunks"),
                 (long long)num(j, "scored_tokens"));
+    if (j.contains("activations") && j["activations"].is_string())
+        std::printf("acts:    %s\n", j["activations"].get<std::string>() == "exact-f32"
+                                         ? "exact-f32 (float32 activations in every product)"
+                                         : "quantized-8bit (8-bit activation blocks where the "
+                                           "weights are GGUF or lcw packed codes)");
     if (j.contains("settings") && j["settings"].contains("tasks") &&
         !j["settings"]["tasks"].empty()) {
         const json& st = j["settings"];
@@ -287,7 +310,7 @@ int cmdEval(const std::vector<std::string>& argv) {
                   "--mode",      "--stride",       "--tasks",   "--limit",   "--seed",
                   "--tasks-dir", "--speed-tokens", "--results", "--calib",   "--samples",
                   "--seq-len"},
-           {"--quiet", "--json", "--no-record"});
+           {"--quiet", "--json", "--no-record", "--exact-activations"});
     applyThreads(a);
     const bool quiet = a.flag("--quiet");
     // Without --text: the bundled evaluation text (the same file calibration defaults to).
@@ -299,6 +322,7 @@ int cmdEval(const std::vector<std::string>& argv) {
     if (po.batch <= 0) throw UsageError{"--batch must be > 0"};
     po.maxChunks = a.getInt("--chunks", 0);
     if (po.maxChunks < 0) throw UsageError{"--chunks must be >= 0"};
+    po.exactActivations = a.flag("--exact-activations");
     const std::string modeArg = a.getOr("--mode", "llamacpp");
     if (modeArg == "llamacpp")
         po.mode = PerplexityMode::LlamaCppChunks;
@@ -446,16 +470,27 @@ int cmdEval(const std::vector<std::string>& argv) {
                 {"scored_tokens", r0.scoredTokens}};
     }
 
-    // 2. Per configuration: tasks and decode speed, with the peak RSS around them.
+    // 2. Per configuration: tasks and decode speed, with the peak RSS around them. Before each
+    // column the models' mapped pages leave the resident set, so the peak counts the pages this
+    // column touches; the overlays of the other columns (resident all along) are subtracted.
     const bool canResetRss = resetPeakRss();
     const int64_t taskCtx =
         std::min<int64_t>(model->spec().maxSeq > 0 ? model->spec().maxSeq : 2048, 2048);
+    auto overlayBytes = [&](size_t k) -> uint64_t {
+        return cols[k].overlay ? cols[k].overlay->residentBytes() : 0;
+    };
     for (size_t k = 0; k < cols.size(); ++k) {
         const WeightSource& w = *cols[k].weights();
-        if (canResetRss) resetPeakRss();
+        if (canResetRss) {
+            releaseModelPages(*model);
+            for (const Column& c : cols)
+                if (c.model) releaseModelPages(*c.model);
+            resetPeakRss();
+        }
+        const uint64_t rssBefore = currentRssBytes();
         if (!prepared.empty()) {
             json tj = json::object();
-            ModelScorer scorer(w, taskCtx);
+            ModelScorer scorer(w, taskCtx, 0, po.exactActivations);
             for (const PreparedTask& p : prepared) {
                 TerminalProgress progress(cols[k].name + " " + taskName(p.kind), !quiet);
                 const TaskResult tr = evaluateTask(p, scorer, progress);
@@ -471,10 +506,18 @@ int cmdEval(const std::vector<std::string>& argv) {
         }
         if (speedTokens > 0) {
             const auto ts = Clock::now();
-            colJson[k]["speed"] = decodeSpeed(w, tokens, speedTokens);
+            colJson[k]["speed"] = decodeSpeed(w, tokens, speedTokens, po.exactActivations);
             colSeconds[k] += std::chrono::duration<double>(Clock::now() - ts).count();
         }
-        colJson[k]["peak_rss_bytes"] = canResetRss ? json(peakRssBytes()) : json(nullptr);
+        uint64_t others = 0;
+        for (size_t i = 0; i < cols.size(); ++i)
+            if (i != k) others += overlayBytes(i);
+        const uint64_t peak = peakRssBytes();
+        colJson[k]["peak_rss_bytes"] =
+            canResetRss && peak > 0 ? json(peak - std::min(peak, others)) : json(nullptr);
+        colJson[k]["rss_before_bytes"] =
+            canResetRss ? json(rssBefore - std::min(rssBefore, others)) : json(nullptr);
+        if (cols[k].overlay) colJson[k]["overlay_resident_bytes"] = overlayBytes(k);
     }
 
     // 3. The record: settings, provenance, one object per column.
@@ -500,6 +543,7 @@ int cmdEval(const std::vector<std::string>& argv) {
         cs.push_back(colSeconds[k]);
     }
     j["configs"] = cj;
+    j["activations"] = activationsPathName(po.exactActivations);
     j["timings"] = {{"baseline_seconds", colSeconds[0]},
                     {"config_seconds", cs},
                     {"total_seconds", std::chrono::duration<double>(Clock::now() - tStart).count()},
@@ -515,6 +559,7 @@ int cmdEval(const std::vector<std::string>& argv) {
         {"seed", seed},
         {"task_ctx", taskCtx},
         {"speed_tokens", speedTokens},
+        {"exact_activations", po.exactActivations},
         {"threads", omp_get_max_threads()}};
     j["model_fingerprint"] = stats::modelFingerprint(*model);
     j["text_sha256"] = "sha256:" + stats::sha256Hex(text.data(), text.size());

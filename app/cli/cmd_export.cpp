@@ -94,6 +94,7 @@ nlohmann::ordered_json klReport(const Model& model, const WeightSource& referenc
     po.ctx = a.getInt("--kl-ctx", 128);
     po.batch = po.ctx;
     po.maxChunks = a.getInt("--kl-chunks", 8);
+    po.exactActivations = a.flag("--exact-activations");
     po.bosId = model.tokenizer().bosId();
     const std::string text = a.getOr("--text", stats::builtinCalibrationPath());
     const auto tokens = model.tokenizer().encode(readTextFile(text), true);
@@ -115,6 +116,7 @@ nlohmann::ordered_json klReport(const Model& model, const WeightSource& referenc
     j["same_top"] = d.sameTop;
     j["ppl_reference"] = d.baselinePpl;
     j["ppl_written"] = d.ppl;
+    j["activations"] = activationsPathName(po.exactActivations);
     return j;
 }
 
@@ -246,7 +248,7 @@ int cmdExport(const std::vector<std::string>& argv) {
            {"--tokenizer", "--threads", "--recipe", "--preset", "--overlay", "--calib", "--samples",
             "--seq-len", "--format", "--out", "--type", "--imatrix", "--text", "--kl-chunks",
             "--kl-ctx", "--input", "--output-name"},
-           {"--quiet", "--json", "--no-kl", "--pin-all"});
+           {"--quiet", "--json", "--no-kl", "--pin-all", "--exact-activations"});
     applyThreads(a);
     const std::string format = a.getOr("--format", "gguf");
     if (format != "gguf" && format != "llamacpp-command")

@@ -57,6 +57,7 @@ EvalSetup setup(const Args& a) {
     s.po.ctx = a.getInt("--ctx", 256);
     if (s.po.ctx < 4) throw UsageError{"--ctx must be at least 4"};
     s.po.batch = s.po.ctx;
+    s.po.exactActivations = a.flag("--exact-activations");
     s.po.maxChunks = a.getInt("--chunks", 8);
     if (s.po.maxChunks < 0) throw UsageError{"--chunks must be >= 0"};
     LoadOptions lo;
@@ -110,7 +111,7 @@ int cmdSensitivity(const std::vector<std::string>& argv) {
     Args a(argv,
            {"--tokenizer", "--threads", "--scheme", "--granularity", "--text", "--ctx", "--chunks",
             "--out", "--top"},
-           {"--quiet", "--json"});
+           {"--quiet", "--json", "--exact-activations"});
     const auto names = splitList(a.getAll("--scheme"));
     if (names.empty())
         throw UsageError{"--scheme PRESET is required (see 'lcw-cli recipe presets')"};
@@ -149,7 +150,7 @@ int cmdAutotune(const std::vector<std::string>& argv) {
     Args a(argv,
            {"--tokenizer", "--threads", "--budget-bpw", "--out", "--schemes", "--scan", "--uniform",
             "--granularity", "--text", "--ctx", "--chunks", "--name"},
-           {"--quiet", "--json", "--no-verify"});
+           {"--quiet", "--json", "--no-verify", "--exact-activations"});
     const auto budgetStr = a.get("--budget-bpw");
     if (!budgetStr) throw UsageError{"--budget-bpw B is required"};
     const double budget = a.getDouble("--budget-bpw", 0);

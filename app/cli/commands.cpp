@@ -259,7 +259,7 @@ int cmdGenerate(const std::vector<std::string>& argv) {
            with(kCommonValued,
                 {"--prompt", "-n", "--temp", "--top-k", "--top-p", "--seed", "--ctx", "--recipe",
                  "--preset", "--overlay", "--calib", "--samples", "--seq-len"}),
-           with(kCommonFlags, {"--no-bos"}));
+           with(kCommonFlags, {"--no-bos", "--exact-activations"}));
     applyThreads(a);
     auto model = openModel(a, true);
     const auto prompt = a.get("--prompt");
@@ -278,6 +278,7 @@ int cmdGenerate(const std::vector<std::string>& argv) {
     const auto promptIds = tk.encode(*prompt, !a.flag("--no-bos"));
     if (promptIds.empty()) throw UsageError{"the prompt encodes to no tokens"};
     SessionOptions so;
+    so.exactActivations = a.flag("--exact-activations");
     so.contextLength = a.getInt("--ctx", 0);
     if (so.contextLength == 0)
         so.contextLength = std::min<int64_t>(model->spec().maxSeq > 0 ? model->spec().maxSeq : 4096,
@@ -331,6 +332,7 @@ int cmdGenerate(const std::vector<std::string>& argv) {
                    {"prefill_tokens_per_second", prefillTps},
                    {"decode_tokens_per_second", decodeTps},
                    {"threads", omp_get_max_threads()},
+                   {"activations", activationsPathName(so.exactActivations)},
                    {"sampling",
                     {{"temperature", sp.temperature},
                      {"top_k", sp.topK},
@@ -353,7 +355,7 @@ int cmdLogits(const std::vector<std::string>& argv) {
     Args a(argv,
            with(kCommonValued, {"--ids", "--text", "--out", "--recipe", "--preset", "--overlay",
                                 "--calib", "--samples", "--seq-len"}),
-           with(kCommonFlags, {"--no-bos"}));
+           with(kCommonFlags, {"--no-bos", "--exact-activations"}));
     applyThreads(a);
     const auto out = a.get("--out");
     if (!out) throw UsageError{"--out FILE.npy is required"};
@@ -384,13 +386,17 @@ int cmdLogits(const std::vector<std::string>& argv) {
                                 std::to_string(model->spec().vocab) + ")");
     SessionOptions so;
     so.contextLength = int64_t(ids.size());
+    so.exactActivations = a.flag("--exact-activations");
     const auto weights = applyRecipeOptions(*model, a);
     Session session(*weights, so);
     std::vector<float> logits;
     session.forward(ids, logits, true);
     writeNpyF32(*out, {int64_t(ids.size()), model->spec().vocab}, logits.data());
     if (a.flag("--json"))
-        printJson({{"out", *out}, {"shape", {ids.size(), model->spec().vocab}}, {"ids", ids}});
+        printJson({{"out", *out},
+                   {"shape", {ids.size(), model->spec().vocab}},
+                   {"ids", ids},
+                   {"activations", activationsPathName(so.exactActivations)}});
     else
         std::fprintf(stderr, "wrote %s: float32 [%zu, %lld]\n", out->c_str(), ids.size(),
                      (long long)model->spec().vocab);
@@ -402,7 +408,7 @@ int cmdPerplexity(const std::vector<std::string>& argv) {
     Args a(argv,
            with(kCommonValued, {"--text", "--ctx", "--mode", "--stride", "--batch", "--recipe",
                                 "--preset", "--overlay", "--calib", "--samples", "--seq-len"}),
-           kCommonFlags);
+           with(kCommonFlags, {"--exact-activations"}));
     applyThreads(a);
     const auto textPath = a.get("--text");
     if (!textPath) throw UsageError{"--text FILE is required"};
@@ -422,6 +428,7 @@ int cmdPerplexity(const std::vector<std::string>& argv) {
     po.stride = a.getInt("--stride", po.ctx / 2);
     po.batch = a.getInt("--batch", po.ctx);
     po.bosId = tk.bosId();
+    po.exactActivations = a.flag("--exact-activations");
     // llama.cpp tokenizes the whole text once with BOS first (when the model uses one).
     const auto tokens = tk.encode(text, true);
     const auto weights = applyRecipeOptions(*model, a);
@@ -450,6 +457,7 @@ int cmdPerplexity(const std::vector<std::string>& argv) {
                    {"tokens_per_second", r.tokensPerSecond},
                    {"kv_cache_bytes", r.kvCacheBytes},
                    {"kv_cache_bytes_f32", r.kvCacheBytesF32},
+                   {"activations", activationsPathName(po.exactActivations)},
                    {"threads", omp_get_max_threads()}});
         return 0;
     }
@@ -516,6 +524,10 @@ void applyThreads(const Args& a) {
     const long long t = a.getInt("--threads", 0);
     if (t < 0) throw UsageError{"--threads must be >= 0"};
     if (t > 0) omp_set_num_threads(int(t));
+}
+
+const char* activationsPathName(bool exact) {
+    return exact ? "exact-f32" : "quantized-8bit";
 }
 
 } // namespace lcw::cli

@@ -47,6 +47,10 @@ std::unique_ptr<Model> openModel(const Args& a, bool needTokenizer);
 std::unique_ptr<WeightSource> applyRecipeOptions(const Model& model, const Args& a);
 /// --threads N (0 or absent: OpenMP's default); UsageError when negative.
 void applyThreads(const Args& a);
+/// How the products treat activations, for reports: "exact-f32" (--exact-activations: float32
+/// activations everywhere) or "quantized-8bit" (GGUF and lcw packed weights multiply activations
+/// quantised to 8-bit blocks, as llama.cpp does; a recipe's activation settings apply either way).
+const char* activationsPathName(bool exact);
 /// --calib FILE [--samples N] [--seq-len L] (commands that accept them); null without --calib.
 std::unique_ptr<compress::CalibrationSet> calibrationFromArgs(const Model& model, const Args& a);
 

@@ -89,6 +89,11 @@ commands:
 MODEL is a Hugging Face folder (config.json + safetensors + tokenizer.json), a .gguf file, or a
 llama2.c .bin checkpoint (tokenizer.bin / tok<vocab>.bin beside it, or --tokenizer FILE).
 Common options: --tokenizer FILE, --threads N, --quiet (no progress on stderr).
+--exact-activations (generate, logits, perplexity, eval, compare, hidden-error, sensitivity,
+autotune, export's KL check): float32 activations in every product, the error of the weights
+alone; by default GGUF and lcw packed weights multiply activations quantised to 8-bit blocks as
+llama.cpp does (reports say which: "activations": "exact-f32" | "quantized-8bit"). A recipe's own
+activation quantisation applies either way.
 generate, logits and perplexity also take --recipe R.json, --preset NAME or --overlay DIR to
 run on quantised weights (with --calib FILE [--samples N] [--seq-len L] for calibrated recipes;
 eval takes --calib too).

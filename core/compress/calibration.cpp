@@ -167,6 +167,10 @@ SessionOptions sessionFor(const CalibrationSet& cal, int stopAfter, int threads)
     so.batchSize = cal.seqLen();
     so.threads = threads;
     so.stopAfterLayer = stopAfter;
+    // The inputs a layer is compressed for come through float32 products of the blocks before
+    // it (packed or GGUF weights, no 8-bit activation blocks): results do not depend on the
+    // kernels' instruction set.
+    so.exactActivations = true;
     return so;
 }
 

@@ -8,6 +8,7 @@
 #include "core/io/atomic_writer.h"
 #include "core/io/quants.h"
 #include "core/io/safetensors.h"
+#include "core/runtime/packed_linear.h"
 #include "core/runtime/session.h"
 #include "core/stats/activation_stats.h"
 #include "core/stats/fingerprint.h"
@@ -30,9 +31,6 @@ using json = nlohmann::ordered_json;
 namespace {
 
 constexpr int kOverlayVersion = 1;
-/// Whether the Session runs NAME.lowrank_a / NAME.lowrank_b itself (then find(NAME) of a
-/// factorised tensor is null); until then find(NAME) returns the dense product B·A.
-constexpr bool kRuntimeRunsLowRank = true;
 
 json settingsJson(const WeightSettings& s) {
     return {{"bits", s.bits},
@@ -190,12 +188,123 @@ SizeInfo estimateSize(const Plan& plan, const Model& base) {
 CompressedModel::CompressedModel(const Model& base) : m_base(base) {}
 CompressedModel::~CompressedModel() = default;
 
+namespace {
+
+/// Whether find() serves a quantised tensor as its GGUF block type over the packed codes (the
+/// runtime's GGUF kernels then multiply them in place).
+bool servedAsGguf(const CompressedTensor& t) {
+    return t.quantized && methodIsGguf(t.packed.settings.method) && !t.sparsity &&
+           t.packed.outlierCols.empty();
+}
+
+/// Whether the tensor's runtime form is a kernels::PackedLinear (lcw int / NF4 / FP8 codes).
+bool servedPacked(const CompressedTensor& t) {
+    return t.quantized && !methodIsGguf(t.packed.settings.method);
+}
+
+kernels::PackedSource packedSource(const CompressedTensor& t, const std::string& name,
+                                   const std::vector<uint8_t>& mask) {
+    const PackedTensor& p = t.packed;
+    const WeightSettings& s = p.settings;
+    kernels::PackedSource src;
+    src.kind = s.format == WeightFormat::Nf4       ? kernels::PackedSource::Kind::Nf4
+               : s.format == WeightFormat::Fp8E4M3 ? kernels::PackedSource::Kind::Fp8
+                                                   : kernels::PackedSource::Kind::Int;
+    src.bits = s.format == WeightFormat::Nf4 ? 4 : s.format == WeightFormat::Fp8E4M3 ? 8 : s.bits;
+    src.symmetric = s.symmetric || s.format != WeightFormat::Int;
+    src.granularity =
+        s.granularity == Granularity::Tensor    ? kernels::PackedSource::Granularity::Tensor
+        : s.granularity == Granularity::Channel ? kernels::PackedSource::Granularity::Channel
+                                                : kernels::PackedSource::Granularity::Group;
+    // A group longer than the row is the row (quantizer.cpp's groupLen).
+    src.group = std::min<int64_t>(s.groupSize, p.cols);
+    src.rows = p.rows;
+    src.cols = p.cols;
+    src.codes = p.codes.data();
+    src.codeBytes = p.codes.size();
+    src.scales = p.scales.data();
+    src.nScales = p.scales.size();
+    if (!src.symmetric) {
+        src.zeros = p.zeros.data();
+        src.nZeros = p.zeros.size();
+    }
+    if (!p.outlierCols.empty()) {
+        src.outlierCols = p.outlierCols.data();
+        src.nOutlierCols = p.outlierCols.size();
+        src.outlierValues = p.outlierValues.data();
+    }
+    if (!mask.empty()) src.mask = mask.data();
+    src.name = name;
+    return src;
+}
+
+} // namespace
+
+CompressedTensor::CompressedTensor() = default;
+CompressedTensor::~CompressedTensor() = default;
+
+std::vector<float> CompressedTensor::values() const {
+    if (!quantized) return floats;
+    std::vector<float> v(size_t(rows * cols));
+    dequantizeRows(0, rows, v.data());
+    return v;
+}
+
+void CompressedTensor::dequantizeRows(int64_t r0, int64_t n, float* dst) const {
+    if (r0 < 0 || n < 0 || r0 + n > rows)
+        throw ArgumentError("overlay: rows [" + std::to_string(r0) + ", " + std::to_string(r0 + n) +
+                            ") of '" + view.name + "' are outside its " + std::to_string(rows));
+    if (!quantized) {
+        std::copy(floats.begin() + r0 * cols, floats.begin() + (r0 + n) * cols, dst);
+        return;
+    }
+    compress::dequantizeRows(packed, r0, n, dst, view.name);
+    if (sparsity)
+        for (int64_t i = r0 * cols; i < (r0 + n) * cols; ++i)
+            if (!((maskBits[size_t(i / 8)] >> (i % 8)) & 1u)) dst[i - r0 * cols] = 0.0f;
+}
+
+size_t CompressedTensor::residentBytes() const {
+    const PackedTensor& p = packed;
+    size_t b = p.codes.size() + 2 * (p.scales.size() + p.zeros.size() + p.outlierValues.size()) +
+               4 * p.outlierCols.size() + maskBits.size() + 4 * floats.size() +
+               4 * materialised.size();
+    if (runtimePacked) b += runtimePacked->bytes();
+    return b;
+}
+
 const TensorView* CompressedModel::find(std::string_view canonical) const {
     auto it = m_tensors.find(canonical);
-    if (it != m_tensors.end()) return &it->second->view;
-    auto lr = m_lowRank.find(canonical);
-    if (lr != m_lowRank.end()) return kRuntimeRunsLowRank ? nullptr : &lr->second->view;
-    return m_base.find(canonical);
+    if (it == m_tensors.end()) {
+        if (m_lowRank.count(canonical)) return nullptr; // the runtime multiplies the factors
+        return m_base.find(canonical);
+    }
+    CompressedTensor& t = *it->second;
+    if (t.quantized && !servedAsGguf(t))
+        std::call_once(t.materialiseOnce, [&t] {
+            t.materialised = t.values();
+            t.view.data = reinterpret_cast<const std::byte*>(t.materialised.data());
+            t.view.nbytes = t.materialised.size() * sizeof(float);
+        });
+    return &t.view;
+}
+
+const kernels::PackedLinear* CompressedModel::packedLinear(std::string_view canonical) const {
+    auto it = m_tensors.find(canonical);
+    if (it == m_tensors.end() || !servedPacked(*it->second)) return nullptr;
+    const CompressedTensor& t = *it->second;
+    std::call_once(t.packOnce, [&t] {
+        const std::vector<uint8_t> mask =
+            t.sparsity ? unpackMask(t.maskBits, t.rows * t.cols) : std::vector<uint8_t>{};
+        t.runtimePacked = kernels::PackedLinear::pack(packedSource(t, t.view.name, mask));
+    });
+    return t.runtimePacked.get();
+}
+
+size_t CompressedModel::residentBytes() const {
+    size_t b = 0;
+    for (const auto& [name, t] : m_tensors) b += t->residentBytes();
+    return b;
 }
 
 uint64_t CompressedTensor::storageBits() const {
@@ -262,10 +371,16 @@ void CompressedModel::setEntry(const std::string& name, TensorEntry e) {
     t->rows = e.rows;
     t->cols = e.cols;
     t->kept = n;
+    t->view = *b;
+    t->view.name = name;
+    t->view.shape = {e.rows, e.cols};
+    t->view.file.clear();
     if (e.packed) {
         if (e.packed->rows != e.rows || e.packed->cols != e.cols)
             throw ArgumentError("overlay: packed form of '" + name + "' does not match its shape");
-        t->values = dequantize(*e.packed, name);
+        // The codes are validated now; their float values exist only on demand.
+        std::vector<float> probe(size_t(e.cols));
+        compress::dequantizeRows(*e.packed, 0, 1, probe.data(), name);
         t->packed = std::move(*e.packed);
         t->quantized = true;
     } else {
@@ -273,7 +388,7 @@ void CompressedModel::setEntry(const std::string& name, TensorEntry e) {
             throw ArgumentError("overlay: tensor '" + name + "' has " +
                                 std::to_string(e.values.size()) + " values for shape " +
                                 shapeStr(e.rows, e.cols));
-        t->values = std::move(e.values);
+        t->floats = std::move(e.values);
         t->valueBits = e.valueBits;
     }
     if (e.sparsity) {
@@ -284,18 +399,21 @@ void CompressedModel::setEntry(const std::string& name, TensorEntry e) {
         for (int64_t i = 0; i < n; ++i) {
             if (e.mask[size_t(i)])
                 ++t->kept;
-            else
-                t->values[size_t(i)] = 0.0f;
+            else if (!t->quantized)
+                t->floats[size_t(i)] = 0.0f;
         }
         t->maskBits = packMask(e.mask);
     }
-    t->view = *b;
-    t->view.name = name;
-    t->view.shape = {e.rows, e.cols};
-    t->view.dtype = DType::F32;
-    t->view.data = reinterpret_cast<const std::byte*>(t->values.data());
-    t->view.nbytes = t->values.size() * sizeof(float);
-    t->view.file.clear();
+    if (servedAsGguf(*t)) {
+        t->view.dtype = ggufMethodType(t->packed.settings.method);
+        t->view.data = reinterpret_cast<const std::byte*>(t->packed.codes.data());
+        t->view.nbytes = t->packed.codes.size();
+    } else {
+        t->view.dtype = DType::F32;
+        t->view.data =
+            t->quantized ? nullptr : reinterpret_cast<const std::byte*>(t->floats.data());
+        t->view.nbytes = t->quantized ? 0 : t->floats.size() * sizeof(float);
+    }
     m_tensors[name] = std::move(t);
 }
 
@@ -306,20 +424,7 @@ void CompressedModel::setLowRank(const std::string& name) {
     if (!a || !b || !base || a->rows != b->cols)
         throw ArgumentError("overlay: '" + name + "' needs matching .lowrank_a and .lowrank_b");
     m_tensors.erase(name);
-    auto d = std::make_unique<CompressedTensor>();
-    d->rows = b->rows;
-    d->cols = a->cols;
-    d->values.resize(size_t(d->rows * d->cols));
-    using MatF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-    Eigen::Map<MatF>(d->values.data(), d->rows, d->cols).noalias() =
-        Eigen::Map<const MatF>(b->values.data(), b->rows, b->cols) *
-        Eigen::Map<const MatF>(a->values.data(), a->rows, a->cols);
-    d->view = *base;
-    d->view.dtype = DType::F32;
-    d->view.data = reinterpret_cast<const std::byte*>(d->values.data());
-    d->view.nbytes = d->values.size() * sizeof(float);
-    d->view.file.clear();
-    m_lowRank[name] = std::move(d);
+    m_lowRank.insert(name);
 }
 
 void CompressedModel::setRuntimeQuant(RuntimeQuant rq) {
@@ -372,11 +477,13 @@ void CompressedModel::setFloatTensor(const std::string& name, std::vector<float>
                             " values but has " + std::to_string(b->numel()));
     auto t = std::make_unique<CompressedTensor>();
     t->isFloat = true;
-    t->values = std::move(values);
+    t->cols = b->cols();
+    t->rows = b->rows();
+    t->floats = std::move(values);
     t->view = *b;
     t->view.dtype = DType::F32;
-    t->view.data = reinterpret_cast<const std::byte*>(t->values.data());
-    t->view.nbytes = t->values.size() * sizeof(float);
+    t->view.data = reinterpret_cast<const std::byte*>(t->floats.data());
+    t->view.nbytes = t->floats.size() * sizeof(float);
     t->view.file.clear();
     m_tensors[name] = std::move(t);
 }
@@ -469,7 +576,7 @@ void CompressedModel::save(const std::string& dir) const {
         const CompressedTensor& c = *compressed(name);
         if (c.isFloat) {
             descs.push_back({name + ".values", DType::F32, c.view.shape});
-            srcs.push_back({c.values.data(), c.values.size() * sizeof(float)});
+            srcs.push_back({c.floats.data(), c.floats.size() * sizeof(float)});
             tensors.push_back({{"name", name}, {"shape", c.view.shape}, {"float", true}});
             continue;
         }
@@ -489,7 +596,7 @@ void CompressedModel::save(const std::string& dir) const {
             tj["weight"] = settingsJson(p.settings);
         } else {
             descs.push_back({name + ".values", DType::F32, {c.rows, c.cols}});
-            srcs.push_back({c.values.data(), c.values.size() * sizeof(float)});
+            srcs.push_back({c.floats.data(), c.floats.size() * sizeof(float)});
             tj["value_bits"] = c.valueBits;
         }
         if (c.sparsity) {
@@ -513,7 +620,7 @@ void CompressedModel::save(const std::string& dir) const {
         tensors.push_back(std::move(tj));
     }
     json lowRank = json::array();
-    for (const auto& [name, d] : m_lowRank) lowRank.push_back(name);
+    for (const auto& name : m_lowRank) lowRank.push_back(name);
     writeSafetensors(
         (fs::path(dir) / "overlay.safetensors").string(), descs,
         [&](size_t i, std::byte* dst, uint64_t n) { std::memcpy(dst, srcs[i].data, n); },

@@ -1,9 +1,15 @@
 #pragma once
 /// \file
-/// CompressedModel: an overlay over a base Model that holds only the tensors a recipe changed
-/// (packed codes + scales for size accounting and export, dequantised float32 for the runtime);
+/// CompressedModel: an overlay over a base Model that holds only the tensors a recipe changed;
 /// find() falls back to the base for everything else. Several overlays can share one base
 /// without copying it. compress() builds one from a recipe; save()/load() persist it.
+///
+/// Memory: a quantised tensor is held packed (codes, f16 scales / zeros, outliers, bit mask),
+/// never as a float32 copy. The runtime multiplies with its packed form (packedLinear(): lcw
+/// int / NF4 / FP8 codes) or, for GGUF block types, with find()'s view of that type over the
+/// blocks. find() of any other quantised tensor materialises its float32 values on first use
+/// and keeps them (residentBytes() counts them); code that only reads values should use
+/// CompressedTensor::values() / dequantizeRows(), which leave nothing behind.
 #include "core/common/error.h"
 #include "core/common/progress.h"
 #include "core/compress/calibration.h"
@@ -15,7 +21,9 @@
 #include <limits>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -40,6 +48,11 @@ struct TensorEntry {
 
 /// One replaced or added tensor.
 struct CompressedTensor {
+    CompressedTensor();
+    ~CompressedTensor();
+    CompressedTensor(const CompressedTensor&) = delete;
+    CompressedTensor& operator=(const CompressedTensor&) = delete;
+
     int64_t rows = 0, cols = 0;
     /// A plain float replacement of any base tensor (a norm or projection rewritten by AWQ /
     /// SmoothQuant scale folding), counted at the base's storage size.
@@ -50,11 +63,30 @@ struct CompressedTensor {
     std::optional<SparsitySettings> sparsity;
     std::vector<uint8_t> maskBits; ///< bit-packed mask (sparsity.h packMask), when pruned
     int64_t kept = 0;              ///< values kept (rows * cols when not pruned)
-    std::vector<float> values;     ///< float32 the runtime reads, rows * cols
-    TensorView view;               ///< F32 view of `values` under the canonical name
+    /// Float values of a tensor that is not quantised (float replacements, pruned or structurally
+    /// pruned float weights, unquantised low-rank factors), pruned values 0; empty when quantised.
+    std::vector<float> floats;
+    /// What CompressedModel::find() returns (shape and name always right): F32 over `floats`; a
+    /// quantised tensor of a GGUF type without mask or outliers: that type over packed.codes;
+    /// any other quantised tensor: F32 whose data is null until find() materialises it.
+    TensorView view;
     /// Stored bits: quantised codes (pruned values' codes not stored, except in GGUF blocks),
     /// scales and zeros, or valueBits per kept value; plus the sparsity metadata.
     uint64_t storageBits() const;
+    /// The float32 values the runtime uses (rows * cols, pruned values 0): a fresh copy,
+    /// dequantised from the packed form (compress::dequantize) when quantised.
+    std::vector<float> values() const;
+    /// Rows [r0, r0 + n) of values() into dst [n, cols].
+    void dequantizeRows(int64_t r0, int64_t n, float* dst) const;
+    /// Bytes this tensor holds in memory now: packed codes, scales, zeros, outliers and mask, or
+    /// its floats; plus the float32 values find() materialised and the runtime's packed weight,
+    /// when built.
+    size_t residentBytes() const;
+
+    // ---- built on first use by CompressedModel (find(), packedLinear()) ----
+    mutable std::once_flag materialiseOnce, packOnce;
+    mutable std::vector<float> materialised;
+    mutable std::unique_ptr<kernels::PackedLinear> runtimePacked;
 };
 
 /// Size of a set of weights: original parameter count and stored bits (codes, scales, zeros).
@@ -83,7 +115,13 @@ public:
     CompressedModel& operator=(const CompressedModel&) = delete;
 
     const ModelSpec& spec() const override { return m_base.spec(); }
+    /// Replaced tensors as CompressedTensor::view describes (materialising the float32 values of
+    /// a quantised lcw-format tensor on first use), else the base's.
     const TensorView* find(std::string_view canonical) const override;
+    /// The runtime form of a replaced tensor quantised to lcw int / NF4 / FP8 codes (with its
+    /// mask when pruned), built on first use (thread-safe) and kept; nullptr for every other
+    /// tensor (GGUF block types, floats, base tensors: find() serves them).
+    const kernels::PackedLinear* packedLinear(std::string_view canonical) const override;
     const Model& base() const { return m_base; }
     /// Activation and KV-cache quantisation the runtime applies (nullptr when there is none).
     const RuntimeQuant* runtimeQuant() const override {
@@ -102,7 +140,7 @@ public:
     /// NAME.lowrank_b [out, r] of a base tensor NAME. Throws ArgumentError for anything else.
     void setEntry(const std::string& name, TensorEntry e);
     /// Marks a base tensor as replaced by its low-rank factors (set both first): its size is
-    /// theirs. While the runtime lacks factor support, find(name) returns the dense product.
+    /// theirs, and find(name) is null (the runtime multiplies the factors, see model.h).
     void setLowRank(const std::string& name);
     bool isLowRank(std::string_view name) const { return m_lowRank.count(std::string(name)) > 0; }
     /// Replaces tensor `name` of the base (any shape) by float values of the same shape, e.g. a
@@ -127,6 +165,11 @@ public:
     SizeInfo totalSize() const;
     /// Only the replaced tensors.
     SizeInfo compressedSize() const;
+    /// Bytes the overlay holds in memory now (CompressedTensor::residentBytes of every replaced
+    /// or added tensor): ≈ compressedSize().bytes() plus float replacements, plus what find()
+    /// materialised and the runtime's packed weights once a Session has bound them. The base's
+    /// pages are not included.
+    size_t residentBytes() const;
 
     Recipe recipe;
     std::string baseFingerprint;
@@ -143,8 +186,8 @@ public:
 private:
     const Model& m_base;
     std::map<std::string, std::unique_ptr<CompressedTensor>, std::less<>> m_tensors;
-    /// Low-rank base tensors and their dense products (B·A) for the runtime.
-    std::map<std::string, std::unique_ptr<CompressedTensor>, std::less<>> m_lowRank;
+    /// Base tensors replaced by their low-rank factors.
+    std::set<std::string, std::less<>> m_lowRank;
     std::vector<std::string> m_added; ///< float tensors the base lacks
     RuntimeQuant m_runtime;
 };

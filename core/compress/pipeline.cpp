@@ -4,6 +4,7 @@
 #include "core/compress/pipeline.h"
 
 #include "core/common/dtype.h"
+#include "core/common/mapped_file.h"
 #include "core/compress/awq.h"
 #include "core/compress/folding.h"
 #include "core/compress/gptq.h"
@@ -200,6 +201,11 @@ CompressResult compressCalibrated(const Model& base, const Recipe& recipe, Plan 
     auto finishCancel = [&] {
         res.status = Status::Cancelled;
         return std::move(res);
+    };
+    // Once a layer is in the overlay the base's pages of it leave the resident set (file pages
+    // stay cached): peak memory is the overlay plus about one block's work, not the base model.
+    auto releaseBase = [&](const std::string& name) {
+        if (const TensorView* t = base.find(name)) MappedFile::releasePages(t->data, t->nbytes);
     };
 
     for (const auto& [b, idx] : blocks) {
@@ -404,9 +410,10 @@ CompressResult compressCalibrated(const Model& base, const Recipe& recipe, Plan 
                 lr.bitsPerWeight = p.bitsPerWeight();
                 lr.storageBits = p.storageBits();
                 cm->setTensor(lp.name, std::move(p));
+                releaseBase(lp.name);
                 quantised.insert(lp.name);
-                lr.error =
-                    errorStats(W.data(), cm->compressed(lp.name)->values.data(), int64_t(W.size()));
+                lr.error = errorStats(W.data(), cm->compressed(lp.name)->values().data(),
+                                      int64_t(W.size()));
                 lr.details["note"] = "no calibration token reached this layer";
                 lr.seconds = std::chrono::duration<double>(Clock::now() - l0).count();
                 reports[lp.name] = std::move(lr);
@@ -501,8 +508,9 @@ CompressResult compressCalibrated(const Model& base, const Recipe& recipe, Plan 
             lr.storageBits = packed.storageBits();
             lr.outlierColumns = int64_t(outl.size());
             cm->setTensor(lp.name, std::move(packed));
+            releaseBase(lp.name);
             quantised.insert(lp.name);
-            const auto& vals = cm->compressed(lp.name)->values;
+            const std::vector<float> vals = cm->compressed(lp.name)->values();
             lr.error = errorStats(W.data(), vals.data(), int64_t(W.size()));
             lr.outputRelError = outputRelError(W, vals, rows, cols, in.gram, sc);
             lr.details = det;
@@ -533,7 +541,9 @@ CompressResult compressCalibrated(const Model& base, const Recipe& recipe, Plan 
         lr.bitsPerWeight = p.bitsPerWeight();
         lr.storageBits = p.storageBits();
         cm->setTensor(lp.name, std::move(p));
-        lr.error = errorStats(W.data(), cm->compressed(lp.name)->values.data(), int64_t(W.size()));
+        releaseBase(lp.name);
+        lr.error =
+            errorStats(W.data(), cm->compressed(lp.name)->values().data(), int64_t(W.size()));
         lr.seconds = std::chrono::duration<double>(Clock::now() - l0).count();
         reports[lp.name] = std::move(lr);
     }

@@ -422,11 +422,22 @@ PackedTensor packCodes(const WeightSettings& s, int64_t rows, int64_t cols,
 }
 
 namespace {
-std::vector<float> dequantizeCodes(const PackedTensor& p, const std::string& name);
-}
 
-std::vector<float> dequantize(const PackedTensor& p, const std::string& name) {
-    std::vector<float> out = dequantizeCodes(p, name);
+/// Throws unless the packed sizes fit the shape and settings.
+void checkPacked(const PackedTensor& p, const std::string& name) {
+    const WeightSettings& s = p.settings;
+    const uint64_t rb = rowCodeBytes(p.cols, s);
+    if (p.codes.size() != rb * uint64_t(p.rows))
+        throw Error(name + ": packed codes have " + std::to_string(p.codes.size()) +
+                    " bytes, expected " + std::to_string(rb * uint64_t(p.rows)));
+    if (!methodIsGguf(s.method)) {
+        const bool asym = s.format == WeightFormat::Int && !s.symmetric;
+        const bool tensor = s.granularity == Granularity::Tensor;
+        const int64_t gl = groupLen(s, p.cols);
+        const size_t ngroups = tensor ? 1 : size_t(p.rows * ((p.cols + gl - 1) / gl));
+        if (p.scales.size() != ngroups || p.zeros.size() != (asym ? ngroups : 0))
+            throw Error(name + ": packed scales/zeros do not match the shape");
+    }
     const size_t no = p.outlierCols.size();
     if (p.outlierValues.size() != no * size_t(p.rows))
         throw Error(name + ": " + std::to_string(p.outlierValues.size()) + " outlier values for " +
@@ -435,52 +446,62 @@ std::vector<float> dequantize(const PackedTensor& p, const std::string& name) {
         const int32_t c = p.outlierCols[k];
         if (c < 0 || c >= p.cols || (k > 0 && c <= p.outlierCols[k - 1]))
             throw Error(name + ": outlier column indices are not ascending within the row");
-        for (int64_t r = 0; r < p.rows; ++r)
-            out[size_t(r * p.cols + c)] = f16ToF32(p.outlierValues[size_t(r) * no + k]);
     }
-    return out;
 }
 
-namespace {
-std::vector<float> dequantizeCodes(const PackedTensor& p, const std::string& name) {
+/// Rows [r0, r0 + n) of a checked packed tensor (outlier columns included) into dst [n, cols].
+void dequantizeChecked(const PackedTensor& p, int64_t r0, int64_t n, float* dst) {
     const WeightSettings& s = p.settings;
-    const int64_t rows = p.rows, cols = p.cols;
+    const int64_t cols = p.cols;
     const uint64_t rb = rowCodeBytes(cols, s);
-    if (p.codes.size() != rb * uint64_t(rows))
-        throw Error(name + ": packed codes have " + std::to_string(p.codes.size()) +
-                    " bytes, expected " + std::to_string(rb * uint64_t(rows)));
-    std::vector<float> out(size_t(rows * cols));
-    const bool par = rows * cols >= kParallelMin;
+    const bool par = n * cols >= kParallelMin;
     if (methodIsGguf(s.method)) {
         const DType t = ggufType(s.method);
 #pragma omp parallel for schedule(static) if (par)
-        for (int64_t r = 0; r < rows; ++r)
+        for (int64_t r = r0; r < r0 + n; ++r)
             dequantizeRow(t, reinterpret_cast<const std::byte*>(p.codes.data() + r * rb),
-                          out.data() + r * cols, cols);
-        return out;
-    }
-    const bool asym = s.format == WeightFormat::Int && !s.symmetric;
-    const int bits = codeBits(s);
-    const bool tensor = s.granularity == Granularity::Tensor;
-    const int64_t gl = groupLen(s, cols);
-    const int64_t gpr = tensor ? 1 : (cols + gl - 1) / gl;
-    const size_t ngroups = tensor ? 1 : size_t(rows * gpr);
-    if (p.scales.size() != ngroups || p.zeros.size() != (asym ? ngroups : 0))
-        throw Error(name + ": packed scales/zeros do not match the shape");
+                          dst + (r - r0) * cols, cols);
+    } else {
+        const bool asym = s.format == WeightFormat::Int && !s.symmetric;
+        const int bits = codeBits(s);
+        const bool tensor = s.granularity == Granularity::Tensor;
+        const int64_t gl = groupLen(s, cols);
+        const int64_t gpr = tensor ? 1 : (cols + gl - 1) / gl;
 #pragma omp parallel for schedule(static) if (par)
-    for (int64_t r = 0; r < rows; ++r) {
-        const uint8_t* row = p.codes.data() + r * rb;
-        for (int64_t j = 0; j < cols; ++j) {
-            const size_t gi = tensor ? 0 : size_t(r * gpr + j / gl);
-            const float sc = f16ToF32(p.scales[gi]);
-            const float z = asym ? f16ToF32(p.zeros[gi]) : 0.0f;
-            out[size_t(r * cols + j)] = decode(s, getBits(row, j, bits), sc, z);
+        for (int64_t r = r0; r < r0 + n; ++r) {
+            const uint8_t* row = p.codes.data() + r * rb;
+            float* o = dst + (r - r0) * cols;
+            for (int64_t j = 0; j < cols; ++j) {
+                const size_t gi = tensor ? 0 : size_t(r * gpr + j / gl);
+                const float sc = f16ToF32(p.scales[gi]);
+                const float z = asym ? f16ToF32(p.zeros[gi]) : 0.0f;
+                o[j] = decode(s, getBits(row, j, bits), sc, z);
+            }
         }
     }
-    return out;
+    const size_t no = p.outlierCols.size();
+    for (int64_t r = r0; r < r0 + n; ++r)
+        for (size_t k = 0; k < no; ++k)
+            dst[(r - r0) * cols + p.outlierCols[k]] = f16ToF32(p.outlierValues[size_t(r) * no + k]);
 }
 
 } // namespace
+
+std::vector<float> dequantize(const PackedTensor& p, const std::string& name) {
+    checkPacked(p, name);
+    std::vector<float> out(size_t(p.rows * p.cols));
+    dequantizeChecked(p, 0, p.rows, out.data());
+    return out;
+}
+
+void dequantizeRows(const PackedTensor& p, int64_t r0, int64_t n, float* dst,
+                    const std::string& name) {
+    checkPacked(p, name);
+    if (r0 < 0 || n < 0 || r0 + n > p.rows)
+        throw ArgumentError(name + ": rows [" + std::to_string(r0) + ", " + std::to_string(r0 + n) +
+                            ") are outside the tensor's " + std::to_string(p.rows));
+    dequantizeChecked(p, r0, n, dst);
+}
 
 ErrorStats errorStats(const float* x, const float* xq, int64_t n) {
     double se = 0, sx = 0, mx = 0;

@@ -81,6 +81,10 @@ PackedTensor quantizeClipped(const float* w, int64_t rows, int64_t cols, const W
 /// Float32 values of a packed tensor (rows * cols). Throws FormatError-like Error when the
 /// packed sizes do not fit the shape.
 std::vector<float> dequantize(const PackedTensor& p, const std::string& name);
+/// Rows [r0, r0 + n) of dequantize(p) into dst [n, cols] (the same values, without the whole
+/// tensor). Throws as dequantize() does, and ArgumentError for rows outside the tensor.
+void dequantizeRows(const PackedTensor& p, int64_t r0, int64_t n, float* dst,
+                    const std::string& name);
 
 /// Bytes of the packed codes for a shape and settings.
 uint64_t packedCodeBytes(int64_t rows, int64_t cols, const WeightSettings& s);

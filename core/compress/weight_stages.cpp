@@ -1,6 +1,7 @@
 #include "core/compress/weight_stages.h"
 
 #include "core/common/dtype.h"
+#include "core/common/mapped_file.h"
 #include "core/compress/calibration.h"
 #include "core/io/quants.h"
 
@@ -330,8 +331,8 @@ Status applyWeightStages(const Model& base, const Plan& plan, const CompressOpti
                 const CompressedTensor* b = cm.compressed(lp.name + ".lowrank_b");
                 LowRankResult q;
                 q.rank = f.rank;
-                q.a = a->values;
-                q.b = b->values;
+                q.a = a->values();
+                q.b = b->values();
                 finalW = q.product(rows, cols);
                 if (lp.quantize)
                     lr.quant = {true, lp.weight.describe(), relErr(prod, finalW),
@@ -366,7 +367,7 @@ Status applyWeightStages(const Model& base, const Plan& plan, const CompressOpti
                 }
                 cm.setEntry(lp.name, std::move(e));
                 const CompressedTensor* ct = cm.compressed(lp.name);
-                finalW = ct->values;
+                finalW = ct->values();
                 if (lp.quantize)
                     lr.quant = {true, lp.weight.describe(), relErr(pruned, finalW),
                                 outRel(pruned, finalW, rows, cols, st)};
@@ -384,6 +385,10 @@ Status applyWeightStages(const Model& base, const Plan& plan, const CompressOpti
                 std::chrono::duration<double>(std::chrono::steady_clock::now() - l0).count();
             reports.push_back(std::move(lr));
             handled.insert(lp.name);
+            // The layer is in the overlay now: its float copy goes, and the base's pages leave
+            // the resident set (peak memory: the overlay plus about one block's work).
+            cur.erase(lp.name);
+            MappedFile::releasePages(bt.data, bt.nbytes);
             ++done;
         }
         // structurally pruned tensors without further settings keep their values

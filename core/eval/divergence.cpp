@@ -147,6 +147,7 @@ DivergenceResult compareToBaseline(const WeightSource& baseline,
         so.contextLength = ctx;
         so.batchSize = batch;
         so.threads = workers > 1 ? 1 : threads;
+        so.exactActivations = opts.exactActivations;
         sessions[size_t(w)].push_back(std::make_unique<Session>(baseline, so));
         for (const auto& c : configs)
             sessions[size_t(w)].push_back(std::make_unique<Session>(*c.weights, so));

@@ -55,6 +55,7 @@ bool generateTrack(const WeightSource& w, const std::vector<int32_t>& prompt, in
     SessionOptions so;
     so.contextLength = int64_t(prompt.size()) + maxNew;
     so.threads = opts.threads;
+    so.exactActivations = opts.exactActivations;
     Session s(w, so);
     std::mt19937_64 rng(opts.sampling.seed);
     std::vector<float> logits;
@@ -84,12 +85,14 @@ bool generateTrack(const WeightSource& w, const std::vector<int32_t>& prompt, in
 /// Logits of `w` predicting each of the `n` tokens after the prompt, teacher-forced over
 /// prompt + text[0..n-2]: [n, vocab].
 void teacherForced(const WeightSource& w, const std::vector<int32_t>& prompt,
-                   const std::vector<int32_t>& text, int threads, std::vector<float>& logits) {
+                   const std::vector<int32_t>& text, const GenerationCompareOptions& opts,
+                   std::vector<float>& logits) {
     std::vector<int32_t> ids = prompt;
     ids.insert(ids.end(), text.begin(), text.end() - 1);
     SessionOptions so;
     so.contextLength = int64_t(ids.size());
-    so.threads = threads;
+    so.threads = opts.threads;
+    so.exactActivations = opts.exactActivations;
     Session s(w, so);
     s.forwardFrom(ids, logits, int64_t(prompt.size()) - 1);
 }
@@ -161,7 +164,7 @@ GenerationComparison compareGenerations(const WeightSource& base,
     const size_t n = text.size();
     std::vector<float> baseLogits, logits;
     auto t0 = Clock::now();
-    teacherForced(base, prompt, text, opts.threads, baseLogits);
+    teacherForced(base, prompt, text, opts, baseLogits);
     std::vector<double> baseLse(n);
     for (size_t i = 0; i < n; ++i) baseLse[i] = logSumExp(baseLogits.data() + i * vocab, vocab);
     r.baseline.kld.assign(n, 0.0);
@@ -176,7 +179,7 @@ GenerationComparison compareGenerations(const WeightSource& base,
         GenerationTrack& t = r.configs[k];
         t0 = Clock::now();
         t.firstDivergence = firstDifference(text, t.ids);
-        teacherForced(*configs[k].weights, prompt, text, opts.threads, logits);
+        teacherForced(*configs[k].weights, prompt, text, opts, logits);
         t.kld.resize(n);
         t.baselineTokenLogProbs.resize(n);
         double sum = 0;

@@ -37,6 +37,8 @@ struct GenerationCompareOptions {
     /// (when the baseline is a Model, or an overlay of one).
     std::vector<int32_t> eosIds;
     int threads = 0;
+    /// SessionOptions::exactActivations of every session (float32 activations in all products).
+    bool exactActivations = false;
 };
 
 /// One source's continuation and its per-token numbers.

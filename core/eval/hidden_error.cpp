@@ -70,6 +70,7 @@ HiddenErrorResult hiddenStateError(const WeightSource& baseline,
     so.contextLength = ctx;
     so.batchSize = std::min(opts.batch, ctx);
     so.threads = opts.threads;
+    so.exactActivations = opts.exactActivations;
     Session bs(baseline, so);
     ResidualCapture bcap(L, dim);
     bs.addObserver(&bcap);

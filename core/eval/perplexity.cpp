@@ -109,6 +109,7 @@ PerplexityResult computePerplexity(const WeightSource& weights, const std::vecto
         so.contextLength = ctx;
         so.batchSize = batch;
         so.threads = workers > 1 ? 1 : threads;
+        so.exactActivations = opts.exactActivations;
         sessions.push_back(std::make_unique<Session>(weights, so));
     }
 

@@ -36,6 +36,8 @@ struct PerplexityOptions {
     int64_t stride = 0;
     /// Stop after this many chunks/windows (0 = all), for quick estimates.
     int64_t maxChunks = 0;
+    /// SessionOptions::exactActivations of every session (float32 activations in all products).
+    bool exactActivations = false;
 };
 
 struct PerplexityResult {

@@ -387,7 +387,8 @@ struct ModelScorer::Impl {
     std::atomic<int64_t> tokens{0};
 };
 
-ModelScorer::ModelScorer(const WeightSource& weights, int64_t ctx, int threads)
+ModelScorer::ModelScorer(const WeightSource& weights, int64_t ctx, int threads,
+                         bool exactActivations)
     : m(std::make_unique<Impl>()) {
     const ModelSpec& spec = weights.spec();
     if (ctx < 2) throw ArgumentError("tasks: context must be at least 2 tokens");
@@ -406,6 +407,7 @@ ModelScorer::ModelScorer(const WeightSource& weights, int64_t ctx, int threads)
         so.contextLength = ctx;
         so.batchSize = ctx;
         so.threads = workers > 1 ? 1 : t;
+        so.exactActivations = exactActivations;
         m->sessions.push_back(std::make_unique<Session>(weights, so));
     }
     m->logits.resize(size_t(workers));

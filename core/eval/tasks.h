@@ -124,7 +124,9 @@ public:
 /// thread (items in parallel).
 class ModelScorer final : public ContinuationScorer {
 public:
-    ModelScorer(const WeightSource& weights, int64_t ctx, int threads = 0);
+    /// exactActivations: SessionOptions::exactActivations of its sessions.
+    ModelScorer(const WeightSource& weights, int64_t ctx, int threads = 0,
+                bool exactActivations = false);
     ~ModelScorer() override;
     int workers() const override;
     std::vector<ContinuationScore>

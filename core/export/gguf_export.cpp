@@ -466,8 +466,10 @@ private:
     Source source(const std::string& name, int64_t cols) {
         Source s;
         s.name = name;
-        s.view = m_w.find(name);
         const CompressedTensor* c = m_overlay ? m_overlay->compressed(name) : nullptr;
+        // A quantised overlay tensor is read row by row from its packed form (sourceRowFloats);
+        // find() would keep a float32 copy of the whole tensor.
+        s.view = c && c->quantized ? &c->view : m_w.find(name);
         if (!s.view && m_overlay && m_overlay->isLowRank(name)) {
             s.lrA = m_w.find(name + ".lowrank_a");
             s.lrB = m_w.find(name + ".lowrank_b");
@@ -731,6 +733,10 @@ void applyOp(ValueOp op, float* x, int64_t n) {
 
 // Row r of source s as floats.
 void sourceRowFloats(const Source& s, int64_t r, float* out, int64_t cols) {
+    if (s.overlay && s.overlay->quantized) {
+        s.overlay->dequantizeRows(r, 1, out);
+        return;
+    }
     if (s.view) {
         dequantizeRow(s.view->dtype, s.view->row(r), out, cols);
         return;

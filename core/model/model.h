@@ -50,6 +50,9 @@ namespace lcw {
 
 class Tokenizer;
 class MappedFile;
+namespace kernels {
+class PackedLinear;
+}
 
 /// Anything that hands the runtime weights by canonical name: a Model, or (later) a compressed
 /// overlay that replaces some tensors and forwards the rest to its base.
@@ -66,6 +69,15 @@ public:
     /// Activation and KV-cache quantisation the runtime applies while it runs (runtime_quant.h);
     /// nullptr: none.
     virtual const RuntimeQuant* runtimeQuant() const { return nullptr; }
+    /// The packed runtime form (core/runtime/packed_linear.h) of a 2-D weight the source holds as
+    /// lcw codes (int2..8 / NF4 / FP8 groups, optionally pruned), or nullptr: then find() is the
+    /// weight. The runtime asks this first and, when it gets one, multiplies with it and never
+    /// calls find(canonical), which may have to materialise float32 values. Valid as long as
+    /// the source and the tensor are unchanged.
+    virtual const kernels::PackedLinear* packedLinear(std::string_view canonical) const {
+        (void)canonical;
+        return nullptr;
+    }
 };
 
 struct LoadOptions {

@@ -24,6 +24,7 @@ struct RunEnv {
     int64_t batch = 0; ///< most tokens per run() call
     const std::vector<Observer*>& observers;
     int stopAfterLayer = -1; ///< SessionOptions::stopAfterLayer
+    bool exact = false;      ///< SessionOptions::exactActivations (every linear's `exact`)
 
     /// Reports the block input of `layer`; returns false when the block must not run.
     bool enterBlock(int64_t layer, const float* h, int64_t n) const {
@@ -62,6 +63,31 @@ const TensorView& checkTensor(const TensorView& t, const std::string& name,
                               const std::vector<int64_t>& shape);
 const TensorView& requireTensor(const WeightSource& w, const std::string& name,
                                 const std::vector<int64_t>& shape);
+
+/// A 2-D weight as the runner multiplies it: lcw packed codes (WeightSource::packedLinear) or a
+/// stored tensor of any float-like dtype; both null when absent.
+struct Weight {
+    const TensorView* t = nullptr;
+    const kernels::PackedLinear* p = nullptr;
+    explicit operator bool() const { return t || p; }
+    int64_t rows() const;
+    int64_t cols() const;
+    /// Rows [r0, r0 + n) as float32 into dst [n, cols] (embedding lookups).
+    void rowsF32(int64_t r0, int64_t n, float* dst) const;
+    /// A linearBatch job for this weight. `act`: the recipe's quantisation of the input, which
+    /// a packed weight applies inside its product (a stored weight's input must be fake-quantised
+    /// by the caller instead, so `act` is dropped for it).
+    kernels::LinearJob job(float* y, int64_t ldy, const float* bias,
+                           const ActQuantSpec* act = nullptr) const;
+};
+/// The weight `name`: packed when the source offers it (find() is then not called, so nothing
+/// is materialised), else the stored tensor.
+Weight findWeight(const WeightSource& w, const std::string& name);
+/// Throws (naming `label`) unless `wt` is present with shape [rows, cols] and, when stored, a
+/// dtype the runtime multiplies.
+const Weight& checkWeight(const Weight& wt, const std::string& label, int64_t rows, int64_t cols);
+/// findWeight + checkWeight.
+Weight requireWeight(const WeightSource& w, const std::string& name, int64_t rows, int64_t cols);
 std::vector<float> toFloat(const TensorView& t);
 /// Empty when absent; throws when present with another size.
 std::vector<float> optionalVector(const WeightSource& w, const std::string& name, int64_t n);

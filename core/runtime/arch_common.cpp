@@ -1,6 +1,7 @@
 // Weight binding helpers shared by the architecture runners.
 #include "core/common/error.h"
 #include "core/runtime/arch.h"
+#include "core/runtime/packed_linear.h"
 
 namespace lcw::runtime {
 
@@ -28,6 +29,50 @@ const TensorView& checkTensor(const TensorView& t, const std::string& name,
 const TensorView& requireTensor(const WeightSource& w, const std::string& name,
                                 const std::vector<int64_t>& shape) {
     return checkTensor(w.get(name), name, shape);
+}
+
+int64_t Weight::rows() const {
+    return p ? p->rows() : t ? t->rows() : 0;
+}
+int64_t Weight::cols() const {
+    return p ? p->cols() : t ? t->cols() : 0;
+}
+void Weight::rowsF32(int64_t r0, int64_t n, float* dst) const {
+    if (p)
+        p->dequantizeRows(r0, n, dst);
+    else
+        kernels::dequantizeRows(*t, r0, n, dst);
+}
+kernels::LinearJob Weight::job(float* y, int64_t ldy, const float* bias,
+                               const ActQuantSpec* act) const {
+    return {t, y, ldy, bias, p, p ? act : nullptr};
+}
+
+Weight findWeight(const WeightSource& w, const std::string& name) {
+    Weight r;
+    r.p = w.packedLinear(name);
+    if (!r.p) r.t = w.find(name);
+    return r;
+}
+
+const Weight& checkWeight(const Weight& wt, const std::string& label, int64_t rows, int64_t cols) {
+    if (wt.t) {
+        checkTensor(*wt.t, label, {rows, cols});
+    } else if (!wt.p) {
+        throw Error("tensor '" + label + "' is missing");
+    } else if (wt.p->rows() != rows || wt.p->cols() != cols) {
+        throw Error("tensor '" + label + "' has shape " +
+                    shapeString({wt.p->rows(), wt.p->cols()}) + ", the runtime expects " +
+                    shapeString({rows, cols}));
+    }
+    return wt;
+}
+
+Weight requireWeight(const WeightSource& w, const std::string& name, int64_t rows, int64_t cols) {
+    const Weight r = findWeight(w, name);
+    if (!r) throw Error("model has no tensor '" + name + "'");
+    checkWeight(r, name, rows, cols);
+    return r;
 }
 
 std::vector<float> toFloat(const TensorView& t) {

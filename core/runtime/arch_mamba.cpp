@@ -22,7 +22,7 @@ namespace {
 
 struct MambaLayer {
     Norm norm;
-    const TensorView *inProj = nullptr, *xProj = nullptr, *dtProj = nullptr, *outProj = nullptr;
+    Weight inProj, xProj, dtProj, outProj;
     std::vector<float> conv, convBias, dtBias, A, D, inBias, outBias; // A = -exp(A_log)
     std::string name[4];                                              // in x dt out
     std::vector<float> convState; // [inner, conv-1]: the previous conv inputs, oldest first
@@ -47,13 +47,19 @@ private:
     const ModelSpec& s;
     const WeightSource& w;
     int64_t di = 0, N = 0, R = 0, K = 0;
-    const TensorView *embed = nullptr, *lmHead = nullptr;
+    Weight embed, lmHead;
     Norm finalNorm;
     std::vector<MambaLayer> layers;
     kernels::FloatBuffer h, xn, xz, u, xdbl, dtIn, dt, y, tmp;
 
     void bind();
     void block(int64_t l, int64_t n);
+    /// y = W x (+ bias) with the session's `exact` setting.
+    void linear(const Weight& W, const float* x, int64_t ldx, int64_t n, float* y, int64_t ldy,
+                const float* bias) const {
+        const kernels::LinearJob job = W.job(y, ldy, bias);
+        kernels::linearBatch({&job, 1}, x, ldx, n, env.threads, env.exact);
+    }
 };
 
 void MambaRunner::bind() {
@@ -61,9 +67,11 @@ void MambaRunner::bind() {
     if (s.dim <= 0 || s.nLayers <= 0 || s.vocab <= 0 || di <= 0 || N <= 0 || R <= 0 || K <= 0)
         throw ArgumentError("mamba spec has non-positive dimensions");
     const int64_t dim = s.dim;
-    embed = &requireTensor(w, "embed", {s.vocab, dim});
-    lmHead = &checkTensor(w.lmHead(), w.find("lm_head") ? "lm_head" : "embed (tied lm_head)",
-                          {s.vocab, dim});
+    embed = requireWeight(w, "embed", s.vocab, dim);
+    if (Weight head = findWeight(w, "lm_head"))
+        lmHead = checkWeight(head, "lm_head", s.vocab, dim);
+    else
+        lmHead = checkWeight(embed, "embed (tied lm_head)", s.vocab, dim);
     finalNorm = bindNorm(w, s, "final_norm", dim);
     layers.resize(size_t(s.nLayers));
     for (int64_t l = 0; l < s.nLayers; ++l) {
@@ -72,10 +80,10 @@ void MambaRunner::bind() {
         L.name[0] = p + "in_proj", L.name[1] = p + "x_proj", L.name[2] = p + "dt_proj";
         L.name[3] = p + "out_proj";
         L.norm = bindNorm(w, s, "layers." + std::to_string(l) + ".norm", dim);
-        L.inProj = &requireTensor(w, L.name[0], {2 * di, dim});
-        L.xProj = &requireTensor(w, L.name[1], {R + 2 * N, di});
-        L.dtProj = &requireTensor(w, L.name[2], {di, R});
-        L.outProj = &requireTensor(w, L.name[3], {dim, di});
+        L.inProj = requireWeight(w, L.name[0], 2 * di, dim);
+        L.xProj = requireWeight(w, L.name[1], R + 2 * N, di);
+        L.dtProj = requireWeight(w, L.name[2], di, R);
+        L.outProj = requireWeight(w, L.name[3], dim, di);
         L.conv = toFloat(requireTensor(w, p + "conv1d", {di, 1, K}));
         L.convBias = optionalVector(w, p + "conv1d.bias", di);
         L.dtBias = toFloat(requireTensor(w, p + "dt_proj.bias", {di}));
@@ -107,7 +115,7 @@ void MambaRunner::block(int64_t l, int64_t n) {
     MambaLayer& L = layers[size_t(l)];
     L.norm.apply(h.data(), xn.data(), n, dim, dim);
     if (observed) env.notifyLinear(li, LinearRole::SsmIn, L.name[0], xn.data(), n, dim);
-    kernels::linear(*L.inProj, xn.data(), dim, n, xz.data(), 2 * di, ptrOrNull(L.inBias), nt);
+    linear(L.inProj, xn.data(), dim, n, xz.data(), 2 * di, ptrOrNull(L.inBias));
 
     // Causal depthwise conv over [previous K-1 inputs, this batch], then silu.
     const int64_t km1 = K - 1;
@@ -135,12 +143,12 @@ void MambaRunner::block(int64_t l, int64_t n) {
     }
 
     if (observed) env.notifyLinear(li, LinearRole::SsmX, L.name[1], u.data(), n, di);
-    kernels::linear(*L.xProj, u.data(), di, n, xdbl.data(), R + 2 * N, nullptr, nt);
+    linear(L.xProj, u.data(), di, n, xdbl.data(), R + 2 * N, nullptr);
     for (int64_t t = 0; t < n; ++t)
         std::copy(xdbl.begin() + t * (R + 2 * N), xdbl.begin() + t * (R + 2 * N) + R,
                   dtIn.begin() + t * R);
     if (observed) env.notifyLinear(li, LinearRole::SsmDt, L.name[2], dtIn.data(), n, R);
-    kernels::linear(*L.dtProj, dtIn.data(), R, n, dt.data(), di, L.dtBias.data(), nt);
+    linear(L.dtProj, dtIn.data(), R, n, dt.data(), di, L.dtBias.data());
 
     // Selective scan, sequential in time, parallel over channels.
 #pragma omp parallel for num_threads(nt) if (n * di * N >= 65536) schedule(static)
@@ -162,7 +170,7 @@ void MambaRunner::block(int64_t l, int64_t n) {
         }
     }
     if (observed) env.notifyLinear(li, LinearRole::SsmOut, L.name[3], y.data(), n, di);
-    kernels::linear(*L.outProj, y.data(), di, n, tmp.data(), dim, ptrOrNull(L.outBias), nt);
+    linear(L.outProj, y.data(), di, n, tmp.data(), dim, ptrOrNull(L.outBias));
     for (int64_t i = 0; i < n * dim; ++i) h[size_t(i)] += tmp[size_t(i)];
     if (observed)
         for (Observer* o : env.observers) o->onResidual(li, h.data(), n, dim);
@@ -176,7 +184,7 @@ void MambaRunner::run(const int32_t* ids, int64_t n, int64_t pos0, int64_t logit
             std::fill(L.convState.begin(), L.convState.end(), 0.0f);
             std::fill(L.ssmState.begin(), L.ssmState.end(), 0.0f);
         }
-    for (int64_t t = 0; t < n; ++t) kernels::dequantizeRows(*embed, ids[t], 1, h.data() + t * dim);
+    for (int64_t t = 0; t < n; ++t) embed.rowsF32(ids[t], 1, h.data() + t * dim);
     for (int64_t l = 0; l < s.nLayers; ++l) {
         if (!env.enterBlock(l, h.data(), n)) return;
         block(l, n);
@@ -187,7 +195,7 @@ void MambaRunner::run(const int32_t* ids, int64_t n, int64_t pos0, int64_t logit
     finalNorm.apply(h.data() + logitsFrom * dim, xo, nOut, dim, dim);
     if (!env.observers.empty())
         env.notifyLinear(int(s.nLayers), LinearRole::LmHead, "lm_head", xo, nOut, dim);
-    kernels::linear(*lmHead, xo, dim, nOut, logitsOut, s.vocab, nullptr, env.threads);
+    linear(lmHead, xo, dim, nOut, logitsOut, s.vocab, nullptr);
 }
 
 } // namespace

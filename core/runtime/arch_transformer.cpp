@@ -9,9 +9,13 @@
 //               post-norms, Bloom's residual taken after the norm
 //   attention   RoPE (full or partial), learned positions or ALiBi; soft-capping; sliding window
 //   MLP         gated (SwiGLU / GeGLU), plain fc1 → act → fc2, or a sparse mixture of experts
-// Weight storage: see session.cpp (weights are used in place, tile by tile).
+// Weight storage: see session.cpp (weights are used in place, tile by tile). Linears a
+// compressed overlay holds as lcw codes are bound packed (WeightSource::packedLinear): their
+// products read the codes and apply the recipe's activation quantisation themselves; stored
+// weights multiply a fake-quantised copy of the input instead.
 #include "core/common/error.h"
 #include "core/runtime/arch.h"
+#include "core/runtime/packed_linear.h"
 #include "core/runtime/quant_runtime.h"
 
 #include <algorithm>
@@ -23,31 +27,30 @@ namespace lcw::runtime {
 namespace {
 
 struct Expert {
-    const TensorView *gate = nullptr, *up = nullptr, *down = nullptr;
+    Weight gate, up, down;
     std::string name[3];
     const ActQuantSpec* aq[3] = {}; // input fake-quantisation of gate, up, down (null: none)
 };
 
 /// A linear stored as two factors: y = B (A x), A [rank, in], B [out, rank].
 struct LowRank {
-    const TensorView *a = nullptr, *b = nullptr;
+    Weight a, b;
     int64_t rank = 0;
 };
 
 struct Layer {
     Norm attnNorm, mlpNorm, attnPostNorm, mlpPostNorm;
-    const TensorView *q = nullptr, *k = nullptr, *v = nullptr, *o = nullptr;
-    const TensorView *gate = nullptr, *up = nullptr, *down = nullptr, *router = nullptr;
+    Weight q, k, v, o, gate, up, down, router;
     std::vector<Expert> experts;
     std::vector<float> qNorm, kNorm; // Qwen3: [headDim]; StableLM: [heads * headDim]
     std::vector<float> bq, bk, bv, bo, bGate, bUp, bDown;
     bool sliding = false;
     float scale = 1.0f;
     std::string name[8]; // q k v o gate up down router
-    LowRank lr[7];       // q k v o gate up down given as factors (their weight pointer is null)
+    LowRank lr[7];       // q k v o gate up down given as factors (their Weight is empty)
     // This block's shapes, read from its tensors (structured pruning can shrink them):
     int64_t heads = 0, kvHeads = 0, qd = 0, kvd = 0, hidden = 0;
-    const ActQuantSpec* aq[8] = {};   // input fake-quantisation per linear (null: none)
+    const ActQuantSpec* aq[8] = {};   // input quantisation per linear (null: none)
     const KvQuantSpec* kvq = nullptr; // quantised KV cache (null: f32 cache)
 };
 
@@ -74,8 +77,8 @@ private:
     const WeightSource& w;
     kernels::Activation act = kernels::Activation::Silu;
     int64_t qDim = 0, kvDim = 0, ed = 0;
-    const TensorView *embed = nullptr, *lmHead = nullptr, *posEmbed = nullptr;
-    const TensorView *projIn = nullptr, *projOut = nullptr;
+    Weight embed, lmHead, projIn, projOut;
+    const TensorView* posEmbed = nullptr;
     Norm embedNorm, finalNorm;
     std::vector<Layer> layers;
     std::vector<float> alibi;
@@ -108,15 +111,25 @@ private:
                             const kernels::AttentionOptions& ao);
     /// x [n, dim] itself, or its fake-quantised copy (in aqBuf) when `a` is set.
     const float* quantIn(const ActQuantSpec* a, const float* x, int64_t n, int64_t dim);
-    /// Linears sharing the input x (q/k/v, gate/up): one batch when their input quantisation is
-    /// the same, else one product per weight on its own quantised input.
-    void linearGroup(const kernels::LinearJob* jobs, const ActQuantSpec* const* aq,
+    /// One output of a linearGroup() call.
+    struct Out {
+        float* y;
+        int64_t ldy;
+        const float* bias;
+    };
+    /// Linears sharing the input x [n, dim] (q/k/v, gate/up), x before input quantisation
+    /// aq[i]: the packed weights in one batch (each quantises its input in its product), the
+    /// stored ones in one batch when their input quantisation is the same (else one product per
+    /// weight on its own fake-quantised input), low-rank ones one by one.
+    void linearGroup(const Weight* ws, const Out* outs, const ActQuantSpec* const* aq,
                      const LowRank* lr, int count, const float* x, int64_t dim, int64_t n);
-    /// y = W x (+ bias), W stored whole (w) or as low-rank factors (lr).
-    void applyLinear(const TensorView* w, const LowRank& lr, const float* x, int64_t ldx, int64_t n,
-                     float* y, int64_t ldy, const float* bias);
+    /// y = W x (+ bias), W whole (w) or as low-rank factors (lr); x [n, ldx] is the input before
+    /// its quantisation `a` (a packed weight applies it in the product, a stored one multiplies
+    /// a fake-quantised copy).
+    void applyLinear(const Weight& w, const LowRank& lr, const ActQuantSpec* a, const float* x,
+                     int64_t ldx, int64_t n, float* y, int64_t ldy, const float* bias);
     void bindShapes(Layer& L, int64_t l);
-    const TensorView* bindLinear(Layer& L, int i, int64_t rows, int64_t cols);
+    Weight bindLinear(Layer& L, int i, int64_t rows, int64_t cols);
 };
 
 void TransformerRunner::bind() {
@@ -133,16 +146,18 @@ void TransformerRunner::bind() {
     ed = s.embeddingDim();
     const int64_t dim = s.dim;
 
-    embed = &requireTensor(w, "embed", {s.vocab, ed});
-    lmHead = &checkTensor(w.lmHead(), w.find("lm_head") ? "lm_head" : "embed (tied lm_head)",
-                          {s.vocab, ed});
+    embed = requireWeight(w, "embed", s.vocab, ed);
+    if (Weight head = findWeight(w, "lm_head"))
+        lmHead = checkWeight(head, "lm_head", s.vocab, ed);
+    else
+        lmHead = checkWeight(embed, "embed (tied lm_head)", s.vocab, ed);
     if (s.finalNorm) finalNorm = bindNorm(w, s, "final_norm", dim);
     if (s.embedNorm) embedNorm = bindNorm(w, s, "embed_norm", dim);
     if (s.posEmbed == PosEmbedding::Learned)
         posEmbed = &requireTensor(w, "pos_embed", {s.maxSeq + s.posOffset, dim});
     if (ed != dim) {
-        projIn = &requireTensor(w, "embed_proj_in", {dim, ed});
-        projOut = &requireTensor(w, "embed_proj_out", {ed, dim});
+        projIn = requireWeight(w, "embed_proj_in", dim, ed);
+        projOut = requireWeight(w, "embed_proj_out", ed, dim);
     }
     if (s.posEmbed == PosEmbedding::Alibi) alibi = kernels::alibiSlopes(s.nHeads);
 
@@ -189,15 +204,15 @@ void TransformerRunner::bind() {
             throw Error("model spec says q/k/v have biases but layer " + std::to_string(l) +
                         " lacks them");
         if (s.isMoe()) {
-            L.router = &requireTensor(w, L.name[7], {s.nExperts, dim});
+            L.router = requireWeight(w, L.name[7], s.nExperts, dim);
             L.experts.resize(size_t(s.nExperts));
             for (int64_t e = 0; e < s.nExperts; ++e) {
                 Expert& E = L.experts[size_t(e)];
                 const std::string x = p + "mlp.experts." + std::to_string(e) + ".";
                 E.name[0] = x + "gate", E.name[1] = x + "up", E.name[2] = x + "down";
-                E.gate = &requireTensor(w, E.name[0], {s.hidden, dim});
-                E.up = &requireTensor(w, E.name[1], {s.hidden, dim});
-                E.down = &requireTensor(w, E.name[2], {dim, s.hidden});
+                E.gate = requireWeight(w, E.name[0], s.hidden, dim);
+                E.up = requireWeight(w, E.name[1], s.hidden, dim);
+                E.down = requireWeight(w, E.name[2], dim, s.hidden);
             }
         } else {
             if (s.gatedMlp) L.gate = bindLinear(L, 4, L.hidden, dim);
@@ -274,14 +289,12 @@ void TransformerRunner::embedTokens(const int32_t* ids, int64_t n, int64_t pos0)
     const int64_t dim = s.dim;
     if (projIn) {
         // OPT with word_embed_proj_dim != hidden_size: embeddings live in the smaller space.
-        for (int64_t t = 0; t < n; ++t)
-            kernels::dequantizeRows(*embed, ids[t], 1, xe.data() + t * ed);
+        for (int64_t t = 0; t < n; ++t) embed.rowsF32(ids[t], 1, xe.data() + t * ed);
         if (observed())
             env.notifyLinear(-1, LinearRole::EmbedProjIn, "embed_proj_in", xe.data(), n, ed);
-        kernels::linear(*projIn, xe.data(), ed, n, h.data(), dim, nullptr, env.threads);
+        applyLinear(projIn, {}, nullptr, xe.data(), ed, n, h.data(), dim, nullptr);
     } else {
-        for (int64_t t = 0; t < n; ++t)
-            kernels::dequantizeRows(*embed, ids[t], 1, h.data() + t * dim);
+        for (int64_t t = 0; t < n; ++t) embed.rowsF32(ids[t], 1, h.data() + t * dim);
     }
     if (s.embedScale != 1.0f)
         for (int64_t i = 0; i < n * dim; ++i) h[size_t(i)] *= s.embedScale;
@@ -307,10 +320,11 @@ void TransformerRunner::attention(int64_t l, const float* x, int64_t n, int64_t 
         env.notifyLinear(li, LinearRole::K, L.name[1], x, n, dim);
         env.notifyLinear(li, LinearRole::V, L.name[2], x, n, dim);
     }
-    const kernels::LinearJob qkv[3] = {{L.q, q.data(), qd, ptrOrNull(L.bq)},
-                                       {L.k, k.data(), kvd, ptrOrNull(L.bk)},
-                                       {L.v, v.data(), kvd, ptrOrNull(L.bv)}};
-    linearGroup(qkv, L.aq, L.lr, 3, x, dim, n);
+    const Out qkv[3] = {{q.data(), qd, ptrOrNull(L.bq)},
+                        {k.data(), kvd, ptrOrNull(L.bk)},
+                        {v.data(), kvd, ptrOrNull(L.bv)}};
+    const Weight wqkv[3] = {L.q, L.k, L.v};
+    linearGroup(wqkv, qkv, L.aq, L.lr, 3, x, dim, n);
     if (s.qkNorm && s.qkNormPerHead) {
         // StableLM: a LayerNorm (no bias) per head with its own weights
         for (int64_t hh = 0; hh < nh; ++hh)
@@ -349,8 +363,7 @@ void TransformerRunner::attention(int64_t l, const float* x, int64_t n, int64_t 
                              att.data(), qd, n, pos0, nh, nkv, hd, ao, nt);
     }
     if (observed()) env.notifyLinear(li, LinearRole::O, L.name[3], att.data(), n, qd);
-    applyLinear(L.o, L.lr[3], quantIn(L.aq[3], att.data(), n, qd), qd, n, out, dim,
-                ptrOrNull(L.bo));
+    applyLinear(L.o, L.lr[3], L.aq[3], att.data(), qd, n, out, dim, ptrOrNull(L.bo));
 }
 
 void TransformerRunner::mlp(int64_t l, const float* x, int64_t n, float* out) {
@@ -364,20 +377,19 @@ void TransformerRunner::mlp(int64_t l, const float* x, int64_t n, float* out) {
             env.notifyLinear(li, LinearRole::Gate, L.name[4], x, n, dim);
             env.notifyLinear(li, LinearRole::Up, L.name[5], x, n, dim);
         }
-        const kernels::LinearJob gateUp[2] = {{L.gate, gate.data(), hid, ptrOrNull(L.bGate)},
-                                              {L.up, up.data(), hid, ptrOrNull(L.bUp)}};
-        linearGroup(gateUp, L.aq + 4, L.lr + 4, 2, x, dim, n);
+        const Out gateUp[2] = {{gate.data(), hid, ptrOrNull(L.bGate)},
+                               {up.data(), hid, ptrOrNull(L.bUp)}};
+        const Weight wgu[2] = {L.gate, L.up};
+        linearGroup(wgu, gateUp, L.aq + 4, L.lr + 4, 2, x, dim, n);
         kernels::activateGated(act, gate.data(), up.data(), nh, nt);
     } else {
         // fc1 → act → fc2 (OPT, GPT-2, NeoX, Falcon, Bloom)
         if (observed()) env.notifyLinear(li, LinearRole::Up, L.name[5], x, n, dim);
-        applyLinear(L.up, L.lr[5], quantIn(L.aq[5], x, n, dim), dim, n, gate.data(), hid,
-                    ptrOrNull(L.bUp));
+        applyLinear(L.up, L.lr[5], L.aq[5], x, dim, n, gate.data(), hid, ptrOrNull(L.bUp));
         kernels::activate(act, gate.data(), nh, nt);
     }
     if (observed()) env.notifyLinear(li, LinearRole::Down, L.name[6], gate.data(), n, hid);
-    applyLinear(L.down, L.lr[6], quantIn(L.aq[6], gate.data(), n, hid), hid, n, out, dim,
-                ptrOrNull(L.bDown));
+    applyLinear(L.down, L.lr[6], L.aq[6], gate.data(), hid, n, out, dim, ptrOrNull(L.bDown));
 }
 
 // Sparse mixture of experts (Mixtral): softmax over the router logits, the top-k experts per
@@ -389,8 +401,7 @@ void TransformerRunner::moe(int64_t l, const float* x, int64_t n, float* out) {
     const int nt = env.threads;
     Layer& L = layers[size_t(l)];
     if (observed()) env.notifyLinear(li, LinearRole::Router, L.name[7], x, n, dim);
-    kernels::linear(*L.router, quantIn(L.aq[7], x, n, dim), dim, n, routerLogits.data(), E, nullptr,
-                    nt);
+    applyLinear(L.router, {}, L.aq[7], x, dim, n, routerLogits.data(), E, nullptr);
     for (auto& t : expTok) t.clear();
     for (auto& t : expW) t.clear();
     routeIds.resize(size_t(n * K));
@@ -437,13 +448,12 @@ void TransformerRunner::moe(int64_t l, const float* x, int64_t n, float* out) {
             env.notifyLinear(li, LinearRole::Gate, X.name[0], xe.data(), m, dim);
             env.notifyLinear(li, LinearRole::Up, X.name[1], xe.data(), m, dim);
         }
-        const kernels::LinearJob gateUp[2] = {{X.gate, gate.data(), s.hidden, nullptr},
-                                              {X.up, up.data(), s.hidden, nullptr}};
-        linearGroup(gateUp, X.aq, nullptr, 2, xe.data(), dim, m);
+        const Out gateUp[2] = {{gate.data(), s.hidden, nullptr}, {up.data(), s.hidden, nullptr}};
+        const Weight wgu[2] = {X.gate, X.up};
+        linearGroup(wgu, gateUp, X.aq, nullptr, 2, xe.data(), dim, m);
         kernels::activateGated(act, gate.data(), up.data(), m * s.hidden, nt);
         if (observed()) env.notifyLinear(li, LinearRole::Down, X.name[2], gate.data(), m, s.hidden);
-        kernels::linear(*X.down, quantIn(X.aq[2], gate.data(), m, s.hidden), s.hidden, m, ye.data(),
-                        dim, nullptr, nt);
+        applyLinear(X.down, {}, X.aq[2], gate.data(), s.hidden, m, ye.data(), dim, nullptr);
         for (int64_t i = 0; i < m; ++i) {
             float* o = out + toks[size_t(i)] * dim;
             const float* y = ye.data() + i * dim;
@@ -456,7 +466,6 @@ void TransformerRunner::moe(int64_t l, const float* x, int64_t n, float* out) {
 void TransformerRunner::run(const int32_t* ids, int64_t n, int64_t pos0, int64_t logitsFrom,
                             float* logitsOut) {
     const int64_t dim = s.dim;
-    const int nt = env.threads;
     ensureCache(pos0 + n);
     embedTokens(ids, n, pos0);
 
@@ -526,12 +535,11 @@ void TransformerRunner::run(const int32_t* ids, int64_t n, int64_t pos0, int64_t
         if (observed())
             env.notifyLinear(int(s.nLayers), LinearRole::EmbedProjOut, "embed_proj_out", xo, nOut,
                              dim);
-        kernels::linear(*projOut, xo, dim, nOut, xe.data(), ed, nullptr, nt);
+        applyLinear(projOut, {}, nullptr, xo, dim, nOut, xe.data(), ed, nullptr);
         xl = xe.data();
     }
     if (observed()) env.notifyLinear(int(s.nLayers), LinearRole::LmHead, "lm_head", xl, nOut, ed);
-    kernels::linear(*lmHead, quantIn(lmAq, xl, nOut, ed), ed, nOut, logitsOut, s.vocab, nullptr,
-                    nt);
+    applyLinear(lmHead, {}, lmAq, xl, ed, nOut, logitsOut, s.vocab, nullptr);
     if (s.finalSoftcap > 0) {
         const float cap = s.finalSoftcap;
         for (int64_t i = 0; i < nOut * s.vocab; ++i)
@@ -626,30 +634,57 @@ const float* TransformerRunner::quantIn(const ActQuantSpec* a, const float* x, i
     return aqBuf.data();
 }
 
-void TransformerRunner::linearGroup(const kernels::LinearJob* jobs, const ActQuantSpec* const* aq,
-                                    const LowRank* lr, int count, const float* x, int64_t dim,
-                                    int64_t n) {
+void TransformerRunner::linearGroup(const Weight* ws, const Out* outs,
+                                    const ActQuantSpec* const* aq, const LowRank* lr, int count,
+                                    const float* x, int64_t dim, int64_t n) {
+    kernels::LinearJob packed[7], stored[7];
+    int np = 0, ns = 0, firstStored = -1;
     bool same = true;
-    for (int i = 0; i < count; ++i) same = same && sameQuant(aq[0], aq[i]) && jobs[i].w;
-    if (same) {
-        kernels::linearBatch(std::span(jobs, size_t(count)), quantIn(aq[0], x, n, dim), dim, n,
-                             env.threads);
-        return;
+    for (int i = 0; i < count; ++i) {
+        const Weight& W = ws[i];
+        if (!W) continue; // low rank, below
+        if (W.p) {
+            // Equal settings as one pointer: linearBatch then prepares the input once.
+            const ActQuantSpec* a = aq[i];
+            for (int j = 0; j < np; ++j)
+                if (sameQuant(packed[j].act, a)) a = packed[j].act;
+            packed[np++] = W.job(outs[i].y, outs[i].ldy, outs[i].bias, a);
+            continue;
+        }
+        if (firstStored < 0) firstStored = i;
+        same = same && sameQuant(aq[firstStored], aq[i]);
+        stored[ns++] = W.job(outs[i].y, outs[i].ldy, outs[i].bias);
     }
+    if (np > 0)
+        kernels::linearBatch(std::span(packed, size_t(np)), x, dim, n, env.threads, env.exact);
+    if (ns > 0 && same)
+        kernels::linearBatch(std::span(stored, size_t(ns)), quantIn(aq[firstStored], x, n, dim),
+                             dim, n, env.threads, env.exact);
     static const LowRank kNone;
     for (int i = 0; i < count; ++i)
-        applyLinear(jobs[i].w, lr ? lr[i] : kNone, quantIn(aq[i], x, n, dim), dim, n, jobs[i].y,
-                    jobs[i].ldy, jobs[i].bias);
+        if (!ws[i] || (!ws[i].p && !same))
+            applyLinear(ws[i], lr ? lr[i] : kNone, aq[i], x, dim, n, outs[i].y, outs[i].ldy,
+                        outs[i].bias);
 }
 
-void TransformerRunner::applyLinear(const TensorView* w, const LowRank& lr, const float* x,
-                                    int64_t ldx, int64_t n, float* y, int64_t ldy,
+void TransformerRunner::applyLinear(const Weight& W, const LowRank& lr, const ActQuantSpec* a,
+                                    const float* x, int64_t ldx, int64_t n, float* y, int64_t ldy,
                                     const float* bias) {
-    if (w) return kernels::linear(*w, x, ldx, n, y, ldy, bias, env.threads);
+    const Weight& first = W ? W : lr.a;
+    // The product's input: x as given for a packed weight (it quantises in its product), else
+    // x's fake-quantised copy.
+    const float* xin = first.p ? x : quantIn(a, x, n, ldx);
+    if (W) {
+        const kernels::LinearJob job = W.job(y, ldy, bias, a);
+        kernels::linearBatch({&job, 1}, xin, ldx, n, env.threads, env.exact);
+        return;
+    }
     const int64_t r = lr.rank;
     if (lrBuf.size() < size_t(n * r)) lrBuf.resize(size_t(n * r));
-    kernels::linear(*lr.a, x, ldx, n, lrBuf.data(), r, nullptr, env.threads);
-    kernels::linear(*lr.b, lrBuf.data(), r, n, y, ldy, bias, env.threads);
+    const kernels::LinearJob ja = lr.a.job(lrBuf.data(), r, nullptr, a);
+    kernels::linearBatch({&ja, 1}, xin, ldx, n, env.threads, env.exact);
+    const kernels::LinearJob jb = lr.b.job(y, ldy, bias);
+    kernels::linearBatch({&jb, 1}, lrBuf.data(), r, n, env.threads, env.exact);
 }
 
 // Per-block shapes: heads = rows(q) / head_dim, KV heads = rows(k) / head_dim (v must agree),
@@ -658,9 +693,12 @@ void TransformerRunner::applyLinear(const TensorView* w, const LowRank& lr, cons
 void TransformerRunner::bindShapes(Layer& L, int64_t l) {
     const int64_t hd = s.headDim;
     auto outRows = [&](const std::string& nm, int64_t dflt) -> int64_t {
-        const TensorView* t = w.find(nm);
-        if (!t) t = w.find(nm + ".lowrank_b");
-        return t && t->shape.size() == 2 ? t->shape[0] : dflt; // absent: binding reports it
+        for (const std::string& n : {nm, nm + ".lowrank_b"}) {
+            const Weight W = findWeight(w, n);
+            if (W.p) return W.p->rows();
+            if (W.t) return W.t->shape.size() == 2 ? W.t->shape[0] : dflt;
+        }
+        return dflt; // absent: binding reports it
     };
     auto heads = [&](const std::string& nm, int64_t maxHeads) {
         const int64_t rows = outRows(nm, maxHeads * hd);
@@ -694,19 +732,20 @@ void TransformerRunner::bindShapes(Layer& L, int64_t l) {
 }
 
 // A linear's weight NAME [rows, cols], or when NAME is absent its factors NAME.lowrank_a
-// [r, cols] and NAME.lowrank_b [rows, r] (then the returned pointer is null).
-const TensorView* TransformerRunner::bindLinear(Layer& L, int i, int64_t rows, int64_t cols) {
+// [r, cols] and NAME.lowrank_b [rows, r] (then the returned Weight is empty).
+Weight TransformerRunner::bindLinear(Layer& L, int i, int64_t rows, int64_t cols) {
     const std::string& nm = L.name[i];
-    const TensorView* a = w.find(nm + ".lowrank_a");
-    if (w.find(nm) || !a) return &requireTensor(w, nm, {rows, cols});
-    const TensorView* b = w.find(nm + ".lowrank_b");
+    const Weight whole = findWeight(w, nm);
+    const Weight a = whole ? Weight{} : findWeight(w, nm + ".lowrank_a");
+    if (whole || !a) return requireWeight(w, nm, rows, cols);
+    const Weight b = findWeight(w, nm + ".lowrank_b");
     if (!b) throw Error("tensor '" + nm + ".lowrank_a' has no matching '" + nm + ".lowrank_b'");
-    const int64_t r = a->shape.size() == 2 ? a->shape[0] : 0;
+    const int64_t r = a.p ? a.p->rows() : a.t->shape.size() == 2 ? a.t->shape[0] : 0;
     if (r < 1) throw Error("tensor '" + nm + ".lowrank_a' is not a non-empty 2-D matrix");
-    checkTensor(*a, nm + ".lowrank_a", {r, cols});
-    checkTensor(*b, nm + ".lowrank_b", {rows, r});
+    checkWeight(a, nm + ".lowrank_a", r, cols);
+    checkWeight(b, nm + ".lowrank_b", rows, r);
     L.lr[i] = {a, b, r};
-    return nullptr;
+    return {};
 }
 
 uint64_t TransformerRunner::kvCacheBytes(int64_t tokens, bool asF32) const {

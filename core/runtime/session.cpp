@@ -92,7 +92,8 @@ void Session::Impl::bind() {
         throw UnsupportedError("the CPU runtime does not support architecture '" + s.arch +
                                "' (supported: " + list + ")");
     }
-    const runtime::RunEnv env{w, s, threads, ctx, batch, observers, opts.stopAfterLayer};
+    const runtime::RunEnv env{
+        w, s, threads, ctx, batch, observers, opts.stopAfterLayer, opts.exactActivations};
     runner = s.isMamba() ? runtime::makeMambaRunner(env) : runtime::makeTransformerRunner(env);
 
     eos = s.eosIds;

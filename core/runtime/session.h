@@ -93,6 +93,11 @@ struct SessionOptions {
     /// block stopAfterLayer + 1 (when it exists, without running it); no final norm, lm_head or
     /// logits: forward() returns empty logits. -1: off.
     int stopAfterLayer = -1;
+    /// Float32 activations in every product (the error of the weights alone): GGUF block
+    /// weights and lcw packed weights then multiply float activations instead of activations
+    /// quantised to 8-bit blocks for integer dot products (kernels::linear's `exact`). A
+    /// recipe's own activation quantisation (RuntimeQuant) still applies either way.
+    bool exactActivations = false;
 };
 
 struct GenerateResult {
