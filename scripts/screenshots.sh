@@ -16,7 +16,9 @@
 #                   Tensors table sorted by the measured Error column (worst first)
 # compare.png       the compare view (lcw --demo-compare): five presets against the original,
 #                   metrics table and Pareto plot; compare_layers.png, compare_generations.png
-#                   its per-layer error and generation tabs
+#                   its per-layer error and generation tabs; compare_speed.png its Speed & Memory
+#                   tab for W8A16, W4A16-g32, NF4-g64, W8A8 and W4A8 (prefill and decode tokens/s,
+#                   weights in RAM, peak RSS increase, each configuration run alone)
 # results.png       the Results panel (lcw --demo-results): two comparisons and a sensitivity scan
 #                   recorded in a temporary results store (not the user's), the first selected
 # sensitivity.png   the Sensitivity panel (lcw --demo-sensitivity): W4A16-g32 and W2A16-g32 per
@@ -82,6 +84,7 @@ shoot "$out/recipe_editor.png" "$model" --demo-recipe
 shoot "$out/compare.png" "$model" --demo-compare
 shoot "$out/compare_layers.png" "$model" --demo-compare --compare-tab layers
 shoot "$out/compare_generations.png" "$model" --demo-compare --compare-tab generations
+shoot "$out/compare_speed.png" "$model" --demo-compare --compare-tab speed
 shoot "$out/results.png" "$model" --demo-results
 shoot "$out/sensitivity.png" "$model" --demo-sensitivity
 shoot "$out/gguf_export.png" "$model" --demo-export

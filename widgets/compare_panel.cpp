@@ -1,6 +1,7 @@
 #include "widgets/compare_panel.h"
 
 #include "core/common/json_file.h"
+#include "core/common/memory.h"
 #include "core/compress/compressed_model.h"
 #include "core/eval/divergence.h"
 #include "core/eval/generation_compare.h"
@@ -8,6 +9,7 @@
 #include "core/eval/tasks.h"
 #include "core/runtime/session.h"
 #include "core/tokenizer/tokenizer.h"
+#include "plots/bar_plot.h"
 #include "plots/grouped_bar_plot.h"
 #include "plots/scatter_plot.h"
 #include "widgets/number_format.h"
@@ -22,6 +24,7 @@
 #include <QFileDialog>
 #include <QFileInfo>
 #include <QFormLayout>
+#include <QGridLayout>
 #include <QHBoxLayout>
 #include <QHeaderView>
 #include <QLabel>
@@ -40,10 +43,16 @@
 
 #include <nlohmann/json.hpp>
 
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
+#include <unordered_set>
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 namespace lcw {
 
@@ -68,6 +77,9 @@ std::string CompareResults::toJson() const {
     j["scored_tokens"] = scoredTokens;
     j["prompt"] = prompt.toStdString();
     j["seconds"] = seconds;
+    j["speed_prompt_tokens"] = speedPromptTokens;
+    j["speed_decode_tokens"] = speedDecodeTokens;
+    j["peak_rss_from_hwm"] = peakRssFromHwm;
     json rs = json::array();
     for (const CompareRow& r : rows) {
         json layers = json::array();
@@ -91,6 +103,10 @@ std::string CompareResults::toJson() const {
                       {"same_top", r.sameTop},
                       {"same_top_error", r.sameTopError},
                       {"tokens_per_second", r.tokensPerSecond},
+                      {"decode_tokens_per_second", r.decodeTokensPerSecond},
+                      {"weight_bytes", r.weightBytes},
+                      {"peak_rss_increase_bytes", r.peakRssBytes},
+                      {"rss_before_bytes", r.rssBeforeBytes},
                       {"layer_rel_error", layers},
                       {"generation", r.generation.toStdString()},
                       {"tokens", toStd(r.tokens)},
@@ -110,6 +126,9 @@ CompareResults CompareResults::fromJson(const std::string& text) {
     c.scoredTokens = j.at("scored_tokens").get<qint64>();
     c.prompt = QString::fromStdString(j.value("prompt", std::string()));
     c.seconds = j.value("seconds", 0.0);
+    c.speedPromptTokens = j.value("speed_prompt_tokens", qint64(0));
+    c.speedDecodeTokens = j.value("speed_decode_tokens", qint64(0));
+    c.peakRssFromHwm = j.value("peak_rss_from_hwm", false);
     for (const json& r : j.at("rows")) {
         CompareRow row;
         row.name = QString::fromStdString(r.at("name").get<std::string>());
@@ -124,6 +143,10 @@ CompareResults CompareResults::fromJson(const std::string& text) {
         row.sameTop = r.at("same_top").get<double>();
         row.sameTopError = r.value("same_top_error", 0.0);
         row.tokensPerSecond = r.value("tokens_per_second", 0.0);
+        row.decodeTokensPerSecond = r.value("decode_tokens_per_second", 0.0);
+        row.weightBytes = r.value("weight_bytes", quint64(0));
+        row.peakRssBytes = r.value("peak_rss_increase_bytes", quint64(0));
+        row.rssBeforeBytes = r.value("rss_before_bytes", quint64(0));
         for (const json& l : r.value("layer_rel_error", json::array()))
             row.layerError.emplace_back(QString::fromStdString(l.at(0).get<std::string>()),
                                         l.at(1).get<double>());
@@ -172,6 +195,123 @@ QStringList tokenPieces(const Tokenizer& tk, const std::vector<int32_t>& ids, QS
     }
     *whole = QString::fromStdString(prev);
     return out;
+}
+
+/// Weight bytes `w` holds in memory while it runs (see CompareRow::weightBytes): every tensor
+/// view the runtime reads through find() (the base's for tensors the overlay leaves alone, the
+/// overlay's for the others), plus the overlay's packed codes, scales, zero points, outliers
+/// and masks where they are held apart from those views. Memory shared by two names (tied
+/// embeddings) counts once.
+uint64_t residentWeightBytes(const Model& base, const compress::CompressedModel* overlay) {
+    const WeightSource& w = overlay ? static_cast<const WeightSource&>(*overlay) : base;
+    std::unordered_set<const void*> seen;
+    uint64_t n = 0;
+    auto view = [&](const std::string& name) {
+        const TensorView* v = w.find(name);
+        if (v && v->data && seen.insert(v->data).second) n += v->nbytes;
+    };
+    for (const TensorView& t : base.tensors()) view(t.name);
+    if (!overlay) return n;
+    for (const std::string& name : overlay->addedNames()) view(name);
+    for (const std::string& name : overlay->replacedNames()) {
+        const compress::CompressedTensor* c = overlay->compressed(name);
+        if (!c) continue;
+        const compress::PackedTensor& p = c->packed;
+        if (!p.codes.empty() && seen.insert(p.codes.data()).second)
+            n += p.codes.size() +
+                 2 * uint64_t(p.scales.size() + p.zeros.size() + p.outlierValues.size()) +
+                 4 * uint64_t(p.outlierCols.size());
+        n += c->maskBits.size();
+    }
+    return n;
+}
+
+double median(std::vector<double> v) {
+    if (v.empty()) return 0;
+    const size_t h = v.size() / 2;
+    std::nth_element(v.begin(), v.begin() + std::ptrdiff_t(h), v.end());
+    if (v.size() % 2) return v[h];
+    return 0.5 * (v[h] + *std::max_element(v.begin(), v.begin() + std::ptrdiff_t(h)));
+}
+
+/// One configuration's speed run.
+struct SpeedRun {
+    double prefillTokensPerSecond = 0, decodeTokensPerSecond = 0;
+    uint64_t rssBefore = 0, peakIncrease = 0;
+    bool fromHwm = false;
+    bool cancelled = false;
+};
+
+/// Prefills `prompt` in one batch (after an untimed warm-up pass; the median of up to 5 passes),
+/// then decodes `n` greedy tokens one forward each (EOS does not stop it: every configuration
+/// decodes the same number of tokens; the median time per token), with the peak resident set of the
+/// run measured as an increase over the resident set before it.
+SpeedRun measureSpeed(const WeightSource& w, const std::vector<int32_t>& prompt, int64_t n,
+                      Progress& p) {
+    using Clock = std::chrono::steady_clock;
+    SpeedRun r;
+#if defined(__GLIBC__)
+    // Heap pages freed by earlier steps go back to the system first, so that pages this run
+    // allocates count as an increase rather than reusing memory already resident.
+    malloc_trim(0);
+#endif
+    r.rssBefore = currentRssBytes();
+    r.fromHwm = resetPeakRss();
+    uint64_t sampled = r.rssBefore;
+    auto sample = [&] {
+        if (!r.fromHwm) sampled = std::max(sampled, currentRssBytes());
+    };
+    {
+        SessionOptions so;
+        so.contextLength = int64_t(prompt.size()) + n + 1;
+        so.batchSize = int64_t(prompt.size());
+        Session s(w, so);
+        std::vector<float> logits;
+        // One untimed pass first, as llama-bench warms up: one-time costs (buffers, lazily
+        // prepared weights, worker threads waking) are not prompt-processing speed. Then the
+        // median of 5 timed passes (3 when a pass takes 0.2 s or more, 1 from 2 s on): a pass
+        // whose threads another process preempts is an outlier, not the configuration's speed.
+        auto timedPrefill = [&] {
+            s.reset();
+            const auto t0 = Clock::now();
+            s.forward(prompt, logits);
+            return std::chrono::duration<double>(Clock::now() - t0).count();
+        };
+        const double warm = timedPrefill();
+        constexpr int kMaxReps = 5;
+        const int reps = warm < 0.2 ? kMaxReps : (warm < 2.0 ? 3 : 1);
+        std::vector<double> prefill;
+        for (int k = 0; k < reps; ++k) {
+            if (!p.report(0.0, "prefill")) {
+                r.cancelled = true;
+                return r;
+            }
+            prefill.push_back(timedPrefill());
+            sample();
+        }
+        const double pt = median(prefill);
+        r.prefillTokensPerSecond = pt > 0 ? double(prompt.size()) / pt : 0;
+        std::mt19937_64 rng(0);
+        const int64_t vocab = int64_t(logits.size());
+        int32_t next = sampleToken(logits.data(), vocab, SamplingParams{}, rng);
+        std::vector<double> decode; // seconds per token
+        for (int64_t i = 0; i < n; ++i) {
+            if (!p.report(double(i) / double(n), "decode")) {
+                r.cancelled = true;
+                return r;
+            }
+            const auto t1 = Clock::now();
+            s.forward(std::span<const int32_t>(&next, 1), logits);
+            next = sampleToken(logits.data(), vocab, SamplingParams{}, rng);
+            decode.push_back(std::chrono::duration<double>(Clock::now() - t1).count());
+            sample();
+        }
+        const double dt = median(decode);
+        r.decodeTokensPerSecond = dt > 0 ? 1.0 / dt : 0;
+    }
+    const uint64_t peak = r.fromHwm ? std::max(peakRssBytes(), sampled) : sampled;
+    r.peakIncrease = peak > r.rssBefore ? peak - r.rssBefore : 0;
+    return r;
 }
 
 } // namespace
@@ -241,6 +381,15 @@ void ComparePanel::buildUi() {
     form->addRow(tr("Chunks"), m_chunks);
     form->addRow(tr("Prompt"), m_prompt);
     form->addRow(tr("New tokens"), m_genTokens);
+    m_speedTokens = new QSpinBox(left);
+    m_speedTokens->setRange(0, 4096);
+    m_speedTokens->setValue(32);
+    m_speedTokens->setSpecialValueText(tr("off"));
+    m_speedTokens->setToolTip(
+        tr("Each configuration also runs alone: a prompt of min(context, 512) tokens of the text "
+           "in one batch (prefill tokens/s), then this many greedy tokens (decode tokens/s), "
+           "with the process's peak memory measured around it. Off: no speed runs."));
+    form->addRow(tr("Speed tokens"), m_speedTokens);
     m_tasks = new QLineEdit(left);
     m_tasks->setPlaceholderText(tr("none · e.g. piqa,arc_easy"));
     m_tasks->setToolTip(tr("Zero-shot tasks (lambada, arc_easy, piqa, winogrande, hellaswag) "
@@ -276,7 +425,8 @@ void ComparePanel::buildUi() {
     m_table = new QTableWidget(0, ColumnCount, metrics);
     m_table->setHorizontalHeaderLabels({tr("Configuration"), tr("Bits/w"), tr("Size"), tr("PPL"),
                                         tr("KLD"), tr("KLD p99"), tr("Same top %"),
-                                        tr("Tokens/s")});
+                                        tr("Prefill tok/s"), tr("Decode tok/s"),
+                                        tr("Weights in RAM"), tr("Peak RSS +")});
     m_table->horizontalHeaderItem(KldColumn)->setToolTip(
         tr("Mean KL divergence from the baseline per token (nats) ± standard error"));
     m_table->setSelectionBehavior(QAbstractItemView::SelectRows);
@@ -340,6 +490,36 @@ void ComparePanel::buildUi() {
     m_genColumns = new QHBoxLayout;
     gl->addLayout(m_genColumns, 1);
     m_tabs->addTab(m_genPage, tr("Generations"));
+
+    // Speed and memory: one small bar plot per metric, a bar per configuration (its colour the
+    // same in every plot); clicking a bar selects the configuration's row.
+    m_speedPage = new QWidget(m_tabs);
+    auto* spl = new QVBoxLayout(m_speedPage);
+    m_speedNote = new QLabel(m_speedPage);
+    m_speedNote->setWordWrap(true);
+    spl->addWidget(m_speedNote);
+    auto* grid = new QGridLayout;
+    const QString titles[SpeedMetricCount] = {tr("Prefill (tokens/s)"), tr("Decode (tokens/s)"),
+                                              tr("Weights in RAM (MiB)"),
+                                              tr("Peak RSS increase of the run (MiB)")};
+    for (int m = 0; m < SpeedMetricCount; ++m) {
+        auto* plot = new BarPlot(m_speedPage);
+        plot->setObjectName(QStringLiteral("speedPlot%1").arg(m));
+        plot->setTitle(titles[m]);
+        plot->setValueAxisLabel(m < WeightsMetric ? tr("tokens/s") : tr("MiB"));
+        plot->setTooltipFormatter([this, m](int i, const QString& label, double v) {
+            if (m < WeightsMetric) return tr("%1: %2 tokens/s").arg(label).arg(v, 0, 'f', 1);
+            const CompareRow* r =
+                i >= 0 && size_t(i) < m_results.rows.size() ? &m_results.rows[size_t(i)] : nullptr;
+            const quint64 b = !r ? 0 : (m == WeightsMetric ? r->weightBytes : r->peakRssBytes);
+            return tr("%1: %2").arg(label, formatBytes(b));
+        });
+        connect(plot, &BarPlot::barClicked, this, [this](int i) { selectRow(i); });
+        m_speedPlots[m] = plot;
+        grid->addWidget(plot, m / 2, m % 2);
+    }
+    spl->addLayout(grid, 1);
+    m_tabs->addTab(m_speedPage, tr("Speed && Memory"));
 
     split->addWidget(left);
     split->addWidget(m_tabs);
@@ -444,6 +624,9 @@ void ComparePanel::setPrompt(const QString& prompt) {
 void ComparePanel::setGenerateTokens(int n) {
     m_genTokens->setValue(n);
 }
+void ComparePanel::setSpeedTokens(int n) {
+    m_speedTokens->setValue(n);
+}
 void ComparePanel::setTasks(const QString& list, int limit) {
     m_tasks->setText(list);
     m_taskLimit->setValue(limit);
@@ -505,6 +688,7 @@ bool ComparePanel::run() {
     opts.maxChunks = m_chunks->value();
     const std::string prompt = m_prompt->text().toStdString();
     const int64_t genTokens = m_genTokens->value();
+    const int64_t speedTokens = m_speedTokens->value();
     // Tasks are loaded on the UI thread so a missing folder or bad list is reported at once.
     std::vector<Task> tasks;
     try {
@@ -518,7 +702,7 @@ bool ComparePanel::run() {
     const int64_t taskLimit = m_taskLimit->value();
 
     std::function<CompareResults(Progress&)> job = [model, specs, textFile, opts, prompt, genTokens,
-                                                    tasks, taskLimit](Progress& p) {
+                                                    speedTokens, tasks, taskLimit](Progress& p) {
         CompareResults out;
         out.prompt = QString::fromStdString(prompt);
         out.baseline = specs.front().name;
@@ -527,7 +711,8 @@ bool ComparePanel::run() {
         const std::vector<int32_t> tokens = tk.encode(text, true);
         PerplexityOptions o = opts;
         o.bosId = tk.bosId();
-        // 0..40%: compress, 40..85%: divergence, 85..100%: generations.
+        // 0..35%: compress, 35..75%: divergence, 75..85%: speed runs, 85..95%: tasks,
+        // ..100%: generations.
         std::vector<std::unique_ptr<compress::CompressedModel>> overlays(specs.size());
         for (size_t i = 0; i < specs.size(); ++i) {
             CompareRow row;
@@ -537,8 +722,8 @@ bool ComparePanel::run() {
                 row.bitsPerWeight = double(model->storedBytes()) * 8.0 /
                                     double(std::max<int64_t>(1, model->parameterCount()));
             } else {
-                RangeProgress rp(p, 0.4 * double(i) / double(specs.size()),
-                                 0.4 * double(i + 1) / double(specs.size()),
+                RangeProgress rp(p, 0.35 * double(i) / double(specs.size()),
+                                 0.35 * double(i + 1) / double(specs.size()),
                                  row.name.toStdString() + ": ");
                 compress::CompressResult cr =
                     compress::compressWithBundledCalibration(*model, specs[i].recipe, rp);
@@ -560,7 +745,7 @@ bool ComparePanel::run() {
         std::vector<DivergenceConfig> configs;
         for (size_t i = 1; i < specs.size(); ++i)
             configs.push_back({specs[i].name.toStdString(), source(i)});
-        RangeProgress dp(p, 0.4, 0.85, "divergence: ");
+        RangeProgress dp(p, 0.35, speedTokens > 0 ? 0.75 : 0.85, "divergence: ");
         const DivergenceResult d = compareToBaseline(*source(0), configs, tokens, o, dp);
         if (d.status == Status::Cancelled) return out;
         out.ctx = d.ctx;
@@ -584,6 +769,29 @@ bool ComparePanel::run() {
             r.sameTop = s.sameTop;
             r.sameTopError = s.sameTopError;
             r.tokensPerSecond = s.seconds > 0 ? tokensRun / s.seconds : 0;
+        }
+        // Speed runs, one configuration at a time, after the comparison has read every weight
+        // (file pages already resident: the peak increase is the run's own memory).
+        if (speedTokens > 0 && !tokens.empty()) {
+            const std::vector<int32_t> speedPrompt(
+                tokens.begin(), tokens.begin() + std::min<int64_t>(int64_t(tokens.size()),
+                                                                   std::min<int64_t>(o.ctx, 512)));
+            out.speedPromptTokens = qint64(speedPrompt.size());
+            out.speedDecodeTokens = speedTokens;
+            for (size_t i = 0; i < out.rows.size(); ++i) {
+                CompareRow& r = out.rows[i];
+                RangeProgress sp(p, 0.75 + 0.1 * double(i) / double(out.rows.size()),
+                                 0.75 + 0.1 * double(i + 1) / double(out.rows.size()),
+                                 r.name.toStdString() + ": speed, ");
+                const SpeedRun run = measureSpeed(*source(i), speedPrompt, speedTokens, sp);
+                if (run.cancelled) return CompareResults{};
+                r.tokensPerSecond = run.prefillTokensPerSecond;
+                r.decodeTokensPerSecond = run.decodeTokensPerSecond;
+                r.peakRssBytes = run.peakIncrease;
+                r.rssBeforeBytes = run.rssBefore;
+                r.weightBytes = residentWeightBytes(*model, overlays[i].get());
+                out.peakRssFromHwm = run.fromHwm;
+            }
         }
         // Tasks (0.85..0.95 when any): the same prepared items for every configuration.
         const double tasksEnd = tasks.empty() ? 0.85 : 0.95;
@@ -719,7 +927,15 @@ void ComparePanel::showResults() {
                          .arg(100.0 * r.sameTop, 0, 'f', 2)
                          .arg(100.0 * r.sameTopError, 0, 'f', 2),
             100.0 * r.sameTop);
-        set(TokensPerSecondColumn, QString::number(r.tokensPerSecond, 'f', 0), r.tokensPerSecond);
+        const QString none = QStringLiteral("—");
+        auto speed = [&](double v) { return v > 0 ? QString::number(v, 'f', 1) : none; };
+        set(PrefillColumn, speed(r.tokensPerSecond), r.tokensPerSecond);
+        set(DecodeColumn, speed(r.decodeTokensPerSecond), r.decodeTokensPerSecond);
+        set(WeightMemoryColumn, r.weightBytes > 0 ? formatBytes(r.weightBytes) : none,
+            r.weightBytes);
+        // A measured increase may be 0 (the run fitted in pages already resident).
+        const bool measured = r.rssBeforeBytes > 0;
+        set(PeakRssColumn, measured ? formatBytes(r.peakRssBytes) : none, r.peakRssBytes);
         for (size_t k = 0; k < nTasks && k < r.tasks.size(); ++k)
             set(ColumnCount + int(k),
                 QStringLiteral("%1 ± %2")
@@ -728,9 +944,87 @@ void ComparePanel::showResults() {
                 100.0 * r.tasks[k].acc);
     }
     m_table->resizeColumnsToContents();
+    updateSpeedTooltips();
     updatePareto();
     updateLayerPlot();
     updateGenerations();
+    updateSpeedPlots();
+}
+
+void ComparePanel::updateSpeedTooltips() {
+    const CompareResults& r = m_results;
+    const bool ran = r.speedDecodeTokens > 0;
+    auto tip = [this](int col, const QString& text) {
+        m_table->horizontalHeaderItem(col)->setToolTip(text);
+    };
+    tip(PrefillColumn,
+        ran ? tr("Prompt processing: %1 tokens of the text in one batch, per second (after a "
+                 "warm-up pass, the median of up to 5 passes), each configuration run alone "
+                 "after the comparison")
+                  .arg(r.speedPromptTokens)
+            : tr("Prompt processing tokens per second over the perplexity chunks (%1 tokens "
+                 "each)")
+                  .arg(r.ctx));
+    tip(DecodeColumn,
+        tr("Greedy decoding: %1 tokens after the prompt, one forward each; tokens per second "
+           "from the median time per token (each configuration run alone)")
+            .arg(r.speedDecodeTokens));
+    tip(WeightMemoryColumn,
+        tr("Weight bytes the configuration holds in memory while it runs: the base model's "
+           "tensors it reads (mapped from the file) plus its compressed tensors as held "
+           "(packed codes, scales, zero points, masks, and the float copy the runtime multiplies "
+           "with where it keeps one)"));
+    tip(PeakRssColumn,
+        (r.peakRssFromHwm
+             ? tr("Increase of this process's peak resident set (VmHWM, reset through "
+                  "/proc/self/clear_refs before the run) over the resident set just before this "
+                  "configuration's speed run")
+             : tr("Increase of this process's resident set (sampled after the prefill and after "
+                  "each decoded token; the peak could not be reset here) over the resident set "
+                  "just before this configuration's speed run")) +
+            tr(": KV cache, activations, logits, work buffers and pages touched for the first "
+               "time. Weights already resident are not counted again (see Weights in RAM); the "
+               "process is shared with the GUI, so other work at the same time counts too."));
+}
+
+void ComparePanel::updateSpeedPlots() {
+    QStringList labels;
+    QVector<int> groups;
+    QVector<double> v[SpeedMetricCount];
+    bool any[SpeedMetricCount] = {};
+    for (int i = 0; i < int(m_results.rows.size()); ++i) {
+        const CompareRow& r = m_results.rows[size_t(i)];
+        labels << r.name;
+        groups << i;
+        const double mib = 1024.0 * 1024.0;
+        const double x[SpeedMetricCount] = {r.tokensPerSecond, r.decodeTokensPerSecond,
+                                            double(r.weightBytes) / mib,
+                                            double(r.peakRssBytes) / mib};
+        for (int m = 0; m < SpeedMetricCount; ++m) {
+            v[m] << x[m];
+            any[m] = any[m] || x[m] > 0 || (m == PeakRssMetric && r.rssBeforeBytes > 0);
+        }
+    }
+    for (int m = 0; m < SpeedMetricCount; ++m) {
+        if (any[m])
+            m_speedPlots[m]->setBars(labels, v[m], groups);
+        else if (m_speedPlots[m]->barCount() > 0) // nothing to redraw otherwise
+            m_speedPlots[m]->clear();
+    }
+    const CompareResults& r = m_results;
+    m_speedNote->setText(
+        r.speedDecodeTokens > 0
+            ? tr("Each configuration run alone after the comparison: a prompt of %1 tokens in one "
+                 "batch (prefill, median of up to 5 passes after a warm-up), then %2 greedy "
+                 "tokens (decode, median time per token). Memory: weight bytes held while "
+                 "it runs, and the increase of the process's peak resident set during the run "
+                 "(%3). Hover a header of the Metrics table for details.")
+                  .arg(r.speedPromptTokens)
+                  .arg(r.speedDecodeTokens)
+                  .arg(r.peakRssFromHwm ? tr("kernel high-water mark reset before each run")
+                                        : tr("sampled after each token"))
+            : tr("Run a comparison with Speed tokens > 0 to measure each configuration's speed and "
+                 "memory."));
 }
 
 void ComparePanel::setParetoAxes(int x, int y) {

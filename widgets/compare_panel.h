@@ -4,8 +4,10 @@
 /// editor's current recipe), run compress + compareToBaseline (+ greedy generations) through
 /// the TaskRunner, and show a metrics table (Ctrl+C copies TSV), a Pareto plot of size against
 /// KLD or PPL (click a point to select its row), per-layer relative weight error bars per
-/// configuration, and the same prompt's generations side by side. Results serialise to JSON
-/// for projects.
+/// configuration, the same prompt's generations side by side, and per configuration its speed
+/// and memory (prefill and decode tokens/s, resident weight bytes, peak RSS increase) measured
+/// in a run of that configuration alone, as columns and bars. Results serialise to JSON for
+/// projects.
 #include "core/compress/recipe.h"
 #include "core/model/model.h"
 #include "widgets/task_runner.h"
@@ -30,6 +32,7 @@ class QHBoxLayout;
 
 namespace lcw {
 
+class BarPlot;
 class GroupedBarPlot;
 class ScatterPlot;
 
@@ -49,7 +52,23 @@ struct CompareRow {
     double ppl = 0, pplError = 0;
     double kld = 0, kldError = 0, kldP99 = 0;
     double sameTop = 0, sameTopError = 0;
+    /// Prefill (prompt processing) tokens per second: the configuration's speed run (a prompt
+    /// of CompareResults::speedPromptTokens in one batch), or, when no speed run was made, its
+    /// throughput over the perplexity chunks.
     double tokensPerSecond = 0;
+    /// Greedy decode tokens per second (CompareResults::speedDecodeTokens tokens, one per
+    /// forward, after the prompt); 0 when not measured.
+    double decodeTokensPerSecond = 0;
+    /// Weight bytes the configuration holds in memory while it runs: the base tensors the
+    /// runtime reads (mapped from the model file, or the loader's copies) plus the overlay's
+    /// tensors as held (packed codes, scales, zero points, masks, and the float copy the runtime
+    /// multiplies with where it keeps one). 0 when not measured.
+    quint64 weightBytes = 0;
+    /// Increase of the process's peak resident set during the speed run over the resident set
+    /// just before it (KV cache, activations, logits, work buffers, pages touched for the first
+    /// time), and that resident set. 0 when not measured.
+    quint64 peakRssBytes = 0;
+    quint64 rssBeforeBytes = 0;
     /// Per quantised layer: relative Frobenius error of the weights, in model order.
     std::vector<std::pair<QString, double>> layerError;
     QString generation; ///< greedy continuation of the prompt
@@ -70,6 +89,12 @@ struct CompareResults {
     QString prompt;
     std::vector<CompareRow> rows; ///< baseline first (KLD 0)
     double seconds = 0;
+    /// The speed runs: prompt tokens prefilled and tokens decoded per configuration (0: none
+    /// ran), and how the peak was measured: true when the kernel's high-water mark was reset
+    /// before each run (/proc/self/clear_refs), false when the resident set was sampled after
+    /// the prefill and after each decoded token.
+    qint64 speedPromptTokens = 0, speedDecodeTokens = 0;
+    bool peakRssFromHwm = false;
     bool empty() const { return rows.empty(); }
     /// {"baseline", "ctx", ..., "rows": [...]} and back; fromJson throws std::exception on bad
     /// input.
@@ -88,8 +113,19 @@ public:
         KldColumn,
         KldP99Column,
         SameTopColumn,
-        TokensPerSecondColumn,
+        PrefillColumn, ///< prefill tokens/s
+        DecodeColumn,  ///< decode tokens/s
+        WeightMemoryColumn,
+        PeakRssColumn, ///< peak RSS increase of the speed run
         ColumnCount
+    };
+    /// The bar plots of the Speed & Memory tab, one bar per configuration (metrics table order).
+    enum SpeedMetric {
+        PrefillMetric,
+        DecodeMetric,
+        WeightsMetric,
+        PeakRssMetric,
+        SpeedMetricCount
     };
     /// Name of the configuration that stands for the unmodified model.
     static QString originalName() { return QStringLiteral("original"); }
@@ -119,6 +155,10 @@ public:
     void setMaxChunks(int chunks);
     void setPrompt(const QString& prompt);
     void setGenerateTokens(int n);
+    /// Tokens decoded in each configuration's speed run (after a prompt of min(context, 512)
+    /// tokens of the text); 0 skips the speed runs (no decode speed or memory columns; prefill
+    /// speed then comes from the perplexity chunks).
+    void setSpeedTokens(int n);
     /// Zero-shot tasks scored per configuration ("piqa,arc_easy"; empty: none) on a fixed subset
     /// of `limit` items (0: all), from `dir` (default $LCW_SHARED_DIR/data/tasks, else
     /// ../shared/data/tasks). Accuracies become "TASK acc %" columns of the metrics table.
@@ -156,6 +196,8 @@ public:
     GroupedBarPlot* layerErrorPlot() const { return m_layers; }
     QWidget* generationsView() const { return m_genPage; }
     QTabWidget* tabs() const { return m_tabs; }
+    BarPlot* speedPlot(SpeedMetric m) const { return m_speedPlots[m]; }
+    QWidget* speedView() const { return m_speedPage; }
     /// Text of each generation column (baseline first).
     QStringList generationTexts() const;
     /// HTML of one row's generation column: tokens before the divergence point on a background
@@ -178,6 +220,9 @@ private:
     void updatePareto();
     void updateLayerPlot();
     void updateGenerations();
+    void updateSpeedPlots();
+    /// Tooltips of the speed and memory column headers for the current results.
+    void updateSpeedTooltips();
 
     TaskRunner* m_runner;
     std::shared_ptr<const Model> m_model;
@@ -196,6 +241,7 @@ private:
     QSpinBox* m_chunks = nullptr;
     QLineEdit* m_prompt = nullptr;
     QSpinBox* m_genTokens = nullptr;
+    QSpinBox* m_speedTokens = nullptr;
     QLineEdit* m_tasks = nullptr;
     QSpinBox* m_taskLimit = nullptr;
     QPushButton* m_runButton = nullptr;
@@ -212,6 +258,9 @@ private:
     QWidget* m_genPage = nullptr;
     QHBoxLayout* m_genColumns = nullptr;
     QLabel* m_genNote = nullptr;
+    QWidget* m_speedPage = nullptr;
+    QLabel* m_speedNote = nullptr;
+    BarPlot* m_speedPlots[SpeedMetricCount] = {};
 };
 
 } // namespace lcw

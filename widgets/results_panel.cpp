@@ -206,9 +206,9 @@ void ResultsPanel::showRecord(int row) {
         if (c->contains("tasks") && (*c)["tasks"].is_object())
             for (const auto& [t, v] : (*c)["tasks"].items())
                 if (!tasks.contains(QString::fromStdString(t))) tasks << QString::fromStdString(t);
-    QStringList header = {tr("Configuration"), tr("Bits/w"),        tr("Size"),
-                          tr("PPL"),           tr("KLD"),           tr("KLD p99"),
-                          tr("Same top %"),    tr("Prefill tok/s"), tr("Decode tok/s")};
+    QStringList header = {tr("Configuration"), tr("Bits/w"),  tr("Size"),       tr("PPL"),
+                          tr("KLD"),           tr("KLD p99"), tr("Same top %"), tr("Prefill tok/s"),
+                          tr("Decode tok/s"),  tr("Peak RSS")};
     for (const QString& t : tasks) header << tr("%1 acc %").arg(t);
     m_metrics->setColumnCount(int(header.size()));
     m_metrics->setHorizontalHeaderLabels(header);
@@ -232,7 +232,9 @@ void ResultsPanel::showRecord(int row) {
             base ? QStringLiteral("—")
                  : fmtPm(num(c, "same_top_percent"), num(c, "same_top_percent_se"), 2),
             fmtNum(num(c, "prefill_tokens_per_second"), 1),
-            fmtNum(decode, 1)};
+            fmtNum(decode, 1),
+            !(num(c, "peak_rss_bytes") > 0) ? QStringLiteral("—")
+                                            : formatBytes(uint64_t(num(c, "peak_rss_bytes")))};
         for (const QString& t : tasks) {
             const std::string key = t.toStdString();
             if (c.contains("tasks") && c["tasks"].contains(key)) {
@@ -364,6 +366,16 @@ CompareResults ResultsPanel::toCompareResults(const ojson& rec) {
             row.sameTopError = nz(num(c, "same_top_percent_se")) / 100.0;
         }
         row.tokensPerSecond = nz(num(c, "prefill_tokens_per_second"));
+        if (c.contains("speed") && c["speed"].is_object())
+            row.decodeTokensPerSecond = nz(num(c["speed"], "decode_tokens_per_second"));
+        // The compare view's own records: the increase over the resident set before the run
+        // (eval records have only the absolute peak, which the Compare view does not show).
+        row.weightBytes = quint64(nz(num(c, "resident_weight_bytes")));
+        const double increase = num(c, "peak_rss_increase_bytes");
+        if (!std::isnan(increase)) {
+            row.peakRssBytes = quint64(increase);
+            row.rssBeforeBytes = quint64(std::max(0.0, nz(num(c, "peak_rss_bytes")) - increase));
+        }
         out.rows.push_back(std::move(row));
     }
     // Task accuracies: the union of the record's task names, in order, for every row.
@@ -387,6 +399,12 @@ CompareResults ResultsPanel::toCompareResults(const ojson& rec) {
             out.rows[k].tasks.push_back(ct);
         }
     }
+    if (rec.contains("speed_run") && rec["speed_run"].is_object()) {
+        const ojson& sr = rec["speed_run"];
+        out.speedPromptTokens = qint64(nz(num(sr, "prompt_tokens")));
+        out.speedDecodeTokens = qint64(nz(num(sr, "decode_tokens")));
+        out.peakRssFromHwm = sr.value("peak_rss", std::string()).rfind("VmHWM", 0) == 0;
+    }
     out.baseline = out.rows.front().name;
     return out;
 }
@@ -402,7 +420,7 @@ ojson ResultsPanel::compareRecord(const CompareResults& r, const QString& modelP
     j["chunks"] = r.chunks;
     j["scored_tokens"] = r.scoredTokens;
     j["settings"] = {{"ctx", r.ctx}, {"chunks_limit", r.chunks}, {"mode", "llamacpp"}};
-    auto column = [](const CompareRow& row, bool base) {
+    auto column = [&r](const CompareRow& row, bool base) {
         ojson c;
         c["name"] = row.name.toStdString();
         c["kind"] = row.recipeJson.isEmpty() ? "original" : "recipe";
@@ -423,6 +441,15 @@ ojson ResultsPanel::compareRecord(const CompareResults& r, const QString& modelP
             c["same_top_percent_se"] = row.sameTopError * 100.0;
         }
         c["prefill_tokens_per_second"] = row.tokensPerSecond;
+        if (r.speedDecodeTokens > 0) {
+            // eval's keys (speed.decode_*, peak_rss_bytes: the absolute peak of the run), and
+            // the Compare view's increase and weight bytes.
+            c["speed"] = {{"decode_tokens", r.speedDecodeTokens},
+                          {"decode_tokens_per_second", row.decodeTokensPerSecond}};
+            c["peak_rss_bytes"] = row.rssBeforeBytes + row.peakRssBytes;
+            c["peak_rss_increase_bytes"] = row.peakRssBytes;
+            c["resident_weight_bytes"] = row.weightBytes;
+        }
         if (!row.tasks.empty()) {
             ojson tj = ojson::object();
             for (const CompareTask& t : row.tasks)
@@ -438,6 +465,11 @@ ojson ResultsPanel::compareRecord(const CompareResults& r, const QString& modelP
     for (size_t k = 1; k < r.rows.size(); ++k) cs.push_back(column(r.rows[k], false));
     j["configs"] = cs;
     j["timings"] = {{"total_seconds", r.seconds}};
+    if (r.speedDecodeTokens > 0)
+        j["speed_run"] = {{"prompt_tokens", r.speedPromptTokens},
+                          {"decode_tokens", r.speedDecodeTokens},
+                          {"peak_rss", r.peakRssFromHwm ? "VmHWM reset by /proc/self/clear_refs"
+                                                        : "VmRSS sampled per token"}};
     return j;
 }
 

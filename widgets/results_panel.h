@@ -3,10 +3,10 @@
 /// The Results dock: lists the records of the results store (core/eval/results_store.h; the
 /// JSON-lines file `lcw-cli eval` appends to, or another one opened here) with their time, model,
 /// configurations and headline PPL / KLD. Selecting a record shows its metrics side by side
-/// (baseline first; PPL, KLD, same-top, task accuracies, bits/weight, size, tokens/s; Ctrl+C
-/// copies TSV) and can load it into the Compare view without recomputing anything. The Compare
-/// view's own runs are appended to the same store (compareRecord(): a record shaped like eval's,
-/// with "source": "gui compare"). Sensitivity scans run in the GUI are recorded too
+/// (baseline first; PPL, KLD, same-top, task accuracies, bits/weight, size, tokens/s, peak RSS;
+/// Ctrl+C copies TSV) and can load it into the Compare view without recomputing anything. The
+/// Compare view's own runs are appended to the same store (compareRecord(): a record shaped like
+/// eval's, with "source": "gui compare"). Sensitivity scans run in the GUI are recorded too
 /// (sensitivityRecord(): "kind": "sensitivity", the baseline PPL and one summary per scheme);
 /// they list with their schemes and largest KLD and show one row per scheme. Corrupt lines are
 /// skipped with a warning in the log.
@@ -63,7 +63,10 @@ public:
     static CompareResults toCompareResults(const nlohmann::ordered_json& record);
     /// The compare view's results as a store record: model, text_file, settings (ctx, chunks),
     /// baseline and configs with eval's keys (ppl, ppl_se, kld.{mean, se, p99},
-    /// same_top_percent(_se), bits_per_weight, model_bytes, prefill_tokens_per_second, recipe).
+    /// same_top_percent(_se), bits_per_weight, model_bytes, prefill_tokens_per_second, recipe;
+    /// after speed runs also speed.decode_tokens_per_second, peak_rss_bytes (absolute) and the
+    /// Compare view's peak_rss_increase_bytes and resident_weight_bytes, with "speed_run":
+    /// {prompt_tokens, decode_tokens, peak_rss (how it was measured)}).
     static nlohmann::ordered_json compareRecord(const CompareResults& r, const QString& modelPath,
                                                 const QString& textFile);
     /// Appends compareRecord() to the current file and reloads; returns the id (empty and a

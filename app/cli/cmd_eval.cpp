@@ -7,6 +7,7 @@
 
 #include "core/common/error.h"
 #include "core/common/mapped_file.h"
+#include "core/common/memory.h"
 #include "core/compress/calibration.h"
 #include "core/compress/compressed_model.h"
 #include "core/compress/recipe.h"
@@ -29,7 +30,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <string>
 #include <vector>
@@ -70,36 +70,6 @@ std::string fmt2(const char* f, double a, double b) {
 } // namespace
 
 namespace {
-
-/// Resets the kernel's resident-set high-water mark of this process (Linux: "5" to
-/// /proc/self/clear_refs). Returns false where that is not possible.
-bool resetPeakRss() {
-    std::ofstream f("/proc/self/clear_refs");
-    if (!f) return false;
-    f << "5";
-    return bool(f.flush());
-}
-
-/// A "Vm...: N kB" line of /proc/self/status in bytes (0 when unavailable).
-uint64_t statusBytes(const char* key) {
-    std::ifstream f("/proc/self/status");
-    std::string line;
-    const size_t n = std::strlen(key);
-    while (std::getline(f, line))
-        if (line.compare(0, n, key) == 0 && line.size() > n && line[n] == ':')
-            return uint64_t(std::strtoull(line.c_str() + n + 1, nullptr, 10)) * 1024;
-    return 0;
-}
-
-/// VmHWM: the resident-set high-water mark.
-uint64_t peakRssBytes() {
-    return statusBytes("VmHWM");
-}
-
-/// VmRSS: the resident set now.
-uint64_t currentRssBytes() {
-    return statusBytes("VmRSS");
-}
 
 /// Drops a model's memory-mapped pages from the resident set (they stay in the page cache), so
 /// that the next measurement counts only the pages the next configuration touches.

@@ -128,7 +128,9 @@ int main(int argc, char** argv) {
                        "generated tokens) and save the Compare view."));
     const QCommandLineOption compareTab(
         QStringLiteral("compare-tab"),
-        QStringLiteral("With --demo-compare: the tab to show (metrics, layers, generations)."),
+        QStringLiteral(
+            "With --demo-compare: the tab to show (metrics, layers, generations, "
+            "speed: W8A16, W4A16-g32, NF4-g64, W8A8 and W4A8 instead, speed and memory)."),
         QStringLiteral("TAB"), QStringLiteral("metrics"));
     parser.addOption(demoRecipe);
     parser.addOption(demoCompare);
@@ -381,10 +383,11 @@ int main(int argc, char** argv) {
         window.openModel(modelPath);
     } else if (parser.isSet(demoCompare)) {
         const QStringList tabs = {QStringLiteral("metrics"), QStringLiteral("layers"),
-                                  QStringLiteral("generations")};
+                                  QStringLiteral("generations"), QStringLiteral("speed")};
         const int tab = tabs.indexOf(parser.value(compareTab).toLower());
         if (tab < 0) {
-            std::fprintf(stderr, "lcw: --compare-tab expects metrics, layers or generations\n");
+            std::fprintf(stderr,
+                         "lcw: --compare-tab expects metrics, layers, generations or speed\n");
             return 2;
         }
         lcw::ComparePanel* cp = window.comparePanel();
@@ -398,16 +401,21 @@ int main(int argc, char** argv) {
             cp->selectRow(2);
             QTimer::singleShot(0, &window, [&] { QTimer::singleShot(0, &window, grabAndQuit); });
         });
-        QObject::connect(&window, &lcw::MainWindow::modelLoaded, &window, [&, cp] {
+        QObject::connect(&window, &lcw::MainWindow::modelLoaded, &window, [&, cp, tab] {
             window.applyInspectorLayout();
             // The compare view gets the whole width.
             for (auto p : {lcw::MainWindow::Panel::Layers, lcw::MainWindow::Panel::Summary,
                            lcw::MainWindow::Panel::Plot, lcw::MainWindow::Panel::Log})
                 window.dock(p)->hide();
             window.showPanel(lcw::MainWindow::Panel::Compare);
-            cp->setSelectedConfigs({QStringLiteral("W8A16"), QStringLiteral("W4A16-g32"),
-                                    QStringLiteral("NF4-g64"), QStringLiteral("W3A16-g64"),
-                                    QStringLiteral("W2A16-g32")});
+            if (tab == 3) // speed and memory: weight-only against integer-GEMM recipes
+                cp->setSelectedConfigs({QStringLiteral("W8A16"), QStringLiteral("W4A16-g32"),
+                                        QStringLiteral("NF4-g64"), QStringLiteral("W8A8"),
+                                        QStringLiteral("W4A8")});
+            else
+                cp->setSelectedConfigs({QStringLiteral("W8A16"), QStringLiteral("W4A16-g32"),
+                                        QStringLiteral("NF4-g64"), QStringLiteral("W3A16-g64"),
+                                        QStringLiteral("W2A16-g32")});
             cp->setContext(128);
             cp->setMaxChunks(8);
             cp->setPrompt(QStringLiteral("Once upon a time"));
