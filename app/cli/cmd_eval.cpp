@@ -7,6 +7,7 @@
 
 #include "core/common/error.h"
 #include "core/common/mapped_file.h"
+#include "core/common/memory.h"
 #include "core/compress/calibration.h"
 #include "core/compress/compressed_model.h"
 #include "core/compress/recipe.h"
@@ -29,7 +30,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <string>
 #include <vector>
@@ -70,25 +70,6 @@ std::string fmt2(const char* f, double a, double b) {
 } // namespace
 
 namespace {
-
-/// Resets the kernel's resident-set high-water mark of this process (Linux: "5" to
-/// /proc/self/clear_refs). Returns false where that is not possible.
-bool resetPeakRss() {
-    std::ofstream f("/proc/self/clear_refs");
-    if (!f) return false;
-    f << "5";
-    return bool(f.flush());
-}
-
-/// VmHWM from /proc/self/status in bytes (0 when unavailable).
-uint64_t peakRssBytes() {
-    std::ifstream f("/proc/self/status");
-    std::string line;
-    while (std::getline(f, line))
-        if (line.rfind("VmHWM:", 0) == 0)
-            return uint64_t(std::strtoull(line.c_str() + 6, nullptr, 10)) * 1024;
-    return 0;
-}
 
 /// Greedy decode speed: prefill a short prompt from the text, then generate `n` tokens.
 json decodeSpeed(const WeightSource& w, const std::vector<int32_t>& tokens, int64_t n) {

@@ -7,6 +7,8 @@
 #include <nlohmann/json.hpp>
 
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 
@@ -153,11 +155,42 @@ uint64_t syntheticModelBytes(const ModelSpec& spec, DType dtype) {
     return total;
 }
 
+std::string syntheticConfigJson(const ModelSpec& spec, const SynthOptions& opts) {
+    nlohmann::ordered_json cfg;
+    const bool qwen2 = spec.arch == "qwen2";
+    cfg["architectures"] = {qwen2 ? "Qwen2ForCausalLM" : "LlamaForCausalLM"};
+    cfg["model_type"] = spec.arch;
+    cfg["hidden_size"] = spec.dim;
+    cfg["intermediate_size"] = spec.hidden;
+    cfg["num_hidden_layers"] = spec.nLayers;
+    cfg["num_attention_heads"] = spec.nHeads;
+    cfg["num_key_value_heads"] = spec.nKvHeads;
+    cfg["head_dim"] = spec.headDim;
+    cfg["vocab_size"] = spec.vocab;
+    cfg["max_position_embeddings"] = spec.maxSeq;
+    char eps[32]; // the float as its short decimal (1e-06, not 9.99999997e-07)
+    std::snprintf(eps, sizeof eps, "%g", double(spec.normEps));
+    cfg["rms_norm_eps"] = std::strtod(eps, nullptr);
+    cfg["rope_theta"] = spec.rope.theta;
+    cfg["hidden_act"] = "silu";
+    if (qwen2) cfg["use_sliding_window"] = false;
+    cfg["tie_word_embeddings"] = false;
+    cfg["bos_token_id"] = 1;
+    cfg["eos_token_id"] = 2;
+    cfg["torch_dtype"] = opts.dtype == DType::F32   ? "float32"
+                         : opts.dtype == DType::F16 ? "float16"
+                                                    : "bfloat16";
+    cfg["lcw_synthetic"] = {{"seed", opts.seed}, {"weight_std", opts.weightStd}};
+
+    return cfg.dump(2);
+}
+
 Status writeSyntheticModel(const ModelSpec& spec, const std::string& folder,
                            const SynthOptions& opts, Progress& progress) {
     namespace fs = std::filesystem;
     if (opts.dtype != DType::F32 && opts.dtype != DType::F16 && opts.dtype != DType::BF16)
         throw ArgumentError("synth: --dtype must be f32, f16 or bf16");
+    const bool existed = fs::exists(folder);
     fs::create_directories(folder);
 
     const std::vector<TensorDesc> descs = syntheticTensors(spec, opts.dtype);
@@ -169,9 +202,11 @@ Status writeSyntheticModel(const ModelSpec& spec, const std::string& folder,
     const uint64_t need = total + uint64_t(spec.vocab) * 64 + (16ull << 20);
     std::error_code ec;
     const fs::space_info sp = fs::space(folder, ec);
-    if (!ec && sp.available < need)
+    if (!ec && sp.available < need) {
+        if (!existed) fs::remove(folder);
         throw Error("synth: " + folder + " has " + std::to_string(sp.available >> 20) +
                     " MiB free, the model needs " + std::to_string(need >> 20) + " MiB");
+    }
 
     uint64_t done = 0;
     const double amp = opts.weightStd * std::sqrt(3.0); // uniform[-a,a] has std a/sqrt(3)
@@ -205,28 +240,6 @@ Status writeSyntheticModel(const ModelSpec& spec, const std::string& folder,
         if (!progress.report(double(done) / double(total), d.name)) throw Cancelled{};
     };
 
-    nlohmann::ordered_json cfg;
-    const bool qwen2 = spec.arch == "qwen2";
-    cfg["architectures"] = {qwen2 ? "Qwen2ForCausalLM" : "LlamaForCausalLM"};
-    cfg["model_type"] = spec.arch;
-    cfg["hidden_size"] = spec.dim;
-    cfg["intermediate_size"] = spec.hidden;
-    cfg["num_hidden_layers"] = spec.nLayers;
-    cfg["num_attention_heads"] = spec.nHeads;
-    cfg["num_key_value_heads"] = spec.nKvHeads;
-    cfg["head_dim"] = spec.headDim;
-    cfg["vocab_size"] = spec.vocab;
-    cfg["max_position_embeddings"] = spec.maxSeq;
-    cfg["rms_norm_eps"] = spec.normEps;
-    cfg["rope_theta"] = spec.rope.theta;
-    cfg["hidden_act"] = "silu";
-    if (qwen2) cfg["use_sliding_window"] = false;
-    cfg["tie_word_embeddings"] = false;
-    cfg["bos_token_id"] = 1;
-    cfg["eos_token_id"] = 2;
-    cfg["torch_dtype"] = dt == DType::F32 ? "float32" : dt == DType::F16 ? "float16" : "bfloat16";
-    cfg["lcw_synthetic"] = {{"seed", opts.seed}, {"weight_std", opts.weightStd}};
-
     try {
         writeSafetensorsSharded(folder, descs, fill, opts.maxShardBytes,
                                 {{"format", "pt"}, {"lcw_synthetic", "random weights"}});
@@ -237,7 +250,7 @@ Status writeSyntheticModel(const ModelSpec& spec, const std::string& folder,
                 fs::remove(e.path());
         return Status::Cancelled;
     }
-    writeFileAtomic((fs::path(folder) / "config.json").string(), cfg.dump(2));
+    writeFileAtomic((fs::path(folder) / "config.json").string(), syntheticConfigJson(spec, opts));
     writeFileAtomic((fs::path(folder) / "tokenizer.json").string(), tokenizerJson(spec.vocab));
     writeFileAtomic(
         (fs::path(folder) / "tokenizer_config.json").string(),

@@ -41,6 +41,10 @@ struct SynthOptions {
     double weightStd = 0.02;
 };
 
+/// The config.json writeSyntheticModel writes for `spec` (transformers' keys, model_type =
+/// spec.arch, untied embeddings, the synthetic tokenizer's BOS 1 / EOS 2).
+std::string syntheticConfigJson(const ModelSpec& spec, const SynthOptions& opts);
+
 /// Writes the model into `folder` (created if missing). Weights ~ uniform with the given std,
 /// norms 1, biases like weights. Streams: memory holds one tensor at a time (the largest, the
 /// embedding, is 1.1 GB in f16 for llama3-8b / qwen2.5-7b). Checks first that the folder's file
