@@ -51,30 +51,29 @@ private slots:
         QCOMPARE(lcw::syntheticModelBytes(s, lcw::DType::F32), uint64_t(params) * 4);
     }
 
+    // The real models' config.json values (Meta-Llama-3-8B, Qwen2.5-7B).
     void realShapes() {
-        const lcw::ModelSpec l = lcw::syntheticSpec("llama", "llama3-8b");
-        QCOMPARE(l.arch, std::string("llama"));
-        QCOMPARE(l.dim, int64_t(4096));
-        QCOMPARE(l.nLayers, int64_t(32));
-        QCOMPARE(l.hidden, int64_t(14336));
-        QCOMPARE(l.nHeads, int64_t(32));
-        QCOMPARE(l.nKvHeads, int64_t(8));
-        QCOMPARE(l.headDim, int64_t(128));
-        QCOMPARE(l.vocab, int64_t(128256));
-        QCOMPARE(l.rope.theta, 500000.0);
-        QVERIFY(!l.attnBias && !l.tiedEmbeddings);
-
+        struct Want {
+            const char* shape;
+            const char* arch;
+            int64_t dim, layers, hidden, heads, kvHeads, vocab;
+            double theta;
+            bool bias;
+        };
+        for (const Want& w :
+             {Want{"llama3-8b", "llama", 4096, 32, 14336, 32, 8, 128256, 5e5, false},
+              Want{"qwen2.5-7b", "qwen2", 3584, 28, 18944, 28, 4, 152064, 1e6, true}}) {
+            const lcw::ModelSpec s = lcw::syntheticSpec(w.arch, w.shape);
+            QCOMPARE(s.arch, std::string(w.arch));
+            const std::vector<int64_t> got = {s.dim,      s.nLayers, s.hidden, s.nHeads,
+                                              s.nKvHeads, s.headDim, s.vocab};
+            QCOMPARE(got, (std::vector<int64_t>{w.dim, w.layers, w.hidden, w.heads, w.kvHeads, 128,
+                                                w.vocab}));
+            QCOMPARE(s.rope.theta, w.theta);
+            QCOMPARE(s.attnBias, w.bias);
+            QVERIFY(!s.attnOutBias && !s.tiedEmbeddings);
+        }
         const lcw::ModelSpec q = lcw::syntheticSpec("qwen2", "qwen2.5-7b");
-        QCOMPARE(q.arch, std::string("qwen2"));
-        QCOMPARE(q.dim, int64_t(3584));
-        QCOMPARE(q.nLayers, int64_t(28));
-        QCOMPARE(q.hidden, int64_t(18944));
-        QCOMPARE(q.nHeads, int64_t(28));
-        QCOMPARE(q.nKvHeads, int64_t(4));
-        QCOMPARE(q.headDim, int64_t(128));
-        QCOMPARE(q.vocab, int64_t(152064));
-        QCOMPARE(q.rope.theta, 1e6);
-        QVERIFY(q.attnBias && !q.attnOutBias && !q.tiedEmbeddings);
 
         // Qwen2's q/k/v biases are written, o_proj has none.
         int biases = 0;
