@@ -1,6 +1,16 @@
 // Runtime benchmark: load time, prefill and decode tokens/s, peak RSS. Prints one JSON line per
 // measurement so scripts can collect them.
-//   bench_runtime MODEL [--prefill N] [--decode N] [--threads T] [--reps R]
+//   bench_runtime MODEL [--prefill N] [--decode N] [--threads T] [--reps R] [--warmup W]
+//                       [--exact-activations]
+// Each repetition: reset, one prefill of N synthetic ids ((i*7919+13) % vocab, logits of the last
+// position only), then N greedy single-token decode steps starting from the prompt's last id.
+// "value" is the median over the repetitions ("best" and "runs" carry the rest). W warm-up
+// decode steps (default 1) run first and touch every weight, so that page faults of the mmapped
+// file are not timed (llama-bench warms up the same way). peak_rss_bytes is the process's high
+// water mark (VmHWM: mapped weight pages touched + everything allocated), and
+// decode_weight_bytes the weight bytes one decode step reads (every tensor but the embedding, of
+// which one row; the whole embedding when it doubles as lm_head).
+#include "core/common/memory.h"
 #include "core/model/model.h"
 #include "core/runtime/session.h"
 
@@ -11,8 +21,9 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
+#include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -21,36 +32,61 @@ double now() {
         .count();
 }
 
-long statusKb(const char* key) {
-    std::ifstream in("/proc/self/status");
-    std::string line;
-    while (std::getline(in, line))
-        if (line.rfind(key, 0) == 0) return std::atol(line.c_str() + std::strlen(key));
-    return -1;
+// Sets SessionOptions::exactActivations where this build's runtime has the switch; a build
+// without it cannot honour the flag, so it says so rather than measuring something else.
+template <class Options> void setExactActivations(Options& so) {
+    if constexpr (requires { so.exactActivations = true; })
+        so.exactActivations = true;
+    else
+        throw std::runtime_error("--exact-activations: this build's runtime has no "
+                                 "SessionOptions::exactActivations");
+}
+
+double median(std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    const size_t n = v.size();
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+int usage() {
+    std::fprintf(stderr, "usage: bench_runtime MODEL [--prefill N] [--decode N] [--threads T] "
+                         "[--reps R] [--warmup W] [--exact-activations]\n");
+    return 2;
 }
 
 } // namespace
 
 int main(int argc, char** argv) {
-    if (argc < 2) {
-        std::fprintf(
-            stderr,
-            "usage: bench_runtime MODEL [--prefill N] [--decode N] [--threads T] [--reps R]\n");
-        return 2;
-    }
+    if (argc < 2 || argv[1][0] == '-') return usage();
     std::string path = argv[1];
-    int64_t nPrefill = 128, nDecode = 64;
+    int64_t nPrefill = 128, nDecode = 64, warmup = 1;
     int threads = 0, reps = 3;
-    for (int i = 2; i + 1 < argc; i += 2) {
-        if (!std::strcmp(argv[i], "--prefill"))
-            nPrefill = std::atoll(argv[i + 1]);
-        else if (!std::strcmp(argv[i], "--decode"))
-            nDecode = std::atoll(argv[i + 1]);
-        else if (!std::strcmp(argv[i], "--threads"))
-            threads = std::atoi(argv[i + 1]);
-        else if (!std::strcmp(argv[i], "--reps"))
-            reps = std::atoi(argv[i + 1]);
+    bool exact = false;
+    for (int i = 2; i < argc; ++i) {
+        const std::string k = argv[i];
+        if (k == "--exact-activations") {
+            exact = true;
+            continue;
+        }
+        if (i + 1 >= argc) return usage();
+        char* end = nullptr;
+        const long long v = std::strtoll(argv[i + 1], &end, 10);
+        if (*end != '\0' || v < 0) return usage();
+        if (k == "--prefill")
+            nPrefill = v;
+        else if (k == "--decode")
+            nDecode = v;
+        else if (k == "--threads")
+            threads = int(v);
+        else if (k == "--reps")
+            reps = int(v);
+        else if (k == "--warmup")
+            warmup = v;
+        else
+            return usage();
+        ++i;
     }
+    if (nPrefill < 1 || nDecode < 1 || reps < 1) return usage();
     if (threads > 0) omp_set_num_threads(threads);
     try {
         const double t0 = now();
@@ -58,11 +94,16 @@ int main(int argc, char** argv) {
         const double loadSec = now() - t0;
         const auto& spec = model->spec();
         const double f32Bytes = double(model->parameterCount()) * 4.0;
+        uint64_t decodeBytes = model->storedBytes();
+        if (const lcw::TensorView* e = model->find("embed"); e && model->find("lm_head"))
+            decodeBytes -= e->nbytes - e->rowBytes();
         nlohmann::json base = {{"model", path},
                                {"arch", spec.arch},
                                {"format", spec.sourceFormat},
                                {"parameters", model->parameterCount()},
                                {"stored_bytes", model->storedBytes()},
+                               {"decode_weight_bytes", decodeBytes},
+                               {"exact_activations", exact},
                                {"threads", omp_get_max_threads()}};
         auto emit = [&](nlohmann::json j) {
             for (auto& [k, v] : base.items()) j[k] = v;
@@ -74,35 +115,47 @@ int main(int argc, char** argv) {
         nPrefill = std::min<int64_t>(nPrefill, std::max<int64_t>(1, spec.maxSeq - nDecode - 1));
         lcw::SessionOptions so;
         so.contextLength = nPrefill + nDecode + 1;
+        if (exact) setExactActivations(so);
         lcw::Session session(*model, so);
         std::vector<int32_t> prompt(static_cast<size_t>(nPrefill));
         for (int64_t i = 0; i < nPrefill; ++i)
             prompt[size_t(i)] = int32_t((i * 7919 + 13) % spec.vocab);
         std::vector<float> logits;
-        double bestPrefill = 1e30, bestDecode = 1e30;
+        auto decode = [&](int32_t tok, int64_t n) {
+            for (int64_t i = 0; i < n; ++i) {
+                session.forward(std::span<const int32_t>(&tok, 1), logits, false);
+                tok = int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
+            }
+        };
+        const double tw = now();
+        decode(prompt.back(), std::min(warmup, so.contextLength));
+        const double warmSec = now() - tw;
+        std::vector<double> prefillTps, decodeTps;
         for (int r = 0; r < reps; ++r) {
             session.reset();
             double a = now();
             session.forward(prompt, logits, false);
-            bestPrefill = std::min(bestPrefill, now() - a);
+            prefillTps.push_back(double(nPrefill) / (now() - a));
             a = now();
-            int32_t tok = prompt.back();
-            for (int64_t i = 0; i < nDecode; ++i) {
-                session.forward(std::span<const int32_t>(&tok, 1), logits, false);
-                tok = int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
-            }
-            bestDecode = std::min(bestDecode, now() - a);
+            decode(prompt.back(), nDecode);
+            decodeTps.push_back(double(nDecode) / (now() - a));
         }
+        emit({{"metric", "warmup_seconds"}, {"value", warmSec}, {"tokens", warmup}});
         emit({{"metric", "prefill_tokens_per_second"},
-              {"value", double(nPrefill) / bestPrefill},
+              {"value", median(prefillTps)},
+              {"best", *std::max_element(prefillTps.begin(), prefillTps.end())},
+              {"runs", prefillTps},
               {"tokens", nPrefill}});
         emit({{"metric", "decode_tokens_per_second"},
-              {"value", double(nDecode) / bestDecode},
+              {"value", median(decodeTps)},
+              {"best", *std::max_element(decodeTps.begin(), decodeTps.end())},
+              {"runs", decodeTps},
               {"tokens", nDecode}});
-        const long hwm = statusKb("VmHWM:");
+        const double peak = double(lcw::peakRssBytes());
         emit({{"metric", "peak_rss_bytes"},
-              {"value", double(hwm) * 1024.0},
-              {"ratio_to_f32_size", double(hwm) * 1024.0 / f32Bytes}});
+              {"value", peak},
+              {"ratio_to_f32_size", peak / f32Bytes},
+              {"ratio_to_stored_size", peak / double(model->storedBytes())}});
     } catch (const std::exception& e) {
         std::fprintf(stderr, "error: %s\n", e.what());
         return 1;

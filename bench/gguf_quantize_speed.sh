@@ -20,13 +20,9 @@ mkdir -p "$DIR"
 NODE_DIR=$DIR/node
 source bench/llamacpp/node_dir.sh
 node_llamacpp_setup
-BINS=$(dirname "$(find "$NODE_DIR/node_modules/@node-llama-cpp" -name 'libllama*.so' | head -1)")
-LIB=$(ls "$BINS"/libllama*.so | grep -v common | head -1)
-gcc -O2 -o "$TMP/lqt" bench/llamacpp/llama_quantize_time.c -ldl
-FTYPE=$(python3 -c "
-ids={'Q4_0':2,'Q4_1':3,'Q8_0':7,'Q5_0':8,'Q5_1':9,'Q2_K':10,'Q3_K_S':11,'Q3_K_M':12,'Q3_K_L':13,
-'Q4_K_S':14,'Q4_K_M':15,'Q5_K_S':16,'Q5_K_M':17,'Q6_K':18,'IQ4_NL':25,'IQ4_XS':30}
-print(ids['$PRESET'])")
+llamacpp_quantize_setup "$TMP/lqt"
+BINS=$LLAMA_BINS LIB=$LLAMA_LIB
+FTYPE=$(llamacpp_ftype_id "$PRESET")
 M="$DIR/tinyllama-f16"
 [ -f "$M/config.json" ] || "$CLI" synth --arch llama --shape tinyllama-1.1b --dtype f16 --out "$M" --quiet >&2
 F16="$DIR/tinyllama-f16.gguf"

@@ -486,8 +486,8 @@ int cmdSynth(const std::vector<std::string>& argv) {
     applyThreads(a);
     const auto out = a.get("--out");
     if (!out) throw UsageError{"--out DIR is required"};
-    const ModelSpec spec =
-        syntheticSpec(a.getOr("--arch", "llama"), a.getOr("--shape", "tinyllama-1.1b"));
+    const std::string shape = a.getOr("--shape", "tinyllama-1.1b");
+    const ModelSpec spec = syntheticSpec(a.getOr("--arch", ""), shape);
     SynthOptions so;
     const std::string dt = a.getOr("--dtype", "f32");
     if (dt == "f32")
@@ -512,11 +512,17 @@ int cmdSynth(const std::vector<std::string>& argv) {
     }
     const double secs =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const uint64_t bytes = syntheticModelBytes(spec, so.dtype);
     if (a.flag("--json"))
-        printJson({{"out", *out}, {"dtype", dt}, {"seconds", secs}});
+        printJson({{"out", *out},
+                   {"shape", shape},
+                   {"arch", spec.arch},
+                   {"dtype", dt},
+                   {"bytes", bytes},
+                   {"seconds", secs}});
     else
-        std::printf("wrote %s (%s, %s) in %.1f s\n", out->c_str(),
-                    a.getOr("--shape", "tinyllama-1.1b").c_str(), dt.c_str(), secs);
+        std::printf("wrote %s (%s, %s, %.2f GB) in %.1f s\n", out->c_str(), shape.c_str(),
+                    dt.c_str(), double(bytes) / 1e9, secs);
     return 0;
 }
 

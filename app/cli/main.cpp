@@ -81,9 +81,11 @@ commands:
                                            and imatrix that make the mix from the original
   recipe presets [--json]                  list the built-in recipes
   recipe check R.json [MODEL] [--json]     validate a recipe; with MODEL also the matched layers
-  synth --arch llama --shape SHAPE --dtype f32|f16|bf16 --out DIR [--seed S]
-                                           write a random-initialised model with real shapes
-                                           (shapes: tinyllama-1.1b, llama-tiny)
+  synth --shape SHAPE [--arch llama|qwen2] --dtype f32|f16|bf16 --out DIR [--seed S]
+        [--shard-mb 1024] [--json]         write a random-initialised model with real shapes:
+                                           tinyllama-1.1b (2.2 GB in f16), llama3-8b (16 GB),
+                                           qwen2.5-7b (15 GB, q/k/v biases), llama-tiny,
+                                           qwen2-tiny; checks the free disk space first
   version                                  print the version
 
 MODEL is a Hugging Face folder (config.json + safetensors + tokenizer.json), a .gguf file, or a

@@ -1,9 +1,11 @@
 // llama.cpp reference timings through node-llama-cpp's prebuilt CPU binary, measured the way
-// bench/bench_runtime.cpp measures lcw: the same synthetic prompt ids ((i*7919+13) % vocab), one
-// prefill of P tokens, then N single-token greedy decode steps starting from the prompt's last
-// id; best of R repetitions. JSON lines on stdout, in bench_runtime's shape plus "engine".
+// bench/bench_runtime.cpp measures lcw: W warm-up decode steps (default 1, untimed: they fault
+// the mmapped weights in), then per repetition the same synthetic prompt ids
+// ((i*7919+13) % vocab) in one prefill of P tokens and N single-token greedy decode steps
+// starting from the prompt's last id; "value" is the median of R repetitions ("best", "runs").
+// JSON lines on stdout, in bench_runtime's shape plus "engine".
 //   node bench_llamacpp.mjs MODEL.gguf [--prefill N] [--decode N] [--threads T] [--reps R]
-//                           [--ids 1,2,3]   (a given prompt instead of the synthetic one)
+//                           [--warmup W] [--ids 1,2,3]   (a given prompt instead of the synthetic one)
 // The decode line carries the greedy ids. With --ids, all but the last id are the prefill and
 // decoding starts from the last one, so "ids" equals what `lcw-cli generate --temp 0 --json`
 // generates after those prompt ids (a correctness check of an exported GGUF).
@@ -14,14 +16,14 @@ import os from "node:os";
 import process from "node:process";
 
 function usage() {
-    console.error("usage: bench_llamacpp.mjs MODEL.gguf [--prefill N] [--decode N] [--threads T] [--reps R] [--ids 1,2,3]");
+    console.error("usage: bench_llamacpp.mjs MODEL.gguf [--prefill N] [--decode N] [--threads T] [--reps R] [--warmup W] [--ids 1,2,3]");
     process.exit(2);
 }
 
 const argv = process.argv.slice(2);
 if (argv.length < 1 || argv[0].startsWith("--")) usage();
 const modelPath = argv[0];
-const opt = {prefill: 128, decode: 64, threads: 0, reps: 3};
+const opt = {prefill: 128, decode: 64, threads: 0, reps: 3, warmup: 1};
 let givenIds = null;
 for (let i = 1; i < argv.length; i += 2) {
     const key = argv[i].replace(/^--/, "");
@@ -77,14 +79,19 @@ const base = {
 const emit = (j) => console.log(JSON.stringify({...j, ...base}));
 emit({metric: "load_seconds", value: loadSec});
 
-let bestPrefill = Infinity, bestDecode = Infinity;
+// Warm-up: whole-model passes that page the weights in, then forgotten.
+for (let i = 0; i < Math.min(opt.warmup, nPrefill); ++i)
+    await sequence.evaluateWithoutGeneratingNewTokens([prompt[i]]);
+await sequence.clearHistory();
+
+const prefillTps = [], decodeTps = [];
 let generated = [];
 for (let r = 0; r < opt.reps; ++r) {
     await sequence.clearHistory();
     // Prefill: all prompt tokens, logits only for the last one (as lcw's forward(prompt)).
     let a = now();
     await sequence.evaluateWithoutGeneratingNewTokens(prompt);
-    bestPrefill = Math.min(bestPrefill, now() - a);
+    prefillTps.push(nPrefill / (now() - a));
     // Decode: N single-token evaluations with greedy sampling; the first input is the prompt's
     // last id again, as in bench_runtime (or the last --ids id).
     a = now();
@@ -96,12 +103,17 @@ for (let r = 0; r < opt.reps; ++r) {
         ids.push(value);
     }
     await it.return();
-    bestDecode = Math.min(bestDecode, now() - a);
+    decodeTps.push(ids.length / (now() - a));
     generated = ids;
 }
-emit({metric: "prefill_tokens_per_second", value: nPrefill / bestPrefill, tokens: nPrefill});
-emit({metric: "decode_tokens_per_second", value: nDecode / bestDecode, tokens: nDecode,
-      ids: generated});
+const median = (v) => {
+    const s = [...v].sort((x, y) => x - y), n = s.length;
+    return n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
+};
+emit({metric: "prefill_tokens_per_second", value: median(prefillTps), best: Math.max(...prefillTps),
+      runs: prefillTps, tokens: nPrefill});
+emit({metric: "decode_tokens_per_second", value: median(decodeTps), best: Math.max(...decodeTps),
+      runs: decodeTps, tokens: nDecode, ids: generated});
 const rss = process.resourceUsage().maxRSS * 1024;
 emit({metric: "peak_rss_bytes", value: rss, ratio_to_f32_size: rss / (nParams * 4),
       note: "includes the node.js runtime"});

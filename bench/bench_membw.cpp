@@ -1,0 +1,106 @@
+// Memory read bandwidth, STREAM-like: T threads each sum their own contiguous part of a buffer
+// much larger than the caches (first touched by the same thread, so on NUMA machines the pages
+// are local), R times; the best repetition counts, as in STREAM. This is the ceiling a decode
+// step, which reads every weight once, can reach. One JSON line on stdout:
+//   {"metric":"read_bandwidth_gb_per_s","value":<best, 1e9 bytes/s>,"median":...,"threads":T,
+//    "bytes":...,"reps":R}
+//   bench_membw [--threads T] [--mb 1024] [--reps 5]
+#include <nlohmann/json.hpp>
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace {
+
+// Eight independent sums keep enough loads in flight that the memory system, not the adder,
+// is the limit.
+uint64_t sumRange(const uint64_t* p, int64_t n) {
+    uint64_t s[8] = {};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; ++k) s[k] += p[i + k];
+    for (; i < n; ++i) s[0] += p[i];
+    uint64_t t = 0;
+    for (uint64_t v : s) t += v;
+    return t;
+}
+
+int usage() {
+    std::fprintf(stderr, "usage: bench_membw [--threads T] [--mb MiB] [--reps R]\n");
+    return 2;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    long long threads = 0, mb = 1024, reps = 5;
+    for (int i = 1; i < argc; i += 2) {
+        if (i + 1 >= argc) return usage();
+        char* end = nullptr;
+        const long long v = std::strtoll(argv[i + 1], &end, 10);
+        if (*end != '\0' || v < 0) return usage();
+        if (!std::strcmp(argv[i], "--threads"))
+            threads = v;
+        else if (!std::strcmp(argv[i], "--mb"))
+            mb = v;
+        else if (!std::strcmp(argv[i], "--reps"))
+            reps = v;
+        else
+            return usage();
+    }
+    if (mb < 1 || reps < 1) return usage();
+    if (threads > 0) omp_set_num_threads(int(threads));
+    const int nt = omp_get_max_threads();
+    const int64_t n = int64_t(mb) * (1 << 20) / 8;
+    std::unique_ptr<uint64_t[]> buf(new (std::nothrow) uint64_t[size_t(n)]);
+    if (!buf) {
+        std::fprintf(stderr, "error: cannot allocate %lld MiB\n", mb);
+        return 1;
+    }
+    uint64_t* p = buf.get();
+    // Each thread's part, the same in the fill and in the reads.
+    auto part = [&](int t, int64_t& b, int64_t& e) {
+        b = n * t / nt;
+        e = n * (t + 1) / nt;
+    };
+#pragma omp parallel num_threads(nt)
+    {
+        int64_t b, e;
+        part(omp_get_thread_num(), b, e);
+        for (int64_t i = b; i < e; ++i) p[i] = uint64_t(i) * 0x9e3779b97f4a7c15ull;
+    }
+    std::vector<double> gbps;
+    uint64_t check = 0;
+    for (long long r = 0; r < reps; ++r) {
+        uint64_t total = 0;
+        const double t0 = omp_get_wtime();
+#pragma omp parallel num_threads(nt) reduction(+ : total)
+        {
+            int64_t b, e;
+            part(omp_get_thread_num(), b, e);
+            total += sumRange(p + b, e - b);
+        }
+        const double sec = omp_get_wtime() - t0;
+        gbps.push_back(double(n) * 8.0 / sec / 1e9);
+        check ^= total;
+    }
+    std::vector<double> sorted = gbps;
+    std::sort(sorted.begin(), sorted.end());
+    const nlohmann::json j = {{"metric", "read_bandwidth_gb_per_s"},
+                              {"value", sorted.back()},
+                              {"median", sorted[sorted.size() / 2]},
+                              {"runs", gbps},
+                              {"threads", nt},
+                              {"bytes", n * 8},
+                              {"reps", reps},
+                              {"checksum", check}};
+    std::printf("%s\n", j.dump().c_str());
+    return 0;
+}
