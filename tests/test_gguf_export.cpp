@@ -37,8 +37,12 @@ namespace {
 const char* kText = " The game 's battle system , the BliTZ system , is carried over directly "
                     "from Valkyira Chronicles . During missions , players select each unit.";
 
+// Float32 activations in every product (SessionOptions::exactActivations): these tests check that
+// a file holds the same weights as the model it was written from, whatever kernels serve them.
 std::vector<float> logitsOf(const WeightSource& w, const std::vector<int32_t>& ids) {
-    Session s(w);
+    SessionOptions o;
+    o.exactActivations = true;
+    Session s(w, o);
     std::vector<float> out;
     s.forward(ids, out, true);
     return out;

@@ -480,6 +480,63 @@ private slots:
         }
     }
 
+    void intActOnModelShapes() {
+        // The W4A8 recipe's shapes on the demo model (64 and 172 columns: tail groups of g32 and
+        // partial units), prefill and decode token counts, a8 and a4 with clip: every ISA against
+        // fakeQuantizeActivations then the double product.
+        using G = compress::Granularity;
+        IsaGuard g;
+        std::vector<ActQuantSpec> specs(3);
+        specs[0].bits = 8;
+        specs[1].bits = 4, specs[1].clip = 0.9f;
+        specs[2].bits = 8, specs[2].clip = 0.9f, specs[2].outlierChannels = {2, 40};
+        uint32_t seed = 40;
+        for (auto [R, C] : {std::pair<int64_t, int64_t>{64, 64}, {172, 64}, {64, 172}})
+            for (auto st : {intSettings(4, true, G::Group, 32), intSettings(4, false, G::Group, 32),
+                            intSettings(8, true, G::Channel)}) {
+                const Case c = makeCase(R, C, st, MaskKind::None, 0, seed++);
+                const auto pl = PackedLinear::pack(sourceOf(c));
+                for (int64_t nTok : {1, 5, 40}) {
+                    const auto x = randomActs(nTok, C, seed++);
+                    for (const ActQuantSpec& a : specs) {
+                        std::vector<float> xq(x.size());
+                        runtime::fakeQuantizeActivations(a, x.data(), C, xq.data(), C, nTok, C, 1);
+                        std::vector<double> ref, mag;
+                        reference(c.ref, R, C, xq, nTok, ref, mag);
+                        for (const Variant& v : variants()) {
+                            v.apply();
+                            // whole, and in tiles of 4 and 12 rows as linearBatch splits them
+                            std::vector<float> y = run(*pl, x, nTok, &a, true);
+                            for (int64_t tile : {4, 12}) {
+                                std::vector<std::byte> prep(pl->preparedBytes(nTok, &a, true));
+                                pl->prepare(x.data(), C, nTok, &a, true, prep.data());
+                                std::vector<float> yt(y.size(), -7.0f);
+                                for (int64_t r0 = 0; r0 < R; r0 += tile)
+                                    pl->gemm(r0, std::min(tile, R - r0), prep.data(), nTok, &a,
+                                             true, yt.data() + r0, R);
+                                QVERIFY2(sameBits(yt.data(), y.data(), y.size()),
+                                         qPrintable(QString("tiles of %1 rows").arg(tile)));
+                            }
+                            for (size_t i = 0; i < y.size(); ++i)
+                                QVERIFY2(std::fabs(y[i] - ref[i]) <= 2e-6 * mag[i] + 1e-30,
+                                         qPrintable(QString("%1x%2 %3 nTok %4 a%5 %6 vnni %7: "
+                                                            "y[%8] %9 vs %10")
+                                                        .arg(R)
+                                                        .arg(C)
+                                                        .arg(pl->describe().c_str())
+                                                        .arg(nTok)
+                                                        .arg(a.bits)
+                                                        .arg(isaName(v.isa))
+                                                        .arg(v.vnni)
+                                                        .arg(i)
+                                                        .arg(y[i])
+                                                        .arg(ref[i])));
+                        }
+                    }
+                }
+            }
+    }
+
     void fp8NanCodesStayNan() {
         // e4m3fn has NaN codes (0x7F, 0xFF): read as NaN, and a product over them is NaN.
         IsaGuard g;

@@ -75,7 +75,10 @@ struct Job {
 };
 
 /// KL divergence of the written file against `reference` on a few chunks of the bundled text
-/// (what lcw-cli export reports): whether the file holds the configuration.
+/// (what lcw-cli export --exact-activations reports): whether the file holds the configuration.
+/// Float32 activations in every product, so that weights written exactly give 0 whatever
+/// kernels serve them (lcw's int8 g32 codes and the Q8_0 blocks they become read activations
+/// in different 8-bit blocks).
 std::optional<GgufExportPanel::KlCheck> klCheck(const Model& model, const WeightSource& reference,
                                                 const std::string& file, Progress& p) {
     if (!model.hasTokenizer()) return std::nullopt;
@@ -88,6 +91,7 @@ std::optional<GgufExportPanel::KlCheck> klCheck(const Model& model, const Weight
     po.batch = po.ctx;
     po.maxChunks = 8;
     po.bosId = model.tokenizer().bosId();
+    po.exactActivations = true;
     if (int64_t(tokens.size()) < po.ctx) return std::nullopt;
     const std::unique_ptr<Model> written = Model::load(file);
     const DivergenceResult r =
@@ -259,7 +263,7 @@ GgufExportPanel::GgufExportPanel(Context context, QWidget* parent)
         m_imatrixCombo->setCurrentIndex(1);
     }
     m_klBox = new QCheckBox(tr("Check the written file: KL divergence from what it was written "
-                               "from (8 × 128 tokens of the bundled text)"),
+                               "from (8 × 128 tokens of the bundled text, float32 activations)"),
                             this);
     m_klBox->setChecked(true);
     form->addRow(QString(), m_klBox);
@@ -565,7 +569,7 @@ void GgufExportPanel::showResult(std::shared_ptr<const Outcome> r) {
     if (const auto& kl = m_result->kl)
         text += QStringLiteral("\n") +
                 tr("KL divergence of the written file from %1: mean %2 ± %3 nats, same top token "
-                   "%4% (%5 chunks × %6 tokens of the bundled text)")
+                   "%4% (%5 chunks × %6 tokens of the bundled text, float32 activations)")
                     .arg(QString::fromStdString(m_result->klAgainst))
                     .arg(kl->stats.kld.mean, 0, 'g', 4)
                     .arg(kl->stats.kld.meanError, 0, 'g', 2)
@@ -597,10 +601,10 @@ bool GgufExportPanel::writeCommand() {
         std::optional<DType> others;
         if (m_others->currentIndex() > 0) others = DType(m_others->currentData().toInt());
         const GgufMix mix =
-            asRecipe ? ggufMixForRecipe(*m_ctx.model,
-                                        m_ctx.recipe ? m_ctx.recipe() : compress::Recipe{}, mo,
-                                        std::nullopt, others)
-                     : ggufMixFor(*m_ctx.model, llamaFtypeFromName(typeChoice().toStdString()), mo);
+            asRecipe
+                ? ggufMixForRecipe(*m_ctx.model, m_ctx.recipe ? m_ctx.recipe() : compress::Recipe{},
+                                   mo, std::nullopt, others)
+                : ggufMixFor(*m_ctx.model, llamaFtypeFromName(typeChoice().toStdString()), mo);
         LlamaQuantizeCommandOptions co;
         const QFileInfo model(m_ctx.modelPath);
         if (!model.isDir() &&
