@@ -36,6 +36,7 @@ BarPlot::BarPlot(QWidget* parent)
     lay->setContentsMargins(0, 0, 0, 0);
     lay->addWidget(m_plot);
     setMinimumHeight(160);
+    coalescePlotResizes(m_plot);
 
     m_plot->setMouseTracking(true);
     m_plot->setContextMenuPolicy(Qt::CustomContextMenu);

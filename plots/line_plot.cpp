@@ -32,6 +32,7 @@ LinePlot::LinePlot(QWidget* parent)
     lay->setContentsMargins(0, 0, 0, 0);
     lay->addWidget(m_plot);
     setMinimumHeight(140);
+    coalescePlotResizes(m_plot);
 
     m_plot->setMouseTracking(true);
     m_plot->setContextMenuPolicy(Qt::CustomContextMenu);

@@ -17,7 +17,60 @@
 
 namespace lcw {
 
+namespace {
+/// Event filter behind coalescePlotResizes(), a child of its plot.
+class ResizeCoalescer final : public QObject {
+public:
+    explicit ResizeCoalescer(QCustomPlot* plot) : QObject(plot), m_plot(plot) {}
+
+    bool eventFilter(QObject* watched, QEvent* e) override {
+        if (watched != m_plot) return false;
+        switch (e->type()) {
+        case QEvent::Resize:
+            m_pending = true;
+            if (m_plot->isVisible()) post();
+            return true; // QCustomPlot::resizeEvent would replot now
+        case QEvent::Show:
+            if (m_pending) post();
+            return false;
+        case QEvent::Paint:
+            flush(); // before QCustomPlot draws its buffers
+            return false;
+        default:
+            return false;
+        }
+    }
+
+private:
+    void post() {
+        if (m_posted) return;
+        m_posted = true;
+        QMetaObject::invokeMethod(
+            this,
+            [this] {
+                m_posted = false;
+                if (m_plot->isVisible()) flush();
+            },
+            Qt::QueuedConnection);
+    }
+    void flush() {
+        if (!m_pending) return;
+        m_pending = false;
+        m_plot->setViewport(m_plot->rect());
+        m_plot->replot(QCustomPlot::rpQueuedRefresh);
+    }
+
+    QCustomPlot* m_plot;
+    bool m_pending = false, m_posted = false;
+};
+} // namespace
+
+void coalescePlotResizes(QCustomPlot* plot) {
+    plot->installEventFilter(new ResizeCoalescer(plot));
+}
+
 void embedPlotWithTitle(QCustomPlot* plot, QWidget* owner) {
+    coalescePlotResizes(plot);
     auto* lay = new QVBoxLayout(owner);
     lay->setContentsMargins(0, 0, 0, 0);
     lay->addWidget(plot);

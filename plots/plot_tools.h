@@ -22,6 +22,13 @@ namespace lcw {
 void installPlotInteractions(QCustomPlot* plot, QWidget* owner, std::function<QString()> baseName,
                              std::function<void()> resetView);
 
+/// Coalesces `plot`'s resizes: QCustomPlot renders all its layers again on every resize event,
+/// and the first layout of a window resizes each plot several times in one turn of the event
+/// loop. Instead the plot is laid out and rendered once at its final size, when it next paints
+/// (or in the next turn, when visible); a plot in a hidden tab is not rendered at all until
+/// shown. embedPlotWithTitle() installs it.
+void coalescePlotResizes(QCustomPlot* plot);
+
 /// Puts `plot` into `owner` filling it, with the minimum sizes the statistics plots use, and adds
 /// an (empty) bold title row on top of the plot layout; setPlotTitle() changes its text.
 void embedPlotWithTitle(QCustomPlot* plot, QWidget* owner);
