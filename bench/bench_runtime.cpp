@@ -1,7 +1,11 @@
 // Runtime benchmark: load time, prefill and decode tokens/s, peak RSS. Prints one JSON line per
 // measurement so scripts can collect them.
 //   bench_runtime MODEL [--prefill N] [--decode N] [--threads T] [--reps R] [--warmup W]
-//                       [--exact-activations]
+//                       [--exact-activations] [--preset P | --recipe R.json]
+// --preset / --recipe: the model compressed by that recipe (round to nearest, no calibration
+// data: the speed of the packed form does not depend on how the codes were chosen) is measured;
+// "compress_seconds", the overlay's bits/weight and its resident bytes are printed too, and
+// decode_weight_bytes counts the overlay's stored bytes in place of the replaced tensors.
 // Each repetition: reset, one prefill of N synthetic ids ((i*7919+13) % vocab, logits of the last
 // position only), then N greedy single-token decode steps starting from the prompt's last id.
 // "value" is the median over the repetitions ("best" and "runs" carry the rest). W warm-up
@@ -11,6 +15,9 @@
 // decode_weight_bytes the weight bytes one decode step reads (every tensor but the embedding, of
 // which one row; the whole embedding when it doubles as lm_head).
 #include "core/common/memory.h"
+#include "core/common/progress.h"
+#include "core/compress/compressed_model.h"
+#include "core/compress/recipe.h"
 #include "core/model/model.h"
 #include "core/runtime/session.h"
 
@@ -50,7 +57,8 @@ double median(std::vector<double> v) {
 
 int usage() {
     std::fprintf(stderr, "usage: bench_runtime MODEL [--prefill N] [--decode N] [--threads T] "
-                         "[--reps R] [--warmup W] [--exact-activations]\n");
+                         "[--reps R] [--warmup W] [--exact-activations] "
+                         "[--preset P | --recipe R.json]\n");
     return 2;
 }
 
@@ -62,6 +70,7 @@ int main(int argc, char** argv) {
     int64_t nPrefill = 128, nDecode = 64, warmup = 1;
     int threads = 0, reps = 3;
     bool exact = false;
+    std::string preset, recipePath;
     for (int i = 2; i < argc; ++i) {
         const std::string k = argv[i];
         if (k == "--exact-activations") {
@@ -69,6 +78,10 @@ int main(int argc, char** argv) {
             continue;
         }
         if (i + 1 >= argc) return usage();
+        if (k == "--preset" || k == "--recipe") {
+            (k == "--preset" ? preset : recipePath) = argv[++i];
+            continue;
+        }
         char* end = nullptr;
         const long long v = std::strtoll(argv[i + 1], &end, 10);
         if (*end != '\0' || v < 0) return usage();
@@ -97,6 +110,28 @@ int main(int argc, char** argv) {
         uint64_t decodeBytes = model->storedBytes();
         if (const lcw::TensorView* e = model->find("embed"); e && model->find("lm_head"))
             decodeBytes -= e->nbytes - e->rowBytes();
+        // The configuration measured: the model itself or its overlay.
+        const lcw::WeightSource* weights = model.get();
+        std::unique_ptr<lcw::compress::CompressedModel> overlay;
+        double compressSec = 0.0;
+        if (!preset.empty() || !recipePath.empty()) {
+            const lcw::compress::Recipe recipe = preset.empty()
+                                                     ? lcw::compress::Recipe::load(recipePath)
+                                                     : lcw::compress::findPreset(preset).recipe;
+            lcw::NullProgress np;
+            const double tc = now();
+            overlay = lcw::compress::compress(*model, recipe, np).model;
+            compressSec = now() - tc;
+            if (!overlay) throw std::runtime_error("compress returned no overlay");
+            weights = overlay.get();
+            for (const std::string& n : overlay->replacedNames()) {
+                const lcw::TensorView* t = model->find(n);
+                const bool embedRow = n == "embed" && model->find("lm_head");
+                if (t) decodeBytes -= embedRow ? t->rowBytes() : t->nbytes;
+                const uint64_t stored = overlay->tensorSize(n).bytes();
+                decodeBytes += embedRow && t ? stored / uint64_t(t->rows()) : stored;
+            }
+        }
         nlohmann::json base = {{"model", path},
                                {"arch", spec.arch},
                                {"format", spec.sourceFormat},
@@ -104,6 +139,9 @@ int main(int argc, char** argv) {
                                {"stored_bytes", model->storedBytes()},
                                {"decode_weight_bytes", decodeBytes},
                                {"exact_activations", exact},
+                               {"configuration", !preset.empty()       ? preset
+                                                 : !recipePath.empty() ? recipePath
+                                                                       : std::string("model")},
                                {"threads", omp_get_max_threads()}};
         auto emit = [&](nlohmann::json j) {
             for (auto& [k, v] : base.items()) j[k] = v;
@@ -111,12 +149,16 @@ int main(int argc, char** argv) {
             std::fflush(stdout);
         };
         emit({{"metric", "load_seconds"}, {"value", loadSec}});
+        if (overlay) {
+            emit({{"metric", "compress_seconds"}, {"value", compressSec}});
+            emit({{"metric", "bits_per_weight"}, {"value", overlay->totalSize().bitsPerWeight()}});
+        }
 
         nPrefill = std::min<int64_t>(nPrefill, std::max<int64_t>(1, spec.maxSeq - nDecode - 1));
         lcw::SessionOptions so;
         so.contextLength = nPrefill + nDecode + 1;
         if (exact) setExactActivations(so);
-        lcw::Session session(*model, so);
+        lcw::Session session(*weights, so);
         std::vector<int32_t> prompt(static_cast<size_t>(nPrefill));
         for (int64_t i = 0; i < nPrefill; ++i)
             prompt[size_t(i)] = int32_t((i * 7919 + 13) % spec.vocab);
@@ -156,6 +198,10 @@ int main(int argc, char** argv) {
               {"value", peak},
               {"ratio_to_f32_size", peak / f32Bytes},
               {"ratio_to_stored_size", peak / double(model->storedBytes())}});
+        if (overlay)
+            emit({{"metric", "overlay_resident_bytes"},
+                  {"value", overlay->residentBytes()},
+                  {"stored_bytes", overlay->totalSize().bytes()}});
     } catch (const std::exception& e) {
         std::fprintf(stderr, "error: %s\n", e.what());
         return 1;
