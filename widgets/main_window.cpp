@@ -330,11 +330,11 @@ void MainWindow::applyDefaultLayout() {
         const int w = std::max(width(), 800), h = std::max(height(), 600);
         // Only the left column: the right one (tabs) takes the rest.
         resizeDocks({dock(Panel::Summary)}, {w * 7 / 20}, Qt::Horizontal);
-        resizeDocks({dock(Panel::Summary), dock(Panel::Plot)}, {h * 9 / 20, h * 7 / 20},
+        resizeDocks({dock(Panel::Summary), dock(Panel::Plot)}, {h * 9 / 20, h * 8 / 20},
                     Qt::Vertical);
-        resizeDocks({dock(Panel::Log)}, {h / 7}, Qt::Vertical);
+        resizeDocks({dock(Panel::Log)}, {h / 10}, Qt::Vertical);
         // The tensor table gets a little more than the tabs below it: ≥ 15 rows at 1000 px.
-        resizeDocks({dock(Panel::Layers), dock(Panel::Stats)}, {h * 9 / 20, h * 7 / 20},
+        resizeDocks({dock(Panel::Layers), dock(Panel::Stats)}, {h * 9 / 20, h * 8 / 20},
                     Qt::Vertical);
     };
     sizeDocks();
