@@ -5,8 +5,10 @@
 // exactly that size.
 #include "gui_test_util.h"
 #include "test_util.h"
+#include "widgets/elided_label.h"
 #include "widgets/log_panel.h"
 #include "widgets/main_window.h"
+#include "widgets/results_panel.h"
 
 #include <QAbstractButton>
 #include <QAction>
@@ -20,6 +22,7 @@
 #include <QStatusBar>
 #include <QStyle>
 #include <QTableView>
+#include <QToolTip>
 #include <QtTest/QtTest>
 
 #include <filesystem>
@@ -109,6 +112,7 @@ private slots:
     void tensorsTableShowsFifteenRows();
     void longTextKeepsDockSizes();
     void panelShortcutsShowPanels();
+    void elidedLabelKeepsWidthAndShowsTooltip();
     void screenshotHasRequestedSize();
 };
 
@@ -301,6 +305,43 @@ void TestGuiLayout::panelShortcutsShowPanels() {
     log->toggleViewAction()->trigger();
     settle(30);
     QVERIFY(!log->isVisible());
+}
+
+void TestGuiLayout::elidedLabelKeepsWidthAndShowsTooltip() {
+    const QString path = QStringLiteral("/home/someone/") + QString(40, QLatin1Char('d')) +
+                         QStringLiteral("/models/a-very-long-model-name/results.jsonl");
+    QWidget host;
+    auto* l = new lcw::ElidedLabel(&host);
+    l->setText(QStringLiteral("short"));
+    const int minShort = l->minimumSizeHint().width();
+    l->setText(path);
+    QCOMPARE(l->minimumSizeHint().width(), minShort);
+    QVERIFY(l->sizeHint().width() > l->fontMetrics().horizontalAdvance(path) - 2);
+    l->setGeometry(0, 0, 200, 20);
+    host.resize(220, 40);
+    host.show();
+    QVERIFY(QTest::qWaitForWindowExposed(&host));
+    QVERIFY(l->isElided());
+    const QString shown = l->displayedText();
+    QVERIFY(shown.contains(QChar(0x2026)));
+    QVERIFY(l->fontMetrics().horizontalAdvance(shown) <= 200);
+    QVERIFY(shown.endsWith(QStringLiteral("results.jsonl"))); // elided in the middle
+    QHelpEvent tip(QEvent::ToolTip, QPoint(10, 10), l->mapToGlobal(QPoint(10, 10)));
+    QApplication::sendEvent(l, &tip);
+    QTRY_COMPARE(QToolTip::text(), path);
+    QToolTip::hideText();
+    // The Results panel keeps its minimum width with a long results path.
+    lcw::ResultsPanel panel;
+    const QString dir = QString::fromStdString(lcwtest::tempDir("layout-results"));
+    panel.setResultsPath(dir + QStringLiteral("/r.jsonl"));
+    panel.show();
+    QVERIFY(QTest::qWaitForWindowExposed(&panel));
+    settle(20);
+    const int before = panel.minimumSizeHint().width();
+    panel.setResultsPath(dir + QLatin1Char('/') + QString(300, QLatin1Char('r')) +
+                         QStringLiteral(".jsonl"));
+    settle(20);
+    QCOMPARE(panel.minimumSizeHint().width(), before);
 }
 
 void TestGuiLayout::screenshotHasRequestedSize() {
