@@ -2,6 +2,8 @@
 # Renders the GUI's screenshots into docs/screenshots/ (builds lcw first when needed).
 #   scripts/screenshots.sh [BUILD_DIR]      default BUILD_DIR: build
 # main_window.png   the demo model open: summary, parameters per block, tensor table, log
+# main_window_1366x768.png, main_window_1920x1080.png  the same at a laptop's and a full-HD
+#                   screen's size (the default layout: >= 15 rows of the Tensors table at 1000 px)
 # run_panel.png     the Run panel after a generation and a perplexity run (lcw --demo-run)
 # dark_theme.png    the same in the dark theme
 # welcome.png       the window before a model is open
@@ -69,6 +71,9 @@ shoot() { # shoot FILE [MODEL]
 }
 
 shoot "$out/main_window.png" "$model"
+for screen in 1366x768 1920x1080; do
+    size="$screen" shoot "$out/main_window_$screen.png" "$model"
+done
 # --demo-run generates from "Once upon a time" and measures perplexity on
 # resources/data/tinystories_eval.txt (ctx 256) before the window is saved.
 shoot "$out/run_panel.png" "$model" --demo-run

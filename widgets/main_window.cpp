@@ -55,6 +55,7 @@
 #include <QMimeData>
 #include <QPushButton>
 #include <QRegularExpression>
+#include <QScrollArea>
 #include <QSettings>
 #include <QSortFilterProxyModel>
 #include <QStandardPaths>
@@ -276,7 +277,22 @@ QDockWidget* MainWindow::addPanel(Panel panel, const QString& title, const QStri
                                   QWidget* content) {
     auto* d = new QDockWidget(title, this);
     d->setObjectName(objectName); // saveState()/restoreState() key
-    d->setWidget(content);
+    // Panels with forms, buttons and plots scroll when their dock is smaller than what they
+    // need, instead of raising the window's minimum size (every control stays reachable on a
+    // 1024×700 screen) or growing the dock when their content does. The summary tree, the
+    // tensor table, the block plot and the log scroll or shrink by themselves.
+    const bool scrolls = panel != Panel::Summary && panel != Panel::Layers &&
+                         panel != Panel::Plot && panel != Panel::Log;
+    if (scrolls) {
+        auto* area = new QScrollArea(d);
+        area->setObjectName(objectName + QStringLiteral(".scroll"));
+        area->setFrameShape(QFrame::NoFrame);
+        area->setWidgetResizable(true);
+        area->setWidget(content);
+        d->setWidget(area);
+    } else {
+        d->setWidget(content);
+    }
     d->setFeatures(QDockWidget::DockWidgetClosable | QDockWidget::DockWidgetMovable |
                    QDockWidget::DockWidgetFloatable);
     m_docks.insert(int(panel), d);
@@ -314,10 +330,11 @@ void MainWindow::applyDefaultLayout() {
         const int w = std::max(width(), 800), h = std::max(height(), 600);
         // Only the left column: the right one (tabs) takes the rest.
         resizeDocks({dock(Panel::Summary)}, {w * 7 / 20}, Qt::Horizontal);
-        resizeDocks({dock(Panel::Summary), dock(Panel::Plot)}, {h * 9 / 20, h * 7 / 20},
+        resizeDocks({dock(Panel::Summary), dock(Panel::Plot)}, {h * 9 / 20, h * 8 / 20},
                     Qt::Vertical);
-        resizeDocks({dock(Panel::Log)}, {h / 7}, Qt::Vertical);
-        resizeDocks({dock(Panel::Layers), dock(Panel::Stats)}, {h * 6 / 20, h * 10 / 20},
+        resizeDocks({dock(Panel::Log)}, {h / 10}, Qt::Vertical);
+        // The tensor table gets a little more than the tabs below it: ≥ 15 rows at 1000 px.
+        resizeDocks({dock(Panel::Layers), dock(Panel::Stats)}, {h * 9 / 20, h * 8 / 20},
                     Qt::Vertical);
     };
     sizeDocks();
@@ -635,8 +652,12 @@ void MainWindow::buildMenus() {
         {Panel::Sensitivity, Qt::Key_0}};
     for (const auto& [panel, key] : panels) {
         QDockWidget* d = dock(panel);
+        // The View menu's checkable entry hides and shows the panel; its shortcut only ever
+        // shows it (and brings it to the front of its tab group), as the welcome page says.
         QAction* toggle = d->toggleViewAction();
-        toggle->setShortcut(QKeySequence(int(Qt::CTRL) | key));
+        const QKeySequence seq(int(Qt::CTRL) | key);
+        toggle->setText(d->windowTitle() + QLatin1Char('\t') +
+                        seq.toString(QKeySequence::NativeText));
         // Asking for a panel from the welcome page brings up the whole layout first.
         connect(toggle, &QAction::triggered, this, [this, d](bool on) {
             if (m_panelsActive) return;
@@ -645,6 +666,10 @@ void MainWindow::buildMenus() {
             if (on) d->raise();
         });
         view->addAction(toggle);
+        auto* show = new QAction(tr("Show %1").arg(d->windowTitle()), this);
+        show->setShortcut(seq);
+        connect(show, &QAction::triggered, this, [this, panel] { showPanel(panel); });
+        addAction(show);
     }
     view->addSeparator();
     QAction* filter = view->addAction(tr("&Filter Tensors…"), this, [this] {

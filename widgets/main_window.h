@@ -58,7 +58,7 @@ public:
     /// Entries kept in File ▸ Open Recent.
     static constexpr int kMaxRecent = 10;
     /// Version tag of saveState(); layouts saved by older versions are ignored.
-    static constexpr int kStateVersion = 5;
+    static constexpr int kStateVersion = 6;
     /// The dockable panels.
     enum class Panel {
         Summary,

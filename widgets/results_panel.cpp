@@ -2,6 +2,7 @@
 
 #include "core/eval/results_store.h"
 #include "core/version.h"
+#include "widgets/elided_label.h"
 #include "widgets/number_format.h"
 
 #include <QAction>
@@ -68,7 +69,7 @@ ResultsPanel::ResultsPanel(QWidget* parent) : QWidget(parent) {
     auto* top = new QVBoxLayout(this);
     top->setContentsMargins(6, 6, 6, 6);
     auto* bar = new QHBoxLayout;
-    m_pathLabel = new QLabel(this);
+    m_pathLabel = new ElidedLabel(this); // a long path never widens the panel
     m_pathLabel->setTextInteractionFlags(Qt::TextSelectableByMouse);
     auto* open = new QPushButton(tr("Open Results File…"), this);
     auto* refresh = new QPushButton(tr("Refresh"), this);

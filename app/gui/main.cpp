@@ -217,7 +217,14 @@ int main(int argc, char** argv) {
     QTemporaryDir storeDir; // --demo-results / --demo-sensitivity: the results store
     auto grabAndQuit = [&] {
         const QPixmap pixmap = window.grab();
-        if (pixmap.isNull() || !pixmap.save(outPath)) {
+        if (window.size() != windowSize) {
+            // The image is the requested size or none: a smaller window than the layout allows
+            // would be clipped.
+            const QSize min = window.minimumSizeHint();
+            std::fprintf(stderr, "lcw: --size %dx%d is below the window's minimum size %dx%d\n",
+                         windowSize.width(), windowSize.height(), min.width(), min.height());
+            exitCode = 1;
+        } else if (pixmap.isNull() || !pixmap.save(outPath)) {
             std::fprintf(stderr, "lcw: could not write %s\n", qPrintable(outPath));
             exitCode = 1;
         } else {
