@@ -1,11 +1,16 @@
 // Tests of the recipe editor's live budget: exact for pruning, low-rank factors and structured
 // removal (equal to compress()), one budget definition (whole-model bits per base weight, the
 // quantised layers' figure beside it) and fit errors shown on the budget line and on the rule.
+#include "core/common/mapped_file.h"
 #include "core/common/progress.h"
 #include "core/compress/compressed_model.h"
+#include "core/eval/sensitivity.h"
 #include "core/model/model.h"
+#include "core/tokenizer/tokenizer.h"
 #include "test_util.h"
 #include "widgets/recipe_editor.h"
+#include "widgets/sensitivity_panel.h"
+#include "widgets/task_runner.h"
 
 #include <QListWidget>
 #include <QTableWidget>
@@ -118,6 +123,58 @@ private slots:
         QVERIFY(ed.totalSize());
         QCOMPARE(ed.planErrorRule(), -1);
         QVERIFY(!ed.budgetText().startsWith(QStringLiteral("does not fit")));
+    }
+
+    void autotuneLandsWithinTheEditorsTarget() {
+        // The Autotune dialog's budget is the editor's (whole-model bits per base weight): right
+        // after autotuning to the editor's target, the editor reports being within it, with the
+        // same figure compress() gives. (Before, the dialog's budget counted the quantised layers
+        // only, and the editor then read "over the target by 78.5%".)
+        auto m = demo();
+        const std::vector<int32_t> tokens =
+            m->tokenizer().encode(lcw::readTextFile(lcwtest::demoTextPath()), true);
+        lcw::SensitivityOptions so;
+        so.eval.ctx = 64;
+        so.eval.batch = 64;
+        so.eval.maxChunks = 1;
+        so.eval.bosId = m->tokenizer().bosId();
+        std::vector<lcw::WeightScheme> schemes;
+        for (const char* n : {"W8A16", "W4A16-g64", "W2A16-g32"})
+            schemes.push_back(lcw::schemeFromPreset(n));
+        lcw::NullProgress np;
+        const lcw::SensitivityScan scan = lcw::scanSensitivity(*m, schemes, tokens, so, np);
+        const std::string file = lcwtest::tempDir("gui-budget") + "/scan.json";
+        lcw::writeFileAtomic(file, lcw::sensitivityToJson(scan).dump());
+
+        lcw::RecipeEditor ed;
+        ed.setModel(m);
+        lcw::TaskRunner runner;
+        lcw::SensitivityPanel sp(&runner);
+        sp.setModel(m);
+        sp.setBudgetProvider([&ed] { return ed.targetBitsPerWeight(); });
+        QVERIFY2(sp.loadScan(QString::fromStdString(file)), qPrintable(sp.lastError()));
+        connect(&sp, &lcw::SensitivityPanel::recipeProduced, &ed,
+                [&ed](const cz::Recipe& r, const QString& what) { ed.setRecipe(r, what); });
+        for (double target : {8.0, 9.5}) {
+            ed.setTargetBitsPerWeight(target);
+            QVERIFY2(sp.autotuneModel(ed.targetBitsPerWeight()), qPrintable(sp.lastError()));
+            QVERIFY(ed.sizeEstimate());
+            const double bpw = ed.sizeEstimate()->bitsPerWeight();
+            QVERIFY2(bpw <= target && bpw > target - 0.2, qPrintable(ed.budgetText()));
+            QVERIFY2(ed.budgetText().contains(QStringLiteral("within the target")),
+                     qPrintable(ed.budgetText()));
+            const auto real = cz::compress(*m, ed.recipe(), np);
+            QCOMPARE(ed.totalSize()->bits, real.model->totalSize().bits);
+            // the quantised layers get more than the whole-model figure (the f32 embedding
+            // weighs on the latter), and the line shows that figure beside it
+            const double q = real.model->compressedSize().bitsPerWeight();
+            QVERIFY(q < bpw);
+            QVERIFY2(ed.budgetText().contains(QString::number(q, 'f', 3)),
+                     qPrintable(ed.budgetText()));
+        }
+        // A whole-model budget below what the untouched tensors take: refused with the reason.
+        QVERIFY(!sp.autotuneModel(3.0));
+        QVERIFY2(sp.lastError().contains(QStringLiteral("infeasible")), qPrintable(sp.lastError()));
     }
 
     void energyTargetIsAnUpperBound() {
