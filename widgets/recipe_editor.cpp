@@ -266,6 +266,7 @@ void RecipeEditor::buildUi() {
     m_budgetBar->setMaximumHeight(10);
     m_budget = new QLabel(this);
     m_budget->setTextInteractionFlags(Qt::TextSelectableByMouse);
+    m_budget->setWordWrap(true); // a fit error's reason is shown here in full
     budgetRow->addWidget(new QLabel(tr("Target:"), this));
     budgetRow->addWidget(m_target);
     budgetRow->addWidget(m_budget, 1);
