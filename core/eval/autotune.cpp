@@ -165,9 +165,11 @@ AutotunePlan planAutotuneModel(const SensitivityScan& scan, const Model& base,
         plan = planAutotune(scan, layerBpw, schemes, uniform,
                             recipeName.empty() ? std::string(nameBuf) : recipeName);
     } catch (const ArgumentError& e) {
+        std::string why = e.what();
+        if (why.rfind("autotune: ", 0) == 0) why.erase(0, 10);
         throw ArgumentError("autotune: a whole-model budget of " + fmtBpw(modelBudgetBpw) +
                             " bits/weight leaves " + fmtBpw(layerBpw) +
-                            " bits/weight for the quantised layers; " + e.what());
+                            " bits/weight for the quantised layers; " + why);
     }
     plan.modelParams = mb.modelParams;
     plan.otherBits = mb.otherBits;
