@@ -177,6 +177,29 @@ private slots:
         QVERIFY2(sp.lastError().contains(QStringLiteral("infeasible")), qPrintable(sp.lastError()));
     }
 
+    void structuredOnlyTensorsShowTheirSize() {
+        // Removing MLP channels of a block without other settings: up, gate and down keep their
+        // values at the smaller shape; the table and the total show it.
+        auto m = demo();
+        lcw::RecipeEditor ed;
+        ed.setModel(m);
+        const cz::Recipe r = recipeOf(R"({"lcw_recipe": 1, "rules": [
+            {"targets": ["layers.1.mlp.down"], "structured": {"mlp_ratio": 0.5}}]})");
+        ed.setRecipe(r, QStringLiteral("structured"));
+        lcw::NullProgress np;
+        const auto real = cz::compress(*m, r, np);
+        QCOMPARE(ed.totalSize()->bits, real.model->totalSize().bits);
+        for (const char* name : {"layers.1.mlp.up", "layers.1.mlp.gate", "layers.1.mlp.down"}) {
+            const int row = rowOf(ed.layerTable(), QString::fromLatin1(name));
+            QCOMPARE(ed.layerTable()->item(row, lcw::RecipeEditor::SettingColumn)->text(),
+                     QStringLiteral("structured only"));
+            QCOMPARE(ed.layerTable()->item(row, lcw::RecipeEditor::BitsColumn)->text(),
+                     QString::number(double(real.model->tensorSize(name).bits) /
+                                         double(m->get(name).numel()),
+                                     'f', 3));
+        }
+    }
+
     void energyTargetIsAnUpperBound() {
         auto m = demo();
         lcw::RecipeEditor ed;

@@ -784,6 +784,11 @@ void RecipeEditor::refreshViews() {
             const auto it = lp->origin.find("weight");
             m_table->item(i, RuleColumn)
                 ->setText(it != lp->origin.end() ? QString::number(it->second) : QString());
+        } else if (const double sb = plannedBitsPerWeight(name.toStdString()); !std::isnan(sb)) {
+            // shrunk by structured removal of its block, values kept
+            m_table->item(i, SettingColumn)->setText(tr("structured only"));
+            m_table->item(i, BitsColumn)->setText(QString::number(sb, 'f', 3));
+            m_table->item(i, RuleColumn)->setText(QString());
         } else {
             const TensorView* t = m_model ? m_model->find(name.toStdString()) : nullptr;
             m_table->item(i, SettingColumn)->setText(tr("unchanged"));
