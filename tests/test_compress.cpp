@@ -517,6 +517,117 @@ private slots:
         QVERIFY2(compared >= 3, "too few recipes fit the demo model");
     }
 
+    void sizeEstimateExactForPruningLowRankAndStructured() {
+        // estimatePlan() from the plan alone equals compress() exactly for pruning (N:M,
+        // per-row, unstructured, each with the index / mask format stored), low-rank factors
+        // (quantised or not) and structured removal: totals, replaced-tensor totals and every
+        // tensor. On the old code estimateSize() counted these layers as dense quantised ones.
+        auto m = Model::load(demoModel());
+        NullProgress np;
+        const std::vector<std::pair<std::string, std::string>> recipes = {
+            {"2:4 + low-rank", R"({"lcw_recipe": 1, "rules": [
+              {"targets": ["layers.*.attn.*"], "sparsity": {"pattern": "2:4"},
+               "weight": {"bits": 4, "symmetric": false, "granularity": "group", "group_size": 32}},
+              {"targets": ["layers.*.mlp.*"], "lowrank": {"param_ratio": 0.5},
+               "weight": {"bits": 4, "granularity": "group", "group_size": 64}}]})"},
+            {"unquantised", R"({"lcw_recipe": 1, "rules": [
+              {"targets": ["layers.*.attn.*"], "sparsity": {"ratio": 0.37}},
+              {"targets": ["layers.*.mlp.*"], "lowrank": {"rank": 7}},
+              {"targets": ["layers.0.mlp.down"], "lowrank": null, "sparsity": {"pattern": "4:8"}}]})"},
+            {"per-row nf4, int5 factors", R"({"lcw_recipe": 1, "rules": [
+              {"targets": ["*"], "weight": {"format": "nf4", "granularity": "group", "group_size": 64},
+               "sparsity": {"pattern": "per_row", "ratio": 0.3}},
+              {"targets": ["layers.2.mlp.up", "layers.2.mlp.gate"], "sparsity": null, "lowrank": {"rank": 32},
+               "weight": {"format": "int", "bits": 5, "granularity": "group", "group_size": 16}},
+              {"targets": ["layers.3.*"], "sparsity": {"pattern": "unstructured", "ratio": 0.9}}]})"},
+            {"structured", R"({"lcw_recipe": 1, "rules": [
+              {"targets": ["layers.*.mlp.down"], "structured": {"mlp_ratio": 0.25}},
+              {"targets": ["layers.1.attn.o", "layers.3.attn.o"], "structured": {"head_ratio": 0.5}},
+              {"targets": ["layers.1.*", "layers.2.mlp.*"], "weight": {"bits": 8}},
+              {"targets": ["layers.2.mlp.*"], "sparsity": {"pattern": "2:4"}},
+              {"targets": ["layers.4.attn.q"], "lowrank": {"param_ratio": 0.3},
+               "weight": {"bits": 3, "symmetric": false}}]})"},
+        };
+        for (const auto& [label, text] : recipes) {
+            const Recipe recipe = Recipe::fromJson(json::parse(text));
+            const Plan plan = planRecipe(recipe, *m);
+            const SizeEstimate est = estimatePlan(plan, *m);
+            const auto r = compress::compress(*m, recipe, np);
+            QCOMPARE(r.status, Status::Ok);
+            QVERIFY2(est.exact(), label.c_str());
+            const SizeInfo real = r.model->totalSize(), realQ = r.model->compressedSize();
+            qInfo("%-28s estimate %.4f bits/base weight, compress %.4f", label.c_str(),
+                  est.bitsPerWeight(), double(real.bits) / double(est.baseParams));
+            QCOMPARE(est.total.params, real.params);
+            QCOMPARE(est.total.bits, real.bits);
+            QCOMPARE(estimateSize(plan, *m).bits, real.bits);
+            QCOMPARE(est.compressed.params, realQ.params);
+            QCOMPARE(est.compressed.bits, realQ.bits);
+            for (const std::string& n : r.model->replacedNames()) {
+                if (n.find(".lowrank_") != std::string::npos) continue;
+                QVERIFY2(est.tensors.count(n), n.c_str());
+            }
+            for (const auto& [n, si] : est.tensors) {
+                const SizeInfo t = r.model->tensorSize(n);
+                QVERIFY2(si.bits == t.bits && si.params == t.params, (label + ": " + n).c_str());
+            }
+            for (const auto& lr : r.layers)
+                if (lr.rank > 0) QCOMPARE(est.ranks.at(lr.name), lr.rank);
+            // the budget figure is compress --json's bits_per_base_weight
+            const auto tj = compressReportJson(r)["totals"];
+            QCOMPARE(est.bitsPerWeight(), tj["bits_per_base_weight"].get<double>());
+        }
+        // Calibrated methods, as the workbench runs them (bundled calibration text).
+        {
+            const Recipe recipe = Recipe::fromJson(json::parse(R"({"lcw_recipe": 1, "rules": [
+              {"targets": ["layers.*.attn.*"], "sparsity": {"method": "wanda", "ratio": 0.45}},
+              {"targets": ["layers.*.mlp.*"], "sparsity": {"method": "sparsegpt", "pattern": "2:4"},
+               "weight": {"bits": 4, "granularity": "group", "group_size": 32}},
+              {"targets": ["layers.4.mlp.*"], "sparsity": null,
+               "lowrank": {"method": "svd-llm", "param_ratio": 0.4}},
+              {"targets": ["layers.2.mlp.down"], "structured": {"mlp_ratio": 0.5, "score": "loss"}}]})"));
+            PlanOptions po;
+            po.hasCalibration = true;
+            const SizeEstimate est = estimatePlan(planRecipe(recipe, *m, po), *m);
+            const auto r = compress::compressWithBundledCalibration(*m, recipe, np, {4, 64});
+            QCOMPARE(r.status, Status::Ok);
+            QCOMPARE(est.total.bits, r.model->totalSize().bits);
+            QCOMPARE(est.total.params, r.model->totalSize().params);
+            QCOMPARE(est.compressed.bits, r.model->compressedSize().bits);
+        }
+        // An energy target depends on the singular values: the estimate is an upper bound and
+        // says so.
+        {
+            const Recipe recipe = Recipe::fromJson(json::parse(R"({"lcw_recipe": 1, "rules": [
+              {"targets": ["layers.*.mlp.up"], "lowrank": {"energy": 0.6}}]})"));
+            const SizeEstimate est = estimatePlan(planRecipe(recipe, *m), *m);
+            QCOMPARE(est.upperBounds.size(), size_t(5));
+            QVERIFY(!est.exact());
+            QVERIFY(est.total.bits >= compress::compress(*m, recipe, np).model->totalSize().bits);
+        }
+        // What compress() rejects, the estimate rejects with the same message: a GGUF type on
+        // rows that structured removal leaves at 48 (3 of 4 KV groups), not a multiple of 32.
+        {
+            const Recipe recipe = Recipe::fromJson(json::parse(R"({"lcw_recipe": 1, "rules": [
+              {"targets": ["layers.0.attn.o"], "structured": {"head_ratio": 0.25},
+               "weight": {"method": "q8_0"}}]})"));
+            const Plan plan = planRecipe(recipe, *m);
+            std::string estErr, realErr;
+            try {
+                estimatePlan(plan, *m);
+            } catch (const ArgumentError& e) {
+                estErr = e.what();
+            }
+            try {
+                compress::compress(*m, recipe, np);
+            } catch (const ArgumentError& e) {
+                realErr = e.what();
+            }
+            QVERIFY(!realErr.empty());
+            QCOMPARE(estErr, realErr);
+        }
+    }
+
     void overlayFallbackAndSharing() {
         auto m = Model::load(demoModel());
         NullProgress np;

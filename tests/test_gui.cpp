@@ -1150,9 +1150,7 @@ private slots:
         QVERIFY(ed->totalSize());
 
         // A 2:4 sparsity section on the selected layers: the rule carries it as the parser reads
-        // it, the plan prunes exactly those layers, and the budget (no size model for pruning
-        // in the estimate) asks for a real compression; undo removes it.
-        QVERIFY(!ed->budgetNeedsCompress());
+        // it, the plan prunes exactly those layers, and the budget stays exact; undo removes it.
         const size_t before = ed->recipe().rules.size();
         QCOMPARE(ed->selectPattern(QStringLiteral("layers.1.mlp.*")), 3);
         ed->setWeightForm(json{{"bits", 4}, {"granularity", "group"}, {"group_size", 32}});
@@ -1175,8 +1173,7 @@ private slots:
                 QVERIFY(QString::fromStdString(l.name).startsWith(QStringLiteral("layers.1.mlp.")));
             }
         QCOMPARE(pruned, 3);
-        // The Tensors table: the pruned layer's setting names the pattern, its size is unknown
-        // until compressed.
+        // The Tensors table: the pruned layer's setting names the pattern and its exact size.
         int sparseRow = -1;
         for (int r = 0; r < tm->rowCount(); ++r)
             if (tm->index(r, lcw::LayerTableModel::Name).data().toString() ==
@@ -1188,24 +1185,27 @@ private slots:
                      .toString()
                      .contains(QStringLiteral("2:4")),
                  qPrintable(tm->index(sparseRow, lcw::LayerTableModel::Setting).data().toString()));
-        QCOMPARE(tm->index(sparseRow, lcw::LayerTableModel::BitsPerWeight).data().toString(),
-                 QStringLiteral("needs compress"));
-        QVERIFY(ed->budgetNeedsCompress());
-        QVERIFY2(ed->budgetText().startsWith(QStringLiteral("needs compress")),
+        {
+            const auto realSparse = cz::compress(m, ed->recipe(), np);
+            const double bpw = double(realSparse.model->tensorSize("layers.1.mlp.down").bits) /
+                               double(m.get("layers.1.mlp.down").numel());
+            QCOMPARE(tm->index(sparseRow, lcw::LayerTableModel::BitsPerWeight).data().toString(),
+                     QString::number(bpw, 'f', 2));
+            QCOMPARE(ed->totalSize()->bits, realSparse.model->totalSize().bits);
+        }
+        QVERIFY2(!ed->budgetText().contains(QStringLiteral("needs compress")),
                  qPrintable(ed->budgetText()));
         QVERIFY(ed->ruleList()->item(int(before))->text().contains(QStringLiteral("sparsity")));
         ed->undoStack()->undo();
         QCOMPARE(ed->recipe().rules.size(), before);
         QVERIFY(ed->recipe().toJson().dump().find("sparsity") == std::string::npos);
-        QVERIFY(!ed->budgetNeedsCompress());
-        QVERIFY(!ed->budgetText().startsWith(QStringLiteral("needs compress")));
         // The other sections are accepted by the same form (parser-validated).
         ed->selectPattern(QStringLiteral("layers.2.attn.q"));
         ed->setSectionText(QStringLiteral("lowrank"), QStringLiteral(R"({"rank": 8})"));
         QVERIFY(ed->applyToSelection());
         ed->setSectionText(QStringLiteral("lowrank"), QString());
         QCOMPARE(ed->recipe().rules.back().lowrank->value("rank", 0), 8);
-        QVERIFY(ed->budgetNeedsCompress());
+        QCOMPARE(ed->totalSize()->bits, cz::compress(m, ed->recipe(), np).model->totalSize().bits);
         ed->undoStack()->undo();
     }
 

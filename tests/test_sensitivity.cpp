@@ -282,6 +282,48 @@ private slots:
         }
     }
 
+    void autotuneMeetsWholeModelBudget() {
+        // The workbench's budget (whole-model bits per base weight, the recipe editor's target):
+        // the planned recipe compresses to at most the budget, and the editor's estimate, the
+        // plan and compress --json (bits_per_base_weight) give the same figure.
+        NullProgress np;
+        for (double budget : {7.5, 9.0, 10.5}) {
+            const auto plan = planAutotuneModel(m_scan, *m_model, budget, {});
+            auto cr = compress::compress(*m_model, plan.recipe, np);
+            const auto totals = compress::compressReportJson(cr)["totals"];
+            const double bpw = totals["bits_per_base_weight"];
+            QVERIFY2(bpw <= budget, qPrintable(QString("%1 > %2").arg(bpw).arg(budget)));
+            QVERIFY2(bpw > budget - 0.1,
+                     qPrintable(QString("%1 far below %2").arg(bpw).arg(budget)));
+            QCOMPARE(plan.modelBitsPerWeight(), bpw);
+            QCOMPARE(plan.modelBudgetBpw, budget);
+            const auto est =
+                compress::estimatePlan(compress::planRecipe(plan.recipe, *m_model), *m_model);
+            QCOMPARE(est.bitsPerWeight(), bpw);
+            // the quantised-layer figure beside it is planAutotune's budget definition
+            QCOMPARE(plan.bitsPerWeight(), totals["quantized_bits_per_weight"].get<double>());
+            QVERIFY(plan.bitsPerWeight() <= plan.budgetBpw);
+        }
+        // Below what the untouched tensors (the f32 embedding) already take: a clear error.
+        try {
+            planAutotuneModel(m_scan, *m_model, 3.0, {});
+            QFAIL("no error");
+        } catch (const ArgumentError& e) {
+            QVERIFY2(std::strstr(e.what(), "whole-model budget of 3") &&
+                         std::strstr(e.what(), "infeasible"),
+                     e.what());
+        }
+        // Feasible for the rest but not for the cheapest scheme: both figures named.
+        try {
+            planAutotuneModel(m_scan, *m_model, 6.0, {});
+            QFAIL("no error");
+        } catch (const ArgumentError& e) {
+            QVERIFY2(std::strstr(e.what(), "for the quantised layers") &&
+                         std::strstr(e.what(), "3.0282"),
+                     e.what());
+        }
+    }
+
     void infeasibleBudgetAndBadSchemes() {
         // The cheapest scheme, W2A16-g32, per block: 34304 weights with 64-wide rows at
         // 2 + 32/32 = 3 bits, and mlp.down's 64 rows of 172 = 6 groups: 64 * (2 * 172 + 6 * 32)
@@ -336,6 +378,32 @@ private slots:
         const auto cj = nlohmann::json::parse(c.out.toStdString());
         QCOMPARE(cj["totals"]["quantized_bits_per_weight"].get<double>(),
                  j["autotuned"]["bits_per_weight"].get<double>());
+        // Beside it, the whole-model figure (new keys; the old ones keep their meaning).
+        QCOMPARE(j["budget_mode"].get<std::string>(), std::string("quantized_layers"));
+        QCOMPARE(j["budget_bpw"].get<double>(), 3.3);
+        QCOMPARE(j["model_bits_per_weight"].get<double>(),
+                 cj["totals"]["bits_per_base_weight"].get<double>());
+        // The workbench's budget: whole-model bits per base weight.
+        const auto mb =
+            lcwtest::runCli({"autotune", QString::fromStdString(demoPath()), "--model-budget-bpw",
+                             "7.2", "--scan", scan, "--schemes", "W3A16-g64,W2A16-g32", "--out",
+                             rec, "--no-verify", "--json", "--quiet"});
+        QVERIFY2(mb.code == 0, mb.err.constData());
+        const auto mj = nlohmann::json::parse(mb.out.toStdString());
+        QCOMPARE(mj["budget_mode"].get<std::string>(), std::string("model"));
+        QCOMPARE(mj["model_budget_bpw"].get<double>(), 7.2);
+        QVERIFY(mj["model_bits_per_weight"].get<double>() <= 7.2);
+        QVERIFY(mj["bits_per_weight"].get<double>() <= mj["budget_bpw"].get<double>());
+        const auto mc = lcwtest::runCli(
+            {"compress", QString::fromStdString(demoPath()), "--recipe", rec, "--json", "--quiet"});
+        QVERIFY2(mc.code == 0, mc.err.constData());
+        QCOMPARE(nlohmann::json::parse(mc.out.toStdString())["totals"]["bits_per_base_weight"]
+                     .get<double>(),
+                 mj["model_bits_per_weight"].get<double>());
+        const auto both =
+            lcwtest::runCli({"autotune", QString::fromStdString(demoPath()), "--budget-bpw", "4",
+                             "--model-budget-bpw", "8", "--scan", scan, "--out", rec, "--quiet"});
+        QVERIFY(both.code != 0);
         // A scheme missing from the scan, and an infeasible budget: clear errors, exit 1.
         const auto m =
             lcwtest::runCli({"autotune", QString::fromStdString(demoPath()), "--budget-bpw", "4",

@@ -81,8 +81,8 @@ QVariant LayerTableModel::data(const QModelIndex& index, int role) const {
                 return it->setting;
             return r.dtype;
         case BitsPerWeight:
-            // NaN: a pruned / factorised layer whose size only a real compression gives.
-            return std::isnan(bitsPerWeightOf(r)) ? tr("needs compress")
+            // NaN: no size (the recipe does not fit the model).
+            return std::isnan(bitsPerWeightOf(r)) ? QStringLiteral("—")
                                                   : QString::number(bitsPerWeightOf(r), 'f', 2);
         case Error:
             if (auto it = m_errors.constFind(r.name); it != m_errors.constEnd())

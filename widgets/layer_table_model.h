@@ -53,7 +53,7 @@ public:
     /// One tensor's compression setting, shown in the Setting and Bits/w columns.
     struct PlannedSetting {
         QString setting;
-        double bitsPerWeight = 0; ///< NaN: only a real compression knows (pruned, low-rank)
+        double bitsPerWeight = 0; ///< NaN: no size (the recipe does not fit the model)
     };
     /// Sets the per-tensor settings of the current recipe (tensors not in the map keep their
     /// stored precision); an empty map clears the columns' recipe values.

@@ -1149,10 +1149,13 @@ void MainWindow::updatePlannedColumns() {
         for (const compress::LayerPlan& l : plan->layers)
             planned.insert(QString::fromStdString(l.name),
                            {QString::fromStdString(l.describe()),
-                            // the estimate models quantised dense layers only
-                            l.quantize && !l.sparsity && !l.lowrank
-                                ? compress::estimateLayerSize(l).bitsPerWeight()
-                                : std::nan("")});
+                            // exact for every stage: bits per weight of the base tensor
+                            m_recipeEditor->plannedBitsPerWeight(l.name)});
+    if (const compress::SizeEstimate* est = m_recipeEditor->sizeEstimate())
+        for (const auto& [name, size] : est->tensors) // shrunk by structured removal alone
+            if (const QString n = QString::fromStdString(name); !planned.contains(n))
+                planned.insert(n,
+                               {tr("structured only"), m_recipeEditor->plannedBitsPerWeight(name)});
     m_layerModel->setPlannedSettings(planned);
     // Widen (never narrow: the user may have sized them) the columns the recipe fills.
     for (int c : {int(LayerTableModel::Setting), int(LayerTableModel::BitsPerWeight),

@@ -6,6 +6,7 @@
 
 #include <QAction>
 #include <QCheckBox>
+#include <QColor>
 #include <QComboBox>
 #include <QDir>
 #include <QDoubleSpinBox>
@@ -29,6 +30,8 @@
 #include <QUndoStack>
 #include <QVBoxLayout>
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <set>
 
@@ -93,10 +96,22 @@ constexpr auto kLlamaPrefix = "llama.cpp:";
 /// llama.cpp mixes also offered with GPTQ codes on their grids (lcw's headline comparison).
 constexpr const char* kGptqMixes[] = {"Q2_K", "Q3_K_M", "Q4_K_M", "Q5_K_M", "Q6_K"};
 
-/// estimateLayerSize() covers quantised dense layers only: pruned, factorised or unquantised
-/// planned layers get their size from a real compression.
-bool layerSizeExact(const compress::LayerPlan& l) {
-    return l.quantize && !l.sparsity && !l.lowrank;
+/// The rule a size-estimate error is about: estimatePlan() names the layer ("layers.0.attn.o: q8_0
+/// needs ...") or the block part of structured removal ("layers.1.mlp: ..."); -1 when no rule
+/// can be named.
+int ruleOfEstimateError(const compress::Plan& plan, const std::string& what) {
+    for (const compress::LayerPlan& l : plan.layers)
+        if (what.rfind(l.name + ":", 0) == 0) {
+            for (const char* k : {"method", "weight"})
+                if (auto it = l.origin.find(k); it != l.origin.end()) return it->second;
+            return l.lowrank ? l.lowrankRule : l.sparsityRule;
+        }
+    for (const compress::BlockStructured& b : plan.structured) {
+        const std::string p = "layers." + std::to_string(b.layer) + ".";
+        if (what.rfind(p + "mlp:", 0) == 0) return b.mlpRule;
+        if (what.rfind(p + "attn:", 0) == 0) return b.headRule;
+    }
+    return -1;
 }
 
 QString ruleSummary(const Rule& r, int index, size_t matched) {
@@ -251,6 +266,7 @@ void RecipeEditor::buildUi() {
     m_budgetBar->setMaximumHeight(10);
     m_budget = new QLabel(this);
     m_budget->setTextInteractionFlags(Qt::TextSelectableByMouse);
+    m_budget->setWordWrap(true); // a fit error's reason is shown here in full
     budgetRow->addWidget(new QLabel(tr("Target:"), this));
     budgetRow->addWidget(m_target);
     budgetRow->addWidget(m_budget, 1);
@@ -695,8 +711,9 @@ void RecipeEditor::syncFormEnabled() {
 
 void RecipeEditor::replan() {
     m_plan.reset();
-    m_total.reset();
+    m_estimate.reset();
     m_planError.clear();
+    m_planErrorRule = -1;
     if (!m_model) return;
     try {
         // The workbench calibrates on the bundled text when a method needs it (Measure Errors,
@@ -704,11 +721,31 @@ void RecipeEditor::replan() {
         compress::PlanOptions po;
         po.hasCalibration = m_model->hasTokenizer();
         m_plan = compress::planRecipe(m_recipe, *m_model, po);
-        m_total = compress::estimateSize(*m_plan, *m_model);
+    } catch (const compress::RecipeError& e) {
+        m_planError = QString::fromUtf8(e.what());
+        m_planErrorRule = e.rule();
     } catch (const std::exception& e) {
         m_planError = QString::fromUtf8(e.what());
     }
+    if (m_plan) {
+        // Exact sizes of every stage; what compress() would reject although the plan accepts it
+        // (a GGUF type on rows that structured removal narrows, ...) is a fit error too.
+        try {
+            m_estimate = compress::estimatePlan(*m_plan, *m_model);
+        } catch (const std::exception& e) {
+            m_planError = QString::fromUtf8(e.what());
+            m_planErrorRule = ruleOfEstimateError(*m_plan, e.what());
+        }
+    }
     emit planChanged();
+}
+
+double RecipeEditor::plannedBitsPerWeight(const std::string& name) const {
+    if (!m_estimate || !m_model) return std::nan("");
+    const auto it = m_estimate->tensors.find(name);
+    const TensorView* t = m_model->find(name);
+    if (it == m_estimate->tensors.end() || !t || t->numel() <= 0) return std::nan("");
+    return double(it->second.bits) / double(t->numel());
 }
 
 void RecipeEditor::refreshViews() {
@@ -720,6 +757,12 @@ void RecipeEditor::refreshViews() {
         auto* item = new QListWidgetItem(ruleSummary(m_recipe.rules[i], int(i), matched), m_rules);
         if (!m_recipe.rules[i].comment.empty())
             item->setToolTip(QString::fromStdString(m_recipe.rules[i].comment));
+        if (int(i) == m_planErrorRule) {
+            // The rule the fit error is about: marked, with the reason on hover.
+            item->setText(QStringLiteral("⚠ ") + item->text());
+            item->setForeground(QColor(0xc0, 0x39, 0x2b));
+            item->setToolTip(tr("Does not fit: %1").arg(m_planError));
+        }
     }
     // Layer table columns from the plan.
     QHash<QString, const compress::LayerPlan*> byName;
@@ -730,14 +773,22 @@ void RecipeEditor::refreshViews() {
         const compress::LayerPlan* lp = byName.value(name, nullptr);
         if (lp) {
             m_table->item(i, SettingColumn)->setText(QString::fromStdString(lp->describe()));
+            const double bpw = plannedBitsPerWeight(lp->name);
+            const bool bound = m_estimate && std::find(m_estimate->upperBounds.begin(),
+                                                       m_estimate->upperBounds.end(),
+                                                       lp->name) != m_estimate->upperBounds.end();
             m_table->item(i, BitsColumn)
-                ->setText(
-                    layerSizeExact(*lp)
-                        ? QString::number(compress::estimateLayerSize(*lp).bitsPerWeight(), 'f', 3)
-                        : tr("needs compress"));
+                ->setText(std::isnan(bpw) ? QStringLiteral("—")
+                                          : (bound ? QStringLiteral("≤ ") : QString()) +
+                                                QString::number(bpw, 'f', 3));
             const auto it = lp->origin.find("weight");
             m_table->item(i, RuleColumn)
                 ->setText(it != lp->origin.end() ? QString::number(it->second) : QString());
+        } else if (const double sb = plannedBitsPerWeight(name.toStdString()); !std::isnan(sb)) {
+            // shrunk by structured removal of its block, values kept
+            m_table->item(i, SettingColumn)->setText(tr("structured only"));
+            m_table->item(i, BitsColumn)->setText(QString::number(sb, 'f', 3));
+            m_table->item(i, RuleColumn)->setText(QString());
         } else {
             const TensorView* t = m_model ? m_model->find(name.toStdString()) : nullptr;
             m_table->item(i, SettingColumn)->setText(tr("unchanged"));
@@ -767,14 +818,6 @@ double RecipeEditor::targetBitsPerWeight() const {
     return m_target->value();
 }
 
-bool RecipeEditor::budgetNeedsCompress() const {
-    if (!m_plan) return false;
-    if (!m_plan->structured.empty()) return true;
-    for (const auto& l : m_plan->layers)
-        if (!layerSizeExact(l)) return true;
-    return false;
-}
-
 QString RecipeEditor::budgetText() const {
     return m_budget->text();
 }
@@ -785,34 +828,44 @@ void RecipeEditor::updateBudget() {
         m_budgetBar->setValue(0);
         return;
     }
-    if (!m_total) {
-        m_budget->setText(tr("— (the recipe does not fit this model)"));
-        m_budgetBar->setValue(0);
-        return;
-    }
-    if (budgetNeedsCompress()) {
-        // The size estimate has no model of pruning, low-rank factors or structured removal:
-        // the exact size comes from a real compression (the Compare view's "editor recipe" row).
-        m_budget->setText(tr("needs compress: the recipe prunes, factorises or removes channels; "
-                             "the Compare view's \"editor recipe\" row gives its exact size "
-                             "(target %1 bits/weight)")
-                              .arg(m_target->value(), 0, 'f', 2));
+    if (!m_estimate) {
+        // The reason sits on the budget line itself (and on the offending rule).
+        m_budget->setText(m_planError.isEmpty() ? tr("does not fit this model")
+                                                : tr("does not fit: %1").arg(m_planError));
+        m_budget->setToolTip(m_budget->text());
+        m_budget->setStyleSheet(QStringLiteral("color: #c0392b;"));
         m_budgetBar->setValue(0);
         m_budgetBar->setStyleSheet(QString());
         return;
     }
-    const double bpw = m_total->bitsPerWeight();
+    m_budget->setStyleSheet(QString());
+    // One budget definition everywhere: whole-model stored bits / the base's weights.
+    const compress::SizeEstimate& est = *m_estimate;
+    const double bpw = est.bitsPerWeight();
     const double target = m_target->value();
     const uint64_t base = m_model->storedBytes();
     const double over = (bpw / target - 1.0) * 100.0;
+    const QString approx = est.exact() ? QString() : QStringLiteral("≤ ");
     m_budget->setText(
-        tr("%1 bits/weight · %2 (%3% of %4) · %5")
+        tr("%1%2 bits/weight (quantised layers %3) · %4 (%5% of %6) · %7")
+            .arg(approx)
             .arg(bpw, 0, 'f', 3)
-            .arg(formatBytes(m_total->bytes()))
-            .arg(100.0 * double(m_total->bytes()) / double(std::max<uint64_t>(1, base)), 0, 'f', 1)
+            .arg(est.compressed.params ? QString::number(est.compressedBitsPerWeight(), 'f', 3)
+                                       : QStringLiteral("—"))
+            .arg(formatBytes(est.total.bytes()))
+            .arg(100.0 * double(est.total.bytes()) / double(std::max<uint64_t>(1, base)), 0, 'f', 1)
             .arg(formatBytes(base))
             .arg(over > 0 ? tr("over the target by %1%").arg(over, 0, 'f', 1)
                           : tr("within the target (%1% under)").arg(-over, 0, 'f', 1)));
+    m_budget->setToolTip(
+        est.exact()
+            ? tr("Whole model: stored bits of every tensor / the base model's %1 weights (the "
+                 "size compress() produces). Quantised layers: the replaced tensors' bits / their "
+                 "stored weights.")
+                  .arg(est.baseParams)
+            : tr("An upper bound: %1 low-rank layer(s) choose their rank from an energy target, "
+                 "counted here at full rank.")
+                  .arg(est.upperBounds.size()));
     m_budgetBar->setValue(int(std::min(1000.0, 1000.0 * bpw / std::max(target, 1e-9) / 2.0)));
     m_budgetBar->setStyleSheet(
         over > 0 ? QStringLiteral("QProgressBar::chunk { background: #c0392b; }")

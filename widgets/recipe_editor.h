@@ -101,18 +101,33 @@ public:
     // Plan and budget -------------------------------------------------------------------------
     /// Current plan (nullptr without a model or when the recipe does not fit it).
     const compress::Plan* plan() const { return m_plan ? &*m_plan : nullptr; }
-    /// Whole-model size under the recipe (nullopt when there is no plan).
-    std::optional<compress::SizeInfo> totalSize() const { return m_total; }
+    /// Whole-model size under the recipe (nullopt when there is no plan): exact, equal to
+    /// compress()'s totalSize(), also for pruning, low-rank factors and structured removal.
+    std::optional<compress::SizeInfo> totalSize() const {
+        return m_estimate ? std::optional<compress::SizeInfo>(m_estimate->total) : std::nullopt;
+    }
+    /// The full size estimate (nullptr when there is no plan).
+    const compress::SizeEstimate* sizeEstimate() const {
+        return m_estimate ? &*m_estimate : nullptr;
+    }
+    /// Stored bits of a planned (or structurally shrunk) tensor per weight of its base tensor
+    /// (the budget's definition, per tensor); NaN when the recipe leaves it unchanged or there is
+    /// no plan.
+    double plannedBitsPerWeight(const std::string& name) const;
     /// Why the recipe does not fit the model (empty when it does).
     QString planError() const { return m_planError; }
+    /// The rule the fit error is about (-1: none or not attributable to one rule).
+    int planErrorRule() const { return m_planErrorRule; }
     void setTargetBitsPerWeight(double bits);
     double targetBitsPerWeight() const;
-    /// The budget line as shown ("4.63 bits/weight · 145.2 KiB · target 4.50: over by 2.9%").
+    /// The budget line as shown. Budget = whole-model stored bits / base weights (compress
+    /// --json's bits_per_base_weight; the Autotune dialog and `lcw-cli autotune --budget-bpw`
+    /// use the same), with the replaced tensors' bits/weight beside it:
+    /// "4.631 bits/weight (replaced tensors 4.250) · 145.2 KiB (28.9% of 502 KiB) · within the
+    /// target (2.9% under)"; a recipe that does not fit reads "does not fit: <why>".
     QString budgetText() const;
-    /// True when the plan prunes, factorises, leaves planned layers unquantised or removes
-    /// channels: core's size estimate does not model those, so the budget reads "needs compress"
-    /// (the Compare view's "editor recipe" row reports the exact size).
-    bool budgetNeedsCompress() const;
+    /// Always false now: the size estimate is exact for every weight stage (kept for callers).
+    bool budgetNeedsCompress() const { return false; }
 
     QUndoStack* undoStack() const { return m_undo; }
     QTableWidget* layerTable() const { return m_table; }
@@ -147,8 +162,9 @@ private:
     std::shared_ptr<const Model> m_model;
     compress::Recipe m_recipe;
     std::optional<compress::Plan> m_plan;
-    std::optional<compress::SizeInfo> m_total;
+    std::optional<compress::SizeEstimate> m_estimate;
     QString m_planError;
+    int m_planErrorRule = -1;
     QUndoStack* m_undo = nullptr;
 
     QComboBox* m_presetCombo = nullptr;

@@ -63,7 +63,8 @@ SensitivityPanel::SensitivityPanel(TaskRunner* runner, QWidget* parent)
     m_autotuneButton = new QPushButton(tr("Autotune to Budget…"), this);
     m_autotuneButton->setToolTip(
         tr("Mixed precision from this scan: one scanned scheme per target, least summed KLD within "
-           "a bits/weight budget of the quantised layers (default: the recipe editor's target)"));
+           "a whole-model bits/weight budget, as the recipe editor's budget line counts it "
+           "(default: the recipe editor's target)"));
     buttons->addWidget(m_runButton);
     buttons->addWidget(m_cancelButton);
     buttons->addWidget(m_autotuneButton);
@@ -123,9 +124,10 @@ SensitivityPanel::SensitivityPanel(TaskRunner* runner, QWidget* parent)
     connect(m_autotuneButton, &QPushButton::clicked, this, [this] {
         bool ok = false;
         const double b = QInputDialog::getDouble(
-            this, tr("Autotune"), tr("Budget (bits/weight of the quantised layers):"),
-            m_budget ? m_budget() : 4.5, 1.0, 32.0, 3, &ok);
-        if (ok) autotune(b);
+            this, tr("Autotune"),
+            tr("Budget (whole-model bits/weight, as the recipe editor's target):"),
+            m_budget ? m_budget() : 4.5, 0.5, 64.0, 3, &ok);
+        if (ok) autotuneModel(b);
     });
     connect(m_openButton, &QPushButton::clicked, this, [this] {
         const QString p =
@@ -446,6 +448,35 @@ bool SensitivityPanel::autotune(double budgetBpw) {
                             .arg(what)
                             .arg(plan.bitsPerWeight(), 0, 'f', 3)
                             .arg(plan.estimatedKld, 0, 'g', 4));
+        m_lastError.clear();
+        emit recipeProduced(plan.recipe, what);
+        return true;
+    } catch (const std::exception& e) {
+        m_lastError = QString::fromUtf8(e.what());
+        m_status->setText(m_lastError);
+        emit logMessage(tr("Autotune: %1").arg(m_lastError));
+        return false;
+    }
+}
+
+bool SensitivityPanel::autotuneModel(double modelBudgetBpw) {
+    if (!m_scan) return false;
+    if (!m_model) {
+        m_lastError = tr("Autotune: no model is open");
+        m_status->setText(m_lastError);
+        return false;
+    }
+    try {
+        const AutotunePlan plan =
+            planAutotuneModel(*m_scan, *m_model, modelBudgetBpw, {}, {},
+                              "autotune-" + QString::number(modelBudgetBpw, 'f', 2).toStdString());
+        const QString what = tr("Autotune to %1 bits/weight").arg(modelBudgetBpw, 0, 'f', 2);
+        emit logMessage(
+            tr("%1: %2 bits/weight (whole model; quantised layers %3), estimated KLD %4")
+                .arg(what)
+                .arg(plan.modelBitsPerWeight(), 0, 'f', 3)
+                .arg(plan.bitsPerWeight(), 0, 'f', 3)
+                .arg(plan.estimatedKld, 0, 'g', 4));
         m_lastError.clear();
         emit recipeProduced(plan.recipe, what);
         return true;

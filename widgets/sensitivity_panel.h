@@ -55,7 +55,8 @@ public:
     /// The open model's stats::modelFingerprint() (the main window's is computed off the UI
     /// thread when the model loads); without one it is computed when a scan is opened.
     void setFingerprintProvider(std::function<std::string()> f) { m_fingerprint = std::move(f); }
-    /// Where the autotune budget (bits/weight of the quantised layers) comes from.
+    /// Where the Autotune dialog's default budget comes from (the recipe editor's target:
+    /// whole-model bits per base weight).
     void setBudgetProvider(std::function<double()> f) { m_budget = std::move(f); }
 
     /// Submits the scan. False when it cannot start (no model or tokenizer, no scheme, running).
@@ -72,6 +73,10 @@ public:
     /// recipeProduced. False (and a logged reason) without a scan or when the budget is
     /// infeasible.
     bool autotune(double budgetBpw);
+    /// The same with the workbench's budget definition (what "Autotune to Budget…" asks for):
+    /// whole-model stored bits per base weight, as the recipe editor's budget line shows it
+    /// (planAutotuneModel), so the editor is within its target right after. Needs the model.
+    bool autotuneModel(double modelBudgetBpw);
 
     /// Writes the scan (the `lcw-cli sensitivity --out` file: "lcw_sensitivity": 1 and
     /// "text_file") atomically. False without a scan or when writing fails (lastError()).

@@ -148,13 +148,19 @@ int cmdSensitivity(const std::vector<std::string>& argv) {
 // ------------------------------------------------------------------------------------ autotune
 int cmdAutotune(const std::vector<std::string>& argv) {
     Args a(argv,
-           {"--tokenizer", "--threads", "--budget-bpw", "--out", "--schemes", "--scan", "--uniform",
-            "--granularity", "--text", "--ctx", "--chunks", "--name"},
+           {"--tokenizer", "--threads", "--budget-bpw", "--model-budget-bpw", "--out", "--schemes",
+            "--scan", "--uniform", "--granularity", "--text", "--ctx", "--chunks", "--name"},
            {"--quiet", "--json", "--no-verify", "--exact-activations"});
-    const auto budgetStr = a.get("--budget-bpw");
-    if (!budgetStr) throw UsageError{"--budget-bpw B is required"};
-    const double budget = a.getDouble("--budget-bpw", 0);
-    if (!(budget > 0)) throw UsageError{"--budget-bpw must be > 0"};
+    // --budget-bpw: bits/weight of the quantised linears (as before); --model-budget-bpw: the
+    // workbench's budget, whole-model stored bits per base weight (the recipe editor's target,
+    // compress --json totals.bits_per_base_weight). Exactly one.
+    const bool modelBudget = a.get("--model-budget-bpw").has_value();
+    if (modelBudget == a.get("--budget-bpw").has_value())
+        throw UsageError{"one of --budget-bpw B (quantised layers) or --model-budget-bpw B (whole "
+                         "model) is required"};
+    const char* budgetFlag = modelBudget ? "--model-budget-bpw" : "--budget-bpw";
+    const double budgetArg = a.getDouble(budgetFlag, 0);
+    if (!(budgetArg > 0)) throw UsageError{std::string(budgetFlag) + " must be > 0"};
     const auto out = a.get("--out");
     if (!out) throw UsageError{"--out R.json is required"};
     auto schemeNames = splitList(a.getAll("--schemes"));
@@ -202,8 +208,18 @@ int cmdAutotune(const std::vector<std::string>& argv) {
         }
     }
 
-    const AutotunePlan plan =
-        planAutotune(scan, budget, schemeNames, uniform, a.getOr("--name", ""));
+    AutotunePlan plan =
+        modelBudget ? planAutotuneModel(scan, *s.model, budgetArg, schemeNames, uniform,
+                                        a.getOr("--name", ""))
+                    : planAutotune(scan, budgetArg, schemeNames, uniform, a.getOr("--name", ""));
+    if (!modelBudget) {
+        // the whole-model figures of a quantised-layer budget, reported beside it
+        const ModelBudgetBase mb = modelBudgetBase(scan, *s.model);
+        plan.modelParams = mb.modelParams;
+        plan.otherBits = mb.otherBits;
+    }
+    // budget_bpw keeps its meaning: the quantised layers' budget (derived from a model budget)
+    const double budget = plan.budgetBpw;
     writeFileAtomic(*out, plan.recipe.toJson().dump(2) + "\n");
 
     AutotuneVerification v;
@@ -255,6 +271,14 @@ int cmdAutotune(const std::vector<std::string>& argv) {
                   {"bits", plan.bits},
                   {"bits_per_weight", plan.bitsPerWeight()},
                   {"knapsack_unit_bits", plan.knapsackUnit},
+                  {"budget_mode", modelBudget ? "model" : "quantized_layers"},
+                  {"model_budget_bpw", modelBudget ? json(budgetArg) : json(nullptr)},
+                  {"model_budget_definition",
+                   "stored bits of every tensor per weight of the base model: compress --json "
+                   "totals.bits_per_base_weight, the recipe editor's budget"},
+                  {"model_params", plan.modelParams},
+                  {"model_bits", plan.otherBits + plan.bits},
+                  {"model_bits_per_weight", plan.modelBitsPerWeight()},
                   {"recipe", *out},
                   {"schemes", schemeNames},
                   {"choices", choices},
@@ -275,9 +299,15 @@ int cmdAutotune(const std::vector<std::string>& argv) {
     }
 
     std::printf("model:   %s\nbudget:  %.4f bits/weight over the quantised linears (%lld weights, "
-                "%llu bits)\nscan:    %s (%s granularity, %lld chunks of %lld)\n\n",
+                "%llu bits)",
                 s.model->path().c_str(), budget, (long long)plan.params,
-                (unsigned long long)plan.budgetBits, scanSource.c_str(),
+                (unsigned long long)plan.budgetBits);
+    if (modelBudget)
+        std::printf(" = %.4f bits/weight of the whole model (%lld weights)", budgetArg,
+                    (long long)plan.modelParams);
+    std::printf("\nplanned: %.4f bits/weight of the whole model, %.4f of the quantised linears\n"
+                "scan:    %s (%s granularity, %lld chunks of %lld)\n\n",
+                plan.modelBitsPerWeight(), plan.bitsPerWeight(), scanSource.c_str(),
                 sensitivityGranularityName(scan.granularity), (long long)scan.chunks,
                 (long long)scan.ctx);
     std::printf("  %-22s %-12s %8s %14s\n", "layer", "scheme", "bpw", "est. KLD");

@@ -49,10 +49,14 @@ commands:
   sensitivity MODEL --scheme PRESET[,PRESET...] [--granularity layer|block] [--text FILE]
           [--ctx 256] [--chunks 8] [--top N] [--out SCAN.json] [--json]
                                            quantise one layer (block) at a time, rank by KLD
-  autotune MODEL --budget-bpw B --out R.json [--schemes W8A16,W4A16-g64,W3A16-g64,W2A16-g32]
+  autotune MODEL (--budget-bpw B | --model-budget-bpw B) --out R.json
+          [--schemes W8A16,W4A16-g64,W3A16-g64,W2A16-g32]
           [--scan SCAN.json] [--uniform P] [--no-verify] [--text FILE] [--ctx N] [--chunks N] [--json]
                                            mixed precision within a bits/weight budget (knapsack),
-                                           verified against the uniform recipe of that size
+                                           verified against the uniform recipe of that size;
+                                           --budget-bpw: bits/weight of the quantised linears,
+                                           --model-budget-bpw: whole-model bits per base weight
+                                           (the workbench's budget); both figures are reported
   stats MODEL [--calib FILE] [--samples N] [--seq-len L] [--out stats.h5] [--bits B] [--group G] [--json]
                                            weight/activation/KV outlier statistics (HDF5) + layer ranking
   compress MODEL (--recipe R.json | --preset NAME) [--calib FILE] [--samples N] [--seq-len L]

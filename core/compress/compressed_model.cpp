@@ -1,6 +1,6 @@
 #include "core/compress/compressed_model.h"
-#include "core/compress/imatrix.h"
 #include "core/common/json_file.h"
+#include "core/compress/imatrix.h"
 #include "core/compress/pipeline.h"
 #include "core/compress/weight_stages.h"
 
@@ -16,6 +16,7 @@
 
 #include <Eigen/Dense>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -171,18 +172,160 @@ SizeInfo estimateCompressedSize(const Plan& plan) {
     return tot;
 }
 
-SizeInfo estimateSize(const Plan& plan, const Model& base) {
-    std::map<std::string_view, const LayerPlan*> planned;
-    for (const LayerPlan& l : plan.layers) planned.emplace(l.name, &l);
-    SizeInfo tot;
-    for (const auto& t : base.tensors()) {
-        const auto it = planned.find(t.name);
-        const SizeInfo s = it != planned.end() ? estimateLayerSize(*it->second)
-                                               : SizeInfo{t.numel(), t.nbytes * 8};
-        tot.params += s.params;
-        tot.bits += s.bits;
+namespace {
+
+/// Bits per value of an unquantised replacement: the base tensor's storage type (as
+/// applyWeightStages stores it).
+uint32_t storedValueBits(const TensorView& t) {
+    return uint32_t(std::ceil(double(t.nbytes) * 8.0 / double(std::max<int64_t>(t.numel(), 1))));
+}
+
+/// Stored bits of one [rows, cols] entry as CompressedTensor::storageBits() counts it after
+/// applyWeightStages: quantised with `w` (when quantize) or at the base's value bits, `pruned`
+/// weights dropped (with their metadata). Throws as quantize() does for GGUF widths.
+uint64_t entryBits(const std::string& name, int64_t rows, int64_t cols, bool quantize,
+                   const WeightSettings& w, uint32_t valueBits,
+                   const std::optional<SparsitySettings>& sp) {
+    const int64_t n = rows * cols;
+    int64_t kept = n;
+    if (sp) {
+        SparsitySettings eff = *sp;
+        // Wanda compares unstructured scores within each output row (pruneWanda).
+        if (eff.method == SparsityMethod::Wanda && eff.pattern == SparsityPattern::Unstructured)
+            eff.pattern = SparsityPattern::PerRow;
+        kept = n - prunedCount(rows, cols, eff);
     }
-    return tot;
+    uint64_t bits = 0;
+    if (quantize) {
+        const WeightSettings st = w.stored();
+        if (methodIsGguf(st.method)) {
+            const int64_t block = dtypeBlockElems(ggufMethodType(st.method));
+            if (cols % block != 0)
+                throw ArgumentError(name + ": " + weightMethodName(st.method) +
+                                    " needs rows that are a multiple of " + std::to_string(block) +
+                                    ", this layer has rows of " + std::to_string(cols));
+        }
+        bits = packedStorageBits(rows, cols, w);
+        if (sp && !methodIsGguf(st.method)) bits -= uint64_t(n - kept) * uint64_t(st.bits);
+    } else {
+        bits = uint64_t(kept) * valueBits;
+    }
+    if (sp) bits += sparsityMetadataBits(rows, cols, kept, *sp);
+    return bits;
+}
+
+} // namespace
+
+SizeEstimate estimatePlan(const Plan& plan, const Model& base) {
+    const ModelSpec& spec = base.spec();
+    SizeEstimate est;
+    // Shapes after structured removal (applyWeightStages: keptUnits keeps
+    // units - round(ratio * units), at least 1).
+    std::map<std::string, std::pair<int64_t, int64_t>, std::less<>> shape;
+    auto shapeOf = [&](const std::string& n) -> std::pair<int64_t, int64_t>& {
+        auto it = shape.find(n);
+        if (it != shape.end()) return it->second;
+        const TensorView& t = base.get(n);
+        return shape[n] = {t.rows(), t.cols()};
+    };
+    auto keep = [](int64_t units, double ratio) {
+        return std::clamp<int64_t>(units - int64_t(std::llround(ratio * double(units))), 1, units);
+    };
+    std::set<std::string, std::less<>> shrunk;
+    for (const BlockStructured& b : plan.structured) {
+        const std::string p = "layers." + std::to_string(b.layer) + ".";
+        const StructuredSettings& s = b.settings;
+        if (s.mlpRatio > 0) {
+            if (spec.mlpBias)
+                throw UnsupportedError(p + "mlp: structured pruning of MLPs with biases is not "
+                                           "supported");
+            const bool gated = base.find(p + "mlp.gate") != nullptr;
+            auto& down = shapeOf(p + "mlp.down");
+            const int64_t kept = keep(down.second, s.mlpRatio);
+            down.second = kept;
+            shrunk.insert(p + "mlp.down");
+            for (const char* n : {"mlp.up", "mlp.gate"}) {
+                if (!gated && std::string(n) == "mlp.gate") continue;
+                shapeOf(p + n).first = kept;
+                shrunk.insert(p + n);
+            }
+        }
+        if (s.headRatio > 0) {
+            if (spec.attnBias || spec.attnOutBias || spec.qkNormPerHead)
+                throw UnsupportedError(p + "attn: structured head pruning of attention with "
+                                           "biases or per-head norms is not supported");
+            const int64_t hd = spec.headDim, rep = spec.nHeads / spec.nKvHeads;
+            const int64_t kg = keep(spec.nKvHeads, s.headRatio);
+            shapeOf(p + "attn.q").first = kg * rep * hd;
+            shapeOf(p + "attn.k").first = kg * hd;
+            shapeOf(p + "attn.v").first = kg * hd;
+            shapeOf(p + "attn.o").second = kg * rep * hd;
+            for (const char* n : {"attn.q", "attn.k", "attn.v", "attn.o"}) shrunk.insert(p + n);
+        }
+    }
+
+    bool staged = !plan.structured.empty();
+    for (const auto& lp : plan.layers) staged |= lp.sparsity || lp.lowrank;
+    if (staged)
+        for (const auto& lp : plan.layers)
+            if (lp.quantize && methodNeedsCalibration(lp.weight.method))
+                throw ArgumentError(lp.name + ": method '" + weightMethodName(lp.weight.method) +
+                                    "' cannot be combined with sparsity, low-rank or structured "
+                                    "pruning in one recipe yet (use rtn for the quantisation "
+                                    "stage)");
+
+    auto add = [](SizeInfo& to, const SizeInfo& s) {
+        to.params += s.params;
+        to.bits += s.bits;
+    };
+    for (const LayerPlan& lp : plan.layers) {
+        const TensorView& bt = base.get(lp.name);
+        const auto [rows, cols] = shapeOf(lp.name);
+        const uint32_t vb = storedValueBits(bt);
+        SizeInfo si;
+        if (lp.lowrank) {
+            const LowRankSettings& lr = *lp.lowrank;
+            const int64_t full = std::min(rows, cols);
+            int64_t r = full;
+            if (lr.target == LowRankTarget::Energy)
+                est.upperBounds.push_back(lp.name);
+            else
+                r = chooseRank({}, rows, cols, lr);
+            est.ranks[lp.name] = r;
+            // the factors are quantised with the group clamped to their rows (fitSettings)
+            auto factor = [&](const std::string& fn, int64_t fr, int64_t fc) {
+                WeightSettings w = lp.weight;
+                if (w.granularity == Granularity::Group && w.groupSize > fc) w.groupSize = fc;
+                return SizeInfo{fr * fc, entryBits(fn, fr, fc, lp.quantize, w, vb, std::nullopt)};
+            };
+            const SizeInfo a = factor(lp.name, r, cols), b = factor(lp.name, rows, r);
+            add(si, a);
+            add(si, b);
+        } else {
+            si = {rows * cols,
+                  entryBits(lp.name, rows, cols, lp.quantize, lp.weight, vb, lp.sparsity)};
+        }
+        est.tensors[lp.name] = si;
+        add(est.compressed, si);
+    }
+    // structurally shrunk tensors without further settings keep their values
+    for (const std::string& n : shrunk) {
+        if (est.tensors.count(n)) continue;
+        const auto [rows, cols] = shape.at(n);
+        const SizeInfo si{rows * cols, uint64_t(rows * cols) * storedValueBits(base.get(n))};
+        est.tensors[n] = si;
+        add(est.compressed, si);
+    }
+    for (const auto& t : base.tensors()) {
+        est.baseParams += t.numel();
+        const auto it = est.tensors.find(t.name);
+        add(est.total, it != est.tensors.end() ? it->second : SizeInfo{t.numel(), t.nbytes * 8});
+    }
+    return est;
+}
+
+SizeInfo estimateSize(const Plan& plan, const Model& base) {
+    return estimatePlan(plan, base).total;
 }
 
 CompressedModel::CompressedModel(const Model& base) : m_base(base) {}

@@ -97,13 +97,55 @@ struct SizeInfo {
     uint64_t bytes() const { return (bits + 7) / 8; }
 };
 
-/// Size of `base` compressed by `plan` (a planRecipe() result for this model), computed from the
-/// shapes and settings alone: equal to compress(base, recipe).model->totalSize() (tied
-/// embeddings counted once), in milliseconds even for billion-parameter models.
+/// Sizes of `base` compressed by `plan` (a planRecipe() result for this model), computed from the
+/// shapes and settings alone, in milliseconds even for billion-parameter models. Exact for every
+/// weight stage compress() applies without calibration-dependent sizes: quantisation (incl. GGUF
+/// types and llama.cpp's fallbacks), N:M / per-row / unstructured pruning (kept values plus the
+/// index or mask format compress() stores), low-rank factors (with their quantisation) and
+/// structured removal of MLP channels / KV groups. Two sizes depend on the weights or the
+/// calibration data and are bounds: low-rank ranks chosen by an energy target (counted at full
+/// rank, listed in upperBounds) and the outlier weight columns of calibrated runs.
+struct SizeEstimate {
+    /// == compress(base, recipe).model->totalSize() (tied embeddings counted once; params are
+    /// the stored ones: smaller after structured removal, r·(in + out) for low-rank factors).
+    SizeInfo total;
+    /// == CompressedModel::compressedSize(): the replaced tensors only (what `lcw-cli compress
+    /// --json` reports as totals.quantized_bits_per_weight).
+    SizeInfo compressed;
+    /// Weights of the base model (every tensor, tied embeddings once): the denominator of the
+    /// whole-model budget.
+    int64_t baseParams = 0;
+    /// == CompressedModel::tensorSize(name) for every planned layer and every structurally
+    /// shrunk tensor (low-rank layers: both factors together).
+    std::map<std::string, SizeInfo, std::less<>> tensors;
+    /// Planned low-rank layers: the rank compress() will choose (energy targets: full rank).
+    std::map<std::string, int64_t, std::less<>> ranks;
+    /// Layers whose size is an upper bound (low-rank with an energy target).
+    std::vector<std::string> upperBounds;
+    bool exact() const { return upperBounds.empty(); }
+    /// The budget figure: whole-model stored bits / base weights (equal to
+    /// total.bitsPerWeight() unless low-rank factors or structured removal change the count).
+    double bitsPerWeight() const {
+        return baseParams ? double(total.bits) / double(baseParams) : 0.0;
+    }
+    /// Stored bits / stored weights of the replaced (quantised, pruned, factorised) tensors.
+    double compressedBitsPerWeight() const { return compressed.bitsPerWeight(); }
+};
+
+/// See SizeEstimate. Throws ArgumentError / UnsupportedError naming the layer for settings that
+/// compress() rejects although the plan accepts them (a GGUF type on rows that structured
+/// removal or a low-rank factor leaves at a width that is not a multiple of its block, structured
+/// removal of blocks with biases, calibrated methods combined with pruning or low-rank).
+SizeEstimate estimatePlan(const Plan& plan, const Model& base);
+/// estimatePlan(plan, base).total: equal to compress(base, recipe).model->totalSize().
 SizeInfo estimateSize(const Plan& plan, const Model& base);
-/// Same, only the layers the plan quantises (equal to CompressedModel::compressedSize()).
+/// Only the layers the plan quantises, from their settings alone: equal to
+/// CompressedModel::compressedSize() for plans without pruning, low-rank or structured removal
+/// (use estimatePlan(plan, base).compressed for those).
 SizeInfo estimateCompressedSize(const Plan& plan);
-/// Stored size of one planned layer (equal to CompressedModel::tensorSize() after compress()).
+/// Stored size of one planned dense quantised layer from its settings alone (equal to
+/// CompressedModel::tensorSize() after compress() when the layer is not pruned, factorised or
+/// structurally shrunk; estimatePlan() covers those).
 SizeInfo estimateLayerSize(const LayerPlan& layer);
 
 class CompressedModel final : public WeightSource {

@@ -121,6 +121,62 @@ KnapsackSolution solveKnapsack(const std::vector<KnapsackItem>& items, uint64_t 
     return s;
 }
 
+ModelBudgetBase modelBudgetBase(const SensitivityScan& scan, const Model& base) {
+    ModelBudgetBase b;
+    uint64_t total = 0;
+    for (const auto& t : base.tensors()) {
+        b.modelParams += t.numel();
+        total += t.nbytes * 8;
+    }
+    // one entry per target (any scheme): its tensors' base bits leave the "other" part
+    std::map<std::string, const SensitivityEntry*> targets;
+    for (const auto& s : scan.schemes)
+        for (const auto& e : s.entries) targets.emplace(e.target, &e);
+    uint64_t targetBase = 0;
+    for (const auto& [name, e] : targets) {
+        targetBase += e->baseBits;
+        b.targetParams += e->params;
+    }
+    b.otherBits = total >= targetBase ? total - targetBase : 0;
+    return b;
+}
+
+AutotunePlan planAutotuneModel(const SensitivityScan& scan, const Model& base,
+                               double modelBudgetBpw, const std::vector<std::string>& schemes,
+                               const std::string& uniform, const std::string& recipeName) {
+    if (!(modelBudgetBpw > 0) || !std::isfinite(modelBudgetBpw))
+        throw ArgumentError("autotune: the budget must be a positive number of bits per weight");
+    const ModelBudgetBase mb = modelBudgetBase(scan, base);
+    const long double allowed =
+        std::floor((long double)modelBudgetBpw * (long double)mb.modelParams + 1e-6L);
+    if (mb.targetParams <= 0) throw ArgumentError("autotune: the scan has no targets");
+    if (allowed <= (long double)mb.otherBits)
+        throw ArgumentError("autotune: a whole-model budget of " + fmtBpw(modelBudgetBpw) +
+                            " bits/weight is infeasible: the tensors autotune does not quantise "
+                            "(embeddings, norms, ...) already take " +
+                            fmtBpw(double(mb.otherBits) / double(mb.modelParams)) +
+                            " bits/weight of the whole model");
+    const double layerBpw =
+        double((allowed - (long double)mb.otherBits) / (long double)mb.targetParams);
+    char nameBuf[64];
+    std::snprintf(nameBuf, sizeof nameBuf, "autotune-%gbpw", modelBudgetBpw);
+    AutotunePlan plan;
+    try {
+        plan = planAutotune(scan, layerBpw, schemes, uniform,
+                            recipeName.empty() ? std::string(nameBuf) : recipeName);
+    } catch (const ArgumentError& e) {
+        std::string why = e.what();
+        if (why.rfind("autotune: ", 0) == 0) why.erase(0, 10);
+        throw ArgumentError("autotune: a whole-model budget of " + fmtBpw(modelBudgetBpw) +
+                            " bits/weight leaves " + fmtBpw(layerBpw) +
+                            " bits/weight for the quantised layers; " + why);
+    }
+    plan.modelParams = mb.modelParams;
+    plan.otherBits = mb.otherBits;
+    plan.modelBudgetBpw = modelBudgetBpw;
+    return plan;
+}
+
 AutotunePlan planAutotune(const SensitivityScan& scan, double budgetBpw,
                           const std::vector<std::string>& schemesIn, const std::string& uniform,
                           const std::string& recipeName) {

@@ -4,9 +4,10 @@
 /// sensitivity scan so that the estimated KLD (the sum of the per-target KLDs of the scan) is
 /// minimal while the quantised layers' bits stay within a bits/weight budget.
 ///
-/// The budget refers to the quantised linears only, including their scales and zero points:
-/// Σ stored bits of the targets / Σ their weights — exactly what `lcw-cli compress --json`
-/// reports as totals.quantized_bits_per_weight for the produced recipe.
+/// planAutotune's budget refers to the quantised linears only, including their scales and zero
+/// points: Σ stored bits of the targets / Σ their weights — exactly what `lcw-cli compress --json`
+/// reports as totals.quantized_bits_per_weight for the produced recipe. planAutotuneModel takes
+/// the workbench's budget (whole-model bits per base weight) and converts it exactly.
 #include "core/common/error.h"
 #include "core/common/progress.h"
 #include "core/compress/recipe.h"
@@ -75,6 +76,17 @@ struct AutotunePlan {
     double uniformEstimatedKld = 0;
     compress::Recipe uniformRecipe;
     double bitsPerWeight() const { return params ? double(bits) / double(params) : 0.0; }
+    /// The whole model (planAutotuneModel; 0 from planAutotune): the base's weights (every
+    /// tensor, tied embeddings once), the stored bits of the tensors outside the targets, and
+    /// the whole-model budget asked for.
+    int64_t modelParams = 0;
+    uint64_t otherBits = 0;
+    double modelBudgetBpw = 0;
+    /// Whole-model stored bits / base weights of the planned recipe: what the recipe editor's
+    /// budget line and `compress --json` (totals.bits_per_base_weight) report for it.
+    double modelBitsPerWeight() const {
+        return modelParams ? double(otherBits + bits) / double(modelParams) : 0.0;
+    }
 };
 
 /// Plans from a scan: every target must be scanned with at least one of `schemes` (all scanned
@@ -85,6 +97,25 @@ struct AutotunePlan {
 AutotunePlan planAutotune(const SensitivityScan& scan, double budgetBpw,
                           const std::vector<std::string>& schemes, const std::string& uniform = {},
                           const std::string& recipeName = {});
+
+/// The whole-model side of a scan on `base`: its weights and the stored bits of every tensor
+/// the scan's targets leave unchanged (embeddings, norms, unscanned linears).
+struct ModelBudgetBase {
+    int64_t modelParams = 0;
+    uint64_t otherBits = 0;
+    int64_t targetParams = 0;
+};
+ModelBudgetBase modelBudgetBase(const SensitivityScan& scan, const Model& base);
+
+/// planAutotune with the budget as the workbench defines it everywhere: whole-model stored bits
+/// per base weight (the recipe editor's target, `compress --json` bits_per_base_weight). The
+/// targets get floor(modelBudgetBpw · modelParams) − otherBits bits, i.e. the quantised-layer
+/// budget planAutotune receives (plan.budgetBpw / budgetBits keep that meaning); the model
+/// fields of the plan are filled. Throws ArgumentError for an infeasible budget naming both
+/// figures (the tensors outside the targets may already exceed it).
+AutotunePlan planAutotuneModel(const SensitivityScan& scan, const Model& base,
+                               double modelBudgetBpw, const std::vector<std::string>& schemes,
+                               const std::string& uniform = {}, const std::string& recipeName = {});
 
 struct AutotuneVerification {
     AutotuneMeasure autotuned, uniform; ///< uniform.name empty when there is no uniform recipe
