@@ -999,6 +999,57 @@ private slots:
         QCOMPARE(lcw::StatsPanel::kOutlierThreshold, 6.0);
     }
 
+    void paretoPlotLogAxesAndLabelsDoNotOverlap() {
+        lcw::ScatterPlot sp;
+        sp.resize(520, 360);
+        sp.show();
+        QVERIFY(QTest::qWaitForWindowExposed(&sp));
+        // Clustered configurations (what overlapped before) and the original at KLD 0.
+        const QStringList labels = {QStringLiteral("original"),   QStringLiteral("W8A16"),
+                                    QStringLiteral("W8A16-g128"), QStringLiteral("W4A16-g64"),
+                                    QStringLiteral("W4A16-g32"),  QStringLiteral("W4A16-g128"),
+                                    QStringLiteral("W3A16-g64")};
+        const QVector<double> x = {1.0, 0.27, 0.275, 0.15, 0.152, 0.148, 0.12};
+        const QVector<double> y = {0.0, 0.001, 0.0011, 0.02, 0.021, 0.019, 0.2};
+        sp.setAxisLabels(QStringLiteral("size (MiB)"), QStringLiteral("KLD vs original (nats)"));
+        sp.setPoints(labels, x, y, {6, 3, 1, 0});
+        sp.setLogX(true);
+        sp.setLogY(true);
+        QCOMPARE(sp.plot()->xAxis->scaleType(), QCPAxis::stLogarithmic);
+        QCOMPARE(sp.plot()->yAxis->scaleType(), QCPAxis::stLogarithmic);
+        auto checkLabels = [&](const char* when) {
+            sp.plot()->replot();
+            const QVector<QRectF> r = sp.labelRects();
+            QCOMPARE(r.size(), labels.size());
+            for (int i = 0; i < r.size(); ++i) {
+                QVERIFY2(r[i].width() > 10, when);
+                for (int j = i + 1; j < r.size(); ++j)
+                    QVERIFY2(!r[i].intersects(r[j]),
+                             qPrintable(QStringLiteral("%1: labels %2 and %3 overlap")
+                                            .arg(QLatin1String(when), labels[i], labels[j])));
+                for (int j = 0; j < r.size(); ++j)
+                    QVERIFY2(!r[i].contains(QPointF(sp.pointPosition(j))),
+                             qPrintable(QStringLiteral("%1: label %2 covers point %3")
+                                            .arg(QLatin1String(when), labels[i], labels[j])));
+            }
+        };
+        checkLabels("log axes");
+        // KLD 0 has no place on a log axis: drawn on the floor, inside the plot, and said so.
+        QVERIFY2(sp.labelText(0).contains(QStringLiteral("KLD = 0")), qPrintable(sp.labelText(0)));
+        QVERIFY(sp.plot()->axisRect()->rect().contains(sp.pointPosition(0)));
+        QCOMPARE(sp.yValues()[0], 0.0); // the value itself is kept
+        // Clicking still finds the clustered points.
+        QCOMPARE(sp.pointAt(sp.pointPosition(4)), 4);
+        // Zoomed in and back to linear axes: laid out again, still apart.
+        sp.plot()->xAxis->setRange(0.14, 0.3);
+        checkLabels("zoomed");
+        sp.setLogX(false);
+        sp.setLogY(false);
+        QCOMPARE(sp.plot()->yAxis->scaleType(), QCPAxis::stLinear);
+        QVERIFY(!sp.labelText(0).contains(QStringLiteral("KLD = 0")));
+        checkLabels("linear axes");
+    }
+
     void statsPlotsDrawAndExport() {
         const std::string dir = lcwtest::tempDir("statsplots");
         lcw::HistogramPlot h;
@@ -2035,6 +2086,8 @@ private slots:
         // Pareto plot: a point per configuration; clicking one selects its row.
         lcw::ScatterPlot* sp = cp->paretoPlot();
         QCOMPARE(sp->pointCount(), 3);
+        QVERIFY(sp->logX() && sp->logY()); // log axes by default
+        QCOMPARE(sp->plot()->yAxis->scaleType(), QCPAxis::stLogarithmic);
         QCOMPARE(sp->yValues()[1], r.rows[1].kld);
         // Original (KLD 0, largest) and W3 (smallest) are never dominated.
         QVERIFY(sp->front().contains(0));
