@@ -1540,6 +1540,15 @@ private slots:
                         .contains(QStringLiteral("ctx 512 vs 1024")));
         }
         QCOMPARE(mt->item(3, 0)->text(), l2);
+        // The Compare view takes one record: the first, and it says so.
+        QSignalSpy warned(&rp, &lcw::ResultsPanel::logWarning);
+        std::vector<qint64> loadedCtx;
+        connect(&rp, &lcw::ResultsPanel::loadIntoCompare, this,
+                [&](const lcw::CompareResults& cr) { loadedCtx.push_back(cr.ctx); });
+        QVERIFY(rp.loadSelectedIntoCompare());
+        QCOMPARE(loadedCtx, std::vector<qint64>{512});
+        QCOMPARE(warned.count(), 1);
+        QVERIFY(warned[0][0].toString().contains(QStringLiteral("2 records selected")));
 
         // Text compared by content when both records have its SHA-256; else by path.
         ojson a = {{"ctx", 512}, {"chunks", 4}, {"text_file", "/x/t.txt"}, {"text_sha256", "s:1"}};

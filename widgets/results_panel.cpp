@@ -158,7 +158,9 @@ ResultsPanel::ResultsPanel(QWidget* parent) : QWidget(parent) {
     m_recordTable->setEditTriggers(QAbstractItemView::NoEditTriggers);
     m_recordTable->verticalHeader()->setVisible(false);
     m_recordTable->horizontalHeader()->setStretchLastSection(true);
-    m_recordTable->setToolTip(tr("PPL: baseline, then each configuration; KLD: per configuration"));
+    m_recordTable->setToolTip(tr("PPL: baseline, then each configuration; KLD: per configuration. "
+                                 "Ctrl/Shift+click shows several records side by side; records "
+                                 "measured with different settings are flagged."));
     connect(m_recordTable->selectionModel(), &QItemSelectionModel::selectionChanged, this,
             [this] { showRecords(selectedRecords()); });
     auto* lower = new QWidget(split);
@@ -487,6 +489,11 @@ bool ResultsPanel::loadSelectedIntoCompare() {
                             .arg(str(m_records[size_t(row)], "id")));
         return false;
     }
+    if (selectedRecords().size() > 1)
+        emit logWarning(tr("Results: %1 records selected; the Compare view shows one record, the "
+                           "first (%2)")
+                            .arg(selectedRecords().size())
+                            .arg(str(m_records[size_t(row)], "id")));
     try {
         emit loadIntoCompare(toCompareResults(m_records[size_t(row)]));
         emit logMessage(tr("Results: record %1 shown in the Compare view")

@@ -9,7 +9,10 @@
 /// eval's, with "source": "gui compare"). Sensitivity scans run in the GUI are recorded too
 /// (sensitivityRecord(): "kind": "sensitivity", the baseline PPL and one summary per scheme);
 /// they list with their schemes and largest KLD and show one row per scheme. Corrupt lines are
-/// skipped with a warning in the log.
+/// skipped with a warning in the log. Configurations are labelled with their recipe's own name
+/// (configLabel()), every record with its evaluation settings (ctx, chunks, text); several
+/// records can be selected and shown together, and when their settings differ the panel says
+/// so and marks the rows instead of comparing them silently.
 #include "core/eval/sensitivity.h"
 #include "widgets/compare_panel.h"
 
