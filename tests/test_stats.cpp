@@ -410,6 +410,24 @@ private slots:
         QCOMPARE(o.median, 0.0);
         QCOMPARE(o.channels, std::vector<int64_t>{3}); // zeros never, NaN never
         QVERIFY(relativeOutlierChannels({}, 3.0).channels.empty());
+
+        // A file written before these scalars existed is still read, and the layer ranking
+        // counts the channels from the per-channel array.
+        StatsReport rep;
+        rep.hasWeights = true;
+        rep.nLayers = 1;
+        rep.weights.push_back(t);
+        rep.weights.back().layer = 0;
+        for (const char* k : {"outlier_rel_k", "in_absmax_median", "out_absmax_median",
+                              "outlier_in_channels_rel", "outlier_out_channels_rel"})
+            rep.weights.back().scalars.erase(k);
+        const std::string path = lcwtest::tempDir("stats-rel") + "/old.h5";
+        StatsStore::save(path, rep);
+        const StatsReport back = StatsStore::load(path);
+        QVERIFY(std::isnan(back.weights.at(0).get("outlier_in_channels_rel")));
+        const auto j = layerRanking(back);
+        QCOMPARE(j["weight_outlier_k"].get<double>(), kDefaultOutlierK);
+        QCOMPARE(j["layers"][0]["weight_outlier_channels"].get<int64_t>(), int64_t(1));
     }
 
     void quantGridLevelsMatchThePreviewQuantizer() {
