@@ -47,6 +47,9 @@ public:
     const QVector<double>& values() const { return m_values; }
     /// Indices of the marked entries, ascending.
     QVector<int> outliers() const;
+    /// The outlier threshold and its legend text as given to setProfile().
+    std::optional<double> threshold() const { return m_threshold; }
+    QString thresholdLabel() const { return m_thresholdLabel; }
     /// Index (channel/token) drawn at position `pos` (0-based x), given the current order.
     int indexAtPosition(int pos) const;
     QString tooltipFor(int pos) const;

@@ -2,13 +2,20 @@
 /// \file
 /// ScatterPlot: labelled points (configurations), an optional polyline through a subset (the
 /// Pareto front, computed by the caller), click to select a point, hover tooltips and export.
-/// It draws the numbers it is given and computes nothing.
+/// Either axis can be logarithmic (a value ≤ 0 is then drawn on the axis floor, hollow, its
+/// label saying so); labels are placed so that they overlap neither each other nor the points
+/// (next to the point where there is room, else shifted with a leader line), again after every
+/// zoom, pan or resize. It draws the numbers it is given and computes nothing.
+#include <QRectF>
 #include <QStringList>
 #include <QVector>
 #include <QWidget>
 
 class QCustomPlot;
 class QCPGraph;
+class QCPItemLine;
+class QCPItemText;
+class QCPItemTracer;
 class QEvent;
 class QMouseEvent;
 
@@ -28,6 +35,15 @@ public:
     /// Highlights a point (-1: none); does not emit pointClicked().
     void setSelected(int index);
     int selected() const { return m_selected; }
+    /// Logarithmic x / y axis.
+    void setLogX(bool on);
+    void setLogY(bool on);
+    bool logX() const { return m_logX; }
+    bool logY() const { return m_logY; }
+    /// Widget (plot) pixel rectangles of the point labels as last laid out, by point index.
+    QVector<QRectF> labelRects() const;
+    /// Text of a point's label as drawn.
+    QString labelText(int index) const;
 
     int pointCount() const { return int(m_x.size()); }
     const QVector<double>& xValues() const { return m_x; }
@@ -51,12 +67,23 @@ private:
     void resetView();
     void onMouseMove(QMouseEvent* event);
     void onMousePress(QMouseEvent* event);
+    /// Places the labels (pixel offsets from their points) without overlaps; runs after every
+    /// layout of the plot.
+    void layoutLabels();
+    /// Where a point is drawn: its value, or on a log axis the floor for a value ≤ 0.
+    double drawnX(int i) const;
+    double drawnY(int i) const;
 
     QCustomPlot* m_plot;
     QStringList m_labels;
     QVector<double> m_x, m_y;
     QVector<int> m_front;
     int m_selected = -1;
+    bool m_logX = false, m_logY = false;
+    double m_floorX = 0, m_floorY = 0; ///< log axes: where values ≤ 0 are drawn
+    QVector<QCPItemText*> m_labelItems;
+    QVector<QCPItemTracer*> m_anchors;
+    QVector<QCPItemLine*> m_leaders;
     QString m_title;
 };
 

@@ -12,6 +12,7 @@
 #include "core/model/model.h"
 #include "core/model/synthetic.h"
 #include "core/runtime/arch.h"
+#include "core/stats/weight_stats.h"
 #include "core/tokenizer/tokenizer.h"
 #include "gui_test_util.h"
 #include "plots/bar_plot.h"
@@ -71,6 +72,7 @@
 #include <filesystem>
 #include <fstream>
 #include <mutex>
+#include <random>
 #include <thread>
 
 using lcw::TaskRunner;
@@ -931,6 +933,123 @@ private slots:
 
     // ---- Statistics inspector ----
 
+    void statsWeightOutliersAreRelative() {
+        // A tensor with every input channel's abs-max at 0.05 but one at 4× (0.2): far below
+        // LLM.int8()'s |w| ≥ 6, which marked nothing; judged relative to the tensor it is marked.
+        const int64_t R = 32, C = 128, hot = 9;
+        std::vector<float> wv(size_t(R * C));
+        std::mt19937 rng(3);
+        std::uniform_real_distribution<float> u(-0.05f, 0.05f);
+        for (int64_t r = 0; r < R; ++r)
+            for (int64_t c = 0; c < C; ++c)
+                wv[size_t(r * C + c)] = (r == 0 ? 0.05f : u(rng)) * (c == hot ? 4.0f : 1.0f);
+        lcw::TensorView tv;
+        tv.name = "layers.0.mlp.down";
+        tv.dtype = lcw::DType::F32;
+        tv.shape = {R, C};
+        tv.data = reinterpret_cast<const std::byte*>(wv.data());
+        tv.nbytes = wv.size() * sizeof(float);
+        auto rep = std::make_shared<lcw::stats::StatsReport>();
+        rep->hasWeights = true;
+        rep->nLayers = 1;
+        rep->weights.push_back(lcw::stats::computeTensorStats(tv));
+        rep->weights.back().layer = 0;
+        QCOMPARE(rep->weights.back().get("outlier_in_channels_ge6"), 0.0);
+
+        TaskRunner runner;
+        lcw::StatsPanel sp(&runner);
+        sp.resize(900, 600);
+        sp.showReport(rep);
+        QCOMPARE(sp.currentTensor(), QStringLiteral("layers.0.mlp.down"));
+        QCOMPARE(sp.outlierK(), lcw::stats::kDefaultOutlierK);
+        sp.setWeightAxis(lcw::StatsPanel::Axis::Input);
+        lcw::ChannelProfilePlot* p = sp.weightProfilePlot();
+        QCOMPARE(p->count(), int(C));
+        QCOMPARE(p->outliers(), (QVector<int>{int(hot)}));
+        QVERIFY(p->threshold());
+        QCOMPARE(*p->threshold(), lcw::stats::kDefaultOutlierK * double(0.05f));
+        // The legend names the rule and k, with the default; the title counts the outliers.
+        QVERIFY2(p->thresholdLabel().contains(QStringLiteral("k = 3 (default)")),
+                 qPrintable(p->thresholdLabel()));
+        QVERIFY2(p->thresholdLabel().contains(QStringLiteral("median")),
+                 qPrintable(p->thresholdLabel()));
+        QVERIFY2(p->title().contains(QStringLiteral("1 outliers")), qPrintable(p->title()));
+        // k is configurable: at 4 the channel (exactly 4×) is still marked, at 5 it is not.
+        sp.setOutlierK(4.0);
+        QCOMPARE(p->outliers(), (QVector<int>{int(hot)}));
+        QVERIFY2(p->thresholdLabel().contains(QStringLiteral("k = 4 (default 3)")),
+                 qPrintable(p->thresholdLabel()));
+        sp.setOutlierK(5.0);
+        QVERIFY(p->outliers().isEmpty());
+        QVERIFY2(p->title().contains(QStringLiteral("0 outliers")), qPrintable(p->title()));
+        // Output rows all hold the hot column: none stands out.
+        sp.setOutlierK(lcw::stats::kDefaultOutlierK);
+        sp.setWeightAxis(lcw::StatsPanel::Axis::Output);
+        QCOMPARE(p->count(), int(R));
+        QVERIFY(p->outliers().isEmpty());
+        // k is remembered with the other settings.
+        QSettings st(QString::fromStdString(lcwtest::tempDir("outlierk") + "/s.ini"),
+                     QSettings::IniFormat);
+        sp.setOutlierK(2.5);
+        sp.writeSettings(st);
+        lcw::StatsPanel sp2(&runner);
+        sp2.readSettings(st);
+        QCOMPARE(sp2.outlierK(), 2.5);
+        // Activations keep the absolute LLM.int8() threshold.
+        QCOMPARE(lcw::StatsPanel::kOutlierThreshold, 6.0);
+    }
+
+    void paretoPlotLogAxesAndLabelsDoNotOverlap() {
+        lcw::ScatterPlot sp;
+        sp.resize(520, 360);
+        sp.show();
+        QVERIFY(QTest::qWaitForWindowExposed(&sp));
+        // Clustered configurations (what overlapped before) and the original at KLD 0.
+        const QStringList labels = {QStringLiteral("original"),   QStringLiteral("W8A16"),
+                                    QStringLiteral("W8A16-g128"), QStringLiteral("W4A16-g64"),
+                                    QStringLiteral("W4A16-g32"),  QStringLiteral("W4A16-g128"),
+                                    QStringLiteral("W3A16-g64")};
+        const QVector<double> x = {1.0, 0.27, 0.275, 0.15, 0.152, 0.148, 0.12};
+        const QVector<double> y = {0.0, 0.001, 0.0011, 0.02, 0.021, 0.019, 0.2};
+        sp.setAxisLabels(QStringLiteral("size (MiB)"), QStringLiteral("KLD vs original (nats)"));
+        sp.setPoints(labels, x, y, {6, 3, 1, 0});
+        sp.setLogX(true);
+        sp.setLogY(true);
+        QCOMPARE(sp.plot()->xAxis->scaleType(), QCPAxis::stLogarithmic);
+        QCOMPARE(sp.plot()->yAxis->scaleType(), QCPAxis::stLogarithmic);
+        auto checkLabels = [&](const char* when) {
+            sp.plot()->replot();
+            const QVector<QRectF> r = sp.labelRects();
+            QCOMPARE(r.size(), labels.size());
+            for (int i = 0; i < r.size(); ++i) {
+                QVERIFY2(r[i].width() > 10, when);
+                for (int j = i + 1; j < r.size(); ++j)
+                    QVERIFY2(!r[i].intersects(r[j]),
+                             qPrintable(QStringLiteral("%1: labels %2 and %3 overlap")
+                                            .arg(QLatin1String(when), labels[i], labels[j])));
+                for (int j = 0; j < r.size(); ++j)
+                    QVERIFY2(!r[i].contains(QPointF(sp.pointPosition(j))),
+                             qPrintable(QStringLiteral("%1: label %2 covers point %3")
+                                            .arg(QLatin1String(when), labels[i], labels[j])));
+            }
+        };
+        checkLabels("log axes");
+        // KLD 0 has no place on a log axis: drawn on the floor, inside the plot, and said so.
+        QVERIFY2(sp.labelText(0).contains(QStringLiteral("KLD = 0")), qPrintable(sp.labelText(0)));
+        QVERIFY(sp.plot()->axisRect()->rect().contains(sp.pointPosition(0)));
+        QCOMPARE(sp.yValues()[0], 0.0); // the value itself is kept
+        // Clicking still finds the clustered points.
+        QCOMPARE(sp.pointAt(sp.pointPosition(4)), 4);
+        // Zoomed in and back to linear axes: laid out again, still apart.
+        sp.plot()->xAxis->setRange(0.14, 0.3);
+        checkLabels("zoomed");
+        sp.setLogX(false);
+        sp.setLogY(false);
+        QCOMPARE(sp.plot()->yAxis->scaleType(), QCPAxis::stLinear);
+        QVERIFY(!sp.labelText(0).contains(QStringLiteral("KLD = 0")));
+        checkLabels("linear axes");
+    }
+
     void statsPlotsDrawAndExport() {
         const std::string dir = lcwtest::tempDir("statsplots");
         lcw::HistogramPlot h;
@@ -1300,6 +1419,150 @@ private slots:
         QTRY_COMPARE_WITH_TIMEOUT(measured.count(), 2, kLongTimeoutMs);
         QVERIFY(!tm->errorsStale());
         QVERIFY(cell.data(Qt::ToolTipRole).toString().contains(QStringLiteral("output error")));
+    }
+
+    void resultsRecordRecipeNamesAndSettings() {
+        using ojson = nlohmann::ordered_json;
+        // Two different recipes run as the Compare view's "editor recipe": the record keeps the
+        // recipe's own name, and an unnamed recipe gets a fingerprint, so they never read alike.
+        auto results = [](qint64 ctx, qint64 chunks, const QString& recipe) {
+            lcw::CompareResults cr;
+            cr.ctx = ctx;
+            cr.chunks = chunks;
+            cr.scoredTokens = ctx / 2 * chunks;
+            lcw::CompareRow base;
+            base.name = lcw::ComparePanel::originalName();
+            base.ppl = 10.0;
+            lcw::CompareRow ed;
+            ed.name = lcw::ComparePanel::editorName();
+            ed.recipeJson = recipe;
+            ed.ppl = 10.5;
+            ed.kld = 0.02;
+            cr.rows = {base, ed};
+            cr.baseline = base.name;
+            return cr;
+        };
+        const QString named =
+            QStringLiteral(R"({"lcw_recipe": 1, "name": "q4-test", "rules": []})");
+        const QString unnamedA = QStringLiteral(R"({"lcw_recipe": 1, "rules": []})");
+        const QString unnamedB =
+            QStringLiteral(R"({"lcw_recipe": 1, "description": "other", "rules": []})");
+        const ojson r0 = lcw::ResultsPanel::compareRecord(
+            results(512, 4, named), QStringLiteral("/m/model.gguf"), QStringLiteral("/data/a.txt"));
+        QCOMPARE(r0["configs"][0]["name"].get<std::string>(), std::string("editor recipe"));
+        QCOMPARE(r0["configs"][0]["recipe_name"].get<std::string>(), std::string("q4-test"));
+        QCOMPARE(r0["configs"][0]["label"].get<std::string>(),
+                 std::string("editor recipe: q4-test"));
+        const ojson r1 = lcw::ResultsPanel::compareRecord(results(512, 4, unnamedA),
+                                                          QStringLiteral("/m/model.gguf"),
+                                                          QStringLiteral("/data/a.txt"));
+        const ojson r2 = lcw::ResultsPanel::compareRecord(results(1024, 8, unnamedB),
+                                                          QStringLiteral("/m/model.gguf"),
+                                                          QStringLiteral("/data/b.txt"));
+        QVERIFY(!r1["configs"][0].contains("recipe_name"));
+        const QString l1 = lcw::ResultsPanel::configLabel(r1["configs"][0]);
+        const QString l2 = lcw::ResultsPanel::configLabel(r2["configs"][0]);
+        QVERIFY2(l1.startsWith(QStringLiteral("editor recipe #")), qPrintable(l1));
+        QVERIFY2(l2.startsWith(QStringLiteral("editor recipe #")), qPrintable(l2));
+        QVERIFY(l1 != l2);
+        // Records written before "recipe_name" existed: the name inside the recipe JSON.
+        ojson old = r0;
+        old["configs"][0].erase("recipe_name");
+        old["configs"][0].erase("label");
+        QCOMPARE(lcw::ResultsPanel::configLabel(old["configs"][0]),
+                 QStringLiteral("editor recipe: q4-test"));
+        // A configuration without a recipe keeps its name.
+        QCOMPARE(lcw::ResultsPanel::configLabel(r0["baseline"]), lcw::ComparePanel::originalName());
+
+        const std::string path = lcwtest::tempDir("gui-results-settings") + "/results.jsonl";
+        std::remove(path.c_str());
+        lcw::appendResult(path, r0);
+        lcw::appendResult(path, r1);
+        lcw::appendResult(path, r2);
+        lcw::ResultsPanel rp;
+        rp.setResultsPath(QString::fromStdString(path));
+        QCOMPARE(rp.recordCount(), 3);
+        QTableWidget* rt = rp.recordTable();
+        QCOMPARE(rt->item(0, lcw::ResultsPanel::ConfigsColumn)->text(),
+                 QStringLiteral("editor recipe: q4-test"));
+        QCOMPARE(rt->item(1, lcw::ResultsPanel::ConfigsColumn)->text(), l1);
+        QCOMPARE(rt->item(2, lcw::ResultsPanel::ConfigsColumn)->text(), l2);
+        QCOMPARE(rt->item(0, lcw::ResultsPanel::SettingsColumn)->text(),
+                 QStringLiteral("ctx 512 · 4 chunks · a.txt"));
+        QCOMPARE(rt->item(2, lcw::ResultsPanel::SettingsColumn)->text(),
+                 QStringLiteral("ctx 1024 · 8 chunks · b.txt"));
+        QTableWidget* mt = rp.metricsTable();
+        auto column = [&](const QString& header) {
+            for (int c = 0; c < mt->columnCount(); ++c)
+                if (mt->horizontalHeaderItem(c)->text() == header) return c;
+            return -1;
+        };
+
+        // One record: its settings above the metrics, its recipe by name in the rows.
+        rp.selectRecord(0);
+        QVERIFY(rp.comparisonWarning().isEmpty());
+        QCOMPARE(rp.infoText(), QStringLiteral("Measured with ctx 512 · 4 chunks · a.txt"));
+        QCOMPARE(mt->rowCount(), 2);
+        QCOMPARE(mt->item(1, 0)->text(), QStringLiteral("editor recipe: q4-test"));
+
+        // Two records with the same settings: side by side, no warning.
+        rp.selectRecords({0, 1});
+        QCOMPARE(rp.selectedRecords(), (QList<int>{0, 1}));
+        QVERIFY(rp.comparisonWarning().isEmpty());
+        QCOMPARE(rp.infoText(), QStringLiteral("All measured with ctx 512 · 4 chunks · a.txt"));
+        QCOMPARE(mt->rowCount(), 4);
+        const int settingsCol = column(QStringLiteral("Settings"));
+        QVERIFY(settingsCol >= 0);
+        QVERIFY(column(QStringLiteral("Record")) >= 0);
+        for (int r = 0; r < 4; ++r)
+            QVERIFY(!mt->item(r, settingsCol)->text().startsWith(QStringLiteral("≠")));
+
+        // Different ctx, chunks and text: shown, but never without saying so.
+        rp.selectRecords({0, 2});
+        QCOMPARE(mt->rowCount(), 4);
+        const QString warn = rp.comparisonWarning();
+        QVERIFY2(warn.contains(QStringLiteral("ctx 512 vs 1024")), qPrintable(warn));
+        QVERIFY2(warn.contains(QStringLiteral("chunks 4 vs 8")), qPrintable(warn));
+        QVERIFY2(warn.contains(QStringLiteral("text a.txt vs b.txt")), qPrintable(warn));
+        QVERIFY(warn.startsWith(QStringLiteral("Not comparable")));
+        QVERIFY(rp.infoText().contains(warn));
+        // The rows of the second record are marked, with the reason; the first record's are not.
+        for (int r = 0; r < 2; ++r) {
+            QCOMPARE(mt->item(r, settingsCol)->text(),
+                     QStringLiteral("ctx 512 · 4 chunks · a.txt"));
+            QVERIFY(mt->item(r, column(QStringLiteral("PPL")))->toolTip().isEmpty());
+        }
+        for (int r = 2; r < 4; ++r) {
+            QCOMPARE(mt->item(r, settingsCol)->text(),
+                     QStringLiteral("≠ ctx 1024 · 8 chunks · b.txt"));
+            QVERIFY(mt->item(r, column(QStringLiteral("PPL")))
+                        ->toolTip()
+                        .contains(QStringLiteral("ctx 512 vs 1024")));
+        }
+        QCOMPARE(mt->item(3, 0)->text(), l2);
+        // The Compare view takes one record: the first, and it says so.
+        QSignalSpy warned(&rp, &lcw::ResultsPanel::logWarning);
+        std::vector<qint64> loadedCtx;
+        connect(&rp, &lcw::ResultsPanel::loadIntoCompare, this,
+                [&](const lcw::CompareResults& cr) { loadedCtx.push_back(cr.ctx); });
+        QVERIFY(rp.loadSelectedIntoCompare());
+        QCOMPARE(loadedCtx, std::vector<qint64>{512});
+        QCOMPARE(warned.count(), 1);
+        QVERIFY(warned[0][0].toString().contains(QStringLiteral("2 records selected")));
+
+        // Text compared by content when both records have its SHA-256; else by path.
+        ojson a = {{"ctx", 512}, {"chunks", 4}, {"text_file", "/x/t.txt"}, {"text_sha256", "s:1"}};
+        ojson b = a;
+        QVERIFY(lcw::ResultsPanel::settingsDifferences(a, b).isEmpty());
+        b["text_sha256"] = "s:2";
+        QCOMPARE(lcw::ResultsPanel::settingsDifferences(a, b).size(), 1);
+        b.erase("text_sha256");
+        b["text_file"] = "/y/t.txt";
+        QCOMPARE(lcw::ResultsPanel::settingsDifferences(a, b),
+                 QStringList{QStringLiteral("text /x/t.txt vs /y/t.txt")});
+        // eval's records keep the chunk limit in settings when "chunks" is absent.
+        ojson e = {{"settings", {{"ctx", 256}, {"chunks_limit", 2}}}};
+        QCOMPARE(lcw::ResultsPanel::describeSettings(e), QStringLiteral("ctx 256 · 2 chunks"));
     }
 
     void resultsPanelListsReloadsAndSkipsCorruptLines() {
@@ -1832,6 +2095,8 @@ private slots:
         // Pareto plot: a point per configuration; clicking one selects its row.
         lcw::ScatterPlot* sp = cp->paretoPlot();
         QCOMPARE(sp->pointCount(), 3);
+        QVERIFY(sp->logX() && sp->logY()); // log axes by default
+        QCOMPARE(sp->plot()->yAxis->scaleType(), QCPAxis::stLogarithmic);
         QCOMPARE(sp->yValues()[1], r.rows[1].kld);
         // Original (KLD 0, largest) and W3 (smallest) are never dominated.
         QVERIFY(sp->front().contains(0));

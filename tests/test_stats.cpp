@@ -366,6 +366,70 @@ private slots:
         QVERIFY(quant > 0);
     }
 
+    void relativeWeightOutlierChannels() {
+        // Weights sit far below LLM.int8()'s |x| ≥ 6, so the absolute count says 0; a channel at
+        // 4× the typical abs-max must still be found, relative to its tensor.
+        const int64_t R = 64, C = 256, hot = 17;
+        std::vector<float> w(size_t(R * C));
+        std::mt19937 rng(7);
+        std::uniform_real_distribution<float> u(-0.05f, 0.05f);
+        for (int64_t r = 0; r < R; ++r)
+            for (int64_t c = 0; c < C; ++c) {
+                float v = r == 0 ? 0.05f : u(rng); // every column's abs-max is exactly 0.05f
+                if (c == hot) v *= 4.0f;           // ... except this one's: 4× (exact)
+                w[size_t(r * C + c)] = v;
+            }
+        TensorView tv;
+        tv.name = "layers.0.mlp.down";
+        tv.dtype = DType::F32;
+        tv.shape = {R, C};
+        tv.data = reinterpret_cast<const std::byte*>(w.data());
+        tv.nbytes = w.size() * sizeof(float);
+        const TensorStats t = computeTensorStats(tv, {});
+        QCOMPARE(t.get("outlier_in_channels_ge6"), 0.0); // the absolute threshold misses it
+        QCOMPARE(t.get("outlier_rel_k"), kDefaultOutlierK);
+        QCOMPARE(t.get("in_absmax_median"), double(0.05f));
+        QCOMPARE(t.get("outlier_in_channels_rel"), 1.0);
+        // Every row holds the hot column: the rows are even, none stands out.
+        QCOMPARE(t.get("outlier_out_channels_rel"), 0.0);
+        QCOMPARE(t.get("out_absmax_median"), relativeOutlierChannels(t.array("out_absmax")).median);
+        const auto& in = t.array("in_absmax");
+        RelativeOutliers o = relativeOutlierChannels(in);
+        QCOMPARE(o.channels, std::vector<int64_t>{hot});
+        QCOMPARE(o.median, double(0.05f));
+        QCOMPARE(o.threshold, kDefaultOutlierK * double(0.05f));
+        // k is configurable: at 4 the channel (exactly 4×) is still marked, at 4.5 it is not.
+        QCOMPARE(relativeOutlierChannels(in, 4.0).channels, std::vector<int64_t>{hot});
+        QVERIFY(relativeOutlierChannels(in, 4.5).channels.empty());
+        QCOMPARE(relativeOutlierChannels(in, 4.5).k, 4.5);
+        // Even count: median = mean of the two middle values; zeros and non-finite entries.
+        o = relativeOutlierChannels({1, 2, 3, 40}, 3.0);
+        QCOMPARE(o.median, 2.5);
+        QCOMPARE(o.channels, std::vector<int64_t>{3});
+        o = relativeOutlierChannels({0, 0, 0, 0.5, NAN}, 3.0);
+        QCOMPARE(o.median, 0.0);
+        QCOMPARE(o.channels, std::vector<int64_t>{3}); // zeros never, NaN never
+        QVERIFY(relativeOutlierChannels({}, 3.0).channels.empty());
+
+        // A file written before these scalars existed is still read, and the layer ranking
+        // counts the channels from the per-channel array.
+        StatsReport rep;
+        rep.hasWeights = true;
+        rep.nLayers = 1;
+        rep.weights.push_back(t);
+        rep.weights.back().layer = 0;
+        for (const char* k : {"outlier_rel_k", "in_absmax_median", "out_absmax_median",
+                              "outlier_in_channels_rel", "outlier_out_channels_rel"})
+            rep.weights.back().scalars.erase(k);
+        const std::string path = lcwtest::tempDir("stats-rel") + "/old.h5";
+        StatsStore::save(path, rep);
+        const StatsReport back = StatsStore::load(path);
+        QVERIFY(std::isnan(back.weights.at(0).get("outlier_in_channels_rel")));
+        const auto j = layerRanking(back);
+        QCOMPARE(j["weight_outlier_k"].get<double>(), kDefaultOutlierK);
+        QCOMPARE(j["layers"][0]["weight_outlier_channels"].get<int64_t>(), int64_t(1));
+    }
+
     void quantGridLevelsMatchThePreviewQuantizer() {
         // Symmetric 3 bits over [-0.6, 0.3]: s = 0.6/3, levels -4s..3s.
         auto g = quantGridLevels(3, true, -0.6, 0.3);

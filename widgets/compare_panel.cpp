@@ -455,10 +455,23 @@ void ComparePanel::buildUi() {
     axes->addWidget(m_xAxis);
     axes->addWidget(new QLabel(tr("y"), metrics));
     axes->addWidget(m_yAxis);
+    // Sizes and KLDs span orders of magnitude: log axes by default.
+    m_paretoLogX = new QCheckBox(tr("Log x"), metrics);
+    m_paretoLogY = new QCheckBox(tr("Log y"), metrics);
+    m_paretoLogX->setChecked(true);
+    m_paretoLogY->setChecked(true);
+    m_paretoLogY->setToolTip(tr("On a log axis a value of 0 (the original's KLD) is drawn on "
+                                "the axis floor, hollow"));
+    axes->addWidget(m_paretoLogX);
+    axes->addWidget(m_paretoLogY);
     axes->addStretch();
     ml->addLayout(axes);
     m_pareto = new ScatterPlot(metrics);
     m_pareto->setTitle(tr("Size against error"));
+    m_pareto->setLogX(true);
+    m_pareto->setLogY(true);
+    connect(m_paretoLogX, &QCheckBox::toggled, m_pareto, &ScatterPlot::setLogX);
+    connect(m_paretoLogY, &QCheckBox::toggled, m_pareto, &ScatterPlot::setLogY);
     ml->addWidget(m_pareto, 3);
     connect(m_pareto, &ScatterPlot::pointClicked, this, [this](int i) {
         if (i >= 0 && i < m_pointRows.size()) selectRow(m_pointRows[i]);

@@ -253,6 +253,8 @@ private:
     ScatterPlot* m_pareto = nullptr;
     QComboBox* m_xAxis = nullptr;
     QComboBox* m_yAxis = nullptr;
+    QCheckBox* m_paretoLogX = nullptr;
+    QCheckBox* m_paretoLogY = nullptr;
     GroupedBarPlot* m_layers = nullptr;
     QCheckBox* m_logLayers = nullptr;
     QWidget* m_genPage = nullptr;

@@ -8,6 +8,8 @@
 #include <QAction>
 #include <QApplication>
 #include <QClipboard>
+#include <QColor>
+#include <QCryptographicHash>
 #include <QFileDialog>
 #include <QFileInfo>
 #include <QHBoxLayout>
@@ -19,6 +21,8 @@
 #include <QTableWidget>
 #include <QVBoxLayout>
 
+#include <algorithm>
+#include <map>
 #include <set>
 
 namespace lcw {
@@ -63,7 +67,64 @@ QString str(const ojson& o, const char* key) {
                                             : QString();
 }
 
+/// The record's value of an integer setting: top-level key, else in "settings".
+qint64 intSetting(const ojson& rec, const char* key, const char* settingsKey) {
+    if (const auto it = rec.find(key); it != rec.end() && it->is_number()) return it->get<qint64>();
+    if (const auto st = rec.find("settings"); st != rec.end() && st->is_object())
+        if (const auto it = st->find(settingsKey); it != st->end() && it->is_number())
+            return it->get<qint64>();
+    return -1;
+}
+
 } // namespace
+
+QString ResultsPanel::configLabel(const ojson& c) {
+    QString name = str(c, "name");
+    const auto rit = c.find("recipe");
+    const bool isRecipe = rit != c.end() && !rit->is_null();
+    if (name.isEmpty()) name = isRecipe ? tr("recipe") : QStringLiteral("?");
+    if (!isRecipe) return name;
+    QString recipeName = str(c, "recipe_name");
+    if (recipeName.isEmpty() && rit->is_object()) recipeName = str(*rit, "name");
+    if (!recipeName.isEmpty())
+        return recipeName == name ? name : tr("%1: %2").arg(name, recipeName);
+    // An unnamed recipe: a short fingerprint of its JSON tells different recipes apart.
+    const std::string text = rit->is_string() ? rit->get<std::string>() : rit->dump();
+    const QByteArray h =
+        QCryptographicHash::hash(QByteArray::fromStdString(text), QCryptographicHash::Sha256);
+    return tr("%1 #%2").arg(name, QString::fromLatin1(h.toHex().left(6)));
+}
+
+QString ResultsPanel::describeSettings(const ojson& rec) {
+    QStringList parts;
+    const qint64 ctx = intSetting(rec, "ctx", "ctx");
+    const qint64 chunks = intSetting(rec, "chunks", "chunks_limit");
+    if (ctx > 0) parts << tr("ctx %1").arg(ctx);
+    if (chunks > 0) parts << (chunks == 1 ? tr("1 chunk") : tr("%1 chunks").arg(chunks));
+    const QString text = str(rec, "text_file");
+    if (!text.isEmpty()) parts << QFileInfo(text).fileName();
+    return parts.join(QStringLiteral(" · "));
+}
+
+QStringList ResultsPanel::settingsDifferences(const ojson& a, const ojson& b) {
+    QStringList d;
+    const qint64 ca = intSetting(a, "ctx", "ctx"), cb = intSetting(b, "ctx", "ctx");
+    if (ca > 0 && cb > 0 && ca != cb) d << tr("ctx %1 vs %2").arg(ca).arg(cb);
+    const qint64 na = intSetting(a, "chunks", "chunks_limit"),
+                 nb = intSetting(b, "chunks", "chunks_limit");
+    if (na > 0 && nb > 0 && na != nb) d << tr("chunks %1 vs %2").arg(na).arg(nb);
+    const QString ta = str(a, "text_file"), tb = str(b, "text_file");
+    const QString ha = str(a, "text_sha256"), hb = str(b, "text_sha256");
+    const bool textDiffers =
+        !ha.isEmpty() && !hb.isEmpty() ? ha != hb : !ta.isEmpty() && !tb.isEmpty() && ta != tb;
+    if (textDiffers) {
+        QString fa = QFileInfo(ta).fileName(), fb = QFileInfo(tb).fileName();
+        if (fa == fb) fa = ta, fb = tb; // same name, other folder or content: show more
+        if (fa == fb) fa = ha.left(15), fb = hb.left(15);
+        d << tr("text %1 vs %2").arg(fa, fb);
+    }
+    return d;
+}
 
 ResultsPanel::ResultsPanel(QWidget* parent) : QWidget(parent) {
     auto* top = new QVBoxLayout(this);
@@ -90,17 +151,28 @@ ResultsPanel::ResultsPanel(QWidget* parent) : QWidget(parent) {
 
     auto* split = new QSplitter(Qt::Vertical, this);
     m_recordTable = new QTableWidget(0, RecordColumns, split);
-    m_recordTable->setHorizontalHeaderLabels(
-        {tr("Time (UTC)"), tr("Model"), tr("Configurations"), tr("PPL"), tr("KLD")});
+    m_recordTable->setHorizontalHeaderLabels({tr("Time (UTC)"), tr("Model"), tr("Configurations"),
+                                              tr("PPL"), tr("KLD"), tr("Settings")});
     m_recordTable->setSelectionBehavior(QAbstractItemView::SelectRows);
-    m_recordTable->setSelectionMode(QAbstractItemView::SingleSelection);
+    // Several records (Ctrl/Shift+click) are shown together, with their settings checked.
+    m_recordTable->setSelectionMode(QAbstractItemView::ExtendedSelection);
     m_recordTable->setEditTriggers(QAbstractItemView::NoEditTriggers);
     m_recordTable->verticalHeader()->setVisible(false);
     m_recordTable->horizontalHeader()->setStretchLastSection(true);
-    m_recordTable->setToolTip(tr("PPL: baseline, then each configuration; KLD: per configuration"));
+    m_recordTable->setToolTip(tr("PPL: baseline, then each configuration; KLD: per configuration. "
+                                 "Ctrl/Shift+click shows several records side by side; records "
+                                 "measured with different settings are flagged."));
     connect(m_recordTable->selectionModel(), &QItemSelectionModel::selectionChanged, this,
-            [this] { showRecord(selectedRecord()); });
-    m_metrics = new QTableWidget(0, 0, split);
+            [this] { showRecords(selectedRecords()); });
+    auto* lower = new QWidget(split);
+    auto* ll = new QVBoxLayout(lower);
+    ll->setContentsMargins(0, 0, 0, 0);
+    m_info = new QLabel(lower);
+    m_info->setWordWrap(true);
+    m_info->setTextInteractionFlags(Qt::TextSelectableByMouse);
+    ll->addWidget(m_info);
+    m_metrics = new QTableWidget(0, 0, lower);
+    ll->addWidget(m_metrics, 1);
     m_metrics->setEditTriggers(QAbstractItemView::NoEditTriggers);
     m_metrics->verticalHeader()->setVisible(false);
     m_metrics->setAlternatingRowColors(true);
@@ -111,7 +183,7 @@ ResultsPanel::ResultsPanel(QWidget* parent) : QWidget(parent) {
     m_metrics->addAction(copy);
     m_metrics->setContextMenuPolicy(Qt::ActionsContextMenu);
     split->addWidget(m_recordTable);
-    split->addWidget(m_metrics);
+    split->addWidget(lower);
     top->addWidget(split, 1);
     m_path = QString::fromStdString(defaultResultsPath());
     m_pathLabel->setText(m_path);
@@ -140,7 +212,7 @@ int ResultsPanel::reload() {
         QStringList names, ppls, klds;
         for (size_t k = 0; k < cols.size(); ++k) {
             if (k > 0) {
-                names << str(*cols[k], "name");
+                names << configLabel(*cols[k]);
                 klds << fmtNum(kldMean(*cols[k]), 5);
             }
             ppls << fmtNum(num(*cols[k], "ppl"), 3);
@@ -165,15 +237,19 @@ int ResultsPanel::reload() {
                           .arg(str(r, "granularity"), schemes.join(QStringLiteral(", ")));
             configsTip += tr("KLD: the largest mean KLD of one target per scheme");
         }
-        const QString items[] = {str(r, "timestamp"), QFileInfo(str(r, "model")).fileName(),
-                                 configs, ppls.join(QStringLiteral(" / ")),
-                                 klds.join(QStringLiteral(" / "))};
+        const QString items[] = {str(r, "timestamp"),
+                                 QFileInfo(str(r, "model")).fileName(),
+                                 configs,
+                                 ppls.join(QStringLiteral(" / ")),
+                                 klds.join(QStringLiteral(" / ")),
+                                 describeSettings(r)};
         for (int c = 0; c < RecordColumns; ++c) {
             auto* it = new QTableWidgetItem(items[c]);
             if (c == TimeColumn) it->setToolTip(str(r, "id"));
             if (c == ModelColumn) it->setToolTip(str(r, "model"));
             if (c == ConfigsColumn && !configsTip.isEmpty()) it->setToolTip(configsTip);
             if (c == KldColumn && !configsTip.isEmpty()) it->setToolTip(configsTip);
+            if (c == SettingsColumn) it->setToolTip(str(r, "text_file"));
             m_recordTable->setItem(i, c, it);
         }
     }
@@ -185,22 +261,101 @@ int ResultsPanel::reload() {
 
 void ResultsPanel::selectRecord(int row) {
     if (row < 0 || row >= m_recordTable->rowCount()) return m_recordTable->clearSelection();
-    m_recordTable->selectRow(row);
+    selectRecords({row});
+}
+
+void ResultsPanel::selectRecords(const QList<int>& rows) {
+    QItemSelection sel;
+    for (int r : rows)
+        if (r >= 0 && r < m_recordTable->rowCount())
+            sel.select(m_recordTable->model()->index(r, 0),
+                       m_recordTable->model()->index(r, RecordColumns - 1));
+    m_recordTable->selectionModel()->select(sel, QItemSelectionModel::ClearAndSelect |
+                                                     QItemSelectionModel::Rows);
+    if (!rows.isEmpty() && rows.front() >= 0 && rows.front() < m_recordTable->rowCount())
+        m_recordTable->selectionModel()->setCurrentIndex(
+            m_recordTable->model()->index(rows.front(), 0), QItemSelectionModel::NoUpdate);
 }
 
 int ResultsPanel::selectedRecord() const {
-    const auto rows = m_recordTable->selectionModel()->selectedRows();
-    return rows.isEmpty() ? -1 : rows.first().row();
+    const QList<int> rows = selectedRecords();
+    return rows.isEmpty() ? -1 : rows.first();
+}
+
+QList<int> ResultsPanel::selectedRecords() const {
+    QList<int> rows;
+    for (const QModelIndex& i : m_recordTable->selectionModel()->selectedRows()) rows << i.row();
+    std::sort(rows.begin(), rows.end());
+    return rows;
+}
+
+QString ResultsPanel::infoText() const {
+    return m_info->text();
 }
 
 void ResultsPanel::showRecord(int row) {
+    showRecords(row < 0 ? QList<int>() : QList<int>{row});
+}
+
+void ResultsPanel::showRecords(const QList<int>& rowsIn) {
     m_metrics->clear();
     m_metrics->setRowCount(0);
     m_metrics->setColumnCount(0);
-    if (row < 0 || row >= int(m_records.size())) return;
-    if (isSensitivityRecord(m_records[size_t(row)]))
+    m_warning.clear();
+    m_info->clear();
+    m_info->setStyleSheet(QString());
+    QList<int> rows;
+    for (int r : rowsIn)
+        if (r >= 0 && r < int(m_records.size())) rows << r;
+    if (rows.isEmpty()) return;
+    const int row = rows.front();
+    if (rows.size() == 1 && isSensitivityRecord(m_records[size_t(row)])) {
+        const QString set = describeSettings(m_records[size_t(row)]);
+        m_info->setText(set.isEmpty() ? QString() : tr("Measured with %1").arg(set));
         return showSensitivityRecord(m_records[size_t(row)]);
-    const auto cols = columnsOf(m_records[size_t(row)]);
+    }
+    const bool multi = rows.size() > 1;
+    // The configurations of every selected record, each with its record; sensitivity scans
+    // (no configurations) are left out.
+    std::vector<const ojson*> cols;
+    std::vector<int> colRecord;
+    std::vector<bool> colBase;
+    for (int r : rows) {
+        const ojson& rec = m_records[size_t(r)];
+        if (isSensitivityRecord(rec)) continue;
+        const bool hasBase = rec.contains("baseline") && rec["baseline"].is_object();
+        const auto cs = columnsOf(rec);
+        for (size_t k = 0; k < cs.size(); ++k) {
+            cols.push_back(cs[k]);
+            colRecord.push_back(r);
+            colBase.push_back(hasBase && k == 0);
+        }
+    }
+    // Settings: the first record's are the reference; every other record is checked against it.
+    const ojson& ref = m_records[size_t(row)];
+    std::map<int, QStringList> differs;
+    QStringList allDiffs;
+    for (int r : rows) {
+        if (r == row) continue;
+        const QStringList d = settingsDifferences(ref, m_records[size_t(r)]);
+        if (d.isEmpty()) continue;
+        differs[r] = d;
+        for (const QString& x : d)
+            if (!allDiffs.contains(x)) allDiffs << x;
+    }
+    if (!allDiffs.isEmpty()) {
+        m_warning = tr("Not comparable: the selected records were measured with different "
+                       "settings (%1). Their numbers are shown side by side; rows marked ≠ "
+                       "differ from the first record (%2).")
+                        .arg(allDiffs.join(QStringLiteral("; ")), describeSettings(ref));
+        m_info->setText(QStringLiteral("⚠ ") + m_warning);
+        m_info->setStyleSheet(QStringLiteral("color: #b35c00; font-weight: bold;"));
+    } else {
+        const QString set = describeSettings(ref);
+        if (!set.isEmpty())
+            m_info->setText(multi ? tr("All measured with %1").arg(set)
+                                  : tr("Measured with %1").arg(set));
+    }
     // Task names in order of first appearance.
     QStringList tasks;
     for (const ojson* c : cols)
@@ -211,20 +366,22 @@ void ResultsPanel::showRecord(int row) {
                           tr("KLD"),           tr("KLD p99"), tr("Same top %"), tr("Prefill tok/s"),
                           tr("Decode tok/s"),  tr("Peak RSS")};
     for (const QString& t : tasks) header << tr("%1 acc %").arg(t);
+    // Several records: which record and settings each row comes from.
+    const int extra = multi ? 2 : 0;
+    if (multi) header << tr("Record") << tr("Settings");
     m_metrics->setColumnCount(int(header.size()));
     m_metrics->setHorizontalHeaderLabels(header);
     m_metrics->setRowCount(int(cols.size()));
     for (int i = 0; i < int(cols.size()); ++i) {
         const ojson& c = *cols[size_t(i)];
-        const bool base = i == 0;
+        const bool base = colBase[size_t(i)];
         const ojson kld = c.contains("kld") && c["kld"].is_object() ? c["kld"] : ojson::object();
         const double bytes = num(c, "model_bytes");
         const double decode = c.contains("speed") && c["speed"].is_object()
                                   ? num(c["speed"], "decode_tokens_per_second")
                                   : std::nan("");
         QStringList cells = {
-            str(c, "name").isEmpty() ? (base ? tr("baseline") : QStringLiteral("?"))
-                                     : str(c, "name"),
+            str(c, "name").isEmpty() && base ? tr("baseline") : configLabel(c),
             fmtNum(num(c, "bits_per_weight"), 3),
             std::isnan(bytes) ? QStringLiteral("—") : formatBytes(uint64_t(bytes)),
             fmtPm(num(c, "ppl"), num(c, "ppl_se"), 4),
@@ -245,9 +402,23 @@ void ResultsPanel::showRecord(int row) {
                 cells << QStringLiteral("—");
             }
         }
+        const int rec = colRecord[size_t(i)];
+        const auto diff = differs.find(rec);
+        const bool flagged = diff != differs.end();
+        if (multi) {
+            cells << str(m_records[size_t(rec)], "timestamp")
+                  << (flagged ? QStringLiteral("≠ ") : QString()) +
+                         describeSettings(m_records[size_t(rec)]);
+        }
         for (int k = 0; k < int(cells.size()); ++k) {
             auto* it = new QTableWidgetItem(cells[k]);
-            if (k > 0) it->setTextAlignment(Qt::AlignRight | Qt::AlignVCenter);
+            if (k > 0 && k < int(cells.size()) - extra)
+                it->setTextAlignment(Qt::AlignRight | Qt::AlignVCenter);
+            if (flagged) {
+                it->setForeground(QColor(0xb3, 0x5c, 0x00));
+                it->setToolTip(tr("Measured differently from the first record: %1")
+                                   .arg(diff->second.join(QStringLiteral("; "))));
+            }
             m_metrics->setItem(i, k, it);
         }
     }
@@ -319,6 +490,11 @@ bool ResultsPanel::loadSelectedIntoCompare() {
                             .arg(str(m_records[size_t(row)], "id")));
         return false;
     }
+    if (selectedRecords().size() > 1)
+        emit logWarning(tr("Results: %1 records selected; the Compare view shows one record, the "
+                           "first (%2)")
+                            .arg(selectedRecords().size())
+                            .arg(str(m_records[size_t(row)], "id")));
     try {
         emit loadIntoCompare(toCompareResults(m_records[size_t(row)]));
         emit logMessage(tr("Results: record %1 shown in the Compare view")
@@ -431,7 +607,12 @@ ojson ResultsPanel::compareRecord(const CompareResults& r, const QString& modelP
             } catch (const std::exception&) {
                 c["recipe"] = row.recipeJson.toStdString();
             }
+            // The recipe's own name: two recipes run as "editor recipe" stay apart.
+            if (c["recipe"].is_object() && c["recipe"].contains("name") &&
+                c["recipe"]["name"].is_string() && !c["recipe"]["name"].get<std::string>().empty())
+                c["recipe_name"] = c["recipe"]["name"];
         }
+        c["label"] = configLabel(c).toStdString();
         c["bits_per_weight"] = row.bitsPerWeight;
         c["model_bytes"] = row.bytes;
         c["ppl"] = row.ppl;

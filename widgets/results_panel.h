@@ -9,7 +9,10 @@
 /// eval's, with "source": "gui compare"). Sensitivity scans run in the GUI are recorded too
 /// (sensitivityRecord(): "kind": "sensitivity", the baseline PPL and one summary per scheme);
 /// they list with their schemes and largest KLD and show one row per scheme. Corrupt lines are
-/// skipped with a warning in the log.
+/// skipped with a warning in the log. Configurations are labelled with their recipe's own name
+/// (configLabel()), every record with its evaluation settings (ctx, chunks, text); several
+/// records can be selected and shown together, and when their settings differ the panel says
+/// so and marks the rows instead of comparing them silently.
 #include "core/eval/sensitivity.h"
 #include "widgets/compare_panel.h"
 
@@ -22,6 +25,7 @@
 #include <vector>
 
 class QLabel;
+class QTableWidgetItem;
 class QTableWidget;
 
 namespace lcw {
@@ -35,6 +39,7 @@ public:
         ConfigsColumn,
         PplColumn,
         KldColumn,
+        SettingsColumn, ///< ctx · chunks · text of the record's measurements
         RecordColumns
     };
 
@@ -49,7 +54,32 @@ public:
     int recordCount() const { return int(m_records.size()); }
     const nlohmann::ordered_json& record(int row) const { return m_records.at(size_t(row)); }
     void selectRecord(int row);
+    /// Selects several records: their configurations are shown together, each row with its
+    /// record and settings; when the settings differ the panel says so (comparisonWarning())
+    /// and marks the rows measured differently from the first record.
+    void selectRecords(const QList<int>& rows);
+    /// The first selected record (−1: none).
     int selectedRecord() const;
+    QList<int> selectedRecords() const;
+    /// The line above the metrics: the shown record's settings, or, with several records of
+    /// different settings, why their numbers are not comparable.
+    QString infoText() const;
+    /// Non-empty when the selected records were measured with different settings (ctx,
+    /// chunks, text): names every difference.
+    QString comparisonWarning() const { return m_warning; }
+
+    /// What a configuration is called: its name, and for a recipe the recipe's own name
+    /// ("editor recipe: W4 g64 test"), or, for an unnamed recipe, a short fingerprint of its
+    /// JSON ("editor recipe #1a2b3c") so that two different recipes never read alike.
+    static QString configLabel(const nlohmann::ordered_json& config);
+    /// The evaluation settings of a record: "ctx 512 · 8 chunks · wiki.test.raw" (parts the
+    /// record lacks are left out; empty when it has none).
+    static QString describeSettings(const nlohmann::ordered_json& record);
+    /// How two records' evaluation settings differ ("ctx 512 vs 1024", "chunks 8 vs 4",
+    /// "text a.txt vs b.txt"; text by SHA-256 when both records have one, else by path);
+    /// empty when they agree (a setting only one record has is not compared).
+    static QStringList settingsDifferences(const nlohmann::ordered_json& a,
+                                           const nlohmann::ordered_json& b);
 
     /// TSV of the selected record's metrics table (header + one line per configuration);
     /// copyMetrics() also puts it on the clipboard.
@@ -62,6 +92,8 @@ public:
     /// std::exception when it has no "baseline" object.
     static CompareResults toCompareResults(const nlohmann::ordered_json& record);
     /// The compare view's results as a store record: model, text_file, settings (ctx, chunks),
+    /// per configuration "recipe_name" (the recipe's own name, when it has one) and "label"
+    /// (configLabel()),
     /// baseline and configs with eval's keys (ppl, ppl_se, kld.{mean, se, p99},
     /// same_top_percent(_se), bits_per_weight, model_bytes, prefill_tokens_per_second, recipe;
     /// after speed runs also speed.decode_tokens_per_second, peak_rss_bytes (absolute) and the
@@ -101,11 +133,14 @@ private:
     QString appendRecord(const std::function<nlohmann::ordered_json()>& record,
                          const QString& what);
     void showRecord(int row);
+    void showRecords(const QList<int>& rows);
     void showSensitivityRecord(const nlohmann::ordered_json& record);
 
     QString m_path;
     std::vector<nlohmann::ordered_json> m_records;
     QLabel* m_pathLabel = nullptr;
+    QLabel* m_info = nullptr;
+    QString m_warning;
     QTableWidget* m_recordTable = nullptr;
     QTableWidget* m_metrics = nullptr;
 };

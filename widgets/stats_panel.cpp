@@ -18,6 +18,7 @@
 #include <QDialog>
 #include <QDialogButtonBox>
 #include <QDir>
+#include <QDoubleSpinBox>
 #include <QFileDialog>
 #include <QFileInfo>
 #include <QFormLayout>
@@ -186,12 +187,24 @@ void StatsPanel::buildUi() {
     m_axisCombo->addItem(tr("Input channels (columns)"), int(Axis::Input));
     m_sortedBox = new QCheckBox(tr("Sorted"), weights);
     m_sortedBox->setToolTip(tr("Largest first (applies to the channel profiles)"));
+    m_outlierKBox = new QDoubleSpinBox(weights);
+    m_outlierKBox->setRange(1.0, 100.0);
+    m_outlierKBox->setDecimals(1);
+    m_outlierKBox->setSingleStep(0.5);
+    m_outlierKBox->setValue(stats::kDefaultOutlierK);
+    m_outlierKBox->setPrefix(tr("k = "));
+    m_outlierKBox->setToolTip(
+        tr("Weight outlier channels: abs-max ≥ k × the median channel abs-max of the tensor "
+           "(default k = %1). Activations keep LLM.int8()'s absolute |x| ≥ 6.")
+            .arg(stats::kDefaultOutlierK));
     auto* wControls = new QHBoxLayout;
     wControls->addWidget(m_logBox);
     wControls->addStretch();
     wControls->addWidget(new QLabel(tr("Channel axis:"), weights));
     wControls->addWidget(m_axisCombo);
     wControls->addWidget(m_sortedBox);
+    wControls->addWidget(new QLabel(tr("Outliers:"), weights));
+    wControls->addWidget(m_outlierKBox);
     m_hist = new HistogramPlot(weights);
     m_hist->setAxisLabels(tr("weight value"), tr("count"));
     m_weightProfile = new ChannelProfilePlot(weights);
@@ -267,6 +280,10 @@ void StatsPanel::buildUi() {
     connect(m_logBox, &QCheckBox::toggled, m_hist, &HistogramPlot::setLogCount);
     connect(m_hist, &HistogramPlot::logCountChanged, m_logBox, &QCheckBox::setChecked);
     connect(m_axisCombo, &QComboBox::currentIndexChanged, this, [this] { updateWeightPlots(); });
+    connect(m_outlierKBox, &QDoubleSpinBox::valueChanged, this, [this] {
+        updateHeader();
+        updateWeightPlots();
+    });
     connect(m_sortedBox, &QCheckBox::toggled, this, [this](bool on) {
         m_weightProfile->setSorted(on);
         m_actProfile->setSorted(on);
@@ -604,6 +621,7 @@ void StatsPanel::readSettings(QSettings& s) {
     setLogCount(s.value(QStringLiteral("stats/logCount"), false).toBool());
     setSorted(s.value(QStringLiteral("stats/sorted"), false).toBool());
     setActivationLogScale(s.value(QStringLiteral("stats/activationLog"), false).toBool());
+    setOutlierK(s.value(QStringLiteral("stats/outlierK"), stats::kDefaultOutlierK).toDouble());
     m_metricCombo->setCurrentIndex(std::clamp(s.value(QStringLiteral("stats/metric"), 0).toInt(), 0,
                                               m_metricCombo->count() - 1));
 }
@@ -620,6 +638,7 @@ void StatsPanel::writeSettings(QSettings& s) const {
     s.setValue(QStringLiteral("stats/logCount"), m_logBox->isChecked());
     s.setValue(QStringLiteral("stats/sorted"), m_sortedBox->isChecked());
     s.setValue(QStringLiteral("stats/activationLog"), m_actLogBox->isChecked());
+    s.setValue(QStringLiteral("stats/outlierK"), outlierK());
     s.setValue(QStringLiteral("stats/metric"), m_metricCombo->currentIndex());
 }
 
@@ -659,6 +678,14 @@ void StatsPanel::setImatrixManager(const ImatrixManager* m) {
     if (m_imatrix)
         connect(m_imatrix, &ImatrixManager::changed, this, [this] { updateImatrixPlot(); });
     updateImatrixPlot();
+}
+
+void StatsPanel::setOutlierK(double k) {
+    m_outlierKBox->setValue(k);
+}
+
+double StatsPanel::outlierK() const {
+    return m_outlierKBox->value();
 }
 
 void StatsPanel::setActivationLogScale(bool on) {
@@ -709,12 +736,20 @@ void StatsPanel::updateHeader() {
     } else {
         QStringList shape;
         for (int64_t d : w->shape) shape << QString::number(d);
-        QString line = tr("%1 %2 · %3 values · kurtosis %4 · absmax/σ %5 · |w| ≥ 6: %6")
+        const double k = outlierK();
+        const auto* in = findArray(w, "in_absmax");
+        const auto* out = findArray(w, "out_absmax");
+        const size_t nIn = in ? stats::relativeOutlierChannels(*in, k).channels.size() : 0;
+        const size_t nOut = out ? stats::relativeOutlierChannels(*out, k).channels.size() : 0;
+        QString line = tr("%1 %2 · %3 values · kurtosis %4 · absmax/σ %5 · outlier channels "
+                          "(abs-max ≥ %6× median): %7 in, %8 out")
                            .arg(shape.join(QStringLiteral("×")), QString::fromStdString(w->dtype),
                                 formatCountExact(int64_t(w->get("count"))))
                            .arg(w->get("kurtosis"), 0, 'f', 2)
                            .arg(w->get("outlier_ratio"), 0, 'f', 2)
-                           .arg(w->get("count_abs_ge6"), 0, 'f', 0);
+                           .arg(k, 0, 'g', 3)
+                           .arg(nIn)
+                           .arg(nOut);
         if (!r.previews.empty()) {
             const std::string label = r.previews.front().label();
             line += tr(" · %1: rel. error %2, SQNR %3 dB")
@@ -809,13 +844,23 @@ void StatsPanel::updateWeightPlots() {
     const auto* arr = findArray(w, input ? "in_absmax" : "out_absmax");
     m_weightProfile->setAxisLabels(input ? tr("input channel") : tr("output channel"),
                                    tr("abs-max |w|"));
-    m_weightProfile->setProfile(arr ? toQVector(*arr) : QVector<double>(), kOutlierThreshold,
-                                tr("outlier channel: abs-max ≥ 6"));
-    m_weightProfile->setTitle(
-        tr("Abs-max per %1 channel · %2 outliers")
-            .arg(input ? tr("input") : tr("output"))
-            .arg(w->get(input ? "outlier_in_channels_ge6" : "outlier_out_channels_ge6"), 0, 'f',
-                 0));
+    // Outliers relative to the tensor (core/stats): abs-max ≥ k × the median channel's.
+    const double k = outlierK();
+    const stats::RelativeOutliers ro =
+        arr ? stats::relativeOutlierChannels(*arr, k) : stats::RelativeOutliers{};
+    const std::optional<double> threshold =
+        arr && ro.threshold > 0 ? std::optional<double>(ro.threshold) : std::nullopt;
+    m_weightProfile->setProfile(arr ? toQVector(*arr) : QVector<double>(), threshold,
+                                tr("outlier channel: abs-max ≥ k × median %1, k = %2%3")
+                                    .arg(ro.median, 0, 'g', 3)
+                                    .arg(k, 0, 'g', 3)
+                                    .arg(k == stats::kDefaultOutlierK
+                                             ? tr(" (default)")
+                                             : tr(" (default %1)").arg(stats::kDefaultOutlierK)));
+    m_weightProfile->setTitle(tr("Abs-max per %1 channel · %2 outliers (≥ %3× median)")
+                                  .arg(input ? tr("input") : tr("output"))
+                                  .arg(ro.channels.size())
+                                  .arg(k, 0, 'g', 3));
 }
 
 void StatsPanel::updateActivationPlots() {

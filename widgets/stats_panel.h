@@ -21,6 +21,7 @@
 
 class QCheckBox;
 class QComboBox;
+class QDoubleSpinBox;
 class QLabel;
 class QProgressBar;
 class QSettings;
@@ -58,8 +59,9 @@ public:
     /// Weight profile axis.
     enum class Axis { Output, Input };
 
-    /// Outlier threshold for channel abs-max, as core/stats counts outlier channels
-    /// (`outlier_*_channels_ge6`: LLM.int8()'s |x| ≥ 6).
+    /// Outlier threshold for activation channel abs-max, as core/stats counts outlier channels
+    /// (`outlier_channels_ge6`: LLM.int8()'s |x| ≥ 6). Weight channels are judged relative to
+    /// their tensor instead (see setOutlierK()).
     static constexpr double kOutlierThreshold = 6.0;
 
     StatsPanel(TaskRunner* runner, QWidget* parent = nullptr);
@@ -112,6 +114,11 @@ public:
     /// Cache file that the shown statistics came from (empty when none shown).
     QString loadedPath() const { return m_loadedPath; }
 
+    /// Shows statistics read or computed elsewhere (a statistics file opened by hand, a
+    /// synthetic report) without touching the cache; `path` is where they came from.
+    void showReport(std::shared_ptr<const stats::StatsReport> r, const QString& path = {}) {
+        setReport(std::move(r), path);
+    }
     /// Shows the statistics of one tensor (canonical name).
     void showTensor(const QString& name);
     QString currentTensor() const { return m_tensor; }
@@ -125,6 +132,11 @@ public:
     /// Logarithmic value axis for the Activations tab's plots (abs-max per channel and token,
     /// importance per column).
     void setActivationLogScale(bool on);
+    /// k of the weight outlier channels: abs-max ≥ k × the median channel abs-max of the tensor
+    /// (stats::relativeOutlierChannels; default stats::kDefaultOutlierK). The weight profile
+    /// marks them, its legend and title show k, the header counts them per axis.
+    void setOutlierK(double k);
+    double outlierK() const;
 
     void readSettings(QSettings& s);
     void writeSettings(QSettings& s) const;
@@ -229,6 +241,7 @@ private:
     QCheckBox* m_logBox = nullptr;
     QCheckBox* m_sortedBox = nullptr;
     QComboBox* m_axisCombo = nullptr;
+    QDoubleSpinBox* m_outlierKBox = nullptr;
     QComboBox* m_metricCombo = nullptr;
 };
 

@@ -112,9 +112,9 @@ int cmdStats(const std::vector<std::string>& argv) {
     const std::string pl = rep.previews.empty() ? "" : rep.previews.front().label();
     std::printf("\nlayers ranked by outlier-proneness (mean rank of the columns; kurtosis is "
                 "m4/σ⁴, non-excess):\n");
-    std::printf("%4s %5s %6s  %-26s %8s %8s  %10s %10s %9s\n", "rank", "layer", "score",
-                "worst weight (absmax/std)", "ratio", "kurt", ("err " + pl).c_str(), "act.ratio",
-                "act.absmax");
+    std::printf("%4s %5s %6s  %-26s %8s %8s %7s  %10s %10s %9s\n", "rank", "layer", "score",
+                "worst weight (absmax/std)", "ratio", "kurt", "out.ch", ("err " + pl).c_str(),
+                "act.ratio", "act.absmax");
     int shown = 0;
     for (const auto& L : sum["layers"]) {
         if (shown++ >= top) break;
@@ -122,11 +122,15 @@ int cmdStats(const std::vector<std::string>& argv) {
         std::string wt = L.contains("weight_outlier_ratio_tensor")
                              ? L["weight_outlier_ratio_tensor"].get<std::string>()
                              : "-";
-        std::printf("%4d %5d %6.2f  %-26s %8.2f %8.2f  %10.4f %10.2f %9.2f\n", L["rank"].get<int>(),
-                    L["layer"].get<int>(), d("score"), wt.c_str(), d("weight_outlier_ratio"),
-                    d("weight_kurtosis"), d("preview_rel_fro"), d("act_outlier_ratio"),
-                    d("act_absmax"));
+        std::printf("%4d %5d %6.2f  %-26s %8.2f %8.2f %7.0f  %10.4f %10.2f %9.2f\n",
+                    L["rank"].get<int>(), L["layer"].get<int>(), d("score"), wt.c_str(),
+                    d("weight_outlier_ratio"), d("weight_kurtosis"), d("weight_outlier_channels"),
+                    d("preview_rel_fro"), d("act_outlier_ratio"), d("act_absmax"));
     }
+    if (rep.hasWeights)
+        std::printf("out.ch: weight input channels whose abs-max is >= %g x the median channel's "
+                    "(summed over the block's tensors)\n",
+                    stats::kDefaultOutlierK);
     return 0;
 }
 

@@ -116,6 +116,7 @@ nlohmann::ordered_json layerRanking(const StatsReport& r) {
     struct Row {
         int layer = 0;
         double wOut = 0, wKurt = 0, prev = 0, aOut = 0, aMax = 0, aOutCh = 0, kU = 0, vU = 0;
+        int64_t wRelCh = 0; ///< relative weight outlier input channels, summed over tensors
         std::string wOutT, wKurtT, prevT, aOutT;
         double score = 0;
     };
@@ -132,6 +133,9 @@ nlohmann::ordered_json layerRanking(const StatsReport& r) {
         if (num(t.get("outlier_ratio")) > w.wOut) w.wOut = t.get("outlier_ratio"), w.wOutT = t.name;
         if (num(t.get("kurtosis")) > w.wKurt) w.wKurt = t.get("kurtosis"), w.wKurtT = t.name;
         if (!pk.empty() && num(t.get(pk)) > w.prev) w.prev = t.get(pk), w.prevT = t.name;
+        // From the per-channel array, so files written before the scalar existed give it too.
+        if (auto it = t.arrays.find("in_absmax"); it != t.arrays.end())
+            w.wRelCh += int64_t(relativeOutlierChannels(it->second).channels.size());
     }
     for (auto& a : r.activations) {
         if (a.layer < 0 || a.layer >= int(r.nLayers)) continue;
@@ -194,6 +198,7 @@ nlohmann::ordered_json layerRanking(const StatsReport& r) {
         j["massive_activation"] = {{"site", massiveSite}, {"tok_absmax_max_over_median", massive}};
     }
     j["weight_tensors"] = r.weights.size();
+    if (r.hasWeights) j["weight_outlier_k"] = kDefaultOutlierK;
     j["activation_sites"] = r.activations.size();
     json layers = json::array();
     int rank = 1;
@@ -207,6 +212,7 @@ nlohmann::ordered_json layerRanking(const StatsReport& r) {
             L["weight_outlier_ratio_tensor"] = w.wOutT;
             L["weight_kurtosis"] = w.wKurt;
             L["weight_kurtosis_tensor"] = w.wKurtT;
+            L["weight_outlier_channels"] = w.wRelCh;
             if (!pk.empty()) {
                 L["preview_rel_fro"] = w.prev;
                 L["preview_tensor"] = w.prevT;

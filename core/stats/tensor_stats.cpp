@@ -181,4 +181,26 @@ void putTensorScalars(TensorStats& t, const Moments& m, double mn, double mx) {
     t.scalars["outlier_ratio"] = m.stddev() > 0 ? am / m.stddev() : 0;
 }
 
+RelativeOutliers relativeOutlierChannels(const std::vector<double>& channelAbsmax, double k) {
+    RelativeOutliers r;
+    r.k = k;
+    std::vector<double> v;
+    v.reserve(channelAbsmax.size());
+    for (double a : channelAbsmax)
+        if (std::isfinite(a)) v.push_back(a);
+    if (v.empty()) return r;
+    const size_t mid = v.size() / 2;
+    std::nth_element(v.begin(), v.begin() + std::ptrdiff_t(mid), v.end());
+    double med = v[mid];
+    if (v.size() % 2 == 0)
+        med = 0.5 * (med + *std::max_element(v.begin(), v.begin() + std::ptrdiff_t(mid)));
+    r.median = med;
+    r.threshold = k * med;
+    for (size_t c = 0; c < channelAbsmax.size(); ++c) {
+        const double a = channelAbsmax[c];
+        if (std::isfinite(a) && a > 0 && a >= r.threshold) r.channels.push_back(int64_t(c));
+    }
+    return r;
+}
+
 } // namespace lcw::stats

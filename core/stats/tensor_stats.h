@@ -137,6 +137,24 @@ std::string percentileKey(double pct);
 void putChannelArrays(TensorStats& t, const std::string& prefix, const std::vector<Moments>& m,
                       const std::vector<double>& mn, const std::vector<double>& mx);
 
+/// Default k of relative weight outlier channels (see relativeOutlierChannels()).
+inline constexpr double kDefaultOutlierK = 3.0;
+
+/// Weight outlier channels judged relative to their tensor: channel c is an outlier when its
+/// abs-max is at least k times the median channel abs-max of the tensor (for an even count the
+/// mean of the two middle values), i.e. absmax[c] / median ≥ k, and not zero. Unlike
+/// LLM.int8()'s absolute |x| ≥ 6 (kept for activations), this finds the channels that stand out
+/// in weights, whose values are usually far below 6. Non-finite entries are left out of the
+/// median and are never outliers.
+struct RelativeOutliers {
+    double k = kDefaultOutlierK;
+    double median = 0;             ///< median channel abs-max (0 without finite entries)
+    double threshold = 0;          ///< k · median
+    std::vector<int64_t> channels; ///< the outlier channels, ascending
+};
+RelativeOutliers relativeOutlierChannels(const std::vector<double>& channelAbsmax,
+                                         double k = kDefaultOutlierK);
+
 /// Fills the tensor-level scalars min..outlier_ratio from merged moments and extrema.
 void putTensorScalars(TensorStats& t, const Moments& m, double mn, double mx);
 

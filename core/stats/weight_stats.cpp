@@ -312,6 +312,14 @@ TensorStats computeTensorStats(const TensorView& t, const WeightStatsOptions& op
         ts.scalars["outlier_in_channels_ge6"] = double(oi);
         ts.scalars["outlier_out_channels_ge6"] = double(oo);
         ts.scalars["count_abs_ge6"] = double(A.keys.countAtLeast(6.0f));
+        // Outlier channels relative to the tensor (abs-max ≥ k × the median channel's).
+        const RelativeOutliers ri = relativeOutlierChannels(ts.arrays["in_absmax"]);
+        const RelativeOutliers ro = relativeOutlierChannels(ts.arrays["out_absmax"]);
+        ts.scalars["outlier_rel_k"] = kDefaultOutlierK;
+        ts.scalars["in_absmax_median"] = ri.median;
+        ts.scalars["out_absmax_median"] = ro.median;
+        ts.scalars["outlier_in_channels_rel"] = double(ri.channels.size());
+        ts.scalars["outlier_out_channels_rel"] = double(ro.channels.size());
     }
     {
         auto [first, c] = A.keys.log2Counts();
