@@ -33,8 +33,11 @@ step() { # step NAME CMD...: one JSON line with wall seconds and peak RSS
 }
 step open "$CLI" info "$model" --json
 step decode "$BUILD/bench/bench_runtime" "$model" --threads "$THREADS" --prefill 16 --decode 8 --reps 1
-step perplexity_chunk "$CLI" eval "$model" --text "$TEXT" --ctx 256 --chunks 1 --speed-tokens 0 \
-  --no-record --json --quiet
+# perplexity, not eval: eval resets the process's RSS high-water mark between its phases (its
+# per-configuration memory figures), which /usr/bin/time would then miss.
+short=$(mktemp)
+head -c 1500 "$TEXT" > "$short"
+step perplexity "$CLI" perplexity "$model" --text "$short" --ctx 256 --json
 step stats "$CLI" stats "$model" --calib "$TEXT" --samples 1 --seq-len 64 --out "$DIR/$SHAPE-stats.h5" --json
 step gptq_one_layer "$CLI" compress "$model" --recipe bench/recipes/gptq-one-layer.json --calib "$TEXT" \
   --samples 4 --seq-len 128 --json
