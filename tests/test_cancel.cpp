@@ -59,10 +59,14 @@ class TestCancel : public QObject {
     std::vector<int32_t> m_tokens;
     double m_chunkSeconds = 0; ///< one chunk, one thread
 
+    /// The bound on a cancel latency: under half a chunk (the old code took the rest of the
+    /// chunk, 85 % of it), plus the 0.1 s between polls and slack for a busy machine.
+    double bound() const { return 0.45 * m_chunkSeconds + 0.1; }
+
     PerplexityOptions evalOptions(int threads, int64_t chunks) const {
         PerplexityOptions o;
-        o.ctx = 512;
-        o.batch = 512;
+        o.ctx = 1024;
+        o.batch = 1024;
         o.threads = threads;
         o.maxChunks = chunks;
         return o;
@@ -70,11 +74,11 @@ class TestCancel : public QObject {
 
 private slots:
     void initTestCase() {
-        // A narrow llama: 12 blocks of dim 512, so one chunk of 512 tokens takes about a second
-        // on one core and each block a twelfth of that.
+        // A narrow llama: 16 blocks of dim 512, so one chunk of 1024 tokens takes about a
+        // second on one core and each block a sixteenth of that.
         ModelSpec spec = syntheticSpec("llama", "llama-tiny");
-        spec.dim = 512, spec.nLayers = 12, spec.hidden = 1408, spec.nHeads = 8, spec.nKvHeads = 2;
-        spec.headDim = 64, spec.vocab = 2048, spec.maxSeq = 1024;
+        spec.dim = 512, spec.nLayers = 16, spec.hidden = 1408, spec.nHeads = 8, spec.nKvHeads = 2;
+        spec.headDim = 64, spec.vocab = 2048, spec.maxSeq = 2048;
         m_dir = lcwtest::tempDir("cancel");
         SynthOptions so;
         so.dtype = DType::F16;
@@ -82,7 +86,7 @@ private slots:
         QCOMPARE(writeSyntheticModel(spec, m_dir, so, np), Status::Ok);
         m_model = Model::load(m_dir);
         std::mt19937 rng(7);
-        m_tokens.resize(4 * 512);
+        m_tokens.resize(4 * 1024);
         for (auto& t : m_tokens) t = int32_t(rng() % 2048);
 
         // The faster of two runs (the first also pages the weights in).
@@ -112,7 +116,7 @@ private slots:
         QVERIFY(c.requestAt.has_value());
         const double latency = c.latency();
         qInfo("perplexity cancel latency %.3f s (chunk %.3f s)", latency, m_chunkSeconds);
-        QVERIFY2(latency < 0.4 * m_chunkSeconds,
+        QVERIFY2(latency < bound(),
                  qPrintable(QString("stopped %1 s after the request; a chunk takes %2 s")
                                 .arg(latency)
                                 .arg(m_chunkSeconds)));
@@ -132,11 +136,11 @@ private slots:
         qInfo("2 workers: cancel latency %.3f s after %.3f s", latency, since(t0));
         // Two chunks side by side on a machine that may have only two (shared) cores: each can
         // take up to twice as long as alone.
-        QVERIFY2(latency < 0.8 * m_chunkSeconds, qPrintable(QString::number(latency)));
+        QVERIFY2(latency < 2 * bound(), qPrintable(QString::number(latency)));
     }
 
     // The reported defect: a sensitivity scan runs the baseline and every target's overlay in
-    // each chunk (13 forwards here, hundreds at 1.1B); Cancel must not wait for all of them.
+    // each chunk (17 forwards here, hundreds at 1.1B); Cancel must not wait for all of them.
     void sensitivityStopsInsideTheChunk() {
         DelayedCancel c;
         c.armed = [](double f) { return f >= 0.1; }; // the divergence phase has begun
@@ -151,7 +155,7 @@ private slots:
         const double latency = c.latency();
         qInfo("sensitivity cancel latency %.3f s (chunk of one forward %.3f s)", latency,
               m_chunkSeconds);
-        QVERIFY2(latency < 0.4 * m_chunkSeconds, qPrintable(QString::number(latency)));
+        QVERIFY2(latency < bound(), qPrintable(QString::number(latency)));
     }
 
     // KL divergence against the baseline (the Compare panel's job) likewise.
@@ -164,7 +168,7 @@ private slots:
             compareToBaseline(*m_model, configs, m_tokens, evalOptions(1, 1), c.progress);
         QCOMPARE(r.status, Status::Cancelled);
         QVERIFY(c.requestAt.has_value());
-        QVERIFY2(c.latency() < 0.4 * m_chunkSeconds, qPrintable(QString::number(c.latency())));
+        QVERIFY2(c.latency() < bound(), qPrintable(QString::number(c.latency())));
     }
 
     // The mechanism itself: a Session forward inside a CancelScope that says stop throws
