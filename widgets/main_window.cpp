@@ -1118,6 +1118,21 @@ void MainWindow::writeSettings() const {
 
 void MainWindow::closeEvent(QCloseEvent* event) {
     if (m_options.useSettings) writeSettings();
+    // Quit with a job running: cancel it and close once it has stopped (jobs stop within a block
+    // of their forward pass), so the window never disappears while the process keeps working.
+    // Quitting again after 5 s closes at once (the runner's destructor then waits for the job).
+    if (m_runner->isBusy() && !(m_quitRequested.isValid() && m_quitRequested.elapsed() > 5000)) {
+        m_runner->cancelAll();
+        if (!m_quitRequested.isValid()) {
+            m_quitRequested.start();
+            statusBar()->showMessage(tr("Stopping the running job before quitting…"));
+            connect(m_runner, &TaskRunner::busyChanged, this, [this](bool busy) {
+                if (!busy) QMetaObject::invokeMethod(this, &QWidget::close, Qt::QueuedConnection);
+            });
+        }
+        event->ignore();
+        return;
+    }
     // A running load cannot be interrupted inside Model::load; ask it to stop so the runner's
     // destructor waits only for the current step.
     m_runner->cancelAll();

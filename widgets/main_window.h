@@ -297,6 +297,7 @@ private:
     /// Titles and start times of the runner's jobs, for the log.
     QHash<TaskRunner::JobId, QString> m_jobTitles;
     QHash<TaskRunner::JobId, QElapsedTimer> m_jobTimers;
+    QElapsedTimer m_quitRequested; ///< valid once Quit waits for a running job to stop
     ModelSummaryPanel* m_summary = nullptr;
     BarPlot* m_plot = nullptr;
     LayerTableModel* m_layerModel = nullptr;

@@ -1,5 +1,7 @@
 #include "widgets/task_runner.h"
 
+#include "core/runtime/cancel.h"
+
 #include <QtConcurrent/QtConcurrentRun>
 
 #include <cerrno>
@@ -164,7 +166,12 @@ void TaskRunner::startNext() {
         Outcome out;
         WorkerProgress progress(this, id, flag);
         try {
+            // Forward passes inside the job stop at the next block once cancelled, not only at
+            // the job's next report().
+            const CancelScope scope([&flag] { return !flag->load(std::memory_order_relaxed); });
             out.value = job(progress);
+        } catch (const Cancelled&) {
+            out.value = Status::Cancelled;
         } catch (const std::exception& ex) {
             out.failed = true;
             out.error = QString::fromUtf8(ex.what());

@@ -33,7 +33,10 @@ void lowerThreadPriority();
 /// A job is `std::any(Progress&)`: it reports through the Progress sink and returns its result
 /// (copyable; wrap move-only results in std::shared_ptr). It signals cancellation by returning
 /// (normally with Status::Cancelled) once Progress::report() returned false; exceptions thrown by
-/// the job are caught on the worker and become jobFailed() with the exception's what().
+/// the job are caught on the worker and become jobFailed() with the exception's what(). The
+/// worker runs the job inside a CancelScope (core/runtime/cancel.h) that follows cancel(): a
+/// forward pass inside the job stops at its next block and throws lcw::Cancelled, which the
+/// runner turns into jobCancelled() when the job lets it through.
 ///
 /// All signals and callbacks are delivered on the thread that owns the runner (the UI thread).
 /// Progress is throttled to at most ~20 updates per second. The destructor cancels the running

@@ -1,8 +1,14 @@
 #include "terminal_progress.h"
 
+#include "core/common/progress_text.h"
+
+#include <sys/ioctl.h>
+
 #include <atomic>
+#include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <unistd.h>
 
@@ -15,16 +21,18 @@ void onSigint(int) {
 }
 // " ETA 1m05s" from the time so far and the fraction done; empty before 1% or at the end.
 std::string eta(double elapsed, double fraction) {
-    if (fraction < 0.01 || fraction >= 1.0 || elapsed < 0.5) return {};
-    const long s = long(elapsed * (1.0 - fraction) / fraction + 0.5);
-    char b[48];
-    if (s >= 3600)
-        std::snprintf(b, sizeof b, " ETA %ldh%02ldm", s / 3600, (s / 60) % 60);
-    else if (s >= 60)
-        std::snprintf(b, sizeof b, " ETA %ldm%02lds", s / 60, s % 60);
-    else
-        std::snprintf(b, sizeof b, " ETA %lds", s);
-    return b;
+    const double left = estimateSecondsLeft(fraction, elapsed);
+    return std::isnan(left) ? std::string() : " ETA " + formatEta(left);
+}
+/// Columns of the terminal on stderr (COLUMNS, else 80, when it cannot tell).
+int terminalWidth() {
+    winsize ws{};
+    if (::ioctl(2, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) return ws.ws_col;
+    if (const char* c = std::getenv("COLUMNS")) {
+        const int n = std::atoi(c);
+        if (n > 0) return n;
+    }
+    return 80;
 }
 } // namespace
 
@@ -53,13 +61,10 @@ bool TerminalProgress::report(double fraction, std::string_view stage) {
     if (m_tty) {
         if (fraction < 1.0 && now - m_last < std::chrono::milliseconds(100)) return true;
         m_last = now;
-        const int width = 30;
-        const int filled = int(fraction * width + 0.5);
-        std::string bar(size_t(filled), '#');
-        bar.append(size_t(width - filled), '-');
-        std::fprintf(stderr, "\r%s [%s] %5.1f%% %6.1fs%s %.*s\033[K", m_title.c_str(), bar.c_str(),
-                     fraction * 100.0, elapsed, eta(elapsed, fraction).c_str(), int(stage.size()),
-                     stage.data());
+        // Cut to the terminal's width: a wrapped line would not be redrawn in place.
+        const std::string line =
+            progressLine(m_title, fraction, elapsed, stage, terminalWidth() - 1);
+        std::fprintf(stderr, "\r%s\033[K", line.c_str());
         m_open = true;
     } else {
         const int decile = int(fraction * 10.0);

@@ -1,4 +1,5 @@
 #include "core/common/error.h"
+#include "core/common/progress.h"
 
 #include <exception>
 
@@ -24,6 +25,8 @@ FormatError::FormatError(std::string path, std::string problem, uint64_t offset)
 void rethrowWithContext(const std::string& context) {
     try {
         throw;
+    } catch (const Cancelled&) {
+        throw; // an outcome, not an error: no context
     } catch (const FormatError& e) {
         throw FormatError(e.path(), context + ": " + e.problem(), e.offset());
     } catch (const UnsupportedError& e) {

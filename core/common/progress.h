@@ -3,11 +3,19 @@
 /// The progress sink every long job takes. report() returns false to ask the job to stop;
 /// the job then returns Status::Cancelled (it never throws for cancellation).
 #include <algorithm>
+#include <exception>
 #include <functional>
 #include <string>
 #include <string_view>
 
 namespace lcw {
+
+/// Thrown from inside a step of a job when a CancelScope (core/runtime/cancel.h) says stop; the
+/// job catches it and returns Status::Cancelled. Not an lcw::Error: cancellation is an outcome.
+class Cancelled : public std::exception {
+public:
+    const char* what() const noexcept override { return "cancelled"; }
+};
 
 class Progress {
 public:

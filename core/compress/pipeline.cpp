@@ -16,9 +16,9 @@
 #include <Eigen/Dense>
 
 #include <algorithm>
-#include <cstring>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <map>
 #include <optional>
 #include <set>
@@ -387,8 +387,12 @@ CompressResult compressCalibrated(const Model& base, const Recipe& recipe, Plan 
 
         // 4. Quantise every planned layer of the block.
         std::set<std::string> quantised;
-        for (size_t i : idx) {
-            const LayerPlan& lp = P.layers[i];
+        for (size_t k = 0; k < idx.size(); ++k) {
+            const LayerPlan& lp = P.layers[idx[k]];
+            // Per layer: a block of a large model takes minutes to quantise (GPTQ).
+            if (!progress.report((unit + 0.5 + 0.5 * double(k) / double(idx.size())) / nUnits,
+                                 lp.name + ": quantising"))
+                return finishCancel();
             const auto l0 = Clock::now();
             const int64_t rows = lp.rows, cols = lp.cols;
             const std::vector<float> W = bt.get(lp.name);
@@ -449,10 +453,9 @@ CompressResult compressCalibrated(const Model& base, const Recipe& recipe, Plan 
                     for (int64_t c = 0; c < cols; ++c)
                         H[size_t(j * cols + c)] = H[size_t(c * cols + j)] = c == j ? 1.0 : 0.0;
                 if (lp.weight.ggufGrid) {
-                    GptqGgufResult g =
-                        gptqQuantizeGguf(Wq.data(), rows, cols, H.data(),
-                                         ggufMethodType(*lp.weight.ggufGrid), dataOrNull(imp), go,
-                                         lp.name);
+                    GptqGgufResult g = gptqQuantizeGguf(Wq.data(), rows, cols, H.data(),
+                                                        ggufMethodType(*lp.weight.ggufGrid),
+                                                        dataOrNull(imp), go, lp.name);
                     packed.settings = lp.weight.stored();
                     packed.rows = rows;
                     packed.cols = cols;
@@ -478,8 +481,8 @@ CompressResult compressCalibrated(const Model& base, const Recipe& recipe, Plan 
                 const AwqOptions ao = awqOptions(lp.weightJson);
                 int64_t n = 0;
                 const std::vector<float> X = searchRows(in, sc, ao.maxRows, n);
-                AwqClipResult c = awqClipQuantize(X.data(), n, cols, Wq.data(), rows, lp.weight,
-                                                  ao, lp.name, dataOrNull(imp));
+                AwqClipResult c = awqClipQuantize(X.data(), n, cols, Wq.data(), rows, lp.weight, ao,
+                                                  lp.name, dataOrNull(imp));
                 packed = std::move(c.packed);
                 det["clip"] = c.clipped ? c.meanClip : 1.0;
                 break;

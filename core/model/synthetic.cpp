@@ -16,8 +16,6 @@ namespace lcw {
 
 namespace {
 
-struct Cancelled {};
-
 // splitmix64: small, fast, and good enough for random initialisation.
 inline uint64_t splitmix(uint64_t& s) {
     uint64_t z = (s += 0x9e3779b97f4a7c15ull);

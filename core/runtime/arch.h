@@ -7,6 +7,7 @@
 ///                         Mixtral, OPT, GPT-2, GPT-NeoX, StableLM, Falcon, Bloom)
 ///   arch_mamba.cpp        Mamba selective state-space blocks
 #include "core/model/model.h"
+#include "core/runtime/cancel.h"
 #include "core/runtime/kernels.h"
 #include "core/runtime/session.h"
 
@@ -27,7 +28,9 @@ struct RunEnv {
     bool exact = false;      ///< SessionOptions::exactActivations (every linear's `exact`)
 
     /// Reports the block input of `layer`; returns false when the block must not run.
+    /// Throws Cancelled when the thread's CancelScope says stop (checked before every block).
     bool enterBlock(int64_t layer, const float* h, int64_t n) const {
+        checkCancel();
         for (Observer* o : observers) o->onBlockInput(int(layer), h, n, s.dim);
         return stopAfterLayer < 0 || layer <= stopAfterLayer;
     }

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Cancel latency of long evaluations on synthetic full-size shapes: each JOB runs in lcw-cli,
+# gets SIGINT (what Ctrl-C and the GUI's Cancel both turn into Progress::report() == false)
+# after DELAY seconds, and the time from the signal to the process' exit is measured. Jobs check
+# cancellation before every block of every forward pass (core/runtime/cancel.h), so a job stops
+# within about one block: the target is 1 s at 1.1B and 5 s at 8B (issue #17).
+#   bench/cancel_latency.sh
+# stdout: one JSON line per shape and job —
+#   {"bench":"cancel_latency","shape","job","delay_s","latency_s","bound_s","exit_code","pass"}
+# Environment:
+#   SHAPES  synth shapes (default "tinyllama-1.1b"; "llama3-8b" needs 16 GB of disk in F16)
+#   JOBS    "ppl sensitivity kld" (default): perplexity, a block sensitivity scan (Q4_0; every
+#           chunk runs the baseline and 22-32 overlays), KLD of the model against itself
+#   DELAY   seconds before the signal (default 20: inside the first chunk at 1.1B)
+#   THREADS (nproc), BUILD (build), LCW_BENCH_DIR (/tmp/lcw-bench; never the repo)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build}
+CLI="$BUILD/app/lcw-cli"
+SHAPES=${SHAPES:-tinyllama-1.1b}
+JOBS=${JOBS:-ppl sensitivity kld}
+DELAY=${DELAY:-20}
+THREADS=${THREADS:-$(nproc)}
+DIR=${LCW_BENCH_DIR:-/tmp/lcw-bench}
+mkdir -p "$DIR"
+[ -x "$CLI" ] || { echo "build lcw-cli first ($CLI)" >&2; exit 1; }
+
+now() { date +%s.%N; }
+
+for shape in $SHAPES; do
+  model="$DIR/cancel-$shape"
+  if [ ! -f "$model/config.json" ]; then
+    "$CLI" synth --arch llama --shape "$shape" --dtype f16 --out "$model" --quiet >&2
+  fi
+  case "$shape" in *8b*|*7b*) bound=5 ;; *) bound=1 ;; esac
+  for job in $JOBS; do
+    case "$job" in
+      ppl) args=(eval "$model" --ctx 512 --chunks 4) ;;
+      sensitivity) args=(sensitivity "$model" --scheme Q4_0 --granularity block --ctx 512 --chunks 2) ;;
+      kld) args=(eval "$model" --ctx 512 --chunks 4 --compare-model "$model") ;;
+      *) echo "unknown job $job" >&2; exit 1 ;;
+    esac
+    "$CLI" "${args[@]}" --threads "$THREADS" --quiet >/dev/null 2>"$DIR/cancel-$job.log" &
+    pid=$!
+    sleep "$DELAY"
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "{\"bench\":\"cancel_latency\",\"shape\":\"$shape\",\"job\":\"$job\",\"error\":\"finished before the signal; raise DELAY or the chunks\"}"
+      wait "$pid" || true
+      continue
+    fi
+    t0=$(now)
+    kill -INT "$pid"
+    rc=0
+    wait "$pid" || rc=$?
+    t1=$(now)
+    python3 - "$shape" "$job" "$DELAY" "$t0" "$t1" "$bound" "$rc" <<'PY'
+import json, sys
+shape, job, delay, t0, t1, bound, rc = sys.argv[1:]
+lat = float(t1) - float(t0)
+print(json.dumps({"bench": "cancel_latency", "shape": shape, "job": job, "delay_s": float(delay),
+                  "latency_s": round(lat, 3), "bound_s": float(bound), "exit_code": int(rc),
+                  "pass": lat <= float(bound)}))
+PY
+  done
+done
