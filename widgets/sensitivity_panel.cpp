@@ -437,19 +437,15 @@ bool SensitivityPanel::showScanJson(const nlohmann::json& j, const QString& orig
     return true;
 }
 
-bool SensitivityPanel::autotune(double budgetBpw) {
-    if (!m_scan) return false;
+bool SensitivityPanel::runAutotune(double budgetBpw,
+                                   const std::function<AutotunePlan(const std::string&)>& plan,
+                                   const std::function<QString(const AutotunePlan&)>& summary) {
     try {
-        const AutotunePlan plan =
-            planAutotune(*m_scan, budgetBpw, {}, {},
-                         "autotune-" + QString::number(budgetBpw, 'f', 2).toStdString());
+        const AutotunePlan p = plan("autotune-" + QString::number(budgetBpw, 'f', 2).toStdString());
         const QString what = tr("Autotune to %1 bits/weight").arg(budgetBpw, 0, 'f', 2);
-        emit logMessage(tr("%1: %2 bits/weight of the quantised layers, estimated KLD %3")
-                            .arg(what)
-                            .arg(plan.bitsPerWeight(), 0, 'f', 3)
-                            .arg(plan.estimatedKld, 0, 'g', 4));
+        emit logMessage(tr("%1: %2").arg(what, summary(p)));
         m_lastError.clear();
-        emit recipeProduced(plan.recipe, what);
+        emit recipeProduced(p.recipe, what);
         return true;
     } catch (const std::exception& e) {
         m_lastError = QString::fromUtf8(e.what());
@@ -459,6 +455,18 @@ bool SensitivityPanel::autotune(double budgetBpw) {
     }
 }
 
+bool SensitivityPanel::autotune(double budgetBpw) {
+    if (!m_scan) return false;
+    return runAutotune(
+        budgetBpw,
+        [&](const std::string& name) { return planAutotune(*m_scan, budgetBpw, {}, {}, name); },
+        [](const AutotunePlan& p) {
+            return tr("%1 bits/weight of the quantised layers, estimated KLD %2")
+                .arg(p.bitsPerWeight(), 0, 'f', 3)
+                .arg(p.estimatedKld, 0, 'g', 4);
+        });
+}
+
 bool SensitivityPanel::autotuneModel(double modelBudgetBpw) {
     if (!m_scan) return false;
     if (!m_model) {
@@ -466,26 +474,17 @@ bool SensitivityPanel::autotuneModel(double modelBudgetBpw) {
         m_status->setText(m_lastError);
         return false;
     }
-    try {
-        const AutotunePlan plan =
-            planAutotuneModel(*m_scan, *m_model, modelBudgetBpw, {}, {},
-                              "autotune-" + QString::number(modelBudgetBpw, 'f', 2).toStdString());
-        const QString what = tr("Autotune to %1 bits/weight").arg(modelBudgetBpw, 0, 'f', 2);
-        emit logMessage(
-            tr("%1: %2 bits/weight (whole model; quantised layers %3), estimated KLD %4")
-                .arg(what)
-                .arg(plan.modelBitsPerWeight(), 0, 'f', 3)
-                .arg(plan.bitsPerWeight(), 0, 'f', 3)
-                .arg(plan.estimatedKld, 0, 'g', 4));
-        m_lastError.clear();
-        emit recipeProduced(plan.recipe, what);
-        return true;
-    } catch (const std::exception& e) {
-        m_lastError = QString::fromUtf8(e.what());
-        m_status->setText(m_lastError);
-        emit logMessage(tr("Autotune: %1").arg(m_lastError));
-        return false;
-    }
+    return runAutotune(
+        modelBudgetBpw,
+        [&](const std::string& name) {
+            return planAutotuneModel(*m_scan, *m_model, modelBudgetBpw, {}, {}, name);
+        },
+        [](const AutotunePlan& p) {
+            return tr("%1 bits/weight (whole model; quantised layers %2), estimated KLD %3")
+                .arg(p.modelBitsPerWeight(), 0, 'f', 3)
+                .arg(p.bitsPerWeight(), 0, 'f', 3)
+                .arg(p.estimatedKld, 0, 'g', 4);
+        });
 }
 
 } // namespace lcw

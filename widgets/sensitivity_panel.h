@@ -32,6 +32,8 @@ class QTableWidget;
 
 namespace lcw {
 
+struct AutotunePlan;
+
 class BarPlot;
 
 class SensitivityPanel : public QWidget {
@@ -114,6 +116,10 @@ private:
     /// Shows `scan` (the plot, the table, the status line); the one place both paths go through.
     void setScan(std::shared_ptr<const SensitivityScan> scan, const QString& textFile);
     void fail(const QString& message);
+    /// The common part of autotune() and autotuneModel(): plans with `plan` (given the recipe's
+    /// name), logs `summary(plan)` and hands the recipe on, or reports the planner's error.
+    bool runAutotune(double budgetBpw, const std::function<AutotunePlan(const std::string&)>& plan,
+                     const std::function<QString(const AutotunePlan&)>& summary);
 
     TaskRunner* m_runner;
     std::shared_ptr<const Model> m_model;
