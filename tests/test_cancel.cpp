@@ -15,8 +15,9 @@
 
 #include <QtTest>
 
+#include <atomic>
 #include <chrono>
-#include <optional>
+#include <mutex>
 #include <random>
 
 using namespace lcw;
@@ -28,25 +29,30 @@ double since(Clock::time_point t) {
     return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
-/// A sink that asks to stop once `delay` seconds have passed since `armed()` first held (the
-/// request time), and remembers that time.
-struct DelayedCancel {
+/// A sink that asks to stop `delay` seconds after `armed(fraction)` first held (the request
+/// time): report() answers false from then on and stopRequested() true, as TaskRunner's and
+/// lcw-cli's sinks do once Cancel or Ctrl-C set their flag. Thread-safe.
+struct DelayedCancel final : Progress {
     std::function<bool(double)> armed;
     double delay = 0;
-    std::optional<Clock::time_point> armedAt;
-    std::optional<Clock::time_point> requestAt;
-    FunctionProgress progress{[this](double f, std::string_view) {
-        const auto now = Clock::now();
-        if (!armedAt && armed(f)) armedAt = now;
-        if (!armedAt) return true;
-        const auto req = *armedAt + std::chrono::duration_cast<Clock::duration>(
-                                        std::chrono::duration<double>(delay));
-        if (now < req) return true;
-        if (!requestAt) requestAt = req;
-        return false;
-    }};
+    std::atomic<int64_t> armedAtNs{0}; ///< 0: not armed yet
+    std::mutex mu;
+
+    bool report(double f, std::string_view) override {
+        {
+            std::lock_guard<std::mutex> lock(mu);
+            if (armedAtNs == 0 && armed(f)) armedAtNs = Clock::now().time_since_epoch().count();
+        }
+        return !stopRequested();
+    }
+    bool stopRequested() override { return armedAtNs != 0 && Clock::now() >= requestAt(); }
+    bool requested() const { return armedAtNs != 0 && Clock::now() >= requestAt(); }
+    Clock::time_point requestAt() const {
+        return Clock::time_point(Clock::duration(armedAtNs.load())) +
+               std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(delay));
+    }
     /// Seconds from the request to now.
-    double latency() const { return since(*requestAt); }
+    double latency() const { return since(requestAt()); }
 };
 
 } // namespace
@@ -111,9 +117,9 @@ private slots:
         DelayedCancel c;
         c.armed = [](double) { return true; };
         c.delay = 0.15 * m_chunkSeconds;
-        const auto r = computePerplexity(*m_model, m_tokens, evalOptions(1, 1), c.progress);
+        const auto r = computePerplexity(*m_model, m_tokens, evalOptions(1, 1), c);
         QCOMPARE(r.status, Status::Cancelled);
-        QVERIFY(c.requestAt.has_value());
+        QVERIFY(c.requested());
         const double latency = c.latency();
         qInfo("perplexity cancel latency %.3f s (chunk %.3f s)", latency, m_chunkSeconds);
         QVERIFY2(latency < bound(),
@@ -129,9 +135,9 @@ private slots:
         c.armed = [](double) { return true; };
         c.delay = 0.15 * m_chunkSeconds;
         const auto t0 = Clock::now();
-        const auto r = computePerplexity(*m_model, m_tokens, evalOptions(2, 2), c.progress);
+        const auto r = computePerplexity(*m_model, m_tokens, evalOptions(2, 2), c);
         QCOMPARE(r.status, Status::Cancelled);
-        QVERIFY(c.requestAt.has_value());
+        QVERIFY(c.requested());
         const double latency = c.latency();
         qInfo("2 workers: cancel latency %.3f s after %.3f s", latency, since(t0));
         // Two chunks side by side on a machine that may have only two (shared) cores: each can
@@ -149,9 +155,9 @@ private slots:
         so.granularity = SensitivityGranularity::Block;
         so.eval = evalOptions(1, 1);
         const auto scan =
-            scanSensitivity(*m_model, {schemeFromPreset("W4A16-g128")}, m_tokens, so, c.progress);
+            scanSensitivity(*m_model, {schemeFromPreset("W4A16-g128")}, m_tokens, so, c);
         QCOMPARE(scan.status, Status::Cancelled);
-        QVERIFY(c.requestAt.has_value());
+        QVERIFY(c.requested());
         const double latency = c.latency();
         qInfo("sensitivity cancel latency %.3f s (chunk of one forward %.3f s)", latency,
               m_chunkSeconds);
@@ -164,10 +170,9 @@ private slots:
         c.armed = [](double) { return true; };
         c.delay = 0.15 * m_chunkSeconds;
         const std::vector<DivergenceConfig> configs{{"self", m_model.get()}};
-        const auto r =
-            compareToBaseline(*m_model, configs, m_tokens, evalOptions(1, 1), c.progress);
+        const auto r = compareToBaseline(*m_model, configs, m_tokens, evalOptions(1, 1), c);
         QCOMPARE(r.status, Status::Cancelled);
-        QVERIFY(c.requestAt.has_value());
+        QVERIFY(c.requested());
         QVERIFY2(c.latency() < bound(), qPrintable(QString::number(c.latency())));
     }
 

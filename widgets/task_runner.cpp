@@ -51,6 +51,7 @@ public:
         }
         return !m_cancel->load(std::memory_order_relaxed);
     }
+    bool stopRequested() override { return m_cancel->load(std::memory_order_relaxed); }
 
 private:
     TaskRunner* m_runner;

@@ -76,6 +76,10 @@ bool TerminalProgress::report(double fraction, std::string_view stage) {
     return true;
 }
 
+bool TerminalProgress::stopRequested() {
+    return g_interrupted.load();
+}
+
 void TerminalProgress::finish() {
     if (m_open) std::fprintf(stderr, "\n");
     m_open = false;

@@ -13,6 +13,8 @@ public:
     explicit TerminalProgress(std::string title, bool enabled = true);
     ~TerminalProgress() override;
     bool report(double fraction, std::string_view stage) override;
+    /// True once SIGINT arrived (polled inside long steps).
+    bool stopRequested() override;
     /// Ends the bar line.
     void finish();
 

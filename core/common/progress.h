@@ -23,6 +23,11 @@ public:
     /// fraction in [0,1]; stage is a short human label ("loading", "chunk 3/367").
     /// Return false to request cancellation.
     virtual bool report(double fraction, std::string_view stage) = 0;
+    /// Whether the sink already knows that the job should stop, without reporting anything.
+    /// Polled from inside long steps (before every block of a forward pass, from any thread):
+    /// must be cheap and thread-safe. Sinks whose report() answers from a flag return it here;
+    /// the default (false) leaves cancellation to the next report().
+    virtual bool stopRequested() { return false; }
 };
 
 /// Accepts everything and never cancels.
@@ -31,15 +36,18 @@ public:
     bool report(double, std::string_view) override { return true; }
 };
 
-/// Adapts a callable.
+/// Adapts a callable (and optionally one for stopRequested()).
 class FunctionProgress final : public Progress {
 public:
-    explicit FunctionProgress(std::function<bool(double, std::string_view)> fn)
-        : m_fn(std::move(fn)) {}
+    explicit FunctionProgress(std::function<bool(double, std::string_view)> fn,
+                              std::function<bool()> stop = {})
+        : m_fn(std::move(fn)), m_stop(std::move(stop)) {}
     bool report(double f, std::string_view s) override { return m_fn ? m_fn(f, s) : true; }
+    bool stopRequested() override { return m_stop && m_stop(); }
 
 private:
     std::function<bool(double, std::string_view)> m_fn;
+    std::function<bool()> m_stop;
 };
 
 /// Maps a part of a job onto [from, to] of the outer sink (fractions clamped to [0,1]), with
@@ -53,6 +61,7 @@ public:
         if (m_prefix.empty()) return m_outer.report(x, stage);
         return m_outer.report(x, m_prefix + std::string(stage));
     }
+    bool stopRequested() override { return m_outer.stopRequested(); }
 
 private:
     Progress& m_outer;

@@ -3,7 +3,6 @@
 #include "core/runtime/cancel.h"
 
 #include <atomic>
-#include <chrono>
 #include <exception>
 #include <mutex>
 
@@ -14,26 +13,16 @@ namespace lcw {
 bool runChunks(int64_t n, int workers, Progress& progress, const std::string& startStage,
                const std::function<void(int64_t, int)>& work,
                const std::function<std::string(int64_t, int, int64_t)>& finish) {
-    using Clock = std::chrono::steady_clock;
     std::atomic<bool> cancelled{!progress.report(0.0, startStage)};
     std::mutex mu;
     std::exception_ptr error;
     int64_t finished = 0;
-    // What the sink saw last (under mu): re-reported from inside a chunk so that its answer to
-    // a cancellation reaches the chunk's forward passes within one block.
-    double lastFraction = 0.0;
-    std::string lastStage = startStage;
-    std::atomic<int64_t> lastPollNs{Clock::now().time_since_epoch().count()};
-    constexpr int64_t kPollIntervalNs = 100'000'000; // 0.1 s
+    // Checked before every block of the forward passes inside work(): the sink's answer to a
+    // cancellation stops the chunk within a block, not at its end.
     auto poll = [&]() -> bool {
         if (cancelled.load(std::memory_order_relaxed)) return false;
-        const int64_t now = Clock::now().time_since_epoch().count();
-        if (now - lastPollNs.load(std::memory_order_relaxed) < kPollIntervalNs) return true;
-        std::unique_lock<std::mutex> lock(mu, std::try_to_lock);
-        if (!lock.owns_lock()) return true; // another thread is reporting now
-        lastPollNs.store(now, std::memory_order_relaxed);
-        if (!cancelled.load() && !progress.report(lastFraction, lastStage)) cancelled = true;
-        return !cancelled.load();
+        if (progress.stopRequested()) cancelled = true;
+        return !cancelled.load(std::memory_order_relaxed);
     };
     const CancelScope* outer = CancelScope::current();
 #pragma omp parallel for schedule(dynamic, 1) num_threads(workers) if (workers > 1)
@@ -48,10 +37,8 @@ bool runChunks(int64_t n, int workers, Progress& progress, const std::string& st
             }
             std::lock_guard<std::mutex> lock(mu);
             const std::string stage = finish(i, thread, ++finished);
-            lastFraction = double(finished) / double(n);
-            lastStage = stage;
-            lastPollNs.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
-            if (!cancelled.load() && !progress.report(lastFraction, stage)) cancelled = true;
+            if (!cancelled.load() && !progress.report(double(finished) / double(n), stage))
+                cancelled = true;
         } catch (const Cancelled&) {
             cancelled = true; // the chunk is dropped; the ones done stay done
         } catch (...) {

@@ -17,9 +17,9 @@ namespace lcw {
 ///   scratch.
 /// - Then, under one lock, `finish(i, thread)` merges it and returns the stage label, and
 ///   progress.report(finished / n, label) runs; false stops handing out items.
-/// - While `work` runs, a CancelScope on its thread re-reports the last fraction and stage at
-///   most every 0.1 s: a sink that answers false stops the item's forward passes at the next
-///   block (Session checks checkCancel() per block); the item is dropped, not merged.
+/// - While `work` runs, a CancelScope on its thread polls progress.stopRequested() (and the
+///   thread's enclosing scope): a cancellation stops the item's forward passes at the next block
+///   (Session calls checkCancel() per block); the item is dropped, not merged.
 /// - The first exception of any item stops the run and is rethrown once every thread has ended.
 /// Returns false when cancelled (items done so far stay done: callers keep their own flags).
 bool runChunks(
