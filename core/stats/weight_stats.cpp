@@ -208,32 +208,44 @@ int layerOfName(const std::string& name, int nLayers) {
     return -2;
 }
 
-TensorStats computeTensorStats(const TensorView& t, const WeightStatsOptions& opts) {
-    if (t.shape.size() != 2) throw ArgumentError("tensor '" + t.name + "' is not 2-D");
-    const int64_t rows = t.shape[0], cols = t.shape[1];
-    TensorStats ts;
-    ts.name = t.name;
-    ts.kind = "weight";
-    ts.shape = t.shape;
-    ts.dtype = std::string(dtypeName(t.dtype));
-    if (rows == 0 || cols == 0) return ts;
+namespace {
 
-    std::vector<Moments> rowM(static_cast<size_t>(rows));
-    std::vector<double> rowMin(static_cast<size_t>(rows)), rowMax(static_cast<size_t>(rows));
-    std::vector<float> shift(static_cast<size_t>(cols));
-    {
-        std::vector<float> b;
-        const float* x0 = rowData(t, 0, b);
-        std::copy(x0, x0 + cols, shift.begin());
-    }
+/// What both passes over a weight tensor share: its shape, the thread count and the per-row
+/// results of pass 1 that pass 2 reads.
+struct WeightScan {
+    const TensorView& t;
+    int64_t rows, cols;
+    int nt;
+    std::vector<Moments> rowM;
+    std::vector<double> rowMin, rowMax;
+    std::vector<float> shift; ///< row 0: the shift of the per-column sums
+};
+
+WeightScan startScan(const TensorView& t) {
+    const int64_t rows = t.shape[0], cols = t.shape[1];
     // Small tensors run on one thread: a parallel region costs more than it saves there.
     const int64_t want = std::max<int64_t>(1, rows * cols / (1 << 18));
     const int nt = int(std::min<int64_t>({int64_t(omp_get_max_threads()), rows, want}));
-    std::vector<Pass1> p1(static_cast<size_t>(nt));
+    WeightScan w{t,
+                 rows,
+                 cols,
+                 nt,
+                 std::vector<Moments>(size_t(rows)),
+                 std::vector<double>(size_t(rows)),
+                 std::vector<double>(size_t(rows)),
+                 std::vector<float>(size_t(cols))};
+    std::vector<float> b;
+    const float* x0 = rowData(t, 0, b);
+    std::copy(x0, x0 + cols, w.shift.begin());
+    return w;
+}
 
-    // ---- pass 1: moments (rows: shifted by the row's first value; columns: by row 0),
-    // extrema, |x| key histogram.
-#pragma omp parallel num_threads(nt)
+/// Pass 1: moments (rows: shifted by the row's first value; columns: by row 0), extrema, |x|
+/// key histogram; the threads' accumulators merged into one.
+Pass1 momentsPass(WeightScan& w) {
+    const int64_t rows = w.rows, cols = w.cols;
+    std::vector<Pass1> p1(static_cast<size_t>(w.nt));
+#pragma omp parallel num_threads(w.nt)
     {
         Pass1& a = p1[size_t(omp_get_thread_num())];
         a.s1.assign(size_t(cols), 0);
@@ -242,20 +254,15 @@ TensorStats computeTensorStats(const TensorView& t, const WeightStatsOptions& op
         a.s4.assign(size_t(cols), 0);
         a.cmin.assign(size_t(cols), INFINITY);
         a.cmax.assign(size_t(cols), -INFINITY);
-        double* s1 = a.s1.data();
-        double* s2 = a.s2.data();
-        double* s3 = a.s3.data();
-        double* s4 = a.s4.data();
-        double* cmn = a.cmin.data();
-        double* cmx = a.cmax.data();
-        const float* sh = shift.data();
+        const ColAcc acc{a.s1.data(),   a.s2.data(),   a.s3.data(),   a.s4.data(),
+                         a.cmin.data(), a.cmax.data(), w.shift.data()};
         uint64_t* kc = a.keys.counts.data();
         // Blocks of 4 rows: the per-column accumulators are loaded and stored once per block.
 #pragma omp for schedule(static)
         for (int64_t rb = 0; rb < (rows + 3) / 4; ++rb) {
             const int64_t r0 = rb * 4, nr = std::min<int64_t>(4, rows - r0);
             const float* xs[4];
-            for (int64_t i = 0; i < nr; ++i) xs[i] = rowData(t, r0 + i, a.bufs[size_t(i)]);
+            for (int64_t i = 0; i < nr; ++i) xs[i] = rowData(w.t, r0 + i, a.bufs[size_t(i)]);
             for (int64_t i = 0; i < nr; ++i) {
                 const float* x = xs[i];
                 const double x0 = x[0];
@@ -264,14 +271,13 @@ TensorStats computeTensorStats(const TensorView& t, const WeightStatsOptions& op
                 const int64_t r = r0 + i;
                 const Moments m =
                     Moments::fromShiftedSums(double(cols), x0, rs.r1, rs.r2, rs.r3, rs.r4);
-                rowM[size_t(r)] = m;
-                rowMin[size_t(r)] = rs.mn;
-                rowMax[size_t(r)] = rs.mx;
+                w.rowM[size_t(r)] = m;
+                w.rowMin[size_t(r)] = rs.mn;
+                w.rowMax[size_t(r)] = rs.mx;
                 a.total.merge(m);
                 a.mn = std::min(a.mn, rs.mn);
                 a.mx = std::max(a.mx, rs.mx);
             }
-            const ColAcc acc{s1, s2, s3, s4, cmn, cmx, sh};
             if (nr == 4)
                 colAccum4(xs[0], xs[1], xs[2], xs[3], cols, acc);
             else
@@ -280,7 +286,7 @@ TensorStats computeTensorStats(const TensorView& t, const WeightStatsOptions& op
     }
     // Merge threads (static schedule: thread order = row order, deterministic).
     Pass1& A = p1[0];
-    for (int i = 1; i < nt; ++i) {
+    for (int i = 1; i < w.nt; ++i) {
         Pass1& b = p1[size_t(i)];
         for (int64_t j = 0; j < cols; ++j) {
             A.s1[size_t(j)] += b.s1[size_t(j)];
@@ -295,146 +301,177 @@ TensorStats computeTensorStats(const TensorView& t, const WeightStatsOptions& op
         A.mn = std::min(A.mn, b.mn);
         A.mx = std::max(A.mx, b.mx);
     }
-    std::vector<Moments> colM(static_cast<size_t>(cols));
-    for (int64_t j = 0; j < cols; ++j)
-        colM[size_t(j)] =
-            Moments::fromShiftedSums(double(rows), shift[size_t(j)], A.s1[size_t(j)],
-                                     A.s2[size_t(j)], A.s3[size_t(j)], A.s4[size_t(j)]);
-    const Moments& M = A.total;
-    const double tmin = A.mn, tmax = A.mx, sigma = M.stddev();
-    putTensorScalars(ts, M, tmin, tmax);
-    putChannelArrays(ts, "out", rowM, rowMin, rowMax);
-    putChannelArrays(ts, "in", colM, A.cmin, A.cmax);
-    {
-        int64_t oi = 0, oo = 0;
-        for (double v : ts.arrays["in_absmax"]) oi += v >= 6.0;
-        for (double v : ts.arrays["out_absmax"]) oo += v >= 6.0;
-        ts.scalars["outlier_in_channels_ge6"] = double(oi);
-        ts.scalars["outlier_out_channels_ge6"] = double(oo);
-        ts.scalars["count_abs_ge6"] = double(A.keys.countAtLeast(6.0f));
-        // Outlier channels relative to the tensor (abs-max ≥ k × the median channel's).
-        const RelativeOutliers ri = relativeOutlierChannels(ts.arrays["in_absmax"]);
-        const RelativeOutliers ro = relativeOutlierChannels(ts.arrays["out_absmax"]);
-        ts.scalars["outlier_rel_k"] = kDefaultOutlierK;
-        ts.scalars["in_absmax_median"] = ri.median;
-        ts.scalars["out_absmax_median"] = ro.median;
-        ts.scalars["outlier_in_channels_rel"] = double(ri.channels.size());
-        ts.scalars["outlier_out_channels_rel"] = double(ro.channels.size());
-    }
-    {
-        auto [first, c] = A.keys.log2Counts();
-        ts.scalars["abs_log2_hist_first_exp"] = first - 127;
-        ts.counts["abs_log2_hist"] = std::move(c);
-    }
+    return std::move(A);
+}
 
-    // ---- percentile targets: the key bins holding the ranks floor(r) and floor(r)+1.
-    const uint64_t n = uint64_t(rows) * uint64_t(cols);
+/// Tensor scalars, per-channel arrays, outlier counts (absolute and relative) and the log2
+/// histogram of |x| from pass 1.
+void putMoments(TensorStats& ts, const WeightScan& w, const Pass1& A) {
+    std::vector<Moments> colM(static_cast<size_t>(w.cols));
+    for (int64_t j = 0; j < w.cols; ++j)
+        colM[size_t(j)] =
+            Moments::fromShiftedSums(double(w.rows), w.shift[size_t(j)], A.s1[size_t(j)],
+                                     A.s2[size_t(j)], A.s3[size_t(j)], A.s4[size_t(j)]);
+    putTensorScalars(ts, A.total, A.mn, A.mx);
+    putChannelArrays(ts, "out", w.rowM, w.rowMin, w.rowMax);
+    putChannelArrays(ts, "in", colM, A.cmin, A.cmax);
+    int64_t oi = 0, oo = 0;
+    for (double v : ts.arrays["in_absmax"]) oi += v >= 6.0;
+    for (double v : ts.arrays["out_absmax"]) oo += v >= 6.0;
+    ts.scalars["outlier_in_channels_ge6"] = double(oi);
+    ts.scalars["outlier_out_channels_ge6"] = double(oo);
+    ts.scalars["count_abs_ge6"] = double(A.keys.countAtLeast(6.0f));
+    // Outlier channels relative to the tensor (abs-max ≥ k × the median channel's).
+    const RelativeOutliers ri = relativeOutlierChannels(ts.arrays["in_absmax"]);
+    const RelativeOutliers ro = relativeOutlierChannels(ts.arrays["out_absmax"]);
+    ts.scalars["outlier_rel_k"] = kDefaultOutlierK;
+    ts.scalars["in_absmax_median"] = ri.median;
+    ts.scalars["out_absmax_median"] = ro.median;
+    ts.scalars["outlier_in_channels_rel"] = double(ri.channels.size());
+    ts.scalars["outlier_out_channels_rel"] = double(ro.channels.size());
+    auto [first, c] = A.keys.log2Counts();
+    ts.scalars["abs_log2_hist_first_exp"] = first - 127;
+    ts.counts["abs_log2_hist"] = std::move(c);
+}
+
+/// The |x| key bins holding the ranks floor(r) and floor(r)+1 of every percentile: pass 2
+/// keeps the values of those bins only.
+struct PercentileBins {
     struct Target {
         uint64_t rank;
         uint32_t key;
         uint64_t before; // values in lower bins
     };
     std::vector<Target> targets;
+    std::vector<uint8_t> slot; ///< per key: 1 + index into keys, 0 when not kept
+    std::vector<uint32_t> keys;
+};
+
+PercentileBins percentileBins(const AbsKeyHistogram& hist, uint64_t n) {
+    PercentileBins pb;
     for (double pct : kPercentiles) {
         const double r = pct / 100.0 * double(n - 1);
         const uint64_t lo = uint64_t(std::floor(r));
         for (uint64_t rk : {lo, std::min(lo + 1, n - 1)}) {
             uint64_t cum = 0;
             for (uint32_t k = 0; k < uint32_t(AbsKeyHistogram::kBins); ++k) {
-                if (rk < cum + A.keys.counts[k]) {
-                    targets.push_back({rk, k, cum});
+                if (rk < cum + hist.counts[k]) {
+                    pb.targets.push_back({rk, k, cum});
                     break;
                 }
-                cum += A.keys.counts[k];
+                cum += hist.counts[k];
             }
         }
     }
-    std::vector<uint8_t> slot(size_t(AbsKeyHistogram::kBins), 0); // 1 + index into bins
-    std::vector<uint32_t> binKeys;
-    for (auto& tg : targets)
-        if (!slot[tg.key]) {
-            binKeys.push_back(tg.key);
-            slot[tg.key] = uint8_t(binKeys.size());
+    pb.slot.assign(size_t(AbsKeyHistogram::kBins), 0);
+    for (auto& tg : pb.targets)
+        if (!pb.slot[tg.key]) {
+            pb.keys.push_back(tg.key);
+            pb.slot[tg.key] = uint8_t(pb.keys.size());
         }
+    return pb;
+}
 
-    // ---- histogram range
-    double hlo = tmin, hhi = tmax;
+/// The linear histogram's range and the outlier thresholds of pass 2.
+struct Pass2Setup {
+    double hlo, hhi, invHw, th3, th6;
+    int bins;
+};
+
+Pass2Setup pass2Setup(const Pass1& A, const WeightStatsOptions& opts) {
+    const Moments& M = A.total;
+    const double sigma = M.stddev();
+    double hlo = A.mn, hhi = A.mx;
     if (opts.histSigma > 0) {
-        hlo = std::max(tmin, M.mean - opts.histSigma * sigma);
-        hhi = std::min(tmax, M.mean + opts.histSigma * sigma);
+        hlo = std::max(A.mn, M.mean - opts.histSigma * sigma);
+        hhi = std::min(A.mx, M.mean + opts.histSigma * sigma);
     }
     const int bins = std::max(1, opts.histBins);
     const double hw = hhi > hlo ? (hhi - hlo) / bins : 1.0;
-    const double invHw = 1.0 / hw;
-    const double th3 = 3 * sigma, th6 = 6 * sigma;
-    const size_t np = opts.previews.size();
+    return {hlo, hhi, 1.0 / hw, 3 * sigma, 6 * sigma, bins};
+}
 
-    // ---- pass 2: outlier fractions, linear histogram, percentile candidates, previews.
-    std::vector<Pass2> p2(static_cast<size_t>(nt));
-#pragma omp parallel num_threads(nt)
+/// Adds the round-to-nearest error of every preview configuration over row x to a.err / a.sig.
+void previewRowErrors(const float* x, int64_t cols, double sq, double rowMin, double rowMax,
+                      double tmin, double tmax, const WeightStatsOptions& opts, Pass2& a) {
+    for (size_t p = 0; p < opts.previews.size(); ++p) {
+        const PreviewConfig& c = opts.previews[p];
+        a.sig[p] += sq;
+        if (c.group < 0) {
+            rtnError(x, cols, tmin, tmax, c, a.err[p]);
+        } else if (c.group == 0) {
+            rtnError(x, cols, rowMin, rowMax, c, a.err[p]);
+        } else {
+            for (int64_t g0 = 0; g0 < cols; g0 += c.group) {
+                const int64_t gn = std::min(c.group, cols - g0);
+                double lo, hi;
+                minMax(x + g0, gn, lo, hi);
+                rtnError(x + g0, gn, lo, hi, c, a.err[p]);
+            }
+        }
+    }
+}
+
+/// Pass 2: outlier fractions, linear histogram, percentile candidates, previews; the threads'
+/// accumulators merged into one.
+Pass2 outliersPass(const WeightScan& w, const Pass1& A, const PercentileBins& pb,
+                   const Pass2Setup& h, const WeightStatsOptions& opts) {
+    const size_t np = opts.previews.size();
+    std::vector<Pass2> p2(static_cast<size_t>(w.nt));
+#pragma omp parallel num_threads(w.nt)
     {
         Pass2& a = p2[size_t(omp_get_thread_num())];
-        a.hist.assign(size_t(bins), 0);
-        a.cand.resize(binKeys.size());
+        a.hist.assign(size_t(h.bins), 0);
+        a.cand.resize(pb.keys.size());
         a.err.assign(np, 0);
         a.sig.assign(np, 0);
-        const uint8_t* sl = slot.data();
+        const uint8_t* sl = pb.slot.data();
 #pragma omp for schedule(static)
-        for (int64_t r = 0; r < rows; ++r) {
-            const float* x = rowData(t, r, a.buf);
-            const Exceed ex = exceedSq(x, cols, th3, th6);
-            const double sq = ex.sq;
-            const int64_t g3 = ex.g3, g6 = ex.g6;
-            a.gt3 += g3;
-            a.gt6 += g6;
-            for (int64_t j = 0; j < cols; ++j) {
-                int64_t b = int64_t((double(x[j]) - hlo) * invHw);
-                b = std::min<int64_t>(std::max<int64_t>(b, 0), bins - 1);
+        for (int64_t r = 0; r < w.rows; ++r) {
+            const float* x = rowData(w.t, r, a.buf);
+            const Exceed ex = exceedSq(x, w.cols, h.th3, h.th6);
+            a.gt3 += ex.g3;
+            a.gt6 += ex.g6;
+            for (int64_t j = 0; j < w.cols; ++j) {
+                int64_t b = int64_t((double(x[j]) - h.hlo) * h.invHw);
+                b = std::min<int64_t>(std::max<int64_t>(b, 0), h.bins - 1);
                 ++a.hist[size_t(b)];
                 if (const uint8_t s = sl[AbsKeyHistogram::key(x[j])])
                     a.cand[s - 1u].push_back(std::fabs(x[j]));
             }
-            for (size_t p = 0; p < np; ++p) {
-                const PreviewConfig& c = opts.previews[p];
-                a.sig[p] += sq;
-                if (c.group < 0) {
-                    rtnError(x, cols, tmin, tmax, c, a.err[p]);
-                } else if (c.group == 0) {
-                    rtnError(x, cols, rowMin[size_t(r)], rowMax[size_t(r)], c, a.err[p]);
-                } else {
-                    for (int64_t g0 = 0; g0 < cols; g0 += c.group) {
-                        const int64_t gn = std::min(c.group, cols - g0);
-                        double lo, hi;
-                        minMax(x + g0, gn, lo, hi);
-                        rtnError(x + g0, gn, lo, hi, c, a.err[p]);
-                    }
-                }
-            }
+            previewRowErrors(x, w.cols, ex.sq, w.rowMin[size_t(r)], w.rowMax[size_t(r)], A.mn, A.mx,
+                             opts, a);
         }
     }
     Pass2& B = p2[0];
-    for (int i = 1; i < nt; ++i) {
+    for (int i = 1; i < w.nt; ++i) {
         Pass2& b = p2[size_t(i)];
         B.gt3 += b.gt3;
         B.gt6 += b.gt6;
-        for (int k = 0; k < bins; ++k) B.hist[size_t(k)] += b.hist[size_t(k)];
-        for (size_t k = 0; k < binKeys.size(); ++k)
+        for (int k = 0; k < h.bins; ++k) B.hist[size_t(k)] += b.hist[size_t(k)];
+        for (size_t k = 0; k < pb.keys.size(); ++k)
             B.cand[k].insert(B.cand[k].end(), b.cand[k].begin(), b.cand[k].end());
         for (size_t p = 0; p < np; ++p) {
             B.err[p] += b.err[p];
             B.sig[p] += b.sig[p];
         }
     }
+    return std::move(B);
+}
+
+/// Outlier fractions, the linear histogram, exact percentiles (order statistics inside the
+/// narrow bins holding the wanted ranks) and the previews' errors from pass 2.
+void putPass2(TensorStats& ts, Pass2& B, const PercentileBins& pb, const Pass2Setup& h, uint64_t n,
+              const WeightStatsOptions& opts) {
     ts.scalars["frac_gt_3sigma"] = double(B.gt3) / double(n);
     ts.scalars["frac_gt_6sigma"] = double(B.gt6) / double(n);
     ts.counts["hist"] = std::move(B.hist);
-    ts.scalars["hist_lo"] = hlo;
-    ts.scalars["hist_hi"] = hhi;
-    // Order statistics inside the (narrow) bins holding the wanted ranks: exact percentiles.
+    ts.scalars["hist_lo"] = h.hlo;
+    ts.scalars["hist_hi"] = h.hhi;
     auto valueAt = [&](uint64_t rank) -> double {
-        for (auto& tg : targets)
+        for (auto& tg : pb.targets)
             if (tg.rank == rank) {
-                auto& c = B.cand[size_t(slot[tg.key] - 1)];
+                auto& c = B.cand[size_t(pb.slot[tg.key] - 1)];
                 const auto it = c.begin() + std::ptrdiff_t(rank - tg.before);
                 std::nth_element(c.begin(), it, c.end());
                 return *it;
@@ -448,13 +485,34 @@ TensorStats computeTensorStats(const TensorView& t, const WeightStatsOptions& op
         const double a = valueAt(lo), b = valueAt(hi);
         ts.scalars[percentileKey(pct)] = a + (b - a) * (r - double(lo));
     }
-    for (size_t p = 0; p < np; ++p) {
+    for (size_t p = 0; p < opts.previews.size(); ++p) {
         const std::string k = "preview." + opts.previews[p].label() + ".";
         const double e = B.err[p], s = B.sig[p];
         ts.scalars[k + "mse"] = e / double(n);
         ts.scalars[k + "sqnr_db"] = e > 0 ? 10 * std::log10(s / e) : INFINITY;
         ts.scalars[k + "rel_fro"] = s > 0 ? std::sqrt(e / s) : 0;
     }
+}
+
+} // namespace
+
+TensorStats computeTensorStats(const TensorView& t, const WeightStatsOptions& opts) {
+    if (t.shape.size() != 2) throw ArgumentError("tensor '" + t.name + "' is not 2-D");
+    TensorStats ts;
+    ts.name = t.name;
+    ts.kind = "weight";
+    ts.shape = t.shape;
+    ts.dtype = std::string(dtypeName(t.dtype));
+    if (t.shape[0] == 0 || t.shape[1] == 0) return ts;
+
+    WeightScan w = startScan(t);
+    const Pass1 A = momentsPass(w);
+    putMoments(ts, w, A);
+    const uint64_t n = uint64_t(w.rows) * uint64_t(w.cols);
+    const PercentileBins pb = percentileBins(A.keys, n);
+    const Pass2Setup h = pass2Setup(A, opts);
+    Pass2 B = outliersPass(w, A, pb, h, opts);
+    putPass2(ts, B, pb, h, n, opts);
     return ts;
 }
 
