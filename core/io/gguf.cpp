@@ -23,17 +23,17 @@ struct GgmlTypeInfo {
 };
 // ggml's type numbering (facts of the format). Types without a DType are known but unsupported.
 const GgmlTypeInfo kGgmlTypes[] = {
-    {0, "f32", DType::F32},       {1, "f16", DType::F16},        {2, "q4_0", DType::Q4_0},
-    {3, "q4_1", DType::Q4_1},     {6, "q5_0", DType::Q5_0},      {7, "q5_1", DType::Q5_1},
-    {8, "q8_0", DType::Q8_0},     {9, "q8_1", std::nullopt},     {10, "q2_k", DType::Q2_K},
-    {11, "q3_k", DType::Q3_K},    {12, "q4_k", DType::Q4_K},     {13, "q5_k", DType::Q5_K},
-    {14, "q6_k", DType::Q6_K},    {15, "q8_k", std::nullopt},    {16, "iq2_xxs", std::nullopt},
-    {17, "iq2_xs", std::nullopt}, {18, "iq3_xxs", std::nullopt}, {19, "iq1_s", std::nullopt},
+    {0, "f32", DType::F32},        {1, "f16", DType::F16},        {2, "q4_0", DType::Q4_0},
+    {3, "q4_1", DType::Q4_1},      {6, "q5_0", DType::Q5_0},      {7, "q5_1", DType::Q5_1},
+    {8, "q8_0", DType::Q8_0},      {9, "q8_1", std::nullopt},     {10, "q2_k", DType::Q2_K},
+    {11, "q3_k", DType::Q3_K},     {12, "q4_k", DType::Q4_K},     {13, "q5_k", DType::Q5_K},
+    {14, "q6_k", DType::Q6_K},     {15, "q8_k", std::nullopt},    {16, "iq2_xxs", std::nullopt},
+    {17, "iq2_xs", std::nullopt},  {18, "iq3_xxs", std::nullopt}, {19, "iq1_s", std::nullopt},
     {20, "iq4_nl", DType::IQ4_NL}, {21, "iq3_s", std::nullopt},   {22, "iq2_s", std::nullopt},
     {23, "iq4_xs", DType::IQ4_XS}, {24, "i8", DType::I8},         {25, "i16", DType::I16},
-    {26, "i32", DType::I32},      {27, "i64", DType::I64},       {28, "f64", DType::F64},
-    {29, "iq1_m", std::nullopt},  {30, "bf16", DType::BF16},     {34, "tq1_0", std::nullopt},
-    {35, "tq2_0", std::nullopt},  {39, "mxfp4", std::nullopt},
+    {26, "i32", DType::I32},       {27, "i64", DType::I64},       {28, "f64", DType::F64},
+    {29, "iq1_m", std::nullopt},   {30, "bf16", DType::BF16},     {34, "tq1_0", std::nullopt},
+    {35, "tq2_0", std::nullopt},   {39, "mxfp4", std::nullopt},
 };
 
 const GgmlTypeInfo* ggmlInfo(uint32_t id) {
@@ -432,36 +432,28 @@ std::optional<std::string> GgufFile::getString(std::string_view key) const {
     return v->str;
 }
 
-GgufFile readGguf(const std::string& path) {
-    GgufFile g;
-    g.path = path;
-    g.file = MappedFile::open(path);
-    Reader r{reinterpret_cast<const uint8_t*>(g.file->data()), g.file->size(), 0, path};
+namespace {
+
+/// Magic and version (v2 and v3; v1 and big-endian files are refused by name).
+uint32_t readVersion(Reader& r, const std::string& path) {
     if (r.size < 4 || std::memcmp(r.p, "GGUF", 4) != 0)
         throw FormatError(path, "not a GGUF file (bad magic)", 0);
     r.pos = 4;
-    g.version = r.rd<uint32_t>("version");
-    if (g.version == 1)
+    const uint32_t version = r.rd<uint32_t>("version");
+    if (version == 1)
         throw UnsupportedError(path + ": GGUF version 1 is not supported (only v2 and v3)");
-    if (g.version != 2 && g.version != 3) {
-        const uint32_t swapped = __builtin_bswap32(g.version);
+    if (version != 2 && version != 3) {
+        const uint32_t swapped = __builtin_bswap32(version);
         if (swapped == 2 || swapped == 3)
             throw UnsupportedError(path + ": big-endian GGUF files are not supported");
-        throw UnsupportedError(path + ": unknown GGUF version " + std::to_string(g.version));
+        throw UnsupportedError(path + ": unknown GGUF version " + std::to_string(version));
     }
-    const uint64_t nTensors = r.rd<uint64_t>("tensor count");
-    const uint64_t nKv = r.rd<uint64_t>("metadata count");
-    // Minimal encodings: a key/value pair takes >= 13 bytes, a tensor info >= 24.
-    if (nTensors > r.left() / 24)
-        throw FormatError(path,
-                          "tensor count " + std::to_string(nTensors) +
-                              " is impossible for a file of " + std::to_string(r.size) + " bytes",
-                          8);
-    if (nKv > r.left() / 13)
-        throw FormatError(path,
-                          "metadata count " + std::to_string(nKv) +
-                              " is impossible for a file of " + std::to_string(r.size) + " bytes",
-                          16);
+    return version;
+}
+
+/// The key/value pairs (unique keys, known types) and general.alignment.
+void readMetadata(Reader& r, GgufFile& g, uint64_t nKv) {
+    const std::string& path = g.path;
     g.metadata.reserve(size_t(nKv));
     std::unordered_set<std::string> keys;
     for (uint64_t i = 0; i < nKv; ++i) {
@@ -485,77 +477,80 @@ GgufFile readGguf(const std::string& path) {
             throw FormatError(path, "general.alignment " + std::to_string(g.alignment) +
                                         " is not a power of two");
     }
+}
 
-    struct Info {
-        uint64_t offset;
-        uint64_t at;
-    };
-    std::vector<Info> infos;
-    infos.reserve(size_t(nTensors));
-    g.tensors.reserve(size_t(nTensors));
-    std::unordered_set<std::string> names;
-    for (uint64_t i = 0; i < nTensors; ++i) {
-        const uint64_t at = r.pos;
-        TensorView t;
-        t.name = r.str("tensor name");
-        t.fileName = t.name;
-        t.file = path;
-        const std::string where = "tensor '" + t.name + "'";
-        if (!names.insert(t.name).second) throw FormatError(path, "duplicate " + where, at);
-        const uint32_t nd = r.rd<uint32_t>(where + " dimension count");
-        if (nd > kMaxDims)
-            throw FormatError(
-                path, where + " has " + std::to_string(nd) + " dimensions (at most 4)", r.pos - 4);
-        int64_t ne[kMaxDims] = {1, 1, 1, 1};
-        uint64_t numel = 1;
-        for (uint32_t d = 0; d < nd; ++d) {
-            ne[d] = r.rd<int64_t>(where + " shape");
-            if (ne[d] < 0) throw FormatError(path, where + " has a negative dimension", r.pos - 8);
-            if (__builtin_mul_overflow(numel, uint64_t(ne[d]), &numel) ||
-                numel > uint64_t(std::numeric_limits<int64_t>::max()))
-                throw FormatError(path, where + " shape overflows", r.pos - 8);
-        }
-        for (uint32_t d = nd; d-- > 0;) t.shape.push_back(ne[d]);
-        const uint32_t type = r.rd<uint32_t>(where + " type");
-        const GgmlTypeInfo* ti = ggmlInfo(type);
-        if (!ti)
-            throw FormatError(path, where + " has unknown ggml type " + std::to_string(type),
-                              r.pos - 4);
-        if (!ti->dtype)
-            throw UnsupportedError(path + ": " + where + " has type " + ti->name +
-                                   ", which lcw does not support");
-        t.dtype = *ti->dtype;
-        const int64_t be = dtypeBlockElems(t.dtype);
-        if (ne[0] % be != 0)
-            throw FormatError(path,
-                              where + " row length " + std::to_string(ne[0]) +
-                                  " is not a multiple of the " + ti->name + " block size " +
-                                  std::to_string(be),
-                              at);
-        const auto bytes = dtypeBytesFor(t.dtype, numel);
-        if (!bytes) throw FormatError(path, where + " byte size overflows", at);
-        t.nbytes = *bytes;
-        const uint64_t off = r.rd<uint64_t>(where + " offset");
-        if (off % g.alignment != 0)
-            throw FormatError(path,
-                              where + " data offset " + std::to_string(off) +
-                                  " is not a multiple of the alignment " +
-                                  std::to_string(g.alignment),
-                              r.pos - 8);
-        infos.push_back({off, at});
-        g.tensors.push_back(std::move(t));
+/// Where a tensor's info says its data is, and where the info itself was (for errors).
+struct TensorInfoAt {
+    uint64_t offset;
+    uint64_t at;
+};
+
+/// One tensor info: name (unique), shape (reversed to row-major), type, byte size and data offset.
+TensorInfoAt readTensorInfo(Reader& r, const GgufFile& g, std::unordered_set<std::string>& names,
+                            TensorView& t) {
+    const std::string& path = g.path;
+    const uint64_t at = r.pos;
+    t.name = r.str("tensor name");
+    t.fileName = t.name;
+    t.file = path;
+    const std::string where = "tensor '" + t.name + "'";
+    if (!names.insert(t.name).second) throw FormatError(path, "duplicate " + where, at);
+    const uint32_t nd = r.rd<uint32_t>(where + " dimension count");
+    if (nd > kMaxDims)
+        throw FormatError(path, where + " has " + std::to_string(nd) + " dimensions (at most 4)",
+                          r.pos - 4);
+    int64_t ne[kMaxDims] = {1, 1, 1, 1};
+    uint64_t numel = 1;
+    for (uint32_t d = 0; d < nd; ++d) {
+        ne[d] = r.rd<int64_t>(where + " shape");
+        if (ne[d] < 0) throw FormatError(path, where + " has a negative dimension", r.pos - 8);
+        if (__builtin_mul_overflow(numel, uint64_t(ne[d]), &numel) ||
+            numel > uint64_t(std::numeric_limits<int64_t>::max()))
+            throw FormatError(path, where + " shape overflows", r.pos - 8);
     }
-    // The data section starts at the next alignment boundary after the header.
-    uint64_t dataOff = r.pos;
+    for (uint32_t d = nd; d-- > 0;) t.shape.push_back(ne[d]);
+    const uint32_t type = r.rd<uint32_t>(where + " type");
+    const GgmlTypeInfo* ti = ggmlInfo(type);
+    if (!ti)
+        throw FormatError(path, where + " has unknown ggml type " + std::to_string(type),
+                          r.pos - 4);
+    if (!ti->dtype)
+        throw UnsupportedError(path + ": " + where + " has type " + ti->name +
+                               ", which lcw does not support");
+    t.dtype = *ti->dtype;
+    const int64_t be = dtypeBlockElems(t.dtype);
+    if (ne[0] % be != 0)
+        throw FormatError(path,
+                          where + " row length " + std::to_string(ne[0]) +
+                              " is not a multiple of the " + ti->name + " block size " +
+                              std::to_string(be),
+                          at);
+    const auto bytes = dtypeBytesFor(t.dtype, numel);
+    if (!bytes) throw FormatError(path, where + " byte size overflows", at);
+    t.nbytes = *bytes;
+    const uint64_t off = r.rd<uint64_t>(where + " offset");
+    if (off % g.alignment != 0)
+        throw FormatError(path,
+                          where + " data offset " + std::to_string(off) +
+                              " is not a multiple of the alignment " + std::to_string(g.alignment),
+                          r.pos - 8);
+    return {off, at};
+}
+
+/// Points every tensor into the data section (which starts at the next alignment boundary
+/// after the header), checking that it lies inside the file.
+void placeTensorData(GgufFile& g, uint64_t headerEnd, const std::vector<TensorInfoAt>& infos) {
+    uint64_t dataOff = headerEnd;
     if (dataOff % g.alignment) dataOff += g.alignment - dataOff % g.alignment;
     g.dataOffset = dataOff;
-    const uint64_t dataSize = dataOff <= r.size ? r.size - dataOff : 0;
+    const uint64_t size = g.file->size();
+    const uint64_t dataSize = dataOff <= size ? size - dataOff : 0;
     g.tensorOffsets.reserve(g.tensors.size());
     for (size_t i = 0; i < g.tensors.size(); ++i) {
         TensorView& t = g.tensors[i];
         const uint64_t off = infos[i].offset;
         if (off > dataSize || t.nbytes > dataSize - off)
-            throw FormatError(path,
+            throw FormatError(g.path,
                               "tensor '" + t.name + "' data [" + std::to_string(off) + ", +" +
                                   std::to_string(t.nbytes) +
                                   ") runs past the end of the file (data section holds " +
@@ -564,7 +559,10 @@ GgufFile readGguf(const std::string& path) {
         t.data = g.file->data() + dataOff + off;
         g.tensorOffsets.push_back(off);
     }
-    // No two tensors may share bytes.
+}
+
+/// No two tensors may share bytes.
+void checkNoOverlap(const GgufFile& g, const std::vector<TensorInfoAt>& infos) {
     std::vector<size_t> order(g.tensors.size());
     for (size_t i = 0; i < order.size(); ++i) order[i] = i;
     std::sort(order.begin(), order.end(),
@@ -575,13 +573,49 @@ GgufFile readGguf(const std::string& path) {
         const TensorView& t = g.tensors[i];
         if (t.nbytes == 0) continue;
         if (g.tensorOffsets[i] < maxEnd)
-            throw FormatError(path,
+            throw FormatError(g.path,
                               "tensors '" + g.tensors[maxAt].name + "' and '" + t.name +
                                   "' overlap in the data section",
                               infos[i].at);
         maxEnd = g.tensorOffsets[i] + t.nbytes;
         maxAt = i;
     }
+}
+
+} // namespace
+
+GgufFile readGguf(const std::string& path) {
+    GgufFile g;
+    g.path = path;
+    g.file = MappedFile::open(path);
+    Reader r{reinterpret_cast<const uint8_t*>(g.file->data()), g.file->size(), 0, path};
+    g.version = readVersion(r, path);
+    const uint64_t nTensors = r.rd<uint64_t>("tensor count");
+    const uint64_t nKv = r.rd<uint64_t>("metadata count");
+    // Minimal encodings: a key/value pair takes >= 13 bytes, a tensor info >= 24.
+    if (nTensors > r.left() / 24)
+        throw FormatError(path,
+                          "tensor count " + std::to_string(nTensors) +
+                              " is impossible for a file of " + std::to_string(r.size) + " bytes",
+                          8);
+    if (nKv > r.left() / 13)
+        throw FormatError(path,
+                          "metadata count " + std::to_string(nKv) +
+                              " is impossible for a file of " + std::to_string(r.size) + " bytes",
+                          16);
+    readMetadata(r, g, nKv);
+
+    std::vector<TensorInfoAt> infos;
+    infos.reserve(size_t(nTensors));
+    g.tensors.reserve(size_t(nTensors));
+    std::unordered_set<std::string> names;
+    for (uint64_t i = 0; i < nTensors; ++i) {
+        TensorView t;
+        infos.push_back(readTensorInfo(r, g, names, t));
+        g.tensors.push_back(std::move(t));
+    }
+    placeTensorData(g, r.pos, infos);
+    checkNoOverlap(g, infos);
     return g;
 }
 

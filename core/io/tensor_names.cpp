@@ -150,29 +150,9 @@ struct HfFamily {
     bool llamaLayerTable = false; // fall back to kHfLayer
 };
 
-const HfFamily& hfFamily(std::string_view arch) {
-    static const HfFamily llama{
-        {"model.layers."},
-        {kHfTop[0], kHfTop[1], kHfTop[2], {"model.norm.bias", "final_norm.bias"}},
-        {{"input_layernorm.bias", "attn_norm.bias"},
-         {"post_attention_layernorm.bias", "mlp_norm.bias"}},
-        true};
-    static const HfFamily gemma2{{"model.layers."},
-                                 {kHfTop[0], kHfTop[1], kHfTop[2]},
-                                 {{"post_attention_layernorm.weight", "attn_post_norm"},
-                                  {"pre_feedforward_layernorm.weight", "mlp_norm"},
-                                  {"post_feedforward_layernorm.weight", "mlp_post_norm"}},
-                                 true};
-    static const HfFamily phi3{{"model.layers."},
-                               {kHfTop[0], kHfTop[1], kHfTop[2]},
-                               {{"self_attn.qkv_proj.weight", "attn.qkv"},
-                                {"self_attn.qkv_proj.bias", "attn.qkv.bias"},
-                                {"mlp.gate_up_proj.weight", "mlp.gate_up"}},
-                               true};
-    static const HfFamily mixtral{{"model.layers."},
-                                  {kHfTop[0], kHfTop[1], kHfTop[2]},
-                                  {{"block_sparse_moe.gate.weight", "mlp.router"}},
-                                  true};
+/// The GPT-style families (their own top-level and block spellings): OPT, GPT-2, GPT-NeoX,
+/// Falcon, Bloom; nullptr for the others.
+const HfFamily* classicFamily(std::string_view arch) {
     static const HfFamily opt{{"model.decoder.layers.", "decoder.layers."},
                               {{"model.decoder.embed_tokens.weight", "embed"},
                                {"model.decoder.embed_positions.weight", "pos_embed"},
@@ -282,6 +262,37 @@ const HfFamily& hfFamily(std::string_view arch) {
                                  {"ln_f.bias", "final_norm.bias"},
                                  {"lm_head.weight", "lm_head"}},
                                 falconLayer};
+    if (arch == "opt") return &opt;
+    if (arch == "gpt2") return &gpt2;
+    if (arch == "gpt_neox") return &neox;
+    if (arch == "falcon") return &falcon;
+    if (arch == "bloom") return &bloom;
+    return nullptr;
+}
+
+const HfFamily& hfFamily(std::string_view arch) {
+    static const HfFamily llama{
+        {"model.layers."},
+        {kHfTop[0], kHfTop[1], kHfTop[2], {"model.norm.bias", "final_norm.bias"}},
+        {{"input_layernorm.bias", "attn_norm.bias"},
+         {"post_attention_layernorm.bias", "mlp_norm.bias"}},
+        true};
+    static const HfFamily gemma2{{"model.layers."},
+                                 {kHfTop[0], kHfTop[1], kHfTop[2]},
+                                 {{"post_attention_layernorm.weight", "attn_post_norm"},
+                                  {"pre_feedforward_layernorm.weight", "mlp_norm"},
+                                  {"post_feedforward_layernorm.weight", "mlp_post_norm"}},
+                                 true};
+    static const HfFamily phi3{{"model.layers."},
+                               {kHfTop[0], kHfTop[1], kHfTop[2]},
+                               {{"self_attn.qkv_proj.weight", "attn.qkv"},
+                                {"self_attn.qkv_proj.bias", "attn.qkv.bias"},
+                                {"mlp.gate_up_proj.weight", "mlp.gate_up"}},
+                               true};
+    static const HfFamily mixtral{{"model.layers."},
+                                  {kHfTop[0], kHfTop[1], kHfTop[2]},
+                                  {{"block_sparse_moe.gate.weight", "mlp.router"}},
+                                  true};
     static const HfFamily mamba{{"backbone.layers."},
                                 {{"backbone.embeddings.weight", "embed"},
                                  {"backbone.embedding.weight", "embed"},
@@ -299,14 +310,10 @@ const HfFamily& hfFamily(std::string_view arch) {
                                  {"mixer.out_proj.bias", "mixer.out_proj.bias"},
                                  {"mixer.A_log", "mixer.A_log"},
                                  {"mixer.D", "mixer.D"}}};
+    if (const HfFamily* f = classicFamily(arch)) return *f;
     if (arch == "gemma2") return gemma2;
     if (arch == "phi3") return phi3;
     if (arch == "mixtral") return mixtral;
-    if (arch == "opt") return opt;
-    if (arch == "gpt2") return gpt2;
-    if (arch == "gpt_neox") return neox;
-    if (arch == "falcon") return falcon;
-    if (arch == "bloom") return bloom;
     if (arch == "mamba") return mamba;
     return llama;
 }
