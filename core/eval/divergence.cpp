@@ -92,17 +92,15 @@ Distribution summarize(std::vector<double> values) {
     return d;
 }
 
-DivergenceResult compareToBaseline(const WeightSource& baseline,
-                                   const std::vector<DivergenceConfig>& configs,
-                                   const std::vector<int32_t>& tokens,
-                                   const PerplexityOptions& opts, Progress& progress) {
-    using Clock = std::chrono::steady_clock;
+namespace {
+
+void checkDivergenceInput(const WeightSource& baseline,
+                          const std::vector<DivergenceConfig>& configs,
+                          const std::vector<int32_t>& tokens, const PerplexityOptions& opts) {
     if (opts.mode != PerplexityMode::LlamaCppChunks)
         throw ArgumentError("divergence: only llama.cpp chunks are supported");
     checkChunkedEvalInput("divergence", baseline, tokens, opts);
-    const int64_t n = int64_t(tokens.size());
-    const ModelSpec& spec = baseline.spec();
-    const int64_t vocab = spec.vocab;
+    const int64_t vocab = baseline.spec().vocab;
     for (const auto& c : configs) {
         if (!c.weights) throw ArgumentError("divergence: configuration '" + c.name + "' is null");
         if (c.weights->spec().vocab != vocab)
@@ -114,18 +112,15 @@ DivergenceResult compareToBaseline(const WeightSource& baseline,
         if (t < 0 || t >= vocab)
             throw ArgumentError("divergence: token id " + std::to_string(t) +
                                 " is outside the vocabulary");
+}
 
+/// One session per source (sessions[0] the baseline, sessions[1 + k] configuration k) for each
+/// worker. As computePerplexity: whole chunks per single-threaded worker for small models, one
+/// worker splitting each product for large ones.
+std::vector<std::vector<std::unique_ptr<Session>>>
+makeWorkerSessions(const WeightSource& baseline, const std::vector<DivergenceConfig>& configs,
+                   const PerplexityOptions& opts, int64_t chunks, int threads) {
     const int64_t ctx = opts.ctx;
-    const size_t nc = configs.size();
-    DivergenceResult r;
-    r.ctx = ctx;
-    r.totalChunks = n / ctx;
-    const int64_t chunks =
-        opts.maxChunks > 0 ? std::min(opts.maxChunks, r.totalChunks) : r.totalChunks;
-
-    // As computePerplexity: whole chunks per single-threaded worker for small models, one worker
-    // splitting each product for large ones. Each worker holds a session per source.
-    const int threads = opts.threads > 0 ? opts.threads : omp_get_max_threads();
     const int64_t batch = std::min(opts.batch, ctx);
     double sessionBytes = 0;
     auto addSession = [&](const ModelSpec& s) {
@@ -135,12 +130,11 @@ DivergenceResult compareToBaseline(const WeightSource& baseline,
                                           3 * s.nKvHeads * s.headDim + 2 * s.hidden) +
                    double(ctx) * double(s.vocab));
     };
-    addSession(spec);
+    addSession(baseline.spec());
     for (const auto& c : configs) addSession(c.weights->spec());
     const int workers =
         int(std::clamp<int64_t>(std::min<int64_t>(threads, chunks), 1,
                                 sessionBytes * threads <= 1024.0 * 1024 * 1024 ? threads : 1));
-    // sessions[w][0] is the baseline, sessions[w][1 + k] configuration k.
     std::vector<std::vector<std::unique_ptr<Session>>> sessions(static_cast<size_t>(workers));
     for (int w = 0; w < workers; ++w) {
         SessionOptions so;
@@ -152,76 +146,144 @@ DivergenceResult compareToBaseline(const WeightSource& baseline,
         for (const auto& c : configs)
             sessions[size_t(w)].push_back(std::make_unique<Session>(*c.weights, so));
     }
+    return sessions;
+}
+
+/// Per worker: scratch and the seconds spent on each source.
+struct Scratch {
+    std::vector<float> baseLogits, logits;
+    std::vector<double> baseLse;
+    std::vector<int64_t> baseTop;
+    std::vector<int32_t> window;
+    std::vector<double> seconds;
+};
+
+/// The baseline's log-sum-exp, top token and NLL of every scored row (rows from position
+/// first − 1 of sc.baseLogits).
+void scoreBaselineRows(Scratch& sc, int64_t rows, int64_t first, int64_t vocab,
+                       std::vector<double>& nll) {
+    sc.baseLse.resize(size_t(rows));
+    sc.baseTop.resize(size_t(rows));
+    nll.clear();
+    for (int64_t i = 0; i < rows; ++i) {
+        const float* row = sc.baseLogits.data() + i * vocab;
+        sc.baseLse[size_t(i)] = logSumExp(row, vocab);
+        sc.baseTop[size_t(i)] = argmax(row, vocab);
+        nll.push_back(sc.baseLse[size_t(i)] - double(row[sc.window[size_t(first + i)]]));
+    }
+}
+
+/// KLD, Δp, NLL and top-token agreement of a configuration's rows (sc.logits) against the
+/// baseline's.
+void scoreConfigRows(const Scratch& sc, int64_t rows, int64_t first, int64_t vocab,
+                     TokenValues& tv) {
+    tv.clear();
+    for (int64_t i = 0; i < rows; ++i) {
+        const float* qb = sc.baseLogits.data() + i * vocab;
+        const float* qq = sc.logits.data() + i * vocab;
+        const double lseB = sc.baseLse[size_t(i)];
+        const double lseQ = logSumExp(qq, vocab);
+        double kld = 0;
+        for (int64_t v = 0; v < vocab; ++v) {
+            const double lb = double(qb[v]) - lseB;
+            const double lq = double(qq[v]) - lseQ;
+            kld += std::exp(lb) * (lb - lq);
+        }
+        const int32_t t = sc.window[size_t(first + i)];
+        const double lbt = double(qb[t]) - lseB;
+        const double lqt = double(qq[t]) - lseQ;
+        tv.kld.push_back(kld);
+        tv.dp.push_back(std::exp(lqt) - std::exp(lbt));
+        tv.nll.push_back(-lqt);
+        tv.sameTop.push_back(argmax(qq, vocab) == sc.baseTop[size_t(i)] ? 1 : 0);
+    }
+}
+
+/// PPL, ln-ratio, correlation, KLD and Δp distributions and top-token agreement of one
+/// configuration from its per-token values (nllB: the baseline's, in the same order).
+void summarizeConfig(DivergenceStats& st, std::vector<double> kld, std::vector<double> dp,
+                     const std::vector<double>& nllQ, const std::vector<double>& nllB,
+                     int64_t same) {
+    const size_t m = nllQ.size();
+    double meanQ = 0, errQ = 0;
+    meanAndError(nllQ, meanQ, errQ);
+    st.ppl = std::exp(meanQ);
+    st.pplError = st.ppl * errQ;
+    std::vector<double> lnRatio(m), dp2(m);
+    double sb = 0, sq = 0, sbb = 0, sqq = 0, sbq = 0;
+    for (size_t i = 0; i < m; ++i) {
+        lnRatio[i] = nllQ[i] - nllB[i];
+        dp2[i] = dp[i] * dp[i];
+        sb += nllB[i];
+        sq += nllQ[i];
+        sbb += nllB[i] * nllB[i];
+        sqq += nllQ[i] * nllQ[i];
+        sbq += nllB[i] * nllQ[i];
+    }
+    meanAndError(lnRatio, st.meanLnRatio, st.meanLnRatioError);
+    st.pplRatio = std::exp(st.meanLnRatio);
+    const double dn = double(m);
+    const double cov = sbq / dn - (sb / dn) * (sq / dn);
+    const double varB = sbb / dn - (sb / dn) * (sb / dn);
+    const double varQ = sqq / dn - (sq / dn) * (sq / dn);
+    st.lnProbCorrelation = varB > 0 && varQ > 0 ? cov / std::sqrt(varB * varQ) : 1.0;
+    st.kld = summarize(std::move(kld));
+    st.deltaP = summarize(std::move(dp));
+    double ms = 0, msErr = 0;
+    meanAndError(dp2, ms, msErr);
+    st.rmsDeltaP = std::sqrt(ms);
+    st.rmsDeltaPError = st.rmsDeltaP > 0 ? msErr / (2 * st.rmsDeltaP) : 0;
+    st.sameTop = double(same) / dn;
+    st.sameTopError = m > 1 ? std::sqrt(st.sameTop * (1 - st.sameTop) / (dn - 1)) : 0;
+}
+
+} // namespace
+
+DivergenceResult compareToBaseline(const WeightSource& baseline,
+                                   const std::vector<DivergenceConfig>& configs,
+                                   const std::vector<int32_t>& tokens,
+                                   const PerplexityOptions& opts, Progress& progress) {
+    using Clock = std::chrono::steady_clock;
+    checkDivergenceInput(baseline, configs, tokens, opts);
+    const int64_t vocab = baseline.spec().vocab;
+    const int64_t ctx = opts.ctx;
+    const size_t nc = configs.size();
+    DivergenceResult r;
+    r.ctx = ctx;
+    r.totalChunks = int64_t(tokens.size()) / ctx;
+    const int64_t chunks =
+        opts.maxChunks > 0 ? std::min(opts.maxChunks, r.totalChunks) : r.totalChunks;
+    const int threads = opts.threads > 0 ? opts.threads : omp_get_max_threads();
+    auto sessions = makeWorkerSessions(baseline, configs, opts, chunks, threads);
+    const int workers = int(sessions.size());
 
     std::vector<std::vector<double>> baseNll(static_cast<size_t>(chunks));
     std::vector<std::vector<TokenValues>> values(static_cast<size_t>(chunks),
                                                  std::vector<TokenValues>(nc));
     std::vector<char> chunkDone(static_cast<size_t>(chunks), 0);
-    std::vector<double> threadSeconds(nc + 1, 0.0);
-    // Per thread: scratch and the seconds spent on each source.
-    struct Scratch {
-        std::vector<float> baseLogits, logits;
-        std::vector<double> baseLse;
-        std::vector<int64_t> baseTop;
-        std::vector<int32_t> window;
-        std::vector<double> seconds;
-    };
     std::vector<Scratch> scratch(static_cast<size_t>(workers));
     for (Scratch& sc : scratch) sc.seconds.assign(nc + 1, 0.0);
     const auto t0 = Clock::now();
+    // Each chunk runs through the baseline once and through every configuration once.
     auto work = [&](int64_t c, int thread) {
         auto& mySessions = sessions[size_t(thread)];
         Scratch& sc = scratch[size_t(thread)];
-        std::vector<int32_t>& window = sc.window;
-        const int64_t begin = c * ctx;
         const int64_t first = ctx / 2 + 1; // positions ctx/2 .. ctx-2 are scored
-        window.assign(tokens.begin() + begin, tokens.begin() + begin + ctx);
-        if (opts.bosId >= 0) window[0] = opts.bosId;
+        sc.window.assign(tokens.begin() + c * ctx, tokens.begin() + c * ctx + ctx);
+        if (opts.bosId >= 0) sc.window[0] = opts.bosId;
         const int64_t rows = ctx - first;
-
-        auto ts = Clock::now();
-        Session& bs = *mySessions[0];
-        bs.reset();
-        bs.forwardFrom(window, sc.baseLogits, first - 1);
-        sc.baseLse.resize(size_t(rows));
-        sc.baseTop.resize(size_t(rows));
-        auto& bn = baseNll[size_t(c)];
-        bn.clear();
-        for (int64_t i = 0; i < rows; ++i) {
-            const float* row = sc.baseLogits.data() + i * vocab;
-            sc.baseLse[size_t(i)] = logSumExp(row, vocab);
-            sc.baseTop[size_t(i)] = argmax(row, vocab);
-            bn.push_back(sc.baseLse[size_t(i)] - double(row[window[size_t(first + i)]]));
-        }
-        sc.seconds[0] += std::chrono::duration<double>(Clock::now() - ts).count();
-
-        for (size_t k = 0; k < nc; ++k) {
-            ts = Clock::now();
-            Session& s = *mySessions[1 + k];
+        for (size_t k = 0; k <= nc; ++k) {
+            const auto ts = Clock::now();
+            Session& s = *mySessions[k];
             s.reset();
-            s.forwardFrom(window, sc.logits, first - 1);
-            TokenValues& tv = values[size_t(c)][k];
-            tv.clear();
-            for (int64_t i = 0; i < rows; ++i) {
-                const float* qb = sc.baseLogits.data() + i * vocab;
-                const float* qq = sc.logits.data() + i * vocab;
-                const double lseB = sc.baseLse[size_t(i)];
-                const double lseQ = logSumExp(qq, vocab);
-                double kld = 0;
-                for (int64_t v = 0; v < vocab; ++v) {
-                    const double lb = double(qb[v]) - lseB;
-                    const double lq = double(qq[v]) - lseQ;
-                    kld += std::exp(lb) * (lb - lq);
-                }
-                const int32_t t = window[size_t(first + i)];
-                const double lbt = double(qb[t]) - lseB;
-                const double lqt = double(qq[t]) - lseQ;
-                tv.kld.push_back(kld);
-                tv.dp.push_back(std::exp(lqt) - std::exp(lbt));
-                tv.nll.push_back(-lqt);
-                tv.sameTop.push_back(argmax(qq, vocab) == sc.baseTop[size_t(i)] ? 1 : 0);
+            if (k == 0) {
+                s.forwardFrom(sc.window, sc.baseLogits, first - 1);
+                scoreBaselineRows(sc, rows, first, vocab, baseNll[size_t(c)]);
+            } else {
+                s.forwardFrom(sc.window, sc.logits, first - 1);
+                scoreConfigRows(sc, rows, first, vocab, values[size_t(c)][k - 1]);
             }
-            sc.seconds[1 + k] += std::chrono::duration<double>(Clock::now() - ts).count();
+            sc.seconds[k] += std::chrono::duration<double>(Clock::now() - ts).count();
         }
     };
     auto merge = [&](int64_t c, int, int64_t finished) {
@@ -232,6 +294,7 @@ DivergenceResult compareToBaseline(const WeightSource& baseline,
         return std::string(stage);
     };
     const bool complete = runChunks(chunks, workers, progress, "divergence", work, merge);
+    std::vector<double> threadSeconds(nc + 1, 0.0);
     for (const Scratch& sc : scratch)
         for (size_t k = 0; k <= nc; ++k) threadSeconds[k] += sc.seconds[k];
     r.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
@@ -259,7 +322,7 @@ DivergenceResult compareToBaseline(const WeightSource& baseline,
     for (size_t k = 0; k < nc; ++k) {
         DivergenceStats st;
         st.name = configs[k].name;
-        std::vector<double> kld, dp, nllQ, lnRatio, dp2;
+        std::vector<double> kld, dp, nllQ;
         int64_t same = 0;
         for (int64_t c = 0; c < chunks; ++c) {
             if (!chunkDone[size_t(c)]) continue;
@@ -269,42 +332,11 @@ DivergenceResult compareToBaseline(const WeightSource& baseline,
             nllQ.insert(nllQ.end(), tv.nll.begin(), tv.nll.end());
             for (char s : tv.sameTop) same += s;
         }
-        const size_t m = nllQ.size();
-        st.scoredTokens = int64_t(m);
+        st.scoredTokens = int64_t(nllQ.size());
         st.seconds = share(1 + k);
-        if (m > 0) {
-            double meanQ = 0, errQ = 0;
-            meanAndError(nllQ, meanQ, errQ);
-            st.ppl = std::exp(meanQ);
-            st.pplError = st.ppl * errQ;
+        if (!nllQ.empty()) {
             st.baselinePpl = r.baselinePpl;
-            lnRatio.resize(m);
-            dp2.resize(m);
-            double sb = 0, sq = 0, sbb = 0, sqq = 0, sbq = 0;
-            for (size_t i = 0; i < m; ++i) {
-                lnRatio[i] = nllQ[i] - nllB[i];
-                dp2[i] = dp[i] * dp[i];
-                sb += nllB[i];
-                sq += nllQ[i];
-                sbb += nllB[i] * nllB[i];
-                sqq += nllQ[i] * nllQ[i];
-                sbq += nllB[i] * nllQ[i];
-            }
-            meanAndError(lnRatio, st.meanLnRatio, st.meanLnRatioError);
-            st.pplRatio = std::exp(st.meanLnRatio);
-            const double dn = double(m);
-            const double cov = sbq / dn - (sb / dn) * (sq / dn);
-            const double varB = sbb / dn - (sb / dn) * (sb / dn);
-            const double varQ = sqq / dn - (sq / dn) * (sq / dn);
-            st.lnProbCorrelation = varB > 0 && varQ > 0 ? cov / std::sqrt(varB * varQ) : 1.0;
-            st.kld = summarize(std::move(kld));
-            st.deltaP = summarize(std::move(dp));
-            double ms = 0, msErr = 0;
-            meanAndError(dp2, ms, msErr);
-            st.rmsDeltaP = std::sqrt(ms);
-            st.rmsDeltaPError = st.rmsDeltaP > 0 ? msErr / (2 * st.rmsDeltaP) : 0;
-            st.sameTop = double(same) / dn;
-            st.sameTopError = m > 1 ? std::sqrt(st.sameTop * (1 - st.sameTop) / (dn - 1)) : 0;
+            summarizeConfig(st, std::move(kld), std::move(dp), nllQ, nllB, same);
         }
         r.configs.push_back(std::move(st));
     }
