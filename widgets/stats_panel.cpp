@@ -123,8 +123,25 @@ void StatsPanel::buildUi() {
     auto* lay = new QVBoxLayout(this);
     lay->setContentsMargins(6, 6, 6, 6);
     lay->setSpacing(4);
+    lay->addLayout(buildHeader());
+    m_tabs = new QTabWidget(this);
+    m_tabs->setDocumentMode(true);
+    m_tabs->addTab(buildWeightsTab(), tr("Weights"));
+    m_tabs->addTab(buildActivationsTab(), tr("Activations"));
+    m_tabs->addTab(buildKvTab(), tr("KV Cache"));
+    auto* split = new QSplitter(Qt::Vertical, this);
+    split->addWidget(m_tabs);
+    split->addWidget(buildOverview());
+    split->setStretchFactor(0, 3);
+    split->setStretchFactor(1, 1);
+    split->setChildrenCollapsible(false);
+    lay->addWidget(split, 1);
+    connectControls();
+    setReport(nullptr, {});
+}
 
-    // Header: tensor, its headline numbers, and where the statistics came from.
+// Header: tensor, its headline numbers, and where the statistics came from.
+QLayout* StatsPanel::buildHeader() {
     auto* header = new QHBoxLayout;
     auto* text = new QVBoxLayout;
     text->setSpacing(1);
@@ -163,7 +180,6 @@ void StatsPanel::buildUi() {
     header->addWidget(m_progress, 0, Qt::AlignTop);
     header->addWidget(m_cancelButton, 0, Qt::AlignTop);
     header->addWidget(m_computeButton, 0, Qt::AlignTop);
-    lay->addLayout(header);
     // The header keeps its height whatever it shows (a job starting or ending, another tensor's
     // longer details): otherwise every change resizes, and so redraws, all the plots below.
     const int line = fontMetrics().lineSpacing();
@@ -173,11 +189,11 @@ void StatsPanel::buildUi() {
         l->setAlignment(Qt::AlignLeft | Qt::AlignTop);
         l->setSizePolicy(QSizePolicy::Ignored, QSizePolicy::Fixed); // wraps, never widens
     }
+    return header;
+}
 
-    m_tabs = new QTabWidget(this);
-    m_tabs->setDocumentMode(true);
-
-    // Weights: histogram with the quantization grid | per-channel abs-max.
+// Weights: histogram with the quantization grid | per-channel abs-max.
+QWidget* StatsPanel::buildWeightsTab() {
     auto* weights = new QWidget(m_tabs);
     auto* wl = new QGridLayout(weights);
     wl->setContentsMargins(0, 4, 0, 0);
@@ -211,10 +227,12 @@ void StatsPanel::buildUi() {
     wl->addLayout(wControls, 0, 0, 1, 2);
     wl->addWidget(m_hist, 1, 0);
     wl->addWidget(m_weightProfile, 1, 1);
-    m_tabs->addTab(weights, tr("Weights"));
+    return weights;
+}
 
-    // Activations of the layer's input site: per channel (SmoothQuant) over the importance
-    // matrix's mean x² per input column (llama.cpp's imatrix, same channel axis) | per token.
+// Activations of the layer's input site: per channel (SmoothQuant) over the importance matrix's
+// mean x² per input column (llama.cpp's imatrix, same channel axis) | per token.
+QWidget* StatsPanel::buildActivationsTab() {
     auto* acts = new QWidget(m_tabs);
     auto* al = new QGridLayout(acts);
     al->setContentsMargins(0, 4, 0, 0);
@@ -235,9 +253,11 @@ void StatsPanel::buildUi() {
     al->addWidget(m_tokenProfile, 1, 1, 2, 1);
     al->setColumnStretch(0, 1);
     al->setColumnStretch(1, 1);
-    m_tabs->addTab(acts, tr("Activations"));
+    return acts;
+}
 
-    // K and V: layers × (head, channel).
+// K and V: layers × (head, channel).
+QWidget* StatsPanel::buildKvTab() {
     auto* kv = new QWidget(m_tabs);
     auto* kl = new QHBoxLayout(kv);
     kl->setContentsMargins(0, 4, 0, 0);
@@ -245,9 +265,11 @@ void StatsPanel::buildUi() {
     m_vMap = new HeatMapPlot(kv);
     kl->addWidget(m_kMap);
     kl->addWidget(m_vMap);
-    m_tabs->addTab(kv, tr("KV Cache"));
+    return kv;
+}
 
-    // Model-wide overview: one bar per layer.
+// Model-wide overview: one bar per layer.
+QWidget* StatsPanel::buildOverview() {
     auto* overview = new QWidget(this);
     auto* ol = new QVBoxLayout(overview);
     ol->setContentsMargins(0, 0, 0, 0);
@@ -268,15 +290,10 @@ void StatsPanel::buildUi() {
     m_overview->setTitle(tr("Per layer"));
     ol->addLayout(oControls);
     ol->addWidget(m_overview, 1);
+    return overview;
+}
 
-    auto* split = new QSplitter(Qt::Vertical, this);
-    split->addWidget(m_tabs);
-    split->addWidget(overview);
-    split->setStretchFactor(0, 3);
-    split->setStretchFactor(1, 1);
-    split->setChildrenCollapsible(false);
-    lay->addWidget(split, 1);
-
+void StatsPanel::connectControls() {
     connect(m_logBox, &QCheckBox::toggled, m_hist, &HistogramPlot::setLogCount);
     connect(m_hist, &HistogramPlot::logCountChanged, m_logBox, &QCheckBox::setChecked);
     connect(m_axisCombo, &QComboBox::currentIndexChanged, this, [this] { updateWeightPlots(); });
@@ -295,7 +312,6 @@ void StatsPanel::buildUi() {
     });
     connect(m_metricCombo, &QComboBox::currentIndexChanged, this, [this] { updateOverview(); });
     connect(m_overview, &BarPlot::barClicked, this, &StatsPanel::onOverviewClicked);
-    setReport(nullptr, {});
 }
 
 // ---------------------------------------------------------------------------------------------

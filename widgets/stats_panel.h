@@ -23,6 +23,7 @@ class QCheckBox;
 class QComboBox;
 class QDoubleSpinBox;
 class QLabel;
+class QLayout;
 class QProgressBar;
 class QSettings;
 class QTabWidget;
@@ -174,6 +175,12 @@ signals:
 
 private:
     void buildUi();
+    QLayout* buildHeader();
+    QWidget* buildWeightsTab();
+    QWidget* buildActivationsTab();
+    QWidget* buildKvTab();
+    QWidget* buildOverview();
+    void connectControls();
     bool tryLoad(const QString& path);
     void adopt(std::shared_ptr<stats::StatsReport> r, const QString& path);
     struct CacheLoad {

@@ -262,6 +262,20 @@ private:
     std::vector<int32_t> actOutliers(const ActQuantSpec* act) const;
     PrepHeader header(int64_t nTok, const ActQuantSpec* act, bool exact) const;
     PrepView view(const std::byte* prepared) const;
+    struct IntPrep;
+    /// Packs row r of the source into the panel layout (codes, scales, zero points, mask).
+    void packRow(const PackedSource& s, int64_t r);
+    void prepareFloat(const float* x, int64_t ldx, int64_t nTok, const ActQuantSpec* act,
+                      const PrepHeader& h, std::byte* base) const;
+    void prepareInt(const float* x, int64_t ldx, int64_t nTok, const ActQuantSpec* act,
+                    const PrepHeader& h, std::byte* base) const;
+    void prepareIntToken(const IntPrep& ip, const float* xr, int64_t t) const;
+    void quantizeTokenVector(const IntPrep& ip, const float* xr, int8_t* q, float* d,
+                             int32_t* X) const;
+    void quantizeTokenIntAct(const IntPrep& ip, const float* xr, bool finite, int8_t* q, float* d,
+                             int64_t t) const;
+    void quantizeTokenIntW(const IntPrep& ip, const float* xr, bool finite, int8_t* q, float* d,
+                           int64_t t) const;
     WeightRef ref() const {
         return {&m_L, m_codes.data(), m_scales.data(), m_zeros.empty() ? nullptr : m_zeros.data(),
                 m_mask.empty() ? nullptr : m_mask.data()};
@@ -277,11 +291,12 @@ private:
     std::vector<uint64_t> m_mask;
 };
 
-PackedImpl::PackedImpl(const PackedSource& s) : m_name(s.name) {
+/// Kind, bits, shape and groups of a packed source, checked against its arrays.
+Layout sourceLayout(const PackedSource& s) {
     auto fail = [&](const std::string& what) {
         throw ArgumentError("packed weight '" + s.name + "': " + what);
     };
-    Layout& L = m_L;
+    Layout L;
     L.kind = s.kind;
     L.bits = s.kind == Kind::Int ? s.bits : s.kind == Kind::Nf4 ? 4 : 8;
     L.sym = s.kind != Kind::Int || s.symmetric;
@@ -312,23 +327,28 @@ PackedImpl::PackedImpl(const PackedSource& s) : m_name(s.name) {
     }
     L.nOut = int64_t(s.nOutlierCols);
     L.panels = (s.rows + 3) / 4;
+    return L;
+}
 
-    // 2:4: every aligned group of 4 columns keeps at most 2, groups of a multiple of 64 columns
-    // (or one group per row); asymmetric int needs padding columns for groups keeping fewer.
-    bool sparse = false;
-    if (s.mask && (s.granularity != Gran::Group || L.gpr == 1 || L.glen % 64 == 0)) {
-        sparse = true;
-        for (int64_t r = 0; r < s.rows && sparse; ++r) {
-            const uint8_t* m = s.mask + r * s.cols;
-            for (int64_t c = 0; c < s.cols && sparse; c += 4) {
-                const int64_t e = std::min(c + 4, s.cols);
-                int kept = 0;
-                for (int64_t j = c; j < e; ++j) kept += m[j] != 0;
-                // Asymmetric int: columns past the row end (padding, activation 0) fill slots.
-                if (kept > 2 || (!L.sym && kept + (4 - (e - c)) < 2)) sparse = false;
-            }
+/// 2:4: every aligned group of 4 columns keeps at most 2, groups of a multiple of 64 columns
+/// (or one group per row); asymmetric int needs padding columns for groups keeping fewer.
+bool fitsTwoOfFour(const PackedSource& s, const Layout& L) {
+    if (!s.mask || !(s.granularity != Gran::Group || L.gpr == 1 || L.glen % 64 == 0)) return false;
+    for (int64_t r = 0; r < s.rows; ++r) {
+        const uint8_t* m = s.mask + r * s.cols;
+        for (int64_t c = 0; c < s.cols; c += 4) {
+            const int64_t e = std::min(c + 4, s.cols);
+            int kept = 0;
+            for (int64_t j = c; j < e; ++j) kept += m[j] != 0;
+            // Asymmetric int: columns past the row end (padding, activation 0) fill slots.
+            if (kept > 2 || (!L.sym && kept + (4 - (e - c)) < 2)) return false;
         }
     }
+    return true;
+}
+
+/// Padded group length, units and byte sizes of the runtime layout (dense or 2:4).
+void placeUnits(Layout& L, const PackedSource& s, bool sparse) {
     L.sparse = sparse;
     L.maskBits = s.mask && !sparse && !L.sym;
     const int64_t padTo = sparse ? 64 : 32;
@@ -345,7 +365,60 @@ PackedImpl::PackedImpl(const PackedSource& s) : m_name(s.name) {
     if (L.kind == Kind::Fp8)
         for (size_t i = 0; i < s.codeBytes && !L.fp8Nan; ++i)
             L.fp8Nan = (s.codes[i] & 0x7F) == 0x7F;
+}
 
+/// "int4 g128 sym +2:4" and the like.
+std::string describeLayout(const Layout& L, const PackedSource& s) {
+    std::string d = L.kind == Kind::Int   ? "int" + std::to_string(L.bits)
+                    : L.kind == Kind::Nf4 ? "nf4"
+                                          : "fp8";
+    d += s.granularity == Gran::Tensor    ? " tensor"
+         : s.granularity == Gran::Channel ? " channel"
+                                          : " g" + std::to_string(s.group);
+    if (L.kind == Kind::Int) d += L.sym ? " sym" : " asym";
+    if (L.nOut) d += " +" + std::to_string(L.nOut) + " outlier cols";
+    if (L.sparse)
+        d += " +2:4";
+    else if (s.mask)
+        d += " +mask";
+    return d;
+}
+
+/// One 2:4 unit: for each 4-group of columns the two kept codes and their positions (a missing
+/// slot first, pointing at a free column with the zero code, so the kept one is written last).
+void packSparseUnit(const uint8_t* d, int64_t uc, int n, int64_t len, const uint8_t* m, int64_t c0,
+                    const Layout& L, int zc, uint8_t* dst) {
+    uint8_t codes[64], idx[64];
+    for (int q = 0; q < n / 2; ++q) {
+        // Kept columns of this 4-group (columns past the group's end count as pruned).
+        int kept[4], nk = 0, free[4], nf = 0;
+        for (int k = 0; k < 4; ++k) {
+            const int64_t j = uc + 4 * q + k;
+            const bool real = j < len;
+            if (real && (!m || m[c0 + j]))
+                kept[nk++] = k;
+            else if (!real || L.sym)
+                free[nf++] = k; // a slot may point here with the zero code
+        }
+        for (int sl = 0; sl < 2; ++sl) {
+            const int miss = 2 - nk;
+            if (sl < miss) {
+                idx[2 * q + sl] = uint8_t(free[sl]);
+                codes[2 * q + sl] = uint8_t(zc >= 0 ? zc : 0);
+            } else {
+                const int k = kept[sl - miss];
+                idx[2 * q + sl] = uint8_t(k);
+                codes[2 * q + sl] = d[uc + 4 * q + k];
+            }
+        }
+    }
+    packUnit(codes, n, L.bits, dst);
+    packUnit(idx, n, 2, dst + planeBytes(n, L.bits));
+}
+
+PackedImpl::PackedImpl(const PackedSource& s) : m_L(sourceLayout(s)), m_name(s.name) {
+    Layout& L = m_L;
+    placeUnits(L, s, fitsTwoOfFour(s, L));
     m_codes.assign(size_t(L.panels) * L.panelBytes, 0);
     m_scales.assign(size_t(L.panels * L.gpr * 4), 0);
     if (!L.sym) m_zeros.assign(m_scales.size(), 0);
@@ -357,93 +430,56 @@ PackedImpl::PackedImpl(const PackedSource& s) : m_name(s.name) {
         for (int64_t r = 0; r < s.rows; ++r)
             for (size_t k = 0; k < m_ocols.size(); ++k)
                 if (!s.mask[r * s.cols + m_ocols[k]]) m_ov[size_t(r) * m_ocols.size() + k] = 0;
-
-    const int zc = zeroCode(L);
     const bool par = s.rows * s.cols >= (int64_t(1) << 18);
 #pragma omp parallel for schedule(static) if (par)
-    for (int64_t r = 0; r < s.rows; ++r) {
-        const int64_t p = r / 4;
-        const int i = int(r % 4);
-        const uint8_t* src = s.codes + size_t(r) * rowBytes;
-        const uint8_t* m = s.mask ? s.mask + r * s.cols : nullptr;
-        for (int64_t g = 0; g < L.gpr; ++g) {
-            const size_t gi = s.granularity == Gran::Tensor    ? 0
-                              : s.granularity == Gran::Channel ? size_t(r)
-                                                               : size_t(r * L.gpr + g);
-            const size_t di = size_t((p * L.gpr + g) * 4 + i);
-            m_scales[di] = s.scales[gi];
-            if (!L.sym) m_zeros[di] = s.zeros[gi];
-            const int64_t c0 = g * L.glen, len = std::min(L.glen, s.cols - c0);
-            // Codes of the group over its padded columns (pruned: the zero code).
-            uint8_t dense[32768 + 64];
-            std::vector<uint8_t> big;
-            uint8_t* d = dense;
-            if (L.Gp > 32768) {
-                big.resize(size_t(L.Gp));
-                d = big.data();
-            }
-            std::memset(d, 0, size_t(L.Gp));
-            for (int64_t j = 0; j < len; ++j) {
-                const bool keep = !m || m[c0 + j];
-                d[j] = uint8_t(getBits(src, rowBytes, c0 + j, L.bits));
-                if (!keep && zc >= 0) d[j] = uint8_t(zc);
-                if (L.maskBits && keep) {
-                    const int64_t pc = g * L.Gp + j;
-                    m_mask[size_t(r * L.maskWords + (pc >> 6))] |= uint64_t(1) << (pc & 63);
-                }
-            }
-            for (int64_t u = 0; u < L.unitsPerGroup(); ++u) {
-                uint8_t* dst = m_codes.data() + L.unitOffset(p, g, u, i);
-                const int n = int(u < L.fullUnits ? L.unitPos : L.unitPos / 2);
-                const int64_t uc = L.unitCol(u);
-                if (!sparse) {
-                    packUnit(d + uc, n, L.bits, dst);
-                    continue;
-                }
-                uint8_t codes[64], idx[64];
-                for (int q = 0; q < n / 2; ++q) {
-                    // Kept columns of this 4-group (columns past the group's end count as pruned).
-                    int kept[4], nk = 0, free[4], nf = 0;
-                    for (int k = 0; k < 4; ++k) {
-                        const int64_t j = uc + 4 * q + k;
-                        const bool real = j < len;
-                        if (real && (!m || m[c0 + j]))
-                            kept[nk++] = k;
-                        else if (!real || L.sym)
-                            free[nf++] = k; // a slot may point here with the zero code
-                    }
-                    for (int sl = 0; sl < 2; ++sl) {
-                        // A missing slot comes first so that the kept one is written last.
-                        const int miss = 2 - nk;
-                        if (sl < miss) {
-                            idx[2 * q + sl] = uint8_t(free[sl]);
-                            codes[2 * q + sl] = uint8_t(zc >= 0 ? zc : 0);
-                        } else {
-                            const int k = kept[sl - miss];
-                            idx[2 * q + sl] = uint8_t(k);
-                            codes[2 * q + sl] = d[uc + 4 * q + k];
-                        }
-                    }
-                }
-                packUnit(codes, n, L.bits, dst);
-                packUnit(idx, n, 2, dst + planeBytes(n, L.bits));
+    for (int64_t r = 0; r < s.rows; ++r) packRow(s, r);
+    m_describe = describeLayout(L, s);
+}
+
+void PackedImpl::packRow(const PackedSource& s, int64_t r) {
+    const Layout& L = m_L;
+    const int zc = zeroCode(L);
+    const size_t rowBytes = size_t((s.cols * L.bits + 7) / 8);
+    const int64_t p = r / 4;
+    const int i = int(r % 4);
+    const uint8_t* src = s.codes + size_t(r) * rowBytes;
+    const uint8_t* m = s.mask ? s.mask + r * s.cols : nullptr;
+    for (int64_t g = 0; g < L.gpr; ++g) {
+        const size_t gi = s.granularity == Gran::Tensor    ? 0
+                          : s.granularity == Gran::Channel ? size_t(r)
+                                                           : size_t(r * L.gpr + g);
+        const size_t di = size_t((p * L.gpr + g) * 4 + i);
+        m_scales[di] = s.scales[gi];
+        if (!L.sym) m_zeros[di] = s.zeros[gi];
+        const int64_t c0 = g * L.glen, len = std::min(L.glen, s.cols - c0);
+        // Codes of the group over its padded columns (pruned: the zero code).
+        uint8_t dense[32768 + 64];
+        std::vector<uint8_t> big;
+        uint8_t* d = dense;
+        if (L.Gp > 32768) {
+            big.resize(size_t(L.Gp));
+            d = big.data();
+        }
+        std::memset(d, 0, size_t(L.Gp));
+        for (int64_t j = 0; j < len; ++j) {
+            const bool keep = !m || m[c0 + j];
+            d[j] = uint8_t(getBits(src, rowBytes, c0 + j, L.bits));
+            if (!keep && zc >= 0) d[j] = uint8_t(zc);
+            if (L.maskBits && keep) {
+                const int64_t pc = g * L.Gp + j;
+                m_mask[size_t(r * L.maskWords + (pc >> 6))] |= uint64_t(1) << (pc & 63);
             }
         }
+        for (int64_t u = 0; u < L.unitsPerGroup(); ++u) {
+            uint8_t* dst = m_codes.data() + L.unitOffset(p, g, u, i);
+            const int n = int(u < L.fullUnits ? L.unitPos : L.unitPos / 2);
+            const int64_t uc = L.unitCol(u);
+            if (L.sparse)
+                packSparseUnit(d, uc, n, len, m, c0, L, zc, dst);
+            else
+                packUnit(d + uc, n, L.bits, dst);
+        }
     }
-
-    std::string d = L.kind == Kind::Int   ? "int" + std::to_string(L.bits)
-                    : L.kind == Kind::Nf4 ? "nf4"
-                                          : "fp8";
-    d += s.granularity == Gran::Tensor    ? " tensor"
-         : s.granularity == Gran::Channel ? " channel"
-                                          : " g" + std::to_string(s.group);
-    if (L.kind == Kind::Int) d += L.sym ? " sym" : " asym";
-    if (L.nOut) d += " +" + std::to_string(L.nOut) + " outlier cols";
-    if (sparse)
-        d += " +2:4";
-    else if (s.mask)
-        d += " +mask";
-    m_describe = d;
 }
 
 float PackedImpl::valueAt(int64_t r, int64_t c) const {
@@ -599,183 +635,232 @@ PrepView PackedImpl::view(const std::byte* prepared) const {
 
 void PackedImpl::prepare(const float* x, int64_t ldx, int64_t nTok, const ActQuantSpec* act,
                          bool exact, std::byte* prepared) const {
-    const Layout& L = m_L;
     std::byte* base = reinterpret_cast<std::byte*>(
         (reinterpret_cast<uintptr_t>(prepared) + kAlign - 1) & ~uintptr_t(kAlign - 1));
     const PrepHeader h = header(nTok, act, exact);
     std::memcpy(base, &h, sizeof h);
+    if (h.mode == Mode::Float)
+        prepareFloat(x, ldx, nTok, act, h, base);
+    else
+        prepareInt(x, ldx, nTok, act, h, base);
+}
+
+void PackedImpl::prepareFloat(const float* x, int64_t ldx, int64_t nTok, const ActQuantSpec* act,
+                              const PrepHeader& h, std::byte* base) const {
+    const Layout& L = m_L;
     float* xo = reinterpret_cast<float*>(base + h.offXo);
     const int64_t no = L.nOut;
     const bool par = nTok * L.cols >= (int64_t(1) << 16);
-
-    if (h.mode == Mode::Float) {
-        // Float activations (fake-quantised when the recipe asks) over padded columns.
-        thread_local std::vector<float> fq;
-        const float* src = x;
-        int64_t lds = ldx;
-        if (act && act->active()) {
-            fq.resize(size_t(nTok * L.cols));
-            runtime::fakeQuantizeActivations(*act, x, ldx, fq.data(), L.cols, nTok, L.cols, 0);
-            src = fq.data(), lds = L.cols;
-        }
-        float* xf = reinterpret_cast<float*>(base + h.offXf);
-#pragma omp parallel for schedule(static) if (par)
-        for (int64_t t = 0; t < nTok; ++t) {
-            const float* xr = src + t * lds;
-            float* o = xf + t * L.Cp;
-            std::fill(o, o + L.Cp, 0.0f);
-            for (int64_t g = 0; g < L.gpr; ++g) {
-                const int64_t c0 = g * L.glen, len = std::min(L.glen, L.cols - c0);
-                std::memcpy(o + g * L.Gp, xr + c0, size_t(len) * sizeof(float));
-            }
-            for (int64_t k = 0; k < no; ++k) {
-                xo[t * no + k] = xr[m_ocols[size_t(k)]];
-                o[m_ocolPadded[size_t(k)]] = 0.0f;
-            }
-        }
-        return;
+    // Float activations (fake-quantised when the recipe asks) over padded columns.
+    thread_local std::vector<float> fq;
+    const float* src = x;
+    int64_t lds = ldx;
+    if (act && act->active()) {
+        fq.resize(size_t(nTok * L.cols));
+        runtime::fakeQuantizeActivations(*act, x, ldx, fq.data(), L.cols, nTok, L.cols, 0);
+        src = fq.data(), lds = L.cols;
     }
-
-    // Integer activations: int8 codes, a scale and the code sum per block.
-    int8_t* xq = reinterpret_cast<int8_t*>(base + h.offXq);
-    float* dv = reinterpret_cast<float*>(base + h.offD);
-    int32_t* Xv = reinterpret_cast<int32_t*>(base + h.offX);
-    float* xa = reinterpret_cast<float*>(base + h.offXa);
-    int32_t* acols = reinterpret_cast<int32_t*>(base + h.offAcols);
-    const std::vector<int32_t> ao =
-        h.mode == Mode::IntAct ? actOutliers(act) : std::vector<int32_t>{};
-    std::copy(ao.begin(), ao.end(), acols);
-    const int64_t bu = L.blockUnits(h.mode), bpg = L.blocksPerGroup(h.mode);
-    const int8_t offset = L.sparse ? int8_t(-128) : int8_t(0); // stored as uint8 xq + 128
-
-    // Channels that take no part in the integer product: weight-outlier columns and (IntAct)
-    // the recipe's activation-outlier channels. The latter also take no part in the scale.
-    std::vector<uint8_t> skip(size_t(L.cols), 0);
-    for (int32_t c : m_ocols) skip[size_t(c)] = 1;
-    if (act && h.mode == Mode::IntAct)
-        for (int32_t c : act->outlierChannels)
-            if (c >= 0 && c < L.cols) skip[size_t(c)] = 2;
-    const uint8_t* sk = skip.data();
-    std::vector<int64_t> actSkip; // activation-outlier channels (no part in the scale)
-    for (int64_t c = 0; c < L.cols; ++c)
-        if (sk[c] == 2) actSkip.push_back(c);
-
-    const KernelSet& ks = kernelsFor(activeIsa());
-    const float nan = std::numeric_limits<float>::quiet_NaN();
-
+    float* xf = reinterpret_cast<float*>(base + h.offXf);
 #pragma omp parallel for schedule(static) if (par)
     for (int64_t t = 0; t < nTok; ++t) {
-        const float* xr = x + t * ldx;
-        int8_t* q = xq + t * L.Cp;
-        std::memset(q, 0, size_t(L.Cp));
-        float* d = dv + t * h.nBlocks;
-        int32_t* X = Xv + t * h.nBlocks;
-        std::fill(X, X + h.nBlocks, 0);
-        // Finite rows take the vector path (the same codes as the scalar one below, which keeps
-        // the NaN / infinity cases of fakeQuantizeActivations).
-        thread_local std::vector<float> tmp;
-        const bool finite = std::isfinite(ks.absMax(xr, L.cols));
-        if (finite) {
-            tmp.assign(xr, xr + L.cols);
-            float* xs = tmp.data();
-            float f = 0.0f, qmax = 127.0f, scale = 0.0f;
-            if (h.mode == Mode::IntAct) {
-                qmax = float((1 << (act->bits - 1)) - 1);
-                for (int64_t c : actSkip) xs[c] = 0.0f;
-                const float m = act->perToken ? ks.absMax(xs, L.cols) : act->absMax;
-                scale = f = act->clip * m / qmax;
-            }
-            for (int32_t c : m_ocols) xs[c] = 0.0f;
-            for (int64_t g = 0; g < L.gpr; ++g) {
-                const int64_t c0 = g * L.glen, len = std::min(L.glen, L.cols - c0);
-                for (int64_t b = 0; b < bpg; ++b) {
-                    const int64_t j0 = b * bu * L.unitCols;
-                    const int64_t j1 = std::min(len, (b + 1) * bu * L.unitCols);
-                    if (h.mode == Mode::IntW) {
-                        const float amax = j1 > j0 ? ks.absMax(xs + c0 + j0, j1 - j0) : 0.0f;
-                        f = amax > 0.0f ? 127.0f / amax : 0.0f;
-                        scale = amax / 127.0f;
-                    }
-                    const bool divide = h.mode == Mode::IntAct;
-                    if (j1 > j0 && (divide ? f > 0.0f : true))
-                        X[g * bpg + b] =
-                            ks.quantize(xs + c0 + j0, j1 - j0, f, divide, qmax, q + g * L.Gp + j0);
-                    d[g * bpg + b] = scale > 0.0f ? scale : 0.0f;
-                }
-            }
+        const float* xr = src + t * lds;
+        float* o = xf + t * L.Cp;
+        std::fill(o, o + L.Cp, 0.0f);
+        for (int64_t g = 0; g < L.gpr; ++g) {
+            const int64_t c0 = g * L.glen, len = std::min(L.glen, L.cols - c0);
+            std::memcpy(o + g * L.Gp, xr + c0, size_t(len) * sizeof(float));
         }
-        if (h.mode == Mode::IntAct) {
-            // runtime::fakeQuantizeActivations, kept as integer codes and one scale per token.
-            const float qmax = float((1 << (act->bits - 1)) - 1);
-            float m = act->absMax;
-            if (act->perToken) {
-                m = 0.0f;
-                for (int64_t c = 0; c < L.cols; ++c)
-                    m = std::max(m, sk[c] != 2 ? std::fabs(xr[c]) : 0.0f);
-            }
-            const float s = act->clip * m / qmax;
-            if (!finite) {
-                bool isNan = false;
-                for (int64_t g = 0; g < L.gpr; ++g) {
-                    const int64_t c0 = g * L.glen, len = std::min(L.glen, L.cols - c0);
-                    int8_t* qg = q + g * L.Gp;
-                    for (int64_t j = 0; j < len; ++j) {
-                        if (sk[c0 + j] == 2) continue;
-                        float v = 0.0f;
-                        if (s > 0.0f) {
-                            v = std::clamp(std::nearbyint(xr[c0 + j] / s), -qmax, qmax);
-                            if (std::isnan(v)) isNan = true, v = 0.0f;
-                        }
-                        if (sk[c0 + j] == 0) qg[j] = int8_t(v);
-                    }
-                }
-                for (int64_t b = 0; b < h.nBlocks; ++b) d[b] = isNan ? nan : (s > 0.0f ? s : 0.0f);
-            }
-            for (int64_t k = 0; k < no; ++k) {
-                const int32_t c = m_ocols[size_t(k)];
-                float v = 0.0f;
-                if (s > 0.0f) v = std::clamp(std::nearbyint(xr[c] / s), -qmax, qmax) * s;
-                xo[t * no + k] = v;
-            }
-            for (size_t j = 0; j < ao.size(); ++j)
-                xa[t * int64_t(ao.size()) + int64_t(j)] = xr[ao[j]];
-        } else {
-            for (int64_t g = 0; g < L.gpr && !finite; ++g) {
-                const int64_t c0 = g * L.glen, len = std::min(L.glen, L.cols - c0);
-                for (int64_t b = 0; b < bpg; ++b) {
-                    // Block b: padded columns [b * bu * unitCols, ...) of the group. A non-finite
-                    // activation makes the block's scale NaN (its codes stay 0).
-                    const int64_t j0 = b * bu * L.unitCols;
-                    const int64_t j1 = std::min(len, (b + 1) * bu * L.unitCols);
-                    float amax = 0.0f;
-                    bool bad = false;
-                    for (int64_t j = j0; j < j1; ++j)
-                        if (!sk[c0 + j]) {
-                            amax = std::max(amax, std::fabs(xr[c0 + j]));
-                            bad |= !std::isfinite(xr[c0 + j]);
-                        }
-                    const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
-                    for (int64_t j = j0; j < j1 && !bad; ++j)
-                        if (!sk[c0 + j])
-                            q[g * L.Gp + j] = int8_t(
-                                std::clamp(std::nearbyint(xr[c0 + j] * id), -127.0f, 127.0f));
-                    d[g * bpg + b] = bad ? nan : amax / 127.0f;
-                }
-            }
-            for (int64_t k = 0; k < no; ++k) xo[t * no + k] = xr[m_ocols[size_t(k)]];
+        for (int64_t k = 0; k < no; ++k) {
+            xo[t * no + k] = xr[m_ocols[size_t(k)]];
+            o[m_ocolPadded[size_t(k)]] = 0.0f;
         }
-        // Code sums per block (the vector path returned them), then the 2:4 offset to unsigned.
-        for (int64_t g = 0; g < L.gpr && !finite; ++g)
-            for (int64_t b = 0; b < bpg; ++b) {
-                const int64_t j0 = g * L.Gp + b * bu * L.unitCols;
-                const int64_t j1 = std::min(g * L.Gp + L.Gp, j0 + bu * L.unitCols);
-                int32_t sum = 0;
-                for (int64_t j = j0; j < j1; ++j) sum += q[j];
-                X[g * bpg + b] = sum;
-            }
-        if (offset)
-            for (int64_t j = 0; j < L.Cp; ++j) q[j] = int8_t(uint8_t(q[j]) ^ 0x80);
     }
+}
+
+/// What every token of an integer preparation shares: the output sections, the channels that
+/// take no part in the product, the block sizes and the kernels.
+struct PackedImpl::IntPrep {
+    const PrepHeader& h;
+    const ActQuantSpec* act;
+    int8_t* xq;
+    float* dv;
+    int32_t* Xv;
+    float* xa;
+    float* xo;
+    std::vector<int32_t> ao;      ///< IntAct: activation-outlier channels kept in float (xa)
+    std::vector<uint8_t> skip;    ///< per channel: 1 weight-outlier column, 2 activation outlier
+    std::vector<int64_t> actSkip; ///< activation-outlier channels (no part in the scale)
+    int64_t bu, bpg;
+    int8_t offset; ///< 2:4 kernels take uint8 codes: xq + 128
+    const KernelSet& ks;
+};
+
+void PackedImpl::prepareInt(const float* x, int64_t ldx, int64_t nTok, const ActQuantSpec* act,
+                            const PrepHeader& h, std::byte* base) const {
+    const Layout& L = m_L;
+    // Integer activations: int8 codes, a scale and the code sum per block.
+    IntPrep ip{h,
+               act,
+               reinterpret_cast<int8_t*>(base + h.offXq),
+               reinterpret_cast<float*>(base + h.offD),
+               reinterpret_cast<int32_t*>(base + h.offX),
+               reinterpret_cast<float*>(base + h.offXa),
+               reinterpret_cast<float*>(base + h.offXo),
+               h.mode == Mode::IntAct ? actOutliers(act) : std::vector<int32_t>{},
+               std::vector<uint8_t>(size_t(L.cols), 0),
+               {},
+               L.blockUnits(h.mode),
+               L.blocksPerGroup(h.mode),
+               L.sparse ? int8_t(-128) : int8_t(0),
+               kernelsFor(activeIsa())};
+    std::copy(ip.ao.begin(), ip.ao.end(), reinterpret_cast<int32_t*>(base + h.offAcols));
+    // Channels that take no part in the integer product: weight-outlier columns and (IntAct)
+    // the recipe's activation-outlier channels. The latter also take no part in the scale.
+    for (int32_t c : m_ocols) ip.skip[size_t(c)] = 1;
+    if (act && h.mode == Mode::IntAct)
+        for (int32_t c : act->outlierChannels)
+            if (c >= 0 && c < L.cols) ip.skip[size_t(c)] = 2;
+    for (int64_t c = 0; c < L.cols; ++c)
+        if (ip.skip[size_t(c)] == 2) ip.actSkip.push_back(c);
+    const bool par = nTok * L.cols >= (int64_t(1) << 16);
+#pragma omp parallel for schedule(static) if (par)
+    for (int64_t t = 0; t < nTok; ++t) prepareIntToken(ip, x + t * ldx, t);
+}
+
+void PackedImpl::prepareIntToken(const IntPrep& ip, const float* xr, int64_t t) const {
+    const Layout& L = m_L;
+    const PrepHeader& h = ip.h;
+    int8_t* q = ip.xq + t * L.Cp;
+    std::memset(q, 0, size_t(L.Cp));
+    float* d = ip.dv + t * h.nBlocks;
+    int32_t* X = ip.Xv + t * h.nBlocks;
+    std::fill(X, X + h.nBlocks, 0);
+    // Finite rows take the vector path (the same codes as the scalar ones, which keep the NaN /
+    // infinity cases of fakeQuantizeActivations).
+    const bool finite = std::isfinite(ip.ks.absMax(xr, L.cols));
+    if (finite) quantizeTokenVector(ip, xr, q, d, X);
+    if (h.mode == Mode::IntAct)
+        quantizeTokenIntAct(ip, xr, finite, q, d, t);
+    else
+        quantizeTokenIntW(ip, xr, finite, q, d, t);
+    // Code sums per block (the vector path returned them), then the 2:4 offset to unsigned.
+    for (int64_t g = 0; g < L.gpr && !finite; ++g)
+        for (int64_t b = 0; b < ip.bpg; ++b) {
+            const int64_t j0 = g * L.Gp + b * ip.bu * L.unitCols;
+            const int64_t j1 = std::min(g * L.Gp + L.Gp, j0 + ip.bu * L.unitCols);
+            int32_t sum = 0;
+            for (int64_t j = j0; j < j1; ++j) sum += q[j];
+            X[g * ip.bpg + b] = sum;
+        }
+    if (ip.offset)
+        for (int64_t j = 0; j < L.Cp; ++j) q[j] = int8_t(uint8_t(q[j]) ^ 0x80);
+}
+
+void PackedImpl::quantizeTokenVector(const IntPrep& ip, const float* xr, int8_t* q, float* d,
+                                     int32_t* X) const {
+    const Layout& L = m_L;
+    const Mode mode = ip.h.mode;
+    thread_local std::vector<float> tmp;
+    tmp.assign(xr, xr + L.cols);
+    float* xs = tmp.data();
+    float f = 0.0f, qmax = 127.0f, scale = 0.0f;
+    if (mode == Mode::IntAct) {
+        qmax = float((1 << (ip.act->bits - 1)) - 1);
+        for (int64_t c : ip.actSkip) xs[c] = 0.0f;
+        const float m = ip.act->perToken ? ip.ks.absMax(xs, L.cols) : ip.act->absMax;
+        scale = f = ip.act->clip * m / qmax;
+    }
+    for (int32_t c : m_ocols) xs[c] = 0.0f;
+    for (int64_t g = 0; g < L.gpr; ++g) {
+        const int64_t c0 = g * L.glen, len = std::min(L.glen, L.cols - c0);
+        for (int64_t b = 0; b < ip.bpg; ++b) {
+            const int64_t j0 = b * ip.bu * L.unitCols;
+            const int64_t j1 = std::min(len, (b + 1) * ip.bu * L.unitCols);
+            if (mode == Mode::IntW) {
+                const float amax = j1 > j0 ? ip.ks.absMax(xs + c0 + j0, j1 - j0) : 0.0f;
+                f = amax > 0.0f ? 127.0f / amax : 0.0f;
+                scale = amax / 127.0f;
+            }
+            const bool divide = mode == Mode::IntAct;
+            if (j1 > j0 && (divide ? f > 0.0f : true))
+                X[g * ip.bpg + b] =
+                    ip.ks.quantize(xs + c0 + j0, j1 - j0, f, divide, qmax, q + g * L.Gp + j0);
+            d[g * ip.bpg + b] = scale > 0.0f ? scale : 0.0f;
+        }
+    }
+}
+
+void PackedImpl::quantizeTokenIntAct(const IntPrep& ip, const float* xr, bool finite, int8_t* q,
+                                     float* d, int64_t t) const {
+    const Layout& L = m_L;
+    const ActQuantSpec* act = ip.act;
+    const uint8_t* sk = ip.skip.data();
+    const int64_t no = L.nOut;
+    // runtime::fakeQuantizeActivations, kept as integer codes and one scale per token.
+    const float qmax = float((1 << (act->bits - 1)) - 1);
+    float m = act->absMax;
+    if (act->perToken) {
+        m = 0.0f;
+        for (int64_t c = 0; c < L.cols; ++c) m = std::max(m, sk[c] != 2 ? std::fabs(xr[c]) : 0.0f);
+    }
+    const float s = act->clip * m / qmax;
+    if (!finite) {
+        bool isNan = false;
+        for (int64_t g = 0; g < L.gpr; ++g) {
+            const int64_t c0 = g * L.glen, len = std::min(L.glen, L.cols - c0);
+            int8_t* qg = q + g * L.Gp;
+            for (int64_t j = 0; j < len; ++j) {
+                if (sk[c0 + j] == 2) continue;
+                float v = 0.0f;
+                if (s > 0.0f) {
+                    v = std::clamp(std::nearbyint(xr[c0 + j] / s), -qmax, qmax);
+                    if (std::isnan(v)) isNan = true, v = 0.0f;
+                }
+                if (sk[c0 + j] == 0) qg[j] = int8_t(v);
+            }
+        }
+        const float nan = std::numeric_limits<float>::quiet_NaN();
+        for (int64_t b = 0; b < ip.h.nBlocks; ++b) d[b] = isNan ? nan : (s > 0.0f ? s : 0.0f);
+    }
+    for (int64_t k = 0; k < no; ++k) {
+        const int32_t c = m_ocols[size_t(k)];
+        float v = 0.0f;
+        if (s > 0.0f) v = std::clamp(std::nearbyint(xr[c] / s), -qmax, qmax) * s;
+        ip.xo[t * no + k] = v;
+    }
+    for (size_t j = 0; j < ip.ao.size(); ++j)
+        ip.xa[t * int64_t(ip.ao.size()) + int64_t(j)] = xr[ip.ao[j]];
+}
+
+void PackedImpl::quantizeTokenIntW(const IntPrep& ip, const float* xr, bool finite, int8_t* q,
+                                   float* d, int64_t t) const {
+    const Layout& L = m_L;
+    const uint8_t* sk = ip.skip.data();
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    for (int64_t g = 0; g < L.gpr && !finite; ++g) {
+        const int64_t c0 = g * L.glen, len = std::min(L.glen, L.cols - c0);
+        for (int64_t b = 0; b < ip.bpg; ++b) {
+            // Block b: padded columns [b * bu * unitCols, ...) of the group. A non-finite
+            // activation makes the block's scale NaN (its codes stay 0).
+            const int64_t j0 = b * ip.bu * L.unitCols;
+            const int64_t j1 = std::min(len, (b + 1) * ip.bu * L.unitCols);
+            float amax = 0.0f;
+            bool bad = false;
+            for (int64_t j = j0; j < j1; ++j)
+                if (!sk[c0 + j]) {
+                    amax = std::max(amax, std::fabs(xr[c0 + j]));
+                    bad |= !std::isfinite(xr[c0 + j]);
+                }
+            const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+            for (int64_t j = j0; j < j1 && !bad; ++j)
+                if (!sk[c0 + j])
+                    q[g * L.Gp + j] =
+                        int8_t(std::clamp(std::nearbyint(xr[c0 + j] * id), -127.0f, 127.0f));
+            d[g * ip.bpg + b] = bad ? nan : amax / 127.0f;
+        }
+    }
+    const int64_t no = L.nOut;
+    for (int64_t k = 0; k < no; ++k) ip.xo[t * no + k] = xr[m_ocols[size_t(k)]];
 }
 
 const KernelSet& kernelsFor(Isa isa) {
