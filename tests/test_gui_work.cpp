@@ -7,6 +7,7 @@
 
 #include "core/compress/recipe.h"
 #include "core/project/project.h"
+#include "plots/bar_plot.h"
 #include "widgets/compare_panel.h"
 #include "widgets/export_dialog.h"
 #include "widgets/layer_table_model.h"
@@ -15,7 +16,9 @@
 #include "widgets/sensitivity_panel.h"
 
 #include <QFile>
+#include <QLineEdit>
 #include <QListWidget>
+#include <QSortFilterProxyModel>
 #include <QTableView>
 #include <QUndoStack>
 
@@ -119,6 +122,12 @@ private slots:
         QVERIFY(w.isProjectModified());
         // Nothing was asked so far.
         QVERIFY(answers.asked.isEmpty());
+        // The budget target is saved with the project too.
+        answers.unsaved = MainWindow::Answer::Discard;
+        QVERIFY(w.closeProject());
+        QVERIFY(!w.isProjectModified());
+        w.recipeEditor()->setTargetBitsPerWeight(w.recipeEditor()->targetBitsPerWeight() + 0.5);
+        QVERIFY(w.isProjectModified());
     }
 
     void quitWithUnsavedChangesAsks() {
@@ -294,6 +303,27 @@ private slots:
         QVERIFY(w.measureLayerErrors());
         QTRY_COMPARE_WITH_TIMEOUT(measured.count(), 1, kTimeoutMs);
         QVERIFY(w.layerTableModel()->hasMeasuredErrors());
+        lcw::SensitivityPanel* sens = w.sensitivityPanel();
+        sens->setTextFile(QString::fromStdString(lcwtest::demoTextPath()));
+        sens->setSchemes({QStringLiteral("W8A16")});
+        sens->setContext(32);
+        sens->setMaxChunks(1);
+        QSignalSpy scanned(sens, &lcw::SensitivityPanel::finished);
+        QVERIFY(sens->run());
+        QTRY_COMPARE_WITH_TIMEOUT(scanned.count(), 1, kTimeoutMs);
+        QVERIFY(sens->scan());
+        QVERIFY(sens->barPlot()->barCount() > 0);
+        lcw::CompareResults res;
+        res.baseline = QStringLiteral("original");
+        lcw::CompareRow row;
+        row.name = QStringLiteral("original");
+        row.ppl = 10.5;
+        res.rows = {row};
+        w.comparePanel()->setResults(res);
+        QVERIFY(!w.comparePanel()->results().empty());
+        // A filter for tensors only this model has.
+        w.setLayerFilter(QStringLiteral("layers.4.*"));
+        QVERIFY(w.layerProxy()->rowCount() > 0);
 
         // Keep: the recipe stays; the targets that match nothing are listed and marked.
         answers.keepRecipe = MainWindow::Answer::Yes;
@@ -324,8 +354,12 @@ private slots:
         }));
         // Nothing measured for the previous model shows for this one.
         QVERIFY(!w.layerTableModel()->hasMeasuredErrors());
-        QVERIFY(!w.sensitivityPanel()->scan());
+        QVERIFY(!sens->scan());
+        QCOMPARE(sens->barPlot()->barCount(), 0);
         QVERIFY(w.comparePanel()->results().empty());
+        // The filter that would hide every tensor of this model is cleared.
+        QVERIFY(w.filterEdit()->text().isEmpty());
+        QCOMPARE(w.layerProxy()->rowCount(), w.layerTableModel()->rowCount());
         // A kept recipe is unsaved work for this model.
         QVERIFY(w.isProjectModified());
 

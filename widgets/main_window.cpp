@@ -1751,6 +1751,7 @@ void MainWindow::connectModifiedTracking() {
     connect(m_sensitivityPanel, &SensitivityPanel::scanLoaded, this, &MainWindow::markProjectDirty);
     connect(m_imatrix, &ImatrixManager::changed, this, &MainWindow::markProjectDirty);
     connect(this, &MainWindow::errorsMeasured, this, &MainWindow::markProjectDirty);
+    connect(m_recipeEditor, &RecipeEditor::targetChanged, this, &MainWindow::markProjectDirty);
 }
 
 bool MainWindow::isProjectModified() const {
@@ -1870,6 +1871,12 @@ bool MainWindow::closeProject() {
 void MainWindow::afterModelSwitch(bool hadModel) {
     const QString model = displayName(m_modelPath);
     m_recipeEditor->setModelLabel(model);
+    // A tensor filter that hides every tensor of this model was about the previous one.
+    if (!m_filter->text().isEmpty() && m_proxy->rowCount() == 0) {
+        m_log->info(tr("Cleared the tensor filter \"%1\": it matches no tensor of %2")
+                        .arg(m_filter->text(), model));
+        m_filter->clear();
+    }
     if (m_pendingProject) return; // the project brings its own recipe
     const compress::Recipe& r = m_recipeEditor->recipe();
     if (hadModel && !r.rules.empty()) {

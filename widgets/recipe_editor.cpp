@@ -260,6 +260,7 @@ void RecipeEditor::buildUi() {
     m_target->setSuffix(tr(" bits/w"));
     m_target->setToolTip(tr("Target budget: whole-model stored bits per weight"));
     connect(m_target, &QDoubleSpinBox::valueChanged, this, &RecipeEditor::updateBudget);
+    connect(m_target, &QDoubleSpinBox::valueChanged, this, &RecipeEditor::targetChanged);
     m_budgetBar = new QProgressBar(this);
     m_budgetBar->setRange(0, 1000);
     m_budgetBar->setTextVisible(false);

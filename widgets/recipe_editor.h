@@ -147,6 +147,8 @@ public:
 signals:
     /// The recipe changed (any edit, undo or redo).
     void recipeChanged();
+    /// The target budget (bits per weight) changed.
+    void targetChanged(double bitsPerWeight);
     /// A new plan (or a planning error) is available.
     void planChanged();
     /// The "Measure Errors" button: compress with this recipe and show each layer's error.
