@@ -376,6 +376,37 @@ private slots:
         QCOMPARE(answers.count(MainWindow::Prompt::KeepRecipe), 2);
     }
 
+    // The reported case: exact layer names of a 5-block model opened on a 22-block model match
+    // its blocks 0-4. Every target matches, so the question says how many blocks they reach.
+    void exactNamesOfASmallerModelAsk() {
+        REQUIRE_SHARED();
+        const std::string big = lcwtest::writeNarrowTinyLlama("gui-work-22", 704);
+        QVERIFY(!big.empty());
+        MainWindow w(MainWindow::Options{false, false});
+        Answers answers;
+        answers.unsaved = MainWindow::Answer::Discard;
+        answers.install(w);
+        QVERIFY(lcwtest::loadAndWait(w, fiveBlockModel()));
+        std::vector<std::string> names;
+        for (int b = 0; b < 5; ++b) names.push_back("layers." + std::to_string(b) + ".mlp.down");
+        nlohmann::json j = {
+            {"lcw_recipe", 1},
+            {"name", "five"},
+            {"rules",
+             {{{"targets", names}, {"weight", {{"bits", 4}, {"granularity", "channel"}}}}}}};
+        w.recipeEditor()->setRecipe(lcw::compress::Recipe::fromJson(j), QStringLiteral("five"));
+        QVERIFY(lcwtest::loadAndWait(w, QString::fromStdString(big)));
+        QCOMPARE(answers.count(MainWindow::Prompt::KeepRecipe), 1);
+        const QString question = answers.lastText(MainWindow::Prompt::KeepRecipe);
+        QVERIFY2(question.contains(QStringLiteral("5 of the 22 blocks")), qPrintable(question));
+        QVERIFY(w.recipeEditor()->unmatchedTargets().isEmpty());
+        const QStringList log = w.logPanel()->lines();
+        QVERIFY(std::any_of(log.begin(), log.end(), [](const QString& l) {
+            return l.contains(QStringLiteral("Kept the recipe five")) &&
+                   l.contains(QStringLiteral("5 of the 22 blocks"));
+        }));
+    }
+
     void staleErrorsMarkedInGuiAndExport() {
         REQUIRE_SHARED();
         MainWindow w(MainWindow::Options{false, false});

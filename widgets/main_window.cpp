@@ -1900,14 +1900,33 @@ void MainWindow::afterModelSwitch(bool hadModel) {
                     tr("Every target matches tensors of %1 (exact layer names now mean this "
                        "model's layers).")
                         .arg(model);
+        // Which blocks it reaches here: exact names of a smaller model cover only the first
+        // blocks of a larger one.
+        QString coverage;
+        std::vector<int> blocks, reached;
+        for (const TensorView& t : m_model->tensors())
+            if (const int l = tensorLayer(t.name); l >= 0) blocks.push_back(l);
+        if (const compress::Plan* plan = m_recipeEditor->plan())
+            for (const compress::LayerPlan& l : plan->layers)
+                if (const int b = tensorLayer(l.name); b >= 0) reached.push_back(b);
+        for (std::vector<int>* v : {&blocks, &reached}) {
+            std::sort(v->begin(), v->end());
+            v->erase(std::unique(v->begin(), v->end()), v->end());
+        }
+        if (!blocks.empty())
+            coverage = tr("Here its rules reach %1 of the %2 blocks.")
+                           .arg(reached.size())
+                           .arg(blocks.size());
+        if (!coverage.isEmpty()) text += QLatin1Char(' ') + coverage;
         const Answer a = ask(Prompt::KeepRecipe, text);
         if (a == Answer::Yes || a == Answer::Save) {
             if (lines.isEmpty())
-                m_log->info(tr("Kept the recipe %1 for %2").arg(recipeName, model));
+                m_log->info(tr("Kept the recipe %1 for %2. %3").arg(recipeName, model, coverage));
             else
-                m_log->warning(tr("Kept the recipe %1 for %2; targets that match no tensor of "
-                                  "%2: %3")
-                                   .arg(recipeName, model, lines.join(QStringLiteral("; "))));
+                m_log->warning(
+                    tr("Kept the recipe %1 for %2. %3 Targets that match no tensor of "
+                       "%2: %4")
+                        .arg(recipeName, model, coverage, lines.join(QStringLiteral("; "))));
         } else {
             compress::Recipe empty;
             empty.name = "untitled";
