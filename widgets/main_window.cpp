@@ -1888,18 +1888,6 @@ void MainWindow::afterModelSwitch(bool hadModel) {
         QStringList lines;
         for (auto it = unmatched.cbegin(); it != unmatched.cend(); ++it)
             lines << tr("rule %1: %2").arg(it.key()).arg(it.value().join(QStringLiteral(", ")));
-        QString text = tr("The recipe editor holds the recipe \"%1\" (%n rule(s)), made for the "
-                          "previous model. Keep it for %2?",
-                          nullptr, int(r.rules.size()))
-                           .arg(recipeName, model);
-        if (!lines.isEmpty())
-            text += QStringLiteral("\n\n") + tr("Targets that match no tensor of %1:\n%2")
-                                                 .arg(model, lines.join(QLatin1Char('\n')));
-        else
-            text += QStringLiteral("\n\n") +
-                    tr("Every target matches tensors of %1 (exact layer names now mean this "
-                       "model's layers).")
-                        .arg(model);
         // Which blocks it reaches here: exact names of a smaller model cover only the first
         // blocks of a larger one.
         QString coverage;
@@ -1917,7 +1905,21 @@ void MainWindow::afterModelSwitch(bool hadModel) {
             coverage = tr("Here its rules reach %1 of the %2 blocks.")
                            .arg(reached.size())
                            .arg(blocks.size());
+        QString text =
+            tr("The recipe editor holds the recipe \"%1\" (%2), made for the "
+               "previous model. Keep it for %3?")
+                .arg(recipeName,
+                     r.rules.size() == 1 ? tr("1 rule") : tr("%1 rules").arg(r.rules.size()),
+                     model);
         if (!coverage.isEmpty()) text += QLatin1Char(' ') + coverage;
+        if (!lines.isEmpty())
+            text += QStringLiteral("\n\n") + tr("Targets that match no tensor of %1:\n%2")
+                                                 .arg(model, lines.join(QLatin1Char('\n')));
+        else
+            text += QStringLiteral("\n\n") +
+                    tr("Every target matches tensors of %1 (exact layer names now mean this "
+                       "model's layers).")
+                        .arg(model);
         const Answer a = ask(Prompt::KeepRecipe, text);
         if (a == Answer::Yes || a == Answer::Save) {
             if (lines.isEmpty())
