@@ -186,7 +186,7 @@ QVariant LayerTableModel::headerData(int section, Qt::Orientation orientation, i
         case BitsPerWeight:
             return tr("Bits/w");
         case Error:
-            return tr("Error");
+            return m_errorsStale ? tr("Error (stale)") : tr("Error");
         }
     }
     if (role == Qt::ToolTipRole) {
@@ -229,12 +229,14 @@ void LayerTableModel::setMeasuredErrors(const QHash<QString, MeasuredError>& err
     m_errors = errors;
     m_errorsRecipe = recipeName;
     m_errorsStale = false;
+    emit headerDataChanged(Qt::Horizontal, Error, Error);
     if (!m_rows.empty()) emit dataChanged(index(0, Error), index(int(m_rows.size()) - 1, Error));
 }
 
 void LayerTableModel::setErrorsStale(bool stale) {
     if (stale == m_errorsStale) return;
     m_errorsStale = stale;
+    emit headerDataChanged(Qt::Horizontal, Error, Error);
     if (!m_rows.empty()) emit dataChanged(index(0, Error), index(int(m_rows.size()) - 1, Error));
 }
 
@@ -243,6 +245,10 @@ QString LayerTableModel::rowsAsTsv(const QModelIndexList& rows) const {
     QStringList lines;
     QStringList header;
     for (int c = 0; c < ColumnCount; ++c) header << headerData(c, Qt::Horizontal).toString();
+    // Errors measured for another recipe than the one the other columns show say so.
+    if (m_errorsStale && !m_errors.isEmpty())
+        header[Error] = tr("Error (stale: measured with %1, not the current recipe)")
+                            .arg(m_errorsRecipe.isEmpty() ? tr("another recipe") : m_errorsRecipe);
     lines << header.join(QLatin1Char('\t'));
     for (const QModelIndex& idx : rows) {
         if (!idx.isValid() || idx.model() != this || !seen.insert(idx.row()).second) continue;

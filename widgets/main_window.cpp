@@ -127,8 +127,9 @@ MainWindow::MainWindow(Options options, QWidget* parent) : QMainWindow(parent), 
     buildUi();
     buildMenus();
     connectLog();
+    connectModifiedTracking();
     setAcceptDrops(true);
-    setWindowTitle(QStringLiteral("lcw"));
+    updateWindowTitle();
     resize(kDefaultWidth, kDefaultHeight);
     if (m_options.useSettings) readSettings();
 }
@@ -804,6 +805,9 @@ void MainWindow::openRecent(const QString& path) {
 
 void MainWindow::openModel(const QString& path) {
     if (path.isEmpty()) return;
+    if (!m_skipUnsavedPrompt &&
+        !confirmUnsavedChanges(tr("opening %1").arg(QDir::toNativeSeparators(path))))
+        return;
     // A newer request replaces an older one: Model::load cannot be interrupted, but its result
     // will be discarded and the new load starts right after it.
     if (m_loadJob != 0) m_runner->cancel(m_loadJob);
@@ -891,8 +895,8 @@ void MainWindow::setModel(LoadResult result, const QString& path) {
     updatePlot();
     updateFilterCount();
     activatePanels();
-    setWindowTitle(QStringLiteral("lcw — %1").arg(displayName(path)));
     setWindowFilePath(path);
+    updateWindowTitle();
     m_recentModels->add(path);
     const QString took = seconds < 1.0 ? tr("%1 ms").arg(qRound(seconds * 1000.0))
                                        : tr("%1 s").arg(seconds, 0, 'f', 2);
@@ -903,6 +907,7 @@ void MainWindow::setModel(LoadResult result, const QString& path) {
     statusBar()->showMessage(loaded);
     m_log->info(loaded + QStringLiteral(" (") + QDir::toNativeSeparators(path) + QLatin1Char(')'));
     emit modelLoaded(path);
+    afterModelSwitch(bool(previous)); // asks about the recipe (not for a project's model)
     if (m_pendingProject) applyProject();
     // Every panel holds the new model now; a job still running keeps its own reference. Not
     // on Qt's global pool: the raster paint engine hands work to it and waits for it.
@@ -1117,6 +1122,11 @@ void MainWindow::writeSettings() const {
 }
 
 void MainWindow::closeEvent(QCloseEvent* event) {
+    if (!m_closeConfirmed && !confirmUnsavedChanges(tr("quitting"))) {
+        event->ignore();
+        return;
+    }
+    m_closeConfirmed = true;
     if (m_options.useSettings) writeSettings();
     // Quit with a job running: cancel it and close once it has stopped (jobs stop within a block
     // of their forward pass), so the window never disappears while the process keeps working.
@@ -1139,6 +1149,7 @@ void MainWindow::closeEvent(QCloseEvent* event) {
     // A clean exit leaves nothing to recover (once no write can bring the file back).
     waitForSaves();
     if (m_options.useSettings) QFile::remove(autosavePath());
+    m_closeConfirmed = false; // a window shown again asks again
     event->accept();
 }
 
@@ -1251,7 +1262,7 @@ bool MainWindow::measureLayerErrors() {
 }
 
 void MainWindow::buildProjectMenu(QMenu* file) {
-    file->addAction(tr("&New Project"), this, &MainWindow::newProject);
+    file->addAction(tr("&New Project"), this, [this] { closeProject(); });
     QAction* open = file->addAction(tr("Open &Project…"), this, [this] {
         const QString p = QFileDialog::getOpenFileName(
             this, tr("Open Project"), QString(), tr("lcw projects (*.lcwproj);;All files (*)"));
@@ -1278,6 +1289,7 @@ void MainWindow::buildProjectMenu(QMenu* file) {
     save->setShortcut(QKeySequence::Save);
     QAction* saveAsAct = file->addAction(tr("Save Project &As…"), this, saveAs);
     saveAsAct->setShortcut(QKeySequence::SaveAs);
+    file->addAction(tr("&Close Project"), this, [this] { closeProject(); });
     file->addSeparator();
     file->addAction(tr("Open Re&cipe…"), this, [this] {
         const QString start = m_recentRecipes->items().isEmpty()
@@ -1424,15 +1436,26 @@ bool MainWindow::saveProject(const QString& path) {
     }
     const QString previous = m_projectPath;
     m_projectPath = path;
+    m_lastSaveError.clear();
+    // What is written: clean afterwards unless it changed meanwhile.
+    const quint64 serial = m_changeSerial;
+    const std::string recipeJson = m_recipeEditor->recipe().toJson().dump();
     statusBar()->showMessage(tr("Saving %1…").arg(QFileInfo(path).fileName()));
-    startProjectWrite(path, [this, path, previous](const QString& error) {
+    startProjectWrite(path, [this, path, previous, serial, recipeJson](const QString& error) {
         if (!error.isEmpty()) {
+            m_lastSaveError = error;
             if (m_projectPath == path) m_projectPath = previous;
             statusBar()->clearMessage();
             showError(tr("Save Project"), tr("Could not save the project"), error);
             return;
         }
         m_recentProjects->add(path);
+        if (serial == m_changeSerial) {
+            m_savedRecipeJson = recipeJson;
+            m_dirty = false;
+        }
+        updateModifiedState();
+        updateWindowTitle();
         m_log->info(tr("Saved project %1").arg(QDir::toNativeSeparators(path)));
         statusBar()->showMessage(tr("Saved %1").arg(QFileInfo(path).fileName()), 5000);
         emit projectSaved(path);
@@ -1456,23 +1479,24 @@ bool MainWindow::recoverAutosave() {
 void MainWindow::offerAutosaveRecovery() {
     const QFileInfo fi(autosavePath());
     if (!fi.exists()) return;
-    if (!m_options.modalDialogs) {
+    if (!m_options.modalDialogs && !m_promptAnswerer) {
         m_log->info(
             tr("An autosaved project exists: %1").arg(QDir::toNativeSeparators(fi.filePath())));
         return;
     }
-    const auto answer =
-        QMessageBox::question(this, tr("Recover Autosave"),
-                              tr("lcw did not close cleanly. Recover the work autosaved at %1?")
-                                  .arg(QLocale().toString(fi.lastModified(), QLocale::ShortFormat)),
-                              QMessageBox::Yes | QMessageBox::No, QMessageBox::Yes);
-    if (answer == QMessageBox::Yes)
+    const Answer answer =
+        ask(Prompt::RecoverAutosave,
+            tr("lcw did not close cleanly. Recover the work autosaved at %1?")
+                .arg(QLocale().toString(fi.lastModified(), QLocale::ShortFormat)));
+    if (answer == Answer::Yes)
         recoverAutosave();
     else
         QFile::remove(fi.filePath());
 }
 
 bool MainWindow::openProject(const QString& path) {
+    if (!confirmUnsavedChanges(tr("opening the project %1").arg(QDir::toNativeSeparators(path))))
+        return false;
     project::Project p;
     try {
         p = project::load(path.toStdString());
@@ -1502,7 +1526,9 @@ bool MainWindow::openProject(const QString& path) {
         m_statsPanel->setModel(m_model, m_modelPath, m_statsPanel->fingerprint());
         applyProject();
     } else {
+        m_skipUnsavedPrompt = true; // asked above
         openModel(modelPath);
+        m_skipUnsavedPrompt = false;
     }
     return true;
 }
@@ -1591,6 +1617,10 @@ void MainWindow::applyProject() {
         m_projectPath = path;
         m_recentProjects->add(path);
     }
+    // An opened project is saved work; recovered work is not saved anywhere yet.
+    markProjectClean();
+    if (path == autosavePath()) markProjectDirty();
+    updateWindowTitle();
     m_log->info(tr("Opened project %1").arg(QDir::toNativeSeparators(path)));
     emit projectOpened(path);
 }
@@ -1610,6 +1640,8 @@ void MainWindow::newProject() {
     m_recipeEditor->resetRecipe(r);
     m_comparePanel->clearResults();
     m_imatrix->clear();
+    markProjectClean();
+    updateWindowTitle();
 }
 
 void MainWindow::showComputeImatrixDialog() {
@@ -1692,6 +1724,222 @@ ExportDialog::Sources MainWindow::exportSources() const {
                              }});
     }
     return src;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Unsaved changes, crash recovery, recipes across models
+
+namespace {
+/// The editor's recipe of a new project.
+std::string emptyRecipeJson() {
+    compress::Recipe r;
+    r.name = "untitled";
+    return r.toJson().dump();
+}
+} // namespace
+
+void MainWindow::connectModifiedTracking() {
+    m_savedRecipeJson = emptyRecipeJson();
+    connect(m_recipeEditor, &RecipeEditor::recipeChanged, this, [this] {
+        ++m_changeSerial;
+        updateModifiedState();
+    });
+    // The rest of what a project saves; model switches, opening and closing a project change
+    // them too and mark the project clean afterwards.
+    connect(m_comparePanel, &ComparePanel::resultsChanged, this, &MainWindow::markProjectDirty);
+    connect(m_sensitivityPanel, &SensitivityPanel::finished, this, &MainWindow::markProjectDirty);
+    connect(m_sensitivityPanel, &SensitivityPanel::scanLoaded, this, &MainWindow::markProjectDirty);
+    connect(m_imatrix, &ImatrixManager::changed, this, &MainWindow::markProjectDirty);
+    connect(this, &MainWindow::errorsMeasured, this, &MainWindow::markProjectDirty);
+    connect(m_recipeEditor, &RecipeEditor::targetChanged, this, &MainWindow::markProjectDirty);
+}
+
+bool MainWindow::isProjectModified() const {
+    if (!m_model) return false; // nothing can be saved
+    return m_dirty || m_recipeEditor->recipe().toJson().dump() != m_savedRecipeJson;
+}
+
+void MainWindow::markProjectDirty() {
+    m_dirty = true;
+    ++m_changeSerial;
+    updateModifiedState();
+}
+
+void MainWindow::markProjectClean() {
+    m_savedRecipeJson = m_recipeEditor->recipe().toJson().dump();
+    m_dirty = false;
+    updateModifiedState();
+}
+
+void MainWindow::updateModifiedState() {
+    const bool modified = isProjectModified();
+    setWindowModified(modified);
+    if (modified == m_modified) return;
+    m_modified = modified;
+    emit projectModifiedChanged(modified);
+}
+
+void MainWindow::updateWindowTitle() {
+    QString title = QStringLiteral("lcw");
+    if (m_model) title += QStringLiteral(" — ") + displayName(m_modelPath);
+    if (!m_projectPath.isEmpty())
+        title += QStringLiteral(" — ") + QFileInfo(m_projectPath).fileName();
+    setWindowTitle(title + QStringLiteral("[*]"));
+    setWindowModified(isProjectModified());
+}
+
+MainWindow::Answer MainWindow::ask(Prompt prompt, const QString& text) {
+    emit promptShown(prompt, text);
+    if (m_promptAnswerer) return m_promptAnswerer(prompt, text);
+    if (!m_options.modalDialogs) {
+        // Without dialogs (screenshots, scripted runs): go on as before the prompts existed.
+        switch (prompt) {
+        case Prompt::UnsavedChanges:
+            return Answer::Discard;
+        case Prompt::KeepRecipe:
+            return Answer::Yes;
+        case Prompt::RecoverAutosave:
+            return Answer::No;
+        }
+    }
+    switch (prompt) {
+    case Prompt::UnsavedChanges: {
+        QMessageBox box(QMessageBox::Warning, tr("Unsaved Changes"), text,
+                        QMessageBox::Save | QMessageBox::Discard | QMessageBox::Cancel, this);
+        box.setDefaultButton(QMessageBox::Save);
+        switch (box.exec()) {
+        case QMessageBox::Save:
+            return Answer::Save;
+        case QMessageBox::Discard:
+            return Answer::Discard;
+        default:
+            return Answer::Cancel;
+        }
+    }
+    case Prompt::KeepRecipe: {
+        QMessageBox box(QMessageBox::Question, tr("Keep the Recipe?"), text, QMessageBox::NoButton,
+                        this);
+        QPushButton* keep = box.addButton(tr("&Keep Recipe"), QMessageBox::YesRole);
+        box.addButton(tr("&Clear Recipe"), QMessageBox::NoRole);
+        box.setDefaultButton(keep);
+        box.exec();
+        return box.clickedButton() == keep ? Answer::Yes : Answer::No;
+    }
+    case Prompt::RecoverAutosave:
+        return QMessageBox::question(this, tr("Recover Autosave"), text,
+                                     QMessageBox::Yes | QMessageBox::No,
+                                     QMessageBox::Yes) == QMessageBox::Yes
+                   ? Answer::Yes
+                   : Answer::No;
+    }
+    return Answer::Cancel;
+}
+
+bool MainWindow::confirmUnsavedChanges(const QString& action) {
+    if (!isProjectModified()) return true;
+    const QString project = m_projectPath.isEmpty()
+                                ? tr("The work on %1").arg(displayName(m_modelPath))
+                                : tr("The project %1").arg(QFileInfo(m_projectPath).fileName());
+    const Answer a = ask(Prompt::UnsavedChanges,
+                         tr("%1 has unsaved changes. Save them before %2?").arg(project, action));
+    if (a == Answer::Cancel) return false;
+    if (a == Answer::Discard || a == Answer::No) return true;
+    QString path = m_projectPath;
+    if (path.isEmpty()) {
+        if (!m_options.modalDialogs) {
+            showError(tr("Save Project"),
+                      tr("The project has no file yet: save it with File ▸ Save Project As…"));
+            return false;
+        }
+        path = QFileDialog::getSaveFileName(this, tr("Save Project"),
+                                            QStringLiteral("project.lcwproj"),
+                                            tr("lcw projects (*.lcwproj)"));
+        if (path.isEmpty()) return false;
+        if (QFileInfo(path).suffix().isEmpty()) path += QStringLiteral(".lcwproj");
+    }
+    if (!saveProject(path)) return false;
+    waitForSaves(); // the write ends (and reports) before the action goes on
+    return m_lastSaveError.isEmpty() && !isProjectModified();
+}
+
+bool MainWindow::closeProject() {
+    if (!confirmUnsavedChanges(tr("closing it"))) return false;
+    newProject();
+    return true;
+}
+
+void MainWindow::afterModelSwitch(bool hadModel) {
+    const QString model = displayName(m_modelPath);
+    m_recipeEditor->setModelLabel(model);
+    // A tensor filter that hides every tensor of this model was about the previous one.
+    if (!m_filter->text().isEmpty() && m_proxy->rowCount() == 0) {
+        m_log->info(tr("Cleared the tensor filter \"%1\": it matches no tensor of %2")
+                        .arg(m_filter->text(), model));
+        m_filter->clear();
+    }
+    if (m_pendingProject) return; // the project brings its own recipe
+    const compress::Recipe& r = m_recipeEditor->recipe();
+    if (hadModel && !r.rules.empty()) {
+        // A recipe names layers of the model it was made for: ask before using it on this one,
+        // and say which of its targets select nothing here.
+        const QString recipeName =
+            r.name.empty() ? tr("(unnamed)") : QString::fromStdString(r.name);
+        const QMap<int, QStringList> unmatched = m_recipeEditor->unmatchedTargets();
+        QStringList lines;
+        for (auto it = unmatched.cbegin(); it != unmatched.cend(); ++it)
+            lines << tr("rule %1: %2").arg(it.key()).arg(it.value().join(QStringLiteral(", ")));
+        // Which blocks it reaches here: exact names of a smaller model cover only the first
+        // blocks of a larger one.
+        QString coverage;
+        std::vector<int> blocks, reached;
+        for (const TensorView& t : m_model->tensors())
+            if (const int l = tensorLayer(t.name); l >= 0) blocks.push_back(l);
+        if (const compress::Plan* plan = m_recipeEditor->plan())
+            for (const compress::LayerPlan& l : plan->layers)
+                if (const int b = tensorLayer(l.name); b >= 0) reached.push_back(b);
+        for (std::vector<int>* v : {&blocks, &reached}) {
+            std::sort(v->begin(), v->end());
+            v->erase(std::unique(v->begin(), v->end()), v->end());
+        }
+        if (!blocks.empty())
+            coverage = tr("Here its rules reach %1 of the %2 blocks.")
+                           .arg(reached.size())
+                           .arg(blocks.size());
+        QString text =
+            tr("The recipe editor holds the recipe \"%1\" (%2), made for the "
+               "previous model. Keep it for %3?")
+                .arg(recipeName,
+                     r.rules.size() == 1 ? tr("1 rule") : tr("%1 rules").arg(r.rules.size()),
+                     model);
+        if (!coverage.isEmpty()) text += QLatin1Char(' ') + coverage;
+        if (!lines.isEmpty())
+            text += QStringLiteral("\n\n") + tr("Targets that match no tensor of %1:\n%2")
+                                                 .arg(model, lines.join(QLatin1Char('\n')));
+        else
+            text += QStringLiteral("\n\n") +
+                    tr("Every target matches tensors of %1 (exact layer names now mean this "
+                       "model's layers).")
+                        .arg(model);
+        const Answer a = ask(Prompt::KeepRecipe, text);
+        if (a == Answer::Yes || a == Answer::Save) {
+            if (lines.isEmpty())
+                m_log->info(tr("Kept the recipe %1 for %2. %3").arg(recipeName, model, coverage));
+            else
+                m_log->warning(
+                    tr("Kept the recipe %1 for %2. %3 Targets that match no tensor of "
+                       "%2: %4")
+                        .arg(recipeName, model, coverage, lines.join(QStringLiteral("; "))));
+        } else {
+            compress::Recipe empty;
+            empty.name = "untitled";
+            m_recipeEditor->resetRecipe(empty);
+            m_log->info(tr("Cleared the recipe %1 for %2").arg(recipeName, model));
+        }
+    }
+    // The new model's work starts unsaved from an empty recipe: a kept recipe is a change.
+    m_savedRecipeJson = emptyRecipeJson();
+    m_dirty = false;
+    updateModifiedState();
 }
 
 } // namespace lcw

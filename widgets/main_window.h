@@ -13,6 +13,7 @@
 #include <QMainWindow>
 #include <QThreadPool>
 
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -201,6 +202,38 @@ public:
     void setTheme(Theme theme);
     Theme theme() const { return m_theme; }
 
+    // Unsaved changes, recovery, recipes across models --------------------------------------
+    /// The questions the window asks before work is dropped or carried over.
+    enum class Prompt {
+        /// Quit, File ▸ Close Project, opening another model or project with unsaved changes:
+        /// Save, Discard or Cancel (Cancel aborts the action).
+        UnsavedChanges,
+        /// Another model was opened while the editor holds a recipe: Yes keeps it (its targets
+        /// that match nothing there are listed), No clears it.
+        KeepRecipe,
+        /// An autosave of a session that did not end cleanly: Yes recovers it, No deletes it.
+        RecoverAutosave
+    };
+    Q_ENUM(Prompt)
+    enum class Answer { Save, Discard, Cancel, Yes, No };
+    Q_ENUM(Answer)
+    /// Answers the prompts instead of a message box (tests). Without it and with modal dialogs
+    /// off: Discard, Yes (keep the recipe), and no recovery (the autosave stays).
+    void setPromptAnswerer(std::function<Answer(Prompt, const QString& text)> answerer) {
+        m_promptAnswerer = std::move(answerer);
+    }
+    /// True when the project (the editor's recipe, comparison results, sensitivity scan,
+    /// measured errors, importance matrix) changed since it was last saved, opened, closed or a
+    /// model was opened; the title bar shows it ([*]).
+    bool isProjectModified() const;
+    /// Before `action` drops unsaved work: asks Save / Discard / Cancel (nothing when
+    /// unmodified). Save writes the project (its file, else a file dialog; without dialogs and
+    /// without a file it fails) and waits for it. Returns false when the action must not go on.
+    bool confirmUnsavedChanges(const QString& action);
+    /// File ▸ Close Project: asks about unsaved changes, then forgets the project (the model
+    /// stays, the recipe is emptied). Returns false when cancelled.
+    bool closeProject();
+
 signals:
     void modelLoaded(const QString& path);
     void loadFailed(const QString& path, const QString& message);
@@ -213,6 +246,10 @@ signals:
     void projectSaved(const QString& path);
     /// measureLayerErrors() finished: `layers` layers have an error in the table.
     void errorsMeasured(int layers);
+    /// A prompt is asked (with its text), by dialog or by the answerer.
+    void promptShown(lcw::MainWindow::Prompt prompt, const QString& text);
+    /// isProjectModified() changed.
+    void projectModifiedChanged(bool modified);
 
 protected:
     void closeEvent(QCloseEvent* event) override;
@@ -320,6 +357,27 @@ private:
     /// A project read by openProject() waiting for its model to load.
     std::shared_ptr<project::Project> m_pendingProject;
     QString m_pendingProjectPath;
+
+    // Unsaved changes (main_window.cpp, end of file).
+    Answer ask(Prompt prompt, const QString& text);
+    /// The current state becomes the saved one (after save, open, close, model switch).
+    void markProjectClean();
+    /// Something saved in the project other than the editor's recipe changed.
+    void markProjectDirty();
+    void updateModifiedState();
+    void updateWindowTitle();
+    /// After a model loaded (not by a project): asks whether to keep a non-empty recipe and
+    /// lists its targets that match nothing; the new model starts unmodified.
+    void afterModelSwitch(bool hadModel);
+    void connectModifiedTracking();
+    std::function<Answer(Prompt, const QString&)> m_promptAnswerer;
+    std::string m_savedRecipeJson;    ///< the editor's recipe when last saved / opened
+    bool m_dirty = false;             ///< other project state changed since
+    bool m_modified = false;          ///< as last shown
+    bool m_closeConfirmed = false;    ///< the unsaved-changes prompt of this quit was answered
+    bool m_skipUnsavedPrompt = false; ///< openModel() called by openProject()
+    quint64 m_changeSerial = 0;       ///< counts markProjectDirty() and recipe edits
+    QString m_lastSaveError;
 };
 
 } // namespace lcw

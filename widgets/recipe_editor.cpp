@@ -260,6 +260,7 @@ void RecipeEditor::buildUi() {
     m_target->setSuffix(tr(" bits/w"));
     m_target->setToolTip(tr("Target budget: whole-model stored bits per weight"));
     connect(m_target, &QDoubleSpinBox::valueChanged, this, &RecipeEditor::updateBudget);
+    connect(m_target, &QDoubleSpinBox::valueChanged, this, &RecipeEditor::targetChanged);
     m_budgetBar = new QProgressBar(this);
     m_budgetBar->setRange(0, 1000);
     m_budgetBar->setTextVisible(false);
@@ -439,6 +440,42 @@ void RecipeEditor::setModel(std::shared_ptr<const Model> model) {
     }
     replan();
     refreshViews();
+}
+
+void RecipeEditor::setModelLabel(const QString& name) {
+    if (name == m_modelLabel) return;
+    m_modelLabel = name;
+    refreshViews();
+}
+
+void RecipeEditor::findUnmatchedTargets() {
+    m_unmatched.clear();
+    if (!m_model) return;
+    std::set<std::string> names;
+    for (const TensorView& t : m_model->tensors()) names.insert(t.name);
+    for (size_t i = 0; i < m_recipe.rules.size(); ++i) {
+        const Rule& rule = m_recipe.rules[i];
+        // A single-target rule that selected layers matches (the common case, no search).
+        if (rule.targets.size() == 1 && m_plan && i < m_plan->matches.size() &&
+            !m_plan->matches[i].layers.empty())
+            continue;
+        QStringList none;
+        for (const std::string& target : rule.targets) {
+            const bool pattern =
+                target.rfind("re:", 0) == 0 || target.find_first_of("*?[") != std::string::npos;
+            bool hit = false;
+            if (!pattern) {
+                hit = names.count(target) > 0;
+            } else {
+                Rule one;
+                one.targets = {target};
+                hit = std::any_of(names.begin(), names.end(),
+                                  [&](const std::string& n) { return one.matches(n); });
+            }
+            if (!hit) none << QString::fromStdString(target);
+        }
+        if (!none.isEmpty()) m_unmatched.insert(int(i), none);
+    }
 }
 
 QString RecipeEditor::recipeJsonText() const {
@@ -750,6 +787,7 @@ double RecipeEditor::plannedBitsPerWeight(const std::string& name) const {
 
 void RecipeEditor::refreshViews() {
     m_json->setPlainText(recipeJsonText());
+    findUnmatchedTargets();
     m_rules->clear();
     for (size_t i = 0; i < m_recipe.rules.size(); ++i) {
         const size_t matched =
@@ -757,6 +795,16 @@ void RecipeEditor::refreshViews() {
         auto* item = new QListWidgetItem(ruleSummary(m_recipe.rules[i], int(i), matched), m_rules);
         if (!m_recipe.rules[i].comment.empty())
             item->setToolTip(QString::fromStdString(m_recipe.rules[i].comment));
+        if (auto it = m_unmatched.constFind(int(i)); it != m_unmatched.constEnd()) {
+            // Targets that select nothing here (a recipe made for another model): marked.
+            const QString model = m_modelLabel.isEmpty() ? tr("the model") : m_modelLabel;
+            item->setText(QStringLiteral("⊘ ") + item->text());
+            item->setForeground(QColor(0xc0, 0x39, 0x2b));
+            item->setToolTip((it->size() == int(m_recipe.rules[i].targets.size())
+                                  ? tr("This rule matches no tensor of %1: %2")
+                                  : tr("Part of this rule matches no tensor of %1: %2"))
+                                 .arg(model, it->join(QStringLiteral(", "))));
+        }
         if (int(i) == m_planErrorRule) {
             // The rule the fit error is about: marked, with the reason on hover.
             item->setText(QStringLiteral("⚠ ") + item->text());

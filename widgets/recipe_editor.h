@@ -15,6 +15,8 @@
 #include "core/compress/recipe.h"
 #include "core/model/model.h"
 
+#include <QMap>
+#include <QStringList>
 #include <QWidget>
 
 #include <functional>
@@ -47,6 +49,12 @@ public:
 
     /// Lists the model's targetable layers and re-plans the recipe against it (nullptr clears).
     void setModel(std::shared_ptr<const Model> model);
+    /// The model's name in the marks of rules that match nothing ("matches no tensor of NAME").
+    void setModelLabel(const QString& name);
+    /// The targets (patterns or exact names) of each rule that select no tensor of the model:
+    /// rule index → targets, in rule order. Such rules are marked in the rule list (red, with
+    /// a tooltip). Empty without a model.
+    QMap<int, QStringList> unmatchedTargets() const { return m_unmatched; }
 
     const compress::Recipe& recipe() const { return m_recipe; }
     /// The recipe as JSON text (what Save writes and the CLI reads).
@@ -139,6 +147,8 @@ public:
 signals:
     /// The recipe changed (any edit, undo or redo).
     void recipeChanged();
+    /// The target budget (bits per weight) changed.
+    void targetChanged(double bitsPerWeight);
     /// A new plan (or a planning error) is available.
     void planChanged();
     /// The "Measure Errors" button: compress with this recipe and show each layer's error.
@@ -155,6 +165,7 @@ private:
     void install(const compress::Recipe& recipe);
     void replan();
     void refreshViews();
+    void findUnmatchedTargets();
     void updateBudget();
     void syncFormEnabled();
     void showFormError(const QString& text);
@@ -187,6 +198,8 @@ private:
     QProgressBar* m_budgetBar = nullptr;
     QLabel* m_budget = nullptr;
     QLabel* m_planStatus = nullptr;
+    QMap<int, QStringList> m_unmatched;
+    QString m_modelLabel;
 };
 
 } // namespace lcw
