@@ -304,7 +304,7 @@ void TensorValuesDialog::saveTensorCsv(const QString& path) {
         return;
     }
     const std::string file = path.toStdString();
-    if (!m_runner || t->numel() <= kBackgroundElements) {
+    if (!m_runner || t->numel() <= m_backgroundElements) {
         try {
             NullProgress np;
             writeTensorCsv(*t, file, np);

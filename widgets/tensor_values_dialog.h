@@ -31,8 +31,9 @@ public:
     ~TensorValuesDialog() override;
 
     static constexpr int kDefaultPageRows = 256;
-    /// Whole-tensor CSVs of more elements than this go through the TaskRunner.
+    /// Whole-tensor CSVs of more elements than this go through the TaskRunner (by default).
     static constexpr qint64 kBackgroundElements = 1 << 20;
+    void setBackgroundThreshold(qint64 elements) { m_backgroundElements = elements; }
 
     QString tensorName() const { return m_name; }
     qint64 tensorRows() const;
@@ -55,8 +56,8 @@ public:
     /// Writes the current page as CSV (atomic). Returns false and sets `error` on failure.
     bool savePageCsv(const QString& path, QString* error = nullptr);
     /// Writes the whole tensor as CSV (atomic): through the TaskRunner when it has more than
-    /// kBackgroundElements elements and a runner was given, else at once. Emits csvSaved() or
-    /// csvFailed() either way.
+    /// the background threshold (kBackgroundElements) elements and a runner was given, else at
+    /// once. Emits csvSaved() or csvFailed() either way.
     void saveTensorCsv(const QString& path);
 
 signals:
@@ -79,6 +80,7 @@ private:
     QPushButton* m_next;
     int m_page = 0;
     int m_pageRows = kDefaultPageRows;
+    qint64 m_backgroundElements = kBackgroundElements;
 };
 
 } // namespace lcw
