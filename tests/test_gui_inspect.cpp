@@ -72,9 +72,9 @@ private slots:
         LCW_REQUIRE_SHARED(kQ4km);
         lcw::MainWindow w(lcw::MainWindow::Options{false, false});
         QVERIFY(lcwtest::loadAndWait(w, QString::fromStdString(lcwtest::sharedPath(kQ4km))));
-        w.showModelMetadata();
+        w.showModelMetadata(); // reads in the background, then opens the dialog
+        QVERIFY(QTest::qWaitFor([&] { return w.findChild<lcw::MetadataDialog*>() != nullptr; }));
         auto* d = w.findChild<lcw::MetadataDialog*>();
-        QVERIFY(d);
         QVERIFY(d->isVisible());
         QCOMPARE(d->valueOf("general.architecture"), QStringLiteral("llama"));
         QCOMPARE(d->typeOf("general.architecture"), QStringLiteral("string"));
@@ -104,9 +104,9 @@ private slots:
         LCW_REQUIRE_SHARED(kHf);
         lcw::MainWindow w(lcw::MainWindow::Options{false, false});
         QVERIFY(lcwtest::loadAndWait(w, QString::fromStdString(lcwtest::sharedPath(kHf))));
-        w.showModelMetadata();
+        w.showModelMetadata(); // reads in the background, then opens the dialog
+        QVERIFY(QTest::qWaitFor([&] { return w.findChild<lcw::MetadataDialog*>() != nullptr; }));
         auto* d = w.findChild<lcw::MetadataDialog*>();
-        QVERIFY(d);
         QCOMPARE(d->valueOf("config.model_type"), QStringLiteral("llama"));
         QVERIFY(d->documentTitles().contains("config.json"));
         QVERIFY(d->documentText("config.json").contains("\"hidden_size\": 64"));

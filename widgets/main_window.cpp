@@ -75,6 +75,7 @@
 #include <QUrl>
 
 #include <QVBoxLayout>
+#include <QtConcurrent/QtConcurrentRun>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -1733,13 +1734,33 @@ void MainWindow::buildInspectMenus(QMenu* view, QMenu* help) {
 
 void MainWindow::showModelMetadata() {
     if (!m_model) return;
-    try {
-        auto* d = new MetadataDialog(readModelMetadata(m_model->path()), this);
+    // Read off the UI thread: a large GGUF's header (150k-token vocabulary, merges) takes a
+    // moment to parse. The model is held so its files stay while the read runs.
+    struct Outcome {
+        std::optional<ModelMetadata> md;
+        QString error;
+    };
+    std::shared_ptr<const Model> model = m_model;
+    auto* watcher = new QFutureWatcher<Outcome>(this);
+    connect(watcher, &QFutureWatcher<Outcome>::finished, this, [this, watcher] {
+        watcher->deleteLater();
+        Outcome o = watcher->result();
+        if (!o.md) {
+            showError(tr("Model Metadata"), o.error);
+            return;
+        }
+        auto* d = new MetadataDialog(std::move(*o.md), this);
         d->setAttribute(Qt::WA_DeleteOnClose);
         d->show();
-    } catch (const std::exception& e) {
-        showError(tr("Model Metadata"), QString::fromUtf8(e.what()));
-    }
+    });
+    watcher->setFuture(QtConcurrent::run([model]() -> Outcome {
+        lowerThreadPriority();
+        try {
+            return {readModelMetadata(model->path()), {}};
+        } catch (const std::exception& e) {
+            return {std::nullopt, QString::fromUtf8(e.what())};
+        }
+    }));
 }
 
 void MainWindow::showTensorValues(const QString& canonical) {
