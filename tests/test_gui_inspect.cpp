@@ -19,6 +19,7 @@
 #include <QAction>
 #include <QClipboard>
 #include <QGuiApplication>
+#include <QLabel>
 #include <QMenu>
 #include <QTableView>
 #include <qcustomplot.h>
@@ -81,6 +82,11 @@ private slots:
         QCOMPARE(d->summaryValue("File type"), QStringLiteral("MOSTLY_Q4_K_M (15)"));
         QCOMPARE(d->summaryValue("Vocabulary size"), QStringLiteral("512"));
         QVERIFY(d->summaryValue("Special tokens").contains("BOS"));
+        // Token texts are shown as text, not as markup ("<s>" is no strike-through tag).
+        auto* special = d->findChild<QLabel*>("summary:Special tokens");
+        QVERIFY(special);
+        QCOMPARE(special->textFormat(), Qt::PlainText);
+        QVERIFY2(special->text().contains("\"<s>\""), qPrintable(special->text()));
         QCOMPARE(d->typeOf("tokenizer.ggml.tokens"), QStringLiteral("array[string]"));
         QVERIFY(d->valueOf("tokenizer.ggml.tokens").startsWith("512 × string: "));
         // The detail pane lists the first 256 elements and says how many more there are.

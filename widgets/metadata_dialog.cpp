@@ -41,6 +41,7 @@ MetadataDialog::MetadataDialog(ModelMetadata metadata, QWidget* parent)
     for (const auto& [k, v] : m_md.summary) {
         auto* value = new QLabel(qs(v), m_summary);
         value->setObjectName(QStringLiteral("summary:") + qs(k));
+        value->setTextFormat(Qt::PlainText); // token texts such as "<s>" are not markup
         value->setTextInteractionFlags(Qt::TextSelectableByMouse);
         value->setWordWrap(true);
         form->addRow(qs(k) + QLatin1Char(':'), value);
