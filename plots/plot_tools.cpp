@@ -6,6 +6,7 @@
 #include <QMenu>
 #include <QMessageBox>
 #include <QPointer>
+#include <QSaveFile>
 #include <QVBoxLayout>
 #include <qcustomplot.h>
 
@@ -134,6 +135,111 @@ bool exportPlot(QCustomPlot* plot, const QString& path, int width, int height) {
     return plot->savePng(path, width, height, 2.0);
 }
 
+namespace {
+QString csvField(const QString& s) {
+    if (!s.contains(QLatin1Char(',')) && !s.contains(QLatin1Char('"')) &&
+        !s.contains(QLatin1Char('\n')))
+        return s;
+    QString q = s;
+    q.replace(QLatin1Char('"'), QStringLiteral("\"\""));
+    return QLatin1Char('"') + q + QLatin1Char('"');
+}
+QString csvNumber(double v) {
+    if (std::isnan(v)) return QStringLiteral("nan");
+    if (std::isinf(v)) return v > 0 ? QStringLiteral("inf") : QStringLiteral("-inf");
+    return QString::number(v, 'g', 10);
+}
+/// The tick label at `coord` when `axis` has a text ticker with a label there.
+QString textTick(QCPAxis* axis, double coord) {
+    auto t = axis ? axis->ticker().dynamicCast<QCPAxisTickerText>() : nullptr;
+    if (!t) return {};
+    auto it = t->ticks().constFind(coord);
+    if (it != t->ticks().constEnd()) return it.value();
+    // Heat-map rows sit at integer coordinates; tolerate rounding.
+    it = t->ticks().constFind(std::round(coord));
+    return it != t->ticks().constEnd() && std::abs(coord - std::round(coord)) < 1e-9 ? it.value()
+                                                                                     : QString();
+}
+bool hasTextTicker(QCPAxis* axis) {
+    return axis && axis->ticker().dynamicCast<QCPAxisTickerText>();
+}
+} // namespace
+
+QString plotDataCsv(QCustomPlot* plot) {
+    struct Row {
+        QString series;
+        double x, y;
+        QCPAxis *kx, *vy;
+        bool hasValue = false;
+        double value = 0;
+    };
+    QVector<Row> rows;
+    bool xLabels = false, yLabels = false, values = false;
+    for (int i = 0; i < plot->plottableCount(); ++i) {
+        QCPAbstractPlottable* p = plot->plottable(i);
+        if (!p->visible()) continue;
+        const QString name =
+            p->name().isEmpty() ? QStringLiteral("series %1").arg(i + 1) : p->name();
+        QCPAxis* kx = p->keyAxis();
+        QCPAxis* vy = p->valueAxis();
+        const int before = int(rows.size());
+        if (auto* g = qobject_cast<QCPGraph*>(p)) {
+            // addBarSeries() keeps the true values of impulse bars (the drawn ones are clamped).
+            const QVector<double> trueValues =
+                g->property("lcwTrueValues").value<QVector<double>>();
+            int j = 0;
+            for (auto it = g->data()->constBegin(); it != g->data()->constEnd(); ++it, ++j)
+                rows.push_back(
+                    {name, it->key, j < trueValues.size() ? trueValues[j] : it->value, kx, vy});
+        } else if (auto* b = qobject_cast<QCPBars*>(p)) {
+            for (auto it = b->data()->constBegin(); it != b->data()->constEnd(); ++it)
+                rows.push_back({name, it->key, it->value, kx, vy});
+        } else if (auto* c = qobject_cast<QCPCurve*>(p)) {
+            for (auto it = c->data()->constBegin(); it != c->data()->constEnd(); ++it)
+                rows.push_back({name, it->key, it->value, kx, vy});
+        } else if (auto* m = qobject_cast<QCPColorMap*>(p)) {
+            QCPColorMapData* d = m->data();
+            for (int yi = 0; yi < d->valueSize(); ++yi)
+                for (int xi = 0; xi < d->keySize(); ++xi) {
+                    double x = 0, y = 0;
+                    d->cellToCoord(xi, yi, &x, &y);
+                    rows.push_back({name, x, y, kx, vy, true, d->cell(xi, yi)});
+                }
+            values |= d->keySize() * d->valueSize() > 0;
+        }
+        if (rows.size() > before) {
+            xLabels |= hasTextTicker(kx);
+            yLabels |= hasTextTicker(vy) && qobject_cast<QCPColorMap*>(p);
+        }
+    }
+    QString out = QStringLiteral("series,x");
+    if (xLabels) out += QStringLiteral(",x_label");
+    out += QStringLiteral(",y");
+    if (yLabels) out += QStringLiteral(",y_label");
+    if (values) out += QStringLiteral(",value");
+    out += QLatin1Char('\n');
+    for (const Row& r : std::as_const(rows)) {
+        out += csvField(r.series) + QLatin1Char(',') + csvNumber(r.x);
+        if (xLabels) out += QLatin1Char(',') + csvField(textTick(r.kx, r.x));
+        out += QLatin1Char(',') + csvNumber(r.y);
+        if (yLabels)
+            out += QLatin1Char(',') + csvField(r.hasValue ? textTick(r.vy, r.y) : QString());
+        if (values) out += QLatin1Char(',') + (r.hasValue ? csvNumber(r.value) : QString());
+        out += QLatin1Char('\n');
+    }
+    return out;
+}
+
+bool exportPlotData(QCustomPlot* plot, const QString& path, QString* error) {
+    QSaveFile f(path);
+    const QByteArray bytes = plotDataCsv(plot).toUtf8();
+    if (!f.open(QIODevice::WriteOnly) || f.write(bytes) != bytes.size() || !f.commit()) {
+        if (error) *error = QDir::toNativeSeparators(path) + QStringLiteral(": ") + f.errorString();
+        return false;
+    }
+    return true;
+}
+
 void addExportActions(QMenu& menu, QCustomPlot* plot, QWidget* owner, const QString& baseName,
                       bool enabled) {
     const QString base = baseName.isEmpty() ? QStringLiteral("plot") : baseName;
@@ -161,6 +267,19 @@ void addExportActions(QMenu& menu, QCustomPlot* plot, QWidget* owner, const QStr
         });
         svg->setEnabled(enabled);
     }
+    QAction* csv = menu.addAction(QObject::tr("Export Data as CSV…"), owner, [plot, owner, base] {
+        QString path = QFileDialog::getSaveFileName(owner, QObject::tr("Export Plot Data"),
+                                                    base + QStringLiteral(".csv"),
+                                                    QObject::tr("CSV files (*.csv)"));
+        if (path.isEmpty()) return;
+        if (QFileInfo(path).suffix().isEmpty()) path += QStringLiteral(".csv");
+        QString err;
+        if (!exportPlotData(plot, path, &err))
+            QMessageBox::critical(owner, QObject::tr("Export Plot Data"),
+                                  QObject::tr("Could not write %1.").arg(err));
+    });
+    csv->setObjectName(QStringLiteral("exportPlotCsv"));
+    csv->setEnabled(enabled);
 }
 
 void installPlotInteractions(QCustomPlot* plot, QWidget* owner, std::function<QString()> baseName,
@@ -205,6 +324,7 @@ QCPAbstractPlottable* addBarSeries(QCPAxis* keyAxis, QCPAxis* valueAxis,
     QVector<double> v(n);
     for (int i = 0; i < n; ++i) v[i] = std::isfinite(values[i]) ? std::max(values[i], base) : base;
     g->setData(keys.mid(0, n), v, true);
+    g->setProperty("lcwTrueValues", QVariant::fromValue(values.mid(0, n)));
     QPointer<QCPGraph> guard(g);
     QCustomPlot* plot = keyAxis->parentPlot();
     auto fitPen = [guard, keyAxis, width, color] {

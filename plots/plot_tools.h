@@ -41,11 +41,21 @@ void setLogAxis(QCPAxis* axis, bool log);
 /// True when this build writes SVG (Qt Svg was found at configure time).
 bool svgExportAvailable();
 
-/// Adds "Export as PNG…", "Export as PDF…" (and "Export as SVG…" when available) to `menu`: a save
+/// Adds "Export as PNG…", "Export as PDF…" (and "Export as SVG…" when available) and "Export Data
+/// as CSV…" to `menu`: a save
 /// dialog (file name starting with `baseName`, "plot" when empty), then exportPlot(); failures are
 /// reported in a message box.
 void addExportActions(QMenu& menu, QCustomPlot* plot, QWidget* owner, const QString& baseName,
                       bool enabled = true);
+
+/// The data the plot shows as CSV text: one line per point of every visible plottable with data
+/// (graphs and curves: x, y; bars and histogram bins: the bar's key and value; heat maps: one
+/// line per cell with x, y and value). Columns: series,x,y (+ x_label / y_label when that axis
+/// has text tick labels, + value when there is a heat map). Bars drawn as impulses keep their
+/// true values (not the clamped drawn ones).
+QString plotDataCsv(QCustomPlot* plot);
+/// Writes plotDataCsv() atomically (QSaveFile). Returns false and sets `error` on failure.
+bool exportPlotData(QCustomPlot* plot, const QString& path, QString* error = nullptr);
 
 /// Writes the plot as PNG (2× pixel ratio), PDF or SVG, chosen by the file suffix (".pdf",
 /// ".svg"; SVG only when built with Qt Svg, see svgExportAvailable()). Size 0 means the widget's

@@ -4,6 +4,8 @@
 #include "core/common/mapped_file.h"
 #include "core/compress/compressed_model.h"
 #include "core/compress/recipe.h"
+#include "core/io/model_metadata.h"
+#include "core/model/hf_cache.h"
 #include "core/project/project.h"
 #include "core/stats/fingerprint.h"
 #include "core/version.h"
@@ -17,6 +19,7 @@
 #include "widgets/imatrix_manager.h"
 #include "widgets/layer_table_model.h"
 #include "widgets/log_panel.h"
+#include "widgets/metadata_dialog.h"
 #include "widgets/model_summary_panel.h"
 #include "widgets/number_format.h"
 #include "widgets/recent_list.h"
@@ -24,8 +27,10 @@
 #include "widgets/results_panel.h"
 #include "widgets/run_panel.h"
 #include "widgets/sensitivity_panel.h"
+#include "widgets/shortcuts_dialog.h"
 #include "widgets/stats_panel.h"
 #include "widgets/task_status_widget.h"
+#include "widgets/tensor_values_dialog.h"
 
 #include <cmath>
 
@@ -47,6 +52,7 @@
 #include <QFontMetrics>
 #include <QHBoxLayout>
 #include <QHeaderView>
+#include <QInputDialog>
 #include <QItemSelectionModel>
 #include <QLabel>
 #include <QLineEdit>
@@ -69,6 +75,7 @@
 #include <QUrl>
 
 #include <QVBoxLayout>
+#include <QtConcurrent/QtConcurrentRun>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -769,6 +776,7 @@ void MainWindow::buildMenus() {
     QAction* about = help->addAction(tr("&About lcw"), this, &MainWindow::showAbout);
     about->setMenuRole(QAction::AboutRole);
     help->addAction(tr("About &Qt"), qApp, &QApplication::aboutQt);
+    buildInspectMenus(view, help);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -779,7 +787,7 @@ void MainWindow::openFolderDialog() {
                               ? QDir::homePath()
                               : QFileInfo(m_recentModels->newest()).absolutePath();
     const QString dir = QFileDialog::getExistingDirectory(this, tr("Open Model Folder"), start);
-    if (!dir.isEmpty()) openModel(dir);
+    if (!dir.isEmpty()) openModelChoosingSnapshot(dir);
 }
 
 void MainWindow::openFileDialog() {
@@ -1163,7 +1171,7 @@ void MainWindow::dropEvent(QDropEvent* event) {
     const QList<QUrl> urls = event->mimeData()->urls();
     if (urls.isEmpty() || !urls.front().isLocalFile()) return;
     event->acceptProposedAction();
-    openModel(urls.front().toLocalFile());
+    openModelChoosingSnapshot(urls.front().toLocalFile());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1940,6 +1948,130 @@ void MainWindow::afterModelSwitch(bool hadModel) {
     m_savedRecipeJson = emptyRecipeJson();
     m_dirty = false;
     updateModifiedState();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Inspection: metadata, tensor values, keyboard shortcuts, Hugging Face cache snapshots
+
+void MainWindow::buildInspectMenus(QMenu* view, QMenu* help) {
+    view->addSeparator();
+    QAction* meta = view->addAction(tr("Model &Metadata…"), this, [this] { showModelMetadata(); });
+    meta->setShortcut(QKeySequence(Qt::CTRL | Qt::SHIFT | Qt::Key_M));
+    QAction* values = view->addAction(tr("Tensor &Values…"), this, [this] { showTensorValues(); });
+    values->setShortcut(QKeySequence(Qt::CTRL | Qt::SHIFT | Qt::Key_V));
+    auto sync = [this, meta, values] {
+        meta->setEnabled(bool(m_model));
+        values->setEnabled(bool(m_model));
+    };
+    connect(this, &MainWindow::modelLoaded, this, sync);
+    sync();
+
+    // The Tensors table: "Show Values…" in its context menu, and double-click.
+    auto* show = new QAction(tr("Show Values…"), m_table);
+    connect(show, &QAction::triggered, this, [this] { showTensorValues(); });
+    m_table->addAction(show);
+    connect(m_table, &QAbstractItemView::doubleClicked, this, [this](const QModelIndex& i) {
+        showTensorValues(m_proxy->index(i.row(), LayerTableModel::Name).data().toString());
+    });
+
+    help->addSeparator();
+    QAction* keys =
+        help->addAction(tr("&Keyboard Shortcuts…"), this, [this] { showKeyboardShortcuts(); });
+    keys->setShortcut(QKeySequence(Qt::CTRL | Qt::Key_Slash));
+}
+
+void MainWindow::showModelMetadata() {
+    if (!m_model) return;
+    // Read off the UI thread: a large GGUF's header (150k-token vocabulary, merges) takes a
+    // moment to parse. The model is held so its files stay while the read runs.
+    struct Outcome {
+        std::optional<ModelMetadata> md;
+        QString error;
+    };
+    std::shared_ptr<const Model> model = m_model;
+    auto* watcher = new QFutureWatcher<Outcome>(this);
+    connect(watcher, &QFutureWatcher<Outcome>::finished, this, [this, watcher] {
+        watcher->deleteLater();
+        Outcome o = watcher->result();
+        if (!o.md) {
+            showError(tr("Model Metadata"), o.error);
+            return;
+        }
+        auto* d = new MetadataDialog(std::move(*o.md), this);
+        d->setAttribute(Qt::WA_DeleteOnClose);
+        d->show();
+    });
+    watcher->setFuture(QtConcurrent::run([model]() -> Outcome {
+        lowerThreadPriority();
+        try {
+            return {readModelMetadata(model->path()), {}};
+        } catch (const std::exception& e) {
+            return {std::nullopt, QString::fromUtf8(e.what())};
+        }
+    }));
+}
+
+void MainWindow::showTensorValues(const QString& canonical) {
+    if (!m_model) return;
+    QString name = canonical;
+    if (name.isEmpty()) {
+        const QModelIndex cur = m_table->selectionModel()->currentIndex();
+        if (cur.isValid())
+            name = m_proxy->index(cur.row(), LayerTableModel::Name).data().toString();
+    }
+    if (name.isEmpty() || !m_model->find(name.toStdString())) {
+        showError(tr("Tensor Values"), tr("Select a tensor in the Tensors table first."));
+        return;
+    }
+    auto* d = new TensorValuesDialog(m_model, name, m_runner, this);
+    d->setAttribute(Qt::WA_DeleteOnClose);
+    connect(d, &TensorValuesDialog::csvSaved, this, [this](const QString& path) {
+        statusBar()->showMessage(tr("Wrote %1").arg(QDir::toNativeSeparators(path)), 5000);
+    });
+    d->show();
+}
+
+void MainWindow::showKeyboardShortcuts() {
+    auto* d = new ShortcutsDialog(this, this);
+    d->setAttribute(Qt::WA_DeleteOnClose);
+    d->show();
+}
+
+QString MainWindow::chooseHfSnapshot(const QString& path) {
+    if (!isHfCacheRepo(path.toStdString())) return path;
+    const std::vector<HfSnapshot> snaps = listHfSnapshots(path.toStdString());
+    if (snaps.size() < 2 || (!m_snapshotChooser && !m_options.modalDialogs)) return path;
+    QStringList labels;
+    for (const HfSnapshot& s : snaps) {
+        QString label = QString::fromStdString(s.hash);
+        if (!s.refs.empty()) {
+            QStringList refs;
+            for (const auto& r : s.refs) refs << QString::fromStdString(r);
+            label += tr(" (refs: %1)").arg(refs.join(QStringLiteral(", ")));
+        }
+        label += QStringLiteral(" — ") + QDateTime::fromSecsSinceEpoch(s.mtime).toString(
+                                             QStringLiteral("yyyy-MM-dd HH:mm"));
+        labels << label;
+    }
+    int chosen = 0;
+    if (m_snapshotChooser) {
+        chosen = m_snapshotChooser(labels);
+    } else {
+        bool ok = false;
+        const QString item = QInputDialog::getItem(this, tr("Choose Snapshot"),
+                                                   tr("%1 holds %2 snapshots. Open which one?")
+                                                       .arg(QDir(path).dirName())
+                                                       .arg(labels.size()),
+                                                   labels, 0, false, &ok);
+        chosen = ok ? int(labels.indexOf(item)) : -1;
+    }
+    if (chosen < 0 || chosen >= int(snaps.size())) return {};
+    return QString::fromStdString(hfSnapshotLoadPath(snaps[size_t(chosen)].path));
+}
+
+void MainWindow::openModelChoosingSnapshot(const QString& path) {
+    const QString chosen = chooseHfSnapshot(path);
+    if (!chosen.isEmpty()) openModel(chosen);
 }
 
 } // namespace lcw

@@ -198,6 +198,23 @@ public:
     ResultsPanel* resultsPanel() const { return m_resultsPanel; }
     SensitivityPanel* sensitivityPanel() const { return m_sensitivityPanel; }
 
+    // ---- inspection (View ▸ Model Metadata…, tensor values, Help ▸ Keyboard Shortcuts) ----
+    /// Opens the metadata dialog of the loaded model (non-modal; a child of the window).
+    void showModelMetadata();
+    /// Opens the raw values of a tensor (canonical name; empty: the table's current row).
+    void showTensorValues(const QString& canonical = {});
+    /// Opens the list of every action with a shortcut.
+    void showKeyboardShortcuts();
+    /// For a Hugging Face cache folder (models--org--name) with several snapshots: asks which
+    /// one to open (the chooser hook, else a list dialog when modal dialogs are on) and returns
+    /// its folder; empty when cancelled. Any other path comes back unchanged.
+    QString chooseHfSnapshot(const QString& path);
+    /// Test hook for chooseHfSnapshot(): gets the snapshot labels (refs/main's or the newest
+    /// first) and returns the chosen index, or -1 to cancel.
+    void setSnapshotChooser(std::function<int(const QStringList&)> chooser) {
+        m_snapshotChooser = std::move(chooser);
+    }
+
     /// Switches the application palette (View ▸ Theme) and remembers it.
     void setTheme(Theme theme);
     Theme theme() const { return m_theme; }
@@ -282,6 +299,11 @@ private:
     void readSettings();
     void writeSettings() const;
     void buildProjectMenu(QMenu* file);
+    /// View ▸ Model Metadata… / Tensor Values…, the table's "Show Values…" and double-click,
+    /// Help ▸ Keyboard Shortcuts.
+    void buildInspectMenus(QMenu* view, QMenu* help);
+    /// chooseHfSnapshot() then openModel() unless cancelled.
+    void openModelChoosingSnapshot(const QString& path);
     /// The project as it is now, without the statistics file's bytes (`statsPath` names the
     /// file to embed; empty when none is shown).
     project::Project collectProject(QString* statsPath) const;
@@ -295,6 +317,7 @@ private:
     void offerAutosaveRecovery();
     void updatePlannedColumns();
 
+    std::function<int(const QStringList&)> m_snapshotChooser;
     Options m_options;
     TaskRunner* m_runner = nullptr;
     TaskStatusWidget* m_taskStatus = nullptr;

@@ -3,6 +3,7 @@
 #include "core/common/error.h"
 #include "core/common/mapped_file.h"
 #include "core/io/quants.h"
+#include "core/model/hf_cache.h"
 #include "core/model/loaders.h"
 #include "core/tokenizer/tokenizer.h"
 
@@ -97,7 +98,15 @@ std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
     namespace fs = std::filesystem;
     std::error_code ec;
     if (!fs::exists(path, ec)) throw FormatError(path, "no such file or folder");
-    if (fs::is_directory(path, ec)) return detail::loadHfFolder(path, opts);
+    if (fs::is_directory(path, ec)) {
+        // A Hugging Face hub cache folder (models--org--name): its refs/main or newest snapshot.
+        if (auto hf = resolveHfCache(path)) {
+            std::unique_ptr<Model> m = load(hf->path, opts);
+            m->addWarning("Hugging Face cache: " + hf->reason);
+            return m;
+        }
+        return detail::loadHfFolder(path, opts);
+    }
     // Sniff the magic rather than trusting the extension.
     char magic[4] = {0, 0, 0, 0};
     {
