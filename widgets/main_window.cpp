@@ -626,6 +626,20 @@ QWidget* MainWindow::buildLayersPanel() {
 }
 
 void MainWindow::buildMenus() {
+    buildFileMenu();
+    QMenu* view = menuBar()->addMenu(tr("&View"));
+    buildEditMenu();
+    buildViewMenu(view);
+    buildRunMenu();
+    buildStatisticsMenu();
+    QMenu* help = menuBar()->addMenu(tr("&Help"));
+    QAction* about = help->addAction(tr("&About lcw"), this, &MainWindow::showAbout);
+    about->setMenuRole(QAction::AboutRole);
+    help->addAction(tr("About &Qt"), qApp, &QApplication::aboutQt);
+    buildInspectMenus(view, help);
+}
+
+void MainWindow::buildFileMenu() {
     QMenu* file = menuBar()->addMenu(tr("&File"));
     QAction* openFolder =
         file->addAction(tr("Open Model &Folder…"), this, &MainWindow::openFolderDialog);
@@ -642,8 +656,9 @@ void MainWindow::buildMenus() {
     QAction* quit = file->addAction(tr("&Quit"), this, &QWidget::close);
     quit->setShortcut(QKeySequence::Quit);
     quit->setMenuRole(QAction::QuitRole);
+}
 
-    QMenu* view = menuBar()->addMenu(tr("&View"));
+void MainWindow::buildEditMenu() {
     QMenu* edit = menuBar()->addMenu(tr("&Edit"));
     // The recipe editor's own actions: one shortcut owner for Ctrl+Z / Ctrl+Shift+Z.
     QAction* undo = m_recipeEditor->undoStack()->createUndoAction(this, tr("&Undo"));
@@ -652,7 +667,10 @@ void MainWindow::buildMenus() {
     redo->setShortcuts({QKeySequence(Qt::CTRL | Qt::SHIFT | Qt::Key_Z), QKeySequence::Redo});
     edit->addAction(undo);
     edit->addAction(redo);
+}
 
+// One entry per panel: the View menu's checkable entry and a Ctrl+digit shortcut that shows it.
+void MainWindow::buildViewMenu(QMenu* view) {
     const std::pair<Panel, int> panels[] = {
         {Panel::Summary, Qt::Key_1},    {Panel::Layers, Qt::Key_2},  {Panel::Plot, Qt::Key_3},
         {Panel::Run, Qt::Key_4},        {Panel::Log, Qt::Key_5},     {Panel::Stats, Qt::Key_6},
@@ -689,7 +707,10 @@ void MainWindow::buildMenus() {
     view->addAction(tr("&Reset Layout"), this, &MainWindow::resetLayout);
     view->addAction(tr("&Inspector Layout"), this, &MainWindow::applyInspectorLayout);
     view->addSeparator();
-    QMenu* themes = view->addMenu(tr("&Theme"));
+    buildThemeMenu(view->addMenu(tr("&Theme")));
+}
+
+void MainWindow::buildThemeMenu(QMenu* themes) {
     m_themeGroup = new QActionGroup(this);
     m_themeGroup->setExclusive(true);
     for (const Theme t : {Theme::Light, Theme::Dark}) {
@@ -705,7 +726,9 @@ void MainWindow::buildMenus() {
         setTheme(m_theme == Theme::Light ? Theme::Dark : Theme::Light);
     });
     toggleTheme->setShortcut(QKeySequence(Qt::CTRL | Qt::SHIFT | Qt::Key_T));
+}
 
+void MainWindow::buildRunMenu() {
     QMenu* run = menuBar()->addMenu(tr("&Run"));
     m_actGenerate =
         run->addAction(style()->standardIcon(QStyle::SP_MediaPlay), tr("&Generate"), this, [this] {
@@ -741,7 +764,9 @@ void MainWindow::buildMenus() {
     };
     connect(m_runPanel, &RunPanel::stateChanged, this, syncRunActions);
     syncRunActions();
+}
 
+void MainWindow::buildStatisticsMenu() {
     QMenu* statsMenu = menuBar()->addMenu(tr("&Statistics"));
     m_actComputeStats = statsMenu->addAction(tr("&Compute…"), this, [this] {
         showPanel(Panel::Stats);
@@ -771,12 +796,6 @@ void MainWindow::buildMenus() {
     connect(this, &MainWindow::modelLoaded, this, syncImatrixActions);
     connect(m_imatrix, &ImatrixManager::changed, this, syncImatrixActions);
     syncImatrixActions();
-
-    QMenu* help = menuBar()->addMenu(tr("&Help"));
-    QAction* about = help->addAction(tr("&About lcw"), this, &MainWindow::showAbout);
-    about->setMenuRole(QAction::AboutRole);
-    help->addAction(tr("About &Qt"), qApp, &QApplication::aboutQt);
-    buildInspectMenus(view, help);
 }
 
 // ---------------------------------------------------------------------------------------------

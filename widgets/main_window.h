@@ -281,6 +281,12 @@ private:
 
     void buildUi();
     void buildMenus();
+    void buildFileMenu();
+    void buildEditMenu();
+    void buildViewMenu(QMenu* view);
+    void buildThemeMenu(QMenu* themes);
+    void buildRunMenu();
+    void buildStatisticsMenu();
     QWidget* buildWelcomePage();
     QWidget* buildLayersPanel();
     QDockWidget* addPanel(Panel panel, const QString& title, const QString& objectName,

@@ -173,10 +173,37 @@ void RecipeEditor::buildUi() {
     auto* top = new QVBoxLayout(this);
     top->setContentsMargins(6, 6, 6, 6);
     top->setSpacing(4);
+    top->addLayout(buildToolbar());
+    buildBudgetRow(top);
+    auto* split = new QSplitter(Qt::Horizontal, this);
+    QWidget* left = buildLayerSide(split);
+    // Right: settings form, rules, JSON.
+    auto* right = new QWidget(split);
+    auto* rl = new QVBoxLayout(right);
+    rl->setContentsMargins(0, 0, 0, 0);
+    rl->addWidget(buildSettingsForm(right));
+    rl->addWidget(buildRulesBox(right), 1);
+    m_json = new QPlainTextEdit(right);
+    m_json->setReadOnly(true);
+    m_json->setLineWrapMode(QPlainTextEdit::NoWrap);
+    QFont mono(QStringLiteral("monospace"));
+    mono.setStyleHint(QFont::TypeWriter);
+    m_json->setFont(mono);
+    m_json->setToolTip(tr("The recipe as lcw-cli reads it (--recipe FILE)"));
+    rl->addWidget(m_json, 1);
+    m_planStatus = new QLabel(right);
+    m_planStatus->setWordWrap(true);
+    rl->addWidget(m_planStatus);
 
-    // Toolbar row: preset, open/save, undo/redo.
-    auto* bar = new QHBoxLayout;
-    m_presetCombo = new QComboBox(this);
+    split->addWidget(left);
+    split->addWidget(right);
+    split->setStretchFactor(0, 3);
+    split->setStretchFactor(1, 2);
+    top->addWidget(split, 1);
+    syncFormEnabled();
+}
+
+void RecipeEditor::fillPresetCombo() {
     for (const auto& p : compress::presets())
         m_presetCombo->addItem(QString::fromStdString(p.name), QString::fromStdString(p.name));
     for (int i = 0; i < m_presetCombo->count(); ++i)
@@ -200,6 +227,13 @@ void RecipeEditor::buildUi() {
                  tr("llama.cpp's %1 types with the codes chosen by GPTQ on their grids "
                     "(calibrated on the bundled text)")
                      .arg(QString::fromLatin1(n)));
+}
+
+// Toolbar row: preset, open/save, measure, undo/redo.
+QLayout* RecipeEditor::buildToolbar() {
+    auto* bar = new QHBoxLayout;
+    m_presetCombo = new QComboBox(this);
+    fillPresetCombo();
     auto* applyPresetBtn = new QPushButton(tr("Apply Preset"), this);
     connect(applyPresetBtn, &QPushButton::clicked, this, [this] {
         const QString d = m_presetCombo->currentData().toString();
@@ -248,9 +282,11 @@ void RecipeEditor::buildUi() {
     bar->addStretch();
     bar->addWidget(undoBtn);
     bar->addWidget(redoBtn);
-    top->addLayout(bar);
+    return bar;
+}
 
-    // Budget row.
+// Budget row: target, the whole-model figure (and why a recipe does not fit), a bar.
+void RecipeEditor::buildBudgetRow(QVBoxLayout* top) {
     auto* budgetRow = new QHBoxLayout;
     m_target = new QDoubleSpinBox(this);
     m_target->setRange(0.5, 32.0);
@@ -273,10 +309,11 @@ void RecipeEditor::buildUi() {
     budgetRow->addWidget(m_budget, 1);
     top->addLayout(budgetRow);
     top->addWidget(m_budgetBar);
+}
 
-    auto* split = new QSplitter(Qt::Horizontal, this);
-    // Left: pattern + layer table.
-    auto* left = new QWidget(split);
+// Left: pattern + layer table.
+QWidget* RecipeEditor::buildLayerSide(QWidget* parent) {
+    auto* left = new QWidget(parent);
     auto* ll = new QVBoxLayout(left);
     ll->setContentsMargins(0, 0, 0, 0);
     auto* patRow = new QHBoxLayout;
@@ -304,11 +341,11 @@ void RecipeEditor::buildUi() {
     ll->addWidget(m_table, 1);
     connect(m_table->selectionModel(), &QItemSelectionModel::selectionChanged, this,
             &RecipeEditor::syncFormEnabled);
+    return left;
+}
 
-    // Right: settings form, rules, JSON.
-    auto* right = new QWidget(split);
-    auto* rl = new QVBoxLayout(right);
-    rl->setContentsMargins(0, 0, 0, 0);
+// Settings for the selected layers: weight form, JSON sections, "Add Rule for Selection".
+QWidget* RecipeEditor::buildSettingsForm(QWidget* right) {
     auto* wbox = new QGroupBox(tr("Settings for the selected layers"), right);
     auto* form = new QFormLayout(wbox);
     m_weightOn = new QCheckBox(tr("Quantise weights (off: keep them unchanged)"), wbox);
@@ -362,8 +399,11 @@ void RecipeEditor::buildUi() {
         if (auto* c = qobject_cast<QComboBox*>(w))
             connect(c, &QComboBox::currentIndexChanged, this, &RecipeEditor::syncFormEnabled);
     connect(m_weightOn, &QCheckBox::toggled, this, &RecipeEditor::syncFormEnabled);
-    rl->addWidget(wbox);
+    return wbox;
+}
 
+// The rule list with up / down / remove; clicking a rule selects its layers.
+QWidget* RecipeEditor::buildRulesBox(QWidget* right) {
     auto* rulesBox = new QGroupBox(tr("Rules (later rules override earlier ones)"), right);
     auto* rbl = new QVBoxLayout(rulesBox);
     m_rules = new QListWidget(rulesBox);
@@ -396,26 +436,7 @@ void RecipeEditor::buildUi() {
     rb->addStretch();
     rbl->addWidget(m_rules, 1);
     rbl->addLayout(rb);
-    rl->addWidget(rulesBox, 1);
-
-    m_json = new QPlainTextEdit(right);
-    m_json->setReadOnly(true);
-    m_json->setLineWrapMode(QPlainTextEdit::NoWrap);
-    QFont mono(QStringLiteral("monospace"));
-    mono.setStyleHint(QFont::TypeWriter);
-    m_json->setFont(mono);
-    m_json->setToolTip(tr("The recipe as lcw-cli reads it (--recipe FILE)"));
-    rl->addWidget(m_json, 1);
-    m_planStatus = new QLabel(right);
-    m_planStatus->setWordWrap(true);
-    rl->addWidget(m_planStatus);
-
-    split->addWidget(left);
-    split->addWidget(right);
-    split->setStretchFactor(0, 3);
-    split->setStretchFactor(1, 2);
-    top->addWidget(split, 1);
-    syncFormEnabled();
+    return rulesBox;
 }
 
 void RecipeEditor::setModel(std::shared_ptr<const Model> model) {

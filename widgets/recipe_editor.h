@@ -28,6 +28,7 @@ class QCheckBox;
 class QComboBox;
 class QDoubleSpinBox;
 class QLabel;
+class QLayout;
 class QLineEdit;
 class QListWidget;
 class QPlainTextEdit;
@@ -35,6 +36,7 @@ class QProgressBar;
 class QSpinBox;
 class QTableWidget;
 class QUndoStack;
+class QVBoxLayout;
 
 namespace lcw {
 
@@ -161,6 +163,12 @@ private:
     class Command;
     friend class Command;
     void buildUi();
+    void fillPresetCombo();
+    QLayout* buildToolbar();
+    void buildBudgetRow(QVBoxLayout* top);
+    QWidget* buildLayerSide(QWidget* parent);
+    QWidget* buildSettingsForm(QWidget* right);
+    QWidget* buildRulesBox(QWidget* right);
     /// Installs a recipe without an undo step (used by the commands).
     void install(const compress::Recipe& recipe);
     void replan();
