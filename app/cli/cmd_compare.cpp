@@ -6,13 +6,13 @@
 #include "terminal_progress.h"
 
 #include "core/common/error.h"
-#include "core/export/gguf_preset.h"
 #include "core/common/mapped_file.h"
 #include "core/compress/compressed_model.h"
 #include "core/compress/recipe.h"
 #include "core/eval/config_source.h"
 #include "core/eval/generation_compare.h"
 #include "core/eval/hidden_error.h"
+#include "core/export/gguf_preset.h"
 #include "core/model/model.h"
 #include "core/stats/activation_stats.h"
 #include "core/tokenizer/tokenizer.h"
@@ -189,7 +189,8 @@ std::vector<ConfigSource> loadConfigSources(const Model& model, const Args& a, b
         c.source = path;
         LoadOptions olo;
         olo.tokenizerPath = a.getOr("--tokenizer", "");
-        c.model = loadCompareModel(path, model, olo); // Error naming both files on another vocabulary
+        c.model =
+            loadCompareModel(path, model, olo); // Error naming both files on another vocabulary
         c.bitsPerWeight = modelBitsPerWeight(*c.model);
         c.bytes = c.model->storedBytes();
         cols.push_back(std::move(c));
