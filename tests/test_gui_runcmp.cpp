@@ -46,7 +46,7 @@ std::string q4Gguf() {
     return lcwtest::sharedPath("models/stories260K/gguf/stories260K-q4_k_m.gguf");
 }
 std::string otherVocabModel() {
-    return lcwtest::sharedPath("models/tiny-random/llama2_sp_f32/model");
+    return lcwtest::sharedPath("models/babyllama/tok105_model5000.bin"); // vocabulary 105
 }
 
 /// The first 24,000 bytes of the bundled evaluation text, in a file of its own.
@@ -325,13 +325,13 @@ private slots:
         // Another vocabulary: the comparison fails naming the file.
         if (lcwtest::exists(otherVocabModel())) {
             QVERIFY(cp.addModelFile(QString::fromStdString(otherVocabModel())));
-            cp.setSelectedConfigs({name, QStringLiteral("model")});
+            cp.setSelectedConfigs({name, QStringLiteral("tok105_model5000.bin")});
             QVERIFY(cp.run());
             QVERIFY(
                 QTest::qWaitFor([&] { return done.count() + failed.count() > 1; }, kLongTimeoutMs));
             QCOMPARE(failed.count(), 1);
             const QString message = failed[0][0].toString();
-            QVERIFY2(message.contains(QStringLiteral("llama2_sp_f32/model")) &&
+            QVERIFY2(message.contains(QStringLiteral("babyllama/tok105_model5000.bin")) &&
                          message.contains(QStringLiteral("vocabulary")),
                      qPrintable(message));
         }
