@@ -238,6 +238,38 @@ private slots:
         QCOMPARE(panel.outputText(), QString::fromStdString(tk.decode(g.ids)));
     }
 
+    void runPanelRemembersConfiguration() {
+        LCW_REQUIRE_SHARED("models/stories260K/hf");
+        std::shared_ptr<const lcw::Model> model = lcw::Model::load(hfModel());
+        const std::string dir = lcwtest::tempDir("runcmp-settings") + "/ov";
+        lcw::NullProgress np;
+        lcw::compress::compress(*model, rtnRecipe("x"), np).model->save(dir);
+        const QString ini = QString::fromStdString(lcwtest::tempDir("runcmp-ini") + "/s.ini");
+        lcw::TaskRunner runner;
+        {
+            lcw::RunPanel a(&runner);
+            QVERIFY(a.setOverlayFolder(QString::fromStdString(dir)));
+            QSettings s(ini, QSettings::IniFormat);
+            a.writeSettings(s);
+            QVERIFY(a.setPreset(QStringLiteral("W8A16")));
+            QSettings s2(ini + QStringLiteral(".2"), QSettings::IniFormat);
+            a.writeSettings(s2);
+        }
+        lcw::RunPanel b(&runner);
+        b.readSettings(QSettings(ini, QSettings::IniFormat));
+        QCOMPARE(b.configuration(), lcw::RunPanel::Configuration::SavedOverlay);
+        QCOMPARE(b.overlayFolder(), QFileInfo(QString::fromStdString(dir)).absoluteFilePath());
+        QCOMPARE(b.configurationLabel(), QStringLiteral("overlay ov"));
+        lcw::RunPanel c(&runner);
+        c.readSettings(QSettings(ini + QStringLiteral(".2"), QSettings::IniFormat));
+        QCOMPARE(c.configurationLabel(), QStringLiteral("preset W8A16"));
+        // A folder that has gone: the base model.
+        std::filesystem::remove_all(dir);
+        lcw::RunPanel d(&runner);
+        d.readSettings(QSettings(ini, QSettings::IniFormat));
+        QCOMPARE(d.configuration(), lcw::RunPanel::Configuration::BaseModel);
+    }
+
     void mainWindowHandsTheEditorRecipeToTheRunPanel() {
         LCW_REQUIRE_SHARED("models/stories260K/hf");
         lcw::MainWindow w(lcw::MainWindow::Options{false, false});

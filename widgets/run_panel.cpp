@@ -485,6 +485,16 @@ void RunPanel::readSettings(const QSettings& s) {
     if (!file.isEmpty() && QFileInfo(file).isFile()) setTextFile(file);
     if (const QByteArray split = s.value("run/split").toByteArray(); !split.isEmpty())
         m_split->restoreState(split);
+    // The configuration; an overlay folder that has gone falls back to the base model.
+    const QString overlay = s.value("run/overlay").toString();
+    if (!overlay.isEmpty()) setOverlayFolder(overlay);
+    const int config = m_config->findData(s.value("run/configuration").toString());
+    if (config >= 0 &&
+        (m_config->itemData(config) != QStringLiteral("overlay") || !m_overlayDir.isEmpty()))
+        m_config->setCurrentIndex(config);
+    else
+        m_config->setCurrentIndex(0);
+    m_lastConfigIndex = m_config->currentIndex();
 }
 
 void RunPanel::writeSettings(QSettings& s) const {
@@ -497,6 +507,8 @@ void RunPanel::writeSettings(QSettings& s) const {
     s.setValue("run/ctx", m_ctx->value());
     s.setValue("run/textFile", textFile());
     s.setValue("run/split", m_split->saveState());
+    s.setValue("run/configuration", m_config->currentData().toString());
+    s.setValue("run/overlay", m_overlayDir);
 }
 
 // ---------------------------------------------------------------------------------------------
