@@ -238,6 +238,44 @@ private slots:
         QCOMPARE(panel.outputText(), QString::fromStdString(tk.decode(g.ids)));
     }
 
+    void runPanelCancelsWhileCompressing() {
+        LCW_REQUIRE_SHARED("models/stories260K/hf");
+        std::shared_ptr<const lcw::Model> model = lcw::Model::load(hfModel());
+        const std::string textPath = shortText("runcmp-cancel");
+        lcw::TaskRunner runner;
+        lcw::RunPanel panel(&runner);
+        panel.setModel(model);
+        panel.setTextFile(QString::fromStdString(textPath));
+        panel.setContext(64);
+        // GPTQ calibrated on the bundled text: the job compresses first, reporting
+        // "compressing: …"; cancelling then ends the job without a result.
+        const lcw::compress::Recipe editor = lcw::compress::findPreset("W4A16-g32-GPTQ").recipe;
+        panel.setEditorRecipeProvider([&editor] { return editor; });
+        panel.setConfiguration(lcw::RunPanel::Configuration::EditorRecipe);
+        QStringList stages;
+        connect(&runner, &lcw::TaskRunner::progressChanged, &panel,
+                [&](lcw::TaskRunner::JobId, double, const QString& stage) {
+                    stages << stage;
+                    if (stage.startsWith(QStringLiteral("compressing: "))) panel.cancelPerplexity();
+                });
+        QSignalSpy cancelled(&panel, &lcw::RunPanel::perplexityCancelled);
+        QSignalSpy done(&panel, &lcw::RunPanel::perplexityFinished);
+        QVERIFY(panel.runPerplexity());
+        QVERIFY(
+            QTest::qWaitFor([&] { return cancelled.count() + done.count() > 0; }, kLongTimeoutMs));
+        QVERIFY2(!stages.isEmpty() && stages.front().startsWith(QStringLiteral("compressing: ")),
+                 qPrintable(stages.join(QStringLiteral(" | "))));
+        QCOMPARE(cancelled.count(), 1);
+        QCOMPARE(done.count(), 0);
+        // It stopped while compressing: no perplexity chunk ran.
+        for (const QString& st : stages)
+            QVERIFY2(!st.startsWith(QStringLiteral("chunk")), qPrintable(st));
+        QVERIFY(!panel.lastPerplexity());
+        QVERIFY2(panel.perplexityResultText().startsWith(QStringLiteral("Cancelled")),
+                 qPrintable(panel.perplexityResultText()));
+        QVERIFY(!panel.isPerplexityRunning());
+    }
+
     void runPanelRemembersConfiguration() {
         LCW_REQUIRE_SHARED("models/stories260K/hf");
         std::shared_ptr<const lcw::Model> model = lcw::Model::load(hfModel());
