@@ -168,6 +168,12 @@ private slots:
         // Run again: the kept weights, the same number.
         QCOMPARE(runPpl(), recipePpl);
 
+        // Another model (here the same file opened again, as a GGUF would be): the kept weights
+        // belong to the first, the recipe is compressed anew.
+        panel.setModel(std::shared_ptr<const lcw::Model>(lcw::Model::load(hfModel())));
+        QCOMPARE(runPpl(), recipePpl);
+        panel.setModel(model);
+
         // Another editor recipe: compressed anew (not the kept weights of the first).
         editor = rtnRecipe("rtn-int3-g64");
         editor.rules = lcw::compress::findPreset("W3A16-g64").recipe.rules;

@@ -95,6 +95,7 @@ struct RunPanel::GenOutcome {
     QString text;
     std::string cacheKey; ///< the recipe compressed for this run (empty: none)
     std::shared_ptr<const compress::CompressedModel> overlay;
+    std::shared_ptr<const Model> base; ///< what `overlay` refers to (kept alive with it)
 };
 
 struct RunPanel::PplOutcome {
@@ -102,6 +103,7 @@ struct RunPanel::PplOutcome {
     int64_t textTokens = 0;
     std::string cacheKey;
     std::shared_ptr<const compress::CompressedModel> overlay;
+    std::shared_ptr<const Model> base;
 };
 
 /// A configuration resolved on the UI thread, for a job.
@@ -616,9 +618,10 @@ std::optional<RunPanel::ConfigRequest> RunPanel::resolveConfiguration(QString* e
     return r;
 }
 
-void RunPanel::keepCompressed(const std::string& key,
+void RunPanel::keepCompressed(const std::shared_ptr<const Model>& base, const std::string& key,
                               std::shared_ptr<const compress::CompressedModel> overlay) {
-    if (key.empty() || !overlay) return;
+    // Weights made from a model that has been replaced since are not kept.
+    if (key.empty() || !overlay || base != m_model) return;
     m_cachedKey = key;
     m_cached = std::move(overlay);
 }
@@ -674,6 +677,7 @@ bool RunPanel::generate() {
     std::function<GenOutcome(Progress&)> job = [model, promptUtf8, n, sp, stream, post,
                                                 request](Progress& outer) {
         GenOutcome out;
+        out.base = model;
         bool cancelled = false;
         const bool compressing = !request.key.empty() && !request.cached;
         const double split = compressing ? 0.3 : 0.0;
@@ -741,7 +745,7 @@ bool RunPanel::generate() {
         title, std::move(job), this,
         [this](GenOutcome out) {
             m_genJob = 0;
-            keepCompressed(out.cacheKey, out.overlay);
+            keepCompressed(out.base, out.cacheKey, out.overlay);
             onGenerationDone(out);
         },
         [this](const QString& message) {
@@ -880,6 +884,7 @@ bool RunPanel::runPerplexity() {
     const ConfigRequest request = *req;
     std::function<PplOutcome(Progress&)> job = [model, stdPath, ctx, request](Progress& outer) {
         PplOutcome out;
+        out.base = model;
         bool cancelled = false;
         const bool compressing = !request.key.empty() && !request.cached;
         const double split = compressing ? 0.3 : 0.0;
@@ -921,7 +926,7 @@ bool RunPanel::runPerplexity() {
         title, std::move(job), this,
         [this](PplOutcome out) {
             m_pplJob = 0;
-            keepCompressed(out.cacheKey, out.overlay);
+            keepCompressed(out.base, out.cacheKey, out.overlay);
             onPerplexityDone(out);
         },
         [this](const QString& message) {

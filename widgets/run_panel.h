@@ -151,8 +151,9 @@ private:
     /// The chosen configuration, resolved on the UI thread (the editor's recipe read now);
     /// nullopt with `error` when it cannot run (no provider, no overlay folder).
     std::optional<ConfigRequest> resolveConfiguration(QString* error) const;
-    /// Keeps a recipe's compressed weights for the next run of the same recipe on this model.
-    void keepCompressed(const std::string& key,
+    /// Keeps a recipe's compressed weights (made from `base`) for the next run of the same
+    /// recipe, when `base` is still the panel's model.
+    void keepCompressed(const std::shared_ptr<const Model>& base, const std::string& key,
                         std::shared_ptr<const compress::CompressedModel> overlay);
     void chooseOverlayFolder();
 
