@@ -471,6 +471,28 @@ private slots:
                 QCOMPARE(t->item(b, 2 + 2 * k)->data(Qt::UserRole).toDouble(), e.meanCosine);
             }
         }
+        // lcw-cli hidden-error itself, when built: the same numbers.
+        if (cliBuilt()) {
+            const lcwtest::CliRun c = lcwtest::runCli(
+                {QStringLiteral("hidden-error"), QString::fromStdString(hfModel()),
+                 QStringLiteral("--text"), QString::fromStdString(textPath),
+                 QStringLiteral("--ctx"), QStringLiteral("64"), QStringLiteral("--chunks"),
+                 QStringLiteral("3"), QStringLiteral("--preset"), QStringLiteral("W4A16-g32"),
+                 QStringLiteral("--json"), QStringLiteral("--quiet")});
+            QVERIFY2(c.code == 0, c.err.constData());
+            const auto j = nlohmann::json::parse(c.out.toStdString());
+            const auto& cb = j["configs"][0]["blocks"];
+            QCOMPARE(int(cb.size()), blocks);
+            for (int b = 0; b < blocks; ++b) {
+                const double cli = cb[size_t(b)]["rel_error"].get<double>();
+                const double gui = r.rows[1].hidden[size_t(b)].relError;
+                QVERIFY2(std::abs(cli - gui) <= 1e-9 * std::max(1.0, cli),
+                         qPrintable(QStringLiteral("block %1: %2 vs lcw-cli %3")
+                                        .arg(b)
+                                        .arg(gui, 0, 'g', 17)
+                                        .arg(cli, 0, 'g', 17)));
+            }
+        }
         qInfo("hidden-state rel. error of the last block: W4A16-g32 %.5f, W3A16-g64 %.5f",
               h.configs[0].blocks.back().relError, h.configs[1].blocks.back().relError);
         // 3-bit weights err more than 4-bit ones by the last block.
