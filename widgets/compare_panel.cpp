@@ -3,8 +3,10 @@
 #include "core/common/json_file.h"
 #include "core/common/memory.h"
 #include "core/compress/compressed_model.h"
+#include "core/eval/config_source.h"
 #include "core/eval/divergence.h"
 #include "core/eval/generation_compare.h"
+#include "core/eval/hidden_error.h"
 #include "core/eval/pareto.h"
 #include "core/eval/tasks.h"
 #include "core/runtime/session.h"
@@ -13,6 +15,7 @@
 #include "plots/grouped_bar_plot.h"
 #include "plots/scatter_plot.h"
 #include "widgets/number_format.h"
+#include "widgets/results_panel.h"
 #include "widgets/run_panel.h"
 
 #include <QAction>
@@ -20,6 +23,7 @@
 #include <QCheckBox>
 #include <QClipboard>
 #include <QComboBox>
+#include <QDir>
 #include <QFile>
 #include <QFileDialog>
 #include <QFileInfo>
@@ -80,6 +84,8 @@ std::string CompareResults::toJson() const {
     j["speed_prompt_tokens"] = speedPromptTokens;
     j["speed_decode_tokens"] = speedDecodeTokens;
     j["peak_rss_from_hwm"] = peakRssFromHwm;
+    j["hidden_tokens"] = hiddenTokens;
+    if (!hiddenProblem.isEmpty()) j["hidden_problem"] = hiddenProblem.toStdString();
     json rs = json::array();
     for (const CompareRow& r : rows) {
         json layers = json::array();
@@ -90,7 +96,16 @@ std::string CompareResults::toJson() const {
                              {"items", t.items},
                              {"acc", t.acc},
                              {"acc_se", t.accError}});
+        json hidden = json::array();
+        for (const CompareHiddenBlock& b : r.hidden)
+            hidden.push_back({{"block", b.layer},
+                              {"rel_error", b.relError},
+                              {"mean_rel_error", b.meanRelError},
+                              {"mean_cosine", b.meanCosine},
+                              {"min_cosine", b.minCosine}});
         rs.push_back({{"name", r.name.toStdString()},
+                      {"model_file", r.modelFile.toStdString()},
+                      {"hidden_error", hidden},
                       {"tasks", tasks},
                       {"recipe", r.recipeJson.toStdString()},
                       {"bits_per_weight", r.bitsPerWeight},
@@ -129,10 +144,17 @@ CompareResults CompareResults::fromJson(const std::string& text) {
     c.speedPromptTokens = j.value("speed_prompt_tokens", qint64(0));
     c.speedDecodeTokens = j.value("speed_decode_tokens", qint64(0));
     c.peakRssFromHwm = j.value("peak_rss_from_hwm", false);
+    c.hiddenTokens = j.value("hidden_tokens", qint64(0));
+    c.hiddenProblem = QString::fromStdString(j.value("hidden_problem", std::string()));
     for (const json& r : j.at("rows")) {
         CompareRow row;
         row.name = QString::fromStdString(r.at("name").get<std::string>());
         row.recipeJson = QString::fromStdString(r.value("recipe", std::string()));
+        row.modelFile = QString::fromStdString(r.value("model_file", std::string()));
+        for (const json& b : r.value("hidden_error", json::array()))
+            row.hidden.push_back({b.at("block").get<int>(), b.at("rel_error").get<double>(),
+                                  b.value("mean_rel_error", 0.0), b.value("mean_cosine", 0.0),
+                                  b.value("min_cosine", 0.0)});
         row.bitsPerWeight = r.at("bits_per_weight").get<double>();
         row.bytes = r.at("bytes").get<quint64>();
         row.ppl = r.at("ppl").get<double>();
@@ -169,6 +191,7 @@ namespace {
 struct ConfigSpec {
     QString name;
     bool original = false;
+    QString modelFile; ///< another model file
     compress::Recipe recipe;
 };
 
@@ -363,6 +386,25 @@ void ComparePanel::buildUi() {
         if (!p.isEmpty() && !addRecipeFile(p, &err)) emit failed(err);
     });
     ll->addWidget(addFile);
+    auto* addModel = new QPushButton(tr("Add Model File…"), left);
+    addModel->setToolTip(tr("Another model file with the same vocabulary (a GGUF quantised "
+                            "elsewhere, the same model in another format), compared on the same "
+                            "tokens as lcw-cli eval --compare-model does"));
+    connect(addModel, &QPushButton::clicked, this, [this] {
+        const QString p = QFileDialog::getOpenFileName(
+            this, tr("Add Model File"), QString(),
+            tr("Models (*.gguf *.safetensors *.bin config.json);;All files (*)"));
+        if (p.isEmpty()) return;
+        // A Hugging Face folder is chosen through a file in it.
+        const QFileInfo fi(p);
+        const QString path =
+            fi.suffix() == QStringLiteral("json") || fi.suffix() == QStringLiteral("safetensors")
+                ? fi.absolutePath()
+                : fi.absoluteFilePath();
+        QString err;
+        if (!addModelFile(path, &err)) emit failed(err);
+    });
+    ll->addWidget(addModel);
     auto* form = new QFormLayout;
     m_baseline = new QComboBox(left);
     m_ctx = new QSpinBox(left);
@@ -401,6 +443,11 @@ void ComparePanel::buildUi() {
     m_taskLimit->setToolTip(tr("Items per task: a fixed pseudo-random subset (seed 1234)"));
     form->addRow(tr("Tasks"), m_tasks);
     form->addRow(tr("Task items"), m_taskLimit);
+    m_hiddenCheck = new QCheckBox(tr("Hidden-state error per block"), left);
+    m_hiddenCheck->setToolTip(
+        tr("Also compare each configuration's residual stream after every block with the "
+           "baseline's on the same chunks (lcw-cli hidden-error): the Hidden State tab"));
+    form->addRow(QString(), m_hiddenCheck);
     ll->addLayout(form);
     auto* buttons = new QHBoxLayout;
     m_runButton = new QPushButton(tr("Compare"), left);
@@ -534,6 +581,32 @@ void ComparePanel::buildUi() {
     spl->addLayout(grid, 1);
     m_tabs->addTab(m_speedPage, tr("Speed && Memory"));
 
+    // Hidden-state error per block: one series per configuration, and the numbers as a table.
+    m_hiddenPage = new QWidget(m_tabs);
+    auto* hpl = new QVBoxLayout(m_hiddenPage);
+    m_hiddenNote = new QLabel(m_hiddenPage);
+    m_hiddenNote->setWordWrap(true);
+    hpl->addWidget(m_hiddenNote);
+    m_hiddenLog = new QCheckBox(tr("logarithmic"), m_hiddenPage);
+    m_hiddenLog->setChecked(true);
+    hpl->addWidget(m_hiddenLog);
+    auto* hsplit = new QSplitter(Qt::Vertical, m_hiddenPage);
+    m_hiddenPlot = new GroupedBarPlot(hsplit);
+    m_hiddenPlot->setTitle(tr("Hidden-state error per block"));
+    m_hiddenPlot->setValueAxisLabel(tr("‖H_q − H‖ / ‖H‖"));
+    m_hiddenPlot->setLogScale(true);
+    connect(m_hiddenLog, &QCheckBox::toggled, m_hiddenPlot, &GroupedBarPlot::setLogScale);
+    m_hiddenTable = new QTableWidget(0, 1, hsplit);
+    m_hiddenTable->setEditTriggers(QAbstractItemView::NoEditTriggers);
+    m_hiddenTable->verticalHeader()->setVisible(false);
+    m_hiddenTable->setAlternatingRowColors(true);
+    hsplit->addWidget(m_hiddenPlot);
+    hsplit->addWidget(m_hiddenTable);
+    hsplit->setStretchFactor(0, 3);
+    hsplit->setStretchFactor(1, 2);
+    hpl->addWidget(hsplit, 1);
+    m_tabs->addTab(m_hiddenPage, tr("Hidden State"));
+
     split->addWidget(left);
     split->addWidget(m_tabs);
     split->setStretchFactor(0, 1);
@@ -571,6 +644,8 @@ void ComparePanel::rebuildConfigList() {
                 n == QStringLiteral("W3A16-g64"));
     }
     for (const auto& [n, j] : m_extra) add(n, tr("Recipe file"), true);
+    for (const auto& [n, path] : m_modelFiles)
+        add(n, tr("Model file: %1").arg(QDir::toNativeSeparators(path)), true);
     const QString base = m_baseline->currentText();
     m_baseline->clear();
     m_baseline->addItem(originalName());
@@ -601,6 +676,43 @@ bool ComparePanel::addRecipeFile(const QString& path, QString* error) {
         if (error) *error = QString::fromUtf8(e.what());
         return false;
     }
+}
+
+bool ComparePanel::addModelFile(const QString& path, QString* error) {
+    const QFileInfo fi(path);
+    if (!fi.exists()) {
+        if (error) *error = tr("%1 does not exist").arg(QDir::toNativeSeparators(path));
+        return false;
+    }
+    const QString abs = fi.absoluteFilePath();
+    for (const auto& [n, p] : m_modelFiles)
+        if (p == abs) return true; // already there
+    // The file name, or with its folder when another configuration has that name.
+    QString name = fi.fileName();
+    if (availableConfigs().contains(name) || name == originalName())
+        name = fi.dir().dirName() + QLatin1Char('/') + fi.fileName();
+    m_modelFiles.emplace_back(name, abs);
+    QStringList keep = selectedConfigs();
+    keep << name;
+    rebuildConfigList();
+    setSelectedConfigs(keep);
+    syncUi();
+    return true;
+}
+
+void ComparePanel::setHiddenErrorEnabled(bool on) {
+    m_hiddenCheck->setChecked(on);
+}
+
+bool ComparePanel::hiddenErrorEnabled() const {
+    return m_hiddenCheck->isChecked();
+}
+
+QString ComparePanel::editorLabel(const compress::Recipe& recipe) {
+    nlohmann::ordered_json c;
+    c["name"] = editorName().toStdString();
+    c["recipe"] = nlohmann::ordered_json::parse(recipe.toJson().dump());
+    return ResultsPanel::configLabel(c);
 }
 
 void ComparePanel::addExtraRecipe(const QString& name, const QString& jsonText) {
@@ -678,11 +790,18 @@ bool ComparePanel::run() {
             } else if (n == editorName()) {
                 if (!m_editorRecipe) continue;
                 s.recipe = m_editorRecipe();
+                // Named after the recipe: two runs of different recipes stay apart.
+                s.name = editorLabel(s.recipe);
             } else {
                 bool found = false;
                 for (const auto& [en, ej] : m_extra)
                     if (en == n) {
                         s.recipe = compress::Recipe::fromJson(json::parse(ej.toStdString()));
+                        found = true;
+                    }
+                for (const auto& [mn, mp] : m_modelFiles)
+                    if (mn == n) {
+                        s.modelFile = mp;
                         found = true;
                     }
                 if (!found) s.recipe = compress::findPreset(n.toStdString()).recipe;
@@ -713,9 +832,11 @@ bool ComparePanel::run() {
         return false;
     }
     const int64_t taskLimit = m_taskLimit->value();
+    const bool hidden = m_hiddenCheck->isChecked();
 
     std::function<CompareResults(Progress&)> job = [model, specs, textFile, opts, prompt, genTokens,
-                                                    speedTokens, tasks, taskLimit](Progress& p) {
+                                                    speedTokens, tasks, taskLimit,
+                                                    hidden](Progress& p) {
         CompareResults out;
         out.prompt = QString::fromStdString(prompt);
         out.baseline = specs.front().name;
@@ -727,10 +848,21 @@ bool ComparePanel::run() {
         // 0..35%: compress, 35..75%: divergence, 75..85%: speed runs, 85..95%: tasks,
         // ..100%: generations.
         std::vector<std::unique_ptr<compress::CompressedModel>> overlays(specs.size());
+        // Other model files first: one of another vocabulary fails the job before any work.
+        std::vector<std::unique_ptr<Model>> others(specs.size());
+        for (size_t i = 0; i < specs.size(); ++i)
+            if (!specs[i].modelFile.isEmpty()) {
+                p.report(0.0, "loading " + QFileInfo(specs[i].modelFile).fileName().toStdString());
+                others[i] = loadCompareModel(specs[i].modelFile.toStdString(), *model);
+            }
         for (size_t i = 0; i < specs.size(); ++i) {
             CompareRow row;
             row.name = specs[i].name;
-            if (specs[i].original) {
+            if (others[i]) {
+                row.modelFile = specs[i].modelFile;
+                row.bytes = others[i]->storedBytes();
+                row.bitsPerWeight = modelBitsPerWeight(*others[i]);
+            } else if (specs[i].original) {
                 row.bytes = model->storedBytes();
                 row.bitsPerWeight = double(model->storedBytes()) * 8.0 /
                                     double(std::max<int64_t>(1, model->parameterCount()));
@@ -752,15 +884,34 @@ bool ComparePanel::run() {
             out.rows.push_back(std::move(row));
         }
         auto source = [&](size_t i) -> const WeightSource* {
-            return overlays[i] ? static_cast<const WeightSource*>(overlays[i].get())
-                               : static_cast<const WeightSource*>(model.get());
+            if (overlays[i]) return overlays[i].get();
+            if (others[i]) return others[i].get();
+            return model.get();
         };
         std::vector<DivergenceConfig> configs;
         for (size_t i = 1; i < specs.size(); ++i)
             configs.push_back({specs[i].name.toStdString(), source(i)});
-        RangeProgress dp(p, 0.35, speedTokens > 0 ? 0.75 : 0.85, "divergence: ");
+        // Divergence up to divEnd, then the hidden-state error (when asked for) up to hidEnd.
+        const double hidEnd = speedTokens > 0 ? 0.75 : 0.85;
+        const double divEnd = hidden ? hidEnd - 0.1 : hidEnd;
+        RangeProgress dp(p, 0.35, divEnd, "divergence: ");
         const DivergenceResult d = compareToBaseline(*source(0), configs, tokens, o, dp);
         if (d.status == Status::Cancelled) return out;
+        if (hidden) {
+            RangeProgress hp(p, divEnd, hidEnd, "hidden states: ");
+            try {
+                const HiddenErrorResult h = hiddenStateError(*source(0), configs, tokens, o, hp);
+                if (h.status == Status::Cancelled) return CompareResults{};
+                out.hiddenTokens = h.tokens;
+                for (size_t k = 0; k < h.configs.size() && k + 1 < out.rows.size(); ++k)
+                    for (const BlockError& b : h.configs[k].blocks)
+                        out.rows[k + 1].hidden.push_back(
+                            {b.layer, b.relError, b.meanRelError, b.meanCosine, b.minCosine});
+            } catch (const ArgumentError& e) {
+                // A configuration of another width or depth: the rest of the comparison stands.
+                out.hiddenProblem = QString::fromUtf8(e.what());
+            }
+        }
         out.ctx = d.ctx;
         out.chunks = d.chunks;
         out.scoredTokens = d.scoredTokens;
@@ -802,7 +953,8 @@ bool ComparePanel::run() {
                 r.decodeTokensPerSecond = run.decodeTokensPerSecond;
                 r.peakRssBytes = run.peakIncrease;
                 r.rssBeforeBytes = run.rssBefore;
-                r.weightBytes = residentWeightBytes(*model, overlays[i].get());
+                r.weightBytes = others[i] ? residentWeightBytes(*others[i], nullptr)
+                                          : residentWeightBytes(*model, overlays[i].get());
                 out.peakRssFromHwm = run.fromHwm;
             }
         }
@@ -962,6 +1114,76 @@ void ComparePanel::showResults() {
     updateLayerPlot();
     updateGenerations();
     updateSpeedPlots();
+    updateHiddenError();
+}
+
+void ComparePanel::updateHiddenError() {
+    QStringList categories, series;
+    QVector<QVector<double>> values;
+    std::vector<const CompareRow*> rows;
+    int blocks = 0;
+    for (const CompareRow& r : m_results.rows)
+        if (!r.hidden.empty()) {
+            rows.push_back(&r);
+            blocks = std::max(blocks, int(r.hidden.size()));
+        }
+    for (int b = 0; b < blocks; ++b) categories << tr("block %1").arg(b);
+    for (const CompareRow* r : rows) {
+        series << r->name;
+        QVector<double> v(blocks, NAN);
+        for (const CompareHiddenBlock& hb : r->hidden)
+            if (hb.layer >= 0 && hb.layer < blocks) v[hb.layer] = hb.relError;
+        values << v;
+    }
+    if (rows.empty())
+        m_hiddenPlot->clear();
+    else
+        m_hiddenPlot->setData(categories, series, values);
+    m_hiddenPlot->setTitle(
+        m_results.baseline.isEmpty()
+            ? tr("Hidden-state error per block")
+            : tr("Hidden-state error per block against %1").arg(m_results.baseline));
+
+    // Table: a row per block; per configuration its relative error and mean cosine.
+    m_hiddenTable->clear();
+    m_hiddenTable->setColumnCount(1 + 2 * int(rows.size()));
+    m_hiddenTable->setRowCount(blocks);
+    QStringList header{tr("Block")};
+    for (const CompareRow* r : rows)
+        header << tr("%1 rel. error").arg(r->name) << tr("%1 mean cos").arg(r->name);
+    m_hiddenTable->setHorizontalHeaderLabels(header);
+    auto set = [this](int row, int col, const QString& text, const QVariant& raw) {
+        auto* it = new QTableWidgetItem(text);
+        it->setData(Qt::UserRole, raw);
+        it->setTextAlignment(Qt::AlignRight | Qt::AlignVCenter);
+        m_hiddenTable->setItem(row, col, it);
+    };
+    for (int b = 0; b < blocks; ++b) set(b, 0, QString::number(b), b);
+    for (int k = 0; k < int(rows.size()); ++k)
+        for (const CompareHiddenBlock& hb : rows[size_t(k)]->hidden) {
+            if (hb.layer < 0 || hb.layer >= blocks) continue;
+            set(hb.layer, 1 + 2 * k, QString::number(hb.relError, 'g', 6), hb.relError);
+            auto* rel = m_hiddenTable->item(hb.layer, 1 + 2 * k);
+            rel->setToolTip(tr("mean per-position relative error %1, min cosine %2")
+                                .arg(hb.meanRelError, 0, 'g', 6)
+                                .arg(hb.minCosine, 0, 'g', 6));
+            set(hb.layer, 2 + 2 * k, QString::number(hb.meanCosine, 'f', 6), hb.meanCosine);
+        }
+    m_hiddenTable->resizeColumnsToContents();
+
+    if (!m_results.hiddenProblem.isEmpty())
+        m_hiddenNote->setText(
+            tr("Hidden-state error not measured: %1").arg(m_results.hiddenProblem));
+    else if (rows.empty())
+        m_hiddenNote->setText(tr("Run a comparison with “Hidden-state error per block” checked to "
+                                 "see where each configuration's error enters."));
+    else
+        m_hiddenNote->setText(
+            tr("Residual stream after each block against %1's on the same chunks (%2 positions "
+               "per block): relative error ‖H_q − H‖_F / ‖H‖_F over all positions, and the mean "
+               "cosine per position (as lcw-cli hidden-error).")
+                .arg(m_results.baseline)
+                .arg(m_results.hiddenTokens));
 }
 
 void ComparePanel::updateSpeedTooltips() {

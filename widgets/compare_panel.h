@@ -6,8 +6,11 @@
 /// KLD or PPL (click a point to select its row), per-layer relative weight error bars per
 /// configuration, the same prompt's generations side by side, and per configuration its speed
 /// and memory (prefill and decode tokens/s, resident weight bytes, peak RSS increase) measured
-/// in a run of that configuration alone, as columns and bars. Results serialise to JSON for
-/// projects.
+/// in a run of that configuration alone, as columns and bars. Other model files of the same
+/// vocabulary (a GGUF quantised elsewhere) are configurations too ("Add Model File…", like
+/// `lcw-cli eval --compare-model`), and the per-block hidden-state error of each configuration
+/// against the baseline (`lcw-cli hidden-error`) is an optional part of the same job, plotted per
+/// block on its own tab. Results serialise to JSON for projects.
 #include "core/compress/recipe.h"
 #include "core/model/model.h"
 #include "widgets/task_runner.h"
@@ -43,10 +46,17 @@ struct CompareTask {
     double acc = 0, accError = 0;
 };
 
+/// Hidden-state error of one block (core/eval/hidden_error.h BlockError).
+struct CompareHiddenBlock {
+    int layer = 0;
+    double relError = 0, meanRelError = 0, meanCosine = 0, minCosine = 0;
+};
+
 /// One configuration's measured results.
 struct CompareRow {
     QString name;
-    QString recipeJson; ///< empty for the original weights
+    QString recipeJson; ///< empty for the original weights and model files
+    QString modelFile;  ///< another model file (its path); empty otherwise
     double bitsPerWeight = 0;
     quint64 bytes = 0;
     double ppl = 0, pplError = 0;
@@ -80,6 +90,9 @@ struct CompareRow {
     qint64 firstDivergence = -1;
     /// Task accuracies when the comparison ran tasks (same order in every row).
     std::vector<CompareTask> tasks;
+    /// Per block: the residual stream's error against the baseline's (empty for the baseline
+    /// and when the comparison did not measure it).
+    std::vector<CompareHiddenBlock> hidden;
 };
 
 /// Everything one comparison produced.
@@ -95,6 +108,10 @@ struct CompareResults {
     /// the prefill and after each decoded token.
     qint64 speedPromptTokens = 0, speedDecodeTokens = 0;
     bool peakRssFromHwm = false;
+    /// Positions compared per block by the hidden-state error (0: not measured), or why it
+    /// could not be measured (a configuration of another width or depth).
+    qint64 hiddenTokens = 0;
+    QString hiddenProblem;
     bool empty() const { return rows.empty(); }
     /// {"baseline", "ctx", ..., "rows": [...]} and back; fromJson throws std::exception on bad
     /// input.
@@ -130,6 +147,10 @@ public:
     /// Name of the configuration that stands for the unmodified model.
     static QString originalName() { return QStringLiteral("original"); }
     static QString editorName() { return QStringLiteral("editor recipe"); }
+    /// What a run of the editor's recipe is called in the results: "editor recipe: NAME", or
+    /// for an unnamed recipe "editor recipe #1a2b3c" (a fingerprint of its JSON), as the Results
+    /// view labels it, so that two different recipes never read alike.
+    static QString editorLabel(const compress::Recipe& recipe);
 
     ComparePanel(TaskRunner* runner, QWidget* parent = nullptr);
     ~ComparePanel() override;
@@ -147,6 +168,16 @@ public:
     QStringList selectedConfigs() const;
     /// Adds a recipe file as a configuration (checked). Returns false with `error` when invalid.
     bool addRecipeFile(const QString& path, QString* error = nullptr);
+    /// Adds another model file (a GGUF quantised elsewhere, the same model in another format) as
+    /// a configuration (checked), named by its file name. It must have the open model's
+    /// vocabulary: the comparison fails naming the file when it does not. Returns false with
+    /// `error` when the path does not exist.
+    bool addModelFile(const QString& path, QString* error = nullptr);
+    /// Model files added, (configuration name, path).
+    std::vector<std::pair<QString, QString>> modelFiles() const { return m_modelFiles; }
+    /// Whether the comparison also measures the per-block hidden-state error.
+    void setHiddenErrorEnabled(bool on);
+    bool hiddenErrorEnabled() const;
     /// Recipes added from files, (name, JSON), for projects.
     std::vector<std::pair<QString, QString>> extraRecipes() const;
     void addExtraRecipe(const QString& name, const QString& json);
@@ -198,6 +229,12 @@ public:
     QTabWidget* tabs() const { return m_tabs; }
     BarPlot* speedPlot(SpeedMetric m) const { return m_speedPlots[m]; }
     QWidget* speedView() const { return m_speedPage; }
+    /// The Hidden State tab: relative error per block, one series per configuration, and a table
+    /// (a row per block; per configuration its relative error and mean cosine).
+    GroupedBarPlot* hiddenErrorPlot() const { return m_hiddenPlot; }
+    QTableWidget* hiddenErrorTable() const { return m_hiddenTable; }
+    QWidget* hiddenErrorView() const { return m_hiddenPage; }
+    QCheckBox* hiddenErrorLogCheck() const { return m_hiddenLog; }
     /// Text of each generation column (baseline first).
     QStringList generationTexts() const;
     /// HTML of one row's generation column: tokens before the divergence point on a background
@@ -221,13 +258,15 @@ private:
     void updateLayerPlot();
     void updateGenerations();
     void updateSpeedPlots();
+    void updateHiddenError();
     /// Tooltips of the speed and memory column headers for the current results.
     void updateSpeedTooltips();
 
     TaskRunner* m_runner;
     std::shared_ptr<const Model> m_model;
     std::function<compress::Recipe()> m_editorRecipe;
-    std::vector<std::pair<QString, QString>> m_extra; ///< name, recipe JSON
+    std::vector<std::pair<QString, QString>> m_extra;      ///< name, recipe JSON
+    std::vector<std::pair<QString, QString>> m_modelFiles; ///< name, path
     QString m_textFile;
     QString m_tasksDir;
     TaskRunner::JobId m_job = 0;
@@ -263,6 +302,12 @@ private:
     QWidget* m_speedPage = nullptr;
     QLabel* m_speedNote = nullptr;
     BarPlot* m_speedPlots[SpeedMetricCount] = {};
+    QCheckBox* m_hiddenCheck = nullptr;
+    QWidget* m_hiddenPage = nullptr;
+    QLabel* m_hiddenNote = nullptr;
+    QCheckBox* m_hiddenLog = nullptr;
+    GroupedBarPlot* m_hiddenPlot = nullptr;
+    QTableWidget* m_hiddenTable = nullptr;
 };
 
 } // namespace lcw

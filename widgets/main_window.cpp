@@ -185,6 +185,7 @@ void MainWindow::buildUi() {
     m_recipeEditor = new RecipeEditor(this);
     m_comparePanel = new ComparePanel(m_runner, this);
     m_comparePanel->setEditorRecipeProvider([this] { return m_recipeEditor->recipe(); });
+    m_runPanel->setEditorRecipeProvider([this] { return m_recipeEditor->recipe(); });
     m_resultsPanel = new ResultsPanel(this);
     m_sensitivityPanel = new SensitivityPanel(m_runner, this);
     m_sensitivityPanel->setBudgetProvider([this] { return m_recipeEditor->targetBitsPerWeight(); });

@@ -86,13 +86,18 @@ QString ResultsPanel::configLabel(const ojson& c) {
     if (!isRecipe) return name;
     QString recipeName = str(c, "recipe_name");
     if (recipeName.isEmpty() && rit->is_object()) recipeName = str(*rit, "name");
+    // A name that already carries the label (the Compare view names editor-recipe rows so) is
+    // kept as it is.
     if (!recipeName.isEmpty())
-        return recipeName == name ? name : tr("%1: %2").arg(name, recipeName);
+        return recipeName == name || name.endsWith(QStringLiteral(": ") + recipeName)
+                   ? name
+                   : tr("%1: %2").arg(name, recipeName);
     // An unnamed recipe: a short fingerprint of its JSON tells different recipes apart.
     const std::string text = rit->is_string() ? rit->get<std::string>() : rit->dump();
     const QByteArray h =
         QCryptographicHash::hash(QByteArray::fromStdString(text), QCryptographicHash::Sha256);
-    return tr("%1 #%2").arg(name, QString::fromLatin1(h.toHex().left(6)));
+    const QString tag = QStringLiteral(" #") + QString::fromLatin1(h.toHex().left(6));
+    return name.endsWith(tag) ? name : name + tag;
 }
 
 QString ResultsPanel::describeSettings(const ojson& rec) {
@@ -526,6 +531,7 @@ CompareResults ResultsPanel::toCompareResults(const ojson& rec) {
             row.name = ComparePanel::originalName();
         if (c.contains("recipe") && !c["recipe"].is_null())
             row.recipeJson = QString::fromStdString(c["recipe"].dump());
+        if (str(c, "kind") == QStringLiteral("model")) row.modelFile = str(c, "source");
         row.bitsPerWeight = nz(num(c, "bits_per_weight"));
         row.bytes = quint64(nz(num(c, "model_bytes")));
         row.ppl = nz(num(c, "ppl"));
@@ -600,7 +606,10 @@ ojson ResultsPanel::compareRecord(const CompareResults& r, const QString& modelP
     auto column = [&r](const CompareRow& row, bool base) {
         ojson c;
         c["name"] = row.name.toStdString();
-        c["kind"] = row.recipeJson.isEmpty() ? "original" : "recipe";
+        c["kind"] = !row.modelFile.isEmpty()   ? "model"
+                    : row.recipeJson.isEmpty() ? "original"
+                                               : "recipe";
+        if (!row.modelFile.isEmpty()) c["source"] = row.modelFile.toStdString();
         if (!row.recipeJson.isEmpty()) {
             try {
                 c["recipe"] = ojson::parse(row.recipeJson.toStdString());

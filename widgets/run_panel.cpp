@@ -1,10 +1,13 @@
 #include "widgets/run_panel.h"
 
 #include "core/common/error.h"
+#include "core/compress/compressed_model.h"
 #include "core/tokenizer/tokenizer.h"
 #include "plots/line_plot.h"
+#include "widgets/compare_panel.h"
 #include "widgets/number_format.h"
 
+#include <QComboBox>
 #include <QCoreApplication>
 #include <QDir>
 #include <QDoubleSpinBox>
@@ -90,12 +93,56 @@ struct RunPanel::GenOutcome {
     GenerateResult result;
     QString promptText;
     QString text;
+    std::string cacheKey; ///< the recipe compressed for this run (empty: none)
+    std::shared_ptr<const compress::CompressedModel> overlay;
+    std::shared_ptr<const Model> base; ///< what `overlay` refers to (kept alive with it)
 };
 
 struct RunPanel::PplOutcome {
     PerplexityResult result;
     int64_t textTokens = 0;
+    std::string cacheKey;
+    std::shared_ptr<const compress::CompressedModel> overlay;
+    std::shared_ptr<const Model> base;
 };
+
+/// A configuration resolved on the UI thread, for a job.
+struct RunPanel::ConfigRequest {
+    RunPanel::Configuration kind = RunPanel::Configuration::BaseModel;
+    QString label;
+    compress::Recipe recipe;                                 ///< EditorRecipe, Preset
+    std::string key;                                         ///< the recipe's JSON (the cache key)
+    std::string overlayDir;                                  ///< SavedOverlay
+    std::shared_ptr<const compress::CompressedModel> cached; ///< the recipe, compressed before
+};
+
+namespace {
+
+/// The weights a job runs on: null for the base model; the recipe compressed now (progress
+/// `from`..`to` of the job, cancellable; nullptr with *cancelled set when cancelled), the
+/// kept weights of an earlier run of the same recipe, or the overlay folder loaded.
+template <typename Request>
+std::shared_ptr<const compress::CompressedModel>
+prepareWeights(const Model& model, const Request& req, Progress& progress, double to,
+               bool* cancelled) {
+    using C = RunPanel::Configuration;
+    *cancelled = false;
+    if (req.kind == C::BaseModel) return nullptr;
+    if (req.cached) return req.cached;
+    if (req.kind == C::SavedOverlay) {
+        progress.report(0.0, "loading the overlay");
+        return compress::CompressedModel::load(req.overlayDir, model);
+    }
+    RangeProgress rp(progress, 0.0, to, "compressing: ");
+    compress::CompressResult cr = compress::compressWithBundledCalibration(model, req.recipe, rp);
+    if (cr.status == Status::Cancelled) {
+        *cancelled = true;
+        return nullptr;
+    }
+    return std::shared_ptr<const compress::CompressedModel>(std::move(cr.model));
+}
+
+} // namespace
 
 RunPanel::RunPanel(TaskRunner* runner, QWidget* parent) : QWidget(parent), m_runner(runner) {
     buildUi();
@@ -114,6 +161,35 @@ RunPanel::~RunPanel() = default;
 void RunPanel::buildUi() {
     auto* root = new QVBoxLayout(this);
     root->setContentsMargins(6, 6, 6, 6);
+    auto* configRow = new QHBoxLayout;
+    configRow->setSpacing(6);
+    m_config = new QComboBox(this);
+    m_config->setToolTip(
+        tr("What generation and perplexity run on: the base model, the recipe editor's recipe or "
+           "a preset (compressed first, in the same job), or an overlay folder saved by "
+           "“lcw-cli compress --save DIR” or the workbench"));
+    m_config->addItem(tr("Base model"), QStringLiteral("base"));
+    m_config->addItem(tr("Editor recipe"), QStringLiteral("editor"));
+    m_config->addItem(tr("Saved overlay…"), QStringLiteral("overlay"));
+    m_config->insertSeparator(m_config->count());
+    for (const auto& p : compress::presets()) {
+        const QString n = QString::fromStdString(p.name);
+        m_config->addItem(tr("Preset %1").arg(n), QStringLiteral("preset:") + n);
+        m_config->setItemData(m_config->count() - 1, QString::fromStdString(p.description),
+                              Qt::ToolTipRole);
+    }
+    m_config->setSizeAdjustPolicy(QComboBox::AdjustToMinimumContentsLengthWithIcon);
+    m_config->setMinimumContentsLength(16);
+    connect(m_config, &QComboBox::activated, this, [this](int i) {
+        if (m_config->itemData(i).toString() == QStringLiteral("overlay"))
+            chooseOverlayFolder();
+        else
+            m_lastConfigIndex = i;
+    });
+    configRow->addWidget(fieldLabel(tr("Con&figuration"), m_config, this));
+    configRow->addWidget(m_config, 1);
+    root->addLayout(configRow);
+
     m_split = new QSplitter(Qt::Vertical, this);
     m_split->setChildrenCollapsible(false);
     root->addWidget(m_split);
@@ -318,6 +394,9 @@ void RunPanel::setPplStatus(const QString& text, bool error) {
 
 void RunPanel::setModel(std::shared_ptr<const Model> model) {
     m_model = std::move(model);
+    // Compressed weights belong to the model they were made from.
+    m_cached.reset();
+    m_cachedKey.clear();
     if (m_model) {
         const int64_t maxSeq = m_model->spec().maxSeq;
         const int maxCtx = maxSeq > 0 ? int(std::min<int64_t>(maxSeq, 1 << 20)) : 32768;
@@ -408,6 +487,16 @@ void RunPanel::readSettings(const QSettings& s) {
     if (!file.isEmpty() && QFileInfo(file).isFile()) setTextFile(file);
     if (const QByteArray split = s.value("run/split").toByteArray(); !split.isEmpty())
         m_split->restoreState(split);
+    // The configuration; an overlay folder that has gone falls back to the base model.
+    const QString overlay = s.value("run/overlay").toString();
+    if (!overlay.isEmpty()) setOverlayFolder(overlay);
+    const int config = m_config->findData(s.value("run/configuration").toString());
+    if (config >= 0 &&
+        (m_config->itemData(config) != QStringLiteral("overlay") || !m_overlayDir.isEmpty()))
+        m_config->setCurrentIndex(config);
+    else
+        m_config->setCurrentIndex(0);
+    m_lastConfigIndex = m_config->currentIndex();
 }
 
 void RunPanel::writeSettings(QSettings& s) const {
@@ -420,6 +509,121 @@ void RunPanel::writeSettings(QSettings& s) const {
     s.setValue("run/ctx", m_ctx->value());
     s.setValue("run/textFile", textFile());
     s.setValue("run/split", m_split->saveState());
+    s.setValue("run/configuration", m_config->currentData().toString());
+    s.setValue("run/overlay", m_overlayDir);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Configuration
+
+void RunPanel::setConfiguration(Configuration c) {
+    const QString key = c == Configuration::EditorRecipe   ? QStringLiteral("editor")
+                        : c == Configuration::SavedOverlay ? QStringLiteral("overlay")
+                                                           : QStringLiteral("base");
+    if (c == Configuration::SavedOverlay && m_overlayDir.isEmpty()) return;
+    if (c == Configuration::Preset) return; // setPreset() names the preset
+    m_config->setCurrentIndex(m_config->findData(key));
+    m_lastConfigIndex = m_config->currentIndex();
+}
+
+RunPanel::Configuration RunPanel::configuration() const {
+    const QString key = m_config->currentData().toString();
+    if (key == QStringLiteral("editor")) return Configuration::EditorRecipe;
+    if (key == QStringLiteral("overlay")) return Configuration::SavedOverlay;
+    if (key.startsWith(QStringLiteral("preset:"))) return Configuration::Preset;
+    return Configuration::BaseModel;
+}
+
+bool RunPanel::setOverlayFolder(const QString& dir, QString* error) {
+    const QFileInfo manifest(QDir(dir).filePath(QStringLiteral("overlay.json")));
+    if (!manifest.isFile()) {
+        if (error)
+            *error = tr("%1 is not a saved overlay (it has no overlay.json)")
+                         .arg(QDir::toNativeSeparators(dir));
+        return false;
+    }
+    m_overlayDir = QFileInfo(dir).absoluteFilePath();
+    const int i = m_config->findData(QStringLiteral("overlay"));
+    m_config->setItemText(i, tr("Saved overlay: %1…").arg(QFileInfo(m_overlayDir).fileName()));
+    m_config->setItemData(i, QDir::toNativeSeparators(m_overlayDir), Qt::ToolTipRole);
+    m_config->setCurrentIndex(i);
+    m_lastConfigIndex = i;
+    return true;
+}
+
+bool RunPanel::setPreset(const QString& name) {
+    const int i = m_config->findData(QStringLiteral("preset:") + name);
+    if (i < 0) return false;
+    m_config->setCurrentIndex(i);
+    m_lastConfigIndex = i;
+    return true;
+}
+
+void RunPanel::chooseOverlayFolder() {
+    const QString dir =
+        QFileDialog::getExistingDirectory(this, tr("Choose a Saved Overlay Folder"),
+                                          m_overlayDir.isEmpty() ? QDir::homePath() : m_overlayDir);
+    QString error;
+    if (!dir.isEmpty() && setOverlayFolder(dir, &error)) return;
+    m_config->setCurrentIndex(m_lastConfigIndex); // back to what ran before
+    if (!error.isEmpty()) {
+        setGenStatus(error, true);
+        setPplStatus(error, true);
+    }
+}
+
+QString RunPanel::configurationLabel() const {
+    QString error;
+    const auto req = resolveConfiguration(&error);
+    return req ? req->label : QString();
+}
+
+std::optional<RunPanel::ConfigRequest> RunPanel::resolveConfiguration(QString* error) const {
+    ConfigRequest r;
+    r.kind = configuration();
+    try {
+        switch (r.kind) {
+        case Configuration::BaseModel:
+            r.label = tr("base model");
+            return r;
+        case Configuration::SavedOverlay:
+            if (m_overlayDir.isEmpty()) {
+                *error = tr("Choose a saved overlay folder.");
+                return std::nullopt;
+            }
+            r.overlayDir = m_overlayDir.toStdString();
+            r.label = tr("overlay %1").arg(QFileInfo(m_overlayDir).fileName());
+            return r;
+        case Configuration::EditorRecipe:
+            if (!m_editorRecipe) {
+                *error = tr("There is no recipe editor to take the recipe from.");
+                return std::nullopt;
+            }
+            r.recipe = m_editorRecipe();
+            r.label = ComparePanel::editorLabel(r.recipe);
+            break;
+        case Configuration::Preset: {
+            const QString name = m_config->currentData().toString().mid(7);
+            r.recipe = compress::findPreset(name.toStdString()).recipe;
+            r.label = tr("preset %1").arg(name);
+            break;
+        }
+        }
+        r.key = r.recipe.toJson().dump();
+    } catch (const std::exception& e) {
+        *error = QString::fromUtf8(e.what());
+        return std::nullopt;
+    }
+    if (m_cached && r.key == m_cachedKey) r.cached = m_cached;
+    return r;
+}
+
+void RunPanel::keepCompressed(const std::shared_ptr<const Model>& base, const std::string& key,
+                              std::shared_ptr<const compress::CompressedModel> overlay) {
+    // Weights made from a model that has been replaced since are not kept.
+    if (key.empty() || !overlay || base != m_model) return;
+    m_cachedKey = key;
+    m_cached = std::move(overlay);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -438,6 +642,12 @@ bool RunPanel::generate() {
     const QString promptText = prompt();
     if (promptText.isEmpty()) {
         setGenStatus(tr("Enter a prompt."), true);
+        return false;
+    }
+    QString configError;
+    const std::optional<ConfigRequest> req = resolveConfiguration(&configError);
+    if (!req) {
+        setGenStatus(configError, true);
         return false;
     }
     auto model = m_model;
@@ -463,8 +673,20 @@ bool RunPanel::generate() {
             },
             Qt::QueuedConnection);
     };
-    std::function<GenOutcome(Progress&)> job = [model, promptUtf8, n, sp, stream,
-                                                post](Progress& progress) {
+    const ConfigRequest request = *req;
+    std::function<GenOutcome(Progress&)> job = [model, promptUtf8, n, sp, stream, post,
+                                                request](Progress& outer) {
+        GenOutcome out;
+        out.base = model;
+        bool cancelled = false;
+        const bool compressing = !request.key.empty() && !request.cached;
+        const double split = compressing ? 0.3 : 0.0;
+        out.overlay = prepareWeights(*model, request, outer, split, &cancelled);
+        if (cancelled) return out;
+        if (compressing) out.cacheKey = request.key;
+        const WeightSource& weights =
+            out.overlay ? static_cast<const WeightSource&>(*out.overlay) : *model;
+        RangeProgress progress(outer, split, 1.0);
         const Tokenizer& tk = model->tokenizer();
         const std::vector<int32_t> ids = tk.encode(promptUtf8, true);
         if (ids.empty()) throw ArgumentError("the prompt encodes to no tokens");
@@ -475,7 +697,7 @@ bool RunPanel::generate() {
                                 std::to_string(maxSeq) + " tokens");
         SessionOptions so;
         so.contextLength = int64_t(ids.size()) + n;
-        Session session(*model, so);
+        Session session(weights, so);
         const QString promptDecoded = QString::fromStdString(tk.decode(ids));
         {
             std::lock_guard lock(stream->mu);
@@ -510,18 +732,20 @@ bool RunPanel::generate() {
             std::snprintf(stage, sizeof stage, "token %lld/%lld", (long long)count, (long long)n);
             return progress.report(double(count) / double(std::max<int64_t>(n, 1)), stage);
         };
-        GenOutcome out;
         out.result = session.generate(ids, n, sp, onToken);
         out.promptText = promptDecoded;
         out.text = QString::fromStdString(tk.decode(out.result.ids));
         return out;
     };
 
-    const QString title = n == 1 ? tr("Generating 1 token") : tr("Generating %1 tokens").arg(n);
+    m_genConfig = req->label;
+    const QString title = (n == 1 ? tr("Generating 1 token") : tr("Generating %1 tokens").arg(n)) +
+                          tr(" on %1").arg(req->label);
     m_genJob = m_runner->submit<GenOutcome>(
         title, std::move(job), this,
         [this](GenOutcome out) {
             m_genJob = 0;
+            keepCompressed(out.base, out.cacheKey, out.overlay);
             onGenerationDone(out);
         },
         [this](const QString& message) {
@@ -610,18 +834,20 @@ void RunPanel::onGenerationDone(const GenOutcome& out) {
     st.decodeSeconds = r.decodeSeconds;
     st.stoppedAtEos = r.stoppedAtEos;
     m_lastGen = st;
+    m_lastGenConfig = m_genConfig;
     const QString stats =
-        tr("Prefill: %1 tokens in %2 (%3)  ·  Decode: %4 tokens in %5 (%6)%7")
+        tr("Prefill: %1 tokens in %2 (%3)  ·  Decode: %4 tokens in %5 (%6)%7  ·  on %8")
             .arg(r.promptTokens)
             .arg(secondsText(r.prefillSeconds), rateText(r.promptTokens, r.prefillSeconds))
             .arg(r.generatedTokens)
             .arg(secondsText(r.decodeSeconds), rateText(r.generatedTokens, r.decodeSeconds),
-                 r.stoppedAtEos ? tr("  ·  stopped at end of sequence") : QString());
+                 r.stoppedAtEos ? tr("  ·  stopped at end of sequence") : QString(),
+                 m_lastGenConfig);
     setGenStatus(stats);
     updateButtons();
-    emit logMessage(tr("Generated %1 tokens: prefill %2, decode %3")
+    emit logMessage(tr("Generated %1 tokens on %2: prefill %3, decode %4")
                         .arg(r.generatedTokens)
-                        .arg(rateText(r.promptTokens, r.prefillSeconds),
+                        .arg(m_lastGenConfig, rateText(r.promptTokens, r.prefillSeconds),
                              rateText(r.generatedTokens, r.decodeSeconds)));
     emit generationFinished();
 }
@@ -646,10 +872,29 @@ bool RunPanel::runPerplexity() {
                      true);
         return false;
     }
+    QString configError;
+    const std::optional<ConfigRequest> req = resolveConfiguration(&configError);
+    if (!req) {
+        setPplStatus(configError, true);
+        return false;
+    }
     auto model = m_model;
     const std::string stdPath = QFileInfo(path).absoluteFilePath().toStdString();
     const int64_t ctx = context();
-    std::function<PplOutcome(Progress&)> job = [model, stdPath, ctx](Progress& progress) {
+    const ConfigRequest request = *req;
+    std::function<PplOutcome(Progress&)> job = [model, stdPath, ctx, request](Progress& outer) {
+        PplOutcome out;
+        out.base = model;
+        bool cancelled = false;
+        const bool compressing = !request.key.empty() && !request.cached;
+        const double split = compressing ? 0.3 : 0.0;
+        out.overlay = prepareWeights(*model, request, outer, split, &cancelled);
+        if (cancelled) return out;
+        if (compressing) out.cacheKey = request.key;
+        const WeightSource& weights =
+            out.overlay ? static_cast<const WeightSource&>(*out.overlay) : *model;
+        // No prefix: the stages stay "chunk i/N, PPL x" for the live plot.
+        RangeProgress progress(outer, split, 1.0);
         progress.report(0.0, "reading text");
         std::ifstream f(stdPath, std::ios::binary);
         if (!f) throw Error("cannot read " + stdPath);
@@ -664,9 +909,8 @@ bool RunPanel::runPerplexity() {
         po.ctx = ctx;
         po.batch = ctx;
         po.bosId = tk.bosId();
-        PplOutcome out;
         out.textTokens = int64_t(tokens.size());
-        out.result = computePerplexity(*model, tokens, po, progress);
+        out.result = computePerplexity(weights, tokens, po, progress);
         return out;
     };
     m_pplFileName = QFileInfo(path).fileName();
@@ -675,11 +919,14 @@ bool RunPanel::runPerplexity() {
     m_lastPpl.reset();
     m_pplPlot->clear();
     m_pplProgress->setValue(0);
-    const QString title = tr("Perplexity of %1 (ctx %2)").arg(m_pplFileName).arg(ctx);
+    m_pplConfig = req->label;
+    const QString title =
+        tr("Perplexity of %1 (ctx %2) on %3").arg(m_pplFileName).arg(ctx).arg(req->label);
     m_pplJob = m_runner->submit<PplOutcome>(
         title, std::move(job), this,
         [this](PplOutcome out) {
             m_pplJob = 0;
+            keepCompressed(out.base, out.cacheKey, out.overlay);
             onPerplexityDone(out);
         },
         [this](const QString& message) {
@@ -697,9 +944,10 @@ bool RunPanel::runPerplexity() {
             updateButtons();
             emit perplexityCancelled();
         });
-    setPplStatus(m_runner->currentJob() != m_pplJob
-                     ? tr("Queued behind “%1”…").arg(m_runner->currentTitle())
-                     : tr("Reading and tokenizing %1…").arg(m_pplFileName));
+    setPplStatus(
+        m_runner->currentJob() != m_pplJob ? tr("Queued behind “%1”…").arg(m_runner->currentTitle())
+        : !req->key.empty() && !req->cached ? tr("Compressing for %1…").arg(m_pplConfig)
+                                            : tr("Reading and tokenizing %1…").arg(m_pplFileName));
     updateButtons();
     return true;
 }
@@ -712,13 +960,22 @@ void RunPanel::cancelPerplexity() {
 
 void RunPanel::onJobStarted(TaskRunner::JobId id) {
     if (id == 0) return;
-    if (id == m_genJob) setGenStatus(tr("Generating…"));
+    if (id == m_genJob) setGenStatus(tr("Generating on %1…").arg(m_genConfig));
     if (id == m_pplJob) setPplStatus(tr("Reading and tokenizing %1…").arg(m_pplFileName));
 }
 
 void RunPanel::onProgress(TaskRunner::JobId id, double fraction, const QString& stage) {
-    if (id == 0 || id != m_pplJob) return;
+    if (id == 0) return;
+    // Compressing for the chosen recipe comes first, in the same job.
+    const bool compressing = stage.startsWith(QStringLiteral("compressing: "));
+    if (id == m_genJob && compressing)
+        setGenStatus(tr("Compressing for %1: %2").arg(m_genConfig, stage.mid(13)));
+    if (id != m_pplJob) return;
     m_pplProgress->setValue(int(std::lround(fraction * 1000.0)));
+    if (compressing) {
+        setPplStatus(tr("Compressing for %1: %2").arg(m_pplConfig, stage.mid(13)));
+        return;
+    }
     // computePerplexity reports "chunk i/N, PPL x" after each chunk: plot it live. The exact
     // per-chunk curve replaces these points when the run ends.
     static const QRegularExpression re(QStringLiteral("^chunk (\\d+)/(\\d+), PPL ([0-9.eE+-]+)"));
@@ -747,12 +1004,14 @@ void RunPanel::onPerplexityDone(const PplOutcome& out) {
     }
     m_pplPlot->setData(x, y);
     m_pplPlot->setReferenceLine(r.ppl, tr("final %1").arg(r.ppl, 0, 'f', 4));
-    const QString result = tr("PPL = %1 ± %2 (%3 chunks, %4 tokens, %5 seconds)")
+    m_lastPplConfig = m_pplConfig;
+    const QString result = tr("PPL = %1 ± %2 (%3 chunks, %4 tokens, %5 seconds) on %6")
                                .arg(r.ppl, 0, 'f', 4)
                                .arg(r.pplError, 0, 'f', 4)
                                .arg(r.chunks)
                                .arg(formatCountExact(r.tokensEvaluated))
-                               .arg(r.seconds, 0, 'f', 2);
+                               .arg(r.seconds, 0, 'f', 2)
+                               .arg(m_lastPplConfig);
     setPplStatus(result);
     m_pplStatus->setToolTip(
         tr("%1: %2 tokens in the text, %3 scored; context %4; %5")

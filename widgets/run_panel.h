@@ -3,15 +3,22 @@
 /// RunPanel: generate text from a prompt (streamed as tokens arrive, with prefill and decode
 /// speed) and measure perplexity on a text file (progress, cancel, running PPL per chunk). Both
 /// run in the background through the window's TaskRunner and keep the model alive while they run.
+/// Both run on a chosen configuration: the base model, the recipe editor's recipe or a preset
+/// (compressed first, in the same job, with progress and cancellation; the last compressed
+/// recipe is kept for the next run), or an overlay folder saved by `lcw-cli compress --save` or
+/// the workbench; the results name the configuration that produced them.
+#include "core/compress/recipe.h"
 #include "core/eval/perplexity.h"
 #include "core/runtime/session.h"
 #include "widgets/task_runner.h"
 
 #include <QWidget>
 
+#include <functional>
 #include <memory>
 #include <optional>
 
+class QComboBox;
 class QDoubleSpinBox;
 class QLabel;
 class QLineEdit;
@@ -24,6 +31,9 @@ class QSplitter;
 
 namespace lcw {
 
+namespace compress {
+class CompressedModel;
+}
 class LinePlot;
 
 class RunPanel : public QWidget {
@@ -44,6 +54,30 @@ public:
     /// The model the next jobs run on (running jobs keep the one they started with).
     void setModel(std::shared_ptr<const Model> model);
     std::shared_ptr<const Model> model() const { return m_model; }
+
+    // ---- configuration
+    /// What the next jobs run on.
+    enum class Configuration { BaseModel, EditorRecipe, SavedOverlay, Preset };
+    /// Where "Editor recipe" comes from (read when a job is queued).
+    void setEditorRecipeProvider(std::function<compress::Recipe()> f) {
+        m_editorRecipe = std::move(f);
+    }
+    /// Base model or editor recipe (SavedOverlay and Preset need their argument: see below).
+    void setConfiguration(Configuration c);
+    Configuration configuration() const;
+    /// Selects a saved overlay folder (a `compress --save DIR` folder). Returns false with
+    /// `error` when it is not a folder with an overlay manifest.
+    bool setOverlayFolder(const QString& dir, QString* error = nullptr);
+    QString overlayFolder() const { return m_overlayDir; }
+    /// Selects a built-in preset by name; false when there is none of that name.
+    bool setPreset(const QString& name);
+    /// What results of the chosen configuration are labelled with: "base model", "editor
+    /// recipe: NAME" (or "editor recipe #1a2b3c" when unnamed), "overlay DIR", "preset NAME".
+    QString configurationLabel() const;
+    /// The configurations of the last finished generation and perplexity run.
+    QString lastGenerationConfiguration() const { return m_lastGenConfig; }
+    QString lastPerplexityConfiguration() const { return m_lastPplConfig; }
+    QComboBox* configurationCombo() const { return m_config; }
 
     // ---- generation
     void setPrompt(const QString& text);
@@ -112,6 +146,16 @@ private:
     struct Stream;
     struct GenOutcome;
     struct PplOutcome;
+    struct ConfigRequest;
+
+    /// The chosen configuration, resolved on the UI thread (the editor's recipe read now);
+    /// nullopt with `error` when it cannot run (no provider, no overlay folder).
+    std::optional<ConfigRequest> resolveConfiguration(QString* error) const;
+    /// Keeps a recipe's compressed weights (made from `base`) for the next run of the same
+    /// recipe, when `base` is still the panel's model.
+    void keepCompressed(const std::shared_ptr<const Model>& base, const std::string& key,
+                        std::shared_ptr<const compress::CompressedModel> overlay);
+    void chooseOverlayFolder();
 
     void buildUi();
     void updateButtons();
@@ -127,6 +171,14 @@ private:
 
     TaskRunner* m_runner;
     std::shared_ptr<const Model> m_model;
+    std::function<compress::Recipe()> m_editorRecipe;
+    QString m_overlayDir;
+    int m_lastConfigIndex = 0;
+    /// The last compressed recipe (its JSON) and its weights, on m_model.
+    std::string m_cachedKey;
+    std::shared_ptr<const compress::CompressedModel> m_cached;
+    QString m_genConfig, m_pplConfig;         ///< of the queued or running jobs
+    QString m_lastGenConfig, m_lastPplConfig; ///< of the last finished ones
     TaskRunner::JobId m_genJob = 0;
     TaskRunner::JobId m_pplJob = 0;
     std::shared_ptr<Stream> m_stream;
@@ -138,6 +190,7 @@ private:
     QString m_pplFileName;
 
     QSplitter* m_split = nullptr;
+    QComboBox* m_config = nullptr;
     QPlainTextEdit* m_prompt = nullptr;
     QSpinBox* m_maxTokens = nullptr;
     QDoubleSpinBox* m_temperature = nullptr;

@@ -6,12 +6,13 @@
 #include "terminal_progress.h"
 
 #include "core/common/error.h"
-#include "core/export/gguf_preset.h"
 #include "core/common/mapped_file.h"
 #include "core/compress/compressed_model.h"
 #include "core/compress/recipe.h"
+#include "core/eval/config_source.h"
 #include "core/eval/generation_compare.h"
 #include "core/eval/hidden_error.h"
+#include "core/export/gguf_preset.h"
 #include "core/model/model.h"
 #include "core/stats/activation_stats.h"
 #include "core/tokenizer/tokenizer.h"
@@ -142,12 +143,6 @@ const WeightSource* ConfigSource::weights() const {
     return model ? static_cast<const WeightSource*>(model.get()) : base;
 }
 
-double modelBitsPerWeight(const Model& m) {
-    int64_t params = 0;
-    for (const auto& t : m.tensors()) params += t.numel();
-    return params > 0 ? double(m.storedBytes()) * 8.0 / double(params) : 0.0;
-}
-
 std::vector<ConfigSource> loadConfigSources(const Model& model, const Args& a, bool quiet,
                                             const compress::CalibrationSet* cal, bool requireOne) {
     std::vector<ConfigSource> cols;
@@ -194,11 +189,8 @@ std::vector<ConfigSource> loadConfigSources(const Model& model, const Args& a, b
         c.source = path;
         LoadOptions olo;
         olo.tokenizerPath = a.getOr("--tokenizer", "");
-        c.model = Model::load(path, olo);
-        if (c.model->spec().vocab != model.spec().vocab)
-            throw Error("--compare-model " + path + " has a vocabulary of " +
-                        std::to_string(c.model->spec().vocab) + " tokens, " + model.path() + " " +
-                        std::to_string(model.spec().vocab) + "; they cannot be compared");
+        c.model =
+            loadCompareModel(path, model, olo); // Error naming both files on another vocabulary
         c.bitsPerWeight = modelBitsPerWeight(*c.model);
         c.bytes = c.model->storedBytes();
         cols.push_back(std::move(c));

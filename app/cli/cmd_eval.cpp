@@ -11,6 +11,7 @@
 #include "core/compress/calibration.h"
 #include "core/compress/compressed_model.h"
 #include "core/compress/recipe.h"
+#include "core/eval/config_source.h"
 #include "core/eval/divergence.h"
 #include "core/eval/results_store.h"
 #include "core/eval/tasks.h"

@@ -72,8 +72,6 @@ struct ConfigSource {
     uint64_t bytes = 0;                                 ///< stored weight bytes
     const WeightSource* weights() const;
 };
-/// Stored bits per weight of a model file's tensors.
-double modelBitsPerWeight(const Model& m);
 /// All configurations of the command line, in option order (recipes, presets, overlays, compare
 /// models); recipes and presets are compressed now (with `cal` when given). UsageError when there
 /// is none and `requireOne`.
