@@ -320,6 +320,8 @@ private:
     void startProjectWrite(const QString& path, std::function<void(const QString&)> done);
     /// Restores recipes, results and UI state of a project read by openProject().
     void applyProject();
+    /// The other model files of the compare view saved in a project (missing ones are logged).
+    void restoreCompareModelFiles(const project::Project& p, const QString& path);
     void offerAutosaveRecovery();
     void updatePlannedColumns();
 

@@ -20,6 +20,8 @@ inline constexpr auto kCompareResults = "compare";
 inline constexpr auto kLayerErrors = "layer_errors";
 inline constexpr auto kSensitivityScan = "sensitivity";
 inline constexpr auto kImatrix = "imatrix";
+/// Other model files added to the compare view: {"files": [{"name", "path"}]}.
+inline constexpr auto kCompareModelFiles = "compare_model_files";
 inline constexpr int kDefaultWidth = 1400;
 inline constexpr int kDefaultHeight = 900;
 

@@ -63,6 +63,12 @@ project::Project MainWindow::collectProject(QString* statsPath) const {
     p.recipes.push_back({kEditorRecipe, m_recipeEditor->recipe().toJson().dump()});
     for (const auto& [n, j] : m_comparePanel->extraRecipes())
         p.recipes.push_back({kFileRecipePrefix + n.toStdString(), j.toStdString()});
+    if (const auto files = m_comparePanel->modelFiles(); !files.empty()) {
+        nlohmann::json list = nlohmann::json::array();
+        for (const auto& [name, path] : files)
+            list.push_back({{"name", name.toStdString()}, {"path", path.toStdString()}});
+        p.results.push_back({kCompareModelFiles, nlohmann::json{{"files", list}}.dump()});
+    }
     if (!m_comparePanel->results().empty())
         p.results.push_back({kCompareResults, m_comparePanel->results().toJson()});
     if (const std::string scan = m_sensitivityPanel->scanJson(); !scan.empty())
@@ -234,6 +240,21 @@ bool MainWindow::openProject(const QString& path) {
     return true;
 }
 
+void MainWindow::restoreCompareModelFiles(const project::Project& p, const QString& path) {
+    for (const project::NamedJson& r : p.results) {
+        if (r.name != kCompareModelFiles) continue;
+        const nlohmann::json j = nlohmann::json::parse(r.json);
+        for (const auto& f : j.at("files")) {
+            const QString file = QString::fromStdString(f.at("path").get<std::string>());
+            QString error;
+            if (!m_comparePanel->addModelFile(file, &error))
+                m_log->warning(tr("The project %1 compares with %2, which cannot be added: %3")
+                                   .arg(QDir::toNativeSeparators(path),
+                                        QDir::toNativeSeparators(file), error));
+        }
+    }
+}
+
 void MainWindow::applyProject() {
     const std::shared_ptr<project::Project> p = std::move(m_pendingProject);
     m_pendingProject.reset();
@@ -255,6 +276,7 @@ void MainWindow::applyProject() {
                                                QString::fromStdString(r.json));
         }
         m_recipeEditor->resetRecipe(editor);
+        restoreCompareModelFiles(*p, path);
         CompareResults results;
         for (const project::NamedJson& r : p->results)
             if (r.name == kCompareResults) results = CompareResults::fromJson(r.json);
