@@ -779,125 +779,158 @@ void CompressedModel::save(const std::string& dir) const {
     w.commit();
 }
 
-std::unique_ptr<CompressedModel> CompressedModel::load(const std::string& dir, const Model& base) {
+namespace {
+
+/// The overlay description DIR/overlay.json of this format version (throws naming the file).
+nlohmann::json readOverlayJson(const std::string& jpath) {
     namespace fs = std::filesystem;
-    const std::string jpath = (fs::path(dir) / "overlay.json").string();
     if (!fs::exists(jpath)) throw Error(jpath + ": cannot open (not an lcw overlay folder?)");
-    const nlohmann::json j = readJsonFile(jpath);
+    nlohmann::json j = readJsonFile(jpath);
     if (!j.is_object() || j.value("lcw_overlay", 0) != kOverlayVersion)
         throw FormatError(jpath,
                           "not an lcw overlay of version " + std::to_string(kOverlayVersion));
-    auto m = std::make_unique<CompressedModel>(base);
+    return j;
+}
+
+/// The overlay's recipe and base fingerprint; throws when the overlay was made for another
+/// base model.
+void readOverlayOrigin(CompressedModel& m, const nlohmann::json& j, const Model& base,
+                       const std::string& jpath) {
     try {
-        m->baseFingerprint = j.at("base").at("fingerprint").get<std::string>();
-        m->recipe = Recipe::fromJson(j.at("recipe"));
+        m.baseFingerprint = j.at("base").at("fingerprint").get<std::string>();
+        m.recipe = Recipe::fromJson(j.at("recipe"));
     } catch (const json::exception& e) {
         throw FormatError(jpath, std::string("bad overlay description: ") + e.what());
     }
     const std::string fp = stats::modelFingerprint(base);
-    if (fp != m->baseFingerprint)
+    if (fp != m.baseFingerprint)
         throw Error(jpath + ": the overlay was made for another base model (fingerprint " +
-                    m->baseFingerprint + ", this model has " + fp + ")");
-    const SafetensorsSet st = readSafetensors((fs::path(dir) / "overlay.safetensors").string());
-    if (!j.contains("tensors") || !j["tensors"].is_array())
-        throw FormatError(jpath, "missing tensors list");
-    for (const auto& tj : j["tensors"]) {
-        TensorEntry e;
-        std::string name;
-        try {
-            name = tj.at("name").get<std::string>();
-            if (tj.value("float", false)) {
-                const TensorView* v = st.find(name + ".values");
-                if (!v || v->dtype != DType::F32)
-                    throw FormatError(jpath, "overlay.safetensors lacks " + name + ".values");
-                std::vector<float> vals(v->nbytes / 4);
-                std::memcpy(vals.data(), v->data, vals.size() * 4);
-                std::vector<int64_t> shape;
-                if (!base.find(name)) shape = tj.at("shape").get<std::vector<int64_t>>();
-                try {
-                    m->setFloatTensor(name, std::move(vals), shape);
-                } catch (const Error& ex) {
-                    throw FormatError(jpath, ex.what());
-                }
-                continue;
-            }
-            e.rows = tj.at("shape").at(0).get<int64_t>();
-            e.cols = tj.at("shape").at(1).get<int64_t>();
-            if (tj.contains("sparsity")) {
-                const auto& sj = tj["sparsity"];
-                SparsitySettings ss;
-                const auto meth = sj.at("method").get<std::string>();
-                const auto pat = sj.at("pattern").get<std::string>();
-                ss.method = meth == "wanda"       ? SparsityMethod::Wanda
-                            : meth == "sparsegpt" ? SparsityMethod::SparseGpt
-                                                  : SparsityMethod::Magnitude;
-                ss.pattern = pat == "n:m"       ? SparsityPattern::NM
-                             : pat == "per_row" ? SparsityPattern::PerRow
-                                                : SparsityPattern::Unstructured;
-                ss.ratio = sj.at("ratio").get<double>();
-                ss.n = sj.at("n").get<int>();
-                ss.m = sj.at("m").get<int>();
-                if (ss.m < 2 || ss.n < 1 || ss.n >= ss.m)
-                    throw FormatError(jpath, name + ": bad N:M " + sj.dump());
-                e.sparsity = ss;
-            }
-            if (!tj.contains("weight")) e.valueBits = tj.at("value_bits").get<uint32_t>();
-        } catch (const json::exception& ex) {
-            throw FormatError(jpath, std::string("bad tensor entry: ") + ex.what());
-        }
-        if (e.rows < 1 || e.cols < 1 || e.rows * e.cols > (int64_t(1) << 40))
-            throw FormatError(jpath, name + ": bad shape");
-        if (tj.contains("weight")) {
-            PackedTensor p;
-            p.rows = e.rows;
-            p.cols = e.cols;
-            p.settings = settingsFromJson(tj.at("weight"), jpath);
-            const TensorView* codes = st.find(name + ".codes");
-            if (!codes) throw FormatError(jpath, "overlay.safetensors lacks " + name + ".codes");
-            const auto* cb = reinterpret_cast<const uint8_t*>(codes->data);
-            p.codes.assign(cb, cb + codes->nbytes);
-            auto u16 = [&](const std::string& n, std::vector<uint16_t>& dst) {
-                if (const TensorView* t = st.find(n)) {
-                    dst.resize(t->nbytes / 2);
-                    std::memcpy(dst.data(), t->data, dst.size() * 2);
-                }
-            };
-            u16(name + ".scales", p.scales);
-            u16(name + ".zeros", p.zeros);
-            u16(name + ".outlier_values", p.outlierValues);
-            if (const TensorView* t = st.find(name + ".outlier_cols")) {
-                p.outlierCols.resize(t->nbytes / 4);
-                std::memcpy(p.outlierCols.data(), t->data, p.outlierCols.size() * 4);
-            }
-            e.packed = std::move(p);
-        } else {
-            const TensorView* v = st.find(name + ".values");
-            if (!v || v->dtype != DType::F32 ||
-                v->nbytes != uint64_t(e.rows * e.cols) * sizeof(float))
-                throw FormatError(jpath, "overlay.safetensors lacks F32 " + name + ".values of " +
-                                             std::to_string(e.rows * e.cols) + " values");
-            e.values.resize(size_t(e.rows * e.cols));
-            std::memcpy(e.values.data(), v->data, v->nbytes);
-        }
-        if (e.sparsity) {
-            const TensorView* mk = st.find(name + ".mask");
-            if (!mk) throw FormatError(jpath, "overlay.safetensors lacks " + name + ".mask");
-            const auto* mb = reinterpret_cast<const uint8_t*>(mk->data);
-            try {
-                e.mask = unpackMask(std::vector<uint8_t>(mb, mb + mk->nbytes), e.rows * e.cols);
-            } catch (const Error& ex) {
-                throw FormatError(jpath, name + ": " + ex.what());
-            }
-        }
-        try {
-            m->setEntry(name, std::move(e));
-        } catch (const Error& ex) {
-            throw FormatError(jpath, ex.what());
-        }
+                    m.baseFingerprint + ", this model has " + fp + ")");
+}
+
+/// A float tensor of the overlay (folded norms, new biases) into m.
+void loadFloatTensor(CompressedModel& m, const Model& base, const SafetensorsSet& st,
+                     const nlohmann::json& tj, const std::string& name, const std::string& jpath) {
+    const TensorView* v = st.find(name + ".values");
+    if (!v || v->dtype != DType::F32)
+        throw FormatError(jpath, "overlay.safetensors lacks " + name + ".values");
+    std::vector<float> vals(v->nbytes / 4);
+    std::memcpy(vals.data(), v->data, vals.size() * 4);
+    std::vector<int64_t> shape;
+    if (!base.find(name)) shape = tj.at("shape").get<std::vector<int64_t>>();
+    try {
+        m.setFloatTensor(name, std::move(vals), shape);
+    } catch (const Error& ex) {
+        throw FormatError(jpath, ex.what());
     }
+}
+
+/// A tensor entry's sparsity settings.
+SparsitySettings sparsityFromJson(const nlohmann::json& sj, const std::string& name,
+                                  const std::string& jpath) {
+    SparsitySettings ss;
+    const auto meth = sj.at("method").get<std::string>();
+    const auto pat = sj.at("pattern").get<std::string>();
+    ss.method = meth == "wanda"       ? SparsityMethod::Wanda
+                : meth == "sparsegpt" ? SparsityMethod::SparseGpt
+                                      : SparsityMethod::Magnitude;
+    ss.pattern = pat == "n:m"       ? SparsityPattern::NM
+                 : pat == "per_row" ? SparsityPattern::PerRow
+                                    : SparsityPattern::Unstructured;
+    ss.ratio = sj.at("ratio").get<double>();
+    ss.n = sj.at("n").get<int>();
+    ss.m = sj.at("m").get<int>();
+    if (ss.m < 2 || ss.n < 1 || ss.n >= ss.m)
+        throw FormatError(jpath, name + ": bad N:M " + sj.dump());
+    return ss;
+}
+
+/// The packed codes, scales, zeros and outlier columns of a quantised entry.
+PackedTensor readPackedEntry(const SafetensorsSet& st, const nlohmann::json& tj,
+                             const std::string& name, const TensorEntry& e,
+                             const std::string& jpath) {
+    PackedTensor p;
+    p.rows = e.rows;
+    p.cols = e.cols;
+    p.settings = settingsFromJson(tj.at("weight"), jpath);
+    const TensorView* codes = st.find(name + ".codes");
+    if (!codes) throw FormatError(jpath, "overlay.safetensors lacks " + name + ".codes");
+    const auto* cb = reinterpret_cast<const uint8_t*>(codes->data);
+    p.codes.assign(cb, cb + codes->nbytes);
+    auto u16 = [&](const std::string& n, std::vector<uint16_t>& dst) {
+        if (const TensorView* t = st.find(n)) {
+            dst.resize(t->nbytes / 2);
+            std::memcpy(dst.data(), t->data, dst.size() * 2);
+        }
+    };
+    u16(name + ".scales", p.scales);
+    u16(name + ".zeros", p.zeros);
+    u16(name + ".outlier_values", p.outlierValues);
+    if (const TensorView* t = st.find(name + ".outlier_cols")) {
+        p.outlierCols.resize(t->nbytes / 4);
+        std::memcpy(p.outlierCols.data(), t->data, p.outlierCols.size() * 4);
+    }
+    return p;
+}
+
+/// The float values of an unquantised (pruned or shrunk) entry.
+void readEntryValues(const SafetensorsSet& st, const std::string& name, TensorEntry& e,
+                     const std::string& jpath) {
+    const TensorView* v = st.find(name + ".values");
+    if (!v || v->dtype != DType::F32 || v->nbytes != uint64_t(e.rows * e.cols) * sizeof(float))
+        throw FormatError(jpath, "overlay.safetensors lacks F32 " + name + ".values of " +
+                                     std::to_string(e.rows * e.cols) + " values");
+    e.values.resize(size_t(e.rows * e.cols));
+    std::memcpy(e.values.data(), v->data, v->nbytes);
+}
+
+/// The sparsity mask of a pruned entry.
+void readEntryMask(const SafetensorsSet& st, const std::string& name, TensorEntry& e,
+                   const std::string& jpath) {
+    const TensorView* mk = st.find(name + ".mask");
+    if (!mk) throw FormatError(jpath, "overlay.safetensors lacks " + name + ".mask");
+    const auto* mb = reinterpret_cast<const uint8_t*>(mk->data);
+    try {
+        e.mask = unpackMask(std::vector<uint8_t>(mb, mb + mk->nbytes), e.rows * e.cols);
+    } catch (const Error& ex) {
+        throw FormatError(jpath, name + ": " + ex.what());
+    }
+}
+
+/// One entry of the overlay's tensors list into m.
+void loadOverlayTensor(CompressedModel& m, const Model& base, const SafetensorsSet& st,
+                       const nlohmann::json& tj, const std::string& jpath) {
+    TensorEntry e;
+    std::string name;
+    try {
+        name = tj.at("name").get<std::string>();
+        if (tj.value("float", false)) return loadFloatTensor(m, base, st, tj, name, jpath);
+        e.rows = tj.at("shape").at(0).get<int64_t>();
+        e.cols = tj.at("shape").at(1).get<int64_t>();
+        if (tj.contains("sparsity")) e.sparsity = sparsityFromJson(tj["sparsity"], name, jpath);
+        if (!tj.contains("weight")) e.valueBits = tj.at("value_bits").get<uint32_t>();
+    } catch (const json::exception& ex) {
+        throw FormatError(jpath, std::string("bad tensor entry: ") + ex.what());
+    }
+    if (e.rows < 1 || e.cols < 1 || e.rows * e.cols > (int64_t(1) << 40))
+        throw FormatError(jpath, name + ": bad shape");
+    if (tj.contains("weight"))
+        e.packed = readPackedEntry(st, tj, name, e, jpath);
+    else
+        readEntryValues(st, name, e, jpath);
+    if (e.sparsity) readEntryMask(st, name, e, jpath);
+    try {
+        m.setEntry(name, std::move(e));
+    } catch (const Error& ex) {
+        throw FormatError(jpath, ex.what());
+    }
+}
+
+/// The overlay's low-rank list and runtime quantisation, when present.
+void loadOverlayExtras(CompressedModel& m, const nlohmann::json& j, const std::string& jpath) {
     if (j.contains("lowrank")) {
         try {
-            for (const auto& n : j["lowrank"]) m->setLowRank(n.get<std::string>());
+            for (const auto& n : j["lowrank"]) m.setLowRank(n.get<std::string>());
         } catch (const json::exception& ex) {
             throw FormatError(jpath, std::string("bad lowrank list: ") + ex.what());
         } catch (const ArgumentError& ex) {
@@ -906,11 +939,26 @@ std::unique_ptr<CompressedModel> CompressedModel::load(const std::string& dir, c
     }
     if (j.contains("runtime_quant")) {
         try {
-            m->setRuntimeQuant(runtimeQuantFromJson(j["runtime_quant"], jpath));
+            m.setRuntimeQuant(runtimeQuantFromJson(j["runtime_quant"], jpath));
         } catch (const ArgumentError& e) {
             throw FormatError(jpath, e.what());
         }
     }
+}
+
+} // namespace
+
+std::unique_ptr<CompressedModel> CompressedModel::load(const std::string& dir, const Model& base) {
+    namespace fs = std::filesystem;
+    const std::string jpath = (fs::path(dir) / "overlay.json").string();
+    const nlohmann::json j = readOverlayJson(jpath);
+    auto m = std::make_unique<CompressedModel>(base);
+    readOverlayOrigin(*m, j, base, jpath);
+    const SafetensorsSet st = readSafetensors((fs::path(dir) / "overlay.safetensors").string());
+    if (!j.contains("tensors") || !j["tensors"].is_array())
+        throw FormatError(jpath, "missing tensors list");
+    for (const auto& tj : j["tensors"]) loadOverlayTensor(*m, base, st, tj, jpath);
+    loadOverlayExtras(*m, j, jpath);
     return m;
 }
 
