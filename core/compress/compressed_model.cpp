@@ -1016,29 +1016,131 @@ std::vector<float> layerImportance(const CompressOptions& opts, const WeightSour
     return v;
 }
 
+namespace {
+
+/// The recipe's importance matrix (computed from the calibration text for "calibrate", else
+/// read from its file), unless the caller gave one. False when cancelled.
+bool useRecipeImatrix(const Model& base, const Recipe& recipe, CompressOptions& opts,
+                      std::optional<Imatrix>& own, Progress& progress) {
+    if (opts.imatrix || recipe.imatrix.empty()) return true;
+    if (recipe.imatrix == "calibrate") {
+        if (!opts.calibration || opts.calibration->empty())
+            throw RecipeError(-1, "imatrix",
+                              "\"calibrate\" computes the importance matrix from calibration "
+                              "text, and none was given");
+        ImatrixResult ir = computeImatrix(base, *opts.calibration, {}, progress);
+        if (ir.status == Status::Cancelled) return false;
+        own = std::move(ir.imatrix);
+    } else {
+        own = readImatrix(recipe.imatrix);
+        checkImatrix(*own, base);
+    }
+    opts.imatrix = &*own;
+    return true;
+}
+
+/// Whether the plan prunes, factorises or removes structure (the staged pipeline).
+bool isStaged(const Plan& plan) {
+    bool staged = !plan.structured.empty();
+    for (const auto& lp : plan.layers) staged |= lp.sparsity || lp.lowrank;
+    return staged;
+}
+
+/// The staged (or uncalibrated) pipeline takes neither the calibrated methods nor
+/// SmoothQuant: throws naming the layer.
+void checkStagedPlan(const Plan& plan, bool staged) {
+    for (const auto& lp : plan.layers)
+        if (lp.quantize && methodNeedsCalibration(lp.weight.method))
+            throw ArgumentError(
+                lp.name + ": method '" + weightMethodName(lp.weight.method) + "' " +
+                (staged ? "cannot be combined with sparsity, low-rank or structured pruning in "
+                          "one recipe yet (use rtn for the quantisation stage)"
+                        : "needs a calibration set (CompressOptions::calibration)"));
+    if (!plan.smooth.empty())
+        throw ArgumentError(staged ? "SmoothQuant cannot be combined with sparsity, low-rank "
+                                     "or structured pruning in one recipe yet"
+                                   : "SmoothQuant needs a calibration set "
+                                     "(CompressOptions::calibration)");
+}
+
+/// The input abs-max of the activations that static scales or outlier channels need,
+/// calibrated on the base model. False when cancelled.
+bool calibrateActivationRanges(const Model& base, const Plan& plan, const CompressOptions& opts,
+                               Progress& progress,
+                               std::map<std::string, std::vector<float>>& absMax) {
+    std::vector<std::string> calibNames;
+    for (const ActivationPlan& ap : plan.activations)
+        if (!ap.act.perToken || ap.outliers) calibNames.push_back(ap.name);
+    if (calibNames.empty()) return true;
+    if (!base.hasTokenizer()) {
+        const ActivationPlan& ap =
+            *std::find_if(plan.activations.begin(), plan.activations.end(),
+                          [&](const ActivationPlan& a) { return a.name == calibNames[0]; });
+        const bool isStatic = !ap.act.perToken;
+        throw RecipeError(isStatic ? ap.rule : ap.outlierRule,
+                          isStatic ? "activation.mode" : "outliers.threshold",
+                          std::string(isStatic ? "static_per_tensor scales" : "outlier channels") +
+                              " of " + ap.name +
+                              " need calibration text, and the model has no tokenizer");
+    }
+    absMax = calibrateInputAbsMax(base, calibNames, opts.activationCalibration, progress);
+    return !absMax.empty();
+}
+
+/// The runtime's activation quantisation of one linear: outlier channels and the static
+/// abs-max of the rest from the calibrated ranges (when there are any).
+ActQuantSpec activationSpec(const ActivationPlan& ap,
+                            const std::map<std::string, std::vector<float>>& absMax) {
+    ActQuantSpec s;
+    s.bits = ap.act.bits;
+    s.perToken = ap.act.perToken;
+    s.clip = float(ap.act.clip);
+    auto it = absMax.find(ap.name);
+    if (it != absMax.end() && !it->second.empty()) {
+        const auto& m = it->second;
+        if (ap.outliers)
+            for (size_t c = 0; c < m.size(); ++c)
+                if (double(m[c]) >= ap.outliers->threshold) s.outlierChannels.push_back(int32_t(c));
+        size_t o = 0;
+        for (size_t c = 0; c < m.size(); ++c) {
+            if (o < s.outlierChannels.size() && s.outlierChannels[o] == int32_t(c)) {
+                ++o;
+                continue;
+            }
+            s.absMax = std::max(s.absMax, m[c]);
+        }
+    }
+    return s;
+}
+
+/// Runtime quantisation: activation specs and KV-cache specs.
+RuntimeQuant runtimeQuantOf(const Plan& plan,
+                            const std::map<std::string, std::vector<float>>& absMax) {
+    RuntimeQuant rq;
+    for (const ActivationPlan& ap : plan.activations)
+        rq.activations[ap.name] = activationSpec(ap, absMax);
+    for (const KvPlan& kp : plan.kv) {
+        KvQuantSpec k;
+        k.kBits = kp.kv.kBits;
+        k.vBits = kp.kv.vBits;
+        k.kGranularity = kp.kv.kGranularity;
+        k.vGranularity = kp.kv.vGranularity;
+        k.groupSize = kp.kv.groupSize;
+        rq.kv[kp.layer] = k;
+    }
+    return rq;
+}
+
+} // namespace
+
 CompressResult compress(const Model& base, const Recipe& recipe, Progress& progress,
                         const CompressOptions& options) {
-    // The recipe's importance matrix, unless the caller gave one.
     CompressOptions opts = options;
     std::optional<Imatrix> ownImatrix;
-    if (!opts.imatrix && !recipe.imatrix.empty()) {
-        if (recipe.imatrix == "calibrate") {
-            if (!opts.calibration || opts.calibration->empty())
-                throw RecipeError(-1, "imatrix",
-                                  "\"calibrate\" computes the importance matrix from calibration "
-                                  "text, and none was given");
-            ImatrixResult ir = computeImatrix(base, *opts.calibration, {}, progress);
-            if (ir.status == Status::Cancelled) {
-                CompressResult c;
-                c.status = Status::Cancelled;
-                return c;
-            }
-            ownImatrix = std::move(ir.imatrix);
-        } else {
-            ownImatrix = readImatrix(recipe.imatrix);
-            checkImatrix(*ownImatrix, base);
-        }
-        opts.imatrix = &*ownImatrix;
+    if (!useRecipeImatrix(base, recipe, opts, ownImatrix, progress)) {
+        CompressResult c;
+        c.status = Status::Cancelled;
+        return c;
     }
     const auto t0 = std::chrono::steady_clock::now();
     CompressResult res;
@@ -1046,8 +1148,7 @@ CompressResult compress(const Model& base, const Recipe& recipe, Progress& progr
     const bool calibrated = opts.calibration && !opts.calibration->empty();
     po.hasCalibration = opts.hasCalibration || calibrated;
     res.plan = planRecipe(recipe, base, po);
-    bool staged = !res.plan.structured.empty();
-    for (const auto& lp : res.plan.layers) staged |= lp.sparsity || lp.lowrank;
+    const bool staged = isStaged(res.plan);
     std::unique_ptr<CompressedModel> cm;
     if (calibrated && !staged) {
         CompressResult q = compressCalibrated(base, recipe, std::move(res.plan), progress, opts);
@@ -1055,18 +1156,7 @@ CompressResult compress(const Model& base, const Recipe& recipe, Progress& progr
         cm = std::move(q.model);
         res = std::move(q);
     } else {
-        for (const auto& lp : res.plan.layers)
-            if (lp.quantize && methodNeedsCalibration(lp.weight.method))
-                throw ArgumentError(
-                    lp.name + ": method '" + weightMethodName(lp.weight.method) + "' " +
-                    (staged ? "cannot be combined with sparsity, low-rank or structured pruning in "
-                              "one recipe yet (use rtn for the quantisation stage)"
-                            : "needs a calibration set (CompressOptions::calibration)"));
-        if (!res.plan.smooth.empty())
-            throw ArgumentError(staged ? "SmoothQuant cannot be combined with sparsity, low-rank "
-                                         "or structured pruning in one recipe yet"
-                                       : "SmoothQuant needs a calibration set "
-                                         "(CompressOptions::calibration)");
+        checkStagedPlan(res.plan, staged);
         cm = std::make_unique<CompressedModel>(base);
         cm->recipe = recipe;
         cm->baseFingerprint = stats::modelFingerprint(base);
@@ -1076,65 +1166,13 @@ CompressResult compress(const Model& base, const Recipe& recipe, Progress& progr
             return res;
         }
     }
-
-    // Runtime quantisation: activation specs (calibrated where static scales or outlier
-    // channels are asked for) and KV-cache specs.
-    RuntimeQuant rq;
-    std::vector<std::string> calibNames;
-    for (const ActivationPlan& ap : res.plan.activations)
-        if (!ap.act.perToken || ap.outliers) calibNames.push_back(ap.name);
+    // Activation ranges are calibrated where static scales or outlier channels are asked for.
     std::map<std::string, std::vector<float>> absMax;
-    if (!calibNames.empty()) {
-        if (!base.hasTokenizer()) {
-            const ActivationPlan& ap =
-                *std::find_if(res.plan.activations.begin(), res.plan.activations.end(),
-                              [&](const ActivationPlan& a) { return a.name == calibNames[0]; });
-            const bool isStatic = !ap.act.perToken;
-            throw RecipeError(
-                isStatic ? ap.rule : ap.outlierRule,
-                isStatic ? "activation.mode" : "outliers.threshold",
-                std::string(isStatic ? "static_per_tensor scales" : "outlier channels") + " of " +
-                    ap.name + " need calibration text, and the model has no tokenizer");
-        }
-        absMax = calibrateInputAbsMax(base, calibNames, opts.activationCalibration, progress);
-        if (absMax.empty()) {
-            res.status = Status::Cancelled;
-            return res;
-        }
+    if (!calibrateActivationRanges(base, res.plan, opts, progress, absMax)) {
+        res.status = Status::Cancelled;
+        return res;
     }
-    for (const ActivationPlan& ap : res.plan.activations) {
-        ActQuantSpec s;
-        s.bits = ap.act.bits;
-        s.perToken = ap.act.perToken;
-        s.clip = float(ap.act.clip);
-        auto it = absMax.find(ap.name);
-        if (it != absMax.end() && !it->second.empty()) {
-            const auto& m = it->second;
-            if (ap.outliers)
-                for (size_t c = 0; c < m.size(); ++c)
-                    if (double(m[c]) >= ap.outliers->threshold)
-                        s.outlierChannels.push_back(int32_t(c));
-            size_t o = 0;
-            for (size_t c = 0; c < m.size(); ++c) {
-                if (o < s.outlierChannels.size() && s.outlierChannels[o] == int32_t(c)) {
-                    ++o;
-                    continue;
-                }
-                s.absMax = std::max(s.absMax, m[c]);
-            }
-        }
-        rq.activations[ap.name] = std::move(s);
-    }
-    for (const KvPlan& kp : res.plan.kv) {
-        KvQuantSpec k;
-        k.kBits = kp.kv.kBits;
-        k.vBits = kp.kv.vBits;
-        k.kGranularity = kp.kv.kGranularity;
-        k.vGranularity = kp.kv.vGranularity;
-        k.groupSize = kp.kv.groupSize;
-        rq.kv[kp.layer] = k;
-    }
-    cm->setRuntimeQuant(std::move(rq));
+    cm->setRuntimeQuant(runtimeQuantOf(res.plan, absMax));
     progress.report(1.0, "done");
     res.model = std::move(cm);
     res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
