@@ -1179,115 +1179,136 @@ CompressResult compress(const Model& base, const Recipe& recipe, Progress& progr
     return res;
 }
 
+namespace {
+
+json finiteOrNull(double v) {
+    return std::isfinite(v) ? json(v) : json(nullptr);
+}
+
+/// One layer's report: errors, sizes and each stage applied.
+json layerReportJson(const LayerReport& l, const CompressedModel* model) {
+    json lj = {{"name", l.name},
+               {"shape", l.shape},
+               {"scheme", l.scheme},
+               {"rule", l.rule},
+               {"bits", l.bits},
+               {"bits_per_weight", l.bitsPerWeight},
+               {"storage_bits", l.storageBits},
+               {"mse", l.error.mse},
+               {"sqnr_db", finiteOrNull(l.error.sqnrDb)},
+               {"rel_error", finiteOrNull(l.error.relError)},
+               {"max_abs_error", l.error.maxAbs},
+               {"output_rel_error", finiteOrNull(l.outputRelError)},
+               {"outlier_columns", l.outlierColumns},
+               {"details", l.details},
+               {"seconds", l.seconds}};
+    lj["params"] = l.params;
+    if (model)
+        if (const TensorView* bt = model->base().find(l.name)) lj["base_params"] = bt->numel();
+    lj["output_rel_error"] = finiteOrNull(l.outputRelError);
+    auto stage = [&](const LayerReport::Stage& s) {
+        return json{{"settings", s.describe},
+                    {"rel_error", finiteOrNull(s.relError)},
+                    {"output_rel_error", finiteOrNull(s.outputRelError)}};
+    };
+    if (!l.structured.empty()) lj["structured"] = l.structured;
+    if (l.lowrank.applied) {
+        lj["lowrank"] = stage(l.lowrank);
+        lj["lowrank"]["rank"] = l.rank;
+    }
+    if (l.sparsity.applied) {
+        lj["sparsity"] = stage(l.sparsity);
+        lj["sparsity"]["ratio"] = l.sparsityRatio;
+        lj["sparsity"]["metadata_bits"] = l.metadataBits;
+    }
+    if (l.quant.applied) lj["quant"] = stage(l.quant);
+    return lj;
+}
+
+json structuredReportJson(const StructuredReport& s) {
+    return {{"layer", s.layer},
+            {"score", s.score},
+            {"mlp_channels_kept", s.mlpKept},
+            {"mlp_channels", s.mlpTotal},
+            {"kv_groups_kept", s.groupsKept},
+            {"kv_groups", s.groupsTotal},
+            {"heads_kept", s.headsKept},
+            {"heads", s.headsTotal}};
+}
+
+/// A linear's activation quantisation, with its calibrated ranges when the runtime has them.
+json activationReportJson(const ActivationPlan& a, const RuntimeQuant* rq) {
+    json aj = {{"name", a.name},
+               {"bits", a.act.bits},
+               {"mode", a.act.perToken ? "dynamic_per_token" : "static_per_tensor"},
+               {"clip", a.act.clip},
+               {"scheme", a.act.describe()},
+               {"rule", a.rule}};
+    if (a.outliers) aj["outlier_threshold"] = a.outliers->threshold;
+    if (const ActQuantSpec* s = rq ? rq->activation(a.name) : nullptr) {
+        if (!s->perToken) aj["abs_max"] = s->absMax;
+        aj["outlier_channels"] = s->outlierChannels;
+    }
+    return aj;
+}
+
+json kvReportJson(const KvPlan& k) {
+    return {{"layer", k.layer},
+            {"k_bits", k.kv.kBits},
+            {"v_bits", k.kv.vBits},
+            {"k_granularity", granName(k.kv.kGranularity)},
+            {"v_granularity", granName(k.kv.vGranularity)},
+            {"group_size", k.kv.groupSize},
+            {"scheme", k.kv.describe()},
+            {"k_bits_per_value",
+             KvSettings::bitsPerValue(k.kv.kBits, k.kv.kGranularity, k.kv.groupSize, k.width)},
+            {"v_bits_per_value",
+             KvSettings::bitsPerValue(k.kv.vBits, k.kv.vGranularity, k.kv.groupSize, k.width)},
+            {"rule", k.rule}};
+}
+
+/// The model's totals (quantised layers, whole model, base) and sizes per block into j.
+void addTotals(json& j, const CompressResult& r) {
+    const SizeInfo q = r.model->compressedSize(), tot = r.model->totalSize();
+    int64_t baseParams = 0;
+    for (const auto& t : r.model->base().tensors()) baseParams += t.numel();
+    const SizeInfo base{baseParams, r.model->base().storedBytes() * 8};
+    json blocks = json::object();
+    for (const auto& [b, s] : r.model->layerSizes())
+        blocks[b] = {
+            {"params", s.params}, {"bits", s.bits}, {"bits_per_weight", s.bitsPerWeight()}};
+    j["totals"] = {
+        {"quantized_params", q.params},
+        {"quantized_bits", q.bits},
+        {"quantized_bits_per_weight", q.bitsPerWeight()},
+        {"model_params", tot.params},
+        {"model_bytes", tot.bytes()},
+        {"model_bits_per_weight", tot.bitsPerWeight()},
+        {"base_bytes", base.bytes()},
+        {"base_bits_per_weight", base.bitsPerWeight()},
+        {"base_params", baseParams},
+        {"bits_per_base_weight", double(tot.bits) / double(std::max<int64_t>(baseParams, 1))},
+        {"seconds", r.seconds},
+        {"capture_seconds", r.captureSeconds}};
+    j["blocks"] = blocks;
+}
+
+} // namespace
+
 json compressReportJson(const CompressResult& r) {
     json layers = json::array();
-    for (const auto& l : r.layers) {
-        auto num = [](double v) { return std::isfinite(v) ? json(v) : json(nullptr); };
-        layers.push_back({{"name", l.name},
-                          {"shape", l.shape},
-                          {"scheme", l.scheme},
-                          {"rule", l.rule},
-                          {"bits", l.bits},
-                          {"bits_per_weight", l.bitsPerWeight},
-                          {"storage_bits", l.storageBits},
-                          {"mse", l.error.mse},
-                          {"sqnr_db", num(l.error.sqnrDb)},
-                          {"rel_error", num(l.error.relError)},
-                          {"max_abs_error", l.error.maxAbs},
-                          {"output_rel_error", num(l.outputRelError)},
-                          {"outlier_columns", l.outlierColumns},
-                          {"details", l.details},
-                          {"seconds", l.seconds}});
-        json& lj = layers.back();
-        lj["params"] = l.params;
-        if (r.model)
-            if (const TensorView* bt = r.model->base().find(l.name))
-                lj["base_params"] = bt->numel();
-        lj["output_rel_error"] = num(l.outputRelError);
-        auto stage = [&](const LayerReport::Stage& s) {
-            return json{{"settings", s.describe},
-                        {"rel_error", num(s.relError)},
-                        {"output_rel_error", num(s.outputRelError)}};
-        };
-        if (!l.structured.empty()) lj["structured"] = l.structured;
-        if (l.lowrank.applied) {
-            lj["lowrank"] = stage(l.lowrank);
-            lj["lowrank"]["rank"] = l.rank;
-        }
-        if (l.sparsity.applied) {
-            lj["sparsity"] = stage(l.sparsity);
-            lj["sparsity"]["ratio"] = l.sparsityRatio;
-            lj["sparsity"]["metadata_bits"] = l.metadataBits;
-        }
-        if (l.quant.applied) lj["quant"] = stage(l.quant);
-    }
+    for (const auto& l : r.layers) layers.push_back(layerReportJson(l, r.model.get()));
     json structured = json::array();
-    for (const auto& s : r.structured)
-        structured.push_back({{"layer", s.layer},
-                              {"score", s.score},
-                              {"mlp_channels_kept", s.mlpKept},
-                              {"mlp_channels", s.mlpTotal},
-                              {"kv_groups_kept", s.groupsKept},
-                              {"kv_groups", s.groupsTotal},
-                              {"heads_kept", s.headsKept},
-                              {"heads", s.headsTotal}});
+    for (const auto& s : r.structured) structured.push_back(structuredReportJson(s));
     json acts = json::array(), kvs = json::array();
     const RuntimeQuant* rq = r.model ? r.model->runtimeQuant() : nullptr;
-    for (const auto& a : r.plan.activations) {
-        json aj = {{"name", a.name},
-                   {"bits", a.act.bits},
-                   {"mode", a.act.perToken ? "dynamic_per_token" : "static_per_tensor"},
-                   {"clip", a.act.clip},
-                   {"scheme", a.act.describe()},
-                   {"rule", a.rule}};
-        if (a.outliers) aj["outlier_threshold"] = a.outliers->threshold;
-        if (const ActQuantSpec* s = rq ? rq->activation(a.name) : nullptr) {
-            if (!s->perToken) aj["abs_max"] = s->absMax;
-            aj["outlier_channels"] = s->outlierChannels;
-        }
-        acts.push_back(std::move(aj));
-    }
-    for (const auto& k : r.plan.kv)
-        kvs.push_back({{"layer", k.layer},
-                       {"k_bits", k.kv.kBits},
-                       {"v_bits", k.kv.vBits},
-                       {"k_granularity", granName(k.kv.kGranularity)},
-                       {"v_granularity", granName(k.kv.vGranularity)},
-                       {"group_size", k.kv.groupSize},
-                       {"scheme", k.kv.describe()},
-                       {"k_bits_per_value", KvSettings::bitsPerValue(k.kv.kBits, k.kv.kGranularity,
-                                                                     k.kv.groupSize, k.width)},
-                       {"v_bits_per_value", KvSettings::bitsPerValue(k.kv.vBits, k.kv.vGranularity,
-                                                                     k.kv.groupSize, k.width)},
-                       {"rule", k.rule}});
+    for (const auto& a : r.plan.activations) acts.push_back(activationReportJson(a, rq));
+    for (const auto& k : r.plan.kv) kvs.push_back(kvReportJson(k));
     json rules = json::array();
     for (const auto& m : r.plan.matches)
         rules.push_back({{"rule", m.rule}, {"matched", m.layers.size()}, {"layers", m.layers}});
     json j = {{"status", r.status == Status::Ok ? "ok" : "cancelled"}, {"layers", layers}};
-    if (r.model) {
-        const SizeInfo q = r.model->compressedSize(), tot = r.model->totalSize();
-        int64_t baseParams = 0;
-        for (const auto& t : r.model->base().tensors()) baseParams += t.numel();
-        const SizeInfo base{baseParams, r.model->base().storedBytes() * 8};
-        json blocks = json::object();
-        for (const auto& [b, s] : r.model->layerSizes())
-            blocks[b] = {
-                {"params", s.params}, {"bits", s.bits}, {"bits_per_weight", s.bitsPerWeight()}};
-        j["totals"] = {
-            {"quantized_params", q.params},
-            {"quantized_bits", q.bits},
-            {"quantized_bits_per_weight", q.bitsPerWeight()},
-            {"model_params", tot.params},
-            {"model_bytes", tot.bytes()},
-            {"model_bits_per_weight", tot.bitsPerWeight()},
-            {"base_bytes", base.bytes()},
-            {"base_bits_per_weight", base.bitsPerWeight()},
-            {"base_params", baseParams},
-            {"bits_per_base_weight", double(tot.bits) / double(std::max<int64_t>(baseParams, 1))},
-            {"seconds", r.seconds},
-            {"capture_seconds", r.captureSeconds}};
-        j["blocks"] = blocks;
-    }
+    if (r.model) addTotals(j, r);
     if (!structured.empty()) j["structured"] = structured;
     j["activations"] = acts;
     j["kv"] = kvs;
