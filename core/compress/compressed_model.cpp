@@ -216,54 +216,59 @@ uint64_t entryBits(const std::string& name, int64_t rows, int64_t cols, bool qua
 
 } // namespace
 
-SizeEstimate estimatePlan(const Plan& plan, const Model& base) {
-    const ModelSpec& spec = base.spec();
-    SizeEstimate est;
-    // Shapes after structured removal (applyWeightStages: keptUnits keeps
-    // units - round(ratio * units), at least 1).
+namespace {
+
+/// The shapes of the plan's tensors after structured removal (applyWeightStages: keptUnits keeps
+/// units - round(ratio * units), at least 1), and which tensors it shrinks.
+struct PlannedShapes {
+    const Model& base;
     std::map<std::string, std::pair<int64_t, int64_t>, std::less<>> shape;
-    auto shapeOf = [&](const std::string& n) -> std::pair<int64_t, int64_t>& {
+    std::set<std::string, std::less<>> shrunk;
+
+    std::pair<int64_t, int64_t>& of(const std::string& n) {
         auto it = shape.find(n);
         if (it != shape.end()) return it->second;
         const TensorView& t = base.get(n);
         return shape[n] = {t.rows(), t.cols()};
-    };
-    auto keep = [](int64_t units, double ratio) {
-        return std::clamp<int64_t>(units - int64_t(std::llround(ratio * double(units))), 1, units);
-    };
-    std::set<std::string, std::less<>> shrunk;
-    for (const BlockStructured& b : plan.structured) {
-        const std::string p = "layers." + std::to_string(b.layer) + ".";
-        const StructuredSettings& s = b.settings;
-        if (s.mlpRatio > 0) {
-            if (spec.mlpBias)
-                throw UnsupportedError(p + "mlp: structured pruning of MLPs with biases is not "
-                                           "supported");
-            const bool gated = base.find(p + "mlp.gate") != nullptr;
-            auto& down = shapeOf(p + "mlp.down");
-            const int64_t kept = keep(down.second, s.mlpRatio);
-            down.second = kept;
-            shrunk.insert(p + "mlp.down");
-            for (const char* n : {"mlp.up", "mlp.gate"}) {
-                if (!gated && std::string(n) == "mlp.gate") continue;
-                shapeOf(p + n).first = kept;
-                shrunk.insert(p + n);
-            }
-        }
-        if (s.headRatio > 0) {
-            if (spec.attnBias || spec.attnOutBias || spec.qkNormPerHead)
-                throw UnsupportedError(p + "attn: structured head pruning of attention with "
-                                           "biases or per-head norms is not supported");
-            const int64_t hd = spec.headDim, rep = spec.nHeads / spec.nKvHeads;
-            const int64_t kg = keep(spec.nKvHeads, s.headRatio);
-            shapeOf(p + "attn.q").first = kg * rep * hd;
-            shapeOf(p + "attn.k").first = kg * hd;
-            shapeOf(p + "attn.v").first = kg * hd;
-            shapeOf(p + "attn.o").second = kg * rep * hd;
-            for (const char* n : {"attn.q", "attn.k", "attn.v", "attn.o"}) shrunk.insert(p + n);
-        }
     }
+};
 
+int64_t keptUnitCount(int64_t units, double ratio) {
+    return std::clamp<int64_t>(units - int64_t(std::llround(ratio * double(units))), 1, units);
+}
+
+void shrinkMlp(PlannedShapes& ps, const std::string& p, const StructuredSettings& s) {
+    if (ps.base.spec().mlpBias)
+        throw UnsupportedError(p + "mlp: structured pruning of MLPs with biases is not "
+                                   "supported");
+    const bool gated = ps.base.find(p + "mlp.gate") != nullptr;
+    auto& down = ps.of(p + "mlp.down");
+    const int64_t kept = keptUnitCount(down.second, s.mlpRatio);
+    down.second = kept;
+    ps.shrunk.insert(p + "mlp.down");
+    for (const char* n : {"mlp.up", "mlp.gate"}) {
+        if (!gated && std::string(n) == "mlp.gate") continue;
+        ps.of(p + n).first = kept;
+        ps.shrunk.insert(p + n);
+    }
+}
+
+void shrinkHeads(PlannedShapes& ps, const std::string& p, const StructuredSettings& s) {
+    const ModelSpec& spec = ps.base.spec();
+    if (spec.attnBias || spec.attnOutBias || spec.qkNormPerHead)
+        throw UnsupportedError(p + "attn: structured head pruning of attention with "
+                                   "biases or per-head norms is not supported");
+    const int64_t hd = spec.headDim, rep = spec.nHeads / spec.nKvHeads;
+    const int64_t kg = keptUnitCount(spec.nKvHeads, s.headRatio);
+    ps.of(p + "attn.q").first = kg * rep * hd;
+    ps.of(p + "attn.k").first = kg * hd;
+    ps.of(p + "attn.v").first = kg * hd;
+    ps.of(p + "attn.o").second = kg * rep * hd;
+    for (const char* n : {"attn.q", "attn.k", "attn.v", "attn.o"}) ps.shrunk.insert(p + n);
+}
+
+/// The staged pipeline (pruning, low-rank, structured) quantises without calibration.
+void checkStagedMethods(const Plan& plan) {
     bool staged = !plan.structured.empty();
     for (const auto& lp : plan.layers) staged |= lp.sparsity || lp.lowrank;
     if (staged)
@@ -273,53 +278,72 @@ SizeEstimate estimatePlan(const Plan& plan, const Model& base) {
                                     "' cannot be combined with sparsity, low-rank or structured "
                                     "pruning in one recipe yet (use rtn for the quantisation "
                                     "stage)");
+}
 
-    auto add = [](SizeInfo& to, const SizeInfo& s) {
-        to.params += s.params;
-        to.bits += s.bits;
+void addSize(SizeInfo& to, const SizeInfo& s) {
+    to.params += s.params;
+    to.bits += s.bits;
+}
+
+/// A factorised layer's two factors (an upper bound for energy targets, recorded in est).
+SizeInfo lowRankSize(const LayerPlan& lp, int64_t rows, int64_t cols, uint32_t vb,
+                     SizeEstimate& est) {
+    const LowRankSettings& lr = *lp.lowrank;
+    const int64_t full = std::min(rows, cols);
+    int64_t r = full;
+    if (lr.target == LowRankTarget::Energy)
+        est.upperBounds.push_back(lp.name);
+    else
+        r = chooseRank({}, rows, cols, lr);
+    est.ranks[lp.name] = r;
+    // the factors are quantised with the group clamped to their rows (fitSettings)
+    auto factor = [&](const std::string& fn, int64_t fr, int64_t fc) {
+        WeightSettings w = lp.weight;
+        if (w.granularity == Granularity::Group && w.groupSize > fc) w.groupSize = fc;
+        return SizeInfo{fr * fc, entryBits(fn, fr, fc, lp.quantize, w, vb, std::nullopt)};
     };
+    SizeInfo si;
+    const SizeInfo a = factor(lp.name, r, cols), b = factor(lp.name, rows, r);
+    addSize(si, a);
+    addSize(si, b);
+    return si;
+}
+
+} // namespace
+
+SizeEstimate estimatePlan(const Plan& plan, const Model& base) {
+    SizeEstimate est;
+    PlannedShapes ps{base, {}, {}};
+    for (const BlockStructured& b : plan.structured) {
+        const std::string p = "layers." + std::to_string(b.layer) + ".";
+        if (b.settings.mlpRatio > 0) shrinkMlp(ps, p, b.settings);
+        if (b.settings.headRatio > 0) shrinkHeads(ps, p, b.settings);
+    }
+    checkStagedMethods(plan);
     for (const LayerPlan& lp : plan.layers) {
         const TensorView& bt = base.get(lp.name);
-        const auto [rows, cols] = shapeOf(lp.name);
+        const auto [rows, cols] = ps.of(lp.name);
         const uint32_t vb = storedValueBits(bt);
-        SizeInfo si;
-        if (lp.lowrank) {
-            const LowRankSettings& lr = *lp.lowrank;
-            const int64_t full = std::min(rows, cols);
-            int64_t r = full;
-            if (lr.target == LowRankTarget::Energy)
-                est.upperBounds.push_back(lp.name);
-            else
-                r = chooseRank({}, rows, cols, lr);
-            est.ranks[lp.name] = r;
-            // the factors are quantised with the group clamped to their rows (fitSettings)
-            auto factor = [&](const std::string& fn, int64_t fr, int64_t fc) {
-                WeightSettings w = lp.weight;
-                if (w.granularity == Granularity::Group && w.groupSize > fc) w.groupSize = fc;
-                return SizeInfo{fr * fc, entryBits(fn, fr, fc, lp.quantize, w, vb, std::nullopt)};
-            };
-            const SizeInfo a = factor(lp.name, r, cols), b = factor(lp.name, rows, r);
-            add(si, a);
-            add(si, b);
-        } else {
-            si = {rows * cols,
-                  entryBits(lp.name, rows, cols, lp.quantize, lp.weight, vb, lp.sparsity)};
-        }
+        const SizeInfo si = lp.lowrank
+                                ? lowRankSize(lp, rows, cols, vb, est)
+                                : SizeInfo{rows * cols, entryBits(lp.name, rows, cols, lp.quantize,
+                                                                  lp.weight, vb, lp.sparsity)};
         est.tensors[lp.name] = si;
-        add(est.compressed, si);
+        addSize(est.compressed, si);
     }
     // structurally shrunk tensors without further settings keep their values
-    for (const std::string& n : shrunk) {
+    for (const std::string& n : ps.shrunk) {
         if (est.tensors.count(n)) continue;
-        const auto [rows, cols] = shape.at(n);
+        const auto [rows, cols] = ps.shape.at(n);
         const SizeInfo si{rows * cols, uint64_t(rows * cols) * storedValueBits(base.get(n))};
         est.tensors[n] = si;
-        add(est.compressed, si);
+        addSize(est.compressed, si);
     }
     for (const auto& t : base.tensors()) {
         est.baseParams += t.numel();
         const auto it = est.tensors.find(t.name);
-        add(est.total, it != est.tensors.end() ? it->second : SizeInfo{t.numel(), t.nbytes * 8});
+        addSize(est.total,
+                it != est.tensors.end() ? it->second : SizeInfo{t.numel(), t.nbytes * 8});
     }
     return est;
 }
