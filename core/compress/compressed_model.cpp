@@ -216,54 +216,59 @@ uint64_t entryBits(const std::string& name, int64_t rows, int64_t cols, bool qua
 
 } // namespace
 
-SizeEstimate estimatePlan(const Plan& plan, const Model& base) {
-    const ModelSpec& spec = base.spec();
-    SizeEstimate est;
-    // Shapes after structured removal (applyWeightStages: keptUnits keeps
-    // units - round(ratio * units), at least 1).
+namespace {
+
+/// The shapes of the plan's tensors after structured removal (applyWeightStages: keptUnits keeps
+/// units - round(ratio * units), at least 1), and which tensors it shrinks.
+struct PlannedShapes {
+    const Model& base;
     std::map<std::string, std::pair<int64_t, int64_t>, std::less<>> shape;
-    auto shapeOf = [&](const std::string& n) -> std::pair<int64_t, int64_t>& {
+    std::set<std::string, std::less<>> shrunk;
+
+    std::pair<int64_t, int64_t>& of(const std::string& n) {
         auto it = shape.find(n);
         if (it != shape.end()) return it->second;
         const TensorView& t = base.get(n);
         return shape[n] = {t.rows(), t.cols()};
-    };
-    auto keep = [](int64_t units, double ratio) {
-        return std::clamp<int64_t>(units - int64_t(std::llround(ratio * double(units))), 1, units);
-    };
-    std::set<std::string, std::less<>> shrunk;
-    for (const BlockStructured& b : plan.structured) {
-        const std::string p = "layers." + std::to_string(b.layer) + ".";
-        const StructuredSettings& s = b.settings;
-        if (s.mlpRatio > 0) {
-            if (spec.mlpBias)
-                throw UnsupportedError(p + "mlp: structured pruning of MLPs with biases is not "
-                                           "supported");
-            const bool gated = base.find(p + "mlp.gate") != nullptr;
-            auto& down = shapeOf(p + "mlp.down");
-            const int64_t kept = keep(down.second, s.mlpRatio);
-            down.second = kept;
-            shrunk.insert(p + "mlp.down");
-            for (const char* n : {"mlp.up", "mlp.gate"}) {
-                if (!gated && std::string(n) == "mlp.gate") continue;
-                shapeOf(p + n).first = kept;
-                shrunk.insert(p + n);
-            }
-        }
-        if (s.headRatio > 0) {
-            if (spec.attnBias || spec.attnOutBias || spec.qkNormPerHead)
-                throw UnsupportedError(p + "attn: structured head pruning of attention with "
-                                           "biases or per-head norms is not supported");
-            const int64_t hd = spec.headDim, rep = spec.nHeads / spec.nKvHeads;
-            const int64_t kg = keep(spec.nKvHeads, s.headRatio);
-            shapeOf(p + "attn.q").first = kg * rep * hd;
-            shapeOf(p + "attn.k").first = kg * hd;
-            shapeOf(p + "attn.v").first = kg * hd;
-            shapeOf(p + "attn.o").second = kg * rep * hd;
-            for (const char* n : {"attn.q", "attn.k", "attn.v", "attn.o"}) shrunk.insert(p + n);
-        }
     }
+};
 
+int64_t keptUnitCount(int64_t units, double ratio) {
+    return std::clamp<int64_t>(units - int64_t(std::llround(ratio * double(units))), 1, units);
+}
+
+void shrinkMlp(PlannedShapes& ps, const std::string& p, const StructuredSettings& s) {
+    if (ps.base.spec().mlpBias)
+        throw UnsupportedError(p + "mlp: structured pruning of MLPs with biases is not "
+                                   "supported");
+    const bool gated = ps.base.find(p + "mlp.gate") != nullptr;
+    auto& down = ps.of(p + "mlp.down");
+    const int64_t kept = keptUnitCount(down.second, s.mlpRatio);
+    down.second = kept;
+    ps.shrunk.insert(p + "mlp.down");
+    for (const char* n : {"mlp.up", "mlp.gate"}) {
+        if (!gated && std::string(n) == "mlp.gate") continue;
+        ps.of(p + n).first = kept;
+        ps.shrunk.insert(p + n);
+    }
+}
+
+void shrinkHeads(PlannedShapes& ps, const std::string& p, const StructuredSettings& s) {
+    const ModelSpec& spec = ps.base.spec();
+    if (spec.attnBias || spec.attnOutBias || spec.qkNormPerHead)
+        throw UnsupportedError(p + "attn: structured head pruning of attention with "
+                                   "biases or per-head norms is not supported");
+    const int64_t hd = spec.headDim, rep = spec.nHeads / spec.nKvHeads;
+    const int64_t kg = keptUnitCount(spec.nKvHeads, s.headRatio);
+    ps.of(p + "attn.q").first = kg * rep * hd;
+    ps.of(p + "attn.k").first = kg * hd;
+    ps.of(p + "attn.v").first = kg * hd;
+    ps.of(p + "attn.o").second = kg * rep * hd;
+    for (const char* n : {"attn.q", "attn.k", "attn.v", "attn.o"}) ps.shrunk.insert(p + n);
+}
+
+/// The staged pipeline (pruning, low-rank, structured) quantises without calibration.
+void checkStagedMethods(const Plan& plan) {
     bool staged = !plan.structured.empty();
     for (const auto& lp : plan.layers) staged |= lp.sparsity || lp.lowrank;
     if (staged)
@@ -273,53 +278,72 @@ SizeEstimate estimatePlan(const Plan& plan, const Model& base) {
                                     "' cannot be combined with sparsity, low-rank or structured "
                                     "pruning in one recipe yet (use rtn for the quantisation "
                                     "stage)");
+}
 
-    auto add = [](SizeInfo& to, const SizeInfo& s) {
-        to.params += s.params;
-        to.bits += s.bits;
+void addSize(SizeInfo& to, const SizeInfo& s) {
+    to.params += s.params;
+    to.bits += s.bits;
+}
+
+/// A factorised layer's two factors (an upper bound for energy targets, recorded in est).
+SizeInfo lowRankSize(const LayerPlan& lp, int64_t rows, int64_t cols, uint32_t vb,
+                     SizeEstimate& est) {
+    const LowRankSettings& lr = *lp.lowrank;
+    const int64_t full = std::min(rows, cols);
+    int64_t r = full;
+    if (lr.target == LowRankTarget::Energy)
+        est.upperBounds.push_back(lp.name);
+    else
+        r = chooseRank({}, rows, cols, lr);
+    est.ranks[lp.name] = r;
+    // the factors are quantised with the group clamped to their rows (fitSettings)
+    auto factor = [&](const std::string& fn, int64_t fr, int64_t fc) {
+        WeightSettings w = lp.weight;
+        if (w.granularity == Granularity::Group && w.groupSize > fc) w.groupSize = fc;
+        return SizeInfo{fr * fc, entryBits(fn, fr, fc, lp.quantize, w, vb, std::nullopt)};
     };
+    SizeInfo si;
+    const SizeInfo a = factor(lp.name, r, cols), b = factor(lp.name, rows, r);
+    addSize(si, a);
+    addSize(si, b);
+    return si;
+}
+
+} // namespace
+
+SizeEstimate estimatePlan(const Plan& plan, const Model& base) {
+    SizeEstimate est;
+    PlannedShapes ps{base, {}, {}};
+    for (const BlockStructured& b : plan.structured) {
+        const std::string p = "layers." + std::to_string(b.layer) + ".";
+        if (b.settings.mlpRatio > 0) shrinkMlp(ps, p, b.settings);
+        if (b.settings.headRatio > 0) shrinkHeads(ps, p, b.settings);
+    }
+    checkStagedMethods(plan);
     for (const LayerPlan& lp : plan.layers) {
         const TensorView& bt = base.get(lp.name);
-        const auto [rows, cols] = shapeOf(lp.name);
+        const auto [rows, cols] = ps.of(lp.name);
         const uint32_t vb = storedValueBits(bt);
-        SizeInfo si;
-        if (lp.lowrank) {
-            const LowRankSettings& lr = *lp.lowrank;
-            const int64_t full = std::min(rows, cols);
-            int64_t r = full;
-            if (lr.target == LowRankTarget::Energy)
-                est.upperBounds.push_back(lp.name);
-            else
-                r = chooseRank({}, rows, cols, lr);
-            est.ranks[lp.name] = r;
-            // the factors are quantised with the group clamped to their rows (fitSettings)
-            auto factor = [&](const std::string& fn, int64_t fr, int64_t fc) {
-                WeightSettings w = lp.weight;
-                if (w.granularity == Granularity::Group && w.groupSize > fc) w.groupSize = fc;
-                return SizeInfo{fr * fc, entryBits(fn, fr, fc, lp.quantize, w, vb, std::nullopt)};
-            };
-            const SizeInfo a = factor(lp.name, r, cols), b = factor(lp.name, rows, r);
-            add(si, a);
-            add(si, b);
-        } else {
-            si = {rows * cols,
-                  entryBits(lp.name, rows, cols, lp.quantize, lp.weight, vb, lp.sparsity)};
-        }
+        const SizeInfo si = lp.lowrank
+                                ? lowRankSize(lp, rows, cols, vb, est)
+                                : SizeInfo{rows * cols, entryBits(lp.name, rows, cols, lp.quantize,
+                                                                  lp.weight, vb, lp.sparsity)};
         est.tensors[lp.name] = si;
-        add(est.compressed, si);
+        addSize(est.compressed, si);
     }
     // structurally shrunk tensors without further settings keep their values
-    for (const std::string& n : shrunk) {
+    for (const std::string& n : ps.shrunk) {
         if (est.tensors.count(n)) continue;
-        const auto [rows, cols] = shape.at(n);
+        const auto [rows, cols] = ps.shape.at(n);
         const SizeInfo si{rows * cols, uint64_t(rows * cols) * storedValueBits(base.get(n))};
         est.tensors[n] = si;
-        add(est.compressed, si);
+        addSize(est.compressed, si);
     }
     for (const auto& t : base.tensors()) {
         est.baseParams += t.numel();
         const auto it = est.tensors.find(t.name);
-        add(est.total, it != est.tensors.end() ? it->second : SizeInfo{t.numel(), t.nbytes * 8});
+        addSize(est.total,
+                it != est.tensors.end() ? it->second : SizeInfo{t.numel(), t.nbytes * 8});
     }
     return est;
 }
@@ -779,125 +803,158 @@ void CompressedModel::save(const std::string& dir) const {
     w.commit();
 }
 
-std::unique_ptr<CompressedModel> CompressedModel::load(const std::string& dir, const Model& base) {
+namespace {
+
+/// The overlay description DIR/overlay.json of this format version (throws naming the file).
+nlohmann::json readOverlayJson(const std::string& jpath) {
     namespace fs = std::filesystem;
-    const std::string jpath = (fs::path(dir) / "overlay.json").string();
     if (!fs::exists(jpath)) throw Error(jpath + ": cannot open (not an lcw overlay folder?)");
-    const nlohmann::json j = readJsonFile(jpath);
+    nlohmann::json j = readJsonFile(jpath);
     if (!j.is_object() || j.value("lcw_overlay", 0) != kOverlayVersion)
         throw FormatError(jpath,
                           "not an lcw overlay of version " + std::to_string(kOverlayVersion));
-    auto m = std::make_unique<CompressedModel>(base);
+    return j;
+}
+
+/// The overlay's recipe and base fingerprint; throws when the overlay was made for another
+/// base model.
+void readOverlayOrigin(CompressedModel& m, const nlohmann::json& j, const Model& base,
+                       const std::string& jpath) {
     try {
-        m->baseFingerprint = j.at("base").at("fingerprint").get<std::string>();
-        m->recipe = Recipe::fromJson(j.at("recipe"));
+        m.baseFingerprint = j.at("base").at("fingerprint").get<std::string>();
+        m.recipe = Recipe::fromJson(j.at("recipe"));
     } catch (const json::exception& e) {
         throw FormatError(jpath, std::string("bad overlay description: ") + e.what());
     }
     const std::string fp = stats::modelFingerprint(base);
-    if (fp != m->baseFingerprint)
+    if (fp != m.baseFingerprint)
         throw Error(jpath + ": the overlay was made for another base model (fingerprint " +
-                    m->baseFingerprint + ", this model has " + fp + ")");
-    const SafetensorsSet st = readSafetensors((fs::path(dir) / "overlay.safetensors").string());
-    if (!j.contains("tensors") || !j["tensors"].is_array())
-        throw FormatError(jpath, "missing tensors list");
-    for (const auto& tj : j["tensors"]) {
-        TensorEntry e;
-        std::string name;
-        try {
-            name = tj.at("name").get<std::string>();
-            if (tj.value("float", false)) {
-                const TensorView* v = st.find(name + ".values");
-                if (!v || v->dtype != DType::F32)
-                    throw FormatError(jpath, "overlay.safetensors lacks " + name + ".values");
-                std::vector<float> vals(v->nbytes / 4);
-                std::memcpy(vals.data(), v->data, vals.size() * 4);
-                std::vector<int64_t> shape;
-                if (!base.find(name)) shape = tj.at("shape").get<std::vector<int64_t>>();
-                try {
-                    m->setFloatTensor(name, std::move(vals), shape);
-                } catch (const Error& ex) {
-                    throw FormatError(jpath, ex.what());
-                }
-                continue;
-            }
-            e.rows = tj.at("shape").at(0).get<int64_t>();
-            e.cols = tj.at("shape").at(1).get<int64_t>();
-            if (tj.contains("sparsity")) {
-                const auto& sj = tj["sparsity"];
-                SparsitySettings ss;
-                const auto meth = sj.at("method").get<std::string>();
-                const auto pat = sj.at("pattern").get<std::string>();
-                ss.method = meth == "wanda"       ? SparsityMethod::Wanda
-                            : meth == "sparsegpt" ? SparsityMethod::SparseGpt
-                                                  : SparsityMethod::Magnitude;
-                ss.pattern = pat == "n:m"       ? SparsityPattern::NM
-                             : pat == "per_row" ? SparsityPattern::PerRow
-                                                : SparsityPattern::Unstructured;
-                ss.ratio = sj.at("ratio").get<double>();
-                ss.n = sj.at("n").get<int>();
-                ss.m = sj.at("m").get<int>();
-                if (ss.m < 2 || ss.n < 1 || ss.n >= ss.m)
-                    throw FormatError(jpath, name + ": bad N:M " + sj.dump());
-                e.sparsity = ss;
-            }
-            if (!tj.contains("weight")) e.valueBits = tj.at("value_bits").get<uint32_t>();
-        } catch (const json::exception& ex) {
-            throw FormatError(jpath, std::string("bad tensor entry: ") + ex.what());
-        }
-        if (e.rows < 1 || e.cols < 1 || e.rows * e.cols > (int64_t(1) << 40))
-            throw FormatError(jpath, name + ": bad shape");
-        if (tj.contains("weight")) {
-            PackedTensor p;
-            p.rows = e.rows;
-            p.cols = e.cols;
-            p.settings = settingsFromJson(tj.at("weight"), jpath);
-            const TensorView* codes = st.find(name + ".codes");
-            if (!codes) throw FormatError(jpath, "overlay.safetensors lacks " + name + ".codes");
-            const auto* cb = reinterpret_cast<const uint8_t*>(codes->data);
-            p.codes.assign(cb, cb + codes->nbytes);
-            auto u16 = [&](const std::string& n, std::vector<uint16_t>& dst) {
-                if (const TensorView* t = st.find(n)) {
-                    dst.resize(t->nbytes / 2);
-                    std::memcpy(dst.data(), t->data, dst.size() * 2);
-                }
-            };
-            u16(name + ".scales", p.scales);
-            u16(name + ".zeros", p.zeros);
-            u16(name + ".outlier_values", p.outlierValues);
-            if (const TensorView* t = st.find(name + ".outlier_cols")) {
-                p.outlierCols.resize(t->nbytes / 4);
-                std::memcpy(p.outlierCols.data(), t->data, p.outlierCols.size() * 4);
-            }
-            e.packed = std::move(p);
-        } else {
-            const TensorView* v = st.find(name + ".values");
-            if (!v || v->dtype != DType::F32 ||
-                v->nbytes != uint64_t(e.rows * e.cols) * sizeof(float))
-                throw FormatError(jpath, "overlay.safetensors lacks F32 " + name + ".values of " +
-                                             std::to_string(e.rows * e.cols) + " values");
-            e.values.resize(size_t(e.rows * e.cols));
-            std::memcpy(e.values.data(), v->data, v->nbytes);
-        }
-        if (e.sparsity) {
-            const TensorView* mk = st.find(name + ".mask");
-            if (!mk) throw FormatError(jpath, "overlay.safetensors lacks " + name + ".mask");
-            const auto* mb = reinterpret_cast<const uint8_t*>(mk->data);
-            try {
-                e.mask = unpackMask(std::vector<uint8_t>(mb, mb + mk->nbytes), e.rows * e.cols);
-            } catch (const Error& ex) {
-                throw FormatError(jpath, name + ": " + ex.what());
-            }
-        }
-        try {
-            m->setEntry(name, std::move(e));
-        } catch (const Error& ex) {
-            throw FormatError(jpath, ex.what());
-        }
+                    m.baseFingerprint + ", this model has " + fp + ")");
+}
+
+/// A float tensor of the overlay (folded norms, new biases) into m.
+void loadFloatTensor(CompressedModel& m, const Model& base, const SafetensorsSet& st,
+                     const nlohmann::json& tj, const std::string& name, const std::string& jpath) {
+    const TensorView* v = st.find(name + ".values");
+    if (!v || v->dtype != DType::F32)
+        throw FormatError(jpath, "overlay.safetensors lacks " + name + ".values");
+    std::vector<float> vals(v->nbytes / 4);
+    std::memcpy(vals.data(), v->data, vals.size() * 4);
+    std::vector<int64_t> shape;
+    if (!base.find(name)) shape = tj.at("shape").get<std::vector<int64_t>>();
+    try {
+        m.setFloatTensor(name, std::move(vals), shape);
+    } catch (const Error& ex) {
+        throw FormatError(jpath, ex.what());
     }
+}
+
+/// A tensor entry's sparsity settings.
+SparsitySettings sparsityFromJson(const nlohmann::json& sj, const std::string& name,
+                                  const std::string& jpath) {
+    SparsitySettings ss;
+    const auto meth = sj.at("method").get<std::string>();
+    const auto pat = sj.at("pattern").get<std::string>();
+    ss.method = meth == "wanda"       ? SparsityMethod::Wanda
+                : meth == "sparsegpt" ? SparsityMethod::SparseGpt
+                                      : SparsityMethod::Magnitude;
+    ss.pattern = pat == "n:m"       ? SparsityPattern::NM
+                 : pat == "per_row" ? SparsityPattern::PerRow
+                                    : SparsityPattern::Unstructured;
+    ss.ratio = sj.at("ratio").get<double>();
+    ss.n = sj.at("n").get<int>();
+    ss.m = sj.at("m").get<int>();
+    if (ss.m < 2 || ss.n < 1 || ss.n >= ss.m)
+        throw FormatError(jpath, name + ": bad N:M " + sj.dump());
+    return ss;
+}
+
+/// The packed codes, scales, zeros and outlier columns of a quantised entry.
+PackedTensor readPackedEntry(const SafetensorsSet& st, const nlohmann::json& tj,
+                             const std::string& name, const TensorEntry& e,
+                             const std::string& jpath) {
+    PackedTensor p;
+    p.rows = e.rows;
+    p.cols = e.cols;
+    p.settings = settingsFromJson(tj.at("weight"), jpath);
+    const TensorView* codes = st.find(name + ".codes");
+    if (!codes) throw FormatError(jpath, "overlay.safetensors lacks " + name + ".codes");
+    const auto* cb = reinterpret_cast<const uint8_t*>(codes->data);
+    p.codes.assign(cb, cb + codes->nbytes);
+    auto u16 = [&](const std::string& n, std::vector<uint16_t>& dst) {
+        if (const TensorView* t = st.find(n)) {
+            dst.resize(t->nbytes / 2);
+            std::memcpy(dst.data(), t->data, dst.size() * 2);
+        }
+    };
+    u16(name + ".scales", p.scales);
+    u16(name + ".zeros", p.zeros);
+    u16(name + ".outlier_values", p.outlierValues);
+    if (const TensorView* t = st.find(name + ".outlier_cols")) {
+        p.outlierCols.resize(t->nbytes / 4);
+        std::memcpy(p.outlierCols.data(), t->data, p.outlierCols.size() * 4);
+    }
+    return p;
+}
+
+/// The float values of an unquantised (pruned or shrunk) entry.
+void readEntryValues(const SafetensorsSet& st, const std::string& name, TensorEntry& e,
+                     const std::string& jpath) {
+    const TensorView* v = st.find(name + ".values");
+    if (!v || v->dtype != DType::F32 || v->nbytes != uint64_t(e.rows * e.cols) * sizeof(float))
+        throw FormatError(jpath, "overlay.safetensors lacks F32 " + name + ".values of " +
+                                     std::to_string(e.rows * e.cols) + " values");
+    e.values.resize(size_t(e.rows * e.cols));
+    std::memcpy(e.values.data(), v->data, v->nbytes);
+}
+
+/// The sparsity mask of a pruned entry.
+void readEntryMask(const SafetensorsSet& st, const std::string& name, TensorEntry& e,
+                   const std::string& jpath) {
+    const TensorView* mk = st.find(name + ".mask");
+    if (!mk) throw FormatError(jpath, "overlay.safetensors lacks " + name + ".mask");
+    const auto* mb = reinterpret_cast<const uint8_t*>(mk->data);
+    try {
+        e.mask = unpackMask(std::vector<uint8_t>(mb, mb + mk->nbytes), e.rows * e.cols);
+    } catch (const Error& ex) {
+        throw FormatError(jpath, name + ": " + ex.what());
+    }
+}
+
+/// One entry of the overlay's tensors list into m.
+void loadOverlayTensor(CompressedModel& m, const Model& base, const SafetensorsSet& st,
+                       const nlohmann::json& tj, const std::string& jpath) {
+    TensorEntry e;
+    std::string name;
+    try {
+        name = tj.at("name").get<std::string>();
+        if (tj.value("float", false)) return loadFloatTensor(m, base, st, tj, name, jpath);
+        e.rows = tj.at("shape").at(0).get<int64_t>();
+        e.cols = tj.at("shape").at(1).get<int64_t>();
+        if (tj.contains("sparsity")) e.sparsity = sparsityFromJson(tj["sparsity"], name, jpath);
+        if (!tj.contains("weight")) e.valueBits = tj.at("value_bits").get<uint32_t>();
+    } catch (const json::exception& ex) {
+        throw FormatError(jpath, std::string("bad tensor entry: ") + ex.what());
+    }
+    if (e.rows < 1 || e.cols < 1 || e.rows * e.cols > (int64_t(1) << 40))
+        throw FormatError(jpath, name + ": bad shape");
+    if (tj.contains("weight"))
+        e.packed = readPackedEntry(st, tj, name, e, jpath);
+    else
+        readEntryValues(st, name, e, jpath);
+    if (e.sparsity) readEntryMask(st, name, e, jpath);
+    try {
+        m.setEntry(name, std::move(e));
+    } catch (const Error& ex) {
+        throw FormatError(jpath, ex.what());
+    }
+}
+
+/// The overlay's low-rank list and runtime quantisation, when present.
+void loadOverlayExtras(CompressedModel& m, const nlohmann::json& j, const std::string& jpath) {
     if (j.contains("lowrank")) {
         try {
-            for (const auto& n : j["lowrank"]) m->setLowRank(n.get<std::string>());
+            for (const auto& n : j["lowrank"]) m.setLowRank(n.get<std::string>());
         } catch (const json::exception& ex) {
             throw FormatError(jpath, std::string("bad lowrank list: ") + ex.what());
         } catch (const ArgumentError& ex) {
@@ -906,11 +963,26 @@ std::unique_ptr<CompressedModel> CompressedModel::load(const std::string& dir, c
     }
     if (j.contains("runtime_quant")) {
         try {
-            m->setRuntimeQuant(runtimeQuantFromJson(j["runtime_quant"], jpath));
+            m.setRuntimeQuant(runtimeQuantFromJson(j["runtime_quant"], jpath));
         } catch (const ArgumentError& e) {
             throw FormatError(jpath, e.what());
         }
     }
+}
+
+} // namespace
+
+std::unique_ptr<CompressedModel> CompressedModel::load(const std::string& dir, const Model& base) {
+    namespace fs = std::filesystem;
+    const std::string jpath = (fs::path(dir) / "overlay.json").string();
+    const nlohmann::json j = readOverlayJson(jpath);
+    auto m = std::make_unique<CompressedModel>(base);
+    readOverlayOrigin(*m, j, base, jpath);
+    const SafetensorsSet st = readSafetensors((fs::path(dir) / "overlay.safetensors").string());
+    if (!j.contains("tensors") || !j["tensors"].is_array())
+        throw FormatError(jpath, "missing tensors list");
+    for (const auto& tj : j["tensors"]) loadOverlayTensor(*m, base, st, tj, jpath);
+    loadOverlayExtras(*m, j, jpath);
     return m;
 }
 
@@ -968,29 +1040,131 @@ std::vector<float> layerImportance(const CompressOptions& opts, const WeightSour
     return v;
 }
 
+namespace {
+
+/// The recipe's importance matrix (computed from the calibration text for "calibrate", else
+/// read from its file), unless the caller gave one. False when cancelled.
+bool useRecipeImatrix(const Model& base, const Recipe& recipe, CompressOptions& opts,
+                      std::optional<Imatrix>& own, Progress& progress) {
+    if (opts.imatrix || recipe.imatrix.empty()) return true;
+    if (recipe.imatrix == "calibrate") {
+        if (!opts.calibration || opts.calibration->empty())
+            throw RecipeError(-1, "imatrix",
+                              "\"calibrate\" computes the importance matrix from calibration "
+                              "text, and none was given");
+        ImatrixResult ir = computeImatrix(base, *opts.calibration, {}, progress);
+        if (ir.status == Status::Cancelled) return false;
+        own = std::move(ir.imatrix);
+    } else {
+        own = readImatrix(recipe.imatrix);
+        checkImatrix(*own, base);
+    }
+    opts.imatrix = &*own;
+    return true;
+}
+
+/// Whether the plan prunes, factorises or removes structure (the staged pipeline).
+bool isStaged(const Plan& plan) {
+    bool staged = !plan.structured.empty();
+    for (const auto& lp : plan.layers) staged |= lp.sparsity || lp.lowrank;
+    return staged;
+}
+
+/// The staged (or uncalibrated) pipeline takes neither the calibrated methods nor
+/// SmoothQuant: throws naming the layer.
+void checkStagedPlan(const Plan& plan, bool staged) {
+    for (const auto& lp : plan.layers)
+        if (lp.quantize && methodNeedsCalibration(lp.weight.method))
+            throw ArgumentError(
+                lp.name + ": method '" + weightMethodName(lp.weight.method) + "' " +
+                (staged ? "cannot be combined with sparsity, low-rank or structured pruning in "
+                          "one recipe yet (use rtn for the quantisation stage)"
+                        : "needs a calibration set (CompressOptions::calibration)"));
+    if (!plan.smooth.empty())
+        throw ArgumentError(staged ? "SmoothQuant cannot be combined with sparsity, low-rank "
+                                     "or structured pruning in one recipe yet"
+                                   : "SmoothQuant needs a calibration set "
+                                     "(CompressOptions::calibration)");
+}
+
+/// The input abs-max of the activations that static scales or outlier channels need,
+/// calibrated on the base model. False when cancelled.
+bool calibrateActivationRanges(const Model& base, const Plan& plan, const CompressOptions& opts,
+                               Progress& progress,
+                               std::map<std::string, std::vector<float>>& absMax) {
+    std::vector<std::string> calibNames;
+    for (const ActivationPlan& ap : plan.activations)
+        if (!ap.act.perToken || ap.outliers) calibNames.push_back(ap.name);
+    if (calibNames.empty()) return true;
+    if (!base.hasTokenizer()) {
+        const ActivationPlan& ap =
+            *std::find_if(plan.activations.begin(), plan.activations.end(),
+                          [&](const ActivationPlan& a) { return a.name == calibNames[0]; });
+        const bool isStatic = !ap.act.perToken;
+        throw RecipeError(isStatic ? ap.rule : ap.outlierRule,
+                          isStatic ? "activation.mode" : "outliers.threshold",
+                          std::string(isStatic ? "static_per_tensor scales" : "outlier channels") +
+                              " of " + ap.name +
+                              " need calibration text, and the model has no tokenizer");
+    }
+    absMax = calibrateInputAbsMax(base, calibNames, opts.activationCalibration, progress);
+    return !absMax.empty();
+}
+
+/// The runtime's activation quantisation of one linear: outlier channels and the static
+/// abs-max of the rest from the calibrated ranges (when there are any).
+ActQuantSpec activationSpec(const ActivationPlan& ap,
+                            const std::map<std::string, std::vector<float>>& absMax) {
+    ActQuantSpec s;
+    s.bits = ap.act.bits;
+    s.perToken = ap.act.perToken;
+    s.clip = float(ap.act.clip);
+    auto it = absMax.find(ap.name);
+    if (it != absMax.end() && !it->second.empty()) {
+        const auto& m = it->second;
+        if (ap.outliers)
+            for (size_t c = 0; c < m.size(); ++c)
+                if (double(m[c]) >= ap.outliers->threshold) s.outlierChannels.push_back(int32_t(c));
+        size_t o = 0;
+        for (size_t c = 0; c < m.size(); ++c) {
+            if (o < s.outlierChannels.size() && s.outlierChannels[o] == int32_t(c)) {
+                ++o;
+                continue;
+            }
+            s.absMax = std::max(s.absMax, m[c]);
+        }
+    }
+    return s;
+}
+
+/// Runtime quantisation: activation specs and KV-cache specs.
+RuntimeQuant runtimeQuantOf(const Plan& plan,
+                            const std::map<std::string, std::vector<float>>& absMax) {
+    RuntimeQuant rq;
+    for (const ActivationPlan& ap : plan.activations)
+        rq.activations[ap.name] = activationSpec(ap, absMax);
+    for (const KvPlan& kp : plan.kv) {
+        KvQuantSpec k;
+        k.kBits = kp.kv.kBits;
+        k.vBits = kp.kv.vBits;
+        k.kGranularity = kp.kv.kGranularity;
+        k.vGranularity = kp.kv.vGranularity;
+        k.groupSize = kp.kv.groupSize;
+        rq.kv[kp.layer] = k;
+    }
+    return rq;
+}
+
+} // namespace
+
 CompressResult compress(const Model& base, const Recipe& recipe, Progress& progress,
                         const CompressOptions& options) {
-    // The recipe's importance matrix, unless the caller gave one.
     CompressOptions opts = options;
     std::optional<Imatrix> ownImatrix;
-    if (!opts.imatrix && !recipe.imatrix.empty()) {
-        if (recipe.imatrix == "calibrate") {
-            if (!opts.calibration || opts.calibration->empty())
-                throw RecipeError(-1, "imatrix",
-                                  "\"calibrate\" computes the importance matrix from calibration "
-                                  "text, and none was given");
-            ImatrixResult ir = computeImatrix(base, *opts.calibration, {}, progress);
-            if (ir.status == Status::Cancelled) {
-                CompressResult c;
-                c.status = Status::Cancelled;
-                return c;
-            }
-            ownImatrix = std::move(ir.imatrix);
-        } else {
-            ownImatrix = readImatrix(recipe.imatrix);
-            checkImatrix(*ownImatrix, base);
-        }
-        opts.imatrix = &*ownImatrix;
+    if (!useRecipeImatrix(base, recipe, opts, ownImatrix, progress)) {
+        CompressResult c;
+        c.status = Status::Cancelled;
+        return c;
     }
     const auto t0 = std::chrono::steady_clock::now();
     CompressResult res;
@@ -998,8 +1172,7 @@ CompressResult compress(const Model& base, const Recipe& recipe, Progress& progr
     const bool calibrated = opts.calibration && !opts.calibration->empty();
     po.hasCalibration = opts.hasCalibration || calibrated;
     res.plan = planRecipe(recipe, base, po);
-    bool staged = !res.plan.structured.empty();
-    for (const auto& lp : res.plan.layers) staged |= lp.sparsity || lp.lowrank;
+    const bool staged = isStaged(res.plan);
     std::unique_ptr<CompressedModel> cm;
     if (calibrated && !staged) {
         CompressResult q = compressCalibrated(base, recipe, std::move(res.plan), progress, opts);
@@ -1007,18 +1180,7 @@ CompressResult compress(const Model& base, const Recipe& recipe, Progress& progr
         cm = std::move(q.model);
         res = std::move(q);
     } else {
-        for (const auto& lp : res.plan.layers)
-            if (lp.quantize && methodNeedsCalibration(lp.weight.method))
-                throw ArgumentError(
-                    lp.name + ": method '" + weightMethodName(lp.weight.method) + "' " +
-                    (staged ? "cannot be combined with sparsity, low-rank or structured pruning in "
-                              "one recipe yet (use rtn for the quantisation stage)"
-                            : "needs a calibration set (CompressOptions::calibration)"));
-        if (!res.plan.smooth.empty())
-            throw ArgumentError(staged ? "SmoothQuant cannot be combined with sparsity, low-rank "
-                                         "or structured pruning in one recipe yet"
-                                       : "SmoothQuant needs a calibration set "
-                                         "(CompressOptions::calibration)");
+        checkStagedPlan(res.plan, staged);
         cm = std::make_unique<CompressedModel>(base);
         cm->recipe = recipe;
         cm->baseFingerprint = stats::modelFingerprint(base);
@@ -1028,180 +1190,149 @@ CompressResult compress(const Model& base, const Recipe& recipe, Progress& progr
             return res;
         }
     }
-
-    // Runtime quantisation: activation specs (calibrated where static scales or outlier
-    // channels are asked for) and KV-cache specs.
-    RuntimeQuant rq;
-    std::vector<std::string> calibNames;
-    for (const ActivationPlan& ap : res.plan.activations)
-        if (!ap.act.perToken || ap.outliers) calibNames.push_back(ap.name);
+    // Activation ranges are calibrated where static scales or outlier channels are asked for.
     std::map<std::string, std::vector<float>> absMax;
-    if (!calibNames.empty()) {
-        if (!base.hasTokenizer()) {
-            const ActivationPlan& ap =
-                *std::find_if(res.plan.activations.begin(), res.plan.activations.end(),
-                              [&](const ActivationPlan& a) { return a.name == calibNames[0]; });
-            const bool isStatic = !ap.act.perToken;
-            throw RecipeError(
-                isStatic ? ap.rule : ap.outlierRule,
-                isStatic ? "activation.mode" : "outliers.threshold",
-                std::string(isStatic ? "static_per_tensor scales" : "outlier channels") + " of " +
-                    ap.name + " need calibration text, and the model has no tokenizer");
-        }
-        absMax = calibrateInputAbsMax(base, calibNames, opts.activationCalibration, progress);
-        if (absMax.empty()) {
-            res.status = Status::Cancelled;
-            return res;
-        }
+    if (!calibrateActivationRanges(base, res.plan, opts, progress, absMax)) {
+        res.status = Status::Cancelled;
+        return res;
     }
-    for (const ActivationPlan& ap : res.plan.activations) {
-        ActQuantSpec s;
-        s.bits = ap.act.bits;
-        s.perToken = ap.act.perToken;
-        s.clip = float(ap.act.clip);
-        auto it = absMax.find(ap.name);
-        if (it != absMax.end() && !it->second.empty()) {
-            const auto& m = it->second;
-            if (ap.outliers)
-                for (size_t c = 0; c < m.size(); ++c)
-                    if (double(m[c]) >= ap.outliers->threshold)
-                        s.outlierChannels.push_back(int32_t(c));
-            size_t o = 0;
-            for (size_t c = 0; c < m.size(); ++c) {
-                if (o < s.outlierChannels.size() && s.outlierChannels[o] == int32_t(c)) {
-                    ++o;
-                    continue;
-                }
-                s.absMax = std::max(s.absMax, m[c]);
-            }
-        }
-        rq.activations[ap.name] = std::move(s);
-    }
-    for (const KvPlan& kp : res.plan.kv) {
-        KvQuantSpec k;
-        k.kBits = kp.kv.kBits;
-        k.vBits = kp.kv.vBits;
-        k.kGranularity = kp.kv.kGranularity;
-        k.vGranularity = kp.kv.vGranularity;
-        k.groupSize = kp.kv.groupSize;
-        rq.kv[kp.layer] = k;
-    }
-    cm->setRuntimeQuant(std::move(rq));
+    cm->setRuntimeQuant(runtimeQuantOf(res.plan, absMax));
     progress.report(1.0, "done");
     res.model = std::move(cm);
     res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return res;
 }
 
+namespace {
+
+json finiteOrNull(double v) {
+    return std::isfinite(v) ? json(v) : json(nullptr);
+}
+
+/// One layer's report: errors, sizes and each stage applied.
+json layerReportJson(const LayerReport& l, const CompressedModel* model) {
+    json lj = {{"name", l.name},
+               {"shape", l.shape},
+               {"scheme", l.scheme},
+               {"rule", l.rule},
+               {"bits", l.bits},
+               {"bits_per_weight", l.bitsPerWeight},
+               {"storage_bits", l.storageBits},
+               {"mse", l.error.mse},
+               {"sqnr_db", finiteOrNull(l.error.sqnrDb)},
+               {"rel_error", finiteOrNull(l.error.relError)},
+               {"max_abs_error", l.error.maxAbs},
+               {"output_rel_error", finiteOrNull(l.outputRelError)},
+               {"outlier_columns", l.outlierColumns},
+               {"details", l.details},
+               {"seconds", l.seconds}};
+    lj["params"] = l.params;
+    if (model)
+        if (const TensorView* bt = model->base().find(l.name)) lj["base_params"] = bt->numel();
+    lj["output_rel_error"] = finiteOrNull(l.outputRelError);
+    auto stage = [&](const LayerReport::Stage& s) {
+        return json{{"settings", s.describe},
+                    {"rel_error", finiteOrNull(s.relError)},
+                    {"output_rel_error", finiteOrNull(s.outputRelError)}};
+    };
+    if (!l.structured.empty()) lj["structured"] = l.structured;
+    if (l.lowrank.applied) {
+        lj["lowrank"] = stage(l.lowrank);
+        lj["lowrank"]["rank"] = l.rank;
+    }
+    if (l.sparsity.applied) {
+        lj["sparsity"] = stage(l.sparsity);
+        lj["sparsity"]["ratio"] = l.sparsityRatio;
+        lj["sparsity"]["metadata_bits"] = l.metadataBits;
+    }
+    if (l.quant.applied) lj["quant"] = stage(l.quant);
+    return lj;
+}
+
+json structuredReportJson(const StructuredReport& s) {
+    return {{"layer", s.layer},
+            {"score", s.score},
+            {"mlp_channels_kept", s.mlpKept},
+            {"mlp_channels", s.mlpTotal},
+            {"kv_groups_kept", s.groupsKept},
+            {"kv_groups", s.groupsTotal},
+            {"heads_kept", s.headsKept},
+            {"heads", s.headsTotal}};
+}
+
+/// A linear's activation quantisation, with its calibrated ranges when the runtime has them.
+json activationReportJson(const ActivationPlan& a, const RuntimeQuant* rq) {
+    json aj = {{"name", a.name},
+               {"bits", a.act.bits},
+               {"mode", a.act.perToken ? "dynamic_per_token" : "static_per_tensor"},
+               {"clip", a.act.clip},
+               {"scheme", a.act.describe()},
+               {"rule", a.rule}};
+    if (a.outliers) aj["outlier_threshold"] = a.outliers->threshold;
+    if (const ActQuantSpec* s = rq ? rq->activation(a.name) : nullptr) {
+        if (!s->perToken) aj["abs_max"] = s->absMax;
+        aj["outlier_channels"] = s->outlierChannels;
+    }
+    return aj;
+}
+
+json kvReportJson(const KvPlan& k) {
+    return {{"layer", k.layer},
+            {"k_bits", k.kv.kBits},
+            {"v_bits", k.kv.vBits},
+            {"k_granularity", granName(k.kv.kGranularity)},
+            {"v_granularity", granName(k.kv.vGranularity)},
+            {"group_size", k.kv.groupSize},
+            {"scheme", k.kv.describe()},
+            {"k_bits_per_value",
+             KvSettings::bitsPerValue(k.kv.kBits, k.kv.kGranularity, k.kv.groupSize, k.width)},
+            {"v_bits_per_value",
+             KvSettings::bitsPerValue(k.kv.vBits, k.kv.vGranularity, k.kv.groupSize, k.width)},
+            {"rule", k.rule}};
+}
+
+/// The model's totals (quantised layers, whole model, base) and sizes per block into j.
+void addTotals(json& j, const CompressResult& r) {
+    const SizeInfo q = r.model->compressedSize(), tot = r.model->totalSize();
+    int64_t baseParams = 0;
+    for (const auto& t : r.model->base().tensors()) baseParams += t.numel();
+    const SizeInfo base{baseParams, r.model->base().storedBytes() * 8};
+    json blocks = json::object();
+    for (const auto& [b, s] : r.model->layerSizes())
+        blocks[b] = {
+            {"params", s.params}, {"bits", s.bits}, {"bits_per_weight", s.bitsPerWeight()}};
+    j["totals"] = {
+        {"quantized_params", q.params},
+        {"quantized_bits", q.bits},
+        {"quantized_bits_per_weight", q.bitsPerWeight()},
+        {"model_params", tot.params},
+        {"model_bytes", tot.bytes()},
+        {"model_bits_per_weight", tot.bitsPerWeight()},
+        {"base_bytes", base.bytes()},
+        {"base_bits_per_weight", base.bitsPerWeight()},
+        {"base_params", baseParams},
+        {"bits_per_base_weight", double(tot.bits) / double(std::max<int64_t>(baseParams, 1))},
+        {"seconds", r.seconds},
+        {"capture_seconds", r.captureSeconds}};
+    j["blocks"] = blocks;
+}
+
+} // namespace
+
 json compressReportJson(const CompressResult& r) {
     json layers = json::array();
-    for (const auto& l : r.layers) {
-        auto num = [](double v) { return std::isfinite(v) ? json(v) : json(nullptr); };
-        layers.push_back({{"name", l.name},
-                          {"shape", l.shape},
-                          {"scheme", l.scheme},
-                          {"rule", l.rule},
-                          {"bits", l.bits},
-                          {"bits_per_weight", l.bitsPerWeight},
-                          {"storage_bits", l.storageBits},
-                          {"mse", l.error.mse},
-                          {"sqnr_db", num(l.error.sqnrDb)},
-                          {"rel_error", num(l.error.relError)},
-                          {"max_abs_error", l.error.maxAbs},
-                          {"output_rel_error", num(l.outputRelError)},
-                          {"outlier_columns", l.outlierColumns},
-                          {"details", l.details},
-                          {"seconds", l.seconds}});
-        json& lj = layers.back();
-        lj["params"] = l.params;
-        if (r.model)
-            if (const TensorView* bt = r.model->base().find(l.name))
-                lj["base_params"] = bt->numel();
-        lj["output_rel_error"] = num(l.outputRelError);
-        auto stage = [&](const LayerReport::Stage& s) {
-            return json{{"settings", s.describe},
-                        {"rel_error", num(s.relError)},
-                        {"output_rel_error", num(s.outputRelError)}};
-        };
-        if (!l.structured.empty()) lj["structured"] = l.structured;
-        if (l.lowrank.applied) {
-            lj["lowrank"] = stage(l.lowrank);
-            lj["lowrank"]["rank"] = l.rank;
-        }
-        if (l.sparsity.applied) {
-            lj["sparsity"] = stage(l.sparsity);
-            lj["sparsity"]["ratio"] = l.sparsityRatio;
-            lj["sparsity"]["metadata_bits"] = l.metadataBits;
-        }
-        if (l.quant.applied) lj["quant"] = stage(l.quant);
-    }
+    for (const auto& l : r.layers) layers.push_back(layerReportJson(l, r.model.get()));
     json structured = json::array();
-    for (const auto& s : r.structured)
-        structured.push_back({{"layer", s.layer},
-                              {"score", s.score},
-                              {"mlp_channels_kept", s.mlpKept},
-                              {"mlp_channels", s.mlpTotal},
-                              {"kv_groups_kept", s.groupsKept},
-                              {"kv_groups", s.groupsTotal},
-                              {"heads_kept", s.headsKept},
-                              {"heads", s.headsTotal}});
+    for (const auto& s : r.structured) structured.push_back(structuredReportJson(s));
     json acts = json::array(), kvs = json::array();
     const RuntimeQuant* rq = r.model ? r.model->runtimeQuant() : nullptr;
-    for (const auto& a : r.plan.activations) {
-        json aj = {{"name", a.name},
-                   {"bits", a.act.bits},
-                   {"mode", a.act.perToken ? "dynamic_per_token" : "static_per_tensor"},
-                   {"clip", a.act.clip},
-                   {"scheme", a.act.describe()},
-                   {"rule", a.rule}};
-        if (a.outliers) aj["outlier_threshold"] = a.outliers->threshold;
-        if (const ActQuantSpec* s = rq ? rq->activation(a.name) : nullptr) {
-            if (!s->perToken) aj["abs_max"] = s->absMax;
-            aj["outlier_channels"] = s->outlierChannels;
-        }
-        acts.push_back(std::move(aj));
-    }
-    for (const auto& k : r.plan.kv)
-        kvs.push_back({{"layer", k.layer},
-                       {"k_bits", k.kv.kBits},
-                       {"v_bits", k.kv.vBits},
-                       {"k_granularity", granName(k.kv.kGranularity)},
-                       {"v_granularity", granName(k.kv.vGranularity)},
-                       {"group_size", k.kv.groupSize},
-                       {"scheme", k.kv.describe()},
-                       {"k_bits_per_value", KvSettings::bitsPerValue(k.kv.kBits, k.kv.kGranularity,
-                                                                     k.kv.groupSize, k.width)},
-                       {"v_bits_per_value", KvSettings::bitsPerValue(k.kv.vBits, k.kv.vGranularity,
-                                                                     k.kv.groupSize, k.width)},
-                       {"rule", k.rule}});
+    for (const auto& a : r.plan.activations) acts.push_back(activationReportJson(a, rq));
+    for (const auto& k : r.plan.kv) kvs.push_back(kvReportJson(k));
     json rules = json::array();
     for (const auto& m : r.plan.matches)
         rules.push_back({{"rule", m.rule}, {"matched", m.layers.size()}, {"layers", m.layers}});
     json j = {{"status", r.status == Status::Ok ? "ok" : "cancelled"}, {"layers", layers}};
-    if (r.model) {
-        const SizeInfo q = r.model->compressedSize(), tot = r.model->totalSize();
-        int64_t baseParams = 0;
-        for (const auto& t : r.model->base().tensors()) baseParams += t.numel();
-        const SizeInfo base{baseParams, r.model->base().storedBytes() * 8};
-        json blocks = json::object();
-        for (const auto& [b, s] : r.model->layerSizes())
-            blocks[b] = {
-                {"params", s.params}, {"bits", s.bits}, {"bits_per_weight", s.bitsPerWeight()}};
-        j["totals"] = {
-            {"quantized_params", q.params},
-            {"quantized_bits", q.bits},
-            {"quantized_bits_per_weight", q.bitsPerWeight()},
-            {"model_params", tot.params},
-            {"model_bytes", tot.bytes()},
-            {"model_bits_per_weight", tot.bitsPerWeight()},
-            {"base_bytes", base.bytes()},
-            {"base_bits_per_weight", base.bitsPerWeight()},
-            {"base_params", baseParams},
-            {"bits_per_base_weight", double(tot.bits) / double(std::max<int64_t>(baseParams, 1))},
-            {"seconds", r.seconds},
-            {"capture_seconds", r.captureSeconds}};
-        j["blocks"] = blocks;
-    }
+    if (r.model) addTotals(j, r);
     if (!structured.empty()) j["structured"] = structured;
     j["activations"] = acts;
     j["kv"] = kvs;

@@ -200,24 +200,14 @@ double meanOf(const std::vector<double>& v) {
     return v.empty() ? 1.0 : s / double(v.size());
 }
 
-} // namespace
-
-OmniQuantBlockResult omniquantBlock(const WeightSource& w, int layer,
-                                    const std::vector<std::vector<float>>& inputs,
-                                    const std::vector<std::vector<float>>& fpInputsArg,
-                                    const std::map<std::string, WeightSettings>& settings,
-                                    const OmniQuantOptions& o, Progress& progress,
-                                    const std::map<std::string, std::vector<float>>* overrides) {
-    const auto t0 = std::chrono::steady_clock::now();
-    const ModelSpec& spec = w.spec();
-    const std::string bname = "layers." + std::to_string(layer);
-    if (inputs.empty()) throw ArgumentError(bname + ": omniquant needs calibration inputs");
-    const auto& fpInputs = fpInputsArg.empty() ? inputs : fpInputsArg;
+/// Checks the block inputs and options; returns the tokens per sample.
+int64_t checkBlockInputs(const std::string& bname, const std::vector<std::vector<float>>& inputs,
+                         const std::vector<std::vector<float>>& fpInputs, int64_t dim,
+                         const OmniQuantOptions& o) {
     if (fpInputs.size() != inputs.size())
         throw ArgumentError(bname + ": omniquant got " + std::to_string(inputs.size()) +
                             " quantised-path inputs but " + std::to_string(fpInputs.size()) +
                             " full-precision ones");
-    const int64_t dim = spec.dim;
     const size_t len = inputs[0].size();
     if (len == 0 || len % size_t(dim) != 0)
         throw ArgumentError(bname + ": block inputs of " + std::to_string(len) +
@@ -229,18 +219,20 @@ OmniQuantBlockResult omniquantBlock(const WeightSource& w, int layer,
     if (o.epochs < 0 || !(o.lr > 0) || !(o.minClip > 0 && o.minClip < 1) || !(o.lrLet > 0))
         throw ArgumentError(bname + ": omniquant options out of range (epochs >= 0, lr > 0, "
                                     "lr_let > 0, 0 < minClip < 1)");
-    const int64_t T = int64_t(len) / dim;
-    const LlamaBlock fpBlock(spec, layer, T); // the targets: float activations
-    LlamaBlock block(spec, layer, T);
-    block.setActivationQuant(o.actBits, o.actClip);
-    // The block's products are small: Eigen's own threads cost far more than they save (10x
-    // slower on a loaded machine). Single-threaded products; samples run in parallel instead.
-    struct EigenThreads {
-        int keep = Eigen::nbThreads();
-        EigenThreads() { Eigen::setNbThreads(1); }
-        ~EigenThreads() { Eigen::setNbThreads(keep); }
-    } eigenThreads;
+    return int64_t(len) / dim;
+}
 
+// The block's products are small: Eigen's own threads cost far more than they save (10x
+// slower on a loaded machine). Single-threaded products; samples run in parallel instead.
+struct EigenSingleThreaded {
+    int keep = Eigen::nbThreads();
+    EigenSingleThreaded() { Eigen::setNbThreads(1); }
+    ~EigenSingleThreaded() { Eigen::setNbThreads(keep); }
+};
+
+/// The block's weights from `w`, replaced by `overrides` where it has them (linears, norms).
+BlockWeights loadWithOverrides(const WeightSource& w, int layer, const std::string& bname,
+                               const std::map<std::string, std::vector<float>>* overrides) {
     BlockWeights fw = loadBlockWeights(w, layer);
     if (overrides)
         for (int i = 0; i < 7; ++i) {
@@ -263,56 +255,70 @@ OmniQuantBlockResult omniquantBlock(const WeightSource& w, int layer,
                 throw ArgumentError(it->first + ": override has the wrong size");
             *vec = Eigen::Map<const Eigen::VectorXf>(it->second.data(), vec->size()).cast<double>();
         }
+    return fw;
+}
 
-    std::vector<Lwc> lwc;
-    for (const auto& [name, s] : settings) {
-        int idx = -1;
-        for (int i = 0; i < 7; ++i)
-            if (name == bname + "." + blockLinearSuffix(i)) idx = i;
-        if (idx < 0)
-            throw ArgumentError(name + ": omniquant learns the linears of block " + bname +
-                                " only (attn.q/k/v/o, mlp.gate/up/down)");
-        if (s.format != WeightFormat::Int || methodIsGguf(s.method))
-            throw UnsupportedError(name + ": omniquant supports int formats only, not " +
-                                   s.describe());
-        if (s.bits < 2 || s.bits > 8) throw ArgumentError(name + ": int bits must be 2..8");
-        Lwc l;
-        l.name = name;
-        l.index = idx;
-        l.s = s;
-        const MatD& W = fw.w[size_t(idx)];
-        l.rows = W.rows();
-        l.cols = W.cols();
-        const int64_t gpr = gridsPerRow(s, l.cols);
-        const size_t ng = s.granularity == Granularity::Tensor    ? 1
-                          : s.granularity == Granularity::Channel ? size_t(l.rows)
-                                                                  : size_t(l.rows * gpr);
-        l.mn.assign(ng, 0.0);
-        l.mx.assign(ng, 0.0);
-        l.grid.resize(size_t(l.rows * l.cols));
-        for (int64_t r = 0; r < l.rows; ++r)
-            for (int64_t j = 0; j < l.cols; ++j) {
-                const double x = W(r, j);
-                if (!std::isfinite(x))
-                    throw ArgumentError(name + ": non-finite weight at element " +
-                                        std::to_string(r * l.cols + j));
-                const int64_t g = gridIndex(s, l.cols, r, j);
-                l.grid[size_t(r * l.cols + j)] = g;
-                l.mn[size_t(g)] = std::min(l.mn[size_t(g)], x);
-                l.mx[size_t(g)] = std::max(l.mx[size_t(g)], x);
-            }
-        // The stored grid works in float: use the float range so that factor 1 is exactly RTN.
-        for (size_t g = 0; g < ng; ++g) {
-            l.mn[g] = double(float(l.mn[g]));
-            l.mx[g] = double(float(l.mx[g]));
+/// A learned linear at its start point (factors 1: exactly RTN), its grid ranges from W.
+Lwc startLwc(const std::string& bname, const std::string& name, const WeightSettings& s,
+             const BlockWeights& fw) {
+    int idx = -1;
+    for (int i = 0; i < 7; ++i)
+        if (name == bname + "." + blockLinearSuffix(i)) idx = i;
+    if (idx < 0)
+        throw ArgumentError(name + ": omniquant learns the linears of block " + bname +
+                            " only (attn.q/k/v/o, mlp.gate/up/down)");
+    if (s.format != WeightFormat::Int || methodIsGguf(s.method))
+        throw UnsupportedError(name + ": omniquant supports int formats only, not " + s.describe());
+    if (s.bits < 2 || s.bits > 8) throw ArgumentError(name + ": int bits must be 2..8");
+    Lwc l;
+    l.name = name;
+    l.index = idx;
+    l.s = s;
+    const MatD& W = fw.w[size_t(idx)];
+    l.rows = W.rows();
+    l.cols = W.cols();
+    const int64_t gpr = gridsPerRow(s, l.cols);
+    const size_t ng = s.granularity == Granularity::Tensor    ? 1
+                      : s.granularity == Granularity::Channel ? size_t(l.rows)
+                                                              : size_t(l.rows * gpr);
+    l.mn.assign(ng, 0.0);
+    l.mx.assign(ng, 0.0);
+    l.grid.resize(size_t(l.rows * l.cols));
+    for (int64_t r = 0; r < l.rows; ++r)
+        for (int64_t j = 0; j < l.cols; ++j) {
+            const double x = W(r, j);
+            if (!std::isfinite(x))
+                throw ArgumentError(name + ": non-finite weight at element " +
+                                    std::to_string(r * l.cols + j));
+            const int64_t g = gridIndex(s, l.cols, r, j);
+            l.grid[size_t(r * l.cols + j)] = g;
+            l.mn[size_t(g)] = std::min(l.mn[size_t(g)], x);
+            l.mx[size_t(g)] = std::max(l.mx[size_t(g)], x);
         }
-        l.a.assign(ng, 1.0);
-        l.b.assign(ng, 1.0);
-        l.ga = l.gb = l.ma = l.va = l.mb = l.vb = std::vector<double>(ng, 0.0);
-        lwc.push_back(std::move(l));
+    // The stored grid works in float: use the float range so that factor 1 is exactly RTN.
+    for (size_t g = 0; g < ng; ++g) {
+        l.mn[g] = double(float(l.mn[g]));
+        l.mx[g] = double(float(l.mx[g]));
     }
+    l.a.assign(ng, 1.0);
+    l.b.assign(ng, 1.0);
+    l.ga = l.gb = l.ma = l.va = l.mb = l.vb = std::vector<double>(ng, 0.0);
+    return l;
+}
 
-    // LET sites: quantised input and every consumer learned.
+/// LET's parameters: per site log-scales t (A: attention input, M: MLP input) and shifts δ
+/// (d), with Adam moments (m, v) and gradients (g); empty where the site is not learned.
+struct LetParams {
+    bool attn = false, mlp = false;
+    Eigen::VectorXd tA, tM, mA, vA, mM, vM, gtA, gtM;
+    Eigen::VectorXd dA, dM, mdA, vdA, mdM, vdM, gdA, gdM;
+
+    bool any() const { return attn || mlp; }
+};
+
+/// LET sites: quantised input and every consumer learned; all parameters at their start
+/// (scales 1, shifts 0).
+LetParams letSites(const OmniQuantOptions& o, const std::vector<Lwc>& lwc, int64_t dim) {
     auto learned = [&](std::initializer_list<int> ids) {
         for (int i : ids) {
             bool found = false;
@@ -324,39 +330,45 @@ OmniQuantBlockResult omniquantBlock(const WeightSource& w, int layer,
     auto quantisedSite = [&](int site) {
         return o.actBits[size_t(site)] > 0 && o.actBits[size_t(site)] < 16;
     };
-    const bool letAttn = o.let && quantisedSite(kActAttnIn) && learned({kQ, kK, kV});
-    const bool letMlp = o.let && quantisedSite(kActMlpIn) && learned({kGate, kUp});
-    Eigen::VectorXd tA = Eigen::VectorXd::Zero(letAttn ? dim : 0);
-    Eigen::VectorXd tM = Eigen::VectorXd::Zero(letMlp ? dim : 0);
-    Eigen::VectorXd mA = tA, vA = tA, mM = tM, vM = tM, gtA = tA, gtM = tM;
+    LetParams p;
+    p.attn = o.let && quantisedSite(kActAttnIn) && learned({kQ, kK, kV});
+    p.mlp = o.let && quantisedSite(kActMlpIn) && learned({kGate, kUp});
+    p.tA = Eigen::VectorXd::Zero(p.attn ? dim : 0);
+    p.tM = Eigen::VectorXd::Zero(p.mlp ? dim : 0);
+    p.mA = p.vA = p.gtA = p.tA;
+    p.mM = p.vM = p.gtM = p.tM;
     // Shifts δ (start 0) of the same sites.
-    Eigen::VectorXd dA = Eigen::VectorXd::Zero(letAttn && o.letShift ? dim : 0);
-    Eigen::VectorXd dM = Eigen::VectorXd::Zero(letMlp && o.letShift ? dim : 0);
-    Eigen::VectorXd mdA = dA, vdA = dA, mdM = dM, vdM = dM, gdA = dA, gdM = dM;
-    const bool let = letAttn || letMlp;
-    // The folded (scaled, shifted) float weights for the current parameters; ranges follow them.
-    auto folded = [&]() {
-        if (!let) return fw;
-        BlockWeights cw = foldLet(fw, tA.array().exp().matrix(), tM.array().exp().matrix(), dA, dM);
+    p.dA = Eigen::VectorXd::Zero(p.attn && o.letShift ? dim : 0);
+    p.dM = Eigen::VectorXd::Zero(p.mlp && o.letShift ? dim : 0);
+    p.mdA = p.vdA = p.gdA = p.dA;
+    p.mdM = p.vdM = p.gdM = p.dM;
+    return p;
+}
+
+/// The learning of one block: the float weights, the learned linears, LET and the targets.
+struct BlockTrainer {
+    const OmniQuantOptions& o;
+    const LlamaBlock& block; ///< the quantised path
+    const BlockWeights& fw;
+    std::vector<Lwc>& lwc;
+    LetParams& let;
+    const std::vector<std::vector<float>>& inputs;
+    int64_t T, dim;
+    size_t S;
+    double norm;
+    std::vector<MatD> target; ///< the full-precision block's outputs
+
+    /// The folded (scaled, shifted) float weights for the current parameters; ranges follow them.
+    BlockWeights folded() {
+        if (!let.any()) return fw;
+        BlockWeights cw = foldLet(fw, let.tA.array().exp().matrix(), let.tM.array().exp().matrix(),
+                                  let.dA, let.dM);
         for (Lwc& l : lwc) setRanges(l, cw.w[size_t(l.index)]);
         return cw;
-    };
-
-    OmniQuantBlockResult res;
-    const size_t S = inputs.size();
-    // Targets: the full-precision block on the full-precision inputs.
-    std::vector<MatD> target(S);
-    res.fpOutputs.resize(S);
-#pragma omp parallel for schedule(dynamic)
-    for (int64_t i = 0; i < int64_t(S); ++i) {
-        fpBlock.forward(fw, toMat(fpInputs[size_t(i)], T, dim), target[size_t(i)], nullptr);
-        const Eigen::MatrixXf yf = target[size_t(i)].cast<float>().transpose();
-        res.fpOutputs[size_t(i)].assign(yf.data(), yf.data() + yf.size());
     }
-    const double norm = double(T * dim);
 
-    // Block error of the packed result for the current factors.
-    auto packedLoss = [&](std::map<std::string, PackedTensor>* out) {
+    /// Block error of the packed result for the current factors.
+    double packedLoss(std::map<std::string, PackedTensor>* out) {
         const BlockWeights cw = folded();
         BlockWeights qw = cw;
         // The norms are stored as float.
@@ -381,113 +393,197 @@ OmniQuantBlockResult omniquantBlock(const WeightSource& w, int layer,
             sum += (y - target[size_t(i)]).squaredNorm() / norm;
         }
         return sum / double(S);
-    };
+    }
 
-    std::map<std::string, PackedTensor> best;
-    res.lossStart = res.lossEnd = packedLoss(&best);
-    std::vector<std::pair<std::vector<double>, std::vector<double>>> bestFactors;
-    for (const Lwc& l : lwc) bestFactors.emplace_back(l.a, l.b);
-    Eigen::VectorXd bestA = tA, bestM = tM, bestDA = dA, bestDM = dM;
+    /// Forward and backward of sample i on the fake-quantised weights: fills the gradients of
+    /// the factors (and of LET's parameters); returns the sample's loss.
+    double sampleGrads(size_t i, LlamaBlock::Cache& cache, BlockGrads& grads) {
+        const BlockWeights cw = folded();
+        BlockWeights qw = cw;
+        for (const Lwc& l : lwc) qw.w[size_t(l.index)] = fakeQuant(l, cw.w[size_t(l.index)]);
+        MatD y;
+        block.forward(qw, toMat(inputs[i], T, dim), y, &cache);
+        const MatD diff = y - target[i];
+        const double loss = diff.squaredNorm() / norm;
+        grads.zeroLike(qw);
+        block.backward(qw, cache, diff * (2.0 / norm), grads);
+        for (Lwc& l : lwc) factorGrads(l, cw.w[size_t(l.index)], grads.w[size_t(l.index)]);
+        if (let.any()) {
+            // Gradients w.r.t. the folded float weights (STE), then the log-scales.
+            BlockGrads gf = grads;
+            for (const Lwc& l : lwc)
+                gf.w[size_t(l.index)] = steGrad(l, cw.w[size_t(l.index)], grads.w[size_t(l.index)]);
+            letGrads(cw, gf, let.gtA, let.gtM);
+            letShiftGrads(cw, gf, let.tA.array().exp().matrix(), let.tM.array().exp().matrix(),
+                          let.gdA, let.gdM);
+        }
+        return loss;
+    }
 
+    /// One Adam step of every learned parameter.
+    void adamUpdate(int step) {
+        for (Lwc& l : lwc) {
+            adam(l.a, l.ga, l.ma, l.va, step, o);
+            if (!l.s.symmetric) adam(l.b, l.gb, l.mb, l.vb, step, o);
+        }
+        constexpr double kInf = std::numeric_limits<double>::infinity();
+        if (let.attn) adamStep(let.tA, let.gtA, let.mA, let.vA, step, o.lrLet, 0.0, -kInf, kInf);
+        if (let.mlp) adamStep(let.tM, let.gtM, let.mM, let.vM, step, o.lrLet, 0.0, -kInf, kInf);
+        if (let.dA.size())
+            adamStep(let.dA, let.gdA, let.mdA, let.vdA, step, o.lrLet, 0.0, -kInf, kInf);
+        if (let.dM.size())
+            adamStep(let.dM, let.gdM, let.mdM, let.vdM, step, o.lrLet, 0.0, -kInf, kInf);
+    }
+};
+
+/// The targets: the full-precision block on the full-precision inputs, also kept as float
+/// outputs (the next block's full-precision inputs).
+void fpTargets(const LlamaBlock& fpBlock, const BlockWeights& fw,
+               const std::vector<std::vector<float>>& fpInputs, int64_t T, int64_t dim,
+               std::vector<MatD>& target, std::vector<std::vector<float>>& fpOutputs) {
+    const size_t S = fpInputs.size();
+    target.resize(S);
+    fpOutputs.resize(S);
+#pragma omp parallel for schedule(dynamic)
+    for (int64_t i = 0; i < int64_t(S); ++i) {
+        fpBlock.forward(fw, toMat(fpInputs[size_t(i)], T, dim), target[size_t(i)], nullptr);
+        const Eigen::MatrixXf yf = target[size_t(i)].cast<float>().transpose();
+        fpOutputs[size_t(i)].assign(yf.data(), yf.data() + yf.size());
+    }
+}
+
+/// The parameters with the lowest packed-result loss so far, and that result.
+struct BestParams {
+    std::map<std::string, PackedTensor> packed;
+    std::vector<std::pair<std::vector<double>, std::vector<double>>> factors;
+    Eigen::VectorXd tA, tM, dA, dM;
+
+    void keep(const std::vector<Lwc>& lwc, const LetParams& let) {
+        for (size_t k = 0; k < lwc.size(); ++k) factors[k] = {lwc[k].a, lwc[k].b};
+        tA = let.tA;
+        tM = let.tM;
+        dA = let.dA;
+        dM = let.dM;
+    }
+};
+
+/// The epochs of Adam over the samples, keeping the best packed result after each. False
+/// when cancelled.
+bool trainEpochs(BlockTrainer& tr, const std::string& bname, Progress& progress,
+                 OmniQuantBlockResult& res, BestParams& best) {
+    const OmniQuantOptions& o = tr.o;
+    const size_t S = tr.S;
     const double steps = double(std::max(1, o.epochs) * int64_t(S));
     int step = 0;
     LlamaBlock::Cache cache;
     BlockGrads grads;
-    for (int e = 0; e < o.epochs && !lwc.empty(); ++e) {
+    for (int e = 0; e < o.epochs && !tr.lwc.empty(); ++e) {
         double trainSum = 0;
         for (size_t i = 0; i < S; ++i) {
             if (!progress.report(double(step) / steps, bname + ": omniquant epoch " +
                                                            std::to_string(e + 1) + "/" +
-                                                           std::to_string(o.epochs))) {
-                res.status = Status::Cancelled;
-                return res;
-            }
-            const BlockWeights cw = folded();
-            BlockWeights qw = cw;
-            for (const Lwc& l : lwc) qw.w[size_t(l.index)] = fakeQuant(l, cw.w[size_t(l.index)]);
-            MatD y;
-            block.forward(qw, toMat(inputs[i], T, dim), y, &cache);
-            const MatD diff = y - target[i];
-            trainSum += diff.squaredNorm() / norm;
-            grads.zeroLike(qw);
-            block.backward(qw, cache, diff * (2.0 / norm), grads);
+                                                           std::to_string(o.epochs)))
+                return false;
+            trainSum += tr.sampleGrads(i, cache, grads);
             ++step;
-            for (Lwc& l : lwc) factorGrads(l, cw.w[size_t(l.index)], grads.w[size_t(l.index)]);
-            if (let) {
-                // Gradients w.r.t. the folded float weights (STE), then the log-scales.
-                BlockGrads gf = grads;
-                for (const Lwc& l : lwc)
-                    gf.w[size_t(l.index)] =
-                        steGrad(l, cw.w[size_t(l.index)], grads.w[size_t(l.index)]);
-                letGrads(cw, gf, gtA, gtM);
-                letShiftGrads(cw, gf, tA.array().exp().matrix(), tM.array().exp().matrix(), gdA,
-                              gdM);
-            }
-            for (Lwc& l : lwc) {
-                adam(l.a, l.ga, l.ma, l.va, step, o);
-                if (!l.s.symmetric) adam(l.b, l.gb, l.mb, l.vb, step, o);
-            }
-            constexpr double kInf = std::numeric_limits<double>::infinity();
-            if (letAttn) adamStep(tA, gtA, mA, vA, step, o.lrLet, 0.0, -kInf, kInf);
-            if (letMlp) adamStep(tM, gtM, mM, vM, step, o.lrLet, 0.0, -kInf, kInf);
-            if (dA.size()) adamStep(dA, gdA, mdA, vdA, step, o.lrLet, 0.0, -kInf, kInf);
-            if (dM.size()) adamStep(dM, gdM, mdM, vdM, step, o.lrLet, 0.0, -kInf, kInf);
+            tr.adamUpdate(step);
         }
         res.trainLoss.push_back(trainSum / double(S));
         std::map<std::string, PackedTensor> cur;
-        const double loss = packedLoss(&cur);
+        const double loss = tr.packedLoss(&cur);
         res.epochLoss.push_back(loss);
         if (loss < res.lossEnd) {
             res.lossEnd = loss;
             res.bestEpoch = e + 1;
-            best = std::move(cur);
-            for (size_t k = 0; k < lwc.size(); ++k) bestFactors[k] = {lwc[k].a, lwc[k].b};
-            bestA = tA;
-            bestM = tM;
-            bestDA = dA;
-            bestDM = dM;
+            best.packed = std::move(cur);
+            best.keep(tr.lwc, tr.let);
         }
     }
-    if (let) {
-        tA = bestA;
-        tM = bestM;
-        dA = bestDA;
-        dM = bestDM;
-        const BlockWeights cw = folded();
-        auto put = [&](const std::string& name, const MatD& m) {
-            const Eigen::MatrixXf f = m.cast<float>().transpose(); // column-major of m^T
-            res.folded[name].assign(f.data(), f.data() + f.size());
-        };
-        if (letAttn) {
-            put(bname + ".attn_norm", cw.attnNorm.transpose());
-            for (int i : {kQ, kK, kV}) put(bname + "." + blockLinearSuffix(i), cw.w[size_t(i)]);
-            const Eigen::VectorXd sc = tA.array().exp().matrix();
-            res.letScale[bname + ".attn_norm"].assign(sc.data(), sc.data() + sc.size());
-            if (dA.size()) {
-                put(bname + ".attn_norm.bias", cw.attnNormBias.transpose());
-                for (int i : {kQ, kK, kV})
-                    put(bname + "." + blockLinearSuffix(i) + ".bias", cw.b[size_t(i)].transpose());
-                res.letShift[bname + ".attn_norm"].assign(dA.data(), dA.data() + dA.size());
-            }
-        }
-        if (letMlp) {
-            put(bname + ".mlp_norm", cw.mlpNorm.transpose());
-            for (int i : {kGate, kUp}) put(bname + "." + blockLinearSuffix(i), cw.w[size_t(i)]);
-            const Eigen::VectorXd sc = tM.array().exp().matrix();
-            res.letScale[bname + ".mlp_norm"].assign(sc.data(), sc.data() + sc.size());
-            if (dM.size()) {
-                put(bname + ".mlp_norm.bias", cw.mlpNormBias.transpose());
-                for (int i : {kGate, kUp})
-                    put(bname + "." + blockLinearSuffix(i) + ".bias", cw.b[size_t(i)].transpose());
-                res.letShift[bname + ".mlp_norm"].assign(dM.data(), dM.data() + dM.size());
-            }
+    return true;
+}
+
+/// The folded tensors, scales and shifts of the best LET parameters into the result.
+void exportLet(BlockTrainer& tr, const BestParams& best, const std::string& bname,
+               OmniQuantBlockResult& res) {
+    LetParams& let = tr.let;
+    let.tA = best.tA;
+    let.tM = best.tM;
+    let.dA = best.dA;
+    let.dM = best.dM;
+    const BlockWeights cw = tr.folded();
+    auto put = [&](const std::string& name, const MatD& m) {
+        const Eigen::MatrixXf f = m.cast<float>().transpose(); // column-major of m^T
+        res.folded[name].assign(f.data(), f.data() + f.size());
+    };
+    if (let.attn) {
+        put(bname + ".attn_norm", cw.attnNorm.transpose());
+        for (int i : {kQ, kK, kV}) put(bname + "." + blockLinearSuffix(i), cw.w[size_t(i)]);
+        const Eigen::VectorXd sc = let.tA.array().exp().matrix();
+        res.letScale[bname + ".attn_norm"].assign(sc.data(), sc.data() + sc.size());
+        if (let.dA.size()) {
+            put(bname + ".attn_norm.bias", cw.attnNormBias.transpose());
+            for (int i : {kQ, kK, kV})
+                put(bname + "." + blockLinearSuffix(i) + ".bias", cw.b[size_t(i)].transpose());
+            res.letShift[bname + ".attn_norm"].assign(let.dA.data(), let.dA.data() + let.dA.size());
         }
     }
+    if (let.mlp) {
+        put(bname + ".mlp_norm", cw.mlpNorm.transpose());
+        for (int i : {kGate, kUp}) put(bname + "." + blockLinearSuffix(i), cw.w[size_t(i)]);
+        const Eigen::VectorXd sc = let.tM.array().exp().matrix();
+        res.letScale[bname + ".mlp_norm"].assign(sc.data(), sc.data() + sc.size());
+        if (let.dM.size()) {
+            put(bname + ".mlp_norm.bias", cw.mlpNormBias.transpose());
+            for (int i : {kGate, kUp})
+                put(bname + "." + blockLinearSuffix(i) + ".bias", cw.b[size_t(i)].transpose());
+            res.letShift[bname + ".mlp_norm"].assign(let.dM.data(), let.dM.data() + let.dM.size());
+        }
+    }
+}
+
+} // namespace
+
+OmniQuantBlockResult omniquantBlock(const WeightSource& w, int layer,
+                                    const std::vector<std::vector<float>>& inputs,
+                                    const std::vector<std::vector<float>>& fpInputsArg,
+                                    const std::map<std::string, WeightSettings>& settings,
+                                    const OmniQuantOptions& o, Progress& progress,
+                                    const std::map<std::string, std::vector<float>>* overrides) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const ModelSpec& spec = w.spec();
+    const std::string bname = "layers." + std::to_string(layer);
+    if (inputs.empty()) throw ArgumentError(bname + ": omniquant needs calibration inputs");
+    const auto& fpInputs = fpInputsArg.empty() ? inputs : fpInputsArg;
+    const int64_t dim = spec.dim;
+    const int64_t T = checkBlockInputs(bname, inputs, fpInputs, dim, o);
+    const LlamaBlock fpBlock(spec, layer, T); // the targets: float activations
+    LlamaBlock block(spec, layer, T);
+    block.setActivationQuant(o.actBits, o.actClip);
+    const EigenSingleThreaded eigenThreads;
+
+    const BlockWeights fw = loadWithOverrides(w, layer, bname, overrides);
+    std::vector<Lwc> lwc;
+    for (const auto& [name, s] : settings) lwc.push_back(startLwc(bname, name, s, fw));
+    LetParams let = letSites(o, lwc, dim);
+
+    OmniQuantBlockResult res;
+    BlockTrainer tr{o, block, fw, lwc, let, inputs, T, dim, inputs.size(), double(T * dim), {}};
+    fpTargets(fpBlock, fw, fpInputs, T, dim, tr.target, res.fpOutputs);
+
+    BestParams best;
+    res.lossStart = res.lossEnd = tr.packedLoss(&best.packed);
+    for (const Lwc& l : lwc) best.factors.emplace_back(l.a, l.b);
+    best.tA = let.tA, best.tM = let.tM, best.dA = let.dA, best.dM = let.dM;
+    if (!trainEpochs(tr, bname, progress, res, best)) {
+        res.status = Status::Cancelled;
+        return res;
+    }
+    if (let.any()) exportLet(tr, best, bname, res);
     for (size_t k = 0; k < lwc.size(); ++k)
-        res.meanClip[lwc[k].name] = {meanOf(bestFactors[k].first),
-                                     lwc[k].s.symmetric ? meanOf(bestFactors[k].first)
-                                                        : meanOf(bestFactors[k].second)};
-    res.packed = std::move(best);
+        res.meanClip[lwc[k].name] = {meanOf(best.factors[k].first),
+                                     lwc[k].s.symmetric ? meanOf(best.factors[k].first)
+                                                        : meanOf(best.factors[k].second)};
+    res.packed = std::move(best.packed);
     res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     progress.report(1.0, bname + ": omniquant done");
     return res;

@@ -4,9 +4,9 @@
 #include "core/model/model.h"
 
 #include <algorithm>
-#include <filesystem>
 #include <cctype>
 #include <cstdio>
+#include <filesystem>
 #include <regex>
 #include <set>
 
@@ -572,8 +572,7 @@ Recipe Recipe::fromJson(const json& j) {
     }
     if (j.contains("imatrix")) {
         if (!j["imatrix"].is_string() || j["imatrix"].get<std::string>().empty())
-            fail(-1, "imatrix",
-                 "expected the path of a llama.cpp imatrix file or \"calibrate\"");
+            fail(-1, "imatrix", "expected the path of a llama.cpp imatrix file or \"calibrate\"");
         r.imatrix = j["imatrix"].get<std::string>();
     }
     if (!j.contains("rules") || !j["rules"].is_array())
@@ -642,7 +641,8 @@ Recipe Recipe::load(const std::string& path) {
         Recipe r = fromJson(j);
         if (!r.imatrix.empty() && r.imatrix != "calibrate" &&
             std::filesystem::path(r.imatrix).is_relative())
-            r.imatrix = (std::filesystem::path(path).parent_path() / r.imatrix).lexically_normal().string();
+            r.imatrix =
+                (std::filesystem::path(path).parent_path() / r.imatrix).lexically_normal().string();
         return r;
     } catch (const RecipeError& e) {
         throw RecipeError(e.rule(), e.field(),
@@ -1013,189 +1013,295 @@ bool Plan::needsCalibration() const {
            std::any_of(structured.begin(), structured.end(), blockNeeds);
 }
 
+namespace {
+
+/// A layer's sections merged over the rules that match it, with the rule of each field.
+struct MergedSections {
+    std::optional<json> w, act, outl, sp, lr, st;
+    int actRule = -1, outlRule = -1;
+    std::map<std::string, int> origin, spOrigin, lrOrigin, stOrigin;
+};
+
+/// Merges, in rule order, the sections of the rules that match lp (recording the matches in
+/// plan); sets lp's activation, kv, outlier and SmoothQuant fields.
+MergedSections mergeRules(const Recipe& r, LayerPlan& lp, Plan& plan) {
+    MergedSections m;
+    for (size_t i = 0; i < r.rules.size(); ++i) {
+        const Rule& rule = r.rules[i];
+        if (!rule.matches(lp.name)) continue;
+        plan.matches[i].layers.push_back(lp.name);
+        if (rule.weight) {
+            if (rule.weight->is_null()) {
+                m.w.reset();
+                m.origin.clear();
+            } else {
+                if (!m.w) m.w = json::object();
+                for (auto it = rule.weight->begin(); it != rule.weight->end(); ++it) {
+                    (*m.w)[it.key()] = it.value();
+                    m.origin[it.key()] = int(i);
+                }
+                m.origin["weight"] = int(i);
+            }
+        }
+        mergeFields(rule.sparsity, m.sp, m.spOrigin, int(i), "sparsity");
+        mergeFields(rule.lowrank, m.lr, m.lrOrigin, int(i), "lowrank");
+        mergeFields(rule.structured, m.st, m.stOrigin, int(i), "structured");
+        if (rule.activation) lp.hasActivation = !rule.activation->is_null();
+        if (rule.kv) lp.hasKv = !rule.kv->is_null();
+        if (rule.outliers) lp.hasOutliers = !rule.outliers->is_null();
+        mergeSection(m.act, m.actRule, rule.activation, int(i));
+        mergeSection(m.outl, m.outlRule, rule.outliers, int(i));
+        if (rule.smoothquant) {
+            lp.smoothAlpha =
+                rule.smoothquant->is_null() ? -1.0 : (*rule.smoothquant)["alpha"].get<double>();
+            lp.smoothRule = rule.smoothquant->is_null() ? -1 : int(i);
+        }
+    }
+    return m;
+}
+
+/// The layer's activation quantisation, when its merged section quantises below 16 bits.
+void planActivation(const MergedSections& m, const TensorView& t, const Model& model, Plan& plan) {
+    if (!m.act) return;
+    const std::optional<json>& act = m.act;
+    ActivationPlan ap;
+    ap.name = t.name;
+    ap.cols = t.shape[1];
+    ap.rule = m.actRule;
+    ap.act.bits = int(act->value("bits", 8));
+    ap.act.perToken = act->value("mode", std::string("dynamic_per_token")) == "dynamic_per_token";
+    ap.act.clip = act->value("clip", 1.0);
+    if (m.outl) {
+        ap.outlierRule = m.outlRule;
+        ap.outliers = OutlierSettings{m.outl->value("threshold", 6.0)};
+    }
+    if (ap.act.bits < 16) {
+        if (t.name == "embed")
+            fail(m.actRule, "activation",
+                 "embed is a lookup table: it has no input activations to quantise");
+        if (model.spec().isMamba())
+            fail(m.actRule, "activation",
+                 "activation quantisation is not implemented for Mamba blocks (" + t.name + ")");
+        plan.activations.push_back(std::move(ap));
+    }
+}
+
+/// The rule that set a weight field (the weight section's last rule when none set it).
+struct FieldOrigin {
+    const std::map<std::string, int>& origin;
+    int weightRule;
+    int operator()(const std::string& f) const {
+        return origin.count(f) ? origin.at(f) : weightRule;
+    }
+};
+
+/// Reads the merged weight section's method, format, bits, symmetry and granularity into s.
+void readWeightFields(const json& w, const FieldOrigin& org, const std::string& name,
+                      WeightSettings& s) {
+    if (w.contains("method")) s.method = methodFromName(w["method"].get<std::string>());
+    if (w.contains("format")) {
+        const auto f = w["format"].get<std::string>();
+        s.format = f == "int"   ? WeightFormat::Int
+                   : f == "nf4" ? WeightFormat::Nf4
+                                : WeightFormat::Fp8E4M3;
+    }
+    if (w.contains("bits")) s.bits = w["bits"].get<int>();
+    if (s.format == WeightFormat::Nf4) {
+        if (w.contains("bits") && s.bits != 4)
+            fail(org("bits"), "weight.bits",
+                 "format nf4 (rule " + std::to_string(org("format")) + ") has 4 bits, got " +
+                     std::to_string(s.bits) + " for " + name);
+        s.bits = 4;
+    }
+    if (s.format == WeightFormat::Fp8E4M3) {
+        if (w.contains("bits") && s.bits != 8)
+            fail(org("bits"), "weight.bits",
+                 "format fp8_e4m3 (rule " + std::to_string(org("format")) + ") has 8 bits, got " +
+                     std::to_string(s.bits) + " for " + name);
+        s.bits = 8;
+    }
+    if (w.contains("symmetric")) s.symmetric = w["symmetric"].get<bool>();
+    if (w.contains("granularity")) {
+        const auto g = w["granularity"].get<std::string>();
+        s.granularity = g == "tensor"    ? Granularity::Tensor
+                        : g == "channel" ? Granularity::Channel
+                                         : Granularity::Group;
+    } else if (w.contains("group_size")) {
+        s.granularity = Granularity::Group;
+    }
+    if (w.contains("group_size")) s.groupSize = w["group_size"].get<int64_t>();
+    if (s.format == WeightFormat::Nf4 && !w.contains("granularity") && !w.contains("group_size")) {
+        s.granularity = Granularity::Group;
+        s.groupSize = 64;
+    }
+}
+
+/// GPTQ / AWQ on a GGUF type's grid (`"gguf"`), with llama.cpp's fallback for short rows.
+void applyGgufGrid(LayerPlan& lp, const json& w, const FieldOrigin& org, Plan& plan) {
+    WeightSettings& s = lp.weight;
+    if (s.method != WeightMethod::Gptq && s.method != WeightMethod::Awq)
+        fail(org("gguf"), "weight.gguf",
+             "a GGUF grid goes with method gptq or awq (rule " + std::to_string(org("method")) +
+                 " sets " + weightMethodName(s.method) + " for " + lp.name +
+                 "); ggml's own quantiser is method \"" + w["gguf"].get<std::string>() + "\"");
+    const WeightMethod grid = methodFromName(w["gguf"].get<std::string>());
+    const std::optional<WeightMethod> fit = ggufFallback(grid, lp.cols);
+    if (!fit)
+        fail(org("gguf"), "weight.gguf",
+             std::string(weightMethodName(grid)) + " blocks do not fit " + lp.name + "'s rows of " +
+                 std::to_string(lp.cols) + " weights");
+    if (*fit != grid) {
+        lp.fallbackFrom = grid;
+        plan.warnings.push_back(lp.name + ": " + weightMethodName(grid) +
+                                " needs rows that are a multiple of 256 but the rows "
+                                "have " +
+                                std::to_string(lp.cols) + " weights; using " +
+                                weightMethodName(*fit) + " instead (llama.cpp's fallback)");
+    }
+    const WeightMethod method = s.method;
+    s = ggufSettings(*fit);
+    if (*fit != WeightMethod::F16) { // f16 (llama.cpp's last fallback) has no codes
+        s.method = method;
+        s.ggufGrid = *fit;
+    }
+}
+
+/// One of ggml's own quantisers, with llama.cpp's fallback for short rows.
+void applyGgufMethod(LayerPlan& lp, const FieldOrigin& org, Plan& plan) {
+    WeightSettings& s = lp.weight;
+    const std::optional<WeightMethod> fit = ggufFallback(s.method, lp.cols);
+    if (!fit)
+        fail(org("method"), "weight.method",
+             std::string(weightMethodName(s.method)) +
+                 " needs rows that are a multiple of 32 but " + lp.name + " has rows of " +
+                 std::to_string(lp.cols) +
+                 " (ignore it in this rule or give it an RTN rule after this one)");
+    if (*fit != s.method) {
+        lp.fallbackFrom = s.method;
+        plan.warnings.push_back(lp.name + ": " + weightMethodName(s.method) +
+                                " needs rows that are a " + "multiple of 256 but the rows have " +
+                                std::to_string(lp.cols) + " weights; using " +
+                                weightMethodName(*fit) + " instead (llama.cpp's fallback)");
+        s.method = *fit;
+    }
+    s = ggufSettings(s.method);
+}
+
+/// Resolves the layer's merged weight section into lp.weight (throws naming rule and field).
+void resolveWeight(LayerPlan& lp, MergedSections& m, const PlanOptions& opts, Plan& plan) {
+    const json& w = *m.w;
+    const FieldOrigin org{m.origin, m.origin["weight"]};
+    WeightSettings& s = lp.weight;
+    readWeightFields(w, org, lp.name, s);
+    if (w.contains("gguf")) {
+        applyGgufGrid(lp, w, org, plan);
+    } else if (methodIsGguf(s.method)) {
+        applyGgufMethod(lp, org, plan);
+    } else {
+        if (s.format == WeightFormat::Nf4 && s.method != WeightMethod::Rtn)
+            fail(org("method"), "weight.method", "nf4 supports only rtn");
+        if (s.granularity == Granularity::Group && s.groupSize > lp.cols)
+            fail(org("group_size"), "weight.group_size",
+                 "group size " + std::to_string(s.groupSize) + " is larger than " + lp.name +
+                     "'s row length " + std::to_string(lp.cols));
+    }
+    if (methodNeedsCalibration(s.method) && !opts.hasCalibration)
+        fail(org("method"), "weight.method",
+             std::string("'") + weightMethodName(s.method) +
+                 "' needs calibration data and none was given");
+    lp.origin = m.origin;
+    lp.weightJson = w;
+}
+
+/// Plans one targetable tensor: its rule matches, SmoothQuant, activations, structured
+/// settings of its block, and (when it has a weight, sparsity or low-rank section) its layer.
+void planLayer(const Recipe& r, const Model& model, const PlanOptions& opts, const TensorView& t,
+               Plan& plan, std::map<int, BlockStructured>& structured) {
+    LayerPlan lp;
+    lp.name = t.name;
+    lp.rows = t.shape[0];
+    lp.cols = t.shape[1];
+    MergedSections m = mergeRules(r, lp, plan);
+    if (lp.smoothAlpha >= 0) plan.smooth[t.name] = {lp.smoothAlpha, lp.smoothRule};
+    planActivation(m, t, model, plan);
+    if (m.st) resolveStructured(*m.st, m.stOrigin, t.name, model, structured);
+    if (!m.w && !m.sp && !m.lr) return;
+    if (m.sp) lp.sparsityRule = m.spOrigin["sparsity"], lp.sparsity = resolveSparsity(*m.sp);
+    if (m.lr) {
+        lp.lowrankRule = m.lrOrigin["lowrank"];
+        lp.lowrank = resolveLowRank(*m.lr, m.lrOrigin, lp);
+    }
+    lp.quantize = bool(m.w);
+    if (m.w) resolveWeight(lp, m, opts, plan);
+    plan.layers.push_back(std::move(lp));
+}
+
+/// Block l's KV-cache plan: in rule order, the kv sections of the rules that match
+/// layers.l.attn.k or layers.l.attn.v; nullopt when none does or both stay 16-bit.
+std::optional<KvPlan> planKvBlock(const Recipe& r, int64_t l, int64_t width) {
+    const std::string p = "layers." + std::to_string(l) + ".attn.";
+    std::optional<json> kv;
+    int kvRule = -1;
+    for (size_t i = 0; i < r.rules.size(); ++i)
+        if (r.rules[i].kv && (r.rules[i].matches(p + "k") || r.rules[i].matches(p + "v")))
+            mergeSection(kv, kvRule, r.rules[i].kv, int(i));
+    if (!kv) return std::nullopt;
+    KvPlan kp;
+    kp.layer = l;
+    kp.width = width;
+    kp.rule = kvRule;
+    KvSettings& k = kp.kv;
+    k.kBits = int(kv->value("k_bits", 8));
+    k.vBits = int(kv->value("v_bits", 8));
+    auto gran = [&](const char* key) {
+        return kv->value(key, std::string("token")) == "channel" ? KvGranularity::Channel
+                                                                 : KvGranularity::Token;
+    };
+    k.kGranularity = gran("k_granularity");
+    k.vGranularity = gran("v_granularity");
+    k.groupSize = kv->value("group_size", int64_t(128));
+    const bool tokenGroups = (k.kBits < 16 && k.kGranularity == KvGranularity::Token) ||
+                             (k.vBits < 16 && k.vGranularity == KvGranularity::Token);
+    if (tokenGroups && kv->contains("group_size") && k.groupSize > width)
+        fail(kvRule, "kv.group_size",
+             "group size " + std::to_string(k.groupSize) + " is larger than the K/V row of block " +
+                 std::to_string(l) + " (" + std::to_string(width) +
+                 " = kv heads x head dim) for token granularity");
+    if (k.kBits < 16 || k.vBits < 16) return kp;
+    return std::nullopt;
+}
+
+/// Whether a rule that matched some layer sets a non-null section `sec` of Rule.
+bool anyMatchedRuleSets(const Recipe& r, const Plan& plan, std::optional<json> Rule::*sec) {
+    bool any = false;
+    for (size_t i = 0; i < r.rules.size(); ++i) {
+        if (plan.matches[i].layers.empty()) continue;
+        any |= r.rules[i].*sec && !(r.rules[i].*sec)->is_null();
+    }
+    return any;
+}
+
+/// The KV-cache plans of the blocks.
+void planKv(const Recipe& r, const Model& model, Plan& plan) {
+    const ModelSpec& sp = model.spec();
+    const bool kvAny = anyMatchedRuleSets(r, plan, &Rule::kv);
+    const int64_t width = sp.nKvHeads * sp.headDim;
+    for (int64_t l = 0; kvAny && !sp.isMamba() && l < sp.nLayers; ++l)
+        if (std::optional<KvPlan> kp = planKvBlock(r, l, width)) plan.kv.push_back(std::move(*kp));
+    if (kvAny && sp.isMamba())
+        plan.warnings.push_back("kv settings ignored: Mamba blocks have no KV cache");
+}
+
+} // namespace
+
 Plan planRecipe(const Recipe& r, const Model& model, const PlanOptions& opts) {
     Plan plan;
     std::map<int, BlockStructured> structured;
     plan.matches.resize(r.rules.size());
     for (size_t i = 0; i < r.rules.size(); ++i) plan.matches[i].rule = int(i);
-    for (const TensorView& t : model.tensors()) {
-        if (t.shape.size() != 2 || !isTargetable(t.name)) continue;
-        std::optional<json> w, act, outl, sp, lr, st;
-        int actRule = -1, outlRule = -1;
-        std::map<std::string, int> origin, spOrigin, lrOrigin, stOrigin;
-        LayerPlan lp;
-        lp.name = t.name;
-        lp.rows = t.shape[0];
-        lp.cols = t.shape[1];
-        for (size_t i = 0; i < r.rules.size(); ++i) {
-            const Rule& rule = r.rules[i];
-            if (!rule.matches(t.name)) continue;
-            plan.matches[i].layers.push_back(t.name);
-            if (rule.weight) {
-                if (rule.weight->is_null()) {
-                    w.reset();
-                    origin.clear();
-                } else {
-                    if (!w) w = json::object();
-                    for (auto it = rule.weight->begin(); it != rule.weight->end(); ++it) {
-                        (*w)[it.key()] = it.value();
-                        origin[it.key()] = int(i);
-                    }
-                    origin["weight"] = int(i);
-                }
-            }
-            mergeFields(rule.sparsity, sp, spOrigin, int(i), "sparsity");
-            mergeFields(rule.lowrank, lr, lrOrigin, int(i), "lowrank");
-            mergeFields(rule.structured, st, stOrigin, int(i), "structured");
-            if (rule.activation) lp.hasActivation = !rule.activation->is_null();
-            if (rule.kv) lp.hasKv = !rule.kv->is_null();
-            if (rule.outliers) lp.hasOutliers = !rule.outliers->is_null();
-            mergeSection(act, actRule, rule.activation, int(i));
-            mergeSection(outl, outlRule, rule.outliers, int(i));
-            if (rule.smoothquant) {
-                lp.smoothAlpha =
-                    rule.smoothquant->is_null() ? -1.0 : (*rule.smoothquant)["alpha"].get<double>();
-                lp.smoothRule = rule.smoothquant->is_null() ? -1 : int(i);
-            }
-        }
-        if (lp.smoothAlpha >= 0) plan.smooth[t.name] = {lp.smoothAlpha, lp.smoothRule};
-        if (act) {
-            ActivationPlan ap;
-            ap.name = t.name;
-            ap.cols = t.shape[1];
-            ap.rule = actRule;
-            ap.act.bits = int(act->value("bits", 8));
-            ap.act.perToken =
-                act->value("mode", std::string("dynamic_per_token")) == "dynamic_per_token";
-            ap.act.clip = act->value("clip", 1.0);
-            if (outl) {
-                ap.outlierRule = outlRule;
-                ap.outliers = OutlierSettings{outl->value("threshold", 6.0)};
-            }
-            if (ap.act.bits < 16) {
-                if (t.name == "embed")
-                    fail(actRule, "activation",
-                         "embed is a lookup table: it has no input activations to quantise");
-                if (model.spec().isMamba())
-                    fail(actRule, "activation",
-                         "activation quantisation is not implemented for Mamba blocks (" + t.name +
-                             ")");
-                plan.activations.push_back(std::move(ap));
-            }
-        }
-        if (st) resolveStructured(*st, stOrigin, t.name, model, structured);
-        if (!w && !sp && !lr) continue;
-        if (sp) lp.sparsityRule = spOrigin["sparsity"], lp.sparsity = resolveSparsity(*sp);
-        if (lr) {
-            lp.lowrankRule = lrOrigin["lowrank"];
-            lp.lowrank = resolveLowRank(*lr, lrOrigin, lp);
-        }
-        lp.quantize = bool(w);
-        if (!w) {
-            plan.layers.push_back(std::move(lp));
-            continue;
-        }
-        const int wr = origin["weight"];
-        auto org = [&](const std::string& f) { return origin.count(f) ? origin[f] : wr; };
-        WeightSettings& s = lp.weight;
-        if (w->contains("method")) s.method = methodFromName((*w)["method"].get<std::string>());
-        if (w->contains("format")) {
-            const auto f = (*w)["format"].get<std::string>();
-            s.format = f == "int"   ? WeightFormat::Int
-                       : f == "nf4" ? WeightFormat::Nf4
-                                    : WeightFormat::Fp8E4M3;
-        }
-        if (w->contains("bits")) s.bits = (*w)["bits"].get<int>();
-        if (s.format == WeightFormat::Nf4) {
-            if (w->contains("bits") && s.bits != 4)
-                fail(org("bits"), "weight.bits",
-                     "format nf4 (rule " + std::to_string(org("format")) + ") has 4 bits, got " +
-                         std::to_string(s.bits) + " for " + t.name);
-            s.bits = 4;
-        }
-        if (s.format == WeightFormat::Fp8E4M3) {
-            if (w->contains("bits") && s.bits != 8)
-                fail(org("bits"), "weight.bits",
-                     "format fp8_e4m3 (rule " + std::to_string(org("format")) +
-                         ") has 8 bits, got " + std::to_string(s.bits) + " for " + t.name);
-            s.bits = 8;
-        }
-        if (w->contains("symmetric")) s.symmetric = (*w)["symmetric"].get<bool>();
-        if (w->contains("granularity")) {
-            const auto g = (*w)["granularity"].get<std::string>();
-            s.granularity = g == "tensor"    ? Granularity::Tensor
-                            : g == "channel" ? Granularity::Channel
-                                             : Granularity::Group;
-        } else if (w->contains("group_size")) {
-            s.granularity = Granularity::Group;
-        }
-        if (w->contains("group_size")) s.groupSize = (*w)["group_size"].get<int64_t>();
-        if (s.format == WeightFormat::Nf4 && !w->contains("granularity") &&
-            !w->contains("group_size")) {
-            s.granularity = Granularity::Group;
-            s.groupSize = 64;
-        }
-        if (w->contains("gguf")) {
-            if (s.method != WeightMethod::Gptq && s.method != WeightMethod::Awq)
-                fail(org("gguf"), "weight.gguf",
-                     "a GGUF grid goes with method gptq or awq (rule " +
-                         std::to_string(org("method")) + " sets " + weightMethodName(s.method) +
-                         " for " + t.name + "); ggml's own quantiser is method \"" +
-                         (*w)["gguf"].get<std::string>() + "\"");
-            const WeightMethod grid = methodFromName((*w)["gguf"].get<std::string>());
-            const std::optional<WeightMethod> fit = ggufFallback(grid, lp.cols);
-            if (!fit)
-                fail(org("gguf"), "weight.gguf",
-                     std::string(weightMethodName(grid)) + " blocks do not fit " + t.name +
-                         "'s rows of " + std::to_string(lp.cols) + " weights");
-            if (*fit != grid) {
-                lp.fallbackFrom = grid;
-                plan.warnings.push_back(t.name + ": " + weightMethodName(grid) +
-                                        " needs rows that are a multiple of 256 but the rows "
-                                        "have " +
-                                        std::to_string(lp.cols) + " weights; using " +
-                                        weightMethodName(*fit) + " instead (llama.cpp's fallback)");
-            }
-            const WeightMethod method = s.method;
-            s = ggufSettings(*fit);
-            if (*fit != WeightMethod::F16) { // f16 (llama.cpp's last fallback) has no codes
-                s.method = method;
-                s.ggufGrid = *fit;
-            }
-        } else if (methodIsGguf(s.method)) {
-            const std::optional<WeightMethod> fit = ggufFallback(s.method, lp.cols);
-            if (!fit)
-                fail(org("method"), "weight.method",
-                     std::string(weightMethodName(s.method)) +
-                         " needs rows that are a multiple of 32 but " + t.name + " has rows of " +
-                         std::to_string(lp.cols) +
-                         " (ignore it in this rule or give it an RTN rule after this one)");
-            if (*fit != s.method) {
-                lp.fallbackFrom = s.method;
-                plan.warnings.push_back(t.name + ": " + weightMethodName(s.method) +
-                                        " needs rows that are a " +
-                                        "multiple of 256 but the rows have " +
-                                        std::to_string(lp.cols) + " weights; using " +
-                                        weightMethodName(*fit) + " instead (llama.cpp's fallback)");
-                s.method = *fit;
-            }
-            s = ggufSettings(s.method);
-        } else {
-            if (s.format == WeightFormat::Nf4 && s.method != WeightMethod::Rtn)
-                fail(org("method"), "weight.method", "nf4 supports only rtn");
-            if (s.granularity == Granularity::Group && s.groupSize > lp.cols)
-                fail(org("group_size"), "weight.group_size",
-                     "group size " + std::to_string(s.groupSize) + " is larger than " + t.name +
-                         "'s row length " + std::to_string(lp.cols));
-        }
-        if (methodNeedsCalibration(s.method) && !opts.hasCalibration)
-            fail(org("method"), "weight.method",
-                 std::string("'") + weightMethodName(s.method) +
-                     "' needs calibration data and none was given");
-        lp.origin = origin;
-        lp.weightJson = *w;
-        plan.layers.push_back(std::move(lp));
-    }
+    for (const TensorView& t : model.tensors())
+        if (t.shape.size() == 2 && isTargetable(t.name))
+            planLayer(r, model, opts, t, plan, structured);
     if (!opts.hasCalibration && !plan.smooth.empty())
         fail(plan.smooth.begin()->second.second, "smoothquant",
              "SmoothQuant needs calibration data (activation ranges) and none was given");
@@ -1206,50 +1312,8 @@ Plan planRecipe(const Recipe& r, const Model& model, const PlanOptions& opts) {
             plan.warnings.push_back("recipe rule " + std::to_string(m.rule) +
                                     " matches no layer of the model");
     }
-    // KV cache: block N takes, in rule order, the kv sections of the rules that match
-    // layers.N.attn.k or layers.N.attn.v.
-    const ModelSpec& sp = model.spec();
-    bool kvAny = false, outl = false;
-    for (size_t i = 0; i < r.rules.size(); ++i) {
-        if (plan.matches[i].layers.empty()) continue;
-        kvAny |= r.rules[i].kv && !r.rules[i].kv->is_null();
-        outl |= r.rules[i].outliers && !r.rules[i].outliers->is_null();
-    }
-    const int64_t width = sp.nKvHeads * sp.headDim;
-    for (int64_t l = 0; kvAny && !sp.isMamba() && l < sp.nLayers; ++l) {
-        const std::string p = "layers." + std::to_string(l) + ".attn.";
-        std::optional<json> kv;
-        int kvRule = -1;
-        for (size_t i = 0; i < r.rules.size(); ++i)
-            if (r.rules[i].kv && (r.rules[i].matches(p + "k") || r.rules[i].matches(p + "v")))
-                mergeSection(kv, kvRule, r.rules[i].kv, int(i));
-        if (!kv) continue;
-        KvPlan kp;
-        kp.layer = l;
-        kp.width = width;
-        kp.rule = kvRule;
-        KvSettings& k = kp.kv;
-        k.kBits = int(kv->value("k_bits", 8));
-        k.vBits = int(kv->value("v_bits", 8));
-        auto gran = [&](const char* key) {
-            return kv->value(key, std::string("token")) == "channel" ? KvGranularity::Channel
-                                                                     : KvGranularity::Token;
-        };
-        k.kGranularity = gran("k_granularity");
-        k.vGranularity = gran("v_granularity");
-        k.groupSize = kv->value("group_size", int64_t(128));
-        const bool tokenGroups = (k.kBits < 16 && k.kGranularity == KvGranularity::Token) ||
-                                 (k.vBits < 16 && k.vGranularity == KvGranularity::Token);
-        if (tokenGroups && kv->contains("group_size") && k.groupSize > width)
-            fail(kvRule, "kv.group_size",
-                 "group size " + std::to_string(k.groupSize) +
-                     " is larger than the K/V row of block " + std::to_string(l) + " (" +
-                     std::to_string(width) + " = kv heads x head dim) for token granularity");
-        if (k.kBits < 16 || k.vBits < 16) plan.kv.push_back(std::move(kp));
-    }
-    if (kvAny && sp.isMamba())
-        plan.warnings.push_back("kv settings ignored: Mamba blocks have no KV cache");
-    if (outl && !opts.hasCalibration)
+    planKv(r, model, plan);
+    if (anyMatchedRuleSets(r, plan, &Rule::outliers) && !opts.hasCalibration)
         plan.warnings.push_back("outlier columns need calibration data (--calib): the weights "
                                 "are quantised without them");
     return plan;
