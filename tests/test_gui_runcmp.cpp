@@ -324,6 +324,29 @@ private slots:
     }
 
     // ------------------------------------------------------------------------------ Compare
+    void projectKeepsCompareModelFiles() {
+        LCW_REQUIRE_SHARED("models/stories260K/hf");
+        LCW_REQUIRE_SHARED("models/stories260K/gguf/stories260K-q4_k_m.gguf");
+        const QString proj =
+            QString::fromStdString(lcwtest::tempDir("runcmp-project") + "/p.lcwproj");
+        const QString gguf = QFileInfo(QString::fromStdString(q4Gguf())).absoluteFilePath();
+        {
+            lcw::MainWindow w(lcw::MainWindow::Options{false, false});
+            QVERIFY(lcwtest::loadAndWait(w, QString::fromStdString(hfModel())));
+            QVERIFY(w.comparePanel()->addModelFile(gguf));
+            QVERIFY(w.saveProject(proj));
+            w.waitForSaves();
+        }
+        lcw::MainWindow w(lcw::MainWindow::Options{false, false});
+        QSignalSpy opened(&w, &lcw::MainWindow::projectOpened);
+        QVERIFY(w.openProject(proj));
+        QTRY_COMPARE_WITH_TIMEOUT(opened.count(), 1, kLongTimeoutMs);
+        const auto files = w.comparePanel()->modelFiles();
+        QCOMPARE(int(files.size()), 1);
+        QCOMPARE(files[0].second, gguf);
+        QVERIFY(w.comparePanel()->selectedConfigs().contains(files[0].first));
+    }
+
     void compareAcceptsAnotherModelFile() {
         LCW_REQUIRE_SHARED("models/stories260K/hf");
         LCW_REQUIRE_SHARED("models/stories260K/gguf/stories260K-q4_k_m.gguf");
