@@ -637,6 +637,7 @@ const float* TransformerRunner::quantIn(const ActQuantSpec* a, const float* x, i
 void TransformerRunner::linearGroup(const Weight* ws, const Out* outs,
                                     const ActQuantSpec* const* aq, const LowRank* lr, int count,
                                     const float* x, int64_t dim, int64_t n) {
+    checkCancel(); // a block of a large model is seconds of products: stop between them too
     kernels::LinearJob packed[7], stored[7];
     int np = 0, ns = 0, firstStored = -1;
     bool same = true;
@@ -670,6 +671,7 @@ void TransformerRunner::linearGroup(const Weight* ws, const Out* outs,
 void TransformerRunner::applyLinear(const Weight& W, const LowRank& lr, const ActQuantSpec* a,
                                     const float* x, int64_t ldx, int64_t n, float* y, int64_t ldy,
                                     const float* bias) {
+    checkCancel();
     const Weight& first = W ? W : lr.a;
     // The product's input: x as given for a packed weight (it quantises in its product), else
     // x's fake-quantised copy.
