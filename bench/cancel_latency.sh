@@ -9,8 +9,10 @@
 #   {"bench":"cancel_latency","shape","job","delay_s","latency_s","bound_s","exit_code","pass"}
 # Environment:
 #   SHAPES  synth shapes (default "tinyllama-1.1b"; "llama3-8b" needs 16 GB of disk in F16)
-#   JOBS    "ppl sensitivity kld" (default): perplexity, a block sensitivity scan (Q4_0; every
-#           chunk runs the baseline and 22-32 overlays), KLD of the model against itself
+#   JOBS    "ppl sensitivity kld quit" (default): perplexity, a block sensitivity scan (Q4_0;
+#           every chunk runs the baseline and 22-32 overlays), KLD of the model against itself,
+#           and File ▸ Quit of the GUI during a forward pass (test_gui_jobs on the model: the time
+#           from Quit to the closed window, the job cancelled and waited for)
 #   DELAY   seconds before the signal (default 20: inside the first chunk at 1.1B)
 #   THREADS (nproc), BUILD (build), LCW_BENCH_DIR (/tmp/lcw-bench; never the repo)
 set -euo pipefail
@@ -18,7 +20,7 @@ cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 CLI="$BUILD/app/lcw-cli"
 SHAPES=${SHAPES:-tinyllama-1.1b}
-JOBS=${JOBS:-ppl sensitivity kld}
+JOBS=${JOBS:-ppl sensitivity kld quit}
 DELAY=${DELAY:-20}
 THREADS=${THREADS:-$(nproc)}
 DIR=${LCW_BENCH_DIR:-/tmp/lcw-bench}
@@ -34,6 +36,21 @@ for shape in $SHAPES; do
   fi
   case "$shape" in *8b*|*7b*) bound=5 ;; *) bound=1 ;; esac
   for job in $JOBS; do
+    if [ "$job" = quit ]; then
+      [ -x "$BUILD/tests/test_gui_jobs" ] || { echo "build test_gui_jobs first" >&2; exit 1; }
+      out=$(LCW_QUIT_MODEL="$model" QT_QPA_PLATFORM=offscreen OMP_NUM_THREADS="$THREADS" \
+            "$BUILD/tests/test_gui_jobs" quitCancelsWaitsAndCloses 2>&1) && rc=0 || rc=$?
+      lat=$(printf '%s\n' "$out" | sed -n 's/.*closed \([0-9.]*\) s after Quit.*/\1/p' | head -1)
+      python3 - "$shape" "${lat:-nan}" "$bound" "$rc" <<'PY'
+import json, sys
+shape, lat, bound, rc = sys.argv[1:]
+lat = float(lat)
+print(json.dumps({"bench": "cancel_latency", "shape": shape, "job": "quit",
+                  "latency_s": round(lat, 3), "bound_s": float(bound), "exit_code": int(rc),
+                  "pass": int(rc) == 0 and lat <= float(bound)}))
+PY
+      continue
+    fi
     case "$job" in
       ppl) args=(eval "$model" --ctx 512 --chunks 4) ;;
       sensitivity) args=(sensitivity "$model" --scheme Q4_0 --granularity block --ctx 512 --chunks 2) ;;
