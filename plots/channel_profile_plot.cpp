@@ -3,9 +3,7 @@
 #include "plots/plot_style.h"
 #include "plots/plot_tools.h"
 
-#include <QEvent>
 #include <QToolTip>
-#include <QVBoxLayout>
 #include <qcustomplot.h>
 
 #include <algorithm>
@@ -18,27 +16,14 @@ namespace {
 constexpr int kMaxBars = 64; ///< more entries are drawn as impulses (addBarSeries)
 } // namespace
 
-ChannelProfilePlot::ChannelProfilePlot(QWidget* parent)
-    : QWidget(parent), m_plot(new QCustomPlot(this)) {
-    embedPlotWithTitle(m_plot, this);
+ChannelProfilePlot::ChannelProfilePlot(QWidget* parent) : PlotWidget(parent) {
     m_plot->xAxis->grid()->setVisible(false);
     m_plot->yAxis->setNumberFormat(QStringLiteral("gb"));
     m_plot->legend->setFont(font());
     m_plot->axisRect()->insetLayout()->setInsetAlignment(0, Qt::AlignTop | Qt::AlignRight);
-    installPlotInteractions(
-        m_plot, this, [this] { return m_title; }, [this] { resetView(); });
-    connect(m_plot, &QCustomPlot::mouseMove, this, &ChannelProfilePlot::onMouseMove);
-    applyPlotPalette(m_plot, palette());
+    applyPalette();
     m_baseMargins = m_plot->axisRect()->minimumMargins();
     rebuild();
-}
-
-void ChannelProfilePlot::changeEvent(QEvent* event) {
-    QWidget::changeEvent(event);
-    if (event->type() == QEvent::PaletteChange) {
-        applyPlotPalette(m_plot, palette());
-        rebuild();
-    }
 }
 
 void ChannelProfilePlot::setProfile(const QVector<double>& values, std::optional<double> threshold,
@@ -51,11 +36,6 @@ void ChannelProfilePlot::setProfile(const QVector<double>& values, std::optional
 
 void ChannelProfilePlot::clear() {
     setProfile({});
-}
-
-void ChannelProfilePlot::setTitle(const QString& title) {
-    m_title = title;
-    setPlotTitle(m_plot, title);
 }
 
 void ChannelProfilePlot::setAxisLabels(const QString& x, const QString& y) {
@@ -239,10 +219,6 @@ void ChannelProfilePlot::onMouseMove(QMouseEvent* event) {
         QToolTip::hideText();
     else
         QToolTip::showText(event->globalPosition().toPoint(), tip, m_plot);
-}
-
-bool ChannelProfilePlot::exportImage(const QString& path, int width, int height) {
-    return exportPlot(m_plot, path, width, height);
 }
 
 } // namespace lcw

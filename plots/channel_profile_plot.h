@@ -4,20 +4,17 @@
 /// largest first, with the entries at or above an outlier threshold drawn in a warning colour and
 /// the threshold as a dashed line. Hover shows the channel and value; pan/zoom; PNG/PDF export.
 /// It draws the values it is given; the threshold comes from the caller (core's definition).
+#include "plots/plot_widget.h"
+
 #include <QMargins>
 #include <QString>
 #include <QVector>
-#include <QWidget>
 
 #include <optional>
 
-class QCustomPlot;
-class QEvent;
-class QMouseEvent;
-
 namespace lcw {
 
-class ChannelProfilePlot : public QWidget {
+class ChannelProfilePlot : public PlotWidget {
     Q_OBJECT
 public:
     explicit ChannelProfilePlot(QWidget* parent = nullptr);
@@ -26,8 +23,6 @@ public:
     void setProfile(const QVector<double>& values, std::optional<double> threshold = {},
                     const QString& thresholdLabel = {});
     void clear();
-    void setTitle(const QString& title);
-    QString title() const { return m_title; }
     void setAxisLabels(const QString& x, const QString& y);
     /// Sorted: largest first (the x axis is then the rank; tooltips keep the index).
     void setSorted(bool on);
@@ -53,22 +48,15 @@ public:
     /// Index (channel/token) drawn at position `pos` (0-based x), given the current order.
     int indexAtPosition(int pos) const;
     QString tooltipFor(int pos) const;
-    void resetView();
-
-    bool exportImage(const QString& path, int width = 0, int height = 0);
-    QCustomPlot* plot() const { return m_plot; }
-
-protected:
-    void changeEvent(QEvent* event) override;
+    void resetView() override;
 
 private:
-    void rebuild();
+    void rebuild() override;
     /// Where bars start on a log axis.
     double logFloor() const;
-    void onMouseMove(QMouseEvent* event);
+    void onMouseMove(QMouseEvent* event) override;
 
-    QCustomPlot* m_plot;
-    QString m_title, m_xLabel, m_thresholdLabel;
+    QString m_xLabel, m_thresholdLabel;
     QString m_valueName;
     QVector<double> m_values;
     QVector<int> m_order; ///< drawn position → index

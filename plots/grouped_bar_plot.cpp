@@ -1,9 +1,7 @@
 #include "plots/grouped_bar_plot.h"
 
 #include "plots/plot_style.h"
-#include "plots/plot_tools.h"
 
-#include <QEvent>
 #include <QToolTip>
 #include <qcustomplot.h>
 
@@ -15,20 +13,10 @@ namespace {
 constexpr double kGroupWidth = 0.8;
 }
 
-GroupedBarPlot::GroupedBarPlot(QWidget* parent) : QWidget(parent), m_plot(new QCustomPlot(this)) {
-    embedPlotWithTitle(m_plot, this);
-    installPlotInteractions(
-        m_plot, this, [this] { return m_title.isEmpty() ? QStringLiteral("layers") : m_title; },
-        [this] { rebuild(); });
+GroupedBarPlot::GroupedBarPlot(QWidget* parent) : PlotWidget(parent, QStringLiteral("layers")) {
     m_plot->legend->setVisible(true);
     m_plot->legend->setFont(font());
     m_plot->axisRect()->insetLayout()->setInsetAlignment(0, Qt::AlignTop | Qt::AlignLeft);
-    connect(m_plot, &QCustomPlot::mouseMove, this, &GroupedBarPlot::onMouseMove);
-}
-
-void GroupedBarPlot::changeEvent(QEvent* event) {
-    QWidget::changeEvent(event);
-    if (event->type() == QEvent::PaletteChange) rebuild();
 }
 
 void GroupedBarPlot::setData(const QStringList& categories, const QStringList& series,
@@ -41,11 +29,6 @@ void GroupedBarPlot::setData(const QStringList& categories, const QStringList& s
 
 void GroupedBarPlot::clear() {
     setData({}, {}, {});
-}
-
-void GroupedBarPlot::setTitle(const QString& title) {
-    m_title = title;
-    setPlotTitle(m_plot, title);
 }
 
 void GroupedBarPlot::setValueAxisLabel(const QString& label) {

@@ -2,17 +2,14 @@
 /// \file
 /// GroupedBarPlot: per category (a layer), one bar per series (a configuration) side by side,
 /// with a legend, hover tooltips and export. It draws the numbers it is given.
+#include "plots/plot_widget.h"
+
 #include <QStringList>
 #include <QVector>
-#include <QWidget>
-
-class QCustomPlot;
-class QEvent;
-class QMouseEvent;
 
 namespace lcw {
 
-class GroupedBarPlot : public QWidget {
+class GroupedBarPlot : public PlotWidget {
     Q_OBJECT
 public:
     explicit GroupedBarPlot(QWidget* parent = nullptr);
@@ -21,7 +18,6 @@ public:
     void setData(const QStringList& categories, const QStringList& series,
                  const QVector<QVector<double>>& values);
     void clear();
-    void setTitle(const QString& title);
     void setValueAxisLabel(const QString& label);
     /// Logarithmic value axis.
     void setLogScale(bool on);
@@ -29,19 +25,17 @@ public:
     int seriesCount() const { return int(m_series.size()); }
     int categoryCount() const { return int(m_categories.size()); }
     const QVector<QVector<double>>& values() const { return m_values; }
-    QCustomPlot* plot() const { return m_plot; }
-
-protected:
-    void changeEvent(QEvent* event) override;
+    /// Draws the data again with the axes fitted to it.
+    void resetView() override { rebuild(); }
 
 private:
-    void rebuild();
-    void onMouseMove(QMouseEvent* event);
+    /// rebuild() applies the palette itself.
+    void onPaletteChange() override { rebuild(); }
+    void rebuild() override;
+    void onMouseMove(QMouseEvent* event) override;
 
-    QCustomPlot* m_plot;
     QStringList m_categories, m_series;
     QVector<QVector<double>> m_values;
-    QString m_title;
     bool m_log = false;
 };
 

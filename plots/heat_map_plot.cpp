@@ -1,11 +1,8 @@
 #include "plots/heat_map_plot.h"
 
 #include "plots/plot_style.h"
-#include "plots/plot_tools.h"
 
-#include <QEvent>
 #include <QToolTip>
-#include <QVBoxLayout>
 #include <qcustomplot.h>
 
 #include <cmath>
@@ -13,8 +10,7 @@
 
 namespace lcw {
 
-HeatMapPlot::HeatMapPlot(QWidget* parent) : QWidget(parent), m_plot(new QCustomPlot(this)) {
-    embedPlotWithTitle(m_plot, this);
+HeatMapPlot::HeatMapPlot(QWidget* parent) : PlotWidget(parent) {
     m_plot->xAxis->grid()->setVisible(false);
     m_plot->yAxis->grid()->setVisible(false);
     m_plot->yAxis->setRangeReversed(true); // row 0 at the top, like a table
@@ -43,19 +39,8 @@ HeatMapPlot::HeatMapPlot(QWidget* parent) : QWidget(parent), m_plot(new QCustomP
     m_plot->axisRect()->setMarginGroup(QCP::msBottom | QCP::msTop, group);
     m_scale->setMarginGroup(QCP::msBottom | QCP::msTop, group);
 
-    installPlotInteractions(
-        m_plot, this, [this] { return m_title; }, [this] { resetView(); });
-    connect(m_plot, &QCustomPlot::mouseMove, this, &HeatMapPlot::onMouseMove);
-    applyPlotPalette(m_plot, palette());
+    applyPalette();
     rebuild();
-}
-
-void HeatMapPlot::changeEvent(QEvent* event) {
-    QWidget::changeEvent(event);
-    if (event->type() == QEvent::PaletteChange) {
-        applyPlotPalette(m_plot, palette());
-        rebuild();
-    }
 }
 
 void HeatMapPlot::setMatrix(int columns, int rows, const QVector<double>& values) {
@@ -69,11 +54,6 @@ void HeatMapPlot::setMatrix(int columns, int rows, const QVector<double>& values
 
 void HeatMapPlot::clear() {
     setMatrix(0, 0, {});
-}
-
-void HeatMapPlot::setTitle(const QString& title) {
-    m_title = title;
-    setPlotTitle(m_plot, title);
 }
 
 void HeatMapPlot::setAxisLabels(const QString& x, const QString& y, const QString& colorScale) {
@@ -187,10 +167,6 @@ void HeatMapPlot::onMouseMove(QMouseEvent* event) {
         return;
     }
     QToolTip::showText(event->globalPosition().toPoint(), tooltipFor(cell.x(), cell.y()), m_plot);
-}
-
-bool HeatMapPlot::exportImage(const QString& path, int width, int height) {
-    return exportPlot(m_plot, path, width, height);
 }
 
 } // namespace lcw

@@ -3,22 +3,20 @@
 /// HeatMapPlot: a matrix of values as coloured cells (QCPColorMap) with a colour scale, an
 /// optionally highlighted row, column group separators (e.g. attention heads), hover values,
 /// pan/zoom and PNG/PDF export. It draws the numbers it is given and computes nothing.
+#include "plots/plot_widget.h"
+
 #include <QString>
 #include <QStringList>
 #include <QVector>
-#include <QWidget>
 
 #include <functional>
 
-class QCustomPlot;
 class QCPColorMap;
 class QCPColorScale;
-class QEvent;
-class QMouseEvent;
 
 namespace lcw {
 
-class HeatMapPlot : public QWidget {
+class HeatMapPlot : public PlotWidget {
     Q_OBJECT
 public:
     /// Tooltip text for cell (column, row) holding `value`.
@@ -29,7 +27,6 @@ public:
     /// `values` is row-major, rows × columns; row 0 is drawn at the top. NaN cells stay empty.
     void setMatrix(int columns, int rows, const QVector<double>& values);
     void clear();
-    void setTitle(const QString& title);
     void setAxisLabels(const QString& x, const QString& y, const QString& colorScale);
     /// Tick labels of the rows (one per row), e.g. "L0".."L4".
     void setRowLabels(const QStringList& labels);
@@ -46,23 +43,16 @@ public:
     /// Cell under a widget position of the plot, {−1, −1} when none.
     QPoint cellAt(const QPoint& plotPos) const;
     QString tooltipFor(int column, int row) const;
-    void resetView();
+    void resetView() override;
 
-    bool exportImage(const QString& path, int width = 0, int height = 0);
-    QCustomPlot* plot() const { return m_plot; }
     QCPColorMap* colorMap() const { return m_map; }
 
-protected:
-    void changeEvent(QEvent* event) override;
-
 private:
-    void rebuild();
-    void onMouseMove(QMouseEvent* event);
+    void rebuild() override;
+    void onMouseMove(QMouseEvent* event) override;
 
-    QCustomPlot* m_plot;
     QCPColorMap* m_map = nullptr;
     QCPColorScale* m_scale = nullptr;
-    QString m_title;
     QStringList m_rowLabels;
     QVector<double> m_values;
     int m_cols = 0, m_rows = 0, m_group = 0, m_highlight = -1;

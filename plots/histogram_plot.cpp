@@ -3,9 +3,7 @@
 #include "plots/plot_style.h"
 #include "plots/plot_tools.h"
 
-#include <QEvent>
 #include <QToolTip>
-#include <QVBoxLayout>
 #include <qcustomplot.h>
 
 #include <algorithm>
@@ -13,26 +11,14 @@
 
 namespace lcw {
 
-HistogramPlot::HistogramPlot(QWidget* parent) : QWidget(parent), m_plot(new QCustomPlot(this)) {
-    embedPlotWithTitle(m_plot, this);
+HistogramPlot::HistogramPlot(QWidget* parent) : PlotWidget(parent) {
     m_plot->xAxis->grid()->setVisible(false);
     m_plot->yAxis->setNumberFormat(QStringLiteral("gb"));
     m_plot->legend->setVisible(false);
     m_plot->legend->setFont(font());
     m_plot->axisRect()->insetLayout()->setInsetAlignment(0, Qt::AlignTop | Qt::AlignLeft);
-    installPlotInteractions(
-        m_plot, this, [this] { return m_title; }, [this] { resetView(); });
-    connect(m_plot, &QCustomPlot::mouseMove, this, &HistogramPlot::onMouseMove);
-    applyPlotPalette(m_plot, palette());
+    applyPalette();
     rebuild();
-}
-
-void HistogramPlot::changeEvent(QEvent* event) {
-    QWidget::changeEvent(event);
-    if (event->type() == QEvent::PaletteChange) {
-        applyPlotPalette(m_plot, palette());
-        rebuild();
-    }
 }
 
 void HistogramPlot::setHistogram(double lo, double hi, const QVector<double>& counts) {
@@ -53,11 +39,6 @@ void HistogramPlot::clear() {
     m_markers.clear();
     m_markerLabel.clear();
     rebuild();
-}
-
-void HistogramPlot::setTitle(const QString& title) {
-    m_title = title;
-    setPlotTitle(m_plot, title);
 }
 
 void HistogramPlot::setAxisLabels(const QString& x, const QString& y) {
@@ -161,10 +142,6 @@ void HistogramPlot::onMouseMove(QMouseEvent* event) {
         return;
     }
     QToolTip::showText(event->globalPosition().toPoint(), tooltipFor(i), m_plot);
-}
-
-bool HistogramPlot::exportImage(const QString& path, int width, int height) {
-    return exportPlot(m_plot, path, width, height);
 }
 
 } // namespace lcw

@@ -3,18 +3,16 @@
 /// HistogramPlot: a binned distribution as bars over [lo, hi] (QCustomPlot), with optional
 /// vertical marker lines (e.g. a quantization grid), a linear or logarithmic count axis, hover
 /// values, pan/zoom and PNG/PDF export. It draws the counts it is given and computes nothing.
+#include "plots/plot_widget.h"
+
 #include <QString>
 #include <QVector>
-#include <QWidget>
 
-class QCustomPlot;
 class QCPAbstractPlottable;
-class QEvent;
-class QMouseEvent;
 
 namespace lcw {
 
-class HistogramPlot : public QWidget {
+class HistogramPlot : public PlotWidget {
     Q_OBJECT
 public:
     explicit HistogramPlot(QWidget* parent = nullptr);
@@ -25,7 +23,6 @@ public:
     void setMarkers(const QVector<double>& xs, const QString& label);
     void clear();
 
-    void setTitle(const QString& title);
     void setAxisLabels(const QString& x, const QString& y);
     /// Logarithmic count axis (empty bins are then drawn as nothing).
     void setLogCount(bool on);
@@ -43,24 +40,17 @@ public:
     /// What hovering over bin `index` shows.
     QString tooltipFor(int index) const;
     /// Back to the full data range.
-    void resetView();
-
-    bool exportImage(const QString& path, int width = 0, int height = 0);
-    QCustomPlot* plot() const { return m_plot; }
+    void resetView() override;
 
 signals:
     void logCountChanged(bool on);
 
-protected:
-    void changeEvent(QEvent* event) override;
-
 private:
-    void rebuild();
-    void onMouseMove(QMouseEvent* event);
+    void rebuild() override;
+    void onMouseMove(QMouseEvent* event) override;
 
-    QCustomPlot* m_plot;
     QCPAbstractPlottable* m_series = nullptr;
-    QString m_title, m_markerLabel;
+    QString m_markerLabel;
     QVector<double> m_counts, m_markers;
     double m_lo = 0, m_hi = 1;
     bool m_log = false;

@@ -3,7 +3,6 @@
 #include "plots/plot_style.h"
 #include "plots/plot_tools.h"
 
-#include <QEvent>
 #include <QToolTip>
 #include <qcustomplot.h>
 
@@ -53,21 +52,11 @@ void setReadableLogAxis(QCPAxis* axis, bool log) {
 }
 } // namespace
 
-ScatterPlot::ScatterPlot(QWidget* parent) : QWidget(parent), m_plot(new QCustomPlot(this)) {
-    embedPlotWithTitle(m_plot, this);
-    installPlotInteractions(
-        m_plot, this, [this] { return m_title.isEmpty() ? QStringLiteral("pareto") : m_title; },
-        [this] { resetView(); });
-    connect(m_plot, &QCustomPlot::mouseMove, this, &ScatterPlot::onMouseMove);
+ScatterPlot::ScatterPlot(QWidget* parent) : PlotWidget(parent, QStringLiteral("pareto")) {
     connect(m_plot, &QCustomPlot::mousePress, this, &ScatterPlot::onMousePress);
     // After every layout (first show, resize, zoom, pan): the labels' pixel offsets.
     connect(m_plot, &QCustomPlot::afterLayout, this, &ScatterPlot::layoutLabels);
-    applyPlotPalette(m_plot, palette());
-}
-
-void ScatterPlot::changeEvent(QEvent* event) {
-    QWidget::changeEvent(event);
-    if (event->type() == QEvent::PaletteChange) rebuild();
+    applyPalette();
 }
 
 void ScatterPlot::setPoints(const QStringList& labels, const QVector<double>& x,
@@ -83,11 +72,6 @@ void ScatterPlot::setPoints(const QStringList& labels, const QVector<double>& x,
 
 void ScatterPlot::clear() {
     setPoints({}, {}, {}, {});
-}
-
-void ScatterPlot::setTitle(const QString& title) {
-    m_title = title;
-    setPlotTitle(m_plot, title);
 }
 
 void ScatterPlot::setAxisLabels(const QString& x, const QString& y) {

@@ -6,22 +6,20 @@
 /// label saying so); labels are placed so that they overlap neither each other nor the points
 /// (next to the point where there is room, else shifted with a leader line), again after every
 /// zoom, pan or resize. It draws the numbers it is given and computes nothing.
+#include "plots/plot_widget.h"
+
 #include <QRectF>
 #include <QStringList>
 #include <QVector>
-#include <QWidget>
 
-class QCustomPlot;
 class QCPGraph;
 class QCPItemLine;
 class QCPItemText;
 class QCPItemTracer;
-class QEvent;
-class QMouseEvent;
 
 namespace lcw {
 
-class ScatterPlot : public QWidget {
+class ScatterPlot : public PlotWidget {
     Q_OBJECT
 public:
     explicit ScatterPlot(QWidget* parent = nullptr);
@@ -30,7 +28,6 @@ public:
     void setPoints(const QStringList& labels, const QVector<double>& x, const QVector<double>& y,
                    const QVector<int>& front = {});
     void clear();
-    void setTitle(const QString& title);
     void setAxisLabels(const QString& x, const QString& y);
     /// Highlights a point (-1: none); does not emit pointClicked().
     void setSelected(int index);
@@ -54,18 +51,15 @@ public:
     /// Widget position of a point (for tests and tooltips).
     QPoint pointPosition(int index) const;
 
-    QCustomPlot* plot() const { return m_plot; }
-
 signals:
     void pointClicked(int index);
 
-protected:
-    void changeEvent(QEvent* event) override;
-
 private:
-    void rebuild();
-    void resetView();
-    void onMouseMove(QMouseEvent* event);
+    /// rebuild() applies the palette itself.
+    void onPaletteChange() override { rebuild(); }
+    void rebuild() override;
+    void resetView() override;
+    void onMouseMove(QMouseEvent* event) override;
     void onMousePress(QMouseEvent* event);
     /// Places the labels (pixel offsets from their points) without overlaps; runs after every
     /// layout of the plot.
@@ -74,7 +68,6 @@ private:
     double drawnX(int i) const;
     double drawnY(int i) const;
 
-    QCustomPlot* m_plot;
     QStringList m_labels;
     QVector<double> m_x, m_y;
     QVector<int> m_front;
@@ -84,7 +77,6 @@ private:
     QVector<QCPItemText*> m_labelItems;
     QVector<QCPItemTracer*> m_anchors;
     QVector<QCPItemLine*> m_leaders;
-    QString m_title;
 };
 
 } // namespace lcw
