@@ -251,6 +251,13 @@ signals:
 
 private:
     void buildUi();
+    /// The configurations to compare, the baseline first (the original weights become one when
+    /// another configuration is the baseline).
+    QStringList comparedNames() const;
+    /// Submits the comparison job of `configs` configurations besides the baseline.
+    void submitJob(std::function<CompareResults(Progress&)> job, size_t configs);
+    void jobFinished(const CompareResults& r);
+    void jobCancelled();
     void rebuildConfigList();
     void syncUi();
     void showResults();
