@@ -370,23 +370,62 @@ void ComparePanel::buildUi() {
     auto* lay = new QVBoxLayout(this);
     lay->setContentsMargins(6, 6, 6, 6);
     lay->addWidget(split);
+    QWidget* left = buildConfigSide(split);
+    // Right: results tabs.
+    m_tabs = new QTabWidget(split);
+    m_tabs->addTab(buildMetricsTab(), tr("Metrics"));
+    m_tabs->addTab(buildLayersTab(), tr("Per Layer"));
+    m_tabs->addTab(buildGenerationsTab(), tr("Generations"));
+    m_tabs->addTab(buildSpeedTab(), tr("Speed && Memory"));
+    m_tabs->addTab(buildHiddenTab(), tr("Hidden State"));
+    split->addWidget(left);
+    split->addWidget(m_tabs);
+    split->setStretchFactor(0, 1);
+    split->setStretchFactor(1, 4);
+}
 
-    // Left: configurations and settings.
-    auto* left = new QWidget(split);
+// Left: configurations and settings.
+QWidget* ComparePanel::buildConfigSide(QWidget* parent) {
+    auto* left = new QWidget(parent);
     auto* ll = new QVBoxLayout(left);
     ll->setContentsMargins(0, 0, 0, 0);
     ll->addWidget(new QLabel(tr("Configurations"), left));
     m_configs = new QListWidget(left);
     ll->addWidget(m_configs, 1);
-    auto* addFile = new QPushButton(tr("Add Recipe File…"), left);
+    ll->addWidget(buildAddRecipeButton(left));
+    ll->addWidget(buildAddModelButton(left));
+    ll->addLayout(buildSettingsForm(left));
+    auto* buttons = new QHBoxLayout;
+    m_runButton = new QPushButton(tr("Compare"), left);
+    m_cancelButton = new QPushButton(tr("Cancel"), left);
+    connect(m_runButton, &QPushButton::clicked, this, [this] { run(); });
+    connect(m_cancelButton, &QPushButton::clicked, this, &ComparePanel::cancel);
+    buttons->addWidget(m_runButton);
+    buttons->addWidget(m_cancelButton);
+    ll->addLayout(buttons);
+    m_progress = new QProgressBar(left);
+    m_progress->setRange(0, 1000);
+    ll->addWidget(m_progress);
+    m_status = new QLabel(left);
+    m_status->setWordWrap(true);
+    ll->addWidget(m_status);
+    connect(m_configs, &QListWidget::itemChanged, this, [this] { syncUi(); });
+    return left;
+}
+
+QPushButton* ComparePanel::buildAddRecipeButton(QWidget* parent) {
+    auto* addFile = new QPushButton(tr("Add Recipe File…"), parent);
     connect(addFile, &QPushButton::clicked, this, [this] {
         const QString p = QFileDialog::getOpenFileName(this, tr("Add Recipe"), QString(),
                                                        tr("Recipes (*.json);;All files (*)"));
         QString err;
         if (!p.isEmpty() && !addRecipeFile(p, &err)) emit failed(err);
     });
-    ll->addWidget(addFile);
-    auto* addModel = new QPushButton(tr("Add Model File…"), left);
+    return addFile;
+}
+
+QPushButton* ComparePanel::buildAddModelButton(QWidget* parent) {
+    auto* addModel = new QPushButton(tr("Add Model File…"), parent);
     addModel->setToolTip(tr("Another model file with the same vocabulary (a GGUF quantised "
                             "elsewhere, the same model in another format), compared on the same "
                             "tokens as lcw-cli eval --compare-model does"));
@@ -404,18 +443,22 @@ void ComparePanel::buildUi() {
         QString err;
         if (!addModelFile(path, &err)) emit failed(err);
     });
-    ll->addWidget(addModel);
+    return addModel;
+}
+
+// Baseline, text chunks, generation, speed runs, tasks and the hidden-state error.
+QFormLayout* ComparePanel::buildSettingsForm(QWidget* parent) {
     auto* form = new QFormLayout;
-    m_baseline = new QComboBox(left);
-    m_ctx = new QSpinBox(left);
+    m_baseline = new QComboBox(parent);
+    m_ctx = new QSpinBox(parent);
     m_ctx->setRange(8, 8192);
     m_ctx->setValue(128);
-    m_chunks = new QSpinBox(left);
+    m_chunks = new QSpinBox(parent);
     m_chunks->setRange(0, 100000);
     m_chunks->setValue(8);
     m_chunks->setSpecialValueText(tr("all"));
-    m_prompt = new QLineEdit(QStringLiteral("Once upon a time"), left);
-    m_genTokens = new QSpinBox(left);
+    m_prompt = new QLineEdit(QStringLiteral("Once upon a time"), parent);
+    m_genTokens = new QSpinBox(parent);
     m_genTokens->setRange(0, 4096);
     m_genTokens->setValue(40);
     form->addRow(tr("Baseline"), m_baseline);
@@ -423,7 +466,7 @@ void ComparePanel::buildUi() {
     form->addRow(tr("Chunks"), m_chunks);
     form->addRow(tr("Prompt"), m_prompt);
     form->addRow(tr("New tokens"), m_genTokens);
-    m_speedTokens = new QSpinBox(left);
+    m_speedTokens = new QSpinBox(parent);
     m_speedTokens->setRange(0, 4096);
     m_speedTokens->setValue(32);
     m_speedTokens->setSpecialValueText(tr("off"));
@@ -432,44 +475,37 @@ void ComparePanel::buildUi() {
            "in one batch (prefill tokens/s), then this many greedy tokens (decode tokens/s), "
            "with the process's peak memory measured around it. Off: no speed runs."));
     form->addRow(tr("Speed tokens"), m_speedTokens);
-    m_tasks = new QLineEdit(left);
+    m_tasks = new QLineEdit(parent);
     m_tasks->setPlaceholderText(tr("none · e.g. piqa,arc_easy"));
     m_tasks->setToolTip(tr("Zero-shot tasks (lambada, arc_easy, piqa, winogrande, hellaswag) "
                            "scored per configuration; data from the tasks folder"));
-    m_taskLimit = new QSpinBox(left);
+    m_taskLimit = new QSpinBox(parent);
     m_taskLimit->setRange(0, 1000000);
     m_taskLimit->setValue(200);
     m_taskLimit->setSpecialValueText(tr("all"));
     m_taskLimit->setToolTip(tr("Items per task: a fixed pseudo-random subset (seed 1234)"));
     form->addRow(tr("Tasks"), m_tasks);
     form->addRow(tr("Task items"), m_taskLimit);
-    m_hiddenCheck = new QCheckBox(tr("Hidden-state error per block"), left);
+    m_hiddenCheck = new QCheckBox(tr("Hidden-state error per block"), parent);
     m_hiddenCheck->setToolTip(
         tr("Also compare each configuration's residual stream after every block with the "
            "baseline's on the same chunks (lcw-cli hidden-error): the Hidden State tab"));
     form->addRow(QString(), m_hiddenCheck);
-    ll->addLayout(form);
-    auto* buttons = new QHBoxLayout;
-    m_runButton = new QPushButton(tr("Compare"), left);
-    m_cancelButton = new QPushButton(tr("Cancel"), left);
-    connect(m_runButton, &QPushButton::clicked, this, [this] { run(); });
-    connect(m_cancelButton, &QPushButton::clicked, this, &ComparePanel::cancel);
-    buttons->addWidget(m_runButton);
-    buttons->addWidget(m_cancelButton);
-    ll->addLayout(buttons);
-    m_progress = new QProgressBar(left);
-    m_progress->setRange(0, 1000);
-    ll->addWidget(m_progress);
-    m_status = new QLabel(left);
-    m_status->setWordWrap(true);
-    ll->addWidget(m_status);
-    connect(m_configs, &QListWidget::itemChanged, this, [this] { syncUi(); });
+    return form;
+}
 
-    // Right: results tabs.
-    m_tabs = new QTabWidget(split);
+// Metrics: the table, the Pareto axes and the Pareto plot.
+QWidget* ComparePanel::buildMetricsTab() {
     auto* metrics = new QWidget(m_tabs);
     auto* ml = new QVBoxLayout(metrics);
-    m_table = new QTableWidget(0, ColumnCount, metrics);
+    ml->addWidget(buildMetricsTable(metrics), 2);
+    ml->addLayout(buildParetoAxes(metrics));
+    ml->addWidget(buildParetoPlot(metrics), 3);
+    return metrics;
+}
+
+QTableWidget* ComparePanel::buildMetricsTable(QWidget* parent) {
+    m_table = new QTableWidget(0, ColumnCount, parent);
     m_table->setHorizontalHeaderLabels({tr("Configuration"), tr("Bits/w"), tr("Size"), tr("PPL"),
                                         tr("KLD"), tr("KLD p99"), tr("Same top %"),
                                         tr("Prefill tok/s"), tr("Decode tok/s"),
@@ -488,23 +524,26 @@ void ComparePanel::buildUi() {
     connect(copy, &QAction::triggered, this, [this] { copyMetrics(); });
     m_table->addAction(copy);
     m_table->setContextMenuPolicy(Qt::ActionsContextMenu);
-    ml->addWidget(m_table, 2);
+    return m_table;
+}
+
+QLayout* ComparePanel::buildParetoAxes(QWidget* parent) {
     auto* axes = new QHBoxLayout;
-    m_xAxis = new QComboBox(metrics);
+    m_xAxis = new QComboBox(parent);
     m_xAxis->addItems({tr("size (MiB)"), tr("bits/weight")});
-    m_yAxis = new QComboBox(metrics);
+    m_yAxis = new QComboBox(parent);
     m_yAxis->addItems({tr("KLD"), tr("PPL")});
     connect(m_xAxis, &QComboBox::currentIndexChanged, this,
             [this](int i) { setParetoAxes(i, m_paretoY); });
     connect(m_yAxis, &QComboBox::currentIndexChanged, this,
             [this](int i) { setParetoAxes(m_paretoX, i); });
-    axes->addWidget(new QLabel(tr("Pareto: x"), metrics));
+    axes->addWidget(new QLabel(tr("Pareto: x"), parent));
     axes->addWidget(m_xAxis);
-    axes->addWidget(new QLabel(tr("y"), metrics));
+    axes->addWidget(new QLabel(tr("y"), parent));
     axes->addWidget(m_yAxis);
     // Sizes and KLDs span orders of magnitude: log axes by default.
-    m_paretoLogX = new QCheckBox(tr("Log x"), metrics);
-    m_paretoLogY = new QCheckBox(tr("Log y"), metrics);
+    m_paretoLogX = new QCheckBox(tr("Log x"), parent);
+    m_paretoLogY = new QCheckBox(tr("Log y"), parent);
     m_paretoLogX->setChecked(true);
     m_paretoLogY->setChecked(true);
     m_paretoLogY->setToolTip(tr("On a log axis a value of 0 (the original's KLD) is drawn on "
@@ -512,14 +551,17 @@ void ComparePanel::buildUi() {
     axes->addWidget(m_paretoLogX);
     axes->addWidget(m_paretoLogY);
     axes->addStretch();
-    ml->addLayout(axes);
-    m_pareto = new ScatterPlot(metrics);
+    return axes;
+}
+
+// The Pareto plot, its point and the table's row selected together.
+ScatterPlot* ComparePanel::buildParetoPlot(QWidget* parent) {
+    m_pareto = new ScatterPlot(parent);
     m_pareto->setTitle(tr("Size against error"));
     m_pareto->setLogX(true);
     m_pareto->setLogY(true);
     connect(m_paretoLogX, &QCheckBox::toggled, m_pareto, &ScatterPlot::setLogX);
     connect(m_paretoLogY, &QCheckBox::toggled, m_pareto, &ScatterPlot::setLogY);
-    ml->addWidget(m_pareto, 3);
     connect(m_pareto, &ScatterPlot::pointClicked, this, [this](int i) {
         if (i >= 0 && i < m_pointRows.size()) selectRow(m_pointRows[i]);
     });
@@ -527,8 +569,10 @@ void ComparePanel::buildUi() {
         const int row = selectedRow();
         m_pareto->setSelected(m_pointRows.indexOf(row));
     });
-    m_tabs->addTab(metrics, tr("Metrics"));
+    return m_pareto;
+}
 
+QWidget* ComparePanel::buildLayersTab() {
     auto* layersPage = new QWidget(m_tabs);
     auto* lpl = new QVBoxLayout(layersPage);
     m_logLayers = new QCheckBox(tr("logarithmic"), layersPage);
@@ -540,8 +584,10 @@ void ComparePanel::buildUi() {
     m_layers->setLogScale(true);
     lpl->addWidget(m_logLayers);
     lpl->addWidget(m_layers, 1);
-    m_tabs->addTab(layersPage, tr("Per Layer"));
+    return layersPage;
+}
 
+QWidget* ComparePanel::buildGenerationsTab() {
     m_genPage = new QWidget(m_tabs);
     auto* gl = new QVBoxLayout(m_genPage);
     m_genNote = new QLabel(m_genPage);
@@ -549,10 +595,12 @@ void ComparePanel::buildUi() {
     gl->addWidget(m_genNote);
     m_genColumns = new QHBoxLayout;
     gl->addLayout(m_genColumns, 1);
-    m_tabs->addTab(m_genPage, tr("Generations"));
+    return m_genPage;
+}
 
-    // Speed and memory: one small bar plot per metric, a bar per configuration (its colour the
-    // same in every plot); clicking a bar selects the configuration's row.
+// Speed and memory: one small bar plot per metric, a bar per configuration (its colour the
+// same in every plot); clicking a bar selects the configuration's row.
+QWidget* ComparePanel::buildSpeedTab() {
     m_speedPage = new QWidget(m_tabs);
     auto* spl = new QVBoxLayout(m_speedPage);
     m_speedNote = new QLabel(m_speedPage);
@@ -563,25 +611,31 @@ void ComparePanel::buildUi() {
                                               tr("Weights in RAM (MiB)"),
                                               tr("Peak RSS increase of the run (MiB)")};
     for (int m = 0; m < SpeedMetricCount; ++m) {
-        auto* plot = new BarPlot(m_speedPage);
-        plot->setObjectName(QStringLiteral("speedPlot%1").arg(m));
-        plot->setTitle(titles[m]);
-        plot->setValueAxisLabel(m < WeightsMetric ? tr("tokens/s") : tr("MiB"));
-        plot->setTooltipFormatter([this, m](int i, const QString& label, double v) {
-            if (m < WeightsMetric) return tr("%1: %2 tokens/s").arg(label).arg(v, 0, 'f', 1);
-            const CompareRow* r =
-                i >= 0 && size_t(i) < m_results.rows.size() ? &m_results.rows[size_t(i)] : nullptr;
-            const quint64 b = !r ? 0 : (m == WeightsMetric ? r->weightBytes : r->peakRssBytes);
-            return tr("%1: %2").arg(label, formatBytes(b));
-        });
-        connect(plot, &BarPlot::barClicked, this, [this](int i) { selectRow(i); });
-        m_speedPlots[m] = plot;
-        grid->addWidget(plot, m / 2, m % 2);
+        m_speedPlots[m] = buildSpeedPlot(m, titles[m]);
+        grid->addWidget(m_speedPlots[m], m / 2, m % 2);
     }
     spl->addLayout(grid, 1);
-    m_tabs->addTab(m_speedPage, tr("Speed && Memory"));
+    return m_speedPage;
+}
 
-    // Hidden-state error per block: one series per configuration, and the numbers as a table.
+BarPlot* ComparePanel::buildSpeedPlot(int m, const QString& title) {
+    auto* plot = new BarPlot(m_speedPage);
+    plot->setObjectName(QStringLiteral("speedPlot%1").arg(m));
+    plot->setTitle(title);
+    plot->setValueAxisLabel(m < WeightsMetric ? tr("tokens/s") : tr("MiB"));
+    plot->setTooltipFormatter([this, m](int i, const QString& label, double v) {
+        if (m < WeightsMetric) return tr("%1: %2 tokens/s").arg(label).arg(v, 0, 'f', 1);
+        const CompareRow* r =
+            i >= 0 && size_t(i) < m_results.rows.size() ? &m_results.rows[size_t(i)] : nullptr;
+        const quint64 b = !r ? 0 : (m == WeightsMetric ? r->weightBytes : r->peakRssBytes);
+        return tr("%1: %2").arg(label, formatBytes(b));
+    });
+    connect(plot, &BarPlot::barClicked, this, [this](int i) { selectRow(i); });
+    return plot;
+}
+
+// Hidden-state error per block: one series per configuration, and the numbers as a table.
+QWidget* ComparePanel::buildHiddenTab() {
     m_hiddenPage = new QWidget(m_tabs);
     auto* hpl = new QVBoxLayout(m_hiddenPage);
     m_hiddenNote = new QLabel(m_hiddenPage);
@@ -605,12 +659,7 @@ void ComparePanel::buildUi() {
     hsplit->setStretchFactor(0, 3);
     hsplit->setStretchFactor(1, 2);
     hpl->addWidget(hsplit, 1);
-    m_tabs->addTab(m_hiddenPage, tr("Hidden State"));
-
-    split->addWidget(left);
-    split->addWidget(m_tabs);
-    split->setStretchFactor(0, 1);
-    split->setStretchFactor(1, 4);
+    return m_hiddenPage;
 }
 
 void ComparePanel::setModel(std::shared_ptr<const Model> model) {
