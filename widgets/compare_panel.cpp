@@ -370,23 +370,62 @@ void ComparePanel::buildUi() {
     auto* lay = new QVBoxLayout(this);
     lay->setContentsMargins(6, 6, 6, 6);
     lay->addWidget(split);
+    QWidget* left = buildConfigSide(split);
+    // Right: results tabs.
+    m_tabs = new QTabWidget(split);
+    m_tabs->addTab(buildMetricsTab(), tr("Metrics"));
+    m_tabs->addTab(buildLayersTab(), tr("Per Layer"));
+    m_tabs->addTab(buildGenerationsTab(), tr("Generations"));
+    m_tabs->addTab(buildSpeedTab(), tr("Speed && Memory"));
+    m_tabs->addTab(buildHiddenTab(), tr("Hidden State"));
+    split->addWidget(left);
+    split->addWidget(m_tabs);
+    split->setStretchFactor(0, 1);
+    split->setStretchFactor(1, 4);
+}
 
-    // Left: configurations and settings.
-    auto* left = new QWidget(split);
+// Left: configurations and settings.
+QWidget* ComparePanel::buildConfigSide(QWidget* parent) {
+    auto* left = new QWidget(parent);
     auto* ll = new QVBoxLayout(left);
     ll->setContentsMargins(0, 0, 0, 0);
     ll->addWidget(new QLabel(tr("Configurations"), left));
     m_configs = new QListWidget(left);
     ll->addWidget(m_configs, 1);
-    auto* addFile = new QPushButton(tr("Add Recipe File…"), left);
+    ll->addWidget(buildAddRecipeButton(left));
+    ll->addWidget(buildAddModelButton(left));
+    ll->addLayout(buildSettingsForm(left));
+    auto* buttons = new QHBoxLayout;
+    m_runButton = new QPushButton(tr("Compare"), left);
+    m_cancelButton = new QPushButton(tr("Cancel"), left);
+    connect(m_runButton, &QPushButton::clicked, this, [this] { run(); });
+    connect(m_cancelButton, &QPushButton::clicked, this, &ComparePanel::cancel);
+    buttons->addWidget(m_runButton);
+    buttons->addWidget(m_cancelButton);
+    ll->addLayout(buttons);
+    m_progress = new QProgressBar(left);
+    m_progress->setRange(0, 1000);
+    ll->addWidget(m_progress);
+    m_status = new QLabel(left);
+    m_status->setWordWrap(true);
+    ll->addWidget(m_status);
+    connect(m_configs, &QListWidget::itemChanged, this, [this] { syncUi(); });
+    return left;
+}
+
+QPushButton* ComparePanel::buildAddRecipeButton(QWidget* parent) {
+    auto* addFile = new QPushButton(tr("Add Recipe File…"), parent);
     connect(addFile, &QPushButton::clicked, this, [this] {
         const QString p = QFileDialog::getOpenFileName(this, tr("Add Recipe"), QString(),
                                                        tr("Recipes (*.json);;All files (*)"));
         QString err;
         if (!p.isEmpty() && !addRecipeFile(p, &err)) emit failed(err);
     });
-    ll->addWidget(addFile);
-    auto* addModel = new QPushButton(tr("Add Model File…"), left);
+    return addFile;
+}
+
+QPushButton* ComparePanel::buildAddModelButton(QWidget* parent) {
+    auto* addModel = new QPushButton(tr("Add Model File…"), parent);
     addModel->setToolTip(tr("Another model file with the same vocabulary (a GGUF quantised "
                             "elsewhere, the same model in another format), compared on the same "
                             "tokens as lcw-cli eval --compare-model does"));
@@ -404,18 +443,22 @@ void ComparePanel::buildUi() {
         QString err;
         if (!addModelFile(path, &err)) emit failed(err);
     });
-    ll->addWidget(addModel);
+    return addModel;
+}
+
+// Baseline, text chunks, generation, speed runs, tasks and the hidden-state error.
+QFormLayout* ComparePanel::buildSettingsForm(QWidget* parent) {
     auto* form = new QFormLayout;
-    m_baseline = new QComboBox(left);
-    m_ctx = new QSpinBox(left);
+    m_baseline = new QComboBox(parent);
+    m_ctx = new QSpinBox(parent);
     m_ctx->setRange(8, 8192);
     m_ctx->setValue(128);
-    m_chunks = new QSpinBox(left);
+    m_chunks = new QSpinBox(parent);
     m_chunks->setRange(0, 100000);
     m_chunks->setValue(8);
     m_chunks->setSpecialValueText(tr("all"));
-    m_prompt = new QLineEdit(QStringLiteral("Once upon a time"), left);
-    m_genTokens = new QSpinBox(left);
+    m_prompt = new QLineEdit(QStringLiteral("Once upon a time"), parent);
+    m_genTokens = new QSpinBox(parent);
     m_genTokens->setRange(0, 4096);
     m_genTokens->setValue(40);
     form->addRow(tr("Baseline"), m_baseline);
@@ -423,7 +466,7 @@ void ComparePanel::buildUi() {
     form->addRow(tr("Chunks"), m_chunks);
     form->addRow(tr("Prompt"), m_prompt);
     form->addRow(tr("New tokens"), m_genTokens);
-    m_speedTokens = new QSpinBox(left);
+    m_speedTokens = new QSpinBox(parent);
     m_speedTokens->setRange(0, 4096);
     m_speedTokens->setValue(32);
     m_speedTokens->setSpecialValueText(tr("off"));
@@ -432,44 +475,37 @@ void ComparePanel::buildUi() {
            "in one batch (prefill tokens/s), then this many greedy tokens (decode tokens/s), "
            "with the process's peak memory measured around it. Off: no speed runs."));
     form->addRow(tr("Speed tokens"), m_speedTokens);
-    m_tasks = new QLineEdit(left);
+    m_tasks = new QLineEdit(parent);
     m_tasks->setPlaceholderText(tr("none · e.g. piqa,arc_easy"));
     m_tasks->setToolTip(tr("Zero-shot tasks (lambada, arc_easy, piqa, winogrande, hellaswag) "
                            "scored per configuration; data from the tasks folder"));
-    m_taskLimit = new QSpinBox(left);
+    m_taskLimit = new QSpinBox(parent);
     m_taskLimit->setRange(0, 1000000);
     m_taskLimit->setValue(200);
     m_taskLimit->setSpecialValueText(tr("all"));
     m_taskLimit->setToolTip(tr("Items per task: a fixed pseudo-random subset (seed 1234)"));
     form->addRow(tr("Tasks"), m_tasks);
     form->addRow(tr("Task items"), m_taskLimit);
-    m_hiddenCheck = new QCheckBox(tr("Hidden-state error per block"), left);
+    m_hiddenCheck = new QCheckBox(tr("Hidden-state error per block"), parent);
     m_hiddenCheck->setToolTip(
         tr("Also compare each configuration's residual stream after every block with the "
            "baseline's on the same chunks (lcw-cli hidden-error): the Hidden State tab"));
     form->addRow(QString(), m_hiddenCheck);
-    ll->addLayout(form);
-    auto* buttons = new QHBoxLayout;
-    m_runButton = new QPushButton(tr("Compare"), left);
-    m_cancelButton = new QPushButton(tr("Cancel"), left);
-    connect(m_runButton, &QPushButton::clicked, this, [this] { run(); });
-    connect(m_cancelButton, &QPushButton::clicked, this, &ComparePanel::cancel);
-    buttons->addWidget(m_runButton);
-    buttons->addWidget(m_cancelButton);
-    ll->addLayout(buttons);
-    m_progress = new QProgressBar(left);
-    m_progress->setRange(0, 1000);
-    ll->addWidget(m_progress);
-    m_status = new QLabel(left);
-    m_status->setWordWrap(true);
-    ll->addWidget(m_status);
-    connect(m_configs, &QListWidget::itemChanged, this, [this] { syncUi(); });
+    return form;
+}
 
-    // Right: results tabs.
-    m_tabs = new QTabWidget(split);
+// Metrics: the table, the Pareto axes and the Pareto plot.
+QWidget* ComparePanel::buildMetricsTab() {
     auto* metrics = new QWidget(m_tabs);
     auto* ml = new QVBoxLayout(metrics);
-    m_table = new QTableWidget(0, ColumnCount, metrics);
+    ml->addWidget(buildMetricsTable(metrics), 2);
+    ml->addLayout(buildParetoAxes(metrics));
+    ml->addWidget(buildParetoPlot(metrics), 3);
+    return metrics;
+}
+
+QTableWidget* ComparePanel::buildMetricsTable(QWidget* parent) {
+    m_table = new QTableWidget(0, ColumnCount, parent);
     m_table->setHorizontalHeaderLabels({tr("Configuration"), tr("Bits/w"), tr("Size"), tr("PPL"),
                                         tr("KLD"), tr("KLD p99"), tr("Same top %"),
                                         tr("Prefill tok/s"), tr("Decode tok/s"),
@@ -488,23 +524,26 @@ void ComparePanel::buildUi() {
     connect(copy, &QAction::triggered, this, [this] { copyMetrics(); });
     m_table->addAction(copy);
     m_table->setContextMenuPolicy(Qt::ActionsContextMenu);
-    ml->addWidget(m_table, 2);
+    return m_table;
+}
+
+QLayout* ComparePanel::buildParetoAxes(QWidget* parent) {
     auto* axes = new QHBoxLayout;
-    m_xAxis = new QComboBox(metrics);
+    m_xAxis = new QComboBox(parent);
     m_xAxis->addItems({tr("size (MiB)"), tr("bits/weight")});
-    m_yAxis = new QComboBox(metrics);
+    m_yAxis = new QComboBox(parent);
     m_yAxis->addItems({tr("KLD"), tr("PPL")});
     connect(m_xAxis, &QComboBox::currentIndexChanged, this,
             [this](int i) { setParetoAxes(i, m_paretoY); });
     connect(m_yAxis, &QComboBox::currentIndexChanged, this,
             [this](int i) { setParetoAxes(m_paretoX, i); });
-    axes->addWidget(new QLabel(tr("Pareto: x"), metrics));
+    axes->addWidget(new QLabel(tr("Pareto: x"), parent));
     axes->addWidget(m_xAxis);
-    axes->addWidget(new QLabel(tr("y"), metrics));
+    axes->addWidget(new QLabel(tr("y"), parent));
     axes->addWidget(m_yAxis);
     // Sizes and KLDs span orders of magnitude: log axes by default.
-    m_paretoLogX = new QCheckBox(tr("Log x"), metrics);
-    m_paretoLogY = new QCheckBox(tr("Log y"), metrics);
+    m_paretoLogX = new QCheckBox(tr("Log x"), parent);
+    m_paretoLogY = new QCheckBox(tr("Log y"), parent);
     m_paretoLogX->setChecked(true);
     m_paretoLogY->setChecked(true);
     m_paretoLogY->setToolTip(tr("On a log axis a value of 0 (the original's KLD) is drawn on "
@@ -512,14 +551,17 @@ void ComparePanel::buildUi() {
     axes->addWidget(m_paretoLogX);
     axes->addWidget(m_paretoLogY);
     axes->addStretch();
-    ml->addLayout(axes);
-    m_pareto = new ScatterPlot(metrics);
+    return axes;
+}
+
+// The Pareto plot, its point and the table's row selected together.
+ScatterPlot* ComparePanel::buildParetoPlot(QWidget* parent) {
+    m_pareto = new ScatterPlot(parent);
     m_pareto->setTitle(tr("Size against error"));
     m_pareto->setLogX(true);
     m_pareto->setLogY(true);
     connect(m_paretoLogX, &QCheckBox::toggled, m_pareto, &ScatterPlot::setLogX);
     connect(m_paretoLogY, &QCheckBox::toggled, m_pareto, &ScatterPlot::setLogY);
-    ml->addWidget(m_pareto, 3);
     connect(m_pareto, &ScatterPlot::pointClicked, this, [this](int i) {
         if (i >= 0 && i < m_pointRows.size()) selectRow(m_pointRows[i]);
     });
@@ -527,8 +569,10 @@ void ComparePanel::buildUi() {
         const int row = selectedRow();
         m_pareto->setSelected(m_pointRows.indexOf(row));
     });
-    m_tabs->addTab(metrics, tr("Metrics"));
+    return m_pareto;
+}
 
+QWidget* ComparePanel::buildLayersTab() {
     auto* layersPage = new QWidget(m_tabs);
     auto* lpl = new QVBoxLayout(layersPage);
     m_logLayers = new QCheckBox(tr("logarithmic"), layersPage);
@@ -540,8 +584,10 @@ void ComparePanel::buildUi() {
     m_layers->setLogScale(true);
     lpl->addWidget(m_logLayers);
     lpl->addWidget(m_layers, 1);
-    m_tabs->addTab(layersPage, tr("Per Layer"));
+    return layersPage;
+}
 
+QWidget* ComparePanel::buildGenerationsTab() {
     m_genPage = new QWidget(m_tabs);
     auto* gl = new QVBoxLayout(m_genPage);
     m_genNote = new QLabel(m_genPage);
@@ -549,10 +595,12 @@ void ComparePanel::buildUi() {
     gl->addWidget(m_genNote);
     m_genColumns = new QHBoxLayout;
     gl->addLayout(m_genColumns, 1);
-    m_tabs->addTab(m_genPage, tr("Generations"));
+    return m_genPage;
+}
 
-    // Speed and memory: one small bar plot per metric, a bar per configuration (its colour the
-    // same in every plot); clicking a bar selects the configuration's row.
+// Speed and memory: one small bar plot per metric, a bar per configuration (its colour the
+// same in every plot); clicking a bar selects the configuration's row.
+QWidget* ComparePanel::buildSpeedTab() {
     m_speedPage = new QWidget(m_tabs);
     auto* spl = new QVBoxLayout(m_speedPage);
     m_speedNote = new QLabel(m_speedPage);
@@ -563,25 +611,31 @@ void ComparePanel::buildUi() {
                                               tr("Weights in RAM (MiB)"),
                                               tr("Peak RSS increase of the run (MiB)")};
     for (int m = 0; m < SpeedMetricCount; ++m) {
-        auto* plot = new BarPlot(m_speedPage);
-        plot->setObjectName(QStringLiteral("speedPlot%1").arg(m));
-        plot->setTitle(titles[m]);
-        plot->setValueAxisLabel(m < WeightsMetric ? tr("tokens/s") : tr("MiB"));
-        plot->setTooltipFormatter([this, m](int i, const QString& label, double v) {
-            if (m < WeightsMetric) return tr("%1: %2 tokens/s").arg(label).arg(v, 0, 'f', 1);
-            const CompareRow* r =
-                i >= 0 && size_t(i) < m_results.rows.size() ? &m_results.rows[size_t(i)] : nullptr;
-            const quint64 b = !r ? 0 : (m == WeightsMetric ? r->weightBytes : r->peakRssBytes);
-            return tr("%1: %2").arg(label, formatBytes(b));
-        });
-        connect(plot, &BarPlot::barClicked, this, [this](int i) { selectRow(i); });
-        m_speedPlots[m] = plot;
-        grid->addWidget(plot, m / 2, m % 2);
+        m_speedPlots[m] = buildSpeedPlot(m, titles[m]);
+        grid->addWidget(m_speedPlots[m], m / 2, m % 2);
     }
     spl->addLayout(grid, 1);
-    m_tabs->addTab(m_speedPage, tr("Speed && Memory"));
+    return m_speedPage;
+}
 
-    // Hidden-state error per block: one series per configuration, and the numbers as a table.
+BarPlot* ComparePanel::buildSpeedPlot(int m, const QString& title) {
+    auto* plot = new BarPlot(m_speedPage);
+    plot->setObjectName(QStringLiteral("speedPlot%1").arg(m));
+    plot->setTitle(title);
+    plot->setValueAxisLabel(m < WeightsMetric ? tr("tokens/s") : tr("MiB"));
+    plot->setTooltipFormatter([this, m](int i, const QString& label, double v) {
+        if (m < WeightsMetric) return tr("%1: %2 tokens/s").arg(label).arg(v, 0, 'f', 1);
+        const CompareRow* r =
+            i >= 0 && size_t(i) < m_results.rows.size() ? &m_results.rows[size_t(i)] : nullptr;
+        const quint64 b = !r ? 0 : (m == WeightsMetric ? r->weightBytes : r->peakRssBytes);
+        return tr("%1: %2").arg(label, formatBytes(b));
+    });
+    connect(plot, &BarPlot::barClicked, this, [this](int i) { selectRow(i); });
+    return plot;
+}
+
+// Hidden-state error per block: one series per configuration, and the numbers as a table.
+QWidget* ComparePanel::buildHiddenTab() {
     m_hiddenPage = new QWidget(m_tabs);
     auto* hpl = new QVBoxLayout(m_hiddenPage);
     m_hiddenNote = new QLabel(m_hiddenPage);
@@ -605,12 +659,7 @@ void ComparePanel::buildUi() {
     hsplit->setStretchFactor(0, 3);
     hsplit->setStretchFactor(1, 2);
     hpl->addWidget(hsplit, 1);
-    m_tabs->addTab(m_hiddenPage, tr("Hidden State"));
-
-    split->addWidget(left);
-    split->addWidget(m_tabs);
-    split->setStretchFactor(0, 1);
-    split->setStretchFactor(1, 4);
+    return m_hiddenPage;
 }
 
 void ComparePanel::setModel(std::shared_ptr<const Model> model) {
@@ -767,164 +816,140 @@ void ComparePanel::syncUi() {
     m_cancelButton->setEnabled(m_job != 0);
 }
 
-bool ComparePanel::run() {
-    if (!m_model || m_job || m_textFile.isEmpty() || !m_model->hasTokenizer()) return false;
-    // Resolve configurations on the UI thread (the editor's recipe is read now).
-    std::vector<ConfigSpec> specs;
-    const QString baselineName = m_baseline->currentText();
-    QStringList names = selectedConfigs();
-    if (baselineName != originalName()) {
-        names.removeAll(baselineName);
-        names.prepend(baselineName);
-        names.insert(1, originalName()); // the original weights become a configuration
-    } else {
-        names.prepend(originalName());
-    }
-    if (names.size() < 2) return false;
-    try {
-        for (const QString& n : names) {
-            ConfigSpec s;
-            s.name = n;
-            if (n == originalName()) {
-                s.original = true;
-            } else if (n == editorName()) {
-                if (!m_editorRecipe) continue;
-                s.recipe = m_editorRecipe();
-                // Named after the recipe: two runs of different recipes stay apart.
-                s.name = editorLabel(s.recipe);
-            } else {
-                bool found = false;
-                for (const auto& [en, ej] : m_extra)
-                    if (en == n) {
-                        s.recipe = compress::Recipe::fromJson(json::parse(ej.toStdString()));
-                        found = true;
-                    }
-                for (const auto& [mn, mp] : m_modelFiles)
-                    if (mn == n) {
-                        s.modelFile = mp;
-                        found = true;
-                    }
-                if (!found) s.recipe = compress::findPreset(n.toStdString()).recipe;
-            }
-            specs.push_back(std::move(s));
-        }
-    } catch (const std::exception& e) {
-        emit failed(QString::fromUtf8(e.what()));
-        return false;
-    }
-    auto model = m_model;
-    const QString textFile = m_textFile;
-    PerplexityOptions opts;
-    opts.ctx = m_ctx->value();
-    opts.batch = opts.ctx;
-    opts.maxChunks = m_chunks->value();
-    const std::string prompt = m_prompt->text().toStdString();
-    const int64_t genTokens = m_genTokens->value();
-    const int64_t speedTokens = m_speedTokens->value();
-    // Tasks are loaded on the UI thread so a missing folder or bad list is reported at once.
-    std::vector<Task> tasks;
-    try {
-        if (!m_tasks->text().trimmed().isEmpty())
-            for (TaskKind k : parseTaskList(m_tasks->text().trimmed().toStdString()))
-                tasks.push_back(loadTask(k, m_tasksDir.toStdString()));
-    } catch (const std::exception& e) {
-        emit failed(QString::fromUtf8(e.what()));
-        return false;
-    }
-    const int64_t taskLimit = m_taskLimit->value();
-    const bool hidden = m_hiddenCheck->isChecked();
+// ---------------------------------------------------------------------------------------------
+// Comparison job
 
-    std::function<CompareResults(Progress&)> job = [model, specs, textFile, opts, prompt, genTokens,
-                                                    speedTokens, tasks, taskLimit,
-                                                    hidden](Progress& p) {
-        CompareResults out;
-        out.prompt = QString::fromStdString(prompt);
-        out.baseline = specs.front().name;
-        const std::string text = readText(textFile);
-        const Tokenizer& tk = model->tokenizer();
-        const std::vector<int32_t> tokens = tk.encode(text, true);
-        PerplexityOptions o = opts;
-        o.bosId = tk.bosId();
-        // 0..35%: compress, 35..75%: divergence, 75..85%: speed runs, 85..95%: tasks,
-        // ..100%: generations.
-        std::vector<std::unique_ptr<compress::CompressedModel>> overlays(specs.size());
-        // Other model files first: one of another vocabulary fails the job before any work.
-        std::vector<std::unique_ptr<Model>> others(specs.size());
-        for (size_t i = 0; i < specs.size(); ++i)
-            if (!specs[i].modelFile.isEmpty()) {
-                p.report(0.0, "loading " + QFileInfo(specs[i].modelFile).fileName().toStdString());
-                others[i] = loadCompareModel(specs[i].modelFile.toStdString(), *model);
+namespace {
+
+/// Everything a comparison reads, taken on the UI thread.
+struct CompareInput {
+    std::shared_ptr<const Model> model;
+    std::vector<ConfigSpec> specs; ///< the baseline first
+    QString textFile;
+    PerplexityOptions opts;
+    std::string prompt;
+    int64_t genTokens = 0;
+    int64_t speedTokens = 0;
+    std::vector<Task> tasks;
+    int64_t taskLimit = 0;
+    bool hidden = false;
+};
+
+/// The comparison on a worker thread, as a list of steps filling one CompareResults. Progress:
+/// 0..35% compress, 35..75% divergence (the last 10% of it the hidden-state error when asked
+/// for), 75..85% speed runs, 85..95% tasks, ..100% generations; a stage left out leaves its share
+/// to the one before. Each step returns false when cancelled.
+class CompareJob {
+public:
+    CompareJob(const CompareInput& in, Progress& p)
+        : m_in(in), m_p(p), m_model(*in.model), m_tk(in.model->tokenizer()) {}
+
+    CompareResults run() {
+        m_out.prompt = QString::fromStdString(m_in.prompt);
+        m_out.baseline = m_in.specs.front().name;
+        m_tokens = m_tk.encode(readText(m_in.textFile), true);
+        m_opts = m_in.opts;
+        m_opts.bosId = m_tk.bosId();
+        loadModelFiles();
+        if (!compressConfigurations()) return m_out;
+        collectConfigs();
+        if (!scoreDivergence()) return m_out;
+        if (m_in.hidden && !scoreHiddenError()) return CompareResults{};
+        if (!runSpeeds()) return CompareResults{};
+        if (!scoreTasks()) return CompareResults{};
+        if (!runGenerations()) return m_out;
+        m_p.report(1.0, "done");
+        return m_out;
+    }
+
+private:
+    /// Other model files first: one of another vocabulary fails the job before any work.
+    void loadModelFiles() {
+        m_others.resize(m_in.specs.size());
+        for (size_t i = 0; i < m_in.specs.size(); ++i)
+            if (!m_in.specs[i].modelFile.isEmpty()) {
+                m_p.report(0.0, "loading " +
+                                    QFileInfo(m_in.specs[i].modelFile).fileName().toStdString());
+                m_others[i] = loadCompareModel(m_in.specs[i].modelFile.toStdString(), m_model);
             }
-        for (size_t i = 0; i < specs.size(); ++i) {
+    }
+
+    /// A row per configuration with its size; recipes are compressed into overlays (0..35%).
+    bool compressConfigurations() {
+        m_overlays.resize(m_in.specs.size());
+        for (size_t i = 0; i < m_in.specs.size(); ++i) {
+            const ConfigSpec& spec = m_in.specs[i];
             CompareRow row;
-            row.name = specs[i].name;
-            if (others[i]) {
-                row.modelFile = specs[i].modelFile;
-                row.bytes = others[i]->storedBytes();
-                row.bitsPerWeight = modelBitsPerWeight(*others[i]);
-            } else if (specs[i].original) {
-                row.bytes = model->storedBytes();
-                row.bitsPerWeight = double(model->storedBytes()) * 8.0 /
-                                    double(std::max<int64_t>(1, model->parameterCount()));
-            } else {
-                RangeProgress rp(p, 0.35 * double(i) / double(specs.size()),
-                                 0.35 * double(i + 1) / double(specs.size()),
-                                 row.name.toStdString() + ": ");
-                compress::CompressResult cr =
-                    compress::compressWithBundledCalibration(*model, specs[i].recipe, rp);
-                if (cr.status == Status::Cancelled) return out;
-                const compress::SizeInfo tot = cr.model->totalSize();
-                row.bytes = tot.bytes();
-                row.bitsPerWeight = tot.bitsPerWeight();
-                row.recipeJson = QString::fromStdString(specs[i].recipe.toJson().dump());
-                for (const auto& l : cr.layers)
-                    row.layerError.emplace_back(QString::fromStdString(l.name), l.error.relError);
-                overlays[i] = std::move(cr.model);
+            row.name = spec.name;
+            if (m_others[i]) {
+                row.modelFile = spec.modelFile;
+                row.bytes = m_others[i]->storedBytes();
+                row.bitsPerWeight = modelBitsPerWeight(*m_others[i]);
+            } else if (spec.original) {
+                row.bytes = m_model.storedBytes();
+                row.bitsPerWeight = double(m_model.storedBytes()) * 8.0 /
+                                    double(std::max<int64_t>(1, m_model.parameterCount()));
+            } else if (!compressRecipe(i, row)) {
+                return false;
             }
-            out.rows.push_back(std::move(row));
+            m_out.rows.push_back(std::move(row));
         }
-        auto source = [&](size_t i) -> const WeightSource* {
-            if (overlays[i]) return overlays[i].get();
-            if (others[i]) return others[i].get();
-            return model.get();
-        };
-        std::vector<DivergenceConfig> configs;
-        for (size_t i = 1; i < specs.size(); ++i)
-            configs.push_back({specs[i].name.toStdString(), source(i)});
-        // Divergence up to divEnd, then the hidden-state error (when asked for) up to hidEnd.
-        const double hidEnd = speedTokens > 0 ? 0.75 : 0.85;
-        const double divEnd = hidden ? hidEnd - 0.1 : hidEnd;
-        RangeProgress dp(p, 0.35, divEnd, "divergence: ");
-        const DivergenceResult d = compareToBaseline(*source(0), configs, tokens, o, dp);
-        if (d.status == Status::Cancelled) return out;
-        if (hidden) {
-            RangeProgress hp(p, divEnd, hidEnd, "hidden states: ");
-            try {
-                const HiddenErrorResult h = hiddenStateError(*source(0), configs, tokens, o, hp);
-                if (h.status == Status::Cancelled) return CompareResults{};
-                out.hiddenTokens = h.tokens;
-                for (size_t k = 0; k < h.configs.size() && k + 1 < out.rows.size(); ++k)
-                    for (const BlockError& b : h.configs[k].blocks)
-                        out.rows[k + 1].hidden.push_back(
-                            {b.layer, b.relError, b.meanRelError, b.meanCosine, b.minCosine});
-            } catch (const ArgumentError& e) {
-                // A configuration of another width or depth: the rest of the comparison stands.
-                out.hiddenProblem = QString::fromUtf8(e.what());
-            }
-        }
-        out.ctx = d.ctx;
-        out.chunks = d.chunks;
-        out.scoredTokens = d.scoredTokens;
-        out.seconds = d.seconds;
+        return true;
+    }
+
+    bool compressRecipe(size_t i, CompareRow& row) {
+        const double n = double(m_in.specs.size());
+        RangeProgress rp(m_p, 0.35 * double(i) / n, 0.35 * double(i + 1) / n,
+                         row.name.toStdString() + ": ");
+        compress::CompressResult cr =
+            compress::compressWithBundledCalibration(m_model, m_in.specs[i].recipe, rp);
+        if (cr.status == Status::Cancelled) return false;
+        const compress::SizeInfo tot = cr.model->totalSize();
+        row.bytes = tot.bytes();
+        row.bitsPerWeight = tot.bitsPerWeight();
+        row.recipeJson = QString::fromStdString(m_in.specs[i].recipe.toJson().dump());
+        for (const auto& l : cr.layers)
+            row.layerError.emplace_back(QString::fromStdString(l.name), l.error.relError);
+        m_overlays[i] = std::move(cr.model);
+        return true;
+    }
+
+    /// The weights configuration `i` runs with.
+    const WeightSource* source(size_t i) const {
+        if (m_overlays[i]) return m_overlays[i].get();
+        if (m_others[i]) return m_others[i].get();
+        return &m_model;
+    }
+
+    /// Every configuration after the baseline, for the divergence and generation comparisons.
+    void collectConfigs() {
+        for (size_t i = 1; i < m_in.specs.size(); ++i)
+            m_configs.push_back({m_in.specs[i].name.toStdString(), source(i)});
+    }
+
+    /// Divergence up to divergenceEnd(), then the hidden-state error (when asked for) up to
+    /// hiddenEnd().
+    double hiddenEnd() const { return m_in.speedTokens > 0 ? 0.75 : 0.85; }
+    double divergenceEnd() const { return m_in.hidden ? hiddenEnd() - 0.1 : hiddenEnd(); }
+
+    /// Perplexity, KLD and same-top rates against the baseline on the text's chunks.
+    bool scoreDivergence() {
+        RangeProgress dp(m_p, 0.35, divergenceEnd(), "divergence: ");
+        const DivergenceResult d = compareToBaseline(*source(0), m_configs, m_tokens, m_opts, dp);
+        if (d.status == Status::Cancelled) return false;
+        m_out.ctx = d.ctx;
+        m_out.chunks = d.chunks;
+        m_out.scoredTokens = d.scoredTokens;
+        m_out.seconds = d.seconds;
         const double tokensRun = double(d.chunks * d.ctx);
-        CompareRow& base = out.rows.front();
+        CompareRow& base = m_out.rows.front();
         base.ppl = d.baselinePpl;
         base.pplError = d.baselinePplError;
         base.sameTop = 1.0;
         base.tokensPerSecond = d.baselineSeconds > 0 ? tokensRun / d.baselineSeconds : 0;
         for (size_t i = 0; i < d.configs.size(); ++i) {
             const DivergenceStats& s = d.configs[i];
-            CompareRow& r = out.rows[i + 1];
+            CompareRow& r = m_out.rows[i + 1];
             r.ppl = s.ppl;
             r.pplError = s.pplError;
             r.kld = s.kld.mean;
@@ -934,112 +959,242 @@ bool ComparePanel::run() {
             r.sameTopError = s.sameTopError;
             r.tokensPerSecond = s.seconds > 0 ? tokensRun / s.seconds : 0;
         }
-        // Speed runs, one configuration at a time, after the comparison has read every weight
-        // (file pages already resident: the peak increase is the run's own memory).
-        if (speedTokens > 0 && !tokens.empty()) {
-            const std::vector<int32_t> speedPrompt(
-                tokens.begin(), tokens.begin() + std::min<int64_t>(int64_t(tokens.size()),
-                                                                   std::min<int64_t>(o.ctx, 512)));
-            out.speedPromptTokens = qint64(speedPrompt.size());
-            out.speedDecodeTokens = speedTokens;
-            for (size_t i = 0; i < out.rows.size(); ++i) {
-                CompareRow& r = out.rows[i];
-                RangeProgress sp(p, 0.75 + 0.1 * double(i) / double(out.rows.size()),
-                                 0.75 + 0.1 * double(i + 1) / double(out.rows.size()),
-                                 r.name.toStdString() + ": speed, ");
-                const SpeedRun run = measureSpeed(*source(i), speedPrompt, speedTokens, sp);
-                if (run.cancelled) return CompareResults{};
-                r.tokensPerSecond = run.prefillTokensPerSecond;
-                r.decodeTokensPerSecond = run.decodeTokensPerSecond;
-                r.peakRssBytes = run.peakIncrease;
-                r.rssBeforeBytes = run.rssBefore;
-                r.weightBytes = others[i] ? residentWeightBytes(*others[i], nullptr)
-                                          : residentWeightBytes(*model, overlays[i].get());
-                out.peakRssFromHwm = run.fromHwm;
+        return true;
+    }
+
+    /// Each configuration's residual stream after every block against the baseline's.
+    bool scoreHiddenError() {
+        RangeProgress hp(m_p, divergenceEnd(), hiddenEnd(), "hidden states: ");
+        try {
+            const HiddenErrorResult h =
+                hiddenStateError(*source(0), m_configs, m_tokens, m_opts, hp);
+            if (h.status == Status::Cancelled) return false;
+            m_out.hiddenTokens = h.tokens;
+            for (size_t k = 0; k < h.configs.size() && k + 1 < m_out.rows.size(); ++k)
+                for (const BlockError& b : h.configs[k].blocks)
+                    m_out.rows[k + 1].hidden.push_back(
+                        {b.layer, b.relError, b.meanRelError, b.meanCosine, b.minCosine});
+        } catch (const ArgumentError& e) {
+            // A configuration of another width or depth: the rest of the comparison stands.
+            m_out.hiddenProblem = QString::fromUtf8(e.what());
+        }
+        return true;
+    }
+
+    /// Speed runs (75..85%), one configuration at a time, after the comparison has read every
+    /// weight (file pages already resident: the peak increase is the run's own memory).
+    bool runSpeeds() {
+        if (m_in.speedTokens <= 0 || m_tokens.empty()) return true;
+        const std::vector<int32_t> speedPrompt(
+            m_tokens.begin(),
+            m_tokens.begin() +
+                std::min<int64_t>(int64_t(m_tokens.size()), std::min<int64_t>(m_opts.ctx, 512)));
+        m_out.speedPromptTokens = qint64(speedPrompt.size());
+        m_out.speedDecodeTokens = m_in.speedTokens;
+        const double n = double(m_out.rows.size());
+        for (size_t i = 0; i < m_out.rows.size(); ++i) {
+            CompareRow& r = m_out.rows[i];
+            RangeProgress sp(m_p, 0.75 + 0.1 * double(i) / n, 0.75 + 0.1 * double(i + 1) / n,
+                             r.name.toStdString() + ": speed, ");
+            const SpeedRun run = measureSpeed(*source(i), speedPrompt, m_in.speedTokens, sp);
+            if (run.cancelled) return false;
+            r.tokensPerSecond = run.prefillTokensPerSecond;
+            r.decodeTokensPerSecond = run.decodeTokensPerSecond;
+            r.peakRssBytes = run.peakIncrease;
+            r.rssBeforeBytes = run.rssBefore;
+            r.weightBytes = m_others[i] ? residentWeightBytes(*m_others[i], nullptr)
+                                        : residentWeightBytes(m_model, m_overlays[i].get());
+            m_out.peakRssFromHwm = run.fromHwm;
+        }
+        return true;
+    }
+
+    /// Tasks (85..95% when any): the same prepared items for every configuration.
+    bool scoreTasks() {
+        if (m_in.tasks.empty()) return true;
+        const TaskEncoder enc = [this](const std::string& t, bool bos) {
+            return m_tk.encode(t, bos);
+        };
+        std::vector<PreparedTask> prepared;
+        for (const Task& t : m_in.tasks)
+            prepared.push_back(prepareTask(t, enc, m_in.taskLimit, 1234));
+        const int64_t taskCtx =
+            std::min<int64_t>(m_model.spec().maxSeq > 0 ? m_model.spec().maxSeq : 2048, 2048);
+        const double n = double(m_out.rows.size() * prepared.size());
+        for (size_t i = 0; i < m_out.rows.size(); ++i) {
+            ModelScorer scorer(*source(i), taskCtx);
+            for (size_t k = 0; k < prepared.size(); ++k) {
+                const double at = double(i * prepared.size() + k);
+                RangeProgress tp(m_p, 0.85 + 0.1 * at / n, 0.85 + 0.1 * (at + 1) / n,
+                                 m_out.rows[i].name.toStdString() + ": ");
+                const TaskResult tr = evaluateTask(prepared[k], scorer, tp);
+                if (tr.status == Status::Cancelled) return false;
+                m_out.rows[i].tasks.push_back(
+                    {QString::fromLatin1(taskName(tr.kind)), tr.items, tr.acc, tr.accError});
             }
         }
-        // Tasks (0.85..0.95 when any): the same prepared items for every configuration.
-        const double tasksEnd = tasks.empty() ? 0.85 : 0.95;
-        if (!tasks.empty()) {
-            const TaskEncoder enc = [&tk](const std::string& t, bool bos) {
-                return tk.encode(t, bos);
-            };
-            std::vector<PreparedTask> prepared;
-            for (const Task& t : tasks) prepared.push_back(prepareTask(t, enc, taskLimit, 1234));
-            const int64_t taskCtx =
-                std::min<int64_t>(model->spec().maxSeq > 0 ? model->spec().maxSeq : 2048, 2048);
-            const double n = double(out.rows.size() * prepared.size());
-            for (size_t i = 0; i < out.rows.size(); ++i) {
-                ModelScorer scorer(*source(i), taskCtx);
-                for (size_t k = 0; k < prepared.size(); ++k) {
-                    const double at = double(i * prepared.size() + k);
-                    RangeProgress tp(p, 0.85 + 0.1 * at / n, 0.85 + 0.1 * (at + 1) / n,
-                                     out.rows[i].name.toStdString() + ": ");
-                    const TaskResult tr = evaluateTask(prepared[k], scorer, tp);
-                    if (tr.status == Status::Cancelled) return CompareResults{};
-                    out.rows[i].tasks.push_back(
-                        {QString::fromLatin1(taskName(tr.kind)), tr.items, tr.acc, tr.accError});
-                }
+        return true;
+    }
+
+    /// Greedy generations from the prompt (after the tasks, up to 100%), with the KLD per token
+    /// against the baseline and the first token where each leaves it.
+    bool runGenerations() {
+        if (m_in.genTokens <= 0 || m_in.prompt.empty()) return true;
+        const std::vector<int32_t> ids = m_tk.encode(m_in.prompt, true);
+        GenerationCompareOptions go;
+        go.maxNewTokens = m_in.genTokens;
+        RangeProgress gp(m_p, m_in.tasks.empty() ? 0.85 : 0.95, 1.0, "generations: ");
+        const GenerationComparison g = compareGenerations(*source(0), m_configs, ids, go, gp);
+        if (g.status == Status::Cancelled) return false;
+        auto fill = [&](CompareRow& row, const GenerationTrack& t) {
+            row.tokens = tokenPieces(m_tk, t.ids, &row.generation);
+            row.tokenKld = t.kld;
+            row.firstDivergence = t.firstDivergence;
+        };
+        fill(m_out.rows.front(), g.baseline);
+        m_out.rows.front().tokenKld.clear();
+        for (size_t i = 0; i < g.configs.size(); ++i) fill(m_out.rows[i + 1], g.configs[i]);
+        return true;
+    }
+
+    const CompareInput& m_in;
+    Progress& m_p;
+    const Model& m_model;
+    const Tokenizer& m_tk;
+    std::vector<int32_t> m_tokens;
+    PerplexityOptions m_opts;
+    std::vector<std::unique_ptr<Model>> m_others;                       ///< loaded model files
+    std::vector<std::unique_ptr<compress::CompressedModel>> m_overlays; ///< compressed recipes
+    std::vector<DivergenceConfig> m_configs;
+    CompareResults m_out;
+};
+
+/// Configuration `name` of a comparison: the original weights, the editor's recipe (false when
+/// there is no editor), an added recipe or model file, or a preset.
+bool resolveConfig(const QString& name, const std::function<compress::Recipe()>& editorRecipe,
+                   const std::vector<std::pair<QString, QString>>& extra,
+                   const std::vector<std::pair<QString, QString>>& modelFiles, ConfigSpec& s) {
+    s.name = name;
+    if (name == ComparePanel::originalName()) {
+        s.original = true;
+    } else if (name == ComparePanel::editorName()) {
+        if (!editorRecipe) return false;
+        s.recipe = editorRecipe();
+        // Named after the recipe: two runs of different recipes stay apart.
+        s.name = ComparePanel::editorLabel(s.recipe);
+    } else {
+        bool found = false;
+        for (const auto& [en, ej] : extra)
+            if (en == name) {
+                s.recipe = compress::Recipe::fromJson(json::parse(ej.toStdString()));
+                found = true;
             }
+        for (const auto& [mn, mp] : modelFiles)
+            if (mn == name) {
+                s.modelFile = mp;
+                found = true;
+            }
+        if (!found) s.recipe = compress::findPreset(name.toStdString()).recipe;
+    }
+    return true;
+}
+
+/// Tasks of a comma-separated list, loaded on the UI thread so that a missing folder or a bad
+/// list is reported at once.
+std::vector<Task> loadTasks(const QString& list, const QString& dir) {
+    std::vector<Task> tasks;
+    if (!list.isEmpty())
+        for (TaskKind k : parseTaskList(list.toStdString()))
+            tasks.push_back(loadTask(k, dir.toStdString()));
+    return tasks;
+}
+
+} // namespace
+
+QStringList ComparePanel::comparedNames() const {
+    const QString baselineName = m_baseline->currentText();
+    QStringList names = selectedConfigs();
+    if (baselineName != originalName()) {
+        names.removeAll(baselineName);
+        names.prepend(baselineName);
+        names.insert(1, originalName()); // the original weights become a configuration
+    } else {
+        names.prepend(originalName());
+    }
+    return names;
+}
+
+bool ComparePanel::run() {
+    if (!m_model || m_job || m_textFile.isEmpty() || !m_model->hasTokenizer()) return false;
+    const QStringList names = comparedNames();
+    if (names.size() < 2) return false;
+    // Configurations (the editor's recipe is read now) and tasks are resolved on the UI thread.
+    CompareInput in;
+    try {
+        for (const QString& n : names) {
+            ConfigSpec s;
+            if (resolveConfig(n, m_editorRecipe, m_extra, m_modelFiles, s))
+                in.specs.push_back(std::move(s));
         }
-        if (genTokens > 0 && !prompt.empty()) {
-            const std::vector<int32_t> ids = tk.encode(prompt, true);
-            GenerationCompareOptions go;
-            go.maxNewTokens = genTokens;
-            RangeProgress gp(p, tasksEnd, 1.0, "generations: ");
-            const GenerationComparison g = compareGenerations(*source(0), configs, ids, go, gp);
-            if (g.status == Status::Cancelled) return out;
-            auto fill = [&](CompareRow& row, const GenerationTrack& t) {
-                row.tokens = tokenPieces(tk, t.ids, &row.generation);
-                row.tokenKld = t.kld;
-                row.firstDivergence = t.firstDivergence;
-            };
-            fill(out.rows.front(), g.baseline);
-            out.rows.front().tokenKld.clear();
-            for (size_t i = 0; i < g.configs.size(); ++i) fill(out.rows[i + 1], g.configs[i]);
-        }
-        p.report(1.0, "done");
-        return out;
-    };
-    m_status->setText(tr("Comparing %1 configurations…").arg(specs.size() - 1));
+        in.tasks = loadTasks(m_tasks->text().trimmed(), m_tasksDir);
+    } catch (const std::exception& e) {
+        emit failed(QString::fromUtf8(e.what()));
+        return false;
+    }
+    in.model = m_model;
+    in.textFile = m_textFile;
+    in.opts.ctx = m_ctx->value();
+    in.opts.batch = in.opts.ctx;
+    in.opts.maxChunks = m_chunks->value();
+    in.prompt = m_prompt->text().toStdString();
+    in.genTokens = m_genTokens->value();
+    in.speedTokens = m_speedTokens->value();
+    in.taskLimit = m_taskLimit->value();
+    in.hidden = m_hiddenCheck->isChecked();
+    const size_t configs = in.specs.size() - 1;
+    submitJob([in](Progress& p) { return CompareJob(in, p).run(); }, configs);
+    return true;
+}
+
+void ComparePanel::submitJob(std::function<CompareResults(Progress&)> job, size_t configs) {
+    m_status->setText(tr("Comparing %1 configurations…").arg(configs));
     m_progress->setValue(0);
-    auto self = std::make_shared<TaskRunner::JobId>(0);
-    *self = m_runner->submit<CompareResults>(
-        tr("Comparing %1 configurations").arg(specs.size() - 1), std::move(job), this,
-        [this](CompareResults r) {
-            m_job = 0;
-            if (r.rows.empty() || r.chunks == 0) {
-                m_status->setText(tr("Cancelled."));
-                syncUi();
-                emit cancelled();
-                return;
-            }
-            m_status->setText(tr("%1 chunks of %2 tokens, %3 scored tokens, %4 s")
-                                  .arg(r.chunks)
-                                  .arg(r.ctx)
-                                  .arg(r.scoredTokens)
-                                  .arg(r.seconds, 0, 'f', 2));
-            setResults(r);
-            m_progress->setValue(1000);
-            syncUi();
-            emit logMessage(tr("Comparison finished: %1").arg(m_status->text()));
-            emit finished();
-        },
+    m_job = m_runner->submit<CompareResults>(
+        tr("Comparing %1 configurations").arg(configs), std::move(job), this,
+        [this](CompareResults r) { jobFinished(r); },
         [this](const QString& message) {
             m_job = 0;
             m_status->setText(message);
             syncUi();
             emit failed(message);
         },
-        [this] {
-            m_job = 0;
-            m_status->setText(tr("Cancelled."));
-            syncUi();
-            emit cancelled();
-        });
-    m_job = *self;
+        [this] { jobCancelled(); });
     syncUi();
-    return true;
+}
+
+void ComparePanel::jobFinished(const CompareResults& r) {
+    m_job = 0;
+    if (r.rows.empty() || r.chunks == 0) {
+        jobCancelled();
+        return;
+    }
+    m_status->setText(tr("%1 chunks of %2 tokens, %3 scored tokens, %4 s")
+                          .arg(r.chunks)
+                          .arg(r.ctx)
+                          .arg(r.scoredTokens)
+                          .arg(r.seconds, 0, 'f', 2));
+    setResults(r);
+    m_progress->setValue(1000);
+    syncUi();
+    emit logMessage(tr("Comparison finished: %1").arg(m_status->text()));
+    emit finished();
+}
+
+void ComparePanel::jobCancelled() {
+    m_job = 0;
+    m_status->setText(tr("Cancelled."));
+    syncUi();
+    emit cancelled();
 }
 
 void ComparePanel::cancel() {

@@ -23,6 +23,7 @@
 
 class QCheckBox;
 class QComboBox;
+class QFormLayout;
 class QLabel;
 class QLineEdit;
 class QListWidget;
@@ -32,6 +33,7 @@ class QSpinBox;
 class QTableWidget;
 class QTabWidget;
 class QHBoxLayout;
+class QLayout;
 
 namespace lcw {
 
@@ -251,6 +253,26 @@ signals:
 
 private:
     void buildUi();
+    QWidget* buildConfigSide(QWidget* parent);
+    QPushButton* buildAddRecipeButton(QWidget* parent);
+    QPushButton* buildAddModelButton(QWidget* parent);
+    QFormLayout* buildSettingsForm(QWidget* parent);
+    QWidget* buildMetricsTab();
+    QTableWidget* buildMetricsTable(QWidget* parent);
+    QLayout* buildParetoAxes(QWidget* parent);
+    ScatterPlot* buildParetoPlot(QWidget* parent);
+    QWidget* buildLayersTab();
+    QWidget* buildGenerationsTab();
+    QWidget* buildSpeedTab();
+    BarPlot* buildSpeedPlot(int metric, const QString& title);
+    QWidget* buildHiddenTab();
+    /// The configurations to compare, the baseline first (the original weights become one when
+    /// another configuration is the baseline).
+    QStringList comparedNames() const;
+    /// Submits the comparison job of `configs` configurations besides the baseline.
+    void submitJob(std::function<CompareResults(Progress&)> job, size_t configs);
+    void jobFinished(const CompareResults& r);
+    void jobCancelled();
     void rebuildConfigList();
     void syncUi();
     void showResults();

@@ -184,7 +184,34 @@ GgufExportPanel::Outcome runExport(const Job& j, Progress& p) {
 GgufExportPanel::GgufExportPanel(Context context, QWidget* parent)
     : QWidget(parent), m_ctx(std::move(context)) {
     auto* lay = new QVBoxLayout(this);
+    lay->addLayout(buildForm());
+    lay->addLayout(buildRunRow());
+    m_summary = new QLabel(this);
+    m_summary->setWordWrap(true);
+    m_summary->setTextInteractionFlags(Qt::TextSelectableByMouse);
+    lay->addWidget(m_summary);
+    lay->addWidget(buildTensorTable(), 1);
+    lay->addWidget(buildCommandView(), 1);
+    connectControls();
+    syncUi();
+}
+
+// What to write, where, with which types and importance matrix, and whether to check it.
+QFormLayout* GgufExportPanel::buildForm() {
     auto* form = new QFormLayout;
+    form->addRow(tr("Write:"), buildModeRow());
+    form->addRow(tr("Output file:"), buildOutputRow());
+    addTypeRows(form);
+    form->addRow(tr("Importance matrix:"), buildImatrixRow());
+    m_klBox = new QCheckBox(tr("Check the written file: KL divergence from what it was written "
+                               "from (8 × 128 tokens of the bundled text, float32 activations)"),
+                            this);
+    m_klBox->setChecked(true);
+    form->addRow(QString(), m_klBox);
+    return form;
+}
+
+QLayout* GgufExportPanel::buildModeRow() {
     m_fileMode = new QRadioButton(tr("GGUF file"), this);
     m_commandMode = new QRadioButton(tr("llama-quantize command and tensor type list"), this);
     m_fileMode->setChecked(true);
@@ -195,8 +222,11 @@ GgufExportPanel::GgufExportPanel(Context context, QWidget* parent)
     modeRow->addWidget(m_fileMode);
     modeRow->addWidget(m_commandMode);
     modeRow->addStretch();
-    form->addRow(tr("Write:"), modeRow);
+    return modeRow;
+}
 
+// The output file, by default beside the model as NAME-lcw.gguf.
+QLayout* GgufExportPanel::buildOutputRow() {
     m_output = new QLineEdit(this);
     auto* browse = new QToolButton(this);
     browse->setText(QStringLiteral("…"));
@@ -208,14 +238,17 @@ GgufExportPanel::GgufExportPanel(Context context, QWidget* parent)
     auto* outRow = new QHBoxLayout;
     outRow->addWidget(m_output, 1);
     outRow->addWidget(browse);
-    form->addRow(tr("Output file:"), outRow);
     if (m_ctx.model) {
         const QFileInfo fi(m_ctx.modelPath);
         const QString dir = fi.isDir() ? fi.absoluteFilePath() : fi.absolutePath();
         const QString base = fi.isDir() ? fi.fileName() : fi.completeBaseName();
         m_output->setText(QDir(dir).filePath(base + QStringLiteral("-lcw.gguf")));
     }
+    return outRow;
+}
 
+// Types: the recipe's or a llama.cpp preset's; the type of tensors without a GGUF type.
+void GgufExportPanel::addTypeRows(QFormLayout* form) {
     m_types = new QComboBox(this);
     const compress::Recipe editor = m_ctx.recipe ? m_ctx.recipe() : compress::Recipe{};
     m_types->addItem(
@@ -237,7 +270,10 @@ GgufExportPanel::GgufExportPanel(Context context, QWidget* parent)
     for (DType t : kOtherTypes) m_others->addItem(typeName(t), int(t));
     m_othersLabel = new QLabel(tr("Tensors without a GGUF type:"), this);
     form->addRow(m_othersLabel, m_others);
+}
 
+// Importance matrix: none, the opened one (chosen when there is one) or a file.
+QLayout* GgufExportPanel::buildImatrixRow() {
     m_imatrixCombo = new QComboBox(this);
     m_imatrixCombo->addItem(tr("none"), int(ImatrixSource::None));
     m_imatrixCombo->addItem(tr("the opened one"), int(ImatrixSource::Opened));
@@ -256,19 +292,15 @@ GgufExportPanel::GgufExportPanel(Context context, QWidget* parent)
     imRow->addWidget(m_imatrixCombo);
     imRow->addWidget(m_imatrixFile, 1);
     imRow->addWidget(m_imatrixBrowse);
-    form->addRow(tr("Importance matrix:"), imRow);
     const bool opened = m_ctx.imatrix && m_ctx.imatrix->imatrix();
     if (opened) {
         m_imatrixCombo->setItemText(1, tr("the opened one: %1").arg(m_ctx.imatrix->describe()));
         m_imatrixCombo->setCurrentIndex(1);
     }
-    m_klBox = new QCheckBox(tr("Check the written file: KL divergence from what it was written "
-                               "from (8 × 128 tokens of the bundled text, float32 activations)"),
-                            this);
-    m_klBox->setChecked(true);
-    form->addRow(QString(), m_klBox);
-    lay->addLayout(form);
+    return imRow;
+}
 
+QLayout* GgufExportPanel::buildRunRow() {
     auto* runRow = new QHBoxLayout;
     m_start = new QPushButton(tr("Export"), this);
     m_start->setIcon(style()->standardIcon(QStyle::SP_DialogSaveButton));
@@ -283,12 +315,11 @@ GgufExportPanel::GgufExportPanel(Context context, QWidget* parent)
     runRow->addWidget(m_cancel);
     runRow->addWidget(m_progress, 1);
     runRow->addWidget(m_eta);
-    lay->addLayout(runRow);
-    m_summary = new QLabel(this);
-    m_summary->setWordWrap(true);
-    m_summary->setTextInteractionFlags(Qt::TextSelectableByMouse);
-    lay->addWidget(m_summary);
+    return runRow;
+}
 
+// A row per tensor written (or to be written), in file order until a header is clicked.
+QTableWidget* GgufExportPanel::buildTensorTable() {
     m_table = new QTableWidget(0, 6, this);
     m_table->setHorizontalHeaderLabels(
         {tr("Tensor"), tr("Shape"), tr("Type"), tr("Bytes"), tr("Status"), tr("Note")});
@@ -301,15 +332,20 @@ GgufExportPanel::GgufExportPanel(Context context, QWidget* parent)
     // File order until the user clicks a header.
     m_table->horizontalHeader()->setSortIndicator(-1, Qt::AscendingOrder);
     m_table->setSortingEnabled(true);
-    lay->addWidget(m_table, 1);
+    return m_table;
+}
+
+QPlainTextEdit* GgufExportPanel::buildCommandView() {
     m_commandView = new QPlainTextEdit(this);
     m_commandView->setReadOnly(true);
     m_commandView->setLineWrapMode(QPlainTextEdit::NoWrap);
     QFont mono(QStringLiteral("monospace"));
     mono.setStyleHint(QFont::Monospace);
     m_commandView->setFont(mono);
-    lay->addWidget(m_commandView, 1);
+    return m_commandView;
+}
 
+void GgufExportPanel::connectControls() {
     connect(m_start, &QPushButton::clicked, this, [this] { start(); });
     connect(m_cancel, &QPushButton::clicked, this, &GgufExportPanel::cancel);
     connect(m_fileMode, &QRadioButton::toggled, this, [this] { syncUi(); });
@@ -327,7 +363,6 @@ GgufExportPanel::GgufExportPanel(Context context, QWidget* parent)
                     m_eta->setText(std::isnan(left) ? QString()
                                                     : tr("%1 left").arg(formatDuration(left)));
                 });
-    syncUi();
 }
 
 GgufExportPanel::~GgufExportPanel() {

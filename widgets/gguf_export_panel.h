@@ -7,9 +7,10 @@
 /// on the TaskRunner with progress, time left and Cancel (a cancelled export leaves no file);
 /// the per-tensor report (name, shape, type, bytes, exact / converted / re-encoded, fallbacks)
 /// fills a table, and lcw reads the file back to give its KL divergence from what it was written
-/// from (the model, or the recipe's configuration). The second mode writes the llama-quantize command and the per-tensor type
-/// list that reproduce a preset's mix with llama.cpp itself (for models bigger than this
-/// machine). All numbers come from core; this page only collects choices and shows results.
+/// from (the model, or the recipe's configuration). The second mode writes the llama-quantize
+/// command and the per-tensor type list that reproduce a preset's mix with llama.cpp itself (for
+/// models bigger than this machine). All numbers come from core; this page only collects choices
+/// and shows results.
 #include "core/compress/imatrix.h"
 #include "core/compress/recipe.h"
 #include "core/eval/divergence.h"
@@ -27,7 +28,9 @@
 class QButtonGroup;
 class QCheckBox;
 class QComboBox;
+class QFormLayout;
 class QLabel;
+class QLayout;
 class QLineEdit;
 class QPlainTextEdit;
 class QProgressBar;
@@ -116,6 +119,15 @@ signals:
     void logMessage(const QString& text);
 
 private:
+    QFormLayout* buildForm();
+    QLayout* buildModeRow();
+    QLayout* buildOutputRow();
+    void addTypeRows(QFormLayout* form);
+    QLayout* buildImatrixRow();
+    QLayout* buildRunRow();
+    QTableWidget* buildTensorTable();
+    QPlainTextEdit* buildCommandView();
+    void connectControls();
     void syncUi();
     void fail(const QString& message);
     void showResult(std::shared_ptr<const Outcome> r);

@@ -87,6 +87,27 @@ struct RunPanel::Stream {
     int64_t requested = 0;
     bool pending = false; ///< an update is queued to the UI thread
     std::chrono::steady_clock::time_point lastPost{};
+
+    /// The decoded prompt, the text so far; the caller posts an update.
+    void start(const QString& prompt) {
+        std::lock_guard lock(mu);
+        promptText = prompt;
+        text = prompt;
+        pending = true;
+        lastPost = std::chrono::steady_clock::now();
+    }
+    /// The text after `count` new tokens; true when the caller should post an update (none is
+    /// queued and the last was at least kStreamInterval ago).
+    bool update(QString newText, int64_t count) {
+        std::lock_guard lock(mu);
+        text = std::move(newText);
+        generated = count;
+        const auto now = std::chrono::steady_clock::now();
+        if (pending || now - lastPost < kStreamInterval) return false;
+        pending = true;
+        lastPost = now;
+        return true;
+    }
 };
 
 struct RunPanel::GenOutcome {
@@ -161,6 +182,30 @@ RunPanel::~RunPanel() = default;
 void RunPanel::buildUi() {
     auto* root = new QVBoxLayout(this);
     root->setContentsMargins(6, 6, 6, 6);
+    root->addLayout(buildConfigRow());
+
+    m_split = new QSplitter(Qt::Vertical, this);
+    m_split->setChildrenCollapsible(false);
+    root->addWidget(m_split);
+    QWidget* gen = buildGenerateBox(m_split);
+    QWidget* ppl = buildPerplexityBox(m_split);
+    m_split->addWidget(gen);
+    m_split->addWidget(ppl);
+    m_split->setStretchFactor(0, 2);
+    m_split->setStretchFactor(1, 3);
+    m_split->setSizes({400, 600});
+
+    connect(m_generate, &QPushButton::clicked, this, [this] { generate(); });
+    connect(m_stop, &QPushButton::clicked, this, &RunPanel::stopGeneration);
+    connect(m_pplRun, &QPushButton::clicked, this, [this] { runPerplexity(); });
+    connect(m_pplCancel, &QPushButton::clicked, this, &RunPanel::cancelPerplexity);
+    connect(m_textFile, &QLineEdit::textChanged, this, [this] { updateButtons(); });
+    connect(m_prompt, &QPlainTextEdit::textChanged, this, [this] { updateButtons(); });
+    setPplStatus(tr("Perplexity of the model on a text file, llama.cpp's method."));
+}
+
+// The configuration both jobs run on: base model, editor recipe, saved overlay or a preset.
+QLayout* RunPanel::buildConfigRow() {
     auto* configRow = new QHBoxLayout;
     configRow->setSpacing(6);
     m_config = new QComboBox(this);
@@ -188,14 +233,12 @@ void RunPanel::buildUi() {
     });
     configRow->addWidget(fieldLabel(tr("Con&figuration"), m_config, this));
     configRow->addWidget(m_config, 1);
-    root->addLayout(configRow);
+    return configRow;
+}
 
-    m_split = new QSplitter(Qt::Vertical, this);
-    m_split->setChildrenCollapsible(false);
-    root->addWidget(m_split);
-
-    // ---- Generate
-    auto* gen = new QGroupBox(tr("Generate"), m_split);
+// Generate: the prompt with its buttons, the sampling settings, the output and its status.
+QGroupBox* RunPanel::buildGenerateBox(QWidget* parent) {
+    auto* gen = new QGroupBox(tr("Generate"), parent);
     auto* gl = new QVBoxLayout(gen);
     gl->setSpacing(6);
     m_prompt = new QPlainTextEdit(gen);
@@ -206,74 +249,10 @@ void RunPanel::buildUi() {
     auto* promptRow = new QHBoxLayout;
     promptRow->setSpacing(6);
     promptRow->addWidget(m_prompt, 1);
-    auto* buttons = new QVBoxLayout;
-    buttons->setSpacing(4);
-    promptRow->addLayout(buttons);
     gl->addLayout(promptRow);
-
-    auto* params = new QHBoxLayout;
-    params->setSpacing(6);
-    m_maxTokens = new QSpinBox(gen);
-    m_maxTokens->setRange(1, 32768);
-    m_maxTokens->setValue(kDefaultMaxTokens);
-    m_maxTokens->setToolTip(tr("Stop after this many new tokens (or at end of sequence)"));
-    m_temperature = new QDoubleSpinBox(gen);
-    m_temperature->setRange(0.0, 5.0);
-    m_temperature->setSingleStep(0.05);
-    m_temperature->setDecimals(2);
-    m_temperature->setValue(0.8);
-    m_temperature->setSpecialValueText(tr("greedy"));
-    m_temperature->setToolTip(tr("0 picks the most likely token every step (greedy)"));
-    m_topK = new QSpinBox(gen);
-    m_topK->setRange(0, 100000);
-    m_topK->setValue(40);
-    m_topK->setSpecialValueText(tr("off"));
-    m_topK->setToolTip(tr("Sample among the k most likely tokens (0: all)"));
-    m_topP = new QDoubleSpinBox(gen);
-    m_topP->setRange(0.01, 1.0);
-    m_topP->setSingleStep(0.01);
-    m_topP->setDecimals(2);
-    m_topP->setValue(0.95);
-    m_topP->setToolTip(tr("Nucleus sampling: the smallest set of tokens whose probabilities add "
-                          "up to p (1: off)"));
-    m_seed = new QSpinBox(gen);
-    m_seed->setRange(0, 2147483647);
-    m_seed->setValue(42);
-    m_seed->setToolTip(tr("Random seed: the same seed and settings give the same text"));
-    params->addWidget(fieldLabel(tr("Max &tokens"), m_maxTokens, gen));
-    params->addWidget(m_maxTokens);
-    params->addSpacing(6);
-    params->addWidget(fieldLabel(tr("T&emperature"), m_temperature, gen));
-    params->addWidget(m_temperature);
-    params->addSpacing(6);
-    params->addWidget(fieldLabel(tr("Top-&k"), m_topK, gen));
-    params->addWidget(m_topK);
-    params->addSpacing(6);
-    params->addWidget(fieldLabel(tr("Top-&p"), m_topP, gen));
-    params->addWidget(m_topP);
-    params->addSpacing(6);
-    params->addWidget(fieldLabel(tr("S&eed"), m_seed, gen));
-    params->addWidget(m_seed);
-    // Wide enough for their values, no wider: the row stays compact in a narrow dock.
-    const auto widthFor = [this](int chars) {
-        return fontMetrics().horizontalAdvance(QString(chars, QLatin1Char('0'))) + 36;
-    };
-    m_maxTokens->setFixedWidth(widthFor(6));
-    m_temperature->setFixedWidth(widthFor(7));
-    m_topK->setFixedWidth(widthFor(6));
-    m_topP->setFixedWidth(widthFor(5));
-    m_seed->setFixedWidth(widthFor(10));
-    params->addStretch(1);
-    gl->addLayout(params);
-    m_generate = new QPushButton(style()->standardIcon(QStyle::SP_MediaPlay), tr("&Generate"), gen);
-    m_generate->setToolTip(tr("Generate from the prompt (Ctrl+Return)"));
-    m_stop = new QPushButton(style()->standardIcon(QStyle::SP_MediaStop), tr("&Stop"), gen);
-    m_stop->setToolTip(tr("Stop generating; the text so far stays (Ctrl+.)"));
-    const int buttonWidth = std::max(m_generate->sizeHint().width(), m_stop->sizeHint().width());
-    m_generate->setFixedWidth(buttonWidth);
-    m_stop->setFixedWidth(buttonWidth);
-    buttons->addWidget(m_generate);
-    buttons->addWidget(m_stop);
+    gl->addLayout(buildSamplingRow(gen));
+    // The buttons beside the prompt, made after the sampling fields (the tab order).
+    promptRow->addLayout(buildGenerateButtons(gen));
 
     m_output = new QPlainTextEdit(gen);
     m_output->setReadOnly(true);
@@ -285,57 +264,95 @@ void RunPanel::buildUi() {
     m_genStatus->setWordWrap(true); // long errors must not widen the window
     m_genStatus->setText(tr("No model loaded."));
     gl->addWidget(m_genStatus);
+    return gen;
+}
 
-    // ---- Perplexity
-    auto* ppl = new QGroupBox(tr("Perplexity"), m_split);
+// Max tokens, temperature, top-k, top-p and seed in one compact row.
+QLayout* RunPanel::buildSamplingRow(QWidget* parent) {
+    createSamplingFields(parent);
+    auto* params = new QHBoxLayout;
+    params->setSpacing(6);
+    params->addWidget(fieldLabel(tr("Max &tokens"), m_maxTokens, parent));
+    params->addWidget(m_maxTokens);
+    params->addSpacing(6);
+    params->addWidget(fieldLabel(tr("T&emperature"), m_temperature, parent));
+    params->addWidget(m_temperature);
+    params->addSpacing(6);
+    params->addWidget(fieldLabel(tr("Top-&k"), m_topK, parent));
+    params->addWidget(m_topK);
+    params->addSpacing(6);
+    params->addWidget(fieldLabel(tr("Top-&p"), m_topP, parent));
+    params->addWidget(m_topP);
+    params->addSpacing(6);
+    params->addWidget(fieldLabel(tr("S&eed"), m_seed, parent));
+    params->addWidget(m_seed);
+    // Wide enough for their values, no wider: the row stays compact in a narrow dock.
+    const auto widthFor = [this](int chars) {
+        return fontMetrics().horizontalAdvance(QString(chars, QLatin1Char('0'))) + 36;
+    };
+    m_maxTokens->setFixedWidth(widthFor(6));
+    m_temperature->setFixedWidth(widthFor(7));
+    m_topK->setFixedWidth(widthFor(6));
+    m_topP->setFixedWidth(widthFor(5));
+    m_seed->setFixedWidth(widthFor(10));
+    params->addStretch(1);
+    return params;
+}
+
+void RunPanel::createSamplingFields(QWidget* parent) {
+    m_maxTokens = new QSpinBox(parent);
+    m_maxTokens->setRange(1, 32768);
+    m_maxTokens->setValue(kDefaultMaxTokens);
+    m_maxTokens->setToolTip(tr("Stop after this many new tokens (or at end of sequence)"));
+    m_temperature = new QDoubleSpinBox(parent);
+    m_temperature->setRange(0.0, 5.0);
+    m_temperature->setSingleStep(0.05);
+    m_temperature->setDecimals(2);
+    m_temperature->setValue(0.8);
+    m_temperature->setSpecialValueText(tr("greedy"));
+    m_temperature->setToolTip(tr("0 picks the most likely token every step (greedy)"));
+    m_topK = new QSpinBox(parent);
+    m_topK->setRange(0, 100000);
+    m_topK->setValue(40);
+    m_topK->setSpecialValueText(tr("off"));
+    m_topK->setToolTip(tr("Sample among the k most likely tokens (0: all)"));
+    m_topP = new QDoubleSpinBox(parent);
+    m_topP->setRange(0.01, 1.0);
+    m_topP->setSingleStep(0.01);
+    m_topP->setDecimals(2);
+    m_topP->setValue(0.95);
+    m_topP->setToolTip(tr("Nucleus sampling: the smallest set of tokens whose probabilities add "
+                          "up to p (1: off)"));
+    m_seed = new QSpinBox(parent);
+    m_seed->setRange(0, 2147483647);
+    m_seed->setValue(42);
+    m_seed->setToolTip(tr("Random seed: the same seed and settings give the same text"));
+}
+
+// Generate and Stop, one above the other, of one width.
+QLayout* RunPanel::buildGenerateButtons(QWidget* parent) {
+    auto* buttons = new QVBoxLayout;
+    buttons->setSpacing(4);
+    m_generate =
+        new QPushButton(style()->standardIcon(QStyle::SP_MediaPlay), tr("&Generate"), parent);
+    m_generate->setToolTip(tr("Generate from the prompt (Ctrl+Return)"));
+    m_stop = new QPushButton(style()->standardIcon(QStyle::SP_MediaStop), tr("&Stop"), parent);
+    m_stop->setToolTip(tr("Stop generating; the text so far stays (Ctrl+.)"));
+    const int buttonWidth = std::max(m_generate->sizeHint().width(), m_stop->sizeHint().width());
+    m_generate->setFixedWidth(buttonWidth);
+    m_stop->setFixedWidth(buttonWidth);
+    buttons->addWidget(m_generate);
+    buttons->addWidget(m_stop);
+    return buttons;
+}
+
+// Perplexity: the text file and context with the run buttons, the status, the running plot.
+QGroupBox* RunPanel::buildPerplexityBox(QWidget* parent) {
+    auto* ppl = new QGroupBox(tr("Perplexity"), parent);
     auto* pl = new QVBoxLayout(ppl);
     pl->setSpacing(6);
-    auto* fileRow = new QHBoxLayout;
-    fileRow->setSpacing(6);
-    m_textFile = new QLineEdit(ppl);
-    m_textFile->setPlaceholderText(tr("Text file to evaluate (UTF-8)"));
-    m_textFile->setClearButtonEnabled(true);
-    auto* browse = new QToolButton(ppl);
-    browse->setText(tr("…"));
-    browse->setToolTip(tr("Choose a text file"));
-    m_ctx = new QSpinBox(ppl);
-    m_ctx->setRange(16, 32768);
-    m_ctx->setValue(kDefaultCtx);
-    m_ctx->setSuffix(tr(" tokens"));
-    m_ctx->setToolTip(tr("Tokens per chunk; the second half of each chunk is scored "
-                         "(llama.cpp's method)"));
-    m_pplRun = new QPushButton(style()->standardIcon(QStyle::SP_MediaPlay), tr("&Run"), ppl);
-    m_pplRun->setToolTip(tr("Measure perplexity on the text (Ctrl+Shift+Return)"));
-    m_pplCancel =
-        new QPushButton(style()->standardIcon(QStyle::SP_DialogCancelButton), tr("&Cancel"), ppl);
-    fileRow->addWidget(fieldLabel(tr("Te&xt"), m_textFile, ppl));
-    fileRow->addWidget(m_textFile, 1);
-    fileRow->addWidget(browse);
-    fileRow->addSpacing(6);
-    fileRow->addWidget(fieldLabel(tr("C&ontext"), m_ctx, ppl));
-    fileRow->addWidget(m_ctx);
-    fileRow->addSpacing(6);
-    fileRow->addWidget(m_pplRun);
-    fileRow->addWidget(m_pplCancel);
-    pl->addLayout(fileRow);
-
-    auto* statusRow = new QHBoxLayout;
-    m_pplStatus = new QLabel(ppl);
-    m_pplStatus->setTextInteractionFlags(Qt::TextSelectableByMouse);
-    m_pplStatus->setWordWrap(true);
-    QFont bold = m_pplStatus->font();
-    bold.setBold(true);
-    m_pplStatus->setFont(bold);
-    m_pplProgress = new QProgressBar(ppl);
-    m_pplProgress->setRange(0, 1000);
-    m_pplProgress->setValue(0);
-    m_pplProgress->setTextVisible(false);
-    m_pplProgress->setMaximumHeight(14);
-    m_pplProgress->setMaximumWidth(260);
-    statusRow->addWidget(m_pplStatus, 1);
-    statusRow->addWidget(m_pplProgress);
-    pl->addLayout(statusRow);
-
+    pl->addLayout(buildTextFileRow(ppl));
+    pl->addLayout(buildPplStatusRow(ppl));
     m_pplPlot = new LinePlot(ppl);
     m_pplPlot->setTitle(tr("Running perplexity"));
     m_pplPlot->setAxisLabels(tr("chunks evaluated"), tr("perplexity"));
@@ -344,21 +361,58 @@ void RunPanel::buildUi() {
         return tr("after chunk %1\nPPL %2").arg(qRound64(x)).arg(y, 0, 'f', 4);
     });
     pl->addWidget(m_pplPlot, 1);
+    return ppl;
+}
 
-    m_split->addWidget(gen);
-    m_split->addWidget(ppl);
-    m_split->setStretchFactor(0, 2);
-    m_split->setStretchFactor(1, 3);
-    m_split->setSizes({400, 600});
-
-    connect(m_generate, &QPushButton::clicked, this, [this] { generate(); });
-    connect(m_stop, &QPushButton::clicked, this, &RunPanel::stopGeneration);
-    connect(m_pplRun, &QPushButton::clicked, this, [this] { runPerplexity(); });
-    connect(m_pplCancel, &QPushButton::clicked, this, &RunPanel::cancelPerplexity);
+QLayout* RunPanel::buildTextFileRow(QWidget* parent) {
+    auto* fileRow = new QHBoxLayout;
+    fileRow->setSpacing(6);
+    m_textFile = new QLineEdit(parent);
+    m_textFile->setPlaceholderText(tr("Text file to evaluate (UTF-8)"));
+    m_textFile->setClearButtonEnabled(true);
+    auto* browse = new QToolButton(parent);
+    browse->setText(tr("…"));
+    browse->setToolTip(tr("Choose a text file"));
     connect(browse, &QToolButton::clicked, this, &RunPanel::browseTextFile);
-    connect(m_textFile, &QLineEdit::textChanged, this, [this] { updateButtons(); });
-    connect(m_prompt, &QPlainTextEdit::textChanged, this, [this] { updateButtons(); });
-    setPplStatus(tr("Perplexity of the model on a text file, llama.cpp's method."));
+    m_ctx = new QSpinBox(parent);
+    m_ctx->setRange(16, 32768);
+    m_ctx->setValue(kDefaultCtx);
+    m_ctx->setSuffix(tr(" tokens"));
+    m_ctx->setToolTip(tr("Tokens per chunk; the second half of each chunk is scored "
+                         "(llama.cpp's method)"));
+    m_pplRun = new QPushButton(style()->standardIcon(QStyle::SP_MediaPlay), tr("&Run"), parent);
+    m_pplRun->setToolTip(tr("Measure perplexity on the text (Ctrl+Shift+Return)"));
+    m_pplCancel = new QPushButton(style()->standardIcon(QStyle::SP_DialogCancelButton),
+                                  tr("&Cancel"), parent);
+    fileRow->addWidget(fieldLabel(tr("Te&xt"), m_textFile, parent));
+    fileRow->addWidget(m_textFile, 1);
+    fileRow->addWidget(browse);
+    fileRow->addSpacing(6);
+    fileRow->addWidget(fieldLabel(tr("C&ontext"), m_ctx, parent));
+    fileRow->addWidget(m_ctx);
+    fileRow->addSpacing(6);
+    fileRow->addWidget(m_pplRun);
+    fileRow->addWidget(m_pplCancel);
+    return fileRow;
+}
+
+QLayout* RunPanel::buildPplStatusRow(QWidget* parent) {
+    auto* statusRow = new QHBoxLayout;
+    m_pplStatus = new QLabel(parent);
+    m_pplStatus->setTextInteractionFlags(Qt::TextSelectableByMouse);
+    m_pplStatus->setWordWrap(true);
+    QFont bold = m_pplStatus->font();
+    bold.setBold(true);
+    m_pplStatus->setFont(bold);
+    m_pplProgress = new QProgressBar(parent);
+    m_pplProgress->setRange(0, 1000);
+    m_pplProgress->setValue(0);
+    m_pplProgress->setTextVisible(false);
+    m_pplProgress->setMaximumHeight(14);
+    m_pplProgress->setMaximumWidth(260);
+    statusRow->addWidget(m_pplStatus, 1);
+    statusRow->addWidget(m_pplProgress);
+    return statusRow;
 }
 
 void RunPanel::updateButtons() {
@@ -629,53 +683,18 @@ void RunPanel::keepCompressed(const std::shared_ptr<const Model>& base, const st
 // ---------------------------------------------------------------------------------------------
 // Generation
 
-bool RunPanel::generate() {
-    if (m_genJob != 0) return false;
-    if (!m_model) {
-        setGenStatus(tr("Open a model first."), true);
-        return false;
-    }
-    if (!m_model->hasTokenizer()) {
-        setGenStatus(tr("This model has no tokenizer: generation needs one."), true);
-        return false;
-    }
-    const QString promptText = prompt();
-    if (promptText.isEmpty()) {
-        setGenStatus(tr("Enter a prompt."), true);
-        return false;
-    }
-    QString configError;
-    const std::optional<ConfigRequest> req = resolveConfiguration(&configError);
-    if (!req) {
-        setGenStatus(configError, true);
-        return false;
-    }
-    auto model = m_model;
-    const std::string promptUtf8 = promptText.toStdString();
-    const int64_t n = maxNewTokens();
-    const SamplingParams sp = sampling();
-    auto stream = std::make_shared<Stream>();
-    stream->requested = n;
-    m_stream = stream;
-    m_shownText.clear();
-    m_output->clear();
-    m_lastGen.reset();
+/// A generation on a worker thread: the weights prepared (a recipe compressed in the first 30%),
+/// the prompt checked against the context, then tokens streamed to the UI thread.
+struct RunPanel::GenJob {
+    std::shared_ptr<const Model> model;
+    std::string prompt;
+    int64_t n = 0;
+    SamplingParams sampling;
+    std::shared_ptr<Stream> stream;
+    std::function<void()> post; ///< asks the UI thread to show the stream
+    ConfigRequest request;
 
-    // The worker posts to the runner (which outlives every job: its destructor waits) and the
-    // posted call checks that the panel still exists on the UI thread.
-    TaskRunner* runner = m_runner;
-    const QPointer<RunPanel> self(this);
-    auto post = [runner, self, stream] {
-        QMetaObject::invokeMethod(
-            runner,
-            [self, stream] {
-                if (RunPanel* p = self.data()) p->flushStream(stream);
-            },
-            Qt::QueuedConnection);
-    };
-    const ConfigRequest request = *req;
-    std::function<GenOutcome(Progress&)> job = [model, promptUtf8, n, sp, stream, post,
-                                                request](Progress& outer) {
+    GenOutcome operator()(Progress& outer) const {
         GenOutcome out;
         out.base = model;
         bool cancelled = false;
@@ -688,24 +707,12 @@ bool RunPanel::generate() {
             out.overlay ? static_cast<const WeightSource&>(*out.overlay) : *model;
         RangeProgress progress(outer, split, 1.0);
         const Tokenizer& tk = model->tokenizer();
-        const std::vector<int32_t> ids = tk.encode(promptUtf8, true);
-        if (ids.empty()) throw ArgumentError("the prompt encodes to no tokens");
-        const int64_t maxSeq = model->spec().maxSeq > 0 ? model->spec().maxSeq : 1 << 20;
-        if (int64_t(ids.size()) + n > maxSeq)
-            throw ArgumentError("the prompt (" + std::to_string(ids.size()) + " tokens) plus " +
-                                std::to_string(n) + " new tokens exceed the model's context of " +
-                                std::to_string(maxSeq) + " tokens");
+        const std::vector<int32_t> ids = encodePrompt(tk);
         SessionOptions so;
         so.contextLength = int64_t(ids.size()) + n;
         Session session(weights, so);
         const QString promptDecoded = QString::fromStdString(tk.decode(ids));
-        {
-            std::lock_guard lock(stream->mu);
-            stream->promptText = promptDecoded;
-            stream->text = promptDecoded;
-            stream->pending = true;
-            stream->lastPost = std::chrono::steady_clock::now();
-        }
+        stream->start(promptDecoded);
         post();
         progress.report(0.0, "prefill");
         std::vector<int32_t> all = ids;
@@ -714,29 +721,77 @@ bool RunPanel::generate() {
             all.push_back(id);
             ++count;
             // Decoding everything so far keeps characters split over byte tokens intact.
-            QString text = QString::fromStdString(tk.decode(all));
-            bool postNow = false;
-            {
-                std::lock_guard lock(stream->mu);
-                stream->text = std::move(text);
-                stream->generated = count;
-                const auto now = std::chrono::steady_clock::now();
-                if (!stream->pending && now - stream->lastPost >= kStreamInterval) {
-                    stream->pending = true;
-                    stream->lastPost = now;
-                    postNow = true;
-                }
-            }
-            if (postNow) post();
+            if (stream->update(QString::fromStdString(tk.decode(all)), count)) post();
             char stage[64];
             std::snprintf(stage, sizeof stage, "token %lld/%lld", (long long)count, (long long)n);
             return progress.report(double(count) / double(std::max<int64_t>(n, 1)), stage);
         };
-        out.result = session.generate(ids, n, sp, onToken);
+        out.result = session.generate(ids, n, sampling, onToken);
         out.promptText = promptDecoded;
         out.text = QString::fromStdString(tk.decode(out.result.ids));
         return out;
+    }
+
+    /// The prompt's tokens; throws when there are none or the new tokens do not fit the context.
+    std::vector<int32_t> encodePrompt(const Tokenizer& tk) const {
+        const std::vector<int32_t> ids = tk.encode(prompt, true);
+        if (ids.empty()) throw ArgumentError("the prompt encodes to no tokens");
+        const int64_t maxSeq = model->spec().maxSeq > 0 ? model->spec().maxSeq : 1 << 20;
+        if (int64_t(ids.size()) + n > maxSeq)
+            throw ArgumentError("the prompt (" + std::to_string(ids.size()) + " tokens) plus " +
+                                std::to_string(n) + " new tokens exceed the model's context of " +
+                                std::to_string(maxSeq) + " tokens");
+        return ids;
+    }
+};
+
+std::optional<RunPanel::ConfigRequest> RunPanel::generationRequest() {
+    if (!m_model) {
+        setGenStatus(tr("Open a model first."), true);
+        return std::nullopt;
+    }
+    if (!m_model->hasTokenizer()) {
+        setGenStatus(tr("This model has no tokenizer: generation needs one."), true);
+        return std::nullopt;
+    }
+    if (prompt().isEmpty()) {
+        setGenStatus(tr("Enter a prompt."), true);
+        return std::nullopt;
+    }
+    QString configError;
+    std::optional<ConfigRequest> req = resolveConfiguration(&configError);
+    if (!req) setGenStatus(configError, true);
+    return req;
+}
+
+std::function<void()> RunPanel::streamPoster(const std::shared_ptr<Stream>& stream) {
+    // The worker posts to the runner (which outlives every job: its destructor waits) and the
+    // posted call checks that the panel still exists on the UI thread.
+    TaskRunner* runner = m_runner;
+    const QPointer<RunPanel> self(this);
+    return [runner, self, stream] {
+        QMetaObject::invokeMethod(
+            runner,
+            [self, stream] {
+                if (RunPanel* p = self.data()) p->flushStream(stream);
+            },
+            Qt::QueuedConnection);
     };
+}
+
+bool RunPanel::generate() {
+    if (m_genJob != 0) return false;
+    const std::optional<ConfigRequest> req = generationRequest();
+    if (!req) return false;
+    const int64_t n = maxNewTokens();
+    auto stream = std::make_shared<Stream>();
+    stream->requested = n;
+    m_stream = stream;
+    m_shownText.clear();
+    m_output->clear();
+    m_lastGen.reset();
+    std::function<GenOutcome(Progress&)> job =
+        GenJob{m_model, prompt().toStdString(), n, sampling(), stream, streamPoster(stream), *req};
 
     m_genConfig = req->label;
     const QString title = (n == 1 ? tr("Generating 1 token") : tr("Generating %1 tokens").arg(n)) +
@@ -754,25 +809,27 @@ bool RunPanel::generate() {
             updateButtons();
             emit generationFailed(message);
         },
-        [this, stream] {
-            m_genJob = 0;
-            flushStream(stream);
-            int64_t generated = 0;
-            {
-                std::lock_guard lock(stream->mu);
-                generated = stream->generated;
-            }
-            setGenStatus(generated == 1 ? tr("Stopped after 1 token.")
-                                        : tr("Stopped after %1 tokens.").arg(generated));
-            updateButtons();
-            emit generationStopped();
-        });
+        [this, stream] { onGenerationStopped(stream); });
     if (m_runner->currentJob() != m_genJob)
         setGenStatus(tr("Queued behind “%1”…").arg(m_runner->currentTitle()));
     else
         setGenStatus(tr("Generating…"));
     updateButtons();
     return true;
+}
+
+void RunPanel::onGenerationStopped(const std::shared_ptr<Stream>& stream) {
+    m_genJob = 0;
+    flushStream(stream);
+    int64_t generated = 0;
+    {
+        std::lock_guard lock(stream->mu);
+        generated = stream->generated;
+    }
+    setGenStatus(generated == 1 ? tr("Stopped after 1 token.")
+                                : tr("Stopped after %1 tokens.").arg(generated));
+    updateButtons();
+    emit generationStopped();
 }
 
 void RunPanel::stopGeneration() {

@@ -20,7 +20,9 @@
 
 class QComboBox;
 class QDoubleSpinBox;
+class QGroupBox;
 class QLabel;
+class QLayout;
 class QLineEdit;
 class QPlainTextEdit;
 class QProgressBar;
@@ -157,7 +159,23 @@ private:
                         std::shared_ptr<const compress::CompressedModel> overlay);
     void chooseOverlayFolder();
 
+    struct GenJob;
+
     void buildUi();
+    QLayout* buildConfigRow();
+    QGroupBox* buildGenerateBox(QWidget* parent);
+    QLayout* buildSamplingRow(QWidget* parent);
+    void createSamplingFields(QWidget* parent);
+    QLayout* buildGenerateButtons(QWidget* parent);
+    QGroupBox* buildPerplexityBox(QWidget* parent);
+    QLayout* buildTextFileRow(QWidget* parent);
+    QLayout* buildPplStatusRow(QWidget* parent);
+    /// The configuration to generate with; nullopt, shown in the status, when there is no model,
+    /// tokenizer, prompt or usable configuration.
+    std::optional<ConfigRequest> generationRequest();
+    /// A call that asks the UI thread to show `stream` (safe from a worker).
+    std::function<void()> streamPoster(const std::shared_ptr<Stream>& stream);
+    void onGenerationStopped(const std::shared_ptr<Stream>& stream);
     void updateButtons();
     void browseTextFile();
     void flushStream(const std::shared_ptr<Stream>& stream);

@@ -35,6 +35,17 @@ SensitivityPanel::SensitivityPanel(TaskRunner* runner, QWidget* parent)
     : QWidget(parent), m_runner(runner), m_textFile(RunPanel::defaultTextFile()) {
     auto* top = new QVBoxLayout(this);
     top->setContentsMargins(6, 6, 6, 6);
+    top->addLayout(buildControls());
+    top->addLayout(buildStatusRow());
+    top->addWidget(m_status);
+    top->addWidget(buildResults(), 1);
+    connectButtons();
+    connectResults();
+    syncUi();
+}
+
+// Schemes to scan | granularity, context, chunks | scan, autotune and file buttons.
+QLayout* SensitivityPanel::buildControls() {
     auto* controls = new QHBoxLayout;
     m_schemeList = new QListWidget(this);
     m_schemeList->setMaximumHeight(90);
@@ -57,6 +68,13 @@ SensitivityPanel::SensitivityPanel(TaskRunner* runner, QWidget* parent)
     form->addRow(tr("Granularity"), m_granularity);
     form->addRow(tr("Context"), m_ctx);
     form->addRow(tr("Chunks"), m_chunks);
+    controls->addWidget(m_schemeList, 1);
+    controls->addLayout(form);
+    controls->addLayout(buildButtons());
+    return controls;
+}
+
+QLayout* SensitivityPanel::buildButtons() {
     auto* buttons = new QVBoxLayout;
     m_runButton = new QPushButton(tr("Scan"), this);
     m_cancelButton = new QPushButton(tr("Cancel"), this);
@@ -77,10 +95,11 @@ SensitivityPanel::SensitivityPanel(TaskRunner* runner, QWidget* parent)
     files->addWidget(m_openButton);
     files->addWidget(m_saveButton);
     buttons->addLayout(files);
-    controls->addWidget(m_schemeList, 1);
-    controls->addLayout(form);
-    controls->addLayout(buttons);
-    top->addLayout(controls);
+    return buttons;
+}
+
+// Progress and the scheme shown; the status line (m_status) goes below it.
+QLayout* SensitivityPanel::buildStatusRow() {
     auto* statusRow = new QHBoxLayout;
     m_progress = new QProgressBar(this);
     m_progress->setRange(0, 1000);
@@ -91,8 +110,11 @@ SensitivityPanel::SensitivityPanel(TaskRunner* runner, QWidget* parent)
     statusRow->addWidget(m_progress);
     statusRow->addWidget(new QLabel(tr("Show:"), this));
     statusRow->addWidget(m_show);
-    top->addLayout(statusRow);
-    top->addWidget(m_status);
+    return statusRow;
+}
+
+// The shown scheme's targets: bars of their mean KLD above the ranked table.
+QWidget* SensitivityPanel::buildResults() {
     auto* split = new QSplitter(Qt::Vertical, this);
     m_bars = new BarPlot(split);
     m_bars->setValueAxisLabel(tr("mean KLD (nats)"));
@@ -117,8 +139,10 @@ SensitivityPanel::SensitivityPanel(TaskRunner* runner, QWidget* parent)
     split->setStretchFactor(0, 3);
     split->setStretchFactor(1, 2);
     split->setSizes({600, 400});
-    top->addWidget(split, 1);
+    return split;
+}
 
+void SensitivityPanel::connectButtons() {
     connect(m_runButton, &QPushButton::clicked, this, &SensitivityPanel::run);
     connect(m_cancelButton, &QPushButton::clicked, this, &SensitivityPanel::cancel);
     connect(m_autotuneButton, &QPushButton::clicked, this, [this] {
@@ -143,6 +167,10 @@ SensitivityPanel::SensitivityPanel(TaskRunner* runner, QWidget* parent)
         if (QFileInfo(p).suffix().isEmpty()) p += QStringLiteral(".json");
         if (!saveScan(p)) QMessageBox::warning(this, tr("Save Scan"), m_lastError);
     });
+}
+
+// The scheme shown, a target clicked or double-clicked (its first layer requested), progress.
+void SensitivityPanel::connectResults() {
     connect(m_show, &QComboBox::currentTextChanged, this, &SensitivityPanel::showScheme);
     connect(m_bars, &BarPlot::barClicked, this, [this](int i) {
         if (i >= 0 && i < int(m_barEntries.size()) && !m_barEntries[size_t(i)]->layers.empty())
@@ -159,7 +187,6 @@ SensitivityPanel::SensitivityPanel(TaskRunner* runner, QWidget* parent)
                 m_progress->setValue(int(f * 1000));
                 m_status->setText(stage);
             });
-    syncUi();
 }
 
 void SensitivityPanel::setModel(std::shared_ptr<const Model> model) {

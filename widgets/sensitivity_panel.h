@@ -24,6 +24,7 @@
 
 class QComboBox;
 class QLabel;
+class QLayout;
 class QListWidget;
 class QProgressBar;
 class QPushButton;
@@ -111,6 +112,12 @@ signals:
     void logMessage(const QString& text);
 
 private:
+    QLayout* buildControls();
+    QLayout* buildButtons();
+    QLayout* buildStatusRow();
+    QWidget* buildResults();
+    void connectButtons();
+    void connectResults();
     void syncUi();
     const SchemeScan* shown() const;
     /// Shows `scan` (the plot, the table, the status line); the one place both paths go through.
