@@ -101,6 +101,21 @@ sensitivityTargets(const Model& model, SensitivityGranularity g) {
     return out;
 }
 
+namespace {
+
+/// Reports nothing, but answers a stop request of `outer` (so a job stops inside a step).
+class StopOnlyProgress final : public Progress {
+public:
+    explicit StopOnlyProgress(Progress& outer) : m_outer(outer) {}
+    bool report(double, std::string_view) override { return !m_outer.stopRequested(); }
+    bool stopRequested() override { return m_outer.stopRequested(); }
+
+private:
+    Progress& m_outer;
+};
+
+} // namespace
+
 SensitivityScan scanSensitivity(const Model& base, const std::vector<WeightScheme>& schemes,
                                 const std::vector<int32_t>& tokens, const SensitivityOptions& opts,
                                 Progress& progress) {
@@ -166,13 +181,18 @@ SensitivityScan scanSensitivity(const Model& base, const std::vector<WeightSchem
             compress::CompressResult cr;
             try {
                 const compress::Recipe recipe = compress::Recipe::fromJson(rj);
-                NullProgress np;
-                cr = compress::compress(base, recipe, np);
+                // Quiet (the scan reports per target), but a stop request ends it within a layer.
+                StopOnlyProgress quiet(progress);
+                cr = compress::compress(base, recipe, quiet);
             } catch (const compress::RecipeError& err) {
                 if (err.field().rfind("weight", 0) != 0 || err.rule() < 0) throw;
                 // Settings that do not fit this target (not a bad scheme: those fail everywhere).
                 ss.skipped.push_back({target, err.what()});
                 continue;
+            }
+            if (cr.status == Status::Cancelled || !cr.model) {
+                scan.status = Status::Cancelled;
+                return scan;
             }
             for (const auto& name : layers) {
                 const compress::SizeInfo si = cr.model->tensorSize(name);
