@@ -273,20 +273,23 @@ void printEvalTable(const json& j) {
                     int(num(j["timings"], "threads")));
 }
 
-int cmdEval(const std::vector<std::string>& argv) {
-    using Clock = std::chrono::steady_clock;
-    const auto tStart = Clock::now();
-    Args a(argv, {"--tokenizer", "--threads",      "--text",    "--ctx",     "--batch",
-                  "--chunks",    "--recipe",       "--preset",  "--overlay", "--compare-model",
-                  "--mode",      "--stride",       "--tasks",   "--limit",   "--seed",
-                  "--tasks-dir", "--speed-tokens", "--results", "--calib",   "--samples",
-                  "--seq-len"},
-           {"--quiet", "--json", "--no-record", "--exact-activations"});
-    applyThreads(a);
-    const bool quiet = a.flag("--quiet");
-    // Without --text: the bundled evaluation text (the same file calibration defaults to).
-    const std::string textPath = a.getOr("--text", stats::builtinCalibrationPath());
+namespace {
+
+/// lcw-cli eval's settings, checked.
+struct EvalSettings {
+    bool quiet = false;
+    std::string textPath;
     PerplexityOptions po;
+    std::string modeArg;
+    std::vector<TaskKind> taskKinds;
+    long long limit = 0, seed = 1234, speedTokens = 32;
+    std::string tasksDir;
+    bool record = true;
+    std::string resultsPath;
+};
+
+void parsePerplexitySettings(const Args& a, EvalSettings& e) {
+    PerplexityOptions& po = e.po;
     po.ctx = a.getInt("--ctx", 512);
     if (po.ctx < 4) throw UsageError{"--ctx must be at least 4"};
     po.batch = a.getInt("--batch", po.ctx);
@@ -294,106 +297,99 @@ int cmdEval(const std::vector<std::string>& argv) {
     po.maxChunks = a.getInt("--chunks", 0);
     if (po.maxChunks < 0) throw UsageError{"--chunks must be >= 0"};
     po.exactActivations = a.flag("--exact-activations");
-    const std::string modeArg = a.getOr("--mode", "llamacpp");
-    if (modeArg == "llamacpp")
+    e.modeArg = a.getOr("--mode", "llamacpp");
+    if (e.modeArg == "llamacpp")
         po.mode = PerplexityMode::LlamaCppChunks;
-    else if (modeArg == "sliding")
+    else if (e.modeArg == "sliding")
         po.mode = PerplexityMode::SlidingWindow;
     else
         throw UsageError{"--mode must be llamacpp or sliding"};
     po.stride = a.getInt("--stride", po.ctx / 2);
     if (po.stride <= 0 || po.stride > po.ctx) throw UsageError{"--stride must be in 1..ctx"};
-    std::vector<TaskKind> taskKinds;
+}
+
+EvalSettings parseEvalSettings(const Args& a) {
+    EvalSettings e;
+    e.quiet = a.flag("--quiet");
+    // Without --text: the bundled evaluation text (the same file calibration defaults to).
+    e.textPath = a.getOr("--text", stats::builtinCalibrationPath());
+    parsePerplexitySettings(a, e);
     if (auto t = a.get("--tasks")) {
         try {
-            taskKinds = parseTaskList(*t);
-        } catch (const ArgumentError& e) {
-            throw UsageError{std::string("--tasks: ") + e.what()};
+            e.taskKinds = parseTaskList(*t);
+        } catch (const ArgumentError& err) {
+            throw UsageError{std::string("--tasks: ") + err.what()};
         }
     }
-    const long long limit = a.getInt("--limit", 0);
-    if (limit < 0) throw UsageError{"--limit must be >= 0"};
-    const long long seed = a.getInt("--seed", 1234);
-    if (seed < 0) throw UsageError{"--seed must be >= 0"};
+    e.limit = a.getInt("--limit", 0);
+    if (e.limit < 0) throw UsageError{"--limit must be >= 0"};
+    e.seed = a.getInt("--seed", 1234);
+    if (e.seed < 0) throw UsageError{"--seed must be >= 0"};
     // Default: $LCW_SHARED_DIR/data/tasks, else ../shared/data/tasks (from the checkout's root).
     const char* sharedEnv = std::getenv("LCW_SHARED_DIR");
-    const std::string tasksDir = a.getOr(
-        "--tasks-dir", (std::filesystem::path(sharedEnv && *sharedEnv ? sharedEnv : "../shared") /
-                        "data" / "tasks")
-                           .string());
-    const long long speedTokens = a.getInt("--speed-tokens", 32);
-    if (speedTokens < 0) throw UsageError{"--speed-tokens must be >= 0"};
-    const bool record = !a.flag("--no-record");
-    const std::string resultsPath = a.getOr("--results", defaultResultsPath());
+    e.tasksDir = a.getOr("--tasks-dir",
+                         (std::filesystem::path(sharedEnv && *sharedEnv ? sharedEnv : "../shared") /
+                          "data" / "tasks")
+                             .string());
+    e.speedTokens = a.getInt("--speed-tokens", 32);
+    if (e.speedTokens < 0) throw UsageError{"--speed-tokens must be >= 0"};
+    e.record = !a.flag("--no-record");
+    e.resultsPath = a.getOr("--results", defaultResultsPath());
+    return e;
+}
 
-    LoadOptions lo;
-    lo.tokenizerPath = a.getOr("--tokenizer", "");
-    lo.requireTokenizer = true;
-    const std::string modelPath =
-        a.positional(0, "MODEL (a Hugging Face folder, .gguf or llama2.c .bin)");
-    auto model = Model::load(modelPath, lo);
-    const Tokenizer& tk = model->tokenizer();
-    po.bosId = tk.bosId();
-    const std::string text = readTextFile(textPath);
-    const auto tokens = tk.encode(text, true);
-
-    // Task files are read (and their errors reported) before any long computation.
-    std::vector<PreparedTask> prepared;
-    for (TaskKind k : taskKinds) {
-        const Task t = loadTask(k, tasksDir);
-        prepared.push_back(prepareTask(
-            t, [&](const std::string& s, bool bos) { return tk.encode(s, bos); }, limit,
-            uint64_t(seed)));
-    }
-
+/// The baseline column, then one per configuration (--recipe, --preset, --overlay,
+/// --compare-model).
+std::vector<Column> evalColumns(const Model& model, const Args& a, bool quiet) {
     std::vector<Column> cols;
-    {
-        Column b;
-        b.name = "baseline";
-        b.kind = "baseline";
-        b.source = model->path();
-        b.base = model.get();
-        b.bitsPerWeight = modelBitsPerWeight(*model);
-        b.bytes = model->storedBytes();
-        cols.push_back(std::move(b));
-    }
-    const auto cal = calibrationFromArgs(*model, a);
-    for (auto& c : loadConfigSources(*model, a, quiet, cal.get(), false))
+    Column b;
+    b.name = "baseline";
+    b.kind = "baseline";
+    b.source = model.path();
+    b.base = &model;
+    b.bitsPerWeight = modelBitsPerWeight(model);
+    b.bytes = model.storedBytes();
+    cols.push_back(std::move(b));
+    const auto cal = calibrationFromArgs(model, a);
+    for (auto& c : loadConfigSources(model, a, quiet, cal.get(), false))
         cols.push_back(std::move(c));
-    const size_t nc = cols.size() - 1;
+    return cols;
+}
 
-    // 1. Perplexity (and divergence from the baseline in llama.cpp mode) over the text.
-    std::vector<json> colJson(cols.size(), json::object());
-    std::vector<double> colSeconds(cols.size(), 0.0);
+/// What the evaluation measured, per column, and the perplexity pass's header.
+struct EvalNumbers {
+    std::vector<json> colJson;
+    std::vector<double> colSeconds;
     json head;
-    if (po.mode == PerplexityMode::LlamaCppChunks) {
-        std::vector<DivergenceConfig> configs;
-        for (size_t k = 1; k < cols.size(); ++k)
-            configs.push_back({cols[k].name, cols[k].weights()});
-        TerminalProgress progress("eval", !quiet);
-        const DivergenceResult r = compareToBaseline(*model, configs, tokens, po, progress);
-        progress.finish();
-        if (r.status == Status::Cancelled) {
-            std::fprintf(stderr, "cancelled\n");
-            return 130;
-        }
-        const double evalTokens = double(r.chunks) * double(r.ctx);
-        head = {{"mode", "llama.cpp (non-overlapping chunks, second half scored)"},
+};
+
+/// llama.cpp chunks: perplexity and divergence from the baseline in one pass over the text.
+/// False when cancelled.
+bool divergencePass(const Model& model, const std::vector<Column>& cols,
+                    const std::vector<int32_t>& tokens, const EvalSettings& e, EvalNumbers& out) {
+    std::vector<DivergenceConfig> configs;
+    for (size_t k = 1; k < cols.size(); ++k) configs.push_back({cols[k].name, cols[k].weights()});
+    TerminalProgress progress("eval", !e.quiet);
+    const DivergenceResult r = compareToBaseline(model, configs, tokens, e.po, progress);
+    progress.finish();
+    if (r.status == Status::Cancelled) return false;
+    const double evalTokens = double(r.chunks) * double(r.ctx);
+    out.head = {{"mode", "llama.cpp (non-overlapping chunks, second half scored)"},
                 {"stride", nullptr},
                 {"ctx", r.ctx},
                 {"tokens", tokens.size()},
                 {"chunks", r.chunks},
                 {"scored_tokens", r.scoredTokens}};
-        colJson[0] = {{"ppl", r.baselinePpl},
+    out.colJson[0] = {{"ppl", r.baselinePpl},
                       {"ppl_se", r.baselinePplError},
                       {"ppl_seconds", r.baselineSeconds},
                       {"prefill_tokens_per_second", r.baselineSeconds > 0
                                                         ? json(evalTokens / r.baselineSeconds)
                                                         : json(nullptr)}};
-        colSeconds[0] = r.baselineSeconds;
-        for (size_t k = 0; k < nc; ++k) {
-            const DivergenceStats& s = r.configs[k];
-            colJson[k + 1] = {{"scored_tokens", s.scoredTokens},
+    out.colSeconds[0] = r.baselineSeconds;
+    for (size_t k = 0; k + 1 < cols.size(); ++k) {
+        const DivergenceStats& s = r.configs[k];
+        out.colJson[k + 1] = {{"scored_tokens", s.scoredTokens},
                               {"ppl", s.ppl},
                               {"ppl_se", s.pplError},
                               {"ppl_base", s.baselinePpl},
@@ -410,50 +406,62 @@ int cmdEval(const std::vector<std::string>& argv) {
                               {"ppl_seconds", s.seconds},
                               {"prefill_tokens_per_second",
                                s.seconds > 0 ? json(evalTokens / s.seconds) : json(nullptr)}};
-            colSeconds[k + 1] = s.seconds;
-        }
-    } else {
-        // Sliding window: perplexity per configuration (no divergence: llama.cpp's KLD is
-        // defined on its chunks).
-        PerplexityResult r0;
-        for (size_t k = 0; k < cols.size(); ++k) {
-            TerminalProgress progress("perplexity " + cols[k].name, !quiet);
-            const PerplexityResult r = computePerplexity(*cols[k].weights(), tokens, po, progress);
-            progress.finish();
-            if (r.status == Status::Cancelled) {
-                std::fprintf(stderr, "cancelled\n");
-                return 130;
-            }
-            if (k == 0) r0 = r;
-            colJson[k] = {{"scored_tokens", r.scoredTokens},
+        out.colSeconds[k + 1] = s.seconds;
+    }
+    return true;
+}
+
+/// Sliding window: perplexity per configuration (no divergence: llama.cpp's KLD is defined on
+/// its chunks). False when cancelled.
+bool slidingPass(const std::vector<Column>& cols, const std::vector<int32_t>& tokens,
+                 const EvalSettings& e, EvalNumbers& out) {
+    PerplexityResult r0;
+    for (size_t k = 0; k < cols.size(); ++k) {
+        TerminalProgress progress("perplexity " + cols[k].name, !e.quiet);
+        const PerplexityResult r = computePerplexity(*cols[k].weights(), tokens, e.po, progress);
+        progress.finish();
+        if (r.status == Status::Cancelled) return false;
+        if (k == 0) r0 = r;
+        out.colJson[k] = {{"scored_tokens", r.scoredTokens},
                           {"ppl", r.ppl},
                           {"ppl_se", r.pplError},
                           {"ppl_seconds", r.seconds},
                           {"prefill_tokens_per_second", r.tokensPerSecond}};
-            if (k > 0) colJson[k]["ppl_ratio"] = r.ppl / r0.ppl;
-            colSeconds[k] = r.seconds;
-        }
-        head = {{"mode", "sliding window (HF), stride " + std::to_string(po.stride)},
-                {"stride", po.stride},
-                {"ctx", po.ctx},
+        if (k > 0) out.colJson[k]["ppl_ratio"] = r.ppl / r0.ppl;
+        out.colSeconds[k] = r.seconds;
+    }
+    out.head = {{"mode", "sliding window (HF), stride " + std::to_string(e.po.stride)},
+                {"stride", e.po.stride},
+                {"ctx", e.po.ctx},
                 {"tokens", tokens.size()},
                 {"chunks", r0.chunks},
                 {"scored_tokens", r0.scoredTokens}};
-    }
+    return true;
+}
 
-    // 2. Per configuration: tasks and decode speed, with the peak RSS around them. Before each
-    // column the models' mapped pages leave the resident set, so the peak counts the pages this
-    // column touches; the overlays of the other columns (resident all along) are subtracted.
+/// The context the tasks are scored with.
+int64_t taskContext(const Model& model) {
+    return std::min<int64_t>(model.spec().maxSeq > 0 ? model.spec().maxSeq : 2048, 2048);
+}
+
+/// Per configuration: tasks and decode speed, with the peak RSS around them. Before each column
+/// the models' mapped pages leave the resident set, so the peak counts the pages this column
+/// touches; the overlays of the other columns (resident all along) are subtracted. False when
+/// cancelled.
+bool tasksAndSpeedPass(const Model& model, const std::vector<Column>& cols,
+                       const std::vector<PreparedTask>& prepared,
+                       const std::vector<int32_t>& tokens, const EvalSettings& e,
+                       EvalNumbers& out) {
+    using Clock = std::chrono::steady_clock;
     const bool canResetRss = resetPeakRss();
-    const int64_t taskCtx =
-        std::min<int64_t>(model->spec().maxSeq > 0 ? model->spec().maxSeq : 2048, 2048);
+    const int64_t taskCtx = taskContext(model);
     auto overlayBytes = [&](size_t k) -> uint64_t {
         return cols[k].overlay ? cols[k].overlay->residentBytes() : 0;
     };
     for (size_t k = 0; k < cols.size(); ++k) {
         const WeightSource& w = *cols[k].weights();
         if (canResetRss) {
-            releaseModelPages(*model);
+            releaseModelPages(model);
             for (const Column& c : cols)
                 if (c.model) releaseModelPages(*c.model);
             resetPeakRss();
@@ -461,37 +469,39 @@ int cmdEval(const std::vector<std::string>& argv) {
         const uint64_t rssBefore = currentRssBytes();
         if (!prepared.empty()) {
             json tj = json::object();
-            ModelScorer scorer(w, taskCtx, 0, po.exactActivations);
+            ModelScorer scorer(w, taskCtx, 0, e.po.exactActivations);
             for (const PreparedTask& p : prepared) {
-                TerminalProgress progress(cols[k].name + " " + taskName(p.kind), !quiet);
+                TerminalProgress progress(cols[k].name + " " + taskName(p.kind), !e.quiet);
                 const TaskResult tr = evaluateTask(p, scorer, progress);
                 progress.finish();
-                if (tr.status == Status::Cancelled) {
-                    std::fprintf(stderr, "cancelled\n");
-                    return 130;
-                }
+                if (tr.status == Status::Cancelled) return false;
                 tj[taskName(p.kind)] = taskJson(tr, p);
-                colSeconds[k] += tr.seconds;
+                out.colSeconds[k] += tr.seconds;
             }
-            colJson[k]["tasks"] = tj;
+            out.colJson[k]["tasks"] = tj;
         }
-        if (speedTokens > 0) {
+        if (e.speedTokens > 0) {
             const auto ts = Clock::now();
-            colJson[k]["speed"] = decodeSpeed(w, tokens, speedTokens, po.exactActivations);
-            colSeconds[k] += std::chrono::duration<double>(Clock::now() - ts).count();
+            out.colJson[k]["speed"] = decodeSpeed(w, tokens, e.speedTokens, e.po.exactActivations);
+            out.colSeconds[k] += std::chrono::duration<double>(Clock::now() - ts).count();
         }
         uint64_t others = 0;
         for (size_t i = 0; i < cols.size(); ++i)
             if (i != k) others += overlayBytes(i);
         const uint64_t peak = peakRssBytes();
-        colJson[k]["peak_rss_bytes"] =
+        out.colJson[k]["peak_rss_bytes"] =
             canResetRss && peak > 0 ? json(peak - std::min(peak, others)) : json(nullptr);
-        colJson[k]["rss_before_bytes"] =
+        out.colJson[k]["rss_before_bytes"] =
             canResetRss ? json(rssBefore - std::min(rssBefore, others)) : json(nullptr);
-        if (cols[k].overlay) colJson[k]["overlay_resident_bytes"] = overlayBytes(k);
+        if (cols[k].overlay) out.colJson[k]["overlay_resident_bytes"] = overlayBytes(k);
     }
+    return true;
+}
 
-    // 3. The record: settings, provenance, one object per column.
+/// The record: settings, provenance, one object per column.
+json evalRecord(const Model& model, const std::vector<Column>& cols, const EvalNumbers& nums,
+                const std::vector<PreparedTask>& prepared, const std::string& text,
+                const EvalSettings& e, double totalSeconds) {
     auto columnJson = [&](size_t k) {
         const Column& c = cols[k];
         json o = {{"name", c.name}, {"kind", c.kind}, {"source", c.source}};
@@ -499,50 +509,101 @@ int cmdEval(const std::vector<std::string>& argv) {
         if (!c.recipe.is_null()) o["recipe"] = c.recipe;
         o["bits_per_weight"] = numOrNull(c.bitsPerWeight);
         o["model_bytes"] = c.bytes;
-        for (auto& [key, v] : colJson[k].items()) o[key] = v;
-        o["seconds"] = colSeconds[k];
+        for (auto& [key, v] : nums.colJson[k].items()) o[key] = v;
+        o["seconds"] = nums.colSeconds[k];
         return o;
     };
+    const PerplexityOptions& po = e.po;
     json taskNames = json::array();
-    for (TaskKind t : taskKinds) taskNames.push_back(taskName(t));
-    json j = {{"model", model->path()}, {"text_file", textPath}};
-    for (auto& [key, v] : head.items()) j[key] = v;
+    for (TaskKind t : e.taskKinds) taskNames.push_back(taskName(t));
+    json j = {{"model", model.path()}, {"text_file", e.textPath}};
+    for (auto& [key, v] : nums.head.items()) j[key] = v;
     j["baseline"] = columnJson(0);
     json cj = json::array(), cs = json::array();
     for (size_t k = 1; k < cols.size(); ++k) {
         cj.push_back(columnJson(k));
-        cs.push_back(colSeconds[k]);
+        cs.push_back(nums.colSeconds[k]);
     }
     j["configs"] = cj;
     j["activations"] = activationsPathName(po.exactActivations);
-    j["timings"] = {{"baseline_seconds", colSeconds[0]},
+    j["timings"] = {{"baseline_seconds", nums.colSeconds[0]},
                     {"config_seconds", cs},
-                    {"total_seconds", std::chrono::duration<double>(Clock::now() - tStart).count()},
+                    {"total_seconds", totalSeconds},
                     {"threads", omp_get_max_threads()}};
     j["settings"] = {
         {"ctx", po.ctx},
-        {"mode", modeArg},
+        {"mode", e.modeArg},
         {"stride", po.mode == PerplexityMode::SlidingWindow ? json(po.stride) : json(nullptr)},
         {"chunks_limit", po.maxChunks},
         {"tasks", taskNames},
-        {"tasks_dir", taskKinds.empty() ? json(nullptr) : json(tasksDir)},
-        {"limit", limit},
-        {"seed", seed},
-        {"task_ctx", taskCtx},
-        {"speed_tokens", speedTokens},
+        {"tasks_dir", e.taskKinds.empty() ? json(nullptr) : json(e.tasksDir)},
+        {"limit", e.limit},
+        {"seed", e.seed},
+        {"task_ctx", taskContext(model)},
+        {"speed_tokens", e.speedTokens},
         {"exact_activations", po.exactActivations},
         {"threads", omp_get_max_threads()}};
-    j["model_fingerprint"] = stats::modelFingerprint(*model);
+    j["model_fingerprint"] = stats::modelFingerprint(model);
     j["text_sha256"] = "sha256:" + stats::sha256Hex(text.data(), text.size());
     json files = json::object();
     for (const PreparedTask& p : prepared) files[taskName(p.kind)] = p.file;
     j["task_files"] = files;
     j["lcw_version"] = version();
-    if (record) {
+    return j;
+}
+
+} // namespace
+
+int cmdEval(const std::vector<std::string>& argv) {
+    using Clock = std::chrono::steady_clock;
+    const auto tStart = Clock::now();
+    Args a(argv, {"--tokenizer", "--threads",      "--text",    "--ctx",     "--batch",
+                  "--chunks",    "--recipe",       "--preset",  "--overlay", "--compare-model",
+                  "--mode",      "--stride",       "--tasks",   "--limit",   "--seed",
+                  "--tasks-dir", "--speed-tokens", "--results", "--calib",   "--samples",
+                  "--seq-len"},
+           {"--quiet", "--json", "--no-record", "--exact-activations"});
+    applyThreads(a);
+    EvalSettings e = parseEvalSettings(a);
+
+    LoadOptions lo;
+    lo.tokenizerPath = a.getOr("--tokenizer", "");
+    lo.requireTokenizer = true;
+    const std::string modelPath =
+        a.positional(0, "MODEL (a Hugging Face folder, .gguf or llama2.c .bin)");
+    auto model = Model::load(modelPath, lo);
+    const Tokenizer& tk = model->tokenizer();
+    e.po.bosId = tk.bosId();
+    const std::string text = readTextFile(e.textPath);
+    const auto tokens = tk.encode(text, true);
+
+    // Task files are read (and their errors reported) before any long computation.
+    std::vector<PreparedTask> prepared;
+    for (TaskKind k : e.taskKinds) {
+        const Task t = loadTask(k, e.tasksDir);
+        prepared.push_back(prepareTask(
+            t, [&](const std::string& s, bool bos) { return tk.encode(s, bos); }, e.limit,
+            uint64_t(e.seed)));
+    }
+
+    const std::vector<Column> cols = evalColumns(*model, a, e.quiet);
+    EvalNumbers nums{std::vector<json>(cols.size(), json::object()),
+                     std::vector<double>(cols.size(), 0.0), json()};
+    const bool done =
+        (e.po.mode == PerplexityMode::LlamaCppChunks ? divergencePass(*model, cols, tokens, e, nums)
+                                                     : slidingPass(cols, tokens, e, nums)) &&
+        tasksAndSpeedPass(*model, cols, prepared, tokens, e, nums);
+    if (!done) {
+        std::fprintf(stderr, "cancelled\n");
+        return 130;
+    }
+    json j = evalRecord(*model, cols, nums, prepared, text, e,
+                        std::chrono::duration<double>(Clock::now() - tStart).count());
+    if (e.record) {
         j["id"] = newResultId();
         j["timestamp"] = utcTimestamp();
-        j["results_file"] = resultsPath;
-        appendResult(resultsPath, j);
+        j["results_file"] = e.resultsPath;
+        appendResult(e.resultsPath, j);
     }
 
     if (a.flag("--json")) {
@@ -550,7 +611,7 @@ int cmdEval(const std::vector<std::string>& argv) {
         return 0;
     }
     printEvalTable(j);
-    if (record) std::printf("recorded in %s\n", resultsPath.c_str());
+    if (e.record) std::printf("recorded in %s\n", e.resultsPath.c_str());
     return 0;
 }
 
