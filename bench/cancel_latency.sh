@@ -52,9 +52,9 @@ PY
       continue
     fi
     case "$job" in
-      ppl) args=(eval "$model" --ctx 512 --chunks 4) ;;
+      ppl) args=(eval "$model" --ctx 512 --chunks 16) ;;
       sensitivity) args=(sensitivity "$model" --scheme Q4_0 --granularity block --ctx 512 --chunks 2) ;;
-      kld) args=(eval "$model" --ctx 512 --chunks 4 --compare-model "$model") ;;
+      kld) args=(eval "$model" --ctx 512 --chunks 16 --compare-model "$model") ;;
       *) echo "unknown job $job" >&2; exit 1 ;;
     esac
     "$CLI" "${args[@]}" --threads "$THREADS" --quiet >/dev/null 2>"$DIR/cancel-$job.log" &
