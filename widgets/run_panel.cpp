@@ -163,6 +163,27 @@ prepareWeights(const Model& model, const Request& req, Progress& progress, doubl
     return std::shared_ptr<const compress::CompressedModel>(std::move(cr.model));
 }
 
+/// The start of a generation or perplexity job: out.base, out.overlay (a recipe compressed now
+/// takes the first 30 % of the job's progress) and out.cacheKey. Returns where the job's own
+/// progress starts, or a negative value when it was cancelled meanwhile.
+template <typename Outcome, typename Request>
+double startOnConfiguration(const std::shared_ptr<const Model>& model, const Request& req,
+                            Progress& outer, Outcome& out) {
+    out.base = model;
+    const bool compressing = !req.key.empty() && !req.cached;
+    const double split = compressing ? 0.3 : 0.0;
+    bool cancelled = false;
+    out.overlay = prepareWeights(*model, req, outer, split, &cancelled);
+    if (cancelled) return -1.0;
+    if (compressing) out.cacheKey = req.key;
+    return split;
+}
+
+/// The weights a started job runs on.
+template <typename Outcome> const WeightSource& jobWeights(const Outcome& out) {
+    return out.overlay ? static_cast<const WeightSource&>(*out.overlay) : *out.base;
+}
+
 } // namespace
 
 RunPanel::RunPanel(TaskRunner* runner, QWidget* parent) : QWidget(parent), m_runner(runner) {
@@ -696,15 +717,9 @@ struct RunPanel::GenJob {
 
     GenOutcome operator()(Progress& outer) const {
         GenOutcome out;
-        out.base = model;
-        bool cancelled = false;
-        const bool compressing = !request.key.empty() && !request.cached;
-        const double split = compressing ? 0.3 : 0.0;
-        out.overlay = prepareWeights(*model, request, outer, split, &cancelled);
-        if (cancelled) return out;
-        if (compressing) out.cacheKey = request.key;
-        const WeightSource& weights =
-            out.overlay ? static_cast<const WeightSource&>(*out.overlay) : *model;
+        const double split = startOnConfiguration(model, request, outer, out);
+        if (split < 0) return out;
+        const WeightSource& weights = jobWeights(out);
         RangeProgress progress(outer, split, 1.0);
         const Tokenizer& tk = model->tokenizer();
         const std::vector<int32_t> ids = encodePrompt(tk);
@@ -941,15 +956,9 @@ bool RunPanel::runPerplexity() {
     const ConfigRequest request = *req;
     std::function<PplOutcome(Progress&)> job = [model, stdPath, ctx, request](Progress& outer) {
         PplOutcome out;
-        out.base = model;
-        bool cancelled = false;
-        const bool compressing = !request.key.empty() && !request.cached;
-        const double split = compressing ? 0.3 : 0.0;
-        out.overlay = prepareWeights(*model, request, outer, split, &cancelled);
-        if (cancelled) return out;
-        if (compressing) out.cacheKey = request.key;
-        const WeightSource& weights =
-            out.overlay ? static_cast<const WeightSource&>(*out.overlay) : *model;
+        const double split = startOnConfiguration(model, request, outer, out);
+        if (split < 0) return out;
+        const WeightSource& weights = jobWeights(out);
         // No prefix: the stages stay "chunk i/N, PPL x" for the live plot.
         RangeProgress progress(outer, split, 1.0);
         progress.report(0.0, "reading text");
