@@ -4,6 +4,7 @@
 #include "core/common/error.h"
 #include "core/common/mapped_file.h"
 #include "core/eval/divergence.h"
+#include "core/eval/results_store.h"
 #include "core/model/model.h"
 #include "core/tokenizer/tokenizer.h"
 #include "test_util.h"
@@ -290,6 +291,29 @@ private slots:
         QCOMPARE(d["tokens"].get<int>(), 94166);
         QCOMPARE(d["activations"].get<std::string>(), std::string("quantized-8bit"));
     }
+    /// `results show` on a record that is not an eval record (no "baseline" / "configs": a
+    /// sensitivity scan, another tool's line) shows it as JSON instead of crashing.
+    void cliResultsShowOtherRecords() {
+        if (!lcwtest::exists(LCW_CLI_PATH)) QSKIP("lcw-cli not built");
+        const std::string dir = lcwtest::tempDir("results-other");
+        const std::string path = dir + "/results.jsonl";
+        std::filesystem::remove(path);
+        lcw::appendResult(path, {{"id", "scan-1"}, {"kind", "sensitivity"}, {"model", "m"}});
+        lcw::appendResult(path, {{"id", "odd-1"}, {"baseline", 3}, {"configs", {1, 2}}});
+        lcw::appendResult(path, {{"id", "odd-2"}, {"baseline", {{"name", 1}}}, {"configs", {1}}});
+        auto r = runCli({"results", "show", "scan-1", "--results", QString::fromStdString(path)});
+        QCOMPARE(r.code, 0);
+        QVERIFY(r.out.contains("\"kind\": \"sensitivity\""));
+        QVERIFY(r.out.contains("not an evaluation record"));
+        r = runCli({"results", "show", "odd-1", "--results", QString::fromStdString(path)});
+        QCOMPARE(r.code, 0);
+        // A record of the right keys but the wrong shapes: a clear error naming file and record.
+        r = runCli({"results", "show", "odd-2", "--results", QString::fromStdString(path)});
+        QVERIFY2(r.code == 0 ||
+                     (r.code == 1 && r.err.contains("results.jsonl") && r.err.contains("odd-2")),
+                 r.err.constData());
+    }
+
     /// The eval contract with tasks, speed, size and the results store: `eval --tasks ... --limit
     /// --json` keys, a configuration equal to the baseline scoring identically, `results
     /// list/show` round trip, a corrupt line skipped with a warning, a missing task file named.

@@ -352,6 +352,23 @@ private slots:
         QVERIFY(loadResults(m_dir + "/none.jsonl").records.empty());
     }
 
+    void resultsAppendAfterATornLineKeepsTheRecord() {
+        // An append interrupted by a kill leaves a last line without its newline; the next record
+        // must not be glued to it (it would be lost with the torn line when read).
+        const std::string path = m_dir + "/torn.jsonl";
+        appendResult(path, {{"id", "first"}});
+        {
+            std::ofstream f(path, std::ios::app);
+            f << "{\"id\": \"torn\", \"mod";
+        }
+        appendResult(path, {{"id", "second"}});
+        const ResultsFile f = loadResults(path);
+        QCOMPARE(f.records.size(), size_t(2));
+        QCOMPARE(f.records[1]["id"].get<std::string>(), std::string("second"));
+        QCOMPARE(f.warnings.size(), size_t(1));
+        QVERIFY(QString::fromStdString(f.warnings[0]).contains("line 2"));
+    }
+
     void resultsConcurrentAppendsDoNotInterleave() {
         const std::string path = m_dir + "/concurrent.jsonl";
         const std::string pad(5000, 'p'); // records larger than a pipe buffer

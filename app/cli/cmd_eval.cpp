@@ -667,10 +667,21 @@ int cmdResults(const std::vector<std::string>& argv) {
             throw UsageError{e.what()};
         }
         if (!r) throw Error(path + ": no record with id " + id);
-        if (a.flag("--json"))
+        const bool evalRecord = r->contains("baseline") && (*r)["baseline"].is_object() &&
+                                r->contains("configs") && (*r)["configs"].is_array();
+        if (a.flag("--json") || !evalRecord) {
+            // Records of other kinds (a sensitivity scan, another tool's) are shown as they are.
             std::printf("%s\n", r->dump(2).c_str());
-        else
+            if (!a.flag("--json"))
+                std::printf("(%s: record %s is not an evaluation record: shown as JSON)\n",
+                            path.c_str(), id.c_str());
+            return 0;
+        }
+        try {
             printEvalTable(*r);
+        } catch (const json::exception& e) {
+            throw Error(path + ": record " + id + " has an unexpected shape (" + e.what() + ")");
+        }
         return 0;
     }
     throw UsageError{"results: unknown subcommand '" + sub + "' (list, show ID)"};

@@ -11,6 +11,7 @@
 #include <random>
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 namespace lcw {
@@ -58,13 +59,22 @@ std::string appendResult(const std::string& path, nlohmann::ordered_json record)
     if (p.has_parent_path()) std::filesystem::create_directories(p.parent_path(), ec);
     const std::string line =
         record.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
-    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (fd < 0) throw Error(path + ": cannot open the results file (" + std::strerror(errno) + ")");
+    // A write that was interrupted (killed process, full disk) leaves a torn last line without
+    // its newline: the new record starts on a line of its own instead of being glued to it (and
+    // lost with it when the file is read).
+    std::string out = line;
+    struct stat st {};
+    char last = '\n';
+    if (::fstat(fd, &st) == 0 && st.st_size > 0 && ::pread(fd, &last, 1, st.st_size - 1) == 1 &&
+        last != '\n')
+        out.insert(out.begin(), '\n');
     // One write() of the whole line: with O_APPEND the line lands at the end in one piece.
-    const ssize_t n = ::write(fd, line.data(), line.size());
+    const ssize_t n = ::write(fd, out.data(), out.size());
     const int err = errno;
     ::close(fd);
-    if (n != ssize_t(line.size()))
+    if (n != ssize_t(out.size()))
         throw Error(path + ": cannot append the result (" +
                     (n < 0 ? std::string(std::strerror(err)) : std::string("short write")) + ")");
     return record["id"].get<std::string>();
