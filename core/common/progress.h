@@ -36,6 +36,18 @@ public:
     bool report(double, std::string_view) override { return true; }
 };
 
+/// Reports nothing to `outer` (a step with its own, coarser reports around it), but answers its
+/// stop requests, so the step still stops when the job is cancelled.
+class QuietProgress final : public Progress {
+public:
+    explicit QuietProgress(Progress& outer) : m_outer(outer) {}
+    bool report(double, std::string_view) override { return !m_outer.stopRequested(); }
+    bool stopRequested() override { return m_outer.stopRequested(); }
+
+private:
+    Progress& m_outer;
+};
+
 /// Adapts a callable (and optionally one for stopRequested()).
 class FunctionProgress final : public Progress {
 public:

@@ -332,10 +332,12 @@ AutotuneVerification verifyAutotune(const Model& base, const AutotunePlan& plan,
     AutotuneVerification v;
     std::vector<std::unique_ptr<compress::CompressedModel>> overlays;
     std::vector<AutotuneMeasure*> measures;
+    // False when the job was cancelled while compressing.
     auto add = [&](const compress::Recipe& recipe, const std::string& name, uint64_t plannedBits,
                    double est, AutotuneMeasure& m) {
-        NullProgress np;
-        compress::CompressResult r = compress::compress(base, recipe, np);
+        QuietProgress quiet(progress);
+        compress::CompressResult r = compress::compress(base, recipe, quiet);
+        if (r.status == Status::Cancelled || !r.model) return false;
         const compress::SizeInfo si = r.model->compressedSize();
         if (si.bits != plannedBits)
             throw Error("autotune: the recipe '" + name + "' compresses to " +
@@ -348,11 +350,16 @@ AutotuneVerification verifyAutotune(const Model& base, const AutotunePlan& plan,
         m.estimatedKld = est;
         overlays.push_back(std::move(r.model));
         measures.push_back(&m);
+        return true;
     };
-    add(plan.recipe, plan.recipe.name, plan.bits, plan.estimatedKld, v.autotuned);
-    if (!plan.uniformScheme.empty())
-        add(plan.uniformRecipe, "uniform " + plan.uniformScheme, plan.uniformBits,
-            plan.uniformEstimatedKld, v.uniform);
+    const bool compressed =
+        add(plan.recipe, plan.recipe.name, plan.bits, plan.estimatedKld, v.autotuned) &&
+        (plan.uniformScheme.empty() || add(plan.uniformRecipe, "uniform " + plan.uniformScheme,
+                                           plan.uniformBits, plan.uniformEstimatedKld, v.uniform));
+    if (!compressed) {
+        v.status = Status::Cancelled;
+        return v;
+    }
     std::vector<DivergenceConfig> configs;
     for (size_t i = 0; i < overlays.size(); ++i)
         configs.push_back({measures[i]->name, overlays[i].get()});

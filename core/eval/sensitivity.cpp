@@ -55,9 +55,9 @@ WeightScheme schemeFromPreset(const std::string& preset) {
     // A GGUF type by its recipe name ("q4_k", "Q6_K", "iq4_nl"): ggml's quantiser of that type.
     std::string lower = preset;
     for (char& c : lower) c = char(std::tolower(static_cast<unsigned char>(c)));
-    if (const auto m = compress::weightMethodFromName(lower);
-        m && compress::methodIsGguf(*m) && *m != compress::WeightMethod::F16 &&
-        !compress::findPresetIfAny(preset))
+    if (const auto m = compress::weightMethodFromName(lower); m && compress::methodIsGguf(*m) &&
+                                                              *m != compress::WeightMethod::F16 &&
+                                                              !compress::findPresetIfAny(preset))
         return WeightScheme{lower, json{{"method", lower}}};
     const compress::Preset& p = compress::findPreset(preset);
     WeightScheme s;
@@ -100,21 +100,6 @@ sensitivityTargets(const Model& model, SensitivityGranularity g) {
     }
     return out;
 }
-
-namespace {
-
-/// Reports nothing, but answers a stop request of `outer` (so a job stops inside a step).
-class StopOnlyProgress final : public Progress {
-public:
-    explicit StopOnlyProgress(Progress& outer) : m_outer(outer) {}
-    bool report(double, std::string_view) override { return !m_outer.stopRequested(); }
-    bool stopRequested() override { return m_outer.stopRequested(); }
-
-private:
-    Progress& m_outer;
-};
-
-} // namespace
 
 SensitivityScan scanSensitivity(const Model& base, const std::vector<WeightScheme>& schemes,
                                 const std::vector<int32_t>& tokens, const SensitivityOptions& opts,
@@ -182,7 +167,7 @@ SensitivityScan scanSensitivity(const Model& base, const std::vector<WeightSchem
             try {
                 const compress::Recipe recipe = compress::Recipe::fromJson(rj);
                 // Quiet (the scan reports per target), but a stop request ends it within a layer.
-                StopOnlyProgress quiet(progress);
+                QuietProgress quiet(progress);
                 cr = compress::compress(base, recipe, quiet);
             } catch (const compress::RecipeError& err) {
                 if (err.field().rfind("weight", 0) != 0 || err.rule() < 0) throw;
