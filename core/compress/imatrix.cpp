@@ -192,6 +192,7 @@ void addSquares(float* __restrict s, const float* __restrict x, int64_t cols, co
     constexpr int64_t kBlock = 256;
     const int64_t nBlocks = (cols + kBlock - 1) / kBlock;
     const bool par = rows * cols >= (int64_t(1) << 18) && nBlocks > 1;
+    // omp: nothrow (sums into allocated memory)
 #pragma omp parallel for schedule(static) if (par)
     for (int64_t b = 0; b < nBlocks; ++b) {
         const int64_t j0 = b * kBlock, j1 = std::min(cols, j0 + kBlock);

@@ -2,6 +2,7 @@
 #include "core/compress/omniquant.h"
 
 #include "core/common/dtype.h"
+#include "core/common/parallel.h"
 #include "core/compress/block_grad.h"
 
 #include <algorithm>
@@ -386,12 +387,15 @@ struct BlockTrainer {
             if (out) (*out)[l.name] = std::move(p);
         }
         double sum = 0;
+        ParallelErrors errors;
 #pragma omp parallel for schedule(dynamic) reduction(+ : sum)
-        for (int64_t i = 0; i < int64_t(S); ++i) {
-            MatD y;
-            block.forward(qw, toMat(inputs[size_t(i)], T, dim), y, nullptr);
-            sum += (y - target[size_t(i)]).squaredNorm() / norm;
-        }
+        for (int64_t i = 0; i < int64_t(S); ++i)
+            errors.run([&] {
+                MatD y;
+                block.forward(qw, toMat(inputs[size_t(i)], T, dim), y, nullptr);
+                sum += (y - target[size_t(i)]).squaredNorm() / norm;
+            });
+        errors.rethrow();
         return sum / double(S);
     }
 
@@ -444,12 +448,15 @@ void fpTargets(const LlamaBlock& fpBlock, const BlockWeights& fw,
     const size_t S = fpInputs.size();
     target.resize(S);
     fpOutputs.resize(S);
+    ParallelErrors errors;
 #pragma omp parallel for schedule(dynamic)
-    for (int64_t i = 0; i < int64_t(S); ++i) {
-        fpBlock.forward(fw, toMat(fpInputs[size_t(i)], T, dim), target[size_t(i)], nullptr);
-        const Eigen::MatrixXf yf = target[size_t(i)].cast<float>().transpose();
-        fpOutputs[size_t(i)].assign(yf.data(), yf.data() + yf.size());
-    }
+    for (int64_t i = 0; i < int64_t(S); ++i)
+        errors.run([&] {
+            fpBlock.forward(fw, toMat(fpInputs[size_t(i)], T, dim), target[size_t(i)], nullptr);
+            const Eigen::MatrixXf yf = target[size_t(i)].cast<float>().transpose();
+            fpOutputs[size_t(i)].assign(yf.data(), yf.data() + yf.size());
+        });
+    errors.rethrow();
 }
 
 /// The parameters with the lowest packed-result loss so far, and that result.

@@ -4,6 +4,7 @@
 
 #include "core/common/dtype.h"
 #include "core/common/error.h"
+#include "core/common/parallel.h"
 #include "core/io/quants.h"
 
 #include <algorithm>
@@ -252,6 +253,7 @@ namespace {
 
 void checkFinite(const float* w, int64_t rows, int64_t cols, const std::string& name) {
     int64_t bad = -1;
+    // omp: nothrow (comparisons only)
 #pragma omp parallel for schedule(static) if (rows * cols >= kParallelMin)
     for (int64_t r = 0; r < rows; ++r)
         for (int64_t j = 0; j < cols; ++j)
@@ -286,6 +288,7 @@ PackedTensor rtnPacked(const float* w, int64_t rows, int64_t cols, const WeightS
     const int bits = codeBits(s);
     if (s.granularity == Granularity::Tensor) {
         float mn = INFINITY, mx = -INFINITY;
+        // omp: nothrow (min/max)
 #pragma omp parallel for reduction(min : mn) reduction(max : mx) if (par)
         for (int64_t i = 0; i < rows * cols; ++i) mn = std::min(mn, w[i]), mx = std::max(mx, w[i]);
         const float c = clip ? clip[0] : 1.0f;
@@ -293,6 +296,7 @@ PackedTensor rtnPacked(const float* w, int64_t rows, int64_t cols, const WeightS
         p.scales = {g.scale};
         if (asym) p.zeros = {g.zero};
         const float sc = f16ToF32(g.scale), z = f16ToF32(g.zero);
+        // omp: nothrow (encoding into allocated codes)
 #pragma omp parallel for schedule(static) if (par)
         for (int64_t r = 0; r < rows; ++r)
             for (int64_t j = 0; j < cols; ++j)
@@ -303,22 +307,26 @@ PackedTensor rtnPacked(const float* w, int64_t rows, int64_t cols, const WeightS
     const int64_t gpr = (cols + gl - 1) / gl;
     p.scales.assign(size_t(rows * gpr), 0);
     if (asym) p.zeros.assign(size_t(rows * gpr), 0);
+    ParallelErrors errors; // groupParams throws when a scale does not fit in f16
 #pragma omp parallel for schedule(static) if (par)
-    for (int64_t r = 0; r < rows; ++r) {
-        const float* x = w + r * cols;
-        uint8_t* row = p.codes.data() + r * rb;
-        for (int64_t gi = 0; gi < gpr; ++gi) {
-            const int64_t j0 = gi * gl, j1 = std::min(cols, j0 + gl);
-            float mn = x[j0], mx = x[j0];
-            for (int64_t j = j0 + 1; j < j1; ++j) mn = std::min(mn, x[j]), mx = std::max(mx, x[j]);
-            const float c = clip ? clip[r * gpr + gi] : 1.0f;
-            const GroupParams g = groupParams(s, mn * c, mx * c, name);
-            p.scales[size_t(r * gpr + gi)] = g.scale;
-            if (asym) p.zeros[size_t(r * gpr + gi)] = g.zero;
-            const float sc = f16ToF32(g.scale), z = f16ToF32(g.zero);
-            for (int64_t j = j0; j < j1; ++j) putBits(row, j, bits, encode(s, x[j], sc, z));
-        }
-    }
+    for (int64_t r = 0; r < rows; ++r)
+        errors.run([&] {
+            const float* x = w + r * cols;
+            uint8_t* row = p.codes.data() + r * rb;
+            for (int64_t gi = 0; gi < gpr; ++gi) {
+                const int64_t j0 = gi * gl, j1 = std::min(cols, j0 + gl);
+                float mn = x[j0], mx = x[j0];
+                for (int64_t j = j0 + 1; j < j1; ++j)
+                    mn = std::min(mn, x[j]), mx = std::max(mx, x[j]);
+                const float c = clip ? clip[r * gpr + gi] : 1.0f;
+                const GroupParams g = groupParams(s, mn * c, mx * c, name);
+                p.scales[size_t(r * gpr + gi)] = g.scale;
+                if (asym) p.zeros[size_t(r * gpr + gi)] = g.zero;
+                const float sc = f16ToF32(g.scale), z = f16ToF32(g.zero);
+                for (int64_t j = j0; j < j1; ++j) putBits(row, j, bits, encode(s, x[j], sc, z));
+            }
+        });
+    errors.rethrow();
     return p;
 }
 
@@ -346,10 +354,14 @@ PackedTensor quantize(const float* w, int64_t rows, int64_t cols, const WeightSe
         const uint64_t rb = rowCodeBytes(cols, s);
         PackedTensor p = zeroCodes(s, rows, cols);
         // Dynamic: k-quant rows cost 10-100x more than q8_0 rows and vary with their content.
+        ParallelErrors errors;
 #pragma omp parallel for schedule(dynamic, 16) if (rows * cols >= kParallelMin)
         for (int64_t r = 0; r < rows; ++r)
-            quantizeRow(t, w + r * cols, reinterpret_cast<std::byte*>(p.codes.data() + r * rb),
-                        cols, importance);
+            errors.run([&] {
+                quantizeRow(t, w + r * cols, reinterpret_cast<std::byte*>(p.codes.data() + r * rb),
+                            cols, importance);
+            });
+        errors.rethrow();
         return p;
     }
     return rtnPacked(w, rows, cols, s, nullptr, name);
@@ -407,6 +419,7 @@ PackedTensor packCodes(const WeightSettings& s, int64_t rows, int64_t cols,
     PackedTensor p = zeroCodes(s, rows, cols);
     const int bits = codeBits(s);
     const uint32_t mask = bits >= 32 ? ~0u : (1u << bits) - 1u;
+    // omp: nothrow (bit packing into allocated codes)
 #pragma omp parallel for schedule(static) if (rows * cols >= kParallelMin)
     for (int64_t r = 0; r < rows; ++r)
         for (int64_t j = 0; j < cols; ++j)
@@ -457,16 +470,21 @@ void dequantizeChecked(const PackedTensor& p, int64_t r0, int64_t n, float* dst)
     const bool par = n * cols >= kParallelMin;
     if (methodIsGguf(s.method)) {
         const DType t = ggufType(s.method);
+        ParallelErrors errors;
 #pragma omp parallel for schedule(static) if (par)
         for (int64_t r = r0; r < r0 + n; ++r)
-            dequantizeRow(t, reinterpret_cast<const std::byte*>(p.codes.data() + r * rb),
-                          dst + (r - r0) * cols, cols);
+            errors.run([&] {
+                dequantizeRow(t, reinterpret_cast<const std::byte*>(p.codes.data() + r * rb),
+                              dst + (r - r0) * cols, cols);
+            });
+        errors.rethrow();
     } else {
         const bool asym = s.format == WeightFormat::Int && !s.symmetric;
         const int bits = codeBits(s);
         const bool tensor = s.granularity == Granularity::Tensor;
         const int64_t gl = groupLen(s, cols);
         const int64_t gpr = tensor ? 1 : (cols + gl - 1) / gl;
+        // omp: nothrow (decoding checked codes)
 #pragma omp parallel for schedule(static) if (par)
         for (int64_t r = r0; r < r0 + n; ++r) {
             const uint8_t* row = p.codes.data() + r * rb;
@@ -505,6 +523,7 @@ void dequantizeRows(const PackedTensor& p, int64_t r0, int64_t n, float* dst,
 
 ErrorStats errorStats(const float* x, const float* xq, int64_t n) {
     double se = 0, sx = 0, mx = 0;
+    // omp: nothrow (sums)
 #pragma omp parallel for reduction(+ : se, sx) reduction(max : mx) if (n >= kParallelMin)
     for (int64_t i = 0; i < n; ++i) {
         const double d = double(x[i]) - double(xq[i]);

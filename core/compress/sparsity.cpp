@@ -1,6 +1,7 @@
 #include "core/compress/sparsity.h"
 
 #include "core/common/error.h"
+#include "core/common/parallel.h"
 
 #include <Eigen/Dense>
 
@@ -127,12 +128,15 @@ std::vector<uint8_t> selectMask(const float* score, int64_t rows, int64_t cols,
         break;
     case SparsityPattern::PerRow: {
         const int64_t k = roundCount(ratio * double(cols));
+        ParallelErrors errors;
 #pragma omp parallel for schedule(static) private(idx) if (rows * cols >= (1 << 16))
-        for (int64_t r = 0; r < rows; ++r) {
-            idx.resize(size_t(cols));
-            std::iota(idx.begin(), idx.end(), r * cols);
-            pruneLowest(score, idx, k, mask.data());
-        }
+        for (int64_t r = 0; r < rows; ++r)
+            errors.run([&] {
+                idx.resize(size_t(cols));
+                std::iota(idx.begin(), idx.end(), r * cols);
+                pruneLowest(score, idx, k, mask.data());
+            });
+        errors.rethrow();
         break;
     }
     case SparsityPattern::NM:

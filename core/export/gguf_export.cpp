@@ -4,6 +4,7 @@
 #include "core/export/gguf_export.h"
 
 #include "core/common/mapped_file.h"
+#include "core/common/parallel.h"
 
 #include "core/compress/compressed_model.h"
 #include "core/io/quants.h"
@@ -788,13 +789,14 @@ bool fillTensor(const Planned& t, DType type, std::byte* dst, uint64_t nbytes,
                     std::to_string(total) + " rows, " + std::to_string(rows) + " expected");
     bool allExact = t.op == ValueOp::None;
     for (const Source& s : t.sources) allExact = allExact && s.copyType == type;
-    std::exception_ptr failure;
+    ParallelErrors errors;
 #pragma omp parallel if (uint64_t(rows) * uint64_t(cols) >= (1u << 16))
     {
-        std::vector<float> buf(static_cast<size_t>(cols));
+        std::vector<float> buf;
+        errors.run([&] { buf.resize(static_cast<size_t>(cols)); });
 #pragma omp for schedule(dynamic, 8)
-        for (int64_t r = 0; r < rows; ++r) {
-            try {
+        for (int64_t r = 0; r < rows; ++r)
+            errors.run([&] {
                 const int64_t sr = t.permuteHd > 0 ? sourceRow(r, t.permuteHd, t.rot) : r;
                 const size_t si =
                     size_t(std::upper_bound(starts.begin(), starts.end(), sr) - starts.begin() - 1);
@@ -803,19 +805,15 @@ bool fillTensor(const Planned& t, DType type, std::byte* dst, uint64_t nbytes,
                 std::byte* out = dst + uint64_t(r) * rowBytes;
                 if (t.op == ValueOp::None && s.copyType == type) {
                     std::memcpy(out, s.copyData + uint64_t(pr) * s.copyRowBytes, rowBytes);
-                    continue;
+                    return;
                 }
                 sourceRowFloats(s, pr, buf.data(), cols);
                 applyOp(t.op, buf.data(), cols);
                 const float* imp = importance ? importance + (r / rowsPerExpert) * cols : nullptr;
                 quantizeRow(type, buf.data(), out, cols, imp);
-            } catch (...) {
-#pragma omp critical(lcw_gguf_export_failure)
-                if (!failure) failure = std::current_exception();
-            }
-        }
+            });
     }
-    if (failure) std::rethrow_exception(failure);
+    errors.rethrow();
     return allExact;
 }
 

@@ -215,6 +215,7 @@ Status writeSyntheticModel(const ModelSpec& spec, const std::string& folder,
         const bool isNorm = d.name.ends_with("norm.weight");
         const int64_t n = int64_t(nbytes / (dt == DType::F32 ? 4 : 2));
         const int64_t chunk = 1 << 16;
+        // omp: nothrow (fills the mapped output)
 #pragma omp parallel for schedule(static)
         for (int64_t c0 = 0; c0 < n; c0 += chunk) {
             uint64_t state = opts.seed * 0x100000001b3ull + uint64_t(index) * 0x9e3779b9ull +

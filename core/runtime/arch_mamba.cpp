@@ -119,6 +119,7 @@ void MambaRunner::block(int64_t l, int64_t n) {
 
     // Causal depthwise conv over [previous K-1 inputs, this batch], then silu.
     const int64_t km1 = K - 1;
+    // omp: nothrow (arithmetic on allocated buffers)
 #pragma omp parallel for num_threads(nt) if (n * di * K >= 65536) schedule(static)
     for (int64_t c = 0; c < di; ++c) {
         const float* wc = L.conv.data() + c * K;
@@ -151,6 +152,7 @@ void MambaRunner::block(int64_t l, int64_t n) {
     linear(L.dtProj, dtIn.data(), R, n, dt.data(), di, L.dtBias.data());
 
     // Selective scan, sequential in time, parallel over channels.
+    // omp: nothrow (arithmetic on allocated buffers)
 #pragma omp parallel for num_threads(nt) if (n * di * N >= 65536) schedule(static)
     for (int64_t c = 0; c < di; ++c) {
         float* st = L.ssmState.data() + c * N;

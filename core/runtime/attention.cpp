@@ -17,6 +17,7 @@
 // token decoded alone gets bit-identical output to the same token in a batched prefill, on each
 // instruction-set level (the levels differ from each other in the last bits: exp, FMA).
 #include "core/common/error.h"
+#include "core/common/parallel.h"
 #include "core/runtime/kernels.h"
 #include "core/runtime/simd.h"
 
@@ -882,27 +883,30 @@ void attentionEx(const float* q, int64_t ldq, const float* kCache, const float* 
     }
     const bool split = parallel && base < 4 * nt && maxSupers > 1;
 
+    ParallelErrors errors; // the per-thread scratch allocates
     if (!split) {
 #pragma omp parallel num_threads(nt) if (parallel && base > 1)
         {
             Scratch& w = threadScratch();
-            w.ensure(rowsMax, headDim);
+            errors.run([&] { w.ensure(rowsMax, headDim); });
             notePeak(w.bytes());
 #pragma omp for schedule(dynamic, 1)
-            for (int64_t task = 0; task < base; ++task) {
-                // Last blocks first: they see the most keys.
-                const int64_t blk = nBlocks - 1 - task / nKvHeads, kvh = task % nKvHeads;
-                const int64_t rows = P.tokens(blk) * P.G;
-                initState(rows, headDim, w.mT.data(), w.lT.data(), w.accT.data());
-                const auto [s0, s1] = P.supers(blk);
-                for (int64_t sc = s0; sc <= s1; ++sc) {
-                    superChunk(P, w, kvh, blk, sc, w.mS.data(), w.lS.data(), w.accS.data());
-                    mergeStates(rows, headDim, w.mT.data(), w.lT.data(), w.accT.data(), w.mS.data(),
-                                w.lS.data(), w.accS.data());
-                }
-                writeOut(P, kvh, blk, w.lT.data(), w.accT.data());
-            }
+            for (int64_t task = 0; task < base; ++task)
+                errors.run([&] {
+                    // Last blocks first: they see the most keys.
+                    const int64_t blk = nBlocks - 1 - task / nKvHeads, kvh = task % nKvHeads;
+                    const int64_t rows = P.tokens(blk) * P.G;
+                    initState(rows, headDim, w.mT.data(), w.lT.data(), w.accT.data());
+                    const auto [s0, s1] = P.supers(blk);
+                    for (int64_t sc = s0; sc <= s1; ++sc) {
+                        superChunk(P, w, kvh, blk, sc, w.mS.data(), w.lS.data(), w.accS.data());
+                        mergeStates(rows, headDim, w.mT.data(), w.lT.data(), w.accT.data(),
+                                    w.mS.data(), w.lS.data(), w.accS.data());
+                    }
+                    writeOut(P, kvh, blk, w.lT.data(), w.accT.data());
+                });
         }
+        errors.rethrow();
         return;
     }
 
@@ -931,16 +935,18 @@ void attentionEx(const float* q, int64_t ldq, const float* kCache, const float* 
 #pragma omp parallel num_threads(nt)
     {
         Scratch& w = threadScratch();
-        w.ensure(rowsMax, headDim);
+        errors.run([&] { w.ensure(rowsMax, headDim); });
         notePeak(w.bytes() + slots.capacity() * sizeof(float));
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t i = 0; i < nItems; ++i) {
-            const Item& it = items[size_t(i)];
-            const int64_t rows = P.tokens(it.blk) * P.G;
-            float* m = slots.data() + it.offset;
-            superChunk(P, w, it.kvh, it.blk, it.sc, m, m + rows, m + 2 * rows);
-        }
+        for (int64_t i = 0; i < nItems; ++i)
+            errors.run([&] {
+                const Item& it = items[size_t(i)];
+                const int64_t rows = P.tokens(it.blk) * P.G;
+                float* m = slots.data() + it.offset;
+                superChunk(P, w, it.kvh, it.blk, it.sc, m, m + rows, m + 2 * rows);
+            });
     }
+    errors.rethrow();
     Scratch& w = threadScratch();
     w.ensure(rowsMax, headDim);
     for (int64_t b = 0; b < base; ++b) {

@@ -659,6 +659,7 @@ inline float act1(Activation a, float x) {
 
 void activate(Activation a, float* x, int64_t n, int threads) {
     const int nt = resolveThreads(threads);
+    // omp: nothrow (element-wise arithmetic)
 #pragma omp parallel for num_threads(nt) if (n >= 65536) schedule(static)
     for (int64_t i = 0; i < n; ++i) x[i] = act1(a, x[i]);
 }
@@ -666,10 +667,12 @@ void activate(Activation a, float* x, int64_t n, int threads) {
 void activateGated(Activation a, float* g, const float* u, int64_t n, int threads) {
     const int nt = resolveThreads(threads);
     if (a == Activation::Silu) {
+        // omp: nothrow (element-wise arithmetic)
 #pragma omp parallel for num_threads(nt) if (n >= 65536) schedule(static)
         for (int64_t i = 0; i < n; ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
         return;
     }
+    // omp: nothrow (element-wise arithmetic)
 #pragma omp parallel for num_threads(nt) if (n >= 65536) schedule(static)
     for (int64_t i = 0; i < n; ++i) g[i] = act1(a, g[i]) * u[i];
 }

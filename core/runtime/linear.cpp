@@ -1,6 +1,7 @@
 // The linear-layer driver: splits the output rows of one or several weights into tiles, runs
 // them in one OpenMP region and picks the product for the weight's storage (kernels.h).
 #include "core/common/error.h"
+#include "core/common/parallel.h"
 #include "core/runtime/kernels.h"
 #include "core/runtime/packed_linear.h"
 #include "core/runtime/qdot.h"
@@ -102,63 +103,68 @@ void linearBatch(std::span<const LinearJob> jobs, const float* x, int64_t ldx, i
     // conversion is folded into the product instead.
     [[maybe_unused]] const bool fused16 = nTok < 4 && activeIsa() != Isa::Generic;
 
+    ParallelErrors errors; // allocation, packed kernels
 #pragma omp parallel num_threads(nt) if (parallel)
     {
         thread_local FloatBuffer buf;
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t tile = 0; tile < nTiles; ++tile) {
-            size_t j = 0;
-            while (tile >= tileStart[j + 1]) ++j;
-            const LinearJob& job = jobs[j];
-            const int64_t r0 = (tile - tileStart[j]) * R;
-            const int64_t rows = std::min(R, jobRows(job) - r0);
-            float* yj = job.y;
-            auto addBias = [&] {
-                if (job.bias)
-                    for (int64_t t = 0; t < nTok; ++t)
-                        for (int64_t r = 0; r < rows; ++r)
-                            yj[t * job.ldy + r0 + r] += job.bias[r0 + r];
-            };
-            if (job.packed) {
-                job.packed->gemm(r0, rows, prepared[j], nTok, job.act, exact, yj + r0, job.ldy);
-                addBias();
-                continue;
-            }
-            const TensorView& w = *job.w;
-            if (qk[j]) {
-                qk[j]->gemm(w.row(r0), w.rowBytes(), rows, prepared[j], preparedLd[j], nTok,
-                            yj + r0, job.ldy, n);
-                addBias();
-                continue;
-            }
-            // F32 weights are read in place. A mapping that is not 32-byte aligned (safetensors
-            // only guarantees 8) is copied tile by tile like any other dtype when the batch is
-            // large enough for the copy to pay off (split vector loads slow the product ~25%).
-            float* y = yj;
+        for (int64_t tile = 0; tile < nTiles; ++tile)
+            errors.run([&] {
+                size_t j = 0;
+                while (tile >= tileStart[j + 1]) ++j;
+                const LinearJob& job = jobs[j];
+                const int64_t r0 = (tile - tileStart[j]) * R;
+                const int64_t rows = std::min(R, jobRows(job) - r0);
+                float* yj = job.y;
+                auto addBias = [&] {
+                    if (job.bias)
+                        for (int64_t t = 0; t < nTok; ++t)
+                            for (int64_t r = 0; r < rows; ++r)
+                                yj[t * job.ldy + r0 + r] += job.bias[r0 + r];
+                };
+                if (job.packed) {
+                    job.packed->gemm(r0, rows, prepared[j], nTok, job.act, exact, yj + r0, job.ldy);
+                    addBias();
+                    return;
+                }
+                const TensorView& w = *job.w;
+                if (qk[j]) {
+                    qk[j]->gemm(w.row(r0), w.rowBytes(), rows, prepared[j], preparedLd[j], nTok,
+                                yj + r0, job.ldy, n);
+                    addBias();
+                    return;
+                }
+                // F32 weights are read in place. A mapping that is not 32-byte aligned (safetensors
+                // only guarantees 8) is copied tile by tile like any other dtype when the batch is
+                // large enough for the copy to pay off (split vector loads slow the product ~25%).
+                float* y = yj;
 #if LCW_X86
-            // Decode with 16-bit floats: convert inside the product (one pass over the weights).
-            if (fused16 && (w.dtype == DType::F16 || w.dtype == DType::BF16) &&
-                (reinterpret_cast<uintptr_t>(w.data) & 1) == 0) {
-                const auto* w16 = reinterpret_cast<const uint16_t*>(w.data) + r0 * n;
-                gemmNT16(w.dtype == DType::BF16, w16, n, rows, x, ldx, nTok, y + r0, job.ldy, n);
-                addBias();
-                continue;
-            }
+                // Decode with 16-bit floats: convert inside the product (one pass over the
+                // weights).
+                if (fused16 && (w.dtype == DType::F16 || w.dtype == DType::BF16) &&
+                    (reinterpret_cast<uintptr_t>(w.data) & 1) == 0) {
+                    const auto* w16 = reinterpret_cast<const uint16_t*>(w.data) + r0 * n;
+                    gemmNT16(w.dtype == DType::BF16, w16, n, rows, x, ldx, nTok, y + r0, job.ldy,
+                             n);
+                    addBias();
+                    return;
+                }
 #endif
-            const float* wt;
-            const uintptr_t addr = reinterpret_cast<uintptr_t>(w.data + uint64_t(r0 * n) * 4);
-            if (w.dtype == DType::F32 && addr % alignof(float) == 0 &&
-                (nTok < 16 || addr % 32 == 0)) {
-                wt = reinterpret_cast<const float*>(w.data) + r0 * n;
-            } else {
-                if (buf.size() < size_t(R * n)) buf.resize(size_t(R * n));
-                dequantizeRows(w, r0, rows, buf.data());
-                wt = buf.data();
-            }
-            gemmNT(wt, n, rows, x, ldx, nTok, y + r0, job.ldy, n);
-            addBias();
-        }
+                const float* wt;
+                const uintptr_t addr = reinterpret_cast<uintptr_t>(w.data + uint64_t(r0 * n) * 4);
+                if (w.dtype == DType::F32 && addr % alignof(float) == 0 &&
+                    (nTok < 16 || addr % 32 == 0)) {
+                    wt = reinterpret_cast<const float*>(w.data) + r0 * n;
+                } else {
+                    if (buf.size() < size_t(R * n)) buf.resize(size_t(R * n));
+                    dequantizeRows(w, r0, rows, buf.data());
+                    wt = buf.data();
+                }
+                gemmNT(wt, n, rows, x, ldx, nTok, y + r0, job.ldy, n);
+                addBias();
+            });
     }
+    errors.rethrow();
 }
 
 } // namespace lcw::kernels

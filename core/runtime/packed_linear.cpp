@@ -6,6 +6,7 @@
 #include "core/common/dtype.h"
 #include "core/common/error.h"
 #include "core/common/lowbit.h"
+#include "core/common/parallel.h"
 #include "core/runtime/packed_layout.h"
 #include "core/runtime/quant_runtime.h"
 #include "core/runtime/simd.h"
@@ -431,8 +432,10 @@ PackedImpl::PackedImpl(const PackedSource& s) : m_L(sourceLayout(s)), m_name(s.n
             for (size_t k = 0; k < m_ocols.size(); ++k)
                 if (!s.mask[r * s.cols + m_ocols[k]]) m_ov[size_t(r) * m_ocols.size() + k] = 0;
     const bool par = s.rows * s.cols >= (int64_t(1) << 18);
+    ParallelErrors errors; // wide groups allocate
 #pragma omp parallel for schedule(static) if (par)
-    for (int64_t r = 0; r < s.rows; ++r) packRow(s, r);
+    for (int64_t r = 0; r < s.rows; ++r) errors.run([&] { packRow(s, r); });
+    errors.rethrow();
     m_describe = describeLayout(L, s);
 }
 
@@ -661,6 +664,7 @@ void PackedImpl::prepareFloat(const float* x, int64_t ldx, int64_t nTok, const A
         src = fq.data(), lds = L.cols;
     }
     float* xf = reinterpret_cast<float*>(base + h.offXf);
+    // omp: nothrow (copies into the prepared buffer)
 #pragma omp parallel for schedule(static) if (par)
     for (int64_t t = 0; t < nTok; ++t) {
         const float* xr = src + t * lds;
@@ -723,8 +727,10 @@ void PackedImpl::prepareInt(const float* x, int64_t ldx, int64_t nTok, const Act
     for (int64_t c = 0; c < L.cols; ++c)
         if (ip.skip[size_t(c)] == 2) ip.actSkip.push_back(c);
     const bool par = nTok * L.cols >= (int64_t(1) << 16);
+    ParallelErrors errors;
 #pragma omp parallel for schedule(static) if (par)
-    for (int64_t t = 0; t < nTok; ++t) prepareIntToken(ip, x + t * ldx, t);
+    for (int64_t t = 0; t < nTok; ++t) errors.run([&] { prepareIntToken(ip, x + t * ldx, t); });
+    errors.rethrow();
 }
 
 void PackedImpl::prepareIntToken(const IntPrep& ip, const float* xr, int64_t t) const {

@@ -3,6 +3,7 @@
 #include "core/runtime/quant_runtime.h"
 
 #include "core/common/error.h"
+#include "core/common/parallel.h"
 
 #include <omp.h>
 
@@ -75,6 +76,7 @@ void fakeQuantizeActivations(const ActQuantSpec& spec, const float* x, int64_t l
         if (c >= 0 && c < dim) keep[size_t(c)] = 0;
     const uint8_t* kp = keep.data();
     const float qmax = float((1 << (spec.bits - 1)) - 1);
+    // omp: nothrow (fake quantisation into the caller's buffer)
 #pragma omp parallel for schedule(static)                                                          \
     num_threads(threads > 0 ? threads : omp_get_max_threads()) if (n * dim >= 4096)
     for (int64_t t = 0; t < n; ++t) {
@@ -207,11 +209,14 @@ const float* KvStream::read(int64_t n, kernels::FloatBuffer& scratch, int thread
     float* dst = scratch.data();
     const int64_t nq = std::min(n, m_qrows);
     const bool tok = m_gran == KvGranularity::Token;
+    ParallelErrors errors; // the per-thread code buffer
 #pragma omp parallel num_threads(threads > 0 ? threads : omp_get_max_threads()) if (nq * W >= 8192)
     {
-        std::vector<uint16_t> codes(static_cast<size_t>(W));
+        std::vector<uint16_t> codes;
+        errors.run([&] { codes.resize(static_cast<size_t>(W)); });
 #pragma omp for schedule(static)
         for (int64_t r = 0; r < nq; ++r) {
+            if (errors.failed()) continue;
             unpackCodes(m_codes.data() + r * m_rowBytes, W, m_bits, codes.data());
             float* o = dst + r * W;
             if (tok) {
@@ -228,6 +233,7 @@ const float* KvStream::read(int64_t n, kernels::FloatBuffer& scratch, int thread
             }
         }
     }
+    errors.rethrow();
     if (n > nq) std::copy(m_f32.begin(), m_f32.begin() + (n - nq) * W, dst + nq * W);
     return dst;
 }

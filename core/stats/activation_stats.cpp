@@ -84,6 +84,7 @@ void SiteAccumulator::add(const float* x, int64_t nTokens) {
     double* targ = m_tokArg.data() + base;
     double* tha = H > 1 ? m_tokHeadAbsmax.data() + base * size_t(H) : nullptr;
     double batchMax = 0;
+    // omp: nothrow (maxima into allocated buffers)
 #pragma omp parallel for if (par) reduction(max : batchMax) schedule(static)
     for (int64_t t = 0; t < nTokens; ++t) {
         const float* r = x + t * C;
@@ -110,6 +111,7 @@ void SiteAccumulator::add(const float* x, int64_t nTokens) {
     const AdaptiveHistogram& hist = m_hist;
     constexpr int64_t kChunk = 64;
     const int64_t nChunks = (C + kChunk - 1) / kChunk;
+    // omp: nothrow (sums, keys and bins into allocated buffers)
 #pragma omp parallel if (par)
     {
         // Per-channel sums: threads own disjoint channel ranges.

@@ -1,5 +1,6 @@
 #include "core/stats/weight_stats.h"
 
+#include "core/common/parallel.h"
 #include "core/io/quants.h"
 #include "core/model/model.h"
 
@@ -245,45 +246,50 @@ WeightScan startScan(const TensorView& t) {
 Pass1 momentsPass(WeightScan& w) {
     const int64_t rows = w.rows, cols = w.cols;
     std::vector<Pass1> p1(static_cast<size_t>(w.nt));
+    ParallelErrors errors; // allocations, rows of types that cannot be read
 #pragma omp parallel num_threads(w.nt)
     {
         Pass1& a = p1[size_t(omp_get_thread_num())];
-        a.s1.assign(size_t(cols), 0);
-        a.s2.assign(size_t(cols), 0);
-        a.s3.assign(size_t(cols), 0);
-        a.s4.assign(size_t(cols), 0);
-        a.cmin.assign(size_t(cols), INFINITY);
-        a.cmax.assign(size_t(cols), -INFINITY);
+        errors.run([&] {
+            a.s1.assign(size_t(cols), 0);
+            a.s2.assign(size_t(cols), 0);
+            a.s3.assign(size_t(cols), 0);
+            a.s4.assign(size_t(cols), 0);
+            a.cmin.assign(size_t(cols), INFINITY);
+            a.cmax.assign(size_t(cols), -INFINITY);
+        });
         const ColAcc acc{a.s1.data(),   a.s2.data(),   a.s3.data(),   a.s4.data(),
                          a.cmin.data(), a.cmax.data(), w.shift.data()};
         uint64_t* kc = a.keys.counts.data();
         // Blocks of 4 rows: the per-column accumulators are loaded and stored once per block.
 #pragma omp for schedule(static)
-        for (int64_t rb = 0; rb < (rows + 3) / 4; ++rb) {
-            const int64_t r0 = rb * 4, nr = std::min<int64_t>(4, rows - r0);
-            const float* xs[4];
-            for (int64_t i = 0; i < nr; ++i) xs[i] = rowData(w.t, r0 + i, a.bufs[size_t(i)]);
-            for (int64_t i = 0; i < nr; ++i) {
-                const float* x = xs[i];
-                const double x0 = x[0];
-                const RowSums rs = rowSums(x, cols, x0);
-                for (int64_t j = 0; j < cols; ++j) ++kc[AbsKeyHistogram::key(x[j])];
-                const int64_t r = r0 + i;
-                const Moments m =
-                    Moments::fromShiftedSums(double(cols), x0, rs.r1, rs.r2, rs.r3, rs.r4);
-                w.rowM[size_t(r)] = m;
-                w.rowMin[size_t(r)] = rs.mn;
-                w.rowMax[size_t(r)] = rs.mx;
-                a.total.merge(m);
-                a.mn = std::min(a.mn, rs.mn);
-                a.mx = std::max(a.mx, rs.mx);
-            }
-            if (nr == 4)
-                colAccum4(xs[0], xs[1], xs[2], xs[3], cols, acc);
-            else
-                for (int64_t i = 0; i < nr; ++i) colAccum1(xs[i], cols, acc);
-        }
+        for (int64_t rb = 0; rb < (rows + 3) / 4; ++rb)
+            errors.run([&] {
+                const int64_t r0 = rb * 4, nr = std::min<int64_t>(4, rows - r0);
+                const float* xs[4];
+                for (int64_t i = 0; i < nr; ++i) xs[i] = rowData(w.t, r0 + i, a.bufs[size_t(i)]);
+                for (int64_t i = 0; i < nr; ++i) {
+                    const float* x = xs[i];
+                    const double x0 = x[0];
+                    const RowSums rs = rowSums(x, cols, x0);
+                    for (int64_t j = 0; j < cols; ++j) ++kc[AbsKeyHistogram::key(x[j])];
+                    const int64_t r = r0 + i;
+                    const Moments m =
+                        Moments::fromShiftedSums(double(cols), x0, rs.r1, rs.r2, rs.r3, rs.r4);
+                    w.rowM[size_t(r)] = m;
+                    w.rowMin[size_t(r)] = rs.mn;
+                    w.rowMax[size_t(r)] = rs.mx;
+                    a.total.merge(m);
+                    a.mn = std::min(a.mn, rs.mn);
+                    a.mx = std::max(a.mx, rs.mx);
+                }
+                if (nr == 4)
+                    colAccum4(xs[0], xs[1], xs[2], xs[3], cols, acc);
+                else
+                    for (int64_t i = 0; i < nr; ++i) colAccum1(xs[i], cols, acc);
+            });
     }
+    errors.rethrow();
     // Merge threads (static schedule: thread order = row order, deterministic).
     Pass1& A = p1[0];
     for (int i = 1; i < w.nt; ++i) {
@@ -418,31 +424,36 @@ Pass2 outliersPass(const WeightScan& w, const Pass1& A, const PercentileBins& pb
                    const Pass2Setup& h, const WeightStatsOptions& opts) {
     const size_t np = opts.previews.size();
     std::vector<Pass2> p2(static_cast<size_t>(w.nt));
+    ParallelErrors errors; // allocations, rows of types that cannot be read
 #pragma omp parallel num_threads(w.nt)
     {
         Pass2& a = p2[size_t(omp_get_thread_num())];
-        a.hist.assign(size_t(h.bins), 0);
-        a.cand.resize(pb.keys.size());
-        a.err.assign(np, 0);
-        a.sig.assign(np, 0);
+        errors.run([&] {
+            a.hist.assign(size_t(h.bins), 0);
+            a.cand.resize(pb.keys.size());
+            a.err.assign(np, 0);
+            a.sig.assign(np, 0);
+        });
         const uint8_t* sl = pb.slot.data();
 #pragma omp for schedule(static)
-        for (int64_t r = 0; r < w.rows; ++r) {
-            const float* x = rowData(w.t, r, a.buf);
-            const Exceed ex = exceedSq(x, w.cols, h.th3, h.th6);
-            a.gt3 += ex.g3;
-            a.gt6 += ex.g6;
-            for (int64_t j = 0; j < w.cols; ++j) {
-                int64_t b = int64_t((double(x[j]) - h.hlo) * h.invHw);
-                b = std::min<int64_t>(std::max<int64_t>(b, 0), h.bins - 1);
-                ++a.hist[size_t(b)];
-                if (const uint8_t s = sl[AbsKeyHistogram::key(x[j])])
-                    a.cand[s - 1u].push_back(std::fabs(x[j]));
-            }
-            previewRowErrors(x, w.cols, ex.sq, w.rowMin[size_t(r)], w.rowMax[size_t(r)], A.mn, A.mx,
-                             opts, a);
-        }
+        for (int64_t r = 0; r < w.rows; ++r)
+            errors.run([&] {
+                const float* x = rowData(w.t, r, a.buf);
+                const Exceed ex = exceedSq(x, w.cols, h.th3, h.th6);
+                a.gt3 += ex.g3;
+                a.gt6 += ex.g6;
+                for (int64_t j = 0; j < w.cols; ++j) {
+                    int64_t b = int64_t((double(x[j]) - h.hlo) * h.invHw);
+                    b = std::min<int64_t>(std::max<int64_t>(b, 0), h.bins - 1);
+                    ++a.hist[size_t(b)];
+                    if (const uint8_t s = sl[AbsKeyHistogram::key(x[j])])
+                        a.cand[s - 1u].push_back(std::fabs(x[j]));
+                }
+                previewRowErrors(x, w.cols, ex.sq, w.rowMin[size_t(r)], w.rowMax[size_t(r)], A.mn,
+                                 A.mx, opts, a);
+            });
     }
+    errors.rethrow();
     Pass2& B = p2[0];
     for (int i = 1; i < w.nt; ++i) {
         Pass2& b = p2[size_t(i)];
