@@ -318,6 +318,29 @@ private slots:
                       "vocabulary of 2147483647 tokens");
     }
 
+    void manyLiteralTokensBuildInLinearTime() {
+        // 100000 control tokens sharing a first byte: each used to re-sort the whole bucket
+        // (quadratic: minutes); now one sort after the last token.
+        lcw::GgufVocab v;
+        v.model = "gpt2";
+        const int n = 100000;
+        for (int i = 0; i < n; ++i) v.tokens.push_back("<t" + std::to_string(i) + ">");
+        v.tokens.push_back("a");
+        v.tokenTypes.assign(size_t(n), lcw::kGgufTokenControl);
+        v.tokenTypes.push_back(lcw::kGgufTokenNormal);
+        QElapsedTimer timer;
+        timer.start();
+        auto t = lcw::Tokenizer::fromGguf(v, "many.gguf");
+        QVERIFY2(timer.elapsed() < 5000, qPrintable(QString::number(timer.elapsed()) + " ms"));
+        // the longest literal wins: "<t12345>" is one token, not "<t1" + ...
+        const auto ids = t->encode("<t12345><t7>", false, true);
+        QCOMPARE(ids, (std::vector<int32_t>{12345, 7}));
+        // a duplicate text keeps its first id
+        v.tokens[5] = "<t3>";
+        auto u = lcw::Tokenizer::fromGguf(v, "dup.gguf");
+        QCOMPARE(u->encode("<t3>", false, true), (std::vector<int32_t>{3}));
+    }
+
     void llama2cAbsurdHeader() {
         const std::string dir = lcwtest::tempDir("hostile-l2c");
         const int32_t hdr[7] = {1 << 30, 1 << 30, 1 << 30, 1, 1, 1 << 30, 1 << 30};

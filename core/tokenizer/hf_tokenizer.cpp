@@ -192,6 +192,7 @@ void HfTokenizer::load(const std::string& path, const std::string& configPath) {
     } catch (const json::exception& e) {
         malformed(std::string("unexpected content: ") + e.what());
     }
+    m_added.finish();
     m_special.resize(m_idToToken.size(), 0);
     for (const auto* list : {&m_prefix, &m_suffix})
         for (int32_t id : *list)
