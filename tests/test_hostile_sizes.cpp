@@ -285,6 +285,18 @@ private slots:
         EXPECT_FORMAT(lcw::Model::load(dir + "/c"), c, "vocab_size");
     }
 
+    void configImplyingBillionsOfTensors() {
+        // StableLM's per-head q/k norms: 100000 layers × 100000 heads named 10^10 tensors
+        // before the first missing one was reported.
+        const std::string dir = lcwtest::tempDir("hostile-names");
+        configFile(dir, R"("model_type": "stablelm", "hidden_size": 200000,
+            "num_hidden_layers": 100000, "num_attention_heads": 100000, "intermediate_size": 2,
+            "vocab_size": 16, "qk_layernorm": true)");
+        safetensorsWith(dir + "/model.safetensors", "{}", 0);
+        EXPECT_FORMAT(lcw::Model::load(dir), dir, "implies at least 20000100000 tensors",
+                      "hold only 0");
+    }
+
     void tokenizerIdsFarBeyondTheVocabulary() {
         const std::string dir = lcwtest::tempDir("hostile-tok");
         // one added token with id 10^8: the old loader built a 10^8-entry table (3.2 GB, 15 s)
