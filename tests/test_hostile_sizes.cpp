@@ -466,6 +466,13 @@ private slots:
         cases.push_back({{"info", QString::fromStdString(dir + "/st")},
                          dir + "/st/model.safetensors",
                          "tensor 'w'"});
+        Bytes l2c;
+        for (int32_t v : {1 << 30, 1 << 30, 1 << 30, 1, 1, 1 << 30, 1 << 30}) l2c.put<int32_t>(v);
+        l2c.s.append(64, '\0');
+        writeFile(dir + "/absurd.bin", l2c.s);
+        cases.push_back({{"info", QString::fromStdString(dir + "/absurd.bin")},
+                         dir + "/absurd.bin",
+                         "header dimensions"});
         for (const auto& k : cases) {
             QElapsedTimer timer;
             timer.start();
