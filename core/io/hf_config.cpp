@@ -36,7 +36,7 @@ struct Ctx {
             const uint64_t u = v->get<uint64_t>();
             if (u > uint64_t(std::numeric_limits<int64_t>::max()))
                 fail(std::string("\"") + key + "\" is " + std::to_string(u) +
-                     ", more than the limit " + std::to_string(kMaxFileDim));
+                     ", more than the limit " + std::to_string(limitOf(key)));
             return capped(key, int64_t(u));
         }
         if (v->is_number_integer()) return capped(key, v->get<int64_t>());
@@ -51,15 +51,14 @@ struct Ctx {
     // products the loaders form from them cannot overflow before validation; the layer count
     // sizes per-layer tables and is at most kMaxLayers.
     int64_t capped(const char* key, int64_t v) const {
-        const int64_t max = isLayerCount(key) ? kMaxLayers : kMaxFileDim;
-        if (v > max)
+        if (v > limitOf(key))
             fail(std::string("\"") + key + "\" is " + std::to_string(v) + ", more than the limit " +
-                 std::to_string(max));
+                 std::to_string(limitOf(key)));
         return v;
     }
-    static bool isLayerCount(const char* key) {
+    static int64_t limitOf(const char* key) {
         const std::string k = key;
-        return k == "num_hidden_layers" || k == "n_layer";
+        return k == "num_hidden_layers" || k == "n_layer" ? kMaxLayers : kMaxFileDim;
     }
     std::optional<double> optNum(const json& obj, const char* key) const {
         const json* v = get(obj, key);
