@@ -1,5 +1,6 @@
 #include "core/common/npy.h"
 
+#include "core/common/checked.h"
 #include "core/common/error.h"
 #include "core/common/mapped_file.h"
 
@@ -43,7 +44,6 @@ NpyArray readNpy(const std::string& path) {
     std::string shp = field("shape");
     shp = shp.substr(shp.find('(') + 1, shp.find(')') - shp.find('(') - 1);
     NpyArray a;
-    uint64_t count = 1;
     size_t pos = 0;
     while (pos < shp.size()) {
         while (pos < shp.size() && (shp[pos] == ' ' || shp[pos] == ',')) ++pos;
@@ -51,13 +51,13 @@ NpyArray readNpy(const std::string& path) {
         size_t end = pos;
         while (end < shp.size() && shp[end] >= '0' && shp[end] <= '9') ++end;
         if (end == pos) throw FormatError(path, "bad shape in npy header");
-        const int64_t d = std::stoll(shp.substr(pos, end - pos));
-        a.shape.push_back(d);
-        if (d != 0 && count > std::numeric_limits<uint64_t>::max() / uint64_t(d))
-            throw FormatError(path, "shape overflows");
-        count *= uint64_t(d);
+        if (end - pos > 18) // more than 10^18: no std::stoll out_of_range, a named error
+            throw FormatError(path, "npy header shape dimension " + shp.substr(pos, end - pos) +
+                                        " is too large");
+        a.shape.push_back(std::stoll(shp.substr(pos, end - pos)));
         pos = end;
     }
+    const uint64_t count = uint64_t(checked::numel(a.shape, path, "npy header shape"));
     int esize = 0;
     if (descr == "<f4" || descr == "<i4")
         esize = 4;

@@ -4,6 +4,7 @@
 #include "core/compress/pipeline.h"
 #include "core/compress/weight_stages.h"
 
+#include "core/common/checked.h"
 #include "core/common/dtype.h"
 #include "core/io/atomic_writer.h"
 #include "core/io/quants.h"
@@ -841,7 +842,10 @@ void loadFloatTensor(CompressedModel& m, const Model& base, const SafetensorsSet
     std::vector<float> vals(v->nbytes / 4);
     std::memcpy(vals.data(), v->data, vals.size() * 4);
     std::vector<int64_t> shape;
-    if (!base.find(name)) shape = tj.at("shape").get<std::vector<int64_t>>();
+    if (!base.find(name)) {
+        shape = tj.at("shape").get<std::vector<int64_t>>();
+        checked::numel(shape, jpath, "tensor '" + name + "'"); // no overflow in setFloatTensor
+    }
     try {
         m.setFloatTensor(name, std::move(vals), shape);
     } catch (const Error& ex) {
@@ -936,8 +940,11 @@ void loadOverlayTensor(CompressedModel& m, const Model& base, const SafetensorsS
     } catch (const json::exception& ex) {
         throw FormatError(jpath, std::string("bad tensor entry: ") + ex.what());
     }
-    if (e.rows < 1 || e.cols < 1 || e.rows * e.cols > (int64_t(1) << 40))
-        throw FormatError(jpath, name + ": bad shape");
+    if (e.rows < 1 || e.cols < 1)
+        throw FormatError(jpath, "tensor '" + name + "': bad shape [" + std::to_string(e.rows) +
+                                     ", " + std::to_string(e.cols) + "]");
+    // At most kMaxTensorElements, checked before anything multiplies rows by cols.
+    checked::numel({e.rows, e.cols}, jpath, "tensor '" + name + "'");
     if (tj.contains("weight"))
         e.packed = readPackedEntry(st, tj, name, e, jpath);
     else

@@ -1,5 +1,6 @@
 #include "core/io/gguf.h"
 
+#include "core/common/checked.h"
 #include "core/common/error.h"
 #include "core/common/mapped_file.h"
 #include "core/io/atomic_writer.h"
@@ -500,15 +501,13 @@ TensorInfoAt readTensorInfo(Reader& r, const GgufFile& g, std::unordered_set<std
         throw FormatError(path, where + " has " + std::to_string(nd) + " dimensions (at most 4)",
                           r.pos - 4);
     int64_t ne[kMaxDims] = {1, 1, 1, 1};
-    uint64_t numel = 1;
     for (uint32_t d = 0; d < nd; ++d) {
         ne[d] = r.rd<int64_t>(where + " shape");
         if (ne[d] < 0) throw FormatError(path, where + " has a negative dimension", r.pos - 8);
-        if (__builtin_mul_overflow(numel, uint64_t(ne[d]), &numel) ||
-            numel > uint64_t(std::numeric_limits<int64_t>::max()))
-            throw FormatError(path, where + " shape overflows", r.pos - 8);
     }
     for (uint32_t d = nd; d-- > 0;) t.shape.push_back(ne[d]);
+    // At most kMaxTensorElements elements, checked before anything is sized by the shape.
+    const uint64_t numel = uint64_t(checked::numel(t.shape, path, where));
     const uint32_t type = r.rd<uint32_t>(where + " type");
     const GgmlTypeInfo* ti = ggmlInfo(type);
     if (!ti)

@@ -1,5 +1,6 @@
 #include "core/io/hf_config.h"
 
+#include "core/common/checked.h"
 #include "core/common/error.h"
 #include "core/common/mapped_file.h"
 
@@ -31,18 +32,33 @@ struct Ctx {
     std::optional<int64_t> optInt(const json& obj, const char* key) const {
         const json* v = get(obj, key);
         if (!v) return std::nullopt;
-        if (v->is_number_integer()) return v->get<int64_t>();
         if (v->is_number_unsigned()) {
             const uint64_t u = v->get<uint64_t>();
             if (u > uint64_t(std::numeric_limits<int64_t>::max()))
-                fail(std::string("\"") + key + "\" is too large");
-            return int64_t(u);
+                fail(std::string("\"") + key + "\" is " + std::to_string(u) +
+                     ", more than the limit " + std::to_string(limitOf(key)));
+            return capped(key, int64_t(u));
         }
+        if (v->is_number_integer()) return capped(key, v->get<int64_t>());
         if (v->is_number_float()) {
             const double d = v->get<double>();
-            if (std::isfinite(d) && d == std::floor(d) && std::fabs(d) < 9e18) return int64_t(d);
+            if (std::isfinite(d) && d == std::floor(d) && std::fabs(d) < 9e18)
+                return capped(key, int64_t(d));
         }
         fail(std::string("\"") + key + "\" must be an integer, got " + v->dump());
+    }
+    // Every size, count or id in a config is at most kMaxFileDim (int32 range), so that the
+    // products the loaders form from them cannot overflow before validation; the layer count
+    // sizes per-layer tables and is at most kMaxLayers.
+    int64_t capped(const char* key, int64_t v) const {
+        if (v > limitOf(key))
+            fail(std::string("\"") + key + "\" is " + std::to_string(v) + ", more than the limit " +
+                 std::to_string(limitOf(key)));
+        return v;
+    }
+    static int64_t limitOf(const char* key) {
+        const std::string k = key;
+        return k == "num_hidden_layers" || k == "n_layer" ? kMaxLayers : kMaxFileDim;
     }
     std::optional<double> optNum(const json& obj, const char* key) const {
         const json* v = get(obj, key);
@@ -415,7 +431,7 @@ void parseGpt2(const Ctx& c, ModelSpec& s) {
     s.nKvHeads = s.nHeads;
     if (s.dim % s.nHeads != 0) c.fail("n_embd is not a multiple of n_head");
     s.headDim = s.dim / s.nHeads;
-    s.hidden = c.optInt(cfg, "n_inner").value_or(4 * s.dim);
+    s.hidden = c.optInt(cfg, "n_inner").value_or(checked::mul(4, s.dim, c.src, "4 × n_embd"));
     if (s.hidden <= 0) c.fail("\"n_inner\" must be positive");
     s.vocab = c.reqPositive("vocab_size");
     s.maxSeq = optIntAny(c, {"n_positions", "max_position_embeddings"}).value_or(1024);
@@ -499,7 +515,8 @@ void parseFalcon(const Ctx& c, ModelSpec& s, std::vector<std::string>* warnings)
     }
     if (s.nKvHeads <= 0 || s.nHeads % s.nKvHeads != 0)
         c.fail("num_attention_heads is not a multiple of num_kv_heads");
-    s.hidden = c.optInt(cfg, "ffn_hidden_size").value_or(4 * s.dim);
+    s.hidden =
+        c.optInt(cfg, "ffn_hidden_size").value_or(checked::mul(4, s.dim, c.src, "4 × hidden_size"));
     if (s.hidden <= 0) c.fail("\"ffn_hidden_size\" must be positive");
     s.vocab = c.reqPositive("vocab_size");
     s.maxSeq = c.optInt(cfg, "max_position_embeddings").value_or(2048);
@@ -534,7 +551,7 @@ void parseBloom(const Ctx& c, ModelSpec& s) {
     s.nKvHeads = s.nHeads;
     if (s.dim % s.nHeads != 0) c.fail("hidden_size is not a multiple of n_head");
     s.headDim = s.dim / s.nHeads;
-    s.hidden = 4 * s.dim;
+    s.hidden = checked::mul(4, s.dim, c.src, "4 × hidden_size");
     s.vocab = c.reqPositive("vocab_size");
     s.maxSeq = c.optInt(cfg, "seq_length").value_or(2048);
     s.normEps = float(epsAny(c, {"layer_norm_epsilon"}, 1e-5));
@@ -557,7 +574,11 @@ void parseMamba(const Ctx& c, ModelSpec& s) {
     s.vocab = c.reqPositive("vocab_size");
     s.normEps = float(epsAny(c, {"layer_norm_epsilon"}, 1e-5));
     const int64_t expand = c.optInt(cfg, "expand").value_or(2);
-    s.ssmInner = c.optInt(cfg, "intermediate_size").value_or(expand * s.dim);
+    if (expand <= 0) c.fail("\"expand\" must be positive, got " + std::to_string(expand));
+    if (auto is = c.optInt(cfg, "intermediate_size"))
+        s.ssmInner = *is;
+    else
+        s.ssmInner = checked::mul(expand, s.dim, c.src, "expand × hidden_size");
     s.ssmState = c.optInt(cfg, "state_size").value_or(16);
     s.ssmConv = c.optInt(cfg, "conv_kernel").value_or(4);
     const json* tr = c.get(cfg, "time_step_rank");
@@ -580,6 +601,35 @@ void parseMamba(const Ctx& c, ModelSpec& s) {
 }
 
 } // namespace
+
+void checkSpecSizes(const ModelSpec& s, const std::string& source) {
+    auto shape = [&](const std::string& what, std::vector<int64_t> dims) {
+        checked::numel(dims, source, what);
+    };
+    auto mul = [&](int64_t a, int64_t b, const char* what) {
+        return checked::mul(a, b, source, what);
+    };
+    shape("the token embedding [vocab, dim]", {s.vocab, s.embeddingDim()});
+    if (s.isMamba()) {
+        shape("in_proj [2 × inner size, dim]", {mul(2, s.ssmInner, "2 × inner size"), s.dim});
+        shape("x_proj [time-step rank + 2 × state size, inner size]",
+              {checked::add(s.ssmDtRank, mul(2, s.ssmState, "2 × state size"), source,
+                            "time-step rank + 2 × state size"),
+               s.ssmInner});
+        shape("A_log [inner size, state size]", {s.ssmInner, s.ssmState});
+        return;
+    }
+    shape("the MLP [hidden size, dim]", {mul(2, s.hidden, "2 × hidden size"), s.dim});
+    const int64_t q = mul(s.nHeads, s.headDim, "head count × head size");
+    const int64_t kv = mul(s.nKvHeads, s.headDim, "KV head count × head size");
+    shape("the fused qkv [heads × head size + 2 × KV heads × head size, dim]",
+          {checked::add(q, mul(2, kv, "2 × KV dim"), source, "q dim + 2 × KV dim"), s.dim});
+    if (s.nExperts > 0)
+        shape("the experts [experts, hidden size, dim]", {s.nExperts, s.hidden, s.dim});
+    if (s.posEmbed == PosEmbedding::Learned)
+        shape("the position table [positions, dim]",
+              {checked::add(s.maxSeq, s.posOffset, source, "position count"), s.dim});
+}
 
 const std::vector<std::string>& hfSupportedModelTypes() {
     static const std::vector<std::string> k = {"llama",    "mistral",  "qwen2",   "qwen3", "gemma",
@@ -629,6 +679,7 @@ ModelSpec parseHfConfig(const std::string& jsonText, const std::string& source,
     else
         parseLlamaLike(c, s, warnings);
 
+    checkSpecSizes(s, source);
     auto bos = c.idList("bos_token_id");
     s.bosId = bos.empty() ? -1 : bos.front();
     s.eosIds = c.idList("eos_token_id");

@@ -14,6 +14,11 @@ namespace lcw {
 /// model_type values parseHfConfig accepts.
 const std::vector<std::string>& hfSupportedModelTypes();
 
+/// Refuses (FormatError naming `source`) a spec whose implied weights exceed
+/// kMaxTensorElements or whose size products overflow: called on every spec built from file
+/// fields before anything is sized by it.
+void checkSpecSizes(const ModelSpec& s, const std::string& source);
+
 /// Parses config.json text. `source` names the file in errors. Sets sourceFormat="safetensors"
 /// and rope.interleaved=false. Throws FormatError (bad JSON, missing/invalid fields) or
 /// UnsupportedError (unknown model_type, rope type, layer type) naming `source`.

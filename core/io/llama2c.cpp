@@ -1,5 +1,6 @@
 #include "core/io/llama2c.h"
 
+#include "core/common/checked.h"
 #include "core/common/error.h"
 #include "core/common/mapped_file.h"
 
@@ -16,17 +17,12 @@ struct Sizes {
     uint64_t dim, hidden, layers, kvDim, vocab, seq, headDim;
 };
 
+// The weight count implied by the header, checked (the header is untrusted).
 uint64_t mul(uint64_t a, uint64_t b, const std::string& path) {
-    uint64_t r;
-    if (__builtin_mul_overflow(a, b, &r))
-        throw FormatError(path, "header dimensions overflow the addressable size", 0);
-    return r;
+    return checked::mulU(a, b, path, "the weight count implied by the header dimensions");
 }
 uint64_t add(uint64_t a, uint64_t b, const std::string& path) {
-    uint64_t r;
-    if (__builtin_add_overflow(a, b, &r))
-        throw FormatError(path, "header dimensions overflow the addressable size", 0);
-    return r;
+    return checked::addU(a, b, path, "the weight count implied by the header dimensions");
 }
 
 Sizes checkConfig(const Llama2cConfig& c, const std::string& path) {

@@ -1,6 +1,7 @@
 #include "core/io/safetensors.h"
 #include "core/common/json_file.h"
 
+#include "core/common/checked.h"
 #include "core/common/error.h"
 #include "core/common/mapped_file.h"
 #include "core/io/atomic_writer.h"
@@ -139,16 +140,16 @@ SafetensorsSet readSafetensors(const std::string& path) {
         t.fileName = name;
         t.file = path;
         t.dtype = *dtype;
-        uint64_t numel = 1;
         for (const auto& d : *sh) {
             if (!d.is_number_unsigned())
                 throw FormatError(path, where + "shape entries must be non-negative integers", 8);
             const uint64_t dv = d.get<uint64_t>();
-            if (dv > uint64_t(INT64_MAX) || __builtin_mul_overflow(numel, dv, &numel) ||
-                numel > uint64_t(INT64_MAX))
+            if (dv > uint64_t(INT64_MAX))
                 throw FormatError(path, where + "shape " + sh->dump() + " overflows", 8);
             t.shape.push_back(int64_t(dv));
         }
+        // At most kMaxTensorElements elements, checked before anything is sized by the shape.
+        const uint64_t numel = uint64_t(checked::numel(t.shape, path, "tensor '" + name + "'"));
         const auto bytes = dtypeBytesFor(t.dtype, numel);
         if (!bytes) throw FormatError(path, where + "byte size of shape overflows", 8);
         const uint64_t b = (*off)[0].get<uint64_t>();

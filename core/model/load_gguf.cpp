@@ -1,9 +1,11 @@
 // GGUF model loader: architecture metadata → spec, tensors by llama.cpp names → canonical
 // names, tokenizer.ggml.* → GgufVocab.
+#include "core/common/checked.h"
 #include "core/common/dtype.h"
 #include "core/common/error.h"
 #include "core/common/mapped_file.h"
 #include "core/io/gguf.h"
+#include "core/io/hf_config.h"
 #include "core/io/tensor_names.h"
 #include "core/model/loaders.h"
 #include "core/tokenizer/tokenizer.h"
@@ -179,22 +181,23 @@ struct ArchMeta {
 
     std::optional<int64_t> getInt(const std::string& key) const { return g.getInt(p + key); }
     std::optional<double> getDouble(const std::string& key) const { return g.getDouble(p + key); }
-    /// A required positive count.
+    /// A required positive count (at most kMaxFileDim; block_count at most kMaxLayers).
     int64_t req(const std::string& key) const {
         auto v = g.getInt(p + key);
         if (!v) throw FormatError(file, "missing metadata '" + p + key + "'");
-        if (*v <= 0 || *v > (int64_t(1) << 40))
-            throw FormatError(file,
-                              "metadata '" + p + key + "' has invalid value " + std::to_string(*v));
-        return *v;
+        return check(key, *v);
     }
     /// An optional positive count.
     int64_t opt(const std::string& key, int64_t def) const {
         auto v = g.getInt(p + key);
-        if (v && (*v <= 0 || *v > (int64_t(1) << 40)))
+        return v ? check(key, *v) : def;
+    }
+    int64_t check(const std::string& key, int64_t v) const {
+        if (v <= 0)
             throw FormatError(file,
-                              "metadata '" + p + key + "' has invalid value " + std::to_string(*v));
-        return v.value_or(def);
+                              "metadata '" + p + key + "' has invalid value " + std::to_string(v));
+        return checked::count(v, file, "metadata '" + p + key + "'",
+                              key == "block_count" ? kMaxLayers : kMaxFileDim);
     }
 };
 
@@ -350,7 +353,7 @@ void readFamilyTraits(const ArchMeta& meta, ModelSpec& s, const std::string& arc
                                                "supported");
     }
     if (auto ne = meta.getInt("expert_count"); ne && *ne > 0) {
-        s.nExperts = *ne;
+        s.nExperts = meta.check("expert_count", *ne);
         s.nExpertsPerTok = meta.opt("expert_used_count", 2);
     }
 }
@@ -419,7 +422,7 @@ void addTensors(const GgufFile& g, Model& m, const ModelSpec& s, const std::stri
 /// norms, shared parallel norms, learned position count.
 void readFromTensors(const ArchMeta& meta, const Model& m, ModelSpec& s, const std::string& arch) {
     if (auto vs = meta.getInt("vocab_size"))
-        s.vocab = *vs;
+        s.vocab = meta.check("vocab_size", *vs);
     else if (const TensorView* e = m.find("embed"); e && e->shape.size() == 2)
         s.vocab = e->shape[0];
     else if (const GgufValue* toks = meta.g.find("tokenizer.ggml.tokens"))
@@ -493,10 +496,12 @@ std::unique_ptr<Model> loadGgufModel(const std::string& file, const LoadOptions&
     readDimensions(meta, s, arch == "mamba", layerNorm);
     readRope(meta, s, arch, arch == "mamba");
     readFamilyTraits(meta, s, arch, layerNorm);
+    checkSpecSizes(s, file); // before the fused tensors are split by these dimensions
 
     m->keepAlive(g.file);
     addTensors(g, *m, s, arch, file);
     readFromTensors(meta, *m, s, arch);
+    checkSpecSizes(s, file);
     std::optional<GgufVocab> vocab = readVocab(g);
     if (vocab) {
         s.bosId = vocab->bosId;

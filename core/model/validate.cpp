@@ -182,6 +182,15 @@ void validateModel(const Model& m, const std::string& source) {
         if (s.posEmbed == PosEmbedding::Learned && (s.maxSeq <= 0 || s.maxSeq > (int64_t(1) << 24)))
             bad("learned position table size is implausible");
     }
+    // The expected list grows with layers × heads (per-head norms) and layers × experts: a
+    // spec that implies more tensors than the files hold is refused before the list is built
+    // (a hostile config could otherwise ask for 10^10 names).
+    int64_t atLeast = s.nLayers;
+    if (!s.isMamba() && s.qkNorm && s.qkNormPerHead) atLeast += s.nLayers * (s.nHeads + s.nKvHeads);
+    if (!s.isMamba() && s.isMoe()) atLeast += s.nLayers * 3 * s.nExperts;
+    if (atLeast > int64_t(m.tensors().size()))
+        bad("the configuration implies at least " + std::to_string(atLeast) +
+            " tensors but the files hold only " + std::to_string(m.tensors().size()));
     for (const auto& e : expectedTensors(s)) checkTensor(m, source, e.name, e.shape);
 }
 

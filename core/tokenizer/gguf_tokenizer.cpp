@@ -14,6 +14,7 @@
 #include "core/tokenizer/unicode.h"
 
 #include <array>
+#include <limits>
 
 namespace lcw {
 
@@ -27,6 +28,9 @@ public:
     GgufTokenizer(const GgufVocab& v, const std::string& source) : m_v(v) {
         const size_t n = v.tokens.size();
         if (n == 0) throw FormatError(source, "tokenizer.ggml.tokens is empty");
+        if (n > size_t(std::numeric_limits<int32_t>::max()))
+            throw FormatError(source, "tokenizer.ggml.tokens has " + std::to_string(n) +
+                                          " entries, more than token ids can number");
         if (!v.scores.empty() && v.scores.size() != n)
             throw FormatError(source, "tokenizer.ggml.scores has " +
                                           std::to_string(v.scores.size()) + " entries for " +
@@ -86,6 +90,7 @@ public:
                 m_literals.add(std::move(lt));
             }
         }
+        m_literals.finish();
         if (m_spm) {
             m_byteIds.fill(-1);
             for (int b = 0; b < 256; ++b) {

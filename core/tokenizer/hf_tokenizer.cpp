@@ -2,6 +2,7 @@
 // (added tokens -> normalizer -> pre-tokenizer -> BPE -> post-processor; decoder chain for
 // decode), for the two families LLMs use: SentencePiece-style BPE with byte fallback (Llama 2,
 // Mistral) and byte-level BPE (GPT-2, Llama 3, Qwen2).
+#include "core/common/checked.h"
 #include "core/common/error.h"
 #include "core/common/json_file.h"
 #include "core/common/mapped_file.h"
@@ -191,7 +192,14 @@ void HfTokenizer::load(const std::string& path, const std::string& configPath) {
     } catch (const json::exception& e) {
         malformed(std::string("unexpected content: ") + e.what());
     }
+    m_added.finish();
     m_special.resize(m_idToToken.size(), 0);
+    for (const auto* list : {&m_prefix, &m_suffix})
+        for (int32_t id : *list)
+            if (id < 0 || size_t(id) >= m_idToToken.size())
+                malformed("post_processor token id " + std::to_string(id) +
+                          " is not in the vocabulary (" + std::to_string(m_idToToken.size()) +
+                          " ids)");
     loadConfig(configPath);
 }
 
@@ -204,13 +212,15 @@ void HfTokenizer::loadModel(const json& m) {
     const json* vocab = member(m, "vocab");
     if (!vocab || !vocab->is_object()) malformed("the BPE model has no \"vocab\" object");
     int32_t maxId = -1;
+    // Ids index tables: they must stay proportional to the entries the file holds (an id of
+    // 10^8 would otherwise build a 10^8-entry table before anything checks it).
+    const int64_t entries = int64_t(vocab->size());
     for (auto it = vocab->begin(); it != vocab->end(); ++it) {
         if (!it.value().is_number_integer())
             malformed("vocab entry \"" + it.key() + "\" is not an id");
-        const int64_t id = it.value().get<int64_t>();
-        if (id < 0 || id > 100000000)
-            malformed("vocab id " + std::to_string(id) + " is out of range");
-        m_vocab.emplace(it.key(), int32_t(id));
+        const int32_t id = checked::tokenId(it.value().get<int64_t>(), entries, m_path,
+                                            "model.vocab id of \"" + it.key() + "\"");
+        m_vocab.emplace(it.key(), id);
         maxId = std::max(maxId, int32_t(id));
     }
     m_idToToken.assign(size_t(maxId + 1), std::string());
@@ -266,17 +276,16 @@ void HfTokenizer::loadModel(const json& m) {
 
 void HfTokenizer::loadAddedTokens(const json& a) {
     if (!a.is_array()) malformed("\"added_tokens\" is not an array");
+    const int64_t entries = int64_t(m_vocab.size() + a.size());
     for (const json& t : a) {
         const json* id = member(t, "id");
         const json* content = member(t, "content");
         if (!id || !id->is_number_integer() || !content || !content->is_string())
             malformed("an added token has no id or content");
-        const int64_t i = id->get<int64_t>();
-        if (i < 0 || i > 100000000)
-            malformed("added token id " + std::to_string(i) + " is out of range");
         tok::LiteralToken lt;
         lt.text = content->get<std::string>();
-        lt.id = int32_t(i);
+        lt.id = checked::tokenId(id->get<int64_t>(), entries, m_path,
+                                 "added_tokens id of " + json(lt.text).dump());
         // As tokenizers does: a content the model already has keeps the model's id.
         if (const int32_t inModel = tok::lookup(m_vocab, lt.text); inModel >= 0) lt.id = inModel;
         lt.special = boolOr(t, "special", false);

@@ -3,19 +3,27 @@
 #include "core/tokenizer/unicode.h"
 
 #include <algorithm>
+#include <stdexcept>
 
 namespace lcw::tok {
 
 void LiteralMatcher::add(LiteralToken t) {
     if (t.text.empty()) return;
+    if (!m_texts.insert(t.text).second) return; // the first definition wins
     auto& bucket = m_byFirstByte[static_cast<unsigned char>(t.text[0])];
-    for (uint32_t i : bucket)
-        if (m_tokens[i].text == t.text) return; // the first definition wins
     m_tokens.push_back(std::move(t));
     bucket.push_back(uint32_t(m_tokens.size() - 1));
-    std::stable_sort(bucket.begin(), bucket.end(), [&](uint32_t a, uint32_t b) {
-        return m_tokens[a].text.size() > m_tokens[b].text.size();
-    });
+    m_finished = false;
+}
+
+void LiteralMatcher::finish() {
+    if (m_finished) return;
+    // Longest first; among equal lengths the order of definition.
+    for (auto& bucket : m_byFirstByte)
+        std::stable_sort(bucket.begin(), bucket.end(), [&](uint32_t a, uint32_t b) {
+            return m_tokens[a].text.size() > m_tokens[b].text.size();
+        });
+    m_finished = true;
 }
 
 namespace {
@@ -46,6 +54,7 @@ bool isWordChar(uint32_t cp) {
 
 void LiteralMatcher::split(std::string_view text, bool includeSpecial,
                            std::vector<Fragment>& out) const {
+    if (!m_finished) throw std::logic_error("LiteralMatcher::split before finish()");
     size_t plainBegin = 0;
     size_t i = 0;
     while (i < text.size()) {

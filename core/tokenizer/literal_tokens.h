@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <unordered_set>
 #include <vector>
 
 namespace lcw::tok {
@@ -28,7 +29,11 @@ struct Fragment {
 
 class LiteralMatcher {
 public:
+    /// Adds a token (the first definition of a text wins). O(1): call finish() after the
+    /// last add (construction stays linear for hostile files with millions of tokens).
     void add(LiteralToken t);
+    /// Orders the tokens for matching (longest first); required before split().
+    void finish();
     bool empty() const { return m_tokens.empty(); }
     /// Splits text into plain-text fragments and literal-token fragments. Special tokens are
     /// looked for only when includeSpecial. Empty plain fragments are not reported.
@@ -37,6 +42,8 @@ public:
 private:
     std::vector<LiteralToken> m_tokens;
     std::array<std::vector<uint32_t>, 256> m_byFirstByte; // indices, longest text first
+    std::unordered_set<std::string> m_texts;
+    bool m_finished = true;
 };
 
 } // namespace lcw::tok

@@ -165,6 +165,15 @@ std::unique_ptr<Tokenizer> Tokenizer::fromLlama2c(const std::string& path, int32
     if (maxLen <= 0)
         throw FormatError(path, "max_token_length is " + std::to_string(maxLen) + ", not positive",
                           0);
+    // Each token takes at least 8 bytes (score and length): refuse a vocabulary the file cannot
+    // hold before reserving tables for it.
+    if (uint64_t(vocabSize) > (size - off) / 8)
+        throw FormatError(path,
+                          "file is truncated: the model's vocabulary of " +
+                              std::to_string(vocabSize) + " tokens needs at least " +
+                              std::to_string(uint64_t(vocabSize) * 8) + " bytes but only " +
+                              std::to_string(size - off) + " remain",
+                          off);
     std::vector<std::string> tokens;
     std::vector<float> scores;
     tokens.reserve(size_t(vocabSize));
