@@ -18,6 +18,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <sys/stat.h>
 
 using namespace lcw;
 
@@ -456,6 +457,10 @@ private slots:
         expectRefused([&] { stats::StatsStore::load(text); }, text, "not an HDF5 file");
         expectRefused([&] { stats::StatsStore::load(dir + "/missing.h5"); }, dir + "/missing.h5",
                       "not found");
+        // A named pipe does not block the check.
+        const std::string fifo = dir + "/fifo.h5";
+        QCOMPARE(::mkfifo(fifo.c_str(), 0600), 0);
+        expectRefused([&] { stats::StatsStore::load(fifo); }, fifo, "not a regular file");
         fs::remove_all(dir);
     }
 

@@ -215,7 +215,7 @@ void seal(const std::string& path, Kind kind, int schemaVersion) {
 }
 
 Check verify(const std::string& path, Kind kind, int maxVersion) {
-    Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
     if (fd.get() < 0) {
         const int e = errno;
         throw FormatError(path, e == ENOENT ? "file not found" : std::strerror(e));
@@ -264,9 +264,10 @@ Check verify(const std::string& path, Kind kind, int maxVersion) {
 
 bool hasHdf5Signature(const std::string& path) {
     static const uint8_t sig[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
-    Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
     struct stat st {};
-    if (fd.get() < 0 || ::fstat(fd.get(), &st) != 0) return false;
+    // O_NONBLOCK above: a FIFO must not block the open; only regular files are read.
+    if (fd.get() < 0 || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) return false;
     const uint64_t size = uint64_t(st.st_size);
     for (uint64_t off = 0; off + sizeof sig <= size; off = off ? off * 2 : 512) {
         uint8_t b[sizeof sig];

@@ -51,6 +51,8 @@ ProcessResult runProcess(const std::vector<std::string>& argv, std::chrono::mill
     posix_spawnattr_init(&attr);
     sigset_t all, none;
     sigfillset(&all);
+    sigdelset(&all, SIGKILL);
+    sigdelset(&all, SIGSTOP);
     sigemptyset(&none);
     posix_spawnattr_setsigdefault(&attr, &all);
     posix_spawnattr_setsigmask(&attr, &none);
