@@ -8,6 +8,7 @@
 #include "core/common/sha256.h"
 #include "core/project/project.h"
 #include "core/stats/stats_store.h"
+#include "legacy_h5.h"
 #include "test_util.h"
 
 #include <H5Cpp.h>
@@ -71,88 +72,6 @@ project::Project sampleProject() {
     p.results = {{"compare", R"({"rows":[]})"}};
     p.uiState = R"({"target_bits":4})";
     return p;
-}
-
-// ---- files in the old formats (no userblock, variable-length strings), written with plain
-// libhdf5 as lcw up to schema/version 1 wrote them
-
-void vstr(H5::H5Object& o, const std::string& name, const std::string& v) {
-    H5::StrType st(H5::PredType::C_S1, H5T_VARIABLE);
-    o.createAttribute(name, st, H5::DataSpace(H5S_SCALAR)).write(st, v);
-}
-void i64(H5::H5Object& o, const std::string& name, int64_t v) {
-    o.createAttribute(name, H5::PredType::NATIVE_INT64, H5::DataSpace(H5S_SCALAR))
-        .write(H5::PredType::NATIVE_INT64, &v);
-}
-void bytes(H5::Group& g, const std::string& name, const std::string& s) {
-    hsize_t d = s.size();
-    H5::DataSet ds = g.createDataSet(name, H5::PredType::STD_U8LE, H5::DataSpace(1, &d));
-    if (d) ds.write(s.data(), H5::PredType::NATIVE_UINT8);
-}
-
-void writeLegacyStats(const std::string& path) {
-    H5::H5File f(path, H5F_ACC_TRUNC);
-    vstr(f, "format", "lcw-stats");
-    i64(f, "schema_version", 1);
-    vstr(f, "lcw_version", "0.9");
-    vstr(f, "created_utc", "2025-01-01T00:00:00Z");
-    vstr(f, "model_path", "/models/legacy");
-    vstr(f, "model_fingerprint", "sha256:1e9acy");
-    vstr(f, "stats_key", "sha256:0ld");
-    i64(f, "has_weights", 1);
-    i64(f, "has_activations", 0);
-    H5::Group m = f.createGroup("model");
-    vstr(m, "arch", "llama");
-    i64(m, "n_layers", 1);
-    i64(m, "dim", 8);
-    H5::Group o = f.createGroup("options");
-    vstr(o, "previews", "w4g32a,w8cs");
-    i64(o, "hist_bins", 16);
-    H5::Group w = f.createGroup("weights");
-    vstr(w, "order", "blk.0.ffn_up.weight\nblk.0.attn_q.weight\n");
-    for (const char* n : {"blk.0.attn_q.weight", "blk.0.ffn_up.weight"}) {
-        H5::Group g = w.createGroup(n);
-        vstr(g, "name", n);
-        vstr(g, "kind", "linear");
-        vstr(g, "dtype", "f16");
-        i64(g, "layer", 0);
-        const double mean = 0.25;
-        g.createAttribute("mean", H5::PredType::NATIVE_DOUBLE, H5::DataSpace(H5S_SCALAR))
-            .write(H5::PredType::NATIVE_DOUBLE, &mean);
-        hsize_t d = 3;
-        const double h[3] = {1, 2, 3};
-        g.createDataSet("hist", H5::PredType::IEEE_F64LE, H5::DataSpace(1, &d))
-            .write(h, H5::PredType::NATIVE_DOUBLE);
-    }
-    H5::Group a = f.createGroup("activations");
-    vstr(a, "order", "");
-    H5::Group s = f.createGroup("summary");
-    vstr(s, "json", R"({"legacy":true})");
-    i64(f, "complete", 1);
-}
-
-void writeLegacyProject(const std::string& path, const std::string& embeddedStats) {
-    H5::H5File f(path, H5F_ACC_TRUNC);
-    H5::Group root = f.openGroup("/");
-    vstr(root, "format", "lcw-project");
-    i64(root, "version", 1);
-    vstr(root, "model_path", "/models/legacy");
-    vstr(root, "model_fingerprint", "sha256:1e9acy");
-    vstr(root, "saved_utc", "2025-01-01T00:00:00Z");
-    H5::Group st = root.createGroup("statistics");
-    vstr(st, "name", "abcd-old.h5");
-    bytes(st, "file", embeddedStats);
-    H5::Group r = root.createGroup("recipes");
-    i64(r, "count", 1);
-    bytes(r, "0", R"({"lcw_recipe":1,"name":"old"})");
-    {
-        H5::DataSet ds = r.openDataSet("0");
-        vstr(ds, "name", "editor");
-    }
-    H5::Group res = root.createGroup("results");
-    i64(res, "count", 0);
-    bytes(root, "ui_state", R"({"target_bits":3.5})");
-    i64(root, "complete", 1);
 }
 
 /// An executable shell script (the converter override in the crash and hang tests).
@@ -364,9 +283,9 @@ private slots:
             H5::FileCreatPropList fcpl;
             fcpl.setUserblock(h5::kUserblockSize);
             H5::H5File f(path, H5F_ACC_TRUNC, fcpl);
-            vstr(f, "format", "lcw-stats");
-            i64(f, "schema_version", 2);
-            i64(f, "complete", 1);
+            lcwtest::vstr(f, "format", "lcw-stats");
+            lcwtest::i64(f, "schema_version", 2);
+            lcwtest::i64(f, "complete", 1);
         }
         h5::seal(path, h5::Kind::Stats, 2);
         expectRefused([&] { stats::StatsStore::load(path); }, path, "variable-length string");
@@ -376,7 +295,7 @@ private slots:
     void legacyStatsFileIsConvertedInAChild() {
         const std::string dir = lcwtest::tempDir("h5-legacy");
         const std::string path = dir + "/old.h5";
-        writeLegacyStats(path);
+        lcwtest::writeLegacyStats(path);
         const std::vector<uint8_t> before = readAll(path);
         QCOMPARE(h5::verify(path, h5::Kind::Stats, stats::kStatsSchemaVersion),
                  h5::Check::NoUserblock);
@@ -410,10 +329,10 @@ private slots:
 
     void legacyProjectIsConvertedInAChild() {
         const std::string dir = lcwtest::tempDir("h5-legacy-project");
-        writeLegacyStats(dir + "/embedded.h5");
+        lcwtest::writeLegacyStats(dir + "/embedded.h5");
         const std::vector<uint8_t> emb = readAll(dir + "/embedded.h5");
         const std::string path = dir + "/old.lcwproj";
-        writeLegacyProject(path, std::string(emb.begin(), emb.end()));
+        lcwtest::writeLegacyProject(path, std::string(emb.begin(), emb.end()));
         const std::vector<uint8_t> before = readAll(path);
         const project::Project p = project::load(path);
         QCOMPARE(p.modelPath, std::string("/models/legacy"));
@@ -467,14 +386,14 @@ private slots:
     void crashingReaderBecomesAnError() {
         const std::string dir = lcwtest::tempDir("h5-crash");
         const std::string path = dir + "/old.h5";
-        writeLegacyStats(path);
+        lcwtest::writeLegacyStats(path);
         // The converter dies of SIGSEGV, as libhdf5 does on some damaged files.
         h5::setConverter(script(dir, "crash.sh", "ulimit -c 0; kill -SEGV $$"));
         const uint64_t opens = h5::libraryOpens();
         const std::string m = expectRefused([&] { stats::StatsStore::load(path); }, path,
                                             "crashed the HDF5 reader (signal 11");
         QVERIFY2(m.find("damaged or not an lcw statistics file") != std::string::npos, m.c_str());
-        writeLegacyProject(dir + "/old.lcwproj", "");
+        lcwtest::writeLegacyProject(dir + "/old.lcwproj", "");
         expectRefused([&] { project::load(dir + "/old.lcwproj"); }, dir + "/old.lcwproj",
                       "crashed the HDF5 reader");
         QCOMPARE(h5::libraryOpens(), opens);
@@ -487,7 +406,7 @@ private slots:
     void hangingReaderIsStopped() {
         const std::string dir = lcwtest::tempDir("h5-hang");
         const std::string path = dir + "/old.h5";
-        writeLegacyStats(path);
+        lcwtest::writeLegacyStats(path);
         h5::setConverter(script(dir, "hang.sh", "exec sleep 60"));
         h5::setConverterTimeout(std::chrono::milliseconds(700));
         const auto t0 = std::chrono::steady_clock::now();
@@ -502,7 +421,7 @@ private slots:
     void noConverterMeansNoOpening() {
         const std::string dir = lcwtest::tempDir("h5-noconv");
         const std::string path = dir + "/old.h5";
-        writeLegacyStats(path);
+        lcwtest::writeLegacyStats(path);
         const QByteArray oldPath = qgetenv("PATH"), oldCli = qgetenv("LCW_CLI");
         h5::setConverter("");
         qputenv("PATH", QByteArray("/nonexistent"));
