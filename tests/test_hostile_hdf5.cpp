@@ -403,6 +403,28 @@ private slots:
         fs::remove_all(dir);
     }
 
+    void realLibhdf5CrashesStayInTheChild() {
+        // Found by mutating a schema 1 statistics file (tests/legacy_h5.h) and running
+        // `lcw-cli h5-convert` on each: one crashes libhdf5 1.10 with SIGSEGV, one made it
+        // allocate without end (600 MB in 3 s; the converter's address-space cap turns that
+        // into a failed read). In lcw's process both are error messages naming the file.
+        const std::string dir = lcwtest::sourcePath("tests/data/fuzz/hdf5/");
+        const uint64_t opens = h5::libraryOpens();
+        for (const char* name : {"legacy-stats-segv.h5", "legacy-stats-alloc.h5"}) {
+            const std::string path = dir + name;
+            QVERIFY(lcwtest::exists(path));
+            const std::vector<uint8_t> before = readAll(path);
+            const auto t0 = std::chrono::steady_clock::now();
+            const std::string m = expectRefused([&] { stats::StatsStore::load(path); }, path, "");
+            QVERIFY2(m.find("crashed the HDF5 reader") != std::string::npos ||
+                         m.find("corrupt statistics file") != std::string::npos,
+                     m.c_str());
+            QVERIFY(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(20));
+            QVERIFY(readAll(path) == before);
+        }
+        QCOMPARE(h5::libraryOpens(), opens);
+    }
+
     void hangingReaderIsStopped() {
         const std::string dir = lcwtest::tempDir("h5-hang");
         const std::string path = dir + "/old.h5";
