@@ -437,6 +437,13 @@ private slots:
         // A converter that refuses: its message is passed on.
         h5::setConverter(script(dir, "refuse.sh", "echo 'h5-convert: bad things inside'; exit 1"));
         expectRefused([&] { stats::StatsStore::load(path); }, path, "bad things inside");
+        // A converter that dies with exit code 1 but not by refusing (a sanitizer's report).
+        h5::setConverter(script(dir, "asan.sh",
+                                "echo '==1==ERROR: AddressSanitizer: heap-buffer-overflow' >&2; "
+                                "exit 1"));
+        expectRefused([&] { stats::StatsStore::load(path); }, path,
+                      "crashed the HDF5 reader (exit code 1 without a message; its last output: "
+                      "==1==ERROR: AddressSanitizer");
         fs::remove_all(dir);
     }
 

@@ -149,9 +149,10 @@ std::string signalName(int sig) {
     return s;
 }
 
-/// The converter's own message: its last line starting "h5-convert: ", else its last line.
-std::string childMessage(const std::string& out) {
-    std::string last, tagged;
+/// The converter's own message: its last line starting "h5-convert: " (`tagged` true), else its
+/// last line.
+std::string childMessage(const std::string& out, bool* tagged = nullptr) {
+    std::string last, tag;
     size_t start = 0;
     while (start < out.size()) {
         size_t end = out.find('\n', start);
@@ -159,10 +160,12 @@ std::string childMessage(const std::string& out) {
         std::string line = out.substr(start, end - start);
         while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
         if (!line.empty()) last = line;
-        if (line.rfind("h5-convert: ", 0) == 0) tagged = line.substr(12);
+        if (line.rfind("h5-convert: ", 0) == 0 && line.rfind("h5-convert: note: ", 0) != 0)
+            tag = line.substr(12);
         start = end + 1;
     }
-    std::string m = tagged.empty() ? last : tagged;
+    if (tagged) *tagged = !tag.empty();
+    std::string m = tag.empty() ? last : tag;
     if (m.size() > 400) m = m.substr(0, 400) + "…";
     return m;
 }
@@ -346,8 +349,14 @@ std::string convertInChild(const std::string& path, Kind kind, int maxVersion, c
         throw FormatError(path, "the file crashed the HDF5 reader (" + signalName(r.signal) +
                                     "); it is damaged or not an lcw " + kindNoun(kind) +
                                     " (it was read in a separate process, lcw is unaffected)");
+    bool tagged = false;
+    std::string m = childMessage(r.output, &tagged);
+    if (r.exitCode == 1 && !tagged) // died in a way of its own (a sanitizer's report, abort())
+        throw FormatError(path, "the file crashed the HDF5 reader (exit code 1 without a message" +
+                                    (m.empty() ? std::string() : "; its last output: " + m) +
+                                    "); it is damaged or not an lcw " + kindNoun(kind) +
+                                    " (it was read in a separate process, lcw is unaffected)");
     if (r.exitCode == 1) {
-        std::string m = childMessage(r.output);
         // The converter names the file itself; FormatError adds the name again.
         if (m.rfind(path + ": ", 0) == 0) m = m.substr(path.size() + 2);
         throw FormatError(path, m.empty() ? "the HDF5 converter refused the file" : m);
