@@ -2,6 +2,7 @@
 // the HDF5 store (round trip, version check, corrupt/foreign files), cancellation, known facts
 // on the demo model, and the CLI.
 #include "core/common/error.h"
+#include "core/common/h5_guard.h"
 #include "core/io/quants.h"
 #include "core/model/model.h"
 #include "core/runtime/session.h"
@@ -665,7 +666,8 @@ private slots:
         std::filesystem::copy_file(path, cut);
         std::filesystem::resize_file(cut, std::filesystem::file_size(path) / 3);
         expectFormatError(cut, "");
-        // Another program's HDF5 file.
+        // Another program's HDF5 file (no lcw header: read by the converter child process).
+        h5::setConverter(LCW_CLI_PATH);
         const std::string foreign = dir + "/foreign.h5";
         {
             H5::H5File f(foreign, H5F_ACC_TRUNC);
@@ -675,7 +677,7 @@ private slots:
                 .write(v, H5::PredType::NATIVE_DOUBLE);
         }
         expectFormatError(foreign, "not an lcw statistics file");
-        // A newer schema version.
+        // Changed after writing (here by libhdf5 itself): the checksum no longer holds.
         const std::string newer = dir + "/newer.h5";
         std::filesystem::copy_file(path, newer);
         {
@@ -683,6 +685,13 @@ private slots:
             int64_t v = 99;
             f.openAttribute("schema_version").write(H5::PredType::NATIVE_INT64, &v);
         }
+        expectFormatError(newer, "checksum mismatch");
+        // A newer schema version, with a valid header (resealed after zeroing the userblock).
+        {
+            std::fstream f(newer, std::ios::in | std::ios::out | std::ios::binary);
+            f.write(std::string(h5::kUserblockSize, '\0').data(), h5::kUserblockSize);
+        }
+        h5::seal(newer, h5::Kind::Stats, 99);
         expectFormatError(newer, "schema version 99");
         expectFormatError(dir + "/missing.h5", "not found");
         std::filesystem::remove_all(dir);

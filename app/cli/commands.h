@@ -38,6 +38,8 @@ int cmdAutotune(const std::vector<std::string>& args);
 int cmdResults(const std::vector<std::string>& args);
 int cmdImatrix(const std::vector<std::string>& args);
 int cmdExport(const std::vector<std::string>& args);
+/// Hidden: converts an HDF5 file without lcw header in a child process (core/common/h5_guard.h).
+int cmdH5Convert(const std::vector<std::string>& args);
 
 /// The MODEL positional (first), with --tokenizer; FormatError etc. from Model::load.
 std::unique_ptr<Model> openModel(const Args& a, bool needTokenizer);

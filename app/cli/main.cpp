@@ -139,6 +139,7 @@ int main(int argc, char** argv) {
         if (cmd == "autotune") return cmdAutotune(args);
         if (cmd == "imatrix") return cmdImatrix(args);
         if (cmd == "export") return cmdExport(args);
+        if (cmd == "h5-convert") return cmdH5Convert(args); // hidden: h5_guard.h
         std::fprintf(stderr, "lcw-cli: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
         return 2;
     } catch (const UsageError& e) {

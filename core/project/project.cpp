@@ -17,39 +17,18 @@ namespace {
 
 const char* kFormat = "lcw-project";
 
-std::string getStr(const H5::H5Object& o, const std::string& name) {
-    H5::Attribute a = o.openAttribute(name);
-    H5::StrType st(H5::PredType::C_S1, H5T_VARIABLE);
-    std::string v;
-    a.read(st, v);
-    return v;
+using h5::getBytes;
+using h5::putBytes;
+
+// `legacy`: the reader of files without lcw's userblock (version 1), which runs only in the
+// converter child process (lcw-cli h5-convert): variable-length strings are read there and
+// refused everywhere else.
+std::string getStr(const H5::H5Object& o, const std::string& name, bool legacy) {
+    return h5::readStr(o.openAttribute(name), legacy);
 }
 int64_t getInt(const H5::H5Object& o, const std::string& name) {
     int64_t v = 0;
     o.openAttribute(name).read(H5::PredType::NATIVE_INT64, &v);
-    return v;
-}
-
-/// A string as a 1-D uint8 dataset (JSON texts can exceed the attribute size limit).
-void putBytes(H5::Group& g, const std::string& name, const void* data, size_t n) {
-    hsize_t d = n;
-    H5::DataSpace sp(1, &d);
-    H5::DSetCreatPropList pl;
-    if (n >= 4096) {
-        hsize_t ch = std::min<hsize_t>(d, 1 << 20);
-        pl.setChunk(1, &ch);
-    }
-    H5::DataSet ds = g.createDataSet(name, H5::PredType::STD_U8LE, sp, pl);
-    if (n) ds.write(data, H5::PredType::NATIVE_UINT8);
-}
-std::vector<uint8_t> getBytes(const H5::Group& g, const std::string& name) {
-    H5::DataSet ds = g.openDataSet(name);
-    H5::DataSpace sp = ds.getSpace();
-    if (sp.getSimpleExtentNdims() != 1) throw Error(name + ": not a 1-D byte array");
-    hsize_t d = 0;
-    sp.getSimpleExtentDims(&d);
-    std::vector<uint8_t> v(static_cast<size_t>(d));
-    if (d) ds.read(v.data(), H5::PredType::NATIVE_UINT8);
     return v;
 }
 
@@ -63,7 +42,7 @@ void putList(H5::Group& root, const std::string& group, const std::vector<NamedJ
         putStr(ds, "name", items[i].name);
     }
 }
-std::vector<NamedJson> getList(const H5::Group& root, const std::string& group) {
+std::vector<NamedJson> getList(const H5::Group& root, const std::string& group, bool legacy) {
     H5::Group g = root.openGroup(group);
     const int64_t n = getInt(g, "count");
     std::vector<NamedJson> out;
@@ -72,7 +51,7 @@ std::vector<NamedJson> getList(const H5::Group& root, const std::string& group) 
         const std::vector<uint8_t> b = getBytes(g, key);
         NamedJson item;
         item.json.assign(b.begin(), b.end());
-        item.name = getStr(g.openDataSet(key), "name");
+        item.name = getStr(g.openDataSet(key), "name", legacy);
         out.push_back(std::move(item));
     }
     return out;
@@ -87,40 +66,21 @@ std::string utcNow() {
     return buf;
 }
 
-} // namespace
-
-void save(const std::string& path, const Project& p) {
-    h5::writeFileAtomically(path, "project", [&](H5::H5File& f) {
-        H5::Group root = f.openGroup("/");
-        putStr(root, "format", kFormat);
-        putInt(root, "version", Project::kVersion);
-        putStr(root, "model_path", p.modelPath);
-        putStr(root, "model_fingerprint", p.modelFingerprint);
-        putStr(root, "saved_utc", utcNow());
-        H5::Group stats = root.createGroup("statistics");
-        putStr(stats, "name", p.statsName);
-        putBytes(stats, "file", p.statsFile.data(), p.statsFile.size());
-        putList(root, "recipes", p.recipes);
-        putList(root, "results", p.results);
-        putBytes(root, "ui_state", p.uiState.data(), p.uiState.size());
-        // Written last: a file without it is incomplete.
-        putInt(root, "complete", 1);
-    });
-}
-
-Project load(const std::string& path) {
+/// Reads with libhdf5: only files that passed h5::verify() (or, with `legacy`, in the converter
+/// child process).
+Project readHdf5(const std::string& path, bool legacy) {
     if (!std::filesystem::exists(path)) throw FormatError(path, "no such file");
+    if (!h5::hasHdf5Signature(path)) throw FormatError(path, "not an HDF5 file");
     const std::lock_guard<std::mutex> lock(h5::fileMutex());
+    H5::Exception::dontPrint();
+    auto str = [legacy](const H5::H5Object& o, const std::string& name) {
+        return getStr(o, name, legacy);
+    };
     try {
-        H5::Exception::dontPrint();
-        if (!H5::H5File::isHdf5(path)) throw FormatError(path, "not an HDF5 file");
-    } catch (const H5::Exception&) {
-        throw FormatError(path, "not an HDF5 file");
-    }
-    try {
+        h5::noteLibraryOpen();
         H5::H5File f(path, H5F_ACC_RDONLY);
         H5::Group root = f.openGroup("/");
-        if (!root.attrExists("format") || getStr(root, "format") != kFormat)
+        if (!root.attrExists("format") || str(root, "format") != kFormat)
             throw FormatError(path, "not an lcw project (another program's HDF5 file)");
         Project p;
         p.version = int(getInt(root, "version"));
@@ -130,20 +90,61 @@ Project load(const std::string& path) {
                                         std::to_string(Project::kVersion) + ")");
         if (!root.attrExists("complete"))
             throw FormatError(path, "incomplete project file (writing was interrupted)");
-        p.modelPath = getStr(root, "model_path");
-        p.modelFingerprint = getStr(root, "model_fingerprint");
-        p.savedUtc = getStr(root, "saved_utc");
+        p.modelPath = str(root, "model_path");
+        p.modelFingerprint = str(root, "model_fingerprint");
+        p.savedUtc = str(root, "saved_utc");
         H5::Group stats = root.openGroup("statistics");
-        p.statsName = getStr(stats, "name");
+        p.statsName = str(stats, "name");
         p.statsFile = getBytes(stats, "file");
-        p.recipes = getList(root, "recipes");
-        p.results = getList(root, "results");
+        p.recipes = getList(root, "recipes", legacy);
+        p.results = getList(root, "results", legacy);
         const std::vector<uint8_t> ui = getBytes(root, "ui_state");
         p.uiState.assign(ui.begin(), ui.end());
         return p;
     } catch (const H5::Exception& e) {
         throw FormatError(path, "corrupt or incomplete project: " + e.getDetailMsg());
     }
+}
+
+} // namespace
+
+void save(const std::string& path, const Project& p) {
+    h5::writeFileAtomically(path, "project", h5::Kind::Project, Project::kVersion,
+                            [&](H5::H5File& f) {
+                                H5::Group root = f.openGroup("/");
+                                putStr(root, "format", kFormat);
+                                putInt(root, "version", Project::kVersion);
+                                putStr(root, "model_path", p.modelPath);
+                                putStr(root, "model_fingerprint", p.modelFingerprint);
+                                putStr(root, "saved_utc", utcNow());
+                                H5::Group stats = root.createGroup("statistics");
+                                putStr(stats, "name", p.statsName);
+                                putBytes(stats, "file", p.statsFile.data(), p.statsFile.size());
+                                putList(root, "recipes", p.recipes);
+                                putList(root, "results", p.results);
+                                putBytes(root, "ui_state", p.uiState.data(), p.uiState.size());
+                                // Written last: a file without it is incomplete.
+                                putInt(root, "complete", 1);
+                            });
+}
+
+Project load(const std::string& path) {
+    if (h5::verify(path, h5::Kind::Project, Project::kVersion) == h5::Check::Verified)
+        return readHdf5(path, false);
+    // No lcw header (a version 1 project, another program's file): converted in a child
+    // process; the file itself stays as it is until the user saves (then in version 2).
+    const h5::TempDir dir("lcw-h5convert-");
+    const std::string converted =
+        h5::convertInChild(path, h5::Kind::Project, Project::kVersion, dir);
+    try {
+        return readHdf5(converted, false);
+    } catch (const FormatError& e) {
+        throw FormatError(path, "the converted copy cannot be read: " + e.problem());
+    }
+}
+
+Project loadLegacyUnverified(const std::string& path) {
+    return readHdf5(path, true);
 }
 
 } // namespace lcw::project

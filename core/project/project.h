@@ -20,8 +20,10 @@ struct NamedJson {
 };
 
 struct Project {
-    /// Version this build writes and the newest it reads.
-    static constexpr int kVersion = 1;
+    /// Version this build writes and the newest it reads. 2: fixed-length strings only and
+    /// lcw's checksummed userblock (core/common/h5_guard.h); version 1 files are converted in a
+    /// child process when opened.
+    static constexpr int kVersion = 2;
     int version = kVersion; ///< as read
     std::string modelPath;
     std::string modelFingerprint; ///< stats::modelFingerprint() of the model
@@ -38,7 +40,14 @@ struct Project {
 /// Writes the project atomically; throws Error naming the path (the old file is kept then).
 void save(const std::string& path, const Project& p);
 /// Reads a project; throws FormatError naming the path when the file is not an lcw project, is
-/// corrupt or incomplete, or has a newer version.
+/// corrupt or incomplete, or has a newer version. The lcw header is checked first (a damaged
+/// file is refused without being parsed); a file without one (version 1, other programs) is
+/// converted by lcw-cli in a child process and the converted copy read (the file itself is not
+/// changed; the next save writes version 2).
 Project load(const std::string& path);
+/// Reads any lcw project (version 1 or 2) with libhdf5 directly, without checking a header,
+/// variable-length strings allowed. Only for the converter process (`lcw-cli h5-convert`): a
+/// damaged file can crash libhdf5 here.
+Project loadLegacyUnverified(const std::string& path);
 
 } // namespace lcw::project

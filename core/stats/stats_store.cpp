@@ -86,11 +86,14 @@ struct AttrValue {
     std::vector<int64_t> ints;
 };
 
-AttrValue readAttr(const H5::Attribute& a) {
+// `legacy`: the reader of files without lcw's userblock (older lcw files), which runs only in
+// the converter child process (lcw-cli h5-convert): variable-length strings are read there and
+// refused everywhere else.
+AttrValue readAttr(const H5::Attribute& a, bool legacy) {
     AttrValue r;
     r.cls = a.getTypeClass();
     if (r.cls == H5T_STRING) {
-        a.read(a.getStrType(), r.s);
+        r.s = h5::readStr(a, legacy);
     } else if (r.cls == H5T_FLOAT) {
         a.read(H5::PredType::NATIVE_DOUBLE, &r.d);
     } else if (r.cls == H5T_INTEGER) {
@@ -102,22 +105,34 @@ AttrValue readAttr(const H5::Attribute& a) {
     return r;
 }
 
-std::string getStr(const H5::H5Object& o, const std::string& name, const std::string& def = "") {
-    if (!o.attrExists(name)) return def;
-    return readAttr(o.openAttribute(name)).s;
-}
-double getNum(const H5::H5Object& o, const std::string& name, double def = 0) {
-    if (!o.attrExists(name)) return def;
-    return readAttr(o.openAttribute(name)).d;
-}
+struct Reader {
+    bool legacy = false;
 
-TensorStats readTensor(const H5::Group& g) {
+    std::string getStr(const H5::H5Object& o, const std::string& name,
+                       const std::string& def = "") const {
+        if (!o.attrExists(name)) return def;
+        return readAttr(o.openAttribute(name), legacy).s;
+    }
+    double getNum(const H5::H5Object& o, const std::string& name, double def = 0) const {
+        if (!o.attrExists(name)) return def;
+        return readAttr(o.openAttribute(name), legacy).d;
+    }
+    /// A text stored as a byte dataset (schema 2) or, in schema 1, as a string attribute.
+    std::string getText(const H5::Group& g, const std::string& name) const {
+        if (g.nameExists(name)) return h5::getBytesAsString(g, name);
+        return getStr(g, name);
+    }
+    TensorStats readTensor(const H5::Group& g) const;
+    std::vector<TensorStats> readTensors(const H5::H5File& f, const std::string& group) const;
+};
+
+TensorStats Reader::readTensor(const H5::Group& g) const {
     TensorStats t;
     const int na = g.getNumAttrs();
     for (int i = 0; i < na; ++i) {
         H5::Attribute a = g.openAttribute(unsigned(i));
         const std::string n = a.getName();
-        AttrValue v = readAttr(a);
+        AttrValue v = readAttr(a, legacy);
         if (n == "name")
             t.name = v.s;
         else if (n == "kind")
@@ -150,12 +165,12 @@ TensorStats readTensor(const H5::Group& g) {
     return t;
 }
 
-std::vector<TensorStats> readTensors(const H5::H5File& f, const std::string& group) {
+std::vector<TensorStats> Reader::readTensors(const H5::H5File& f, const std::string& group) const {
     std::vector<TensorStats> r;
     if (!f.nameExists(group)) return r;
     H5::Group g = f.openGroup(group);
-    // Stored order: an "order" attribute lists names as written (groups iterate by name).
-    const std::string order = getStr(g, "order");
+    // Stored order: "order" lists names as written (groups iterate by name).
+    const std::string order = getText(g, "order");
     std::stringstream ss(order);
     std::string n;
     while (std::getline(ss, n, '\n'))
@@ -169,6 +184,7 @@ PreviewConfig parseLabel(const std::string& l) {
     size_t i = 1;
     c.bits = std::stoi(l.substr(i));
     while (i < l.size() && std::isdigit(static_cast<unsigned char>(l[i]))) ++i;
+    if (i >= l.size()) throw std::invalid_argument("preview label '" + l + "'");
     if (l[i] == 't')
         c.group = -1, ++i;
     else if (l[i] == 'c')
@@ -182,16 +198,22 @@ PreviewConfig parseLabel(const std::string& l) {
     return c;
 }
 
-StatsReport readFile(const std::string& path, bool headerOnly) {
+/// Reads with libhdf5: only files that passed h5::verify() (or, with `legacy`, in the converter
+/// child process).
+StatsReport readHdf5(const std::string& path, bool headerOnly, bool legacy) {
     const std::lock_guard<std::mutex> lock(h5::fileMutex());
     H5::Exception::dontPrint();
     if (!std::filesystem::exists(path)) throw FormatError(path, "file not found");
+    if (!h5::hasHdf5Signature(path)) throw FormatError(path, "not an HDF5 file");
+    const Reader rd{legacy};
+    auto getStr = [&rd](const H5::H5Object& o, const std::string& name) {
+        return rd.getStr(o, name);
+    };
+    auto getNum = [&rd](const H5::H5Object& o, const std::string& name, double def = 0) {
+        return rd.getNum(o, name, def);
+    };
     try {
-        if (!H5::H5File::isHdf5(path)) throw FormatError(path, "not an HDF5 file");
-    } catch (const H5::Exception&) {
-        throw FormatError(path, "not an HDF5 file (or unreadable)");
-    }
-    try {
+        h5::noteLibraryOpen();
         H5::H5File f(path, H5F_ACC_RDONLY);
         if (getStr(f, "format") != kFormat)
             throw FormatError(path, std::string("not an lcw statistics file (root attribute "
@@ -241,9 +263,9 @@ StatsReport readFile(const std::string& path, bool headerOnly) {
             r.calibration.tokens = int64_t(getNum(c, "tokens"));
             r.calibration.textTokens = int64_t(getNum(c, "text_tokens"));
         }
-        r.weights = readTensors(f, "weights");
-        r.activations = readTensors(f, "activations");
-        if (f.nameExists("summary")) r.summaryJson = getStr(f.openGroup("summary"), "json");
+        r.weights = rd.readTensors(f, "weights");
+        r.activations = rd.readTensors(f, "activations");
+        if (f.nameExists("summary")) r.summaryJson = rd.getText(f.openGroup("summary"), "json");
         return r;
     } catch (const H5::Exception& e) {
         throw FormatError(path, "corrupt statistics file (HDF5: " + e.getDetailMsg() + ")");
@@ -252,57 +274,73 @@ StatsReport readFile(const std::string& path, bool headerOnly) {
     }
 }
 
+/// Verifies the file's lcw header, then reads it; a file without one is converted in a child
+/// process first (the file itself is left as it is; the converted copy is read and removed).
+StatsReport readFile(const std::string& path, bool headerOnly) {
+    if (h5::verify(path, h5::Kind::Stats, kStatsSchemaVersion) == h5::Check::Verified)
+        return readHdf5(path, headerOnly, false);
+    const h5::TempDir dir("lcw-h5convert-");
+    const std::string converted =
+        h5::convertInChild(path, h5::Kind::Stats, kStatsSchemaVersion, dir);
+    try {
+        return readHdf5(converted, headerOnly, false);
+    } catch (const FormatError& e) {
+        throw FormatError(path, "the converted copy cannot be read: " + e.problem());
+    }
+}
+
 } // namespace
 
 void StatsStore::save(const std::string& path, const StatsReport& r) {
-    h5::writeFileAtomically(path, "statistics", [&](H5::H5File& f) {
-        putStr(f, "format", kFormat);
-        putInt(f, "schema_version", kStatsSchemaVersion);
-        putStr(f, "lcw_version", r.lcwVersion);
-        putStr(f, "created_utc", r.createdUtc);
-        putStr(f, "model_path", r.modelPath);
-        putStr(f, "model_fingerprint", r.modelFingerprint);
-        putStr(f, "stats_key", r.statsKey);
-        putInt(f, "has_weights", r.hasWeights);
-        putInt(f, "has_activations", r.hasActivations);
-        H5::Group m = f.createGroup("model");
-        putStr(m, "arch", r.arch);
-        putInt(m, "n_layers", r.nLayers);
-        putInt(m, "dim", r.dim);
-        putInt(m, "n_heads", r.nHeads);
-        putInt(m, "n_kv_heads", r.nKvHeads);
-        putInt(m, "head_dim", r.headDim);
-        putInt(m, "hidden", r.hidden);
-        putInt(m, "vocab", r.vocab);
-        H5::Group o = f.createGroup("options");
-        putStr(o, "previews", previewList(r.previews));
-        putInt(o, "hist_bins", r.histBins);
-        putDouble(o, "hist_sigma", r.histSigma);
-        if (r.hasActivations) {
-            H5::Group c = f.createGroup("calibration");
-            putStr(c, "source", r.calibration.source);
-            putInt(c, "builtin", r.calibration.builtin);
-            putStr(c, "sha256", r.calibration.sha256);
-            putInt(c, "samples", r.calibration.samples);
-            putInt(c, "seq_len", r.calibration.seqLen);
-            putInt(c, "tokens", r.calibration.tokens);
-            putInt(c, "text_tokens", r.calibration.textTokens);
-        }
-        for (const char* grp : {"weights", "activations"}) {
-            const auto& list = std::string(grp) == "weights" ? r.weights : r.activations;
-            H5::Group g = f.createGroup(grp);
-            std::string order;
-            for (auto& t : list) {
-                writeTensor(g, t);
-                order += t.name + "\n";
+    h5::writeFileAtomically(
+        path, "statistics", h5::Kind::Stats, kStatsSchemaVersion, [&](H5::H5File& f) {
+            putStr(f, "format", kFormat);
+            putInt(f, "schema_version", kStatsSchemaVersion);
+            putStr(f, "lcw_version", r.lcwVersion);
+            putStr(f, "created_utc", r.createdUtc);
+            putStr(f, "model_path", r.modelPath);
+            putStr(f, "model_fingerprint", r.modelFingerprint);
+            putStr(f, "stats_key", r.statsKey);
+            putInt(f, "has_weights", r.hasWeights);
+            putInt(f, "has_activations", r.hasActivations);
+            H5::Group m = f.createGroup("model");
+            putStr(m, "arch", r.arch);
+            putInt(m, "n_layers", r.nLayers);
+            putInt(m, "dim", r.dim);
+            putInt(m, "n_heads", r.nHeads);
+            putInt(m, "n_kv_heads", r.nKvHeads);
+            putInt(m, "head_dim", r.headDim);
+            putInt(m, "hidden", r.hidden);
+            putInt(m, "vocab", r.vocab);
+            H5::Group o = f.createGroup("options");
+            putStr(o, "previews", previewList(r.previews));
+            putInt(o, "hist_bins", r.histBins);
+            putDouble(o, "hist_sigma", r.histSigma);
+            if (r.hasActivations) {
+                H5::Group c = f.createGroup("calibration");
+                putStr(c, "source", r.calibration.source);
+                putInt(c, "builtin", r.calibration.builtin);
+                putStr(c, "sha256", r.calibration.sha256);
+                putInt(c, "samples", r.calibration.samples);
+                putInt(c, "seq_len", r.calibration.seqLen);
+                putInt(c, "tokens", r.calibration.tokens);
+                putInt(c, "text_tokens", r.calibration.textTokens);
             }
-            putStr(g, "order", order);
-        }
-        H5::Group s = f.createGroup("summary");
-        putStr(s, "json", r.summaryJson);
-        // Marked complete last: a file cut short by a crash mid-write never reads as valid.
-        putInt(f, "complete", 1);
-    });
+            for (const char* grp : {"weights", "activations"}) {
+                const auto& list = std::string(grp) == "weights" ? r.weights : r.activations;
+                H5::Group g = f.createGroup(grp);
+                std::string order;
+                for (auto& t : list) {
+                    writeTensor(g, t);
+                    order += t.name + "\n";
+                }
+                h5::putBytes(g, "order", order);
+            }
+            H5::Group s = f.createGroup("summary");
+            h5::putBytes(s, "json", r.summaryJson);
+            // Marked complete last: a file cut short by a crash mid-write never reads as valid.
+            putInt(f, "complete", 1);
+        });
 }
 
 StatsReport StatsStore::load(const std::string& path) {
@@ -310,6 +348,9 @@ StatsReport StatsStore::load(const std::string& path) {
 }
 StatsReport StatsStore::loadHeader(const std::string& path) {
     return readFile(path, true);
+}
+StatsReport StatsStore::loadLegacyUnverified(const std::string& path) {
+    return readHdf5(path, false, true);
 }
 
 } // namespace lcw::stats

@@ -38,8 +38,11 @@ struct StatsReport {
     const TensorStats* findActivation(const std::string& name) const;
 };
 
-/// Schema version this build writes and the newest it reads.
-inline constexpr int kStatsSchemaVersion = 1;
+/// Schema version this build writes and the newest it reads. 2: fixed-length strings only,
+/// "order" and the summary JSON as byte datasets, lcw's checksummed userblock
+/// (core/common/h5_guard.h). Files of version 1 (variable-length strings, no userblock) are
+/// converted in a child process when read.
+inline constexpr int kStatsSchemaVersion = 2;
 
 class StatsStore {
 public:
@@ -48,10 +51,18 @@ public:
     static void save(const std::string& path, const StatsReport& report);
     /// Reads a file written by save(). Throws FormatError naming the path when the file is not
     /// HDF5, is corrupt, is another program's HDF5 file, is incomplete, or has a newer schema.
+    /// The file's lcw header is checked first (h5::verify: a damaged file is refused without
+    /// being parsed); a file without one (older lcw, other programs) is converted by lcw-cli in
+    /// a child process (h5::convertInChild) and the converted copy read; the file is not
+    /// changed.
     static StatsReport load(const std::string& path);
     /// Reads only the root attributes (version, fingerprints): cheap check whether a file holds
     /// the statistics wanted. Same errors as load().
     static StatsReport loadHeader(const std::string& path);
+    /// Reads any lcw statistics file (schema 1 or 2) with libhdf5 directly, without checking a
+    /// header, variable-length strings allowed. Only for the converter process
+    /// (`lcw-cli h5-convert`): a damaged file can crash libhdf5 here.
+    static StatsReport loadLegacyUnverified(const std::string& path);
 };
 
 } // namespace lcw::stats
