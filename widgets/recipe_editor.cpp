@@ -705,8 +705,7 @@ Rule RecipeEditor::ruleFromForm(const std::vector<std::string>& targets) const {
         try {
             rj[k.toStdString()] = parseJsonText(t.toStdString(), "section " + k.toStdString());
         } catch (const FormatError& ex) {
-            throw compress::RecipeError(int(m_recipe.rules.size()), k.toStdString(),
-                                        "invalid JSON: " + ex.problem());
+            throw compress::RecipeError(int(m_recipe.rules.size()), k.toStdString(), ex.problem());
         }
     }
     // Validate through the parser with this rule in its final position, so errors name it.
