@@ -178,6 +178,21 @@ private slots:
         // Deep inside a valid tokenizer: normalizer Sequences nested 40 deep (81 levels).
         lcw::writeFileAtomic(tok, nestedSequenceTokenizer(40));
         EXPECT_ERR(lcw::Tokenizer::fromHfJson(tok), tok, kTooDeep);
+        // 300000 nested Sequences: the loader's recursion used to overflow the stack (SIGSEGV).
+        {
+            nlohmann::json doc = lcw::readJsonFile(lcwtest::demoModelPath() + "/tokenizer.json");
+            doc["normalizer"] = "@";
+            std::string text = doc.dump();
+            constexpr size_t n = 300000;
+            std::string seq;
+            seq.reserve(n * 40);
+            for (size_t i = 0; i < n; ++i) seq += R"({"type":"Sequence","normalizers":[)";
+            seq += R"({"type":"Lowercase"})";
+            for (size_t i = 0; i < n; ++i) seq += "]}";
+            text.replace(text.find("\"@\""), 3, seq);
+            lcw::writeFileAtomic(tok, text);
+            EXPECT_ERR(lcw::Tokenizer::fromHfJson(tok), tok, kTooDeep);
+        }
         // Nested Sequences within the limit still load (the loader recurses into them).
         lcw::writeFileAtomic(tok, nestedSequenceTokenizer(20));
         QVERIFY(lcw::Tokenizer::fromHfJson(tok)->vocabSize() > 0);
