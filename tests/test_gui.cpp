@@ -466,6 +466,15 @@ private slots:
         QCOMPARE(w.layerProxy()->rowCount(), 18);
         w.setLayerFilter(QStringLiteral("re:(")); // invalid: the previous filter stays
         QCOMPARE(w.layerProxy()->rowCount(), 18);
+        QVERIFY(w.filterEdit()->toolTip().contains(QStringLiteral("missing )")));
+        // RE2: a backtracking bomb returns at once (no match), lookaround is refused.
+        QElapsedTimer bomb;
+        bomb.start();
+        w.setLayerFilter(QStringLiteral("re:^(.*)*(.*)*(.*)*x$"));
+        QCOMPARE(w.layerProxy()->rowCount(), 0);
+        QVERIFY(bomb.elapsed() < 1000);
+        w.setLayerFilter(QStringLiteral("re:attn(?=\\.q)"));
+        QVERIFY(w.filterEdit()->toolTip().contains(QStringLiteral("lookaround")));
         w.setLayerFilter(QString());
         QCOMPARE(w.layerProxy()->rowCount(), 47);
 

@@ -133,7 +133,7 @@ std::string CompareResults::toJson() const {
 }
 
 CompareResults CompareResults::fromJson(const std::string& text) {
-    const json j = json::parse(text);
+    const json j = parseJsonText(text, "comparison results");
     CompareResults c;
     c.baseline = QString::fromStdString(j.at("baseline").get<std::string>());
     c.ctx = j.at("ctx").get<qint64>();
@@ -760,13 +760,14 @@ bool ComparePanel::hiddenErrorEnabled() const {
 QString ComparePanel::editorLabel(const compress::Recipe& recipe) {
     nlohmann::ordered_json c;
     c["name"] = editorName().toStdString();
-    c["recipe"] = nlohmann::ordered_json::parse(recipe.toJson().dump());
+    c["recipe"] = parseOrderedJsonText(recipe.toJson().dump(), "recipe " + recipe.name);
     return ResultsPanel::configLabel(c);
 }
 
 void ComparePanel::addExtraRecipe(const QString& name, const QString& jsonText) {
     // Validate now so a bad entry never reaches a job.
-    compress::Recipe::fromJson(json::parse(jsonText.toStdString()));
+    compress::Recipe::fromJson(
+        parseJsonText(jsonText.toStdString(), "recipe " + name.toStdString()));
     for (auto& [n, j] : m_extra)
         if (n == name) {
             j = jsonText;
@@ -1086,7 +1087,8 @@ bool resolveConfig(const QString& name, const std::function<compress::Recipe()>&
         bool found = false;
         for (const auto& [en, ej] : extra)
             if (en == name) {
-                s.recipe = compress::Recipe::fromJson(json::parse(ej.toStdString()));
+                s.recipe = compress::Recipe::fromJson(
+                    parseJsonText(ej.toStdString(), "recipe " + en.toStdString()));
                 found = true;
             }
         for (const auto& [mn, mp] : modelFiles)

@@ -1,6 +1,7 @@
 #include "widgets/imatrix_manager.h"
 
 #include "core/common/error.h"
+#include "core/common/json_file.h"
 
 #include <QByteArray>
 #include <QDir>
@@ -255,7 +256,7 @@ compress::Imatrix ImatrixManager::fromJson(const std::string& text, const std::s
                                            QString* path) {
     compress::Imatrix m;
     try {
-        const nlohmann::json j = nlohmann::json::parse(text);
+        const nlohmann::json j = parseJsonText(text, origin);
         if (path) *path = QString::fromStdString(j.value("path", std::string()));
         m.dataset = j.value("dataset", std::string());
         m.chunks = j.value("chunks", 0);

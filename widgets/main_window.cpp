@@ -15,6 +15,7 @@
 #include "widgets/number_format.h"
 #include "widgets/recent_list.h"
 #include "widgets/recipe_editor.h"
+#include "widgets/regex_filter_proxy.h"
 #include "widgets/results_panel.h"
 #include "widgets/run_panel.h"
 #include "widgets/sensitivity_panel.h"
@@ -513,7 +514,7 @@ QWidget* MainWindow::buildLayersPanel() {
     rl->addLayout(filterRow);
 
     m_layerModel = new LayerTableModel(this);
-    m_proxy = new QSortFilterProxyModel(this);
+    m_proxy = new RegexFilterProxy(this);
     m_proxy->setSourceModel(m_layerModel);
     m_proxy->setSortRole(LayerTableModel::SortRole);
     m_proxy->setFilterKeyColumn(-1);

@@ -4,6 +4,7 @@
 #include "widgets/main_window_private.h"
 
 #include "core/common/error.h"
+#include "core/common/json_file.h"
 #include "core/common/mapped_file.h"
 #include "core/compress/recipe.h"
 #include "core/project/project.h"
@@ -40,6 +41,15 @@
 namespace lcw {
 
 using namespace mw;
+
+namespace {
+
+/// How a JSON part of a project file is named in errors: "PROJECT (part NAME)".
+std::string projectPart(const QString& projectPath, const std::string& part) {
+    return QDir::toNativeSeparators(projectPath).toStdString() + " (part " + part + ")";
+}
+
+} // namespace
 
 void MainWindow::setAutosaveMinutes(int minutes) {
     if (!m_autosaveTimer) return;
@@ -243,7 +253,7 @@ bool MainWindow::openProject(const QString& path) {
 void MainWindow::restoreCompareModelFiles(const project::Project& p, const QString& path) {
     for (const project::NamedJson& r : p.results) {
         if (r.name != kCompareModelFiles) continue;
-        const nlohmann::json j = nlohmann::json::parse(r.json);
+        const nlohmann::json j = parseJsonText(r.json, projectPart(path, r.name));
         for (const auto& f : j.at("files")) {
             const QString file = QString::fromStdString(f.at("path").get<std::string>());
             QString error;
@@ -270,7 +280,8 @@ void MainWindow::applyProject() {
         for (const project::NamedJson& r : p->recipes) {
             const QString name = QString::fromStdString(r.name);
             if (r.name == kEditorRecipe)
-                editor = compress::Recipe::fromJson(nlohmann::json::parse(r.json));
+                editor =
+                    compress::Recipe::fromJson(parseJsonText(r.json, projectPart(path, r.name)));
             else if (name.startsWith(QLatin1String(kFileRecipePrefix)))
                 m_comparePanel->addExtraRecipe(name.mid(int(strlen(kFileRecipePrefix))),
                                                QString::fromStdString(r.json));
@@ -284,7 +295,7 @@ void MainWindow::applyProject() {
         m_layerModel->setMeasuredErrors({}, {});
         for (const project::NamedJson& r : p->results)
             if (r.name == kSensitivityScan &&
-                !m_sensitivityPanel->showScanJson(nlohmann::json::parse(r.json),
+                !m_sensitivityPanel->showScanJson(parseJsonText(r.json, projectPart(path, r.name)),
                                                   tr("in the project %1").arg(path)))
                 m_log->warning(m_sensitivityPanel->lastError());
         // The project's importance matrix, checked against the model like an opened file.
@@ -306,7 +317,7 @@ void MainWindow::applyProject() {
         }
         for (const project::NamedJson& r : p->results) {
             if (r.name != kLayerErrors) continue;
-            const nlohmann::json e = nlohmann::json::parse(r.json);
+            const nlohmann::json e = parseJsonText(r.json, projectPart(path, r.name));
             QHash<QString, LayerTableModel::MeasuredError> errors;
             for (const auto& l : e.at("layers")) {
                 LayerTableModel::MeasuredError m;
@@ -321,7 +332,7 @@ void MainWindow::applyProject() {
         }
         m_comparePanel->setResults(results);
         if (!p->uiState.empty()) {
-            const nlohmann::json ui = nlohmann::json::parse(p->uiState);
+            const nlohmann::json ui = parseJsonText(p->uiState, projectPart(path, "ui_state"));
             if (ui.contains("compare_configs")) {
                 QStringList configs;
                 for (const auto& c : ui["compare_configs"])

@@ -16,6 +16,7 @@
 #include "widgets/number_format.h"
 #include "widgets/recent_list.h"
 #include "widgets/recipe_editor.h"
+#include "widgets/regex_filter_proxy.h"
 #include "widgets/run_panel.h"
 #include "widgets/sensitivity_panel.h"
 #include "widgets/stats_panel.h"
@@ -33,7 +34,6 @@
 #include <QItemSelectionModel>
 #include <QLabel>
 #include <QLineEdit>
-#include <QRegularExpression>
 #include <QSortFilterProxyModel>
 #include <QStatusBar>
 #include <QStyle>
@@ -49,16 +49,7 @@ namespace lcw {
 using namespace mw;
 
 QString mw::globToRegex(const QString& glob) {
-    QString re;
-    for (const QChar c : glob) {
-        if (c == QLatin1Char('*'))
-            re += QStringLiteral(".*");
-        else if (c == QLatin1Char('?'))
-            re += QLatin1Char('.');
-        else
-            re += QRegularExpression::escape(QString(c));
-    }
-    return QStringLiteral("^%1$").arg(re);
+    return QString::fromStdString(Regex::fromGlob(glob.toStdString()));
 }
 
 void MainWindow::openFolderDialog() {
@@ -284,20 +275,27 @@ void MainWindow::setLayerFilter(const QString& text) {
         m_filter->setText(text); // re-enters through textChanged
         return;
     }
-    QRegularExpression re;
+    // RE2 (core/common/pattern.h): matching is linear-time, a typed pattern cannot hang the UI.
     const QString t = text.trimmed();
+    std::string pattern;
     if (t.startsWith(QStringLiteral("re:")))
-        re.setPattern(t.mid(3));
+        pattern = t.mid(3).toStdString();
     else if (t.contains(QLatin1Char('*')) || t.contains(QLatin1Char('?')))
-        re.setPattern(globToRegex(t));
+        pattern = globToRegex(t).toStdString();
     else
-        re.setPattern(QRegularExpression::escape(t));
-    re.setPatternOptions(QRegularExpression::CaseInsensitiveOption);
-    const bool valid = re.isValid();
-    m_filter->setStyleSheet(valid ? QString() : QStringLiteral("QLineEdit { color: #b00020; }"));
-    m_filter->setToolTip(valid ? QString()
-                               : tr("Invalid regular expression: %1").arg(re.errorString()));
-    if (valid) m_proxy->setFilterRegularExpression(re);
+        pattern = Regex::escape(t.toStdString());
+    QString error;
+    try {
+        static_cast<RegexFilterProxy*>(m_proxy)->setFilterRegex(
+            t.isEmpty() ? std::nullopt
+                        : std::optional<Regex>(Regex::cached(pattern, Regex::Case::Insensitive)));
+    } catch (const RegexError& e) {
+        error = QString::fromStdString(e.problem());
+    }
+    m_filter->setStyleSheet(error.isEmpty() ? QString()
+                                            : QStringLiteral("QLineEdit { color: #b00020; }"));
+    m_filter->setToolTip(error.isEmpty() ? QString()
+                                         : tr("Invalid regular expression: %1").arg(error));
     updateFilterCount();
 }
 

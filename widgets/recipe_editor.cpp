@@ -1,5 +1,6 @@
 #include "widgets/recipe_editor.h"
 
+#include "core/common/json_file.h"
 #include "core/common/mapped_file.h"
 #include "core/export/gguf_preset.h"
 #include "widgets/number_format.h"
@@ -702,10 +703,9 @@ Rule RecipeEditor::ruleFromForm(const std::vector<std::string>& targets) const {
         const QString t = e->text().trimmed();
         if (t.isEmpty()) continue;
         try {
-            rj[k.toStdString()] = json::parse(t.toStdString());
-        } catch (const json::exception& ex) {
-            throw compress::RecipeError(int(m_recipe.rules.size()), k.toStdString(),
-                                        std::string("invalid JSON: ") + ex.what());
+            rj[k.toStdString()] = parseJsonText(t.toStdString(), "section " + k.toStdString());
+        } catch (const FormatError& ex) {
+            throw compress::RecipeError(int(m_recipe.rules.size()), k.toStdString(), ex.problem());
         }
     }
     // Validate through the parser with this rule in its final position, so errors name it.

@@ -1,5 +1,6 @@
 #include "widgets/results_panel.h"
 
+#include "core/common/json_file.h"
 #include "core/eval/results_store.h"
 #include "core/version.h"
 #include "widgets/elided_label.h"
@@ -612,7 +613,8 @@ ojson ResultsPanel::compareRecord(const CompareResults& r, const QString& modelP
         if (!row.modelFile.isEmpty()) c["source"] = row.modelFile.toStdString();
         if (!row.recipeJson.isEmpty()) {
             try {
-                c["recipe"] = ojson::parse(row.recipeJson.toStdString());
+                c["recipe"] = parseOrderedJsonText(row.recipeJson.toStdString(),
+                                                   "recipe " + row.name.toStdString());
             } catch (const std::exception&) {
                 c["recipe"] = row.recipeJson.toStdString();
             }

@@ -1,5 +1,6 @@
 #include "widgets/stats_panel.h"
 
+#include "core/common/json_file.h"
 #include "core/compress/quantizer.h"
 #include "core/model/model.h"
 #include "core/stats/fingerprint.h"
@@ -997,7 +998,7 @@ void StatsPanel::updateOverview() {
         kMetrics[std::clamp(m_metricCombo->currentIndex(), 0, int(std::size(kMetrics)) - 1)];
     nlohmann::json j;
     try {
-        j = nlohmann::json::parse(m_report->summaryJson);
+        j = parseJsonText(m_report->summaryJson, "statistics summary");
     } catch (const std::exception&) {
         m_overview->clear();
         return;
@@ -1041,7 +1042,7 @@ void StatsPanel::onOverviewClicked(int index) {
         const MetricInfo& mi =
             kMetrics[std::clamp(m_metricCombo->currentIndex(), 0, int(std::size(kMetrics)) - 1)];
         try {
-            const auto j = nlohmann::json::parse(m_report->summaryJson);
+            const auto j = parseJsonText(m_report->summaryJson, "statistics summary");
             for (const auto& l : j.at("layers"))
                 if (l.value("layer", -1) == layer && mi.tensorKey && l.contains(mi.tensorKey))
                     name = QString::fromStdString(l[mi.tensorKey].get<std::string>());

@@ -5,10 +5,11 @@
 #include "terminal_progress.h"
 
 #include "core/common/error.h"
-#include "core/export/gguf_preset.h"
+#include "core/common/json_file.h"
 #include "core/compress/calibration.h"
 #include "core/compress/compressed_model.h"
 #include "core/compress/recipe.h"
+#include "core/export/gguf_preset.h"
 #include "core/model/model.h"
 
 #include <nlohmann/json.hpp>
@@ -72,9 +73,10 @@ std::string fmtRel(double v) {
 json presetsJson() {
     json arr = json::array();
     for (const auto& p : compress::presets())
-        arr.push_back({{"name", p.name},
-                       {"description", p.description},
-                       {"recipe", json::parse(p.recipe.toJson().dump())}});
+        arr.push_back(
+            {{"name", p.name},
+             {"description", p.description},
+             {"recipe", parseOrderedJsonText(p.recipe.toJson().dump(), "preset " + p.name)}});
     return arr;
 }
 

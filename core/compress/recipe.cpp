@@ -1,5 +1,6 @@
 #include "core/compress/recipe.h"
 #include "core/common/json_file.h"
+#include "core/common/pattern.h"
 
 #include "core/model/model.h"
 
@@ -7,7 +8,6 @@
 #include <cctype>
 #include <cstdio>
 #include <filesystem>
-#include <regex>
 #include <set>
 
 namespace lcw::compress {
@@ -26,29 +26,8 @@ std::string ruleWhere(int rule, const std::string& field) {
     throw RecipeError(rule, field, problem);
 }
 
-bool globMatch(const char* p, const char* s) {
-    // Iterative '*' / '?' matcher ('*' also crosses dots).
-    const char *star = nullptr, *ss = nullptr;
-    while (*s) {
-        if (*p == '?' || *p == *s) {
-            ++p, ++s;
-        } else if (*p == '*') {
-            star = p++;
-            ss = s;
-        } else if (star) {
-            p = star + 1;
-            s = ++ss;
-        } else {
-            return false;
-        }
-    }
-    while (*p == '*') ++p;
-    return *p == 0;
-}
-
 bool patternMatches(const std::string& pat, const std::string& name) {
-    if (pat.rfind("re:", 0) == 0) return std::regex_match(name, std::regex(pat.substr(3)));
-    return globMatch(pat.c_str(), name.c_str());
+    return namePatternMatches(pat, name); // "re:" patterns: RE2, linear time (pattern.h)
 }
 
 void checkKeys(const json& obj, const std::set<std::string>& allowed, int rule,
@@ -334,9 +313,9 @@ std::vector<std::string> patternList(const json& v, int rule, const std::string&
         if (s.empty()) fail(rule, f, "empty pattern");
         if (s.rfind("re:", 0) == 0) {
             try {
-                std::regex re(s.substr(3));
-            } catch (const std::regex_error& e) {
-                fail(rule, f, "invalid regex '" + s.substr(3) + "': " + e.what());
+                checkNamePattern(s);
+            } catch (const ArgumentError& e) {
+                fail(rule, f, e.what());
             }
         }
         out.push_back(std::move(s));
@@ -831,12 +810,12 @@ const Preset& findPreset(const std::string& name) {
 }
 
 bool isTargetable(const std::string& n, bool* explicitOnly) {
-    static const std::regex kLinear(
+    static const Regex kLinear(
         R"(layers\.\d+\.(attn\.(q|k|v|o)|mlp\.(gate|up|down)|mlp\.experts\.\d+\.(gate|up|down)|mixer\.(in_proj|x_proj|dt_proj|out_proj)))");
-    static const std::regex kExplicit(R"(embed|lm_head|layers\.\d+\.mlp\.router)");
-    const bool ex = std::regex_match(n, kExplicit);
+    static const Regex kExplicit(R"(embed|lm_head|layers\.\d+\.mlp\.router)");
+    const bool ex = kExplicit.fullMatch(n);
     if (explicitOnly) *explicitOnly = ex;
-    return ex || std::regex_match(n, kLinear);
+    return ex || kLinear.fullMatch(n);
 }
 
 namespace {
@@ -895,10 +874,7 @@ LowRankSettings resolveLowRank(const json& o, std::map<std::string, int>& origin
 }
 
 std::optional<int> blockIndex(const std::string& name) {
-    static const std::regex re(R"(layers\.(\d+)\..*)");
-    std::smatch m;
-    if (!std::regex_match(name, m, re)) return std::nullopt;
-    return std::stoi(m[1].str());
+    return layerIndexOf(name);
 }
 
 void resolveStructured(const json& o, std::map<std::string, int>& origin, const std::string& name,

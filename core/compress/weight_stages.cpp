@@ -2,6 +2,7 @@
 
 #include "core/common/dtype.h"
 #include "core/common/mapped_file.h"
+#include "core/common/pattern.h"
 #include "core/compress/calibration.h"
 #include "core/io/quants.h"
 
@@ -9,7 +10,6 @@
 #include <cmath>
 #include <cstring>
 #include <optional>
-#include <regex>
 #include <set>
 
 namespace lcw::compress {
@@ -96,10 +96,7 @@ double outRel(const std::vector<float>& w, const std::vector<float>& wq, int64_t
 }
 
 std::optional<int> blockOfName(const std::string& name) {
-    static const std::regex re(R"(layers\.(\d+)\..*)");
-    std::smatch m;
-    if (!std::regex_match(name, m, re)) return std::nullopt;
-    return std::stoi(m[1].str());
+    return layerIndexOf(name);
 }
 
 /// The current (possibly structurally pruned) weights of one tensor.

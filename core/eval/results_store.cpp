@@ -1,6 +1,7 @@
 #include "core/eval/results_store.h"
 
 #include "core/common/error.h"
+#include "core/common/json_file.h"
 #include "core/common/mapped_file.h"
 
 #include <cerrno>
@@ -94,15 +95,17 @@ ResultsFile loadResults(const std::string& path) {
         if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
         std::string problem;
         try {
-            auto j = nlohmann::ordered_json::parse(line);
+            auto j = parseOrderedJsonText(line, path);
             if (!j.is_object())
                 problem = "not a JSON object";
             else if (!j.contains("id") || !j["id"].is_string())
                 problem = "record has no \"id\"";
             else
                 f.records.push_back(std::move(j));
-        } catch (const nlohmann::json::exception&) {
-            problem = "corrupt record (invalid JSON)";
+        } catch (const FormatError& e) {
+            problem = e.problem().rfind("not valid JSON", 0) == 0
+                          ? "corrupt record (invalid JSON)"
+                          : "corrupt record (" + e.problem() + ")";
         }
         if (!problem.empty())
             f.warnings.push_back(path + ": line " + std::to_string(lineNo) + ": " + problem +

@@ -2,6 +2,7 @@
 
 #include "core/eval/chunk_runner.h"
 
+#include "core/common/json_file.h"
 #include "core/common/mapped_file.h"
 #include "core/runtime/kernels.h"
 #include "core/runtime/session.h"
@@ -48,13 +49,14 @@ std::vector<std::string> readLines(const std::string& path) {
 }
 
 nlohmann::json parseLine(const std::string& path, size_t lineNo, const std::string& line) {
+    nlohmann::json j;
     try {
-        nlohmann::json j = nlohmann::json::parse(line);
-        if (!j.is_object()) lineError(path, lineNo, "expected a JSON object");
-        return j;
-    } catch (const nlohmann::json::exception& e) {
-        lineError(path, lineNo, std::string("invalid JSON (") + e.what() + ")");
+        j = parseJsonText(line, path);
+    } catch (const FormatError& e) {
+        lineError(path, lineNo, "invalid JSON (" + e.problem() + ")");
     }
+    if (!j.is_object()) lineError(path, lineNo, "expected a JSON object");
+    return j;
 }
 
 std::string getString(const std::string& path, size_t lineNo, const nlohmann::json& j,

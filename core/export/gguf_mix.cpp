@@ -1,6 +1,7 @@
 #include "core/export/gguf_mix.h"
 
 #include "core/common/error.h"
+#include "core/common/pattern.h"
 #include "core/compress/recipe.h"
 #include "core/io/gguf.h"
 
@@ -9,7 +10,6 @@
 #include <cstdio>
 #include <limits>
 #include <numeric>
-#include <regex>
 
 // The rules below follow llama.cpp b4747's src/llama-quant.cpp (llama_model_quantize_impl and
 // llama_tensor_get_type), restricted to the file types lcw can hold. Where later llama.cpp differs
@@ -654,13 +654,14 @@ GgufMix chooseGgufMix(LlamaFtype ftype, const GgufMixModel& model,
             throw ArgumentError("override of " + name +
                                 ": llama.cpp never quantises this tensor (" + p.reason + ")");
     }
-    std::vector<std::pair<std::regex, DType>> patterns;
+    // RE2 (core/common/pattern.h): linear-time search, whatever the pattern.
+    std::vector<std::pair<Regex, DType>> patterns;
     for (const auto& [re, type] : options.tensorTypes) {
         requireWeightType(type, "tensor-type '" + re + "'");
         try {
-            patterns.emplace_back(std::regex(re), type);
-        } catch (const std::regex_error& e) {
-            throw ArgumentError("invalid tensor-type regex '" + re + "': " + e.what());
+            patterns.emplace_back(Regex::cached(re), type);
+        } catch (const RegexError& e) {
+            throw ArgumentError("invalid tensor-type regex '" + re + "': " + e.problem());
         }
     }
     for (size_t idx : mix.llamaCppOrder) {
@@ -676,7 +677,7 @@ GgufMix chooseGgufMix(LlamaFtype ftype, const GgufMixModel& model,
         } else if (!((options.outputTensorType && t.name == "output.weight") ||
                      (options.tokenEmbeddingType && t.name == "token_embd.weight"))) {
             for (size_t k = 0; k < patterns.size() && !type; ++k)
-                if (std::regex_search(t.name, patterns[k].first)) {
+                if (patterns[k].first.search(t.name)) {
                     type = patterns[k].second;
                     source = GgufMixSource::Regex;
                     label = "tensor-type '" + options.tensorTypes[k].first + "'";

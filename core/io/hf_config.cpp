@@ -2,6 +2,7 @@
 
 #include "core/common/checked.h"
 #include "core/common/error.h"
+#include "core/common/json_file.h"
 #include "core/common/mapped_file.h"
 
 #include <nlohmann/json.hpp>
@@ -640,13 +641,7 @@ const std::vector<std::string>& hfSupportedModelTypes() {
 
 ModelSpec parseHfConfig(const std::string& jsonText, const std::string& source,
                         std::vector<std::string>* warnings) {
-    json cfg;
-    try {
-        cfg = json::parse(jsonText);
-    } catch (const json::parse_error& e) {
-        throw FormatError(source, std::string("not valid JSON: ") + e.what(),
-                          e.byte > 0 ? uint64_t(e.byte - 1) : 0);
-    }
+    const json cfg = parseJsonText(jsonText, source);
     if (!cfg.is_object()) throw FormatError(source, "not a JSON object");
     Ctx c{cfg, source};
     auto mt = c.optStr(cfg, "model_type");

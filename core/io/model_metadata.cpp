@@ -1,6 +1,7 @@
 #include "core/io/model_metadata.h"
 
 #include "core/common/error.h"
+#include "core/common/json_file.h"
 #include "core/io/gguf.h"
 #include "core/io/llama2c.h"
 #include "core/io/safetensors.h"
@@ -190,12 +191,7 @@ ModelMetadata hfMetadata(const std::string& folder) {
     std::error_code ec;
     if (fs::exists(cfg, ec)) {
         const std::string text = readText(cfg);
-        nlohmann::json j;
-        try {
-            j = nlohmann::json::parse(text);
-        } catch (const std::exception& e) {
-            throw FormatError(cfg.string(), std::string("not valid JSON: ") + e.what());
-        }
+        const nlohmann::json j = parseJsonText(text, cfg.string());
         md.documents.emplace_back("config.json", j.dump(2));
         if (j.is_object()) {
             for (const auto& [k, v] : j.items()) {

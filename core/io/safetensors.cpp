@@ -94,10 +94,9 @@ SafetensorsSet readSafetensors(const std::string& path) {
     const char* hbeg = reinterpret_cast<const char*>(file->data() + 8);
     json header;
     try {
-        header = json::parse(hbeg, hbeg + hlen);
-    } catch (const json::parse_error& e) {
-        throw FormatError(path, std::string("header is not valid JSON: ") + e.what(),
-                          8 + (e.byte > 0 ? uint64_t(e.byte - 1) : 0));
+        header = parseJsonText(std::string_view(hbeg, hlen), path, 8);
+    } catch (const FormatError& e) {
+        throw FormatError(path, "header: " + e.problem(), e.offset());
     }
     if (!header.is_object()) throw FormatError(path, "header is not a JSON object", 8);
 

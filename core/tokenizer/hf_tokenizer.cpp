@@ -173,12 +173,7 @@ std::string tokenString(const json* v) {
 
 void HfTokenizer::load(const std::string& path, const std::string& configPath) {
     m_path = path;
-    json doc;
-    try {
-        doc = json::parse(readTextFile(path));
-    } catch (const json::exception& e) {
-        malformed(std::string("not valid JSON: ") + e.what());
-    }
+    const json doc = parseJsonText(readTextFile(path), path);
     if (!doc.is_object()) malformed("not a tokenizer.json: the top level is not an object");
     const json* model = member(doc, "model");
     if (!model || !model->is_object()) malformed("not a tokenizer.json: no \"model\" object");
@@ -315,6 +310,9 @@ SplitPattern HfTokenizer::patternOf(const json& pattern, const char* where) cons
     return *p;
 }
 
+// loadNormalizer, loadPreTokenizer, loadDecoder and loadPostProcessor recurse into "Sequence"
+// entries: the depth of that recursion is bounded by the document's nesting, which parseJsonText
+// limits to kMaxJsonDepth (64), so a hostile file cannot exhaust the stack here.
 void HfTokenizer::loadNormalizer(const json& n) {
     const std::string type = stringOr(n, "type", "");
     if (type == "Sequence") {
