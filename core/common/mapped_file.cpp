@@ -2,6 +2,7 @@
 
 
 #include "core/common/error.h"
+#include "core/common/temp_files.h"
 
 #include <cerrno>
 #include <cstring>
@@ -95,14 +96,8 @@ std::string readTextFile(const std::string& path) {
 }
 
 void writeFileAtomic(const std::string& path, const void* bytes, size_t n) {
-    namespace fs = std::filesystem;
-    const fs::path target(path);
-    const fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
-    std::string name = ".";
-    name.append(target.filename().string()).append(".tmpXXXXXX");
-    std::string tmpl = (dir / name).string();
-    const int fd = ::mkstemp(tmpl.data());
-    if (fd < 0) throw Error(path + ": cannot create temporary file: " + std::strerror(errno));
+    std::string tmpl;
+    const int fd = createTempFileFor(path, tmpl); // also removes stale temporaries of path
     const char* p = static_cast<const char*>(bytes);
     size_t left = n;
     while (left > 0) {

@@ -1,6 +1,7 @@
 #include "core/compress/compressed_model.h"
 #include "core/common/json_file.h"
 #include "core/compress/imatrix.h"
+#include "core/compress/overlay_files.h"
 #include "core/compress/pipeline.h"
 #include "core/compress/weight_stages.h"
 
@@ -732,7 +733,6 @@ SizeInfo CompressedModel::compressedSize() const {
 
 void CompressedModel::save(const std::string& dir) const {
     namespace fs = std::filesystem;
-    fs::create_directories(dir);
     std::vector<TensorDesc> descs;
     struct Src {
         const void* data;
@@ -789,19 +789,25 @@ void CompressedModel::save(const std::string& dir) const {
     }
     json lowRank = json::array();
     for (const auto& name : m_lowRank) lowRank.push_back(name);
-    writeSafetensors(
-        (fs::path(dir) / "overlay.safetensors").string(), descs,
-        [&](size_t i, std::byte* dst, uint64_t n) { std::memcpy(dst, srcs[i].data, n); },
-        {{"lcw_overlay", std::to_string(kOverlayVersion)}});
     json j = {{"lcw_overlay", kOverlayVersion},
               {"base", {{"path", m_base.path()}, {"fingerprint", baseFingerprint}}},
               {"recipe", recipe.toJson()},
               {"tensors", tensors}};
     if (!lowRank.empty()) j["lowrank"] = lowRank;
     if (!m_runtime.empty()) j["runtime_quant"] = runtimeQuantJson(m_runtime);
-    AtomicFileWriter w((fs::path(dir) / "overlay.json").string());
-    w.write(j.dump(2) + "\n");
-    w.commit();
+    // One unit (overlay_files.h): both files go into a temporary folder renamed into place, and
+    // the JSON records the content hash of the tensor file.
+    commitOverlayFolder(dir, [&](const std::string& folder) {
+        const std::string st = (fs::path(folder) / "overlay.safetensors").string();
+        writeSafetensors(
+            st, descs,
+            [&](size_t i, std::byte* dst, uint64_t n) { std::memcpy(dst, srcs[i].data, n); },
+            {{"lcw_overlay", std::to_string(kOverlayVersion)}});
+        j["content_hash"] = overlayContentHash(st);
+        AtomicFileWriter w((fs::path(folder) / "overlay.json").string());
+        w.write(j.dump(2) + "\n");
+        w.commit();
+    });
 }
 
 namespace {
@@ -985,7 +991,9 @@ std::unique_ptr<CompressedModel> CompressedModel::load(const std::string& dir, c
     const nlohmann::json j = readOverlayJson(jpath);
     auto m = std::make_unique<CompressedModel>(base);
     readOverlayOrigin(*m, j, base, jpath);
-    const SafetensorsSet st = readSafetensors((fs::path(dir) / "overlay.safetensors").string());
+    const std::string stpath = (fs::path(dir) / "overlay.safetensors").string();
+    verifyOverlayContentHash(j, jpath, stpath); // older overlays without a hash: unchecked
+    const SafetensorsSet st = readSafetensors(stpath);
     if (!j.contains("tensors") || !j["tensors"].is_array())
         throw FormatError(jpath, "missing tensors list");
     for (const auto& tj : j["tensors"]) loadOverlayTensor(*m, base, st, tj, jpath);

@@ -218,11 +218,14 @@ public:
 
     /// Writes DIR/overlay.safetensors (packed codes/scales/zeros of the replaced tensors) and
     /// DIR/overlay.json (format version, recipe, base fingerprint, per-tensor settings, and the
-    /// runtime quantisation under "runtime_quant" with its calibrated scales), each
-    /// atomically, the JSON last. Creates DIR.
+    /// runtime quantisation under "runtime_quant" with its calibrated scales, and the
+    /// "content_hash" of the safetensors file) as one unit: written into a temporary folder that
+    /// is renamed into place (overlay_files.h). Creates DIR's parent folders.
     void save(const std::string& dir) const;
     /// Loads an overlay saved by save() over `base`; throws Error when the base's fingerprint
-    /// differs from the one recorded, FormatError for malformed files.
+    /// differs from the one recorded, FormatError for malformed files and for a tensor file
+    /// whose size or hash differs from the "content_hash" recorded ("content hash mismatch";
+    /// overlays saved before that record existed load unchecked).
     static std::unique_ptr<CompressedModel> load(const std::string& dir, const Model& base);
 
 private:

@@ -1,11 +1,11 @@
 #include "core/io/atomic_writer.h"
 
 #include "core/common/error.h"
+#include "core/common/temp_files.h"
 
 #include <cerrno>
 #include <cstring>
 #include <fcntl.h>
-#include <filesystem>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -16,15 +16,7 @@ constexpr size_t kBufSize = size_t(4) << 20;
 }
 
 AtomicFileWriter::AtomicFileWriter(std::string path) : m_path(std::move(path)) {
-    namespace fs = std::filesystem;
-    const fs::path target(m_path);
-    const fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
-    std::string name = ".";
-    name += target.filename().string();
-    name += ".tmpXXXXXX";
-    m_tmp = (dir / name).string();
-    m_fd = ::mkstemp(m_tmp.data());
-    if (m_fd < 0) throw Error(m_path + ": cannot create temporary file: " + std::strerror(errno));
+    m_fd = createTempFileFor(m_path, m_tmp); // also removes stale temporaries of m_path
     m_buf.resize(kBufSize);
 }
 

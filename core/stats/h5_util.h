@@ -7,6 +7,7 @@
 /// and files carry the checksummed userblock of core/common/h5_guard.h.
 #include "core/common/error.h"
 #include "core/common/h5_guard.h"
+#include "core/common/temp_files.h"
 
 #include <H5Cpp.h>
 #include <fcntl.h>
@@ -116,7 +117,7 @@ void writeFileAtomically(const std::string& path, const char* what, Kind kind, i
                          Fill&& fill) {
     const std::lock_guard<std::mutex> lock(fileMutex());
     H5::Exception::dontPrint();
-    const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+    const std::string tmp = createTempPathFor(path); // lcw's scheme; removes stale ones
     try {
         {
             H5::FileCreatPropList fcpl;
