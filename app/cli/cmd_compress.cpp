@@ -30,6 +30,10 @@ public:
     explicit BaseRef(const Model& m) : m_model(m) {}
     const ModelSpec& spec() const override { return m_model.spec(); }
     const TensorView* find(std::string_view n) const override { return m_model.find(n); }
+    std::string describeOrigin() const override { return m_model.describeOrigin(); }
+    std::optional<std::string> firstNonFiniteWeight() const override {
+        return m_model.firstNonFiniteWeight();
+    }
 
 private:
     const Model& m_model;

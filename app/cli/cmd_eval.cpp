@@ -615,6 +615,14 @@ int cmdEval(const std::vector<std::string>& argv) {
     return 0;
 }
 
+namespace {
+/// "PATH: record ID has an unexpected shape (...)" for a record `results list` cannot summarise.
+std::string unexpectedShape(const std::string& path, const json& r, const json::exception& e) {
+    return path + ": record " + r["id"].get<std::string>() + " has an unexpected shape (" +
+           e.what() + ")";
+}
+} // namespace
+
 int cmdResults(const std::vector<std::string>& argv) {
     Args a(argv, {"--results"}, {"--json", "--quiet"});
     const std::string sub = a.positional(0, "list | show ID");
@@ -625,16 +633,20 @@ int cmdResults(const std::vector<std::string>& argv) {
         if (a.flag("--json")) {
             json arr = json::array();
             for (const auto& r : f.records) {
-                json configs = json::array();
-                if (r.contains("configs"))
-                    for (const auto& c : r["configs"]) configs.push_back(c.value("name", ""));
-                arr.push_back({{"id", r["id"]},
-                               {"timestamp", r.value("timestamp", "")},
-                               {"model", r.value("model", "")},
-                               {"configs", configs},
-                               {"baseline_ppl", r.contains("baseline")
-                                                    ? r["baseline"].value("ppl", json(nullptr))
-                                                    : json(nullptr)}});
+                try {
+                    json configs = json::array();
+                    if (r.contains("configs"))
+                        for (const auto& c : r["configs"]) configs.push_back(c.value("name", ""));
+                    arr.push_back({{"id", r["id"]},
+                                   {"timestamp", r.value("timestamp", "")},
+                                   {"model", r.value("model", "")},
+                                   {"configs", configs},
+                                   {"baseline_ppl", r.contains("baseline")
+                                                        ? r["baseline"].value("ppl", json(nullptr))
+                                                        : json(nullptr)}});
+                } catch (const json::exception& e) {
+                    arr.push_back({{"id", r["id"]}, {"error", unexpectedShape(path, r, e)}});
+                }
             }
             std::printf("%s\n", json({{"results_file", path},
                                       {"records", arr},
@@ -645,15 +657,21 @@ int cmdResults(const std::vector<std::string>& argv) {
         }
         std::printf("%s: %zu record(s)\n", path.c_str(), f.records.size());
         for (const auto& r : f.records) {
-            std::string line = r["id"].get<std::string>() + "  " + r.value("timestamp", "") + "  " +
-                               std::filesystem::path(r.value("model", "")).filename().string();
-            if (r.contains("baseline")) line += "  PPL " + fmt("%.4f", num(r["baseline"], "ppl"));
-            if (r.contains("configs"))
-                for (const auto& c : r["configs"]) {
-                    line += " | " + c.value("name", std::string("?")) + " PPL " +
-                            fmt("%.4f", num(c, "ppl"));
-                    if (c.contains("kld")) line += " KLD " + fmt("%.5f", num(c["kld"], "mean"));
-                }
+            std::string line;
+            try {
+                line = r["id"].get<std::string>() + "  " + r.value("timestamp", "") + "  " +
+                       std::filesystem::path(r.value("model", "")).filename().string();
+                if (r.contains("baseline"))
+                    line += "  PPL " + fmt("%.4f", num(r["baseline"], "ppl"));
+                if (r.contains("configs"))
+                    for (const auto& c : r["configs"]) {
+                        line += " | " + c.value("name", std::string("?")) + " PPL " +
+                                fmt("%.4f", num(c, "ppl"));
+                        if (c.contains("kld")) line += " KLD " + fmt("%.5f", num(c["kld"], "mean"));
+                    }
+            } catch (const json::exception& e) {
+                line = r["id"].get<std::string>() + "  (" + unexpectedShape(path, r, e) + ")";
+            }
             std::printf("%s\n", line.c_str());
         }
         return 0;

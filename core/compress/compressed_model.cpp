@@ -357,6 +357,37 @@ SizeInfo estimateSize(const Plan& plan, const Model& base) {
 CompressedModel::CompressedModel(const Model& base) : m_base(base) {}
 CompressedModel::~CompressedModel() = default;
 
+std::string CompressedModel::describeOrigin() const {
+    return m_base.path() + (m_dir.empty() ? " with an overlay" : " with overlay " + m_dir);
+}
+
+std::optional<std::string> CompressedModel::firstNonFiniteWeight() const {
+    const std::string where = m_dir.empty() ? "the overlay over " + m_base.path() : m_dir;
+    std::vector<float> buf;
+    for (const auto& name : replacedNames()) {
+        const CompressedTensor* t = compressed(name);
+        if (!t || t->rows < 1 || t->cols < 1) continue;
+        for (int64_t r = 0; r < t->rows; ++r) {
+            const float* row = nullptr;
+            if (t->quantized) {
+                buf.resize(size_t(t->cols));
+                t->dequantizeRows(r, 1, buf.data());
+                row = buf.data();
+            } else if (int64_t(t->floats.size()) >= (r + 1) * t->cols) {
+                row = t->floats.data() + r * t->cols;
+            } else {
+                break;
+            }
+            for (int64_t c = 0; c < t->cols; ++c)
+                if (!std::isfinite(row[c]))
+                    return where + ": tensor '" + name + "' has " +
+                           (std::isnan(row[c]) ? "NaN" : "Inf") + " at element " +
+                           std::to_string(r * t->cols + c);
+        }
+    }
+    return m_base.findNonFinite();
+}
+
 namespace {
 
 /// Whether find() serves a quantised tensor as its GGUF block type over the packed codes (the
@@ -817,7 +848,7 @@ nlohmann::json readOverlayJson(const std::string& jpath) {
     namespace fs = std::filesystem;
     if (!fs::exists(jpath)) throw Error(jpath + ": cannot open (not an lcw overlay folder?)");
     nlohmann::json j = readJsonFile(jpath);
-    if (!j.is_object() || j.value("lcw_overlay", 0) != kOverlayVersion)
+    if (!j.is_object() || !j.contains("lcw_overlay") || j["lcw_overlay"] != kOverlayVersion)
         throw FormatError(jpath,
                           "not an lcw overlay of version " + std::to_string(kOverlayVersion));
     return j;
@@ -990,6 +1021,7 @@ std::unique_ptr<CompressedModel> CompressedModel::load(const std::string& dir, c
     const std::string jpath = (fs::path(dir) / "overlay.json").string();
     const nlohmann::json j = readOverlayJson(jpath);
     auto m = std::make_unique<CompressedModel>(base);
+    m->m_dir = dir;
     readOverlayOrigin(*m, j, base, jpath);
     const std::string stpath = (fs::path(dir) / "overlay.safetensors").string();
     verifyOverlayContentHash(j, jpath, stpath); // older overlays without a hash: unchecked
@@ -1172,8 +1204,39 @@ RuntimeQuant runtimeQuantOf(const Plan& plan,
 
 } // namespace
 
+static CompressResult compressImpl(const Model& base, const Recipe& recipe, Progress& progress,
+                                   const CompressOptions& options);
+
+namespace {
+/// "layers.2.mlp.down: non-finite weight at element 10" from a quantiser, with the file and the
+/// file's tensor name in front (other errors unchanged).
+[[noreturn]] void rethrowNamingWeightFile(const Model& base) {
+    try {
+        throw;
+    } catch (const ArgumentError& e) {
+        const std::string m = e.what();
+        const size_t colon = m.find(": non-finite weight");
+        if (colon == std::string::npos) throw;
+        const std::string name = m.substr(0, colon);
+        const TensorView* t = base.find(name);
+        if (!t || t->file.empty()) throw ArgumentError(base.path() + ": " + m);
+        throw ArgumentError(t->file + ": tensor '" + t->fileName + "' (" + name + ")" +
+                            m.substr(colon));
+    }
+}
+} // namespace
+
 CompressResult compress(const Model& base, const Recipe& recipe, Progress& progress,
                         const CompressOptions& options) {
+    try {
+        return compressImpl(base, recipe, progress, options);
+    } catch (const ArgumentError&) {
+        rethrowNamingWeightFile(base);
+    }
+}
+
+static CompressResult compressImpl(const Model& base, const Recipe& recipe, Progress& progress,
+                                   const CompressOptions& options) {
     CompressOptions opts = options;
     std::optional<Imatrix> ownImatrix;
     if (!useRecipeImatrix(base, recipe, opts, ownImatrix, progress)) {

@@ -165,6 +165,11 @@ public:
     /// tensor (GGUF block types, floats, base tensors: find() serves them).
     const kernels::PackedLinear* packedLinear(std::string_view canonical) const override;
     const Model& base() const { return m_base; }
+    /// "BASE with overlay DIR" (DIR when loaded from one, else "with an overlay").
+    std::string describeOrigin() const override;
+    /// The first NaN / Inf among the replaced tensors' values ("<overlay>: tensor 'x' has NaN at
+    /// element 17"), else the base's (Model::findNonFinite()); nullopt when all are finite.
+    std::optional<std::string> firstNonFiniteWeight() const override;
     /// Activation and KV-cache quantisation the runtime applies (nullptr when there is none).
     const RuntimeQuant* runtimeQuant() const override {
         return m_runtime.empty() ? nullptr : &m_runtime;
@@ -235,6 +240,7 @@ private:
     std::set<std::string, std::less<>> m_lowRank;
     std::vector<std::string> m_added; ///< float tensors the base lacks
     RuntimeQuant m_runtime;
+    std::string m_dir; ///< the folder load() read, for messages
 };
 
 struct LayerReport {

@@ -115,7 +115,8 @@ bool verifyOverlayContentHash(const nlohmann::json& j, const std::string& jsonPa
     if (!j.is_object() || !j.contains("content_hash")) return false;
     const nlohmann::json& c = j["content_hash"];
     if (!c.is_object() || !c.contains("bytes") || !c["bytes"].is_number_unsigned() ||
-        !c.contains("sha256") || !c["sha256"].is_string() || c.value("algorithm", "") != kAlgorithm)
+        !c.contains("sha256") || !c["sha256"].is_string() || !c.contains("algorithm") ||
+        c["algorithm"] != kAlgorithm)
         throw FormatError(jsonPath, std::string("\"content_hash\" is malformed (expected bytes, "
                                                 "sha256 and algorithm \"") +
                                         kAlgorithm + "\")");

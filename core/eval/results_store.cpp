@@ -12,6 +12,7 @@
 #include <random>
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -62,19 +63,29 @@ std::string appendResult(const std::string& path, nlohmann::ordered_json record)
         record.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
     const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (fd < 0) throw Error(path + ": cannot open the results file (" + std::strerror(errno) + ")");
+    // Appenders of lcw take turns (an advisory lock), so that the check of the last line below
+    // and the undo of a failed write see nobody else's half-written line.
+    while (::flock(fd, LOCK_EX) != 0 && errno == EINTR) continue;
     // A write that was interrupted (killed process, full disk) leaves a torn last line without
-    // its newline: the new record starts on a line of its own instead of being glued to it (and
-    // lost with it when the file is read).
+    // its newline: it is set aside on a line of its own (the loader skips it with a warning)
+    // instead of the new record being glued to it (and lost with it when the file is read).
     std::string out = line;
     struct stat st {};
+    const bool sized = ::fstat(fd, &st) == 0;
     char last = '\n';
-    if (::fstat(fd, &st) == 0 && st.st_size > 0 && ::pread(fd, &last, 1, st.st_size - 1) == 1 &&
-        last != '\n')
+    if (sized && st.st_size > 0 && ::pread(fd, &last, 1, st.st_size - 1) == 1 && last != '\n')
         out.insert(out.begin(), '\n');
-    // One write() of the whole line: with O_APPEND the line lands at the end in one piece.
-    const ssize_t n = ::write(fd, out.data(), out.size());
+    // One write() of the whole line, newline included: with O_APPEND the line lands at the end
+    // in one piece.
+    ssize_t n;
+    do {
+        n = ::write(fd, out.data(), out.size());
+    } while (n < 0 && errno == EINTR);
     const int err = errno;
-    ::close(fd);
+    // A short write (full disk, file size limit) would leave a torn line: cut it off again.
+    // (Should that fail too, the next append sets the torn line aside.)
+    if (n != ssize_t(out.size()) && n > 0 && sized) (void)!::ftruncate(fd, st.st_size);
+    ::close(fd); // releases the lock
     if (n != ssize_t(out.size()))
         throw Error(path + ": cannot append the result (" +
                     (n < 0 ? std::string(std::strerror(err)) : std::string("short write")) + ")");
@@ -103,9 +114,11 @@ ResultsFile loadResults(const std::string& path) {
             else
                 f.records.push_back(std::move(j));
         } catch (const FormatError& e) {
-            problem = e.problem().rfind("not valid JSON", 0) == 0
-                          ? "corrupt record (invalid JSON)"
-                          : "corrupt record (" + e.problem() + ")";
+            const bool invalid = e.problem().rfind("not valid JSON", 0) == 0;
+            // No newline after it: a write that was interrupted.
+            problem = invalid && nl == text.size() ? "incomplete last record (an interrupted write)"
+                      : invalid                    ? "corrupt record (invalid JSON)"
+                                                   : "corrupt record (" + e.problem() + ")";
         }
         if (!problem.empty())
             f.warnings.push_back(path + ": line " + std::to_string(lineNo) + ": " + problem +

@@ -78,6 +78,13 @@ public:
         (void)canonical;
         return nullptr;
     }
+    /// For error messages: what the weights were loaded from (a model file or folder, "MODEL
+    /// with overlay DIR"); empty when unknown.
+    virtual std::string describeOrigin() const { return {}; }
+    /// For error messages (slow: reads every weight): the first NaN / Inf weight as
+    /// "<file>: tensor 'x' (layers.0.attn.q) has NaN at element 17", or nullopt when all are
+    /// finite or the source cannot tell.
+    virtual std::optional<std::string> firstNonFiniteWeight() const { return std::nullopt; }
 };
 
 struct LoadOptions {
@@ -116,6 +123,8 @@ public:
     /// Scans every float tensor for NaN/Inf; returns the first offending tensor's description
     /// ("<file>: tensor 'x' (layers.0.attn.q) has NaN at element 17"), or nullopt when all finite.
     std::optional<std::string> findNonFinite(Progress* progress = nullptr) const;
+    std::string describeOrigin() const override { return m_path; }
+    std::optional<std::string> firstNonFiniteWeight() const override { return findNonFinite(); }
 
     // ---- for loaders (core/model and core/io only) ----
     Model();

@@ -107,12 +107,13 @@ void Session::Impl::checkFinite(const float* logits, int64_t rows) {
     const int64_t total = rows * s.vocab;
     for (int64_t i = 0; i < total; ++i) {
         if (std::isfinite(logits[i])) continue;
-        if (const auto* model = dynamic_cast<const Model*>(&w)) {
-            if (auto bad = model->findNonFinite()) throw Error("logits became non-finite: " + *bad);
-            throw Error(model->path() + ": logits became non-finite (all weights are finite; "
-                                        "the activations overflowed)");
-        }
-        throw Error("logits became non-finite");
+        // Name the file: the first NaN / Inf weight when there is one (a scan, on this error
+        // path only), else what the weights came from.
+        if (auto bad = w.firstNonFiniteWeight()) throw Error("logits became non-finite: " + *bad);
+        const std::string origin = w.describeOrigin();
+        if (origin.empty()) throw Error("logits became non-finite");
+        throw Error(origin + ": logits became non-finite (all weights are finite; the "
+                             "activations overflowed)");
     }
 }
 
