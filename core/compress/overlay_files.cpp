@@ -150,8 +150,9 @@ void commitOverlayFolder(const std::string& dirArg,
     const bool exists = fs::exists(st) || fs::is_symlink(st);
     if (exists && !fs::is_directory(fs::status(dirPath, ec)))
         throw Error(dir + ": exists and is not a folder; an overlay is saved as a folder");
-    if (exists && (fs::is_symlink(st) || !onlyOverlayFiles(dirPath))) {
-        // A folder with other files in it (or a link to one) is not ours to replace: write in
+    const bool dotName = dirPath.filename() == "." || dirPath.filename() == "..";
+    if (exists && (dotName || fs::is_symlink(st) || !onlyOverlayFiles(dirPath))) {
+        // A folder with other files in it (or a link to one, or "."): not ours to replace; write in
         // place, each file atomically and the JSON last; the content hash ties the two together.
         writeInto(dir);
         return;
