@@ -2627,9 +2627,11 @@ private slots:
         QCOMPARE(cancelled.count(), 1);
         QVERIFY(!sp->isComputing());
         QVERIFY(!QFileInfo::exists(path));
-        // No temporary file left behind either.
+        // No temporary file left behind either (lcw's temporaries are hidden:
+        // .NAME.tmp.PID.XXXXXX).
         const QStringList left =
-            QDir(lcw::StatsPanel::cacheDir()).entryList({QStringLiteral("*.tmp*")}, QDir::Files);
+            QDir(lcw::StatsPanel::cacheDir())
+                .entryList({QStringLiteral("*.tmp*")}, QDir::Files | QDir::Hidden);
         QVERIFY2(left.isEmpty(), qPrintable(left.join(QLatin1Char(' '))));
     }
 };
