@@ -30,7 +30,7 @@ constexpr const char* kTensorsFile = "overlay.safetensors";
 std::string treeHash(const std::byte* p, uint64_t n) {
     const int64_t pieces = int64_t((n + kPiece - 1) / kPiece);
     std::vector<Sha256::Digest> digests(static_cast<size_t>(pieces));
-    // No exception can leave this region: Sha256 neither throws nor allocates.
+    // omp: nothrow (Sha256 neither throws nor allocates; the digests are preallocated)
 #pragma omp parallel for schedule(dynamic, 1)
     for (int64_t i = 0; i < pieces; ++i) {
         const uint64_t off = uint64_t(i) * kPiece;
