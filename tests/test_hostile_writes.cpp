@@ -353,6 +353,27 @@ private slots:
         QCOMPARE(loadResults(path).records.size(), size_t(2));
     }
 
+    void resultsListNamesFileAndRecord() {
+        // records of unexpected shape: `results list` names file and record instead of printing
+        // a raw nlohmann type error (and still lists the others)
+        const std::string path = lcwtest::tempDir("hw-results-list") + "/r.jsonl";
+        writeText(path, "{\"id\": \"a1\", \"timestamp\": 5}\n"
+                        "{\"id\": \"a2\", \"configs\": [5]}\n"
+                        "{\"id\": \"ok\", \"model\": \"m.gguf\"}\n");
+        for (const QStringList& extra : {QStringList{}, QStringList{"--json"}}) {
+            const auto r = lcwtest::runCli(
+                QStringList{"results", "list", "--results", QString::fromStdString(path)} + extra);
+            QCOMPARE(r.code, 0);
+            const QString out = QString::fromUtf8(r.out);
+            QVERIFY2(out.contains(QString::fromStdString(path + ": record a1 has an unexpected "
+                                                                "shape")),
+                     qPrintable(out));
+            QVERIFY2(out.contains(QString::fromStdString(path + ": record a2")), qPrintable(out));
+            QVERIFY(out.contains("m.gguf"));
+            QVERIFY(!r.err.contains("json.exception"));
+        }
+    }
+
     void nanWeightsNameTheFile() {
         const std::string dir = lcwtest::tempDir("hw-nan") + "/m";
         const std::string st = nanModel(dir);
