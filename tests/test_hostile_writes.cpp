@@ -89,6 +89,7 @@ struct TempZoo {
         // the older schemes: .NAME.tmpXXXXXX, and NAME.tmp.PID when it is an HDF5 file
         make("." + target + ".tmpAbC123", true, old);
         make(target + ".tmp." + kDeadPid, true, old, kHdf5Sig + "rest");
+        make(target + ".tmp.999999997", true, old, std::string(512, '\0') + kHdf5Sig); // userblock
         make(target + ".tmp.999999998", false, old, "a user's own notes"); // not HDF5: kept
         // other targets and near misses: never touched
         make(".other.bin.tmp." + std::string(kDeadPid) + ".abc123", false, old);
@@ -181,7 +182,7 @@ private slots:
             w.write(std::string("new"));
             w.commit();
         } else if (writer == "hdf5") {
-            h5::writeFileAtomically(path, "test data",
+            h5::writeFileAtomically(path, "test data", h5::Kind::Stats, 2,
                                     [](H5::H5File& f) { h5::putInt(f, "answer", 42); });
         } else {
             project::Project p;
@@ -219,10 +220,10 @@ private slots:
         // HDF5: the fill throws
         const std::string h = dir + "/s.h5";
         writeText(h, "old h5");
-        QVERIFY_THROWS_EXCEPTION(std::runtime_error,
-                                 h5::writeFileAtomically(h, "statistics", [](H5::H5File&) {
-                                     throw std::runtime_error("cancelled");
-                                 }));
+        QVERIFY_THROWS_EXCEPTION(
+            std::runtime_error,
+            h5::writeFileAtomically(h, "statistics", h5::Kind::Stats, 2,
+                                    [](H5::H5File&) { throw std::runtime_error("cancelled"); }));
         QCOMPARE(entries(dir), (std::set<std::string>{"s.h5", "t.bin"}));
         QCOMPARE(readText(h), std::string("old h5"));
         // an overlay whose tensor file cannot be written (file size limit): no temporary folder

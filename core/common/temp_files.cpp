@@ -118,16 +118,20 @@ bool isTempNameOf(std::string_view f, std::string_view target, int64_t* pid) {
 
 namespace {
 /// The older HDF5 scheme NAME.tmp.PID is not hidden and could be a user's own file: it counts
-/// only when it is empty or starts with HDF5's signature (lcw wrote no userblock then).
+/// only when it is empty or holds HDF5's signature at byte 0 (no userblock) or 512 (lcw's
+/// userblock).
 bool isOlderHdf5Temp(const std::string& path, std::string_view fileName, const struct stat& st) {
     if (fileName.empty() || fileName[0] == '.') return true; // not that scheme
     if (!S_ISREG(st.st_mode)) return false;
     if (st.st_size == 0) return true;
     static const char sig[8] = {'\x89', 'H', 'D', 'F', '\r', '\n', '\x1a', '\n'};
-    char head[8] = {};
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) return false;
-    const bool ok = ::read(fd, head, 8) == 8 && std::memcmp(head, sig, 8) == 0;
+    bool ok = false;
+    for (const off_t at : {off_t(0), off_t(512)}) {
+        char head[8] = {};
+        if (::pread(fd, head, 8, at) == 8 && std::memcmp(head, sig, 8) == 0) ok = true;
+    }
     ::close(fd);
     return ok;
 }
