@@ -104,8 +104,16 @@ int main(int argc, char** argv) {
         stats::StatsReport rep;
         const std::string path = (tmp / "s.h5").string();
         stats::computeAndSaveStats(base, so, path, rep, np);
+        put("stats", "stats.h5", readAll(path));
+        // A small one: weights of block 0 only, 16 histogram bins.
+        so.activations = false;
+        so.weight.histBins = 16;
+        so.weight.filter = [](const TensorView& t) {
+            return t.shape.size() == 2 && t.name.rfind("layers.0.", 0) == 0;
+        };
+        stats::computeAndSaveStats(base, so, path, rep, np);
         statsBytes = readAll(path);
-        put("stats", "stats.h5", statsBytes);
+        put("stats", "stats-small.h5", statsBytes);
     });
     step("project", [&] {
         project::Project p;

@@ -3,14 +3,15 @@
 # Usage: scripts/fuzz.sh [TARGET|all] [SECONDS]     (default: all, 30 seconds per target)
 #   TARGET: gguf safetensors hf_config tokenizer llama2c recipe stats project results overlay npy
 # Each target runs SECONDS with a 10 s per-input timeout (a slower input is a hang: a finding),
-# a 2 GB memory limit (a larger allocation is a finding), its seed corpus (build-fuzz/corpus/,
-# gathered by scripts/fuzz_seeds.sh on the first run) and new inputs kept in
-# build-fuzz/corpus-run/, and a dictionary from fuzz/dict/. Findings (crash-*, timeout-*, oom-*,
+# a 2 GB memory limit (a larger allocation is a finding), inputs up to 1 MB, its seed corpus
+# (build-fuzz/corpus/, gathered by scripts/fuzz_seeds.sh on the first run) and new inputs kept
+# in build-fuzz/corpus-run/, and a dictionary from fuzz/dict/. Findings (crash-*, timeout-*, oom-*,
 # leak-* files) are saved to fuzz/findings/TARGET/. Prints one summary line per target and
 # exits 1 when any target found something.
 # Environment: LCW_FUZZ_KEEP_GOING=1 keeps fuzzing after a finding (libFuzzer -fork=1 with
 # -ignore_crashes/-ignore_timeouts/-ignore_ooms) to collect several; LCW_FUZZ_ARGS adds
-# libFuzzer options; LCW_FUZZ_JOBS sets the build parallelism (default: nproc).
+# libFuzzer options; LCW_FUZZ_JOBS sets the build parallelism (default: nproc);
+# LCW_FUZZ_NO_BUILD=1 runs the targets already built without configuring or building.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ALL=(gguf safetensors hf_config tokenizer llama2c recipe stats project results overlay npy)
@@ -31,24 +32,27 @@ for tool in clang clang++ cmake ninja; do
 done
 
 B=build-fuzz
-launcher=()
-if command -v ccache >/dev/null; then
-  launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache)
+if [ "${LCW_FUZZ_NO_BUILD:-0}" != 1 ]; then
+  launcher=()
+  if command -v ccache >/dev/null; then
+    launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache)
+  fi
+  cmake -S . -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang \
+    -DCMAKE_CXX_COMPILER=clang++ -DLCW_FUZZ=ON -DLCW_BUILD_GUI=OFF -DLCW_BUILD_TESTS=OFF \
+    -DLCW_BUILD_BENCH=OFF "${launcher[@]}" >/dev/null
+  jobs="${LCW_FUZZ_JOBS:-$(nproc 2>/dev/null || echo 2)}"
+  cmake --build "$B" -j "$jobs" --target "${targets[@]/#/fuzz_}"
+  # The seeds are gathered once (delete build-fuzz/corpus to gather them again).
+  if [ ! -f "$B/corpus/.gathered" ]; then
+    cmake --build "$B" -j "$jobs" --target fuzz_corpus
+    touch "$B/corpus/.gathered"
+  fi
 fi
-cmake -S . -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang \
-  -DCMAKE_CXX_COMPILER=clang++ -DLCW_FUZZ=ON -DLCW_BUILD_GUI=OFF -DLCW_BUILD_TESTS=OFF \
-  -DLCW_BUILD_BENCH=OFF "${launcher[@]}" >/dev/null
-jobs="${LCW_FUZZ_JOBS:-$(nproc 2>/dev/null || echo 2)}"
-cmake --build "$B" -j "$jobs" --target lcw_fuzz_make_seeds "${targets[@]/#/fuzz_}"
-if [ ! -f "$B/corpus/.gathered" ]; then
-  cmake --build "$B" --target fuzz_corpus
-  touch "$B/corpus/.gathered"
-fi
-
 mkdir -p "$B/tmp"
 export TMPDIR="$PWD/$B/tmp"
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_stack_use_after_return=0}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
+export LSAN_OPTIONS="${LSAN_OPTIONS:-suppressions=$PWD/fuzz/lsan.supp}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 extra=()
 if [ "${LCW_FUZZ_KEEP_GOING:-0}" = 1 ]; then
@@ -72,7 +76,7 @@ for t in "${targets[@]}"; do
   echo "fuzz.sh: $t for ${secs}s (log: $log)"
   set +e
   "./$B/fuzz/fuzz_$t" "$B/corpus-run/$t" "$B/corpus/$t" ${dict:+-dict=$dict} \
-    -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -max_len=2097152 \
+    -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -max_len=1048576 \
     -artifact_prefix="$findings/" -print_final_stats=1 "${extra[@]}" >"$log" 2>&1
   rc=$?
   set -e

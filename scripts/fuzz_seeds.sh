@@ -3,15 +3,16 @@
 # the small committed seeds of fuzz/corpus/<target>/, model files from resources/ and
 # ../shared/models (or $LCW_SHARED_DIR; skipped when absent), recipe examples from
 # docs/recipe-format.md, and, when $LCW_MAKE_SEEDS names the built lcw_fuzz_make_seeds, the
-# inputs it writes with lcw's own writers. Files over 2 MB are left out (fuzz.sh runs with
-# -max_len 2 MB). Multi-file inputs are joined with the targets' separator (fuzz/fuzz_common.h).
+# inputs it writes with lcw's own writers. Files over 1 MB are left out (fuzz.sh runs with
+# -max_len 1 MB, libFuzzer's default limit). Multi-file inputs are joined with the targets'
+# separator (fuzz/fuzz_common.h).
 # Usage: scripts/fuzz_seeds.sh OUTDIR
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:?usage: scripts/fuzz_seeds.sh OUTDIR}"
 shared="${LCW_SHARED_DIR:-../shared}"
 SPLIT=$'\n#LCW-FUZZ-SPLIT#\n'
-MAX=$((2 * 1024 * 1024))
+MAX=$((1024 * 1024))
 TARGETS=(gguf safetensors hf_config tokenizer llama2c recipe stats project results overlay npy)
 for t in "${TARGETS[@]}"; do mkdir -p "$out/$t"; done
 
@@ -94,6 +95,7 @@ fi
 if [ -n "${LCW_MAKE_SEEDS:-}" ]; then
   "$LCW_MAKE_SEEDS" "$out"
 fi
+find "$out" -type f -size +"$MAX"c -delete
 for t in "${TARGETS[@]}"; do
   printf 'fuzz_seeds: %-12s %4d seeds\n' "$t" "$(find "$out/$t" -type f | wc -l)"
 done

@@ -12,6 +12,8 @@ nlohmann::json readJsonFile(const std::string& path) {
     } catch (const nlohmann::json::parse_error& e) {
         throw FormatError(path, std::string("not valid JSON: ") + e.what(),
                           e.byte > 0 ? uint64_t(e.byte - 1) : 0);
+    } catch (const nlohmann::json::exception& e) { // number overflow (1e309) is out_of_range
+        throw FormatError(path, std::string("not valid JSON: ") + e.what());
     }
 }
 

@@ -596,6 +596,8 @@ ModelSpec parseHfConfig(const std::string& jsonText, const std::string& source,
     } catch (const json::parse_error& e) {
         throw FormatError(source, std::string("not valid JSON: ") + e.what(),
                           e.byte > 0 ? uint64_t(e.byte - 1) : 0);
+    } catch (const json::exception& e) { // number overflow (1e309) is out_of_range
+        throw FormatError(source, std::string("not valid JSON: ") + e.what());
     }
     if (!cfg.is_object()) throw FormatError(source, "not a JSON object");
     Ctx c{cfg, source};

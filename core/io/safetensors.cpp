@@ -97,6 +97,8 @@ SafetensorsSet readSafetensors(const std::string& path) {
     } catch (const json::parse_error& e) {
         throw FormatError(path, std::string("header is not valid JSON: ") + e.what(),
                           8 + (e.byte > 0 ? uint64_t(e.byte - 1) : 0));
+    } catch (const json::exception& e) { // number overflow (1e309) is out_of_range
+        throw FormatError(path, std::string("header is not valid JSON: ") + e.what(), 8);
     }
     if (!header.is_object()) throw FormatError(path, "header is not a JSON object", 8);
 
