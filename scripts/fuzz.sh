@@ -82,8 +82,9 @@ for t in "${targets[@]}"; do
   set -e
   after="$(find "$findings" -maxdepth 1 -type f | wc -l)"
   found=$((after - before))
-  execs="$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)"
-  [ -n "$execs" ] || execs="$(grep -o '^#[0-9]*' "$log" | tr -d '#' | tail -1)"
+  execs="$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1 || true)"
+  # -fork mode prints no final stats: the last "#N" status line counts the executions.
+  [ -n "$execs" ] || execs="$(grep -o '^#[0-9]*' "$log" | tr -d '#' | tail -1 || true)"
   [ -n "$execs" ] || execs=0
   if [ "$found" -eq 0 ] && [ "$rc" -ne 0 ]; then
     found=1 # the fuzzer failed without leaving a file (startup error, dictionary, ...)
