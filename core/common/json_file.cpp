@@ -52,6 +52,8 @@ Json parseLimited(std::string_view text, const std::string& sourceName, uint64_t
         throw FormatError(sourceName,
                           "JSON nested deeper than " + std::to_string(kMaxJsonDepth) + " levels",
                           baseOffset + tooDeepOffset(text));
+    } catch (const nlohmann::json::exception& e) { // number overflow (1e309) is out_of_range
+        throw FormatError(sourceName, std::string("not valid JSON: ") + e.what(), baseOffset);
     }
 }
 

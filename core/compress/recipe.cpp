@@ -624,9 +624,12 @@ Recipe Recipe::load(const std::string& path) {
                 (std::filesystem::path(path).parent_path() / r.imatrix).lexically_normal().string();
         return r;
     } catch (const RecipeError& e) {
+        // what() stops at a NUL, which a field name from the file may hold ("a\u0000b"): then
+        // the prefix is longer than what() and the whole text is kept.
+        const std::string what = e.what();
+        const size_t skip = ruleWhere(e.rule(), e.field()).size() + 2;
         throw RecipeError(e.rule(), e.field(),
-                          std::string(e.what()).substr(ruleWhere(e.rule(), e.field()).size() + 2) +
-                              " (" + path + ")");
+                          (skip <= what.size() ? what.substr(skip) : what) + " (" + path + ")");
     }
 }
 

@@ -427,8 +427,10 @@ const CpuFeatures& cpu() {
         CpuFeatures c;
 #if LCW_X86
         __builtin_cpu_init();
-        c.avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                 __builtin_cpu_supports("f16c");
+        // F16C from CPUID leaf 1, ECX bit 29 (clang's __builtin_cpu_supports has no "f16c").
+        unsigned a1 = 0, b1 = 0, c1 = 0, d1 = 0;
+        const bool f16c = __get_cpuid(1, &a1, &b1, &c1, &d1) && (c1 & (1u << 29));
+        c.avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
         c.avx512 = c.avx2 && __builtin_cpu_supports("avx512f") &&
                    __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
                    __builtin_cpu_supports("avx512dq");
