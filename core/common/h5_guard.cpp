@@ -130,7 +130,7 @@ Sha256::Digest hashRange(int fd, uint64_t from, uint64_t n, const std::string& p
 
 std::mutex g_convMutex;
 std::string g_converter;
-std::chrono::milliseconds g_timeout{60000};
+std::chrono::milliseconds g_timeout{0}; // 0: by file size (convertInChild)
 std::atomic<uint64_t> g_opens{0};
 
 bool isExecutableFile(const std::string& p) {
@@ -333,6 +333,14 @@ std::string convertInChild(const std::string& path, Kind kind, int maxVersion, c
     {
         const std::lock_guard<std::mutex> lock(g_convMutex);
         timeout = g_timeout;
+    }
+    if (timeout.count() <= 0) {
+        // 5 s plus 1 s per 16 MiB: a conversion reads at well over 16 MiB/s, and a small
+        // hostile file that makes libhdf5 spin is given up on quickly.
+        std::error_code ec;
+        const auto size = fs::file_size(path, ec);
+        const long long extra = ec ? 0 : (long long)(size >> 24);
+        timeout = std::chrono::milliseconds(1000 * std::min<long long>(5 + extra, 600));
     }
     const std::string out = dir.path() + "/converted.h5";
     const ProcessResult r =

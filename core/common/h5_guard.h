@@ -50,7 +50,8 @@ bool hasHdf5Signature(const std::string& path);
 std::string converterExecutable();
 /// Overrides the converter (empty: back to the search above).
 void setConverter(const std::string& executable);
-/// Time limit of one conversion (default 60 s).
+/// Time limit of one conversion; zero (the default) means 5 s plus 1 s per 16 MiB of the file,
+/// at most 600 s.
 void setConverterTimeout(std::chrono::milliseconds timeout);
 
 /// A temporary folder, removed with its contents on destruction.
