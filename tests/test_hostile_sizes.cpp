@@ -143,19 +143,7 @@ lcwtest::CliRun runCliLimited(const QStringList& args) {
     QStringList all = {"-c", "ulimit -v 4194304 && exec \"$0\" \"$@\"",
                        QString::fromUtf8(LCW_CLI_PATH)};
     all += args;
-    QProcess p;
-    p.start("bash", all);
-    lcwtest::CliRun r;
-    if (!p.waitForFinished(30000)) {
-        p.kill();
-        p.waitForFinished();
-        r.err = "timeout";
-        return r;
-    }
-    r.code = p.exitStatus() == QProcess::NormalExit ? p.exitCode() : -2;
-    r.out = p.readAllStandardOutput();
-    r.err = p.readAllStandardError();
-    return r;
+    return lcwtest::runProgram("bash", all, 30000);
 }
 
 } // namespace

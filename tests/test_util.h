@@ -45,10 +45,10 @@ struct CliRun {
     QByteArray out, err;
 };
 
-/// Runs the lcw-cli built with the tests; kills it after timeoutMs.
-inline CliRun runCli(const QStringList& args, int timeoutMs = 120000) {
+/// Runs `program args`; kills it after timeoutMs.
+inline CliRun runProgram(const QString& program, const QStringList& args, int timeoutMs) {
     QProcess p;
-    p.start(QString::fromUtf8(LCW_CLI_PATH), args);
+    p.start(program, args);
     CliRun r;
     if (!p.waitForFinished(timeoutMs)) {
         p.kill();
@@ -60,6 +60,11 @@ inline CliRun runCli(const QStringList& args, int timeoutMs = 120000) {
     r.out = p.readAllStandardOutput();
     r.err = p.readAllStandardError();
     return r;
+}
+
+/// Runs the lcw-cli built with the tests; kills it after timeoutMs.
+inline CliRun runCli(const QStringList& args, int timeoutMs = 120000) {
+    return runProgram(QString::fromUtf8(LCW_CLI_PATH), args, timeoutMs);
 }
 
 } // namespace lcwtest
