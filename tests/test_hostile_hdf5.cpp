@@ -411,6 +411,11 @@ private slots:
         const std::string dir = lcwtest::sourcePath("tests/data/fuzz/hdf5/");
         const uint64_t opens = h5::libraryOpens();
         for (const char* name : {"legacy-stats-segv.h5", "legacy-stats-alloc.h5"}) {
+#if defined(__SANITIZE_ADDRESS__)
+            // The converter's address-space cap, which turns the endless allocation into a
+            // failed read, is off in AddressSanitizer builds (ASan reserves terabytes).
+            if (std::string(name) == "legacy-stats-alloc.h5") continue;
+#endif
             const std::string path = dir + name;
             QVERIFY(lcwtest::exists(path));
             const std::vector<uint8_t> before = readAll(path);

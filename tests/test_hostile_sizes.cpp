@@ -414,6 +414,10 @@ private slots:
     }
 
     void cliUnderAddressSpaceLimit() {
+#if defined(__SANITIZE_ADDRESS__)
+        QSKIP("AddressSanitizer cannot run under ulimit -v (its shadow memory needs terabytes of "
+              "address space)");
+#endif
         using V = lcw::GgufValue;
         const std::string dir = lcwtest::tempDir("hostile-cli");
         struct Case {
