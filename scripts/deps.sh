@@ -6,7 +6,7 @@ set -euo pipefail
 LCW_PACKAGES=(
   build-essential cmake ninja-build pkg-config
   qt6-base-dev qt6-base-dev-tools libqcustomplot-dev libqcustomplot2.1-qt6 qt6-svg-dev
-  libeigen3-dev libhdf5-dev nlohmann-json3-dev libre2-dev
+  libeigen3-dev libhdf5-dev nlohmann-json3-dev libre2-dev libyaml-cpp-dev
   libvulkan-dev glslc glslang-tools mesa-vulkan-drivers vulkan-tools
   xvfb xauth fonts-dejavu-core
 )
