@@ -235,8 +235,8 @@ private slots:
         EXPECT_ERR(lcw::readSafetensors(p), Kind::Format, p, "non-negative");
         withHeader(R"({"a": {"dtype": "F32", "shape": [4], "data_offsets": [16, 0]}})");
         EXPECT_ERR(lcw::readSafetensors(p), Kind::Format, p, "reversed");
-        withHeader(R"({"a": {"dtype": "F8_E4M3", "shape": [4], "data_offsets": [0, 4]}})");
-        EXPECT_ERR(lcw::readSafetensors(p), Kind::Unsupported, p, "F8_E4M3");
+        withHeader(R"({"a": {"dtype": "F8_E5M2", "shape": [4], "data_offsets": [0, 4]}})");
+        EXPECT_ERR(lcw::readSafetensors(p), Kind::Unsupported, p, "F8_E5M2");
         withHeader(R"({"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]},
                        "b": {"dtype": "F32", "shape": [4], "data_offsets": [8, 24]}})");
         EXPECT_ERR(lcw::readSafetensors(p), Kind::Format, p, "overlap");

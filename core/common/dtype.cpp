@@ -29,6 +29,7 @@ constexpr Info kInfo[] = {
     {DType::Q3_K, "q3_k", "", 256, 110}, {DType::Q4_K, "q4_k", "", 256, 144},
     {DType::Q5_K, "q5_k", "", 256, 176}, {DType::Q6_K, "q6_k", "", 256, 210},
     {DType::IQ4_NL, "iq4_nl", "", 32, 18}, {DType::IQ4_XS, "iq4_xs", "", 256, 136},
+    {DType::F8_E4M3, "f8_e4m3", "F8_E4M3", 1, 1},
 };
 const Info& info(DType t) {
     for (const auto& i : kInfo)

@@ -33,6 +33,9 @@ enum class DType : uint8_t {
     Q6_K,
     IQ4_NL, ///< 32 elements: f16 d + 16 bytes of 4-bit indices into a non-linear table
     IQ4_XS, ///< 256 elements: f16 d, u16 high scale bits, 4 bytes low scale bits, 128 bytes
+    /// float8 e4m3fn, one byte (safetensors "F8_E4M3"; compressed-tensors' float-quantized
+    /// weights). Not a weight type of the runtime: loaders decode it (lowbit.h e4m3ToF32).
+    F8_E4M3,
 };
 
 /// Lower-case name as users see it ("f32", "bf16", "q4_k").

@@ -26,7 +26,7 @@ std::optional<DType> safetensorsDType(const std::string& s) {
     static const std::pair<const char*, DType> kNames[] = {
         {"F32", DType::F32}, {"F16", DType::F16},  {"BF16", DType::BF16}, {"F64", DType::F64},
         {"I8", DType::I8},   {"U8", DType::U8},    {"I16", DType::I16},   {"I32", DType::I32},
-        {"I64", DType::I64}, {"BOOL", DType::Bool}};
+        {"I64", DType::I64}, {"BOOL", DType::Bool}, {"F8_E4M3", DType::F8_E4M3}};
     for (const auto& [n, t] : kNames)
         if (s == n) return t;
     return std::nullopt;
@@ -54,6 +54,8 @@ std::string safetensorsName(DType t) {
         return "I64";
     case DType::Bool:
         return "BOOL";
+    case DType::F8_E4M3:
+        return "F8_E4M3";
     default:
         return {};
     }
