@@ -60,6 +60,12 @@ public:
     virtual ~HfQuantFormat() = default;
     /// "compressed-tensors", "gptq", "awq".
     virtual std::string name() const = 0;
+    /// Called once, before cannotExpress(), with every quantised module the writer will offer.
+    /// Formats whose checkpoint has one global setting (AWQ's group_size, GPTQ without dynamic
+    /// overrides) pick it here (the most common one); the others then become not expressible.
+    /// Optional: without it such a format keeps the setting of the first module it is asked
+    /// about. Default: nothing to plan.
+    virtual void plan(const std::vector<const HfQuantModule*>& modules) { (void)modules; }
     /// Empty when `m` can be written in this format; else the reason it cannot ("asymmetric
     /// fp8", "tensor granularity", "3-bit codes"), for the export report.
     virtual std::string cannotExpress(const HfQuantModule& m) const = 0;
