@@ -480,6 +480,16 @@ private slots:
         QCOMPARE(o["group_size"].get<int>(), 64);
         QCOMPARE(o["sym"].get<bool>(), false);
 
+        // k_proj of block 1 stays in floats while block 0's k_proj is not written either:
+        // transformers' suffix list of the linears to quantise is exact.
+        QCOMPARE(q["modules_in_block_to_quantize"],
+                 nlohmann::ordered_json::parse(R"([["mlp.down_proj", "self_attn.q_proj"]])"));
+        // a float q_proj in block 2 while q_proj is written elsewhere: no suffix list can say it
+        QVERIFY(!g->quantizationConfig(all, {"model.layers.2.self_attn.q_proj"}, {})
+                     .contains("modules_in_block_to_quantize"));
+        QVERIFY(
+            !g->quantizationConfig(all, {"lm_head"}, {}).contains("modules_in_block_to_quantize"));
+
         // GPTQ without dynamic: the minority module is not expressible.
         auto plain = gptqFormat({.dynamic = false});
         plain->plan(all);

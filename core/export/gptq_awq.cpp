@@ -8,9 +8,11 @@
 
 #include <algorithm>
 #include <bit>
+#include <cctype>
 #include <cmath>
 #include <cstring>
 #include <optional>
+#include <set>
 #include <string>
 
 namespace lcw {
@@ -167,6 +169,19 @@ std::string regexLiteral(const std::string& s) {
     return r + "$";
 }
 
+/// The name of a module within its block ("model.layers.3.self_attn.q_proj" ->
+/// "self_attn.q_proj"): what follows the first numeric path segment; none outside blocks.
+std::optional<std::string> inBlockName(const std::string& module) {
+    size_t pos = 0;
+    while ((pos = module.find('.', pos)) != std::string::npos) {
+        size_t e = pos + 1;
+        while (e < module.size() && std::isdigit(static_cast<unsigned char>(module[e]))) ++e;
+        if (e > pos + 1 && e < module.size() && module[e] == '.') return module.substr(e + 1);
+        pos = pos + 1;
+    }
+    return std::nullopt;
+}
+
 bool isLmHead(const HfQuantModule& m) {
     return m.module == "lm_head" || (m.module.size() > 8 && m.module.ends_with(".lm_head"));
 }
@@ -291,6 +306,22 @@ public:
         c["static_groups"] = actOrder;
         c["checkpoint_format"] = m_opt.v2 ? "gptq_v2" : "gptq";
         c["lm_head"] = lmHead;
+        // transformers / optimum replace every linear of the blocks unless
+        // modules_in_block_to_quantize lists the ones to keep (matched as name suffixes): list
+        // the written modules' names within their block when some block linears stay in
+        // floats and no written module shares such a name (otherwise only GPTQModel's
+        // dynamic "-:" entries below can tell them apart).
+        std::set<std::string> keptRel, floatRel;
+        for (const HfQuantModule* m : written)
+            if (m && m->packed)
+                if (auto r = inBlockName(m->module)) keptRel.insert(*r);
+        for (const std::string& name : ignored)
+            if (auto r = inBlockName(name)) floatRel.insert(*r);
+        const bool clash = std::any_of(floatRel.begin(), floatRel.end(),
+                                       [&](const std::string& r) { return keptRel.count(r); });
+        if (!floatRel.empty() && !keptRel.empty() && !clash)
+            c["modules_in_block_to_quantize"] =
+                json::array({json(std::vector<std::string>(keptRel.begin(), keptRel.end()))});
         if (m_opt.dynamic) {
             json dyn = json::object();
             for (const std::string& name : ignored) dyn["-:" + regexLiteral(name)] = json::object();
