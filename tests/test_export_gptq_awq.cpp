@@ -217,6 +217,9 @@ private slots:
         QTest::newRow("int3 g32 asym") << 3 << false << 32 << 64 << 128 << false;
         QTest::newRow("int3 g64 sym") << 3 << true << 64 << 32 << 192 << false;
         QTest::newRow("int3 channel asym v2") << 3 << false << -1 << 96 << 64 << true;
+        // large enough for the parallel packing loops
+        QTest::newRow("int4 g128 asym v1 256x512") << 4 << false << 128 << 256 << 512 << false;
+        QTest::newRow("int3 g128 sym 256x512") << 3 << true << 128 << 256 << 512 << false;
     }
     void gptqRoundTripsExactly() {
         QFETCH(int, bits);
@@ -295,6 +298,7 @@ private slots:
         QTest::newRow("int4 g64 sym") << true << 64 << 16 << 128;
         QTest::newRow("int4 g32 asym") << false << 32 << 64 << 96;
         QTest::newRow("int4 channel asym") << false << -1 << 8 << 96;
+        QTest::newRow("int4 g128 asym 256x512") << false << 128 << 256 << 512;
     }
     void awqRoundTripsExactly() {
         QFETCH(bool, sym);

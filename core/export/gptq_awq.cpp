@@ -100,13 +100,15 @@ struct Unpacked {
     int bits = 0;
     const PackedTensor* p = nullptr;
     uint64_t rowBytes = 0;
+    /// Code (r, j): LSB-first b-bit values, each row starting on a byte; b <= 8, so a code
+    /// lies within two bytes.
     uint32_t code(int64_t r, int64_t j) const {
         const uint8_t* row = p->codes.data() + uint64_t(r) * rowBytes;
         const uint64_t bit = uint64_t(j) * uint64_t(bits);
-        uint32_t u = 0;
-        for (int b = 0; b < bits; ++b)
-            u |= uint32_t(row[(bit + b) >> 3] >> ((bit + b) & 7) & 1u) << b;
-        return u;
+        const uint64_t by = bit >> 3;
+        uint32_t v = row[by];
+        if (by + 1 < rowBytes) v |= uint32_t(row[by + 1]) << 8;
+        return (v >> (bit & 7)) & ((1u << bits) - 1u);
     }
     /// Group k of row r: index into scales / zeros.
     size_t gi(int64_t r, int64_t k) const { return size_t(r * groups + k); }
@@ -245,6 +247,8 @@ public:
         const int64_t R = u.rows, C = u.cols, G = u.groups;
         // qweight [C * b / 32, R]: column r is the bit stream of its C codes.
         std::vector<uint32_t> qweight(size_t(C * b / 32 * R), 0u);
+        // omp: nothrow (bit packing; column r writes only its own words)
+#pragma omp parallel for schedule(static) if (R * C >= (int64_t(1) << 16))
         for (int64_t r = 0; r < R; ++r)
             for (int64_t j = 0; j < C; ++j)
                 putStream(qweight.data() + r, R, uint64_t(j) * uint64_t(b), b, u.code(r, j));
@@ -419,9 +423,13 @@ public:
         for (int k = 0; k < 8; ++k) slot[kAwqOrder[k]] = k;
         std::vector<uint32_t> qweight(size_t(C * W), 0u), qzeros(size_t(G * W), 0u);
         std::vector<uint16_t> scales(size_t(G * R));
+        // omp: nothrow (bit packing; input j writes only its own row of words)
+#pragma omp parallel for schedule(static) if (R * C >= (int64_t(1) << 16))
+        for (int64_t j = 0; j < C; ++j)
+            for (int64_t r = 0; r < R; ++r)
+                qweight[size_t(j * W + r / 8)] |= u.code(r, j) << unsigned(4 * slot[r % 8]);
         for (int64_t r = 0; r < R; ++r) {
             const unsigned sh = unsigned(4 * slot[r % 8]);
-            for (int64_t j = 0; j < C; ++j) qweight[size_t(j * W + r / 8)] |= u.code(r, j) << sh;
             for (int64_t k = 0; k < G; ++k) {
                 qzeros[size_t(k * W + r / 8)] |= (u.zero(r, k) & 15u) << sh;
                 scales[size_t(k * R + r)] = u.scale(r, k);
