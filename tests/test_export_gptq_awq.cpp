@@ -503,6 +503,11 @@ private slots:
                      why.find("int4 g128 sym") != std::string::npos,
                  why.c_str());
         QVERIFY(!plain->quantizationConfig({&ma, &mb}, {}, {}).contains("dynamic"));
+        // without plan(): the first module asked fixes the setting
+        auto plain2 = gptqFormat({.dynamic = false});
+        QCOMPARE(plain2->cannotExpress(mc), std::string());
+        QVERIFY(!plain2->cannotExpress(ma).empty());
+        QCOMPARE(plain2->quantizationConfig({&mc}, {}, {})["bits"].get<int>(), 8);
 
         // AWQ: one group size; sym and asym both fit (zero_point true, zero 8 for sym).
         const PackedTensor d =
