@@ -239,11 +239,40 @@ LlmcExport exportLlmCompressorRecipe(const compress::Recipe& recipe, const Model
     // quantises their layers.
     std::vector<int> awqGrids;
 
-    std::set<std::string> planned;
+    // Fused modules (phi3 qkv_proj / gate_up_proj, falcon query_key_value, ...) hold several
+    // lcw layers: one module, one setting, so parts with different settings are not expressible.
+    std::map<std::string, std::set<std::string>> moduleSettings;
+    auto settingsOf = [&](const std::string& name) {
+        std::string k;
+        for (const auto& lp : plan.layers)
+            if (lp.name == name) k += lp.describe() + "|" + lp.weightJson.dump();
+        if (auto it = acts.find(name); it != acts.end()) k += "|" + it->second->act.describe();
+        if (auto it = plan.smooth.find(name); it != plan.smooth.end())
+            k += "|sq " + fmtNum(it->second.first);
+        return k;
+    };
+    {
+        std::set<std::string> names;
+        for (const auto& lp : plan.layers) names.insert(lp.name);
+        for (const auto& ap : plan.activations) names.insert(ap.name);
+        for (const auto& t : model.tensors())
+            if (t.shape.size() == 2 && compress::isTargetable(t.name)) names.insert(t.name);
+        for (const auto& n : names)
+            if (auto mod = hfModuleFromCanonical(n, arch))
+                moduleSettings[*mod].insert(settingsOf(n));
+    }
+    auto fusedConflict = [&](const std::string& name, const std::string& module) {
+        if (moduleSettings[module].size() <= 1) return false;
+        notExpr("parts of one fused module with different settings (llm-compressor quantises the "
+                "module as a whole)",
+                name + " in " + module);
+        return true;
+    };
+
     for (const compress::LayerPlan& lp : plan.layers) {
-        planned.insert(lp.name);
         const auto module = hfModuleFromCanonical(lp.name, arch);
         const bool linear = module && hfModuleIsLinear(lp.name, arch);
+        if (linear && fusedConflict(lp.name, *module)) continue;
         if (!linear) {
             notExpr("not an nn.Linear module in transformers (llm-compressor quantises and prunes "
                     "Linear layers)",
@@ -360,6 +389,7 @@ LlmcExport exportLlmCompressorRecipe(const compress::Recipe& recipe, const Model
             if (lp.name == ap.name && lp.quantize) hasWeight = true;
         if (hasWeight) continue;
         const auto module = hfModuleFromCanonical(ap.name, arch);
+        if (module && hfModuleIsLinear(ap.name, arch) && fusedConflict(ap.name, *module)) continue;
         if (!module || !hfModuleIsLinear(ap.name, arch)) {
             notExpr("not an nn.Linear module in transformers (llm-compressor quantises and prunes "
                     "Linear layers)",
@@ -434,7 +464,8 @@ LlmcExport exportLlmCompressorRecipe(const compress::Recipe& recipe, const Model
             kvScheme["type"] = "int";
             kvScheme["symmetric"] = false;
             kvScheme["strategy"] = "group";
-            kvScheme["group_size"] = kv.groupSize;
+            // token groups are cut to the K/V row (nKvHeads * headDim) as the cache cuts them
+            kvScheme["group_size"] = std::min(kv.groupSize, plan.kv.front().width);
             kvScheme["dynamic"] = true;
         }
     }

@@ -537,7 +537,13 @@ std::vector<HfModuleRole> hfModuleRoles(std::string_view arch) {
     const HfFamily& f = hfFamily(arch);
     for (const Pair& p : f.layer) add(p);
     if (f.llamaLayerTable)
-        for (const Pair& p : kHfLayer) add(p);
+        for (const Pair& p : kHfLayer) {
+            // the family's own (fused) spelling wins: phi3 has no q_proj
+            bool covered = false;
+            for (const auto& m : out)
+                for (const auto& r : m.roles) covered |= r == p.canon;
+            if (!covered) add(p);
+        }
     if (arch == "mixtral")
         for (const auto& [w, role] :
              {std::pair{"w1", "gate"}, std::pair{"w3", "up"}, std::pair{"w2", "down"}})

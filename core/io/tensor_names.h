@@ -45,8 +45,9 @@ std::optional<std::string> ggufFromCanonical(std::string_view canonical,
 /// nn.Linear's name, the tensor name without ".weight"): "layers.3.attn.q" →
 /// "model.layers.3.self_attn.q_proj", "lm_head" → "lm_head". Split logical parts of a fused
 /// module (phi3 q/k/v → "self_attn.qkv_proj", gpt2 c_attn, falcon/bloom/gpt_neox
-/// query_key_value, phi3 gate/up → "mlp.gate_up_proj") give the fused module. nullopt for
-/// names that are not weights of a module (norm vectors, biases, Mamba's A_log / D).
+/// query_key_value, phi3 gate/up → "mlp.gate_up_proj") give the fused module; norms give their
+/// norm module ("model.layers.3.input_layernorm", what SmoothQuant / AWQ mappings name).
+/// nullopt for names that are not a module's weight (biases, Mamba's A_log / D).
 std::optional<std::string> hfModuleFromCanonical(std::string_view canonical,
                                                  std::string_view arch = "llama");
 /// Inverse of hfModuleFromCanonical: the canonical weight names a module holds, in order
