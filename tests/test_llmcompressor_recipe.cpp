@@ -36,6 +36,7 @@
 #include <nlohmann/json.hpp>
 #include <yaml-cpp/yaml.h>
 
+#include <filesystem>
 #include <fstream>
 #include <regex>
 #include <set>
@@ -77,21 +78,24 @@ std::string wideModel() {
 // The module names of a model's 2-D weights as transformers names them (straight from the
 // safetensors names, independent of lcw's mapping).
 std::set<std::string> linearModules(const std::string& folder) {
-    std::ifstream f(folder + "/model.safetensors", std::ios::binary);
-    unsigned char len[8] = {};
-    f.read(reinterpret_cast<char*>(len), 8);
-    uint64_t n = 0;
-    for (int i = 7; i >= 0; --i) n = (n << 8) | len[i];
-    std::string header(n, '\0');
-    f.read(header.data(), std::streamsize(n));
     std::set<std::string> out;
-    const json h = json::parse(header);
-    for (const auto& [name, t] : h.items()) {
-        const std::string suffix = ".weight";
-        if (name == "__metadata__" || t["shape"].size() != 2 || name.size() <= suffix.size() ||
-            name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
-            continue;
-        out.insert(name.substr(0, name.size() - suffix.size()));
+    for (const auto& file : std::filesystem::directory_iterator(folder)) {
+        if (file.path().extension() != ".safetensors") continue;
+        std::ifstream f(file.path(), std::ios::binary);
+        unsigned char len[8] = {};
+        f.read(reinterpret_cast<char*>(len), 8);
+        uint64_t n = 0;
+        for (int i = 7; i >= 0; --i) n = (n << 8) | len[i];
+        std::string header(n, '\0');
+        f.read(header.data(), std::streamsize(n));
+        const json h = json::parse(header);
+        for (const auto& [name, t] : h.items()) {
+            const std::string suffix = ".weight";
+            if (name == "__metadata__" || t["shape"].size() != 2 || name.size() <= suffix.size() ||
+                name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
+                continue;
+            out.insert(name.substr(0, name.size() - suffix.size()));
+        }
     }
     return out;
 }
@@ -734,6 +738,49 @@ private slots:
                                   "/nonexistent/dir/r.yaml"})
                      .code,
                  1);
+    }
+
+    void everyFamilyRoundTrips_data() {
+        QTest::addColumn<QString>("family");
+        for (const char* f :
+             {"llama2_sp_f32", "gemma", "mixtral_moe", "opt", "phi3", "qwen2_sharded", "mamba"})
+            QTest::newRow(f) << f;
+    }
+
+    void everyFamilyRoundTrips() {
+        // per-block differences and lm_head over each family's module names
+        QFETCH(QString, family);
+        const std::string rel = "models/tiny-random/" + family.toStdString() + "/model";
+        LCW_REQUIRE_SHARED(rel);
+        const std::string folder = lcwtest::sharedPath(rel);
+        auto m = Model::load(folder);
+        const Recipe r = Recipe::fromJson(json::parse(R"({"lcw_recipe": 1, "name": "f", "rules": [
+            {"targets": ["*"], "ignore": ["*.dt_proj"],
+             "weight": {"bits": 4, "symmetric": false, "group_size": 32}},
+            {"targets": ["layers.0.*"], "weight": {"bits": 8, "granularity": "channel",
+              "symmetric": true}},
+            {"targets": ["lm_head"], "weight": {"bits": 6, "granularity": "channel"}}]})"));
+        const auto e = exportLlmCompressorRecipe(r, *m);
+        QVERIFY2(e.notExpressible.empty(),
+                 e.notExpressible.empty() ? "" : e.notExpressible[0].c_str());
+        const std::string path = lcwtest::tempDir("llmc-fam") + "/r.yaml";
+        exporter::writeLlmCompressorRecipe(path, e);
+        const Plan plan = planWithCalib(r, *m);
+        // the groups' targets select exactly the modules of the file that lcw quantises
+        const auto mods = modifiersOf(YAML::LoadFile(path));
+        QCOMPARE(mods.size(), size_t(1));
+        std::set<std::string> want, got;
+        for (const auto& l : plan.layers)
+            want.insert(*hfModuleFromCanonical(l.name, m->spec().arch));
+        const std::set<std::string> modules = linearModules(folder);
+        for (const auto& w : want) QVERIFY2(modules.count(w), w.c_str());
+        for (const auto& g : mods[0].args["config_groups"])
+            for (const auto& x : matchedModules(modules, g.second["targets"], {})) got.insert(x);
+        QCOMPARE(got, want);
+        QCOMPARE(planSummary(planWithCalib(importLlmCompressorRecipe(path, m->spec().arch), *m)),
+                 planSummary(plan));
+        QCOMPARE(planSummary(planWithCalib(importLlmCompressorRecipe(path), *m)),
+                 planSummary(plan));
     }
 
     void gpt2Conv1dListed() {

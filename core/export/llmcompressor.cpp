@@ -245,7 +245,15 @@ LlmcExport exportLlmCompressorRecipe(const compress::Recipe& recipe, const Model
     auto settingsOf = [&](const std::string& name) {
         std::string k;
         for (const auto& lp : plan.layers)
-            if (lp.name == name) k += lp.describe() + "|" + lp.weightJson.dump();
+            if (lp.name == name) {
+                const json& w = lp.weightJson;
+                const json awq = w.value("awq", json::object());
+                k += lp.describe() + "|" + fmtNum(w.value("damp", 0.01)) + "|" +
+                     std::to_string(w.value("block_size", 128)) + "|" +
+                     std::to_string(w.value("act_order", false)) + "|" +
+                     std::to_string(awq.value("grid", 20)) + "|" +
+                     std::to_string(awq.value("clip_search", true));
+            }
         if (auto it = acts.find(name); it != acts.end()) k += "|" + it->second->act.describe();
         if (auto it = plan.smooth.find(name); it != plan.smooth.end())
             k += "|sq " + fmtNum(it->second.first);
