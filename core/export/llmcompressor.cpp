@@ -246,7 +246,7 @@ LlmcExport exportLlmCompressorRecipe(const compress::Recipe& recipe, const Model
         std::string k;
         for (const auto& lp : plan.layers)
             if (lp.name == name) {
-                const json& w = lp.weightJson;
+                const json w = lp.weightJson.is_object() ? lp.weightJson : json::object();
                 const json awq = w.value("awq", json::object());
                 k += lp.describe() + "|" + fmtNum(w.value("damp", 0.01)) + "|" +
                      std::to_string(w.value("block_size", 128)) + "|" +
