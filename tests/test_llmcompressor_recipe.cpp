@@ -670,6 +670,23 @@ private slots:
         QVERIFY(p3.layers[0].sparsity && p3.layers[0].sparsity->pattern == SparsityPattern::NM);
         QVERIFY(!p3.layers[0].quantize);
 
+        // tests/sparsity/sparsegpt/recipes/sparse_with_mask_structure.yaml: SparseGPT targets
+        // are modules whose Linear submodules are pruned (sgpt_base.py), here block 0
+        writeText(dir + "/blk.yaml", R"(test_stage:
+  obcq_modifiers:
+    SparseGPTModifier:
+      sparsity: 0.5
+      block_size: 128
+      dampening_frac: 0.01
+      mask_structure: "2:4"
+      targets: [
+        "re:.*model.layers.0$",
+      ]
+)");
+        const Plan p4 = planWithCalib(importLlmCompressorRecipe(dir + "/blk.yaml"), *m);
+        QCOMPARE(int(p4.layers.size()), 7);
+        for (const auto& l : p4.layers) QVERIFY(l.name.rfind("layers.0.", 0) == 0);
+
         // the CLI writes the imported recipe (atomically) and it loads as an lcw recipe
         const auto run =
             lcwtest::runCli({"recipe", "import", QString::fromStdString(dir + "/sq.yaml"), "--out",

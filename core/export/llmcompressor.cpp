@@ -696,7 +696,10 @@ private:
     }
 
     // targets / ignore -> canonical patterns
-    json patterns(const YAML::Node& n, const std::string& key, bool isIgnore, bool* linear) {
+    // `containers`: SparseGPT / Wanda targets select modules whose Linear submodules are pruned
+    // (sgpt_base.py: "layers containing targets"), so a target also covers what lies below it.
+    json patterns(const YAML::Node& n, const std::string& key, bool isIgnore, bool* linear,
+                  bool containers = false) {
         std::vector<std::string> items;
         if (n.IsScalar())
             items.push_back(n.Scalar());
@@ -707,7 +710,10 @@ private:
         json out = json::array();
         for (const auto& t : items) {
             if (t.rfind("re:", 0) == 0) {
-                out.push_back("re:" + canonicalRegexFromHfModuleRegex(t.substr(3), m_arch));
+                std::string re = canonicalRegexFromHfModuleRegex(t.substr(3), m_arch);
+                if (containers && re.size() > 1 && re.back() == '$' && re[re.size() - 2] != '\\')
+                    re = "(?:" + re.substr(0, re.size() - 1) + ")(?:\\..*)?";
+                out.push_back("re:" + re);
             } else if (t == "Linear") {
                 if (isIgnore) throw bad(key, "ignoring every Linear leaves nothing to do");
                 out.push_back("*");
@@ -717,6 +723,20 @@ private:
                     canonicalFromHfModule(t, m_arch.empty() ? "llama" : m_arch);
                 for (std::string_view a : {"phi3", "mixtral", "opt", "gpt_neox", "falcon", "mamba"})
                     if (c.empty() && m_arch.empty()) c = canonicalFromHfModule(t, a);
+                if (c.empty() && containers) {
+                    // a decoder block ("model.layers.3"): every linear in it
+                    for (std::string_view a : {"llama", "opt", "gpt2", "gpt_neox", "mamba"}) {
+                        const std::string prefix =
+                            hfLayerPrefix(m_arch.empty() ? a : std::string_view(m_arch));
+                        const std::string rest =
+                            t.rfind(prefix, 0) == 0 ? t.substr(prefix.size()) : std::string();
+                        if (!rest.empty() &&
+                            rest.find_first_not_of("0123456789") == std::string::npos) {
+                            c.push_back("layers." + rest + ".*");
+                            break;
+                        }
+                    }
+                }
                 if (c.empty()) {
                     if (!t.empty() && std::isupper(static_cast<unsigned char>(t[0]))) {
                         if (isIgnore) {
@@ -1080,8 +1100,9 @@ private:
                 warn(where + ".sparsity", "ignored: the N:M pattern fixes the sparsity");
         }
         bool linear = false;
-        json targets = a["targets"] ? patterns(a["targets"], where + ".targets", false, &linear)
-                                    : json::array({"*"});
+        json targets = a["targets"]
+                           ? patterns(a["targets"], where + ".targets", false, &linear, true)
+                           : json::array({"*"});
         json rule = {{"targets", targets}, {"sparsity", s}};
         if (a["ignore"]) {
             const json ig = patterns(a["ignore"], where + ".ignore", true, nullptr);
