@@ -800,6 +800,27 @@ private slots:
                  planSummary(plan));
     }
 
+    void exportFromSavedOverlay() {
+        // --overlay DIR exports the recipe the overlay was made with
+        const QString demo = QString::fromStdString(lcwtest::demoModelPath());
+        const std::string dir = lcwtest::tempDir("llmc-ov");
+        const QString ov = QString::fromStdString(dir + "/ov");
+        QCOMPARE(lcwtest::runCli({"compress", demo, "--preset", "W8A8", "--save", ov}).code, 0);
+        const QString a = QString::fromStdString(dir + "/a.yaml"),
+                      b = QString::fromStdString(dir + "/b.yaml");
+        QCOMPARE(lcwtest::runCli(
+                     {"export", demo, "--overlay", ov, "--format", "llmcompressor", "--out", a})
+                     .code,
+                 0);
+        QCOMPARE(lcwtest::runCli(
+                     {"export", demo, "--preset", "W8A8", "--format", "llmcompressor", "--out", b})
+                     .code,
+                 0);
+        auto body = [](const std::string& t) { return t.substr(t.find("\nquant_stage:")); };
+        QCOMPARE(body(readText(a.toStdString())), body(readText(b.toStdString())));
+        QVERIFY(readText(a.toStdString()).find("from the recipe overlay ") != std::string::npos);
+    }
+
     void gpt2Conv1dListed() {
         LCW_REQUIRE_SHARED("models/tiny-random/gpt2/model");
         auto m = Model::load(lcwtest::sharedPath("models/tiny-random/gpt2/model"));

@@ -4,6 +4,7 @@
 #include "commands.h"
 
 #include "core/common/error.h"
+#include "core/common/json_file.h"
 #include "core/compress/recipe.h"
 #include "core/export/gguf_preset.h"
 #include "core/export/llmcompressor.h"
@@ -28,12 +29,14 @@ bool isLlmCompressorExport(const std::vector<std::string>& argv) {
 }
 
 int cmdExportLlmCompressor(const std::vector<std::string>& argv) {
-    Args a(argv, {"--tokenizer", "--threads", "--recipe", "--preset", "--format", "--out"},
+    Args a(argv,
+           {"--tokenizer", "--threads", "--recipe", "--preset", "--overlay", "--format", "--out"},
            {"--quiet", "--json"});
     const auto out = a.get("--out");
     if (!out) throw UsageError{"--out recipe.yaml is required"};
-    if (a.has("--recipe") == a.has("--preset"))
-        throw UsageError{"--format llmcompressor needs one of --recipe R.json and --preset P"};
+    if (int(a.has("--recipe")) + int(a.has("--preset")) + int(a.has("--overlay")) != 1)
+        throw UsageError{"--format llmcompressor needs one of --recipe R.json, --preset P and "
+                         "--overlay DIR"};
     {
         std::error_code ec;
         const auto dir = std::filesystem::path(*out).parent_path();
@@ -44,10 +47,24 @@ int cmdExportLlmCompressor(const std::vector<std::string>& argv) {
     lo.tokenizerPath = a.getOr("--tokenizer", "");
     auto model = Model::load(a.positional(0, "MODEL (a Hugging Face folder)"), lo);
     for (const auto& w : model->warnings()) std::fprintf(stderr, "warning: %s\n", w.c_str());
-    const compress::Recipe recipe = a.has("--recipe") ? compress::Recipe::load(*a.get("--recipe"))
-                                                      : presetRecipe(*model, *a.get("--preset"));
+    compress::Recipe recipe;
     exporter::LlmcExportOptions o;
-    o.recipeSource = a.has("--recipe") ? *a.get("--recipe") : "preset " + *a.get("--preset");
+    if (const auto r = a.get("--recipe")) {
+        recipe = compress::Recipe::load(*r);
+        o.recipeSource = *r;
+    } else if (const auto p = a.get("--preset")) {
+        recipe = presetRecipe(*model, *p);
+        o.recipeSource = "preset " + *p;
+    } else {
+        // a saved overlay: the recipe it was made with (overlay.json "recipe")
+        const std::string file =
+            (std::filesystem::path(*a.get("--overlay")) / "overlay.json").string();
+        const json j = readJsonFile(file);
+        if (!j.contains("recipe") || !j["recipe"].is_object())
+            throw FormatError(file, "field recipe: missing (not an lcw overlay)");
+        recipe = compress::Recipe::fromJson(j["recipe"]);
+        o.recipeSource = "overlay " + *a.get("--overlay");
+    }
     const exporter::LlmcExport e = exporter::exportLlmCompressorRecipe(recipe, *model, o);
     exporter::writeLlmCompressorRecipe(*out, e);
     if (a.flag("--json")) {

@@ -83,7 +83,8 @@ commands:
          [--imatrix FILE|--calib FILE] [--pin-all] [--json]
                                            the llama-quantize command, per-tensor type list
                                            and imatrix that make the mix from the original
-  export MODEL (--preset P|--recipe R.json) --format llmcompressor --out recipe.yaml [--json]
+  export MODEL (--preset P|--recipe R.json|--overlay DIR) --format llmcompressor
+         --out recipe.yaml [--json]
                                            the llm-compressor recipe (stages of GPTQ / AWQ /
                                            SmoothQuant / Quantization / SparseGPT / Wanda
                                            modifiers, re: targets over the transformers module
