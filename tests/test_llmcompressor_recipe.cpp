@@ -537,7 +537,8 @@ private slots:
               "symmetric": false, "method": "omniquant"}},
             {"targets": ["layers.1.*"], "weight": {"format": "nf4", "group_size": 32,
               "method": "rtn"}},
-            {"targets": ["layers.2.mlp.gate"], "weight": {"method": "q8_0"}},
+            {"targets": ["layers.2.mlp.gate"], "weight": {"method": "q8_0"},
+             "activation": {"bits": 8}},
             {"targets": ["*"], "kv": {"k_bits": 2, "v_bits": 2, "k_granularity": "channel",
               "v_granularity": "token", "group_size": 32}}]})"));
         const auto e = exportLlmCompressorRecipe(r, *m);
@@ -560,6 +561,15 @@ private slots:
         // the NF4 / GGUF layers are not targeted by any modifier
         QVERIFY(e.yaml.find(R"(layers\.(?:1)\.)") == std::string::npos);
         for (const auto& md : modifiersOf(YAML::Load(e.yaml))) QVERIFY(!md.args["kv_cache_scheme"]);
+        // the q8_0 layer's activations are still written (weights: null)
+        bool actOnly = false;
+        for (const auto& md : modifiersOf(YAML::Load(e.yaml)))
+            for (const auto& g : md.args["config_groups"])
+                if (g.second["weights"].IsNull() && g.second["input_activations"])
+                    for (const auto& t : g.second["targets"])
+                        actOnly |=
+                            t.as<std::string>() == R"(re:^model\.layers\.(?:2)\.mlp\.gate_proj$)";
+        QVERIFY(actOnly);
 
         const Recipe lr = Recipe::fromJson(json::parse(R"({"lcw_recipe": 1, "name": "lr", "rules": [
             {"targets": ["*"], "weight": {"bits": 8}},

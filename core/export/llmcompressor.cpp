@@ -277,10 +277,16 @@ LlmcExport exportLlmCompressorRecipe(const compress::Recipe& recipe, const Model
         return true;
     };
 
+    // layers whose activation settings were written or listed with their weights
+    std::set<std::string> actsDone;
     for (const compress::LayerPlan& lp : plan.layers) {
         const auto module = hfModuleFromCanonical(lp.name, arch);
         const bool linear = module && hfModuleIsLinear(lp.name, arch);
-        if (linear && fusedConflict(lp.name, *module)) continue;
+        if (!linear || lp.lowrank) actsDone.insert(lp.name); // listed below with the layer
+        if (linear && fusedConflict(lp.name, *module)) {
+            actsDone.insert(lp.name);
+            continue;
+        }
         if (!linear) {
             notExpr("not an nn.Linear module in transformers (llm-compressor quantises and prunes "
                     "Linear layers)",
@@ -346,6 +352,7 @@ LlmcExport exportLlmCompressorRecipe(const compress::Recipe& recipe, const Model
         }
         YAML::Node scheme;
         scheme["weights"] = weightArgs(w);
+        actsDone.insert(lp.name);
         if (auto it = acts.find(lp.name); it != acts.end()) {
             scheme["input_activations"] = activationArgs(it->second->act);
             if (it->second->act.clip != 1.0)
@@ -390,12 +397,9 @@ LlmcExport exportLlmCompressorRecipe(const compress::Recipe& recipe, const Model
         addToGroup(m, scheme, lp.name, *module);
         exported.insert(lp.name);
     }
-    // activations of layers whose weights stay unquantised
+    // activations of layers whose weights stay unquantised (or are not expressible: NF4, GGUF)
     for (const auto& ap : plan.activations) {
-        bool hasWeight = false;
-        for (const auto& lp : plan.layers)
-            if (lp.name == ap.name && lp.quantize) hasWeight = true;
-        if (hasWeight) continue;
+        if (actsDone.count(ap.name)) continue;
         const auto module = hfModuleFromCanonical(ap.name, arch);
         if (module && hfModuleIsLinear(ap.name, arch) && fusedConflict(ap.name, *module)) continue;
         if (!module || !hfModuleIsLinear(ap.name, arch)) {
@@ -408,6 +412,10 @@ LlmcExport exportLlmCompressorRecipe(const compress::Recipe& recipe, const Model
         scheme["weights"] = YAML::Node(YAML::NodeType::Null);
         scheme["input_activations"] = activationArgs(ap.act);
         if (ap.outliers) notExpr("outlier channels (LLM.int8()) are not expressible", ap.name);
+        if (ap.act.clip != 1.0)
+            approx("activation clip < 1: compressed-tensors has no clipping of activation "
+                   "ranges; written without it",
+                   ap.name + " (" + ap.act.describe() + ")");
         ModifierBuild& m =
             modifier(quantOrder, "QuantizationModifier", YAML::Node(YAML::NodeType::Map));
         addToGroup(m, scheme, ap.name, *module);
