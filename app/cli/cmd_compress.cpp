@@ -265,6 +265,7 @@ int cmdCompress(const std::vector<std::string>& argv) {
 }
 
 int cmdRecipe(const std::vector<std::string>& argv) {
+    if (!argv.empty() && argv[0] == "import") return cmdRecipeImport(argv);
     Args a(argv, {"--tokenizer", "--threads"}, {"--quiet", "--json"});
     const std::string sub = a.positional(0, "SUBCOMMAND (presets or check)");
     const bool asJson = a.flag("--json");
@@ -284,7 +285,7 @@ int cmdRecipe(const std::vector<std::string>& argv) {
         return 0;
     }
     if (sub != "check")
-        throw UsageError{"unknown recipe subcommand '" + sub + "' (presets, check)"};
+        throw UsageError{"unknown recipe subcommand '" + sub + "' (presets, check, import)"};
     const std::string path = a.positional(1, "R.json");
     json j = {{"recipe", path}};
     // With --json an invalid recipe still prints one object (valid: false) before exit 1.

@@ -244,6 +244,7 @@ void printReport(const GgufExportResult& r) {
 } // namespace
 
 int cmdExport(const std::vector<std::string>& argv) {
+    if (isLlmCompressorExport(argv)) return cmdExportLlmCompressor(argv);
     Args a(argv,
            {"--tokenizer", "--threads", "--recipe", "--preset", "--overlay", "--calib", "--samples",
             "--seq-len", "--format", "--out", "--type", "--imatrix", "--text", "--kl-chunks",
@@ -252,7 +253,8 @@ int cmdExport(const std::vector<std::string>& argv) {
     applyThreads(a);
     const std::string format = a.getOr("--format", "gguf");
     if (format != "gguf" && format != "llamacpp-command")
-        throw UsageError{"--format must be gguf or llamacpp-command, not '" + format + "'"};
+        throw UsageError{"--format must be gguf, llamacpp-command or llmcompressor, not '" +
+                         format + "'"};
     const auto out = a.get("--out");
     if (!out)
         throw UsageError{format == "gguf" ? "--out FILE.gguf is required"

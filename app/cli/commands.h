@@ -38,6 +38,11 @@ int cmdAutotune(const std::vector<std::string>& args);
 int cmdResults(const std::vector<std::string>& args);
 int cmdImatrix(const std::vector<std::string>& args);
 int cmdExport(const std::vector<std::string>& args);
+/// export --format llmcompressor (app/cli/cmd_export_llmc.cpp) and its argv test.
+bool isLlmCompressorExport(const std::vector<std::string>& args);
+int cmdExportLlmCompressor(const std::vector<std::string>& args);
+/// recipe import recipe.yaml [--out R.json] [--arch A] [--json]
+int cmdRecipeImport(const std::vector<std::string>& args);
 /// Hidden: converts an HDF5 file without lcw header in a child process (core/common/h5_guard.h).
 int cmdH5Convert(const std::vector<std::string>& args);
 

@@ -83,8 +83,19 @@ commands:
          [--imatrix FILE|--calib FILE] [--pin-all] [--json]
                                            the llama-quantize command, per-tensor type list
                                            and imatrix that make the mix from the original
+  export MODEL (--preset P|--recipe R.json|--overlay DIR) --format llmcompressor
+         --out recipe.yaml [--json]
+                                           the llm-compressor recipe (stages of GPTQ / AWQ /
+                                           SmoothQuant / Quantization / SparseGPT / Wanda
+                                           modifiers, re: targets over the transformers module
+                                           names) that reproduces the recipe on the full model;
+                                           what it cannot express is listed, never dropped
   recipe presets [--json]                  list the built-in recipes
   recipe check R.json [MODEL] [--json]     validate a recipe; with MODEL also the matched layers
+  recipe import recipe.yaml [--out R.json] [--arch A] [--json]
+                                           an llm-compressor recipe YAML as an lcw recipe (the
+                                           common subset; unsupported keys are errors or
+                                           warnings naming the key)
   synth --shape SHAPE [--arch llama|qwen2] --dtype f32|f16|bf16 --out DIR [--seed S]
         [--shard-mb 1024] [--json]         write a random-initialised model with real shapes:
                                            tinyllama-1.1b (2.2 GB in f16), llama3-8b (16 GB),

@@ -727,6 +727,12 @@ const std::vector<Preset>& presets() {
                {"v_granularity", "token"},
                {"group_size", 32}});
         // Calibrated methods (lcw-cli compress --calib FILE).
+        add("W4A16-g128-GPTQ", "int4 asymmetric GPTQ, groups of 128 (needs --calib)",
+            {{"bits", 4},
+             {"symmetric", false},
+             {"granularity", "group"},
+             {"group_size", 128},
+             {"method", "gptq"}});
         add("W4A16-g64-GPTQ", "int4 asymmetric GPTQ, groups of 64 (needs --calib)",
             {{"bits", 4},
              {"symmetric", false},
@@ -745,6 +751,17 @@ const std::vector<Preset>& presets() {
              {"granularity", "group"},
              {"group_size", 64},
              {"method", "gptq"}});
+        // As llm-compressor's AWQModifier runs it: the scale search without AutoAWQ's clipping
+        // search (lcw-cli export --format llmcompressor writes it exactly).
+        add("W4A16-g128-AWQ",
+            "int4 asymmetric AWQ, groups of 128, scale search only as llm-compressor's "
+            "AWQModifier (needs --calib)",
+            {{"bits", 4},
+             {"symmetric", false},
+             {"granularity", "group"},
+             {"group_size", 128},
+             {"method", "awq"},
+             {"awq", {{"clip_search", false}}}});
         add("W4A16-g64-AWQ", "int4 asymmetric AWQ, groups of 64 (needs --calib)",
             {{"bits", 4},
              {"symmetric", false},
@@ -792,6 +809,13 @@ const std::vector<Preset>& presets() {
               "SmoothQuant (alpha 0.5) + int4 asym per-channel weights + int4 dynamic per-token "
               "activations (needs --calib)",
               {{"bits", 4}, {"symmetric", false}, {"granularity", "channel"}}, 4);
+        // Pruning: NVIDIA's 2:4 semi-structured sparsity chosen by SparseGPT, weights unquantised.
+        v.push_back(
+            {"2:4-SparseGPT",
+             "2:4 semi-structured pruning by SparseGPT, weights otherwise unchanged "
+             "(needs --calib)",
+             oneRule("2:4-SparseGPT", "2:4 semi-structured pruning by SparseGPT (needs --calib)",
+                     {{"sparsity", {{"method", "sparsegpt"}, {"pattern", "2:4"}}}})});
         return v;
     }();
     return p;

@@ -1,5 +1,6 @@
 #include "core/io/tensor_names.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <utility>
 #include <vector>
@@ -443,6 +444,183 @@ std::optional<std::string> ggufFromCanonical(std::string_view c, std::string_vie
         if (arch == "falcon" && l->second == "mlp_norm.bias") return head + "attn_norm_2.bias";
     }
     return fromCanon(c, kGgufTop, kGgufLayer, "blk.");
+}
+
+} // namespace lcw
+
+// ---- HF module names (llm-compressor / compressed-tensors targets) ----
+
+namespace lcw {
+
+namespace {
+
+constexpr std::string_view kWeightSuffix = ".weight";
+
+bool endsWith(std::string_view s, std::string_view suffix) {
+    return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
+}
+
+// The canonical roles a per-block module holds: the linear roles themselves, the fused parts for
+// the loader's intermediate names; empty for everything else (norms, convolutions, ...).
+std::vector<std::string> linearRolesOf(std::string_view role) {
+    static constexpr std::string_view kLinear[] = {
+        "attn.q",        "attn.k",       "attn.v",        "attn.o",
+        "mlp.gate",      "mlp.up",       "mlp.down",      "mlp.router",
+        "mixer.in_proj", "mixer.x_proj", "mixer.dt_proj", "mixer.out_proj"};
+    if (role == "attn.qkv") return {"attn.q", "attn.k", "attn.v"};
+    if (role == "mlp.gate_up") return {"mlp.gate", "mlp.up"};
+    for (std::string_view r : kLinear)
+        if (role == r) return {std::string(r)};
+    return {};
+}
+
+std::string joinAlternatives(const std::vector<std::string>& roles) {
+    if (roles.size() == 1) return regexEscape(roles[0]);
+    std::string r = "(?:";
+    for (size_t i = 0; i < roles.size(); ++i) {
+        if (i) r += '|';
+        r += regexEscape(roles[i]);
+    }
+    return r + ")";
+}
+
+} // namespace
+
+std::string regexEscape(std::string_view literal) {
+    std::string r;
+    for (char c : literal) {
+        if (std::string_view("\\.^$|?*+()[]{}").find(c) != std::string_view::npos) r += '\\';
+        r += c;
+    }
+    return r;
+}
+
+std::optional<std::string> hfModuleFromCanonical(std::string_view canonical,
+                                                 std::string_view arch) {
+    if (canonical.size() >= 5 && canonical.substr(canonical.size() - 5) == ".bias")
+        return std::nullopt;
+    auto file = hfFromCanonical(canonical, arch);
+    if (!file || !endsWith(*file, kWeightSuffix)) return std::nullopt;
+    file->resize(file->size() - kWeightSuffix.size());
+    return file;
+}
+
+std::vector<std::string> canonicalFromHfModule(std::string_view module, std::string_view arch) {
+    const auto c = canonicalFromHf(std::string(module) + std::string(kWeightSuffix), arch);
+    if (!c) return {};
+    const auto l = splitCanonical(*c);
+    if (!l || l->layer < 0) return {*c};
+    const std::string head = "layers." + std::to_string(l->layer) + ".";
+    if (l->role == "attn.qkv" || l->role == "mlp.gate_up") {
+        std::vector<std::string> out;
+        for (const auto& r : linearRolesOf(l->role)) out.push_back(head + r);
+        return out;
+    }
+    return {*c};
+}
+
+std::string hfLayerPrefix(std::string_view arch) {
+    return std::string(hfFamily(arch).layerPrefixes.front());
+}
+
+std::vector<HfModuleRole> hfModuleRoles(std::string_view arch) {
+    std::vector<HfModuleRole> out;
+    auto add = [&](const Pair& p) {
+        if (!endsWith(p.file, kWeightSuffix)) return;
+        std::vector<std::string> roles = linearRolesOf(p.canon);
+        if (roles.empty()) return;
+        std::string suffix(p.file.substr(0, p.file.size() - kWeightSuffix.size()));
+        for (const auto& m : out)
+            if (m.suffix == suffix) return;
+        out.push_back({std::move(suffix), std::move(roles)});
+    };
+    const HfFamily& f = hfFamily(arch);
+    for (const Pair& p : f.layer) add(p);
+    if (f.llamaLayerTable)
+        for (const Pair& p : kHfLayer) {
+            // the family's own (fused) spelling wins: phi3 has no q_proj
+            bool covered = false;
+            for (const auto& m : out)
+                for (const auto& r : m.roles) covered |= r == p.canon;
+            if (!covered) add(p);
+        }
+    if (arch == "mixtral")
+        for (const auto& [w, role] :
+             {std::pair{"w1", "gate"}, std::pair{"w3", "up"}, std::pair{"w2", "down"}})
+            out.push_back({std::string("block_sparse_moe.experts.*.") + w,
+                           {std::string("mlp.experts.*.") + role}});
+    return out;
+}
+
+bool hfModuleIsLinear(std::string_view canonical, std::string_view arch) {
+    if (canonical == "embed" || canonical == "pos_embed") return false;
+    if (arch == "gpt2") return canonical == "lm_head"; // transformers' Conv1D in every block
+    return hfModuleFromCanonical(canonical, arch).has_value();
+}
+
+std::string canonicalRegexFromHfModuleRegex(std::string_view regex, std::string_view arch) {
+    // (text in the HF regex, text in the canonical regex), longest first at each position.
+    std::vector<std::pair<std::string, std::string>> tokens;
+    auto addToken = [&](std::string from, std::string to) {
+        for (const auto& t : tokens)
+            if (t.first == from) return;
+        tokens.emplace_back(std::move(from), std::move(to));
+    };
+    static constexpr std::string_view kAll[] = {"llama", "phi3",     "mixtral", "gemma2", "opt",
+                                                "gpt2",  "gpt_neox", "falcon",  "mamba"};
+    std::vector<std::string_view> archs;
+    if (arch.empty())
+        archs.assign(std::begin(kAll), std::end(kAll));
+    else
+        archs.push_back(arch);
+    for (std::string_view a : archs) {
+        for (std::string_view prefix : hfFamily(a).layerPrefixes) {
+            addToken(regexEscape(prefix), "layers\\.");
+            addToken(std::string(prefix), "layers.");
+        }
+        for (const HfModuleRole& m : hfModuleRoles(a)) {
+            if (m.suffix.find('*') != std::string::npos) continue; // experts: below
+            const std::string to = joinAlternatives(m.roles);
+            addToken(regexEscape(m.suffix), to);
+            addToken(m.suffix, to);
+            // the module's own name alone ("re:.*q_proj$"), for names specific enough
+            const size_t dot = m.suffix.rfind('.');
+            const std::string last = m.suffix.substr(dot == std::string::npos ? 0 : dot + 1);
+            if (last.size() >= 3 && last.find_first_of("_0123456789") != std::string::npos)
+                addToken(last, to);
+        }
+        if (a == "mixtral") {
+            addToken("block_sparse_moe\\.experts\\.", "mlp\\.experts\\.");
+            addToken("block_sparse_moe.experts.", "mlp.experts.");
+            addToken("\\.w1", "\\.gate");
+            addToken("\\.w3", "\\.up");
+            addToken("\\.w2", "\\.down");
+            addToken("block_sparse_moe\\.gate", "mlp\\.router");
+        }
+    }
+    std::stable_sort(tokens.begin(), tokens.end(),
+                     [](const auto& x, const auto& y) { return x.first.size() > y.first.size(); });
+    std::string out;
+    for (size_t i = 0; i < regex.size();) {
+        bool replaced = false;
+        if (regex[i] == '\\' && i + 1 < regex.size() && regex[i + 1] != '.') {
+            out += regex.substr(i, 2); // an escape such as \d stays as it is
+            i += 2;
+            continue;
+        }
+        for (const auto& [from, to] : tokens)
+            if (regex.substr(i, from.size()) == from) {
+                out += to;
+                i += from.size();
+                replaced = true;
+                break;
+            }
+        if (!replaced) out += regex[i++];
+    }
+    // re.match anchors only at the start; lcw matches the whole name.
+    if (out.empty() || out.back() != '$' || (out.size() >= 2 && out[out.size() - 2] == '\\'))
+        out += ".*";
+    return out;
 }
 
 } // namespace lcw

@@ -5,6 +5,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace lcw {
 
@@ -39,5 +40,41 @@ std::optional<std::string> canonicalFromGguf(std::string_view ggufName,
 /// the GGUF loader and writer swap the two for such files.
 std::optional<std::string> ggufFromCanonical(std::string_view canonical,
                                              std::string_view arch = "llama");
+
+/// Hugging Face *module* names (what llm-compressor and compressed-tensors target: the
+/// nn.Linear's name, the tensor name without ".weight"): "layers.3.attn.q" →
+/// "model.layers.3.self_attn.q_proj", "lm_head" → "lm_head". Split logical parts of a fused
+/// module (phi3 q/k/v → "self_attn.qkv_proj", gpt2 c_attn, falcon/bloom/gpt_neox
+/// query_key_value, phi3 gate/up → "mlp.gate_up_proj") give the fused module; norms give their
+/// norm module ("model.layers.3.input_layernorm", what SmoothQuant / AWQ mappings name).
+/// nullopt for names that are not a module's weight (biases, Mamba's A_log / D).
+std::optional<std::string> hfModuleFromCanonical(std::string_view canonical,
+                                                 std::string_view arch = "llama");
+/// Inverse of hfModuleFromCanonical: the canonical weight names a module holds, in order
+/// (one for a plain module, q/k/v or gate/up for a fused one); empty when unknown.
+std::vector<std::string> canonicalFromHfModule(std::string_view module,
+                                               std::string_view arch = "llama");
+/// The per-block linear modules of a family as (module suffix after "<prefix>N.", canonical
+/// roles after "layers.N."): llama {"self_attn.q_proj", {"attn.q"}}, phi3
+/// {"self_attn.qkv_proj", {"attn.q", "attn.k", "attn.v"}}, mixtral experts as
+/// {"block_sparse_moe.experts.*.w1", {"mlp.experts.*.gate"}} (the expert index is "*").
+struct HfModuleRole {
+    std::string suffix;
+    std::vector<std::string> roles;
+};
+std::vector<HfModuleRole> hfModuleRoles(std::string_view arch = "llama");
+/// The block prefix of a family's module names: "model.layers.", "transformer.h.",
+/// "model.decoder.layers.", "gpt_neox.layers.", "backbone.layers.".
+std::string hfLayerPrefix(std::string_view arch = "llama");
+/// Whether the family stores this canonical weight in a module llm-compressor can quantise as
+/// an nn.Linear (false for GPT-2's Conv1D c_attn / c_proj / c_fc and for embeddings).
+bool hfModuleIsLinear(std::string_view canonical, std::string_view arch = "llama");
+/// A regular expression over HF module names (an llm-compressor "re:" target without the
+/// prefix) rewritten over canonical names: the family's block prefix becomes "layers\.", each
+/// module suffix its canonical role (a fused module the alternation of its parts), the rest is
+/// kept. With `arch` empty every family's spellings are tried (longest first).
+std::string canonicalRegexFromHfModuleRegex(std::string_view regex, std::string_view arch = "");
+/// Escapes the regex metacharacters of a literal name ("." → "\.").
+std::string regexEscape(std::string_view literal);
 
 } // namespace lcw
