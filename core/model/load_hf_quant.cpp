@@ -1277,11 +1277,16 @@ std::optional<HfQuantized> loadHfQuantized(Model& model, const std::string& cfgP
                                                "' has quantised weights");
             }
             const std::string format = g && !g->format.empty() ? g->format : topFormat;
-            if (quant && format == "dense") {
+            if (quant && format == "dense" && !sparse) {
+                if (m.get("weight_packed"))
+                    c.fail(g && !g->format.empty() ? "config_groups." + g->name + ".format"
+                                                   : std::string("format"),
+                           "is 'dense' but module '" + name + "' has packed weights (" +
+                               m.full("weight_packed") + ")");
                 // Fake-quantised floats with their parameters beside them: the weight stays.
                 continue;
             }
-            if (sparse && !quant) {
+            if (sparse && (!quant || format == "dense")) {
                 if (sparseFormat.empty() || sparseFormat == "dense")
                     throw FormatError(m.file(), "module '" + name +
                                                     "' is sparse bitmask "
