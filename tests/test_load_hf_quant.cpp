@@ -49,6 +49,16 @@ int checkExact(const Model& m, const Fixture& f) {
     return n;
 }
 
+/// checkExact as a test assertion: a mismatch fails the test with its message.
+#define CHECK_EXACT(model, fixture, count)                                                         \
+    do {                                                                                           \
+        try {                                                                                      \
+            QCOMPARE(checkExact(model, fixture), count);                                           \
+        } catch (const std::exception& e) {                                                        \
+            QFAIL(e.what());                                                                       \
+        }                                                                                          \
+    } while (0)
+
 json ctConfig(const std::string& format, const json& weights) {
     json q;
     q["quant_method"] = "compressed-tensors";
@@ -109,7 +119,7 @@ private slots:
         for (const auto& l : f.linears()) ctPackQuantized(f, l, 4, 32, true);
         f.write(ctConfig("pack-quantized", intArgs(4, false, "group", 32)));
         auto m = Model::load(f.dir);
-        QCOMPARE(checkExact(*m, f), 14);
+        CHECK_EXACT(*m, f, 14);
         QCOMPARE(m->tensorScheme("layers.1.mlp.down"),
                  std::string("pack-quantized int4 asym group 32"));
         QVERIFY(m->tensorScheme("lm_head").empty());
@@ -177,7 +187,7 @@ private slots:
         w["actorder"] = "group";
         f.write(ctConfig("pack-quantized", w));
         auto m = Model::load(f.dir);
-        QCOMPARE(checkExact(*m, f), 14);
+        CHECK_EXACT(*m, f, 14);
         QCOMPARE(m->tensorScheme("layers.0.attn.k"),
                  std::string("pack-quantized int4 sym group 32 actorder group"));
     }
@@ -199,7 +209,7 @@ private slots:
                                 {"dynamic", false}};
         f.write(q);
         auto m = Model::load(f.dir);
-        QCOMPARE(checkExact(*m, f), 14);
+        CHECK_EXACT(*m, f, 14);
         QCOMPARE(m->tensorScheme("layers.0.attn.o"), std::string("int-quantized int8 sym channel"));
         const std::string s = m->quantizationSummary();
         QVERIFY2(s.find("int8 sym channel (14 linears), 1 ignored; not applied: input activations "
@@ -221,14 +231,14 @@ private slots:
         for (const auto& l : f.linears()) ctFp8(f, l, false, false);
         f.write(ctConfig("float-quantized", w));
         auto m = Model::load(f.dir);
-        QCOMPARE(checkExact(*m, f), 14);
+        CHECK_EXACT(*m, f, 14);
         QCOMPARE(m->tensorScheme("layers.1.mlp.up"), std::string("float-quantized fp8 channel"));
 
         Fixture t(basePath(), m_tmp + "/ct_fp8_tensor");
         w["strategy"] = "tensor";
         for (const auto& l : t.linears()) ctFp8(t, l, true, false);
         t.write(ctConfig("float-quantized", w));
-        QCOMPARE(checkExact(*Model::load(t.dir), t), 14);
+        CHECK_EXACT(*Model::load(t.dir), t, 14);
     }
 
     // sparse-24-bitmask over fp8 weights (quantised first, then 2:4 bitmask compressed).
@@ -244,7 +254,7 @@ private slots:
                                 {"ignore", json::array({"lm_head"})}};
         f.write(q);
         auto m = Model::load(f.dir);
-        QCOMPARE(checkExact(*m, f), 14);
+        CHECK_EXACT(*m, f, 14);
         QCOMPARE(m->tensorScheme("layers.0.attn.v"),
                  std::string("sparse-24-bitmask + float-quantized fp8 tensor"));
         QVERIFY(m->quantizationSummary().find("2:4 sparse fp8 tensor (14 linears)") !=
@@ -252,6 +262,63 @@ private slots:
         // Half the values are zero, exactly where the mask says.
         const auto v = f32Values(m->get("layers.0.attn.q"));
         QCOMPARE(int64_t(std::count(v.begin(), v.end(), 0.0f)) >= int64_t(v.size() / 2), true);
+    }
+
+    // Unstructured sparse-bitmask over bf16 values without quantisation (format dense):
+    // values row-major, bitmask little-endian, row_offsets the first value of each row.
+    void ctSparseBitmaskDense() {
+        Fixture f(basePath(), m_tmp + "/ct_sparse");
+        for (const auto& l : f.linears()) {
+            std::vector<float> vals, expect(l.w.size(), 0.0f);
+            const int64_t bc = (l.cols + 7) / 8;
+            std::vector<uint8_t> bits(size_t(l.rows * bc), 0);
+            std::vector<int64_t> offs;
+            for (int64_t r = 0; r < l.rows; ++r) {
+                offs.push_back(int64_t(vals.size()));
+                for (int64_t c = 0; c < l.cols; ++c) {
+                    const float x = l.w[size_t(r * l.cols + c)];
+                    if ((r + c) % 3 == 0 || std::fabs(x) < 0.02f) continue; // pruned
+                    vals.push_back(toBf16(x));
+                    expect[size_t(r * l.cols + c)] = toBf16(x);
+                    bits[size_t(r * bc + c / 8)] |= uint8_t(1u << (c % 8));
+                }
+            }
+            f.replace(l.module,
+                      {{l.module + ".compressed",
+                        lcw::DType::BF16,
+                        {int64_t(vals.size())},
+                        bf16Bytes(vals)},
+                       {l.module + ".bitmask", lcw::DType::U8, {l.rows, bc}, bytesOf(bits)},
+                       {l.module + ".shape",
+                        lcw::DType::I64,
+                        {2},
+                        bytesOf(std::vector<int64_t>{l.rows, l.cols})},
+                       {l.module + ".row_offsets", lcw::DType::I64, {l.rows}, bytesOf(offs)}},
+                      std::move(expect));
+        }
+        json q = {{"quant_method", "compressed-tensors"},
+                  {"format", "dense"},
+                  {"sparsity_config",
+                   {{"format", "sparse-bitmask"},
+                    {"global_sparsity", 0.4},
+                    {"sparsity_structure", "unstructured"},
+                    {"targets", json::array({"Linear"})},
+                    {"ignore", json::array({"lm_head"})}}},
+                  {"version", "0.9.4"}};
+        f.write(q);
+        auto m = Model::load(f.dir);
+        CHECK_EXACT(*m, f, 14);
+        QCOMPARE(m->tensorScheme("layers.1.attn.o"), std::string("sparse-bitmask bf16"));
+        // A row offset that disagrees with the mask names the tensor.
+        auto* ro = f.find("model.layers.1.mlp.up_proj.row_offsets");
+        const int64_t bad = 3;
+        std::memcpy(ro->data.data() + 8 * 2, &bad, 8);
+        f.write(q);
+        const std::string e = loadError(f.dir);
+        QVERIFY2(e.find("model.safetensors") != std::string::npos &&
+                     e.find("up_proj.row_offsets") != std::string::npos &&
+                     e.find("row 2") != std::string::npos,
+                 e.c_str());
     }
 
     // GPTQ v1 (AutoGPTQ) 4-bit, desc_act with a permuted g_idx.
@@ -269,7 +336,7 @@ private slots:
                  {"true_sequential", true},
                  {"damp_percent", 0.01}});
         auto m = Model::load(f.dir);
-        QCOMPARE(checkExact(*m, f), 14);
+        CHECK_EXACT(*m, f, 14);
         QCOMPARE(m->tensorScheme("layers.0.mlp.down"),
                  std::string("gptq int4 asym group 32 desc_act"));
         QCOMPARE(m->quantizationSummary(),
@@ -293,7 +360,7 @@ private slots:
                      {"sym", false},
                      {"format", "gptq_v2"}});
             auto m = Model::load(f.dir);
-            QCOMPARE(checkExact(*m, f), 14);
+            CHECK_EXACT(*m, f, 14);
             QCOMPARE(m->tensorScheme("layers.1.attn.q"),
                      "gptq int" + std::to_string(bits) + " asym group 64");
         }
@@ -311,7 +378,7 @@ private slots:
         std::ofstream(f.dir + "/quantize_config.json")
             << R"({"bits": 4, "group_size": 32, "desc_act": false, "sym": true})";
         auto m = Model::load(f.dir);
-        QCOMPARE(checkExact(*m, f), 14);
+        CHECK_EXACT(*m, f, 14);
         QCOMPARE(m->quantizationMethod(), std::string("gptq"));
     }
 
@@ -326,7 +393,7 @@ private slots:
                  {"version", "gemm"},
                  {"modules_to_not_convert", json::array({"lm_head"})}});
         auto m = Model::load(f.dir);
-        QCOMPARE(checkExact(*m, f), 14);
+        CHECK_EXACT(*m, f, 14);
         QCOMPARE(m->tensorScheme("layers.0.attn.q"), std::string("awq gemm int4 asym group 32"));
         QCOMPARE(m->quantizationSummary(),
                  std::string("awq gemm: int4 asym group 32 (14 linears), 1 ignored"));
