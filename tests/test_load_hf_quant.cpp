@@ -340,7 +340,7 @@ private slots:
         QCOMPARE(m->tensorScheme("layers.0.mlp.down"),
                  std::string("gptq int4 asym group 32 desc_act"));
         QCOMPARE(m->quantizationSummary(),
-                 std::string("gptq (gptq v1): int4 asym group 32 desc_act (14 linears)"));
+                 std::string("gptq (v1 checkpoint): int4 asym group 32 desc_act (14 linears)"));
     }
 
     // GPTQ 3-bit (values straddle int32 words) and 2/8-bit, checkpoint_format gptq_v2
@@ -364,6 +364,61 @@ private slots:
             QCOMPARE(m->tensorScheme("layers.1.attn.q"),
                      "gptq int" + std::to_string(bits) + " asym group 64");
         }
+    }
+
+    // GPT-2: GPTQ packs Conv1D weights as the [out, in] linear (AutoGPTQ's pack transposes
+    // them); the fused c_attn is split into q, k, v like a float checkpoint's.
+    void gptqGpt2Conv1dFused() {
+        const std::string base = lcwtest::sharedPath("models/tiny-random/gpt2/model");
+        if (!lcwtest::exists(base)) QSKIP("tiny-random/gpt2 not found");
+        Fixture f(base, m_tmp + "/gptq_gpt2");
+        std::vector<Linear> ls;
+        for (const auto& t : f.tensors) {
+            const std::string& n = t.name;
+            if (n.find("transformer.h.") != 0 || t.shape.size() != 2) continue;
+            Linear l;
+            l.module = n.substr(0, n.size() - 7);
+            l.rows = t.shape[1]; // Conv1D stores [in, out]
+            l.cols = t.shape[0];
+            l.w.resize(size_t(l.rows * l.cols));
+            std::vector<float> w(l.w.size());
+            std::memcpy(w.data(), t.data.data(), w.size() * 4);
+            for (int64_t i = 0; i < l.cols; ++i)
+                for (int64_t o = 0; o < l.rows; ++o)
+                    l.w[size_t(o * l.cols + i)] = w[size_t(i * l.rows + o)];
+            ls.push_back(std::move(l));
+        }
+        QCOMPARE(int(ls.size()), 8);
+        for (const auto& l : ls) {
+            std::vector<int32_t> g(size_t(l.cols));
+            for (int64_t c = 0; c < l.cols; ++c) g[size_t(c)] = int32_t(c / 32);
+            gptq(f, l, 4, 32, g, true);
+        }
+        f.write({{"quant_method", "gptq"}, {"bits", 4}, {"group_size", 32}, {"desc_act", false}});
+        auto m = Model::load(f.dir);
+        for (int layer = 0; layer < 2; ++layer) {
+            const std::string h = "transformer.h." + std::to_string(layer) + ".";
+            const std::string c = "layers." + std::to_string(layer) + ".";
+            auto same = [&](const std::string& canon, const std::string& hf, int64_t row0) {
+                const auto got = f32Values(m->get(canon));
+                const auto& e = f.expected.at(hf);
+                return std::memcmp(got.data(), e.data() + row0 * 64, got.size() * 4) == 0;
+            };
+            QVERIFY(same(c + "attn.q", h + "attn.c_attn.weight", 0));
+            QVERIFY(same(c + "attn.k", h + "attn.c_attn.weight", 64));
+            QVERIFY(same(c + "attn.v", h + "attn.c_attn.weight", 128));
+            QVERIFY(same(c + "attn.o", h + "attn.c_proj.weight", 0));
+            QVERIFY(same(c + "mlp.up", h + "mlp.c_fc.weight", 0));
+            const auto down = f32Values(m->get(c + "mlp.down")); // [64, 256]
+            QVERIFY(std::memcmp(down.data(), f.expected.at(h + "mlp.c_proj.weight").data(),
+                                down.size() * 4) == 0);
+            QCOMPARE(m->tensorScheme(c + "attn.k"), std::string("gptq int4 sym group 32"));
+        }
+        // The fused module's file bytes are shared by its parts.
+        uint64_t parts = 0;
+        for (const char* p : {"attn.q", "attn.k", "attn.v"})
+            parts += m->tensorStoredBytes(m->get(std::string("layers.0.") + p));
+        QCOMPARE(parts, uint64_t(8 * 192 * 4 + 2 * 24 * 4 + 2 * 192 * 2 + 64 * 4));
     }
 
     // AutoGPTQ folders keep the settings in quantize_config.json.

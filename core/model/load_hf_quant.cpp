@@ -1309,7 +1309,7 @@ std::optional<HfQuantized> loadHfQuantized(Model& model, const std::string& cfgP
             results.push_back(decodeGptq(m, g));
             resultModule.push_back(&m);
         }
-        summaryHead = std::string("gptq (") + (g.v1 ? "gptq v1" : "gptq_v2") + ")";
+        summaryHead = std::string("gptq (") + (g.v1 ? "v1" : "v2") + " checkpoint)";
         ignored = [](const std::string&) { return false; };
     } else if (method == "awq") {
         out.method = "awq";
