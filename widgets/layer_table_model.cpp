@@ -40,7 +40,9 @@ void LayerTableModel::setModel(std::shared_ptr<const Model> model) {
             r.fileName = QString::fromStdString(t.fileName);
             r.file = QString::fromStdString(t.file);
             r.params = t.numel();
-            r.bytes = t.nbytes;
+            // Weights dequantised at load count the bytes of their quantised form in the file.
+            r.bytes = m_model->tensorStoredBytes(t);
+            r.scheme = QString::fromStdString(m_model->tensorScheme(t.name));
             m_rows.push_back(std::move(r));
         }
     }
@@ -79,7 +81,7 @@ QVariant LayerTableModel::data(const QModelIndex& index, int role) const {
         case Setting:
             if (auto it = m_planned.constFind(r.name); it != m_planned.constEnd())
                 return it->setting;
-            return r.dtype;
+            return r.scheme.isEmpty() ? r.dtype : r.scheme;
         case BitsPerWeight:
             // NaN: no size (the recipe does not fit the model).
             return std::isnan(bitsPerWeightOf(r)) ? QStringLiteral("—")
@@ -150,6 +152,9 @@ QVariant LayerTableModel::data(const QModelIndex& index, int role) const {
             if (m_errorsStale) t += tr("\n(the recipe changed since: measure again)");
             return t;
         }
+        if (!r.scheme.isEmpty())
+            return tr("%1\nin file as '%2' (%4, dequantised to %5 at load)\n%3")
+                .arg(r.name, r.fileName, r.file, r.scheme, r.dtype);
         return tr("%1\nin file as '%2'\n%3").arg(r.name, r.fileName, r.file);
     case Qt::TextAlignmentRole:
         if (col == Layer || col == Parameters || col == Bytes || col == BitsPerWeight ||
@@ -200,7 +205,9 @@ QVariant LayerTableModel::headerData(int section, Qt::Orientation orientation, i
         case Bytes:
             return tr("Stored bytes in the file");
         case Setting:
-            return tr("Weight setting under the recipe editor's recipe (else the file's dtype)");
+            return tr("Weight setting under the recipe editor's recipe (else the file's "
+                      "quantisation scheme, e.g. a GPTQ / AWQ / compressed-tensors checkpoint's, "
+                      "or its dtype)");
         case BitsPerWeight:
             return tr("Stored bits per weight under the recipe (codes, scales and zero points)");
         case Error:

@@ -28,7 +28,8 @@ public:
         DTypeColumn,
         Parameters,
         Bytes,
-        Setting,       ///< the recipe's weight setting of this tensor ("int4 g128 asym")
+        Setting,       ///< the recipe's weight setting of this tensor ("int4 g128 asym"), else
+                       ///< the file's quantisation scheme (Model::tensorScheme) or dtype
         BitsPerWeight, ///< stored bits per weight under the recipe (the file's when unchanged)
         Error, ///< ‖W−Ŵ‖/‖W‖ measured by compressing with a recipe (empty until measured)
         ColumnCount
@@ -82,6 +83,7 @@ public:
 private:
     struct Row {
         QString name, role, shape, dtype, fileName, file;
+        QString scheme; ///< Model::tensorScheme: the quantised checkpoint's scheme, or empty
         int layer = -1;
         qlonglong params = 0;
         qulonglong bytes = 0;

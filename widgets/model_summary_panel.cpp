@@ -102,6 +102,10 @@ void ModelSummaryPanel::setModel(const Model* model) {
     addRow(file, tr("Path"), path);
     addRow(file, tr("Format"), formatName(s.sourceFormat));
     addRow(file, tr("Architecture"), QString::fromStdString(s.arch));
+    if (!model->quantizationSummary().empty())
+        addRow(file, tr("Quantization"), QString::fromStdString(model->quantizationSummary()),
+               tr("%1\nThe quantised weights are dequantised exactly to f32 at load.")
+                   .arg(QString::fromStdString(model->quantizationSummary())));
 
     auto* dims = addGroup(tr("Dimensions"));
     auto num = [](int64_t v) { return formatCountExact(v); };

@@ -159,13 +159,27 @@ int cmdInfo(const std::vector<std::string>& argv) {
             j["tokenizer"] = nullptr;
         }
         json tensors = json::array();
-        for (const auto& t : model->tensors())
-            tensors.push_back({{"name", t.name},
-                               {"file_name", t.fileName},
-                               {"dtype", std::string(dtypeName(t.dtype))},
-                               {"shape", t.shape},
-                               {"parameters", t.numel()},
-                               {"bytes", t.nbytes}});
+        int64_t quantizedTensors = 0;
+        for (const auto& t : model->tensors()) {
+            json e = {{"name", t.name},
+                      {"file_name", t.fileName},
+                      {"dtype", std::string(dtypeName(t.dtype))},
+                      {"shape", t.shape},
+                      {"parameters", t.numel()},
+                      {"bytes", t.nbytes}};
+            // Weights dequantised at load (GPTQ / AWQ / compressed-tensors): the stored scheme
+            // and the bytes of the quantised tensors in the file.
+            if (std::string scheme = model->tensorScheme(t.name); !scheme.empty()) {
+                e["scheme"] = scheme;
+                e["stored_bytes"] = model->tensorStoredBytes(t);
+                ++quantizedTensors;
+            }
+            tensors.push_back(std::move(e));
+        }
+        if (!model->quantizationMethod().empty())
+            j["quantization"] = {{"method", model->quantizationMethod()},
+                                 {"summary", model->quantizationSummary()},
+                                 {"quantized_tensors", quantizedTensors}};
         j["tensors"] = tensors;
         j["warnings"] = model->warnings();
         printJson(j);
@@ -205,6 +219,9 @@ int cmdInfo(const std::vector<std::string>& argv) {
                 (long long)model->parameterCount());
     std::printf("stored size:  %s (%llu bytes)\n", humanBytes(double(model->storedBytes())).c_str(),
                 (unsigned long long)model->storedBytes());
+    if (!model->quantizationSummary().empty())
+        std::printf("quantization: %s (dequantised to f32 at load)\n",
+                    model->quantizationSummary().c_str());
     std::printf("dtypes:      ");
     for (const auto& [k, v] : dtypeCounts) std::printf(" %s: %lld", k.c_str(), (long long)v);
     std::printf("\n");

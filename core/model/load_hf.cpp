@@ -4,9 +4,11 @@
 #include "core/io/hf_config.h"
 #include "core/io/safetensors.h"
 #include "core/io/tensor_names.h"
+#include "core/model/load_hf_quant.h"
 #include "core/model/loaders.h"
 #include "core/tokenizer/tokenizer.h"
 
+#include <cstring>
 #include <filesystem>
 
 namespace lcw::detail {
@@ -43,8 +45,15 @@ std::unique_ptr<Model> loadHfFolder(const std::string& folder, const LoadOptions
 
     SafetensorsSet st = readSafetensorsFolder(folder);
     for (auto& f : st.files) m->keepAlive(f);
-    for (auto& t : st.tensors) {
+    // GPTQ / AWQ / compressed-tensors: quantised modules become exact float32 weights.
+    std::optional<HfQuantized> quant = loadHfQuantized(*m, cfgPath.string(), st.tensors, warnings);
+    const std::vector<TensorView>& fileTensors = quant ? quant->tensors : st.tensors;
+    for (const auto& t : fileTensors) {
         TensorView v = t;
+        const HfQuantized::Info* qi = nullptr;
+        if (quant)
+            if (auto it = quant->byWeight.find(t.name); it != quant->byWeight.end())
+                qi = &it->second;
         if (auto c = canonicalFromHf(t.name, spec.arch)) {
             auto ln = splitCanonical(*c);
             if (ln && ln->layer >= spec.nLayers)
@@ -53,12 +62,58 @@ std::unique_ptr<Model> loadHfFolder(const std::string& folder, const LoadOptions
                                               cfgPath.string() + " declares " +
                                               std::to_string(spec.nLayers) + " layers");
             v.name = *c;
+            if (qi && spec.conv1dWeights && v.shape.size() == 2) {
+                // A quantised Conv1D holds the [out, in] linear; addSplitTensor expects the
+                // file's [in, out] layout for these names and transposes it back.
+                const bool conv = [&] {
+                    for (const char* sfx : {".attn.qkv", ".attn.o", ".mlp.up", ".mlp.down"}) {
+                        const size_t n = std::strlen(sfx);
+                        if (v.name.size() >= n && v.name.compare(v.name.size() - n, n, sfx) == 0)
+                            return true;
+                    }
+                    return false;
+                }();
+                if (conv) {
+                    const int64_t rows = v.shape[0], cols = v.shape[1];
+                    std::vector<std::byte> buf(size_t(v.nbytes));
+                    for (int64_t r = 0; r < rows; ++r)
+                        for (int64_t c2 = 0; c2 < cols; ++c2)
+                            std::memcpy(
+                                buf.data() + (uint64_t(c2) * uint64_t(rows) + uint64_t(r)) * 4,
+                                v.data + (uint64_t(r) * uint64_t(cols) + uint64_t(c2)) * 4, 4);
+                    v.shape = {cols, rows};
+                    v.data = m->ownBuffer(std::move(buf));
+                }
+            }
+            const size_t before = m->tensors().size();
             addSplitTensor(*m, spec, std::move(v));
+            if (qi) {
+                // The parts of a fused module share its scheme and its file bytes by size.
+                const size_t after = m->tensors().size();
+                int64_t total = 0;
+                for (size_t i = before; i < after; ++i) total += m->tensors()[i].numel();
+                uint64_t left = qi->fileBytes;
+                for (size_t i = before; i < after; ++i) {
+                    const TensorView& p = m->tensors()[i];
+                    const uint64_t share =
+                        i + 1 == after || total == 0
+                            ? left
+                            : uint64_t(double(qi->fileBytes) * double(p.numel()) / double(total));
+                    left -= std::min(left, share);
+                    m->setTensorScheme(p.name, qi->scheme);
+                    m->setTensorStoredBytes(p.name, share);
+                }
+            }
         } else {
             v.name = "extra." + t.name;
+            if (qi) {
+                m->setTensorScheme(v.name, qi->scheme);
+                m->setTensorStoredBytes(v.name, qi->fileBytes);
+            }
             m->addTensor(std::move(v));
         }
     }
+    if (quant) m->setQuantization(quant->method, quant->summary);
 
     if (spec.tiedEmbeddings && m->find("lm_head")) {
         warnings.push_back(cfgPath.string() +

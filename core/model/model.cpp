@@ -67,8 +67,27 @@ int64_t Model::parameterCount() const {
 
 uint64_t Model::storedBytes() const {
     uint64_t n = 0;
-    for (const auto& t : m_tensors) n += t.nbytes;
+    for (const auto& t : m_tensors) n += tensorStoredBytes(t);
     return n;
+}
+
+uint64_t Model::tensorStoredBytes(const TensorView& t) const {
+    if (m_storedBytes.empty()) return t.nbytes;
+    auto it = m_storedBytes.find(t.name);
+    return it == m_storedBytes.end() ? t.nbytes : it->second;
+}
+
+std::string Model::tensorScheme(std::string_view canonical) const {
+    auto it = m_schemes.find(std::string(canonical));
+    return it == m_schemes.end() ? std::string() : it->second;
+}
+
+void Model::setTensorScheme(const std::string& canonical, std::string scheme) {
+    m_schemes[canonical] = std::move(scheme);
+}
+
+void Model::setTensorStoredBytes(const std::string& canonical, uint64_t bytes) {
+    m_storedBytes[canonical] = bytes;
 }
 
 std::optional<std::string> Model::findNonFinite(Progress* progress) const {

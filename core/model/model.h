@@ -118,8 +118,22 @@ public:
     const std::vector<std::string>& warnings() const { return m_warnings; }
     /// Total elements of all tensors (tied embeddings counted once).
     int64_t parameterCount() const;
-    /// Total stored bytes of all tensors.
+    /// Total stored bytes of all tensors (a dequantised tensor counts the bytes of its quantised
+    /// form in the file, see tensorStoredBytes()).
     uint64_t storedBytes() const;
+    /// Stored bytes of one tensor: its nbytes, or for a weight dequantised at load (GPTQ / AWQ /
+    /// compressed-tensors checkpoints) its share of the quantised tensors in the file (codes,
+    /// scales, zero points, g_idx, masks).
+    uint64_t tensorStoredBytes(const TensorView& t) const;
+    /// The quantisation scheme a weight was stored with in the file ("int4 asym group 128",
+    /// "gptq int4 sym group 128 desc_act", "fp8 e4m3 channel"); empty when the file stores
+    /// it in a plain dtype.
+    std::string tensorScheme(std::string_view canonical) const;
+    /// One line on the file's quantisation ("compressed-tensors pack-quantized: int4 asym group
+    /// 128 (154 linears), 2 ignored"); empty for unquantised files.
+    const std::string& quantizationSummary() const { return m_quantSummary; }
+    /// The file's quantisation method ("compressed-tensors", "gptq", "awq"); empty when none.
+    const std::string& quantizationMethod() const { return m_quantMethod; }
     /// Scans every float tensor for NaN/Inf; returns the first offending tensor's description
     /// ("<file>: tensor 'x' (layers.0.attn.q) has NaN at element 17"), or nullopt when all finite.
     std::optional<std::string> findNonFinite(Progress* progress = nullptr) const;
@@ -137,6 +151,13 @@ public:
     void setTokenizer(std::unique_ptr<Tokenizer> t);
     void setPath(std::string p) { m_path = std::move(p); }
     void addWarning(std::string w) { m_warnings.push_back(std::move(w)); }
+    /// Records the stored scheme of a (dequantised) tensor and its bytes in the file.
+    void setTensorScheme(const std::string& canonical, std::string scheme);
+    void setTensorStoredBytes(const std::string& canonical, uint64_t bytes);
+    void setQuantization(std::string method, std::string summary) {
+        m_quantMethod = std::move(method);
+        m_quantSummary = std::move(summary);
+    }
 
 private:
     ModelSpec m_spec;
@@ -147,6 +168,9 @@ private:
     std::unique_ptr<Tokenizer> m_tokenizer;
     std::string m_path;
     std::vector<std::string> m_warnings;
+    std::unordered_map<std::string, std::string> m_schemes;
+    std::unordered_map<std::string, uint64_t> m_storedBytes;
+    std::string m_quantMethod, m_quantSummary;
 };
 
 } // namespace lcw
