@@ -1,0 +1,685 @@
+// The Hugging Face checkpoint writer (see hf_checkpoint.h).
+#include "core/export/hf_checkpoint.h"
+
+#include "core/common/temp_files.h"
+#include "core/compress/compressed_model.h"
+#include "core/compress/recipe.h"
+#include "core/compress/sparsity.h"
+#include "core/io/atomic_writer.h"
+#include "core/io/safetensors.h"
+#include "core/io/tensor_names.h"
+#include "core/io/tensor_values.h"
+#include "core/model/loaders.h"
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <numeric>
+#include <set>
+#include <sstream>
+
+#include <sys/stat.h>
+
+namespace lcw {
+
+namespace {
+
+namespace fs = std::filesystem;
+using compress::CompressedModel;
+using compress::CompressedTensor;
+using compress::PackedTensor;
+using json = nlohmann::ordered_json;
+
+bool endsWith(const std::string& s, std::string_view suffix) {
+    return s.size() >= suffix.size() &&
+           s.compare(s.size() - suffix.size(), suffix.size(), suffix.data(), suffix.size()) == 0;
+}
+
+std::string activationText(const ActQuantSpec& a) {
+    if (!a.active()) return {};
+    return "a" + std::to_string(a.bits) + (a.perToken ? " per-token" : " per-tensor");
+}
+
+/// The scheme text of one replaced tensor: "int4 g128 asym", "2:4 magnitude + int8 channel".
+std::string schemeText(const CompressedTensor& ct, const ActQuantSpec& act) {
+    std::string s;
+    if (ct.sparsity) s = ct.sparsity->describe();
+    if (ct.quantized) s += (s.empty() ? "" : " + ") + ct.packed.settings.describe();
+    if (ct.isFloat && s.empty()) s = "float replacement";
+    const std::string a = activationText(act);
+    if (!a.empty()) s += (s.empty() ? "" : ", ") + a;
+    return s;
+}
+
+/// Settings that make two parts' packed rows interchangeable.
+bool sameStorage(const compress::WeightSettings& a, const compress::WeightSettings& b) {
+    return a.bits == b.bits && a.format == b.format && a.symmetric == b.symmetric &&
+           a.granularity == b.granularity && a.method == b.method && a.ggufGrid == b.ggufGrid &&
+           (a.granularity != compress::Granularity::Group || a.groupSize == b.groupSize);
+}
+
+bool sameSparsity(const std::optional<compress::SparsitySettings>& a,
+                  const std::optional<compress::SparsitySettings>& b) {
+    if (a.has_value() != b.has_value()) return false;
+    return !a || (a->pattern == b->pattern && a->n == b->n && a->m == b->m &&
+                  a->method == b->method && a->ratio == b->ratio);
+}
+
+enum class Kind { Copy, Module, Float };
+
+/// What is written for one file tensor of the base (or one tensor the overlay added).
+struct Item {
+    Kind kind = Kind::Copy;
+    const TensorView* file = nullptr;     ///< the base's file tensor (null: added)
+    std::vector<const TensorView*> parts; ///< canonical tensors made from it (model order)
+    std::string name;                     ///< name in the file
+    std::vector<int64_t> shape;           ///< file shape
+    DType floatType = DType::F32;         ///< Float: the dtype written
+    std::string addedCanonical;           ///< a tensor the overlay added
+    size_t firstDesc = 0, descCount = 0;  ///< its tensors in the descriptor list
+};
+
+/// A module built for the format (and what its pointers point at).
+struct ModuleHolder {
+    HfQuantModule m;
+    PackedTensor fused;
+    std::vector<uint8_t> mask;
+    std::vector<float> values;
+};
+
+class Writer {
+public:
+    Writer(const Model& base, const CompressedModel& ov, const HfQuantFormat& format)
+        : m_base(base), m_ov(ov), m_format(format) {
+        try {
+            compress::PlanOptions po;
+            po.hasCalibration = true;
+            const compress::Plan plan = compress::planRecipe(ov.recipe, base, po);
+            for (const auto& l : plan.layers) m_weightJson[l.name] = l.weightJson;
+        } catch (const std::exception&) {
+            // Metadata only (GPTQ's act_order): without a plan the modules carry no method JSON.
+        }
+    }
+
+    ActQuantSpec activation(const std::string& canonical) const {
+        const RuntimeQuant* rq = m_ov.runtimeQuant();
+        const ActQuantSpec* a = rq ? rq->activation(canonical) : nullptr;
+        return a ? *a : ActQuantSpec{};
+    }
+
+    /// For each part, the file row (Conv1D: the file column) of each of its rows: the file
+    /// tensor's row numbers sent through the loader's own split (detail::addSplitTensor).
+    std::vector<std::vector<int64_t>> fileRows(const Item& it) const {
+        const TensorView& f = *it.file;
+        const bool transposed = it.parts[0]->fileTransposed;
+        if (it.parts.size() == 1 && !transposed && !f.shape.empty()) {
+            std::vector<int64_t> r(size_t(f.shape[0]));
+            std::iota(r.begin(), r.end(), int64_t(0));
+            return {r};
+        }
+        const auto c = canonicalFromHf(f.name, m_base.spec().arch);
+        if (!c)
+            throw UnsupportedError(f.file + ": cannot map tensor '" + f.name + "' to its parts");
+        const int64_t n = f.shape.size() == 1 ? f.shape[0] : transposed ? f.shape[1] : f.shape[0];
+        std::vector<float> idx(static_cast<size_t>(n));
+        std::iota(idx.begin(), idx.end(), 0.0f);
+        Model scratch;
+        TensorView v;
+        v.name = *c;
+        v.fileName = f.name;
+        v.file = f.file;
+        v.dtype = DType::F32;
+        v.shape = f.shape.size() == 1 ? std::vector<int64_t>{n}
+                  : transposed        ? std::vector<int64_t>{1, n}
+                                      : std::vector<int64_t>{n, 1};
+        v.data = reinterpret_cast<const std::byte*>(idx.data());
+        v.nbytes = uint64_t(n) * 4;
+        detail::addSplitTensor(scratch, m_base.spec(), v);
+        std::vector<std::vector<int64_t>> out;
+        for (const TensorView* p : it.parts) {
+            const TensorView* s = scratch.find(p->name);
+            if (!s || s->dtype != DType::F32)
+                throw UnsupportedError(f.file + ": cannot find the rows of '" + p->name +
+                                       "' in tensor '" + f.name + "'");
+            std::vector<int64_t> rows(size_t(s->numel()));
+            for (size_t i = 0; i < rows.size(); ++i) {
+                float x;
+                std::memcpy(&x, s->data + i * 4, 4);
+                rows[i] = int64_t(x);
+            }
+            out.push_back(std::move(rows));
+        }
+        return out;
+    }
+
+    /// Float values of one canonical tensor as the workbench uses them.
+    std::vector<float> partValues(const TensorView& part) const {
+        if (const CompressedTensor* ct = m_ov.compressed(part.name)) return ct->values();
+        std::vector<float> v;
+        readTensorRows(part, 0, part.rows(), v);
+        return v;
+    }
+
+    /// The file tensor's values in file layout (fused parts in file order, Conv1D transposed
+    /// back to [in, out]).
+    std::vector<float> fileValues(const Item& it) const {
+        if (!it.addedCanonical.empty()) return m_ov.compressed(it.addedCanonical)->values();
+        const TensorView& f = *it.file;
+        const auto rows = fileRows(it);
+        std::vector<float> out(size_t(f.numel()));
+        const bool transposed = it.parts[0]->fileTransposed;
+        for (size_t p = 0; p < it.parts.size(); ++p) {
+            const std::vector<float> v = partValues(*it.parts[p]);
+            const int64_t pr = int64_t(rows[p].size());
+            const int64_t w = pr > 0 ? int64_t(v.size()) / pr : 0;
+            if (f.shape.size() == 1) {
+                for (int64_t r = 0; r < pr; ++r) out[size_t(rows[p][size_t(r)])] = v[size_t(r)];
+            } else if (!transposed) {
+                for (int64_t r = 0; r < pr; ++r)
+                    std::memcpy(out.data() + rows[p][size_t(r)] * w, v.data() + r * w,
+                                size_t(w) * 4);
+            } else {
+                const int64_t outDim = f.shape[1];
+                for (int64_t r = 0; r < pr; ++r)
+                    for (int64_t i = 0; i < w; ++i)
+                        out[size_t(i * outDim + rows[p][size_t(r)])] = v[size_t(r * w + i)];
+            }
+        }
+        return out;
+    }
+
+    /// The module for a weight whose parts are all quantised / pruned alike (checked by plan()).
+    std::unique_ptr<ModuleHolder> buildModule(const Item& it) const {
+        auto h = std::make_unique<ModuleHolder>();
+        HfQuantModule& m = h->m;
+        m.module = it.name.substr(0, it.name.size() - 7); // without ".weight"
+        for (const TensorView* p : it.parts) m.canonical.push_back(p->name);
+        const CompressedTensor& first = *m_ov.compressed(it.parts[0]->name);
+        m.rows = it.shape[0];
+        m.cols = it.shape[1];
+        m.sparsity = first.sparsity;
+        m.activation = activation(it.parts[0]->name);
+        if (auto j = m_weightJson.find(it.parts[0]->name); j != m_weightJson.end())
+            m.weightJson = j->second;
+        const auto rows = fileRows(it);
+        const int64_t cols = m.cols;
+        if (first.sparsity) {
+            h->mask.assign(size_t(m.rows * cols), 0);
+            for (size_t p = 0; p < it.parts.size(); ++p) {
+                const CompressedTensor& ct = *m_ov.compressed(it.parts[p]->name);
+                const std::vector<uint8_t> pm =
+                    compress::unpackMask(ct.maskBits, ct.rows * ct.cols);
+                for (int64_t r = 0; r < ct.rows; ++r)
+                    std::memcpy(h->mask.data() + rows[p][size_t(r)] * cols, pm.data() + r * cols,
+                                size_t(cols));
+            }
+            m.mask = &h->mask;
+        }
+        if (!first.quantized) {
+            h->values.assign(size_t(m.rows * cols), 0.0f);
+            for (size_t p = 0; p < it.parts.size(); ++p) {
+                const std::vector<float> v = partValues(*it.parts[p]);
+                for (size_t r = 0; r < rows[p].size(); ++r)
+                    std::memcpy(h->values.data() + rows[p][r] * cols, v.data() + r * size_t(cols),
+                                size_t(cols) * 4);
+            }
+            m.values = &h->values;
+            return h;
+        }
+        if (it.parts.size() == 1) {
+            m.packed = &first.packed;
+            return h;
+        }
+        // Fused: the parts' packed rows in file row order (row-local scales: exact).
+        PackedTensor& f = h->fused;
+        f.settings = first.packed.settings;
+        f.rows = m.rows;
+        f.cols = cols;
+        const uint64_t rb = compress::packedCodeBytes(1, cols, f.settings);
+        const int64_t gpr = first.packed.groupsPerRow();
+        const bool asym = !first.packed.zeros.empty();
+        f.codes.assign(size_t(uint64_t(f.rows) * rb), 0);
+        f.scales.assign(size_t(f.rows * gpr), 0);
+        if (asym) f.zeros.assign(size_t(f.rows * gpr), 0);
+        for (size_t p = 0; p < it.parts.size(); ++p) {
+            const PackedTensor& s = m_ov.compressed(it.parts[p]->name)->packed;
+            for (int64_t r = 0; r < s.rows; ++r) {
+                const int64_t fr = rows[p][size_t(r)];
+                std::memcpy(f.codes.data() + uint64_t(fr) * rb, s.codes.data() + uint64_t(r) * rb,
+                            size_t(rb));
+                std::memcpy(f.scales.data() + fr * gpr, s.scales.data() + r * gpr, size_t(gpr) * 2);
+                if (asym)
+                    std::memcpy(f.zeros.data() + fr * gpr, s.zeros.data() + r * gpr,
+                                size_t(gpr) * 2);
+            }
+        }
+        m.packed = &f;
+        return h;
+    }
+
+    /// Why a replaced weight cannot become one module (empty: it can).
+    std::string moduleProblem(const Item& it) const {
+        const CompressedTensor& first = *m_ov.compressed(it.parts[0]->name);
+        if (it.parts[0]->fileTransposed)
+            return "Conv1D weight stored [in, out] (llm-compressor quantises nn.Linear only)";
+        for (const TensorView* p : it.parts) {
+            const CompressedTensor& ct = *m_ov.compressed(p->name);
+            if (ct.quantized != first.quantized || ct.isFloat ||
+                (ct.quantized && !sameStorage(ct.packed.settings, first.packed.settings)) ||
+                !sameSparsity(ct.sparsity, first.sparsity))
+                return "the parts of the fused tensor (" + it.parts[0]->name +
+                       ", ...) have "
+                       "different settings";
+            if (!(activation(p->name) == activation(it.parts[0]->name)))
+                return "the parts of the fused tensor have different activation settings";
+            if (ct.quantized && !ct.packed.outlierCols.empty())
+                return "outlier weight columns kept in 16 bits (no " + m_format.name() + " form)";
+        }
+        if (it.parts.size() > 1 && first.quantized &&
+            first.packed.settings.granularity == compress::Granularity::Tensor)
+            return "the fused parts are quantised per tensor (one scale each; a fused module has "
+                   "one)";
+        if (first.quantized && (compress::methodIsGguf(first.packed.settings.method) ||
+                                first.packed.settings.ggufGrid))
+            return std::string("GGUF block type ") +
+                   compress::weightMethodName(first.packed.settings.stored().method) +
+                   " (ggml blocks have no " + m_format.name() + " form)";
+        return {};
+    }
+
+    HfCheckpointResult run(const HfCheckpointOptions& opts);
+
+private:
+    const Model& m_base;
+    const CompressedModel& m_ov;
+    const HfQuantFormat& m_format;
+    std::map<std::string, nlohmann::json> m_weightJson;
+};
+
+/// dtype in which `v` is exact among F32 / F16 / BF16 (`want` when it is, else F32).
+DType exactFloatType(const std::vector<float>& v, DType want) {
+    if (want == DType::F16) {
+        for (float x : v)
+            if (f16ToF32(f32ToF16(x)) != x && !(x != x)) return DType::F32;
+        return want;
+    }
+    if (want == DType::BF16) {
+        for (float x : v)
+            if (bf16ToF32(f32ToBf16(x)) != x && !(x != x)) return DType::F32;
+        return want;
+    }
+    return DType::F32;
+}
+
+void writeFloats(const std::vector<float>& v, DType dt, std::byte* dst) {
+    if (dt == DType::F32) {
+        std::memcpy(dst, v.data(), v.size() * 4);
+        return;
+    }
+    for (size_t i = 0; i < v.size(); ++i) {
+        const uint16_t h = dt == DType::F16 ? f32ToF16(v[i]) : f32ToBf16(v[i]);
+        std::memcpy(dst + i * 2, &h, 2);
+    }
+}
+
+std::string readWholeFile(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw FormatError(path, "cannot be read");
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+void writeText(const std::string& path, const std::string& text) {
+    AtomicFileWriter w(path);
+    w.write(text);
+    w.commit();
+}
+
+HfCheckpointResult Writer::run(const HfCheckpointOptions& opts) {
+    const auto t0 = std::chrono::steady_clock::now();
+    HfCheckpointResult res;
+    res.format = m_format.name();
+    const std::string folder = m_base.path();
+    const ModelSpec& spec = m_base.spec();
+    NullProgress nullProgress;
+    Progress& progress = opts.progress ? *opts.progress : nullProgress;
+
+    // ---- plan: what each file tensor becomes ----
+    const SafetensorsSet st = readSafetensorsFolder(folder);
+    std::map<std::string, std::vector<const TensorView*>> byFile;
+    for (const TensorView& t : m_base.tensors()) byFile[t.fileName].push_back(&t);
+    std::set<std::string> covered;
+    std::vector<Item> items;
+    std::vector<TensorDesc> descs;
+    struct Source {
+        size_t item = 0, blob = 0;
+    };
+    std::vector<Source> sources;
+    std::vector<const HfQuantModule*> written;
+    std::vector<std::unique_ptr<ModuleHolder>> keep; // modules for quantizationConfig()
+    std::vector<KvQuantSpec> kv;
+    if (const RuntimeQuant* rq = m_ov.runtimeQuant())
+        for (const auto& [layer, k] : rq->kv) kv.push_back(k);
+
+    for (const TensorView& f : st.tensors) {
+        Item it;
+        it.file = &f;
+        it.name = f.name;
+        it.shape = f.shape;
+        if (auto p = byFile.find(f.name); p != byFile.end()) it.parts = p->second;
+        bool anyReplaced = false, anyQuant = false;
+        for (const TensorView* p : it.parts) {
+            covered.insert(p->name);
+            if (m_ov.isLowRank(p->name))
+                throw UnsupportedError("'" + p->name +
+                                       "' is replaced by low-rank factors, which a "
+                                       "Hugging Face checkpoint cannot hold");
+            if (const CompressedTensor* ct = m_ov.compressed(p->name)) {
+                anyReplaced = true;
+                anyQuant |= ct->quantized || (ct->sparsity && !ct->isFloat);
+                if (ct->rows * ct->cols != p->numel())
+                    throw UnsupportedError("'" + p->name + "' is structurally pruned (" +
+                                           std::to_string(ct->rows) + "x" +
+                                           std::to_string(ct->cols) +
+                                           "); a checkpoint of changed shapes needs a changed "
+                                           "config.json, which this export does not write");
+            }
+        }
+        const size_t itemIndex = items.size();
+        const bool linear = f.shape.size() == 2 && endsWith(f.name, ".weight");
+        bool targetable = false;
+        for (const TensorView* p : it.parts) targetable |= compress::isTargetable(p->name);
+        HfModuleReport rep;
+        rep.module = linear ? f.name.substr(0, f.name.size() - 7) : f.name;
+        for (const TensorView* p : it.parts) rep.canonical.push_back(p->name);
+        if (!anyReplaced) {
+            it.kind = Kind::Copy;
+            if (f.nbytes != tensorDescBytes({f.name, f.dtype, f.shape}))
+                throw FormatError(f.file, "tensor '" + f.name + "' has an unexpected size");
+            descs.push_back({f.name, f.dtype, f.shape});
+            sources.push_back({itemIndex, 0});
+            it.firstDesc = descs.size() - 1;
+            it.descCount = 1;
+            if (linear && targetable) {
+                rep.status = "copied";
+                res.modules.push_back(rep);
+            }
+            items.push_back(std::move(it));
+            continue;
+        }
+        std::string problem;
+        bool allReplaced = true;
+        for (const TensorView* p : it.parts) allReplaced &= m_ov.compressed(p->name) != nullptr;
+        const CompressedTensor* first = m_ov.compressed(it.parts[0]->name);
+        for (const TensorView* p : it.parts)
+            if (const CompressedTensor* ct = m_ov.compressed(p->name); ct && !first) first = ct;
+        rep.scheme = schemeText(*first, activation(it.parts[0]->name));
+        if (anyQuant && linear) {
+            problem = allReplaced ? moduleProblem(it)
+                                  : "only some parts of the fused tensor are compressed";
+            if (problem.empty()) {
+                auto h = buildModule(it);
+                problem = m_format.cannotExpress(h->m);
+                if (problem.empty()) {
+                    const std::vector<HfTensorBlob> blobs = m_format.encode(h->m);
+                    it.kind = Kind::Module;
+                    it.firstDesc = descs.size();
+                    for (size_t b = 0; b < blobs.size(); ++b) {
+                        descs.push_back({blobs[b].name, blobs[b].dtype, blobs[b].shape});
+                        sources.push_back({itemIndex, b});
+                    }
+                    it.descCount = blobs.size();
+                    h->values.clear(); // only the config needs it now: no pointers into data
+                    h->values.shrink_to_fit();
+                    h->m.values = nullptr;
+                    h->fused.codes.clear();
+                    h->fused.codes.shrink_to_fit();
+                    written.push_back(&h->m);
+                    keep.push_back(std::move(h));
+                    rep.status = "written";
+                    res.modules.push_back(rep);
+                    items.push_back(std::move(it));
+                    continue;
+                }
+            }
+        }
+        // Floats: exact values, in the base dtype when that is exact.
+        it.kind = Kind::Float;
+        const std::vector<float> v = fileValues(it);
+        it.floatType = exactFloatType(v, f.dtype);
+        descs.push_back({f.name, it.floatType, f.shape});
+        sources.push_back({itemIndex, 0});
+        it.firstDesc = descs.size() - 1;
+        it.descCount = 1;
+        rep.status = "float";
+        const std::string dt(dtypeName(it.floatType));
+        if (anyQuant) {
+            rep.reason = problem + "; written as its dequantised values in " + dt;
+            if (linear) res.ignored.push_back(rep.module);
+        } else {
+            rep.reason = "float replacement written in " + dt +
+                         (it.floatType == f.dtype ? " (the base's dtype, exact)"
+                                                  : " (not exact in the base's " +
+                                                        std::string(dtypeName(f.dtype)) + ")");
+        }
+        res.modules.push_back(rep);
+        items.push_back(std::move(it));
+    }
+    // Tensors the overlay added (folded biases): under their HF names, F32.
+    for (const std::string& name : m_ov.addedNames()) {
+        const auto hf = hfFromCanonical(name, spec.arch);
+        if (!hf || st.find(*hf))
+            throw UnsupportedError("'" + name +
+                                   "' was added by the configuration and has no "
+                                   "tensor name of its own in a Hugging Face checkpoint of " +
+                                   spec.arch);
+        covered.insert(name);
+        Item it;
+        it.kind = Kind::Float;
+        it.name = *hf;
+        it.addedCanonical = name;
+        it.shape = m_ov.compressed(name)->view.shape;
+        it.floatType = DType::F32;
+        descs.push_back({it.name, DType::F32, it.shape});
+        sources.push_back({items.size(), 0});
+        it.firstDesc = descs.size() - 1;
+        it.descCount = 1;
+        HfModuleReport rep;
+        rep.module = *hf;
+        rep.canonical = {name};
+        rep.status = "float";
+        rep.scheme = "added tensor";
+        rep.reason = "added by the configuration (folded scales), written in f32";
+        res.modules.push_back(rep);
+        items.push_back(std::move(it));
+    }
+    for (const std::string& name : m_ov.replacedNames())
+        if (!covered.count(name) && !m_ov.isLowRank(name))
+            throw UnsupportedError("'" + name + "' is compressed but has no tensor of its own in " +
+                                   folder + " (tied embeddings?)");
+
+    json qc = m_format.quantizationConfig(written, res.ignored, kv);
+    res.quantizationConfig = qc;
+    if (!kv.empty() && (!qc.contains("kv_cache_scheme") || qc["kv_cache_scheme"].is_null()))
+        res.warnings.push_back("the KV-cache quantisation (" + std::to_string(kv.size()) +
+                               " blocks, lcw's dynamic asymmetric groups) has no " +
+                               m_format.name() + " form: not written");
+    bool staticAct = false;
+    for (const HfQuantModule* m : written)
+        staticAct |= m->activation.active() && !m->activation.perToken;
+    if (staticAct)
+        res.warnings.push_back("static activation scales written as input_scale; " +
+                               m_format.name() +
+                               " clamps codes to [-2^(b-1), 2^(b-1)-1], lcw to ±(2^(b-1)-1)");
+
+    uint64_t total = 0;
+    for (const auto& d : descs) total += tensorDescBytes(d);
+    res.tensorBytes = total;
+
+    // ---- write ----
+    fs::path outPath(opts.outDir);
+    if (opts.outDir.empty()) throw ArgumentError("export: no output folder given");
+    if (!outPath.has_filename()) outPath = outPath.parent_path();
+    const std::string out = outPath.string();
+    std::error_code ec;
+    const bool exists = fs::exists(fs::symlink_status(outPath, ec));
+    if (exists) {
+        if (!fs::is_directory(outPath, ec))
+            throw ArgumentError(out + ": exists and is not a folder");
+        if (!fs::is_empty(outPath, ec))
+            throw ArgumentError(out + ": the folder exists and is not empty (choose a new folder)");
+    }
+    if (outPath.has_parent_path()) {
+        fs::create_directories(outPath.parent_path(), ec);
+        if (ec) throw Error(out + ": cannot create the parent folder (" + ec.message() + ")");
+    }
+    const std::string tmp = createTempDirFor(out);
+    try {
+        uint64_t done = 0;
+        size_t cachedItem = SIZE_MAX;
+        std::vector<HfTensorBlob> blobs;
+        auto fill = [&](size_t index, std::byte* dst, uint64_t nbytes) {
+            const Source& s = sources[index];
+            const Item& it = items[s.item];
+            switch (it.kind) {
+            case Kind::Copy:
+                std::memcpy(dst, it.file->data, size_t(nbytes));
+                break;
+            case Kind::Module: {
+                if (cachedItem != s.item) {
+                    const auto h = buildModule(it);
+                    blobs = m_format.encode(h->m);
+                    cachedItem = s.item;
+                    if (blobs.size() != it.descCount)
+                        throw Error(it.name + ": the format's tensors changed between passes");
+                }
+                const HfTensorBlob& b = blobs[s.blob];
+                if (b.data.size() != nbytes)
+                    throw Error(b.name + ": the format's tensor has " +
+                                std::to_string(b.data.size()) + " bytes, its descriptor " +
+                                std::to_string(nbytes));
+                std::memcpy(dst, b.data.data(), size_t(nbytes));
+                if (s.blob + 1 == it.descCount) {
+                    blobs.clear();
+                    cachedItem = SIZE_MAX;
+                }
+                break;
+            }
+            case Kind::Float:
+                writeFloats(fileValues(it), it.floatType, dst);
+                break;
+            }
+            done += nbytes;
+            if (!progress.report(total ? 0.98 * double(done) / double(total) : 0.0,
+                                 descs[index].name))
+                throw Cancelled{};
+        };
+        const auto paths =
+            writeSafetensorsSharded(tmp, descs, fill, opts.maxShardBytes, {{"format", "pt"}});
+        for (const auto& p : paths) res.files.push_back(fs::path(p).filename().string());
+        // config.json: the base's with the format's quantization_config.
+        const std::string cfgPath = (fs::path(folder) / "config.json").string();
+        json cfg;
+        try {
+            cfg = json::parse(readWholeFile(cfgPath));
+        } catch (const json::exception& e) {
+            throw FormatError(cfgPath, std::string("invalid JSON: ") + e.what());
+        }
+        cfg["quantization_config"] = qc;
+        writeText((fs::path(tmp) / "config.json").string(), cfg.dump(2) + "\n");
+        res.files.push_back("config.json");
+        for (const auto& [name, text] : m_format.extraFiles(qc)) {
+            writeText((fs::path(tmp) / name).string(), text);
+            res.files.push_back(name);
+        }
+        for (const char* name :
+             {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+              "tokenizer.model", "generation_config.json", "vocab.json", "merges.txt",
+              "added_tokens.json"}) {
+            const fs::path src = fs::path(folder) / name;
+            if (!fs::is_regular_file(src, ec)) continue;
+            writeText((fs::path(tmp) / name).string(), readWholeFile(src.string()));
+            res.files.push_back(name);
+        }
+        if (!progress.report(0.99, "config")) throw Cancelled{};
+        ::chmod(tmp.c_str(), 0755);
+        if (exists) fs::remove(outPath, ec); // the empty folder
+        fs::rename(tmp, outPath, ec);
+        if (ec) throw Error(out + ": cannot move the new folder into place: " + ec.message());
+    } catch (const Cancelled&) {
+        fs::remove_all(tmp, ec);
+        res.status = Status::Cancelled;
+        return res;
+    } catch (...) {
+        fs::remove_all(tmp, ec);
+        throw;
+    }
+    progress.report(1.0, "done");
+    res.path = out;
+    res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return res;
+}
+
+} // namespace
+
+HfCheckpointResult exportHfCheckpoint(const Model& base, const WeightSource& weights,
+                                      const HfQuantFormat& format,
+                                      const HfCheckpointOptions& opts) {
+    const auto* ov = dynamic_cast<const CompressedModel*>(&weights);
+    if (!ov)
+        throw ArgumentError("export --format " + format.name() +
+                            ": give a configuration (--recipe, --preset or --overlay); the model "
+                            "alone has nothing quantised");
+    if (&ov->base() != &base)
+        throw ArgumentError("export: the configuration is not an overlay of " + base.path());
+    if (base.spec().sourceFormat != "safetensors")
+        throw UnsupportedError(
+            base.path() + ": export --format " + format.name() +
+            " needs a Hugging Face safetensors folder as the base model (this one is " +
+            base.spec().sourceFormat +
+            "; writing GGUF / llama2.c models as Hugging Face checkpoints is not supported)");
+    if (opts.outDir.empty()) throw ArgumentError("export: no output folder given");
+    if (opts.maxShardBytes == 0) throw ArgumentError("export: the shard size must be positive");
+    Writer w(base, *ov, format);
+    return w.run(opts);
+}
+
+json hfCheckpointReportJson(const HfCheckpointResult& r) {
+    json j;
+    j["format"] = r.format;
+    j["status"] = r.status == Status::Ok ? "ok" : "cancelled";
+    j["path"] = r.path;
+    j["bytes"] = r.tensorBytes;
+    j["files"] = r.files;
+    j["modules"] = json::array();
+    int written = 0, floats = 0, copied = 0;
+    for (const auto& m : r.modules) {
+        json e;
+        e["module"] = m.module;
+        e["canonical"] = m.canonical;
+        e["status"] = m.status;
+        e["scheme"] = m.scheme;
+        if (!m.reason.empty()) e["reason"] = m.reason;
+        j["modules"].push_back(e);
+        written += m.status == "written";
+        floats += m.status == "float";
+        copied += m.status == "copied";
+    }
+    j["counts"] = {{"written", written}, {"float", floats}, {"copied", copied}};
+    j["ignored"] = r.ignored;
+    json ne = json::array();
+    for (const auto& m : r.modules)
+        if (m.status == "float" && !m.reason.empty())
+            ne.push_back({{"module", m.module}, {"reason", m.reason}});
+    j["not_expressible"] = ne;
+    j["warnings"] = r.warnings;
+    j["quantization_config"] = r.quantizationConfig;
+    j["seconds"] = r.seconds;
+    return j;
+}
+
+} // namespace lcw
