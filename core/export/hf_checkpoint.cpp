@@ -12,7 +12,10 @@
 #include "core/model/loaders.h"
 
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -79,7 +82,10 @@ struct Item {
     std::vector<int64_t> shape;           ///< file shape
     DType floatType = DType::F32;         ///< Float: the dtype written
     std::string addedCanonical;           ///< a tensor the overlay added
-    size_t firstDesc = 0, descCount = 0;  ///< its tensors in the descriptor list
+    /// Single part whose rows are reordered in the file (GGUF / llama2.c q and k rows in the
+    /// interleaved rotary layout): the file row of each part row. Empty: the identity.
+    std::vector<int64_t> rowMap;
+    size_t firstDesc = 0, descCount = 0; ///< its tensors in the descriptor list
 };
 
 /// A module built for the format (and what its pointers point at).
@@ -114,6 +120,7 @@ public:
     /// tensor's row numbers sent through the loader's own split (detail::addSplitTensor).
     std::vector<std::vector<int64_t>> fileRows(const Item& it) const {
         const TensorView& f = *it.file;
+        if (!it.rowMap.empty()) return {it.rowMap};
         const bool transposed = it.parts[0]->fileTransposed;
         if (it.parts.size() == 1 && !transposed && !f.shape.empty()) {
             std::vector<int64_t> r(size_t(f.shape[0]));
@@ -229,7 +236,7 @@ public:
             m.values = &h->values;
             return h;
         }
-        if (it.parts.size() == 1) {
+        if (it.parts.size() == 1 && it.rowMap.empty()) {
             m.packed = &first.packed;
             return h;
         }
@@ -333,6 +340,73 @@ std::string readWholeFile(const std::string& path) {
     return ss.str();
 }
 
+/// config.json for a model that has none (GGUF, llama2.c): transformers' keys of its family.
+json configFor(const Model& m) {
+    const ModelSpec& s = m.spec();
+    json c;
+    c["architectures"] = {s.arch == "qwen2"     ? "Qwen2ForCausalLM"
+                          : s.arch == "mistral" ? "MistralForCausalLM"
+                                                : "LlamaForCausalLM"};
+    c["model_type"] = s.arch;
+    c["hidden_size"] = s.dim;
+    c["intermediate_size"] = s.hidden;
+    c["num_hidden_layers"] = s.nLayers;
+    c["num_attention_heads"] = s.nHeads;
+    c["num_key_value_heads"] = s.nKvHeads;
+    c["head_dim"] = s.headDim;
+    c["vocab_size"] = s.vocab;
+    c["max_position_embeddings"] = s.maxSeq;
+    char eps[32]; // the float as its short decimal (1e-05, not 9.99999975e-06)
+    std::snprintf(eps, sizeof eps, "%g", double(s.normEps));
+    c["rms_norm_eps"] = std::strtod(eps, nullptr);
+    c["rope_theta"] = s.rope.theta;
+    const RopeConfig& r = s.rope;
+    switch (r.type) {
+    case RopeType::Default:
+        break;
+    case RopeType::Linear:
+        c["rope_scaling"] = {{"rope_type", "linear"}, {"factor", r.factor}};
+        break;
+    case RopeType::Dynamic:
+        c["rope_scaling"] = {{"rope_type", "dynamic"}, {"factor", r.factor}};
+        break;
+    case RopeType::Llama3:
+        c["rope_scaling"] = {{"rope_type", "llama3"},
+                             {"factor", r.factor},
+                             {"low_freq_factor", r.lowFreqFactor},
+                             {"high_freq_factor", r.highFreqFactor},
+                             {"original_max_position_embeddings", r.originalMaxPositions}};
+        break;
+    case RopeType::Yarn:
+        c["rope_scaling"] = {{"rope_type", "yarn"},
+                             {"factor", r.factor},
+                             {"original_max_position_embeddings", r.originalMaxPositions},
+                             {"beta_fast", r.betaFast},
+                             {"beta_slow", r.betaSlow}};
+        if (r.attentionFactor > 0) c["rope_scaling"]["attention_factor"] = r.attentionFactor;
+        break;
+    }
+    c["hidden_act"] = s.hiddenAct == "gelu_tanh" ? "gelu_pytorch_tanh" : s.hiddenAct;
+    if (s.arch == "llama") {
+        c["attention_bias"] = s.attnBias;
+        c["mlp_bias"] = s.mlpBias;
+    }
+    if (s.arch != "llama")
+        c["sliding_window"] = s.slidingWindow > 0 ? json(s.slidingWindow) : json(nullptr);
+    if (s.arch == "qwen2") c["use_sliding_window"] = s.slidingWindow > 0;
+    c["tie_word_embeddings"] = s.tiedEmbeddings;
+    if (s.bosId >= 0) c["bos_token_id"] = s.bosId;
+    if (s.eosIds.size() == 1)
+        c["eos_token_id"] = s.eosIds[0];
+    else if (!s.eosIds.empty())
+        c["eos_token_id"] = s.eosIds;
+    const TensorView* e = m.find("embed");
+    c["torch_dtype"] = e && e->dtype == DType::F16    ? "float16"
+                       : e && e->dtype == DType::BF16 ? "bfloat16"
+                                                      : "float32";
+    return c;
+}
+
 void writeText(const std::string& path, const std::string& text) {
     AtomicFileWriter w(path);
     w.write(text);
@@ -349,9 +423,51 @@ HfCheckpointResult Writer::run(const HfCheckpointOptions& opts) {
     Progress& progress = opts.progress ? *opts.progress : nullProgress;
 
     // ---- plan: what each file tensor becomes ----
-    const SafetensorsSet st = readSafetensorsFolder(folder);
+    const bool hfBase = spec.sourceFormat == "safetensors";
+    SafetensorsSet st;
     std::map<std::string, std::vector<const TensorView*>> byFile;
-    for (const TensorView& t : m_base.tensors()) byFile[t.fileName].push_back(&t);
+    std::map<std::string, std::vector<int64_t>> rowMaps;
+    std::deque<TensorView> synth; // GGUF / llama2.c bases: the tensors under their HF names
+    std::vector<const TensorView*> fileList;
+    if (hfBase) {
+        st = readSafetensorsFolder(folder);
+        for (const TensorView& t : m_base.tensors()) byFile[t.fileName].push_back(&t);
+        for (const TensorView& t : st.tensors) fileList.push_back(&t);
+    } else {
+        res.warnings.push_back(folder + " is a " + spec.sourceFormat +
+                               " model: no tokenizer files written (put the original model's "
+                               "tokenizer files beside the checkpoint)");
+        for (const TensorView& t : m_base.tensors()) {
+            if (t.name.rfind("extra.", 0) == 0) {
+                res.warnings.push_back("'" + t.fileName + "' of " + folder +
+                                       " has no Hugging Face name: not written");
+                continue;
+            }
+            const auto hf = hfFromCanonical(t.name, spec.arch);
+            if (!hf || byFile.count(*hf))
+                throw UnsupportedError(folder + ": tensor '" + t.name +
+                                       "' has no Hugging Face "
+                                       "tensor of its own in " +
+                                       spec.arch);
+            TensorView v = t;
+            v.name = v.fileName = *hf;
+            synth.push_back(std::move(v));
+            byFile[*hf] = {&t};
+            fileList.push_back(&synth.back());
+            // Meta's adjacent-pair rotary rows -> Hugging Face's rotate_half rows, per head.
+            const bool q = t.name.ends_with(".attn.q") || t.name.ends_with(".attn.q.bias");
+            const bool k = t.name.ends_with(".attn.k") || t.name.ends_with(".attn.k.bias");
+            if (spec.rope.interleaved && (q || k)) {
+                const int64_t hd = spec.headDim, n = t.shape[0];
+                std::vector<int64_t> map(static_cast<size_t>(n));
+                for (int64_t r = 0; r < n; ++r) {
+                    const int64_t h = r / hd, i = r % hd;
+                    map[size_t(r)] = h * hd + (i % 2) * (hd / 2) + i / 2;
+                }
+                rowMaps[*hf] = std::move(map);
+            }
+        }
+    }
     std::set<std::string> covered;
     std::vector<Item> items;
     std::vector<TensorDesc> descs;
@@ -365,12 +481,16 @@ HfCheckpointResult Writer::run(const HfCheckpointOptions& opts) {
     if (const RuntimeQuant* rq = m_ov.runtimeQuant())
         for (const auto& [layer, k] : rq->kv) kv.push_back(k);
 
-    for (const TensorView& f : st.tensors) {
+    for (const TensorView* fp : fileList) {
+        const TensorView& f = *fp;
         Item it;
         it.file = &f;
         it.name = f.name;
         it.shape = f.shape;
         if (auto p = byFile.find(f.name); p != byFile.end()) it.parts = p->second;
+        if (auto p = rowMaps.find(f.name); p != rowMaps.end()) it.rowMap = p->second;
+        // Bytes that can be copied as they are: plain types in the file's row order.
+        const bool copyable = it.rowMap.empty() && dtypeBlockElems(f.dtype) == 1;
         bool anyReplaced = false, anyQuant = false;
         for (const TensorView* p : it.parts) {
             covered.insert(p->name);
@@ -396,7 +516,7 @@ HfCheckpointResult Writer::run(const HfCheckpointOptions& opts) {
         HfModuleReport rep;
         rep.module = linear ? f.name.substr(0, f.name.size() - 7) : f.name;
         for (const TensorView* p : it.parts) rep.canonical.push_back(p->name);
-        if (!anyReplaced) {
+        if (!anyReplaced && copyable) {
             it.kind = Kind::Copy;
             if (f.nbytes != tensorDescBytes({f.name, f.dtype, f.shape}))
                 throw FormatError(f.file, "tensor '" + f.name + "' has an unexpected size");
@@ -457,7 +577,14 @@ HfCheckpointResult Writer::run(const HfCheckpointOptions& opts) {
         it.descCount = 1;
         rep.status = "float";
         const std::string dt(dtypeName(it.floatType));
-        if (anyQuant) {
+        if (!anyReplaced) {
+            rep.status = "copied";
+            rep.reason = std::string(it.rowMap.empty() ? ""
+                                                       : "rows in the Hugging Face rotary "
+                                                         "order; ") +
+                         "converted from " + std::string(dtypeName(f.dtype)) + " to " + dt;
+            if (!(linear && targetable)) rep.module.clear(); // not reported
+        } else if (anyQuant) {
             rep.reason = problem + "; written as its dequantised values in " + dt;
             if (linear) res.ignored.push_back(rep.module);
         } else {
@@ -466,13 +593,13 @@ HfCheckpointResult Writer::run(const HfCheckpointOptions& opts) {
                                                   : " (not exact in the base's " +
                                                         std::string(dtypeName(f.dtype)) + ")");
         }
-        res.modules.push_back(rep);
+        if (!rep.module.empty()) res.modules.push_back(rep);
         items.push_back(std::move(it));
     }
     // Tensors the overlay added (folded biases): under their HF names, F32.
     for (const std::string& name : m_ov.addedNames()) {
         const auto hf = hfFromCanonical(name, spec.arch);
-        if (!hf || st.find(*hf))
+        if (!hf || byFile.count(*hf))
             throw UnsupportedError("'" + name +
                                    "' was added by the configuration and has no "
                                    "tensor name of its own in a Hugging Face checkpoint of " +
@@ -584,10 +711,14 @@ HfCheckpointResult Writer::run(const HfCheckpointOptions& opts) {
         // config.json: the base's with the format's quantization_config.
         const std::string cfgPath = (fs::path(folder) / "config.json").string();
         json cfg;
-        try {
-            cfg = json::parse(readWholeFile(cfgPath));
-        } catch (const json::exception& e) {
-            throw FormatError(cfgPath, std::string("invalid JSON: ") + e.what());
+        if (!hfBase) {
+            cfg = configFor(m_base);
+        } else {
+            try {
+                cfg = json::parse(readWholeFile(cfgPath));
+            } catch (const json::exception& e) {
+                throw FormatError(cfgPath, std::string("invalid JSON: ") + e.what());
+            }
         }
         cfg["quantization_config"] = qc;
         writeText((fs::path(tmp) / "config.json").string(), cfg.dump(2) + "\n");
@@ -601,7 +732,7 @@ HfCheckpointResult Writer::run(const HfCheckpointOptions& opts) {
               "tokenizer.model", "generation_config.json", "vocab.json", "merges.txt",
               "added_tokens.json"}) {
             const fs::path src = fs::path(folder) / name;
-            if (!fs::is_regular_file(src, ec)) continue;
+            if (!hfBase || !fs::is_regular_file(src, ec)) continue;
             writeText((fs::path(tmp) / name).string(), readWholeFile(src.string()));
             res.files.push_back(name);
         }
@@ -636,12 +767,18 @@ HfCheckpointResult exportHfCheckpoint(const Model& base, const WeightSource& wei
                             "alone has nothing quantised");
     if (&ov->base() != &base)
         throw ArgumentError("export: the configuration is not an overlay of " + base.path());
-    if (base.spec().sourceFormat != "safetensors")
-        throw UnsupportedError(
-            base.path() + ": export --format " + format.name() +
-            " needs a Hugging Face safetensors folder as the base model (this one is " +
-            base.spec().sourceFormat +
-            "; writing GGUF / llama2.c models as Hugging Face checkpoints is not supported)");
+    const ModelSpec& spec = base.spec();
+    if (spec.sourceFormat != "safetensors") {
+        if (spec.arch != "llama" && spec.arch != "mistral" && spec.arch != "qwen2")
+            throw UnsupportedError(base.path() + ": a " + spec.sourceFormat + " model of the " +
+                                   spec.arch +
+                                   " family cannot be written as a Hugging Face checkpoint (lcw "
+                                   "writes the config.json of llama, mistral and qwen2; export "
+                                   "from the model's Hugging Face folder instead)");
+        if (spec.rope.partialRotaryFactor != 1.0)
+            throw UnsupportedError(base.path() + ": partial rotary embeddings cannot be written "
+                                                 "as a Hugging Face llama checkpoint");
+    }
     if (opts.outDir.empty()) throw ArgumentError("export: no output folder given");
     if (opts.maxShardBytes == 0) throw ArgumentError("export: the shard size must be positive");
     Writer w(base, *ov, format);

@@ -15,6 +15,12 @@
 /// that is exact, else in F32 (the report says which). config.json is the base's with the
 /// format's "quantization_config"; the tokenizer files are copied. The folder is written into a
 /// temporary folder beside it and renamed into place: complete or absent.
+///
+/// GGUF and llama2.c bases of the llama, mistral and qwen2 families are written too: every
+/// canonical tensor under its Hugging Face name (hfFromCanonical), GGUF block types converted to
+/// F32, the q / k rows of Meta's interleaved rotary layout reordered per head into Hugging
+/// Face's rotate_half order (a row permutation: quantised rows keep their own scales, exact),
+/// and a config.json written from the model's spec; they have no tokenizer files to copy.
 #include "core/common/error.h"
 #include "core/common/progress.h"
 #include "core/export/hf_quant_format.h"
@@ -60,8 +66,9 @@ struct HfCheckpointResult {
 
 /// See the file comment. `weights` is normally a compress::CompressedModel over `base`; a plain
 /// model (nothing quantised) is refused. Throws ArgumentError (bad options, output folder not
-/// empty), UnsupportedError (a base that is not a Hugging Face safetensors folder, tensors the
-/// overlay added that have no file name), FormatError / Error on I/O. Cancelled through
+/// empty), UnsupportedError (tensors the
+/// overlay added that have no file name, GGUF / llama2.c bases of other families),
+/// FormatError / Error on I/O. Cancelled through
 /// opts.progress: Status::Cancelled and nothing left behind.
 HfCheckpointResult exportHfCheckpoint(const Model& base, const WeightSource& weights,
                                       const HfQuantFormat& format, const HfCheckpointOptions& opts);
