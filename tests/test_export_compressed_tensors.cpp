@@ -540,6 +540,36 @@ private slots:
         QVERIFY(kv.r.warnings[0].find("KV") != std::string::npos);
     }
 
+    // GPTQ with act_order: lcw keeps the groups in column order (GPTQ's static groups), which is
+    // compressed-tensors' actorder "weight" (no weight_g_idx); the codes are GPTQ's, exactly.
+    void gptqActOrder() {
+        auto base = load(lcwtest::demoModelPath());
+        const json recipe = oneRule(json::parse(R"({"weight": {"bits": 4, "symmetric": false,
+            "granularity": "group", "group_size": 32, "method": "gptq", "act_order": true}})"));
+        NullProgress np;
+        compress::CompressResult cr = compress::compressWithBundledCalibration(
+            *base, compress::Recipe::fromJson(recipe), np, {2, 32});
+        QVERIFY(cr.model);
+        const auto fmt = compressedTensorsFormat();
+        HfCheckpointOptions o;
+        o.outDir = m_dir + "/gptq";
+        Exported e;
+        e.r = exportHfCheckpoint(*base, *cr.model, *fmt, o);
+        e.f = openFolder(o.outDir);
+        e.base = std::move(base);
+        e.ov = std::move(cr.model);
+        const std::string q = "model.layers.0.self_attn.q_proj";
+        const json* g = schemeOf(e.f, q);
+        QVERIFY(g);
+        QCOMPARE((*g)["weights"]["actorder"].get<std::string>(), std::string("weight"));
+        QVERIFY(!e.f.has(q + ".weight_g_idx"));
+        try {
+            QCOMPARE(verifyAll(e), 30);
+        } catch (const std::exception& ex) {
+            QFAIL(ex.what());
+        }
+    }
+
     void fusedPhi3() {
         LCW_REQUIRE_SHARED("models/tiny-random/phi3/model/config.json");
         const std::string model = lcwtest::sharedPath("models/tiny-random/phi3/model");
