@@ -531,6 +531,23 @@ private slots:
         QCOMPARE(p.f.get(q + ".bitmask").shape, (std::vector<int64_t>{64, 8}));
         QCOMPARE(p.f.get(q + ".shape").shape, (std::vector<int64_t>{2, 1}));
 
+        // The embedding (an nn.Embedding) stays in floats, with the reason; lm_head is a linear
+        LCW_REQUIRE_SHARED("models/tiny-random/llama2_sp_f32/model/config.json");
+        json er = oneRule(json::parse(R"({"weight": {"bits": 8, "granularity": "channel"}})"));
+        er["rules"][0]["targets"] = {"embed", "lm_head"};
+        const Exported em = exportWith(
+            lcwtest::sharedPath("models/tiny-random/llama2_sp_f32/model"), er, m_dir + "/embed");
+        QVERIFY(reportOf(em.r, "model.embed_tokens") && reportOf(em.r, "lm_head"));
+        QCOMPARE(reportOf(em.r, "model.embed_tokens")->status, std::string("float"));
+        QVERIFY(reportOf(em.r, "model.embed_tokens")->reason.find("embedding") !=
+                std::string::npos);
+        QCOMPARE(reportOf(em.r, "lm_head")->status, std::string("written"));
+        try {
+            QCOMPARE(verifyAll(em), 1);
+        } catch (const std::exception& ex) {
+            QFAIL(ex.what());
+        }
+
         // KV cache: not expressible, a warning
         const Exported kv = exportWith(lcwtest::demoModelPath(), oneRule(json::parse(R"({
             "weight": {"bits": 8, "granularity": "channel"}, "kv": {"k_bits": 8, "v_bits": 8}})")),

@@ -272,6 +272,8 @@ public:
         const CompressedTensor& first = *m_ov.compressed(it.parts[0]->name);
         if (it.parts[0]->fileTransposed)
             return "Conv1D weight stored [in, out] (llm-compressor quantises nn.Linear only)";
+        if (it.parts[0]->name == "embed" || it.parts[0]->name == "pos_embed")
+            return "an embedding table, not a linear layer (the formats quantise nn.Linear)";
         for (const TensorView* p : it.parts) {
             const CompressedTensor& ct = *m_ov.compressed(p->name);
             if (ct.quantized != first.quantized || ct.isFloat ||
