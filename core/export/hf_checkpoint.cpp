@@ -637,6 +637,13 @@ HfCheckpointResult Writer::run(const HfCheckpointOptions& opts) {
         res.warnings.push_back("the KV-cache quantisation (" + std::to_string(kv.size()) +
                                " blocks, lcw's dynamic asymmetric groups) has no " +
                                m_format.name() + " form: not written");
+    bool bf16 = false;
+    for (const Item& it : items)
+        if (it.kind == Kind::Module && it.file && it.file->dtype == DType::BF16) bf16 = true;
+    if (bf16)
+        res.warnings.push_back("the base is bfloat16 and the weight scales are written in float16 "
+                               "(lcw's exact scales); a loader that casts them to bfloat16 "
+                               "rounds them");
     bool staticAct = false;
     for (const HfQuantModule* m : written)
         staticAct |= m->activation.active() && !m->activation.perToken;
