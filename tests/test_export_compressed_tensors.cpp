@@ -20,6 +20,7 @@
 #include "core/compress/recipe.h"
 #include "core/export/compressed_tensors.h"
 #include "core/export/gguf_export.h"
+#include "core/export/gptq_awq.h"
 #include "core/export/hf_checkpoint.h"
 #include "core/io/safetensors.h"
 #include "core/model/model.h"
@@ -701,6 +702,33 @@ private slots:
                     QFAIL(ex.what());
                 }
             }
+        }
+    }
+
+    // The writer plans the format with every module first (HfQuantFormat::plan): AWQ's one
+    // group_size is the majority's, although the first module in the file (block 0's gate_proj)
+    // has another.
+    void otherFormatsArePlanned() {
+        LCW_REQUIRE_SHARED("models/tiny-random/qwen2_sharded/model/config.json");
+        auto base = load(lcwtest::sharedPath("models/tiny-random/qwen2_sharded/model"));
+        json r = oneRule(json::parse(
+            R"({"weight": {"bits": 4, "symmetric": false, "granularity": "group", "group_size": 32}})"));
+        r["rules"].push_back(
+            {{"targets", {"layers.0.mlp.gate"}}, {"weight", {{"group_size", 64}}}});
+        auto ov = compressWith(*base, r);
+        for (const auto& make : {+[] { return awqFormat(); },
+                                 +[] {
+                                     return gptqFormat({false, false});
+                                 }}) {
+            auto fmt = make();
+            HfCheckpointOptions o;
+            o.outDir = m_dir + "/planned-" + fmt->name();
+            const HfCheckpointResult res = exportHfCheckpoint(*base, *ov, *fmt, o);
+            QCOMPARE(res.quantizationConfig["quant_method"].get<std::string>(), fmt->name());
+            QCOMPARE(res.quantizationConfig["group_size"].get<int>(), 32);
+            QCOMPARE(reportOf(res, "model.layers.0.mlp.gate_proj")->status, std::string("float"));
+            QCOMPARE(reportOf(res, "model.layers.0.mlp.up_proj")->status, std::string("written"));
+            QCOMPARE(res.ignored.size(), size_t(1));
         }
     }
 

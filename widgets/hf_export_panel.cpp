@@ -3,6 +3,7 @@
 #include "core/compress/calibration.h"
 #include "core/compress/compressed_model.h"
 #include "core/export/compressed_tensors.h"
+#include "core/export/gptq_awq.h"
 
 #include <QComboBox>
 #include <QFileDialog>
@@ -30,6 +31,8 @@ struct FormatEntry {
 };
 const FormatEntry kFormats[] = {
     {"compressed-tensors", &compressedTensorsFormat},
+    {"gptq", [] { return gptqFormat(); }},
+    {"awq", &awqFormat},
 };
 
 using Result = std::shared_ptr<const HfCheckpointResult>;
@@ -73,8 +76,8 @@ HfExportPanel::HfExportPanel(Context context, QWidget* parent)
     auto* form = new QFormLayout;
     m_format = new QComboBox(this);
     for (const auto& f : kFormats) m_format->addItem(QString::fromLatin1(f.name));
-    m_format->setToolTip(tr("compressed-tensors: what llm-compressor writes; vLLM and "
-                            "transformers load it"));
+    m_format->setToolTip(tr("compressed-tensors: what llm-compressor writes; gptq: AutoGPTQ / "
+                            "GPTQModel; awq: AutoAWQ GEMM. vLLM and transformers load them"));
     form->addRow(tr("Format:"), m_format);
     m_output = new QLineEdit(this);
     m_output->setPlaceholderText(tr("a new folder"));

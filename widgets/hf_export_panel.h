@@ -2,10 +2,11 @@
 /// \file
 /// The Export dialog's "Hugging Face (vLLM)" page: writes the recipe editor's configuration of
 /// the opened Hugging Face model as a quantised Hugging Face checkpoint folder
-/// (core/export/hf_checkpoint.h) in compressed-tensors (llm-compressor's format, which vLLM and
-/// transformers load). The job runs on the TaskRunner with progress and Cancel (a cancelled
-/// export leaves nothing); the per-module report (written / float with the reason / copied)
-/// fills a table. All numbers come from core; this page only collects choices and shows results.
+/// (core/export/hf_checkpoint.h) in compressed-tensors (llm-compressor's format), GPTQ or AWQ,
+/// which vLLM and transformers load. The job runs on the TaskRunner with progress and Cancel (a
+/// cancelled export leaves nothing); the per-module report (written / float with the reason /
+/// copied) fills a table. All numbers come from core; this page only collects choices and shows
+/// results.
 #include "core/export/hf_checkpoint.h"
 #include "widgets/gguf_export_panel.h"
 #include "widgets/task_runner.h"
@@ -35,7 +36,7 @@ public:
 
     void setOutputFolder(const QString& path);
     QString outputFolder() const;
-    /// "compressed-tensors" (the formats of the combo box).
+    /// "compressed-tensors", "gptq" or "awq" (the formats of the combo box).
     bool setFormat(const QString& name);
     QString format() const;
 

@@ -1,4 +1,4 @@
-// lcw-cli export --format compressed-tensors (and the other Hugging Face checkpoint formats of
+// lcw-cli export --format compressed-tensors | gptq | awq (the Hugging Face checkpoint formats of
 // the table below): a configuration of the workbench as a Hugging Face folder for transformers
 // and vLLM (core/export/hf_checkpoint.h).
 #include "cmd_export_hf.h"
@@ -9,6 +9,7 @@
 
 #include "core/common/error.h"
 #include "core/export/compressed_tensors.h"
+#include "core/export/gptq_awq.h"
 #include "core/export/hf_checkpoint.h"
 #include "core/model/model.h"
 
@@ -21,6 +22,8 @@ namespace lcw::cli {
 const std::vector<HfExportFormatEntry>& hfExportFormats() {
     static const std::vector<HfExportFormatEntry> table = {
         {"compressed-tensors", &compressedTensorsFormat},
+        {"gptq", [] { return gptqFormat(); }},
+        {"awq", &awqFormat},
     };
     return table;
 }

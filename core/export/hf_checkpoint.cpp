@@ -98,7 +98,7 @@ struct ModuleHolder {
 
 class Writer {
 public:
-    Writer(const Model& base, const CompressedModel& ov, const HfQuantFormat& format)
+    Writer(const Model& base, const CompressedModel& ov, HfQuantFormat& format)
         : m_base(base), m_ov(ov), m_format(format) {
         try {
             compress::PlanOptions po;
@@ -304,7 +304,7 @@ public:
 private:
     const Model& m_base;
     const CompressedModel& m_ov;
-    const HfQuantFormat& m_format;
+    HfQuantFormat& m_format;
     std::map<std::string, nlohmann::json> m_weightJson;
 };
 
@@ -483,14 +483,45 @@ HfCheckpointResult Writer::run(const HfCheckpointOptions& opts) {
     if (const RuntimeQuant* rq = m_ov.runtimeQuant())
         for (const auto& [layer, k] : rq->kv) kv.push_back(k);
 
-    for (const TensorView* fp : fileList) {
-        const TensorView& f = *fp;
+    auto itemFor = [&](const TensorView& f) {
         Item it;
         it.file = &f;
         it.name = f.name;
         it.shape = f.shape;
         if (auto p = byFile.find(f.name); p != byFile.end()) it.parts = p->second;
         if (auto p = rowMaps.find(f.name); p != rowMaps.end()) it.rowMap = p->second;
+        return it;
+    };
+    // Every module the format will be offered, built first: HfQuantFormat::plan() sees them all
+    // before the first cannotExpress() (formats with one global setting pick it there).
+    std::map<std::string, std::unique_ptr<ModuleHolder>> prebuilt;
+    {
+        std::vector<const HfQuantModule*> offered;
+        for (const TensorView* fp : fileList) {
+            const Item it = itemFor(*fp);
+            if (fp->shape.size() != 2 || !endsWith(fp->name, ".weight") || it.parts.empty())
+                continue;
+            bool allReplaced = true, anyQuant = false, plain = true;
+            for (const TensorView* p : it.parts) {
+                const CompressedTensor* ct = m_ov.compressed(p->name);
+                if (!ct) {
+                    allReplaced = false;
+                    continue;
+                }
+                anyQuant |= ct->quantized || (ct->sparsity && !ct->isFloat);
+                plain &= ct->rows * ct->cols == p->numel() && !m_ov.isLowRank(p->name);
+            }
+            if (!allReplaced || !anyQuant || !plain || !moduleProblem(it).empty()) continue;
+            auto h = buildModule(it);
+            offered.push_back(&h->m);
+            prebuilt[fp->name] = std::move(h);
+        }
+        m_format.plan(offered);
+    }
+
+    for (const TensorView* fp : fileList) {
+        const TensorView& f = *fp;
+        Item it = itemFor(f);
         // Bytes that can be copied as they are: plain types in the file's row order.
         const bool copyable = it.rowMap.empty() && dtypeBlockElems(f.dtype) == 1;
         bool anyReplaced = false, anyQuant = false;
@@ -544,7 +575,8 @@ HfCheckpointResult Writer::run(const HfCheckpointOptions& opts) {
             problem = allReplaced ? moduleProblem(it)
                                   : "only some parts of the fused tensor are compressed";
             if (problem.empty()) {
-                auto h = buildModule(it);
+                auto pb = prebuilt.find(f.name);
+                auto h = pb != prebuilt.end() ? std::move(pb->second) : buildModule(it);
                 problem = m_format.cannotExpress(h->m);
                 if (problem.empty()) {
                     const std::vector<HfTensorBlob> blobs = m_format.encode(h->m);
@@ -767,8 +799,7 @@ HfCheckpointResult Writer::run(const HfCheckpointOptions& opts) {
 } // namespace
 
 HfCheckpointResult exportHfCheckpoint(const Model& base, const WeightSource& weights,
-                                      const HfQuantFormat& format,
-                                      const HfCheckpointOptions& opts) {
+                                      HfQuantFormat& format, const HfCheckpointOptions& opts) {
     const auto* ov = dynamic_cast<const CompressedModel*>(&weights);
     if (!ov)
         throw ArgumentError("export --format " + format.name() +

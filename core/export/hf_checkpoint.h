@@ -64,14 +64,14 @@ struct HfCheckpointResult {
     double seconds = 0;
 };
 
-/// See the file comment. `weights` is normally a compress::CompressedModel over `base`; a plain
-/// model (nothing quantised) is refused. Throws ArgumentError (bad options, output folder not
-/// empty), UnsupportedError (tensors the
-/// overlay added that have no file name, GGUF / llama2.c bases of other families),
+/// See the file comment. `format` is planned (HfQuantFormat::plan) with every module first.
+/// `weights` is normally a compress::CompressedModel over `base`; a plain model (nothing quantised)
+/// is refused. Throws ArgumentError (bad options, output folder not empty), UnsupportedError
+/// (tensors the overlay added that have no file name, GGUF / llama2.c bases of other families),
 /// FormatError / Error on I/O. Cancelled through
 /// opts.progress: Status::Cancelled and nothing left behind.
 HfCheckpointResult exportHfCheckpoint(const Model& base, const WeightSource& weights,
-                                      const HfQuantFormat& format, const HfCheckpointOptions& opts);
+                                      HfQuantFormat& format, const HfCheckpointOptions& opts);
 
 /// {"format", "path", "bytes", "files", "modules": [...], "ignored", "warnings",
 ///  "quantization_config", "seconds"}.
