@@ -588,6 +588,42 @@ private slots:
         }
     }
 
+    // SmoothQuant folds scales into the norms: float replacements, written in the base's dtype
+    // when exact (f32 here), with the workbench's values; the linears in int-quantized W8A8.
+    void floatReplacements() {
+        auto base = load(lcwtest::demoModelPath());
+        NullProgress np;
+        compress::CompressResult cr = compress::compressWithBundledCalibration(
+            *base, compress::findPreset("W8A8-SQ").recipe, np, {2, 32});
+        QVERIFY(cr.model);
+        const auto fmt = compressedTensorsFormat();
+        HfCheckpointOptions o;
+        o.outDir = m_dir + "/sq";
+        const HfCheckpointResult r = exportHfCheckpoint(*base, *cr.model, *fmt, o);
+        const Folder f = openFolder(o.outDir);
+        const std::string norm = "model.layers.0.input_layernorm.weight";
+        const HfModuleReport* rep = reportOf(r, norm);
+        QVERIFY(rep);
+        QCOMPARE(rep->status, std::string("float"));
+        QVERIFY(rep->reason.find("exact") != std::string::npos);
+        QCOMPARE(f.get(norm).dtype, DType::F32);
+        const auto* ct = cr.model->compressed("layers.0.attn_norm");
+        QVERIFY(ct && ct->isFloat);
+        QCOMPARE(floatsOf(f.get(norm)), ct->floats);
+        QCOMPARE(f.config["quantization_config"]["format"].get<std::string>(),
+                 std::string("int-quantized"));
+        Exported e;
+        e.r = r;
+        e.f = openFolder(o.outDir);
+        e.base = std::move(base);
+        e.ov = std::move(cr.model);
+        try {
+            QCOMPARE(verifyAll(e), 35);
+        } catch (const std::exception& ex) {
+            QFAIL(ex.what());
+        }
+    }
+
     void fusedPhi3() {
         LCW_REQUIRE_SHARED("models/tiny-random/phi3/model/config.json");
         const std::string model = lcwtest::sharedPath("models/tiny-random/phi3/model");
