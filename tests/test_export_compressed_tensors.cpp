@@ -645,6 +645,18 @@ private slots:
         QCOMPARE(readFile(m_dir + "/phi3/generation_config.json"),
                  readFile(model + "/generation_config.json"));
 
+        // 2:4-pruned float parts gathered into the fused sparse-24-bitmask module
+        const Exported sp = exportWith(
+            model, oneRule(json::parse(R"({"sparsity": {"pattern": "2:4"}})")), m_dir + "/phi3-24");
+        QCOMPARE(reportOf(sp.r, "model.layers.0.self_attn.qkv_proj")->status,
+                 std::string("written"));
+        QVERIFY(sp.f.has("model.layers.0.self_attn.qkv_proj.bitmask"));
+        try {
+            QVERIFY(verifyAll(sp) > 0);
+        } catch (const std::exception& ex) {
+            QFAIL(ex.what());
+        }
+
         // Parts with different settings: the fused tensor in floats, with the reason
         json r = oneRule(json::parse(R"({"weight": {"bits": 4, "granularity": "channel"}})"));
         r["rules"].push_back({{"targets", {"layers.*.attn.k"}}, {"weight", {{"bits", 8}}}});

@@ -226,6 +226,11 @@ public:
             m.mask = &h->mask;
         }
         if (!first.quantized) {
+            if (it.parts.size() == 1 && it.rowMap.empty() &&
+                int64_t(first.floats.size()) == m.rows * cols) {
+                m.values = &first.floats; // the overlay's own values: no copy
+                return h;
+            }
             h->values.assign(size_t(m.rows * cols), 0.0f);
             for (size_t p = 0; p < it.parts.size(); ++p) {
                 const std::vector<float> v = partValues(*it.parts[p]);
