@@ -674,6 +674,31 @@ HfCheckpointResult Writer::run(const HfCheckpointOptions& opts) {
         res.warnings.push_back("the KV-cache quantisation (" + std::to_string(kv.size()) +
                                " blocks, lcw's dynamic asymmetric groups) has no " +
                                m_format.name() + " form: not written");
+    // vLLM fuses q/k/v and gate/up into one layer and needs one scheme for the parts.
+    {
+        std::map<std::string, std::set<std::string>> fusedSchemes;
+        for (const auto& m : res.modules) {
+            if (m.canonical.size() != 1) continue;
+            const std::string& c = m.canonical[0];
+            const auto dot = c.rfind('.');
+            if (dot == std::string::npos) continue;
+            const std::string head = c.substr(0, dot), role = c.substr(dot + 1);
+            std::string key;
+            if (head.ends_with(".attn") && (role == "q" || role == "k" || role == "v"))
+                key = head + ".q/k/v";
+            else if (head.ends_with(".mlp") && (role == "gate" || role == "up"))
+                key = head + ".gate/up";
+            if (!key.empty()) fusedSchemes[key].insert(m.status + " " + m.scheme);
+        }
+        std::string odd;
+        int n = 0;
+        for (const auto& [key, schemes] : fusedSchemes)
+            if (schemes.size() > 1 && n++ < 3) odd += (odd.empty() ? "" : ", ") + key;
+        if (n > 0)
+            res.warnings.push_back("vLLM loads q/k/v and gate/up as one fused layer with one "
+                                   "scheme; these differ: " +
+                                   odd + (n > 3 ? " and " + std::to_string(n - 3) + " more" : ""));
+    }
     bool bf16 = false;
     for (const Item& it : items)
         if (it.kind == Kind::Module && it.file && it.file->dtype == DType::BF16) bf16 = true;
