@@ -549,6 +549,20 @@ private slots:
             QFAIL(ex.what());
         }
 
+        // Activations of a linear written as floats: a warning
+        json ar = oneRule(json::parse(R"({"weight": {"bits": 8, "granularity": "channel"},
+            "activation": {"bits": 8}})"));
+        ar["rules"].push_back(
+            {{"targets", {"layers.0.attn.q"}},
+             {"weight",
+              {{"format", "nf4"}, {"bits", 4}, {"granularity", "group"}, {"group_size", 32}}}});
+        const Exported ae = exportWith(lcwtest::demoModelPath(), ar, m_dir + "/act-lost");
+        bool lost = false;
+        for (const auto& w : ae.r.warnings)
+            lost |= w.find("layers.0.attn.q") != std::string::npos &&
+                    w.find("not written") != std::string::npos;
+        QVERIFY(lost);
+
         // KV cache: not expressible, a warning
         const Exported kv = exportWith(lcwtest::demoModelPath(), oneRule(json::parse(R"({
             "weight": {"bits": 8, "granularity": "channel"}, "kv": {"k_bits": 8, "v_bits": 8}})")),

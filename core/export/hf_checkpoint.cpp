@@ -674,6 +674,21 @@ HfCheckpointResult Writer::run(const HfCheckpointOptions& opts) {
         res.warnings.push_back("the KV-cache quantisation (" + std::to_string(kv.size()) +
                                " blocks, lcw's dynamic asymmetric groups) has no " +
                                m_format.name() + " form: not written");
+    // Activation quantisation rides on the modules written in the format; say what is lost.
+    if (const RuntimeQuant* rq = m_ov.runtimeQuant()) {
+        std::set<std::string> carried;
+        for (const HfQuantModule* m : written)
+            if (m->activation.active()) carried.insert(m->canonical.begin(), m->canonical.end());
+        int64_t lost = 0;
+        std::string first;
+        for (const auto& [name, a] : rq->activations)
+            if (a.active() && !carried.count(name) && lost++ == 0) first = name;
+        if (lost > 0)
+            res.warnings.push_back("the input-activation quantisation of " + std::to_string(lost) +
+                                   " linear(s) (" + first + (lost > 1 ? ", ..." : "") +
+                                   ") is not written: their weights are not written in " +
+                                   m_format.name() + " (floats or unquantised)");
+    }
     // vLLM fuses q/k/v and gate/up into one layer and needs one scheme for the parts.
     {
         std::map<std::string, std::set<std::string>> fusedSchemes;
