@@ -73,6 +73,8 @@ ExportDialog::ExportDialog(Sources sources, QWidget* parent)
     if (m_sources.gguf) {
         m_gguf = new GgufExportPanel(*m_sources.gguf, m_pages);
         m_pages->addTab(m_gguf, tr("GGUF (llama.cpp)"));
+        m_hf = new HfExportPanel(*m_sources.gguf, m_pages);
+        m_pages->addTab(m_hf, tr("Hugging Face (vLLM)"));
     }
     outer->addWidget(m_pages, 1);
     auto* box = new QDialogButtonBox(QDialogButtonBox::Close, this);
@@ -81,7 +83,7 @@ ExportDialog::ExportDialog(Sources sources, QWidget* parent)
     m_exportButton = go;
     // The GGUF page has its own Export / Cancel (the job runs while the dialog stays open).
     connect(m_pages, &QTabWidget::currentChanged, this,
-            [this](int) { m_exportButton->setVisible(m_pages->currentWidget() != m_gguf); });
+            [this](int) { m_exportButton->setVisible(m_pages->currentIndex() == 0); });
     connect(box, &QDialogButtonBox::rejected, this, &QDialog::reject);
     connect(box, &QDialogButtonBox::accepted, this, [this] {
         QString err;
@@ -107,6 +109,7 @@ bool ExportDialog::showPage(Page page) {
 
 void ExportDialog::done(int r) {
     if (m_gguf) m_gguf->cancel();
+    if (m_hf) m_hf->cancel();
     QDialog::done(r);
 }
 

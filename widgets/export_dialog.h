@@ -4,8 +4,10 @@
 /// comparison metrics table (TSV), further text files the window offers (the Tensors table, the
 /// sensitivity scan) and the plots (PNG, PDF or SVG when built with Qt Svg) into one folder; the
 /// "GGUF (llama.cpp)" page (GgufExportPanel) writes the model as a GGUF file, or the
-/// llama-quantize command that reproduces a llama.cpp preset. Further formats add a page here.
+/// llama-quantize command that reproduces a llama.cpp preset; the "Hugging Face (vLLM)" page
+/// (HfExportPanel) writes a compressed-tensors checkpoint folder. Further formats add a page here.
 #include "widgets/gguf_export_panel.h"
+#include "widgets/hf_export_panel.h"
 
 #include <QDialog>
 #include <QString>
@@ -59,6 +61,8 @@ public:
     bool showPage(Page page);
     /// The GGUF page (nullptr without one).
     GgufExportPanel* ggufPanel() const { return m_gguf; }
+    /// The Hugging Face checkpoint page (nullptr without a model).
+    HfExportPanel* hfPanel() const { return m_hf; }
     QTabWidget* pages() const { return m_pages; }
 
 protected:
@@ -76,6 +80,7 @@ private:
     std::vector<QCheckBox*> m_texts; ///< one per Sources::texts
     QTabWidget* m_pages = nullptr;
     GgufExportPanel* m_gguf = nullptr;
+    HfExportPanel* m_hf = nullptr;
     QPushButton* m_exportButton = nullptr;
 };
 

@@ -171,6 +171,10 @@ int MainWindow::showExportDialog(ExportDialog::Page page) {
         connect(g, &GgufExportPanel::logMessage, m_log, &LogPanel::info);
         connect(g, &GgufExportPanel::failed, m_log, &LogPanel::error);
     }
+    if (HfExportPanel* h = d.hfPanel()) {
+        connect(h, &HfExportPanel::logMessage, m_log, &LogPanel::info);
+        connect(h, &HfExportPanel::failed, m_log, &LogPanel::error);
+    }
     return d.exec();
 }
 

@@ -1,6 +1,7 @@
 // lcw-cli export: the model, or a configuration of it (--recipe / --preset / --overlay), as a
 // GGUF file for llama.cpp.
 #include "args.h"
+#include "cmd_export_hf.h"
 #include "commands.h"
 #include "terminal_progress.h"
 
@@ -252,9 +253,10 @@ int cmdExport(const std::vector<std::string>& argv) {
            {"--quiet", "--json", "--no-kl", "--pin-all", "--exact-activations"});
     applyThreads(a);
     const std::string format = a.getOr("--format", "gguf");
+    if (const HfExportFormatEntry* hf = findHfExportFormat(format)) return cmdExportHf(a, *hf);
     if (format != "gguf" && format != "llamacpp-command")
-        throw UsageError{"--format must be gguf, llamacpp-command or llmcompressor, not '" +
-                         format + "'"};
+        throw UsageError{"--format must be gguf, llamacpp-command, llmcompressor or " +
+                         hfExportFormatNames() + ", not '" + format + "'"};
     const auto out = a.get("--out");
     if (!out)
         throw UsageError{format == "gguf" ? "--out FILE.gguf is required"

@@ -90,6 +90,15 @@ commands:
                                            modifiers, re: targets over the transformers module
                                            names) that reproduces the recipe on the full model;
                                            what it cannot express is listed, never dropped
+  export MODEL (--recipe R.json|--preset P|--overlay DIR) [--calib FILE]
+         --format compressed-tensors|gptq|awq --out DIR [--json]
+                                           a Hugging Face folder for vLLM / transformers
+                                           (llm-compressor's format, AutoGPTQ / GPTQModel,
+                                           AutoAWQ) from an HF model folder (or a llama-family
+                                           GGUF / llama2.c file);
+                                           modules the format cannot hold (NF4, GGUF types,
+                                           outliers, Conv1D) are written as exact floats and
+                                           listed as ignored, with the reason
   recipe presets [--json]                  list the built-in recipes
   recipe check R.json [MODEL] [--json]     validate a recipe; with MODEL also the matched layers
   recipe import recipe.yaml [--out R.json] [--arch A] [--json]

@@ -1,0 +1,419 @@
+// The compressed-tensors format (see compressed_tensors.h for the layout and its sources).
+#include "core/export/compressed_tensors.h"
+
+#include "core/common/error.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <set>
+
+namespace lcw {
+
+namespace {
+
+using compress::Granularity;
+using compress::PackedTensor;
+using compress::SparsityPattern;
+using compress::WeightFormat;
+using compress::WeightSettings;
+using json = nlohmann::ordered_json;
+
+constexpr const char* kPackQuantized = "pack-quantized";
+constexpr const char* kNaiveQuantized = "naive-quantized";
+constexpr const char* kIntQuantized = "int-quantized";
+constexpr const char* kFloatQuantized = "float-quantized";
+
+int codeBitsOf(const WeightSettings& s) {
+    return s.format == WeightFormat::Fp8E4M3 ? 8 : s.bits;
+}
+
+uint32_t getBits(const uint8_t* row, int64_t j, int bits) {
+    const uint64_t bit = uint64_t(j) * uint64_t(bits);
+    uint32_t u = 0;
+    for (int b = 0; b < bits; ++b) u |= uint32_t(row[(bit + b) >> 3] >> ((bit + b) & 7) & 1u) << b;
+    return u;
+}
+
+/// Groups per row as compressed-tensors shapes the scale: tensor 0 (scale [1]), channel 1,
+/// group ceil(in / g).
+int64_t groupsPerRow(const WeightSettings& s, int64_t cols) {
+    switch (s.granularity) {
+    case Granularity::Tensor:
+        return 0;
+    case Granularity::Channel:
+        return 1;
+    case Granularity::Group:
+        return (cols + s.groupSize - 1) / s.groupSize;
+    }
+    return 0;
+}
+
+/// compressed-tensors' own choice (config/format.py _get_quant_compression_format).
+std::string quantFormatOf(const HfQuantModule& m) {
+    const WeightSettings& s = m.packed->settings;
+    const bool weightOnly = !m.activation.active();
+    if (s.format == WeightFormat::Fp8E4M3) return weightOnly ? kNaiveQuantized : kFloatQuantized;
+    if (weightOnly) return s.bits == 4 || s.bits == 8 ? kPackQuantized : kNaiveQuantized;
+    return kIntQuantized;
+}
+
+bool isTwoFour(const HfQuantModule& m) {
+    if (!m.sparsity || !m.mask || m.sparsity->pattern != SparsityPattern::NM ||
+        m.sparsity->n != 2 || m.sparsity->m != 4 || m.cols % 4 != 0)
+        return false;
+    const std::vector<uint8_t>& k = *m.mask;
+    for (size_t i = 0; i < k.size(); i += 4)
+        if (int(k[i] != 0) + int(k[i + 1] != 0) + int(k[i + 2] != 0) + int(k[i + 3] != 0) != 2)
+            return false;
+    return true;
+}
+
+/// The weight goes through the sparse compressor: float values, or I8 / F8_E4M3 codes whose
+/// zero point is 0 (the compressor's zeros must decode to 0).
+bool sparseCompressed(const HfQuantModule& m) {
+    if (!m.sparsity || !m.mask) return false;
+    if (!m.packed) return true;
+    const WeightSettings& s = m.packed->settings;
+    return quantFormatOf(m) != kPackQuantized && (s.format == WeightFormat::Fp8E4M3 || s.symmetric);
+}
+
+bool actorderWeight(const HfQuantModule& m) {
+    const WeightSettings& s = m.packed->settings;
+    if (s.granularity != Granularity::Group || s.method != compress::WeightMethod::Gptq)
+        return false;
+    const auto it = m.weightJson.find("act_order");
+    return it != m.weightJson.end() && it->is_boolean() && it->get<bool>();
+}
+
+json weightArgs(const HfQuantModule& m) {
+    const WeightSettings& s = m.packed->settings;
+    json a;
+    const bool fp8 = s.format == WeightFormat::Fp8E4M3;
+    a["num_bits"] = codeBitsOf(s);
+    a["type"] = fp8 ? "float" : "int";
+    a["symmetric"] = fp8 || s.symmetric;
+    a["group_size"] = s.granularity == Granularity::Group ? json(s.groupSize) : json(nullptr);
+    a["strategy"] = s.granularity == Granularity::Tensor    ? "tensor"
+                    : s.granularity == Granularity::Channel ? "channel"
+                                                            : "group";
+    a["block_structure"] = nullptr;
+    a["dynamic"] = false;
+    a["actorder"] = actorderWeight(m) ? json("weight") : json(nullptr);
+    a["observer"] = "minmax";
+    a["observer_kwargs"] = json::object();
+    return a;
+}
+
+json inputArgs(const ActQuantSpec& act) {
+    json a;
+    a["num_bits"] = act.bits;
+    a["type"] = "int";
+    a["symmetric"] = true;
+    a["group_size"] = nullptr;
+    a["strategy"] = act.perToken ? "token" : "tensor";
+    a["block_structure"] = nullptr;
+    a["dynamic"] = act.perToken;
+    a["actorder"] = nullptr;
+    a["observer"] = act.perToken ? json(nullptr) : json("minmax");
+    a["observer_kwargs"] = json::object();
+    return a;
+}
+
+HfTensorBlob makeBlob(const std::string& name, DType dt, std::vector<int64_t> shape) {
+    HfTensorBlob b;
+    b.name = name;
+    b.dtype = dt;
+    b.shape = std::move(shape);
+    int64_t n = 1;
+    for (int64_t d : b.shape) n *= d;
+    b.data.resize(size_t(n) * size_t(dtypeBlockBytes(dt)));
+    return b;
+}
+
+template <typename T> void put(HfTensorBlob& b, size_t i, T v) {
+    std::memcpy(b.data.data() + i * sizeof(T), &v, sizeof(T));
+}
+
+/// The sparse compressor's tensors for a dense [rows, cols] weight of `elem`-byte values:
+/// sparse-24-bitmask (compressed [rows, cols / 2], bitmask, shape I64 [2, 1]) or sparse-bitmask
+/// (compressed [kept], bitmask, shape I64 [2], row_offsets I64 [rows]). The bitmask is
+/// numpy.packbits(mask, axis=-1, bitorder="little"): U8 [rows, ceil(cols / 8)].
+void sparseBlobs(std::vector<HfTensorBlob>& out, const HfQuantModule& m, const std::byte* values,
+                 size_t elem, DType dt) {
+    const int64_t rows = m.rows, cols = m.cols;
+    const std::vector<uint8_t>& mask = *m.mask;
+    const bool two4 = isTwoFour(m);
+    int64_t kept = 0;
+    for (uint8_t k : mask) kept += k != 0;
+    HfTensorBlob comp =
+        makeBlob(m.module + ".compressed", dt,
+                 two4 ? std::vector<int64_t>{rows, cols / 2} : std::vector<int64_t>{kept});
+    const int64_t mb = (cols + 7) / 8;
+    HfTensorBlob bits = makeBlob(m.module + ".bitmask", DType::U8, {rows, mb});
+    HfTensorBlob offs = makeBlob(m.module + ".row_offsets", DType::I64, {rows});
+    size_t w = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+        put<int64_t>(offs, size_t(r), int64_t(w));
+        for (int64_t j = 0; j < cols; ++j) {
+            const size_t i = size_t(r * cols + j);
+            if (!mask[i]) continue;
+            std::memcpy(comp.data.data() + w * elem, values + i * elem, elem);
+            ++w;
+            bits.data[size_t(r * mb + j / 8)] |= std::byte(uint8_t(1u << (j % 8)));
+        }
+    }
+    HfTensorBlob shape = makeBlob(m.module + ".shape", DType::I64,
+                                  two4 ? std::vector<int64_t>{2, 1} : std::vector<int64_t>{2});
+    put<int64_t>(shape, 0, rows);
+    put<int64_t>(shape, 1, cols);
+    out.push_back(std::move(shape));
+    out.push_back(std::move(comp));
+    out.push_back(std::move(bits));
+    if (!two4) out.push_back(std::move(offs));
+}
+
+class CompressedTensorsFormat final : public HfQuantFormat {
+public:
+    std::string name() const override { return "compressed-tensors"; }
+
+    std::string cannotExpress(const HfQuantModule& m) const override {
+        if (!m.packed) {
+            if (!m.values || !m.mask || !m.sparsity) return "neither quantised nor pruned";
+            return {};
+        }
+        const PackedTensor& p = *m.packed;
+        const WeightSettings& s = p.settings;
+        if (compress::methodIsGguf(s.method) || s.ggufGrid)
+            return std::string("GGUF block type ") + compress::weightMethodName(s.method) +
+                   " (ggml blocks have no compressed-tensors form)";
+        if (s.format == WeightFormat::Nf4) return "NF4 codes (compressed-tensors has no NF4 type)";
+        if (s.format == WeightFormat::Int && (s.bits < 2 || s.bits > 8))
+            return std::to_string(s.bits) +
+                   "-bit integer codes (compressed-tensors stores at most 8)";
+        if (!p.outlierCols.empty())
+            return "outlier weight columns kept in 16 bits (no compressed-tensors form)";
+        if (s.granularity == Granularity::Group && m.cols % s.groupSize != 0 &&
+            m.cols > s.groupSize)
+            return "group size " + std::to_string(s.groupSize) + " does not divide the " +
+                   std::to_string(m.cols) +
+                   " input columns (compressed-tensors infers the group size as columns / groups)";
+        if (s.format == WeightFormat::Int && !s.symmetric)
+            for (uint16_t z : p.zeros) {
+                const float f = f16ToF32(z);
+                if (f != std::floor(f) || f < 0 || f > float((1 << s.bits) - 1))
+                    return "asymmetric zero point " + std::to_string(f) +
+                           " is not an integer code (compressed-tensors stores integer zero "
+                           "points)";
+            }
+        if (m.activation.active()) {
+            if (!m.activation.outlierChannels.empty())
+                return "activation outlier channels (LLM.int8() style) have no compressed-tensors "
+                       "form";
+            if (m.activation.perToken && m.activation.clip != 1.0f)
+                return "per-token activation clip " + std::to_string(m.activation.clip) +
+                       " (compressed-tensors' dynamic token scale is the full abs-max)";
+        }
+        return {};
+    }
+
+    std::vector<HfTensorBlob> encode(const HfQuantModule& m) const override {
+        const std::string why = cannotExpress(m);
+        if (!why.empty())
+            throw ArgumentError(m.module + ": cannot be written as compressed-tensors: " + why);
+        std::vector<HfTensorBlob> out;
+        const int64_t rows = m.rows, cols = m.cols;
+        if (!m.packed) {
+            sparseBlobs(out, m, reinterpret_cast<const std::byte*>(m.values->data()), 4,
+                        DType::F32);
+            return out;
+        }
+        const PackedTensor& p = *m.packed;
+        const WeightSettings& s = p.settings;
+        if (p.rows != rows || p.cols != cols)
+            throw ArgumentError(m.module + ": packed shape does not match the module's");
+        const bool fp8 = s.format == WeightFormat::Fp8E4M3;
+        const bool asym = !fp8 && !s.symmetric;
+        const int bits = codeBitsOf(s);
+        const int32_t off = fp8 ? 0 : 1 << (bits - 1);
+        const int64_t gpr = groupsPerRow(s, cols);
+        const int64_t gl = s.granularity == Granularity::Group ? s.groupSize : cols;
+        const uint64_t rb = compress::packedCodeBytes(1, cols, s);
+        const size_t nGroups = gpr == 0 ? 1 : size_t(rows * gpr);
+        if (p.scales.size() != nGroups || (asym && p.zeros.size() != nGroups))
+            throw ArgumentError(m.module + ": packed scales do not fit the settings");
+        auto groupOf = [&](int64_t r, int64_t j) -> size_t {
+            return gpr == 0 ? 0 : size_t(r * gpr + j / gl);
+        };
+        // Unsigned codes u (compressed-tensors' q + 2^(b-1)); pruned weights get the zero point.
+        auto code = [&](int64_t r, int64_t j) -> uint32_t {
+            if (m.mask && !(*m.mask)[size_t(r * cols + j)]) {
+                if (fp8) return 0;
+                return asym ? uint32_t(f16ToF32(p.zeros[groupOf(r, j)])) : uint32_t(off);
+            }
+            return getBits(p.codes.data() + uint64_t(r) * rb, j, bits);
+        };
+        const std::string fmt = quantFormatOf(m);
+        std::vector<int64_t> scaleShape =
+            gpr == 0 ? std::vector<int64_t>{1} : std::vector<int64_t>{rows, gpr};
+        HfTensorBlob scale = makeBlob(m.module + ".weight_scale", DType::F16, scaleShape);
+        std::memcpy(scale.data.data(), p.scales.data(), p.scales.size() * 2);
+        if (fmt == kPackQuantized) {
+            const int64_t pf = 32 / bits, pc = (cols + pf - 1) / pf;
+            HfTensorBlob packed = makeBlob(m.module + ".weight_packed", DType::I32, {rows, pc});
+            for (int64_t r = 0; r < rows; ++r)
+                for (int64_t k = 0; k < pc; ++k) {
+                    uint32_t word = 0;
+                    for (int64_t i = 0; i < pf && k * pf + i < cols; ++i)
+                        word |= code(r, k * pf + i) << (bits * i);
+                    put<uint32_t>(packed, size_t(r * pc + k), word);
+                }
+            out.push_back(std::move(packed));
+            out.push_back(std::move(scale));
+            HfTensorBlob shape = makeBlob(m.module + ".weight_shape", DType::I64, {2});
+            put<int64_t>(shape, 0, rows);
+            put<int64_t>(shape, 1, cols);
+            out.push_back(std::move(shape));
+            if (asym) {
+                if (gpr == 0) {
+                    HfTensorBlob zp = makeBlob(m.module + ".weight_zero_point", DType::I8, {1});
+                    put<int8_t>(zp, 0, int8_t(int32_t(f16ToF32(p.zeros[0])) - off));
+                    out.push_back(std::move(zp));
+                } else {
+                    // pack_to_int32(zero_point, bits, packed_dim=0): along the output rows.
+                    const int64_t pr = (rows + pf - 1) / pf;
+                    HfTensorBlob zp =
+                        makeBlob(m.module + ".weight_zero_point", DType::I32, {pr, gpr});
+                    for (int64_t k = 0; k < pr; ++k)
+                        for (int64_t g = 0; g < gpr; ++g) {
+                            uint32_t word = 0;
+                            for (int64_t i = 0; i < pf && k * pf + i < rows; ++i)
+                                word |= uint32_t(f16ToF32(p.zeros[size_t((k * pf + i) * gpr + g)]))
+                                        << (bits * i);
+                            put<uint32_t>(zp, size_t(k * gpr + g), word);
+                        }
+                    out.push_back(std::move(zp));
+                }
+            }
+        } else {
+            std::vector<std::byte> w(size_t(rows * cols));
+            for (int64_t r = 0; r < rows; ++r)
+                for (int64_t j = 0; j < cols; ++j) {
+                    const uint32_t u = code(r, j);
+                    w[size_t(r * cols + j)] =
+                        fp8 ? std::byte(uint8_t(u)) : std::byte(uint8_t(int8_t(int32_t(u) - off)));
+                }
+            const DType wt = fp8 ? DType::F8_E4M3 : DType::I8;
+            if (sparseCompressed(m)) {
+                sparseBlobs(out, m, w.data(), 1, wt);
+            } else {
+                HfTensorBlob wb = makeBlob(m.module + ".weight", wt, {rows, cols});
+                wb.data = std::move(w);
+                out.push_back(std::move(wb));
+            }
+            out.push_back(std::move(scale));
+            if (asym) {
+                HfTensorBlob zp = makeBlob(m.module + ".weight_zero_point", DType::I8, scaleShape);
+                for (size_t g = 0; g < p.zeros.size(); ++g)
+                    put<int8_t>(zp, g, int8_t(int32_t(f16ToF32(p.zeros[g])) - off));
+                out.push_back(std::move(zp));
+            }
+        }
+        if (m.activation.active() && !m.activation.perToken) {
+            // Static per-tensor input scale, as the runtime computes it (runtime_quant.h).
+            const float qmax = float((1 << (m.activation.bits - 1)) - 1);
+            HfTensorBlob is = makeBlob(m.module + ".input_scale", DType::F32, {1});
+            put<float>(is, 0, m.activation.clip * m.activation.absMax / qmax);
+            out.push_back(std::move(is));
+        }
+        return out;
+    }
+
+    json quantizationConfig(const std::vector<const HfQuantModule*>& written,
+                            const std::vector<std::string>& ignored,
+                            const std::vector<KvQuantSpec>& kv) const override {
+        (void)kv; // lcw's KV cache (dynamic asymmetric groups) has no kv_cache_scheme
+        // One config group per distinct (weights, input_activations, format).
+        std::vector<std::pair<json, std::vector<std::string>>> groups;
+        std::map<std::string, size_t> groupIndex;
+        std::vector<std::string> formats;
+        std::vector<std::string> sparseTargets, denseSparseTargets;
+        int sparse24 = 0, sparseOther = 0, allTwoFour = 1;
+        int64_t zeros = 0, total = 0;
+        for (const HfQuantModule* m : written) {
+            if (m->sparsity && m->mask) {
+                for (uint8_t k : *m->mask) zeros += k == 0;
+                total += int64_t(m->mask->size());
+                const bool t4 = isTwoFour(*m);
+                allTwoFour &= int(t4);
+                if (sparseCompressed(*m)) {
+                    sparseTargets.push_back(m->module);
+                    (t4 ? sparse24 : sparseOther)++;
+                } else {
+                    denseSparseTargets.push_back(m->module);
+                }
+            }
+            if (!m->packed) continue;
+            json scheme;
+            scheme["weights"] = weightArgs(*m);
+            scheme["input_activations"] =
+                m->activation.active() ? inputArgs(m->activation) : json(nullptr);
+            scheme["output_activations"] = nullptr;
+            const std::string fmt = quantFormatOf(*m);
+            scheme["format"] = fmt;
+            if (std::find(formats.begin(), formats.end(), fmt) == formats.end())
+                formats.push_back(fmt);
+            const std::string key = scheme.dump();
+            auto it = groupIndex.find(key);
+            if (it == groupIndex.end()) {
+                it = groupIndex.emplace(key, groups.size()).first;
+                groups.emplace_back(scheme, std::vector<std::string>{});
+            }
+            groups[it->second].second.push_back(m->module);
+        }
+        if (sparse24 > 0 && sparseOther > 0)
+            throw UnsupportedError(
+                "compressed-tensors: the configuration mixes 2:4 and other sparsity patterns; a "
+                "checkpoint has one sparsity format (sparse-24-bitmask or sparse-bitmask)");
+        json qc;
+        qc["version"] = kCompressedTensorsVersion;
+        qc["quant_method"] = "compressed-tensors";
+        json sc = json::object();
+        if (total > 0) {
+            const bool compressed = !sparseTargets.empty();
+            sc["format"] = !compressed    ? "dense"
+                           : sparse24 > 0 ? "sparse-24-bitmask"
+                                          : "sparse-bitmask";
+            sc["targets"] = compressed ? sparseTargets : denseSparseTargets;
+            sc["ignore"] = json::array();
+            sc["global_sparsity"] = double(zeros) / double(total);
+            sc["sparsity_structure"] = allTwoFour ? "2:4" : "unstructured";
+        }
+        qc["sparsity_config"] = sc;
+        qc["transform_config"] = json::object();
+        if (groups.empty()) return qc;
+        json cg = json::object();
+        for (size_t i = 0; i < groups.size(); ++i) {
+            json g;
+            g["targets"] = groups[i].second;
+            for (auto& [k, v] : groups[i].first.items()) g[k] = v;
+            cg["group_" + std::to_string(i)] = g;
+        }
+        qc["config_groups"] = cg;
+        qc["kv_cache_scheme"] = nullptr;
+        qc["format"] = formats.size() == 1 ? formats[0] : std::string("mixed-precision");
+        qc["quantization_status"] = "compressed";
+        qc["global_compression_ratio"] = nullptr;
+        qc["ignore"] = ignored;
+        return qc;
+    }
+};
+
+} // namespace
+
+std::unique_ptr<HfQuantFormat> compressedTensorsFormat() {
+    return std::make_unique<CompressedTensorsFormat>();
+}
+
+} // namespace lcw

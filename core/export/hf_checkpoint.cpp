@@ -1,0 +1,907 @@
+// The Hugging Face checkpoint writer (see hf_checkpoint.h).
+#include "core/export/hf_checkpoint.h"
+
+#include "core/common/temp_files.h"
+#include "core/compress/compressed_model.h"
+#include "core/compress/recipe.h"
+#include "core/compress/sparsity.h"
+#include "core/io/atomic_writer.h"
+#include "core/io/safetensors.h"
+#include "core/io/tensor_names.h"
+#include "core/io/tensor_values.h"
+#include "core/model/loaders.h"
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <numeric>
+#include <set>
+#include <sstream>
+
+#include <sys/stat.h>
+
+namespace lcw {
+
+namespace {
+
+namespace fs = std::filesystem;
+using compress::CompressedModel;
+using compress::CompressedTensor;
+using compress::PackedTensor;
+using json = nlohmann::ordered_json;
+
+bool endsWith(const std::string& s, std::string_view suffix) {
+    return s.size() >= suffix.size() &&
+           s.compare(s.size() - suffix.size(), suffix.size(), suffix.data(), suffix.size()) == 0;
+}
+
+std::string activationText(const ActQuantSpec& a) {
+    if (!a.active()) return {};
+    return "a" + std::to_string(a.bits) + (a.perToken ? " per-token" : " per-tensor");
+}
+
+/// The scheme text of one replaced tensor: "int4 g128 asym", "2:4 magnitude + int8 channel".
+std::string schemeText(const CompressedTensor& ct, const ActQuantSpec& act) {
+    std::string s;
+    if (ct.sparsity) s = ct.sparsity->describe();
+    if (ct.quantized) s += (s.empty() ? "" : " + ") + ct.packed.settings.describe();
+    if (ct.isFloat && s.empty()) s = "float replacement";
+    const std::string a = activationText(act);
+    if (!a.empty()) s += (s.empty() ? "" : ", ") + a;
+    return s;
+}
+
+/// Settings that make two parts' packed rows interchangeable.
+bool sameStorage(const compress::WeightSettings& a, const compress::WeightSettings& b) {
+    return a.bits == b.bits && a.format == b.format && a.symmetric == b.symmetric &&
+           a.granularity == b.granularity && a.method == b.method && a.ggufGrid == b.ggufGrid &&
+           (a.granularity != compress::Granularity::Group || a.groupSize == b.groupSize);
+}
+
+bool sameSparsity(const std::optional<compress::SparsitySettings>& a,
+                  const std::optional<compress::SparsitySettings>& b) {
+    if (a.has_value() != b.has_value()) return false;
+    return !a || (a->pattern == b->pattern && a->n == b->n && a->m == b->m &&
+                  a->method == b->method && a->ratio == b->ratio);
+}
+
+enum class Kind { Copy, Module, Float };
+
+/// What is written for one file tensor of the base (or one tensor the overlay added).
+struct Item {
+    Kind kind = Kind::Copy;
+    const TensorView* file = nullptr;     ///< the base's file tensor (null: added)
+    std::vector<const TensorView*> parts; ///< canonical tensors made from it (model order)
+    std::string name;                     ///< name in the file
+    std::vector<int64_t> shape;           ///< file shape
+    DType floatType = DType::F32;         ///< Float: the dtype written
+    std::string addedCanonical;           ///< a tensor the overlay added
+    /// Single part whose rows are reordered in the file (GGUF / llama2.c q and k rows in the
+    /// interleaved rotary layout): the file row of each part row. Empty: the identity.
+    std::vector<int64_t> rowMap;
+    size_t firstDesc = 0, descCount = 0; ///< its tensors in the descriptor list
+};
+
+/// A module built for the format (and what its pointers point at).
+struct ModuleHolder {
+    HfQuantModule m;
+    PackedTensor fused;
+    std::vector<uint8_t> mask;
+    std::vector<float> values;
+};
+
+class Writer {
+public:
+    Writer(const Model& base, const CompressedModel& ov, HfQuantFormat& format)
+        : m_base(base), m_ov(ov), m_format(format) {
+        try {
+            compress::PlanOptions po;
+            po.hasCalibration = true;
+            const compress::Plan plan = compress::planRecipe(ov.recipe, base, po);
+            for (const auto& l : plan.layers) m_weightJson[l.name] = l.weightJson;
+        } catch (const std::exception&) {
+            // Metadata only (GPTQ's act_order): without a plan the modules carry no method JSON.
+        }
+    }
+
+    ActQuantSpec activation(const std::string& canonical) const {
+        const RuntimeQuant* rq = m_ov.runtimeQuant();
+        const ActQuantSpec* a = rq ? rq->activation(canonical) : nullptr;
+        return a ? *a : ActQuantSpec{};
+    }
+
+    /// For each part, the file row (Conv1D: the file column) of each of its rows: the file
+    /// tensor's row numbers sent through the loader's own split (detail::addSplitTensor).
+    std::vector<std::vector<int64_t>> fileRows(const Item& it) const {
+        const TensorView& f = *it.file;
+        if (!it.rowMap.empty()) return {it.rowMap};
+        const bool transposed = it.parts[0]->fileTransposed;
+        if (it.parts.size() == 1 && !transposed && !f.shape.empty()) {
+            std::vector<int64_t> r(size_t(f.shape[0]));
+            std::iota(r.begin(), r.end(), int64_t(0));
+            return {r};
+        }
+        const auto c = canonicalFromHf(f.name, m_base.spec().arch);
+        if (!c)
+            throw UnsupportedError(f.file + ": cannot map tensor '" + f.name + "' to its parts");
+        const int64_t n = f.shape.size() == 1 ? f.shape[0] : transposed ? f.shape[1] : f.shape[0];
+        std::vector<float> idx(static_cast<size_t>(n));
+        std::iota(idx.begin(), idx.end(), 0.0f);
+        Model scratch;
+        TensorView v;
+        v.name = *c;
+        v.fileName = f.name;
+        v.file = f.file;
+        v.dtype = DType::F32;
+        v.shape = f.shape.size() == 1 ? std::vector<int64_t>{n}
+                  : transposed        ? std::vector<int64_t>{1, n}
+                                      : std::vector<int64_t>{n, 1};
+        v.data = reinterpret_cast<const std::byte*>(idx.data());
+        v.nbytes = uint64_t(n) * 4;
+        detail::addSplitTensor(scratch, m_base.spec(), v);
+        std::vector<std::vector<int64_t>> out;
+        for (const TensorView* p : it.parts) {
+            const TensorView* s = scratch.find(p->name);
+            if (!s || s->dtype != DType::F32)
+                throw UnsupportedError(f.file + ": cannot find the rows of '" + p->name +
+                                       "' in tensor '" + f.name + "'");
+            std::vector<int64_t> rows(size_t(s->numel()));
+            for (size_t i = 0; i < rows.size(); ++i) {
+                float x;
+                std::memcpy(&x, s->data + i * 4, 4);
+                rows[i] = int64_t(x);
+            }
+            out.push_back(std::move(rows));
+        }
+        return out;
+    }
+
+    /// Float values of one canonical tensor as the workbench uses them.
+    std::vector<float> partValues(const TensorView& part) const {
+        if (const CompressedTensor* ct = m_ov.compressed(part.name)) return ct->values();
+        std::vector<float> v;
+        readTensorRows(part, 0, part.rows(), v);
+        return v;
+    }
+
+    /// The file tensor's values in file layout (fused parts in file order, Conv1D transposed
+    /// back to [in, out]).
+    std::vector<float> fileValues(const Item& it) const {
+        if (!it.addedCanonical.empty()) return m_ov.compressed(it.addedCanonical)->values();
+        const TensorView& f = *it.file;
+        const auto rows = fileRows(it);
+        std::vector<float> out(size_t(f.numel()));
+        const bool transposed = it.parts[0]->fileTransposed;
+        for (size_t p = 0; p < it.parts.size(); ++p) {
+            const std::vector<float> v = partValues(*it.parts[p]);
+            const int64_t pr = int64_t(rows[p].size());
+            const int64_t w = pr > 0 ? int64_t(v.size()) / pr : 0;
+            if (f.shape.size() == 1) {
+                for (int64_t r = 0; r < pr; ++r) out[size_t(rows[p][size_t(r)])] = v[size_t(r)];
+            } else if (!transposed) {
+                for (int64_t r = 0; r < pr; ++r)
+                    std::memcpy(out.data() + rows[p][size_t(r)] * w, v.data() + r * w,
+                                size_t(w) * 4);
+            } else {
+                const int64_t outDim = f.shape[1];
+                for (int64_t r = 0; r < pr; ++r)
+                    for (int64_t i = 0; i < w; ++i)
+                        out[size_t(i * outDim + rows[p][size_t(r)])] = v[size_t(r * w + i)];
+            }
+        }
+        return out;
+    }
+
+    /// The module for a weight whose parts are all quantised / pruned alike (checked by plan()).
+    std::unique_ptr<ModuleHolder> buildModule(const Item& it) const {
+        auto h = std::make_unique<ModuleHolder>();
+        HfQuantModule& m = h->m;
+        m.module = it.name.substr(0, it.name.size() - 7); // without ".weight"
+        for (const TensorView* p : it.parts) m.canonical.push_back(p->name);
+        const CompressedTensor& first = *m_ov.compressed(it.parts[0]->name);
+        m.rows = it.shape[0];
+        m.cols = it.shape[1];
+        m.sparsity = first.sparsity;
+        m.activation = activation(it.parts[0]->name);
+        if (auto j = m_weightJson.find(it.parts[0]->name); j != m_weightJson.end())
+            m.weightJson = j->second;
+        const auto rows = fileRows(it);
+        const int64_t cols = m.cols;
+        if (first.sparsity) {
+            h->mask.assign(size_t(m.rows * cols), 0);
+            for (size_t p = 0; p < it.parts.size(); ++p) {
+                const CompressedTensor& ct = *m_ov.compressed(it.parts[p]->name);
+                const std::vector<uint8_t> pm =
+                    compress::unpackMask(ct.maskBits, ct.rows * ct.cols);
+                for (int64_t r = 0; r < ct.rows; ++r)
+                    std::memcpy(h->mask.data() + rows[p][size_t(r)] * cols, pm.data() + r * cols,
+                                size_t(cols));
+            }
+            m.mask = &h->mask;
+        }
+        if (!first.quantized) {
+            if (it.parts.size() == 1 && it.rowMap.empty() &&
+                int64_t(first.floats.size()) == m.rows * cols) {
+                m.values = &first.floats; // the overlay's own values: no copy
+                return h;
+            }
+            h->values.assign(size_t(m.rows * cols), 0.0f);
+            for (size_t p = 0; p < it.parts.size(); ++p) {
+                const std::vector<float> v = partValues(*it.parts[p]);
+                for (size_t r = 0; r < rows[p].size(); ++r)
+                    std::memcpy(h->values.data() + rows[p][r] * cols, v.data() + r * size_t(cols),
+                                size_t(cols) * 4);
+            }
+            m.values = &h->values;
+            return h;
+        }
+        if (it.parts.size() == 1 && it.rowMap.empty()) {
+            m.packed = &first.packed;
+            return h;
+        }
+        // Fused: the parts' packed rows in file row order (row-local scales: exact).
+        PackedTensor& f = h->fused;
+        f.settings = first.packed.settings;
+        f.rows = m.rows;
+        f.cols = cols;
+        const uint64_t rb = compress::packedCodeBytes(1, cols, f.settings);
+        const int64_t gpr = first.packed.groupsPerRow();
+        const bool asym = !first.packed.zeros.empty();
+        f.codes.assign(size_t(uint64_t(f.rows) * rb), 0);
+        f.scales.assign(size_t(f.rows * gpr), 0);
+        if (asym) f.zeros.assign(size_t(f.rows * gpr), 0);
+        for (size_t p = 0; p < it.parts.size(); ++p) {
+            const PackedTensor& s = m_ov.compressed(it.parts[p]->name)->packed;
+            for (int64_t r = 0; r < s.rows; ++r) {
+                const int64_t fr = rows[p][size_t(r)];
+                std::memcpy(f.codes.data() + uint64_t(fr) * rb, s.codes.data() + uint64_t(r) * rb,
+                            size_t(rb));
+                std::memcpy(f.scales.data() + fr * gpr, s.scales.data() + r * gpr, size_t(gpr) * 2);
+                if (asym)
+                    std::memcpy(f.zeros.data() + fr * gpr, s.zeros.data() + r * gpr,
+                                size_t(gpr) * 2);
+            }
+        }
+        m.packed = &f;
+        return h;
+    }
+
+    /// Why a replaced weight cannot become one module (empty: it can).
+    std::string moduleProblem(const Item& it) const {
+        const CompressedTensor& first = *m_ov.compressed(it.parts[0]->name);
+        if (it.parts[0]->fileTransposed)
+            return "Conv1D weight stored [in, out] (llm-compressor quantises nn.Linear only)";
+        if (it.parts[0]->name == "embed" || it.parts[0]->name == "pos_embed")
+            return "an embedding table, not a linear layer (the formats quantise nn.Linear)";
+        for (const TensorView* p : it.parts) {
+            const CompressedTensor& ct = *m_ov.compressed(p->name);
+            if (ct.quantized != first.quantized || ct.isFloat ||
+                (ct.quantized && !sameStorage(ct.packed.settings, first.packed.settings)) ||
+                !sameSparsity(ct.sparsity, first.sparsity))
+                return "the parts of the fused tensor (" + it.parts[0]->name +
+                       ", ...) have "
+                       "different settings";
+            if (!(activation(p->name) == activation(it.parts[0]->name)))
+                return "the parts of the fused tensor have different activation settings";
+            if (ct.quantized && !ct.packed.outlierCols.empty())
+                return "outlier weight columns kept in 16 bits (no " + m_format.name() + " form)";
+        }
+        if (it.parts.size() > 1 && first.quantized &&
+            first.packed.settings.granularity == compress::Granularity::Tensor)
+            return "the fused parts are quantised per tensor (one scale each; a fused module has "
+                   "one)";
+        if (first.quantized && (compress::methodIsGguf(first.packed.settings.method) ||
+                                first.packed.settings.ggufGrid))
+            return std::string("GGUF block type ") +
+                   compress::weightMethodName(first.packed.settings.stored().method) +
+                   " (ggml blocks have no " + m_format.name() + " form)";
+        return {};
+    }
+
+    HfCheckpointResult run(const HfCheckpointOptions& opts);
+
+private:
+    const Model& m_base;
+    const CompressedModel& m_ov;
+    HfQuantFormat& m_format;
+    std::map<std::string, nlohmann::json> m_weightJson;
+};
+
+/// dtype in which `v` is exact among F32 / F16 / BF16 (`want` when it is, else F32).
+DType exactFloatType(const std::vector<float>& v, DType want) {
+    if (want == DType::F16) {
+        for (float x : v)
+            if (f16ToF32(f32ToF16(x)) != x && !(x != x)) return DType::F32;
+        return want;
+    }
+    if (want == DType::BF16) {
+        for (float x : v)
+            if (bf16ToF32(f32ToBf16(x)) != x && !(x != x)) return DType::F32;
+        return want;
+    }
+    return DType::F32;
+}
+
+void writeFloats(const std::vector<float>& v, DType dt, std::byte* dst) {
+    if (dt == DType::F32) {
+        std::memcpy(dst, v.data(), v.size() * 4);
+        return;
+    }
+    for (size_t i = 0; i < v.size(); ++i) {
+        const uint16_t h = dt == DType::F16 ? f32ToF16(v[i]) : f32ToBf16(v[i]);
+        std::memcpy(dst + i * 2, &h, 2);
+    }
+}
+
+std::string readWholeFile(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw FormatError(path, "cannot be read");
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+/// config.json for a model that has none (GGUF, llama2.c): transformers' keys of its family.
+json configFor(const Model& m) {
+    const ModelSpec& s = m.spec();
+    json c;
+    c["architectures"] = {s.arch == "qwen2"     ? "Qwen2ForCausalLM"
+                          : s.arch == "mistral" ? "MistralForCausalLM"
+                                                : "LlamaForCausalLM"};
+    c["model_type"] = s.arch;
+    c["hidden_size"] = s.dim;
+    c["intermediate_size"] = s.hidden;
+    c["num_hidden_layers"] = s.nLayers;
+    c["num_attention_heads"] = s.nHeads;
+    c["num_key_value_heads"] = s.nKvHeads;
+    c["head_dim"] = s.headDim;
+    c["vocab_size"] = s.vocab;
+    c["max_position_embeddings"] = s.maxSeq;
+    char eps[32]; // the float as its short decimal (1e-05, not 9.99999975e-06)
+    std::snprintf(eps, sizeof eps, "%g", double(s.normEps));
+    c["rms_norm_eps"] = std::strtod(eps, nullptr);
+    c["rope_theta"] = s.rope.theta;
+    const RopeConfig& r = s.rope;
+    switch (r.type) {
+    case RopeType::Default:
+        break;
+    case RopeType::Linear:
+        c["rope_scaling"] = {{"rope_type", "linear"}, {"factor", r.factor}};
+        break;
+    case RopeType::Dynamic:
+        c["rope_scaling"] = {{"rope_type", "dynamic"}, {"factor", r.factor}};
+        break;
+    case RopeType::Llama3:
+        c["rope_scaling"] = {{"rope_type", "llama3"},
+                             {"factor", r.factor},
+                             {"low_freq_factor", r.lowFreqFactor},
+                             {"high_freq_factor", r.highFreqFactor},
+                             {"original_max_position_embeddings", r.originalMaxPositions}};
+        break;
+    case RopeType::Yarn:
+        c["rope_scaling"] = {{"rope_type", "yarn"},
+                             {"factor", r.factor},
+                             {"original_max_position_embeddings", r.originalMaxPositions},
+                             {"beta_fast", r.betaFast},
+                             {"beta_slow", r.betaSlow}};
+        if (r.attentionFactor > 0) c["rope_scaling"]["attention_factor"] = r.attentionFactor;
+        break;
+    }
+    c["hidden_act"] = s.hiddenAct == "gelu_tanh" ? "gelu_pytorch_tanh" : s.hiddenAct;
+    if (s.arch == "llama") {
+        c["attention_bias"] = s.attnBias;
+        c["mlp_bias"] = s.mlpBias;
+    }
+    if (s.arch != "llama")
+        c["sliding_window"] = s.slidingWindow > 0 ? json(s.slidingWindow) : json(nullptr);
+    if (s.arch == "qwen2") c["use_sliding_window"] = s.slidingWindow > 0;
+    c["tie_word_embeddings"] = s.tiedEmbeddings;
+    if (s.bosId >= 0) c["bos_token_id"] = s.bosId;
+    if (s.eosIds.size() == 1)
+        c["eos_token_id"] = s.eosIds[0];
+    else if (!s.eosIds.empty())
+        c["eos_token_id"] = s.eosIds;
+    const TensorView* e = m.find("embed");
+    c["torch_dtype"] = e && e->dtype == DType::F16    ? "float16"
+                       : e && e->dtype == DType::BF16 ? "bfloat16"
+                                                      : "float32";
+    return c;
+}
+
+void writeText(const std::string& path, const std::string& text) {
+    AtomicFileWriter w(path);
+    w.write(text);
+    w.commit();
+}
+
+HfCheckpointResult Writer::run(const HfCheckpointOptions& opts) {
+    const auto t0 = std::chrono::steady_clock::now();
+    HfCheckpointResult res;
+    res.format = m_format.name();
+    const std::string folder = m_base.path();
+    const ModelSpec& spec = m_base.spec();
+    NullProgress nullProgress;
+    Progress& progress = opts.progress ? *opts.progress : nullProgress;
+
+    // ---- plan: what each file tensor becomes ----
+    const bool hfBase = spec.sourceFormat == "safetensors";
+    SafetensorsSet st;
+    std::map<std::string, std::vector<const TensorView*>> byFile;
+    std::map<std::string, std::vector<int64_t>> rowMaps;
+    std::deque<TensorView> synth; // GGUF / llama2.c bases: the tensors under their HF names
+    std::vector<const TensorView*> fileList;
+    if (hfBase) {
+        st = readSafetensorsFolder(folder);
+        for (const TensorView& t : m_base.tensors()) byFile[t.fileName].push_back(&t);
+        for (const TensorView& t : st.tensors) fileList.push_back(&t);
+    } else {
+        res.warnings.push_back(folder + " is a " + spec.sourceFormat +
+                               " model: no tokenizer files written (put the original model's "
+                               "tokenizer files beside the checkpoint)");
+        for (const TensorView& t : m_base.tensors()) {
+            if (t.name.rfind("extra.", 0) == 0) {
+                res.warnings.push_back("'" + t.fileName + "' of " + folder +
+                                       " has no Hugging Face name: not written");
+                continue;
+            }
+            const auto hf = hfFromCanonical(t.name, spec.arch);
+            if (!hf || byFile.count(*hf))
+                throw UnsupportedError(folder + ": tensor '" + t.name +
+                                       "' has no Hugging Face "
+                                       "tensor of its own in " +
+                                       spec.arch);
+            TensorView v = t;
+            v.name = v.fileName = *hf;
+            synth.push_back(std::move(v));
+            byFile[*hf] = {&t};
+            fileList.push_back(&synth.back());
+            // Meta's adjacent-pair rotary rows -> Hugging Face's rotate_half rows, per head.
+            const bool q = t.name.ends_with(".attn.q") || t.name.ends_with(".attn.q.bias");
+            const bool k = t.name.ends_with(".attn.k") || t.name.ends_with(".attn.k.bias");
+            if (spec.rope.interleaved && (q || k)) {
+                const int64_t hd = spec.headDim, n = t.shape[0];
+                std::vector<int64_t> map(static_cast<size_t>(n));
+                for (int64_t r = 0; r < n; ++r) {
+                    const int64_t h = r / hd, i = r % hd;
+                    map[size_t(r)] = h * hd + (i % 2) * (hd / 2) + i / 2;
+                }
+                rowMaps[*hf] = std::move(map);
+            }
+        }
+    }
+    std::set<std::string> covered;
+    std::vector<Item> items;
+    std::vector<TensorDesc> descs;
+    struct Source {
+        size_t item = 0, blob = 0;
+    };
+    std::vector<Source> sources;
+    std::vector<const HfQuantModule*> written;
+    std::vector<std::unique_ptr<ModuleHolder>> keep; // modules for quantizationConfig()
+    std::vector<KvQuantSpec> kv;
+    if (const RuntimeQuant* rq = m_ov.runtimeQuant())
+        for (const auto& [layer, k] : rq->kv) kv.push_back(k);
+
+    auto itemFor = [&](const TensorView& f) {
+        Item it;
+        it.file = &f;
+        it.name = f.name;
+        it.shape = f.shape;
+        if (auto p = byFile.find(f.name); p != byFile.end()) it.parts = p->second;
+        if (auto p = rowMaps.find(f.name); p != rowMaps.end()) it.rowMap = p->second;
+        return it;
+    };
+    // Every module the format will be offered, built first: HfQuantFormat::plan() sees them all
+    // before the first cannotExpress() (formats with one global setting pick it there).
+    std::map<std::string, std::unique_ptr<ModuleHolder>> prebuilt;
+    {
+        std::vector<const HfQuantModule*> offered;
+        for (const TensorView* fp : fileList) {
+            const Item it = itemFor(*fp);
+            if (fp->shape.size() != 2 || !endsWith(fp->name, ".weight") || it.parts.empty())
+                continue;
+            bool allReplaced = true, anyQuant = false, plain = true;
+            for (const TensorView* p : it.parts) {
+                const CompressedTensor* ct = m_ov.compressed(p->name);
+                if (!ct) {
+                    allReplaced = false;
+                    continue;
+                }
+                anyQuant |= ct->quantized || (ct->sparsity && !ct->isFloat);
+                plain &= ct->rows * ct->cols == p->numel() && !m_ov.isLowRank(p->name);
+            }
+            if (!allReplaced || !anyQuant || !plain || !moduleProblem(it).empty()) continue;
+            auto h = buildModule(it);
+            offered.push_back(&h->m);
+            prebuilt[fp->name] = std::move(h);
+        }
+        m_format.plan(offered);
+    }
+
+    for (const TensorView* fp : fileList) {
+        const TensorView& f = *fp;
+        Item it = itemFor(f);
+        // Bytes that can be copied as they are: plain types in the file's row order.
+        const bool copyable = it.rowMap.empty() && dtypeBlockElems(f.dtype) == 1;
+        bool anyReplaced = false, anyQuant = false;
+        for (const TensorView* p : it.parts) {
+            covered.insert(p->name);
+            if (m_ov.isLowRank(p->name))
+                throw UnsupportedError("'" + p->name +
+                                       "' is replaced by low-rank factors, which a "
+                                       "Hugging Face checkpoint cannot hold");
+            if (const CompressedTensor* ct = m_ov.compressed(p->name)) {
+                anyReplaced = true;
+                anyQuant |= ct->quantized || (ct->sparsity && !ct->isFloat);
+                if (ct->rows * ct->cols != p->numel())
+                    throw UnsupportedError("'" + p->name + "' is structurally pruned (" +
+                                           std::to_string(ct->rows) + "x" +
+                                           std::to_string(ct->cols) +
+                                           "); a checkpoint of changed shapes needs a changed "
+                                           "config.json, which this export does not write");
+            }
+        }
+        const size_t itemIndex = items.size();
+        const bool linear = f.shape.size() == 2 && endsWith(f.name, ".weight");
+        bool targetable = false;
+        for (const TensorView* p : it.parts) targetable |= compress::isTargetable(p->name);
+        HfModuleReport rep;
+        rep.module = linear ? f.name.substr(0, f.name.size() - 7) : f.name;
+        for (const TensorView* p : it.parts) rep.canonical.push_back(p->name);
+        if (!anyReplaced && copyable) {
+            it.kind = Kind::Copy;
+            if (f.nbytes != tensorDescBytes({f.name, f.dtype, f.shape}))
+                throw FormatError(f.file, "tensor '" + f.name + "' has an unexpected size");
+            descs.push_back({f.name, f.dtype, f.shape});
+            sources.push_back({itemIndex, 0});
+            it.firstDesc = descs.size() - 1;
+            it.descCount = 1;
+            if (linear && targetable) {
+                rep.status = "copied";
+                res.modules.push_back(rep);
+            }
+            items.push_back(std::move(it));
+            continue;
+        }
+        std::string problem;
+        bool allReplaced = true;
+        for (const TensorView* p : it.parts) allReplaced &= m_ov.compressed(p->name) != nullptr;
+        const CompressedTensor* first = m_ov.compressed(it.parts[0]->name);
+        for (const TensorView* p : it.parts)
+            if (const CompressedTensor* ct = m_ov.compressed(p->name); ct && !first) first = ct;
+        rep.scheme = schemeText(*first, activation(it.parts[0]->name));
+        if (anyQuant && linear) {
+            problem = allReplaced ? moduleProblem(it)
+                                  : "only some parts of the fused tensor are compressed";
+            if (problem.empty()) {
+                auto pb = prebuilt.find(f.name);
+                auto h = pb != prebuilt.end() ? std::move(pb->second) : buildModule(it);
+                problem = m_format.cannotExpress(h->m);
+                if (problem.empty()) {
+                    const std::vector<HfTensorBlob> blobs = m_format.encode(h->m);
+                    it.kind = Kind::Module;
+                    it.firstDesc = descs.size();
+                    for (size_t b = 0; b < blobs.size(); ++b) {
+                        descs.push_back({blobs[b].name, blobs[b].dtype, blobs[b].shape});
+                        sources.push_back({itemIndex, b});
+                    }
+                    it.descCount = blobs.size();
+                    h->values.clear(); // only the config needs it now: no pointers into data
+                    h->values.shrink_to_fit();
+                    h->m.values = nullptr;
+                    h->fused.codes.clear();
+                    h->fused.codes.shrink_to_fit();
+                    written.push_back(&h->m);
+                    keep.push_back(std::move(h));
+                    rep.status = "written";
+                    res.modules.push_back(rep);
+                    items.push_back(std::move(it));
+                    continue;
+                }
+            }
+        }
+        // Floats: exact values, in the base dtype when that is exact.
+        it.kind = Kind::Float;
+        const std::vector<float> v = fileValues(it);
+        it.floatType = exactFloatType(v, f.dtype);
+        descs.push_back({f.name, it.floatType, f.shape});
+        sources.push_back({itemIndex, 0});
+        it.firstDesc = descs.size() - 1;
+        it.descCount = 1;
+        rep.status = "float";
+        const std::string dt(dtypeName(it.floatType));
+        if (!anyReplaced) {
+            rep.status = "copied";
+            rep.reason = std::string(it.rowMap.empty() ? ""
+                                                       : "rows in the Hugging Face rotary "
+                                                         "order; ") +
+                         "converted from " + std::string(dtypeName(f.dtype)) + " to " + dt;
+            if (!(linear && targetable)) rep.module.clear(); // not reported
+        } else if (anyQuant) {
+            rep.reason = problem + "; written as its dequantised values in " + dt;
+            if (linear) res.ignored.push_back(rep.module);
+        } else {
+            rep.reason = "float replacement written in " + dt +
+                         (it.floatType == f.dtype ? " (the base's dtype, exact)"
+                                                  : " (not exact in the base's " +
+                                                        std::string(dtypeName(f.dtype)) + ")");
+        }
+        if (!rep.module.empty()) res.modules.push_back(rep);
+        items.push_back(std::move(it));
+    }
+    // Tensors the overlay added (folded biases): under their HF names, F32.
+    for (const std::string& name : m_ov.addedNames()) {
+        const auto hf = hfFromCanonical(name, spec.arch);
+        if (!hf || byFile.count(*hf))
+            throw UnsupportedError("'" + name +
+                                   "' was added by the configuration and has no "
+                                   "tensor name of its own in a Hugging Face checkpoint of " +
+                                   spec.arch);
+        covered.insert(name);
+        Item it;
+        it.kind = Kind::Float;
+        it.name = *hf;
+        it.addedCanonical = name;
+        it.shape = m_ov.compressed(name)->view.shape;
+        it.floatType = DType::F32;
+        descs.push_back({it.name, DType::F32, it.shape});
+        sources.push_back({items.size(), 0});
+        it.firstDesc = descs.size() - 1;
+        it.descCount = 1;
+        HfModuleReport rep;
+        rep.module = *hf;
+        rep.canonical = {name};
+        rep.status = "float";
+        rep.scheme = "added tensor";
+        rep.reason = "added by the configuration (folded scales), written in f32";
+        res.modules.push_back(rep);
+        items.push_back(std::move(it));
+    }
+    for (const std::string& name : m_ov.replacedNames())
+        if (!covered.count(name) && !m_ov.isLowRank(name))
+            throw UnsupportedError("'" + name + "' is compressed but has no tensor of its own in " +
+                                   folder + " (tied embeddings?)");
+
+    json qc = m_format.quantizationConfig(written, res.ignored, kv);
+    res.quantizationConfig = qc;
+    if (!kv.empty() && (!qc.contains("kv_cache_scheme") || qc["kv_cache_scheme"].is_null()))
+        res.warnings.push_back("the KV-cache quantisation (" + std::to_string(kv.size()) +
+                               " blocks, lcw's dynamic asymmetric groups) has no " +
+                               m_format.name() + " form: not written");
+    // Activation quantisation rides on the modules written in the format; say what is lost.
+    if (const RuntimeQuant* rq = m_ov.runtimeQuant()) {
+        std::set<std::string> carried;
+        for (const HfQuantModule* m : written)
+            if (m->activation.active()) carried.insert(m->canonical.begin(), m->canonical.end());
+        int64_t lost = 0;
+        std::string first;
+        for (const auto& [name, a] : rq->activations)
+            if (a.active() && !carried.count(name) && lost++ == 0) first = name;
+        if (lost > 0)
+            res.warnings.push_back("the input-activation quantisation of " + std::to_string(lost) +
+                                   " linear(s) (" + first + (lost > 1 ? ", ..." : "") +
+                                   ") is not written: their weights are not written in " +
+                                   m_format.name() + " (floats or unquantised)");
+    }
+    // vLLM fuses q/k/v and gate/up into one layer and needs one scheme for the parts.
+    {
+        std::map<std::string, std::set<std::string>> fusedSchemes;
+        for (const auto& m : res.modules) {
+            if (m.canonical.size() != 1) continue;
+            const std::string& c = m.canonical[0];
+            const auto dot = c.rfind('.');
+            if (dot == std::string::npos) continue;
+            const std::string head = c.substr(0, dot), role = c.substr(dot + 1);
+            std::string key;
+            if (head.ends_with(".attn") && (role == "q" || role == "k" || role == "v"))
+                key = head + ".q/k/v";
+            else if (head.ends_with(".mlp") && (role == "gate" || role == "up"))
+                key = head + ".gate/up";
+            if (!key.empty()) fusedSchemes[key].insert(m.status + " " + m.scheme);
+        }
+        std::string odd;
+        int n = 0;
+        for (const auto& [key, schemes] : fusedSchemes)
+            if (schemes.size() > 1 && n++ < 3) odd += (odd.empty() ? "" : ", ") + key;
+        if (n > 0)
+            res.warnings.push_back("vLLM loads q/k/v and gate/up as one fused layer with one "
+                                   "scheme; these differ: " +
+                                   odd + (n > 3 ? " and " + std::to_string(n - 3) + " more" : ""));
+    }
+    bool bf16 = false;
+    for (const Item& it : items)
+        if (it.kind == Kind::Module && it.file && it.file->dtype == DType::BF16) bf16 = true;
+    if (bf16)
+        res.warnings.push_back("the base is bfloat16 and the weight scales are written in float16 "
+                               "(lcw's exact scales); a loader that casts them to bfloat16 "
+                               "rounds them");
+    bool staticAct = false;
+    for (const HfQuantModule* m : written)
+        staticAct |= m->activation.active() && !m->activation.perToken;
+    if (staticAct)
+        res.warnings.push_back("static activation scales written as input_scale; " +
+                               m_format.name() +
+                               " clamps codes to [-2^(b-1), 2^(b-1)-1], lcw to ±(2^(b-1)-1)");
+
+    uint64_t total = 0;
+    for (const auto& d : descs) total += tensorDescBytes(d);
+    res.tensorBytes = total;
+
+    // ---- write ----
+    fs::path outPath(opts.outDir);
+    if (opts.outDir.empty()) throw ArgumentError("export: no output folder given");
+    if (!outPath.has_filename()) outPath = outPath.parent_path();
+    const std::string out = outPath.string();
+    std::error_code ec;
+    const bool exists = fs::exists(fs::symlink_status(outPath, ec));
+    if (exists) {
+        if (!fs::is_directory(outPath, ec))
+            throw ArgumentError(out + ": exists and is not a folder");
+        if (!fs::is_empty(outPath, ec))
+            throw ArgumentError(out + ": the folder exists and is not empty (choose a new folder)");
+    }
+    if (outPath.has_parent_path()) {
+        fs::create_directories(outPath.parent_path(), ec);
+        if (ec) throw Error(out + ": cannot create the parent folder (" + ec.message() + ")");
+    }
+    const std::string tmp = createTempDirFor(out);
+    try {
+        uint64_t done = 0;
+        size_t cachedItem = SIZE_MAX;
+        std::vector<HfTensorBlob> blobs;
+        auto fill = [&](size_t index, std::byte* dst, uint64_t nbytes) {
+            const Source& s = sources[index];
+            const Item& it = items[s.item];
+            switch (it.kind) {
+            case Kind::Copy:
+                std::memcpy(dst, it.file->data, size_t(nbytes));
+                break;
+            case Kind::Module: {
+                if (cachedItem != s.item) {
+                    const auto h = buildModule(it);
+                    blobs = m_format.encode(h->m);
+                    cachedItem = s.item;
+                    if (blobs.size() != it.descCount)
+                        throw Error(it.name + ": the format's tensors changed between passes");
+                }
+                const HfTensorBlob& b = blobs[s.blob];
+                if (b.data.size() != nbytes)
+                    throw Error(b.name + ": the format's tensor has " +
+                                std::to_string(b.data.size()) + " bytes, its descriptor " +
+                                std::to_string(nbytes));
+                std::memcpy(dst, b.data.data(), size_t(nbytes));
+                if (s.blob + 1 == it.descCount) {
+                    blobs.clear();
+                    cachedItem = SIZE_MAX;
+                }
+                break;
+            }
+            case Kind::Float:
+                writeFloats(fileValues(it), it.floatType, dst);
+                break;
+            }
+            done += nbytes;
+            if (!progress.report(total ? 0.98 * double(done) / double(total) : 0.0,
+                                 descs[index].name))
+                throw Cancelled{};
+        };
+        const auto paths =
+            writeSafetensorsSharded(tmp, descs, fill, opts.maxShardBytes, {{"format", "pt"}});
+        for (const auto& p : paths) res.files.push_back(fs::path(p).filename().string());
+        // config.json: the base's with the format's quantization_config.
+        const std::string cfgPath = (fs::path(folder) / "config.json").string();
+        json cfg;
+        if (!hfBase) {
+            cfg = configFor(m_base);
+        } else {
+            try {
+                cfg = json::parse(readWholeFile(cfgPath));
+            } catch (const json::exception& e) {
+                throw FormatError(cfgPath, std::string("invalid JSON: ") + e.what());
+            }
+        }
+        cfg["quantization_config"] = qc;
+        writeText((fs::path(tmp) / "config.json").string(), cfg.dump(2) + "\n");
+        res.files.push_back("config.json");
+        for (const auto& [name, text] : m_format.extraFiles(qc)) {
+            writeText((fs::path(tmp) / name).string(), text);
+            res.files.push_back(name);
+        }
+        for (const char* name :
+             {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+              "tokenizer.model", "generation_config.json", "vocab.json", "merges.txt",
+              "added_tokens.json"}) {
+            const fs::path src = fs::path(folder) / name;
+            if (!hfBase || !fs::is_regular_file(src, ec)) continue;
+            writeText((fs::path(tmp) / name).string(), readWholeFile(src.string()));
+            res.files.push_back(name);
+        }
+        if (!progress.report(0.99, "config")) throw Cancelled{};
+        ::chmod(tmp.c_str(), 0755);
+        if (exists) fs::remove(outPath, ec); // the empty folder
+        fs::rename(tmp, outPath, ec);
+        if (ec) throw Error(out + ": cannot move the new folder into place: " + ec.message());
+    } catch (const Cancelled&) {
+        fs::remove_all(tmp, ec);
+        res.status = Status::Cancelled;
+        return res;
+    } catch (...) {
+        fs::remove_all(tmp, ec);
+        throw;
+    }
+    progress.report(1.0, "done");
+    res.path = out;
+    res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return res;
+}
+
+} // namespace
+
+HfCheckpointResult exportHfCheckpoint(const Model& base, const WeightSource& weights,
+                                      HfQuantFormat& format, const HfCheckpointOptions& opts) {
+    const auto* ov = dynamic_cast<const CompressedModel*>(&weights);
+    if (!ov)
+        throw ArgumentError("export --format " + format.name() +
+                            ": give a configuration (--recipe, --preset or --overlay); the model "
+                            "alone has nothing quantised");
+    if (&ov->base() != &base)
+        throw ArgumentError("export: the configuration is not an overlay of " + base.path());
+    const ModelSpec& spec = base.spec();
+    if (spec.sourceFormat != "safetensors") {
+        if (spec.arch != "llama" && spec.arch != "mistral" && spec.arch != "qwen2")
+            throw UnsupportedError(base.path() + ": a " + spec.sourceFormat + " model of the " +
+                                   spec.arch +
+                                   " family cannot be written as a Hugging Face checkpoint (lcw "
+                                   "writes the config.json of llama, mistral and qwen2; export "
+                                   "from the model's Hugging Face folder instead)");
+        if (spec.rope.partialRotaryFactor != 1.0)
+            throw UnsupportedError(base.path() + ": partial rotary embeddings cannot be written "
+                                                 "as a Hugging Face llama checkpoint");
+    }
+    if (opts.outDir.empty()) throw ArgumentError("export: no output folder given");
+    if (opts.maxShardBytes == 0) throw ArgumentError("export: the shard size must be positive");
+    Writer w(base, *ov, format);
+    return w.run(opts);
+}
+
+json hfCheckpointReportJson(const HfCheckpointResult& r) {
+    json j;
+    j["format"] = r.format;
+    j["status"] = r.status == Status::Ok ? "ok" : "cancelled";
+    j["path"] = r.path;
+    j["bytes"] = r.tensorBytes;
+    j["files"] = r.files;
+    j["modules"] = json::array();
+    int written = 0, floats = 0, copied = 0;
+    for (const auto& m : r.modules) {
+        json e;
+        e["module"] = m.module;
+        e["canonical"] = m.canonical;
+        e["status"] = m.status;
+        e["scheme"] = m.scheme;
+        if (!m.reason.empty()) e["reason"] = m.reason;
+        j["modules"].push_back(e);
+        written += m.status == "written";
+        floats += m.status == "float";
+        copied += m.status == "copied";
+    }
+    j["counts"] = {{"written", written}, {"float", floats}, {"copied", copied}};
+    j["ignored"] = r.ignored;
+    json ne = json::array();
+    for (const auto& m : r.modules)
+        if (m.status == "float" && !m.reason.empty())
+            ne.push_back({{"module", m.module}, {"reason", m.reason}});
+    j["not_expressible"] = ne;
+    j["warnings"] = r.warnings;
+    j["quantization_config"] = r.quantizationConfig;
+    j["seconds"] = r.seconds;
+    return j;
+}
+
+} // namespace lcw
