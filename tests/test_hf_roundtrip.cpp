@@ -22,7 +22,9 @@
 #include <cmath>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
+#include <set>
 
 using namespace lcw;
 using namespace lcw::compress;
@@ -76,6 +78,9 @@ private slots:
             {"compressed-tensors", [] { return compressedTensorsFormat(); }, "W4A16-g32"},
             {"compressed-tensors", [] { return compressedTensorsFormat(); }, "W8A16"},
             {"compressed-tensors", [] { return compressedTensorsFormat(); }, "FP8-E4M3"},
+            // Input activations: applied again at load (as vLLM runs them).
+            {"compressed-tensors", [] { return compressedTensorsFormat(); }, "W8A8"},
+            {"compressed-tensors", [] { return compressedTensorsFormat(); }, "W8A8-static"},
             {"gptq", [] { return gptqFormat(); }, "W8A16"},
             {"gptq", [] { return gptqFormat({.v2 = true}); }, "W4A16-g32"},
             {"awq", [] { return awqFormat(); }, "W4A16-g32"},
@@ -83,6 +88,9 @@ private slots:
         int n = 0;
         for (const auto& c : cases) {
             const std::string what = path + " " + c.name + " " + c.preset;
+            const bool activations = std::string(c.preset).starts_with("W8A8");
+            if (activations && base->spec().isMamba()) continue; // no activation quantisation
+
             NullProgress np;
             Recipe recipe = findPreset(c.preset).recipe;
             // Mamba's dt_proj rows hold dt_rank (4) weights: narrower than a group.
@@ -124,18 +132,75 @@ private slots:
                                              .arg(double(got[i]), 0, 'g', 9)
                                              .arg(double(want[i]), 0, 'g', 9)));
             }
+            // The input activations the runtime quantises: the same specs.
+            // Linears the format could not hold (GPT-2's Conv1D) are floats without them.
+            std::set<std::string> inFormat;
+            for (const auto& m : w.modules)
+                if (m.status == "written") inFormat.insert(m.canonical.begin(), m.canonical.end());
+            std::map<std::string, ActQuantSpec> wanted;
+            size_t lost = 0;
+            if (const RuntimeQuant* ra = r.model->runtimeQuant()) {
+                for (const auto& [name, spec] : ra->activations) {
+                    if (inFormat.count(name))
+                        wanted[name] = spec;
+                    else
+                        ++lost;
+                }
+            }
+            const RuntimeQuant* rb = back->runtimeQuant();
+            QCOMPARE(rb != nullptr, !wanted.empty());
+            if (rb) {
+                QCOMPARE(rb->activations.size(), wanted.size());
+                for (const auto& [name, spec] : wanted) {
+                    const ActQuantSpec* got = rb->activation(name);
+                    QVERIFY2(got, (what + ": no input quantisation of " + name).c_str());
+                    QCOMPARE(got->bits, spec.bits);
+                    QCOMPARE(got->perToken, spec.perToken);
+                    // Static: the scale the runtime derives is the same float.
+                    QCOMPARE(got->clip * got->absMax / 127.0f, spec.clip * spec.absMax / 127.0f);
+                }
+            }
+            if (lost > 0) {
+                // Said, not silently dropped; the logits then differ by design.
+                bool warned = false;
+                for (const auto& wn : w.warnings) warned |= wn.find("activation") != wn.npos;
+                QVERIFY2(warned, (what + ": lost input quantisation without a warning").c_str());
+                std::filesystem::remove_all(std::filesystem::path(out).parent_path());
+                ++n;
+                continue;
+            }
             // The logits.
             const auto a = logitsOf(*r.model, base->spec().vocab);
             const auto b = logitsOf(*back, base->spec().vocab);
             QCOMPARE(a.size(), b.size());
+            const size_t V = size_t(base->spec().vocab), T = a.size() / V;
             double d = 0;
-            for (size_t i = 0; i < a.size(); ++i) d = std::max(d, double(std::fabs(a[i] - b[i])));
-            QVERIFY2(d <= 1e-5, qPrintable(QString::fromStdString(what) +
-                                           QString(": max |logit diff| %1").arg(d)));
+            size_t offTokens = 0;
+            for (size_t t = 0; t < T; ++t) {
+                double dt = 0;
+                for (size_t i = t * V; i < (t + 1) * V; ++i)
+                    dt = std::max(dt, double(std::fabs(a[i] - b[i])));
+                offTokens += dt > 1e-5;
+                d = std::max(d, dt);
+            }
+            if (!activations) {
+                QVERIFY2(d <= 1e-5, qPrintable(QString::fromStdString(what) +
+                                               QString(": max |logit diff| %1").arg(d)));
+            } else {
+                // The workbench multiplies integer codes, the reopened model float32 weights:
+                // results an ulp apart, which once in a while puts an activation on the other
+                // side of a rounding boundary (one code step). So: at most one token of ten
+                // off, and by no more than such a step.
+                QVERIFY2(
+                    offTokens <= 1 && d <= 5e-2,
+                    qPrintable(
+                        QString::fromStdString(what) +
+                        QString(": %1 tokens off, max |logit diff| %2").arg(offTokens).arg(d)));
+            }
             std::filesystem::remove_all(std::filesystem::path(out).parent_path());
             ++n;
         }
-        QCOMPARE(n, int(cases.size()));
+        QCOMPARE(n, int(cases.size()) - (base->spec().isMamba() ? 2 : 0));
     }
 };
 

@@ -13,7 +13,9 @@
 #include <cstring>
 #include <filesystem>
 
+using lcw::FormatError;
 using lcw::Model;
+using lcw::RuntimeQuant;
 using namespace hfq;
 
 namespace {
@@ -192,7 +194,8 @@ private slots:
                  std::string("pack-quantized int4 sym group 32 actorder group"));
     }
 
-    // int-quantized int8 per channel; input activations and the KV cache are recorded only.
+    // int-quantized int8 per channel; input activations applied, the KV cache recorded only;
+    // static per-tensor input activations need their input_scale.
     void ctIntQuantizedWithActivations() {
         Fixture f(basePath(), m_tmp + "/ct_int8");
         for (const auto& l : f.linears()) ctInt8Channel(f, l);
@@ -212,16 +215,39 @@ private slots:
         CHECK_EXACT(*m, f, 14);
         QCOMPARE(m->tensorScheme("layers.0.attn.o"), std::string("int-quantized int8 sym channel"));
         const std::string s = m->quantizationSummary();
-        QVERIFY2(s.find("int8 sym channel (14 linears), 1 ignored; not applied: input activations "
-                        "int8 sym token dynamic (group_0), KV cache fp8 tensor") !=
-                     std::string::npos,
+        QVERIFY2(s.find("int8 sym channel (14 linears), 1 ignored; input activations int8 "
+                        "dynamic per token (14 linears) (applied); not applied: KV cache fp8 "
+                        "tensor") != std::string::npos,
                  s.c_str());
+        // The input activations run as vLLM runs them: lcw's dynamic per-token int8.
+        const RuntimeQuant* rq = m->runtimeQuant();
+        QVERIFY(rq);
+        QCOMPARE(rq->activations.size(), size_t(14));
+        for (const auto& [name, a] : rq->activations) {
+            QCOMPARE(a.bits, 8);
+            QVERIFY(a.perToken);
+            QVERIFY(m->find(name));
+        }
+        QVERIFY(rq->kv.empty());
         bool warned = false;
         for (const auto& w : m->warnings())
             if (w.find("config.json") != std::string::npos &&
                 w.find("not applied") != std::string::npos)
                 warned = true;
         QVERIFY(warned);
+
+        q["config_groups"]["group_0"]["input_activations"]["strategy"] = "tensor";
+        q["config_groups"]["group_0"]["input_activations"]["dynamic"] = false;
+        f.write(q);
+        try {
+            Model::load(f.dir);
+            QFAIL("static input activations without input_scale loaded");
+        } catch (const FormatError& e) {
+            const std::string msg = e.what();
+            QVERIFY2(msg.find("input_scale") != std::string::npos &&
+                         msg.find(".safetensors") != std::string::npos,
+                     msg.c_str());
+        }
     }
 
     // float-quantized fp8 e4m3: per channel (bf16 scales) and per tensor (f32 scale).

@@ -34,6 +34,8 @@ public:
     std::optional<std::string> firstNonFiniteWeight() const override {
         return m_model.firstNonFiniteWeight();
     }
+    /// A checkpoint's declared input activations (compressed-tensors W8A8) run as in the model.
+    const RuntimeQuant* runtimeQuant() const override { return m_model.runtimeQuant(); }
 
 private:
     const Model& m_model;

@@ -170,9 +170,11 @@ public:
     /// The first NaN / Inf among the replaced tensors' values ("<overlay>: tensor 'x' has NaN at
     /// element 17"), else the base's (Model::findNonFinite()); nullopt when all are finite.
     std::optional<std::string> firstNonFiniteWeight() const override;
-    /// Activation and KV-cache quantisation the runtime applies (nullptr when there is none).
+    /// Activation and KV-cache quantisation the runtime applies: the recipe's, else the base's
+    /// own (a checkpoint's declared input activations, Model::runtimeQuant()); nullptr when
+    /// there is none.
     const RuntimeQuant* runtimeQuant() const override {
-        return m_runtime.empty() ? nullptr : &m_runtime;
+        return m_runtime.empty() ? m_base.runtimeQuant() : &m_runtime;
     }
     /// Replaces the runtime quantisation; throws ArgumentError for a linear the base lacks,
     /// bits outside 2..16, a non-positive clip or group, or outlier channels out of range.

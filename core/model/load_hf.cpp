@@ -114,6 +114,17 @@ std::unique_ptr<Model> loadHfFolder(const std::string& folder, const LoadOptions
         }
     }
     if (quant) m->setQuantization(quant->method, quant->summary);
+    if (quant && !quant->activations.empty()) {
+        // Input activations by module: every lcw linear read from the module's weight (the
+        // parts of a fused module share their input).
+        RuntimeQuant rq;
+        for (const TensorView& t : m->tensors())
+            if (t.fileName.ends_with(".weight"))
+                if (auto a = quant->activations.find(t.fileName.substr(0, t.fileName.size() - 7));
+                    a != quant->activations.end())
+                    rq.activations[t.name] = a->second;
+        m->setRuntimeQuant(std::move(rq));
+    }
 
     if (spec.tiedEmbeddings && m->find("lm_head")) {
         warnings.push_back(cfgPath.string() +

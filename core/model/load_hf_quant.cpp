@@ -525,6 +525,41 @@ struct CtGroup {
     std::string format; ///< the group's own format, or empty
 };
 
+/// Input activations lcw's runtime quantises exactly as vLLM does for such a checkpoint:
+/// symmetric int, dynamic per token (s = abs-max / (2^(b-1) - 1) per row) or static per tensor
+/// (the stored input_scale). See core/model/runtime_quant.h.
+bool appliesAsRuntime(const CtArgs& a) {
+    if (a.isFloat || !a.symmetric || a.bits < 2 || a.bits > 8) return false;
+    return (a.strategy == "token" && a.dynamic == "dynamic") ||
+           (a.strategy == "tensor" && a.dynamic.empty());
+}
+
+/// The runtime spec of one module's inputs. Static: lcw's scale is clip * absMax / qmax, so
+/// absMax is chosen (among the floats next to input_scale * qmax) to give input_scale back
+/// exactly.
+ActQuantSpec runtimeActivation(const Cfg& c, const Module& m, const CtArgs& a) {
+    ActQuantSpec q;
+    q.bits = a.bits;
+    q.perToken = a.strategy == "token";
+    if (q.perToken) return q;
+    const TensorView* t = m.get("input_scale");
+    if (!t)
+        m.missing("input_scale",
+                  "static per-tensor input activations need their scale (" + c.path + ")");
+    if (t->numel() != 1 || !(isFloatType(t->dtype) || t->dtype == DType::F64))
+        throw FormatError(t->file, "tensor '" + t->name +
+                                       "' must hold one float (a static per-tensor input scale)");
+    const float s = floatAt(*t, 0);
+    if (!std::isfinite(s) || s <= 0)
+        throw FormatError(t->file, "tensor '" + t->name + "' is not a positive finite scale");
+    const float qmax = float((1 << (a.bits - 1)) - 1);
+    float best = s * qmax;
+    for (int step = 0; step < 8 && best / qmax != s; ++step)
+        best = std::nextafter(best, best / qmax < s ? INFINITY : 0.0f);
+    q.absMax = best;
+    return q;
+}
+
 const std::set<std::string> kCtFormats = {
     "dense",           "sparse-bitmask",       "sparse-24-bitmask",   "int-quantized",
     "float-quantized", "naive-quantized",      "pack-quantized",      "marlin-24",
@@ -1211,7 +1246,9 @@ std::optional<HfQuantized> loadHfQuantized(Model& model, const std::string& cfgP
                     grp.output = parseCtArgs(c, *oa, at + ".output_activations", false);
                 grp.format = getString(c, g, "format", at, "");
                 if (!grp.format.empty()) checkCtFormat(c, grp.format, at + ".format", false);
-                if (grp.input)
+                // int dynamic per-token and static per-tensor symmetric inputs are what lcw's
+                // runtime quantises the same way (and vLLM runs them so): applied; others noted.
+                if (grp.input && !appliesAsRuntime(*grp.input))
                     notes.push_back("input activations " + grp.input->text() + " (" + grp.name +
                                     ")");
                 if (grp.output)
@@ -1260,7 +1297,7 @@ std::optional<HfQuantized> loadHfQuantized(Model& model, const std::string& cfgP
         mods =
             groupModules(tensors, {"weight", "weight_packed", "weight_scale", "weight_zero_point",
                                    "weight_g_idx", "weight_shape", "weight_global_scale", "shape",
-                                   "compressed", "bitmask", "row_offsets"});
+                                   "compressed", "bitmask", "row_offsets", "input_scale"});
         for (auto& [name, m] : mods) {
             const bool sparse = m.get("bitmask") || m.get("compressed");
             const bool quant = m.get("weight_packed") || m.get("weight_scale");
@@ -1296,6 +1333,8 @@ std::optional<HfQuantized> loadHfQuantized(Model& model, const std::string& cfgP
             } else {
                 results.push_back(decodeCtModule(m, *g->weights, format, sparseFormat));
             }
+            if (g && g->input && appliesAsRuntime(*g->input))
+                out.activations[name] = runtimeActivation(c, m, *g->input);
             resultModule.push_back(&m);
         }
         summaryHead = "compressed-tensors " + topFormat;
@@ -1385,6 +1424,13 @@ std::optional<HfQuantized> loadHfQuantized(Model& model, const std::string& cfgP
     out.summary = summaryHead + ": " +
                   (counts.empty() ? std::string("no quantised linears") : countList(counts));
     if (ignoredCount > 0) out.summary += ", " + std::to_string(ignoredCount) + " ignored";
+    if (!out.activations.empty()) {
+        std::vector<std::pair<std::string, int>> acts;
+        for (const auto& [mod, a] : out.activations)
+            countKey(acts, "int" + std::to_string(a.bits) +
+                               (a.perToken ? " dynamic per token" : " static per tensor"));
+        out.summary += "; input activations " + countList(acts) + " (applied)";
+    }
     if (!notes.empty()) {
         std::string n;
         for (const auto& s : notes) n += (n.empty() ? "" : ", ") + s;

@@ -8,6 +8,7 @@
 #include "core/model/model.h"
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <unordered_map>
@@ -27,6 +28,9 @@ struct HfQuantized {
     };
     /// By HF weight name "<module>.weight".
     std::unordered_map<std::string, Info> byWeight;
+    /// Input activations applied at run time, by HF module name (compressed-tensors int
+    /// dynamic per-token / static per-tensor input_activations).
+    std::map<std::string, ActQuantSpec> activations;
     std::string method;  ///< "compressed-tensors", "gptq", "awq"
     std::string summary; ///< one line for the Summary and `lcw-cli info`
 };

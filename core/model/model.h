@@ -139,6 +139,12 @@ public:
     std::optional<std::string> findNonFinite(Progress* progress = nullptr) const;
     std::string describeOrigin() const override { return m_path; }
     std::optional<std::string> firstNonFiniteWeight() const override { return findNonFinite(); }
+    /// The input-activation quantisation the file declares and lcw applies as vLLM runs it
+    /// (compressed-tensors int8 dynamic per-token or static per-tensor input_activations);
+    /// nullptr when there is none.
+    const RuntimeQuant* runtimeQuant() const override {
+        return m_runtime.empty() ? nullptr : &m_runtime;
+    }
 
     // ---- for loaders (core/model and core/io only) ----
     Model();
@@ -154,6 +160,7 @@ public:
     /// Records the stored scheme of a (dequantised) tensor and its bytes in the file.
     void setTensorScheme(const std::string& canonical, std::string scheme);
     void setTensorStoredBytes(const std::string& canonical, uint64_t bytes);
+    void setRuntimeQuant(RuntimeQuant rq) { m_runtime = std::move(rq); }
     void setQuantization(std::string method, std::string summary) {
         m_quantMethod = std::move(method);
         m_quantSummary = std::move(summary);
@@ -171,6 +178,7 @@ private:
     std::unordered_map<std::string, std::string> m_schemes;
     std::unordered_map<std::string, uint64_t> m_storedBytes;
     std::string m_quantMethod, m_quantSummary;
+    RuntimeQuant m_runtime;
 };
 
 } // namespace lcw
