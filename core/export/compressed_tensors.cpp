@@ -60,20 +60,14 @@ std::string quantFormatOf(const HfQuantModule& m) {
 }
 
 bool isTwoFour(const HfQuantModule& m) {
-    if (!m.sparsity || !m.mask || m.sparsity->pattern != SparsityPattern::NM ||
-        m.sparsity->n != 2 || m.sparsity->m != 4 || m.cols % 4 != 0)
-        return false;
-    const std::vector<uint8_t>& k = *m.mask;
-    for (size_t i = 0; i < k.size(); i += 4)
-        if (int(k[i] != 0) + int(k[i + 1] != 0) + int(k[i + 2] != 0) + int(k[i + 3] != 0) != 2)
-            return false;
-    return true;
+    return m.sparsity && m.sparsity->pattern == SparsityPattern::NM && m.sparsity->n == 2 &&
+           m.sparsity->m == 4 && m.cols % 4 == 0 && m.maskTwoFour;
 }
 
 /// The weight goes through the sparse compressor: float values, or I8 / F8_E4M3 codes whose
 /// zero point is 0 (the compressor's zeros must decode to 0).
 bool sparseCompressed(const HfQuantModule& m) {
-    if (!m.sparsity || !m.mask) return false;
+    if (!m.sparsity) return false;
     if (!m.packed) return true;
     const WeightSettings& s = m.packed->settings;
     return quantFormatOf(m) != kPackQuantized && (s.format == WeightFormat::Fp8E4M3 || s.symmetric);
@@ -342,9 +336,9 @@ public:
         int sparse24 = 0, sparseOther = 0, allTwoFour = 1;
         int64_t zeros = 0, total = 0;
         for (const HfQuantModule* m : written) {
-            if (m->sparsity && m->mask) {
-                for (uint8_t k : *m->mask) zeros += k == 0;
-                total += int64_t(m->mask->size());
+            if (m->sparsity) {
+                zeros += m->maskZeros;
+                total += m->rows * m->cols;
                 const bool t4 = isTwoFour(*m);
                 allTwoFour &= int(t4);
                 if (sparseCompressed(*m)) {

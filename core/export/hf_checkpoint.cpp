@@ -198,8 +198,37 @@ public:
         return out;
     }
 
+    /// The 0/1 mask of a pruned module in file row order, and its summary (a byte per weight:
+    /// attached just before cannotExpress() / encode() and freed after).
+    void attachMask(ModuleHolder& h, const Item& it) const {
+        HfQuantModule& m = h.m;
+        const auto rows = fileRows(it);
+        const int64_t cols = m.cols;
+        h.mask.assign(size_t(m.rows * cols), 0);
+        for (size_t p = 0; p < it.parts.size(); ++p) {
+            const CompressedTensor& ct = *m_ov.compressed(it.parts[p]->name);
+            const std::vector<uint8_t> pm = compress::unpackMask(ct.maskBits, ct.rows * ct.cols);
+            for (int64_t r = 0; r < ct.rows; ++r)
+                std::memcpy(h.mask.data() + rows[p][size_t(r)] * cols, pm.data() + r * cols,
+                            size_t(cols));
+        }
+        m.mask = &h.mask;
+        m.maskZeros = 0;
+        for (uint8_t k : h.mask) m.maskZeros += k == 0;
+        m.maskTwoFour = cols % 4 == 0;
+        for (size_t i = 0; i + 3 < h.mask.size() && m.maskTwoFour; i += 4)
+            m.maskTwoFour = int(h.mask[i] != 0) + int(h.mask[i + 1] != 0) +
+                                int(h.mask[i + 2] != 0) + int(h.mask[i + 3] != 0) ==
+                            2;
+    }
+    static void freeMask(ModuleHolder& h) {
+        std::vector<uint8_t>().swap(h.mask);
+        h.m.mask = nullptr;
+    }
+
     /// The module for a weight whose parts are all quantised / pruned alike (checked by plan()).
-    std::unique_ptr<ModuleHolder> buildModule(const Item& it) const {
+    /// Without `withMask` a pruned module gets its mask later (attachMask).
+    std::unique_ptr<ModuleHolder> buildModule(const Item& it, bool withMask = true) const {
         auto h = std::make_unique<ModuleHolder>();
         HfQuantModule& m = h->m;
         m.module = it.name.substr(0, it.name.size() - 7); // without ".weight"
@@ -213,18 +242,7 @@ public:
             m.weightJson = j->second;
         const auto rows = fileRows(it);
         const int64_t cols = m.cols;
-        if (first.sparsity) {
-            h->mask.assign(size_t(m.rows * cols), 0);
-            for (size_t p = 0; p < it.parts.size(); ++p) {
-                const CompressedTensor& ct = *m_ov.compressed(it.parts[p]->name);
-                const std::vector<uint8_t> pm =
-                    compress::unpackMask(ct.maskBits, ct.rows * ct.cols);
-                for (int64_t r = 0; r < ct.rows; ++r)
-                    std::memcpy(h->mask.data() + rows[p][size_t(r)] * cols, pm.data() + r * cols,
-                                size_t(cols));
-            }
-            m.mask = &h->mask;
-        }
+        if (first.sparsity && withMask) attachMask(*h, it);
         if (!first.quantized) {
             if (it.parts.size() == 1 && it.rowMap.empty() &&
                 int64_t(first.floats.size()) == m.rows * cols) {
@@ -517,7 +535,7 @@ HfCheckpointResult Writer::run(const HfCheckpointOptions& opts) {
                 plain &= ct->rows * ct->cols == p->numel() && !m_ov.isLowRank(p->name);
             }
             if (!allReplaced || !anyQuant || !plain || !moduleProblem(it).empty()) continue;
-            auto h = buildModule(it);
+            auto h = buildModule(it, false); // plan() needs the settings, not the masks
             offered.push_back(&h->m);
             prebuilt[fp->name] = std::move(h);
         }
@@ -582,6 +600,7 @@ HfCheckpointResult Writer::run(const HfCheckpointOptions& opts) {
             if (problem.empty()) {
                 auto pb = prebuilt.find(f.name);
                 auto h = pb != prebuilt.end() ? std::move(pb->second) : buildModule(it);
+                if (h->m.sparsity && !h->m.mask) attachMask(*h, it);
                 problem = m_format.cannotExpress(h->m);
                 if (problem.empty()) {
                     const std::vector<HfTensorBlob> blobs = m_format.encode(h->m);
@@ -597,6 +616,7 @@ HfCheckpointResult Writer::run(const HfCheckpointOptions& opts) {
                     h->m.values = nullptr;
                     h->fused.codes.clear();
                     h->fused.codes.shrink_to_fit();
+                    freeMask(*h);
                     written.push_back(&h->m);
                     keep.push_back(std::move(h));
                     rep.status = "written";

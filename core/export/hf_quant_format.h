@@ -47,7 +47,11 @@ struct HfQuantModule {
     int64_t rows = 0, cols = 0; ///< [out, in]
     /// Pruned: the settings and the 0/1 mask (out * in, row-major, 1 = kept).
     std::optional<compress::SparsitySettings> sparsity;
+    /// Valid in cannotExpress() and encode() only: the writer frees it after encode() (a byte
+    /// per weight), so quantizationConfig() reads the summary below.
     const std::vector<uint8_t>* mask = nullptr;
+    int64_t maskZeros = 0;    ///< pruned weights of the mask
+    bool maskTwoFour = false; ///< every run of 4 inputs keeps exactly 2 (cols % 4 == 0)
     /// The layer's merged recipe weight section (method and its options: "method": "gptq",
     /// "damp", "act_order", "block_size"; "awq"; ...) for metadata such as GPTQ's desc_act.
     nlohmann::json weightJson;
