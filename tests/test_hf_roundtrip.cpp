@@ -19,8 +19,11 @@
 
 #include <QtTest/QtTest>
 
+#include <nlohmann/json.hpp>
+
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <memory>
@@ -201,6 +204,47 @@ private slots:
             ++n;
         }
         QCOMPARE(n, int(cases.size()) - (base->spec().isMamba() ? 2 : 0));
+    }
+
+    // The command line: each checkpoint format by name, the GPTQ zero-point conventions told
+    // apart in config.json, and the folder opens with the scheme it was written with.
+    void cliFormats() {
+        const std::string dir = lcwtest::tempDir("hfrt_cli");
+        const QString demo = QString::fromStdString(lcwtest::demoModelPath());
+        const std::pair<const char*, const char*> cases[] = {
+            {"compressed-tensors", "compressed-tensors"},
+            {"gptq", "gptq"},
+            {"gptq_v2", "gptq_v2"},
+            {"awq", "awq"}};
+        for (const auto& [format, marker] : cases) {
+            const std::string out = dir + "/" + format;
+            const auto r =
+                lcwtest::runCli({"export", demo, "--preset", "W4A16-g32", "--format", format,
+                                 "--out", QString::fromStdString(out), "--quiet", "--json"});
+            QVERIFY2(r.code == 0, r.err.constData());
+            const auto report = nlohmann::json::parse(r.out.toStdString());
+            QVERIFY(!report["modules"].empty());
+            std::ifstream in(out + "/config.json");
+            const auto cfg = nlohmann::json::parse(in);
+            const auto& q = cfg["quantization_config"];
+            const std::string method = q["quant_method"];
+            if (std::string(format).starts_with("gptq")) {
+                QCOMPARE(QString::fromStdString(method), QString("gptq"));
+                QCOMPARE(QString::fromStdString(q["checkpoint_format"].get<std::string>()),
+                         QString(marker));
+            } else {
+                QCOMPARE(QString::fromStdString(method), QString(marker));
+            }
+            auto m = Model::load(out);
+            QVERIFY(!m->tensorScheme("layers.0.attn.q").empty());
+            QVERIFY(m->quantizationSummary().find(std::string(format) == "gptq_v2" ? "v2" : "") !=
+                    std::string::npos);
+        }
+        const auto bad = lcwtest::runCli({"export", demo, "--preset", "W4A16-g32", "--format",
+                                          "gptq_v3", "--out", QString::fromStdString(dir + "/x")});
+        QCOMPARE(bad.code, 2);
+        QVERIFY(bad.err.contains("gptq_v2"));
+        std::filesystem::remove_all(dir);
     }
 };
 

@@ -23,6 +23,9 @@ const std::vector<HfExportFormatEntry>& hfExportFormats() {
     static const std::vector<HfExportFormatEntry> table = {
         {"compressed-tensors", &compressedTensorsFormat},
         {"gptq", [] { return gptqFormat(); }},
+        // GPTQModel's own convention (zero points as they are): what it loads asymmetric
+        // models from.
+        {"gptq_v2", [] { return gptqFormat({.v2 = true}); }},
         {"awq", &awqFormat},
     };
     return table;

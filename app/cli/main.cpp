@@ -91,7 +91,7 @@ commands:
                                            names) that reproduces the recipe on the full model;
                                            what it cannot express is listed, never dropped
   export MODEL (--recipe R.json|--preset P|--overlay DIR) [--calib FILE]
-         --format compressed-tensors|gptq|awq --out DIR [--json]
+         --format compressed-tensors|gptq|gptq_v2|awq --out DIR [--json]
                                            a Hugging Face folder for vLLM / transformers
                                            (llm-compressor's format, AutoGPTQ / GPTQModel,
                                            AutoAWQ) from an HF model folder (or a llama-family
