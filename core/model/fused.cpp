@@ -115,11 +115,14 @@ void addQkvSplit(Model& m, const ModelSpec& s, const TensorView& t, const std::s
 
 } // namespace
 
+bool isConv1dWeight(const ModelSpec& s, const TensorView& v) {
+    return s.conv1dWeights && v.shape.size() == 2 &&
+           (endsWith(v.name, ".attn.qkv") || endsWith(v.name, ".attn.o") ||
+            endsWith(v.name, ".mlp.up") || endsWith(v.name, ".mlp.down"));
+}
+
 void addSplitTensor(Model& m, const ModelSpec& s, TensorView v) {
-    if (s.conv1dWeights && v.shape.size() == 2 &&
-        (endsWith(v.name, ".attn.qkv") || endsWith(v.name, ".attn.o") ||
-         endsWith(v.name, ".mlp.up") || endsWith(v.name, ".mlp.down")))
-        v = transposed(m, v);
+    if (isConv1dWeight(s, v) && !v.fileTransposed) v = transposed(m, v);
     if (endsWith(v.name, ".attn.qkv") || endsWith(v.name, ".attn.qkv.bias")) {
         const bool bias = endsWith(v.name, ".bias");
         const std::string head = v.name.substr(0, v.name.size() - (bias ? 13 : 8));

@@ -8,7 +8,6 @@
 #include "core/model/loaders.h"
 #include "core/tokenizer/tokenizer.h"
 
-#include <cstring>
 #include <filesystem>
 
 namespace lcw::detail {
@@ -62,29 +61,8 @@ std::unique_ptr<Model> loadHfFolder(const std::string& folder, const LoadOptions
                                               cfgPath.string() + " declares " +
                                               std::to_string(spec.nLayers) + " layers");
             v.name = *c;
-            if (qi && spec.conv1dWeights && v.shape.size() == 2) {
-                // A quantised Conv1D holds the [out, in] linear; addSplitTensor expects the
-                // file's [in, out] layout for these names and transposes it back.
-                const bool conv = [&] {
-                    for (const char* sfx : {".attn.qkv", ".attn.o", ".mlp.up", ".mlp.down"}) {
-                        const size_t n = std::strlen(sfx);
-                        if (v.name.size() >= n && v.name.compare(v.name.size() - n, n, sfx) == 0)
-                            return true;
-                    }
-                    return false;
-                }();
-                if (conv) {
-                    const int64_t rows = v.shape[0], cols = v.shape[1];
-                    std::vector<std::byte> buf(size_t(v.nbytes));
-                    for (int64_t r = 0; r < rows; ++r)
-                        for (int64_t c2 = 0; c2 < cols; ++c2)
-                            std::memcpy(
-                                buf.data() + (uint64_t(c2) * uint64_t(rows) + uint64_t(r)) * 4,
-                                v.data + (uint64_t(r) * uint64_t(cols) + uint64_t(c2)) * 4, 4);
-                    v.shape = {cols, rows};
-                    v.data = m->ownBuffer(std::move(buf));
-                }
-            }
+            // A quantised Conv1D is dequantised as the [out, in] linear already.
+            if (qi && isConv1dWeight(spec, v)) v.fileTransposed = true;
             const size_t before = m->tensors().size();
             addSplitTensor(*m, spec, std::move(v));
             if (qi) {

@@ -21,8 +21,13 @@ std::unique_ptr<Tokenizer> loadTokenizerFile(const std::string& path, int64_t vo
 /// Adds a file tensor (already under its canonical or intermediate name) to the model, splitting
 /// fused tensors ("layers.N.attn.qkv" per spec.qkvLayout, "layers.N.mlp.gate_up", llama.cpp's
 /// merged "layers.N.mlp.experts_gate|up|down" and Phi-3's GGUF ffn_up) into their logical parts
-/// and transposing Conv1D weights (spec.conv1dWeights). The spec's dimensions must be set.
+/// and transposing Conv1D weights (isConv1dWeight) unless the view already holds them in
+/// [out, in] order (fileTransposed set: a weight a quantised checkpoint's loader dequantised).
+/// The spec's dimensions must be set.
 void addSplitTensor(Model& m, const ModelSpec& s, TensorView v);
+/// A GPT-2-style Conv1D weight, stored [in, out] in Hugging Face files: spec.conv1dWeights and a
+/// 2-D tensor named "....attn.qkv", "....attn.o", "....mlp.up" or "....mlp.down".
+bool isConv1dWeight(const ModelSpec& s, const TensorView& v);
 
 /// Validates the spec and the presence/shape/dtype of every tensor the architecture's forward
 /// needs (see expectedTensors()); throws FormatError naming `source` and the tensor on the first
