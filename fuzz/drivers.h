@@ -13,10 +13,12 @@
 #include "core/compress/compressed_model.h"
 #include "core/compress/recipe.h"
 #include "core/eval/results_store.h"
+#include "core/export/llmcompressor.h"
 #include "core/io/gguf.h"
 #include "core/io/hf_config.h"
 #include "core/io/llama2c.h"
 #include "core/io/safetensors.h"
+#include "core/io/tensor_values.h"
 #include "core/model/model.h"
 #include "core/project/project.h"
 #include "core/stats/stats_store.h"
@@ -263,15 +265,62 @@ inline bool driveOverlay(std::string_view in) {
     return false;
 }
 
+/// Quantised Hugging Face checkpoint (core/model/load_hf_quant.cpp): config.json [split
+/// model.safetensors [split quantize_config.json]] opened as a model folder; a model that loads
+/// has every tensor's values read, scheme and stored bytes asked for.
+inline bool driveHfQuant(std::string_view in) {
+    const auto parts = splitInput(in, 3);
+    std::filesystem::create_directories(tempDir() / "hfq");
+    writeTemp("hfq/config.json", parts[0]);
+    const char* const kFiles[] = {"hfq/model.safetensors", "hfq/quantize_config.json"};
+    for (size_t i = 0; i < 2; ++i) {
+        if (i + 1 < parts.size())
+            writeTemp(kFiles[i], parts[i + 1]);
+        else
+            removeTemp(kFiles[i]);
+    }
+    std::unique_ptr<Model> m;
+    if (!expectLcwErrors([&] { m = Model::load((tempDir() / "hfq").string()); })) return true;
+    for (const TensorView& t : m->tensors()) {
+        expectLcwErrors([&] {
+            std::vector<float> row;
+            if (dtypeIsFloatLike(t.dtype) && t.rows() > 0) readTensorRows(t, t.rows() - 1, 1, row);
+            (void)m->tensorScheme(t.name);
+            (void)m->tensorStoredBytes(t);
+        });
+    }
+    (void)m->quantizationSummary();
+    return false;
+}
+
+/// llm-compressor recipe YAML (core/export/llmcompressor.cpp), imported with the family
+/// spellings of every architecture and of llama; an imported recipe is planned on the bundled
+/// stories260K.
+inline bool driveLlmcRecipe(std::string_view in) {
+    const std::string path = writeTemp("recipe.yaml", in);
+    compress::Recipe r;
+    if (!expectLcwErrors([&] { r = exporter::importLlmCompressorRecipe(path); })) return true;
+    expectLcwErrors([&] { (void)exporter::importLlmCompressorRecipe(path, "llama"); });
+    expectLcwErrors([&] { (void)compress::planRecipe(r, baseModel()); });
+    return false;
+}
+
 /// Target name ("gguf", "hf_config", ...) -> driver.
 inline const std::map<std::string, std::function<bool(std::string_view)>>& drivers() {
     static const std::map<std::string, std::function<bool(std::string_view)>> m = {
-        {"gguf", driveGguf},          {"safetensors", driveSafetensors},
-        {"hf_config", driveHfConfig}, {"tokenizer", driveTokenizer},
-        {"llama2c", driveLlama2c},    {"npy", driveNpy},
-        {"stats", driveStats},        {"project", driveProject},
-        {"results", driveResults},    {"recipe", driveRecipe},
-        {"overlay", driveOverlay}};
+        {"gguf", driveGguf},
+        {"safetensors", driveSafetensors},
+        {"hf_config", driveHfConfig},
+        {"tokenizer", driveTokenizer},
+        {"llama2c", driveLlama2c},
+        {"npy", driveNpy},
+        {"stats", driveStats},
+        {"project", driveProject},
+        {"results", driveResults},
+        {"recipe", driveRecipe},
+        {"overlay", driveOverlay},
+        {"hf_quant", driveHfQuant},
+        {"llmc_recipe", driveLlmcRecipe}};
     return m;
 }
 
