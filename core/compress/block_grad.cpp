@@ -280,6 +280,34 @@ void LlamaBlock::forward(const BlockWeights& w, const MatD& x, MatD& y, Cache* c
     y = c.h + lin(c.m, kDown);
 }
 
+MatD LlamaBlock::attentionOutput(const BlockWeights& w, const MatD& xn) const {
+    const ModelSpec& s = m_s;
+    const int64_t T = m_T, hd = s.headDim, H = s.nHeads, group = s.nHeads / s.nKvHeads;
+    auto lin = [&](const MatD& in, int i) {
+        MatD out = in * w.w[size_t(i)].transpose();
+        if (w.b[size_t(i)].size()) out.rowwise() += w.b[size_t(i)].transpose();
+        return out;
+    };
+    MatD q = lin(xn, kQ), k = lin(xn, kK);
+    const MatD v = lin(xn, kV);
+    rope(q, H, false);
+    rope(k, s.nKvHeads, false);
+    MatD o(T, H * hd);
+    for (int64_t h = 0; h < H; ++h) {
+        const int64_t kv = h / group;
+        MatD S = (q.middleCols(h * hd, hd) * k.middleCols(kv * hd, hd).transpose()) * m_scale;
+        for (int64_t t = 0; t < T; ++t) {
+            const double mx = S.row(t).head(t + 1).maxCoeff();
+            double sum = 0;
+            for (int64_t j = 0; j <= t; ++j) sum += (S(t, j) = std::exp(S(t, j) - mx));
+            S.row(t).head(t + 1) /= sum;
+            S.row(t).tail(T - t - 1).setZero();
+        }
+        o.middleCols(h * hd, hd) = S * v.middleCols(kv * hd, hd);
+    }
+    return lin(o, kO);
+}
+
 void LlamaBlock::backward(const BlockWeights& w, const Cache& c, const MatD& dy,
                           BlockGrads& g) const {
     const ModelSpec& s = m_s;

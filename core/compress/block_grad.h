@@ -102,6 +102,10 @@ public:
     void setActivationQuant(const std::array<int, 4>& bits, const std::array<double, 4>& clip);
     /// x, y: [seqLen, dim] row-major. cache may be null (forward only).
     void forward(const BlockWeights& w, const MatD& x, MatD& y, Cache* cache) const;
+    /// The attention sub-module alone (no activation quantisation): q/k/v of the normed input xn
+    /// [seqLen, dim], RoPE, causal softmax attention (GQA), o — the o projection's output
+    /// (h − x of forward), for AWQ's module-output objective.
+    MatD attentionOutput(const BlockWeights& w, const MatD& xn) const;
     /// Adds dLoss/dweights to g given dLoss/dy for the forward that filled `c`.
     void backward(const BlockWeights& w, const Cache& c, const MatD& dy, BlockGrads& g) const;
 

@@ -6,6 +6,7 @@
 #include "core/common/dtype.h"
 #include "core/common/mapped_file.h"
 #include "core/compress/awq.h"
+#include "core/compress/block_grad.h"
 #include "core/compress/folding.h"
 #include "core/compress/gptq.h"
 #include "core/compress/omniquant.h"
@@ -57,7 +58,31 @@ AwqOptions awqOptions(const nlohmann::json& w) {
     readIf(a, "clip_search", o.clipSearch);
     readIf(a, "clip_grid", o.clipGrid);
     readIf(a, "max_shrink", o.maxShrink);
+    readIf(a, "rows", o.maxRows);
+    readIf(a, "seed", o.seed);
+    auto str = [&](const char* key, const char* def) {
+        return a.contains(key) ? a[key].get<std::string>() : std::string(def);
+    };
+    o.objective = str("objective", "module-output") == "joint-linears" ? AwqObjective::JointLinears
+                                                                       : AwqObjective::ModuleOutput;
+    o.gridRule = str("grid_rule", "reference") == "inclusive" ? AwqGridRule::Inclusive
+                                                              : AwqGridRule::Reference;
+    o.clip = str("clip", "auto") == "range" ? AwqClipMode::Range : AwqClipMode::Auto;
+    o.fpStats = str("stats", "fp") != "compressed";
     return o;
+}
+
+/// Whether a layer's statistics and search inputs come from the unquantised model (AWQ with
+/// "stats": "fp", the default) rather than through the overlay built so far.
+bool usesFpInputs(const LayerPlan& lp) {
+    return lp.weight.method == WeightMethod::Awq && awqOptions(lp.weightJson).fpStats;
+}
+
+/// SmoothQuant's "stats" of the rule that set a layer's α: "fp" (default) or "compressed".
+bool smoothFpStats(const Recipe& r, int rule) {
+    if (rule < 0 || size_t(rule) >= r.rules.size()) return true;
+    const auto& q = r.rules[size_t(rule)].smoothquant;
+    return !(q && q->is_object() && q->value("stats", std::string("fp")) == "compressed");
 }
 
 OmniQuantOptions omniOptions(const nlohmann::json& w) {
@@ -225,16 +250,38 @@ struct CalibratedRun {
 
 /// The block being compressed: its captured inputs, its folded tensors and what the steps
 /// before quantisation leave for it.
+/// AWQ's module-output objective on a Llama-style block: the block's fp forward (double) on the
+/// calibration windows, before any AWQ scaling (after SmoothQuant's folding).
+struct AwqModuleData {
+    std::unique_ptr<LlamaBlock> block;
+    BlockWeights bw;
+    std::vector<MatD> xn1, attnRef, xn2, mlpRef;        ///< per window: module inputs and outputs
+    std::map<std::string, std::vector<float>> meanAbs;  ///< per site kind, over all tokens
+    MatD gramO, gramDown;                               ///< Σ xᵀx of o's and down's inputs
+    std::map<std::string, std::vector<float>> clipRows; ///< per site kind: sampled token rows
+    int64_t tokens = 0, clipTokens = 0;
+};
+
 struct BlockWork {
     BlockWork(CompressedModel& cm, int b, const std::vector<size_t>& idx,
-              std::map<std::string, LinearInputs> in)
-        : b(b), bname("layers." + std::to_string(b)), idx(idx), inputs(std::move(in)), bt(cm) {}
+              std::map<std::string, LinearInputs> in, std::map<std::string, LinearInputs> fpIn)
+        : b(b), bname("layers." + std::to_string(b)), idx(idx), inputs(std::move(in)),
+          fpInputs(std::move(fpIn)), bt(cm) {}
 
     const int b;
     const std::string bname;
     const std::vector<size_t>& idx; ///< the block's plan entries
-    const std::map<std::string, LinearInputs> inputs;
+    /// Inputs captured through the overlay so far and through the unquantised model; one of the
+    /// two may be empty (not needed, or the same capture serves both).
+    const std::map<std::string, LinearInputs> inputs, fpInputs;
     BlockTensors bt;
+    std::map<std::string, std::vector<float>> awqScale; ///< AWQ's share of inScale (reference)
+    std::unique_ptr<AwqModuleData> awqData;
+
+    const std::map<std::string, LinearInputs>& in(bool fp) const {
+        if (fp) return fpInputs.empty() ? inputs : fpInputs;
+        return inputs.empty() ? fpInputs : inputs;
+    }
     std::map<std::string, std::vector<float>> inScale; ///< input scales folded so far, per linear
     std::map<std::string, json> details;
     std::map<std::string, const LayerPlan*> planOf;
@@ -273,7 +320,7 @@ void smoothQuantBlock(const CalibratedRun& run, BlockWork& w) {
         const std::string lead = w.bname + "." + kind;
         FoldSite site;
         std::string why;
-        if (!w.inputs.count(lead) || !findFoldSite(run.cm, w.b, lead, site, why)) continue;
+        if (!w.in(true).count(lead) || !findFoldSite(run.cm, w.b, lead, site, why)) continue;
         if (w.sitesDone.count(site.kind + "_sq")) continue;
         std::optional<std::pair<double, int>> alpha;
         for (const auto& l : site.linears)
@@ -286,10 +333,15 @@ void smoothQuantBlock(const CalibratedRun& run, BlockWork& w) {
             ws.push_back(w.bt.get(l).data());
             rows.push_back(w.bt.rows(l));
         }
+        // The reference (smoothquant's get_act_scales) takes max|X| from the unquantised model.
+        const bool fp = smoothFpStats(run.recipe, alpha->second);
         const auto s =
-            smoothQuantScales(w.inputs.at(lead).absMax, ws, rows, site.channels, alpha->first);
+            smoothQuantScales(w.in(fp).at(lead).absMax, ws, rows, site.channels, alpha->first);
         w.scaleInputs(site, s);
-        for (const auto& l : site.linears) w.details[l]["smoothquant_alpha"] = alpha->first;
+        for (const auto& l : site.linears) {
+            w.details[l]["smoothquant_alpha"] = alpha->first;
+            w.details[l]["smoothquant_stats"] = fp ? "fp" : "compressed";
+        }
     }
     for (const auto& [l, a] : run.P.smooth) {
         if (blockIndex(l) != w.b || w.details[l].contains("smoothquant_alpha")) continue;
@@ -339,7 +391,7 @@ std::vector<AwqMember> awqMembers(BlockWork& w, const FoldSite& site) {
 void awqScaleSite(BlockWork& w, const LayerPlan& lp, const FoldSite& site) {
     const auto s0 = Clock::now();
     const AwqOptions ao = awqOptions(lp.weightJson);
-    const LinearInputs& in = w.inputs.at(site.linears[0]);
+    const LinearInputs& in = w.in(ao.fpStats).at(site.linears[0]);
     const std::vector<float>* sc = w.scaleOf(site.linears[0]);
     int64_t n = 0;
     const std::vector<float> X = searchRows(in, sc, ao.maxRows, n);
@@ -354,11 +406,244 @@ void awqScaleSite(BlockWork& w, const LayerPlan& lp, const FoldSite& site) {
         w.details[l]["awq_alpha"] = r.alpha;
         w.details[l]["awq_search_error"] = r.error;
         w.details[l]["awq_identity_error"] = r.identityError;
+        w.details[l]["awq_objective"] = "joint-linears";
     }
 }
 
-/// Step 2: AWQ scales, one search per input shared by AWQ layers.
+/// Index of a block linear in BlockWeights::w from its canonical name, -1 when none.
+int blockLinearOf(const std::string& name) {
+    for (int i = 0; i < 7; ++i) {
+        const std::string suf = std::string(".") + blockLinearSuffix(i);
+        if (name.size() > suf.size() &&
+            name.compare(name.size() - suf.size(), suf.size(), suf) == 0)
+            return i;
+    }
+    return -1;
+}
+
+/// The site kind whose input a block linear reads (attn_in, attn_o, mlp_in, mlp_down).
+std::string awqSiteKindOf(const std::string& name) {
+    switch (blockLinearOf(name)) {
+    case kQ:
+    case kK:
+    case kV:
+        return "attn_in";
+    case kO:
+        return "attn_o";
+    case kGate:
+    case kUp:
+        return "mlp_in";
+    case kDown:
+        return "mlp_down";
+    default:
+        return "";
+    }
+}
+
+MatD doubleMatrix(const std::vector<float>& v, int64_t rows, int64_t cols) {
+    return Eigen::Map<const MatRF>(v.data(), rows, cols).cast<double>();
+}
+
+/// down(silu(gate·x) ∘ up·x) of the MLP, double.
+MatD mlpOutput(const BlockWeights& bw, const MatD& xn) {
+    const MatD g = xn * bw.w[kGate].transpose(), u = xn * bw.w[kUp].transpose();
+    const MatD m = g.unaryExpr([](double v) { return v / (1.0 + std::exp(-v)); }).cwiseProduct(u);
+    return m * bw.w[kDown].transpose();
+}
+
+/// The fp forward of a Llama-style block on the calibration windows (hidden states entering the
+/// block from `src`), with the block's weights as they are before AWQ's scaling.
+std::unique_ptr<AwqModuleData> awqModuleData(const CalibratedRun& run, BlockWork& w,
+                                             const WeightSource& src, const AwqOptions& ao) {
+    const ModelSpec& spec = run.base.spec();
+    const int64_t T = run.cal.seqLen(), dim = spec.dim;
+    const auto hidden = captureBlockHidden(src, run.cal, w.b);
+    if (hidden.empty()) return nullptr;
+    auto d = std::make_unique<AwqModuleData>();
+    d->block = std::make_unique<LlamaBlock>(spec, w.b, T);
+    d->bw = loadBlockWeights(run.cm, w.b);
+    for (int i = 0; i < 7; ++i) {
+        const std::string n = w.bname + "." + blockLinearSuffix(i);
+        d->bw.w[size_t(i)] = doubleMatrix(w.bt.get(n), w.bt.rows(n), w.bt.cols(n));
+    }
+    const std::vector<float>& an = w.bt.get(w.bname + ".attn_norm");
+    const std::vector<float>& mn = w.bt.get(w.bname + ".mlp_norm");
+    d->bw.attnNorm =
+        Eigen::Map<const Eigen::VectorXf>(an.data(), int64_t(an.size())).cast<double>();
+    d->bw.mlpNorm = Eigen::Map<const Eigen::VectorXf>(mn.data(), int64_t(mn.size())).cast<double>();
+    const int64_t N = int64_t(hidden.size()) * T;
+    d->tokens = N;
+    const std::vector<int64_t> pick = awqSampleTokens(N, ao.maxRows, ao.seed);
+    d->clipTokens = int64_t(pick.size());
+    std::map<std::string, Eigen::VectorXd> sumAbs;
+    size_t next = 0;
+    for (size_t smp = 0; smp < hidden.size(); ++smp) {
+        const MatD x = Eigen::Map<const MatRF>(hidden[smp].data(), T, dim).cast<double>();
+        MatD y;
+        LlamaBlock::Cache c;
+        d->block->forward(d->bw, x, y, &c);
+        const std::pair<const char*, const MatD*> site[4] = {
+            {"attn_in", &c.xn1}, {"attn_o", &c.o}, {"mlp_in", &c.xn2}, {"mlp_down", &c.m}};
+        for (const auto& [kind, X] : site) {
+            const Eigen::VectorXd a = X->cwiseAbs().colwise().sum().transpose();
+            auto& acc = sumAbs[kind];
+            if (acc.size() == 0) acc = Eigen::VectorXd::Zero(a.size());
+            acc += a;
+        }
+        if (d->gramO.size() == 0) {
+            d->gramO = MatD::Zero(c.o.cols(), c.o.cols());
+            d->gramDown = MatD::Zero(c.m.cols(), c.m.cols());
+        }
+        d->gramO.noalias() += c.o.transpose() * c.o;
+        d->gramDown.noalias() += c.m.transpose() * c.m;
+        for (; next < pick.size() && pick[next] / T == int64_t(smp); ++next) {
+            const int64_t t = pick[next] % T;
+            for (const auto& [kind, X] : site)
+                for (int64_t j = 0; j < X->cols(); ++j)
+                    d->clipRows[kind].push_back(float((*X)(t, j)));
+        }
+        d->attnRef.push_back(d->block->attentionOutput(d->bw, c.xn1));
+        d->mlpRef.push_back(mlpOutput(d->bw, c.xn2));
+        d->xn1.push_back(std::move(c.xn1));
+        d->xn2.push_back(std::move(c.xn2));
+    }
+    for (const auto& [kind, acc] : sumAbs) {
+        auto& m = d->meanAbs[kind];
+        for (int64_t j = 0; j < acc.size(); ++j) m.push_back(float(acc(j) / double(N)));
+    }
+    return d;
+}
+
+/// The module-output loss of a site: the mean squared difference of the inspected module's
+/// output (attention for q/k/v, MLP for gate/up, the linear for o and down) from the fp output.
+AwqLoss awqModuleLoss(const AwqModuleData& d, const FoldSite& site,
+                      const std::vector<AwqMember>& members) {
+    auto candidate = [&d, &members, &site](const std::vector<std::vector<float>>& wq) {
+        BlockWeights cand = d.bw;
+        for (size_t k = 0; k < members.size(); ++k)
+            if (!wq[k].empty())
+                cand.w[size_t(blockLinearOf(members[k].name))] =
+                    doubleMatrix(wq[k], members[k].rows, site.channels);
+        return cand;
+    };
+    const double N = double(d.tokens);
+    if (site.kind == "attn_in" || site.kind == "mlp_in") {
+        const bool attn = site.kind == "attn_in";
+        return [&d, candidate, attn, N](const std::vector<std::vector<float>>& wq,
+                                        const std::vector<float>&) {
+            const BlockWeights cand = candidate(wq);
+            double sum = 0;
+            int64_t width = 0;
+            for (size_t s = 0; s < d.xn1.size(); ++s) {
+                const MatD out =
+                    attn ? d.block->attentionOutput(cand, d.xn1[s]) : mlpOutput(cand, d.xn2[s]);
+                const MatD& ref = attn ? d.attnRef[s] : d.mlpRef[s];
+                sum += (out - ref).squaredNorm();
+                width = out.cols();
+            }
+            return sum / (N * double(width));
+        };
+    }
+    // A single linear: mean over tokens and rows of (x·(w − ŵ))², exactly from Σ xᵀx.
+    const MatD& G = site.kind == "attn_o" ? d.gramO : d.gramDown;
+    return [&G, &members, &site, N](const std::vector<std::vector<float>>& wq,
+                                    const std::vector<float>&) {
+        const AwqMember& m = members[0];
+        if (wq[0].empty()) return 0.0;
+        const MatD D = doubleMatrix(wq[0], m.rows, site.channels) -
+                       doubleMatrix(std::vector<float>(m.w, m.w + m.rows * site.channels), m.rows,
+                                    site.channels);
+        return (D * G).cwiseProduct(D).sum() / (N * double(m.rows));
+    };
+}
+
+/// llm-awq's auto_scale for a block: every site searched on the weights before AWQ's scaling
+/// (llm-awq restores the block after each search) in its order q/k/v, o, gate/up, down; o only
+/// where v and o have the same shape; then all scales folded. The module-output objective needs
+/// a Llama-style block (block_grad.h); other blocks fall back to the joint-linears objective on
+/// sampled rows (noted in the layer details).
+void awqReferenceSites(const CalibratedRun& run, BlockWork& w,
+                       std::vector<std::pair<FoldSite, const LayerPlan*>> sites) {
+    const auto s0 = Clock::now();
+    auto rank = [](const std::string& k) {
+        return k == "attn_in" ? 0 : k == "attn_o" ? 1 : k == "mlp_in" ? 2 : k == "mlp_down" ? 3 : 4;
+    };
+    std::stable_sort(sites.begin(), sites.end(), [&](const auto& a, const auto& b) {
+        return rank(a.first.kind) < rank(b.first.kind);
+    });
+    std::vector<std::pair<FoldSite, const LayerPlan*>> kept;
+    for (auto& sp : sites) {
+        const FoldSite& site = sp.first;
+        if (site.kind == "attn_o") {
+            const std::string v = w.bname + ".attn.v", o = site.linears[0];
+            if (w.bt.has(v) && (w.bt.rows(v) != w.bt.rows(o) || w.bt.cols(v) != w.bt.cols(o))) {
+                w.details[o]["awq_site"] = "none";
+                w.details[o]["note"] =
+                    "awq: no scaling of o's input (v and o differ in shape: grouped-query "
+                    "attention), as llm-awq's auto_scale; clipping only";
+                continue;
+            }
+        }
+        kept.push_back(std::move(sp));
+    }
+    if (kept.empty()) return;
+    const AwqOptions ao0 = awqOptions(kept[0].second->weightJson);
+    const std::string why = LlamaBlock::unsupportedReason(run.base.spec(), w.b, run.cal.seqLen());
+    if (why.empty()) {
+        w.awqData = awqModuleData(run, w,
+                                  ao0.fpStats ? static_cast<const WeightSource&>(run.base)
+                                              : static_cast<const WeightSource&>(run.cm),
+                                  ao0);
+    }
+    std::vector<AwqScaleResult> found;
+    std::vector<std::string> objective;
+    for (const auto& [site, lp] : kept) {
+        const AwqOptions ao = awqOptions(lp->weightJson);
+        const std::vector<AwqMember> members = awqMembers(w, site);
+        if (w.awqData && w.awqData->meanAbs.count(site.kind)) {
+            found.push_back(awqSearchScaleLoss(site.channels, w.awqData->meanAbs.at(site.kind),
+                                               members, ao,
+                                               awqModuleLoss(*w.awqData, site, members)));
+            objective.push_back("module-output");
+            continue;
+        }
+        const LinearInputs& in = w.in(ao.fpStats).at(site.linears[0]);
+        const std::vector<float>* sc = w.scaleOf(site.linears[0]);
+        int64_t n = 0;
+        const std::vector<float> X = searchRows(in, sc, ao.maxRows, n);
+        found.push_back(
+            awqSearchScale(X.data(), n, site.channels, awqStatistic(in, sc, site), members, ao));
+        objective.push_back("joint-linears (module-output needs a Llama-style block: " +
+                            (why.empty() ? std::string("capture cancelled") : why) + ")");
+    }
+    const double secs = secondsSince(s0);
+    size_t nl = 0;
+    for (const auto& sp : kept) nl += sp.first.linears.size();
+    for (size_t i = 0; i < kept.size(); ++i) {
+        const FoldSite& site = kept[i].first;
+        const AwqScaleResult& r = found[i];
+        w.scaleInputs(site, r.scale);
+        for (const auto& l : site.linears) {
+            auto& v = w.awqScale[l];
+            if (v.empty()) v.assign(r.scale.size(), 1.0f);
+            for (size_t j = 0; j < r.scale.size(); ++j) v[j] *= r.scale[j];
+            w.searchSeconds[l] = secs / double(nl);
+            json& d = w.details[l];
+            d["awq_site"] = site.kind;
+            d["awq_alpha"] = r.alpha;
+            d["awq_search_error"] = r.error;
+            d["awq_identity_error"] = r.identityError;
+            d["awq_objective"] = objective[i];
+            d["awq_stats"] = ao0.fpStats ? "fp" : "compressed";
+        }
+    }
+}
+
+/// Step 2: AWQ scales, one search per input shared by AWQ layers: llm-awq's procedure
+/// (awqReferenceSites) or, with "objective": "joint-linears", lcw's (each site searched and
+/// folded in plan order).
 void awqScaleBlock(const CalibratedRun& run, BlockWork& w) {
+    std::vector<std::pair<FoldSite, const LayerPlan*>> reference;
     for (size_t i : w.idx) {
         const LayerPlan& lp = run.P.layers[i];
         if (lp.weight.method != WeightMethod::Awq) continue;
@@ -370,8 +655,12 @@ void awqScaleBlock(const CalibratedRun& run, BlockWork& w) {
         }
         if (w.sitesDone.count(site.kind)) continue;
         w.sitesDone.insert(site.kind);
-        awqScaleSite(w, lp, site);
+        if (awqOptions(lp.weightJson).objective == AwqObjective::JointLinears)
+            awqScaleSite(w, lp, site);
+        else
+            reference.emplace_back(site, &lp);
     }
+    if (!reference.empty()) awqReferenceSites(run, w, std::move(reference));
 }
 
 /// LET's folded norms and scaled weights replace the block's tensors; shift biases the base
@@ -532,12 +821,43 @@ PackedTensor quantiseWithMethod(const CalibratedRun& run, BlockWork& w, const La
     case WeightMethod::Gptq:
         return gptqLayer(lp, Wq, in, sc, outl, imp, det);
     case WeightMethod::Awq: {
-        const AwqOptions ao = awqOptions(lp.weightJson);
+        AwqOptions ao = awqOptions(lp.weightJson);
+        const bool autoClip = ao.clip == AwqClipMode::Auto;
+        const int li = blockLinearOf(lp.name);
+        std::vector<float> X;
         int64_t n = 0;
-        const std::vector<float> X = searchRows(in, sc, ao.maxRows, n);
+        if (autoClip && (li == kQ || li == kK)) {
+            // llm-awq's auto_clip skips q and k ("due to qk bmm, it is hard to clip precisely").
+            ao.clipSearch = false;
+            det["clip_note"] = "auto clip skips q and k, as llm-awq";
+        }
+        const std::string kind = awqSiteKindOf(lp.name);
+        if (!autoClip) {
+            X = searchRows(in, sc, ao.maxRows, n);
+        } else if (ao.objective == AwqObjective::ModuleOutput && w.awqData &&
+                   w.awqData->clipRows.count(kind)) {
+            // Sampled tokens of the fp forward, divided by AWQ's scales of this layer.
+            X = w.awqData->clipRows.at(kind);
+            n = w.awqData->clipTokens;
+            if (const auto it = w.awqScale.find(lp.name); it != w.awqScale.end())
+                for (int64_t r = 0; r < n; ++r)
+                    for (int64_t j = 0; j < lp.cols; ++j)
+                        X[size_t(r * lp.cols + j)] /= it->second[size_t(j)];
+        } else {
+            // Rows of the capture's sample drawn at random (seeded).
+            for (int64_t r : awqSampleTokens(in.sampleRows, ao.maxRows, ao.seed)) {
+                for (int64_t j = 0; j < lp.cols; ++j)
+                    X.push_back(in.sample[size_t(r * lp.cols + j)] /
+                                (sc ? (*sc)[size_t(j)] : 1.0f));
+                ++n;
+            }
+        }
         AwqClipResult c = awqClipQuantize(X.data(), n, lp.cols, Wq.data(), lp.rows, lp.weight, ao,
                                           lp.name, dataOrNull(imp));
+        det["clip_mode"] = autoClip ? "auto" : "range";
         det["clip"] = c.clipped ? c.meanClip : 1.0;
+        if (c.clipped) det["clip_min"] = c.minClip;
+        if (autoClip && ao.clipSearch && !lp.weight.ggufGrid) det["clip_tokens"] = n;
         return std::move(c.packed);
     }
     case WeightMethod::OmniQuant:
@@ -599,8 +919,9 @@ bool quantiseBlockLayers(CalibratedRun& run, BlockWork& w) {
             return false;
         const auto l0 = Clock::now();
         const std::vector<float> W = w.bt.get(lp.name);
-        const auto itIn = w.inputs.find(lp.name);
-        if (itIn == w.inputs.end())
+        const auto& ins = w.in(usesFpInputs(lp));
+        const auto itIn = ins.find(lp.name);
+        if (itIn == ins.end())
             quantiseUnreachedLayer(run, w, lp, W, l0);
         else
             quantiseCalibratedLayer(run, w, lp, W, itIn->second, l0);
@@ -614,18 +935,36 @@ void keepFoldedFloats(CalibratedRun& run, BlockWork& w) {
         if (!w.quantised.count(name)) run.cm.setFloatTensor(name, w.bt.get(name));
 }
 
-/// Captures a block's inputs through the overlay so far and compresses its layers. False when
-/// cancelled.
+/// Captures a block's inputs through the overlay so far (GPTQ, RTN, ...) and, for AWQ and
+/// SmoothQuant with "stats": "fp" (their references' statistics), through the unquantised model,
+/// and compresses its layers. Before the first block both captures are the same and one is
+/// made. False when cancelled.
 bool compressBlock(CalibratedRun& run, int b, const std::vector<size_t>& idx) {
-    RangeProgress capP(run.progress, run.unit / run.nUnits, (run.unit + 0.5) / run.nUnits);
+    bool needFp = false, needOverlay = false;
+    for (size_t i : idx) (usesFpInputs(run.P.layers[i]) ? needFp : needOverlay) = true;
+    for (const auto& [l, a] : run.P.smooth)
+        if (blockIndex(l) == b) (smoothFpStats(run.recipe, a.second) ? needFp : needOverlay) = true;
+    const bool overlay = needOverlay || !needFp || run.unit == 0;
+    const bool fp = needFp && !(overlay && run.unit == 0);
+    const double mid = overlay && fp ? 0.25 : 0.5;
     const auto c0 = Clock::now();
-    auto inputs = captureBlockInputs(run.cm, run.cal, b, run.opts.capture, capP);
+    std::map<std::string, LinearInputs> inputs, fpInputs;
+    if (overlay) {
+        RangeProgress capP(run.progress, run.unit / run.nUnits, (run.unit + mid) / run.nUnits);
+        inputs = captureBlockInputs(run.cm, run.cal, b, run.opts.capture, capP);
+        if (inputs.empty()) return false;
+    }
+    if (fp) {
+        RangeProgress capP(run.progress, (run.unit + 0.5 - mid) / run.nUnits,
+                           (run.unit + 0.5) / run.nUnits);
+        fpInputs = captureBlockInputs(run.base, run.cal, b, run.opts.capture, capP);
+        if (fpInputs.empty()) return false;
+    }
     run.res.captureSeconds += secondsSince(c0);
-    if (inputs.empty()) return false;
     if (!run.progress.report((run.unit + 0.5) / run.nUnits,
                              "layers." + std::to_string(b) + ": quantising"))
         return false;
-    BlockWork w(run.cm, b, idx, std::move(inputs));
+    BlockWork w(run.cm, b, idx, std::move(inputs), std::move(fpInputs));
     for (size_t i : idx) w.planOf[run.P.layers[i].name] = &run.P.layers[i];
     smoothQuantBlock(run, w);
     awqScaleBlock(run, w);

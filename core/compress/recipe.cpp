@@ -135,7 +135,20 @@ void validateWeight(const json& w, int rule) {
     if (w.contains("awq")) {
         const json& a = w["awq"];
         if (!a.is_object()) fail(rule, "weight.awq", "expected an object, got " + a.dump());
-        checkKeys(a, {"grid", "clip_search", "clip_grid", "max_shrink"}, rule, "weight.awq.");
+        checkKeys(a,
+                  {"grid", "clip_search", "clip_grid", "max_shrink", "objective", "grid_rule",
+                   "clip", "stats", "rows", "seed"},
+                  rule, "weight.awq.");
+        if (a.contains("objective"))
+            strField(a["objective"], rule, "weight.awq.objective",
+                     {"module-output", "joint-linears"});
+        if (a.contains("grid_rule"))
+            strField(a["grid_rule"], rule, "weight.awq.grid_rule", {"reference", "inclusive"});
+        if (a.contains("clip")) strField(a["clip"], rule, "weight.awq.clip", {"auto", "range"});
+        if (a.contains("stats"))
+            strField(a["stats"], rule, "weight.awq.stats", {"fp", "compressed"});
+        if (a.contains("rows")) intField(a["rows"], rule, "weight.awq.rows", 1, 1 << 20);
+        if (a.contains("seed")) intField(a["seed"], rule, "weight.awq.seed", 0, int64_t(1) << 62);
         if (a.contains("grid")) intField(a["grid"], rule, "weight.awq.grid", 1, 1000);
         if (a.contains("clip_search")) boolField(a["clip_search"], rule, "weight.awq.clip_search");
         if (a.contains("clip_grid"))
@@ -168,7 +181,8 @@ void validateWeight(const json& w, int rule) {
 
 void validateSmoothQuant(const json& q, int rule) {
     if (!q.is_object()) fail(rule, "smoothquant", "expected an object or null, got " + q.dump());
-    checkKeys(q, {"alpha"}, rule, "smoothquant.");
+    checkKeys(q, {"alpha", "stats"}, rule, "smoothquant.");
+    if (q.contains("stats")) strField(q["stats"], rule, "smoothquant.stats", {"fp", "compressed"});
     if (!q.contains("alpha")) fail(rule, "smoothquant.alpha", "missing");
     numField(q["alpha"], rule, "smoothquant.alpha", 0.0, 1.0);
 }
