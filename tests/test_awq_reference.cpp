@@ -12,6 +12,7 @@
 #include "core/compress/compressed_model.h"
 #include "core/compress/quantizer.h"
 #include "core/compress/recipe.h"
+#include "core/compress/smoothquant.h"
 #include "core/io/quants.h"
 #include "core/model/model.h"
 #include "core/model/synthetic.h"
@@ -626,6 +627,49 @@ private slots:
                     rep.at(l.name)->details["awq_alpha"].get<double>())
                 ++same;
         QVERIFY(same < int(def.layers.size()));
+    }
+
+    /// SmoothQuant takes max|X| from the unquantised model (smoothquant's get_act_scales runs
+    /// the original model), also for blocks after quantised ones; "stats": "compressed" keeps
+    /// lcw's earlier capture through the overlay.
+    void smoothQuantStatsFromTheUnquantisedModel() {
+        auto m = Model::load(lcwtest::demoModelPath());
+        const CalibrationSet cal = textCalibration(*m, 8, 128);
+        auto recipe = [](json sq) {
+            return Recipe::fromJson(
+                {{"lcw_recipe", 1},
+                 {"name", "sq"},
+                 {"rules", json::array({{{"targets", {"layers.*"}},
+                                         {"weight", {{"bits", 3}, {"granularity", "channel"}}},
+                                         {"smoothquant", sq}}})}});
+        };
+        NullProgress np;
+        const auto base = captureBlockInputs(*m, cal, 2, {}, np);
+        const LinearInputs& x = base.at("layers.2.attn.q");
+        VecF w[3];
+        std::vector<const float*> ws;
+        std::vector<int64_t> rows;
+        for (int i = 0; i < 3; ++i) {
+            w[i] = floatsOf(*m, std::string("layers.2.") + kNames[i]);
+            ws.push_back(w[i].data());
+            rows.push_back(m->get(std::string("layers.2.") + kNames[i]).rows());
+        }
+        const VecF s = smoothQuantScales(x.absMax, ws, rows, x.cols, 0.5);
+        const VecF norm = floatsOf(*m, "layers.2.attn_norm");
+        auto maxDiff = [&](const CompressResult& r) {
+            const VecF got = r.model->compressed("layers.2.attn_norm")->values();
+            double d = 0;
+            for (size_t j = 0; j < got.size(); ++j)
+                d = std::max(d, double(std::fabs(got[j] - norm[j] / s[j])));
+            return d;
+        };
+        const auto fp = runCompress(*m, recipe({{"alpha", 0.5}}), cal);
+        QVERIFY(maxDiff(fp) < 1e-7);
+        const auto comp = runCompress(*m, recipe({{"alpha", 0.5}, {"stats", "compressed"}}), cal);
+        QVERIFY(maxDiff(comp) > 1e-5);
+        for (const auto& l : comp.layers)
+            if (l.name == "layers.2.attn.q")
+                QCOMPARE(l.details.value("smoothquant_stats", ""), std::string("compressed"));
     }
 
     void grids() {

@@ -1,6 +1,7 @@
 // compress() with calibration data: block by block, each block's inputs captured through the
-// overlay built so far, then SmoothQuant folding, AWQ scale search and folding, and every layer
-// quantised with its method (RTN, GPTQ, AWQ clipping), outlier columns kept in 16 bits.
+// overlay built so far (and through the unquantised model for AWQ and SmoothQuant, as their
+// references take their statistics), then SmoothQuant folding, AWQ scale search and folding, and
+// every layer quantised with its method (RTN, GPTQ, AWQ clipping), outlier columns kept in 16 bits.
 #include "core/compress/pipeline.h"
 
 #include "core/common/dtype.h"
@@ -532,15 +533,18 @@ AwqLoss awqModuleLoss(const AwqModuleData& d, const FoldSite& site,
         return [&d, candidate, attn, N](const std::vector<std::vector<float>>& wq,
                                         const std::vector<float>&) {
             const BlockWeights cand = candidate(wq);
-            double sum = 0;
-            int64_t width = 0;
-            for (size_t s = 0; s < d.xn1.size(); ++s) {
-                const MatD out =
-                    attn ? d.block->attentionOutput(cand, d.xn1[s]) : mlpOutput(cand, d.xn2[s]);
-                const MatD& ref = attn ? d.attnRef[s] : d.mlpRef[s];
-                sum += (out - ref).squaredNorm();
-                width = out.cols();
+            // Per window, summed in order afterwards: the same loss with any thread count.
+            std::vector<double> part(d.xn1.size(), 0.0);
+            const int64_t width = attn ? d.attnRef[0].cols() : d.mlpRef[0].cols();
+            // omp: nothrow (Eigen products on allocated matrices)
+#pragma omp parallel for schedule(dynamic)
+            for (int64_t s = 0; s < int64_t(d.xn1.size()); ++s) {
+                const MatD out = attn ? d.block->attentionOutput(cand, d.xn1[size_t(s)])
+                                      : mlpOutput(cand, d.xn2[size_t(s)]);
+                part[size_t(s)] = (out - (attn ? d.attnRef : d.mlpRef)[size_t(s)]).squaredNorm();
             }
+            double sum = 0;
+            for (double v : part) sum += v;
             return sum / (N * double(width));
         };
     }

@@ -388,6 +388,11 @@ LlmcExport exportLlmCompressorRecipe(const compress::Recipe& recipe, const Model
                 approx("AWQ clipping search (awq.clip_search): llm-compressor's AWQModifier "
                        "searches the scales only; written without it",
                        lp.name);
+            if (a.value("objective", "module-output") == "joint-linears" ||
+                a.value("grid_rule", "reference") == "inclusive")
+                approx("AWQ objective joint-linears / grid_rule inclusive (lcw's variants): "
+                       "AWQModifier searches α = i/n_grid on the module output; written as that",
+                       lp.name);
         } else if (w.method == WeightMethod::OmniQuant) {
             approx("OmniQuant: llm-compressor has no OmniQuant modifier; written as "
                    "QuantizationModifier (round to nearest) on the same grid",
