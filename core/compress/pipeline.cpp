@@ -583,8 +583,8 @@ void awqReferenceSites(const CalibratedRun& run, BlockWork& w,
             if (w.bt.has(v) && (w.bt.rows(v) != w.bt.rows(o) || w.bt.cols(v) != w.bt.cols(o))) {
                 w.details[o]["awq_site"] = "none";
                 w.details[o]["note"] =
-                    "awq: no scaling of o's input (v and o differ in shape: grouped-query "
-                    "attention), as llm-awq's auto_scale; clipping only";
+                    "awq: o's input not scaled (v and o differ in shape: grouped-query "
+                    "attention), as llm-awq's auto_scale";
                 continue;
             }
         }
@@ -858,7 +858,7 @@ PackedTensor quantiseWithMethod(const CalibratedRun& run, BlockWork& w, const La
         }
         AwqClipResult c = awqClipQuantize(X.data(), n, lp.cols, Wq.data(), lp.rows, lp.weight, ao,
                                           lp.name, dataOrNull(imp));
-        det["clip_mode"] = autoClip ? "auto" : "range";
+        det["clip_mode"] = lp.weight.ggufGrid ? "none (GGUF grid)" : autoClip ? "auto" : "range";
         det["clip"] = c.clipped ? c.meanClip : 1.0;
         if (c.clipped) det["clip_min"] = c.minClip;
         if (autoClip && ao.clipSearch && !lp.weight.ggufGrid) det["clip_tokens"] = n;
