@@ -1099,7 +1099,19 @@ bool useRecipeImatrix(const Model& base, const Recipe& recipe, CompressOptions& 
             throw RecipeError(-1, "imatrix",
                               "\"calibrate\" computes the importance matrix from calibration "
                               "text, and none was given");
-        ImatrixResult ir = computeImatrix(base, *opts.calibration, {}, progress);
+        // llama-imatrix reads consecutive chunks: a randomly sampled set is re-cut from its
+        // text as consecutive windows of the same length and count.
+        const CalibrationSet* cal = opts.calibration;
+        CalibrationSet chunks;
+        if (cal->sampling != CalibrationSampling::Consecutive) {
+            CalibrationOptions co;
+            co.samples = int64_t(cal->samples.size());
+            co.seqLen = cal->seqLen();
+            co.sampling = CalibrationSampling::Consecutive;
+            chunks = loadCalibration(base, cal->source, co);
+            cal = &chunks;
+        }
+        ImatrixResult ir = computeImatrix(base, *cal, {}, progress);
         if (ir.status == Status::Cancelled) return false;
         own = std::move(ir.imatrix);
     } else {
