@@ -215,7 +215,7 @@ bool parseNM(const std::string& p, int& n, int& m) {
 
 void validateSparsity(const json& o, int rule) {
     if (!o.is_object()) fail(rule, "sparsity", "expected an object or null, got " + o.dump());
-    checkKeys(o, {"method", "ratio", "pattern", "block_size", "damp"}, rule, "sparsity.");
+    checkKeys(o, {"method", "ratio", "pattern", "block_size", "damp", "count"}, rule, "sparsity.");
     if (o.contains("method"))
         strField(o["method"], rule, "sparsity.method", {"magnitude", "wanda", "sparsegpt"});
     if (o.contains("ratio")) {
@@ -241,6 +241,7 @@ void validateSparsity(const json& o, int rule) {
     if (o.contains("block_size"))
         intField(o["block_size"], rule, "sparsity.block_size", 1, 1 << 16);
     if (o.contains("damp")) numField(o["damp"], rule, "sparsity.damp", 0.0, 1.0);
+    if (o.contains("count")) strField(o["count"], rule, "sparsity.count", {"reference", "exact"});
 }
 
 void validateStructured(const json& o, int rule) {
@@ -870,6 +871,9 @@ SparsitySettings resolveSparsity(const json& o) {
     }
     if (o.contains("block_size")) s.blockSize = o["block_size"].get<int64_t>();
     if (o.contains("damp")) s.damp = o["damp"].get<double>();
+    if (o.contains("count"))
+        s.count = o["count"].get<std::string>() == "exact" ? SparsityCount::Exact
+                                                           : SparsityCount::Reference;
     return s;
 }
 
