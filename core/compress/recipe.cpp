@@ -122,8 +122,11 @@ void validateWeight(const json& w, int rule) {
     if (!w.is_object()) fail(rule, "weight", "expected an object or null, got " + w.dump());
     checkKeys(w,
               {"bits", "format", "symmetric", "granularity", "group_size", "method", "gguf", "damp",
-               "act_order", "block_size", "awq", "epochs", "lr", "let", "lr_let", "let_shift"},
+               "act_order", "block_size", "awq", "epochs", "lr", "let", "lr_let", "let_shift",
+               "true_sequential"},
               rule, "weight.");
+    if (w.contains("true_sequential"))
+        boolField(w["true_sequential"], rule, "weight.true_sequential");
     if (w.contains("damp")) numField(w["damp"], rule, "weight.damp", 1e-6, 1.0);
     if (w.contains("act_order")) boolField(w["act_order"], rule, "weight.act_order");
     if (w.contains("block_size")) intField(w["block_size"], rule, "weight.block_size", 1, 4096);
