@@ -99,7 +99,11 @@ std::string SparsitySettings::describe() const {
         s = b;
         s += pattern == SparsityPattern::PerRow ? "per-row" : "unstructured";
     }
-    return s + " " + sparsityMethodName(method);
+    s += std::string(" ") + sparsityMethodName(method);
+    if (method == SparsityMethod::SparseGpt && pattern != SparsityPattern::NM &&
+        count == SparsityCount::Exact)
+        s += " (exact count)";
+    return s;
 }
 
 namespace {

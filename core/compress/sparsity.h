@@ -44,7 +44,7 @@ struct SparsitySettings {
     /// SparseGPT unstructured / per-row: the count rule per lazy block (N:M and the other
     /// methods ignore it).
     SparsityCount count = SparsityCount::Reference;
-    /// "50% unstructured magnitude", "2:4 sparsegpt".
+    /// "50% unstructured magnitude", "2:4 sparsegpt", "50% unstructured sparsegpt (exact count)".
     std::string describe() const;
     bool needsCalibration() const { return method != SparsityMethod::Magnitude; }
 };
