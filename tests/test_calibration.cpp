@@ -7,6 +7,8 @@
 #include "core/tokenizer/tokenizer.h"
 #include "test_util.h"
 
+#include <nlohmann/json.hpp>
+
 #include <cmath>
 #include <fstream>
 #include <map>
@@ -136,6 +138,48 @@ private slots:
         // The old default cut keeps at most tokens / seqLen windows.
         o1.sampling = CalibrationSampling::Consecutive;
         QCOMPARE(int64_t(loadCalibration(*m, text, o1).samples.size()), T / L);
+    }
+
+    // lcw-cli: --calib-sampling / --calib-seed reach loadCalibration and compress --json
+    // records them.
+    void cliSamplingFlags() {
+        const QString model = QString::fromStdString(demoModel());
+        const QString text =
+            QString::fromStdString(lcwtest::sourcePath("resources/data/tinystories_eval.txt"));
+        const std::string dir = lcwtest::tempDir("calib-cli");
+        const std::string recipe = dir + "/gptq.json";
+        std::ofstream(recipe) << R"({"lcw_recipe": 1, "rules": [{"targets": ["layers.0.attn.q"],
+            "weight": {"bits": 4, "group_size": 32, "method": "gptq"}}]})";
+        auto compress = [&](QStringList extra) {
+            QStringList args = {"compress",  model, "--recipe",  QString::fromStdString(recipe),
+                                "--calib",   text,  "--samples", "4",
+                                "--seq-len", "64",  "--json",    "--quiet"};
+            args += extra;
+            return lcwtest::runCli(args);
+        };
+        auto r = compress({});
+        QCOMPARE(r.code, 0);
+        const auto a = nlohmann::json::parse(r.out.toStdString());
+        QCOMPARE(a["calibration"]["sampling"], "random");
+        QCOMPARE(a["calibration"]["seed"], 0);
+        QCOMPARE(a["calibration"]["bos_first"], false);
+        r = compress({"--calib-seed", "7"});
+        QCOMPARE(r.code, 0);
+        const auto b = nlohmann::json::parse(r.out.toStdString());
+        QCOMPARE(b["calibration"]["seed"], 7);
+        QVERIFY(b["layers"][0]["output_rel_error"] != a["layers"][0]["output_rel_error"]);
+        r = compress({"--calib-sampling", "consecutive"});
+        QCOMPARE(r.code, 0);
+        const auto c = nlohmann::json::parse(r.out.toStdString());
+        QCOMPARE(c["calibration"]["sampling"], "consecutive");
+        QCOMPARE(c["calibration"]["bos_first"], true);
+        QVERIFY(!c["calibration"].contains("seed"));
+        QCOMPARE(compress({"--calib-sampling", "consecutive", "--calib-seed", "1"}).code, 2);
+        QCOMPARE(compress({"--calib-sampling", "shuffled"}).code, 2);
+        r = lcwtest::runCli(
+            {"compress", model, "--recipe", QString::fromStdString(recipe), "--calib-seed", "1"});
+        QCOMPARE(r.code, 2);
+        QVERIFY2(r.err.contains("--calib-seed needs --calib"), r.err.constData());
     }
 
     void loadErrorsNameTheFile() {
