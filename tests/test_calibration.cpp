@@ -7,9 +7,12 @@
 #include "core/tokenizer/tokenizer.h"
 #include "test_util.h"
 
+#include <nlohmann/json.hpp>
+
 #include <cmath>
 #include <fstream>
 #include <map>
+#include <set>
 
 using namespace lcw;
 using namespace lcw::compress;
@@ -46,10 +49,16 @@ struct Recorder final : Observer {
 class TestCalibration : public QObject {
     Q_OBJECT
 private slots:
+    // The "consecutive" option is lcw's earlier (and llama-imatrix's) cut: windows from the
+    // start, the first token of each replaced by BOS.
     void loadCutsConsecutiveSamples() {
         auto m = Model::load(demoModel());
         const std::string text = lcwtest::sourcePath("resources/data/tinystories_eval.txt");
-        const CalibrationSet cal = loadCalibration(*m, text, {4, 64});
+        CalibrationOptions co{4, 64};
+        co.sampling = CalibrationSampling::Consecutive;
+        const CalibrationSet cal = loadCalibration(*m, text, co);
+        QCOMPARE(cal.sampling, CalibrationSampling::Consecutive);
+        QVERIFY(cal.bosFirst);
         QCOMPARE(cal.samples.size(), size_t(4));
         QCOMPARE(cal.seqLen(), int64_t(64));
         QCOMPARE(cal.source, text);
@@ -63,6 +72,114 @@ private slots:
         // The default is the bundled text; the length is clamped to the model's context.
         const CalibrationSet def = loadCalibration(*m, "", {2, 1 << 20});
         QCOMPARE(def.seqLen(), m->spec().maxSeq);
+    }
+
+    // CalibrationSampling::Random draws the window starts as IST-DASLab/gptq's datautils.py does
+    // (random.seed(seed); random.randint(0, ntokens - seqlen - 1) per sample). The expected
+    // values are what CPython 3 prints for
+    //   random.seed(0); [random.randint(0, 100000-512-1) for _ in range(8)]
+    //   random.seed(1234); [random.randint(0, 5000-128-1) for _ in range(6)]
+    //   random.seed(2**40+5); [random.randint(0, 2**40-2-1) for _ in range(4)]
+    //   random.seed(3); [random.randint(0, 1) for _ in range(10)]
+    void randomStartsArePythonRandint() {
+        QCOMPARE(randomWindowStarts(100000, 512, 8, 0),
+                 (std::vector<int64_t>{50494, 99346, 55125, 5306, 33936, 67013, 63691, 53075}));
+        QCOMPARE(randomWindowStarts(5000, 128, 6, 1234),
+                 (std::vector<int64_t>{3610, 957, 61, 742, 4769, 286}));
+        QCOMPARE(randomWindowStarts(int64_t(1) << 40, 2, 4, (uint64_t(1) << 40) + 5),
+                 (std::vector<int64_t>{569101979940, 727003120297, 34040994016, 835504107977}));
+        QCOMPARE(randomWindowStarts(4, 2, 10, 3),
+                 (std::vector<int64_t>{0, 0, 1, 1, 0, 0, 1, 1, 0, 0}));
+        // exactly one window's tokens: every start is 0; fewer is an error
+        QCOMPARE(randomWindowStarts(64, 64, 3, 0), (std::vector<int64_t>{0, 0, 0}));
+        QVERIFY_THROWS_EXCEPTION(ArgumentError, randomWindowStarts(63, 64, 1, 0));
+    }
+
+    // The default: random windows of the tokenised text (seed 0), no BOS put in, reproducible;
+    // another seed gives other windows.
+    void loadSamplesRandomWindowsBySeed() {
+        auto m = Model::load(demoModel());
+        const std::string text = lcwtest::sourcePath("resources/data/tinystories_eval.txt");
+        std::ifstream in(text);
+        const std::string all((std::istreambuf_iterator<char>(in)), {});
+        const auto ids = m->tokenizer().encode(all, true);
+        const int64_t T = int64_t(ids.size()), L = 64, N = 12;
+        QVERIFY(T > 4 * N * L);
+        const CalibrationSet a = loadCalibration(*m, text, {N, L});
+        QCOMPARE(a.sampling, CalibrationSampling::Random);
+        QCOMPARE(a.seed, uint64_t(0));
+        QVERIFY(!a.bosFirst);
+        QCOMPARE(a.samples.size(), size_t(N));
+        const auto starts = randomWindowStarts(T, L, N, 0);
+        std::set<int64_t> distinct;
+        for (size_t s = 0; s < size_t(N); ++s) {
+            const int64_t i = starts[s];
+            QVERIFY(i >= 0 && i + L <= T - 1); // randint's upper bound: the last token is never in
+            QCOMPARE(a.samples[s], std::vector<int32_t>(ids.begin() + i, ids.begin() + i + L));
+            distinct.insert(i);
+        }
+        QVERIFY(distinct.size() > size_t(N / 2));
+        // Same seed, same windows; seed 1 other windows.
+        QVERIFY(loadCalibration(*m, text, {N, L}).samples == a.samples);
+        CalibrationOptions o1{N, L};
+        o1.seed = 1;
+        const CalibrationSet b = loadCalibration(*m, text, o1);
+        QCOMPARE(b.seed, uint64_t(1));
+        QVERIFY(b.samples != a.samples);
+        // Random samples are not limited to tokens / seqLen (drawn with replacement, as the
+        // reference), and BOS can be put in on request.
+        const int64_t many = T / L + 5;
+        o1.samples = many;
+        o1.bos = CalibrationBos::Replace;
+        const CalibrationSet c = loadCalibration(*m, text, o1);
+        QCOMPARE(int64_t(c.samples.size()), many);
+        QVERIFY(c.bosFirst);
+        for (const auto& smp : c.samples) QCOMPARE(smp[0], m->tokenizer().bosId());
+        // The old default cut keeps at most tokens / seqLen windows.
+        o1.sampling = CalibrationSampling::Consecutive;
+        QCOMPARE(int64_t(loadCalibration(*m, text, o1).samples.size()), T / L);
+    }
+
+    // lcw-cli: --calib-sampling / --calib-seed reach loadCalibration and compress --json
+    // records them.
+    void cliSamplingFlags() {
+        const QString model = QString::fromStdString(demoModel());
+        const QString text =
+            QString::fromStdString(lcwtest::sourcePath("resources/data/tinystories_eval.txt"));
+        const std::string dir = lcwtest::tempDir("calib-cli");
+        const std::string recipe = dir + "/gptq.json";
+        std::ofstream(recipe) << R"({"lcw_recipe": 1, "rules": [{"targets": ["layers.0.attn.q"],
+            "weight": {"bits": 4, "group_size": 32, "method": "gptq"}}]})";
+        auto compress = [&](QStringList extra) {
+            QStringList args = {"compress",  model, "--recipe",  QString::fromStdString(recipe),
+                                "--calib",   text,  "--samples", "4",
+                                "--seq-len", "64",  "--json",    "--quiet"};
+            args += extra;
+            return lcwtest::runCli(args);
+        };
+        auto r = compress({});
+        QCOMPARE(r.code, 0);
+        const auto a = nlohmann::json::parse(r.out.toStdString());
+        QCOMPARE(a["calibration"]["sampling"], "random");
+        QCOMPARE(a["calibration"]["seed"], 0);
+        QCOMPARE(a["calibration"]["bos_first"], false);
+        r = compress({"--calib-seed", "7"});
+        QCOMPARE(r.code, 0);
+        const auto b = nlohmann::json::parse(r.out.toStdString());
+        QCOMPARE(b["calibration"]["seed"], 7);
+        QVERIFY(b["layers"][0]["output_rel_error"] != a["layers"][0]["output_rel_error"]);
+        r = compress({"--calib-sampling", "consecutive"});
+        QCOMPARE(r.code, 0);
+        const auto c = nlohmann::json::parse(r.out.toStdString());
+        QCOMPARE(c["calibration"]["sampling"], "consecutive");
+        QCOMPARE(c["calibration"]["bos_first"], true);
+        QVERIFY(!c["calibration"].contains("seed"));
+        QCOMPARE(compress({"--calib-sampling", "consecutive", "--calib-seed", "1"}).code, 2);
+        QCOMPARE(compress({"--calib-sampling", "shuffled"}).code, 2);
+        r = lcwtest::runCli(
+            {"compress", model, "--recipe", QString::fromStdString(recipe), "--calib-seed", "1"});
+        QCOMPARE(r.code, 2);
+        QVERIFY2(r.err.contains("--calib-seed needs --calib"), r.err.constData());
     }
 
     void loadErrorsNameTheFile() {

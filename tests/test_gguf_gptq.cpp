@@ -345,21 +345,34 @@ private slots:
     }
 
     // "calibrate" computes the imatrix from the calibration set (llama-imatrix's collection):
-    // the same blocks as compressing with computeImatrix's result.
+    // the same blocks as compressing with computeImatrix's result. llama-imatrix reads
+    // consecutive chunks: a randomly sampled set (the default) is re-cut consecutively, so the
+    // imatrix is that of the consecutive set of the same size, not of the random windows.
     void recipeImatrixCalibrate() {
         LCW_REQUIRE_SHARED("models/gguf-k/model-f32.gguf");
         auto m = lcw::Model::load(lcwtest::sharedPath("models/gguf-k/model-f32.gguf"));
-        const CalibrationSet cal =
-            loadCalibration(*m, lcwtest::sharedPath("models/gguf-k/calib.txt"), {4, 128});
+        const std::string text = lcwtest::sharedPath("models/gguf-k/calib.txt");
+        CalibrationOptions co{4, 128};
+        co.sampling = CalibrationSampling::Consecutive;
+        const CalibrationSet cal = loadCalibration(*m, text, co);
+        const CalibrationSet rnd = loadCalibration(*m, text, {4, 128});
+        QCOMPARE(rnd.sampling, CalibrationSampling::Random);
+        QVERIFY(rnd.samples != cal.samples);
         lcw::NullProgress np;
         const ImatrixResult ir = computeImatrix(*m, cal, {}, np);
+        const ImatrixResult irRnd = computeImatrix(*m, rnd, {}, np);
         const auto a = run(*m, recipeOf({{"method", "iq4_nl"}}, "calibrate"), &cal);
+        const auto a2 = run(*m, recipeOf({{"method", "iq4_nl"}}, "calibrate"), &rnd);
         const auto b = run(*m, recipeOf({{"method", "iq4_nl"}}), &cal, &ir.imatrix);
+        const auto b2 = run(*m, recipeOf({{"method", "iq4_nl"}}), &cal, &irRnd.imatrix);
         const auto c = run(*m, recipeOf({{"method", "iq4_nl"}}), &cal);
-        QVERIFY(a.model->compressed("layers.1.mlp.down")->values() ==
-                b.model->compressed("layers.1.mlp.down")->values());
-        QVERIFY(a.model->compressed("layers.1.mlp.down")->values() !=
-                c.model->compressed("layers.1.mlp.down")->values());
+        const auto v = [](const auto& r) {
+            return r.model->compressed("layers.1.mlp.down")->values();
+        };
+        QVERIFY(v(a) == v(b));
+        QVERIFY(v(a2) == v(b));
+        QVERIFY(v(b2) != v(b)); // the random windows' imatrix would give other blocks
+        QVERIFY(v(a) != v(c));
     }
 };
 

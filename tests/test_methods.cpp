@@ -397,30 +397,56 @@ private slots:
     void smoothQuant() {
         auto m = Model::load(demoModel());
         const CalibrationSet cal = loadCalibration(*m, "", {8, 128});
-        // α = 0: no smoothing, bit for bit.
-        const json w8 = {{"bits", 8}, {"granularity", "channel"}};
-        const auto plain = run(*m, recipeOf({{"targets", {"*"}}, {"weight", w8}}), cal);
-        const auto sq0 = run(
-            *m, recipeOf({{"targets", {"*"}}, {"weight", w8}, {"smoothquant", {{"alpha", 0.0}}}}),
-            cal);
-        for (const TensorView& t : m->tensors()) {
-            const TensorView* a = plain.model->find(t.name);
-            const TensorView* b = sq0.model->find(t.name);
-            QCOMPARE(a->nbytes, b->nbytes);
-            QVERIFY2(std::memcmp(a->data, b->data, a->nbytes) == 0 ||
-                         (a->dtype != b->dtype &&
-                          [&] {
-                              // a base tensor on one side, the same values as float on the other
-                              std::vector<float> x(size_t(t.numel()));
-                              for (int64_t r = 0; r < t.rows(); ++r)
-                                  dequantizeRow(t.dtype, t.row(r), x.data() + r * t.cols(),
-                                                t.cols());
-                              return std::memcmp(x.data(), b->data, b->nbytes) == 0;
-                          }()),
-                     t.name.c_str());
+        // α = 0 is not the identity in the reference (smooth_ln_fcs: s = act^0 / max|W|^1,
+        // clamped at 1e-5), as it was with lcw's earlier ratio rule (SmoothQuantRule::Ratio, see
+        // test_reference_methods): the norm before q/k/v is multiplied by max_j|W| over q, k
+        // and v, and the model computes the same function.
+        const auto sq0 =
+            run(*m, recipeOf({{"targets", {"*"}}, {"smoothquant", {{"alpha", 0.0}}}}), cal);
+        auto floats = [&](const std::string& name) {
+            const TensorView& t = m->get(name);
+            std::vector<float> x(size_t(t.numel()));
+            for (int64_t r = 0; r < t.rows(); ++r)
+                dequantizeRow(t.dtype, t.row(r), x.data() + r * t.cols(), t.cols());
+            return x;
+        };
+        {
+            const auto g = floats("layers.1.attn_norm");
+            const auto g0 = sq0.model->compressed("layers.1.attn_norm")->values();
+            const int64_t dim = int64_t(g.size());
+            std::vector<double> wmax(size_t(dim), 0.0);
+            for (const char* l : {"layers.1.attn.q", "layers.1.attn.k", "layers.1.attn.v"}) {
+                const auto w = floats(l);
+                for (size_t i = 0; i < w.size(); ++i)
+                    wmax[i % size_t(dim)] =
+                        std::max(wmax[i % size_t(dim)], std::fabs(double(w[i])));
+            }
+            for (int64_t j = 0; j < dim; ++j) {
+                const double s = std::max(1.0 / std::max(wmax[size_t(j)], 1e-5), 1e-5);
+                const double want = double(g[size_t(j)]) / s;
+                QVERIFY2(std::fabs(g0[size_t(j)] - want) <= 1e-6 * std::fabs(want),
+                         std::to_string(j).c_str());
+            }
+            const auto l0 = logitsOf(*m, cal.samples[0]);
+            const auto l1 = logitsOf(*sq0.model, cal.samples[0]);
+            QVERIFY2(maxAbsDiff(l0, l1) < 1e-4, std::to_string(maxAbsDiff(l0, l1)).c_str());
         }
-        for (size_t i = 0; i < plain.layers.size(); ++i)
-            QCOMPARE(plain.layers[i].outputRelError, sq0.layers[i].outputRelError);
+        // lcw's earlier rule, named "ratio": α = 0 is exactly no smoothing (the norm unchanged).
+        {
+            const auto r0 = run(*m,
+                                recipeOf({{"targets", {"*"}},
+                                          {"smoothquant", {{"alpha", 0.0}, {"rule", "ratio"}}}}),
+                                cal);
+            const auto g = floats("layers.1.attn_norm");
+            const auto* c = r0.model->compressed("layers.1.attn_norm");
+            if (c) {
+                const auto g0 = c->values();
+                for (size_t j = 0; j < g.size(); ++j) QCOMPARE(g0[j], g[j]);
+            }
+            QCOMPARE(r0.model->compressed("layers.1.attn.q") == nullptr ||
+                         r0.model->compressed("layers.1.attn.q")->values() == floats("layers.1.attn.q"),
+                     true);
+        }
         // α = 0.5 with float weights: the same function.
         const auto sq =
             run(*m, recipeOf({{"targets", {"*"}}, {"smoothquant", {{"alpha", 0.5}}}}), cal);

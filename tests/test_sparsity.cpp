@@ -171,8 +171,35 @@ private slots:
                     s.pattern = pat;
                     s.ratio = ratio;
                     s.blockSize = 8;
+                    // SparseGPT's exact count is the named option; the reference rule (the
+                    // default) prunes int(n·ratio) + 1 per block of n weights.
+                    s.count = SparsityCount::Exact;
                     const PruneResult r =
                         prune(w.data(), rows, cols, H.data(), norms.data(), s, "t");
+                    if (method == SparsityMethod::SparseGpt) {
+                        SparsitySettings ref = s;
+                        ref.count = SparsityCount::Reference;
+                        const PruneResult rr =
+                            prune(w.data(), rows, cols, H.data(), norms.data(), ref, "t");
+                        int64_t want = 0;
+                        for (int64_t i1 = 0; i1 < cols; i1 += 8) {
+                            const int64_t bw = std::min<int64_t>(8, cols - i1);
+                            want += pat == SparsityPattern::PerRow
+                                        ? rows * (int64_t(double(bw) * ratio) + 1)
+                                        : int64_t(double(rows * bw) * ratio) + 1;
+                        }
+                        QCOMPARE(prunedCount(rows, cols, ref), want);
+                        // The last block is the dead input 32 alone (randomX zeroes it): all
+                        // its scores are 0 and tie at the threshold, so the reference's
+                        // `tmp <= thresh` prunes the whole column, not int(18·ratio) + 1.
+                        if (pat == SparsityPattern::Unstructured)
+                            want += rows - (int64_t(double(rows) * ratio) + 1);
+                        QCOMPARE(zeros(rr.mask), want);
+                        QVERIFY(want != prunedCount(rows, cols, s));
+                    }
+                    SparsitySettings est = s; // pruneWanda compares unstructured per row
+                    if (method == SparsityMethod::Wanda) est.pattern = SparsityPattern::PerRow;
+                    QCOMPARE(prunedCount(rows, cols, est), zeros(r.mask));
                     // wanda compares per row, so its unstructured count is per-row's
                     const bool perRow =
                         pat == SparsityPattern::PerRow || method == SparsityMethod::Wanda;

@@ -212,7 +212,7 @@ int cmdCompare(const std::vector<std::string>& argv) {
     Args a(argv,
            {"--tokenizer", "--threads", "--prompt", "--max-tokens", "--temperature", "--seed",
             "--top-k", "--top-p", "--recipe", "--preset", "--overlay", "--compare-model", "--calib",
-            "--samples", "--seq-len", "--width"},
+            "--samples", "--seq-len", "--calib-sampling", "--calib-seed", "--width"},
            {"--quiet", "--json", "--exact-activations"});
     applyThreads(a);
     const bool quiet = a.flag("--quiet");
@@ -369,7 +369,8 @@ int cmdCompare(const std::vector<std::string>& argv) {
 int cmdHiddenError(const std::vector<std::string>& argv) {
     Args a(argv,
            {"--tokenizer", "--threads", "--text", "--ctx", "--chunks", "--recipe", "--preset",
-            "--overlay", "--compare-model", "--calib", "--samples", "--seq-len"},
+            "--overlay", "--compare-model", "--calib", "--samples", "--seq-len", "--calib-sampling",
+            "--calib-seed"},
            {"--quiet", "--json", "--exact-activations"});
     applyThreads(a);
     const bool quiet = a.flag("--quiet");

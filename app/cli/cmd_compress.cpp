@@ -88,12 +88,13 @@ json presetsJson() {
 
 } // namespace
 
-/// --calib FILE [--samples N] [--seq-len N]; null without --calib (methods that need
-/// calibration then fail with the rule and field that asked for it).
+/// --calib FILE [--samples N] [--seq-len N] [--calib-sampling random|consecutive]
+/// [--calib-seed N]; null without --calib (methods that need calibration then fail with the rule
+/// and field that asked for it).
 std::unique_ptr<compress::CalibrationSet> calibrationFromArgs(const Model& model, const Args& a) {
     if (!a.has("--calib")) {
-        if (a.has("--samples") || a.has("--seq-len"))
-            throw UsageError{"--samples and --seq-len need --calib FILE"};
+        for (const char* o : {"--samples", "--seq-len", "--calib-sampling", "--calib-seed"})
+            if (a.has(o)) throw UsageError{std::string(o) + " needs --calib FILE"};
         return nullptr;
     }
     compress::CalibrationOptions co;
@@ -101,6 +102,18 @@ std::unique_ptr<compress::CalibrationSet> calibrationFromArgs(const Model& model
     co.seqLen = a.getInt("--seq-len", co.seqLen);
     if (co.samples < 1) throw UsageError{"--samples must be >= 1"};
     if (co.seqLen < 2) throw UsageError{"--seq-len must be >= 2"};
+    const std::string sampling = a.getOr("--calib-sampling", "random");
+    if (sampling == "consecutive")
+        co.sampling = compress::CalibrationSampling::Consecutive;
+    else if (sampling != "random")
+        throw UsageError{"--calib-sampling must be random or consecutive, got '" + sampling + "'"};
+    if (a.has("--calib-seed")) {
+        if (co.sampling != compress::CalibrationSampling::Random)
+            throw UsageError{"--calib-seed is for --calib-sampling random"};
+        const long long seed = a.getInt("--calib-seed", 0);
+        if (seed < 0) throw UsageError{"--calib-seed must be >= 0"};
+        co.seed = uint64_t(seed);
+    }
     return std::make_unique<compress::CalibrationSet>(
         compress::loadCalibration(model, *a.get("--calib"), co));
 }
@@ -133,7 +146,7 @@ std::unique_ptr<WeightSource> applyRecipeOptions(const Model& model, const Args&
 int cmdCompress(const std::vector<std::string>& argv) {
     Args a(argv,
            {"--tokenizer", "--threads", "--recipe", "--preset", "--save", "--calib", "--samples",
-            "--seq-len"},
+            "--seq-len", "--calib-sampling", "--calib-seed"},
            {"--quiet", "--json"});
     applyThreads(a);
     if (!a.has("--recipe") && !a.has("--preset"))
@@ -156,8 +169,12 @@ int cmdCompress(const std::vector<std::string>& argv) {
     if (cal)
         j["calibration"] = {{"source", cal->source},
                             {"samples", cal->samples.size()},
+                            {"sampling", compress::calibrationSamplingName(cal->sampling)},
                             {"seq_len", cal->seqLen()},
-                            {"tokens", cal->tokens()}};
+                            {"tokens", cal->tokens()},
+                            {"bos_first", cal->bosFirst}};
+    if (cal && cal->sampling == compress::CalibrationSampling::Random)
+        j["calibration"]["seed"] = cal->seed;
     if (const auto dir = a.get("--save")) j["saved"] = *dir;
     if (a.flag("--json")) {
         std::printf("%s\n", j.dump(2).c_str());

@@ -557,11 +557,11 @@ json evalRecord(const Model& model, const std::vector<Column>& cols, const EvalN
 int cmdEval(const std::vector<std::string>& argv) {
     using Clock = std::chrono::steady_clock;
     const auto tStart = Clock::now();
-    Args a(argv, {"--tokenizer", "--threads",      "--text",    "--ctx",     "--batch",
-                  "--chunks",    "--recipe",       "--preset",  "--overlay", "--compare-model",
-                  "--mode",      "--stride",       "--tasks",   "--limit",   "--seed",
-                  "--tasks-dir", "--speed-tokens", "--results", "--calib",   "--samples",
-                  "--seq-len"},
+    Args a(argv, {"--tokenizer", "--threads",        "--text",      "--ctx",     "--batch",
+                  "--chunks",    "--recipe",         "--preset",    "--overlay", "--compare-model",
+                  "--mode",      "--stride",         "--tasks",     "--limit",   "--seed",
+                  "--tasks-dir", "--speed-tokens",   "--results",   "--calib",   "--samples",
+                  "--seq-len",   "--calib-sampling", "--calib-seed"},
            {"--quiet", "--json", "--no-record", "--exact-activations"});
     applyThreads(a);
     EvalSettings e = parseEvalSettings(a);

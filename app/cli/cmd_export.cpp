@@ -248,8 +248,8 @@ int cmdExport(const std::vector<std::string>& argv) {
     if (isLlmCompressorExport(argv)) return cmdExportLlmCompressor(argv);
     Args a(argv,
            {"--tokenizer", "--threads", "--recipe", "--preset", "--overlay", "--calib", "--samples",
-            "--seq-len", "--format", "--out", "--type", "--imatrix", "--text", "--kl-chunks",
-            "--kl-ctx", "--input", "--output-name"},
+            "--seq-len", "--calib-sampling", "--calib-seed", "--format", "--out", "--type",
+            "--imatrix", "--text", "--kl-chunks", "--kl-ctx", "--input", "--output-name"},
            {"--quiet", "--json", "--no-kl", "--pin-all", "--exact-activations"});
     applyThreads(a);
     const std::string format = a.getOr("--format", "gguf");

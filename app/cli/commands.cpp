@@ -273,9 +273,9 @@ int cmdTokenize(const std::vector<std::string>& argv) {
 // ------------------------------------------------------------------------------------ generate
 int cmdGenerate(const std::vector<std::string>& argv) {
     Args a(argv,
-           with(kCommonValued,
-                {"--prompt", "-n", "--temp", "--top-k", "--top-p", "--seed", "--ctx", "--recipe",
-                 "--preset", "--overlay", "--calib", "--samples", "--seq-len"}),
+           with(kCommonValued, {"--prompt", "-n", "--temp", "--top-k", "--top-p", "--seed", "--ctx",
+                                "--recipe", "--preset", "--overlay", "--calib", "--samples",
+                                "--seq-len", "--calib-sampling", "--calib-seed"}),
            with(kCommonFlags, {"--no-bos", "--exact-activations"}));
     applyThreads(a);
     auto model = openModel(a, true);
@@ -370,8 +370,9 @@ int cmdGenerate(const std::vector<std::string>& argv) {
 // -------------------------------------------------------------------------------------- logits
 int cmdLogits(const std::vector<std::string>& argv) {
     Args a(argv,
-           with(kCommonValued, {"--ids", "--text", "--out", "--recipe", "--preset", "--overlay",
-                                "--calib", "--samples", "--seq-len"}),
+           with(kCommonValued,
+                {"--ids", "--text", "--out", "--recipe", "--preset", "--overlay", "--calib",
+                 "--samples", "--seq-len", "--calib-sampling", "--calib-seed"}),
            with(kCommonFlags, {"--no-bos", "--exact-activations"}));
     applyThreads(a);
     const auto out = a.get("--out");
@@ -424,7 +425,8 @@ int cmdLogits(const std::vector<std::string>& argv) {
 int cmdPerplexity(const std::vector<std::string>& argv) {
     Args a(argv,
            with(kCommonValued, {"--text", "--ctx", "--mode", "--stride", "--batch", "--recipe",
-                                "--preset", "--overlay", "--calib", "--samples", "--seq-len"}),
+                                "--preset", "--overlay", "--calib", "--samples", "--seq-len",
+                                "--calib-sampling", "--calib-seed"}),
            with(kCommonFlags, {"--exact-activations"}));
     applyThreads(a);
     const auto textPath = a.get("--text");

@@ -60,10 +60,13 @@ commands:
   stats MODEL [--calib FILE] [--samples N] [--seq-len L] [--out stats.h5] [--bits B] [--group G] [--json]
                                            weight/activation/KV outlier statistics (HDF5) + layer ranking
   compress MODEL (--recipe R.json | --preset NAME) [--calib FILE] [--samples N] [--seq-len L]
+           [--calib-sampling random|consecutive] [--calib-seed N]
            [--save OVERLAY] [--json]       compress by a recipe (RTN, GGUF, GPTQ, AWQ,
                                            SmoothQuant, OmniQuant, activation/KV quantisation,
                                            pruning, N:M, low-rank, structured pruning; --calib
-                                           for the calibrated methods):
+                                           for the calibrated methods: --samples windows of
+                                           --seq-len tokens at random starts, seed 0, as the
+                                           GPTQ/SparseGPT scripts; consecutive: from the start):
                                            per-layer bits, MSE, SQNR, output error, time, totals
   imatrix MODEL --out FILE [--calib FILE] [--samples N] [--seq-len 512] [--process-output] [--json]
                                            llama.cpp importance matrix (llama-imatrix's chunks,
@@ -121,8 +124,9 @@ alone; by default GGUF and lcw packed weights multiply activations quantised to 
 llama.cpp does (reports say which: "activations": "exact-f32" | "quantized-8bit"). A recipe's own
 activation quantisation applies either way.
 generate, logits and perplexity also take --recipe R.json, --preset NAME or --overlay DIR to
-run on quantised weights (with --calib FILE [--samples N] [--seq-len L] for calibrated recipes;
-eval takes --calib too).
+run on quantised weights (with --calib FILE [--samples N] [--seq-len L] [--calib-sampling
+random|consecutive] [--calib-seed N] for calibrated recipes; eval, compare and export take them
+too; the imatrix always takes llama-imatrix's consecutive chunks).
 )";
 
 } // namespace

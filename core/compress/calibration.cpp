@@ -7,6 +7,7 @@
 #include <Eigen/Dense>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <fstream>
 #include <memory>
@@ -153,6 +154,93 @@ private:
     int m_layer;
 };
 
+/// CPython's random.Random: MT19937 seeded by init_by_array with the seed's 32-bit words
+/// (Modules/_randommodule.c), getrandbits and randbelow as Lib/random.py. Only integer
+/// arithmetic on fixed-width unsigned types: the stream is the same on every platform.
+class PyRandom {
+public:
+    explicit PyRandom(uint64_t seed) {
+        // random.seed(int): the words of abs(seed), least significant first; 0 -> [0]
+        std::vector<uint32_t> key{uint32_t(seed & 0xffffffffu)};
+        if (seed >> 32) key.push_back(uint32_t(seed >> 32));
+        initByArray(key);
+    }
+
+    uint32_t genrand() {
+        if (m_index >= kN) twist();
+        uint32_t y = m_mt[size_t(m_index++)];
+        y ^= y >> 11;
+        y ^= (y << 7) & 0x9d2c5680u;
+        y ^= (y << 15) & 0xefc60000u;
+        y ^= y >> 18;
+        return y;
+    }
+
+    /// random.getrandbits(k), 1 <= k <= 64 (32-bit words, least significant first).
+    uint64_t getrandbits(int k) {
+        if (k <= 32) return uint64_t(genrand() >> (32 - k));
+        const uint64_t lo = genrand();
+        const uint64_t hi = uint64_t(genrand() >> (64 - k));
+        return lo | (hi << 32);
+    }
+
+    /// random._randbelow(n), n >= 1: getrandbits(n.bit_length()) until below n.
+    uint64_t randbelow(uint64_t n) {
+        int k = 0;
+        while (k < 64 && (n >> k) != 0) ++k;
+        uint64_t r = getrandbits(k);
+        while (r >= n) r = getrandbits(k);
+        return r;
+    }
+
+private:
+    static constexpr int kN = 624, kM = 397;
+
+    void initGenrand(uint32_t s) {
+        m_mt[0] = s;
+        for (int i = 1; i < kN; ++i)
+            m_mt[size_t(i)] =
+                1812433253u * (m_mt[size_t(i - 1)] ^ (m_mt[size_t(i - 1)] >> 30)) + uint32_t(i);
+        m_index = kN;
+    }
+
+    void initByArray(const std::vector<uint32_t>& key) {
+        initGenrand(19650218u);
+        const int len = int(key.size());
+        int i = 1, j = 0;
+        for (int k = std::max(kN, len); k > 0; --k) {
+            m_mt[size_t(i)] = (m_mt[size_t(i)] ^
+                               ((m_mt[size_t(i - 1)] ^ (m_mt[size_t(i - 1)] >> 30)) * 1664525u)) +
+                              key[size_t(j)] + uint32_t(j);
+            ++i, ++j;
+            if (i >= kN) m_mt[0] = m_mt[kN - 1], i = 1;
+            if (j >= len) j = 0;
+        }
+        for (int k = kN - 1; k > 0; --k) {
+            m_mt[size_t(i)] =
+                (m_mt[size_t(i)] ^
+                 ((m_mt[size_t(i - 1)] ^ (m_mt[size_t(i - 1)] >> 30)) * 1566083941u)) -
+                uint32_t(i);
+            ++i;
+            if (i >= kN) m_mt[0] = m_mt[kN - 1], i = 1;
+        }
+        m_mt[0] = 0x80000000u;
+    }
+
+    void twist() {
+        for (int i = 0; i < kN; ++i) {
+            const uint32_t y =
+                (m_mt[size_t(i)] & 0x80000000u) | (m_mt[size_t((i + 1) % kN)] & 0x7fffffffu);
+            m_mt[size_t(i)] =
+                m_mt[size_t((i + kM) % kN)] ^ (y >> 1) ^ ((y & 1u) ? 0x9908b0dfu : 0u);
+        }
+        m_index = 0;
+    }
+
+    std::array<uint32_t, kN> m_mt{};
+    int m_index = kN;
+};
+
 void checkArgs(const WeightSource& w, const CalibrationSet& cal, int layer) {
     if (cal.empty()) throw ArgumentError("calibration: the calibration set is empty");
     if (layer < 0 || layer >= w.spec().nLayers)
@@ -176,6 +264,23 @@ SessionOptions sessionFor(const CalibrationSet& cal, int stopAfter, int threads)
 
 } // namespace
 
+const char* calibrationSamplingName(CalibrationSampling s) {
+    return s == CalibrationSampling::Random ? "random" : "consecutive";
+}
+
+std::vector<int64_t> randomWindowStarts(int64_t tokens, int64_t seqLen, int64_t samples,
+                                        uint64_t seed) {
+    if (seqLen < 1 || tokens < seqLen || samples < 0)
+        throw ArgumentError("calibration: cannot take windows of " + std::to_string(seqLen) +
+                            " tokens from " + std::to_string(tokens));
+    std::vector<int64_t> starts(size_t(samples), 0);
+    if (tokens == seqLen) return starts; // randint(0, -1) has no value: the only window
+    PyRandom rng(seed);
+    // randint(0, tokens - seqLen - 1) = randrange(tokens - seqLen) = _randbelow(tokens - seqLen)
+    for (auto& s : starts) s = int64_t(rng.randbelow(uint64_t(tokens - seqLen)));
+    return starts;
+}
+
 CalibrationSet loadCalibration(const Model& model, const std::string& textPath,
                                const CalibrationOptions& opts) {
     CalibrationSet cal;
@@ -193,14 +298,26 @@ CalibrationSet loadCalibration(const Model& model, const std::string& textPath,
     const std::vector<int32_t> ids = tk.encode(text, true);
     int64_t L = opts.seqLen;
     if (model.spec().maxSeq > 0) L = std::min(L, model.spec().maxSeq);
-    const int64_t N = std::min(opts.samples, int64_t(ids.size()) / L);
-    if (N < 1)
+    const int64_t T = int64_t(ids.size());
+    if (T < L)
         throw Error(cal.source + ": the calibration text has " + std::to_string(ids.size()) +
                     " tokens, fewer than one sequence of " + std::to_string(L));
+    cal.sampling = opts.sampling;
+    cal.seed = opts.sampling == CalibrationSampling::Random ? opts.seed : 0;
     const int32_t bos = tk.bosId();
-    for (int64_t s = 0; s < N; ++s) {
-        std::vector<int32_t> seq(ids.begin() + s * L, ids.begin() + (s + 1) * L);
-        if (bos >= 0) seq[0] = bos;
+    cal.bosFirst =
+        bos >= 0 &&
+        (opts.bos == CalibrationBos::Replace ||
+         (opts.bos == CalibrationBos::Auto && opts.sampling == CalibrationSampling::Consecutive));
+    std::vector<int64_t> starts;
+    if (opts.sampling == CalibrationSampling::Random) {
+        starts = randomWindowStarts(T, L, opts.samples, opts.seed);
+    } else {
+        for (int64_t s = 0; s < std::min(opts.samples, T / L); ++s) starts.push_back(s * L);
+    }
+    for (const int64_t i : starts) {
+        std::vector<int32_t> seq(ids.begin() + i, ids.begin() + i + L);
+        if (cal.bosFirst) seq[0] = bos;
         cal.samples.push_back(std::move(seq));
     }
     return cal;

@@ -22,27 +22,64 @@
 
 namespace lcw::compress {
 
-struct CalibrationOptions {
-    int64_t samples = 128; ///< sequences (fewer when the text is short)
-    int64_t seqLen = 512;  ///< tokens each, clamped to the model's context
+/// How the calibration windows are taken from the tokenised text.
+enum class CalibrationSampling {
+    /// The reference samplers (IST-DASLab/gptq and sparsegpt datautils.py get_wikitext2 /
+    /// get_c4): for each sample, i = randint(0, tokens - seqLen - 1) and the window is
+    /// tokens[i, i + seqLen), drawn with replacement (windows may overlap) from Python's
+    /// random.seed(seed) stream. lcw reproduces that stream exactly (MT19937 seeded with
+    /// init_by_array as CPython does, randint by getrandbits rejection sampling), so the
+    /// windows equal the reference's for the same token ids and seed on every platform.
+    Random,
+    /// lcw's earlier behaviour (and llama-imatrix's chunks): consecutive windows from the
+    /// start of the text, at most tokens / seqLen of them.
+    Consecutive,
 };
 
-/// Token sequences of equal length; each starts with BOS when the model has one.
+/// Whether the first token of every window is replaced by BOS.
+enum class CalibrationBos {
+    Auto,    ///< Random: no (as the reference); Consecutive: yes (lcw's earlier behaviour)
+    Replace, ///< always (when the model has a BOS token)
+    Keep,    ///< never: the windows are exactly tokens[i, i + seqLen)
+};
+
+const char* calibrationSamplingName(CalibrationSampling s); // "random", "consecutive"
+
+struct CalibrationOptions {
+    int64_t samples = 128; ///< sequences (Consecutive: fewer when the text is short)
+    int64_t seqLen = 512;  ///< tokens each, clamped to the model's context
+    CalibrationSampling sampling = CalibrationSampling::Random;
+    uint64_t seed = 0; ///< Random: Python's random.seed(seed) (the reference scripts' --seed 0)
+    CalibrationBos bos = CalibrationBos::Auto;
+};
+
+/// Token sequences of equal length (see CalibrationOptions for how they are taken).
 struct CalibrationSet {
     std::vector<std::vector<int32_t>> samples;
     std::string source; ///< the text file
+    CalibrationSampling sampling = CalibrationSampling::Consecutive;
+    uint64_t seed = 0;    ///< Random only
+    bool bosFirst = true; ///< the first token of every sample was replaced by BOS
     int64_t seqLen() const { return samples.empty() ? 0 : int64_t(samples[0].size()); }
     int64_t tokens() const { return int64_t(samples.size()) * seqLen(); }
     bool empty() const { return samples.empty(); }
 };
 
 /// Tokenises `textPath` (empty: the bundled text, stats::builtinCalibrationPath()) once with
-/// BOS and cuts it into up to opts.samples consecutive sequences of opts.seqLen tokens (clamped
-/// to the model's maximum sequence length); the first token of each is replaced by BOS.
+/// BOS (the text's first token is BOS when the model has one) and takes opts.samples windows of
+/// opts.seqLen tokens (clamped to the model's maximum sequence length) as opts.sampling says.
+/// Random needs at least seqLen tokens (with exactly seqLen every window starts at 0);
+/// Consecutive takes min(samples, tokens / seqLen) windows.
 /// Throws Error naming the file when it cannot be read or holds fewer tokens than one sequence,
 /// ArgumentError for samples < 1 or seqLen < 2, Error when the model has no tokenizer.
 CalibrationSet loadCalibration(const Model& model, const std::string& textPath,
                                const CalibrationOptions& opts);
+
+/// The window starts CalibrationSampling::Random takes from `tokens` tokens: what Python's
+///     random.seed(seed); [random.randint(0, tokens - seqLen - 1) for _ in range(samples)]
+/// returns (all 0 when tokens == seqLen). Throws ArgumentError for tokens < seqLen.
+std::vector<int64_t> randomWindowStarts(int64_t tokens, int64_t seqLen, int64_t samples,
+                                        uint64_t seed);
 
 struct CaptureOptions {
     /// Rows of X kept in LinearInputs::sample (evenly strided over all calibration tokens).

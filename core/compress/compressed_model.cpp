@@ -807,6 +807,9 @@ void CompressedModel::save(const std::string& dir) const {
                               {"n", c.sparsity->n},
                               {"m", c.sparsity->m},
                               {"kept", c.kept}};
+            if (c.sparsity->method == SparsityMethod::SparseGpt &&
+                c.sparsity->pattern != SparsityPattern::NM)
+                tj["sparsity"]["count"] = sparsityCountName(c.sparsity->count);
         }
         if (c.quantized && !p.outlierCols.empty()) {
             descs.push_back({name + ".outlier_cols", DType::I32, {int64_t(p.outlierCols.size())}});
@@ -905,6 +908,9 @@ SparsitySettings sparsityFromJson(const nlohmann::json& sj, const std::string& n
     ss.ratio = sj.at("ratio").get<double>();
     ss.n = sj.at("n").get<int>();
     ss.m = sj.at("m").get<int>();
+    // overlays written before the count rule was recorded pruned the exact count
+    ss.count = sj.value("count", std::string("exact")) == "reference" ? SparsityCount::Reference
+                                                                      : SparsityCount::Exact;
     if (ss.m < 2 || ss.n < 1 || ss.n >= ss.m)
         throw FormatError(jpath, name + ": bad N:M " + sj.dump());
     return ss;
@@ -1099,7 +1105,19 @@ bool useRecipeImatrix(const Model& base, const Recipe& recipe, CompressOptions& 
             throw RecipeError(-1, "imatrix",
                               "\"calibrate\" computes the importance matrix from calibration "
                               "text, and none was given");
-        ImatrixResult ir = computeImatrix(base, *opts.calibration, {}, progress);
+        // llama-imatrix reads consecutive chunks: a randomly sampled set is re-cut from its
+        // text as consecutive windows of the same length and count.
+        const CalibrationSet* cal = opts.calibration;
+        CalibrationSet chunks;
+        if (cal->sampling != CalibrationSampling::Consecutive) {
+            CalibrationOptions co;
+            co.samples = int64_t(cal->samples.size());
+            co.seqLen = cal->seqLen();
+            co.sampling = CalibrationSampling::Consecutive;
+            chunks = loadCalibration(base, cal->source, co);
+            cal = &chunks;
+        }
+        ImatrixResult ir = computeImatrix(base, *cal, {}, progress);
         if (ir.status == Status::Cancelled) return false;
         own = std::move(ir.imatrix);
     } else {

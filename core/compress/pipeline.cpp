@@ -86,6 +86,16 @@ bool smoothFpStats(const Recipe& r, int rule) {
     return !(q && q->is_object() && q->value("stats", std::string("fp")) == "compressed");
 }
 
+/// SmoothQuant's "rule" of the rule that set a layer's α: "reference" (default, smooth_ln_fcs)
+/// or "ratio" (lcw's earlier (max|X|/max|W|)^α).
+SmoothQuantRule smoothRule(const Recipe& r, int rule) {
+    if (rule < 0 || size_t(rule) >= r.rules.size()) return SmoothQuantRule::Reference;
+    const auto& q = r.rules[size_t(rule)].smoothquant;
+    return q && q->is_object() && q->value("rule", std::string("reference")) == "ratio"
+               ? SmoothQuantRule::Ratio
+               : SmoothQuantRule::Reference;
+}
+
 OmniQuantOptions omniOptions(const nlohmann::json& w) {
     OmniQuantOptions o;
     readIf(w, "epochs", o.epochs);
@@ -336,12 +346,15 @@ void smoothQuantBlock(const CalibratedRun& run, BlockWork& w) {
         }
         // The reference (smoothquant's get_act_scales) takes max|X| from the unquantised model.
         const bool fp = smoothFpStats(run.recipe, alpha->second);
-        const auto s =
-            smoothQuantScales(w.in(fp).at(lead).absMax, ws, rows, site.channels, alpha->first);
+        const SmoothQuantRule sqRule = smoothRule(run.recipe, alpha->second);
+        const auto s = smoothQuantScales(w.in(fp).at(lead).absMax, ws, rows, site.channels,
+                                         alpha->first, sqRule);
         w.scaleInputs(site, s);
         for (const auto& l : site.linears) {
             w.details[l]["smoothquant_alpha"] = alpha->first;
             w.details[l]["smoothquant_stats"] = fp ? "fp" : "compressed";
+            w.details[l]["smoothquant_rule"] =
+                sqRule == SmoothQuantRule::Ratio ? "ratio" : "reference";
         }
     }
     for (const auto& [l, a] : run.P.smooth) {
@@ -912,18 +925,82 @@ void quantiseCalibratedLayer(CalibratedRun& run, BlockWork& w, const LayerPlan& 
     run.reports[lp.name] = std::move(lr);
 }
 
+/// GPTQ's true-sequential group of a block linear (IST-DASLab/gptq llama.py --true-sequential:
+/// [k, v, q], [o], [up, gate], [down]; experts and the router with gate/up; Mamba's projections
+/// in the order the mixer runs them).
+int sequentialGroup(const std::string& name) {
+    const std::string tail = name.substr(name.find('.', 7) + 1); // after "layers.N."
+    auto ends = [&](const char* s) {
+        const std::string t(s);
+        return tail.size() >= t.size() && tail.compare(tail.size() - t.size(), t.size(), t) == 0;
+    };
+    if (tail == "attn.q" || tail == "attn.k" || tail == "attn.v" || tail == "mixer.in_proj")
+        return 0;
+    if (tail == "attn.o" || tail == "mixer.x_proj") return 1;
+    if (ends(".gate") || ends(".up") || tail == "mlp.router" || tail == "mixer.dt_proj") return 2;
+    return 3; // mlp.down, experts' down, mixer.out_proj
+}
+
+bool trueSequential(const LayerPlan& lp) {
+    return lp.weight.method == WeightMethod::Gptq && lp.weightJson.contains("true_sequential") &&
+           lp.weightJson["true_sequential"].get<bool>();
+}
+
 /// Step 4: quantise every planned layer of the block. False when cancelled.
+/// With GPTQ's "true_sequential" the layers go in sequentialGroup order and, before each group
+/// after the first that holds such a layer, the block's inputs are captured again through the
+/// overlay (the earlier groups quantised, the folded tensors in place), so that later layers see
+/// the quantised earlier ones. Recaptured inputs are already in the folded (scaled) domain.
 bool quantiseBlockLayers(CalibratedRun& run, BlockWork& w) {
-    for (size_t k = 0; k < w.idx.size(); ++k) {
+    std::vector<size_t> order(w.idx.size());
+    for (size_t k = 0; k < order.size(); ++k) order[k] = k;
+    bool seq = false;
+    for (size_t i : w.idx)
+        if (trueSequential(run.P.layers[i])) {
+            seq = true;
+            w.details[run.P.layers[i].name]["true_sequential"] = true;
+        }
+    auto groupOf = [&](size_t k) { return seq ? sequentialGroup(run.P.layers[w.idx[k]].name) : 0; };
+    std::stable_sort(order.begin(), order.end(),
+                     [&](size_t a, size_t b) { return groupOf(a) < groupOf(b); });
+    const std::map<std::string, LinearInputs>* inputs = &w.in(false);
+    std::map<std::string, LinearInputs> recaptured;
+    int group = groupOf(order.empty() ? 0 : order[0]);
+    for (size_t n = 0; n < order.size(); ++n) {
+        const size_t k = order[n];
         const LayerPlan& lp = run.P.layers[w.idx[k]];
+        const double at = (run.unit + 0.5 + 0.5 * double(n) / double(order.size())) / run.nUnits;
+        if (seq && groupOf(k) != group) {
+            group = groupOf(k);
+            bool needed = false;
+            for (size_t m = n; m < order.size() && groupOf(order[m]) == group; ++m)
+                needed |= trueSequential(run.P.layers[w.idx[order[m]]]);
+            if (needed) {
+                // the folds not yet stored (norms, unquantised scaled linears) go in first
+                for (const auto& name : w.bt.modified())
+                    if (!w.quantised.count(name)) run.cm.setFloatTensor(name, w.bt.get(name));
+                RangeProgress capP(run.progress, at, at,
+                                   "true-sequential recapture before " + lp.name + ": ");
+                const auto c0 = Clock::now();
+                recaptured = captureBlockInputs(run.cm, run.cal, w.b, run.opts.capture, capP);
+                run.res.captureSeconds += secondsSince(c0);
+                if (recaptured.empty()) return false;
+                inputs = &recaptured;
+                for (size_t m = n; m < order.size(); ++m) {
+                    const LayerPlan& lpLater = run.P.layers[w.idx[order[m]]];
+                    if (usesFpInputs(lpLater)) continue; // keeps the unquantised model's inputs
+                    const std::string& later = lpLater.name;
+                    w.inScale.erase(later); // its recaptured input is already scaled
+                    w.details[later]["inputs"] = "recaptured";
+                }
+            }
+        }
         // Per layer: a block of a large model takes minutes to quantise (GPTQ).
-        if (!run.progress.report((run.unit + 0.5 + 0.5 * double(k) / double(w.idx.size())) /
-                                     run.nUnits,
-                                 lp.name + ": quantising"))
-            return false;
+        if (!run.progress.report(at, lp.name + ": quantising")) return false;
         const auto l0 = Clock::now();
         const std::vector<float> W = w.bt.get(lp.name);
-        const auto& ins = w.in(usesFpInputs(lp));
+        // AWQ / SmoothQuant statistics of the unquantised model are never recaptured.
+        const auto& ins = usesFpInputs(lp) ? w.in(true) : *inputs;
         const auto itIn = ins.find(lp.name);
         if (itIn == ins.end())
             quantiseUnreachedLayer(run, w, lp, W, l0);

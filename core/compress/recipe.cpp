@@ -122,8 +122,11 @@ void validateWeight(const json& w, int rule) {
     if (!w.is_object()) fail(rule, "weight", "expected an object or null, got " + w.dump());
     checkKeys(w,
               {"bits", "format", "symmetric", "granularity", "group_size", "method", "gguf", "damp",
-               "act_order", "block_size", "awq", "epochs", "lr", "let", "lr_let", "let_shift"},
+               "act_order", "block_size", "awq", "epochs", "lr", "let", "lr_let", "let_shift",
+               "true_sequential"},
               rule, "weight.");
+    if (w.contains("true_sequential"))
+        boolField(w["true_sequential"], rule, "weight.true_sequential");
     if (w.contains("damp")) numField(w["damp"], rule, "weight.damp", 1e-6, 1.0);
     if (w.contains("act_order")) boolField(w["act_order"], rule, "weight.act_order");
     if (w.contains("block_size")) intField(w["block_size"], rule, "weight.block_size", 1, 4096);
@@ -181,8 +184,9 @@ void validateWeight(const json& w, int rule) {
 
 void validateSmoothQuant(const json& q, int rule) {
     if (!q.is_object()) fail(rule, "smoothquant", "expected an object or null, got " + q.dump());
-    checkKeys(q, {"alpha", "stats"}, rule, "smoothquant.");
+    checkKeys(q, {"alpha", "stats", "rule"}, rule, "smoothquant.");
     if (q.contains("stats")) strField(q["stats"], rule, "smoothquant.stats", {"fp", "compressed"});
+    if (q.contains("rule")) strField(q["rule"], rule, "smoothquant.rule", {"reference", "ratio"});
     if (!q.contains("alpha")) fail(rule, "smoothquant.alpha", "missing");
     numField(q["alpha"], rule, "smoothquant.alpha", 0.0, 1.0);
 }
@@ -229,7 +233,7 @@ bool parseNM(const std::string& p, int& n, int& m) {
 
 void validateSparsity(const json& o, int rule) {
     if (!o.is_object()) fail(rule, "sparsity", "expected an object or null, got " + o.dump());
-    checkKeys(o, {"method", "ratio", "pattern", "block_size", "damp"}, rule, "sparsity.");
+    checkKeys(o, {"method", "ratio", "pattern", "block_size", "damp", "count"}, rule, "sparsity.");
     if (o.contains("method"))
         strField(o["method"], rule, "sparsity.method", {"magnitude", "wanda", "sparsegpt"});
     if (o.contains("ratio")) {
@@ -255,6 +259,7 @@ void validateSparsity(const json& o, int rule) {
     if (o.contains("block_size"))
         intField(o["block_size"], rule, "sparsity.block_size", 1, 1 << 16);
     if (o.contains("damp")) numField(o["damp"], rule, "sparsity.damp", 0.0, 1.0);
+    if (o.contains("count")) strField(o["count"], rule, "sparsity.count", {"reference", "exact"});
 }
 
 void validateStructured(const json& o, int rule) {
@@ -884,6 +889,9 @@ SparsitySettings resolveSparsity(const json& o) {
     }
     if (o.contains("block_size")) s.blockSize = o["block_size"].get<int64_t>();
     if (o.contains("damp")) s.damp = o["damp"].get<double>();
+    if (o.contains("count"))
+        s.count = o["count"].get<std::string>() == "exact" ? SparsityCount::Exact
+                                                           : SparsityCount::Reference;
     return s;
 }
 

@@ -9,7 +9,8 @@ namespace lcw::compress {
 
 std::vector<float> smoothQuantScales(const std::vector<float>& xAbsMax,
                                      const std::vector<const float*>& weights,
-                                     const std::vector<int64_t>& rows, int64_t cols, double alpha) {
+                                     const std::vector<int64_t>& rows, int64_t cols, double alpha,
+                                     SmoothQuantRule rule) {
     if (int64_t(xAbsMax.size()) != cols || weights.size() != rows.size())
         throw ArgumentError("SmoothQuant: statistic and weight sizes do not match");
     if (!(alpha >= 0 && alpha <= 1))
@@ -20,6 +21,15 @@ std::vector<float> smoothQuantScales(const std::vector<float>& xAbsMax,
             for (int64_t j = 0; j < cols; ++j)
                 wmax[size_t(j)] = std::max(wmax[size_t(j)], std::fabs(weights[k][r * cols + j]));
     std::vector<float> s(size_t(cols), 1.0f);
+    if (rule == SmoothQuantRule::Reference) {
+        // smooth_ln_fcs: weight_scales.clamp(min=1e-5); act^α / w^(1−α); clamp(min=1e-5)
+        for (int64_t j = 0; j < cols; ++j) {
+            const double x = xAbsMax[size_t(j)];
+            const double w = std::max(double(wmax[size_t(j)]), 1e-5);
+            s[size_t(j)] = float(std::max(std::pow(x, alpha) / std::pow(w, 1.0 - alpha), 1e-5));
+        }
+        return s;
+    }
     if (alpha == 0) return s;
     for (int64_t j = 0; j < cols; ++j) {
         const double x = xAbsMax[size_t(j)], w = wmax[size_t(j)];

@@ -85,6 +85,10 @@ const char* sparsityPatternName(SparsityPattern p) {
     return "?";
 }
 
+const char* sparsityCountName(SparsityCount c) {
+    return c == SparsityCount::Reference ? "reference" : "exact";
+}
+
 std::string SparsitySettings::describe() const {
     std::string s;
     if (pattern == SparsityPattern::NM) {
@@ -95,10 +99,39 @@ std::string SparsitySettings::describe() const {
         s = b;
         s += pattern == SparsityPattern::PerRow ? "per-row" : "unstructured";
     }
-    return s + " " + sparsityMethodName(method);
+    s += std::string(" ") + sparsityMethodName(method);
+    if (method == SparsityMethod::SparseGpt && pattern != SparsityPattern::NM &&
+        count == SparsityCount::Exact)
+        s += " (exact count)";
+    return s;
 }
 
+namespace {
+
+/// int(n · ratio) as Python computes it (a double product, truncated).
+int64_t referenceIndex(int64_t n, double ratio) {
+    return int64_t(double(n) * ratio);
+}
+
+/// Whether pruneSparseGpt uses the reference per-block threshold.
+bool referenceCount(const SparsitySettings& s) {
+    return s.method == SparsityMethod::SparseGpt && s.count == SparsityCount::Reference &&
+           s.pattern != SparsityPattern::NM;
+}
+
+} // namespace
+
 int64_t prunedCount(int64_t rows, int64_t cols, const SparsitySettings& s) {
+    if (referenceCount(s)) {
+        const int64_t bs = std::max<int64_t>(1, s.blockSize);
+        int64_t total = 0;
+        for (int64_t i1 = 0; i1 < cols; i1 += bs) {
+            const int64_t bw = std::min(cols, i1 + bs) - i1;
+            total += s.pattern == SparsityPattern::PerRow ? rows * (referenceIndex(bw, s.ratio) + 1)
+                                                          : referenceIndex(rows * bw, s.ratio) + 1;
+        }
+        return total;
+    }
     switch (s.pattern) {
     case SparsityPattern::Unstructured:
         return roundCount(s.ratio * double(rows * cols));
@@ -206,6 +239,7 @@ PruneResult pruneSparseGpt(const float* w, int64_t rows, int64_t cols, const dou
     if (nm) bs = (bs + s.m - 1) / s.m * s.m;
     std::vector<uint8_t> mask(size_t(rows * cols), 1);
     std::vector<float> score;
+    std::vector<double> dscore, sorted;
     std::vector<int64_t> idx;
     for (int64_t i1 = 0; i1 < cols; i1 += bs) {
         const int64_t i2 = std::min(cols, i1 + bs), bw = i2 - i1;
@@ -220,7 +254,28 @@ PruneResult pruneSparseGpt(const float* w, int64_t rows, int64_t cols, const dou
                     score[size_t(r * bw + c)] = float(W1(r, c) * W1(r, c) / (d * d));
                 }
         };
-        if (!nm) {
+        if (!nm && referenceCount(s)) {
+            // sparsegpt.py: tmp = W1² / diag(Hinv1)², thresh = sort(tmp)[int(numel·sparsity)],
+            // mask1 = tmp <= thresh (per-row: the same within each row), scores in double.
+            dscore.resize(size_t(rows * bw));
+            for (int64_t r = 0; r < rows; ++r)
+                for (int64_t c = 0; c < bw; ++c) {
+                    const double d = U(i1 + c, i1 + c);
+                    dscore[size_t(r * bw + c)] = W1(r, c) * W1(r, c) / (d * d);
+                }
+            auto threshold = [&](size_t b, size_t e) {
+                sorted.assign(dscore.begin() + ptrdiff_t(b), dscore.begin() + ptrdiff_t(e));
+                const int64_t k = referenceIndex(int64_t(e - b), s.ratio);
+                std::nth_element(sorted.begin(), sorted.begin() + k, sorted.end());
+                const double thresh = sorted[size_t(k)];
+                for (size_t i = b; i < e; ++i)
+                    if (dscore[i] <= thresh) m1[i] = 0;
+            };
+            if (s.pattern == SparsityPattern::Unstructured)
+                threshold(0, size_t(rows * bw));
+            else
+                for (int64_t r = 0; r < rows; ++r) threshold(size_t(r * bw), size_t((r + 1) * bw));
+        } else if (!nm) {
             fillScore(0, bw);
             if (s.pattern == SparsityPattern::Unstructured) {
                 // cumulative target keeps the total exactly round(ratio · rows · cols)

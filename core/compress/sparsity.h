@@ -15,6 +15,21 @@ namespace lcw::compress {
 
 enum class SparsityMethod { Magnitude, Wanda, SparseGpt };
 enum class SparsityPattern { Unstructured, PerRow, NM };
+/// How many weights SparseGPT prunes in each lazy block of B columns (unstructured / per-row).
+enum class SparsityCount {
+    /// IST-DASLab/sparsegpt sparsegpt.py fasterprune: the scores w²/[H⁻¹]²_cc of the block
+    /// (unstructured: all rows·B; per-row: each row's B) are sorted, thresh = sorted[int(n·ratio)]
+    /// and every weight with score <= thresh is pruned: int(n·ratio) + 1 per block, more when
+    /// scores tie at the threshold (e.g. inputs that are never active), and one weight per block
+    /// even at ratio 0.
+    Reference,
+    /// lcw's exact count: the lowest round(ratio·rows·i2) − round(ratio·rows·i1) scores of block
+    /// [i1, i2) (per-row: round(ratio·i2) − round(ratio·i1) per row; ties: the higher index
+    /// goes), so the matrix holds exactly round(ratio·rows·cols) (per-row: round(ratio·cols) per
+    /// row) pruned weights as magnitude and Wanda prune.
+    Exact,
+};
+const char* sparsityCountName(SparsityCount c); // "reference", "exact"
 
 const char* sparsityMethodName(SparsityMethod m);   // "magnitude", "wanda", "sparsegpt"
 const char* sparsityPatternName(SparsityPattern p); // "unstructured", "per_row", "n:m"
@@ -26,15 +41,22 @@ struct SparsitySettings {
     int n = 2, m = 4;        ///< N:M: keep N of every M
     int64_t blockSize = 128; ///< SparseGPT lazy-update block (rounded to a multiple of M)
     double damp = 0.01;      ///< SparseGPT: λ = damp · mean(diag H) added to the diagonal
-    /// "50% unstructured magnitude", "2:4 sparsegpt".
+    /// SparseGPT unstructured / per-row: the count rule per lazy block (N:M and the other
+    /// methods ignore it).
+    SparsityCount count = SparsityCount::Reference;
+    /// "50% unstructured magnitude", "2:4 sparsegpt", "50% unstructured sparsegpt (exact count)".
     std::string describe() const;
     bool needsCalibration() const { return method != SparsityMethod::Magnitude; }
 };
 
-/// Number of weights the pattern prunes in a [rows, cols] matrix (exact):
+/// Number of weights the pattern prunes in a [rows, cols] matrix:
 ///   unstructured: round(ratio·rows·cols); per-row: rows·round(ratio·cols);
 ///   N:M: per row, (M−N) per full group and, for a last partial group of k < M inputs,
-///   k − ceil(k·N/M) (so the group still has at most N non-zeros).
+///   k − ceil(k·N/M) (so the group still has at most N non-zeros);
+///   SparseGPT with SparsityCount::Reference (unstructured / per-row): per lazy block of
+///   bw = min(blockSize, cols − i1) columns, int(rows·bw·ratio) + 1 (per-row:
+///   rows·(int(bw·ratio) + 1)) — exact unless scores tie at a block's threshold, when
+///   pruneSparseGpt prunes the tied weights too (the result's mask has the true count).
 int64_t prunedCount(int64_t rows, int64_t cols, const SparsitySettings& s);
 
 /// Mask keeping the highest scores under the pattern (ties: the lower index is kept).
