@@ -48,6 +48,10 @@ GptqOptions gptqOptions(const nlohmann::json& w) {
     readIf(w, "damp", o.damp);
     readIf(w, "act_order", o.actOrder);
     readIf(w, "block_size", o.blockSize);
+    readIf(w, "static_groups", o.staticGroups);
+    if (w.contains("groups"))
+        o.groups = w["groups"] == "updated" ? GptqGroups::Updated : GptqGroups::Reference;
+    if (w.contains("sym_grid")) o.referenceSymGrid = w["sym_grid"] != "rtn";
     return o;
 }
 
@@ -804,6 +808,8 @@ PackedTensor gptqLayer(const LayerPlan& lp, const std::vector<float>& Wq, const 
         det["dead_columns"] = g.deadColumns;
         det["act_order"] = go.actOrder;
         det["block_size"] = go.blockSize;
+        det["static_groups"] = go.staticGroups;
+        det["groups"] = go.groups == GptqGroups::Updated ? "updated" : "reference";
         return packed;
     }
     GptqResult g = gptqQuantize(Wq.data(), rows, cols, H.data(), lp.weight, go, lp.name);
@@ -811,6 +817,9 @@ PackedTensor gptqLayer(const LayerPlan& lp, const std::vector<float>& Wq, const 
     det["damp"] = g.damp;
     det["act_order"] = go.actOrder;
     det["block_size"] = go.blockSize;
+    det["static_groups"] = go.staticGroups;
+    det["groups"] = go.groups == GptqGroups::Updated ? "updated" : "reference";
+    det["sym_grid"] = go.referenceSymGrid ? "reference" : "rtn";
     det["dead_columns"] = g.deadColumns;
     return packed;
 }
