@@ -305,8 +305,8 @@ private slots:
     }
 
     void updatedRuleDiffersFromTheReference() {
-        // lcw's earlier rule ("groups": "updated", RTN's symmetric grid) is not the reference:
-        // the old code fails codesEqualTheReference.
+        // lcw's earlier group rule ("groups": "updated") is not the reference (and neither is
+        // RTN's symmetric grid, below): the old code fails codesEqualTheReference.
         const Problem pb;
         for (const bool sym : {false, true})
             for (const bool act : {false, true}) {
@@ -470,6 +470,12 @@ private slots:
             QVERIFY(a.colOrder == b.colOrder);
         }
         QCOMPARE(back->compressedSize().bits, res.model->compressedSize().bits);
+        // The size estimate from the plan counts the column orders (32 bits per column).
+        PlanOptions po;
+        po.hasCalibration = true;
+        const SizeEstimate est = estimatePlan(planRecipe(r, *m, po), *m);
+        QCOMPARE(est.compressed.bits, res.model->compressedSize().bits);
+        QCOMPARE(est.total.bits, res.model->totalSize().bits);
         // The runtime's packed product equals the dequantised weights' product.
         const kernels::PackedLinear* pl = back->packedLinear(name);
         QVERIFY(pl);

@@ -1,5 +1,7 @@
 #include "core/compress/compressed_model.h"
+
 #include "core/common/json_file.h"
+#include "core/compress/gptq.h"
 #include "core/compress/imatrix.h"
 #include "core/compress/overlay_files.h"
 #include "core/compress/pipeline.h"
@@ -316,6 +318,14 @@ SizeInfo lowRankSize(const LayerPlan& lp, int64_t rows, int64_t cols, uint32_t v
 
 } // namespace
 
+/// GPTQ's act-order groups store a column order: 32 bits per input column.
+uint64_t columnOrderBits(const LayerPlan& lp, int64_t cols) {
+    if (!lp.quantize || lp.weight.method != WeightMethod::Gptq) return 0;
+    return gptqStoresColumnOrder(lp.weight, gptqOptionsFromJson(lp.weightJson))
+               ? 32 * uint64_t(cols)
+               : 0;
+}
+
 SizeEstimate estimatePlan(const Plan& plan, const Model& base) {
     SizeEstimate est;
     PlannedShapes ps{base, {}, {}};
@@ -332,7 +342,8 @@ SizeEstimate estimatePlan(const Plan& plan, const Model& base) {
         const SizeInfo si = lp.lowrank
                                 ? lowRankSize(lp, rows, cols, vb, est)
                                 : SizeInfo{rows * cols, entryBits(lp.name, rows, cols, lp.quantize,
-                                                                  lp.weight, vb, lp.sparsity)};
+                                                                  lp.weight, vb, lp.sparsity) +
+                                                            columnOrderBits(lp, cols)};
         est.tensors[lp.name] = si;
         addSize(est.compressed, si);
     }

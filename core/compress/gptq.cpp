@@ -315,6 +315,25 @@ private:
 
 } // namespace
 
+GptqOptions gptqOptionsFromJson(const nlohmann::json& w) {
+    GptqOptions o;
+    if (!w.is_object()) return o;
+    if (w.contains("damp")) o.damp = w["damp"].get<double>();
+    if (w.contains("act_order")) o.actOrder = w["act_order"].get<bool>();
+    if (w.contains("block_size")) o.blockSize = w["block_size"].get<int64_t>();
+    if (w.contains("static_groups")) o.staticGroups = w["static_groups"].get<bool>();
+    if (w.contains("groups"))
+        o.groups = w["groups"] == "updated" ? GptqGroups::Updated : GptqGroups::Reference;
+    if (w.contains("sym_grid")) o.referenceSymGrid = w["sym_grid"] != "rtn";
+    return o;
+}
+
+bool gptqStoresColumnOrder(const WeightSettings& s, const GptqOptions& o) {
+    return s.method == WeightMethod::Gptq && !s.ggufGrid && !methodIsGguf(s.method) &&
+           s.granularity == Granularity::Group && o.actOrder && !o.staticGroups &&
+           o.groups == GptqGroups::Reference;
+}
+
 GptqResult gptqQuantize(const float* w, int64_t rows, int64_t cols, const double* Hp,
                         const WeightSettings& s, const GptqOptions& o, const std::string& name) {
     if (methodIsGguf(s.method))
@@ -325,7 +344,7 @@ GptqResult gptqQuantize(const float* w, int64_t rows, int64_t cols, const double
     GptqResult res;
     const bool ref = o.groups == GptqGroups::Reference;
     const bool group = s.granularity == Granularity::Group;
-    IntQuantiser q(s, rows, cols, ref && o.referenceSymGrid, group && o.staticGroups, name);
+    IntQuantiser q(s, rows, cols, o.referenceSymGrid, group && o.staticGroups, name);
     GptqStats st;
     LoopRule rule;
     rule.reference = ref;
@@ -336,9 +355,8 @@ GptqResult gptqQuantize(const float* w, int64_t rows, int64_t cols, const double
     const std::vector<int64_t> perm =
         runGptq(loadW(w, rows, cols), loadH(Hp, cols), o, q, st, name, rule);
     res.packed = q.pack();
-    bool identity = true;
-    for (int64_t k = 0; k < cols && identity; ++k) identity = perm[size_t(k)] == k;
-    if (rule.processOrder && !identity) res.packed.colOrder.assign(perm.begin(), perm.end());
+    // Stored also when act order happens to be the identity, so that sizes follow the settings.
+    if (rule.processOrder && o.actOrder) res.packed.colOrder.assign(perm.begin(), perm.end());
     res.damp = st.damp;
     res.deadColumns = st.deadColumns;
     return res;

@@ -54,6 +54,14 @@ struct GptqOptions {
     bool referenceSymGrid = true;              ///< recipe "sym_grid": "reference" | "rtn"
 };
 
+/// The options of a recipe's weight section (damp, act_order, block_size, static_groups, groups,
+/// sym_grid; validated by the recipe parser); defaults for absent keys.
+GptqOptions gptqOptionsFromJson(const nlohmann::json& weight);
+
+/// Whether gptqQuantize stores a column order (PackedTensor::colOrder, 32 bits per column) for
+/// these settings: act_order with the reference groups (not static) at group granularity.
+bool gptqStoresColumnOrder(const WeightSettings& s, const GptqOptions& o);
+
 struct GptqResult {
     PackedTensor packed;
     double damp = 0;         ///< the dampening factor finally used

@@ -44,15 +44,7 @@ template <class T> void readIf(const nlohmann::json& j, const char* key, T& out)
 }
 
 GptqOptions gptqOptions(const nlohmann::json& w) {
-    GptqOptions o;
-    readIf(w, "damp", o.damp);
-    readIf(w, "act_order", o.actOrder);
-    readIf(w, "block_size", o.blockSize);
-    readIf(w, "static_groups", o.staticGroups);
-    if (w.contains("groups"))
-        o.groups = w["groups"] == "updated" ? GptqGroups::Updated : GptqGroups::Reference;
-    if (w.contains("sym_grid")) o.referenceSymGrid = w["sym_grid"] != "rtn";
-    return o;
+    return gptqOptionsFromJson(w);
 }
 
 AwqOptions awqOptions(const nlohmann::json& w) {
