@@ -16,6 +16,7 @@
 #include "core/compress/recipe.h"
 #include "core/model/model.h"
 #include "core/runtime/packed_linear.h"
+#include "core/runtime/quant_runtime.h"
 #include "core/runtime/session.h"
 #include "test_util.h"
 
@@ -397,7 +398,7 @@ private slots:
             src.nScales = p.scales.size();
             if (!sym) src.zeros = p.zeros.data(), src.nZeros = p.zeros.size();
             src.outlierCols = p.outlierCols.data();
-            src.nOutlierCols = 1;
+            src.nOutlierCols = p.outlierCols.size();
             src.outlierValues = p.outlierValues.data();
             src.colOrder = p.colOrder.data();
             src.name = "t";
@@ -410,29 +411,46 @@ private slots:
             std::normal_distribution<float> nd(0.0f, 1.0f);
             std::vector<float> x(size_t(nTok * p.cols));
             for (auto& v : x) v = nd(rng);
-            for (const bool exact : {true, false}) {
-                std::vector<std::byte> prep(pl->preparedBytes(nTok, nullptr, exact));
-                pl->prepare(x.data(), p.cols, nTok, nullptr, exact, prep.data());
-                std::vector<float> y(size_t(nTok * p.rows));
-                pl->gemm(0, p.rows, prep.data(), nTok, nullptr, exact, y.data(), p.rows);
-                for (int64_t t = 0; t < nTok; ++t) {
-                    double xmax = 0;
-                    for (int64_t c = 0; c < p.cols; ++c)
-                        xmax = std::max(xmax, std::fabs(double(x[size_t(t * p.cols + c)])));
-                    for (int64_t r = 0; r < p.rows; ++r) {
-                        double want = 0, mag = 0;
-                        for (int64_t c = 0; c < p.cols; ++c) {
-                            want += double(x[size_t(t * p.cols + c)]) * wq[size_t(r * p.cols + c)];
-                            mag += std::fabs(double(wq[size_t(r * p.cols + c)]));
+            // int8 per-token input quantisation with activation-outlier channels (given in
+            // input-column order): equal to the fake-quantised activations times the weights.
+            ActQuantSpec a8;
+            a8.bits = 8;
+            a8.outlierChannels = {7, 41, 200};
+            x[size_t(7)] = 30.0f;
+            std::vector<float> xq(x.size());
+            runtime::fakeQuantizeActivations(a8, x.data(), p.cols, xq.data(), p.cols, nTok, p.cols,
+                                             0);
+            for (const bool withAct : {false, true})
+                for (const bool exact : {true, false}) {
+                    const ActQuantSpec* act = withAct ? &a8 : nullptr;
+                    const std::vector<float>& xin = withAct ? xq : x;
+                    std::vector<std::byte> prep(pl->preparedBytes(nTok, act, exact));
+                    pl->prepare(x.data(), p.cols, nTok, act, exact, prep.data());
+                    std::vector<float> y(size_t(nTok * p.rows));
+                    pl->gemm(0, p.rows, prep.data(), nTok, act, exact, y.data(), p.rows);
+                    for (int64_t t = 0; t < nTok; ++t) {
+                        double xmax = 0;
+                        for (int64_t c = 0; c < p.cols; ++c)
+                            xmax = std::max(xmax, std::fabs(double(xin[size_t(t * p.cols + c)])));
+                        for (int64_t r = 0; r < p.rows; ++r) {
+                            double want = 0, mag = 0;
+                            for (int64_t c = 0; c < p.cols; ++c) {
+                                want += double(xin[size_t(t * p.cols + c)]) *
+                                        wq[size_t(r * p.cols + c)];
+                                mag += std::fabs(double(wq[size_t(r * p.cols + c)]));
+                            }
+                            const double got = y[size_t(t * p.rows + r)];
+                            // exact or the recipe's activations: float rounding only; int8
+                            // blocks: the stated bound.
+                            const double tol =
+                                exact || withAct ? 1e-5 * mag * xmax : mag * xmax / 254 + 1e-4;
+                            QVERIFY2(std::fabs(got - want) <= tol,
+                                     (std::to_string(got) + " vs " + std::to_string(want) +
+                                      (withAct ? " act" : "") + (exact ? " exact" : ""))
+                                         .c_str());
                         }
-                        const double got = y[size_t(t * p.rows + r)];
-                        // exact: float summation only; int8 activations: the stated bound.
-                        const double tol = exact ? 1e-5 * mag * xmax : mag * xmax / 254 + 1e-4;
-                        QVERIFY2(std::fabs(got - want) <= tol,
-                                 (std::to_string(got) + " vs " + std::to_string(want)).c_str());
                     }
                 }
-            }
         }
     }
 

@@ -1030,17 +1030,22 @@ public:
         }
     }
     std::string describe() const override { return m_inner->describe() + " +col-order"; }
+    /// The inner weight's buffer, then the permuted activations [nTok, cols] (float).
     size_t preparedBytes(int64_t nTok, const ActQuantSpec* act, bool exact) const override {
-        return m_inner->preparedBytes(nTok, act, exact);
+        return alignUp(m_inner->preparedBytes(nTok, act, exact)) +
+               size_t(std::max<int64_t>(nTok, 0)) * size_t(cols()) * sizeof(float);
     }
     void prepare(const float* x, int64_t ldx, int64_t nTok, const ActQuantSpec* act, bool exact,
                  std::byte* prepared) const override {
         const int64_t c = cols();
-        std::vector<float> xp(size_t(nTok * c));
+        float* xp =
+            reinterpret_cast<float*>(prepared + alignUp(m_inner->preparedBytes(nTok, act, exact)));
         for (int64_t t = 0; t < nTok; ++t)
-            for (int64_t k = 0; k < c; ++k) xp[size_t(t * c + k)] = x[t * ldx + m_order[size_t(k)]];
+            for (int64_t k = 0; k < c; ++k) xp[t * c + k] = x[t * ldx + m_order[size_t(k)]];
+        if (!act || act->outlierChannels.empty())
+            return m_inner->prepare(xp, c, nTok, act, exact, prepared);
         const ActQuantSpec stored = storedSpec(act);
-        m_inner->prepare(xp.data(), c, nTok, act ? &stored : nullptr, exact, prepared);
+        m_inner->prepare(xp, c, nTok, &stored, exact, prepared);
     }
     void gemm(int64_t r0, int64_t nRows, const std::byte* prepared, int64_t nTok,
               const ActQuantSpec* act, bool exact, float* y, int64_t ldy) const override {
