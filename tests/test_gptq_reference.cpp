@@ -14,6 +14,7 @@
 #include "core/compress/pipeline.h"
 #include "core/compress/quantizer.h"
 #include "core/compress/recipe.h"
+#include "core/io/quants.h"
 #include "core/model/model.h"
 #include "core/runtime/packed_linear.h"
 #include "core/runtime/quant_runtime.h"
@@ -27,6 +28,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <numeric>
 #include <random>
 
@@ -514,6 +516,52 @@ private slots:
         }
         QVERIFY(la == lb);
         for (float v : la) QVERIFY(std::isfinite(v));
+    }
+
+    void ggufGridsFollowTheTiming() {
+        // GPTQ onto Q4_0 blocks (contiguous in column order): static_groups take ggml's scales
+        // of the initial weights (dead column zeroed) for every block; the reference timing and
+        // "updated" choose later blocks' scales from different weights.
+        const Problem pb;
+        const int64_t nb = pb.cols / 32;
+        const size_t bb = size_t(dtypeBlockBytes(DType::Q4_0));
+        std::vector<float> w0 = pb.w;
+        for (int64_t r = 0; r < pb.rows; ++r) w0[size_t(r * pb.cols + 37)] = 0.0f;
+        std::vector<std::byte> rtn(size_t(pb.rows * nb) * bb);
+        for (int64_t r = 0; r < pb.rows; ++r)
+            quantizeRow(DType::Q4_0, w0.data() + r * pb.cols, rtn.data() + size_t(r * nb) * bb,
+                        pb.cols, nullptr);
+        auto scaleOf = [&](const std::vector<std::byte>& b, size_t blk) {
+            uint16_t d;
+            std::memcpy(&d, b.data() + blk * bb, 2);
+            return d;
+        };
+        for (const bool act : {false, true}) {
+            GptqOptions o;
+            o.actOrder = act;
+            o.staticGroups = true;
+            const auto st = gptqQuantizeGguf(pb.w.data(), pb.rows, pb.cols, pb.Hrm.data(),
+                                             DType::Q4_0, nullptr, o, "t");
+            for (size_t blk = 0; blk < size_t(pb.rows * nb); ++blk)
+                QCOMPARE(scaleOf(st.bytes, blk), scaleOf(rtn, blk));
+            o.staticGroups = false;
+            const auto ref = gptqQuantizeGguf(pb.w.data(), pb.rows, pb.cols, pb.Hrm.data(),
+                                              DType::Q4_0, nullptr, o, "t");
+            o.groups = GptqGroups::Updated;
+            const auto upd = gptqQuantizeGguf(pb.w.data(), pb.rows, pb.cols, pb.Hrm.data(),
+                                              DType::Q4_0, nullptr, o, "t");
+            int refDiff = 0, updDiff = 0;
+            for (size_t blk = 0; blk < size_t(pb.rows * nb); ++blk) {
+                refDiff += scaleOf(ref.bytes, blk) != scaleOf(upd.bytes, blk);
+                updDiff += scaleOf(st.bytes, blk) != scaleOf(upd.bytes, blk);
+            }
+            QVERIFY(refDiff > 0);
+            QVERIFY(updDiff > 0);
+            if (!act)
+                // The first block of a row is chosen before any update under every rule.
+                for (int64_t r = 0; r < pb.rows; ++r)
+                    QCOMPARE(scaleOf(ref.bytes, size_t(r * nb)), scaleOf(rtn, size_t(r * nb)));
+        }
     }
 
     void recipeKeys() {
