@@ -227,10 +227,20 @@ std::vector<float> decodeModule(const Folder& f, const std::string& module, int6
             for (size_t i = 0; i < zp.size(); ++i) zp[i] = at<int8_t>(z, int64_t(i));
         }
     }
+    // actorder "group": weight_g_idx names each input column's group (forward.py's
+    // scale[:, g_idx]).
+    std::vector<int64_t> gidx(static_cast<size_t>(cols));
+    for (int64_t j = 0; j < cols; ++j) gidx[size_t(j)] = j / gsz;
+    if (f.has(module + ".weight_g_idx")) {
+        const TensorView& g = f.get(module + ".weight_g_idx");
+        if (g.dtype != DType::I32 || g.shape != std::vector<int64_t>{cols})
+            throw std::runtime_error("weight_g_idx is not i32 [cols]");
+        for (int64_t j = 0; j < cols; ++j) gidx[size_t(j)] = at<int32_t>(g, j);
+    }
     std::vector<float> out(size_t(rows * cols));
     for (int64_t r = 0; r < rows; ++r)
         for (int64_t j = 0; j < cols; ++j) {
-            const size_t gi = strategy == "tensor" ? 0 : size_t(r * ng + j / gsz);
+            const size_t gi = strategy == "tensor" ? 0 : size_t(r * ng + gidx[size_t(j)]);
             const float s = halfToFloat(at<uint16_t>(sc, int64_t(gi)));
             const int32_t x = q[size_t(r * cols + j)];
             out[size_t(r * cols + j)] =
@@ -572,33 +582,46 @@ private slots:
         QVERIFY(kv.r.warnings[0].find("KV") != std::string::npos);
     }
 
-    // GPTQ with act_order: lcw keeps the groups in column order (GPTQ's static groups), which is
-    // compressed-tensors' actorder "weight" (no weight_g_idx); the codes are GPTQ's, exactly.
+    // GPTQ with act_order: the reference's groups (consecutive in act order) are
+    // compressed-tensors' actorder "group" with weight_g_idx; static_groups keep them in column
+    // order: actorder "weight", no weight_g_idx. The codes are GPTQ's, exactly.
     void gptqActOrder() {
-        auto base = load(lcwtest::demoModelPath());
-        const json recipe = oneRule(json::parse(R"({"weight": {"bits": 4, "symmetric": false,
-            "granularity": "group", "group_size": 32, "method": "gptq", "act_order": true}})"));
-        NullProgress np;
-        compress::CompressResult cr = compress::compressWithBundledCalibration(
-            *base, compress::Recipe::fromJson(recipe), np, {2, 32});
-        QVERIFY(cr.model);
-        const auto fmt = compressedTensorsFormat();
-        HfCheckpointOptions o;
-        o.outDir = m_dir + "/gptq";
-        Exported e;
-        e.r = exportHfCheckpoint(*base, *cr.model, *fmt, o);
-        e.f = openFolder(o.outDir);
-        e.base = std::move(base);
-        e.ov = std::move(cr.model);
-        const std::string q = "model.layers.0.self_attn.q_proj";
-        const json* g = schemeOf(e.f, q);
-        QVERIFY(g);
-        QCOMPARE((*g)["weights"]["actorder"].get<std::string>(), std::string("weight"));
-        QVERIFY(!e.f.has(q + ".weight_g_idx"));
-        try {
-            QCOMPARE(verifyAll(e), 30);
-        } catch (const std::exception& ex) {
-            QFAIL(ex.what());
+        for (const bool staticGroups : {false, true}) {
+            auto base = load(lcwtest::demoModelPath());
+            json w = json::parse(R"({"bits": 4, "symmetric": false, "granularity": "group",
+                "group_size": 32, "method": "gptq", "act_order": true})");
+            if (staticGroups) w["static_groups"] = true;
+            const json recipe = oneRule({{"weight", w}});
+            NullProgress np;
+            compress::CompressResult cr = compress::compressWithBundledCalibration(
+                *base, compress::Recipe::fromJson(recipe), np, {2, 32});
+            QVERIFY(cr.model);
+            const auto fmt = compressedTensorsFormat();
+            HfCheckpointOptions o;
+            o.outDir = m_dir + (staticGroups ? "/gptq-static" : "/gptq");
+            Exported e;
+            e.r = exportHfCheckpoint(*base, *cr.model, *fmt, o);
+            e.f = openFolder(o.outDir);
+            e.base = std::move(base);
+            e.ov = std::move(cr.model);
+            const std::string q = "model.layers.0.self_attn.q_proj";
+            const json* g = schemeOf(e.f, q);
+            QVERIFY(g);
+            QCOMPARE((*g)["weights"]["actorder"].get<std::string>(),
+                     std::string(staticGroups ? "weight" : "group"));
+            QCOMPARE(e.f.has(q + ".weight_g_idx"), !staticGroups);
+            if (!staticGroups) {
+                const TensorView& gi = e.f.get(q + ".weight_g_idx");
+                bool trivial = true;
+                for (int64_t j = 0; j < gi.shape[0]; ++j)
+                    trivial = trivial && at<int32_t>(gi, j) == int32_t(j / 32);
+                QVERIFY(!trivial);
+            }
+            try {
+                QCOMPARE(verifyAll(e), 30);
+            } catch (const std::exception& ex) {
+                QFAIL(ex.what());
+            }
         }
     }
 

@@ -26,10 +26,12 @@
 //    0 < damp_percent < 1; checkpoint_format "gptq" / "gptq_v2"), AwqConfig.
 #include "core/common/dtype.h"
 #include "core/common/error.h"
+#include "core/compress/gptq.h"
 #include "core/compress/quantizer.h"
 #include "core/export/gptq_awq.h"
 #include "test_util.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -526,6 +528,60 @@ private slots:
         auto aw2 = awqFormat();
         QCOMPARE(aw2->cannotExpress(md), std::string());
         QVERIFY(!aw2->cannotExpress(ma).empty());
+    }
+
+    void gptqActOrderGroupsWriteGidx() {
+        // GPTQ's act-order groups (PackedTensor::colOrder): qweight in input-column order,
+        // g_idx = each input column's group, desc_act; the independent reader dequantises them
+        // exactly. AWQ has no g_idx: not expressible.
+        const int64_t rows = 64, cols = 256, n = 300;
+        const auto w = randomWeights(rows, cols, 11);
+        std::mt19937 rng(12);
+        std::normal_distribution<double> nd(0.0, 1.0);
+        std::vector<double> X(size_t(n * cols));
+        for (int64_t t = 0; t < n; ++t)
+            for (int64_t j = 0; j < cols; ++j)
+                X[size_t(t * cols + j)] = nd(rng) * (1.0 + double((j * 37) % 11));
+        std::vector<double> H(size_t(cols * cols), 0.0);
+        for (int64_t t = 0; t < n; ++t)
+            for (int64_t a = 0; a < cols; ++a)
+                for (int64_t b = 0; b < cols; ++b)
+                    H[size_t(a * cols + b)] += X[size_t(t * cols + a)] * X[size_t(t * cols + b)];
+        for (const bool sym : {false, true}) {
+            WeightSettings s = intSettings(4, sym, 64);
+            s.method = compress::WeightMethod::Gptq;
+            compress::GptqOptions o;
+            o.actOrder = true;
+            const PackedTensor p =
+                compress::gptqQuantize(w.data(), rows, cols, H.data(), s, o, "t").packed;
+            QCOMPARE(int64_t(p.colOrder.size()), cols);
+            const auto ref = compress::dequantize(p, "t");
+            const std::string mod = "model.layers.0.self_attn.q_proj";
+            HfQuantModule m = moduleOf(mod, p);
+            m.weightJson = {{"method", "gptq"}, {"act_order", true}};
+            for (const bool v2 : {false, true}) {
+                auto f = gptqFormat({.v2 = v2});
+                QCOMPARE(f->cannotExpress(m), std::string());
+                const auto t = f->encode(m);
+                std::string where;
+                QVERIFY2(sameValues(readGptq(t, mod, 4, !v2, rows, cols), ref, &where),
+                         where.c_str());
+                const auto gidx = asVec<int32_t>(find(t, mod + ".g_idx"));
+                bool trivial = true;
+                for (int64_t j = 0; j < cols; ++j) {
+                    // stored column k of input column j, group k / 64
+                    const auto k = std::find(p.colOrder.begin(), p.colOrder.end(), int32_t(j)) -
+                                   p.colOrder.begin();
+                    QCOMPARE(gidx[size_t(j)], int32_t(k / 64));
+                    trivial = trivial && gidx[size_t(j)] == int32_t(j / 64);
+                }
+                QVERIFY(!trivial);
+                const auto q = f->quantizationConfig({&m}, {}, {});
+                QCOMPARE(q["desc_act"].get<bool>(), true);
+                QCOMPARE(q["static_groups"].get<bool>(), false);
+            }
+            QVERIFY(awqFormat()->cannotExpress(m).find("g_idx") != std::string::npos);
+        }
     }
 
     void gptqConfigKeys() {

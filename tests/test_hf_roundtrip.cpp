@@ -206,6 +206,48 @@ private slots:
         QCOMPARE(n, int(cases.size()) - (base->spec().isMamba() ? 2 : 0));
     }
 
+    // GPTQ's act-order groups (a non-trivial g_idx / weight_g_idx): written by lcw, reopened by
+    // lcw's loader into exactly the workbench's weights and logits.
+    void gptqActOrderGidx() {
+        auto base = Model::load(lcwtest::demoModelPath());
+        const Recipe recipe = Recipe::fromJson(nlohmann::json::parse(R"({"lcw_recipe": 1,
+            "name": "ao", "rules": [{"targets": ["*"], "weight": {"bits": 4, "symmetric": false,
+            "granularity": "group", "group_size": 32, "method": "gptq", "act_order": true}}]})"));
+        NullProgress np;
+        CompressResult r = compressWithBundledCalibration(*base, recipe, np, {2, 32});
+        QVERIFY(r.model);
+        int reordered = 0;
+        for (const std::string& name : r.model->replacedNames())
+            reordered += !r.model->compressed(name)->packed.colOrder.empty();
+        QVERIFY(reordered > 0);
+        const std::vector<FormatCase> cases = {
+            {"gptq", [] { return gptqFormat({.v2 = true}); }, ""},
+            {"compressed-tensors", [] { return compressedTensorsFormat(); }, ""},
+        };
+        for (const auto& c : cases) {
+            const std::string out = lcwtest::tempDir("hfrt-ao") + "/ckpt";
+            auto fmt = c.make();
+            HfCheckpointOptions o;
+            o.outDir = out;
+            const HfCheckpointResult w = exportHfCheckpoint(*base, *r.model, *fmt, o);
+            QCOMPARE(int(w.status), int(Status::Ok));
+            auto back = Model::load(out);
+            for (const std::string& name : r.model->replacedNames()) {
+                const TensorView* t = back->find(name);
+                QVERIFY2(t, (c.name + std::string(": ") + name).c_str());
+                QVERIFY2(allValues(*t) == r.model->compressed(name)->values(),
+                         (c.name + std::string(": ") + name).c_str());
+            }
+            const auto a = logitsOf(*r.model, base->spec().vocab);
+            const auto b = logitsOf(*back, base->spec().vocab);
+            QCOMPARE(a.size(), b.size());
+            double d = 0;
+            for (size_t i = 0; i < a.size(); ++i) d = std::max(d, double(std::fabs(a[i] - b[i])));
+            QVERIFY2(d <= 1e-5, c.name);
+            std::filesystem::remove_all(std::filesystem::path(out).parent_path());
+        }
+    }
+
     // The command line: each checkpoint format by name, the GPTQ zero-point conventions told
     // apart in config.json, and the folder opens with the scheme it was written with.
     void cliFormats() {

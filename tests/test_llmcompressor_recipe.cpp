@@ -480,7 +480,10 @@ private slots:
         for (const auto& md : mods)
             if (md.type == "GPTQModifier") {
                 ++gptq;
-                QCOMPARE(md.args["actorder"].as<std::string>(), std::string("static"));
+                // act_order's default groups are the reference's (consecutive in act order):
+                // compressed-tensors' "group" ("static" is static_groups:
+                // staticGroupsAreActorderStatic).
+                QCOMPARE(md.args["actorder"].as<std::string>(), std::string("group"));
                 QCOMPARE(md.args["dampening_frac"].as<double>(), 0.05);
                 QCOMPARE(md.args["block_size"].as<int>(), 64);
             }
@@ -489,6 +492,39 @@ private slots:
         const Plan a = planWithCalib(r, *m);
         QCOMPARE(planSummary(planWithCalib(importLlmCompressorRecipe(path, "llama"), *m)),
                  planSummary(a));
+    }
+
+    void staticGroupsAreActorderStatic() {
+        // static_groups (or lcw's "groups": "updated") keep the groups in column order:
+        // llm-compressor's actorder "static", read back as static_groups.
+        auto m = Model::load(wideModel());
+        for (const char* extra : {"static_groups", "groups"}) {
+            json w = {{"bits", 4},          {"granularity", "group"}, {"group_size", 64},
+                      {"symmetric", false}, {"method", "gptq"},       {"act_order", true}};
+            if (std::string(extra) == "static_groups")
+                w["static_groups"] = true;
+            else
+                w["groups"] = "updated";
+            const Recipe r = Recipe::fromJson(
+                {{"lcw_recipe", 1},
+                 {"name", "sg"},
+                 {"rules", json::array({{{"targets", {"layers.*.attn.*"}}, {"weight", w}}})}});
+            const auto e = exportLlmCompressorRecipe(r, *m);
+            const std::string path = lcwtest::tempDir("llmc-sg") + "/sg.yaml";
+            exporter::writeLlmCompressorRecipe(path, e);
+            int gptq = 0;
+            for (const auto& md : modifiersOf(YAML::LoadFile(path)))
+                if (md.type == "GPTQModifier") {
+                    ++gptq;
+                    QCOMPARE(md.args["actorder"].as<std::string>(), std::string("static"));
+                }
+            QCOMPARE(gptq, 1);
+            const Plan p = planWithCalib(importLlmCompressorRecipe(path, "llama"), *m);
+            QVERIFY(!p.layers.empty());
+            for (const auto& l : p.layers)
+                if (l.weight.method == WeightMethod::Gptq)
+                    QCOMPARE(l.weightJson.value("static_groups", false), true);
+        }
     }
 
     void fusedModulesPhi3() {
@@ -665,6 +701,8 @@ private slots:
         QCOMPARE(p2.layers[0].weight.groupSize, int64_t(32));
         QVERIFY(p2.layers[0].weight.symmetric);
         QCOMPARE(p2.layers[0].weightJson.value("act_order", false), true);
+        // "weight" (= "static"): groups in column order, scales before the loop.
+        QCOMPARE(p2.layers[0].weightJson.value("static_groups", false), true);
 
         // tests/llmcompressor/transformers/compression/recipes/sparse_24.yaml
         writeText(dir + "/sp.yaml", R"(pruning_stage:

@@ -184,9 +184,14 @@ private slots:
                                                                          : Granularity::Tensor;
                         s.groupSize = 4; // 11 = 4 + 4 + 3: a shorter last group
                         s.method = WeightMethod::Gptq;
+                        // referenceGptq is lcw's earlier rule: grids from the fully updated
+                        // weights, groups contiguous in the original order, RTN's grids
+                        // (the reference rule: test_gptq_reference).
                         GptqOptions o;
                         o.actOrder = act;
                         o.blockSize = bs;
+                        o.groups = GptqGroups::Updated;
+                        o.referenceSymGrid = false;
                         const GptqResult g =
                             gptqQuantize(w.data(), rows, cols, Hrm.data(), s, o, "t");
                         QCOMPARE(g.deadColumns, int64_t(1));

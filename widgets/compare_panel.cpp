@@ -243,7 +243,7 @@ uint64_t residentWeightBytes(const Model& base, const compress::CompressedModel*
         if (!p.codes.empty() && seen.insert(p.codes.data()).second)
             n += p.codes.size() +
                  2 * uint64_t(p.scales.size() + p.zeros.size() + p.outlierValues.size()) +
-                 4 * uint64_t(p.outlierCols.size());
+                 4 * uint64_t(p.outlierCols.size() + p.colOrder.size());
         n += c->maskBits.size();
     }
     return n;

@@ -1,5 +1,7 @@
 #include "core/compress/compressed_model.h"
+
 #include "core/common/json_file.h"
+#include "core/compress/gptq.h"
 #include "core/compress/imatrix.h"
 #include "core/compress/overlay_files.h"
 #include "core/compress/pipeline.h"
@@ -33,7 +35,10 @@ using json = nlohmann::ordered_json;
 
 namespace {
 
+/// Version 2 only where a tensor stores its columns in another order (PackedTensor::colOrder,
+/// "<name>.col_order"), which a reader of version 1 would ignore; other overlays stay version 1.
 constexpr int kOverlayVersion = 1;
+constexpr int kOverlayVersionColOrder = 2;
 
 json settingsJson(const WeightSettings& s) {
     return {{"bits", s.bits},
@@ -313,6 +318,14 @@ SizeInfo lowRankSize(const LayerPlan& lp, int64_t rows, int64_t cols, uint32_t v
 
 } // namespace
 
+/// GPTQ's act-order groups store a column order: 32 bits per input column.
+uint64_t columnOrderBits(const LayerPlan& lp, int64_t cols) {
+    if (!lp.quantize || lp.weight.method != WeightMethod::Gptq) return 0;
+    return gptqStoresColumnOrder(lp.weight, gptqOptionsFromJson(lp.weightJson))
+               ? 32 * uint64_t(cols)
+               : 0;
+}
+
 SizeEstimate estimatePlan(const Plan& plan, const Model& base) {
     SizeEstimate est;
     PlannedShapes ps{base, {}, {}};
@@ -329,7 +342,8 @@ SizeEstimate estimatePlan(const Plan& plan, const Model& base) {
         const SizeInfo si = lp.lowrank
                                 ? lowRankSize(lp, rows, cols, vb, est)
                                 : SizeInfo{rows * cols, entryBits(lp.name, rows, cols, lp.quantize,
-                                                                  lp.weight, vb, lp.sparsity)};
+                                                                  lp.weight, vb, lp.sparsity) +
+                                                            columnOrderBits(lp, cols)};
         est.tensors[lp.name] = si;
         addSize(est.compressed, si);
     }
@@ -433,6 +447,7 @@ kernels::PackedSource packedSource(const CompressedTensor& t, const std::string&
         src.nOutlierCols = p.outlierCols.size();
         src.outlierValues = p.outlierValues.data();
     }
+    if (!p.colOrder.empty()) src.colOrder = p.colOrder.data();
     if (!mask.empty()) src.mask = mask.data();
     src.name = name;
     return src;
@@ -467,8 +482,8 @@ void CompressedTensor::dequantizeRows(int64_t r0, int64_t n, float* dst) const {
 size_t CompressedTensor::residentBytes() const {
     const PackedTensor& p = packed;
     size_t b = p.codes.size() + 2 * (p.scales.size() + p.zeros.size() + p.outlierValues.size()) +
-               4 * p.outlierCols.size() + maskBits.size() + 4 * floats.size() +
-               4 * materialised.size();
+               4 * (p.outlierCols.size() + p.colOrder.size()) + maskBits.size() +
+               4 * floats.size() + 4 * materialised.size();
     if (runtimePacked) b += runtimePacked->bytes();
     return b;
 }
@@ -771,6 +786,7 @@ void CompressedModel::save(const std::string& dir) const {
     };
     std::vector<Src> srcs;
     json tensors = json::array();
+    int version = kOverlayVersion;
     for (const auto& name : replacedNames()) {
         const CompressedTensor& c = *compressed(name);
         if (c.isFloat) {
@@ -818,12 +834,17 @@ void CompressedModel::save(const std::string& dir) const {
                 {name + ".outlier_values", DType::F16, {int64_t(p.outlierValues.size())}});
             srcs.push_back({p.outlierValues.data(), p.outlierValues.size() * 2});
         }
+        if (c.quantized && !p.colOrder.empty()) {
+            descs.push_back({name + ".col_order", DType::I32, {int64_t(p.colOrder.size())}});
+            srcs.push_back({p.colOrder.data(), p.colOrder.size() * 4});
+            version = kOverlayVersionColOrder;
+        }
         tj["storage_bits"] = c.storageBits();
         tensors.push_back(std::move(tj));
     }
     json lowRank = json::array();
     for (const auto& name : m_lowRank) lowRank.push_back(name);
-    json j = {{"lcw_overlay", kOverlayVersion},
+    json j = {{"lcw_overlay", version},
               {"base", {{"path", m_base.path()}, {"fingerprint", baseFingerprint}}},
               {"recipe", recipe.toJson()},
               {"tensors", tensors}};
@@ -836,7 +857,7 @@ void CompressedModel::save(const std::string& dir) const {
         writeSafetensors(
             st, descs,
             [&](size_t i, std::byte* dst, uint64_t n) { std::memcpy(dst, srcs[i].data, n); },
-            {{"lcw_overlay", std::to_string(kOverlayVersion)}});
+            {{"lcw_overlay", std::to_string(version)}});
         j["content_hash"] = overlayContentHash(st);
         AtomicFileWriter w((fs::path(folder) / "overlay.json").string());
         w.write(j.dump(2) + "\n");
@@ -851,9 +872,11 @@ nlohmann::json readOverlayJson(const std::string& jpath) {
     namespace fs = std::filesystem;
     if (!fs::exists(jpath)) throw Error(jpath + ": cannot open (not an lcw overlay folder?)");
     nlohmann::json j = readJsonFile(jpath);
-    if (!j.is_object() || !j.contains("lcw_overlay") || j["lcw_overlay"] != kOverlayVersion)
-        throw FormatError(jpath,
-                          "not an lcw overlay of version " + std::to_string(kOverlayVersion));
+    if (!j.is_object() || !j.contains("lcw_overlay") ||
+        (j["lcw_overlay"] != kOverlayVersion && j["lcw_overlay"] != kOverlayVersionColOrder))
+        throw FormatError(jpath, "not an lcw overlay of version " +
+                                     std::to_string(kOverlayVersion) + " or " +
+                                     std::to_string(kOverlayVersionColOrder));
     return j;
 }
 
@@ -940,6 +963,13 @@ PackedTensor readPackedEntry(const SafetensorsSet& st, const nlohmann::json& tj,
     if (const TensorView* t = st.find(name + ".outlier_cols")) {
         p.outlierCols.resize(t->nbytes / 4);
         std::memcpy(p.outlierCols.data(), t->data, p.outlierCols.size() * 4);
+    }
+    if (const TensorView* t = st.find(name + ".col_order")) {
+        if (t->dtype != DType::I32 || t->nbytes != uint64_t(p.cols) * 4)
+            throw FormatError(jpath, name + ".col_order is not " + std::to_string(p.cols) +
+                                         " I32 column indices");
+        p.colOrder.resize(size_t(p.cols));
+        std::memcpy(p.colOrder.data(), t->data, p.colOrder.size() * 4);
     }
     return p;
 }

@@ -8,8 +8,8 @@
 #include <Eigen/Dense>
 
 #include <algorithm>
-#include <functional>
 #include <cmath>
+#include <functional>
 #include <numeric>
 
 namespace lcw::compress {
@@ -42,8 +42,9 @@ MatD inverseCholeskyUpper(const MatD& H, double damp, double& used, const std::s
         used = damp;
         return U;
     }
-    throw Error(name + ": GPTQ: the calibration Hessian is not positive definite even with "
-                       "dampening " +
+    throw Error(name +
+                ": GPTQ: the calibration Hessian is not positive definite even with "
+                "dampening " +
                 std::to_string(damp / 10) + " (too few calibration tokens?)");
 }
 
@@ -51,34 +52,47 @@ MatD inverseCholeskyUpper(const MatD& H, double damp, double& used, const std::s
 
 namespace {
 
-/// What the GPTQ loop asks of a grid: groups of contiguous columns whose grid is chosen from the
-/// group's current weights when its first column is reached (groupLen 0: the grids are fixed
-/// before the loop), and the quantisation of one element onto its grid.
+/// What the GPTQ loop asks of a grid: groups of `groupLen` storage columns whose grid is chosen
+/// when the loop first reaches one of their columns (groupLen 0: the grids are fixed before the
+/// loop), and the quantisation of one element onto its grid. Storage column k is the original
+/// column perm[k] when the groups follow the processing order, else the original column k.
 class ColumnQuantiser {
 public:
     virtual ~ColumnQuantiser() = default;
     virtual int64_t groupLen() const = 0;
-    /// vals: the current weights of group gi's columns, [rows, columns of the group].
+    /// vals: the chosen weights of group gi's storage columns, [rows, columns of the group].
     virtual void startGroup(int64_t gi, const MatD& vals) = 0;
-    /// Quantises element (r, j) with current value x; returns the value it decodes to.
-    virtual double quantize(int64_t r, int64_t j, double x) = 0;
+    /// Quantises element (r, storage column k) with current value x; returns its decoded value.
+    virtual double quantize(int64_t r, int64_t k, double x) = 0;
+};
+
+/// How the loop forms groups and when it chooses their grids (gptq.h).
+struct LoopRule {
+    bool reference = true;    ///< grids from the full W as it stands (stale within the block)
+    bool processOrder = true; ///< groups are consecutive in processing order (storage = perm)
+    /// Grids fixed before the loop; called with the initial W, before dead columns are zeroed
+    /// (`beforeDead`) or after.
+    std::function<void(const MatD&)> fixedGrids;
+    bool beforeDead = false;
 };
 
 /// The GPTQ loop (see gptq.h) over W [rows, cols] and H; dead columns are zeroed in W first.
-void runGptq(MatD W, MatD H, const GptqOptions& o, ColumnQuantiser& q, GptqStats& st,
-             const std::string& name, const std::function<void(MatD&)>& fixedGrids) {
+/// Returns the processing order (perm[p] = original column processed p-th).
+std::vector<int64_t> runGptq(MatD W, MatD H, const GptqOptions& o, ColumnQuantiser& q,
+                             GptqStats& st, const std::string& name, const LoopRule& rule) {
     const int64_t rows = W.rows(), cols = W.cols();
+    if (rule.fixedGrids && rule.beforeDead) rule.fixedGrids(W);
     for (int64_t j = 0; j < cols; ++j)
         if (!(H(j, j) > 0)) {
             H(j, j) = 1.0;
             W.col(j).setZero();
             ++st.deadColumns;
         }
-    if (fixedGrids) fixedGrids(W);
+    if (rule.fixedGrids && !rule.beforeDead) rule.fixedGrids(W);
     const int64_t gl = q.groupLen() > 0 ? std::min(q.groupLen(), cols) : 0;
     std::vector<char> groupReady(size_t(gl > 0 ? (cols + gl - 1) / gl : 1), 0);
 
-    // Processing order.
+    // Processing order (the reference: argsort of diag H, descending; stable for ties).
     std::vector<int64_t> perm(static_cast<size_t>(cols));
     std::iota(perm.begin(), perm.end(), 0);
     if (o.actOrder)
@@ -86,6 +100,9 @@ void runGptq(MatD W, MatD H, const GptqOptions& o, ColumnQuantiser& q, GptqStats
                          [&](int64_t a, int64_t b) { return H(a, a) > H(b, b); });
     std::vector<int64_t> pos(static_cast<size_t>(cols));
     for (int64_t p = 0; p < cols; ++p) pos[size_t(perm[size_t(p)])] = p;
+    // Storage column of processing position p, and back.
+    auto storageOf = [&](int64_t p) { return rule.processOrder ? p : perm[size_t(p)]; };
+    auto posOfStorage = [&](int64_t k) { return rule.processOrder ? k : pos[size_t(k)]; };
     MatD Wp(rows, cols), Hperm(cols, cols);
     for (int64_t p = 0; p < cols; ++p) Wp.col(p) = W.col(perm[size_t(p)]);
     for (int64_t a = 0; a < cols; ++a)
@@ -104,24 +121,29 @@ void runGptq(MatD W, MatD H, const GptqOptions& o, ColumnQuantiser& q, GptqStats
         W1 = Wp.middleCols(i1, cnt);
         Err1.setZero(rows, cnt);
         for (int64_t i = 0; i < cnt; ++i) {
-            const int64_t p = i1 + i, j = perm[size_t(p)];
-            if (gl > 0 && !groupReady[size_t(j / gl)]) {
-                // The group's grid from its current weights: columns in this block are
-                // up to date in W1; later blocks still lack this block's pending updates.
-                const int64_t gi = j / gl, j0 = gi * gl, j1 = std::min(cols, j0 + gl);
-                vals.resize(rows, j1 - j0);
-                for (int64_t c = j0; c < j1; ++c) {
-                    const int64_t pc = pos[size_t(c)];
-                    if (pc < i2)
-                        vals.col(c - j0) = W1.col(pc - i1);
+            const int64_t p = i1 + i, k = storageOf(p);
+            if (gl > 0 && !groupReady[size_t(k / gl)]) {
+                const int64_t gi = k / gl, k0 = gi * gl, k1 = std::min(cols, k0 + gl);
+                vals.resize(rows, k1 - k0);
+                for (int64_t c = k0; c < k1; ++c) {
+                    const int64_t pc = posOfStorage(c);
+                    if (rule.reference)
+                        // The reference: the full W as it stands — this block's columns at
+                        // their values when the block started, later blocks with the updates
+                        // of the earlier blocks only.
+                        vals.col(c - k0) = Wp.col(pc);
+                    else if (pc < i2)
+                        // "updated": columns of this block are up to date in W1; later blocks
+                        // get this block's pending updates.
+                        vals.col(c - k0) = W1.col(pc - i1);
                     else
-                        vals.col(c - j0) = Wp.col(pc) - Err1.leftCols(i) * U.block(i1, pc, i, 1);
+                        vals.col(c - k0) = Wp.col(pc) - Err1.leftCols(i) * U.block(i1, pc, i, 1);
                 }
                 q.startGroup(gi, vals);
                 groupReady[size_t(gi)] = 1;
             }
             const double d = U(p, p);
-            for (int64_t r = 0; r < rows; ++r) err(r) = (W1(r, i) - q.quantize(r, j, W1(r, i))) / d;
+            for (int64_t r = 0; r < rows; ++r) err(r) = (W1(r, i) - q.quantize(r, k, W1(r, i))) / d;
             // The rest of the block absorbs this column's error (rank-1).
             if (i + 1 < cnt)
                 W1.rightCols(cnt - i - 1).noalias() -= err * U.block(p, p + 1, 1, cnt - i - 1);
@@ -130,6 +152,7 @@ void runGptq(MatD W, MatD H, const GptqOptions& o, ColumnQuantiser& q, GptqStats
         // Lazy update of all later columns: one matrix-matrix product per block.
         if (i2 < cols) Wp.rightCols(cols - i2).noalias() -= Err1 * U.block(i1, i2, cnt, cols - i2);
     }
+    return perm;
 }
 
 MatD loadW(const float* w, int64_t rows, int64_t cols) {
@@ -152,26 +175,55 @@ void checkInputs(const float* w, int64_t rows, int64_t cols, const GptqOptions& 
             throw ArgumentError(name + ": non-finite weight at element " + std::to_string(i));
 }
 
-/// int / fp8 / nf4 grids (RTN's), per tensor, channel or group.
+/// The reference Quantizer's grid (IST-DASLab/gptq quant.py find_params, perchannel, no mse)
+/// for int formats, in lcw's storage: the scale as f16 rounded up, the zero point from it.
+GroupGrid referenceIntGrid(const WeightSettings& s, float mn, float mx, const std::string& name) {
+    const float maxq = float((1 << s.bits) - 1);
+    float xmin = std::min(mn, 0.0f), xmax = std::max(mx, 0.0f);
+    if (s.symmetric) {
+        xmax = std::max(std::fabs(xmin), xmax);
+        if (xmin < 0) xmin = -xmax;
+    }
+    if (xmin == 0 && xmax == 0) xmin = -1, xmax = 1;
+    const float exact = (xmax - xmin) / maxq;
+    uint16_t h = f32ToF16(exact);
+    if (f16ToF32(h) < exact) ++h;
+    if (!std::isfinite(f16ToF32(h)))
+        throw ArgumentError(name + ": a quantisation scale (" + std::to_string(exact) +
+                            ") does not fit in f16");
+    GroupGrid g;
+    g.scale = h;
+    // Symmetric: the zero point (maxq + 1) / 2 = 2^(b-1) is implied by the storage format.
+    if (!s.symmetric) g.zero = f32ToF16(std::nearbyint(-xmin / f16ToF32(h)));
+    return g;
+}
+
+/// int / fp8 / nf4 grids (RTN's, or the reference Quantizer's for int), per tensor, channel or
+/// group; codes in storage-column order.
 class IntQuantiser final : public ColumnQuantiser {
 public:
-    IntQuantiser(const WeightSettings& s, int64_t rows, int64_t cols, const std::string& name)
+    IntQuantiser(const WeightSettings& s, int64_t rows, int64_t cols, bool referenceGrid,
+                 bool staticGroups, const std::string& name)
         : m_s(s), m_rows(rows), m_cols(cols), m_name(name), m_gpr(gridsPerRow(s, cols)),
+          m_refGrid(referenceGrid && s.format == WeightFormat::Int), m_static(staticGroups),
           m_codes(size_t(rows * cols)) {
         if (s.granularity == Granularity::Group) m_grids.resize(size_t(rows * m_gpr));
     }
     int64_t groupLen() const override {
-        return m_s.granularity == Granularity::Group ? m_s.groupSize : 0;
+        return m_s.granularity == Granularity::Group && !m_static ? m_s.groupSize : 0;
     }
-    /// Channel / tensor grids from the initial weights (dead columns already zero).
+    /// Channel / tensor grids, and static groups (contiguous in the original order), from W.
     void fixGrids(const MatD& W) {
         if (m_s.granularity == Granularity::Tensor) {
-            m_grids.push_back(groupGrid(m_s, float(W.minCoeff()), float(W.maxCoeff()), m_name));
+            m_grids.push_back(grid(float(W.minCoeff()), float(W.maxCoeff())));
         } else if (m_s.granularity == Granularity::Channel) {
             m_grids.resize(size_t(m_rows));
             for (int64_t r = 0; r < m_rows; ++r)
-                m_grids[size_t(r)] = groupGrid(m_s, float(W.row(r).minCoeff()),
-                                               float(W.row(r).maxCoeff()), m_name);
+                m_grids[size_t(r)] = grid(float(W.row(r).minCoeff()), float(W.row(r).maxCoeff()));
+        } else if (m_static) {
+            const int64_t gl = std::min(m_s.groupSize, m_cols);
+            for (int64_t gi = 0; gi < m_gpr; ++gi)
+                startGroup(gi, W.middleCols(gi * gl, std::min(m_cols, gi * gl + gl) - gi * gl));
         }
     }
     void startGroup(int64_t gi, const MatD& vals) override {
@@ -181,22 +233,34 @@ public:
                 mn = std::min(mn, float(vals(r, c)));
                 mx = std::max(mx, float(vals(r, c)));
             }
-            m_grids[size_t(r * m_gpr + gi)] = groupGrid(m_s, mn, mx, m_name);
+            m_grids[size_t(r * m_gpr + gi)] = grid(mn, mx);
         }
     }
-    double quantize(int64_t r, int64_t j, double x) override {
-        const GroupGrid& g = m_grids[size_t(gridIndex(m_s, m_cols, r, j))];
-        const uint32_t u = encodeOnGrid(m_s, float(x), g);
-        m_codes[size_t(r * m_cols + j)] = u;
+    double quantize(int64_t r, int64_t k, double x) override {
+        const GroupGrid& g = m_grids[size_t(gridIndex(m_s, m_cols, r, k))];
+        uint32_t u;
+        if (m_refGrid && m_s.symmetric) {
+            // The reference: clamp(round(x / scale) + 2^(b-1), 0, 2^b - 1).
+            const float maxq = float((1 << m_s.bits) - 1), sc = f16ToF32(g.scale);
+            u = uint32_t(
+                std::clamp(std::nearbyint(float(x) / sc) + float(1 << (m_s.bits - 1)), 0.0f, maxq));
+        } else {
+            u = encodeOnGrid(m_s, float(x), g);
+        }
+        m_codes[size_t(r * m_cols + k)] = u;
         return double(decodeOnGrid(m_s, u, g));
     }
     PackedTensor pack() const { return packCodes(m_s, m_rows, m_cols, m_codes, m_grids); }
 
 private:
+    GroupGrid grid(float mn, float mx) const {
+        return m_refGrid ? referenceIntGrid(m_s, mn, mx, m_name) : groupGrid(m_s, mn, mx, m_name);
+    }
     const WeightSettings& m_s;
     int64_t m_rows, m_cols;
     const std::string& m_name;
     int64_t m_gpr;
+    bool m_refGrid, m_static;
     std::vector<GroupGrid> m_grids;
     std::vector<uint32_t> m_codes;
 };
@@ -205,17 +269,24 @@ private:
 /// weights; GPTQ then chooses the codes.
 class GgufQuantiser final : public ColumnQuantiser {
 public:
-    GgufQuantiser(DType t, int64_t rows, int64_t cols, const float* importance)
+    GgufQuantiser(DType t, int64_t rows, int64_t cols, const float* importance, bool staticGroups)
         : m_t(t), m_rows(rows), m_bl(dtypeBlockElems(t)), m_bpr(cols / m_bl),
           m_blockBytes(size_t(dtypeBlockBytes(t))), m_importance(importance),
-          m_bytes(size_t(rows * m_bpr) * m_blockBytes), m_grids(size_t(rows * m_bpr)) {}
-    int64_t groupLen() const override { return m_bl; }
+          m_static(staticGroups), m_bytes(size_t(rows * m_bpr) * m_blockBytes),
+          m_grids(size_t(rows * m_bpr)) {}
+    int64_t groupLen() const override { return m_static ? 0 : m_bl; }
+    /// static_groups: every block's scales from the initial weights.
+    void fixGrids(const MatD& W) {
+        if (!m_static) return;
+        for (int64_t gi = 0; gi < m_bpr; ++gi) startGroup(gi, W.middleCols(gi * m_bl, m_bl));
+    }
     void startGroup(int64_t gi, const MatD& vals) override {
         std::vector<float> x(static_cast<size_t>(m_bl));
         for (int64_t r = 0; r < m_rows; ++r) {
             for (int64_t c = 0; c < m_bl; ++c) x[size_t(c)] = float(vals(r, c));
             std::byte* blk = block(r, gi);
-            quantizeRow(m_t, x.data(), blk, m_bl, m_importance ? m_importance + gi * m_bl : nullptr);
+            quantizeRow(m_t, x.data(), blk, m_bl,
+                        m_importance ? m_importance + gi * m_bl : nullptr);
             m_grids[size_t(r * m_bpr + gi)] = blockGrid(m_t, blk);
         }
     }
@@ -237,11 +308,31 @@ private:
     int64_t m_rows, m_bl, m_bpr;
     size_t m_blockBytes;
     const float* m_importance;
+    bool m_static;
     std::vector<std::byte> m_bytes;
     std::vector<BlockGrid> m_grids;
 };
 
 } // namespace
+
+GptqOptions gptqOptionsFromJson(const nlohmann::json& w) {
+    GptqOptions o;
+    if (!w.is_object()) return o;
+    if (w.contains("damp")) o.damp = w["damp"].get<double>();
+    if (w.contains("act_order")) o.actOrder = w["act_order"].get<bool>();
+    if (w.contains("block_size")) o.blockSize = w["block_size"].get<int64_t>();
+    if (w.contains("static_groups")) o.staticGroups = w["static_groups"].get<bool>();
+    if (w.contains("groups"))
+        o.groups = w["groups"] == "updated" ? GptqGroups::Updated : GptqGroups::Reference;
+    if (w.contains("sym_grid")) o.referenceSymGrid = w["sym_grid"] != "rtn";
+    return o;
+}
+
+bool gptqStoresColumnOrder(const WeightSettings& s, const GptqOptions& o) {
+    return s.method == WeightMethod::Gptq && !s.ggufGrid && !methodIsGguf(s.method) &&
+           s.granularity == Granularity::Group && o.actOrder && !o.staticGroups &&
+           o.groups == GptqGroups::Reference;
+}
 
 GptqResult gptqQuantize(const float* w, int64_t rows, int64_t cols, const double* Hp,
                         const WeightSettings& s, const GptqOptions& o, const std::string& name) {
@@ -251,11 +342,21 @@ GptqResult gptqQuantize(const float* w, int64_t rows, int64_t cols, const double
     checkInputs(w, rows, cols, o, name);
     const SingleThreadIf oneThread(rows * cols < (int64_t(1) << 16));
     GptqResult res;
-    IntQuantiser q(s, rows, cols, name);
+    const bool ref = o.groups == GptqGroups::Reference;
+    const bool group = s.granularity == Granularity::Group;
+    IntQuantiser q(s, rows, cols, o.referenceSymGrid, group && o.staticGroups, name);
     GptqStats st;
-    runGptq(loadW(w, rows, cols), loadH(Hp, cols), o, q, st, name,
-            [&](MatD& W) { q.fixGrids(W); });
+    LoopRule rule;
+    rule.reference = ref;
+    // Groups consecutive in act order: the reference without static groups.
+    rule.processOrder = ref && group && !o.staticGroups;
+    rule.fixedGrids = [&](const MatD& W) { q.fixGrids(W); };
+    rule.beforeDead = ref && !group; // the reference's first find_params(W)
+    const std::vector<int64_t> perm =
+        runGptq(loadW(w, rows, cols), loadH(Hp, cols), o, q, st, name, rule);
     res.packed = q.pack();
+    // Stored also when act order happens to be the identity, so that sizes follow the settings.
+    if (rule.processOrder && o.actOrder) res.packed.colOrder.assign(perm.begin(), perm.end());
     res.damp = st.damp;
     res.deadColumns = st.deadColumns;
     return res;
@@ -273,10 +374,15 @@ GptqGgufResult gptqQuantizeGguf(const float* w, int64_t rows, int64_t cols, cons
                             std::string(dtypeName(type)) + " blocks)");
     checkInputs(w, rows, cols, o, name);
     const SingleThreadIf oneThread(rows * cols < (int64_t(1) << 16));
-    GgufQuantiser q(type, rows, cols, importance);
+    GgufQuantiser q(type, rows, cols, importance, o.staticGroups);
     GptqGgufResult res;
     GptqStats st;
-    runGptq(loadW(w, rows, cols), loadH(Hp, cols), o, q, st, name, {});
+    // ggml blocks are contiguous in the original column order, also with act_order.
+    LoopRule rule;
+    rule.reference = o.groups == GptqGroups::Reference;
+    rule.processOrder = false;
+    rule.fixedGrids = [&](const MatD& W) { q.fixGrids(W); };
+    runGptq(loadW(w, rows, cols), loadH(Hp, cols), o, q, st, name, rule);
     res.bytes = std::move(q.bytes());
     res.damp = st.damp;
     res.deadColumns = st.deadColumns;

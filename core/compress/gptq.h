@@ -9,25 +9,58 @@
 ///   - act_order: columns in order of decreasing diag H;
 ///   - lazy block updates: the error of a block of `blockSize` columns reaches the rest of the
 ///     matrix in one matrix-matrix product;
-///   - groups: a group's grid (scale, zero) is chosen from the group's current, already updated
-///     weights when its first column is reached; channel and tensor grids come from the initial
-///     weights. Groups are contiguous in the original column order, also with act_order, so the
-///     result packs like RTN's.
+///   - groups (default, "groups": "reference", as IST-DASLab/gptq's gptq.py fasterquant): when
+///     the loop reaches a column whose position in the processing order is a multiple of the
+///     group size, the grid of the next `groupSize` columns in processing order is chosen from
+///     the full matrix W as it stands then — with the lazy updates of the earlier blocks but
+///     without the current block's within-block updates. With act_order a group is therefore
+///     `groupSize` consecutive columns in act order; the packed tensor stores its columns in that
+///     order (PackedTensor::colOrder, GPTQ's g_idx). Channel and tensor grids come from the
+///     initial weights (before dead columns are zeroed, as the reference's first find_params);
+///   - static_groups (the reference's option): every group's grid is chosen before the loop
+///     from the initial weights (dead columns zeroed), groups contiguous in the original order,
+///     also with act_order;
+///   - "groups": "updated" (lcw's earlier rule): a group's grid is chosen from the group's
+///     current, fully updated weights when its first column is reached; groups contiguous in
+///     the original column order also with act_order; channel/tensor grids after dead-column
+///     zeroing;
+///   - symmetric int grid (default "sym_grid": "reference", the reference Quantizer):
+///     scale = 2·amax / (2^b − 1) (amax / (2^b − 1) when no value is negative), codes
+///     clamp(round(w/scale) + 2^(b−1), 0, 2^b − 1), so the grid reaches −2^(b−1)·scale; "rtn":
+///     RTN's grid, scale = amax / (2^(b−1) − 1), codes ±(2^(b−1) − 1). Asymmetric grids are the
+///     reference's (xmin = min(min w, 0), xmax = max(max w, 0), scale = (xmax − xmin)/(2^b − 1),
+///     zero = round(−xmin/scale); an all-zero group gets xmin = −1, xmax = 1).
+///     Scales are stored as f16 rounded up (the zero point is computed from the stored scale),
+///     where the reference keeps fp32 scales.
 #include "core/common/dtype.h"
 #include "core/compress/quantizer.h"
 
-#include <cstdint>
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <vector>
 
 namespace lcw::compress {
 
+/// Which rule chooses group grids (see above).
+enum class GptqGroups { Reference, Updated };
+
 struct GptqOptions {
     double damp = 0.01;
     bool actOrder = false;
     int64_t blockSize = 128;
+    bool staticGroups = false;                 ///< recipe "static_groups"
+    GptqGroups groups = GptqGroups::Reference; ///< recipe "groups": "reference" | "updated"
+    bool referenceSymGrid = true;              ///< recipe "sym_grid": "reference" | "rtn"
 };
+
+/// The options of a recipe's weight section (damp, act_order, block_size, static_groups, groups,
+/// sym_grid; validated by the recipe parser); defaults for absent keys.
+GptqOptions gptqOptionsFromJson(const nlohmann::json& weight);
+
+/// Whether gptqQuantize stores a column order (PackedTensor::colOrder, 32 bits per column) for
+/// these settings: act_order with the reference groups (not static) at group granularity.
+bool gptqStoresColumnOrder(const WeightSettings& s, const GptqOptions& o);
 
 struct GptqResult {
     PackedTensor packed;
@@ -48,11 +81,14 @@ struct GptqGgufResult {
 };
 
 /// GPTQ onto a GGUF block type's grid (Q4_0 … Q8_0, Q2_K … Q6_K, IQ4_NL, IQ4_XS): each block of
-/// a row is a group; when GPTQ reaches its first column, ggml's quantiser (quantizeRow, with the
-/// block's slice of `importance` when given) chooses the block's scales and minimums from the
-/// block's current, already error-corrected weights, and GPTQ then picks every code of the block
-/// with error feedback (core/compress/gguf_grid.h). The bytes load in llama.cpp like any file of
-/// that type. cols must be a multiple of the type's block size.
+/// a row is a group (contiguous in the original column order, also with act_order: ggml cannot
+/// store another order); when GPTQ reaches its first column, ggml's quantiser (quantizeRow, with
+/// the block's slice of `importance` when given) chooses the block's scales and minimums from
+/// the block's weights as the reference timing has them ("groups": "reference": the full W as it
+/// stands, without the current lazy block's updates; "updated": the fully error-corrected
+/// weights; static_groups: the initial weights), and GPTQ then picks every code of the block
+/// with error feedback (core/compress/gguf_grid.h). o.referenceSymGrid does not apply. The bytes
+/// load in llama.cpp like any file of that type. cols must be a multiple of the type's block size.
 GptqGgufResult gptqQuantizeGguf(const float* w, int64_t rows, int64_t cols, const double* H,
                                 DType type, const float* importance, const GptqOptions& o,
                                 const std::string& name);

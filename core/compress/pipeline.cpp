@@ -44,11 +44,7 @@ template <class T> void readIf(const nlohmann::json& j, const char* key, T& out)
 }
 
 GptqOptions gptqOptions(const nlohmann::json& w) {
-    GptqOptions o;
-    readIf(w, "damp", o.damp);
-    readIf(w, "act_order", o.actOrder);
-    readIf(w, "block_size", o.blockSize);
-    return o;
+    return gptqOptionsFromJson(w);
 }
 
 AwqOptions awqOptions(const nlohmann::json& w) {
@@ -817,6 +813,8 @@ PackedTensor gptqLayer(const LayerPlan& lp, const std::vector<float>& Wq, const 
         det["dead_columns"] = g.deadColumns;
         det["act_order"] = go.actOrder;
         det["block_size"] = go.blockSize;
+        det["static_groups"] = go.staticGroups;
+        det["groups"] = go.groups == GptqGroups::Updated ? "updated" : "reference";
         return packed;
     }
     GptqResult g = gptqQuantize(Wq.data(), rows, cols, H.data(), lp.weight, go, lp.name);
@@ -824,6 +822,9 @@ PackedTensor gptqLayer(const LayerPlan& lp, const std::vector<float>& Wq, const 
     det["damp"] = g.damp;
     det["act_order"] = go.actOrder;
     det["block_size"] = go.blockSize;
+    det["static_groups"] = go.staticGroups;
+    det["groups"] = go.groups == GptqGroups::Updated ? "updated" : "reference";
+    det["sym_grid"] = go.referenceSymGrid ? "reference" : "rtn";
     det["dead_columns"] = g.deadColumns;
     return packed;
 }

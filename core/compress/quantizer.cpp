@@ -246,7 +246,22 @@ int64_t PackedTensor::groupsPerRow() const {
 
 uint64_t PackedTensor::storageBits() const {
     return 8 * uint64_t(codes.size()) + 16 * uint64_t(scales.size()) + 16 * uint64_t(zeros.size()) +
-           16 * uint64_t(outlierValues.size()) + 32 * uint64_t(outlierCols.size());
+           16 * uint64_t(outlierValues.size()) + 32 * uint64_t(outlierCols.size()) +
+           32 * uint64_t(colOrder.size());
+}
+
+void checkColumnOrder(const std::vector<int32_t>& order, int64_t cols, const std::string& name) {
+    if (order.empty()) return;
+    if (int64_t(order.size()) != cols)
+        throw Error(name + ": column order has " + std::to_string(order.size()) + " entries for " +
+                    std::to_string(cols) + " columns");
+    std::vector<char> seen(size_t(cols), 0);
+    for (const int32_t c : order) {
+        if (c < 0 || c >= cols || seen[size_t(c)])
+            throw Error(name + ": column order is not a permutation of the " +
+                        std::to_string(cols) + " columns");
+        seen[size_t(c)] = 1;
+    }
 }
 
 namespace {
@@ -460,6 +475,9 @@ void checkPacked(const PackedTensor& p, const std::string& name) {
         if (c < 0 || c >= p.cols || (k > 0 && c <= p.outlierCols[k - 1]))
             throw Error(name + ": outlier column indices are not ascending within the row");
     }
+    if (!p.colOrder.empty() && methodIsGguf(s.method))
+        throw Error(name + ": a GGUF block tensor cannot have a column order");
+    checkColumnOrder(p.colOrder, p.cols, name);
 }
 
 /// Rows [r0, r0 + n) of a checked packed tensor (outlier columns included) into dst [n, cols].
@@ -484,16 +502,18 @@ void dequantizeChecked(const PackedTensor& p, int64_t r0, int64_t n, float* dst)
         const bool tensor = s.granularity == Granularity::Tensor;
         const int64_t gl = groupLen(s, cols);
         const int64_t gpr = tensor ? 1 : (cols + gl - 1) / gl;
+        const int32_t* order = p.colOrder.empty() ? nullptr : p.colOrder.data();
         // omp: nothrow (decoding checked codes)
 #pragma omp parallel for schedule(static) if (par)
         for (int64_t r = r0; r < r0 + n; ++r) {
             const uint8_t* row = p.codes.data() + r * rb;
             float* o = dst + (r - r0) * cols;
-            for (int64_t j = 0; j < cols; ++j) {
-                const size_t gi = tensor ? 0 : size_t(r * gpr + j / gl);
+            // Stored column k is original column order[k].
+            for (int64_t k = 0; k < cols; ++k) {
+                const size_t gi = tensor ? 0 : size_t(r * gpr + k / gl);
                 const float sc = f16ToF32(p.scales[gi]);
                 const float z = asym ? f16ToF32(p.zeros[gi]) : 0.0f;
-                o[j] = decode(s, getBits(row, j, bits), sc, z);
+                o[order ? order[k] : k] = decode(s, getBits(row, k, bits), sc, z);
             }
         }
     }

@@ -23,6 +23,10 @@ namespace lcw::compress {
 ///   GGUF: `codes` holds the ggml blocks; scales/zeros are empty (they are inside the blocks).
 /// scales and zeros are f16 bit patterns, one per group (tensor: 1, channel: one per row,
 /// group: rows * ceil(cols / g), row-major).
+/// colOrder (optional, int/fp8/nf4 only): the codes are stored in another column order — stored
+/// column k holds original column colOrder[k] (a permutation of 0..cols-1), so that groups of
+/// columns that are not contiguous in the original order (GPTQ act_order groups, GPTQ's g_idx)
+/// are contiguous in the stored order and pack like any other. Empty: the original order.
 struct PackedTensor {
     WeightSettings settings;
     int64_t rows = 0, cols = 0;
@@ -34,8 +38,10 @@ struct PackedTensor {
     /// whatever the codes of those columns hold.
     std::vector<int32_t> outlierCols;
     std::vector<uint16_t> outlierValues;
+    /// Stored column order (see above); outlierCols stay in original column indices.
+    std::vector<int32_t> colOrder;
     /// Stored bits: codes + 16 per scale + 16 per zero + 16 per outlier value + 32 per outlier
-    /// column index.
+    /// column index + 32 per colOrder entry.
     uint64_t storageBits() const;
     double bitsPerWeight() const {
         return rows > 0 && cols > 0 ? double(storageBits()) / double(rows * cols) : 0.0;
@@ -68,6 +74,8 @@ float decodeOnGrid(const WeightSettings& s, uint32_t u, const GroupGrid& g);
 int64_t gridsPerRow(const WeightSettings& s, int64_t cols);
 /// Index into the grid list of element (r, j): tensor 0, channel r, group r * gpr + j / g.
 int64_t gridIndex(const WeightSettings& s, int64_t cols, int64_t r, int64_t j);
+/// Checks that `order` is empty or a permutation of 0..cols-1 (Error naming `name`).
+void checkColumnOrder(const std::vector<int32_t>& order, int64_t cols, const std::string& name);
 /// Packs codes chosen elsewhere (rows * cols, row-major) with their grids (tensor: 1,
 /// channel: rows, group: rows * ceil(cols / g)) into the PackedTensor layout of quantize().
 PackedTensor packCodes(const WeightSettings& s, int64_t rows, int64_t cols,
@@ -78,8 +86,8 @@ PackedTensor packCodes(const WeightSettings& s, int64_t rows, int64_t cols,
 PackedTensor quantizeClipped(const float* w, int64_t rows, int64_t cols, const WeightSettings& s,
                              const std::vector<float>& clip, const std::string& name);
 
-/// Float32 values of a packed tensor (rows * cols). Throws FormatError-like Error when the
-/// packed sizes do not fit the shape.
+/// Float32 values of a packed tensor (rows * cols, original column order). Throws FormatError-like
+/// Error when the packed sizes do not fit the shape or colOrder is not a permutation.
 std::vector<float> dequantize(const PackedTensor& p, const std::string& name);
 /// Rows [r0, r0 + n) of dequantize(p) into dst [n, cols] (the same values, without the whole
 /// tensor). Throws as dequantize() does, and ArgumentError for rows outside the tensor.

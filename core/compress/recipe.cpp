@@ -122,14 +122,19 @@ void validateWeight(const json& w, int rule) {
     if (!w.is_object()) fail(rule, "weight", "expected an object or null, got " + w.dump());
     checkKeys(w,
               {"bits", "format", "symmetric", "granularity", "group_size", "method", "gguf", "damp",
-               "act_order", "block_size", "awq", "epochs", "lr", "let", "lr_let", "let_shift",
-               "true_sequential"},
+               "act_order", "block_size", "static_groups", "groups", "sym_grid", "awq", "epochs",
+               "lr", "let", "lr_let", "let_shift", "true_sequential"},
               rule, "weight.");
     if (w.contains("true_sequential"))
         boolField(w["true_sequential"], rule, "weight.true_sequential");
     if (w.contains("damp")) numField(w["damp"], rule, "weight.damp", 1e-6, 1.0);
     if (w.contains("act_order")) boolField(w["act_order"], rule, "weight.act_order");
     if (w.contains("block_size")) intField(w["block_size"], rule, "weight.block_size", 1, 4096);
+    if (w.contains("static_groups")) boolField(w["static_groups"], rule, "weight.static_groups");
+    if (w.contains("groups"))
+        strField(w["groups"], rule, "weight.groups", {"reference", "updated"});
+    if (w.contains("sym_grid"))
+        strField(w["sym_grid"], rule, "weight.sym_grid", {"reference", "rtn"});
     if (w.contains("epochs")) intField(w["epochs"], rule, "weight.epochs", 0, 1000);
     if (w.contains("lr")) numField(w["lr"], rule, "weight.lr", 1e-7, 1.0);
     if (w.contains("let")) boolField(w["let"], rule, "weight.let");

@@ -73,12 +73,17 @@ bool sparseCompressed(const HfQuantModule& m) {
     return quantFormatOf(m) != kPackQuantized && (s.format == WeightFormat::Fp8E4M3 || s.symmetric);
 }
 
-bool actorderWeight(const HfQuantModule& m) {
+/// compressed-tensors' actorder of a GPTQ weight: "group" when the groups follow the act order
+/// (PackedTensor::colOrder, written as weight_g_idx), "weight" when act_order kept the groups
+/// contiguous (static_groups, "groups": "updated"), null otherwise.
+json actorderOf(const HfQuantModule& m) {
     const WeightSettings& s = m.packed->settings;
+    if (!m.packed->colOrder.empty()) return "group";
     if (s.granularity != Granularity::Group || s.method != compress::WeightMethod::Gptq)
-        return false;
+        return nullptr;
     const auto it = m.weightJson.find("act_order");
-    return it != m.weightJson.end() && it->is_boolean() && it->get<bool>();
+    const bool ao = it != m.weightJson.end() && it->is_boolean() && it->get<bool>();
+    return ao ? json("weight") : json(nullptr);
 }
 
 json weightArgs(const HfQuantModule& m) {
@@ -94,7 +99,7 @@ json weightArgs(const HfQuantModule& m) {
                                                             : "group";
     a["block_structure"] = nullptr;
     a["dynamic"] = false;
-    a["actorder"] = actorderWeight(m) ? json("weight") : json(nullptr);
+    a["actorder"] = actorderOf(m);
     a["observer"] = "minmax";
     a["observer_kwargs"] = json::object();
     return a;
@@ -237,8 +242,13 @@ public:
         const size_t nGroups = gpr == 0 ? 1 : size_t(rows * gpr);
         if (p.scales.size() != nGroups || (asym && p.zeros.size() != nGroups))
             throw ArgumentError(m.module + ": packed scales do not fit the settings");
+        // Stored column of input column j (PackedTensor::colOrder: GPTQ act-order groups, written
+        // in input-column order with weight_g_idx).
+        std::vector<int64_t> pos(static_cast<size_t>(cols));
+        for (int64_t k = 0; k < cols; ++k)
+            pos[size_t(p.colOrder.empty() ? k : p.colOrder[size_t(k)])] = k;
         auto groupOf = [&](int64_t r, int64_t j) -> size_t {
-            return gpr == 0 ? 0 : size_t(r * gpr + j / gl);
+            return gpr == 0 ? 0 : size_t(r * gpr + pos[size_t(j)] / gl);
         };
         // Unsigned codes u (compressed-tensors' q + 2^(b-1)); pruned weights get the zero point.
         auto code = [&](int64_t r, int64_t j) -> uint32_t {
@@ -246,8 +256,14 @@ public:
                 if (fp8) return 0;
                 return asym ? uint32_t(f16ToF32(p.zeros[groupOf(r, j)])) : uint32_t(off);
             }
-            return getBits(p.codes.data() + uint64_t(r) * rb, j, bits);
+            return getBits(p.codes.data() + uint64_t(r) * rb, pos[size_t(j)], bits);
         };
+        if (!p.colOrder.empty()) {
+            HfTensorBlob gidx = makeBlob(m.module + ".weight_g_idx", DType::I32, {cols});
+            for (int64_t j = 0; j < cols; ++j)
+                put<int32_t>(gidx, size_t(j), int32_t(pos[size_t(j)] / gl));
+            out.push_back(std::move(gidx));
+        }
         const std::string fmt = quantFormatOf(m);
         std::vector<int64_t> scaleShape =
             gpr == 0 ? std::vector<int64_t>{1} : std::vector<int64_t>{rows, gpr};

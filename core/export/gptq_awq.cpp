@@ -247,11 +247,17 @@ public:
         const int64_t R = u.rows, C = u.cols, G = u.groups;
         // qweight [C * b / 32, R]: column r is the bit stream of its C codes.
         std::vector<uint32_t> qweight(size_t(C * b / 32 * R), 0u);
-        // omp: nothrow (bit packing; column r writes only its own words)
+        // Stored column of input column j (PackedTensor::colOrder: GPTQ act-order groups);
+        // qweight is in input-column order, g_idx names each input column's group.
+        const std::vector<int32_t>& order = u.p->colOrder;
+        std::vector<int64_t> pos(static_cast<size_t>(C));
+        for (int64_t k = 0; k < C; ++k) pos[size_t(order.empty() ? k : order[size_t(k)])] = k;
+            // omp: nothrow (bit packing; column r writes only its own words)
 #pragma omp parallel for schedule(static) if (R * C >= (int64_t(1) << 16))
         for (int64_t r = 0; r < R; ++r)
             for (int64_t j = 0; j < C; ++j)
-                putStream(qweight.data() + r, R, uint64_t(j) * uint64_t(b), b, u.code(r, j));
+                putStream(qweight.data() + r, R, uint64_t(j) * uint64_t(b), b,
+                          u.code(r, pos[size_t(j)]));
         // qzeros [G, R * b / 32]: row k is the bit stream of the R zero points of group k.
         const int64_t zw = R * b / 32;
         const uint32_t mask = (1u << b) - 1u;
@@ -268,7 +274,7 @@ public:
                 scales[size_t(k * R + r)] = u.scale(r, k);
             }
         std::vector<int32_t> gidx(static_cast<size_t>(C));
-        for (int64_t j = 0; j < C; ++j) gidx[size_t(j)] = int32_t(j / u.groupLen);
+        for (int64_t j = 0; j < C; ++j) gidx[size_t(j)] = int32_t(pos[size_t(j)] / u.groupLen);
         std::vector<HfTensorBlob> out;
         out.push_back(blob(m.module + ".qweight", DType::I32, {C * b / 32, R}, qweight));
         out.push_back(blob(m.module + ".qzeros", DType::I32, {G, zw}, qzeros));
@@ -283,10 +289,11 @@ public:
         (void)kv; // GPTQ has no KV-cache quantisation: the writer reports it
         std::vector<Key> keys;
         std::optional<double> damp;
-        bool actOrder = false, lmHead = false;
+        bool actOrder = false, lmHead = false, reordered = false;
         for (const HfQuantModule* m : written) {
             if (!m || !m->packed) continue;
             keys.push_back(keyOf(*m->packed));
+            reordered = reordered || !m->packed->colOrder.empty();
             lmHead = lmHead || isLmHead(*m);
             const auto& w = m->weightJson;
             if (w.is_object() && w.value("method", std::string()) == "gptq") {
@@ -299,15 +306,16 @@ public:
         c["quant_method"] = "gptq";
         c["bits"] = base.bits;
         c["group_size"] = base.groupSize;
-        // lcw keeps groups contiguous in the original column order (act_order included, like
-        // AutoGPTQ's static_groups), so g_idx is trivial and no kernel needs to reorder.
-        c["desc_act"] = false;
+        // GPTQ's act-order groups (lcw's default for act_order: PackedTensor::colOrder) give a
+        // non-trivial g_idx, which kernels honour only with desc_act; static groups and
+        // "groups": "updated" keep groups contiguous in the original order (trivial g_idx).
+        c["desc_act"] = reordered;
         c["sym"] = base.sym;
         const double d = damp.value_or(0.01);
         if (d > 0 && d < 1) c["damp_percent"] = d;
         // lcw quantises a block's linears on the block's captured inputs (not one after another).
         c["true_sequential"] = false;
-        c["static_groups"] = actOrder;
+        c["static_groups"] = actOrder && !reordered;
         c["checkpoint_format"] = m_opt.v2 ? "gptq_v2" : "gptq";
         c["lm_head"] = lmHead;
         // transformers / optimum replace every linear of the blocks unless
@@ -386,6 +394,10 @@ public:
         if (p.rows % 8)
             return "out = " + std::to_string(p.rows) +
                    " not a multiple of 8 (AWQ packs 8 outputs per 32-bit word)";
+        if (!p.colOrder.empty())
+            return "GPTQ act-order groups (columns stored in act order) have no place in the "
+                   "AWQ format (no g_idx): export as gptq, or quantise with \"static_groups\": "
+                   "true or \"groups\": \"updated\"";
         return {};
     }
 

@@ -271,6 +271,7 @@ public:
         const uint64_t rb = compress::packedCodeBytes(1, cols, f.settings);
         const int64_t gpr = first.packed.groupsPerRow();
         const bool asym = !first.packed.zeros.empty();
+        f.colOrder = first.packed.colOrder; // moduleProblem: every part has the same order
         f.codes.assign(size_t(uint64_t(f.rows) * rb), 0);
         f.scales.assign(size_t(f.rows * gpr), 0);
         if (asym) f.zeros.assign(size_t(f.rows * gpr), 0);
@@ -309,6 +310,10 @@ public:
                 return "the parts of the fused tensor have different activation settings";
             if (ct.quantized && !ct.packed.outlierCols.empty())
                 return "outlier weight columns kept in 16 bits (no " + m_format.name() + " form)";
+            if (ct.quantized && ct.packed.colOrder != first.packed.colOrder)
+                return "the parts of the fused tensor (" + it.parts[0]->name +
+                       ", ...) store their columns in different orders (GPTQ act-order groups; "
+                       "one g_idx per module)";
         }
         if (it.parts.size() > 1 && first.quantized &&
             first.packed.settings.granularity == compress::Granularity::Tensor)

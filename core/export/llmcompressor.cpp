@@ -251,6 +251,8 @@ LlmcExport exportLlmCompressorRecipe(const compress::Recipe& recipe, const Model
                 k += lp.describe() + "|" + fmtNum(w.value("damp", 0.01)) + "|" +
                      std::to_string(w.value("block_size", 128)) + "|" +
                      std::to_string(w.value("act_order", false)) + "|" +
+                     std::to_string(w.value("static_groups", false)) + "|" +
+                     w.value("groups", std::string("reference")) + "|" +
                      std::to_string(awq.value("grid", 20)) + "|" +
                      std::to_string(awq.value("clip_search", true));
             }
@@ -369,13 +371,22 @@ LlmcExport exportLlmCompressorRecipe(const compress::Recipe& recipe, const Model
             type = "GPTQModifier";
             margs["block_size"] = wj.value("block_size", int64_t(128));
             margs["dampening_frac"] = wj.value("damp", 0.01);
-            // lcw's act_order keeps the groups in column order (GPTQ's static groups):
-            // compressed-tensors' ActivationOrdering "static" (alias of "weight"). Written
-            // explicitly: GPTQModifier's default is "static".
-            if (wj.value("act_order", false) && w.granularity == Granularity::Group)
-                margs["actorder"] = "static";
-            else
+            // lcw's act_order with the reference groups (consecutive in act order, g_idx):
+            // compressed-tensors' ActivationOrdering "group"; with static_groups (or "groups":
+            // "updated") the groups stay in column order: "static" (alias of "weight").
+            // Written explicitly: GPTQModifier's default is "static".
+            if (wj.value("act_order", false) && w.granularity == Granularity::Group) {
+                const bool contiguous = wj.value("static_groups", false) ||
+                                        wj.value("groups", std::string()) == "updated";
+                margs["actorder"] = contiguous ? "static" : "group";
+                if (!contiguous)
+                    approx("GPTQ act-order groups: llm-compressor's actorder \"group\" forms the "
+                           "same groups but fixes their scales before the loop; lcw (as "
+                           "IST-DASLab/gptq) chooses them when a group's first column is reached",
+                           lp.name);
+            } else {
                 margs["actorder"] = YAML::Node(YAML::NodeType::Null);
+            }
             if (wj.value("act_order", false) && w.granularity != Granularity::Group)
                 approx("GPTQ act_order without groups: compressed-tensors allows activation "
                        "ordering only with strategy group; written without it",
@@ -899,8 +910,14 @@ private:
             if (m_argsActorder) {
                 if (!method.contains("method") || method["method"] != "gptq")
                     warn(where + ".weights.actorder", "ignored (only GPTQ orders columns)");
-                else if (!m_modActorderSet)
+                else if (!m_modActorderSet) {
                     w["act_order"] = true;
+                    const bool stat = *m_argsActorder == "static" || *m_argsActorder == "weight";
+                    if (stat)
+                        w["static_groups"] = true;
+                    else
+                        w.erase("static_groups");
+                }
             }
             rule["weight"] = w;
         }
@@ -966,8 +983,9 @@ private:
                 method["block_size"] = get<int64_t>(a["block_size"], where + ".block_size");
             if (!isNull(a["dampening_frac"]))
                 method["damp"] = get<double>(a["dampening_frac"], where + ".dampening_frac");
-            // GPTQModifier's default actorder is "static" (gptq/base.py)
-            bool actOrder = true;
+            // GPTQModifier's default actorder is "static" (gptq/base.py): groups in column
+            // order with scales fixed before the loop, lcw's static_groups.
+            bool actOrder = true, staticGroups = true;
             if (a["actorder"]) {
                 m_modActorderSet = true;
                 if (isNull(a["actorder"])) {
@@ -977,10 +995,12 @@ private:
                     if (o == "false" || o == "False") {
                         actOrder = false;
                     } else if (o == "group" || o == "dynamic" || o == "true" || o == "True") {
+                        staticGroups = false;
                         warn(where + ".actorder",
                              "'" + o +
-                                 "' (groups reordered too) read as lcw's act_order, which "
-                                 "keeps the groups in column order (\"static\")");
+                                 "' read as lcw's act_order with the reference groups (the same "
+                                 "groups; lcw chooses a group's scales when its first column is "
+                                 "reached, llm-compressor before the loop)");
                     } else if (o != "static" && o != "weight") {
                         throw bad(where + ".actorder",
                                   "'" + o + "' (static, weight, group, dynamic or null)");
@@ -988,6 +1008,7 @@ private:
                 }
             }
             method["act_order"] = actOrder;
+            if (actOrder && staticGroups) method["static_groups"] = true;
         } else {
             checkKeys(a, where,
                       {"config_groups", "targets", "ignore", "scheme", "kv_cache_scheme", "group",

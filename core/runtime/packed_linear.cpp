@@ -966,7 +966,112 @@ void packedAllowVbmi(bool allow) {
 }
 } // namespace detail
 
+namespace {
+
+/// A weight whose codes are stored in another column order (PackedSource::colOrder): the inner
+/// weight is packed in the stored order (outliers and mask moved there); every call permutes the
+/// input columns (and the activation-outlier channels) once and multiplies in the stored order.
+class ColumnOrderedLinear final : public PackedLinear {
+public:
+    explicit ColumnOrderedLinear(const PackedSource& src)
+        : m_order(src.colOrder, src.colOrder + src.cols), m_pos(size_t(src.cols), -1) {
+        for (int64_t k = 0; k < src.cols; ++k) {
+            const int32_t c = m_order[size_t(k)];
+            if (c < 0 || c >= src.cols || m_pos[size_t(c)] >= 0)
+                throw ArgumentError("packed weight '" + src.name +
+                                    "': the column order is not a permutation of " +
+                                    std::to_string(src.cols) + " columns");
+            m_pos[size_t(c)] = int32_t(k);
+        }
+        PackedSource s = src;
+        s.colOrder = nullptr;
+        // Outlier columns into stored indices (ascending), their values along.
+        std::vector<int32_t> ocols;
+        std::vector<uint16_t> ovals;
+        const size_t no = src.nOutlierCols;
+        if (no > 0 && src.outlierCols && src.outlierValues) {
+            std::vector<size_t> idx(no);
+            for (size_t k = 0; k < no; ++k) idx[k] = k;
+            auto stored = [&](size_t k) {
+                const int32_t c = src.outlierCols[k];
+                return c >= 0 && c < src.cols ? m_pos[size_t(c)] : c; // bad ones fail later
+            };
+            std::sort(idx.begin(), idx.end(),
+                      [&](size_t a, size_t b) { return stored(a) < stored(b); });
+            ocols.resize(no);
+            ovals.resize(no * size_t(src.rows));
+            for (size_t k = 0; k < no; ++k) {
+                ocols[k] = stored(idx[k]);
+                for (int64_t r = 0; r < src.rows; ++r)
+                    ovals[size_t(r) * no + k] = src.outlierValues[size_t(r) * no + idx[k]];
+            }
+            s.outlierCols = ocols.data();
+            s.outlierValues = ovals.data();
+        }
+        std::vector<uint8_t> mask;
+        if (src.mask) {
+            mask.resize(size_t(src.rows * src.cols));
+            for (int64_t r = 0; r < src.rows; ++r)
+                for (int64_t k = 0; k < src.cols; ++k)
+                    mask[size_t(r * src.cols + k)] = src.mask[r * src.cols + m_order[size_t(k)]];
+            s.mask = mask.data();
+        }
+        m_inner = std::make_unique<PackedImpl>(s);
+    }
+    int64_t rows() const override { return m_inner->rows(); }
+    int64_t cols() const override { return m_inner->cols(); }
+    size_t bytes() const override { return m_inner->bytes() + 8 * m_order.size(); }
+    void dequantizeRows(int64_t r0, int64_t n, float* dst) const override {
+        const int64_t c = cols();
+        std::vector<float> tmp(static_cast<size_t>(c));
+        for (int64_t r = 0; r < n; ++r) {
+            m_inner->dequantizeRows(r0 + r, 1, tmp.data());
+            for (int64_t k = 0; k < c; ++k) dst[r * c + m_order[size_t(k)]] = tmp[size_t(k)];
+        }
+    }
+    std::string describe() const override { return m_inner->describe() + " +col-order"; }
+    /// The inner weight's buffer, then the permuted activations [nTok, cols] (float).
+    size_t preparedBytes(int64_t nTok, const ActQuantSpec* act, bool exact) const override {
+        return alignUp(m_inner->preparedBytes(nTok, act, exact)) +
+               size_t(std::max<int64_t>(nTok, 0)) * size_t(cols()) * sizeof(float);
+    }
+    void prepare(const float* x, int64_t ldx, int64_t nTok, const ActQuantSpec* act, bool exact,
+                 std::byte* prepared) const override {
+        const int64_t c = cols();
+        float* xp =
+            reinterpret_cast<float*>(prepared + alignUp(m_inner->preparedBytes(nTok, act, exact)));
+        for (int64_t t = 0; t < nTok; ++t)
+            for (int64_t k = 0; k < c; ++k) xp[t * c + k] = x[t * ldx + m_order[size_t(k)]];
+        if (!act || act->outlierChannels.empty())
+            return m_inner->prepare(xp, c, nTok, act, exact, prepared);
+        const ActQuantSpec stored = storedSpec(act);
+        m_inner->prepare(xp, c, nTok, &stored, exact, prepared);
+    }
+    void gemm(int64_t r0, int64_t nRows, const std::byte* prepared, int64_t nTok,
+              const ActQuantSpec* act, bool exact, float* y, int64_t ldy) const override {
+        if (!act || act->outlierChannels.empty())
+            return m_inner->gemm(r0, nRows, prepared, nTok, act, exact, y, ldy);
+        const ActQuantSpec stored = storedSpec(act);
+        m_inner->gemm(r0, nRows, prepared, nTok, &stored, exact, y, ldy);
+    }
+
+private:
+    /// The activation spec with its outlier channels in stored column indices.
+    ActQuantSpec storedSpec(const ActQuantSpec* act) const {
+        ActQuantSpec s = act ? *act : ActQuantSpec{};
+        for (int32_t& ch : s.outlierChannels)
+            if (ch >= 0 && ch < int32_t(m_pos.size())) ch = m_pos[size_t(ch)];
+        std::sort(s.outlierChannels.begin(), s.outlierChannels.end());
+        return s;
+    }
+    std::vector<int32_t> m_order, m_pos;
+    std::unique_ptr<PackedImpl> m_inner;
+};
+
+} // namespace
+
 std::unique_ptr<PackedLinear> PackedLinear::pack(const PackedSource& src) {
+    if (src.colOrder) return std::make_unique<ColumnOrderedLinear>(src);
     return std::make_unique<PackedImpl>(src);
 }
 

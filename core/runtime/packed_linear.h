@@ -14,6 +14,10 @@
 ///   group → rows · ceil(cols / g) row-major (the last group of a row may be shorter);
 ///   outliers: ascending input columns kept in f16 ([rows, nOutliers] values) which replace
 ///   whatever the codes of those columns hold;
+///   colOrder (optional, a permutation of 0..cols−1): codes, scales and zeros are in a stored
+///   column order — stored column k is input column colOrder[k] (GPTQ act-order groups); the
+///   outliers, the mask and the activations stay in input-column order (the product permutes its
+///   input once per call);
 ///   mask (optional, rows·cols bytes 0/1): pruned weights read as 0 — a 2:4 mask (every aligned
 ///   group of 4 input columns keeps at most 2) is stored as 2 values + 2-bit indices per group and
 ///   the product skips the zeros.
@@ -66,6 +70,7 @@ struct PackedSource {
     size_t nOutlierCols = 0;
     const uint16_t* outlierValues = nullptr; ///< [rows, nOutlierCols] f16
     const uint8_t* mask = nullptr;           ///< rows·cols 0/1, or null (dense)
+    const int32_t* colOrder = nullptr;       ///< cols entries, or null (the input order)
     std::string name;                        ///< for errors
 };
 
