@@ -2,6 +2,8 @@
 //   - SparseGPT unstructured: IST-DASLab/sparsegpt sparsegpt.py SparseGPT.fasterprune (per lazy
 //     block thresh = sort(W1² / diag(Hinv1)²)[int(numel · sparsity)], mask = tmp <= thresh);
 //     lcw's exact count stays as "count": "exact".
+//   - SparseGPT 2:4: fasterprune(prunen=2, prunem=4), groups chosen from the updated weights.
+//   - Wanda 50 % and 2:4: locuslab/wanda lib/prune.py prune_wanda's masks.
 //   - SmoothQuant: mit-han-lab/smoothquant smoothquant/smooth.py smooth_ln_fcs (scales =
 //     act_max^α / weight_max^(1−α), weight_max over all fcs sharing the input clamped at 1e-5,
 //     scales clamped at 1e-5).
@@ -60,10 +62,13 @@ struct RefPrune {
     std::vector<uint8_t> mask; // 1 = kept
 };
 
-/// sparsegpt.py fasterprune(sparsity, prunen=0, prunem=0, blocksize, percdamp), no quantizer,
-/// in double.
+/// sparsegpt.py fasterprune(sparsity, prunen, prunem, blocksize, percdamp), no quantizer, in
+/// double. prunen = 0: unstructured (the mask of a block from its weights at the block start);
+/// prunen > 0: N:M, the prunen smallest of every prunem columns chosen when the loop reaches the
+/// group's first column, from the weights updated so far.
 RefPrune fasterprune(const std::vector<float>& w, int64_t rows, int64_t cols, const MatD& Hin,
-                     double sparsity, int64_t blocksize, double percdamp) {
+                     double sparsity, int64_t blocksize, double percdamp, int64_t prunen = 0,
+                     int64_t prunem = 0) {
     MatD W(rows, cols);
     for (int64_t i = 0; i < rows * cols; ++i) W.data()[i] = double(w[size_t(i)]);
     MatD H = Hin;
@@ -87,15 +92,32 @@ RefPrune fasterprune(const std::vector<float>& w, int64_t rows, int64_t cols, co
         for (int64_t r = 0; r < rows; ++r)
             for (int64_t c = 0; c < count; ++c)
                 tmp(r, c) = W1(r, c) * W1(r, c) / (Hinv1(c, c) * Hinv1(c, c));
-        std::vector<double> flat(tmp.data(), tmp.data() + tmp.size());
-        std::sort(flat.begin(), flat.end());
-        const double thresh = flat[size_t(int64_t(double(tmp.size()) * sparsity))];
+        // mask1: 1 = pruned
+        MatD mask1 = MatD::Zero(rows, count);
+        if (prunen == 0) {
+            std::vector<double> flat(tmp.data(), tmp.data() + tmp.size());
+            std::sort(flat.begin(), flat.end());
+            const double thresh = flat[size_t(int64_t(double(tmp.size()) * sparsity))];
+            for (int64_t r = 0; r < rows; ++r)
+                for (int64_t c = 0; c < count; ++c) mask1(r, c) = tmp(r, c) <= thresh ? 1 : 0;
+        }
         for (int64_t i = 0; i < count; ++i) {
+            if (prunen != 0 && i % prunem == 0) {
+                // topk(W1[:, i:i+m]² / diag(Hinv1)[i:i+m]², prunen, largest=False)
+                for (int64_t r = 0; r < rows; ++r) {
+                    std::vector<std::pair<double, int64_t>> g;
+                    for (int64_t c = i; c < std::min(i + prunem, count); ++c)
+                        g.push_back({W1(r, c) * W1(r, c) / (Hinv1(c, c) * Hinv1(c, c)), c});
+                    std::sort(g.begin(), g.end());
+                    for (int64_t k = 0; k < prunen && k < int64_t(g.size()); ++k)
+                        mask1(r, g[size_t(k)].second) = 1;
+                }
+            }
             const Eigen::VectorXd wcol = W1.col(i);
             const double d = Hinv1(i, i);
             Eigen::VectorXd q = wcol;
             for (int64_t r = 0; r < rows; ++r)
-                if (tmp(r, i) <= thresh) q(r) = 0;
+                if (mask1(r, i) != 0) q(r) = 0;
             Q1.col(i) = q;
             const Eigen::VectorXd err1 = (wcol - q) / d;
             W1.rightCols(count - i) -= err1 * Hinv1.row(i).segment(i, count - i);
@@ -105,9 +127,44 @@ RefPrune fasterprune(const std::vector<float>& w, int64_t rows, int64_t cols, co
         if (i2 < cols) W.rightCols(cols - i2) -= Err1 * Hinv.block(i1, i2, count, cols - i2);
         for (int64_t r = 0; r < rows; ++r)
             for (int64_t c = 0; c < count; ++c)
-                mask[size_t(r * cols + i1 + c)] = tmp(r, c) <= thresh ? 0 : 1;
+                mask[size_t(r * cols + i1 + c)] = mask1(r, c) != 0 ? 0 : 1;
     }
     return {W, mask};
+}
+
+/// locuslab/wanda lib/prune.py prune_wanda's mask (1 = kept) for metric |W|·sqrt(scaler_row),
+/// scaler_row_j = ||X_j||² / nsamples: unstructured (use_variant off) prunes the
+/// int(cols·sparsity) smallest of every row (stable sort); prune_n:prune_m the prune_n smallest of
+/// every prune_m consecutive columns (topk largest=False).
+std::vector<uint8_t> wandaMask(const std::vector<float>& w, int64_t rows, int64_t cols,
+                               const MatD& X, double sparsity, int64_t prunen, int64_t prunem) {
+    std::vector<double> scaler(static_cast<size_t>(cols), 0.0);
+    for (int64_t j = 0; j < cols; ++j)
+        scaler[size_t(j)] = X.col(j).squaredNorm() / double(X.rows());
+    auto metric = [&](int64_t r, int64_t j) {
+        return std::fabs(double(w[size_t(r * cols + j)])) * std::sqrt(scaler[size_t(j)]);
+    };
+    std::vector<uint8_t> mask(size_t(rows * cols), 1);
+    for (int64_t r = 0; r < rows; ++r) {
+        if (prunen != 0) {
+            for (int64_t i = 0; i < cols; i += prunem) {
+                std::vector<std::pair<double, int64_t>> g;
+                for (int64_t c = i; c < std::min(i + prunem, cols); ++c)
+                    g.push_back({metric(r, c), c});
+                std::sort(g.begin(), g.end());
+                for (int64_t k = 0; k < prunen; ++k)
+                    mask[size_t(r * cols + g[size_t(k)].second)] = 0;
+            }
+            continue;
+        }
+        std::vector<int64_t> idx(static_cast<size_t>(cols));
+        for (int64_t j = 0; j < cols; ++j) idx[size_t(j)] = j;
+        std::stable_sort(idx.begin(), idx.end(),
+                         [&](int64_t a, int64_t b) { return metric(r, a) < metric(r, b); });
+        for (int64_t k = 0; k < int64_t(double(cols) * sparsity); ++k)
+            mask[size_t(r * cols + idx[size_t(k)])] = 0;
+    }
+    return mask;
 }
 
 int64_t zeros(const std::vector<uint8_t>& m) {
@@ -185,6 +242,47 @@ private slots:
             QCOMPARE(zeros(got.mask), want);
             QCOMPARE(prunedCount(rows, cols, s), want);
         }
+    }
+
+    // SparseGPT 2:4: the same mask and weights as fasterprune(prunen=2, prunem=4), whose groups
+    // are chosen from the weights updated so far within the block.
+    void sparseGpt24MatchesFasterprune() {
+        const int64_t rows = 24, cols = 296;
+        const MatD X = randomX(400, cols, 13);
+        const MatD H = X.transpose() * X;
+        const auto w = randomW(rows, cols, 15);
+        SparsitySettings s;
+        s.method = SparsityMethod::SparseGpt;
+        s.pattern = SparsityPattern::NM;
+        s.n = 2, s.m = 4;
+        const PruneResult got = pruneSparseGpt(w.data(), rows, cols, H.data(), s, "t");
+        const RefPrune ref = fasterprune(w, rows, cols, H, 0.0, 128, 0.01, 2, 4);
+        QVERIFY(got.mask == ref.mask);
+        QVERIFY(checkNM(got.mask.data(), rows, cols, 2, 4));
+        double maxRel = 0;
+        for (int64_t i = 0; i < rows * cols; ++i)
+            maxRel = std::max(maxRel, std::fabs(double(got.w[size_t(i)]) - ref.W.data()[i]) /
+                                          std::max(1.0, std::fabs(ref.W.data()[i])));
+        QVERIFY2(maxRel < 1e-5, std::to_string(maxRel).c_str());
+    }
+
+    // Wanda 50 % (per output row, as prune_wanda without the variant) and 2:4: prune_wanda's
+    // masks, with the scaler_row statistic computed from X in the test.
+    void wandaMatchesPruneWanda() {
+        const int64_t rows = 20, cols = 96;
+        const MatD X = randomX(300, cols, 21);
+        const auto w = randomW(rows, cols, 23);
+        std::vector<double> colNorm(static_cast<size_t>(cols));
+        for (int64_t j = 0; j < cols; ++j) colNorm[size_t(j)] = X.col(j).norm();
+        SparsitySettings s;
+        s.method = SparsityMethod::Wanda;
+        s.ratio = 0.5;
+        QVERIFY(pruneWanda(w.data(), rows, cols, colNorm.data(), s).mask ==
+                wandaMask(w, rows, cols, X, 0.5, 0, 0));
+        s.pattern = SparsityPattern::NM;
+        s.n = 2, s.m = 4;
+        QVERIFY(pruneWanda(w.data(), rows, cols, colNorm.data(), s).mask ==
+                wandaMask(w, rows, cols, X, 0.0, 2, 4));
     }
 
     // "count": "exact" is lcw's earlier rule: exactly round(ratio·rows·cols), another mask.
