@@ -24,6 +24,20 @@ void rowGroupErrors(const float* X, int64_t n, int64_t cols, const MatRF& D, int
     out = E.cast<double>().colwise().squaredNorm().transpose();
 }
 
+/// Per (row, column group g) errors `e` of clip factor f: keeps f where it beats the best so far
+/// (tensor granularity: one entry, the sum over rows).
+void keepBetterClip(const Eigen::VectorXd& e, bool tensor, int64_t g, int64_t gpr, float f,
+                    std::vector<double>& bestErr, std::vector<float>& bestClip) {
+    if (tensor) {
+        if (e.sum() < bestErr[0]) bestErr[0] = e.sum(), bestClip[0] = f;
+        return;
+    }
+    for (int64_t r = 0; r < e.size(); ++r) {
+        const size_t idx = size_t(r * gpr + g);
+        if (e(r) < bestErr[idx]) bestErr[idx] = e(r), bestClip[idx] = f;
+    }
+}
+
 } // namespace
 
 double outputSqError(const float* X, int64_t n, int64_t cols, const float* w, const float* wq,
@@ -188,14 +202,7 @@ AwqClipResult autoClipQuantize(const float* X, int64_t n, int64_t cols, const fl
             const int64_t c0 = g * gl, c1 = std::min(cols, c0 + gl);
             const MatRD E = Xd.middleCols(c0, c1 - c0) * D.middleCols(c0, c1 - c0).transpose();
             e = E.colwise().squaredNorm().transpose() / double(std::max<int64_t>(n, 1));
-            if (tensor) {
-                if (e.sum() < bestErr[0]) bestErr[0] = e.sum(), bestClip[0] = f;
-                continue;
-            }
-            for (int64_t r = 0; r < rows; ++r) {
-                const size_t idx = size_t(r * gpr + g);
-                if (e(r) < bestErr[idx]) bestErr[idx] = e(r), bestClip[idx] = f;
-            }
+            keepBetterClip(e, tensor, g, gpr, f, bestErr, bestClip);
         }
     }
     const std::vector<float> cw = clamped(bestClip);
@@ -250,14 +257,7 @@ AwqClipResult awqClipQuantize(const float* X, int64_t n, int64_t cols, const flo
         for (int64_t g = 0; g < ngr; ++g) {
             const int64_t c0 = g * gl, c1 = std::min(cols, c0 + gl);
             rowGroupErrors(X, n, cols, D, c0, c1, e);
-            if (tensor) {
-                if (e.sum() < bestErr[0]) bestErr[0] = e.sum(), bestClip[0] = f;
-                continue;
-            }
-            for (int64_t r = 0; r < rows; ++r) {
-                const size_t idx = size_t(r * gpr + g);
-                if (e(r) < bestErr[idx]) bestErr[idx] = e(r), bestClip[idx] = f;
-            }
+            keepBetterClip(e, tensor, g, gpr, f, bestErr, bestClip);
         }
     }
     PackedTensor cp = quantizeClipped(w, rows, cols, s, bestClip, name);

@@ -36,6 +36,18 @@ Eigen::VectorXd loadVector(const WeightSource& src, const std::string& name, int
     return Eigen::Map<const Eigen::VectorXf>(v.data(), n).cast<double>();
 }
 
+/// Causal softmax of attention scores S [T, T] in place: row t over columns 0..t, the rest zero.
+void causalSoftmax(MatD& S) {
+    const int64_t T = S.rows();
+    for (int64_t t = 0; t < T; ++t) {
+        const double mx = S.row(t).head(t + 1).maxCoeff();
+        double sum = 0;
+        for (int64_t j = 0; j <= t; ++j) sum += (S(t, j) = std::exp(S(t, j) - mx));
+        S.row(t).head(t + 1) /= sum;
+        S.row(t).tail(T - t - 1).setZero();
+    }
+}
+
 double silu(double x) {
     return x / (1.0 + std::exp(-x));
 }
@@ -257,13 +269,7 @@ void LlamaBlock::forward(const BlockWeights& w, const MatD& x, MatD& y, Cache* c
     for (int64_t h = 0; h < H; ++h) {
         const int64_t kv = h / group;
         MatD S = (c.q.middleCols(h * hd, hd) * c.k.middleCols(kv * hd, hd).transpose()) * m_scale;
-        for (int64_t t = 0; t < T; ++t) {
-            const double mx = S.row(t).head(t + 1).maxCoeff();
-            double sum = 0;
-            for (int64_t j = 0; j <= t; ++j) sum += (S(t, j) = std::exp(S(t, j) - mx));
-            S.row(t).head(t + 1) /= sum;
-            S.row(t).tail(T - t - 1).setZero();
-        }
+        causalSoftmax(S);
         c.o.middleCols(h * hd, hd) = S * c.v.middleCols(kv * hd, hd);
         c.probs[size_t(h)] = std::move(S);
     }
@@ -296,13 +302,7 @@ MatD LlamaBlock::attentionOutput(const BlockWeights& w, const MatD& xn) const {
     for (int64_t h = 0; h < H; ++h) {
         const int64_t kv = h / group;
         MatD S = (q.middleCols(h * hd, hd) * k.middleCols(kv * hd, hd).transpose()) * m_scale;
-        for (int64_t t = 0; t < T; ++t) {
-            const double mx = S.row(t).head(t + 1).maxCoeff();
-            double sum = 0;
-            for (int64_t j = 0; j <= t; ++j) sum += (S(t, j) = std::exp(S(t, j) - mx));
-            S.row(t).head(t + 1) /= sum;
-            S.row(t).tail(T - t - 1).setZero();
-        }
+        causalSoftmax(S);
         o.middleCols(h * hd, hd) = S * v.middleCols(kv * hd, hd);
     }
     return lin(o, kO);
