@@ -208,12 +208,13 @@ PruneResult pruneWanda(const float* w, int64_t rows, int64_t cols, const double*
     return r;
 }
 
-PruneResult pruneSparseGpt(const float* w, int64_t rows, int64_t cols, const double* H,
-                           const SparsitySettings& s, const std::string& name) {
-    checkSettings(s, name);
+namespace {
+
+/// SparseGPT's setup: dead inputs (diag H = 0) get H_jj = 1 and weight 0, H is damped, and the
+/// upper Cholesky factor U of H⁻¹ (H⁻¹ = UᵀU; row i holds the OBS update of column i) returned.
+MatD sparseGptInverseFactor(MatD& W, const double* H, int64_t cols, double damp,
+                            const std::string& name) {
     MatD Hm = Eigen::Map<const MatD>(H, cols, cols);
-    MatD W(rows, cols);
-    for (int64_t i = 0; i < rows * cols; ++i) W.data()[i] = double(w[i]);
     for (int64_t j = 0; j < cols; ++j)
         if (!std::isfinite(Hm(j, j)))
             throw ArgumentError(name + ": the calibration Gram matrix is not finite");
@@ -222,9 +223,7 @@ PruneResult pruneSparseGpt(const float* w, int64_t rows, int64_t cols, const dou
             Hm(j, j) = 1.0;
             W.col(j).setZero();
         }
-    const double lambda = s.damp * Hm.diagonal().mean();
-    Hm.diagonal().array() += lambda;
-    // Upper Cholesky factor U of H⁻¹ (H⁻¹ = UᵀU): row i of U holds the OBS update of column i.
+    Hm.diagonal().array() += damp * Hm.diagonal().mean();
     Eigen::LLT<MatD> llt(Hm);
     if (llt.info() != Eigen::Success)
         throw ArgumentError(name + ": the damped calibration Gram matrix is not positive definite");
@@ -232,80 +231,101 @@ PruneResult pruneSparseGpt(const float* w, int64_t rows, int64_t cols, const dou
     Eigen::LLT<MatD> llt2(Hinv);
     if (llt2.info() != Eigen::Success)
         throw ArgumentError(name + ": the inverse Gram matrix is not positive definite");
-    const MatD U = llt2.matrixU();
+    return llt2.matrixU();
+}
+
+/// The unstructured / per-row mask of the lazy block of columns [i1, i2) (1 = kept) from its
+/// weights W1 at the block start and the OBS scores w² / U_cc². Reference count: sparsegpt.py's
+/// thresh = sort(scores)[int(n·s)], every score ≤ thresh pruned (per row: within each row);
+/// exact count: the lowest scores up to a cumulative target of round(ratio · n) over the matrix.
+void sparseGptBlockMask(const MatD& W1, const MatD& U, int64_t i1, int64_t i2,
+                        const SparsitySettings& s, std::vector<uint8_t>& m1) {
+    const int64_t rows = W1.rows(), bw = i2 - i1;
+    std::vector<double> score(size_t(rows * bw));
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < bw; ++c) {
+            const double d = U(i1 + c, i1 + c);
+            score[size_t(r * bw + c)] = W1(r, c) * W1(r, c) / (d * d);
+        }
+    const bool unstructured = s.pattern == SparsityPattern::Unstructured;
+    if (referenceCount(s)) {
+        std::vector<double> sorted;
+        auto threshold = [&](size_t b, size_t e) {
+            sorted.assign(score.begin() + ptrdiff_t(b), score.begin() + ptrdiff_t(e));
+            const int64_t k = referenceIndex(int64_t(e - b), s.ratio);
+            std::nth_element(sorted.begin(), sorted.begin() + k, sorted.end());
+            const double thresh = sorted[size_t(k)];
+            for (size_t i = b; i < e; ++i)
+                if (score[i] <= thresh) m1[i] = 0;
+        };
+        if (unstructured)
+            threshold(0, size_t(rows * bw));
+        else
+            for (int64_t r = 0; r < rows; ++r) threshold(size_t(r * bw), size_t((r + 1) * bw));
+        return;
+    }
+    // lcw's exact count (scores compared in float, as before)
+    const std::vector<float> fscore(score.begin(), score.end());
+    std::vector<int64_t> idx;
+    if (unstructured) {
+        const int64_t k =
+            roundCount(s.ratio * double(rows * i2)) - roundCount(s.ratio * double(rows * i1));
+        idx.resize(size_t(rows * bw));
+        std::iota(idx.begin(), idx.end(), int64_t(0));
+        pruneLowest(fscore.data(), idx, k, m1.data());
+        return;
+    }
+    const int64_t k = roundCount(s.ratio * double(i2)) - roundCount(s.ratio * double(i1));
+    for (int64_t r = 0; r < rows; ++r) {
+        idx.resize(size_t(bw));
+        std::iota(idx.begin(), idx.end(), r * bw);
+        pruneLowest(fscore.data(), idx, k, m1.data());
+    }
+}
+
+/// N:M at column c of the block: the M-group starting there keeps its N highest scores of the
+/// weights updated so far (fasterprune's topk when the loop reaches the group).
+void sparseGptNmGroup(const MatD& W1, const MatD& U, int64_t i1, int64_t c,
+                      const SparsitySettings& s, std::vector<uint8_t>& m1) {
+    const int64_t rows = W1.rows(), bw = W1.cols();
+    const int64_t k = std::min<int64_t>(bw, c + s.m) - c;
+    std::vector<float> score(static_cast<size_t>(k));
+    std::vector<uint8_t> keep(static_cast<size_t>(k));
+    std::vector<int64_t> idx(static_cast<size_t>(k));
+    for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t j = 0; j < k; ++j) {
+            const double d = U(i1 + c + j, i1 + c + j);
+            score[size_t(j)] = float(W1(r, c + j) * W1(r, c + j) / (d * d));
+            idx[size_t(j)] = j;
+            keep[size_t(j)] = 1;
+        }
+        pruneLowest(score.data(), idx, k - nmKeep(k, s.n, s.m), keep.data());
+        for (int64_t j = 0; j < k; ++j)
+            if (!keep[size_t(j)]) m1[size_t(r * bw + c + j)] = 0;
+    }
+}
+
+} // namespace
+
+PruneResult pruneSparseGpt(const float* w, int64_t rows, int64_t cols, const double* H,
+                           const SparsitySettings& s, const std::string& name) {
+    checkSettings(s, name);
+    MatD W(rows, cols);
+    for (int64_t i = 0; i < rows * cols; ++i) W.data()[i] = double(w[i]);
+    const MatD U = sparseGptInverseFactor(W, H, cols, s.damp, name);
 
     const bool nm = s.pattern == SparsityPattern::NM;
     int64_t bs = std::max<int64_t>(1, s.blockSize);
-    if (nm) bs = (bs + s.m - 1) / s.m * s.m;
+    if (nm) bs = (bs + s.m - 1) / s.m * s.m; // groups at absolute multiples of m
     std::vector<uint8_t> mask(size_t(rows * cols), 1);
-    std::vector<float> score;
-    std::vector<double> dscore, sorted;
-    std::vector<int64_t> idx;
     for (int64_t i1 = 0; i1 < cols; i1 += bs) {
         const int64_t i2 = std::min(cols, i1 + bs), bw = i2 - i1;
         MatD W1 = W.middleCols(i1, bw);
         MatD Err1 = MatD::Zero(rows, bw);
         std::vector<uint8_t> m1(size_t(rows * bw), 1);
-        score.assign(size_t(rows * bw), 0.0f);
-        auto fillScore = [&](int64_t c0, int64_t c1) {
-            for (int64_t r = 0; r < rows; ++r)
-                for (int64_t c = c0; c < c1; ++c) {
-                    const double d = U(i1 + c, i1 + c);
-                    score[size_t(r * bw + c)] = float(W1(r, c) * W1(r, c) / (d * d));
-                }
-        };
-        if (!nm && referenceCount(s)) {
-            // sparsegpt.py: tmp = W1² / diag(Hinv1)², thresh = sort(tmp)[int(numel·sparsity)],
-            // mask1 = tmp <= thresh (per-row: the same within each row), scores in double.
-            dscore.resize(size_t(rows * bw));
-            for (int64_t r = 0; r < rows; ++r)
-                for (int64_t c = 0; c < bw; ++c) {
-                    const double d = U(i1 + c, i1 + c);
-                    dscore[size_t(r * bw + c)] = W1(r, c) * W1(r, c) / (d * d);
-                }
-            auto threshold = [&](size_t b, size_t e) {
-                sorted.assign(dscore.begin() + ptrdiff_t(b), dscore.begin() + ptrdiff_t(e));
-                const int64_t k = referenceIndex(int64_t(e - b), s.ratio);
-                std::nth_element(sorted.begin(), sorted.begin() + k, sorted.end());
-                const double thresh = sorted[size_t(k)];
-                for (size_t i = b; i < e; ++i)
-                    if (dscore[i] <= thresh) m1[i] = 0;
-            };
-            if (s.pattern == SparsityPattern::Unstructured)
-                threshold(0, size_t(rows * bw));
-            else
-                for (int64_t r = 0; r < rows; ++r) threshold(size_t(r * bw), size_t((r + 1) * bw));
-        } else if (!nm) {
-            fillScore(0, bw);
-            if (s.pattern == SparsityPattern::Unstructured) {
-                // cumulative target keeps the total exactly round(ratio · rows · cols)
-                const int64_t k = roundCount(s.ratio * double(rows * i2)) -
-                                  roundCount(s.ratio * double(rows * i1));
-                idx.resize(size_t(rows * bw));
-                std::iota(idx.begin(), idx.end(), int64_t(0));
-                pruneLowest(score.data(), idx, k, m1.data());
-            } else {
-                const int64_t k =
-                    roundCount(s.ratio * double(i2)) - roundCount(s.ratio * double(i1));
-                for (int64_t r = 0; r < rows; ++r) {
-                    idx.resize(size_t(bw));
-                    std::iota(idx.begin(), idx.end(), r * bw);
-                    pruneLowest(score.data(), idx, k, m1.data());
-                }
-            }
-        }
+        if (!nm) sparseGptBlockMask(W1, U, i1, i2, s, m1);
         for (int64_t c = 0; c < bw; ++c) {
-            if (nm && c % s.m == 0) {
-                const int64_t ce = std::min<int64_t>(bw, c + s.m);
-                fillScore(c, ce);
-                // groups are at absolute multiples of m because bs is a multiple of m
-                for (int64_t r = 0; r < rows; ++r) {
-                    const int64_t k = ce - c;
-                    idx.resize(size_t(k));
-                    for (int64_t j = 0; j < k; ++j) idx[size_t(j)] = r * bw + c + j;
-                    pruneLowest(score.data(), idx, k - nmKeep(k, s.n, s.m), m1.data());
-                }
-            }
+            if (nm && c % s.m == 0) sparseGptNmGroup(W1, U, i1, c, s, m1);
             const double d = U(i1 + c, i1 + c);
             Eigen::VectorXd err(rows);
             for (int64_t r = 0; r < rows; ++r) {
