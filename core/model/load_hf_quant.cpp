@@ -1179,216 +1179,227 @@ bool isLinearWeight(const TensorView& t) {
            t.name.compare(t.name.size() - 7, 7, ".weight") == 0;
 }
 
-} // namespace
-
-std::optional<HfQuantized> loadHfQuantized(Model& model, const std::string& cfgPath,
-                                           const std::vector<TensorView>& tensors,
-                                           std::vector<std::string>& warnings) {
-    const json config = readJsonFile(cfgPath);
-    Cfg c{cfgPath, "quantization_config"};
-    const json* qp = member(config, "quantization_config");
-    json fallback;
-    if (!qp) {
-        // AutoGPTQ writes quantize_config.json (no quant_method) beside a config.json without
-        // a quantization_config.
-        const fs::path qc = fs::path(cfgPath).parent_path() / "quantize_config.json";
-        std::error_code ec;
-        bool hasQweight = false;
-        for (const auto& t : tensors)
-            if (t.name.size() > 8 && t.name.compare(t.name.size() - 8, 8, ".qweight") == 0)
-                hasQweight = true;
-        if (!hasQweight || !fs::exists(qc, ec)) return std::nullopt;
-        fallback = readJsonFile(qc.string());
-        c = Cfg{qc.string(), ""};
-        if (!fallback.is_object()) c.fail("(top level)", "must be a JSON object");
-        if (!member(fallback, "quant_method")) fallback["quant_method"] = "gptq";
-        qp = &fallback;
-    }
-    const json& q = *qp;
-    if (!q.is_object()) c.fail("", "must be an object, not " + q.dump());
-    const std::string method = lower(getString(c, q, "quant_method", "", ""));
-    if (method.empty()) c.fail("quant_method", "missing");
-
+/// What decoding a quantised checkpoint's modules produces before the tensor list is rebuilt.
+struct Decoding {
     HfQuantized out;
     std::vector<Result> results;
-    std::vector<const Module*> resultModule;
+    std::vector<const Module*> resultModule; ///< the module of each result (in `mods`)
     std::map<std::string, Module> mods;
-    std::vector<std::pair<std::string, int>> counts;
+    std::vector<std::pair<std::string, int>> counts; ///< quantised linears per scheme
     std::string summaryHead;
-    std::vector<std::string> notes;                  // recorded, not applied
-    std::function<bool(const std::string&)> ignored; // module names left in floats on purpose
+    std::vector<std::string> notes;                  ///< recorded, not applied
+    std::function<bool(const std::string&)> ignored; ///< module names left in floats on purpose
+    std::set<std::string> quantWeights;              ///< names of the dequantised weights
+};
 
-    if (method == "compressed-tensors") {
-        out.method = "compressed-tensors";
-        if (const json* tc = member(q, "transform_config"))
-            if (!tc->empty())
-                c.unsupported("transform_config", "checkpoints with rotation transforms are not "
-                                                  "supported");
-        if (const json* v = member(q, "version"))
-            if (!v->is_string()) c.fail("version", "must be a string, not " + v->dump());
-        const std::string topFormat = getString(c, q, "format", "", "dense");
-        checkCtFormat(c, topFormat, "format", true);
-        std::vector<CtGroup> groups;
-        if (const json* cg = member(q, "config_groups")) {
-            if (!cg->is_object()) c.fail("config_groups", "must be an object, not " + cg->dump());
-            for (auto it = cg->begin(); it != cg->end(); ++it) {
-                const std::string at = "config_groups." + it.key();
-                const json& g = it.value();
-                if (!g.is_object()) c.fail(at, "must be an object, not " + g.dump());
-                CtGroup grp;
-                grp.name = it.key();
-                grp.targets = parseTargets(c, member(g, "targets"), at + ".targets");
-                if (const json* w = member(g, "weights"))
-                    grp.weights = parseCtArgs(c, *w, at + ".weights", true);
-                if (const json* ia = member(g, "input_activations"))
-                    grp.input = parseCtArgs(c, *ia, at + ".input_activations", false);
-                if (const json* oa = member(g, "output_activations"))
-                    grp.output = parseCtArgs(c, *oa, at + ".output_activations", false);
-                grp.format = getString(c, g, "format", at, "");
-                if (!grp.format.empty()) checkCtFormat(c, grp.format, at + ".format", false);
-                // int dynamic per-token and static per-tensor symmetric inputs are what lcw's
-                // runtime quantises the same way (and vLLM runs them so): applied; others noted.
-                if (grp.input && !appliesAsRuntime(*grp.input))
-                    notes.push_back("input activations " + grp.input->text() + " (" + grp.name +
-                                    ")");
-                if (grp.output)
-                    notes.push_back("output activations " + grp.output->text() + " (" + grp.name +
-                                    ")");
-                groups.push_back(std::move(grp));
-            }
-        }
-        if (const json* kv = member(q, "kv_cache_scheme"))
-            notes.push_back("KV cache " + parseCtArgs(c, *kv, "kv_cache_scheme", false).text());
-        const std::vector<CtTarget> ignore = parseTargets(c, member(q, "ignore"), "ignore");
-        std::string sparseFormat;
-        if (const json* sp = member(q, "sparsity_config")) {
-            if (!sp->is_object()) c.fail("sparsity_config", "must be an object, not " + sp->dump());
-            sparseFormat = getString(c, *sp, "format", "sparsity_config", "dense");
-            if (sparseFormat != "dense" && sparseFormat != "sparse-bitmask" &&
-                sparseFormat != "sparse-24-bitmask") {
-                if (kCtFormats.count(sparseFormat))
-                    c.unsupported("sparsity_config.format",
-                                  "'" + sparseFormat +
-                                      "' is not supported (dense, sparse-bitmask "
-                                      "and sparse-24-bitmask are)");
-                c.fail("sparsity_config.format", "unknown '" + sparseFormat + "'");
-            }
-        }
-        if (topFormat == "mixed-precision")
-            for (const auto& g : groups)
-                if (g.weights && g.format.empty())
-                    c.fail("config_groups." + g.name + ".format",
-                           "missing (the top-level format is mixed-precision)");
-        ignored = [ignore](const std::string& mod) {
-            for (const auto& t : ignore)
-                if (matchesName(t, mod)) return true;
-            return false;
-        };
-        auto groupFor = [&](const std::string& mod) -> const CtGroup* {
-            for (const auto& g : groups)
-                for (const auto& t : g.targets)
-                    if (matchesName(t, mod)) return &g;
-            for (const auto& g : groups)
-                for (const auto& t : g.targets)
-                    if (isClassTarget(t)) return &g;
-            return nullptr;
-        };
+/// The quantisation config of a checkpoint: config.json's quantization_config, or AutoGPTQ's
+/// quantize_config.json beside it (with quant_method "gptq") when the tensors have qweights.
+/// Null when the folder is not quantised. `c` names the file and root of later errors.
+const json* readQuantConfig(const std::string& cfgPath, const std::vector<TensorView>& tensors,
+                            Cfg& c, json& config, json& fallback) {
+    config = readJsonFile(cfgPath);
+    const json* qp = member(config, "quantization_config");
+    if (qp) return qp;
+    // AutoGPTQ writes quantize_config.json (no quant_method) beside a config.json without
+    // a quantization_config.
+    const fs::path qc = fs::path(cfgPath).parent_path() / "quantize_config.json";
+    std::error_code ec;
+    bool hasQweight = false;
+    for (const auto& t : tensors)
+        if (t.name.size() > 8 && t.name.compare(t.name.size() - 8, 8, ".qweight") == 0)
+            hasQweight = true;
+    if (!hasQweight || !fs::exists(qc, ec)) return nullptr;
+    fallback = readJsonFile(qc.string());
+    c = Cfg{qc.string(), ""};
+    if (!fallback.is_object()) c.fail("(top level)", "must be a JSON object");
+    if (!member(fallback, "quant_method")) fallback["quant_method"] = "gptq";
+    return &fallback;
+}
 
-        mods =
-            groupModules(tensors, {"weight", "weight_packed", "weight_scale", "weight_zero_point",
-                                   "weight_g_idx", "weight_shape", "weight_global_scale", "shape",
-                                   "compressed", "bitmask", "row_offsets", "input_scale"});
-        for (auto& [name, m] : mods) {
-            const bool sparse = m.get("bitmask") || m.get("compressed");
-            const bool quant = m.get("weight_packed") || m.get("weight_scale");
-            if (!sparse && !quant) continue; // a plain float weight
-            const CtGroup* g = quant ? groupFor(name) : nullptr;
-            if (quant && (!g || !g->weights)) {
-                if (!g)
-                    throw FormatError(m.file(), "quantised module '" + name +
-                                                    "' is not targeted by any config_groups "
-                                                    "entry in " +
-                                                    cfgPath);
-                throw FormatError(cfgPath, c.field("config_groups." + g->name + ".weights") +
-                                               ": missing, but module '" + name +
-                                               "' has quantised weights");
-            }
-            const std::string format = g && !g->format.empty() ? g->format : topFormat;
-            if (quant && format == "dense" && !sparse) {
-                if (m.get("weight_packed"))
-                    c.fail(g && !g->format.empty() ? "config_groups." + g->name + ".format"
-                                                   : std::string("format"),
-                           "is 'dense' but module '" + name + "' has packed weights (" +
-                               m.full("weight_packed") + ")");
-                // Fake-quantised floats with their parameters beside them: the weight stays.
-                continue;
-            }
-            if (sparse && (!quant || format == "dense")) {
-                if (sparseFormat.empty() || sparseFormat == "dense")
-                    throw FormatError(m.file(), "module '" + name +
-                                                    "' is sparse bitmask "
-                                                    "compressed but " +
-                                                    cfgPath + " has no sparsity_config.format");
-                results.push_back(decodeSparseOnly(m, sparseFormat));
-            } else {
-                results.push_back(decodeCtModule(m, *g->weights, format, sparseFormat));
-            }
-            if (g && g->input && appliesAsRuntime(*g->input))
-                out.activations[name] = runtimeActivation(c, m, *g->input);
-            resultModule.push_back(&m);
+/// compressed-tensors' config_groups (targets, weight / activation arguments, formats); input
+/// activations lcw's runtime cannot apply and output activations are noted.
+std::vector<CtGroup> parseCtGroups(const Cfg& c, const json& q, std::vector<std::string>& notes) {
+    std::vector<CtGroup> groups;
+    if (const json* cg = member(q, "config_groups")) {
+        if (!cg->is_object()) c.fail("config_groups", "must be an object, not " + cg->dump());
+        for (auto it = cg->begin(); it != cg->end(); ++it) {
+            const std::string at = "config_groups." + it.key();
+            const json& g = it.value();
+            if (!g.is_object()) c.fail(at, "must be an object, not " + g.dump());
+            CtGroup grp;
+            grp.name = it.key();
+            grp.targets = parseTargets(c, member(g, "targets"), at + ".targets");
+            if (const json* w = member(g, "weights"))
+                grp.weights = parseCtArgs(c, *w, at + ".weights", true);
+            if (const json* ia = member(g, "input_activations"))
+                grp.input = parseCtArgs(c, *ia, at + ".input_activations", false);
+            if (const json* oa = member(g, "output_activations"))
+                grp.output = parseCtArgs(c, *oa, at + ".output_activations", false);
+            grp.format = getString(c, g, "format", at, "");
+            if (!grp.format.empty()) checkCtFormat(c, grp.format, at + ".format", false);
+            // int dynamic per-token and static per-tensor symmetric inputs are what lcw's
+            // runtime quantises the same way (and vLLM runs them so): applied; others noted.
+            if (grp.input && !appliesAsRuntime(*grp.input))
+                notes.push_back("input activations " + grp.input->text() + " (" + grp.name + ")");
+            if (grp.output)
+                notes.push_back("output activations " + grp.output->text() + " (" + grp.name + ")");
+            groups.push_back(std::move(grp));
         }
-        summaryHead = "compressed-tensors " + topFormat;
-        if (!sparseFormat.empty() && sparseFormat != "dense") summaryHead += " + " + sparseFormat;
-    } else if (method == "gptq") {
-        out.method = "gptq";
-        const GptqCfg g = parseGptq(c, q);
-        mods = groupModules(tensors, {"qweight", "qzeros", "scales", "g_idx"});
-        for (auto& [name, m] : mods) {
-            if (!m.get("qweight")) m.missing("qweight", "GPTQ: it has " + m.part.begin()->first);
-            results.push_back(decodeGptq(m, g));
-            resultModule.push_back(&m);
-        }
-        summaryHead = std::string("gptq (") + (g.v1 ? "v1" : "v2") + " checkpoint)";
-        ignored = [](const std::string&) { return false; };
-    } else if (method == "awq") {
-        out.method = "awq";
-        const AwqCfg a = parseAwq(c, q);
-        mods = groupModules(tensors, {"qweight", "qzeros", "scales"});
-        for (auto& [name, m] : mods) {
-            if (!m.get("qweight")) m.missing("qweight", "AWQ: it has " + m.part.begin()->first);
-            results.push_back(decodeAwq(m, a));
-            resultModule.push_back(&m);
-        }
-        summaryHead = "awq gemm";
-        const std::vector<std::string> nc = a.notConvert;
-        ignored = [nc](const std::string& mod) {
-            for (const auto& s : nc)
-                if (mod.find(s) != std::string::npos) return true;
-            return false;
-        };
-    } else {
-        c.unsupported("quant_method", "'" + method +
-                                          "' is not supported (compressed-tensors, gptq and awq "
-                                          "are)");
     }
+    return groups;
+}
 
+/// compressed-tensors: the config groups, ignore list and sparsity format, then every module
+/// with packed or sparse weights decoded.
+void decodeCompressedTensors(const Cfg& c, const json& q, const std::string& cfgPath,
+                             const std::vector<TensorView>& tensors, Decoding& d) {
+    d.out.method = "compressed-tensors";
+    if (const json* tc = member(q, "transform_config"))
+        if (!tc->empty())
+            c.unsupported("transform_config", "checkpoints with rotation transforms are not "
+                                              "supported");
+    if (const json* v = member(q, "version"))
+        if (!v->is_string()) c.fail("version", "must be a string, not " + v->dump());
+    const std::string topFormat = getString(c, q, "format", "", "dense");
+    checkCtFormat(c, topFormat, "format", true);
+    const std::vector<CtGroup> groups = parseCtGroups(c, q, d.notes);
+    if (const json* kv = member(q, "kv_cache_scheme"))
+        d.notes.push_back("KV cache " + parseCtArgs(c, *kv, "kv_cache_scheme", false).text());
+    const std::vector<CtTarget> ignore = parseTargets(c, member(q, "ignore"), "ignore");
+    std::string sparseFormat;
+    if (const json* sp = member(q, "sparsity_config")) {
+        if (!sp->is_object()) c.fail("sparsity_config", "must be an object, not " + sp->dump());
+        sparseFormat = getString(c, *sp, "format", "sparsity_config", "dense");
+        if (sparseFormat != "dense" && sparseFormat != "sparse-bitmask" &&
+            sparseFormat != "sparse-24-bitmask") {
+            if (kCtFormats.count(sparseFormat))
+                c.unsupported("sparsity_config.format",
+                              "'" + sparseFormat +
+                                  "' is not supported (dense, sparse-bitmask "
+                                  "and sparse-24-bitmask are)");
+            c.fail("sparsity_config.format", "unknown '" + sparseFormat + "'");
+        }
+    }
+    if (topFormat == "mixed-precision")
+        for (const auto& g : groups)
+            if (g.weights && g.format.empty())
+                c.fail("config_groups." + g.name + ".format",
+                       "missing (the top-level format is mixed-precision)");
+    d.ignored = [ignore](const std::string& mod) {
+        for (const auto& t : ignore)
+            if (matchesName(t, mod)) return true;
+        return false;
+    };
+    auto groupFor = [&](const std::string& mod) -> const CtGroup* {
+        for (const auto& g : groups)
+            for (const auto& t : g.targets)
+                if (matchesName(t, mod)) return &g;
+        for (const auto& g : groups)
+            for (const auto& t : g.targets)
+                if (isClassTarget(t)) return &g;
+        return nullptr;
+    };
+
+    d.mods = groupModules(tensors, {"weight", "weight_packed", "weight_scale", "weight_zero_point",
+                                    "weight_g_idx", "weight_shape", "weight_global_scale", "shape",
+                                    "compressed", "bitmask", "row_offsets", "input_scale"});
+    for (auto& [name, m] : d.mods) {
+        const bool sparse = m.get("bitmask") || m.get("compressed");
+        const bool quant = m.get("weight_packed") || m.get("weight_scale");
+        if (!sparse && !quant) continue; // a plain float weight
+        const CtGroup* g = quant ? groupFor(name) : nullptr;
+        if (quant && (!g || !g->weights)) {
+            if (!g)
+                throw FormatError(m.file(), "quantised module '" + name +
+                                                "' is not targeted by any config_groups "
+                                                "entry in " +
+                                                cfgPath);
+            throw FormatError(cfgPath, c.field("config_groups." + g->name + ".weights") +
+                                           ": missing, but module '" + name +
+                                           "' has quantised weights");
+        }
+        const std::string format = g && !g->format.empty() ? g->format : topFormat;
+        if (quant && format == "dense" && !sparse) {
+            if (m.get("weight_packed"))
+                c.fail(g && !g->format.empty() ? "config_groups." + g->name + ".format"
+                                               : std::string("format"),
+                       "is 'dense' but module '" + name + "' has packed weights (" +
+                           m.full("weight_packed") + ")");
+            // Fake-quantised floats with their parameters beside them: the weight stays.
+            continue;
+        }
+        if (sparse && (!quant || format == "dense")) {
+            if (sparseFormat.empty() || sparseFormat == "dense")
+                throw FormatError(m.file(), "module '" + name +
+                                                "' is sparse bitmask "
+                                                "compressed but " +
+                                                cfgPath + " has no sparsity_config.format");
+            d.results.push_back(decodeSparseOnly(m, sparseFormat));
+        } else {
+            d.results.push_back(decodeCtModule(m, *g->weights, format, sparseFormat));
+        }
+        if (g && g->input && appliesAsRuntime(*g->input))
+            d.out.activations[name] = runtimeActivation(c, m, *g->input);
+        d.resultModule.push_back(&m);
+    }
+    d.summaryHead = "compressed-tensors " + topFormat;
+    if (!sparseFormat.empty() && sparseFormat != "dense") d.summaryHead += " + " + sparseFormat;
+}
+
+/// GPTQ (v1 / v2): every module with a qweight.
+void decodeGptqModules(const Cfg& c, const json& q, const std::vector<TensorView>& tensors,
+                       Decoding& d) {
+    d.out.method = "gptq";
+    const GptqCfg g = parseGptq(c, q);
+    d.mods = groupModules(tensors, {"qweight", "qzeros", "scales", "g_idx"});
+    for (auto& [name, m] : d.mods) {
+        if (!m.get("qweight")) m.missing("qweight", "GPTQ: it has " + m.part.begin()->first);
+        d.results.push_back(decodeGptq(m, g));
+        d.resultModule.push_back(&m);
+    }
+    d.summaryHead = std::string("gptq (") + (g.v1 ? "v1" : "v2") + " checkpoint)";
+    d.ignored = [](const std::string&) { return false; };
+}
+
+/// AWQ GEMM: every module with a qweight; modules_to_not_convert are the ignored ones.
+void decodeAwqModules(const Cfg& c, const json& q, const std::vector<TensorView>& tensors,
+                      Decoding& d) {
+    d.out.method = "awq";
+    const AwqCfg a = parseAwq(c, q);
+    d.mods = groupModules(tensors, {"qweight", "qzeros", "scales"});
+    for (auto& [name, m] : d.mods) {
+        if (!m.get("qweight")) m.missing("qweight", "AWQ: it has " + m.part.begin()->first);
+        d.results.push_back(decodeAwq(m, a));
+        d.resultModule.push_back(&m);
+    }
+    d.summaryHead = "awq gemm";
+    const std::vector<std::string> nc = a.notConvert;
+    d.ignored = [nc](const std::string& mod) {
+        for (const auto& s : nc)
+            if (mod.find(s) != std::string::npos) return true;
+        return false;
+    };
+}
+
+/// The tensor list with each decoded module's parts replaced by its dequantised F32 weight, at
+/// the place of its first part (owned by `model`).
+void replaceModuleParts(Model& model, const std::vector<TensorView>& tensors, Decoding& d) {
     // Replace each module's parts by its dequantised weight, at the place of its first part.
     std::set<const TensorView*> consumed;
     std::map<size_t, size_t> weightAt; // first tensor index → result
-    for (size_t i = 0; i < results.size(); ++i) {
-        const Module& m = *resultModule[i];
+    for (size_t i = 0; i < d.results.size(); ++i) {
+        const Module& m = *d.resultModule[i];
         for (const auto& [p, t] : m.part)
-            if (results[i].used.count(p)) consumed.insert(t);
+            if (d.results[i].used.count(p)) consumed.insert(t);
         size_t first = SIZE_MAX;
         for (const auto& [p, t] : m.part)
-            if (results[i].used.count(p)) first = std::min(first, size_t(t - tensors.data()));
+            if (d.results[i].used.count(p)) first = std::min(first, size_t(t - tensors.data()));
         weightAt[first] = i;
     }
-    std::set<std::string> quantWeights;
     for (size_t i = 0; i < tensors.size(); ++i) {
         if (auto it = weightAt.find(i); it != weightAt.end()) {
-            Result& r = results[it->second];
-            const Module& m = *resultModule[it->second];
+            Result& r = d.results[it->second];
+            const Module& m = *d.resultModule[it->second];
             TensorView v;
             v.name = m.name + ".weight";
             v.fileName = v.name;
@@ -1404,44 +1415,76 @@ std::optional<HfQuantized> loadHfQuantized(Model& model, const std::string& cfgP
             info.scheme = r.scheme;
             for (const auto& [p, t] : m.part)
                 if (r.used.count(p)) info.fileBytes += t->nbytes;
-            out.byWeight[v.name] = std::move(info);
-            quantWeights.insert(v.name);
-            countKey(counts, r.summaryKey);
-            out.tensors.push_back(std::move(v));
+            d.out.byWeight[v.name] = std::move(info);
+            d.quantWeights.insert(v.name);
+            countKey(d.counts, r.summaryKey);
+            d.out.tensors.push_back(std::move(v));
         }
         if (consumed.count(&tensors[i])) continue;
-        if (quantWeights.count(tensors[i].name))
+        if (d.quantWeights.count(tensors[i].name))
             throw FormatError(tensors[i].file, "tensor '" + tensors[i].name +
                                                    "' is present both quantised and in floats");
-        out.tensors.push_back(tensors[i]);
+        d.out.tensors.push_back(tensors[i]);
     }
+}
 
+/// The one-line summary (schemes, ignored linears, applied activations) and the warning about
+/// what the config declares but lcw does not apply.
+void summarise(const Cfg& c, Decoding& d, std::vector<std::string>& warnings) {
     int ignoredCount = 0;
-    for (const auto& t : out.tensors)
-        if (!quantWeights.count(t.name) && isLinearWeight(t) &&
-            ignored(t.name.substr(0, t.name.size() - 7)))
+    for (const auto& t : d.out.tensors)
+        if (!d.quantWeights.count(t.name) && isLinearWeight(t) &&
+            d.ignored(t.name.substr(0, t.name.size() - 7)))
             ++ignoredCount;
-    out.summary = summaryHead + ": " +
-                  (counts.empty() ? std::string("no quantised linears") : countList(counts));
-    if (ignoredCount > 0) out.summary += ", " + std::to_string(ignoredCount) + " ignored";
-    if (!out.activations.empty()) {
+    d.out.summary = d.summaryHead + ": " +
+                    (d.counts.empty() ? std::string("no quantised linears") : countList(d.counts));
+    if (ignoredCount > 0) d.out.summary += ", " + std::to_string(ignoredCount) + " ignored";
+    if (!d.out.activations.empty()) {
         std::vector<std::pair<std::string, int>> acts;
-        for (const auto& [mod, a] : out.activations)
+        for (const auto& [mod, a] : d.out.activations)
             countKey(acts, "int" + std::to_string(a.bits) +
                                (a.perToken ? " dynamic per token" : " static per tensor"));
-        out.summary += "; input activations " + countList(acts) + " (applied)";
+        d.out.summary += "; input activations " + countList(acts) + " (applied)";
     }
-    if (!notes.empty()) {
+    if (!d.notes.empty()) {
         std::string n;
-        for (const auto& s : notes) n += (n.empty() ? "" : ", ") + s;
-        out.summary += "; not applied: " + n;
+        for (const auto& s : d.notes) n += (n.empty() ? "" : ", ") + s;
+        d.out.summary += "; not applied: " + n;
         warnings.push_back(c.path + ": " +
                            (c.root.empty() ? std::string("the quantisation config") : c.root) +
                            " declares " + n +
                            "; recorded but not applied (lcw runs activations and the KV cache "
                            "in float; add a runtime quantisation in a recipe to simulate them)");
     }
-    return out;
+}
+
+} // namespace
+
+std::optional<HfQuantized> loadHfQuantized(Model& model, const std::string& cfgPath,
+                                           const std::vector<TensorView>& tensors,
+                                           std::vector<std::string>& warnings) {
+    Cfg c{cfgPath, "quantization_config"};
+    json config, fallback;
+    const json* qp = readQuantConfig(cfgPath, tensors, c, config, fallback);
+    if (!qp) return std::nullopt;
+    const json& q = *qp;
+    if (!q.is_object()) c.fail("", "must be an object, not " + q.dump());
+    const std::string method = lower(getString(c, q, "quant_method", "", ""));
+    if (method.empty()) c.fail("quant_method", "missing");
+    Decoding d;
+    if (method == "compressed-tensors")
+        decodeCompressedTensors(c, q, cfgPath, tensors, d);
+    else if (method == "gptq")
+        decodeGptqModules(c, q, tensors, d);
+    else if (method == "awq")
+        decodeAwqModules(c, q, tensors, d);
+    else
+        c.unsupported("quant_method", "'" + method +
+                                          "' is not supported (compressed-tensors, gptq and awq "
+                                          "are)");
+    replaceModuleParts(model, tensors, d);
+    summarise(c, d, warnings);
+    return std::move(d.out);
 }
 
 } // namespace lcw::detail
