@@ -182,69 +182,157 @@ struct KvKey {
     }
 };
 
-} // namespace
+/// Joins the layers listed under each reason into one line per reason (six names at most).
+std::vector<std::string> reasonLines(const std::map<std::string, std::vector<std::string>>& m) {
+    std::vector<std::string> lines;
+    for (const auto& [reason, layers] : m) {
+        std::string l = reason + ": ";
+        for (size_t i = 0; i < layers.size() && i < 6; ++i) l += (i ? ", " : "") + layers[i];
+        if (layers.size() > 6) l += ", ... (" + std::to_string(layers.size()) + " in all)";
+        lines.push_back(l);
+    }
+    return lines;
+}
 
-LlmcExport exportLlmCompressorRecipe(const compress::Recipe& recipe, const Model& model,
-                                     const LlmcExportOptions& opts) {
+/// Resolves the recipe against the model as llm-compressor would run it: calibrated.
+compress::Plan planForExport(const compress::Recipe& recipe, const Model& model) {
     compress::PlanOptions po;
     po.hasCalibration = true; // llm-compressor calibrates with its own data set
-    const compress::Plan plan = compress::planRecipe(recipe, model, po);
-    const std::string arch = model.spec().arch;
-    const std::string prefix = hfLayerPrefix(arch);
-    const int64_t nLayers = model.spec().nLayers;
-    LlmcExport out;
-    out.warnings = plan.warnings;
+    return compress::planRecipe(recipe, model, po);
+}
 
-    std::map<std::string, const compress::ActivationPlan*> acts;
-    for (const auto& ap : plan.activations) acts[ap.name] = &ap;
+/// The modifier type and arguments of one layer's pruning (SparseGPT / Wanda / magnitude).
+std::pair<std::string, YAML::Node> pruningModifier(const compress::SparsitySettings& s) {
+    const bool nm = s.pattern == compress::SparsityPattern::NM;
+    YAML::Node a;
+    std::string type;
+    const double sparsity = nm ? 1.0 - double(s.n) / double(s.m) : s.ratio;
+    const std::string mask = nm ? std::to_string(s.n) + ":" + std::to_string(s.m) : std::string();
+    if (s.method == compress::SparsityMethod::Magnitude) {
+        type = "MagnitudePruningModifier";
+        a["init_sparsity"] = sparsity;
+        a["final_sparsity"] = sparsity;
+        a["start"] = 0;
+        a["end"] = 0;
+        a["update"] = 0;
+        a["mask_structure"] = nm ? mask : "unstructured";
+    } else {
+        type = s.method == compress::SparsityMethod::SparseGpt ? "SparseGPTModifier"
+                                                               : "WandaPruningModifier";
+        a["sparsity"] = sparsity;
+        a["mask_structure"] = nm ? mask : "0:0";
+        if (s.method == compress::SparsityMethod::SparseGpt) {
+            a["block_size"] = s.blockSize;
+            a["dampening_frac"] = s.damp;
+        }
+    }
+    return {type, a};
+}
 
+/// The sequence of "lm_head" when no group or target of `m` names it, else empty.
+YAML::Node ignoreNode(const ModifierBuild& m) {
+    bool lmHead = false;
+    for (const auto& k : m.groupOrder)
+        for (const auto& e : m.groups.at(k).second.exact) lmHead |= e == "lm_head";
+    for (const auto& e : m.targets.exact) lmHead |= e == "lm_head";
+    YAML::Node ig(YAML::NodeType::Sequence);
+    if (!lmHead) ig.push_back("lm_head");
+    return ig;
+}
+
+/// One export: the plan's layers grouped into modifiers, the lists of what is not expressible
+/// or approximated, then the YAML document and the file's text.
+class LlmcExporter {
+public:
+    LlmcExporter(const compress::Recipe& recipe, const Model& model, const LlmcExportOptions& opts)
+        : m_recipe(recipe), m_model(model), m_opts(opts), m_plan(planForExport(recipe, model)),
+          m_arch(model.spec().arch), m_prefix(hfLayerPrefix(m_arch)),
+          m_nLayers(model.spec().nLayers) {}
+
+    /// Runs the steps of the export in order.
+    LlmcExport run() {
+        m_out.warnings = m_plan.warnings;
+        for (const auto& ap : m_plan.activations) m_acts[ap.name] = &ap;
+        collectModuleSettings();
+        for (const compress::LayerPlan& lp : m_plan.layers) addLayer(lp);
+        for (const auto& ap : m_plan.activations) addActivationOnly(ap);
+        listStructuredPruning();
+        const YAML::Node smooth = smoothQuantArgs();
+        const YAML::Node kvScheme = kvCacheScheme();
+        YAML::Node doc(YAML::NodeType::Map);
+        addSparsityStage(doc);
+        addQuantStage(doc, smooth, kvScheme);
+        m_out.layersExported = int(m_exported.size());
+        m_out.notExpressible = reasonLines(m_notByReason);
+        m_out.approximations = reasonLines(m_approxByReason);
+        m_out.yaml = documentText(doc);
+        return m_out;
+    }
+
+private:
+    const compress::Recipe& m_recipe;
+    const Model& m_model;
+    const LlmcExportOptions& m_opts;
+    const compress::Plan m_plan;
+    const std::string m_arch;
+    const std::string m_prefix;
+    const int64_t m_nLayers;
+    LlmcExport m_out;
+    std::map<std::string, const compress::ActivationPlan*> m_acts;
     // modifiers, keyed by type + arguments, in the order they appear
-    std::vector<std::string> quantOrder, pruneOrder;
-    std::map<std::string, ModifierBuild> mods;
-    auto modifier = [&](std::vector<std::string>& order, const std::string& type,
-                        const YAML::Node& args) -> ModifierBuild& {
+    std::vector<std::string> m_quantOrder, m_pruneOrder;
+    std::map<std::string, ModifierBuild> m_mods;
+    std::map<std::string, std::vector<std::string>> m_approxByReason, m_notByReason;
+    std::set<std::string> m_exported;
+    // layers whose activation settings were written or listed with their weights
+    std::set<std::string> m_actsDone;
+    // Fused modules (phi3 qkv_proj / gate_up_proj, falcon query_key_value, ...) hold several
+    // lcw layers: one module, one setting, so parts with different settings are not expressible.
+    std::map<std::string, std::set<std::string>> m_moduleSettings;
+    std::map<std::string, int> m_groupNames;
+
+    /// Lists `layer` under an approximation `reason`.
+    void approx(const std::string& reason, const std::string& layer) {
+        m_approxByReason[reason].push_back(layer);
+    }
+
+    /// Lists `layer` under a not-expressible `reason`.
+    void notExpr(const std::string& reason, const std::string& layer) {
+        m_notByReason[reason].push_back(layer);
+    }
+
+    /// The modifier of `type` with `args`, created (and appended to `order`) on first use.
+    ModifierBuild& modifier(std::vector<std::string>& order, const std::string& type,
+                            const YAML::Node& args) {
         const std::string key = type + " " + dumpKey(args);
-        auto it = mods.find(key);
-        if (it == mods.end()) {
+        auto it = m_mods.find(key);
+        if (it == m_mods.end()) {
             order.push_back(key);
             ModifierBuild b;
             b.type = type;
             b.args = args;
             b.argsKey = key;
-            it = mods.emplace(key, std::move(b)).first;
+            it = m_mods.emplace(key, std::move(b)).first;
         }
         return it->second;
-    };
-    auto addToGroup = [&](ModifierBuild& m, const YAML::Node& scheme, const std::string& canonical,
-                          const std::string& module) {
+    }
+
+    /// Adds a layer to the config group of `m` with `scheme`, created on first use.
+    void addToGroup(ModifierBuild& m, const YAML::Node& scheme, const std::string& canonical,
+                    const std::string& module) {
         const std::string key = dumpKey(scheme);
         auto it = m.groups.find(key);
         if (it == m.groups.end()) {
             m.groupOrder.push_back(key);
             it = m.groups.emplace(key, std::make_pair(scheme, Targets{})).first;
         }
-        it->second.second.add(canonical, module, prefix);
-    };
-    std::map<std::string, std::vector<std::string>> approxByReason;
-    auto approx = [&](const std::string& reason, const std::string& layer) {
-        approxByReason[reason].push_back(layer);
-    };
-    std::map<std::string, std::vector<std::string>> notByReason;
-    auto notExpr = [&](const std::string& reason, const std::string& layer) {
-        notByReason[reason].push_back(layer);
-    };
-    std::set<std::string> exported;
+        it->second.second.add(canonical, module, m_prefix);
+    }
 
-    // AWQ transforms (one per distinct n_grid) go in front of the QuantizationModifier that
-    // quantises their layers.
-    std::vector<int> awqGrids;
-
-    // Fused modules (phi3 qkv_proj / gate_up_proj, falcon query_key_value, ...) hold several
-    // lcw layers: one module, one setting, so parts with different settings are not expressible.
-    std::map<std::string, std::set<std::string>> moduleSettings;
-    auto settingsOf = [&](const std::string& name) {
+    /// A string that differs when two layers' written settings differ.
+    std::string settingsOf(const std::string& name) const {
         std::string k;
-        for (const auto& lp : plan.layers)
+        for (const auto& lp : m_plan.layers)
             if (lp.name == name) {
                 const json w = lp.weightJson.is_object() ? lp.weightJson : json::object();
                 const json awq = w.value("awq", json::object());
@@ -256,106 +344,114 @@ LlmcExport exportLlmCompressorRecipe(const compress::Recipe& recipe, const Model
                      std::to_string(awq.value("grid", 20)) + "|" +
                      std::to_string(awq.value("clip_search", true));
             }
-        if (auto it = acts.find(name); it != acts.end()) k += "|" + it->second->act.describe();
-        if (auto it = plan.smooth.find(name); it != plan.smooth.end())
+        if (auto it = m_acts.find(name); it != m_acts.end()) k += "|" + it->second->act.describe();
+        if (auto it = m_plan.smooth.find(name); it != m_plan.smooth.end())
             k += "|sq " + fmtNum(it->second.first);
         return k;
-    };
-    {
+    }
+
+    /// Collects the distinct settings of the layers inside each transformers module.
+    void collectModuleSettings() {
         std::set<std::string> names;
-        for (const auto& lp : plan.layers) names.insert(lp.name);
-        for (const auto& ap : plan.activations) names.insert(ap.name);
-        for (const auto& t : model.tensors())
+        for (const auto& lp : m_plan.layers) names.insert(lp.name);
+        for (const auto& ap : m_plan.activations) names.insert(ap.name);
+        for (const auto& t : m_model.tensors())
             if (t.shape.size() == 2 && compress::isTargetable(t.name)) names.insert(t.name);
         for (const auto& n : names)
-            if (auto mod = hfModuleFromCanonical(n, arch))
-                moduleSettings[*mod].insert(settingsOf(n));
+            if (auto mod = hfModuleFromCanonical(n, m_arch))
+                m_moduleSettings[*mod].insert(settingsOf(n));
     }
-    auto fusedConflict = [&](const std::string& name, const std::string& module) {
-        if (moduleSettings[module].size() <= 1) return false;
+
+    /// Lists `name` (and returns true) when its fused `module` holds differing settings.
+    bool fusedConflict(const std::string& name, const std::string& module) {
+        if (m_moduleSettings[module].size() <= 1) return false;
         notExpr("parts of one fused module with different settings (llm-compressor quantises the "
                 "module as a whole)",
                 name + " in " + module);
         return true;
-    };
+    }
 
-    // layers whose activation settings were written or listed with their weights
-    std::set<std::string> actsDone;
-    for (const compress::LayerPlan& lp : plan.layers) {
-        const auto module = hfModuleFromCanonical(lp.name, arch);
-        const bool linear = module && hfModuleIsLinear(lp.name, arch);
-        if (!linear || lp.lowrank) actsDone.insert(lp.name); // listed below with the layer
+    /// Writes or lists one planned layer: its pruning and its weight quantisation.
+    void addLayer(const compress::LayerPlan& lp) {
+        const auto module = hfModuleFromCanonical(lp.name, m_arch);
+        const bool linear = module && hfModuleIsLinear(lp.name, m_arch);
+        if (!linear || lp.lowrank) m_actsDone.insert(lp.name); // listed below with the layer
         if (linear && fusedConflict(lp.name, *module)) {
-            actsDone.insert(lp.name);
-            continue;
+            m_actsDone.insert(lp.name);
+            return;
         }
         if (!linear) {
             notExpr("not an nn.Linear module in transformers (llm-compressor quantises and prunes "
                     "Linear layers)",
                     lp.name + " (" + lp.describe() + ")");
-            continue;
+            return;
         }
         if (lp.lowrank) {
             notExpr("low-rank factorisation: llm-compressor has no low-rank modifier; the layer's "
                     "settings are left out",
                     lp.name + " (" + lp.describe() + ")");
-            continue;
+            return;
         }
-        if (lp.sparsity) {
-            const compress::SparsitySettings& s = *lp.sparsity;
-            const bool nm = s.pattern == compress::SparsityPattern::NM;
-            if (s.pattern == compress::SparsityPattern::PerRow &&
-                s.method != compress::SparsityMethod::Wanda) {
-                notExpr("per-row pruning: llm-compressor's magnitude and SparseGPT masks are "
-                        "unstructured or N:M",
-                        lp.name + " (" + s.describe() + ")");
-            } else {
-                YAML::Node a;
-                std::string type;
-                const double sparsity = nm ? 1.0 - double(s.n) / double(s.m) : s.ratio;
-                const std::string mask =
-                    nm ? std::to_string(s.n) + ":" + std::to_string(s.m) : std::string();
-                if (s.method == compress::SparsityMethod::Magnitude) {
-                    type = "MagnitudePruningModifier";
-                    a["init_sparsity"] = sparsity;
-                    a["final_sparsity"] = sparsity;
-                    a["start"] = 0;
-                    a["end"] = 0;
-                    a["update"] = 0;
-                    a["mask_structure"] = nm ? mask : "unstructured";
-                } else {
-                    type = s.method == compress::SparsityMethod::SparseGpt ? "SparseGPTModifier"
-                                                                           : "WandaPruningModifier";
-                    a["sparsity"] = sparsity;
-                    a["mask_structure"] = nm ? mask : "0:0";
-                    if (s.method == compress::SparsityMethod::SparseGpt) {
-                        a["block_size"] = s.blockSize;
-                        a["dampening_frac"] = s.damp;
-                    }
-                }
-                ModifierBuild& m = modifier(pruneOrder, type, a);
-                m.targets.add(lp.name, *module, prefix);
-                exported.insert(lp.name);
-            }
+        if (lp.sparsity) addSparsity(lp, *module);
+        if (lp.quantize) addQuantization(lp, *module);
+    }
+
+    /// Adds a layer's pruning to its pruning modifier, or lists it (per-row masks).
+    void addSparsity(const compress::LayerPlan& lp, const std::string& module) {
+        const compress::SparsitySettings& s = *lp.sparsity;
+        if (s.pattern == compress::SparsityPattern::PerRow &&
+            s.method != compress::SparsityMethod::Wanda) {
+            notExpr("per-row pruning: llm-compressor's magnitude and SparseGPT masks are "
+                    "unstructured or N:M",
+                    lp.name + " (" + s.describe() + ")");
+            return;
         }
-        if (!lp.quantize) continue;
+        const auto [type, a] = pruningModifier(s);
+        ModifierBuild& m = modifier(m_pruneOrder, type, a);
+        m.targets.add(lp.name, module, m_prefix);
+        m_exported.insert(lp.name);
+    }
+
+    /// Adds a layer's weight (and activation) scheme to its quantisation modifier, or lists it
+    /// (GGUF types, NF4).
+    void addQuantization(const compress::LayerPlan& lp, const std::string& module) {
         const compress::WeightSettings& w = lp.weight;
         if (compress::methodIsGguf(w.method) || w.ggufGrid) {
             notExpr("GGUF block types (llama.cpp's own formats) are not compressed-tensors "
                     "schemes; the layer's weights are left out",
                     lp.name + " (" + w.describe() + ")");
-            continue;
+            return;
         }
         if (w.format == WeightFormat::Nf4) {
             notExpr("NF4 (NormalFloat) has no compressed-tensors QuantizationArgs; the layer's "
                     "weights are left out",
                     lp.name + " (" + w.describe() + ")");
-            continue;
+            return;
         }
+        const YAML::Node scheme = quantScheme(lp);
+        YAML::Node margs(YAML::NodeType::Map);
+        std::string type = "QuantizationModifier";
+        if (w.method == WeightMethod::Gptq) {
+            type = "GPTQModifier";
+            gptqArgs(lp, margs);
+        } else if (w.method == WeightMethod::Awq) {
+            awqArgs(lp, margs);
+        } else if (w.method == WeightMethod::OmniQuant) {
+            approx("OmniQuant: llm-compressor has no OmniQuant modifier; written as "
+                   "QuantizationModifier (round to nearest) on the same grid",
+                   lp.name + " (" + w.describe() + ")");
+        }
+        ModifierBuild& m = modifier(m_quantOrder, type, margs);
+        addToGroup(m, scheme, lp.name, module);
+        m_exported.insert(lp.name);
+    }
+
+    /// A layer's config-group scheme: its weights and, when planned, its input activations.
+    YAML::Node quantScheme(const compress::LayerPlan& lp) {
         YAML::Node scheme;
-        scheme["weights"] = weightArgs(w);
-        actsDone.insert(lp.name);
-        if (auto it = acts.find(lp.name); it != acts.end()) {
+        scheme["weights"] = weightArgs(lp.weight);
+        m_actsDone.insert(lp.name);
+        if (auto it = m_acts.find(lp.name); it != m_acts.end()) {
             scheme["input_activations"] = activationArgs(it->second->act);
             if (it->second->act.clip != 1.0)
                 approx("activation clip < 1: compressed-tensors has no clipping of activation "
@@ -364,65 +460,65 @@ LlmcExport exportLlmCompressorRecipe(const compress::Recipe& recipe, const Model
             if (it->second->outliers)
                 notExpr("outlier channels (LLM.int8()) are not expressible", lp.name);
         }
-        const json& wj = lp.weightJson;
-        YAML::Node margs(YAML::NodeType::Map);
-        std::string type = "QuantizationModifier";
-        if (w.method == WeightMethod::Gptq) {
-            type = "GPTQModifier";
-            margs["block_size"] = wj.value("block_size", int64_t(128));
-            margs["dampening_frac"] = wj.value("damp", 0.01);
-            // lcw's act_order with the reference groups (consecutive in act order, g_idx):
-            // compressed-tensors' ActivationOrdering "group"; with static_groups (or "groups":
-            // "updated") the groups stay in column order: "static" (alias of "weight").
-            // Written explicitly: GPTQModifier's default is "static".
-            if (wj.value("act_order", false) && w.granularity == Granularity::Group) {
-                const bool contiguous = wj.value("static_groups", false) ||
-                                        wj.value("groups", std::string()) == "updated";
-                margs["actorder"] = contiguous ? "static" : "group";
-                if (!contiguous)
-                    approx("GPTQ act-order groups: llm-compressor's actorder \"group\" forms the "
-                           "same groups but fixes their scales before the loop; lcw (as "
-                           "IST-DASLab/gptq) chooses them when a group's first column is reached",
-                           lp.name);
-            } else {
-                margs["actorder"] = YAML::Node(YAML::NodeType::Null);
-            }
-            if (wj.value("act_order", false) && w.granularity != Granularity::Group)
-                approx("GPTQ act_order without groups: compressed-tensors allows activation "
-                       "ordering only with strategy group; written without it",
-                       lp.name);
-        } else if (w.method == WeightMethod::Awq) {
-            const json a = wj.value("awq", json::object());
-            const int grid = a.value("grid", 20);
-            margs["awq_n_grid"] = grid; // key of the transform in front; removed when written
-            if (a.value("clip_search", true))
-                approx("AWQ clipping search (awq.clip_search): llm-compressor's AWQModifier "
-                       "searches the scales only; written without it",
-                       lp.name);
-            if (a.value("objective", "module-output") == "joint-linears" ||
-                a.value("grid_rule", "reference") == "inclusive")
-                approx("AWQ objective joint-linears / grid_rule inclusive (lcw's variants): "
-                       "AWQModifier searches α = i/n_grid on the module output; written as that",
-                       lp.name);
-        } else if (w.method == WeightMethod::OmniQuant) {
-            approx("OmniQuant: llm-compressor has no OmniQuant modifier; written as "
-                   "QuantizationModifier (round to nearest) on the same grid",
-                   lp.name + " (" + w.describe() + ")");
-        }
-        ModifierBuild& m = modifier(quantOrder, type, margs);
-        addToGroup(m, scheme, lp.name, *module);
-        exported.insert(lp.name);
+        return scheme;
     }
-    // activations of layers whose weights stay unquantised (or are not expressible: NF4, GGUF)
-    for (const auto& ap : plan.activations) {
-        if (actsDone.count(ap.name)) continue;
-        const auto module = hfModuleFromCanonical(ap.name, arch);
-        if (module && hfModuleIsLinear(ap.name, arch) && fusedConflict(ap.name, *module)) continue;
-        if (!module || !hfModuleIsLinear(ap.name, arch)) {
+
+    /// GPTQModifier's arguments for a layer: block size, dampening, activation ordering.
+    void gptqArgs(const compress::LayerPlan& lp, YAML::Node& margs) {
+        const compress::WeightSettings& w = lp.weight;
+        const json& wj = lp.weightJson;
+        margs["block_size"] = wj.value("block_size", int64_t(128));
+        margs["dampening_frac"] = wj.value("damp", 0.01);
+        // lcw's act_order with the reference groups (consecutive in act order, g_idx):
+        // compressed-tensors' ActivationOrdering "group"; with static_groups (or "groups":
+        // "updated") the groups stay in column order: "static" (alias of "weight").
+        // Written explicitly: GPTQModifier's default is "static".
+        if (wj.value("act_order", false) && w.granularity == Granularity::Group) {
+            const bool contiguous =
+                wj.value("static_groups", false) || wj.value("groups", std::string()) == "updated";
+            margs["actorder"] = contiguous ? "static" : "group";
+            if (!contiguous)
+                approx("GPTQ act-order groups: llm-compressor's actorder \"group\" forms the "
+                       "same groups but fixes their scales before the loop; lcw (as "
+                       "IST-DASLab/gptq) chooses them when a group's first column is reached",
+                       lp.name);
+        } else {
+            margs["actorder"] = YAML::Node(YAML::NodeType::Null);
+        }
+        if (wj.value("act_order", false) && w.granularity != Granularity::Group)
+            approx("GPTQ act_order without groups: compressed-tensors allows activation "
+                   "ordering only with strategy group; written without it",
+                   lp.name);
+    }
+
+    /// The AWQ transform's grid for a layer (as a key removed when written) and its
+    /// approximations.
+    void awqArgs(const compress::LayerPlan& lp, YAML::Node& margs) {
+        const json a = lp.weightJson.value("awq", json::object());
+        const int grid = a.value("grid", 20);
+        margs["awq_n_grid"] = grid; // key of the transform in front; removed when written
+        if (a.value("clip_search", true))
+            approx("AWQ clipping search (awq.clip_search): llm-compressor's AWQModifier "
+                   "searches the scales only; written without it",
+                   lp.name);
+        if (a.value("objective", "module-output") == "joint-linears" ||
+            a.value("grid_rule", "reference") == "inclusive")
+            approx("AWQ objective joint-linears / grid_rule inclusive (lcw's variants): "
+                   "AWQModifier searches α = i/n_grid on the module output; written as that",
+                   lp.name);
+    }
+
+    /// Writes or lists the activations of a layer whose weights stay unquantised (or are not
+    /// expressible: NF4, GGUF).
+    void addActivationOnly(const compress::ActivationPlan& ap) {
+        if (m_actsDone.count(ap.name)) return;
+        const auto module = hfModuleFromCanonical(ap.name, m_arch);
+        if (module && hfModuleIsLinear(ap.name, m_arch) && fusedConflict(ap.name, *module)) return;
+        if (!module || !hfModuleIsLinear(ap.name, m_arch)) {
             notExpr("not an nn.Linear module in transformers (llm-compressor quantises and prunes "
                     "Linear layers)",
                     ap.name + " (" + ap.act.describe() + ")");
-            continue;
+            return;
         }
         YAML::Node scheme;
         scheme["weights"] = YAML::Node(YAML::NodeType::Null);
@@ -433,21 +529,25 @@ LlmcExport exportLlmCompressorRecipe(const compress::Recipe& recipe, const Model
                    "ranges; written without it",
                    ap.name + " (" + ap.act.describe() + ")");
         ModifierBuild& m =
-            modifier(quantOrder, "QuantizationModifier", YAML::Node(YAML::NodeType::Map));
+            modifier(m_quantOrder, "QuantizationModifier", YAML::Node(YAML::NodeType::Map));
         addToGroup(m, scheme, ap.name, *module);
-        exported.insert(ap.name);
+        m_exported.insert(ap.name);
     }
-    // structured pruning
-    for (const auto& b : plan.structured)
-        notExpr("structured pruning (removal of MLP channels / KV groups): llm-compressor has no "
-                "such one-shot modifier; left out",
-                "block " + std::to_string(b.layer));
 
-    // SmoothQuant: one strength for the model
-    YAML::Node smooth;
-    if (!plan.smooth.empty()) {
+    /// Lists the blocks with structured pruning (no llm-compressor modifier).
+    void listStructuredPruning() {
+        for (const auto& b : m_plan.structured)
+            notExpr("structured pruning (removal of MLP channels / KV groups): llm-compressor has "
+                    "no such one-shot modifier; left out",
+                    "block " + std::to_string(b.layer));
+    }
+
+    /// SmoothQuantModifier's arguments: one strength for the model (empty without SmoothQuant).
+    YAML::Node smoothQuantArgs() {
+        YAML::Node smooth;
+        if (m_plan.smooth.empty()) return smooth;
         std::map<double, int> count;
-        for (const auto& [name, a] : plan.smooth) ++count[a.first];
+        for (const auto& [name, a] : m_plan.smooth) ++count[a.first];
         double alpha = count.begin()->first;
         for (const auto& [a, c] : count)
             if (c > count[alpha]) alpha = a;
@@ -458,29 +558,31 @@ LlmcExport exportLlmCompressorRecipe(const compress::Recipe& recipe, const Model
                        fmtNum(alpha),
                    std::to_string(count.size()) + " strengths");
         int targetable = 0;
-        for (const auto& t : model.tensors())
+        for (const auto& t : m_model.tensors())
             if (t.shape.size() == 2 && compress::isTargetable(t.name)) {
                 bool explicitOnly = false;
                 compress::isTargetable(t.name, &explicitOnly);
                 if (!explicitOnly) ++targetable;
             }
-        if (int(plan.smooth.size()) < targetable)
+        if (int(m_plan.smooth.size()) < targetable)
             approx("SmoothQuant on part of the model: llm-compressor's default mappings smooth "
                    "every block's attention and MLP inputs",
-                   std::to_string(plan.smooth.size()) + " of " + std::to_string(targetable) +
+                   std::to_string(m_plan.smooth.size()) + " of " + std::to_string(targetable) +
                        " layers");
+        return smooth;
     }
 
-    // KV cache: one kv_cache_scheme
-    YAML::Node kvScheme;
-    if (!plan.kv.empty()) {
-        const compress::KvSettings& kv = plan.kv.front().kv;
-        bool uniform = int64_t(plan.kv.size()) == nLayers;
-        for (const auto& kp : plan.kv) uniform &= KvKey{kp.kv} == KvKey{kv};
+    /// The one kv_cache_scheme (empty without KV quantisation or when not expressible).
+    YAML::Node kvCacheScheme() {
+        YAML::Node kvScheme;
+        if (m_plan.kv.empty()) return kvScheme;
+        const compress::KvSettings& kv = m_plan.kv.front().kv;
+        bool uniform = int64_t(m_plan.kv.size()) == m_nLayers;
+        for (const auto& kp : m_plan.kv) uniform &= KvKey{kp.kv} == KvKey{kv};
         if (!uniform)
             notExpr("KV cache settings that differ between blocks: llm-compressor has one "
                     "kv_cache_scheme; the first block's settings are written",
-                    std::to_string(plan.kv.size()) + " blocks");
+                    std::to_string(m_plan.kv.size()) + " blocks");
         if (kv.kBits != kv.vBits || kv.kGranularity != kv.vGranularity) {
             notExpr("different K and V settings: kv_cache_scheme is one QuantizationArgs for "
                     "both; not written",
@@ -497,129 +599,132 @@ LlmcExport exportLlmCompressorRecipe(const compress::Recipe& recipe, const Model
             kvScheme["symmetric"] = false;
             kvScheme["strategy"] = "group";
             // token groups are cut to the K/V row (nKvHeads * headDim) as the cache cuts them
-            kvScheme["group_size"] = std::min(kv.groupSize, plan.kv.front().width);
+            kvScheme["group_size"] = std::min(kv.groupSize, m_plan.kv.front().width);
             kvScheme["dynamic"] = true;
         }
+        return kvScheme;
     }
 
-    // ---- build the document
-    YAML::Node doc(YAML::NodeType::Map);
-    auto ignoreNode = [&](const ModifierBuild& m) {
-        bool lmHead = false;
-        for (const auto& k : m.groupOrder)
-            for (const auto& e : m.groups.at(k).second.exact) lmHead |= e == "lm_head";
-        for (const auto& e : m.targets.exact) lmHead |= e == "lm_head";
-        YAML::Node ig(YAML::NodeType::Sequence);
-        if (!lmHead) ig.push_back("lm_head");
-        return ig;
-    };
-    std::map<std::string, int> groupNames;
-    auto groupName = [&](const std::string& base) {
-        const int n = groupNames[base]++;
+    /// The next unused modifier group name for `base` ("gptq_modifiers", "gptq_1_modifiers").
+    std::string groupName(const std::string& base) {
+        const int n = m_groupNames[base]++;
         return n == 0 ? base + "_modifiers" : base + "_" + std::to_string(n) + "_modifiers";
-    };
-    if (!pruneOrder.empty()) {
+    }
+
+    /// Writes the pruning modifiers as doc's sparsity_stage.
+    void addSparsityStage(YAML::Node& doc) {
+        if (m_pruneOrder.empty()) return;
         YAML::Node stage(YAML::NodeType::Map);
-        for (const auto& key : pruneOrder) {
-            const ModifierBuild& m = mods.at(key);
+        for (const auto& key : m_pruneOrder) {
+            const ModifierBuild& m = m_mods.at(key);
             YAML::Node a = YAML::Clone(m.args);
-            a["targets"] = m.targets.node(prefix, nLayers);
+            a["targets"] = m.targets.node(m_prefix, m_nLayers);
             a["ignore"] = ignoreNode(m);
             const std::string g = groupName(m.type == "SparseGPTModifier" ? "obcq" : "pruning");
             stage[g][m.type] = a;
-            out.modifiers.push_back({"sparsity_stage", g, m.type, m.targets.layers});
+            m_out.modifiers.push_back({"sparsity_stage", g, m.type, m.targets.layers});
         }
         doc["sparsity_stage"] = stage;
     }
-    if (!quantOrder.empty() || smooth.size() || kvScheme.size()) {
+
+    /// Writes SmoothQuant, the AWQ transforms, the quantisation modifiers and the KV cache
+    /// scheme as doc's quant_stage.
+    void addQuantStage(YAML::Node& doc, const YAML::Node& smooth, const YAML::Node& kvScheme) {
+        if (m_quantOrder.empty() && !smooth.size() && !kvScheme.size()) return;
         YAML::Node stage(YAML::NodeType::Map);
         if (smooth.size()) {
             const std::string g = groupName("smoothing");
             stage[g]["SmoothQuantModifier"] = smooth;
-            out.modifiers.push_back({"quant_stage", g, "SmoothQuantModifier", 0});
+            m_out.modifiers.push_back({"quant_stage", g, "SmoothQuantModifier", 0});
         }
         bool kvWritten = false;
-        for (const auto& key : quantOrder) {
-            const ModifierBuild& m = mods.at(key);
-            YAML::Node a = YAML::Clone(m.args);
-            std::string type = m.type;
-            if (a["awq_n_grid"]) {
-                YAML::Node t;
-                t["duo_scaling"] = false; // lcw scales by the activations only
-                t["n_grid"] = a["awq_n_grid"].as<int>();
-                a.remove("awq_n_grid");
-                const std::string g = groupName("awq");
-                stage[g]["AWQModifier"] = t;
-                out.modifiers.push_back({"quant_stage", g, "AWQModifier", 0});
-            }
-            YAML::Node groups(YAML::NodeType::Map);
-            int gi = 0, layers = 0;
-            for (const auto& gk : m.groupOrder) {
-                const auto& [scheme, targets] = m.groups.at(gk);
-                YAML::Node s = YAML::Clone(scheme);
-                s["targets"] = targets.node(prefix, nLayers);
-                groups["group_" + std::to_string(gi++)] = s;
-                layers += targets.layers;
-            }
-            a["config_groups"] = groups;
-            a["ignore"] = ignoreNode(m);
-            if (!kvWritten && kvScheme.size()) {
-                a["kv_cache_scheme"] = kvScheme;
-                kvWritten = true;
-            }
-            const std::string g = groupName(type == "GPTQModifier" ? "gptq" : "quant");
-            stage[g][type] = a;
-            out.modifiers.push_back({"quant_stage", g, type, layers});
+        for (const auto& key : m_quantOrder) {
+            const bool withKv = !kvWritten && kvScheme.size();
+            addQuantModifier(stage, m_mods.at(key), withKv ? &kvScheme : nullptr);
+            kvWritten |= withKv;
         }
         if (!kvWritten && kvScheme.size()) {
             YAML::Node a;
             a["kv_cache_scheme"] = kvScheme;
             const std::string g = groupName("quant");
             stage[g]["QuantizationModifier"] = a;
-            out.modifiers.push_back({"quant_stage", g, "QuantizationModifier", 0});
+            m_out.modifiers.push_back({"quant_stage", g, "QuantizationModifier", 0});
         }
         doc["quant_stage"] = stage;
     }
-    out.layersExported = int(exported.size());
 
-    for (const auto& [reason, layers] : notByReason) {
-        std::string l = reason + ": ";
-        for (size_t i = 0; i < layers.size() && i < 6; ++i) l += (i ? ", " : "") + layers[i];
-        if (layers.size() > 6) l += ", ... (" + std::to_string(layers.size()) + " in all)";
-        out.notExpressible.push_back(l);
-    }
-    for (const auto& [reason, layers] : approxByReason) {
-        std::string l = reason + ": ";
-        for (size_t i = 0; i < layers.size() && i < 6; ++i) l += (i ? ", " : "") + layers[i];
-        if (layers.size() > 6) l += ", ... (" + std::to_string(layers.size()) + " in all)";
-        out.approximations.push_back(l);
+    /// Writes one quantisation modifier (after its AWQ transform, if any) into `stage`, with
+    /// the kv_cache_scheme when `kvScheme` is given.
+    void addQuantModifier(YAML::Node& stage, const ModifierBuild& m, const YAML::Node* kvScheme) {
+        YAML::Node a = YAML::Clone(m.args);
+        const std::string type = m.type;
+        if (a["awq_n_grid"]) {
+            YAML::Node t;
+            t["duo_scaling"] = false; // lcw scales by the activations only
+            t["n_grid"] = a["awq_n_grid"].as<int>();
+            a.remove("awq_n_grid");
+            const std::string g = groupName("awq");
+            stage[g]["AWQModifier"] = t;
+            m_out.modifiers.push_back({"quant_stage", g, "AWQModifier", 0});
+        }
+        int layers = 0;
+        a["config_groups"] = configGroups(m, layers);
+        a["ignore"] = ignoreNode(m);
+        if (kvScheme) a["kv_cache_scheme"] = *kvScheme;
+        const std::string g = groupName(type == "GPTQModifier" ? "gptq" : "quant");
+        stage[g][type] = a;
+        m_out.modifiers.push_back({"quant_stage", g, type, layers});
     }
 
-    // ---- the text: a comment header, then the YAML
-    std::ostringstream text;
-    text << "# llm-compressor recipe written by lcw from the recipe "
-         << (opts.recipeSource.empty() ? "\"" + recipe.name + "\"" : opts.recipeSource) << "\n";
-    text << "# model: " << model.path() << " (" << arch << ", " << nLayers << " blocks); targets "
-         << "are re: regexes over the transformers module names\n";
-    text << "# run with: llmcompressor.oneshot(model=..., dataset=..., recipe=\"this file\")\n";
-    if (out.notExpressible.empty()) {
-        text << "# Not expressible in llm-compressor: nothing (every setting is written below)\n";
-    } else {
-        text << "# Not expressible in llm-compressor (NOT in this file):\n";
-        for (const auto& l : out.notExpressible) text << "#   - " << l << "\n";
+    /// The config_groups of `m` ("group_0", ...); adds the layers they cover to `layers`.
+    YAML::Node configGroups(const ModifierBuild& m, int& layers) const {
+        YAML::Node groups(YAML::NodeType::Map);
+        int gi = 0;
+        for (const auto& gk : m.groupOrder) {
+            const auto& [scheme, targets] = m.groups.at(gk);
+            YAML::Node s = YAML::Clone(scheme);
+            s["targets"] = targets.node(m_prefix, m_nLayers);
+            groups["group_" + std::to_string(gi++)] = s;
+            layers += targets.layers;
+        }
+        return groups;
     }
-    if (!out.approximations.empty()) {
-        text << "# Written as the closest llm-compressor equivalent:\n";
-        for (const auto& l : out.approximations) text << "#   - " << l << "\n";
+
+    /// The file's text: a comment header (source, model, the lists), then the YAML.
+    std::string documentText(const YAML::Node& doc) const {
+        std::ostringstream text;
+        text << "# llm-compressor recipe written by lcw from the recipe "
+             << (m_opts.recipeSource.empty() ? "\"" + m_recipe.name + "\"" : m_opts.recipeSource)
+             << "\n";
+        text << "# model: " << m_model.path() << " (" << m_arch << ", " << m_nLayers
+             << " blocks); targets are re: regexes over the transformers module names\n";
+        text << "# run with: llmcompressor.oneshot(model=..., dataset=..., recipe=\"this file\")\n";
+        if (m_out.notExpressible.empty()) {
+            text << "# Not expressible in llm-compressor: nothing (every setting is written "
+                    "below)\n";
+        } else {
+            text << "# Not expressible in llm-compressor (NOT in this file):\n";
+            for (const auto& l : m_out.notExpressible) text << "#   - " << l << "\n";
+        }
+        if (!m_out.approximations.empty()) {
+            text << "# Written as the closest llm-compressor equivalent:\n";
+            for (const auto& l : m_out.approximations) text << "#   - " << l << "\n";
+        }
+        YAML::Emitter e;
+        e.SetNullFormat(YAML::LowerNull);
+        e.SetIndent(2);
+        emitNode(e, doc);
+        if (!e.good()) throw Error("llm-compressor recipe: YAML emitter: " + e.GetLastError());
+        text << (doc.size() ? e.c_str() : "{}") << "\n";
+        return text.str();
     }
-    YAML::Emitter e;
-    e.SetNullFormat(YAML::LowerNull);
-    e.SetIndent(2);
-    emitNode(e, doc);
-    if (!e.good()) throw Error("llm-compressor recipe: YAML emitter: " + e.GetLastError());
-    text << (doc.size() ? e.c_str() : "{}") << "\n";
-    out.yaml = text.str();
-    return out;
+};
+
+} // namespace
+
+LlmcExport exportLlmCompressorRecipe(const compress::Recipe& recipe, const Model& model,
+                                     const LlmcExportOptions& opts) {
+    return LlmcExporter(recipe, model, opts).run();
 }
 
 void writeLlmCompressorRecipe(const std::string& path, const LlmcExport& e) {
