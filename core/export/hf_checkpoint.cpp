@@ -96,6 +96,42 @@ struct ModuleHolder {
     std::vector<float> values;
 };
 
+/// The item and blob (a module's n-th tensor) behind one tensor descriptor.
+struct DescSource {
+    size_t item = 0, blob = 0;
+};
+
+/// What one export plans: the file tensors, what each becomes and the descriptors written.
+struct RunState {
+    bool hfBase = false; ///< the base is a Hugging Face safetensors folder
+    SafetensorsSet st;
+    std::map<std::string, std::vector<const TensorView*>> byFile;
+    std::map<std::string, std::vector<int64_t>> rowMaps;
+    std::deque<TensorView> synth; // GGUF / llama2.c bases: the tensors under their HF names
+    std::vector<const TensorView*> fileList;
+    std::set<std::string> covered;
+    std::vector<Item> items;
+    std::vector<TensorDesc> descs;
+    std::vector<DescSource> sources;
+    std::vector<const HfQuantModule*> written;
+    std::vector<std::unique_ptr<ModuleHolder>> keep; // modules for quantizationConfig()
+    std::vector<KvQuantSpec> kv;
+    std::map<std::string, std::unique_ptr<ModuleHolder>> prebuilt;
+    uint64_t total = 0; ///< bytes of all tensors
+};
+
+/// What the parts of one file tensor are.
+struct TensorFacts {
+    bool anyReplaced = false, anyQuant = false, linear = false, targetable = false;
+};
+
+/// The output folder of an export.
+struct OutputFolder {
+    fs::path path;
+    std::string out;
+    bool exists = false; ///< it exists (and is empty)
+};
+
 class Writer {
 public:
     Writer(const Model& base, const CompressedModel& ov, HfQuantFormat& format)
@@ -330,6 +366,35 @@ public:
     HfCheckpointResult run(const HfCheckpointOptions& opts);
 
 private:
+    void collectFileTensors(RunState& s, HfCheckpointResult& res) const;
+    void synthesiseHfTensors(RunState& s, HfCheckpointResult& res) const;
+    static Item itemFor(const RunState& s, const TensorView& f);
+    void prebuildModules(RunState& s) const;
+    TensorFacts checkParts(RunState& s, const Item& it) const;
+    void planFileTensor(RunState& s, const TensorView& f, HfCheckpointResult& res) const;
+    static void planCopy(RunState& s, Item it, const TensorFacts& t, HfModuleReport rep,
+                         HfCheckpointResult& res);
+    std::string planModule(RunState& s, Item& it, HfModuleReport& rep,
+                           HfCheckpointResult& res) const;
+    void planFloat(RunState& s, Item it, const TensorFacts& t, const std::string& problem,
+                   HfModuleReport rep, HfCheckpointResult& res) const;
+    void planAddedTensors(RunState& s, HfCheckpointResult& res) const;
+    void checkAllCovered(const RunState& s) const;
+    json planQuantizationConfig(RunState& s, HfCheckpointResult& res) const;
+    void warnLostActivations(const RunState& s, HfCheckpointResult& res) const;
+    static void warnFusedSchemes(HfCheckpointResult& res);
+    void warnScaleTypes(const RunState& s, HfCheckpointResult& res) const;
+    static OutputFolder prepareOutputFolder(const HfCheckpointOptions& opts);
+    bool writeFolder(const RunState& s, const json& qc, const OutputFolder& dst,
+                     const HfCheckpointOptions& opts, Progress& progress,
+                     HfCheckpointResult& res) const;
+    void writeShards(const RunState& s, const std::string& tmp, const HfCheckpointOptions& opts,
+                     Progress& progress, HfCheckpointResult& res) const;
+    void writeConfig(const RunState& s, const std::string& tmp, const json& qc,
+                     HfCheckpointResult& res) const;
+    void copyTokenizerFiles(const RunState& s, const std::string& tmp,
+                            HfCheckpointResult& res) const;
+    static void commitFolder(const std::string& tmp, const OutputFolder& dst);
     const Model& m_base;
     const CompressedModel& m_ov;
     HfQuantFormat& m_format;
@@ -447,238 +512,280 @@ HfCheckpointResult Writer::run(const HfCheckpointOptions& opts) {
     const auto t0 = std::chrono::steady_clock::now();
     HfCheckpointResult res;
     res.format = m_format.name();
-    const std::string folder = m_base.path();
-    const ModelSpec& spec = m_base.spec();
     NullProgress nullProgress;
     Progress& progress = opts.progress ? *opts.progress : nullProgress;
 
-    // ---- plan: what each file tensor becomes ----
-    const bool hfBase = spec.sourceFormat == "safetensors";
-    SafetensorsSet st;
-    std::map<std::string, std::vector<const TensorView*>> byFile;
-    std::map<std::string, std::vector<int64_t>> rowMaps;
-    std::deque<TensorView> synth; // GGUF / llama2.c bases: the tensors under their HF names
-    std::vector<const TensorView*> fileList;
-    if (hfBase) {
-        st = readSafetensorsFolder(folder);
-        for (const TensorView& t : m_base.tensors()) byFile[t.fileName].push_back(&t);
-        for (const TensorView& t : st.tensors) fileList.push_back(&t);
-    } else {
-        res.warnings.push_back(folder + " is a " + spec.sourceFormat +
-                               " model: no tokenizer files written (put the original model's "
-                               "tokenizer files beside the checkpoint)");
-        for (const TensorView& t : m_base.tensors()) {
-            if (t.name.rfind("extra.", 0) == 0) {
-                res.warnings.push_back("'" + t.fileName + "' of " + folder +
-                                       " has no Hugging Face name: not written");
-                continue;
-            }
-            const auto hf = hfFromCanonical(t.name, spec.arch);
-            if (!hf || byFile.count(*hf))
-                throw UnsupportedError(folder + ": tensor '" + t.name +
-                                       "' has no Hugging Face "
-                                       "tensor of its own in " +
-                                       spec.arch);
-            TensorView v = t;
-            v.name = v.fileName = *hf;
-            synth.push_back(std::move(v));
-            byFile[*hf] = {&t};
-            fileList.push_back(&synth.back());
-            // Meta's adjacent-pair rotary rows -> Hugging Face's rotate_half rows, per head.
-            const bool q = t.name.ends_with(".attn.q") || t.name.ends_with(".attn.q.bias");
-            const bool k = t.name.ends_with(".attn.k") || t.name.ends_with(".attn.k.bias");
-            if (spec.rope.interleaved && (q || k)) {
-                const int64_t hd = spec.headDim, n = t.shape[0];
-                std::vector<int64_t> map(static_cast<size_t>(n));
-                for (int64_t r = 0; r < n; ++r) {
-                    const int64_t h = r / hd, i = r % hd;
-                    map[size_t(r)] = h * hd + (i % 2) * (hd / 2) + i / 2;
-                }
-                rowMaps[*hf] = std::move(map);
-            }
-        }
-    }
-    std::set<std::string> covered;
-    std::vector<Item> items;
-    std::vector<TensorDesc> descs;
-    struct Source {
-        size_t item = 0, blob = 0;
-    };
-    std::vector<Source> sources;
-    std::vector<const HfQuantModule*> written;
-    std::vector<std::unique_ptr<ModuleHolder>> keep; // modules for quantizationConfig()
-    std::vector<KvQuantSpec> kv;
-    if (const RuntimeQuant* rq = m_ov.runtimeQuant())
-        for (const auto& [layer, k] : rq->kv) kv.push_back(k);
+    RunState s;
+    collectFileTensors(s, res);
+    prebuildModules(s);
+    for (const TensorView* fp : s.fileList) planFileTensor(s, *fp, res);
+    planAddedTensors(s, res);
+    checkAllCovered(s);
+    const json qc = planQuantizationConfig(s, res);
+    warnLostActivations(s, res);
+    warnFusedSchemes(res);
+    warnScaleTypes(s, res);
+    for (const auto& d : s.descs) s.total += tensorDescBytes(d);
+    res.tensorBytes = s.total;
 
-    auto itemFor = [&](const TensorView& f) {
-        Item it;
-        it.file = &f;
-        it.name = f.name;
-        it.shape = f.shape;
-        if (auto p = byFile.find(f.name); p != byFile.end()) it.parts = p->second;
-        if (auto p = rowMaps.find(f.name); p != rowMaps.end()) it.rowMap = p->second;
-        return it;
-    };
-    // Every module the format will be offered, built first: HfQuantFormat::plan() sees them all
-    // before the first cannotExpress() (formats with one global setting pick it there).
-    std::map<std::string, std::unique_ptr<ModuleHolder>> prebuilt;
-    {
-        std::vector<const HfQuantModule*> offered;
-        for (const TensorView* fp : fileList) {
-            const Item it = itemFor(*fp);
-            if (fp->shape.size() != 2 || !endsWith(fp->name, ".weight") || it.parts.empty())
-                continue;
-            bool allReplaced = true, anyQuant = false, plain = true;
-            for (const TensorView* p : it.parts) {
-                const CompressedTensor* ct = m_ov.compressed(p->name);
-                if (!ct) {
-                    allReplaced = false;
-                    continue;
-                }
-                anyQuant |= ct->quantized || (ct->sparsity && !ct->isFloat);
-                plain &= ct->rows * ct->cols == p->numel() && !m_ov.isLowRank(p->name);
-            }
-            if (!allReplaced || !anyQuant || !plain || !moduleProblem(it).empty()) continue;
-            auto h = buildModule(it, false); // plan() needs the settings, not the masks
-            offered.push_back(&h->m);
-            prebuilt[fp->name] = std::move(h);
-        }
-        m_format.plan(offered);
-    }
+    const OutputFolder dst = prepareOutputFolder(opts);
+    if (!writeFolder(s, qc, dst, opts, progress, res)) return res; // cancelled
+    progress.report(1.0, "done");
+    res.path = dst.out;
+    res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return res;
+}
 
-    for (const TensorView* fp : fileList) {
-        const TensorView& f = *fp;
-        Item it = itemFor(f);
-        // Bytes that can be copied as they are: plain types in the file's row order.
-        const bool copyable = it.rowMap.empty() && dtypeBlockElems(f.dtype) == 1;
-        bool anyReplaced = false, anyQuant = false;
-        for (const TensorView* p : it.parts) {
-            covered.insert(p->name);
-            if (m_ov.isLowRank(p->name))
-                throw UnsupportedError("'" + p->name +
-                                       "' is replaced by low-rank factors, which a "
-                                       "Hugging Face checkpoint cannot hold");
-            if (const CompressedTensor* ct = m_ov.compressed(p->name)) {
-                anyReplaced = true;
-                anyQuant |= ct->quantized || (ct->sparsity && !ct->isFloat);
-                if (ct->rows * ct->cols != p->numel())
-                    throw UnsupportedError("'" + p->name + "' is structurally pruned (" +
-                                           std::to_string(ct->rows) + "x" +
-                                           std::to_string(ct->cols) +
-                                           "); a checkpoint of changed shapes needs a changed "
-                                           "config.json, which this export does not write");
-            }
-        }
-        const size_t itemIndex = items.size();
-        const bool linear = f.shape.size() == 2 && endsWith(f.name, ".weight");
-        bool targetable = false;
-        for (const TensorView* p : it.parts) targetable |= compress::isTargetable(p->name);
-        HfModuleReport rep;
-        rep.module = linear ? f.name.substr(0, f.name.size() - 7) : f.name;
-        for (const TensorView* p : it.parts) rep.canonical.push_back(p->name);
-        if (!anyReplaced && copyable) {
-            it.kind = Kind::Copy;
-            if (f.nbytes != tensorDescBytes({f.name, f.dtype, f.shape}))
-                throw FormatError(f.file, "tensor '" + f.name + "' has an unexpected size");
-            descs.push_back({f.name, f.dtype, f.shape});
-            sources.push_back({itemIndex, 0});
-            it.firstDesc = descs.size() - 1;
-            it.descCount = 1;
-            if (linear && targetable) {
-                rep.status = "copied";
-                res.modules.push_back(rep);
-            }
-            items.push_back(std::move(it));
+/// The row permutation from Meta's adjacent-pair rotary rows to Hugging Face's rotate_half
+/// rows, per head of `hd` rows.
+std::vector<int64_t> rotaryRowMap(int64_t n, int64_t hd) {
+    std::vector<int64_t> map(static_cast<size_t>(n));
+    for (int64_t r = 0; r < n; ++r) {
+        const int64_t h = r / hd, i = r % hd;
+        map[size_t(r)] = h * hd + (i % 2) * (hd / 2) + i / 2;
+    }
+    return map;
+}
+
+/// The file tensors to write and the canonical tensors each is made from.
+void Writer::collectFileTensors(RunState& s, HfCheckpointResult& res) const {
+    s.hfBase = m_base.spec().sourceFormat == "safetensors";
+    if (!s.hfBase) {
+        synthesiseHfTensors(s, res);
+        return;
+    }
+    s.st = readSafetensorsFolder(m_base.path());
+    for (const TensorView& t : m_base.tensors()) s.byFile[t.fileName].push_back(&t);
+    for (const TensorView& t : s.st.tensors) s.fileList.push_back(&t);
+}
+
+/// GGUF / llama2.c bases: the tensors under their Hugging Face names (and rotary row maps).
+void Writer::synthesiseHfTensors(RunState& s, HfCheckpointResult& res) const {
+    const std::string folder = m_base.path();
+    const ModelSpec& spec = m_base.spec();
+    res.warnings.push_back(folder + " is a " + spec.sourceFormat +
+                           " model: no tokenizer files written (put the original model's "
+                           "tokenizer files beside the checkpoint)");
+    for (const TensorView& t : m_base.tensors()) {
+        if (t.name.rfind("extra.", 0) == 0) {
+            res.warnings.push_back("'" + t.fileName + "' of " + folder +
+                                   " has no Hugging Face name: not written");
             continue;
         }
-        std::string problem;
-        bool allReplaced = true;
-        for (const TensorView* p : it.parts) allReplaced &= m_ov.compressed(p->name) != nullptr;
-        const CompressedTensor* first = m_ov.compressed(it.parts[0]->name);
-        for (const TensorView* p : it.parts)
-            if (const CompressedTensor* ct = m_ov.compressed(p->name); ct && !first) first = ct;
-        rep.scheme = schemeText(*first, activation(it.parts[0]->name));
-        if (anyQuant && linear) {
-            problem = allReplaced ? moduleProblem(it)
-                                  : "only some parts of the fused tensor are compressed";
-            if (problem.empty()) {
-                auto pb = prebuilt.find(f.name);
-                auto h = pb != prebuilt.end() ? std::move(pb->second) : buildModule(it);
-                if (h->m.sparsity && !h->m.mask) attachMask(*h, it);
-                problem = m_format.cannotExpress(h->m);
-                if (problem.empty()) {
-                    const std::vector<HfTensorBlob> blobs = m_format.encode(h->m);
-                    it.kind = Kind::Module;
-                    it.firstDesc = descs.size();
-                    for (size_t b = 0; b < blobs.size(); ++b) {
-                        descs.push_back({blobs[b].name, blobs[b].dtype, blobs[b].shape});
-                        sources.push_back({itemIndex, b});
-                    }
-                    it.descCount = blobs.size();
-                    h->values.clear(); // only the config needs it now: no pointers into data
-                    h->values.shrink_to_fit();
-                    h->m.values = nullptr;
-                    h->fused.codes.clear();
-                    h->fused.codes.shrink_to_fit();
-                    freeMask(*h);
-                    written.push_back(&h->m);
-                    keep.push_back(std::move(h));
-                    rep.status = "written";
-                    res.modules.push_back(rep);
-                    items.push_back(std::move(it));
-                    continue;
-                }
-            }
-        }
-        // Floats: exact values, in the base dtype when that is exact.
-        it.kind = Kind::Float;
-        const std::vector<float> v = fileValues(it);
-        it.floatType = exactFloatType(v, f.dtype);
-        descs.push_back({f.name, it.floatType, f.shape});
-        sources.push_back({itemIndex, 0});
-        it.firstDesc = descs.size() - 1;
-        it.descCount = 1;
-        rep.status = "float";
-        const std::string dt(dtypeName(it.floatType));
-        if (!anyReplaced) {
-            rep.status = "copied";
-            rep.reason = std::string(it.rowMap.empty() ? ""
-                                                       : "rows in the Hugging Face rotary "
-                                                         "order; ") +
-                         "converted from " + std::string(dtypeName(f.dtype)) + " to " + dt;
-            if (!(linear && targetable)) rep.module.clear(); // not reported
-        } else if (anyQuant) {
-            rep.reason = problem + "; written as its dequantised values in " + dt;
-            if (linear) res.ignored.push_back(rep.module);
-        } else {
-            rep.reason = "float replacement written in " + dt +
-                         (it.floatType == f.dtype ? " (the base's dtype, exact)"
-                                                  : " (not exact in the base's " +
-                                                        std::string(dtypeName(f.dtype)) + ")");
-        }
-        if (!rep.module.empty()) res.modules.push_back(rep);
-        items.push_back(std::move(it));
+        const auto hf = hfFromCanonical(t.name, spec.arch);
+        if (!hf || s.byFile.count(*hf))
+            throw UnsupportedError(folder + ": tensor '" + t.name +
+                                   "' has no Hugging Face "
+                                   "tensor of its own in " +
+                                   spec.arch);
+        TensorView v = t;
+        v.name = v.fileName = *hf;
+        s.synth.push_back(std::move(v));
+        s.byFile[*hf] = {&t};
+        s.fileList.push_back(&s.synth.back());
+        // Meta's adjacent-pair rotary rows -> Hugging Face's rotate_half rows, per head.
+        const bool q = t.name.ends_with(".attn.q") || t.name.ends_with(".attn.q.bias");
+        const bool k = t.name.ends_with(".attn.k") || t.name.ends_with(".attn.k.bias");
+        if (spec.rope.interleaved && (q || k))
+            s.rowMaps[*hf] = rotaryRowMap(t.shape[0], spec.headDim);
     }
-    // Tensors the overlay added (folded biases): under their HF names, F32.
+}
+
+/// The plan item of one file tensor, with its parts and row map (kind Copy, no descriptors).
+Item Writer::itemFor(const RunState& s, const TensorView& f) {
+    Item it;
+    it.file = &f;
+    it.name = f.name;
+    it.shape = f.shape;
+    if (auto p = s.byFile.find(f.name); p != s.byFile.end()) it.parts = p->second;
+    if (auto p = s.rowMaps.find(f.name); p != s.rowMaps.end()) it.rowMap = p->second;
+    return it;
+}
+
+/// Every module the format will be offered, built first: HfQuantFormat::plan() sees them all
+/// before the first cannotExpress() (formats with one global setting pick it there).
+void Writer::prebuildModules(RunState& s) const {
+    std::vector<const HfQuantModule*> offered;
+    for (const TensorView* fp : s.fileList) {
+        const Item it = itemFor(s, *fp);
+        if (fp->shape.size() != 2 || !endsWith(fp->name, ".weight") || it.parts.empty()) continue;
+        bool allReplaced = true, anyQuant = false, plain = true;
+        for (const TensorView* p : it.parts) {
+            const CompressedTensor* ct = m_ov.compressed(p->name);
+            if (!ct) {
+                allReplaced = false;
+                continue;
+            }
+            anyQuant |= ct->quantized || (ct->sparsity && !ct->isFloat);
+            plain &= ct->rows * ct->cols == p->numel() && !m_ov.isLowRank(p->name);
+        }
+        if (!allReplaced || !anyQuant || !plain || !moduleProblem(it).empty()) continue;
+        auto h = buildModule(it, false); // plan() needs the settings, not the masks
+        offered.push_back(&h->m);
+        s.prebuilt[fp->name] = std::move(h);
+    }
+    m_format.plan(offered);
+}
+
+/// Marks the parts of `it` covered and checks they can be written (no low-rank factors, no
+/// changed shapes); says whether any is replaced / quantised.
+TensorFacts Writer::checkParts(RunState& s, const Item& it) const {
+    TensorFacts t;
+    for (const TensorView* p : it.parts) {
+        s.covered.insert(p->name);
+        if (m_ov.isLowRank(p->name))
+            throw UnsupportedError("'" + p->name +
+                                   "' is replaced by low-rank factors, which a "
+                                   "Hugging Face checkpoint cannot hold");
+        if (const CompressedTensor* ct = m_ov.compressed(p->name)) {
+            t.anyReplaced = true;
+            t.anyQuant |= ct->quantized || (ct->sparsity && !ct->isFloat);
+            if (ct->rows * ct->cols != p->numel())
+                throw UnsupportedError("'" + p->name + "' is structurally pruned (" +
+                                       std::to_string(ct->rows) + "x" + std::to_string(ct->cols) +
+                                       "); a checkpoint of changed shapes needs a changed "
+                                       "config.json, which this export does not write");
+        }
+    }
+    return t;
+}
+
+/// Gives a one-tensor item its descriptor (the next in the list) and adds it to the plan.
+void addSingleDesc(RunState& s, Item& it, TensorDesc d) {
+    s.descs.push_back(std::move(d));
+    s.sources.push_back({s.items.size(), 0});
+    it.firstDesc = s.descs.size() - 1;
+    it.descCount = 1;
+}
+
+/// Plans one file tensor of the base: its bytes copied, a module in the format, or floats.
+void Writer::planFileTensor(RunState& s, const TensorView& f, HfCheckpointResult& res) const {
+    Item it = itemFor(s, f);
+    // Bytes that can be copied as they are: plain types in the file's row order.
+    const bool copyable = it.rowMap.empty() && dtypeBlockElems(f.dtype) == 1;
+    TensorFacts t = checkParts(s, it);
+    t.linear = f.shape.size() == 2 && endsWith(f.name, ".weight");
+    for (const TensorView* p : it.parts) t.targetable |= compress::isTargetable(p->name);
+    HfModuleReport rep;
+    rep.module = t.linear ? f.name.substr(0, f.name.size() - 7) : f.name;
+    for (const TensorView* p : it.parts) rep.canonical.push_back(p->name);
+    if (!t.anyReplaced && copyable) {
+        planCopy(s, std::move(it), t, std::move(rep), res);
+        return;
+    }
+    std::string problem;
+    bool allReplaced = true;
+    for (const TensorView* p : it.parts) allReplaced &= m_ov.compressed(p->name) != nullptr;
+    const CompressedTensor* first = m_ov.compressed(it.parts[0]->name);
+    for (const TensorView* p : it.parts)
+        if (const CompressedTensor* ct = m_ov.compressed(p->name); ct && !first) first = ct;
+    rep.scheme = schemeText(*first, activation(it.parts[0]->name));
+    if (t.anyQuant && t.linear) {
+        problem =
+            allReplaced ? moduleProblem(it) : "only some parts of the fused tensor are compressed";
+        if (problem.empty()) {
+            problem = planModule(s, it, rep, res);
+            if (problem.empty()) return; // written as a module
+        }
+    }
+    planFloat(s, std::move(it), t, problem, std::move(rep), res);
+}
+
+/// A tensor whose bytes are copied from the base file as they are.
+void Writer::planCopy(RunState& s, Item it, const TensorFacts& t, HfModuleReport rep,
+                      HfCheckpointResult& res) {
+    const TensorView& f = *it.file;
+    it.kind = Kind::Copy;
+    if (f.nbytes != tensorDescBytes({f.name, f.dtype, f.shape}))
+        throw FormatError(f.file, "tensor '" + f.name + "' has an unexpected size");
+    addSingleDesc(s, it, {f.name, f.dtype, f.shape});
+    if (t.linear && t.targetable) {
+        rep.status = "copied";
+        res.modules.push_back(rep);
+    }
+    s.items.push_back(std::move(it));
+}
+
+/// A quantised / pruned weight offered to the format as one module: encoded once for its
+/// descriptors (the data is encoded again while the shards are written). Returns why the
+/// format cannot express it; empty: planned (and `it` moved into the plan).
+std::string Writer::planModule(RunState& s, Item& it, HfModuleReport& rep,
+                               HfCheckpointResult& res) const {
+    auto pb = s.prebuilt.find(it.name);
+    auto h = pb != s.prebuilt.end() ? std::move(pb->second) : buildModule(it);
+    if (h->m.sparsity && !h->m.mask) attachMask(*h, it);
+    std::string problem = m_format.cannotExpress(h->m);
+    if (!problem.empty()) return problem;
+    const std::vector<HfTensorBlob> blobs = m_format.encode(h->m);
+    it.kind = Kind::Module;
+    it.firstDesc = s.descs.size();
+    for (size_t b = 0; b < blobs.size(); ++b) {
+        s.descs.push_back({blobs[b].name, blobs[b].dtype, blobs[b].shape});
+        s.sources.push_back({s.items.size(), b});
+    }
+    it.descCount = blobs.size();
+    h->values.clear(); // only the config needs it now: no pointers into data
+    h->values.shrink_to_fit();
+    h->m.values = nullptr;
+    h->fused.codes.clear();
+    h->fused.codes.shrink_to_fit();
+    freeMask(*h);
+    s.written.push_back(&h->m);
+    s.keep.push_back(std::move(h));
+    rep.status = "written";
+    res.modules.push_back(rep);
+    s.items.push_back(std::move(it));
+    return {};
+}
+
+/// Floats: exact values, in the base dtype when that is exact (with the reason reported).
+void Writer::planFloat(RunState& s, Item it, const TensorFacts& t, const std::string& problem,
+                       HfModuleReport rep, HfCheckpointResult& res) const {
+    const TensorView& f = *it.file;
+    it.kind = Kind::Float;
+    const std::vector<float> v = fileValues(it);
+    it.floatType = exactFloatType(v, f.dtype);
+    addSingleDesc(s, it, {f.name, it.floatType, f.shape});
+    rep.status = "float";
+    const std::string dt(dtypeName(it.floatType));
+    if (!t.anyReplaced) {
+        rep.status = "copied";
+        rep.reason = std::string(it.rowMap.empty() ? ""
+                                                   : "rows in the Hugging Face rotary "
+                                                     "order; ") +
+                     "converted from " + std::string(dtypeName(f.dtype)) + " to " + dt;
+        if (!(t.linear && t.targetable)) rep.module.clear(); // not reported
+    } else if (t.anyQuant) {
+        rep.reason = problem + "; written as its dequantised values in " + dt;
+        if (t.linear) res.ignored.push_back(rep.module);
+    } else {
+        rep.reason = "float replacement written in " + dt +
+                     (it.floatType == f.dtype
+                          ? " (the base's dtype, exact)"
+                          : " (not exact in the base's " + std::string(dtypeName(f.dtype)) + ")");
+    }
+    if (!rep.module.empty()) res.modules.push_back(rep);
+    s.items.push_back(std::move(it));
+}
+
+/// Tensors the overlay added (folded biases): under their HF names, F32.
+void Writer::planAddedTensors(RunState& s, HfCheckpointResult& res) const {
+    const ModelSpec& spec = m_base.spec();
     for (const std::string& name : m_ov.addedNames()) {
         const auto hf = hfFromCanonical(name, spec.arch);
-        if (!hf || byFile.count(*hf))
+        if (!hf || s.byFile.count(*hf))
             throw UnsupportedError("'" + name +
                                    "' was added by the configuration and has no "
                                    "tensor name of its own in a Hugging Face checkpoint of " +
                                    spec.arch);
-        covered.insert(name);
+        s.covered.insert(name);
         Item it;
         it.kind = Kind::Float;
         it.name = *hf;
         it.addedCanonical = name;
         it.shape = m_ov.compressed(name)->view.shape;
         it.floatType = DType::F32;
-        descs.push_back({it.name, DType::F32, it.shape});
-        sources.push_back({items.size(), 0});
-        it.firstDesc = descs.size() - 1;
-        it.descCount = 1;
+        addSingleDesc(s, it, {it.name, DType::F32, it.shape});
         HfModuleReport rep;
         rep.module = *hf;
         rep.canonical = {name};
@@ -686,184 +793,232 @@ HfCheckpointResult Writer::run(const HfCheckpointOptions& opts) {
         rep.scheme = "added tensor";
         rep.reason = "added by the configuration (folded scales), written in f32";
         res.modules.push_back(rep);
-        items.push_back(std::move(it));
+        s.items.push_back(std::move(it));
     }
-    for (const std::string& name : m_ov.replacedNames())
-        if (!covered.count(name) && !m_ov.isLowRank(name))
-            throw UnsupportedError("'" + name + "' is compressed but has no tensor of its own in " +
-                                   folder + " (tied embeddings?)");
+}
 
-    json qc = m_format.quantizationConfig(written, res.ignored, kv);
+/// Every compressed tensor (but low-rank ones, rejected per tensor) has a place in the file.
+void Writer::checkAllCovered(const RunState& s) const {
+    for (const std::string& name : m_ov.replacedNames())
+        if (!s.covered.count(name) && !m_ov.isLowRank(name))
+            throw UnsupportedError("'" + name + "' is compressed but has no tensor of its own in " +
+                                   m_base.path() + " (tied embeddings?)");
+}
+
+/// The format's quantization_config of the written modules (and a warning when the KV-cache
+/// quantisation has no form in it).
+json Writer::planQuantizationConfig(RunState& s, HfCheckpointResult& res) const {
+    if (const RuntimeQuant* rq = m_ov.runtimeQuant())
+        for (const auto& [layer, k] : rq->kv) s.kv.push_back(k);
+    json qc = m_format.quantizationConfig(s.written, res.ignored, s.kv);
     res.quantizationConfig = qc;
-    if (!kv.empty() && (!qc.contains("kv_cache_scheme") || qc["kv_cache_scheme"].is_null()))
-        res.warnings.push_back("the KV-cache quantisation (" + std::to_string(kv.size()) +
+    if (!s.kv.empty() && (!qc.contains("kv_cache_scheme") || qc["kv_cache_scheme"].is_null()))
+        res.warnings.push_back("the KV-cache quantisation (" + std::to_string(s.kv.size()) +
                                " blocks, lcw's dynamic asymmetric groups) has no " +
                                m_format.name() + " form: not written");
-    // Activation quantisation rides on the modules written in the format; say what is lost.
-    if (const RuntimeQuant* rq = m_ov.runtimeQuant()) {
-        std::set<std::string> carried;
-        for (const HfQuantModule* m : written)
-            if (m->activation.active()) carried.insert(m->canonical.begin(), m->canonical.end());
-        int64_t lost = 0;
-        std::string first;
-        for (const auto& [name, a] : rq->activations)
-            if (a.active() && !carried.count(name) && lost++ == 0) first = name;
-        if (lost > 0)
-            res.warnings.push_back("the input-activation quantisation of " + std::to_string(lost) +
-                                   " linear(s) (" + first + (lost > 1 ? ", ..." : "") +
-                                   ") is not written: their weights are not written in " +
-                                   m_format.name() + " (floats or unquantised)");
+    return qc;
+}
+
+/// Activation quantisation rides on the modules written in the format; say what is lost.
+void Writer::warnLostActivations(const RunState& s, HfCheckpointResult& res) const {
+    const RuntimeQuant* rq = m_ov.runtimeQuant();
+    if (!rq) return;
+    std::set<std::string> carried;
+    for (const HfQuantModule* m : s.written)
+        if (m->activation.active()) carried.insert(m->canonical.begin(), m->canonical.end());
+    int64_t lost = 0;
+    std::string first;
+    for (const auto& [name, a] : rq->activations)
+        if (a.active() && !carried.count(name) && lost++ == 0) first = name;
+    if (lost > 0)
+        res.warnings.push_back("the input-activation quantisation of " + std::to_string(lost) +
+                               " linear(s) (" + first + (lost > 1 ? ", ..." : "") +
+                               ") is not written: their weights are not written in " +
+                               m_format.name() + " (floats or unquantised)");
+}
+
+/// vLLM fuses q/k/v and gate/up into one layer and needs one scheme for the parts.
+void Writer::warnFusedSchemes(HfCheckpointResult& res) {
+    std::map<std::string, std::set<std::string>> fusedSchemes;
+    for (const auto& m : res.modules) {
+        if (m.canonical.size() != 1) continue;
+        const std::string& c = m.canonical[0];
+        const auto dot = c.rfind('.');
+        if (dot == std::string::npos) continue;
+        const std::string head = c.substr(0, dot), role = c.substr(dot + 1);
+        std::string key;
+        if (head.ends_with(".attn") && (role == "q" || role == "k" || role == "v"))
+            key = head + ".q/k/v";
+        else if (head.ends_with(".mlp") && (role == "gate" || role == "up"))
+            key = head + ".gate/up";
+        if (!key.empty()) fusedSchemes[key].insert(m.status + " " + m.scheme);
     }
-    // vLLM fuses q/k/v and gate/up into one layer and needs one scheme for the parts.
-    {
-        std::map<std::string, std::set<std::string>> fusedSchemes;
-        for (const auto& m : res.modules) {
-            if (m.canonical.size() != 1) continue;
-            const std::string& c = m.canonical[0];
-            const auto dot = c.rfind('.');
-            if (dot == std::string::npos) continue;
-            const std::string head = c.substr(0, dot), role = c.substr(dot + 1);
-            std::string key;
-            if (head.ends_with(".attn") && (role == "q" || role == "k" || role == "v"))
-                key = head + ".q/k/v";
-            else if (head.ends_with(".mlp") && (role == "gate" || role == "up"))
-                key = head + ".gate/up";
-            if (!key.empty()) fusedSchemes[key].insert(m.status + " " + m.scheme);
-        }
-        std::string odd;
-        int n = 0;
-        for (const auto& [key, schemes] : fusedSchemes)
-            if (schemes.size() > 1 && n++ < 3) odd += (odd.empty() ? "" : ", ") + key;
-        if (n > 0)
-            res.warnings.push_back("vLLM loads q/k/v and gate/up as one fused layer with one "
-                                   "scheme; these differ: " +
-                                   odd + (n > 3 ? " and " + std::to_string(n - 3) + " more" : ""));
-    }
+    std::string odd;
+    int n = 0;
+    for (const auto& [key, schemes] : fusedSchemes)
+        if (schemes.size() > 1 && n++ < 3) odd += (odd.empty() ? "" : ", ") + key;
+    if (n > 0)
+        res.warnings.push_back("vLLM loads q/k/v and gate/up as one fused layer with one "
+                               "scheme; these differ: " +
+                               odd + (n > 3 ? " and " + std::to_string(n - 3) + " more" : ""));
+}
+
+/// Warnings on the scale types written: float16 scales of a bfloat16 base, static input scales.
+void Writer::warnScaleTypes(const RunState& s, HfCheckpointResult& res) const {
     bool bf16 = false;
-    for (const Item& it : items)
+    for (const Item& it : s.items)
         if (it.kind == Kind::Module && it.file && it.file->dtype == DType::BF16) bf16 = true;
     if (bf16)
         res.warnings.push_back("the base is bfloat16 and the weight scales are written in float16 "
                                "(lcw's exact scales); a loader that casts them to bfloat16 "
                                "rounds them");
     bool staticAct = false;
-    for (const HfQuantModule* m : written)
+    for (const HfQuantModule* m : s.written)
         staticAct |= m->activation.active() && !m->activation.perToken;
     if (staticAct)
         res.warnings.push_back("static activation scales written as input_scale; " +
                                m_format.name() +
                                " clamps codes to [-2^(b-1), 2^(b-1)-1], lcw to ±(2^(b-1)-1)");
+}
 
-    uint64_t total = 0;
-    for (const auto& d : descs) total += tensorDescBytes(d);
-    res.tensorBytes = total;
-
-    // ---- write ----
-    fs::path outPath(opts.outDir);
+/// The output folder: absent or empty (an error otherwise), its parent created.
+OutputFolder Writer::prepareOutputFolder(const HfCheckpointOptions& opts) {
+    OutputFolder o;
+    o.path = fs::path(opts.outDir);
     if (opts.outDir.empty()) throw ArgumentError("export: no output folder given");
-    if (!outPath.has_filename()) outPath = outPath.parent_path();
-    const std::string out = outPath.string();
+    if (!o.path.has_filename()) o.path = o.path.parent_path();
+    o.out = o.path.string();
     std::error_code ec;
-    const bool exists = fs::exists(fs::symlink_status(outPath, ec));
-    if (exists) {
-        if (!fs::is_directory(outPath, ec))
-            throw ArgumentError(out + ": exists and is not a folder");
-        if (!fs::is_empty(outPath, ec))
-            throw ArgumentError(out + ": the folder exists and is not empty (choose a new folder)");
+    o.exists = fs::exists(fs::symlink_status(o.path, ec));
+    if (o.exists) {
+        if (!fs::is_directory(o.path, ec))
+            throw ArgumentError(o.out + ": exists and is not a folder");
+        if (!fs::is_empty(o.path, ec))
+            throw ArgumentError(o.out +
+                                ": the folder exists and is not empty (choose a new folder)");
     }
-    if (outPath.has_parent_path()) {
-        fs::create_directories(outPath.parent_path(), ec);
-        if (ec) throw Error(out + ": cannot create the parent folder (" + ec.message() + ")");
+    if (o.path.has_parent_path()) {
+        fs::create_directories(o.path.parent_path(), ec);
+        if (ec) throw Error(o.out + ": cannot create the parent folder (" + ec.message() + ")");
     }
-    const std::string tmp = createTempDirFor(out);
+    return o;
+}
+
+/// Writes everything into a temporary folder beside `dst` and renames it into place (removed
+/// on failure). Returns false when cancelled (res.status set).
+bool Writer::writeFolder(const RunState& s, const json& qc, const OutputFolder& dst,
+                         const HfCheckpointOptions& opts, Progress& progress,
+                         HfCheckpointResult& res) const {
+    const std::string tmp = createTempDirFor(dst.out);
+    std::error_code ec;
     try {
-        uint64_t done = 0;
-        size_t cachedItem = SIZE_MAX;
-        std::vector<HfTensorBlob> blobs;
-        auto fill = [&](size_t index, std::byte* dst, uint64_t nbytes) {
-            const Source& s = sources[index];
-            const Item& it = items[s.item];
-            switch (it.kind) {
-            case Kind::Copy:
-                std::memcpy(dst, it.file->data, size_t(nbytes));
-                break;
-            case Kind::Module: {
-                if (cachedItem != s.item) {
-                    const auto h = buildModule(it);
-                    blobs = m_format.encode(h->m);
-                    cachedItem = s.item;
-                    if (blobs.size() != it.descCount)
-                        throw Error(it.name + ": the format's tensors changed between passes");
-                }
-                const HfTensorBlob& b = blobs[s.blob];
-                if (b.data.size() != nbytes)
-                    throw Error(b.name + ": the format's tensor has " +
-                                std::to_string(b.data.size()) + " bytes, its descriptor " +
-                                std::to_string(nbytes));
-                std::memcpy(dst, b.data.data(), size_t(nbytes));
-                if (s.blob + 1 == it.descCount) {
-                    blobs.clear();
-                    cachedItem = SIZE_MAX;
-                }
-                break;
-            }
-            case Kind::Float:
-                writeFloats(fileValues(it), it.floatType, dst);
-                break;
-            }
-            done += nbytes;
-            if (!progress.report(total ? 0.98 * double(done) / double(total) : 0.0,
-                                 descs[index].name))
-                throw Cancelled{};
-        };
-        const auto paths =
-            writeSafetensorsSharded(tmp, descs, fill, opts.maxShardBytes, {{"format", "pt"}});
-        for (const auto& p : paths) res.files.push_back(fs::path(p).filename().string());
-        // config.json: the base's with the format's quantization_config.
-        const std::string cfgPath = (fs::path(folder) / "config.json").string();
-        json cfg;
-        if (!hfBase) {
-            cfg = configFor(m_base);
-        } else {
-            try {
-                cfg = json::parse(readWholeFile(cfgPath));
-            } catch (const json::exception& e) {
-                throw FormatError(cfgPath, std::string("invalid JSON: ") + e.what());
-            }
-        }
-        cfg["quantization_config"] = qc;
-        writeText((fs::path(tmp) / "config.json").string(), cfg.dump(2) + "\n");
-        res.files.push_back("config.json");
-        for (const auto& [name, text] : m_format.extraFiles(qc)) {
-            writeText((fs::path(tmp) / name).string(), text);
-            res.files.push_back(name);
-        }
-        for (const char* name :
-             {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-              "tokenizer.model", "generation_config.json", "vocab.json", "merges.txt",
-              "added_tokens.json"}) {
-            const fs::path src = fs::path(folder) / name;
-            if (!hfBase || !fs::is_regular_file(src, ec)) continue;
-            writeText((fs::path(tmp) / name).string(), readWholeFile(src.string()));
-            res.files.push_back(name);
-        }
+        writeShards(s, tmp, opts, progress, res);
+        writeConfig(s, tmp, qc, res);
+        copyTokenizerFiles(s, tmp, res);
         if (!progress.report(0.99, "config")) throw Cancelled{};
-        ::chmod(tmp.c_str(), 0755);
-        if (exists) fs::remove(outPath, ec); // the empty folder
-        fs::rename(tmp, outPath, ec);
-        if (ec) throw Error(out + ": cannot move the new folder into place: " + ec.message());
+        commitFolder(tmp, dst);
     } catch (const Cancelled&) {
         fs::remove_all(tmp, ec);
         res.status = Status::Cancelled;
-        return res;
+        return false;
     } catch (...) {
         fs::remove_all(tmp, ec);
         throw;
     }
-    progress.report(1.0, "done");
-    res.path = out;
-    res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    return res;
+    return true;
+}
+
+/// The safetensors shards: each tensor's bytes made as the writer asks for them (modules
+/// encoded once per module), with progress and cancellation per tensor.
+void Writer::writeShards(const RunState& s, const std::string& tmp, const HfCheckpointOptions& opts,
+                         Progress& progress, HfCheckpointResult& res) const {
+    uint64_t done = 0;
+    size_t cachedItem = SIZE_MAX;
+    std::vector<HfTensorBlob> blobs;
+    auto fill = [&](size_t index, std::byte* dst, uint64_t nbytes) {
+        const DescSource& src = s.sources[index];
+        const Item& it = s.items[src.item];
+        switch (it.kind) {
+        case Kind::Copy:
+            std::memcpy(dst, it.file->data, size_t(nbytes));
+            break;
+        case Kind::Module: {
+            if (cachedItem != src.item) {
+                const auto h = buildModule(it);
+                blobs = m_format.encode(h->m);
+                cachedItem = src.item;
+                if (blobs.size() != it.descCount)
+                    throw Error(it.name + ": the format's tensors changed between passes");
+            }
+            const HfTensorBlob& b = blobs[src.blob];
+            if (b.data.size() != nbytes)
+                throw Error(b.name + ": the format's tensor has " + std::to_string(b.data.size()) +
+                            " bytes, its descriptor " + std::to_string(nbytes));
+            std::memcpy(dst, b.data.data(), size_t(nbytes));
+            if (src.blob + 1 == it.descCount) {
+                blobs.clear();
+                cachedItem = SIZE_MAX;
+            }
+            break;
+        }
+        case Kind::Float:
+            writeFloats(fileValues(it), it.floatType, dst);
+            break;
+        }
+        done += nbytes;
+        if (!progress.report(s.total ? 0.98 * double(done) / double(s.total) : 0.0,
+                             s.descs[index].name))
+            throw Cancelled{};
+    };
+    const auto paths =
+        writeSafetensorsSharded(tmp, s.descs, fill, opts.maxShardBytes, {{"format", "pt"}});
+    for (const auto& p : paths) res.files.push_back(fs::path(p).filename().string());
+}
+
+/// config.json: the base's with the format's quantization_config; then the format's own files.
+void Writer::writeConfig(const RunState& s, const std::string& tmp, const json& qc,
+                         HfCheckpointResult& res) const {
+    const std::string cfgPath = (fs::path(m_base.path()) / "config.json").string();
+    json cfg;
+    if (!s.hfBase) {
+        cfg = configFor(m_base);
+    } else {
+        try {
+            cfg = json::parse(readWholeFile(cfgPath));
+        } catch (const json::exception& e) {
+            throw FormatError(cfgPath, std::string("invalid JSON: ") + e.what());
+        }
+    }
+    cfg["quantization_config"] = qc;
+    writeText((fs::path(tmp) / "config.json").string(), cfg.dump(2) + "\n");
+    res.files.push_back("config.json");
+    for (const auto& [name, text] : m_format.extraFiles(qc)) {
+        writeText((fs::path(tmp) / name).string(), text);
+        res.files.push_back(name);
+    }
+}
+
+/// The base's tokenizer and generation files, copied as they are (Hugging Face bases only).
+void Writer::copyTokenizerFiles(const RunState& s, const std::string& tmp,
+                                HfCheckpointResult& res) const {
+    std::error_code ec;
+    for (const char* name :
+         {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+          "generation_config.json", "vocab.json", "merges.txt", "added_tokens.json"}) {
+        const fs::path src = fs::path(m_base.path()) / name;
+        if (!s.hfBase || !fs::is_regular_file(src, ec)) continue;
+        writeText((fs::path(tmp) / name).string(), readWholeFile(src.string()));
+        res.files.push_back(name);
+    }
+}
+
+/// The atomic commit: the finished temporary folder renamed over the (empty or absent) output.
+void Writer::commitFolder(const std::string& tmp, const OutputFolder& dst) {
+    std::error_code ec;
+    ::chmod(tmp.c_str(), 0755);
+    if (dst.exists) fs::remove(dst.path, ec); // the empty folder
+    fs::rename(tmp, dst.path, ec);
+    if (ec) throw Error(dst.out + ": cannot move the new folder into place: " + ec.message());
 }
 
 } // namespace
