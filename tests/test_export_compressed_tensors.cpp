@@ -22,6 +22,7 @@
 #include "core/export/gguf_export.h"
 #include "core/export/gptq_awq.h"
 #include "core/export/hf_checkpoint.h"
+#include "core/io/quants.h"
 #include "core/io/safetensors.h"
 #include "core/model/model.h"
 #include "test_util.h"
@@ -788,6 +789,31 @@ private slots:
                 }
             }
         }
+    }
+
+    // A GGUF base whose untouched tensors are in block types (llama.cpp's Q4_K_M file: the
+    // embedding and the linears the recipe leaves alone): those are written as their exact
+    // dequantised floats (this crashed on a null settings pointer before).
+    void ggufBlockTypedBaseTensorsBecomeFloats() {
+        LCW_REQUIRE_SHARED("models/stories260K/gguf/stories260K-q4_k_m.gguf");
+        json recipe = oneRule(json::parse(
+            R"({"weight": {"bits": 4, "symmetric": false, "granularity": "group", "group_size": 32}})"));
+        recipe["rules"][0]["targets"] = {"layers.0.*"};
+        const Exported e =
+            exportWith(lcwtest::sharedPath("models/stories260K/gguf/stories260K-q4_k_m.gguf"),
+                       recipe, m_dir + "/q4km");
+        QVERIFY(e.f.has("model.layers.0.self_attn.q_proj.weight_packed"));
+        const TensorView& emb = e.f.get("model.embed_tokens.weight");
+        QCOMPARE(emb.dtype, DType::F32);
+        const TensorView& src = e.base->get("embed");
+        QVERIFY(dtypeBlockElems(src.dtype) > 1); // block-typed in the base
+        std::vector<float> want(size_t(src.numel()));
+        for (int64_t r = 0; r < src.rows(); ++r)
+            dequantizeRow(src.dtype, src.row(r), want.data() + r * src.cols(), src.cols());
+        QCOMPARE(emb.nbytes, want.size() * sizeof(float));
+        QVERIFY(std::memcmp(emb.data, want.data(), emb.nbytes) == 0);
+        const TensorView& k1 = e.f.get("model.layers.1.self_attn.k_proj.weight");
+        QCOMPARE(k1.dtype, DType::F32);
     }
 
     // The writer plans the format with every module first (HfQuantFormat::plan): AWQ's one

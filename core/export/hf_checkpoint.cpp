@@ -679,7 +679,8 @@ void Writer::planFileTensor(RunState& s, const TensorView& f, HfCheckpointResult
     const CompressedTensor* first = m_ov.compressed(it.parts[0]->name);
     for (const TensorView* p : it.parts)
         if (const CompressedTensor* ct = m_ov.compressed(p->name); ct && !first) first = ct;
-    rep.scheme = schemeText(*first, activation(it.parts[0]->name));
+    // None replaced: a base tensor in a block type (GGUF q4_k, ...) written as exact floats.
+    if (first) rep.scheme = schemeText(*first, activation(it.parts[0]->name));
     if (t.anyQuant && t.linear) {
         problem =
             allReplaced ? moduleProblem(it) : "only some parts of the fused tensor are compressed";
