@@ -738,6 +738,133 @@ std::vector<int32_t> readCtZeros(const CtArgs& a, const TensorView& z, const std
     return out;
 }
 
+/// The integer codes (signed q) or fp8 bytes of a compressed-tensors weight and its dense shape.
+struct CtCodes {
+    std::vector<int32_t> q;
+    const std::byte* fp8 = nullptr;
+    int64_t rows = 0, cols = 0;
+    const TensorView* main = nullptr;
+};
+
+/// pack-quantized: int32 words of 32/bits codes each, offset by 2^(bits−1), and weight_shape.
+CtCodes readPackedCodes(const Module& m, const CtArgs& a, Result& res) {
+    CtCodes k;
+    const TensorView* pk = m.get("weight_packed");
+    const TensorView* ws = m.get("weight_shape");
+    if (!pk) m.missing("weight_packed", "format pack-quantized");
+    if (!ws) m.missing("weight_shape", "format pack-quantized");
+    res.used.insert({"weight_packed", "weight_shape"});
+    if (a.isFloat)
+        throw FormatError(pk->file, tname(*pk) + ": pack-quantized needs integer weights, "
+                                                 "the config says type float");
+    const std::vector<int64_t> s = readShapeTensor(*ws);
+    k.rows = s[0];
+    k.cols = s[1];
+    const int64_t pf = 32 / a.bits;
+    needDType(*pk, pk->dtype == DType::I32, "i32 (packed codes)");
+    needShape(*pk, {k.rows, ceilDiv(k.cols, pf)},
+              std::to_string(a.bits) + "-bit codes, " + std::to_string(pf) +
+                  " per int32, for weight_shape " + checked::shapeString(s));
+    k.q.resize(size_t(checked::mul(k.rows, k.cols, ws->file, tname(*ws))));
+    const int64_t wpr = ceilDiv(k.cols, pf);
+    const uint32_t mask = (1u << a.bits) - 1u;
+    const int32_t off = int32_t(1) << (a.bits - 1);
+    // omp: nothrow (arithmetic on buffers allocated above; shapes validated)
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < k.rows; ++r)
+        for (int64_t c = 0; c < k.cols; ++c) {
+            const uint32_t w = uint32_t(wordAt(*pk, r * wpr + c / pf));
+            k.q[size_t(r * k.cols + c)] = int32_t((w >> (a.bits * (c % pf))) & mask) - off;
+        }
+    k.main = pk;
+    return k;
+}
+
+/// int-quantized / float-quantized / naive-quantized: i8 codes (checked against the bit width)
+/// or fp8 bytes, dense or from the sparse decompression.
+CtCodes readUnpackedCodes(const Module& m, const CtArgs& a, const std::string& format,
+                          const std::optional<DenseBytes>& dense, Result& res) {
+    CtCodes k;
+    const TensorView* w = m.get("weight");
+    DType dt;
+    const std::byte* data;
+    std::string file, name;
+    if (dense) {
+        dt = dense->dtype;
+        data = dense->bytes.data();
+        k.rows = dense->rows;
+        k.cols = dense->cols;
+        file = dense->file;
+        name = dense->name;
+        k.main = m.get("compressed");
+    } else {
+        if (!w) m.missing("weight", "format " + format);
+        res.used.insert("weight");
+        if (w->shape.size() != 2)
+            throw FormatError(w->file, tname(*w) + " must be 2-D, has shape " +
+                                           checked::shapeString(w->shape));
+        dt = w->dtype;
+        data = w->data;
+        k.rows = w->shape[0];
+        k.cols = w->shape[1];
+        file = w->file;
+        name = w->fileName;
+        k.main = w;
+    }
+    if (a.isFloat) {
+        if (dt != DType::F8_E4M3)
+            throw FormatError(file, "tensor '" + name + "' has dtype " +
+                                        std::string(dtypeName(dt)) +
+                                        ", expected f8_e4m3 (fp8 weights)");
+        k.fp8 = data;
+    } else {
+        if (dt != DType::I8)
+            throw FormatError(file, "tensor '" + name + "' has dtype " +
+                                        std::string(dtypeName(dt)) + ", expected i8 (" +
+                                        std::to_string(a.bits) + "-bit integer weights)");
+        const int64_t lo = -(int64_t(1) << (a.bits - 1)), hi = (int64_t(1) << (a.bits - 1)) - 1;
+        const int64_t n = k.rows * k.cols;
+        k.q.resize(size_t(n));
+        for (int64_t i = 0; i < n; ++i) {
+            const int64_t v = int8_t(data[i]);
+            if (v < lo || v > hi)
+                throw FormatError(file, "tensor '" + name + "' has code " + std::to_string(v) +
+                                            " at element " + std::to_string(i) + ", outside [" +
+                                            std::to_string(lo) + ", " + std::to_string(hi) +
+                                            "] for " + std::to_string(a.bits) + "-bit weights");
+            k.q[size_t(i)] = int32_t(v);
+        }
+    }
+    return k;
+}
+
+/// weight_zero_point: the integer zero points (none when symmetric; float weights must store 0).
+std::vector<int32_t> readCtZeroPoint(const Module& m, const CtArgs& a, const std::string& format,
+                                     int64_t rows, const Layout& L, Result& res) {
+    if (const TensorView* z = m.get("weight_zero_point")) {
+        res.used.insert("weight_zero_point");
+        const int64_t tr = a.strategy == "tensor"  ? 1
+                           : a.strategy == "block" ? ceilDiv(rows, a.bh)
+                                                   : rows;
+        const int64_t tc = a.strategy == "tensor" || a.strategy == "channel" ? 1 : L.tcols;
+        if (a.isFloat) {
+            // Float weights are symmetric: a stored zero point must be 0.
+            for (int64_t i = 0, n = checked::numel(z->shape, z->file, tname(*z)); i < n; ++i)
+                if ((isIntType(z->dtype)                                   ? double(intAt(*z, i))
+                     : isFloatType(z->dtype) || z->dtype == DType::F8_E4M3 ? double(floatAt(*z, i))
+                                                                           : 1.0) != 0.0)
+                    throw FormatError(z->file, tname(*z) + " has a nonzero zero point at element " +
+                                                   std::to_string(i) +
+                                                   " (float weights are symmetric)");
+        } else {
+            return readCtZeros(a, *z, format, rows, tr, tc);
+        }
+    } else if (!a.symmetric) {
+        m.missing("weight_zero_point", "asymmetric weights");
+    }
+    return {};
+}
+
 Result decodeCtModule(const Module& m, const CtArgs& a, const std::string& format,
                       const std::string& sparseFormat) {
     Result res;
@@ -758,100 +885,21 @@ Result decodeCtModule(const Module& m, const CtArgs& a, const std::string& forma
     res.used.insert("weight_scale");
     const std::vector<float> scale = readScales(*sc);
 
-    // The integer codes (signed q) or fp8 bytes, and the dense shape.
-    std::vector<int32_t> q;
-    const std::byte* fp8 = nullptr;
-    int64_t rows = 0, cols = 0;
-    const TensorView* mainT = nullptr;
+    CtCodes k;
     if (format == "pack-quantized") {
         if (sparse)
             throw FormatError(m.file(), "module '" + m.name +
                                             "': pack-quantized weights cannot "
                                             "be bitmask compressed");
-        const TensorView* pk = m.get("weight_packed");
-        const TensorView* ws = m.get("weight_shape");
-        if (!pk) m.missing("weight_packed", "format pack-quantized");
-        if (!ws) m.missing("weight_shape", "format pack-quantized");
-        res.used.insert({"weight_packed", "weight_shape"});
-        if (a.isFloat)
-            throw FormatError(pk->file, tname(*pk) + ": pack-quantized needs integer weights, "
-                                                     "the config says type float");
-        const std::vector<int64_t> s = readShapeTensor(*ws);
-        rows = s[0];
-        cols = s[1];
-        const int64_t pf = 32 / a.bits;
-        needDType(*pk, pk->dtype == DType::I32, "i32 (packed codes)");
-        needShape(*pk, {rows, ceilDiv(cols, pf)},
-                  std::to_string(a.bits) + "-bit codes, " + std::to_string(pf) +
-                      " per int32, for weight_shape " + checked::shapeString(s));
-        q.resize(size_t(checked::mul(rows, cols, ws->file, tname(*ws))));
-        const int64_t wpr = ceilDiv(cols, pf);
-        const uint32_t mask = (1u << a.bits) - 1u;
-        const int32_t off = int32_t(1) << (a.bits - 1);
-        // omp: nothrow (arithmetic on buffers allocated above; shapes validated)
-#pragma omp parallel for schedule(static)
-        for (int64_t r = 0; r < rows; ++r)
-            for (int64_t c = 0; c < cols; ++c) {
-                const uint32_t w = uint32_t(wordAt(*pk, r * wpr + c / pf));
-                q[size_t(r * cols + c)] = int32_t((w >> (a.bits * (c % pf))) & mask) - off;
-            }
-        mainT = pk;
+        k = readPackedCodes(m, a, res);
     } else if (format == "int-quantized" || format == "float-quantized" ||
                format == "naive-quantized") {
-        const TensorView* w = m.get("weight");
-        DType dt;
-        const std::byte* data;
-        std::string file, name;
-        if (dense) {
-            dt = dense->dtype;
-            data = dense->bytes.data();
-            rows = dense->rows;
-            cols = dense->cols;
-            file = dense->file;
-            name = dense->name;
-            mainT = m.get("compressed");
-        } else {
-            if (!w) m.missing("weight", "format " + format);
-            res.used.insert("weight");
-            if (w->shape.size() != 2)
-                throw FormatError(w->file, tname(*w) + " must be 2-D, has shape " +
-                                               checked::shapeString(w->shape));
-            dt = w->dtype;
-            data = w->data;
-            rows = w->shape[0];
-            cols = w->shape[1];
-            file = w->file;
-            name = w->fileName;
-            mainT = w;
-        }
-        if (a.isFloat) {
-            if (dt != DType::F8_E4M3)
-                throw FormatError(file, "tensor '" + name + "' has dtype " +
-                                            std::string(dtypeName(dt)) +
-                                            ", expected f8_e4m3 (fp8 weights)");
-            fp8 = data;
-        } else {
-            if (dt != DType::I8)
-                throw FormatError(file, "tensor '" + name + "' has dtype " +
-                                            std::string(dtypeName(dt)) + ", expected i8 (" +
-                                            std::to_string(a.bits) + "-bit integer weights)");
-            const int64_t lo = -(int64_t(1) << (a.bits - 1)), hi = (int64_t(1) << (a.bits - 1)) - 1;
-            const int64_t n = rows * cols;
-            q.resize(size_t(n));
-            for (int64_t i = 0; i < n; ++i) {
-                const int64_t v = int8_t(data[i]);
-                if (v < lo || v > hi)
-                    throw FormatError(file, "tensor '" + name + "' has code " + std::to_string(v) +
-                                                " at element " + std::to_string(i) + ", outside [" +
-                                                std::to_string(lo) + ", " + std::to_string(hi) +
-                                                "] for " + std::to_string(a.bits) + "-bit weights");
-                q[size_t(i)] = int32_t(v);
-            }
-        }
+        k = readUnpackedCodes(m, a, format, dense, res);
     } else {
         throw FormatError(m.file(), "module '" + m.name + "': format '" + format +
                                         "' does not store quantised weights");
     }
+    const int64_t rows = k.rows, cols = k.cols;
 
     // Group index (activation ordering).
     std::vector<int32_t> gidx;
@@ -864,28 +912,7 @@ Result decodeCtModule(const Module& m, const CtArgs& a, const std::string& forma
     }
     const Layout L = ctLayout(a, *sc, rows, cols, gidx.empty() ? nullptr : &gidx);
 
-    std::vector<int32_t> zero;
-    if (const TensorView* z = m.get("weight_zero_point")) {
-        res.used.insert("weight_zero_point");
-        const int64_t tr = a.strategy == "tensor"  ? 1
-                           : a.strategy == "block" ? ceilDiv(rows, a.bh)
-                                                   : rows;
-        const int64_t tc = a.strategy == "tensor" || a.strategy == "channel" ? 1 : L.tcols;
-        if (a.isFloat) {
-            // Float weights are symmetric: a stored zero point must be 0.
-            for (int64_t i = 0, n = checked::numel(z->shape, z->file, tname(*z)); i < n; ++i)
-                if ((isIntType(z->dtype)                                   ? double(intAt(*z, i))
-                     : isFloatType(z->dtype) || z->dtype == DType::F8_E4M3 ? double(floatAt(*z, i))
-                                                                           : 1.0) != 0.0)
-                    throw FormatError(z->file, tname(*z) + " has a nonzero zero point at element " +
-                                                   std::to_string(i) +
-                                                   " (float weights are symmetric)");
-        } else {
-            zero = readCtZeros(a, *z, format, rows, tr, tc);
-        }
-    } else if (!a.symmetric) {
-        m.missing("weight_zero_point", "asymmetric weights");
-    }
+    const std::vector<int32_t> zero = readCtZeroPoint(m, a, format, rows, L, res);
     if (m.get("weight_global_scale"))
         throw UnsupportedError(m.get("weight_global_scale")->file + ": tensor '" +
                                m.full("weight_global_scale") +
@@ -893,9 +920,9 @@ Result decodeCtModule(const Module& m, const CtArgs& a, const std::string& forma
 
     res.rows = rows;
     res.cols = cols;
-    res.main = mainT;
-    res.values =
-        fp8 ? dequantFp8(fp8, rows, cols, scale, L) : dequantInts(q, rows, cols, scale, zero, L);
+    res.main = k.main;
+    res.values = k.fp8 ? dequantFp8(k.fp8, rows, cols, scale, L)
+                       : dequantInts(k.q, rows, cols, scale, zero, L);
     const std::string sp = sparse ? sparseFormat + " + " : std::string();
     res.scheme = sp + format + " " + a.text();
     res.summaryKey = (sparse ? (sparseFormat == "sparse-24-bitmask" ? "2:4 sparse " : "sparse ")
