@@ -38,6 +38,33 @@ void keepBetterClip(const Eigen::VectorXd& e, bool tensor, int64_t g, int64_t gp
     }
 }
 
+/// The units a clipping search chooses a factor for: one per (row, column group) of the grid,
+/// or one for the whole tensor (tensor granularity); channel granularity is one group per row.
+struct ClipUnits {
+    ClipUnits(const WeightSettings& s, int64_t rows, int64_t cols)
+        : gpr(gridsPerRow(s, cols)), tensor(gpr == 0),
+          gl(tensor || s.granularity == Granularity::Channel
+                 ? cols
+                 : std::min<int64_t>(s.groupSize, cols)),
+          ngr(tensor ? 1 : gpr), count(tensor ? 1 : size_t(rows * gpr)) {}
+    int64_t gpr;  ///< groups per row (0: tensor granularity)
+    bool tensor;  ///< one unit for the whole tensor
+    int64_t gl;   ///< columns per group
+    int64_t ngr;  ///< column groups
+    size_t count; ///< units
+    size_t of(int64_t r, int64_t j) const { return tensor ? 0 : size_t(r * gpr + j / gl); }
+};
+
+/// A search's chosen factors into the result: the per-unit ratios, their mean and minimum.
+void recordClip(AwqClipResult& res, std::vector<float> bestClip) {
+    res.clipped = true;
+    double sum = 0;
+    for (float c : bestClip) sum += c;
+    res.meanClip = sum / double(bestClip.size());
+    res.minClip = *std::min_element(bestClip.begin(), bestClip.end());
+    res.ratio = std::move(bestClip);
+}
+
 } // namespace
 
 double outputSqError(const float* X, int64_t n, int64_t cols, const float* w, const float* wq,
@@ -159,33 +186,27 @@ namespace {
 AwqClipResult autoClipQuantize(const float* X, int64_t n, int64_t cols, const float* w,
                                int64_t rows, const WeightSettings& s, const AwqOptions& o,
                                const std::string& name, AwqClipResult res) {
-    const int64_t gpr = gridsPerRow(s, cols);
-    const bool tensor = gpr == 0;
-    const int64_t gl = tensor || s.granularity == Granularity::Channel
-                           ? cols
-                           : std::min<int64_t>(s.groupSize, cols);
-    const int64_t ngr = tensor ? 1 : gpr;
-    const size_t nclip = tensor ? 1 : size_t(rows * gpr);
+    const ClipUnits cu(s, rows, cols);
     // max|w| per clip unit (the whole tensor for tensor granularity).
-    std::vector<float> amax(nclip, 0.0f);
+    std::vector<float> amax(cu.count, 0.0f);
     for (int64_t r = 0; r < rows; ++r)
         for (int64_t j = 0; j < cols; ++j) {
-            const size_t u = tensor ? 0 : size_t(r * gpr + j / gl);
+            const size_t u = cu.of(r, j);
             amax[u] = std::max(amax[u], std::fabs(w[r * cols + j]));
         }
     auto clamped = [&](const std::vector<float>& f) {
         std::vector<float> c(w, w + rows * cols);
         for (int64_t r = 0; r < rows; ++r)
             for (int64_t j = 0; j < cols; ++j) {
-                const size_t u = tensor ? 0 : size_t(r * gpr + j / gl);
+                const size_t u = cu.of(r, j);
                 const float mv = amax[u] * f[u];
                 float& v = c[size_t(r * cols + j)];
                 v = std::clamp(v, -mv, mv);
             }
         return c;
     };
-    std::vector<float> bestClip(nclip, 1.0f), clip(nclip);
-    std::vector<double> bestErr(nclip, std::numeric_limits<double>::infinity());
+    std::vector<float> bestClip(cu.count, 1.0f), clip(cu.count);
+    std::vector<double> bestErr(cu.count, std::numeric_limits<double>::infinity());
     const int steps = int(std::floor(o.maxShrink * o.clipGrid + 1e-9));
     using MatRD = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
     const MatRD Xd = Eigen::Map<const MatRF>(X, n, cols).cast<double>();
@@ -198,23 +219,18 @@ AwqClipResult autoClipQuantize(const float* X, int64_t n, int64_t cols, const fl
         const std::vector<float> q =
             dequantize(quantizeClipped(cw.data(), rows, cols, s, {}, name), name);
         const MatRD D = Eigen::Map<const MatRF>(q.data(), rows, cols).cast<double>() - Wd;
-        for (int64_t g = 0; g < ngr; ++g) {
-            const int64_t c0 = g * gl, c1 = std::min(cols, c0 + gl);
+        for (int64_t g = 0; g < cu.ngr; ++g) {
+            const int64_t c0 = g * cu.gl, c1 = std::min(cols, c0 + cu.gl);
             const MatRD E = Xd.middleCols(c0, c1 - c0) * D.middleCols(c0, c1 - c0).transpose();
             e = E.colwise().squaredNorm().transpose() / double(std::max<int64_t>(n, 1));
-            keepBetterClip(e, tensor, g, gpr, f, bestErr, bestClip);
+            keepBetterClip(e, cu.tensor, g, cu.gpr, f, bestErr, bestClip);
         }
     }
     const std::vector<float> cw = clamped(bestClip);
     res.packed = quantizeClipped(cw.data(), rows, cols, s, {}, name);
     const std::vector<float> cq = dequantize(res.packed, name);
     res.error = outputSqError(X, n, cols, w, cq.data(), rows);
-    res.clipped = true;
-    double sum = 0;
-    for (float c : bestClip) sum += c;
-    res.meanClip = sum / double(bestClip.size());
-    res.minClip = *std::min_element(bestClip.begin(), bestClip.end());
-    res.ratio = std::move(bestClip);
+    recordClip(res, std::move(bestClip));
     return res;
 }
 
@@ -233,17 +249,10 @@ AwqClipResult awqClipQuantize(const float* X, int64_t n, int64_t cols, const flo
     if (o.clip == AwqClipMode::Auto)
         return autoClipQuantize(X, n, cols, w, rows, s, o, name, std::move(res));
 
-    const int64_t gpr = gridsPerRow(s, cols);
-    const bool tensor = gpr == 0;
-    const int64_t gl =
-        tensor
-            ? cols
-            : (s.granularity == Granularity::Channel ? cols : std::min<int64_t>(s.groupSize, cols));
-    const int64_t ngr = tensor ? 1 : gpr; // column groups
-    const size_t nclip = tensor ? 1 : size_t(rows * gpr);
-    std::vector<float> bestClip(nclip, 1.0f), clip(nclip);
+    const ClipUnits cu(s, rows, cols);
+    std::vector<float> bestClip(cu.count, 1.0f), clip(cu.count);
     // Error per (row, column group) at each factor; tensor granularity sums over rows.
-    std::vector<double> bestErr(nclip, std::numeric_limits<double>::infinity());
+    std::vector<double> bestErr(cu.count, std::numeric_limits<double>::infinity());
     const int steps = std::max(1, int(std::ceil(o.maxShrink * o.clipGrid)));
     Eigen::VectorXd e;
     for (int k = 0; k < steps; ++k) {
@@ -254,10 +263,10 @@ AwqClipResult awqClipQuantize(const float* X, int64_t n, int64_t cols, const flo
             dequantize(quantizeClipped(w, rows, cols, s, clip, name), name);
         const MatRF D =
             Eigen::Map<const MatRF>(w, rows, cols) - Eigen::Map<const MatRF>(q.data(), rows, cols);
-        for (int64_t g = 0; g < ngr; ++g) {
-            const int64_t c0 = g * gl, c1 = std::min(cols, c0 + gl);
+        for (int64_t g = 0; g < cu.ngr; ++g) {
+            const int64_t c0 = g * cu.gl, c1 = std::min(cols, c0 + cu.gl);
             rowGroupErrors(X, n, cols, D, c0, c1, e);
-            keepBetterClip(e, tensor, g, gpr, f, bestErr, bestClip);
+            keepBetterClip(e, cu.tensor, g, cu.gpr, f, bestErr, bestClip);
         }
     }
     PackedTensor cp = quantizeClipped(w, rows, cols, s, bestClip, name);
@@ -266,12 +275,7 @@ AwqClipResult awqClipQuantize(const float* X, int64_t n, int64_t cols, const flo
     if (cerr < res.unclippedError) {
         res.packed = std::move(cp);
         res.error = cerr;
-        res.clipped = true;
-        double sum = 0;
-        for (float c : bestClip) sum += c;
-        res.meanClip = sum / double(bestClip.size());
-        res.minClip = *std::min_element(bestClip.begin(), bestClip.end());
-        res.ratio = std::move(bestClip);
+        recordClip(res, std::move(bestClip));
     }
     return res;
 }
