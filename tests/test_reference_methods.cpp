@@ -167,6 +167,15 @@ std::vector<uint8_t> wandaMask(const std::vector<float>& w, int64_t rows, int64_
     return mask;
 }
 
+/// Largest |a − b| / max(1, |b|) over the elements (lcw's floats against the port's doubles).
+double maxRelDiff(const std::vector<float>& a, const MatD& b) {
+    double m = 0;
+    for (int64_t i = 0; i < b.size(); ++i)
+        m = std::max(m, std::fabs(double(a[size_t(i)]) - b.data()[i]) /
+                            std::max(1.0, std::fabs(b.data()[i])));
+    return m;
+}
+
 int64_t zeros(const std::vector<uint8_t>& m) {
     return int64_t(std::count(m.begin(), m.end(), uint8_t(0)));
 }
@@ -230,10 +239,7 @@ private slots:
             const PruneResult got = pruneSparseGpt(w.data(), rows, cols, H.data(), s, "t");
             const RefPrune ref = fasterprune(w, rows, cols, H, ratio, 128, 0.01);
             QVERIFY(got.mask == ref.mask);
-            double maxRel = 0;
-            for (int64_t i = 0; i < rows * cols; ++i)
-                maxRel = std::max(maxRel, std::fabs(double(got.w[size_t(i)]) - ref.W.data()[i]) /
-                                              std::max(1.0, std::fabs(ref.W.data()[i])));
+            const double maxRel = maxRelDiff(got.w, ref.W);
             QVERIFY2(maxRel < 1e-5, std::to_string(maxRel).c_str());
             // int(n·s) + 1 per block (the dead input ties only within the pruned set here)
             int64_t want = 0;
@@ -259,10 +265,7 @@ private slots:
         const RefPrune ref = fasterprune(w, rows, cols, H, 0.0, 128, 0.01, 2, 4);
         QVERIFY(got.mask == ref.mask);
         QVERIFY(checkNM(got.mask.data(), rows, cols, 2, 4));
-        double maxRel = 0;
-        for (int64_t i = 0; i < rows * cols; ++i)
-            maxRel = std::max(maxRel, std::fabs(double(got.w[size_t(i)]) - ref.W.data()[i]) /
-                                          std::max(1.0, std::fabs(ref.W.data()[i])));
+        const double maxRel = maxRelDiff(got.w, ref.W);
         QVERIFY2(maxRel < 1e-5, std::to_string(maxRel).c_str());
     }
 
