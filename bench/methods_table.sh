@@ -16,11 +16,6 @@ SAMPLES=${SAMPLES:-128}
 SEQ_LEN=${SEQ_LEN:-256}
 source bench/lcw_cli.sh
 
-recipe() { # file-stem, rule body (members of one rule over all linears)
-  echo "{\"lcw_recipe\": 1, \"name\": \"$1\", \"rules\": [{\"targets\": [\"*\"], $2}]}" > "$TMP/$1.json"
-  echo "$TMP/$1.json"
-}
-
 rows=()
 run() { # method, variant label, recipe body, extra compress flags...
   local method=$1 label=$2 body=$3; shift 3

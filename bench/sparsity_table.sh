@@ -16,11 +16,6 @@ SAMPLES=${SAMPLES:-32}
 SEQ_LEN=${SEQ_LEN:-256}
 source bench/lcw_cli.sh
 
-recipe() { # file-stem, rule body (JSON object members of one rule over all linears)
-  echo "{\"lcw_recipe\": 1, \"name\": \"$1\", \"rules\": [{\"targets\": [\"*\"], $2}]}" > "$TMP/$1.json"
-  echo "$TMP/$1.json"
-}
-
 rows=()
 run() { # label, recipe file ("" = the base model)
   local label=$1 r=$2 info ppl
