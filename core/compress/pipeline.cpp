@@ -226,6 +226,12 @@ BlockLayout groupByBlock(const Plan& P) {
     return g;
 }
 
+/// Multiplies per-channel scales `s` into `v` (an empty `v` is all ones).
+void multiplyScales(std::vector<float>& v, const std::vector<float>& s) {
+    if (v.empty()) v.assign(s.size(), 1.0f);
+    for (size_t j = 0; j < s.size(); ++j) v[j] *= s[j];
+}
+
 /// What every step of a calibrated compression shares.
 struct CalibratedRun {
     CalibratedRun(const Model& base, const Recipe& recipe, const Plan& P, Progress& progress,
@@ -302,11 +308,7 @@ struct BlockWork {
     }
     void scaleInputs(const FoldSite& site, const std::vector<float>& s) {
         applyFold(bt, site, s);
-        for (const auto& l : site.linears) {
-            auto& v = inScale[l];
-            if (v.empty()) v.assign(s.size(), 1.0f);
-            for (size_t j = 0; j < s.size(); ++j) v[j] *= s[j];
-        }
+        for (const auto& l : site.linears) multiplyScales(inScale[l], s);
     }
 };
 
@@ -397,27 +399,38 @@ std::vector<AwqMember> awqMembers(BlockWork& w, const FoldSite& site) {
     return members;
 }
 
-/// Searches and folds the AWQ scale of one site.
-void awqScaleSite(BlockWork& w, const LayerPlan& lp, const FoldSite& site) {
-    const auto s0 = Clock::now();
-    const AwqOptions ao = awqOptions(lp.weightJson);
+/// lcw's joint-linears search of one site: Σ over its linears of the output error on up to
+/// ao.maxRows strided rows of the captured input (scaled by the folds so far).
+AwqScaleResult jointLinearsSearch(BlockWork& w, const FoldSite& site, const AwqOptions& ao) {
     const LinearInputs& in = w.in(ao.fpStats).at(site.linears[0]);
     const std::vector<float>* sc = w.scaleOf(site.linears[0]);
     int64_t n = 0;
     const std::vector<float> X = searchRows(in, sc, ao.maxRows, n);
-    const std::vector<float> stat = awqStatistic(in, sc, site);
-    const std::vector<AwqMember> members = awqMembers(w, site);
-    const AwqScaleResult r = awqSearchScale(X.data(), n, site.channels, stat, members, ao);
+    return awqSearchScale(X.data(), n, site.channels, awqStatistic(in, sc, site),
+                          awqMembers(w, site), ao);
+}
+
+/// The details every linear of an AWQ site reports.
+void reportAwqSite(BlockWork& w, const FoldSite& site, const AwqScaleResult& r,
+                   const std::string& objective) {
+    for (const auto& l : site.linears) {
+        json& d = w.details[l];
+        d["awq_site"] = site.kind;
+        d["awq_alpha"] = r.alpha;
+        d["awq_search_error"] = r.error;
+        d["awq_identity_error"] = r.identityError;
+        d["awq_objective"] = objective;
+    }
+}
+
+/// Searches and folds the AWQ scale of one site (joint-linears objective).
+void awqScaleSite(BlockWork& w, const LayerPlan& lp, const FoldSite& site) {
+    const auto s0 = Clock::now();
+    const AwqScaleResult r = jointLinearsSearch(w, site, awqOptions(lp.weightJson));
     w.scaleInputs(site, r.scale);
     const double secs = secondsSince(s0);
     for (const auto& l : site.linears) w.searchSeconds[l] = secs / double(site.linears.size());
-    for (const auto& l : site.linears) {
-        w.details[l]["awq_site"] = site.kind;
-        w.details[l]["awq_alpha"] = r.alpha;
-        w.details[l]["awq_search_error"] = r.error;
-        w.details[l]["awq_identity_error"] = r.identityError;
-        w.details[l]["awq_objective"] = "joint-linears";
-    }
+    reportAwqSite(w, site, r, "joint-linears");
 }
 
 /// Index of a block linear in BlockWeights::w from its canonical name, -1 when none.
@@ -620,12 +633,7 @@ void awqReferenceSites(const CalibratedRun& run, BlockWork& w,
             objective.push_back("module-output");
             continue;
         }
-        const LinearInputs& in = w.in(ao.fpStats).at(site.linears[0]);
-        const std::vector<float>* sc = w.scaleOf(site.linears[0]);
-        int64_t n = 0;
-        const std::vector<float> X = searchRows(in, sc, ao.maxRows, n);
-        found.push_back(
-            awqSearchScale(X.data(), n, site.channels, awqStatistic(in, sc, site), members, ao));
+        found.push_back(jointLinearsSearch(w, site, ao));
         objective.push_back("joint-linears (module-output needs a Llama-style block: " +
                             (why.empty() ? std::string("capture cancelled") : why) + ")");
     }
@@ -637,18 +645,12 @@ void awqReferenceSites(const CalibratedRun& run, BlockWork& w,
         const AwqScaleResult& r = found[i];
         w.scaleInputs(site, r.scale);
         for (const auto& l : site.linears) {
-            auto& v = w.awqScale[l];
-            if (v.empty()) v.assign(r.scale.size(), 1.0f);
-            for (size_t j = 0; j < r.scale.size(); ++j) v[j] *= r.scale[j];
+            multiplyScales(w.awqScale[l], r.scale);
             w.searchSeconds[l] = secs / double(nl);
-            json& d = w.details[l];
-            d["awq_site"] = site.kind;
-            d["awq_alpha"] = r.alpha;
-            d["awq_search_error"] = r.error;
-            d["awq_identity_error"] = r.identityError;
-            d["awq_objective"] = objective[i];
-            d["awq_stats"] = ao0.fpStats ? "fp" : "compressed";
         }
+        reportAwqSite(w, site, r, objective[i]);
+        for (const auto& l : site.linears)
+            w.details[l]["awq_stats"] = ao0.fpStats ? "fp" : "compressed";
     }
 }
 
