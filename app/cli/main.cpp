@@ -5,6 +5,7 @@
 #include "terminal_progress.h"
 
 #include "core/common/error.h"
+#include "core/runtime/device.h"
 #include "core/version.h"
 
 #include <cstdio>
@@ -129,6 +130,40 @@ random|consecutive] [--calib-seed N] for calibrated recipes; eval, compare and e
 too; the imatrix always takes llama-imatrix's consecutive chunks).
 )";
 
+/// Takes the global options --device SPEC and --gpu-layers N out of `args` (any position) and
+/// makes them the process defaults of every Session. A Vulkan device that cannot be used is
+/// announced once here; the sessions then run on the CPU.
+void takeDeviceOptions(std::vector<std::string>& args) {
+    for (size_t i = 0; i < args.size();) {
+        const std::string& a = args[i];
+        if (a != "--device" && a != "--gpu-layers") {
+            ++i;
+            continue;
+        }
+        if (i + 1 >= args.size()) throw lcw::cli::UsageError{a + " needs a value"};
+        const std::string v = args[i + 1];
+        if (a == "--device") {
+            lcw::runtime::setDefaultDevice(v); // throws ArgumentError on a bad spec
+            std::string note;
+            const auto d = lcw::runtime::resolveDevice(lcw::runtime::defaultDevice(), &note);
+            if (!note.empty()) {
+                std::fprintf(stderr, "lcw-cli: warning: --device %s: %s\n", v.c_str(), note.c_str());
+                lcw::runtime::setDefaultDevice("cpu");
+            } else if (d.id != "cpu") {
+                lcw::runtime::setDefaultDevice(d.id);
+            }
+        } else {
+            char* end = nullptr;
+            const long n = std::strtol(v.c_str(), &end, 10);
+            if (v.empty() || *end || n < -1 || n > 100000)
+                throw lcw::cli::UsageError{"--gpu-layers needs a number of layers (-1: all), got '" +
+                                      v + "'"};
+            lcw::runtime::setDefaultGpuLayers(int(n));
+        }
+        args.erase(args.begin() + long(i), args.begin() + long(i) + 2);
+    }
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
@@ -142,6 +177,7 @@ int main(int argc, char** argv) {
     args.erase(args.begin());
     installInterruptHandler();
     try {
+        takeDeviceOptions(args);
         if (cmd == "version" || cmd == "--version") {
             std::printf("lcw-cli %s\n", lcw::version());
             return 0;

@@ -7,6 +7,7 @@
 ///                         Mixtral, OPT, GPT-2, GPT-NeoX, StableLM, Falcon, Bloom)
 ///   arch_mamba.cpp        Mamba selective state-space blocks
 #include "core/model/model.h"
+#include "core/runtime/backend.h"
 #include "core/runtime/cancel.h"
 #include "core/runtime/kernels.h"
 #include "core/runtime/session.h"
@@ -26,11 +27,22 @@ struct RunEnv {
     const std::vector<Observer*>& observers;
     int stopAfterLayer = -1; ///< SessionOptions::stopAfterLayer
     bool exact = false;      ///< SessionOptions::exactActivations (every linear's `exact`)
+    Backend* backend = nullptr; ///< where the weight products run (never null)
+    /// The block being run: -1 before the first (embeddings), nLayers after the last (lm_head);
+    /// the backend splits GPU and CPU layers by it.
+    mutable int layer = -1;
+
+    /// The weight products of one call (kernels::linearBatch's contract) on the backend.
+    void linear(std::span<const kernels::LinearJob> jobs, const float* x, int64_t ldx,
+                int64_t n) const {
+        backend->linearBatch(jobs, x, ldx, n, threads, exact, layer);
+    }
 
     /// Reports the block input of `layer`; returns false when the block must not run.
     /// Throws Cancelled when the thread's CancelScope says stop (checked before every block).
     bool enterBlock(int64_t layer, const float* h, int64_t n) const {
         checkCancel();
+        this->layer = int(layer);
         for (Observer* o : observers) o->onBlockInput(int(layer), h, n, s.dim);
         return stopAfterLayer < 0 || layer <= stopAfterLayer;
     }

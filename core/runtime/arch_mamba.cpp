@@ -58,7 +58,7 @@ private:
     void linear(const Weight& W, const float* x, int64_t ldx, int64_t n, float* y, int64_t ldy,
                 const float* bias) const {
         const kernels::LinearJob job = W.job(y, ldy, bias);
-        kernels::linearBatch({&job, 1}, x, ldx, n, env.threads, env.exact);
+        env.linear({&job, 1}, x, ldx, n);
     }
 };
 
@@ -192,6 +192,7 @@ void MambaRunner::run(const int32_t* ids, int64_t n, int64_t pos0, int64_t logit
         block(l, n);
     }
     if (logitsFrom >= n || env.stopAfterLayer >= 0) return;
+    env.layer = int(s.nLayers);
     const int64_t nOut = n - logitsFrom;
     float* xo = xn.data() + logitsFrom * dim;
     finalNorm.apply(h.data() + logitsFrom * dim, xo, nOut, dim, dim);

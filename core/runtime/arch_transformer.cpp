@@ -466,6 +466,7 @@ void TransformerRunner::moe(int64_t l, const float* x, int64_t n, float* out) {
 void TransformerRunner::run(const int32_t* ids, int64_t n, int64_t pos0, int64_t logitsFrom,
                             float* logitsOut) {
     const int64_t dim = s.dim;
+    env.layer = -1;
     ensureCache(pos0 + n);
     embedTokens(ids, n, pos0);
 
@@ -524,6 +525,7 @@ void TransformerRunner::run(const int32_t* ids, int64_t n, int64_t pos0, int64_t
     }
 
     if (logitsFrom >= n || env.stopAfterLayer >= 0) return;
+    env.layer = int(s.nLayers);
     const int64_t nOut = n - logitsFrom;
     float* xo = xn.data() + logitsFrom * dim;
     if (finalNorm.present())
@@ -657,10 +659,9 @@ void TransformerRunner::linearGroup(const Weight* ws, const Out* outs,
         stored[ns++] = W.job(outs[i].y, outs[i].ldy, outs[i].bias);
     }
     if (np > 0)
-        kernels::linearBatch(std::span(packed, size_t(np)), x, dim, n, env.threads, env.exact);
+        env.linear(std::span(packed, size_t(np)), x, dim, n);
     if (ns > 0 && same)
-        kernels::linearBatch(std::span(stored, size_t(ns)), quantIn(aq[firstStored], x, n, dim),
-                             dim, n, env.threads, env.exact);
+        env.linear(std::span(stored, size_t(ns)), quantIn(aq[firstStored], x, n, dim), dim, n);
     static const LowRank kNone;
     for (int i = 0; i < count; ++i)
         if (!ws[i] || (!ws[i].p && !same))
@@ -678,15 +679,15 @@ void TransformerRunner::applyLinear(const Weight& W, const LowRank& lr, const Ac
     const float* xin = first.p ? x : quantIn(a, x, n, ldx);
     if (W) {
         const kernels::LinearJob job = W.job(y, ldy, bias, a);
-        kernels::linearBatch({&job, 1}, xin, ldx, n, env.threads, env.exact);
+        env.linear({&job, 1}, xin, ldx, n);
         return;
     }
     const int64_t r = lr.rank;
     if (lrBuf.size() < size_t(n * r)) lrBuf.resize(size_t(n * r));
     const kernels::LinearJob ja = lr.a.job(lrBuf.data(), r, nullptr, a);
-    kernels::linearBatch({&ja, 1}, xin, ldx, n, env.threads, env.exact);
+    env.linear({&ja, 1}, xin, ldx, n);
     const kernels::LinearJob jb = lr.b.job(y, ldy, bias);
-    kernels::linearBatch({&jb, 1}, lrBuf.data(), r, n, env.threads, env.exact);
+    env.linear({&jb, 1}, lrBuf.data(), r, n);
 }
 
 // Per-block shapes: heads = rows(q) / head_dim, KV heads = rows(k) / head_dim (v must agree),

@@ -68,6 +68,8 @@ struct Session::Impl {
     int threads = 0;
     std::vector<Observer*> observers;
     std::vector<int32_t> eos;
+    std::unique_ptr<runtime::Backend> backend;
+    std::string deviceNote;
     std::unique_ptr<runtime::ArchRunner> runner;
 
     Impl(const WeightSource& ws, SessionOptions o) : w(ws), s(ws.spec()), opts(o) {}
@@ -92,8 +94,20 @@ void Session::Impl::bind() {
         throw UnsupportedError("the CPU runtime does not support architecture '" + s.arch +
                                "' (supported: " + list + ")");
     }
-    const runtime::RunEnv env{
-        w, s, threads, ctx, batch, observers, opts.stopAfterLayer, opts.exactActivations};
+    const runtime::DeviceSpec dev =
+        opts.device.empty() ? runtime::defaultDevice() : runtime::parseDeviceSpec(opts.device);
+    backend = runtime::makeBackend(dev, w, opts.gpuLayers >= -1 ? opts.gpuLayers
+                                                                 : runtime::defaultGpuLayers(),
+                                   &deviceNote);
+    const runtime::RunEnv env{w,
+                              s,
+                              threads,
+                              ctx,
+                              batch,
+                              observers,
+                              opts.stopAfterLayer,
+                              opts.exactActivations,
+                              backend.get()};
     runner = s.isMamba() ? runtime::makeMambaRunner(env) : runtime::makeTransformerRunner(env);
 
     eos = s.eosIds;
@@ -228,6 +242,22 @@ void Session::removeObserver(Observer* o) {
 
 const WeightSource& Session::weights() const {
     return m->w;
+}
+
+const runtime::DeviceInfo& Session::device() const {
+    return m->backend->device();
+}
+
+const std::string& Session::deviceNote() const {
+    return m->deviceNote;
+}
+
+int64_t Session::deviceProducts() const {
+    return m->backend->counters().deviceProducts;
+}
+
+int64_t Session::fallbackProducts() const {
+    return m->backend->counters().fallbackProducts;
 }
 
 std::vector<std::vector<int64_t>> Session::expertTokenCounts() const {

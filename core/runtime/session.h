@@ -5,6 +5,7 @@
 #include "core/common/error.h"
 #include "core/common/progress.h"
 #include "core/model/model.h"
+#include "core/runtime/device.h"
 
 #include <cstdint>
 #include <functional>
@@ -98,6 +99,13 @@ struct SessionOptions {
     /// quantised to 8-bit blocks for integer dot products (kernels::linear's `exact`). A
     /// recipe's own activation quantisation (RuntimeQuant) still applies either way.
     bool exactActivations = false;
+    /// Where the products run: "cpu", "vulkan", "vulkan:N" (runtime/device.h); empty: the
+    /// process default (runtime::defaultDevice(), set by lcw-cli --device or the GUI). A Vulkan
+    /// device that cannot be used gives the CPU and Session::deviceNote() says why.
+    std::string device;
+    /// With a Vulkan device: blocks 0..gpuLayers-1 on the GPU, the rest (and lm_head) on the
+    /// CPU; -1 all on the GPU; -2 the process default (runtime::defaultGpuLayers()).
+    int gpuLayers = -2;
 };
 
 struct GenerateResult {
@@ -142,6 +150,15 @@ public:
     void removeObserver(Observer* o);
 
     const WeightSource& weights() const;
+
+    /// The device the session's products run on (the CPU when a requested Vulkan device could
+    /// not be used: deviceNote() then says why; empty otherwise).
+    const runtime::DeviceInfo& device() const;
+    const std::string& deviceNote() const;
+    /// Weight products run on the device so far, and those it handed to the CPU kernels
+    /// (formats without a shader yet); 0/0 on the CPU.
+    int64_t deviceProducts() const;
+    int64_t fallbackProducts() const;
 
     /// Mixture-of-experts models: tokens routed to each expert since the session was created (or
     /// since resetExpertTokenCounts()), [layer][expert]; empty for dense models. Experts that see

@@ -1,0 +1,56 @@
+#pragma once
+/// \file
+/// Internal to core/runtime: where the runners' weight products run. The CPU backend
+/// (cpu/cpu_backend.cpp) calls the kernels of kernels.h / packed_linear.h and is the reference;
+/// the Vulkan backend (vulkan/) runs the same products in compute shaders and hands the jobs it
+/// cannot run (yet) to the CPU kernels. One backend per Session; a backend may share the
+/// weights it uploaded with other sessions over the same WeightSource.
+#include "core/model/model.h"
+#include "core/runtime/device.h"
+#include "core/runtime/kernels.h"
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+namespace lcw::runtime {
+
+/// What a backend did so far (reports and tests).
+struct BackendCounters {
+    int64_t deviceProducts = 0;   ///< weight products run on the device
+    int64_t fallbackProducts = 0; ///< products the device could not run, run by the CPU kernels
+    uint64_t deviceWeightBytes = 0; ///< weight bytes resident on the device for this source
+};
+
+class Backend {
+public:
+    virtual ~Backend() = default;
+    /// The device it runs on.
+    virtual const DeviceInfo& device() const = 0;
+    /// kernels::linearBatch's contract: y[t*ldy + o] = x[t] . W[o] (+ bias[o]) for every job.
+    /// `layer`: the block the product belongs to (-1 embeddings / nLayers lm_head), for the
+    /// GPU/CPU layer split.
+    virtual void linearBatch(std::span<const kernels::LinearJob> jobs, const float* x,
+                             int64_t ldx, int64_t nTok, int threads, bool exact, int layer) = 0;
+    virtual BackendCounters counters() const = 0;
+};
+
+/// The CPU kernels.
+std::unique_ptr<Backend> makeCpuBackend();
+/// The backend for `spec` and the weights `w` (Vulkan: weights uploaded on first use, shared by
+/// backends of the same device over the same WeightSource). A Vulkan spec that cannot be served
+/// gives the CPU backend and the reason in `note`.
+std::unique_ptr<Backend> makeBackend(const DeviceSpec& spec, const WeightSource& w,
+                                     int gpuLayers, std::string* note);
+
+#ifdef LCW_HAVE_VULKAN
+namespace vulkan {
+/// vulkan/vk_backend.cpp. Throws Error when the device cannot be opened.
+std::unique_ptr<Backend> makeVulkanBackend(int deviceIndex, const WeightSource& w, int gpuLayers);
+/// Vulkan devices (ids "vulkan:N"); whyNone as listDevices().
+std::vector<DeviceInfo> listVulkanDevices(std::string* whyNone);
+} // namespace vulkan
+#endif
+
+} // namespace lcw::runtime
