@@ -50,6 +50,9 @@ namespace vulkan {
 std::unique_ptr<Backend> makeVulkanBackend(int deviceIndex, const WeightSource& w, int gpuLayers);
 /// Vulkan devices (ids "vulkan:N"); whyNone as listDevices().
 std::vector<DeviceInfo> listVulkanDevices(std::string* whyNone);
+/// Tests: pretend one storage-buffer binding holds at most `bytes` (0: the device's limit), so
+/// that row and token chunking run on small weights.
+void setBindingLimitForTests(uint64_t bytes);
 } // namespace vulkan
 #endif
 

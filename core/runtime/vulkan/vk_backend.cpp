@@ -9,6 +9,7 @@
 #include "core/runtime/vulkan/vk_context.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -17,43 +18,56 @@ namespace lcw::runtime::vulkan {
 
 namespace {
 
-/// The shader of a stored weight type, or null when there is none.
+/// The shaders' name suffix of a stored weight type ("q4_k": matvec_q4_k, matmul_q4_k), or null
+/// when there is none.
 const char* matmulShader(DType t) {
     switch (t) {
     case DType::F32:
-        return "matmul_f32";
+        return "f32";
     case DType::F16:
-        return "matmul_f16";
+        return "f16";
     case DType::BF16:
-        return "matmul_bf16";
+        return "bf16";
     case DType::Q4_0:
-        return "matmul_q4_0";
+        return "q4_0";
     case DType::Q4_1:
-        return "matmul_q4_1";
+        return "q4_1";
     case DType::Q5_0:
-        return "matmul_q5_0";
+        return "q5_0";
     case DType::Q5_1:
-        return "matmul_q5_1";
+        return "q5_1";
     case DType::Q8_0:
-        return "matmul_q8_0";
+        return "q8_0";
     case DType::Q2_K:
-        return "matmul_q2_k";
+        return "q2_k";
     case DType::Q3_K:
-        return "matmul_q3_k";
+        return "q3_k";
     case DType::Q4_K:
-        return "matmul_q4_k";
+        return "q4_k";
     case DType::Q5_K:
-        return "matmul_q5_k";
+        return "q5_k";
     case DType::Q6_K:
-        return "matmul_q6_k";
+        return "q6_k";
     case DType::IQ4_NL:
-        return "matmul_iq4_nl";
+        return "iq4_nl";
     case DType::IQ4_XS:
-        return "matmul_iq4_xs";
+        return "iq4_xs";
     default:
         return nullptr;
     }
 }
+
+std::atomic<uint64_t> gBindingLimitForTests{0};
+
+/// The bytes one binding may cover on `ctx` (below 2 GiB: the shaders index bytes in 32 bits).
+uint64_t bindingLimit(const Context& ctx) {
+    const uint64_t forced = gBindingLimitForTests.load();
+    if (forced) return forced;
+    return std::min<uint64_t>(ctx.maxBindingBytes(), uint64_t(1) << 31);
+}
+
+/// Up to this many tokens a product runs as matrix-vector products (matvec.comp).
+constexpr int64_t kMatvecMaxTokens = 4;
 
 struct MatmulPush {
     uint32_t rows, cols, nTok, rowBytes, ldy, row0, hasBias, biasOffset;
@@ -87,12 +101,14 @@ public:
         DeviceWeight w;
         w.shader = matmulShader(t.dtype);
         const uint64_t rowBytes = t.rowBytes();
-        const uint64_t limit = std::min<uint64_t>(ctx->maxBindingBytes(), uint64_t(1) << 31);
+        const uint64_t limit = bindingLimit(*ctx);
         if (rowBytes == 0 || rowBytes > limit)
             throw Error("Vulkan: weight " + t.name + " has rows of " + std::to_string(rowBytes) +
                         " bytes, more than one buffer binding allows");
         w.rowBytes = uint32_t(rowBytes);
-        const int64_t perChunk = int64_t(limit / rowBytes);
+        // Rows per chunk: one binding, and at most 65535 workgroups of 16 rows (the smallest
+        // maxComputeWorkGroupCount Vulkan allows).
+        const int64_t perChunk = std::min<int64_t>(int64_t(limit / rowBytes), 65535 * 16);
         try {
             for (int64_t r0 = 0; r0 < t.rows(); r0 += perChunk) {
                 DeviceWeight::Chunk ch;
@@ -142,7 +158,7 @@ public:
         // Builds every matmul pipeline the source needs now, so that a broken driver fails here
         // (and the session falls back to the CPU) rather than in the middle of a run.
         std::lock_guard<std::mutex> lock(m_ctx->mutex());
-        m_ctx->pipeline("matmul_f32", 4, sizeof(MatmulPush));
+        m_ctx->pipeline("matvec_f32", 4, sizeof(MatmulPush));
     }
     ~VulkanBackend() override {
         std::lock_guard<std::mutex> lock(m_ctx->mutex());
@@ -192,9 +208,10 @@ private:
             if (j.bias) biasRows += j.w->rows();
         }
         // Tokens per submission: X [tok, cols] and each Y [tok, rows] must fit one binding.
-        const uint64_t limit = std::min<uint64_t>(m_ctx->maxBindingBytes(), uint64_t(1) << 31);
+        const uint64_t limit = bindingLimit(*m_ctx);
         const int64_t perTok = std::max(cols, maxRows) * 4;
-        const int64_t tokChunk = std::max<int64_t>(1, std::min<int64_t>(nTok, int64_t(limit) / perTok));
+        const int64_t tokChunk = std::max<int64_t>(
+            1, std::min<int64_t>({nTok, int64_t(limit) / perTok, int64_t(65535) * 8}));
         std::vector<const DeviceWeight*> dw;
         for (const auto& j : jobs) dw.push_back(&m_weights->get(*j.w));
         if (m_y.size() < jobs.size()) m_y.resize(jobs.size());
@@ -220,7 +237,11 @@ private:
             for (size_t i = 0; i < jobs.size(); ++i) {
                 const int64_t rows = jobs[i].w->rows();
                 ensure(m_y[i], uint64_t(nt * rows) * 4);
-                const Pipeline& p = m_ctx->pipeline(dw[i]->shader, 4, sizeof(MatmulPush));
+                // Few tokens: one workgroup per row (matvec); more: 16 x 16 tiles (matmul).
+                const bool tiled = nt > kMatvecMaxTokens;
+                const Pipeline& p = m_ctx->pipeline(
+                    std::string(tiled ? "matmul_" : "matvec_") + dw[i]->shader, 4,
+                    sizeof(MatmulPush));
                 for (const auto& ch : dw[i]->chunks) {
                     Dispatch d;
                     d.pipeline = &p;
@@ -230,8 +251,13 @@ private:
                                   jobs[i].bias ? 1u : 0u, biasOffset[i]};
                     d.push.resize(sizeof pc);
                     std::memcpy(d.push.data(), &pc, sizeof pc);
-                    d.groups[0] = uint32_t(std::min<int64_t>(ch.rows, m_ctx->maxGroups(0)));
-                    d.groups[1] = uint32_t((nt + 7) / 8);
+                    if (tiled) {
+                        d.groups[0] = uint32_t((ch.rows + 15) / 16);
+                        d.groups[1] = uint32_t((nt + 15) / 16);
+                    } else {
+                        d.groups[0] = uint32_t(std::min<int64_t>(ch.rows, m_ctx->maxGroups(0)));
+                        d.groups[1] = uint32_t((nt + 7) / 8);
+                    }
                     ds.push_back(std::move(d));
                 }
             }
@@ -255,6 +281,8 @@ private:
 };
 
 } // namespace
+
+void setBindingLimitForTests(uint64_t bytes) { gBindingLimitForTests = bytes; }
 
 std::unique_ptr<Backend> makeVulkanBackend(int deviceIndex, const WeightSource& w, int gpuLayers) {
     return std::make_unique<VulkanBackend>(deviceIndex, w, gpuLayers);

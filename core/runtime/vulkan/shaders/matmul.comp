@@ -1,66 +1,53 @@
 #version 450
-// Y[t, row0 + r] = sum_k X[t, k] * W[r, k] (+ B[row0 + r]) for the rows r < rows of one chunk of
-// a weight stored in any runtime type (compiled once per type with -DWT_<TYPE>, see
-// dequant.glsl). The weight arrives as its raw bytes; each invocation dequantises groups of 32
-// weights in registers and multiplies them with up to TOK tokens; a workgroup of 64 sums one row.
+// Tiled matrix products for many tokens (prefill, perplexity): Y[t, row0 + r] = sum_k X[t, k] *
+// W[r, k] (+ bias), same bindings and result as matvec.comp. A workgroup of 64 computes a tile
+// of TR rows x TT tokens: per group of 32 input columns, TR invocations dequantise one row's
+// group each into shared memory, all load the TT x 32 activations, then each invocation adds
+// 32-term dot products to its 4 outputs.
 #extension GL_GOOGLE_include_directive : require
 
 layout(local_size_x = 64) in;
 
-layout(std430, binding = 0) readonly buffer WBuf { uint W[]; };
-layout(std430, binding = 1) readonly buffer XBuf { float X[]; };
-layout(std430, binding = 2) writeonly buffer YBuf { float Y[]; };
-layout(std430, binding = 3) readonly buffer BBuf { float B[]; };
+#include "matmul_common.glsl"
 
-layout(push_constant) uniform PushConstants {
-    uint rows;     // rows of this chunk
-    uint cols;     // input size
-    uint nTok;     // tokens (rows of X)
-    uint rowBytes; // bytes per stored row
-    uint ldy;      // row stride of Y (the weight's rows)
-    uint row0;     // first row of the chunk in the weight
-    uint hasBias;
-    uint biasOffset; // where this weight's bias starts in B
-} pc;
-
-#include "dequant.glsl"
-
-#define TOK 8
-shared float red[TOK][64];
+#define TR 16u
+#define TT 16u
+shared float Ws[TR][33];
+shared float Xs[TT][33];
 
 void main() {
     const uint tid = gl_LocalInvocationID.x;
-    const uint tok0 = gl_WorkGroupID.y * TOK;
-    const uint ntk = min(uint(TOK), pc.nTok - tok0);
+    const uint rowBase = gl_WorkGroupID.x * TR, tokBase = gl_WorkGroupID.y * TT;
+    const uint lr = tid & 15u, lt = tid >> 4; // this invocation's row and first token
+    float acc[4] = float[4](0.0, 0.0, 0.0, 0.0);
     const uint nGroups = (pc.cols + 31u) / 32u;
-    for (uint r = gl_WorkGroupID.x; r < pc.rows; r += gl_NumWorkGroups.x) {
-        float acc[TOK];
-        for (uint t = 0u; t < TOK; ++t) acc[t] = 0.0;
-        const uint rowStart = r * pc.rowBytes;
-        for (uint g = tid; g < nGroups; g += 64u) {
+    for (uint g = 0u; g < nGroups; ++g) {
+        if (tid < TR) {
             float v[32];
-            dequantGroup(rowStart, g, v);
-            const uint k0 = g * 32u;
-            const uint kn = min(32u, pc.cols - k0);
-            for (uint t = 0u; t < ntk; ++t) {
-                const uint xo = (tok0 + t) * pc.cols + k0;
-                float s = 0.0;
-                for (uint i = 0u; i < kn; ++i) s += v[i] * X[xo + i];
-                acc[t] += s;
-            }
+            for (uint i = 0u; i < 32u; ++i) v[i] = 0.0;
+            const uint r = rowBase + tid;
+            if (r < pc.rows) dequantGroup(r * pc.rowBytes, g, v);
+            for (uint i = 0u; i < 32u; ++i) Ws[tid][i] = v[i];
         }
-        for (uint t = 0u; t < TOK; ++t) red[t][tid] = acc[t];
-        barrier();
-        for (uint s = 32u; s > 0u; s >>= 1) {
-            if (tid < s)
-                for (uint t = 0u; t < TOK; ++t) red[t][tid] += red[t][tid + s];
-            barrier();
-        }
-        if (tid < ntk) {
-            float y = red[tid][0];
-            if (pc.hasBias != 0u) y += B[pc.biasOffset + pc.row0 + r];
-            Y[(tok0 + tid) * pc.ldy + pc.row0 + r] = y;
+        for (uint e = tid; e < TT * 32u; e += 64u) {
+            const uint t = e >> 5, i = e & 31u;
+            const uint tok = tokBase + t, k = g * 32u + i;
+            Xs[t][i] = (tok < pc.nTok && k < pc.cols) ? X[tok * pc.cols + k] : 0.0;
         }
         barrier();
+        for (uint j = 0u; j < 4u; ++j) {
+            const uint t = lt + 4u * j;
+            float s = 0.0;
+            for (uint i = 0u; i < 32u; ++i) s += Ws[lr][i] * Xs[t][i];
+            acc[j] += s;
+        }
+        barrier();
+    }
+    const uint r = rowBase + lr;
+    if (r >= pc.rows) return;
+    const float b = pc.hasBias != 0u ? B[pc.biasOffset + pc.row0 + r] : 0.0;
+    for (uint j = 0u; j < 4u; ++j) {
+        const uint tok = tokBase + lt + 4u * j;
+        if (tok < pc.nTok) Y[tok * pc.ldy + pc.row0 + r] = acc[j] + b;
     }
 }
