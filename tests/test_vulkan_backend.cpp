@@ -185,7 +185,7 @@ private slots:
     /// --gpu-layers: blocks from N on (and lm_head) run on the CPU; the results agree.
     void layerSplitAndSharing() {
         REQUIRE_VULKAN();
-        const Case c{DType::Q4_0, 20, 64, 2};
+        const Case c{DType::Q4_0, 2000, 256, 2};
         auto mw = weightsFor(c);
         auto be = runtime::makeBackend(runtime::parseDeviceSpec("vulkan"), *mw, 1, nullptr);
         const auto x = randomVector(size_t(c.tokens * c.cols), 3);
@@ -199,15 +199,50 @@ private slots:
         be->linearBatch({&j, 1}, x.data(), c.cols, c.tokens, 1, true, 1);
         QCOMPARE(be->counters().deviceProducts, int64_t(1));
         QCOMPARE(be->counters().fallbackProducts, int64_t(1));
-        QVERIFY(maxAbsDiff(y0, y1) < 1e-5);
-        // A second backend over the same weights shares the uploaded copy.
+        QVERIFY(maxAbsDiff(y0, y1) < 1e-4);
+        const uint64_t weightBytes = be->counters().deviceWeightBytes;
+        QVERIFY(weightBytes >= mw->find("a")->nbytes);
+        // A second backend (another session, e.g. an overlay's) over the same tensor shares the
+        // uploaded copy: the device memory grows by its scratch buffers only.
+        const uint64_t before = be->counters().deviceTotalBytes;
         auto be2 = runtime::makeBackend(runtime::parseDeviceSpec("vulkan"), *mw, -1, nullptr);
-        QCOMPARE(be2->counters().deviceWeightBytes, be->counters().deviceWeightBytes);
+        be2->linearBatch({&j, 1}, x.data(), c.cols, c.tokens, 1, true, 0);
+        QCOMPARE(be2->counters().deviceWeightBytes, weightBytes);
+        QVERIFY(be2->counters().deviceTotalBytes - before < weightBytes);
+        // Released with the last backend that used it.
+        be.reset();
+        be2.reset();
+        auto be3 = runtime::makeBackend(runtime::parseDeviceSpec("vulkan"), *mw, -1, nullptr);
+        QVERIFY(be3->counters().deviceTotalBytes < weightBytes);
         // gpuLayers 0: the CPU backend.
         QCOMPARE(runtime::makeBackend(runtime::parseDeviceSpec("vulkan"), *mw, 0, nullptr)
                      ->device()
                      .id,
                  std::string("cpu"));
+    }
+
+    /// A model whose weights do not fit the device says so before running, suggests how many
+    /// layers would, and the session runs on the CPU; with that many GPU layers it runs.
+    void modelThatDoesNotFit() {
+        REQUIRE_VULKAN();
+        auto model = Model::load(LCW_SOURCE_DIR "/resources/models/stories260K");
+        runtime::vulkan::setDeviceMemoryForTests(600000);
+        struct Reset {
+            ~Reset() { runtime::vulkan::setDeviceMemoryForTests(0); }
+        } reset;
+        SessionOptions so;
+        so.device = "vulkan";
+        {
+            Session s(*model, so);
+            QCOMPARE(s.device().id, std::string("cpu"));
+            QVERIFY2(s.deviceNote().find("--gpu-layers") != std::string::npos,
+                     s.deviceNote().c_str());
+            QVERIFY(s.deviceNote().find("running on the CPU") != std::string::npos);
+        }
+        so.gpuLayers = 1;
+        Session s(*model, so);
+        QVERIFY2(s.deviceNote().empty(), s.deviceNote().c_str());
+        QVERIFY(s.device().id != "cpu");
     }
 
     /// Whole models: logits of a prefill and of two decode steps on the GPU equal the CPU's

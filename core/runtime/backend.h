@@ -20,7 +20,10 @@ namespace lcw::runtime {
 struct BackendCounters {
     int64_t deviceProducts = 0;   ///< weight products run on the device
     int64_t fallbackProducts = 0; ///< products the device could not run, run by the CPU kernels
-    uint64_t deviceWeightBytes = 0; ///< weight bytes resident on the device for this source
+    uint64_t deviceWeightBytes = 0; ///< weight bytes on the device that this backend uses
+    /// Everything lcw holds on the device now (every session's weights, shared once, and
+    /// scratch buffers).
+    uint64_t deviceTotalBytes = 0;
 };
 
 class Backend {
@@ -53,6 +56,8 @@ std::vector<DeviceInfo> listVulkanDevices(std::string* whyNone);
 /// Tests: pretend one storage-buffer binding holds at most `bytes` (0: the device's limit), so
 /// that row and token chunking run on small weights.
 void setBindingLimitForTests(uint64_t bytes);
+/// Tests: pretend the device has `bytes` of memory (0: what it reports).
+void setDeviceMemoryForTests(uint64_t bytes);
 } // namespace vulkan
 #endif
 

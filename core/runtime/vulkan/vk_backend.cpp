@@ -9,10 +9,12 @@
 #include "core/runtime/vulkan/vk_context.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <atomic>
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <set>
 
 namespace lcw::runtime::vulkan {
 
@@ -57,7 +59,7 @@ const char* matmulShader(DType t) {
     }
 }
 
-std::atomic<uint64_t> gBindingLimitForTests{0};
+std::atomic<uint64_t> gBindingLimitForTests{0}, gDeviceMemoryForTests{0};
 
 /// The bytes one binding may cover on `ctx` (below 2 GiB: the shaders index bytes in 32 bits).
 uint64_t bindingLimit(const Context& ctx) {
@@ -84,20 +86,78 @@ struct DeviceWeight {
     uint32_t rowBytes = 0;
 };
 
-/// The weights of one WeightSource uploaded to one device, shared by every backend (session)
-/// over that source while one exists. Keyed by the tensor's bytes: a WeightSource's tensors do
-/// not move while it lives, and this cache dies with the last session over it.
+/// A stored tensor as the cache knows it: where its bytes are, how many, their type, and a hash
+/// of a sample of them (so that different contents at a reused address never share an entry).
+struct WeightKey {
+    const void* data = nullptr;
+    uint64_t nbytes = 0;
+    DType type = DType::F32;
+    uint64_t sample = 0;
+    auto operator<=>(const WeightKey&) const = default;
+};
+
+WeightKey keyOf(const TensorView& t) {
+    WeightKey k{t.data, t.nbytes, t.dtype, 1469598103934665603ull};
+    const auto* b = reinterpret_cast<const uint8_t*>(t.data);
+    auto mix = [&](uint64_t off, uint64_t n) {
+        for (uint64_t i = off; i < std::min(off + n, t.nbytes); ++i)
+            k.sample = (k.sample ^ b[i]) * 1099511628211ull;
+    };
+    // 16 slices of 64 bytes spread over the tensor, the first and the last included.
+    for (uint64_t i = 0; i < 16; ++i)
+        mix(t.nbytes > 64 ? (t.nbytes - 64) * i / 15 : 0, 64);
+    return k;
+}
+
+/// The stored weights uploaded to one device, shared by every backend (session) on it: a base
+/// model and its compressed overlays (which return the base's tensors for the layers they leave
+/// alone) upload each tensor once. An entry lives while a backend that used it lives; a
+/// WeightSource's tensors do not move or change while a session over it exists.
 class WeightCache {
 public:
     explicit WeightCache(std::shared_ptr<Context> c) : ctx(std::move(c)) {}
     ~WeightCache() {
-        for (auto& [key, w] : weights)
-            for (auto& ch : w.chunks) ctx->destroy(ch.buf);
+        for (auto& [key, e] : entries)
+            for (auto& ch : e.w.chunks) ctx->destroy(ch.buf);
     }
+    /// The device copy of `t`, uploaded when absent; `held` records the backend's reference.
     /// Called with ctx->mutex() held.
-    const DeviceWeight& get(const TensorView& t) {
-        auto it = weights.find(t.data);
-        if (it != weights.end()) return it->second;
+    const DeviceWeight& acquire(const TensorView& t, std::set<WeightKey>& held) {
+        const WeightKey key = keyOf(t);
+        auto it = entries.find(key);
+        if (it == entries.end()) it = entries.emplace(key, Entry{upload(t), 0, 0}).first;
+        if (held.insert(key).second) {
+            ++it->second.refs;
+            it->second.bytes = 0;
+            for (auto& ch : it->second.w.chunks) it->second.bytes += ch.buf.allocBytes;
+        }
+        return it->second.w;
+    }
+    /// Drops a backend's references (ctx->mutex() held).
+    void release(const std::set<WeightKey>& held) {
+        for (const WeightKey& k : held) {
+            auto it = entries.find(k);
+            if (it == entries.end() || --it->second.refs > 0) continue;
+            for (auto& ch : it->second.w.chunks) ctx->destroy(ch.buf);
+            entries.erase(it);
+        }
+    }
+    uint64_t bytesOf(const std::set<WeightKey>& held) const {
+        uint64_t b = 0;
+        for (const WeightKey& k : held)
+            if (auto it = entries.find(k); it != entries.end()) b += it->second.bytes;
+        return b;
+    }
+
+    std::shared_ptr<Context> ctx;
+
+private:
+    struct Entry {
+        DeviceWeight w;
+        int refs = 0;
+        uint64_t bytes = 0;
+    };
+    DeviceWeight upload(const TensorView& t) {
         DeviceWeight w;
         w.shader = matmulShader(t.dtype);
         const uint64_t rowBytes = t.rowBytes();
@@ -124,37 +184,66 @@ public:
             for (auto& ch : w.chunks) ctx->destroy(ch.buf);
             throw;
         }
-        bytes += [&] {
-            uint64_t b = 0;
-            for (auto& ch : w.chunks) b += ch.buf.allocBytes;
-            return b;
-        }();
-        return weights.emplace(t.data, std::move(w)).first->second;
+        return w;
     }
-
-    std::shared_ptr<Context> ctx;
-    std::map<const void*, DeviceWeight> weights;
-    uint64_t bytes = 0;
+    std::map<WeightKey, Entry> entries;
 };
 
-std::shared_ptr<WeightCache> weightCacheFor(const std::shared_ptr<Context>& ctx,
-                                            const WeightSource* w) {
+std::shared_ptr<WeightCache> weightCacheFor(const std::shared_ptr<Context>& ctx) {
     static std::mutex mu;
-    static std::map<std::pair<const Context*, const WeightSource*>, std::weak_ptr<WeightCache>> all;
+    static std::map<const Context*, std::weak_ptr<WeightCache>> all;
     std::lock_guard<std::mutex> lock(mu);
-    for (auto it = all.begin(); it != all.end();)
-        it = it->second.expired() ? all.erase(it) : std::next(it);
-    auto& slot = all[{ctx.get(), w}];
+    auto& slot = all[ctx.get()];
     if (auto c = slot.lock()) return c;
     auto c = std::make_shared<WeightCache>(ctx);
     slot = c;
     return c;
 }
 
+/// Bytes of the stored linear weights of blocks 0..gpuLayers-1 (all when < 0) and of lm_head: a
+/// lower bound of what the session will upload (names as the runners bind them).
+uint64_t weightBytesFor(const WeightSource& w, int gpuLayers) {
+    const ModelSpec& s = w.spec();
+    uint64_t total = 0;
+    auto add = [&](const std::string& name) {
+        if (w.packedLinear(name)) return;
+        if (const TensorView* t = w.find(name); t && matmulShader(t->dtype)) total += t->nbytes;
+    };
+    static const char* kRoles[] = {"attn.q",   "attn.k",         "attn.v",         "attn.o",
+                                   "mlp.gate", "mlp.up",         "mlp.down",       "mixer.in_proj",
+                                   "mixer.x_proj", "mixer.dt_proj", "mixer.out_proj"};
+    const int64_t n = gpuLayers < 0 ? s.nLayers : std::min<int64_t>(gpuLayers, s.nLayers);
+    for (int64_t l = 0; l < n; ++l)
+        for (const char* r : kRoles) add("layers." + std::to_string(l) + "." + r);
+    if (gpuLayers < 0 || gpuLayers > s.nLayers) add(w.find("lm_head") ? "lm_head" : "embed");
+    return total;
+}
+
+std::string gib(uint64_t b) {
+    char buf[32];
+    if (b >= (1ull << 30))
+        std::snprintf(buf, sizeof buf, "%.1f GiB", double(b) / double(1ull << 30));
+    else
+        std::snprintf(buf, sizeof buf, "%.1f MiB", double(b) / double(1ull << 20));
+    return buf;
+}
+
 class VulkanBackend final : public Backend {
 public:
     VulkanBackend(int index, const WeightSource& w, int gpuLayers)
-        : m_ctx(openContext(index)), m_weights(weightCacheFor(m_ctx, &w)), m_gpuLayers(gpuLayers) {
+        : m_ctx(openContext(index)), m_weights(weightCacheFor(m_ctx)), m_gpuLayers(gpuLayers) {
+        // A model that cannot fit says so before anything runs (the session then falls back to
+        // the CPU with this message).
+        const uint64_t need = weightBytesFor(w, gpuLayers);
+        const uint64_t have =
+            gDeviceMemoryForTests ? gDeviceMemoryForTests.load() : m_ctx->info().memoryBytes;
+        if (have > 0 && need > have - have / 10) {
+            const int64_t nl = std::max<int64_t>(w.spec().nLayers, 1);
+            const int64_t fit = int64_t(double(have - have / 5) / double(need) * double(nl));
+            throw Error("the model's weights need " + gib(need) + " on " + m_ctx->info().name +
+                        ", which has " + gib(have) + "; put fewer layers on the GPU (--gpu-layers " +
+                        std::to_string(std::max<int64_t>(fit, 0)) + ")");
+        }
         // Builds every matmul pipeline the source needs now, so that a broken driver fails here
         // (and the session falls back to the CPU) rather than in the middle of a run.
         std::lock_guard<std::mutex> lock(m_ctx->mutex());
@@ -162,6 +251,7 @@ public:
     }
     ~VulkanBackend() override {
         std::lock_guard<std::mutex> lock(m_ctx->mutex());
+        m_weights->release(m_held);
         for (Buffer* b : {&m_x, &m_bias}) m_ctx->destroy(*b);
         for (Buffer& b : m_y) m_ctx->destroy(b);
     }
@@ -170,7 +260,8 @@ public:
     BackendCounters counters() const override {
         BackendCounters c = m_counters;
         std::lock_guard<std::mutex> lock(m_ctx->mutex());
-        c.deviceWeightBytes = m_weights->bytes;
+        c.deviceWeightBytes = m_weights->bytesOf(m_held);
+        c.deviceTotalBytes = m_ctx->allocatedBytes();
         return c;
     }
 
@@ -213,7 +304,7 @@ private:
         const int64_t tokChunk = std::max<int64_t>(
             1, std::min<int64_t>({nTok, int64_t(limit) / perTok, int64_t(65535) * 8}));
         std::vector<const DeviceWeight*> dw;
-        for (const auto& j : jobs) dw.push_back(&m_weights->get(*j.w));
+        for (const auto& j : jobs) dw.push_back(&m_weights->acquire(*j.w, m_held));
         if (m_y.size() < jobs.size()) m_y.resize(jobs.size());
         ensure(m_bias, uint64_t(std::max<int64_t>(biasRows, 1)) * 4);
         std::vector<uint32_t> biasOffset(jobs.size(), 0);
@@ -274,6 +365,7 @@ private:
 
     std::shared_ptr<Context> m_ctx;
     std::shared_ptr<WeightCache> m_weights;
+    std::set<WeightKey> m_held; ///< the cache entries this backend uses
     int m_gpuLayers = -1;
     Buffer m_x, m_bias;
     std::vector<Buffer> m_y;
@@ -283,6 +375,7 @@ private:
 } // namespace
 
 void setBindingLimitForTests(uint64_t bytes) { gBindingLimitForTests = bytes; }
+void setDeviceMemoryForTests(uint64_t bytes) { gDeviceMemoryForTests = bytes; }
 
 std::unique_ptr<Backend> makeVulkanBackend(int deviceIndex, const WeightSource& w, int gpuLayers) {
     return std::make_unique<VulkanBackend>(deviceIndex, w, gpuLayers);

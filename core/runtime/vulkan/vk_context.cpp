@@ -431,12 +431,13 @@ void Context::run(const std::vector<Dispatch>& dispatches) {
 }
 
 std::shared_ptr<Context> openContext(int index) {
+    // Opened devices stay open until the process ends (their pipelines are compiled once; the
+    // weights go with the sessions that use them). Never destroyed, like the instance.
     static std::mutex mu;
-    static std::map<int, std::weak_ptr<Context>> open;
+    static auto* open = new std::map<int, std::shared_ptr<Context>>;
     std::lock_guard<std::mutex> lock(mu);
-    if (auto c = open[index].lock()) return c;
-    auto c = std::make_shared<Context>(index);
-    open[index] = c;
+    auto& c = (*open)[index];
+    if (!c) c = std::make_shared<Context>(index);
     return c;
 }
 

@@ -97,7 +97,7 @@ private:
     std::mutex m_mutex;
 };
 
-/// The shared context of device `index` (opened on first use, kept while anyone holds it).
+/// The shared context of device `index` (opened on first use, kept until the process ends).
 std::shared_ptr<Context> openContext(int index);
 
 } // namespace lcw::runtime::vulkan
