@@ -987,12 +987,13 @@ GgufExportResult exportGguf(const WeightSource& weights, const Tokenizer* tokeni
     md.emplace_back("general.quantization_version", u32(2));
     archMetadata(md, s, plan.family, res.warnings);
     vocabMetadata(md, tokenizer, s, res.warnings);
-    for (const auto& [k, v] : o.metadata) {
+    for (const auto& kv : o.metadata) { // (clang 14 cannot capture structured bindings)
+        const std::string& k = kv.first;
         auto it = std::find_if(md.begin(), md.end(), [&](const auto& e) { return e.first == k; });
         if (it != md.end())
-            it->second = v;
+            it->second = kv.second;
         else
-            md.emplace_back(k, v);
+            md.emplace_back(k, kv.second);
     }
 
     std::vector<TensorDesc> descs;
