@@ -7,6 +7,10 @@
 # the first report fails the test) into build-asan/ and runs them with ctest.
 # ASAN_OPTIONS defaults to detect_leaks=0 (Qt and libhdf5 keep allocations until exit, which
 # LeakSanitizer would report); set ASAN_OPTIONS yourself to change that.
+#
+# After the suite, a fuzz smoke run keeps the libFuzzer targets buildable and runs each briefly:
+# scripts/fuzz.sh all with LCW_FUZZ_SMOKE_SECONDS per target (default 10, libFuzzer seed 1,
+# clang + ASan + UBSan into build-fuzz/). LCW_FUZZ_SMOKE=0 skips it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
@@ -46,5 +50,15 @@ export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 if [ ! -d ../shared ] && [ -z "${LCW_SHARED_DIR:-}" ]; then
   echo "lcw: ../shared not found: tests that need shared models will be skipped"
 fi
-cd build
-ctest --output-on-failure -j "$(nproc 2>/dev/null || echo 2)" "$@"
+rc=0
+(cd build && ctest --output-on-failure -j "$(nproc 2>/dev/null || echo 2)" "$@") || rc=$?
+if [ "${LCW_FUZZ_SMOKE:-1}" != 0 ] && [ $# -eq 0 ]; then
+  LCW_PACKAGES=(clang libclang-rt-14-dev libomp-14-dev)
+  lcw_install_deps
+  smoke_start=$SECONDS
+  LCW_FUZZ_ARGS="-seed=1 ${LCW_FUZZ_ARGS:-}" \
+    bash scripts/fuzz.sh all "${LCW_FUZZ_SMOKE_SECONDS:-10}" || rc=1
+  echo "lcw: fuzz smoke (build and ${LCW_FUZZ_SMOKE_SECONDS:-10} s per target) took" \
+       "$((SECONDS - smoke_start)) s (LCW_FUZZ_SMOKE=0 skips it)"
+fi
+exit "$rc"
