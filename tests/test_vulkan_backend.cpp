@@ -29,6 +29,14 @@ namespace {
             QSKIP(qPrintable(QString("no Vulkan device: %1").arg(QString::fromStdString(why))));   \
     } while (0)
 
+#ifndef LCW_HAVE_VULKAN
+// A build without the Vulkan backend lists no Vulkan device: every test below skips.
+namespace lcw::runtime::vulkan {
+void setBindingLimitForTests(uint64_t) {}
+void setDeviceMemoryForTests(uint64_t) {}
+} // namespace lcw::runtime::vulkan
+#endif
+
 std::vector<float> randomVector(size_t n, uint32_t seed, float scale = 1.0f) {
     std::mt19937 rng(seed);
     std::normal_distribution<float> d(0.0f, scale);

@@ -120,10 +120,11 @@ const GgufMethod* ggufInfo(WeightMethod m) {
 /// Validates a weight section on its own (types, ranges, consistency within the section).
 void validateWeight(const json& w, int rule) {
     if (!w.is_object()) fail(rule, "weight", "expected an object or null, got " + w.dump());
-    checkKeys(w,
-              {"bits", "format", "symmetric", "granularity", "group_size", "method", "gguf", "damp",
-               "act_order", "block_size", "static_groups", "groups", "sym_grid", "awq", "epochs",
-               "lr", "let", "lr_let", "let_shift", "true_sequential"},
+    checkKeys(w, {"bits",       "format",     "symmetric",     "granularity",
+                  "group_size", "method",     "gguf",          "damp",
+                  "act_order",  "block_size", "static_groups", "groups",
+                  "sym_grid",   "awq",        "epochs",        "lr",
+                  "let",        "lr_let",     "let_shift",     "true_sequential"},
               rule, "weight.");
     if (w.contains("true_sequential"))
         boolField(w["true_sequential"], rule, "weight.true_sequential");
@@ -679,167 +680,192 @@ json Recipe::toJson() const {
     return j;
 }
 
+/// Weight-only RTN and NormalFloat/FP8 presets. (part of presets())
+void addWeightOnlyPresets(std::vector<Preset>& v) {
+    auto add = [&](const std::string& n, const std::string& d, json w) {
+        v.push_back({n, d, weightOnly(n, d, std::move(w))});
+    };
+    add("W8A16", "int8 symmetric per-channel RTN weights, 16-bit activations",
+        {{"bits", 8}, {"symmetric", true}, {"granularity", "channel"}});
+    add("W4A16-g128", "int4 asymmetric RTN, groups of 128 (f16 scale + zero)",
+        {{"bits", 4}, {"symmetric", false}, {"granularity", "group"}, {"group_size", 128}});
+    add("W4A16-g64", "int4 asymmetric RTN, groups of 64",
+        {{"bits", 4}, {"symmetric", false}, {"granularity", "group"}, {"group_size", 64}});
+    add("W4A16-g32", "int4 asymmetric RTN, groups of 32",
+        {{"bits", 4}, {"symmetric", false}, {"granularity", "group"}, {"group_size", 32}});
+    add("W3A16-g64", "int3 asymmetric RTN, groups of 64",
+        {{"bits", 3}, {"symmetric", false}, {"granularity", "group"}, {"group_size", 64}});
+    add("W2A16-g32", "int2 asymmetric RTN, groups of 32",
+        {{"bits", 2}, {"symmetric", false}, {"granularity", "group"}, {"group_size", 32}});
+    add("NF4-g64", "4-bit NormalFloat (QLoRA), absmax blocks of 64",
+        {{"bits", 4}, {"format", "nf4"}, {"granularity", "group"}, {"group_size", 64}});
+    add("FP8-E4M3", "fp8 e4m3 weights with a per-channel f16 scale",
+        {{"bits", 8}, {"format", "fp8_e4m3"}, {"granularity", "channel"}});
+    add("Q8_0", "GGUF q8_0: blocks of 32, int8 + f16 scale (8.5 bits/weight)",
+        {{"method", "q8_0"}});
+    add("Q5_0", "GGUF q5_0: blocks of 32, 5-bit + f16 scale (5.5 bits/weight)",
+        {{"method", "q5_0"}});
+    add("Q4_1", "GGUF q4_1: blocks of 32, 4-bit + f16 scale and min (5 bits/weight)",
+        {{"method", "q4_1"}});
+    add("Q4_0", "GGUF q4_0: blocks of 32, 4-bit + f16 scale (4.5 bits/weight)",
+        {{"method", "q4_0"}});
+}
+
+/// Weights and activations. (part of presets())
+void addWeightActivationPresets(std::vector<Preset>& v) {
+    // Weights and activations (Qllm-Eval's W8A8/W4A8/W4A4, OmniQuant's W6A6/W4A4): RTN
+    // per-channel weights, dynamic per-token symmetric activations at every linear input.
+    auto addWA = [&](const std::string& n, const std::string& d, json w, json a) {
+        v.push_back({n, d, oneRule(n, d, {{"weight", std::move(w)}, {"activation", a}})});
+    };
+    addWA("W8A8", "int8 sym per-channel weights, int8 dynamic per-token activations",
+          {{"bits", 8}, {"symmetric", true}, {"granularity", "channel"}},
+          {{"bits", 8}, {"mode", "dynamic_per_token"}});
+    addWA("W8A8-static",
+          "int8 sym per-channel weights, int8 static per-tensor activations (calibrated)",
+          {{"bits", 8}, {"symmetric", true}, {"granularity", "channel"}},
+          {{"bits", 8}, {"mode", "static_per_tensor"}});
+    addWA("W6A6", "int6 asym per-channel weights, int6 dynamic per-token activations",
+          {{"bits", 6}, {"symmetric", false}, {"granularity", "channel"}},
+          {{"bits", 6}, {"mode", "dynamic_per_token"}});
+    addWA("W4A8", "int4 asym per-channel weights, int8 dynamic per-token activations",
+          {{"bits", 4}, {"symmetric", false}, {"granularity", "channel"}},
+          {{"bits", 8}, {"mode", "dynamic_per_token"}});
+    addWA("W4A4", "int4 asym per-channel weights, int4 dynamic per-token activations",
+          {{"bits", 4}, {"symmetric", false}, {"granularity", "channel"}},
+          {{"bits", 4}, {"mode", "dynamic_per_token"}});
+}
+
+/// KV cache only. (part of presets())
+void addKvPresets(std::vector<Preset>& v) {
+    // KV cache only (Qllm-Eval's KV8/KV4/KV2): asymmetric, per token in groups of 128
+    // channels (the whole row when it is shorter); KIVI: keys per channel.
+    auto addKv = [&](const std::string& n, const std::string& d, json kv) {
+        v.push_back({n, d, oneRule(n, d, {{"kv", std::move(kv)}})});
+    };
+    for (int b : {8, 4, 2})
+        addKv(
+            "KV" + std::to_string(b),
+            "KV cache: int" + std::to_string(b) +
+                " asym K and V per token, groups of 128 channels; weights unchanged",
+            {{"k_bits", b}, {"v_bits", b}, {"k_granularity", "token"}, {"v_granularity", "token"}});
+    addKv("KV2-KIVI",
+          "KV cache: int2 asym, K per channel and V per token (KIVI), blocks/groups of 32",
+          {{"k_bits", 2},
+           {"v_bits", 2},
+           {"k_granularity", "channel"},
+           {"v_granularity", "token"},
+           {"group_size", 32}});
+}
+
+/// Calibrated methods. (part of presets())
+void addCalibratedPresets(std::vector<Preset>& v) {
+    auto add = [&](const std::string& n, const std::string& d, json w) {
+        v.push_back({n, d, weightOnly(n, d, std::move(w))});
+    };
+    // Calibrated methods (lcw-cli compress --calib FILE).
+    add("W4A16-g128-GPTQ", "int4 asymmetric GPTQ, groups of 128 (needs --calib)",
+        {{"bits", 4},
+         {"symmetric", false},
+         {"granularity", "group"},
+         {"group_size", 128},
+         {"method", "gptq"}});
+    add("W4A16-g64-GPTQ", "int4 asymmetric GPTQ, groups of 64 (needs --calib)",
+        {{"bits", 4},
+         {"symmetric", false},
+         {"granularity", "group"},
+         {"group_size", 64},
+         {"method", "gptq"}});
+    add("W4A16-g32-GPTQ", "int4 asymmetric GPTQ, groups of 32 (needs --calib)",
+        {{"bits", 4},
+         {"symmetric", false},
+         {"granularity", "group"},
+         {"group_size", 32},
+         {"method", "gptq"}});
+    add("W3A16-g64-GPTQ", "int3 asymmetric GPTQ, groups of 64 (needs --calib)",
+        {{"bits", 3},
+         {"symmetric", false},
+         {"granularity", "group"},
+         {"group_size", 64},
+         {"method", "gptq"}});
+    // As llm-compressor's AWQModifier runs it: the scale search without AutoAWQ's clipping
+    // search (lcw-cli export --format llmcompressor writes it exactly).
+    add("W4A16-g128-AWQ",
+        "int4 asymmetric AWQ, groups of 128, scale search only as llm-compressor's "
+        "AWQModifier (needs --calib)",
+        {{"bits", 4},
+         {"symmetric", false},
+         {"granularity", "group"},
+         {"group_size", 128},
+         {"method", "awq"},
+         {"awq", {{"clip_search", false}}}});
+    add("W4A16-g64-AWQ", "int4 asymmetric AWQ, groups of 64 (needs --calib)",
+        {{"bits", 4},
+         {"symmetric", false},
+         {"granularity", "group"},
+         {"group_size", 64},
+         {"method", "awq"}});
+    add("W4A16-g32-AWQ", "int4 asymmetric AWQ, groups of 32 (needs --calib)",
+        {{"bits", 4},
+         {"symmetric", false},
+         {"granularity", "group"},
+         {"group_size", 32},
+         {"method", "awq"}});
+    add("W3A16-g64-AWQ", "int3 asymmetric AWQ, groups of 64 (needs --calib)",
+        {{"bits", 3},
+         {"symmetric", false},
+         {"granularity", "group"},
+         {"group_size", 64},
+         {"method", "awq"}});
+}
+
+/// SmoothQuant and pruning presets. (part of presets())
+void addSmoothQuantPresets(std::vector<Preset>& v) {
+    // SmoothQuant (alpha 0.5) in front of the weight-activation settings above.
+    auto addSq = [&](const std::string& n, const std::string& d, json weight, int actBits) {
+        json j = {
+            {"lcw_recipe", 1},
+            {"name", n},
+            {"description", d},
+            {"rules",
+             json::array({{{"targets", {"*"}},
+                           {"smoothquant", {{"alpha", 0.5}}},
+                           {"weight", std::move(weight)},
+                           {"activation", {{"bits", actBits}, {"mode", "dynamic_per_token"}}}}})}};
+        v.push_back({n, d, Recipe::fromJson(j)});
+    };
+    addSq("W8A8-SQ",
+          "SmoothQuant (alpha 0.5) + int8 per-channel weights + int8 dynamic per-token "
+          "activations (needs --calib)",
+          {{"bits", 8}, {"symmetric", true}, {"granularity", "channel"}}, 8);
+    addSq("W6A6-SQ",
+          "SmoothQuant (alpha 0.5) + int6 asym per-channel weights + int6 dynamic per-token "
+          "activations (needs --calib)",
+          {{"bits", 6}, {"symmetric", false}, {"granularity", "channel"}}, 6);
+    addSq("W4A8-SQ",
+          "SmoothQuant (alpha 0.5) + int4 asym per-channel weights + int8 dynamic per-token "
+          "activations (needs --calib)",
+          {{"bits", 4}, {"symmetric", false}, {"granularity", "channel"}}, 8);
+    addSq("W4A4-SQ",
+          "SmoothQuant (alpha 0.5) + int4 asym per-channel weights + int4 dynamic per-token "
+          "activations (needs --calib)",
+          {{"bits", 4}, {"symmetric", false}, {"granularity", "channel"}}, 4);
+    // Pruning: NVIDIA's 2:4 semi-structured sparsity chosen by SparseGPT, weights unquantised.
+    v.push_back(
+        {"2:4-SparseGPT",
+         "2:4 semi-structured pruning by SparseGPT, weights otherwise unchanged "
+         "(needs --calib)",
+         oneRule("2:4-SparseGPT", "2:4 semi-structured pruning by SparseGPT (needs --calib)",
+                 {{"sparsity", {{"method", "sparsegpt"}, {"pattern", "2:4"}}}})});
+}
 const std::vector<Preset>& presets() {
     static const std::vector<Preset> p = [] {
         std::vector<Preset> v;
-        auto add = [&](const std::string& n, const std::string& d, json w) {
-            v.push_back({n, d, weightOnly(n, d, std::move(w))});
-        };
-        add("W8A16", "int8 symmetric per-channel RTN weights, 16-bit activations",
-            {{"bits", 8}, {"symmetric", true}, {"granularity", "channel"}});
-        add("W4A16-g128", "int4 asymmetric RTN, groups of 128 (f16 scale + zero)",
-            {{"bits", 4}, {"symmetric", false}, {"granularity", "group"}, {"group_size", 128}});
-        add("W4A16-g64", "int4 asymmetric RTN, groups of 64",
-            {{"bits", 4}, {"symmetric", false}, {"granularity", "group"}, {"group_size", 64}});
-        add("W4A16-g32", "int4 asymmetric RTN, groups of 32",
-            {{"bits", 4}, {"symmetric", false}, {"granularity", "group"}, {"group_size", 32}});
-        add("W3A16-g64", "int3 asymmetric RTN, groups of 64",
-            {{"bits", 3}, {"symmetric", false}, {"granularity", "group"}, {"group_size", 64}});
-        add("W2A16-g32", "int2 asymmetric RTN, groups of 32",
-            {{"bits", 2}, {"symmetric", false}, {"granularity", "group"}, {"group_size", 32}});
-        add("NF4-g64", "4-bit NormalFloat (QLoRA), absmax blocks of 64",
-            {{"bits", 4}, {"format", "nf4"}, {"granularity", "group"}, {"group_size", 64}});
-        add("FP8-E4M3", "fp8 e4m3 weights with a per-channel f16 scale",
-            {{"bits", 8}, {"format", "fp8_e4m3"}, {"granularity", "channel"}});
-        add("Q8_0", "GGUF q8_0: blocks of 32, int8 + f16 scale (8.5 bits/weight)",
-            {{"method", "q8_0"}});
-        add("Q5_0", "GGUF q5_0: blocks of 32, 5-bit + f16 scale (5.5 bits/weight)",
-            {{"method", "q5_0"}});
-        add("Q4_1", "GGUF q4_1: blocks of 32, 4-bit + f16 scale and min (5 bits/weight)",
-            {{"method", "q4_1"}});
-        add("Q4_0", "GGUF q4_0: blocks of 32, 4-bit + f16 scale (4.5 bits/weight)",
-            {{"method", "q4_0"}});
-        // Weights and activations (Qllm-Eval's W8A8/W4A8/W4A4, OmniQuant's W6A6/W4A4): RTN
-        // per-channel weights, dynamic per-token symmetric activations at every linear input.
-        auto addWA = [&](const std::string& n, const std::string& d, json w, json a) {
-            v.push_back({n, d, oneRule(n, d, {{"weight", std::move(w)}, {"activation", a}})});
-        };
-        addWA("W8A8", "int8 sym per-channel weights, int8 dynamic per-token activations",
-              {{"bits", 8}, {"symmetric", true}, {"granularity", "channel"}},
-              {{"bits", 8}, {"mode", "dynamic_per_token"}});
-        addWA("W8A8-static",
-              "int8 sym per-channel weights, int8 static per-tensor activations (calibrated)",
-              {{"bits", 8}, {"symmetric", true}, {"granularity", "channel"}},
-              {{"bits", 8}, {"mode", "static_per_tensor"}});
-        addWA("W6A6", "int6 asym per-channel weights, int6 dynamic per-token activations",
-              {{"bits", 6}, {"symmetric", false}, {"granularity", "channel"}},
-              {{"bits", 6}, {"mode", "dynamic_per_token"}});
-        addWA("W4A8", "int4 asym per-channel weights, int8 dynamic per-token activations",
-              {{"bits", 4}, {"symmetric", false}, {"granularity", "channel"}},
-              {{"bits", 8}, {"mode", "dynamic_per_token"}});
-        addWA("W4A4", "int4 asym per-channel weights, int4 dynamic per-token activations",
-              {{"bits", 4}, {"symmetric", false}, {"granularity", "channel"}},
-              {{"bits", 4}, {"mode", "dynamic_per_token"}});
-        // KV cache only (Qllm-Eval's KV8/KV4/KV2): asymmetric, per token in groups of 128
-        // channels (the whole row when it is shorter); KIVI: keys per channel.
-        auto addKv = [&](const std::string& n, const std::string& d, json kv) {
-            v.push_back({n, d, oneRule(n, d, {{"kv", std::move(kv)}})});
-        };
-        for (int b : {8, 4, 2})
-            addKv("KV" + std::to_string(b),
-                  "KV cache: int" + std::to_string(b) +
-                      " asym K and V per token, groups of 128 channels; weights unchanged",
-                  {{"k_bits", b},
-                   {"v_bits", b},
-                   {"k_granularity", "token"},
-                   {"v_granularity", "token"}});
-        addKv("KV2-KIVI",
-              "KV cache: int2 asym, K per channel and V per token (KIVI), blocks/groups of 32",
-              {{"k_bits", 2},
-               {"v_bits", 2},
-               {"k_granularity", "channel"},
-               {"v_granularity", "token"},
-               {"group_size", 32}});
-        // Calibrated methods (lcw-cli compress --calib FILE).
-        add("W4A16-g128-GPTQ", "int4 asymmetric GPTQ, groups of 128 (needs --calib)",
-            {{"bits", 4},
-             {"symmetric", false},
-             {"granularity", "group"},
-             {"group_size", 128},
-             {"method", "gptq"}});
-        add("W4A16-g64-GPTQ", "int4 asymmetric GPTQ, groups of 64 (needs --calib)",
-            {{"bits", 4},
-             {"symmetric", false},
-             {"granularity", "group"},
-             {"group_size", 64},
-             {"method", "gptq"}});
-        add("W4A16-g32-GPTQ", "int4 asymmetric GPTQ, groups of 32 (needs --calib)",
-            {{"bits", 4},
-             {"symmetric", false},
-             {"granularity", "group"},
-             {"group_size", 32},
-             {"method", "gptq"}});
-        add("W3A16-g64-GPTQ", "int3 asymmetric GPTQ, groups of 64 (needs --calib)",
-            {{"bits", 3},
-             {"symmetric", false},
-             {"granularity", "group"},
-             {"group_size", 64},
-             {"method", "gptq"}});
-        // As llm-compressor's AWQModifier runs it: the scale search without AutoAWQ's clipping
-        // search (lcw-cli export --format llmcompressor writes it exactly).
-        add("W4A16-g128-AWQ",
-            "int4 asymmetric AWQ, groups of 128, scale search only as llm-compressor's "
-            "AWQModifier (needs --calib)",
-            {{"bits", 4},
-             {"symmetric", false},
-             {"granularity", "group"},
-             {"group_size", 128},
-             {"method", "awq"},
-             {"awq", {{"clip_search", false}}}});
-        add("W4A16-g64-AWQ", "int4 asymmetric AWQ, groups of 64 (needs --calib)",
-            {{"bits", 4},
-             {"symmetric", false},
-             {"granularity", "group"},
-             {"group_size", 64},
-             {"method", "awq"}});
-        add("W4A16-g32-AWQ", "int4 asymmetric AWQ, groups of 32 (needs --calib)",
-            {{"bits", 4},
-             {"symmetric", false},
-             {"granularity", "group"},
-             {"group_size", 32},
-             {"method", "awq"}});
-        add("W3A16-g64-AWQ", "int3 asymmetric AWQ, groups of 64 (needs --calib)",
-            {{"bits", 3},
-             {"symmetric", false},
-             {"granularity", "group"},
-             {"group_size", 64},
-             {"method", "awq"}});
-        // SmoothQuant (alpha 0.5) in front of the weight-activation settings above.
-        auto addSq = [&](const std::string& n, const std::string& d, json weight, int actBits) {
-            json j = {
-                {"lcw_recipe", 1},
-                {"name", n},
-                {"description", d},
-                {"rules", json::array({{{"targets", {"*"}},
-                                        {"smoothquant", {{"alpha", 0.5}}},
-                                        {"weight", std::move(weight)},
-                                        {"activation",
-                                         {{"bits", actBits}, {"mode", "dynamic_per_token"}}}}})}};
-            v.push_back({n, d, Recipe::fromJson(j)});
-        };
-        addSq("W8A8-SQ",
-              "SmoothQuant (alpha 0.5) + int8 per-channel weights + int8 dynamic per-token "
-              "activations (needs --calib)",
-              {{"bits", 8}, {"symmetric", true}, {"granularity", "channel"}}, 8);
-        addSq("W6A6-SQ",
-              "SmoothQuant (alpha 0.5) + int6 asym per-channel weights + int6 dynamic per-token "
-              "activations (needs --calib)",
-              {{"bits", 6}, {"symmetric", false}, {"granularity", "channel"}}, 6);
-        addSq("W4A8-SQ",
-              "SmoothQuant (alpha 0.5) + int4 asym per-channel weights + int8 dynamic per-token "
-              "activations (needs --calib)",
-              {{"bits", 4}, {"symmetric", false}, {"granularity", "channel"}}, 8);
-        addSq("W4A4-SQ",
-              "SmoothQuant (alpha 0.5) + int4 asym per-channel weights + int4 dynamic per-token "
-              "activations (needs --calib)",
-              {{"bits", 4}, {"symmetric", false}, {"granularity", "channel"}}, 4);
-        // Pruning: NVIDIA's 2:4 semi-structured sparsity chosen by SparseGPT, weights unquantised.
-        v.push_back(
-            {"2:4-SparseGPT",
-             "2:4 semi-structured pruning by SparseGPT, weights otherwise unchanged "
-             "(needs --calib)",
-             oneRule("2:4-SparseGPT", "2:4 semi-structured pruning by SparseGPT (needs --calib)",
-                     {{"sparsity", {{"method", "sparsegpt"}, {"pattern", "2:4"}}}})});
+        addWeightOnlyPresets(v);
+        addWeightActivationPresets(v);
+        addKvPresets(v);
+        addCalibratedPresets(v);
+        addSmoothQuantPresets(v);
         return v;
     }();
     return p;
