@@ -359,8 +359,9 @@ void TransformerRunner::attention(int64_t l, const float* x, int64_t n, int64_t 
     } else {
         std::copy(k.begin(), k.begin() + n * kvd, kCache[size_t(l)].begin() + pos0 * kvd);
         std::copy(v.begin(), v.begin() + n * kvd, vCache[size_t(l)].begin() + pos0 * kvd);
-        kernels::attentionEx(q.data(), qd, kCache[size_t(l)].data(), vCache[size_t(l)].data(),
-                             att.data(), qd, n, pos0, nh, nkv, hd, ao, nt);
+        env.backend->attention(li, q.data(), qd, kCache[size_t(l)].data(),
+                               vCache[size_t(l)].data(), att.data(), qd, n, pos0, nh, nkv, hd, ao,
+                               nt);
     }
     if (observed()) env.notifyLinear(li, LinearRole::O, L.name[3], att.data(), n, qd);
     applyLinear(L.o, L.lr[3], L.aq[3], att.data(), qd, n, out, dim, ptrOrNull(L.bo));

@@ -37,6 +37,18 @@ public:
     virtual void linearBatch(std::span<const kernels::LinearJob> jobs, const float* x,
                              int64_t ldx, int64_t nTok, int threads, bool exact, int layer) = 0;
     virtual BackendCounters counters() const = 0;
+    /// kernels::attentionEx's contract over a float32 KV cache whose rows [pos0, pos0 + nTok)
+    /// the runner has just written (kCache/vCache [ctx, nKvHeads*headDim], the same buffers on
+    /// every call of a layer; pos0 == 0 starts a new sequence). The default runs the CPU kernel;
+    /// a device backend may mirror the cache and run it there.
+    virtual void attention(int layer, const float* q, int64_t ldq, const float* kCache,
+                           const float* vCache, float* out, int64_t ldo, int64_t nTok,
+                           int64_t pos0, int64_t nHeads, int64_t nKvHeads, int64_t headDim,
+                           const kernels::AttentionOptions& opt, int threads) {
+        (void)layer;
+        kernels::attentionEx(q, ldq, kCache, vCache, out, ldo, nTok, pos0, nHeads, nKvHeads,
+                             headDim, opt, threads);
+    }
 };
 
 /// The CPU kernels.

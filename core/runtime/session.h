@@ -102,7 +102,7 @@ struct SessionOptions {
     /// Where the products run: "cpu", "vulkan", "vulkan:N" (runtime/device.h); empty: the
     /// process default (runtime::defaultDevice(), set by lcw-cli --device or the GUI). A Vulkan
     /// device that cannot be used gives the CPU and Session::deviceNote() says why.
-    std::string device;
+    std::string device = {};
     /// With a Vulkan device: blocks 0..gpuLayers-1 on the GPU, the rest (and lm_head) on the
     /// CPU; -1 all on the GPU; -2 the process default (runtime::defaultGpuLayers()).
     int gpuLayers = -2;
