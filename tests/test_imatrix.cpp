@@ -295,7 +295,7 @@ private slots:
                 }
             ++checked;
             const auto tg = std::find_if(targets.begin(), targets.end(),
-                                         [&](const ImatrixTarget& g) { return g.name == t; });
+                                         [&n = t](const ImatrixTarget& g) { return g.name == n; });
             QVERIFY(tg != targets.end());
             QCOMPARE(tg->experts, E);
             QCOMPARE(tg->cols, cols);

@@ -531,7 +531,9 @@ private slots:
         int layers = 0, wandaWins = 0;
         for (int b = 0; b < int(m->spec().nLayers); ++b) {
             const auto in = captureBlockInputs(*m, cal, b, {}, np);
-            for (const auto& [name, li] : in) {
+            for (const auto& entry : in) { // (no structured binding: lambdas below use them)
+                const auto& name = entry.first;
+                const auto& li = entry.second;
                 const TensorView& t = m->get(name);
                 const int64_t rows = t.rows(), cols = t.cols();
                 const auto w = weightsOf(*m, name);

@@ -646,7 +646,7 @@ GgufMix chooseGgufMix(LlamaFtype ftype, const GgufMixModel& model,
     for (const auto& [name, type] : options.perTensor) {
         requireWeightType(type, "override of " + name);
         auto it = std::find_if(tensors.begin(), tensors.end(),
-                               [&](const GgufMixTensor& t) { return t.name == name; });
+                               [&n = name](const GgufMixTensor& t) { return t.name == n; });
         if (it == tensors.end())
             throw ArgumentError("override names tensor '" + name + "', which the model lacks");
         const Pick& p = picks[size_t(it - tensors.begin())];
