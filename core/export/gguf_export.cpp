@@ -920,28 +920,23 @@ GgufExportResult exportGguf(const Model& model, const WeightSource& weights,
     return exportGguf(weights, model.hasTokenizer() ? &model.tokenizer() : nullptr, named);
 }
 
-GgufExportResult exportGguf(const WeightSource& weights, const Tokenizer* tokenizer,
-                            const GgufExportOptions& o) {
-    const auto t0 = std::chrono::steady_clock::now();
-    GgufExportResult res;
-    res.path = o.path;
-    if (o.path.empty()) throw ArgumentError("GGUF export: no output path");
-    {
-        std::error_code ec;
-        const fs::path dir = fs::path(o.path).parent_path();
-        if (!dir.empty() && !fs::is_directory(dir, ec))
-            throw ArgumentError(o.path + ": the folder " + dir.string() + " does not exist");
-        if (fs::is_directory(o.path, ec))
-            throw ArgumentError(o.path + ": is a folder, not a file name");
-    }
-    const ModelSpec& s = weights.spec();
-    Plan plan = Planner(weights, o.type).build();
-    res.arch = plan.family.gguf;
-    if (weights.runtimeQuant())
-        res.warnings.push_back("activation and KV-cache quantisation are not part of GGUF "
-                               "files: llama.cpp runs the weights only");
+namespace {
 
-    // Types: the callback's choice, then llama-quantize's fallback where blocks do not fit.
+/// Refuses an output path whose folder is missing or that names a folder.
+void checkOutputPath(const std::string& path) {
+    if (path.empty()) throw ArgumentError("GGUF export: no output path");
+    std::error_code ec;
+    const fs::path dir = fs::path(path).parent_path();
+    if (!dir.empty() && !fs::is_directory(dir, ec))
+        throw ArgumentError(path + ": the folder " + dir.string() + " does not exist");
+    if (fs::is_directory(path, ec)) throw ArgumentError(path + ": is a folder, not a file name");
+}
+
+/// Each tensor's type (the callback's choice, then llama-quantize's fallback where blocks do not
+/// fit), its report row in res.tensors, and the file type (the requested one, else the type
+/// holding most weights).
+std::vector<DType> chooseTypes(const Plan& plan, const GgufExportOptions& o,
+                               GgufExportResult& res) {
     std::vector<DType> types;
     std::map<DType, int64_t> elems;
     for (const Planned& t : plan.tensors) {
@@ -979,7 +974,13 @@ GgufExportResult exportGguf(const WeightSource& weights, const Tokenizer* tokeni
             if (n > best) most = t, best = n;
         res.fileType = llamaFileType(most);
     }
+    return types;
+}
 
+/// The file's metadata: general.*, the architecture's keys, the vocabulary, then the caller's
+/// keys (replacing equal keys).
+Metadata buildMetadata(const Plan& plan, const ModelSpec& s, const Tokenizer* tokenizer,
+                       const GgufExportOptions& o, GgufExportResult& res) {
     Metadata md;
     md.emplace_back("general.architecture", GgufValue::string(plan.family.gguf));
     md.emplace_back("general.name", GgufValue::string(o.name.empty() ? s.arch : o.name));
@@ -995,6 +996,24 @@ GgufExportResult exportGguf(const WeightSource& weights, const Tokenizer* tokeni
         else
             md.emplace_back(k, kv.second);
     }
+    return md;
+}
+
+} // namespace
+
+GgufExportResult exportGguf(const WeightSource& weights, const Tokenizer* tokenizer,
+                            const GgufExportOptions& o) {
+    const auto t0 = std::chrono::steady_clock::now();
+    GgufExportResult res;
+    res.path = o.path;
+    checkOutputPath(o.path);
+    Plan plan = Planner(weights, o.type).build();
+    res.arch = plan.family.gguf;
+    if (weights.runtimeQuant())
+        res.warnings.push_back("activation and KV-cache quantisation are not part of GGUF "
+                               "files: llama.cpp runs the weights only");
+    const std::vector<DType> types = chooseTypes(plan, o, res);
+    const Metadata md = buildMetadata(plan, weights.spec(), tokenizer, o, res);
 
     std::vector<TensorDesc> descs;
     uint64_t totalBytes = 0;
