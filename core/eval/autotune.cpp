@@ -177,13 +177,17 @@ AutotunePlan planAutotuneModel(const SensitivityScan& scan, const Model& base,
     return plan;
 }
 
-AutotunePlan planAutotune(const SensitivityScan& scan, double budgetBpw,
-                          const std::vector<std::string>& schemesIn, const std::string& uniform,
-                          const std::string& recipeName) {
-    if (!(budgetBpw > 0) || !std::isfinite(budgetBpw))
-        throw ArgumentError("autotune: the budget must be a positive number of bits per weight");
+namespace {
+
+/// For each target (in model order): the candidate schemes that apply, as (scheme index, entry).
+using TargetOptions = std::map<int, std::vector<std::pair<size_t, const SensitivityEntry*>>>;
+
+/// The scanned schemes named by `schemesIn` (all scanned ones when empty); `scanned` receives
+/// their list for messages.
+std::vector<const SchemeScan*> candidateSchemes(const SensitivityScan& scan,
+                                                const std::vector<std::string>& schemesIn,
+                                                std::string& scanned) {
     std::vector<std::string> schemes = schemesIn;
-    std::string scanned;
     for (const auto& s : scan.schemes) scanned += (scanned.empty() ? "" : ", ") + s.scheme.name;
     if (schemes.empty())
         for (const auto& s : scan.schemes) schemes.push_back(s.scheme.name);
@@ -196,9 +200,13 @@ AutotunePlan planAutotune(const SensitivityScan& scan, double budgetBpw,
         cand.push_back(s);
     }
     if (cand.empty()) throw ArgumentError("autotune: no candidate scheme");
+    return cand;
+}
 
-    // Targets in model order, each with the entries of the schemes that apply to it.
-    std::map<int, std::vector<std::pair<size_t, const SensitivityEntry*>>> byTarget;
+/// Targets in model order with the entries of the schemes that apply to each; a layer that
+/// every scheme skipped is an error.
+TargetOptions optionsByTarget(const std::vector<const SchemeScan*>& cand) {
+    TargetOptions byTarget;
     std::map<int, std::string> names;
     for (size_t s = 0; s < cand.size(); ++s)
         for (const auto& e : cand[s]->entries) {
@@ -213,11 +221,16 @@ AutotunePlan planAutotune(const SensitivityScan& scan, double budgetBpw,
                 throw ArgumentError("autotune: no candidate scheme applies to " + t + " (" + why +
                                     ")");
         }
+    return byTarget;
+}
 
-    AutotunePlan plan;
-    plan.budgetBpw = budgetBpw;
+/// The knapsack over the targets within the budget: fills the plan's sizes, estimate and
+/// choices and returns the chosen (scheme, entry) per target.
+std::vector<std::pair<size_t, const SensitivityEntry*>>
+solveBudget(const TargetOptions& byTarget, const std::vector<const SchemeScan*>& cand,
+            double budgetBpw, AutotunePlan& plan) {
     std::vector<KnapsackItem> items;
-    std::vector<std::vector<std::pair<size_t, const SensitivityEntry*>>> opts;
+    std::vector<const std::vector<std::pair<size_t, const SensitivityEntry*>>*> opts;
     for (const auto& [order, list] : byTarget) {
         KnapsackItem it;
         for (const auto& [s, e] : list) {
@@ -226,7 +239,7 @@ AutotunePlan planAutotune(const SensitivityScan& scan, double budgetBpw,
         }
         plan.params += list.front().second->params;
         items.push_back(std::move(it));
-        opts.push_back(list);
+        opts.push_back(&list);
     }
     plan.budgetBits =
         uint64_t(std::floor((long double)budgetBpw * (long double)plan.params + 1e-6L));
@@ -241,14 +254,22 @@ AutotunePlan planAutotune(const SensitivityScan& scan, double budgetBpw,
     plan.knapsackUnit = sol.unit;
     plan.bits = sol.cost;
     plan.estimatedKld = sol.value;
-
-    char nameBuf[64];
-    std::snprintf(nameBuf, sizeof nameBuf, "autotune-%gbpw", budgetBpw);
-    json rules = json::array();
+    std::vector<std::pair<size_t, const SensitivityEntry*>> chosen;
     for (size_t i = 0; i < opts.size(); ++i) {
-        const auto& [s, e] = opts[i][size_t(sol.choice[i])];
+        const auto& [s, e] = (*opts[i])[size_t(sol.choice[i])];
         plan.choices.push_back(
             {e->target, cand[s]->scheme.name, e->params, e->bits, e->stats.kld.mean});
+        chosen.push_back({s, e});
+    }
+    return chosen;
+}
+
+/// The mixed-precision recipe of the chosen schemes, one commented rule per target rule.
+compress::Recipe mixedRecipe(const std::vector<std::pair<size_t, const SensitivityEntry*>>& chosen,
+                             const std::vector<const SchemeScan*>& cand, double budgetBpw,
+                             const std::string& recipeName) {
+    json rules = json::array();
+    for (const auto& [s, e] : chosen)
         for (json r : e->rules) {
             char c[160];
             std::snprintf(c, sizeof c, "%s: %s (estimated KLD %.6g)", e->target.c_str(),
@@ -256,40 +277,44 @@ AutotunePlan planAutotune(const SensitivityScan& scan, double budgetBpw,
             r["comment"] = c;
             rules.push_back(r);
         }
-    }
-    const std::string rname = recipeName.empty() ? std::string(nameBuf) : recipeName;
-    plan.recipe = compress::Recipe::fromJson(
+    char nameBuf[64];
+    std::snprintf(nameBuf, sizeof nameBuf, "autotune-%gbpw", budgetBpw);
+    std::string schemeList;
+    for (const auto* c : cand) schemeList += (schemeList.empty() ? "" : ", ") + c->scheme.name;
+    return compress::Recipe::fromJson(
         {{"lcw_recipe", compress::Recipe::kVersion},
-         {"name", rname},
+         {"name", recipeName.empty() ? std::string(nameBuf) : recipeName},
          {"description", "mixed precision from a sensitivity scan: one scheme per layer among " +
-                             [&] {
-                                 std::string l;
-                                 for (const auto* c : cand)
-                                     l += (l.empty() ? "" : ", ") + c->scheme.name;
-                                 return l;
-                             }() +
-                             ", estimated KLD minimal with at most " + fmtBpw(budgetBpw) +
-                             " bits/weight over the quantised layers"},
+                             schemeList + ", estimated KLD minimal with at most " +
+                             fmtBpw(budgetBpw) + " bits/weight over the quantised layers"},
          {"rules", rules}});
+}
 
-    // The uniform comparison.
-    auto uniformOf = [&](const SchemeScan& s, uint64_t& bits, double& kld, json& urules) {
-        bits = 0;
-        kld = 0;
-        urules = json::array();
-        size_t covered = 0;
-        std::vector<const SensitivityEntry*> es(s.entries.size());
-        for (size_t i = 0; i < s.entries.size(); ++i) es[i] = &s.entries[i];
-        std::sort(es.begin(), es.end(), [](auto a, auto b) { return a->order < b->order; });
-        for (const auto* e : es) {
-            if (!byTarget.count(e->order)) continue;
-            ++covered;
-            bits += e->bits;
-            kld += e->stats.kld.mean;
-            for (const auto& r : e->rules) urules.push_back(r);
-        }
-        return covered == byTarget.size();
-    };
+/// A scheme applied to every target: its bits, estimated KLD and rules; false when it does not
+/// cover every target.
+bool uniformOf(const SchemeScan& s, const TargetOptions& byTarget, uint64_t& bits, double& kld,
+               json& urules) {
+    bits = 0;
+    kld = 0;
+    urules = json::array();
+    size_t covered = 0;
+    std::vector<const SensitivityEntry*> es(s.entries.size());
+    for (size_t i = 0; i < s.entries.size(); ++i) es[i] = &s.entries[i];
+    std::sort(es.begin(), es.end(), [](auto a, auto b) { return a->order < b->order; });
+    for (const auto* e : es) {
+        if (!byTarget.count(e->order)) continue;
+        ++covered;
+        bits += e->bits;
+        kld += e->stats.kld.mean;
+        for (const auto& r : e->rules) urules.push_back(r);
+    }
+    return covered == byTarget.size();
+}
+
+/// The uniform comparison: the named scheme, or the largest candidate that fits the budget.
+void attachUniform(const SensitivityScan& scan, const std::vector<const SchemeScan*>& cand,
+                   const TargetOptions& byTarget, const std::string& uniform,
+                   const std::string& scanned, AutotunePlan& plan) {
     const SchemeScan* u = nullptr;
     uint64_t ub = 0;
     double uk = 0;
@@ -299,7 +324,7 @@ AutotunePlan planAutotune(const SensitivityScan& scan, double budgetBpw,
         if (!u)
             throw ArgumentError("autotune: the uniform scheme '" + uniform +
                                 "' is not in the scan (scanned: " + scanned + ")");
-        if (!uniformOf(*u, ub, uk, urules))
+        if (!uniformOf(*u, byTarget, ub, uk, urules))
             throw ArgumentError("autotune: the uniform scheme '" + uniform +
                                 "' does not apply to every layer");
     } else {
@@ -307,7 +332,7 @@ AutotunePlan planAutotune(const SensitivityScan& scan, double budgetBpw,
             uint64_t b = 0;
             double k = 0;
             json r;
-            if (uniformOf(*c, b, k, r) && b <= plan.budgetBits && (!u || b > ub)) {
+            if (uniformOf(*c, byTarget, b, k, r) && b <= plan.budgetBits && (!u || b > ub)) {
                 u = c;
                 ub = b;
                 uk = k;
@@ -315,14 +340,30 @@ AutotunePlan planAutotune(const SensitivityScan& scan, double budgetBpw,
             }
         }
     }
-    if (u) {
-        plan.uniformScheme = u->scheme.name;
-        plan.uniformBits = ub;
-        plan.uniformEstimatedKld = uk;
-        plan.uniformRecipe = compress::Recipe::fromJson({{"lcw_recipe", compress::Recipe::kVersion},
-                                                         {"name", "uniform " + u->scheme.name},
-                                                         {"rules", urules}});
-    }
+    if (!u) return;
+    plan.uniformScheme = u->scheme.name;
+    plan.uniformBits = ub;
+    plan.uniformEstimatedKld = uk;
+    plan.uniformRecipe = compress::Recipe::fromJson({{"lcw_recipe", compress::Recipe::kVersion},
+                                                     {"name", "uniform " + u->scheme.name},
+                                                     {"rules", urules}});
+}
+
+} // namespace
+
+AutotunePlan planAutotune(const SensitivityScan& scan, double budgetBpw,
+                          const std::vector<std::string>& schemesIn, const std::string& uniform,
+                          const std::string& recipeName) {
+    if (!(budgetBpw > 0) || !std::isfinite(budgetBpw))
+        throw ArgumentError("autotune: the budget must be a positive number of bits per weight");
+    std::string scanned;
+    const auto cand = candidateSchemes(scan, schemesIn, scanned);
+    const TargetOptions byTarget = optionsByTarget(cand);
+    AutotunePlan plan;
+    plan.budgetBpw = budgetBpw;
+    const auto chosen = solveBudget(byTarget, cand, budgetBpw, plan);
+    plan.recipe = mixedRecipe(chosen, cand, budgetBpw, recipeName);
+    attachUniform(scan, cand, byTarget, uniform, scanned, plan);
     return plan;
 }
 
