@@ -28,6 +28,99 @@ int64_t jobCols(const LinearJob& j) {
 }
 } // namespace
 
+namespace {
+
+/// What each job's tiles read besides the weight: GGUF block weights with an integer kernel read
+/// the activations quantised once to the kernel's 8-bit blocks (unless `exact`); packed lcw
+/// weights read their prepare()d activations; everything else reads x as float (null entries).
+struct PreparedInputs {
+    const QDotKernel* qk[7] = {};
+    const std::byte* data[7] = {};
+    size_t ld[7] = {};
+};
+
+PreparedInputs prepareInputs(std::span<const LinearJob> jobs, const float* x, int64_t ldx,
+                             int64_t nTok, int64_t n, bool exact) {
+    PreparedInputs p;
+    thread_local std::vector<std::byte> prepBuf[7];
+    for (size_t j = 0; j < jobs.size(); ++j) {
+        const LinearJob& job = jobs[j];
+        if (job.packed) {
+            const size_t b = job.packed->preparedBytes(nTok, job.act, exact);
+            // Jobs with the same preparation share one buffer (q/k/v, gate/up).
+            for (size_t i = 0; i < j && !p.data[j]; ++i)
+                if (jobs[i].packed && jobs[i].act == job.act &&
+                    jobs[i].packed->preparedBytes(nTok, job.act, exact) == b &&
+                    jobs[i].packed->sharesPreparation(*job.packed))
+                    p.data[j] = p.data[i];
+            if (!p.data[j]) {
+                if (prepBuf[j].size() < b) prepBuf[j].resize(b);
+                job.packed->prepare(x, ldx, nTok, job.act, exact, prepBuf[j].data());
+                p.data[j] = prepBuf[j].data();
+            }
+            continue;
+        }
+        if (exact || !dtypeIsQuantized(job.w->dtype)) continue;
+        p.qk[j] = qdotKernel(job.w->dtype);
+        if (!p.qk[j] || n % actBlockElems(p.qk[j]->act) != 0) {
+            p.qk[j] = nullptr;
+            continue;
+        }
+        p.ld[j] = actRowBytes(p.qk[j]->act, n);
+        for (size_t i = 0; i < j && !p.data[j]; ++i)
+            if (p.qk[i] && p.qk[i]->act == p.qk[j]->act) p.data[j] = p.data[i];
+        if (!p.data[j]) {
+            const size_t b = p.ld[j] * size_t(nTok);
+            if (prepBuf[j].size() < b) prepBuf[j].resize(b);
+            for (int64_t t = 0; t < nTok; ++t)
+                p.qk[j]->quantizeRow(x + t * ldx, prepBuf[j].data() + size_t(t) * p.ld[j], n);
+            p.data[j] = prepBuf[j].data();
+        }
+    }
+    return p;
+}
+
+/// Rows [r0, r0 + rows) of one job (without its bias). `buf`: the thread's tile buffer.
+void productTile(const LinearJob& job, const PreparedInputs& prep, size_t j, int64_t r0,
+                 int64_t rows, const float* x, int64_t ldx, int64_t nTok, int64_t n, bool exact,
+                 [[maybe_unused]] bool fused16, FloatBuffer& buf) {
+    float* y = job.y;
+    if (job.packed) {
+        job.packed->gemm(r0, rows, prep.data[j], nTok, job.act, exact, y + r0, job.ldy);
+        return;
+    }
+    const TensorView& w = *job.w;
+    if (prep.qk[j]) {
+        prep.qk[j]->gemm(w.row(r0), w.rowBytes(), rows, prep.data[j], prep.ld[j], nTok, y + r0,
+                         job.ldy, n);
+        return;
+    }
+#if LCW_X86
+    // Decode with 16-bit floats: convert inside the product (one pass over the weights).
+    if (fused16 && (w.dtype == DType::F16 || w.dtype == DType::BF16) &&
+        (reinterpret_cast<uintptr_t>(w.data) & 1) == 0) {
+        const auto* w16 = reinterpret_cast<const uint16_t*>(w.data) + r0 * n;
+        gemmNT16(w.dtype == DType::BF16, w16, n, rows, x, ldx, nTok, y + r0, job.ldy, n);
+        return;
+    }
+#endif
+    // F32 weights are read in place. A mapping that is not 32-byte aligned (safetensors only
+    // guarantees 8) is copied tile by tile like any other dtype when the batch is large enough
+    // for the copy to pay off (split vector loads slow the product ~25%).
+    const float* wt;
+    const uintptr_t addr = reinterpret_cast<uintptr_t>(w.data + uint64_t(r0 * n) * 4);
+    if (w.dtype == DType::F32 && addr % alignof(float) == 0 && (nTok < 16 || addr % 32 == 0)) {
+        wt = reinterpret_cast<const float*>(w.data) + r0 * n;
+    } else {
+        if (buf.size() < size_t(rows * n)) buf.resize(size_t(rows * n));
+        dequantizeRows(w, r0, rows, buf.data());
+        wt = buf.data();
+    }
+    gemmNT(wt, n, rows, x, ldx, nTok, y + r0, job.ldy, n);
+}
+
+} // namespace
+
 void linearBatch(std::span<const LinearJob> jobs, const float* x, int64_t ldx, int64_t nTok,
                  int threads, bool exact) {
     if (jobs.empty() || nTok <= 0) return;
@@ -42,48 +135,7 @@ void linearBatch(std::span<const LinearJob> jobs, const float* x, int64_t ldx, i
     if (totalRows <= 0) return;
     const int nt = resolveThreads(threads);
     const size_t nJobs = jobs.size();
-
-    // Per job, what its tiles read: GGUF block weights with an integer kernel read the
-    // activations quantised once to the kernel's 8-bit blocks (unless `exact`); packed lcw
-    // weights read their prepare()d activations; everything else reads x as float.
-    const QDotKernel* qk[7] = {};
-    const std::byte* prepared[7] = {};
-    size_t preparedLd[7] = {};
-    thread_local std::vector<std::byte> prepBuf[7];
-    for (size_t j = 0; j < nJobs; ++j) {
-        const LinearJob& job = jobs[j];
-        if (job.packed) {
-            const size_t b = job.packed->preparedBytes(nTok, job.act, exact);
-            // Jobs with the same preparation share one buffer (q/k/v, gate/up).
-            for (size_t i = 0; i < j && !prepared[j]; ++i)
-                if (jobs[i].packed && jobs[i].act == job.act &&
-                    jobs[i].packed->preparedBytes(nTok, job.act, exact) == b &&
-                    jobs[i].packed->sharesPreparation(*job.packed))
-                    prepared[j] = prepared[i];
-            if (!prepared[j]) {
-                if (prepBuf[j].size() < b) prepBuf[j].resize(b);
-                job.packed->prepare(x, ldx, nTok, job.act, exact, prepBuf[j].data());
-                prepared[j] = prepBuf[j].data();
-            }
-            continue;
-        }
-        if (exact || !dtypeIsQuantized(job.w->dtype)) continue;
-        qk[j] = qdotKernel(job.w->dtype);
-        if (!qk[j] || n % actBlockElems(qk[j]->act) != 0) {
-            qk[j] = nullptr;
-            continue;
-        }
-        preparedLd[j] = actRowBytes(qk[j]->act, n);
-        for (size_t i = 0; i < j && !prepared[j]; ++i)
-            if (qk[i] && qk[i]->act == qk[j]->act) prepared[j] = prepared[i];
-        if (!prepared[j]) {
-            const size_t b = preparedLd[j] * size_t(nTok);
-            if (prepBuf[j].size() < b) prepBuf[j].resize(b);
-            for (int64_t t = 0; t < nTok; ++t)
-                qk[j]->quantizeRow(x + t * ldx, prepBuf[j].data() + size_t(t) * preparedLd[j], n);
-            prepared[j] = prepBuf[j].data();
-        }
-    }
+    const PreparedInputs prep = prepareInputs(jobs, x, ldx, nTok, n, exact);
 
     // Row tile: at most ~256 KiB of float weights (stays in L2 while every token of the batch
     // passes over it), a multiple of 4 rows, and small enough that every thread gets several
@@ -101,7 +153,7 @@ void linearBatch(std::span<const LinearJob> jobs, const float* x, int64_t ldx, i
 
     // Converting a tile once pays off when several tokens reuse it; for one to three tokens the
     // conversion is folded into the product instead.
-    [[maybe_unused]] const bool fused16 = nTok < 4 && activeIsa() != Isa::Generic;
+    const bool fused16 = nTok < 4 && activeIsa() != Isa::Generic;
 
     ParallelErrors errors; // allocation, packed kernels
 #pragma omp parallel num_threads(nt) if (parallel)
@@ -115,53 +167,11 @@ void linearBatch(std::span<const LinearJob> jobs, const float* x, int64_t ldx, i
                 const LinearJob& job = jobs[j];
                 const int64_t r0 = (tile - tileStart[j]) * R;
                 const int64_t rows = std::min(R, jobRows(job) - r0);
-                float* yj = job.y;
-                auto addBias = [&] {
-                    if (job.bias)
-                        for (int64_t t = 0; t < nTok; ++t)
-                            for (int64_t r = 0; r < rows; ++r)
-                                yj[t * job.ldy + r0 + r] += job.bias[r0 + r];
-                };
-                if (job.packed) {
-                    job.packed->gemm(r0, rows, prepared[j], nTok, job.act, exact, yj + r0, job.ldy);
-                    addBias();
-                    return;
-                }
-                const TensorView& w = *job.w;
-                if (qk[j]) {
-                    qk[j]->gemm(w.row(r0), w.rowBytes(), rows, prepared[j], preparedLd[j], nTok,
-                                yj + r0, job.ldy, n);
-                    addBias();
-                    return;
-                }
-                // F32 weights are read in place. A mapping that is not 32-byte aligned (safetensors
-                // only guarantees 8) is copied tile by tile like any other dtype when the batch is
-                // large enough for the copy to pay off (split vector loads slow the product ~25%).
-                float* y = yj;
-#if LCW_X86
-                // Decode with 16-bit floats: convert inside the product (one pass over the
-                // weights).
-                if (fused16 && (w.dtype == DType::F16 || w.dtype == DType::BF16) &&
-                    (reinterpret_cast<uintptr_t>(w.data) & 1) == 0) {
-                    const auto* w16 = reinterpret_cast<const uint16_t*>(w.data) + r0 * n;
-                    gemmNT16(w.dtype == DType::BF16, w16, n, rows, x, ldx, nTok, y + r0, job.ldy,
-                             n);
-                    addBias();
-                    return;
-                }
-#endif
-                const float* wt;
-                const uintptr_t addr = reinterpret_cast<uintptr_t>(w.data + uint64_t(r0 * n) * 4);
-                if (w.dtype == DType::F32 && addr % alignof(float) == 0 &&
-                    (nTok < 16 || addr % 32 == 0)) {
-                    wt = reinterpret_cast<const float*>(w.data) + r0 * n;
-                } else {
-                    if (buf.size() < size_t(R * n)) buf.resize(size_t(R * n));
-                    dequantizeRows(w, r0, rows, buf.data());
-                    wt = buf.data();
-                }
-                gemmNT(wt, n, rows, x, ldx, nTok, y + r0, job.ldy, n);
-                addBias();
+                productTile(job, prep, j, r0, rows, x, ldx, nTok, n, exact, fused16, buf);
+                if (job.bias)
+                    for (int64_t t = 0; t < nTok; ++t)
+                        for (int64_t r = 0; r < rows; ++r)
+                            job.y[t * job.ldy + r0 + r] += job.bias[r0 + r];
             });
     }
     errors.rethrow();
