@@ -14,6 +14,7 @@
 #include "plots/bar_plot.h"
 #include "plots/grouped_bar_plot.h"
 #include "plots/scatter_plot.h"
+#include "widgets/device_selector.h"
 #include "widgets/number_format.h"
 #include "widgets/results_panel.h"
 #include "widgets/run_panel.h"
@@ -462,6 +463,7 @@ QFormLayout* ComparePanel::buildSettingsForm(QWidget* parent) {
     m_genTokens->setRange(0, 4096);
     m_genTokens->setValue(40);
     form->addRow(tr("Baseline"), m_baseline);
+    form->addRow(tr("Device:"), new DeviceSelector(parent));
     form->addRow(tr("Context"), m_ctx);
     form->addRow(tr("Chunks"), m_chunks);
     form->addRow(tr("Prompt"), m_prompt);
