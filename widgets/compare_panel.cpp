@@ -462,8 +462,15 @@ QFormLayout* ComparePanel::buildSettingsForm(QWidget* parent) {
     m_genTokens = new QSpinBox(parent);
     m_genTokens->setRange(0, 4096);
     m_genTokens->setValue(40);
-    form->addRow(tr("Baseline"), m_baseline);
-    form->addRow(tr("Device:"), new DeviceSelector(parent));
+    // The process-wide compute device beside the baseline (one row: the form keeps its height).
+    auto* baselineRow = new QHBoxLayout;
+    baselineRow->addWidget(m_baseline, 1);
+    auto* device = new DeviceSelector(parent);
+    auto* deviceLabel = new QLabel(tr("Device:"), parent);
+    deviceLabel->setBuddy(device);
+    baselineRow->addWidget(deviceLabel);
+    baselineRow->addWidget(device, 1);
+    form->addRow(tr("Baseline"), baselineRow);
     form->addRow(tr("Context"), m_ctx);
     form->addRow(tr("Chunks"), m_chunks);
     form->addRow(tr("Prompt"), m_prompt);
