@@ -162,6 +162,15 @@ private slots:
         auto r = runCliEnv({"devices", "--device"});
         QCOMPARE(r.code, 2);
         QVERIFY(r.err.contains("--device needs a value"));
+        r = runCliEnv({"devices", "--device=bogus"});
+        QCOMPARE(r.code, 2);
+        QVERIFY2(r.err.contains("'bogus'"), r.err.constData());
+        r = runCliEnv({"devices", "--json", "--device=cpu"});
+        QCOMPARE(r.code, 0);
+        QCOMPARE(parse(r)["default"].get<std::string>(), std::string("cpu"));
+        r = runCliEnv({"devices", "--gpu-layers", "many"});
+        QCOMPARE(r.code, 2);
+        QVERIFY2(r.err.contains("--gpu-layers") && r.err.contains("'many'"), r.err.constData());
     }
 
     void modelCommandsReportTheDevice() {
@@ -200,6 +209,9 @@ private slots:
         // `devices --device vulkan` names the device that --device vulkan picks.
         const std::string expected = devices["default"].get<std::string>();
         QVERIFY2(expected.rfind("vulkan:", 0) == 0, expected.c_str());
+        r = runCliEnv({"devices", "--json", "--device=" + QString::fromStdString(expected)});
+        QCOMPARE(r.code, 0);
+        QCOMPARE(parse(r)["default"].get<std::string>(), expected);
 
         auto cpu = runCliEnv(perplexityArgs("cpu"));
         QCOMPARE(cpu.code, 0);

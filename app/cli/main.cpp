@@ -144,13 +144,22 @@ too; the imatrix always takes llama-imatrix's consecutive chunks).
 /// announced once here; the sessions then run on the CPU.
 void takeDeviceOptions(std::vector<std::string>& args) {
     for (size_t i = 0; i < args.size();) {
-        const std::string& a = args[i];
+        // "--device X" or "--device=X" (as Args accepts for the other options).
+        std::string a = args[i], v;
+        size_t taken = 2;
+        if (const auto eq = a.find('='); eq != std::string::npos && a.rfind("--", 0) == 0) {
+            v = a.substr(eq + 1);
+            a.resize(eq);
+            taken = 1;
+        }
         if (a != "--device" && a != "--gpu-layers") {
             ++i;
             continue;
         }
-        if (i + 1 >= args.size()) throw lcw::cli::UsageError{a + " needs a value"};
-        const std::string v = args[i + 1];
+        if (taken == 2) {
+            if (i + 1 >= args.size()) throw lcw::cli::UsageError{a + " needs a value"};
+            v = args[i + 1];
+        }
         if (a == "--device") {
             try {
                 lcw::runtime::setDefaultDevice(v);
@@ -174,7 +183,7 @@ void takeDeviceOptions(std::vector<std::string>& args) {
                     "--gpu-layers needs a number of layers (-1: all), got '" + v + "'"};
             lcw::runtime::setDefaultGpuLayers(int(n));
         }
-        args.erase(args.begin() + long(i), args.begin() + long(i) + 2);
+        args.erase(args.begin() + long(i), args.begin() + long(i + taken));
     }
 }
 
