@@ -14,6 +14,7 @@
 #include "plots/bar_plot.h"
 #include "plots/grouped_bar_plot.h"
 #include "plots/scatter_plot.h"
+#include "widgets/device_selector.h"
 #include "widgets/number_format.h"
 #include "widgets/results_panel.h"
 #include "widgets/run_panel.h"
@@ -461,7 +462,15 @@ QFormLayout* ComparePanel::buildSettingsForm(QWidget* parent) {
     m_genTokens = new QSpinBox(parent);
     m_genTokens->setRange(0, 4096);
     m_genTokens->setValue(40);
-    form->addRow(tr("Baseline"), m_baseline);
+    // The process-wide compute device beside the baseline (one row: the form keeps its height).
+    auto* baselineRow = new QHBoxLayout;
+    baselineRow->addWidget(m_baseline, 1);
+    auto* device = new DeviceSelector(parent);
+    auto* deviceLabel = new QLabel(tr("Device:"), parent);
+    deviceLabel->setBuddy(device);
+    baselineRow->addWidget(deviceLabel);
+    baselineRow->addWidget(device, 1);
+    form->addRow(tr("Baseline"), baselineRow);
     form->addRow(tr("Context"), m_ctx);
     form->addRow(tr("Chunks"), m_chunks);
     form->addRow(tr("Prompt"), m_prompt);

@@ -10,6 +10,7 @@
 #include "widgets/imatrix_dialog.h"
 #include "widgets/imatrix_manager.h"
 #include "widgets/layer_table_model.h"
+#include "widgets/preferences_dialog.h"
 #include "widgets/recent_list.h"
 #include "widgets/recipe_editor.h"
 #include "widgets/run_panel.h"
@@ -86,6 +87,14 @@ void MainWindow::buildEditMenu() {
     redo->setShortcuts({QKeySequence(Qt::CTRL | Qt::SHIFT | Qt::Key_Z), QKeySequence::Redo});
     edit->addAction(undo);
     edit->addAction(redo);
+    edit->addSeparator();
+    QAction* prefs = edit->addAction(tr("&Preferences…"), this, [this] {
+        auto* d = new PreferencesDialog(this);
+        d->setAttribute(Qt::WA_DeleteOnClose);
+        d->open();
+    });
+    prefs->setObjectName(QStringLiteral("actionPreferences"));
+    prefs->setMenuRole(QAction::PreferencesRole);
 }
 
 // One entry per panel: the View menu's checkable entry and a Ctrl+digit shortcut that shows it.

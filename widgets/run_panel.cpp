@@ -5,6 +5,7 @@
 #include "core/tokenizer/tokenizer.h"
 #include "plots/line_plot.h"
 #include "widgets/compare_panel.h"
+#include "widgets/device_selector.h"
 #include "widgets/number_format.h"
 
 #include <QComboBox>
@@ -254,6 +255,10 @@ QLayout* RunPanel::buildConfigRow() {
     });
     configRow->addWidget(fieldLabel(tr("Con&figuration"), m_config, this));
     configRow->addWidget(m_config, 1);
+    // The process-wide compute device (Edit → Preferences… shows the same choice).
+    auto* device = new DeviceSelector(this);
+    configRow->addWidget(fieldLabel(tr("&Device:"), device, this));
+    configRow->addWidget(device);
     return configRow;
 }
 

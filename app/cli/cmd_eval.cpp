@@ -132,6 +132,9 @@ void printEvalTable(const json& j) {
                                          ? "exact-f32 (float32 activations in every product)"
                                          : "quantized-8bit (8-bit activation blocks where the "
                                            "weights are GGUF or lcw packed codes)");
+    if (j.contains("device") && j["device"].is_object())
+        std::printf("device:  %s (%s)\n", j["device"].value("name", std::string()).c_str(),
+                    j["device"].value("id", std::string()).c_str());
     if (j.contains("settings") && j["settings"].contains("tasks") &&
         !j["settings"]["tasks"].empty()) {
         const json& st = j["settings"];
@@ -526,6 +529,7 @@ json evalRecord(const Model& model, const std::vector<Column>& cols, const EvalN
     }
     j["configs"] = cj;
     j["activations"] = activationsPathName(po.exactActivations);
+    j["device"] = deviceUsedJson(defaultDeviceInfo());
     j["timings"] = {{"baseline_seconds", nums.colSeconds[0]},
                     {"config_seconds", cs},
                     {"total_seconds", totalSeconds},

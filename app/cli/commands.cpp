@@ -350,6 +350,7 @@ int cmdGenerate(const std::vector<std::string>& argv) {
                    {"decode_tokens_per_second", decodeTps},
                    {"threads", omp_get_max_threads()},
                    {"activations", activationsPathName(so.exactActivations)},
+                   {"device", deviceUsedJson(session.device())},
                    {"sampling",
                     {{"temperature", sp.temperature},
                      {"top_k", sp.topK},
@@ -359,10 +360,12 @@ int cmdGenerate(const std::vector<std::string>& argv) {
         std::printf("\n");
         std::fprintf(stderr,
                      "\nprefill: %lld tokens in %.3f s (%.1f tokens/s)\n"
-                     "decode:  %lld tokens in %.3f s (%.1f tokens/s)%s, %d threads\n",
+                     "decode:  %lld tokens in %.3f s (%.1f tokens/s)%s, %d threads\n"
+                     "device:  %s (%s)\n",
                      (long long)r.promptTokens, r.prefillSeconds, prefillTps,
                      (long long)r.generatedTokens, r.decodeSeconds, decodeTps,
-                     r.stoppedAtEos ? ", stopped at EOS" : "", omp_get_max_threads());
+                     r.stoppedAtEos ? ", stopped at EOS" : "", omp_get_max_threads(),
+                     session.device().name.c_str(), session.device().id.c_str());
     }
     return r.status == Status::Cancelled ? 130 : 0;
 }
@@ -452,6 +455,8 @@ int cmdPerplexity(const std::vector<std::string>& argv) {
     const auto tokens = tk.encode(text, true);
     const auto weights = applyRecipeOptions(*model, a);
     TerminalProgress progress("perplexity", !a.flag("--quiet"));
+    // computePerplexity's sessions take the process default (--device).
+    const runtime::DeviceInfo device = defaultDeviceInfo();
     const PerplexityResult r = computePerplexity(*weights, tokens, po, progress);
     progress.finish();
     if (r.status == Status::Cancelled) {
@@ -477,6 +482,7 @@ int cmdPerplexity(const std::vector<std::string>& argv) {
                    {"kv_cache_bytes", r.kvCacheBytes},
                    {"kv_cache_bytes_f32", r.kvCacheBytesF32},
                    {"activations", activationsPathName(po.exactActivations)},
+                   {"device", deviceUsedJson(device)},
                    {"threads", omp_get_max_threads()}});
         return 0;
     }
@@ -486,6 +492,7 @@ int cmdPerplexity(const std::vector<std::string>& argv) {
     std::printf("model:   %s\ntext:    %s (%zu tokens)\nmode:    %s, ctx %lld\n",
                 model->path().c_str(), textPath->c_str(), tokens.size(), modeLabel.c_str(),
                 (long long)po.ctx);
+    std::printf("device:  %s (%s)\n", device.name.c_str(), device.id.c_str());
     std::printf("chunks:  %lld, scored tokens %lld\n", (long long)r.chunks,
                 (long long)r.scoredTokens);
     std::printf("PPL = %.4f +/- %.5f\n", r.ppl, r.pplError);

@@ -11,6 +11,9 @@
 namespace lcw {
 class Model;
 class WeightSource;
+namespace runtime {
+struct DeviceInfo;
+} // namespace runtime
 namespace compress {
 struct CalibrationSet;
 class CompressedModel;
@@ -38,6 +41,8 @@ int cmdAutotune(const std::vector<std::string>& args);
 int cmdResults(const std::vector<std::string>& args);
 int cmdImatrix(const std::vector<std::string>& args);
 int cmdExport(const std::vector<std::string>& args);
+/// devices [--json]: the CPU and the Vulkan devices (app/cli/cmd_devices.cpp).
+int cmdDevices(const std::vector<std::string>& args);
 /// export --format llmcompressor (app/cli/cmd_export_llmc.cpp) and its argv test.
 bool isLlmCompressorExport(const std::vector<std::string>& args);
 int cmdExportLlmCompressor(const std::vector<std::string>& args);
@@ -45,6 +50,12 @@ int cmdExportLlmCompressor(const std::vector<std::string>& args);
 int cmdRecipeImport(const std::vector<std::string>& args);
 /// Hidden: converts an HDF5 file without lcw header in a child process (core/common/h5_guard.h).
 int cmdH5Convert(const std::vector<std::string>& args);
+
+/// {"id": ..., "name": ...} of the device a command ran on (the "device" key of the reports).
+nlohmann::ordered_json deviceUsedJson(const runtime::DeviceInfo& d);
+/// The device of Sessions without their own SessionOptions::device: the --device default,
+/// resolved (the CPU when a Vulkan device cannot be used).
+runtime::DeviceInfo defaultDeviceInfo();
 
 /// The MODEL positional (first), with --tokenizer; FormatError etc. from Model::load.
 std::unique_ptr<Model> openModel(const Args& a, bool needTokenizer);

@@ -114,11 +114,20 @@ commands:
                                            tinyllama-1.1b (2.2 GB in f16), llama3-8b (16 GB),
                                            qwen2.5-7b (15 GB, q/k/v biases), llama-tiny,
                                            qwen2-tiny; checks the free disk space first
+  devices [--json]                         the compute devices: the CPU, then every Vulkan
+                                           device (id, type, name, memory, driver, API), and why
+                                           there is none when Vulkan cannot be used
   version                                  print the version
 
 MODEL is a Hugging Face folder (config.json + safetensors + tokenizer.json), a .gguf file, or a
 llama2.c .bin checkpoint (tokenizer.bin / tok<vocab>.bin beside it, or --tokenizer FILE).
 Common options: --tokenizer FILE, --threads N, --quiet (no progress on stderr).
+Global options (any position):
+  --device cpu|vulkan|vulkan:N (every command that runs the model; Vulkan: weight products on
+                               the GPU, the rest on the CPU; 'lcw-cli devices' lists the N; a
+                               Vulkan device that cannot be used warns and runs on the CPU)
+  --gpu-layers N               with a Vulkan device: blocks 0..N-1 on the GPU, the rest on the
+                               CPU (default -1: all)
 --exact-activations (generate, logits, perplexity, eval, compare, hidden-error, sensitivity,
 autotune, export's KL check): float32 activations in every product, the error of the weights
 alone; by default GGUF and lcw packed weights multiply activations quantised to 8-bit blocks as
@@ -135,19 +144,33 @@ too; the imatrix always takes llama-imatrix's consecutive chunks).
 /// announced once here; the sessions then run on the CPU.
 void takeDeviceOptions(std::vector<std::string>& args) {
     for (size_t i = 0; i < args.size();) {
-        const std::string& a = args[i];
+        // "--device X" or "--device=X" (as Args accepts for the other options).
+        std::string a = args[i], v;
+        size_t taken = 2;
+        if (const auto eq = a.find('='); eq != std::string::npos && a.rfind("--", 0) == 0) {
+            v = a.substr(eq + 1);
+            a.resize(eq);
+            taken = 1;
+        }
         if (a != "--device" && a != "--gpu-layers") {
             ++i;
             continue;
         }
-        if (i + 1 >= args.size()) throw lcw::cli::UsageError{a + " needs a value"};
-        const std::string v = args[i + 1];
+        if (taken == 2) {
+            if (i + 1 >= args.size()) throw lcw::cli::UsageError{a + " needs a value"};
+            v = args[i + 1];
+        }
         if (a == "--device") {
-            lcw::runtime::setDefaultDevice(v); // throws ArgumentError on a bad spec
+            try {
+                lcw::runtime::setDefaultDevice(v);
+            } catch (const lcw::ArgumentError& e) { // a malformed spec: a usage mistake
+                throw lcw::cli::UsageError{std::string("--device: ") + e.what()};
+            }
             std::string note;
             const auto d = lcw::runtime::resolveDevice(lcw::runtime::defaultDevice(), &note);
             if (!note.empty()) {
-                std::fprintf(stderr, "lcw-cli: warning: --device %s: %s\n", v.c_str(), note.c_str());
+                std::fprintf(stderr, "lcw-cli: warning: --device %s: %s\n", v.c_str(),
+                             note.c_str());
                 lcw::runtime::setDefaultDevice("cpu");
             } else if (d.id != "cpu") {
                 lcw::runtime::setDefaultDevice(d.id);
@@ -156,11 +179,11 @@ void takeDeviceOptions(std::vector<std::string>& args) {
             char* end = nullptr;
             const long n = std::strtol(v.c_str(), &end, 10);
             if (v.empty() || *end || n < -1 || n > 100000)
-                throw lcw::cli::UsageError{"--gpu-layers needs a number of layers (-1: all), got '" +
-                                      v + "'"};
+                throw lcw::cli::UsageError{
+                    "--gpu-layers needs a number of layers (-1: all), got '" + v + "'"};
             lcw::runtime::setDefaultGpuLayers(int(n));
         }
-        args.erase(args.begin() + long(i), args.begin() + long(i) + 2);
+        args.erase(args.begin() + long(i), args.begin() + long(i + taken));
     }
 }
 
@@ -182,6 +205,7 @@ int main(int argc, char** argv) {
             std::printf("lcw-cli %s\n", lcw::version());
             return 0;
         }
+        if (cmd == "devices") return cmdDevices(args);
         if (cmd == "info") return cmdInfo(args);
         if (cmd == "generate") return cmdGenerate(args);
         if (cmd == "tokenize") return cmdTokenize(args);

@@ -3,6 +3,7 @@
 // --demo-compare | --demo-results | --demo-sensitivity | --demo-export]]`.
 #include "core/version.h"
 #include "demo_scenes.h"
+#include "widgets/device_selector.h"
 #include "widgets/main_window.h"
 #include "widgets/theme.h"
 
@@ -244,6 +245,8 @@ int main(int argc, char** argv) {
     if (auto rc = parseCommandLine(app, &cl)) return *rc;
 
     if (cl.screenshot.isEmpty()) {
+        // The device chosen in Preferences (the CPU when it is gone).
+        lcw::DeviceSelector::applyStoredDevice();
         lcw::MainWindow window;
         if (cl.theme) window.setTheme(*cl.theme);
         window.show();
