@@ -840,6 +840,10 @@ private slots:
         QCOMPARE(run->lastGeneration()->generatedTokens, qint64(newTokens));
         QVERIFY2(run->generationStatusText().contains(QStringLiteral("tokens/s")),
                  qPrintable(run->generationStatusText()));
+        // The device it ran on (the CPU unless Preferences chose another).
+        QVERIFY2(run->generationStatusText().contains(QStringLiteral("device: ")) &&
+                     run->generationStatusText().contains(QStringLiteral("(cpu)")),
+                 qPrintable(run->generationStatusText()));
         QVERIFY(run->generateButton()->isEnabled());
         QVERIFY(!run->stopButton()->isEnabled());
         QVERIFY(run->outputView()->isReadOnly());

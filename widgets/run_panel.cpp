@@ -118,6 +118,9 @@ struct RunPanel::GenOutcome {
     std::string cacheKey; ///< the recipe compressed for this run (empty: none)
     std::shared_ptr<const compress::CompressedModel> overlay;
     std::shared_ptr<const Model> base; ///< what `overlay` refers to (kept alive with it)
+    QString device;                    ///< "NAME (ID)" of the device the session ran on
+    QString deviceNote;                ///< why a requested GPU was not used (empty otherwise)
+    uint64_t deviceBytes = 0;          ///< GPU memory lcw held after the run (0 on the CPU)
 };
 
 struct RunPanel::PplOutcome {
@@ -747,6 +750,10 @@ struct RunPanel::GenJob {
             return progress.report(double(count) / double(std::max<int64_t>(n, 1)), stage);
         };
         out.result = session.generate(ids, n, sampling, onToken);
+        out.device = QString::fromStdString(session.device().name + " (" + session.device().id +
+                                            ")");
+        out.deviceNote = QString::fromStdString(session.deviceNote());
+        out.deviceBytes = session.deviceMemoryBytes();
         out.promptText = promptDecoded;
         out.text = QString::fromStdString(tk.decode(out.result.ids));
         return out;
@@ -920,7 +927,11 @@ void RunPanel::onGenerationDone(const GenOutcome& out) {
             .arg(secondsText(r.decodeSeconds), rateText(r.generatedTokens, r.decodeSeconds),
                  r.stoppedAtEos ? tr("  ·  stopped at end of sequence") : QString(),
                  m_lastGenConfig);
-    setGenStatus(stats);
+    QString device = tr("  ·  device: %1").arg(out.device);
+    if (out.deviceBytes > 0)
+        device += tr(", GPU memory %1 MiB").arg(double(out.deviceBytes) / 1048576.0, 0, 'f', 1);
+    setGenStatus(stats + device);
+    if (!out.deviceNote.isEmpty()) emit logMessage(tr("Device: %1").arg(out.deviceNote));
     updateButtons();
     emit logMessage(tr("Generated %1 tokens on %2: prefill %3, decode %4")
                         .arg(r.generatedTokens)

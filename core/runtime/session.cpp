@@ -260,6 +260,10 @@ int64_t Session::fallbackProducts() const {
     return m->backend->counters().fallbackProducts;
 }
 
+uint64_t Session::deviceMemoryBytes() const {
+    return m->backend->counters().deviceTotalBytes;
+}
+
 std::vector<std::vector<int64_t>> Session::expertTokenCounts() const {
     return m->runner->expertTokenCounts();
 }

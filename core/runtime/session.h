@@ -159,6 +159,9 @@ public:
     /// (formats without a shader yet); 0/0 on the CPU.
     int64_t deviceProducts() const;
     int64_t fallbackProducts() const;
+    /// Device memory lcw holds on the session's device now (all sessions' weights, each
+    /// uploaded once, and scratch); 0 on the CPU.
+    uint64_t deviceMemoryBytes() const;
 
     /// Mixture-of-experts models: tokens routed to each expert since the session was created (or
     /// since resetExpertTokenCounts()), [layer][expert]; empty for dense models. Experts that see
