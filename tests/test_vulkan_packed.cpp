@@ -166,7 +166,8 @@ std::vector<Variant> variants() {
     vs.push_back({"int3 asym g64 +order", intSt(3, false, G::Group, 64), Mask::None, 0, true});
     vs.push_back({"int4 asym g32 +order +outliers +mask", intSt(4, false, G::Group, 32),
                   Mask::Unstructured, 3, true});
-    vs.push_back({"nf4 +order +2:4", nf4, Mask::TwoFour, 0, true});
+    // A 2:4 mask of the input columns is no 2:4 pattern in the stored order: mask bits.
+    vs.push_back({"nf4 +order +mask (2 of 4 inputs)", nf4, Mask::TwoFour, 0, true});
     return vs;
 }
 
@@ -256,6 +257,11 @@ private slots:
         // 200 columns (groups of 32 / 48 / 64 / 128 end short), 13 rows (not a panel multiple).
         const auto a = packedWeight(v, 13, 200, 1);
         const auto b = packedWeight(v, 6, 200, 2);
+        // The runtime layouts the variant is meant to reach (2:4 slots, mask bits, order).
+        for (const char* tag : {"+2:4", "+mask", "col-order", "outlier"})
+            QCOMPARE(a->describe().find(tag) != std::string::npos,
+                     v.name.find(std::string(tag) == "col-order" ? "+order" : tag) !=
+                         std::string::npos);
         NoWeights nw;
         std::string note;
         auto be = runtime::makeBackend(runtime::parseDeviceSpec("vulkan"), nw, -1, &note);
@@ -346,8 +352,8 @@ private slots:
     }
 
     /// The demo model compressed with presets and recipes: logits of a prefill and two decode
-    /// steps on the GPU equal the CPU's float-activation logits to 1e-3; every product runs on
-    /// the GPU.
+    /// steps on the GPU equal the CPU's (--exact-activations; W8A8: its integer product) to
+    /// 1e-3; every product runs on the GPU.
     void compressedDemoModel_data() {
         QTest::addColumn<QString>("recipe");
         QTest::newRow("W4A16-g64") << "W4A16-g64";
@@ -356,11 +362,16 @@ private slots:
             << "{'lcw_recipe': 1, 'rules': [{'targets': ['*'], 'weight': {'format': 'nf4', "
                "'bits': 4, 'group_size': 64}}, {'targets': ['*.attn.*'], 'weight': {'format': "
                "'fp8_e4m3', 'bits': 8, 'granularity': 'channel'}}]}";
-        QTest::newRow("2:4 + int4 asym g32, int3 channel")
+        QTest::newRow("2:4 + int4 asym g64, int3 channel")
             << "{'lcw_recipe': 1, 'rules': [{'targets': ['*'], 'weight': {'bits': 3, "
                "'granularity': 'channel'}}, {'targets': ['*.mlp.*'], 'sparsity': {'method': "
                "'magnitude', 'pattern': '2:4'}, 'weight': {'bits': 4, 'symmetric': false, "
-               "'group_size': 32}}]}";
+               "'group_size': 64}}]}";
+        // Calibrated: GPTQ's column order and weight-outlier columns kept in f16.
+        QTest::newRow("gptq act-order g32 + outlier columns")
+            << "{'lcw_recipe': 1, 'rules': [{'targets': ['*'], 'weight': {'bits': 4, "
+               "'group_size': 32, 'method': 'gptq', 'act_order': true}, 'outliers': "
+               "{'threshold': 2.0}}]}";
         QTest::newRow("unstructured 50% + int8")
             << "{'lcw_recipe': 1, 'rules': [{'targets': ['*'], 'sparsity': {'method': "
                "'magnitude', 'ratio': 0.5}, 'weight': {'bits': 8, 'symmetric': false}}]}";
@@ -373,13 +384,20 @@ private slots:
         const compress::Recipe rc = recipe.startsWith('{')
                                         ? recipeJ(recipe.toStdString())
                                         : compress::findPreset(recipe.toStdString()).recipe;
-        auto r = compress::compress(*m, rc, np);
+        auto r = compress::compressWithBundledCalibration(*m, rc, np, {2, 64});
         QCOMPARE(r.status, Status::Ok);
         const compress::CompressedModel& cm = *r.model;
-        int packed = 0;
-        for (const auto& n : cm.replacedNames()) packed += cm.packedLinear(n) != nullptr;
+        int packed = 0, ordered = 0, outliers = 0, sparse = 0;
+        for (const auto& n : cm.replacedNames())
+            if (const PackedLinear* p = cm.packedLinear(n)) {
+                ++packed;
+                ordered += p->describe().find("col-order") != std::string::npos;
+                outliers += p->describe().find("outlier") != std::string::npos;
+                sparse += p->describe().find("+2:4") != std::string::npos;
+            }
         QVERIFY(packed > 0);
-        const bool actQuant = cm.runtimeQuant() && !cm.runtimeQuant()->activations.empty();
+        if (recipe.contains("act_order")) QVERIFY(ordered > 0 && outliers > 0);
+        if (recipe.contains("2:4")) QVERIFY(sparse > 0); // the 2:4 runtime layout
         std::vector<int32_t> ids;
         for (int i = 0; i < 12; ++i) ids.push_back(int32_t((i * 37 + 5) % m->spec().vocab));
         struct Run {
@@ -411,13 +429,15 @@ private slots:
         QVERIFY2(gpu.note.empty(), gpu.note.c_str());
         QVERIFY(gpu.deviceId != "cpu");
         QVERIFY(gpu.products > 0);
-        if (!actQuant) QCOMPARE(gpu.fallback, int64_t(0));
+        // Every product on the GPU (W8A8 too: its activations are fake-quantised on the host).
+        QCOMPARE(gpu.fallback, int64_t(0));
         double d = 0;
         QCOMPARE(gpu.logits.size(), cpu.logits.size());
         for (size_t i = 0; i < cpu.logits.size(); ++i)
             d = std::max(d, double(std::fabs(cpu.logits[i] - gpu.logits[i])));
-        qInfo("%s: %d packed weights, max |dlogit| %.3g, %lld device products", qPrintable(recipe),
-              packed, d, (long long)gpu.products);
+        qInfo("%s: %d packed weights (%d column-ordered, %d with outliers), max |dlogit| %.3g, "
+              "%lld device products",
+              QTest::currentDataTag(), packed, ordered, outliers, d, (long long)gpu.products);
         QVERIFY2(d <= 1e-3, qPrintable(QString("max |dlogit| %1").arg(d)));
     }
 };
