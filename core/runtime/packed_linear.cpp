@@ -565,19 +565,25 @@ GpuPacked PackedImpl::gpuForm(int64_t r0, int64_t n) const {
     g.kind = L.kind, g.bits = L.bits, g.symmetric = L.sym;
     g.rows = n, g.cols = L.cols;
     g.groupCols = L.glen, g.groupsPerRow = L.gpr;
-    g.rowWords = (L.cols * L.bits + 31) / 32;
+    // 2:4: the slots as they are (groups start on a multiple of 64 columns, so slot j of a
+    // unit is slot (first column of the unit) / 2 + j of the row).
+    const int64_t nSlots = 2 * ((L.cols + 3) / 4);
+    g.twoFour = L.sparse;
+    g.rowWords = ((L.sparse ? nSlots : L.cols) * L.bits + 31) / 32;
     g.codes.assign(size_t(n * g.rowWords), 0);
+    if (L.sparse) {
+        g.idxWords = (2 * nSlots + 31) / 32;
+        g.indices.assign(size_t(n * g.idxWords), 0);
+    }
     g.scales.resize(size_t(n * L.gpr));
     if (!L.sym) g.zeros.resize(size_t(n * L.gpr));
-    // 2:4: a weight without a slot (or whose slot holds the zero code, which dequantizeRows()
-    // skips) reads 0 through the mask; unstructured masks of formats with a zero code need none.
-    if (L.maskBits || L.sparse) {
+    // Unstructured masks of formats with a zero code need no mask bits.
+    if (L.maskBits) {
         g.maskWords = (L.cols + 31) / 32;
         g.mask.assign(size_t(n * g.maskWords), 0);
     }
     g.outlierCols = m_ocols;
     g.outlierValues.assign(m_ov.begin() + r0 * L.nOut, m_ov.begin() + (r0 + n) * L.nOut);
-    const int zc = zeroCode(L);
     UnitCodes uc;
     for (int64_t r = r0; r < r0 + n; ++r) {
         uint32_t* words = g.codes.data() + (r - r0) * g.rowWords;
@@ -611,10 +617,11 @@ GpuPacked PackedImpl::gpuForm(int64_t r0, int64_t n) const {
                                 keep(c0 + jj);
                         }
                     } else {
-                        const int64_t jj = uc0 + slotCol(uc, j);
-                        if (jj >= len || int(uc.code[j]) == zc) continue;
-                        put(c0 + jj, uc.code[j]);
-                        keep(c0 + jj);
+                        const int64_t slot = (c0 + uc0) / 2 + j;
+                        if (uc0 + 4 * (j / 2) >= len || slot >= nSlots) break;
+                        put(slot, uc.code[j]);
+                        uint32_t* idx = g.indices.data() + (r - r0) * g.idxWords;
+                        idx[slot >> 4] |= uint32_t(uc.idx[j]) << (2 * (slot & 15));
                     }
                 }
             }

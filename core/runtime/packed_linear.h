@@ -83,7 +83,11 @@ struct PackedSource {
 ///   row's words (LSB-first, a code may straddle two words), s = scales[r][k / groupCols],
 ///   z = zeros[r][k / groupCols] (f16).
 /// Pruned weights of formats with a zero code (symmetric int, NF4, FP8) hold that code; the mask
-/// is only given where no code reads 0 (asymmetric int). 2:4 weights come as dense codes.
+/// is only given where no code reads 0 (asymmetric int with an unstructured mask).
+/// 2:4 weights (twoFour) hold 2 slots per 4 columns instead: slot j (j < 2·ceil(cols / 4)) has
+/// its code at bits [j·bits, (j+1)·bits) and a 2-bit index i at bits [2j, 2j+2) of the row's
+/// index words; it holds weight k = 4·(j / 2) + i unless k >= cols or (symmetric formats) the
+/// code is the zero code (2^(bits−1), NF4 7, FP8 0); a weight no slot holds reads 0.
 struct GpuPacked {
     PackedSource::Kind kind = PackedSource::Kind::Int;
     int bits = 4;
@@ -91,12 +95,15 @@ struct GpuPacked {
     int64_t rows = 0, cols = 0; ///< rows of this form (n of gpuForm), columns of the weight
     int64_t groupCols = 0;      ///< columns per scale group (cols for channel / tensor)
     int64_t groupsPerRow = 1;
-    int64_t rowWords = 0;                ///< uint32 words of codes per row: ceil(cols·bits / 32)
-    std::vector<uint32_t> codes;         ///< [rows][rowWords]
-    std::vector<uint16_t> scales;        ///< [rows][groupsPerRow] f16
-    std::vector<uint16_t> zeros;         ///< asymmetric int: [rows][groupsPerRow] f16, else empty
-    int64_t maskWords = 0;               ///< ceil(cols / 32) when mask is given, else 0
-    std::vector<uint32_t> mask;          ///< [rows][maskWords], bit k: weight k kept
+    int64_t rowWords = 0;          ///< words of codes per row: ceil(cols (2:4: slots)·bits / 32)
+    std::vector<uint32_t> codes;   ///< [rows][rowWords]
+    std::vector<uint16_t> scales;  ///< [rows][groupsPerRow] f16
+    std::vector<uint16_t> zeros;   ///< asymmetric int: [rows][groupsPerRow] f16, else empty
+    bool twoFour = false;          ///< codes are 2:4 slots (see above)
+    int64_t idxWords = 0;          ///< twoFour: uint32 words of indices per row
+    std::vector<uint32_t> indices; ///< twoFour: [rows][idxWords]
+    int64_t maskWords = 0;         ///< ceil(cols / 32) when mask is given, else 0
+    std::vector<uint32_t> mask;    ///< [rows][maskWords], bit k: weight k kept
     std::vector<int32_t> outlierCols;    ///< ascending stored columns
     std::vector<uint16_t> outlierValues; ///< [rows][outlierCols.size()] f16
     std::vector<int32_t> colOrder;       ///< stored column k → input column, or empty (identity)

@@ -82,7 +82,7 @@ struct MatmulPush {
 /// offsets of the arrays in one chunk's buffer.
 struct LcwPush {
     uint32_t kind, bits, sym, groupCols, gpr, offScales, offZeros, hasMask, maskWords, offMask,
-        nOut, offOv, offOcols, offOstart, hasOrder, offOrder;
+        nOut, offOv, offOcols, offOstart, hasOrder, offOrder, twoFour, offIdx, idxWords;
 };
 
 /// A weight on the device, in row chunks that each fit one storage-buffer binding.
@@ -227,8 +227,8 @@ private:
         return w;
     }
     /// An lcw packed weight in chunks of rows, each chunk one buffer holding its rows' gpuForm()
-    /// arrays (codes, scales, zeros, mask, outlier values) and the weight's outlier columns,
-    /// their start per 32 columns and the column order, at word offsets (LcwPush).
+    /// arrays (codes, 2:4 indices, scales, zeros, mask, outlier values) and the weight's outlier
+    /// columns, their start per 32 columns and the column order, at word offsets (LcwPush).
     DeviceWeight uploadPacked(const kernels::PackedLinear& p) {
         DeviceWeight w;
         w.shader = "lcw";
@@ -242,6 +242,7 @@ private:
         const uint64_t fixedWords = nOut + n32 + 1 + (g1.colOrder.empty() ? 0 : uint64_t(cols));
         // Words per row, rounded up for the f16 arrays of a chunk (+3 words).
         const uint64_t perRow = uint64_t(g1.rowWords) + uint64_t(g1.maskWords) +
+                                uint64_t(g1.idxWords) +
                                 (uint64_t(g1.groupsPerRow) * (1 + asym) + nOut + 1) / 2 + 1;
         const uint64_t limit = bindingLimit(*ctx);
         if (4 * (fixedWords + perRow + 3) > limit)
@@ -288,6 +289,9 @@ private:
                 lp.offOstart = put(ostart.data(), ostart.size(), ostart.size() * 4);
                 lp.hasOrder = g.colOrder.empty() ? 0 : 1;
                 lp.offOrder = put(g.colOrder.data(), g.colOrder.size(), g.colOrder.size() * 4);
+                lp.twoFour = g.twoFour ? 1 : 0;
+                lp.idxWords = uint32_t(g.idxWords);
+                lp.offIdx = put(g.indices.data(), g.indices.size(), g.indices.size() * 4);
                 ch.buf = ctx->createDeviceBuffer(std::max<uint64_t>(words.size(), 1) * 4);
                 w.chunks.push_back(ch);
                 ctx->upload(w.chunks.back().buf, 0, words.data(), words.size() * 4);

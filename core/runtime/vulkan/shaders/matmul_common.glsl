@@ -33,6 +33,9 @@ layout(push_constant) uniform PushConstants {
     uint offOstart; // uint [ceil(cols / 32) + 1]: first outlier at or past column 32 g
     uint hasOrder;  // 1: stored column k reads input column W[offOrder + k]
     uint offOrder;
+    uint twoFour;   // 1: codes are 2:4 slots, 2-bit indices [rows][idxWords] at offIdx
+    uint offIdx;
+    uint idxWords;
 #endif
 } pc;
 
