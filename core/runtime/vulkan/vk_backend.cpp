@@ -110,7 +110,7 @@ struct WeightKey {
 };
 
 /// A packed weight's key: its address, size, shape, description and a hash of the values of its
-/// first and last rows (computed once per backend and weight, see VulkanBackend::packedKey).
+/// first and last rows (computed once per backend and weight, VulkanBackend::acquire).
 WeightKey keyOf(const kernels::PackedLinear& p) {
     WeightKey k{&p, p.bytes(), DType::F32, 1469598103934665603ull, true};
     auto mix = [&](const void* data, size_t n) {
