@@ -40,6 +40,13 @@ namespace {
             QSKIP(qPrintable(QString("no Vulkan device: %1").arg(QString::fromStdString(why))));   \
     } while (0)
 
+#ifndef LCW_HAVE_VULKAN
+// A build without the Vulkan backend lists no Vulkan device: every test below skips.
+namespace lcw::runtime::vulkan {
+void setBindingLimitForTests(uint64_t) {}
+} // namespace lcw::runtime::vulkan
+#endif
+
 /// A weight source with no tensors (the backend's constructor reads its spec only).
 class NoWeights final : public WeightSource {
 public:
