@@ -4,6 +4,7 @@
 // instruction set this CPU runs, with and without VNNI; results do not depend on the batch.
 #include "core/common/dtype.h"
 #include "core/common/error.h"
+#include "core/common/lowbit.h"
 #include "core/compress/quantizer.h"
 #include "core/runtime/kernels.h"
 #include "core/runtime/packed_linear.h"
@@ -11,8 +12,10 @@
 
 #include <QtTest/QtTest>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <numeric>
 #include <random>
 
 using namespace lcw;
@@ -238,6 +241,62 @@ bool sameBits(const float* a, const float* b, size_t n) {
     return std::memcmp(a, b, n * sizeof(float)) == 0;
 }
 
+/// Rows of a GpuPacked as GpuPacked documents them, in input-column order ([g.rows, g.cols]).
+std::vector<float> decodeGpuForm(const GpuPacked& g) {
+    std::vector<float> out(size_t(g.rows * g.cols), -123.0f);
+    const int zc = g.kind == PackedSource::Kind::Int   ? (g.symmetric ? 1 << (g.bits - 1) : -1)
+                   : g.kind == PackedSource::Kind::Nf4 ? 7
+                                                       : 0;
+    for (int64_t r = 0; r < g.rows; ++r) {
+        // 2:4: the slot of every column (-1: none).
+        std::vector<int64_t> slotOf(size_t(g.cols), -1);
+        for (int64_t j = 0; g.twoFour && j < 2 * ((g.cols + 3) / 4); ++j) {
+            const uint32_t i = g.indices[size_t(r * g.idxWords + j / 16)] >> (2 * (j % 16)) & 3u;
+            const int64_t k = 4 * (j / 2) + i;
+            if (k < g.cols) {
+                if (slotOf[size_t(k)] >= 0) return {}; // two slots for one weight
+                slotOf[size_t(k)] = j;
+            }
+        }
+        for (int64_t k = 0; k < g.cols; ++k) {
+            float v;
+            const auto oc = std::find(g.outlierCols.begin(), g.outlierCols.end(), int32_t(k));
+            const int64_t pos = g.twoFour ? slotOf[size_t(k)] : k;
+            const uint64_t bit = uint64_t(std::max<int64_t>(pos, 0)) * uint64_t(g.bits);
+            const uint32_t* w = g.codes.data() + r * g.rowWords;
+            uint64_t two = w[bit / 32];
+            if (bit / 32 + 1 < uint64_t(g.rowWords)) two |= uint64_t(w[bit / 32 + 1]) << 32;
+            const uint32_t u = uint32_t(two >> (bit % 32)) & ((1u << g.bits) - 1);
+            if (oc != g.outlierCols.end()) {
+                v = f16ToF32(g.outlierValues[size_t(r) * g.outlierCols.size() +
+                                             size_t(oc - g.outlierCols.begin())]);
+            } else if (!g.mask.empty() &&
+                       !(g.mask[size_t(r * g.maskWords + k / 32)] >> (k % 32) & 1u)) {
+                v = 0.0f;
+            } else if (g.twoFour && (pos < 0 || int(u) == zc)) {
+                v = 0.0f;
+            } else {
+                const size_t gi = size_t(r * g.groupsPerRow + k / g.groupCols);
+                const float sc = f16ToF32(g.scales[gi]);
+                switch (g.kind) {
+                case PackedSource::Kind::Int:
+                    v = g.symmetric ? sc * float(int(u) - (1 << (g.bits - 1)))
+                                    : sc * (float(u) - f16ToF32(g.zeros[gi]));
+                    break;
+                case PackedSource::Kind::Nf4:
+                    v = sc * nf4Levels()[u];
+                    break;
+                default:
+                    v = sc * e4m3ToF32(uint8_t(u));
+                }
+            }
+            const int64_t c = g.colOrder.empty() ? k : g.colOrder[size_t(k)];
+            out[size_t(r * g.cols + c)] = v;
+        }
+    }
+    return out;
+}
+
 } // namespace
 
 class TestPackedLinear : public QObject {
@@ -260,6 +319,47 @@ private slots:
                          c.name.c_str());
             }
         }
+    }
+
+    /// The GPU layout decodes to dequantizeRows() bit for bit: every case, with and without a
+    /// column order, whole and for a row range, after the source arrays are gone.
+    void gpuFormDecodesExactly() {
+        for (const Case& c : cases())
+            for (bool ordered : {false, true}) {
+                std::unique_ptr<PackedLinear> pl;
+                {
+                    // Copies of the source arrays that die before gpuForm() runs.
+                    Case tmp = c;
+                    std::vector<int32_t> order(size_t(c.pt.cols));
+                    std::iota(order.begin(), order.end(), 0);
+                    std::shuffle(order.begin(), order.end(), std::mt19937(5));
+                    PackedSource s = sourceOf(tmp);
+                    if (ordered) s.colOrder = order.data();
+                    pl = PackedLinear::pack(s);
+                    std::fill(tmp.pt.codes.begin(), tmp.pt.codes.end(), uint8_t(0x5A));
+                    std::fill(tmp.mask.begin(), tmp.mask.end(), uint8_t(0));
+                }
+                const std::string what =
+                    c.name + (ordered ? " +order" : "") + " / " + pl->describe();
+                const int64_t R = pl->rows(), C = pl->cols();
+                std::vector<float> want(size_t(R * C));
+                pl->dequantizeRows(0, R, want.data());
+                const GpuPacked g = pl->gpuForm(0, R);
+                QCOMPARE(g.rows, R);
+                QCOMPARE(g.colOrder.empty(), !ordered);
+                // 2:4 layouts keep their slots; mask bits only where no code reads 0.
+                const bool two4 = pl->describe().find("+2:4") != std::string::npos;
+                QCOMPARE(g.twoFour, two4);
+                QCOMPARE(g.rowWords, ((two4 ? 2 * ((C + 3) / 4) : C) * g.bits + 31) / 32);
+                QCOMPARE(g.mask.empty(), c.mask.empty() || g.symmetric || two4);
+                const auto got = decodeGpuForm(g);
+                QVERIFY2(sameBits(got.data(), want.data(), want.size()), what.c_str());
+                const GpuPacked part = pl->gpuForm(2, 5);
+                QCOMPARE(part.rows, int64_t(5));
+                const auto gotPart = decodeGpuForm(part);
+                QVERIFY2(sameBits(gotPart.data(), want.data() + 2 * C, gotPart.size()),
+                         what.c_str());
+            }
     }
 
     void layoutChoiceAndSize() {

@@ -250,6 +250,7 @@ public:
     }
     std::string describe() const override { return m_describe; }
     void dequantizeRows(int64_t r0, int64_t n, float* dst) const override;
+    GpuPacked gpuForm(int64_t r0, int64_t n) const override;
     bool sharesPreparation(const PackedLinear& other) const override;
     size_t preparedBytes(int64_t nTok, const ActQuantSpec* act, bool exact) const override;
     void prepare(const float* x, int64_t ldx, int64_t nTok, const ActQuantSpec* act, bool exact,
@@ -553,6 +554,80 @@ void PackedImpl::dequantizeRows(int64_t r0, int64_t n, float* dst) const {
         for (size_t k = 0; k < m_ocols.size(); ++k)
             o[m_ocols[k]] = f16ToF32(m_ov[size_t(r) * m_ocols.size() + k]);
     }
+}
+
+GpuPacked PackedImpl::gpuForm(int64_t r0, int64_t n) const {
+    // Walks the units exactly as dequantizeRows() does, writing codes instead of values.
+    const Layout& L = m_L;
+    if (r0 < 0 || n < 0 || r0 + n > L.rows)
+        throw ArgumentError("packed weight '" + m_name + "': rows out of range");
+    GpuPacked g;
+    g.kind = L.kind, g.bits = L.bits, g.symmetric = L.sym;
+    g.rows = n, g.cols = L.cols;
+    g.groupCols = L.glen, g.groupsPerRow = L.gpr;
+    // 2:4: the slots as they are (groups start on a multiple of 64 columns, so slot j of a
+    // unit is slot (first column of the unit) / 2 + j of the row).
+    const int64_t nSlots = 2 * ((L.cols + 3) / 4);
+    g.twoFour = L.sparse;
+    g.rowWords = ((L.sparse ? nSlots : L.cols) * L.bits + 31) / 32;
+    g.codes.assign(size_t(n * g.rowWords), 0);
+    if (L.sparse) {
+        g.idxWords = (2 * nSlots + 31) / 32;
+        g.indices.assign(size_t(n * g.idxWords), 0);
+    }
+    g.scales.resize(size_t(n * L.gpr));
+    if (!L.sym) g.zeros.resize(size_t(n * L.gpr));
+    // Unstructured masks of formats with a zero code need no mask bits.
+    if (L.maskBits) {
+        g.maskWords = (L.cols + 31) / 32;
+        g.mask.assign(size_t(n * g.maskWords), 0);
+    }
+    g.outlierCols = m_ocols;
+    g.outlierValues.assign(m_ov.begin() + r0 * L.nOut, m_ov.begin() + (r0 + n) * L.nOut);
+    UnitCodes uc;
+    for (int64_t r = r0; r < r0 + n; ++r) {
+        uint32_t* words = g.codes.data() + (r - r0) * g.rowWords;
+        uint32_t* mask = g.mask.empty() ? nullptr : g.mask.data() + (r - r0) * g.maskWords;
+        auto put = [&](int64_t k, uint32_t code) {
+            const uint64_t bit = uint64_t(k) * uint64_t(L.bits);
+            const size_t w = size_t(bit >> 5);
+            const unsigned sh = unsigned(bit & 31);
+            words[w] |= code << sh;
+            if (sh + unsigned(L.bits) > 32) words[w + 1] |= code >> (32 - sh);
+        };
+        auto keep = [&](int64_t k) { mask[k >> 5] |= 1u << (k & 31); };
+        const int64_t p = r / 4;
+        const int i = int(r % 4);
+        for (int64_t gi = 0; gi < L.gpr; ++gi) {
+            const size_t si = size_t((p * L.gpr + gi) * 4 + i);
+            g.scales[size_t((r - r0) * L.gpr + gi)] = m_scales[si];
+            if (!L.sym) g.zeros[size_t((r - r0) * L.gpr + gi)] = m_zeros[si];
+            const int64_t c0 = gi * L.glen, len = std::min(L.glen, L.cols - c0);
+            for (int64_t u = 0; u < L.unitsPerGroup(); ++u) {
+                readUnit(ref(), p, gi, u, i, uc);
+                const int64_t uc0 = L.unitCol(u);
+                for (int j = 0; j < uc.n; ++j) {
+                    if (!L.sparse) {
+                        const int64_t jj = uc0 + j;
+                        if (jj >= len) break;
+                        put(c0 + jj, uc.code[j]);
+                        if (L.maskBits) {
+                            const int64_t q = gi * L.Gp + jj;
+                            if (m_mask[size_t(r * L.maskWords + (q >> 6))] >> (q & 63) & 1u)
+                                keep(c0 + jj);
+                        }
+                    } else {
+                        const int64_t slot = (c0 + uc0) / 2 + j;
+                        if (uc0 + 4 * (j / 2) >= len || slot >= nSlots) break;
+                        put(slot, uc.code[j]);
+                        uint32_t* idx = g.indices.data() + (r - r0) * g.idxWords;
+                        idx[slot >> 4] |= uint32_t(uc.idx[j]) << (2 * (slot & 15));
+                    }
+                }
+            }
+        }
+    }
+    return g;
 }
 
 Mode PackedImpl::modeFor(const ActQuantSpec* act, bool exact) const {
@@ -1030,6 +1105,12 @@ public:
         }
     }
     std::string describe() const override { return m_inner->describe() + " +col-order"; }
+    /// The inner (stored-order) form with the order.
+    GpuPacked gpuForm(int64_t r0, int64_t n) const override {
+        GpuPacked g = m_inner->gpuForm(r0, n);
+        g.colOrder = m_order;
+        return g;
+    }
     /// The inner weight's buffer, then the permuted activations [nTok, cols] (float).
     size_t preparedBytes(int64_t nTok, const ActQuantSpec* act, bool exact) const override {
         return alignUp(m_inner->preparedBytes(nTok, act, exact)) +

@@ -74,6 +74,41 @@ struct PackedSource {
     std::string name;                        ///< for errors
 };
 
+/// A packed weight's codes in a plain layout for GPU shaders (PackedLinear::gpuForm), derived
+/// from the runtime layout. Everything is indexed by *stored* column k (the input column is
+/// colOrder[k] when colOrder is not empty, else k); the value of weight (r, k) is
+///   outlier column k (outlierCols holds it): outlierValues[r][j] (f16);
+///   else mask bit k of row r clear (mask not empty): 0;
+///   else decode(code) as PackedSource describes, with code = bits [k·bits, (k+1)·bits) of the
+///   row's words (LSB-first, a code may straddle two words), s = scales[r][k / groupCols],
+///   z = zeros[r][k / groupCols] (f16).
+/// Pruned weights of formats with a zero code (symmetric int, NF4, FP8) hold that code; the mask
+/// is only given where no code reads 0 (asymmetric int with an unstructured mask).
+/// 2:4 weights (twoFour) hold 2 slots per 4 columns instead: slot j (j < 2·ceil(cols / 4)) has
+/// its code at bits [j·bits, (j+1)·bits) and a 2-bit index i at bits [2j, 2j+2) of the row's
+/// index words; it holds weight k = 4·(j / 2) + i unless k >= cols or (symmetric formats) the
+/// code is the zero code (2^(bits−1), NF4 7, FP8 0); a weight no slot holds reads 0.
+struct GpuPacked {
+    PackedSource::Kind kind = PackedSource::Kind::Int;
+    int bits = 4;
+    bool symmetric = true;
+    int64_t rows = 0, cols = 0; ///< rows of this form (n of gpuForm), columns of the weight
+    int64_t groupCols = 0;      ///< columns per scale group (cols for channel / tensor)
+    int64_t groupsPerRow = 1;
+    int64_t rowWords = 0;          ///< words of codes per row: ceil(cols (2:4: slots)·bits / 32)
+    std::vector<uint32_t> codes;   ///< [rows][rowWords]
+    std::vector<uint16_t> scales;  ///< [rows][groupsPerRow] f16
+    std::vector<uint16_t> zeros;   ///< asymmetric int: [rows][groupsPerRow] f16, else empty
+    bool twoFour = false;          ///< codes are 2:4 slots (see above)
+    int64_t idxWords = 0;          ///< twoFour: uint32 words of indices per row
+    std::vector<uint32_t> indices; ///< twoFour: [rows][idxWords]
+    int64_t maskWords = 0;         ///< ceil(cols / 32) when mask is given, else 0
+    std::vector<uint32_t> mask;    ///< [rows][maskWords], bit k: weight k kept
+    std::vector<int32_t> outlierCols;    ///< ascending stored columns
+    std::vector<uint16_t> outlierValues; ///< [rows][outlierCols.size()] f16
+    std::vector<int32_t> colOrder;       ///< stored column k → input column, or empty (identity)
+};
+
 /// A packed linear weight [rows, cols] in the runtime layout.
 class PackedLinear {
 public:
@@ -86,6 +121,10 @@ public:
     virtual size_t bytes() const = 0;
     /// Float values of rows [r0, r0 + n) into dst [n, cols] (exactly what products use).
     virtual void dequantizeRows(int64_t r0, int64_t n, float* dst) const = 0;
+    /// Rows [r0, r0 + n) in the GPU layout (GpuPacked), built from the runtime layout (no
+    /// copy is kept): for every r, k the value equals dequantizeRows() bit for bit. Called once
+    /// per weight (or row chunk) when a GPU backend uploads it.
+    virtual GpuPacked gpuForm(int64_t r0, int64_t n) const = 0;
     /// "int4 g128 sym", "nf4 g64", "fp8 channel", "+2:4" ... (for reports).
     virtual std::string describe() const = 0;
     /// A linear call runs in two steps. prepare() turns the activations x [nTok, cols] (row

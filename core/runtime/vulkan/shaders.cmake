@@ -6,9 +6,10 @@ file(MAKE_DIRECTORY ${_vk_out})
 file(GLOB _vk_glsl CONFIGURE_DEPENDS ${_vk_dir}/shaders/*.glsl)
 
 # Two shaders per weight type, compiled with -DWT_<TYPE> (shaders/dequant.glsl): matvec.comp
-# (few tokens) and matmul.comp (tiled, many tokens).
+# (few tokens) and matmul.comp (tiled, many tokens). "lcw": lcw's packed weights
+# (shaders/lcw_dequant.glsl, kernels::GpuPacked), every format in one shader.
 set(LCW_VK_WEIGHT_TYPES f32 f16 bf16 q4_0 q4_1 q5_0 q5_1 q8_0 q2_k q3_k q4_k q5_k q6_k iq4_nl
-    iq4_xs)
+    iq4_xs lcw)
 set(_vk_incs)
 set(_vk_table "")
 set(_vk_decls "")

@@ -1,16 +1,19 @@
 // The Vulkan backend: weight products in compute shaders (shaders/matmul.comp, one pipeline per
 // weight type). Stored weights (F32, F16, BF16 and the GGUF block types) are uploaded once, as
-// their raw bytes, and dequantised in registers; activations go up and results come back per
-// call. lcw's packed formats and products the layer split keeps on the CPU run through the CPU
-// kernels. Float activations throughout: the GPU result equals the CPU's --exact-activations
-// product up to float summation order.
+// their raw bytes, and lcw's packed weights once in their GPU form (PackedLinear::gpuForm: codes,
+// scales, zeros, mask, outliers, column order; shaders/lcw_dequant.glsl); both are dequantised
+// in registers. Activations go up and results come back per call. Products the layer split
+// keeps on the CPU run through the CPU kernels. Float activations throughout: the GPU result
+// equals the CPU's --exact-activations product up to float summation order.
 #include "core/common/error.h"
 #include "core/runtime/backend.h"
+#include "core/runtime/packed_linear.h"
+#include "core/runtime/quant_runtime.h"
 #include "core/runtime/vulkan/vk_context.h"
 
 #include <algorithm>
-#include <cstdio>
 #include <atomic>
+#include <cstdio>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -75,15 +78,24 @@ struct MatmulPush {
     uint32_t rows, cols, nTok, rowBytes, ldy, row0, hasBias, biasOffset;
 };
 
+/// The lcw shaders' extra push constants (matmul_common.glsl, WT_LCW): the format and the word
+/// offsets of the arrays in one chunk's buffer.
+struct LcwPush {
+    uint32_t kind, bits, sym, groupCols, gpr, offScales, offZeros, hasMask, maskWords, offMask,
+        nOut, offOv, offOcols, offOstart, hasOrder, offOrder, twoFour, offIdx, idxWords;
+};
+
 /// A weight on the device, in row chunks that each fit one storage-buffer binding.
 struct DeviceWeight {
     struct Chunk {
         Buffer buf;
         int64_t row0 = 0, rows = 0;
+        LcwPush lcw{}; ///< lcw packed weights: the chunk's layout
     };
     std::vector<Chunk> chunks;
     const char* shader = nullptr;
     uint32_t rowBytes = 0;
+    bool lcw = false;
 };
 
 /// A stored tensor as the cache knows it: where its bytes are, how many, their type, and a hash
@@ -93,8 +105,29 @@ struct WeightKey {
     uint64_t nbytes = 0;
     DType type = DType::F32;
     uint64_t sample = 0;
+    bool packed = false; ///< data is a kernels::PackedLinear
     auto operator<=>(const WeightKey&) const = default;
 };
+
+/// A packed weight's key: its address, size, shape, description and a hash of the values of its
+/// first and last rows (computed once per backend and weight, VulkanBackend::acquire).
+WeightKey keyOf(const kernels::PackedLinear& p) {
+    WeightKey k{&p, p.bytes(), DType::F32, 1469598103934665603ull, true};
+    auto mix = [&](const void* data, size_t n) {
+        const auto* b = static_cast<const uint8_t*>(data);
+        for (size_t i = 0; i < n; ++i) k.sample = (k.sample ^ b[i]) * 1099511628211ull;
+    };
+    const int64_t shape[2] = {p.rows(), p.cols()};
+    mix(shape, sizeof shape);
+    const std::string d = p.describe();
+    mix(d.data(), d.size());
+    std::vector<float> row(size_t(p.cols()));
+    for (int64_t r : {int64_t(0), p.rows() - 1}) {
+        p.dequantizeRows(r, 1, row.data());
+        mix(row.data(), row.size() * sizeof(float));
+    }
+    return k;
+}
 
 WeightKey keyOf(const TensorView& t) {
     WeightKey k{t.data, t.nbytes, t.dtype, 1469598103934665603ull};
@@ -104,8 +137,7 @@ WeightKey keyOf(const TensorView& t) {
             k.sample = (k.sample ^ b[i]) * 1099511628211ull;
     };
     // 16 slices of 64 bytes spread over the tensor, the first and the last included.
-    for (uint64_t i = 0; i < 16; ++i)
-        mix(t.nbytes > 64 ? (t.nbytes - 64) * i / 15 : 0, 64);
+    for (uint64_t i = 0; i < 16; ++i) mix(t.nbytes > 64 ? (t.nbytes - 64) * i / 15 : 0, 64);
     return k;
 }
 
@@ -123,9 +155,17 @@ public:
     /// The device copy of `t`, uploaded when absent; `held` records the backend's reference.
     /// Called with ctx->mutex() held.
     const DeviceWeight& acquire(const TensorView& t, std::set<WeightKey>& held) {
-        const WeightKey key = keyOf(t);
+        return acquire(keyOf(t), held, [&] { return upload(t); });
+    }
+    /// The device copy of a packed weight whose key is `key` (keyOf(p)).
+    const DeviceWeight& acquire(const kernels::PackedLinear& p, const WeightKey& key,
+                                std::set<WeightKey>& held) {
+        return acquire(key, held, [&] { return uploadPacked(p); });
+    }
+    template <class Upload>
+    const DeviceWeight& acquire(const WeightKey& key, std::set<WeightKey>& held, Upload&& up) {
         auto it = entries.find(key);
-        if (it == entries.end()) it = entries.emplace(key, Entry{upload(t), 0, 0}).first;
+        if (it == entries.end()) it = entries.emplace(key, Entry{up(), 0, 0}).first;
         if (held.insert(key).second) {
             ++it->second.refs;
             it->second.bytes = 0;
@@ -186,6 +226,82 @@ private:
         }
         return w;
     }
+    /// An lcw packed weight in chunks of rows, each chunk one buffer holding its rows' gpuForm()
+    /// arrays (codes, 2:4 indices, scales, zeros, mask, outlier values) and the weight's outlier
+    /// columns, their start per 32 columns and the column order, at word offsets (LcwPush).
+    DeviceWeight uploadPacked(const kernels::PackedLinear& p) {
+        DeviceWeight w;
+        w.shader = "lcw";
+        w.lcw = true;
+        const int64_t rows = p.rows(), cols = p.cols();
+        // The row-independent part, from a one-row form.
+        const kernels::GpuPacked g1 = p.gpuForm(0, 1);
+        const uint64_t nOut = g1.outlierCols.size(), n32 = uint64_t(cols + 31) / 32;
+        const uint64_t asym = g1.kind == kernels::PackedSource::Kind::Int && !g1.symmetric;
+        auto halfWords = [](uint64_t n) { return (n + 1) / 2; };
+        const uint64_t fixedWords = nOut + n32 + 1 + (g1.colOrder.empty() ? 0 : uint64_t(cols));
+        // Words per row, rounded up for the f16 arrays of a chunk (+3 words).
+        const uint64_t perRow = uint64_t(g1.rowWords) + uint64_t(g1.maskWords) +
+                                uint64_t(g1.idxWords) +
+                                (uint64_t(g1.groupsPerRow) * (1 + asym) + nOut + 1) / 2 + 1;
+        const uint64_t limit = bindingLimit(*ctx);
+        if (4 * (fixedWords + perRow + 3) > limit)
+            throw Error("Vulkan: packed weight " + p.describe() + " has rows larger than one " +
+                        "buffer binding allows");
+        w.rowBytes = uint32_t(g1.rowWords * 4);
+        const int64_t perChunk =
+            std::min<int64_t>(int64_t((limit / 4 - fixedWords - 3) / perRow), 65535 * 16);
+        std::vector<uint32_t> ostart(n32 + 1, 0);
+        for (uint64_t b = 0, j = 0; b <= n32; ++b) {
+            while (j < nOut && uint64_t(g1.outlierCols[j]) < 32 * b) ++j;
+            ostart[b] = uint32_t(j);
+        }
+        try {
+            for (int64_t r0 = 0; r0 < rows; r0 += perChunk) {
+                DeviceWeight::Chunk ch;
+                ch.row0 = r0;
+                ch.rows = std::min(perChunk, rows - r0);
+                const kernels::GpuPacked g = p.gpuForm(r0, ch.rows);
+                std::vector<uint32_t> words;
+                auto put = [&](const void* src, uint64_t nWords, uint64_t nBytes) {
+                    const size_t at = words.size();
+                    words.resize(at + nWords, 0);
+                    if (nBytes) std::memcpy(words.data() + at, src, nBytes);
+                    return uint32_t(at);
+                };
+                LcwPush& lp = ch.lcw;
+                lp.kind = uint32_t(g.kind);
+                lp.bits = uint32_t(g.bits);
+                lp.sym = g.symmetric ? 1 : 0;
+                lp.groupCols = uint32_t(g.groupCols);
+                lp.gpr = uint32_t(g.groupsPerRow);
+                put(g.codes.data(), g.codes.size(), g.codes.size() * 4);
+                lp.offScales =
+                    put(g.scales.data(), halfWords(g.scales.size()), g.scales.size() * 2);
+                lp.offZeros = put(g.zeros.data(), halfWords(g.zeros.size()), g.zeros.size() * 2);
+                lp.hasMask = g.mask.empty() ? 0 : 1;
+                lp.maskWords = uint32_t(g.maskWords);
+                lp.offMask = put(g.mask.data(), g.mask.size(), g.mask.size() * 4);
+                lp.nOut = uint32_t(nOut);
+                lp.offOv = put(g.outlierValues.data(), halfWords(g.outlierValues.size()),
+                               g.outlierValues.size() * 2);
+                lp.offOcols = put(g.outlierCols.data(), nOut, nOut * 4);
+                lp.offOstart = put(ostart.data(), ostart.size(), ostart.size() * 4);
+                lp.hasOrder = g.colOrder.empty() ? 0 : 1;
+                lp.offOrder = put(g.colOrder.data(), g.colOrder.size(), g.colOrder.size() * 4);
+                lp.twoFour = g.twoFour ? 1 : 0;
+                lp.idxWords = uint32_t(g.idxWords);
+                lp.offIdx = put(g.indices.data(), g.indices.size(), g.indices.size() * 4);
+                ch.buf = ctx->createDeviceBuffer(std::max<uint64_t>(words.size(), 1) * 4);
+                w.chunks.push_back(ch);
+                ctx->upload(w.chunks.back().buf, 0, words.data(), words.size() * 4);
+            }
+        } catch (...) {
+            for (auto& ch : w.chunks) ctx->destroy(ch.buf);
+            throw;
+        }
+        return w;
+    }
     std::map<WeightKey, Entry> entries;
 };
 
@@ -206,12 +322,15 @@ uint64_t weightBytesFor(const WeightSource& w, int gpuLayers) {
     const ModelSpec& s = w.spec();
     uint64_t total = 0;
     auto add = [&](const std::string& name) {
-        if (w.packedLinear(name)) return;
+        if (const kernels::PackedLinear* p = w.packedLinear(name)) {
+            total += p->bytes(); // the GPU form is at least as large
+            return;
+        }
         if (const TensorView* t = w.find(name); t && matmulShader(t->dtype)) total += t->nbytes;
     };
-    static const char* kRoles[] = {"attn.q",   "attn.k",         "attn.v",         "attn.o",
-                                   "mlp.gate", "mlp.up",         "mlp.down",       "mixer.in_proj",
-                                   "mixer.x_proj", "mixer.dt_proj", "mixer.out_proj"};
+    static const char* kRoles[] = {
+        "attn.q",   "attn.k",        "attn.v",       "attn.o",        "mlp.gate",      "mlp.up",
+        "mlp.down", "mixer.in_proj", "mixer.x_proj", "mixer.dt_proj", "mixer.out_proj"};
     const int64_t n = gpuLayers < 0 ? s.nLayers : std::min<int64_t>(gpuLayers, s.nLayers);
     for (int64_t l = 0; l < n; ++l)
         for (const char* r : kRoles) add("layers." + std::to_string(l) + "." + r);
@@ -241,7 +360,8 @@ public:
             const int64_t nl = std::max<int64_t>(w.spec().nLayers, 1);
             const int64_t fit = int64_t(double(have - have / 5) / double(need) * double(nl));
             throw Error("the model's weights need " + gib(need) + " on " + m_ctx->info().name +
-                        ", which has " + gib(have) + "; put fewer layers on the GPU (--gpu-layers " +
+                        ", which has " + gib(have) +
+                        "; put fewer layers on the GPU (--gpu-layers " +
                         std::to_string(std::max<int64_t>(fit, 0)) + ")");
         }
         // Builds every matmul pipeline the source needs now, so that a broken driver fails here
@@ -267,23 +387,66 @@ public:
 
     void linearBatch(std::span<const kernels::LinearJob> jobs, const float* x, int64_t ldx,
                      int64_t nTok, int threads, bool exact, int layer) override {
-        std::vector<kernels::LinearJob> cpu, gpu;
+        std::vector<kernels::LinearJob> cpu;
+        // GPU jobs by the activation quantisation of their input (null: x as given).
+        std::vector<std::pair<const ActQuantSpec*, std::vector<kernels::LinearJob>>> gpu;
         for (const auto& j : jobs) {
-            const bool onGpu = (m_gpuLayers < 0 || layer < m_gpuLayers) && j.w && !j.packed &&
-                               matmulShader(j.w->dtype) && j.w->rows() > 0;
-            (onGpu ? gpu : cpu).push_back(j);
+            const bool onGpu = (m_gpuLayers < 0 || layer < m_gpuLayers) &&
+                               (j.packed || (j.w && matmulShader(j.w->dtype))) && jobRows(j) > 0;
+            if (!onGpu) {
+                cpu.push_back(j);
+                continue;
+            }
+            const ActQuantSpec* a = j.packed && j.act && j.act->active() ? j.act : nullptr;
+            auto it = std::find_if(gpu.begin(), gpu.end(), [&](const auto& g) {
+                return g.first == a || (g.first && a && *g.first == *a);
+            });
+            if (it == gpu.end()) it = gpu.insert(gpu.end(), {a, {}});
+            it->second.push_back(j);
         }
         if (!cpu.empty()) {
             kernels::linearBatch(cpu, x, ldx, nTok, threads, exact);
             m_counters.fallbackProducts += int64_t(cpu.size());
         }
         if (gpu.empty() || nTok <= 0) return;
-        std::lock_guard<std::mutex> lock(m_ctx->mutex());
-        runOnDevice(gpu, x, ldx, nTok);
-        m_counters.deviceProducts += int64_t(gpu.size());
+        const int64_t cols = jobCols(gpu.front().second.front());
+        for (auto& [act, group] : gpu) {
+            const float* xin = x;
+            int64_t ldin = ldx;
+            if (act) {
+                // Recipe activation quantisation (W8A8, W4A8): the activations fake-quantised on
+                // the host as runtime::fakeQuantizeActivations does, then the float product. The
+                // CPU's integer product (PackedLinear, `act`) multiplies the same quantised
+                // values and applies the scales after the sums, so both agree up to float
+                // rounding.
+                m_actBuf.resize(size_t(nTok * cols));
+                runtime::fakeQuantizeActivations(*act, x, ldx, m_actBuf.data(), cols, nTok, cols,
+                                                 threads);
+                xin = m_actBuf.data(), ldin = cols;
+            }
+            std::lock_guard<std::mutex> lock(m_ctx->mutex());
+            runOnDevice(group, xin, ldin, nTok);
+            m_counters.deviceProducts += int64_t(group.size());
+        }
     }
 
 private:
+    static int64_t jobRows(const kernels::LinearJob& j) {
+        return j.packed ? j.packed->rows() : j.w->rows();
+    }
+    static int64_t jobCols(const kernels::LinearJob& j) {
+        return j.packed ? j.packed->cols() : j.w->cols();
+    }
+    /// The device copy of a job's weight (ctx->mutex() held).
+    const DeviceWeight& acquire(const kernels::LinearJob& j) {
+        if (!j.packed) return m_weights->acquire(*j.w, m_held);
+        // A packed weight does not move or change while a session over its source lives (like
+        // the stored tensors): its key (a hash of two decoded rows) is computed once per backend.
+        auto it = m_packedKeys.find(j.packed);
+        if (it == m_packedKeys.end()) it = m_packedKeys.emplace(j.packed, keyOf(*j.packed)).first;
+        return m_weights->acquire(*j.packed, it->second, m_held);
+    }
+
     void ensure(Buffer& b, uint64_t bytes) {
         if (b.buffer && b.size >= bytes) return;
         m_ctx->destroy(b);
@@ -292,11 +455,11 @@ private:
 
     void runOnDevice(const std::vector<kernels::LinearJob>& jobs, const float* x, int64_t ldx,
                      int64_t nTok) {
-        const int64_t cols = jobs.front().w->cols();
+        const int64_t cols = jobCols(jobs.front());
         int64_t maxRows = 0, biasRows = 0;
         for (const auto& j : jobs) {
-            maxRows = std::max(maxRows, j.w->rows());
-            if (j.bias) biasRows += j.w->rows();
+            maxRows = std::max(maxRows, jobRows(j));
+            if (j.bias) biasRows += jobRows(j);
         }
         // Tokens per submission: X [tok, cols] and each Y [tok, rows] must fit one binding.
         const uint64_t limit = bindingLimit(*m_ctx);
@@ -304,7 +467,7 @@ private:
         const int64_t tokChunk = std::max<int64_t>(
             1, std::min<int64_t>({nTok, int64_t(limit) / perTok, int64_t(65535) * 8}));
         std::vector<const DeviceWeight*> dw;
-        for (const auto& j : jobs) dw.push_back(&m_weights->acquire(*j.w, m_held));
+        for (const auto& j : jobs) dw.push_back(&acquire(j));
         if (m_y.size() < jobs.size()) m_y.resize(jobs.size());
         ensure(m_bias, uint64_t(std::max<int64_t>(biasRows, 1)) * 4);
         std::vector<uint32_t> biasOffset(jobs.size(), 0);
@@ -314,8 +477,8 @@ private:
                 if (jobs[i].bias) {
                     biasOffset[i] = uint32_t(off);
                     std::memcpy(static_cast<float*>(m_bias.mapped) + off, jobs[i].bias,
-                                size_t(jobs[i].w->rows()) * 4);
-                    off += jobs[i].w->rows();
+                                size_t(jobRows(jobs[i])) * 4);
+                    off += jobRows(jobs[i]);
                 }
         }
         for (int64_t t0 = 0; t0 < nTok; t0 += tokChunk) {
@@ -326,22 +489,25 @@ private:
                 std::memcpy(xs + t * cols, x + (t0 + t) * ldx, size_t(cols) * 4);
             std::vector<Dispatch> ds;
             for (size_t i = 0; i < jobs.size(); ++i) {
-                const int64_t rows = jobs[i].w->rows();
+                const int64_t rows = jobRows(jobs[i]);
                 ensure(m_y[i], uint64_t(nt * rows) * 4);
                 // Few tokens: one workgroup per row (matvec); more: 16 x 16 tiles (matmul).
                 const bool tiled = nt > kMatvecMaxTokens;
+                const uint32_t pushBytes =
+                    uint32_t(sizeof(MatmulPush) + (dw[i]->lcw ? sizeof(LcwPush) : 0));
                 const Pipeline& p = m_ctx->pipeline(
-                    std::string(tiled ? "matmul_" : "matvec_") + dw[i]->shader, 4,
-                    sizeof(MatmulPush));
+                    std::string(tiled ? "matmul_" : "matvec_") + dw[i]->shader, 4, pushBytes);
                 for (const auto& ch : dw[i]->chunks) {
                     Dispatch d;
                     d.pipeline = &p;
                     d.buffers = {&ch.buf, &m_x, &m_y[i], &m_bias};
-                    MatmulPush pc{uint32_t(ch.rows),       uint32_t(cols),  uint32_t(nt),
-                                  dw[i]->rowBytes,         uint32_t(rows),  uint32_t(ch.row0),
+                    MatmulPush pc{uint32_t(ch.rows),      uint32_t(cols), uint32_t(nt),
+                                  dw[i]->rowBytes,        uint32_t(rows), uint32_t(ch.row0),
                                   jobs[i].bias ? 1u : 0u, biasOffset[i]};
-                    d.push.resize(sizeof pc);
+                    d.push.resize(pushBytes);
                     std::memcpy(d.push.data(), &pc, sizeof pc);
+                    if (dw[i]->lcw)
+                        std::memcpy(d.push.data() + sizeof pc, &ch.lcw, sizeof(LcwPush));
                     if (tiled) {
                         d.groups[0] = uint32_t((ch.rows + 15) / 16);
                         d.groups[1] = uint32_t((nt + 15) / 16);
@@ -354,7 +520,7 @@ private:
             }
             m_ctx->run(ds);
             for (size_t i = 0; i < jobs.size(); ++i) {
-                const int64_t rows = jobs[i].w->rows();
+                const int64_t rows = jobRows(jobs[i]);
                 const float* ys = static_cast<const float*>(m_y[i].mapped);
                 for (int64_t t = 0; t < nt; ++t)
                     std::memcpy(jobs[i].y + (t0 + t) * jobs[i].ldy, ys + t * rows,
@@ -366,6 +532,8 @@ private:
     std::shared_ptr<Context> m_ctx;
     std::shared_ptr<WeightCache> m_weights;
     std::set<WeightKey> m_held; ///< the cache entries this backend uses
+    std::map<const kernels::PackedLinear*, WeightKey> m_packedKeys;
+    std::vector<float> m_actBuf; ///< fake-quantised activations
     int m_gpuLayers = -1;
     Buffer m_x, m_bias;
     std::vector<Buffer> m_y;
@@ -374,8 +542,12 @@ private:
 
 } // namespace
 
-void setBindingLimitForTests(uint64_t bytes) { gBindingLimitForTests = bytes; }
-void setDeviceMemoryForTests(uint64_t bytes) { gDeviceMemoryForTests = bytes; }
+void setBindingLimitForTests(uint64_t bytes) {
+    gBindingLimitForTests = bytes;
+}
+void setDeviceMemoryForTests(uint64_t bytes) {
+    gDeviceMemoryForTests = bytes;
+}
 
 std::unique_ptr<Backend> makeVulkanBackend(int deviceIndex, const WeightSource& w, int gpuLayers) {
     return std::make_unique<VulkanBackend>(deviceIndex, w, gpuLayers);

@@ -1,5 +1,5 @@
-// Dequantisation of one group of 32 weights (group g of a row starting at byte rowStart of W)
-// for the weight type selected by WT_<TYPE>. The layouts are ggml's block formats (the same
+// Dequantisation of one group of 32 weights (group g of row r, which starts at byte
+// r * rowBytes of W) for the weight type selected by WT_<TYPE>. The layouts are ggml's block formats (the same
 // bytes the CPU runtime reads, core/io/quants.cpp); values past the row's end (float types
 // whose size is not a multiple of 32) are not read by the caller.
 
@@ -23,7 +23,8 @@ void scaleMinK4(uint s, uint j, out float sc, out float mn) {
     }
 }
 
-void dequantGroup(uint rowStart, uint g, inout float v[32]) {
+void dequantGroup(uint r, uint g, inout float v[32]) {
+    const uint rowStart = r * pc.rowBytes;
 #if defined(WT_F32)
     const uint k0 = g * 32u;
     const uint kn = min(32u, pc.cols - k0);

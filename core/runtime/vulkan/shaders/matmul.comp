@@ -26,13 +26,13 @@ void main() {
             float v[32];
             for (uint i = 0u; i < 32u; ++i) v[i] = 0.0;
             const uint r = rowBase + tid;
-            if (r < pc.rows) dequantGroup(r * pc.rowBytes, g, v);
+            if (r < pc.rows) dequantGroup(r, g, v);
             for (uint i = 0u; i < 32u; ++i) Ws[tid][i] = v[i];
         }
         for (uint e = tid; e < TT * 32u; e += 64u) {
             const uint t = e >> 5, i = e & 31u;
             const uint tok = tokBase + t, k = g * 32u + i;
-            Xs[t][i] = (tok < pc.nTok && k < pc.cols) ? X[tok * pc.cols + k] : 0.0;
+            Xs[t][i] = (tok < pc.nTok && k < pc.cols) ? X[tok * pc.cols + xcol(k)] : 0.0;
         }
         barrier();
         for (uint j = 0u; j < 4u; ++j) {

@@ -22,17 +22,16 @@ void main() {
     for (uint r = gl_WorkGroupID.x; r < pc.rows; r += gl_NumWorkGroups.x) {
         float acc[TOK];
         for (uint t = 0u; t < TOK; ++t) acc[t] = 0.0;
-        const uint rowStart = r * pc.rowBytes;
         for (uint g = tid; g < nGroups; g += 64u) {
             float v[32];
             for (uint i = 0u; i < 32u; ++i) v[i] = 0.0;
-            dequantGroup(rowStart, g, v);
+            dequantGroup(r, g, v);
             const uint k0 = g * 32u;
             const uint kn = min(32u, pc.cols - k0);
             for (uint t = 0u; t < ntk; ++t) {
-                const uint xo = (tok0 + t) * pc.cols + k0;
+                const uint xo = (tok0 + t) * pc.cols;
                 float s = 0.0;
-                for (uint i = 0u; i < kn; ++i) s += v[i] * X[xo + i];
+                for (uint i = 0u; i < kn; ++i) s += v[i] * X[xo + xcol(k0 + i)];
                 acc[t] += s;
             }
         }
