@@ -24,6 +24,8 @@ struct BackendCounters {
     /// Everything lcw holds on the device now (every session's weights, shared once, and
     /// scratch buffers).
     uint64_t deviceTotalBytes = 0;
+    int64_t deviceAttention = 0;   ///< attention calls run on the device
+    int64_t fallbackAttention = 0; ///< attention calls a device backend ran on the CPU
 };
 
 class Backend {

@@ -260,6 +260,10 @@ int64_t Session::fallbackProducts() const {
     return m->backend->counters().fallbackProducts;
 }
 
+int64_t Session::deviceAttention() const {
+    return m->backend->counters().deviceAttention;
+}
+
 std::vector<std::vector<int64_t>> Session::expertTokenCounts() const {
     return m->runner->expertTokenCounts();
 }

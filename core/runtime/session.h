@@ -159,6 +159,8 @@ public:
     /// (formats without a shader yet); 0/0 on the CPU.
     int64_t deviceProducts() const;
     int64_t fallbackProducts() const;
+    /// Attention calls (one per layer and forward) run on the device so far.
+    int64_t deviceAttention() const;
 
     /// Mixture-of-experts models: tokens routed to each expert since the session was created (or
     /// since resetExpertTokenCounts()), [layer][expert]; empty for dense models. Experts that see
