@@ -34,6 +34,9 @@ namespace {
 namespace lcw::runtime::vulkan {
 void setBindingLimitForTests(uint64_t) {}
 void setDeviceMemoryForTests(uint64_t) {}
+int64_t attentionSplitDispatchesForTests() {
+    return 0;
+}
 } // namespace lcw::runtime::vulkan
 #endif
 
@@ -308,9 +311,11 @@ private slots:
 
     /// Backend::attention on the device against kernels::attentionEx: prefills of 1, 7 and 40
     /// tokens then decode steps, MHA/GQA/MQA, head sizes 16/64/128, sliding windows,
-    /// soft-capping, ALiBi before and after the scale, a custom scale; a context over several of
-    /// the shader's 64-key chunks whose device mirror grows (256 -> 512 rows) mid-sequence; a
-    /// prefill continued at pos0 > 0; a restart (pos0 = 0) on the same layer and host cache.
+    /// soft-capping, ALiBi before and after the scale, a custom scale; decode steps whose keys
+    /// split over several workgroups (flash-decoding) merged by attention_merge; a context over
+    /// several of the shader's 64-key chunks whose device mirror grows (256 -> 512 rows)
+    /// mid-sequence; a prefill continued at pos0 > 0; a restart (pos0 = 0) on the same layer and
+    /// host cache.
     void attentionMatchesCpu() {
         REQUIRE_VULKAN();
         auto mw = weightsFor(Case{DType::F32, 4, 32, 1});
@@ -340,7 +345,12 @@ private slots:
             {"gqa hd16 continued prefill", 4, 2, 16, 20, 2, 13, opts(0, 0, 0, false, false)},
             {"long: grows, 5 chunks", 4, 2, 16, 200, 3, 40, opts(0, 0, 0, false, false)},
             {"long window 100", 4, 1, 16, 150, 2, 70, opts(100, 0, 2.0f, true, false)},
+            // Decode over 300+ keys: the keys split over 3 workgroups per head (flash-decoding).
+            {"split decode", 4, 2, 64, 300, 3, 1, opts(0, 0, 0, false, false)},
+            {"split decode window 150 alibi", 4, 1, 16, 300, 3, 1, opts(150, 0, 0, true, true)},
+            {"split decode softcap", 4, 4, 128, 260, 2, 1, opts(0, 0.1f, 4.0f, false, false)},
         };
+        const int64_t splitsBefore = runtime::vulkan::attentionSplitDispatchesForTests();
         std::vector<float> kc, vc;
         int64_t calls = 0;
         for (size_t i = 0; i < std::size(cases); ++i) {
@@ -354,6 +364,8 @@ private slots:
         }
         QCOMPARE(be->counters().deviceAttention, calls);
         QCOMPARE(be->counters().fallbackAttention, int64_t(0));
+        // Split: the 40-token steps of "long: grows" (3) and the decode steps (3 + 3 + 2).
+        QCOMPARE(runtime::vulkan::attentionSplitDispatchesForTests() - splitsBefore, int64_t(11));
     }
 
     /// A layer whose cache would exceed one buffer binding runs on the CPU (counted), then on the

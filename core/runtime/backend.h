@@ -72,6 +72,8 @@ std::vector<DeviceInfo> listVulkanDevices(std::string* whyNone);
 void setBindingLimitForTests(uint64_t bytes);
 /// Tests: pretend the device has `bytes` of memory (0: what it reports).
 void setDeviceMemoryForTests(uint64_t bytes);
+/// Tests: attention dispatches so far (all backends) whose keys were split over workgroups.
+int64_t attentionSplitDispatchesForTests();
 } // namespace vulkan
 #endif
 

@@ -9,6 +9,7 @@
 #include "core/common/error.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <mutex>
@@ -19,11 +20,28 @@ namespace {
 
 constexpr int64_t kMaxHeadDim = 256; // the shader's MAX_HD
 constexpr int64_t kMinRows = 256;    // the smallest mirror
+constexpr int64_t kChunk = 64;       // the shader's CHUNK (keys per step)
+// Key splits (flash-decoding): when a dispatch has fewer than kTargetGroups (head, token)
+// workgroups, the keys are split into ranges of at least kSplitMinKeys, at most kMaxSplits.
+constexpr int64_t kTargetGroups = 512;
+constexpr int64_t kSplitMinKeys = 2 * kChunk;
+constexpr int64_t kMaxSplits = 64;
 
 struct AttentionPush {
     uint32_t pos0, nHeads, group, hd, kvDim, window, flags;
     float scale, softcap;
+    uint32_t nSplit, splitKeys;
 };
+
+struct MergePush {
+    uint32_t nHeads, hd, nSplit;
+};
+
+std::atomic<int64_t> gSplitDispatches{0};
+
+int64_t ceilDiv(int64_t a, int64_t b) {
+    return (a + b - 1) / b;
+}
 
 } // namespace
 
@@ -33,7 +51,7 @@ DeviceAttention::DeviceAttention(std::shared_ptr<Context> ctx, int gpuLayers)
 DeviceAttention::~DeviceAttention() {
     std::lock_guard<std::mutex> lock(m_ctx->mutex());
     for (Mirror& m : m_layers) free(m);
-    for (Buffer* b : {&m_q, &m_out, &m_slopes}) m_ctx->destroy(*b);
+    for (Buffer* b : {&m_q, &m_out, &m_slopes, &m_part}) m_ctx->destroy(*b);
 }
 
 void DeviceAttention::free(Mirror& m) {
@@ -110,13 +128,14 @@ void DeviceAttention::run(int layer, const float* q, int64_t ldq, const float* k
     if (tokChunk < 1 || nHeads > int64_t(m_ctx->maxGroups(0))) return onCpu();
 
     std::lock_guard<std::mutex> lock(m_ctx->mutex());
-    const Pipeline* pipe = nullptr;
+    const Pipeline *pipe = nullptr, *merge = nullptr;
     try {
-        pipe = &m_ctx->pipeline("attention", 5, sizeof(AttentionPush));
+        pipe = &m_ctx->pipeline("attention", 6, sizeof(AttentionPush));
+        merge = &m_ctx->pipeline("attention_merge", 2, sizeof(MergePush));
     } catch (const Error&) {
         m_broken = true;
     }
-    if (!pipe) return onCpu();
+    if (!pipe || !merge) return onCpu();
     if (size_t(layer) >= m_layers.size()) m_layers.resize(size_t(layer) + 1);
     Mirror& m = m_layers[size_t(layer)];
     if (!sync(m, kCache, vCache, kvDim, pos0, pos0 + nTok, limit)) return onCpu();
@@ -141,19 +160,53 @@ void DeviceAttention::run(int layer, const float* q, int64_t ldq, const float* k
         for (int64_t t = 0; t < nt; ++t)
             std::memcpy(qs + t * qd, q + (t0 + t) * ldq, size_t(qd) * 4);
         pc.pos0 = uint32_t(pos0 + t0);
-        Dispatch d;
-        d.pipeline = pipe;
-        d.buffers = {&m_q, &m.k, &m.v, &m_out, &m_slopes};
-        d.push.resize(sizeof pc);
-        std::memcpy(d.push.data(), &pc, sizeof pc);
-        d.groups[0] = uint32_t(nHeads);
-        d.groups[1] = uint32_t(nt);
-        m_ctx->run({d});
+        // Few (head, token) workgroups over many keys: split the keys too.
+        const int64_t keys = opt.window > 0 ? std::min(opt.window, pos0 + t0 + nt) : pos0 + t0 + nt;
+        int64_t nSplit = 1, splitKeys = keys;
+        if (nHeads * nt < kTargetGroups && keys > kSplitMinKeys) {
+            nSplit = std::min({ceilDiv(keys, kSplitMinKeys), ceilDiv(kTargetGroups, nHeads * nt),
+                               kMaxSplits, int64_t(m_ctx->maxGroups(2))});
+            splitKeys = ceilDiv(ceilDiv(keys, nSplit), kChunk) * kChunk;
+            nSplit = ceilDiv(keys, splitKeys);
+            if (uint64_t(nt * nHeads * nSplit * (headDim + 2)) * 4 > limit) nSplit = 1;
+        }
+        pc.nSplit = uint32_t(nSplit);
+        pc.splitKeys = uint32_t(splitKeys);
+        const uint64_t partBytes =
+            nSplit > 1 ? uint64_t(nt * nHeads * nSplit * (headDim + 2)) * 4 : 4;
+        if (!m_part.buffer || m_part.size < partBytes) {
+            m_ctx->destroy(m_part);
+            m_part = m_ctx->createDeviceBuffer(std::max<uint64_t>(partBytes, 1024));
+        }
+        std::vector<Dispatch> ds(1);
+        ds[0].pipeline = pipe;
+        ds[0].buffers = {&m_q, &m.k, &m.v, &m_out, &m_slopes, &m_part};
+        ds[0].push.resize(sizeof pc);
+        std::memcpy(ds[0].push.data(), &pc, sizeof pc);
+        ds[0].groups[0] = uint32_t(nHeads);
+        ds[0].groups[1] = uint32_t(nt);
+        ds[0].groups[2] = uint32_t(nSplit);
+        if (nSplit > 1) {
+            const MergePush mp{uint32_t(nHeads), uint32_t(headDim), uint32_t(nSplit)};
+            Dispatch& d = ds.emplace_back();
+            d.pipeline = merge;
+            d.buffers = {&m_part, &m_out};
+            d.push.resize(sizeof mp);
+            std::memcpy(d.push.data(), &mp, sizeof mp);
+            d.groups[0] = uint32_t(nHeads);
+            d.groups[1] = uint32_t(nt);
+            ++gSplitDispatches;
+        }
+        m_ctx->run(ds);
         const float* os = static_cast<const float*>(m_out.mapped);
         for (int64_t t = 0; t < nt; ++t)
             std::memcpy(out + (t0 + t) * ldo, os + t * qd, size_t(qd) * 4);
     }
     ++m_deviceCalls;
+}
+
+int64_t attentionSplitDispatchesForTests() {
+    return gSplitDispatches.load();
 }
 
 } // namespace lcw::runtime::vulkan

@@ -55,6 +55,7 @@ private:
     int m_gpuLayers = -1;
     std::vector<Mirror> m_layers;
     Buffer m_q, m_out, m_slopes;
+    Buffer m_part;         ///< the key splits' softmax states (device)
     bool m_broken = false; ///< the pipeline could not be built: the CPU kernel runs
     int64_t m_deviceCalls = 0, m_fallbackCalls = 0;
 };

@@ -2,13 +2,15 @@
 // Causal softmax attention over a float32 KV cache: kernels::attentionEx's semantics (causal,
 // GQA/MQA, sliding window, scale, soft-capping, ALiBi before or after the scale).
 //
-// One workgroup per (query head, query token): gl_WorkGroupID.x is the head, .y the token. The
-// visible keys [lo, p] are visited in chunks of CHUNK (= the workgroup size): each invocation
+// One workgroup per (query head, query token, key split): gl_WorkGroupID.x is the head, .y the
+// token, .z the split. The visible keys [lo, p] of a token are visited in chunks of CHUNK (= the workgroup size): each invocation
 // scores one key of the chunk (q . k, q held in shared memory), the workgroup reduces the chunk's
 // maximum and sum, and each invocation accumulates the output dimensions d = tid + CHUNK*i
 // (i < MAX_HD / CHUNK) over the chunk's keys, with the running softmax state (max m, sum l)
 // rescaling what it accumulated so far (online softmax). So any context length runs in O(1)
-// shared memory; float accumulation throughout.
+// shared memory; float accumulation throughout. nSplit > 1 (few queries over a long context:
+// flash-decoding): split z takes the keys [lo + z*splitKeys, lo + (z+1)*splitKeys) and writes
+// its state (m, l, unnormalised acc) to PART; attention_merge.comp combines the splits.
 //
 // Buffers: Q [nTok, nHeads*hd] (the tokens of this dispatch), K and V [rows, kvDim] (the device
 // mirror of the cache), O [nTok, nHeads*hd], slopes [nHeads] (ALiBi, read when flags & 1).
@@ -22,6 +24,7 @@ layout(std430, binding = 1) readonly buffer KBuf { float kc[]; };
 layout(std430, binding = 2) readonly buffer VBuf { float vc[]; };
 layout(std430, binding = 3) writeonly buffer OBuf { float o[]; };
 layout(std430, binding = 4) readonly buffer SBuf { float slopes[]; };
+layout(std430, binding = 5) writeonly buffer PBuf { float part[]; }; // [nTok, nHeads, nSplit, 2 + hd]
 
 layout(push_constant) uniform Push {
     uint pos0;   // position of token 0 of this dispatch
@@ -33,6 +36,8 @@ layout(push_constant) uniform Push {
     uint flags;  // 1: ALiBi, 2: ALiBi before the scale, 4: soft-capping
     float scale;
     float softcap;
+    uint nSplit;    // key splits (1: the output is written directly)
+    uint splitKeys; // keys per split (a multiple of CHUNK)
 } pc;
 
 shared float sq[MAX_HD];
@@ -103,9 +108,12 @@ void main() {
     float m = -1.0 / 0.0; // running maximum (-inf: nothing seen yet)
     float l = 0.0;        // running sum of exp(x - m)
 
-    for (uint c0 = lo; c0 <= p; c0 += CHUNK) {
+    const uint z = gl_WorkGroupID.z;
+    const uint kFrom = lo + z * pc.splitKeys; // this split's keys: [kFrom, kLast]
+    const uint kLast = pc.nSplit > 1 ? min(p, kFrom + pc.splitKeys - 1) : p;
+    for (uint c0 = kFrom; c0 <= kLast; c0 += CHUNK) {
         const uint j = c0 + tid;
-        const bool valid = j <= p;
+        const bool valid = j <= kLast;
         float x = -1.0 / 0.0;
         if (valid) {
             const uint kb = j * pc.kvDim + kvOff;
@@ -127,7 +135,7 @@ void main() {
         const float cs = reduceSum(e, tid); // its barriers publish sp[] too
         l = l * fa + cs;
         m = mn;
-        const uint nk = min(uint(CHUNK), p + 1 - c0);
+        const uint nk = min(uint(CHUNK), kLast + 1 - c0);
         for (uint i = 0; i < PER_INV; ++i) {
             const uint d = tid + i * CHUNK;
             if (d < hd) {
@@ -138,6 +146,18 @@ void main() {
             }
         }
         barrier(); // sp[] is rewritten by the next chunk
+    }
+    if (pc.nSplit > 1) {
+        const uint pb = ((t * pc.nHeads + h) * pc.nSplit + z) * (hd + 2);
+        if (tid == 0) {
+            part[pb] = m; // -inf with l = 0: the split sees no key
+            part[pb + 1] = l;
+        }
+        for (uint i = 0; i < PER_INV; ++i) {
+            const uint d = tid + i * CHUNK;
+            if (d < hd) part[pb + 2 + d] = acc[i];
+        }
+        return;
     }
     const float inv = 1.0 / l;
     for (uint i = 0; i < PER_INV; ++i) {
