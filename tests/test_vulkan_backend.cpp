@@ -368,6 +368,40 @@ private slots:
         QCOMPARE(runtime::vulkan::attentionSplitDispatchesForTests() - splitsBefore, int64_t(11));
     }
 
+    /// The device mirror takes only the rows [pos0, pos0 + nTok) of a step: a change the runner
+    /// never makes (an older row edited behind its back) stays invisible to the GPU until the
+    /// sequence restarts at pos0 = 0, or the host cache moves.
+    void attentionUploadsOnlyNewRows() {
+        REQUIRE_VULKAN();
+        auto mw = weightsFor(Case{DType::F32, 4, 32, 1});
+        auto be = runtime::makeBackend(runtime::parseDeviceSpec("vulkan"), *mw, -1, nullptr);
+        const AttnCase c{"mqa hd16", 2, 1, 16, 9, 0, 1, {}};
+        std::vector<float> kc, vc;
+        QVERIFY(attentionSequence(*be, c, 0, 32, kc, vc, 5) <= kAttnTol);
+        const auto q = randomVector(16 * 2, 6);
+        const std::vector<float> kOld = kc, vOld = vc;
+        for (int i = 0; i < 16; ++i) vc[size_t(16 + i)] += 10.0f; // row 1, behind its back
+        for (int i = 0; i < 16; ++i) kc[size_t(9 * 16 + i)] = vc[size_t(9 * 16 + i)] = 0.5f;
+        std::vector<float> seen = vOld, kSeen = kOld;
+        for (int i = 0; i < 16; ++i) kSeen[size_t(9 * 16 + i)] = seen[size_t(9 * 16 + i)] = 0.5f;
+        std::vector<float> got(32), stale(32), fresh(32);
+        be->attention(0, q.data(), 32, kc.data(), vc.data(), got.data(), 32, 1, 9, 2, 1, 16, {}, 1);
+        kernels::attentionEx(q.data(), 32, kSeen.data(), seen.data(), stale.data(), 32, 1, 9, 2, 1,
+                             16, {}, 1);
+        kernels::attentionEx(q.data(), 32, kc.data(), vc.data(), fresh.data(), 32, 1, 9, 2, 1, 16,
+                             {}, 1);
+        QVERIFY(maxAbsDiff(got, stale) <= 1e-5);
+        QVERIFY(maxAbsDiff(got, fresh) > 1e-3);
+        // A restart re-uploads everything.
+        std::vector<float> all(9 * 32), allRef(all.size());
+        const auto q9 = randomVector(9 * 32, 7);
+        be->attention(0, q9.data(), 32, kc.data(), vc.data(), all.data(), 32, 9, 0, 2, 1, 16, {},
+                      1);
+        kernels::attentionEx(q9.data(), 32, kc.data(), vc.data(), allRef.data(), 32, 9, 0, 2, 1, 16,
+                             {}, 1);
+        QVERIFY(maxAbsDiff(all, allRef) <= 1e-5);
+    }
+
     /// A layer whose cache would exceed one buffer binding runs on the CPU (counted), then on the
     /// device again once it fits (the mirror re-uploads every row); query blocks larger than a
     /// binding go in token chunks; layers past --gpu-layers run on the CPU.

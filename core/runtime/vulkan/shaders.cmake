@@ -28,9 +28,9 @@ foreach(t IN LISTS LCW_VK_WEIGHT_TYPES)
     string(APPEND _vk_table "    {\"${kind}_${t}\", k_${kind}_${t}, sizeof(k_${kind}_${t})},\n")
   endforeach()
 endforeach()
-# Shaders without variants: attention.comp and attention_merge.comp (causal softmax attention
-# over the KV cache mirror).
-foreach(kind attention attention_merge)
+# Shaders without variants: attention.comp, attention_merge.comp and kv_append.comp (attention
+# over a device mirror of the KV cache).
+foreach(kind attention attention_merge kv_append)
   set(_inc ${_vk_out}/${kind}.spv.inc)
   add_custom_command(
     OUTPUT ${_inc}

@@ -1,7 +1,8 @@
 // Attention on the Vulkan device: kernels::attentionEx's contract, run by shaders/attention.comp
 // over a device mirror of each layer's float32 KV cache. A step uploads only the cache rows the
-// mirror lacks (a decode step: one row of K and one of V per layer), the queries and the ALiBi
-// slopes, and downloads the output. The mirror's buffers grow by doubling (re-uploading the
+// mirror lacks (a decode step: one row of K and one of V per layer; shaders/kv_append.comp puts
+// them in place), the queries and the ALiBi slopes, all in one submission, and downloads the
+// output. The mirror's buffers grow by doubling (re-uploading the
 // rows from the host cache, which holds them all); a cache that would exceed one buffer binding
 // runs on the CPU.
 #include "core/runtime/vulkan/vk_attention.h"
@@ -37,6 +38,10 @@ struct MergePush {
     uint32_t nHeads, hd, nSplit;
 };
 
+struct AppendPush {
+    uint32_t dst0, n, rowStride;
+};
+
 std::atomic<int64_t> gSplitDispatches{0};
 
 int64_t ceilDiv(int64_t a, int64_t b) {
@@ -51,7 +56,7 @@ DeviceAttention::DeviceAttention(std::shared_ptr<Context> ctx, int gpuLayers)
 DeviceAttention::~DeviceAttention() {
     std::lock_guard<std::mutex> lock(m_ctx->mutex());
     for (Mirror& m : m_layers) free(m);
-    for (Buffer* b : {&m_q, &m_out, &m_slopes, &m_part}) m_ctx->destroy(*b);
+    for (Buffer* b : {&m_q, &m_out, &m_slopes, &m_part, &m_stageK, &m_stageV}) m_ctx->destroy(*b);
 }
 
 void DeviceAttention::free(Mirror& m) {
@@ -68,7 +73,7 @@ void DeviceAttention::ensureHost(Buffer& b, uint64_t bytes) {
 }
 
 bool DeviceAttention::sync(Mirror& m, const float* kCache, const float* vCache, int64_t kvDim,
-                           int64_t pos0, int64_t need, uint64_t limit) {
+                           int64_t pos0, int64_t need, uint64_t limit, int64_t* from) {
     if (m.kvDim != kvDim || m.hostK != kCache || m.hostV != vCache) {
         // Another cache (a new session's, or the runner's grown one): nothing is known to match.
         m.rows = 0;
@@ -97,12 +102,8 @@ bool DeviceAttention::sync(Mirror& m, const float* kCache, const float* vCache, 
         m.capacity = cap;
         valid = 0;
     }
-    if (need > valid) {
-        const uint64_t off = uint64_t(valid) * rowBytes, bytes = uint64_t(need - valid) * rowBytes;
-        m_ctx->upload(m.k, off, kCache + valid * kvDim, bytes);
-        m_ctx->upload(m.v, off, vCache + valid * kvDim, bytes);
-    }
-    m.rows = need;
+    *from = valid;
+    m.rows = valid; // until the rows [valid, need) have been copied
     return true;
 }
 
@@ -128,17 +129,41 @@ void DeviceAttention::run(int layer, const float* q, int64_t ldq, const float* k
     if (tokChunk < 1 || nHeads > int64_t(m_ctx->maxGroups(0))) return onCpu();
 
     std::lock_guard<std::mutex> lock(m_ctx->mutex());
-    const Pipeline *pipe = nullptr, *merge = nullptr;
+    const Pipeline *pipe = nullptr, *merge = nullptr, *copy = nullptr;
     try {
         pipe = &m_ctx->pipeline("attention", 6, sizeof(AttentionPush));
         merge = &m_ctx->pipeline("attention_merge", 2, sizeof(MergePush));
+        copy = &m_ctx->pipeline("kv_append", 4, sizeof(AppendPush));
     } catch (const Error&) {
         m_broken = true;
     }
-    if (!pipe || !merge) return onCpu();
+    if (!pipe || !merge || !copy) return onCpu();
     if (size_t(layer) >= m_layers.size()) m_layers.resize(size_t(layer) + 1);
     Mirror& m = m_layers[size_t(layer)];
-    if (!sync(m, kCache, vCache, kvDim, pos0, pos0 + nTok, limit)) return onCpu();
+    const int64_t need = pos0 + nTok;
+    int64_t from = 0;
+    if (!sync(m, kCache, vCache, kvDim, pos0, need, limit, &from)) return onCpu();
+    // The rows [from, need) go to the device through two host buffers and kv_append.comp, in
+    // the same submission as the first attention dispatch (device-local memory need not be
+    // host-visible; no transfer of its own).
+    std::vector<Dispatch> append;
+    if (need > from) {
+        const size_t n = size_t((need - from) * kvDim);
+        ensureHost(m_stageK, n * 4);
+        ensureHost(m_stageV, n * 4);
+        std::memcpy(m_stageK.mapped, kCache + from * kvDim, n * 4);
+        std::memcpy(m_stageV.mapped, vCache + from * kvDim, n * 4);
+        const uint32_t groups = uint32_t(ceilDiv(int64_t(n), 256));
+        const uint32_t gx = std::min<uint32_t>(groups, m_ctx->maxGroups(0));
+        const AppendPush ap{uint32_t(from * kvDim), uint32_t(n), gx * 256};
+        Dispatch& d = append.emplace_back();
+        d.pipeline = copy;
+        d.buffers = {&m_stageK, &m_stageV, &m.k, &m.v};
+        d.push.resize(sizeof ap);
+        std::memcpy(d.push.data(), &ap, sizeof ap);
+        d.groups[0] = gx;
+        d.groups[1] = (groups + gx - 1) / gx;
+    }
 
     AttentionPush pc{};
     pc.nHeads = uint32_t(nHeads);
@@ -178,14 +203,15 @@ void DeviceAttention::run(int layer, const float* q, int64_t ldq, const float* k
             m_ctx->destroy(m_part);
             m_part = m_ctx->createDeviceBuffer(std::max<uint64_t>(partBytes, 1024));
         }
-        std::vector<Dispatch> ds(1);
-        ds[0].pipeline = pipe;
-        ds[0].buffers = {&m_q, &m.k, &m.v, &m_out, &m_slopes, &m_part};
-        ds[0].push.resize(sizeof pc);
-        std::memcpy(ds[0].push.data(), &pc, sizeof pc);
-        ds[0].groups[0] = uint32_t(nHeads);
-        ds[0].groups[1] = uint32_t(nt);
-        ds[0].groups[2] = uint32_t(nSplit);
+        std::vector<Dispatch> ds = t0 == 0 ? std::move(append) : std::vector<Dispatch>{};
+        Dispatch& a = ds.emplace_back();
+        a.pipeline = pipe;
+        a.buffers = {&m_q, &m.k, &m.v, &m_out, &m_slopes, &m_part};
+        a.push.resize(sizeof pc);
+        std::memcpy(a.push.data(), &pc, sizeof pc);
+        a.groups[0] = uint32_t(nHeads);
+        a.groups[1] = uint32_t(nt);
+        a.groups[2] = uint32_t(nSplit);
         if (nSplit > 1) {
             const MergePush mp{uint32_t(nHeads), uint32_t(headDim), uint32_t(nSplit)};
             Dispatch& d = ds.emplace_back();
@@ -198,6 +224,7 @@ void DeviceAttention::run(int layer, const float* q, int64_t ldq, const float* k
             ++gSplitDispatches;
         }
         m_ctx->run(ds);
+        m.rows = need;
         const float* os = static_cast<const float*>(m_out.mapped);
         for (int64_t t = 0; t < nt; ++t)
             std::memcpy(out + (t0 + t) * ldo, os + t * qd, size_t(qd) * 4);

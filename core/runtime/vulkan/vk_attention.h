@@ -44,10 +44,12 @@ private:
         const float* hostK = nullptr; ///< the host cache the rows came from
         const float* hostV = nullptr;
     };
-    /// Makes m's rows [0, need) equal the host cache (pos0: the first row just written).
-    /// False when the buffers would exceed the binding limit (the mirror is then emptied).
+    /// Makes m's buffers hold `need` rows (growing them) and sets *from: the rows
+    /// [*from, need) must be copied from the host cache (pos0: the first row just written).
+    /// False when the buffers would exceed the binding limit or device memory (the mirror is
+    /// then emptied).
     bool sync(Mirror& m, const float* kCache, const float* vCache, int64_t kvDim, int64_t pos0,
-              int64_t need, uint64_t limit);
+              int64_t need, uint64_t limit, int64_t* from);
     void ensureHost(Buffer& b, uint64_t bytes);
     void free(Mirror& m);
 
@@ -55,8 +57,9 @@ private:
     int m_gpuLayers = -1;
     std::vector<Mirror> m_layers;
     Buffer m_q, m_out, m_slopes;
-    Buffer m_part;         ///< the key splits' softmax states (device)
-    bool m_broken = false; ///< the pipeline could not be built: the CPU kernel runs
+    Buffer m_part;             ///< the key splits' softmax states (device)
+    Buffer m_stageK, m_stageV; ///< new cache rows on their way to the device (host)
+    bool m_broken = false;     ///< the pipeline could not be built: the CPU kernel runs
     int64_t m_deviceCalls = 0, m_fallbackCalls = 0;
 };
 
