@@ -2,9 +2,10 @@
 // over a device mirror of each layer's float32 KV cache. A step uploads only the cache rows the
 // mirror lacks (a decode step: one row of K and one of V per layer; shaders/kv_append.comp puts
 // them in place), the queries and the ALiBi slopes, all in one submission, and downloads the
-// output. The mirror's buffers grow by doubling (re-uploading the
-// rows from the host cache, which holds them all); a cache that would exceed one buffer binding
-// runs on the CPU.
+// output. The mirror's buffers grow by doubling (re-uploading the rows from the host cache,
+// which holds them all); a cache that would exceed one buffer binding runs on the CPU. Few query
+// tokens over a long context (decode) split the keys over workgroups (attention_merge.comp
+// combines them), so that a decode step keeps the GPU busy.
 #include "core/runtime/vulkan/vk_attention.h"
 
 #include "core/common/error.h"
