@@ -6,8 +6,9 @@
 # Usage: bench/vulkan_speed.sh [MODEL] [TEXT] [CTX] [CHUNKS] [DEVICES...]
 #   defaults: the demo model, the bundled text, ctx 256, 16 chunks, devices "cpu vulkan".
 # Notes: on lavapipe (Vulkan on the CPU) the GPU numbers say nothing about a real GPU; run it on
-# a machine with one. The Vulkan path runs the weight products on the GPU and the rest
-# (norms, RoPE, attention, KV cache) on the CPU, copying activations each product.
+# a machine with one. The Vulkan path runs the weight products and the attention over the float
+# KV cache on the GPU (a device mirror of the cache that takes the new rows each step) and the
+# rest (norms, RoPE, the KV cache itself) on the CPU, copying activations each product.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lcw_cli.sh

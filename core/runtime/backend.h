@@ -24,6 +24,8 @@ struct BackendCounters {
     /// Everything lcw holds on the device now (every session's weights, shared once, and
     /// scratch buffers).
     uint64_t deviceTotalBytes = 0;
+    int64_t deviceAttention = 0;   ///< attention calls run on the device
+    int64_t fallbackAttention = 0; ///< attention calls a device backend ran on the CPU
 };
 
 class Backend {
@@ -70,6 +72,8 @@ std::vector<DeviceInfo> listVulkanDevices(std::string* whyNone);
 void setBindingLimitForTests(uint64_t bytes);
 /// Tests: pretend the device has `bytes` of memory (0: what it reports).
 void setDeviceMemoryForTests(uint64_t bytes);
+/// Tests: attention dispatches so far (all backends) whose keys were split over workgroups.
+int64_t attentionSplitDispatchesForTests();
 } // namespace vulkan
 #endif
 

@@ -264,6 +264,10 @@ uint64_t Session::deviceMemoryBytes() const {
     return m->backend->counters().deviceTotalBytes;
 }
 
+int64_t Session::deviceAttention() const {
+    return m->backend->counters().deviceAttention;
+}
+
 std::vector<std::vector<int64_t>> Session::expertTokenCounts() const {
     return m->runner->expertTokenCounts();
 }

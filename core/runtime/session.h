@@ -162,6 +162,8 @@ public:
     /// Device memory lcw holds on the session's device now (all sessions' weights, each
     /// uploaded once, and scratch); 0 on the CPU.
     uint64_t deviceMemoryBytes() const;
+    /// Attention calls (one per layer and forward) run on the device so far.
+    int64_t deviceAttention() const;
 
     /// Mixture-of-experts models: tokens routed to each expert since the session was created (or
     /// since resetExpertTokenCounts()), [layer][expert]; empty for dense models. Experts that see

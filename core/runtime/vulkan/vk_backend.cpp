@@ -9,6 +9,7 @@
 #include "core/runtime/backend.h"
 #include "core/runtime/packed_linear.h"
 #include "core/runtime/quant_runtime.h"
+#include "core/runtime/vulkan/vk_attention.h"
 #include "core/runtime/vulkan/vk_context.h"
 
 #include <algorithm>
@@ -382,7 +383,17 @@ public:
         std::lock_guard<std::mutex> lock(m_ctx->mutex());
         c.deviceWeightBytes = m_weights->bytesOf(m_held);
         c.deviceTotalBytes = m_ctx->allocatedBytes();
+        c.deviceAttention = m_attn.deviceCalls();
+        c.fallbackAttention = m_attn.fallbackCalls();
         return c;
+    }
+
+    void attention(int layer, const float* q, int64_t ldq, const float* kCache, const float* vCache,
+                   float* out, int64_t ldo, int64_t nTok, int64_t pos0, int64_t nHeads,
+                   int64_t nKvHeads, int64_t headDim, const kernels::AttentionOptions& opt,
+                   int threads) override {
+        m_attn.run(layer, q, ldq, kCache, vCache, out, ldo, nTok, pos0, nHeads, nKvHeads, headDim,
+                   opt, threads, bindingLimit(*m_ctx));
     }
 
     void linearBatch(std::span<const kernels::LinearJob> jobs, const float* x, int64_t ldx,
@@ -538,6 +549,7 @@ private:
     Buffer m_x, m_bias;
     std::vector<Buffer> m_y;
     BackendCounters m_counters;
+    DeviceAttention m_attn{m_ctx, m_gpuLayers}; ///< vk_attention.cpp (after m_ctx: freed first)
 };
 
 } // namespace
