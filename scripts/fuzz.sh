@@ -45,6 +45,9 @@ if [ "${LCW_FUZZ_NO_BUILD:-0}" != 1 ]; then
   cmake --build "$B" -j "$jobs" --target "${targets[@]/#/fuzz_}"
   # The seeds are gathered once (delete build-fuzz/corpus to gather them again).
   if [ ! -f "$B/corpus/.gathered" ]; then
+    # lcw-cli of the normal build (when built) writes quantised HF folders and llm-compressor
+    # recipes as seeds for hf_quant and llmc_recipe.
+    [ -x build/app/lcw-cli ] && export LCW_CLI="$PWD/build/app/lcw-cli"
     cmake --build "$B" -j "$jobs" --target fuzz_corpus
     touch "$B/corpus/.gathered"
   fi

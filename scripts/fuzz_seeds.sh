@@ -13,7 +13,8 @@ out="${1:?usage: scripts/fuzz_seeds.sh OUTDIR}"
 shared="${LCW_SHARED_DIR:-../shared}"
 SPLIT=$'\n#LCW-FUZZ-SPLIT#\n'
 MAX=$((1024 * 1024))
-TARGETS=(gguf safetensors hf_config tokenizer llama2c recipe stats project results overlay npy)
+TARGETS=(gguf safetensors hf_config tokenizer llama2c recipe stats project results overlay npy
+  hf_quant llmc_recipe)
 for t in "${TARGETS[@]}"; do mkdir -p "$out/$t"; done
 
 small() { [ -f "$1" ] && [ "$(stat -c %s "$1")" -le "$MAX" ]; }
@@ -90,6 +91,28 @@ done < <(find "${roots[@]}" -name '*.bin' ! -name 'tok*.bin' -type f -print0 2>/
 if [ -f docs/recipe-format.md ]; then
   awk -v dir="$out/recipe" '/^```json/{n++; f=sprintf("%s/doc-%02d.json", dir, n); on=1; next}
        /^```/{on=0} on{print > f}' docs/recipe-format.md
+fi
+
+# Quantised Hugging Face folders (GPTQ, AWQ, compressed-tensors) and llm-compressor recipes
+# written by lcw-cli itself, when $LCW_CLI names one (fuzz.sh passes build/app/lcw-cli).
+if [ -n "${LCW_CLI:-}" ] && [ -x "$LCW_CLI" ]; then
+  tmpd="$(mktemp -d)"
+  demo=resources/models/stories260K
+  for fmt in gptq awq compressed-tensors; do
+    d="$tmpd/$fmt"
+    if "$LCW_CLI" export "$demo" --preset W4A16-g64 --format "$fmt" --out "$d" --quiet \
+         >/dev/null 2>&1; then
+      files=("$d/config.json" "$d/model.safetensors")
+      [ -f "$d/quantize_config.json" ] && files+=("$d/quantize_config.json")
+      join hf_quant "$fmt" "${files[@]}"
+    fi
+  done
+  for p in W4A16-g64 W8A8 W8A16 NF4-g64 2:4-SparseGPT W4A16-g32-GPTQ W4A16-g32-AWQ W8A8-SQ; do
+    f="$tmpd/$(echo "$p" | tr ':' '_').yaml"
+    "$LCW_CLI" export "$demo" --preset "$p" --format llmcompressor --out "$f" --quiet \
+      >/dev/null 2>&1 && add llmc_recipe "$f"
+  done
+  rm -rf "$tmpd"
 fi
 
 if [ -n "${LCW_MAKE_SEEDS:-}" ]; then
