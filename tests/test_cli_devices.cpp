@@ -19,25 +19,7 @@ using Run = lcwtest::CliRun;
 
 /// lcw-cli with extra environment variables ("NAME=value").
 Run runCliEnv(const QStringList& args, const QStringList& env = {}, int timeoutMs = 300000) {
-    QProcess p;
-    QProcessEnvironment e = QProcessEnvironment::systemEnvironment();
-    for (const QString& kv : env) {
-        const auto eq = kv.indexOf('=');
-        e.insert(kv.left(eq), kv.mid(eq + 1));
-    }
-    p.setProcessEnvironment(e);
-    p.start(QString::fromUtf8(LCW_CLI_PATH), args);
-    Run r;
-    if (!p.waitForFinished(timeoutMs)) {
-        p.kill();
-        p.waitForFinished();
-        r.err = "timeout";
-        return r;
-    }
-    r.code = p.exitStatus() == QProcess::NormalExit ? p.exitCode() : -2;
-    r.out = p.readAllStandardOutput();
-    r.err = p.readAllStandardError();
-    return r;
+    return lcwtest::runProgram(QString::fromUtf8(LCW_CLI_PATH), args, timeoutMs, env);
 }
 
 const QStringList kNoDriver = {"VK_ICD_FILENAMES=/nonexistent"};

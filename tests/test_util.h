@@ -45,9 +45,18 @@ struct CliRun {
     QByteArray out, err;
 };
 
-/// Runs `program args`; kills it after timeoutMs.
-inline CliRun runProgram(const QString& program, const QStringList& args, int timeoutMs) {
+/// Runs `program args` with extra environment variables ("NAME=value"); kills it after timeoutMs.
+inline CliRun runProgram(const QString& program, const QStringList& args, int timeoutMs,
+                         const QStringList& env = {}) {
     QProcess p;
+    if (!env.isEmpty()) {
+        QProcessEnvironment e = QProcessEnvironment::systemEnvironment();
+        for (const QString& kv : env) {
+            const auto eq = kv.indexOf('=');
+            e.insert(kv.left(eq), kv.mid(eq + 1));
+        }
+        p.setProcessEnvironment(e);
+    }
     p.start(program, args);
     CliRun r;
     if (!p.waitForFinished(timeoutMs)) {

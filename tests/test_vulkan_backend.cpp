@@ -11,6 +11,7 @@
 #include "core/tokenizer/tokenizer.h"
 #include "mem_weights.h"
 #include "test_util.h"
+#include "vulkan_test_util.h"
 
 #include <QtTest>
 
@@ -21,24 +22,6 @@
 using namespace lcw;
 
 namespace {
-
-#define REQUIRE_VULKAN()                                                                           \
-    do {                                                                                           \
-        std::string why;                                                                           \
-        if (runtime::listDevices(&why).size() < 2)                                                 \
-            QSKIP(qPrintable(QString("no Vulkan device: %1").arg(QString::fromStdString(why))));   \
-    } while (0)
-
-#ifndef LCW_HAVE_VULKAN
-// A build without the Vulkan backend lists no Vulkan device: every test below skips.
-namespace lcw::runtime::vulkan {
-void setBindingLimitForTests(uint64_t) {}
-void setDeviceMemoryForTests(uint64_t) {}
-int64_t attentionSplitDispatchesForTests() {
-    return 0;
-}
-} // namespace lcw::runtime::vulkan
-#endif
 
 std::vector<float> randomVector(size_t n, uint32_t seed, float scale = 1.0f) {
     std::mt19937 rng(seed);
@@ -196,14 +179,11 @@ private slots:
             DType t;
             std::vector<int> cols;
         };
-        const T types[] = {{DType::F32, {37, 256}},  {DType::F16, {37, 96}},
-                           {DType::BF16, {100}},     {DType::Q4_0, {96}},
-                           {DType::Q4_1, {64}},      {DType::Q5_0, {96}},
-                           {DType::Q5_1, {64}},      {DType::Q8_0, {96}},
-                           {DType::IQ4_NL, {64}},    {DType::Q2_K, {256}},
-                           {DType::Q3_K, {512}},     {DType::Q4_K, {256}},
-                           {DType::Q5_K, {512}},     {DType::Q6_K, {256}},
-                           {DType::IQ4_XS, {512}}};
+        const T types[] = {{DType::F32, {37, 256}}, {DType::F16, {37, 96}}, {DType::BF16, {100}},
+                           {DType::Q4_0, {96}},     {DType::Q4_1, {64}},    {DType::Q5_0, {96}},
+                           {DType::Q5_1, {64}},     {DType::Q8_0, {96}},    {DType::IQ4_NL, {64}},
+                           {DType::Q2_K, {256}},    {DType::Q3_K, {512}},   {DType::Q4_K, {256}},
+                           {DType::Q5_K, {512}},    {DType::Q6_K, {256}},   {DType::IQ4_XS, {512}}};
         for (const T& t : types)
             for (int cols : t.cols)
                 for (int tokens : {1, 3, 17}) // matvec (<= 4 tokens) and tiled with tails
@@ -279,10 +259,9 @@ private slots:
         auto be3 = runtime::makeBackend(runtime::parseDeviceSpec("vulkan"), *mw, -1, nullptr);
         QVERIFY(be3->counters().deviceTotalBytes < weightBytes);
         // gpuLayers 0: the CPU backend.
-        QCOMPARE(runtime::makeBackend(runtime::parseDeviceSpec("vulkan"), *mw, 0, nullptr)
-                     ->device()
-                     .id,
-                 std::string("cpu"));
+        QCOMPARE(
+            runtime::makeBackend(runtime::parseDeviceSpec("vulkan"), *mw, 0, nullptr)->device().id,
+            std::string("cpu"));
     }
 
     /// A model whose weights do not fit the device says so before running, suggests how many
@@ -452,7 +431,8 @@ private slots:
                                 "phi3", "qwen2_sharded"})
             QTest::newRow(fam) << QString::fromStdString(
                 lcwtest::sharedPath(std::string("models/tiny-random/") + fam + "/model"));
-        for (const char* q : {"Q2_K-imat", "Q3_K_M-imat", "Q4_K_M", "Q5_K_M", "Q6_K", "IQ4_NL-imat"})
+        for (const char* q :
+             {"Q2_K-imat", "Q3_K_M-imat", "Q4_K_M", "Q5_K_M", "Q6_K", "IQ4_NL-imat"})
             QTest::newRow(q) << QString::fromStdString(
                 lcwtest::sharedPath(std::string("models/gguf-k/model-") + q + ".gguf"));
     }
@@ -464,32 +444,8 @@ private slots:
         auto model = Model::load(path.toStdString());
         std::vector<int32_t> ids;
         for (int i = 0; i < 12; ++i) ids.push_back(int32_t((i * 37 + 5) % model->spec().vocab));
-        struct Run {
-            std::vector<float> logits;
-            std::string deviceId, note;
-            int64_t products = 0, attention = 0;
-        };
-        auto run = [&](const char* device) {
-            SessionOptions so;
-            so.exactActivations = true;
-            so.device = device;
-            so.contextLength = 64;
-            Session s(*model, so);
-            Run r;
-            std::vector<float> step;
-            s.forward(std::span(ids).first(10), r.logits, true);
-            for (int k = 10; k < 12; ++k) {
-                s.forward(std::span(ids).subspan(size_t(k), 1), step);
-                r.logits.insert(r.logits.end(), step.begin(), step.end());
-            }
-            r.deviceId = s.device().id;
-            r.note = s.deviceNote();
-            r.products = s.deviceProducts();
-            r.attention = s.deviceAttention();
-            return r;
-        };
-        const Run cpu = run("cpu");
-        const Run gpu = run("vulkan");
+        const lcwtest::DeviceRun cpu = lcwtest::runOnDevice(*model, "cpu", ids);
+        const lcwtest::DeviceRun gpu = lcwtest::runOnDevice(*model, "vulkan", ids);
         QVERIFY2(gpu.note.empty(), gpu.note.c_str());
         QVERIFY(gpu.deviceId != "cpu");
         QVERIFY(gpu.products > 0);

@@ -17,6 +17,7 @@
 #include "core/runtime/session.h"
 #include "core/tokenizer/tokenizer.h"
 #include "test_util.h"
+#include "vulkan_test_util.h"
 
 #include <QtTest>
 
@@ -32,20 +33,6 @@ using kernels::PackedLinear;
 using kernels::PackedSource;
 
 namespace {
-
-#define REQUIRE_VULKAN()                                                                           \
-    do {                                                                                           \
-        std::string why;                                                                           \
-        if (runtime::listDevices(&why).size() < 2)                                                 \
-            QSKIP(qPrintable(QString("no Vulkan device: %1").arg(QString::fromStdString(why))));   \
-    } while (0)
-
-#ifndef LCW_HAVE_VULKAN
-// A build without the Vulkan backend lists no Vulkan device: every test below skips.
-namespace lcw::runtime::vulkan {
-void setBindingLimitForTests(uint64_t) {}
-} // namespace lcw::runtime::vulkan
-#endif
 
 /// A weight source with no tensors (the backend's constructor reads its spec only).
 class NoWeights final : public WeightSource {
@@ -407,32 +394,8 @@ private slots:
         if (recipe.contains("2:4")) QVERIFY(sparse > 0); // the 2:4 runtime layout
         std::vector<int32_t> ids;
         for (int i = 0; i < 12; ++i) ids.push_back(int32_t((i * 37 + 5) % m->spec().vocab));
-        struct Run {
-            std::vector<float> logits;
-            std::string deviceId, note;
-            int64_t products = 0, fallback = 0;
-        };
-        auto run = [&](const char* device) {
-            SessionOptions so;
-            so.exactActivations = true;
-            so.device = device;
-            so.contextLength = 64;
-            Session s(cm, so);
-            Run out;
-            std::vector<float> step;
-            s.forward(std::span(ids).first(10), out.logits, true);
-            for (int k = 10; k < 12; ++k) {
-                s.forward(std::span(ids).subspan(size_t(k), 1), step);
-                out.logits.insert(out.logits.end(), step.begin(), step.end());
-            }
-            out.deviceId = s.device().id;
-            out.note = s.deviceNote();
-            out.products = s.deviceProducts();
-            out.fallback = s.fallbackProducts();
-            return out;
-        };
-        const Run cpu = run("cpu");
-        const Run gpu = run("vulkan");
+        const lcwtest::DeviceRun cpu = lcwtest::runOnDevice(cm, "cpu", ids);
+        const lcwtest::DeviceRun gpu = lcwtest::runOnDevice(cm, "vulkan", ids);
         QVERIFY2(gpu.note.empty(), gpu.note.c_str());
         QVERIFY(gpu.deviceId != "cpu");
         QVERIFY(gpu.products > 0);
