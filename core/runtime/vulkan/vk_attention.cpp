@@ -108,6 +108,31 @@ bool DeviceAttention::sync(Mirror& m, const float* kCache, const float* vCache, 
     return true;
 }
 
+std::vector<Dispatch> DeviceAttention::appendRows(Mirror& m, const Pipeline* copy,
+                                                  const float* kCache, const float* vCache,
+                                                  int64_t kvDim, int64_t from, int64_t need) {
+    // Through two host buffers and kv_append.comp (device-local memory need not be
+    // host-visible; no transfer of its own).
+    std::vector<Dispatch> append;
+    if (need <= from) return append;
+    const size_t n = size_t((need - from) * kvDim);
+    ensureHost(m_stageK, n * 4);
+    ensureHost(m_stageV, n * 4);
+    std::memcpy(m_stageK.mapped, kCache + from * kvDim, n * 4);
+    std::memcpy(m_stageV.mapped, vCache + from * kvDim, n * 4);
+    const uint32_t groups = uint32_t(ceilDiv(int64_t(n), 256));
+    const uint32_t gx = std::min<uint32_t>(groups, m_ctx->maxGroups(0));
+    const AppendPush ap{uint32_t(from * kvDim), uint32_t(n), gx * 256};
+    Dispatch& d = append.emplace_back();
+    d.pipeline = copy;
+    d.buffers = {&m_stageK, &m_stageV, &m.k, &m.v};
+    d.push.resize(sizeof ap);
+    std::memcpy(d.push.data(), &ap, sizeof ap);
+    d.groups[0] = gx;
+    d.groups[1] = (groups + gx - 1) / gx;
+    return append;
+}
+
 void DeviceAttention::run(int layer, const float* q, int64_t ldq, const float* kCache,
                           const float* vCache, float* out, int64_t ldo, int64_t nTok, int64_t pos0,
                           int64_t nHeads, int64_t nKvHeads, int64_t headDim,
@@ -144,27 +169,8 @@ void DeviceAttention::run(int layer, const float* q, int64_t ldq, const float* k
     const int64_t need = pos0 + nTok;
     int64_t from = 0;
     if (!sync(m, kCache, vCache, kvDim, pos0, need, limit, &from)) return onCpu();
-    // The rows [from, need) go to the device through two host buffers and kv_append.comp, in
-    // the same submission as the first attention dispatch (device-local memory need not be
-    // host-visible; no transfer of its own).
-    std::vector<Dispatch> append;
-    if (need > from) {
-        const size_t n = size_t((need - from) * kvDim);
-        ensureHost(m_stageK, n * 4);
-        ensureHost(m_stageV, n * 4);
-        std::memcpy(m_stageK.mapped, kCache + from * kvDim, n * 4);
-        std::memcpy(m_stageV.mapped, vCache + from * kvDim, n * 4);
-        const uint32_t groups = uint32_t(ceilDiv(int64_t(n), 256));
-        const uint32_t gx = std::min<uint32_t>(groups, m_ctx->maxGroups(0));
-        const AppendPush ap{uint32_t(from * kvDim), uint32_t(n), gx * 256};
-        Dispatch& d = append.emplace_back();
-        d.pipeline = copy;
-        d.buffers = {&m_stageK, &m_stageV, &m.k, &m.v};
-        d.push.resize(sizeof ap);
-        std::memcpy(d.push.data(), &ap, sizeof ap);
-        d.groups[0] = gx;
-        d.groups[1] = (groups + gx - 1) / gx;
-    }
+    // The new rows go up in the same submission as the first attention dispatch.
+    std::vector<Dispatch> append = appendRows(m, copy, kCache, vCache, kvDim, from, need);
 
     AttentionPush pc{};
     pc.nHeads = uint32_t(nHeads);

@@ -51,6 +51,11 @@ private:
     bool sync(Mirror& m, const float* kCache, const float* vCache, int64_t kvDim, int64_t pos0,
               int64_t need, uint64_t limit, int64_t* from);
     void ensureHost(Buffer& b, uint64_t bytes);
+    /// The kv_append dispatch that copies the host cache rows [from, need) into the mirror
+    /// (staged through m_stageK/V); none when there are no new rows.
+    std::vector<Dispatch> appendRows(Mirror& m, const Pipeline* copy, const float* kCache,
+                                     const float* vCache, int64_t kvDim, int64_t from,
+                                     int64_t need);
     void free(Mirror& m);
 
     std::shared_ptr<Context> m_ctx;
