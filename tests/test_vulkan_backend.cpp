@@ -54,29 +54,10 @@ void checkProducts(runtime::Backend& backend, lcwtest::MemWeights& mw, const Cas
     jobs[1].ldy = ldy;
     backend.linearBatch(jobs, x.data(), ldx, c.tokens, 1, true, 0);
     for (int w = 0; w < 2; ++w) {
-        const auto& ref = mw.ref[w == 0 ? "a" : "b"];
-        const auto& y = w == 0 ? ya : yb;
-        for (int64_t t = 0; t < c.tokens; ++t)
-            for (int64_t r = 0; r < c.rows; ++r) {
-                double s = w == 0 ? bias[size_t(r)] : 0.0, mag = 0;
-                for (int64_t k = 0; k < c.cols; ++k) {
-                    const double p = double(ref[size_t(r * c.cols + k)]) * x[size_t(t * ldx + k)];
-                    s += p;
-                    mag += std::fabs(p);
-                }
-                const double got = y[size_t(t * ldy + r)];
-                if (!(std::fabs(got - s) <= 2e-6 * mag + 1e-6))
-                    QFAIL(qPrintable(QString("%1: weight %2 token %3 row %4: %5 vs %6 (|w||x| %7)")
-                                         .arg(QString::fromStdString(label))
-                                         .arg(w)
-                                         .arg(t)
-                                         .arg(r)
-                                         .arg(got, 0, 'g', 9)
-                                         .arg(s, 0, 'g', 9)
-                                         .arg(mag)));
-            }
-        // The padding between rows stays untouched.
-        for (int64_t t = 0; t < c.tokens; ++t) QCOMPARE(y[size_t(t * ldy + c.rows)], -1.0f);
+        const QString err = lcwtest::checkAgainstDouble(
+            label, w, mw.ref[w == 0 ? "a" : "b"], c.rows, c.cols, x, ldx,
+            w == 0 ? bias.data() : nullptr, w == 0 ? ya : yb, ldy, c.tokens);
+        QVERIFY2(err.isEmpty(), qPrintable(err));
     }
 }
 

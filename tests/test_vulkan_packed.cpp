@@ -199,27 +199,10 @@ void checkPacked(runtime::Backend& be, const std::vector<const PackedLinear*>& w
         const int64_t rows = ws[i]->rows(), ldy = rows + 2;
         std::vector<float> w(size_t(rows * cols));
         ws[i]->dequantizeRows(0, rows, w.data());
-        for (int64_t t = 0; t < nTok; ++t) {
-            for (int64_t r = 0; r < rows; ++r) {
-                double s = i == 0 ? bias[size_t(r)] : 0.0, mag = 0;
-                for (int64_t k = 0; k < cols; ++k) {
-                    const double p = double(w[size_t(r * cols + k)]) * xr[size_t(t * ldx + k)];
-                    s += p;
-                    mag += std::fabs(p);
-                }
-                const double got = ys[i][size_t(t * ldy + r)];
-                if (!(std::fabs(got - s) <= 2e-6 * mag + 1e-6))
-                    QFAIL(qPrintable(QString("%1: weight %2 token %3 row %4: %5 vs %6 (|w||x| %7)")
-                                         .arg(QString::fromStdString(label))
-                                         .arg(i)
-                                         .arg(t)
-                                         .arg(r)
-                                         .arg(got, 0, 'g', 9)
-                                         .arg(s, 0, 'g', 9)
-                                         .arg(mag)));
-            }
-            QCOMPARE(ys[i][size_t(t * ldy + rows)], -1.0f); // padding untouched
-        }
+        const QString err =
+            lcwtest::checkAgainstDouble(label, int(i), w, rows, cols, xr, ldx,
+                                        i == 0 ? bias.data() : nullptr, ys[i], ldy, nTok);
+        QVERIFY2(err.isEmpty(), qPrintable(err));
     }
 }
 

@@ -7,6 +7,7 @@
 
 #include <QtTest>
 
+#include <cmath>
 #include <span>
 #include <string>
 #include <vector>
@@ -60,6 +61,42 @@ inline DeviceRun runOnDevice(const lcw::WeightSource& w, const char* device,
     r.fallback = s.fallbackProducts();
     r.attention = s.deviceAttention();
     return r;
+}
+
+/// Checks y [nTok, ldy] against a double-precision product of the decoded weights w [rows, cols]
+/// with x [nTok, ldx] (+ bias when given): |y - ref| <= 2e-6 * sum|w x| + 1e-6 per output, and
+/// the padding column `rows` of each token row still -1 (untouched). Empty when all hold, else
+/// the first failure, prefixed with `label` and weight number `index`.
+inline QString checkAgainstDouble(const std::string& label, int index, const std::vector<float>& w,
+                                  int64_t rows, int64_t cols, const std::vector<float>& x,
+                                  int64_t ldx, const float* bias, const std::vector<float>& y,
+                                  int64_t ldy, int64_t nTok) {
+    for (int64_t t = 0; t < nTok; ++t) {
+        for (int64_t r = 0; r < rows; ++r) {
+            double s = bias ? bias[r] : 0.0, mag = 0;
+            for (int64_t k = 0; k < cols; ++k) {
+                const double p = double(w[size_t(r * cols + k)]) * x[size_t(t * ldx + k)];
+                s += p;
+                mag += std::fabs(p);
+            }
+            const double got = y[size_t(t * ldy + r)];
+            if (!(std::fabs(got - s) <= 2e-6 * mag + 1e-6))
+                return QString("%1: weight %2 token %3 row %4: %5 vs %6 (|w||x| %7)")
+                    .arg(QString::fromStdString(label))
+                    .arg(index)
+                    .arg(t)
+                    .arg(r)
+                    .arg(got, 0, 'g', 9)
+                    .arg(s, 0, 'g', 9)
+                    .arg(mag);
+        }
+        if (ldy > rows && y[size_t(t * ldy + rows)] != -1.0f)
+            return QString("%1: weight %2 token %3: the padding after the rows was written")
+                .arg(QString::fromStdString(label))
+                .arg(index)
+                .arg(t);
+    }
+    return {};
 }
 
 } // namespace lcwtest
