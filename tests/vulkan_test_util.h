@@ -27,6 +27,9 @@ inline void setDeviceMemoryForTests(uint64_t) {}
 inline int64_t attentionSplitDispatchesForTests() {
     return 0;
 }
+inline int64_t deviceProductsForTests() {
+    return 0;
+}
 } // namespace lcw::runtime::vulkan
 #endif
 

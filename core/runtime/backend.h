@@ -74,6 +74,8 @@ void setBindingLimitForTests(uint64_t bytes);
 void setDeviceMemoryForTests(uint64_t bytes);
 /// Tests: attention dispatches so far (all backends) whose keys were split over workgroups.
 int64_t attentionSplitDispatchesForTests();
+/// Tests: weight products run on any Vulkan device by this process so far.
+int64_t deviceProductsForTests();
 } // namespace vulkan
 #endif
 

@@ -63,6 +63,7 @@ const char* matmulShader(DType t) {
     }
 }
 
+std::atomic<int64_t> gDeviceProducts{0};
 std::atomic<uint64_t> gBindingLimitForTests{0}, gDeviceMemoryForTests{0};
 
 /// The bytes one binding may cover on `ctx` (below 2 GiB: the shaders index bytes in 32 bits).
@@ -438,6 +439,7 @@ public:
             std::lock_guard<std::mutex> lock(m_ctx->mutex());
             runOnDevice(group, xin, ldin, nTok);
             m_counters.deviceProducts += int64_t(group.size());
+            gDeviceProducts += int64_t(group.size());
         }
     }
 
@@ -553,6 +555,10 @@ private:
 };
 
 } // namespace
+
+int64_t deviceProductsForTests() {
+    return gDeviceProducts.load();
+}
 
 void setBindingLimitForTests(uint64_t bytes) {
     gBindingLimitForTests = bytes;
