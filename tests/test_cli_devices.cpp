@@ -113,6 +113,13 @@ private slots:
         QCOMPARE(r.code, 0);
         QVERIFY2(r.out.contains("no Vulkan device: "), r.out.constData());
         QVERIFY(r.out.contains(QByteArray::fromStdString(j["vulkan_note"].get<std::string>())));
+        // LCW_NO_VULKAN keeps lcw away from the Vulkan loader altogether.
+        r = runCliEnv({"devices", "--json"}, {"LCW_NO_VULKAN=1"});
+        QCOMPARE(r.code, 0);
+        const auto off = parse(r);
+        QCOMPARE(off["devices"].size(), size_t(1));
+        QVERIFY2(off["vulkan_note"].get<std::string>().find("LCW_NO_VULKAN") != std::string::npos,
+                 r.out.constData());
     }
 
     void perplexityFallsBackToTheCpuWithoutDriver() {

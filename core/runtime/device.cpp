@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <fstream>
 #include <mutex>
 
@@ -55,11 +56,17 @@ DeviceInfo cpuDeviceInfo() {
 std::vector<DeviceInfo> listDevices(std::string* whyNoVulkan) {
     std::vector<DeviceInfo> out{cpuDeviceInfo()};
 #ifdef LCW_HAVE_VULKAN
+    // A broken Vulkan driver can crash inside the loader; LCW_NO_VULKAN=1 keeps lcw away from it.
+    if (const char* off = std::getenv("LCW_NO_VULKAN"); off && *off && std::string(off) != "0") {
+        if (whyNoVulkan) *whyNoVulkan = "Vulkan is switched off (LCW_NO_VULKAN is set)";
+        return out;
+    }
     for (auto& d : vulkan::listVulkanDevices(whyNoVulkan)) out.push_back(std::move(d));
 #else
     if (whyNoVulkan)
-        *whyNoVulkan = "this build of lcw has no Vulkan backend (configure with -DLCW_VULKAN=ON and "
-                       "the Vulkan headers and glslc installed)";
+        *whyNoVulkan =
+            "this build of lcw has no Vulkan backend (configure with -DLCW_VULKAN=ON and "
+            "the Vulkan headers and glslc installed)";
 #endif
     return out;
 }
@@ -123,8 +130,12 @@ DeviceSpec defaultDevice() {
     return gDefault;
 }
 
-void setDefaultGpuLayers(int n) { gGpuLayers = n < 0 ? -1 : n; }
-int defaultGpuLayers() { return gGpuLayers; }
+void setDefaultGpuLayers(int n) {
+    gGpuLayers = n < 0 ? -1 : n;
+}
+int defaultGpuLayers() {
+    return gGpuLayers;
+}
 
 std::unique_ptr<Backend> makeBackend(const DeviceSpec& spec, const WeightSource& w, int gpuLayers,
                                      std::string* note) {
@@ -139,7 +150,8 @@ std::unique_ptr<Backend> makeBackend(const DeviceSpec& spec, const WeightSource&
     try {
         return vulkan::makeVulkanBackend(std::stoi(d.id.substr(7)), w, gpuLayers);
     } catch (const std::exception& e) {
-        if (note) *note = std::string("Vulkan device ") + d.id + ": " + e.what() + "; running on the CPU";
+        if (note)
+            *note = std::string("Vulkan device ") + d.id + ": " + e.what() + "; running on the CPU";
         return makeCpuBackend();
     }
 #else

@@ -28,8 +28,8 @@ DeviceInfo cpuDeviceInfo();
 bool vulkanCompiledIn();
 
 /// The CPU first, then every Vulkan device. Never throws: when no Vulkan device can be used
-/// (not compiled in, no loader, no driver, no device with a compute queue) `whyNoVulkan`
-/// receives the reason.
+/// (not compiled in, no loader, no driver, no device with a compute queue, LCW_NO_VULKAN set
+/// in the environment) `whyNoVulkan` receives the reason.
 std::vector<DeviceInfo> listDevices(std::string* whyNoVulkan = nullptr);
 
 /// A parsed device spec.
