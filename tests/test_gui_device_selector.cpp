@@ -2,7 +2,9 @@
 // the CPU first, the reason as a disabled entry when there is no Vulkan device, one choice shared
 // by every selector and runtime::defaultDevice(), stored in QSettings and applied at start-up;
 // the Preferences dialog (Edit → Preferences…), the Run and Compare panels each hold one.
+#include "core/model/model.h"
 #include "core/runtime/device.h"
+#include "core/runtime/session.h"
 #include "gui_test_util.h"
 #include "widgets/compare_panel.h"
 #include "widgets/device_selector.h"
@@ -172,6 +174,33 @@ private slots:
         QCOMPARE(DeviceSelector::applyStoredDevice(), id);
         QCOMPARE(QString::fromStdString(runtime::defaultDevice().text()), id);
         QCOMPARE(sel.currentDeviceId(), id);
+    }
+
+    /// The Preferences dialog shows the GPU memory lcw holds on the chosen device: none before a
+    /// session ran there, the uploaded weights (and scratch) after one.
+    void preferencesShowGpuMemory() {
+        QVERIFY(waitListed());
+        const auto& devs = DeviceNotifier::instance()->devices();
+        if (devs.size() < 2)
+            QSKIP(qPrintable("no Vulkan device: " +
+                             QString::fromStdString(DeviceNotifier::instance()->whyNoVulkan())));
+        PreferencesDialog dlg;
+        QVERIFY(dlg.memoryText().contains(QStringLiteral("CPU")));
+        const QString id = QString::fromStdString(devs[1].id);
+        QVERIFY(DeviceSelector::selectDevice(id, false));
+        QVERIFY2(dlg.memoryText().contains(id), qPrintable(dlg.memoryText()));
+        auto model = lcw::Model::load(LCW_SOURCE_DIR "/resources/models/stories260K");
+        lcw::SessionOptions so;
+        so.device = devs[1].id;
+        so.contextLength = 16;
+        lcw::Session s(*model, so);
+        std::vector<float> logits;
+        const std::vector<int32_t> ids = {1, 403, 407};
+        s.forward(ids, logits);
+        dlg.refreshMemory();
+        const double mib = dlg.memoryText().section(QLatin1Char(' '), 0, 0).toDouble();
+        QVERIFY2(mib > 0.5, qPrintable(dlg.memoryText())); // the demo model's ~1 MB of weights
+        QVERIFY(DeviceSelector::selectDevice(QStringLiteral("cpu"), false));
     }
 
     void preferencesRunAndComparePanelsHoldASelector() {

@@ -5,6 +5,7 @@
 #include <QDialogButtonBox>
 #include <QFormLayout>
 #include <QLabel>
+#include <QTimer>
 #include <QVBoxLayout>
 
 namespace lcw {
@@ -16,7 +17,19 @@ PreferencesDialog::PreferencesDialog(QWidget* parent) : QDialog(parent) {
     auto* form = new QFormLayout;
     m_device = new DeviceSelector(this);
     form->addRow(tr("&Device:"), m_device);
+    m_memory = new QLabel(this);
+    m_memory->setObjectName(QStringLiteral("deviceMemory"));
+    form->addRow(tr("In use by lcw:"), m_memory);
     root->addLayout(form);
+    // The device memory lcw holds (weights shared by every session, scratch), polled while the
+    // dialog is open: reading it never waits for a running product.
+    auto* timer = new QTimer(this);
+    timer->setInterval(1000);
+    connect(timer, &QTimer::timeout, this, &PreferencesDialog::refreshMemory);
+    connect(DeviceNotifier::instance(), &DeviceNotifier::deviceChanged, this,
+            &PreferencesDialog::refreshMemory);
+    timer->start();
+    refreshMemory();
 
     auto* note = new QLabel(this);
     note->setObjectName(QStringLiteral("deviceNote"));
@@ -46,6 +59,22 @@ PreferencesDialog::PreferencesDialog(QWidget* parent) : QDialog(parent) {
     connect(buttons, &QDialogButtonBox::rejected, this, &QDialog::reject);
     root->addWidget(buttons);
     resize(520, sizeHint().height());
+}
+
+QString PreferencesDialog::memoryText() const {
+    return m_memory->text();
+}
+
+void PreferencesDialog::refreshMemory() {
+    const std::string id = m_device->currentDeviceId().toStdString();
+    if (id == "cpu") {
+        m_memory->setText(tr("the CPU (weights memory-mapped; see the Run and Compare panels)"));
+        return;
+    }
+    const uint64_t b = runtime::deviceMemoryInUse(id);
+    m_memory->setText(tr("%1 MiB of GPU memory on %2")
+                          .arg(double(b) / 1048576.0, 0, 'f', 1)
+                          .arg(QString::fromStdString(id)));
 }
 
 } // namespace lcw

@@ -67,6 +67,8 @@ namespace vulkan {
 std::unique_ptr<Backend> makeVulkanBackend(int deviceIndex, const WeightSource& w, int gpuLayers);
 /// Vulkan devices (ids "vulkan:N"); whyNone as listDevices().
 std::vector<DeviceInfo> listVulkanDevices(std::string* whyNone);
+/// Bytes lcw holds on Vulkan device `index` when it has been opened (0 otherwise).
+uint64_t openedDeviceBytes(int index);
 /// Tests: pretend one storage-buffer binding holds at most `bytes` (0: the device's limit), so
 /// that row and token chunking run on small weights.
 void setBindingLimitForTests(uint64_t bytes);

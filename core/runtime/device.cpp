@@ -119,6 +119,21 @@ DeviceInfo resolveDevice(const DeviceSpec& spec, std::string* note) {
     return all.front();
 }
 
+uint64_t deviceMemoryInUse(std::string_view id) {
+#ifdef LCW_HAVE_VULKAN
+    if (id.rfind("vulkan:", 0) != 0) return 0;
+    try {
+        const DeviceSpec d = parseDeviceSpec(id);
+        return vulkan::openedDeviceBytes(d.index);
+    } catch (const std::exception&) {
+        return 0;
+    }
+#else
+    (void)id;
+    return 0;
+#endif
+}
+
 void setDefaultDevice(std::string_view spec) {
     const DeviceSpec d = parseDeviceSpec(spec);
     std::lock_guard<std::mutex> lock(gDefaultMutex);

@@ -24,6 +24,10 @@ struct DeviceInfo {
 /// The CPU as listDevices() shows it (cheap: no Vulkan enumeration).
 DeviceInfo cpuDeviceInfo();
 
+/// Device memory lcw holds now on device `id` ("vulkan:N": every session's weights, shared,
+/// and scratch buffers); 0 for the CPU and for a device no session has opened.
+uint64_t deviceMemoryInUse(std::string_view id);
+
 /// Whether this build contains the Vulkan backend (CMake option LCW_VULKAN).
 bool vulkanCompiledIn();
 

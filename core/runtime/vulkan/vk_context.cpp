@@ -111,8 +111,8 @@ InstanceState makeInstance() {
         d.info.name = props.deviceName;
         d.info.type = typeName(props.deviceType);
         d.info.api = versionText(props.apiVersion);
-        VkPhysicalDeviceDriverProperties drv{.sType =
-                                                 VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_DRIVER_PROPERTIES};
+        VkPhysicalDeviceDriverProperties drv{
+            .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_DRIVER_PROPERTIES};
         VkPhysicalDeviceProperties2 p2{.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2};
         if (props.apiVersion >= VK_API_VERSION_1_2) {
             p2.pNext = &drv;
@@ -123,7 +123,8 @@ InstanceState makeInstance() {
         vkGetPhysicalDeviceMemoryProperties(p, &mem);
         for (uint32_t h = 0; h < mem.memoryHeapCount; ++h)
             if (mem.memoryHeaps[h].flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT)
-                d.info.memoryBytes = std::max<uint64_t>(d.info.memoryBytes, mem.memoryHeaps[h].size);
+                d.info.memoryBytes =
+                    std::max<uint64_t>(d.info.memoryBytes, mem.memoryHeaps[h].size);
         st.devices.push_back(std::move(d));
     }
     if (st.devices.empty())
@@ -256,8 +257,7 @@ Buffer Context::create(VkDeviceSize bytes, VkBufferUsageFlags usage, VkMemoryPro
 Buffer Context::createDeviceBuffer(VkDeviceSize bytes) {
     // Device-local and, where offered (integrated GPUs, lavapipe, resizable BAR), host-visible
     // and coherent too, so uploads are plain copies.
-    return create(bytes,
-                  VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT,
+    return create(bytes, VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT,
                   VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT,
                   VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT);
 }
@@ -338,7 +338,8 @@ const Pipeline& Context::pipeline(const std::string& name, uint32_t nBuffers, ui
         binds[i].descriptorCount = 1;
         binds[i].stageFlags = VK_SHADER_STAGE_COMPUTE_BIT;
     }
-    VkDescriptorSetLayoutCreateInfo li{.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO};
+    VkDescriptorSetLayoutCreateInfo li{.sType =
+                                           VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO};
     li.bindingCount = nBuffers;
     li.pBindings = binds.data();
     check(vkCreateDescriptorSetLayout(m_device, &li, nullptr, &p.setLayout),
@@ -361,7 +362,8 @@ const Pipeline& Context::pipeline(const std::string& name, uint32_t nBuffers, ui
     ci.stage.module = mod;
     ci.stage.pName = "main";
     ci.layout = p.layout;
-    const VkResult r = vkCreateComputePipelines(m_device, VK_NULL_HANDLE, 1, &ci, nullptr, &p.pipeline);
+    const VkResult r =
+        vkCreateComputePipelines(m_device, VK_NULL_HANDLE, 1, &ci, nullptr, &p.pipeline);
     vkDestroyShaderModule(m_device, mod, nullptr);
     check(r, ("vkCreateComputePipelines (" + name + ")").c_str());
     return m_pipelines.emplace(name, p).first->second;
@@ -430,15 +432,35 @@ void Context::run(const std::vector<Dispatch>& dispatches) {
     submitAndWait(cb);
 }
 
+namespace {
+
+/// The opened devices (never destroyed, like the instance) and their lock.
+std::mutex gOpenMutex;
+std::map<int, std::shared_ptr<Context>>& openedContexts() {
+    static auto* open = new std::map<int, std::shared_ptr<Context>>;
+    return *open;
+}
+
+} // namespace
+
 std::shared_ptr<Context> openContext(int index) {
     // Opened devices stay open until the process ends (their pipelines are compiled once; the
-    // weights go with the sessions that use them). Never destroyed, like the instance.
-    static std::mutex mu;
-    static auto* open = new std::map<int, std::shared_ptr<Context>>;
-    std::lock_guard<std::mutex> lock(mu);
-    auto& c = (*open)[index];
+    // weights go with the sessions that use them).
+    std::lock_guard<std::mutex> lock(gOpenMutex);
+    auto& c = openedContexts()[index];
     if (!c) c = std::make_shared<Context>(index);
     return c;
+}
+
+uint64_t openedDeviceBytes(int index) {
+    std::shared_ptr<Context> c;
+    {
+        std::lock_guard<std::mutex> lock(gOpenMutex);
+        auto it = openedContexts().find(index);
+        if (it == openedContexts().end()) return 0;
+        c = it->second;
+    }
+    return c->allocatedBytes();
 }
 
 } // namespace lcw::runtime::vulkan

@@ -8,6 +8,7 @@
 
 #include <vulkan/vulkan.h>
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -71,8 +72,8 @@ public:
     /// Records the dispatches in order (with a barrier between consecutive ones), submits them
     /// and waits for the queue.
     void run(const std::vector<Dispatch>& dispatches);
-    /// Device-local bytes currently allocated by this context.
-    uint64_t allocatedBytes() const { return m_allocated; }
+    /// Bytes currently allocated by this context (readable without the mutex: the GUI polls it).
+    uint64_t allocatedBytes() const { return m_allocated.load(std::memory_order_relaxed); }
 
 private:
     uint32_t memoryType(uint32_t typeBits, VkMemoryPropertyFlags want, VkMemoryPropertyFlags avoid,
@@ -93,7 +94,7 @@ private:
     VkDeviceSize m_maxRange = 0;
     uint32_t m_maxGroups[3] = {65535, 65535, 65535};
     std::map<std::string, Pipeline> m_pipelines;
-    uint64_t m_allocated = 0;
+    std::atomic<uint64_t> m_allocated{0};
     std::mutex m_mutex;
 };
 
