@@ -123,9 +123,10 @@ MODEL is a Hugging Face folder (config.json + safetensors + tokenizer.json), a .
 llama2.c .bin checkpoint (tokenizer.bin / tok<vocab>.bin beside it, or --tokenizer FILE).
 Common options: --tokenizer FILE, --threads N, --quiet (no progress on stderr).
 Global options (any position):
-  --device cpu|vulkan|vulkan:N (every command that runs the model; Vulkan: weight products on
-                               the GPU, the rest on the CPU; 'lcw-cli devices' lists the N; a
-                               Vulkan device that cannot be used warns and runs on the CPU)
+  --device cpu|vulkan|vulkan:N (every command that runs the model; Vulkan: weight products and
+                               attention on the GPU, the rest on the CPU; 'lcw-cli devices' lists
+                               the N; a Vulkan device that cannot be used warns and runs on the
+                               CPU; LCW_NO_VULKAN=1 in the environment: never touch Vulkan)
   --gpu-layers N               with a Vulkan device: blocks 0..N-1 on the GPU, the rest on the
                                CPU (default -1: all)
 --exact-activations (generate, logits, perplexity, eval, compare, hidden-error, sensitivity,
