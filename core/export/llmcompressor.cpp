@@ -1329,7 +1329,18 @@ private:
 } // namespace
 
 LlmcImport importLlmCompressorRecipeWithWarnings(const std::string& path, std::string_view arch) {
-    return Importer(path, arch).run();
+    try {
+        return Importer(path, arch).run();
+    } catch (const YAML::Exception& ex) {
+        // A node of an unexpected kind (a mapping where a name belongs, e.g. a `? {…}` complex
+        // key) fails yaml-cpp's conversions: a format error naming the file and the place.
+        const std::string where = ex.mark.is_null()
+                                      ? std::string()
+                                      : "line " + std::to_string(ex.mark.line + 1) + ", column " +
+                                            std::to_string(ex.mark.column + 1) + ": ";
+        throw FormatError(path, where + "unexpected YAML node (" + ex.msg +
+                                    "): keys and names must be plain strings");
+    }
 }
 
 compress::Recipe importLlmCompressorRecipe(const std::string& path, std::string_view arch) {
