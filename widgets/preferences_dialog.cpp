@@ -1,6 +1,7 @@
 #include "widgets/preferences_dialog.h"
 
 #include "widgets/device_selector.h"
+#include "widgets/number_format.h"
 
 #include <QDialogButtonBox>
 #include <QFormLayout>
@@ -72,9 +73,7 @@ void PreferencesDialog::refreshMemory() {
         return;
     }
     const uint64_t b = runtime::deviceMemoryInUse(id);
-    m_memory->setText(tr("%1 MiB of GPU memory on %2")
-                          .arg(double(b) / 1048576.0, 0, 'f', 1)
-                          .arg(QString::fromStdString(id)));
+    m_memory->setText(tr("%1 of GPU memory on %2").arg(formatBytes(b), QString::fromStdString(id)));
 }
 
 } // namespace lcw

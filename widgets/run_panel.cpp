@@ -750,8 +750,8 @@ struct RunPanel::GenJob {
             return progress.report(double(count) / double(std::max<int64_t>(n, 1)), stage);
         };
         out.result = session.generate(ids, n, sampling, onToken);
-        out.device = QString::fromStdString(session.device().name + " (" + session.device().id +
-                                            ")");
+        out.device =
+            QString::fromStdString(session.device().name + " (" + session.device().id + ")");
         out.deviceNote = QString::fromStdString(session.deviceNote());
         out.deviceBytes = session.deviceMemoryBytes();
         out.promptText = promptDecoded;
@@ -928,8 +928,7 @@ void RunPanel::onGenerationDone(const GenOutcome& out) {
                  r.stoppedAtEos ? tr("  ·  stopped at end of sequence") : QString(),
                  m_lastGenConfig);
     QString device = tr("  ·  device: %1").arg(out.device);
-    if (out.deviceBytes > 0)
-        device += tr(", GPU memory %1 MiB").arg(double(out.deviceBytes) / 1048576.0, 0, 'f', 1);
+    if (out.deviceBytes > 0) device += tr(", GPU memory %1").arg(formatBytes(out.deviceBytes));
     setGenStatus(stats + device);
     if (!out.deviceNote.isEmpty()) emit logMessage(tr("Device: %1").arg(out.deviceNote));
     updateButtons();
