@@ -167,12 +167,12 @@ public:
     template <class Upload>
     const DeviceWeight& acquire(const WeightKey& key, std::set<WeightKey>& held, Upload&& up) {
         auto it = entries.find(key);
-        if (it == entries.end()) it = entries.emplace(key, Entry{up(), 0, 0}).first;
-        if (held.insert(key).second) {
-            ++it->second.refs;
-            it->second.bytes = 0;
-            for (auto& ch : it->second.w.chunks) it->second.bytes += ch.buf.allocBytes;
+        if (it == entries.end()) {
+            Entry e{up(), 0, 0};
+            for (const auto& ch : e.w.chunks) e.bytes += ch.buf.allocBytes;
+            it = entries.emplace(key, std::move(e)).first;
         }
+        if (held.insert(key).second) ++it->second.refs;
         return it->second.w;
     }
     /// Drops a backend's references (ctx->mutex() held).
@@ -211,22 +211,29 @@ private:
         // Rows per chunk: one binding, and at most 65535 workgroups of 16 rows (the smallest
         // maxComputeWorkGroupCount Vulkan allows).
         const int64_t perChunk = std::min<int64_t>(int64_t(limit / rowBytes), 65535 * 16);
+        uploadChunks(w, t.rows(), perChunk, [&](DeviceWeight::Chunk& ch) {
+            const uint64_t bytes = uint64_t(ch.rows) * rowBytes;
+            // Rounded up to whole 32-bit words: the shaders read words.
+            ch.buf = ctx->createDeviceBuffer((bytes + 3) & ~uint64_t(3));
+            ctx->upload(ch.buf, 0, t.row(ch.row0), bytes);
+        });
+        return w;
+    }
+    /// Splits `rows` into chunks of at most perChunk rows and lets fill() create and upload each
+    /// chunk's buffer; on failure the buffers made so far are freed.
+    template <class Fill>
+    void uploadChunks(DeviceWeight& w, int64_t rows, int64_t perChunk, Fill&& fill) {
         try {
-            for (int64_t r0 = 0; r0 < t.rows(); r0 += perChunk) {
-                DeviceWeight::Chunk ch;
+            for (int64_t r0 = 0; r0 < rows; r0 += perChunk) {
+                DeviceWeight::Chunk& ch = w.chunks.emplace_back();
                 ch.row0 = r0;
-                ch.rows = std::min(perChunk, t.rows() - r0);
-                const uint64_t bytes = uint64_t(ch.rows) * rowBytes;
-                // Rounded up to whole 32-bit words: the shaders read words.
-                ch.buf = ctx->createDeviceBuffer((bytes + 3) & ~uint64_t(3));
-                w.chunks.push_back(ch);
-                ctx->upload(w.chunks.back().buf, 0, t.row(r0), bytes);
+                ch.rows = std::min(perChunk, rows - r0);
+                fill(ch);
             }
         } catch (...) {
             for (auto& ch : w.chunks) ctx->destroy(ch.buf);
             throw;
         }
-        return w;
     }
     /// An lcw packed weight in chunks of rows, each chunk one buffer holding its rows' gpuForm()
     /// arrays (codes, 2:4 indices, scales, zeros, mask, outlier values) and the weight's outlier
@@ -258,50 +265,40 @@ private:
             while (j < nOut && uint64_t(g1.outlierCols[j]) < 32 * b) ++j;
             ostart[b] = uint32_t(j);
         }
-        try {
-            for (int64_t r0 = 0; r0 < rows; r0 += perChunk) {
-                DeviceWeight::Chunk ch;
-                ch.row0 = r0;
-                ch.rows = std::min(perChunk, rows - r0);
-                const kernels::GpuPacked g = p.gpuForm(r0, ch.rows);
-                std::vector<uint32_t> words;
-                auto put = [&](const void* src, uint64_t nWords, uint64_t nBytes) {
-                    const size_t at = words.size();
-                    words.resize(at + nWords, 0);
-                    if (nBytes) std::memcpy(words.data() + at, src, nBytes);
-                    return uint32_t(at);
-                };
-                LcwPush& lp = ch.lcw;
-                lp.kind = uint32_t(g.kind);
-                lp.bits = uint32_t(g.bits);
-                lp.sym = g.symmetric ? 1 : 0;
-                lp.groupCols = uint32_t(g.groupCols);
-                lp.gpr = uint32_t(g.groupsPerRow);
-                put(g.codes.data(), g.codes.size(), g.codes.size() * 4);
-                lp.offScales =
-                    put(g.scales.data(), halfWords(g.scales.size()), g.scales.size() * 2);
-                lp.offZeros = put(g.zeros.data(), halfWords(g.zeros.size()), g.zeros.size() * 2);
-                lp.hasMask = g.mask.empty() ? 0 : 1;
-                lp.maskWords = uint32_t(g.maskWords);
-                lp.offMask = put(g.mask.data(), g.mask.size(), g.mask.size() * 4);
-                lp.nOut = uint32_t(nOut);
-                lp.offOv = put(g.outlierValues.data(), halfWords(g.outlierValues.size()),
-                               g.outlierValues.size() * 2);
-                lp.offOcols = put(g.outlierCols.data(), nOut, nOut * 4);
-                lp.offOstart = put(ostart.data(), ostart.size(), ostart.size() * 4);
-                lp.hasOrder = g.colOrder.empty() ? 0 : 1;
-                lp.offOrder = put(g.colOrder.data(), g.colOrder.size(), g.colOrder.size() * 4);
-                lp.twoFour = g.twoFour ? 1 : 0;
-                lp.idxWords = uint32_t(g.idxWords);
-                lp.offIdx = put(g.indices.data(), g.indices.size(), g.indices.size() * 4);
-                ch.buf = ctx->createDeviceBuffer(std::max<uint64_t>(words.size(), 1) * 4);
-                w.chunks.push_back(ch);
-                ctx->upload(w.chunks.back().buf, 0, words.data(), words.size() * 4);
-            }
-        } catch (...) {
-            for (auto& ch : w.chunks) ctx->destroy(ch.buf);
-            throw;
-        }
+        uploadChunks(w, rows, perChunk, [&](DeviceWeight::Chunk& ch) {
+            const kernels::GpuPacked g = p.gpuForm(ch.row0, ch.rows);
+            std::vector<uint32_t> words;
+            auto put = [&](const void* src, uint64_t nWords, uint64_t nBytes) {
+                const size_t at = words.size();
+                words.resize(at + nWords, 0);
+                if (nBytes) std::memcpy(words.data() + at, src, nBytes);
+                return uint32_t(at);
+            };
+            LcwPush& lp = ch.lcw;
+            lp.kind = uint32_t(g.kind);
+            lp.bits = uint32_t(g.bits);
+            lp.sym = g.symmetric ? 1 : 0;
+            lp.groupCols = uint32_t(g.groupCols);
+            lp.gpr = uint32_t(g.groupsPerRow);
+            put(g.codes.data(), g.codes.size(), g.codes.size() * 4);
+            lp.offScales = put(g.scales.data(), halfWords(g.scales.size()), g.scales.size() * 2);
+            lp.offZeros = put(g.zeros.data(), halfWords(g.zeros.size()), g.zeros.size() * 2);
+            lp.hasMask = g.mask.empty() ? 0 : 1;
+            lp.maskWords = uint32_t(g.maskWords);
+            lp.offMask = put(g.mask.data(), g.mask.size(), g.mask.size() * 4);
+            lp.nOut = uint32_t(nOut);
+            lp.offOv = put(g.outlierValues.data(), halfWords(g.outlierValues.size()),
+                           g.outlierValues.size() * 2);
+            lp.offOcols = put(g.outlierCols.data(), nOut, nOut * 4);
+            lp.offOstart = put(ostart.data(), ostart.size(), ostart.size() * 4);
+            lp.hasOrder = g.colOrder.empty() ? 0 : 1;
+            lp.offOrder = put(g.colOrder.data(), g.colOrder.size(), g.colOrder.size() * 4);
+            lp.twoFour = g.twoFour ? 1 : 0;
+            lp.idxWords = uint32_t(g.idxWords);
+            lp.offIdx = put(g.indices.data(), g.indices.size(), g.indices.size() * 4);
+            ch.buf = ctx->createDeviceBuffer(std::max<uint64_t>(words.size(), 1) * 4);
+            ctx->upload(ch.buf, 0, words.data(), words.size() * 4);
+        });
         return w;
     }
     std::map<WeightKey, Entry> entries;
