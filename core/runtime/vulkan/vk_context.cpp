@@ -179,9 +179,9 @@ Context::Context(int index) {
     pi.queueFamilyIndex = m_family;
     check(vkCreateCommandPool(m_device, &pi, nullptr, &m_pool), "vkCreateCommandPool");
 
-    VkDescriptorPoolSize ps{VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 4096};
+    VkDescriptorPoolSize ps{VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, kDescriptors};
     VkDescriptorPoolCreateInfo dpi{.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO};
-    dpi.maxSets = 1024;
+    dpi.maxSets = kDescriptorSets;
     dpi.poolSizeCount = 1;
     dpi.pPoolSizes = &ps;
     check(vkCreateDescriptorPool(m_device, &dpi, nullptr, &m_descPool), "vkCreateDescriptorPool");
@@ -371,65 +371,78 @@ const Pipeline& Context::pipeline(const std::string& name, uint32_t nBuffers, ui
 
 void Context::run(const std::vector<Dispatch>& dispatches) {
     if (dispatches.empty()) return;
-    check(vkResetDescriptorPool(m_device, m_descPool, 0), "vkResetDescriptorPool");
-    VkCommandBufferAllocateInfo ai{.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO};
-    ai.commandPool = m_pool;
-    ai.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
-    ai.commandBufferCount = 1;
-    VkCommandBuffer cb;
-    check(vkAllocateCommandBuffers(m_device, &ai, &cb), "vkAllocateCommandBuffers");
-    struct FreeCb {
-        Context* c;
+    // One command buffer for all dispatches while the descriptor pool lasts (a long list, e.g.
+    // a whole resident forward of a deep model, is submitted in parts: each part waits for the
+    // previous one, so the order and the barriers between dispatches hold).
+    size_t next = 0;
+    while (next < dispatches.size()) {
+        check(vkResetDescriptorPool(m_device, m_descPool, 0), "vkResetDescriptorPool");
+        VkCommandBufferAllocateInfo ai{.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO};
+        ai.commandPool = m_pool;
+        ai.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
+        ai.commandBufferCount = 1;
         VkCommandBuffer cb;
-        ~FreeCb() { vkFreeCommandBuffers(c->m_device, c->m_pool, 1, &cb); }
-    } freeCb{this, cb};
-    VkCommandBufferBeginInfo bi{.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
-    bi.flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT;
-    check(vkBeginCommandBuffer(cb, &bi), "vkBeginCommandBuffer");
-    for (size_t i = 0; i < dispatches.size(); ++i) {
-        const Dispatch& d = dispatches[i];
-        const Pipeline& p = *d.pipeline;
-        VkDescriptorSetAllocateInfo dai{.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO};
-        dai.descriptorPool = m_descPool;
-        dai.descriptorSetCount = 1;
-        dai.pSetLayouts = &p.setLayout;
-        VkDescriptorSet set;
-        check(vkAllocateDescriptorSets(m_device, &dai, &set), "vkAllocateDescriptorSets");
-        std::vector<VkDescriptorBufferInfo> infos(p.nBuffers);
-        std::vector<VkWriteDescriptorSet> writes(p.nBuffers);
-        for (uint32_t b = 0; b < p.nBuffers; ++b) {
-            infos[b] = {d.buffers[b]->buffer, 0, VK_WHOLE_SIZE};
-            writes[b] = {.sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET};
-            writes[b].dstSet = set;
-            writes[b].dstBinding = b;
-            writes[b].descriptorCount = 1;
-            writes[b].descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
-            writes[b].pBufferInfo = &infos[b];
+        check(vkAllocateCommandBuffers(m_device, &ai, &cb), "vkAllocateCommandBuffers");
+        struct FreeCb {
+            Context* c;
+            VkCommandBuffer cb;
+            ~FreeCb() { vkFreeCommandBuffers(c->m_device, c->m_pool, 1, &cb); }
+        } freeCb{this, cb};
+        VkCommandBufferBeginInfo bi{.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
+        bi.flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT;
+        check(vkBeginCommandBuffer(cb, &bi), "vkBeginCommandBuffer");
+        uint32_t sets = 0, descriptors = 0;
+        const size_t first = next;
+        for (; next < dispatches.size(); ++next) {
+            const Dispatch& d = dispatches[next];
+            const Pipeline& p = *d.pipeline;
+            if (sets + 1 > kDescriptorSets || descriptors + p.nBuffers > kDescriptors) break;
+            ++sets;
+            descriptors += p.nBuffers;
+            VkDescriptorSetAllocateInfo dai{.sType =
+                                                VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO};
+            dai.descriptorPool = m_descPool;
+            dai.descriptorSetCount = 1;
+            dai.pSetLayouts = &p.setLayout;
+            VkDescriptorSet set;
+            check(vkAllocateDescriptorSets(m_device, &dai, &set), "vkAllocateDescriptorSets");
+            std::vector<VkDescriptorBufferInfo> infos(p.nBuffers);
+            std::vector<VkWriteDescriptorSet> writes(p.nBuffers);
+            for (uint32_t b = 0; b < p.nBuffers; ++b) {
+                infos[b] = {d.buffers[b]->buffer, 0, VK_WHOLE_SIZE};
+                writes[b] = {.sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET};
+                writes[b].dstSet = set;
+                writes[b].dstBinding = b;
+                writes[b].descriptorCount = 1;
+                writes[b].descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
+                writes[b].pBufferInfo = &infos[b];
+            }
+            vkUpdateDescriptorSets(m_device, p.nBuffers, writes.data(), 0, nullptr);
+            if (next > first) {
+                VkMemoryBarrier mb{.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER};
+                mb.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT;
+                mb.dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT;
+                vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                                     VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 0, 1, &mb, 0, nullptr, 0,
+                                     nullptr);
+            }
+            vkCmdBindPipeline(cb, VK_PIPELINE_BIND_POINT_COMPUTE, p.pipeline);
+            vkCmdBindDescriptorSets(cb, VK_PIPELINE_BIND_POINT_COMPUTE, p.layout, 0, 1, &set, 0,
+                                    nullptr);
+            if (p.pushBytes)
+                vkCmdPushConstants(cb, p.layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, p.pushBytes,
+                                   d.push.data());
+            vkCmdDispatch(cb, d.groups[0], d.groups[1], d.groups[2]);
         }
-        vkUpdateDescriptorSets(m_device, p.nBuffers, writes.data(), 0, nullptr);
-        if (i > 0) {
-            VkMemoryBarrier mb{.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER};
-            mb.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT;
-            mb.dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT;
-            vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
-                                 VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 0, 1, &mb, 0, nullptr, 0,
-                                 nullptr);
-        }
-        vkCmdBindPipeline(cb, VK_PIPELINE_BIND_POINT_COMPUTE, p.pipeline);
-        vkCmdBindDescriptorSets(cb, VK_PIPELINE_BIND_POINT_COMPUTE, p.layout, 0, 1, &set, 0,
-                                nullptr);
-        if (p.pushBytes)
-            vkCmdPushConstants(cb, p.layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, p.pushBytes,
-                               d.push.data());
-        vkCmdDispatch(cb, d.groups[0], d.groups[1], d.groups[2]);
+        VkMemoryBarrier mb{.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER};
+        mb.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT;
+        mb.dstAccessMask = VK_ACCESS_HOST_READ_BIT;
+        vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_PIPELINE_STAGE_HOST_BIT,
+                             0, 1, &mb, 0, nullptr, 0, nullptr);
+        check(vkEndCommandBuffer(cb), "vkEndCommandBuffer");
+        submitAndWait(cb);
+        ++m_submissions;
     }
-    VkMemoryBarrier mb{.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER};
-    mb.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT;
-    mb.dstAccessMask = VK_ACCESS_HOST_READ_BIT;
-    vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_PIPELINE_STAGE_HOST_BIT, 0, 1,
-                         &mb, 0, nullptr, 0, nullptr);
-    check(vkEndCommandBuffer(cb), "vkEndCommandBuffer");
-    submitAndWait(cb);
 }
 
 namespace {

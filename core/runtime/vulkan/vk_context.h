@@ -70,8 +70,12 @@ public:
     /// constants (built once, then cached).
     const Pipeline& pipeline(const std::string& name, uint32_t nBuffers, uint32_t pushBytes);
     /// Records the dispatches in order (with a barrier between consecutive ones), submits them
-    /// and waits for the queue.
+    /// and waits for the queue: one submission, or several in order when the list needs more
+    /// descriptor sets than the pool holds (kDescriptorSets).
     void run(const std::vector<Dispatch>& dispatches);
+    /// Submissions run() made so far (tests: a resident forward is one submission).
+    int64_t submissions() const { return m_submissions; }
+    static constexpr uint32_t kDescriptorSets = 2048, kDescriptors = 12288;
     /// Bytes currently allocated by this context (readable without the mutex: the GUI polls it).
     uint64_t allocatedBytes() const { return m_allocated.load(std::memory_order_relaxed); }
 
@@ -95,6 +99,7 @@ private:
     uint32_t m_maxGroups[3] = {65535, 65535, 65535};
     std::map<std::string, Pipeline> m_pipelines;
     std::atomic<uint64_t> m_allocated{0};
+    int64_t m_submissions = 0;
     std::mutex m_mutex;
 };
 
