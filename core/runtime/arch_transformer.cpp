@@ -17,6 +17,7 @@
 #include "core/runtime/arch.h"
 #include "core/runtime/packed_linear.h"
 #include "core/runtime/quant_runtime.h"
+#include "core/runtime/transformer_plan.h"
 
 #include <algorithm>
 #include <cmath>
@@ -130,6 +131,20 @@ private:
                      int64_t ldx, int64_t n, float* y, int64_t ldy, const float* bias);
     void bindShapes(Layer& L, int64_t l);
     Weight bindLinear(Layer& L, int i, int64_t rows, int64_t cols);
+
+    // The resident forward (Backend::transformerForward): the model as a plan, built once; why
+    // the runner cannot describe it (empty: it can); whether the current sequence runs on the
+    // device (chosen at pos0 == 0 for the whole sequence).
+    TransformerPlan plan;
+    std::string planWhy;
+    bool residentSeq = false;
+    bool residentNoted = false;
+    void buildPlan();
+    /// Whether this call runs resident; a sequence that started on the device and must
+    /// continue on the host (an observer was added) gets the device's cache rows first.
+    bool chooseResident(int64_t pos0);
+    void runResident(const int32_t* ids, int64_t n, int64_t pos0, int64_t logitsFrom,
+                     float* logitsOut);
 };
 
 void TransformerRunner::bind() {
@@ -271,6 +286,120 @@ void TransformerRunner::bind() {
     }
     cosT.resize(B * size_t(rope.rotDim / 2));
     sinT.resize(B * size_t(rope.rotDim / 2));
+    buildPlan();
+}
+
+void TransformerRunner::buildPlan() {
+    auto why = [&]() -> std::string {
+        if (s.isMoe()) return "mixture-of-experts MLPs run per product";
+        if (ed != s.dim) return "embedding projections (word_embed_proj_dim) run per product";
+        if (lmAq) return "lm_head has input quantisation";
+        for (int64_t l = 0; l < s.nLayers; ++l) {
+            const Layer& L = layers[size_t(l)];
+            if (L.kvq) return "a quantised KV cache runs on the host";
+            for (int i = 0; i < 7; ++i)
+                if (L.lr[i].rank > 0) return "low-rank linears run per product";
+            for (int i = 0; i < 7; ++i)
+                if (L.aq[i] && L.aq[i]->active())
+                    return "activation quantisation (" + L.name[i] + ") runs per product";
+        }
+        return {};
+    }();
+    planWhy = why;
+    if (!planWhy.empty()) return;
+    auto lin = [](const Weight& W, const std::vector<float>& bias) {
+        PlanLinear p;
+        p.t = W.t;
+        p.p = W.p;
+        p.bias = bias.empty() ? nullptr : &bias;
+        if (W) p.rows = W.rows(), p.cols = W.cols();
+        return p;
+    };
+    static const std::vector<float> kNoBias;
+    plan.dim = s.dim;
+    plan.headDim = s.headDim;
+    plan.vocab = s.vocab;
+    plan.ctx = env.ctx;
+    plan.batch = env.batch;
+    plan.residual = s.residual;
+    plan.residualFromNorm = s.residualFromNorm;
+    plan.normEps = s.normEps;
+    plan.act = act;
+    plan.rotDim = s.posEmbed == PosEmbedding::Rope ? rope.rotDim : 0;
+    plan.interleaved = s.rope.interleaved;
+    plan.alibi = alibi.empty() ? nullptr : &alibi;
+    plan.alibiBeforeScale = s.alibiScaled;
+    plan.attnSoftcap = s.attnSoftcap;
+    plan.finalSoftcap = s.finalSoftcap;
+    plan.finalNorm = finalNorm.present() ? &finalNorm : nullptr;
+    plan.lmHead = lin(lmHead, kNoBias);
+    plan.layers.resize(layers.size());
+    for (size_t l = 0; l < layers.size(); ++l) {
+        const Layer& L = layers[l];
+        PlanLayer& P = plan.layers[l];
+        P.attnNorm = &L.attnNorm;
+        P.mlpNorm = L.mlpNorm.present() ? &L.mlpNorm : nullptr;
+        if (s.postNorms) P.attnPostNorm = &L.attnPostNorm, P.mlpPostNorm = &L.mlpPostNorm;
+        P.q = lin(L.q, L.bq), P.k = lin(L.k, L.bk), P.v = lin(L.v, L.bv), P.o = lin(L.o, L.bo);
+        if (s.gatedMlp) P.gate = lin(L.gate, L.bGate);
+        P.up = lin(L.up, L.bUp), P.down = lin(L.down, L.bDown);
+        if (s.qkNorm) {
+            P.qNorm = &L.qNorm, P.kNorm = &L.kNorm;
+            P.qkNormLayer = s.qkNormPerHead;
+        }
+        P.heads = L.heads, P.kvHeads = L.kvHeads, P.qd = L.qd, P.kvd = L.kvd;
+        P.hidden = L.hidden;
+        P.scale = L.scale;
+        P.window = L.sliding ? s.slidingWindow : 0;
+    }
+}
+
+bool TransformerRunner::chooseResident(int64_t pos0) {
+    std::string why;
+    if (observed())
+        why = "observers (calibration, statistics) read the activations on the host";
+    else if (env.stopAfterLayer >= 0)
+        why = "the forward stops after a layer";
+    if (pos0 == 0) {
+        residentSeq = false;
+        if (why.empty()) why = planWhy;
+        if (why.empty()) why = env.backend->transformerSupport(plan);
+        if (why.empty()) {
+            residentSeq = true;
+            return true;
+        }
+        if (!residentNoted) env.backend->noteResident(why);
+        residentNoted = true;
+        return false;
+    }
+    if (!residentSeq) return false; // the sequence started on the host: it stays there
+    if (why.empty()) return true;
+    // The sequence continues on the host: its KV cache comes back from the device.
+    ensureCache(pos0);
+    for (int64_t l = 0; l < s.nLayers; ++l)
+        env.backend->transformerReadCache(plan, int(l), pos0, kCache[size_t(l)].data(),
+                                          vCache[size_t(l)].data());
+    residentSeq = false;
+    return false;
+}
+
+void TransformerRunner::runResident(const int32_t* ids, int64_t n, int64_t pos0, int64_t logitsFrom,
+                                    float* logitsOut) {
+    checkCancel();
+    env.layer = -1;
+    embedTokens(ids, n, pos0); // on the host: token rows, scale, learned positions, norm
+    const float *c = nullptr, *sn = nullptr;
+    if (s.posEmbed == PosEmbedding::Rope) {
+        const kernels::RopeFreqs* rf = &rope;
+        kernels::RopeFreqs dyn;
+        if (s.rope.type == RopeType::Dynamic) {
+            dyn = kernels::ropeFrequencies(s.rope, s.headDim, s.maxSeq, pos0 + n);
+            rf = &dyn;
+        }
+        kernels::ropeTables(*rf, pos0, n, cosT.data(), sinT.data());
+        c = cosT.data(), sn = sinT.data();
+    }
+    env.backend->transformerForward(plan, h.data(), c, sn, n, pos0, logitsFrom, logitsOut);
 }
 
 void TransformerRunner::ensureCache(int64_t rows) {
@@ -359,9 +488,8 @@ void TransformerRunner::attention(int64_t l, const float* x, int64_t n, int64_t 
     } else {
         std::copy(k.begin(), k.begin() + n * kvd, kCache[size_t(l)].begin() + pos0 * kvd);
         std::copy(v.begin(), v.begin() + n * kvd, vCache[size_t(l)].begin() + pos0 * kvd);
-        env.backend->attention(li, q.data(), qd, kCache[size_t(l)].data(),
-                               vCache[size_t(l)].data(), att.data(), qd, n, pos0, nh, nkv, hd, ao,
-                               nt);
+        env.backend->attention(li, q.data(), qd, kCache[size_t(l)].data(), vCache[size_t(l)].data(),
+                               att.data(), qd, n, pos0, nh, nkv, hd, ao, nt);
     }
     if (observed()) env.notifyLinear(li, LinearRole::O, L.name[3], att.data(), n, qd);
     applyLinear(L.o, L.lr[3], L.aq[3], att.data(), qd, n, out, dim, ptrOrNull(L.bo));
@@ -466,6 +594,7 @@ void TransformerRunner::moe(int64_t l, const float* x, int64_t n, float* out) {
 
 void TransformerRunner::run(const int32_t* ids, int64_t n, int64_t pos0, int64_t logitsFrom,
                             float* logitsOut) {
+    if (chooseResident(pos0)) return runResident(ids, n, pos0, logitsFrom, logitsOut);
     const int64_t dim = s.dim;
     env.layer = -1;
     ensureCache(pos0 + n);
@@ -659,8 +788,7 @@ void TransformerRunner::linearGroup(const Weight* ws, const Out* outs,
         same = same && sameQuant(aq[firstStored], aq[i]);
         stored[ns++] = W.job(outs[i].y, outs[i].ldy, outs[i].bias);
     }
-    if (np > 0)
-        env.linear(std::span(packed, size_t(np)), x, dim, n);
+    if (np > 0) env.linear(std::span(packed, size_t(np)), x, dim, n);
     if (ns > 0 && same)
         env.linear(std::span(stored, size_t(ns)), quantIn(aq[firstStored], x, n, dim), dim, n);
     static const LowRank kNone;

@@ -96,9 +96,8 @@ void Session::Impl::bind() {
     }
     const runtime::DeviceSpec dev =
         opts.device.empty() ? runtime::defaultDevice() : runtime::parseDeviceSpec(opts.device);
-    backend = runtime::makeBackend(dev, w, opts.gpuLayers >= -1 ? opts.gpuLayers
-                                                                 : runtime::defaultGpuLayers(),
-                                   &deviceNote);
+    backend = runtime::makeBackend(
+        dev, w, opts.gpuLayers >= -1 ? opts.gpuLayers : runtime::defaultGpuLayers(), &deviceNote);
     const runtime::RunEnv env{w,
                               s,
                               threads,
@@ -266,6 +265,14 @@ uint64_t Session::deviceMemoryBytes() const {
 
 int64_t Session::deviceAttention() const {
     return m->backend->counters().deviceAttention;
+}
+
+int64_t Session::deviceForwards() const {
+    return m->backend->counters().deviceForwards;
+}
+
+std::string Session::residentNote() const {
+    return m->backend->counters().residentNote;
 }
 
 std::vector<std::vector<int64_t>> Session::expertTokenCounts() const {

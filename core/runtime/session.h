@@ -164,6 +164,12 @@ public:
     uint64_t deviceMemoryBytes() const;
     /// Attention calls (one per layer and forward) run on the device so far.
     int64_t deviceAttention() const;
+    /// Forward calls run wholly on the device so far (the resident transformer forward: hidden
+    /// state, activations and KV cache stay in device memory; see README "GPU (Vulkan)").
+    int64_t deviceForwards() const;
+    /// Why forwards on a device ran per product instead of resident (the first reason; empty
+    /// when they ran resident, nothing has run yet, or on the CPU).
+    std::string residentNote() const;
 
     /// Mixture-of-experts models: tokens routed to each expert since the session was created (or
     /// since resetExpertTokenCounts()), [layer][expert]; empty for dense models. Experts that see

@@ -31,6 +31,11 @@ public:
              int64_t headDim, const kernels::AttentionOptions& opt, int threads,
              uint64_t bindingLimit);
 
+    /// Forgets every mirrored row (the resident forward wrote the cache on the device: the
+    /// host cache the mirror follows holds other rows now). Context mutex held.
+    void invalidate() {
+        for (Mirror& m : m_layers) m.rows = 0;
+    }
     int64_t deviceCalls() const { return m_deviceCalls; }
     int64_t fallbackCalls() const { return m_fallbackCalls; }
 

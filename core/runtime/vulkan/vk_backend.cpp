@@ -11,6 +11,7 @@
 #include "core/runtime/quant_runtime.h"
 #include "core/runtime/vulkan/vk_attention.h"
 #include "core/runtime/vulkan/vk_context.h"
+#include "core/runtime/vulkan/vk_forward.h"
 
 #include <algorithm>
 #include <atomic>
@@ -64,6 +65,7 @@ const char* matmulShader(DType t) {
 }
 
 std::atomic<int64_t> gDeviceProducts{0};
+std::atomic<int64_t> gResidentForwards{0};
 std::atomic<uint64_t> gBindingLimitForTests{0}, gDeviceMemoryForTests{0};
 
 /// The bytes one binding may cover on `ctx` (below 2 GiB: the shaders index bytes in 32 bits).
@@ -346,7 +348,7 @@ std::string gib(uint64_t b) {
     return buf;
 }
 
-class VulkanBackend final : public Backend {
+class VulkanBackend final : public Backend, private ProductRecorder {
 public:
     VulkanBackend(int index, const WeightSource& w, int gpuLayers)
         : m_ctx(openContext(index)), m_weights(weightCacheFor(m_ctx)), m_gpuLayers(gpuLayers) {
@@ -381,9 +383,56 @@ public:
         std::lock_guard<std::mutex> lock(m_ctx->mutex());
         c.deviceWeightBytes = m_weights->bytesOf(m_held);
         c.deviceTotalBytes = m_ctx->allocatedBytes();
-        c.deviceAttention = m_attn.deviceCalls();
+        c.deviceAttention = m_attn.deviceCalls() + m_residentAttention;
         c.fallbackAttention = m_attn.fallbackCalls();
         return c;
+    }
+
+    std::string transformerSupport(const TransformerPlan& plan) override {
+        const int64_t nl = int64_t(plan.layers.size());
+        if (m_gpuLayers >= 0 && m_gpuLayers < nl)
+            return "a GPU/CPU layer split (--gpu-layers " + std::to_string(m_gpuLayers) +
+                   ") runs per product";
+        auto why = [](const PlanLinear& w) -> std::string {
+            if (w.p || (w.t && matmulShader(w.t->dtype))) return {};
+            return "weight type " + std::string(w.t ? dtypeName(w.t->dtype) : "none") +
+                   " has no shader";
+        };
+        for (const PlanLayer& L : plan.layers)
+            for (const PlanLinear* w : {&L.q, &L.k, &L.v, &L.o, &L.up, &L.down})
+                if (std::string r = why(*w); !r.empty()) return r;
+        for (const PlanLayer& L : plan.layers)
+            if (L.gate)
+                if (std::string r = why(L.gate); !r.empty()) return r;
+        if (std::string r = why(plan.lmHead); !r.empty()) return r;
+        std::lock_guard<std::mutex> lock(m_ctx->mutex());
+        return m_fwd.prepare(plan, bindingLimit(*m_ctx));
+    }
+
+    void transformerForward(const TransformerPlan& plan, const float* h, const float* cosT,
+                            const float* sinT, int64_t n, int64_t pos0, int64_t logitsFrom,
+                            float* logitsOut) override {
+        std::lock_guard<std::mutex> lock(m_ctx->mutex());
+        // The per-product attention's cache mirror no longer matches the runner's host cache.
+        m_attn.invalidate();
+        const int64_t products =
+            m_fwd.run(*this, plan, h, cosT, sinT, n, pos0, logitsFrom, logitsOut);
+        ++m_counters.deviceForwards;
+        ++gResidentForwards;
+        m_counters.deviceProducts += products;
+        gDeviceProducts += products;
+        m_residentAttention += int64_t(plan.layers.size());
+    }
+
+    void transformerReadCache(const TransformerPlan& plan, int layer, int64_t rows, float* k,
+                              float* v) override {
+        (void)plan;
+        std::lock_guard<std::mutex> lock(m_ctx->mutex());
+        m_fwd.readCache(layer, rows, k, v);
+    }
+
+    void noteResident(const std::string& why) override {
+        if (m_counters.residentNote.empty()) m_counters.residentNote = why;
     }
 
     void attention(int layer, const float* q, int64_t ldq, const float* kCache, const float* vCache,
@@ -501,32 +550,8 @@ private:
             for (size_t i = 0; i < jobs.size(); ++i) {
                 const int64_t rows = jobRows(jobs[i]);
                 ensure(m_y[i], uint64_t(nt * rows) * 4);
-                // Few tokens: one workgroup per row (matvec); more: 16 x 16 tiles (matmul).
-                const bool tiled = nt > kMatvecMaxTokens;
-                const uint32_t pushBytes =
-                    uint32_t(sizeof(MatmulPush) + (dw[i]->lcw ? sizeof(LcwPush) : 0));
-                const Pipeline& p = m_ctx->pipeline(
-                    std::string(tiled ? "matmul_" : "matvec_") + dw[i]->shader, 4, pushBytes);
-                for (const auto& ch : dw[i]->chunks) {
-                    Dispatch d;
-                    d.pipeline = &p;
-                    d.buffers = {&ch.buf, &m_x, &m_y[i], &m_bias};
-                    MatmulPush pc{uint32_t(ch.rows),      uint32_t(cols), uint32_t(nt),
-                                  dw[i]->rowBytes,        uint32_t(rows), uint32_t(ch.row0),
-                                  jobs[i].bias ? 1u : 0u, biasOffset[i]};
-                    d.push.resize(pushBytes);
-                    std::memcpy(d.push.data(), &pc, sizeof pc);
-                    if (dw[i]->lcw)
-                        std::memcpy(d.push.data() + sizeof pc, &ch.lcw, sizeof(LcwPush));
-                    if (tiled) {
-                        d.groups[0] = uint32_t((ch.rows + 15) / 16);
-                        d.groups[1] = uint32_t((nt + 15) / 16);
-                    } else {
-                        d.groups[0] = uint32_t(std::min<int64_t>(ch.rows, m_ctx->maxGroups(0)));
-                        d.groups[1] = uint32_t((nt + 7) / 8);
-                    }
-                    ds.push_back(std::move(d));
-                }
+                appendProduct(ds, *dw[i], cols, nt, m_x, m_y[i], m_bias,
+                              jobs[i].bias ? int64_t(biasOffset[i]) : -1);
             }
             m_ctx->run(ds);
             for (size_t i = 0; i < jobs.size(); ++i) {
@@ -539,6 +564,53 @@ private:
         }
     }
 
+    /// The dispatches of y [nt, w's rows] = x [nt, cols] W^T (+ bias[biasOff..] when >= 0),
+    /// one per row chunk of the weight (ctx->mutex() held).
+    void appendProduct(std::vector<Dispatch>& ds, const DeviceWeight& w, int64_t cols, int64_t nt,
+                       const Buffer& x, const Buffer& y, const Buffer& bias, int64_t biasOff) {
+        int64_t rows = 0;
+        for (const auto& ch : w.chunks) rows = std::max(rows, ch.row0 + ch.rows);
+        // Few tokens: one workgroup per row (matvec); more: 16 x 16 tiles (matmul).
+        const bool tiled = nt > kMatvecMaxTokens;
+        const uint32_t pushBytes = uint32_t(sizeof(MatmulPush) + (w.lcw ? sizeof(LcwPush) : 0));
+        const Pipeline& p =
+            m_ctx->pipeline(std::string(tiled ? "matmul_" : "matvec_") + w.shader, 4, pushBytes);
+        for (const auto& ch : w.chunks) {
+            Dispatch d;
+            d.pipeline = &p;
+            d.buffers = {&ch.buf, &x, &y, &bias};
+            MatmulPush pc{uint32_t(ch.rows),      uint32_t(cols),
+                          uint32_t(nt),           w.rowBytes,
+                          uint32_t(rows),         uint32_t(ch.row0),
+                          biasOff >= 0 ? 1u : 0u, uint32_t(std::max<int64_t>(biasOff, 0))};
+            d.push.resize(pushBytes);
+            std::memcpy(d.push.data(), &pc, sizeof pc);
+            if (w.lcw) std::memcpy(d.push.data() + sizeof pc, &ch.lcw, sizeof(LcwPush));
+            if (tiled) {
+                d.groups[0] = uint32_t((ch.rows + 15) / 16);
+                d.groups[1] = uint32_t((nt + 15) / 16);
+            } else {
+                d.groups[0] = uint32_t(std::min<int64_t>(ch.rows, m_ctx->maxGroups(0)));
+                d.groups[1] = uint32_t((nt + 7) / 8);
+            }
+            ds.push_back(std::move(d));
+        }
+    }
+
+    /// ProductRecorder (vk_forward.cpp): a plan's linear on device buffers.
+    void record(std::vector<Dispatch>& ds, const PlanLinear& w, const Buffer& x, const Buffer& y,
+                int64_t nTok, const Buffer& params, int64_t biasOff) override {
+        const DeviceWeight* dw = nullptr;
+        if (w.p) {
+            auto it = m_packedKeys.find(w.p);
+            if (it == m_packedKeys.end()) it = m_packedKeys.emplace(w.p, keyOf(*w.p)).first;
+            dw = &m_weights->acquire(*w.p, it->second, m_held);
+        } else {
+            dw = &m_weights->acquire(*w.t, m_held);
+        }
+        appendProduct(ds, *dw, w.cols, nTok, x, y, params, biasOff);
+    }
+
     std::shared_ptr<Context> m_ctx;
     std::shared_ptr<WeightCache> m_weights;
     std::set<WeightKey> m_held; ///< the cache entries this backend uses
@@ -549,12 +621,18 @@ private:
     std::vector<Buffer> m_y;
     BackendCounters m_counters;
     DeviceAttention m_attn{m_ctx, m_gpuLayers}; ///< vk_attention.cpp (after m_ctx: freed first)
+    DeviceForward m_fwd{m_ctx};                 ///< vk_forward.cpp (likewise)
+    int64_t m_residentAttention = 0;            ///< attention layers run by m_fwd
 };
 
 } // namespace
 
 int64_t deviceProductsForTests() {
     return gDeviceProducts.load();
+}
+
+int64_t residentForwardsForTests() {
+    return gResidentForwards.load();
 }
 
 void setBindingLimitForTests(uint64_t bytes) {
