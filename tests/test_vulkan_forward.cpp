@@ -32,6 +32,9 @@ namespace lcw::runtime::vulkan {
 inline int64_t residentForwardsForTests() {
     return 0;
 }
+inline int64_t submissionsForTests() {
+    return 0;
+}
 } // namespace lcw::runtime::vulkan
 #endif
 
@@ -264,6 +267,29 @@ private slots:
         const SeqRun cpu = runSequence(*mw, "cpu", ids, 9);
         const SeqRun gpu = runSequence(*mw, "vulkan", ids, 9);
         compareRuns(cpu, gpu, true, variant);
+    }
+
+    /// A resident call is one submission: the demo model's decode step (weights uploaded by the
+    /// prefill) and a prefill of 20 tokens each submit one command buffer.
+    void oneSubmissionPerCall() {
+        REQUIRE_VULKAN();
+        auto model = Model::load(LCW_SOURCE_DIR "/resources/models/stories260K");
+        const auto ids = makeIds(21, model->spec().vocab);
+        SessionOptions so;
+        so.exactActivations = true;
+        so.device = "vulkan";
+        so.contextLength = 64;
+        Session s(*model, so);
+        std::vector<float> logits;
+        s.forward(std::span(ids).first(20), logits, true);
+        const int64_t before = runtime::vulkan::submissionsForTests();
+        s.forward(std::span(ids).subspan(20, 1), logits);
+        QCOMPARE(runtime::vulkan::submissionsForTests() - before, int64_t(1));
+        s.reset();
+        const int64_t b2 = runtime::vulkan::submissionsForTests();
+        s.forward(std::span(ids).first(20), logits, true);
+        QCOMPARE(runtime::vulkan::submissionsForTests() - b2, int64_t(1));
+        QCOMPARE(s.deviceForwards(), int64_t(3));
     }
 
     /// A long context: decode steps whose keys the attention splits over workgroups.

@@ -117,6 +117,8 @@ int64_t attentionSplitDispatchesForTests();
 int64_t deviceProductsForTests();
 /// Tests: resident forward calls (Backend::transformerForward) run by this process so far.
 int64_t residentForwardsForTests();
+/// Tests: queue submissions of dispatch lists (all devices) so far.
+int64_t submissionsForTests();
 } // namespace vulkan
 #endif
 

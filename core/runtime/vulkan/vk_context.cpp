@@ -369,6 +369,14 @@ const Pipeline& Context::pipeline(const std::string& name, uint32_t nBuffers, ui
     return m_pipelines.emplace(name, p).first->second;
 }
 
+namespace {
+std::atomic<int64_t> gSubmissions{0};
+} // namespace
+
+int64_t submissionsForTests() {
+    return gSubmissions.load();
+}
+
 void Context::run(const std::vector<Dispatch>& dispatches) {
     if (dispatches.empty()) return;
     // One command buffer for all dispatches while the descriptor pool lasts (a long list, e.g.
@@ -442,6 +450,7 @@ void Context::run(const std::vector<Dispatch>& dispatches) {
         check(vkEndCommandBuffer(cb), "vkEndCommandBuffer");
         submitAndWait(cb);
         ++m_submissions;
+        ++gSubmissions;
     }
 }
 
