@@ -280,6 +280,9 @@ private:
     };
 
     void buildUi();
+    void createPanels();
+    void connectPanelSignals();
+    void connectBackgroundSignals();
     void buildMenus();
     void buildFileMenu();
     void buildEditMenu();
