@@ -239,6 +239,18 @@ public:
         return {};
     }
 
+    std::vector<TensorDesc> describe(const HfQuantModule& m) const override {
+        if (std::string r = intrinsicReason(m); !r.empty())
+            throw ArgumentError("GPTQ export of " + m.module + ": " + r);
+        const Unpacked u = view(m, "GPTQ");
+        const int b = u.bits;
+        const int64_t R = u.rows, C = u.cols, G = u.groups;
+        return {{m.module + ".qweight", DType::I32, {C * b / 32, R}},
+                {m.module + ".qzeros", DType::I32, {G, R * b / 32}},
+                {m.module + ".scales", DType::F16, {G, R}},
+                {m.module + ".g_idx", DType::I32, {C}}};
+    }
+
     std::vector<HfTensorBlob> encode(const HfQuantModule& m) const override {
         if (std::string r = intrinsicReason(m); !r.empty())
             throw ArgumentError("GPTQ export of " + m.module + ": " + r);
@@ -424,6 +436,16 @@ public:
                    " (an AWQ config has one group_size)";
         }
         return {};
+    }
+
+    std::vector<TensorDesc> describe(const HfQuantModule& m) const override {
+        if (std::string r = intrinsicReason(m); !r.empty())
+            throw ArgumentError("AWQ export of " + m.module + ": " + r);
+        const Unpacked u = view(m, "AWQ");
+        const int64_t R = u.rows, C = u.cols, G = u.groups, W = R / 8;
+        return {{m.module + ".qweight", DType::I32, {C, W}},
+                {m.module + ".qzeros", DType::I32, {G, W}},
+                {m.module + ".scales", DType::F16, {G, R}}};
     }
 
     std::vector<HfTensorBlob> encode(const HfQuantModule& m) const override {
