@@ -58,13 +58,18 @@ std::unique_ptr<Model> openModelArg(const Args& a, size_t i, bool needTokenizer)
                        lo);
 }
 
-std::string fmtDb(double v) {
+/// `v` in `format` when finite, else `otherwise`.
+std::string fmtFinite(double v, const char* format, const char* otherwise) {
     char b[32];
     if (std::isfinite(v))
-        std::snprintf(b, sizeof b, "%.2f", v);
+        std::snprintf(b, sizeof b, format, v);
     else
-        std::snprintf(b, sizeof b, "inf");
+        std::snprintf(b, sizeof b, "%s", otherwise);
     return b;
+}
+
+std::string fmtDb(double v) {
+    return fmtFinite(v, "%.2f", "inf");
 }
 
 std::string fmtRel(double v) {
@@ -172,12 +177,7 @@ bool anyStaged(const compress::CompressResult& r) {
 }
 
 std::string outStr(double v) {
-    char b[32];
-    if (std::isfinite(v))
-        std::snprintf(b, sizeof b, "%.5f", v);
-    else
-        std::snprintf(b, sizeof b, "-");
-    return std::string(b);
+    return fmtFinite(v, "%.5f", "-");
 }
 
 /// A layer of the plain table; OmniQuant's block loss is printed once per block.

@@ -239,10 +239,15 @@ public:
         return {};
     }
 
-    std::vector<TensorDesc> describe(const HfQuantModule& m) const override {
+    /// The module's codes, scales and zero points; throws when the format cannot hold them.
+    Unpacked checkedView(const HfQuantModule& m) const {
         if (std::string r = intrinsicReason(m); !r.empty())
             throw ArgumentError("GPTQ export of " + m.module + ": " + r);
-        const Unpacked u = view(m, "GPTQ");
+        return view(m, "GPTQ");
+    }
+
+    std::vector<TensorDesc> describe(const HfQuantModule& m) const override {
+        const Unpacked u = checkedView(m);
         const int b = u.bits;
         const int64_t R = u.rows, C = u.cols, G = u.groups;
         return {{m.module + ".qweight", DType::I32, {C * b / 32, R}},
@@ -252,9 +257,7 @@ public:
     }
 
     std::vector<HfTensorBlob> encode(const HfQuantModule& m) const override {
-        if (std::string r = intrinsicReason(m); !r.empty())
-            throw ArgumentError("GPTQ export of " + m.module + ": " + r);
-        const Unpacked u = view(m, "GPTQ");
+        const Unpacked u = checkedView(m);
         const int b = u.bits;
         const int64_t R = u.rows, C = u.cols, G = u.groups;
         // qweight [C * b / 32, R]: column r is the bit stream of its C codes.
@@ -438,10 +441,15 @@ public:
         return {};
     }
 
-    std::vector<TensorDesc> describe(const HfQuantModule& m) const override {
+    /// The module's codes, scales and zero points; throws when the format cannot hold them.
+    Unpacked checkedView(const HfQuantModule& m) const {
         if (std::string r = intrinsicReason(m); !r.empty())
             throw ArgumentError("AWQ export of " + m.module + ": " + r);
-        const Unpacked u = view(m, "AWQ");
+        return view(m, "AWQ");
+    }
+
+    std::vector<TensorDesc> describe(const HfQuantModule& m) const override {
+        const Unpacked u = checkedView(m);
         const int64_t R = u.rows, C = u.cols, G = u.groups, W = R / 8;
         return {{m.module + ".qweight", DType::I32, {C, W}},
                 {m.module + ".qzeros", DType::I32, {G, W}},
@@ -449,9 +457,7 @@ public:
     }
 
     std::vector<HfTensorBlob> encode(const HfQuantModule& m) const override {
-        if (std::string r = intrinsicReason(m); !r.empty())
-            throw ArgumentError("AWQ export of " + m.module + ": " + r);
-        const Unpacked u = view(m, "AWQ");
+        const Unpacked u = checkedView(m);
         const int64_t R = u.rows, C = u.cols, G = u.groups, W = R / 8;
         int slot[8]; // output r % 8 -> nibble
         for (int k = 0; k < 8; ++k) slot[kAwqOrder[k]] = k;
