@@ -33,6 +33,16 @@ inline bool loadAndWait(lcw::MainWindow& w, const QString& path, int timeoutMs =
     return loaded.count() == 1;
 }
 
+/// Opens the project `path` in `w` (read in the background) and waits until the read ends;
+/// true when it succeeded (the model load and restore then go on: wait for projectOpened()).
+/// False when the read failed (the error was shown), was cancelled or declined, or timed out.
+inline bool openProjectAndWait(lcw::MainWindow& w, const QString& path, int timeoutMs = 60000) {
+    QSignalSpy read(&w, &lcw::MainWindow::projectFileRead);
+    if (!w.openProject(path)) return false;
+    if (!QTest::qWaitFor([&] { return read.count() > 0; }, timeoutMs)) return false;
+    return read.at(0).at(1).toBool();
+}
+
 /// A synthetic model with TinyLlama-1.1B's layout (22 blocks, 201 tensors, its names and head
 /// counts) and narrow widths (dim 256, MLP `hidden`, vocab 4096; F16), written into a fresh
 /// temporary folder in well under a second. Returns the folder, empty on failure.

@@ -75,6 +75,20 @@ HfQuantModule moduleOf(const std::string& name, const PackedTensor& p) {
     return m;
 }
 
+/// describe() names the tensors encode() makes, with their types and shapes, in its order (the
+/// checkpoint writer plans the file from describe() and encodes each module once).
+void checkDescribed(const HfQuantFormat& f, const HfQuantModule& m,
+                    const std::vector<HfTensorBlob>& encoded) {
+    const std::vector<TensorDesc> d = f.describe(m);
+    QCOMPARE(d.size(), encoded.size());
+    for (size_t i = 0; i < d.size(); ++i) {
+        QCOMPARE(d[i].name, encoded[i].name);
+        QVERIFY(d[i].dtype == encoded[i].dtype);
+        QCOMPARE(d[i].shape, encoded[i].shape);
+        QCOMPARE(uint64_t(encoded[i].data.size()), tensorDescBytes(d[i]));
+    }
+}
+
 const HfTensorBlob& find(const std::vector<HfTensorBlob>& v, const std::string& name) {
     for (const auto& b : v)
         if (b.name == name) return b;
@@ -241,6 +255,7 @@ private slots:
         QCOMPARE(f->cannotExpress(m), std::string());
         const auto t = f->encode(m);
         QCOMPARE(t.size(), size_t(4));
+        checkDescribed(*f, m, t);
         const auto got = readGptq(t, mod, bits, !v2, rows, cols);
         std::string where;
         QVERIFY2(sameValues(got, ref, &where), where.c_str());
@@ -317,6 +332,7 @@ private slots:
         QCOMPARE(f->cannotExpress(m), std::string());
         const auto t = f->encode(m);
         QCOMPARE(t.size(), size_t(3));
+        checkDescribed(*f, m, t);
         std::string where;
         QVERIFY2(sameValues(readAwq(t, mod, rows, cols, group < 0 ? cols : group),
                             compress::dequantize(p, "t"), &where),

@@ -2274,7 +2274,7 @@ private slots:
         w2.show();
         QSignalSpy opened(&w2, &lcw::MainWindow::projectOpened);
         QSignalSpy queued(w2.taskRunner(), &TaskRunner::jobQueued);
-        QVERIFY(w2.openProject(path));
+        QVERIFY(lcwtest::openProjectAndWait(w2, path));
         QTRY_VERIFY_WITH_TIMEOUT(opened.count() == 1, kTimeoutMs);
         QCOMPARE(QFileInfo(w2.modelPath()), QFileInfo(source(kDemoModel)));
         QCOMPARE(w2.recipeEditor()->recipeJsonText(), editorJson);
@@ -2285,7 +2285,9 @@ private slots:
         QVERIFY(w2.comparePanel()->availableConfigs().contains(QStringLiteral("mine")));
         QTRY_VERIFY_WITH_TIMEOUT(w2.statsPanel()->report() != nullptr, kTimeoutMs);
         QCOMPARE(QFileInfo(w2.statsPanel()->loadedPath()).fileName(), statsName);
-        QCOMPARE(queued.count(), 1); // the model load only
+        QCOMPARE(queued.count(), 2); // the project read and the model load only
+        QVERIFY(queued.at(0).at(1).toString().startsWith(QStringLiteral("Opening project")));
+        QVERIFY(queued.at(1).at(1).toString().startsWith(QStringLiteral("Loading")));
         QVERIFY(w2.recentProjects().contains(path));
         // The sensitivity scan is back, shown as it was.
         QVERIFY(w2.sensitivityPanel()->scan());
@@ -2312,9 +2314,24 @@ private slots:
         QVERIFY(w3.projectPath().isEmpty()); // recovered work is not a named project yet
         QFile::remove(lcw::MainWindow::autosavePath());
 
+        // The read runs on the task runner: openProject() returns before anything of the file
+        // is applied, and a cancelled read changes nothing.
+        QSignalSpy read3(&w3, &lcw::MainWindow::projectFileRead);
+        QSignalSpy queued3(w3.taskRunner(), &TaskRunner::jobQueued);
+        QVERIFY(w3.openProject(path));
+        QCOMPARE(read3.count(), 0);
+        QCOMPARE(queued3.count(), 1);
+        w3.taskRunner()->cancelAll();
+        QTRY_COMPARE_WITH_TIMEOUT(read3.count(), 1, kTimeoutMs);
+        QVERIFY(!read3.at(0).at(1).toBool());
+        QCOMPARE(opened3.count(), 1);
+        QCOMPARE(w3.recipeEditor()->recipe().toJson().dump(),
+                 lcw::compress::findPreset("W8A16").recipe.toJson().dump());
+        QVERIFY(w3.projectPath().isEmpty());
+
         // A file that is not a project: an error naming it, nothing changes.
         QSignalSpy errors(&w3, &lcw::MainWindow::errorShown);
-        QVERIFY(!w3.openProject(source(kEvalText)));
+        QVERIFY(!lcwtest::openProjectAndWait(w3, source(kEvalText)));
         QCOMPARE(errors.count(), 1);
         QVERIFY(errors.at(0).at(0).toString().contains(QStringLiteral("tinystories_eval.txt")));
 

@@ -383,7 +383,7 @@ private slots:
         // Reopened from the project: the same imatrix (bit for bit), its path, and the plot.
         lcw::MainWindow w(lcw::MainWindow::Options{false, false});
         QSignalSpy opened(&w, &lcw::MainWindow::projectOpened);
-        QVERIFY(w.openProject(projPath));
+        QVERIFY(lcwtest::openProjectAndWait(w, projPath));
         QTRY_COMPARE_WITH_TIMEOUT(opened.count(), 1, kTimeoutMs);
         const auto m = w.imatrixManager()->imatrix();
         QVERIFY(m);

@@ -50,7 +50,7 @@ private slots:
         w.show();
         QSignalSpy opened(&w, &MainWindow::projectOpened);
         QSignalSpy errors(&w, &MainWindow::errorShown);
-        QVERIFY(w.openProject(QString::fromStdString(path)));
+        QVERIFY(lcwtest::openProjectAndWait(w, QString::fromStdString(path)));
         QTRY_VERIFY_WITH_TIMEOUT(opened.count() == 1, kTimeoutMs);
         QCOMPARE(errors.count(), 0);
         QCOMPARE(QFileInfo(w.modelPath()),
@@ -80,7 +80,7 @@ private slots:
         MainWindow w(MainWindow::Options{false, false});
         w.show();
         QSignalSpy errors(&w, &MainWindow::errorShown);
-        QVERIFY(!w.openProject(QString::fromStdString(path)));
+        QVERIFY(!lcwtest::openProjectAndWait(w, QString::fromStdString(path)));
         QCOMPARE(errors.count(), 1);
         const QString m = errors.at(0).at(0).toString();
         QVERIFY2(m.contains(QString::fromStdString(path)) &&
@@ -97,7 +97,7 @@ private slots:
             f.put('\x7f');
         }
         const uint64_t opens = lcw::h5::libraryOpens();
-        QVERIFY(!w.openProject(QString::fromStdString(good)));
+        QVERIFY(!lcwtest::openProjectAndWait(w, QString::fromStdString(good)));
         QCOMPARE(errors.count(), 2);
         QVERIFY2(errors.at(1).at(0).toString().contains(QStringLiteral("checksum mismatch")),
                  qPrintable(errors.at(1).at(0).toString()));
@@ -105,7 +105,7 @@ private slots:
         // The window is alive and opens the older project once the converter is a real one.
         lcw::h5::setConverter(LCW_CLI_PATH);
         QSignalSpy opened(&w, &MainWindow::projectOpened);
-        QVERIFY(w.openProject(QString::fromStdString(path)));
+        QVERIFY(lcwtest::openProjectAndWait(w, QString::fromStdString(path)));
         QTRY_VERIFY_WITH_TIMEOUT(opened.count() == 1, kTimeoutMs);
         std::filesystem::remove_all(dir);
     }

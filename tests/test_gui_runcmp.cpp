@@ -339,7 +339,7 @@ private slots:
         }
         lcw::MainWindow w(lcw::MainWindow::Options{false, false});
         QSignalSpy opened(&w, &lcw::MainWindow::projectOpened);
-        QVERIFY(w.openProject(proj));
+        QVERIFY(lcwtest::openProjectAndWait(w, proj));
         QTRY_COMPARE_WITH_TIMEOUT(opened.count(), 1, kLongTimeoutMs);
         const auto files = w.comparePanel()->modelFiles();
         QCOMPARE(int(files.size()), 1);

@@ -182,7 +182,7 @@ GgufExportPanel::Outcome runExport(const Job& j, Progress& p) {
 } // namespace
 
 GgufExportPanel::GgufExportPanel(Context context, QWidget* parent)
-    : QWidget(parent), m_ctx(std::move(context)) {
+    : ExportPanelBase(std::move(context), parent) {
     auto* lay = new QVBoxLayout(this);
     lay->addLayout(buildForm());
     lay->addLayout(buildRunRow());
@@ -351,18 +351,7 @@ void GgufExportPanel::connectControls() {
     connect(m_fileMode, &QRadioButton::toggled, this, [this] { syncUi(); });
     connect(m_types, &QComboBox::currentIndexChanged, this, [this] { syncUi(); });
     connect(m_imatrixCombo, &QComboBox::currentIndexChanged, this, [this] { syncUi(); });
-    if (m_ctx.runner)
-        connect(m_ctx.runner, &TaskRunner::progressChanged, this,
-                [this](TaskRunner::JobId id, double fraction, const QString& stage) {
-                    if (id != m_job) return;
-                    m_progress->setValue(int(std::lround(fraction * 1000)));
-                    m_progress->setFormat(stage.isEmpty() ? QStringLiteral("%p%")
-                                                          : stage + QStringLiteral("  %p%"));
-                    const double left = TaskStatusWidget::estimateSecondsLeft(
-                        fraction, double(m_started.nsecsElapsed()) * 1e-9);
-                    m_eta->setText(std::isnan(left) ? QString()
-                                                    : tr("%1 left").arg(formatDuration(left)));
-                });
+    connectProgress();
 }
 
 GgufExportPanel::~GgufExportPanel() {
@@ -464,22 +453,8 @@ std::shared_ptr<const compress::Imatrix> GgufExportPanel::chosenImatrix(QString*
     return nullptr;
 }
 
-void GgufExportPanel::fail(const QString& message) {
-    m_lastError = message;
-    m_summary->setText(message);
-    emit failed(message);
-}
-
 bool GgufExportPanel::start() {
-    m_lastError.clear();
-    if (!m_ctx.model || !m_ctx.runner) {
-        fail(tr("Open a model first."));
-        return false;
-    }
-    if (m_job) {
-        fail(tr("An export is already running."));
-        return false;
-    }
+    if (!canStart()) return false;
     if (mode() == Mode::Command) return writeCommand();
     Job j;
     j.model = m_ctx.model;
@@ -509,47 +484,16 @@ bool GgufExportPanel::start() {
     std::function<Result(Progress&)> job = [j](Progress& p) -> Result {
         return std::make_shared<const Outcome>(runExport(j, p));
     };
-    m_table->setRowCount(0);
+    beginExport();
     m_result.reset();
-    m_progress->setValue(0);
     m_progress->setFormat(tr("waiting  %p%"));
     m_eta->clear();
-    m_summary->setText(tr("Exporting…"));
     m_started.start();
-    auto self = std::make_shared<TaskRunner::JobId>(0);
-    *self = m_ctx.runner->submit<Result>(
-        title, std::move(job), this,
-        [this, self](Result r) {
-            if (m_job == *self) m_job = 0;
-            syncUi();
-            if (!r || r->result.status != Status::Ok) {
-                m_summary->setText(tr("Cancelled: no file written."));
-                emit cancelled();
-                return;
-            }
-            showResult(r);
-            emit finished();
-        },
-        [this, self](const QString& message) {
-            if (m_job == *self) m_job = 0;
-            syncUi();
-            fail(message);
-        },
-        [this, self] {
-            if (m_job == *self) m_job = 0;
-            syncUi();
-            m_progress->setValue(0);
-            m_eta->clear();
-            m_summary->setText(tr("Cancelled: no file written."));
-            emit cancelled();
-        });
-    m_job = *self;
-    syncUi();
+    submitExport<Result>(
+        title, std::move(job), tr("Cancelled: no file written."),
+        [](const Result& r) { return r && r->result.status == Status::Ok; },
+        [this](Result r) { showResult(std::move(r)); });
     return true;
-}
-
-void GgufExportPanel::cancel() {
-    if (m_job && m_ctx.runner) m_ctx.runner->cancel(m_job);
 }
 
 void GgufExportPanel::showResult(std::shared_ptr<const Outcome> r) {

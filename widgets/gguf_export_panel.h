@@ -16,7 +16,7 @@
 #include "core/eval/divergence.h"
 #include "core/export/gguf_export.h"
 #include "core/model/model.h"
-#include "widgets/task_runner.h"
+#include "widgets/export_panel_base.h"
 
 #include <QElapsedTimer>
 #include <QWidget>
@@ -33,27 +33,14 @@ class QLabel;
 class QLayout;
 class QLineEdit;
 class QPlainTextEdit;
-class QProgressBar;
-class QPushButton;
 class QRadioButton;
-class QTableWidget;
 class QToolButton;
 
 namespace lcw {
 
-class ImatrixManager;
-
-class GgufExportPanel : public QWidget {
+class GgufExportPanel : public ExportPanelBase {
     Q_OBJECT
 public:
-    /// What the page exports from (the main window's state).
-    struct Context {
-        std::shared_ptr<const Model> model;
-        QString modelPath;
-        std::function<compress::Recipe()> recipe; ///< the recipe editor's
-        const ImatrixManager* imatrix = nullptr;  ///< the opened / computed imatrix
-        TaskRunner* runner = nullptr;
-    };
     enum class Mode { File, Command };
     enum class ImatrixSource { None, Opened, File };
     enum Column { NameColumn, ShapeColumn, TypeColumn, BytesColumn, StatusColumn, NoteColumn };
@@ -79,10 +66,6 @@ public:
     /// Starts the current mode: the export job (File) or writing the command files (Command,
     /// done at once). False, with lastError(), when it cannot start.
     bool start();
-    /// Cancels the running export (no file is left).
-    void cancel();
-    bool isRunning() const { return m_job != 0; }
-    QString lastError() const { return m_lastError; }
 
     /// The written file against what it was written from (the model, or the recipe's
     /// configuration): KL divergence on a few chunks of the bundled text.
@@ -106,17 +89,7 @@ public:
     /// The files the last Command run wrote (script, type list).
     QStringList commandFiles() const { return m_commandFiles; }
 
-    QTableWidget* reportTable() const { return m_table; }
-    QProgressBar* progressBar() const { return m_progress; }
-    QLabel* summaryLabel() const { return m_summary; }
     QPlainTextEdit* commandView() const { return m_commandView; }
-    QPushButton* startButton() const { return m_start; }
-
-signals:
-    void finished();
-    void cancelled();
-    void failed(const QString& message);
-    void logMessage(const QString& text);
 
 private:
     QFormLayout* buildForm();
@@ -128,20 +101,15 @@ private:
     QTableWidget* buildTensorTable();
     QPlainTextEdit* buildCommandView();
     void connectControls();
-    void syncUi();
-    void fail(const QString& message);
+    void syncUi() override;
     void showResult(std::shared_ptr<const Outcome> r);
     bool writeCommand();
     /// The imatrix chosen for this run (read and checked when it is a file); nullptr for none.
     /// Throws with a message naming the file.
     std::shared_ptr<const compress::Imatrix> chosenImatrix(QString* path) const;
 
-    Context m_ctx;
-    TaskRunner::JobId m_job = 0;
-    QElapsedTimer m_started;
     std::shared_ptr<const Outcome> m_result;
     QStringList m_commandFiles;
-    QString m_lastError;
 
     QRadioButton* m_fileMode = nullptr;
     QRadioButton* m_commandMode = nullptr;
@@ -153,12 +121,6 @@ private:
     QLineEdit* m_imatrixFile = nullptr;
     QToolButton* m_imatrixBrowse = nullptr;
     QCheckBox* m_klBox = nullptr;
-    QPushButton* m_start = nullptr;
-    QPushButton* m_cancel = nullptr;
-    QProgressBar* m_progress = nullptr;
-    QLabel* m_eta = nullptr;
-    QLabel* m_summary = nullptr;
-    QTableWidget* m_table = nullptr;
     QPlainTextEdit* m_commandView = nullptr;
 };
 

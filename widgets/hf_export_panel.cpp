@@ -72,7 +72,7 @@ Result runHfExport(std::shared_ptr<const Model> model, const compress::Recipe& r
 } // namespace
 
 HfExportPanel::HfExportPanel(Context context, QWidget* parent)
-    : QWidget(parent), m_ctx(std::move(context)) {
+    : ExportPanelBase(std::move(context), parent) {
     auto* form = new QFormLayout;
     m_format = new QComboBox(this);
     for (const auto& f : kFormats) m_format->addItem(QString::fromLatin1(f.name));
@@ -122,14 +122,7 @@ HfExportPanel::HfExportPanel(Context context, QWidget* parent)
 
     connect(m_start, &QPushButton::clicked, this, [this] { start(); });
     connect(m_cancel, &QPushButton::clicked, this, &HfExportPanel::cancel);
-    if (m_ctx.runner)
-        connect(m_ctx.runner, &TaskRunner::progressChanged, this,
-                [this](TaskRunner::JobId id, double fraction, const QString& stage) {
-                    if (id != m_job) return;
-                    m_progress->setValue(int(std::lround(fraction * 1000)));
-                    m_progress->setFormat(stage.isEmpty() ? QStringLiteral("%p%")
-                                                          : stage + QStringLiteral("  %p%"));
-                });
+    connectProgress();
     syncUi();
 }
 
@@ -153,27 +146,13 @@ QString HfExportPanel::format() const {
     return m_format->currentText();
 }
 
-void HfExportPanel::fail(const QString& message) {
-    m_lastError = message;
-    m_summary->setText(message);
-    emit failed(message);
-}
-
 void HfExportPanel::syncUi() {
     m_start->setEnabled(!m_job && m_ctx.model);
     m_cancel->setEnabled(m_job != 0);
 }
 
 bool HfExportPanel::start() {
-    m_lastError.clear();
-    if (!m_ctx.model || !m_ctx.runner) {
-        fail(tr("Open a model first."));
-        return false;
-    }
-    if (m_job) {
-        fail(tr("An export is already running."));
-        return false;
-    }
+    if (!canStart()) return false;
     const std::string out = outputFolder().toStdString();
     if (out.empty()) {
         fail(tr("Choose the output folder."));
@@ -189,43 +168,14 @@ bool HfExportPanel::start() {
                                             fmt = format().toStdString(), out](Progress& p) {
         return runHfExport(model, recipe, fmt, out, p);
     };
-    m_table->setRowCount(0);
+    beginExport();
     m_result.reset();
-    m_progress->setValue(0);
-    m_summary->setText(tr("Exporting…"));
-    auto self = std::make_shared<TaskRunner::JobId>(0);
-    *self = m_ctx.runner->submit<Result>(
-        tr("%1 export to %2").arg(format(), outputFolder()), std::move(job), this,
-        [this, self](Result r) {
-            if (m_job == *self) m_job = 0;
-            syncUi();
-            if (!r || r->status != Status::Ok) {
-                m_summary->setText(tr("Cancelled: nothing written."));
-                emit cancelled();
-                return;
-            }
-            showResult(r);
-            emit finished();
-        },
-        [this, self](const QString& message) {
-            if (m_job == *self) m_job = 0;
-            syncUi();
-            fail(message);
-        },
-        [this, self] {
-            if (m_job == *self) m_job = 0;
-            syncUi();
-            m_progress->setValue(0);
-            m_summary->setText(tr("Cancelled: nothing written."));
-            emit cancelled();
-        });
-    m_job = *self;
-    syncUi();
+    submitExport<Result>(
+        tr("%1 export to %2").arg(format(), outputFolder()), std::move(job),
+        tr("Cancelled: nothing written."),
+        [](const Result& r) { return r && r->status == Status::Ok; },
+        [this](Result r) { showResult(std::move(r)); });
     return true;
-}
-
-void HfExportPanel::cancel() {
-    if (m_job && m_ctx.runner) m_ctx.runner->cancel(m_job);
 }
 
 void HfExportPanel::showResult(std::shared_ptr<const HfCheckpointResult> r) {

@@ -8,27 +8,20 @@
 /// copied) fills a table. All numbers come from core; this page only collects choices and shows
 /// results.
 #include "core/export/hf_checkpoint.h"
-#include "widgets/gguf_export_panel.h"
-#include "widgets/task_runner.h"
+#include "widgets/export_panel_base.h"
 
 #include <QWidget>
 
 #include <memory>
 
 class QComboBox;
-class QLabel;
 class QLineEdit;
-class QProgressBar;
-class QPushButton;
-class QTableWidget;
 
 namespace lcw {
 
-class HfExportPanel : public QWidget {
+class HfExportPanel : public ExportPanelBase {
     Q_OBJECT
 public:
-    /// The same context as the GGUF page (model, recipe editor, task runner).
-    using Context = GgufExportPanel::Context;
     enum Column { ModuleColumn, StatusColumn, SchemeColumn, NoteColumn };
 
     explicit HfExportPanel(Context context, QWidget* parent = nullptr);
@@ -42,38 +35,16 @@ public:
 
     /// Starts the export job; false, with lastError(), when it cannot start.
     bool start();
-    void cancel();
-    bool isRunning() const { return m_job != 0; }
-    QString lastError() const { return m_lastError; }
     /// The last finished export (nullptr before one).
     const HfCheckpointResult* result() const { return m_result.get(); }
 
-    QTableWidget* reportTable() const { return m_table; }
-    QLabel* summaryLabel() const { return m_summary; }
-    QPushButton* startButton() const { return m_start; }
-
-signals:
-    void finished();
-    void cancelled();
-    void failed(const QString& message);
-    void logMessage(const QString& text);
-
 private:
-    void fail(const QString& message);
-    void syncUi();
+    void syncUi() override;
     void showResult(std::shared_ptr<const HfCheckpointResult> r);
 
-    Context m_ctx;
-    TaskRunner::JobId m_job = 0;
     std::shared_ptr<const HfCheckpointResult> m_result;
-    QString m_lastError;
     QComboBox* m_format = nullptr;
     QLineEdit* m_output = nullptr;
-    QPushButton* m_start = nullptr;
-    QPushButton* m_cancel = nullptr;
-    QProgressBar* m_progress = nullptr;
-    QLabel* m_summary = nullptr;
-    QTableWidget* m_table = nullptr;
 };
 
 } // namespace lcw

@@ -99,6 +99,20 @@ void MainWindow::buildUi() {
     m_welcome = buildWelcomePage();
     setCentralWidget(m_welcome);
 
+    createPanels();
+    connectPanelSignals();
+    connectBackgroundSignals();
+    applyDefaultLayout();
+    // The welcome page fills the window until a model is open (or a panel is asked for).
+    for (QDockWidget* d : std::as_const(m_docks)) d->hide();
+
+    m_taskStatus = new TaskStatusWidget(m_runner, this);
+    statusBar()->addPermanentWidget(m_taskStatus);
+    statusBar()->showMessage(tr("Open a model folder or file to begin."));
+}
+
+/// Every panel, each in its dock.
+void MainWindow::createPanels() {
     m_summary = new ModelSummaryPanel(this);
     m_plot = new BarPlot(this);
     m_plot->setTitle(tr("Parameters per block"));
@@ -142,6 +156,10 @@ void MainWindow::buildUi() {
     addPanel(Panel::Results, tr("Results"), QStringLiteral("dock.results"), m_resultsPanel);
     addPanel(Panel::Sensitivity, tr("Sensitivity"), QStringLiteral("dock.sensitivity"),
              m_sensitivityPanel);
+}
+
+/// How the panels feed each other: recipes, results, tensors selected, providers.
+void MainWindow::connectPanelSignals() {
     connect(m_sensitivityPanel, &SensitivityPanel::tensorRequested, this,
             &MainWindow::selectTensor);
     // An autotuned recipe replaces the editor's (one undo step).
@@ -184,6 +202,11 @@ void MainWindow::buildUi() {
     connect(m_recipeEditor, &RecipeEditor::recipeFileUsed, this, [this](const QString& path) {
         m_recentRecipes->add(QFileInfo(path).absoluteFilePath());
     });
+}
+
+/// What the panels' background jobs report: failures, a computed importance matrix, the
+/// statistics' fingerprint.
+void MainWindow::connectBackgroundSignals() {
     connect(m_comparePanel, &ComparePanel::failed, this, [this](const QString& message) {
         showError(tr("Compare"), tr("The comparison failed"), message);
     });
@@ -214,13 +237,6 @@ void MainWindow::buildUi() {
     connect(m_statsPanel, &StatsPanel::computeFailed, this, [this](const QString& message) {
         showError(tr("Statistics"), tr("Could not compute statistics"), message);
     });
-    applyDefaultLayout();
-    // The welcome page fills the window until a model is open (or a panel is asked for).
-    for (QDockWidget* d : std::as_const(m_docks)) d->hide();
-
-    m_taskStatus = new TaskStatusWidget(m_runner, this);
-    statusBar()->addPermanentWidget(m_taskStatus);
-    statusBar()->showMessage(tr("Open a model folder or file to begin."));
 }
 
 QDockWidget* MainWindow::addPanel(Panel panel, const QString& title, const QString& objectName,

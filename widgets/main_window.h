@@ -149,9 +149,13 @@ public:
     /// false without a model; a failed write is reported (error dialog, errorShown()) when it
     /// ends. waitForSaves() waits for it; projectSaved() follows a successful write.
     bool saveProject(const QString& path);
-    /// Opens a project: loads its model in the background (unless it is the one shown), then
-    /// restores statistics (no recomputation), recipes and results; emits projectOpened().
-    /// Returns false when the file cannot be read.
+    /// Opens a project in the background, on the task runner (progress in the status bar,
+    /// cancellable; the UI thread never waits for the file): reads it, then loads its model
+    /// (unless it is the one shown) and restores statistics (no recomputation), recipes and
+    /// results; emits projectOpened() at the end. projectFileRead() says when the read ended and
+    /// whether it succeeded; a file that cannot be read is reported as an error and changes
+    /// nothing. Returns false when the user keeps the unsaved work instead; true when the read
+    /// started.
     bool openProject(const QString& path);
     /// Forgets the project: empty recipe and results (the model stays).
     void newProject();
@@ -259,6 +263,9 @@ signals:
     void recentFilesChanged();
     /// A project finished opening (its model loaded and everything restored).
     void projectOpened(const QString& path);
+    /// The background read of openProject() ended: `ok`, or it failed (the error is shown) or
+    /// was cancelled or declined.
+    void projectFileRead(const QString& path, bool ok);
     /// saveProject() finished writing `path`.
     void projectSaved(const QString& path);
     /// measureLayerErrors() finished: `layers` layers have an error in the table.
@@ -278,8 +285,19 @@ private:
         std::shared_ptr<const Model> model;
         double seconds = 0.0;
     };
+    /// What openProject()'s background read hands back.
+    struct ProjectRead {
+        std::shared_ptr<project::Project> project;
+        QString statsWarning; ///< the embedded statistics could not be put back in the cache
+    };
+    /// Continues openProject() on the UI thread once the file is read; `serial` is
+    /// m_changeSerial when the read started.
+    void applyProjectRead(const QString& path, ProjectRead r, quint64 serial);
 
     void buildUi();
+    void createPanels();
+    void connectPanelSignals();
+    void connectBackgroundSignals();
     void buildMenus();
     void buildFileMenu();
     void buildEditMenu();
@@ -388,6 +406,7 @@ private:
     /// A project read by openProject() waiting for its model to load.
     std::shared_ptr<project::Project> m_pendingProject;
     QString m_pendingProjectPath;
+    TaskRunner::JobId m_projectReadJob = 0; ///< openProject()'s read, 0 when none
 
     // Unsaved changes (main_window.cpp, end of file).
     Answer ask(Prompt prompt, const QString& text);

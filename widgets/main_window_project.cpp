@@ -211,34 +211,88 @@ void MainWindow::offerAutosaveRecovery() {
         QFile::remove(fi.filePath());
 }
 
+namespace {
+
+/// Writes a project's statistics file into the statistics cache (where the inspector finds it
+/// without recomputing) unless it is there; returns a warning, empty when fine.
+QString restoreProjectStats(const project::Project& p, const QString& cacheDir) {
+    if (p.statsFile.empty() || p.statsName.empty()) return {};
+    const QString target =
+        cacheDir + QLatin1Char('/') + QFileInfo(QString::fromStdString(p.statsName)).fileName();
+    if (QFileInfo::exists(target)) return {};
+    try {
+        QDir().mkpath(cacheDir);
+        writeFileAtomic(target.toStdString(), p.statsFile.data(), p.statsFile.size());
+    } catch (const std::exception& e) {
+        return QCoreApplication::translate("lcw::MainWindow",
+                                           "Could not restore the statistics: %1")
+            .arg(QString::fromUtf8(e.what()));
+    }
+    return {};
+}
+
+} // namespace
+
 bool MainWindow::openProject(const QString& path) {
     if (!confirmUnsavedChanges(tr("opening the project %1").arg(QDir::toNativeSeparators(path))))
         return false;
-    project::Project p;
-    try {
-        p = project::load(path.toStdString());
-    } catch (const std::exception& e) {
-        showError(tr("Open Project"), tr("Could not open the project"),
-                  QString::fromUtf8(e.what()));
-        return false;
+    // A newer request replaces an older one: the older read's result is dropped.
+    if (m_projectReadJob != 0) m_runner->cancel(m_projectReadJob);
+    const std::string stdPath = path.toStdString();
+    const QString cacheDir = StatsPanel::cacheDir();
+    const QString name = QFileInfo(path).fileName();
+    // Reading (and, for an older or foreign file, converting it in a child process) and writing
+    // the embedded statistics back into the cache happen on the task runner's worker thread.
+    std::function<ProjectRead(Progress&)> job = [stdPath, cacheDir, name](Progress& p) {
+        p.report(0.0, ("reading " + name).toStdString());
+        ProjectRead r;
+        r.project = std::make_shared<project::Project>(project::load(stdPath));
+        if (!p.report(0.8, "statistics")) return ProjectRead{};
+        r.statsWarning = restoreProjectStats(*r.project, cacheDir);
+        p.report(1.0, "done");
+        return r;
+    };
+    statusBar()->showMessage(tr("Opening project %1…").arg(QDir::toNativeSeparators(path)));
+    const quint64 serial = m_changeSerial; // what the unsaved-changes answer above was about
+    auto self = std::make_shared<TaskRunner::JobId>(0);
+    *self = m_runner->submit<ProjectRead>(
+        tr("Opening project %1").arg(name), std::move(job), this,
+        [this, path, self, serial](ProjectRead r) {
+            if (m_projectReadJob != *self) return; // superseded by a newer request
+            m_projectReadJob = 0;
+            applyProjectRead(path, std::move(r), serial);
+        },
+        [this, path, self](const QString& message) {
+            if (m_projectReadJob != *self) return;
+            m_projectReadJob = 0;
+            statusBar()->clearMessage();
+            showError(tr("Open Project"), tr("Could not open the project"), message);
+            emit projectFileRead(path, false);
+        },
+        [this, path, self] {
+            if (m_projectReadJob != *self) return;
+            m_projectReadJob = 0;
+            statusBar()->showMessage(tr("Opening the project cancelled"), 5000);
+            emit projectFileRead(path, false);
+        });
+    m_projectReadJob = *self;
+    return true;
+}
+
+void MainWindow::applyProjectRead(const QString& path, ProjectRead r, quint64 serial) {
+    // Work changed while the file was read: ask again before replacing it.
+    if (serial != m_changeSerial &&
+        !confirmUnsavedChanges(tr("opening the project %1").arg(QDir::toNativeSeparators(path)))) {
+        statusBar()->clearMessage();
+        emit projectFileRead(path, false);
+        return;
     }
-    // Statistics go back into the cache, where the inspector finds them without recomputing.
-    if (!p.statsFile.empty() && !p.statsName.empty()) {
-        const QString target = StatsPanel::cacheDir() + QLatin1Char('/') +
-                               QFileInfo(QString::fromStdString(p.statsName)).fileName();
-        if (!QFileInfo::exists(target)) {
-            try {
-                QDir().mkpath(StatsPanel::cacheDir());
-                writeFileAtomic(target.toStdString(), p.statsFile.data(), p.statsFile.size());
-            } catch (const std::exception& e) {
-                m_log->warning(
-                    tr("Could not restore the statistics: %1").arg(QString::fromUtf8(e.what())));
-            }
-        }
-    }
-    const QString modelPath = QString::fromStdString(p.modelPath);
-    m_pendingProject = std::make_shared<project::Project>(std::move(p));
+    if (!r.statsWarning.isEmpty()) m_log->warning(r.statsWarning);
+    statusBar()->clearMessage();
+    const QString modelPath = QString::fromStdString(r.project->modelPath);
+    m_pendingProject = std::move(r.project);
     m_pendingProjectPath = path;
+    emit projectFileRead(path, true);
     if (m_model && QFileInfo(m_modelPath) == QFileInfo(modelPath)) {
         m_statsPanel->setModel(m_model, m_modelPath, m_statsPanel->fingerprint());
         applyProject();
@@ -247,7 +301,6 @@ bool MainWindow::openProject(const QString& path) {
         openModel(modelPath);
         m_skipUnsavedPrompt = false;
     }
-    return true;
 }
 
 void MainWindow::restoreCompareModelFiles(const project::Project& p, const QString& path) {

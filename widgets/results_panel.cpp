@@ -303,6 +303,44 @@ void ResultsPanel::showRecord(int row) {
     showRecords(row < 0 ? QList<int>() : QList<int>{row});
 }
 
+namespace {
+
+/// The configurations of every selected record, each with its record; sensitivity scans (no
+/// configurations) are left out.
+struct MetricColumns {
+    std::vector<const ojson*> cols;
+    std::vector<int> record;
+    std::vector<bool> isBase;
+};
+
+MetricColumns metricColumns(const std::vector<ojson>& records, const QList<int>& rows) {
+    MetricColumns m;
+    for (int r : rows) {
+        const ojson& rec = records[size_t(r)];
+        if (ResultsPanel::isSensitivityRecord(rec)) continue;
+        const bool hasBase = rec.contains("baseline") && rec["baseline"].is_object();
+        const auto cs = columnsOf(rec);
+        for (size_t k = 0; k < cs.size(); ++k) {
+            m.cols.push_back(cs[k]);
+            m.record.push_back(r);
+            m.isBase.push_back(hasBase && k == 0);
+        }
+    }
+    return m;
+}
+
+/// Task names in order of first appearance.
+QStringList taskNames(const std::vector<const ojson*>& cols) {
+    QStringList tasks;
+    for (const ojson* c : cols)
+        if (c->contains("tasks") && (*c)["tasks"].is_object())
+            for (const auto& [t, v] : (*c)["tasks"].items())
+                if (!tasks.contains(QString::fromStdString(t))) tasks << QString::fromStdString(t);
+    return tasks;
+}
+
+} // namespace
+
 void ResultsPanel::showRecords(const QList<int>& rowsIn) {
     m_metrics->clear();
     m_metrics->setRowCount(0);
@@ -320,24 +358,37 @@ void ResultsPanel::showRecords(const QList<int>& rowsIn) {
         m_info->setText(set.isEmpty() ? QString() : tr("Measured with %1").arg(set));
         return showSensitivityRecord(m_records[size_t(row)]);
     }
+    const MetricColumns cols = metricColumns(m_records, rows);
+    const std::map<int, QStringList> differs = checkSettings(rows);
+    const QStringList tasks = taskNames(cols.cols);
     const bool multi = rows.size() > 1;
-    // The configurations of every selected record, each with its record; sensitivity scans
-    // (no configurations) are left out.
-    std::vector<const ojson*> cols;
-    std::vector<int> colRecord;
-    std::vector<bool> colBase;
-    for (int r : rows) {
-        const ojson& rec = m_records[size_t(r)];
-        if (isSensitivityRecord(rec)) continue;
-        const bool hasBase = rec.contains("baseline") && rec["baseline"].is_object();
-        const auto cs = columnsOf(rec);
-        for (size_t k = 0; k < cs.size(); ++k) {
-            cols.push_back(cs[k]);
-            colRecord.push_back(r);
-            colBase.push_back(hasBase && k == 0);
+    QStringList header = {tr("Configuration"), tr("Bits/w"),  tr("Size"),       tr("PPL"),
+                          tr("KLD"),           tr("KLD p99"), tr("Same top %"), tr("Prefill tok/s"),
+                          tr("Decode tok/s"),  tr("Peak RSS")};
+    for (const QString& t : tasks) header << tr("%1 acc %").arg(t);
+    // Several records: which record and settings each row comes from.
+    if (multi) header << tr("Record") << tr("Settings");
+    m_metrics->setColumnCount(int(header.size()));
+    m_metrics->setHorizontalHeaderLabels(header);
+    m_metrics->setRowCount(int(cols.cols.size()));
+    for (int i = 0; i < int(cols.cols.size()); ++i) {
+        QStringList cells = metricCells(*cols.cols[size_t(i)], cols.isBase[size_t(i)], tasks);
+        const int rec = cols.record[size_t(i)];
+        const auto diff = differs.find(rec);
+        const QStringList* differences = diff != differs.end() ? &diff->second : nullptr;
+        if (multi) {
+            cells << str(m_records[size_t(rec)], "timestamp")
+                  << (differences ? QStringLiteral("≠ ") : QString()) +
+                         describeSettings(m_records[size_t(rec)]);
         }
+        setMetricRow(i, cells, multi ? 2 : 0, differences);
     }
+    m_metrics->resizeColumnsToContents();
+}
+
+std::map<int, QStringList> ResultsPanel::checkSettings(const QList<int>& rows) {
     // Settings: the first record's are the reference; every other record is checked against it.
+    const int row = rows.front();
     const ojson& ref = m_records[size_t(row)];
     std::map<int, QStringList> differs;
     QStringList allDiffs;
@@ -359,76 +410,56 @@ void ResultsPanel::showRecords(const QList<int>& rowsIn) {
     } else {
         const QString set = describeSettings(ref);
         if (!set.isEmpty())
-            m_info->setText(multi ? tr("All measured with %1").arg(set)
-                                  : tr("Measured with %1").arg(set));
+            m_info->setText(rows.size() > 1 ? tr("All measured with %1").arg(set)
+                                            : tr("Measured with %1").arg(set));
     }
-    // Task names in order of first appearance.
-    QStringList tasks;
-    for (const ojson* c : cols)
-        if (c->contains("tasks") && (*c)["tasks"].is_object())
-            for (const auto& [t, v] : (*c)["tasks"].items())
-                if (!tasks.contains(QString::fromStdString(t))) tasks << QString::fromStdString(t);
-    QStringList header = {tr("Configuration"), tr("Bits/w"),  tr("Size"),       tr("PPL"),
-                          tr("KLD"),           tr("KLD p99"), tr("Same top %"), tr("Prefill tok/s"),
-                          tr("Decode tok/s"),  tr("Peak RSS")};
-    for (const QString& t : tasks) header << tr("%1 acc %").arg(t);
-    // Several records: which record and settings each row comes from.
-    const int extra = multi ? 2 : 0;
-    if (multi) header << tr("Record") << tr("Settings");
-    m_metrics->setColumnCount(int(header.size()));
-    m_metrics->setHorizontalHeaderLabels(header);
-    m_metrics->setRowCount(int(cols.size()));
-    for (int i = 0; i < int(cols.size()); ++i) {
-        const ojson& c = *cols[size_t(i)];
-        const bool base = colBase[size_t(i)];
-        const ojson kld = c.contains("kld") && c["kld"].is_object() ? c["kld"] : ojson::object();
-        const double bytes = num(c, "model_bytes");
-        const double decode = c.contains("speed") && c["speed"].is_object()
-                                  ? num(c["speed"], "decode_tokens_per_second")
-                                  : std::nan("");
-        QStringList cells = {
-            str(c, "name").isEmpty() && base ? tr("baseline") : configLabel(c),
-            fmtNum(num(c, "bits_per_weight"), 3),
-            std::isnan(bytes) ? QStringLiteral("—") : formatBytes(uint64_t(bytes)),
-            fmtPm(num(c, "ppl"), num(c, "ppl_se"), 4),
-            base ? QStringLiteral("—") : fmtPm(num(kld, "mean"), num(kld, "se"), 5),
-            base ? QStringLiteral("—") : fmtNum(num(kld, "p99"), 5),
-            base ? QStringLiteral("—")
-                 : fmtPm(num(c, "same_top_percent"), num(c, "same_top_percent_se"), 2),
-            fmtNum(num(c, "prefill_tokens_per_second"), 1),
-            fmtNum(decode, 1),
-            !(num(c, "peak_rss_bytes") > 0) ? QStringLiteral("—")
-                                            : formatBytes(uint64_t(num(c, "peak_rss_bytes")))};
-        for (const QString& t : tasks) {
-            const std::string key = t.toStdString();
-            if (c.contains("tasks") && c["tasks"].contains(key)) {
-                const ojson& tj = c["tasks"][key];
-                cells << fmtPm(num(tj, "acc") * 100.0, num(tj, "acc_se") * 100.0, 2);
-            } else {
-                cells << QStringLiteral("—");
-            }
-        }
-        const int rec = colRecord[size_t(i)];
-        const auto diff = differs.find(rec);
-        const bool flagged = diff != differs.end();
-        if (multi) {
-            cells << str(m_records[size_t(rec)], "timestamp")
-                  << (flagged ? QStringLiteral("≠ ") : QString()) +
-                         describeSettings(m_records[size_t(rec)]);
-        }
-        for (int k = 0; k < int(cells.size()); ++k) {
-            auto* it = new QTableWidgetItem(cells[k]);
-            if (k > 0 && k < int(cells.size()) - extra)
-                it->setTextAlignment(Qt::AlignRight | Qt::AlignVCenter);
-            if (flagged) {
-                it->setForeground(QColor(0xb3, 0x5c, 0x00));
-                it->setToolTip(tr("Measured differently from the first record: %1")
-                                   .arg(diff->second.join(QStringLiteral("; "))));
-            }
-            m_metrics->setItem(i, k, it);
+    return differs;
+}
+
+QStringList ResultsPanel::metricCells(const ojson& c, bool base, const QStringList& tasks) {
+    const ojson kld = c.contains("kld") && c["kld"].is_object() ? c["kld"] : ojson::object();
+    const double bytes = num(c, "model_bytes");
+    const double decode = c.contains("speed") && c["speed"].is_object()
+                              ? num(c["speed"], "decode_tokens_per_second")
+                              : std::nan("");
+    QStringList cells = {str(c, "name").isEmpty() && base ? tr("baseline") : configLabel(c),
+                         fmtNum(num(c, "bits_per_weight"), 3),
+                         std::isnan(bytes) ? QStringLiteral("—") : formatBytes(uint64_t(bytes)),
+                         fmtPm(num(c, "ppl"), num(c, "ppl_se"), 4),
+                         base ? QStringLiteral("—") : fmtPm(num(kld, "mean"), num(kld, "se"), 5),
+                         base ? QStringLiteral("—") : fmtNum(num(kld, "p99"), 5),
+                         base ? QStringLiteral("—")
+                              : fmtPm(num(c, "same_top_percent"), num(c, "same_top_percent_se"), 2),
+                         fmtNum(num(c, "prefill_tokens_per_second"), 1),
+                         fmtNum(decode, 1),
+                         !(num(c, "peak_rss_bytes") > 0)
+                             ? QStringLiteral("—")
+                             : formatBytes(uint64_t(num(c, "peak_rss_bytes")))};
+    for (const QString& t : tasks) {
+        const std::string key = t.toStdString();
+        if (c.contains("tasks") && c["tasks"].contains(key)) {
+            const ojson& tj = c["tasks"][key];
+            cells << fmtPm(num(tj, "acc") * 100.0, num(tj, "acc_se") * 100.0, 2);
+        } else {
+            cells << QStringLiteral("—");
         }
     }
-    m_metrics->resizeColumnsToContents();
+    return cells;
+}
+
+void ResultsPanel::setMetricRow(int row, const QStringList& cells, int extra,
+                                const QStringList* differences) {
+    for (int k = 0; k < int(cells.size()); ++k) {
+        auto* it = new QTableWidgetItem(cells[k]);
+        if (k > 0 && k < int(cells.size()) - extra)
+            it->setTextAlignment(Qt::AlignRight | Qt::AlignVCenter);
+        if (differences) {
+            it->setForeground(QColor(0xb3, 0x5c, 0x00));
+            it->setToolTip(tr("Measured differently from the first record: %1")
+                               .arg(differences->join(QStringLiteral("; "))));
+        }
+        m_metrics->setItem(row, k, it);
+    }
 }
 
 void ResultsPanel::showSensitivityRecord(const ojson& rec) {

@@ -21,6 +21,7 @@
 #include <QWidget>
 
 #include <functional>
+#include <map>
 
 #include <vector>
 
@@ -134,6 +135,15 @@ private:
                          const QString& what);
     void showRecord(int row);
     void showRecords(const QList<int>& rows);
+    /// Checks every selected record's settings against the first one's and says so above the
+    /// table; returns the differences of each record that differs.
+    std::map<int, QStringList> checkSettings(const QList<int>& rows);
+    /// One configuration's row of the metrics table (without the record columns).
+    static QStringList metricCells(const nlohmann::ordered_json& c, bool base,
+                                   const QStringList& tasks);
+    /// Fills table row `row`; the last `extra` cells are left-aligned; a row whose record was
+    /// measured differently is coloured and names the `differences`.
+    void setMetricRow(int row, const QStringList& cells, int extra, const QStringList* differences);
     void showSensitivityRecord(const nlohmann::ordered_json& record);
 
     QString m_path;

@@ -208,16 +208,10 @@ std::vector<ConfigSource> loadConfigSources(const Model& model, const Args& a, b
 }
 
 // ------------------------------------------------------------------------------------- compare
-int cmdCompare(const std::vector<std::string>& argv) {
-    Args a(argv,
-           {"--tokenizer", "--threads", "--prompt", "--max-tokens", "--temperature", "--seed",
-            "--top-k", "--top-p", "--recipe", "--preset", "--overlay", "--compare-model", "--calib",
-            "--samples", "--seq-len", "--calib-sampling", "--calib-seed", "--width"},
-           {"--quiet", "--json", "--exact-activations"});
-    applyThreads(a);
-    const bool quiet = a.flag("--quiet");
-    const auto prompt = a.get("--prompt");
-    if (!prompt) throw UsageError{"--prompt TEXT is required"};
+namespace {
+
+/// compare's generation settings, checked.
+GenerationCompareOptions parseGenerationOptions(const Args& a) {
     GenerationCompareOptions go;
     go.exactActivations = a.flag("--exact-activations");
     go.maxNewTokens = a.getInt("--max-tokens", 64);
@@ -232,90 +226,91 @@ int cmdCompare(const std::vector<std::string>& argv) {
     go.sampling.topP = float(a.getDouble("--top-p", 1.0));
     if (!(go.sampling.topP > 0 && go.sampling.topP <= 1))
         throw UsageError{"--top-p must be in (0, 1]"};
+    return go;
+}
 
-    LoadOptions lo;
-    lo.tokenizerPath = a.getOr("--tokenizer", "");
-    lo.requireTokenizer = true;
-    auto model =
-        Model::load(a.positional(0, "MODEL (a Hugging Face folder, .gguf or llama2.c .bin)"), lo);
-    const Tokenizer& tk = model->tokenizer();
-    const auto cal = calibrationFromArgs(*model, a);
-    auto cols = loadConfigSources(*model, a, quiet, cal.get());
-    const auto promptIds = tk.encode(*prompt, true);
+/// What compare's reports are made of.
+struct CompareReport {
+    const Model& model;
+    const std::string& prompt;
+    const std::vector<int32_t>& promptIds;
+    const GenerationCompareOptions& go;
+    const std::vector<ConfigSource>& cols;
+    const GenerationComparison& r;
+};
 
-    std::vector<DivergenceConfig> configs;
-    for (const auto& c : cols) configs.push_back({c.name, c.weights()});
-    TerminalProgress progress("compare", !quiet);
-    const GenerationComparison r = compareGenerations(*model, configs, promptIds, go, progress);
-    progress.finish();
-    if (r.status == Status::Cancelled) {
-        std::fprintf(stderr, "cancelled\n");
-        return 130;
+/// One generation of `compare --json`; `c` is null for the baseline.
+json trackJson(const CompareReport& rep, const GenerationTrack& t, const ConfigSource* c) {
+    const Tokenizer& tk = rep.model.tokenizer();
+    json j = {{"name", t.name}};
+    if (c) {
+        j["kind"] = c->kind;
+        j["source"] = c->source;
+    } else {
+        j["kind"] = "baseline";
+        j["source"] = rep.model.path();
     }
-    std::vector<const GenerationTrack*> tracks = {&r.baseline};
-    for (const auto& t : r.configs) tracks.push_back(&t);
+    j["ids"] = t.ids;
+    j["pieces"] = tokenPieces(tk, rep.promptIds, t.ids);
+    j["text"] = tk.decode(t.ids);
+    j["logprobs"] = t.logProbs;
+    j["stopped_at_eos"] = t.stoppedAtEos;
+    j["first_divergence"] = numOrNull(t.firstDivergence);
+    j["kld"] = t.kld;
+    j["baseline_token_logprobs"] = t.baselineTokenLogProbs;
+    j["mean_kld"] = t.meanKld;
+    j["max_kld"] = t.maxKld;
+    j["seconds"] = t.seconds;
+    return j;
+}
 
-    if (a.flag("--json")) {
-        auto trackJson = [&](const GenerationTrack& t, const ConfigSource* c) {
-            json j = {{"name", t.name}};
-            if (c) {
-                j["kind"] = c->kind;
-                j["source"] = c->source;
-            } else {
-                j["kind"] = "baseline";
-                j["source"] = model->path();
-            }
-            j["ids"] = t.ids;
-            j["pieces"] = tokenPieces(tk, promptIds, t.ids);
-            j["text"] = tk.decode(t.ids);
-            j["logprobs"] = t.logProbs;
-            j["stopped_at_eos"] = t.stoppedAtEos;
-            j["first_divergence"] = numOrNull(t.firstDivergence);
-            j["kld"] = t.kld;
-            j["baseline_token_logprobs"] = t.baselineTokenLogProbs;
-            j["mean_kld"] = t.meanKld;
-            j["max_kld"] = t.maxKld;
-            j["seconds"] = t.seconds;
-            return j;
-        };
-        json cj = json::array();
-        for (size_t k = 0; k < cols.size(); ++k) cj.push_back(trackJson(r.configs[k], &cols[k]));
-        json j = {{"model", model->path()},
-                  {"prompt", *prompt},
-                  {"prompt_ids", promptIds},
-                  {"sampling",
-                   {{"mode", go.sampling.temperature > 0 ? "seeded" : "greedy"},
-                    {"temperature", go.sampling.temperature},
-                    {"seed", go.sampling.seed},
-                    {"top_k", go.sampling.topK},
-                    {"top_p", go.sampling.topP}}},
-                  {"max_tokens", go.maxNewTokens},
-                  {"kld_definition", "KLD(baseline || config) per token of the baseline's "
-                                     "generated text, teacher-forced"},
-                  {"baseline", trackJson(r.baseline, nullptr)},
-                  {"configs", cj}};
-        std::printf("%s\n", j.dump(2).c_str());
-        return 0;
+void printCompareJson(const CompareReport& rep) {
+    const GenerationCompareOptions& go = rep.go;
+    json cj = json::array();
+    for (size_t k = 0; k < rep.cols.size(); ++k)
+        cj.push_back(trackJson(rep, rep.r.configs[k], &rep.cols[k]));
+    json j = {{"model", rep.model.path()},
+              {"prompt", rep.prompt},
+              {"prompt_ids", rep.promptIds},
+              {"sampling",
+               {{"mode", go.sampling.temperature > 0 ? "seeded" : "greedy"},
+                {"temperature", go.sampling.temperature},
+                {"seed", go.sampling.seed},
+                {"top_k", go.sampling.topK},
+                {"top_p", go.sampling.topP}}},
+              {"max_tokens", go.maxNewTokens},
+              {"kld_definition", "KLD(baseline || config) per token of the baseline's "
+                                 "generated text, teacher-forced"},
+              {"baseline", trackJson(rep, rep.r.baseline, nullptr)},
+              {"configs", cj}};
+    std::printf("%s\n", j.dump(2).c_str());
+}
+
+/// A generation's text with "»" before the first token that differs from the baseline.
+std::string markedText(const CompareReport& rep, const GenerationTrack& t) {
+    const auto pieces = tokenPieces(rep.model.tokenizer(), rep.promptIds, t.ids);
+    std::string text;
+    for (size_t i = 0; i < pieces.size(); ++i) {
+        if (int64_t(i) == t.firstDivergence) text += "»";
+        text += pieces[i];
     }
+    if (t.firstDivergence == int64_t(pieces.size())) text += "»";
+    if (t.stoppedAtEos) text += " ⟨eos⟩";
+    return text;
+}
 
-    // Side by side: one column per source, the divergence point marked with "»".
-    const int total = a.has("--width") ? int(a.getInt("--width", 120)) : terminalWidth();
+/// Side by side: one column per source (`total` terminal columns), the divergence point marked
+/// with "»".
+void printSideBySide(const CompareReport& rep, const std::vector<const GenerationTrack*>& tracks,
+                     int total) {
+    const GenerationCompareOptions& go = rep.go;
     const size_t n = tracks.size();
     const size_t colW = size_t(std::max<int>(12, (total - int(3 * (n - 1))) / int(n)));
     std::vector<std::vector<std::string>> lines(n);
     std::vector<std::string> header(n);
     for (size_t k = 0; k < n; ++k) {
-        const GenerationTrack& t = *tracks[k];
-        const auto pieces = tokenPieces(tk, promptIds, t.ids);
-        std::string text;
-        for (size_t i = 0; i < pieces.size(); ++i) {
-            if (int64_t(i) == t.firstDivergence) text += "»";
-            text += pieces[i];
-        }
-        if (t.firstDivergence == int64_t(pieces.size())) text += "»";
-        if (t.stoppedAtEos) text += " ⟨eos⟩";
-        lines[k] = wrap(text, colW);
-        header[k] = t.name;
+        lines[k] = wrap(markedText(rep, *tracks[k]), colW);
+        header[k] = tracks[k]->name;
         if (displayWidth(header[k]) > colW) header[k] = header[k].substr(0, colW);
     }
     auto printCells = [&](const std::vector<std::string>& cells) {
@@ -328,7 +323,7 @@ int cmdCompare(const std::vector<std::string>& argv) {
         while (!out.empty() && out.back() == ' ') out.pop_back();
         std::printf("%s\n", out.c_str());
     };
-    std::printf("prompt: %s\nsampling: %s\n\n", prompt->c_str(),
+    std::printf("prompt: %s\nsampling: %s\n\n", rep.prompt.c_str(),
                 go.sampling.temperature > 0
                     ? ("seeded, temperature " + fmtG(go.sampling.temperature) + ", seed " +
                        std::to_string(go.sampling.seed))
@@ -348,13 +343,18 @@ int cmdCompare(const std::vector<std::string>& argv) {
         for (size_t k = 0; k < n; ++k) cells[k] = i < lines[k].size() ? lines[k][i] : "";
         printCells(cells);
     }
+}
+
+/// Tokens, mean log-prob, divergence and KLD of every source.
+void printCompareSummary(const CompareReport& rep,
+                         const std::vector<const GenerationTrack*>& tracks) {
     std::printf("\n%-28s %8s %12s %12s %12s %10s\n", "", "tokens", "mean logp", "diverges at",
                 "mean KLD", "max KLD");
     for (const auto* t : tracks) {
         double lp = 0;
         for (double v : t->logProbs) lp += v;
         lp = t->logProbs.empty() ? 0 : lp / double(t->logProbs.size());
-        const std::string div = t == &r.baseline         ? "-"
+        const std::string div = t == &rep.r.baseline     ? "-"
                                 : t->firstDivergence < 0 ? "never"
                                                          : std::to_string(t->firstDivergence);
         std::printf("%-28s %8zu %12.4f %12s %12.6f %10.6f\n", t->name.substr(0, 28).c_str(),
@@ -362,6 +362,50 @@ int cmdCompare(const std::vector<std::string>& argv) {
     }
     std::printf("\nKLD: KLD(baseline || config) along the baseline's text (teacher-forced); "
                 "» marks the first token that differs from the baseline.\n");
+}
+
+} // namespace
+
+int cmdCompare(const std::vector<std::string>& argv) {
+    Args a(argv,
+           {"--tokenizer", "--threads", "--prompt", "--max-tokens", "--temperature", "--seed",
+            "--top-k", "--top-p", "--recipe", "--preset", "--overlay", "--compare-model", "--calib",
+            "--samples", "--seq-len", "--calib-sampling", "--calib-seed", "--width"},
+           {"--quiet", "--json", "--exact-activations"});
+    applyThreads(a);
+    const bool quiet = a.flag("--quiet");
+    const auto prompt = a.get("--prompt");
+    if (!prompt) throw UsageError{"--prompt TEXT is required"};
+    const GenerationCompareOptions go = parseGenerationOptions(a);
+
+    LoadOptions lo;
+    lo.tokenizerPath = a.getOr("--tokenizer", "");
+    lo.requireTokenizer = true;
+    auto model =
+        Model::load(a.positional(0, "MODEL (a Hugging Face folder, .gguf or llama2.c .bin)"), lo);
+    const auto cal = calibrationFromArgs(*model, a);
+    auto cols = loadConfigSources(*model, a, quiet, cal.get());
+    const auto promptIds = model->tokenizer().encode(*prompt, true);
+
+    std::vector<DivergenceConfig> configs;
+    for (const auto& c : cols) configs.push_back({c.name, c.weights()});
+    TerminalProgress progress("compare", !quiet);
+    const GenerationComparison r = compareGenerations(*model, configs, promptIds, go, progress);
+    progress.finish();
+    if (r.status == Status::Cancelled) {
+        std::fprintf(stderr, "cancelled\n");
+        return 130;
+    }
+    const CompareReport rep{*model, *prompt, promptIds, go, cols, r};
+    if (a.flag("--json")) {
+        printCompareJson(rep);
+        return 0;
+    }
+    std::vector<const GenerationTrack*> tracks = {&r.baseline};
+    for (const auto& t : r.configs) tracks.push_back(&t);
+    printSideBySide(rep, tracks,
+                    a.has("--width") ? int(a.getInt("--width", 120)) : terminalWidth());
+    printCompareSummary(rep, tracks);
     return 0;
 }
 

@@ -58,13 +58,18 @@ std::unique_ptr<Model> openModelArg(const Args& a, size_t i, bool needTokenizer)
                        lo);
 }
 
-std::string fmtDb(double v) {
+/// `v` in `format` when finite, else `otherwise`.
+std::string fmtFinite(double v, const char* format, const char* otherwise) {
     char b[32];
     if (std::isfinite(v))
-        std::snprintf(b, sizeof b, "%.2f", v);
+        std::snprintf(b, sizeof b, format, v);
     else
-        std::snprintf(b, sizeof b, "inf");
+        std::snprintf(b, sizeof b, "%s", otherwise);
     return b;
+}
+
+std::string fmtDb(double v) {
+    return fmtFinite(v, "%.2f", "inf");
 }
 
 std::string fmtRel(double v) {
@@ -143,27 +148,11 @@ std::unique_ptr<WeightSource> applyRecipeOptions(const Model& model, const Args&
     return std::move(r.model);
 }
 
-int cmdCompress(const std::vector<std::string>& argv) {
-    Args a(argv,
-           {"--tokenizer", "--threads", "--recipe", "--preset", "--save", "--calib", "--samples",
-            "--seq-len", "--calib-sampling", "--calib-seed"},
-           {"--quiet", "--json"});
-    applyThreads(a);
-    if (!a.has("--recipe") && !a.has("--preset"))
-        throw UsageError{"--recipe R.json or --preset NAME is required"};
-    auto model = openModelArg(a, 0, a.has("--calib"));
-    const compress::Recipe recipe = recipeFromArgs(a, *model);
-    const auto cal = calibrationFromArgs(*model, a);
-    compress::CompressOptions co;
-    co.calibration = cal.get();
-    TerminalProgress progress("compress", !a.flag("--quiet"));
-    compress::CompressResult r = compress::compress(*model, recipe, progress, co);
-    progress.finish();
-    if (r.status == Status::Cancelled) {
-        std::fprintf(stderr, "cancelled\n");
-        return 130;
-    }
-    if (const auto dir = a.get("--save")) r.model->save(*dir);
+namespace {
+
+/// compress --json: the report, the recipe's name, the calibration and where it was saved.
+json compressJson(const compress::CompressResult& r, const compress::Recipe& recipe,
+                  const compress::CalibrationSet* cal, const std::optional<std::string>& saved) {
     json j = compressReportJson(r);
     j["recipe"] = recipe.name;
     if (cal)
@@ -175,15 +164,57 @@ int cmdCompress(const std::vector<std::string>& argv) {
                             {"bos_first", cal->bosFirst}};
     if (cal && cal->sampling == compress::CalibrationSampling::Random)
         j["calibration"]["seed"] = cal->seed;
-    if (const auto dir = a.get("--save")) j["saved"] = *dir;
-    if (a.flag("--json")) {
-        std::printf("%s\n", j.dump(2).c_str());
-        return 0;
-    }
-    for (const auto& w : r.plan.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
+    if (saved) j["saved"] = *saved;
+    return j;
+}
+
+/// Whether any layer went through low-rank, sparsity or structured stages (the wider table).
+bool anyStaged(const compress::CompressResult& r) {
     bool staged = false;
     for (const auto& l : r.layers)
         staged |= l.lowrank.applied || l.sparsity.applied || !l.structured.empty();
+    return staged;
+}
+
+std::string outStr(double v) {
+    return fmtFinite(v, "%.5f", "-");
+}
+
+/// A layer of the plain table; OmniQuant's block loss is printed once per block.
+void printPlainLayerRow(const compress::LayerReport& l, const char* shape, double& omniBlockLoss) {
+    std::printf("%-28s %-14s %-22s %5d %8.3f %12.4e %9s %9.5f %9s %8.2f\n", l.name.c_str(), shape,
+                l.scheme.c_str(), l.rule, l.bitsPerWeight, l.error.mse,
+                fmtDb(l.error.sqnrDb).c_str(), l.error.relError, fmtRel(l.outputRelError).c_str(),
+                l.seconds * 1e3);
+    if (l.details.contains("note"))
+        std::printf("  note: %s\n", l.details["note"].get<std::string>().c_str());
+    if (l.details.contains("block_loss_start") &&
+        l.details["block_loss_start"].get<double>() != omniBlockLoss) {
+        omniBlockLoss = l.details["block_loss_start"].get<double>();
+        std::printf("  omniquant block output MSE: %.4e (no clipping) -> %.4e (epoch %d)\n",
+                    omniBlockLoss, l.details["block_loss_end"].get<double>(),
+                    l.details["best_epoch"].get<int>());
+    }
+}
+
+/// A layer of the staged table: every stage's output error.
+void printStagedLayerRow(const compress::LayerReport& l, const char* shape) {
+    char sp[16] = "-", rk[16] = "-";
+    if (l.sparsity.applied) std::snprintf(sp, sizeof sp, "%.4f", l.sparsityRatio);
+    if (l.lowrank.applied) std::snprintf(rk, sizeof rk, "%lld", (long long)l.rank);
+    const std::string scheme =
+        l.structured.empty() ? l.scheme : l.scheme + " [" + l.structured + "]";
+    std::printf("%-24s %-11s %-34s %4d %7.3f %9.5f %8s %5s %9s %9s %9s %9s %7.2f\n", l.name.c_str(),
+                shape, scheme.c_str(), l.rule, l.bitsPerWeight, l.error.relError, sp, rk,
+                outStr(l.lowrank.applied ? l.lowrank.outputRelError : NAN).c_str(),
+                outStr(l.sparsity.applied ? l.sparsity.outputRelError : NAN).c_str(),
+                outStr(l.quant.applied ? l.quant.outputRelError : NAN).c_str(),
+                outStr(l.outputRelError).c_str(), l.seconds * 1e3);
+}
+
+/// The per-layer table, then the structurally pruned blocks.
+void printLayerTable(const compress::CompressResult& r) {
+    const bool staged = anyStaged(r);
     if (!staged) {
         std::printf("%-28s %-14s %-22s %5s %8s %12s %9s %9s %9s %8s\n", "layer", "shape", "scheme",
                     "rule", "bits/w", "mse", "sqnr_dB", "rel_err", "out_err", "ms");
@@ -192,52 +223,24 @@ int cmdCompress(const std::vector<std::string>& argv) {
                     "scheme", "rule", "bits/w", "rel_err", "sparsity", "rank", "lr_out",
                     "prune_out", "quant_out", "out_err", "ms");
     }
-    double omniBlockLoss = -1; // OmniQuant's block loss is printed once per block
-    auto outStr = [](double v) {
-        char b[32];
-        if (std::isfinite(v))
-            std::snprintf(b, sizeof b, "%.5f", v);
-        else
-            std::snprintf(b, sizeof b, "-");
-        return std::string(b);
-    };
+    double omniBlockLoss = -1;
     for (const auto& l : r.layers) {
         char shape[48];
         std::snprintf(shape, sizeof shape, "[%lld,%lld]", (long long)l.shape[0],
                       (long long)l.shape[1]);
-        if (!staged) {
-            std::printf("%-28s %-14s %-22s %5d %8.3f %12.4e %9s %9.5f %9s %8.2f\n", l.name.c_str(),
-                        shape, l.scheme.c_str(), l.rule, l.bitsPerWeight, l.error.mse,
-                        fmtDb(l.error.sqnrDb).c_str(), l.error.relError,
-                        fmtRel(l.outputRelError).c_str(), l.seconds * 1e3);
-            if (l.details.contains("note"))
-                std::printf("  note: %s\n", l.details["note"].get<std::string>().c_str());
-            if (l.details.contains("block_loss_start") &&
-                l.details["block_loss_start"].get<double>() != omniBlockLoss) {
-                omniBlockLoss = l.details["block_loss_start"].get<double>();
-                std::printf("  omniquant block output MSE: %.4e (no clipping) -> %.4e (epoch %d)\n",
-                            omniBlockLoss, l.details["block_loss_end"].get<double>(),
-                            l.details["best_epoch"].get<int>());
-            }
-            continue;
-        }
-        char sp[16] = "-", rk[16] = "-";
-        if (l.sparsity.applied) std::snprintf(sp, sizeof sp, "%.4f", l.sparsityRatio);
-        if (l.lowrank.applied) std::snprintf(rk, sizeof rk, "%lld", (long long)l.rank);
-        const std::string scheme =
-            l.structured.empty() ? l.scheme : l.scheme + " [" + l.structured + "]";
-        std::printf("%-24s %-11s %-34s %4d %7.3f %9.5f %8s %5s %9s %9s %9s %9s %7.2f\n",
-                    l.name.c_str(), shape, scheme.c_str(), l.rule, l.bitsPerWeight,
-                    l.error.relError, sp, rk,
-                    outStr(l.lowrank.applied ? l.lowrank.outputRelError : NAN).c_str(),
-                    outStr(l.sparsity.applied ? l.sparsity.outputRelError : NAN).c_str(),
-                    outStr(l.quant.applied ? l.quant.outputRelError : NAN).c_str(),
-                    outStr(l.outputRelError).c_str(), l.seconds * 1e3);
+        if (!staged)
+            printPlainLayerRow(l, shape, omniBlockLoss);
+        else
+            printStagedLayerRow(l, shape);
     }
     for (const auto& s : r.structured)
         std::printf("structured layers.%d (%s): MLP channels %lld/%lld, heads %lld/%lld\n", s.layer,
                     s.score.c_str(), (long long)(s.mlpTotal ? s.mlpKept : 0), (long long)s.mlpTotal,
                     (long long)(s.headsTotal ? s.headsKept : 0), (long long)s.headsTotal);
+}
+
+/// The activation inputs and KV caches quantised at run time.
+void printRuntimeQuantTables(const compress::CompressResult& r) {
     if (!r.plan.activations.empty()) {
         std::printf("\n%-28s %-26s %5s %10s %9s\n", "activation input", "scheme", "rule", "abs_max",
                     "outliers");
@@ -261,25 +264,63 @@ int cmdCompress(const std::vector<std::string>& argv) {
                         compress::KvSettings::bitsPerValue(kp.kv.vBits, kp.kv.vGranularity,
                                                            kp.kv.groupSize, kp.width));
     }
+}
+
+/// Sizes of the quantised layers and of the whole model, calibration, time and the overlay.
+void printCompressTotals(const compress::CompressResult& r, const Model& model,
+                         const compress::CalibrationSet* cal,
+                         const std::optional<std::string>& saved) {
     const auto q = r.model->compressedSize(), tot = r.model->totalSize();
     std::printf("\nquantised: %lld weights, %.4f bits/weight, %llu bytes\n", (long long)q.params,
                 q.bitsPerWeight(), (unsigned long long)q.bytes());
     std::printf("model:     %lld weights, %.4f bits/weight, %llu bytes (base %llu bytes)\n",
                 (long long)tot.params, tot.bitsPerWeight(), (unsigned long long)tot.bytes(),
-                (unsigned long long)model->storedBytes());
-    {
-        int64_t baseParams = 0;
-        for (const auto& t : model->tensors()) baseParams += t.numel();
-        if (tot.params != baseParams)
-            std::printf("params:    %lld of the base's %lld; %.4f bits per base weight\n",
-                        (long long)tot.params, (long long)baseParams,
-                        double(tot.bits) / double(baseParams));
-    }
+                (unsigned long long)model.storedBytes());
+    int64_t baseParams = 0;
+    for (const auto& t : model.tensors()) baseParams += t.numel();
+    if (tot.params != baseParams)
+        std::printf("params:    %lld of the base's %lld; %.4f bits per base weight\n",
+                    (long long)tot.params, (long long)baseParams,
+                    double(tot.bits) / double(baseParams));
     if (cal)
         std::printf("calibration: %s, %zu samples x %lld tokens\n", cal->source.c_str(),
                     cal->samples.size(), (long long)cal->seqLen());
     std::printf("time:      %.3f s\n", r.seconds);
-    if (const auto dir = a.get("--save")) std::printf("saved overlay to %s\n", dir->c_str());
+    if (saved) std::printf("saved overlay to %s\n", saved->c_str());
+}
+
+} // namespace
+
+int cmdCompress(const std::vector<std::string>& argv) {
+    Args a(argv,
+           {"--tokenizer", "--threads", "--recipe", "--preset", "--save", "--calib", "--samples",
+            "--seq-len", "--calib-sampling", "--calib-seed"},
+           {"--quiet", "--json"});
+    applyThreads(a);
+    if (!a.has("--recipe") && !a.has("--preset"))
+        throw UsageError{"--recipe R.json or --preset NAME is required"};
+    auto model = openModelArg(a, 0, a.has("--calib"));
+    const compress::Recipe recipe = recipeFromArgs(a, *model);
+    const auto cal = calibrationFromArgs(*model, a);
+    compress::CompressOptions co;
+    co.calibration = cal.get();
+    TerminalProgress progress("compress", !a.flag("--quiet"));
+    compress::CompressResult r = compress::compress(*model, recipe, progress, co);
+    progress.finish();
+    if (r.status == Status::Cancelled) {
+        std::fprintf(stderr, "cancelled\n");
+        return 130;
+    }
+    const auto saved = a.get("--save");
+    if (saved) r.model->save(*saved);
+    if (a.flag("--json")) {
+        std::printf("%s\n", compressJson(r, recipe, cal.get(), saved).dump(2).c_str());
+        return 0;
+    }
+    for (const auto& w : r.plan.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
+    printLayerTable(r);
+    printRuntimeQuantTables(r);
+    printCompressTotals(r, *model, cal.get(), saved);
     return 0;
 }
 

@@ -117,9 +117,10 @@ double num(const json& j, const char* key, double def = 0) {
 
 } // namespace
 
-/// Prints the side-by-side table of an eval record (the --json object of `eval`).
-void printEvalTable(const json& j) {
-    const std::string dash = "-";
+namespace {
+
+/// The lines above the table: model, text, mode, activations, device, tasks and record.
+void printEvalHeader(const json& j) {
     const std::string mode = j.value("mode", std::string("?"));
     std::printf("model:   %s\ntext:    %s (%lld tokens)\nmode:    %s, ctx %lld, %lld chunks, %lld "
                 "scored tokens\n",
@@ -149,119 +150,130 @@ void printEvalTable(const json& j) {
         std::printf("record:  %s (%s)\n", j["id"].get<std::string>().c_str(),
                     j.value("timestamp", std::string()).c_str());
     std::printf("\n");
-    std::vector<const json*> cols = {&j["baseline"]};
-    for (const auto& c : j["configs"]) cols.push_back(&c);
+}
+
+bool has(const json& c, const char* k) {
+    return c.contains(k) && !c[k].is_null();
+}
+
+/// The side-by-side table: a label, then one cell per column (baseline first).
+struct EvalTable {
+    std::vector<const json*> cols;
     std::vector<std::string> header = {""};
-    for (const json* c : cols) header.push_back(c->value("name", std::string("?")));
     std::vector<std::vector<std::string>> rows;
-    // f(column json, is baseline) -> cell
-    auto row = [&](const std::string& label, auto&& cell) {
+
+    /// cell(column json, is baseline) -> text
+    template <class Cell> void row(const std::string& label, Cell&& cell) {
         std::vector<std::string> cells = {label};
         for (size_t i = 0; i < cols.size(); ++i) cells.push_back(cell(*cols[i], i == 0));
         rows.push_back(std::move(cells));
+    }
+};
+
+/// The rows that compare a configuration with the baseline (KLD, same top, Δp, ...).
+void addDivergenceRows(EvalTable& t) {
+    const std::string dash = "-";
+    auto cfg = [&](const char* f, const char* key, double scale) {
+        return [=](const json& c, bool base) {
+            return base || !has(c, key) ? std::string("-") : fmt(f, num(c, key) * scale);
+        };
     };
-    auto has = [](const json& c, const char* k) { return c.contains(k) && !c[k].is_null(); };
-    row("PPL", [&](const json& c, bool) {
-        return has(c, "ppl") ? fmt2("%.4f ± %.4f", num(c, "ppl"), num(c, "ppl_se")) : dash;
+    auto cfg2 = [&](const char* f, const char* key, const char* se) {
+        return [=](const json& c, bool base) {
+            return base || !has(c, key) ? std::string("-") : fmt2(f, num(c, key), num(c, se));
+        };
+    };
+    auto dist = [&](const char* f, const char* obj, const char* key) {
+        return [=](const json& c, bool base) {
+            return base || !has(c, obj) ? std::string("-") : fmt(f, num(c[obj], key));
+        };
+    };
+    t.row("mean ln(PPL ratio)", cfg2("%.5f ± %.5f", "mean_ln_ppl_ratio", "mean_ln_ppl_ratio_se"));
+    t.row("ln-prob correlation", cfg("%.4f %%", "ln_prob_correlation", 100));
+    t.row("KLD mean", [&](const json& c, bool base) {
+        return base || !has(c, "kld")
+                   ? dash
+                   : fmt2("%.6f ± %.6f", num(c["kld"], "mean"), num(c["kld"], "se"));
     });
-    bool divergence = false;
-    for (const auto& c : j["configs"]) divergence = divergence || c.contains("kld");
-    if (!j["configs"].empty())
-        row("PPL ratio", [&](const json& c, bool base) {
-            return base || !has(c, "ppl_ratio") ? dash : fmt("%.5f", num(c, "ppl_ratio"));
-        });
-    if (divergence) {
-        auto cfg = [&](const char* f, const char* key, double scale) {
-            return [=](const json& c, bool base) {
-                return base || !has(c, key) ? std::string("-") : fmt(f, num(c, key) * scale);
+    t.row("KLD median", dist("%.6f", "kld", "median"));
+    t.row("KLD 99%", dist("%.6f", "kld", "p99"));
+    t.row("KLD max", dist("%.6f", "kld", "max"));
+    t.row("same top", cfg2("%.3f ± %.3f %%", "same_top_percent", "same_top_percent_se"));
+    t.row("mean Δp", [&](const json& c, bool base) {
+        return base || !has(c, "delta_p_percent")
+                   ? dash
+                   : fmt2("%.3f ± %.3f %%", num(c["delta_p_percent"], "mean"),
+                          num(c["delta_p_percent"], "se"));
+    });
+    t.row("RMS Δp", cfg2("%.3f ± %.3f %%", "rms_delta_p_percent", "rms_delta_p_percent_se"));
+}
+
+/// Task rows, in the order of the baseline's tasks.
+void addTaskRows(EvalTable& t, const json& baseline) {
+    if (!baseline.contains("tasks")) return;
+    for (const auto& [name, tj] : baseline["tasks"].items()) {
+        auto taskCell = [name = name](const char* key, const char* se, double scale,
+                                      const char* f) {
+            return [=](const json& c, bool) {
+                if (!c.contains("tasks") || !c["tasks"].contains(name) ||
+                    !c["tasks"][name].contains(key))
+                    return std::string("-");
+                const json& tk = c["tasks"][name];
+                return se ? fmt2(f, num(tk, key) * scale, num(tk, se) * scale)
+                          : fmt(f, num(tk, key));
             };
         };
-        auto cfg2 = [&](const char* f, const char* key, const char* se) {
-            return [=](const json& c, bool base) {
-                return base || !has(c, key) ? std::string("-") : fmt2(f, num(c, key), num(c, se));
-            };
-        };
-        auto dist = [&](const char* f, const char* obj, const char* key) {
-            return [=](const json& c, bool base) {
-                return base || !has(c, obj) ? std::string("-") : fmt(f, num(c[obj], key));
-            };
-        };
-        row("mean ln(PPL ratio)", cfg2("%.5f ± %.5f", "mean_ln_ppl_ratio", "mean_ln_ppl_ratio_se"));
-        row("ln-prob correlation", cfg("%.4f %%", "ln_prob_correlation", 100));
-        row("KLD mean", [&](const json& c, bool base) {
-            return base || !has(c, "kld")
-                       ? dash
-                       : fmt2("%.6f ± %.6f", num(c["kld"], "mean"), num(c["kld"], "se"));
-        });
-        row("KLD median", dist("%.6f", "kld", "median"));
-        row("KLD 99%", dist("%.6f", "kld", "p99"));
-        row("KLD max", dist("%.6f", "kld", "max"));
-        row("same top", cfg2("%.3f ± %.3f %%", "same_top_percent", "same_top_percent_se"));
-        row("mean Δp", [&](const json& c, bool base) {
-            return base || !has(c, "delta_p_percent")
-                       ? dash
-                       : fmt2("%.3f ± %.3f %%", num(c["delta_p_percent"], "mean"),
-                              num(c["delta_p_percent"], "se"));
-        });
-        row("RMS Δp", cfg2("%.3f ± %.3f %%", "rms_delta_p_percent", "rms_delta_p_percent_se"));
+        t.row(name + " acc", taskCell("acc", "acc_se", 100, "%.2f ± %.2f %%"));
+        if (tj.contains("acc_norm"))
+            t.row(name + " acc_norm", taskCell("acc_norm", "acc_norm_se", 100, "%.2f ± %.2f %%"));
+        if (tj.contains("ppl")) t.row(name + " ppl", taskCell("ppl", nullptr, 1, "%.3f"));
     }
-    // Task rows, in the order of the baseline's tasks.
-    if (j["baseline"].contains("tasks")) {
-        for (const auto& [name, tj] : j["baseline"]["tasks"].items()) {
-            auto taskCell = [name = name](const char* key, const char* se, double scale,
-                                          const char* f) {
-                return [=](const json& c, bool) {
-                    if (!c.contains("tasks") || !c["tasks"].contains(name) ||
-                        !c["tasks"][name].contains(key))
-                        return std::string("-");
-                    const json& t = c["tasks"][name];
-                    return se ? fmt2(f, num(t, key) * scale, num(t, se) * scale)
-                              : fmt(f, num(t, key));
-                };
-            };
-            row(name + " acc", taskCell("acc", "acc_se", 100, "%.2f ± %.2f %%"));
-            if (tj.contains("acc_norm"))
-                row(name + " acc_norm", taskCell("acc_norm", "acc_norm_se", 100, "%.2f ± %.2f %%"));
-            if (tj.contains("ppl")) row(name + " ppl", taskCell("ppl", nullptr, 1, "%.3f"));
-        }
-    }
-    row("bits/weight", [&](const json& c, bool) {
+}
+
+/// Size, speed, memory and time of every column.
+void addResourceRows(EvalTable& t) {
+    const std::string dash = "-";
+    t.row("bits/weight", [&](const json& c, bool) {
         return has(c, "bits_per_weight") ? fmt("%.3f", num(c, "bits_per_weight")) : dash;
     });
-    row("size MB", [&](const json& c, bool) {
+    t.row("size MB", [&](const json& c, bool) {
         return has(c, "model_bytes") ? fmt("%.3f", num(c, "model_bytes") / 1e6) : dash;
     });
-    row("prefill tok/s", [&](const json& c, bool) {
+    t.row("prefill tok/s", [&](const json& c, bool) {
         return has(c, "prefill_tokens_per_second")
                    ? fmt("%.0f", num(c, "prefill_tokens_per_second"))
                    : dash;
     });
-    row("decode tok/s", [&](const json& c, bool) {
+    t.row("decode tok/s", [&](const json& c, bool) {
         return c.contains("speed") && has(c["speed"], "decode_tokens_per_second")
                    ? fmt("%.0f", num(c["speed"], "decode_tokens_per_second"))
                    : dash;
     });
-    row("peak RSS MB", [&](const json& c, bool) {
+    t.row("peak RSS MB", [&](const json& c, bool) {
         return has(c, "peak_rss_bytes") && num(c, "peak_rss_bytes") > 0
                    ? fmt("%.1f", num(c, "peak_rss_bytes") / 1048576.0)
                    : dash;
     });
-    row("seconds", [&](const json& c, bool) { return fmt("%.2f", num(c, "seconds")); });
+    t.row("seconds", [&](const json& c, bool) { return fmt("%.2f", num(c, "seconds")); });
+}
 
-    // Display width counts UTF-8 code points (± and Δ are two bytes each).
-    auto width = [](const std::string& s) {
-        size_t w = 0;
-        for (unsigned char ch : s)
-            if ((ch & 0xC0) != 0x80) ++w;
-        return w;
-    };
-    std::vector<size_t> w(header.size(), 0);
-    for (size_t i = 0; i < header.size(); ++i) w[i] = width(header[i]);
-    for (const auto& cells : rows)
-        for (size_t i = 0; i < cells.size(); ++i) w[i] = std::max(w[i], width(cells[i]));
+/// Display width counts UTF-8 code points (± and Δ are two bytes each).
+size_t cellWidth(const std::string& s) {
+    size_t w = 0;
+    for (unsigned char ch : s)
+        if ((ch & 0xC0) != 0x80) ++w;
+    return w;
+}
+
+/// The label column left-aligned, the others right-aligned, each as wide as its widest cell.
+void printAligned(const EvalTable& t) {
+    std::vector<size_t> w(t.header.size(), 0);
+    for (size_t i = 0; i < t.header.size(); ++i) w[i] = cellWidth(t.header[i]);
+    for (const auto& cells : t.rows)
+        for (size_t i = 0; i < cells.size(); ++i) w[i] = std::max(w[i], cellWidth(cells[i]));
     auto printRow = [&](const std::vector<std::string>& cells) {
         for (size_t i = 0; i < cells.size(); ++i) {
-            const size_t pad = w[i] - width(cells[i]);
+            const size_t pad = w[i] - cellWidth(cells[i]);
             if (i == 0)
                 std::printf("%s%*s", cells[i].c_str(), int(pad), "");
             else
@@ -269,8 +281,34 @@ void printEvalTable(const json& j) {
         }
         std::printf("\n");
     };
-    printRow(header);
-    for (const auto& cells : rows) printRow(cells);
+    printRow(t.header);
+    for (const auto& cells : t.rows) printRow(cells);
+}
+
+} // namespace
+
+/// Prints the side-by-side table of an eval record (the --json object of `eval`).
+void printEvalTable(const json& j) {
+    printEvalHeader(j);
+    EvalTable t;
+    t.cols = {&j["baseline"]};
+    for (const auto& c : j["configs"]) t.cols.push_back(&c);
+    for (const json* c : t.cols) t.header.push_back(c->value("name", std::string("?")));
+    t.row("PPL", [&](const json& c, bool) {
+        return has(c, "ppl") ? fmt2("%.4f ± %.4f", num(c, "ppl"), num(c, "ppl_se"))
+                             : std::string("-");
+    });
+    bool divergence = false;
+    for (const auto& c : j["configs"]) divergence = divergence || c.contains("kld");
+    if (!j["configs"].empty())
+        t.row("PPL ratio", [&](const json& c, bool base) {
+            return base || !has(c, "ppl_ratio") ? std::string("-")
+                                                : fmt("%.5f", num(c, "ppl_ratio"));
+        });
+    if (divergence) addDivergenceRows(t);
+    addTaskRows(t, j["baseline"]);
+    addResourceRows(t);
+    printAligned(t);
     if (j.contains("timings"))
         std::printf("\ntime:    %.2f s in all (%d threads)\n", num(j["timings"], "total_seconds"),
                     int(num(j["timings"], "threads")));

@@ -99,93 +99,110 @@ std::unique_ptr<Model> openModel(const Args& a, bool needTokenizer) {
 }
 
 // ---------------------------------------------------------------------------------------- info
-int cmdInfo(const std::vector<std::string>& argv) {
-    Args a(argv, kCommonValued, kCommonFlags);
-    applyThreads(a);
-    auto model = openModel(a, false);
-    const ModelSpec& s = model->spec();
-    std::map<std::string, int64_t> dtypeCounts;
-    for (const auto& t : model->tensors())
-        dtypeCounts[std::string(dtypeName(t.dtype))] += t.numel();
+namespace {
 
-    if (a.flag("--json")) {
-        json j;
-        j["path"] = model->path();
-        j["format"] = s.sourceFormat;
-        j["architecture"] = s.arch;
-        j["dim"] = s.dim;
-        j["n_layers"] = s.nLayers;
-        j["n_heads"] = s.nHeads;
-        j["n_kv_heads"] = s.nKvHeads;
-        j["head_dim"] = s.headDim;
-        j["hidden_dim"] = s.hidden;
-        j["vocab_size"] = s.vocab;
-        j["context_length"] = s.maxSeq;
-        j["norm_eps"] = s.normEps;
-        j["rope"] = {{"type", ropeTypeName(s.rope.type)},
-                     {"theta", s.rope.theta},
-                     {"factor", s.rope.factor},
-                     {"interleaved", s.rope.interleaved}};
-        j["tied_embeddings"] = s.tiedEmbeddings;
-        j["attention_bias"] = s.attnBias;
-        j["qk_norm"] = s.qkNorm;
-        j["sliding_window"] = s.slidingWindow;
-        j["norm"] = s.norm == NormType::LayerNorm ? "layernorm" : "rmsnorm";
-        j["position_embedding"] = s.isMamba()                         ? "none"
-                                  : s.posEmbed == PosEmbedding::Rope  ? "rope"
-                                  : s.posEmbed == PosEmbedding::Alibi ? "alibi"
-                                                                      : "learned";
-        j["activation"] = s.hiddenAct;
-        if (s.isMoe())
-            j["moe"] = {{"experts", s.nExperts}, {"experts_per_token", s.nExpertsPerTok}};
-        if (s.arch == "mamba")
-            j["ssm"] = {{"inner", s.ssmInner},
-                        {"state", s.ssmState},
-                        {"conv_kernel", s.ssmConv},
-                        {"dt_rank", s.ssmDtRank}};
-        j["bos_id"] = s.bosId;
-        j["eos_ids"] = s.eosIds;
-        j["parameters"] = model->parameterCount();
-        j["stored_bytes"] = model->storedBytes();
-        j["dtypes"] = dtypeCounts; // elements per dtype
-        if (model->hasTokenizer()) {
-            const Tokenizer& tk = model->tokenizer();
-            j["tokenizer"] = {{"kind", tk.kind()},
-                              {"vocab_size", tk.vocabSize()},
-                              {"bos_id", tk.bosId()},
-                              {"eos_id", tk.eosId()},
-                              {"adds_bos", tk.addsBos()}};
-        } else {
-            j["tokenizer"] = nullptr;
+using DtypeCounts = std::map<std::string, int64_t>;
+
+/// Elements per storage dtype.
+DtypeCounts countDtypes(const Model& model) {
+    DtypeCounts dtypeCounts;
+    for (const auto& t : model.tensors()) dtypeCounts[std::string(dtypeName(t.dtype))] += t.numel();
+    return dtypeCounts;
+}
+
+/// The spec's fields of `info --json`, from "path" to "eos_ids".
+json infoSpecJson(const Model& model) {
+    const ModelSpec& s = model.spec();
+    json j;
+    j["path"] = model.path();
+    j["format"] = s.sourceFormat;
+    j["architecture"] = s.arch;
+    j["dim"] = s.dim;
+    j["n_layers"] = s.nLayers;
+    j["n_heads"] = s.nHeads;
+    j["n_kv_heads"] = s.nKvHeads;
+    j["head_dim"] = s.headDim;
+    j["hidden_dim"] = s.hidden;
+    j["vocab_size"] = s.vocab;
+    j["context_length"] = s.maxSeq;
+    j["norm_eps"] = s.normEps;
+    j["rope"] = {{"type", ropeTypeName(s.rope.type)},
+                 {"theta", s.rope.theta},
+                 {"factor", s.rope.factor},
+                 {"interleaved", s.rope.interleaved}};
+    j["tied_embeddings"] = s.tiedEmbeddings;
+    j["attention_bias"] = s.attnBias;
+    j["qk_norm"] = s.qkNorm;
+    j["sliding_window"] = s.slidingWindow;
+    j["norm"] = s.norm == NormType::LayerNorm ? "layernorm" : "rmsnorm";
+    j["position_embedding"] = s.isMamba()                         ? "none"
+                              : s.posEmbed == PosEmbedding::Rope  ? "rope"
+                              : s.posEmbed == PosEmbedding::Alibi ? "alibi"
+                                                                  : "learned";
+    j["activation"] = s.hiddenAct;
+    if (s.isMoe()) j["moe"] = {{"experts", s.nExperts}, {"experts_per_token", s.nExpertsPerTok}};
+    if (s.arch == "mamba")
+        j["ssm"] = {{"inner", s.ssmInner},
+                    {"state", s.ssmState},
+                    {"conv_kernel", s.ssmConv},
+                    {"dt_rank", s.ssmDtRank}};
+    j["bos_id"] = s.bosId;
+    j["eos_ids"] = s.eosIds;
+    return j;
+}
+
+/// Every tensor of `info --json`; counts the tensors stored in a quantised scheme.
+json infoTensorsJson(const Model& model, int64_t& quantizedTensors) {
+    json tensors = json::array();
+    for (const auto& t : model.tensors()) {
+        json e = {{"name", t.name},
+                  {"file_name", t.fileName},
+                  {"dtype", std::string(dtypeName(t.dtype))},
+                  {"shape", t.shape},
+                  {"parameters", t.numel()},
+                  {"bytes", t.nbytes}};
+        // Weights dequantised at load (GPTQ / AWQ / compressed-tensors): the stored scheme
+        // and the bytes of the quantised tensors in the file.
+        if (std::string scheme = model.tensorScheme(t.name); !scheme.empty()) {
+            e["scheme"] = scheme;
+            e["stored_bytes"] = model.tensorStoredBytes(t);
+            ++quantizedTensors;
         }
-        json tensors = json::array();
-        int64_t quantizedTensors = 0;
-        for (const auto& t : model->tensors()) {
-            json e = {{"name", t.name},
-                      {"file_name", t.fileName},
-                      {"dtype", std::string(dtypeName(t.dtype))},
-                      {"shape", t.shape},
-                      {"parameters", t.numel()},
-                      {"bytes", t.nbytes}};
-            // Weights dequantised at load (GPTQ / AWQ / compressed-tensors): the stored scheme
-            // and the bytes of the quantised tensors in the file.
-            if (std::string scheme = model->tensorScheme(t.name); !scheme.empty()) {
-                e["scheme"] = scheme;
-                e["stored_bytes"] = model->tensorStoredBytes(t);
-                ++quantizedTensors;
-            }
-            tensors.push_back(std::move(e));
-        }
-        if (!model->quantizationMethod().empty())
-            j["quantization"] = {{"method", model->quantizationMethod()},
-                                 {"summary", model->quantizationSummary()},
-                                 {"quantized_tensors", quantizedTensors}};
-        j["tensors"] = tensors;
-        j["warnings"] = model->warnings();
-        printJson(j);
-        return 0;
+        tensors.push_back(std::move(e));
     }
-    std::printf("model:        %s\n", model->path().c_str());
+    return tensors;
+}
+
+void printInfoJson(const Model& model, const DtypeCounts& dtypeCounts) {
+    json j = infoSpecJson(model);
+    j["parameters"] = model.parameterCount();
+    j["stored_bytes"] = model.storedBytes();
+    j["dtypes"] = dtypeCounts; // elements per dtype
+    if (model.hasTokenizer()) {
+        const Tokenizer& tk = model.tokenizer();
+        j["tokenizer"] = {{"kind", tk.kind()},
+                          {"vocab_size", tk.vocabSize()},
+                          {"bos_id", tk.bosId()},
+                          {"eos_id", tk.eosId()},
+                          {"adds_bos", tk.addsBos()}};
+    } else {
+        j["tokenizer"] = nullptr;
+    }
+    int64_t quantizedTensors = 0;
+    const json tensors = infoTensorsJson(model, quantizedTensors);
+    if (!model.quantizationMethod().empty())
+        j["quantization"] = {{"method", model.quantizationMethod()},
+                             {"summary", model.quantizationSummary()},
+                             {"quantized_tensors", quantizedTensors}};
+    j["tensors"] = tensors;
+    j["warnings"] = model.warnings();
+    printJson(j);
+}
+
+/// The text of `info` down to the warnings.
+void printInfoSummary(const Model& model, const DtypeCounts& dtypeCounts) {
+    const ModelSpec& s = model.spec();
+    std::printf("model:        %s\n", model.path().c_str());
     std::printf("format:       %s\n", s.sourceFormat.c_str());
     std::printf("architecture: %s\n", s.arch.c_str());
     std::printf("dims:         dim %lld, layers %lld, heads %lld, kv heads %lld, head dim %lld, "
@@ -215,36 +232,55 @@ int cmdInfo(const std::vector<std::string>& argv) {
     std::printf("tied embed:   %s%s%s\n", s.tiedEmbeddings ? "yes" : "no",
                 s.attnBias ? ", q/k/v bias" : "", s.qkNorm ? ", q/k norm" : "");
     if (s.slidingWindow > 0) std::printf("sliding win:  %lld\n", (long long)s.slidingWindow);
-    std::printf("parameters:   %s (%lld)\n", humanCount(double(model->parameterCount())).c_str(),
-                (long long)model->parameterCount());
-    std::printf("stored size:  %s (%llu bytes)\n", humanBytes(double(model->storedBytes())).c_str(),
-                (unsigned long long)model->storedBytes());
-    if (!model->quantizationSummary().empty())
+    std::printf("parameters:   %s (%lld)\n", humanCount(double(model.parameterCount())).c_str(),
+                (long long)model.parameterCount());
+    std::printf("stored size:  %s (%llu bytes)\n", humanBytes(double(model.storedBytes())).c_str(),
+                (unsigned long long)model.storedBytes());
+    if (!model.quantizationSummary().empty())
         std::printf("quantization: %s (dequantised to f32 at load)\n",
-                    model->quantizationSummary().c_str());
+                    model.quantizationSummary().c_str());
     std::printf("dtypes:      ");
     for (const auto& [k, v] : dtypeCounts) std::printf(" %s: %lld", k.c_str(), (long long)v);
     std::printf("\n");
-    if (model->hasTokenizer()) {
-        const Tokenizer& tk = model->tokenizer();
+    if (model.hasTokenizer()) {
+        const Tokenizer& tk = model.tokenizer();
         std::printf("tokenizer:    %s, vocab %d, bos %d, eos %d%s\n", tk.kind().c_str(),
                     tk.vocabSize(), tk.bosId(), tk.eosId(), tk.addsBos() ? ", adds BOS" : "");
     } else {
         std::printf("tokenizer:    none found\n");
     }
-    for (const auto& w : model->warnings()) std::printf("warning:      %s\n", w.c_str());
+    for (const auto& w : model.warnings()) std::printf("warning:      %s\n", w.c_str());
+}
+
+/// The tensor table of `info`, columns as wide as their longest entry.
+void printTensorTable(const Model& model) {
     size_t wName = 6, wFile = 9, wShape = 5;
-    for (const auto& t : model->tensors()) {
+    for (const auto& t : model.tensors()) {
         wName = std::max(wName, t.name.size());
         wFile = std::max(wFile, t.fileName.size());
         wShape = std::max(wShape, shapeString(t.shape).size());
     }
     std::printf("\n%-*s  %-*s  %-6s  %-*s  %12s\n", int(wName), "tensor", int(wFile), "file name",
                 "dtype", int(wShape), "shape", "bytes");
-    for (const auto& t : model->tensors())
+    for (const auto& t : model.tensors())
         std::printf("%-*s  %-*s  %-6s  %-*s  %12llu\n", int(wName), t.name.c_str(), int(wFile),
                     t.fileName.c_str(), std::string(dtypeName(t.dtype)).c_str(), int(wShape),
                     shapeString(t.shape).c_str(), (unsigned long long)t.nbytes);
+}
+
+} // namespace
+
+int cmdInfo(const std::vector<std::string>& argv) {
+    Args a(argv, kCommonValued, kCommonFlags);
+    applyThreads(a);
+    auto model = openModel(a, false);
+    const DtypeCounts dtypeCounts = countDtypes(*model);
+    if (a.flag("--json")) {
+        printInfoJson(*model, dtypeCounts);
+        return 0;
+    }
+    printInfoSummary(*model, dtypeCounts);
+    printTensorTable(*model);
     return 0;
 }
 

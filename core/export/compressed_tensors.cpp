@@ -173,6 +173,133 @@ void sparseBlobs(std::vector<HfTensorBlob>& out, const HfQuantModule& m, const s
     if (!two4) out.push_back(std::move(offs));
 }
 
+/// The descriptors of sparseBlobs(), in its order.
+void sparseDescs(std::vector<TensorDesc>& out, const HfQuantModule& m, DType dt) {
+    const int64_t rows = m.rows, cols = m.cols;
+    const bool two4 = isTwoFour(m);
+    int64_t kept = 0;
+    for (uint8_t k : *m.mask) kept += k != 0;
+    out.push_back({m.module + ".shape", DType::I64,
+                   two4 ? std::vector<int64_t>{2, 1} : std::vector<int64_t>{2}});
+    out.push_back({m.module + ".compressed", dt,
+                   two4 ? std::vector<int64_t>{rows, cols / 2} : std::vector<int64_t>{kept}});
+    out.push_back({m.module + ".bitmask", DType::U8, {rows, (cols + 7) / 8}});
+    if (!two4) out.push_back({m.module + ".row_offsets", DType::I64, {rows}});
+}
+
+/// How a packed module's codes, scales and zero points are laid out in compressed-tensors.
+struct PackedLayout {
+    bool fp8 = false, asym = false;
+    int bits = 0;
+    int32_t off = 0; ///< compressed-tensors' code offset 2^(b-1) (0 for fp8)
+    int64_t gpr = 0; ///< groups per row (0: one tensor scale)
+    int64_t gl = 0;  ///< columns per group
+    std::string fmt; ///< quantFormatOf()
+    std::vector<int64_t> scaleShape;
+    std::vector<int64_t> pos; ///< stored column of input column j (PackedTensor::colOrder)
+    uint64_t rowBytes = 0;    ///< packed code bytes of a row
+
+    int64_t packFactor() const { return 32 / bits; }
+    int64_t packedCols() const { return (int64_t(pos.size()) + packFactor() - 1) / packFactor(); }
+    int64_t packedRows(int64_t rows) const { return (rows + packFactor() - 1) / packFactor(); }
+    DType codeType() const { return fp8 ? DType::F8_E4M3 : DType::I8; }
+    size_t groupOf(int64_t r, int64_t j) const {
+        return gpr == 0 ? 0 : size_t(r * gpr + pos[size_t(j)] / gl);
+    }
+};
+
+PackedLayout layoutOf(const HfQuantModule& m) {
+    const PackedTensor& p = *m.packed;
+    const WeightSettings& s = p.settings;
+    PackedLayout L;
+    L.fp8 = s.format == WeightFormat::Fp8E4M3;
+    L.asym = !L.fp8 && !s.symmetric;
+    L.bits = codeBitsOf(s);
+    L.off = L.fp8 ? 0 : 1 << (L.bits - 1);
+    L.gpr = groupsPerRow(s, m.cols);
+    L.gl = s.granularity == Granularity::Group ? s.groupSize : m.cols;
+    L.fmt = quantFormatOf(m);
+    L.rowBytes = compress::packedCodeBytes(1, m.cols, s);
+    L.scaleShape = L.gpr == 0 ? std::vector<int64_t>{1} : std::vector<int64_t>{m.rows, L.gpr};
+    // GPTQ act-order groups are written in input-column order with weight_g_idx.
+    L.pos.resize(size_t(m.cols));
+    for (int64_t k = 0; k < m.cols; ++k)
+        L.pos[size_t(p.colOrder.empty() ? k : p.colOrder[size_t(k)])] = k;
+    return L;
+}
+
+/// Unsigned code u of weight (r, j) (compressed-tensors' q + 2^(b-1)); pruned weights get the
+/// zero point.
+uint32_t codeAt(const HfQuantModule& m, const PackedLayout& L, int64_t r, int64_t j) {
+    const PackedTensor& p = *m.packed;
+    if (m.mask && !(*m.mask)[size_t(r * m.cols + j)]) {
+        if (L.fp8) return 0;
+        return L.asym ? uint32_t(f16ToF32(p.zeros[L.groupOf(r, j)])) : uint32_t(L.off);
+    }
+    return getBits(p.codes.data() + uint64_t(r) * L.rowBytes, L.pos[size_t(j)], L.bits);
+}
+
+HfTensorBlob gIdxBlob(const HfQuantModule& m, const PackedLayout& L) {
+    HfTensorBlob gidx = makeBlob(m.module + ".weight_g_idx", DType::I32, {m.cols});
+    for (int64_t j = 0; j < m.cols; ++j)
+        put<int32_t>(gidx, size_t(j), int32_t(L.pos[size_t(j)] / L.gl));
+    return gidx;
+}
+
+/// pack-quantized: the codes of a row packed LSB-first into int32 words.
+HfTensorBlob packedWeightBlob(const HfQuantModule& m, const PackedLayout& L) {
+    const int64_t pf = L.packFactor(), pc = L.packedCols();
+    HfTensorBlob packed = makeBlob(m.module + ".weight_packed", DType::I32, {m.rows, pc});
+    for (int64_t r = 0; r < m.rows; ++r)
+        for (int64_t k = 0; k < pc; ++k) {
+            uint32_t word = 0;
+            for (int64_t i = 0; i < pf && k * pf + i < m.cols; ++i)
+                word |= codeAt(m, L, r, k * pf + i) << (L.bits * i);
+            put<uint32_t>(packed, size_t(r * pc + k), word);
+        }
+    return packed;
+}
+
+/// pack-quantized zero points: one I8 for a tensor scale, else pack_to_int32(zero_point, bits,
+/// packed_dim=0), along the output rows.
+HfTensorBlob packedZeroPointBlob(const HfQuantModule& m, const PackedLayout& L) {
+    const std::vector<uint16_t>& zeros = m.packed->zeros;
+    if (L.gpr == 0) {
+        HfTensorBlob zp = makeBlob(m.module + ".weight_zero_point", DType::I8, {1});
+        put<int8_t>(zp, 0, int8_t(int32_t(f16ToF32(zeros[0])) - L.off));
+        return zp;
+    }
+    const int64_t pf = L.packFactor(), pr = L.packedRows(m.rows), gpr = L.gpr;
+    HfTensorBlob zp = makeBlob(m.module + ".weight_zero_point", DType::I32, {pr, gpr});
+    for (int64_t k = 0; k < pr; ++k)
+        for (int64_t g = 0; g < gpr; ++g) {
+            uint32_t word = 0;
+            for (int64_t i = 0; i < pf && k * pf + i < m.rows; ++i)
+                word |= uint32_t(f16ToF32(zeros[size_t((k * pf + i) * gpr + g)])) << (L.bits * i);
+            put<uint32_t>(zp, size_t(k * gpr + g), word);
+        }
+    return zp;
+}
+
+/// naive / int / float-quantized: a byte per code (signed int8 or fp8), dense or sparse.
+void byteCodeBlobs(std::vector<HfTensorBlob>& out, const HfQuantModule& m, const PackedLayout& L) {
+    const int64_t rows = m.rows, cols = m.cols;
+    std::vector<std::byte> w(size_t(rows * cols));
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t j = 0; j < cols; ++j) {
+            const uint32_t u = codeAt(m, L, r, j);
+            w[size_t(r * cols + j)] =
+                L.fp8 ? std::byte(uint8_t(u)) : std::byte(uint8_t(int8_t(int32_t(u) - L.off)));
+        }
+    if (sparseCompressed(m)) {
+        sparseBlobs(out, m, w.data(), 1, L.codeType());
+        return;
+    }
+    HfTensorBlob wb = makeBlob(m.module + ".weight", L.codeType(), {rows, cols});
+    wb.data = std::move(w);
+    out.push_back(std::move(wb));
+}
+
 class CompressedTensorsFormat final : public HfQuantFormat {
 public:
     std::string name() const override { return "compressed-tensors"; }
@@ -217,116 +344,85 @@ public:
         return {};
     }
 
-    std::vector<HfTensorBlob> encode(const HfQuantModule& m) const override {
+    /// Throws when `m` cannot be written (cannotExpress()) or its packed data does not fit it.
+    void checkEncodable(const HfQuantModule& m) const {
         const std::string why = cannotExpress(m);
         if (!why.empty())
             throw ArgumentError(m.module + ": cannot be written as compressed-tensors: " + why);
-        std::vector<HfTensorBlob> out;
+        if (!m.packed) return;
+        const PackedTensor& p = *m.packed;
+        if (p.rows != m.rows || p.cols != m.cols)
+            throw ArgumentError(m.module + ": packed shape does not match the module's");
+        const bool asym = p.settings.format != WeightFormat::Fp8E4M3 && !p.settings.symmetric;
+        const int64_t gpr = groupsPerRow(p.settings, m.cols);
+        const size_t nGroups = gpr == 0 ? 1 : size_t(m.rows * gpr);
+        if (p.scales.size() != nGroups || (asym && p.zeros.size() != nGroups))
+            throw ArgumentError(m.module + ": packed scales do not fit the settings");
+    }
+
+    std::vector<TensorDesc> describe(const HfQuantModule& m) const override {
+        checkEncodable(m);
+        std::vector<TensorDesc> out;
+        if (!m.packed) {
+            sparseDescs(out, m, DType::F32);
+            return out;
+        }
+        const PackedLayout L = layoutOf(m);
         const int64_t rows = m.rows, cols = m.cols;
+        if (!m.packed->colOrder.empty())
+            out.push_back({m.module + ".weight_g_idx", DType::I32, {cols}});
+        const TensorDesc scale{m.module + ".weight_scale", DType::F16, L.scaleShape};
+        if (L.fmt == kPackQuantized) {
+            out.push_back({m.module + ".weight_packed", DType::I32, {rows, L.packedCols()}});
+            out.push_back(scale);
+            out.push_back({m.module + ".weight_shape", DType::I64, {2}});
+            if (L.asym)
+                out.push_back(L.gpr == 0
+                                  ? TensorDesc{m.module + ".weight_zero_point", DType::I8, {1}}
+                                  : TensorDesc{m.module + ".weight_zero_point",
+                                               DType::I32,
+                                               {L.packedRows(rows), L.gpr}});
+        } else {
+            if (sparseCompressed(m))
+                sparseDescs(out, m, L.codeType());
+            else
+                out.push_back({m.module + ".weight", L.codeType(), {rows, cols}});
+            out.push_back(scale);
+            if (L.asym) out.push_back({m.module + ".weight_zero_point", DType::I8, L.scaleShape});
+        }
+        if (m.activation.active() && !m.activation.perToken)
+            out.push_back({m.module + ".input_scale", DType::F32, {1}});
+        return out;
+    }
+
+    std::vector<HfTensorBlob> encode(const HfQuantModule& m) const override {
+        checkEncodable(m);
+        std::vector<HfTensorBlob> out;
         if (!m.packed) {
             sparseBlobs(out, m, reinterpret_cast<const std::byte*>(m.values->data()), 4,
                         DType::F32);
             return out;
         }
-        const PackedTensor& p = *m.packed;
-        const WeightSettings& s = p.settings;
-        if (p.rows != rows || p.cols != cols)
-            throw ArgumentError(m.module + ": packed shape does not match the module's");
-        const bool fp8 = s.format == WeightFormat::Fp8E4M3;
-        const bool asym = !fp8 && !s.symmetric;
-        const int bits = codeBitsOf(s);
-        const int32_t off = fp8 ? 0 : 1 << (bits - 1);
-        const int64_t gpr = groupsPerRow(s, cols);
-        const int64_t gl = s.granularity == Granularity::Group ? s.groupSize : cols;
-        const uint64_t rb = compress::packedCodeBytes(1, cols, s);
-        const size_t nGroups = gpr == 0 ? 1 : size_t(rows * gpr);
-        if (p.scales.size() != nGroups || (asym && p.zeros.size() != nGroups))
-            throw ArgumentError(m.module + ": packed scales do not fit the settings");
-        // Stored column of input column j (PackedTensor::colOrder: GPTQ act-order groups, written
-        // in input-column order with weight_g_idx).
-        std::vector<int64_t> pos(static_cast<size_t>(cols));
-        for (int64_t k = 0; k < cols; ++k)
-            pos[size_t(p.colOrder.empty() ? k : p.colOrder[size_t(k)])] = k;
-        auto groupOf = [&](int64_t r, int64_t j) -> size_t {
-            return gpr == 0 ? 0 : size_t(r * gpr + pos[size_t(j)] / gl);
-        };
-        // Unsigned codes u (compressed-tensors' q + 2^(b-1)); pruned weights get the zero point.
-        auto code = [&](int64_t r, int64_t j) -> uint32_t {
-            if (m.mask && !(*m.mask)[size_t(r * cols + j)]) {
-                if (fp8) return 0;
-                return asym ? uint32_t(f16ToF32(p.zeros[groupOf(r, j)])) : uint32_t(off);
-            }
-            return getBits(p.codes.data() + uint64_t(r) * rb, pos[size_t(j)], bits);
-        };
-        if (!p.colOrder.empty()) {
-            HfTensorBlob gidx = makeBlob(m.module + ".weight_g_idx", DType::I32, {cols});
-            for (int64_t j = 0; j < cols; ++j)
-                put<int32_t>(gidx, size_t(j), int32_t(pos[size_t(j)] / gl));
-            out.push_back(std::move(gidx));
-        }
-        const std::string fmt = quantFormatOf(m);
-        std::vector<int64_t> scaleShape =
-            gpr == 0 ? std::vector<int64_t>{1} : std::vector<int64_t>{rows, gpr};
-        HfTensorBlob scale = makeBlob(m.module + ".weight_scale", DType::F16, scaleShape);
-        std::memcpy(scale.data.data(), p.scales.data(), p.scales.size() * 2);
-        if (fmt == kPackQuantized) {
-            const int64_t pf = 32 / bits, pc = (cols + pf - 1) / pf;
-            HfTensorBlob packed = makeBlob(m.module + ".weight_packed", DType::I32, {rows, pc});
-            for (int64_t r = 0; r < rows; ++r)
-                for (int64_t k = 0; k < pc; ++k) {
-                    uint32_t word = 0;
-                    for (int64_t i = 0; i < pf && k * pf + i < cols; ++i)
-                        word |= code(r, k * pf + i) << (bits * i);
-                    put<uint32_t>(packed, size_t(r * pc + k), word);
-                }
-            out.push_back(std::move(packed));
+        const PackedLayout L = layoutOf(m);
+        if (!m.packed->colOrder.empty()) out.push_back(gIdxBlob(m, L));
+        HfTensorBlob scale = makeBlob(m.module + ".weight_scale", DType::F16, L.scaleShape);
+        std::memcpy(scale.data.data(), m.packed->scales.data(), m.packed->scales.size() * 2);
+        if (L.fmt == kPackQuantized) {
+            out.push_back(packedWeightBlob(m, L));
             out.push_back(std::move(scale));
             HfTensorBlob shape = makeBlob(m.module + ".weight_shape", DType::I64, {2});
-            put<int64_t>(shape, 0, rows);
-            put<int64_t>(shape, 1, cols);
+            put<int64_t>(shape, 0, m.rows);
+            put<int64_t>(shape, 1, m.cols);
             out.push_back(std::move(shape));
-            if (asym) {
-                if (gpr == 0) {
-                    HfTensorBlob zp = makeBlob(m.module + ".weight_zero_point", DType::I8, {1});
-                    put<int8_t>(zp, 0, int8_t(int32_t(f16ToF32(p.zeros[0])) - off));
-                    out.push_back(std::move(zp));
-                } else {
-                    // pack_to_int32(zero_point, bits, packed_dim=0): along the output rows.
-                    const int64_t pr = (rows + pf - 1) / pf;
-                    HfTensorBlob zp =
-                        makeBlob(m.module + ".weight_zero_point", DType::I32, {pr, gpr});
-                    for (int64_t k = 0; k < pr; ++k)
-                        for (int64_t g = 0; g < gpr; ++g) {
-                            uint32_t word = 0;
-                            for (int64_t i = 0; i < pf && k * pf + i < rows; ++i)
-                                word |= uint32_t(f16ToF32(p.zeros[size_t((k * pf + i) * gpr + g)]))
-                                        << (bits * i);
-                            put<uint32_t>(zp, size_t(k * gpr + g), word);
-                        }
-                    out.push_back(std::move(zp));
-                }
-            }
+            if (L.asym) out.push_back(packedZeroPointBlob(m, L));
         } else {
-            std::vector<std::byte> w(size_t(rows * cols));
-            for (int64_t r = 0; r < rows; ++r)
-                for (int64_t j = 0; j < cols; ++j) {
-                    const uint32_t u = code(r, j);
-                    w[size_t(r * cols + j)] =
-                        fp8 ? std::byte(uint8_t(u)) : std::byte(uint8_t(int8_t(int32_t(u) - off)));
-                }
-            const DType wt = fp8 ? DType::F8_E4M3 : DType::I8;
-            if (sparseCompressed(m)) {
-                sparseBlobs(out, m, w.data(), 1, wt);
-            } else {
-                HfTensorBlob wb = makeBlob(m.module + ".weight", wt, {rows, cols});
-                wb.data = std::move(w);
-                out.push_back(std::move(wb));
-            }
+            byteCodeBlobs(out, m, L);
             out.push_back(std::move(scale));
-            if (asym) {
-                HfTensorBlob zp = makeBlob(m.module + ".weight_zero_point", DType::I8, scaleShape);
-                for (size_t g = 0; g < p.zeros.size(); ++g)
-                    put<int8_t>(zp, g, int8_t(int32_t(f16ToF32(p.zeros[g])) - off));
+            if (L.asym) {
+                HfTensorBlob zp =
+                    makeBlob(m.module + ".weight_zero_point", DType::I8, L.scaleShape);
+                for (size_t g = 0; g < m.packed->zeros.size(); ++g)
+                    put<int8_t>(zp, g, int8_t(int32_t(f16ToF32(m.packed->zeros[g])) - L.off));
                 out.push_back(std::move(zp));
             }
         }

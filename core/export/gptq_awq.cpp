@@ -239,10 +239,25 @@ public:
         return {};
     }
 
-    std::vector<HfTensorBlob> encode(const HfQuantModule& m) const override {
+    /// The module's codes, scales and zero points; throws when the format cannot hold them.
+    Unpacked checkedView(const HfQuantModule& m) const {
         if (std::string r = intrinsicReason(m); !r.empty())
             throw ArgumentError("GPTQ export of " + m.module + ": " + r);
-        const Unpacked u = view(m, "GPTQ");
+        return view(m, "GPTQ");
+    }
+
+    std::vector<TensorDesc> describe(const HfQuantModule& m) const override {
+        const Unpacked u = checkedView(m);
+        const int b = u.bits;
+        const int64_t R = u.rows, C = u.cols, G = u.groups;
+        return {{m.module + ".qweight", DType::I32, {C * b / 32, R}},
+                {m.module + ".qzeros", DType::I32, {G, R * b / 32}},
+                {m.module + ".scales", DType::F16, {G, R}},
+                {m.module + ".g_idx", DType::I32, {C}}};
+    }
+
+    std::vector<HfTensorBlob> encode(const HfQuantModule& m) const override {
+        const Unpacked u = checkedView(m);
         const int b = u.bits;
         const int64_t R = u.rows, C = u.cols, G = u.groups;
         // qweight [C * b / 32, R]: column r is the bit stream of its C codes.
@@ -426,10 +441,23 @@ public:
         return {};
     }
 
-    std::vector<HfTensorBlob> encode(const HfQuantModule& m) const override {
+    /// The module's codes, scales and zero points; throws when the format cannot hold them.
+    Unpacked checkedView(const HfQuantModule& m) const {
         if (std::string r = intrinsicReason(m); !r.empty())
             throw ArgumentError("AWQ export of " + m.module + ": " + r);
-        const Unpacked u = view(m, "AWQ");
+        return view(m, "AWQ");
+    }
+
+    std::vector<TensorDesc> describe(const HfQuantModule& m) const override {
+        const Unpacked u = checkedView(m);
+        const int64_t R = u.rows, C = u.cols, G = u.groups, W = R / 8;
+        return {{m.module + ".qweight", DType::I32, {C, W}},
+                {m.module + ".qzeros", DType::I32, {G, W}},
+                {m.module + ".scales", DType::F16, {G, R}}};
+    }
+
+    std::vector<HfTensorBlob> encode(const HfQuantModule& m) const override {
+        const Unpacked u = checkedView(m);
         const int64_t R = u.rows, C = u.cols, G = u.groups, W = R / 8;
         int slot[8]; // output r % 8 -> nibble
         for (int k = 0; k < 8; ++k) slot[kAwqOrder[k]] = k;

@@ -707,9 +707,10 @@ void Writer::planCopy(RunState& s, Item it, const TensorFacts& t, HfModuleReport
     s.items.push_back(std::move(it));
 }
 
-/// A quantised / pruned weight offered to the format as one module: encoded once for its
-/// descriptors (the data is encoded again while the shards are written). Returns why the
-/// format cannot express it; empty: planned (and `it` moved into the plan).
+/// A quantised / pruned weight offered to the format as one module: the format describes its
+/// tensors (names, types, shapes) without encoding them; each module is encoded once, while the
+/// shards are written. Returns why the format cannot express it; empty: planned (and `it` moved
+/// into the plan).
 std::string Writer::planModule(RunState& s, Item& it, HfModuleReport& rep,
                                HfCheckpointResult& res) const {
     auto pb = s.prebuilt.find(it.name);
@@ -717,14 +718,14 @@ std::string Writer::planModule(RunState& s, Item& it, HfModuleReport& rep,
     if (h->m.sparsity && !h->m.mask) attachMask(*h, it);
     std::string problem = m_format.cannotExpress(h->m);
     if (!problem.empty()) return problem;
-    const std::vector<HfTensorBlob> blobs = m_format.encode(h->m);
+    std::vector<TensorDesc> descs = m_format.describe(h->m);
     it.kind = Kind::Module;
     it.firstDesc = s.descs.size();
-    for (size_t b = 0; b < blobs.size(); ++b) {
-        s.descs.push_back({blobs[b].name, blobs[b].dtype, blobs[b].shape});
+    for (size_t b = 0; b < descs.size(); ++b) {
+        s.descs.push_back(std::move(descs[b]));
         s.sources.push_back({s.items.size(), b});
     }
-    it.descCount = blobs.size();
+    it.descCount = descs.size();
     h->values.clear(); // only the config needs it now: no pointers into data
     h->values.shrink_to_fit();
     h->m.values = nullptr;
@@ -929,8 +930,24 @@ bool Writer::writeFolder(const RunState& s, const json& qc, const OutputFolder& 
     return true;
 }
 
-/// The safetensors shards: each tensor's bytes made as the writer asks for them (modules
-/// encoded once per module), with progress and cancellation per tensor.
+/// The tensors a module's encode() made are the ones its describe() planned (names, types,
+/// shapes, in order).
+void checkBlobsMatch(const std::vector<HfTensorBlob>& blobs, const std::vector<TensorDesc>& descs,
+                     const Item& it) {
+    if (blobs.size() != it.descCount)
+        throw Error(it.name + ": the format encoded " + std::to_string(blobs.size()) +
+                    " tensors, it described " + std::to_string(it.descCount));
+    for (size_t b = 0; b < blobs.size(); ++b) {
+        const TensorDesc& d = descs[it.firstDesc + b];
+        if (blobs[b].name != d.name || blobs[b].dtype != d.dtype || blobs[b].shape != d.shape)
+            throw Error(it.name + ": the format encoded " + blobs[b].name + " (" +
+                        std::string(dtypeName(blobs[b].dtype)) + ") where it described " + d.name +
+                        " (" + std::string(dtypeName(d.dtype)) + ") or another shape");
+    }
+}
+
+/// The safetensors shards: each tensor's bytes made as the writer asks for them (each module
+/// encoded once, when its first tensor is written), with progress and cancellation per tensor.
 void Writer::writeShards(const RunState& s, const std::string& tmp, const HfCheckpointOptions& opts,
                          Progress& progress, HfCheckpointResult& res) const {
     uint64_t done = 0;
@@ -948,8 +965,7 @@ void Writer::writeShards(const RunState& s, const std::string& tmp, const HfChec
                 const auto h = buildModule(it);
                 blobs = m_format.encode(h->m);
                 cachedItem = src.item;
-                if (blobs.size() != it.descCount)
-                    throw Error(it.name + ": the format's tensors changed between passes");
+                checkBlobsMatch(blobs, s.descs, it);
             }
             const HfTensorBlob& b = blobs[src.blob];
             if (b.data.size() != nbytes)

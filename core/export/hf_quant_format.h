@@ -11,6 +11,7 @@
 #include "core/common/dtype.h"
 #include "core/compress/quantizer.h"
 #include "core/compress/sparsity.h"
+#include "core/io/tensor_desc.h"
 #include "core/model/runtime_quant.h"
 
 #include <nlohmann/json.hpp>
@@ -75,6 +76,16 @@ public:
     virtual std::string cannotExpress(const HfQuantModule& m) const = 0;
     /// The tensors that replace "<module>.weight" (a bias stays as it is).
     virtual std::vector<HfTensorBlob> encode(const HfQuantModule& m) const = 0;
+    /// The names, types and shapes of encode()'s tensors, in its order, without making their
+    /// bytes: the writer plans the file with them and encodes each module once, as it writes
+    /// it. Throws what encode() throws for a module it cannot write. Default: encode() without
+    /// the bytes (formats override it with the layout alone).
+    virtual std::vector<TensorDesc> describe(const HfQuantModule& m) const {
+        std::vector<TensorDesc> d;
+        for (HfTensorBlob& b : encode(m))
+            d.push_back({std::move(b.name), b.dtype, std::move(b.shape)});
+        return d;
+    }
     /// config.json's "quantization_config" for the modules written and the linears left in
     /// floats (`ignored`: HF module names); `kv` the KV-cache quantisation of the blocks (empty:
     /// none).

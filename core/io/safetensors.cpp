@@ -24,8 +24,8 @@ using json = nlohmann::json;
 // safetensors' own dtype spellings; the reader accepts only these (not the GGUF block names).
 std::optional<DType> safetensorsDType(const std::string& s) {
     static const std::pair<const char*, DType> kNames[] = {
-        {"F32", DType::F32}, {"F16", DType::F16},  {"BF16", DType::BF16}, {"F64", DType::F64},
-        {"I8", DType::I8},   {"U8", DType::U8},    {"I16", DType::I16},   {"I32", DType::I32},
+        {"F32", DType::F32}, {"F16", DType::F16},   {"BF16", DType::BF16},      {"F64", DType::F64},
+        {"I8", DType::I8},   {"U8", DType::U8},     {"I16", DType::I16},        {"I32", DType::I32},
         {"I64", DType::I64}, {"BOOL", DType::Bool}, {"F8_E4M3", DType::F8_E4M3}};
     for (const auto& [n, t] : kNames)
         if (s == n) return t;
@@ -78,13 +78,15 @@ const TensorView* SafetensorsSet::find(std::string_view name) const {
     return nullptr;
 }
 
-SafetensorsSet readSafetensors(const std::string& path) {
-    auto file = MappedFile::open(path);
-    const uint64_t size = file->size();
+namespace {
+
+/// The JSON header of a mapped safetensors file; `hlen` receives its length in bytes.
+json readHeader(const MappedFile& file, const std::string& path, uint64_t& hlen) {
+    const uint64_t size = file.size();
     if (size < 8)
         throw FormatError(path, "file too short for a safetensors header (" + std::to_string(size) +
                                     " bytes)");
-    const uint64_t hlen = readU64le(file->data());
+    hlen = readU64le(file.data());
     if (hlen > size - 8)
         throw FormatError(path,
                           "header length " + std::to_string(hlen) +
@@ -93,7 +95,7 @@ SafetensorsSet readSafetensors(const std::string& path) {
                           0);
     if (hlen > kMaxHeader)
         throw FormatError(path, "header length " + std::to_string(hlen) + " exceeds 100 MB", 0);
-    const char* hbeg = reinterpret_cast<const char*>(file->data() + 8);
+    const char* hbeg = reinterpret_cast<const char*>(file.data() + 8);
     json header;
     try {
         header = parseJsonText(std::string_view(hbeg, hlen), path, 8);
@@ -101,83 +103,84 @@ SafetensorsSet readSafetensors(const std::string& path) {
         throw FormatError(path, "header: " + e.problem(), e.offset());
     }
     if (!header.is_object()) throw FormatError(path, "header is not a JSON object", 8);
+    return header;
+}
 
-    const uint64_t dataStart = 8 + hlen;
-    const uint64_t dataSize = size - dataStart;
-    SafetensorsSet set;
-    set.paths.push_back(path);
-    std::vector<TensorView> tensors;
-    std::vector<std::pair<uint64_t, uint64_t>> ranges;
-    for (auto it = header.begin(); it != header.end(); ++it) {
-        const std::string& name = it.key();
-        const json& v = it.value();
-        if (name == "__metadata__") {
-            if (!v.is_object()) throw FormatError(path, "__metadata__ is not a JSON object", 8);
-            for (auto m = v.begin(); m != v.end(); ++m)
-                set.metadata.emplace_back(m.key(),
-                                          m->is_string() ? m->get<std::string>() : m->dump());
-            continue;
-        }
-        const std::string where = "tensor '" + name + "': ";
-        if (!v.is_object()) throw FormatError(path, where + "entry is not a JSON object", 8);
-        auto dt = v.find("dtype");
-        auto sh = v.find("shape");
-        auto off = v.find("data_offsets");
-        if (dt == v.end() || !dt->is_string())
-            throw FormatError(path, where + "missing or non-string \"dtype\"", 8);
-        if (sh == v.end() || !sh->is_array())
-            throw FormatError(path, where + "missing or non-array \"shape\"", 8);
-        if (off == v.end() || !off->is_array() || off->size() != 2 ||
-            !(*off)[0].is_number_unsigned() || !(*off)[1].is_number_unsigned())
-            throw FormatError(path, where + "\"data_offsets\" must be two non-negative integers",
-                              8);
-        const std::string dtName = dt->get<std::string>();
-        const auto dtype = safetensorsDType(dtName);
-        if (!dtype)
-            throw UnsupportedError(path + ": " + where + "unsupported dtype '" + dtName +
-                                   "' (supported: F32 F16 BF16 F64 I8 U8 I16 I32 I64 BOOL)");
-        TensorView t;
-        t.name = name;
-        t.fileName = name;
-        t.file = path;
-        t.dtype = *dtype;
-        for (const auto& d : *sh) {
-            if (!d.is_number_unsigned())
-                throw FormatError(path, where + "shape entries must be non-negative integers", 8);
-            const uint64_t dv = d.get<uint64_t>();
-            if (dv > uint64_t(INT64_MAX))
-                throw FormatError(path, where + "shape " + sh->dump() + " overflows", 8);
-            t.shape.push_back(int64_t(dv));
-        }
-        // At most kMaxTensorElements elements, checked before anything is sized by the shape.
-        const uint64_t numel = uint64_t(checked::numel(t.shape, path, "tensor '" + name + "'"));
-        const auto bytes = dtypeBytesFor(t.dtype, numel);
-        if (!bytes) throw FormatError(path, where + "byte size of shape overflows", 8);
-        const uint64_t b = (*off)[0].get<uint64_t>();
-        const uint64_t e = (*off)[1].get<uint64_t>();
-        if (b > e)
-            throw FormatError(path,
-                              where + "data_offsets [" + std::to_string(b) + ", " +
-                                  std::to_string(e) + "] are reversed",
-                              8);
-        if (e > dataSize)
-            throw FormatError(path,
-                              where + "data_offsets [" + std::to_string(b) + ", " +
-                                  std::to_string(e) + "] run past the end of the data section (" +
-                                  std::to_string(dataSize) + " bytes); file truncated?",
-                              dataStart + b);
-        if (e - b != *bytes)
-            throw FormatError(path,
-                              where + "holds " + std::to_string(e - b) + " bytes but dtype " +
-                                  dtName + " and shape " + sh->dump() + " need " +
-                                  std::to_string(*bytes),
-                              dataStart + b);
-        t.data = file->data() + dataStart + b;
-        t.nbytes = *bytes;
-        tensors.push_back(std::move(t));
-        ranges.emplace_back(b, e);
+/// Where a file's data section starts and how long it is.
+struct DataSection {
+    const std::byte* base = nullptr; ///< the mapped file
+    uint64_t start = 0, size = 0;
+};
+
+/// A header entry's dtype (a string) and shape (an array), checked; `where` names the tensor.
+void readDtypeAndShape(const json& dt, const json& sh, const std::string& path,
+                       const std::string& where, TensorView& t) {
+    const std::string dtName = dt.get<std::string>();
+    const auto dtype = safetensorsDType(dtName);
+    if (!dtype)
+        throw UnsupportedError(path + ": " + where + "unsupported dtype '" + dtName +
+                               "' (supported: F32 F16 BF16 F64 I8 U8 I16 I32 I64 BOOL)");
+    t.dtype = *dtype;
+    for (const auto& d : sh) {
+        if (!d.is_number_unsigned())
+            throw FormatError(path, where + "shape entries must be non-negative integers", 8);
+        const uint64_t dv = d.get<uint64_t>();
+        if (dv > uint64_t(INT64_MAX))
+            throw FormatError(path, where + "shape " + sh.dump() + " overflows", 8);
+        t.shape.push_back(int64_t(dv));
     }
-    // Data order, and no two tensors may share bytes.
+}
+
+/// One tensor of the header, its bytes checked against the data section; `range` receives its
+/// data_offsets.
+TensorView readTensorEntry(const std::string& name, const json& v, const std::string& path,
+                           const DataSection& data, std::pair<uint64_t, uint64_t>& range) {
+    const std::string where = "tensor '" + name + "': ";
+    if (!v.is_object()) throw FormatError(path, where + "entry is not a JSON object", 8);
+    auto dt = v.find("dtype");
+    auto sh = v.find("shape");
+    auto off = v.find("data_offsets");
+    if (dt == v.end() || !dt->is_string())
+        throw FormatError(path, where + "missing or non-string \"dtype\"", 8);
+    if (sh == v.end() || !sh->is_array())
+        throw FormatError(path, where + "missing or non-array \"shape\"", 8);
+    if (off == v.end() || !off->is_array() || off->size() != 2 || !(*off)[0].is_number_unsigned() ||
+        !(*off)[1].is_number_unsigned())
+        throw FormatError(path, where + "\"data_offsets\" must be two non-negative integers", 8);
+    TensorView t;
+    t.name = name;
+    t.fileName = name;
+    t.file = path;
+    readDtypeAndShape(*dt, *sh, path, where, t);
+    // At most kMaxTensorElements elements, checked before anything is sized by the shape.
+    const uint64_t numel = uint64_t(checked::numel(t.shape, path, "tensor '" + name + "'"));
+    const auto bytes = dtypeBytesFor(t.dtype, numel);
+    if (!bytes) throw FormatError(path, where + "byte size of shape overflows", 8);
+    const uint64_t b = (*off)[0].get<uint64_t>();
+    const uint64_t e = (*off)[1].get<uint64_t>();
+    const std::string offsets = "data_offsets [" + std::to_string(b) + ", " + std::to_string(e);
+    if (b > e) throw FormatError(path, where + offsets + "] are reversed", 8);
+    if (e > data.size)
+        throw FormatError(path,
+                          where + offsets + "] run past the end of the data section (" +
+                              std::to_string(data.size) + " bytes); file truncated?",
+                          data.start + b);
+    if (e - b != *bytes)
+        throw FormatError(path,
+                          where + "holds " + std::to_string(e - b) + " bytes but dtype " +
+                              dt->get<std::string>() + " and shape " + sh->dump() + " need " +
+                              std::to_string(*bytes),
+                          data.start + b);
+    t.data = data.base + data.start + b;
+    t.nbytes = *bytes;
+    range = {b, e};
+    return t;
+}
+
+/// The tensors in data order; no two may share bytes.
+std::vector<TensorView> inDataOrder(std::vector<TensorView> tensors,
+                                    const std::vector<std::pair<uint64_t, uint64_t>>& ranges,
+                                    const std::string& path, uint64_t dataStart) {
     std::vector<size_t> order(tensors.size());
     for (size_t i = 0; i < order.size(); ++i) order[i] = i;
     std::sort(order.begin(), order.end(),
@@ -195,8 +198,36 @@ SafetensorsSet readSafetensors(const std::string& path) {
         maxEnd = cur.second;
         maxEndAt = order[k];
     }
-    set.tensors.reserve(tensors.size());
-    for (size_t i : order) set.tensors.push_back(std::move(tensors[i]));
+    std::vector<TensorView> sorted;
+    sorted.reserve(tensors.size());
+    for (size_t i : order) sorted.push_back(std::move(tensors[i]));
+    return sorted;
+}
+
+} // namespace
+
+SafetensorsSet readSafetensors(const std::string& path) {
+    auto file = MappedFile::open(path);
+    uint64_t hlen = 0;
+    const json header = readHeader(*file, path, hlen);
+    const DataSection data{file->data(), 8 + hlen, file->size() - (8 + hlen)};
+    SafetensorsSet set;
+    set.paths.push_back(path);
+    std::vector<TensorView> tensors;
+    std::vector<std::pair<uint64_t, uint64_t>> ranges;
+    for (auto it = header.begin(); it != header.end(); ++it) {
+        const json& v = it.value();
+        if (it.key() == "__metadata__") {
+            if (!v.is_object()) throw FormatError(path, "__metadata__ is not a JSON object", 8);
+            for (auto m = v.begin(); m != v.end(); ++m)
+                set.metadata.emplace_back(m.key(),
+                                          m->is_string() ? m->get<std::string>() : m->dump());
+            continue;
+        }
+        ranges.emplace_back();
+        tensors.push_back(readTensorEntry(it.key(), v, path, data, ranges.back()));
+    }
+    set.tensors = inDataOrder(std::move(tensors), ranges, path, data.start);
     set.files.push_back(std::move(file));
     return set;
 }
