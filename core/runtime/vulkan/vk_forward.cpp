@@ -238,6 +238,19 @@ void DeviceForward::rope(std::vector<Dispatch>& ds, const Buffer& x, int64_t n, 
     setPush(d, pc);
 }
 
+/// The state of one run() call that its recording steps share.
+struct DeviceForward::Call {
+    ProductRecorder& rec;
+    const TransformerPlan& plan;
+    int64_t n = 0, pos0 = 0;
+    std::vector<Dispatch> ds;
+    /// Cache buffers replaced by growCache(): the dispatches read them, so they are freed
+    /// after the submission (reserved up front: the dispatches hold pointers into it).
+    std::vector<Buffer> retired;
+    std::vector<AttentionPush> attnPush; ///< per layer
+    int64_t products = 0;
+};
+
 int64_t DeviceForward::run(ProductRecorder& rec, const TransformerPlan& plan, const float* h,
                            const float* cosT, const float* sinT, int64_t n, int64_t pos0,
                            int64_t logitsFrom, float* logitsOut) {
@@ -246,74 +259,81 @@ int64_t DeviceForward::run(ProductRecorder& rec, const TransformerPlan& plan, co
     if (n > plan.batch || pos0 < 0 || pos0 + n > plan.ctx)
         throw Error("Vulkan: resident forward of " + std::to_string(n) + " tokens at " +
                     std::to_string(pos0) + " exceeds the session's batch or context");
-    const int64_t dim = plan.dim, hd = plan.headDim, half = plan.rotDim / 2;
+    const int64_t dim = plan.dim, half = plan.rotDim / 2;
     std::memcpy(m_in.mapped, h, size_t(n * dim) * 4);
     if (plan.rotDim > 0) {
         std::memcpy(m_cos.mapped, cosT, size_t(n * half) * 4);
         std::memcpy(m_sin.mapped, sinT, size_t(n * half) * 4);
     }
-    std::vector<Dispatch> ds;
-    // The KV cache grows like the host's (doubling, at least 256 rows, at most the context):
-    // the rows before pos0 move to the new buffers at the start of this submission; the old
-    // buffers are freed after it.
-    std::vector<Buffer> retired;
+    Call c{rec, plan, n, pos0, {}, {}, {}, 0};
     struct Retire {
         Context& ctx;
         std::vector<Buffer>& bufs;
         ~Retire() {
             for (Buffer& b : bufs) ctx.destroy(b);
         }
-    } retire{*m_ctx, retired};
-    if (pos0 + n > m_cacheRows) {
-        const int64_t cap = std::min(std::max<int64_t>({pos0 + n, 2 * m_cacheRows, 256}), plan.ctx);
-        std::vector<Buffer> nk(m_kc.size()), nv(m_vc.size());
-        retired.reserve(2 * m_kc.size()); // the dispatches hold pointers into it
-        try {
-            for (size_t l = 0; l < m_kc.size(); ++l) {
-                nk[l] = m_ctx->createDeviceBuffer(uint64_t(cap * plan.layers[l].kvd) * 4);
-                nv[l] = m_ctx->createDeviceBuffer(uint64_t(cap * plan.layers[l].kvd) * 4);
-            }
-        } catch (...) {
-            for (Buffer& b : nk) m_ctx->destroy(b);
-            for (Buffer& b : nv) m_ctx->destroy(b);
-            throw;
-        }
-        for (size_t l = 0; l < m_kc.size(); ++l) {
-            const int64_t keep = std::min(pos0, m_cacheRows) * plan.layers[l].kvd;
-            if (keep > 0) {
-                retired.push_back(m_kc[l]);
-                retired.push_back(m_vc[l]);
-            } else {
-                m_ctx->destroy(m_kc[l]);
-                m_ctx->destroy(m_vc[l]);
-            }
-            m_kc[l] = nk[l];
-            m_vc[l] = nv[l];
-            // (the dispatches point at m_kc/m_vc and retired, which do not move until run())
-            if (keep > 0) {
-                const Buffer& ok = retired[retired.size() - 2];
-                eltwise(ds, kCopy, m_kc[l], ok, ok, keep);
-                eltwise(ds, kCopy, m_vc[l], retired.back(), retired.back(), keep);
-            }
-        }
-        m_cacheRows = cap;
-    }
-    int64_t products = 0;
-    auto product = [&](const PlanLinear& w, const Buffer& x, const Buffer& y, int64_t nTok) {
-        rec.record(ds, w, x, y, nTok, m_params, offsetOf(w.bias));
-        ++products;
-    };
-    eltwise(ds, kCopy, m_h, m_in, m_in, n * dim);
+    } retire{*m_ctx, c.retired};
+    growCache(c);
+    eltwise(c.ds, kCopy, m_h, m_in, m_in, n * dim);
+    planAttention(c);
+    for (size_t l = 0; l < plan.layers.size(); ++l) recordBlock(c, l);
+    const int64_t nOut = n - logitsFrom;
+    if (nOut > 0) recordHead(c, logitsFrom);
+    m_ctx->run(c.ds);
+    if (nOut > 0) std::memcpy(logitsOut, m_logits.mapped, size_t(nOut * plan.vocab) * 4);
+    return c.products;
+}
 
-    // Key splits: the part buffer for the largest split this call makes.
-    const Pipeline& attn = m_ctx->pipeline("attention", 6, sizeof(AttentionPush));
-    const Pipeline& merge = m_ctx->pipeline("attention_merge", 2, sizeof(MergePush));
-    const Pipeline& append = m_ctx->pipeline("kv_append", 4, sizeof(AppendPush));
-    std::vector<AttentionPush> attnPush(plan.layers.size());
+// The KV cache grows like the host's (doubling, at least 256 rows, at most the context): the
+// rows before pos0 move to the new buffers at the start of this submission; the old buffers
+// are freed after it.
+void DeviceForward::growCache(Call& c) {
+    const TransformerPlan& plan = c.plan;
+    if (c.pos0 + c.n <= m_cacheRows) return;
+    const int64_t cap = std::min(std::max<int64_t>({c.pos0 + c.n, 2 * m_cacheRows, 256}), plan.ctx);
+    std::vector<Buffer> nk(m_kc.size()), nv(m_vc.size());
+    c.retired.reserve(2 * m_kc.size());
+    try {
+        for (size_t l = 0; l < m_kc.size(); ++l) {
+            nk[l] = m_ctx->createDeviceBuffer(uint64_t(cap * plan.layers[l].kvd) * 4);
+            nv[l] = m_ctx->createDeviceBuffer(uint64_t(cap * plan.layers[l].kvd) * 4);
+        }
+    } catch (...) {
+        for (Buffer& b : nk) m_ctx->destroy(b);
+        for (Buffer& b : nv) m_ctx->destroy(b);
+        throw;
+    }
+    for (size_t l = 0; l < m_kc.size(); ++l) {
+        const int64_t keep = std::min(c.pos0, m_cacheRows) * plan.layers[l].kvd;
+        if (keep > 0) {
+            c.retired.push_back(m_kc[l]);
+            c.retired.push_back(m_vc[l]);
+        } else {
+            m_ctx->destroy(m_kc[l]);
+            m_ctx->destroy(m_vc[l]);
+        }
+        m_kc[l] = nk[l];
+        m_vc[l] = nv[l];
+        // (the dispatches point at m_kc/m_vc and retired, which do not move until run())
+        if (keep > 0) {
+            const Buffer& ok = c.retired[c.retired.size() - 2];
+            eltwise(c.ds, kCopy, m_kc[l], ok, ok, keep);
+            eltwise(c.ds, kCopy, m_vc[l], c.retired.back(), c.retired.back(), keep);
+        }
+    }
+    m_cacheRows = cap;
+}
+
+// Each layer's attention push constants, with key splits (as vk_attention.cpp: few (head,
+// token) workgroups over many keys), and the part buffer for the largest split of the call.
+void DeviceForward::planAttention(Call& c) {
+    const TransformerPlan& plan = c.plan;
+    const int64_t n = c.n, pos0 = c.pos0, hd = plan.headDim;
+    c.attnPush.resize(plan.layers.size());
     int64_t partFloats = 1;
     for (size_t l = 0; l < plan.layers.size(); ++l) {
         const PlanLayer& L = plan.layers[l];
-        AttentionPush& pc = attnPush[l];
+        AttentionPush& pc = c.attnPush[l];
         pc.pos0 = uint32_t(pos0);
         pc.nHeads = uint32_t(L.heads);
         pc.group = uint32_t(L.heads / L.kvHeads);
@@ -345,114 +365,128 @@ int64_t DeviceForward::run(ProductRecorder& rec, const TransformerPlan& plan, co
         m_part = m_ctx->createDeviceBuffer(1024);
         m_partFloats = 256;
     }
+}
 
-    // x [n, dim] → out [n, dim]: q/k/v, q/k norms, RoPE, the cache append, attention, o.
-    auto attention = [&](size_t l, const Buffer& x, const Buffer& out) {
-        const PlanLayer& L = plan.layers[l];
-        product(L.q, x, m_q, n);
-        product(L.k, x, m_k, n);
-        product(L.v, x, m_v, n);
-        if (L.qNorm && !L.qNorm->empty()) {
-            norm(ds, m_q, m_q, n * L.heads, hd, 0, 0, offsetOf(L.qNorm), -1, L.qkNormLayer,
-                 plan.normEps, L.qkNormLayer ? L.heads : 1);
-            norm(ds, m_k, m_k, n * L.kvHeads, hd, 0, 0, offsetOf(L.kNorm), -1, L.qkNormLayer,
-                 plan.normEps, L.qkNormLayer ? L.kvHeads : 1);
-        }
-        if (plan.rotDim > 0) {
-            rope(ds, m_q, n, L.qd, L.heads, plan.rotDim, plan.interleaved);
-            rope(ds, m_k, n, L.kvd, L.kvHeads, plan.rotDim, plan.interleaved);
-        }
-        {
-            Dispatch& d = ds.emplace_back();
-            d.pipeline = &append;
-            d.buffers = {&m_k, &m_v, &m_kc[l], &m_vc[l]};
-            AppendPush ap{uint32_t(pos0 * L.kvd), uint32_t(n * L.kvd), 0};
-            grid1d(d, n * L.kvd, 256, &ap.rowStride);
-            setPush(d, ap);
-        }
-        const AttentionPush& pc = attnPush[l];
-        {
-            Dispatch& a = ds.emplace_back();
-            a.pipeline = &attn;
-            a.buffers = {&m_q, &m_kc[l], &m_vc[l], &m_att, &m_slopes, &m_part};
-            setPush(a, pc);
-            a.groups[0] = uint32_t(L.heads);
-            a.groups[1] = uint32_t(n);
-            a.groups[2] = pc.nSplit;
-        }
-        if (pc.nSplit > 1) {
-            Dispatch& d = ds.emplace_back();
-            d.pipeline = &merge;
-            d.buffers = {&m_part, &m_att};
-            setPush(d, MergePush{uint32_t(L.heads), uint32_t(hd), pc.nSplit});
-            d.groups[0] = uint32_t(L.heads);
-            d.groups[1] = uint32_t(n);
-        }
-        product(L.o, m_att, out, n);
-    };
-    // x [n, dim] → out [n, dim]: gate/up, the activation, down.
-    auto mlp = [&](size_t l, const Buffer& x, const Buffer& out) {
-        const PlanLayer& L = plan.layers[l];
-        const uint32_t act = uint32_t(plan.act);
-        if (L.gate) {
-            product(L.gate, x, m_gate, n);
-            product(L.up, x, m_up, n);
-            eltwise(ds, kGated, m_gate, m_up, m_up, n * L.hidden, act);
-        } else {
-            product(L.up, x, m_gate, n);
-            eltwise(ds, kAct, m_gate, m_gate, m_gate, n * L.hidden, act);
-        }
-        product(L.down, m_gate, out, n);
-    };
+void DeviceForward::product(Call& c, const PlanLinear& w, const Buffer& x, const Buffer& y,
+                            int64_t nTok) {
+    c.rec.record(c.ds, w, x, y, nTok, m_params, offsetOf(w.bias));
+    ++c.products;
+}
 
-    const int64_t nd = n * dim;
-    for (size_t l = 0; l < plan.layers.size(); ++l) {
-        const PlanLayer& L = plan.layers[l];
-        switch (plan.residual) {
-        case ResidualStyle::PreNorm:
-            normOf(ds, *L.attnNorm, m_h, m_xn, n);
-            attention(l, m_xn, m_tmp);
-            if (L.attnPostNorm) normOf(ds, *L.attnPostNorm, m_tmp, m_tmp, n);
-            if (plan.residualFromNorm) eltwise(ds, kCopy, m_h, m_xn, m_xn, nd);
-            eltwise(ds, kAdd, m_h, m_tmp, m_tmp, nd);
-            normOf(ds, *L.mlpNorm, m_h, m_xn, n);
-            mlp(l, m_xn, m_tmp);
-            if (L.mlpPostNorm) normOf(ds, *L.mlpPostNorm, m_tmp, m_tmp, n);
-            if (plan.residualFromNorm) eltwise(ds, kCopy, m_h, m_xn, m_xn, nd);
-            eltwise(ds, kAdd, m_h, m_tmp, m_tmp, nd);
-            break;
-        case ResidualStyle::PostNorm:
-            attention(l, m_h, m_tmp);
-            eltwise(ds, kAdd, m_h, m_tmp, m_tmp, nd);
-            normOf(ds, *L.attnNorm, m_h, m_h, n);
-            mlp(l, m_h, m_tmp);
-            eltwise(ds, kAdd, m_h, m_tmp, m_tmp, nd);
-            normOf(ds, *L.mlpNorm, m_h, m_h, n);
-            break;
-        case ResidualStyle::Parallel:
-            normOf(ds, *L.attnNorm, m_h, m_xn, n);
-            attention(l, m_xn, m_tmp);
-            if (L.mlpNorm) normOf(ds, *L.mlpNorm, m_h, m_xn, n);
-            mlp(l, m_xn, m_tmp2);
-            eltwise(ds, kAdd2, m_h, m_tmp, m_tmp2, nd);
-            break;
-        }
+// x [n, dim] → out [n, dim]: q/k/v, q/k norms, RoPE, the cache append, attention, o.
+void DeviceForward::recordAttention(Call& c, size_t l, const Buffer& x, const Buffer& out) {
+    const TransformerPlan& plan = c.plan;
+    const PlanLayer& L = plan.layers[l];
+    const int64_t n = c.n, hd = plan.headDim;
+    auto& ds = c.ds;
+    product(c, L.q, x, m_q, n);
+    product(c, L.k, x, m_k, n);
+    product(c, L.v, x, m_v, n);
+    if (L.qNorm && !L.qNorm->empty()) {
+        norm(ds, m_q, m_q, n * L.heads, hd, 0, 0, offsetOf(L.qNorm), -1, L.qkNormLayer,
+             plan.normEps, L.qkNormLayer ? L.heads : 1);
+        norm(ds, m_k, m_k, n * L.kvHeads, hd, 0, 0, offsetOf(L.kNorm), -1, L.qkNormLayer,
+             plan.normEps, L.qkNormLayer ? L.kvHeads : 1);
     }
-
-    const int64_t nOut = n - logitsFrom;
-    if (nOut > 0) {
-        if (plan.finalNorm)
-            normOf(ds, *plan.finalNorm, m_h, m_xn, nOut, logitsFrom * dim, 0);
-        else
-            eltwise(ds, kCopy, m_xn, m_h, m_h, nOut * dim, 0, 0, logitsFrom * dim);
-        product(plan.lmHead, m_xn, m_logits, nOut);
-        if (plan.finalSoftcap > 0)
-            eltwise(ds, kSoftcap, m_logits, m_logits, m_logits, nOut * plan.vocab, 0, 0, 0,
-                    plan.finalSoftcap);
+    if (plan.rotDim > 0) {
+        rope(ds, m_q, n, L.qd, L.heads, plan.rotDim, plan.interleaved);
+        rope(ds, m_k, n, L.kvd, L.kvHeads, plan.rotDim, plan.interleaved);
     }
-    m_ctx->run(ds);
-    if (nOut > 0) std::memcpy(logitsOut, m_logits.mapped, size_t(nOut * plan.vocab) * 4);
-    return products;
+    {
+        Dispatch& d = ds.emplace_back();
+        d.pipeline = &m_ctx->pipeline("kv_append", 4, sizeof(AppendPush));
+        d.buffers = {&m_k, &m_v, &m_kc[l], &m_vc[l]};
+        AppendPush ap{uint32_t(c.pos0 * L.kvd), uint32_t(n * L.kvd), 0};
+        grid1d(d, n * L.kvd, 256, &ap.rowStride);
+        setPush(d, ap);
+    }
+    const AttentionPush& pc = c.attnPush[l];
+    {
+        Dispatch& a = ds.emplace_back();
+        a.pipeline = &m_ctx->pipeline("attention", 6, sizeof(AttentionPush));
+        a.buffers = {&m_q, &m_kc[l], &m_vc[l], &m_att, &m_slopes, &m_part};
+        setPush(a, pc);
+        a.groups[0] = uint32_t(L.heads);
+        a.groups[1] = uint32_t(n);
+        a.groups[2] = pc.nSplit;
+    }
+    if (pc.nSplit > 1) {
+        Dispatch& d = ds.emplace_back();
+        d.pipeline = &m_ctx->pipeline("attention_merge", 2, sizeof(MergePush));
+        d.buffers = {&m_part, &m_att};
+        setPush(d, MergePush{uint32_t(L.heads), uint32_t(hd), pc.nSplit});
+        d.groups[0] = uint32_t(L.heads);
+        d.groups[1] = uint32_t(n);
+    }
+    product(c, L.o, m_att, out, n);
+}
+
+// x [n, dim] → out [n, dim]: gate/up, the activation, down.
+void DeviceForward::recordMlp(Call& c, size_t l, const Buffer& x, const Buffer& out) {
+    const PlanLayer& L = c.plan.layers[l];
+    const int64_t n = c.n;
+    const uint32_t act = uint32_t(c.plan.act);
+    if (L.gate) {
+        product(c, L.gate, x, m_gate, n);
+        product(c, L.up, x, m_up, n);
+        eltwise(c.ds, kGated, m_gate, m_up, m_up, n * L.hidden, act);
+    } else {
+        product(c, L.up, x, m_gate, n);
+        eltwise(c.ds, kAct, m_gate, m_gate, m_gate, n * L.hidden, act);
+    }
+    product(c, L.down, m_gate, out, n);
+}
+
+// One block in the plan's residual style (the CPU runner's steps, in its order).
+void DeviceForward::recordBlock(Call& c, size_t l) {
+    const TransformerPlan& plan = c.plan;
+    const PlanLayer& L = plan.layers[l];
+    const int64_t n = c.n, nd = n * plan.dim;
+    auto& ds = c.ds;
+    switch (plan.residual) {
+    case ResidualStyle::PreNorm:
+        normOf(ds, *L.attnNorm, m_h, m_xn, n);
+        recordAttention(c, l, m_xn, m_tmp);
+        if (L.attnPostNorm) normOf(ds, *L.attnPostNorm, m_tmp, m_tmp, n);
+        if (plan.residualFromNorm) eltwise(ds, kCopy, m_h, m_xn, m_xn, nd);
+        eltwise(ds, kAdd, m_h, m_tmp, m_tmp, nd);
+        normOf(ds, *L.mlpNorm, m_h, m_xn, n);
+        recordMlp(c, l, m_xn, m_tmp);
+        if (L.mlpPostNorm) normOf(ds, *L.mlpPostNorm, m_tmp, m_tmp, n);
+        if (plan.residualFromNorm) eltwise(ds, kCopy, m_h, m_xn, m_xn, nd);
+        eltwise(ds, kAdd, m_h, m_tmp, m_tmp, nd);
+        break;
+    case ResidualStyle::PostNorm:
+        recordAttention(c, l, m_h, m_tmp);
+        eltwise(ds, kAdd, m_h, m_tmp, m_tmp, nd);
+        normOf(ds, *L.attnNorm, m_h, m_h, n);
+        recordMlp(c, l, m_h, m_tmp);
+        eltwise(ds, kAdd, m_h, m_tmp, m_tmp, nd);
+        normOf(ds, *L.mlpNorm, m_h, m_h, n);
+        break;
+    case ResidualStyle::Parallel:
+        normOf(ds, *L.attnNorm, m_h, m_xn, n);
+        recordAttention(c, l, m_xn, m_tmp);
+        if (L.mlpNorm) normOf(ds, *L.mlpNorm, m_h, m_xn, n);
+        recordMlp(c, l, m_xn, m_tmp2);
+        eltwise(ds, kAdd2, m_h, m_tmp, m_tmp2, nd);
+        break;
+    }
+}
+
+// The final norm of the tokens from logitsFrom on, lm_head into the host-visible logits and
+// soft-capping.
+void DeviceForward::recordHead(Call& c, int64_t logitsFrom) {
+    const TransformerPlan& plan = c.plan;
+    const int64_t dim = plan.dim, nOut = c.n - logitsFrom;
+    if (plan.finalNorm)
+        normOf(c.ds, *plan.finalNorm, m_h, m_xn, nOut, logitsFrom * dim, 0);
+    else
+        eltwise(c.ds, kCopy, m_xn, m_h, m_h, nOut * dim, 0, 0, logitsFrom * dim);
+    product(c, plan.lmHead, m_xn, m_logits, nOut);
+    if (plan.finalSoftcap > 0)
+        eltwise(c.ds, kSoftcap, m_logits, m_logits, m_logits, nOut * plan.vocab, 0, 0, 0,
+                plan.finalSoftcap);
 }
 
 void DeviceForward::readCache(int layer, int64_t rows, float* k, float* v) {

@@ -61,6 +61,15 @@ private:
     void rope(std::vector<Dispatch>& ds, const Buffer& x, int64_t n, int64_t ld, int64_t heads,
               int64_t rotDim, bool interleaved);
     int64_t offsetOf(const void* p) const; ///< a parameter array's float offset (-1: none)
+    // The steps of run(), recording into the call's dispatch list.
+    struct Call;
+    void growCache(Call& c);
+    void planAttention(Call& c);
+    void product(Call& c, const PlanLinear& w, const Buffer& x, const Buffer& y, int64_t nTok);
+    void recordAttention(Call& c, size_t l, const Buffer& x, const Buffer& out);
+    void recordMlp(Call& c, size_t l, const Buffer& x, const Buffer& out);
+    void recordBlock(Call& c, size_t l);
+    void recordHead(Call& c, int64_t logitsFrom);
 
     std::shared_ptr<Context> m_ctx;
     const TransformerPlan* m_plan = nullptr; ///< the plan the buffers were made for
