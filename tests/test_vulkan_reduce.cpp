@@ -85,6 +85,7 @@ class TestVulkanReduce : public QObject {
 private slots:
     void init() { runtime::setDeviceReduceMinDim(0); }
     void cleanup() {
+        runtime::failDeviceReductionAfterForTests(-1);
         runtime::setDeviceReduceMinDim(256);
         runtime::setDefaultDevice("cpu");
     }
@@ -231,6 +232,43 @@ private slots:
             QCOMPARE(r.max[size_t(j)], mx);
         }
         QVERIFY_THROWS_EXCEPTION(ArgumentError, GramAccumulator(runtime::DeviceSpec{}, 0));
+    }
+
+    /// A device error midway (injected after two batches): what the device summed is read back,
+    /// the rest is summed on the CPU, and the totals still equal double sums; the note says why.
+    void deviceFailureCarriesOnOnTheCpu() {
+        REQUIRE_VULKAN();
+        const int64_t n = 300, d = 130;
+        const auto x = randomRows(n, d, 23);
+        std::vector<double> ref, mag;
+        gramReference(x, n, d, ref, mag);
+        runtime::failDeviceReductionAfterForTests(2);
+        GramAccumulator g(runtime::parseDeviceSpec("vulkan"), d);
+        QVERIFY(g.onDevice());
+        addInBatches(g, x, n, d);
+        QVERIFY(!g.onDevice());
+        QVERIFY2(g.note().find("injected") != std::string::npos, g.note().c_str());
+        QCOMPARE(g.rows(), n);
+        std::vector<double> got(size_t(d * d));
+        g.result(got.data());
+        for (size_t i = 0; i < got.size(); ++i)
+            QVERIFY(std::fabs(got[i] - ref[i]) <= 1e-6 * mag[i] + 1e-30);
+
+        runtime::failDeviceReductionAfterForTests(1); // the first row on the device, with its shift
+        ChannelStatsAccumulator ch(runtime::parseDeviceSpec("vulkan"), d, true);
+        addInBatches(ch, x, n, d);
+        QVERIFY(!ch.onDevice());
+        const runtime::ChannelSums r = ch.result();
+        for (int64_t j = 0; j < d; ++j) {
+            double s2 = 0, mn = INFINITY;
+            for (int64_t t = 0; t < n; ++t) {
+                const double v = x[size_t(t * d + j)], dv = v - double(x[size_t(j)]);
+                s2 += dv * dv;
+                mn = std::min(mn, v);
+            }
+            QVERIFY(std::fabs(r.s2[size_t(j)] - s2) <= 1e-6 * s2);
+            QCOMPARE(r.min[size_t(j)], mn);
+        }
     }
 
     /// captureBlockInputs of the demo model with the default device on Vulkan: the Hessian equals

@@ -20,6 +20,15 @@ namespace {
 
 std::atomic<int64_t> gMinDim{256};
 std::atomic<int64_t> gDeviceRuns{0};
+std::atomic<int64_t> gFailAfter{-1};
+
+/// Called before every device batch: throws when the test hook says this one fails.
+void checkInjectedFailure() {
+    int64_t left = gFailAfter.load();
+    while (left >= 0 && !gFailAfter.compare_exchange_weak(left, left - 1)) {
+    }
+    if (left == 0) throw Error("injected device failure (test hook)");
+}
 
 /// The Vulkan device index for a reduction of width `width` on `spec`, or -1 for the CPU
 /// (`note` says why when a Vulkan device was asked for but cannot serve).
@@ -71,6 +80,9 @@ int64_t deviceReduceMinDim() {
 int64_t deviceReductionsRun() {
     return gDeviceRuns;
 }
+void failDeviceReductionAfterForTests(int64_t n) {
+    gFailAfter = n < 0 ? -1 : n;
+}
 
 // ------------------------------------------------------------------------------------ Gram
 
@@ -118,6 +130,7 @@ void GramAccumulator::add(const float* x, int64_t n) {
         int64_t done = 0;
         try {
             for (; done < n; done += m->dev->maxRows()) {
+                checkInjectedFailure();
                 m->dev->add(x + done * m->dim, std::min(m->dev->maxRows(), n - done));
                 ++gDeviceRuns;
             }
@@ -248,6 +261,7 @@ void ChannelStatsAccumulator::add(const float* x, int64_t n) {
         try {
             if (first && m->shiftFirst) m->dev->setShift(c.shift.data());
             for (; done < n; done += m->dev->maxRows()) {
+                checkInjectedFailure();
                 m->dev->add(x + done * m->ch, std::min(m->dev->maxRows(), n - done));
                 ++gDeviceRuns;
             }

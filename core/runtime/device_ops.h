@@ -36,6 +36,9 @@ void setDeviceReduceMinDim(int64_t dim);
 int64_t deviceReduceMinDim();
 /// Batches reduced on a Vulkan device since the process started (tests check the path ran).
 int64_t deviceReductionsRun();
+/// Test hook: the device batch after the next `n` fails as a device error would (the
+/// accumulator reads back what the device holds and carries on on the CPU); n < 0: never.
+void failDeviceReductionAfterForTests(int64_t n);
 
 /// Sum over rows of x^T x for rows x of width dim.
 class GramAccumulator {

@@ -2,6 +2,7 @@
 
 #include "core/common/mapped_file.h"
 #include "core/model/model.h"
+#include "core/runtime/device_ops.h"
 #include "core/stats/fingerprint.h"
 #include "core/tokenizer/tokenizer.h"
 

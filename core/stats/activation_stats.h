@@ -13,7 +13,6 @@
 /// lm_head's input is not recorded (the session computes it only for the last token).
 #include "core/common/error.h"
 #include "core/common/progress.h"
-#include "core/runtime/device_ops.h"
 #include "core/runtime/session.h"
 #include "core/stats/tensor_stats.h"
 
@@ -24,6 +23,9 @@
 
 namespace lcw {
 class Model;
+}
+namespace lcw::runtime {
+class ChannelStatsAccumulator; // runtime/device_ops.h
 }
 
 namespace lcw::stats {

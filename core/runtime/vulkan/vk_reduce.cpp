@@ -8,6 +8,7 @@
 #include <cstring>
 #include <limits>
 #include <map>
+#include <mutex>
 #include <vector>
 
 namespace lcw::runtime::vulkan {
@@ -25,29 +26,31 @@ std::vector<uint8_t> pushWords(std::initializer_list<uint32_t> w) {
 
 /// The input rows of every accumulator on a context share one device buffer (grown on demand,
 /// freed when the last accumulator goes), so that hundreds of statistics sites do not each
-/// hold a batch. Used with the context's mutex held.
+/// hold a batch. The buffer is used with the context's mutex held; the map has its own lock
+/// (accumulators on two devices may run at once).
 struct Scratch {
     Buffer buf;
     int users = 0;
 };
+std::mutex gScratchMutex;
 std::map<const Context*, Scratch>& scratches() {
     static auto* m = new std::map<const Context*, Scratch>;
     return *m;
 }
+Scratch& scratchOf(const Context& ctx) {
+    std::lock_guard<std::mutex> lock(gScratchMutex);
+    return scratches()[&ctx]; // map nodes stay put
+}
 void addUser(Context& ctx) {
-    ++scratches()[&ctx].users;
+    ++scratchOf(ctx).users;
 }
 void dropUser(Context& ctx) {
-    auto it = scratches().find(&ctx);
-    if (it == scratches().end()) return;
-    if (--it->second.users == 0) {
-        ctx.destroy(it->second.buf);
-        scratches().erase(it);
-    }
+    Scratch& s = scratchOf(ctx);
+    if (--s.users == 0) ctx.destroy(s.buf);
 }
 /// Uploads `bytes` of rows into the shared scratch buffer and returns it.
 const Buffer& uploadRows(Context& ctx, const float* x, uint64_t bytes) {
-    Buffer& b = scratches()[&ctx].buf;
+    Buffer& b = scratchOf(ctx).buf;
     if (b.size < bytes) {
         ctx.destroy(b);
         b = ctx.createDeviceBuffer(bytes);
