@@ -22,6 +22,7 @@ std::atomic<int64_t> gMinDim{256};
 std::atomic<int64_t> gDeviceRuns{0};
 std::atomic<int64_t> gFailAfter{-1};
 
+#ifdef LCW_HAVE_VULKAN
 /// Called before every device batch: throws when the test hook says this one fails.
 void checkInjectedFailure() {
     int64_t left = gFailAfter.load();
@@ -29,6 +30,7 @@ void checkInjectedFailure() {
     }
     if (left == 0) throw Error("injected device failure (test hook)");
 }
+#endif
 
 /// The Vulkan device index for a reduction of width `width` on `spec`, or -1 for the CPU
 /// (`note` says why when a Vulkan device was asked for but cannot serve).
