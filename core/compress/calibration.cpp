@@ -1,10 +1,9 @@
 #include "core/compress/calibration.h"
 
+#include "core/runtime/device_ops.h"
 #include "core/runtime/session.h"
 #include "core/stats/activation_stats.h"
 #include "core/tokenizer/tokenizer.h"
-
-#include <Eigen/Dense>
 
 #include <algorithm>
 #include <array>
@@ -17,45 +16,31 @@ namespace lcw::compress {
 
 namespace {
 
-using MatRD = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-using MatRF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-
-/// Accumulates one distinct linear input.
+/// Accumulates one distinct linear input: X^T X and the per-channel sums on the session's
+/// device (runtime/device_ops.h), the sampled rows on the host.
 struct InputAcc {
     int64_t cols = 0, tokens = 0, stride = 1, maxRows = 0;
-    bool gram = true;
-    Eigen::MatrixXd G;
-    std::vector<float> absMax;
-    std::vector<double> sumSq, sumAbs;
+    std::unique_ptr<runtime::GramAccumulator> gram;
+    std::unique_ptr<runtime::ChannelStatsAccumulator> ch;
     std::vector<float> sample;
     int64_t sampleRows = 0;
     std::vector<std::string> names;
 
-    void init(int64_t c, const CaptureOptions& o, int64_t totalTokens) {
+    void init(int64_t c, const CaptureOptions& o, int64_t totalTokens,
+              const runtime::DeviceSpec& device) {
         cols = c;
-        gram = o.gram;
         maxRows = std::max<int64_t>(o.maxSampleRows, 0);
         stride = maxRows > 0 ? std::max<int64_t>(1, (totalTokens + maxRows - 1) / maxRows) : 1;
-        if (gram) G = Eigen::MatrixXd::Zero(c, c);
-        absMax.assign(size_t(c), 0.0f);
-        sumSq.assign(size_t(c), 0.0);
-        sumAbs.assign(size_t(c), 0.0);
+        if (o.gram) gram = std::make_unique<runtime::GramAccumulator>(device, c);
+        ch = std::make_unique<runtime::ChannelStatsAccumulator>(device, c, false);
     }
 
     void add(const float* x, int64_t n) {
-        if (gram) {
-            // X^T X of this batch in double, as one matrix-matrix product.
-            const MatRD Xd = Eigen::Map<const MatRF>(x, n, cols).cast<double>();
-            G.noalias() += Xd.transpose() * Xd;
-        }
+        if (gram) gram->add(x, n);
+        ch->add(x, n);
         for (int64_t t = 0; t < n; ++t) {
-            const float* r = x + t * cols;
-            for (int64_t j = 0; j < cols; ++j) {
-                absMax[size_t(j)] = std::max(absMax[size_t(j)], std::fabs(r[j]));
-                sumSq[size_t(j)] += double(r[j]) * double(r[j]);
-                sumAbs[size_t(j)] += std::fabs(double(r[j]));
-            }
             if (sampleRows < maxRows && (tokens + t) % stride == 0) {
+                const float* r = x + t * cols;
                 sample.insert(sample.end(), r, r + cols);
                 ++sampleRows;
             }
@@ -69,14 +54,16 @@ struct InputAcc {
         li.tokens = tokens;
         if (gram) {
             li.gram.resize(size_t(cols * cols));
-            Eigen::Map<MatRD>(li.gram.data(), cols, cols) = G;
+            gram->result(li.gram.data());
         }
-        li.absMax = absMax;
+        const runtime::ChannelSums cs = ch->result();
+        li.absMax.resize(size_t(cols));
         li.meanSq.resize(size_t(cols));
         li.meanAbs.resize(size_t(cols));
         for (int64_t j = 0; j < cols; ++j) {
-            li.meanSq[size_t(j)] = tokens ? float(sumSq[size_t(j)] / double(tokens)) : 0.0f;
-            li.meanAbs[size_t(j)] = tokens ? float(sumAbs[size_t(j)] / double(tokens)) : 0.0f;
+            li.absMax[size_t(j)] = float(cs.absMax(size_t(j)));
+            li.meanSq[size_t(j)] = tokens ? float(cs.s2[size_t(j)] / double(tokens)) : 0.0f;
+            li.meanAbs[size_t(j)] = tokens ? float(cs.sumAbs[size_t(j)] / double(tokens)) : 0.0f;
         }
         li.sample = sample;
         li.sampleRows = sampleRows;
@@ -87,8 +74,9 @@ struct InputAcc {
 
 class CaptureObserver final : public Observer {
 public:
-    CaptureObserver(int layer, const CaptureOptions& o, int64_t totalTokens)
-        : m_layer(layer), m_opts(o), m_total(totalTokens) {}
+    CaptureObserver(int layer, const CaptureOptions& o, int64_t totalTokens,
+                    runtime::DeviceSpec device)
+        : m_layer(layer), m_opts(o), m_total(totalTokens), m_device(device) {}
 
     void onLinearInput(int layer, LinearRole role, const std::string& name, const float* x,
                        int64_t n, int64_t dim) override {
@@ -113,7 +101,7 @@ public:
         auto& slot = m_acc[name];
         if (!slot) {
             slot = std::make_unique<InputAcc>();
-            slot->init(dim, m_opts, m_total);
+            slot->init(dim, m_opts, m_total, m_device);
             slot->names.push_back(name);
             m_order.push_back(name);
         }
@@ -133,6 +121,7 @@ private:
     int m_layer;
     CaptureOptions m_opts;
     int64_t m_total;
+    runtime::DeviceSpec m_device;
     const float* m_lastX = nullptr;
     int64_t m_lastN = 0;
     LinearRole m_lastRole = LinearRole::LmHead;
@@ -329,7 +318,8 @@ std::map<std::string, LinearInputs> captureBlockInputs(const WeightSource& w,
                                                        Progress& progress) {
     checkArgs(w, cal, layer);
     Session session(w, sessionFor(cal, layer, opts.threads));
-    CaptureObserver obs(layer, opts, cal.tokens());
+    // The reductions run where the session's products do (the CPU when the device fell back).
+    CaptureObserver obs(layer, opts, cal.tokens(), runtime::parseDeviceSpec(session.device().id));
     session.addObserver(&obs);
     std::vector<float> logits;
     const size_t N = cal.samples.size();

@@ -2,6 +2,7 @@
 
 #include "core/common/mapped_file.h"
 #include "core/model/model.h"
+#include "core/runtime/device_ops.h"
 #include "core/stats/fingerprint.h"
 #include "core/tokenizer/tokenizer.h"
 
@@ -18,59 +19,21 @@
 
 namespace lcw::stats {
 
-namespace {
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define LCW_KERNEL __attribute__((target_clones("avx2", "default"), noinline))
-#else
-#define LCW_KERNEL
-#endif
-
-struct ChAcc {
-    double *s1, *s2, *s3, *s4, *mn, *mx, *sa;
-    const float* shift;
-};
-
-/// Adds one token's row to the per-channel shifted power sums, extrema and Σ|x|.
-LCW_KERNEL void channelAccum(const float* r, int64_t C, ChAcc a) {
-    double *s1 = a.s1, *s2 = a.s2, *s3 = a.s3, *s4 = a.s4, *mn = a.mn, *mx = a.mx, *sa = a.sa;
-    const float* sh = a.shift;
-#pragma omp simd
-    for (int64_t j = 0; j < C; ++j) {
-        const double v = r[j];
-        const double d = v - double(sh[j]), d2 = d * d;
-        s1[j] += d;
-        s2[j] += d2;
-        s3[j] += d2 * d;
-        s4[j] += d2 * d2;
-        const double om = mn[j], ox = mx[j];
-        mn[j] = v < om ? v : om;
-        mx[j] = v > ox ? v : ox;
-        sa[j] += std::fabs(v);
-    }
-}
-
-} // namespace
-
 SiteAccumulator::SiteAccumulator(std::string name, std::string kind, int layer, int64_t channels,
-                                 int64_t heads, int histBins)
+                                 int64_t heads, int histBins, const runtime::DeviceSpec& device)
     : m_name(std::move(name)), m_kind(std::move(kind)), m_layer(layer), m_ch(channels),
-      m_heads(std::max<int64_t>(1, heads)), m_s1(size_t(channels), 0), m_s2(size_t(channels), 0),
-      m_s3(size_t(channels), 0), m_s4(size_t(channels), 0), m_min(size_t(channels), INFINITY),
-      m_max(size_t(channels), -INFINITY), m_sabs(size_t(channels), 0), m_hist(histBins) {}
+      m_heads(std::max<int64_t>(1, heads)),
+      m_chan(std::make_unique<runtime::ChannelStatsAccumulator>(device, channels, true)),
+      m_hist(histBins) {}
+
+SiteAccumulator::~SiteAccumulator() = default;
 
 void SiteAccumulator::add(const float* x, int64_t nTokens) {
     if (nTokens <= 0) return;
     const int64_t C = m_ch;
-    if (m_shift.empty()) m_shift.assign(x, x + C); // shift by the first token: stable sums
-    double* s1 = m_s1.data();
-    double* s2 = m_s2.data();
-    double* s3 = m_s3.data();
-    double* s4 = m_s4.data();
-    double* mn = m_min.data();
-    double* mx = m_max.data();
-    double* sa = m_sabs.data();
-    const float* sh = m_shift.data();
+    // Per-channel moments (shifted by the first token: stable sums), extrema and sum |x|, on the
+    // site's device.
+    m_chan->add(x, nTokens);
     const int64_t hd = C / m_heads, H = m_heads;
     const int64_t total = nTokens * C;
     // The session calls observers from one thread; spread big batches over the OpenMP threads
@@ -109,24 +72,12 @@ void SiteAccumulator::add(const float* x, int64_t nTokens) {
     uint32_t* sk = m_scratchKey.data();
     uint32_t* sb = m_scratchBin.data();
     const AdaptiveHistogram& hist = m_hist;
-    constexpr int64_t kChunk = 64;
-    const int64_t nChunks = (C + kChunk - 1) / kChunk;
-    // omp: nothrow (sums, keys and bins into allocated buffers)
-#pragma omp parallel if (par)
-    {
-        // Per-channel sums: threads own disjoint channel ranges.
-#pragma omp for schedule(static)
-        for (int64_t cb = 0; cb < nChunks; ++cb) {
-            const int64_t c0 = cb * kChunk, cn = std::min(kChunk, C - c0);
-            const ChAcc acc{s1 + c0, s2 + c0, s3 + c0, s4 + c0, mn + c0, mx + c0, sa + c0, sh + c0};
-            for (int64_t t = 0; t < nTokens; ++t) channelAccum(x + t * C + c0, cn, acc);
-        }
-        // Histogram keys and bins in parallel; the increments follow serially.
-#pragma omp for schedule(static)
-        for (int64_t i = 0; i < total; ++i) {
-            sk[i] = AbsKeyHistogram::key(x[i]);
-            sb[i] = uint32_t(hist.binOf(x[i]));
-        }
+    // Histogram keys and bins in parallel; the increments follow serially.
+    // omp: nothrow (keys and bins into allocated buffers)
+#pragma omp parallel for if (par) schedule(static)
+    for (int64_t i = 0; i < total; ++i) {
+        sk[i] = AbsKeyHistogram::key(x[i]);
+        sb[i] = uint32_t(hist.binOf(x[i]));
     }
     uint64_t* kc = m_keys.counts.data();
     int64_t* hc = m_hist.counts.data();
@@ -145,24 +96,26 @@ TensorStats SiteAccumulator::finish() const {
     ts.shape = {m_tokens, m_ch};
     ts.dtype = "F32";
     const double n = double(m_tokens);
+    const runtime::ChannelSums cs = m_chan->result();
+    const std::vector<double>&chMin = cs.min, &chMax = cs.max;
     std::vector<Moments> cm(static_cast<size_t>(m_ch));
     Moments all;
     for (int64_t j = 0; j < m_ch; ++j) {
         cm[size_t(j)] =
-            Moments::fromShiftedSums(n, m_shift.empty() ? 0 : m_shift[size_t(j)], m_s1[size_t(j)],
-                                     m_s2[size_t(j)], m_s3[size_t(j)], m_s4[size_t(j)]);
+            Moments::fromShiftedSums(n, cs.shift[size_t(j)], cs.s1[size_t(j)], cs.s2[size_t(j)],
+                                     cs.s3[size_t(j)], cs.s4[size_t(j)]);
         all.merge(cm[size_t(j)]);
     }
     double tmin = INFINITY, tmax = -INFINITY;
     for (int64_t j = 0; j < m_ch; ++j) {
-        tmin = std::min(tmin, m_min[size_t(j)]);
-        tmax = std::max(tmax, m_max[size_t(j)]);
+        tmin = std::min(tmin, chMin[size_t(j)]);
+        tmax = std::max(tmax, chMax[size_t(j)]);
     }
     if (m_tokens == 0) tmin = tmax = 0;
     putTensorScalars(ts, all, tmin, tmax);
-    putChannelArrays(ts, "ch", cm, m_min, m_max);
+    putChannelArrays(ts, "ch", cm, chMin, chMax);
     std::vector<double> meanAbs(static_cast<size_t>(m_ch));
-    for (int64_t j = 0; j < m_ch; ++j) meanAbs[size_t(j)] = n > 0 ? m_sabs[size_t(j)] / n : 0;
+    for (int64_t j = 0; j < m_ch; ++j) meanAbs[size_t(j)] = n > 0 ? cs.sumAbs[size_t(j)] / n : 0;
     ts.arrays["ch_mean_abs"] = std::move(meanAbs);
     ts.arrays["tok_absmax"] = m_tokAbsmax;
     ts.arrays["tok_absmax_channel"] = m_tokArg;
@@ -176,8 +129,8 @@ TensorStats SiteAccumulator::finish() const {
         for (int64_t h = 0; h < m_heads; ++h)
             for (int64_t j = h * hd; j < (h + 1) * hd; ++j) {
                 hm[size_t(h)].merge(cm[size_t(j)]);
-                hmin[size_t(h)] = std::min(hmin[size_t(h)], m_min[size_t(j)]);
-                hmax[size_t(h)] = std::max(hmax[size_t(h)], m_max[size_t(j)]);
+                hmin[size_t(h)] = std::min(hmin[size_t(h)], chMin[size_t(j)]);
+                hmax[size_t(h)] = std::max(hmax[size_t(h)], chMax[size_t(j)]);
             }
         putChannelArrays(ts, "head", hm, hmin, hmax);
         ts.arrays["tok_head_absmax"] = m_tokHeadAbsmax; // [tokens, heads] row-major
@@ -243,7 +196,9 @@ double channelUnevenness(const TensorStats& s) {
 
 // ------------------------------------------------------------------------------- observer
 
-ActivationStatsObserver::ActivationStatsObserver(ActivationStatsOptions opts) : m_opts(opts) {}
+ActivationStatsObserver::ActivationStatsObserver(ActivationStatsOptions opts)
+    : m_opts(opts), m_device(m_opts.device.empty() ? runtime::defaultDevice()
+                                                   : runtime::parseDeviceSpec(m_opts.device)) {}
 ActivationStatsObserver::~ActivationStatsObserver() = default;
 
 SiteAccumulator& ActivationStatsObserver::site(const std::string& name, const std::string& kind,
@@ -258,7 +213,7 @@ SiteAccumulator& ActivationStatsObserver::site(const std::string& name, const st
         if (tail == kOrder[i]) ord = i;
     m_order[name] = {layer, ord};
     auto& p = m_sites[name];
-    p = std::make_unique<SiteAccumulator>(name, kind, layer, ch, heads, m_opts.histBins);
+    p = std::make_unique<SiteAccumulator>(name, kind, layer, ch, heads, m_opts.histBins, m_device);
     return *p;
 }
 
@@ -383,6 +338,8 @@ Status runCalibration(const Model& model, const CalibrationOptions& opts,
     Session session(model, so);
     ActivationStatsOptions actOpts = opts.act;
     actOpts.gatedMlp = model.spec().gatedMlp;
+    // The per-channel sums run where the session's products do.
+    if (actOpts.device.empty()) actOpts.device = session.device().id;
     ActivationStatsObserver obs(actOpts);
     session.addObserver(&obs);
     const int32_t bos = tk.bosId();

@@ -24,14 +24,21 @@
 namespace lcw {
 class Model;
 }
+namespace lcw::runtime {
+class ChannelStatsAccumulator; // runtime/device_ops.h
+}
 
 namespace lcw::stats {
 
 /// Streaming statistics of one site: [tokens, channels] rows arrive in batches.
 class SiteAccumulator {
 public:
+    /// The per-channel sums (moments, extrema, sum |x|) run on `device` when it is a Vulkan
+    /// device and the site is wide enough (runtime/device_ops.h); per-token maxima and the
+    /// histograms stay on the CPU.
     SiteAccumulator(std::string name, std::string kind, int layer, int64_t channels,
-                    int64_t heads = 1, int histBins = 256);
+                    int64_t heads = 1, int histBins = 256, const runtime::DeviceSpec& device = {});
+    ~SiteAccumulator();
     void add(const float* x, int64_t nTokens);
     /// Scalars, per-channel (ch_*), per-head (head_*, when heads > 1) and per-token (tok_*)
     /// arrays, the adaptive histogram and the |x| key histogram summaries.
@@ -43,8 +50,7 @@ private:
     int m_layer;
     int64_t m_ch, m_heads;
     int64_t m_tokens = 0;
-    std::vector<float> m_shift;
-    std::vector<double> m_s1, m_s2, m_s3, m_s4, m_min, m_max, m_sabs;
+    std::unique_ptr<runtime::ChannelStatsAccumulator> m_chan; ///< shifted by the first token
     std::vector<double> m_tokAbsmax, m_tokArg, m_tokHeadAbsmax;
     AbsKeyHistogram m_keys;
     AdaptiveHistogram m_hist;
@@ -58,6 +64,9 @@ struct ActivationStatsOptions {
     int histBins = 256; ///< even; a power of two keeps the doubling exact
     /// false for fc1/fc2 MLPs (OPT, GPT-2, ...): their MLP input arrives as the Up call alone.
     bool gatedMlp = true;
+    /// Where the per-channel sums run ("cpu", "vulkan", "vulkan:N"); empty: the process default
+    /// (runtime::defaultDevice()). runCalibration passes its session's device.
+    std::string device;
 };
 
 /// Observer that feeds a SiteAccumulator per site.
@@ -78,6 +87,7 @@ private:
     SiteAccumulator& site(const std::string& name, const std::string& kind, int layer, int64_t ch,
                           int64_t heads);
     ActivationStatsOptions m_opts;
+    runtime::DeviceSpec m_device;
     std::map<std::string, std::unique_ptr<SiteAccumulator>> m_sites;
     std::map<std::string, std::pair<int, int>> m_order;
 };
