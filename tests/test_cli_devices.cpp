@@ -168,6 +168,7 @@ private slots:
         auto j = parse(r);
         QCOMPARE(j["device"]["id"].get<std::string>(), std::string("cpu"));
         QVERIFY(!j["device"]["name"].get<std::string>().empty());
+        QCOMPARE(j["forward"].get<std::string>(), std::string("cpu"));
         r = runCliEnv({"generate", demo(), "--prompt", "Once", "-n", "4"});
         QCOMPARE(r.code, 0);
         QVERIFY2(r.err.contains("device:  ") && r.err.contains(" (cpu)\n"), r.err.constData());
@@ -216,6 +217,24 @@ private slots:
         const double pc = jc["ppl"].get<double>(), pv = jv["ppl"].get<double>();
         QVERIFY2(std::fabs(pv - pc) <= 1e-4 * pc,
                  qPrintable(QString("vulkan %1, cpu %2").arg(pv, 0, 'g', 12).arg(pc, 0, 'g', 12)));
+
+        // generate says how the forward ran: the demo model runs resident; a W8A8 recipe
+        // (activation quantisation) runs per product and says why.
+        const QStringList gen = {"generate", demo(), "--prompt", "Once", "-n", "4", "--json",
+                                 "--device", "vulkan"};
+        r = runCliEnv(gen);
+        QCOMPARE(r.code, 0);
+        auto j = parse(r);
+        QCOMPARE(j["forward"].get<std::string>(), std::string("resident"));
+        r = runCliEnv(gen + QStringList{"--preset", "W8A8"});
+        QCOMPARE(r.code, 0);
+        j = parse(r);
+        QCOMPARE(j["forward"].get<std::string>(), std::string("per-product"));
+        r = runCliEnv({"generate", demo(), "--prompt", "Once", "-n", "4", "--device", "vulkan",
+                       "--preset", "W8A8"});
+        QCOMPARE(r.code, 0);
+        QVERIFY2(r.err.contains("forward: per product (") && r.err.contains("activation"),
+                 r.err.constData());
     }
 };
 

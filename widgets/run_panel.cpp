@@ -120,7 +120,8 @@ struct RunPanel::GenOutcome {
     std::shared_ptr<const Model> base; ///< what `overlay` refers to (kept alive with it)
     QString device;                    ///< "NAME (ID)" of the device the session ran on
     QString deviceNote;                ///< why a requested GPU was not used (empty otherwise)
-    uint64_t deviceBytes = 0;          ///< GPU memory lcw held after the run (0 on the CPU)
+    QString residentNote;     ///< why the forward ran per product on the GPU (empty otherwise)
+    uint64_t deviceBytes = 0; ///< GPU memory lcw held after the run (0 on the CPU)
 };
 
 struct RunPanel::PplOutcome {
@@ -753,6 +754,7 @@ struct RunPanel::GenJob {
         out.device =
             QString::fromStdString(session.device().name + " (" + session.device().id + ")");
         out.deviceNote = QString::fromStdString(session.deviceNote());
+        out.residentNote = QString::fromStdString(session.residentNote());
         out.deviceBytes = session.deviceMemoryBytes();
         out.promptText = promptDecoded;
         out.text = QString::fromStdString(tk.decode(out.result.ids));
@@ -931,6 +933,9 @@ void RunPanel::onGenerationDone(const GenOutcome& out) {
     if (out.deviceBytes > 0) device += tr(", GPU memory %1").arg(formatBytes(out.deviceBytes));
     setGenStatus(stats + device);
     if (!out.deviceNote.isEmpty()) emit logMessage(tr("Device: %1").arg(out.deviceNote));
+    if (!out.residentNote.isEmpty())
+        emit logMessage(tr("Device: the forward ran per product, not resident on the GPU: %1")
+                            .arg(out.residentNote));
     updateButtons();
     emit logMessage(tr("Generated %1 tokens on %2: prefill %3, decode %4")
                         .arg(r.generatedTokens)

@@ -307,6 +307,16 @@ int cmdTokenize(const std::vector<std::string>& argv) {
 }
 
 // ------------------------------------------------------------------------------------ generate
+namespace {
+/// How the session's forwards ran: "cpu", "resident" (the whole forward on the device) or
+/// "per-product" (a device ran the products and attention; the rest on the CPU).
+const char* forwardPathName(const Session& session) {
+    if (session.device().id == "cpu") return "cpu";
+    return session.deviceForwards() > 0 && session.residentNote().empty() ? "resident"
+                                                                          : "per-product";
+}
+} // namespace
+
 int cmdGenerate(const std::vector<std::string>& argv) {
     Args a(argv,
            with(kCommonValued, {"--prompt", "-n", "--temp", "--top-k", "--top-p", "--seed", "--ctx",
@@ -387,6 +397,7 @@ int cmdGenerate(const std::vector<std::string>& argv) {
                    {"threads", omp_get_max_threads()},
                    {"activations", activationsPathName(so.exactActivations)},
                    {"device", deviceUsedJson(session.device())},
+                   {"forward", forwardPathName(session)},
                    {"sampling",
                     {{"temperature", sp.temperature},
                      {"top_k", sp.topK},
@@ -402,6 +413,8 @@ int cmdGenerate(const std::vector<std::string>& argv) {
                      (long long)r.generatedTokens, r.decodeSeconds, decodeTps,
                      r.stoppedAtEos ? ", stopped at EOS" : "", omp_get_max_threads(),
                      session.device().name.c_str(), session.device().id.c_str());
+        if (!session.residentNote().empty())
+            std::fprintf(stderr, "forward: per product (%s)\n", session.residentNote().c_str());
     }
     return r.status == Status::Cancelled ? 130 : 0;
 }
