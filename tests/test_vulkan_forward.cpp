@@ -13,6 +13,7 @@
 #include "core/eval/perplexity.h"
 #include "core/runtime/backend.h"
 #include "core/runtime/device.h"
+#include "core/runtime/kernels.h"
 #include "core/runtime/session.h"
 #include "core/tokenizer/tokenizer.h"
 #include "mem_weights.h"
@@ -22,6 +23,7 @@
 #include <QtTest>
 
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <random>
 
@@ -396,10 +398,58 @@ private slots:
             ~Reset() { runtime::setDefaultDevice("cpu"); }
         } reset;
         const int64_t before = runtime::vulkan::residentForwardsForTests();
-        const double gpu = computePerplexity(*model, tokens, po, np).ppl;
+        const uint64_t logitsBefore = runtime::vulkan::residentLogitsBytesForTests();
+        const PerplexityResult g = computePerplexity(*model, tokens, po, np);
+        const double gpu = g.ppl;
         QVERIFY(runtime::vulkan::residentForwardsForTests() > before); // it ran resident
+        // The log-softmax ran on the device: no logits came back.
+        QCOMPARE(runtime::vulkan::residentLogitsBytesForTests(), logitsBefore);
         qInfo("demo PPL cpu %.8f vulkan (resident) %.8f", cpu, gpu);
         QVERIFY(std::fabs(gpu - cpu) <= 1e-4 * cpu);
+    }
+
+    /// Session::scoreFrom on the resident device path (the log-softmax in logits_score.comp)
+    /// against the CPU's log-softmax in double of the CPU's logits, over several batches (the
+    /// last token scores nothing), a first logit inside the second batch, and Gemma (tied
+    /// embeddings, final soft-capping).
+    void scoresOnTheDevice() {
+        REQUIRE_VULKAN();
+        for (const std::string& path : {std::string(LCW_SOURCE_DIR "/resources/models/stories260K"),
+                                        lcwtest::sharedPath("models/tiny-random/gemma/model")}) {
+            if (!std::filesystem::exists(path)) continue;
+            auto model = Model::load(path);
+            const int64_t vocab = model->spec().vocab;
+            std::vector<int32_t> ids;
+            for (int i = 0; i < 23; ++i) ids.push_back(int32_t((i * 37 + 5) % vocab));
+            SessionOptions so;
+            so.contextLength = 64;
+            so.batchSize = 8;
+            so.exactActivations = true;
+            Session cpu(*model, so);
+            std::vector<float> logits;
+            cpu.forwardFrom(ids, logits, 0);
+            so.device = "vulkan";
+            Session gpu(*model, so);
+            const uint64_t logitsBefore = runtime::vulkan::residentLogitsBytesForTests();
+            for (int64_t first : {int64_t(0), int64_t(11)}) {
+                gpu.reset();
+                std::vector<double> lp;
+                gpu.scoreFrom(ids, first, lp);
+                QCOMPARE(int64_t(lp.size()), int64_t(ids.size()) - 1 - first);
+                double worst = 0;
+                for (size_t r = 0; r < lp.size(); ++r) {
+                    const int64_t i = first + int64_t(r);
+                    const double ref =
+                        kernels::logSoftmaxAt(logits.data() + i * vocab, vocab, ids[size_t(i + 1)]);
+                    worst = std::max(worst, std::fabs(lp[r] - ref));
+                }
+                qInfo("%s first %lld: max |d log p| %.3g", path.c_str(), (long long)first, worst);
+                QVERIFY2(worst <= 1e-4, path.c_str());
+            }
+            QVERIFY(gpu.deviceForwards() > 0);
+            QVERIFY(gpu.residentNote().empty());
+            QCOMPARE(runtime::vulkan::residentLogitsBytesForTests(), logitsBefore);
+        }
     }
 };
 

@@ -115,7 +115,7 @@ PerplexityResult computePerplexity(const WeightSource& weights, const std::vecto
 
     std::vector<std::vector<double>> chunkNll(static_cast<size_t>(chunks));
     std::vector<char> chunkDone(size_t(chunks), 0);
-    std::vector<std::vector<float>> logits(static_cast<size_t>(workers)); // per thread
+    std::vector<std::vector<double>> logProbs(static_cast<size_t>(workers)); // per thread
     std::vector<std::vector<int32_t>> windows(static_cast<size_t>(workers));
     Accum live;
     const auto t0 = Clock::now();
@@ -139,13 +139,13 @@ PerplexityResult computePerplexity(const WeightSource& weights, const std::vecto
         if (opts.mode == PerplexityMode::LlamaCppChunks && opts.bosId >= 0) window[0] = opts.bosId;
         const int64_t len = end - begin;
         session.reset();
-        session.forwardFrom(window, logits[size_t(thread)], first - 1);
+        // log p(window[i]) for i in [first, len): on a resident GPU forward the logits stay on
+        // the device and only these numbers come back.
+        std::vector<double>& lp = logProbs[size_t(thread)];
+        session.scoreFrom(window, first - 1, lp);
         auto& out = chunkNll[size_t(c)];
         out.clear();
-        for (int64_t i = first; i < len; ++i) {
-            const float* row = logits[size_t(thread)].data() + (i - first) * vocab;
-            out.push_back(-kernels::logSoftmaxAt(row, vocab, window[size_t(i)]));
-        }
+        for (int64_t i = first; i < len; ++i) out.push_back(-lp[size_t(i - first)]);
     };
     auto merge = [&](int64_t c, int thread, int64_t finished) {
         const Session& session = *sessions[size_t(thread)];

@@ -25,8 +25,8 @@ struct RunEnv {
     int64_t ctx = 0;   ///< cache capacity in tokens
     int64_t batch = 0; ///< most tokens per run() call
     const std::vector<Observer*>& observers;
-    int stopAfterLayer = -1; ///< SessionOptions::stopAfterLayer
-    bool exact = false;      ///< SessionOptions::exactActivations (every linear's `exact`)
+    int stopAfterLayer = -1;    ///< SessionOptions::stopAfterLayer
+    bool exact = false;         ///< SessionOptions::exactActivations (every linear's `exact`)
     Backend* backend = nullptr; ///< where the weight products run (never null)
     /// The block being run: -1 before the first (embeddings), nLayers after the last (lm_head);
     /// the backend splits GPU and CPU layers by it.
@@ -60,6 +60,17 @@ public:
     /// logits of tokens logitsFrom..n-1 to logitsOut [n - logitsFrom, vocab].
     virtual void run(const int32_t* ids, int64_t n, int64_t pos0, int64_t logitsFrom,
                      float* logitsOut) = 0;
+    /// run() for scoring (perplexity): targets [n - logitsFrom] are the ids whose
+    /// log-probabilities the caller wants from the logits rows (-1: none). A runner that keeps
+    /// the logits on a device writes logProbs [n - logitsFrom] as Backend::transformerForward
+    /// does (NaN for a row with a non-finite logit) and returns false; otherwise it writes
+    /// logitsOut as run() and returns true (the caller scores them).
+    virtual bool runScored(const int32_t* ids, int64_t n, int64_t pos0, int64_t logitsFrom,
+                           float* logitsOut, const int32_t* targets, float* logProbs) {
+        (void)targets, (void)logProbs;
+        run(ids, n, pos0, logitsFrom, logitsOut);
+        return true;
+    }
     /// Mixture of experts: tokens routed to each expert so far, [layer][expert]; empty otherwise.
     virtual std::vector<std::vector<int64_t>> expertTokenCounts() const { return {}; }
     virtual void resetExpertTokenCounts() {}

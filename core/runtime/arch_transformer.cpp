@@ -66,6 +66,8 @@ public:
 
     void run(const int32_t* ids, int64_t n, int64_t pos0, int64_t logitsFrom,
              float* logitsOut) override;
+    bool runScored(const int32_t* ids, int64_t n, int64_t pos0, int64_t logitsFrom,
+                   float* logitsOut, const int32_t* targets, float* logProbs) override;
     std::vector<std::vector<int64_t>> expertTokenCounts() const override { return counts; }
     void resetExpertTokenCounts() override {
         for (auto& c : counts) std::fill(c.begin(), c.end(), 0);
@@ -143,8 +145,11 @@ private:
     /// Whether this call runs resident; a sequence that started on the device and must
     /// continue on the host (an observer was added) gets the device's cache rows first.
     bool chooseResident(int64_t pos0);
+    /// Backend::transformerForward (targets/logProbs: scoring, else null).
     void runResident(const int32_t* ids, int64_t n, int64_t pos0, int64_t logitsFrom,
-                     float* logitsOut);
+                     float* logitsOut, const int32_t* targets, float* logProbs);
+    /// The forward on the host (the backend runs the products and attention).
+    void runHost(const int32_t* ids, int64_t n, int64_t pos0, int64_t logitsFrom, float* logitsOut);
 };
 
 void TransformerRunner::bind() {
@@ -384,7 +389,7 @@ bool TransformerRunner::chooseResident(int64_t pos0) {
 }
 
 void TransformerRunner::runResident(const int32_t* ids, int64_t n, int64_t pos0, int64_t logitsFrom,
-                                    float* logitsOut) {
+                                    float* logitsOut, const int32_t* targets, float* logProbs) {
     checkCancel();
     env.layer = -1;
     embedTokens(ids, n, pos0); // on the host: token rows, scale, learned positions, norm
@@ -399,7 +404,8 @@ void TransformerRunner::runResident(const int32_t* ids, int64_t n, int64_t pos0,
         kernels::ropeTables(*rf, pos0, n, cosT.data(), sinT.data());
         c = cosT.data(), sn = sinT.data();
     }
-    env.backend->transformerForward(plan, h.data(), c, sn, n, pos0, logitsFrom, logitsOut);
+    env.backend->transformerForward(plan, h.data(), c, sn, n, pos0, logitsFrom, logitsOut, targets,
+                                    logProbs);
 }
 
 void TransformerRunner::ensureCache(int64_t rows) {
@@ -594,7 +600,23 @@ void TransformerRunner::moe(int64_t l, const float* x, int64_t n, float* out) {
 
 void TransformerRunner::run(const int32_t* ids, int64_t n, int64_t pos0, int64_t logitsFrom,
                             float* logitsOut) {
-    if (chooseResident(pos0)) return runResident(ids, n, pos0, logitsFrom, logitsOut);
+    if (chooseResident(pos0))
+        return runResident(ids, n, pos0, logitsFrom, logitsOut, nullptr, nullptr);
+    runHost(ids, n, pos0, logitsFrom, logitsOut);
+}
+
+bool TransformerRunner::runScored(const int32_t* ids, int64_t n, int64_t pos0, int64_t logitsFrom,
+                                  float* logitsOut, const int32_t* targets, float* logProbs) {
+    if (!chooseResident(pos0)) {
+        runHost(ids, n, pos0, logitsFrom, logitsOut);
+        return true;
+    }
+    runResident(ids, n, pos0, logitsFrom, logitsOut, targets, logProbs);
+    return false;
+}
+
+void TransformerRunner::runHost(const int32_t* ids, int64_t n, int64_t pos0, int64_t logitsFrom,
+                                float* logitsOut) {
     const int64_t dim = s.dim;
     env.layer = -1;
     ensureCache(pos0 + n);

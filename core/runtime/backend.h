@@ -72,11 +72,14 @@ public:
     /// [n - logitsFrom, vocab] (none when logitsFrom >= n). The KV cache stays on the device
     /// (pos0 == 0 starts a new sequence; rows before pos0 are those earlier calls wrote). Only
     /// called when transformerSupport(plan) is empty; `plan` is the same object on every call.
+    /// With `targets` (perplexity): the logits stay on the device and logProbs[r] receives
+    /// log softmax(logits of token logitsFrom + r)[targets[r]] (0 where targets[r] < 0, NaN
+    /// when the row holds a non-finite logit) instead; logitsOut is then not written.
     virtual void transformerForward(const TransformerPlan& plan, const float* h, const float* cosT,
                                     const float* sinT, int64_t n, int64_t pos0, int64_t logitsFrom,
-                                    float* logitsOut) {
+                                    float* logitsOut, const int32_t* targets, float* logProbs) {
         (void)plan, (void)h, (void)cosT, (void)sinT, (void)n, (void)pos0, (void)logitsFrom,
-            (void)logitsOut;
+            (void)logitsOut, (void)targets, (void)logProbs;
         throw std::logic_error("transformerForward on a backend without it");
     }
     /// The device KV cache rows [0, rows) of `layer` (written by transformerForward) into
@@ -115,6 +118,8 @@ void setDeviceMemoryForTests(uint64_t bytes);
 int64_t attentionSplitDispatchesForTests();
 /// Tests: weight products run on any Vulkan device by this process so far.
 int64_t deviceProductsForTests();
+/// Tests: logits bytes the resident forward copied back to the host so far (all backends).
+uint64_t residentLogitsBytesForTests();
 /// Tests: resident forward calls (Backend::transformerForward) run by this process so far.
 int64_t residentForwardsForTests();
 /// Tests: queue submissions of dispatch lists (all devices) so far.

@@ -81,6 +81,11 @@ struct Session::Impl {
         if (logitsFrom < n) checkFinite(logitsOut, n - logitsFrom);
     }
     void checkFinite(const float* logits, int64_t rows);
+    /// Throws the error of non-finite logits (naming the weights when they hold NaN/Inf).
+    [[noreturn]] void nonFinite();
+    /// forwardFrom()'s checks; returns firstLogit clamped (n when no logits are computed).
+    int64_t checkForward(std::span<const int32_t> ids, int64_t firstLogit) const;
+    std::vector<float> scoreLogits; ///< scoreFrom(): a batch's logits on the host path
 };
 
 void Session::Impl::bind() {
@@ -118,16 +123,18 @@ void Session::Impl::bind() {
 
 void Session::Impl::checkFinite(const float* logits, int64_t rows) {
     const int64_t total = rows * s.vocab;
-    for (int64_t i = 0; i < total; ++i) {
-        if (std::isfinite(logits[i])) continue;
-        // Name the file: the first NaN / Inf weight when there is one (a scan, on this error
-        // path only), else what the weights came from.
-        if (auto bad = w.firstNonFiniteWeight()) throw Error("logits became non-finite: " + *bad);
-        const std::string origin = w.describeOrigin();
-        if (origin.empty()) throw Error("logits became non-finite");
-        throw Error(origin + ": logits became non-finite (all weights are finite; the "
-                             "activations overflowed)");
-    }
+    for (int64_t i = 0; i < total; ++i)
+        if (!std::isfinite(logits[i])) nonFinite();
+}
+
+void Session::Impl::nonFinite() {
+    // Name the file: the first NaN / Inf weight when there is one (a scan, on this error path
+    // only), else what the weights came from.
+    if (auto bad = w.firstNonFiniteWeight()) throw Error("logits became non-finite: " + *bad);
+    const std::string origin = w.describeOrigin();
+    if (origin.empty()) throw Error("logits became non-finite");
+    throw Error(origin + ": logits became non-finite (all weights are finite; the "
+                         "activations overflowed)");
 }
 
 Session::Session(const WeightSource& weights, SessionOptions opts)
@@ -162,21 +169,27 @@ void Session::forward(std::span<const int32_t> ids, std::vector<float>& logits, 
     forwardFrom(ids, logits, allLogits ? 0 : int64_t(ids.size()) - 1);
 }
 
-void Session::forwardFrom(std::span<const int32_t> ids, std::vector<float>& logits,
-                          int64_t firstLogit) {
+int64_t Session::Impl::checkForward(std::span<const int32_t> ids, int64_t firstLogit) const {
     const int64_t n = int64_t(ids.size());
     if (n == 0) throw ArgumentError("forward() needs at least one token");
     for (int64_t i = 0; i < n; ++i)
-        if (ids[size_t(i)] < 0 || ids[size_t(i)] >= m->s.vocab)
+        if (ids[size_t(i)] < 0 || ids[size_t(i)] >= s.vocab)
             throw ArgumentError("token id " + std::to_string(ids[size_t(i)]) + " at index " +
                                 std::to_string(i) + " is outside the vocabulary [0, " +
-                                std::to_string(m->s.vocab) + ")");
-    if (m->pos + n > m->ctx)
-        throw ArgumentError("context overflow: " + std::to_string(m->pos) + " cached + " +
+                                std::to_string(s.vocab) + ")");
+    if (pos + n > ctx)
+        throw ArgumentError("context overflow: " + std::to_string(pos) + " cached + " +
                             std::to_string(n) + " new tokens exceed the context length " +
-                            std::to_string(m->ctx));
+                            std::to_string(ctx));
     firstLogit = std::clamp<int64_t>(firstLogit, 0, n);
-    if (m->opts.stopAfterLayer >= 0) firstLogit = n; // the blocks after the stop do not run
+    if (opts.stopAfterLayer >= 0) firstLogit = n; // the blocks after the stop do not run
+    return firstLogit;
+}
+
+void Session::forwardFrom(std::span<const int32_t> ids, std::vector<float>& logits,
+                          int64_t firstLogit) {
+    const int64_t n = int64_t(ids.size());
+    firstLogit = m->checkForward(ids, firstLogit);
     logits.resize(size_t((n - firstLogit) * m->s.vocab));
     const int64_t startPos = m->pos;
     try {
@@ -189,6 +202,47 @@ void Session::forwardFrom(std::span<const int32_t> ids, std::vector<float>& logi
     } catch (...) {
         // Keep the cache consistent: a failed call appends nothing.
         m->pos = startPos;
+        throw;
+    }
+}
+
+void Session::scoreFrom(std::span<const int32_t> ids, int64_t firstLogit,
+                        std::vector<double>& logProbs) {
+    const int64_t n = int64_t(ids.size()), vocab = m->s.vocab;
+    firstLogit = m->checkForward(ids, firstLogit);
+    logProbs.clear();
+    const int64_t startPos = m->pos;
+    std::vector<int32_t> targets;
+    std::vector<float> lp;
+    try {
+        for (int64_t b0 = 0; b0 < n; b0 += m->batch) {
+            const int64_t nb = std::min(m->batch, n - b0);
+            const int64_t from = std::min(std::max<int64_t>(firstLogit - b0, 0), nb);
+            const int64_t rows = nb - from;
+            // Row r is token b0 + from + r; it scores the next id (none for the last token).
+            targets.assign(size_t(rows) + 1, -1);
+            for (int64_t r = 0; r < rows; ++r)
+                if (b0 + from + r + 1 < n) targets[size_t(r)] = ids[size_t(b0 + from + r + 1)];
+            lp.assign(size_t(rows) + 1, 0.0f);
+            m->scoreLogits.resize(size_t(std::max<int64_t>(rows, 1) * vocab));
+            const bool onHost =
+                m->runner->runScored(ids.data() + b0, nb, m->pos, from, m->scoreLogits.data(),
+                                     targets.data(), lp.data());
+            m->pos += nb;
+            for (int64_t r = 0; r < rows; ++r) {
+                const int32_t t = targets[size_t(r)];
+                if (onHost) {
+                    const float* row = m->scoreLogits.data() + r * vocab;
+                    m->checkFinite(row, 1);
+                    if (t >= 0) logProbs.push_back(kernels::logSoftmaxAt(row, vocab, t));
+                } else {
+                    if (!std::isfinite(lp[size_t(r)])) m->nonFinite();
+                    if (t >= 0) logProbs.push_back(double(lp[size_t(r)]));
+                }
+            }
+        }
+    } catch (...) {
+        m->pos = startPos; // a failed call appends nothing
         throw;
     }
 }

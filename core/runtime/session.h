@@ -139,6 +139,12 @@ public:
     /// firstLogit on (perplexity needs only the scored half of a chunk; the lm_head product and
     /// its observers run only for those tokens).
     void forwardFrom(std::span<const int32_t> ids, std::vector<float>& logits, int64_t firstLogit);
+    /// Perplexity's scoring: runs `ids` as forwardFrom(ids, ·, firstLogit) does and appends to
+    /// logProbs (cleared first) log p(ids[i + 1] | ids[..i]) for i in [firstLogit, n - 1): the
+    /// log-softmax of token i's logits at the next id (in double on the CPU). On a device that
+    /// runs the forward resident the logits never leave the device: the log-softmax runs there
+    /// and only these numbers come back. Errors as forwardFrom().
+    void scoreFrom(std::span<const int32_t> ids, int64_t firstLogit, std::vector<double>& logProbs);
 
     /// Prefill `prompt` from a reset cache, then sample up to maxNewTokens, stopping at EOS.
     /// onToken(id) returning false stops early (status Cancelled).

@@ -31,8 +31,8 @@ foreach(t IN LISTS LCW_VK_WEIGHT_TYPES)
 endforeach()
 # Shaders without variants: attention.comp, attention_merge.comp and kv_append.comp (attention
 # over a device mirror of the KV cache); fwd_*.comp (the resident transformer forward:
-# normalisations, RoPE, element-wise steps).
-foreach(kind attention attention_merge kv_append fwd_norm fwd_rope fwd_eltwise)
+# normalisations, RoPE, element-wise steps; logits_score: perplexity scores on the device).
+foreach(kind attention attention_merge kv_append fwd_norm fwd_rope fwd_eltwise logits_score)
   set(_inc ${_vk_out}/${kind}.spv.inc)
   add_custom_command(
     OUTPUT ${_inc}

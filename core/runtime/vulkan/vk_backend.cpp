@@ -411,12 +411,12 @@ public:
 
     void transformerForward(const TransformerPlan& plan, const float* h, const float* cosT,
                             const float* sinT, int64_t n, int64_t pos0, int64_t logitsFrom,
-                            float* logitsOut) override {
+                            float* logitsOut, const int32_t* targets, float* logProbs) override {
         std::lock_guard<std::mutex> lock(m_ctx->mutex());
         // The per-product attention's cache mirror no longer matches the runner's host cache.
         m_attn.invalidate();
-        const int64_t products =
-            m_fwd.run(*this, plan, h, cosT, sinT, n, pos0, logitsFrom, logitsOut);
+        const int64_t products = m_fwd.run(*this, plan, h, cosT, sinT, n, pos0, logitsFrom,
+                                           logitsOut, targets, logProbs);
         ++m_counters.deviceForwards;
         ++gResidentForwards;
         m_counters.deviceProducts += products;

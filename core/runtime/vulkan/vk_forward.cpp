@@ -13,6 +13,7 @@
 #include "core/common/error.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <mutex>
@@ -51,6 +52,11 @@ struct MergePush {
 struct AppendPush {
     uint32_t dst0, n, rowStride;
 };
+struct ScorePush { // logits_score.comp
+    uint32_t vocab, rows;
+};
+
+std::atomic<uint64_t> gLogitsBytes{0}; // logits copied back to the host (tests)
 
 enum EltOp : uint32_t { kCopy = 0, kAdd = 1, kAdd2 = 2, kAct = 3, kGated = 4, kSoftcap = 5 };
 
@@ -73,8 +79,9 @@ DeviceForward::~DeviceForward() {
 }
 
 void DeviceForward::freeAll() {
-    for (Buffer* b : {&m_in, &m_cos, &m_sin, &m_logits, &m_stage, &m_h, &m_xn, &m_tmp, &m_tmp2,
-                      &m_q, &m_k, &m_v, &m_att, &m_gate, &m_up, &m_part, &m_slopes, &m_params})
+    for (Buffer* b : {&m_in,    &m_cos, &m_sin,  &m_logitsHost, &m_targets, &m_scores, &m_logits,
+                      &m_stage, &m_h,   &m_xn,   &m_tmp,        &m_tmp2,    &m_q,      &m_k,
+                      &m_v,     &m_att, &m_gate, &m_up,         &m_part,    &m_slopes, &m_params})
         m_ctx->destroy(*b);
     for (Buffer& b : m_kc) m_ctx->destroy(b);
     for (Buffer& b : m_vc) m_ctx->destroy(b);
@@ -118,6 +125,7 @@ std::string DeviceForward::prepare(const TransformerPlan& plan, uint64_t binding
         m_ctx->pipeline("attention", 6, sizeof(AttentionPush));
         m_ctx->pipeline("attention_merge", 2, sizeof(MergePush));
         m_ctx->pipeline("kv_append", 4, sizeof(AppendPush));
+        m_ctx->pipeline("logits_score", 3, sizeof(ScorePush));
     } catch (const Error& e) {
         return std::string("the forward's shaders could not be built: ") + e.what();
     }
@@ -152,7 +160,10 @@ std::string DeviceForward::prepare(const TransformerPlan& plan, uint64_t binding
         host(m_in, B * plan.dim);
         host(m_cos, B * std::max<int64_t>(plan.rotDim / 2, 1));
         host(m_sin, B * std::max<int64_t>(plan.rotDim / 2, 1));
-        host(m_logits, B * plan.vocab);
+        host(m_logitsHost, B * plan.vocab);
+        host(m_targets, B);
+        host(m_scores, B);
+        dev(m_logits, B * plan.vocab);
         for (Buffer* b : {&m_h, &m_xn, &m_tmp, &m_tmp2}) dev(*b, B * plan.dim);
         dev(m_q, B * maxQ), dev(m_att, B * maxQ);
         dev(m_k, B * maxKv), dev(m_v, B * maxKv);
@@ -253,7 +264,8 @@ struct DeviceForward::Call {
 
 int64_t DeviceForward::run(ProductRecorder& rec, const TransformerPlan& plan, const float* h,
                            const float* cosT, const float* sinT, int64_t n, int64_t pos0,
-                           int64_t logitsFrom, float* logitsOut) {
+                           int64_t logitsFrom, float* logitsOut, const int32_t* targets,
+                           float* logProbs) {
     if (m_plan != &plan) throw Error("Vulkan: resident forward without its buffers");
     if (n <= 0) return 0;
     if (n > plan.batch || pos0 < 0 || pos0 + n > plan.ctx)
@@ -278,9 +290,16 @@ int64_t DeviceForward::run(ProductRecorder& rec, const TransformerPlan& plan, co
     planAttention(c);
     for (size_t l = 0; l < plan.layers.size(); ++l) recordBlock(c, l);
     const int64_t nOut = n - logitsFrom;
-    if (nOut > 0) recordHead(c, logitsFrom);
+    const bool scored = targets != nullptr;
+    if (nOut > 0 && scored) std::memcpy(m_targets.mapped, targets, size_t(nOut) * 4);
+    if (nOut > 0) recordHead(c, logitsFrom, scored);
     m_ctx->run(c.ds);
-    if (nOut > 0) std::memcpy(logitsOut, m_logits.mapped, size_t(nOut * plan.vocab) * 4);
+    if (nOut > 0 && scored) {
+        std::memcpy(logProbs, m_scores.mapped, size_t(nOut) * 4);
+    } else if (nOut > 0) {
+        std::memcpy(logitsOut, m_logitsHost.mapped, size_t(nOut * plan.vocab) * 4);
+        gLogitsBytes += uint64_t(nOut * plan.vocab) * 4;
+    }
     return c.products;
 }
 
@@ -474,9 +493,9 @@ void DeviceForward::recordBlock(Call& c, size_t l) {
     }
 }
 
-// The final norm of the tokens from logitsFrom on, lm_head into the host-visible logits and
-// soft-capping.
-void DeviceForward::recordHead(Call& c, int64_t logitsFrom) {
+// The final norm of the tokens from logitsFrom on, lm_head, soft-capping; then either the copy
+// of the logits into the host-visible buffer or (scored) their log-probabilities at the targets.
+void DeviceForward::recordHead(Call& c, int64_t logitsFrom, bool scored) {
     const TransformerPlan& plan = c.plan;
     const int64_t dim = plan.dim, nOut = c.n - logitsFrom;
     if (plan.finalNorm)
@@ -487,6 +506,19 @@ void DeviceForward::recordHead(Call& c, int64_t logitsFrom) {
     if (plan.finalSoftcap > 0)
         eltwise(c.ds, kSoftcap, m_logits, m_logits, m_logits, nOut * plan.vocab, 0, 0, 0,
                 plan.finalSoftcap);
+    if (!scored) {
+        eltwise(c.ds, kCopy, m_logitsHost, m_logits, m_logits, nOut * plan.vocab);
+        return;
+    }
+    Dispatch& d = c.ds.emplace_back();
+    d.pipeline = &m_ctx->pipeline("logits_score", 3, sizeof(ScorePush));
+    d.buffers = {&m_logits, &m_targets, &m_scores};
+    setPush(d, ScorePush{uint32_t(plan.vocab), uint32_t(nOut)});
+    d.groups[0] = uint32_t(nOut);
+}
+
+uint64_t residentLogitsBytesForTests() {
+    return gLogitsBytes.load();
 }
 
 void DeviceForward::readCache(int layer, int64_t rows, float* k, float* v) {

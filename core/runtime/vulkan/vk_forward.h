@@ -42,7 +42,7 @@ public:
     /// number of weight products it ran.
     int64_t run(ProductRecorder& rec, const TransformerPlan& plan, const float* h,
                 const float* cosT, const float* sinT, int64_t n, int64_t pos0, int64_t logitsFrom,
-                float* logitsOut);
+                float* logitsOut, const int32_t* targets, float* logProbs);
     /// Backend::transformerReadCache. Context mutex held.
     void readCache(int layer, int64_t rows, float* k, float* v);
 
@@ -69,12 +69,14 @@ private:
     void recordAttention(Call& c, size_t l, const Buffer& x, const Buffer& out);
     void recordMlp(Call& c, size_t l, const Buffer& x, const Buffer& out);
     void recordBlock(Call& c, size_t l);
-    void recordHead(Call& c, int64_t logitsFrom);
+    void recordHead(Call& c, int64_t logitsFrom, bool scored);
 
     std::shared_ptr<Context> m_ctx;
     const TransformerPlan* m_plan = nullptr; ///< the plan the buffers were made for
     int64_t m_headDim = 0;
-    Buffer m_in, m_cos, m_sin, m_logits, m_stage; ///< host-visible
+    Buffer m_in, m_cos, m_sin, m_logitsHost, m_stage; ///< host-visible
+    Buffer m_targets, m_scores;                       ///< host-visible: perplexity scoring
+    Buffer m_logits;                                  ///< lm_head's output (device)
     Buffer m_h, m_xn, m_tmp, m_tmp2, m_q, m_k, m_v, m_att, m_gate, m_up, m_part, m_slopes;
     Buffer m_params; ///< norm weights and biases, q/k norms, linear biases
     std::map<const void*, int64_t> m_offsets;
