@@ -142,6 +142,8 @@ private:
     bool residentSeq = false;
     bool residentNoted = false;
     void buildPlan();
+    void bindLayer(int64_t l);
+    void allocateScratch();
     /// Whether this call runs resident; a sequence that started on the device and must
     /// continue on the host (an observer was added) gets the device's cache rows first.
     bool chooseResident(int64_t pos0);
@@ -181,77 +183,8 @@ void TransformerRunner::bind() {
     }
     if (s.posEmbed == PosEmbedding::Alibi) alibi = kernels::alibiSlopes(s.nHeads);
 
-    const bool sharedNorm = s.residual == ResidualStyle::Parallel && s.sharedParallelNorm;
     layers.resize(size_t(s.nLayers));
-    for (int64_t l = 0; l < s.nLayers; ++l) {
-        Layer& L = layers[size_t(l)];
-        const std::string p = "layers." + std::to_string(l) + ".";
-        L.name[0] = p + "attn.q", L.name[1] = p + "attn.k", L.name[2] = p + "attn.v";
-        L.name[3] = p + "attn.o", L.name[4] = p + "mlp.gate", L.name[5] = p + "mlp.up";
-        L.name[6] = p + "mlp.down", L.name[7] = p + "mlp.router";
-        L.attnNorm = bindNorm(w, s, p + "attn_norm", dim);
-        if (!sharedNorm) L.mlpNorm = bindNorm(w, s, p + "mlp_norm", dim);
-        if (s.postNorms) {
-            L.attnPostNorm = bindNorm(w, s, p + "attn_post_norm", dim);
-            L.mlpPostNorm = bindNorm(w, s, p + "mlp_post_norm", dim);
-        }
-        bindShapes(L, l);
-        L.q = bindLinear(L, 0, L.qd, dim);
-        L.k = bindLinear(L, 1, L.kvd, dim);
-        L.v = bindLinear(L, 2, L.kvd, dim);
-        L.o = bindLinear(L, 3, dim, L.qd);
-        if (s.qkNorm && s.qkNormPerHead) {
-            for (int64_t hh = 0; hh < s.nHeads; ++hh) {
-                auto v =
-                    toFloat(requireTensor(w, p + "attn.q_norm." + std::to_string(hh), {s.headDim}));
-                L.qNorm.insert(L.qNorm.end(), v.begin(), v.end());
-            }
-            for (int64_t hh = 0; hh < s.nKvHeads; ++hh) {
-                auto v =
-                    toFloat(requireTensor(w, p + "attn.k_norm." + std::to_string(hh), {s.headDim}));
-                L.kNorm.insert(L.kNorm.end(), v.begin(), v.end());
-            }
-        } else if (s.qkNorm) {
-            L.qNorm = toFloat(requireTensor(w, p + "attn.q_norm", {s.headDim}));
-            L.kNorm = toFloat(requireTensor(w, p + "attn.k_norm", {s.headDim}));
-        }
-        // Biases are used whenever present (the spec flags only say which to expect).
-        L.bq = optionalVector(w, L.name[0] + ".bias", L.qd);
-        L.bk = optionalVector(w, L.name[1] + ".bias", L.kvd);
-        L.bv = optionalVector(w, L.name[2] + ".bias", L.kvd);
-        L.bo = optionalVector(w, L.name[3] + ".bias", dim);
-        if (s.attnBias && (L.bq.empty() || L.bk.empty() || L.bv.empty()))
-            throw Error("model spec says q/k/v have biases but layer " + std::to_string(l) +
-                        " lacks them");
-        if (s.isMoe()) {
-            L.router = requireWeight(w, L.name[7], s.nExperts, dim);
-            L.experts.resize(size_t(s.nExperts));
-            for (int64_t e = 0; e < s.nExperts; ++e) {
-                Expert& E = L.experts[size_t(e)];
-                const std::string x = p + "mlp.experts." + std::to_string(e) + ".";
-                E.name[0] = x + "gate", E.name[1] = x + "up", E.name[2] = x + "down";
-                E.gate = requireWeight(w, E.name[0], s.hidden, dim);
-                E.up = requireWeight(w, E.name[1], s.hidden, dim);
-                E.down = requireWeight(w, E.name[2], dim, s.hidden);
-            }
-        } else {
-            if (s.gatedMlp) L.gate = bindLinear(L, 4, L.hidden, dim);
-            L.up = bindLinear(L, 5, L.hidden, dim);
-            L.down = bindLinear(L, 6, dim, L.hidden);
-            if (s.gatedMlp) L.bGate = optionalVector(w, L.name[4] + ".bias", L.hidden);
-            L.bUp = optionalVector(w, L.name[5] + ".bias", L.hidden);
-            L.bDown = optionalVector(w, L.name[6] + ".bias", dim);
-        }
-        if (const RuntimeQuant* rq = w.runtimeQuant()) {
-            for (int i = 0; i < 8; ++i) L.aq[i] = rq->activation(L.name[i]);
-            for (Expert& E : L.experts)
-                for (int i = 0; i < 3; ++i) E.aq[i] = rq->activation(E.name[i]);
-            L.kvq = rq->kvFor(l);
-        }
-        L.sliding = s.layerIsSliding(l);
-        L.scale = s.attnScale > 0 ? s.attnScale : float(1.0 / std::sqrt(double(s.headDim)));
-        if (s.scaleByInverseLayer) L.scale /= float(l + 1);
-    }
+    for (int64_t l = 0; l < s.nLayers; ++l) bindLayer(l);
     if (s.isMoe()) counts.assign(size_t(s.nLayers), std::vector<int64_t>(size_t(s.nExperts), 0));
 
     if (s.posEmbed == PosEmbedding::Rope)
@@ -268,6 +201,87 @@ void TransformerRunner::bind() {
                                     layers[size_t(l)].kvd);
         }
     if (const RuntimeQuant* rq = w.runtimeQuant()) lmAq = rq->activation("lm_head");
+    allocateScratch();
+    buildPlan();
+}
+
+// Block l's norms, linears (packed or stored), q/k norms, biases, experts, the recipe's
+// activation and KV quantisation, and its attention scale.
+void TransformerRunner::bindLayer(int64_t l) {
+    const int64_t dim = s.dim;
+    const bool sharedNorm = s.residual == ResidualStyle::Parallel && s.sharedParallelNorm;
+    Layer& L = layers[size_t(l)];
+    const std::string p = "layers." + std::to_string(l) + ".";
+    L.name[0] = p + "attn.q", L.name[1] = p + "attn.k", L.name[2] = p + "attn.v";
+    L.name[3] = p + "attn.o", L.name[4] = p + "mlp.gate", L.name[5] = p + "mlp.up";
+    L.name[6] = p + "mlp.down", L.name[7] = p + "mlp.router";
+    L.attnNorm = bindNorm(w, s, p + "attn_norm", dim);
+    if (!sharedNorm) L.mlpNorm = bindNorm(w, s, p + "mlp_norm", dim);
+    if (s.postNorms) {
+        L.attnPostNorm = bindNorm(w, s, p + "attn_post_norm", dim);
+        L.mlpPostNorm = bindNorm(w, s, p + "mlp_post_norm", dim);
+    }
+    bindShapes(L, l);
+    L.q = bindLinear(L, 0, L.qd, dim);
+    L.k = bindLinear(L, 1, L.kvd, dim);
+    L.v = bindLinear(L, 2, L.kvd, dim);
+    L.o = bindLinear(L, 3, dim, L.qd);
+    if (s.qkNorm && s.qkNormPerHead) {
+        for (int64_t hh = 0; hh < s.nHeads; ++hh) {
+            auto v =
+                toFloat(requireTensor(w, p + "attn.q_norm." + std::to_string(hh), {s.headDim}));
+            L.qNorm.insert(L.qNorm.end(), v.begin(), v.end());
+        }
+        for (int64_t hh = 0; hh < s.nKvHeads; ++hh) {
+            auto v =
+                toFloat(requireTensor(w, p + "attn.k_norm." + std::to_string(hh), {s.headDim}));
+            L.kNorm.insert(L.kNorm.end(), v.begin(), v.end());
+        }
+    } else if (s.qkNorm) {
+        L.qNorm = toFloat(requireTensor(w, p + "attn.q_norm", {s.headDim}));
+        L.kNorm = toFloat(requireTensor(w, p + "attn.k_norm", {s.headDim}));
+    }
+    // Biases are used whenever present (the spec flags only say which to expect).
+    L.bq = optionalVector(w, L.name[0] + ".bias", L.qd);
+    L.bk = optionalVector(w, L.name[1] + ".bias", L.kvd);
+    L.bv = optionalVector(w, L.name[2] + ".bias", L.kvd);
+    L.bo = optionalVector(w, L.name[3] + ".bias", dim);
+    if (s.attnBias && (L.bq.empty() || L.bk.empty() || L.bv.empty()))
+        throw Error("model spec says q/k/v have biases but layer " + std::to_string(l) +
+                    " lacks them");
+    if (s.isMoe()) {
+        L.router = requireWeight(w, L.name[7], s.nExperts, dim);
+        L.experts.resize(size_t(s.nExperts));
+        for (int64_t e = 0; e < s.nExperts; ++e) {
+            Expert& E = L.experts[size_t(e)];
+            const std::string x = p + "mlp.experts." + std::to_string(e) + ".";
+            E.name[0] = x + "gate", E.name[1] = x + "up", E.name[2] = x + "down";
+            E.gate = requireWeight(w, E.name[0], s.hidden, dim);
+            E.up = requireWeight(w, E.name[1], s.hidden, dim);
+            E.down = requireWeight(w, E.name[2], dim, s.hidden);
+        }
+    } else {
+        if (s.gatedMlp) L.gate = bindLinear(L, 4, L.hidden, dim);
+        L.up = bindLinear(L, 5, L.hidden, dim);
+        L.down = bindLinear(L, 6, dim, L.hidden);
+        if (s.gatedMlp) L.bGate = optionalVector(w, L.name[4] + ".bias", L.hidden);
+        L.bUp = optionalVector(w, L.name[5] + ".bias", L.hidden);
+        L.bDown = optionalVector(w, L.name[6] + ".bias", dim);
+    }
+    if (const RuntimeQuant* rq = w.runtimeQuant()) {
+        for (int i = 0; i < 8; ++i) L.aq[i] = rq->activation(L.name[i]);
+        for (Expert& E : L.experts)
+            for (int i = 0; i < 3; ++i) E.aq[i] = rq->activation(E.name[i]);
+        L.kvq = rq->kvFor(l);
+    }
+    L.sliding = s.layerIsSliding(l);
+    L.scale = s.attnScale > 0 ? s.attnScale : float(1.0 / std::sqrt(double(s.headDim)));
+    if (s.scaleByInverseLayer) L.scale /= float(l + 1);
+}
+
+// The scratch of one batch (env.batch tokens).
+void TransformerRunner::allocateScratch() {
+    const int64_t dim = s.dim;
     const size_t B = size_t(env.batch);
     h.resize(B * size_t(dim));
     xn.resize(B * size_t(dim));
@@ -291,7 +305,6 @@ void TransformerRunner::bind() {
     }
     cosT.resize(B * size_t(rope.rotDim / 2));
     sinT.resize(B * size_t(rope.rotDim / 2));
-    buildPlan();
 }
 
 void TransformerRunner::buildPlan() {
