@@ -31,23 +31,12 @@ foreach(t IN LISTS LCW_VK_WEIGHT_TYPES)
 endforeach()
 # Shaders without variants: attention.comp, attention_merge.comp and kv_append.comp (attention
 # over a device mirror of the KV cache); fwd_*.comp (the resident transformer forward:
-# normalisations, RoPE, element-wise steps; logits_score: perplexity scores on the device).
-foreach(kind attention attention_merge kv_append fwd_norm fwd_rope fwd_eltwise logits_score)
-  set(_inc ${_vk_out}/${kind}.spv.inc)
-  add_custom_command(
-    OUTPUT ${_inc}
-    COMMAND Vulkan::glslc --target-env=vulkan1.1 -O -mfmt=c -I ${_vk_dir}/shaders -o ${_inc}
-            ${_vk_dir}/shaders/${kind}.comp
-    DEPENDS ${_vk_dir}/shaders/${kind}.comp ${_vk_glsl}
-    COMMENT "glslc ${kind}.comp"
-    VERBATIM)
-  list(APPEND _vk_incs ${_inc})
-  string(APPEND _vk_decls "const uint32_t k_${kind}[] =\n#include \"${kind}.spv.inc\"\n;\n")
-  string(APPEND _vk_table "    {\"${kind}\", k_${kind}, sizeof(k_${kind})},\n")
-endforeach()
-# The reductions of calibration and statistics (vk_reduce.cpp, runtime/device_ops.h): Gram
-# matrices, per-channel statistics and the copy/fill of their device accumulators.
-foreach(kind gram channel_stats reduce_copy)
+# normalisations, RoPE, element-wise steps) and logits_score.comp (perplexity scores on the
+# device); gram, channel_stats and reduce_copy (the reductions of calibration and statistics,
+# vk_reduce.cpp / runtime/device_ops.h: Gram matrices, per-channel statistics, the copy/fill of
+# their device accumulators).
+foreach(kind attention attention_merge kv_append fwd_norm fwd_rope fwd_eltwise logits_score
+             gram channel_stats reduce_copy)
   set(_inc ${_vk_out}/${kind}.spv.inc)
   add_custom_command(
     OUTPUT ${_inc}

@@ -20,28 +20,8 @@ namespace lcw::runtime::vulkan {
 
 namespace {
 
-constexpr int64_t kMaxHeadDim = 256; // the shader's MAX_HD
-constexpr int64_t kMinRows = 256;    // the smallest mirror
-constexpr int64_t kChunk = 64;       // the shader's CHUNK (keys per step)
-// Key splits (flash-decoding): when a dispatch has fewer than kTargetGroups (head, token)
-// workgroups, the keys are split into ranges of at least kSplitMinKeys, at most kMaxSplits.
-constexpr int64_t kTargetGroups = 512;
-constexpr int64_t kSplitMinKeys = 2 * kChunk;
-constexpr int64_t kMaxSplits = 64;
-
-struct AttentionPush {
-    uint32_t pos0, nHeads, group, hd, kvDim, window, flags;
-    float scale, softcap;
-    uint32_t nSplit, splitKeys;
-};
-
-struct MergePush {
-    uint32_t nHeads, hd, nSplit;
-};
-
-struct AppendPush {
-    uint32_t dst0, n, rowStride;
-};
+using namespace attn;
+constexpr int64_t kMinRows = 256; // the smallest mirror
 
 std::atomic<int64_t> gSplitDispatches{0};
 

@@ -12,6 +12,30 @@
 
 namespace lcw::runtime::vulkan {
 
+/// What attention.comp, attention_merge.comp and kv_append.comp share with their callers (the
+/// per-product DeviceAttention and the resident forward): the push constants and the splitting
+/// of keys over workgroups.
+namespace attn {
+constexpr int64_t kMaxHeadDim = 256; ///< the shader's MAX_HD
+constexpr int64_t kChunk = 64;       ///< the shader's CHUNK (keys per step)
+/// Key splits (flash-decoding): when a dispatch has fewer than kTargetGroups (head, token)
+/// workgroups, the keys are split into ranges of at least kSplitMinKeys, at most kMaxSplits.
+constexpr int64_t kTargetGroups = 512;
+constexpr int64_t kSplitMinKeys = 2 * kChunk;
+constexpr int64_t kMaxSplits = 64;
+struct AttentionPush {
+    uint32_t pos0, nHeads, group, hd, kvDim, window, flags;
+    float scale, softcap;
+    uint32_t nSplit, splitKeys;
+};
+struct MergePush {
+    uint32_t nHeads, hd, nSplit;
+};
+struct AppendPush {
+    uint32_t dst0, n, rowStride;
+};
+} // namespace attn
+
 class DeviceAttention {
 public:
     /// gpuLayers as the backend's: layers >= gpuLayers (when >= 0) run the CPU kernel.

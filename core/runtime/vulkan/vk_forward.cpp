@@ -10,6 +10,8 @@
 // results up to float summation order.
 #include "core/runtime/vulkan/vk_forward.h"
 
+#include "core/runtime/vulkan/vk_attention.h"
+
 #include "core/common/error.h"
 
 #include <algorithm>
@@ -22,12 +24,7 @@ namespace lcw::runtime::vulkan {
 
 namespace {
 
-constexpr int64_t kMaxHeadDim = 256; // attention.comp's MAX_HD
-constexpr int64_t kChunk = 64;       // attention.comp's CHUNK
-// Key splits as vk_attention.cpp: few (head, token) workgroups over many keys.
-constexpr int64_t kTargetGroups = 512;
-constexpr int64_t kSplitMinKeys = 2 * kChunk;
-constexpr int64_t kMaxSplits = 64;
+using namespace attn;
 
 struct NormPush {
     uint32_t rows, dim, inOff, outOff;
@@ -40,17 +37,6 @@ struct RopePush {
 struct EltPush {
     uint32_t op, n, act, yOff, aOff, rowStride;
     float p;
-};
-struct AttentionPush { // attention.comp
-    uint32_t pos0, nHeads, group, hd, kvDim, window, flags;
-    float scale, softcap;
-    uint32_t nSplit, splitKeys;
-};
-struct MergePush {
-    uint32_t nHeads, hd, nSplit;
-};
-struct AppendPush {
-    uint32_t dst0, n, rowStride;
 };
 struct ScorePush { // logits_score.comp
     uint32_t vocab, rows;
