@@ -442,20 +442,8 @@ private slots:
     void demoPerplexity() {
         REQUIRE_VULKAN();
         auto model = Model::load(LCW_SOURCE_DIR "/resources/models/stories260K");
-        std::ifstream in(LCW_SOURCE_DIR "/resources/data/tinystories_eval.txt");
-        std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-        text.resize(std::min<size_t>(text.size(), 6000));
-        const auto tokens = model->tokenizer().encode(text, true);
-        PerplexityOptions po;
-        po.ctx = 128;
-        po.exactActivations = true;
-        NullProgress np;
-        const double cpu = computePerplexity(*model, tokens, po, np).ppl;
-        runtime::setDefaultDevice("vulkan");
-        struct Reset {
-            ~Reset() { runtime::setDefaultDevice("cpu"); }
-        } reset;
-        const double gpu = computePerplexity(*model, tokens, po, np).ppl;
+        const double cpu = lcwtest::demoPerplexity(*model, "cpu");
+        const double gpu = lcwtest::demoPerplexity(*model, "vulkan");
         qInfo("demo PPL cpu %.8f vulkan %.8f", cpu, gpu);
         QVERIFY(std::fabs(gpu - cpu) <= 1e-4 * cpu);
     }

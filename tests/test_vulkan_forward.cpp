@@ -29,17 +29,6 @@
 
 using namespace lcw;
 
-#ifndef LCW_HAVE_VULKAN
-namespace lcw::runtime::vulkan {
-inline int64_t residentForwardsForTests() {
-    return 0;
-}
-inline int64_t submissionsForTests() {
-    return 0;
-}
-} // namespace lcw::runtime::vulkan
-#endif
-
 namespace {
 
 /// What a sequence gave on one device: the logits of a prefill (all positions) and of the
@@ -384,23 +373,10 @@ private slots:
     void demoPerplexity() {
         REQUIRE_VULKAN();
         auto model = Model::load(LCW_SOURCE_DIR "/resources/models/stories260K");
-        std::ifstream in(LCW_SOURCE_DIR "/resources/data/tinystories_eval.txt");
-        std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-        text.resize(std::min<size_t>(text.size(), 6000));
-        const auto tokens = model->tokenizer().encode(text, true);
-        PerplexityOptions po;
-        po.ctx = 128;
-        po.exactActivations = true;
-        NullProgress np;
-        const double cpu = computePerplexity(*model, tokens, po, np).ppl;
-        runtime::setDefaultDevice("vulkan");
-        struct Reset {
-            ~Reset() { runtime::setDefaultDevice("cpu"); }
-        } reset;
+        const double cpu = lcwtest::demoPerplexity(*model, "cpu");
         const int64_t before = runtime::vulkan::residentForwardsForTests();
         const uint64_t logitsBefore = runtime::vulkan::residentLogitsBytesForTests();
-        const PerplexityResult g = computePerplexity(*model, tokens, po, np);
-        const double gpu = g.ppl;
+        const double gpu = lcwtest::demoPerplexity(*model, "vulkan");
         QVERIFY(runtime::vulkan::residentForwardsForTests() > before); // it ran resident
         // The log-softmax ran on the device: no logits came back.
         QCOMPARE(runtime::vulkan::residentLogitsBytesForTests(), logitsBefore);

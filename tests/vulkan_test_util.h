@@ -1,13 +1,20 @@
 #pragma once
 // Shared by the Vulkan backend tests: the skip when no Vulkan device exists, stubs of the test
-// hooks for builds without the backend, and a short prefill + decode run on a chosen device.
+// hooks for builds without the backend, a short prefill + decode run on a chosen device and the
+// demo model's perplexity on one.
+#include "core/eval/perplexity.h"
+#include "core/model/model.h"
 #include "core/runtime/backend.h"
 #include "core/runtime/device.h"
 #include "core/runtime/session.h"
+#include "core/tokenizer/tokenizer.h"
 
 #include <QtTest>
 
+#include <algorithm>
 #include <cmath>
+#include <fstream>
+#include <iterator>
 #include <span>
 #include <string>
 #include <vector>
@@ -30,10 +37,37 @@ inline int64_t attentionSplitDispatchesForTests() {
 inline int64_t deviceProductsForTests() {
     return 0;
 }
+inline int64_t residentForwardsForTests() {
+    return 0;
+}
+inline int64_t submissionsForTests() {
+    return 0;
+}
+inline uint64_t residentLogitsBytesForTests() {
+    return 0;
+}
 } // namespace lcw::runtime::vulkan
 #endif
 
 namespace lcwtest {
+
+/// The demo model's perplexity (ctx 128, float activations) on the first 6000 characters of the
+/// bundled TinyStories text, with `device` as the process default (back to the CPU after).
+inline double demoPerplexity(const lcw::Model& model, const char* device) {
+    std::ifstream in(LCW_SOURCE_DIR "/resources/data/tinystories_eval.txt");
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    text.resize(std::min<size_t>(text.size(), 6000));
+    const auto tokens = model.tokenizer().encode(text, true);
+    lcw::PerplexityOptions po;
+    po.ctx = 128;
+    po.exactActivations = true;
+    lcw::NullProgress np;
+    lcw::runtime::setDefaultDevice(device);
+    struct Reset {
+        ~Reset() { lcw::runtime::setDefaultDevice("cpu"); }
+    } reset;
+    return lcw::computePerplexity(model, tokens, po, np).ppl;
+}
 
 /// What one run on a device gave: logits of a 10-token prefill (all positions) and of two decode
 /// steps, and where the work ran.
