@@ -30,6 +30,25 @@ void checkInjectedFailure() {
     }
     if (left == 0) throw Error("injected device failure (test hook)");
 }
+
+/// Feeds rows x [n, width] to a device accumulator in batches of its maxRows(). Returns n, or on
+/// a device error the rows fed before it (their sums are on the device; the caller reads them
+/// back and carries on on the CPU) with the error in *why.
+template <class Dev>
+int64_t feedDevice(Dev& dev, const float* x, int64_t n, int64_t width, std::string* why) {
+    int64_t done = 0;
+    try {
+        for (; done < n; done += dev.maxRows()) {
+            checkInjectedFailure();
+            dev.add(x + done * width, std::min(dev.maxRows(), n - done));
+            ++gDeviceRuns;
+        }
+        return n;
+    } catch (const std::exception& e) {
+        *why = e.what();
+        return done;
+    }
+}
 #endif
 
 /// The Vulkan device index for a reduction of width `width` on `spec`, or -1 for the CPU
@@ -129,14 +148,9 @@ void GramAccumulator::add(const float* x, int64_t n) {
     if (n <= 0) return;
 #ifdef LCW_HAVE_VULKAN
     if (m->dev) {
-        int64_t done = 0;
-        try {
-            for (; done < n; done += m->dev->maxRows()) {
-                checkInjectedFailure();
-                m->dev->add(x + done * m->dim, std::min(m->dev->maxRows(), n - done));
-                ++gDeviceRuns;
-            }
-        } catch (const std::exception& e) {
+        std::string why;
+        const int64_t done = feedDevice(*m->dev, x, n, m->dim, &why);
+        if (done < n) {
             // Carry on on the CPU with what the device holds (if it cannot be read back, the
             // sum is lost: that is an error, not a silent difference).
             if (m->cpu.size() == 0) m->cpu = Eigen::MatrixXd::Zero(m->dim, m->dim);
@@ -144,7 +158,7 @@ void GramAccumulator::add(const float* x, int64_t n) {
             m->dev->addTo(held.data());
             m->cpu += held;
             m->dev.reset();
-            m->note = std::string("Vulkan: ") + e.what() + "; carried on on the CPU";
+            m->note = "Vulkan: " + why + "; carried on on the CPU";
             m->addCpu(x + done * m->dim, n - done);
         }
         m->rows += n;
@@ -259,19 +273,19 @@ void ChannelStatsAccumulator::add(const float* x, int64_t n) {
     c.rows += n;
 #ifdef LCW_HAVE_VULKAN
     if (m->dev) {
+        std::string why;
         int64_t done = 0;
         try {
             if (first && m->shiftFirst) m->dev->setShift(c.shift.data());
-            for (; done < n; done += m->dev->maxRows()) {
-                checkInjectedFailure();
-                m->dev->add(x + done * m->ch, std::min(m->dev->maxRows(), n - done));
-                ++gDeviceRuns;
-            }
+            done = feedDevice(*m->dev, x, n, m->ch, &why);
         } catch (const std::exception& e) {
+            why = e.what(); // setShift failed: nothing was fed
+        }
+        if (done < n) {
             m->dev->addTo(c.s1.data(), c.s2.data(), c.s3.data(), c.s4.data(), c.sumAbs.data(),
                           c.min.data(), c.max.data());
             m->dev.reset();
-            m->note = std::string("Vulkan: ") + e.what() + "; carried on on the CPU";
+            m->note = "Vulkan: " + why + "; carried on on the CPU";
             m->addCpu(x + done * m->ch, n - done);
         }
         return;
