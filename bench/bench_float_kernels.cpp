@@ -5,8 +5,8 @@
 // processes on a shared machine).
 //   bench_float_kernels [--threads T] [--reps R] [--n N] [--rows R] [--tokens T1,T2,...]
 //                       [--only-tile 1]   (peak, bandwidth and the one-thread tile GEMM only)
-#include "core/runtime/kernels.h"
-#include "core/runtime/simd.h"
+#include "core/runtime/cpu/kernels.h"
+#include "core/runtime/cpu/simd.h"
 
 #include <nlohmann/json.hpp>
 #include <omp.h>

@@ -7,8 +7,8 @@
 // Weight GB/s = packed bytes / time; for prefill also GMAC/s.
 #include "core/common/dtype.h"
 #include "core/compress/quantizer.h"
-#include "core/runtime/kernels.h"
-#include "core/runtime/packed_linear.h"
+#include "core/runtime/cpu/kernels.h"
+#include "core/runtime/cpu/packed_linear.h"
 
 #include <omp.h>
 

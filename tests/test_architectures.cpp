@@ -11,7 +11,7 @@
 #include "core/io/tensor_names.h"
 #include "core/model/expected_tensors.h"
 #include "core/model/model.h"
-#include "core/runtime/kernels.h"
+#include "core/runtime/cpu/kernels.h"
 #include "core/runtime/session.h"
 #include "core/tokenizer/tokenizer.h"
 #include "mem_weights.h"

@@ -1,4 +1,4 @@
-// Tests of the attention kernels (core/runtime/attention.cpp): every instruction-set level against
+// Tests of the attention kernels (core/runtime/cpu/attention.cpp): every instruction-set level against
 // a straightforward double-precision softmax(q.k) v for causal prefill, long-context decode,
 // sliding windows, soft-capping, ALiBi in both orders, GQA ratios and head sizes; results that do
 // not depend on the batch or the thread count (kernel and whole model: decode == prefill, bit for
@@ -6,7 +6,7 @@
 // TinyLlama-like head shape.
 #include "core/common/error.h"
 #include "core/model/model.h"
-#include "core/runtime/kernels.h"
+#include "core/runtime/cpu/kernels.h"
 #include "core/runtime/session.h"
 #include "test_util.h"
 

@@ -11,8 +11,8 @@
 // length <= n/8 accumulates at most n/8 roundings, the fixed reduction a few more). Against the
 // portable level the bound is twice that (both sides round).
 #include "core/common/dtype.h"
-#include "core/runtime/kernels.h"
-#include "core/runtime/simd.h"
+#include "core/runtime/cpu/kernels.h"
+#include "core/runtime/cpu/simd.h"
 #include "test_util.h"
 
 #include <cmath>

@@ -16,7 +16,7 @@
 #include "core/compress/recipe.h"
 #include "core/io/quants.h"
 #include "core/model/model.h"
-#include "core/runtime/packed_linear.h"
+#include "core/runtime/cpu/packed_linear.h"
 #include "core/runtime/quant_runtime.h"
 #include "core/runtime/session.h"
 #include "test_util.h"

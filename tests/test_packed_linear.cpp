@@ -1,4 +1,4 @@
-// lcw's packed weights in the runtime (core/runtime/packed_linear.h): the runtime layout gives
+// lcw's packed weights in the runtime (core/runtime/cpu/packed_linear.h): the runtime layout gives
 // compress::dequantize's values bit for bit; the products (float activations, 8-bit activation
 // blocks, W8A8 / W4A8 integer GEMMs, 2:4 sparse) against double references, on every
 // instruction set this CPU runs, with and without VNNI; results do not depend on the batch.
@@ -6,8 +6,8 @@
 #include "core/common/error.h"
 #include "core/common/lowbit.h"
 #include "core/compress/quantizer.h"
-#include "core/runtime/kernels.h"
-#include "core/runtime/packed_linear.h"
+#include "core/runtime/cpu/kernels.h"
+#include "core/runtime/cpu/packed_linear.h"
 #include "core/runtime/quant_runtime.h"
 
 #include <QtTest/QtTest>

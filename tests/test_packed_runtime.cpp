@@ -9,7 +9,7 @@
 #include "core/compress/recipe.h"
 #include "core/compress/sparsity.h"
 #include "core/model/model.h"
-#include "core/runtime/packed_linear.h"
+#include "core/runtime/cpu/packed_linear.h"
 #include "core/runtime/session.h"
 #include "core/tokenizer/tokenizer.h"
 #include "test_util.h"

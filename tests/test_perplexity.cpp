@@ -5,7 +5,7 @@
 #include "core/eval/perplexity.h"
 #include "core/io/quants.h"
 #include "core/model/model.h"
-#include "core/runtime/kernels.h"
+#include "core/runtime/cpu/kernels.h"
 #include "core/runtime/session.h"
 #include "core/tokenizer/tokenizer.h"
 #include "mem_weights.h"

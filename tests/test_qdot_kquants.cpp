@@ -1,5 +1,5 @@
 // Integer dot products of the 256-element GGUF types (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS) with
-// activations quantised to Q8_K blocks (core/runtime/qdot.h), at every instruction-set level this
+// activations quantised to Q8_K blocks (core/runtime/cpu/qdot.h), at every instruction-set level this
 // CPU runs: the Q8_K bytes against an independent transcription of ggml's quantize_row_q8_K_ref;
 // the products against the portable version, against dequantised weights × dequantised
 // activations in double, and against float activations (a rigorous bound); batch invariance; the
@@ -7,8 +7,8 @@
 #include "core/common/dtype.h"
 #include "core/io/quants.h"
 #include "core/model/model.h"
-#include "core/runtime/kernels.h"
-#include "core/runtime/qdot.h"
+#include "core/runtime/cpu/kernels.h"
+#include "core/runtime/cpu/qdot.h"
 #include "core/runtime/session.h"
 #include "mem_weights.h"
 #include "test_util.h"

@@ -1,13 +1,13 @@
-// Integer dot products of the 32-element GGUF block types (core/runtime/qdot_legacy.cpp): the
+// Integer dot products of the 32-element GGUF block types (core/runtime/cpu/qdot_legacy.cpp): the
 // activation quantisers against their definition and across ISAs, every kernel variant against
 // the portable one (bit for bit), against dequantise-then-double-dot (activations dequantised:
 // float rounding only; float activations: the 8-bit activation error bound), batch invariance,
 // and linear() with GGUF weights.
 #include "core/common/tensor.h"
 #include "core/io/quants.h"
-#include "core/runtime/kernels.h"
-#include "core/runtime/qdot.h"
-#include "core/runtime/qdot_common.h"
+#include "core/runtime/cpu/kernels.h"
+#include "core/runtime/cpu/qdot.h"
+#include "core/runtime/cpu/qdot_common.h"
 
 #include <QtTest/QtTest>
 

@@ -7,7 +7,7 @@
 #include "core/common/npy.h"
 #include "core/io/quants.h"
 #include "core/model/model.h"
-#include "core/runtime/kernels.h"
+#include "core/runtime/cpu/kernels.h"
 #include "core/runtime/session.h"
 #include "mem_weights.h"
 #include "test_util.h"

@@ -5,7 +5,7 @@
 #include "core/compress/compressed_model.h"
 #include "core/compress/recipe.h"
 #include "core/model/model.h"
-#include "core/runtime/kernels.h"
+#include "core/runtime/cpu/kernels.h"
 #include "core/runtime/quant_runtime.h"
 #include "core/runtime/session.h"
 #include "core/tokenizer/tokenizer.h"

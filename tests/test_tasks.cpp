@@ -6,7 +6,7 @@
 #include "core/eval/results_store.h"
 #include "core/eval/tasks.h"
 #include "core/model/model.h"
-#include "core/runtime/kernels.h"
+#include "core/runtime/cpu/kernels.h"
 #include "core/runtime/session.h"
 #include "core/tokenizer/tokenizer.h"
 #include "test_util.h"

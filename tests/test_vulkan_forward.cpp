@@ -13,7 +13,7 @@
 #include "core/eval/perplexity.h"
 #include "core/runtime/backend.h"
 #include "core/runtime/device.h"
-#include "core/runtime/kernels.h"
+#include "core/runtime/cpu/kernels.h"
 #include "core/runtime/session.h"
 #include "core/tokenizer/tokenizer.h"
 #include "mem_weights.h"

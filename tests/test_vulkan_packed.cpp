@@ -12,7 +12,7 @@
 #include "core/model/model.h"
 #include "core/runtime/backend.h"
 #include "core/runtime/device.h"
-#include "core/runtime/packed_linear.h"
+#include "core/runtime/cpu/packed_linear.h"
 #include "core/runtime/quant_runtime.h"
 #include "core/runtime/session.h"
 #include "core/tokenizer/tokenizer.h"

@@ -2,7 +2,7 @@
 #include "core/compress/block_grad.h"
 
 #include "core/common/error.h"
-#include "core/runtime/kernels.h"
+#include "core/runtime/cpu/kernels.h"
 
 #include <algorithm>
 #include <cmath>

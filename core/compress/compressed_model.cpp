@@ -12,7 +12,7 @@
 #include "core/io/atomic_writer.h"
 #include "core/io/quants.h"
 #include "core/io/safetensors.h"
-#include "core/runtime/packed_linear.h"
+#include "core/runtime/cpu/packed_linear.h"
 #include "core/runtime/session.h"
 #include "core/stats/activation_stats.h"
 #include "core/stats/fingerprint.h"

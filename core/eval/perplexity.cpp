@@ -2,7 +2,7 @@
 
 #include "core/eval/chunk_runner.h"
 
-#include "core/runtime/kernels.h"
+#include "core/runtime/cpu/kernels.h"
 #include "core/runtime/session.h"
 
 #include <algorithm>

@@ -4,7 +4,7 @@
 
 #include "core/common/json_file.h"
 #include "core/common/mapped_file.h"
-#include "core/runtime/kernels.h"
+#include "core/runtime/cpu/kernels.h"
 #include "core/runtime/session.h"
 
 #include <nlohmann/json.hpp>

@@ -69,7 +69,7 @@ public:
     /// Activation and KV-cache quantisation the runtime applies while it runs (runtime_quant.h);
     /// nullptr: none.
     virtual const RuntimeQuant* runtimeQuant() const { return nullptr; }
-    /// The packed runtime form (core/runtime/packed_linear.h) of a 2-D weight the source holds as
+    /// The packed runtime form (core/runtime/cpu/packed_linear.h) of a 2-D weight the source holds as
     /// lcw codes (int2..8 / NF4 / FP8 groups, optionally pruned), or nullptr: then find() is the
     /// weight. The runtime asks this first and, when it gets one, multiplies with it and never
     /// calls find(canonical), which may have to materialise float32 values. Valid as long as

@@ -9,7 +9,7 @@
 #include "core/model/model.h"
 #include "core/runtime/backend.h"
 #include "core/runtime/cancel.h"
-#include "core/runtime/kernels.h"
+#include "core/runtime/cpu/kernels.h"
 #include "core/runtime/session.h"
 
 #include <memory>

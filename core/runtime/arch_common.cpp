@@ -1,7 +1,7 @@
 // Weight binding helpers shared by the architecture runners.
 #include "core/common/error.h"
 #include "core/runtime/arch.h"
-#include "core/runtime/packed_linear.h"
+#include "core/runtime/cpu/packed_linear.h"
 
 namespace lcw::runtime {
 

@@ -15,7 +15,7 @@
 // weights multiply a fake-quantised copy of the input instead.
 #include "core/common/error.h"
 #include "core/runtime/arch.h"
-#include "core/runtime/packed_linear.h"
+#include "core/runtime/cpu/packed_linear.h"
 #include "core/runtime/quant_runtime.h"
 #include "core/runtime/transformer_plan.h"
 

@@ -7,7 +7,7 @@
 /// weights it uploaded with other sessions over the same WeightSource.
 #include "core/model/model.h"
 #include "core/runtime/device.h"
-#include "core/runtime/kernels.h"
+#include "core/runtime/cpu/kernels.h"
 
 #include <cstdint>
 #include <memory>

@@ -4,7 +4,7 @@
 /// fake-quantisation of linear inputs and a quantised KV-cache stream. The formulas are in
 /// core/model/runtime_quant.h.
 #include "core/model/runtime_quant.h"
-#include "core/runtime/kernels.h"
+#include "core/runtime/cpu/kernels.h"
 
 #include <cstdint>
 #include <vector>

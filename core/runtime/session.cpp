@@ -11,7 +11,7 @@
 
 #include "core/common/error.h"
 #include "core/runtime/arch.h"
-#include "core/runtime/kernels.h"
+#include "core/runtime/cpu/kernels.h"
 #include "core/tokenizer/tokenizer.h"
 
 #include <omp.h>

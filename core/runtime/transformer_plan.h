@@ -7,7 +7,7 @@
 /// fake-quantisation, embeddings computed on the host.
 #include "core/model/model.h"
 #include "core/runtime/arch.h"
-#include "core/runtime/kernels.h"
+#include "core/runtime/cpu/kernels.h"
 
 #include <cstdint>
 #include <vector>

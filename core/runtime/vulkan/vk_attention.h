@@ -3,7 +3,7 @@
 /// Internal to the Vulkan backend: attention on the device (shaders/attention.comp) over a
 /// per-layer device mirror of the runner's float32 KV cache. One per VulkanBackend (session);
 /// its buffers are freed with it.
-#include "core/runtime/kernels.h"
+#include "core/runtime/cpu/kernels.h"
 #include "core/runtime/vulkan/vk_context.h"
 
 #include <cstdint>

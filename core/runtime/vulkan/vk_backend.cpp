@@ -7,7 +7,7 @@
 // equals the CPU's --exact-activations product up to float summation order.
 #include "core/common/error.h"
 #include "core/runtime/backend.h"
-#include "core/runtime/packed_linear.h"
+#include "core/runtime/cpu/packed_linear.h"
 #include "core/runtime/quant_runtime.h"
 #include "core/runtime/vulkan/vk_attention.h"
 #include "core/runtime/vulkan/vk_context.h"

@@ -15,7 +15,7 @@
 /// and the activation quantisers are bit-identical across ISAs. Within one ISA the result of one
 /// output element does not depend on how many tokens or rows the call holds.
 #include "core/common/dtype.h"
-#include "core/runtime/kernels.h"
+#include "core/runtime/cpu/kernels.h"
 
 #include <cstddef>
 #include <cstdint>

@@ -12,8 +12,8 @@
 // accumulators, so they differ from it by float rounding only. Within one version the operations
 // on one output element never depend on how many rows or tokens share a call.
 #include "core/common/dtype.h"
-#include "core/runtime/qdot.h"
-#include "core/runtime/simd.h"
+#include "core/runtime/cpu/qdot.h"
+#include "core/runtime/cpu/simd.h"
 
 #include <algorithm>
 #include <cmath>

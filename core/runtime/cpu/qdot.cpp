@@ -1,5 +1,5 @@
 // Dispatch of the GGUF integer dot products (qdot.h).
-#include "core/runtime/qdot.h"
+#include "core/runtime/cpu/qdot.h"
 
 namespace lcw::kernels {
 

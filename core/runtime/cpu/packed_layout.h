@@ -26,7 +26,7 @@
 ///   always: xo float [nTok][nOutlierCols] (the activation at each weight-outlier column),
 ///   IntAct: xa float [nTok][na] raw activations of the activation-outlier channels (not
 ///           weight-outlier columns), acols int32 [na] their columns.
-#include "core/runtime/packed_linear.h"
+#include "core/runtime/cpu/packed_linear.h"
 
 #include <cstddef>
 #include <cstdint>

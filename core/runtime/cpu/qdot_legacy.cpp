@@ -5,8 +5,8 @@
 //   acc  = fma(float(sumi), d_w·d_x, acc)       then, for Q4_1 / Q5_1, acc = fma(m_w, s_x, acc)
 // so the portable version (here) and the x86 versions (qdot_legacy_x86.inc) return identical
 // bits, whatever the numbers of rows and tokens of a call.
-#include "core/runtime/qdot_common.h"
-#include "core/runtime/simd.h"
+#include "core/runtime/cpu/qdot_common.h"
+#include "core/runtime/cpu/simd.h"
 
 #include <algorithm>
 #include <cmath>
@@ -172,14 +172,14 @@ const QDotKernel* portableKernel(DType t) {
 #define QDOT_VNNI 0
 #define QDOT_TARGET LCW_AVX2
 namespace { namespace avx2 {
-#include "core/runtime/qdot_legacy_x86.inc"
+#include "core/runtime/cpu/qdot_legacy_x86.inc"
 } }
 #undef QDOT_TARGET
 #undef QDOT_VNNI
 #define QDOT_VNNI 1
 #define QDOT_TARGET LCW_AVXVNNI
 namespace { namespace avxvnni {
-#include "core/runtime/qdot_legacy_x86.inc"
+#include "core/runtime/cpu/qdot_legacy_x86.inc"
 } }
 #undef QDOT_TARGET
 #undef QDOT_VNNI
@@ -188,14 +188,14 @@ namespace { namespace avxvnni {
 #define QDOT_VNNI 0
 #define QDOT_TARGET LCW_AVX512
 namespace { namespace avx512 {
-#include "core/runtime/qdot_legacy_x86.inc"
+#include "core/runtime/cpu/qdot_legacy_x86.inc"
 } }
 #undef QDOT_TARGET
 #undef QDOT_VNNI
 #define QDOT_VNNI 1
 #define QDOT_TARGET LCW_AVX512VNNI
 namespace { namespace avx512vnni {
-#include "core/runtime/qdot_legacy_x86.inc"
+#include "core/runtime/cpu/qdot_legacy_x86.inc"
 } }
 #undef QDOT_TARGET
 #undef QDOT_VNNI

@@ -2,10 +2,10 @@
 // them in one OpenMP region and picks the product for the weight's storage (kernels.h).
 #include "core/common/error.h"
 #include "core/common/parallel.h"
-#include "core/runtime/kernels.h"
-#include "core/runtime/packed_linear.h"
-#include "core/runtime/qdot.h"
-#include "core/runtime/simd.h"
+#include "core/runtime/cpu/kernels.h"
+#include "core/runtime/cpu/packed_linear.h"
+#include "core/runtime/cpu/qdot.h"
+#include "core/runtime/cpu/simd.h"
 
 #include <algorithm>
 

@@ -3,8 +3,8 @@
 // (packed_linear.cpp).
 #include "core/common/dtype.h"
 #include "core/common/lowbit.h"
-#include "core/runtime/packed_layout.h"
-#include "core/runtime/simd.h"
+#include "core/runtime/cpu/packed_layout.h"
+#include "core/runtime/cpu/simd.h"
 
 #include <algorithm>
 #include <cmath>
@@ -38,7 +38,7 @@ PK_TARGET_PUSH("avx2,fma,f16c")
 #define PK_W 256
 #define PK_VNNI 0
 #define PK_VBMI 0
-#include "core/runtime/packed_kernels.inc"
+#include "core/runtime/cpu/packed_kernels.inc"
 PK_TARGET_POP
 
 PK_TARGET_PUSH("avx2,fma,f16c,avxvnni")
@@ -46,7 +46,7 @@ PK_TARGET_PUSH("avx2,fma,f16c,avxvnni")
 #define PK_W 256
 #define PK_VNNI 1
 #define PK_VBMI 0
-#include "core/runtime/packed_kernels.inc"
+#include "core/runtime/cpu/packed_kernels.inc"
 PK_TARGET_POP
 
 PK_TARGET_PUSH("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")
@@ -54,7 +54,7 @@ PK_TARGET_PUSH("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")
 #define PK_W 512
 #define PK_VNNI 0
 #define PK_VBMI 0
-#include "core/runtime/packed_kernels.inc"
+#include "core/runtime/cpu/packed_kernels.inc"
 PK_TARGET_POP
 
 PK_TARGET_PUSH("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")
@@ -62,7 +62,7 @@ PK_TARGET_PUSH("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")
 #define PK_W 512
 #define PK_VNNI 1
 #define PK_VBMI 0
-#include "core/runtime/packed_kernels.inc"
+#include "core/runtime/cpu/packed_kernels.inc"
 PK_TARGET_POP
 
 PK_TARGET_PUSH("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,avx2,fma,f16c")
@@ -70,7 +70,7 @@ PK_TARGET_PUSH("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,avx2,fm
 #define PK_W 512
 #define PK_VNNI 1
 #define PK_VBMI 1
-#include "core/runtime/packed_kernels.inc"
+#include "core/runtime/cpu/packed_kernels.inc"
 PK_TARGET_POP
 
 #if defined(__GNUC__) && !defined(__clang__)

@@ -7,11 +7,11 @@
 //   portable and AVX2: 8 partial sums, lane l takes the products k = l (mod 8) in increasing k;
 //   AVX-512: 16 partial sums, lane l takes k = l (mod 16), in increasing k (fused multiply-add);
 // each level then reduces its partial sums in one fixed order (microGeneric, hsum8, hsum16).
-#include "core/runtime/kernels.h"
+#include "core/runtime/cpu/kernels.h"
 
 #include "core/common/error.h"
 #include "core/io/quants.h"
-#include "core/runtime/simd.h"
+#include "core/runtime/cpu/simd.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>

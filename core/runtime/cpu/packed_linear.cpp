@@ -1,15 +1,15 @@
 // Packed linear weights (packed_linear.h): the runtime layout (packed_layout.h), activation
 // preparation, the portable kernels (the reference every instruction set is tested against) and
 // the dispatch to the AVX2 / AVX-512 kernels of packed_linear_x86.cpp.
-#include "core/runtime/packed_linear.h"
+#include "core/runtime/cpu/packed_linear.h"
 
 #include "core/common/dtype.h"
 #include "core/common/error.h"
 #include "core/common/lowbit.h"
 #include "core/common/parallel.h"
-#include "core/runtime/packed_layout.h"
+#include "core/runtime/cpu/packed_layout.h"
 #include "core/runtime/quant_runtime.h"
-#include "core/runtime/simd.h"
+#include "core/runtime/cpu/simd.h"
 
 #include <omp.h>
 

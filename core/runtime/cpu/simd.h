@@ -4,7 +4,7 @@
 /// instruction-set paths and small vector helpers shared by the kernel files (kernels.cpp: float
 /// products, norms, RoPE; linear.cpp: the linear-layer driver; attention.cpp; qdot_*.cpp: GGUF
 /// block dot products; packed_*.cpp: lcw's packed formats).
-#include "core/runtime/kernels.h"
+#include "core/runtime/cpu/kernels.h"
 
 #include <omp.h>
 

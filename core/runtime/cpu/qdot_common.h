@@ -4,7 +4,7 @@
 /// layout of the 8-bit activation blocks (qdot.h), f16 reads, and the one rounding every ISA
 /// version of an activation quantiser uses, so that they write identical bytes.
 #include "core/common/dtype.h"
-#include "core/runtime/qdot.h"
+#include "core/runtime/cpu/qdot.h"
 
 #include <cmath>
 #include <cstddef>

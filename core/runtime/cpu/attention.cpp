@@ -18,8 +18,8 @@
 // instruction-set level (the levels differ from each other in the last bits: exp, FMA).
 #include "core/common/error.h"
 #include "core/common/parallel.h"
-#include "core/runtime/kernels.h"
-#include "core/runtime/simd.h"
+#include "core/runtime/cpu/kernels.h"
+#include "core/runtime/cpu/simd.h"
 
 #include <algorithm>
 #include <atomic>
