@@ -28,6 +28,8 @@
 # gguf_export.png  the Export dialog's GGUF page (lcw --demo-export): an importance matrix
 #                   computed in the GUI (8 x 128 tokens), the model exported as Q4_K_M with it
 #                   (to a temporary folder), the per-tensor report with llama.cpp's fallbacks
+# study.png         the Study panel (lcw --demo-study DIR) with the report of 'lcw-cli study'
+#                   on the demo model: conclusions, the W / WA / KV tables and their plots
 # Model: resources/models/stories260K (the demo model), else $LCW_SHARED_DIR/models/stories260K/hf,
 # else ../shared/models/stories260K/hf. Runs headless (QT_QPA_PLATFORM=offscreen); set
 # LCW_SCREENSHOT_XVFB=1 to use xvfb-run with a real X server instead.
@@ -52,7 +54,7 @@ fi
 if [[ ! -f "$build/build.ninja" && ! -f "$build/Makefile" ]]; then
     cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLCW_BUILD_BENCH=OFF
 fi
-cmake --build "$build" --target lcw -j"${LCW_JOBS:-2}"
+cmake --build "$build" --target lcw lcw-cli -j"${LCW_JOBS:-2}"
 exe="$build/app/gui/lcw"
 [[ -x "$exe" ]] || { echo "screenshots.sh: $exe not built" >&2; exit 1; }
 
@@ -93,4 +95,12 @@ shoot "$out/compare_speed.png" "$model" --demo-compare --compare-tab speed
 shoot "$out/results.png" "$model" --demo-results
 shoot "$out/sensitivity.png" "$model" --demo-sensitivity
 shoot "$out/gguf_export.png" "$model" --demo-export
+# The Study panel shows the report of the whole Qllm-Eval grid on the demo model (a few minutes;
+# LCW_STUDY_DIR reuses a report written before).
+study="${LCW_STUDY_DIR:-}"
+if [[ -z "$study" ]]; then
+    study="$(mktemp -d)/study"
+    "$build/app/lcw-cli" study "$model" --out "$study" --quiet >/dev/null
+fi
+shoot "$out/study.png" "$model" --demo-study "$study"
 echo "screenshots in $out"

@@ -39,6 +39,8 @@ inline bool loadAndWait(lcw::MainWindow& w, const QString& path, int timeoutMs =
 inline bool openProjectAndWait(lcw::MainWindow& w, const QString& path, int timeoutMs = 60000) {
     QSignalSpy read(&w, &lcw::MainWindow::projectFileRead);
     if (!w.openProject(path)) return false;
+    // The read runs on the task runner: until it ends the window counts as loading.
+    if (read.count() == 0 && !w.isLoading()) return false;
     if (!QTest::qWaitFor([&] { return read.count() > 0; }, timeoutMs)) return false;
     return read.at(0).at(1).toBool();
 }

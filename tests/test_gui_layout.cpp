@@ -33,9 +33,9 @@ using Panel = lcw::MainWindow::Panel;
 
 namespace {
 
-constexpr Panel kAllPanels[] = {Panel::Summary, Panel::Layers,     Panel::Plot,   Panel::Run,
-                                Panel::Log,     Panel::Stats,      Panel::Recipe, Panel::Compare,
-                                Panel::Results, Panel::Sensitivity};
+constexpr Panel kAllPanels[] = {Panel::Summary, Panel::Layers,      Panel::Plot,   Panel::Run,
+                                Panel::Log,     Panel::Stats,       Panel::Recipe, Panel::Compare,
+                                Panel::Results, Panel::Sensitivity, Panel::Study};
 
 QString demoModel() {
     return QString::fromStdString(lcwtest::demoModelPath());

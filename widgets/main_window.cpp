@@ -20,6 +20,7 @@
 #include "widgets/run_panel.h"
 #include "widgets/sensitivity_panel.h"
 #include "widgets/stats_panel.h"
+#include "widgets/study_panel.h"
 #include "widgets/task_status_widget.h"
 
 #include <QAction>
@@ -144,6 +145,7 @@ void MainWindow::createPanels() {
     m_resultsPanel = new ResultsPanel(this);
     m_sensitivityPanel = new SensitivityPanel(m_runner, this);
     m_sensitivityPanel->setBudgetProvider([this] { return m_recipeEditor->targetBitsPerWeight(); });
+    m_studyPanel = new StudyPanel(this);
 
     addPanel(Panel::Summary, tr("Summary"), QStringLiteral("dock.summary"), m_summary);
     addPanel(Panel::Plot, tr("Parameters per Block"), QStringLiteral("dock.plot"), m_plot);
@@ -156,6 +158,7 @@ void MainWindow::createPanels() {
     addPanel(Panel::Results, tr("Results"), QStringLiteral("dock.results"), m_resultsPanel);
     addPanel(Panel::Sensitivity, tr("Sensitivity"), QStringLiteral("dock.sensitivity"),
              m_sensitivityPanel);
+    addPanel(Panel::Study, tr("Study"), QStringLiteral("dock.study"), m_studyPanel);
 }
 
 /// How the panels feed each other: recipes, results, tensors selected, providers.
@@ -288,6 +291,7 @@ void MainWindow::applyDefaultLayout() {
     tabifyDockWidget(dock(Panel::Stats), dock(Panel::Compare));
     tabifyDockWidget(dock(Panel::Stats), dock(Panel::Results));
     tabifyDockWidget(dock(Panel::Stats), dock(Panel::Sensitivity));
+    tabifyDockWidget(dock(Panel::Stats), dock(Panel::Study));
     addDockWidget(Qt::BottomDockWidgetArea, dock(Panel::Log));
     for (QDockWidget* d : std::as_const(m_docks)) d->show();
     dock(Panel::Layers)->raise();
@@ -330,6 +334,7 @@ void MainWindow::applyInspectorLayout() {
     tabifyDockWidget(dock(Panel::Stats), dock(Panel::Compare));
     tabifyDockWidget(dock(Panel::Stats), dock(Panel::Results));
     tabifyDockWidget(dock(Panel::Stats), dock(Panel::Sensitivity));
+    tabifyDockWidget(dock(Panel::Stats), dock(Panel::Study));
     for (QDockWidget* d : std::as_const(m_docks)) d->show();
     dock(Panel::Layers)->raise();
     dock(Panel::Stats)->raise();
@@ -421,6 +426,8 @@ void MainWindow::connectLog() {
     connect(m_comparePanel, &ComparePanel::logMessage, m_log, &LogPanel::info);
     connect(m_resultsPanel, &ResultsPanel::logMessage, m_log, &LogPanel::info);
     connect(m_sensitivityPanel, &SensitivityPanel::logMessage, m_log, &LogPanel::info);
+    connect(m_studyPanel, &StudyPanel::logMessage, m_log, &LogPanel::info);
+    connect(m_studyPanel, &StudyPanel::failed, m_log, &LogPanel::error);
     connect(m_imatrix, &ImatrixManager::logMessage, m_log, &LogPanel::info);
     connect(m_resultsPanel, &ResultsPanel::logWarning, m_log, &LogPanel::warning);
     m_resultsPanel->reload();

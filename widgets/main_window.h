@@ -38,6 +38,7 @@ class RecentList;
 class ComparePanel;
 class ResultsPanel;
 class SensitivityPanel;
+class StudyPanel;
 class LayerTableModel;
 class RecipeEditor;
 class LogPanel;
@@ -59,7 +60,7 @@ public:
     /// Entries kept in File ▸ Open Recent.
     static constexpr int kMaxRecent = 10;
     /// Version tag of saveState(); layouts saved by older versions are ignored.
-    static constexpr int kStateVersion = 6;
+    static constexpr int kStateVersion = 7;
     /// The dockable panels.
     enum class Panel {
         Summary,
@@ -71,7 +72,8 @@ public:
         Recipe,
         Compare,
         Results,
-        Sensitivity
+        Sensitivity,
+        Study
     };
     /// Autosave interval (File ▸ autosave; QSettings "project/autosaveMinutes").
     static constexpr int kDefaultAutosaveMinutes = 5;
@@ -94,8 +96,8 @@ public:
     QString modelPath() const { return m_modelPath; }
     /// "stories260K/hf", "tinyllama.gguf": the name in the title bar.
     static QString displayName(const QString& path);
-    /// True while a load job is queued or running.
-    bool isLoading() const { return m_loadJob != 0; }
+    /// True while a model load or a project read (openProject) is queued or running.
+    bool isLoading() const { return m_loadJob != 0 || m_projectReadJob != 0; }
 
     QStringList recentFiles() const;
     void clearRecentFiles();
@@ -201,6 +203,7 @@ public:
     ComparePanel* comparePanel() const { return m_comparePanel; }
     ResultsPanel* resultsPanel() const { return m_resultsPanel; }
     SensitivityPanel* sensitivityPanel() const { return m_sensitivityPanel; }
+    StudyPanel* studyPanel() const { return m_studyPanel; }
 
     // ---- inspection (View ▸ Model Metadata…, tensor values, Help ▸ Keyboard Shortcuts) ----
     /// Opens the metadata dialog of the loaded model (non-modal; a child of the window).
@@ -398,6 +401,7 @@ private:
     ComparePanel* m_comparePanel = nullptr;
     ResultsPanel* m_resultsPanel = nullptr;
     SensitivityPanel* m_sensitivityPanel = nullptr;
+    StudyPanel* m_studyPanel = nullptr;
     ImatrixManager* m_imatrix = nullptr;
     QAction* m_actSaveImatrix = nullptr;
     QAction* m_actComputeImatrix = nullptr;

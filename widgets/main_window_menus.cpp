@@ -2,6 +2,7 @@
 // menu, the inspection entries).
 #include "widgets/main_window.h"
 #include "widgets/main_window_private.h"
+#include "widgets/study_panel.h"
 
 #include "core/common/error.h"
 #include "core/compress/recipe.h"
@@ -72,6 +73,12 @@ void MainWindow::buildFileMenu() {
         file->addMenu(tr("Open &Recent")), [this](const QString& p) { openRecent(p); }, true, true);
     file->addSeparator();
     buildProjectMenu(file);
+    file->addSeparator();
+    file->addAction(tr("Open &Study Report…"), this, [this] {
+        activatePanels();
+        showPanel(Panel::Study);
+        m_studyPanel->chooseStudy();
+    });
     file->addSeparator();
     QAction* quit = file->addAction(tr("&Quit"), this, &QWidget::close);
     quit->setShortcut(QKeySequence::Quit);

@@ -38,6 +38,7 @@ int cmdCompare(const std::vector<std::string>& args);
 int cmdHiddenError(const std::vector<std::string>& args);
 int cmdSensitivity(const std::vector<std::string>& args);
 int cmdAutotune(const std::vector<std::string>& args);
+int cmdStudy(const std::vector<std::string>& args);
 int cmdResults(const std::vector<std::string>& args);
 int cmdImatrix(const std::vector<std::string>& args);
 int cmdExport(const std::vector<std::string>& args);

@@ -58,6 +58,14 @@ commands:
                                            --budget-bpw: bits/weight of the quantised linears,
                                            --model-budget-bpw: whole-model bits per base weight
                                            (the workbench's budget); both figures are reported
+  study MODEL --out DIR [--calib FILE | --no-calib] [--samples 16] [--seq-len 256] [--text FILE]
+        [--ctx 256] [--chunks N] [--tasks LIST [--limit 200]] [--groups w,wa,kv]
+        [--methods rtn,awq,gptq,smoothquant,omniquant,kivi] [--group-size 128]
+        [--omniquant-epochs 20] [--json]
+                                           the Qllm-Eval grid on this model (W8/W4/W3/W2,
+                                           W8A8/W4A8/W4A4, KV8/KV4/KV3/KV2, RTN and each type's
+                                           methods): report.html with plots, study.tsv,
+                                           study.json, and which tensor type is most sensitive
   stats MODEL [--calib FILE] [--samples N] [--seq-len L] [--out stats.h5] [--bits B] [--group G] [--json]
                                            weight/activation/KV outlier statistics (HDF5) + layer ranking
   compress MODEL (--recipe R.json | --preset NAME) [--calib FILE] [--samples N] [--seq-len L]
@@ -222,6 +230,7 @@ int main(int argc, char** argv) {
         if (cmd == "hidden-error") return cmdHiddenError(args);
         if (cmd == "sensitivity") return cmdSensitivity(args);
         if (cmd == "autotune") return cmdAutotune(args);
+        if (cmd == "study") return cmdStudy(args);
         if (cmd == "imatrix") return cmdImatrix(args);
         if (cmd == "export") return cmdExport(args);
         if (cmd == "h5-convert") return cmdH5Convert(args); // hidden: h5_guard.h

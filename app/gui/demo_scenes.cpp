@@ -12,6 +12,7 @@
 #include "widgets/run_panel.h"
 #include "widgets/sensitivity_panel.h"
 #include "widgets/stats_panel.h"
+#include "widgets/study_panel.h"
 
 #include <QApplication>
 #include <QDir>
@@ -70,6 +71,9 @@ void ScreenshotSession::start(const SceneOptions& options) {
         break;
     case Scene::Run:
         startRun();
+        break;
+    case Scene::Study:
+        startStudy(options.studyDir);
         break;
     }
     m_window.openModel(m_modelPath);
@@ -348,6 +352,18 @@ void ScreenshotSession::startRun() {
         // Both jobs queue on the window's runner: generation first, then perplexity.
         if (!run->generate() || !run->runPerplexity())
             return failed(QStringLiteral("could not start the jobs"));
+    });
+}
+
+// ------------------------------------------------------------------------------- --demo-study
+
+void ScreenshotSession::startStudy(const QString& dir) {
+    QObject::connect(&m_window, &MainWindow::modelLoaded, &m_window, [this, dir] {
+        hideSidePanels();
+        m_window.showPanel(MainWindow::Panel::Study);
+        if (!m_window.studyPanel()->openStudy(dir))
+            return fail(QStringLiteral("--demo-study"), QStringLiteral("cannot open ") + dir);
+        grabSoon();
     });
 }
 

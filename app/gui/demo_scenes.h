@@ -13,13 +13,14 @@ class MainWindow;
 
 namespace demo {
 
-enum class Scene { Plain, Run, Stats, Recipe, Compare, Results, Sensitivity, Export };
+enum class Scene { Plain, Run, Stats, Recipe, Compare, Results, Sensitivity, Export, Study };
 
 struct SceneOptions {
     Scene scene = Scene::Plain;
     int statsTab = 0;   ///< --stats-tab: 0 weights, 1 activations, 2 kv
     QString imatrix;    ///< --imatrix: a .dat file, "compute", or empty
     int compareTab = 0; ///< --compare-tab: 0 metrics, 1 layers, 2 generations, 3 speed
+    QString studyDir;   ///< --demo-study: the report folder
 };
 
 /// One screenshot: owns the exit code and the temporary results store of the scene.
@@ -44,6 +45,7 @@ private:
     void startCompare(int tab);
     void startResultsOrSensitivity(bool showResults);
     void startRun();
+    void startStudy(const QString& dir);
 
     MainWindow& m_window;
     QSize m_size;

@@ -1,6 +1,6 @@
 // lcw: the GUI entry point. `lcw [MODEL] [--theme light|dark] [--screenshot FILE.png
 // [--demo-run | --demo-stats [--stats-tab TAB] [--imatrix FILE|compute] | --demo-recipe |
-// --demo-compare | --demo-results | --demo-sensitivity | --demo-export]]`.
+// --demo-compare | --demo-results | --demo-sensitivity | --demo-export | --demo-study DIR]]`.
 #include "core/version.h"
 #include "demo_scenes.h"
 #include "widgets/device_selector.h"
@@ -124,6 +124,12 @@ void addOptions(QCommandLineParser& parser) {
     parser.addOption(demoResults);
     parser.addOption(demoSensitivity);
     parser.addOption(demoExport);
+    const QCommandLineOption demoStudy(
+        QStringLiteral("demo-study"),
+        QStringLiteral("With --screenshot: open the study report in DIR (written by 'lcw-cli study "
+                       "MODEL --out DIR') in the Study panel and save it."),
+        QStringLiteral("DIR"));
+    parser.addOption(demoStudy);
 }
 
 /// The checked command line.
@@ -151,11 +157,10 @@ std::optional<int> chooseScene(const QCommandLineParser& parser, const CommandLi
         std::fprintf(stderr, "lcw: --demo-stats needs --screenshot and a MODEL (not --demo-run)\n");
         return 2;
     }
-    const std::pair<const char*, Scene> others[] = {{"demo-recipe", Scene::Recipe},
-                                                    {"demo-compare", Scene::Compare},
-                                                    {"demo-results", Scene::Results},
-                                                    {"demo-sensitivity", Scene::Sensitivity},
-                                                    {"demo-export", Scene::Export}};
+    const std::pair<const char*, Scene> others[] = {
+        {"demo-recipe", Scene::Recipe},   {"demo-compare", Scene::Compare},
+        {"demo-results", Scene::Results}, {"demo-sensitivity", Scene::Sensitivity},
+        {"demo-export", Scene::Export},   {"demo-study", Scene::Study}};
     int demos = int(run) + int(stats);
     *scene = run ? Scene::Run : stats ? Scene::Stats : Scene::Plain;
     bool other = false;
@@ -189,6 +194,8 @@ std::optional<int> screenshotSettings(const QCommandLineParser& parser, CommandL
         }
         cl->scene.imatrix = parser.value(QStringLiteral("imatrix"));
     }
+    if (cl->scene.scene == Scene::Study)
+        cl->scene.studyDir = parser.value(QStringLiteral("demo-study"));
     if (cl->scene.scene == Scene::Compare) {
         const QStringList tabs = {QStringLiteral("metrics"), QStringLiteral("layers"),
                                   QStringLiteral("generations"), QStringLiteral("speed")};
