@@ -6,6 +6,8 @@
 #include "core/compress/compressed_model.h"
 #include "core/compress/recipe.h"
 #include "core/compress/rotation.h"
+#include "core/export/gguf_export.h"
+#include "core/export/llmcompressor.h"
 #include "core/io/quants.h"
 #include "core/model/model.h"
 #include "core/model/synthetic.h"
@@ -371,6 +373,19 @@ private slots:
         QVERIFY2(kGptq < kRtn, (std::to_string(kGptq) + " vs " + std::to_string(kRtn)).c_str());
         QVERIFY(gptq.model->runtimeQuant()->rotation.active());
         QVERIFY(gptq.model->compressed("layers.0.mlp.down")->quantized);
+    }
+
+    /// Exports that cannot carry the online transforms refuse them and leave no file.
+    void exportsRefuseOnlineTransforms() {
+        auto m = Model::load(lcwtest::demoModelPath());
+        const auto res = compressWith(*m, rotationRecipe({{"seed", 0}}));
+        GgufExportOptions o;
+        o.path = lcwtest::tempDir("rot-gguf") + "/rot.gguf";
+        QVERIFY_THROWS_EXCEPTION(UnsupportedError, exportGguf(*m, *res.model, o));
+        QVERIFY(!lcwtest::exists(o.path));
+        QVERIFY_THROWS_EXCEPTION(
+            UnsupportedError,
+            exporter::exportLlmCompressorRecipe(findPreset("W4A4-KV4-QuaRot").recipe, *m, {}));
     }
 
     /// Recipe keys, round trip, and what does not compose with a rotation.
