@@ -5,6 +5,7 @@
 #include "core/compress/imatrix.h"
 #include "core/compress/overlay_files.h"
 #include "core/compress/pipeline.h"
+#include "core/compress/rotation.h"
 #include "core/compress/weight_stages.h"
 
 #include "core/common/checked.h"
@@ -97,7 +98,12 @@ json runtimeQuantJson(const RuntimeQuant& rq) {
                       {"k_granularity", granName(k.kGranularity)},
                       {"v_granularity", granName(k.vGranularity)},
                       {"group_size", k.groupSize}});
-    return {{"activations", acts}, {"kv", kv}};
+    json j = {{"activations", acts}, {"kv", kv}};
+    if (rq.rotation.active())
+        j["rotation"] = {{"online_down", rq.rotation.down},
+                         {"online_qk", rq.rotation.qk},
+                         {"seed", rq.rotation.seed}};
+    return j;
 }
 
 RuntimeQuant runtimeQuantFromJson(const nlohmann::json& j, const std::string& where) {
@@ -129,6 +135,12 @@ RuntimeQuant runtimeQuantFromJson(const nlohmann::json& j, const std::string& wh
             s.vGranularity = gran("v_granularity");
             s.groupSize = k.at("group_size").get<int64_t>();
             rq.kv[k.at("layer").get<int64_t>()] = s;
+        }
+        if (j.contains("rotation")) {
+            const auto& r = j.at("rotation");
+            rq.rotation.down = r.at("online_down").get<bool>();
+            rq.rotation.qk = r.at("online_qk").get<bool>();
+            rq.rotation.seed = r.at("seed").get<uint64_t>();
         }
     } catch (const json::exception& e) {
         throw FormatError(where, std::string("bad runtime_quant: ") + e.what());
@@ -361,6 +373,8 @@ SizeEstimate estimatePlan(const Plan& plan, const Model& base) {
         addSize(est.total,
                 it != est.tensors.end() ? it->second : SizeInfo{t.numel(), t.nbytes * 8});
     }
+    if (plan.untiedLmHead > 0) // a rotation's own lm_head (rotation.h)
+        addSize(est.total, {plan.untiedLmHead, uint64_t(plan.untiedLmHead) * 32});
     return est;
 }
 
@@ -701,6 +715,33 @@ void CompressedModel::setFloatTensor(const std::string& name, std::vector<float>
     t->view.nbytes = t->floats.size() * sizeof(float);
     t->view.file.clear();
     m_tensors[name] = std::move(t);
+}
+
+std::unique_ptr<CompressedModel> CompressedModel::moveOnto(const Model& newBase) {
+    auto cm = std::make_unique<CompressedModel>(newBase);
+    for (const auto& [name, t] : m_tensors) {
+        std::string baseName = name;
+        for (const char* suf : {".lowrank_a", ".lowrank_b"})
+            if (name.size() > std::strlen(suf) &&
+                name.compare(name.size() - std::strlen(suf), std::strlen(suf), suf) == 0)
+                baseName = name.substr(0, name.size() - std::strlen(suf));
+        if (newBase.find(baseName)) continue;
+        if (!t->isFloat)
+            throw ArgumentError("overlay: the new base has no tensor '" + baseName + "'");
+        if (std::find(m_added.begin(), m_added.end(), name) == m_added.end())
+            m_added.push_back(name);
+    }
+    cm->m_tensors = std::move(m_tensors);
+    cm->m_lowRank = std::move(m_lowRank);
+    cm->m_added = std::move(m_added);
+    cm->m_runtime = std::move(m_runtime);
+    cm->recipe = std::move(recipe);
+    cm->baseFingerprint = std::move(baseFingerprint);
+    m_tensors.clear();
+    m_lowRank.clear();
+    m_added.clear();
+    m_runtime = {};
+    return cm;
 }
 
 const CompressedTensor* CompressedModel::compressed(std::string_view name) const {
@@ -1277,6 +1318,7 @@ namespace {
 CompressResult compress(const Model& base, const Recipe& recipe, Progress& progress,
                         const CompressOptions& options) {
     try {
+        if (recipe.rotation) return compressRotated(base, recipe, progress, options);
         return compressImpl(base, recipe, progress, options);
     } catch (const ArgumentError&) {
         rethrowNamingWeightFile(base);

@@ -198,6 +198,12 @@ public:
     /// Throws ArgumentError when absent without a shape, or the size differs.
     void setFloatTensor(const std::string& name, std::vector<float> values,
                         const std::vector<int64_t>& shape = {});
+    /// A new overlay over `newBase` holding this overlay's tensors, low-rank marks, runtime
+    /// quantisation, recipe and fingerprint (this overlay is left empty). `newBase` has the
+    /// tensors of this overlay's base under the same names and shapes (the model a rotated copy
+    /// was made from, core/compress/rotation.h); a float tensor it lacks becomes an added tensor.
+    /// Throws ArgumentError for any other tensor it lacks.
+    std::unique_ptr<CompressedModel> moveOnto(const Model& newBase);
     /// Names of the float tensors the base lacks, in the order they were added.
     const std::vector<std::string>& addedNames() const { return m_added; }
     /// nullptr when the tensor is not replaced.

@@ -188,6 +188,18 @@ void validateWeight(const json& w, int rule) {
         fail(rule, "weight.bits", "format nf4 has 4 bits, got " + w["bits"].dump());
 }
 
+RotationSettings parseRotation(const json& r) {
+    if (!r.is_object()) fail(-1, "rotation", "expected an object or null, got " + r.dump());
+    checkKeys(r, {"method", "seed", "online_down", "online_qk"}, -1, "rotation.");
+    if (r.contains("method")) strField(r["method"], -1, "rotation.method", {"hadamard"});
+    RotationSettings s;
+    if (r.contains("seed"))
+        s.seed = uint64_t(intField(r["seed"], -1, "rotation.seed", 0, int64_t(1) << 62));
+    if (r.contains("online_down")) s.down = boolField(r["online_down"], -1, "rotation.online_down");
+    if (r.contains("online_qk")) s.kv = boolField(r["online_qk"], -1, "rotation.online_qk");
+    return s;
+}
+
 void validateSmoothQuant(const json& q, int rule) {
     if (!q.is_object()) fail(rule, "smoothquant", "expected an object or null, got " + q.dump());
     checkKeys(q, {"alpha", "stats", "rule"}, rule, "smoothquant.");
@@ -559,7 +571,7 @@ bool Rule::matches(const std::string& name) const {
 
 Recipe Recipe::fromJson(const json& j) {
     if (!j.is_object()) fail(-1, "", "expected a JSON object");
-    checkKeys(j, {"lcw_recipe", "name", "description", "imatrix", "rules"}, -1, "");
+    checkKeys(j, {"lcw_recipe", "name", "description", "imatrix", "rotation", "rules"}, -1, "");
     if (!j.contains("lcw_recipe"))
         fail(-1, "lcw_recipe", "missing (a recipe starts with \"lcw_recipe\": 1)");
     if (!j["lcw_recipe"].is_number_integer() || j["lcw_recipe"].get<int64_t>() != kVersion)
@@ -579,6 +591,8 @@ Recipe Recipe::fromJson(const json& j) {
             fail(-1, "imatrix", "expected the path of a llama.cpp imatrix file or \"calibrate\"");
         r.imatrix = j["imatrix"].get<std::string>();
     }
+    if (j.contains("rotation") && !j["rotation"].is_null())
+        r.rotation = parseRotation(j["rotation"]);
     if (!j.contains("rules") || !j["rules"].is_array())
         fail(-1, "rules", "missing or not an array");
     for (size_t i = 0; i < j["rules"].size(); ++i) {
@@ -662,6 +676,11 @@ json Recipe::toJson() const {
     json j = {{"lcw_recipe", kVersion}, {"name", name}};
     if (!description.empty()) j["description"] = description;
     if (!imatrix.empty()) j["imatrix"] = imatrix;
+    if (rotation)
+        j["rotation"] = {{"method", "hadamard"},
+                         {"seed", rotation->seed},
+                         {"online_down", rotation->down},
+                         {"online_qk", rotation->kv}};
     j["rules"] = json::array();
     for (const auto& r : rules) {
         json rj = {{"targets", r.targets}};
@@ -858,6 +877,39 @@ void addSmoothQuantPresets(std::vector<Preset>& v) {
          oneRule("2:4-SparseGPT", "2:4 semi-structured pruning by SparseGPT (needs --calib)",
                  {{"sparsity", {{"method", "sparsegpt"}, {"pattern", "2:4"}}}})});
 }
+/// Rotations (QuaRot): the randomised Hadamard rotation with online transforms in front of
+/// W4A4 KV4. (part of presets())
+void addRotationPresets(std::vector<Preset>& v) {
+    auto addRot = [&](const std::string& n, const std::string& d, const std::string& method) {
+        json j = {
+            {"lcw_recipe", 1},
+            {"name", n},
+            {"description", d},
+            {"rotation", {{"method", "hadamard"}, {"seed", 0}}},
+            {"rules", json::array({{{"targets", {"*"}},
+                                    {"weight",
+                                     {{"bits", 4},
+                                      {"symmetric", false},
+                                      {"granularity", "channel"},
+                                      {"method", method}}},
+                                    {"activation", {{"bits", 4}, {"mode", "dynamic_per_token"}}},
+                                    {"kv",
+                                     {{"k_bits", 4},
+                                      {"v_bits", 4},
+                                      {"k_granularity", "token"},
+                                      {"v_granularity", "token"}}}}})}};
+        v.push_back({n, d, Recipe::fromJson(j)});
+    };
+    addRot("W4A4-KV4-QuaRot",
+           "Hadamard rotation (QuaRot, online down and q/k) + int4 asym per-channel RTN "
+           "weights + int4 per-token activations + KV4",
+           "rtn");
+    addRot("W4A4-KV4-QuaRot-GPTQ",
+           "Hadamard rotation (QuaRot, online down and q/k) + int4 asym per-channel GPTQ "
+           "weights + int4 per-token activations + KV4 (needs --calib)",
+           "gptq");
+}
+
 const std::vector<Preset>& presets() {
     static const std::vector<Preset> p = [] {
         std::vector<Preset> v;
@@ -866,6 +918,7 @@ const std::vector<Preset>& presets() {
         addKvPresets(v);
         addCalibratedPresets(v);
         addSmoothQuantPresets(v);
+        addRotationPresets(v);
         return v;
     }();
     return p;
@@ -1362,6 +1415,8 @@ Plan planRecipe(const Recipe& r, const Model& model, const PlanOptions& opts) {
         fail(plan.smooth.begin()->second.second, "smoothquant",
              "SmoothQuant needs calibration data (activation ranges) and none was given");
     finishStructured(structured, plan, model, opts);
+    if (r.rotation && !model.find("lm_head") && model.find("embed"))
+        plan.untiedLmHead = model.get("embed").numel();
     for (auto& lp : plan.layers) checkLayerCombination(lp, plan, opts);
     for (const auto& m : plan.matches) {
         if (m.layers.empty())

@@ -161,6 +161,16 @@ struct Rule {
     bool matches(const std::string& name) const;
 };
 
+/// The top-level "rotation" section (QuaRot, core/compress/rotation.h): a seeded randomised
+/// Hadamard rotation of the residual stream folded into the weights, and optionally the online
+/// transforms of mlp.down's input and of the attention heads.
+struct RotationSettings {
+    uint64_t seed = 0;
+    bool down = true; ///< "online_down": transform the MLP intermediate online, fold into down
+    bool kv = true;   ///< "online_qk": per-head transform of q/k online, of v folded into v / o
+    bool operator==(const RotationSettings&) const = default;
+};
+
 struct Recipe {
     static constexpr int kVersion = 1;
     std::string name;
@@ -169,6 +179,8 @@ struct Recipe {
     /// llama.cpp imatrix .dat file (relative paths are relative to the recipe file), "calibrate"
     /// (computed from the calibration text, as llama-imatrix does), or empty (none).
     std::string imatrix;
+    /// Rotation applied before every rule (absent: none).
+    std::optional<RotationSettings> rotation;
     std::vector<Rule> rules;
 
     /// Parses and validates (keys, types, ranges, regexes). Throws RecipeError.
@@ -263,6 +275,9 @@ struct Plan {
     /// quantisation), and the rule that set it.
     std::map<std::string, std::pair<double, int>> smooth;
     std::vector<std::string> warnings;
+    /// Elements of the lm_head a rotation unties from embed (stored as an added f32 tensor;
+    /// 0 without a rotation or with an untied lm_head).
+    int64_t untiedLmHead = 0;
     /// The plan uses calibration data: a layer's method, pruning or low-rank score, a structured
     /// score, SmoothQuant or outlier weight columns (planned with hasCalibration; without it the
     /// planner refuses the first four and warns about outlier columns).

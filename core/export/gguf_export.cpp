@@ -1009,6 +1009,10 @@ GgufExportResult exportGguf(const WeightSource& weights, const Tokenizer* tokeni
     checkOutputPath(o.path);
     Plan plan = Planner(weights, o.type).build();
     res.arch = plan.family.gguf;
+    if (const RuntimeQuant* rq = weights.runtimeQuant(); rq && rq->rotation.active())
+        throw UnsupportedError("GGUF export: the configuration's rotation has online transforms "
+                               "(recipe rotation.online_down / online_qk) that llama.cpp does "
+                               "not run");
     if (weights.runtimeQuant())
         res.warnings.push_back("activation and KV-cache quantisation are not part of GGUF "
                                "files: llama.cpp runs the weights only");

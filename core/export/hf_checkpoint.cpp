@@ -1049,6 +1049,11 @@ HfCheckpointResult exportHfCheckpoint(const Model& base, const WeightSource& wei
                             "alone has nothing quantised");
     if (&ov->base() != &base)
         throw ArgumentError("export: the configuration is not an overlay of " + base.path());
+    if (const RuntimeQuant* rq = ov->runtimeQuant(); rq && rq->rotation.active())
+        throw UnsupportedError("export --format " + format.name() +
+                               ": the configuration's rotation has online transforms (recipe "
+                               "rotation.online_down / online_qk) that the checkpoint format "
+                               "cannot express");
     const ModelSpec& spec = base.spec();
     if (spec.sourceFormat != "safetensors") {
         if (spec.arch != "llama" && spec.arch != "mistral" && spec.arch != "qwen2")

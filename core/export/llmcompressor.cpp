@@ -724,6 +724,9 @@ private:
 
 LlmcExport exportLlmCompressorRecipe(const compress::Recipe& recipe, const Model& model,
                                      const LlmcExportOptions& opts) {
+    if (recipe.rotation)
+        throw UnsupportedError("llm-compressor export: the recipe's rotation (QuaRot, lcw's seeded "
+                               "Hadamard transforms) has no llm-compressor form here");
     return LlmcExporter(recipe, model, opts).run();
 }
 

@@ -53,6 +53,7 @@ void Model::setTokenizer(std::unique_ptr<Tokenizer> t) {
 }
 
 const Tokenizer& Model::tokenizer() const {
+    if (m_sharedTokenizer) return *m_sharedTokenizer;
     if (!m_tokenizer)
         throw Error(m_path + ": no tokenizer found (pass --tokenizer FILE, or put tokenizer.json / "
                              "tokenizer.bin beside the model)");

@@ -109,7 +109,7 @@ public:
 
     /// All tensors in file order.
     const std::vector<TensorView>& tensors() const { return m_tensors; }
-    bool hasTokenizer() const { return m_tokenizer != nullptr; }
+    bool hasTokenizer() const { return m_tokenizer != nullptr || m_sharedTokenizer != nullptr; }
     /// Throws Error when the model has no tokenizer.
     const Tokenizer& tokenizer() const;
     /// What the user opened.
@@ -155,6 +155,11 @@ public:
     /// data.
     const std::byte* ownBuffer(std::vector<std::byte> bytes);
     void setTokenizer(std::unique_ptr<Tokenizer> t);
+    /// Uses `other`'s tokenizer (none when it has none); `other` must outlive this model. For
+    /// models derived in memory from a loaded one (a rotated copy, core/compress/rotation.h).
+    void shareTokenizer(const Model& other) {
+        m_sharedTokenizer = other.hasTokenizer() ? &other.tokenizer() : nullptr;
+    }
     void setPath(std::string p) { m_path = std::move(p); }
     void addWarning(std::string w) { m_warnings.push_back(std::move(w)); }
     /// Records the stored scheme of a (dequantised) tensor and its bytes in the file.
@@ -173,6 +178,7 @@ private:
     std::vector<std::shared_ptr<const MappedFile>> m_files;
     std::vector<std::unique_ptr<std::vector<std::byte>>> m_buffers;
     std::unique_ptr<Tokenizer> m_tokenizer;
+    const Tokenizer* m_sharedTokenizer = nullptr;
     std::string m_path;
     std::vector<std::string> m_warnings;
     std::unordered_map<std::string, std::string> m_schemes;

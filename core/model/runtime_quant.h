@@ -51,11 +51,27 @@ struct KvQuantSpec {
     bool operator==(const KvQuantSpec&) const = default;
 };
 
+/// Online rotations of a rotated model (QuaRot, core/compress/rotation.h): orthogonal transforms
+/// (core/runtime/hadamard.h, without random signs, seeds from rotationSeed(seed, purpose)) the
+/// runtime applies to activations whose matching inverse is folded into the weights:
+///   down: the MLP intermediate (mlp.down's input) of every dense block, T of size rows(mlp.up),
+///         before the down product (and its input quantisation); mlp.down is stored as W·Tᵀ;
+///   qk:   every head of q and k after RoPE (and q/k norms), T of size head_dim, so QKᵀ is
+///         unchanged and the KV cache holds rotated keys.
+struct OnlineRotation {
+    bool down = false, qk = false;
+    uint64_t seed = 0;
+    bool active() const { return down || qk; }
+    bool operator==(const OnlineRotation&) const = default;
+};
+
 struct RuntimeQuant {
     /// By canonical linear name ("layers.3.attn.q"); only active specs are stored.
     std::map<std::string, ActQuantSpec, std::less<>> activations;
     /// By block index; only active specs are stored.
     std::map<int64_t, KvQuantSpec> kv;
+    /// Online transforms of a rotated model (inactive: none).
+    OnlineRotation rotation;
 
     const ActQuantSpec* activation(std::string_view name) const {
         auto it = activations.find(name);
@@ -65,7 +81,7 @@ struct RuntimeQuant {
         auto it = kv.find(layer);
         return it == kv.end() ? nullptr : &it->second;
     }
-    bool empty() const { return activations.empty() && kv.empty(); }
+    bool empty() const { return activations.empty() && kv.empty() && !rotation.active(); }
 };
 
 } // namespace lcw

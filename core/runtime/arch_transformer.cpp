@@ -16,6 +16,7 @@
 #include "core/common/error.h"
 #include "core/runtime/arch.h"
 #include "core/runtime/cpu/packed_linear.h"
+#include "core/runtime/hadamard.h"
 #include "core/runtime/quant_runtime.h"
 #include "core/runtime/transformer_plan.h"
 
@@ -94,6 +95,7 @@ private:
     kernels::FloatBuffer lrBuf;                      // low-rank intermediate A x
     std::vector<float> kOld, vOld, saved;            // quantisedAttention scratch
     const ActQuantSpec* lmAq = nullptr;
+    OnlineRotations rot; // a rotated model's online transforms (RuntimeQuant::rotation)
     int64_t cacheRows = 0;
     kernels::FloatBuffer h, xn, tmp, tmp2, q, k, kPre, v, att, gate, up, cosT, sinT;
     kernels::FloatBuffer xe, ye, routerLogits; // embedding projection / MoE scratch
@@ -132,6 +134,7 @@ private:
     void applyLinear(const Weight& w, const LowRank& lr, const ActQuantSpec* a, const float* x,
                      int64_t ldx, int64_t n, float* y, int64_t ldy, const float* bias);
     void bindShapes(Layer& L, int64_t l);
+    void bindRotations();
     Weight bindLinear(Layer& L, int i, int64_t rows, int64_t cols);
 
     // The resident forward (Backend::transformerForward): the model as a plan, built once; why
@@ -201,6 +204,7 @@ void TransformerRunner::bind() {
                                     layers[size_t(l)].kvd);
         }
     if (const RuntimeQuant* rq = w.runtimeQuant()) lmAq = rq->activation("lm_head");
+    bindRotations();
     allocateScratch();
     buildPlan();
 }
@@ -312,6 +316,7 @@ void TransformerRunner::buildPlan() {
         if (s.isMoe()) return "mixture-of-experts MLPs run per product";
         if (ed != s.dim) return "embedding projections (word_embed_proj_dim) run per product";
         if (lmAq) return "lm_head has input quantisation";
+        if (rot.active()) return "online Hadamard rotations run on the host";
         for (int64_t l = 0; l < s.nLayers; ++l) {
             const Layer& L = layers[size_t(l)];
             if (L.kvq) return "a quantised KV cache runs on the host";
@@ -492,6 +497,10 @@ void TransformerRunner::attention(int64_t l, const float* x, int64_t n, int64_t 
         kernels::applyRope(k.data(), n, kvd, nkv, hd, rf->rotDim, s.rope.interleaved, cosT.data(),
                            sinT.data());
     }
+    if (rot.qk()) { // a rotated model: every head of q and k by the same orthogonal transform
+        rot.rotateHeads(q.data(), n, nh, qd, nt);
+        rot.rotateHeads(k.data(), n, nkv, kvd, nt);
+    }
     if (observed()) {
         const float* kp = rf ? kPre.data() : k.data();
         for (Observer* o : env.observers) o->onKV(li, kp, k.data(), v.data(), n, nkv, hd, pos0);
@@ -536,6 +545,7 @@ void TransformerRunner::mlp(int64_t l, const float* x, int64_t n, float* out) {
         applyLinear(L.up, L.lr[5], L.aq[5], x, dim, n, gate.data(), hid, ptrOrNull(L.bUp));
         kernels::activate(act, gate.data(), nh, nt);
     }
+    if (rot.down()) rot.rotateDown(gate.data(), n, hid, hid, nt); // mlp.down stores W·Tᵀ
     if (observed()) env.notifyLinear(li, LinearRole::Down, L.name[6], gate.data(), n, hid);
     applyLinear(L.down, L.lr[6], L.aq[6], gate.data(), hid, n, out, dim, ptrOrNull(L.bDown));
 }
@@ -913,6 +923,19 @@ Weight TransformerRunner::bindLinear(Layer& L, int i, int64_t rows, int64_t cols
     checkWeight(b, nm + ".lowrank_b", rows, r);
     L.lr[i] = {a, b, r};
     return {};
+}
+
+// A rotated model's online transforms (core/runtime/hadamard.h): the MLP intermediate of every
+// dense block and / or each q/k head after RoPE.
+void TransformerRunner::bindRotations() {
+    const RuntimeQuant* rq = w.runtimeQuant();
+    if (!rq || !rq->rotation.active()) return;
+    if (rq->rotation.down && s.isMoe())
+        throw UnsupportedError("online rotation of the MLP intermediate: mixture-of-experts "
+                               "blocks are not supported");
+    std::vector<int64_t> widths;
+    for (const Layer& L : layers) widths.push_back(L.hidden);
+    rot.init(rq->rotation, s.headDim, widths);
 }
 
 uint64_t TransformerRunner::kvCacheBytes(int64_t tokens, bool asF32) const {
