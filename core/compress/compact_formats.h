@@ -55,12 +55,12 @@ PackedTensor squeezeLlmQuantize(const float* w, int64_t rows, int64_t cols, cons
 
 // ---- DGQ ----
 
-/// DGQ's two-phase grid search. Phase 1, per (row, group): the float scale s' and zero point of
-/// the range shrunk by α ∈ {1, 0.95, …, 0.5} (lcw's RTN grid on [α·min, α·max], zero point in
-/// 0..2^b−1) with the least Σ imp·(w − ŵ)². Phase 2, per row: the channel scale s1 = f16(β ·
-/// max_g s'_g / 255) for β ∈ {1, 0.95, …, 0.5}, S2 = clamp(round(s'_g / s1), 1, 255), codes
-/// re-chosen on S2·s1 with the phase-1 zero point; the β with the least row error is kept.
-/// imp: cols importance weights (null: 1).
+/// DGQ's two-phase grid search (in double). Phase 1, per (row, group): the scale s' and integer
+/// zero point of the range [α·min(min, 0), α·max(max, 0)] (symmetric: s' = α·absmax / (2^(b−1) −
+/// 1)) for α ∈ {1, 0.95, …, 0.5} with the least Σ imp·(w − ŵ)². Phase 2, per row: the channel
+/// scale s1 = f16(β · max_g s'_g / 255) for β ∈ {1, 0.95, …, 0.5}, S2 = clamp(round(s'_g / s1), 1,
+/// 255), codes re-chosen on S2·s1 with the phase-1 zero point; the β with the least row error is
+/// kept. imp: cols importance weights (null: 1).
 PackedTensor dgqQuantize(const float* w, int64_t rows, int64_t cols, const WeightSettings& s,
                          const float* imp, const std::string& name);
 /// The dequantised scale of group g of row r: S2 code × the f16 channel scale.
