@@ -422,6 +422,11 @@ private slots:
         s = compress::ggufSettings(compress::WeightMethod::Q4_0);
         QVERIFY(has(reason(*gptq, s), "GGUF"));
         QVERIFY(has(reason(*awq, s), "GGUF"));
+        // compact formats (int4 g64 otherwise): DGQ's 8-bit scale codes have no place
+        s = intSettings(4, true, 64);
+        s.method = compress::WeightMethod::Dgq;
+        QVERIFY(has(reason(*gptq, s), "dgq"));
+        QVERIFY(has(reason(*awq, s), "dgq"));
         QVERIFY(has(reason(*gptq, intSettings(5, true, 64)), "5-bit"));
         QVERIFY(has(reason(*gptq, intSettings(6, false, 64)), "6-bit"));
         QVERIFY(has(reason(*awq, intSettings(8, true, 64)), "8-bit"));

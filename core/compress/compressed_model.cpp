@@ -29,6 +29,7 @@
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <type_traits>
 
 namespace lcw::compress {
 
@@ -42,12 +43,15 @@ constexpr int kOverlayVersion = 1;
 constexpr int kOverlayVersionColOrder = 2;
 
 json settingsJson(const WeightSettings& s) {
-    return {{"bits", s.bits},
-            {"format", weightFormatName(s.format)},
-            {"symmetric", s.symmetric},
-            {"granularity", granularityName(s.granularity)},
-            {"group_size", s.groupSize},
-            {"method", weightMethodName(s.method)}};
+    json j = {{"bits", s.bits},
+              {"format", weightFormatName(s.format)},
+              {"symmetric", s.symmetric},
+              {"granularity", granularityName(s.granularity)},
+              {"group_size", s.groupSize},
+              {"method", weightMethodName(s.method)}};
+    if (s.method == WeightMethod::SqueezeLlm) j["outliers_pct"] = s.outliersPct;
+    if (s.method == WeightMethod::Slim) j["avg_bits"] = s.avgBits;
+    return j;
 }
 
 WeightSettings settingsFromJson(const nlohmann::json& j, const std::string& where) {
@@ -69,6 +73,10 @@ WeightSettings settingsFromJson(const nlohmann::json& j, const std::string& wher
         const auto method = weightMethodFromName(m);
         if (!method) throw FormatError(where, "unknown method '" + m + "'");
         s.method = *method;
+        s.outliersPct = j.value("outliers_pct", 0.0);
+        s.avgBits = j.value("avg_bits", 3.0);
+        if (!(s.outliersPct >= 0 && s.outliersPct <= 100) || !(s.avgBits >= 2 && s.avgBits <= 4))
+            throw FormatError(where, "outliers_pct or avg_bits out of range");
         const bool f16 = s.method == WeightMethod::F16;
         if ((f16 ? s.bits != 16 : (s.bits < 2 || s.bits > 8)) || s.groupSize < 1)
             throw FormatError(where, "bits or group_size out of range");
@@ -427,7 +435,8 @@ bool servedAsGguf(const CompressedTensor& t) {
 
 /// Whether the tensor's runtime form is a kernels::PackedLinear (lcw int / NF4 / FP8 codes).
 bool servedPacked(const CompressedTensor& t) {
-    return t.quantized && !methodIsGguf(t.packed.settings.method);
+    return t.quantized && !methodIsGguf(t.packed.settings.method) &&
+           !methodIsCompact(t.packed.settings.method); // compact formats: find()'s floats
 }
 
 kernels::PackedSource packedSource(const CompressedTensor& t, const std::string& name,
@@ -497,7 +506,8 @@ size_t CompressedTensor::residentBytes() const {
     const PackedTensor& p = packed;
     size_t b = p.codes.size() + 2 * (p.scales.size() + p.zeros.size() + p.outlierValues.size()) +
                4 * (p.outlierCols.size() + p.colOrder.size()) + maskBits.size() +
-               4 * floats.size() + 4 * materialised.size();
+               p.groupCodes.size() + 4 * (p.sparseRowPtr.size() + p.sparseCols.size()) +
+               2 * p.sparseValues.size() + 4 * floats.size() + 4 * materialised.size();
     if (runtimePacked) b += runtimePacked->bytes();
     return b;
 }
@@ -880,6 +890,17 @@ void CompressedModel::save(const std::string& dir) const {
             srcs.push_back({p.colOrder.data(), p.colOrder.size() * 4});
             version = kOverlayVersionColOrder;
         }
+        if (c.quantized) { // compact methods' arrays (compact_formats.h)
+            auto add = [&](const char* suffix, DType t, const void* d, size_t n, size_t el) {
+                if (n == 0) return;
+                descs.push_back({name + suffix, t, {int64_t(n)}});
+                srcs.push_back({d, n * el});
+            };
+            add(".group_codes", DType::U8, p.groupCodes.data(), p.groupCodes.size(), 1);
+            add(".sparse_row_ptr", DType::I32, p.sparseRowPtr.data(), p.sparseRowPtr.size(), 4);
+            add(".sparse_cols", DType::I32, p.sparseCols.data(), p.sparseCols.size(), 4);
+            add(".sparse_values", DType::F16, p.sparseValues.data(), p.sparseValues.size(), 2);
+        }
         tj["storage_bits"] = c.storageBits();
         tensors.push_back(std::move(tj));
     }
@@ -1005,6 +1026,20 @@ PackedTensor readPackedEntry(const SafetensorsSet& st, const nlohmann::json& tj,
         p.outlierCols.resize(t->nbytes / 4);
         std::memcpy(p.outlierCols.data(), t->data, p.outlierCols.size() * 4);
     }
+    // Compact methods' arrays (compact_formats.h; their sizes are checked by setEntry).
+    auto raw = [&](const char* suffix, DType type, auto& dst) {
+        if (const TensorView* t = st.find(name + suffix)) {
+            using T = typename std::decay_t<decltype(dst)>::value_type;
+            if (t->dtype != type || t->nbytes % sizeof(T) != 0)
+                throw FormatError(jpath, name + suffix + " has the wrong type");
+            dst.resize(t->nbytes / sizeof(T));
+            std::memcpy(dst.data(), t->data, t->nbytes);
+        }
+    };
+    raw(".group_codes", DType::U8, p.groupCodes);
+    raw(".sparse_row_ptr", DType::I32, p.sparseRowPtr);
+    raw(".sparse_cols", DType::I32, p.sparseCols);
+    raw(".sparse_values", DType::F16, p.sparseValues);
     if (const TensorView* t = st.find(name + ".col_order")) {
         if (t->dtype != DType::I32 || t->nbytes != uint64_t(p.cols) * 4)
             throw FormatError(jpath, name + ".col_order is not " + std::to_string(p.cols) +

@@ -8,6 +8,7 @@
 #include "core/common/mapped_file.h"
 #include "core/compress/awq.h"
 #include "core/compress/block_grad.h"
+#include "core/compress/compact_formats.h"
 #include "core/compress/folding.h"
 #include "core/compress/gptq.h"
 #include "core/compress/omniquant.h"
@@ -785,13 +786,10 @@ std::vector<int32_t> outlierColumns(const Recipe& recipe, const LayerPlan& lp,
     return outl;
 }
 
-/// GPTQ of a layer (int grids or a GGUF type's blocks) on the Gram of its scaled input, the
-/// outlier columns exact.
-PackedTensor gptqLayer(const LayerPlan& lp, const std::vector<float>& Wq, const LinearInputs& in,
-                       const std::vector<float>* sc, const std::vector<int32_t>& outl,
-                       const std::vector<float>& imp, json& det) {
-    const int64_t rows = lp.rows, cols = lp.cols;
-    const GptqOptions go = gptqOptions(lp.weightJson);
+/// The Gram of the layer's scaled input (SmoothQuant / AWQ scales sc), outlier columns
+/// decoupled (1 on the diagonal).
+std::vector<double> layerGram(const LinearInputs& in, int64_t cols, const std::vector<float>* sc,
+                              const std::vector<int32_t>& outl) {
     std::vector<double> H = in.gram;
     if (sc)
         for (int64_t a = 0; a < cols; ++a)
@@ -800,6 +798,17 @@ PackedTensor gptqLayer(const LayerPlan& lp, const std::vector<float>& Wq, const 
     for (int32_t j : outl)
         for (int64_t c = 0; c < cols; ++c)
             H[size_t(j * cols + c)] = H[size_t(c * cols + j)] = c == j ? 1.0 : 0.0;
+    return H;
+}
+
+/// GPTQ of a layer (int grids or a GGUF type's blocks) on the Gram of its scaled input, the
+/// outlier columns exact.
+PackedTensor gptqLayer(const LayerPlan& lp, const std::vector<float>& Wq, const LinearInputs& in,
+                       const std::vector<float>* sc, const std::vector<int32_t>& outl,
+                       const std::vector<float>& imp, json& det) {
+    const int64_t rows = lp.rows, cols = lp.cols;
+    const GptqOptions go = gptqOptions(lp.weightJson);
+    std::vector<double> H = layerGram(in, cols, sc, outl);
     PackedTensor packed;
     if (lp.weight.ggufGrid) {
         GptqGgufResult g =
@@ -882,6 +891,18 @@ PackedTensor quantiseWithMethod(const CalibratedRun& run, BlockWork& w, const La
     }
     case WeightMethod::OmniQuant:
         return std::move(w.omniPacked.at(lp.name));
+    case WeightMethod::SqueezeLlm:
+    case WeightMethod::Slim: { // compact_formats.h: curvature from the captured Gram
+        const std::vector<double> H = layerGram(in, lp.cols, sc, outl);
+        if (lp.weight.method == WeightMethod::Slim) {
+            det["salience"] = "w^2 / [H^-1]_jj^2";
+            return slimQuantize(Wq.data(), lp.rows, lp.cols, lp.weight, H.data(), nullptr, lp.name);
+        }
+        std::vector<float> diag(size_t(lp.cols));
+        for (int64_t j = 0; j < lp.cols; ++j) diag[size_t(j)] = float(H[size_t(j * lp.cols + j)]);
+        det["sensitivity"] = "diag(X^T X)";
+        return squeezeLlmQuantize(Wq.data(), lp.rows, lp.cols, lp.weight, diag.data(), lp.name);
+    }
     default:
         return quantize(Wq.data(), lp.rows, lp.cols, lp.weight, lp.name, dataOrNull(imp));
     }

@@ -1,5 +1,7 @@
 #include "core/compress/quantizer.h"
 
+#include "core/compress/compact_formats.h"
+
 #include "core/stats/quant_grid.h"
 
 #include "core/common/dtype.h"
@@ -226,6 +228,7 @@ uint64_t packedCodeBytes(int64_t rows, int64_t cols, const WeightSettings& setti
 
 uint64_t packedStorageBits(int64_t rows, int64_t cols, const WeightSettings& settings) {
     const WeightSettings s = settings.stored();
+    if (methodIsCompact(s.method)) return compactStorageBits(rows, cols, s);
     const uint64_t codeBits = 8 * packedCodeBytes(rows, cols, s);
     if (methodIsGguf(s.method)) return codeBits; // scales live inside the blocks
     const bool asym = s.format == WeightFormat::Int && !s.symmetric;
@@ -247,7 +250,9 @@ int64_t PackedTensor::groupsPerRow() const {
 uint64_t PackedTensor::storageBits() const {
     return 8 * uint64_t(codes.size()) + 16 * uint64_t(scales.size()) + 16 * uint64_t(zeros.size()) +
            16 * uint64_t(outlierValues.size()) + 32 * uint64_t(outlierCols.size()) +
-           32 * uint64_t(colOrder.size());
+           32 * uint64_t(colOrder.size()) + 8 * uint64_t(groupCodes.size()) +
+           32 * uint64_t(sparseRowPtr.size() + sparseCols.size()) +
+           16 * uint64_t(sparseValues.size());
 }
 
 void checkColumnOrder(const std::vector<int32_t>& order, int64_t cols, const std::string& name) {
@@ -350,6 +355,10 @@ PackedTensor rtnPacked(const float* w, int64_t rows, int64_t cols, const WeightS
 PackedTensor quantize(const float* w, int64_t rows, int64_t cols, const WeightSettings& s,
                       const std::string& name, const float* importance) {
     if (rows <= 0 || cols <= 0) throw ArgumentError(name + ": empty tensor");
+    if (methodIsCompact(s.method)) { // importance: the methods' sensitivity weights
+        checkFinite(w, rows, cols, name);
+        return quantizeCompact(w, rows, cols, s, name, importance);
+    }
     if (methodNeedsCalibration(s.method))
         throw UnsupportedError(name + ": method '" + std::string(weightMethodName(s.method)) +
                                "' needs calibration data (use compress() with a calibration set)");
@@ -454,11 +463,17 @@ namespace {
 /// Throws unless the packed sizes fit the shape and settings.
 void checkPacked(const PackedTensor& p, const std::string& name) {
     const WeightSettings& s = p.settings;
+    const bool compact = methodIsCompact(s.method);
+    if (compact)
+        checkCompact(p, name);
+    else if (!p.groupCodes.empty() || !p.sparseRowPtr.empty() || !p.sparseCols.empty() ||
+             !p.sparseValues.empty())
+        throw Error(name + ": group codes or a sparse matrix belong to compact methods only");
     const uint64_t rb = rowCodeBytes(p.cols, s);
-    if (p.codes.size() != rb * uint64_t(p.rows))
+    if (!compact && p.codes.size() != rb * uint64_t(p.rows))
         throw Error(name + ": packed codes have " + std::to_string(p.codes.size()) +
                     " bytes, expected " + std::to_string(rb * uint64_t(p.rows)));
-    if (!methodIsGguf(s.method)) {
+    if (!methodIsGguf(s.method) && !compact) {
         const bool asym = s.format == WeightFormat::Int && !s.symmetric;
         const bool tensor = s.granularity == Granularity::Tensor;
         const int64_t gl = groupLen(s, p.cols);
@@ -486,7 +501,9 @@ void dequantizeChecked(const PackedTensor& p, int64_t r0, int64_t n, float* dst)
     const int64_t cols = p.cols;
     const uint64_t rb = rowCodeBytes(cols, s);
     const bool par = n * cols >= kParallelMin;
-    if (methodIsGguf(s.method)) {
+    if (methodIsCompact(s.method)) {
+        dequantizeCompactRows(p, r0, n, dst);
+    } else if (methodIsGguf(s.method)) {
         const DType t = ggufType(s.method);
         ParallelErrors errors;
 #pragma omp parallel for schedule(static) if (par)

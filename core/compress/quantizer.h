@@ -40,8 +40,15 @@ struct PackedTensor {
     std::vector<uint16_t> outlierValues;
     /// Stored column order (see above); outlierCols stay in original column indices.
     std::vector<int32_t> colOrder;
+    /// Compact methods only (squeezellm, dgq, slim; layouts in compact_formats.h): 8-bit group
+    /// codes (dgq: scale codes and zero points; slim: each column group's bits) and the sparse
+    /// f16 outliers of squeezellm in CSR (row pointers, columns, values).
+    std::vector<uint8_t> groupCodes;
+    std::vector<int32_t> sparseRowPtr, sparseCols;
+    std::vector<uint16_t> sparseValues;
     /// Stored bits: codes + 16 per scale + 16 per zero + 16 per outlier value + 32 per outlier
-    /// column index + 32 per colOrder entry.
+    /// column index + 32 per colOrder entry; + 8 per group code, 32 per CSR row pointer and
+    /// column, 16 per CSR value.
     uint64_t storageBits() const;
     double bitsPerWeight() const {
         return rows > 0 && cols > 0 ? double(storageBits()) / double(rows * cols) : 0.0;

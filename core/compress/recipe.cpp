@@ -79,10 +79,12 @@ double numField(const json& v, int rule, const std::string& field, double lo, do
 const std::vector<std::string> kFormats = {"int", "fp8_e4m3", "nf4"};
 const std::vector<std::string> kGranularities = {"tensor", "channel", "group"};
 // In WeightMethod order.
-const std::vector<std::string> kMethods = {"rtn",  "q8_0",      "q4_0",   "q4_1",   "q5_0", "gptq",
-                                           "awq",  "omniquant", "q5_1",   "q2_k",   "q3_k", "q4_k",
-                                           "q5_k", "q6_k",      "iq4_nl", "iq4_xs", "f16"};
-static_assert(kWeightMethodCount == 17);
+const std::vector<std::string> kMethods = {"rtn", "q8_0", "q4_0", "q4_1", "q5_0", "gptq", "awq",
+                                           "omniquant", "q5_1", "q2_k", "q3_k", "q4_k", "q5_k",
+                                           "q6_k", "iq4_nl", "iq4_xs", "f16",
+                                           // compact formats (compact_formats.h)
+                                           "squeezellm", "dgq", "slim"};
+static_assert(kWeightMethodCount == 20);
 
 WeightMethod methodFromName(const std::string& s) {
     const auto i = std::find(kMethods.begin(), kMethods.end(), s) - kMethods.begin();
@@ -120,12 +122,16 @@ const GgufMethod* ggufInfo(WeightMethod m) {
 /// Validates a weight section on its own (types, ranges, consistency within the section).
 void validateWeight(const json& w, int rule) {
     if (!w.is_object()) fail(rule, "weight", "expected an object or null, got " + w.dump());
-    checkKeys(w, {"bits",       "format",     "symmetric",     "granularity",
-                  "group_size", "method",     "gguf",          "damp",
-                  "act_order",  "block_size", "static_groups", "groups",
-                  "sym_grid",   "awq",        "epochs",        "lr",
-                  "let",        "lr_let",     "let_shift",     "true_sequential"},
+    checkKeys(w, {"bits",         "format",     "symmetric",     "granularity",
+                  "group_size",   "method",     "gguf",          "damp",
+                  "act_order",    "block_size", "static_groups", "groups",
+                  "sym_grid",     "awq",        "epochs",        "lr",
+                  "let",          "lr_let",     "let_shift",     "true_sequential",
+                  "outliers_pct", "avg_bits"},
               rule, "weight.");
+    // Compact methods (squeezellm, slim): their own fields.
+    if (w.contains("outliers_pct")) numField(w["outliers_pct"], rule, "weight.outliers_pct", 0, 10);
+    if (w.contains("avg_bits")) numField(w["avg_bits"], rule, "weight.avg_bits", 2, 4);
     if (w.contains("true_sequential"))
         boolField(w["true_sequential"], rule, "weight.true_sequential");
     if (w.contains("damp")) numField(w["damp"], rule, "weight.damp", 1e-6, 1.0);
@@ -498,7 +504,12 @@ std::optional<WeightMethod> ggufFallback(WeightMethod m, int64_t cols) {
 }
 
 bool methodNeedsCalibration(WeightMethod m) {
-    return m == WeightMethod::Gptq || m == WeightMethod::Awq || m == WeightMethod::OmniQuant;
+    return m == WeightMethod::Gptq || m == WeightMethod::Awq || m == WeightMethod::OmniQuant ||
+           m == WeightMethod::SqueezeLlm || m == WeightMethod::Slim;
+}
+
+bool methodIsCompact(WeightMethod m) {
+    return m == WeightMethod::SqueezeLlm || m == WeightMethod::Dgq || m == WeightMethod::Slim;
 }
 
 WeightSettings WeightSettings::stored() const {
@@ -508,6 +519,16 @@ WeightSettings WeightSettings::stored() const {
 std::string WeightSettings::describe() const {
     if (methodIsGguf(method)) return weightMethodName(method);
     if (ggufGrid) return std::string(weightMethodName(method)) + " " + weightMethodName(*ggufGrid);
+    if (method == WeightMethod::SqueezeLlm || method == WeightMethod::Slim) {
+        char buf[96];
+        if (method == WeightMethod::SqueezeLlm)
+            std::snprintf(buf, sizeof buf, "squeezellm %d-bit codebook + %g%% sparse", bits,
+                          outliersPct);
+        else
+            std::snprintf(buf, sizeof buf, "slim %g-bit avg g%lld asym", avgBits,
+                          static_cast<long long>(groupSize));
+        return buf;
+    }
     std::string s;
     if (format == WeightFormat::Int)
         s = "int" + std::to_string(bits);
@@ -910,6 +931,34 @@ void addRotationPresets(std::vector<Preset>& v) {
            "gptq");
 }
 
+/// SqueezeLLM, DGQ and SliM-LLM (compact_formats.h). (part of presets())
+void addCompactPresets(std::vector<Preset>& v) {
+    v.push_back({"W3-SqueezeLLM",
+                 "SqueezeLLM: 3-bit per-row code books by curvature-weighted k-means, 0.45% "
+                 "largest weights in sparse f16 (needs --calib)",
+                 weightOnly("W3-SqueezeLLM", "SqueezeLLM 3-bit, 0.45% sparse outliers",
+                            {{"method", "squeezellm"}, {"bits", 3}, {"outliers_pct", 0.45}})});
+    const char* dgqDesc = "DGQ: int4 asym groups of 32 whose scales are 8-bit codes x an f16 "
+                          "channel scale, int8 dynamic per-token activations";
+    v.push_back({"W4A8-DGQ", dgqDesc,
+                 oneRule("W4A8-DGQ", dgqDesc,
+                         {{"weight",
+                           {{"method", "dgq"},
+                            {"bits", 4},
+                            {"symmetric", false},
+                            {"granularity", "group"},
+                            {"group_size", 32}}},
+                          {"activation", {{"bits", 8}, {"mode", "dynamic_per_token"}}}})});
+    v.push_back({"W2.5-SliM",
+                 "SliM-LLM: 2/3/4-bit asym column groups of 32 at 2.5 bits on average, salient "
+                 "groups wider (needs --calib)",
+                 weightOnly("W2.5-SliM", "SliM-LLM 2.5-bit average, groups of 32",
+                            {{"method", "slim"},
+                             {"avg_bits", 2.5},
+                             {"granularity", "group"},
+                             {"group_size", 32}})});
+}
+
 const std::vector<Preset>& presets() {
     static const std::vector<Preset> p = [] {
         std::vector<Preset> v;
@@ -919,6 +968,7 @@ const std::vector<Preset>& presets() {
         addCalibratedPresets(v);
         addSmoothQuantPresets(v);
         addRotationPresets(v);
+        addCompactPresets(v);
         return v;
     }();
     return p;
@@ -1089,6 +1139,10 @@ void checkLayerCombination(const LayerPlan& lp, const Plan& plan, const PlanOpti
         fail(lp.lowrankRule, "lowrank",
              std::string("the GGUF scheme ") + weightMethodName(lp.weight.method) +
                  " cannot quantise the low-rank factors of " + lp.name + " (use rtn)");
+    if ((lp.sparsity || lp.lowrank) && lp.quantize && methodIsCompact(lp.weight.method))
+        fail(lp.sparsity ? lp.sparsityRule : lp.lowrankRule, lp.sparsity ? "sparsity" : "lowrank",
+             std::string("method ") + weightMethodName(lp.weight.method) + " of " + lp.name +
+                 " cannot be combined with pruning or low-rank factors (use rtn)");
     if (lp.sparsity && lp.sparsity->needsCalibration() && !opts.hasCalibration)
         fail(lp.sparsityRule, "sparsity.method",
              std::string("'") + sparsityMethodName(lp.sparsity->method) +
@@ -1239,6 +1293,8 @@ void readWeightFields(const json& w, const FieldOrigin& org, const std::string& 
         s.granularity = Granularity::Group;
     }
     if (w.contains("group_size")) s.groupSize = w["group_size"].get<int64_t>();
+    if (w.contains("outliers_pct")) s.outliersPct = w["outliers_pct"].get<double>();
+    if (w.contains("avg_bits")) s.avgBits = w["avg_bits"].get<double>();
     if (s.format == WeightFormat::Nf4 && !w.contains("granularity") && !w.contains("group_size")) {
         s.granularity = Granularity::Group;
         s.groupSize = 64;
@@ -1296,6 +1352,55 @@ void applyGgufMethod(LayerPlan& lp, const FieldOrigin& org, Plan& plan) {
     s = ggufSettings(s.method);
 }
 
+// ---- compact methods: squeezellm, dgq, slim (compact_formats.h) ----
+
+/// Checks a compact method's fields (bits default: squeezellm 3, dgq 4); slim groups that do not
+/// divide the row become the divisor of the row closest to the group size asked for (every
+/// column group then has the same length; a warning says so).
+void resolveCompact(LayerPlan& lp, const json& w, const FieldOrigin& org, Plan& plan) {
+    WeightSettings& s = lp.weight;
+    const std::string m = weightMethodName(s.method);
+    if (w.contains("outliers_pct") && s.method != WeightMethod::SqueezeLlm)
+        fail(org("outliers_pct"), "weight.outliers_pct", "goes with method squeezellm, not " + m);
+    if (w.contains("avg_bits") && s.method != WeightMethod::Slim)
+        fail(org("avg_bits"), "weight.avg_bits", "goes with method slim, not " + m);
+    if (s.format != WeightFormat::Int)
+        fail(org("format"), "weight.format",
+             m + " works on int codes, not " + weightFormatName(s.format));
+    if (!w.contains("bits")) s.bits = s.method == WeightMethod::SqueezeLlm ? 3 : 4;
+    if (s.method == WeightMethod::SqueezeLlm) {
+        s.granularity = Granularity::Channel; // one code book per output row
+        if (s.bits > 4)
+            fail(org("bits"), "weight.bits",
+                 "squeezellm code books have 2^bits entries per row; bits 2..4, got " +
+                     std::to_string(s.bits));
+        return;
+    }
+    if (s.method == WeightMethod::Slim) {
+        if (w.contains("bits"))
+            fail(org("bits"), "weight.bits", "slim mixes 2/3/4-bit groups: give weight.avg_bits");
+        s.bits = 4; // the widest code
+        s.symmetric = false;
+    }
+    if (!w.contains("granularity")) s.granularity = Granularity::Group;
+    if (s.granularity != Granularity::Group)
+        fail(org("granularity"), "weight.granularity", m + " needs group granularity");
+    if (s.groupSize > lp.cols)
+        fail(org("group_size"), "weight.group_size",
+             "group size " + std::to_string(s.groupSize) + " is larger than " + lp.name +
+                 "'s row length " + std::to_string(lp.cols));
+    if (s.method == WeightMethod::Slim && lp.cols % s.groupSize != 0) {
+        int64_t g = 1; // the divisor of the row closest to the group size (ties: the smaller)
+        for (int64_t d = 1; d <= lp.cols; ++d)
+            if (lp.cols % d == 0 && std::llabs(d - s.groupSize) < std::llabs(g - s.groupSize))
+                g = d;
+        plan.warnings.push_back(lp.name + ": slim groups of " + std::to_string(s.groupSize) +
+                                " do not divide rows of " + std::to_string(lp.cols) +
+                                "; using groups of " + std::to_string(g));
+        s.groupSize = g;
+    }
+}
+
 /// Resolves the layer's merged weight section into lp.weight (throws naming rule and field).
 void resolveWeight(LayerPlan& lp, MergedSections& m, const PlanOptions& opts, Plan& plan) {
     const json& w = *m.w;
@@ -1306,6 +1411,8 @@ void resolveWeight(LayerPlan& lp, MergedSections& m, const PlanOptions& opts, Pl
         applyGgufGrid(lp, w, org, plan);
     } else if (methodIsGguf(s.method)) {
         applyGgufMethod(lp, org, plan);
+    } else if (methodIsCompact(s.method) || w.contains("outliers_pct") || w.contains("avg_bits")) {
+        resolveCompact(lp, w, org, plan);
     } else {
         if (s.format == WeightFormat::Nf4 && s.method != WeightMethod::Rtn)
             fail(org("method"), "weight.method", "nf4 supports only rtn");

@@ -63,9 +63,14 @@ enum class WeightMethod {
     IQ4_NL,
     IQ4_XS,
     F16,
+    // Compact lcw formats (compact_formats.h): stored in their own layout, multiplied by the
+    // runtime through dequantised float32 values.
+    SqueezeLlm, ///< per-row non-uniform code book (weighted k-means) + sparse f16 outliers
+    Dgq,        ///< int codes per group, group scales as 8-bit codes × an f16 channel scale
+    Slim,       ///< salience-driven 2/3/4-bit column groups at an average bit target
 };
 /// Number of WeightMethod values (for iterating over them).
-inline constexpr int kWeightMethodCount = int(WeightMethod::F16) + 1;
+inline constexpr int kWeightMethodCount = int(WeightMethod::Slim) + 1;
 
 const char* weightFormatName(WeightFormat f); // "int", "fp8_e4m3", "nf4"
 const char* granularityName(Granularity g);   // "tensor", "channel", "group"
@@ -75,7 +80,9 @@ const char* weightMethodName(WeightMethod m);
 std::optional<WeightMethod> weightMethodFromName(std::string_view name);
 /// The GGUF weight types: q8_0, q4_0, q4_1, q5_0, q5_1, q2_k..q6_k, iq4_nl, iq4_xs, f16.
 bool methodIsGguf(WeightMethod m);
-bool methodNeedsCalibration(WeightMethod m); // gptq, awq, omniquant
+bool methodNeedsCalibration(WeightMethod m); // gptq, awq, omniquant, squeezellm, slim
+/// squeezellm, dgq, slim: the layouts of compact_formats.h (no packed runtime kernel).
+bool methodIsCompact(WeightMethod m);
 /// The ggml type of a GGUF method (DType::Q4_K for q4_k, ...); ArgumentError for other methods.
 DType ggufMethodType(WeightMethod m);
 /// The GGUF method that writes ggml type t; nullopt for types that are not recipe methods.
@@ -101,6 +108,12 @@ struct WeightSettings {
     /// GPTQ / AWQ onto a GGUF type's blocks (recipe key weight.gguf): the codes are written in
     /// that type; the other fields are then that type's (ggufSettings) apart from `method`.
     std::optional<WeightMethod> ggufGrid;
+    /// squeezellm (recipe weight.outliers_pct): percent of the layer's weights, the largest |w|,
+    /// kept exactly in a sparse f16 CSR matrix (0..10).
+    double outliersPct = 0;
+    /// slim (recipe weight.avg_bits): the average code bits per weight of the layer's mix of
+    /// 2/3/4-bit column groups (2..4).
+    double avgBits = 3;
     /// "int4 g128 asym", "q4_0", "nf4 g64", "fp8_e4m3 channel", "gptq q4_k".
     std::string describe() const;
     /// The settings the packed result is stored with: ggufSettings(*ggufGrid) for GPTQ / AWQ on

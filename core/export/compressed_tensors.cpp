@@ -315,6 +315,9 @@ public:
             return std::string("GGUF block type ") + compress::weightMethodName(s.method) +
                    " (ggml blocks have no compressed-tensors form)";
         if (s.format == WeightFormat::Nf4) return "NF4 codes (compressed-tensors has no NF4 type)";
+        if (compress::methodIsCompact(s.method))
+            return std::string(compress::weightMethodName(s.method)) +
+                   " codes (compressed-tensors has no code-book, dual-grain or mixed-bit type)";
         if (s.format == WeightFormat::Int && (s.bits < 2 || s.bits > 8))
             return std::to_string(s.bits) +
                    "-bit integer codes (compressed-tensors stores at most 8)";

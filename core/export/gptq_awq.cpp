@@ -74,6 +74,10 @@ std::string commonReason(const HfQuantModule& m) {
     const WeightSettings& s = p.settings;
     if (compress::methodIsGguf(s.method))
         return "GGUF block type " + s.describe() + " (ggml blocks have no GPTQ/AWQ layout)";
+    if (compress::methodIsCompact(s.method))
+        return std::string(compress::weightMethodName(s.method)) +
+               " codes (code books, 8-bit group scales or mixed-bit groups have no GPTQ/AWQ "
+               "layout)";
     if (s.format != compress::WeightFormat::Int)
         return std::string(compress::weightFormatName(s.format)) + " weights (integer codes only)";
     if (s.granularity == compress::Granularity::Tensor)

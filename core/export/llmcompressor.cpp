@@ -422,6 +422,12 @@ private:
                     lp.name + " (" + w.describe() + ")");
             return;
         }
+        if (compress::methodIsCompact(w.method)) {
+            notExpr("SqueezeLLM, DGQ and SliM-LLM have no compressed-tensors QuantizationArgs or "
+                    "llm-compressor modifier; the layer's weights are left out",
+                    lp.name + " (" + w.describe() + ")");
+            return;
+        }
         if (w.format == WeightFormat::Nf4) {
             notExpr("NF4 (NormalFloat) has no compressed-tensors QuantizationArgs; the layer's "
                     "weights are left out",
