@@ -345,7 +345,7 @@ private slots:
             QVERIFY(c.context.size() > 500 && c.context.size() < 800);
             QVERIFY(c.context.ends_with("\n\nWhat is the pass key? The pass key is"));
         }
-        QVERIFY(depths.size() > 20); // the needle's depth varies
+        QVERIFY(depths.size() > 8); // the needle's depth varies (17 sentence boundaries)
         QVERIFY(t.items[0].choices[0].context != other.items[0].choices[0].context);
 
         // Retrieval from the last W tokens of the context only (as a sliding window would).

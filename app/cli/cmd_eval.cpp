@@ -669,9 +669,10 @@ int cmdEval(const std::vector<std::string>& argv) {
         std::fprintf(stderr, "cancelled\n");
         return 130;
     }
-    for (size_t k = 0; k < cols.size(); ++k)
-        for (auto& [key, v] : kvMemoryJson(*cols[k].weights(), tokens, e.po.ctx).items())
-            nums.colJson[k][key] = v;
+    for (size_t k = 0; k < cols.size(); ++k) {
+        const json kv = kvMemoryJson(*cols[k].weights(), tokens, e.po.ctx);
+        for (auto& [key, v] : kv.items()) nums.colJson[k][key] = v;
+    }
     json j = evalRecord(*model, cols, nums, prepared, text, e,
                         std::chrono::duration<double>(Clock::now() - tStart).count());
     if (e.record) {
