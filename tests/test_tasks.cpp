@@ -315,6 +315,89 @@ private slots:
         }
     }
 
+    /// Passkey items: deterministic, the key inside the context once per sentence of the needle,
+    /// the right shape; a scorer that retrieves only from the last W context tokens gets exactly
+    /// the items whose needle lies there.
+    void passkeyItemsAreDeterministicAndScoredByRetrieval() {
+        std::string text;
+        for (int i = 0; i < 400; ++i)
+            text += "Sentence " + std::to_string(i) + " is a quiet line. ";
+        PasskeyOptions o;
+        o.items = 30, o.haystackChars = 600, o.seed = 5;
+        const Task t = makePasskeyTask(text, "synthetic", o);
+        QCOMPARE(t.kind, TaskKind::Passkey);
+        QCOMPARE(t.items.size(), size_t(30));
+        const Task again = makePasskeyTask(text, "synthetic", o);
+        o.seed = 6;
+        const Task other = makePasskeyTask(text, "synthetic", o);
+        std::set<size_t> depths;
+        for (size_t i = 0; i < t.items.size(); ++i) {
+            const TaskChoice& c = t.items[i].choices[0];
+            QCOMPARE(c.context, again.items[i].choices[0].context);
+            QCOMPARE(c.continuation.size(), size_t(6));
+            QVERIFY(c.continuation[0] == ' ' && c.continuation[1] != '0');
+            const std::string key = c.continuation.substr(1);
+            for (char ch : key) QVERIFY(ch >= '0' && ch <= '9');
+            const size_t at = c.context.find("The pass key is " + key + ". Remember it. " + key +
+                                             " is the pass key.");
+            QVERIFY(at != std::string::npos);
+            depths.insert(at);
+            QVERIFY(c.context.size() > 500 && c.context.size() < 800);
+            QVERIFY(c.context.ends_with("\n\nWhat is the pass key? The pass key is"));
+        }
+        QVERIFY(depths.size() > 8); // the needle's depth varies (17 sentence boundaries)
+        QVERIFY(t.items[0].choices[0].context != other.items[0].choices[0].context);
+
+        // Retrieval from the last W tokens of the context only (as a sliding window would).
+        class WindowScorer final : public ContinuationScorer {
+        public:
+            size_t window = 0;
+            std::vector<ContinuationScore>
+            score(int, const std::vector<int32_t>& context,
+                  const std::vector<std::vector<int32_t>>& conts) override {
+                const size_t from = context.size() > window ? context.size() - window : 0;
+                const std::vector<int32_t> seen(context.begin() + std::ptrdiff_t(from),
+                                                context.end());
+                std::vector<ContinuationScore> out;
+                for (const auto& c : conts) {
+                    const std::vector<int32_t> key(c.begin() + 1, c.end()); // without " "
+                    ContinuationScore s;
+                    s.tokens = int64_t(c.size());
+                    s.greedy =
+                        std::search(seen.begin(), seen.end(), key.begin(), key.end()) != seen.end();
+                    s.logLikelihood = s.greedy ? -0.1 : -10.0;
+                    out.push_back(s);
+                }
+                return out;
+            }
+        };
+        WindowScorer ws;
+        ws.window = 100000;
+        NullProgress np;
+        const PreparedTask p = prepareTask(t, byteEncode, 0, 1);
+        QCOMPARE(evaluateTask(p, ws, np).acc, 1.0);
+        ws.window = 300;
+        int64_t want = 0;
+        for (const TaskItem& it : t.items) {
+            const std::string& ctx = it.choices[0].context;
+            const std::string key = it.choices[0].continuation.substr(1);
+            // the key's last mention ends inside the last 300 bytes (+ BOS)
+            want += ctx.size() + 1 - (ctx.rfind(key) + 1) <= 300;
+        }
+        const TaskResult r = evaluateTask(p, ws, np);
+        QCOMPARE(int64_t(std::lround(r.acc * 30)), want);
+        QVERIFY(want > 0 && want < 30);
+        QVERIFY(r.hasPpl);
+
+        QCOMPARE(parseTaskName("passkey"), TaskKind::Passkey);
+        const auto all = parseTaskList("all");
+        QVERIFY(std::find(all.begin(), all.end(), TaskKind::Passkey) == all.end());
+        QVERIFY_THROWS_EXCEPTION(ArgumentError, makePasskeyTask("Too short. Really.", "x", o));
+        // without a text: the bundled evaluation text
+        const Task bundled = loadTask(TaskKind::Passkey, "/nonexistent");
+        QCOMPARE(bundled.items.size(), size_t(PasskeyOptions{}.items));
+    }
+
     void cancelStopsEarly() {
         XScorer s;
         int calls = 0;

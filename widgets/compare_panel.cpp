@@ -118,6 +118,7 @@ std::string CompareResults::toJson() const {
                       {"kld_p99", r.kldP99},
                       {"same_top", r.sameTop},
                       {"same_top_error", r.sameTopError},
+                      {"kv_bytes_per_token", r.kvBytesPerToken},
                       {"tokens_per_second", r.tokensPerSecond},
                       {"decode_tokens_per_second", r.decodeTokensPerSecond},
                       {"weight_bytes", r.weightBytes},
@@ -165,6 +166,7 @@ CompareResults CompareResults::fromJson(const std::string& text) {
         row.kldP99 = r.value("kld_p99", 0.0);
         row.sameTop = r.at("same_top").get<double>();
         row.sameTopError = r.value("same_top_error", 0.0);
+        row.kvBytesPerToken = r.value("kv_bytes_per_token", 0.0);
         row.tokensPerSecond = r.value("tokens_per_second", 0.0);
         row.decodeTokensPerSecond = r.value("decode_tokens_per_second", 0.0);
         row.weightBytes = r.value("weight_bytes", quint64(0));
@@ -539,7 +541,7 @@ QTableWidget* ComparePanel::buildMetricsTable(QWidget* parent) {
 QLayout* ComparePanel::buildParetoAxes(QWidget* parent) {
     auto* axes = new QHBoxLayout;
     m_xAxis = new QComboBox(parent);
-    m_xAxis->addItems({tr("size (MiB)"), tr("bits/weight")});
+    m_xAxis->addItems({tr("size (MiB)"), tr("bits/weight"), tr("KV cache (bytes/token)")});
     m_yAxis = new QComboBox(parent);
     m_yAxis->addItems({tr("KLD"), tr("PPL")});
     connect(m_xAxis, &QComboBox::currentIndexChanged, this,
@@ -969,6 +971,10 @@ private:
             r.sameTopError = s.sameTopError;
             r.tokensPerSecond = s.seconds > 0 ? tokensRun / s.seconds : 0;
         }
+        // The KV cache of one context per configuration (eviction policies, KV quantisation).
+        for (size_t i = 0; i < m_out.rows.size(); ++i)
+            m_out.rows[i].kvBytesPerToken =
+                measureKvCache(*source(i), m_tokens, m_opts.ctx).bytesPerToken();
         return true;
     }
 
@@ -1443,7 +1449,9 @@ void ComparePanel::updatePareto() {
     std::vector<double> fx, fy;
     for (int i = 0; i < int(m_results.rows.size()); ++i) {
         const CompareRow& r = m_results.rows[size_t(i)];
-        const double x = m_paretoX == 0 ? double(r.bytes) / (1024.0 * 1024.0) : r.bitsPerWeight;
+        const double x = m_paretoX == 0   ? double(r.bytes) / (1024.0 * 1024.0)
+                         : m_paretoX == 1 ? r.bitsPerWeight
+                                          : r.kvBytesPerToken;
         const double y = m_paretoY == 0 ? r.kld : r.ppl;
         labels << r.name;
         xs << x;
@@ -1454,9 +1462,11 @@ void ComparePanel::updatePareto() {
     }
     QVector<int> front;
     for (size_t i : paretoFront(fx, fy)) front << int(i);
-    m_pareto->setAxisLabels(m_paretoX == 0 ? tr("size (MiB)") : tr("bits/weight"),
-                            m_paretoY == 0 ? tr("KLD vs %1 (nats)").arg(m_results.baseline)
-                                           : tr("PPL"));
+    const QString xLabel = m_paretoX == 0   ? tr("size (MiB)")
+                           : m_paretoX == 1 ? tr("bits/weight")
+                                            : tr("KV cache (bytes/token)");
+    m_pareto->setAxisLabels(xLabel, m_paretoY == 0 ? tr("KLD vs %1 (nats)").arg(m_results.baseline)
+                                                   : tr("PPL"));
     m_pareto->setPoints(labels, xs, ys, front);
     m_pareto->setSelected(m_pointRows.indexOf(selectedRow()));
 }

@@ -64,6 +64,9 @@ struct CompareRow {
     double ppl = 0, pplError = 0;
     double kld = 0, kldError = 0, kldP99 = 0;
     double sameTop = 0, sameTopError = 0;
+    /// KV cache per token of one context of the text (core measureKvCache: eviction policies
+    /// and KV quantisation included); 0 when not measured.
+    double kvBytesPerToken = 0;
     /// Prefill (prompt processing) tokens per second: the configuration's speed run (a prompt
     /// of CompareResults::speedPromptTokens in one batch), or, when no speed run was made, its
     /// throughput over the perplexity chunks.

@@ -141,9 +141,10 @@ std::unique_ptr<WeightSource> applyRecipeOptions(const Model& model, const Args&
         const auto q = r.model->compressedSize();
         std::fprintf(stderr,
                      "recipe '%s': %zu layers quantised, %.3f bits/weight; %zu activation "
-                     "inputs and %zu KV caches quantised at run time\n",
+                     "inputs and %zu KV caches quantised at run time, %zu with an eviction "
+                     "policy\n",
                      recipe.name.c_str(), r.layers.size(), q.bitsPerWeight(),
-                     r.plan.activations.size(), r.plan.kv.size());
+                     r.plan.activations.size(), r.plan.kv.size(), r.plan.kvPolicy.size());
     }
     return std::move(r.model);
 }
@@ -263,6 +264,12 @@ void printRuntimeQuantTables(const compress::CompressResult& r) {
                                                            kp.kv.groupSize, kp.width),
                         compress::KvSettings::bitsPerValue(kp.kv.vBits, kp.kv.vGranularity,
                                                            kp.kv.groupSize, kp.width));
+    }
+    if (!r.plan.kvPolicy.empty()) {
+        std::printf("\n%-10s %-58s %5s\n", "kv policy", "eviction", "rule");
+        for (const auto& pp : r.plan.kvPolicy)
+            std::printf("layers.%-3lld %-58s %5d\n", (long long)pp.layer, pp.describe().c_str(),
+                        pp.rule);
     }
 }
 

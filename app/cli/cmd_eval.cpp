@@ -239,6 +239,10 @@ void addResourceRows(EvalTable& t) {
     t.row("size MB", [&](const json& c, bool) {
         return has(c, "model_bytes") ? fmt("%.3f", num(c, "model_bytes") / 1e6) : dash;
     });
+    t.row("KV bytes/token", [&](const json& c, bool) {
+        return has(c, "kv_cache_bytes_per_token") ? fmt("%.1f", num(c, "kv_cache_bytes_per_token"))
+                                                  : dash;
+    });
     t.row("prefill tok/s", [&](const json& c, bool) {
         return has(c, "prefill_tokens_per_second")
                    ? fmt("%.0f", num(c, "prefill_tokens_per_second"))
@@ -324,6 +328,7 @@ struct EvalSettings {
     std::string modeArg;
     std::vector<TaskKind> taskKinds;
     long long limit = 0, seed = 1234, speedTokens = 32;
+    long long taskCtx = 0; ///< --task-ctx (0: the model's maximum, at most 2048)
     std::string tasksDir;
     bool record = true;
     std::string resultsPath;
@@ -372,6 +377,8 @@ EvalSettings parseEvalSettings(const Args& a) {
                          (std::filesystem::path(sharedEnv && *sharedEnv ? sharedEnv : "../shared") /
                           "data" / "tasks")
                              .string());
+    e.taskCtx = a.getInt("--task-ctx", 0);
+    if (e.taskCtx != 0 && e.taskCtx < 16) throw UsageError{"--task-ctx must be at least 16"};
     e.speedTokens = a.getInt("--speed-tokens", 32);
     if (e.speedTokens < 0) throw UsageError{"--speed-tokens must be >= 0"};
     e.record = !a.flag("--no-record");
@@ -480,9 +487,31 @@ bool slidingPass(const std::vector<Column>& cols, const std::vector<int32_t>& to
     return true;
 }
 
-/// The context the tasks are scored with.
-int64_t taskContext(const Model& model) {
+/// The context the tasks are scored with: --task-ctx, else the model's maximum (at most 2048).
+int64_t taskContext(const Model& model, const EvalSettings& e) {
+    if (e.taskCtx > 0) return e.taskCtx;
     return std::min<int64_t>(model.spec().maxSeq > 0 ? model.spec().maxSeq : 2048, 2048);
+}
+
+/// The passkey task from the evaluation text: haystacks of about 85 % of the task context (in
+/// characters by the text's own characters per token), so that a prompt fits the context.
+Task passkeyTask(const Model& model, const EvalSettings& e, const std::string& text,
+                 size_t textTokens) {
+    PasskeyOptions po;
+    po.seed = uint64_t(e.seed);
+    const double charsPerToken = double(text.size()) / double(std::max<size_t>(textTokens, 1));
+    po.haystackChars = int64_t(0.85 * double(taskContext(model, e) - 40) * charsPerToken);
+    return makePasskeyTask(text, e.textPath, po);
+}
+
+/// The KV cache one context of the text takes with these weights (policies evict, quantised
+/// layers store codes): bytes, bytes in f32, bytes per context token.
+json kvMemoryJson(const WeightSource& w, const std::vector<int32_t>& tokens, int64_t ctx) {
+    const KvMemory m = measureKvCache(w, tokens, ctx);
+    return {{"kv_cache_bytes", m.bytes},
+            {"kv_cache_bytes_f32", m.bytesF32},
+            {"kv_cache_tokens", m.tokens},
+            {"kv_cache_bytes_per_token", m.bytesPerToken()}};
 }
 
 /// Per configuration: tasks and decode speed, with the peak RSS around them. Before each column
@@ -495,7 +524,7 @@ bool tasksAndSpeedPass(const Model& model, const std::vector<Column>& cols,
                        EvalNumbers& out) {
     using Clock = std::chrono::steady_clock;
     const bool canResetRss = resetPeakRss();
-    const int64_t taskCtx = taskContext(model);
+    const int64_t taskCtx = taskContext(model, e);
     auto overlayBytes = [&](size_t k) -> uint64_t {
         return cols[k].overlay ? cols[k].overlay->residentBytes() : 0;
     };
@@ -581,7 +610,7 @@ json evalRecord(const Model& model, const std::vector<Column>& cols, const EvalN
         {"tasks_dir", e.taskKinds.empty() ? json(nullptr) : json(e.tasksDir)},
         {"limit", e.limit},
         {"seed", e.seed},
-        {"task_ctx", taskContext(model)},
+        {"task_ctx", taskContext(model, e)},
         {"speed_tokens", e.speedTokens},
         {"exact_activations", po.exactActivations},
         {"threads", omp_get_max_threads()}};
@@ -599,11 +628,11 @@ json evalRecord(const Model& model, const std::vector<Column>& cols, const EvalN
 int cmdEval(const std::vector<std::string>& argv) {
     using Clock = std::chrono::steady_clock;
     const auto tStart = Clock::now();
-    Args a(argv, {"--tokenizer", "--threads",        "--text",      "--ctx",     "--batch",
-                  "--chunks",    "--recipe",         "--preset",    "--overlay", "--compare-model",
-                  "--mode",      "--stride",         "--tasks",     "--limit",   "--seed",
-                  "--tasks-dir", "--speed-tokens",   "--results",   "--calib",   "--samples",
-                  "--seq-len",   "--calib-sampling", "--calib-seed"},
+    Args a(argv, {"--tokenizer", "--threads",        "--text",       "--ctx",     "--batch",
+                  "--chunks",    "--recipe",         "--preset",     "--overlay", "--compare-model",
+                  "--mode",      "--stride",         "--tasks",      "--limit",   "--seed",
+                  "--tasks-dir", "--speed-tokens",   "--results",    "--calib",   "--samples",
+                  "--seq-len",   "--calib-sampling", "--calib-seed", "--task-ctx"},
            {"--quiet", "--json", "--no-record", "--exact-activations"});
     applyThreads(a);
     EvalSettings e = parseEvalSettings(a);
@@ -622,7 +651,8 @@ int cmdEval(const std::vector<std::string>& argv) {
     // Task files are read (and their errors reported) before any long computation.
     std::vector<PreparedTask> prepared;
     for (TaskKind k : e.taskKinds) {
-        const Task t = loadTask(k, e.tasksDir);
+        const Task t = k == TaskKind::Passkey ? passkeyTask(*model, e, text, tokens.size())
+                                              : loadTask(k, e.tasksDir);
         prepared.push_back(prepareTask(
             t, [&](const std::string& s, bool bos) { return tk.encode(s, bos); }, e.limit,
             uint64_t(e.seed)));
@@ -638,6 +668,10 @@ int cmdEval(const std::vector<std::string>& argv) {
     if (!done) {
         std::fprintf(stderr, "cancelled\n");
         return 130;
+    }
+    for (size_t k = 0; k < cols.size(); ++k) {
+        const json kv = kvMemoryJson(*cols[k].weights(), tokens, e.po.ctx);
+        for (auto& [key, v] : kv.items()) nums.colJson[k][key] = v;
     }
     json j = evalRecord(*model, cols, nums, prepared, text, e,
                         std::chrono::duration<double>(Clock::now() - tStart).count());

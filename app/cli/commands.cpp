@@ -530,6 +530,7 @@ int cmdPerplexity(const std::vector<std::string>& argv) {
                    {"tokens_per_second", r.tokensPerSecond},
                    {"kv_cache_bytes", r.kvCacheBytes},
                    {"kv_cache_bytes_f32", r.kvCacheBytesF32},
+                   {"kv_cache_bytes_per_token", double(r.kvCacheBytes) / double(po.ctx)},
                    {"activations", activationsPathName(po.exactActivations)},
                    {"device", deviceUsedJson(device)},
                    {"threads", omp_get_max_threads()}});
@@ -546,9 +547,9 @@ int cmdPerplexity(const std::vector<std::string>& argv) {
                 (long long)r.scoredTokens);
     std::printf("PPL = %.4f +/- %.5f\n", r.ppl, r.pplError);
     if (r.kvCacheBytes != r.kvCacheBytesF32)
-        std::printf("KV cache: %llu bytes per %lld-token chunk (f32: %llu)\n",
+        std::printf("KV cache: %llu bytes per %lld-token chunk, %.1f bytes/token (f32: %llu)\n",
                     (unsigned long long)r.kvCacheBytes, (long long)po.ctx,
-                    (unsigned long long)r.kvCacheBytesF32);
+                    double(r.kvCacheBytes) / double(po.ctx), (unsigned long long)r.kvCacheBytesF32);
     std::printf("time:    %.2f s (%.0f tokens/s, %d threads)\n", r.seconds, r.tokensPerSecond,
                 omp_get_max_threads());
     return 0;

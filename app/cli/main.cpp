@@ -31,11 +31,13 @@ commands:
   perplexity MODEL --text FILE [--ctx N] [--mode llamacpp|sliding] [--stride S] [--json]
                                            llama.cpp-compatible perplexity (default) ± s.e.
   eval MODEL [--recipe R.json|--preset P|--overlay DIR|--compare-model OTHER ...] [--text FILE] [--ctx N]
-       [--mode llamacpp|sliding] [--stride S] [--tasks lambada,arc_easy,piqa,winogrande,hellaswag|all]
-       [--limit N] [--seed S] [--tasks-dir DIR] [--speed-tokens 32] [--results FILE] [--no-record] [--json]
+       [--mode llamacpp|sliding] [--stride S] [--tasks lambada,arc_easy,piqa,winogrande,hellaswag,passkey|all]
+       [--limit N] [--seed S] [--tasks-dir DIR] [--task-ctx N] [--speed-tokens 32] [--results FILE]
+       [--no-record] [--json]
                                            baseline and configurations side by side: PPL, KLD, same-top, Δp,
-                                           task accuracy ± s.e., bits/weight, size, tokens/s, peak RSS;
-                                           recorded in the results store
+                                           task accuracy ± s.e., bits/weight, size, KV bytes/token, tokens/s,
+                                           peak RSS; recorded in the results store (passkey: generated
+                                           from --text, prompts of ~85 % of the task context)
   results list [--results FILE] [--json]   the recorded evaluations
   results show ID [--results FILE] [--json]
                                            re-print a recorded evaluation's table

@@ -111,7 +111,42 @@ json runtimeQuantJson(const RuntimeQuant& rq) {
         j["rotation"] = {{"online_down", rq.rotation.down},
                          {"online_qk", rq.rotation.qk},
                          {"seed", rq.rotation.seed}};
+    if (!rq.kvPolicy.empty()) {
+        json pol = json::array();
+        for (const auto& [layer, p] : rq.kvPolicy)
+            pol.push_back({{"layer", layer},
+                           {"policy", kvPolicyName(p.kind)},
+                           {"budget", p.budget},
+                           {"recent", p.recent},
+                           {"window", p.window},
+                           {"sinks", p.sinks},
+                           {"mass", p.mass}});
+        j["kv_policy"] = pol;
+    }
     return j;
+}
+
+/// The optional "kv_policy" array of an overlay's runtime_quant (older overlays lack it).
+void kvPolicyFromJson(const nlohmann::json& j, RuntimeQuant& rq, const std::string& where) {
+    if (!j.contains("kv_policy")) return;
+    for (const auto& k : j.at("kv_policy")) {
+        KvPolicySpec p;
+        const auto name = k.at("policy").get<std::string>();
+        if (name == "h2o")
+            p.kind = KvPolicyKind::H2O;
+        else if (name == "sinks")
+            p.kind = KvPolicyKind::Sinks;
+        else if (name == "mass")
+            p.kind = KvPolicyKind::Mass;
+        else
+            throw FormatError(where, "unknown KV policy '" + name + "'");
+        p.budget = k.at("budget").get<double>();
+        p.recent = k.at("recent").get<double>();
+        p.window = k.at("window").get<double>();
+        p.sinks = k.at("sinks").get<int64_t>();
+        p.mass = k.at("mass").get<double>();
+        rq.kvPolicy[k.at("layer").get<int64_t>()] = p;
+    }
 }
 
 RuntimeQuant runtimeQuantFromJson(const nlohmann::json& j, const std::string& where) {
@@ -150,6 +185,7 @@ RuntimeQuant runtimeQuantFromJson(const nlohmann::json& j, const std::string& wh
             rq.rotation.qk = r.at("online_qk").get<bool>();
             rq.rotation.seed = r.at("seed").get<uint64_t>();
         }
+        kvPolicyFromJson(j, rq, where);
     } catch (const json::exception& e) {
         throw FormatError(where, std::string("bad runtime_quant: ") + e.what());
     }
@@ -685,6 +721,13 @@ void CompressedModel::setRuntimeQuant(RuntimeQuant rq) {
             k.vBits > 16 || k.groupSize < 1)
             throw ArgumentError("runtime quantisation: KV settings of block " +
                                 std::to_string(layer) + " are out of range");
+    for (const auto& [layer, p] : rq.kvPolicy)
+        if (layer < 0 || layer >= spec().nLayers || !p.active() || p.budget < 0 || p.recent < 0 ||
+            p.window < 0 || p.sinks < 0 || !(p.mass > 0 && p.mass <= 1) ||
+            (p.kind == KvPolicyKind::H2O && !(p.budget > 0)) ||
+            (p.kind == KvPolicyKind::Sinks && !(p.window > 0)))
+            throw ArgumentError("runtime quantisation: KV eviction policy of block " +
+                                std::to_string(layer) + " is out of range");
     m_runtime = std::move(rq);
 }
 
@@ -1323,6 +1366,7 @@ RuntimeQuant runtimeQuantOf(const Plan& plan,
         k.groupSize = kp.kv.groupSize;
         rq.kv[kp.layer] = k;
     }
+    for (const KvPolicyPlan& pp : plan.kvPolicy) rq.kvPolicy[pp.layer] = pp.policy;
     return rq;
 }
 
@@ -1539,6 +1583,15 @@ json compressReportJson(const CompressResult& r) {
     if (!structured.empty()) j["structured"] = structured;
     j["activations"] = acts;
     j["kv"] = kvs;
+    if (!r.plan.kvPolicy.empty()) {
+        json pol = json::array();
+        for (const auto& p : r.plan.kvPolicy)
+            pol.push_back({{"layer", p.layer},
+                           {"policy", kvPolicyName(p.policy.kind)},
+                           {"scheme", p.describe()},
+                           {"rule", p.rule}});
+        j["kv_policy"] = pol;
+    }
     j["rules"] = rules;
     j["warnings"] = r.plan.warnings;
     return j;

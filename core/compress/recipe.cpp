@@ -8,6 +8,7 @@
 #include <cctype>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <set>
 
 namespace lcw::compress {
@@ -224,9 +225,59 @@ void validateActivation(const json& a, int rule) {
     if (a.contains("clip")) numField(a["clip"], rule, "activation.clip", 1e-6, 1.0);
 }
 
+/// A token count: an integer >= lo, or a fraction in (0, 1) (of the context, or of the budget).
+double tokensField(const json& v, int rule, const std::string& field, int64_t lo) {
+    if (v.is_number_integer()) return double(intField(v, rule, field, lo, int64_t(1) << 30));
+    if (!v.is_number() || !(v.get<double>() > 0 && v.get<double>() < 1))
+        fail(rule, field,
+             "expected a token count (an integer >= " + std::to_string(lo) +
+                 ") or a fraction in (0, 1), got " + v.dump());
+    return v.get<double>();
+}
+
+const std::vector<std::string> kKvPolicies = {"full", "h2o", "sinks", "mass"};
+
+/// The eviction-policy keys of a kv section: a policy's own keys only (with its policy given in
+/// the same section).
+void validateKvPolicy(const json& k, int rule) {
+    static const std::map<std::string, std::vector<std::string>> kKeysOf = {
+        {"budget", {"h2o"}},
+        {"recent", {"h2o", "mass"}},
+        {"sinks", {"sinks"}},
+        {"window", {"sinks"}},
+        {"mass", {"mass"}}};
+    const std::string policy =
+        k.contains("policy") ? strField(k["policy"], rule, "kv.policy", kKvPolicies) : "";
+    for (const auto& [key, owners] : kKeysOf) {
+        if (!k.contains(key)) continue;
+        if (!policy.empty() && std::find(owners.begin(), owners.end(), policy) == owners.end())
+            fail(rule, "kv." + key, "does not apply to policy '" + policy + "'");
+    }
+    if (k.contains("budget")) tokensField(k["budget"], rule, "kv.budget", 1);
+    if (k.contains("window")) tokensField(k["window"], rule, "kv.window", 1);
+    if (k.contains("recent")) {
+        const json& r = k["recent"];
+        if (r.is_number_integer())
+            intField(r, rule, "kv.recent", 0, int64_t(1) << 30);
+        else if (!r.is_number() || !(r.get<double>() >= 0 && r.get<double>() < 1))
+            fail(rule, "kv.recent",
+                 "expected a token count (an integer >= 0) or a fraction in [0, 1), got " +
+                     r.dump());
+    }
+    if (k.contains("sinks")) intField(k["sinks"], rule, "kv.sinks", 0, 1 << 20);
+    if (k.contains("mass")) {
+        const double m = numField(k["mass"], rule, "kv.mass", 0.0, 1.0);
+        if (!(m > 0)) fail(rule, "kv.mass", "must be greater than 0");
+    }
+}
+
 void validateKv(const json& k, int rule) {
     if (!k.is_object()) fail(rule, "kv", "expected an object or null, got " + k.dump());
-    checkKeys(k, {"k_bits", "v_bits", "k_granularity", "v_granularity", "group_size"}, rule, "kv.");
+    checkKeys(k,
+              {"k_bits", "v_bits", "k_granularity", "v_granularity", "group_size", "policy",
+               "budget", "recent", "sinks", "window", "mass"},
+              rule, "kv.");
+    validateKvPolicy(k, rule);
     if (k.contains("k_bits")) intField(k["k_bits"], rule, "kv.k_bits", 2, 16);
     if (k.contains("v_bits")) intField(k["v_bits"], rule, "kv.v_bits", 2, 16);
     if (k.contains("k_granularity"))
@@ -563,6 +614,33 @@ std::string KvSettings::describe() const {
     return part('k', kBits, kGranularity) + ", " + part('v', vBits, vGranularity);
 }
 
+std::string KvPolicyPlan::describe() const {
+    auto count = [](double v, const char* of) {
+        char b[64];
+        if (v >= 1)
+            std::snprintf(b, sizeof b, "%lld", (long long)v);
+        else
+            std::snprintf(b, sizeof b, "%g%% of the %s", v * 100, of);
+        return std::string(b);
+    };
+    switch (policy.kind) {
+    case KvPolicyKind::H2O:
+        return "h2o budget " + count(policy.budget, "context") + ", recent " +
+               count(policy.recent, "budget");
+    case KvPolicyKind::Sinks:
+        return "sinks " + std::to_string(policy.sinks) + " + window " +
+               count(policy.window, "context");
+    case KvPolicyKind::Mass: {
+        char b[32];
+        std::snprintf(b, sizeof b, "%g", policy.mass);
+        return std::string("mass ") + b + ", recent " + count(policy.recent, "context");
+    }
+    case KvPolicyKind::None:
+        break;
+    }
+    return "full";
+}
+
 double KvSettings::bitsPerValue(int bits, KvGranularity g, int64_t groupSize, int64_t width) {
     if (bits >= 16) return 32.0;
     const int64_t group = g == KvGranularity::Token ? std::min(groupSize, width) : groupSize;
@@ -789,6 +867,28 @@ void addKvPresets(std::vector<Preset>& v) {
             "KV cache: int" + std::to_string(b) +
                 " asym K and V per token, groups of 128 channels; weights unchanged",
             {{"k_bits", b}, {"v_bits", b}, {"k_granularity", "token"}, {"v_granularity", "token"}});
+    // Eviction policies (fractions of the context): H2O with half the budget for recent tokens,
+    // StreamingLLM's 4 attention sinks + a sliding window of the same size, pruning by mass.
+    addKv("KV-H2O-20",
+          "KV cache: H2O eviction, 20% of the context (half recent, half heavy "
+          "hitters); f32 values",
+          {{"policy", "h2o"}, {"budget", 0.2}, {"recent", 0.5}});
+    addKv("KV-sinks-window",
+          "KV cache: 4 attention sinks + a sliding window of 20% of the context (StreamingLLM); "
+          "f32 values",
+          {{"policy", "sinks"}, {"sinks", 4}, {"window", 0.2}});
+    addKv("KV4-H2O-20", "KV cache: H2O eviction (20% of the context) + int4 asym K and V per token",
+          {{"policy", "h2o"},
+           {"budget", 0.2},
+           {"recent", 0.5},
+           {"k_bits", 4},
+           {"v_bits", 4},
+           {"k_granularity", "token"},
+           {"v_granularity", "token"}});
+    addKv("KV-mass-90",
+          "KV cache: keep the older tokens holding 90% of the accumulated attention, plus a "
+          "recent window of 10% of the context; f32 values",
+          {{"policy", "mass"}, {"mass", 0.9}, {"recent", 0.1}});
     addKv("KV2-KIVI",
           "KV cache: int2 asym, K per channel and V per token (KIVI), blocks/groups of 32",
           {{"k_bits", 2},
@@ -1452,16 +1552,33 @@ void planLayer(const Recipe& r, const Model& model, const PlanOptions& opts, con
     plan.layers.push_back(std::move(lp));
 }
 
-/// Block l's KV-cache plan: in rule order, the kv sections of the rules that match
-/// layers.l.attn.k or layers.l.attn.v; nullopt when none does or both stay 16-bit.
-std::optional<KvPlan> planKvBlock(const Recipe& r, int64_t l, int64_t width) {
+/// Block l's merged kv section: in rule order, the kv sections of the rules that match
+/// layers.l.attn.k or layers.l.attn.v (`rule`: the last one); nullopt when none does.
+std::optional<json> mergedKv(const Recipe& r, int64_t l, int& rule) {
     const std::string p = "layers." + std::to_string(l) + ".attn.";
     std::optional<json> kv;
-    int kvRule = -1;
+    rule = -1;
     for (size_t i = 0; i < r.rules.size(); ++i)
         if (r.rules[i].kv && (r.rules[i].matches(p + "k") || r.rules[i].matches(p + "v")))
-            mergeSection(kv, kvRule, r.rules[i].kv, int(i));
-    if (!kv) return std::nullopt;
+            mergeSection(kv, rule, r.rules[i].kv, int(i));
+    return kv;
+}
+
+const char* const kKvQuantKeys[] = {"k_bits", "v_bits", "k_granularity", "v_granularity",
+                                    "group_size"};
+const char* const kKvPolicyKeys[] = {"policy", "budget", "recent", "sinks", "window", "mass"};
+
+template <size_t N> bool hasAnyKey(const json& j, const char* const (&keys)[N]) {
+    for (const char* k : keys)
+        if (j.contains(k)) return true;
+    return false;
+}
+
+/// Block l's KV-cache quantisation from its merged kv section; nullopt when both halves stay
+/// 16-bit or the section sets only eviction-policy keys (the cache then stays f32).
+std::optional<KvPlan> planKvBlock(const json& kvj, int kvRule, int64_t l, int64_t width) {
+    if (!hasAnyKey(kvj, kKvQuantKeys) && hasAnyKey(kvj, kKvPolicyKeys)) return std::nullopt;
+    const json* kv = &kvj;
     KvPlan kp;
     kp.layer = l;
     kp.width = width;
@@ -1487,6 +1604,47 @@ std::optional<KvPlan> planKvBlock(const Recipe& r, int64_t l, int64_t width) {
     return std::nullopt;
 }
 
+/// Block l's eviction policy from its merged kv section (defaults: h2o recent 0.5 of the
+/// budget, sinks 4, mass recent 0.1 of the context); nullopt for "full" or none. `quant`: the
+/// block's KV quantisation, which must then be per token.
+std::optional<KvPolicyPlan> planKvPolicyBlock(const json& kv, int kvRule, int64_t l,
+                                              const std::optional<KvPlan>& quant) {
+    if (!hasAnyKey(kv, kKvPolicyKeys)) return std::nullopt;
+    if (!kv.contains("policy"))
+        fail(kvRule, "kv.policy", "missing (the kv section sets eviction-policy keys)");
+    const std::string name = kv["policy"].get<std::string>();
+    validateKvPolicy(kv, kvRule); // the merged keys against the merged policy
+    if (name == "full") return std::nullopt;
+    KvPolicyPlan pp;
+    pp.layer = l;
+    pp.rule = kvRule;
+    KvPolicySpec& sp = pp.policy;
+    auto need = [&](const char* key) {
+        if (!kv.contains(key))
+            fail(kvRule, std::string("kv.") + key, "missing (policy '" + name + "' needs it)");
+        return kv[key].get<double>();
+    };
+    if (name == "h2o") {
+        sp.kind = KvPolicyKind::H2O;
+        sp.budget = need("budget");
+        sp.recent = kv.value("recent", 0.5);
+    } else if (name == "sinks") {
+        sp.kind = KvPolicyKind::Sinks;
+        sp.sinks = kv.value("sinks", int64_t(4));
+        sp.window = need("window");
+    } else {
+        sp.kind = KvPolicyKind::Mass;
+        sp.mass = need("mass");
+        sp.recent = kv.value("recent", 0.1);
+    }
+    if (quant && ((quant->kv.kBits < 16 && quant->kv.kGranularity == KvGranularity::Channel) ||
+                  (quant->kv.vBits < 16 && quant->kv.vGranularity == KvGranularity::Channel)))
+        fail(kvRule, "kv.policy",
+             "an eviction policy needs per-token KV quantisation (k_granularity and "
+             "v_granularity \"token\"): rows of a per-channel block cannot be evicted");
+    return pp;
+}
+
 /// Whether a rule that matched some layer sets a non-null section `sec` of Rule.
 bool anyMatchedRuleSets(const Recipe& r, const Plan& plan, std::optional<json> Rule::*sec) {
     bool any = false;
@@ -1502,8 +1660,14 @@ void planKv(const Recipe& r, const Model& model, Plan& plan) {
     const ModelSpec& sp = model.spec();
     const bool kvAny = anyMatchedRuleSets(r, plan, &Rule::kv);
     const int64_t width = sp.nKvHeads * sp.headDim;
-    for (int64_t l = 0; kvAny && !sp.isMamba() && l < sp.nLayers; ++l)
-        if (std::optional<KvPlan> kp = planKvBlock(r, l, width)) plan.kv.push_back(std::move(*kp));
+    for (int64_t l = 0; kvAny && !sp.isMamba() && l < sp.nLayers; ++l) {
+        int rule = -1;
+        const std::optional<json> kv = mergedKv(r, l, rule);
+        if (!kv) continue;
+        std::optional<KvPlan> kp = planKvBlock(*kv, rule, l, width);
+        if (auto pp = planKvPolicyBlock(*kv, rule, l, kp)) plan.kvPolicy.push_back(std::move(*pp));
+        if (kp) plan.kv.push_back(std::move(*kp));
+    }
     if (kvAny && sp.isMamba())
         plan.warnings.push_back("kv settings ignored: Mamba blocks have no KV cache");
 }

@@ -273,6 +273,15 @@ struct KvPlan {
     int rule = -1; ///< last rule whose kv section applied
 };
 
+/// A block whose KV cache has an eviction policy (KvPolicySpec, core/model/runtime_quant.h).
+struct KvPolicyPlan {
+    int64_t layer = 0;
+    KvPolicySpec policy;
+    int rule = -1; ///< last rule whose kv section applied
+    /// "h2o budget 20% of the context, recent 50% of the budget", "sinks 4 + window 64".
+    std::string describe() const;
+};
+
 struct RuleMatch {
     int rule = 0;
     std::vector<std::string> layers;
@@ -283,6 +292,7 @@ struct Plan {
     std::vector<BlockStructured> structured; ///< blocks with structured pruning, in order
     std::vector<ActivationPlan> activations; ///< linears with activation bits < 16, model order
     std::vector<KvPlan> kv;                  ///< blocks with K or V bits < 16
+    std::vector<KvPolicyPlan> kvPolicy;      ///< blocks with a KV eviction policy
     std::vector<RuleMatch> matches;          ///< one per rule
     /// SmoothQuant α of every targetable layer with a smoothquant section (also without weight
     /// quantisation), and the rule that set it.

@@ -51,6 +51,24 @@ void finish(PerplexityResult& r, const Accum& a, double seconds) {
 
 } // namespace
 
+KvMemory measureKvCache(const WeightSource& weights, const std::vector<int32_t>& tokens,
+                        int64_t ctx) {
+    KvMemory m;
+    m.tokens = std::min<int64_t>(ctx, int64_t(tokens.size()));
+    if (m.tokens <= 0) return m;
+    SessionOptions so;
+    so.contextLength = ctx;
+    so.batchSize = std::min<int64_t>(m.tokens, 512);
+    Session s(weights, so);
+    std::vector<float> logits;
+    for (int64_t p = 0; p < m.tokens; p += so.batchSize)
+        s.forward(std::span(tokens.data() + p, size_t(std::min(so.batchSize, m.tokens - p))),
+                  logits);
+    m.bytes = s.kvCacheBytes();
+    m.bytesF32 = s.kvCacheBytesF32();
+    return m;
+}
+
 void checkChunkedEvalInput(const char* what, const WeightSource& weights,
                            const std::vector<int32_t>& tokens, const PerplexityOptions& opts) {
     const std::string w(what);

@@ -72,6 +72,18 @@ struct PerplexityResult {
 PerplexityResult computePerplexity(const WeightSource& weights, const std::vector<int32_t>& tokens,
                                    const PerplexityOptions& opts, Progress& progress);
 
+/// The KV cache of one context: `tokens` cached tokens of a session of context `ctx` (eviction
+/// policies evict as they run, quantised layers hold codes).
+struct KvMemory {
+    int64_t tokens = 0;
+    uint64_t bytes = 0, bytesF32 = 0;
+    double bytesPerToken() const { return tokens > 0 ? double(bytes) / double(tokens) : 0.0; }
+};
+/// Runs the first min(ctx, tokens.size()) tokens through a session of context ctx (in batches
+/// of at most 512) and reads its KV cache size.
+KvMemory measureKvCache(const WeightSource& weights, const std::vector<int32_t>& tokens,
+                        int64_t ctx);
+
 /// Validates options and tokens for the chunked evaluations (perplexity, divergence): context
 /// at least 4, batch > 0, at least one context of tokens, BOS inside the vocabulary. Throws
 /// ArgumentError whose message starts with `what` ("perplexity", "divergence").

@@ -6,6 +6,7 @@
 #include "core/common/mapped_file.h"
 #include "core/runtime/cpu/kernels.h"
 #include "core/runtime/session.h"
+#include "core/stats/activation_stats.h"
 
 #include <nlohmann/json.hpp>
 
@@ -130,6 +131,8 @@ const char* taskName(TaskKind k) {
         return "winogrande";
     case TaskKind::HellaSwag:
         return "hellaswag";
+    case TaskKind::Passkey:
+        return "passkey";
     }
     return "?";
 }
@@ -137,8 +140,9 @@ const char* taskName(TaskKind k) {
 TaskKind parseTaskName(const std::string& name) {
     for (TaskKind k : kAllTasks)
         if (name == taskName(k)) return k;
+    if (name == taskName(TaskKind::Passkey)) return TaskKind::Passkey;
     throw ArgumentError("unknown task \"" + name +
-                        "\" (known: lambada, arc_easy, piqa, winogrande, hellaswag, all)");
+                        "\" (known: lambada, arc_easy, piqa, winogrande, hellaswag, passkey, all)");
 }
 
 std::vector<TaskKind> parseTaskList(const std::string& list) {
@@ -172,6 +176,8 @@ std::pair<std::string, std::string> taskFiles(TaskKind k) {
         return {"winogrande_1.1_dev.jsonl", "winogrande_1.1_dev-labels.lst"};
     case TaskKind::HellaSwag:
         return {"hellaswag_val_full.txt", ""};
+    case TaskKind::Passkey:
+        return {"", ""}; // generated
     }
     return {"", ""};
 }
@@ -296,6 +302,10 @@ Task loadHellaSwag(const std::string& path) {
 }
 
 Task loadTask(TaskKind k, const std::string& dir) {
+    if (k == TaskKind::Passkey) {
+        const std::string text = stats::builtinCalibrationPath();
+        return makePasskeyTask(readTextFile(text), text);
+    }
     const auto [data, labels] = taskFiles(k);
     const std::string dataPath = (std::filesystem::path(dir) / data).string();
     const std::string labelsPath =
@@ -315,6 +325,8 @@ Task loadTask(TaskKind k, const std::string& dir) {
         return loadWinoGrande(dataPath, labelsPath);
     case TaskKind::HellaSwag:
         return loadHellaSwag(dataPath);
+    case TaskKind::Passkey:
+        break;
     }
     throw ArgumentError("unknown task kind");
 }
@@ -498,7 +510,9 @@ TaskResult evaluateTask(const PreparedTask& task, ContinuationScorer& scorer, Pr
     r.kind = task.kind;
     r.hasAccNorm = task.kind == TaskKind::ArcEasy || task.kind == TaskKind::Piqa ||
                    task.kind == TaskKind::HellaSwag;
-    r.hasPpl = task.kind == TaskKind::Lambada;
+    // LAMBADA and passkey: one continuation, greedy exact match and perplexity
+    const bool greedyTask = task.kind == TaskKind::Lambada || task.kind == TaskKind::Passkey;
+    r.hasPpl = greedyTask;
     int64_t correct = 0, correctNorm = 0;
     double sumLl = 0;
     for (int64_t i = 0; i < n; ++i) {
@@ -507,7 +521,7 @@ TaskResult evaluateTask(const PreparedTask& task, ContinuationScorer& scorer, Pr
         const auto& sc = scores[size_t(i)];
         ++r.items;
         for (const auto& s : sc) r.choiceLogLikelihood.push_back(s.logLikelihood);
-        if (task.kind == TaskKind::Lambada) {
+        if (greedyTask) {
             const bool ok = sc[0].greedy;
             correct += ok;
             r.predicted.push_back(ok ? 1 : 0);

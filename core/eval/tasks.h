@@ -12,6 +12,11 @@
 /// greedy exact match (every target token is the argmax), ppl = exp(−mean per-item
 /// log-likelihood of the target word).
 ///
+/// Passkey (generated, core/eval/passkey.cpp): a needle-in-a-haystack retrieval item per seed
+/// draw: a stretch of a text with the sentence "The pass key is NNNNN. Remember it. NNNNN is the
+/// pass key." put in at a random sentence boundary, followed by "What is the pass key? The pass
+/// key is"; the continuation " NNNNN" is scored as LAMBADA's (acc: greedy exact match; ppl).
+///
 /// Tokenization happens once (prepareTask) with the baseline's tokenizer, so every
 /// configuration scores exactly the same token sequences.
 #include "core/common/error.h"
@@ -26,13 +31,14 @@
 
 namespace lcw {
 
-enum class TaskKind { Lambada, ArcEasy, Piqa, WinoGrande, HellaSwag };
+enum class TaskKind { Lambada, ArcEasy, Piqa, WinoGrande, HellaSwag, Passkey };
 
-/// "lambada", "arc_easy", "piqa", "winogrande", "hellaswag".
+/// "lambada", "arc_easy", "piqa", "winogrande", "hellaswag", "passkey".
 const char* taskName(TaskKind k);
 /// Inverse of taskName; throws ArgumentError naming the valid names.
 TaskKind parseTaskName(const std::string& name);
-/// A comma-separated list ("lambada,piqa"); "all" gives all five. Throws ArgumentError.
+/// A comma-separated list ("lambada,piqa"); "all" gives the five read from files (not passkey).
+/// Throws ArgumentError.
 std::vector<TaskKind> parseTaskList(const std::string& list);
 /// The file(s) a task reads inside a tasks folder: data file, and the labels file or "".
 /// lambada_test.jsonl, ARC-Easy-Test.jsonl, piqa_dev.jsonl + piqa_dev-labels.lst,
@@ -65,8 +71,21 @@ Task loadPiqa(const std::string& path, const std::string& labelsPath);
 Task loadWinoGrande(const std::string& path, const std::string& labelsPath);
 /// llama.cpp's HellaSwag text format: 6 lines per item (context, label 0-3, four endings).
 Task loadHellaSwag(const std::string& path);
-/// Loads `k` from `dir` (taskFiles names); a missing file gives FormatError naming it.
+/// Loads `k` from `dir` (taskFiles names); a missing file gives FormatError naming it. Passkey
+/// is generated from the bundled evaluation text with PasskeyOptions' defaults.
 Task loadTask(TaskKind k, const std::string& dir);
+
+struct PasskeyOptions {
+    int64_t items = 40;           ///< items generated
+    int64_t haystackChars = 1500; ///< characters of text around the needle (whole sentences)
+    uint64_t seed = 1234;         ///< draws the text stretch, the needle's depth and the key
+    int digits = 5;               ///< digits of the key (the first is not 0)
+};
+/// Passkey items from `text` (`source` names it in Task::file). Deterministic: the same text,
+/// options and seed give the same items on every platform. Throws ArgumentError when the text
+/// is shorter than the haystack or the options are out of range.
+Task makePasskeyTask(const std::string& text, const std::string& source,
+                     const PasskeyOptions& opts = {});
 
 /// Fixed pseudo-random subset: the first `limit` of a Fisher–Yates shuffle of 0..n−1 driven by
 /// std::mt19937_64(seed) (the generator is specified by the standard, the shuffle is ours, so

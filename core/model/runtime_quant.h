@@ -22,6 +22,23 @@
 ///                        f32 until the block is full and is then quantised once.
 /// The cache holds only the codes (bit-packed), the scales/minimums and the f32 tail; attention
 /// reads dequantised rows. Keys are quantised after RoPE.
+///
+/// KV eviction policies (KvPolicySpec; core/runtime/kv_policy.h runs them): each KV head keeps
+/// its own set of cached tokens and evicts after every token's attention step, as token-by-token
+/// decoding would, whatever the batch:
+///   h2o:   Heavy-Hitter Oracle (Zhang et al. 2023): every cached token accumulates the attention
+///          it receives (summed over the query heads of its GQA group and over the queries);
+///          the cache holds `budget` tokens: the `recent` most recent ones plus the heavy hitters
+///          (largest accumulated attention) among the older ones. A query sees the cache plus
+///          itself.
+///   sinks: attention sinks + sliding window (StreamingLLM, Xiao et al. 2023): the first `sinks`
+///          tokens and the last `window` positions (the query itself included).
+///   mass:  dynamic pruning by attention mass (no learned parts): outside the `recent` window,
+///          a head keeps the fewest tokens whose accumulated attention covers the fraction
+///          `mass` of the accumulated attention of all its older tokens; the rest is evicted.
+/// Budgets, windows and mass's recent window given as a fraction are fractions of the session's
+/// context length (h2o's recent: of its budget). Keys keep the RoPE of their original positions (no
+/// re-positioning inside the cache); ALiBi and sliding windows use the original positions too.
 #include <cstdint>
 #include <map>
 #include <string>
@@ -65,6 +82,45 @@ struct OnlineRotation {
     bool operator==(const OnlineRotation&) const = default;
 };
 
+enum class KvPolicyKind { None, H2O, Sinks, Mass };
+
+struct KvPolicySpec {
+    KvPolicyKind kind = KvPolicyKind::None;
+    /// Token counts: a value in (0, 1) is a fraction of the context length, >= 1 is tokens.
+    double budget = 0; ///< h2o: tokens the cache holds between steps
+    /// h2o: the budget's most recent tokens (a fraction in [0, 1) of the budget, or tokens);
+    /// mass: the recent window (a fraction of the context, or tokens)
+    double recent = 0;
+    double window = 0; ///< sinks: positions a query sees besides the sinks (itself included)
+    int64_t sinks = 0; ///< sinks: first tokens always kept
+    double mass = 1.0; ///< mass: fraction of the older tokens' accumulated attention kept
+    bool active() const { return kind != KvPolicyKind::None; }
+    bool operator==(const KvPolicySpec&) const = default;
+    /// A count of tokens: v >= 1 is v (rounded down), v in (0, 1) is v * ctx (rounded down, at
+    /// least 1), 0 is 0.
+    static int64_t tokens(double v, int64_t ctx) {
+        if (v >= 1) return int64_t(v);
+        if (v <= 0) return 0;
+        const int64_t t = int64_t(v * double(ctx));
+        return t < 1 ? 1 : t;
+    }
+};
+
+/// "h2o", "sinks", "mass", "full".
+inline const char* kvPolicyName(KvPolicyKind k) {
+    switch (k) {
+    case KvPolicyKind::H2O:
+        return "h2o";
+    case KvPolicyKind::Sinks:
+        return "sinks";
+    case KvPolicyKind::Mass:
+        return "mass";
+    case KvPolicyKind::None:
+        break;
+    }
+    return "full";
+}
+
 struct RuntimeQuant {
     /// By canonical linear name ("layers.3.attn.q"); only active specs are stored.
     std::map<std::string, ActQuantSpec, std::less<>> activations;
@@ -72,6 +128,8 @@ struct RuntimeQuant {
     std::map<int64_t, KvQuantSpec> kv;
     /// Online transforms of a rotated model (inactive: none).
     OnlineRotation rotation;
+    /// KV eviction policy by block index; only active specs are stored.
+    std::map<int64_t, KvPolicySpec> kvPolicy;
 
     const ActQuantSpec* activation(std::string_view name) const {
         auto it = activations.find(name);
@@ -81,7 +139,13 @@ struct RuntimeQuant {
         auto it = kv.find(layer);
         return it == kv.end() ? nullptr : &it->second;
     }
-    bool empty() const { return activations.empty() && kv.empty() && !rotation.active(); }
+    const KvPolicySpec* kvPolicyFor(int64_t layer) const {
+        auto it = kvPolicy.find(layer);
+        return it == kvPolicy.end() ? nullptr : &it->second;
+    }
+    bool empty() const {
+        return activations.empty() && kv.empty() && kvPolicy.empty() && !rotation.active();
+    }
 };
 
 } // namespace lcw

@@ -17,6 +17,7 @@
 #include "core/runtime/arch.h"
 #include "core/runtime/cpu/packed_linear.h"
 #include "core/runtime/hadamard.h"
+#include "core/runtime/kv_policy.h"
 #include "core/runtime/quant_runtime.h"
 #include "core/runtime/transformer_plan.h"
 
@@ -52,8 +53,9 @@ struct Layer {
     LowRank lr[7];       // q k v o gate up down given as factors (their Weight is empty)
     // This block's shapes, read from its tensors (structured pruning can shrink them):
     int64_t heads = 0, kvHeads = 0, qd = 0, kvd = 0, hidden = 0;
-    const ActQuantSpec* aq[8] = {};   // input quantisation per linear (null: none)
-    const KvQuantSpec* kvq = nullptr; // quantised KV cache (null: f32 cache)
+    const ActQuantSpec* aq[8] = {};      // input quantisation per linear (null: none)
+    const KvQuantSpec* kvq = nullptr;    // quantised KV cache (null: f32 cache)
+    const KvPolicySpec* kvPol = nullptr; // KV eviction policy (null: full cache)
 };
 
 /// Same input quantisation (both none, or equal settings)?
@@ -91,6 +93,7 @@ private:
 
     std::vector<kernels::FloatBuffer> kCache, vCache;
     std::vector<runtime::KvStream> kStream, vStream; // layers with a quantised KV cache
+    std::vector<runtime::KvPolicyCache> polCache;    // layers with a KV eviction policy
     kernels::FloatBuffer kDeq, vDeq, aqBuf;          // dequantised cache rows; quantised inputs
     kernels::FloatBuffer lrBuf;                      // low-rank intermediate A x
     std::vector<float> kOld, vOld, saved;            // quantisedAttention scratch
@@ -203,6 +206,10 @@ void TransformerRunner::bind() {
             vStream[size_t(l)].init(kq->vBits, kq->vGranularity, kq->groupSize,
                                     layers[size_t(l)].kvd);
         }
+    polCache.resize(size_t(s.nLayers));
+    for (int64_t l = 0; l < s.nLayers; ++l)
+        if (const Layer& L = layers[size_t(l)]; L.kvPol)
+            polCache[size_t(l)].init(*L.kvPol, L.kvq, L.kvHeads, s.headDim, env.ctx);
     if (const RuntimeQuant* rq = w.runtimeQuant()) lmAq = rq->activation("lm_head");
     bindRotations();
     allocateScratch();
@@ -277,6 +284,7 @@ void TransformerRunner::bindLayer(int64_t l) {
         for (Expert& E : L.experts)
             for (int i = 0; i < 3; ++i) E.aq[i] = rq->activation(E.name[i]);
         L.kvq = rq->kvFor(l);
+        L.kvPol = rq->kvPolicyFor(l);
     }
     L.sliding = s.layerIsSliding(l);
     L.scale = s.attnScale > 0 ? s.attnScale : float(1.0 / std::sqrt(double(s.headDim)));
@@ -319,6 +327,7 @@ void TransformerRunner::buildPlan() {
         if (rot.active()) return "online Hadamard rotations run on the host";
         for (int64_t l = 0; l < s.nLayers; ++l) {
             const Layer& L = layers[size_t(l)];
+            if (L.kvPol) return "a KV eviction policy runs on the host";
             if (L.kvq) return "a quantised KV cache runs on the host";
             for (int i = 0; i < 7; ++i)
                 if (L.lr[i].rank > 0) return "low-rank linears run per product";
@@ -431,7 +440,7 @@ void TransformerRunner::ensureCache(int64_t rows) {
     int64_t n = std::max<int64_t>({rows, 2 * cacheRows, 256});
     n = std::min(n, env.ctx);
     for (int64_t l = 0; l < s.nLayers; ++l) {
-        if (layers[size_t(l)].kvq) continue; // quantised streams grow as rows arrive
+        if (layers[size_t(l)].kvq || layers[size_t(l)].kvPol) continue; // grow as rows arrive
         kCache[size_t(l)].resize(size_t(n * kvDim));
         vCache[size_t(l)].resize(size_t(n * kvDim));
     }
@@ -511,7 +520,10 @@ void TransformerRunner::attention(int64_t l, const float* x, int64_t n, int64_t 
     ao.softcap = s.attnSoftcap;
     ao.alibi = alibi.empty() ? nullptr : alibi.data();
     ao.alibiBeforeScale = s.alibiScaled;
-    if (L.kvq) {
+    if (L.kvPol) {
+        polCache[size_t(l)].attend(q.data(), qd, k.data(), v.data(), kvd, att.data(), qd, n, pos0,
+                                   nh, ao, nt);
+    } else if (L.kvq) {
         quantisedAttention(l, n, pos0, ao);
     } else {
         std::copy(k.begin(), k.begin() + n * kvd, kCache[size_t(l)].begin() + pos0 * kvd);
@@ -941,7 +953,9 @@ void TransformerRunner::bindRotations() {
 uint64_t TransformerRunner::kvCacheBytes(int64_t tokens, bool asF32) const {
     uint64_t b = 0;
     for (int64_t l = 0; l < s.nLayers; ++l) {
-        if (layers[size_t(l)].kvq && !asF32)
+        if (layers[size_t(l)].kvPol && !asF32)
+            b += polCache[size_t(l)].bytes();
+        else if (layers[size_t(l)].kvq && !asF32)
             b += kStream[size_t(l)].bytes() + vStream[size_t(l)].bytes();
         else
             b += uint64_t(tokens) * uint64_t(layers[size_t(l)].kvd) * 2 * sizeof(float);

@@ -107,23 +107,46 @@ void KvStream::init(int bits, KvGranularity g, int64_t groupSize, int64_t width)
     *this = KvStream();
     m_bits = bits;
     m_gran = g;
-    m_width = width;
+    m_width = m_rowWidth = width;
     m_group = g == KvGranularity::Token ? std::min(groupSize, width) : groupSize;
     m_groups = g == KvGranularity::Token ? (width + m_group - 1) / m_group : width;
     m_rowBytes = (width * bits + 7) / 8;
 }
 
+void KvStream::initSlice(int bits, KvGranularity g, int64_t groupSize, int64_t rowWidth,
+                         int64_t offset, int64_t width) {
+    if (offset < 0 || width < 1 || offset + width > rowWidth)
+        throw ArgumentError("KV cache: slice [" + std::to_string(offset) + ", " +
+                            std::to_string(offset + width) + ") of a row of " +
+                            std::to_string(rowWidth) + " values");
+    if (bits < 16 && g == KvGranularity::Channel)
+        throw UnsupportedError("KV cache: a per-head slice needs token granularity");
+    init(bits, g, groupSize, rowWidth);
+    if (bits >= 16) {
+        m_width = width, m_offset = offset;
+        return;
+    }
+    m_width = width;
+    m_offset = offset;
+    m_group0 = offset / m_group;
+    m_groups = (offset + width - 1) / m_group - m_group0 + 1;
+    m_rowBytes = (width * bits + 7) / 8;
+}
+
 void KvStream::quantizeTokenRow(const float* x, int64_t row) {
+    // x: the whole row (m_rowWidth values); the stream keeps channels [m_offset, +m_width).
     const int levels = (1 << m_bits) - 1;
     float* sc = m_scale.data() + row * m_groups;
     float* mn = m_min.data() + row * m_groups;
     std::vector<uint16_t> codes(static_cast<size_t>(m_width));
     for (int64_t g = 0; g < m_groups; ++g) {
-        const int64_t c0 = g * m_group, c1 = std::min(c0 + m_group, m_width);
+        const int64_t c0 = (m_group0 + g) * m_group, c1 = std::min(c0 + m_group, m_rowWidth);
         float lo = x[c0], hi = x[c0];
         for (int64_t c = c0 + 1; c < c1; ++c) lo = std::min(lo, x[c]), hi = std::max(hi, x[c]);
         rangeOf(lo, hi, levels, sc[g], mn[g]);
-        for (int64_t c = c0; c < c1; ++c) codes[size_t(c)] = codeOf(x[c], sc[g], mn[g], levels);
+        const int64_t s0 = std::max(c0, m_offset), s1 = std::min(c1, m_offset + m_width);
+        for (int64_t c = s0; c < s1; ++c)
+            codes[size_t(c - m_offset)] = codeOf(x[c], sc[g], mn[g], levels);
     }
     packCodes(codes.data(), m_width, m_bits, m_codes.data() + row * m_rowBytes);
 }
@@ -154,7 +177,8 @@ void KvStream::append(const float* x, int64_t ld, int64_t n) {
     if (m_bits >= 16) {
         m_f32.resize(size_t((m_rows + n) * W));
         for (int64_t t = 0; t < n; ++t)
-            std::copy(x + t * ld, x + t * ld + W, m_f32.begin() + (m_rows + t) * W);
+            std::copy(x + t * ld + m_offset, x + t * ld + m_offset + W,
+                      m_f32.begin() + (m_rows + t) * W);
         m_rows += n;
         return;
     }
@@ -181,6 +205,35 @@ void KvStream::append(const float* x, int64_t ld, int64_t n) {
             m_qrows += m_group;
         }
     }
+}
+
+void KvStream::compact(const std::vector<int64_t>& keep) {
+    if (m_bits < 16 && m_gran == KvGranularity::Channel)
+        throw UnsupportedError(
+            "KV cache: rows of a per-channel quantised stream cannot be evicted");
+    const int64_t W = m_width;
+    int64_t dst = 0;
+    for (int64_t r : keep) {
+        if (r < dst || r >= m_rows)
+            throw ArgumentError("KV cache: eviction keeps row " + std::to_string(r) + " of " +
+                                std::to_string(m_rows) + " out of order");
+        if (r != dst) {
+            if (m_bits >= 16) {
+                std::copy(m_f32.begin() + r * W, m_f32.begin() + (r + 1) * W,
+                          m_f32.begin() + dst * W);
+            } else {
+                std::copy(m_codes.begin() + r * m_rowBytes, m_codes.begin() + (r + 1) * m_rowBytes,
+                          m_codes.begin() + dst * m_rowBytes);
+                std::copy(m_scale.begin() + r * m_groups, m_scale.begin() + (r + 1) * m_groups,
+                          m_scale.begin() + dst * m_groups);
+                std::copy(m_min.begin() + r * m_groups, m_min.begin() + (r + 1) * m_groups,
+                          m_min.begin() + dst * m_groups);
+            }
+        }
+        ++dst;
+    }
+    m_rows = dst;
+    if (m_bits < 16) m_qrows = dst;
 }
 
 void KvStream::truncate(int64_t n) {
@@ -223,7 +276,7 @@ const float* KvStream::read(int64_t n, kernels::FloatBuffer& scratch, int thread
                 const float* sc = m_scale.data() + r * m_groups;
                 const float* mn = m_min.data() + r * m_groups;
                 for (int64_t c = 0; c < W; ++c) {
-                    const int64_t g = c / m_group;
+                    const int64_t g = (c + m_offset) / m_group - m_group0;
                     o[c] = mn[g] + float(codes[size_t(c)]) * sc[g];
                 }
             } else {

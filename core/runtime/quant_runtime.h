@@ -22,12 +22,22 @@ void fakeQuantizeActivations(const ActQuantSpec& spec, const float* x, int64_t l
 class KvStream {
 public:
     void init(int bits, KvGranularity g, int64_t groupSize, int64_t width);
+    /// One KV head's slice: channels [offset, offset + width) of rows `rowWidth` wide. append()
+    /// then takes whole rows and keeps the slice; token groups are those of the whole row (a
+    /// group that straddles the slice keeps the scale and minimum of the whole group), so the
+    /// slice dequantises exactly as the same channels of a whole-row stream. Token granularity
+    /// or f32 only.
+    void initSlice(int bits, KvGranularity g, int64_t groupSize, int64_t rowWidth, int64_t offset,
+                   int64_t width);
     /// Rows currently held.
     int64_t rows() const { return m_rows; }
     /// Drops rows from `n` on (n <= rows()). A quantised channel block cut in two keeps its
     /// first rows as their dequantised f32 values (they are not quantised again).
     void truncate(int64_t n);
-    /// Appends n rows [n, width] (row stride ld).
+    /// Keeps only rows keep[0] < keep[1] < ... (ascending indices), in that order (eviction).
+    /// f32 or token granularity (whole rows move; nothing is quantised again).
+    void compact(const std::vector<int64_t>& keep);
+    /// Appends n rows [n, width] (row stride ld; a slice: whole rows [n, rowWidth]).
     void append(const float* x, int64_t ld, int64_t n);
     /// Rows [0, n) as f32 [n, width]: a pointer into the stream (f32 storage) or into `scratch`
     /// after dequantising (scratch grows as needed).
@@ -43,11 +53,13 @@ private:
     int m_bits = 16;
     KvGranularity m_gran = KvGranularity::Token;
     int64_t m_group = 1, m_width = 0, m_rowBytes = 0, m_groups = 0;
-    int64_t m_rows = 0;                ///< rows held
-    int64_t m_qrows = 0;               ///< rows stored as codes (channel: whole blocks)
-    std::vector<uint8_t> m_codes;      ///< [m_qrows, m_rowBytes] bit-packed codes
-    std::vector<float> m_scale, m_min; ///< token: [row, group]; channel: [block, width]
-    kernels::FloatBuffer m_f32;        ///< bits 16: all rows; channel granularity: the tail block
+    int64_t m_rowWidth = 0, m_offset = 0; ///< the whole row and this stream's first channel
+    int64_t m_group0 = 0;                 ///< first whole-row token group the slice touches
+    int64_t m_rows = 0;                   ///< rows held
+    int64_t m_qrows = 0;                  ///< rows stored as codes (channel: whole blocks)
+    std::vector<uint8_t> m_codes;         ///< [m_qrows, m_rowBytes] bit-packed codes
+    std::vector<float> m_scale, m_min;    ///< token: [row, group]; channel: [block, width]
+    kernels::FloatBuffer m_f32; ///< bits 16: all rows; channel granularity: the tail block
 
     void quantizeTokenRow(const float* x, int64_t row);
     void quantizeBlock(const float* x, int64_t block);

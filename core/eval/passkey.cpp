@@ -1,0 +1,88 @@
+// Passkey retrieval (needle in a haystack) generated from a text (tasks.h, "Passkey").
+#include "core/eval/tasks.h"
+
+#include <algorithm>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace lcw {
+
+namespace {
+
+/// A uniform draw in [0, range) from the generator by rejection (the same on every platform,
+/// unlike std::uniform_int_distribution).
+uint64_t draw(std::mt19937_64& rng, uint64_t range) {
+    const uint64_t lim = ~uint64_t(0) - (~uint64_t(0) % range);
+    uint64_t r = rng();
+    while (r >= lim) r = rng();
+    return r % range;
+}
+
+/// Offsets where a sentence starts: after ". ", "! ", "? " or a newline (the start of the
+/// next non-space character).
+std::vector<size_t> sentenceStarts(const std::string& t) {
+    std::vector<size_t> out;
+    for (size_t i = 0; i + 1 < t.size(); ++i) {
+        const char c = t[i];
+        const bool end = c == '\n' || ((c == '.' || c == '!' || c == '?') && t[i + 1] == ' ');
+        if (!end) continue;
+        size_t j = i + 1;
+        while (j < t.size() && (t[j] == ' ' || t[j] == '\n' || t[j] == '\r')) ++j;
+        if (j < t.size() && (out.empty() || out.back() != j)) out.push_back(j);
+    }
+    return out;
+}
+
+std::string trimmed(std::string s) {
+    const size_t b = s.find_first_not_of(" \n\r\t");
+    if (b == std::string::npos) return {};
+    const size_t e = s.find_last_not_of(" \n\r\t");
+    return s.substr(b, e - b + 1);
+}
+
+} // namespace
+
+Task makePasskeyTask(const std::string& text, const std::string& source, const PasskeyOptions& o) {
+    if (o.items < 1 || o.digits < 1 || o.digits > 9 || o.haystackChars < 16)
+        throw ArgumentError("passkey: items, digits (1-9) or haystack length out of range");
+    const std::vector<size_t> starts = sentenceStarts(text);
+    // Sentence starts from which a whole haystack fits.
+    std::vector<size_t> first;
+    for (size_t s : starts)
+        if (s + size_t(o.haystackChars) < text.size()) first.push_back(s);
+    if (first.size() < 2)
+        throw ArgumentError("passkey: the text (" + std::to_string(text.size()) +
+                            " characters) is too short for a haystack of " +
+                            std::to_string(o.haystackChars) + " characters");
+    std::mt19937_64 rng(o.seed);
+    Task t;
+    t.kind = TaskKind::Passkey;
+    t.file = source;
+    for (int64_t i = 0; i < o.items; ++i) {
+        const size_t b = first[size_t(draw(rng, first.size()))];
+        // The haystack: whole sentences from b up to about haystackChars.
+        auto endIt = std::upper_bound(starts.begin(), starts.end(), b + size_t(o.haystackChars));
+        const size_t e = *(endIt - 1) > b ? *(endIt - 1) : b + size_t(o.haystackChars);
+        // The needle goes before one of the haystack's sentences (not the first).
+        std::vector<size_t> inner;
+        for (size_t s : starts)
+            if (s > b && s < e) inner.push_back(s);
+        const size_t at = inner.empty() ? e : inner[size_t(draw(rng, inner.size()))];
+        std::string key(1, char('1' + draw(rng, 9)));
+        for (int d = 1; d < o.digits; ++d) key.push_back(char('0' + draw(rng, 10)));
+        const std::string needle =
+            "The pass key is " + key + ". Remember it. " + key + " is the pass key.";
+        TaskItem it;
+        it.line = i + 1;
+        it.choices.push_back({"There is a pass key hidden in the story below. Remember it.\n\n" +
+                                  trimmed(text.substr(b, at - b)) + " " + needle + " " +
+                                  trimmed(text.substr(at, e - at)) +
+                                  "\n\nWhat is the pass key? The pass key is",
+                              " " + key});
+        t.items.push_back(std::move(it));
+    }
+    return t;
+}
+
+} // namespace lcw
