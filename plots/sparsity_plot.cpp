@@ -16,8 +16,7 @@ SparsityPlot::SparsityPlot(QWidget* parent) : PlotWidget(parent, QStringLiteral(
     m_plot->axisRect()->insetLayout()->setInsetAlignment(0, Qt::AlignTop | Qt::AlignRight);
     m_plot->xAxis->setLabel(tr("layer"));
     m_plot->yAxis->setLabel(tr("fraction"));
-    applyPalette();
-    rebuild();
+    applyPalette(); // no rebuild here: the owner sets the title before the first data
 }
 
 void SparsityPlot::setData(const std::vector<stats::MlpSparsityRow>& rows) {
