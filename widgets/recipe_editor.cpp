@@ -133,6 +133,8 @@ QString ruleSummary(const Rule& r, int index, size_t matched) {
         parts << QStringLiteral("low-rank: ") + QString::fromStdString(r.lowrank->dump());
     if (r.structured)
         parts << QStringLiteral("structured: ") + QString::fromStdString(r.structured->dump());
+    if (r.activationSparsity)
+        parts << QStringLiteral("A top-K: ") + QString::fromStdString(r.activationSparsity->dump());
     QStringList targets;
     for (const auto& t : r.targets) targets << QString::fromStdString(t);
     QString t = targets.join(QStringLiteral(", "));

@@ -10,6 +10,7 @@
 #include "plots/channel_profile_plot.h"
 #include "plots/heat_map_plot.h"
 #include "plots/histogram_plot.h"
+#include "plots/sparsity_plot.h"
 #include "widgets/imatrix_manager.h"
 #include "widgets/number_format.h"
 
@@ -130,6 +131,7 @@ void StatsPanel::buildUi() {
     m_tabs->addTab(buildWeightsTab(), tr("Weights"));
     m_tabs->addTab(buildActivationsTab(), tr("Activations"));
     m_tabs->addTab(buildKvTab(), tr("KV Cache"));
+    m_tabs->addTab(buildSparsityTab(), tr("MLP Sparsity"));
     auto* split = new QSplitter(Qt::Vertical, this);
     split->addWidget(m_tabs);
     split->addWidget(buildOverview());
@@ -267,6 +269,45 @@ QWidget* StatsPanel::buildKvTab() {
     kl->addWidget(m_kMap);
     kl->addWidget(m_vMap);
     return kv;
+}
+
+// The MLP intermediates' natural sparsity: near-zero share per layer, its spread over tokens,
+// and the predictor-free bound of the MACs a neuron-skipping scheme (PowerInfer) could save.
+QWidget* StatsPanel::buildSparsityTab() {
+    auto* tab = new QWidget(m_tabs);
+    auto* sl = new QVBoxLayout(tab);
+    sl->setContentsMargins(0, 4, 0, 0);
+    m_sparsity = new SparsityPlot(tab);
+    m_sparsity->setTitle(tr("MLP intermediate (input of mlp.down): near-zero share per layer"));
+    m_sparsityNote = new QLabel(tab);
+    m_sparsityNote->setWordWrap(true);
+    m_sparsityNote->setForegroundRole(QPalette::PlaceholderText);
+    sl->addWidget(m_sparsity, 1);
+    sl->addWidget(m_sparsityNote);
+    return tab;
+}
+
+void StatsPanel::updateSparsityPlot() {
+    const auto rows = m_report ? stats::mlpSparsityRows(m_report->activations)
+                               : std::vector<stats::MlpSparsityRow>();
+    m_sparsity->setData(rows);
+    if (rows.empty()) {
+        m_sparsityNote->setText(
+            !m_report ? QString()
+                      : tr("No MLP sparsity in these statistics (computed without activations, "
+                           "or by an older lcw): compute them again."));
+        return;
+    }
+    double block = 0;
+    int nb = 0;
+    for (const auto& r : rows)
+        if (r.oracleBlockSaved >= 0) block += r.oracleBlockSaved, ++nb;
+    m_sparsityNote->setText(
+        tr("Near zero: |x| ≤ 1e-2 × the token's largest |x|. Oracle bound: the MACs saved if "
+           "exactly each token's near-zero neurons skipped their gate/up rows and down columns "
+           "(no predictor, no accuracy cost counted), mean over layers %1 of the block's linear "
+           "MACs. High values suggest hot/cold neuron splitting (PowerInfer) could pay off.")
+            .arg(nb ? block / nb : 0.0, 0, 'f', 3));
 }
 
 // Model-wide overview: one bar per layer.
@@ -675,6 +716,7 @@ void StatsPanel::setReport(std::shared_ptr<const stats::StatsReport> r, const QS
     updateActivationPlots();
     updateImatrixPlot();
     updateKvMaps();
+    updateSparsityPlot();
     updateOverview();
     if (m_report) emit statsChanged();
 }

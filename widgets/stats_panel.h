@@ -37,6 +37,7 @@ class HeatMapPlot;
 class HistogramPlot;
 class ImatrixManager;
 class Model;
+class SparsityPlot;
 
 /// What the user chooses in Statistics ▸ Compute….
 struct StatsSettings {
@@ -148,6 +149,8 @@ public:
     ChannelProfilePlot* tokenProfilePlot() const { return m_tokenProfile; }
     /// The importance matrix's mean x² per input column of the selected linear.
     ChannelProfilePlot* imatrixProfilePlot() const { return m_imatrixProfile; }
+    /// The MLP intermediates' near-zero fractions per layer (tab "MLP Sparsity").
+    SparsityPlot* sparsityPlot() const { return m_sparsity; }
     QCheckBox* activationLogBox() const { return m_actLogBox; }
     HeatMapPlot* kHeatMap() const { return m_kMap; }
     HeatMapPlot* vHeatMap() const { return m_vMap; }
@@ -179,6 +182,8 @@ private:
     QWidget* buildWeightsTab();
     QWidget* buildActivationsTab();
     QWidget* buildKvTab();
+    /// Natural sparsity of the MLP intermediates per layer (activation_sparsity_stats.h).
+    QWidget* buildSparsityTab();
     QWidget* buildOverview();
     void connectControls();
     bool tryLoad(const QString& path);
@@ -210,6 +215,7 @@ private:
     void updateActivationPlots();
     void updateImatrixPlot();
     void updateKvMaps();
+    void updateSparsityPlot();
     void updateOverview();
     void onOverviewClicked(int index);
     void syncComputeUi();
@@ -244,6 +250,8 @@ private:
     QCheckBox* m_actLogBox = nullptr;
     HeatMapPlot* m_kMap = nullptr;
     HeatMapPlot* m_vMap = nullptr;
+    SparsityPlot* m_sparsity = nullptr;
+    QLabel* m_sparsityNote = nullptr;
     BarPlot* m_overview = nullptr;
     QCheckBox* m_logBox = nullptr;
     QCheckBox* m_sortedBox = nullptr;

@@ -273,6 +273,26 @@ void printRuntimeQuantTables(const compress::CompressResult& r) {
     }
 }
 
+/// The linears whose inputs are top-K sparsified, and the MACs that leaves (as planned).
+void printActivationSparsity(const compress::CompressResult& r) {
+    if (r.plan.activationSparsity.empty()) return;
+    std::printf("\n%-28s %8s %12s %5s\n", "top-K sparsified input", "topk", "kept/cols", "rule");
+    for (const auto& a : r.plan.activationSparsity) {
+        char kc[48];
+        std::snprintf(kc, sizeof kc, "%lld/%lld", (long long)a.kept, (long long)a.cols);
+        std::printf("%-28s %8.4f %12s %5d\n", a.name.c_str(), a.topk, kc, a.rule);
+    }
+    const json m = compressReportJson(r).value("activation_sparsity_macs", json());
+    if (m.is_object())
+        std::printf("MACs per token (planned): %lld of %lld in the sparsified linears; "
+                    "%lld of %lld (%.1f %%) in all linears\n",
+                    (long long)m["sparse_linears_kept_per_token"].get<int64_t>(),
+                    (long long)m["sparse_linears_dense_per_token"].get<int64_t>(),
+                    (long long)m["model_kept_per_token"].get<int64_t>(),
+                    (long long)m["model_dense_per_token"].get<int64_t>(),
+                    100.0 * m["model_kept_fraction"].get<double>());
+}
+
 /// Sizes of the quantised layers and of the whole model, calibration, time and the overlay.
 void printCompressTotals(const compress::CompressResult& r, const Model& model,
                          const compress::CalibrationSet* cal,
@@ -327,6 +347,7 @@ int cmdCompress(const std::vector<std::string>& argv) {
     for (const auto& w : r.plan.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
     printLayerTable(r);
     printRuntimeQuantTables(r);
+    printActivationSparsity(r);
     printCompressTotals(r, *model, cal.get(), saved);
     return 0;
 }

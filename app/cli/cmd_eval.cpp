@@ -243,6 +243,8 @@ void addResourceRows(EvalTable& t) {
         return has(c, "kv_cache_bytes_per_token") ? fmt("%.1f", num(c, "kv_cache_bytes_per_token"))
                                                   : dash;
     });
+    t.row("MACs (zero-skip)",
+          [&](const json& c, bool) { return c.contains("macs") ? macsText(c["macs"]) : dash; });
     t.row("prefill tok/s", [&](const json& c, bool) {
         return has(c, "prefill_tokens_per_second")
                    ? fmt("%.0f", num(c, "prefill_tokens_per_second"))
@@ -433,7 +435,8 @@ bool divergencePass(const Model& model, const std::vector<Column>& cols,
                       {"ppl_seconds", r.baselineSeconds},
                       {"prefill_tokens_per_second", r.baselineSeconds > 0
                                                         ? json(evalTokens / r.baselineSeconds)
-                                                        : json(nullptr)}};
+                                                        : json(nullptr)},
+                      {"macs", macsJson(r.baselineMacs, evalTokens)}};
     out.colSeconds[0] = r.baselineSeconds;
     for (size_t k = 0; k + 1 < cols.size(); ++k) {
         const DivergenceStats& s = r.configs[k];
@@ -453,7 +456,8 @@ bool divergencePass(const Model& model, const std::vector<Column>& cols,
                               {"same_top_percent_se", s.sameTopError * 100},
                               {"ppl_seconds", s.seconds},
                               {"prefill_tokens_per_second",
-                               s.seconds > 0 ? json(evalTokens / s.seconds) : json(nullptr)}};
+                               s.seconds > 0 ? json(evalTokens / s.seconds) : json(nullptr)},
+                              {"macs", macsJson(s.macs, evalTokens)}};
         out.colSeconds[k + 1] = s.seconds;
     }
     return true;
@@ -474,7 +478,8 @@ bool slidingPass(const std::vector<Column>& cols, const std::vector<int32_t>& to
                           {"ppl", r.ppl},
                           {"ppl_se", r.pplError},
                           {"ppl_seconds", r.seconds},
-                          {"prefill_tokens_per_second", r.tokensPerSecond}};
+                          {"prefill_tokens_per_second", r.tokensPerSecond},
+                          {"macs", macsJson(r.macs, double(r.tokensEvaluated))}};
         if (k > 0) out.colJson[k]["ppl_ratio"] = r.ppl / r0.ppl;
         out.colSeconds[k] = r.seconds;
     }

@@ -18,6 +18,37 @@
 
 namespace lcw::cli {
 
+namespace {
+
+/// The summary's MLP intermediate sparsity per layer and the oracle bound.
+void printMlpSparsity(const nlohmann::ordered_json& sum) {
+    if (!sum.contains("mlp_sparsity") || sum["mlp_sparsity"]["layers"].empty()) return;
+    const auto& ms = sum["mlp_sparsity"];
+    std::printf("\nMLP intermediate sparsity (input of mlp.down; near zero: |x| <= 1e-2 x the "
+                "token's max |x| (rel), |x| <= 1e-3 (abs)):\n");
+    std::printf("%5s %9s %9s %9s %21s %11s %12s\n", "layer", "rel", "abs", "exact",
+                "per token p10/p50/p90", "oracle MLP", "oracle block");
+    for (const auto& L : ms["layers"]) {
+        char tok[48], blk[16] = "-";
+        std::snprintf(tok, sizeof tok, "%.3f/%.3f/%.3f", L["tok_near_zero_rel_p10"].get<double>(),
+                      L["tok_near_zero_rel_p50"].get<double>(),
+                      L["tok_near_zero_rel_p90"].get<double>());
+        if (L.contains("oracle_block_saved_frac"))
+            std::snprintf(blk, sizeof blk, "%.3f", L["oracle_block_saved_frac"].get<double>());
+        std::printf("%5d %9.4f %9.4f %9.4f %21s %11.4f %12s\n", L["layer"].get<int>(),
+                    L["near_zero_rel"].get<double>(), L["near_zero_abs"].get<double>(),
+                    L["exact_zero"].get<double>(), tok, L["oracle_mlp_saved_frac"].get<double>(),
+                    blk);
+    }
+    std::printf("oracle: predictor-free upper bound of the MACs saved by skipping the near-zero "
+                "(rel) neurons (fraction of the MLP's / the block's linear MACs); mean over "
+                "layers %.4f / %.4f\n",
+                ms["mean_oracle_mlp_saved_frac"].get<double>(),
+                ms["mean_oracle_block_saved_frac"].get<double>());
+}
+
+} // namespace
+
 int cmdStats(const std::vector<std::string>& argv) {
     using json = nlohmann::ordered_json;
     Args a(argv,
@@ -109,6 +140,7 @@ int cmdStats(const std::vector<std::string>& argv) {
                     kv["k_post_rope"].get<double>(), kv["k_pre_rope"].get<double>(),
                     kv["v"].get<double>(), kv["k_post_over_v"].get<double>());
     }
+    printMlpSparsity(sum);
     const std::string pl = rep.previews.empty() ? "" : rep.previews.front().label();
     std::printf("\nlayers ranked by outlier-proneness (mean rank of the columns; kurtosis is "
                 "m4/σ⁴, non-excess):\n");

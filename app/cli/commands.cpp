@@ -531,6 +531,7 @@ int cmdPerplexity(const std::vector<std::string>& argv) {
                    {"kv_cache_bytes", r.kvCacheBytes},
                    {"kv_cache_bytes_f32", r.kvCacheBytesF32},
                    {"kv_cache_bytes_per_token", double(r.kvCacheBytes) / double(po.ctx)},
+                   {"macs", macsJson(r.macs, double(r.tokensEvaluated))},
                    {"activations", activationsPathName(po.exactActivations)},
                    {"device", deviceUsedJson(device)},
                    {"threads", omp_get_max_threads()}});
@@ -550,6 +551,7 @@ int cmdPerplexity(const std::vector<std::string>& argv) {
         std::printf("KV cache: %llu bytes per %lld-token chunk, %.1f bytes/token (f32: %llu)\n",
                     (unsigned long long)r.kvCacheBytes, (long long)po.ctx,
                     double(r.kvCacheBytes) / double(po.ctx), (unsigned long long)r.kvCacheBytesF32);
+    std::printf("MACs:    %s\n", macsText(macsJson(r.macs, double(r.tokensEvaluated))).c_str());
     std::printf("time:    %.2f s (%.0f tokens/s, %d threads)\n", r.seconds, r.tokensPerSecond,
                 omp_get_max_threads());
     return 0;
@@ -610,6 +612,27 @@ void applyThreads(const Args& a) {
 
 const char* activationsPathName(bool exact) {
     return exact ? "exact-f32" : "quantized-8bit";
+}
+
+json macsJson(const Session::MacCounts& m, double tokens) {
+    if (m.dense <= 0) return nullptr;
+    const int64_t executed = m.dense - m.zeroInput;
+    const double t = tokens > 0 ? tokens : 1.0;
+    return {{"dense", m.dense},
+            {"zero_input", m.zeroInput},
+            {"executed", executed},
+            {"executed_fraction", double(executed) / double(m.dense)},
+            {"dense_per_token", double(m.dense) / t},
+            {"executed_per_token", double(executed) / t}};
+}
+
+std::string macsText(const json& macs) {
+    if (!macs.is_object()) return "-";
+    char b[96];
+    std::snprintf(b, sizeof b, "%.4g M/tok (%.1f %% of dense)",
+                  macs.value("executed_per_token", 0.0) / 1e6,
+                  100.0 * macs.value("executed_fraction", 0.0));
+    return b;
 }
 
 } // namespace lcw::cli

@@ -1,6 +1,8 @@
 #pragma once
 // The lcw-cli commands. Each returns the process exit code and throws lcw::Error (exit 1) or
 // UsageError (exit 2).
+#include "core/runtime/session.h"
+
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
@@ -70,6 +72,13 @@ void applyThreads(const Args& a);
 /// activations everywhere) or "quantized-8bit" (GGUF and lcw packed weights multiply activations
 /// quantised to 8-bit blocks, as llama.cpp does; a recipe's activation settings apply either way).
 const char* activationsPathName(bool exact);
+/// The "macs" object of the reports: weight-product multiply-accumulates counted on the host
+/// (Session::macCounts) over `tokens` tokens run: dense, zero_input (input entry exactly zero:
+/// a product skipping zero columns would not do them), executed = dense - zero_input, per token
+/// and executed_fraction; null when nothing was counted (a resident device forward).
+nlohmann::ordered_json macsJson(const Session::MacCounts& m, double tokens);
+/// "12.3 M/tok (49.8 % of dense)" from a "macs" object; "-" for null.
+std::string macsText(const nlohmann::ordered_json& macs);
 /// --calib FILE [--samples N] [--seq-len L] (commands that accept them); null without --calib.
 std::unique_ptr<compress::CalibrationSet> calibrationFromArgs(const Model& model, const Args& a);
 

@@ -77,7 +77,8 @@ void addOptions(QCommandLineParser& parser) {
                        "inspector on layers.1.mlp.down."));
     const QCommandLineOption statsTab(
         QStringLiteral("stats-tab"),
-        QStringLiteral("With --demo-stats: the inspector tab to show (weights, activations, kv)."),
+        QStringLiteral("With --demo-stats: the inspector tab to show (weights, activations, kv, "
+                       "mlp-sparsity)."),
         QStringLiteral("TAB"), QStringLiteral("weights"));
     const QCommandLineOption imatrixOpt(
         QStringLiteral("imatrix"),
@@ -186,10 +187,11 @@ std::optional<int> screenshotSettings(const QCommandLineParser& parser, CommandL
     using lcw::demo::Scene;
     if (cl->scene.scene == Scene::Stats) {
         const QStringList tabs = {QStringLiteral("weights"), QStringLiteral("activations"),
-                                  QStringLiteral("kv")};
+                                  QStringLiteral("kv"), QStringLiteral("mlp-sparsity")};
         cl->scene.statsTab = int(tabs.indexOf(parser.value(QStringLiteral("stats-tab")).toLower()));
         if (cl->scene.statsTab < 0) {
-            std::fprintf(stderr, "lcw: --stats-tab expects weights, activations or kv\n");
+            std::fprintf(stderr,
+                         "lcw: --stats-tab expects weights, activations, kv or mlp-sparsity\n");
             return 2;
         }
         cl->scene.imatrix = parser.value(QStringLiteral("imatrix"));

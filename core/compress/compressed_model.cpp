@@ -92,13 +92,16 @@ const char* granName(KvGranularity g) {
 
 json runtimeQuantJson(const RuntimeQuant& rq) {
     json acts = json::array(), kv = json::array();
-    for (const auto& [name, a] : rq.activations)
-        acts.push_back({{"name", name},
-                        {"bits", a.bits},
-                        {"mode", a.perToken ? "dynamic_per_token" : "static_per_tensor"},
-                        {"clip", a.clip},
-                        {"abs_max", a.absMax},
-                        {"outlier_channels", a.outlierChannels}});
+    for (const auto& [name, a] : rq.activations) {
+        json aj = {{"name", name},
+                   {"bits", a.bits},
+                   {"mode", a.perToken ? "dynamic_per_token" : "static_per_tensor"},
+                   {"clip", a.clip},
+                   {"abs_max", a.absMax},
+                   {"outlier_channels", a.outlierChannels}};
+        if (a.sparse()) aj["topk"] = a.topk;
+        acts.push_back(std::move(aj));
+    }
     for (const auto& [layer, k] : rq.kv)
         kv.push_back({{"layer", layer},
                       {"k_bits", k.kBits},
@@ -162,6 +165,7 @@ RuntimeQuant runtimeQuantFromJson(const nlohmann::json& j, const std::string& wh
             s.clip = a.at("clip").get<float>();
             s.absMax = a.at("abs_max").get<float>();
             s.outlierChannels = a.at("outlier_channels").get<std::vector<int32_t>>();
+            s.topk = a.value("topk", 1.0f); // absent in overlays written before top-K sparsity
             rq.activations[a.at("name").get<std::string>()] = std::move(s);
         }
         for (const auto& k : j.at("kv")) {
@@ -708,9 +712,10 @@ void CompressedModel::setRuntimeQuant(RuntimeQuant rq) {
         if (!t || t->shape.size() != 2)
             throw ArgumentError("runtime quantisation: the base model has no linear '" + name +
                                 "'");
-        if (a.bits < 2 || a.bits > 16 || !(a.clip > 0 && a.clip <= 1) || !(a.absMax >= 0))
+        if (a.bits < 2 || a.bits > 16 || !(a.clip > 0 && a.clip <= 1) || !(a.absMax >= 0) ||
+            !(a.topk > 0 && a.topk <= 1))
             throw ArgumentError("runtime quantisation of '" + name +
-                                "': bits, clip or abs_max out of range");
+                                "': bits, clip, abs_max or topk out of range");
         for (int32_t c : a.outlierChannels)
             if (c < 0 || c >= t->shape[1])
                 throw ArgumentError("runtime quantisation of '" + name + "': outlier channel " +
@@ -1357,6 +1362,8 @@ RuntimeQuant runtimeQuantOf(const Plan& plan,
     RuntimeQuant rq;
     for (const ActivationPlan& ap : plan.activations)
         rq.activations[ap.name] = activationSpec(ap, absMax);
+    for (const ActivationSparsityPlan& sp : plan.activationSparsity)
+        rq.activations[sp.name].topk = float(sp.topk); // bits 16 when not also quantised
     for (const KvPlan& kp : plan.kv) {
         KvQuantSpec k;
         k.kBits = kp.kv.kBits;
@@ -1523,6 +1530,39 @@ json activationReportJson(const ActivationPlan& a, const RuntimeQuant* rq) {
     return aj;
 }
 
+json activationSparsityReportJson(const ActivationSparsityPlan& a) {
+    return {
+        {"name", a.name}, {"topk", a.topk}, {"kept", a.kept}, {"cols", a.cols}, {"rule", a.rule}};
+}
+
+/// The MACs per token top-K leaves to the weight products, as planned (not measured): over the
+/// sparsified linears, and over all linear weights of the model (lm_head, or the tied embedding,
+/// included; MoE experts all counted, so an upper bound of what runs there).
+json activationSparsityMacsJson(const Plan& plan, const Model& base) {
+    int64_t spDense = 0, spKept = 0, modelDense = 0;
+    bool head = false;
+    for (const TensorView& t : base.tensors()) {
+        if (t.shape.size() != 2 || t.name == "embed" || !isTargetable(t.name)) continue;
+        modelDense += t.shape[0] * t.shape[1];
+        head = head || t.name == "lm_head";
+    }
+    if (!head)
+        if (const TensorView* e = base.find("embed"); e && e->shape.size() == 2)
+            modelDense += e->shape[0] * e->shape[1];
+    for (const ActivationSparsityPlan& a : plan.activationSparsity) {
+        const TensorView* t = base.find(a.name);
+        const int64_t rows = t ? t->shape[0] : 0;
+        spDense += rows * a.cols;
+        spKept += rows * a.kept;
+    }
+    return {{"sparse_linears_dense_per_token", spDense},
+            {"sparse_linears_kept_per_token", spKept},
+            {"model_dense_per_token", modelDense},
+            {"model_kept_per_token", modelDense - (spDense - spKept)},
+            {"model_kept_fraction",
+             modelDense > 0 ? double(modelDense - (spDense - spKept)) / double(modelDense) : 1.0}};
+}
+
 json kvReportJson(const KvPlan& k) {
     return {{"layer", k.layer},
             {"k_bits", k.kv.kBits},
@@ -1575,6 +1615,8 @@ json compressReportJson(const CompressResult& r) {
     const RuntimeQuant* rq = r.model ? r.model->runtimeQuant() : nullptr;
     for (const auto& a : r.plan.activations) acts.push_back(activationReportJson(a, rq));
     for (const auto& k : r.plan.kv) kvs.push_back(kvReportJson(k));
+    json asp = json::array();
+    for (const auto& a : r.plan.activationSparsity) asp.push_back(activationSparsityReportJson(a));
     json rules = json::array();
     for (const auto& m : r.plan.matches)
         rules.push_back({{"rule", m.rule}, {"matched", m.layers.size()}, {"layers", m.layers}});
@@ -1592,6 +1634,9 @@ json compressReportJson(const CompressResult& r) {
                            {"rule", p.rule}});
         j["kv_policy"] = pol;
     }
+    j["activation_sparsity"] = asp;
+    if (r.model && !asp.empty())
+        j["activation_sparsity_macs"] = activationSparsityMacsJson(r.plan, r.model->base());
     j["rules"] = rules;
     j["warnings"] = r.plan.warnings;
     return j;

@@ -3,9 +3,11 @@
 #include "core/common/pattern.h"
 
 #include "core/model/model.h"
+#include "core/runtime/activation_sparsity.h"
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <map>
@@ -269,6 +271,17 @@ void validateKvPolicy(const json& k, int rule) {
         const double m = numField(k["mass"], rule, "kv.mass", 0.0, 1.0);
         if (!(m > 0)) fail(rule, "kv.mass", "must be greater than 0");
     }
+}
+
+void validateActivationSparsity(const json& a, int rule) {
+    if (!a.is_object())
+        fail(rule, "activation_sparsity", "expected an object or null, got " + a.dump());
+    checkKeys(a, {"topk"}, rule, "activation_sparsity.");
+    if (!a.contains("topk")) fail(rule, "activation_sparsity.topk", "missing");
+    const double k = numField(a["topk"], rule, "activation_sparsity.topk", 0.0, 1.0);
+    if (!(k > 0.0))
+        fail(rule, "activation_sparsity.topk",
+             "must be above 0 (the fraction of each token's input entries kept)");
 }
 
 void validateKv(const json& k, int rule) {
@@ -700,7 +713,7 @@ Recipe Recipe::fromJson(const json& j) {
         if (!rj.is_object()) fail(ri, "", "expected an object");
         checkKeys(rj,
                   {"targets", "ignore", "weight", "activation", "kv", "outliers", "smoothquant",
-                   "comment", "sparsity", "structured", "lowrank"},
+                   "comment", "sparsity", "structured", "lowrank", "activation_sparsity"},
                   ri, "");
         Rule rule;
         if (!rj.contains("targets")) fail(ri, "targets", "missing");
@@ -742,11 +755,16 @@ Recipe Recipe::fromJson(const json& j) {
             if (!rj["lowrank"].is_null()) validateLowRank(rj["lowrank"], ri);
             rule.lowrank = rj["lowrank"];
         }
+        if (rj.contains("activation_sparsity")) {
+            if (!rj["activation_sparsity"].is_null())
+                validateActivationSparsity(rj["activation_sparsity"], ri);
+            rule.activationSparsity = rj["activation_sparsity"];
+        }
         if (!rule.weight && !rule.activation && !rule.kv && !rule.outliers && !rule.smoothquant &&
-            !rule.sparsity && !rule.structured && !rule.lowrank)
+            !rule.sparsity && !rule.structured && !rule.lowrank && !rule.activationSparsity)
             fail(ri, "",
                  "sets nothing (give weight, activation, kv, outliers, smoothquant, sparsity, "
-                 "structured or lowrank)");
+                 "structured, lowrank or activation_sparsity)");
         r.rules.push_back(std::move(rule));
     }
     return r;
@@ -793,6 +811,7 @@ json Recipe::toJson() const {
         if (r.sparsity) rj["sparsity"] = *r.sparsity;
         if (r.structured) rj["structured"] = *r.structured;
         if (r.lowrank) rj["lowrank"] = *r.lowrank;
+        if (r.activationSparsity) rj["activation_sparsity"] = *r.activationSparsity;
         j["rules"].push_back(std::move(rj));
     }
     return j;
@@ -1059,6 +1078,20 @@ void addCompactPresets(std::vector<Preset>& v) {
                              {"group_size", 32}})});
 }
 
+/// Activation top-K sparsity only. (part of presets())
+void addActivationSparsityPresets(std::vector<Preset>& v) {
+    // Q-Sparse's top-K of every linear input in the blocks (lm_head is only selected by name):
+    // the number is the sparsity, the share of each token's input entries set to zero.
+    auto add = [&](const std::string& n, double topk) {
+        const std::string d = "top-K activation sparsity (Q-Sparse): keeps " +
+                              std::to_string(int(std::lround(topk * 100))) +
+                              " % of each token's linear inputs, weights unchanged";
+        v.push_back({n, d, oneRule(n, d, {{"activation_sparsity", {{"topk", topk}}}})});
+    };
+    add("QSparse-50", 0.5);
+    add("QSparse-70", 0.3);
+}
+
 const std::vector<Preset>& presets() {
     static const std::vector<Preset> p = [] {
         std::vector<Preset> v;
@@ -1069,6 +1102,7 @@ const std::vector<Preset>& presets() {
         addSmoothQuantPresets(v);
         addRotationPresets(v);
         addCompactPresets(v);
+        addActivationSparsityPresets(v);
         return v;
     }();
     return p;
@@ -1280,8 +1314,8 @@ namespace {
 
 /// A layer's sections merged over the rules that match it, with the rule of each field.
 struct MergedSections {
-    std::optional<json> w, act, outl, sp, lr, st;
-    int actRule = -1, outlRule = -1;
+    std::optional<json> w, act, outl, sp, lr, st, asp;
+    int actRule = -1, outlRule = -1, aspRule = -1;
     std::map<std::string, int> origin, spOrigin, lrOrigin, stOrigin;
 };
 
@@ -1314,6 +1348,7 @@ MergedSections mergeRules(const Recipe& r, LayerPlan& lp, Plan& plan) {
         if (rule.outliers) lp.hasOutliers = !rule.outliers->is_null();
         mergeSection(m.act, m.actRule, rule.activation, int(i));
         mergeSection(m.outl, m.outlRule, rule.outliers, int(i));
+        mergeSection(m.asp, m.aspRule, rule.activationSparsity, int(i));
         if (rule.smoothquant) {
             lp.smoothAlpha =
                 rule.smoothquant->is_null() ? -1.0 : (*rule.smoothquant)["alpha"].get<double>();
@@ -1347,6 +1382,26 @@ void planActivation(const MergedSections& m, const TensorView& t, const Model& m
                  "activation quantisation is not implemented for Mamba blocks (" + t.name + ")");
         plan.activations.push_back(std::move(ap));
     }
+}
+
+/// The layer's top-K activation sparsity, when its merged section keeps less than everything.
+void planActivationSparsity(const MergedSections& m, const TensorView& t, const Model& model,
+                            Plan& plan) {
+    if (!m.asp) return;
+    ActivationSparsityPlan ap;
+    ap.name = t.name;
+    ap.cols = t.shape[1];
+    ap.rule = m.aspRule;
+    ap.topk = m.asp->value("topk", 1.0);
+    if (!(ap.topk < 1.0)) return;
+    ap.kept = runtime::topKCount(float(ap.topk), ap.cols);
+    if (t.name == "embed")
+        fail(m.aspRule, "activation_sparsity",
+             "embed is a lookup table: it has no input activations to sparsify");
+    if (model.spec().isMamba())
+        fail(m.aspRule, "activation_sparsity",
+             "activation sparsity is not implemented for Mamba blocks (" + t.name + ")");
+    plan.activationSparsity.push_back(std::move(ap));
 }
 
 /// The rule that set a weight field (the weight section's last rule when none set it).
@@ -1540,6 +1595,7 @@ void planLayer(const Recipe& r, const Model& model, const PlanOptions& opts, con
     MergedSections m = mergeRules(r, lp, plan);
     if (lp.smoothAlpha >= 0) plan.smooth[t.name] = {lp.smoothAlpha, lp.smoothRule};
     planActivation(m, t, model, plan);
+    planActivationSparsity(m, t, model, plan);
     if (m.st) resolveStructured(*m.st, m.stOrigin, t.name, model, structured);
     if (!m.w && !m.sp && !m.lr) return;
     if (m.sp) lp.sparsityRule = m.spOrigin["sparsity"], lp.sparsity = resolveSparsity(*m.sp);

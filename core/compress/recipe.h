@@ -168,6 +168,8 @@ struct Rule {
     /// Pruning, structured pruning and low-rank sections (docs/recipe-format.md).
     std::optional<nlohmann::json> sparsity, structured, lowrank;
     std::optional<nlohmann::json> smoothquant; ///< {"alpha": a}: SmoothQuant migration
+    /// {"topk": f}: Q-Sparse top-K sparsity of the input activations (key activation_sparsity)
+    std::optional<nlohmann::json> activationSparsity;
     std::string comment;
     /// True when `name` is selected by the targets and not by ignore. embed, lm_head and
     /// mlp.router are selected only by a target equal to their name (no glob or regex).
@@ -265,6 +267,16 @@ struct ActivationPlan {
     int outlierRule = -1; ///< last rule whose outliers section applied
 };
 
+/// A linear whose input activations are top-K sparsified (recipe section activation_sparsity;
+/// the definition is in core/model/runtime_quant.h).
+struct ActivationSparsityPlan {
+    std::string name;
+    int64_t cols = 0;  ///< input channels
+    double topk = 1.0; ///< fraction of each token's input entries kept, (0, 1)
+    int64_t kept = 0;  ///< entries kept per token
+    int rule = -1;     ///< last rule whose activation_sparsity section applied
+};
+
 /// A block whose KV cache is quantised.
 struct KvPlan {
     int64_t layer = 0;
@@ -293,7 +305,9 @@ struct Plan {
     std::vector<ActivationPlan> activations; ///< linears with activation bits < 16, model order
     std::vector<KvPlan> kv;                  ///< blocks with K or V bits < 16
     std::vector<KvPolicyPlan> kvPolicy;      ///< blocks with a KV eviction policy
-    std::vector<RuleMatch> matches;          ///< one per rule
+    /// Linears with top-K activation sparsity (topk < 1), model order.
+    std::vector<ActivationSparsityPlan> activationSparsity;
+    std::vector<RuleMatch> matches; ///< one per rule
     /// SmoothQuant α of every targetable layer with a smoothquant section (also without weight
     /// quantisation), and the rule that set it.
     std::map<std::string, std::pair<double, int>> smooth;

@@ -318,6 +318,16 @@ DivergenceResult compareToBaseline(const WeightSource& baseline,
                                               : threadSeconds[k];
     };
     r.baselineSeconds = share(0);
+    auto macsOf = [&](size_t k) { // source k's counts, summed over the workers
+        Session::MacCounts m;
+        for (const auto& ws : sessions) {
+            const Session::MacCounts c = ws[k]->macCounts();
+            m.dense += c.dense;
+            m.zeroInput += c.zeroInput;
+        }
+        return m;
+    };
+    r.baselineMacs = macsOf(0);
 
     for (size_t k = 0; k < nc; ++k) {
         DivergenceStats st;
@@ -334,6 +344,7 @@ DivergenceResult compareToBaseline(const WeightSource& baseline,
         }
         st.scoredTokens = int64_t(nllQ.size());
         st.seconds = share(1 + k);
+        st.macs = macsOf(1 + k);
         if (!nllQ.empty()) {
             st.baselinePpl = r.baselinePpl;
             summarizeConfig(st, std::move(kld), std::move(dp), nllQ, nllB, same);

@@ -46,6 +46,9 @@ struct DivergenceStats {
     double sameTop = 0;           ///< fraction of scored positions whose argmax agrees
     double sameTopError = 0;      ///< sqrt(p (1 − p) / (n − 1))
     double seconds = 0;           ///< forward time of this configuration (see DivergenceResult)
+    /// Weight-product MACs of this configuration's forwards (Session::macCounts, summed over the
+    /// workers; zero when the forwards ran resident on a device).
+    Session::MacCounts macs;
 };
 
 struct DivergenceResult {
@@ -56,7 +59,8 @@ struct DivergenceResult {
     /// Forward time of the baseline. With several chunk workers the wall time is shared among
     /// baseline and configurations in proportion to the thread time each used.
     double baselineSeconds = 0;
-    double seconds = 0; ///< wall time of the whole comparison
+    double seconds = 0;              ///< wall time of the whole comparison
+    Session::MacCounts baselineMacs; ///< as DivergenceStats::macs, for the baseline
     std::vector<DivergenceStats> configs;
     Status status = Status::Ok;
 };

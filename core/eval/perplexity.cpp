@@ -192,6 +192,11 @@ PerplexityResult computePerplexity(const WeightSource& weights, const std::vecto
                                  : std::min(c * stride + ctx, n) - c * stride;
         ++r.chunks;
     }
+    for (const auto& s : sessions) {
+        const Session::MacCounts mc = s->macCounts();
+        r.macs.dense += mc.dense;
+        r.macs.zeroInput += mc.zeroInput;
+    }
     if (!complete) r.status = Status::Cancelled;
     finish(r, acc, std::chrono::duration<double>(Clock::now() - t0).count());
     return r;

@@ -5,6 +5,7 @@
 #include "core/common/error.h"
 #include "core/common/progress.h"
 #include "core/model/model.h"
+#include "core/runtime/session.h"
 
 #include <cstdint>
 #include <string>
@@ -56,6 +57,9 @@ struct PerplexityResult {
     /// KV cache holding one full chunk (window): as stored (quantised layers: codes, scales,
     /// f32 tail) and as it would be in f32.
     uint64_t kvCacheBytes = 0, kvCacheBytesF32 = 0;
+    /// Weight-product MACs of all forwards (Session::macCounts summed over the sessions; zero
+    /// when they ran resident on a device).
+    Session::MacCounts macs;
     Status status = Status::Ok;
     /// PPL over the chunks done so far, after each chunk (for progress displays and plots).
     std::vector<double> runningPpl;

@@ -13,6 +13,12 @@
 ///   x'[t, c] = s * clamp(rint(x[t, c] / s), -qmax, qmax), rint rounding half to even;
 ///   outlier channels (LLM.int8() style) are passed through unchanged and take no part in s.
 ///
+/// Activation top-K sparsity (Q-Sparse, Wang et al. 2024; recipe section activation_sparsity),
+/// applied at the same place before the quantisation above: per token t the
+/// K = clamp(ceil(topk * dim), 1, dim) entries of largest |x[t, c]| are kept and the rest set to
+/// zero (ties: the lower channel index is kept); the quantisation then sees the sparse row.
+/// A spec with bits 16 and topk < 1 sparsifies without quantising.
+///
 /// KV cache quantisation (asymmetric integers, codes 0 .. 2^bits - 1, scale and minimum in f32):
 ///   token granularity:   every cached row (one token, nKvHeads*headDim values) is cut into
 ///                        groups of groupSize consecutive channels with one scale/min each; a
@@ -53,7 +59,10 @@ struct ActQuantSpec {
     float clip = 1.0f;    ///< fraction of the abs-max that maps to qmax
     float absMax = 0.0f;  ///< static mode: calibrated abs-max of the input (outliers excluded)
     std::vector<int32_t> outlierChannels; ///< sorted input channels kept unquantised
+    float topk = 1.0f; ///< fraction of each token's entries kept by top-K sparsity (1: dense)
+    /// Quantises (bits < 16); sparse() is separate.
     bool active() const { return bits < 16; }
+    bool sparse() const { return topk < 1.0f; }
     bool operator==(const ActQuantSpec&) const = default;
 };
 
@@ -122,7 +131,8 @@ inline const char* kvPolicyName(KvPolicyKind k) {
 }
 
 struct RuntimeQuant {
-    /// By canonical linear name ("layers.3.attn.q"); only active specs are stored.
+    /// By canonical linear name ("layers.3.attn.q"); only specs that quantise or sparsify
+    /// (active() or sparse()) are stored.
     std::map<std::string, ActQuantSpec, std::less<>> activations;
     /// By block index; only active specs are stored.
     std::map<int64_t, KvQuantSpec> kv;

@@ -7,6 +7,7 @@
 ///                         Mixtral, OPT, GPT-2, GPT-NeoX, StableLM, Falcon, Bloom)
 ///   arch_mamba.cpp        Mamba selective state-space blocks
 #include "core/model/model.h"
+#include "core/runtime/activation_sparsity.h"
 #include "core/runtime/backend.h"
 #include "core/runtime/cancel.h"
 #include "core/runtime/cpu/kernels.h"
@@ -31,10 +32,13 @@ struct RunEnv {
     /// The block being run: -1 before the first (embeddings), nLayers after the last (lm_head);
     /// the backend splits GPU and CPU layers by it.
     mutable int layer = -1;
+    /// Counts the MACs of every product run here (null: not counted).
+    MacCounter* macs = nullptr;
 
     /// The weight products of one call (kernels::linearBatch's contract) on the backend.
     void linear(std::span<const kernels::LinearJob> jobs, const float* x, int64_t ldx,
                 int64_t n) const {
+        if (macs) countMacs(*macs, jobs, x, ldx, n);
         backend->linearBatch(jobs, x, ldx, n, threads, exact, layer);
     }
 

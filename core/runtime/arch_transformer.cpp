@@ -14,6 +14,7 @@
 // products read the codes and apply the recipe's activation quantisation themselves; stored
 // weights multiply a fake-quantised copy of the input instead.
 #include "core/common/error.h"
+#include "core/runtime/activation_sparsity.h"
 #include "core/runtime/arch.h"
 #include "core/runtime/cpu/packed_linear.h"
 #include "core/runtime/hadamard.h"
@@ -117,8 +118,12 @@ private:
     bool observed() const { return !env.observers.empty(); }
     void quantisedAttention(int64_t l, int64_t n, int64_t pos0,
                             const kernels::AttentionOptions& ao);
-    /// x [n, dim] itself, or its fake-quantised copy (in aqBuf) when `a` is set.
+    /// x [n, dim] itself, or its top-K sparsified and fake-quantised copy (in aqBuf) when `a`
+    /// is set.
     const float* quantIn(const ActQuantSpec* a, const float* x, int64_t n, int64_t dim);
+    /// x itself, or its top-K sparsified copy (in aqBuf) when `a` sparsifies: the input of a
+    /// packed product, which quantises in the product.
+    const float* sparseIn(const ActQuantSpec* a, const float* x, int64_t n, int64_t dim);
     /// One output of a linearGroup() call.
     struct Out {
         float* y;
@@ -334,6 +339,9 @@ void TransformerRunner::buildPlan() {
             for (int i = 0; i < 7; ++i)
                 if (L.aq[i] && L.aq[i]->active())
                     return "activation quantisation (" + L.name[i] + ") runs per product";
+            for (int i = 0; i < 7; ++i)
+                if (L.aq[i] && L.aq[i]->sparse())
+                    return "activation top-K sparsity (" + L.name[i] + ") runs on the host path";
         }
         return {};
     }();
@@ -818,8 +826,17 @@ void TransformerRunner::quantisedAttention(int64_t l, int64_t n, int64_t pos0,
 const float* TransformerRunner::quantIn(const ActQuantSpec* a, const float* x, int64_t n,
                                         int64_t dim) {
     if (!a) return x;
+    const float* src = sparseIn(a, x, n, dim); // top-K first (Q-Sparse), then quantisation
     if (aqBuf.size() < size_t(n * dim)) aqBuf.resize(size_t(n * dim));
-    runtime::fakeQuantizeActivations(*a, x, dim, aqBuf.data(), dim, n, dim, env.threads);
+    runtime::fakeQuantizeActivations(*a, src, dim, aqBuf.data(), dim, n, dim, env.threads);
+    return aqBuf.data();
+}
+
+const float* TransformerRunner::sparseIn(const ActQuantSpec* a, const float* x, int64_t n,
+                                         int64_t dim) {
+    if (!a || !a->sparse()) return x;
+    if (aqBuf.size() < size_t(n * dim)) aqBuf.resize(size_t(n * dim));
+    runtime::topKSparsify(a->topk, x, dim, aqBuf.data(), dim, n, dim, env.threads);
     return aqBuf.data();
 }
 
@@ -827,6 +844,14 @@ void TransformerRunner::linearGroup(const Weight* ws, const Out* outs,
                                     const ActQuantSpec* const* aq, const LowRank* lr, int count,
                                     const float* x, int64_t dim, int64_t n) {
     checkCancel(); // a block of a large model is seconds of products: stop between them too
+    static const LowRank kNone;
+    if (std::any_of(aq, aq + count, [](const ActQuantSpec* a) { return a && a->sparse(); })) {
+        // top-K sparsity: every linear sparsifies its own input (their K may differ)
+        for (int i = 0; i < count; ++i)
+            applyLinear(ws[i], lr ? lr[i] : kNone, aq[i], x, dim, n, outs[i].y, outs[i].ldy,
+                        outs[i].bias);
+        return;
+    }
     kernels::LinearJob packed[7], stored[7];
     int np = 0, ns = 0, firstStored = -1;
     bool same = true;
@@ -848,7 +873,6 @@ void TransformerRunner::linearGroup(const Weight* ws, const Out* outs,
     if (np > 0) env.linear(std::span(packed, size_t(np)), x, dim, n);
     if (ns > 0 && same)
         env.linear(std::span(stored, size_t(ns)), quantIn(aq[firstStored], x, n, dim), dim, n);
-    static const LowRank kNone;
     for (int i = 0; i < count; ++i)
         if (!ws[i] || (!ws[i].p && !same))
             applyLinear(ws[i], lr ? lr[i] : kNone, aq[i], x, dim, n, outs[i].y, outs[i].ldy,
@@ -862,7 +886,7 @@ void TransformerRunner::applyLinear(const Weight& W, const LowRank& lr, const Ac
     const Weight& first = W ? W : lr.a;
     // The product's input: x as given for a packed weight (it quantises in its product), else
     // x's fake-quantised copy.
-    const float* xin = first.p ? x : quantIn(a, x, n, ldx);
+    const float* xin = first.p ? sparseIn(a, x, n, ldx) : quantIn(a, x, n, ldx);
     if (W) {
         const kernels::LinearJob job = W.job(y, ldy, bias, a);
         env.linear({&job, 1}, xin, ldx, n);

@@ -71,6 +71,7 @@ struct Session::Impl {
     std::unique_ptr<runtime::Backend> backend;
     std::string deviceNote;
     std::unique_ptr<runtime::ArchRunner> runner;
+    runtime::MacCounter macs;
 
     Impl(const WeightSource& ws, SessionOptions o) : w(ws), s(ws.spec()), opts(o) {}
 
@@ -111,7 +112,9 @@ void Session::Impl::bind() {
                               observers,
                               opts.stopAfterLayer,
                               opts.exactActivations,
-                              backend.get()};
+                              backend.get(),
+                              -1,
+                              &macs};
     runner = s.isMamba() ? runtime::makeMambaRunner(env) : runtime::makeTransformerRunner(env);
 
     eos = s.eosIds;
@@ -335,6 +338,10 @@ std::vector<std::vector<int64_t>> Session::expertTokenCounts() const {
 
 void Session::resetExpertTokenCounts() {
     m->runner->resetExpertTokenCounts();
+}
+
+Session::MacCounts Session::macCounts() const {
+    return {m->macs.dense.load(), m->macs.zeroInput.load()};
 }
 
 uint64_t Session::kvCacheBytes() const {

@@ -183,6 +183,16 @@ public:
     std::vector<std::vector<int64_t>> expertTokenCounts() const;
     void resetExpertTokenCounts();
 
+    /// Multiply-accumulates of the weight products run on the host since the session was
+    /// created (a resident device forward's are not counted; see residentNote()): `dense` is
+    /// every weight row × input column × token, `zeroInput` those whose input entry was exactly
+    /// zero — the MACs a product that skips zero input columns would save (top-K activation
+    /// sparsity, ReLU zeros, zeros of a fake-quantised input).
+    struct MacCounts {
+        int64_t dense = 0, zeroInput = 0;
+    };
+    MacCounts macCounts() const;
+
     /// Bytes the KV cache holds for the tokens cached now (quantised layers: codes, scales and
     /// the f32 tail; other layers: K and V in f32). 0 for Mamba.
     uint64_t kvCacheBytes() const;

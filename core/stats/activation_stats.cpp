@@ -3,6 +3,7 @@
 #include "core/common/mapped_file.h"
 #include "core/model/model.h"
 #include "core/runtime/device_ops.h"
+#include "core/stats/activation_sparsity_stats.h"
 #include "core/stats/fingerprint.h"
 #include "core/tokenizer/tokenizer.h"
 
@@ -28,12 +29,17 @@ SiteAccumulator::SiteAccumulator(std::string name, std::string kind, int layer, 
 
 SiteAccumulator::~SiteAccumulator() = default;
 
+void SiteAccumulator::trackNearZero() {
+    if (!m_nearZero) m_nearZero = std::make_unique<NearZeroCounter>();
+}
+
 void SiteAccumulator::add(const float* x, int64_t nTokens) {
     if (nTokens <= 0) return;
     const int64_t C = m_ch;
     // Per-channel moments (shifted by the first token: stable sums), extrema and sum |x|, on the
     // site's device.
     m_chan->add(x, nTokens);
+    if (m_nearZero) m_nearZero->add(x, nTokens, C);
     const int64_t hd = C / m_heads, H = m_heads;
     const int64_t total = nTokens * C;
     // The session calls observers from one thread; spread big batches over the OpenMP threads
@@ -182,6 +188,7 @@ TensorStats SiteAccumulator::finish() const {
     ts.counts["hist"] = m_hist.counts;
     ts.scalars["hist_lo"] = -m_hist.range;
     ts.scalars["hist_hi"] = m_hist.range;
+    if (m_nearZero) m_nearZero->put(ts);
     return ts;
 }
 
@@ -214,6 +221,7 @@ SiteAccumulator& ActivationStatsObserver::site(const std::string& name, const st
     m_order[name] = {layer, ord};
     auto& p = m_sites[name];
     p = std::make_unique<SiteAccumulator>(name, kind, layer, ch, heads, m_opts.histBins, m_device);
+    if (isMlpIntermediateSite(name)) p->trackNearZero();
     return *p;
 }
 
@@ -281,6 +289,7 @@ std::vector<TensorStats> ActivationStatsObserver::results() const {
     std::sort(keys.begin(), keys.end());
     std::vector<TensorStats> r;
     for (auto& k : keys) r.push_back(m_sites.at(k.second)->finish());
+    addOracleMacBounds(r, m_opts.gatedMlp);
     return r;
 }
 

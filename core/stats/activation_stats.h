@@ -7,7 +7,8 @@
 ///   layers.N.attn_in   (activation) input of q/k/v (one shared input, recorded once)
 ///   layers.N.attn.o    (activation) input of the output projection
 ///   layers.N.mlp_in    (activation) input of gate/up (recorded once)
-///   layers.N.mlp.down  (activation) input of the down projection
+///   layers.N.mlp.down  (activation) input of the down projection, with its natural sparsity
+///                      (near-zero fractions and the oracle bound, activation_sparsity_stats.h)
 ///   layers.N.residual  (residual)   residual stream after block N
 ///   layers.N.k_pre_rope, layers.N.k (post-RoPE), layers.N.v   (k_pre_rope, k, v), per KV head
 /// lm_head's input is not recorded (the session computes it only for the last token).
@@ -30,6 +31,8 @@ class ChannelStatsAccumulator; // runtime/device_ops.h
 
 namespace lcw::stats {
 
+class NearZeroCounter; // activation_sparsity_stats.h
+
 /// Streaming statistics of one site: [tokens, channels] rows arrive in batches.
 class SiteAccumulator {
 public:
@@ -44,6 +47,8 @@ public:
     /// arrays, the adaptive histogram and the |x| key histogram summaries.
     TensorStats finish() const;
     int64_t tokens() const { return m_tokens; }
+    /// Also counts near-zero values (activation_sparsity_stats.h); set before the first add().
+    void trackNearZero();
 
 private:
     std::string m_name, m_kind;
@@ -55,6 +60,7 @@ private:
     AbsKeyHistogram m_keys;
     AdaptiveHistogram m_hist;
     std::vector<uint32_t> m_scratchKey, m_scratchBin;
+    std::unique_ptr<NearZeroCounter> m_nearZero; ///< MLP intermediates only
 };
 
 struct ActivationStatsOptions {

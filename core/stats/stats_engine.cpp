@@ -10,6 +10,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "core/stats/activation_sparsity_stats.h"
+
 namespace lcw::stats {
 
 namespace {
@@ -25,6 +27,42 @@ std::string utcNow() {
 
 double num(double v) {
     return std::isfinite(v) ? v : 0.0;
+}
+
+/// The "mlp_sparsity" object of the summary: natural sparsity of every block's MLP intermediate
+/// and the oracle bound of the MACs a neuron-skipping scheme could save
+/// (activation_sparsity_stats.h).
+nlohmann::ordered_json mlpSparsityJson(const StatsReport& r) {
+    nlohmann::ordered_json layers = nlohmann::ordered_json::array();
+    double sumMlp = 0, sumBlock = 0;
+    int nBlock = 0;
+    const auto rows = mlpSparsityRows(r.activations);
+    for (const MlpSparsityRow& m : rows) {
+        nlohmann::ordered_json L = {{"layer", m.layer},
+                                    {"near_zero_rel", m.nearZeroRel},
+                                    {"near_zero_abs", m.nearZeroAbs},
+                                    {"exact_zero", m.exactZero},
+                                    {"tok_near_zero_rel_p10", m.tokP10},
+                                    {"tok_near_zero_rel_p50", m.tokP50},
+                                    {"tok_near_zero_rel_p90", m.tokP90},
+                                    {"oracle_mlp_saved_frac", m.oracleMlpSaved}};
+        sumMlp += m.oracleMlpSaved;
+        if (m.oracleBlockSaved >= 0) {
+            L["oracle_block_saved_frac"] = m.oracleBlockSaved;
+            sumBlock += m.oracleBlockSaved;
+            ++nBlock;
+        }
+        layers.push_back(std::move(L));
+    }
+    return {{"site", "layers.N.mlp.down input (the MLP intermediate)"},
+            {"near_zero_rel_definition", "|x| <= 1e-2 * max over the token's channels of |x|"},
+            {"near_zero_abs_definition", "|x| <= 1e-3"},
+            {"oracle_definition",
+             "predictor-free upper bound: the near-zero (rel) neurons' rows of gate/up and "
+             "columns of down skipped, as a fraction of the MLP's and of the block's linear MACs"},
+            {"mean_oracle_mlp_saved_frac", rows.empty() ? 0.0 : sumMlp / double(rows.size())},
+            {"mean_oracle_block_saved_frac", nBlock ? sumBlock / nBlock : 0.0},
+            {"layers", layers}};
 }
 
 } // namespace
@@ -46,7 +84,9 @@ std::string statsKey(const StatsOptions& o) {
         s << ";calib=" << sha256Hex(text.data(), text.size())
           << ";samples=" << o.calibration.samples << ";seq=" << o.calibration.seqLen
           << ";abins=" << o.calibration.act.histBins << ";sites=" << o.calibration.act.linearInputs
-          << o.calibration.act.residuals << o.calibration.act.kv;
+          << o.calibration.act.residuals << o.calibration.act.kv
+          << ";mlp_sparsity=1"; // near-zero counts of the MLP intermediates (files before lack
+                                // them)
     }
     const std::string k = s.str();
     return "sha256:" + sha256Hex(k.data(), k.size());
@@ -196,6 +236,7 @@ nlohmann::ordered_json layerRanking(const StatsReport& r) {
             if (a.kind == "residual" && num(a.get("tok_absmax_max_over_median")) > massive)
                 massive = a.get("tok_absmax_max_over_median"), massiveSite = a.name;
         j["massive_activation"] = {{"site", massiveSite}, {"tok_absmax_max_over_median", massive}};
+        j["mlp_sparsity"] = mlpSparsityJson(r);
     }
     j["weight_tensors"] = r.weights.size();
     if (r.hasWeights) j["weight_outlier_k"] = kDefaultOutlierK;
