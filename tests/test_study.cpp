@@ -89,13 +89,14 @@ private slots:
 
 void TestStudy::gridHasThePapersSettingsAndMethods() {
     const std::vector<Cell> all = grid({});
-    // W8/W4/W3/W2 × RTN, AWQ, GPTQ; W8A8/W4A8/W4A4 × RTN, SmoothQuant, OmniQuant;
-    // KV8/KV4/KV3/KV2 × RTN, KIVI.
-    QCOMPARE(all.size(), size_t(4 * 3 + 3 * 3 + 4 * 2));
+    // W8/W4/W3/W2 × RTN, AWQ, GPTQ; W8A8/W4A8/W4A4 × RTN, SmoothQuant, OmniQuant, QuaRot (RTN
+    // and GPTQ weights); KV8/KV4/KV3/KV2 × RTN, KIVI.
+    QCOMPARE(all.size(), size_t(4 * 3 + 3 * 5 + 4 * 2));
     std::set<std::string> settings;
     for (const Cell& c : all) {
         settings.insert(c.setting);
-        QCOMPARE(c.calibrated, c.method != "RTN" && c.method != "KIVI");
+        QCOMPARE(c.calibrated, c.method != "RTN" && c.method != "KIVI" && c.method != "QuaRot");
+        QCOMPARE(c.recipe.rotation.has_value(), c.method.rfind("QuaRot", 0) == 0);
         QCOMPARE(c.recipe.rules.size(), size_t(1));
         const auto& rule = c.recipe.rules[0];
         if (c.group == Group::KvCache) {

@@ -37,12 +37,14 @@ std::string lower(std::string s) {
     return s;
 }
 
-compress::Recipe makeRecipe(const std::string& name, json rule) {
+compress::Recipe makeRecipe(const std::string& name, json rule, bool rotate = false) {
     rule["targets"] = {"*"};
     json j = {{"lcw_recipe", 1},
               {"name", name},
               {"description", "lcw study cell " + name},
               {"rules", json::array({std::move(rule)})}};
+    // QuaRot: the seeded Hadamard rotation with its online transforms (down input, q/k heads).
+    if (rotate) j["rotation"] = {{"method", "hadamard"}, {"seed", 0}};
     return compress::Recipe::fromJson(j);
 }
 
@@ -86,6 +88,7 @@ void addWeightActivationCells(const GridOptions& o, std::vector<Cell>& out) {
                 w["method"] = "omniquant";
                 w["epochs"] = o.omniquantEpochs;
             }
+            if (m == "QuaRot-GPTQ") w["method"] = "gptq";
             rule["weight"] = w;
             Cell c;
             c.group = Group::WeightActivation;
@@ -93,8 +96,8 @@ void addWeightActivationCells(const GridOptions& o, std::vector<Cell>& out) {
             c.bits = wb;
             c.actBits = ab;
             c.method = m;
-            c.calibrated = m != "RTN";
-            c.recipe = makeRecipe(c.setting + "-" + m, rule);
+            c.calibrated = m != "RTN" && m != "QuaRot";
+            c.recipe = makeRecipe(c.setting + "-" + m, rule, m.rfind("QuaRot", 0) == 0);
             out.push_back(std::move(c));
         }
 }
@@ -130,7 +133,8 @@ Group parseGroup(const std::string& s) {
 
 const std::vector<std::string>& groupMethods(Group g) {
     static const std::vector<std::string> w = {"RTN", "AWQ", "GPTQ"};
-    static const std::vector<std::string> wa = {"RTN", "SmoothQuant", "OmniQuant"};
+    static const std::vector<std::string> wa = {"RTN", "SmoothQuant", "OmniQuant", "QuaRot",
+                                                "QuaRot-GPTQ"};
     static const std::vector<std::string> kv = {"RTN", "KIVI"};
     return g == Group::Weight ? w : g == Group::WeightActivation ? wa : kv;
 }
@@ -157,8 +161,9 @@ std::vector<Cell> grid(const GridOptions& opts, const Model* model) {
         for (Group g : {Group::Weight, Group::WeightActivation, Group::KvCache})
             for (const auto& n : groupMethods(g)) known = known || lower(n) == lower(m);
         if (!known)
-            throw ArgumentError("unknown study method '" + m +
-                                "' (use rtn, awq, gptq, smoothquant, omniquant, kivi)");
+            throw ArgumentError(
+                "unknown study method '" + m +
+                "' (use rtn, awq, gptq, smoothquant, omniquant, quarot, quarot-gptq, kivi)");
     }
     std::vector<Cell> out;
     for (Group g : {Group::Weight, Group::WeightActivation, Group::KvCache}) {

@@ -3,7 +3,8 @@
 /// A Qllm-Eval-style study of one model (lcw-cli study, the GUI's Study panel): the grid of the
 /// Qllm-Eval paper — weight-only W8/W4/W3/W2, weight-activation W8A8/W4A8/W4A4, KV cache
 /// KV8/KV4/KV3/KV2 — each with round-to-nearest and the methods made for that tensor type
-/// (AWQ/GPTQ for weights, SmoothQuant/OmniQuant for weight-activation, KIVI for the KV cache),
+/// (AWQ/GPTQ for weights, SmoothQuant/OmniQuant/QuaRot rotations with RTN or GPTQ weights for
+/// weight-activation, KIVI for the KV cache),
 /// evaluated against the unquantised model on one text (perplexity, KL divergence, same top
 /// token) and optionally on the zero-shot tasks, and the paper's kind of conclusions ("which
 /// tensor type is most sensitive") computed for this model from the numbers.
@@ -43,7 +44,7 @@ struct Cell {
     std::string setting; ///< "W4", "W4A8", "KV4"
     int bits = 16;       ///< weight bits (W, WA) or K/V bits (KV)
     int actBits = 16;    ///< WA: activation bits
-    std::string method;  ///< "RTN", "AWQ", "GPTQ", "SmoothQuant", "OmniQuant", "KIVI"
+    std::string method;  ///< "RTN", "AWQ", "GPTQ", "SmoothQuant", "OmniQuant", "QuaRot", ...
     compress::Recipe recipe;
     bool calibrated = false; ///< the method needs calibration data
 };
