@@ -16,6 +16,7 @@
 #include "core/stats/stats_engine.h"
 #include "core/stats/stats_store.h"
 #include "core/tokenizer/tokenizer.h"
+#include "core_test_util.h"
 #include "test_util.h"
 
 #include <nlohmann/json.hpp>
@@ -34,14 +35,10 @@ using json = nlohmann::json;
 
 namespace {
 
-std::string J(std::string s) {
-    for (auto& c : s)
-        if (c == '\'') c = '"';
-    return s;
-}
+using lcwtest::J;
 
 Recipe parse(const std::string& text) {
-    return Recipe::fromJson(json::parse(J(text)));
+    return lcwtest::recipeFromQuoted(text);
 }
 
 std::unique_ptr<CompressedModel> applied(const Model& m, const Recipe& r) {

@@ -10,6 +10,7 @@
 #include "core/io/quants.h"
 #include "core/model/model.h"
 #include "core/tokenizer/tokenizer.h"
+#include "core_test_util.h"
 #include "test_util.h"
 
 #include <QProcess>
@@ -50,11 +51,7 @@ std::vector<float> randomMatrix(int64_t rows, int64_t cols, uint32_t seed, bool 
 }
 
 /// JSON written with single quotes (keeps moc's parser happy: no raw strings).
-std::string J(std::string s) {
-    for (auto& c : s)
-        if (c == '\'') c = '"';
-    return s;
-}
+using lcwtest::J;
 
 Recipe parse(const std::string& text) {
     return Recipe::fromJson(json::parse(text));

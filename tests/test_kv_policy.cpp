@@ -11,6 +11,7 @@
 #include "core/runtime/quant_runtime.h"
 #include "core/runtime/session.h"
 #include "core/tokenizer/tokenizer.h"
+#include "core_test_util.h"
 #include "test_util.h"
 
 #include <nlohmann/json.hpp>
@@ -25,14 +26,10 @@ using json = nlohmann::json;
 
 namespace {
 
-std::string J(std::string s) {
-    for (auto& c : s)
-        if (c == '\'') c = '"';
-    return s;
-}
+using lcwtest::J;
 
 Recipe parse(const std::string& text) {
-    return Recipe::fromJson(json::parse(J(text)));
+    return lcwtest::recipeFromQuoted(text);
 }
 
 std::vector<float> randomRows(int64_t n, int64_t dim, uint32_t seed, float sd = 1.0f) {

@@ -370,15 +370,6 @@ std::string num(const char* f, double v) {
     return b;
 }
 
-/// Settings of a group in the order they appear (high bits first).
-std::vector<std::string> settingsOf(const StudyResult& r, Group g) {
-    std::vector<std::string> s;
-    for (const Row& row : r.rows)
-        if (row.group == g && std::find(s.begin(), s.end(), row.setting) == s.end())
-            s.push_back(row.setting);
-    return s;
-}
-
 void lowestNearLossless(const StudyResult& r, std::vector<Conclusion>& out) {
     static const char* kNames[] = {"weights", "weights and activations", "the KV cache"};
     for (Group g : {Group::Weight, Group::WeightActivation, Group::KvCache}) {
@@ -467,6 +458,14 @@ void bestMethods(const StudyResult& r, std::vector<Conclusion>& out) {
 }
 
 } // namespace
+
+std::vector<std::string> settingsOf(const StudyResult& r, Group g) {
+    std::vector<std::string> s;
+    for (const Row& row : r.rows)
+        if (row.group == g && std::find(s.begin(), s.end(), row.setting) == s.end())
+            s.push_back(row.setting);
+    return s;
+}
 
 std::vector<Conclusion> conclusions(const StudyResult& r) {
     std::vector<Conclusion> out;

@@ -130,6 +130,9 @@ struct StudyInputs {
 StudyResult run(const Model& model, const std::vector<Cell>& cells, const StudyInputs& in,
                 Progress& progress);
 
+/// The settings of group `g` in the order the rows have them (high bits first).
+std::vector<std::string> settingsOf(const StudyResult& r, Group g);
+
 /// The tolerance of "near-lossless" in the conclusions: PPL at most this factor above the
 /// baseline.
 inline constexpr double kNearLosslessRatio = 1.05;

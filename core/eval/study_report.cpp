@@ -42,14 +42,6 @@ std::string esc(const std::string& s) {
     return o;
 }
 
-std::vector<std::string> settingsOf(const StudyResult& r, Group g) {
-    std::vector<std::string> s;
-    for (const Row& row : r.rows)
-        if (row.group == g && std::find(s.begin(), s.end(), row.setting) == s.end())
-            s.push_back(row.setting);
-    return s;
-}
-
 std::vector<std::string> methodsOf(const StudyResult& r, Group g) {
     std::vector<std::string> m;
     for (const Row& row : r.rows)
