@@ -7,14 +7,7 @@
 
 namespace lcw::compress {
 
-bool BlockTensors::has(const std::string& name) const {
-    return m_values.count(name) || m_src.find(name) != nullptr;
-}
-
-std::vector<float>& BlockTensors::get(const std::string& name) {
-    auto it = m_values.find(name);
-    if (it != m_values.end()) return it->second;
-    const TensorView& t = m_src.get(name);
+std::vector<float> tensorFloats(const TensorView& t) {
     std::vector<float> v(size_t(t.numel()));
     if (t.dtype == DType::F32) {
         std::memcpy(v.data(), t.data, v.size() * sizeof(float));
@@ -23,7 +16,17 @@ std::vector<float>& BlockTensors::get(const std::string& name) {
         for (int64_t r = 0; r < rows; ++r)
             dequantizeRow(t.dtype, t.row(r), v.data() + r * cols, cols);
     }
-    return m_values[name] = std::move(v);
+    return v;
+}
+
+bool BlockTensors::has(const std::string& name) const {
+    return m_values.count(name) || m_src.find(name) != nullptr;
+}
+
+std::vector<float>& BlockTensors::get(const std::string& name) {
+    auto it = m_values.find(name);
+    if (it != m_values.end()) return it->second;
+    return m_values[name] = tensorFloats(m_src.get(name));
 }
 
 int64_t BlockTensors::rows(const std::string& name) const {

@@ -17,6 +17,9 @@
 
 namespace lcw::compress {
 
+/// A tensor's values as float32: a copy of F32 data, other dtypes dequantised row by row.
+std::vector<float> tensorFloats(const TensorView& t);
+
 class BlockTensors {
 public:
     explicit BlockTensors(const WeightSource& src) : m_src(src) {}

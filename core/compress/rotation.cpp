@@ -1,6 +1,7 @@
 #include "core/compress/rotation.h"
 
 #include "core/common/error.h"
+#include "core/compress/folding.h"
 #include "core/io/quants.h"
 #include "core/runtime/hadamard.h"
 #include "core/stats/fingerprint.h"
@@ -13,19 +14,6 @@ namespace lcw::compress {
 using runtime::OrthoTransform;
 
 namespace {
-
-/// A tensor's values as float32 (dequantised when stored in another type).
-std::vector<float> floatsOf(const TensorView& t) {
-    std::vector<float> v(size_t(t.numel()));
-    if (t.dtype == DType::F32) {
-        std::memcpy(v.data(), t.data, v.size() * sizeof(float));
-    } else {
-        const int64_t rows = t.rows(), cols = t.cols();
-        for (int64_t r = 0; r < rows; ++r)
-            dequantizeRow(t.dtype, t.row(r), v.data() + r * cols, cols);
-    }
-    return v;
-}
 
 /// Every row r of W [rows, cols] ← T row (W ← W Tᵀ), T of size cols.
 void rotateRows(std::vector<float>& w, int64_t rows, const OrthoTransform& t) {
@@ -94,7 +82,7 @@ private:
 
     std::vector<float>& get(const std::string& name) {
         auto it = out.find(name);
-        return it != out.end() ? it->second : out[name] = floatsOf(b.get(name));
+        return it != out.end() ? it->second : out[name] = tensorFloats(b.get(name));
     }
     int64_t cols(const std::string& name) const { return b.get(name).cols(); }
 
@@ -128,7 +116,7 @@ private:
         if (b.find("lm_head")) {
             foldInput("lm_head", g.empty() ? nullptr : &g);
         } else { // tied: lm_head becomes its own tensor
-            out["lm_head"] = floatsOf(b.get("embed"));
+            out["lm_head"] = tensorFloats(b.get("embed"));
             foldInput("lm_head", g.empty() ? nullptr : &g);
         }
     }
@@ -289,7 +277,8 @@ CompressResult compressRotated(const Model& base, const Recipe& recipe, Progress
     for (const std::string& name : rot.changed) {
         if (cm->compressed(name) || cm->isLowRank(name)) continue;
         const TensorView& t = rot.model->get(name);
-        cm->setFloatTensor(name, floatsOf(t), base.find(name) ? std::vector<int64_t>{} : t.shape);
+        cm->setFloatTensor(name, tensorFloats(t),
+                           base.find(name) ? std::vector<int64_t>{} : t.shape);
     }
     cm->setRuntimeQuant(std::move(rq));
     cm->recipe = recipe;

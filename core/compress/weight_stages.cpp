@@ -4,6 +4,7 @@
 #include "core/common/mapped_file.h"
 #include "core/common/pattern.h"
 #include "core/compress/calibration.h"
+#include "core/compress/folding.h"
 #include "core/io/quants.h"
 
 #include <chrono>
@@ -20,17 +21,6 @@ namespace {
 /// (heads = rows(q) / headDim, MLP width = rows(up)). Until it does, the blocks after a
 /// structurally pruned one are calibrated on the base model instead of the overlay.
 constexpr bool kRuntimeRunsPrunedShapes = true;
-
-std::vector<float> toFloat(const TensorView& t) {
-    std::vector<float> out(size_t(t.numel()));
-    if (t.dtype == DType::F32) {
-        std::memcpy(out.data(), t.data, out.size() * sizeof(float));
-        return out;
-    }
-    for (int64_t r = 0; r < t.rows(); ++r)
-        dequantizeRow(t.dtype, t.row(r), out.data() + r * t.cols(), t.cols());
-    return out;
-}
 
 uint32_t baseValueBits(const TensorView& t) {
     return uint32_t(std::ceil(double(t.nbytes) * 8.0 / double(std::max<int64_t>(t.numel(), 1))));
@@ -167,7 +157,7 @@ struct BlockStage {
         if (it != cur.end()) return it->second;
         const TensorView& t = base.get(n);
         Current c;
-        c.w = toFloat(t);
+        c.w = tensorFloats(t);
         c.rows = t.rows();
         c.cols = t.cols();
         return cur[n] = std::move(c);
