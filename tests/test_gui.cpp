@@ -2019,6 +2019,20 @@ private slots:
         // Project round trip keeps them too.
         QCOMPARE(lcw::CompareResults::fromJson(r.toJson()).rows[1].tasks[0].acc,
                  r.rows[1].tasks[0].acc);
+        // KV bytes per token: a column, kept by the store; W4A16 leaves the cache as it is
+        // (demo model: 5 layers × K and V × 32 f32 values).
+        QCOMPARE(r.rows[0].kvBytesPerToken, 1280.0);
+        QCOMPARE(r.rows[1].kvBytesPerToken, 1280.0);
+        QCOMPARE(t->item(1, lcw::ComparePanel::KvColumn)->data(Qt::UserRole).toDouble(), 1280.0);
+        QCOMPARE(back.rows[1].kvBytesPerToken, 1280.0);
+        // The Pareto plot's y axis offers each task's accuracy, higher being better.
+        lcw::ScatterPlot* sp = cp->paretoPlot();
+        cp->setParetoAxes(1, 3); // bits/weight against winogrande accuracy
+        QCOMPARE(sp->yValues()[0], 100.0 * r.rows[0].tasks[1].acc);
+        QCOMPARE(sp->yValues()[1], 100.0 * r.rows[1].tasks[1].acc);
+        QCOMPARE(sp->plot()->yAxis->label(), QStringLiteral("winogrande accuracy (%)"));
+        QVERIFY(sp->front().contains(1)); // fewest bits
+        QCOMPARE(sp->front().contains(0), r.rows[0].tasks[1].acc > r.rows[1].tasks[1].acc);
         // A bad task list is refused before anything runs.
         cp->setTasks(QStringLiteral("nosuchtask"), 10);
         QSignalSpy failed(cp, &lcw::ComparePanel::failed);

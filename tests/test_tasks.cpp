@@ -398,6 +398,91 @@ private slots:
         QCOMPARE(bundled.items.size(), size_t(PasskeyOptions{}.items));
     }
 
+    /// LAMBADA at extended context: every passage kept whole at the end after a blank line,
+    /// filler of whole sentences of the text up to the target length, deterministic per item
+    /// (an item's filler does not depend on the other items), none for a passage that fills the
+    /// target alone; scored as LAMBADA (greedy + ppl).
+    void lambadaLongPutsFillerBeforeThePassage() {
+        std::string text;
+        for (int i = 0; i < 400; ++i)
+            text += "Sentence " + std::to_string(i) + " is a quiet line. ";
+        Task lambada;
+        lambada.kind = TaskKind::Lambada;
+        lambada.file = "lambada.jsonl";
+        for (int i = 0; i < 20; ++i) {
+            TaskItem it;
+            it.line = i + 1;
+            it.choices.push_back({std::string(size_t(20 + 37 * i), 'a') + " he said to", " Tom"});
+            lambada.items.push_back(it);
+        }
+        LongContextOptions o;
+        o.contextChars = 600;
+        o.seed = 9;
+        const Task t = makeLongContextLambada(lambada, text, "filler.txt", o);
+        QCOMPARE(t.kind, TaskKind::LambadaLong);
+        QCOMPARE(t.file, std::string("lambada.jsonl + filler.txt"));
+        QCOMPARE(t.items.size(), lambada.items.size());
+        const Task again = makeLongContextLambada(lambada, text, "filler.txt", o);
+        Task shorter = lambada;
+        shorter.items[3].choices[0].context = "short";
+        const Task other = makeLongContextLambada(shorter, text, "filler.txt", o);
+        std::set<std::string> fillers;
+        const size_t longestSentence = std::string("Sentence 399 is a quiet line. ").size();
+        for (size_t i = 0; i < t.items.size(); ++i) {
+            const TaskChoice& c = t.items[i].choices[0];
+            const std::string& passage = lambada.items[i].choices[0].context;
+            QCOMPARE(c.continuation, std::string(" Tom"));
+            QCOMPARE(t.items[i].line, lambada.items[i].line);
+            QCOMPARE(c.context, again.items[i].choices[0].context);
+            if (i != 3) QCOMPARE(c.context, other.items[i].choices[0].context);
+            if (passage.size() + 2 + 16 > 600) {
+                QCOMPARE(c.context, passage); // no room for filler
+                continue;
+            }
+            QVERIFY(c.context.ends_with("\n\n" + passage));
+            const std::string filler = c.context.substr(0, c.context.size() - passage.size() - 2);
+            QVERIFY(filler.starts_with("Sentence ") && filler.ends_with(" is a quiet line."));
+            QVERIFY(text.find(filler) != std::string::npos);
+            QVERIFY(c.context.size() <= 600);
+            QVERIFY(c.context.size() + longestSentence + 2 >= 600);
+            fillers.insert(filler.substr(0, 13));
+        }
+        QVERIFY(fillers.size() > 5); // the stretches start at different sentences
+        o.seed = 10;
+        QVERIFY(
+            makeLongContextLambada(lambada, text, "filler.txt", o).items[0].choices[0].context !=
+            t.items[0].choices[0].context);
+
+        // Scored as LAMBADA: one continuation, greedy + ppl; XScorer (log-likelihood = −the
+        // x's seen; the filler has none) gives the plain passages' numbers.
+        XScorer s;
+        NullProgress np;
+        const TaskResult r = evaluateTask(prepareTask(t, byteEncode, 0, 1), s, np);
+        const TaskResult r0 = evaluateTask(prepareTask(lambada, byteEncode, 0, 1), s, np);
+        QVERIFY(r.hasPpl);
+        QVERIFY(!r.hasAccNorm);
+        QCOMPARE(r.items, int64_t(20));
+        QCOMPARE(r.choiceLogLikelihood, r0.choiceLogLikelihood);
+        QCOMPARE(r.acc, r0.acc);
+
+        QCOMPARE(parseTaskName("lambada_long"), TaskKind::LambadaLong);
+        QCOMPARE(std::string(taskName(TaskKind::LambadaLong)), std::string("lambada_long"));
+        const auto all = parseTaskList("all");
+        QVERIFY(std::find(all.begin(), all.end(), TaskKind::LambadaLong) == all.end());
+        o.contextChars = 8;
+        QVERIFY_THROWS_EXCEPTION(ArgumentError, makeLongContextLambada(lambada, text, "x", o));
+        o.contextChars = 600;
+        QVERIFY_THROWS_EXCEPTION(ArgumentError,
+                                 makeLongContextLambada(lambada, "Too short. Really.", "x", o));
+        // From a tasks folder: LAMBADA's file with the bundled text as filler.
+        const Task fromDir = loadTask(TaskKind::LambadaLong, m_dir);
+        const Task plain = loadTask(TaskKind::Lambada, m_dir);
+        QCOMPARE(fromDir.items.size(), plain.items.size());
+        for (size_t i = 0; i < plain.items.size(); ++i)
+            QVERIFY(
+                fromDir.items[i].choices[0].context.ends_with(plain.items[i].choices[0].context));
+    }
+
     void cancelStopsEarly() {
         XScorer s;
         int calls = 0;

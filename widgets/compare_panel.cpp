@@ -39,6 +39,7 @@
 #include <QProgressBar>
 #include <QPushButton>
 #include <QScrollArea>
+#include <QSignalBlocker>
 #include <QSpinBox>
 #include <QSplitter>
 #include <QTabWidget>
@@ -48,6 +49,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -520,7 +522,7 @@ QTableWidget* ComparePanel::buildMetricsTable(QWidget* parent) {
     m_table->setHorizontalHeaderLabels({tr("Configuration"), tr("Bits/w"), tr("Size"), tr("PPL"),
                                         tr("KLD"), tr("KLD p99"), tr("Same top %"),
                                         tr("Prefill tok/s"), tr("Decode tok/s"),
-                                        tr("Weights in RAM"), tr("Peak RSS +")});
+                                        tr("Weights in RAM"), tr("Peak RSS +"), tr("KV B/token")});
     m_table->horizontalHeaderItem(KldColumn)->setToolTip(
         tr("Mean KL divergence from the baseline per token (nats) ± standard error"));
     m_table->setSelectionBehavior(QAbstractItemView::SelectRows);
@@ -1273,6 +1275,8 @@ void ComparePanel::showResults() {
         // A measured increase may be 0 (the run fitted in pages already resident).
         const bool measured = r.rssBeforeBytes > 0;
         set(PeakRssColumn, measured ? formatBytes(r.peakRssBytes) : none, r.peakRssBytes);
+        set(KvColumn, r.kvBytesPerToken > 0 ? QString::number(r.kvBytesPerToken, 'f', 1) : none,
+            r.kvBytesPerToken);
         for (size_t k = 0; k < nTasks && k < r.tasks.size(); ++k)
             set(ColumnCount + int(k),
                 QStringLiteral("%1 ± %2")
@@ -1282,6 +1286,7 @@ void ComparePanel::showResults() {
     }
     m_table->resizeColumnsToContents();
     updateSpeedTooltips();
+    updateParetoYChoices();
     updatePareto();
     updateLayerPlot();
     updateGenerations();
@@ -1381,6 +1386,9 @@ void ComparePanel::updateSpeedTooltips() {
            "tensors it reads (mapped from the file) plus its compressed tensors as held "
            "(packed codes, scales, zero points, masks, and the float copy the runtime multiplies "
            "with where it keeps one)"));
+    tip(KvColumn, tr("Bytes the KV cache holds per token after one context of %1 tokens (all "
+                     "layers, K and V; eviction policies and KV quantisation included)")
+                      .arg(r.ctx));
     tip(PeakRssColumn,
         (r.peakRssFromHwm
              ? tr("Increase of this process's peak resident set (VmHWM, reset through "
@@ -1435,11 +1443,31 @@ void ComparePanel::updateSpeedPlots() {
 }
 
 void ComparePanel::setParetoAxes(int x, int y) {
-    m_paretoX = x;
-    m_paretoY = y;
+    m_paretoX = std::clamp(x, 0, m_xAxis->count() - 1);
+    m_paretoY = std::clamp(y, 0, m_yAxis->count() - 1);
+    x = m_paretoX;
+    y = m_paretoY;
     if (m_xAxis->currentIndex() != x) m_xAxis->setCurrentIndex(x);
     if (m_yAxis->currentIndex() != y) m_yAxis->setCurrentIndex(y);
     updatePareto();
+}
+
+void ComparePanel::updateParetoYChoices() {
+    QStringList items = {tr("KLD"), tr("PPL")};
+    if (!m_results.rows.empty())
+        for (const CompareTask& t : m_results.rows.front().tasks)
+            items << tr("%1 accuracy").arg(t.name);
+    QStringList now;
+    for (int i = 0; i < m_yAxis->count(); ++i) now << m_yAxis->itemText(i);
+    if (now == items) return;
+    const QString current = m_yAxis->currentText();
+    const QSignalBlocker block(m_yAxis);
+    m_yAxis->clear();
+    m_yAxis->addItems(items);
+    // Keep the chosen axis when the new results have it (a task by its name).
+    const int keep = int(items.indexOf(current));
+    m_paretoY = keep >= 0 ? keep : 0;
+    m_yAxis->setCurrentIndex(m_paretoY);
 }
 
 void ComparePanel::updatePareto() {
@@ -1447,17 +1475,26 @@ void ComparePanel::updatePareto() {
     QVector<double> xs, ys;
     m_pointRows.clear();
     std::vector<double> fx, fy;
+    const int task = m_paretoY - 2; // >= 0: a task's accuracy (in %)
+    const QString taskName =
+        task >= 0 && !m_results.rows.empty() && size_t(task) < m_results.rows.front().tasks.size()
+            ? m_results.rows.front().tasks[size_t(task)].name
+            : QString();
     for (int i = 0; i < int(m_results.rows.size()); ++i) {
         const CompareRow& r = m_results.rows[size_t(i)];
         const double x = m_paretoX == 0   ? double(r.bytes) / (1024.0 * 1024.0)
                          : m_paretoX == 1 ? r.bitsPerWeight
                                           : r.kvBytesPerToken;
-        const double y = m_paretoY == 0 ? r.kld : r.ppl;
+        const double y =
+            m_paretoY == 0 ? r.kld
+            : m_paretoY == 1
+                ? r.ppl
+                : (size_t(task) < r.tasks.size() ? 100.0 * r.tasks[size_t(task)].acc : NAN);
         labels << r.name;
         xs << x;
         ys << y;
         fx.push_back(x);
-        fy.push_back(y);
+        fy.push_back(task >= 0 ? -y : y); // accuracy: higher is better
         m_pointRows << i;
     }
     QVector<int> front;
@@ -1466,7 +1503,8 @@ void ComparePanel::updatePareto() {
                            : m_paretoX == 1 ? tr("bits/weight")
                                             : tr("KV cache (bytes/token)");
     m_pareto->setAxisLabels(xLabel, m_paretoY == 0 ? tr("KLD vs %1 (nats)").arg(m_results.baseline)
-                                                   : tr("PPL"));
+                                    : m_paretoY == 1 ? tr("PPL")
+                                                     : tr("%1 accuracy (%)").arg(taskName));
     m_pareto->setPoints(labels, xs, ys, front);
     m_pareto->setSelected(m_pointRows.indexOf(selectedRow()));
 }

@@ -139,6 +139,7 @@ public:
         DecodeColumn,  ///< decode tokens/s
         WeightMemoryColumn,
         PeakRssColumn, ///< peak RSS increase of the speed run
+        KvColumn,      ///< KV-cache bytes per token of one context
         ColumnCount
     };
     /// The bar plots of the Speed & Memory tab, one bar per configuration (metrics table order).
@@ -222,6 +223,8 @@ public:
     QString metricsTsv(bool selectedOnly = false) const;
     QString copyMetrics();
     /// Pareto axes: x 0 = size (MiB), 1 = bits/weight; y 0 = KLD, 1 = PPL.
+    /// x: 0 size, 1 bits/weight, 2 KV bytes/token; y: 0 KLD, 1 PPL, 2 + k: the accuracy of the
+    /// results' task k (higher is better: its Pareto front is the largest accuracy per x).
     void setParetoAxes(int x, int y);
     /// Selects a configuration's row (and its point).
     void selectRow(int row);
@@ -280,6 +283,8 @@ private:
     void syncUi();
     void showResults();
     void updatePareto();
+    /// The y-axis choices: KLD, PPL and one "TASK accuracy" per task of the results.
+    void updateParetoYChoices();
     void updateLayerPlot();
     void updateGenerations();
     void updateSpeedPlots();

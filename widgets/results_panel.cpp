@@ -362,9 +362,10 @@ void ResultsPanel::showRecords(const QList<int>& rowsIn) {
     const std::map<int, QStringList> differs = checkSettings(rows);
     const QStringList tasks = taskNames(cols.cols);
     const bool multi = rows.size() > 1;
-    QStringList header = {tr("Configuration"), tr("Bits/w"),  tr("Size"),       tr("PPL"),
-                          tr("KLD"),           tr("KLD p99"), tr("Same top %"), tr("Prefill tok/s"),
-                          tr("Decode tok/s"),  tr("Peak RSS")};
+    QStringList header = {tr("Configuration"), tr("Bits/w"),        tr("Size"),
+                          tr("PPL"),           tr("KLD"),           tr("KLD p99"),
+                          tr("Same top %"),    tr("Prefill tok/s"), tr("Decode tok/s"),
+                          tr("Peak RSS"),      tr("KV B/token")};
     for (const QString& t : tasks) header << tr("%1 acc %").arg(t);
     // Several records: which record and settings each row comes from.
     if (multi) header << tr("Record") << tr("Settings");
@@ -434,7 +435,8 @@ QStringList ResultsPanel::metricCells(const ojson& c, bool base, const QStringLi
                          fmtNum(decode, 1),
                          !(num(c, "peak_rss_bytes") > 0)
                              ? QStringLiteral("—")
-                             : formatBytes(uint64_t(num(c, "peak_rss_bytes")))};
+                             : formatBytes(uint64_t(num(c, "peak_rss_bytes"))),
+                         fmtNum(num(c, "kv_cache_bytes_per_token"), 1)};
     for (const QString& t : tasks) {
         const std::string key = t.toStdString();
         if (c.contains("tasks") && c["tasks"].contains(key)) {
@@ -581,6 +583,7 @@ CompareResults ResultsPanel::toCompareResults(const ojson& rec) {
             row.sameTopError = nz(num(c, "same_top_percent_se")) / 100.0;
         }
         row.tokensPerSecond = nz(num(c, "prefill_tokens_per_second"));
+        row.kvBytesPerToken = nz(num(c, "kv_cache_bytes_per_token"));
         if (c.contains("speed") && c["speed"].is_object())
             row.decodeTokensPerSecond = nz(num(c["speed"], "decode_tokens_per_second"));
         // The compare view's own records: the increase over the resident set before the run
@@ -665,6 +668,7 @@ ojson ResultsPanel::compareRecord(const CompareResults& r, const QString& modelP
             c["same_top_percent_se"] = row.sameTopError * 100.0;
         }
         c["prefill_tokens_per_second"] = row.tokensPerSecond;
+        if (row.kvBytesPerToken > 0) c["kv_cache_bytes_per_token"] = row.kvBytesPerToken;
         if (r.speedDecodeTokens > 0) {
             // eval's keys (speed.decode_*, peak_rss_bytes: the absolute peak of the run), and
             // the Compare view's increase and weight bytes.

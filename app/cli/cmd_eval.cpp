@@ -509,6 +509,18 @@ Task passkeyTask(const Model& model, const EvalSettings& e, const std::string& t
     return makePasskeyTask(text, e.textPath, po);
 }
 
+/// LAMBADA at extended context: each passage after filler from the evaluation text, filler +
+/// passage about 85 % of the task context (in characters by the text's characters per token; a
+/// longer item is cut from the left when scored).
+Task lambadaLongTask(const Model& model, const EvalSettings& e, const std::string& text,
+                     size_t textTokens) {
+    LongContextOptions lo;
+    lo.seed = uint64_t(e.seed);
+    const double charsPerToken = double(text.size()) / double(std::max<size_t>(textTokens, 1));
+    lo.contextChars = int64_t(0.85 * double(taskContext(model, e)) * charsPerToken);
+    return makeLongContextLambada(loadTask(TaskKind::Lambada, e.tasksDir), text, e.textPath, lo);
+}
+
 /// The KV cache one context of the text takes with these weights (policies evict, quantised
 /// layers store codes): bytes, bytes in f32, bytes per context token.
 json kvMemoryJson(const WeightSource& w, const std::vector<int32_t>& tokens, int64_t ctx) {
@@ -657,7 +669,9 @@ int cmdEval(const std::vector<std::string>& argv) {
     std::vector<PreparedTask> prepared;
     for (TaskKind k : e.taskKinds) {
         const Task t = k == TaskKind::Passkey ? passkeyTask(*model, e, text, tokens.size())
-                                              : loadTask(k, e.tasksDir);
+                       : k == TaskKind::LambadaLong
+                           ? lambadaLongTask(*model, e, text, tokens.size())
+                           : loadTask(k, e.tasksDir);
         prepared.push_back(prepareTask(
             t, [&](const std::string& s, bool bos) { return tk.encode(s, bos); }, e.limit,
             uint64_t(e.seed)));

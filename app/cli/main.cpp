@@ -31,13 +31,14 @@ commands:
   perplexity MODEL --text FILE [--ctx N] [--mode llamacpp|sliding] [--stride S] [--json]
                                            llama.cpp-compatible perplexity (default) ± s.e.
   eval MODEL [--recipe R.json|--preset P|--overlay DIR|--compare-model OTHER ...] [--text FILE] [--ctx N]
-       [--mode llamacpp|sliding] [--stride S] [--tasks lambada,arc_easy,piqa,winogrande,hellaswag,passkey|all]
+       [--mode llamacpp|sliding] [--stride S] [--tasks lambada,arc_easy,piqa,winogrande,hellaswag,passkey,lambada_long|all]
        [--limit N] [--seed S] [--tasks-dir DIR] [--task-ctx N] [--speed-tokens 32] [--results FILE]
        [--no-record] [--json]
                                            baseline and configurations side by side: PPL, KLD, same-top, Δp,
                                            task accuracy ± s.e., bits/weight, size, KV bytes/token, tokens/s,
                                            peak RSS; recorded in the results store (passkey: generated
-                                           from --text, prompts of ~85 % of the task context)
+                                           from --text, prompts of ~85 % of the task context;
+                                           lambada_long: LAMBADA passages after --text filler, ~85 %)
   results list [--results FILE] [--json]   the recorded evaluations
   results show ID [--results FILE] [--json]
                                            re-print a recorded evaluation's table

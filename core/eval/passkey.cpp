@@ -1,4 +1,5 @@
-// Passkey retrieval (needle in a haystack) generated from a text (tasks.h, "Passkey").
+// Generated long-context tasks (tasks.h): passkey retrieval (a needle in a haystack of a text)
+// and LAMBADA at extended context (its passages after filler from a text).
 #include "core/eval/tasks.h"
 
 #include <algorithm>
@@ -34,6 +35,27 @@ std::vector<size_t> sentenceStarts(const std::string& t) {
     return out;
 }
 
+/// The end of the whole sentences from `b` that reach about `chars` characters: the last
+/// sentence start at or before b + chars (b + chars itself when no sentence ends in between).
+size_t stretchEnd(const std::vector<size_t>& starts, size_t b, size_t chars) {
+    auto endIt = std::upper_bound(starts.begin(), starts.end(), b + chars);
+    return *(endIt - 1) > b ? *(endIt - 1) : b + chars;
+}
+
+/// Sentence starts from which a stretch of `chars` characters fits in a text of `size`; at
+/// least two, else ArgumentError naming `what`.
+std::vector<size_t> stretchStarts(const std::vector<size_t>& starts, size_t size, size_t chars,
+                                  const char* what) {
+    std::vector<size_t> first;
+    for (size_t s : starts)
+        if (s + chars < size) first.push_back(s);
+    if (first.size() < 2)
+        throw ArgumentError(std::string(what) + ": the text (" + std::to_string(size) +
+                            " characters) is too short for a stretch of " + std::to_string(chars) +
+                            " characters");
+    return first;
+}
+
 std::string trimmed(std::string s) {
     const size_t b = s.find_first_not_of(" \n\r\t");
     if (b == std::string::npos) return {};
@@ -48,13 +70,8 @@ Task makePasskeyTask(const std::string& text, const std::string& source, const P
         throw ArgumentError("passkey: items, digits (1-9) or haystack length out of range");
     const std::vector<size_t> starts = sentenceStarts(text);
     // Sentence starts from which a whole haystack fits.
-    std::vector<size_t> first;
-    for (size_t s : starts)
-        if (s + size_t(o.haystackChars) < text.size()) first.push_back(s);
-    if (first.size() < 2)
-        throw ArgumentError("passkey: the text (" + std::to_string(text.size()) +
-                            " characters) is too short for a haystack of " +
-                            std::to_string(o.haystackChars) + " characters");
+    const std::vector<size_t> first =
+        stretchStarts(starts, text.size(), size_t(o.haystackChars), "passkey");
     std::mt19937_64 rng(o.seed);
     Task t;
     t.kind = TaskKind::Passkey;
@@ -62,8 +79,7 @@ Task makePasskeyTask(const std::string& text, const std::string& source, const P
     for (int64_t i = 0; i < o.items; ++i) {
         const size_t b = first[size_t(draw(rng, first.size()))];
         // The haystack: whole sentences from b up to about haystackChars.
-        auto endIt = std::upper_bound(starts.begin(), starts.end(), b + size_t(o.haystackChars));
-        const size_t e = *(endIt - 1) > b ? *(endIt - 1) : b + size_t(o.haystackChars);
+        const size_t e = stretchEnd(starts, b, size_t(o.haystackChars));
         // The needle goes before one of the haystack's sentences (not the first).
         std::vector<size_t> inner;
         for (size_t s : starts)
@@ -80,6 +96,38 @@ Task makePasskeyTask(const std::string& text, const std::string& source, const P
                                   trimmed(text.substr(at, e - at)) +
                                   "\n\nWhat is the pass key? The pass key is",
                               " " + key});
+        t.items.push_back(std::move(it));
+    }
+    return t;
+}
+
+Task makeLongContextLambada(const Task& lambada, const std::string& text, const std::string& source,
+                            const LongContextOptions& o) {
+    if (o.contextChars < 16)
+        throw ArgumentError("lambada_long: a context of " + std::to_string(o.contextChars) +
+                            " characters is too short");
+    const std::vector<size_t> starts = sentenceStarts(text);
+    // The longest filler any item can need; shorter ones start from the same sentences.
+    const std::vector<size_t> first =
+        stretchStarts(starts, text.size(), size_t(o.contextChars), "lambada_long");
+    std::mt19937_64 rng(o.seed);
+    Task t;
+    t.kind = TaskKind::LambadaLong;
+    t.file = lambada.file + " + " + source;
+    t.items.reserve(lambada.items.size());
+    for (const TaskItem& base : lambada.items) {
+        TaskItem it = base;
+        // One draw per item whether or not it gets filler, so item i's filler does not depend
+        // on the other items' lengths.
+        const size_t b = first[size_t(draw(rng, first.size()))];
+        if (it.choices.empty()) continue;
+        TaskChoice& ch = it.choices.front();
+        const int64_t room = o.contextChars - int64_t(ch.context.size()) - 2;
+        if (room >= 16) {
+            const std::string filler =
+                trimmed(text.substr(b, stretchEnd(starts, b, size_t(room)) - b));
+            if (!filler.empty()) ch.context = filler + "\n\n" + ch.context;
+        }
         t.items.push_back(std::move(it));
     }
     return t;

@@ -133,6 +133,8 @@ const char* taskName(TaskKind k) {
         return "hellaswag";
     case TaskKind::Passkey:
         return "passkey";
+    case TaskKind::LambadaLong:
+        return "lambada_long";
     }
     return "?";
 }
@@ -140,9 +142,11 @@ const char* taskName(TaskKind k) {
 TaskKind parseTaskName(const std::string& name) {
     for (TaskKind k : kAllTasks)
         if (name == taskName(k)) return k;
-    if (name == taskName(TaskKind::Passkey)) return TaskKind::Passkey;
+    for (TaskKind k : {TaskKind::Passkey, TaskKind::LambadaLong})
+        if (name == taskName(k)) return k;
     throw ArgumentError("unknown task \"" + name +
-                        "\" (known: lambada, arc_easy, piqa, winogrande, hellaswag, passkey, all)");
+                        "\" (known: lambada, arc_easy, piqa, winogrande, hellaswag, passkey, "
+                        "lambada_long, all)");
 }
 
 std::vector<TaskKind> parseTaskList(const std::string& list) {
@@ -167,6 +171,7 @@ std::vector<TaskKind> parseTaskList(const std::string& list) {
 std::pair<std::string, std::string> taskFiles(TaskKind k) {
     switch (k) {
     case TaskKind::Lambada:
+    case TaskKind::LambadaLong:
         return {"lambada_test.jsonl", ""};
     case TaskKind::ArcEasy:
         return {"ARC-Easy-Test.jsonl", ""};
@@ -317,6 +322,10 @@ Task loadTask(TaskKind k, const std::string& dir) {
     switch (k) {
     case TaskKind::Lambada:
         return loadLambada(dataPath);
+    case TaskKind::LambadaLong: {
+        const std::string text = stats::builtinCalibrationPath();
+        return makeLongContextLambada(loadLambada(dataPath), readTextFile(text), text);
+    }
     case TaskKind::ArcEasy:
         return loadArc(dataPath);
     case TaskKind::Piqa:
@@ -510,8 +519,10 @@ TaskResult evaluateTask(const PreparedTask& task, ContinuationScorer& scorer, Pr
     r.kind = task.kind;
     r.hasAccNorm = task.kind == TaskKind::ArcEasy || task.kind == TaskKind::Piqa ||
                    task.kind == TaskKind::HellaSwag;
-    // LAMBADA and passkey: one continuation, greedy exact match and perplexity
-    const bool greedyTask = task.kind == TaskKind::Lambada || task.kind == TaskKind::Passkey;
+    // LAMBADA (also at extended context) and passkey: one continuation, greedy exact match and
+    // perplexity
+    const bool greedyTask = task.kind == TaskKind::Lambada || task.kind == TaskKind::Passkey ||
+                            task.kind == TaskKind::LambadaLong;
     r.hasPpl = greedyTask;
     int64_t correct = 0, correctNorm = 0;
     double sumLl = 0;

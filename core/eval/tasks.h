@@ -12,6 +12,10 @@
 /// greedy exact match (every target token is the argmax), ppl = exp(−mean per-item
 /// log-likelihood of the target word).
 ///
+/// LAMBADA at extended context ("lambada_long", core/eval/passkey.cpp): each passage preceded
+/// by unrelated whole sentences of a text up to a target length, so that the passage sits at the
+/// end of a long context (where KV eviction policies are active); scored as LAMBADA.
+///
 /// Passkey (generated, core/eval/passkey.cpp): a needle-in-a-haystack retrieval item per seed
 /// draw: a stretch of a text with the sentence "The pass key is NNNNN. Remember it. NNNNN is the
 /// pass key." put in at a random sentence boundary, followed by "What is the pass key? The pass
@@ -31,13 +35,14 @@
 
 namespace lcw {
 
-enum class TaskKind { Lambada, ArcEasy, Piqa, WinoGrande, HellaSwag, Passkey };
+enum class TaskKind { Lambada, ArcEasy, Piqa, WinoGrande, HellaSwag, Passkey, LambadaLong };
 
-/// "lambada", "arc_easy", "piqa", "winogrande", "hellaswag", "passkey".
+/// "lambada", "arc_easy", "piqa", "winogrande", "hellaswag", "passkey", "lambada_long".
 const char* taskName(TaskKind k);
 /// Inverse of taskName; throws ArgumentError naming the valid names.
 TaskKind parseTaskName(const std::string& name);
-/// A comma-separated list ("lambada,piqa"); "all" gives the five read from files (not passkey).
+/// A comma-separated list ("lambada,piqa"); "all" gives the five read from files (not passkey,
+/// not lambada_long).
 /// Throws ArgumentError.
 std::vector<TaskKind> parseTaskList(const std::string& list);
 /// The file(s) a task reads inside a tasks folder: data file, and the labels file or "".
@@ -86,6 +91,20 @@ struct PasskeyOptions {
 /// is shorter than the haystack or the options are out of range.
 Task makePasskeyTask(const std::string& text, const std::string& source,
                      const PasskeyOptions& opts = {});
+
+struct LongContextOptions {
+    int64_t contextChars = 1500; ///< characters of filler + passage an item aims at
+    uint64_t seed = 1234;        ///< draws each item's filler stretch
+};
+/// LAMBADA at extended context (kind LambadaLong): every item of `lambada` (a loadLambada task)
+/// gets a stretch of whole sentences of `text` put before its passage, separated by a blank line,
+/// so that filler + passage is about `contextChars` characters (no filler when the passage alone
+/// is that long); the target word and its scoring are LAMBADA's. The filler starts at a sentence
+/// drawn per item from std::mt19937_64(seed), so the items are the same on every platform.
+/// `source` (the filler text's path) is added to Task::file. Throws ArgumentError when the text
+/// has too few sentences.
+Task makeLongContextLambada(const Task& lambada, const std::string& text, const std::string& source,
+                            const LongContextOptions& opts = {});
 
 /// Fixed pseudo-random subset: the first `limit` of a Fisher–Yates shuffle of 0..n−1 driven by
 /// std::mt19937_64(seed) (the generator is specified by the standard, the shuffle is ours, so
