@@ -9,10 +9,13 @@
 #include "fuzz/fuzz_base_model.h"
 #include "fuzz/fuzz_common.h"
 
+#include "core/common/json_file.h"
 #include "core/common/npy.h"
 #include "core/compress/compressed_model.h"
 #include "core/compress/recipe.h"
 #include "core/eval/results_store.h"
+#include "core/eval/study.h"
+#include "core/eval/study_report.h"
 #include "core/export/llmcompressor.h"
 #include "core/io/gguf.h"
 #include "core/io/hf_config.h"
@@ -306,6 +309,32 @@ inline bool driveLlmcRecipe(std::string_view in) {
 }
 
 /// Target name ("gguf", "hf_config", ...) -> driver.
+/// Study results (core/eval/study.*, study_report.*): a study.json as the Study panel opens it,
+/// then everything made from it — the conclusions computed again, the TSV, every SVG plot and the
+/// HTML page; what lcw writes for a study it loaded must load back.
+inline bool driveStudy(std::string_view in) {
+    const std::string path = writeTemp("study.json", in);
+    study::StudyResult r;
+    if (!expectLcwErrors([&] { r = study::fromJson(readJsonFile(path), path); })) return true;
+    std::vector<std::string> plots;
+    for (study::Group g :
+         {study::Group::Weight, study::Group::WeightActivation, study::Group::KvCache})
+        for (study::PlotMetric m : {study::PlotMetric::Ppl, study::PlotMetric::Kld})
+            plots.push_back(study::svgPlot(r, g, m).empty() ? "" : "plot.svg");
+    (void)study::conclusions(r);
+    (void)study::tsv(r);
+    (void)study::html(r, plots);
+    const nlohmann::json written = study::toJson(r);
+    try {
+        (void)study::fromJson(nlohmann::json::parse(written.dump()), "rewritten study.json");
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "study: %s loaded, but its rewritten JSON does not load: %s\n",
+                     path.c_str(), e.what());
+        std::abort();
+    }
+    return false;
+}
+
 inline const std::map<std::string, std::function<bool(std::string_view)>>& drivers() {
     static const std::map<std::string, std::function<bool(std::string_view)>> m = {
         {"gguf", driveGguf},
@@ -320,7 +349,8 @@ inline const std::map<std::string, std::function<bool(std::string_view)>>& drive
         {"recipe", driveRecipe},
         {"overlay", driveOverlay},
         {"hf_quant", driveHfQuant},
-        {"llmc_recipe", driveLlmcRecipe}};
+        {"llmc_recipe", driveLlmcRecipe},
+        {"study", driveStudy}};
     return m;
 }
 

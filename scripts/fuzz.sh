@@ -2,7 +2,7 @@
 # Builds the libFuzzer targets (fuzz/, clang with ASan + UBSan) into build-fuzz/ and runs them.
 # Usage: scripts/fuzz.sh [TARGET|all] [SECONDS]     (default: all, 30 seconds per target)
 #   TARGET: gguf safetensors hf_config tokenizer llama2c recipe stats project results overlay npy
-#           hf_quant llmc_recipe
+#           hf_quant llmc_recipe study
 # Each target runs SECONDS with a 10 s per-input timeout (a slower input is a hang: a finding),
 # a 2 GB memory limit (a larger allocation is a finding), inputs up to 1 MB, its seed corpus
 # (build-fuzz/corpus/, gathered by scripts/fuzz_seeds.sh on the first run) and new inputs kept
@@ -15,7 +15,7 @@
 # LCW_FUZZ_NO_BUILD=1 runs the targets already built without configuring or building.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ALL=(gguf safetensors hf_config tokenizer llama2c recipe stats project results overlay npy hf_quant llmc_recipe)
+ALL=(gguf safetensors hf_config tokenizer llama2c recipe stats project results overlay npy hf_quant llmc_recipe study)
 which="${1:-all}"
 secs="${2:-30}"
 if [ "$which" = all ]; then targets=("${ALL[@]}"); else

@@ -14,7 +14,7 @@ shared="${LCW_SHARED_DIR:-../shared}"
 SPLIT=$'\n#LCW-FUZZ-SPLIT#\n'
 MAX=$((1024 * 1024))
 TARGETS=(gguf safetensors hf_config tokenizer llama2c recipe stats project results overlay npy
-  hf_quant llmc_recipe)
+  hf_quant llmc_recipe study)
 for t in "${TARGETS[@]}"; do mkdir -p "$out/$t"; done
 
 small() { [ -f "$1" ] && [ "$(stat -c %s "$1")" -le "$MAX" ]; }

@@ -1,0 +1,7 @@
+// libFuzzer target "study": see driveStudy() in fuzz/drivers.h.
+#include "fuzz/drivers.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+    lcw::fuzz::driveStudy(lcw::fuzz::asView(data, size));
+    return 0;
+}
