@@ -42,19 +42,33 @@ size_t stretchEnd(const std::vector<size_t>& starts, size_t b, size_t chars) {
     return *(endIt - 1) > b ? *(endIt - 1) : b + chars;
 }
 
-/// Sentence starts from which a stretch of `chars` characters fits in a text of `size`; at
-/// least two, else ArgumentError naming `what`.
-std::vector<size_t> stretchStarts(const std::vector<size_t>& starts, size_t size, size_t chars,
-                                  const char* what) {
-    std::vector<size_t> first;
-    for (size_t s : starts)
-        if (s + chars < size) first.push_back(s);
-    if (first.size() < 2)
-        throw ArgumentError(std::string(what) + ": the text (" + std::to_string(size) +
-                            " characters) is too short for a stretch of " + std::to_string(chars) +
-                            " characters");
-    return first;
-}
+/// Stretches of whole sentences of a text, each starting at a sentence drawn from a seeded
+/// generator among those from which `chars` characters fit (at least two, else ArgumentError
+/// naming `what`).
+class Stretches {
+public:
+    Stretches(const std::string& text, size_t chars, const char* what, uint64_t seed)
+        : starts(sentenceStarts(text)), m_rng(seed) {
+        for (size_t s : starts)
+            if (s + chars < text.size()) m_first.push_back(s);
+        if (m_first.size() < 2)
+            throw ArgumentError(std::string(what) + ": the text (" + std::to_string(text.size()) +
+                                " characters) is too short for a stretch of " +
+                                std::to_string(chars) + " characters");
+    }
+    /// The next stretch's first character.
+    size_t nextStart() { return m_first[size_t(lcw::draw(m_rng, m_first.size()))]; }
+    /// A uniform draw in [0, range) from the same generator.
+    uint64_t draw(uint64_t range) { return lcw::draw(m_rng, range); }
+    /// The end of the whole sentences from `b` that reach about `chars` characters.
+    size_t end(size_t b, size_t chars) const { return stretchEnd(starts, b, chars); }
+
+    const std::vector<size_t> starts;
+
+private:
+    std::mt19937_64 m_rng;
+    std::vector<size_t> m_first;
+};
 
 std::string trimmed(std::string s) {
     const size_t b = s.find_first_not_of(" \n\r\t");
@@ -68,25 +82,21 @@ std::string trimmed(std::string s) {
 Task makePasskeyTask(const std::string& text, const std::string& source, const PasskeyOptions& o) {
     if (o.items < 1 || o.digits < 1 || o.digits > 9 || o.haystackChars < 16)
         throw ArgumentError("passkey: items, digits (1-9) or haystack length out of range");
-    const std::vector<size_t> starts = sentenceStarts(text);
-    // Sentence starts from which a whole haystack fits.
-    const std::vector<size_t> first =
-        stretchStarts(starts, text.size(), size_t(o.haystackChars), "passkey");
-    std::mt19937_64 rng(o.seed);
+    Stretches st(text, size_t(o.haystackChars), "passkey", o.seed);
     Task t;
     t.kind = TaskKind::Passkey;
     t.file = source;
     for (int64_t i = 0; i < o.items; ++i) {
-        const size_t b = first[size_t(draw(rng, first.size()))];
+        const size_t b = st.nextStart();
         // The haystack: whole sentences from b up to about haystackChars.
-        const size_t e = stretchEnd(starts, b, size_t(o.haystackChars));
+        const size_t e = st.end(b, size_t(o.haystackChars));
         // The needle goes before one of the haystack's sentences (not the first).
         std::vector<size_t> inner;
-        for (size_t s : starts)
+        for (size_t s : st.starts)
             if (s > b && s < e) inner.push_back(s);
-        const size_t at = inner.empty() ? e : inner[size_t(draw(rng, inner.size()))];
-        std::string key(1, char('1' + draw(rng, 9)));
-        for (int d = 1; d < o.digits; ++d) key.push_back(char('0' + draw(rng, 10)));
+        const size_t at = inner.empty() ? e : inner[size_t(st.draw(inner.size()))];
+        std::string key(1, char('1' + st.draw(9)));
+        for (int d = 1; d < o.digits; ++d) key.push_back(char('0' + st.draw(10)));
         const std::string needle =
             "The pass key is " + key + ". Remember it. " + key + " is the pass key.";
         TaskItem it;
@@ -106,11 +116,8 @@ Task makeLongContextLambada(const Task& lambada, const std::string& text, const 
     if (o.contextChars < 16)
         throw ArgumentError("lambada_long: a context of " + std::to_string(o.contextChars) +
                             " characters is too short");
-    const std::vector<size_t> starts = sentenceStarts(text);
-    // The longest filler any item can need; shorter ones start from the same sentences.
-    const std::vector<size_t> first =
-        stretchStarts(starts, text.size(), size_t(o.contextChars), "lambada_long");
-    std::mt19937_64 rng(o.seed);
+    // Starts from which the longest filler any item can need fits; shorter ones start there too.
+    Stretches st(text, size_t(o.contextChars), "lambada_long", o.seed);
     Task t;
     t.kind = TaskKind::LambadaLong;
     t.file = lambada.file + " + " + source;
@@ -119,13 +126,12 @@ Task makeLongContextLambada(const Task& lambada, const std::string& text, const 
         TaskItem it = base;
         // One draw per item whether or not it gets filler, so item i's filler does not depend
         // on the other items' lengths.
-        const size_t b = first[size_t(draw(rng, first.size()))];
+        const size_t b = st.nextStart();
         if (it.choices.empty()) continue;
         TaskChoice& ch = it.choices.front();
         const int64_t room = o.contextChars - int64_t(ch.context.size()) - 2;
         if (room >= 16) {
-            const std::string filler =
-                trimmed(text.substr(b, stretchEnd(starts, b, size_t(room)) - b));
+            const std::string filler = trimmed(text.substr(b, st.end(b, size_t(room)) - b));
             if (!filler.empty()) ch.context = filler + "\n\n" + ch.context;
         }
         t.items.push_back(std::move(it));
