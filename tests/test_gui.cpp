@@ -46,6 +46,7 @@
 #include <QCheckBox>
 #include <QClipboard>
 #include <QDockWidget>
+#include <QDoubleSpinBox>
 #include <QDropEvent>
 #include <QEventLoop>
 #include <QFileInfo>
@@ -1230,6 +1231,20 @@ private slots:
         QCOMPARE(tm->index(downRow, lcw::LayerTableModel::Setting).data().toString(),
                  QStringLiteral("int8 channel sym"));
         QCOMPARE(ed->undoStack()->count(), 2);
+
+        // The compact methods' own fields: SqueezeLLM's outliers, SliM's average bits; only
+        // their fields are written, and the rules they make are valid recipe rules.
+        ed->setWeightForm(json{{"method", "squeezellm"}, {"bits", 3}, {"outliers_pct", 0.3}});
+        QVERIFY(ed->outliersPctSpin()->isEnabled() && !ed->avgBitsSpin()->isEnabled());
+        QVERIFY(*ed->weightFromForm() ==
+                (json{{"method", "squeezellm"}, {"bits", 3}, {"outliers_pct", 0.3}}));
+        ed->ruleFromForm({"layers.1.*"});
+        ed->setWeightForm(json{{"method", "slim"}, {"avg_bits", 2.75}, {"group_size", 32}});
+        QVERIFY(!ed->outliersPctSpin()->isEnabled() && ed->avgBitsSpin()->isEnabled());
+        QVERIFY(*ed->weightFromForm() ==
+                (json{{"method", "slim"}, {"avg_bits", 2.75}, {"group_size", 32}}));
+        const cz::Rule slimRule = ed->ruleFromForm({"layers.1.*"});
+        QCOMPARE(slimRule.weight->at("avg_bits").get<double>(), 2.75);
 
         // Click selection (two rows) with weights off and a KV section: a rule with "weight":
         // null and the kv JSON, as the recipe parser reads it.

@@ -373,6 +373,21 @@ QWidget* RecipeEditor::buildSettingsForm(QWidget* right) {
         if (isGgufMethod(m) && m != QLatin1String("f16")) m_ggufGrid->addItem(m, m);
     m_ggufGrid->setToolTip(tr("GPTQ / AWQ onto a GGUF type's blocks (weight.gguf): the type's "
                               "scales, the method's codes"));
+    m_outliersPct = new QDoubleSpinBox(wbox);
+    m_outliersPct->setRange(0, 10);
+    m_outliersPct->setDecimals(2);
+    m_outliersPct->setSingleStep(0.05);
+    m_outliersPct->setValue(0.45);
+    m_outliersPct->setSuffix(QStringLiteral(" %"));
+    m_outliersPct->setToolTip(tr("SqueezeLLM: the largest |w| kept in f16 (dense-and-sparse), in "
+                                 "percent of the layer's weights (weight.outliers_pct)"));
+    m_avgBits = new QDoubleSpinBox(wbox);
+    m_avgBits->setRange(2, 4);
+    m_avgBits->setDecimals(2);
+    m_avgBits->setSingleStep(0.25);
+    m_avgBits->setValue(2.5);
+    m_avgBits->setToolTip(tr("SliM-LLM: the average of the 2/3/4-bit column groups per row "
+                             "(weight.avg_bits); the group size is the groups' width"));
     form->addRow(m_weightOn);
     form->addRow(tr("Bits"), m_bits);
     form->addRow(tr("Format"), m_format);
@@ -381,6 +396,8 @@ QWidget* RecipeEditor::buildSettingsForm(QWidget* right) {
     form->addRow(tr("Group size"), m_group);
     form->addRow(tr("Method"), m_method);
     form->addRow(tr("GGUF grid"), m_ggufGrid);
+    form->addRow(tr("Outliers (SqueezeLLM)"), m_outliersPct);
+    form->addRow(tr("Average bits (SliM)"), m_avgBits);
     for (const char* key : kJsonSections) {
         auto* e = new QLineEdit(wbox);
         const QString k = QString::fromLatin1(key);
@@ -667,6 +684,10 @@ void RecipeEditor::setWeightForm(const std::optional<json>& w) {
     m_group->setValue(int(w->value("group_size", int64_t(d.groupSize))));
     m_method->setCurrentText(str("method", "rtn"));
     m_ggufGrid->setCurrentIndex(std::max(0, m_ggufGrid->findData(str("gguf", ""))));
+    m_outliersPct->setValue(w->value("outliers_pct", d.outliersPct));
+    m_avgBits->setValue(w->value("avg_bits", d.avgBits));
+    if (m_method->currentText() == QLatin1String("squeezellm") && !w->contains("bits"))
+        m_bits->setValue(3); // squeezellm's default
     syncFormEnabled();
 }
 
@@ -679,6 +700,18 @@ std::optional<json> RecipeEditor::weightFromForm() const {
     if (takesGgufGrid(m_method->currentText()) && !m_ggufGrid->currentData().toString().isEmpty()) {
         w["gguf"] = m_ggufGrid->currentData().toString().toStdString();
         return w; // the grid's type fixes the rest
+    }
+    // SqueezeLLM: per-row code books of 2^bits values + sparse f16 outliers; SliM: mixed-width
+    // column groups at an average (their own fields, no grid settings).
+    if (method == "squeezellm") {
+        w["bits"] = m_bits->value();
+        w["outliers_pct"] = m_outliersPct->value();
+        return w;
+    }
+    if (method == "slim") {
+        w["avg_bits"] = m_avgBits->value();
+        w["group_size"] = m_group->value();
+        return w;
     }
     const std::string format = m_format->currentText().toStdString();
     if (format != "int") w["format"] = format;
@@ -767,6 +800,18 @@ void RecipeEditor::syncFormEnabled() {
     m_symmetric->setEnabled(on && !gguf && isInt);
     m_granularity->setEnabled(on && !gguf);
     m_group->setEnabled(on && !gguf && m_granularity->currentText() == QStringLiteral("group"));
+    // The compact methods' own fields; they take no format, symmetry or granularity.
+    const bool squeeze = method == QLatin1String("squeezellm");
+    const bool slim = method == QLatin1String("slim");
+    m_outliersPct->setEnabled(on && squeeze);
+    m_avgBits->setEnabled(on && slim);
+    if (squeeze || slim) {
+        m_format->setEnabled(false);
+        m_symmetric->setEnabled(false);
+        m_granularity->setEnabled(false);
+        m_bits->setEnabled(on && squeeze);
+        m_group->setEnabled(on && slim);
+    }
 }
 
 void RecipeEditor::replan() {

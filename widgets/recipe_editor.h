@@ -145,6 +145,8 @@ public:
     QPlainTextEdit* jsonView() const { return m_json; }
     QComboBox* presetCombo() const { return m_presetCombo; }
     QComboBox* methodCombo() const { return m_method; }
+    QDoubleSpinBox* outliersPctSpin() const { return m_outliersPct; }
+    QDoubleSpinBox* avgBitsSpin() const { return m_avgBits; }
 
 signals:
     /// The recipe changed (any edit, undo or redo).
@@ -196,6 +198,8 @@ private:
     QComboBox* m_granularity = nullptr;
     QSpinBox* m_group = nullptr;
     QComboBox* m_method = nullptr;
+    QDoubleSpinBox* m_outliersPct = nullptr; ///< squeezellm: weight.outliers_pct
+    QDoubleSpinBox* m_avgBits = nullptr;     ///< slim: weight.avg_bits
     QComboBox* m_ggufGrid = nullptr;
     std::function<QString()> m_imatrixPath;
     std::vector<std::pair<QString, QLineEdit*>> m_sections;
