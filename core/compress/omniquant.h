@@ -51,8 +51,8 @@ namespace lcw::compress {
 /// AffineQuant's options (see affine.h).
 struct AffineQuantOptions {
     bool on = false;    ///< learn the per-head affine matrices between attn.v and attn.o
-    double lr = 5e-3;   ///< Adam learning rate of the matrices' diagonal and off-diagonal values
-    double alpha = 0.1; ///< stability factor α scaling the off-diagonal values
+    double lr = 1e-2;   ///< Adam learning rate of the diagonal and off-diagonal values
+    double alpha = 1.0; ///< stability factor α scaling the off-diagonal values
     AffineMask mask = AffineMask::Gradual;
     double rho = 0.9;  ///< dominance bound: α Σ_{j≠i} |O_ij| ≤ ρ d_i (0 < ρ < 1)
     double dMin = 0.1; ///< lower bound of the diagonal
