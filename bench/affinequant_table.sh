@@ -34,5 +34,6 @@ evaluate --recipe "$(recipe w4a4-omniquant-let "$W4}, $A4")" --preset W4A4-Affin
   --calib "$CALIB" --samples 16 --seq-len 256
 if [ "${W3:-1}" != 0 ]; then
   evaluate --recipe "$(recipe w3-omniquant "$W3}")" --preset W3A16-g64-AffineQuant \
+    --recipe "$(recipe w3-affine-diagonal "$W3, \"affine\": {\"mask\": \"diagonal\"}}")" \
     --calib "$CALIB" --samples 16 --seq-len 256
 fi
