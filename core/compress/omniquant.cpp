@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cmath>
 #include <limits>
+#include <memory>
 
 namespace lcw::compress {
 
@@ -220,6 +221,10 @@ int64_t checkBlockInputs(const std::string& bname, const std::vector<std::vector
     if (o.epochs < 0 || !(o.lr > 0) || !(o.minClip > 0 && o.minClip < 1) || !(o.lrLet > 0))
         throw ArgumentError(bname + ": omniquant options out of range (epochs >= 0, lr > 0, "
                                     "lr_let > 0, 0 < minClip < 1)");
+    const AffineQuantOptions& a = o.affine;
+    if (a.on && (!(a.lr > 0) || !(a.alpha > 0) || !(a.rho > 0 && a.rho < 1) || !(a.dMin > 0)))
+        throw ArgumentError(bname + ": affinequant options out of range (lr > 0, alpha > 0, "
+                                    "0 < dominance < 1, min_diag > 0)");
     return int64_t(len) / dim;
 }
 
@@ -346,24 +351,88 @@ LetParams letSites(const OmniQuantOptions& o, const std::vector<Lwc>& lwc, int64
     return p;
 }
 
-/// The learning of one block: the float weights, the learned linears, LET and the targets.
+/// AffineQuant's parameters: one affine matrix per KV head between attn.v and attn.o, with
+/// Adam moments (m, v, as AffineParams of the same shapes) and the last gradients dL/dA.
+struct AffineState {
+    bool on = false;
+    int band = 0; ///< the gradual mask's current half-width
+    int64_t heads = 0, kvHeads = 0, headDim = 0;
+    std::vector<AffineParams> p, m, v;
+    std::vector<MatD> g;
+
+    std::vector<MatD> matrices(double alpha) const {
+        std::vector<MatD> a;
+        for (const AffineParams& x : p) a.push_back(x.matrix(alpha, band));
+        return a;
+    }
+};
+
+/// The affine site: on when asked for and both attn.v and attn.o are learned linears.
+AffineState affineSite(const OmniQuantOptions& o, const std::vector<Lwc>& lwc,
+                       const ModelSpec& spec) {
+    AffineState a;
+    bool v = false, out = false;
+    for (const Lwc& l : lwc) v |= l.index == kV, out |= l.index == kO;
+    a.on = o.affine.on && v && out;
+    if (!a.on) return a;
+    a.heads = spec.nHeads;
+    a.kvHeads = spec.nKvHeads;
+    a.headDim = spec.headDim;
+    const AffineParams id = AffineParams::identity(spec.headDim);
+    AffineParams zero{Eigen::VectorXd::Zero(spec.headDim), MatD::Zero(spec.headDim, spec.headDim)};
+    a.p.assign(size_t(a.kvHeads), id);
+    a.m.assign(size_t(a.kvHeads), zero);
+    a.v.assign(size_t(a.kvHeads), zero);
+    a.g.assign(size_t(a.kvHeads), zero.off);
+    return a;
+}
+
+/// One Adam step over n raw values (no bounds).
+void adamRaw(double* p, const double* g, double* m, double* v, int64_t n, int step, double lr) {
+    constexpr double b1 = 0.9, b2 = 0.999, eps = 1e-8;
+    const double c1 = 1.0 - std::pow(b1, step), c2 = 1.0 - std::pow(b2, step);
+    for (int64_t i = 0; i < n; ++i) {
+        m[i] = b1 * m[i] + (1 - b1) * g[i];
+        v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i];
+        p[i] -= lr * (m[i] / c1 / (std::sqrt(v[i] / c2) + eps));
+    }
+}
+
+/// The learning of one block: the float weights, the learned linears, LET, the affine
+/// transforms and the targets.
 struct BlockTrainer {
     const OmniQuantOptions& o;
     const LlamaBlock& block; ///< the quantised path
     const BlockWeights& fw;
     std::vector<Lwc>& lwc;
     LetParams& let;
+    AffineState& aff;
     const std::vector<std::vector<float>>& inputs;
     int64_t T, dim;
     size_t S;
     double norm;
     std::vector<MatD> target; ///< the full-precision block's outputs
 
-    /// The folded (scaled, shifted) float weights for the current parameters; ranges follow them.
-    BlockWeights folded() {
-        if (!let.any()) return fw;
-        BlockWeights cw = foldLet(fw, let.tA.array().exp().matrix(), let.tM.array().exp().matrix(),
-                                  let.dA, let.dM);
+    /// The folded (scaled, shifted, affine-transformed) float weights for the current
+    /// parameters; ranges follow them. `pre` gets the weights before the affine transform and
+    /// `vo` the transform (when learned).
+    BlockWeights folded(BlockWeights* pre = nullptr, std::unique_ptr<AffineVO>* vo = nullptr) {
+        if (!let.any() && !aff.on) {
+            if (pre) *pre = fw;
+            return fw;
+        }
+        BlockWeights cw = let.any() ? foldLet(fw, let.tA.array().exp().matrix(),
+                                              let.tM.array().exp().matrix(), let.dA, let.dM)
+                                    : fw;
+        if (aff.on) {
+            auto t = std::make_unique<AffineVO>(aff.matrices(o.affine.alpha), aff.heads,
+                                                aff.kvHeads, aff.headDim);
+            if (pre) *pre = cw;
+            cw = t->fold(cw);
+            if (vo) *vo = std::move(t);
+        } else if (pre) {
+            *pre = cw;
+        }
         for (Lwc& l : lwc) setRanges(l, cw.w[size_t(l.index)]);
         return cw;
     }
@@ -402,7 +471,9 @@ struct BlockTrainer {
     /// Forward and backward of sample i on the fake-quantised weights: fills the gradients of
     /// the factors (and of LET's parameters); returns the sample's loss.
     double sampleGrads(size_t i, LlamaBlock::Cache& cache, BlockGrads& grads) {
-        const BlockWeights cw = folded();
+        BlockWeights pre;
+        std::unique_ptr<AffineVO> vo;
+        const BlockWeights cw = folded(&pre, &vo);
         BlockWeights qw = cw;
         for (const Lwc& l : lwc) qw.w[size_t(l.index)] = fakeQuant(l, cw.w[size_t(l.index)]);
         MatD y;
@@ -412,14 +483,18 @@ struct BlockTrainer {
         grads.zeroLike(qw);
         block.backward(qw, cache, diff * (2.0 / norm), grads);
         for (Lwc& l : lwc) factorGrads(l, cw.w[size_t(l.index)], grads.w[size_t(l.index)]);
-        if (let.any()) {
-            // Gradients w.r.t. the folded float weights (STE), then the log-scales.
+        if (let.any() || aff.on) {
+            // Gradients w.r.t. the folded float weights (STE), then through the affine
+            // transform (its matrices; the weights before it), then the LET parameters.
             BlockGrads gf = grads;
             for (const Lwc& l : lwc)
                 gf.w[size_t(l.index)] = steGrad(l, cw.w[size_t(l.index)], grads.w[size_t(l.index)]);
-            letGrads(cw, gf, let.gtA, let.gtM);
-            letShiftGrads(cw, gf, let.tA.array().exp().matrix(), let.tM.array().exp().matrix(),
-                          let.gdA, let.gdM);
+            if (vo) aff.g = vo->grads(pre, gf);
+            if (let.any()) {
+                letGrads(pre, gf, let.gtA, let.gtM);
+                letShiftGrads(pre, gf, let.tA.array().exp().matrix(), let.tM.array().exp().matrix(),
+                              let.gdA, let.gdM);
+            }
         }
         return loss;
     }
@@ -437,6 +512,27 @@ struct BlockTrainer {
             adamStep(let.dA, let.gdA, let.mdA, let.vdA, step, o.lrLet, 0.0, -kInf, kInf);
         if (let.dM.size())
             adamStep(let.dM, let.gdM, let.mdM, let.vdM, step, o.lrLet, 0.0, -kInf, kInf);
+        if (aff.on) affineUpdate(step);
+    }
+
+    /// Adam on the affine matrices' diagonal and masked off-diagonal values (dL/dO = α dL/dA on
+    /// the band), then the projection that keeps them strictly diagonally dominant.
+    void affineUpdate(int step) {
+        const AffineQuantOptions& ao = o.affine;
+        for (size_t k = 0; k < aff.p.size(); ++k) {
+            const MatD& gA = aff.g[k];
+            const int64_t n = gA.rows();
+            const Eigen::VectorXd gd = gA.diagonal();
+            MatD goff = MatD::Zero(n, n);
+            for (int64_t i = 0; i < n; ++i)
+                for (int64_t j = 0; j < n; ++j)
+                    if (i != j && std::abs(i - j) <= aff.band) goff(i, j) = ao.alpha * gA(i, j);
+            AffineParams& p = aff.p[k];
+            adamRaw(p.d.data(), gd.data(), aff.m[k].d.data(), aff.v[k].d.data(), n, step, ao.lr);
+            adamRaw(p.off.data(), goff.data(), aff.m[k].off.data(), aff.v[k].off.data(), n * n,
+                    step, ao.lr);
+            p.project(ao.alpha, aff.band, ao.rho, ao.dMin);
+        }
     }
 };
 
@@ -464,13 +560,17 @@ struct BestParams {
     std::map<std::string, PackedTensor> packed;
     std::vector<std::pair<std::vector<double>, std::vector<double>>> factors;
     Eigen::VectorXd tA, tM, dA, dM;
+    std::vector<AffineParams> affine;
+    int band = 0;
 
-    void keep(const std::vector<Lwc>& lwc, const LetParams& let) {
+    void keep(const std::vector<Lwc>& lwc, const LetParams& let, const AffineState& aff) {
         for (size_t k = 0; k < lwc.size(); ++k) factors[k] = {lwc[k].a, lwc[k].b};
         tA = let.tA;
         tM = let.tM;
         dA = let.dA;
         dM = let.dM;
+        affine = aff.p;
+        band = aff.band;
     }
 };
 
@@ -484,11 +584,15 @@ bool trainEpochs(BlockTrainer& tr, const std::string& bname, Progress& progress,
     int step = 0;
     LlamaBlock::Cache cache;
     BlockGrads grads;
+    const std::string what = tr.aff.on ? ": affinequant epoch " : ": omniquant epoch ";
     for (int e = 0; e < o.epochs && !tr.lwc.empty(); ++e) {
         double trainSum = 0;
+        if (tr.aff.on) {
+            tr.aff.band = affineBand(o.affine.mask, e, o.epochs, tr.aff.headDim);
+            res.affineBand = tr.aff.band;
+        }
         for (size_t i = 0; i < S; ++i) {
-            if (!progress.report(double(step) / steps, bname + ": omniquant epoch " +
-                                                           std::to_string(e + 1) + "/" +
+            if (!progress.report(double(step) / steps, bname + what + std::to_string(e + 1) + "/" +
                                                            std::to_string(o.epochs)))
                 return false;
             trainSum += tr.sampleGrads(i, cache, grads);
@@ -503,7 +607,7 @@ bool trainEpochs(BlockTrainer& tr, const std::string& bname, Progress& progress,
             res.lossEnd = loss;
             res.bestEpoch = e + 1;
             best.packed = std::move(cur);
-            best.keep(tr.lwc, tr.let);
+            best.keep(tr.lwc, tr.let, tr.aff);
         }
     }
     return true;
@@ -513,6 +617,8 @@ bool trainEpochs(BlockTrainer& tr, const std::string& bname, Progress& progress,
 void exportLet(BlockTrainer& tr, const BestParams& best, const std::string& bname,
                OmniQuantBlockResult& res) {
     LetParams& let = tr.let;
+    tr.aff.p = best.affine;
+    tr.aff.band = best.band;
     let.tA = best.tA;
     let.tM = best.tM;
     let.dA = best.dA;
@@ -546,6 +652,23 @@ void exportLet(BlockTrainer& tr, const BestParams& best, const std::string& bnam
             res.letShift[bname + ".mlp_norm"].assign(let.dM.data(), let.dM.data() + let.dM.size());
         }
     }
+    if (tr.aff.on) {
+        // v rows and o columns transformed (v's bias too when LET's shift gave it one).
+        for (int i : {kV, kO}) put(bname + "." + blockLinearSuffix(i), cw.w[size_t(i)]);
+        if (cw.b[kV].size()) put(bname + ".attn.v.bias", cw.b[kV].transpose());
+        auto& mats = res.affine[bname + ".attn.v"];
+        res.affineMargin = 1;
+        res.affineOffRatio = 0;
+        for (const MatD& a : tr.aff.matrices(tr.o.affine.alpha)) {
+            mats.emplace_back(a.data(), a.data() + a.size());
+            res.affineMargin = std::min(res.affineMargin, dominanceMargin(a));
+            for (int64_t r = 0; r < a.rows(); ++r)
+                for (int64_t c = 0; c < a.cols(); ++c)
+                    if (r != c)
+                        res.affineOffRatio =
+                            std::max(res.affineOffRatio, std::fabs(a(r, c) / a(r, r)));
+        }
+    }
 }
 
 } // namespace
@@ -572,20 +695,23 @@ OmniQuantBlockResult omniquantBlock(const WeightSource& w, int layer,
     std::vector<Lwc> lwc;
     for (const auto& [name, s] : settings) lwc.push_back(startLwc(bname, name, s, fw));
     LetParams let = letSites(o, lwc, dim);
+    AffineState aff = affineSite(o, lwc, spec);
 
     OmniQuantBlockResult res;
-    BlockTrainer tr{o, block, fw, lwc, let, inputs, T, dim, inputs.size(), double(T * dim), {}};
+    BlockTrainer tr{o, block, fw, lwc, let, aff, inputs, T, dim, inputs.size(), double(T * dim),
+                    {}};
     fpTargets(fpBlock, fw, fpInputs, T, dim, tr.target, res.fpOutputs);
 
     BestParams best;
     res.lossStart = res.lossEnd = tr.packedLoss(&best.packed);
     for (const Lwc& l : lwc) best.factors.emplace_back(l.a, l.b);
     best.tA = let.tA, best.tM = let.tM, best.dA = let.dA, best.dM = let.dM;
+    best.affine = aff.p;
     if (!trainEpochs(tr, bname, progress, res, best)) {
         res.status = Status::Cancelled;
         return res;
     }
-    if (let.any()) exportLet(tr, best, bname, res);
+    if (let.any() || aff.on) exportLet(tr, best, bname, res);
     for (size_t k = 0; k < lwc.size(); ++k)
         res.meanClip[lwc[k].name] = {meanOf(best.factors[k].first),
                                      lwc[k].s.symmetric ? meanOf(best.factors[k].first)

@@ -27,10 +27,17 @@
 /// (n − δ) / s, folded into an RMSNorm bias −δ/s (NAME.bias, added after the scale) and consumer
 /// biases W·δ (LINEAR.bias), which the runtime applies whenever present. A site is learned only
 /// when all its consumers (q, k, v or gate, up) are learned linears.
+/// AffineQuant (OmniQuantOptions::affine.on, affine.h): per KV head a full, strictly diagonally
+/// dominant matrix A_g between attn.v and attn.o (v rows ← A_g·, o columns ← ·A_g⁻¹) learned
+/// jointly (Adam, affine.lr) with the gradual mask opening its off-diagonal band over the epochs;
+/// the site is learned when v and o are both learned linears (with or without activation
+/// quantisation). The norm-fed sites keep LET's diagonal scales (a full matrix does not fold
+/// into an elementwise norm). The folded v / o weights join `folded`.
 /// Only pre-norm RMSNorm SwiGLU RoPE blocks without biases are covered (LlamaBlock); others throw
 /// UnsupportedError naming the architecture.
 #include "core/common/error.h"
 #include "core/common/progress.h"
+#include "core/compress/affine.h"
 #include "core/compress/quantizer.h"
 #include "core/model/model.h"
 
@@ -40,6 +47,16 @@
 #include <vector>
 
 namespace lcw::compress {
+
+/// AffineQuant's options (see affine.h).
+struct AffineQuantOptions {
+    bool on = false;    ///< learn the per-head affine matrices between attn.v and attn.o
+    double lr = 1e-2;   ///< Adam learning rate of the diagonal and off-diagonal values
+    double alpha = 1.0; ///< stability factor α scaling the off-diagonal values
+    AffineMask mask = AffineMask::Gradual;
+    double rho = 0.9;  ///< dominance bound: α Σ_{j≠i} |O_ij| ≤ ρ d_i (0 < ρ < 1)
+    double dMin = 0.1; ///< lower bound of the diagonal
+};
 
 struct OmniQuantOptions {
     int epochs = 20;        ///< passes over the calibration samples (paper: 20)
@@ -54,6 +71,7 @@ struct OmniQuantOptions {
     bool letShift = true; ///< with let: learn the shifts δ too (norm and linear biases)
     /// Adam learning rate of the log-scales (paper: 1e-2; 5e-3 measured better on the demo model)
     double lrLet = 5e-3;
+    AffineQuantOptions affine; ///< AffineQuant (off by default)
 };
 
 struct OmniQuantBlockResult {
@@ -80,6 +98,12 @@ struct OmniQuantBlockResult {
     std::map<std::string, std::vector<double>> letScale;
     /// Per LET site (norm name): the learned shifts δ (only with letShift).
     std::map<std::string, std::vector<double>> letShift;
+    /// AffineQuant: the kept matrices A_g per KV head (row-major hd × hd), keyed by the v name.
+    std::map<std::string, std::vector<std::vector<double>>> affine;
+    /// AffineQuant: smallest strict-dominance margin of the kept matrices (> 0) and the largest
+    /// |off-diagonal| / diagonal ratio; the band of the last epoch.
+    double affineMargin = 1, affineOffRatio = 0;
+    int affineBand = 0;
 };
 
 /// Learns the clipping of the linears named in `settings` (canonical names of block `layer`,

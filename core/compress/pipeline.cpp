@@ -100,6 +100,21 @@ OmniQuantOptions omniOptions(const nlohmann::json& w) {
     readIf(w, "let", o.let);
     readIf(w, "let_shift", o.letShift);
     readIf(w, "lr_let", o.lrLet);
+    // AffineQuant: "affine": true, or an object of its options (the recipe parser checked them).
+    if (w.contains("affine")) {
+        const nlohmann::json& a = w["affine"];
+        o.affine.on = a.is_object() || (a.is_boolean() && a.get<bool>());
+        if (a.is_object()) {
+            readIf(a, "lr", o.affine.lr);
+            readIf(a, "alpha", o.affine.alpha);
+            readIf(a, "dominance", o.affine.rho);
+            readIf(a, "min_diag", o.affine.dMin);
+            const std::string mask = a.value("mask", std::string("gradual"));
+            o.affine.mask = mask == "full"       ? AffineMask::Full
+                            : mask == "diagonal" ? AffineMask::Diagonal
+                                                 : AffineMask::Gradual;
+        }
+    }
     return o;
 }
 
@@ -719,6 +734,12 @@ void keepOmniResults(BlockWork& w, OmniQuantBlockResult& r, const OmniQuantOptio
         for (const auto& [norm, sv] : r.letScale)
             d["let_scale_range"][norm] = {*std::min_element(sv.begin(), sv.end()),
                                           *std::max_element(sv.begin(), sv.end())};
+        if (!r.affine.empty()) {
+            d["affine_heads"] = r.affine.begin()->second.size();
+            d["affine_band"] = r.affineBand;
+            d["affine_dominance_margin"] = r.affineMargin;
+            d["affine_max_offdiag_ratio"] = r.affineOffRatio;
+        }
         w.omniPacked[name] = std::move(p);
     }
 }

@@ -130,7 +130,7 @@ void validateWeight(const json& w, int rule) {
                   "act_order",    "block_size", "static_groups", "groups",
                   "sym_grid",     "awq",        "epochs",        "lr",
                   "let",          "lr_let",     "let_shift",     "true_sequential",
-                  "outliers_pct", "avg_bits"},
+                  "outliers_pct", "avg_bits",   "affine"},
               rule, "weight.");
     // Compact methods (squeezellm, slim): their own fields.
     if (w.contains("outliers_pct")) numField(w["outliers_pct"], rule, "weight.outliers_pct", 0, 10);
@@ -150,6 +150,23 @@ void validateWeight(const json& w, int rule) {
     if (w.contains("let")) boolField(w["let"], rule, "weight.let");
     if (w.contains("lr_let")) numField(w["lr_let"], rule, "weight.lr_let", 1e-7, 1.0);
     if (w.contains("let_shift")) boolField(w["let_shift"], rule, "weight.let_shift");
+    if (w.contains("affine")) {
+        // AffineQuant on top of omniquant: true/false or an object of its options.
+        const json& a = w["affine"];
+        if (!a.is_boolean() && !a.is_object())
+            fail(rule, "weight.affine", "expected true, false or an object, got " + a.dump());
+        if (a.is_object()) {
+            checkKeys(a, {"lr", "alpha", "mask", "dominance", "min_diag"}, rule, "weight.affine.");
+            if (a.contains("lr")) numField(a["lr"], rule, "weight.affine.lr", 1e-7, 1.0);
+            if (a.contains("alpha")) numField(a["alpha"], rule, "weight.affine.alpha", 1e-6, 10.0);
+            if (a.contains("mask"))
+                strField(a["mask"], rule, "weight.affine.mask", {"gradual", "full", "diagonal"});
+            if (a.contains("dominance"))
+                numField(a["dominance"], rule, "weight.affine.dominance", 0.01, 0.99);
+            if (a.contains("min_diag"))
+                numField(a["min_diag"], rule, "weight.affine.min_diag", 1e-3, 1.0);
+        }
+    }
     if (w.contains("awq")) {
         const json& a = w["awq"];
         if (!a.is_object()) fail(rule, "weight.awq", "expected an object, got " + a.dump());
@@ -1050,6 +1067,36 @@ void addRotationPresets(std::vector<Preset>& v) {
            "gptq");
 }
 
+/// AffineQuant: OmniQuant's LWC + LET with the learned per-head affine matrices between attn.v
+/// and attn.o. (part of presets())
+void addAffinePresets(std::vector<Preset>& v) {
+    auto addAq = [&](const std::string& n, const std::string& d, json weight, int actBits) {
+        json rule = {{"weight", std::move(weight)}};
+        if (actBits > 0) rule["activation"] = {{"bits", actBits}, {"mode", "dynamic_per_token"}};
+        v.push_back({n, d, oneRule(n, d, rule)});
+    };
+    addAq("W4A4-AffineQuant",
+          "AffineQuant: OmniQuant LWC + LET with learned affine matrices between v and o "
+          "(gradual mask), int4 asym per-channel weights, int4 per-token activations (needs "
+          "--calib)",
+          {{"bits", 4},
+           {"symmetric", false},
+           {"granularity", "channel"},
+           {"method", "omniquant"},
+           {"affine", true}},
+          4);
+    addAq("W3A16-g64-AffineQuant",
+          "AffineQuant: OmniQuant LWC with learned affine matrices between v and o (gradual "
+          "mask), int3 asym groups of 64 (needs --calib)",
+          {{"bits", 3},
+           {"symmetric", false},
+           {"granularity", "group"},
+           {"group_size", 64},
+           {"method", "omniquant"},
+           {"affine", true}},
+          0);
+}
+
 /// SqueezeLLM, DGQ and SliM-LLM (compact_formats.h). (part of presets())
 void addCompactPresets(std::vector<Preset>& v) {
     v.push_back({"W3-SqueezeLLM",
@@ -1101,6 +1148,7 @@ const std::vector<Preset>& presets() {
         addCalibratedPresets(v);
         addSmoothQuantPresets(v);
         addRotationPresets(v);
+        addAffinePresets(v);
         addCompactPresets(v);
         addActivationSparsityPresets(v);
         return v;
@@ -1576,6 +1624,10 @@ void resolveWeight(LayerPlan& lp, MergedSections& m, const PlanOptions& opts, Pl
                  "group size " + std::to_string(s.groupSize) + " is larger than " + lp.name +
                      "'s row length " + std::to_string(lp.cols));
     }
+    if (w.contains("affine") && w["affine"] != false && s.method != WeightMethod::OmniQuant)
+        fail(org("affine"), "weight.affine",
+             lp.name + ": affine (AffineQuant) works on top of \"method\": \"omniquant\", not '" +
+                 weightMethodName(s.method) + "'");
     if (methodNeedsCalibration(s.method) && !opts.hasCalibration)
         fail(org("method"), "weight.method",
              std::string("'") + weightMethodName(s.method) +
