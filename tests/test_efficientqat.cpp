@@ -12,6 +12,7 @@
 #include "core/compress/quantizer.h"
 #include "core/compress/recipe.h"
 #include "core/model/model.h"
+#include "core/runtime/session.h"
 #include "core_test_util.h"
 #include "test_util.h"
 
@@ -513,6 +514,159 @@ private slots:
                              QString::fromStdString(text), "--samples", "2", "--seq-len", "32"});
         QVERIFY2(r.code == 0, r.err.constData());
         QVERIFY(r.out.contains("efficientqat block output MSE"));
+    }
+
+    void blockInputGradient() {
+        // dL/dx of LlamaBlock::backward (E2E-QP chains blocks through it) against central
+        // differences.
+        auto m = Model::load(lcwtest::demoModelPath());
+        const ModelSpec& spec = m->spec();
+        const BlockWeights bw = loadBlockWeights(*m, 3);
+        std::mt19937 rng(5);
+        std::normal_distribution<double> nd(0.0, 1.0);
+        const int64_t T = 5;
+        MatD X(T, spec.dim), R(T, spec.dim);
+        for (int64_t i = 0; i < X.size(); ++i) X.data()[i] = nd(rng), R.data()[i] = nd(rng);
+        const LlamaBlock blk(spec, 3, T);
+        LlamaBlock::Cache c;
+        MatD y, dx;
+        blk.forward(bw, X, y, &c);
+        BlockGrads g;
+        g.zeroLike(bw);
+        blk.backward(bw, c, R, g, &dx);
+        QCOMPARE(dx.rows(), T);
+        auto loss = [&] {
+            MatD yy;
+            blk.forward(bw, X, yy, nullptr);
+            return (yy.array() * R.array()).sum();
+        };
+        for (int64_t k = 0; k < X.size(); k += 7) {
+            const double keep = X.data()[k];
+            X.data()[k] = keep + 1e-6;
+            const double lp = loss();
+            X.data()[k] = keep - 1e-6;
+            const double lm = loss();
+            X.data()[k] = keep;
+            const double fd = (lp - lm) / 2e-6;
+            QVERIFY2(
+                std::fabs(fd - dx.data()[k]) <= 1e-6 + 1e-5 * std::fabs(fd),
+                qPrintable(QString("x[%1]: fd %2 analytic %3").arg(k).arg(fd).arg(dx.data()[k])));
+        }
+    }
+
+    void e2eLossAndStepGradients() {
+        auto m = Model::load(lcwtest::demoModelPath());
+        const Recipe r = lcwtest::recipeFromQuoted(
+            "{'lcw_recipe': 1, 'rules': [{'targets': ['layers.*'], 'weight': {'bits': 3, "
+            "'symmetric': false, 'group_size': 32}}, {'targets': ['layers.*.attn.o'], 'weight': "
+            "{'bits': 4, 'symmetric': true, 'granularity': 'channel'}}]}");
+        NullProgress np;
+        const CompressResult res = lcw::compress::compress(*m, r, np, {});
+        QVERIFY(res.model);
+        std::map<std::string, PackedTensor> packed;
+        for (const auto& n : res.model->replacedNames())
+            packed[n] = res.model->compressed(n)->packed;
+        QCOMPARE(packed.size(), size_t(7 * m->spec().nLayers));
+        const std::vector<int32_t> ids = {1, 403, 261, 280, 378, 263, 423, 271, 266, 302, 91, 30};
+        // The double model's cross-entropy equals the runtime's on the overlay.
+        std::vector<float> logits;
+        {
+            Session sess(*res.model);
+            sess.forward(ids, logits, true);
+        }
+        const int64_t V = m->spec().vocab;
+        double ce = 0;
+        for (size_t t = 0; t + 1 < ids.size(); ++t) {
+            const float* row = logits.data() + int64_t(t) * V;
+            double mx = row[0], z = 0;
+            for (int64_t v = 0; v < V; ++v) mx = std::max(mx, double(row[v]));
+            for (int64_t v = 0; v < V; ++v) z += std::exp(double(row[v]) - mx);
+            ce += std::log(z) + mx - double(row[ids[t + 1]]);
+        }
+        ce /= double(ids.size() - 1);
+        std::map<std::string, std::vector<double>> grads;
+        const double loss = efficientQatE2eLoss(*res.model, packed, {}, ids, &grads);
+        // (The runtime multiplies in float with quantised activations in its packed products.)
+        QVERIFY2(std::fabs(loss - ce) <= 1e-3 * ce,
+                 qPrintable(QString("double %1 runtime %2").arg(loss).arg(ce)));
+        // dL/ds against central differences of the loss in s (exactly smooth: codes fixed).
+        std::mt19937 rng(3);
+        double maxG = 0;
+        for (const char* name :
+             {"layers.0.attn.q", "layers.2.attn.o", "layers.4.mlp.down", "layers.1.mlp.gate"}) {
+            std::vector<double> s;
+            for (uint16_t h : packed.at(name).scales) s.push_back(f16ToF32(h));
+            for (int k = 0; k < 4; ++k) {
+                const size_t g = size_t(rng()) % s.size();
+                const double eps = 1e-4 * s[g];
+                std::vector<double> sp = s, sm = s;
+                sp[g] += eps;
+                sm[g] -= eps;
+                const double fd = (efficientQatE2eLoss(*res.model, packed, {{name, sp}}, ids) -
+                                   efficientQatE2eLoss(*res.model, packed, {{name, sm}}, ids)) /
+                                  (2 * eps);
+                const double an = grads.at(name)[g];
+                QVERIFY2(
+                    std::fabs(fd - an) <= 1e-7 + 1e-4 * std::fabs(fd),
+                    qPrintable(
+                        QString("%1 s[%2]: fd %3 analytic %4").arg(name).arg(g).arg(fd).arg(an)));
+                maxG = std::max(maxG, std::fabs(an));
+            }
+        }
+        QVERIFY(maxG > 1e-3);
+    }
+
+    void e2eNeverWorseCodesFixed() {
+        auto m = Model::load(lcwtest::demoModelPath());
+        const CalibrationSet cal = loadCalibration(*m, "", {3, 32});
+        const Recipe r = lcwtest::recipeFromQuoted(
+            "{'lcw_recipe': 1, 'rules': [{'targets': ['layers.*'], 'weight': {'bits': 3, "
+            "'symmetric': false, 'group_size': 64, 'method': 'efficientqat', 'epochs': 1, "
+            "'e2e_epochs': 3, 'lr_e2e': 0.001}}]}");
+        NullProgress np;
+        CompressOptions co;
+        co.calibration = &cal;
+        const CompressResult res = lcw::compress::compress(*m, r, np, co);
+        QVERIFY(res.model);
+        double start = -1, end = -1;
+        for (const auto& l : res.layers) {
+            QCOMPARE(l.details["e2e_epoch_loss"].size(), size_t(3));
+            start = l.details["e2e_loss_start"].get<double>();
+            end = l.details["e2e_loss_end"].get<double>();
+            QVERIFY(end <= start);
+        }
+        QVERIFY2(end < start, qPrintable(QString("%1 -> %2").arg(start).arg(end))); // it trains
+        // Independent: the stored model's mean cross-entropy over the windows is the kept loss.
+        std::map<std::string, PackedTensor> packed;
+        for (const auto& n : res.model->replacedNames())
+            packed[n] = res.model->compressed(n)->packed;
+        double sum = 0;
+        for (const auto& w : cal.samples) sum += efficientQatE2eLoss(*res.model, packed, {}, w);
+        QVERIFY2(std::fabs(sum / double(cal.samples.size()) - end) <= 1e-9 * end,
+                 qPrintable(QString("%1 vs %2").arg(sum / 3).arg(end)));
+        // The codes and zero points are Block-AP's: the same run without E2E-QP.
+        const Recipe r0 = lcwtest::recipeFromQuoted(
+            "{'lcw_recipe': 1, 'rules': [{'targets': ['layers.*'], 'weight': {'bits': 3, "
+            "'symmetric': false, 'group_size': 64, 'method': 'efficientqat', 'epochs': 1}}]}");
+        const CompressResult res0 = lcw::compress::compress(*m, r0, np, co);
+        int scalesMoved = 0;
+        for (const auto& n : res.model->replacedNames()) {
+            const PackedTensor& a = res.model->compressed(n)->packed;
+            const PackedTensor& b = res0.model->compressed(n)->packed;
+            QVERIFY(a.codes == b.codes && a.zeros == b.zeros);
+            scalesMoved += a.scales != b.scales;
+        }
+        QVERIFY(scalesMoved > 0);
+        // The E2E options check and its cancellation.
+        EfficientQatOptions o;
+        o.e2eEpochs = 2;
+        FunctionProgress stop([](double, std::string_view) { return false; });
+        QCOMPARE(efficientQatEndToEnd(*res.model, packed, cal.samples, o, stop).status,
+                 Status::Cancelled);
+        QVERIFY_THROWS_EXCEPTION(ArgumentError,
+                                 efficientQatEndToEnd(*res.model, packed, {{1}}, o, np));
+        QVERIFY_THROWS_EXCEPTION(ArgumentError,
+                                 efficientQatE2eLoss(*res.model, packed, {}, {1, 100000}));
     }
 
     void cancelAndErrors() {

@@ -481,7 +481,67 @@ struct E2eModel {
     }
 };
 
+/// The model `w` in double for windows of T tokens (ArgumentError / UnsupportedError as
+/// efficientQatEndToEnd).
+E2eModel loadE2eModel(const WeightSource& w, int64_t T) {
+    const ModelSpec& spec = w.spec();
+    if (spec.embedScale != 1.0f || spec.embedNorm || spec.finalSoftcap > 0 || !spec.finalNorm ||
+        w.find("pos_embed") || w.find("final_norm.bias"))
+        throw UnsupportedError("efficientqat e2e covers Llama-style models (plain embedding, final "
+                               "RMSNorm, no logit soft-capping); arch '" +
+                               spec.arch + "' is not supported");
+    E2eModel model{spec, {}, {}, {}, {}, {}, T};
+    const TensorView* emb = w.find("embed");
+    const TensorView* fn = w.find("final_norm");
+    if (!emb || !fn) throw ArgumentError("efficientqat e2e: the model has no embed / final_norm");
+    model.embed = loadRows(*emb, spec.vocab, spec.dim, "embed");
+    model.head = loadRows(w.lmHead(), spec.vocab, spec.dim, "lm_head");
+    std::vector<float> nv(size_t(spec.dim));
+    kernels::dequantizeRows(*fn, 0, 1, nv.data());
+    model.finalNorm = Eigen::Map<const Eigen::VectorXf>(nv.data(), spec.dim).cast<double>();
+    for (int l = 0; l < int(spec.nLayers); ++l) {
+        model.block.emplace_back(spec, l, T);
+        model.blocks.push_back(loadBlockWeights(w, l));
+    }
+    return model;
+}
+
+/// dL/ds of a linear from dL/dŴ (Ŵ = K·s per group).
+std::vector<double> stepGrads(const E2eLinear& l, const MatD& gW) {
+    std::vector<double> gs(l.s.size(), 0.0);
+    for (int64_t k = 0; k < gW.size(); ++k)
+        gs[size_t(l.grid[size_t(k)])] += gW.data()[k] * l.K.data()[k];
+    return gs;
+}
+
 } // namespace
+
+double efficientQatE2eLoss(const WeightSource& w, const std::map<std::string, PackedTensor>& packed,
+                           const std::map<std::string, std::vector<double>>& steps,
+                           const std::vector<int32_t>& window,
+                           std::map<std::string, std::vector<double>>* grads) {
+    if (window.size() < 2) throw ArgumentError("efficientqat e2e needs windows of >= 2 tokens");
+    const EigenSingleThreaded eigenThreads;
+    E2eModel model = loadE2eModel(w, int64_t(window.size()));
+    std::vector<E2eLinear> lin;
+    for (const auto& [name, p] : packed) {
+        lin.push_back(e2eLinear(w.spec(), name, p));
+        E2eLinear& l = lin.back();
+        if (const auto it = steps.find(name); it != steps.end()) {
+            if (it->second.size() != l.s.size())
+                throw ArgumentError(name + ": " + std::to_string(it->second.size()) +
+                                    " step sizes for " + std::to_string(l.s.size()) + " groups");
+            l.s = it->second;
+        }
+        model.blocks[size_t(l.layer)].w[size_t(l.index)] = e2eWeights(l, l.s);
+    }
+    std::vector<BlockGrads> g;
+    const double loss = model.run(window, grads ? &g : nullptr);
+    if (grads)
+        for (const E2eLinear& l : lin)
+            (*grads)[l.name] = stepGrads(l, g[size_t(l.layer)].w[size_t(l.index)]);
+    return loss;
+}
 
 EfficientQatE2eResult efficientQatEndToEnd(const WeightSource& w,
                                            const std::map<std::string, PackedTensor>& packed,
@@ -496,25 +556,8 @@ EfficientQatE2eResult efficientQatEndToEnd(const WeightSource& w,
     for (const auto& win : windows)
         if (int64_t(win.size()) != T)
             throw ArgumentError("efficientqat e2e: calibration windows differ in length");
-    if (spec.embedScale != 1.0f || spec.embedNorm || spec.finalSoftcap > 0 || !spec.finalNorm ||
-        w.find("pos_embed") || w.find("final_norm.bias"))
-        throw UnsupportedError("efficientqat e2e covers Llama-style models (plain embedding, final "
-                               "RMSNorm, no logit soft-capping); arch '" +
-                               spec.arch + "' is not supported");
     const EigenSingleThreaded eigenThreads;
-    E2eModel model{spec, {}, {}, {}, {}, {}, T};
-    const TensorView* emb = w.find("embed");
-    const TensorView* fn = w.find("final_norm");
-    if (!emb || !fn) throw ArgumentError("efficientqat e2e: the model has no embed / final_norm");
-    model.embed = loadRows(*emb, spec.vocab, spec.dim, "embed");
-    model.head = loadRows(w.lmHead(), spec.vocab, spec.dim, "lm_head");
-    std::vector<float> nv(size_t(spec.dim));
-    kernels::dequantizeRows(*fn, 0, 1, nv.data());
-    model.finalNorm = Eigen::Map<const Eigen::VectorXf>(nv.data(), spec.dim).cast<double>();
-    for (int l = 0; l < int(spec.nLayers); ++l) {
-        model.block.emplace_back(spec, l, T);
-        model.blocks.push_back(loadBlockWeights(w, l));
-    }
+    E2eModel model = loadE2eModel(w, T);
     std::vector<E2eLinear> lin;
     for (const auto& [name, p] : packed) lin.push_back(e2eLinear(spec, name, p));
     auto setWeights = [&](bool stored) {
@@ -555,10 +598,8 @@ EfficientQatE2eResult efficientQatEndToEnd(const WeightSource& w,
             setWeights(false);
             trainSum += model.run(windows[i], &grads);
             for (E2eLinear& l : lin) {
-                const MatD& gW = grads[size_t(l.layer)].w[size_t(l.index)];
-                std::vector<double> gs(l.s.size(), 0.0);
-                for (int64_t k = 0; k < gW.size(); ++k)
-                    gs[size_t(l.grid[size_t(k)])] += gW.data()[k] * l.K.data()[k];
+                const std::vector<double> gs =
+                    stepGrads(l, grads[size_t(l.layer)].w[size_t(l.index)]);
                 adam(l.s.data(), gs.data(), l.m.data(), l.v.data(), gs.size(), t, o.lrE2e, 0.0,
                      l.sLo.data(), INFINITY);
             }

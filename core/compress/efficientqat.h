@@ -121,6 +121,14 @@ EfficientQatE2eResult efficientQatEndToEnd(const WeightSource& w,
                                            const std::vector<std::vector<int32_t>>& windows,
                                            const EfficientQatOptions& o, Progress& progress);
 
+/// The E2E-QP objective of one window (mean next-token cross-entropy in nats) with the packed
+/// linears' weights (k − z)·s, s taken from `steps` where it names the linear (one per group,
+/// double) and from the packed f16 scales otherwise; with `grads`, dL/ds per packed linear.
+double efficientQatE2eLoss(const WeightSource& w, const std::map<std::string, PackedTensor>& packed,
+                           const std::map<std::string, std::vector<double>>& steps,
+                           const std::vector<int32_t>& window,
+                           std::map<std::string, std::vector<double>>* grads = nullptr);
+
 /// Checks the options (ArgumentError naming the recipe field: epochs, lr_w, lr_q, e2e_epochs,
 /// lr_e2e).
 void checkEfficientQatOptions(const EfficientQatOptions& o);
