@@ -181,7 +181,7 @@ std::string outStr(double v) {
     return fmtFinite(v, "%.5f", "-");
 }
 
-/// A layer of the plain table; OmniQuant's block loss is printed once per block.
+/// A layer of the plain table; OmniQuant's / EfficientQAT's block loss is printed once per block.
 void printPlainLayerRow(const compress::LayerReport& l, const char* shape, double& omniBlockLoss) {
     std::printf("%-28s %-14s %-22s %5d %8.3f %12.4e %9s %9.5f %9s %8.2f\n", l.name.c_str(), shape,
                 l.scheme.c_str(), l.rule, l.bitsPerWeight, l.error.mse,
@@ -192,8 +192,10 @@ void printPlainLayerRow(const compress::LayerReport& l, const char* shape, doubl
     if (l.details.contains("block_loss_start") &&
         l.details["block_loss_start"].get<double>() != omniBlockLoss) {
         omniBlockLoss = l.details["block_loss_start"].get<double>();
-        std::printf("  omniquant block output MSE: %.4e (no clipping) -> %.4e (epoch %d)\n",
-                    omniBlockLoss, l.details["block_loss_end"].get<double>(),
+        const bool eqat = l.details.contains("efficientqat_epochs");
+        std::printf("  %s block output MSE: %.4e (%s) -> %.4e (epoch %d)\n",
+                    eqat ? "efficientqat" : "omniquant", omniBlockLoss,
+                    eqat ? "RTN grid" : "no clipping", l.details["block_loss_end"].get<double>(),
                     l.details["best_epoch"].get<int>());
     }
 }

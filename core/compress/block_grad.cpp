@@ -2,6 +2,7 @@
 #include "core/compress/block_grad.h"
 
 #include "core/common/error.h"
+#include "core/common/parallel.h"
 #include "core/runtime/cpu/kernels.h"
 
 #include <algorithm>
@@ -154,7 +155,8 @@ void BlockGrads::zeroLike(const BlockWeights& bw) {
     for (size_t i = 0; i < 7; ++i) b[i] = Eigen::VectorXd::Zero(bw.b[i].size());
 }
 
-BlockWeights loadBlockWeights(const WeightSource& src, int layer) {
+BlockWeights loadBlockWeights(const WeightSource& src, int layer,
+                              const std::map<std::string, std::vector<float>>* overrides) {
     const ModelSpec& s = src.spec();
     const std::string p = "layers." + std::to_string(layer) + ".";
     const int64_t qd = s.nHeads * s.headDim, kvd = s.nKvHeads * s.headDim;
@@ -170,7 +172,66 @@ BlockWeights loadBlockWeights(const WeightSource& src, int layer) {
     for (int i = 0; i < 7; ++i)
         if (const std::string n = p + kSuffix[i] + ".bias"; src.find(n))
             b.b[size_t(i)] = loadVector(src, n, rows[i]);
+    if (!overrides) return b;
+    for (int i = 0; i < 7; ++i) {
+        const auto it = overrides->find(p + kSuffix[i]);
+        if (it == overrides->end()) continue;
+        MatD& m = b.w[size_t(i)];
+        if (int64_t(it->second.size()) != m.size())
+            throw ArgumentError(it->first + ": override has the wrong size");
+        m = blockMatrix(it->second, m.rows(), m.cols());
+    }
+    for (auto [suffix, vec] : {std::pair{"attn_norm", &b.attnNorm}, {"mlp_norm", &b.mlpNorm}}) {
+        const auto it = overrides->find(p + suffix);
+        if (it == overrides->end()) continue;
+        if (int64_t(it->second.size()) != vec->size())
+            throw ArgumentError(it->first + ": override has the wrong size");
+        *vec = Eigen::Map<const Eigen::VectorXf>(it->second.data(), vec->size()).cast<double>();
+    }
     return b;
+}
+
+MatD blockMatrix(const std::vector<float>& v, int64_t T, int64_t dim) {
+    return Eigen::Map<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(
+               v.data(), T, dim)
+        .cast<double>();
+}
+
+int64_t blockInputTokens(const std::string& bname, const std::string& method,
+                         const std::vector<std::vector<float>>& inputs,
+                         const std::vector<std::vector<float>>& fpInputs, int64_t dim) {
+    if (inputs.empty()) throw ArgumentError(bname + ": " + method + " needs calibration inputs");
+    if (fpInputs.size() != inputs.size())
+        throw ArgumentError(bname + ": " + method + " got " + std::to_string(inputs.size()) +
+                            " quantised-path inputs but " + std::to_string(fpInputs.size()) +
+                            " full-precision ones");
+    const size_t len = inputs[0].size();
+    if (len == 0 || len % size_t(dim) != 0)
+        throw ArgumentError(bname + ": block inputs of " + std::to_string(len) +
+                            " values are not whole tokens of dim " + std::to_string(dim));
+    for (size_t i = 0; i < inputs.size(); ++i)
+        if (inputs[i].size() != len || fpInputs[i].size() != len)
+            throw ArgumentError(bname + ": " + method + " block inputs differ in length (sample " +
+                                std::to_string(i) + ")");
+    return int64_t(len) / dim;
+}
+
+void blockTargets(const LlamaBlock& fpBlock, const BlockWeights& fw,
+                  const std::vector<std::vector<float>>& fpInputs, int64_t T, int64_t dim,
+                  std::vector<MatD>& target, std::vector<std::vector<float>>& fpOutputs) {
+    const size_t S = fpInputs.size();
+    target.resize(S);
+    fpOutputs.resize(S);
+    ParallelErrors errors;
+#pragma omp parallel for schedule(dynamic)
+    for (int64_t i = 0; i < int64_t(S); ++i)
+        errors.run([&] {
+            fpBlock.forward(fw, blockMatrix(fpInputs[size_t(i)], T, dim), target[size_t(i)],
+                            nullptr);
+            const Eigen::MatrixXf yf = target[size_t(i)].cast<float>().transpose();
+            fpOutputs[size_t(i)].assign(yf.data(), yf.data() + yf.size());
+        });
+    errors.rethrow();
 }
 
 std::string LlamaBlock::unsupportedReason(const ModelSpec& s, int layer, int64_t seqLen) {
@@ -308,8 +369,8 @@ MatD LlamaBlock::attentionOutput(const BlockWeights& w, const MatD& xn) const {
     return lin(o, kO);
 }
 
-void LlamaBlock::backward(const BlockWeights& w, const Cache& c, const MatD& dy,
-                          BlockGrads& g) const {
+void LlamaBlock::backward(const BlockWeights& w, const Cache& c, const MatD& dy, BlockGrads& g,
+                          MatD* dxOut) const {
     const ModelSpec& s = m_s;
     const int64_t hd = s.headDim, H = s.nHeads, group = s.nHeads / s.nKvHeads;
     // RMSNorm backward: out = in * r * gw, r = (mean(in^2) + eps)^-1/2.
@@ -383,6 +444,7 @@ void LlamaBlock::backward(const BlockWeights& w, const Cache& c, const MatD& dy,
     if (c.mask1.size()) dxn1.array() *= c.mask1.array();
     MatD dx;
     rmsBack(c.x, c.r1, w.attnNorm, dxn1, g.attnNorm, g.attnNormBias, dx);
+    if (dxOut) *dxOut = dx + dh;
 }
 
 } // namespace lcw::compress

@@ -14,6 +14,7 @@
 
 #include <array>
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -52,8 +53,34 @@ struct BlockGrads {
 };
 
 /// Reads block `layer`'s weights (any stored dtype) from a WeightSource, with the optional
-/// biases (attn_norm.bias, mlp_norm.bias, LINEAR.bias) where the source has them.
-BlockWeights loadBlockWeights(const WeightSource& src, int layer);
+/// biases (attn_norm.bias, mlp_norm.bias, LINEAR.bias) where the source has them; the linears
+/// and norms named in `overrides` (row-major float, e.g. folded tensors) replace the source's.
+BlockWeights loadBlockWeights(const WeightSource& src, int layer,
+                              const std::map<std::string, std::vector<float>>* overrides = nullptr);
+
+/// A [T, dim] double matrix of one sample's row-major float block input.
+MatD blockMatrix(const std::vector<float>& v, int64_t T, int64_t dim);
+/// Checks a block's calibration inputs for `method` (equal counts, whole tokens, equal lengths;
+/// ArgumentError naming the block); returns the tokens per sample.
+int64_t blockInputTokens(const std::string& bname, const std::string& method,
+                         const std::vector<std::vector<float>>& inputs,
+                         const std::vector<std::vector<float>>& fpInputs, int64_t dim);
+class LlamaBlock;
+/// The targets of block-output training: the full-precision block on the full-precision inputs
+/// (parallel over samples), also as float outputs (the next block's full-precision inputs).
+void blockTargets(const LlamaBlock& fpBlock, const BlockWeights& fw,
+                  const std::vector<std::vector<float>>& fpInputs, int64_t T, int64_t dim,
+                  std::vector<MatD>& target, std::vector<std::vector<float>>& fpOutputs);
+
+/// The block's products are small: Eigen's own threads cost far more than they save (10x slower
+/// on a loaded machine). Single-threaded products while alive; samples run in parallel instead.
+struct EigenSingleThreaded {
+    int keep = Eigen::nbThreads();
+    EigenSingleThreaded() { Eigen::setNbThreads(1); }
+    ~EigenSingleThreaded() { Eigen::setNbThreads(keep); }
+    EigenSingleThreaded(const EigenSingleThreaded&) = delete;
+    EigenSingleThreaded& operator=(const EigenSingleThreaded&) = delete;
+};
 
 /// LET (learnable equivalent transformation): the input n of q/k/v becomes (n − dAttn) / sAttn
 /// per channel (attn_norm /= s, attn_norm.bias = (bias − δ) / s, q/k/v columns *= s, q/k/v bias
@@ -106,8 +133,10 @@ public:
     /// [seqLen, dim], RoPE, causal softmax attention (GQA), o — the o projection's output
     /// (h − x of forward), for AWQ's module-output objective.
     MatD attentionOutput(const BlockWeights& w, const MatD& xn) const;
-    /// Adds dLoss/dweights to g given dLoss/dy for the forward that filled `c`.
-    void backward(const BlockWeights& w, const Cache& c, const MatD& dy, BlockGrads& g) const;
+    /// Adds dLoss/dweights to g given dLoss/dy for the forward that filled `c`; with `dx`, also
+    /// sets dLoss/dx (the block input, through both residual paths).
+    void backward(const BlockWeights& w, const Cache& c, const MatD& dy, BlockGrads& g,
+                  MatD* dx = nullptr) const;
 
 private:
     void rope(MatD& a, int64_t heads, bool inverse) const;

@@ -190,12 +190,6 @@ void adam(std::vector<double>& p, const std::vector<double>& g, std::vector<doub
     }
 }
 
-MatD toMat(const std::vector<float>& v, int64_t T, int64_t dim) {
-    return Eigen::Map<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(
-               v.data(), T, dim)
-        .cast<double>();
-}
-
 double meanOf(const std::vector<double>& v) {
     double s = 0;
     for (double x : v) s += x;
@@ -206,18 +200,7 @@ double meanOf(const std::vector<double>& v) {
 int64_t checkBlockInputs(const std::string& bname, const std::vector<std::vector<float>>& inputs,
                          const std::vector<std::vector<float>>& fpInputs, int64_t dim,
                          const OmniQuantOptions& o) {
-    if (fpInputs.size() != inputs.size())
-        throw ArgumentError(bname + ": omniquant got " + std::to_string(inputs.size()) +
-                            " quantised-path inputs but " + std::to_string(fpInputs.size()) +
-                            " full-precision ones");
-    const size_t len = inputs[0].size();
-    if (len == 0 || len % size_t(dim) != 0)
-        throw ArgumentError(bname + ": block inputs of " + std::to_string(len) +
-                            " values are not whole tokens of dim " + std::to_string(dim));
-    for (size_t i = 0; i < inputs.size(); ++i)
-        if (inputs[i].size() != len || fpInputs[i].size() != len)
-            throw ArgumentError(bname + ": omniquant block inputs differ in length (sample " +
-                                std::to_string(i) + ")");
+    const int64_t T = blockInputTokens(bname, "omniquant", inputs, fpInputs, dim);
     if (o.epochs < 0 || !(o.lr > 0) || !(o.minClip > 0 && o.minClip < 1) || !(o.lrLet > 0))
         throw ArgumentError(bname + ": omniquant options out of range (epochs >= 0, lr > 0, "
                                     "lr_let > 0, 0 < minClip < 1)");
@@ -225,43 +208,7 @@ int64_t checkBlockInputs(const std::string& bname, const std::vector<std::vector
     if (a.on && (!(a.lr > 0) || !(a.alpha > 0) || !(a.rho > 0 && a.rho < 1) || !(a.dMin > 0)))
         throw ArgumentError(bname + ": affinequant options out of range (lr > 0, alpha > 0, "
                                     "0 < dominance < 1, min_diag > 0)");
-    return int64_t(len) / dim;
-}
-
-// The block's products are small: Eigen's own threads cost far more than they save (10x
-// slower on a loaded machine). Single-threaded products; samples run in parallel instead.
-struct EigenSingleThreaded {
-    int keep = Eigen::nbThreads();
-    EigenSingleThreaded() { Eigen::setNbThreads(1); }
-    ~EigenSingleThreaded() { Eigen::setNbThreads(keep); }
-};
-
-/// The block's weights from `w`, replaced by `overrides` where it has them (linears, norms).
-BlockWeights loadWithOverrides(const WeightSource& w, int layer, const std::string& bname,
-                               const std::map<std::string, std::vector<float>>* overrides) {
-    BlockWeights fw = loadBlockWeights(w, layer);
-    if (overrides)
-        for (int i = 0; i < 7; ++i) {
-            const auto it = overrides->find(bname + "." + blockLinearSuffix(i));
-            if (it == overrides->end()) continue;
-            MatD& m = fw.w[size_t(i)];
-            if (int64_t(it->second.size()) != m.size())
-                throw ArgumentError(it->first + ": override has the wrong size");
-            m = Eigen::Map<const Eigen::MatrixXf>(it->second.data(), m.cols(), m.rows())
-                    .transpose()
-                    .cast<double>();
-        }
-
-    if (overrides)
-        for (auto [suffix, vec] :
-             {std::pair{".attn_norm", &fw.attnNorm}, {".mlp_norm", &fw.mlpNorm}}) {
-            const auto it = overrides->find(bname + suffix);
-            if (it == overrides->end()) continue;
-            if (int64_t(it->second.size()) != vec->size())
-                throw ArgumentError(it->first + ": override has the wrong size");
-            *vec = Eigen::Map<const Eigen::VectorXf>(it->second.data(), vec->size()).cast<double>();
-        }
-    return fw;
+    return T;
 }
 
 /// A learned linear at its start point (factors 1: exactly RTN), its grid ranges from W.
@@ -461,7 +408,7 @@ struct BlockTrainer {
         for (int64_t i = 0; i < int64_t(S); ++i)
             errors.run([&] {
                 MatD y;
-                block.forward(qw, toMat(inputs[size_t(i)], T, dim), y, nullptr);
+                block.forward(qw, blockMatrix(inputs[size_t(i)], T, dim), y, nullptr);
                 sum += (y - target[size_t(i)]).squaredNorm() / norm;
             });
         errors.rethrow();
@@ -477,7 +424,7 @@ struct BlockTrainer {
         BlockWeights qw = cw;
         for (const Lwc& l : lwc) qw.w[size_t(l.index)] = fakeQuant(l, cw.w[size_t(l.index)]);
         MatD y;
-        block.forward(qw, toMat(inputs[i], T, dim), y, &cache);
+        block.forward(qw, blockMatrix(inputs[i], T, dim), y, &cache);
         const MatD diff = y - target[i];
         const double loss = diff.squaredNorm() / norm;
         grads.zeroLike(qw);
@@ -535,25 +482,6 @@ struct BlockTrainer {
         }
     }
 };
-
-/// The targets: the full-precision block on the full-precision inputs, also kept as float
-/// outputs (the next block's full-precision inputs).
-void fpTargets(const LlamaBlock& fpBlock, const BlockWeights& fw,
-               const std::vector<std::vector<float>>& fpInputs, int64_t T, int64_t dim,
-               std::vector<MatD>& target, std::vector<std::vector<float>>& fpOutputs) {
-    const size_t S = fpInputs.size();
-    target.resize(S);
-    fpOutputs.resize(S);
-    ParallelErrors errors;
-#pragma omp parallel for schedule(dynamic)
-    for (int64_t i = 0; i < int64_t(S); ++i)
-        errors.run([&] {
-            fpBlock.forward(fw, toMat(fpInputs[size_t(i)], T, dim), target[size_t(i)], nullptr);
-            const Eigen::MatrixXf yf = target[size_t(i)].cast<float>().transpose();
-            fpOutputs[size_t(i)].assign(yf.data(), yf.data() + yf.size());
-        });
-    errors.rethrow();
-}
 
 /// The parameters with the lowest packed-result loss so far, and that result.
 struct BestParams {
@@ -691,7 +619,7 @@ OmniQuantBlockResult omniquantBlock(const WeightSource& w, int layer,
     block.setActivationQuant(o.actBits, o.actClip);
     const EigenSingleThreaded eigenThreads;
 
-    const BlockWeights fw = loadWithOverrides(w, layer, bname, overrides);
+    const BlockWeights fw = loadBlockWeights(w, layer, overrides);
     std::vector<Lwc> lwc;
     for (const auto& [name, s] : settings) lwc.push_back(startLwc(bname, name, s, fw));
     LetParams let = letSites(o, lwc, dim);
@@ -700,7 +628,7 @@ OmniQuantBlockResult omniquantBlock(const WeightSource& w, int layer,
     OmniQuantBlockResult res;
     BlockTrainer tr{o, block, fw, lwc, let, aff, inputs, T, dim, inputs.size(), double(T * dim),
                     {}};
-    fpTargets(fpBlock, fw, fpInputs, T, dim, tr.target, res.fpOutputs);
+    blockTargets(fpBlock, fw, fpInputs, T, dim, tr.target, res.fpOutputs);
 
     BestParams best;
     res.lossStart = res.lossEnd = tr.packedLoss(&best.packed);

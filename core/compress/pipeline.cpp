@@ -9,6 +9,7 @@
 #include "core/compress/awq.h"
 #include "core/compress/block_grad.h"
 #include "core/compress/compact_formats.h"
+#include "core/compress/efficientqat.h"
 #include "core/compress/folding.h"
 #include "core/compress/gptq.h"
 #include "core/compress/omniquant.h"
@@ -22,6 +23,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <optional>
 #include <set>
@@ -115,6 +117,16 @@ OmniQuantOptions omniOptions(const nlohmann::json& w) {
                                                  : AffineMask::Gradual;
         }
     }
+    return o;
+}
+
+EfficientQatOptions efficientQatOptions(const nlohmann::json& w) {
+    EfficientQatOptions o;
+    readIf(w, "epochs", o.epochs);
+    readIf(w, "lr_w", o.lrW);
+    readIf(w, "lr_q", o.lrQ);
+    readIf(w, "e2e_epochs", o.e2eEpochs);
+    readIf(w, "lr_e2e", o.lrE2e);
     return o;
 }
 
@@ -315,8 +327,8 @@ struct BlockWork {
     std::map<std::string, json> details;
     std::map<std::string, const LayerPlan*> planOf;
     std::set<std::string> sitesDone;
-    std::map<std::string, double> searchSeconds; // AWQ scale search, shared out per site
-    std::map<std::string, PackedTensor> omniPacked;
+    std::map<std::string, double> searchSeconds;    // AWQ scale search, shared out per site
+    std::map<std::string, PackedTensor> omniPacked; ///< OmniQuant's and EfficientQAT's results
     std::set<std::string> quantised;
 
     const std::vector<float>* scaleOf(const std::string& name) const {
@@ -774,6 +786,44 @@ bool omniquantStep(CalibratedRun& run, BlockWork& w) {
     return true;
 }
 
+/// Step 3b: EfficientQAT Block-AP: the block's efficientqat linears (weights, steps, zero points)
+/// trained on the block output. False when cancelled.
+bool efficientQatStep(CalibratedRun& run, BlockWork& w) {
+    std::map<std::string, WeightSettings> set;
+    EfficientQatOptions eo;
+    for (size_t i : w.idx)
+        if (run.P.layers[i].weight.method == WeightMethod::EfficientQat) {
+            if (set.empty()) eo = efficientQatOptions(run.P.layers[i].weightJson);
+            set[run.P.layers[i].name] = run.P.layers[i].weight;
+        }
+    if (set.empty()) return true;
+    RangeProgress eqP(run.progress, (run.unit + 0.5) / run.nUnits, (run.unit + 1.0) / run.nUnits);
+    if (run.fpLayer != w.b) run.fpHidden = captureBlockHidden(run.base, run.cal, w.b);
+    const auto qIn = captureBlockHidden(run.cm, run.cal, w.b);
+    if (run.fpHidden.empty() || qIn.empty()) return false;
+    std::map<std::string, std::vector<float>> over;
+    for (const auto& name : w.bt.modified()) over[name] = w.bt.get(name);
+    EfficientQatBlockResult r =
+        efficientQatBlock(run.cm, w.b, qIn, run.fpHidden, set, eo, eqP, &over);
+    if (r.status == Status::Cancelled) return false;
+    run.fpHidden = std::move(r.fpOutputs);
+    run.fpLayer = w.b + 1;
+    for (auto& [name, p] : r.packed) {
+        json& d = w.details[name];
+        d["efficientqat_epochs"] = eo.epochs;
+        d["efficientqat_lr_w"] = eo.lrW;
+        d["efficientqat_lr_q"] = eo.lrQ;
+        d["block_loss_start"] = r.lossStart;
+        d["block_loss_end"] = r.lossEnd;
+        d["best_epoch"] = r.bestEpoch;
+        d["epoch_loss"] = r.epochLoss;
+        d["weight_change"] = r.weightChange.at(name);
+        d["efficientqat_seconds"] = r.seconds;
+        w.omniPacked[name] = std::move(p);
+    }
+    return true;
+}
+
 /// An expert no calibration token was routed to: RTN is still possible.
 void quantiseUnreachedLayer(CalibratedRun& run, BlockWork& w, const LayerPlan& lp,
                             const std::vector<float>& W, Clock::time_point l0) {
@@ -911,6 +961,7 @@ PackedTensor quantiseWithMethod(const CalibratedRun& run, BlockWork& w, const La
         return std::move(c.packed);
     }
     case WeightMethod::OmniQuant:
+    case WeightMethod::EfficientQat:
         return std::move(w.omniPacked.at(lp.name));
     case WeightMethod::SqueezeLlm:
     case WeightMethod::Slim: { // compact_formats.h: curvature from the captured Gram
@@ -1095,6 +1146,7 @@ bool compressBlock(CalibratedRun& run, int b, const std::vector<size_t>& idx) {
     smoothQuantBlock(run, w);
     awqScaleBlock(run, w);
     if (!omniquantStep(run, w)) return false;
+    if (!efficientQatStep(run, w)) return false;
     if (!quantiseBlockLayers(run, w)) return false;
     keepFoldedFloats(run, w);
     return true;
@@ -1125,6 +1177,45 @@ bool quantiseOutsideBlocks(CalibratedRun& run, const std::vector<size_t>& others
     return true;
 }
 
+/// The E2E-QP options of the plan's first efficientqat layer with e2e_epochs > 0 (nullopt: none).
+std::optional<EfficientQatOptions> e2eOptions(const Plan& P) {
+    for (const LayerPlan& lp : P.layers)
+        if (lp.quantize && lp.weight.method == WeightMethod::EfficientQat) {
+            const EfficientQatOptions o = efficientQatOptions(lp.weightJson);
+            if (o.e2eEpochs > 0) return o;
+        }
+    return std::nullopt;
+}
+
+/// EfficientQAT's second phase after every block: the step sizes of all efficientqat layers
+/// trained end to end on the calibration windows (codes fixed). False when cancelled.
+bool efficientQatE2eStep(CalibratedRun& run, const EfficientQatOptions& o) {
+    std::map<std::string, PackedTensor> packed;
+    for (const LayerPlan& lp : run.P.layers)
+        if (lp.quantize && lp.weight.method == WeightMethod::EfficientQat)
+            if (const CompressedTensor* c = run.cm.compressed(lp.name)) packed[lp.name] = c->packed;
+    RangeProgress eP(run.progress, run.unit / run.nUnits, (run.unit + 1.0) / run.nUnits);
+    EfficientQatE2eResult r = efficientQatEndToEnd(run.cm, packed, run.cal.samples, o, eP);
+    if (r.status == Status::Cancelled) return false;
+    BlockTensors base(run.base);
+    for (auto& [name, p] : r.packed) {
+        run.cm.setTensor(name, std::move(p));
+        LayerReport& lr = run.reports.at(name);
+        const std::vector<float> W = base.get(name);
+        lr.error =
+            errorStats(W.data(), run.cm.compressed(name)->values().data(), int64_t(W.size()));
+        lr.outputRelError = std::numeric_limits<double>::quiet_NaN(); // the Gram is stale
+        lr.details["e2e_epochs"] = o.e2eEpochs;
+        lr.details["e2e_lr"] = o.lrE2e;
+        lr.details["e2e_loss_start"] = r.lossStart;
+        lr.details["e2e_loss_end"] = r.lossEnd;
+        lr.details["e2e_best_epoch"] = r.bestEpoch;
+        lr.details["e2e_epoch_loss"] = r.epochLoss;
+        lr.details["e2e_seconds"] = r.seconds;
+    }
+    return true;
+}
+
 } // namespace
 
 CompressResult compressCalibrated(const Model& base, const Recipe& recipe, Plan plan,
@@ -1141,7 +1232,8 @@ CompressResult compressCalibrated(const Model& base, const Recipe& recipe, Plan 
     const BlockLayout layout = groupByBlock(res.plan);
 
     CalibratedRun run(base, recipe, res.plan, progress, opts, *cm, res);
-    run.nUnits = double(layout.blocks.size() + (layout.others.empty() ? 0 : 1));
+    const std::optional<EfficientQatOptions> e2e = e2eOptions(res.plan);
+    run.nUnits = double(layout.blocks.size() + (layout.others.empty() ? 0 : 1) + (e2e ? 1 : 0));
     auto cancelled = [&] {
         res.status = Status::Cancelled;
         return std::move(res);
@@ -1151,6 +1243,8 @@ CompressResult compressCalibrated(const Model& base, const Recipe& recipe, Plan 
         ++run.unit;
     }
     if (!quantiseOutsideBlocks(run, layout.others)) return cancelled();
+    if (!layout.others.empty()) ++run.unit;
+    if (e2e && !efficientQatE2eStep(run, *e2e)) return cancelled();
 
     for (const auto& lp : res.plan.layers) res.layers.push_back(std::move(run.reports.at(lp.name)));
     progress.report(1.0, "done");

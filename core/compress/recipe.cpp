@@ -86,8 +86,10 @@ const std::vector<std::string> kMethods = {"rtn", "q8_0", "q4_0", "q4_1", "q5_0"
                                            "omniquant", "q5_1", "q2_k", "q3_k", "q4_k", "q5_k",
                                            "q6_k", "iq4_nl", "iq4_xs", "f16",
                                            // compact formats (compact_formats.h)
-                                           "squeezellm", "dgq", "slim"};
-static_assert(kWeightMethodCount == 20);
+                                           "squeezellm", "dgq", "slim",
+                                           // block-trained int grids (efficientqat.h)
+                                           "efficientqat"};
+static_assert(kWeightMethodCount == 21);
 
 WeightMethod methodFromName(const std::string& s) {
     const auto i = std::find(kMethods.begin(), kMethods.end(), s) - kMethods.begin();
@@ -130,8 +132,14 @@ void validateWeight(const json& w, int rule) {
                   "act_order",    "block_size", "static_groups", "groups",
                   "sym_grid",     "awq",        "epochs",        "lr",
                   "let",          "lr_let",     "let_shift",     "true_sequential",
-                  "outliers_pct", "avg_bits",   "affine"},
+                  "outliers_pct", "avg_bits",   "affine",        "lr_w",
+                  "lr_q",         "e2e_epochs", "lr_e2e"},
               rule, "weight.");
+    // EfficientQAT's learning rates and E2E-QP epochs.
+    if (w.contains("lr_w")) numField(w["lr_w"], rule, "weight.lr_w", 0.0, 1.0);
+    if (w.contains("lr_q")) numField(w["lr_q"], rule, "weight.lr_q", 0.0, 1.0);
+    if (w.contains("e2e_epochs")) intField(w["e2e_epochs"], rule, "weight.e2e_epochs", 0, 1000);
+    if (w.contains("lr_e2e")) numField(w["lr_e2e"], rule, "weight.lr_e2e", 1e-9, 1.0);
     // Compact methods (squeezellm, slim): their own fields.
     if (w.contains("outliers_pct")) numField(w["outliers_pct"], rule, "weight.outliers_pct", 0, 10);
     if (w.contains("avg_bits")) numField(w["avg_bits"], rule, "weight.avg_bits", 2, 4);
@@ -586,7 +594,8 @@ std::optional<WeightMethod> ggufFallback(WeightMethod m, int64_t cols) {
 
 bool methodNeedsCalibration(WeightMethod m) {
     return m == WeightMethod::Gptq || m == WeightMethod::Awq || m == WeightMethod::OmniQuant ||
-           m == WeightMethod::SqueezeLlm || m == WeightMethod::Slim;
+           m == WeightMethod::SqueezeLlm || m == WeightMethod::Slim ||
+           m == WeightMethod::EfficientQat;
 }
 
 bool methodIsCompact(WeightMethod m) {
@@ -1125,6 +1134,28 @@ void addCompactPresets(std::vector<Preset>& v) {
                              {"group_size", 32}})});
 }
 
+/// EfficientQAT Block-AP (efficientqat.h). (part of presets())
+void addEfficientQatPresets(std::vector<Preset>& v) {
+    v.push_back({"W2-g64-EfficientQAT",
+                 "EfficientQAT Block-AP: int2 asym groups of 64 whose weights, step sizes and "
+                 "zero points are trained block by block on the block output (needs --calib)",
+                 weightOnly("W2-g64-EfficientQAT", "EfficientQAT Block-AP int2 asym g64",
+                            {{"method", "efficientqat"},
+                             {"bits", 2},
+                             {"symmetric", false},
+                             {"granularity", "group"},
+                             {"group_size", 64}})});
+    v.push_back({"W3-g64-EfficientQAT",
+                 "EfficientQAT Block-AP: int3 asym groups of 64 whose weights, step sizes and "
+                 "zero points are trained block by block on the block output (needs --calib)",
+                 weightOnly("W3-g64-EfficientQAT", "EfficientQAT Block-AP int3 asym g64",
+                            {{"method", "efficientqat"},
+                             {"bits", 3},
+                             {"symmetric", false},
+                             {"granularity", "group"},
+                             {"group_size", 64}})});
+}
+
 /// Activation top-K sparsity only. (part of presets())
 void addActivationSparsityPresets(std::vector<Preset>& v) {
     // Q-Sparse's top-K of every linear input in the blocks (lm_head is only selected by name):
@@ -1150,6 +1181,7 @@ const std::vector<Preset>& presets() {
         addRotationPresets(v);
         addAffinePresets(v);
         addCompactPresets(v);
+        addEfficientQatPresets(v);
         addActivationSparsityPresets(v);
         return v;
     }();
@@ -1617,6 +1649,9 @@ void resolveWeight(LayerPlan& lp, MergedSections& m, const PlanOptions& opts, Pl
     } else if (methodIsCompact(s.method) || w.contains("outliers_pct") || w.contains("avg_bits")) {
         resolveCompact(lp, w, org, plan);
     } else {
+        if (s.method == WeightMethod::EfficientQat && s.format != WeightFormat::Int)
+            fail(org("format"), "weight.format",
+                 std::string("efficientqat trains int grids, not ") + weightFormatName(s.format));
         if (s.format == WeightFormat::Nf4 && s.method != WeightMethod::Rtn)
             fail(org("method"), "weight.method", "nf4 supports only rtn");
         if (s.granularity == Granularity::Group && s.groupSize > lp.cols)
@@ -1632,6 +1667,10 @@ void resolveWeight(LayerPlan& lp, MergedSections& m, const PlanOptions& opts, Pl
         fail(org("method"), "weight.method",
              std::string("'") + weightMethodName(s.method) +
                  "' needs calibration data and none was given");
+    for (const char* key : {"lr_w", "lr_q", "e2e_epochs", "lr_e2e"})
+        if (w.contains(key) && s.method != WeightMethod::EfficientQat)
+            fail(org(key), std::string("weight.") + key,
+                 std::string("goes with method efficientqat, not ") + weightMethodName(s.method));
     lp.origin = m.origin;
     lp.weightJson = w;
 }

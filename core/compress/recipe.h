@@ -68,9 +68,12 @@ enum class WeightMethod {
     SqueezeLlm, ///< per-row non-uniform code book (weighted k-means) + sparse f16 outliers
     Dgq,        ///< int codes per group, group scales as 8-bit codes × an f16 channel scale
     Slim,       ///< salience-driven 2/3/4-bit column groups at an average bit target
+    /// EfficientQAT Block-AP (+ E2E-QP): int grids whose weights, steps and zero points are
+    /// trained on the block output (efficientqat.h); stored like RTN.
+    EfficientQat,
 };
 /// Number of WeightMethod values (for iterating over them).
-inline constexpr int kWeightMethodCount = int(WeightMethod::Slim) + 1;
+inline constexpr int kWeightMethodCount = int(WeightMethod::EfficientQat) + 1;
 
 const char* weightFormatName(WeightFormat f); // "int", "fp8_e4m3", "nf4"
 const char* granularityName(Granularity g);   // "tensor", "channel", "group"
@@ -80,7 +83,7 @@ const char* weightMethodName(WeightMethod m);
 std::optional<WeightMethod> weightMethodFromName(std::string_view name);
 /// The GGUF weight types: q8_0, q4_0, q4_1, q5_0, q5_1, q2_k..q6_k, iq4_nl, iq4_xs, f16.
 bool methodIsGguf(WeightMethod m);
-bool methodNeedsCalibration(WeightMethod m); // gptq, awq, omniquant, squeezellm, slim
+bool methodNeedsCalibration(WeightMethod m); // gptq, awq, omniquant, squeezellm, slim, efficientqat
 /// squeezellm, dgq, slim: the layouts of compact_formats.h (no packed runtime kernel).
 bool methodIsCompact(WeightMethod m);
 /// The ggml type of a GGUF method (DType::Q4_K for q4_k, ...); ArgumentError for other methods.

@@ -235,7 +235,8 @@ void checkRotatedPlan(const Recipe& recipe, const Model& base, const Plan& plan)
     for (const LayerPlan& l : plan.layers) {
         const int rule = l.origin.count("weight") ? l.origin.at("weight") : -1;
         if (l.quantize &&
-            (l.weight.method == WeightMethod::Awq || l.weight.method == WeightMethod::OmniQuant))
+            (l.weight.method == WeightMethod::Awq || l.weight.method == WeightMethod::OmniQuant ||
+             l.weight.method == WeightMethod::EfficientQat))
             throw RecipeError(rule, "weight.method",
                               std::string(weightMethodName(l.weight.method)) +
                                   " does not compose with a rotation (its block model does not "

@@ -446,6 +446,10 @@ private:
             approx("OmniQuant: llm-compressor has no OmniQuant modifier; written as "
                    "QuantizationModifier (round to nearest) on the same grid",
                    lp.name + " (" + w.describe() + ")");
+        } else if (w.method == WeightMethod::EfficientQat) {
+            approx("EfficientQAT: llm-compressor has no EfficientQAT modifier; written as "
+                   "QuantizationModifier (round to nearest) on the same grid",
+                   lp.name + " (" + w.describe() + ")");
         }
         ModifierBuild& m = modifier(m_quantOrder, type, margs);
         addToGroup(m, scheme, lp.name, module);

@@ -1,0 +1,627 @@
+// EfficientQAT Block-AP for one block (see efficientqat.h).
+#include "core/compress/efficientqat.h"
+
+#include "core/common/dtype.h"
+#include "core/common/parallel.h"
+#include "core/runtime/cpu/kernels.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+
+namespace lcw::compress {
+
+double QatQuantizer::qmax() const {
+    return settings.symmetric ? double((1 << (settings.bits - 1)) - 1)
+                              : double((1 << settings.bits) - 1);
+}
+
+void checkEfficientQatOptions(const EfficientQatOptions& o) {
+    auto fail = [](const char* field, const std::string& what) {
+        throw ArgumentError(std::string("efficientqat: ") + field + " " + what);
+    };
+    if (o.epochs < 0) fail("epochs", "must be >= 0, got " + std::to_string(o.epochs));
+    if (!(o.lrW >= 0 && o.lrW <= 1)) fail("lr_w", "must be in [0, 1]");
+    if (!(o.lrQ >= 0 && o.lrQ <= 1)) fail("lr_q", "must be in [0, 1]");
+    if (!(o.weightDecay >= 0 && o.weightDecay < 1)) fail("weight_decay", "must be in [0, 1)");
+    if (o.e2eEpochs < 0) fail("e2e_epochs", "must be >= 0, got " + std::to_string(o.e2eEpochs));
+    if (!(o.lrE2e > 0 && o.lrE2e <= 1)) fail("lr_e2e", "must be in (0, 1]");
+}
+
+QatQuantizer qatStart(const WeightSettings& s, const MatD& W, const std::string& name) {
+    if (s.format != WeightFormat::Int || methodIsGguf(s.method) || s.ggufGrid)
+        throw UnsupportedError(name + ": efficientqat supports int formats only, not " +
+                               s.describe());
+    if (s.bits < 2 || s.bits > 8) throw ArgumentError(name + ": int bits must be 2..8");
+    QatQuantizer q;
+    q.settings = s;
+    q.rows = W.rows();
+    q.cols = W.cols();
+    const int64_t gpr = gridsPerRow(s, q.cols);
+    const size_t ng = gpr == 0 ? 1 : size_t(q.rows * gpr);
+    std::vector<float> mn(ng, 0.0f), mx(ng, 0.0f);
+    q.grid.resize(size_t(q.rows * q.cols));
+    for (int64_t r = 0; r < q.rows; ++r)
+        for (int64_t j = 0; j < q.cols; ++j) {
+            const double x = W(r, j);
+            if (!std::isfinite(x))
+                throw ArgumentError(name + ": non-finite weight at element " +
+                                    std::to_string(r * q.cols + j));
+            const size_t g = size_t(gridIndex(s, q.cols, r, j));
+            q.grid[size_t(r * q.cols + j)] = int64_t(g);
+            mn[g] = std::min(mn[g], float(x));
+            mx[g] = std::max(mx[g], float(x));
+        }
+    q.scale.resize(ng);
+    q.zero.assign(ng, 0.0);
+    q.minScale.resize(ng);
+    for (size_t g = 0; g < ng; ++g) {
+        // RTN's grid, as quantize() stores it (f16 scale rounded up, integer zero point).
+        const GroupGrid gg = groupGrid(s, mn[g], mx[g], name);
+        q.scale[g] = double(f16ToF32(gg.scale));
+        if (!s.symmetric) q.zero[g] = double(f16ToF32(gg.zero));
+        q.minScale[g] = 0.01 * q.scale[g];
+    }
+    return q;
+}
+
+namespace {
+
+/// One element: the rounded zero point, the unclamped code u = round(x / s) + zr and the
+/// clamped code q (symmetric: zr = 0, the grid −qmax..qmax).
+struct Elem {
+    double zr, u, q;
+    bool in;
+};
+
+Elem quantElem(const QatQuantizer& qz, double x, size_t g) {
+    const double qm = qz.qmax(), s = qz.scale[g];
+    Elem e{};
+    if (qz.settings.symmetric) {
+        e.zr = 0.0;
+        e.u = std::nearbyint(x / s);
+        e.q = std::clamp(e.u, -qm, qm);
+    } else {
+        e.zr = std::clamp(std::nearbyint(qz.zero[g]), 0.0, qm);
+        e.u = std::nearbyint(x / s) + e.zr;
+        e.q = std::clamp(e.u, 0.0, qm);
+    }
+    e.in = e.q == e.u;
+    return e;
+}
+
+} // namespace
+
+MatD qatFakeQuant(const QatQuantizer& q, const MatD& W) {
+    MatD out(q.rows, q.cols);
+    for (int64_t i = 0; i < q.rows * q.cols; ++i) {
+        const size_t g = size_t(q.grid[size_t(i)]);
+        if (!(q.scale[g] > 0)) {
+            out.data()[i] = 0.0;
+            continue;
+        }
+        const Elem e = quantElem(q, W.data()[i], g);
+        out.data()[i] = (e.q - e.zr) * q.scale[g];
+    }
+    return out;
+}
+
+void qatBackward(const QatQuantizer& q, const MatD& W, const MatD& gWhat, MatD& gW,
+                 std::vector<double>& gs, std::vector<double>& gz) {
+    gW = MatD::Zero(q.rows, q.cols);
+    gs.assign(q.scale.size(), 0.0);
+    gz.assign(q.scale.size(), 0.0);
+    for (int64_t i = 0; i < q.rows * q.cols; ++i) {
+        const size_t g = size_t(q.grid[size_t(i)]);
+        const double s = q.scale[g];
+        if (!(s > 0)) continue;
+        const double x = W.data()[i], d = gWhat.data()[i];
+        const Elem e = quantElem(q, x, g);
+        if (e.in) {
+            // Ŵ = round(x / s) · s with round passed through: dŴ/dx = 1, dŴ/ds = round(x/s) − x/s.
+            gW.data()[i] = d;
+            gs[g] += d * (e.u - e.zr - x / s);
+        } else {
+            // Ŵ = (q − round(z)) · s with q a grid end: dŴ/ds = q − zr, dŴ/dz = −s.
+            gs[g] += d * (e.q - e.zr);
+            if (!q.settings.symmetric) gz[g] -= d * s;
+        }
+    }
+}
+
+PackedTensor qatPack(const QatQuantizer& q, const MatD& W, const std::string& name) {
+    const WeightSettings& s = q.settings;
+    std::vector<GroupGrid> grids(q.scale.size());
+    for (size_t g = 0; g < grids.size(); ++g) {
+        uint16_t h = f32ToF16(float(q.scale[g]));
+        if (q.scale[g] > 0 && !(f16ToF32(h) > 0)) h = 1; // the smallest f16 step, never 0
+        if (!std::isfinite(f16ToF32(h)))
+            throw ArgumentError(name + ": efficientqat step size " + std::to_string(q.scale[g]) +
+                                " does not fit f16");
+        grids[g].scale = h;
+        grids[g].zero =
+            s.symmetric ? 0 : f32ToF16(float(std::clamp(std::nearbyint(q.zero[g]), 0.0, q.qmax())));
+    }
+    std::vector<uint32_t> codes(size_t(q.rows * q.cols));
+    for (int64_t i = 0; i < q.rows * q.cols; ++i)
+        codes[size_t(i)] = encodeOnGrid(s, float(W.data()[i]), grids[size_t(q.grid[size_t(i)])]);
+    return packCodes(s, q.rows, q.cols, codes, grids);
+}
+
+namespace {
+
+/// Adam(W) over n values; after the step each value is kept in [lo[i], hi] (lo may be null: no
+/// lower bound).
+void adam(double* p, const double* g, double* m, double* v, size_t n, int step, double lr,
+          double wd, const double* lo, double hi) {
+    constexpr double b1 = 0.9, b2 = 0.999, eps = 1e-8;
+    const double c1 = 1.0 - std::pow(b1, step), c2 = 1.0 - std::pow(b2, step);
+    for (size_t i = 0; i < n; ++i) {
+        m[i] = b1 * m[i] + (1 - b1) * g[i];
+        v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i];
+        p[i] -= lr * (m[i] / c1 / (std::sqrt(v[i] / c2) + eps) + wd * p[i]);
+        if (lo) p[i] = std::max(p[i], lo[i]);
+        p[i] = std::min(p[i], hi);
+    }
+}
+
+/// One learned linear: its weights and quantiser with Adam moments.
+struct QatLinear {
+    std::string name;
+    int index = 0; ///< BlockLinear
+    MatD W0, W, mW, vW;
+    QatQuantizer q;
+    std::vector<double> ms, vs, mz, vz;
+};
+
+QatLinear startLinear(const std::string& bname, const std::string& name, const WeightSettings& s,
+                      const BlockWeights& fw) {
+    int idx = -1;
+    for (int i = 0; i < 7; ++i)
+        if (name == bname + "." + blockLinearSuffix(i)) idx = i;
+    if (idx < 0)
+        throw ArgumentError(name + ": efficientqat learns the linears of block " + bname +
+                            " only (attn.q/k/v/o, mlp.gate/up/down)");
+    QatLinear l;
+    l.name = name;
+    l.index = idx;
+    l.W0 = l.W = fw.w[size_t(idx)];
+    l.q = qatStart(s, l.W, name);
+    l.mW = l.vW = MatD::Zero(l.W.rows(), l.W.cols());
+    l.ms = l.vs = l.mz = l.vz = std::vector<double>(l.q.scale.size(), 0.0);
+    return l;
+}
+
+/// The learned state kept as the best so far.
+struct QatState {
+    std::vector<MatD> W;
+    std::vector<std::vector<double>> scale, zero;
+    std::map<std::string, PackedTensor> packed;
+    void keep(const std::vector<QatLinear>& ls) {
+        W.clear();
+        scale.clear();
+        zero.clear();
+        for (const QatLinear& l : ls) {
+            W.push_back(l.W);
+            scale.push_back(l.q.scale);
+            zero.push_back(l.q.zero);
+        }
+    }
+};
+
+struct BlockAp {
+    const EfficientQatOptions& o;
+    const LlamaBlock& block;
+    const BlockWeights& fw;
+    std::vector<QatLinear>& lin;
+    const std::vector<std::vector<float>>& inputs;
+    int64_t T, dim;
+    double norm;
+    std::vector<MatD> target;
+
+    /// Block error of the packed result (stored values) for the current parameters.
+    double packedLoss(std::map<std::string, PackedTensor>* out) const {
+        BlockWeights qw = fw;
+        for (const QatLinear& l : lin) {
+            PackedTensor p = qatPack(l.q, l.W, l.name);
+            qw.w[size_t(l.index)] = blockMatrix(dequantize(p, l.name), l.W.rows(), l.W.cols());
+            if (out) (*out)[l.name] = std::move(p);
+        }
+        double sum = 0;
+        ParallelErrors errors;
+#pragma omp parallel for schedule(dynamic) reduction(+ : sum)
+        for (int64_t i = 0; i < int64_t(inputs.size()); ++i)
+            errors.run([&] {
+                MatD y;
+                block.forward(qw, blockMatrix(inputs[size_t(i)], T, dim), y, nullptr);
+                sum += (y - target[size_t(i)]).squaredNorm() / norm;
+            });
+        errors.rethrow();
+        return sum / double(inputs.size());
+    }
+
+    /// Forward and backward of sample i on the fake-quantised weights, then one Adam step of
+    /// W, s, z; returns the sample's loss (before the step).
+    double step(size_t i, int t, LlamaBlock::Cache& cache, BlockGrads& grads) {
+        BlockWeights qw = fw;
+        for (const QatLinear& l : lin) qw.w[size_t(l.index)] = qatFakeQuant(l.q, l.W);
+        MatD y;
+        block.forward(qw, blockMatrix(inputs[i], T, dim), y, &cache);
+        const MatD diff = y - target[i];
+        const double loss = diff.squaredNorm() / norm;
+        grads.zeroLike(qw);
+        block.backward(qw, cache, diff * (2.0 / norm), grads);
+        MatD gW;
+        std::vector<double> gs, gz;
+        for (QatLinear& l : lin) {
+            qatBackward(l.q, l.W, grads.w[size_t(l.index)], gW, gs, gz);
+            adam(l.W.data(), gW.data(), l.mW.data(), l.vW.data(), size_t(l.W.size()), t, o.lrW,
+                 o.weightDecay, nullptr, INFINITY);
+            adam(l.q.scale.data(), gs.data(), l.ms.data(), l.vs.data(), gs.size(), t, o.lrQ, 0.0,
+                 l.q.minScale.data(), INFINITY);
+            if (!l.q.settings.symmetric) {
+                const std::vector<double> zeroLo(gz.size(), 0.0);
+                adam(l.q.zero.data(), gz.data(), l.mz.data(), l.vz.data(), gz.size(), t, o.lrQ, 0.0,
+                     zeroLo.data(), l.q.qmax());
+            }
+        }
+        return loss;
+    }
+};
+
+} // namespace
+
+EfficientQatBlockResult
+efficientQatBlock(const WeightSource& w, int layer, const std::vector<std::vector<float>>& inputs,
+                  const std::vector<std::vector<float>>& fpInputsArg,
+                  const std::map<std::string, WeightSettings>& settings,
+                  const EfficientQatOptions& o, Progress& progress,
+                  const std::map<std::string, std::vector<float>>* overrides) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const ModelSpec& spec = w.spec();
+    const std::string bname = "layers." + std::to_string(layer);
+    checkEfficientQatOptions(o);
+    const auto& fpInputs = fpInputsArg.empty() ? inputs : fpInputsArg;
+    const int64_t dim = spec.dim;
+    const int64_t T = blockInputTokens(bname, "efficientqat", inputs, fpInputs, dim);
+    const LlamaBlock block(spec, layer, T);
+    const EigenSingleThreaded eigenThreads;
+
+    const BlockWeights fw = loadBlockWeights(w, layer, overrides);
+    std::vector<QatLinear> lin;
+    for (const auto& [name, s] : settings) lin.push_back(startLinear(bname, name, s, fw));
+
+    EfficientQatBlockResult res;
+    BlockAp ap{o, block, fw, lin, inputs, T, dim, double(T * dim), {}};
+    blockTargets(block, fw, fpInputs, T, dim, ap.target, res.fpOutputs);
+
+    QatState best;
+    res.lossStart = res.lossEnd = ap.packedLoss(&best.packed);
+    best.keep(lin);
+    const size_t S = inputs.size();
+    const double steps = double(std::max(1, o.epochs)) * double(S);
+    int t = 0;
+    LlamaBlock::Cache cache;
+    BlockGrads grads;
+    for (int e = 0; e < o.epochs && !lin.empty(); ++e) {
+        double trainSum = 0;
+        for (size_t i = 0; i < S; ++i) {
+            if (!progress.report(double(t) / steps, bname + ": efficientqat block-ap epoch " +
+                                                        std::to_string(e + 1) + "/" +
+                                                        std::to_string(o.epochs))) {
+                res.status = Status::Cancelled;
+                return res;
+            }
+            ++t;
+            trainSum += ap.step(i, t, cache, grads);
+        }
+        res.trainLoss.push_back(trainSum / double(S));
+        std::map<std::string, PackedTensor> cur;
+        const double loss = ap.packedLoss(&cur);
+        res.epochLoss.push_back(loss);
+        if (loss < res.lossEnd) {
+            res.lossEnd = loss;
+            res.bestEpoch = e + 1;
+            best.packed = std::move(cur);
+            best.keep(lin);
+        }
+    }
+    for (size_t k = 0; k < lin.size(); ++k) {
+        const double n0 = lin[k].W0.norm();
+        res.weightChange[lin[k].name] = n0 > 0 ? (best.W[k] - lin[k].W0).norm() / n0 : 0.0;
+    }
+    res.packed = std::move(best.packed);
+    res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    progress.report(1.0, bname + ": efficientqat done");
+    return res;
+}
+
+} // namespace lcw::compress
+
+// ---- E2E-QP ----
+
+namespace lcw::compress {
+
+namespace {
+
+/// A packed linear with its codes fixed: K = k − z per element, the step sizes trained.
+struct E2eLinear {
+    std::string name;
+    int layer = 0, index = 0;
+    PackedTensor packed;
+    std::vector<int64_t> grid;
+    MatD K;
+    std::vector<double> s, sLo, m, v;
+};
+
+E2eLinear e2eLinear(const ModelSpec& spec, const std::string& name, const PackedTensor& p) {
+    E2eLinear l;
+    l.name = name;
+    l.layer = -1;
+    for (int b = 0; b < int(spec.nLayers) && l.layer < 0; ++b)
+        for (int i = 0; i < 7; ++i)
+            if (name == "layers." + std::to_string(b) + "." + blockLinearSuffix(i))
+                l.layer = b, l.index = i;
+    if (l.layer < 0) throw ArgumentError(name + ": efficientqat e2e trains block linears only");
+    const WeightSettings& s = p.settings;
+    if (s.format != WeightFormat::Int || methodIsGguf(s.method) || s.ggufGrid ||
+        methodIsCompact(s.method) || !p.colOrder.empty() || !p.outlierCols.empty())
+        throw UnsupportedError(name + ": efficientqat e2e needs plain int group codes, not " +
+                               s.describe());
+    l.packed = p;
+    const std::vector<float> vals = dequantize(p, name);
+    const double qm = s.symmetric ? double((1 << (s.bits - 1)) - 1) : double((1 << s.bits) - 1);
+    l.K.resize(p.rows, p.cols);
+    l.grid.resize(size_t(p.rows * p.cols));
+    for (int64_t r = 0; r < p.rows; ++r)
+        for (int64_t j = 0; j < p.cols; ++j) {
+            const size_t g = size_t(gridIndex(s, p.cols, r, j));
+            l.grid[size_t(r * p.cols + j)] = int64_t(g);
+            const double sc = f16ToF32(p.scales[g]);
+            const double z = s.symmetric ? 0.0 : f16ToF32(p.zeros[g]);
+            // The stored value is (k − z)·sc exactly: the code is recovered by rounding.
+            const double k =
+                sc > 0 ? std::nearbyint(double(vals[size_t(r * p.cols + j)]) / sc + z) : z;
+            l.K(r, j) = std::clamp(k, s.symmetric ? -qm : 0.0, qm) - z;
+        }
+    for (uint16_t h : p.scales) l.s.push_back(f16ToF32(h));
+    for (double x : l.s) l.sLo.push_back(0.01 * x);
+    l.m = l.v = std::vector<double>(l.s.size(), 0.0);
+    return l;
+}
+
+MatD e2eWeights(const E2eLinear& l, const std::vector<double>& s) {
+    MatD W(l.K.rows(), l.K.cols());
+    for (int64_t i = 0; i < W.size(); ++i)
+        W.data()[i] = l.K.data()[i] * s[size_t(l.grid[size_t(i)])];
+    return W;
+}
+
+std::vector<double> f16Steps(const std::vector<double>& s) {
+    std::vector<double> out(s.size());
+    for (size_t g = 0; g < s.size(); ++g) {
+        uint16_t h = f32ToF16(float(s[g]));
+        if (s[g] > 0 && !(f16ToF32(h) > 0)) h = 1;
+        out[g] = f16ToF32(h);
+    }
+    return out;
+}
+
+MatD loadRows(const TensorView& t, int64_t rows, int64_t cols, const std::string& name) {
+    if (t.shape.size() != 2 || t.shape[0] != rows || t.shape[1] != cols)
+        throw ArgumentError("efficientqat e2e: tensor '" + name + "' has an unexpected shape");
+    std::vector<float> v(size_t(rows * cols));
+    kernels::dequantizeRows(t, 0, rows, v.data());
+    return blockMatrix(v, rows, cols);
+}
+
+/// The whole model in double: embedding, blocks, final RMSNorm, lm_head, cross-entropy.
+struct E2eModel {
+    const ModelSpec& spec;
+    MatD embed, head;
+    Eigen::VectorXd finalNorm;
+    std::vector<BlockWeights> blocks;
+    std::vector<LlamaBlock> block;
+    int64_t T;
+
+    /// Mean next-token cross-entropy of one window; with `grads`, backpropagates and fills
+    /// dL/dW of every linear (per block).
+    double run(const std::vector<int32_t>& ids, std::vector<BlockGrads>* grads) const {
+        const int64_t L = int64_t(blocks.size()), V = head.rows();
+        MatD x(T, spec.dim);
+        for (int64_t t = 0; t < T; ++t) {
+            if (ids[size_t(t)] < 0 || ids[size_t(t)] >= embed.rows())
+                throw ArgumentError("efficientqat e2e: token id " + std::to_string(ids[size_t(t)]) +
+                                    " out of the vocabulary");
+            x.row(t) = embed.row(ids[size_t(t)]);
+        }
+        std::vector<LlamaBlock::Cache> cache(grads ? size_t(L) : 0);
+        for (int64_t l = 0; l < L; ++l) {
+            MatD y;
+            block[size_t(l)].forward(blocks[size_t(l)], x, y, grads ? &cache[size_t(l)] : nullptr);
+            x = std::move(y);
+        }
+        const double eps = double(spec.normEps);
+        const Eigen::VectorXd r =
+            ((x.array().square().rowwise().sum() / double(spec.dim)) + eps).rsqrt().matrix();
+        const MatD hn = (x.array().colwise() * r.array()).rowwise() * finalNorm.transpose().array();
+        MatD logits = hn * head.transpose();
+        const double n = double(T - 1);
+        double loss = 0;
+        MatD dlog = MatD::Zero(T, V);
+        for (int64_t t = 0; t + 1 < T; ++t) {
+            const double mx = logits.row(t).maxCoeff();
+            const Eigen::ArrayXd e = (logits.row(t).array() - mx).exp().transpose();
+            const double z = e.sum();
+            const int32_t next = ids[size_t(t + 1)];
+            if (next < 0 || next >= V)
+                throw ArgumentError("efficientqat e2e: token id " + std::to_string(next) +
+                                    " out of the vocabulary");
+            loss += std::log(z) + mx - logits(t, next);
+            if (grads) {
+                dlog.row(t) = (e / z).matrix().transpose() / n;
+                dlog(t, next) -= 1.0 / n;
+            }
+        }
+        if (!grads) return loss / n;
+        // Final RMSNorm backward (its weight fixed), then the blocks in reverse.
+        const MatD a = (dlog * head).array().rowwise() * finalNorm.transpose().array();
+        const Eigen::VectorXd dot = (a.array() * x.array()).rowwise().sum();
+        MatD dx = (a.array().colwise() * r.array()) -
+                  x.array().colwise() * (dot.array() * r.array().cube() / double(spec.dim));
+        grads->resize(size_t(L));
+        for (int64_t l = L - 1; l >= 0; --l) {
+            BlockGrads& g = (*grads)[size_t(l)];
+            g.zeroLike(blocks[size_t(l)]);
+            MatD dprev;
+            block[size_t(l)].backward(blocks[size_t(l)], cache[size_t(l)], dx, g, &dprev);
+            dx = std::move(dprev);
+        }
+        return loss / n;
+    }
+};
+
+/// The model `w` in double for windows of T tokens (ArgumentError / UnsupportedError as
+/// efficientQatEndToEnd).
+E2eModel loadE2eModel(const WeightSource& w, int64_t T) {
+    const ModelSpec& spec = w.spec();
+    if (spec.embedScale != 1.0f || spec.embedNorm || spec.finalSoftcap > 0 || !spec.finalNorm ||
+        w.find("pos_embed") || w.find("final_norm.bias"))
+        throw UnsupportedError("efficientqat e2e covers Llama-style models (plain embedding, final "
+                               "RMSNorm, no logit soft-capping); arch '" +
+                               spec.arch + "' is not supported");
+    E2eModel model{spec, {}, {}, {}, {}, {}, T};
+    const TensorView* emb = w.find("embed");
+    const TensorView* fn = w.find("final_norm");
+    if (!emb || !fn) throw ArgumentError("efficientqat e2e: the model has no embed / final_norm");
+    model.embed = loadRows(*emb, spec.vocab, spec.dim, "embed");
+    model.head = loadRows(w.lmHead(), spec.vocab, spec.dim, "lm_head");
+    std::vector<float> nv(size_t(spec.dim));
+    kernels::dequantizeRows(*fn, 0, 1, nv.data());
+    model.finalNorm = Eigen::Map<const Eigen::VectorXf>(nv.data(), spec.dim).cast<double>();
+    for (int l = 0; l < int(spec.nLayers); ++l) {
+        model.block.emplace_back(spec, l, T);
+        model.blocks.push_back(loadBlockWeights(w, l));
+    }
+    return model;
+}
+
+/// dL/ds of a linear from dL/dŴ (Ŵ = K·s per group).
+std::vector<double> stepGrads(const E2eLinear& l, const MatD& gW) {
+    std::vector<double> gs(l.s.size(), 0.0);
+    for (int64_t k = 0; k < gW.size(); ++k)
+        gs[size_t(l.grid[size_t(k)])] += gW.data()[k] * l.K.data()[k];
+    return gs;
+}
+
+} // namespace
+
+double efficientQatE2eLoss(const WeightSource& w, const std::map<std::string, PackedTensor>& packed,
+                           const std::map<std::string, std::vector<double>>& steps,
+                           const std::vector<int32_t>& window,
+                           std::map<std::string, std::vector<double>>* grads) {
+    if (window.size() < 2) throw ArgumentError("efficientqat e2e needs windows of >= 2 tokens");
+    const EigenSingleThreaded eigenThreads;
+    E2eModel model = loadE2eModel(w, int64_t(window.size()));
+    std::vector<E2eLinear> lin;
+    for (const auto& [name, p] : packed) {
+        lin.push_back(e2eLinear(w.spec(), name, p));
+        E2eLinear& l = lin.back();
+        if (const auto it = steps.find(name); it != steps.end()) {
+            if (it->second.size() != l.s.size())
+                throw ArgumentError(name + ": " + std::to_string(it->second.size()) +
+                                    " step sizes for " + std::to_string(l.s.size()) + " groups");
+            l.s = it->second;
+        }
+        model.blocks[size_t(l.layer)].w[size_t(l.index)] = e2eWeights(l, l.s);
+    }
+    std::vector<BlockGrads> g;
+    const double loss = model.run(window, grads ? &g : nullptr);
+    if (grads)
+        for (const E2eLinear& l : lin)
+            (*grads)[l.name] = stepGrads(l, g[size_t(l.layer)].w[size_t(l.index)]);
+    return loss;
+}
+
+EfficientQatE2eResult efficientQatEndToEnd(const WeightSource& w,
+                                           const std::map<std::string, PackedTensor>& packed,
+                                           const std::vector<std::vector<int32_t>>& windows,
+                                           const EfficientQatOptions& o, Progress& progress) {
+    const auto t0 = std::chrono::steady_clock::now();
+    checkEfficientQatOptions(o);
+    const ModelSpec& spec = w.spec();
+    if (windows.empty() || windows[0].size() < 2)
+        throw ArgumentError("efficientqat e2e needs calibration windows of at least 2 tokens");
+    const int64_t T = int64_t(windows[0].size());
+    for (const auto& win : windows)
+        if (int64_t(win.size()) != T)
+            throw ArgumentError("efficientqat e2e: calibration windows differ in length");
+    const EigenSingleThreaded eigenThreads;
+    E2eModel model = loadE2eModel(w, T);
+    std::vector<E2eLinear> lin;
+    for (const auto& [name, p] : packed) lin.push_back(e2eLinear(spec, name, p));
+    auto setWeights = [&](bool stored) {
+        for (const E2eLinear& l : lin)
+            model.blocks[size_t(l.layer)].w[size_t(l.index)] =
+                e2eWeights(l, stored ? f16Steps(l.s) : l.s);
+    };
+    auto meanLoss = [&] {
+        setWeights(true);
+        std::vector<double> part(windows.size(), 0.0);
+        ParallelErrors errors;
+#pragma omp parallel for schedule(dynamic)
+        for (int64_t i = 0; i < int64_t(windows.size()); ++i)
+            errors.run([&] { part[size_t(i)] = model.run(windows[size_t(i)], nullptr); });
+        errors.rethrow();
+        double sum = 0;
+        for (double v : part) sum += v;
+        return sum / double(windows.size());
+    };
+    EfficientQatE2eResult res;
+    res.lossStart = res.lossEnd = meanLoss();
+    std::vector<std::vector<double>> best;
+    for (const E2eLinear& l : lin) best.push_back(l.s);
+    const size_t S = windows.size();
+    const double steps = double(std::max(1, o.e2eEpochs)) * double(S);
+    int t = 0;
+    std::vector<BlockGrads> grads;
+    for (int e = 0; e < o.e2eEpochs && !lin.empty(); ++e) {
+        double trainSum = 0;
+        for (size_t i = 0; i < S; ++i) {
+            if (!progress.report(double(t) / steps, "efficientqat e2e-qp epoch " +
+                                                        std::to_string(e + 1) + "/" +
+                                                        std::to_string(o.e2eEpochs))) {
+                res.status = Status::Cancelled;
+                return res;
+            }
+            ++t;
+            setWeights(false);
+            trainSum += model.run(windows[i], &grads);
+            for (E2eLinear& l : lin) {
+                const std::vector<double> gs =
+                    stepGrads(l, grads[size_t(l.layer)].w[size_t(l.index)]);
+                adam(l.s.data(), gs.data(), l.m.data(), l.v.data(), gs.size(), t, o.lrE2e, 0.0,
+                     l.sLo.data(), INFINITY);
+            }
+        }
+        res.trainLoss.push_back(trainSum / double(S));
+        const double loss = meanLoss();
+        res.epochLoss.push_back(loss);
+        if (loss < res.lossEnd) {
+            res.lossEnd = loss;
+            res.bestEpoch = e + 1;
+            for (size_t k = 0; k < lin.size(); ++k) best[k] = lin[k].s;
+        }
+    }
+    for (size_t k = 0; k < lin.size(); ++k) {
+        PackedTensor p = lin[k].packed;
+        const std::vector<double> s16 = f16Steps(best[k]);
+        for (size_t g = 0; g < s16.size(); ++g) p.scales[g] = f32ToF16(float(s16[g]));
+        res.packed[lin[k].name] = std::move(p);
+    }
+    res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    progress.report(1.0, "efficientqat e2e-qp done");
+    return res;
+}
+
+} // namespace lcw::compress
