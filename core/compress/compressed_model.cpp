@@ -1332,6 +1332,13 @@ void checkStagedPlan(const Plan& plan, bool staged) {
                 (staged ? "cannot be combined with sparsity, low-rank or structured pruning in "
                           "one recipe yet (use rtn for the quantisation stage)"
                         : "needs a calibration set (CompressOptions::calibration)"));
+    for (const auto& lp : plan.layers)
+        if (lp.quantize && lp.hasOutliers && lp.outliers.byCount())
+            throw ArgumentError(
+                lp.name + ": outlier columns chosen by count (outliers.count) " +
+                (staged ? "cannot be combined with sparsity, low-rank or structured pruning in "
+                          "one recipe yet"
+                        : "need a calibration set (CompressOptions::calibration)"));
     if (!plan.smooth.empty())
         throw ArgumentError(staged ? "SmoothQuant cannot be combined with sparsity, low-rank "
                                      "or structured pruning in one recipe yet"
