@@ -774,7 +774,8 @@ void quantiseUnreachedLayer(CalibratedRun& run, BlockWork& w, const LayerPlan& l
     run.reports[lp.name] = std::move(lr);
 }
 
-/// Outlier input channels (LLM.int8() weight side): kept in 16 bits.
+/// Outlier input channels (LLM.int8() weight side, kept in 16 bits; or Atom's, at 8 bits): those
+/// above the threshold, or the top `count` (the set compress() chose for the runtime).
 std::vector<int32_t> outlierColumns(const CalibratedRun& run, const LayerPlan& lp,
                                     const LinearInputs& in, const std::vector<float>* sc) {
     const Recipe& recipe = run.recipe;
@@ -925,8 +926,7 @@ PackedTensor quantiseWithMethod(const CalibratedRun& run, BlockWork& w, const La
 /// layer's settings and method (RTN, or GPTQ on the Gram permuted the same way, outlier columns
 /// decoupled) so that groups are consecutive normal channels, the reordering is stored as the
 /// packed tensor's column order, and the outlier columns get 8-bit codes with a scale per row.
-PackedTensor atomQuantize(const CalibratedRun& run, const LayerPlan& lp,
-                          const std::vector<float>& W, const LinearInputs& in,
+PackedTensor atomQuantize(const LayerPlan& lp, const std::vector<float>& W, const LinearInputs& in,
                           const std::vector<float>* sc, const std::vector<int32_t>& outl,
                           json& det) {
     const int64_t rows = lp.rows, cols = lp.cols;
@@ -958,8 +958,8 @@ PackedTensor atomQuantize(const CalibratedRun& run, const LayerPlan& lp,
         det["act_order"] = go.actOrder;
         det["dead_columns"] = g.deadColumns;
     } else {
-        packed = quantize(Wp.data(), rows, cols, lp.weight, lp.name,
-                          dataOrNull(layerImportance(run.opts, run.base, lp.name, cols)));
+        // (no importance: it steers only the GGUF types, which Atom layers cannot use)
+        packed = quantize(Wp.data(), rows, cols, lp.weight, lp.name);
     }
     // Stored column k holds permuted column k (or the method's own order of them).
     std::vector<int32_t> order(static_cast<size_t>(cols));
@@ -995,7 +995,7 @@ void quantiseCalibratedLayer(CalibratedRun& run, BlockWork& w, const LayerPlan& 
     const std::vector<int32_t> outl = outlierColumns(run, lp, in, sc);
     PackedTensor packed;
     if (lp.hasOutliers && lp.outliers.bits < 16 && !outl.empty()) {
-        packed = atomQuantize(run, lp, W, in, sc, outl, det);
+        packed = atomQuantize(lp, W, in, sc, outl, det);
     } else {
         std::vector<float> Wq = W;
         for (int32_t j : outl)
