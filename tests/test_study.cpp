@@ -90,8 +90,8 @@ private slots:
 void TestStudy::gridHasThePapersSettingsAndMethods() {
     const std::vector<Cell> all = grid({});
     // W8/W4/W3/W2 × RTN, AWQ, GPTQ; W8A8/W4A8/W4A4 × RTN, SmoothQuant, OmniQuant, QuaRot (RTN
-    // and GPTQ weights); KV8/KV4/KV3/KV2 × RTN, KIVI.
-    QCOMPARE(all.size(), size_t(4 * 3 + 3 * 5 + 4 * 2));
+    // and GPTQ weights), Atom; KV8/KV4/KV3/KV2 × RTN, KIVI.
+    QCOMPARE(all.size(), size_t(4 * 3 + 3 * 6 + 4 * 2));
     std::set<std::string> settings;
     for (const Cell& c : all) {
         settings.insert(c.setting);
@@ -110,6 +110,11 @@ void TestStudy::gridHasThePapersSettingsAndMethods() {
             QCOMPARE(bool(rule.activation), c.group == Group::WeightActivation);
             if (rule.activation) QCOMPARE(rule.activation->at("bits").get<int>(), c.actBits);
             QCOMPARE(bool(rule.smoothquant), c.method == "SmoothQuant");
+            QCOMPARE(bool(rule.outliers), c.method == "Atom");
+            if (c.method == "Atom") {
+                QCOMPARE(rule.outliers->at("count").get<int64_t>(), int64_t(128));
+                QCOMPARE(rule.activation->at("group_size").get<int64_t>(), int64_t(128));
+            }
         }
     }
     QCOMPARE(settings, (std::set<std::string>{"W8", "W4", "W3", "W2", "W8A8", "W4A8", "W4A4", "KV8",

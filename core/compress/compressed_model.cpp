@@ -100,6 +100,8 @@ json runtimeQuantJson(const RuntimeQuant& rq) {
                    {"abs_max", a.absMax},
                    {"outlier_channels", a.outlierChannels}};
         if (a.sparse()) aj["topk"] = a.topk;
+        if (a.groupSize > 0) aj["group_size"] = a.groupSize;
+        if (a.outlierBits < 16) aj["outlier_bits"] = a.outlierBits;
         acts.push_back(std::move(aj));
     }
     for (const auto& [layer, k] : rq.kv)
@@ -166,6 +168,11 @@ RuntimeQuant runtimeQuantFromJson(const nlohmann::json& j, const std::string& wh
             s.absMax = a.at("abs_max").get<float>();
             s.outlierChannels = a.at("outlier_channels").get<std::vector<int32_t>>();
             s.topk = a.value("topk", 1.0f); // absent in overlays written before top-K sparsity
+            // Atom's groups and 8-bit outliers (absent: one scale per token, outliers in f32)
+            s.groupSize = a.value("group_size", int64_t(0));
+            s.outlierBits = a.value("outlier_bits", 16);
+            if (s.groupSize < 0 || s.outlierBits < 2 || s.outlierBits > 16)
+                throw FormatError(where, "bad activation group_size / outlier_bits");
             rq.activations[a.at("name").get<std::string>()] = std::move(s);
         }
         for (const auto& k : j.at("kv")) {
@@ -386,6 +393,18 @@ uint64_t columnOrderBits(const LayerPlan& lp, int64_t cols) {
                : 0;
 }
 
+/// Outlier columns chosen by count (outliers.count): their stored values and indices, and for
+/// 8-bit outliers (Atom) the column order that puts them after the normal columns, unless GPTQ's
+/// act order already stores one (columnOrderBits). Threshold outliers depend on the data and are
+/// not counted.
+uint64_t countedOutlierBits(const LayerPlan& lp, int64_t rows, int64_t cols) {
+    if (!lp.quantize || !lp.hasOutliers || !lp.outliers.byCount() || lp.outliers.count == 0)
+        return 0;
+    uint64_t b = outlierColumnBits(rows, lp.outliers.count, lp.outliers.bits);
+    if (lp.outliers.bits < 16 && columnOrderBits(lp, cols) == 0) b += 32 * uint64_t(cols);
+    return b;
+}
+
 SizeEstimate estimatePlan(const Plan& plan, const Model& base) {
     SizeEstimate est;
     PlannedShapes ps{base, {}, {}};
@@ -399,11 +418,12 @@ SizeEstimate estimatePlan(const Plan& plan, const Model& base) {
         const TensorView& bt = base.get(lp.name);
         const auto [rows, cols] = ps.of(lp.name);
         const uint32_t vb = storedValueBits(bt);
-        const SizeInfo si = lp.lowrank
-                                ? lowRankSize(lp, rows, cols, vb, est)
-                                : SizeInfo{rows * cols, entryBits(lp.name, rows, cols, lp.quantize,
-                                                                  lp.weight, vb, lp.sparsity) +
-                                                            columnOrderBits(lp, cols)};
+        const SizeInfo si =
+            lp.lowrank
+                ? lowRankSize(lp, rows, cols, vb, est)
+                : SizeInfo{rows * cols,
+                           entryBits(lp.name, rows, cols, lp.quantize, lp.weight, vb, lp.sparsity) +
+                               columnOrderBits(lp, cols) + countedOutlierBits(lp, rows, cols)};
         est.tensors[lp.name] = si;
         addSize(est.compressed, si);
     }
@@ -475,8 +495,9 @@ bool servedAsGguf(const CompressedTensor& t) {
 
 /// Whether the tensor's runtime form is a kernels::PackedLinear (lcw int / NF4 / FP8 codes).
 bool servedPacked(const CompressedTensor& t) {
+    // compact formats and Atom's 8-bit outlier columns: find()'s floats
     return t.quantized && !methodIsGguf(t.packed.settings.method) &&
-           !methodIsCompact(t.packed.settings.method); // compact formats: find()'s floats
+           !methodIsCompact(t.packed.settings.method) && t.packed.outlierCodes.empty();
 }
 
 kernels::PackedSource packedSource(const CompressedTensor& t, const std::string& name,
@@ -546,8 +567,9 @@ size_t CompressedTensor::residentBytes() const {
     const PackedTensor& p = packed;
     size_t b = p.codes.size() + 2 * (p.scales.size() + p.zeros.size() + p.outlierValues.size()) +
                4 * (p.outlierCols.size() + p.colOrder.size()) + maskBits.size() +
-               p.groupCodes.size() + 4 * (p.sparseRowPtr.size() + p.sparseCols.size()) +
-               2 * p.sparseValues.size() + 4 * floats.size() + 4 * materialised.size();
+               p.outlierCodes.size() + 2 * p.outlierScales.size() + p.groupCodes.size() +
+               4 * (p.sparseRowPtr.size() + p.sparseCols.size()) + 2 * p.sparseValues.size() +
+               4 * floats.size() + 4 * materialised.size();
     if (runtimePacked) b += runtimePacked->bytes();
     return b;
 }
@@ -929,9 +951,18 @@ void CompressedModel::save(const std::string& dir) const {
         if (c.quantized && !p.outlierCols.empty()) {
             descs.push_back({name + ".outlier_cols", DType::I32, {int64_t(p.outlierCols.size())}});
             srcs.push_back({p.outlierCols.data(), p.outlierCols.size() * 4});
-            descs.push_back(
-                {name + ".outlier_values", DType::F16, {int64_t(p.outlierValues.size())}});
-            srcs.push_back({p.outlierValues.data(), p.outlierValues.size() * 2});
+            if (!p.outlierCodes.empty()) { // Atom's 8-bit outlier columns
+                descs.push_back(
+                    {name + ".outlier_codes", DType::U8, {int64_t(p.outlierCodes.size())}});
+                srcs.push_back({p.outlierCodes.data(), p.outlierCodes.size()});
+                descs.push_back(
+                    {name + ".outlier_scales", DType::F16, {int64_t(p.outlierScales.size())}});
+                srcs.push_back({p.outlierScales.data(), p.outlierScales.size() * 2});
+            } else {
+                descs.push_back(
+                    {name + ".outlier_values", DType::F16, {int64_t(p.outlierValues.size())}});
+                srcs.push_back({p.outlierValues.data(), p.outlierValues.size() * 2});
+            }
         }
         if (c.quantized && !p.colOrder.empty()) {
             descs.push_back({name + ".col_order", DType::I32, {int64_t(p.colOrder.size())}});
@@ -1085,6 +1116,8 @@ PackedTensor readPackedEntry(const SafetensorsSet& st, const nlohmann::json& tj,
         }
     };
     raw(".group_codes", DType::U8, p.groupCodes);
+    raw(".outlier_codes", DType::U8, p.outlierCodes);
+    raw(".outlier_scales", DType::F16, p.outlierScales);
     raw(".sparse_row_ptr", DType::I32, p.sparseRowPtr);
     raw(".sparse_cols", DType::I32, p.sparseCols);
     raw(".sparse_values", DType::F16, p.sparseValues);
@@ -1299,6 +1332,13 @@ void checkStagedPlan(const Plan& plan, bool staged) {
                 (staged ? "cannot be combined with sparsity, low-rank or structured pruning in "
                           "one recipe yet (use rtn for the quantisation stage)"
                         : "needs a calibration set (CompressOptions::calibration)"));
+    for (const auto& lp : plan.layers)
+        if (lp.quantize && lp.hasOutliers && lp.outliers.byCount())
+            throw ArgumentError(
+                lp.name + ": outlier columns chosen by count (outliers.count) " +
+                (staged ? "cannot be combined with sparsity, low-rank or structured pruning in "
+                          "one recipe yet"
+                        : "need a calibration set (CompressOptions::calibration)"));
     if (!plan.smooth.empty())
         throw ArgumentError(staged ? "SmoothQuant cannot be combined with sparsity, low-rank "
                                      "or structured pruning in one recipe yet"
@@ -1310,21 +1350,37 @@ void checkStagedPlan(const Plan& plan, bool staged) {
 /// calibrated on the base model. False when cancelled.
 bool calibrateActivationRanges(const Model& base, const Plan& plan, const CompressOptions& opts,
                                Progress& progress,
-                               std::map<std::string, std::vector<float>>& absMax) {
+                               std::map<std::string, std::vector<float>>& absMax,
+                               bool countedWeights = false) {
     std::vector<std::string> calibNames;
     for (const ActivationPlan& ap : plan.activations)
         if (!ap.act.perToken || ap.outliers) calibNames.push_back(ap.name);
+    if (countedWeights) // the weight layers whose outlier columns are chosen by count
+        for (const LayerPlan& lp : plan.layers)
+            if (lp.quantize && lp.hasOutliers && lp.outliers.byCount() &&
+                std::find(calibNames.begin(), calibNames.end(), lp.name) == calibNames.end())
+                calibNames.push_back(lp.name);
     if (calibNames.empty()) return true;
     if (!base.hasTokenizer()) {
-        const ActivationPlan& ap =
-            *std::find_if(plan.activations.begin(), plan.activations.end(),
-                          [&](const ActivationPlan& a) { return a.name == calibNames[0]; });
+        const auto at =
+            std::find_if(plan.activations.begin(), plan.activations.end(),
+                         [&](const ActivationPlan& a) { return a.name == calibNames[0]; });
+        if (at == plan.activations.end()) { // a weight layer's counted outlier columns
+            const auto lt =
+                std::find_if(plan.layers.begin(), plan.layers.end(),
+                             [&](const LayerPlan& l) { return l.name == calibNames[0]; });
+            throw RecipeError(lt != plan.layers.end() ? lt->outlierRule : -1, "outliers.count",
+                              "outlier channels of " + calibNames[0] +
+                                  " need calibration text, and the model has no tokenizer");
+        }
+        const ActivationPlan& ap = *at;
         const bool isStatic = !ap.act.perToken;
-        throw RecipeError(isStatic ? ap.rule : ap.outlierRule,
-                          isStatic ? "activation.mode" : "outliers.threshold",
-                          std::string(isStatic ? "static_per_tensor scales" : "outlier channels") +
-                              " of " + ap.name +
-                              " need calibration text, and the model has no tokenizer");
+        const char* outlField =
+            ap.outliers && ap.outliers->byCount() ? "outliers.count" : "outliers.threshold";
+        throw RecipeError(
+            isStatic ? ap.rule : ap.outlierRule, isStatic ? "activation.mode" : outlField,
+            std::string(isStatic ? "static_per_tensor scales" : "outlier channels") + " of " +
+                ap.name + " need calibration text, and the model has no tokenizer");
     }
     absMax = calibrateInputAbsMax(base, calibNames, opts.activationCalibration, progress);
     return !absMax.empty();
@@ -1338,12 +1394,12 @@ ActQuantSpec activationSpec(const ActivationPlan& ap,
     s.bits = ap.act.bits;
     s.perToken = ap.act.perToken;
     s.clip = float(ap.act.clip);
+    s.groupSize = ap.act.groupSize;
+    if (ap.outliers) s.outlierBits = ap.outliers->bits;
     auto it = absMax.find(ap.name);
     if (it != absMax.end() && !it->second.empty()) {
         const auto& m = it->second;
-        if (ap.outliers)
-            for (size_t c = 0; c < m.size(); ++c)
-                if (double(m[c]) >= ap.outliers->threshold) s.outlierChannels.push_back(int32_t(c));
+        if (ap.outliers) s.outlierChannels = outlierChannelsOf(*ap.outliers, m);
         size_t o = 0;
         for (size_t c = 0; c < m.size(); ++c) {
             if (o < s.outlierChannels.size() && s.outlierChannels[o] == int32_t(c)) {
@@ -1428,6 +1484,26 @@ static CompressResult compressImpl(const Model& base, const Recipe& recipe, Prog
     res.plan = planRecipe(recipe, base, po);
     const bool staged = isStaged(res.plan);
     std::unique_ptr<CompressedModel> cm;
+    // Outlier channels chosen by count (Atom): calibrated first, so that the weight columns and
+    // the activation channels set apart are the same.
+    std::map<std::string, std::vector<float>> absMax;
+    std::map<std::string, std::vector<int32_t>> counted;
+    const bool early =
+        calibrated && !staged &&
+        std::any_of(res.plan.layers.begin(), res.plan.layers.end(), [](const LayerPlan& l) {
+            return l.quantize && l.hasOutliers && l.outliers.byCount();
+        });
+    if (early) {
+        if (!calibrateActivationRanges(base, res.plan, opts, progress, absMax, true)) {
+            res.status = Status::Cancelled;
+            return res;
+        }
+        for (const LayerPlan& lp : res.plan.layers)
+            if (lp.quantize && lp.hasOutliers && lp.outliers.byCount())
+                if (const auto it = absMax.find(lp.name); it != absMax.end())
+                    counted[lp.name] = outlierChannelsOf(lp.outliers, it->second);
+        opts.outlierChannels = &counted;
+    }
     if (calibrated && !staged) {
         CompressResult q = compressCalibrated(base, recipe, std::move(res.plan), progress, opts);
         if (q.status == Status::Cancelled || !q.model) return q;
@@ -1445,8 +1521,7 @@ static CompressResult compressImpl(const Model& base, const Recipe& recipe, Prog
         }
     }
     // Activation ranges are calibrated where static scales or outlier channels are asked for.
-    std::map<std::string, std::vector<float>> absMax;
-    if (!calibrateActivationRanges(base, res.plan, opts, progress, absMax)) {
+    if (!early && !calibrateActivationRanges(base, res.plan, opts, progress, absMax)) {
         res.status = Status::Cancelled;
         return res;
     }

@@ -316,6 +316,11 @@ struct CompressOptions {
     /// Importance matrix for the GGUF types' scale search and GPTQ / AWQ on GGUF grids (not
     /// owned). Null: the recipe's "imatrix" (a file, or "calibrate" from `calibration`), if any.
     const Imatrix* imatrix = nullptr;
+    /// Outlier channels chosen by count (outliers.count), by linear (not owned): set by
+    /// compress() from the activation calibration so that the weight columns set apart and the
+    /// runtime's activation outlier channels are the same set. Layers not in it choose from
+    /// their captured inputs' abs-max.
+    const std::map<std::string, std::vector<int32_t>>* outlierChannels = nullptr;
 };
 
 /// The importance of layer `name` (cols input columns) from opts.imatrix: empty when there is no

@@ -845,10 +845,23 @@ void quantiseUnreachedLayer(CalibratedRun& run, BlockWork& w, const LayerPlan& l
     run.reports[lp.name] = std::move(lr);
 }
 
-/// Outlier input channels (LLM.int8() weight side): kept in 16 bits.
-std::vector<int32_t> outlierColumns(const Recipe& recipe, const LayerPlan& lp,
+/// Outlier input channels (LLM.int8() weight side, kept in 16 bits; or Atom's, at 8 bits): those
+/// above the threshold, or the top `count` (the set compress() chose for the runtime).
+std::vector<int32_t> outlierColumns(const CalibratedRun& run, const LayerPlan& lp,
                                     const LinearInputs& in, const std::vector<float>* sc) {
+    const Recipe& recipe = run.recipe;
     std::vector<int32_t> outl;
+    if (lp.hasOutliers && lp.outliers.byCount()) {
+        // The channels compress() chose on the activation calibration (the runtime's set).
+        if (run.opts.outlierChannels)
+            if (const auto it = run.opts.outlierChannels->find(lp.name);
+                it != run.opts.outlierChannels->end())
+                return it->second;
+        std::vector<float> score(size_t(lp.cols));
+        for (int64_t j = 0; j < lp.cols; ++j)
+            score[size_t(j)] = in.absMax[size_t(j)] / (sc ? (*sc)[size_t(j)] : 1.0f);
+        return outlierChannelsOf(lp.outliers, score);
+    }
     if (const auto th = outlierThreshold(recipe, lp.name))
         for (int64_t j = 0; j < lp.cols; ++j) {
             const float a = in.absMax[size_t(j)] / (sc ? (*sc)[size_t(j)] : 1.0f);
@@ -980,6 +993,58 @@ PackedTensor quantiseWithMethod(const CalibratedRun& run, BlockWork& w, const La
     }
 }
 
+/// Atom (Zhao et al. 2023) on the weight side: the outlier columns `outl` are moved after the
+/// normal columns (the normal ones keep their order), the normal columns are quantised with the
+/// layer's settings and method (RTN, or GPTQ on the Gram permuted the same way, outlier columns
+/// decoupled) so that groups are consecutive normal channels, the reordering is stored as the
+/// packed tensor's column order, and the outlier columns get 8-bit codes with a scale per row.
+PackedTensor atomQuantize(const LayerPlan& lp, const std::vector<float>& W, const LinearInputs& in,
+                          const std::vector<float>* sc, const std::vector<int32_t>& outl,
+                          json& det) {
+    const int64_t rows = lp.rows, cols = lp.cols;
+    std::vector<uint8_t> isOut(size_t(cols), 0);
+    for (int32_t j : outl) isOut[size_t(j)] = 1;
+    std::vector<int32_t> perm;
+    perm.reserve(size_t(cols));
+    for (int64_t j = 0; j < cols; ++j)
+        if (!isOut[size_t(j)]) perm.push_back(int32_t(j));
+    perm.insert(perm.end(), outl.begin(), outl.end());
+    std::vector<float> Wp(size_t(rows * cols));
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t k = 0; k < cols; ++k) {
+            const int32_t j = perm[size_t(k)];
+            Wp[size_t(r * cols + k)] = isOut[size_t(j)] ? 0.0f : W[size_t(r * cols + j)];
+        }
+    PackedTensor packed;
+    if (lp.weight.method == WeightMethod::Gptq) {
+        const GptqOptions go = gptqOptions(lp.weightJson);
+        const std::vector<double> H = layerGram(in, cols, sc, outl);
+        std::vector<double> Hp(H.size());
+        for (int64_t a = 0; a < cols; ++a)
+            for (int64_t b = 0; b < cols; ++b)
+                Hp[size_t(a * cols + b)] =
+                    H[size_t(perm[size_t(a)]) * size_t(cols) + size_t(perm[size_t(b)])];
+        GptqResult g = gptqQuantize(Wp.data(), rows, cols, Hp.data(), lp.weight, go, lp.name);
+        packed = std::move(g.packed);
+        det["damp"] = g.damp;
+        det["act_order"] = go.actOrder;
+        det["dead_columns"] = g.deadColumns;
+    } else {
+        // (no importance: it steers only the GGUF types, which Atom layers cannot use)
+        packed = quantize(Wp.data(), rows, cols, lp.weight, lp.name);
+    }
+    // Stored column k holds permuted column k (or the method's own order of them).
+    std::vector<int32_t> order(static_cast<size_t>(cols));
+    for (int64_t k = 0; k < cols; ++k)
+        order[size_t(k)] =
+            perm[size_t(packed.colOrder.empty() ? int32_t(k) : packed.colOrder[size_t(k)])];
+    packed.colOrder = std::move(order);
+    quantizeOutlierColumns8(packed, W.data(), rows, cols, outl, lp.name);
+    det["atom_outlier_columns"] = int64_t(outl.size());
+    det["atom_outlier_bits"] = 8;
+    return packed;
+}
+
 /// The original weights of the outlier columns, in f16 beside the codes.
 void keepOutlierColumns(PackedTensor& packed, const std::vector<float>& W, int64_t rows,
                         int64_t cols, const std::vector<int32_t>& outl) {
@@ -999,12 +1064,17 @@ void quantiseCalibratedLayer(CalibratedRun& run, BlockWork& w, const LayerPlan& 
     const int64_t rows = lp.rows, cols = lp.cols;
     const std::vector<float>* sc = w.scaleOf(lp.name);
     json det = w.details.count(lp.name) ? w.details[lp.name] : json::object();
-    const std::vector<int32_t> outl = outlierColumns(run.recipe, lp, in, sc);
-    std::vector<float> Wq = W;
-    for (int32_t j : outl)
-        for (int64_t r = 0; r < rows; ++r) Wq[size_t(r * cols + j)] = 0.0f;
-    PackedTensor packed = quantiseWithMethod(run, w, lp, Wq, in, outl, det);
-    keepOutlierColumns(packed, W, rows, cols, outl);
+    const std::vector<int32_t> outl = outlierColumns(run, lp, in, sc);
+    PackedTensor packed;
+    if (lp.hasOutliers && lp.outliers.bits < 16 && !outl.empty()) {
+        packed = atomQuantize(lp, W, in, sc, outl, det);
+    } else {
+        std::vector<float> Wq = W;
+        for (int32_t j : outl)
+            for (int64_t r = 0; r < rows; ++r) Wq[size_t(r * cols + j)] = 0.0f;
+        packed = quantiseWithMethod(run, w, lp, Wq, in, outl, det);
+        keepOutlierColumns(packed, W, rows, cols, outl);
+    }
     LayerReport lr = planReport(lp);
     lr.bitsPerWeight = packed.bitsPerWeight();
     lr.storageBits = packed.storageBits();

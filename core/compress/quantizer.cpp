@@ -250,7 +250,8 @@ int64_t PackedTensor::groupsPerRow() const {
 uint64_t PackedTensor::storageBits() const {
     return 8 * uint64_t(codes.size()) + 16 * uint64_t(scales.size()) + 16 * uint64_t(zeros.size()) +
            16 * uint64_t(outlierValues.size()) + 32 * uint64_t(outlierCols.size()) +
-           32 * uint64_t(colOrder.size()) + 8 * uint64_t(groupCodes.size()) +
+           32 * uint64_t(colOrder.size()) + 8 * uint64_t(outlierCodes.size()) +
+           16 * uint64_t(outlierScales.size()) + 8 * uint64_t(groupCodes.size()) +
            32 * uint64_t(sparseRowPtr.size() + sparseCols.size()) +
            16 * uint64_t(sparseValues.size());
 }
@@ -482,9 +483,17 @@ void checkPacked(const PackedTensor& p, const std::string& name) {
             throw Error(name + ": packed scales/zeros do not match the shape");
     }
     const size_t no = p.outlierCols.size();
-    if (p.outlierValues.size() != no * size_t(p.rows))
+    if (!p.outlierCodes.empty() || !p.outlierScales.empty()) {
+        if (!p.outlierValues.empty() || p.outlierCodes.size() != no * size_t(p.rows) ||
+            p.outlierScales.size() != (no > 0 ? size_t(p.rows) : 0))
+            throw Error(name + ": " + std::to_string(p.outlierCodes.size()) +
+                        " 8-bit outlier codes and " + std::to_string(p.outlierScales.size()) +
+                        " scales for " + std::to_string(no) + " columns x " +
+                        std::to_string(p.rows) + " rows");
+    } else if (p.outlierValues.size() != no * size_t(p.rows)) {
         throw Error(name + ": " + std::to_string(p.outlierValues.size()) + " outlier values for " +
                     std::to_string(no) + " columns x " + std::to_string(p.rows) + " rows");
+    }
     for (size_t k = 0; k < no; ++k) {
         const int32_t c = p.outlierCols[k];
         if (c < 0 || c >= p.cols || (k > 0 && c <= p.outlierCols[k - 1]))
@@ -535,12 +544,54 @@ void dequantizeChecked(const PackedTensor& p, int64_t r0, int64_t n, float* dst)
         }
     }
     const size_t no = p.outlierCols.size();
-    for (int64_t r = r0; r < r0 + n; ++r)
+    const bool eight = !p.outlierCodes.empty();
+    for (int64_t r = r0; r < r0 + n; ++r) {
+        const float sc = eight ? f16ToF32(p.outlierScales[size_t(r)]) : 0.0f;
         for (size_t k = 0; k < no; ++k)
-            dst[(r - r0) * cols + p.outlierCols[k]] = f16ToF32(p.outlierValues[size_t(r) * no + k]);
+            dst[(r - r0) * cols + p.outlierCols[k]] =
+                eight ? sc * float(int(p.outlierCodes[size_t(r) * no + k]) - 128)
+                      : f16ToF32(p.outlierValues[size_t(r) * no + k]);
+    }
 }
 
 } // namespace
+
+void quantizeOutlierColumns8(PackedTensor& p, const float* w, int64_t rows, int64_t cols,
+                             const std::vector<int32_t>& outl, const std::string& name) {
+    if (outl.empty()) return;
+    for (size_t k = 0; k < outl.size(); ++k)
+        if (outl[k] < 0 || outl[k] >= cols || (k > 0 && outl[k] <= outl[k - 1]))
+            throw ArgumentError(name + ": outlier columns are not ascending columns of the row");
+    const size_t no = outl.size();
+    p.outlierCols = outl;
+    p.outlierValues.clear();
+    p.outlierCodes.assign(no * size_t(rows), 128);
+    p.outlierScales.assign(size_t(rows), 0);
+    for (int64_t r = 0; r < rows; ++r) {
+        float amax = 0.0f;
+        for (int32_t c : outl) {
+            const float v = w[r * cols + c];
+            if (!std::isfinite(v))
+                throw ArgumentError(name + ": non-finite weight in outlier column " +
+                                    std::to_string(c));
+            amax = std::max(amax, std::fabs(v));
+        }
+        const uint16_t h = f16RoundUp(amax / 127.0f, name);
+        p.outlierScales[size_t(r)] = h;
+        const float sc = f16ToF32(h);
+        for (size_t k = 0; k < no; ++k) {
+            const float q =
+                sc > 0 ? std::clamp(rne(w[r * cols + outl[k]] / sc), -127.0f, 127.0f) : 0.0f;
+            p.outlierCodes[size_t(r) * no + k] = uint8_t(int(q) + 128);
+        }
+    }
+}
+
+uint64_t outlierColumnBits(int64_t rows, int64_t n, int bits) {
+    if (n <= 0) return 0;
+    if (bits >= 16) return 16 * uint64_t(rows) * uint64_t(n) + 32 * uint64_t(n);
+    return 8 * uint64_t(rows) * uint64_t(n) + 16 * uint64_t(rows) + 32 * uint64_t(n);
+}
 
 std::vector<float> dequantize(const PackedTensor& p, const std::string& name) {
     checkPacked(p, name);

@@ -40,6 +40,11 @@ struct PackedTensor {
     std::vector<uint16_t> outlierValues;
     /// Stored column order (see above); outlierCols stay in original column indices.
     std::vector<int32_t> colOrder;
+    /// Atom's 8-bit outlier columns (recipe outliers.bits 8), held instead of outlierValues:
+    /// symmetric 8-bit codes u [rows, outlierCols.size()] (row-major), w = scale·(u − 128),
+    /// u in 1..255, and one f16 scale per row (a row's outlier columns are one group).
+    std::vector<uint8_t> outlierCodes;
+    std::vector<uint16_t> outlierScales;
     /// Compact methods only (squeezellm, dgq, slim; layouts in compact_formats.h): 8-bit group
     /// codes (dgq: scale codes and zero points; slim: each column group's bits) and the sparse
     /// f16 outliers of squeezellm in CSR (row pointers, columns, values).
@@ -47,8 +52,8 @@ struct PackedTensor {
     std::vector<int32_t> sparseRowPtr, sparseCols;
     std::vector<uint16_t> sparseValues;
     /// Stored bits: codes + 16 per scale + 16 per zero + 16 per outlier value + 32 per outlier
-    /// column index + 32 per colOrder entry; + 8 per group code, 32 per CSR row pointer and
-    /// column, 16 per CSR value.
+    /// column index + 32 per colOrder entry + 8 per outlier code + 16 per outlier scale; + 8 per
+    /// group code, 32 per CSR row pointer and column, 16 per CSR value.
     uint64_t storageBits() const;
     double bitsPerWeight() const {
         return rows > 0 && cols > 0 ? double(storageBits()) / double(rows * cols) : 0.0;
@@ -92,6 +97,16 @@ PackedTensor packCodes(const WeightSettings& s, int64_t rows, int64_t cols,
 /// are stored as given).
 PackedTensor quantizeClipped(const float* w, int64_t rows, int64_t cols, const WeightSettings& s,
                              const std::vector<float>& clip, const std::string& name);
+
+/// Atom's mixed precision on the weight side: the columns `outl` (ascending original indices)
+/// of w [rows, cols] as 8-bit codes with one f16 scale per row (PackedTensor::outlierCodes:
+/// scale = amax/127 rounded up to f16, u = clamp(rint(w/scale), −127, 127) + 128), stored into
+/// p (outlierCols = outl, outlierValues cleared). Empty outl: nothing.
+void quantizeOutlierColumns8(PackedTensor& p, const float* w, int64_t rows, int64_t cols,
+                             const std::vector<int32_t>& outl, const std::string& name);
+/// Stored bits of `n` outlier columns of a [rows, ·] tensor: 16 per value + 32 per index (bits
+/// 16), or 8 per value + 16 per row + 32 per index (bits 8). 0 when n is 0.
+uint64_t outlierColumnBits(int64_t rows, int64_t n, int bits);
 
 /// Float32 values of a packed tensor (rows * cols, original column order). Throws FormatError-like
 /// Error when the packed sizes do not fit the shape or colOrder is not a permutation.

@@ -245,11 +245,17 @@ void validateSmoothQuant(const json& q, int rule) {
 
 void validateActivation(const json& a, int rule) {
     if (!a.is_object()) fail(rule, "activation", "expected an object or null, got " + a.dump());
-    checkKeys(a, {"bits", "mode", "clip"}, rule, "activation.");
+    checkKeys(a, {"bits", "mode", "clip", "group_size"}, rule, "activation.");
     if (a.contains("bits")) intField(a["bits"], rule, "activation.bits", 2, 16);
     if (a.contains("mode"))
         strField(a["mode"], rule, "activation.mode", {"dynamic_per_token", "static_per_tensor"});
     if (a.contains("clip")) numField(a["clip"], rule, "activation.clip", 1e-6, 1.0);
+    if (a.contains("group_size")) {
+        intField(a["group_size"], rule, "activation.group_size", 1, 1 << 20);
+        if (a.value("mode", std::string("dynamic_per_token")) != "dynamic_per_token")
+            fail(rule, "activation.group_size",
+                 "groups are per token: they go with mode dynamic_per_token");
+    }
 }
 
 /// A token count: an integer >= lo, or a fraction in (0, 1) (of the context, or of the budget).
@@ -327,9 +333,24 @@ void validateKv(const json& k, int rule) {
 
 void validateOutliers(const json& o, int rule) {
     if (!o.is_object()) fail(rule, "outliers", "expected an object or null, got " + o.dump());
-    checkKeys(o, {"threshold", "bits"}, rule, "outliers.");
+    checkKeys(o, {"threshold", "count", "bits"}, rule, "outliers.");
     if (o.contains("threshold")) numField(o["threshold"], rule, "outliers.threshold", 0.0, 1e30);
-    if (o.contains("bits")) intField(o["bits"], rule, "outliers.bits", 16, 16);
+    if (o.contains("count")) {
+        intField(o["count"], rule, "outliers.count", 0, 1 << 20);
+        if (o.contains("threshold"))
+            fail(rule, "outliers.count",
+                 "give either threshold (channels above an abs-max) or count (the top channels), "
+                 "not both");
+    }
+    if (o.contains("bits")) {
+        const int64_t b = intField(o["bits"], rule, "outliers.bits", 8, 16);
+        if (b != 8 && b != 16)
+            fail(rule, "outliers.bits",
+                 "expected 16 (kept in 16 bits) or 8 (quantised at 8 bits, Atom), got " +
+                     o["bits"].dump());
+        if (b == 8 && !o.contains("count"))
+            fail(rule, "outliers.bits", "8-bit outlier channels need outliers.count (Atom)");
+    }
 }
 
 /// Parses "N:M" (1 <= N < M <= 64); false when the text is not of that form.
@@ -633,10 +654,42 @@ std::string WeightSettings::describe() const {
     return s;
 }
 
+OutlierSettings outlierSettingsOf(const json& o) {
+    OutlierSettings s;
+    s.threshold = o.value("threshold", 6.0);
+    s.count = o.value("count", int64_t(-1));
+    s.bits = int(o.value("bits", 16));
+    return s;
+}
+
+std::vector<int32_t> outlierChannelsOf(const OutlierSettings& o, const std::vector<float>& score) {
+    std::vector<int32_t> ch;
+    const int64_t n = int64_t(score.size());
+    if (!o.byCount()) {
+        for (int64_t c = 0; c < n; ++c)
+            if (double(score[size_t(c)]) >= o.threshold) ch.push_back(int32_t(c));
+        return ch;
+    }
+    std::vector<int32_t> idx(static_cast<size_t>(n));
+    for (int64_t c = 0; c < n; ++c) idx[size_t(c)] = int32_t(c);
+    const int64_t k = std::min(o.count, n);
+    auto key = [&](int32_t c) {
+        const float v = score[size_t(c)];
+        return std::isnan(v) ? -INFINITY : v;
+    };
+    std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), [&](int32_t a, int32_t b) {
+        return key(a) > key(b) || (key(a) == key(b) && a < b);
+    });
+    ch.assign(idx.begin(), idx.begin() + k);
+    std::sort(ch.begin(), ch.end());
+    return ch;
+}
+
 std::string ActivationSettings::describe() const {
     char buf[64];
     std::snprintf(buf, sizeof buf, "a%d %s", bits, perToken ? "per-token" : "per-tensor");
     std::string r = buf;
+    if (groupSize > 0) r += " g" + std::to_string(groupSize);
     if (clip < 1.0) {
         std::snprintf(buf, sizeof buf, " clip %.3g", clip);
         r += buf;
@@ -1106,6 +1159,46 @@ void addAffinePresets(std::vector<Preset>& v) {
           0);
 }
 
+/// Atom (Zhao et al. 2023): W4A4 in groups of 128 over the normal channels, the 128 input
+/// channels of largest calibrated abs-max reordered to the end at 8 bits, KV4 per token in
+/// groups of 128 (Llama-7B's head size). The paper's sizes: for 4096-wide models (layers
+/// narrower than 256 input channels are refused; the README scales them down for tiny models).
+/// (part of presets())
+void addAtomPresets(std::vector<Preset>& v) {
+    auto addAtom = [&](const std::string& n, const std::string& d, const std::string& method) {
+        json j = {
+            {"lcw_recipe", 1},
+            {"name", n},
+            {"description", d},
+            {"rules",
+             json::array({{{"targets", {"*"}},
+                           {"weight",
+                            {{"bits", 4},
+                             {"symmetric", false},
+                             {"granularity", "group"},
+                             {"group_size", 128},
+                             {"method", method}}},
+                           {"activation",
+                            {{"bits", 4}, {"mode", "dynamic_per_token"}, {"group_size", 128}}},
+                           {"outliers", {{"count", 128}, {"bits", 8}}},
+                           {"kv",
+                            {{"k_bits", 4},
+                             {"v_bits", 4},
+                             {"k_granularity", "token"},
+                             {"v_granularity", "token"},
+                             {"group_size", 128}}}}})}};
+        v.push_back({n, d, Recipe::fromJson(j)});
+    };
+    addAtom("W4A4-KV4-Atom",
+            "Atom: 128 outlier channels reordered to the end at 8 bits, int4 g128 asym RTN "
+            "weights and int4 g128 per-token activations on the rest, KV4 (needs --calib)",
+            "rtn");
+    addAtom("W4A4-KV4-Atom-GPTQ",
+            "Atom with GPTQ weights: 128 outlier channels at 8 bits, int4 g128 asym GPTQ "
+            "weights and int4 g128 per-token activations on the rest, KV4 (needs --calib)",
+            "gptq");
+}
+
 /// SqueezeLLM, DGQ and SliM-LLM (compact_formats.h). (part of presets())
 void addCompactPresets(std::vector<Preset>& v) {
     v.push_back({"W3-SqueezeLLM",
@@ -1180,6 +1273,7 @@ const std::vector<Preset>& presets() {
         addSmoothQuantPresets(v);
         addRotationPresets(v);
         addAffinePresets(v);
+        addAtomPresets(v);
         addCompactPresets(v);
         addEfficientQatPresets(v);
         addActivationSparsityPresets(v);
@@ -1449,9 +1543,17 @@ void planActivation(const MergedSections& m, const TensorView& t, const Model& m
     ap.act.bits = int(act->value("bits", 8));
     ap.act.perToken = act->value("mode", std::string("dynamic_per_token")) == "dynamic_per_token";
     ap.act.clip = act->value("clip", 1.0);
+    ap.act.groupSize = act->value("group_size", int64_t(0));
+    if (ap.act.groupSize > ap.cols)
+        fail(m.actRule, "activation.group_size",
+             "group size " + std::to_string(ap.act.groupSize) + " is larger than the input of " +
+                 t.name + " (" + std::to_string(ap.cols) + " channels)");
+    if (ap.act.groupSize > 0 && !ap.act.perToken)
+        fail(m.actRule, "activation.group_size",
+             "groups are per token: they go with mode dynamic_per_token (" + t.name + ")");
     if (m.outl) {
         ap.outlierRule = m.outlRule;
-        ap.outliers = OutlierSettings{m.outl->value("threshold", 6.0)};
+        ap.outliers = outlierSettingsOf(*m.outl);
     }
     if (ap.act.bits < 16) {
         if (t.name == "embed")
@@ -1685,6 +1787,19 @@ void planLayer(const Recipe& r, const Model& model, const PlanOptions& opts, con
     lp.cols = t.shape[1];
     MergedSections m = mergeRules(r, lp, plan);
     if (lp.smoothAlpha >= 0) plan.smooth[t.name] = {lp.smoothAlpha, lp.smoothRule};
+    if (m.outl) {
+        lp.outliers = outlierSettingsOf(*m.outl);
+        lp.outlierRule = m.outlRule;
+        if (lp.outliers.byCount() && lp.outliers.count >= lp.cols)
+            fail(m.outlRule, "outliers.count",
+                 std::to_string(lp.outliers.count) + " outlier channels leave none of the " +
+                     std::to_string(lp.cols) + " input channels of " + t.name +
+                     " to the normal groups");
+        if (lp.outliers.byCount() && m.w && !opts.hasCalibration)
+            fail(m.outlRule, "outliers.count",
+                 "the weight columns of the top outlier channels are set apart on calibration "
+                 "data, and none was given (--calib)");
+    }
     planActivation(m, t, model, plan);
     planActivationSparsity(m, t, model, plan);
     if (m.st) resolveStructured(*m.st, m.stOrigin, t.name, model, structured);
@@ -1696,6 +1811,18 @@ void planLayer(const Recipe& r, const Model& model, const PlanOptions& opts, con
     }
     lp.quantize = bool(m.w);
     if (m.w) resolveWeight(lp, m, opts, plan);
+    if (lp.quantize && lp.hasOutliers && lp.outliers.bits < 16) {
+        // Atom's reordered mixed precision: the normal columns quantised by RTN or GPTQ in lcw's
+        // own layouts (a stored column order), the outlier columns at 8 bits.
+        const bool ok =
+            (lp.weight.method == WeightMethod::Rtn || lp.weight.method == WeightMethod::Gptq) &&
+            !lp.weight.ggufGrid && !lp.sparsity && !lp.lowrank;
+        if (!ok)
+            fail(lp.outlierRule, "outliers.bits",
+                 "8-bit outlier columns (Atom) go with weight methods rtn and gptq on lcw's int, "
+                 "fp8 or nf4 grids, without sparsity or low-rank (" +
+                     t.name + " has " + lp.describe() + ")");
+    }
     plan.layers.push_back(std::move(lp));
 }
 

@@ -136,15 +136,31 @@ struct ActivationSettings {
     int bits = 8;
     bool perToken = true; ///< "dynamic_per_token"; false: "static_per_tensor" (calibrated)
     double clip = 1.0;
-    /// "a8 per-token", "a4 per-tensor clip 0.9".
+    /// Channels per group of each token (recipe activation.group_size; Atom's fine-grained
+    /// groups, taken over the channels that are not outliers in their original order); 0: the
+    /// whole row (one scale per token). Per-token mode only.
+    int64_t groupSize = 0;
+    /// "a8 per-token", "a4 per-tensor clip 0.9", "a4 per-token g128".
     std::string describe() const;
 };
 
-/// Resolved outlier settings of one linear: input channels whose calibrated abs-max is at least
-/// `threshold` stay in 16 bit (LLM.int8() style).
+/// Resolved outlier settings of one linear: the input channels whose calibrated abs-max is at
+/// least `threshold` (LLM.int8() style), or the `count` channels of largest calibrated abs-max
+/// (Atom), kept apart from the rest: at 16 bits (passed through, weight columns in f16), or with
+/// bits 8 quantised at 8 bits in a group of their own (activations per token, weight columns
+/// per output row) while the other channels keep the activation and weight settings.
 struct OutlierSettings {
     double threshold = 6.0;
+    int64_t count = -1; ///< >= 0: the top-`count` channels (replaces threshold)
+    int bits = 16;      ///< 16 or 8 (8 needs count)
+    bool byCount() const { return count >= 0; }
 };
+/// The outlier settings of a merged outliers section (validated by the recipe parser).
+OutlierSettings outlierSettingsOf(const nlohmann::json& o);
+/// The outlier channels of one linear from its calibrated per-channel score (the input abs-max):
+/// threshold: every channel whose score is >= threshold; count: the `count` channels of largest
+/// score (ties: the lower channel; NaN scores last). Ascending channel indices.
+std::vector<int32_t> outlierChannelsOf(const OutlierSettings& o, const std::vector<float>& score);
 
 /// Resolved KV-cache settings of one block. A kv section applies to block N when its rule matches
 /// layers.N.attn.k or layers.N.attn.v. bits 16: that half stays f32.
@@ -233,6 +249,9 @@ struct LayerPlan {
     /// is the last rule whose weight section applied.
     std::map<std::string, int> origin;
     bool hasActivation = false, hasKv = false, hasOutliers = false;
+    /// The merged outliers section's settings (when hasOutliers) and the rule that last set it.
+    OutlierSettings outliers;
+    int outlierRule = -1;
     /// The merged weight section (method options: damp, act_order, block_size, awq).
     nlohmann::json weightJson;
     /// SmoothQuant migration strength of the last rule with a smoothquant section (-1: none).

@@ -89,6 +89,17 @@ void addWeightActivationCells(const GridOptions& o, std::vector<Cell>& out) {
                 w["epochs"] = o.omniquantEpochs;
             }
             if (m == "QuaRot-GPTQ") w["method"] = "gptq";
+            if (m == "Atom") {
+                // Atom: the top channels at 8 bits, groups over the rest (weights by GPTQ on the
+                // reordered matrix, asymmetric; activations per token and group).
+                w = {{"bits", wb},
+                     {"symmetric", false},
+                     {"granularity", "group"},
+                     {"group_size", o.groupSize},
+                     {"method", "gptq"}};
+                rule["activation"]["group_size"] = o.groupSize;
+                rule["outliers"] = {{"count", o.atomOutliers}, {"bits", 8}};
+            }
             rule["weight"] = w;
             Cell c;
             c.group = Group::WeightActivation;
@@ -133,19 +144,26 @@ Group parseGroup(const std::string& s) {
 
 const std::vector<std::string>& groupMethods(Group g) {
     static const std::vector<std::string> w = {"RTN", "AWQ", "GPTQ"};
-    static const std::vector<std::string> wa = {"RTN", "SmoothQuant", "OmniQuant", "QuaRot",
-                                                "QuaRot-GPTQ"};
+    static const std::vector<std::string> wa = {"RTN",    "SmoothQuant", "OmniQuant",
+                                                "QuaRot", "QuaRot-GPTQ", "Atom"};
     static const std::vector<std::string> kv = {"RTN", "KIVI"};
     return g == Group::Weight ? w : g == Group::WeightActivation ? wa : kv;
 }
 
 GridOptions fitToModel(const GridOptions& opts, const Model& model) {
     GridOptions o = opts;
+    int64_t narrowest = 0;
     for (const TensorView& t : model.tensors()) {
         bool explicitOnly = false;
-        if (t.shape.size() == 2 && compress::isTargetable(t.name, &explicitOnly) && !explicitOnly)
+        if (t.shape.size() == 2 && compress::isTargetable(t.name, &explicitOnly) && !explicitOnly) {
             o.groupSize = std::min(o.groupSize, t.shape[1]);
+            narrowest = narrowest > 0 ? std::min(narrowest, t.shape[1]) : t.shape[1];
+        }
     }
+    // Atom's share of outlier channels (1/32 of the width), at least one, below the width.
+    if (narrowest > 1)
+        o.atomOutliers =
+            std::clamp<int64_t>(narrowest / 32, 1, std::min(o.atomOutliers, narrowest - 1));
     const int64_t kvRow = model.spec().nKvHeads * model.spec().headDim;
     if (kvRow > 0) {
         o.kvGroupSize = std::min(o.kvGroupSize, kvRow);
@@ -163,7 +181,8 @@ std::vector<Cell> grid(const GridOptions& opts, const Model* model) {
         if (!known)
             throw ArgumentError(
                 "unknown study method '" + m +
-                "' (use rtn, awq, gptq, smoothquant, omniquant, quarot, quarot-gptq, kivi)");
+                "' (use rtn, awq, gptq, smoothquant, omniquant, quarot, quarot-gptq, atom, "
+                "kivi)");
     }
     std::vector<Cell> out;
     for (Group g : {Group::Weight, Group::WeightActivation, Group::KvCache}) {

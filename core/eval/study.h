@@ -64,6 +64,8 @@ struct GridOptions {
     int64_t kvGroupSize = 128, kiviGroupSize = 32;
     /// OmniQuant's epochs (the paper: 20).
     int omniquantEpochs = 20;
+    /// Atom's outlier channels per linear (the paper: 128 of 4096, 1/32 of the width).
+    int64_t atomOutliers = 128;
 };
 
 /// The options fitted to `model`: lcw refuses groups longer than a row, so the weight group size

@@ -340,6 +340,9 @@ public:
             if (!m.activation.outlierChannels.empty())
                 return "activation outlier channels (LLM.int8() style) have no compressed-tensors "
                        "form";
+            if (m.activation.groupSize > 0)
+                return "per-token activation groups of " + std::to_string(m.activation.groupSize) +
+                       " channels (Atom) are not written to compressed-tensors";
             if (m.activation.perToken && m.activation.clip != 1.0f)
                 return "per-token activation clip " + std::to_string(m.activation.clip) +
                        " (compressed-tensors' dynamic token scale is the full abs-max)";

@@ -117,7 +117,13 @@ YAML::Node activationArgs(const compress::ActivationSettings& s) {
     a["num_bits"] = s.bits;
     a["type"] = "int";
     a["symmetric"] = true;
-    if (s.perToken) {
+    if (s.perToken && s.groupSize > 0) {
+        // per token, groups of consecutive channels (without outlier channels, which are
+        // refused, lcw's groups are exactly these)
+        a["strategy"] = "group";
+        a["group_size"] = s.groupSize;
+        a["dynamic"] = true;
+    } else if (s.perToken) {
         a["strategy"] = "token";
         a["dynamic"] = true;
     } else {

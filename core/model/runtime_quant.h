@@ -12,6 +12,13 @@
 ///   per tensor (static): s = clip * absMax / qmax with absMax measured on calibration text;
 ///   x'[t, c] = s * clamp(rint(x[t, c] / s), -qmax, qmax), rint rounding half to even;
 ///   outlier channels (LLM.int8() style) are passed through unchanged and take no part in s.
+/// Groups (Atom, Zhao et al. 2023; groupSize > 0, per token only): the channels that are not
+/// outliers, in ascending channel order, are cut into groups of groupSize (the last one shorter),
+/// and every group of every token gets its own s = clip * max |x[t, c]| / qmax over the group.
+/// Outliers with outlierBits < 16 (Atom's mixed precision) are not passed through but quantised
+/// together as one group per token at outlierBits (qmax = 2^(outlierBits-1) - 1, no clip), so
+/// they never widen a normal group's scale. This is Atom's reorder-to-the-end followed by group
+/// quantisation, without moving the data (the weights store the matching column order).
 ///
 /// Activation top-K sparsity (Q-Sparse, Wang et al. 2024; recipe section activation_sparsity),
 /// applied at the same place before the quantisation above: per token t the
@@ -59,7 +66,9 @@ struct ActQuantSpec {
     float clip = 1.0f;    ///< fraction of the abs-max that maps to qmax
     float absMax = 0.0f;  ///< static mode: calibrated abs-max of the input (outliers excluded)
     std::vector<int32_t> outlierChannels; ///< sorted input channels kept unquantised
-    float topk = 1.0f; ///< fraction of each token's entries kept by top-K sparsity (1: dense)
+    int64_t groupSize = 0; ///< channels per group of the non-outlier channels (0: the whole row)
+    int outlierBits = 16;  ///< 16: outliers pass through; < 16: one group of their own per token
+    float topk = 1.0f;     ///< fraction of each token's entries kept by top-K sparsity (1: dense)
     /// Quantises (bits < 16); sparse() is separate.
     bool active() const { return bits < 16; }
     bool sparse() const { return topk < 1.0f; }

@@ -63,6 +63,51 @@ inline uint16_t codeOf(float x, float scale, float mn, int levels) {
 
 } // namespace
 
+namespace {
+
+/// Symmetric fake quantisation of the channels idx[0..n) of one row: s = clip * max|x| / qmax.
+inline void quantizeGroup(const float* xr, float* o, const int32_t* idx, int64_t n, float qmax,
+                          float clip) {
+    float m = 0.0f;
+    for (int64_t k = 0; k < n; ++k) m = std::max(m, std::fabs(xr[idx[k]]));
+    const float s = clip * m / qmax;
+    if (!(s > 0.0f)) {
+        for (int64_t k = 0; k < n; ++k) o[idx[k]] = 0.0f;
+        return;
+    }
+    for (int64_t k = 0; k < n; ++k)
+        o[idx[k]] = std::clamp(std::nearbyint(xr[idx[k]] / s), -qmax, qmax) * s;
+}
+
+/// Atom's layout: per token, groups of groupSize over the normal channels (ascending), then the
+/// outlier channels as one group at outlierBits (or passed through at 16 bits).
+void fakeQuantizeGrouped(const ActQuantSpec& spec, const float* x, int64_t ldx, float* out,
+                         int64_t ldo, int64_t n, int64_t dim, const std::vector<uint8_t>& keep,
+                         int threads) {
+    std::vector<int32_t> normal, outl;
+    for (int64_t c = 0; c < dim; ++c) (keep[size_t(c)] ? normal : outl).push_back(int32_t(c));
+    const int64_t nn = int64_t(normal.size());
+    const int64_t g = spec.groupSize > 0 ? spec.groupSize : std::max<int64_t>(nn, 1);
+    const float qmax = float((1 << (spec.bits - 1)) - 1);
+    const bool quantOutl = spec.outlierBits < 16 && !outl.empty();
+    const float qmaxO = quantOutl ? float((1 << (spec.outlierBits - 1)) - 1) : 0.0f;
+    // omp: nothrow (fake quantisation into the caller's buffer)
+#pragma omp parallel for schedule(static)                                                          \
+    num_threads(threads > 0 ? threads : omp_get_max_threads()) if (n * dim >= 4096)
+    for (int64_t t = 0; t < n; ++t) {
+        const float* xr = x + t * ldx;
+        float* o = out + t * ldo;
+        for (int64_t c0 = 0; c0 < nn; c0 += g)
+            quantizeGroup(xr, o, normal.data() + c0, std::min(g, nn - c0), qmax, spec.clip);
+        if (quantOutl)
+            quantizeGroup(xr, o, outl.data(), int64_t(outl.size()), qmaxO, 1.0f);
+        else
+            for (int32_t c : outl) o[c] = xr[c];
+    }
+}
+
+} // namespace
+
 void fakeQuantizeActivations(const ActQuantSpec& spec, const float* x, int64_t ldx, float* out,
                              int64_t ldo, int64_t n, int64_t dim, int threads) {
     if (!spec.active()) {
@@ -74,6 +119,11 @@ void fakeQuantizeActivations(const ActQuantSpec& spec, const float* x, int64_t l
     std::vector<uint8_t> keep(size_t(dim), 1);
     for (int32_t c : spec.outlierChannels)
         if (c >= 0 && c < dim) keep[size_t(c)] = 0;
+    if (spec.perToken &&
+        (spec.groupSize > 0 || (spec.outlierBits < 16 && !spec.outlierChannels.empty()))) {
+        fakeQuantizeGrouped(spec, x, ldx, out, ldo, n, dim, keep, threads);
+        return;
+    }
     const uint8_t* kp = keep.data();
     const float qmax = float((1 << (spec.bits - 1)) - 1);
     // omp: nothrow (fake quantisation into the caller's buffer)

@@ -8,8 +8,8 @@
 #include "core/common/lowbit.h"
 #include "core/common/parallel.h"
 #include "core/runtime/cpu/packed_layout.h"
-#include "core/runtime/quant_runtime.h"
 #include "core/runtime/cpu/simd.h"
+#include "core/runtime/quant_runtime.h"
 
 #include <omp.h>
 
@@ -632,8 +632,11 @@ GpuPacked PackedImpl::gpuForm(int64_t r0, int64_t n) const {
 
 Mode PackedImpl::modeFor(const ActQuantSpec* act, bool exact) const {
     const bool intOk = m_L.kind == Kind::Int && !m_L.maskBits && (!m_L.sparse || m_L.sym);
-    if (act && act->active())
-        return intOk && act->bits >= 2 && act->bits <= 8 ? Mode::IntAct : Mode::Float;
+    if (act && act->active()) // the integer path has one scale per token: no Atom groups
+        return intOk && act->bits >= 2 && act->bits <= 8 && act->groupSize <= 0 &&
+                       (act->outlierBits >= 16 || act->outlierChannels.empty())
+                   ? Mode::IntAct
+                   : Mode::Float;
     return intOk && !exact ? Mode::IntW : Mode::Float;
 }
 
