@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # WKVQuant (README, "WKVQuant"): KV4 per token (RTN), with past-only quantisation, with the
 # calibrated smoothing (cross-block reconstruction, k = 1), both, KIVI's KV4 for reference, and the
-# weight + KV recipes W4 g128 GPTQ + KV4 against W4-KV4-WKVQuant: perplexity, KLD(FP32 ‖ config)
+# weight + KV recipes W4 g64 GPTQ + KV4 against W4-KV4-WKVQuant: perplexity, KLD(FP32 ‖ config)
 # and stored size from `lcw-cli eval` (ctx 256, llama.cpp chunks). GPTQ calibrates on 128 × 256
 # tokens of CALIB (default: the evaluation text, in-sample, as bench/quant_table.sh); WKVQuant's
-# search uses the first 16 of those windows. One JSON line per configuration.
+# search uses the first 8 of those windows. One JSON line per configuration.
 #   bench/wkvquant_table.sh [MODEL] [TEXT]
 #   bench/wkvquant_table.sh /work/shared/models/babyllama/tok105_model5000.bin   # BabyLlama
 set -euo pipefail
@@ -15,7 +15,7 @@ CALIB=${CALIB:-$TEXT}
 source bench/lcw_cli.sh
 
 KV='"k_bits": 4, "v_bits": 4'
-W4='"weight": {"bits": 4, "symmetric": false, "granularity": "group", "group_size": 128, "method": "gptq"}'
+W4='"weight": {"bits": 4, "symmetric": false, "granularity": "group", "group_size": 64, "method": "gptq"}'
 
 "$CLI" eval "$MODEL" --text "$TEXT" --ctx 256 --no-record --quiet --json \
   --preset KV4 \

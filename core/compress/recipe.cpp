@@ -1059,7 +1059,7 @@ void addRotationPresets(std::vector<Preset>& v) {
 /// WKVQuant: weights and KV cache only (W4 KV4). (part of presets())
 void addWkvPresets(std::vector<Preset>& v) {
     const std::string n = "W4-KV4-WKVQuant";
-    const std::string d = "WKVQuant: int4 asym g128 GPTQ weights, KV4 per token (g128) with "
+    const std::string d = "WKVQuant: int4 asym g64 GPTQ weights, KV4 per token (g128) with "
                           "past-only quantisation and calibrated per-channel smoothing chosen by "
                           "cross-block reconstruction (needs --calib)";
     v.push_back({n, d,
@@ -1068,7 +1068,7 @@ void addWkvPresets(std::vector<Preset>& v) {
                            {{"bits", 4},
                             {"symmetric", false},
                             {"granularity", "group"},
-                            {"group_size", 128},
+                            {"group_size", 64},
                             {"method", "gptq"}}},
                           {"kv",
                            {{"k_bits", 4},

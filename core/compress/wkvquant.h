@@ -115,7 +115,7 @@ WkvBlockResult wkvquantBlock(const WeightSource& quantised, const WeightSource& 
                              const WkvOptions& opts, Progress& progress);
 
 /// Calibration windows the search uses (the first ones of the set).
-inline constexpr int64_t kWkvMaxWindows = 16;
+inline constexpr int64_t kWkvMaxWindows = 8;
 
 /// The compression stage: for every block whose KV plan has smooth (in block order) captures
 /// the block's inputs through `cm` (its weights and the KV caches of the earlier blocks as

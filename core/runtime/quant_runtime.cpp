@@ -113,8 +113,11 @@ void pastOnlyAttention(const float* q, int64_t ldq, float* kc, float* vc, const 
         std::copy(vr, vr + W, saved.begin() + W);
         std::copy(kNew + t * W, kNew + (t + 1) * W, kr);
         std::copy(vNew + t * W, vNew + (t + 1) * W, vr);
+        // Threads only where one query's keys are many: a parallel region per query costs more
+        // than it saves on short contexts (the output does not depend on the thread count).
+        const int th = (pos0 + t + 1) * heads * hd >= (int64_t(1) << 17) ? threads : 1;
         kernels::attentionEx(q + t * ldq, ldq, kc, vc, out + t * ldo, ldo, 1, pos0 + t, heads,
-                             kvHeads, hd, ao, threads);
+                             kvHeads, hd, ao, th);
         std::copy(saved.begin(), saved.begin() + W, kr);
         std::copy(saved.begin() + W, saved.end(), vr);
     }
