@@ -90,8 +90,8 @@ private slots:
 void TestStudy::gridHasThePapersSettingsAndMethods() {
     const std::vector<Cell> all = grid({});
     // W8/W4/W3/W2 × RTN, AWQ, GPTQ; W8A8/W4A8/W4A4 × RTN, SmoothQuant, OmniQuant, QuaRot (RTN
-    // and GPTQ weights), Atom; KV8/KV4/KV3/KV2 × RTN, KIVI.
-    QCOMPARE(all.size(), size_t(4 * 3 + 3 * 6 + 4 * 2));
+    // and GPTQ weights), Atom; KV8/KV4/KV3/KV2 × RTN, KIVI, WKVQuant.
+    QCOMPARE(all.size(), size_t(4 * 3 + 3 * 6 + 4 * 3));
     std::set<std::string> settings;
     for (const Cell& c : all) {
         settings.insert(c.setting);
@@ -104,6 +104,9 @@ void TestStudy::gridHasThePapersSettingsAndMethods() {
             QCOMPARE(rule.kv->at("k_bits").get<int>(), c.bits);
             QCOMPARE(rule.kv->at("k_granularity").get<std::string>(),
                      std::string(c.method == "KIVI" ? "channel" : "token"));
+            // WKVQuant: past-only quantisation and the calibrated smoothing
+            QCOMPARE(rule.kv->value("past_only", false), c.method == "WKVQuant");
+            QCOMPARE(rule.kv->value("smooth", false), c.method == "WKVQuant");
         } else {
             QVERIFY(rule.weight);
             QCOMPARE(rule.weight->at("bits").get<int>(), c.bits);

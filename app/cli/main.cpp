@@ -63,7 +63,8 @@ commands:
                                            (the workbench's budget); both figures are reported
   study MODEL --out DIR [--calib FILE | --no-calib] [--samples 16] [--seq-len 256] [--text FILE]
         [--ctx 256] [--chunks N] [--tasks LIST [--limit 200]] [--groups w,wa,kv]
-        [--methods rtn,awq,gptq,smoothquant,omniquant,quarot,quarot-gptq,atom,kivi] [--group-size 128]
+        [--methods rtn,awq,gptq,smoothquant,omniquant,quarot,quarot-gptq,atom,kivi,wkvquant]
+        [--group-size 128]
         [--omniquant-epochs 20] [--json]
                                            the Qllm-Eval grid on this model (W8/W4/W3/W2,
                                            W8A8/W4A8/W4A4, KV8/KV4/KV3/KV2, RTN and each type's

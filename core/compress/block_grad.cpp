@@ -327,9 +327,30 @@ void LlamaBlock::forward(const BlockWeights& w, const MatD& x, MatD& y, Cache* c
     rope(c.k, s.nKvHeads, false);
     c.o.resize(T, H * hd);
     c.probs.resize(size_t(H));
+    MatD kq, vq; // quantised keys and values (simulated KV-cache quantisation)
+    if (m_kvQuant) {
+        kq = c.k, vq = c.v;
+        m_kvQuant(kq, vq);
+    }
     for (int64_t h = 0; h < H; ++h) {
         const int64_t kv = h / group;
-        MatD S = (c.q.middleCols(h * hd, hd) * c.k.middleCols(kv * hd, hd).transpose()) * m_scale;
+        const auto qh = c.q.middleCols(h * hd, hd);
+        if (m_kvQuant) {
+            MatD S = (qh * kq.middleCols(kv * hd, hd).transpose()) * m_scale;
+            if (m_kvPastOnly) // own token: the unquantised key
+                for (int64_t i = 0; i < T; ++i)
+                    S(i, i) = qh.row(i).dot(c.k.middleCols(kv * hd, hd).row(i)) * m_scale;
+            causalSoftmax(S);
+            c.o.middleCols(h * hd, hd) = S * vq.middleCols(kv * hd, hd);
+            if (m_kvPastOnly) // own token: the unquantised value
+                for (int64_t i = 0; i < T; ++i)
+                    c.o.middleCols(h * hd, hd).row(i) +=
+                        S(i, i) *
+                        (c.v.middleCols(kv * hd, hd).row(i) - vq.middleCols(kv * hd, hd).row(i));
+            c.probs[size_t(h)] = std::move(S);
+            continue;
+        }
+        MatD S = (qh * c.k.middleCols(kv * hd, hd).transpose()) * m_scale;
         causalSoftmax(S);
         c.o.middleCols(h * hd, hd) = S * c.v.middleCols(kv * hd, hd);
         c.probs[size_t(h)] = std::move(S);
@@ -369,8 +390,16 @@ MatD LlamaBlock::attentionOutput(const BlockWeights& w, const MatD& xn) const {
     return lin(o, kO);
 }
 
+void LlamaBlock::setKvQuant(std::function<void(MatD& k, MatD& v)> quant, bool pastOnly) {
+    m_kvQuant = std::move(quant);
+    m_kvPastOnly = pastOnly;
+}
+
 void LlamaBlock::backward(const BlockWeights& w, const Cache& c, const MatD& dy, BlockGrads& g,
                           MatD* dxOut) const {
+    if (m_kvQuant)
+        throw UnsupportedError("the block model's backward does not cover simulated KV-cache "
+                               "quantisation");
     const ModelSpec& s = m_s;
     const int64_t hd = s.headDim, H = s.nHeads, group = s.nHeads / s.nKvHeads;
     // RMSNorm backward: out = in * r * gw, r = (mean(in^2) + eps)^-1/2.

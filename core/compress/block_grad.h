@@ -14,6 +14,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -127,6 +128,12 @@ public:
     /// nearest, clamp (the runtime's dynamic per-token scheme); bits 0 or >= 16 leave it float.
     /// The backward passes gradients straight through round() and stops them where clamped.
     void setActivationQuant(const std::array<int, 4>& bits, const std::array<double, 4>& clip);
+    /// Simulated KV-cache quantisation (forward only; WKVQuant's reconstruction search):
+    /// `quant(k, v)` replaces the keys (after RoPE) and values, [seqLen, nKvHeads*headDim], by
+    /// their quantised-then-dequantised values; with pastOnly each query attends to its own
+    /// token's unquantised k and v and to the quantised rows of the earlier tokens. An empty
+    /// function switches it off. backward() throws UnsupportedError while it is set.
+    void setKvQuant(std::function<void(MatD& k, MatD& v)> quant, bool pastOnly);
     /// x, y: [seqLen, dim] row-major. cache may be null (forward only).
     void forward(const BlockWeights& w, const MatD& x, MatD& y, Cache* cache) const;
     /// The attention sub-module alone (no activation quantisation): q/k/v of the normed input xn
@@ -146,6 +153,8 @@ private:
     std::vector<float> m_cos, m_sin;
     std::array<int, 4> m_actBits{0, 0, 0, 0};
     std::array<double, 4> m_actClip{1, 1, 1, 1};
+    std::function<void(MatD&, MatD&)> m_kvQuant;
+    bool m_kvPastOnly = false;
 };
 
 } // namespace lcw::compress

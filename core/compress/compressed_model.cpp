@@ -7,6 +7,7 @@
 #include "core/compress/pipeline.h"
 #include "core/compress/rotation.h"
 #include "core/compress/weight_stages.h"
+#include "core/compress/wkvquant.h"
 
 #include "core/common/checked.h"
 #include "core/common/dtype.h"
@@ -104,13 +105,19 @@ json runtimeQuantJson(const RuntimeQuant& rq) {
         if (a.outlierBits < 16) aj["outlier_bits"] = a.outlierBits;
         acts.push_back(std::move(aj));
     }
-    for (const auto& [layer, k] : rq.kv)
-        kv.push_back({{"layer", layer},
-                      {"k_bits", k.kBits},
-                      {"v_bits", k.vBits},
-                      {"k_granularity", granName(k.kGranularity)},
-                      {"v_granularity", granName(k.vGranularity)},
-                      {"group_size", k.groupSize}});
+    for (const auto& [layer, k] : rq.kv) {
+        json kj = {{"layer", layer},
+                   {"k_bits", k.kBits},
+                   {"v_bits", k.vBits},
+                   {"k_granularity", granName(k.kGranularity)},
+                   {"v_granularity", granName(k.vGranularity)},
+                   {"group_size", k.groupSize}};
+        // WKVQuant (absent otherwise, so older readers see the same entries)
+        if (k.pastOnly) kj["past_only"] = true;
+        if (!k.kScale.empty()) kj["k_shift"] = k.kShift, kj["k_scale"] = k.kScale;
+        if (!k.vScale.empty()) kj["v_shift"] = k.vShift, kj["v_scale"] = k.vScale;
+        kv.push_back(std::move(kj));
+    }
     json j = {{"activations", acts}, {"kv", kv}};
     if (rq.rotation.active())
         j["rotation"] = {{"online_down", rq.rotation.down},
@@ -188,6 +195,14 @@ RuntimeQuant runtimeQuantFromJson(const nlohmann::json& j, const std::string& wh
             s.kGranularity = gran("k_granularity");
             s.vGranularity = gran("v_granularity");
             s.groupSize = k.at("group_size").get<int64_t>();
+            s.pastOnly = k.value("past_only", false); // WKVQuant keys: absent in older overlays
+            const std::pair<const char*, std::vector<float>*> smoothing[] = {
+                {"k_shift", &s.kShift},
+                {"k_scale", &s.kScale},
+                {"v_shift", &s.vShift},
+                {"v_scale", &s.vScale}};
+            for (const auto& [key, dst] : smoothing)
+                if (k.contains(key)) *dst = k.at(key).get<std::vector<float>>();
             rq.kv[k.at("layer").get<int64_t>()] = s;
         }
         if (j.contains("rotation")) {
@@ -743,11 +758,30 @@ void CompressedModel::setRuntimeQuant(RuntimeQuant rq) {
                 throw ArgumentError("runtime quantisation of '" + name + "': outlier channel " +
                                     std::to_string(c) + " is not an input channel");
     }
-    for (const auto& [layer, k] : rq.kv)
+    for (const auto& [layer, k] : rq.kv) {
         if (layer < 0 || layer >= spec().nLayers || k.kBits < 2 || k.kBits > 16 || k.vBits < 2 ||
             k.vBits > 16 || k.groupSize < 1)
             throw ArgumentError("runtime quantisation: KV settings of block " +
                                 std::to_string(layer) + " are out of range");
+        const size_t width = size_t(spec().nKvHeads * spec().headDim);
+        auto smoothingOk = [&](const std::vector<float>& sh, const std::vector<float>& sc) {
+            if (sh.empty() && sc.empty()) return true;
+            if (sh.size() != width || sc.size() != width) return false;
+            for (size_t c = 0; c < width; ++c)
+                if (!std::isfinite(sh[c]) || !std::isfinite(sc[c]) || !(sc[c] > 0)) return false;
+            return true;
+        };
+        if (!smoothingOk(k.kShift, k.kScale) || !smoothingOk(k.vShift, k.vScale))
+            throw ArgumentError("runtime quantisation: KV smoothing of block " +
+                                std::to_string(layer) + " needs " + std::to_string(width) +
+                                " finite shifts and positive scales for K and V");
+        const bool tokenOnly = (k.kBits >= 16 || k.kGranularity == KvGranularity::Token) &&
+                               (k.vBits >= 16 || k.vGranularity == KvGranularity::Token);
+        if ((k.pastOnly || !k.kScale.empty() || !k.vScale.empty()) && !tokenOnly)
+            throw ArgumentError("runtime quantisation: WKVQuant's past-only quantisation and "
+                                "smoothing of block " +
+                                std::to_string(layer) + " need token granularity");
+    }
     for (const auto& [layer, p] : rq.kvPolicy)
         if (layer < 0 || layer >= spec().nLayers || !p.active() || p.budget < 0 || p.recent < 0 ||
             p.window < 0 || p.sinks < 0 || !(p.mass > 0 && p.mass <= 1) ||
@@ -1427,6 +1461,7 @@ RuntimeQuant runtimeQuantOf(const Plan& plan,
         k.kGranularity = kp.kv.kGranularity;
         k.vGranularity = kp.kv.vGranularity;
         k.groupSize = kp.kv.groupSize;
+        k.pastOnly = kp.kv.pastOnly;
         rq.kv[kp.layer] = k;
     }
     for (const KvPolicyPlan& pp : plan.kvPolicy) rq.kvPolicy[pp.layer] = pp.policy;
@@ -1526,6 +1561,12 @@ static CompressResult compressImpl(const Model& base, const Recipe& recipe, Prog
         return res;
     }
     cm->setRuntimeQuant(runtimeQuantOf(res.plan, absMax));
+    // WKVQuant: the KV smoothing is searched on the compressed model (weights as stored).
+    if (calibrateWkvQuant(base, res.plan, *cm, opts.calibration, progress, res.kvCalibration) ==
+        Status::Cancelled) {
+        res.status = Status::Cancelled;
+        return res;
+    }
     progress.report(1.0, "done");
     res.model = std::move(cm);
     res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -1689,7 +1730,11 @@ json compressReportJson(const CompressResult& r) {
     json acts = json::array(), kvs = json::array();
     const RuntimeQuant* rq = r.model ? r.model->runtimeQuant() : nullptr;
     for (const auto& a : r.plan.activations) acts.push_back(activationReportJson(a, rq));
-    for (const auto& k : r.plan.kv) kvs.push_back(kvReportJson(k));
+    for (const auto& k : r.plan.kv) {
+        kvs.push_back(kvReportJson(k));
+        if (auto it = r.kvCalibration.find(k.layer); it != r.kvCalibration.end())
+            kvs.back()["wkvquant"] = it->second;
+    }
     json asp = json::array();
     for (const auto& a : r.plan.activationSparsity) asp.push_back(activationSparsityReportJson(a));
     json rules = json::array();

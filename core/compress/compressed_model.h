@@ -341,6 +341,9 @@ struct CompressResult {
     /// Calibrated runs: time spent running the calibration set to capture block inputs (not in
     /// the per-layer times, which hold the method's own work incl. its share of AWQ's search).
     double captureSeconds = 0;
+    /// WKVQuant's smoothing search per block (kv.smooth): the chosen parameters and the
+    /// objective (core/compress/wkvquant.h); empty otherwise.
+    std::map<int64_t, nlohmann::ordered_json> kvCalibration;
 };
 
 /// Per-channel abs-max of the inputs of the linears `names`, [name] -> [in channels], from

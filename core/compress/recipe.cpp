@@ -318,8 +318,8 @@ void validateActivationSparsity(const json& a, int rule) {
 void validateKv(const json& k, int rule) {
     if (!k.is_object()) fail(rule, "kv", "expected an object or null, got " + k.dump());
     checkKeys(k,
-              {"k_bits", "v_bits", "k_granularity", "v_granularity", "group_size", "policy",
-               "budget", "recent", "sinks", "window", "mass"},
+              {"k_bits", "v_bits", "k_granularity", "v_granularity", "group_size", "past_only",
+               "smooth", "crr_blocks", "policy", "budget", "recent", "sinks", "window", "mass"},
               rule, "kv.");
     validateKvPolicy(k, rule);
     if (k.contains("k_bits")) intField(k["k_bits"], rule, "kv.k_bits", 2, 16);
@@ -329,6 +329,9 @@ void validateKv(const json& k, int rule) {
     if (k.contains("v_granularity"))
         strField(k["v_granularity"], rule, "kv.v_granularity", {"channel", "token"});
     if (k.contains("group_size")) intField(k["group_size"], rule, "kv.group_size", 1, 1 << 20);
+    if (k.contains("past_only")) boolField(k["past_only"], rule, "kv.past_only");
+    if (k.contains("smooth")) boolField(k["smooth"], rule, "kv.smooth");
+    if (k.contains("crr_blocks")) intField(k["crr_blocks"], rule, "kv.crr_blocks", 0, 64);
 }
 
 void validateOutliers(const json& o, int rule) {
@@ -703,7 +706,10 @@ std::string KvSettings::describe() const {
         return std::string(1, c) + std::to_string(b) +
                (g == KvGranularity::Token ? " token g" : " channel g") + std::to_string(groupSize);
     };
-    return part('k', kBits, kGranularity) + ", " + part('v', vBits, vGranularity);
+    std::string d = part('k', kBits, kGranularity) + ", " + part('v', vBits, vGranularity);
+    if (pastOnly) d += ", past-only";
+    if (smooth) d += ", WKVQuant smoothing (CRR " + std::to_string(crrBlocks) + ")";
+    return d;
 }
 
 std::string KvPolicyPlan::describe() const {
@@ -1199,6 +1205,30 @@ void addAtomPresets(std::vector<Preset>& v) {
             "gptq");
 }
 
+/// WKVQuant: weights and KV cache only (W4 KV4). (part of presets())
+void addWkvPresets(std::vector<Preset>& v) {
+    const std::string n = "W4-KV4-WKVQuant";
+    const std::string d = "WKVQuant: int4 asym g64 GPTQ weights, KV4 per token (g128) with "
+                          "past-only quantisation and calibrated per-channel smoothing chosen by "
+                          "cross-block reconstruction (needs --calib)";
+    v.push_back({n, d,
+                 oneRule(n, d,
+                         {{"weight",
+                           {{"bits", 4},
+                            {"symmetric", false},
+                            {"granularity", "group"},
+                            {"group_size", 64},
+                            {"method", "gptq"}}},
+                          {"kv",
+                           {{"k_bits", 4},
+                            {"v_bits", 4},
+                            {"k_granularity", "token"},
+                            {"v_granularity", "token"},
+                            {"past_only", true},
+                            {"smooth", true},
+                            {"crr_blocks", 1}}}})});
+}
+
 /// SqueezeLLM, DGQ and SliM-LLM (compact_formats.h). (part of presets())
 void addCompactPresets(std::vector<Preset>& v) {
     v.push_back({"W3-SqueezeLLM",
@@ -1274,6 +1304,7 @@ const std::vector<Preset>& presets() {
         addRotationPresets(v);
         addAffinePresets(v);
         addAtomPresets(v);
+        addWkvPresets(v);
         addCompactPresets(v);
         addEfficientQatPresets(v);
         addActivationSparsityPresets(v);
@@ -1480,8 +1511,10 @@ bool LayerPlan::needsCalibration() const {
 bool Plan::needsCalibration() const {
     auto layerNeeds = [](const LayerPlan& l) { return l.needsCalibration() || l.hasOutliers; };
     auto blockNeeds = [](const BlockStructured& b) { return b.settings.needsCalibration(); };
+    auto kvNeeds = [](const KvPlan& k) { return k.kv.smooth; }; // WKVQuant's CRR search
     return !smooth.empty() || std::any_of(layers.begin(), layers.end(), layerNeeds) ||
-           std::any_of(structured.begin(), structured.end(), blockNeeds);
+           std::any_of(structured.begin(), structured.end(), blockNeeds) ||
+           std::any_of(kv.begin(), kv.end(), kvNeeds);
 }
 
 namespace {
@@ -1838,8 +1871,8 @@ std::optional<json> mergedKv(const Recipe& r, int64_t l, int& rule) {
     return kv;
 }
 
-const char* const kKvQuantKeys[] = {"k_bits", "v_bits", "k_granularity", "v_granularity",
-                                    "group_size"};
+const char* const kKvQuantKeys[] = {"k_bits",     "v_bits",    "k_granularity", "v_granularity",
+                                    "group_size", "past_only", "smooth",        "crr_blocks"};
 const char* const kKvPolicyKeys[] = {"policy", "budget", "recent", "sinks", "window", "mass"};
 
 template <size_t N> bool hasAnyKey(const json& j, const char* const (&keys)[N]) {
@@ -1867,6 +1900,22 @@ std::optional<KvPlan> planKvBlock(const json& kvj, int kvRule, int64_t l, int64_
     k.kGranularity = gran("k_granularity");
     k.vGranularity = gran("v_granularity");
     k.groupSize = kv->value("group_size", int64_t(128));
+    k.pastOnly = kv->value("past_only", false);
+    k.smooth = kv->value("smooth", false);
+    k.crrBlocks = kv->value("crr_blocks", 1);
+    // WKVQuant's past-only quantisation and two-dimensional smoothing work on per-token rows.
+    const bool channel = (k.kBits < 16 && k.kGranularity == KvGranularity::Channel) ||
+                         (k.vBits < 16 && k.vGranularity == KvGranularity::Channel);
+    if (k.pastOnly && channel)
+        fail(kvRule, "kv.past_only",
+             "WKVQuant's past-only quantisation needs per-token KV quantisation (k_granularity "
+             "and v_granularity \"token\")");
+    if (k.smooth && channel)
+        fail(kvRule, "kv.smooth",
+             "WKVQuant's smoothing needs per-token KV quantisation (k_granularity and "
+             "v_granularity \"token\")");
+    if (kv->contains("crr_blocks") && !k.smooth)
+        fail(kvRule, "kv.crr_blocks", "applies only with \"smooth\": true");
     const bool tokenGroups = (k.kBits < 16 && k.kGranularity == KvGranularity::Token) ||
                              (k.vBits < 16 && k.vGranularity == KvGranularity::Token);
     if (tokenGroups && kv->contains("group_size") && k.groupSize > width)
@@ -1911,6 +1960,9 @@ std::optional<KvPolicyPlan> planKvPolicyBlock(const json& kv, int kvRule, int64_
         sp.mass = need("mass");
         sp.recent = kv.value("recent", 0.1);
     }
+    if (quant && quant->kv.pastOnly)
+        fail(kvRule, "kv.past_only",
+             "past-only quantisation (WKVQuant) cannot be combined with an eviction policy");
     if (quant && ((quant->kv.kBits < 16 && quant->kv.kGranularity == KvGranularity::Channel) ||
                   (quant->kv.vBits < 16 && quant->kv.vGranularity == KvGranularity::Channel)))
         fail(kvRule, "kv.policy",
@@ -1930,7 +1982,7 @@ bool anyMatchedRuleSets(const Recipe& r, const Plan& plan, std::optional<json> R
 }
 
 /// The KV-cache plans of the blocks.
-void planKv(const Recipe& r, const Model& model, Plan& plan) {
+void planKv(const Recipe& r, const Model& model, const PlanOptions& opts, Plan& plan) {
     const ModelSpec& sp = model.spec();
     const bool kvAny = anyMatchedRuleSets(r, plan, &Rule::kv);
     const int64_t width = sp.nKvHeads * sp.headDim;
@@ -1940,6 +1992,10 @@ void planKv(const Recipe& r, const Model& model, Plan& plan) {
         if (!kv) continue;
         std::optional<KvPlan> kp = planKvBlock(*kv, rule, l, width);
         if (auto pp = planKvPolicyBlock(*kv, rule, l, kp)) plan.kvPolicy.push_back(std::move(*pp));
+        if (kp && kp->kv.smooth && !opts.hasCalibration)
+            fail(rule, "kv.smooth",
+                 "WKVQuant's smoothing is calibrated (cross-block reconstruction) and needs "
+                 "calibration data (--calib)");
         if (kp) plan.kv.push_back(std::move(*kp));
     }
     if (kvAny && sp.isMamba())
@@ -1968,7 +2024,7 @@ Plan planRecipe(const Recipe& r, const Model& model, const PlanOptions& opts) {
             plan.warnings.push_back("recipe rule " + std::to_string(m.rule) +
                                     " matches no layer of the model");
     }
-    planKv(r, model, plan);
+    planKv(r, model, opts, plan);
     if (anyMatchedRuleSets(r, plan, &Rule::outliers) && !opts.hasCalibration)
         plan.warnings.push_back("outlier columns need calibration data (--calib): the weights "
                                 "are quantised without them");

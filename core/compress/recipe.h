@@ -171,6 +171,12 @@ struct KvSettings {
     /// Channels per group (token granularity; at most the row, nKvHeads*headDim) or tokens per
     /// block (channel granularity).
     int64_t groupSize = 128;
+    /// WKVQuant: past-only quantisation (the runtime's KvQuantSpec::pastOnly).
+    bool pastOnly = false;
+    /// WKVQuant: calibrated two-dimensional quantisation (per-channel shift and scale around the
+    /// per-token quantiser), chosen by cross-block reconstruction over crrBlocks later blocks.
+    bool smooth = false;
+    int crrBlocks = 1;
     /// "k4 token g128, v4 token g128".
     std::string describe() const;
     /// Stored bits per cached value including the f32 scale and minimum of each group

@@ -267,7 +267,13 @@ CompressResult compressRotated(const Model& base, const Recipe& recipe, Progress
     inner.rotation.reset();
     PlanOptions po;
     po.hasCalibration = opts.hasCalibration || (opts.calibration && !opts.calibration->empty());
-    checkRotatedPlan(recipe, base, planRecipe(inner, *rot.model, po));
+    const Plan innerPlan = planRecipe(inner, *rot.model, po);
+    checkRotatedPlan(recipe, base, innerPlan);
+    for (const KvPlan& k : innerPlan.kv)
+        if (k.kv.smooth && recipe.rotation->kv)
+            throw RecipeError(k.rule, "kv.smooth",
+                              "WKVQuant's calibrated smoothing cannot be combined with the "
+                              "rotation's online q/k transform (rotation.online_qk)");
     CompressResult res = compress(*rot.model, inner, progress, opts);
     if (res.status == Status::Cancelled || !res.model) return res;
     RuntimeQuant rq;

@@ -114,7 +114,8 @@ void addWeightActivationCells(const GridOptions& o, std::vector<Cell>& out) {
 }
 
 /// KV cache: per-token groups (RTN, as the paper); KIVI: keys per channel in blocks of 32
-/// tokens, values per token in groups of 32 channels.
+/// tokens, values per token in groups of 32 channels; WKVQuant: RTN's per-token groups with
+/// past-only quantisation and the calibrated per-channel smoothing (CRR over one more block).
 void addKvCells(const GridOptions& o, std::vector<Cell>& out) {
     for (int b : {8, 4, 3, 2})
         for (const std::string& m : groupMethods(Group::KvCache)) {
@@ -122,11 +123,17 @@ void addKvCells(const GridOptions& o, std::vector<Cell>& out) {
             json kv = {{"k_bits", b}, {"v_bits", b}, {"v_granularity", "token"}};
             kv["k_granularity"] = m == "KIVI" ? "channel" : "token";
             kv["group_size"] = m == "KIVI" ? o.kiviGroupSize : o.kvGroupSize;
+            if (m == "WKVQuant") {
+                kv["past_only"] = true;
+                kv["smooth"] = true;
+                kv["crr_blocks"] = 1;
+            }
             Cell c;
             c.group = Group::KvCache;
             c.setting = "KV" + std::to_string(b);
             c.bits = b;
             c.method = m;
+            c.calibrated = m == "WKVQuant";
             c.recipe = makeRecipe(c.setting + "-" + m, {{"kv", kv}});
             out.push_back(std::move(c));
         }
@@ -146,7 +153,7 @@ const std::vector<std::string>& groupMethods(Group g) {
     static const std::vector<std::string> w = {"RTN", "AWQ", "GPTQ"};
     static const std::vector<std::string> wa = {"RTN",    "SmoothQuant", "OmniQuant",
                                                 "QuaRot", "QuaRot-GPTQ", "Atom"};
-    static const std::vector<std::string> kv = {"RTN", "KIVI"};
+    static const std::vector<std::string> kv = {"RTN", "KIVI", "WKVQuant"};
     return g == Group::Weight ? w : g == Group::WeightActivation ? wa : kv;
 }
 
@@ -182,7 +189,7 @@ std::vector<Cell> grid(const GridOptions& opts, const Model* model) {
             throw ArgumentError(
                 "unknown study method '" + m +
                 "' (use rtn, awq, gptq, smoothquant, omniquant, quarot, quarot-gptq, atom, "
-                "kivi)");
+                "kivi, wkvquant)");
     }
     std::vector<Cell> out;
     for (Group g : {Group::Weight, Group::WeightActivation, Group::KvCache}) {

@@ -11,6 +11,7 @@
 #include "core/io/tensor_values.h"
 #include "core/model/loaders.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -818,6 +819,12 @@ json Writer::planQuantizationConfig(RunState& s, HfCheckpointResult& res) const 
         res.warnings.push_back("the KV-cache quantisation (" + std::to_string(s.kv.size()) +
                                " blocks, lcw's dynamic asymmetric groups) has no " +
                                m_format.name() + " form: not written");
+    else if (std::any_of(s.kv.begin(), s.kv.end(), [](const KvQuantSpec& k) {
+                 return k.pastOnly || !k.kScale.empty() || !k.vScale.empty();
+             }))
+        res.warnings.push_back("WKVQuant's past-only KV quantisation and per-channel K/V "
+                               "smoothing have no " +
+                               m_format.name() + " form: the KV-cache scheme leaves them out");
     return qc;
 }
 

@@ -33,6 +33,12 @@
 ///   channel granularity: blocks of groupSize consecutive tokens share one scale/min per channel
 ///                        (KIVI's per-channel keys); the tokens of an unfinished block stay in
 ///                        f32 until the block is full and is then quantised once.
+///   smoothing (WKVQuant's two-dimensional quantisation, token granularity): a row x is
+///                        stored as Q((x − δ) / s) and read as s ⊙ deq + δ with static
+///                        per-channel δ, s calibrated offline;
+///   past-only (WKVQuant's POQ, token granularity): the query of token t attends to its own
+///                        K/V in f32 and to the quantised K/V of tokens < t; the cache itself
+///                        holds token t quantised for the later tokens.
 /// The cache holds only the codes (bit-packed), the scales/minimums and the f32 tail; attention
 /// reads dequantised rows. Keys are quantised after RoPE.
 ///
@@ -82,6 +88,13 @@ struct KvQuantSpec {
     KvGranularity kGranularity = KvGranularity::Token;
     KvGranularity vGranularity = KvGranularity::Token;
     int64_t groupSize = 128; ///< channels per group (token) or tokens per block (channel)
+    /// WKVQuant past-only quantisation: a query attends to its own token's K/V in f32 and to
+    /// every earlier token's quantised K/V (token granularity only).
+    bool pastOnly = false;
+    /// WKVQuant two-dimensional quantisation: static per-channel shift δ and scale s (one value
+    /// per channel of the row, nKvHeads*headDim; empty: none) around the dynamic per-token
+    /// quantiser Q: K̂ = s ⊙ Q((K − δ) / s) + δ (token granularity only).
+    std::vector<float> kShift, kScale, vShift, vScale;
     bool active() const { return kBits < 16 || vBits < 16; }
     bool operator==(const KvQuantSpec&) const = default;
 };

@@ -210,6 +210,12 @@ void TransformerRunner::bind() {
                                     layers[size_t(l)].kvd);
             vStream[size_t(l)].init(kq->vBits, kq->vGranularity, kq->groupSize,
                                     layers[size_t(l)].kvd);
+            kStream[size_t(l)].setSmoothing(kq->kShift, kq->kScale);
+            vStream[size_t(l)].setSmoothing(kq->vShift, kq->vScale);
+            if (kq->pastOnly &&
+                (kStream[size_t(l)].channelBlocks() || vStream[size_t(l)].channelBlocks()))
+                throw UnsupportedError("KV cache of block " + std::to_string(l) +
+                                       ": past-only quantisation needs token granularity");
         }
     polCache.resize(size_t(s.nLayers));
     for (int64_t l = 0; l < s.nLayers; ++l)
@@ -779,6 +785,21 @@ void TransformerRunner::quantisedAttention(int64_t l, int64_t n, int64_t pos0,
         kernels::attentionEx(q.data() + (p0 - pos0) * qd, qd, kc, vc, att.data() + (p0 - pos0) * qd,
                              qd, p1 - p0, p0, L.heads, L.kvHeads, hd, ao, nt);
     };
+    if (L.kvq->pastOnly && (ks.quantized() || vs.quantized())) {
+        // WKVQuant's past-only quantisation (token granularity, checked at init). An f32 half
+        // is copied into its scratch, which the attention edits row by row.
+        auto writable = [&](const float* c, kernels::FloatBuffer& buf) {
+            if (c == buf.data()) return buf.data();
+            buf.resize(size_t((pos0 + n) * W));
+            std::copy(c, c + (pos0 + n) * W, buf.begin());
+            return buf.data();
+        };
+        float* kw = writable(kc, kDeq);
+        float* vw = writable(vc, vDeq);
+        runtime::pastOnlyAttention(q.data(), qd, kw, vw, k.data(), v.data(), att.data(), qd, n,
+                                   pos0, L.heads, L.kvHeads, hd, ao, nt);
+        return;
+    }
     if (!kCh && !vCh) return attend(pos0, pos0 + n);
     // kc/vc of channel streams point into kDeq/vDeq (writable scratch).
     float* kw = kCh ? kDeq.data() : nullptr;

@@ -39,6 +39,9 @@ void KvPolicyCache::init(const KvPolicySpec& policy, const KvQuantSpec* kvq, int
     }
     const int64_t width = kvHeads * headDim;
     const bool quant = kvq && kvq->active();
+    if (quant && kvq->pastOnly)
+        throw UnsupportedError("KV policy: past-only KV quantisation (WKVQuant) cannot be "
+                               "combined with an eviction policy");
     m_heads.assign(size_t(kvHeads), Head{});
     for (int64_t h = 0; h < kvHeads; ++h) {
         Head& H = m_heads[size_t(h)];
@@ -46,6 +49,10 @@ void KvPolicyCache::init(const KvPolicySpec& policy, const KvQuantSpec* kvq, int
                       quant ? kvq->groupSize : 1, width, h * headDim, headDim);
         H.v.initSlice(quant ? kvq->vBits : 16, quant ? kvq->vGranularity : KvGranularity::Token,
                       quant ? kvq->groupSize : 1, width, h * headDim, headDim);
+        if (quant) {
+            H.k.setSmoothing(kvq->kShift, kvq->kScale);
+            H.v.setSmoothing(kvq->vShift, kvq->vScale);
+        }
     }
     reset();
 }

@@ -149,6 +149,30 @@ void fakeQuantizeActivations(const ActQuantSpec& spec, const float* x, int64_t l
     }
 }
 
+void pastOnlyAttention(const float* q, int64_t ldq, float* kc, float* vc, const float* kNew,
+                       const float* vNew, float* out, int64_t ldo, int64_t n, int64_t pos0,
+                       int64_t heads, int64_t kvHeads, int64_t hd,
+                       const kernels::AttentionOptions& ao, int threads) {
+    const int64_t W = kvHeads * hd;
+    std::vector<float> saved(static_cast<size_t>(2 * W));
+    for (int64_t t = 0; t < n; ++t) {
+        // One query at a time: a later query of the batch sees this row quantised again.
+        float* kr = kc + (pos0 + t) * W;
+        float* vr = vc + (pos0 + t) * W;
+        std::copy(kr, kr + W, saved.begin());
+        std::copy(vr, vr + W, saved.begin() + W);
+        std::copy(kNew + t * W, kNew + (t + 1) * W, kr);
+        std::copy(vNew + t * W, vNew + (t + 1) * W, vr);
+        // Threads only where one query's keys are many: a parallel region per query costs more
+        // than it saves on short contexts (the output does not depend on the thread count).
+        const int th = (pos0 + t + 1) * heads * hd >= (int64_t(1) << 17) ? threads : 1;
+        kernels::attentionEx(q + t * ldq, ldq, kc, vc, out + t * ldo, ldo, 1, pos0 + t, heads,
+                             kvHeads, hd, ao, th);
+        std::copy(saved.begin(), saved.begin() + W, kr);
+        std::copy(saved.begin() + W, saved.end(), vr);
+    }
+}
+
 void KvStream::init(int bits, KvGranularity g, int64_t groupSize, int64_t width) {
     if (bits < 2 || bits > 16 || groupSize < 1 || width < 1)
         throw ArgumentError("KV cache: bits " + std::to_string(bits) + ", group size " +
@@ -183,8 +207,36 @@ void KvStream::initSlice(int bits, KvGranularity g, int64_t groupSize, int64_t r
     m_rowBytes = (width * bits + 7) / 8;
 }
 
+void KvStream::setSmoothing(const std::vector<float>& shift, const std::vector<float>& scale) {
+    if (shift.empty() && scale.empty()) {
+        m_sShift.clear(), m_sScale.clear();
+        return;
+    }
+    if (int64_t(shift.size()) != m_rowWidth || int64_t(scale.size()) != m_rowWidth)
+        throw ArgumentError("KV cache smoothing: " + std::to_string(shift.size()) + " shifts and " +
+                            std::to_string(scale.size()) + " scales for rows of " +
+                            std::to_string(m_rowWidth) + " channels");
+    for (size_t c = 0; c < scale.size(); ++c)
+        if (!(std::isfinite(scale[c]) && scale[c] > 0.0f) || !std::isfinite(shift[c]))
+            throw ArgumentError("KV cache smoothing: channel " + std::to_string(c) + " has scale " +
+                                std::to_string(scale[c]) + " and shift " +
+                                std::to_string(shift[c]) + " (scales must be finite and > 0)");
+    if (m_bits >= 16) return; // an f32 half is not quantised: nothing to smooth
+    if (m_gran != KvGranularity::Token)
+        throw UnsupportedError("KV cache smoothing needs token granularity");
+    if (m_rows > 0) throw ArgumentError("KV cache smoothing: set it before the first row");
+    m_sShift = shift;
+    m_sScale = scale;
+}
+
 void KvStream::quantizeTokenRow(const float* x, int64_t row) {
     // x: the whole row (m_rowWidth values); the stream keeps channels [m_offset, +m_width).
+    if (!m_sScale.empty()) {
+        m_sRow.resize(size_t(m_rowWidth));
+        for (int64_t c = 0; c < m_rowWidth; ++c)
+            m_sRow[size_t(c)] = (x[c] - m_sShift[size_t(c)]) / m_sScale[size_t(c)];
+        x = m_sRow.data();
+    }
     const int levels = (1 << m_bits) - 1;
     float* sc = m_scale.data() + row * m_groups;
     float* mn = m_min.data() + row * m_groups;
@@ -329,6 +381,10 @@ const float* KvStream::read(int64_t n, kernels::FloatBuffer& scratch, int thread
                     const int64_t g = (c + m_offset) / m_group - m_group0;
                     o[c] = mn[g] + float(codes[size_t(c)]) * sc[g];
                 }
+                if (!m_sScale.empty())
+                    for (int64_t c = 0; c < W; ++c)
+                        o[c] =
+                            o[c] * m_sScale[size_t(c + m_offset)] + m_sShift[size_t(c + m_offset)];
             } else {
                 const float* sc = m_scale.data() + (r / m_group) * W;
                 const float* mn = m_min.data() + (r / m_group) * W;

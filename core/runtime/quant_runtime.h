@@ -16,6 +16,17 @@ namespace lcw::runtime {
 void fakeQuantizeActivations(const ActQuantSpec& spec, const float* x, int64_t ldx, float* out,
                              int64_t ldo, int64_t n, int64_t dim, int threads);
 
+/// WKVQuant's past-only attention (POQ) of n new tokens at positions pos0 .. pos0 + n - 1: the
+/// query at position p attends to rows [0, p) of the cache as stored (kc, vc [pos0 + n, width],
+/// the new rows included, dequantised) and to its own row in f32 (kNew, vNew [n, width], row
+/// stride width = kvHeads * hd). Row p of kc / vc is replaced by the f32 row for that query and
+/// restored afterwards, so a batch gives the same result as decoding token by token.
+/// Otherwise as kernels::attentionEx (q [n, heads*hd] with stride ldq, out with ldo).
+void pastOnlyAttention(const float* q, int64_t ldq, float* kc, float* vc, const float* kNew,
+                       const float* vNew, float* out, int64_t ldo, int64_t n, int64_t pos0,
+                       int64_t heads, int64_t kvHeads, int64_t hd,
+                       const kernels::AttentionOptions& ao, int threads);
+
 /// One layer's K or V cache: rows of `width` values, appended in position order and stored
 /// quantised (bits < 16) or as f32 (bits 16). Quantised once when a row (token granularity) or a
 /// block of groupSize rows (channel granularity) is complete; never re-quantised.
@@ -29,6 +40,12 @@ public:
     /// or f32 only.
     void initSlice(int bits, KvGranularity g, int64_t groupSize, int64_t rowWidth, int64_t offset,
                    int64_t width);
+    /// WKVQuant's static per-channel smoothing (token granularity): rows are quantised as
+    /// (x − shift) / scale and read back as scale ⊙ deq + shift. Both vectors have one value per
+    /// channel of the whole row (rowWidth of a slice), scales finite and > 0; empty vectors (or an
+    /// f32 stream) leave the stream as it is. Call after init / initSlice, before append.
+    void setSmoothing(const std::vector<float>& shift, const std::vector<float>& scale);
+    bool smoothed() const { return !m_sScale.empty(); }
     /// Rows currently held.
     int64_t rows() const { return m_rows; }
     /// Drops rows from `n` on (n <= rows()). A quantised channel block cut in two keeps its
@@ -60,6 +77,8 @@ private:
     std::vector<uint8_t> m_codes;         ///< [m_qrows, m_rowBytes] bit-packed codes
     std::vector<float> m_scale, m_min;    ///< token: [row, group]; channel: [block, width]
     kernels::FloatBuffer m_f32; ///< bits 16: all rows; channel granularity: the tail block
+    std::vector<float> m_sShift, m_sScale; ///< smoothing over the whole row (empty: none)
+    std::vector<float> m_sRow;             ///< scratch: one smoothed row
 
     void quantizeTokenRow(const float* x, int64_t row);
     void quantizeBlock(const float* x, int64_t block);

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# WKVQuant (README, "WKVQuant"): KV4 per token (RTN), with past-only quantisation, with the
+# calibrated smoothing (cross-block reconstruction, k = 1), both, KIVI's KV4 for reference, and the
+# weight + KV recipes W4 g64 GPTQ + KV4 against W4-KV4-WKVQuant: perplexity, KLD(FP32 ‖ config)
+# and stored size from `lcw-cli eval` (ctx 256, llama.cpp chunks). GPTQ calibrates on 128 × 256
+# tokens of CALIB (default: the evaluation text, in-sample, as bench/quant_table.sh); WKVQuant's
+# search uses the first 8 of those windows. One JSON line per configuration.
+#   bench/wkvquant_table.sh [MODEL] [TEXT]
+#   bench/wkvquant_table.sh /work/shared/models/babyllama/tok105_model5000.bin   # BabyLlama
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODEL=${1:-resources/models/stories260K}
+TEXT=${2:-resources/data/tinystories_eval.txt}
+CALIB=${CALIB:-$TEXT}
+source bench/lcw_cli.sh
+
+KV='"k_bits": 4, "v_bits": 4'
+W4='"weight": {"bits": 4, "symmetric": false, "granularity": "group", "group_size": 64, "method": "gptq"}'
+
+"$CLI" eval "$MODEL" --text "$TEXT" --ctx 256 --no-record --quiet --json \
+  --preset KV4 \
+  --recipe "$(recipe kv4-poq "\"kv\": {$KV, \"past_only\": true}")" \
+  --recipe "$(recipe kv4-smooth "\"kv\": {$KV, \"smooth\": true}")" \
+  --recipe "$(recipe kv4-wkvquant "\"kv\": {$KV, \"past_only\": true, \"smooth\": true}")" \
+  --recipe "$(recipe kv4-kivi "\"kv\": {$KV, \"k_granularity\": \"channel\", \"group_size\": 32}")" \
+  --recipe "$(recipe w4-gptq "$W4")" \
+  --recipe "$(recipe w4-gptq-kv4 "$W4, \"kv\": {$KV}")" \
+  --preset W4-KV4-WKVQuant \
+  --calib "$CALIB" --samples 128 --seq-len 256 | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+print(json.dumps({"config": "FP32", "ppl": d["baseline"]["ppl"], "model_bytes": d["baseline"].get("model_bytes")}))
+for c in d["configs"]:
+    print(json.dumps({"config": c["name"], "ppl": c["ppl"], "ppl_se": c["ppl_se"], "kld": c["kld"]["mean"],
+                      "kld_se": c["kld"]["se"], "model_bytes": c.get("model_bytes"),
+                      "kv_cache_bytes": c.get("kv_cache_bytes")}))'

@@ -1,0 +1,129 @@
+#pragma once
+/// \file
+/// WKVQuant (Yue et al. 2024, "WKVQuant: Quantizing Weight and Key/Value Cache for Large
+/// Language Models Gains More"): the calibrated part of a weight + KV recipe.
+///
+/// The runtime side (core/model/runtime_quant.h, KvQuantSpec) has two of the paper's pieces:
+/// past-only quantisation (a query sees its own K/V in f32, the earlier tokens' K/V quantised)
+/// and two-dimensional quantisation: a static per-channel shift δ and scale s around the dynamic
+/// per-token group quantiser Q of the cache, K̂ = s ⊙ Q((K − δ) / s) + δ (V likewise).
+///
+/// This file chooses δ and s per block by the paper's third piece, cross-block reconstruction
+/// regularisation (CRR): the objective is the mean absolute error (L1) of the output of the
+/// block and the next k blocks,
+///     L = mean | F_{l..l+k}(x_q; KV quantised in block l) − F_{l..l+k}(x_fp) |,
+/// where x_q is the block input produced by the compressed model so far (weights and the KV
+/// caches of the earlier blocks quantised as finally stored) and x_fp the unquantised model's;
+/// block l runs with its quantised weights and the simulated KV quantisation (the runtime's own
+/// KvStream numerics, past-only when asked), blocks l+1..l+k with the unquantised weights and
+/// f32 caches on both sides (the regulariser: the error that survives the following blocks).
+///
+/// The parameters come from a family with two knobs per tensor (K, V), computed from the
+/// calibrated per-channel range [lo_c, hi_c] of the block's K (after RoPE) and V:
+///     δ_c = (lo_c + hi_c) / 2 when the shift is on, else 0;
+///     s_c = r_c^α / (geometric mean over c of r^α),  r_c = max(|lo_c − δ_c|, |hi_c − δ_c|),
+/// α ∈ alphas (α = 0 with the shift off is plain per-token quantisation, the start point). A
+/// coordinate search over (α, shift) of K, then V, repeated `rounds` times, keeps a candidate
+/// only when it lowers L, so the objective never increases and the result is never worse than
+/// the start on the calibration windows. (A gradient on δ and s would need a backward through
+/// the per-token min/max quantiser and the attention, which the block model does not have.)
+#include "core/common/error.h"
+#include "core/common/progress.h"
+#include "core/compress/block_grad.h"
+#include "core/model/model.h"
+#include "core/model/runtime_quant.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace lcw::compress {
+
+struct Plan;
+struct CalibrationSet;
+class CompressedModel;
+
+/// Shift and scale of one tensor's channels (empty: none).
+struct ChannelSmoothing {
+    std::vector<float> shift, scale;
+    bool empty() const { return scale.empty(); }
+};
+
+/// The family above from a per-channel range; alpha 0 and no shift give empty vectors. Throws
+/// ArgumentError for sizes that differ or a negative alpha.
+ChannelSmoothing smoothingFromRange(const std::vector<float>& lo, const std::vector<float>& hi,
+                                    double alpha, bool shift);
+
+/// Replaces the rows of x [T, width] (K or V of one block, all KV heads) by what the runtime's
+/// KV cache reads back after storing them: token granularity, `bits` (16: unchanged), groups of
+/// `groupSize` channels, with the smoothing (empty: none).
+void fakeQuantKvRows(MatD& x, int bits, int64_t groupSize, const ChannelSmoothing& sm);
+
+struct WkvOptions {
+    int crrBlocks = 1; ///< k: blocks after the block in the objective (cut at the last block)
+    std::vector<double> alphas{0.0, 0.25, 0.5, 0.75, 1.0};
+    int rounds = 2; ///< passes of the coordinate search (K, then V)
+};
+
+struct WkvBlockResult {
+    Status status = Status::Ok;
+    ChannelSmoothing k, v; ///< the kept smoothing (empty: none)
+    double kAlpha = 0, vAlpha = 0;
+    bool kShift = false, vShift = false;
+    double lossStart = 0, lossEnd = 0; ///< CRR objective of the start and of the kept point
+    /// The best objective after each evaluation (the start first): never increases.
+    std::vector<double> objective;
+    int blocks = 1; ///< blocks in the objective (1 + k, cut at the model's last block)
+    double seconds = 0;
+};
+
+/// The CRR objective of one smoothing for block `layer` (see above): qInputs are the block's
+/// inputs on the compressed model, targets the unquantised model's output of block
+/// layer + blocks - 1 for the same windows (all [seqLen * dim]); qWeights the block's quantised
+/// weights, fpWeights the following blocks' unquantised ones.
+class CrrObjective {
+public:
+    CrrObjective(const ModelSpec& spec, int layer, const KvQuantSpec& kv, int blocks,
+                 const BlockWeights& qWeights, std::vector<BlockWeights> fpWeights,
+                 const std::vector<std::vector<float>>& qInputs,
+                 const std::vector<std::vector<float>>& targets);
+    double operator()(const ChannelSmoothing& k, const ChannelSmoothing& v) const;
+    /// Per-channel min/max of the block's K (after RoPE) and V on qInputs (no quantisation).
+    void ranges(std::vector<float>& kLo, std::vector<float>& kHi, std::vector<float>& vLo,
+                std::vector<float>& vHi) const;
+
+private:
+    const ModelSpec& m_s;
+    int m_layer, m_blocks;
+    KvQuantSpec m_kv;
+    int64_t m_T = 0;
+    const BlockWeights& m_q;
+    std::vector<BlockWeights> m_fp;
+    const std::vector<std::vector<float>>& m_in;
+    const std::vector<std::vector<float>>& m_target;
+};
+
+/// The coordinate search of one block. Progress after every evaluation; cancellation returns
+/// status Cancelled. Throws UnsupportedError for blocks the block model does not cover and
+/// ArgumentError for empty or unequal inputs.
+WkvBlockResult wkvquantBlock(const WeightSource& quantised, const WeightSource& fp, int layer,
+                             const KvQuantSpec& kv, const std::vector<std::vector<float>>& qInputs,
+                             const std::vector<std::vector<float>>& fpInputs,
+                             const WkvOptions& opts, Progress& progress);
+
+/// Calibration windows the search uses (the first ones of the set).
+inline constexpr int64_t kWkvMaxWindows = 8;
+
+/// The compression stage: for every block whose KV plan has smooth (in block order) captures
+/// the block's inputs through `cm` (its weights and the KV caches of the earlier blocks as
+/// stored, the caches already smoothed) and through `base`, runs wkvquantBlock and stores the
+/// result in cm's runtime quantisation. Per block the search's report goes into
+/// details[block]. Throws RecipeError (kv.smooth) without calibration data.
+Status calibrateWkvQuant(const Model& base, const Plan& plan, CompressedModel& cm,
+                         const CalibrationSet* cal, Progress& progress,
+                         std::map<int64_t, nlohmann::ordered_json>& details);
+
+} // namespace lcw::compress
