@@ -16,7 +16,9 @@
 // (_mm512_undefined_ps) as uninitialised once they are inlined into target-attributed functions.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
+#if !defined(__clang__) // clang has no -Wmaybe-uninitialized (and warns about the pragma)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <immintrin.h>
 #pragma GCC diagnostic pop
 #define LCW_X86 1
