@@ -18,22 +18,13 @@ W4='"weight": {"bits": 4, "symmetric": false, "granularity": "channel", "method"
 A4='"activation": {"bits": 4, "mode": "dynamic_per_token"}'
 W3='"weight": {"bits": 3, "symmetric": false, "granularity": "group", "group_size": 64, "method": "omniquant"'
 
-evaluate() { # the eval options
-  "$CLI" eval "$MODEL" --text "$TEXT" --ctx 256 --no-record --quiet --json "$@" | python3 -c '
-import json, sys
-d = json.load(sys.stdin)
-print(json.dumps({"config": "FP32", "ppl": d["baseline"]["ppl"], "model_bytes": d["baseline"].get("model_bytes")}))
-for c in d["configs"]:
-    print(json.dumps({"config": c["name"], "ppl": c["ppl"], "ppl_se": c["ppl_se"], "kld": c["kld"]["mean"],
-                      "kld_se": c["kld"]["se"], "model_bytes": c.get("model_bytes")}))'
-}
 
-evaluate --recipe "$(recipe w4a4-omniquant-let "$W4}, $A4")" --preset W4A4-AffineQuant \
+eval_lines --recipe "$(recipe w4a4-omniquant-let "$W4}, $A4")" --preset W4A4-AffineQuant \
   --recipe "$(recipe w4a4-affine-full "$W4, \"affine\": {\"mask\": \"full\"}}, $A4")" \
   --recipe "$(recipe w4a4-affine-diagonal "$W4, \"affine\": {\"mask\": \"diagonal\"}}, $A4")" \
   --calib "$CALIB" --samples 16 --seq-len 256
 if [ "${W3:-1}" != 0 ]; then
-  evaluate --recipe "$(recipe w3-omniquant "$W3}")" --preset W3A16-g64-AffineQuant \
+  eval_lines --recipe "$(recipe w3-omniquant "$W3}")" --preset W3A16-g64-AffineQuant \
     --recipe "$(recipe w3-affine-diagonal "$W3, \"affine\": {\"mask\": \"diagonal\"}}")" \
     --calib "$CALIB" --samples 16 --seq-len 256
 fi

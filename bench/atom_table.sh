@@ -23,17 +23,8 @@ A4G="\"activation\": {\"bits\": 4, \"mode\": \"dynamic_per_token\", \"group_size
 OUT="\"outliers\": {\"count\": $COUNT, \"bits\": 8}"
 KV4="\"kv\": {\"k_bits\": 4, \"v_bits\": 4, \"group_size\": $HEAD}"
 
-evaluate() { # the eval options
-  "$CLI" eval "$MODEL" --text "$TEXT" --ctx 256 --no-record --quiet --json "$@" | python3 -c '
-import json, sys
-d = json.load(sys.stdin)
-print(json.dumps({"config": "FP32", "ppl": d["baseline"]["ppl"], "model_bytes": d["baseline"].get("model_bytes")}))
-for c in d["configs"]:
-    print(json.dumps({"config": c["name"], "ppl": c["ppl"], "ppl_se": c["ppl_se"], "kld": c["kld"]["mean"],
-                      "kld_se": c["kld"]["se"], "model_bytes": c.get("model_bytes")}))'
-}
 
-evaluate --recipe "$(recipe w4a4-groups "$W4G}, $A4G")" \
+eval_lines --recipe "$(recipe w4a4-groups "$W4G}, $A4G")" \
   --recipe "$(recipe w4a4-atom-rtn "$W4G}, $A4G, $OUT")" \
   --recipe "$(recipe w4a4-atom-gptq "$W4G, \"method\": \"gptq\"}, $A4G, $OUT")" \
   --recipe "$(recipe w4a4kv4-atom-rtn "$W4G}, $A4G, $OUT, $KV4")" \

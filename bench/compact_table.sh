@@ -31,12 +31,6 @@ JSON
   echo "$TMP/$1-$2.json"
 }
 CAL=(--calib "$CALIB" --samples "$SAMPLES" --seq-len "$SEQ_LEN")
-labels=() overlays=()
-add() { # label, then compress options
-  local label=$1 dir="$TMP/ov${#labels[@]}"; shift
-  "$CLI" compress "$MODEL" "$@" --save "$dir" --quiet --json > "$dir.json"
-  labels+=("$label") overlays+=(--overlay "$dir")
-}
 add "RTN int3 asym, 4 groups/row" --recipe "$(quarter rtn 3)"
 add "GPTQ int3 asym, 4 groups/row" --recipe "$(quarter gptq 3)" "${CAL[@]}"
 add "SqueezeLLM 3-bit, 0 % sparse" --recipe "$(recipe sq0 '"weight": {"method": "squeezellm", "bits": 3}')" "${CAL[@]}"
@@ -49,18 +43,4 @@ add "RTN W2A16-g32" --preset W2A16-g32
 add "RTN W4A16-g32" --preset W4A16-g32
 add "RTN W4A8 (per channel)" --preset W4A8
 add "DGQ int4 g32 + A8 (W4A8-DGQ)" --preset W4A8-DGQ
-"$CLI" eval "$MODEL" "${overlays[@]}" --text "$TEXT" --ctx "$CTX" --no-record --json > "$TMP/eval.json"
-python3 - "$TMP" "${labels[@]}" <<'PY'
-import json, sys
-tmp, labels = sys.argv[1], sys.argv[2:]
-ev = json.load(open(tmp + "/eval.json"))
-print("| config | bits/weight (quantised linears) | bits/weight (whole model) | PPL | KLD vs FP32 |")
-print("|---|---|---|---|---|")
-b = ev["baseline"]
-print("| FP32 | 32.00 | 32.00 | %.4f ± %.4f | 0 |" % (b["ppl"], b["ppl_se"]))
-for i, (lab, c) in enumerate(zip(labels, ev["configs"])):
-    t = json.load(open("%s/ov%d.json" % (tmp, i)))["totals"]
-    print("| %s | %.3f | %.3f | %.4f ± %.4f | %.5f ± %.5f |" % (
-        lab, t["quantized_bits_per_weight"], t["model_bits_per_weight"], c["ppl"], c["ppl_se"],
-        c["kld"]["mean"], c["kld"]["se"]))
-PY
+overlay_table "$CTX"

@@ -18,14 +18,6 @@ source bench/lcw_cli.sh
 
 CAL=(--calib "$CALIB" --samples "$SAMPLES" --seq-len "$SEQ_LEN")
 grid() { echo "\"bits\": $1, \"symmetric\": false, \"granularity\": \"group\", \"group_size\": 64"; }
-labels=() overlays=()
-add() { # label, then compress options
-  local label=$1 dir="$TMP/ov${#labels[@]}"; shift
-  local t0=$SECONDS
-  "$CLI" compress "$MODEL" "$@" --save "$dir" --quiet --json > "$dir.json"
-  echo "$label: compress $((SECONDS - t0)) s" >&2
-  labels+=("$label") overlays+=(--overlay "$dir")
-}
 for B in 3 2; do
   add "RTN W${B} g64" --recipe "$(recipe rtn$B "\"weight\": {$(grid $B)}")"
   add "GPTQ W${B} g64" --recipe "$(recipe gptq$B "\"weight\": {\"method\": \"gptq\", $(grid $B)}")" "${CAL[@]}"
@@ -33,18 +25,4 @@ for B in 3 2; do
   add "EfficientQAT Block-AP W${B} g64 (W${B}-g64-EfficientQAT)" --recipe "$(recipe eqat$B "\"weight\": {\"method\": \"efficientqat\", \"epochs\": $EPOCHS, $(grid $B)}")" "${CAL[@]}"
   add "EfficientQAT Block-AP + E2E-QP (2 epochs) W${B} g64" --recipe "$(recipe eqate$B "\"weight\": {\"method\": \"efficientqat\", \"epochs\": $EPOCHS, \"e2e_epochs\": 2, $(grid $B)}")" "${CAL[@]}"
 done
-"$CLI" eval "$MODEL" "${overlays[@]}" --text "$TEXT" --ctx "$CTX" --no-record --json > "$TMP/eval.json"
-python3 - "$TMP" "${labels[@]}" <<'PY'
-import json, sys
-tmp, labels = sys.argv[1], sys.argv[2:]
-ev = json.load(open(tmp + "/eval.json"))
-print("| config | bits/weight (quantised linears) | bits/weight (whole model) | PPL | KLD vs FP32 |")
-print("|---|---|---|---|---|")
-b = ev["baseline"]
-print("| FP32 | 32.00 | 32.00 | %.4f ± %.4f | 0 |" % (b["ppl"], b["ppl_se"]))
-for i, (lab, c) in enumerate(zip(labels, ev["configs"])):
-    t = json.load(open("%s/ov%d.json" % (tmp, i)))["totals"]
-    print("| %s | %.3f | %.3f | %.4f ± %.4f | %.5f ± %.5f |" % (
-        lab, t["quantized_bits_per_weight"], t["model_bits_per_weight"], c["ppl"], c["ppl_se"],
-        c["kld"]["mean"], c["kld"]["se"]))
-PY
+overlay_table "$CTX"

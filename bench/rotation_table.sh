@@ -22,20 +22,11 @@ A4='"activation": {"bits": 4, "mode": "dynamic_per_token"}'
 KV4='"kv": {"k_bits": 4, "v_bits": 4}'
 ROT='{"method": "hadamard", "seed": 0}'
 
-evaluate() { # the eval options
-  "$CLI" eval "$MODEL" --text "$TEXT" --ctx 256 --no-record --quiet --json "$@" | python3 -c '
-import json, sys
-d = json.load(sys.stdin)
-print(json.dumps({"config": "FP32", "ppl": d["baseline"]["ppl"], "model_bytes": d["baseline"].get("model_bytes")}))
-for c in d["configs"]:
-    print(json.dumps({"config": c["name"], "ppl": c["ppl"], "ppl_se": c["ppl_se"], "kld": c["kld"]["mean"],
-                      "kld_se": c["kld"]["se"], "model_bytes": c.get("model_bytes")}))'
-}
 
-evaluate --preset W4A4 --preset KV4 --preset W4A4-KV4-QuaRot \
+eval_lines --preset W4A4 --preset KV4 --preset W4A4-KV4-QuaRot \
   --recipe "$(rot rot-w4a4 "$ROT" "$W4}, $A4")" --recipe "$(rot rot-kv4 "$ROT" "$KV4")"
-evaluate --preset W4A4-SQ --preset W4A4-KV4-QuaRot-GPTQ \
+eval_lines --preset W4A4-SQ --preset W4A4-KV4-QuaRot-GPTQ \
   --recipe "$(rot rot-w4a4-gptq "$ROT" "$W4, \"method\": \"gptq\"}, $A4")" \
   --calib "$CALIB" --samples 128 --seq-len 256
-evaluate --recipe "$(recipe w4a4-omniquant-let "$W4, \"method\": \"omniquant\", \"let\": true}, $A4")" \
+eval_lines --recipe "$(recipe w4a4-omniquant-let "$W4, \"method\": \"omniquant\", \"let\": true}, $A4")" \
   --calib "$CALIB" --samples 16 --seq-len 256

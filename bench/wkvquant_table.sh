@@ -17,7 +17,7 @@ source bench/lcw_cli.sh
 KV='"k_bits": 4, "v_bits": 4'
 W4='"weight": {"bits": 4, "symmetric": false, "granularity": "group", "group_size": 64, "method": "gptq"}'
 
-"$CLI" eval "$MODEL" --text "$TEXT" --ctx 256 --no-record --quiet --json \
+eval_lines \
   --preset KV4 \
   --recipe "$(recipe kv4-poq "\"kv\": {$KV, \"past_only\": true}")" \
   --recipe "$(recipe kv4-smooth "\"kv\": {$KV, \"smooth\": true}")" \
@@ -26,11 +26,4 @@ W4='"weight": {"bits": 4, "symmetric": false, "granularity": "group", "group_siz
   --recipe "$(recipe w4-gptq "$W4")" \
   --recipe "$(recipe w4-gptq-kv4 "$W4, \"kv\": {$KV}")" \
   --preset W4-KV4-WKVQuant \
-  --calib "$CALIB" --samples 128 --seq-len 256 | python3 -c '
-import json, sys
-d = json.load(sys.stdin)
-print(json.dumps({"config": "FP32", "ppl": d["baseline"]["ppl"], "model_bytes": d["baseline"].get("model_bytes")}))
-for c in d["configs"]:
-    print(json.dumps({"config": c["name"], "ppl": c["ppl"], "ppl_se": c["ppl_se"], "kld": c["kld"]["mean"],
-                      "kld_se": c["kld"]["se"], "model_bytes": c.get("model_bytes"),
-                      "kv_cache_bytes": c.get("kv_cache_bytes")}))'
+  --calib "$CALIB" --samples 128 --seq-len 256
