@@ -551,8 +551,22 @@ StudyResult fromJson(const json& j, const std::string& source) {
         const json& v = o.at(key);
         return v.is_null() ? std::numeric_limits<double>::quiet_NaN() : v.get<double>();
     };
+    // Integers must be JSON integers in range: a float such as 1e30 read as an integer would be
+    // undefined behaviour.
+    auto integer = [&](const json& o, const char* key, int64_t lo, int64_t hi) {
+        const json& v = o.at(key);
+        if (!v.is_number_integer() ||
+            (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(hi)) || v.get<int64_t>() < lo ||
+            v.get<int64_t>() > hi)
+            throw FormatError(source, std::string("malformed study: \"") + key +
+                                          "\" must be an integer in [" + std::to_string(lo) + ", " +
+                                          std::to_string(hi) + "], got " + v.dump());
+        return v.get<int64_t>();
+    };
+    constexpr int64_t kMaxI = std::numeric_limits<int64_t>::max();
     try {
-        if (!j.is_object() || j.value("lcw_study", 0) != 1)
+        if (!j.is_object() || !j.contains("lcw_study") || !j["lcw_study"].is_number_integer() ||
+            j["lcw_study"].get<int64_t>() != 1)
             throw FormatError(source, "not an lcw study (no \"lcw_study\": 1)");
         StudyResult r;
         r.model = j.at("model").get<std::string>();
@@ -560,19 +574,19 @@ StudyResult fromJson(const json& j, const std::string& source) {
         r.baselinePpl = d(j.at("baseline"), "ppl");
         r.baselinePplError = d(j.at("baseline"), "ppl_se");
         r.baselineTaskAcc = j.at("baseline").at("tasks").get<std::map<std::string, double>>();
-        r.ctx = j.at("ctx").get<int64_t>();
-        r.chunks = j.at("chunks").get<int64_t>();
-        r.scoredTokens = j.at("scored_tokens").get<int64_t>();
+        r.ctx = integer(j, "ctx", 0, kMaxI);
+        r.chunks = integer(j, "chunks", 0, kMaxI);
+        r.scoredTokens = integer(j, "scored_tokens", 0, kMaxI);
         for (const json& o : j.at("rows")) {
             Row x;
             x.group = parseGroup(o.at("group").get<std::string>());
             x.setting = o.at("setting").get<std::string>();
             x.method = o.at("method").get<std::string>();
-            x.bits = o.at("bits").get<int>();
-            x.actBits = o.at("act_bits").get<int>();
+            x.bits = int(integer(o, "bits", 0, 64));
+            x.actBits = int(integer(o, "act_bits", 0, 64));
             x.status = o.at("status").get<std::string>();
             x.bitsPerWeight = d(o, "bits_per_weight");
-            x.bytes = o.at("bytes").get<uint64_t>();
+            x.bytes = uint64_t(integer(o, "bytes", 0, kMaxI));
             x.kvBitsPerValue = d(o, "kv_bits_per_value");
             x.ppl = d(o, "ppl");
             x.pplError = d(o, "ppl_se");
