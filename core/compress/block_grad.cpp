@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <string_view>
 
 namespace lcw::compress {
 
@@ -143,6 +144,16 @@ void LlamaBlock::setActivationQuant(const std::array<int, 4>& bits,
 
 const char* blockLinearSuffix(int i) {
     return kSuffix[i];
+}
+
+int blockLinearIndex(const std::string& bname, const std::string& name) {
+    if (name.size() <= bname.size() || name.compare(0, bname.size(), bname) != 0 ||
+        name[bname.size()] != '.')
+        return -1;
+    const std::string_view suffix = std::string_view(name).substr(bname.size() + 1);
+    for (int i = 0; i < 7; ++i)
+        if (suffix == kSuffix[i]) return i;
+    return -1;
 }
 
 void BlockGrads::zeroLike(const BlockWeights& bw) {

@@ -33,6 +33,9 @@ enum ActSite { kActAttnIn = 0, kActO, kActMlpIn, kActDown };
 void fakeQuantRows(MatD& a, int bits, double clip, MatD* mask);
 /// "attn.q", "attn.k", "attn.v", "attn.o", "mlp.gate", "mlp.up", "mlp.down".
 const char* blockLinearSuffix(int i);
+/// The BlockLinear index of `name` when it is "<bname>.<suffix>" of one of the seven linears,
+/// else -1.
+int blockLinearIndex(const std::string& bname, const std::string& name);
 
 /// Weights of one block ([out, in] row-major like the runtime). Biases are optional (empty =
 /// none): attnNormBias / mlpNormBias are added after the RMSNorm scale, b[i] to linear i's output

@@ -176,9 +176,7 @@ struct QatLinear {
 
 QatLinear startLinear(const std::string& bname, const std::string& name, const WeightSettings& s,
                       const BlockWeights& fw) {
-    int idx = -1;
-    for (int i = 0; i < 7; ++i)
-        if (name == bname + "." + blockLinearSuffix(i)) idx = i;
+    const int idx = blockLinearIndex(bname, name);
     if (idx < 0)
         throw ArgumentError(name + ": efficientqat learns the linears of block " + bname +
                             " only (attn.q/k/v/o, mlp.gate/up/down)");
@@ -358,10 +356,10 @@ E2eLinear e2eLinear(const ModelSpec& spec, const std::string& name, const Packed
     E2eLinear l;
     l.name = name;
     l.layer = -1;
-    for (int b = 0; b < int(spec.nLayers) && l.layer < 0; ++b)
-        for (int i = 0; i < 7; ++i)
-            if (name == "layers." + std::to_string(b) + "." + blockLinearSuffix(i))
-                l.layer = b, l.index = i;
+    for (int b = 0; b < int(spec.nLayers) && l.layer < 0; ++b) {
+        const int i = blockLinearIndex("layers." + std::to_string(b), name);
+        if (i >= 0) l.layer = b, l.index = i;
+    }
     if (l.layer < 0) throw ArgumentError(name + ": efficientqat e2e trains block linears only");
     const WeightSettings& s = p.settings;
     if (s.format != WeightFormat::Int || methodIsGguf(s.method) || s.ggufGrid ||

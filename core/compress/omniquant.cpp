@@ -214,9 +214,7 @@ int64_t checkBlockInputs(const std::string& bname, const std::vector<std::vector
 /// A learned linear at its start point (factors 1: exactly RTN), its grid ranges from W.
 Lwc startLwc(const std::string& bname, const std::string& name, const WeightSettings& s,
              const BlockWeights& fw) {
-    int idx = -1;
-    for (int i = 0; i < 7; ++i)
-        if (name == bname + "." + blockLinearSuffix(i)) idx = i;
+    const int idx = blockLinearIndex(bname, name);
     if (idx < 0)
         throw ArgumentError(name + ": omniquant learns the linears of block " + bname +
                             " only (attn.q/k/v/o, mlp.gate/up/down)");
