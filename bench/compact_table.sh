@@ -37,9 +37,12 @@ add "SqueezeLLM 3-bit, 0 % sparse" --recipe "$(recipe sq0 '"weight": {"method": 
 add "SqueezeLLM 3-bit, 0.45 % sparse (W3-SqueezeLLM)" --preset W3-SqueezeLLM "${CAL[@]}"
 add "RTN W3A16-g64" --preset W3A16-g64
 add "GPTQ W3A16-g64" --preset W3A16-g64-GPTQ "${CAL[@]}"
-add "SliM 2.5-bit avg, g32 (W2.5-SliM)" --preset W2.5-SliM "${CAL[@]}"
-add "SliM 3-bit avg, g64" --recipe "$(recipe slim3 '"weight": {"method": "slim", "avg_bits": 3, "group_size": 64}')" "${CAL[@]}"
+add "SliM 2.5-bit avg, g32, GPTQ (W2.5-SliM)" --preset W2.5-SliM "${CAL[@]}"
+add "SliM 2.5-bit avg, g32, RTN groups" --recipe "$(recipe slim25r '"weight": {"method": "slim", "avg_bits": 2.5, "group_size": 32, "gptq": false}')" "${CAL[@]}"
+add "SliM 3-bit avg, g64, GPTQ" --recipe "$(recipe slim3 '"weight": {"method": "slim", "avg_bits": 3, "group_size": 64}')" "${CAL[@]}"
+add "SliM 3-bit avg, g64, RTN groups" --recipe "$(recipe slim3r '"weight": {"method": "slim", "avg_bits": 3, "group_size": 64, "gptq": false}')" "${CAL[@]}"
 add "RTN W2A16-g32" --preset W2A16-g32
+add "GPTQ W2A16-g32" --recipe "$(recipe gptq2 '"weight": {"method": "gptq", "bits": 2, "symmetric": false, "granularity": "group", "group_size": 32}')" "${CAL[@]}"
 add "RTN W4A16-g32" --preset W4A16-g32
 add "RTN W4A8 (per channel)" --preset W4A8
 add "DGQ int4 g32 + A8 (W4A8-DGQ)" --preset W4A8-DGQ

@@ -10,11 +10,13 @@
 #include "core/compress/calibration.h"
 #include "core/compress/compact_formats.h"
 #include "core/compress/compressed_model.h"
+#include "core/compress/gptq.h"
 #include "core/compress/quantizer.h"
 #include "core/compress/recipe.h"
 #include "core/model/model.h"
 #include "core/runtime/session.h"
 #include "core_test_util.h"
+#include "gptq_reference.h"
 #include "test_util.h"
 
 #include <Eigen/Dense>
@@ -293,6 +295,69 @@ private slots:
         }
     }
 
+    void slimGptqMatchesReference() {
+        // SliM-LLM's GPTQ step: the reference fasterquant (gptq_reference.h, double) with each
+        // column group at the width SliM's allocation gave it; same codes, scales and zeros.
+        const int64_t rows = 8, cols = 96, g = 16;
+        const std::vector<float> w = randomWeights(rows * cols, 4);
+        const std::vector<double> H = randomGram(cols, 9);
+        const Eigen::MatrixXd Hm = Eigen::Map<const Eigen::MatrixXd>(H.data(), cols, cols);
+        auto outputError = [&](const std::vector<float>& dq) {
+            Eigen::MatrixXd D(rows, cols);
+            for (int64_t r = 0; r < rows; ++r)
+                for (int64_t j = 0; j < cols; ++j)
+                    D(r, j) = double(w[size_t(r * cols + j)]) - double(dq[size_t(r * cols + j)]);
+            return (D * Hm).cwiseProduct(D).sum();
+        };
+        int cases = 0;
+        for (const double avg : {2.5, 3.0})
+            for (const int64_t bs : {int64_t(32), int64_t(128)})
+                for (const bool updated : {false, true}) {
+                    const WeightSettings s = slimSettings(avg, g);
+                    const std::vector<uint8_t> alloc =
+                        slimChooseAllocation(w.data(), rows, cols, s, H.data(), nullptr, "t");
+                    GptqOptions o;
+                    o.blockSize = bs;
+                    if (updated) o.groups = GptqGroups::Updated;
+                    const GptqResult res =
+                        gptqQuantizeSlim(w.data(), rows, cols, H.data(), s, alloc, o, "t");
+                    QVERIFY(res.packed.groupCodes == alloc);
+                    QCOMPARE(res.packed.storageBits(), packedStorageBits(rows, cols, s));
+                    const std::vector<float> dq = dequantize(res.packed, "t");
+                    const PackedTensor rtn =
+                        slimQuantize(w.data(), rows, cols, s, H.data(), nullptr, "t");
+                    QVERIFY(rtn.groupCodes == alloc);
+                    QVERIFY(outputError(dq) < outputError(dequantize(rtn, "t")));
+                    if (updated) { // grids from updated weights: not the reference's timing
+                        ++cases;
+                        continue;
+                    }
+                    const gptqref::RefOut ref =
+                        gptqref::fasterquant(w, rows, cols, Hm, 4, false, bs, 0.01, g, false, false,
+                                             std::vector<int>(alloc.begin(), alloc.end()));
+                    int64_t diff = 0;
+                    for (int64_t i = 0; i < rows * cols; ++i) {
+                        const float v = f16ToF32(ref.scale[size_t(i)]) *
+                                        (float(ref.code[size_t(i)]) - ref.zero[size_t(i)]);
+                        const int bits = alloc[size_t((i % cols) / g)];
+                        QVERIFY(ref.code[size_t(i)] < (1u << bits));
+                        diff += dq[size_t(i)] != v;
+                    }
+                    QCOMPARE(diff, int64_t(0));
+                    ++cases;
+                }
+        QCOMPARE(cases, 8);
+        // Wrong allocations are refused.
+        GptqOptions o;
+        const WeightSettings s = slimSettings(3.0, g);
+        QVERIFY_THROWS_EXCEPTION(ArgumentError,
+                                 gptqQuantizeSlim(w.data(), rows, cols, H.data(), s,
+                                                  std::vector<uint8_t>(5, 3), o, "t"));
+        QVERIFY_THROWS_EXCEPTION(ArgumentError,
+                                 gptqQuantizeSlim(w.data(), rows, cols, H.data(), s,
+                                                  std::vector<uint8_t>(6, 5), o, "t"));
+    }
+
     void slimAverageAndSalientGroups() {
         const int64_t rows = 6, cols = 256, g = 32; // 8 groups
         std::vector<float> w = randomWeights(rows * cols, 8);
@@ -342,6 +407,8 @@ private slots:
                 QVERIFY(c && c->quantized);
                 QCOMPARE(l.storageBits, c->storageBits());
                 QCOMPARE(res.model->packedLinear(l.name), nullptr);
+                if (c->packed.settings.method == WeightMethod::Slim)
+                    QCOMPARE(l.details.value("quantiser", std::string()), std::string("gptq"));
                 if (c->packed.settings.method == WeightMethod::Slim) {
                     double sum = 0;
                     for (uint8_t b : c->packed.groupCodes) sum += b;
@@ -381,6 +448,10 @@ private slots:
             return "";
         };
         QCOMPARE(planField({{"method", "gptq"}, {"avg_bits", 3}}), std::string("weight.avg_bits"));
+        QCOMPARE(planField({{"method", "rtn"}, {"gptq", true}}), std::string("weight.gptq"));
+        QCOMPARE(field({{"method", "slim"}, {"gptq", 1}}), std::string("weight.gptq"));
+        QVERIFY(slimUsesGptq(json{{"method", "slim"}}));
+        QVERIFY(!slimUsesGptq(json{{"method", "slim"}, {"gptq", false}}));
         QCOMPARE(planField({{"method", "slim"}, {"bits", 3}}), std::string("weight.bits"));
         QCOMPARE(planField({{"method", "slim"}, {"granularity", "channel"}}),
                  std::string("weight.granularity"));

@@ -20,6 +20,7 @@
 #include "core/runtime/quant_runtime.h"
 #include "core/runtime/session.h"
 #include "core_test_util.h"
+#include "gptq_reference.h"
 #include "test_util.h"
 
 #include <Eigen/Dense>
@@ -39,130 +40,7 @@ using json = nlohmann::json;
 
 namespace {
 
-using MatD = Eigen::MatrixXd;
-
-/// One element's result: code, stored scale (f16 bits), zero point and group index.
-struct RefOut {
-    std::vector<uint32_t> code;  ///< [rows, cols], original column order
-    std::vector<uint16_t> scale; ///< per element: its group's stored scale
-    std::vector<float> zero;     ///< per element: its group's zero point
-    std::vector<int32_t> gidx;   ///< per column: its group (g_idx)
-};
-
-/// quant.py Quantizer.find_params(x, weight=True), perchannel, for one row's values; the scale
-/// rounded up to f16 as lcw stores it, the zero point from the stored scale.
-struct RefParams {
-    uint16_t scaleBits = 0;
-    float scale = 0, zero = 0;
-};
-RefParams findParams(const double* x, int64_t n, int64_t stride, int bits, bool sym) {
-    const float maxq = float((1 << bits) - 1);
-    float xmin = 0, xmax = 0; // torch.minimum(x.min(), 0), torch.maximum(x.max(), 0)
-    for (int64_t i = 0; i < n; ++i) {
-        xmin = std::min(xmin, float(x[i * stride]));
-        xmax = std::max(xmax, float(x[i * stride]));
-    }
-    if (sym) {
-        xmax = std::max(std::fabs(xmin), xmax);
-        if (xmin < 0) xmin = -xmax;
-    }
-    if (xmin == 0 && xmax == 0) xmin = -1, xmax = 1;
-    const float exact = (xmax - xmin) / maxq;
-    RefParams p;
-    p.scaleBits = f32ToF16(exact);
-    if (f16ToF32(p.scaleBits) < exact) ++p.scaleBits;
-    p.scale = f16ToF32(p.scaleBits);
-    p.zero = sym ? (maxq + 1) / 2 : std::nearbyint(-xmin / p.scale);
-    return p;
-}
-
-/// gptq.py GPTQ.fasterquant in double. groupsize -1: per channel (params of the initial W, before
-/// dead columns are zeroed, as the reference's first find_params).
-RefOut fasterquant(const std::vector<float>& w, int64_t rows, int64_t cols, MatD H, int bits,
-                   bool sym, int64_t blocksize, double percdamp, int64_t groupsize, bool actorder,
-                   bool staticGroups) {
-    const float maxq = float((1 << bits) - 1);
-    MatD W(rows, cols);
-    for (int64_t r = 0; r < rows; ++r)
-        for (int64_t j = 0; j < cols; ++j) W(r, j) = w[size_t(r * cols + j)];
-    // self.quantizer.find_params(W) when not ready: per-channel params of the initial W.
-    std::vector<RefParams> cur(static_cast<size_t>(rows));
-    for (int64_t r = 0; r < rows; ++r) cur[size_t(r)] = findParams(&W(r, 0), cols, rows, bits, sym);
-    for (int64_t j = 0; j < cols; ++j)
-        if (H(j, j) == 0) H(j, j) = 1, W.col(j).setZero();
-    std::vector<std::vector<RefParams>> groups; // static_groups: [group][row]
-    if (staticGroups && groupsize > 0)
-        for (int64_t i = 0; i < cols; i += groupsize) {
-            std::vector<RefParams> g(static_cast<size_t>(rows));
-            for (int64_t r = 0; r < rows; ++r)
-                g[size_t(r)] = findParams(&W(r, i), std::min(groupsize, cols - i), rows, bits, sym);
-            groups.push_back(g);
-        }
-    std::vector<int64_t> perm(static_cast<size_t>(cols));
-    std::iota(perm.begin(), perm.end(), 0);
-    if (actorder) {
-        std::stable_sort(perm.begin(), perm.end(),
-                         [&](int64_t a, int64_t b) { return H(a, a) > H(b, b); });
-        MatD W2(rows, cols), H2(cols, cols);
-        for (int64_t p = 0; p < cols; ++p) W2.col(p) = W.col(perm[size_t(p)]);
-        for (int64_t a = 0; a < cols; ++a)
-            for (int64_t b = 0; b < cols; ++b) H2(a, b) = H(perm[size_t(a)], perm[size_t(b)]);
-        W = W2, H = H2;
-    }
-    const double damp = percdamp * H.diagonal().mean();
-    H.diagonal().array() += damp;
-    // H = cholesky(H); H = cholesky_inverse(H); H = cholesky(H, upper=True)
-    const Eigen::LLT<MatD> l1(H);
-    const MatD Hi = l1.solve(MatD::Identity(cols, cols));
-    const Eigen::LLT<MatD> l2(Hi);
-    const MatD Hinv = l2.matrixU();
-
-    RefOut out;
-    out.code.assign(size_t(rows * cols), 0);
-    out.scale.assign(size_t(rows * cols), 0);
-    out.zero.assign(size_t(rows * cols), 0);
-    out.gidx.assign(size_t(cols), 0);
-    for (int64_t i1 = 0; i1 < cols; i1 += blocksize) {
-        const int64_t i2 = std::min(i1 + blocksize, cols), count = i2 - i1;
-        MatD W1 = W.middleCols(i1, count);
-        MatD Err1 = MatD::Zero(rows, count);
-        const MatD Hinv1 = Hinv.block(i1, i1, count, count);
-        for (int64_t i = 0; i < count; ++i) {
-            const double d = Hinv1(i, i);
-            if (groupsize != -1) {
-                if (!staticGroups) {
-                    if ((i1 + i) % groupsize == 0)
-                        for (int64_t r = 0; r < rows; ++r)
-                            cur[size_t(r)] =
-                                findParams(&W(r, i1 + i), std::min(groupsize, cols - (i1 + i)),
-                                           rows, bits, sym);
-                } else {
-                    int64_t idx = i1 + i;
-                    if (actorder) idx = perm[size_t(idx)];
-                    cur = groups[size_t(idx / groupsize)];
-                }
-            }
-            const int64_t j = perm[size_t(i1 + i)]; // original column
-            out.gidx[size_t(j)] = groupsize == -1 ? 0
-                                  : staticGroups  ? int32_t(j / groupsize)
-                                                  : int32_t((i1 + i) / groupsize);
-            for (int64_t r = 0; r < rows; ++r) {
-                const RefParams& p = cur[size_t(r)];
-                const double x = W1(r, i);
-                const float q = std::clamp(std::nearbyint(float(x) / p.scale) + p.zero, 0.0f, maxq);
-                const double qv = double(p.scale * (q - p.zero));
-                out.code[size_t(r * cols + j)] = uint32_t(q);
-                out.scale[size_t(r * cols + j)] = p.scaleBits;
-                out.zero[size_t(r * cols + j)] = p.zero;
-                const double err1 = (x - qv) / d;
-                for (int64_t c = i; c < count; ++c) W1(r, c) -= err1 * Hinv1(i, c);
-                Err1(r, i) = err1;
-            }
-        }
-        if (i2 < cols) W.rightCols(cols - i2) -= Err1 * Hinv.block(i1, i2, count, cols - i2);
-    }
-    return out;
-}
+using namespace gptqref;
 
 /// lcw's packed tensor per element in original column order (same fields as RefOut).
 RefOut unpack(const PackedTensor& p) {

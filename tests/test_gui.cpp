@@ -1245,6 +1245,15 @@ private slots:
                 (json{{"method", "slim"}, {"avg_bits", 2.75}, {"group_size", 32}}));
         const cz::Rule slimRule = ed->ruleFromForm({"layers.1.*"});
         QCOMPARE(slimRule.weight->at("avg_bits").get<double>(), 2.75);
+        QVERIFY(ed->slimGptqCheck()->isEnabled() && ed->slimGptqCheck()->isChecked());
+        // SliM without its GPTQ step: "gptq": false, read back into the form.
+        ed->setWeightForm(
+            json{{"method", "slim"}, {"avg_bits", 3}, {"group_size", 64}, {"gptq", false}});
+        QVERIFY(!ed->slimGptqCheck()->isChecked());
+        QVERIFY(*ed->weightFromForm() ==
+                (json{{"method", "slim"}, {"avg_bits", 3}, {"group_size", 64}, {"gptq", false}}));
+        ed->setWeightForm(json{{"method", "rtn"}, {"bits", 4}});
+        QVERIFY(!ed->slimGptqCheck()->isEnabled());
 
         // Click selection (two rows) with weights off and a KV section: a rule with "weight":
         // null and the kv JSON, as the recipe parser reads it.

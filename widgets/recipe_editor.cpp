@@ -397,7 +397,12 @@ QWidget* RecipeEditor::buildSettingsForm(QWidget* right) {
     form->addRow(tr("Method"), m_method);
     form->addRow(tr("GGUF grid"), m_ggufGrid);
     form->addRow(tr("Outliers (SqueezeLLM)"), m_outliersPct);
+    m_slimGptq = new QCheckBox(tr("GPTQ step (SliM)"), wbox);
+    m_slimGptq->setChecked(true);
+    m_slimGptq->setToolTip(tr("SliM-LLM: quantise the allocated groups with GPTQ (weight.gptq); "
+                              "off keeps round-to-nearest codes"));
     form->addRow(tr("Average bits (SliM)"), m_avgBits);
+    form->addRow(QString(), m_slimGptq);
     for (const char* key : kJsonSections) {
         auto* e = new QLineEdit(wbox);
         const QString k = QString::fromLatin1(key);
@@ -686,6 +691,7 @@ void RecipeEditor::setWeightForm(const std::optional<json>& w) {
     m_ggufGrid->setCurrentIndex(std::max(0, m_ggufGrid->findData(str("gguf", ""))));
     m_outliersPct->setValue(w->value("outliers_pct", d.outliersPct));
     m_avgBits->setValue(w->value("avg_bits", d.avgBits));
+    m_slimGptq->setChecked(compress::slimUsesGptq(*w));
     if (m_method->currentText() == QLatin1String("squeezellm") && !w->contains("bits"))
         m_bits->setValue(3); // squeezellm's default
     syncFormEnabled();
@@ -711,6 +717,7 @@ std::optional<json> RecipeEditor::weightFromForm() const {
     if (method == "slim") {
         w["avg_bits"] = m_avgBits->value();
         w["group_size"] = m_group->value();
+        if (!m_slimGptq->isChecked()) w["gptq"] = false;
         return w;
     }
     const std::string format = m_format->currentText().toStdString();
@@ -805,6 +812,7 @@ void RecipeEditor::syncFormEnabled() {
     const bool slim = method == QLatin1String("slim");
     m_outliersPct->setEnabled(on && squeeze);
     m_avgBits->setEnabled(on && slim);
+    m_slimGptq->setEnabled(on && slim);
     if (squeeze || slim) {
         m_format->setEnabled(false);
         m_symmetric->setEnabled(false);

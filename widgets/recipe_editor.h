@@ -147,6 +147,7 @@ public:
     QComboBox* methodCombo() const { return m_method; }
     QDoubleSpinBox* outliersPctSpin() const { return m_outliersPct; }
     QDoubleSpinBox* avgBitsSpin() const { return m_avgBits; }
+    QCheckBox* slimGptqCheck() const { return m_slimGptq; }
 
 signals:
     /// The recipe changed (any edit, undo or redo).
@@ -200,6 +201,7 @@ private:
     QComboBox* m_method = nullptr;
     QDoubleSpinBox* m_outliersPct = nullptr; ///< squeezellm: weight.outliers_pct
     QDoubleSpinBox* m_avgBits = nullptr;     ///< slim: weight.avg_bits
+    QCheckBox* m_slimGptq = nullptr;         ///< slim: weight.gptq (checked: GPTQ step)
     QComboBox* m_ggufGrid = nullptr;
     std::function<QString()> m_imatrixPath;
     std::vector<std::pair<QString, QLineEdit*>> m_sections;

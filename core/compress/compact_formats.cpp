@@ -396,13 +396,20 @@ double slimError(const Eigen::MatrixXd& D, const double* H, const float* diagImp
 
 } // namespace
 
-PackedTensor slimQuantize(const float* w, int64_t rows, int64_t cols, const WeightSettings& s,
-                          const double* H, const float* diagImp, const std::string& name) {
+int64_t slimGroupLength(const WeightSettings& s, int64_t cols, const std::string& name) {
     const int64_t g = s.granularity == Granularity::Group ? s.groupSize : cols;
     if (g < 1 || cols % g != 0)
         throw ArgumentError(name + ": slim needs groups that divide the row (" +
                             std::to_string(cols) + " columns, groups of " + std::to_string(g) +
                             ")");
+    return g;
+}
+
+std::vector<uint8_t> slimChooseAllocation(const float* w, int64_t rows, int64_t cols,
+                                          const WeightSettings& s, const double* H,
+                                          const float* diagImp, const std::string& name,
+                                          std::vector<PackedTensor>* rtnOut) {
+    const int64_t g = slimGroupLength(s, cols, name);
     const int64_t G = cols / g;
     const std::vector<double> sal = slimGroupSalience(w, rows, cols, g, H, diagImp);
     // RTN of every group at 2, 3 and 4 bits (lcw's asymmetric grid).
@@ -428,6 +435,24 @@ PackedTensor slimQuantize(const float* w, int64_t rows, int64_t cols, const Weig
         const double e = slimError(D, H, diagImp);
         if (e < bestErr) bestErr = e, best = alloc;
     }
+    if (rtnOut) *rtnOut = std::move(rtn);
+    return best;
+}
+
+PackedTensor slimPack(int64_t rows, int64_t cols, const WeightSettings& s,
+                      const std::vector<uint8_t>& groupBits, const std::vector<uint32_t>& codes,
+                      const std::vector<uint16_t>& scales, const std::vector<uint16_t>& zeros,
+                      const std::string& name) {
+    const int64_t g = slimGroupLength(s, cols, name);
+    const int64_t G = cols / g;
+    if (int64_t(groupBits.size()) != G || int64_t(codes.size()) != rows * cols ||
+        int64_t(scales.size()) != rows * G || int64_t(zeros.size()) != rows * G)
+        throw ArgumentError(name + ": slim: group widths, codes or grids do not fit the shape");
+    int64_t T = 0;
+    for (uint8_t b : groupBits) {
+        if (b < 2 || b > 4) throw ArgumentError(name + ": slim group width outside 2..4 bits");
+        T += b;
+    }
     PackedTensor p;
     p.settings = s;
     p.settings.symmetric = false;
@@ -435,25 +460,43 @@ PackedTensor slimQuantize(const float* w, int64_t rows, int64_t cols, const Weig
     p.settings.groupSize = g;
     p.rows = rows;
     p.cols = cols;
-    p.groupCodes = best;
+    p.groupCodes = groupBits;
     const uint64_t rb = (uint64_t(T * g) + 7) / 8;
     p.codes.assign(size_t(rb * uint64_t(rows)), 0);
-    p.scales.resize(size_t(rows * G));
-    p.zeros.resize(size_t(rows * G));
+    p.scales = scales;
+    p.zeros = zeros;
     for (int64_t r = 0; r < rows; ++r) {
         uint64_t bit = 0;
+        for (int64_t j = 0; j < cols; ++j) {
+            const int b = groupBits[size_t(j / g)];
+            putBitsAt(p.codes.data() + uint64_t(r) * rb, bit, b,
+                      codes[size_t(r * cols + j)] & ((1u << b) - 1));
+            bit += uint64_t(b);
+        }
+    }
+    return p;
+}
+
+PackedTensor slimQuantize(const float* w, int64_t rows, int64_t cols, const WeightSettings& s,
+                          const double* H, const float* diagImp, const std::string& name) {
+    std::vector<PackedTensor> rtn;
+    const std::vector<uint8_t> best =
+        slimChooseAllocation(w, rows, cols, s, H, diagImp, name, &rtn);
+    const int64_t g = slimGroupLength(s, cols, name), G = cols / g;
+    // Each group takes the codes and grid of RTN at its width.
+    std::vector<uint32_t> codes(size_t(rows * cols));
+    std::vector<uint16_t> scales(size_t(rows * G)), zeros(size_t(rows * G));
+    for (int64_t r = 0; r < rows; ++r)
         for (int64_t gi = 0; gi < G; ++gi) {
             const int b = best[size_t(gi)];
             const PackedTensor& src = rtn[size_t(b - 2)];
             const uint8_t* srow = src.codes.data() + uint64_t(r) * rowBytes(cols, b);
-            for (int64_t j = gi * g; j < (gi + 1) * g; ++j, bit += uint64_t(b))
-                putBitsAt(p.codes.data() + uint64_t(r) * rb, bit, b,
-                          getBitsAt(srow, uint64_t(j) * uint64_t(b), b));
-            p.scales[size_t(r * G + gi)] = src.scales[size_t(r * G + gi)];
-            p.zeros[size_t(r * G + gi)] = src.zeros[size_t(r * G + gi)];
+            for (int64_t j = gi * g; j < (gi + 1) * g; ++j)
+                codes[size_t(r * cols + j)] = getBitsAt(srow, uint64_t(j) * uint64_t(b), b);
+            scales[size_t(r * G + gi)] = src.scales[size_t(r * G + gi)];
+            zeros[size_t(r * G + gi)] = src.zeros[size_t(r * G + gi)];
         }
-    }
-    return p;
+    return slimPack(rows, cols, s, best, codes, scales, zeros, name);
 }
 
 // ---------------------------------------------------------------- shared

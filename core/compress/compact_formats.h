@@ -78,10 +78,27 @@ std::vector<double> slimGroupSalience(const float* w, int64_t rows, int64_t cols
 /// rest, T = round(avgBits · G). Empty when fours is not feasible (n3 or n2 negative).
 std::vector<uint8_t> slimAllocation(const std::vector<double>& salience, double avgBits,
                                     int64_t fours);
-/// SliM-LLM: salience, then the feasible allocation with the least output error tr(ΔHΔᵀ)
-/// (H null: Σ diagImp·Δ²) over RTN (asymmetric, lcw's grid) at each group's bits.
+/// SliM-LLM's bit allocation: salience, then the feasible allocation (slimAllocation over every
+/// count of 4-bit groups) with the least output error tr(ΔHΔᵀ) (H null: Σ diagImp·Δ²) of RTN
+/// (asymmetric, lcw's grid) at each group's width. rtnOut (optional): the RTN tensors at 2, 3 and
+/// 4 bits. Throws ArgumentError unless the groups divide the row.
+std::vector<uint8_t> slimChooseAllocation(const float* w, int64_t rows, int64_t cols,
+                                          const WeightSettings& s, const double* H,
+                                          const float* diagImp, const std::string& name,
+                                          std::vector<PackedTensor>* rtnOut = nullptr);
+/// The slim layout from per-element codes [rows, cols] (each below 2^width of its group) and f16
+/// scales / zeros [rows, groups]; throws ArgumentError when the arrays do not fit.
+PackedTensor slimPack(int64_t rows, int64_t cols, const WeightSettings& s,
+                      const std::vector<uint8_t>& groupBits, const std::vector<uint32_t>& codes,
+                      const std::vector<uint16_t>& scales, const std::vector<uint16_t>& zeros,
+                      const std::string& name);
+/// SliM-LLM with RTN groups ("gptq": false): slimChooseAllocation, each group keeping RTN's codes
+/// and grid at its width. The GPTQ step ("gptq": true, the default) is gptqQuantizeSlim (gptq.h).
 PackedTensor slimQuantize(const float* w, int64_t rows, int64_t cols, const WeightSettings& s,
                           const double* H, const float* diagImp, const std::string& name);
+
+/// The group length of slim settings (ArgumentError naming `name` unless it divides the row).
+int64_t slimGroupLength(const WeightSettings& s, int64_t cols, const std::string& name);
 
 // ---- shared (quantizer.cpp dispatches here for methodIsCompact) ----
 

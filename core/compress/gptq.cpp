@@ -1,6 +1,7 @@
 #include "core/compress/gptq.h"
 
 #include "core/common/error.h"
+#include "core/compress/compact_formats.h"
 #include "core/compress/gguf_grid.h"
 #include "core/compress/threads.h"
 #include "core/io/quants.h"
@@ -313,6 +314,55 @@ private:
     std::vector<BlockGrid> m_grids;
 };
 
+/// SliM-LLM's mixed widths: column group gi (contiguous in the original order) at groupBits[gi]
+/// bits on the reference Quantizer's asymmetric grid; codes, scales and zeros for slimPack.
+class SlimQuantiser final : public ColumnQuantiser {
+public:
+    SlimQuantiser(const std::vector<uint8_t>& groupBits, int64_t rows, int64_t cols, int64_t group,
+                  bool staticGroups, const std::string& name)
+        : m_bits(groupBits), m_rows(rows), m_cols(cols), m_g(group), m_G(cols / group),
+          m_static(staticGroups), m_name(name), m_codes(size_t(rows * cols)),
+          m_scales(size_t(rows * m_G)), m_zeros(size_t(rows * m_G)), m_sc(size_t(rows * m_G)),
+          m_z(size_t(rows * m_G)) {}
+    int64_t groupLen() const override { return m_static ? 0 : m_g; }
+    void fixGrids(const MatD& W) {
+        if (!m_static) return;
+        for (int64_t gi = 0; gi < m_G; ++gi) startGroup(gi, W.middleCols(gi * m_g, m_g));
+    }
+    void startGroup(int64_t gi, const MatD& vals) override {
+        WeightSettings sb;
+        sb.bits = m_bits[size_t(gi)], sb.symmetric = false;
+        for (int64_t r = 0; r < m_rows; ++r) {
+            const GroupGrid g = referenceIntGrid(sb, float(vals.row(r).minCoeff()),
+                                                 float(vals.row(r).maxCoeff()), m_name);
+            const size_t i = size_t(r * m_G + gi);
+            m_scales[i] = g.scale, m_zeros[i] = g.zero;
+            m_sc[i] = f16ToF32(g.scale), m_z[i] = f16ToF32(g.zero);
+        }
+    }
+    double quantize(int64_t r, int64_t k, double x) override {
+        const int64_t gi = k / m_g;
+        const size_t i = size_t(r * m_G + gi);
+        const float maxq = float((1 << m_bits[size_t(gi)]) - 1), sc = m_sc[i], z = m_z[i];
+        // The reference: clamp(round(x / scale) + zero, 0, maxq).
+        const float u = std::clamp(std::nearbyint(float(x) / sc) + z, 0.0f, maxq);
+        m_codes[size_t(r * m_cols + k)] = uint32_t(u);
+        return double(sc * (u - z));
+    }
+    PackedTensor pack(const WeightSettings& s) const {
+        return slimPack(m_rows, m_cols, s, m_bits, m_codes, m_scales, m_zeros, m_name);
+    }
+
+private:
+    const std::vector<uint8_t>& m_bits;
+    int64_t m_rows, m_cols, m_g, m_G;
+    bool m_static;
+    const std::string& m_name;
+    std::vector<uint32_t> m_codes;
+    std::vector<uint16_t> m_scales, m_zeros;
+    std::vector<float> m_sc, m_z;
+};
+
 } // namespace
 
 GptqOptions gptqOptionsFromJson(const nlohmann::json& w) {
@@ -384,6 +434,32 @@ GptqGgufResult gptqQuantizeGguf(const float* w, int64_t rows, int64_t cols, cons
     rule.fixedGrids = [&](const MatD& W) { q.fixGrids(W); };
     runGptq(loadW(w, rows, cols), loadH(Hp, cols), o, q, st, name, rule);
     res.bytes = std::move(q.bytes());
+    res.damp = st.damp;
+    res.deadColumns = st.deadColumns;
+    return res;
+}
+
+GptqResult gptqQuantizeSlim(const float* w, int64_t rows, int64_t cols, const double* Hp,
+                            const WeightSettings& s, const std::vector<uint8_t>& groupBits,
+                            const GptqOptions& o, const std::string& name) {
+    const int64_t g = slimGroupLength(s, cols, name);
+    if (int64_t(groupBits.size()) != cols / g)
+        throw ArgumentError(name + ": slim: " + std::to_string(groupBits.size()) +
+                            " group widths for " + std::to_string(cols / g) + " groups");
+    for (uint8_t b : groupBits)
+        if (b < 2 || b > 4) throw ArgumentError(name + ": slim group width outside 2..4 bits");
+    checkInputs(w, rows, cols, o, name);
+    const SingleThreadIf oneThread(rows * cols < (int64_t(1) << 16));
+    SlimQuantiser q(groupBits, rows, cols, g, o.staticGroups, name);
+    GptqStats st;
+    // The layout has no column order: groups stay contiguous in the original order.
+    LoopRule rule;
+    rule.reference = o.groups == GptqGroups::Reference;
+    rule.processOrder = false;
+    rule.fixedGrids = [&](const MatD& W) { q.fixGrids(W); };
+    runGptq(loadW(w, rows, cols), loadH(Hp, cols), o, q, st, name, rule);
+    GptqResult res;
+    res.packed = q.pack(s);
     res.damp = st.damp;
     res.deadColumns = st.deadColumns;
     return res;

@@ -93,4 +93,13 @@ GptqGgufResult gptqQuantizeGguf(const float* w, int64_t rows, int64_t cols, cons
                                 DType type, const float* importance, const GptqOptions& o,
                                 const std::string& name);
 
+/// SliM-LLM's GPTQ step: GPTQ with column group gi (s.groupSize columns, contiguous in the
+/// original order, also with act_order) at groupBits[gi] ∈ {2, 3, 4} bits on the reference
+/// Quantizer's asymmetric grid (scale f16 rounded up, zero point from it), chosen when the loop
+/// first reaches the group (o.groups / static_groups as for int groups); the result in the slim
+/// layout (compact_formats.h). groupBits usually from slimChooseAllocation.
+GptqResult gptqQuantizeSlim(const float* w, int64_t rows, int64_t cols, const double* H,
+                            const WeightSettings& s, const std::vector<uint8_t>& groupBits,
+                            const GptqOptions& o, const std::string& name);
+
 } // namespace lcw::compress

@@ -981,7 +981,23 @@ PackedTensor quantiseWithMethod(const CalibratedRun& run, BlockWork& w, const La
         const std::vector<double> H = layerGram(in, lp.cols, sc, outl);
         if (lp.weight.method == WeightMethod::Slim) {
             det["salience"] = "w^2 / [H^-1]_jj^2";
-            return slimQuantize(Wq.data(), lp.rows, lp.cols, lp.weight, H.data(), nullptr, lp.name);
+            if (!slimUsesGptq(lp.weightJson)) {
+                det["quantiser"] = "rtn";
+                return slimQuantize(Wq.data(), lp.rows, lp.cols, lp.weight, H.data(), nullptr,
+                                    lp.name);
+            }
+            // SliM-LLM's GPTQ step on the allocation chosen with RTN.
+            const std::vector<uint8_t> alloc = slimChooseAllocation(
+                Wq.data(), lp.rows, lp.cols, lp.weight, H.data(), nullptr, lp.name);
+            const GptqOptions go = gptqOptions(lp.weightJson);
+            GptqResult g = gptqQuantizeSlim(Wq.data(), lp.rows, lp.cols, H.data(), lp.weight, alloc,
+                                            go, lp.name);
+            det["quantiser"] = "gptq";
+            det["damp"] = g.damp;
+            det["act_order"] = go.actOrder;
+            det["block_size"] = go.blockSize;
+            det["dead_columns"] = g.deadColumns;
+            return std::move(g.packed);
         }
         std::vector<float> diag(size_t(lp.cols));
         for (int64_t j = 0; j < lp.cols; ++j) diag[size_t(j)] = float(H[size_t(j * lp.cols + j)]);

@@ -133,7 +133,7 @@ void validateWeight(const json& w, int rule) {
                   "sym_grid",     "awq",        "epochs",        "lr",
                   "let",          "lr_let",     "let_shift",     "true_sequential",
                   "outliers_pct", "avg_bits",   "affine",        "lr_w",
-                  "lr_q",         "e2e_epochs", "lr_e2e"},
+                  "lr_q",         "e2e_epochs", "lr_e2e",        "gptq"},
               rule, "weight.");
     // EfficientQAT's learning rates and E2E-QP epochs.
     if (w.contains("lr_w")) numField(w["lr_w"], rule, "weight.lr_w", 0.0, 1.0);
@@ -143,6 +143,7 @@ void validateWeight(const json& w, int rule) {
     // Compact methods (squeezellm, slim): their own fields.
     if (w.contains("outliers_pct")) numField(w["outliers_pct"], rule, "weight.outliers_pct", 0, 10);
     if (w.contains("avg_bits")) numField(w["avg_bits"], rule, "weight.avg_bits", 2, 4);
+    if (w.contains("gptq")) boolField(w["gptq"], rule, "weight.gptq");
     if (w.contains("true_sequential"))
         boolField(w["true_sequential"], rule, "weight.true_sequential");
     if (w.contains("damp")) numField(w["damp"], rule, "weight.damp", 1e-6, 1.0);
@@ -614,6 +615,11 @@ std::optional<WeightMethod> ggufFallback(WeightMethod m, int64_t cols) {
         return std::nullopt; // a 32-element type: no fallback
     }
     return fits(ggufMethodType(sub)) ? sub : WeightMethod::F16;
+}
+
+bool slimUsesGptq(const json& weight) {
+    return !(weight.is_object() && weight.contains("gptq") && weight["gptq"].is_boolean() &&
+             !weight["gptq"].get<bool>());
 }
 
 bool methodNeedsCalibration(WeightMethod m) {
@@ -1249,7 +1255,7 @@ void addCompactPresets(std::vector<Preset>& v) {
                           {"activation", {{"bits", 8}, {"mode", "dynamic_per_token"}}}})});
     v.push_back({"W2.5-SliM",
                  "SliM-LLM: 2/3/4-bit asym column groups of 32 at 2.5 bits on average, salient "
-                 "groups wider (needs --calib)",
+                 "groups wider, quantised by GPTQ (needs --calib)",
                  weightOnly("W2.5-SliM", "SliM-LLM 2.5-bit average, groups of 32",
                             {{"method", "slim"},
                              {"avg_bits", 2.5},
@@ -1734,6 +1740,8 @@ void resolveCompact(LayerPlan& lp, const json& w, const FieldOrigin& org, Plan& 
         fail(org("outliers_pct"), "weight.outliers_pct", "goes with method squeezellm, not " + m);
     if (w.contains("avg_bits") && s.method != WeightMethod::Slim)
         fail(org("avg_bits"), "weight.avg_bits", "goes with method slim, not " + m);
+    if (w.contains("gptq") && s.method != WeightMethod::Slim)
+        fail(org("gptq"), "weight.gptq", "goes with method slim, not " + m);
     if (s.format != WeightFormat::Int)
         fail(org("format"), "weight.format",
              m + " works on int codes, not " + weightFormatName(s.format));
@@ -1781,7 +1789,8 @@ void resolveWeight(LayerPlan& lp, MergedSections& m, const PlanOptions& opts, Pl
         applyGgufGrid(lp, w, org, plan);
     } else if (methodIsGguf(s.method)) {
         applyGgufMethod(lp, org, plan);
-    } else if (methodIsCompact(s.method) || w.contains("outliers_pct") || w.contains("avg_bits")) {
+    } else if (methodIsCompact(s.method) || w.contains("outliers_pct") || w.contains("avg_bits") ||
+               w.contains("gptq")) {
         resolveCompact(lp, w, org, plan);
     } else {
         if (s.method == WeightMethod::EfficientQat && s.format != WeightFormat::Int)

@@ -84,6 +84,8 @@ std::optional<WeightMethod> weightMethodFromName(std::string_view name);
 /// The GGUF weight types: q8_0, q4_0, q4_1, q5_0, q5_1, q2_k..q6_k, iq4_nl, iq4_xs, f16.
 bool methodIsGguf(WeightMethod m);
 bool methodNeedsCalibration(WeightMethod m); // gptq, awq, omniquant, squeezellm, slim, efficientqat
+/// slim: whether the weight section asks for SliM-LLM's GPTQ step ("gptq", default true).
+bool slimUsesGptq(const nlohmann::json& weight);
 /// squeezellm, dgq, slim: the layouts of compact_formats.h (no packed runtime kernel).
 bool methodIsCompact(WeightMethod m);
 /// The ggml type of a GGUF method (DType::Q4_K for q4_k, ...); ArgumentError for other methods.
