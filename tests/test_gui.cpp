@@ -1238,6 +1238,12 @@ private slots:
         QVERIFY(ed->outliersPctSpin()->isEnabled() && !ed->avgBitsSpin()->isEnabled());
         QVERIFY(*ed->weightFromForm() ==
                 (json{{"method", "squeezellm"}, {"bits", 3}, {"outliers_pct", 0.3}}));
+        QVERIFY(ed->squeezeSensitivityCombo()->isEnabled());
+        ed->squeezeSensitivityCombo()->setCurrentIndex(1); // fisher
+        QCOMPARE(ed->weightFromForm()->value("sensitivity", ""), std::string("fisher"));
+        ed->setWeightForm(json{{"method", "squeezellm"}, {"bits", 3}, {"sensitivity", "fisher"}});
+        QCOMPARE(ed->squeezeSensitivityCombo()->currentIndex(), 1);
+        ed->setWeightForm(json{{"method", "squeezellm"}, {"bits", 3}, {"outliers_pct", 0.3}});
         ed->ruleFromForm({"layers.1.*"});
         ed->setWeightForm(json{{"method", "slim"}, {"avg_bits", 2.75}, {"group_size", 32}});
         QVERIFY(!ed->outliersPctSpin()->isEnabled() && ed->avgBitsSpin()->isEnabled());

@@ -9,6 +9,7 @@
 #include "core/compress/calibration.h"
 #include "core/compress/compact_formats.h"
 #include "core/compress/compressed_model.h"
+#include "core/compress/efficientqat.h"
 #include "core/compress/quantizer.h"
 #include "core/compress/recipe.h"
 #include "core/model/model.h"
@@ -22,6 +23,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <numeric>
 #include <random>
 
@@ -30,6 +32,30 @@ using namespace lcw::compress;
 using json = nlohmann::json;
 
 namespace {
+
+/// The model with one float tensor replaced by an editable copy (for finite differences).
+struct Perturbed final : WeightSource {
+    const Model& m;
+    TensorView view;
+    std::vector<float> values;
+    Perturbed(const Model& model, const TensorView& t)
+        : m(model), view(t), values(static_cast<size_t>(t.numel())) {
+        std::memcpy(values.data(), t.data, values.size() * sizeof(float));
+        view.data = reinterpret_cast<const std::byte*>(values.data());
+    }
+    const ModelSpec& spec() const override { return m.spec(); }
+    const TensorView* find(std::string_view n) const override {
+        return n == view.name ? &view : m.find(n);
+    }
+};
+
+/// A float32 tensor of the model.
+std::vector<float> f32Values(const Model& m, const std::string& name) {
+    const TensorView* t = m.find(name);
+    std::vector<float> v(static_cast<size_t>(t->numel()));
+    std::memcpy(v.data(), t->data, v.size() * sizeof(float));
+    return v;
+}
 
 std::vector<float> randomWeights(int64_t n, unsigned seed, double heavy = 0.0) {
     std::mt19937 g(seed);
@@ -229,6 +255,132 @@ private slots:
         QVERIFY(e1 < e0);
     }
 
+    void fisherMatchesFiniteDifferences() {
+        // SqueezeLLM's sensitivity: F_ij = Σ over windows of (∂L/∂W_ij)², checked element by
+        // element against central differences of the loss (the whole model in double).
+        auto m = Model::load(lcwtest::demoModelPath());
+        const CalibrationSet cal = loadCalibration(*m, "", {2, 12});
+        QCOMPARE(int(cal.samples.size()), 2);
+        const std::vector<std::string> names = {"layers.0.attn.q", "layers.2.mlp.up",
+                                                "layers.4.mlp.down"};
+        NullProgress np;
+        const FisherResult f = blockLinearFisher(*m, names, cal.samples, np);
+        QCOMPARE(f.status, Status::Ok);
+        QCOMPARE(int(f.fisher.size()), 3);
+        int checked = 0;
+        for (const std::string& name : names) {
+            const TensorView* t = m->find(name);
+            QVERIFY(t && t->dtype == DType::F32);
+            const int64_t rows = t->shape[0], cols = t->shape[1];
+            QCOMPARE(int64_t(f.fisher.at(name).size()), rows * cols);
+            for (const auto& [r, j] :
+                 {std::pair<int64_t, int64_t>{0, 0}, {rows / 2, cols - 1}, {rows - 1, cols / 3}}) {
+                const int64_t i = r * cols + j;
+                double F = 0;
+                for (const auto& win : cal.samples) {
+                    Perturbed plus(*m, *t), minus(*m, *t);
+                    const float w0 = plus.values[size_t(i)];
+                    plus.values[size_t(i)] = w0 + 1e-3f;
+                    minus.values[size_t(i)] = w0 - 1e-3f;
+                    const double h = double(plus.values[size_t(i)]) - minus.values[size_t(i)];
+                    const double g = (efficientQatE2eLoss(plus, {}, {}, win) -
+                                      efficientQatE2eLoss(minus, {}, {}, win)) /
+                                     h;
+                    F += g * g;
+                }
+                QVERIFY(F > 1e-8); // a gradient that matters
+                const double got = f.fisher.at(name)[size_t(i)];
+                QVERIFY2(std::fabs(got - F) <= 2e-3 * F + 1e-12,
+                         (name + " (" + std::to_string(r) + ", " + std::to_string(j) +
+                          "): " + std::to_string(got) + " vs " + std::to_string(F))
+                             .c_str());
+                ++checked;
+            }
+        }
+        QCOMPARE(checked, 9);
+        QVERIFY(f.meanLoss > 0);
+        // Errors: not a block linear, windows of one token, a budget too small for the model.
+        QVERIFY_THROWS_EXCEPTION(ArgumentError,
+                                 blockLinearFisher(*m, {"lm_head"}, cal.samples, np));
+        QVERIFY_THROWS_EXCEPTION(ArgumentError, blockLinearFisher(*m, names, {{1}, {2}}, np));
+        QVERIFY_THROWS_EXCEPTION(UnsupportedError,
+                                 blockLinearFisher(*m, names, cal.samples, np, 1e3));
+    }
+
+    void elementWeightsGeneraliseColumnWeights() {
+        // One weight per element that repeats a column weight gives the column-weighted result;
+        // per-element weights that differ move the code books toward the heavy elements.
+        const int64_t rows = 6, cols = 64;
+        std::mt19937 g(3);
+        std::normal_distribution<float> nd(0.0f, 0.05f);
+        std::uniform_real_distribution<float> ud(0.1f, 4.0f);
+        std::vector<float> w(static_cast<size_t>(rows * cols)), colW(static_cast<size_t>(cols)),
+            elemW(static_cast<size_t>(rows * cols));
+        for (auto& v : w) v = nd(g);
+        for (auto& v : colW) v = ud(g);
+        for (int64_t r = 0; r < rows; ++r)
+            for (int64_t j = 0; j < cols; ++j) elemW[size_t(r * cols + j)] = colW[size_t(j)];
+        WeightSettings s;
+        s.method = WeightMethod::SqueezeLlm;
+        s.bits = 3;
+        s.granularity = Granularity::Channel;
+        const PackedTensor a = squeezeLlmQuantize(w.data(), rows, cols, s, colW.data(), "t");
+        const PackedTensor b =
+            squeezeLlmQuantize(w.data(), rows, cols, s, nullptr, "t", elemW.data());
+        QVERIFY(a.codes == b.codes && a.scales == b.scales);
+        // Row 0 only: a huge weight on one element pulls a centroid onto it.
+        std::vector<float> heavy = elemW;
+        heavy[5] = 1e6f;
+        const PackedTensor c =
+            squeezeLlmQuantize(w.data(), rows, cols, s, nullptr, "t", heavy.data());
+        const std::vector<float> dq = dequantize(c, "t");
+        QVERIFY(std::fabs(dq[5] - w[5]) <= 1e-3f * std::fabs(w[5]) + 1e-4f);
+        QVERIFY(std::equal(a.codes.begin() + 3 * 8, a.codes.end(), c.codes.begin() + 3 * 8));
+        heavy[7] = -1.0f;
+        QVERIFY_THROWS_EXCEPTION(
+            ArgumentError, squeezeLlmQuantize(w.data(), rows, cols, s, nullptr, "t", heavy.data()));
+    }
+
+    void fisherSensitivityEndToEnd() {
+        // "sensitivity": "fisher" through the calibrated pipeline: the details say so, sizes are
+        // unchanged, and on the Fisher-weighted error (SqueezeLLM's objective) the Fisher code
+        // books beat the Gram-weighted ones.
+        auto m = Model::load(lcwtest::demoModelPath());
+        const CalibrationSet cal = loadCalibration(*m, "", {4, 64});
+        json rj = findPreset("W3-SqueezeLLM").recipe.toJson();
+        for (auto& rule : rj["rules"])
+            if (rule.contains("weight") && rule["weight"].is_object())
+                rule["weight"]["sensitivity"] = "fisher";
+        const Recipe r = Recipe::fromJson(rj);
+        NullProgress np;
+        CompressOptions co;
+        co.calibration = &cal;
+        const CompressResult res = lcw::compress::compress(*m, r, np, co);
+        QVERIFY(res.model);
+        const CompressResult gram =
+            lcw::compress::compress(*m, findPreset("W3-SqueezeLLM").recipe, np, co);
+        QCOMPARE(res.model->compressedSize().bits, gram.model->compressedSize().bits);
+        std::vector<std::string> names;
+        for (const auto& l : res.layers) {
+            QVERIFY2(l.details.value("sensitivity", "").rfind("fisher", 0) == 0, l.name.c_str());
+            names.push_back(l.name);
+        }
+        // On the Fisher objective Σ F·(w − ŵ)², the Fisher code books beat the Gram ones.
+        const FisherResult f = blockLinearFisher(*m, names, cal.samples, np);
+        double ef = 0, eg = 0;
+        for (const std::string& n : names) {
+            const std::vector<float> W = f32Values(*m, n);
+            const std::vector<float> a = res.model->compressed(n)->values();
+            const std::vector<float> b = gram.model->compressed(n)->values();
+            const std::vector<float>& F = f.fisher.at(n);
+            for (size_t i = 0; i < W.size(); ++i) {
+                ef += double(F[i]) * std::pow(double(W[i]) - a[i], 2);
+                eg += double(F[i]) * std::pow(double(W[i]) - b[i], 2);
+            }
+        }
+        QVERIFY2(ef < eg, (std::to_string(ef) + " vs " + std::to_string(eg)).c_str());
+    }
+
     void demoModelSizesAndOverlay() {
         auto m = Model::load(lcwtest::demoModelPath());
         const CalibrationSet cal = loadCalibration(*m, "", {4, 64});
@@ -296,6 +448,12 @@ private slots:
         };
         QCOMPARE(planField({{"method", "rtn"}, {"bits", 4}, {"outliers_pct", 1}}),
                  std::string("weight.outliers_pct"));
+        QCOMPARE(planField({{"method", "gptq"}, {"bits", 4}, {"sensitivity", "fisher"}}),
+                 std::string("weight.sensitivity"));
+        QCOMPARE(field({{"method", "squeezellm"}, {"sensitivity", "hessian"}}),
+                 std::string("weight.sensitivity"));
+        QVERIFY(squeezeUsesFisher(json{{"method", "squeezellm"}, {"sensitivity", "fisher"}}));
+        QVERIFY(!squeezeUsesFisher(json{{"method", "squeezellm"}}));
         QCOMPARE(planField({{"method", "squeezellm"}, {"bits", 6}}), std::string("weight.bits"));
         QCOMPARE(planField({{"method", "squeezellm"}, {"format", "nf4"}}),
                  std::string("weight.format"));

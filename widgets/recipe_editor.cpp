@@ -397,6 +397,12 @@ QWidget* RecipeEditor::buildSettingsForm(QWidget* right) {
     form->addRow(tr("Method"), m_method);
     form->addRow(tr("GGUF grid"), m_ggufGrid);
     form->addRow(tr("Outliers (SqueezeLLM)"), m_outliersPct);
+    form->addRow(tr("Sensitivity (SqueezeLLM)"), m_squeezeSens);
+    m_squeezeSens = new QComboBox(wbox);
+    m_squeezeSens->addItem(tr("gram (Σ x² per column)"), QStringLiteral("gram"));
+    m_squeezeSens->addItem(tr("fisher (squared loss gradients)"), QStringLiteral("fisher"));
+    m_squeezeSens->setToolTip(tr("SqueezeLLM: what weights the k-means (weight.sensitivity); "
+                                 "fisher backpropagates through the whole model once"));
     m_slimGptq = new QCheckBox(tr("GPTQ step (SliM)"), wbox);
     m_slimGptq->setChecked(true);
     m_slimGptq->setToolTip(tr("SliM-LLM: quantise the allocated groups with GPTQ (weight.gptq); "
@@ -692,6 +698,7 @@ void RecipeEditor::setWeightForm(const std::optional<json>& w) {
     m_outliersPct->setValue(w->value("outliers_pct", d.outliersPct));
     m_avgBits->setValue(w->value("avg_bits", d.avgBits));
     m_slimGptq->setChecked(compress::slimUsesGptq(*w));
+    m_squeezeSens->setCurrentIndex(compress::squeezeUsesFisher(*w) ? 1 : 0);
     if (m_method->currentText() == QLatin1String("squeezellm") && !w->contains("bits"))
         m_bits->setValue(3); // squeezellm's default
     syncFormEnabled();
@@ -712,6 +719,8 @@ std::optional<json> RecipeEditor::weightFromForm() const {
     if (method == "squeezellm") {
         w["bits"] = m_bits->value();
         w["outliers_pct"] = m_outliersPct->value();
+        if (m_squeezeSens->currentData().toString() == QLatin1String("fisher"))
+            w["sensitivity"] = "fisher";
         return w;
     }
     if (method == "slim") {
@@ -811,6 +820,7 @@ void RecipeEditor::syncFormEnabled() {
     const bool squeeze = method == QLatin1String("squeezellm");
     const bool slim = method == QLatin1String("slim");
     m_outliersPct->setEnabled(on && squeeze);
+    m_squeezeSens->setEnabled(on && squeeze);
     m_avgBits->setEnabled(on && slim);
     m_slimGptq->setEnabled(on && slim);
     if (squeeze || slim) {

@@ -148,6 +148,7 @@ public:
     QDoubleSpinBox* outliersPctSpin() const { return m_outliersPct; }
     QDoubleSpinBox* avgBitsSpin() const { return m_avgBits; }
     QCheckBox* slimGptqCheck() const { return m_slimGptq; }
+    QComboBox* squeezeSensitivityCombo() const { return m_squeezeSens; }
 
 signals:
     /// The recipe changed (any edit, undo or redo).
@@ -202,6 +203,7 @@ private:
     QDoubleSpinBox* m_outliersPct = nullptr; ///< squeezellm: weight.outliers_pct
     QDoubleSpinBox* m_avgBits = nullptr;     ///< slim: weight.avg_bits
     QCheckBox* m_slimGptq = nullptr;         ///< slim: weight.gptq (checked: GPTQ step)
+    QComboBox* m_squeezeSens = nullptr;      ///< squeezellm: weight.sensitivity
     QComboBox* m_ggufGrid = nullptr;
     std::function<QString()> m_imatrixPath;
     std::vector<std::pair<QString, QLineEdit*>> m_sections;

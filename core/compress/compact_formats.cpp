@@ -137,12 +137,16 @@ std::vector<int64_t> largestMagnitudes(const float* w, int64_t n, int64_t count)
 
 /// One row's code book (f16) and codes: k-means, then each weight to its nearest f16 centroid.
 void squeezeRow(const float* w, int64_t cols, int bits, const float* colWeight,
-                const std::vector<char>& isOutlier, uint16_t* book, uint8_t* codes) {
+                const float* rowWeight, const std::vector<char>& isOutlier, uint16_t* book,
+                uint8_t* codes) {
     const int k = 1 << bits;
     std::vector<double> x(static_cast<size_t>(cols)), wt(static_cast<size_t>(cols));
     for (int64_t j = 0; j < cols; ++j) {
         x[size_t(j)] = w[j];
-        wt[size_t(j)] = isOutlier[size_t(j)] ? 0.0 : colWeight ? double(colWeight[j]) : 1.0;
+        wt[size_t(j)] = isOutlier[size_t(j)] ? 0.0
+                        : rowWeight          ? double(rowWeight[j])
+                        : colWeight          ? double(colWeight[j])
+                                             : 1.0;
     }
     const KMeans1d km = weightedKMeans1d(x.data(), wt.data(), cols, k);
     std::vector<float> cb(static_cast<size_t>(k));
@@ -161,13 +165,20 @@ void squeezeRow(const float* w, int64_t cols, int bits, const float* colWeight,
 } // namespace
 
 PackedTensor squeezeLlmQuantize(const float* w, int64_t rows, int64_t cols, const WeightSettings& s,
-                                const float* colWeight, const std::string& name) {
+                                const float* colWeight, const std::string& name,
+                                const float* elemWeight) {
     if (s.bits < 2 || s.bits > 4) throw ArgumentError(name + ": squeezellm needs bits 2..4");
     if (colWeight)
         for (int64_t j = 0; j < cols; ++j)
             if (!(colWeight[j] >= 0) || !std::isfinite(colWeight[j]))
                 throw ArgumentError(name + ": bad sensitivity weight at column " +
                                     std::to_string(j));
+    if (elemWeight)
+        for (int64_t i = 0; i < rows * cols; ++i)
+            if (!(elemWeight[i] >= 0) || !std::isfinite(elemWeight[i]))
+                throw ArgumentError(name + ": bad sensitivity weight at element " +
+                                    std::to_string(i) + " (row " + std::to_string(i / cols) +
+                                    ", column " + std::to_string(i % cols) + ")");
     PackedTensor p;
     p.settings = s;
     p.settings.granularity = Granularity::Channel;
@@ -187,8 +198,9 @@ PackedTensor squeezeLlmQuantize(const float* w, int64_t rows, int64_t cols, cons
         errors.run([&] {
             const std::vector<char> rowOut(isOut.begin() + r * cols,
                                            isOut.begin() + (r + 1) * cols);
-            squeezeRow(w + r * cols, cols, s.bits, colWeight, rowOut, p.scales.data() + r * k,
-                       p.codes.data() + uint64_t(r) * rb);
+            squeezeRow(w + r * cols, cols, s.bits, colWeight,
+                       elemWeight ? elemWeight + r * cols : nullptr, rowOut,
+                       p.scales.data() + r * k, p.codes.data() + uint64_t(r) * rb);
         });
     errors.rethrow();
     if (nnz > 0) {

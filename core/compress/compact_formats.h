@@ -49,9 +49,11 @@ int64_t squeezeOutlierCount(int64_t rows, int64_t cols, double pct);
 /// SqueezeLLM: the largest-|w| squeezeOutlierCount() weights (ties: lower row-major index) go to
 /// the sparse f16 matrix and get weight 0 in the k-means; every row gets a 2^bits code book by
 /// weightedKMeans1d with weights colWeight[j] (cols values, e.g. the diagonal of XᵀX: Σ x_j²;
-/// null: 1), rounded to f16, each weight coded by its nearest f16 centroid.
+/// null: 1) or, when given, elemWeight[r·cols + j] (one per weight, e.g. the Fisher diagonal),
+/// rounded to f16, each weight coded by its nearest f16 centroid.
 PackedTensor squeezeLlmQuantize(const float* w, int64_t rows, int64_t cols, const WeightSettings& s,
-                                const float* colWeight, const std::string& name);
+                                const float* colWeight, const std::string& name,
+                                const float* elemWeight = nullptr);
 
 // ---- DGQ ----
 

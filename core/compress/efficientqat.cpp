@@ -5,6 +5,8 @@
 #include "core/common/parallel.h"
 #include "core/runtime/cpu/kernels.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -539,6 +541,95 @@ double efficientQatE2eLoss(const WeightSource& w, const std::map<std::string, Pa
         for (const E2eLinear& l : lin)
             (*grads)[l.name] = stepGrads(l, g[size_t(l.layer)].w[size_t(l.index)]);
     return loss;
+}
+
+FisherResult blockLinearFisher(const WeightSource& w, const std::vector<std::string>& names,
+                               const std::vector<std::vector<int32_t>>& windows, Progress& progress,
+                               double maxBytes) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const ModelSpec& spec = w.spec();
+    if (windows.empty() || windows[0].size() < 2)
+        throw ArgumentError("fisher: needs calibration windows of at least 2 tokens");
+    const int64_t T = int64_t(windows[0].size());
+    for (const auto& win : windows)
+        if (int64_t(win.size()) != T)
+            throw ArgumentError("fisher: calibration windows differ in length");
+    std::vector<std::pair<int, int>> where;
+    for (const std::string& name : names) {
+        int layer = -1, index = 0;
+        for (int b = 0; b < int(spec.nLayers) && layer < 0; ++b) {
+            const int i = blockLinearIndex("layers." + std::to_string(b), name);
+            if (i >= 0) layer = b, index = i;
+        }
+        if (layer < 0)
+            throw ArgumentError(name + ": the Fisher sensitivity covers block linears only");
+        where.emplace_back(layer, index);
+    }
+    // The model and one set of gradients per thread, in double (plus the Fisher sums, float).
+    const double params = double(spec.vocab) * double(spec.dim) * 2 +
+                          double(spec.nLayers) * (double(spec.dim) * double(spec.headDim) *
+                                                      double(2 * spec.nHeads + 2 * spec.nKvHeads) +
+                                                  3.0 * double(spec.dim) * double(spec.hidden));
+    const double need =
+        8 * params * double(1 + 2 * std::max(1, omp_get_max_threads())) + 4 * params;
+    if (need > maxBytes)
+        throw UnsupportedError("the Fisher sensitivity backpropagates through the whole model in "
+                               "double precision: about " +
+                               std::to_string(int64_t(need / 1e9 + 0.5)) +
+                               " GB here; use \"sensitivity\": \"gram\"");
+    const EigenSingleThreaded eigenThreads;
+    const E2eModel model = loadE2eModel(w, T);
+    FisherResult res;
+    for (size_t k = 0; k < names.size(); ++k) {
+        const MatD& W = model.blocks[size_t(where[k].first)].w[size_t(where[k].second)];
+        res.fisher[names[k]].assign(size_t(W.size()), 0.0f);
+    }
+    // Windows in batches of one per thread; each slot accumulates its own squared gradients.
+    const int64_t nt = std::max(1, omp_get_max_threads());
+    std::vector<std::vector<MatD>> part(static_cast<size_t>(nt));
+    for (auto& pt : part)
+        for (size_t k = 0; k < names.size(); ++k) {
+            const MatD& W = model.blocks[size_t(where[k].first)].w[size_t(where[k].second)];
+            pt.push_back(MatD::Zero(W.rows(), W.cols()));
+        }
+    std::vector<std::vector<BlockGrads>> grads(static_cast<size_t>(nt));
+    std::vector<double> loss(windows.size(), 0.0);
+    const int64_t S = int64_t(windows.size());
+    for (int64_t i0 = 0; i0 < S; i0 += nt) {
+        if (!progress.report(double(i0) / double(S), "fisher: window " + std::to_string(i0 + 1) +
+                                                         "/" + std::to_string(S))) {
+            res.status = Status::Cancelled;
+            return res;
+        }
+        const int64_t n = std::min(nt, S - i0);
+        ParallelErrors errors;
+#pragma omp parallel for schedule(static) num_threads(int(nt))
+        for (int64_t k = 0; k < n; ++k)
+            errors.run([&] {
+                loss[size_t(i0 + k)] = model.run(windows[size_t(i0 + k)], &grads[size_t(k)]);
+                for (size_t q = 0; q < names.size(); ++q)
+                    part[size_t(k)][q].array() += grads[size_t(k)][size_t(where[q].first)]
+                                                      .w[size_t(where[q].second)]
+                                                      .array()
+                                                      .square();
+            });
+        errors.rethrow();
+    }
+    for (int64_t t = 1; t < nt; ++t)
+        for (size_t q = 0; q < names.size(); ++q) part[0][q] += part[size_t(t)][q];
+    const std::vector<MatD>& sum = part[0];
+    // Row-major, as the weights.
+    for (size_t k = 0; k < names.size(); ++k) {
+        std::vector<float>& f = res.fisher[names[k]];
+        const int64_t cols = sum[k].cols();
+        for (int64_t r = 0; r < sum[k].rows(); ++r)
+            for (int64_t j = 0; j < cols; ++j) f[size_t(r * cols + j)] = float(sum[k](r, j));
+    }
+    double tot = 0;
+    for (double v : loss) tot += v;
+    res.meanLoss = tot / double(windows.size());
+    res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return res;
 }
 
 EfficientQatE2eResult efficientQatEndToEnd(const WeightSource& w,

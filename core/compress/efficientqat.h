@@ -129,6 +129,24 @@ double efficientQatE2eLoss(const WeightSource& w, const std::map<std::string, Pa
                            const std::vector<int32_t>& window,
                            std::map<std::string, std::vector<double>>* grads = nullptr);
 
+/// The empirical Fisher information diagonal of block linears (SqueezeLLM's sensitivity), on the
+/// E2E-QP model above: F_ij = Σ over the windows of (∂L_w/∂W_ij)², L_w the mean next-token
+/// cross-entropy of window w (nats), gradients by backpropagation through the whole model in
+/// double (`w` read as it is). Per name: rows × cols values, row-major.
+struct FisherResult {
+    Status status = Status::Ok;
+    std::map<std::string, std::vector<float>> fisher;
+    double meanLoss = 0; ///< mean window loss
+    double seconds = 0;
+};
+/// Windows: token ids, all of one length >= 2. Progress per window; cancellation returns
+/// Cancelled. ArgumentError for names that are not block linears, bad windows or token ids;
+/// UnsupportedError for models outside the block model, and when the double-precision model and
+/// its gradients would need more than maxBytes (the message says how much).
+FisherResult blockLinearFisher(const WeightSource& w, const std::vector<std::string>& names,
+                               const std::vector<std::vector<int32_t>>& windows, Progress& progress,
+                               double maxBytes = 8e9);
+
 /// Checks the options (ArgumentError naming the recipe field: epochs, lr_w, lr_q, e2e_epochs,
 /// lr_e2e).
 void checkEfficientQatOptions(const EfficientQatOptions& o);

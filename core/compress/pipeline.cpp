@@ -281,6 +281,10 @@ struct CalibratedRun {
     // OmniQuant's full-precision block inputs (targets), carried from block to block.
     std::vector<std::vector<float>> fpHidden;
     int fpLayer = -1;
+    /// SqueezeLLM's Fisher sensitivities (layers with "sensitivity": "fisher"), of the model
+    /// before any layer is quantised.
+    std::map<std::string, std::vector<float>> fisher;
+    int64_t fisherWindows = 0;
 
     // Once a layer is in the overlay the base's pages of it leave the resident set (file pages
     // stay cached): peak memory is the overlay plus about one block's work, not the base model.
@@ -999,6 +1003,19 @@ PackedTensor quantiseWithMethod(const CalibratedRun& run, BlockWork& w, const La
             det["dead_columns"] = g.deadColumns;
             return std::move(g.packed);
         }
+        if (const auto it = run.fisher.find(lp.name); it != run.fisher.end()) {
+            // The quantised weight is W·diag(s) when smoothing divided the inputs by s, so its
+            // Fisher is F / s² column-wise.
+            std::vector<float> F = it->second;
+            if (sc)
+                for (int64_t r = 0; r < lp.rows; ++r)
+                    for (int64_t j = 0; j < lp.cols; ++j)
+                        F[size_t(r * lp.cols + j)] /= (*sc)[size_t(j)] * (*sc)[size_t(j)];
+            det["sensitivity"] =
+                "fisher: sum over " + std::to_string(run.fisherWindows) + " windows of (dL/dW)^2";
+            return squeezeLlmQuantize(Wq.data(), lp.rows, lp.cols, lp.weight, nullptr, lp.name,
+                                      F.data());
+        }
         std::vector<float> diag(size_t(lp.cols));
         for (int64_t j = 0; j < lp.cols; ++j) diag[size_t(j)] = float(H[size_t(j * lp.cols + j)]);
         det["sensitivity"] = "diag(X^T X)";
@@ -1319,11 +1336,26 @@ CompressResult compressCalibrated(const Model& base, const Recipe& recipe, Plan 
 
     CalibratedRun run(base, recipe, res.plan, progress, opts, *cm, res);
     const std::optional<EfficientQatOptions> e2e = e2eOptions(res.plan);
-    run.nUnits = double(layout.blocks.size() + (layout.others.empty() ? 0 : 1) + (e2e ? 1 : 0));
+    std::vector<std::string> fisherLayers;
+    for (const LayerPlan& lp : res.plan.layers)
+        if (lp.quantize && lp.weight.method == WeightMethod::SqueezeLlm &&
+            squeezeUsesFisher(lp.weightJson))
+            fisherLayers.push_back(lp.name);
+    run.nUnits = double(layout.blocks.size() + (layout.others.empty() ? 0 : 1) + (e2e ? 1 : 0) +
+                        (fisherLayers.empty() ? 0 : 1));
     auto cancelled = [&] {
         res.status = Status::Cancelled;
         return std::move(res);
     };
+    if (!fisherLayers.empty()) {
+        // SqueezeLLM's sensitivity: the Fisher diagonal of the unquantised model, up front.
+        RangeProgress fP(progress, 0.0, 1.0 / run.nUnits);
+        FisherResult f = blockLinearFisher(*cm, fisherLayers, cal.samples, fP);
+        if (f.status == Status::Cancelled) return cancelled();
+        run.fisher = std::move(f.fisher);
+        run.fisherWindows = int64_t(cal.samples.size());
+        ++run.unit;
+    }
     for (const auto& [b, idx] : layout.blocks) {
         if (!compressBlock(run, b, idx)) return cancelled();
         ++run.unit;

@@ -133,7 +133,8 @@ void validateWeight(const json& w, int rule) {
                   "sym_grid",     "awq",        "epochs",        "lr",
                   "let",          "lr_let",     "let_shift",     "true_sequential",
                   "outliers_pct", "avg_bits",   "affine",        "lr_w",
-                  "lr_q",         "e2e_epochs", "lr_e2e",        "gptq"},
+                  "lr_q",         "e2e_epochs", "lr_e2e",        "gptq",
+                  "sensitivity"},
               rule, "weight.");
     // EfficientQAT's learning rates and E2E-QP epochs.
     if (w.contains("lr_w")) numField(w["lr_w"], rule, "weight.lr_w", 0.0, 1.0);
@@ -144,6 +145,8 @@ void validateWeight(const json& w, int rule) {
     if (w.contains("outliers_pct")) numField(w["outliers_pct"], rule, "weight.outliers_pct", 0, 10);
     if (w.contains("avg_bits")) numField(w["avg_bits"], rule, "weight.avg_bits", 2, 4);
     if (w.contains("gptq")) boolField(w["gptq"], rule, "weight.gptq");
+    if (w.contains("sensitivity"))
+        strField(w["sensitivity"], rule, "weight.sensitivity", {"gram", "fisher"});
     if (w.contains("true_sequential"))
         boolField(w["true_sequential"], rule, "weight.true_sequential");
     if (w.contains("damp")) numField(w["damp"], rule, "weight.damp", 1e-6, 1.0);
@@ -615,6 +618,11 @@ std::optional<WeightMethod> ggufFallback(WeightMethod m, int64_t cols) {
         return std::nullopt; // a 32-element type: no fallback
     }
     return fits(ggufMethodType(sub)) ? sub : WeightMethod::F16;
+}
+
+bool squeezeUsesFisher(const json& weight) {
+    return weight.is_object() && weight.contains("sensitivity") &&
+           weight["sensitivity"] == "fisher";
 }
 
 bool slimUsesGptq(const json& weight) {
@@ -1742,6 +1750,8 @@ void resolveCompact(LayerPlan& lp, const json& w, const FieldOrigin& org, Plan& 
         fail(org("avg_bits"), "weight.avg_bits", "goes with method slim, not " + m);
     if (w.contains("gptq") && s.method != WeightMethod::Slim)
         fail(org("gptq"), "weight.gptq", "goes with method slim, not " + m);
+    if (w.contains("sensitivity") && s.method != WeightMethod::SqueezeLlm)
+        fail(org("sensitivity"), "weight.sensitivity", "goes with method squeezellm, not " + m);
     if (s.format != WeightFormat::Int)
         fail(org("format"), "weight.format",
              m + " works on int codes, not " + weightFormatName(s.format));
@@ -1790,7 +1800,7 @@ void resolveWeight(LayerPlan& lp, MergedSections& m, const PlanOptions& opts, Pl
     } else if (methodIsGguf(s.method)) {
         applyGgufMethod(lp, org, plan);
     } else if (methodIsCompact(s.method) || w.contains("outliers_pct") || w.contains("avg_bits") ||
-               w.contains("gptq")) {
+               w.contains("gptq") || w.contains("sensitivity")) {
         resolveCompact(lp, w, org, plan);
     } else {
         if (s.method == WeightMethod::EfficientQat && s.format != WeightFormat::Int)

@@ -86,6 +86,9 @@ bool methodIsGguf(WeightMethod m);
 bool methodNeedsCalibration(WeightMethod m); // gptq, awq, omniquant, squeezellm, slim, efficientqat
 /// slim: whether the weight section asks for SliM-LLM's GPTQ step ("gptq", default true).
 bool slimUsesGptq(const nlohmann::json& weight);
+/// squeezellm: whether the weight section asks for Fisher sensitivities ("sensitivity":
+/// "fisher"; default "gram": Σ x² of the layer's inputs).
+bool squeezeUsesFisher(const nlohmann::json& weight);
 /// squeezellm, dgq, slim: the layouts of compact_formats.h (no packed runtime kernel).
 bool methodIsCompact(WeightMethod m);
 /// The ggml type of a GGUF method (DType::Q4_K for q4_k, ...); ArgumentError for other methods.
