@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <tuple>
 
 namespace lcw::compress {
 
@@ -344,6 +345,26 @@ namespace lcw::compress {
 
 namespace {
 
+/// The common length of the calibration windows (ArgumentError prefixed `what` unless there is a
+/// window, all have one length and it is >= 2).
+int64_t windowLength(const std::vector<std::vector<int32_t>>& windows, const std::string& what) {
+    if (windows.empty() || windows[0].size() < 2)
+        throw ArgumentError(what + " needs calibration windows of at least 2 tokens");
+    for (const auto& win : windows)
+        if (win.size() != windows[0].size())
+            throw ArgumentError(what + ": calibration windows differ in length");
+    return int64_t(windows[0].size());
+}
+
+/// Block and index (block_grad.h) of a block linear; layer -1 when `name` is none.
+std::pair<int, int> blockLinearOf(const ModelSpec& spec, const std::string& name) {
+    for (int b = 0; b < int(spec.nLayers); ++b) {
+        const int i = blockLinearIndex("layers." + std::to_string(b), name);
+        if (i >= 0) return {b, i};
+    }
+    return {-1, 0};
+}
+
 /// A packed linear with its codes fixed: K = k − z per element, the step sizes trained.
 struct E2eLinear {
     std::string name;
@@ -357,11 +378,7 @@ struct E2eLinear {
 E2eLinear e2eLinear(const ModelSpec& spec, const std::string& name, const PackedTensor& p) {
     E2eLinear l;
     l.name = name;
-    l.layer = -1;
-    for (int b = 0; b < int(spec.nLayers) && l.layer < 0; ++b) {
-        const int i = blockLinearIndex("layers." + std::to_string(b), name);
-        if (i >= 0) l.layer = b, l.index = i;
-    }
+    std::tie(l.layer, l.index) = blockLinearOf(spec, name);
     if (l.layer < 0) throw ArgumentError(name + ": efficientqat e2e trains block linears only");
     const WeightSettings& s = p.settings;
     if (s.format != WeightFormat::Int || methodIsGguf(s.method) || s.ggufGrid ||
@@ -548,22 +565,12 @@ FisherResult blockLinearFisher(const WeightSource& w, const std::vector<std::str
                                double maxBytes) {
     const auto t0 = std::chrono::steady_clock::now();
     const ModelSpec& spec = w.spec();
-    if (windows.empty() || windows[0].size() < 2)
-        throw ArgumentError("fisher: needs calibration windows of at least 2 tokens");
-    const int64_t T = int64_t(windows[0].size());
-    for (const auto& win : windows)
-        if (int64_t(win.size()) != T)
-            throw ArgumentError("fisher: calibration windows differ in length");
+    const int64_t T = windowLength(windows, "fisher");
     std::vector<std::pair<int, int>> where;
     for (const std::string& name : names) {
-        int layer = -1, index = 0;
-        for (int b = 0; b < int(spec.nLayers) && layer < 0; ++b) {
-            const int i = blockLinearIndex("layers." + std::to_string(b), name);
-            if (i >= 0) layer = b, index = i;
-        }
-        if (layer < 0)
+        where.push_back(blockLinearOf(spec, name));
+        if (where.back().first < 0)
             throw ArgumentError(name + ": the Fisher sensitivity covers block linears only");
-        where.emplace_back(layer, index);
     }
     // The model and one set of gradients per thread, in double (plus the Fisher sums, float).
     const double params = double(spec.vocab) * double(spec.dim) * 2 +
@@ -639,12 +646,7 @@ EfficientQatE2eResult efficientQatEndToEnd(const WeightSource& w,
     const auto t0 = std::chrono::steady_clock::now();
     checkEfficientQatOptions(o);
     const ModelSpec& spec = w.spec();
-    if (windows.empty() || windows[0].size() < 2)
-        throw ArgumentError("efficientqat e2e needs calibration windows of at least 2 tokens");
-    const int64_t T = int64_t(windows[0].size());
-    for (const auto& win : windows)
-        if (int64_t(win.size()) != T)
-            throw ArgumentError("efficientqat e2e: calibration windows differ in length");
+    const int64_t T = windowLength(windows, "efficientqat e2e");
     const EigenSingleThreaded eigenThreads;
     E2eModel model = loadE2eModel(w, T);
     std::vector<E2eLinear> lin;

@@ -65,6 +65,12 @@ public:
     virtual void startGroup(int64_t gi, const MatD& vals) = 0;
     /// Quantises element (r, storage column k) with current value x; returns its decoded value.
     virtual double quantize(int64_t r, int64_t k, double x) = 0;
+
+protected:
+    /// static_groups: every one of `groups` groups of `len` contiguous columns from W.
+    void startGroupsFrom(const MatD& W, int64_t groups, int64_t len) {
+        for (int64_t gi = 0; gi < groups; ++gi) startGroup(gi, W.middleCols(gi * len, len));
+    }
 };
 
 /// How the loop forms groups and when it chooses their grids (gptq.h).
@@ -278,8 +284,7 @@ public:
     int64_t groupLen() const override { return m_static ? 0 : m_bl; }
     /// static_groups: every block's scales from the initial weights.
     void fixGrids(const MatD& W) {
-        if (!m_static) return;
-        for (int64_t gi = 0; gi < m_bpr; ++gi) startGroup(gi, W.middleCols(gi * m_bl, m_bl));
+        if (m_static) startGroupsFrom(W, m_bpr, m_bl);
     }
     void startGroup(int64_t gi, const MatD& vals) override {
         std::vector<float> x(static_cast<size_t>(m_bl));
@@ -326,8 +331,7 @@ public:
           m_z(size_t(rows * m_G)) {}
     int64_t groupLen() const override { return m_static ? 0 : m_g; }
     void fixGrids(const MatD& W) {
-        if (!m_static) return;
-        for (int64_t gi = 0; gi < m_G; ++gi) startGroup(gi, W.middleCols(gi * m_g, m_g));
+        if (m_static) startGroupsFrom(W, m_G, m_g);
     }
     void startGroup(int64_t gi, const MatD& vals) override {
         WeightSettings sb;
