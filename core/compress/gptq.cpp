@@ -367,6 +367,20 @@ private:
     std::vector<float> m_sc, m_z;
 };
 
+/// GPTQ with groups contiguous in the original column order (GGUF blocks, SliM groups; also
+/// with act_order), static_groups fixed by q.fixGrids.
+template <class Q>
+GptqStats runContiguousGroups(const float* w, int64_t rows, int64_t cols, const double* Hp,
+                              const GptqOptions& o, Q& q, const std::string& name) {
+    GptqStats st;
+    LoopRule rule;
+    rule.reference = o.groups == GptqGroups::Reference;
+    rule.processOrder = false;
+    rule.fixedGrids = [&](const MatD& W) { q.fixGrids(W); };
+    runGptq(loadW(w, rows, cols), loadH(Hp, cols), o, q, st, name, rule);
+    return st;
+}
+
 } // namespace
 
 GptqOptions gptqOptionsFromJson(const nlohmann::json& w) {
@@ -430,13 +444,8 @@ GptqGgufResult gptqQuantizeGguf(const float* w, int64_t rows, int64_t cols, cons
     const SingleThreadIf oneThread(rows * cols < (int64_t(1) << 16));
     GgufQuantiser q(type, rows, cols, importance, o.staticGroups);
     GptqGgufResult res;
-    GptqStats st;
     // ggml blocks are contiguous in the original column order, also with act_order.
-    LoopRule rule;
-    rule.reference = o.groups == GptqGroups::Reference;
-    rule.processOrder = false;
-    rule.fixedGrids = [&](const MatD& W) { q.fixGrids(W); };
-    runGptq(loadW(w, rows, cols), loadH(Hp, cols), o, q, st, name, rule);
+    const GptqStats st = runContiguousGroups(w, rows, cols, Hp, o, q, name);
     res.bytes = std::move(q.bytes());
     res.damp = st.damp;
     res.deadColumns = st.deadColumns;
@@ -455,13 +464,8 @@ GptqResult gptqQuantizeSlim(const float* w, int64_t rows, int64_t cols, const do
     checkInputs(w, rows, cols, o, name);
     const SingleThreadIf oneThread(rows * cols < (int64_t(1) << 16));
     SlimQuantiser q(groupBits, rows, cols, g, o.staticGroups, name);
-    GptqStats st;
     // The layout has no column order: groups stay contiguous in the original order.
-    LoopRule rule;
-    rule.reference = o.groups == GptqGroups::Reference;
-    rule.processOrder = false;
-    rule.fixedGrids = [&](const MatD& W) { q.fixGrids(W); };
-    runGptq(loadW(w, rows, cols), loadH(Hp, cols), o, q, st, name, rule);
+    const GptqStats st = runContiguousGroups(w, rows, cols, Hp, o, q, name);
     GptqResult res;
     res.packed = q.pack(s);
     res.damp = st.damp;
