@@ -5,6 +5,7 @@
 // dominant (hence invertible) at every step, the diagonal-only mask as the LET-style diagonal
 // scaling, block training (never worse than its start, the returned tensors reproducing the
 // reported loss) and the recipe / preset / CLI path.
+#include "block_test_util.h"
 #include "core/common/error.h"
 #include "core/compress/affine.h"
 #include "core/compress/block_grad.h"
@@ -30,18 +31,12 @@ using json = nlohmann::json;
 
 namespace {
 
+using lcwtest::BlockGradCase;
+using lcwtest::matOf;
+using lcwtest::toMat;
+
 std::string demoModel() {
     return lcwtest::demoModelPath();
-}
-
-MatD matOf(const std::vector<float>& v, int64_t rows, int64_t cols) {
-    MatD m(rows, cols);
-    for (int64_t i = 0; i < m.size(); ++i) m.data()[i] = v[size_t(i)];
-    return m;
-}
-
-MatD toMat(const std::vector<float>& v, int64_t dim) {
-    return matOf(v, int64_t(v.size()) / dim, dim);
 }
 
 WeightSettings intSettings(int bits) {
@@ -142,44 +137,6 @@ double refMargin(const MatD& a) {
     return m;
 }
 
-/// L = sum((block(W) + M-perturbed weights) ∘ R) on random X: M stands in for the quantisation
-/// error (else the gradients w.r.t. an exact equivalence vanish).
-struct GradCase {
-    MatD X, R;
-    std::array<MatD, 7> M;
-    GradCase(const BlockWeights& bw, int64_t T, int64_t dim, std::mt19937& rng) {
-        std::normal_distribution<double> nd(0.0, 1.0);
-        X.resize(T, dim);
-        R.resize(T, dim);
-        for (int64_t i = 0; i < X.size(); ++i) X.data()[i] = nd(rng), R.data()[i] = nd(rng);
-        for (int i = 0; i < 7; ++i) {
-            M[size_t(i)] = MatD(bw.w[size_t(i)].rows(), bw.w[size_t(i)].cols());
-            for (int64_t k = 0; k < M[size_t(i)].size(); ++k)
-                M[size_t(i)].data()[k] = 0.02 * nd(rng);
-        }
-    }
-    BlockWeights perturbed(const BlockWeights& f) const {
-        BlockWeights q = f;
-        for (int i = 0; i < 7; ++i) q.w[size_t(i)] = f.w[size_t(i)] + M[size_t(i)];
-        return q;
-    }
-    double loss(const LlamaBlock& blk, const BlockWeights& folded) const {
-        MatD y;
-        blk.forward(perturbed(folded), X, y, nullptr);
-        return (y.array() * R.array()).sum();
-    }
-    BlockGrads grads(const LlamaBlock& blk, const BlockWeights& folded) const {
-        const BlockWeights q = perturbed(folded);
-        LlamaBlock::Cache c;
-        MatD y;
-        blk.forward(q, X, y, &c);
-        BlockGrads g;
-        g.zeroLike(q);
-        blk.backward(q, c, R, g);
-        return g;
-    }
-};
-
 std::vector<MatD> randomHeads(const ModelSpec& s, std::mt19937& rng, double margin) {
     std::vector<MatD> a;
     for (int64_t g = 0; g < s.nKvHeads; ++g) a.push_back(randomDominant(s.headDim, rng, margin));
@@ -270,7 +227,8 @@ private slots:
         w.b[kV] = Eigen::VectorXd(w.w[kV].rows());
         for (int64_t i = 0; i < w.b[kV].size(); ++i) w.b[kV](i) = nd(rng);
         const int64_t T = 6, hd = spec.headDim;
-        const GradCase gc(w, T, spec.dim, rng);
+        std::normal_distribution<double> unit(0.0, 1.0);
+        const BlockGradCase gc(w, T, spec.dim, rng, unit);
         const LlamaBlock blk(spec, layer, T);
         std::vector<MatD> A = randomHeads(spec, rng, 0.1);
         auto lossAt = [&](const std::vector<MatD>& a, const BlockWeights& ww) {
@@ -382,7 +340,8 @@ private slots:
                                 .cwiseAbs()
                                 .maxCoeff() <= 1e-14);
             }
-        const GradCase gc(w, 5, spec.dim, rng);
+        std::normal_distribution<double> unit(0.0, 1.0);
+        const BlockGradCase gc(w, 5, spec.dim, rng, unit);
         const LlamaBlock blk(spec, layer, 5);
         BlockGrads g = gc.grads(blk, f);
         const BlockGrads gFolded = g;

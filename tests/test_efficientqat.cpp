@@ -3,6 +3,7 @@
 // surrogate, the whole Block-AP loop equals an independent double-precision implementation written
 // here (fake quantisation, STE, Adam with separate learning rates), never worse than RTN on the
 // block loss, valid integer codes, exact sizes and overlay reload.
+#include "block_test_util.h"
 #include "core/common/dtype.h"
 #include "core/common/error.h"
 #include "core/compress/block_grad.h"
@@ -29,11 +30,8 @@ using json = nlohmann::json;
 
 namespace {
 
-MatD matOf(const std::vector<float>& v, int64_t rows, int64_t cols) {
-    MatD m(rows, cols);
-    for (int64_t i = 0; i < m.size(); ++i) m.data()[i] = v[size_t(i)];
-    return m;
-}
+using lcwtest::blockMse;
+using lcwtest::matOf;
 
 std::vector<float> floatsOf(const MatD& m) {
     std::vector<float> v(size_t(m.size()));
@@ -110,21 +108,6 @@ void refAdam(double* p, const double* g, double* m, double* v, size_t n, int t, 
         if (lo) p[i] = std::max(p[i], lo[i]);
         p[i] = std::min(p[i], hi);
     }
-}
-
-/// Block-output MSE of `qw` against the FP block on the same inputs.
-double blockMse(const ModelSpec& spec, int layer, const BlockWeights& fw, const BlockWeights& qw,
-                const std::vector<std::vector<float>>& in) {
-    double sum = 0;
-    for (const auto& x : in) {
-        const MatD X = matOf(x, int64_t(x.size()) / spec.dim, spec.dim);
-        const LlamaBlock blk(spec, layer, X.rows());
-        MatD y0, y1;
-        blk.forward(fw, X, y0, nullptr);
-        blk.forward(qw, X, y1, nullptr);
-        sum += (y1 - y0).squaredNorm() / double(y0.size());
-    }
-    return sum / double(in.size());
 }
 
 std::string layerName(int layer, int i) {

@@ -1,6 +1,7 @@
 // OmniQuant (core/compress/omniquant, block_grad): the block model's forward against the
 // runtime, its gradients against central differences, learnable weight clipping never worse than
 // its start (RTN) on the block output, and the calibrated compress / CLI path.
+#include "block_test_util.h"
 #include "core/common/error.h"
 #include "core/compress/block_grad.h"
 #include "core/compress/calibration.h"
@@ -29,18 +30,13 @@ using json = nlohmann::json;
 
 namespace {
 
+using lcwtest::BlockGradCase;
+using lcwtest::blockMse;
+using lcwtest::matOf;
+using lcwtest::toMat;
+
 std::string demoModel() {
     return lcwtest::demoModelPath();
-}
-
-MatD matOf(const std::vector<float>& v, int64_t rows, int64_t cols) {
-    MatD m(rows, cols);
-    for (int64_t i = 0; i < m.size(); ++i) m.data()[i] = v[size_t(i)];
-    return m;
-}
-
-MatD toMat(const std::vector<float>& v, int64_t dim) {
-    return matOf(v, int64_t(v.size()) / dim, dim);
 }
 
 WeightSettings intSettings(int bits, bool sym, Granularity g, int64_t group) {
@@ -52,63 +48,6 @@ WeightSettings intSettings(int bits, bool sym, Granularity g, int64_t group) {
     s.method = WeightMethod::OmniQuant;
     return s;
 }
-
-/// Block-output MSE of `qw` against the FP block on the same inputs (double, independent of
-/// the omniquant code's loss).
-double blockMse(const ModelSpec& spec, int layer, const BlockWeights& fw, const BlockWeights& qw,
-                const std::vector<std::vector<float>>& in) {
-    double sum = 0;
-    for (const auto& x : in) {
-        const MatD X = toMat(x, spec.dim);
-        const LlamaBlock blk(spec, layer, X.rows());
-        MatD y0, y1;
-        blk.forward(fw, X, y0, nullptr);
-        blk.forward(qw, X, y1, nullptr);
-        sum += (y1 - y0).squaredNorm() / double(y0.size());
-    }
-    return sum / double(in.size());
-}
-
-/// The LET gradient checks' loss L = sum(block(folded + M) ∘ R) on inputs X: M, a fixed additive
-/// perturbation of the folded weights, stands in for the quantisation error and breaks the
-/// equivalence (else the gradients vanish).
-struct LetGradCase {
-    MatD X, R;
-    std::array<MatD, 7> M;
-    /// X and R (T × dim) and M are drawn in this order from `nd` over `rng`.
-    LetGradCase(const BlockWeights& bw, int64_t T, int64_t dim, std::mt19937& rng,
-                std::normal_distribution<double>& nd) {
-        X.resize(T, dim);
-        R.resize(T, dim);
-        for (int64_t i = 0; i < X.size(); ++i) X.data()[i] = nd(rng), R.data()[i] = nd(rng);
-        for (int i = 0; i < 7; ++i) {
-            M[size_t(i)] = MatD(bw.w[size_t(i)].rows(), bw.w[size_t(i)].cols());
-            for (int64_t k = 0; k < M[size_t(i)].size(); ++k)
-                M[size_t(i)].data()[k] = 0.02 * nd(rng);
-        }
-    }
-    BlockWeights perturbed(const BlockWeights& f) const {
-        BlockWeights q = f;
-        for (int i = 0; i < 7; ++i) q.w[size_t(i)] = f.w[size_t(i)] + M[size_t(i)];
-        return q;
-    }
-    double loss(const LlamaBlock& blk, const BlockWeights& folded) const {
-        MatD y;
-        blk.forward(perturbed(folded), X, y, nullptr);
-        return (y.array() * R.array()).sum();
-    }
-    /// Analytic weight/norm gradients of the loss at `folded`.
-    BlockGrads grads(const LlamaBlock& blk, const BlockWeights& folded) const {
-        const BlockWeights q = perturbed(folded);
-        LlamaBlock::Cache c;
-        MatD y;
-        blk.forward(q, X, y, &c);
-        BlockGrads g;
-        g.zeroLike(q);
-        blk.backward(q, c, R, g);
-        return g;
-    }
-};
 
 } // namespace
 
@@ -296,7 +235,7 @@ private slots:
     }
 
     void letGradientMatchesFiniteDifferences() {
-        // L(t) = sum(block(fold(W, e^t) + N) ∘ R), see LetGradCase.
+        // L(t) = sum(block(fold(W, e^t) + N) ∘ R), see BlockGradCase.
         auto m = Model::load(demoModel());
         const ModelSpec& spec = m->spec();
         const int layer = 1;
@@ -304,7 +243,7 @@ private slots:
         std::mt19937 rng(11);
         std::normal_distribution<double> nd(0.0, 1.0);
         const int64_t T = 6;
-        const LetGradCase lc(bw, T, spec.dim, rng, nd);
+        const BlockGradCase lc(bw, T, spec.dim, rng, nd);
         Eigen::VectorXd tA(spec.dim), tM(spec.dim);
         for (int64_t j = 0; j < spec.dim; ++j) tA(j) = 0.3 * nd(rng), tM(j) = 0.3 * nd(rng);
         const LlamaBlock blk(spec, layer, T);
@@ -403,7 +342,7 @@ private slots:
     }
 
     void letShiftGradientMatchesFiniteDifferences() {
-        // L(t, δ) = sum(block(fold(W, e^t, δ) + N) ∘ R), see LetGradCase.
+        // L(t, δ) = sum(block(fold(W, e^t, δ) + N) ∘ R), see BlockGradCase.
         auto m = Model::load(demoModel());
         const ModelSpec& spec = m->spec();
         const int layer = 3;
@@ -411,7 +350,7 @@ private slots:
         std::mt19937 rng(13);
         std::normal_distribution<double> nd(0.0, 1.0);
         const int64_t T = 6;
-        const LetGradCase lc(bw, T, spec.dim, rng, nd);
+        const BlockGradCase lc(bw, T, spec.dim, rng, nd);
         Eigen::VectorXd tA(spec.dim), tM(spec.dim), dA(spec.dim), dM(spec.dim);
         for (int64_t j = 0; j < spec.dim; ++j) {
             tA(j) = 0.3 * nd(rng), tM(j) = 0.3 * nd(rng);

@@ -1,0 +1,89 @@
+#pragma once
+// Helpers of the block-training tests (test_omniquant, test_affinequant, test_efficientqat): float
+// vectors as double matrices, the block-output error of quantised weights, and the loss whose
+// gradients the LET / affine / STE checks compare with finite differences.
+#include "core/compress/block_grad.h"
+#include "core/model/model.h"
+
+#include <array>
+#include <cstdint>
+#include <random>
+#include <vector>
+
+namespace lcwtest {
+
+using lcw::compress::BlockGrads;
+using lcw::compress::BlockWeights;
+using lcw::compress::LlamaBlock;
+using lcw::compress::MatD;
+
+/// v (row-major, rows × cols) as a double matrix.
+inline MatD matOf(const std::vector<float>& v, int64_t rows, int64_t cols) {
+    MatD m(rows, cols);
+    for (int64_t i = 0; i < m.size(); ++i) m.data()[i] = v[size_t(i)];
+    return m;
+}
+
+/// A block input of `dim` columns (rows = tokens).
+inline MatD toMat(const std::vector<float>& v, int64_t dim) {
+    return matOf(v, int64_t(v.size()) / dim, dim);
+}
+
+/// Block-output MSE of `qw` against the FP block `fw` on the same inputs, averaged over the
+/// inputs (double, independent of the methods' own losses).
+inline double blockMse(const lcw::ModelSpec& spec, int layer, const BlockWeights& fw,
+                       const BlockWeights& qw, const std::vector<std::vector<float>>& in) {
+    double sum = 0;
+    for (const auto& x : in) {
+        const MatD X = toMat(x, spec.dim);
+        const LlamaBlock blk(spec, layer, X.rows());
+        MatD y0, y1;
+        blk.forward(fw, X, y0, nullptr);
+        blk.forward(qw, X, y1, nullptr);
+        sum += (y1 - y0).squaredNorm() / double(y0.size());
+    }
+    return sum / double(in.size());
+}
+
+/// The gradient checks' loss L = sum(block(W + M) ∘ R) on inputs X: M, a fixed additive
+/// perturbation of the weights, stands in for the quantisation error and breaks exact
+/// equivalences (else the gradients of a function-preserving transform vanish).
+struct BlockGradCase {
+    MatD X, R;
+    std::array<MatD, 7> M;
+    /// X and R (T × dim), then M (0.02 · N(0, 1)), drawn in this order from `nd` over `rng`.
+    BlockGradCase(const BlockWeights& bw, int64_t T, int64_t dim, std::mt19937& rng,
+                  std::normal_distribution<double>& nd) {
+        X.resize(T, dim);
+        R.resize(T, dim);
+        for (int64_t i = 0; i < X.size(); ++i) X.data()[i] = nd(rng), R.data()[i] = nd(rng);
+        for (int i = 0; i < 7; ++i) {
+            M[size_t(i)] = MatD(bw.w[size_t(i)].rows(), bw.w[size_t(i)].cols());
+            for (int64_t k = 0; k < M[size_t(i)].size(); ++k)
+                M[size_t(i)].data()[k] = 0.02 * nd(rng);
+        }
+    }
+    BlockWeights perturbed(const BlockWeights& f) const {
+        BlockWeights q = f;
+        for (int i = 0; i < 7; ++i) q.w[size_t(i)] = f.w[size_t(i)] + M[size_t(i)];
+        return q;
+    }
+    double loss(const LlamaBlock& blk, const BlockWeights& w) const {
+        MatD y;
+        blk.forward(perturbed(w), X, y, nullptr);
+        return (y.array() * R.array()).sum();
+    }
+    /// Analytic weight / norm gradients of the loss at `w`.
+    BlockGrads grads(const LlamaBlock& blk, const BlockWeights& w) const {
+        const BlockWeights q = perturbed(w);
+        LlamaBlock::Cache c;
+        MatD y;
+        blk.forward(q, X, y, &c);
+        BlockGrads g;
+        g.zeroLike(q);
+        blk.backward(q, c, R, g);
+        return g;
+    }
+};
+
+} // namespace lcwtest
