@@ -780,6 +780,28 @@ bool Rule::matches(const std::string& name) const {
     return true;
 }
 
+namespace {
+
+/// A rule's sections: the key, its validator and where the rule keeps it.
+struct RuleSection {
+    const char* key;
+    void (*validate)(const json&, int);
+    std::optional<json> Rule::*member;
+};
+const RuleSection kRuleSections[] = {
+    {"weight", validateWeight, &Rule::weight},
+    {"activation", validateActivation, &Rule::activation},
+    {"kv", validateKv, &Rule::kv},
+    {"outliers", validateOutliers, &Rule::outliers},
+    {"smoothquant", validateSmoothQuant, &Rule::smoothquant},
+    {"sparsity", validateSparsity, &Rule::sparsity},
+    {"structured", validateStructured, &Rule::structured},
+    {"lowrank", validateLowRank, &Rule::lowrank},
+    {"activation_sparsity", validateActivationSparsity, &Rule::activationSparsity},
+};
+
+} // namespace
+
 Recipe Recipe::fromJson(const json& j) {
     if (!j.is_object()) fail(-1, "", "expected a JSON object");
     checkKeys(j, {"lcw_recipe", "name", "description", "imatrix", "rotation", "rules"}, -1, "");
@@ -822,43 +844,12 @@ Recipe Recipe::fromJson(const json& j) {
             if (!rj["comment"].is_string()) fail(ri, "comment", "expected a string");
             rule.comment = rj["comment"].get<std::string>();
         }
-        if (rj.contains("weight")) {
-            if (!rj["weight"].is_null()) validateWeight(rj["weight"], ri);
-            rule.weight = rj["weight"];
-        }
-        if (rj.contains("activation")) {
-            if (!rj["activation"].is_null()) validateActivation(rj["activation"], ri);
-            rule.activation = rj["activation"];
-        }
-        if (rj.contains("kv")) {
-            if (!rj["kv"].is_null()) validateKv(rj["kv"], ri);
-            rule.kv = rj["kv"];
-        }
-        if (rj.contains("outliers")) {
-            if (!rj["outliers"].is_null()) validateOutliers(rj["outliers"], ri);
-            rule.outliers = rj["outliers"];
-        }
-        if (rj.contains("smoothquant")) {
-            if (!rj["smoothquant"].is_null()) validateSmoothQuant(rj["smoothquant"], ri);
-            rule.smoothquant = rj["smoothquant"];
-        }
-        if (rj.contains("sparsity")) {
-            if (!rj["sparsity"].is_null()) validateSparsity(rj["sparsity"], ri);
-            rule.sparsity = rj["sparsity"];
-        }
-        if (rj.contains("structured")) {
-            if (!rj["structured"].is_null()) validateStructured(rj["structured"], ri);
-            rule.structured = rj["structured"];
-        }
-        if (rj.contains("lowrank")) {
-            if (!rj["lowrank"].is_null()) validateLowRank(rj["lowrank"], ri);
-            rule.lowrank = rj["lowrank"];
-        }
-        if (rj.contains("activation_sparsity")) {
-            if (!rj["activation_sparsity"].is_null())
-                validateActivationSparsity(rj["activation_sparsity"], ri);
-            rule.activationSparsity = rj["activation_sparsity"];
-        }
+        // Each section: null (switched off) or an object its validator accepts.
+        for (const RuleSection& sec : kRuleSections)
+            if (rj.contains(sec.key)) {
+                if (!rj[sec.key].is_null()) sec.validate(rj[sec.key], ri);
+                rule.*sec.member = rj[sec.key];
+            }
         if (!rule.weight && !rule.activation && !rule.kv && !rule.outliers && !rule.smoothquant &&
             !rule.sparsity && !rule.structured && !rule.lowrank && !rule.activationSparsity)
             fail(ri, "",
