@@ -3,11 +3,14 @@
 // vectors as double matrices, the block-output error of quantised weights, and the loss whose
 // gradients the LET / affine / STE checks compare with finite differences.
 #include "core/compress/block_grad.h"
+#include "core/compress/quantizer.h"
 #include "core/model/model.h"
 
 #include <array>
 #include <cstdint>
+#include <map>
 #include <random>
+#include <string>
 #include <vector>
 
 namespace lcwtest {
@@ -30,19 +33,50 @@ inline MatD toMat(const std::vector<float>& v, int64_t dim) {
 }
 
 /// Block-output MSE of `qw` against the FP block `fw` on the same inputs, averaged over the
-/// inputs (double, independent of the methods' own losses).
+/// inputs (double, independent of the methods' own losses); actBits > 0: the `qw` block's four
+/// activation sites fake-quantised to that many bits (per token, no clipping).
 inline double blockMse(const lcw::ModelSpec& spec, int layer, const BlockWeights& fw,
-                       const BlockWeights& qw, const std::vector<std::vector<float>>& in) {
+                       const BlockWeights& qw, const std::vector<std::vector<float>>& in,
+                       int actBits = 0) {
     double sum = 0;
     for (const auto& x : in) {
         const MatD X = toMat(x, spec.dim);
         const LlamaBlock blk(spec, layer, X.rows());
+        LlamaBlock qblk(spec, layer, X.rows());
+        if (actBits > 0)
+            qblk.setActivationQuant({actBits, actBits, actBits, actBits}, {1, 1, 1, 1});
         MatD y0, y1;
         blk.forward(fw, X, y0, nullptr);
-        blk.forward(qw, X, y1, nullptr);
+        qblk.forward(qw, X, y1, nullptr);
         sum += (y1 - y0).squaredNorm() / double(y0.size());
     }
     return sum / double(in.size());
+}
+
+/// The block `fw` with what a block method returned for block prefix `p` ("layers.N."): its
+/// folded norms and norm / linear biases (`folded`) and its dequantised linears (`packed`).
+inline BlockWeights
+returnedBlock(const BlockWeights& fw, const std::string& p,
+              const std::map<std::string, std::vector<float>>& folded,
+              const std::map<std::string, lcw::compress::PackedTensor>& packed) {
+    using namespace lcw::compress;
+    BlockWeights qw = fw;
+    auto vec = [&](const std::string& name) {
+        const std::vector<float>& v = folded.at(name);
+        return Eigen::Map<const Eigen::VectorXf>(v.data(), int64_t(v.size())).cast<double>().eval();
+    };
+    qw.attnNorm = vec(p + "attn_norm");
+    qw.mlpNorm = vec(p + "mlp_norm");
+    qw.attnNormBias = vec(p + "attn_norm.bias");
+    qw.mlpNormBias = vec(p + "mlp_norm.bias");
+    for (int i : {kQ, kK, kV, kGate, kUp})
+        qw.b[size_t(i)] = vec(p + blockLinearSuffix(i) + ".bias");
+    for (int i = 0; i < 7; ++i) {
+        const std::string name = p + blockLinearSuffix(i);
+        qw.w[size_t(i)] = matOf(dequantize(packed.at(name), name), fw.w[size_t(i)].rows(),
+                                fw.w[size_t(i)].cols());
+    }
+    return qw;
 }
 
 /// The gradient checks' loss L = sum(block(W + M) ∘ R) on inputs X: M, a fixed additive

@@ -495,40 +495,8 @@ private slots:
             QVERIFY(lwc.lossEnd <= lwc.lossStart);
             QVERIFY(let.lossEnd <= let.lossStart);
             // Independent W4A4 block loss of the returned tensors.
-            BlockWeights qw = fw;
-            qw.attnNorm =
-                Eigen::Map<const Eigen::VectorXf>(let.folded.at(p + "attn_norm").data(), spec.dim)
-                    .cast<double>();
-            qw.mlpNorm =
-                Eigen::Map<const Eigen::VectorXf>(let.folded.at(p + "mlp_norm").data(), spec.dim)
-                    .cast<double>();
-            auto vec = [&](const std::string& name) {
-                const std::vector<float>& v = let.folded.at(name);
-                return Eigen::Map<const Eigen::VectorXf>(v.data(), int64_t(v.size()))
-                    .cast<double>()
-                    .eval();
-            };
-            qw.attnNormBias = vec(p + "attn_norm.bias");
-            qw.mlpNormBias = vec(p + "mlp_norm.bias");
-            for (int i : {kQ, kK, kV, kGate, kUp})
-                qw.b[size_t(i)] = vec(p + blockLinearSuffix(i) + ".bias");
-            for (int i = 0; i < 7; ++i) {
-                const std::string name = p + blockLinearSuffix(i);
-                qw.w[size_t(i)] = matOf(dequantize(let.packed.at(name), name),
-                                        fw.w[size_t(i)].rows(), fw.w[size_t(i)].cols());
-            }
-            double e = 0;
-            for (const auto& x : in) {
-                const MatD X = toMat(x, spec.dim);
-                const LlamaBlock ref(spec, l, X.rows());
-                LlamaBlock a4(spec, l, X.rows());
-                a4.setActivationQuant({4, 4, 4, 4}, {1, 1, 1, 1});
-                MatD y0, y1;
-                ref.forward(fw, X, y0, nullptr);
-                a4.forward(qw, X, y1, nullptr);
-                e += (y1 - y0).squaredNorm() / double(y0.size());
-            }
-            e /= double(in.size());
+            const BlockWeights qw = lcwtest::returnedBlock(fw, p, let.folded, let.packed);
+            const double e = lcwtest::blockMse(spec, l, fw, qw, in, 4);
             QVERIFY2(std::fabs(e - let.lossEnd) <= 1e-6 * e,
                      qPrintable(QString("independent %1 reported %2").arg(e).arg(let.lossEnd)));
             qInfo("layers.%d W4A4 block loss: start %.5g, LWC %.5g, LWC+LET %.5g", l, lwc.lossStart,
