@@ -8,10 +8,12 @@
 /// rotate-half pairs). Other block kinds (LayerNorm, biases, q/k norms, post-norms, parallel
 /// residuals, ALiBi, soft-capping, sliding windows shorter than the sequence, MoE, Mamba) are not
 /// covered: LlamaBlock throws UnsupportedError naming the architecture and the feature.
+#include "core/common/progress.h"
 #include "core/model/model.h"
 
 #include <Eigen/Dense>
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <functional>
@@ -159,5 +161,39 @@ private:
     std::function<void(MatD&, MatD&)> m_kvQuant;
     bool m_kvPastOnly = false;
 };
+
+/// The epoch loop of the trainers (OmniQuant / AffineQuant, EfficientQAT Block-AP and E2E-QP):
+/// `epochs` passes over `samples` samples. Before every step the progress (steps done / all
+/// steps, `label` + "e/epochs"; false: cancelled, the loop returns false); step(i, t) trains on
+/// sample i as step t (1-based, for Adam) and returns its training loss; after each epoch the
+/// mean training loss joins res.trainLoss, measure() (the stored result's loss) joins
+/// res.epochLoss, and when it is below res.lossEnd the epoch becomes res.bestEpoch and keep()
+/// stores the parameters. startEpoch(e) runs before epoch e (0-based).
+template <class Res, class Step, class Measure, class Keep>
+bool runTrainingEpochs(int epochs, size_t samples, Progress& progress, const std::string& label,
+                       Res& res, Step step, Measure measure, Keep keep,
+                       const std::function<void(int)>& startEpoch = {}) {
+    const double steps = double(std::max(1, epochs)) * double(samples);
+    int t = 0;
+    for (int e = 0; e < epochs; ++e) {
+        if (startEpoch) startEpoch(e);
+        double trainSum = 0;
+        for (size_t i = 0; i < samples; ++i) {
+            if (!progress.report(double(t) / steps,
+                                 label + std::to_string(e + 1) + "/" + std::to_string(epochs)))
+                return false;
+            trainSum += step(i, ++t);
+        }
+        res.trainLoss.push_back(trainSum / double(samples));
+        const double loss = measure();
+        res.epochLoss.push_back(loss);
+        if (loss < res.lossEnd) {
+            res.lossEnd = loss;
+            res.bestEpoch = e + 1;
+            keep();
+        }
+    }
+    return true;
+}
 
 } // namespace lcw::compress

@@ -299,33 +299,24 @@ efficientQatBlock(const WeightSource& w, int layer, const std::vector<std::vecto
     QatState best;
     res.lossStart = res.lossEnd = ap.packedLoss(&best.packed);
     best.keep(lin);
-    const size_t S = inputs.size();
-    const double steps = double(std::max(1, o.epochs)) * double(S);
-    int t = 0;
     LlamaBlock::Cache cache;
     BlockGrads grads;
-    for (int e = 0; e < o.epochs && !lin.empty(); ++e) {
-        double trainSum = 0;
-        for (size_t i = 0; i < S; ++i) {
-            if (!progress.report(double(t) / steps, bname + ": efficientqat block-ap epoch " +
-                                                        std::to_string(e + 1) + "/" +
-                                                        std::to_string(o.epochs))) {
-                res.status = Status::Cancelled;
-                return res;
-            }
-            ++t;
-            trainSum += ap.step(i, t, cache, grads);
-        }
-        res.trainLoss.push_back(trainSum / double(S));
-        std::map<std::string, PackedTensor> cur;
-        const double loss = ap.packedLoss(&cur);
-        res.epochLoss.push_back(loss);
-        if (loss < res.lossEnd) {
-            res.lossEnd = loss;
-            res.bestEpoch = e + 1;
+    std::map<std::string, PackedTensor> cur;
+    const bool done = runTrainingEpochs(
+        lin.empty() ? 0 : o.epochs, inputs.size(), progress,
+        bname + ": efficientqat block-ap epoch ", res,
+        [&](size_t i, int t) { return ap.step(i, t, cache, grads); },
+        [&] {
+            cur.clear();
+            return ap.packedLoss(&cur);
+        },
+        [&] {
             best.packed = std::move(cur);
             best.keep(lin);
-        }
+        });
+    if (!done) {
+        res.status = Status::Cancelled;
+        return res;
     }
     for (size_t k = 0; k < lin.size(); ++k) {
         const double n0 = lin[k].W0.norm();
@@ -672,37 +663,27 @@ EfficientQatE2eResult efficientQatEndToEnd(const WeightSource& w,
     res.lossStart = res.lossEnd = meanLoss();
     std::vector<std::vector<double>> best;
     for (const E2eLinear& l : lin) best.push_back(l.s);
-    const size_t S = windows.size();
-    const double steps = double(std::max(1, o.e2eEpochs)) * double(S);
-    int t = 0;
     std::vector<BlockGrads> grads;
-    for (int e = 0; e < o.e2eEpochs && !lin.empty(); ++e) {
-        double trainSum = 0;
-        for (size_t i = 0; i < S; ++i) {
-            if (!progress.report(double(t) / steps, "efficientqat e2e-qp epoch " +
-                                                        std::to_string(e + 1) + "/" +
-                                                        std::to_string(o.e2eEpochs))) {
-                res.status = Status::Cancelled;
-                return res;
-            }
-            ++t;
+    const bool done = runTrainingEpochs(
+        lin.empty() ? 0 : o.e2eEpochs, windows.size(), progress, "efficientqat e2e-qp epoch ", res,
+        [&](size_t i, int t) {
             setWeights(false);
-            trainSum += model.run(windows[i], &grads);
+            const double loss = model.run(windows[i], &grads);
             for (E2eLinear& l : lin) {
                 const std::vector<double> gs =
                     stepGrads(l, grads[size_t(l.layer)].w[size_t(l.index)]);
                 adam(l.s.data(), gs.data(), l.m.data(), l.v.data(), gs.size(), t, o.lrE2e, 0.0,
                      l.sLo.data(), INFINITY);
             }
-        }
-        res.trainLoss.push_back(trainSum / double(S));
-        const double loss = meanLoss();
-        res.epochLoss.push_back(loss);
-        if (loss < res.lossEnd) {
-            res.lossEnd = loss;
-            res.bestEpoch = e + 1;
+            return loss;
+        },
+        meanLoss,
+        [&] {
             for (size_t k = 0; k < lin.size(); ++k) best[k] = lin[k].s;
-        }
+        });
+    if (!done) {
+        res.status = Status::Cancelled;
+        return res;
     }
     for (size_t k = 0; k < lin.size(); ++k) {
         PackedTensor p = lin[k].packed;

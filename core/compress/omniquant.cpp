@@ -505,38 +505,30 @@ struct BestParams {
 bool trainEpochs(BlockTrainer& tr, const std::string& bname, Progress& progress,
                  OmniQuantBlockResult& res, BestParams& best) {
     const OmniQuantOptions& o = tr.o;
-    const size_t S = tr.S;
-    const double steps = double(std::max(1, o.epochs) * int64_t(S));
-    int step = 0;
     LlamaBlock::Cache cache;
     BlockGrads grads;
-    const std::string what = tr.aff.on ? ": affinequant epoch " : ": omniquant epoch ";
-    for (int e = 0; e < o.epochs && !tr.lwc.empty(); ++e) {
-        double trainSum = 0;
-        if (tr.aff.on) {
-            tr.aff.band = affineBand(o.affine.mask, e, o.epochs, tr.aff.headDim);
-            res.affineBand = tr.aff.band;
-        }
-        for (size_t i = 0; i < S; ++i) {
-            if (!progress.report(double(step) / steps, bname + what + std::to_string(e + 1) + "/" +
-                                                           std::to_string(o.epochs)))
-                return false;
-            trainSum += tr.sampleGrads(i, cache, grads);
-            ++step;
-            tr.adamUpdate(step);
-        }
-        res.trainLoss.push_back(trainSum / double(S));
-        std::map<std::string, PackedTensor> cur;
-        const double loss = tr.packedLoss(&cur);
-        res.epochLoss.push_back(loss);
-        if (loss < res.lossEnd) {
-            res.lossEnd = loss;
-            res.bestEpoch = e + 1;
+    std::map<std::string, PackedTensor> cur;
+    return runTrainingEpochs(
+        tr.lwc.empty() ? 0 : o.epochs, tr.S, progress,
+        bname + (tr.aff.on ? ": affinequant epoch " : ": omniquant epoch "), res,
+        [&](size_t i, int t) {
+            const double loss = tr.sampleGrads(i, cache, grads);
+            tr.adamUpdate(t);
+            return loss;
+        },
+        [&] {
+            cur.clear();
+            return tr.packedLoss(&cur);
+        },
+        [&] {
             best.packed = std::move(cur);
             best.keep(tr.lwc, tr.let, tr.aff);
-        }
-    }
-    return true;
+        },
+        [&](int e) {
+            if (!tr.aff.on) return;
+            tr.aff.band = affineBand(o.affine.mask, e, o.epochs, tr.aff.headDim);
+            res.affineBand = tr.aff.band;
+        });
 }
 
 /// The folded tensors, scales and shifts of the best LET parameters into the result.
