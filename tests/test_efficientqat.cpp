@@ -114,6 +114,63 @@ std::string layerName(int layer, int i) {
     return "layers." + std::to_string(layer) + "." + blockLinearSuffix(i);
 }
 
+/// One quantiser per linear of the block (odd linears int3 asym g16, even int4 sym per channel),
+/// s and z moved off RTN's so that elements fall outside the grid on both ends.
+std::vector<QatQuantizer> offRtnQuantizers(const BlockWeights& fw, int layer, std::mt19937& rng) {
+    std::normal_distribution<double> nd(0.0, 1.0);
+    std::uniform_real_distribution<double> u(0.0, 1.0);
+    std::vector<QatQuantizer> qs;
+    for (int i = 0; i < 7; ++i) {
+        QatQuantizer q = qatStart(i % 2 ? qatSettings(3, false, 16) : qatSettings(4, true, 0),
+                                  fw.w[size_t(i)], layerName(layer, i));
+        for (size_t g = 0; g < q.scale.size(); ++g) {
+            q.scale[g] *= 0.6 + 0.5 * u(rng);
+            if (!q.settings.symmetric)
+                q.zero[g] = std::clamp(q.zero[g] + 2.0 * nd(rng), 0.0, q.qmax());
+        }
+        qs.push_back(std::move(q));
+    }
+    return qs;
+}
+
+/// The STE's surrogate of one linear's fake quantiser around a base point: round(v) taken as
+/// v + c with c frozen there, and the clamp decisions frozen, so Ŵ(W, s, z) is smooth and its
+/// central differences are the STE gradients.
+struct SteSurrogate {
+    const QatQuantizer* q;
+    MatD cw;                // round(x/s) − x/s
+    MatD in;                // 1 inside the grid
+    MatD bound;             // the grid end where clamped
+    std::vector<double> cz; // round(z) − z
+    SteSurrogate(const QatQuantizer& quant, const MatD& W) : q(&quant) {
+        cw = in = bound = MatD::Zero(W.rows(), W.cols());
+        cz.resize(q->zero.size());
+        for (size_t k = 0; k < q->zero.size(); ++k)
+            cz[k] = q->settings.symmetric ? 0.0 : std::round(q->zero[k]) - q->zero[k];
+        for (int64_t k = 0; k < W.size(); ++k) {
+            const size_t gi = size_t(q->grid[size_t(k)]);
+            const double v = W.data()[k] / q->scale[gi];
+            const double zr = q->settings.symmetric ? 0.0 : std::round(q->zero[gi]);
+            const double lo = q->settings.symmetric ? -q->qmax() : 0.0;
+            const double raw = std::nearbyint(v) + zr;
+            cw.data()[k] = std::nearbyint(v) - v;
+            in.data()[k] = raw >= lo && raw <= q->qmax() ? 1.0 : 0.0;
+            bound.data()[k] = raw < lo ? lo : q->qmax();
+        }
+    }
+    MatD operator()(const MatD& W, const std::vector<double>& s,
+                    const std::vector<double>& z) const {
+        MatD out(W.rows(), W.cols());
+        for (int64_t k = 0; k < W.size(); ++k) {
+            const size_t gi = size_t(q->grid[size_t(k)]);
+            const double zr = q->settings.symmetric ? 0.0 : z[gi] + cz[gi];
+            out.data()[k] = in.data()[k] > 0 ? (W.data()[k] / s[gi] + cw.data()[k]) * s[gi]
+                                             : (bound.data()[k] - zr) * s[gi];
+        }
+        return out;
+    }
+};
+
 } // namespace
 
 class TestEfficientQat : public QObject {
@@ -163,18 +220,7 @@ private slots:
         MatD X(T, spec.dim), R(T, spec.dim);
         for (int64_t i = 0; i < X.size(); ++i) X.data()[i] = nd(rng), R.data()[i] = nd(rng);
         const LlamaBlock blk(spec, layer, T);
-        std::vector<QatQuantizer> qs;
-        for (int i = 0; i < 7; ++i) {
-            QatQuantizer q = qatStart(i % 2 ? qatSettings(3, false, 16) : qatSettings(4, true, 0),
-                                      fw.w[size_t(i)], layerName(layer, i));
-            // Move s and z off RTN so that elements fall outside the grid on both ends.
-            for (size_t g = 0; g < q.scale.size(); ++g) {
-                q.scale[g] *= 0.6 + 0.5 * u(rng);
-                if (!q.settings.symmetric)
-                    q.zero[g] = std::clamp(q.zero[g] + 2.0 * nd(rng), 0.0, q.qmax());
-            }
-            qs.push_back(std::move(q));
-        }
+        const std::vector<QatQuantizer> qs = offRtnQuantizers(fw, layer, rng);
         // Library gradients.
         BlockWeights qw = fw;
         for (int i = 0; i < 7; ++i) qw.w[size_t(i)] = qatFakeQuant(qs[size_t(i)], fw.w[size_t(i)]);
@@ -184,50 +230,12 @@ private slots:
         BlockGrads g;
         g.zeroLike(qw);
         blk.backward(qw, c, R, g);
-        // The surrogate's frozen parts at the base point, per linear.
-        struct Frozen {
-            MatD cw;                // round(x/s) − x/s
-            MatD in;                // 1 inside the grid
-            MatD bound;             // the grid end where clamped
-            std::vector<double> cz; // round(z) − z
-        };
-        std::vector<Frozen> fr(7);
-        for (int i = 0; i < 7; ++i) {
-            const QatQuantizer& q = qs[size_t(i)];
-            const MatD& W = fw.w[size_t(i)];
-            Frozen& f = fr[size_t(i)];
-            f.cw = f.in = f.bound = MatD::Zero(W.rows(), W.cols());
-            f.cz.resize(q.zero.size());
-            for (size_t k = 0; k < q.zero.size(); ++k)
-                f.cz[k] = q.settings.symmetric ? 0.0 : std::round(q.zero[k]) - q.zero[k];
-            for (int64_t k = 0; k < W.size(); ++k) {
-                const size_t gi = size_t(q.grid[size_t(k)]);
-                const double v = W.data()[k] / q.scale[gi];
-                const double zr = q.settings.symmetric ? 0.0 : std::round(q.zero[gi]);
-                const double lo = q.settings.symmetric ? -q.qmax() : 0.0;
-                const double raw = std::nearbyint(v) + zr;
-                f.cw.data()[k] = std::nearbyint(v) - v;
-                f.in.data()[k] = raw >= lo && raw <= q.qmax() ? 1.0 : 0.0;
-                f.bound.data()[k] = raw < lo ? lo : q.qmax();
-            }
-        }
-        auto surrogate = [&](int i, const MatD& W, const std::vector<double>& s,
-                             const std::vector<double>& z) {
-            const QatQuantizer& q = qs[size_t(i)];
-            const Frozen& f = fr[size_t(i)];
-            MatD out(W.rows(), W.cols());
-            for (int64_t k = 0; k < W.size(); ++k) {
-                const size_t gi = size_t(q.grid[size_t(k)]);
-                const double zr = q.settings.symmetric ? 0.0 : z[gi] + f.cz[gi];
-                out.data()[k] = f.in.data()[k] > 0 ? (W.data()[k] / s[gi] + f.cw.data()[k]) * s[gi]
-                                                   : (f.bound.data()[k] - zr) * s[gi];
-            }
-            return out;
-        };
+        std::vector<SteSurrogate> fr;
+        for (int i = 0; i < 7; ++i) fr.emplace_back(qs[size_t(i)], fw.w[size_t(i)]);
         auto loss = [&](int i, const MatD& W, const std::vector<double>& s,
                         const std::vector<double>& z) {
             BlockWeights w = qw;
-            w.w[size_t(i)] = surrogate(i, W, s, z);
+            w.w[size_t(i)] = fr[size_t(i)](W, s, z);
             MatD yy;
             blk.forward(w, X, yy, nullptr);
             return (yy.array() * R.array()).sum();
@@ -239,7 +247,7 @@ private slots:
             MatD W = fw.w[size_t(i)];
             std::vector<double> s = q.scale, z = q.zero;
             // The surrogate reproduces the fake quantisation at the base point.
-            QVERIFY((surrogate(i, W, s, z) - qw.w[size_t(i)]).cwiseAbs().maxCoeff() < 1e-12);
+            QVERIFY((fr[size_t(i)](W, s, z) - qw.w[size_t(i)]).cwiseAbs().maxCoeff() < 1e-12);
             MatD gW;
             std::vector<double> gs, gz;
             qatBackward(q, W, g.w[size_t(i)], gW, gs, gz);
