@@ -449,6 +449,164 @@ void editorSparsityAndLowRank(EditorCase& c) {
     ed->undoStack()->undo();
 }
 
+/// What the project test saves and expects back.
+struct SavedProject {
+    QString path, editorJson, statsName, errorsTsv;
+    std::string resultsJson, scanJson;
+};
+
+/// Compare results of two rows (original, W8A16) as a project keeps them.
+lcw::CompareResults sampleCompareResults() {
+    lcw::CompareResults res;
+    res.baseline = QStringLiteral("original");
+    res.ctx = 64;
+    res.chunks = 2;
+    res.scoredTokens = 62;
+    res.prompt = QStringLiteral("Once");
+    lcw::CompareRow a;
+    a.name = QStringLiteral("original");
+    a.ppl = 10.5;
+    lcw::CompareRow b;
+    b.name = QStringLiteral("W8A16");
+    b.kld = 0.00123;
+    b.bytes = 123456;
+    b.layerError = {{QStringLiteral("layers.0.attn.q"), 0.004}};
+    b.generation = QStringLiteral(" there was");
+    res.rows = {a, b};
+    return res;
+}
+
+/// A window with statistics, a recipe (preset + a rule + a target), a sensitivity scan, measured
+/// layer errors and compare results, saved as a project at s.path; what it showed goes into s.
+void buildAndSaveProject(SavedProject& s) {
+    lcw::MainWindow w(lcw::MainWindow::Options{false, false});
+    w.show();
+    QVERIFY(loadAndWait(w, source(kDemoModel)));
+    lcw::StatsPanel* sp = w.statsPanel();
+    lcw::StatsSettings st = smallStatsSettings();
+    st.activations = false; // weights only: quick
+    sp->setSettings(st);
+    QSignalSpy statsDone(sp, &lcw::StatsPanel::computeFinished);
+    QVERIFY(sp->computeStats());
+    QTRY_VERIFY_WITH_TIMEOUT(statsDone.count() == 1, kLongTimeoutMs);
+    s.statsName = QFileInfo(sp->loadedPath()).fileName();
+    lcw::RecipeEditor* ed = w.recipeEditor();
+    QVERIFY(ed->applyPreset(QStringLiteral("W4A16-g64")));
+    QCOMPARE(ed->selectPattern(QStringLiteral("layers.1.*")), 7);
+    ed->setWeightForm(nlohmann::json{{"bits", 6}, {"granularity", "channel"}});
+    QVERIFY(ed->applyToSelection());
+    ed->setTargetBitsPerWeight(5.25);
+    // A small sensitivity scan: the project keeps it too.
+    lcw::SensitivityPanel* sens = w.sensitivityPanel();
+    sens->setTextFile(source(kEvalText));
+    sens->setSchemes({QStringLiteral("W8A16")});
+    sens->setContext(32);
+    sens->setMaxChunks(1);
+    QSignalSpy scanned(sens, &lcw::SensitivityPanel::finished);
+    QVERIFY(sens->run());
+    QTRY_COMPARE_WITH_TIMEOUT(scanned.count(), 1, kLongTimeoutMs);
+    s.scanJson = sens->scanJson();
+    QVERIFY(!s.scanJson.empty());
+    QSignalSpy measured(&w, &lcw::MainWindow::errorsMeasured);
+    QVERIFY(w.measureLayerErrors());
+    QTRY_COMPARE_WITH_TIMEOUT(measured.count(), 1, kLongTimeoutMs);
+    s.errorsTsv = w.layerTableModel()->rowsAsTsv(
+        w.layerTableModel()->match(w.layerTableModel()->index(0, 0), Qt::DisplayRole,
+                                   QStringLiteral("layers."), -1, Qt::MatchStartsWith));
+    w.comparePanel()->setResults(sampleCompareResults());
+    w.comparePanel()->addExtraRecipe(
+        QStringLiteral("mine"),
+        QString::fromStdString(lcw::compress::findPreset("W8A16").recipe.toJson().dump()));
+    QSignalSpy saved(&w, &lcw::MainWindow::projectSaved);
+    QVERIFY(w.saveProject(s.path));
+    QCOMPARE(w.projectPath(), s.path);
+    QTRY_COMPARE_WITH_TIMEOUT(saved.count(), 1, kTimeoutMs); // written in the background
+    QVERIFY(w.recentProjects().contains(s.path));
+    s.editorJson = ed->recipeJsonText();
+    s.resultsJson = w.comparePanel()->results().toJson();
+}
+
+/// Reopening brings everything back, without the statistics cache and without running any job
+/// but the project read and the model load.
+void reopenedProjectMatches(lcw::MainWindow& w2, const SavedProject& s) {
+    QSignalSpy opened(&w2, &lcw::MainWindow::projectOpened);
+    QSignalSpy queued(w2.taskRunner(), &TaskRunner::jobQueued);
+    QVERIFY(lcwtest::openProjectAndWait(w2, s.path));
+    QTRY_VERIFY_WITH_TIMEOUT(opened.count() == 1, kTimeoutMs);
+    QCOMPARE(QFileInfo(w2.modelPath()), QFileInfo(source(kDemoModel)));
+    QCOMPARE(w2.recipeEditor()->recipeJsonText(), s.editorJson);
+    QCOMPARE(w2.recipeEditor()->targetBitsPerWeight(), 5.25);
+    QCOMPARE(w2.recipeEditor()->undoStack()->count(), 0);
+    QCOMPARE(w2.comparePanel()->results().toJson(), s.resultsJson);
+    QCOMPARE(w2.comparePanel()->metricsTable()->rowCount(), 2);
+    QVERIFY(w2.comparePanel()->availableConfigs().contains(QStringLiteral("mine")));
+    QTRY_VERIFY_WITH_TIMEOUT(w2.statsPanel()->report() != nullptr, kTimeoutMs);
+    QCOMPARE(QFileInfo(w2.statsPanel()->loadedPath()).fileName(), s.statsName);
+    QCOMPARE(queued.count(), 2); // the project read and the model load only
+    QVERIFY(queued.at(0).at(1).toString().startsWith(QStringLiteral("Opening project")));
+    QVERIFY(queued.at(1).at(1).toString().startsWith(QStringLiteral("Loading")));
+    QVERIFY(w2.recentProjects().contains(s.path));
+    // The sensitivity scan is back, shown as it was.
+    QVERIFY(w2.sensitivityPanel()->scan());
+    QCOMPARE(w2.sensitivityPanel()->scanJson(), s.scanJson);
+    // The Error column comes back as measured (current: the editor holds the same recipe).
+    lcw::LayerTableModel* tm2 = w2.layerTableModel();
+    QVERIFY(tm2->hasMeasuredErrors());
+    QVERIFY(!tm2->errorsStale());
+    QCOMPARE(tm2->rowsAsTsv(tm2->match(tm2->index(0, 0), Qt::DisplayRole, QStringLiteral("layers."),
+                                       -1, Qt::MatchStartsWith)),
+             s.errorsTsv);
+}
+
+/// Autosave of the current work and its recovery into another window (not a named project).
+void autosaveRecovers(lcw::MainWindow& w2, lcw::MainWindow& w3) {
+    QVERIFY(w2.recipeEditor()->applyPreset(QStringLiteral("W8A16")));
+    QVERIFY(w2.autosave());
+    w2.waitForSaves();
+    QVERIFY(QFileInfo::exists(lcw::MainWindow::autosavePath()));
+    QSignalSpy opened3(&w3, &lcw::MainWindow::projectOpened);
+    QVERIFY(w3.recoverAutosave());
+    QTRY_VERIFY_WITH_TIMEOUT(opened3.count() == 1, kTimeoutMs);
+    QCOMPARE(w3.recipeEditor()->recipe().toJson().dump(),
+             lcw::compress::findPreset("W8A16").recipe.toJson().dump());
+    QVERIFY(w3.projectPath().isEmpty()); // recovered work is not a named project yet
+    QFile::remove(lcw::MainWindow::autosavePath());
+}
+
+/// The read runs on the task runner: openProject() returns before anything of the file is
+/// applied, and a cancelled read changes nothing.
+void cancelledProjectReadChangesNothing(lcw::MainWindow& w3, const QString& path) {
+    QSignalSpy read3(&w3, &lcw::MainWindow::projectFileRead);
+    QSignalSpy queued3(w3.taskRunner(), &TaskRunner::jobQueued);
+    QSignalSpy opened3(&w3, &lcw::MainWindow::projectOpened);
+    QVERIFY(w3.openProject(path));
+    QCOMPARE(read3.count(), 0);
+    QCOMPARE(queued3.count(), 1);
+    w3.taskRunner()->cancelAll();
+    QTRY_COMPARE_WITH_TIMEOUT(read3.count(), 1, kTimeoutMs);
+    QVERIFY(!read3.at(0).at(1).toBool());
+    QCOMPARE(opened3.count(), 0); // nothing opened
+    QCOMPARE(w3.recipeEditor()->recipe().toJson().dump(),
+             lcw::compress::findPreset("W8A16").recipe.toJson().dump());
+    QVERIFY(w3.projectPath().isEmpty());
+}
+
+/// A file that is not a project, and a write that fails in the background: errors naming them,
+/// nothing changes.
+void projectErrorsAreReported(lcw::MainWindow& w3) {
+    // A file that is not a project: an error naming it, nothing changes.
+    QSignalSpy errors(&w3, &lcw::MainWindow::errorShown);
+    QVERIFY(!lcwtest::openProjectAndWait(w3, source(kEvalText)));
+    QCOMPARE(errors.count(), 1);
+    QVERIFY(errors.at(0).at(0).toString().contains(QStringLiteral("tinystories_eval.txt")));
+
+    // A write that fails (in the background) is reported and the project keeps its path.
+    QVERIFY(w3.saveProject(QStringLiteral("/proc/lcw-no-such-dir/p.lcwproj")));
+    QTRY_COMPARE_WITH_TIMEOUT(errors.count(), 2, kTimeoutMs);
+    QVERIFY(errors.at(1).at(0).toString().contains(QStringLiteral("save the project")));
+    QVERIFY(w3.projectPath().isEmpty());
+}
+
 } // namespace
 
 class TestGui : public QObject {
@@ -2305,147 +2463,23 @@ private slots:
         LCW_REQUIRE_SOURCE(kDemoModel);
         QDir(lcw::StatsPanel::cacheDir()).removeRecursively();
         QFile::remove(lcw::MainWindow::autosavePath());
-        const QString path =
+        SavedProject s;
+        s.path =
             QString::fromStdString(lcwtest::tempDir("gui-project")) + QStringLiteral("/p.lcwproj");
-        QString editorJson;
-        std::string resultsJson;
-        QString statsName, errorsTsv;
-        std::string scanJson;
-        {
-            lcw::MainWindow w(lcw::MainWindow::Options{false, false});
-            w.show();
-            QVERIFY(loadAndWait(w, source(kDemoModel)));
-            lcw::StatsPanel* sp = w.statsPanel();
-            lcw::StatsSettings st = smallStatsSettings();
-            st.activations = false; // weights only: quick
-            sp->setSettings(st);
-            QSignalSpy statsDone(sp, &lcw::StatsPanel::computeFinished);
-            QVERIFY(sp->computeStats());
-            QTRY_VERIFY_WITH_TIMEOUT(statsDone.count() == 1, kLongTimeoutMs);
-            statsName = QFileInfo(sp->loadedPath()).fileName();
-            lcw::RecipeEditor* ed = w.recipeEditor();
-            QVERIFY(ed->applyPreset(QStringLiteral("W4A16-g64")));
-            QCOMPARE(ed->selectPattern(QStringLiteral("layers.1.*")), 7);
-            ed->setWeightForm(nlohmann::json{{"bits", 6}, {"granularity", "channel"}});
-            QVERIFY(ed->applyToSelection());
-            ed->setTargetBitsPerWeight(5.25);
-            // A small sensitivity scan: the project keeps it too.
-            lcw::SensitivityPanel* sens = w.sensitivityPanel();
-            sens->setTextFile(source(kEvalText));
-            sens->setSchemes({QStringLiteral("W8A16")});
-            sens->setContext(32);
-            sens->setMaxChunks(1);
-            QSignalSpy scanned(sens, &lcw::SensitivityPanel::finished);
-            QVERIFY(sens->run());
-            QTRY_COMPARE_WITH_TIMEOUT(scanned.count(), 1, kLongTimeoutMs);
-            scanJson = sens->scanJson();
-            QVERIFY(!scanJson.empty());
-            QSignalSpy measured(&w, &lcw::MainWindow::errorsMeasured);
-            QVERIFY(w.measureLayerErrors());
-            QTRY_COMPARE_WITH_TIMEOUT(measured.count(), 1, kLongTimeoutMs);
-            errorsTsv = w.layerTableModel()->rowsAsTsv(
-                w.layerTableModel()->match(w.layerTableModel()->index(0, 0), Qt::DisplayRole,
-                                           QStringLiteral("layers."), -1, Qt::MatchStartsWith));
-            lcw::CompareResults res;
-            res.baseline = QStringLiteral("original");
-            res.ctx = 64;
-            res.chunks = 2;
-            res.scoredTokens = 62;
-            res.prompt = QStringLiteral("Once");
-            lcw::CompareRow a;
-            a.name = QStringLiteral("original");
-            a.ppl = 10.5;
-            lcw::CompareRow b;
-            b.name = QStringLiteral("W8A16");
-            b.kld = 0.00123;
-            b.bytes = 123456;
-            b.layerError = {{QStringLiteral("layers.0.attn.q"), 0.004}};
-            b.generation = QStringLiteral(" there was");
-            res.rows = {a, b};
-            w.comparePanel()->setResults(res);
-            w.comparePanel()->addExtraRecipe(
-                QStringLiteral("mine"),
-                QString::fromStdString(lcw::compress::findPreset("W8A16").recipe.toJson().dump()));
-            QSignalSpy saved(&w, &lcw::MainWindow::projectSaved);
-            QVERIFY(w.saveProject(path));
-            QCOMPARE(w.projectPath(), path);
-            QTRY_COMPARE_WITH_TIMEOUT(saved.count(), 1, kTimeoutMs); // written in the background
-            QVERIFY(w.recentProjects().contains(path));
-            editorJson = ed->recipeJsonText();
-            resultsJson = w.comparePanel()->results().toJson();
-        }
-        // Reopening needs no statistics cache and runs no job but the model load.
+        buildAndSaveProject(s);
+        if (QTest::currentTestFailed()) return;
+        // Reopening needs no statistics cache.
         QDir(lcw::StatsPanel::cacheDir()).removeRecursively();
         lcw::MainWindow w2(lcw::MainWindow::Options{false, false});
         w2.show();
-        QSignalSpy opened(&w2, &lcw::MainWindow::projectOpened);
-        QSignalSpy queued(w2.taskRunner(), &TaskRunner::jobQueued);
-        QVERIFY(lcwtest::openProjectAndWait(w2, path));
-        QTRY_VERIFY_WITH_TIMEOUT(opened.count() == 1, kTimeoutMs);
-        QCOMPARE(QFileInfo(w2.modelPath()), QFileInfo(source(kDemoModel)));
-        QCOMPARE(w2.recipeEditor()->recipeJsonText(), editorJson);
-        QCOMPARE(w2.recipeEditor()->targetBitsPerWeight(), 5.25);
-        QCOMPARE(w2.recipeEditor()->undoStack()->count(), 0);
-        QCOMPARE(w2.comparePanel()->results().toJson(), resultsJson);
-        QCOMPARE(w2.comparePanel()->metricsTable()->rowCount(), 2);
-        QVERIFY(w2.comparePanel()->availableConfigs().contains(QStringLiteral("mine")));
-        QTRY_VERIFY_WITH_TIMEOUT(w2.statsPanel()->report() != nullptr, kTimeoutMs);
-        QCOMPARE(QFileInfo(w2.statsPanel()->loadedPath()).fileName(), statsName);
-        QCOMPARE(queued.count(), 2); // the project read and the model load only
-        QVERIFY(queued.at(0).at(1).toString().startsWith(QStringLiteral("Opening project")));
-        QVERIFY(queued.at(1).at(1).toString().startsWith(QStringLiteral("Loading")));
-        QVERIFY(w2.recentProjects().contains(path));
-        // The sensitivity scan is back, shown as it was.
-        QVERIFY(w2.sensitivityPanel()->scan());
-        QCOMPARE(w2.sensitivityPanel()->scanJson(), scanJson);
-        // The Error column comes back as measured (current: the editor holds the same recipe).
-        lcw::LayerTableModel* tm2 = w2.layerTableModel();
-        QVERIFY(tm2->hasMeasuredErrors());
-        QVERIFY(!tm2->errorsStale());
-        QCOMPARE(tm2->rowsAsTsv(tm2->match(tm2->index(0, 0), Qt::DisplayRole,
-                                           QStringLiteral("layers."), -1, Qt::MatchStartsWith)),
-                 errorsTsv);
-
-        // Autosave and recovery.
-        QVERIFY(w2.recipeEditor()->applyPreset(QStringLiteral("W8A16")));
-        QVERIFY(w2.autosave());
-        w2.waitForSaves();
-        QVERIFY(QFileInfo::exists(lcw::MainWindow::autosavePath()));
+        reopenedProjectMatches(w2, s);
+        if (QTest::currentTestFailed()) return;
         lcw::MainWindow w3(lcw::MainWindow::Options{false, false});
-        QSignalSpy opened3(&w3, &lcw::MainWindow::projectOpened);
-        QVERIFY(w3.recoverAutosave());
-        QTRY_VERIFY_WITH_TIMEOUT(opened3.count() == 1, kTimeoutMs);
-        QCOMPARE(w3.recipeEditor()->recipe().toJson().dump(),
-                 lcw::compress::findPreset("W8A16").recipe.toJson().dump());
-        QVERIFY(w3.projectPath().isEmpty()); // recovered work is not a named project yet
-        QFile::remove(lcw::MainWindow::autosavePath());
-
-        // The read runs on the task runner: openProject() returns before anything of the file
-        // is applied, and a cancelled read changes nothing.
-        QSignalSpy read3(&w3, &lcw::MainWindow::projectFileRead);
-        QSignalSpy queued3(w3.taskRunner(), &TaskRunner::jobQueued);
-        QVERIFY(w3.openProject(path));
-        QCOMPARE(read3.count(), 0);
-        QCOMPARE(queued3.count(), 1);
-        w3.taskRunner()->cancelAll();
-        QTRY_COMPARE_WITH_TIMEOUT(read3.count(), 1, kTimeoutMs);
-        QVERIFY(!read3.at(0).at(1).toBool());
-        QCOMPARE(opened3.count(), 1);
-        QCOMPARE(w3.recipeEditor()->recipe().toJson().dump(),
-                 lcw::compress::findPreset("W8A16").recipe.toJson().dump());
-        QVERIFY(w3.projectPath().isEmpty());
-
-        // A file that is not a project: an error naming it, nothing changes.
-        QSignalSpy errors(&w3, &lcw::MainWindow::errorShown);
-        QVERIFY(!lcwtest::openProjectAndWait(w3, source(kEvalText)));
-        QCOMPARE(errors.count(), 1);
-        QVERIFY(errors.at(0).at(0).toString().contains(QStringLiteral("tinystories_eval.txt")));
-
-        // A write that fails (in the background) is reported and the project keeps its path.
-        QVERIFY(w3.saveProject(QStringLiteral("/proc/lcw-no-such-dir/p.lcwproj")));
-        QTRY_COMPARE_WITH_TIMEOUT(errors.count(), 2, kTimeoutMs);
-        QVERIFY(errors.at(1).at(0).toString().contains(QStringLiteral("save the project")));
-        QVERIFY(w3.projectPath().isEmpty());
+        autosaveRecovers(w2, w3);
+        if (QTest::currentTestFailed()) return;
+        cancelledProjectReadChangesNothing(w3, s.path);
+        if (QTest::currentTestFailed()) return;
+        projectErrorsAreReported(w3);
     }
 
     void latencyProbeSeesStalls() {
