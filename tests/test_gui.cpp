@@ -191,6 +191,9 @@ nlohmann::ordered_json autotuneRecipe(lcw::SensitivityPanel* sp, double budget) 
     return ok ? out : nlohmann::ordered_json();
 }
 
+namespace cz = lcw::compress;
+using json = nlohmann::json;
+
 /// What the recipe editor test's steps share: the window, its editor and tensor table, the
 /// model, the file's own size, the W4A16-g32 preset's real total and the row of
 /// layers.0.mlp.down.
@@ -206,7 +209,6 @@ struct EditorCase {
 
 /// A preset's total equals really quantising it; the tensor table shows the setting and bits.
 void editorPresetBudgetIsReal(EditorCase& c) {
-    namespace cz = lcw::compress;
     lcw::NullProgress np;
     lcw::RecipeEditor* ed = c.ed;
     const lcw::Model& m = c.m;
@@ -266,8 +268,6 @@ void editorUndoRedo(EditorCase& c) {
 
 /// Pattern selection and the weight form: block 0 at 8 bits per channel.
 void editorPatternAndWeightForm(EditorCase& c) {
-    namespace cz = lcw::compress;
-    using json = nlohmann::json;
     lcw::NullProgress np;
     lcw::RecipeEditor* ed = c.ed;
     const lcw::Model& m = c.m;
@@ -287,8 +287,6 @@ void editorPatternAndWeightForm(EditorCase& c) {
 
 /// The compact methods' own fields (SqueezeLLM, SliM) write valid rules.
 void editorCompactMethodFields(EditorCase& c) {
-    namespace cz = lcw::compress;
-    using json = nlohmann::json;
     lcw::RecipeEditor* ed = c.ed;
     // The compact methods' own fields: SqueezeLLM's outliers, SliM's average bits; only
     // their fields are written, and the rules they make are valid recipe rules.
@@ -322,7 +320,6 @@ void editorCompactMethodFields(EditorCase& c) {
 
 /// Click selection with weights off and a KV section; bad section JSON refused.
 void editorClickSelectionAndSections(EditorCase& c) {
-    namespace cz = lcw::compress;
     lcw::RecipeEditor* ed = c.ed;
     // Click selection (two rows) with weights off and a KV section: a rule with "weight":
     // null and the kv JSON, as the recipe parser reads it.
@@ -354,8 +351,6 @@ void editorClickSelectionAndSections(EditorCase& c) {
 
 /// The JSON view, save / open, and a recipe that does not fit the model.
 void editorJsonSaveOpen(EditorCase& c) {
-    namespace cz = lcw::compress;
-    using json = nlohmann::json;
     lcw::RecipeEditor* ed = c.ed;
     // The JSON view is the recipe the CLI reads.
     const json shown = json::parse(ed->jsonView()->toPlainText().toStdString());
@@ -383,8 +378,6 @@ void editorJsonSaveOpen(EditorCase& c) {
 
 /// A 2:4 sparsity section (exact budget, table, undo) and a low-rank section.
 void editorSparsityAndLowRank(EditorCase& c) {
-    namespace cz = lcw::compress;
-    using json = nlohmann::json;
     lcw::NullProgress np;
     lcw::RecipeEditor* ed = c.ed;
     const lcw::Model& m = c.m;
