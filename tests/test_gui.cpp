@@ -606,6 +606,66 @@ void compareExportFiles(CompareCase& c) {
     }
 }
 
+/// Three compare records (a named editor recipe, two unnamed ones with other settings) and the
+/// labels the Results panel gives their editor-recipe rows.
+struct LabelledRecords {
+    nlohmann::ordered_json r0, r1, r2;
+    QString l1, l2;
+};
+
+/// Builds them and checks the labels: a recipe's own name, else a fingerprint that tells unnamed
+/// recipes apart; older records without "recipe_name"; configurations without a recipe.
+void labelledRecords(LabelledRecords& out) {
+    using ojson = nlohmann::ordered_json;
+    // Two different recipes run as the Compare view's "editor recipe": the record keeps the
+    // recipe's own name, and an unnamed recipe gets a fingerprint, so they never read alike.
+    auto results = [](qint64 ctx, qint64 chunks, const QString& recipe) {
+        lcw::CompareResults cr;
+        cr.ctx = ctx;
+        cr.chunks = chunks;
+        cr.scoredTokens = ctx / 2 * chunks;
+        lcw::CompareRow base;
+        base.name = lcw::ComparePanel::originalName();
+        base.ppl = 10.0;
+        lcw::CompareRow ed;
+        ed.name = lcw::ComparePanel::editorName();
+        ed.recipeJson = recipe;
+        ed.ppl = 10.5;
+        ed.kld = 0.02;
+        cr.rows = {base, ed};
+        cr.baseline = base.name;
+        return cr;
+    };
+    const QString named = QStringLiteral(R"({"lcw_recipe": 1, "name": "q4-test", "rules": []})");
+    const QString unnamedA = QStringLiteral(R"({"lcw_recipe": 1, "rules": []})");
+    const QString unnamedB =
+        QStringLiteral(R"({"lcw_recipe": 1, "description": "other", "rules": []})");
+    out.r0 = lcw::ResultsPanel::compareRecord(
+        results(512, 4, named), QStringLiteral("/m/model.gguf"), QStringLiteral("/data/a.txt"));
+    QCOMPARE(out.r0["configs"][0]["name"].get<std::string>(), std::string("editor recipe"));
+    QCOMPARE(out.r0["configs"][0]["recipe_name"].get<std::string>(), std::string("q4-test"));
+    QCOMPARE(out.r0["configs"][0]["label"].get<std::string>(),
+             std::string("editor recipe: q4-test"));
+    out.r1 = lcw::ResultsPanel::compareRecord(
+        results(512, 4, unnamedA), QStringLiteral("/m/model.gguf"), QStringLiteral("/data/a.txt"));
+    out.r2 = lcw::ResultsPanel::compareRecord(
+        results(1024, 8, unnamedB), QStringLiteral("/m/model.gguf"), QStringLiteral("/data/b.txt"));
+    QVERIFY(!out.r1["configs"][0].contains("recipe_name"));
+    out.l1 = lcw::ResultsPanel::configLabel(out.r1["configs"][0]);
+    out.l2 = lcw::ResultsPanel::configLabel(out.r2["configs"][0]);
+    QVERIFY2(out.l1.startsWith(QStringLiteral("editor recipe #")), qPrintable(out.l1));
+    QVERIFY2(out.l2.startsWith(QStringLiteral("editor recipe #")), qPrintable(out.l2));
+    QVERIFY(out.l1 != out.l2);
+    // Records written before "recipe_name" existed: the name inside the recipe JSON.
+    ojson old = out.r0;
+    old["configs"][0].erase("recipe_name");
+    old["configs"][0].erase("label");
+    QCOMPARE(lcw::ResultsPanel::configLabel(old["configs"][0]),
+             QStringLiteral("editor recipe: q4-test"));
+    // A configuration without a recipe keeps its name.
+    QCOMPARE(lcw::ResultsPanel::configLabel(out.r0["baseline"]), lcw::ComparePanel::originalName());
+}
+
 /// What the project test saves and expects back.
 struct SavedProject {
     QString path, editorJson, statsName, errorsTsv;
@@ -1842,57 +1902,11 @@ private slots:
     }
 
     void resultsRecordRecipeNamesAndSettings() {
-        using ojson = nlohmann::ordered_json;
-        // Two different recipes run as the Compare view's "editor recipe": the record keeps the
-        // recipe's own name, and an unnamed recipe gets a fingerprint, so they never read alike.
-        auto results = [](qint64 ctx, qint64 chunks, const QString& recipe) {
-            lcw::CompareResults cr;
-            cr.ctx = ctx;
-            cr.chunks = chunks;
-            cr.scoredTokens = ctx / 2 * chunks;
-            lcw::CompareRow base;
-            base.name = lcw::ComparePanel::originalName();
-            base.ppl = 10.0;
-            lcw::CompareRow ed;
-            ed.name = lcw::ComparePanel::editorName();
-            ed.recipeJson = recipe;
-            ed.ppl = 10.5;
-            ed.kld = 0.02;
-            cr.rows = {base, ed};
-            cr.baseline = base.name;
-            return cr;
-        };
-        const QString named =
-            QStringLiteral(R"({"lcw_recipe": 1, "name": "q4-test", "rules": []})");
-        const QString unnamedA = QStringLiteral(R"({"lcw_recipe": 1, "rules": []})");
-        const QString unnamedB =
-            QStringLiteral(R"({"lcw_recipe": 1, "description": "other", "rules": []})");
-        const ojson r0 = lcw::ResultsPanel::compareRecord(
-            results(512, 4, named), QStringLiteral("/m/model.gguf"), QStringLiteral("/data/a.txt"));
-        QCOMPARE(r0["configs"][0]["name"].get<std::string>(), std::string("editor recipe"));
-        QCOMPARE(r0["configs"][0]["recipe_name"].get<std::string>(), std::string("q4-test"));
-        QCOMPARE(r0["configs"][0]["label"].get<std::string>(),
-                 std::string("editor recipe: q4-test"));
-        const ojson r1 = lcw::ResultsPanel::compareRecord(results(512, 4, unnamedA),
-                                                          QStringLiteral("/m/model.gguf"),
-                                                          QStringLiteral("/data/a.txt"));
-        const ojson r2 = lcw::ResultsPanel::compareRecord(results(1024, 8, unnamedB),
-                                                          QStringLiteral("/m/model.gguf"),
-                                                          QStringLiteral("/data/b.txt"));
-        QVERIFY(!r1["configs"][0].contains("recipe_name"));
-        const QString l1 = lcw::ResultsPanel::configLabel(r1["configs"][0]);
-        const QString l2 = lcw::ResultsPanel::configLabel(r2["configs"][0]);
-        QVERIFY2(l1.startsWith(QStringLiteral("editor recipe #")), qPrintable(l1));
-        QVERIFY2(l2.startsWith(QStringLiteral("editor recipe #")), qPrintable(l2));
-        QVERIFY(l1 != l2);
-        // Records written before "recipe_name" existed: the name inside the recipe JSON.
-        ojson old = r0;
-        old["configs"][0].erase("recipe_name");
-        old["configs"][0].erase("label");
-        QCOMPARE(lcw::ResultsPanel::configLabel(old["configs"][0]),
-                 QStringLiteral("editor recipe: q4-test"));
-        // A configuration without a recipe keeps its name.
-        QCOMPARE(lcw::ResultsPanel::configLabel(r0["baseline"]), lcw::ComparePanel::originalName());
+        LabelledRecords lr;
+        labelledRecords(lr);
+        if (QTest::currentTestFailed()) return;
+        const nlohmann::ordered_json &r0 = lr.r0, &r1 = lr.r1, &r2 = lr.r2;
+        const QString &l1 = lr.l1, &l2 = lr.l2;
 
         const std::string path = lcwtest::tempDir("gui-results-settings") + "/results.jsonl";
         std::remove(path.c_str());
@@ -1969,7 +1983,10 @@ private slots:
         QCOMPARE(loadedCtx, std::vector<qint64>{512});
         QCOMPARE(warned.count(), 1);
         QVERIFY(warned[0][0].toString().contains(QStringLiteral("2 records selected")));
+    }
 
+    void resultsSettingsDifferences() {
+        using ojson = nlohmann::ordered_json;
         // Text compared by content when both records have its SHA-256; else by path.
         ojson a = {{"ctx", 512}, {"chunks", 4}, {"text_file", "/x/t.txt"}, {"text_sha256", "s:1"}};
         ojson b = a;
