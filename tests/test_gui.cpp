@@ -666,6 +666,136 @@ void labelledRecords(LabelledRecords& out) {
     QCOMPARE(lcw::ResultsPanel::configLabel(out.r0["baseline"]), lcw::ComparePanel::originalName());
 }
 
+/// The histogram of layers.0.mlp.down against its weights binned here, the quantisation grid
+/// markers of the preview and of recipes, and the log count axis.
+void statsHistogramAndGrids(lcw::MainWindow& w) {
+    lcw::StatsPanel* sp = w.statsPanel();
+    // Selecting a row in the table drives the inspector.
+    w.showPanel(lcw::MainWindow::Panel::Stats);
+    QVERIFY(w.selectTensor(QStringLiteral("layers.0.mlp.down")));
+    QCOMPARE(sp->currentTensor(), QStringLiteral("layers.0.mlp.down"));
+    lcw::HistogramPlot* h = sp->histogramPlot();
+    QCOMPARE(h->binCount(), 100);
+    double sum = 0;
+    for (double c : h->counts()) sum += c;
+    QCOMPARE(qint64(sum), qint64(172 * 64));
+    // Bin by bin against the weights binned here over the plot's range (a value within
+    // rounding of an edge may land in the neighbouring bin: at most a couple of moves).
+    {
+        const lcw::TensorView* t = w.model()->find("layers.0.mlp.down");
+        QVERIFY(t);
+        const std::vector<float> wv = lcw::runtime::toFloat(*t);
+        std::vector<double> ref(100, 0.0);
+        for (float x : wv) {
+            const double f = (double(x) - h->lo()) / (h->hi() - h->lo()) * 100.0;
+            ref[size_t(std::clamp(int(std::floor(f)), 0, 99))] += 1.0;
+        }
+        double moved = 0;
+        for (int i = 0; i < 100; ++i) moved += std::abs(h->counts()[i] - ref[size_t(i)]);
+        QVERIFY2(moved <= 4, qPrintable(QString::number(moved)));
+        QVERIFY(*std::max_element(ref.begin(), ref.end()) > 500); // a real distribution
+    }
+    QCOMPARE(h->markerCount(), 8); // the 3-bit grid: 2^3 levels
+    // With a recipe, the grid of the recipe's setting for this tensor: int4 asymmetric over
+    // the tensor's range (widened to 0) has 16 levels (hi − lo)/15 apart; NF4's 16 levels end
+    // at ±abs-max (its top level is 1).
+    {
+        const lcw::TensorView* t = w.model()->find("layers.0.mlp.down");
+        const std::vector<float> wv = lcw::runtime::toFloat(*t);
+        const auto [mnIt, mxIt] = std::minmax_element(wv.begin(), wv.end());
+        const double lo = std::min(0.0, double(*mnIt)), hi = std::max(0.0, double(*mxIt));
+        const double amax = std::max(-lo, hi);
+        lcw::RecipeEditor* ed = w.recipeEditor();
+        QVERIFY(ed->applyPreset(QStringLiteral("W4A16-g64")));
+        QCOMPARE(h->markerCount(), 16);
+        QVERIFY2(h->markerLabel().contains(QStringLiteral("int4 g64 asym")),
+                 qPrintable(h->markerLabel()));
+        for (int i = 1; i < 16; ++i)
+            QVERIFY(std::abs(h->markers()[i] - h->markers()[i - 1] - (hi - lo) / 15) < 1e-6);
+        QVERIFY(ed->applyPreset(QStringLiteral("NF4-g64")));
+        QCOMPARE(h->markerCount(), 16);
+        QVERIFY(std::abs(h->markers().back() - amax) < 1e-6);
+        QVERIFY(std::abs(h->markers().front() + amax) < 1e-6);
+        // e4m3: 256 codes less 2 NaNs, ±0 once: 253 levels up to abs-max (448 · amax/448).
+        QVERIFY(ed->applyPreset(QStringLiteral("FP8-E4M3")));
+        QCOMPARE(h->markerCount(), 253);
+        QVERIFY(std::abs(h->markers().back() - amax) < 1e-6);
+        // No rules: the statistics preview's grid again.
+        while (ed->undoStack()->canUndo()) ed->undoStack()->undo();
+        QCOMPARE(h->markerCount(), 8);
+    }
+    QCOMPARE(h->plot()->yAxis->scaleType(), QCPAxis::stLinear);
+    sp->logCountBox()->click();
+    QVERIFY(h->logCount());
+    QCOMPARE(h->plot()->yAxis->scaleType(), QCPAxis::stLogarithmic);
+    sp->logCountBox()->click();
+    QCOMPARE(h->plot()->yAxis->scaleType(), QCPAxis::stLinear);
+}
+
+/// Weight channel profiles (both axes, sorted) and the activation / token profiles.
+void statsChannelProfiles(lcw::MainWindow& w) {
+    lcw::StatsPanel* sp = w.statsPanel();
+    // Weight channel profiles: 64 output rows, 172 input columns.
+    QCOMPARE(sp->weightProfilePlot()->count(), 64);
+    sp->setWeightAxis(lcw::StatsPanel::Axis::Input);
+    QCOMPARE(sp->weightProfilePlot()->count(), 172);
+    sp->setSorted(true);
+    QVERIFY(sp->weightProfilePlot()->sorted());
+    const auto& wv = sp->weightProfilePlot()->values();
+    QVERIFY(wv[sp->weightProfilePlot()->indexAtPosition(0)] >=
+            wv[sp->weightProfilePlot()->indexAtPosition(171)]);
+    sp->setSorted(false);
+
+    // Activations of the down projection's input: 172 channels, 2 × 64 tokens.
+    QCOMPARE(sp->activationProfilePlot()->count(), 172);
+    QCOMPARE(sp->tokenProfilePlot()->count(), 2 * 64);
+}
+
+/// K and V heat maps: one row per layer, n_kv_heads × head_dim cells; the selected layer
+/// highlighted.
+void statsKvHeatMaps(lcw::MainWindow& w) {
+    lcw::StatsPanel* sp = w.statsPanel();
+    // K and V heat maps: one row per layer, n_kv_heads × head_dim cells per row.
+    lcw::HeatMapPlot* k = sp->kHeatMap();
+    QCOMPARE(k->columns(), 4 * 8);
+    QCOMPARE(k->rows(), 5);
+    QCOMPARE(k->colorMap()->data()->keySize(), 4 * 8);
+    QCOMPARE(k->colorMap()->data()->valueSize(), 5);
+    QCOMPARE(k->highlightedRow(), 0);
+    for (int r = 0; r < 5; ++r) QVERIFY(std::isfinite(k->value(31, r)) && k->value(31, r) > 0);
+    QCOMPARE(sp->vHeatMap()->columns(), 4 * 8);
+    QVERIFY(w.selectTensor(QStringLiteral("layers.3.attn.k")));
+    QCOMPARE(k->highlightedRow(), 3);
+    QCOMPARE(sp->activationProfilePlot()->count(), 64); // attn_in: dim channels
+}
+
+/// Clicking an overview bar selects that layer (same role); every metric has one bar per layer.
+void statsOverviewSelects(lcw::MainWindow& w) {
+    lcw::StatsPanel* sp = w.statsPanel();
+    lcw::HeatMapPlot* k = sp->kHeatMap();
+    // Clicking an overview bar selects that layer (same role) in the table.
+    QVERIFY(w.selectTensor(QStringLiteral("layers.0.mlp.down")));
+    lcw::BarPlot* ov = sp->overviewPlot();
+    QCOMPARE(ov->barCount(), 5);
+    QCustomPlot* cp = ov->plot();
+    cp->replot();
+    const QPoint at(int(cp->xAxis->coordToPixel(2.0)),
+                    int(cp->yAxis->coordToPixel(ov->values()[2] / 2)));
+    QCOMPARE(ov->barAt(at), 2);
+    QTest::mouseClick(cp, Qt::LeftButton, Qt::NoModifier, at);
+    QTRY_COMPARE_WITH_TIMEOUT(currentTensorName(w), QStringLiteral("layers.2.mlp.down"),
+                              kTimeoutMs);
+    QCOMPARE(sp->currentTensor(), QStringLiteral("layers.2.mlp.down"));
+    QCOMPARE(k->highlightedRow(), 2);
+    // Every overview metric has one bar per layer.
+    for (auto m :
+         {lcw::StatsPanel::Metric::WeightOutlierRatio, lcw::StatsPanel::Metric::PreviewError,
+          lcw::StatsPanel::Metric::ActOutlierRatio, lcw::StatsPanel::Metric::Score}) {
+        sp->setMetric(m);
+        QCOMPARE(ov->barCount(), 5);
+    }
+}
+
 /// What the project test saves and expects back.
 struct SavedProject {
     QString path, editorJson, statsName, errorsTsv;
@@ -2659,116 +2789,11 @@ private slots:
         QVERIFY(QFileInfo::exists(sp->cachePath()));
         QCOMPARE(sp->loadedPath(), sp->cachePath());
         QVERIFY(sp->cachePath().startsWith(lcw::StatsPanel::cacheDir()));
-
-        // Selecting a row in the table drives the inspector.
         w.showPanel(lcw::MainWindow::Panel::Stats);
-        QVERIFY(w.selectTensor(QStringLiteral("layers.0.mlp.down")));
-        QCOMPARE(sp->currentTensor(), QStringLiteral("layers.0.mlp.down"));
-        lcw::HistogramPlot* h = sp->histogramPlot();
-        QCOMPARE(h->binCount(), 100);
-        double sum = 0;
-        for (double c : h->counts()) sum += c;
-        QCOMPARE(qint64(sum), qint64(172 * 64));
-        // Bin by bin against the weights binned here over the plot's range (a value within
-        // rounding of an edge may land in the neighbouring bin: at most a couple of moves).
-        {
-            const lcw::TensorView* t = w.model()->find("layers.0.mlp.down");
-            QVERIFY(t);
-            const std::vector<float> wv = lcw::runtime::toFloat(*t);
-            std::vector<double> ref(100, 0.0);
-            for (float x : wv) {
-                const double f = (double(x) - h->lo()) / (h->hi() - h->lo()) * 100.0;
-                ref[size_t(std::clamp(int(std::floor(f)), 0, 99))] += 1.0;
-            }
-            double moved = 0;
-            for (int i = 0; i < 100; ++i) moved += std::abs(h->counts()[i] - ref[size_t(i)]);
-            QVERIFY2(moved <= 4, qPrintable(QString::number(moved)));
-            QVERIFY(*std::max_element(ref.begin(), ref.end()) > 500); // a real distribution
-        }
-        QCOMPARE(h->markerCount(), 8); // the 3-bit grid: 2^3 levels
-        // With a recipe, the grid of the recipe's setting for this tensor: int4 asymmetric over
-        // the tensor's range (widened to 0) has 16 levels (hi − lo)/15 apart; NF4's 16 levels end
-        // at ±abs-max (its top level is 1).
-        {
-            const lcw::TensorView* t = w.model()->find("layers.0.mlp.down");
-            const std::vector<float> wv = lcw::runtime::toFloat(*t);
-            const auto [mnIt, mxIt] = std::minmax_element(wv.begin(), wv.end());
-            const double lo = std::min(0.0, double(*mnIt)), hi = std::max(0.0, double(*mxIt));
-            const double amax = std::max(-lo, hi);
-            lcw::RecipeEditor* ed = w.recipeEditor();
-            QVERIFY(ed->applyPreset(QStringLiteral("W4A16-g64")));
-            QCOMPARE(h->markerCount(), 16);
-            QVERIFY2(h->markerLabel().contains(QStringLiteral("int4 g64 asym")),
-                     qPrintable(h->markerLabel()));
-            for (int i = 1; i < 16; ++i)
-                QVERIFY(std::abs(h->markers()[i] - h->markers()[i - 1] - (hi - lo) / 15) < 1e-6);
-            QVERIFY(ed->applyPreset(QStringLiteral("NF4-g64")));
-            QCOMPARE(h->markerCount(), 16);
-            QVERIFY(std::abs(h->markers().back() - amax) < 1e-6);
-            QVERIFY(std::abs(h->markers().front() + amax) < 1e-6);
-            // e4m3: 256 codes less 2 NaNs, ±0 once: 253 levels up to abs-max (448 · amax/448).
-            QVERIFY(ed->applyPreset(QStringLiteral("FP8-E4M3")));
-            QCOMPARE(h->markerCount(), 253);
-            QVERIFY(std::abs(h->markers().back() - amax) < 1e-6);
-            // No rules: the statistics preview's grid again.
-            while (ed->undoStack()->canUndo()) ed->undoStack()->undo();
-            QCOMPARE(h->markerCount(), 8);
-        }
-        QCOMPARE(h->plot()->yAxis->scaleType(), QCPAxis::stLinear);
-        sp->logCountBox()->click();
-        QVERIFY(h->logCount());
-        QCOMPARE(h->plot()->yAxis->scaleType(), QCPAxis::stLogarithmic);
-        sp->logCountBox()->click();
-        QCOMPARE(h->plot()->yAxis->scaleType(), QCPAxis::stLinear);
-
-        // Weight channel profiles: 64 output rows, 172 input columns.
-        QCOMPARE(sp->weightProfilePlot()->count(), 64);
-        sp->setWeightAxis(lcw::StatsPanel::Axis::Input);
-        QCOMPARE(sp->weightProfilePlot()->count(), 172);
-        sp->setSorted(true);
-        QVERIFY(sp->weightProfilePlot()->sorted());
-        const auto& wv = sp->weightProfilePlot()->values();
-        QVERIFY(wv[sp->weightProfilePlot()->indexAtPosition(0)] >=
-                wv[sp->weightProfilePlot()->indexAtPosition(171)]);
-        sp->setSorted(false);
-
-        // Activations of the down projection's input: 172 channels, 2 × 64 tokens.
-        QCOMPARE(sp->activationProfilePlot()->count(), 172);
-        QCOMPARE(sp->tokenProfilePlot()->count(), 2 * 64);
-
-        // K and V heat maps: one row per layer, n_kv_heads × head_dim cells per row.
-        lcw::HeatMapPlot* k = sp->kHeatMap();
-        QCOMPARE(k->columns(), 4 * 8);
-        QCOMPARE(k->rows(), 5);
-        QCOMPARE(k->colorMap()->data()->keySize(), 4 * 8);
-        QCOMPARE(k->colorMap()->data()->valueSize(), 5);
-        QCOMPARE(k->highlightedRow(), 0);
-        for (int r = 0; r < 5; ++r) QVERIFY(std::isfinite(k->value(31, r)) && k->value(31, r) > 0);
-        QCOMPARE(sp->vHeatMap()->columns(), 4 * 8);
-        QVERIFY(w.selectTensor(QStringLiteral("layers.3.attn.k")));
-        QCOMPARE(k->highlightedRow(), 3);
-        QCOMPARE(sp->activationProfilePlot()->count(), 64); // attn_in: dim channels
-
-        // Clicking an overview bar selects that layer (same role) in the table.
-        QVERIFY(w.selectTensor(QStringLiteral("layers.0.mlp.down")));
-        lcw::BarPlot* ov = sp->overviewPlot();
-        QCOMPARE(ov->barCount(), 5);
-        QCustomPlot* cp = ov->plot();
-        cp->replot();
-        const QPoint at(int(cp->xAxis->coordToPixel(2.0)),
-                        int(cp->yAxis->coordToPixel(ov->values()[2] / 2)));
-        QCOMPARE(ov->barAt(at), 2);
-        QTest::mouseClick(cp, Qt::LeftButton, Qt::NoModifier, at);
-        QTRY_COMPARE_WITH_TIMEOUT(currentTensorName(w), QStringLiteral("layers.2.mlp.down"),
-                                  kTimeoutMs);
-        QCOMPARE(sp->currentTensor(), QStringLiteral("layers.2.mlp.down"));
-        QCOMPARE(k->highlightedRow(), 2);
-        // Every overview metric has one bar per layer.
-        for (auto m :
-             {lcw::StatsPanel::Metric::WeightOutlierRatio, lcw::StatsPanel::Metric::PreviewError,
-              lcw::StatsPanel::Metric::ActOutlierRatio, lcw::StatsPanel::Metric::Score}) {
-            sp->setMetric(m);
-            QCOMPARE(ov->barCount(), 5);
+        for (auto step : {statsHistogramAndGrids, statsChannelProfiles, statsKvHeatMaps,
+                          statsOverviewSelects}) {
+            step(w);
+            if (QTest::currentTestFailed()) return;
         }
         QCOMPARE(queued.count(), 1); // only the one computation ran
     }
