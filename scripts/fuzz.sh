@@ -12,7 +12,8 @@
 # Environment: LCW_FUZZ_KEEP_GOING=1 keeps fuzzing after a finding (libFuzzer -fork=1 with
 # -ignore_crashes/-ignore_timeouts/-ignore_ooms) to collect several; LCW_FUZZ_ARGS adds
 # libFuzzer options; LCW_FUZZ_JOBS sets the build parallelism (default: nproc);
-# LCW_FUZZ_NO_BUILD=1 runs the targets already built without configuring or building.
+# LCW_FUZZ_NO_BUILD=1 runs the targets already built without configuring or building;
+# LCW_FUZZ_TMP sets the folder of the drivers' temporary files (default build-fuzz/tmp).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ALL=(gguf safetensors hf_config tokenizer llama2c recipe stats project results overlay npy hf_quant llmc_recipe study)
@@ -52,8 +53,11 @@ if [ "${LCW_FUZZ_NO_BUILD:-0}" != 1 ]; then
     touch "$B/corpus/.gathered"
   fi
 fi
-mkdir -p "$B/tmp"
-export TMPDIR="$PWD/$B/tmp"
+# The drivers write each input to a file (the parsers read files): LCW_FUZZ_TMP (e.g. a folder
+# on /dev/shm) keeps those writes in memory; default build-fuzz/tmp.
+tmpdir="${LCW_FUZZ_TMP:-$PWD/$B/tmp}"
+mkdir -p "$tmpdir"
+export TMPDIR="$tmpdir"
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_stack_use_after_return=0}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 export LSAN_OPTIONS="${LSAN_OPTIONS:-suppressions=$PWD/fuzz/lsan.supp}"
