@@ -79,6 +79,18 @@ returnedBlock(const BlockWeights& fw, const std::string& p,
     return qw;
 }
 
+/// Analytic weight / norm gradients of L = sum(block(w; X) ∘ R) at `w`.
+inline BlockGrads blockLossGrads(const LlamaBlock& blk, const BlockWeights& w, const MatD& X,
+                                 const MatD& R) {
+    LlamaBlock::Cache c;
+    MatD y;
+    blk.forward(w, X, y, &c);
+    BlockGrads g;
+    g.zeroLike(w);
+    blk.backward(w, c, R, g);
+    return g;
+}
+
 /// The gradient checks' loss L = sum(block(W + M) ∘ R) on inputs X: M, a fixed additive
 /// perturbation of the weights, stands in for the quantisation error and breaks exact
 /// equivalences (else the gradients of a function-preserving transform vanish).
@@ -109,14 +121,7 @@ struct BlockGradCase {
     }
     /// Analytic weight / norm gradients of the loss at `w`.
     BlockGrads grads(const LlamaBlock& blk, const BlockWeights& w) const {
-        const BlockWeights q = perturbed(w);
-        LlamaBlock::Cache c;
-        MatD y;
-        blk.forward(q, X, y, &c);
-        BlockGrads g;
-        g.zeroLike(q);
-        blk.backward(q, c, R, g);
-        return g;
+        return blockLossGrads(blk, perturbed(w), X, R);
     }
 };
 

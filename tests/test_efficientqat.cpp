@@ -224,12 +224,7 @@ private slots:
         // Library gradients.
         BlockWeights qw = fw;
         for (int i = 0; i < 7; ++i) qw.w[size_t(i)] = qatFakeQuant(qs[size_t(i)], fw.w[size_t(i)]);
-        LlamaBlock::Cache c;
-        MatD y;
-        blk.forward(qw, X, y, &c);
-        BlockGrads g;
-        g.zeroLike(qw);
-        blk.backward(qw, c, R, g);
+        const BlockGrads g = lcwtest::blockLossGrads(blk, qw, X, R);
         std::vector<SteSurrogate> fr;
         for (int i = 0; i < 7; ++i) fr.emplace_back(qs[size_t(i)], fw.w[size_t(i)]);
         auto loss = [&](int i, const MatD& W, const std::vector<double>& s,

@@ -90,12 +90,7 @@ private slots:
             blk.forward(w, X, y, nullptr);
             return (y.array() * R.array()).sum();
         };
-        LlamaBlock::Cache c;
-        MatD y;
-        blk.forward(bw, X, y, &c);
-        BlockGrads g;
-        g.zeroLike(bw);
-        blk.backward(bw, c, R, g);
+        BlockGrads g = lcwtest::blockLossGrads(blk, bw, X, R);
         const double eps = 1e-5;
         auto check = [&](double& param, double analytic, const QString& what) {
             const double keep = param;
