@@ -41,13 +41,16 @@ add "RTN int3 asym per channel" --recipe "$(recipe rtn3c '"weight": {"bits": 3, 
 add "GPTQ int3 asym per channel" --recipe "$(recipe gptq3c '"weight": {"method": "gptq", "bits": 3, "symmetric": false, "granularity": "channel"}')" "${CAL[@]}"
 add "RTN W3A16-g64" --preset W3A16-g64
 add "GPTQ W3A16-g64" --preset W3A16-g64-GPTQ "${CAL[@]}"
-add "SliM 2.5-bit avg, g32, GPTQ (W2.5-SliM)" --preset W2.5-SliM "${CAL[@]}"
+add "SliM 2.5-bit avg, g32, GPTQ + SQC (W2.5-SliM)" --preset W2.5-SliM "${CAL[@]}"
+add "SliM 2.5-bit avg, g32, GPTQ, no SQC" --recipe "$(recipe slim25n '"weight": {"method": "slim", "avg_bits": 2.5, "group_size": 32, "sqc": false}')" "${CAL[@]}"
 add "SliM 2.5-bit avg, g32, RTN groups" --recipe "$(recipe slim25r '"weight": {"method": "slim", "avg_bits": 2.5, "group_size": 32, "gptq": false}')" "${CAL[@]}"
-add "SliM 3-bit avg, g64, GPTQ" --recipe "$(recipe slim3 '"weight": {"method": "slim", "avg_bits": 3, "group_size": 64}')" "${CAL[@]}"
+add "SliM 3-bit avg, g64, GPTQ + SQC" --recipe "$(recipe slim3 '"weight": {"method": "slim", "avg_bits": 3, "group_size": 64}')" "${CAL[@]}"
+add "SliM 3-bit avg, g64, GPTQ, no SQC" --recipe "$(recipe slim3n '"weight": {"method": "slim", "avg_bits": 3, "group_size": 64, "sqc": false}')" "${CAL[@]}"
 add "SliM 3-bit avg, g64, RTN groups" --recipe "$(recipe slim3r '"weight": {"method": "slim", "avg_bits": 3, "group_size": 64, "gptq": false}')" "${CAL[@]}"
 add "RTN W2A16-g32" --preset W2A16-g32
 add "GPTQ W2A16-g32" --recipe "$(recipe gptq2 '"weight": {"method": "gptq", "bits": 2, "symmetric": false, "granularity": "group", "group_size": 32}')" "${CAL[@]}"
 add "RTN W4A16-g32" --preset W4A16-g32
 add "RTN W4A8 (per channel)" --preset W4A8
 add "DGQ int4 g32 + A8 (W4A8-DGQ)" --preset W4A8-DGQ
+add "DGQ int4 g32 + A8, percentile smoothing" --recipe "$(recipe dgqs '"weight": {"method": "dgq", "bits": 4, "symmetric": false, "granularity": "group", "group_size": 32}, "activation": {"bits": 8, "mode": "dynamic_per_token"}, "smoothquant": {"rule": "percentile"}')" "${CAL[@]}"
 overlay_table "$CTX"

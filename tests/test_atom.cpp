@@ -13,6 +13,7 @@
 #include "core/compress/calibration.h"
 #include "core/compress/compressed_model.h"
 #include "core/compress/folding.h"
+#include "core/compress/gptq.h"
 #include "core/compress/quantizer.h"
 #include "core/compress/recipe.h"
 #include "core/model/model.h"
@@ -20,6 +21,7 @@
 #include "core/runtime/quant_runtime.h"
 #include "core/runtime/session.h"
 #include "core_test_util.h"
+#include "gptq_reference.h"
 #include "test_util.h"
 
 #include <nlohmann/json.hpp>
@@ -385,6 +387,72 @@ private slots:
         }
     }
 
+    void gptqOutlierColumnsAbsorbErrorAsAtom() {
+        // Atom's GPTQ (efeslab/Atom gptq.py, n_out outlier columns at the end): only the normal
+        // columns are quantised and give the grids; the outlier columns receive every lazy
+        // update and are then rounded to 8 bits from their updated values. Against the double
+        // port of the reference with `keep`: same codes/grids, same updated outlier columns.
+        const int64_t rows = 8, keep = 4;
+        int cases = 0;
+        for (const int64_t cols : {int64_t(52), int64_t(44)}) // groups end at n / straddle it
+            for (const int64_t g : {int64_t(16), int64_t(-1)})
+                for (const int64_t bs : {int64_t(8), int64_t(128)}) {
+                    const std::vector<float> w = gptqref::randomWeights(rows * cols, 5);
+                    const std::vector<double> H = gptqref::randomGram(cols, 11);
+                    const Eigen::MatrixXd Hm =
+                        Eigen::Map<const Eigen::MatrixXd>(H.data(), cols, cols);
+                    WeightSettings s;
+                    s.bits = 4;
+                    s.symmetric = false;
+                    s.method = WeightMethod::Gptq;
+                    s.granularity = g > 0 ? Granularity::Group : Granularity::Channel;
+                    if (g > 0) s.groupSize = g;
+                    GptqOptions o;
+                    o.blockSize = bs;
+                    o.keepTrailing = keep;
+                    const GptqResult res = gptqQuantize(w.data(), rows, cols, H.data(), s, o, "t");
+                    QCOMPARE(int64_t(res.kept.size()), rows * keep);
+                    const std::vector<float> dq = dequantize(res.packed, "t");
+                    Eigen::MatrixXd kept;
+                    const gptqref::RefOut ref = gptqref::fasterquant(
+                        w, rows, cols, Hm, 4, false, bs, 0.01, g, false, false, {}, keep, &kept);
+                    int64_t diff = 0;
+                    double moved = 0;
+                    for (int64_t r = 0; r < rows; ++r) {
+                        for (int64_t j = 0; j < cols - keep; ++j) {
+                            const size_t i = size_t(r * cols + j);
+                            const float v =
+                                f16ToF32(ref.scale[i]) * (float(ref.code[i]) - ref.zero[i]);
+                            diff += dq[i] != v;
+                        }
+                        for (int64_t c = 0; c < keep; ++c) {
+                            const double a = res.kept[size_t(r * keep + c)], b = kept(r, c);
+                            QVERIFY2(std::fabs(a - b) <= 1e-7 + 1e-6 * std::fabs(b),
+                                     qPrintable(QString("%1 vs %2").arg(a).arg(b)));
+                            moved = std::max(
+                                moved,
+                                std::fabs(b - double(w[size_t(r * cols + cols - keep + c)])));
+                        }
+                    }
+                    QCOMPARE(diff, int64_t(0));
+                    QVERIFY(moved > 1e-3); // the updates did reach the outlier columns
+                    ++cases;
+                }
+        QCOMPARE(cases, 8);
+        // Kept columns are for int grids: SliM and GGUF refuse them; at least one column is
+        // quantised.
+        const std::vector<float> w = gptqref::randomWeights(4 * 32, 1);
+        const std::vector<double> H = gptqref::randomGram(32, 2);
+        WeightSettings s;
+        s.bits = 4, s.method = WeightMethod::Gptq, s.granularity = Granularity::Channel;
+        GptqOptions o;
+        o.keepTrailing = 32;
+        QVERIFY_THROWS_EXCEPTION(ArgumentError, gptqQuantize(w.data(), 4, 32, H.data(), s, o, "t"));
+        o.keepTrailing = 2;
+        QVERIFY_THROWS_EXCEPTION(ArgumentError, gptqQuantizeGguf(w.data(), 4, 32, H.data(),
+                                                                 DType::Q8_0, nullptr, o, "t"));
+    }
+
     void gptqIsNotWorseOnCalibrationOutputs() {
         // GPTQ on the reordered matrix: its output error on the calibration inputs is not above
         // RTN's for the same Atom layout (GPTQ's objective), layer by layer on average.
@@ -406,6 +474,18 @@ private slots:
             eb += b.layers[i].outputRelError;
         }
         QVERIFY2(eb < ea, qPrintable(QString("gptq %1, rtn %2").arg(eb).arg(ea)));
+        // GPTQ's updates reach the 8-bit outlier columns (Atom), which RTN rounds unchanged.
+        int64_t changed = 0, total = 0;
+        for (const auto& l : b.layers) {
+            const PackedTensor& pa = a.model->compressed(l.name)->packed;
+            const PackedTensor& pb = b.model->compressed(l.name)->packed;
+            QVERIFY(pa.outlierCols == pb.outlierCols && !pb.outlierCodes.empty());
+            QVERIFY(l.details.value("atom_outliers_absorb_gptq_error", false));
+            for (size_t i = 0; i < pb.outlierCodes.size(); ++i)
+                changed += pa.outlierCodes[i] != pb.outlierCodes[i];
+            total += int64_t(pb.outlierCodes.size());
+        }
+        QVERIFY2(changed > total / 4, qPrintable(QString("%1 of %2").arg(changed).arg(total)));
     }
 
     void recipeErrorsNameTheField() {

@@ -7,12 +7,15 @@
 // more salient groups never get fewer bits; sizes exact; the overlay round-trips.
 #include "core/common/dtype.h"
 #include "core/common/error.h"
+#include "core/common/progress.h"
 #include "core/compress/calibration.h"
 #include "core/compress/compact_formats.h"
 #include "core/compress/compressed_model.h"
 #include "core/compress/gptq.h"
 #include "core/compress/quantizer.h"
 #include "core/compress/recipe.h"
+#include "core/compress/smoothquant.h"
+#include "core/io/quants.h"
 #include "core/model/model.h"
 #include "core/runtime/session.h"
 #include "core_test_util.h"
@@ -35,24 +38,8 @@ using json = nlohmann::json;
 
 namespace {
 
-std::vector<float> randomWeights(int64_t n, unsigned seed) {
-    std::mt19937 g(seed);
-    std::normal_distribution<float> nd(0.0f, 0.05f);
-    std::vector<float> w(static_cast<size_t>(n));
-    for (auto& v : w) v = nd(g);
-    return w;
-}
-
-/// A Gram XᵀX of random inputs with a few loud channels (cols x cols).
-std::vector<double> randomGram(int64_t cols, unsigned seed) {
-    std::mt19937 g(seed);
-    std::normal_distribution<double> nd(0, 1);
-    Eigen::MatrixXd X(4 * cols, cols);
-    for (int64_t i = 0; i < X.rows(); ++i)
-        for (int64_t j = 0; j < cols; ++j) X(i, j) = nd(g) * (j % 7 == 3 ? 6.0 : 1.0);
-    Eigen::MatrixXd H = X.transpose() * X;
-    return std::vector<double>(H.data(), H.data() + H.size());
-}
+using gptqref::randomGram;
+using gptqref::randomWeights;
 
 uint32_t bitsAt(const uint8_t* row, uint64_t bit, int b) {
     uint32_t u = 0;
@@ -358,6 +345,159 @@ private slots:
                                                   std::vector<uint8_t>(6, 5), o, "t"));
     }
 
+    void slimSqcMatchesReference() {
+        // SliM-LLM's SQC (the reference's mixed_quantizer.py Quantizer.fit): every group grid is
+        // the asymmetric grid of the range scaled by the best p in [0.9, 1.1] under the
+        // salience-weighted |error|^2.4; against the double port in gptq_reference.h, at the
+        // reference's lambda 1 and at lambda 8 (salient errors weigh more), block sizes equal
+        // to the group and larger.
+        const int64_t rows = 8, cols = 96, g = 16;
+        const std::vector<float> w = randomWeights(rows * cols, 6);
+        const std::vector<double> H = randomGram(cols, 13);
+        const Eigen::MatrixXd Hm = Eigen::Map<const Eigen::MatrixXd>(H.data(), cols, cols);
+        const WeightSettings s = slimSettings(3.0, g);
+        const std::vector<uint8_t> alloc =
+            slimChooseAllocation(w.data(), rows, cols, s, H.data(), nullptr, "t");
+        GptqOptions o;
+        const GptqResult plain = gptqQuantizeSlim(w.data(), rows, cols, H.data(), s, alloc, o, "t");
+        int cases = 0;
+        for (const double lambda : {1.0, 8.0})
+            for (const int64_t bs : {g, int64_t(128)}) {
+                o.blockSize = bs;
+                SlimSqc sqc;
+                sqc.enabled = true;
+                sqc.lambda = lambda;
+                const GptqResult res =
+                    gptqQuantizeSlim(w.data(), rows, cols, H.data(), s, alloc, o, "t", sqc);
+                QCOMPARE(res.packed.storageBits(), packedStorageBits(rows, cols, s));
+                const std::vector<float> dq = dequantize(res.packed, "t");
+                const gptqref::RefOut ref = gptqref::fasterquant(
+                    w, rows, cols, Hm, 4, false, bs, 0.01, g, false, false,
+                    std::vector<int>(alloc.begin(), alloc.end()), 0, nullptr, lambda);
+                int64_t diff = 0;
+                for (int64_t i = 0; i < rows * cols; ++i) {
+                    const float v = f16ToF32(ref.scale[size_t(i)]) *
+                                    (float(ref.code[size_t(i)]) - ref.zero[size_t(i)]);
+                    diff += dq[size_t(i)] != v;
+                }
+                QCOMPARE(diff, int64_t(0));
+                // The search moved some grids away from the plain range (p = 1).
+                int64_t moved = 0;
+                for (size_t i = 0; i < res.packed.scales.size(); ++i)
+                    moved += res.packed.scales[i] != plain.packed.scales[i];
+                QVERIFY2(moved > 0, "SQC chose p = 1 everywhere");
+                ++cases;
+            }
+        QCOMPARE(cases, 4);
+        SlimSqc bad;
+        bad.enabled = true;
+        bad.lambda = -1;
+        QVERIFY_THROWS_EXCEPTION(
+            ArgumentError, gptqQuantizeSlim(w.data(), rows, cols, H.data(), s, alloc, o, "t", bad));
+    }
+
+    void dgqPercentileSmoothing() {
+        // DGQ's percentile clipping smoothing (ilur98/DGQ smooth.py): the k = int(0.005 C + 1.5)
+        // -th largest activation range is the baseline; louder channels are scaled down to it.
+        auto reference = [](const std::vector<float>& a) {
+            std::vector<double> sorted(a.begin(), a.end());
+            std::sort(sorted.begin(), sorted.end());
+            const size_t k = size_t(double(a.size()) * 0.005 + 1.5);
+            const double b = sorted[sorted.size() - k];
+            std::vector<float> s(a.size(), 1.0f);
+            if (b < 1e-4) return s;
+            for (size_t j = 0; j < a.size(); ++j)
+                if (a[j] > b) s[j] = float(double(a[j]) / b);
+            return s;
+        };
+        std::mt19937 g(3);
+        std::uniform_real_distribution<float> u(0.1f, 2.0f);
+        for (const size_t C : {size_t(64), size_t(128), size_t(1000), size_t(4096)}) {
+            std::vector<float> a(C);
+            for (auto& v : a) v = u(g);
+            for (size_t j = 0; j < C; j += 97) a[j] *= 40.0f; // loud channels
+            const std::vector<float> s =
+                smoothQuantScales(a, {}, {}, int64_t(C), 0.0, SmoothQuantRule::Percentile);
+            const std::vector<float> want = reference(a);
+            for (size_t j = 0; j < C; ++j) QVERIFY(std::fabs(s[j] - want[j]) <= 1e-6f * want[j]);
+            const auto scaled = std::count_if(s.begin(), s.end(), [](float v) { return v > 1; });
+            QCOMPARE(size_t(scaled), size_t(double(C) * 0.005 + 1.5) - 1);
+        }
+        // A model whose loudest channel is below 1e-4 is left alone.
+        for (float v : smoothQuantScales(std::vector<float>(300, 5e-5f), {}, {}, 300, 0.0,
+                                         SmoothQuantRule::Percentile))
+            QCOMPARE(v, 1.0f);
+
+        // On the demo model (64-wide norms: k = 1, nothing to scale; the 172-wide down input:
+        // k = 2, its loudest channel scaled to the second): the function is unchanged, the up
+        // rows and down columns carry the scales of the captured down inputs, statistics through
+        // the overlay ("compressed", DGQ's default).
+        auto m = Model::load(lcwtest::demoModelPath());
+        const CalibrationSet cal = loadCalibration(*m, "", {4, 64});
+        NullProgress np;
+        CompressOptions co;
+        co.calibration = &cal;
+        const Recipe r = Recipe::fromJson(
+            {{"lcw_recipe", 1},
+             {"name", "dgq-smooth"},
+             {"rules",
+              json::array({{{"targets", {"*"}}, {"smoothquant", {{"rule", "percentile"}}}}})}});
+        const CompressResult res = lcw::compress::compress(*m, r, np, co);
+        QVERIFY(res.model);
+        const std::vector<int32_t> ids = {1, 5, 9, 23, 40, 7, 3, 11};
+        std::vector<float> l0, l1;
+        Session(*m).forward(ids, l0, true);
+        Session(*res.model).forward(ids, l1, true);
+        double d = 0;
+        for (size_t i = 0; i < l0.size(); ++i) d = std::max(d, double(std::fabs(l0[i] - l1[i])));
+        QVERIFY2(d < 1e-4, qPrintable(QString::number(d)));
+        const auto in = captureBlockInputs(*m, cal, 1, {}, np);
+        const std::vector<float>& a = in.at("layers.1.mlp.down").absMax;
+        const std::vector<float> want = reference(a);
+        QCOMPARE(std::count_if(want.begin(), want.end(), [](float v) { return v > 1; }),
+                 std::ptrdiff_t(1));
+        auto floats = [&](const std::string& name) {
+            const TensorView& t = m->get(name);
+            std::vector<float> x(size_t(t.numel()));
+            for (int64_t rr = 0; rr < t.rows(); ++rr)
+                dequantizeRow(t.dtype, t.row(rr), x.data() + rr * t.cols(), t.cols());
+            return x;
+        };
+        const std::vector<float> up = floats("layers.1.mlp.up"), down = floats("layers.1.mlp.down");
+        const std::vector<float> up1 = res.model->compressed("layers.1.mlp.up")->values();
+        const std::vector<float> down1 = res.model->compressed("layers.1.mlp.down")->values();
+        const int64_t hid = int64_t(a.size()), dim = int64_t(up.size()) / hid;
+        for (int64_t j = 0; j < hid; ++j) {
+            const double sj = want[size_t(j)];
+            for (int64_t c = 0; c < dim; ++c) {
+                const double e = up[size_t(j * dim + c)] / sj;
+                QVERIFY(std::fabs(up1[size_t(j * dim + c)] - e) <= 1e-6 * std::fabs(e) + 1e-9);
+            }
+            for (int64_t rr = 0; rr < dim; ++rr) {
+                const double e = down[size_t(rr * hid + j)] * sj;
+                QVERIFY(std::fabs(down1[size_t(rr * hid + j)] - e) <= 1e-6 * std::fabs(e) + 1e-9);
+            }
+        }
+        // The q/k/v inputs (64 channels) are not scaled: the norm is unchanged.
+        if (const auto* c = res.model->compressed("layers.1.attn_norm"))
+            QVERIFY(c->values() == floats("layers.1.attn_norm"));
+        // Recipe keys: no alpha with the percentile rule.
+        auto field = [](json sq) -> std::string {
+            try {
+                Recipe::fromJson(
+                    {{"lcw_recipe", 1},
+                     {"name", "t"},
+                     {"rules", json::array({{{"targets", {"*"}}, {"smoothquant", sq}}})}});
+            } catch (const RecipeError& e) {
+                return e.field();
+            }
+            return "";
+        };
+        QCOMPARE(field({{"rule", "percentile"}, {"alpha", 0.5}}), std::string("smoothquant.alpha"));
+        QCOMPARE(field({{"rule", "percentile"}}), std::string());
+        QCOMPARE(field({{"rule", "quantile"}}), std::string("smoothquant.rule"));
+    }
+
     void slimAverageAndSalientGroups() {
         const int64_t rows = 6, cols = 256, g = 32; // 8 groups
         std::vector<float> w = randomWeights(rows * cols, 8);
@@ -407,8 +547,10 @@ private slots:
                 QVERIFY(c && c->quantized);
                 QCOMPARE(l.storageBits, c->storageBits());
                 QCOMPARE(res.model->packedLinear(l.name), nullptr);
-                if (c->packed.settings.method == WeightMethod::Slim)
+                if (c->packed.settings.method == WeightMethod::Slim) {
                     QCOMPARE(l.details.value("quantiser", std::string()), std::string("gptq"));
+                    QVERIFY(l.details.value("sqc", false)); // SQC by default
+                }
                 if (c->packed.settings.method == WeightMethod::Slim) {
                     double sum = 0;
                     for (uint8_t b : c->packed.groupCodes) sum += b;
@@ -452,6 +594,20 @@ private slots:
         QCOMPARE(field({{"method", "slim"}, {"gptq", 1}}), std::string("weight.gptq"));
         QVERIFY(slimUsesGptq(json{{"method", "slim"}}));
         QVERIFY(!slimUsesGptq(json{{"method", "slim"}, {"gptq", false}}));
+        // SQC: slim's GPTQ step only; on by default with the reference's lambda 1.
+        QCOMPARE(planField({{"method", "gptq"}, {"sqc", true}}), std::string("weight.sqc"));
+        QCOMPARE(planField({{"method", "rtn"}, {"sqc_lambda", 2}}),
+                 std::string("weight.sqc_lambda"));
+        QCOMPARE(planField({{"method", "slim"}, {"gptq", false}, {"sqc", true}}),
+                 std::string("weight.sqc"));
+        QCOMPARE(field({{"method", "slim"}, {"sqc_lambda", -1}}), std::string("weight.sqc_lambda"));
+        QCOMPARE(field({{"method", "slim"}, {"sqc", "yes"}}), std::string("weight.sqc"));
+        QCOMPARE(planField({{"method", "slim"}, {"group_size", 32}, {"gptq", false}}),
+                 std::string());
+        QVERIFY(slimSqcFromJson(json{{"method", "slim"}}).enabled);
+        QCOMPARE(slimSqcFromJson(json{{"method", "slim"}}).lambda, 1.0);
+        QVERIFY(!slimSqcFromJson(json{{"method", "slim"}, {"sqc", false}}).enabled);
+        QCOMPARE(slimSqcFromJson(json{{"method", "slim"}, {"sqc_lambda", 4}}).lambda, 4.0);
         QCOMPARE(planField({{"method", "slim"}, {"bits", 3}}), std::string("weight.bits"));
         QCOMPARE(planField({{"method", "slim"}, {"granularity", "channel"}}),
                  std::string("weight.granularity"));

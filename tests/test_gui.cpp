@@ -50,6 +50,7 @@
 #include <QDropEvent>
 #include <QEventLoop>
 #include <QFileInfo>
+#include <QFormLayout>
 #include <QJsonDocument>
 #include <QJsonObject>
 #include <QLineEdit>
@@ -308,10 +309,22 @@ void editorCompactMethodFields(EditorCase& c) {
     const cz::Rule slimRule = ed->ruleFromForm({"layers.1.*"});
     QCOMPARE(slimRule.weight->at("avg_bits").get<double>(), 2.75);
     QVERIFY(ed->slimGptqCheck()->isEnabled() && ed->slimGptqCheck()->isChecked());
-    // SliM without its GPTQ step: "gptq": false, read back into the form.
+    QVERIFY(ed->slimSqcCheck()->isEnabled() && ed->slimSqcCheck()->isChecked());
+    // SQC off: "sqc": false, read back into the form.
+    ed->slimSqcCheck()->setChecked(false);
+    QVERIFY(*ed->weightFromForm() ==
+            (json{{"method", "slim"}, {"avg_bits", 2.75}, {"group_size", 32}, {"sqc", false}}));
+    ed->setWeightForm(*ed->weightFromForm());
+    QVERIFY(!ed->slimSqcCheck()->isChecked());
+    // The SqueezeLLM sensitivity combo sits in the form (a labelled row of the weight box).
+    auto* form =
+        qobject_cast<QFormLayout*>(ed->squeezeSensitivityCombo()->parentWidget()->layout());
+    QVERIFY(form && form->indexOf(ed->squeezeSensitivityCombo()) >= 0);
+    // SliM without its GPTQ step: "gptq": false, read back into the form; SQC then greys out.
     ed->setWeightForm(
         json{{"method", "slim"}, {"avg_bits", 3}, {"group_size", 64}, {"gptq", false}});
     QVERIFY(!ed->slimGptqCheck()->isChecked());
+    QVERIFY(!ed->slimSqcCheck()->isEnabled());
     QVERIFY(*ed->weightFromForm() ==
             (json{{"method", "slim"}, {"avg_bits", 3}, {"group_size", 64}, {"gptq", false}}));
     ed->setWeightForm(json{{"method", "rtn"}, {"bits", 4}});

@@ -397,18 +397,25 @@ QWidget* RecipeEditor::buildSettingsForm(QWidget* right) {
     form->addRow(tr("Method"), m_method);
     form->addRow(tr("GGUF grid"), m_ggufGrid);
     form->addRow(tr("Outliers (SqueezeLLM)"), m_outliersPct);
-    form->addRow(tr("Sensitivity (SqueezeLLM)"), m_squeezeSens);
     m_squeezeSens = new QComboBox(wbox);
     m_squeezeSens->addItem(tr("gram (Σ x² per column)"), QStringLiteral("gram"));
     m_squeezeSens->addItem(tr("fisher (squared loss gradients)"), QStringLiteral("fisher"));
     m_squeezeSens->setToolTip(tr("SqueezeLLM: what weights the k-means (weight.sensitivity); "
                                  "fisher backpropagates through the whole model once"));
+    form->addRow(tr("Sensitivity (SqueezeLLM)"), m_squeezeSens);
     m_slimGptq = new QCheckBox(tr("GPTQ step (SliM)"), wbox);
     m_slimGptq->setChecked(true);
     m_slimGptq->setToolTip(tr("SliM-LLM: quantise the allocated groups with GPTQ (weight.gptq); "
                               "off keeps round-to-nearest codes"));
+    m_slimSqc = new QCheckBox(tr("SQC grids (SliM)"), wbox);
+    m_slimSqc->setChecked(true);
+    m_slimSqc->setToolTip(tr("SliM-LLM's salience-determined quantizer calibration (weight.sqc): "
+                             "each group's range searched within ±10 % for the least error; "
+                             "needs the GPTQ step"));
     form->addRow(tr("Average bits (SliM)"), m_avgBits);
     form->addRow(QString(), m_slimGptq);
+    form->addRow(QString(), m_slimSqc);
+    connect(m_slimGptq, &QCheckBox::toggled, this, [this] { syncFormEnabled(); });
     for (const char* key : kJsonSections) {
         auto* e = new QLineEdit(wbox);
         const QString k = QString::fromLatin1(key);
@@ -698,6 +705,8 @@ void RecipeEditor::setWeightForm(const std::optional<json>& w) {
     m_outliersPct->setValue(w->value("outliers_pct", d.outliersPct));
     m_avgBits->setValue(w->value("avg_bits", d.avgBits));
     m_slimGptq->setChecked(compress::slimUsesGptq(*w));
+    m_slimSqc->setChecked(
+        !(w->contains("sqc") && (*w)["sqc"].is_boolean() && !(*w)["sqc"].get<bool>()));
     m_squeezeSens->setCurrentIndex(compress::squeezeUsesFisher(*w) ? 1 : 0);
     if (m_method->currentText() == QLatin1String("squeezellm") && !w->contains("bits"))
         m_bits->setValue(3); // squeezellm's default
@@ -726,7 +735,10 @@ std::optional<json> RecipeEditor::weightFromForm() const {
     if (method == "slim") {
         w["avg_bits"] = m_avgBits->value();
         w["group_size"] = m_group->value();
-        if (!m_slimGptq->isChecked()) w["gptq"] = false;
+        if (!m_slimGptq->isChecked())
+            w["gptq"] = false;
+        else if (!m_slimSqc->isChecked())
+            w["sqc"] = false;
         return w;
     }
     const std::string format = m_format->currentText().toStdString();
@@ -823,6 +835,7 @@ void RecipeEditor::syncFormEnabled() {
     m_squeezeSens->setEnabled(on && squeeze);
     m_avgBits->setEnabled(on && slim);
     m_slimGptq->setEnabled(on && slim);
+    m_slimSqc->setEnabled(on && slim && m_slimGptq->isChecked());
     if (squeeze || slim) {
         m_format->setEnabled(false);
         m_symmetric->setEnabled(false);

@@ -148,6 +148,7 @@ public:
     QDoubleSpinBox* outliersPctSpin() const { return m_outliersPct; }
     QDoubleSpinBox* avgBitsSpin() const { return m_avgBits; }
     QCheckBox* slimGptqCheck() const { return m_slimGptq; }
+    QCheckBox* slimSqcCheck() const { return m_slimSqc; }
     QComboBox* squeezeSensitivityCombo() const { return m_squeezeSens; }
 
 signals:
@@ -203,6 +204,7 @@ private:
     QDoubleSpinBox* m_outliersPct = nullptr; ///< squeezellm: weight.outliers_pct
     QDoubleSpinBox* m_avgBits = nullptr;     ///< slim: weight.avg_bits
     QCheckBox* m_slimGptq = nullptr;         ///< slim: weight.gptq (checked: GPTQ step)
+    QCheckBox* m_slimSqc = nullptr;          ///< slim: weight.sqc (checked: SQC grids)
     QComboBox* m_squeezeSens = nullptr;      ///< squeezellm: weight.sensitivity
     QComboBox* m_ggufGrid = nullptr;
     std::function<QString()> m_imatrixPath;

@@ -65,6 +65,9 @@ public:
     virtual void startGroup(int64_t gi, const MatD& vals) = 0;
     /// Quantises element (r, storage column k) with current value x; returns its decoded value.
     virtual double quantize(int64_t r, int64_t k, double x) = 0;
+    /// After the factorisation: d[j] = the diagonal of H⁻¹'s upper Cholesky factor at original
+    /// column j (GPTQ's divisor of column j's error).
+    virtual void factorDiagonal(const Eigen::VectorXd& d) { (void)d; }
 
 protected:
     /// static_groups: every one of `groups` groups of `len` contiguous columns from W.
@@ -81,6 +84,10 @@ struct LoopRule {
     /// (`beforeDead`) or after.
     std::function<void(const MatD&)> fixedGrids;
     bool beforeDead = false;
+    /// Trailing columns left unquantised (GptqOptions::keepTrailing); their final values go to
+    /// *kept [rows, keep].
+    int64_t keep = 0;
+    MatD* kept = nullptr;
 };
 
 /// The GPTQ loop (see gptq.h) over W [rows, cols] and H; dead columns are zeroed in W first.
@@ -88,14 +95,16 @@ struct LoopRule {
 std::vector<int64_t> runGptq(MatD W, MatD H, const GptqOptions& o, ColumnQuantiser& q,
                              GptqStats& st, const std::string& name, const LoopRule& rule) {
     const int64_t rows = W.rows(), cols = W.cols();
-    if (rule.fixedGrids && rule.beforeDead) rule.fixedGrids(W);
+    // Columns [0, n) are quantised; the trailing ones are kept (and never reordered).
+    const int64_t n = cols - rule.keep;
+    if (rule.fixedGrids && rule.beforeDead) rule.fixedGrids(W.leftCols(n));
     for (int64_t j = 0; j < cols; ++j)
         if (!(H(j, j) > 0)) {
             H(j, j) = 1.0;
             W.col(j).setZero();
             ++st.deadColumns;
         }
-    if (rule.fixedGrids && !rule.beforeDead) rule.fixedGrids(W);
+    if (rule.fixedGrids && !rule.beforeDead) rule.fixedGrids(W.leftCols(n));
     const int64_t gl = q.groupLen() > 0 ? std::min(q.groupLen(), cols) : 0;
     std::vector<char> groupReady(size_t(gl > 0 ? (cols + gl - 1) / gl : 1), 0);
 
@@ -103,7 +112,7 @@ std::vector<int64_t> runGptq(MatD W, MatD H, const GptqOptions& o, ColumnQuantis
     std::vector<int64_t> perm(static_cast<size_t>(cols));
     std::iota(perm.begin(), perm.end(), 0);
     if (o.actOrder)
-        std::stable_sort(perm.begin(), perm.end(),
+        std::stable_sort(perm.begin(), perm.begin() + n,
                          [&](int64_t a, int64_t b) { return H(a, a) > H(b, b); });
     std::vector<int64_t> pos(static_cast<size_t>(cols));
     for (int64_t p = 0; p < cols; ++p) pos[size_t(perm[size_t(p)])] = p;
@@ -119,18 +128,24 @@ std::vector<int64_t> runGptq(MatD W, MatD H, const GptqOptions& o, ColumnQuantis
 
     const MatD U = inverseCholeskyUpper(Hperm, o.damp, st.damp, name);
     Hperm.resize(0, 0);
+    {
+        Eigen::VectorXd d(cols);
+        for (int64_t j = 0; j < cols; ++j) d(j) = U(pos[size_t(j)], pos[size_t(j)]);
+        q.factorDiagonal(d);
+    }
 
     const int64_t B = o.blockSize;
     MatD W1, Err1, vals;
     Eigen::VectorXd err(rows);
-    for (int64_t i1 = 0; i1 < cols; i1 += B) {
-        const int64_t i2 = std::min(i1 + B, cols), cnt = i2 - i1;
+    for (int64_t i1 = 0; i1 < n; i1 += B) {
+        const int64_t i2 = std::min(i1 + B, n), cnt = i2 - i1;
         W1 = Wp.middleCols(i1, cnt);
         Err1.setZero(rows, cnt);
         for (int64_t i = 0; i < cnt; ++i) {
             const int64_t p = i1 + i, k = storageOf(p);
             if (gl > 0 && !groupReady[size_t(k / gl)]) {
-                const int64_t gi = k / gl, k0 = gi * gl, k1 = std::min(cols, k0 + gl);
+                // (kept columns stay out of the grids: storage column k >= n is one of them)
+                const int64_t gi = k / gl, k0 = gi * gl, k1 = std::min(n, k0 + gl);
                 vals.resize(rows, k1 - k0);
                 for (int64_t c = k0; c < k1; ++c) {
                     const int64_t pc = posOfStorage(c);
@@ -159,6 +174,19 @@ std::vector<int64_t> runGptq(MatD W, MatD H, const GptqOptions& o, ColumnQuantis
         // Lazy update of all later columns: one matrix-matrix product per block.
         if (i2 < cols) Wp.rightCols(cols - i2).noalias() -= Err1 * U.block(i1, i2, cnt, cols - i2);
     }
+    if (rule.keep > 0) {
+        // The kept columns' codes: 0 on their group's grid (a group of only kept columns gets
+        // the grid of zeros).
+        for (int64_t k = n; k < cols; ++k) {
+            if (gl > 0 && !groupReady[size_t(k / gl)]) {
+                const int64_t gi = k / gl, k0 = gi * gl;
+                q.startGroup(gi, MatD::Zero(rows, std::min(cols, k0 + gl) - k0));
+                groupReady[size_t(gi)] = 1;
+            }
+            for (int64_t r = 0; r < rows; ++r) q.quantize(r, k, 0.0);
+        }
+        if (rule.kept) *rule.kept = Wp.rightCols(rule.keep);
+    }
     return perm;
 }
 
@@ -177,6 +205,9 @@ void checkInputs(const float* w, int64_t rows, int64_t cols, const GptqOptions& 
     if (rows <= 0 || cols <= 0) throw ArgumentError(name + ": empty tensor");
     if (!(o.damp > 0) || o.blockSize < 1)
         throw ArgumentError(name + ": GPTQ needs damp > 0 and block_size >= 1");
+    if (o.keepTrailing < 0 || o.keepTrailing >= cols)
+        throw ArgumentError(name + ": GPTQ: " + std::to_string(o.keepTrailing) +
+                            " kept columns of " + std::to_string(cols));
     for (int64_t i = 0; i < rows * cols; ++i)
         if (!std::isfinite(w[i]))
             throw ArgumentError(name + ": non-finite weight at element " + std::to_string(i));
@@ -228,9 +259,10 @@ public:
             for (int64_t r = 0; r < m_rows; ++r)
                 m_grids[size_t(r)] = grid(float(W.row(r).minCoeff()), float(W.row(r).maxCoeff()));
         } else if (m_static) {
-            const int64_t gl = std::min(m_s.groupSize, m_cols);
-            for (int64_t gi = 0; gi < m_gpr; ++gi)
-                startGroup(gi, W.middleCols(gi * gl, std::min(m_cols, gi * gl + gl) - gi * gl));
+            // W may end before m_cols (kept trailing columns: their groups start later).
+            const int64_t gl = std::min(m_s.groupSize, m_cols), wc = W.cols();
+            for (int64_t gi = 0; gi < m_gpr && gi * gl < wc; ++gi)
+                startGroup(gi, W.middleCols(gi * gl, std::min(wc, gi * gl + gl) - gi * gl));
         }
     }
     void startGroup(int64_t gi, const MatD& vals) override {
@@ -320,25 +352,46 @@ private:
 };
 
 /// SliM-LLM's mixed widths: column group gi (contiguous in the original order) at groupBits[gi]
-/// bits on the reference Quantizer's asymmetric grid; codes, scales and zeros for slimPack.
+/// bits on the reference Quantizer's asymmetric grid, or SQC's (gptq.h); codes, scales and
+/// zeros for slimPack.
 class SlimQuantiser final : public ColumnQuantiser {
 public:
     SlimQuantiser(const std::vector<uint8_t>& groupBits, int64_t rows, int64_t cols, int64_t group,
-                  bool staticGroups, const std::string& name)
+                  bool staticGroups, const SlimSqc& sqc, const std::string& name)
         : m_bits(groupBits), m_rows(rows), m_cols(cols), m_g(group), m_G(cols / group),
-          m_static(staticGroups), m_name(name), m_codes(size_t(rows * cols)),
+          m_static(staticGroups), m_sqc(sqc), m_name(name), m_codes(size_t(rows * cols)),
           m_scales(size_t(rows * m_G)), m_zeros(size_t(rows * m_G)), m_sc(size_t(rows * m_G)),
           m_z(size_t(rows * m_G)) {}
     int64_t groupLen() const override { return m_static ? 0 : m_g; }
     void fixGrids(const MatD& W) {
-        if (m_static) startGroupsFrom(W, m_G, m_g);
+        if (!m_static) return;
+        if (m_sqc.enabled)
+            m_initial = W; // SQC needs the factor's diagonal: grids chosen in factorDiagonal
+        else
+            startGroupsFrom(W, m_G, m_g);
+    }
+    void factorDiagonal(const Eigen::VectorXd& d) override {
+        m_d = d;
+        if (m_static && m_sqc.enabled) {
+            startGroupsFrom(m_initial, m_G, m_g);
+            m_initial.resize(0, 0);
+        }
     }
     void startGroup(int64_t gi, const MatD& vals) override {
         WeightSettings sb;
         sb.bits = m_bits[size_t(gi)], sb.symmetric = false;
+        // SQC: each element's weight in the search error (lambda for the salient ones).
+        Eigen::ArrayXXd wt;
+        if (m_sqc.enabled) {
+            const Eigen::ArrayXXd sens = sensitivities(gi, vals);
+            const double t = salientThreshold(sens);
+            wt = (sens >= t).select(Eigen::ArrayXXd::Constant(m_rows, vals.cols(), m_sqc.lambda),
+                                    1.0);
+        }
         for (int64_t r = 0; r < m_rows; ++r) {
-            const GroupGrid g = referenceIntGrid(sb, float(vals.row(r).minCoeff()),
-                                                 float(vals.row(r).maxCoeff()), m_name);
+            const float mn = float(vals.row(r).minCoeff()), mx = float(vals.row(r).maxCoeff());
+            const GroupGrid g = m_sqc.enabled ? sqcGrid(sb, vals, wt, r, mn, mx)
+                                              : referenceIntGrid(sb, mn, mx, m_name);
             const size_t i = size_t(r * m_G + gi);
             m_scales[i] = g.scale, m_zeros[i] = g.zero;
             m_sc[i] = f16ToF32(g.scale), m_z[i] = f16ToF32(g.zero);
@@ -358,13 +411,59 @@ public:
     }
 
 private:
+    /// SQC's sensitivities w² / d_j² of group gi's elements.
+    Eigen::ArrayXXd sensitivities(int64_t gi, const MatD& vals) const {
+        Eigen::ArrayXXd sens(m_rows, vals.cols());
+        for (int64_t c = 0; c < vals.cols(); ++c) {
+            const double d = m_d(gi * m_g + c);
+            sens.col(c) = vals.col(c).array().square() / (d * d);
+        }
+        return sens;
+    }
+    /// SQC's salience split: the smallest sensitivity with |z| > 2 over the group (z with the
+    /// unbiased standard deviation, as torch.std); +inf when there is none.
+    static double salientThreshold(const Eigen::ArrayXXd& sens) {
+        const double n = double(sens.size()), mean = sens.mean();
+        const double sd = n > 1 ? std::sqrt((sens - mean).square().sum() / (n - 1)) : 0.0;
+        double t = INFINITY;
+        if (sd > 0)
+            for (Eigen::Index i = 0; i < sens.size(); ++i)
+                if (std::fabs((sens(i) - mean) / sd) > 2) t = std::min(t, sens(i));
+        return t;
+    }
+    /// SQC's search for row r of a group (gptq.h); wt: the elements' weights in the error.
+    GroupGrid sqcGrid(const WeightSettings& sb, const MatD& vals, const Eigen::ArrayXXd& wt,
+                      int64_t r, float mn, float mx) const {
+        const float maxq = float((1 << sb.bits) - 1);
+        GroupGrid best = referenceIntGrid(sb, mn, mx, m_name);
+        double bestErr = INFINITY;
+        for (int k = 0; k <= 100; ++k) {
+            // p = 1, then 1 + 0.002 k (k = 1..50), then 1 - 0.002 (k - 50) (k = 51..100)
+            const float p = k == 0    ? 1.0f
+                            : k <= 50 ? float(1.0 + 0.002 * k)
+                                      : float(1.0 - 0.002 * (k - 50));
+            const GroupGrid g = referenceIntGrid(sb, p * mn, p * mx, m_name);
+            const float sc = f16ToF32(g.scale), z = f16ToF32(g.zero);
+            double err = 0;
+            for (int64_t c = 0; c < vals.cols(); ++c) {
+                const float x = float(vals(r, c));
+                const float u = std::clamp(std::nearbyint(x / sc) + z, 0.0f, maxq);
+                err += wt(r, c) * std::pow(std::fabs(double(sc * (u - z)) - double(x)), 2.4);
+            }
+            if (err < bestErr) bestErr = err, best = g;
+        }
+        return best;
+    }
     const std::vector<uint8_t>& m_bits;
     int64_t m_rows, m_cols, m_g, m_G;
     bool m_static;
+    SlimSqc m_sqc;
     const std::string& m_name;
     std::vector<uint32_t> m_codes;
     std::vector<uint16_t> m_scales, m_zeros;
     std::vector<float> m_sc, m_z;
+    Eigen::VectorXd m_d;
+    MatD m_initial;
 };
 
 /// GPTQ with groups contiguous in the original column order (GGUF blocks, SliM groups; also
@@ -372,6 +471,8 @@ private:
 template <class Q>
 GptqStats runContiguousGroups(const float* w, int64_t rows, int64_t cols, const double* Hp,
                               const GptqOptions& o, Q& q, const std::string& name) {
+    if (o.keepTrailing != 0)
+        throw ArgumentError(name + ": GPTQ: kept columns apply to int grids only");
     GptqStats st;
     LoopRule rule;
     rule.reference = o.groups == GptqGroups::Reference;
@@ -394,6 +495,15 @@ GptqOptions gptqOptionsFromJson(const nlohmann::json& w) {
         o.groups = w["groups"] == "updated" ? GptqGroups::Updated : GptqGroups::Reference;
     if (w.contains("sym_grid")) o.referenceSymGrid = w["sym_grid"] != "rtn";
     return o;
+}
+
+SlimSqc slimSqcFromJson(const nlohmann::json& w) {
+    SlimSqc q;
+    q.enabled = true;
+    if (!w.is_object()) return q;
+    if (w.contains("sqc")) q.enabled = w["sqc"].get<bool>();
+    if (w.contains("sqc_lambda")) q.lambda = w["sqc_lambda"].get<double>();
+    return q;
 }
 
 bool gptqStoresColumnOrder(const WeightSettings& s, const GptqOptions& o) {
@@ -420,9 +530,18 @@ GptqResult gptqQuantize(const float* w, int64_t rows, int64_t cols, const double
     rule.processOrder = ref && group && !o.staticGroups;
     rule.fixedGrids = [&](const MatD& W) { q.fixGrids(W); };
     rule.beforeDead = ref && !group; // the reference's first find_params(W)
+    MatD kept;
+    rule.keep = o.keepTrailing;
+    rule.kept = &kept;
     const std::vector<int64_t> perm =
         runGptq(loadW(w, rows, cols), loadH(Hp, cols), o, q, st, name, rule);
     res.packed = q.pack();
+    if (o.keepTrailing > 0) {
+        res.kept.resize(size_t(rows * o.keepTrailing));
+        for (int64_t r = 0; r < rows; ++r)
+            for (int64_t c = 0; c < o.keepTrailing; ++c)
+                res.kept[size_t(r * o.keepTrailing + c)] = float(kept(r, c));
+    }
     // Stored also when act order happens to be the identity, so that sizes follow the settings.
     if (rule.processOrder && o.actOrder) res.packed.colOrder.assign(perm.begin(), perm.end());
     res.damp = st.damp;
@@ -454,7 +573,7 @@ GptqGgufResult gptqQuantizeGguf(const float* w, int64_t rows, int64_t cols, cons
 
 GptqResult gptqQuantizeSlim(const float* w, int64_t rows, int64_t cols, const double* Hp,
                             const WeightSettings& s, const std::vector<uint8_t>& groupBits,
-                            const GptqOptions& o, const std::string& name) {
+                            const GptqOptions& o, const std::string& name, const SlimSqc& sqc) {
     const int64_t g = slimGroupLength(s, cols, name);
     if (int64_t(groupBits.size()) != cols / g)
         throw ArgumentError(name + ": slim: " + std::to_string(groupBits.size()) +
@@ -463,7 +582,9 @@ GptqResult gptqQuantizeSlim(const float* w, int64_t rows, int64_t cols, const do
         if (b < 2 || b > 4) throw ArgumentError(name + ": slim group width outside 2..4 bits");
     checkInputs(w, rows, cols, o, name);
     const SingleThreadIf oneThread(rows * cols < (int64_t(1) << 16));
-    SlimQuantiser q(groupBits, rows, cols, g, o.staticGroups, name);
+    if (sqc.enabled && !(sqc.lambda >= 0))
+        throw ArgumentError(name + ": slim: SQC's lambda must be >= 0");
+    SlimQuantiser q(groupBits, rows, cols, g, o.staticGroups, sqc, name);
     // The layout has no column order: groups stay contiguous in the original order.
     const GptqStats st = runContiguousGroups(w, rows, cols, Hp, o, q, name);
     GptqResult res;

@@ -52,6 +52,13 @@ struct GptqOptions {
     bool staticGroups = false;                 ///< recipe "static_groups"
     GptqGroups groups = GptqGroups::Reference; ///< recipe "groups": "reference" | "updated"
     bool referenceSymGrid = true;              ///< recipe "sym_grid": "reference" | "rtn"
+    /// Atom's outlier columns (not a recipe key; gptqQuantize only): the last keepTrailing
+    /// columns are not quantised. The loop (and act order) covers the other columns, their grids
+    /// (groups, channel, tensor) come from those columns alone, and the trailing columns absorb
+    /// the lazy block updates of every processed column (efeslab/Atom gptq.py with n_out).
+    /// GptqResult::kept returns their final values; their codes in the packed tensor are those
+    /// of 0 on their group's grid (the caller stores them another way).
+    int64_t keepTrailing = 0;
 };
 
 /// The options of a recipe's weight section (damp, act_order, block_size, static_groups, groups,
@@ -66,6 +73,8 @@ struct GptqResult {
     PackedTensor packed;
     double damp = 0;         ///< the dampening factor finally used
     int64_t deadColumns = 0; ///< input channels that were always zero
+    /// With keepTrailing = n: the n trailing columns after GPTQ's updates, [rows, n] row-major.
+    std::vector<float> kept;
 };
 
 /// `w` row-major [rows, cols]; `H` the cols x cols Gram XᵀX (row-major, symmetric). Formats int,
@@ -93,13 +102,31 @@ GptqGgufResult gptqQuantizeGguf(const float* w, int64_t rows, int64_t cols, cons
                                 DType type, const float* importance, const GptqOptions& o,
                                 const std::string& name);
 
+/// SliM-LLM's salience-determined quantizer calibration (SQC; the reference's
+/// mixed_quantizer.py Quantizer.fit): the grid of each (row, group) is the reference
+/// Quantizer's asymmetric grid of (p·xmin, p·xmax) for the p in {1, 1 + 0.002 k, 1 − 0.002 k :
+/// k = 1..50} that minimises Σ_non-salient |ŵ − w|^2.4 + λ Σ_salient |ŵ − w|^2.4 over the row's
+/// elements of the group (the first p wins ties; candidates scored on their stored grids). The
+/// salient elements: sensitivity w² / d_j² (d_j the diagonal of H⁻¹'s upper Cholesky factor, as
+/// GPTQ uses it) at least the smallest sensitivity whose z-score over the group's rows × columns
+/// exceeds 2 in magnitude (none when no element does). The reference's default λ is 1, with
+/// which the split does not matter.
+struct SlimSqc {
+    bool enabled = false;
+    double lambda = 1.0;
+};
+
+/// A slim weight section's SQC settings: "sqc" (default true), "sqc_lambda" (default 1).
+SlimSqc slimSqcFromJson(const nlohmann::json& weight);
+
 /// SliM-LLM's GPTQ step: GPTQ with column group gi (s.groupSize columns, contiguous in the
 /// original order, also with act_order) at groupBits[gi] ∈ {2, 3, 4} bits on the reference
 /// Quantizer's asymmetric grid (scale f16 rounded up, zero point from it), chosen when the loop
 /// first reaches the group (o.groups / static_groups as for int groups); the result in the slim
 /// layout (compact_formats.h). groupBits usually from slimChooseAllocation.
+/// With sqc.enabled the group grids come from SQC (above) instead.
 GptqResult gptqQuantizeSlim(const float* w, int64_t rows, int64_t cols, const double* H,
                             const WeightSettings& s, const std::vector<uint8_t>& groupBits,
-                            const GptqOptions& o, const std::string& name);
+                            const GptqOptions& o, const std::string& name, const SlimSqc& sqc = {});
 
 } // namespace lcw::compress

@@ -78,21 +78,33 @@ bool usesFpInputs(const LayerPlan& lp) {
     return lp.weight.method == WeightMethod::Awq && awqOptions(lp.weightJson).fpStats;
 }
 
-/// SmoothQuant's "stats" of the rule that set a layer's α: "fp" (default) or "compressed".
-bool smoothFpStats(const Recipe& r, int rule) {
-    if (rule < 0 || size_t(rule) >= r.rules.size()) return true;
-    const auto& q = r.rules[size_t(rule)].smoothquant;
-    return !(q && q->is_object() && q->value("stats", std::string("fp")) == "compressed");
-}
-
-/// SmoothQuant's "rule" of the rule that set a layer's α: "reference" (default, smooth_ln_fcs)
-/// or "ratio" (lcw's earlier (max|X|/max|W|)^α).
+/// SmoothQuant's "rule" of the rule that set a layer's α: "reference" (default, smooth_ln_fcs),
+/// "ratio" (lcw's earlier (max|X|/max|W|)^α) or "percentile" (DGQ's).
 SmoothQuantRule smoothRule(const Recipe& r, int rule) {
     if (rule < 0 || size_t(rule) >= r.rules.size()) return SmoothQuantRule::Reference;
     const auto& q = r.rules[size_t(rule)].smoothquant;
-    return q && q->is_object() && q->value("rule", std::string("reference")) == "ratio"
-               ? SmoothQuantRule::Ratio
-               : SmoothQuantRule::Reference;
+    const std::string name =
+        q && q->is_object() ? q->value("rule", std::string("reference")) : "reference";
+    return name == "ratio"        ? SmoothQuantRule::Ratio
+           : name == "percentile" ? SmoothQuantRule::Percentile
+                                  : SmoothQuantRule::Reference;
+}
+
+/// SmoothQuant's "stats" of the rule that set a layer's α: "fp" or "compressed"; the default is
+/// the reference's: "fp" (smoothquant's get_act_scales on the model), "compressed" for DGQ's
+/// percentile rule (its statistics come through the blocks quantised before).
+bool smoothFpStats(const Recipe& r, int rule) {
+    if (rule < 0 || size_t(rule) >= r.rules.size()) return true;
+    const auto& q = r.rules[size_t(rule)].smoothquant;
+    const std::string def =
+        smoothRule(r, rule) == SmoothQuantRule::Percentile ? "compressed" : "fp";
+    return !(q && q->is_object()) || q->value("stats", def) == "fp";
+}
+
+const char* smoothRuleName(SmoothQuantRule r) {
+    return r == SmoothQuantRule::Ratio        ? "ratio"
+           : r == SmoothQuantRule::Percentile ? "percentile"
+                                              : "reference";
 }
 
 OmniQuantOptions omniOptions(const nlohmann::json& w) {
@@ -355,9 +367,10 @@ LayerReport planReport(const LayerPlan& lp) {
     return lr;
 }
 
-/// Step 1: SmoothQuant on the norm-fed inputs.
+/// Step 1: SmoothQuant on the norm-fed inputs (and, with DGQ's percentile rule, on the down
+/// projection's input, folded into the up projection's rows).
 void smoothQuantBlock(const CalibratedRun& run, BlockWork& w) {
-    for (const std::string kind : {"attn.q", "mlp.gate", "mlp.up"}) {
+    for (const std::string kind : {"attn.q", "mlp.gate", "mlp.up", "mlp.down"}) {
         const std::string lead = w.bname + "." + kind;
         FoldSite site;
         std::string why;
@@ -367,6 +380,9 @@ void smoothQuantBlock(const CalibratedRun& run, BlockWork& w) {
         for (const auto& l : site.linears)
             if (run.P.smooth.count(l)) alpha = run.P.smooth.at(l);
         if (!alpha) continue;
+        if (kind == "mlp.down" &&
+            smoothRule(run.recipe, alpha->second) != SmoothQuantRule::Percentile)
+            continue; // SmoothQuant's reference smooths the norm-fed inputs only
         w.sitesDone.insert(site.kind + "_sq");
         std::vector<const float*> ws;
         std::vector<int64_t> rows;
@@ -381,14 +397,14 @@ void smoothQuantBlock(const CalibratedRun& run, BlockWork& w) {
                                          alpha->first, sqRule);
         w.scaleInputs(site, s);
         for (const auto& l : site.linears) {
-            w.details[l]["smoothquant_alpha"] = alpha->first;
+            if (sqRule != SmoothQuantRule::Percentile)
+                w.details[l]["smoothquant_alpha"] = alpha->first;
             w.details[l]["smoothquant_stats"] = fp ? "fp" : "compressed";
-            w.details[l]["smoothquant_rule"] =
-                sqRule == SmoothQuantRule::Ratio ? "ratio" : "reference";
+            w.details[l]["smoothquant_rule"] = smoothRuleName(sqRule);
         }
     }
     for (const auto& [l, a] : run.P.smooth) {
-        if (blockIndex(l) != w.b || w.details[l].contains("smoothquant_alpha")) continue;
+        if (blockIndex(l) != w.b || w.details[l].contains("smoothquant_rule")) continue;
         w.details[l]["note"] = "smoothquant: not applied (no foldable norm before this layer)";
     }
 }
@@ -994,9 +1010,12 @@ PackedTensor quantiseWithMethod(const CalibratedRun& run, BlockWork& w, const La
             const std::vector<uint8_t> alloc = slimChooseAllocation(
                 Wq.data(), lp.rows, lp.cols, lp.weight, H.data(), nullptr, lp.name);
             const GptqOptions go = gptqOptions(lp.weightJson);
+            const SlimSqc sqc = slimSqcFromJson(lp.weightJson);
             GptqResult g = gptqQuantizeSlim(Wq.data(), lp.rows, lp.cols, H.data(), lp.weight, alloc,
-                                            go, lp.name);
+                                            go, lp.name, sqc);
             det["quantiser"] = "gptq";
+            det["sqc"] = sqc.enabled;
+            if (sqc.enabled) det["sqc_lambda"] = sqc.lambda;
             det["damp"] = g.damp;
             det["act_order"] = go.actOrder;
             det["block_size"] = go.blockSize;
@@ -1028,13 +1047,16 @@ PackedTensor quantiseWithMethod(const CalibratedRun& run, BlockWork& w, const La
 
 /// Atom (Zhao et al. 2023) on the weight side: the outlier columns `outl` are moved after the
 /// normal columns (the normal ones keep their order), the normal columns are quantised with the
-/// layer's settings and method (RTN, or GPTQ on the Gram permuted the same way, outlier columns
-/// decoupled) so that groups are consecutive normal channels, the reordering is stored as the
-/// packed tensor's column order, and the outlier columns get 8-bit codes with a scale per row.
+/// layer's settings and method so that groups are consecutive normal channels, the reordering is
+/// stored as the packed tensor's column order, and the outlier columns get 8-bit codes with a
+/// scale per row. RTN: the outlier columns are zero in the normal format's groups and rounded
+/// from their original values. GPTQ (efeslab/Atom gptq.py): on the full Gram permuted the same
+/// way, the loop quantises the normal columns (grids from normal columns only) and its updates
+/// reach the outlier columns, which are then rounded to 8 bits from their updated values.
 PackedTensor atomQuantize(const LayerPlan& lp, const std::vector<float>& W, const LinearInputs& in,
                           const std::vector<float>* sc, const std::vector<int32_t>& outl,
                           json& det) {
-    const int64_t rows = lp.rows, cols = lp.cols;
+    const int64_t rows = lp.rows, cols = lp.cols, no = int64_t(outl.size());
     std::vector<uint8_t> isOut(size_t(cols), 0);
     for (int32_t j : outl) isOut[size_t(j)] = 1;
     std::vector<int32_t> perm;
@@ -1042,16 +1064,20 @@ PackedTensor atomQuantize(const LayerPlan& lp, const std::vector<float>& W, cons
     for (int64_t j = 0; j < cols; ++j)
         if (!isOut[size_t(j)]) perm.push_back(int32_t(j));
     perm.insert(perm.end(), outl.begin(), outl.end());
+    const bool gptq = lp.weight.method == WeightMethod::Gptq;
     std::vector<float> Wp(size_t(rows * cols));
     for (int64_t r = 0; r < rows; ++r)
         for (int64_t k = 0; k < cols; ++k) {
             const int32_t j = perm[size_t(k)];
-            Wp[size_t(r * cols + k)] = isOut[size_t(j)] ? 0.0f : W[size_t(r * cols + j)];
+            Wp[size_t(r * cols + k)] = isOut[size_t(j)] && !gptq ? 0.0f : W[size_t(r * cols + j)];
         }
     PackedTensor packed;
-    if (lp.weight.method == WeightMethod::Gptq) {
-        const GptqOptions go = gptqOptions(lp.weightJson);
-        const std::vector<double> H = layerGram(in, cols, sc, outl);
+    // The weights the outlier columns are rounded from.
+    std::vector<float> Wout = W;
+    if (gptq) {
+        GptqOptions go = gptqOptions(lp.weightJson);
+        go.keepTrailing = no;
+        const std::vector<double> H = layerGram(in, cols, sc, {});
         std::vector<double> Hp(H.size());
         for (int64_t a = 0; a < cols; ++a)
             for (int64_t b = 0; b < cols; ++b)
@@ -1059,9 +1085,13 @@ PackedTensor atomQuantize(const LayerPlan& lp, const std::vector<float>& W, cons
                     H[size_t(perm[size_t(a)]) * size_t(cols) + size_t(perm[size_t(b)])];
         GptqResult g = gptqQuantize(Wp.data(), rows, cols, Hp.data(), lp.weight, go, lp.name);
         packed = std::move(g.packed);
+        for (int64_t r = 0; r < rows; ++r)
+            for (int64_t k = 0; k < no; ++k)
+                Wout[size_t(r * cols + outl[size_t(k)])] = g.kept[size_t(r * no + k)];
         det["damp"] = g.damp;
         det["act_order"] = go.actOrder;
         det["dead_columns"] = g.deadColumns;
+        det["atom_outliers_absorb_gptq_error"] = true;
     } else {
         // (no importance: it steers only the GGUF types, which Atom layers cannot use)
         packed = quantize(Wp.data(), rows, cols, lp.weight, lp.name);
@@ -1072,8 +1102,8 @@ PackedTensor atomQuantize(const LayerPlan& lp, const std::vector<float>& W, cons
         order[size_t(k)] =
             perm[size_t(packed.colOrder.empty() ? int32_t(k) : packed.colOrder[size_t(k)])];
     packed.colOrder = std::move(order);
-    quantizeOutlierColumns8(packed, W.data(), rows, cols, outl, lp.name);
-    det["atom_outlier_columns"] = int64_t(outl.size());
+    quantizeOutlierColumns8(packed, Wout.data(), rows, cols, outl, lp.name);
+    det["atom_outlier_columns"] = no;
     det["atom_outlier_bits"] = 8;
     return packed;
 }

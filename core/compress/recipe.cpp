@@ -134,7 +134,7 @@ void validateWeight(const json& w, int rule) {
                   "let",          "lr_let",     "let_shift",     "true_sequential",
                   "outliers_pct", "avg_bits",   "affine",        "lr_w",
                   "lr_q",         "e2e_epochs", "lr_e2e",        "gptq",
-                  "sensitivity"},
+                  "sensitivity",  "sqc",        "sqc_lambda"},
               rule, "weight.");
     // EfficientQAT's learning rates and E2E-QP epochs.
     if (w.contains("lr_w")) numField(w["lr_w"], rule, "weight.lr_w", 0.0, 1.0);
@@ -145,6 +145,8 @@ void validateWeight(const json& w, int rule) {
     if (w.contains("outliers_pct")) numField(w["outliers_pct"], rule, "weight.outliers_pct", 0, 10);
     if (w.contains("avg_bits")) numField(w["avg_bits"], rule, "weight.avg_bits", 2, 4);
     if (w.contains("gptq")) boolField(w["gptq"], rule, "weight.gptq");
+    if (w.contains("sqc")) boolField(w["sqc"], rule, "weight.sqc");
+    if (w.contains("sqc_lambda")) numField(w["sqc_lambda"], rule, "weight.sqc_lambda", 0, 1e6);
     if (w.contains("sensitivity"))
         strField(w["sensitivity"], rule, "weight.sensitivity", {"gram", "fisher"});
     if (w.contains("true_sequential"))
@@ -242,7 +244,15 @@ void validateSmoothQuant(const json& q, int rule) {
     if (!q.is_object()) fail(rule, "smoothquant", "expected an object or null, got " + q.dump());
     checkKeys(q, {"alpha", "stats", "rule"}, rule, "smoothquant.");
     if (q.contains("stats")) strField(q["stats"], rule, "smoothquant.stats", {"fp", "compressed"});
-    if (q.contains("rule")) strField(q["rule"], rule, "smoothquant.rule", {"reference", "ratio"});
+    if (q.contains("rule"))
+        strField(q["rule"], rule, "smoothquant.rule", {"reference", "ratio", "percentile"});
+    if (q.value("rule", std::string()) == "percentile") { // DGQ's: no migration strength
+        if (q.contains("alpha"))
+            fail(rule, "smoothquant.alpha",
+                 "does not apply to rule percentile (DGQ's smoothing scales the loudest channels "
+                 "down to a percentile of the activation ranges)");
+        return;
+    }
     if (!q.contains("alpha")) fail(rule, "smoothquant.alpha", "missing");
     numField(q["alpha"], rule, "smoothquant.alpha", 0.0, 1.0);
 }
@@ -1254,7 +1264,7 @@ void addCompactPresets(std::vector<Preset>& v) {
                           {"activation", {{"bits", 8}, {"mode", "dynamic_per_token"}}}})});
     v.push_back({"W2.5-SliM",
                  "SliM-LLM: 2/3/4-bit asym column groups of 32 at 2.5 bits on average, salient "
-                 "groups wider, quantised by GPTQ (needs --calib)",
+                 "groups wider, quantised by GPTQ on SQC grids (needs --calib)",
                  weightOnly("W2.5-SliM", "SliM-LLM 2.5-bit average, groups of 32",
                             {{"method", "slim"},
                              {"avg_bits", 2.5},
@@ -1562,8 +1572,9 @@ MergedSections mergeRules(const Recipe& r, LayerPlan& lp, Plan& plan) {
         mergeSection(m.outl, m.outlRule, rule.outliers, int(i));
         mergeSection(m.asp, m.aspRule, rule.activationSparsity, int(i));
         if (rule.smoothquant) {
+            // (DGQ's percentile rule has no α: 0 marks the layer as smoothed)
             lp.smoothAlpha =
-                rule.smoothquant->is_null() ? -1.0 : (*rule.smoothquant)["alpha"].get<double>();
+                rule.smoothquant->is_null() ? -1.0 : rule.smoothquant->value("alpha", 0.0);
             lp.smoothRule = rule.smoothquant->is_null() ? -1 : int(i);
         }
     }
@@ -1739,8 +1750,12 @@ void resolveCompact(LayerPlan& lp, const json& w, const FieldOrigin& org, Plan& 
         fail(org("outliers_pct"), "weight.outliers_pct", "goes with method squeezellm, not " + m);
     if (w.contains("avg_bits") && s.method != WeightMethod::Slim)
         fail(org("avg_bits"), "weight.avg_bits", "goes with method slim, not " + m);
-    if (w.contains("gptq") && s.method != WeightMethod::Slim)
-        fail(org("gptq"), "weight.gptq", "goes with method slim, not " + m);
+    for (const char* k : {"gptq", "sqc", "sqc_lambda"})
+        if (w.contains(k) && s.method != WeightMethod::Slim)
+            fail(org(k), std::string("weight.") + k, "goes with method slim, not " + m);
+    if (w.contains("sqc") && w["sqc"].get<bool>() && !slimUsesGptq(w))
+        fail(org("sqc"), "weight.sqc",
+             "SQC chooses the grids of slim's GPTQ step: it needs \"gptq\": true");
     if (w.contains("sensitivity") && s.method != WeightMethod::SqueezeLlm)
         fail(org("sensitivity"), "weight.sensitivity", "goes with method squeezellm, not " + m);
     if (s.format != WeightFormat::Int)
@@ -1791,7 +1806,8 @@ void resolveWeight(LayerPlan& lp, MergedSections& m, const PlanOptions& opts, Pl
     } else if (methodIsGguf(s.method)) {
         applyGgufMethod(lp, org, plan);
     } else if (methodIsCompact(s.method) || w.contains("outliers_pct") || w.contains("avg_bits") ||
-               w.contains("gptq") || w.contains("sensitivity")) {
+               w.contains("gptq") || w.contains("sensitivity") || w.contains("sqc") ||
+               w.contains("sqc_lambda")) {
         resolveCompact(lp, w, org, plan);
     } else {
         if (s.method == WeightMethod::EfficientQat && s.format != WeightFormat::Int)

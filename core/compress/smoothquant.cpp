@@ -13,6 +13,19 @@ std::vector<float> smoothQuantScales(const std::vector<float>& xAbsMax,
                                      SmoothQuantRule rule) {
     if (int64_t(xAbsMax.size()) != cols || weights.size() != rows.size())
         throw ArgumentError("SmoothQuant: statistic and weight sizes do not match");
+    if (rule == SmoothQuantRule::Percentile) {
+        if (cols <= 0) return {};
+        // maxsv, inds = act_scales.sort(); basl = int(len * 0.005 + 1.5); baseline = maxsv[-basl]
+        std::vector<float> sorted = xAbsMax;
+        std::sort(sorted.begin(), sorted.end());
+        const int64_t k = std::min<int64_t>(cols, int64_t(double(cols) * 0.005 + 1.5));
+        const float b = sorted[size_t(cols - k)];
+        std::vector<float> s(size_t(cols), 1.0f);
+        if (b < 1e-4f) return s;
+        for (int64_t j = 0; j < cols; ++j)
+            if (xAbsMax[size_t(j)] > b) s[size_t(j)] = xAbsMax[size_t(j)] / b;
+        return s;
+    }
     if (!(alpha >= 0 && alpha <= 1))
         throw ArgumentError("SmoothQuant: alpha must be in [0, 1], got " + std::to_string(alpha));
     std::vector<float> wmax(size_t(cols), 0.0f);

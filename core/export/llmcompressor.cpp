@@ -561,9 +561,20 @@ private:
     /// SmoothQuantModifier's arguments: one strength for the model (empty without SmoothQuant).
     YAML::Node smoothQuantArgs() {
         YAML::Node smooth;
-        if (m_plan.smooth.empty()) return smooth;
         std::map<double, int> count;
-        for (const auto& [name, a] : m_plan.smooth) ++count[a.first];
+        int smoothed = 0;
+        for (const auto& [name, a] : m_plan.smooth) {
+            const auto& q = m_recipe.rules[size_t(a.second)].smoothquant;
+            if (q && q->is_object() && q->value("rule", std::string()) == "percentile") {
+                notExpr("DGQ's percentile smoothing: llm-compressor's SmoothQuantModifier has no "
+                        "such rule; left out",
+                        name);
+                continue;
+            }
+            ++count[a.first];
+            ++smoothed;
+        }
+        if (count.empty()) return smooth;
         double alpha = count.begin()->first;
         for (const auto& [a, c] : count)
             if (c > count[alpha]) alpha = a;
@@ -580,11 +591,10 @@ private:
                 compress::isTargetable(t.name, &explicitOnly);
                 if (!explicitOnly) ++targetable;
             }
-        if (int(m_plan.smooth.size()) < targetable)
+        if (smoothed < targetable)
             approx("SmoothQuant on part of the model: llm-compressor's default mappings smooth "
                    "every block's attention and MLP inputs",
-                   std::to_string(m_plan.smooth.size()) + " of " + std::to_string(targetable) +
-                       " layers");
+                   std::to_string(smoothed) + " of " + std::to_string(targetable) + " layers");
         return smooth;
     }
 
