@@ -439,6 +439,22 @@ private slots:
                     ++cases;
                 }
         QCOMPARE(cases, 8);
+        {
+            // static_groups with a group of kept columns only: every grid is defined (the kept
+            // group's from zeros), the normal columns' codes are those of the static grids.
+            const int64_t cols = 52;
+            const std::vector<float> w = gptqref::randomWeights(rows * cols, 8);
+            const std::vector<double> H = gptqref::randomGram(cols, 9);
+            WeightSettings s;
+            s.bits = 4, s.symmetric = false, s.method = WeightMethod::Gptq;
+            s.granularity = Granularity::Group, s.groupSize = 16;
+            GptqOptions o;
+            o.staticGroups = true;
+            o.keepTrailing = keep;
+            const GptqResult res = gptqQuantize(w.data(), rows, cols, H.data(), s, o, "t");
+            for (const float v : dequantize(res.packed, "t")) QVERIFY(std::isfinite(v));
+            for (const uint16_t sc : res.packed.scales) QVERIFY(f16ToF32(sc) > 0);
+        }
         // Kept columns are for int grids: SliM and GGUF refuse them; at least one column is
         // quantised.
         const std::vector<float> w = gptqref::randomWeights(4 * 32, 1);

@@ -259,10 +259,14 @@ public:
             for (int64_t r = 0; r < m_rows; ++r)
                 m_grids[size_t(r)] = grid(float(W.row(r).minCoeff()), float(W.row(r).maxCoeff()));
         } else if (m_static) {
-            // W may end before m_cols (kept trailing columns: their groups start later).
+            // W may end before m_cols (kept trailing columns, which stay out of the grids; a
+            // group of kept columns only gets the grid of zeros).
             const int64_t gl = std::min(m_s.groupSize, m_cols), wc = W.cols();
-            for (int64_t gi = 0; gi < m_gpr && gi * gl < wc; ++gi)
-                startGroup(gi, W.middleCols(gi * gl, std::min(wc, gi * gl + gl) - gi * gl));
+            for (int64_t gi = 0; gi < m_gpr; ++gi)
+                startGroup(gi,
+                           gi * gl < wc
+                               ? MatD(W.middleCols(gi * gl, std::min(wc, gi * gl + gl) - gi * gl))
+                               : MatD::Zero(m_rows, std::min(m_cols, gi * gl + gl) - gi * gl));
         }
     }
     void startGroup(int64_t gi, const MatD& vals) override {
