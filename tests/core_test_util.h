@@ -1,6 +1,7 @@
 #pragma once
 // Helpers of the core tests that build recipes and compare sessions (no Qt).
 #include "core/compress/recipe.h"
+#include "core/runtime/cpu/kernels.h"
 #include "core/runtime/session.h"
 
 #include <nlohmann/json.hpp>
@@ -21,6 +22,13 @@ inline std::string J(std::string s) {
 /// A recipe from single-quoted JSON (J()).
 inline lcw::compress::Recipe recipeFromQuoted(const std::string& text) {
     return lcw::compress::Recipe::fromJson(nlohmann::json::parse(J(text)));
+}
+
+/// A tensor's values as floats (any dtype), row-major.
+inline std::vector<float> tensorFloats(const lcw::TensorView& t) {
+    std::vector<float> v(size_t(t.numel()));
+    lcw::kernels::dequantizeRows(t, 0, t.rows(), v.data());
+    return v;
 }
 
 /// Whether two weight sources (an overlay and its saved-and-reloaded copy) give identical,

@@ -15,7 +15,6 @@
 #include "core/compress/quantizer.h"
 #include "core/compress/recipe.h"
 #include "core/compress/smoothquant.h"
-#include "core/io/quants.h"
 #include "core/model/model.h"
 #include "core/runtime/session.h"
 #include "core_test_util.h"
@@ -456,13 +455,7 @@ private slots:
         const std::vector<float> want = reference(a);
         QCOMPARE(std::count_if(want.begin(), want.end(), [](float v) { return v > 1; }),
                  std::ptrdiff_t(1));
-        auto floats = [&](const std::string& name) {
-            const TensorView& t = m->get(name);
-            std::vector<float> x(size_t(t.numel()));
-            for (int64_t rr = 0; rr < t.rows(); ++rr)
-                dequantizeRow(t.dtype, t.row(rr), x.data() + rr * t.cols(), t.cols());
-            return x;
-        };
+        auto floats = [&](const std::string& name) { return lcwtest::tensorFloats(m->get(name)); };
         const std::vector<float> up = floats("layers.1.mlp.up"), down = floats("layers.1.mlp.down");
         const std::vector<float> up1 = res.model->compressed("layers.1.mlp.up")->values();
         const std::vector<float> down1 = res.model->compressed("layers.1.mlp.down")->values();

@@ -11,6 +11,7 @@
 #include "core/io/quants.h"
 #include "core/model/model.h"
 #include "core/runtime/session.h"
+#include "core_test_util.h"
 #include "test_util.h"
 
 #include <Eigen/Dense>
@@ -408,13 +409,7 @@ private slots:
         // and v, and the model computes the same function.
         const auto sq0 =
             run(*m, recipeOf({{"targets", {"*"}}, {"smoothquant", {{"alpha", 0.0}}}}), cal);
-        auto floats = [&](const std::string& name) {
-            const TensorView& t = m->get(name);
-            std::vector<float> x(size_t(t.numel()));
-            for (int64_t r = 0; r < t.rows(); ++r)
-                dequantizeRow(t.dtype, t.row(r), x.data() + r * t.cols(), t.cols());
-            return x;
-        };
+        auto floats = [&](const std::string& name) { return lcwtest::tensorFloats(m->get(name)); };
         {
             const auto g = floats("layers.1.attn_norm");
             const auto g0 = sq0.model->compressed("layers.1.attn_norm")->values();
@@ -449,7 +444,8 @@ private slots:
                 for (size_t j = 0; j < g.size(); ++j) QCOMPARE(g0[j], g[j]);
             }
             QCOMPARE(r0.model->compressed("layers.1.attn.q") == nullptr ||
-                         r0.model->compressed("layers.1.attn.q")->values() == floats("layers.1.attn.q"),
+                         r0.model->compressed("layers.1.attn.q")->values() ==
+                             floats("layers.1.attn.q"),
                      true);
         }
         // α = 0.5 with float weights: the same function.
