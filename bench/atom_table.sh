@@ -21,6 +21,8 @@ source bench/lcw_cli.sh
 W4G="\"weight\": {\"bits\": 4, \"symmetric\": false, \"granularity\": \"group\", \"group_size\": $GROUP"
 A4G="\"activation\": {\"bits\": 4, \"mode\": \"dynamic_per_token\", \"group_size\": $GROUP}"
 OUT="\"outliers\": {\"count\": $COUNT, \"bits\": 8}"
+# Atom's own ranking of the outlier channels: Σ x² (its "hessian" metric) instead of abs-max
+OUTS="\"outliers\": {\"count\": $COUNT, \"bits\": 8, \"select\": \"sum_sq\"}"
 KV4="\"kv\": {\"k_bits\": 4, \"v_bits\": 4, \"group_size\": $HEAD}"
 
 
@@ -29,4 +31,6 @@ eval_lines --recipe "$(recipe w4a4-groups "$W4G}, $A4G")" \
   --recipe "$(recipe w4a4-atom-gptq "$W4G, \"method\": \"gptq\"}, $A4G, $OUT")" \
   --recipe "$(recipe w4a4kv4-atom-rtn "$W4G}, $A4G, $OUT, $KV4")" \
   --recipe "$(recipe w4a4kv4-atom-gptq "$W4G, \"method\": \"gptq\"}, $A4G, $OUT, $KV4")" \
+  --recipe "$(recipe w4a4-atom-gptq-sumsq "$W4G, \"method\": \"gptq\"}, $A4G, $OUTS")" \
+  --recipe "$(recipe w4a4kv4-atom-gptq-sumsq "$W4G, \"method\": \"gptq\"}, $A4G, $OUTS, $KV4")" \
   --calib "$CALIB" --samples 128 --seq-len 256

@@ -20,6 +20,8 @@
 #include "core/runtime/cpu/kernels.h"
 #include "core/runtime/quant_runtime.h"
 #include "core/runtime/session.h"
+#include "core/stats/activation_stats.h"
+#include "core/tokenizer/tokenizer.h"
 #include "core_test_util.h"
 #include "gptq_reference.h"
 #include "test_util.h"
@@ -30,8 +32,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <fstream>
 #include <numeric>
 #include <random>
+#include <sstream>
 
 using namespace lcw;
 using namespace lcw::compress;
@@ -144,14 +148,30 @@ std::vector<float> randomRows(int64_t n, int64_t cols, unsigned seed,
 }
 
 /// The demo-model Atom recipe (the paper's scheme scaled to 64-wide layers).
-std::string atomRecipe(const std::string& method, int count, int group) {
+std::string atomRecipe(const std::string& method, int count, int group,
+                       const std::string& select = "") {
     return "{'lcw_recipe': 1, 'name': 'atom', 'rules': [{'targets': ['*'], "
            "'weight': {'bits': 4, 'symmetric': false, 'granularity': 'group', 'group_size': " +
            std::to_string(group) + ", 'method': '" + method +
            "'}, 'activation': {'bits': 4, 'group_size': " + std::to_string(group) +
-           "}, 'outliers': {'count': " + std::to_string(count) +
-           ", 'bits': 8}, 'kv': {'k_bits': 4, 'v_bits': 4, 'group_size': 8}}]}";
+           "}, 'outliers': {'count': " + std::to_string(count) + ", 'bits': 8" +
+           (select.empty() ? "" : ", 'select': '" + select + "'") +
+           "}, 'kv': {'k_bits': 4, 'v_bits': 4, 'group_size': 8}}]}";
 }
+
+/// Σ x² per input channel of the named linears, accumulated in double (Atom's "hessian" metric).
+class SumSqObserver final : public Observer {
+public:
+    void onLinearInput(int, LinearRole, const std::string& name, const float* x, int64_t n,
+                       int64_t dim) override {
+        auto& q = sum[name];
+        if (q.empty()) q.assign(size_t(dim), 0.0);
+        for (int64_t t = 0; t < n; ++t)
+            for (int64_t c = 0; c < dim; ++c)
+                q[size_t(c)] += double(x[t * dim + c]) * x[t * dim + c];
+    }
+    std::map<std::string, std::vector<double>> sum;
+};
 
 std::vector<float> logitsOf(const WeightSource& w) {
     const std::vector<int32_t> ids = {1, 5, 9, 23, 40, 7, 3, 11, 60, 2};
@@ -385,6 +405,65 @@ private slots:
             QVERIFY(lcwtest::sameFiniteLogits(*res.model, *back));
             QVERIFY(back->runtimeQuant()->activations == res.model->runtimeQuant()->activations);
         }
+    }
+
+    void sumSqSelectsAtomsHessianChannels() {
+        // "select": "sum_sq" ranks the outlier channels by Σ x² over the activation calibration
+        // (Atom's default act_sort_metric "hessian": diag(XᵀX)), for the activations and the
+        // weight columns alike. Reference: the calibration windows (consecutive windows of
+        // seqLen tokens of the calibration text, as many as samples) run through the model with
+        // an observer written here.
+        auto m = Model::load(lcwtest::demoModelPath());
+        const CalibrationSet cal = loadCalibration(*m, "", {4, 64});
+        NullProgress np;
+        CompressOptions co;
+        co.calibration = &cal;
+        const int count = 4, group = 16;
+        const CompressResult res = compress::compress(
+            *m, lcwtest::recipeFromQuoted(atomRecipe("gptq", count, group, "sum_sq")), np, co);
+        QVERIFY(res.model);
+        std::ifstream in(stats::builtinCalibrationPath(), std::ios::binary);
+        std::stringstream ss;
+        ss << in.rdbuf();
+        const std::vector<int32_t> ids = m->tokenizer().encode(ss.str(), true);
+        const int64_t L = std::min<int64_t>(co.activationCalibration.seqLen, m->spec().maxSeq);
+        const int64_t nSeq =
+            std::min<int64_t>(co.activationCalibration.samples, int64_t(ids.size()) / L);
+        QVERIFY(nSeq >= 1);
+        SessionOptions so;
+        so.contextLength = L;
+        Session session(*m, so);
+        SumSqObserver obs;
+        session.addObserver(&obs);
+        std::vector<float> logits;
+        for (int64_t i = 0; i < nSeq; ++i) {
+            session.reset();
+            session.forward(std::span<const int32_t>(ids.data() + i * L, size_t(L)), logits);
+        }
+        int differ = 0;
+        for (const char* name : {"layers.0.attn.q", "layers.1.mlp.down", "layers.3.attn.o"}) {
+            const std::vector<int32_t> want = refTopChannels(obs.sum.at(name), count);
+            QCOMPARE(res.model->runtimeQuant()->activation(name)->outlierChannels, want);
+            QCOMPARE(res.model->compressed(name)->packed.outlierCols, want);
+            const auto am = calibrateInputAbsMax(*m, {name}, co.activationCalibration, np);
+            const std::vector<double> a(am.at(name).begin(), am.at(name).end());
+            differ += refTopChannels(a, count) != want;
+        }
+        QVERIFY2(differ > 0, "sum_sq picked the abs-max channels everywhere: nothing tested");
+        // The key: sum_sq or absmax, with count only.
+        auto field = [](const std::string& o) -> std::string {
+            try {
+                lcwtest::recipeFromQuoted("{'lcw_recipe': 1, 'rules': [{'targets': ['*'], "
+                                          "'outliers': " +
+                                          o + "}]}");
+            } catch (const RecipeError& e) {
+                return e.field();
+            }
+            return "";
+        };
+        QCOMPARE(field("{'count': 4, 'bits': 8, 'select': 'l2'}"), std::string("outliers.select"));
+        QCOMPARE(field("{'threshold': 6, 'select': 'sum_sq'}"), std::string("outliers.select"));
+        QCOMPARE(field("{'count': 4, 'select': 'absmax'}"), std::string());
     }
 
     void gptqOutlierColumnsAbsorbErrorAsAtom() {

@@ -233,9 +233,25 @@ public:
         for (int64_t t = 0; t < n; ++t)
             for (int64_t c = 0; c < dim; ++c)
                 m[size_t(c)] = std::max(m[size_t(c)], std::fabs(x[t * dim + c]));
+        auto& q = m_sumSq[name];
+        if (q.empty()) q.assign(size_t(dim), 0.0);
+        for (int64_t t = 0; t < n; ++t)
+            for (int64_t c = 0; c < dim; ++c)
+                q[size_t(c)] += double(x[t * dim + c]) * double(x[t * dim + c]);
     }
     std::map<std::string, std::vector<float>> m_max;
+    std::map<std::string, std::vector<double>> m_sumSq; ///< Σ x² per channel
 };
+
+/// The per-channel score that ranks a linear's outlier channels (outlierChannelsOf): the
+/// calibrated abs-max, or Σ x² with "select": "sum_sq". Null when not calibrated.
+const std::vector<float>* outlierScore(const OutlierSettings& o, const std::string& name,
+                                       const std::map<std::string, std::vector<float>>& absMax,
+                                       const std::map<std::string, std::vector<float>>& sumSq) {
+    const auto& m = o.sumSq ? sumSq : absMax;
+    const auto it = m.find(name);
+    return it == m.end() || it->second.empty() ? nullptr : &it->second;
+}
 
 std::string blockOf(const std::string& name) {
     if (name.rfind("layers.", 0) == 0) {
@@ -1262,7 +1278,8 @@ std::unique_ptr<CompressedModel> CompressedModel::load(const std::string& dir, c
 
 std::map<std::string, std::vector<float>>
 calibrateInputAbsMax(const Model& base, const std::vector<std::string>& names,
-                     const ActivationCalibration& opts, Progress& progress) {
+                     const ActivationCalibration& opts, Progress& progress,
+                     std::map<std::string, std::vector<float>>* sumSq) {
     const std::string path =
         opts.textFile.empty() ? stats::builtinCalibrationPath() : opts.textFile;
     if (!base.hasTokenizer())
@@ -1290,6 +1307,9 @@ calibrateInputAbsMax(const Model& base, const std::vector<std::string>& names,
         session.reset();
         session.forward(std::span<const int32_t>(ids.data() + i * L, size_t(L)), logits);
     }
+    if (sumSq)
+        for (const auto& [name, q] : obs.m_sumSq)
+            (*sumSq)[name] = std::vector<float>(q.begin(), q.end());
     return std::move(obs.m_max);
 }
 
@@ -1385,6 +1405,7 @@ void checkStagedPlan(const Plan& plan, bool staged) {
 bool calibrateActivationRanges(const Model& base, const Plan& plan, const CompressOptions& opts,
                                Progress& progress,
                                std::map<std::string, std::vector<float>>& absMax,
+                               std::map<std::string, std::vector<float>>& sumSq,
                                bool countedWeights = false) {
     std::vector<std::string> calibNames;
     for (const ActivationPlan& ap : plan.activations)
@@ -1416,14 +1437,15 @@ bool calibrateActivationRanges(const Model& base, const Plan& plan, const Compre
             std::string(isStatic ? "static_per_tensor scales" : "outlier channels") + " of " +
                 ap.name + " need calibration text, and the model has no tokenizer");
     }
-    absMax = calibrateInputAbsMax(base, calibNames, opts.activationCalibration, progress);
+    absMax = calibrateInputAbsMax(base, calibNames, opts.activationCalibration, progress, &sumSq);
     return !absMax.empty();
 }
 
 /// The runtime's activation quantisation of one linear: outlier channels and the static
 /// abs-max of the rest from the calibrated ranges (when there are any).
 ActQuantSpec activationSpec(const ActivationPlan& ap,
-                            const std::map<std::string, std::vector<float>>& absMax) {
+                            const std::map<std::string, std::vector<float>>& absMax,
+                            const std::map<std::string, std::vector<float>>& sumSq) {
     ActQuantSpec s;
     s.bits = ap.act.bits;
     s.perToken = ap.act.perToken;
@@ -1433,7 +1455,9 @@ ActQuantSpec activationSpec(const ActivationPlan& ap,
     auto it = absMax.find(ap.name);
     if (it != absMax.end() && !it->second.empty()) {
         const auto& m = it->second;
-        if (ap.outliers) s.outlierChannels = outlierChannelsOf(*ap.outliers, m);
+        if (ap.outliers)
+            if (const auto* score = outlierScore(*ap.outliers, ap.name, absMax, sumSq))
+                s.outlierChannels = outlierChannelsOf(*ap.outliers, *score);
         size_t o = 0;
         for (size_t c = 0; c < m.size(); ++c) {
             if (o < s.outlierChannels.size() && s.outlierChannels[o] == int32_t(c)) {
@@ -1448,10 +1472,11 @@ ActQuantSpec activationSpec(const ActivationPlan& ap,
 
 /// Runtime quantisation: activation specs and KV-cache specs.
 RuntimeQuant runtimeQuantOf(const Plan& plan,
-                            const std::map<std::string, std::vector<float>>& absMax) {
+                            const std::map<std::string, std::vector<float>>& absMax,
+                            const std::map<std::string, std::vector<float>>& sumSq) {
     RuntimeQuant rq;
     for (const ActivationPlan& ap : plan.activations)
-        rq.activations[ap.name] = activationSpec(ap, absMax);
+        rq.activations[ap.name] = activationSpec(ap, absMax, sumSq);
     for (const ActivationSparsityPlan& sp : plan.activationSparsity)
         rq.activations[sp.name].topk = float(sp.topk); // bits 16 when not also quantised
     for (const KvPlan& kp : plan.kv) {
@@ -1521,7 +1546,7 @@ static CompressResult compressImpl(const Model& base, const Recipe& recipe, Prog
     std::unique_ptr<CompressedModel> cm;
     // Outlier channels chosen by count (Atom): calibrated first, so that the weight columns and
     // the activation channels set apart are the same.
-    std::map<std::string, std::vector<float>> absMax;
+    std::map<std::string, std::vector<float>> absMax, sumSq;
     std::map<std::string, std::vector<int32_t>> counted;
     const bool early =
         calibrated && !staged &&
@@ -1529,14 +1554,14 @@ static CompressResult compressImpl(const Model& base, const Recipe& recipe, Prog
             return l.quantize && l.hasOutliers && l.outliers.byCount();
         });
     if (early) {
-        if (!calibrateActivationRanges(base, res.plan, opts, progress, absMax, true)) {
+        if (!calibrateActivationRanges(base, res.plan, opts, progress, absMax, sumSq, true)) {
             res.status = Status::Cancelled;
             return res;
         }
         for (const LayerPlan& lp : res.plan.layers)
             if (lp.quantize && lp.hasOutliers && lp.outliers.byCount())
-                if (const auto it = absMax.find(lp.name); it != absMax.end())
-                    counted[lp.name] = outlierChannelsOf(lp.outliers, it->second);
+                if (const auto* score = outlierScore(lp.outliers, lp.name, absMax, sumSq))
+                    counted[lp.name] = outlierChannelsOf(lp.outliers, *score);
         opts.outlierChannels = &counted;
     }
     if (calibrated && !staged) {
@@ -1556,11 +1581,11 @@ static CompressResult compressImpl(const Model& base, const Recipe& recipe, Prog
         }
     }
     // Activation ranges are calibrated where static scales or outlier channels are asked for.
-    if (!early && !calibrateActivationRanges(base, res.plan, opts, progress, absMax)) {
+    if (!early && !calibrateActivationRanges(base, res.plan, opts, progress, absMax, sumSq)) {
         res.status = Status::Cancelled;
         return res;
     }
-    cm->setRuntimeQuant(runtimeQuantOf(res.plan, absMax));
+    cm->setRuntimeQuant(runtimeQuantOf(res.plan, absMax, sumSq));
     // WKVQuant: the KV smoothing is searched on the compressed model (weights as stored).
     if (calibrateWkvQuant(base, res.plan, *cm, opts.calibration, progress, res.kvCalibration) ==
         Status::Cancelled) {

@@ -347,11 +347,13 @@ struct CompressResult {
 };
 
 /// Per-channel abs-max of the inputs of the linears `names`, [name] -> [in channels], from
-/// calibration text run through `base`. Throws Error when the model has no tokenizer or the text
-/// has fewer than two tokens. Cancelled: returns an empty map.
+/// calibration text run through `base`; with `sumSq`, also Σ x² per channel over the same tokens.
+/// Throws Error when the model has no tokenizer or the text has fewer than two tokens.
+/// Cancelled: returns an empty map.
 std::map<std::string, std::vector<float>>
 calibrateInputAbsMax(const Model& base, const std::vector<std::string>& names,
-                     const ActivationCalibration& opts, Progress& progress);
+                     const ActivationCalibration& opts, Progress& progress,
+                     std::map<std::string, std::vector<float>>* sumSq = nullptr);
 
 /// Applies a recipe's weight settings to `base` and resolves its activation / KV settings into
 /// the overlay's RuntimeQuant (calibrating when static scales or outliers are asked for). Throws

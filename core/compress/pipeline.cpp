@@ -878,8 +878,11 @@ std::vector<int32_t> outlierColumns(const CalibratedRun& run, const LayerPlan& l
                 it != run.opts.outlierChannels->end())
                 return it->second;
         std::vector<float> score(size_t(lp.cols));
-        for (int64_t j = 0; j < lp.cols; ++j)
-            score[size_t(j)] = in.absMax[size_t(j)] / (sc ? (*sc)[size_t(j)] : 1.0f);
+        for (int64_t j = 0; j < lp.cols; ++j) {
+            const float s = sc ? (*sc)[size_t(j)] : 1.0f;
+            score[size_t(j)] =
+                lp.outliers.sumSq ? in.meanSq[size_t(j)] / (s * s) : in.absMax[size_t(j)] / s;
+        }
         return outlierChannelsOf(lp.outliers, score);
     }
     if (const auto th = outlierThreshold(recipe, lp.name))

@@ -350,7 +350,13 @@ void validateKv(const json& k, int rule) {
 
 void validateOutliers(const json& o, int rule) {
     if (!o.is_object()) fail(rule, "outliers", "expected an object or null, got " + o.dump());
-    checkKeys(o, {"threshold", "count", "bits"}, rule, "outliers.");
+    checkKeys(o, {"threshold", "count", "bits", "select"}, rule, "outliers.");
+    if (o.contains("select")) {
+        strField(o["select"], rule, "outliers.select", {"absmax", "sum_sq"});
+        if (!o.contains("count"))
+            fail(rule, "outliers.select",
+                 "ranks the channels for outliers.count; a threshold compares abs-max values");
+    }
     if (o.contains("threshold")) numField(o["threshold"], rule, "outliers.threshold", 0.0, 1e30);
     if (o.contains("count")) {
         intField(o["count"], rule, "outliers.count", 0, 1 << 20);
@@ -686,6 +692,7 @@ OutlierSettings outlierSettingsOf(const json& o) {
     s.threshold = o.value("threshold", 6.0);
     s.count = o.value("count", int64_t(-1));
     s.bits = int(o.value("bits", 16));
+    s.sumSq = o.value("select", std::string("absmax")) == "sum_sq";
     return s;
 }
 
@@ -1181,8 +1188,8 @@ void addAffinePresets(std::vector<Preset>& v) {
 }
 
 /// Atom (Zhao et al. 2023): W4A4 in groups of 128 over the normal channels, the 128 input
-/// channels of largest calibrated abs-max reordered to the end at 8 bits, KV4 per token in
-/// groups of 128 (Llama-7B's head size). The paper's sizes: for 4096-wide models (layers
+/// channels of largest calibrated Σ x² (Atom's ranking) reordered to the end at 8 bits, KV4 per
+/// token in groups of 128 (Llama-7B's head size). The paper's sizes: for 4096-wide models (layers
 /// narrower than 256 input channels are refused; the README scales them down for tiny models).
 /// (part of presets())
 void addAtomPresets(std::vector<Preset>& v) {
@@ -1201,7 +1208,7 @@ void addAtomPresets(std::vector<Preset>& v) {
                              {"method", method}}},
                            {"activation",
                             {{"bits", 4}, {"mode", "dynamic_per_token"}, {"group_size", 128}}},
-                           {"outliers", {{"count", 128}, {"bits", 8}}},
+                           {"outliers", {{"count", 128}, {"bits", 8}, {"select", "sum_sq"}}},
                            {"kv",
                             {{"k_bits", 4},
                              {"v_bits", 4},

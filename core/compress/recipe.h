@@ -158,11 +158,16 @@ struct OutlierSettings {
     double threshold = 6.0;
     int64_t count = -1; ///< >= 0: the top-`count` channels (replaces threshold)
     int bits = 16;      ///< 16 or 8 (8 needs count)
+    /// How count ranks the channels: false: by the calibrated abs-max (default); true
+    /// ("select": "sum_sq"): by Σ x² over the calibration tokens (Atom's code, its "hessian"
+    /// metric: the diagonal of XᵀX).
+    bool sumSq = false;
     bool byCount() const { return count >= 0; }
 };
 /// The outlier settings of a merged outliers section (validated by the recipe parser).
 OutlierSettings outlierSettingsOf(const nlohmann::json& o);
-/// The outlier channels of one linear from its calibrated per-channel score (the input abs-max):
+/// The outlier channels of one linear from its calibrated per-channel score (the input abs-max,
+/// or Σ x² with sumSq):
 /// threshold: every channel whose score is >= threshold; count: the `count` channels of largest
 /// score (ties: the lower channel; NaN scores last). Ascending channel indices.
 std::vector<int32_t> outlierChannelsOf(const OutlierSettings& o, const std::vector<float>& score);

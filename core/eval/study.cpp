@@ -90,15 +90,15 @@ void addWeightActivationCells(const GridOptions& o, std::vector<Cell>& out) {
             }
             if (m == "QuaRot-GPTQ") w["method"] = "gptq";
             if (m == "Atom") {
-                // Atom: the top channels at 8 bits, groups over the rest (weights by GPTQ on the
-                // reordered matrix, asymmetric; activations per token and group).
+                // Atom: the top channels by Σ x² at 8 bits, groups over the rest (weights by
+                // GPTQ on the reordered matrix, asymmetric; activations per token and group).
                 w = {{"bits", wb},
                      {"symmetric", false},
                      {"granularity", "group"},
                      {"group_size", o.groupSize},
                      {"method", "gptq"}};
                 rule["activation"]["group_size"] = o.groupSize;
-                rule["outliers"] = {{"count", o.atomOutliers}, {"bits", 8}};
+                rule["outliers"] = {{"count", o.atomOutliers}, {"bits", 8}, {"select", "sum_sq"}};
             }
             rule["weight"] = w;
             Cell c;
