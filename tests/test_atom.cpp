@@ -159,6 +159,25 @@ std::string atomRecipe(const std::string& method, int count, int group,
            "}, 'kv': {'k_bits': 4, 'v_bits': 4, 'group_size': 8}}]}";
 }
 
+/// The demo model with a calibration set of the bundled text (samples × seqLen tokens) and
+/// compress() options that use it.
+struct DemoCalibrated {
+    std::unique_ptr<Model> m = Model::load(lcwtest::demoModelPath());
+    CalibrationSet cal;
+    CompressOptions co;
+    NullProgress np;
+    DemoCalibrated(int64_t samples, int64_t seqLen)
+        : cal(loadCalibration(*m, "", {samples, seqLen})) {
+        co.calibration = &cal;
+    }
+    DemoCalibrated(const DemoCalibrated&) = delete;
+    DemoCalibrated& operator=(const DemoCalibrated&) = delete;
+    CompressResult compress(const Recipe& r) { return compress::compress(*m, r, np, co); }
+    CompressResult compress(const std::string& quoted) {
+        return compress(lcwtest::recipeFromQuoted(quoted));
+    }
+};
+
 /// Σ x² per input channel of the named linears, accumulated in double (Atom's "hessian" metric).
 class SumSqObserver final : public Observer {
 public:
@@ -278,11 +297,9 @@ private slots:
         runtime::fakeQuantizeActivations(atom, x.data(), cols, qa.data(), cols, n, cols, 1);
         QCOMPARE(qa, qp);
 
-        auto m = Model::load(lcwtest::demoModelPath());
-        const CalibrationSet cal = loadCalibration(*m, "", {2, 32});
+        DemoCalibrated d(2, 32);
+        const Model& mm = *d.m;
         NullProgress np;
-        CompressOptions co;
-        co.calibration = &cal;
         const std::string w = "'weight': {'bits': 4, 'symmetric': false, 'granularity': "
                               "'group', 'group_size': 16}, 'activation': {'bits': 4}";
         const Recipe ra =
@@ -290,8 +307,8 @@ private slots:
                                       ", 'outliers': {'count': 0, 'bits': 8}}]}");
         const Recipe rp = lcwtest::recipeFromQuoted(
             "{'lcw_recipe': 1, 'rules': [{'targets': ['*'], " + w + "}]}");
-        const CompressResult a = compress::compress(*m, ra, np, co);
-        const CompressResult p = compress::compress(*m, rp, np);
+        const CompressResult a = d.compress(ra);
+        const CompressResult p = compress::compress(mm, rp, np);
         QVERIFY(a.model && p.model);
         QCOMPARE(a.model->totalSize().bits, p.model->totalSize().bits);
         const std::vector<float> la = logitsOf(*a.model), lp = logitsOf(*p.model);
@@ -304,14 +321,12 @@ private slots:
         // `count` of the calibrated abs-max, the same for the weight columns and the runtime's
         // activations; the stored weights equal the reference reorder + mixed-precision group
         // quantisation; the runtime's product on random inputs equals the double reference.
-        auto m = Model::load(lcwtest::demoModelPath());
-        const CalibrationSet cal = loadCalibration(*m, "", {4, 64});
-        NullProgress np;
-        CompressOptions co;
-        co.calibration = &cal;
+        DemoCalibrated d(4, 64);
+        const auto& m = d.m;
+        NullProgress& np = d.np;
+        const CompressOptions& co = d.co;
         const int count = 4, group = 16;
-        const Recipe r = lcwtest::recipeFromQuoted(atomRecipe("rtn", count, group));
-        const CompressResult res = compress::compress(*m, r, np, co);
+        const CompressResult res = d.compress(atomRecipe("rtn", count, group));
         QVERIFY(res.model);
         const RuntimeQuant* rq = res.model->runtimeQuant();
         QVERIFY(rq);
@@ -371,14 +386,11 @@ private slots:
     }
 
     void sizesExactAndOverlayRoundTrips() {
-        auto m = Model::load(lcwtest::demoModelPath());
-        const CalibrationSet cal = loadCalibration(*m, "", {2, 64});
-        NullProgress np;
-        CompressOptions co;
-        co.calibration = &cal;
+        DemoCalibrated d(2, 64);
+        const auto& m = d.m;
         for (const char* method : {"rtn", "gptq"}) {
             const Recipe r = lcwtest::recipeFromQuoted(atomRecipe(method, 4, 16));
-            const CompressResult res = compress::compress(*m, r, np, co);
+            const CompressResult res = d.compress(r);
             QVERIFY(res.model);
             PlanOptions po;
             po.hasCalibration = true;
@@ -413,22 +425,18 @@ private slots:
         // weight columns alike. Reference: the calibration windows (consecutive windows of
         // seqLen tokens of the calibration text, as many as samples) run through the model with
         // an observer written here.
-        auto m = Model::load(lcwtest::demoModelPath());
-        const CalibrationSet cal = loadCalibration(*m, "", {4, 64});
-        NullProgress np;
-        CompressOptions co;
-        co.calibration = &cal;
+        DemoCalibrated d(4, 64);
+        const auto& m = d.m;
         const int count = 4, group = 16;
-        const CompressResult res = compress::compress(
-            *m, lcwtest::recipeFromQuoted(atomRecipe("gptq", count, group, "sum_sq")), np, co);
+        const CompressResult res = d.compress(atomRecipe("gptq", count, group, "sum_sq"));
         QVERIFY(res.model);
         std::ifstream in(stats::builtinCalibrationPath(), std::ios::binary);
         std::stringstream ss;
         ss << in.rdbuf();
         const std::vector<int32_t> ids = m->tokenizer().encode(ss.str(), true);
-        const int64_t L = std::min<int64_t>(co.activationCalibration.seqLen, m->spec().maxSeq);
+        const int64_t L = std::min<int64_t>(d.co.activationCalibration.seqLen, m->spec().maxSeq);
         const int64_t nSeq =
-            std::min<int64_t>(co.activationCalibration.samples, int64_t(ids.size()) / L);
+            std::min<int64_t>(d.co.activationCalibration.samples, int64_t(ids.size()) / L);
         QVERIFY(nSeq >= 1);
         SessionOptions so;
         so.contextLength = L;
@@ -445,7 +453,7 @@ private slots:
             const std::vector<int32_t> want = refTopChannels(obs.sum.at(name), count);
             QCOMPARE(res.model->runtimeQuant()->activation(name)->outlierChannels, want);
             QCOMPARE(res.model->compressed(name)->packed.outlierCols, want);
-            const auto am = calibrateInputAbsMax(*m, {name}, co.activationCalibration, np);
+            const auto am = calibrateInputAbsMax(*m, {name}, d.co.activationCalibration, d.np);
             const std::vector<double> a(am.at(name).begin(), am.at(name).end());
             differ += refTopChannels(a, count) != want;
         }
@@ -551,15 +559,9 @@ private slots:
     void gptqIsNotWorseOnCalibrationOutputs() {
         // GPTQ on the reordered matrix: its output error on the calibration inputs is not above
         // RTN's for the same Atom layout (GPTQ's objective), layer by layer on average.
-        auto m = Model::load(lcwtest::demoModelPath());
-        const CalibrationSet cal = loadCalibration(*m, "", {4, 64});
-        NullProgress np;
-        CompressOptions co;
-        co.calibration = &cal;
-        const CompressResult a =
-            compress::compress(*m, lcwtest::recipeFromQuoted(atomRecipe("rtn", 4, 16)), np, co);
-        const CompressResult b =
-            compress::compress(*m, lcwtest::recipeFromQuoted(atomRecipe("gptq", 4, 16)), np, co);
+        DemoCalibrated d(4, 64);
+        const CompressResult a = d.compress(atomRecipe("rtn", 4, 16));
+        const CompressResult b = d.compress(atomRecipe("gptq", 4, 16));
         QVERIFY(a.model && b.model);
         double ea = 0, eb = 0;
         for (size_t i = 0; i < a.layers.size(); ++i) {
