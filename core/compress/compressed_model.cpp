@@ -28,6 +28,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <set>
 #include <sstream>
 #include <type_traits>
@@ -42,6 +43,39 @@ namespace {
 /// "<name>.col_order"), which a reader of version 1 would ignore; other overlays stay version 1.
 constexpr int kOverlayVersion = 1;
 constexpr int kOverlayVersionColOrder = 2;
+
+/// An integer of the overlay's JSON: a JSON integer within T's range, else FormatError naming the
+/// field (get<T>() of a float such as 3.7e57 is undefined behaviour; of a wide integer, wraps).
+template <class T> T jsonInt(const json& v, const std::string& field, const std::string& where) {
+    using L = std::numeric_limits<T>;
+    if (v.is_number_unsigned()) {
+        const uint64_t u = v.get<uint64_t>();
+        if (u <= uint64_t(L::max())) return T(u);
+    } else if (v.is_number_integer()) {
+        const int64_t i = v.get<int64_t>();
+        if ((L::is_signed || i >= 0) && i >= int64_t(L::min()) &&
+            (!L::is_signed || i <= int64_t(L::max())))
+            return T(i);
+    }
+    throw FormatError(where,
+                      field + ": expected an integer in range, got " + v.dump().substr(0, 40));
+}
+template <class T> T jsonIntAt(const json& j, const char* key, const std::string& where) {
+    return jsonInt<T>(j.at(key), key, where);
+}
+/// j[key] as an integer when present, else `def`.
+template <class T> T jsonIntOr(const json& j, const char* key, T def, const std::string& where) {
+    return j.contains(key) ? jsonInt<T>(j.at(key), key, where) : def;
+}
+template <class T>
+std::vector<T> jsonIntsAt(const json& j, const char* key, const std::string& where) {
+    const json& a = j.at(key);
+    if (!a.is_array()) throw FormatError(where, std::string(key) + ": expected an array");
+    std::vector<T> out;
+    out.reserve(a.size());
+    for (const json& v : a) out.push_back(jsonInt<T>(v, key, where));
+    return out;
+}
 
 json settingsJson(const WeightSettings& s) {
     json j = {{"bits", s.bits},
@@ -58,7 +92,7 @@ json settingsJson(const WeightSettings& s) {
 WeightSettings settingsFromJson(const nlohmann::json& j, const std::string& where) {
     try {
         WeightSettings s;
-        s.bits = j.at("bits").get<int>();
+        s.bits = jsonIntAt<int>(j, "bits", where);
         const auto f = j.at("format").get<std::string>();
         s.format = f == "int"        ? WeightFormat::Int
                    : f == "nf4"      ? WeightFormat::Nf4
@@ -69,7 +103,7 @@ WeightSettings settingsFromJson(const nlohmann::json& j, const std::string& wher
         s.granularity = g == "tensor"    ? Granularity::Tensor
                         : g == "channel" ? Granularity::Channel
                                          : Granularity::Group;
-        s.groupSize = j.at("group_size").get<int64_t>();
+        s.groupSize = jsonIntAt<int64_t>(j, "group_size", where);
         const auto m = j.at("method").get<std::string>();
         const auto method = weightMethodFromName(m);
         if (!method) throw FormatError(where, "unknown method '" + m + "'");
@@ -155,9 +189,9 @@ void kvPolicyFromJson(const nlohmann::json& j, RuntimeQuant& rq, const std::stri
         p.budget = k.at("budget").get<double>();
         p.recent = k.at("recent").get<double>();
         p.window = k.at("window").get<double>();
-        p.sinks = k.at("sinks").get<int64_t>();
+        p.sinks = jsonIntAt<int64_t>(k, "sinks", where);
         p.mass = k.at("mass").get<double>();
-        rq.kvPolicy[k.at("layer").get<int64_t>()] = p;
+        rq.kvPolicy[jsonIntAt<int64_t>(k, "layer", where)] = p;
     }
 }
 
@@ -166,26 +200,26 @@ RuntimeQuant runtimeQuantFromJson(const nlohmann::json& j, const std::string& wh
     try {
         for (const auto& a : j.at("activations")) {
             ActQuantSpec s;
-            s.bits = a.at("bits").get<int>();
+            s.bits = jsonIntAt<int>(a, "bits", where);
             const auto mode = a.at("mode").get<std::string>();
             if (mode != "dynamic_per_token" && mode != "static_per_tensor")
                 throw FormatError(where, "unknown activation mode '" + mode + "'");
             s.perToken = mode == "dynamic_per_token";
             s.clip = a.at("clip").get<float>();
             s.absMax = a.at("abs_max").get<float>();
-            s.outlierChannels = a.at("outlier_channels").get<std::vector<int32_t>>();
+            s.outlierChannels = jsonIntsAt<int32_t>(a, "outlier_channels", where);
             s.topk = a.value("topk", 1.0f); // absent in overlays written before top-K sparsity
             // Atom's groups and 8-bit outliers (absent: one scale per token, outliers in f32)
-            s.groupSize = a.value("group_size", int64_t(0));
-            s.outlierBits = a.value("outlier_bits", 16);
+            s.groupSize = jsonIntOr<int64_t>(a, "group_size", 0, where);
+            s.outlierBits = jsonIntOr<int>(a, "outlier_bits", 16, where);
             if (s.groupSize < 0 || s.outlierBits < 2 || s.outlierBits > 16)
                 throw FormatError(where, "bad activation group_size / outlier_bits");
             rq.activations[a.at("name").get<std::string>()] = std::move(s);
         }
         for (const auto& k : j.at("kv")) {
             KvQuantSpec s;
-            s.kBits = k.at("k_bits").get<int>();
-            s.vBits = k.at("v_bits").get<int>();
+            s.kBits = jsonIntAt<int>(k, "k_bits", where);
+            s.vBits = jsonIntAt<int>(k, "v_bits", where);
             auto gran = [&](const char* key) {
                 const auto g = k.at(key).get<std::string>();
                 if (g != "token" && g != "channel")
@@ -194,7 +228,7 @@ RuntimeQuant runtimeQuantFromJson(const nlohmann::json& j, const std::string& wh
             };
             s.kGranularity = gran("k_granularity");
             s.vGranularity = gran("v_granularity");
-            s.groupSize = k.at("group_size").get<int64_t>();
+            s.groupSize = jsonIntAt<int64_t>(k, "group_size", where);
             s.pastOnly = k.value("past_only", false); // WKVQuant keys: absent in older overlays
             const std::pair<const char*, std::vector<float>*> smoothing[] = {
                 {"k_shift", &s.kShift},
@@ -203,13 +237,13 @@ RuntimeQuant runtimeQuantFromJson(const nlohmann::json& j, const std::string& wh
                 {"v_scale", &s.vScale}};
             for (const auto& [key, dst] : smoothing)
                 if (k.contains(key)) *dst = k.at(key).get<std::vector<float>>();
-            rq.kv[k.at("layer").get<int64_t>()] = s;
+            rq.kv[jsonIntAt<int64_t>(k, "layer", where)] = s;
         }
         if (j.contains("rotation")) {
             const auto& r = j.at("rotation");
             rq.rotation.down = r.at("online_down").get<bool>();
             rq.rotation.qk = r.at("online_qk").get<bool>();
-            rq.rotation.seed = r.at("seed").get<uint64_t>();
+            rq.rotation.seed = jsonIntAt<uint64_t>(r, "seed", where);
         }
         kvPolicyFromJson(j, rq, where);
     } catch (const json::exception& e) {
@@ -1097,7 +1131,7 @@ void loadFloatTensor(CompressedModel& m, const Model& base, const SafetensorsSet
     std::memcpy(vals.data(), v->data, vals.size() * 4);
     std::vector<int64_t> shape;
     if (!base.find(name)) {
-        shape = tj.at("shape").get<std::vector<int64_t>>();
+        shape = jsonIntsAt<int64_t>(tj, "shape", jpath);
         checked::numel(shape, jpath, "tensor '" + name + "'"); // no overflow in setFloatTensor
     }
     try {
@@ -1120,8 +1154,8 @@ SparsitySettings sparsityFromJson(const nlohmann::json& sj, const std::string& n
                  : pat == "per_row" ? SparsityPattern::PerRow
                                     : SparsityPattern::Unstructured;
     ss.ratio = sj.at("ratio").get<double>();
-    ss.n = sj.at("n").get<int>();
-    ss.m = sj.at("m").get<int>();
+    ss.n = jsonIntAt<int>(sj, "n", jpath);
+    ss.m = jsonIntAt<int>(sj, "m", jpath);
     // overlays written before the count rule was recorded pruned the exact count
     ss.count = sj.value("count", std::string("exact")) == "reference" ? SparsityCount::Reference
                                                                       : SparsityCount::Exact;
@@ -1213,10 +1247,10 @@ void loadOverlayTensor(CompressedModel& m, const Model& base, const SafetensorsS
     try {
         name = tj.at("name").get<std::string>();
         if (tj.value("float", false)) return loadFloatTensor(m, base, st, tj, name, jpath);
-        e.rows = tj.at("shape").at(0).get<int64_t>();
-        e.cols = tj.at("shape").at(1).get<int64_t>();
+        e.rows = jsonInt<int64_t>(tj.at("shape").at(0), "shape", jpath);
+        e.cols = jsonInt<int64_t>(tj.at("shape").at(1), "shape", jpath);
         if (tj.contains("sparsity")) e.sparsity = sparsityFromJson(tj["sparsity"], name, jpath);
-        if (!tj.contains("weight")) e.valueBits = tj.at("value_bits").get<uint32_t>();
+        if (!tj.contains("weight")) e.valueBits = jsonIntAt<uint32_t>(tj, "value_bits", jpath);
     } catch (const json::exception& ex) {
         throw FormatError(jpath, std::string("bad tensor entry: ") + ex.what());
     }
