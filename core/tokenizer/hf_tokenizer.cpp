@@ -427,12 +427,23 @@ void HfTokenizer::loadDecoder(const json& d) {
 
 void HfTokenizer::loadPostProcessor(const json& p) {
     const std::string type = stringOr(p, "type", "");
+    // A token id of the post_processor: a JSON integer within the token table (a float such as
+    // 1e50 would be undefined behaviour in get<int32_t>()).
+    auto tokenIdOf = [&](const json& v, const std::string& what) {
+        if (!v.is_number_integer()) malformed("post_processor " + what + " is not a token id");
+        return checked::tokenId(v.get<int64_t>(), int64_t(m_vocab.size()), m_path,
+                                "post_processor " + what);
+    };
     auto specialIds = [&](const std::string& name) -> std::vector<int32_t> {
         // TemplateProcessing lists its special tokens with their ids.
         if (const json* st = member(p, "special_tokens"))
             if (const json* t = member(*st, name.c_str()))
-                if (const json* ids = member(*t, "ids"); ids && ids->is_array())
-                    return ids->get<std::vector<int32_t>>();
+                if (const json* ids = member(*t, "ids"); ids && ids->is_array()) {
+                    std::vector<int32_t> out;
+                    for (const json& v : *ids)
+                        out.push_back(tokenIdOf(v, "id of \"" + name + "\""));
+                    return out;
+                }
         const int32_t id = idOf(name);
         if (id < 0)
             malformed("post_processor special token \"" + name + "\" is not in the vocabulary");
@@ -464,8 +475,8 @@ void HfTokenizer::loadPostProcessor(const json& p) {
         if (!cls || !sep || !cls->is_array() || !sep->is_array() || cls->size() != 2 ||
             sep->size() != 2)
             malformed(type + " without cls/sep");
-        m_prefix = {(*cls)[1].get<int32_t>()};
-        m_suffix = {(*sep)[1].get<int32_t>()};
+        m_prefix = {tokenIdOf((*cls)[1], "cls id")};
+        m_suffix = {tokenIdOf((*sep)[1], "sep id")};
     } else if (type == "ByteLevel") {
         // adds no tokens (only adjusts offsets)
     } else {
