@@ -432,7 +432,7 @@ void HfTokenizer::loadPostProcessor(const json& p) {
     auto tokenIdOf = [&](const json& v, const std::string& what) {
         if (!v.is_number_integer()) malformed("post_processor " + what + " is not a token id");
         return checked::tokenId(v.get<int64_t>(), int64_t(m_vocab.size()), m_path,
-                                "post_processor " + what);
+                                "post_processor token id");
     };
     auto specialIds = [&](const std::string& name) -> std::vector<int32_t> {
         // TemplateProcessing lists its special tokens with their ids.
