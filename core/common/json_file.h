@@ -11,6 +11,8 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <limits>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -30,6 +32,22 @@ nlohmann::json parseJsonText(std::string_view text, const std::string& sourceNam
 /// As parseJsonText, keeping the order of object keys.
 nlohmann::ordered_json parseOrderedJsonText(std::string_view text, const std::string& sourceName,
                                             uint64_t baseOffset = 0);
+
+/// `v` as a T when it is a JSON integer that T represents; nullopt for anything else — a float
+/// such as 3.7e57 (get<int>() of it is undefined behaviour), an integer out of T's range (it
+/// would wrap), a string. Readers of lcw's own files use it for every integer field and throw
+/// their FormatError naming the field.
+template <class T> std::optional<T> jsonIntegerAs(const nlohmann::json& v) {
+    using L = std::numeric_limits<T>;
+    if (v.is_number_unsigned()) {
+        const uint64_t u = v.get<uint64_t>();
+        if (u <= uint64_t(L::max())) return T(u);
+    } else if (v.is_number_integer()) {
+        const int64_t i = v.get<int64_t>();
+        if (L::is_signed ? i >= int64_t(L::min()) && i <= int64_t(L::max()) : i >= 0) return T(i);
+    }
+    return std::nullopt;
+}
 
 /// Reads and parses `path`. Throws FormatError naming the file: "cannot open ..." when it is
 /// missing or unreadable, and the errors of parseJsonText.

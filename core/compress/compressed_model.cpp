@@ -28,7 +28,6 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <limits>
 #include <set>
 #include <sstream>
 #include <type_traits>
@@ -44,19 +43,9 @@ namespace {
 constexpr int kOverlayVersion = 1;
 constexpr int kOverlayVersionColOrder = 2;
 
-/// An integer of the overlay's JSON: a JSON integer within T's range, else FormatError naming the
-/// field (get<T>() of a float such as 3.7e57 is undefined behaviour; of a wide integer, wraps).
+/// An integer of the overlay's JSON (jsonIntegerAs), else FormatError naming the field.
 template <class T> T jsonInt(const json& v, const std::string& field, const std::string& where) {
-    using L = std::numeric_limits<T>;
-    if (v.is_number_unsigned()) {
-        const uint64_t u = v.get<uint64_t>();
-        if (u <= uint64_t(L::max())) return T(u);
-    } else if (v.is_number_integer()) {
-        const int64_t i = v.get<int64_t>();
-        if ((L::is_signed || i >= 0) && i >= int64_t(L::min()) &&
-            (!L::is_signed || i <= int64_t(L::max())))
-            return T(i);
-    }
+    if (const std::optional<T> i = jsonIntegerAs<T>(v)) return *i;
     throw FormatError(where,
                       field + ": expected an integer in range, got " + v.dump().substr(0, 40));
 }
@@ -255,7 +244,8 @@ RuntimeQuant runtimeQuantFromJson(const nlohmann::json& j, const std::string& wh
 /// Records the per-channel abs-max of the inputs of chosen linears.
 class AbsMaxObserver final : public Observer {
 public:
-    explicit AbsMaxObserver(const std::vector<std::string>& names) {
+    /// withSumSq: also Σ x² per channel (outliers.select "sum_sq").
+    AbsMaxObserver(const std::vector<std::string>& names, bool withSumSq) : m_withSumSq(withSumSq) {
         for (const auto& n : names) m_max[n];
     }
     void onLinearInput(int, LinearRole, const std::string& name, const float* x, int64_t n,
@@ -267,12 +257,14 @@ public:
         for (int64_t t = 0; t < n; ++t)
             for (int64_t c = 0; c < dim; ++c)
                 m[size_t(c)] = std::max(m[size_t(c)], std::fabs(x[t * dim + c]));
+        if (!m_withSumSq) return;
         auto& q = m_sumSq[name];
         if (q.empty()) q.assign(size_t(dim), 0.0);
         for (int64_t t = 0; t < n; ++t)
             for (int64_t c = 0; c < dim; ++c)
                 q[size_t(c)] += double(x[t * dim + c]) * double(x[t * dim + c]);
     }
+    bool m_withSumSq;
     std::map<std::string, std::vector<float>> m_max;
     std::map<std::string, std::vector<double>> m_sumSq; ///< Σ x² per channel
 };
@@ -1333,7 +1325,7 @@ calibrateInputAbsMax(const Model& base, const std::vector<std::string>& names,
     SessionOptions so;
     so.contextLength = L;
     Session session(base, so);
-    AbsMaxObserver obs(names);
+    AbsMaxObserver obs(names, sumSq != nullptr);
     session.addObserver(&obs);
     std::vector<float> logits;
     for (int64_t i = 0; i < nSeq; ++i) {
@@ -1471,7 +1463,16 @@ bool calibrateActivationRanges(const Model& base, const Plan& plan, const Compre
             std::string(isStatic ? "static_per_tensor scales" : "outlier channels") + " of " +
                 ap.name + " need calibration text, and the model has no tokenizer");
     }
-    absMax = calibrateInputAbsMax(base, calibNames, opts.activationCalibration, progress, &sumSq);
+    // Σ x² only where a count ranks by it (outliers.select "sum_sq").
+    const bool wantSumSq =
+        std::any_of(plan.activations.begin(), plan.activations.end(),
+                    [](const ActivationPlan& a) { return a.outliers && a.outliers->sumSq; }) ||
+        (countedWeights &&
+         std::any_of(plan.layers.begin(), plan.layers.end(), [](const LayerPlan& l) {
+             return l.quantize && l.hasOutliers && l.outliers.sumSq;
+         }));
+    absMax = calibrateInputAbsMax(base, calibNames, opts.activationCalibration, progress,
+                                  wantSumSq ? &sumSq : nullptr);
     return !absMax.empty();
 }
 

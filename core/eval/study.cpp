@@ -1,6 +1,7 @@
 #include "core/eval/study.h"
 
 #include "core/common/error.h"
+#include "core/common/json_file.h"
 #include "core/compress/calibration.h"
 #include "core/compress/compressed_model.h"
 #include "core/eval/divergence.h"
@@ -555,13 +556,12 @@ StudyResult fromJson(const json& j, const std::string& source) {
     // undefined behaviour.
     auto integer = [&](const json& o, const char* key, int64_t lo, int64_t hi) {
         const json& v = o.at(key);
-        if (!v.is_number_integer() ||
-            (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(hi)) || v.get<int64_t>() < lo ||
-            v.get<int64_t>() > hi)
+        const std::optional<int64_t> i = jsonIntegerAs<int64_t>(v);
+        if (!i || *i < lo || *i > hi)
             throw FormatError(source, std::string("malformed study: \"") + key +
                                           "\" must be an integer in [" + std::to_string(lo) + ", " +
                                           std::to_string(hi) + "], got " + v.dump());
-        return v.get<int64_t>();
+        return *i;
     };
     constexpr int64_t kMaxI = std::numeric_limits<int64_t>::max();
     try {
