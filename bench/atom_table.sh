@@ -24,6 +24,10 @@ OUT="\"outliers\": {\"count\": $COUNT, \"bits\": 8}"
 # Atom's own ranking of the outlier channels: Σ x² (its "hessian" metric) instead of abs-max
 OUTS="\"outliers\": {\"count\": $COUNT, \"bits\": 8, \"select\": \"sum_sq\"}"
 KV4="\"kv\": {\"k_bits\": 4, \"v_bits\": 4, \"group_size\": $HEAD}"
+# The paper's run (efeslab/Atom scripts/run_atom_ppl.sh): symmetric weights clipped to 0.85 of
+# each group's range, activations clipped to 0.9 of each token group's absmax
+W4GP="\"weight\": {\"bits\": 4, \"symmetric\": true, \"granularity\": \"group\", \"group_size\": $GROUP, \"clip_ratio\": 0.85"
+A4GP="\"activation\": {\"bits\": 4, \"mode\": \"dynamic_per_token\", \"group_size\": $GROUP, \"clip\": 0.9}"
 
 
 eval_lines --recipe "$(recipe w4a4-groups "$W4G}, $A4G")" \
@@ -33,4 +37,6 @@ eval_lines --recipe "$(recipe w4a4-groups "$W4G}, $A4G")" \
   --recipe "$(recipe w4a4kv4-atom-gptq "$W4G, \"method\": \"gptq\"}, $A4G, $OUT, $KV4")" \
   --recipe "$(recipe w4a4-atom-gptq-sumsq "$W4G, \"method\": \"gptq\"}, $A4G, $OUTS")" \
   --recipe "$(recipe w4a4kv4-atom-gptq-sumsq "$W4G, \"method\": \"gptq\"}, $A4G, $OUTS, $KV4")" \
+  --recipe "$(recipe w4a4-atom-gptq-sumsq-clip "$W4GP, \"method\": \"gptq\"}, $A4GP, $OUTS")" \
+  --recipe "$(recipe w4a4kv4-atom-gptq-sumsq-clip "$W4GP, \"method\": \"gptq\"}, $A4GP, $OUTS, $KV4")" \
   --calib "$CALIB" --samples 128 --seq-len 256

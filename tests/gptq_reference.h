@@ -49,12 +49,15 @@ struct RefOut {
 };
 
 /// quant.py Quantizer.find_params(x, weight=True), perchannel, for one row's values; the scale
-/// rounded up to f16 as lcw stores it, the zero point from the stored scale.
+/// rounded up to f16 as lcw stores it, the zero point from the stored scale. clipRatio: Atom's
+/// variant of the Quantizer (efeslab/Atom model/gptq.py): scale = (xmax − xmin) · clip_ratio /
+/// maxq, the zero point from that scale (not clamped).
 struct RefParams {
     uint16_t scaleBits = 0;
     float scale = 0, zero = 0, maxq = 0;
 };
-inline RefParams findParams(const double* x, int64_t n, int64_t stride, int bits, bool sym) {
+inline RefParams findParams(const double* x, int64_t n, int64_t stride, int bits, bool sym,
+                            double clipRatio = 1.0) {
     const float maxq = float((1 << bits) - 1);
     float xmin = 0, xmax = 0; // torch.minimum(x.min(), 0), torch.maximum(x.max(), 0)
     for (int64_t i = 0; i < n; ++i) {
@@ -66,7 +69,7 @@ inline RefParams findParams(const double* x, int64_t n, int64_t stride, int bits
         if (xmin < 0) xmin = -xmax;
     }
     if (xmin == 0 && xmax == 0) xmin = -1, xmax = 1;
-    const float exact = (xmax - xmin) / maxq;
+    const float exact = (xmax - xmin) * float(clipRatio) / maxq;
     RefParams p;
     p.scaleBits = f32ToF16(exact);
     if (f16ToF32(p.scaleBits) < exact) ++p.scaleBits;
@@ -130,11 +133,13 @@ inline RefParams sqcParams(const MatD& W, int64_t r, int64_t c0, int64_t n, cons
 /// widths, without act order): group i's params at groupBits[i] bits instead of `bits`. keep
 /// (efeslab/Atom's gptq.py, n_out outlier columns at the end, without act order): only the first
 /// cols - keep columns are quantised and give the params; the last `keep` columns receive the
-/// lazy updates and their final values are returned in *kept (their codes stay 0).
+/// lazy updates and their final values are returned in *kept (their codes stay 0). clipRatio:
+/// Atom's w_clip_ratio in every find_params.
 inline RefOut fasterquant(const std::vector<float>& w, int64_t rows, int64_t cols, MatD H, int bits,
                           bool sym, int64_t blocksize, double percdamp, int64_t groupsize,
                           bool actorder, bool staticGroups, const std::vector<int>& groupBits = {},
-                          int64_t keep = 0, MatD* kept = nullptr, double sqcLambda = -1) {
+                          int64_t keep = 0, MatD* kept = nullptr, double sqcLambda = -1,
+                          double clipRatio = 1.0) {
     const int64_t n = cols - keep; // Atom's n_nonout
     auto bitsOf = [&](int64_t g) { return groupBits.empty() ? bits : groupBits[size_t(g)]; };
     MatD W(rows, cols);
@@ -142,7 +147,8 @@ inline RefOut fasterquant(const std::vector<float>& w, int64_t rows, int64_t col
         for (int64_t j = 0; j < cols; ++j) W(r, j) = w[size_t(r * cols + j)];
     // self.quantizer.find_params(W) when not ready: per-channel params of the initial W.
     std::vector<RefParams> cur(static_cast<size_t>(rows));
-    for (int64_t r = 0; r < rows; ++r) cur[size_t(r)] = findParams(&W(r, 0), n, rows, bits, sym);
+    for (int64_t r = 0; r < rows; ++r)
+        cur[size_t(r)] = findParams(&W(r, 0), n, rows, bits, sym, clipRatio);
     for (int64_t j = 0; j < cols; ++j)
         if (H(j, j) == 0) H(j, j) = 1, W.col(j).setZero();
     std::vector<std::vector<RefParams>> groups; // static_groups: [group][row]
@@ -151,7 +157,7 @@ inline RefOut fasterquant(const std::vector<float>& w, int64_t rows, int64_t col
             std::vector<RefParams> g(static_cast<size_t>(rows));
             for (int64_t r = 0; r < rows; ++r)
                 g[size_t(r)] = findParams(&W(r, i), std::min(groupsize, n - i), rows,
-                                          bitsOf(i / groupsize), sym);
+                                          bitsOf(i / groupsize), sym, clipRatio);
             groups.push_back(g);
         }
     std::vector<int64_t> perm(static_cast<size_t>(cols));
@@ -194,7 +200,8 @@ inline RefOut fasterquant(const std::vector<float>& w, int64_t rows, int64_t col
                                     ? sqcParams(W, r, i1 + i, std::min(groupsize, n - (i1 + i)),
                                                 Hinv, bitsOf((i1 + i) / groupsize), sqcLambda)
                                     : findParams(&W(r, i1 + i), std::min(groupsize, n - (i1 + i)),
-                                                 rows, bitsOf((i1 + i) / groupsize), sym);
+                                                 rows, bitsOf((i1 + i) / groupsize), sym,
+                                                 clipRatio);
                 } else {
                     int64_t idx = i1 + i;
                     if (actorder) idx = perm[size_t(idx)];

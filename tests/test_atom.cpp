@@ -556,6 +556,115 @@ private slots:
                                                                  DType::Q8_0, nullptr, o, "t"));
     }
 
+    void weightClipRatioAsAtom() {
+        // Atom's w_clip_ratio (the paper's run: 0.85, symmetric weights). GPTQ: the reference
+        // Quantizer's step shrinks by the ratio (efeslab/Atom gptq.py find_params) — against the
+        // double port with clipRatio, sym and asym, groups and channels. RTN: min and max both
+        // shrink (Atom's quant.py quantize_tensor), written out here on lcw's f16 scales.
+        const int64_t rows = 8, cols = 48;
+        const double r = 0.85;
+        int cases = 0;
+        for (const bool sym : {true, false})
+            for (const int64_t g : {int64_t(16), int64_t(-1)}) {
+                const std::vector<float> w = gptqref::randomWeights(rows * cols, 21);
+                const std::vector<double> H = gptqref::randomGram(cols, 22);
+                const Eigen::MatrixXd Hm = Eigen::Map<const Eigen::MatrixXd>(H.data(), cols, cols);
+                WeightSettings s;
+                s.bits = 4, s.symmetric = sym, s.method = WeightMethod::Gptq, s.clipRatio = r;
+                s.granularity = g > 0 ? Granularity::Group : Granularity::Channel;
+                if (g > 0) s.groupSize = g;
+                const GptqResult res = gptqQuantize(w.data(), rows, cols, H.data(), s, {}, "t");
+                const std::vector<float> dq = dequantize(res.packed, "t");
+                const gptqref::RefOut ref = gptqref::fasterquant(
+                    w, rows, cols, Hm, 4, sym, 128, 0.01, g, false, false, {}, 0, nullptr, -1, r);
+                int64_t diff = 0, clamped = 0;
+                for (size_t i = 0; i < dq.size(); ++i) {
+                    QVERIFY(ref.zero[i] <= 15); // the unclamped reference zero stays storable
+                    const float v = f16ToF32(ref.scale[i]) * (float(ref.code[i]) - ref.zero[i]);
+                    diff += dq[i] != v;
+                    clamped += ref.code[i] == 0 || ref.code[i] == 15;
+                }
+                QCOMPARE(diff, int64_t(0));
+                QVERIFY(clamped > 0); // the ratio did clip some weights
+                ++cases;
+            }
+        QCOMPARE(cases, 4);
+
+        // RTN, asymmetric g16: scale = (r·max − r·min) / 15 (range including 0, lcw's), zero
+        // round(−r·min / scale), values beyond the shrunk range clamped.
+        const std::vector<float> w = gptqref::randomWeights(rows * cols, 23);
+        WeightSettings s;
+        s.bits = 4, s.symmetric = false, s.granularity = Granularity::Group, s.groupSize = 16;
+        s.clipRatio = r;
+        const std::vector<float> got = dequantize(quantize(w.data(), rows, cols, s, "t"), "t");
+        s.clipRatio = 1.0;
+        const std::vector<float> full = dequantize(quantize(w.data(), rows, cols, s, "t"), "t");
+        double errClip = 0, errFull = 0;
+        for (int64_t row = 0; row < rows; ++row)
+            for (int64_t c0 = 0; c0 < cols; c0 += 16) {
+                float mn = 0, mx = 0;
+                for (int64_t k = c0; k < c0 + 16; ++k)
+                    mn = std::min(mn, w[size_t(row * cols + k)]),
+                    mx = std::max(mx, w[size_t(row * cols + k)]);
+                mn *= float(r), mx *= float(r);
+                const float exact = (mx - mn) / 15.0f;
+                uint16_t h = f32ToF16(exact);
+                if (f16ToF32(h) < exact) ++h;
+                const float sc = f16ToF32(h);
+                const float z = std::clamp(std::nearbyint(-mn / sc), 0.0f, 15.0f);
+                for (int64_t k = c0; k < c0 + 16; ++k) {
+                    const size_t i = size_t(row * cols + k);
+                    const float q = std::clamp(std::nearbyint(w[i] / sc) + z, 0.0f, 15.0f);
+                    QCOMPARE(got[i], sc * (q - z));
+                    errClip += std::fabs(double(got[i]) - w[i]);
+                    errFull += std::fabs(double(full[i]) - w[i]);
+                }
+            }
+        QVERIFY(errClip != errFull);
+
+        // The recipe key: rtn and gptq only; the description names it.
+        const std::unique_ptr<Model> m = Model::load(lcwtest::demoModelPath());
+        PlanOptions po;
+        po.hasCalibration = true;
+        const auto planOf = [&](const std::string& wj) {
+            return planRecipe(
+                lcwtest::recipeFromQuoted(
+                    "{'lcw_recipe': 1, 'rules': [{'targets': ['*'], 'weight': " + wj + "}]}"),
+                *m, po);
+        };
+        const Plan p = planOf("{'bits': 4, 'symmetric': false, 'clip_ratio': 0.85}");
+        QVERIFY(!p.layers.empty());
+        QCOMPARE(p.layers[0].weight.clipRatio, 0.85);
+        QVERIFY(p.layers[0].weight.describe().find("clip 0.85") != std::string::npos);
+        const auto field = [&](const std::string& wj) -> std::string {
+            try {
+                planOf(wj);
+            } catch (const RecipeError& e) {
+                return e.field();
+            }
+            return "";
+        };
+        QCOMPARE(field("{'clip_ratio': 0}"), std::string("weight.clip_ratio"));
+        QCOMPARE(field("{'clip_ratio': 1.2}"), std::string("weight.clip_ratio"));
+        QCOMPARE(field("{'method': 'q4_0', 'clip_ratio': 0.9}"), std::string("weight.clip_ratio"));
+        QCOMPARE(field("{'method': 'squeezellm', 'clip_ratio': 0.9}"),
+                 std::string("weight.clip_ratio"));
+        QCOMPARE(field("{'method': 'gptq', 'clip_ratio': 0.9}"), std::string());
+        // The overlay keeps the ratio (the layer's description) and loads the same weights.
+        DemoCalibrated d(2, 32);
+        const CompressResult res = d.compress(
+            "{'lcw_recipe': 1, 'rules': [{'targets': ['*'], 'weight': {'bits': 4, 'symmetric': "
+            "true, 'group_size': 32, 'method': 'gptq', 'clip_ratio': 0.85}}]}");
+        QVERIFY(res.model && !res.layers.empty());
+        const std::string dir = lcwtest::tempDir("atom-clip");
+        res.model->save(dir);
+        const auto back = CompressedModel::load(dir, *d.m);
+        const std::string name = res.layers[0].name;
+        QCOMPARE(back->compressed(name)->packed.settings.clipRatio, 0.85);
+        QVERIFY(lcwtest::sameFiniteLogits(*res.model, *back));
+        QCOMPARE(field("{'method': 'awq', 'clip_ratio': 0.9}"), std::string("weight.clip_ratio"));
+    }
+
     void gptqIsNotWorseOnCalibrationOutputs() {
         // GPTQ on the reordered matrix: its output error on the calibration inputs is not above
         // RTN's for the same Atom layout (GPTQ's objective), layer by layer on average.

@@ -75,6 +75,7 @@ json settingsJson(const WeightSettings& s) {
               {"method", weightMethodName(s.method)}};
     if (s.method == WeightMethod::SqueezeLlm) j["outliers_pct"] = s.outliersPct;
     if (s.method == WeightMethod::Slim) j["avg_bits"] = s.avgBits;
+    if (s.clipRatio != 1.0) j["clip_ratio"] = s.clipRatio;
     return j;
 }
 
@@ -99,8 +100,10 @@ WeightSettings settingsFromJson(const nlohmann::json& j, const std::string& wher
         s.method = *method;
         s.outliersPct = j.value("outliers_pct", 0.0);
         s.avgBits = j.value("avg_bits", 3.0);
-        if (!(s.outliersPct >= 0 && s.outliersPct <= 100) || !(s.avgBits >= 2 && s.avgBits <= 4))
-            throw FormatError(where, "outliers_pct or avg_bits out of range");
+        s.clipRatio = j.value("clip_ratio", 1.0);
+        if (!(s.outliersPct >= 0 && s.outliersPct <= 100) || !(s.avgBits >= 2 && s.avgBits <= 4) ||
+            !(s.clipRatio > 0 && s.clipRatio <= 1))
+            throw FormatError(where, "outliers_pct, avg_bits or clip_ratio out of range");
         const bool f16 = s.method == WeightMethod::F16;
         if ((f16 ? s.bits != 16 : (s.bits < 2 || s.bits > 8)) || s.groupSize < 1)
             throw FormatError(where, "bits or group_size out of range");

@@ -223,7 +223,9 @@ GroupGrid referenceIntGrid(const WeightSettings& s, float mn, float mx, const st
         if (xmin < 0) xmin = -xmax;
     }
     if (xmin == 0 && xmax == 0) xmin = -1, xmax = 1;
-    const float exact = (xmax - xmin) / maxq;
+    // weight.clip_ratio: the step shrinks, the zero point stays at the unclipped minimum (Atom's
+    // Quantizer.find_params), clamped to the codes so that it can be stored.
+    const float exact = (xmax - xmin) * float(s.clipRatio) / maxq;
     uint16_t h = f32ToF16(exact);
     if (f16ToF32(h) < exact) ++h;
     if (!std::isfinite(f16ToF32(h)))
@@ -232,7 +234,7 @@ GroupGrid referenceIntGrid(const WeightSettings& s, float mn, float mx, const st
     GroupGrid g;
     g.scale = h;
     // Symmetric: the zero point (maxq + 1) / 2 = 2^(b-1) is implied by the storage format.
-    if (!s.symmetric) g.zero = f32ToF16(std::nearbyint(-xmin / f16ToF32(h)));
+    if (!s.symmetric) g.zero = f32ToF16(std::min(std::nearbyint(-xmin / f16ToF32(h)), maxq));
     return g;
 }
 

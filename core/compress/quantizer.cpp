@@ -44,6 +44,10 @@ struct GroupParams {
 
 /// Scale (and zero) of one group from its range.
 GroupParams groupParams(const WeightSettings& s, float mn, float mx, const std::string& name) {
+    if (s.clipRatio != 1.0) { // the grid of the shrunk range; values beyond it clamp
+        mn *= float(s.clipRatio);
+        mx *= float(s.clipRatio);
+    }
     const float amax = std::max(std::fabs(mn), std::fabs(mx));
     GroupParams g;
     switch (s.format) {
@@ -199,23 +203,25 @@ std::vector<double> gridLevels(const WeightSettings& settings, double lo, double
         break;
     case WeightMethod::F16:
         break; // no grid to draw: every half float
-    default:
+    default: {
+        const double r = s.clipRatio; // weight.clip_ratio: the grid of the shrunk range
         switch (s.format) {
         case WeightFormat::Int:
-            out = stats::quantGridLevels(s.bits, s.symmetric, lo, hi);
+            out = stats::quantGridLevels(s.bits, s.symmetric, lo * r, hi * r);
             break;
         case WeightFormat::Nf4:
             if (amax > 0)
-                for (int i = 0; i < 16; ++i) out.push_back(double(nf4Levels()[i]) * amax);
+                for (int i = 0; i < 16; ++i) out.push_back(double(nf4Levels()[i]) * amax * r);
             break;
         case WeightFormat::Fp8E4M3:
             if (amax > 0)
                 for (int v = 0; v < 256; ++v) {
                     const float x = e4m3ToF32(uint8_t(v));
-                    if (std::isfinite(x)) out.push_back(double(x) * amax / 448.0);
+                    if (std::isfinite(x)) out.push_back(double(x) * amax * r / 448.0);
                 }
             break;
         }
+    }
     }
     std::sort(out.begin(), out.end());
     out.erase(std::unique(out.begin(), out.end()), out.end());

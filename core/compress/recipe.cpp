@@ -134,7 +134,7 @@ void validateWeight(const json& w, int rule) {
                   "let",          "lr_let",     "let_shift",     "true_sequential",
                   "outliers_pct", "avg_bits",   "affine",        "lr_w",
                   "lr_q",         "e2e_epochs", "lr_e2e",        "gptq",
-                  "sensitivity",  "sqc",        "sqc_lambda"},
+                  "sensitivity",  "sqc",        "sqc_lambda",    "clip_ratio"},
               rule, "weight.");
     // EfficientQAT's learning rates and E2E-QP epochs.
     if (w.contains("lr_w")) numField(w["lr_w"], rule, "weight.lr_w", 0.0, 1.0);
@@ -149,6 +149,7 @@ void validateWeight(const json& w, int rule) {
     if (w.contains("sqc_lambda")) numField(w["sqc_lambda"], rule, "weight.sqc_lambda", 0, 1e6);
     if (w.contains("sensitivity"))
         strField(w["sensitivity"], rule, "weight.sensitivity", {"gram", "fisher"});
+    if (w.contains("clip_ratio")) numField(w["clip_ratio"], rule, "weight.clip_ratio", 0.1, 1.0);
     if (w.contains("true_sequential"))
         boolField(w["true_sequential"], rule, "weight.true_sequential");
     if (w.contains("damp")) numField(w["damp"], rule, "weight.damp", 1e-6, 1.0);
@@ -683,6 +684,11 @@ std::string WeightSettings::describe() const {
     else
         s += std::string(" ") + granularityName(granularity);
     if (format == WeightFormat::Int) s += symmetric ? " sym" : " asym";
+    if (clipRatio != 1.0) {
+        char buf[32];
+        std::snprintf(buf, sizeof buf, " clip %g", clipRatio);
+        s += buf;
+    }
     if (method != WeightMethod::Rtn) s += std::string(" ") + weightMethodName(method);
     return s;
 }
@@ -1688,6 +1694,7 @@ void readWeightFields(const json& w, const FieldOrigin& org, const std::string& 
     if (w.contains("group_size")) s.groupSize = w["group_size"].get<int64_t>();
     if (w.contains("outliers_pct")) s.outliersPct = w["outliers_pct"].get<double>();
     if (w.contains("avg_bits")) s.avgBits = w["avg_bits"].get<double>();
+    if (w.contains("clip_ratio")) s.clipRatio = w["clip_ratio"].get<double>();
     if (s.format == WeightFormat::Nf4 && !w.contains("granularity") && !w.contains("group_size")) {
         s.granularity = Granularity::Group;
         s.groupSize = 64;
@@ -1747,24 +1754,38 @@ void applyGgufMethod(LayerPlan& lp, const FieldOrigin& org, Plan& plan) {
 
 // ---- compact methods: squeezellm, dgq, slim (compact_formats.h) ----
 
+/// The weight keys of one compact method each; any of them sends the section to resolveCompact,
+/// which refuses it with another method.
+struct CompactKey {
+    const char* key;
+    WeightMethod method;
+};
+constexpr CompactKey kCompactKeys[] = {{"outliers_pct", WeightMethod::SqueezeLlm},
+                                       {"sensitivity", WeightMethod::SqueezeLlm},
+                                       {"avg_bits", WeightMethod::Slim},
+                                       {"gptq", WeightMethod::Slim},
+                                       {"sqc", WeightMethod::Slim},
+                                       {"sqc_lambda", WeightMethod::Slim}};
+
+bool hasCompactKey(const json& w) {
+    for (const CompactKey& k : kCompactKeys)
+        if (w.contains(k.key)) return true;
+    return false;
+}
+
 /// Checks a compact method's fields (bits default: squeezellm 3, dgq 4); slim groups that do not
 /// divide the row become the divisor of the row closest to the group size asked for (every
 /// column group then has the same length; a warning says so).
 void resolveCompact(LayerPlan& lp, const json& w, const FieldOrigin& org, Plan& plan) {
     WeightSettings& s = lp.weight;
     const std::string m = weightMethodName(s.method);
-    if (w.contains("outliers_pct") && s.method != WeightMethod::SqueezeLlm)
-        fail(org("outliers_pct"), "weight.outliers_pct", "goes with method squeezellm, not " + m);
-    if (w.contains("avg_bits") && s.method != WeightMethod::Slim)
-        fail(org("avg_bits"), "weight.avg_bits", "goes with method slim, not " + m);
-    for (const char* k : {"gptq", "sqc", "sqc_lambda"})
-        if (w.contains(k) && s.method != WeightMethod::Slim)
-            fail(org(k), std::string("weight.") + k, "goes with method slim, not " + m);
+    for (const CompactKey& k : kCompactKeys)
+        if (w.contains(k.key) && s.method != k.method)
+            fail(org(k.key), std::string("weight.") + k.key,
+                 std::string("goes with method ") + weightMethodName(k.method) + ", not " + m);
     if (w.contains("sqc") && w["sqc"].get<bool>() && !slimUsesGptq(w))
         fail(org("sqc"), "weight.sqc",
              "SQC chooses the grids of slim's GPTQ step: it needs \"gptq\": true");
-    if (w.contains("sensitivity") && s.method != WeightMethod::SqueezeLlm)
-        fail(org("sensitivity"), "weight.sensitivity", "goes with method squeezellm, not " + m);
     if (s.format != WeightFormat::Int)
         fail(org("format"), "weight.format",
              m + " works on int codes, not " + weightFormatName(s.format));
@@ -1808,13 +1829,17 @@ void resolveWeight(LayerPlan& lp, MergedSections& m, const PlanOptions& opts, Pl
     const FieldOrigin org{m.origin, m.origin["weight"]};
     WeightSettings& s = lp.weight;
     readWeightFields(w, org, lp.name, s);
+    if (w.contains("clip_ratio") &&
+        ((s.method != WeightMethod::Rtn && s.method != WeightMethod::Gptq) || w.contains("gguf")))
+        fail(org("clip_ratio"), "weight.clip_ratio",
+             "shrinks the int / fp8 / nf4 grids of methods rtn and gptq, not " +
+                 (w.contains("gguf") ? "a GGUF grid"
+                                     : std::string("method ") + weightMethodName(s.method)));
     if (w.contains("gguf")) {
         applyGgufGrid(lp, w, org, plan);
     } else if (methodIsGguf(s.method)) {
         applyGgufMethod(lp, org, plan);
-    } else if (methodIsCompact(s.method) || w.contains("outliers_pct") || w.contains("avg_bits") ||
-               w.contains("gptq") || w.contains("sensitivity") || w.contains("sqc") ||
-               w.contains("sqc_lambda")) {
+    } else if (methodIsCompact(s.method) || hasCompactKey(w)) {
         resolveCompact(lp, w, org, plan);
     } else {
         if (s.method == WeightMethod::EfficientQat && s.format != WeightFormat::Int)

@@ -122,6 +122,11 @@ struct WeightSettings {
     /// slim (recipe weight.avg_bits): the average code bits per weight of the layer's mix of
     /// 2/3/4-bit column groups (2..4).
     double avgBits = 3;
+    /// rtn / gptq (recipe weight.clip_ratio, (0, 1]): every grid's range shrunk by this factor
+    /// before its scale is chosen, values beyond it clamped (Atom's w_clip_ratio). RTN and GPTQ's
+    /// RTN-style grids scale min and max; GPTQ's reference grid scales its step only (zero point
+    /// from the unclipped minimum, as the reference Quantizer). 1: no clipping.
+    double clipRatio = 1.0;
     /// "int4 g128 asym", "q4_0", "nf4 g64", "fp8_e4m3 channel", "gptq q4_k".
     std::string describe() const;
     /// The settings the packed result is stored with: ggufSettings(*ggufGrid) for GPTQ / AWQ on

@@ -466,6 +466,10 @@ private:
     YAML::Node quantScheme(const compress::LayerPlan& lp) {
         YAML::Node scheme;
         scheme["weights"] = weightArgs(lp.weight);
+        if (lp.weight.clipRatio != 1.0)
+            approx("weight clip_ratio < 1 (Atom's fixed clipping): compressed-tensors' minmax "
+                   "observer takes the full range; written without it",
+                   lp.name + " (" + lp.weight.describe() + ")");
         m_actsDone.insert(lp.name);
         if (auto it = m_acts.find(lp.name); it != m_acts.end()) {
             scheme["input_activations"] = activationArgs(it->second->act);
