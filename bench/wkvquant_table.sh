@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # WKVQuant (README, "WKVQuant"): KV4 per token (RTN), with past-only quantisation, with the
-# calibrated smoothing (cross-block reconstruction, k = 1), both, KIVI's KV4 for reference, and the
-# weight + KV recipes W4 g64 GPTQ + KV4 against W4-KV4-WKVQuant: perplexity, KLD(FP32 ‖ config)
+# calibrated smoothing (cross-block reconstruction, k = 1), both, both with the smoothing learned
+# by 20 gradient steps after the search, KIVI's KV4 for reference, and the weight + KV recipes W4
+# g64 GPTQ + KV4 against WKVQuant searched only and W4-KV4-WKVQuant (searched + learned): perplexity, KLD(FP32 ‖ config)
 # and stored size from `lcw-cli eval` (ctx 256, llama.cpp chunks). GPTQ calibrates on 128 × 256
 # tokens of CALIB (default: the evaluation text, in-sample, as bench/quant_table.sh); WKVQuant's
 # search uses the first 8 of those windows. One JSON line per configuration.
@@ -22,8 +23,10 @@ eval_lines \
   --recipe "$(recipe kv4-poq "\"kv\": {$KV, \"past_only\": true}")" \
   --recipe "$(recipe kv4-smooth "\"kv\": {$KV, \"smooth\": true}")" \
   --recipe "$(recipe kv4-wkvquant "\"kv\": {$KV, \"past_only\": true, \"smooth\": true}")" \
+  --recipe "$(recipe kv4-wkvquant-learned "\"kv\": {$KV, \"past_only\": true, \"smooth\": true, \"crr_steps\": 20, \"crr_lr\": 0.01}")" \
   --recipe "$(recipe kv4-kivi "\"kv\": {$KV, \"k_granularity\": \"channel\", \"group_size\": 32}")" \
   --recipe "$(recipe w4-gptq "$W4")" \
   --recipe "$(recipe w4-gptq-kv4 "$W4, \"kv\": {$KV}")" \
+  --recipe "$(recipe w4-gptq-kv4-wkvquant-search "$W4, \"kv\": {$KV, \"past_only\": true, \"smooth\": true}")" \
   --preset W4-KV4-WKVQuant \
   --calib "$CALIB" --samples 128 --seq-len 256

@@ -380,18 +380,220 @@ private slots:
         QVERIFY_THROWS_EXCEPTION(ArgumentError, wkvquantBlock(*cm, *m, 1, spec, qIn, {}, {}, stop));
     }
 
+    void kvBackwardMatchesFiniteDifferences() {
+        // The gradient w.r.t. the keys and values as read from the cache against central
+        // differences: the "quantiser" replaces K and V by fixed matrices Kq, Vq (so the loss is
+        // a smooth function of them), L = Σ dy ∘ y; past-only (own rows unquantised) and not.
+        auto m = Model::load(lcwtest::demoModelPath());
+        const ModelSpec& s = m->spec();
+        const int64_t T = 6, W = s.nKvHeads * s.headDim;
+        const BlockWeights bw = loadBlockWeights(*m, 1);
+        const std::vector<float> xin = randomRows(T, s.dim, 31, 0.5f);
+        MatD x(T, s.dim);
+        for (int64_t i = 0; i < x.size(); ++i) x.data()[i] = xin[size_t(i)];
+        const std::vector<float> kr = randomRows(T, W, 32, 0.7f), vr = randomRows(T, W, 33, 0.7f);
+        MatD Kq(T, W), Vq(T, W), dy(T, s.dim);
+        for (int64_t i = 0; i < Kq.size(); ++i)
+            Kq.data()[i] = 0.3 * kr[size_t(i)], Vq.data()[i] = 0.3 * vr[size_t(i)];
+        const std::vector<float> dr = randomRows(T, s.dim, 34);
+        for (int64_t i = 0; i < dy.size(); ++i) dy.data()[i] = dr[size_t(i)];
+        for (const bool pastOnly : {true, false}) {
+            LlamaBlock blk(s, 1, T);
+            MatD curK = Kq, curV = Vq;
+            blk.setKvQuant([&](MatD& k, MatD& v) { k = curK, v = curV; }, pastOnly);
+            const auto loss = [&] {
+                MatD y;
+                blk.forward(bw, x, y, nullptr);
+                return (y.array() * dy.array()).sum();
+            };
+            LlamaBlock::Cache c;
+            MatD y, dkq, dvq;
+            blk.forward(bw, x, y, &c);
+            blk.kvBackward(bw, c, dy, dkq, dvq);
+            QCOMPARE(dkq.rows(), T);
+            QCOMPARE(dkq.cols(), W);
+            double worst = 0, scale = 0;
+            for (int which = 0; which < 2; ++which)
+                for (int64_t t = 0; t < T; ++t)
+                    for (int64_t j = 0; j < W; j += 3) {
+                        MatD& P = which == 0 ? curK : curV;
+                        const double keep = P(t, j), h = 1e-5;
+                        P(t, j) = keep + h;
+                        const double lp = loss();
+                        P(t, j) = keep - h;
+                        const double lm = loss();
+                        P(t, j) = keep;
+                        const double num = (lp - lm) / (2 * h);
+                        const double ana = which == 0 ? dkq(t, j) : dvq(t, j);
+                        worst = std::max(worst, std::fabs(num - ana));
+                        scale = std::max(scale, std::fabs(num));
+                    }
+            QVERIFY2(worst <= 1e-6 * std::max(1.0, scale),
+                     qPrintable(QString("past-only %1: max |numeric - analytic| %2 (scale %3)")
+                                    .arg(pastOnly)
+                                    .arg(worst)
+                                    .arg(scale)));
+            QVERIFY(scale > 1e-3); // the gradient is not trivially zero
+            if (pastOnly) {        // the last token's row is read by nobody but itself: unquantised
+                QCOMPARE(dkq.row(T - 1).norm(), 0.0);
+                QCOMPARE(dvq.row(T - 1).norm(), 0.0);
+            }
+        }
+        // without KV quantisation there is nothing to differentiate
+        LlamaBlock plain(s, 1, T);
+        LlamaBlock::Cache c;
+        MatD y, a, b;
+        plain.forward(bw, x, y, &c);
+        QVERIFY_THROWS_EXCEPTION(ArgumentError, plain.kvBackward(bw, c, dy, a, b));
+    }
+
+    void smoothingGradientIsTheStraightThroughSurrogate() {
+        // kvSmoothingGrads against central differences of a surrogate written here: the
+        // reference quantiser's output with the rounding error e of every value frozen at the
+        // evaluation point, x̂ = s·(u + h(u)·e) + δ, u = (x − δ)/s, h from the group's min and
+        // max; F = Σ g ∘ x̂. Its exact derivative is the straight-through gradient.
+        const int64_t T = 5, W = 12, G = 4;
+        const int bits = 3;
+        const std::vector<float> xr = randomRows(T, W, 41), gr = randomRows(T, W, 42);
+        MatD x(T, W), g(T, W);
+        for (int64_t i = 0; i < x.size(); ++i)
+            x.data()[i] = xr[size_t(i)], g.data()[i] = gr[size_t(i)];
+        ChannelSmoothing sm;
+        std::mt19937 rng(43);
+        std::uniform_real_distribution<float> ud(0.5f, 2.0f), sd(-1.0f, 1.0f);
+        for (int64_t c = 0; c < W; ++c) sm.shift.push_back(sd(rng)), sm.scale.push_back(ud(rng));
+        const double L = double((1 << bits) - 1);
+        // The frozen rounding errors at the evaluation point, from the double reference.
+        std::vector<double> e0(size_t(T * W));
+        for (int64_t t = 0; t < T; ++t)
+            for (int64_t c0 = 0; c0 < W; c0 += G) {
+                double lo = INFINITY, hi = -INFINITY;
+                for (int64_t c = c0; c < c0 + G; ++c) {
+                    const double u = (x(t, c) - sm.shift[size_t(c)]) / sm.scale[size_t(c)];
+                    lo = std::min(lo, u), hi = std::max(hi, u);
+                }
+                const double h = (hi - lo) / L;
+                for (int64_t c = c0; c < c0 + G; ++c) {
+                    const double r =
+                        ((x(t, c) - sm.shift[size_t(c)]) / sm.scale[size_t(c)] - lo) / h;
+                    e0[size_t(t * W + c)] = std::clamp(std::nearbyint(r), 0.0, L) - r;
+                }
+            }
+        const auto surrogate = [&](const std::vector<double>& d, const std::vector<double>& sc) {
+            double F = 0;
+            for (int64_t t = 0; t < T; ++t)
+                for (int64_t c0 = 0; c0 < W; c0 += G) {
+                    double lo = INFINITY, hi = -INFINITY;
+                    for (int64_t c = c0; c < c0 + G; ++c) {
+                        const double u = (x(t, c) - d[size_t(c)]) / sc[size_t(c)];
+                        lo = std::min(lo, u), hi = std::max(hi, u);
+                    }
+                    const double h = (hi - lo) / L;
+                    for (int64_t c = c0; c < c0 + G; ++c) {
+                        const double u = (x(t, c) - d[size_t(c)]) / sc[size_t(c)];
+                        F += g(t, c) *
+                             (sc[size_t(c)] * (u + h * e0[size_t(t * W + c)]) + d[size_t(c)]);
+                    }
+                }
+            return F;
+        };
+        // The surrogate at the point is the quantiser's output: compare with fakeQuantKvRows.
+        MatD xq = x;
+        fakeQuantKvRows(xq, bits, G, sm);
+        double F0 = 0;
+        for (int64_t i = 0; i < x.size(); ++i) F0 += g.data()[i] * xq.data()[i];
+        const std::vector<double> d0(sm.shift.begin(), sm.shift.end()),
+            s0(sm.scale.begin(), sm.scale.end());
+        QVERIFY(std::fabs(surrogate(d0, s0) - F0) < 1e-4 * (1 + std::fabs(F0)));
+        std::vector<double> dShift(size_t(W), 0.0), dScale(size_t(W), 0.0);
+        kvSmoothingGrads(x, bits, G, sm, g, dShift, dScale);
+        double worst = 0, big = 0;
+        for (int64_t c = 0; c < W; ++c)
+            for (int which = 0; which < 2; ++which) {
+                std::vector<double> dp = d0, dm = d0, sp = s0, smn = s0;
+                const double h = 1e-6;
+                if (which == 0)
+                    dp[size_t(c)] += h, dm[size_t(c)] -= h;
+                else
+                    sp[size_t(c)] += h, smn[size_t(c)] -= h;
+                const double num = (surrogate(dp, sp) - surrogate(dm, smn)) / (2 * h);
+                const double ana = which == 0 ? dShift[size_t(c)] : dScale[size_t(c)];
+                worst = std::max(worst, std::fabs(num - ana));
+                big = std::max(big, std::fabs(num));
+            }
+        QVERIFY2(worst < 1e-5 * std::max(1.0, big),
+                 qPrintable(QString("max |numeric - analytic| %1 (scale %2)").arg(worst).arg(big)));
+        QVERIFY(big > 1e-2);
+        // bits 16: no quantisation, nothing added
+        std::vector<double> z1(size_t(W), 0.0), z2(size_t(W), 0.0);
+        kvSmoothingGrads(x, 16, G, sm, g, z1, z2);
+        for (int64_t c = 0; c < W; ++c) QVERIFY(z1[size_t(c)] == 0 && z2[size_t(c)] == 0);
+        std::vector<double> none;
+        QVERIFY_THROWS_EXCEPTION(ArgumentError, kvSmoothingGrads(x, bits, G, sm, g, z1, none));
+    }
+
+    void learnedSmoothingNeverRaisesTheObjective() {
+        // The gradient steps after the search: the objective is still monotone, the kept point's
+        // exact objective is what the result reports, and on the demo model's block 1 at KV3 the
+        // learning lowers the searched objective.
+        auto m = Model::load(lcwtest::demoModelPath());
+        const CalibrationSet cal = loadCalibration(*m, "", {3, 48});
+        auto cm = withKv(*m, "{'k_bits':3,'v_bits':3,'past_only':true}");
+        const auto qIn = captureBlockHidden(*cm, cal, 1);
+        const auto fpIn = captureBlockHidden(*m, cal, 1);
+        const KvQuantSpec spec = cm->runtimeQuant()->kv.at(1);
+        WkvOptions o;
+        o.crrBlocks = 1;
+        o.learnSteps = 12;
+        o.lr = 1e-2;
+        NullProgress p;
+        const WkvBlockResult r = wkvquantBlock(*cm, *m, 1, spec, qIn, fpIn, o, p);
+        QCOMPARE(r.status, Status::Ok);
+        QCOMPARE(r.learnedSteps, 12);
+        for (size_t i = 1; i < r.objective.size(); ++i)
+            QVERIFY(r.objective[i] <= r.objective[i - 1]);
+        QVERIFY(r.lossEnd <= r.lossSearch && r.lossSearch <= r.lossStart);
+        qInfo("CRR learned: L1 %.6f (start) -> %.6f (search) -> %.6f (step %d of 12)", r.lossStart,
+              r.lossSearch, r.lossEnd, r.bestStep);
+        QVERIFY2(r.lossEnd < r.lossSearch, "the gradient steps found nothing below the search");
+        std::vector<std::vector<float>> target = fpIn;
+        for (int b = 0; b <= 1; ++b) {
+            LlamaBlock blk(m->spec(), 1 + b, cal.seqLen());
+            const BlockWeights w = loadBlockWeights(*m, 1 + b);
+            for (auto& t : target) {
+                MatD x(cal.seqLen(), m->spec().dim), y;
+                for (int64_t i = 0; i < x.size(); ++i) x.data()[i] = t[size_t(i)];
+                blk.forward(w, x, y, nullptr);
+                for (int64_t i = 0; i < y.size(); ++i) t[size_t(i)] = float(y.data()[i]);
+            }
+        }
+        const BlockWeights qW = loadBlockWeights(*cm, 1); // the objective keeps a reference
+        const CrrObjective obj(m->spec(), 1, spec, 2, qW, {loadBlockWeights(*m, 2)}, qIn, target);
+        const double kept = obj(r.k, r.v);
+        QVERIFY2(std::fabs(kept - r.lossEnd) < 1e-5 * r.lossEnd,
+                 qPrintable(QString("%1 vs %2").arg(kept, 0, 'g', 10).arg(r.lossEnd, 0, 'g', 10)));
+        for (float sc : r.k.scale) QVERIFY(std::isfinite(sc) && sc > 0);
+        // cancellation during the learning steps
+        struct StopLate final : Progress {
+            bool report(double, std::string_view what) override {
+                return what.find("learning") == std::string_view::npos;
+            }
+        } late;
+        QCOMPARE(wkvquantBlock(*cm, *m, 1, spec, qIn, fpIn, o, late).status, Status::Cancelled);
+    }
+
     void recipeCompressesAndOverlayKeepsTheSmoothing() {
         auto m = Model::load(lcwtest::demoModelPath());
         const CalibrationSet cal = loadCalibration(*m, "", {4, 64});
         CompressOptions o;
         o.calibration = &cal;
         NullProgress p;
-        auto res =
-            compress::compress(*m,
-                               lcwtest::recipeFromQuoted(
-                                   "{'lcw_recipe':1,'rules':[{'targets':['*'],'kv':{'k_bits':3,"
-                                   "'v_bits':3,'past_only':true,'smooth':true,'crr_blocks':1}}]}"),
-                               p, o);
+        auto res = compress::compress(
+            *m,
+            lcwtest::recipeFromQuoted("{'lcw_recipe':1,'rules':[{'targets':['*'],'kv':{'k_bits':3,"
+                                      "'v_bits':3,'past_only':true,'smooth':true,'crr_blocks':1,"
+                                      "'crr_steps':2}}]}"),
+            p, o);
         QVERIFY(res.model);
         QCOMPARE(res.kvCalibration.size(), size_t(m->spec().nLayers));
         bool anySmoothed = false;
@@ -400,7 +602,10 @@ private slots:
             anySmoothed = anySmoothed || !s.kScale.empty() || !s.vScale.empty();
             const auto& d = res.kvCalibration.at(l);
             QVERIFY(d.at("wkvquant_loss_end").get<double>() <=
+                    d.at("wkvquant_loss_search").get<double>());
+            QVERIFY(d.at("wkvquant_loss_search").get<double>() <=
                     d.at("wkvquant_loss_start").get<double>());
+            QCOMPARE(d.at("wkvquant_learned_steps").get<int>(), 2);
         }
         QVERIFY(anySmoothed);
         const auto report = compressReportJson(res);
@@ -438,6 +643,11 @@ private slots:
         expectRecipeError([&] { plan("{'k_bits':4,'smooth':true,'crr_blocks':-1}", true); },
                           "kv.crr_blocks");
         expectRecipeError([&] { plan("{'k_bits':4,'crr_blocks':2}", true); }, "kv.crr_blocks");
+        expectRecipeError([&] { plan("{'k_bits':4,'crr_steps':5}", true); }, "kv.crr_steps");
+        expectRecipeError([&] { plan("{'k_bits':4,'smooth':true,'crr_steps':-1}", true); },
+                          "kv.crr_steps");
+        expectRecipeError([&] { plan("{'k_bits':4,'smooth':true,'crr_lr':0}", true); },
+                          "kv.crr_lr");
         expectRecipeError(
             [&] { plan("{'k_bits':4,'k_granularity':'channel','past_only':true}", true); },
             "kv.past_only");
@@ -465,6 +675,7 @@ private slots:
         const auto& kv = *pr.recipe.rules[0].kv;
         QVERIFY(kv.at("past_only").get<bool>() && kv.at("smooth").get<bool>());
         QCOMPARE(kv.at("k_bits").get<int>(), 4);
+        QCOMPARE(kv.at("crr_steps").get<int>(), 20); // the paper's learning after the search
     }
 };
 

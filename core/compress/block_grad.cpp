@@ -366,6 +366,7 @@ void LlamaBlock::forward(const BlockWeights& w, const MatD& x, MatD& y, Cache* c
         c.o.middleCols(h * hd, hd) = S * c.v.middleCols(kv * hd, hd);
         c.probs[size_t(h)] = std::move(S);
     }
+    if (cache && m_kvQuant) c.kq = std::move(kq), c.vq = std::move(vq);
     MatD oq = c.o;
     aq(oq, kActO, c.maskO);
     c.h = x + lin(oq, kO);
@@ -406,35 +407,32 @@ void LlamaBlock::setKvQuant(std::function<void(MatD& k, MatD& v)> quant, bool pa
     m_kvPastOnly = pastOnly;
 }
 
-void LlamaBlock::backward(const BlockWeights& w, const Cache& c, const MatD& dy, BlockGrads& g,
-                          MatD* dxOut) const {
-    if (m_kvQuant)
-        throw UnsupportedError("the block model's backward does not cover simulated KV-cache "
-                               "quantisation");
-    const ModelSpec& s = m_s;
-    const int64_t hd = s.headDim, H = s.nHeads, group = s.nHeads / s.nKvHeads;
-    // RMSNorm backward: out = in * r * gw, r = (mean(in^2) + eps)^-1/2.
-    auto addBias = [&](int i, const MatD& dout) {
-        if (g.b[size_t(i)].size()) g.b[size_t(i)] += dout.colwise().sum().transpose();
-    };
-    auto rmsBack = [](const MatD& in, const Eigen::VectorXd& r, const Eigen::VectorXd& gw,
-                      const MatD& dout, Eigen::VectorXd& dgw, Eigen::VectorXd& dnb, MatD& din) {
-        if (dnb.size()) dnb += dout.colwise().sum().transpose();
-        dgw += ((dout.array() * in.array()).colwise() * r.array())
-                   .colwise()
-                   .sum()
-                   .transpose()
-                   .matrix();
-        const MatD a = dout.array().rowwise() * gw.transpose().array(); // d(in * r)
-        const Eigen::VectorXd dot = (a.array() * in.array()).rowwise().sum();
-        const double n = double(in.cols());
-        din = (a.array().colwise() * r.array()) -
-              in.array().colwise() * (dot.array() * r.array().cube() / n);
-    };
+namespace {
 
+/// RMSNorm backward: out = in · r · gw (+ nb), r = (mean(in²) + eps)^-1/2. Adds to dgw / dnb
+/// (dnb when it has a size) and sets din.
+void rmsBack(const MatD& in, const Eigen::VectorXd& r, const Eigen::VectorXd& gw, const MatD& dout,
+             Eigen::VectorXd& dgw, Eigen::VectorXd& dnb, MatD& din) {
+    if (dnb.size()) dnb += dout.colwise().sum().transpose();
+    dgw += ((dout.array() * in.array()).colwise() * r.array()).colwise().sum().transpose().matrix();
+    const MatD a = dout.array().rowwise() * gw.transpose().array(); // d(in * r)
+    const Eigen::VectorXd dot = (a.array() * in.array()).rowwise().sum();
+    const double n = double(in.cols());
+    din = (a.array().colwise() * r.array()) -
+          in.array().colwise() * (dot.array() * r.array().cube() / n);
+}
+
+} // namespace
+
+MatD LlamaBlock::backToAttention(const BlockWeights& w, const Cache& c, const MatD& dy,
+                                 BlockGrads* g, MatD& dh) const {
+    auto addW = [&](int i, const MatD& dout, const MatD& in) {
+        if (!g) return;
+        g->w[size_t(i)] += dout.transpose() * in;
+        if (g->b[size_t(i)].size()) g->b[size_t(i)] += dout.colwise().sum().transpose();
+    };
     // MLP.
-    g.w[kDown] += dy.transpose() * c.m;
-    addBias(kDown, dy);
+    addW(kDown, dy, c.m);
     MatD dm = dy * w.w[kDown];
     if (c.maskM.size()) dm.array() *= c.maskM.array();
     MatD dgate(c.g.rows(), c.g.cols()), dup(c.u.rows(), c.u.cols());
@@ -443,21 +441,63 @@ void LlamaBlock::backward(const BlockWeights& w, const Cache& c, const MatD& dy,
         dup.data()[i] = dm.data()[i] * x * sig;
         dgate.data()[i] = dm.data()[i] * c.u.data()[i] * sig * (1.0 + x * (1.0 - sig));
     }
-    g.w[kGate] += dgate.transpose() * c.xn2;
-    g.w[kUp] += dup.transpose() * c.xn2;
-    addBias(kGate, dgate);
-    addBias(kUp, dup);
+    addW(kGate, dgate, c.xn2);
+    addW(kUp, dup, c.xn2);
     MatD dxn2 = dgate * w.w[kGate] + dup * w.w[kUp];
     if (c.mask2.size()) dxn2.array() *= c.mask2.array();
-    MatD dh;
-    rmsBack(c.h, c.r2, w.mlpNorm, dxn2, g.mlpNorm, g.mlpNormBias, dh);
+    Eigen::VectorXd dgw = Eigen::VectorXd::Zero(w.mlpNorm.size()), dnb;
+    rmsBack(c.h, c.r2, w.mlpNorm, dxn2, g ? g->mlpNorm : dgw, g ? g->mlpNormBias : dnb, dh);
     dh += dy;
-
-    // Attention.
-    g.w[kO] += dh.transpose() * c.oq;
-    addBias(kO, dh);
+    // The o projection.
+    addW(kO, dh, c.oq);
     MatD dO = dh * w.w[kO];
     if (c.maskO.size()) dO.array() *= c.maskO.array();
+    return dO;
+}
+
+void LlamaBlock::kvBackward(const BlockWeights& w, const Cache& c, const MatD& dy, MatD& dkq,
+                            MatD& dvq) const {
+    if (!m_kvQuant || c.kq.size() == 0 || c.vq.size() == 0)
+        throw ArgumentError("kvBackward: the forward ran without simulated KV quantisation");
+    const ModelSpec& s = m_s;
+    const int64_t hd = s.headDim, H = s.nHeads, group = s.nHeads / s.nKvHeads;
+    MatD dh;
+    const MatD dO = backToAttention(w, c, dy, nullptr, dh);
+    dkq = MatD::Zero(c.kq.rows(), c.kq.cols());
+    dvq = MatD::Zero(c.vq.rows(), c.vq.cols());
+    for (int64_t h = 0; h < H; ++h) {
+        const int64_t kv = h / group;
+        const MatD& P = c.probs[size_t(h)];
+        const auto dOh = dO.middleCols(h * hd, hd);
+        // Row j of the values as token i read it: quantised, or its own row unquantised when
+        // past-only.
+        MatD dP = dOh * c.vq.middleCols(kv * hd, hd).transpose();
+        if (m_kvPastOnly)
+            for (int64_t i = 0; i < P.rows(); ++i)
+                dP(i, i) = dOh.row(i).dot(c.v.middleCols(kv * hd, hd).row(i));
+        const Eigen::VectorXd rs = (dP.array() * P.array()).rowwise().sum();
+        MatD dS = (P.array() * (dP.array().colwise() - rs.array())).matrix() * m_scale;
+        MatD Pq = P; // the reads of quantised rows
+        if (m_kvPastOnly) Pq.diagonal().setZero(), dS.diagonal().setZero();
+        dvq.middleCols(kv * hd, hd) += Pq.transpose() * dOh;
+        dkq.middleCols(kv * hd, hd) += dS.transpose() * c.q.middleCols(h * hd, hd);
+    }
+}
+
+void LlamaBlock::backward(const BlockWeights& w, const Cache& c, const MatD& dy, BlockGrads& g,
+                          MatD* dxOut) const {
+    if (m_kvQuant)
+        throw UnsupportedError("the block model's backward does not cover simulated KV-cache "
+                               "quantisation");
+    const ModelSpec& s = m_s;
+    const int64_t hd = s.headDim, H = s.nHeads, group = s.nHeads / s.nKvHeads;
+    auto addBias = [&](int i, const MatD& dout) {
+        if (g.b[size_t(i)].size()) g.b[size_t(i)] += dout.colwise().sum().transpose();
+    };
+    MatD dh;
+    const MatD dO = backToAttention(w, c, dy, &g, dh);
+
+    // Attention.
     MatD dq = MatD::Zero(c.q.rows(), c.q.cols());
     MatD dk = MatD::Zero(c.k.rows(), c.k.cols());
     MatD dv = MatD::Zero(c.v.rows(), c.v.cols());

@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -124,6 +125,8 @@ public:
         MatD mask1, maskO, mask2, maskM;
         Eigen::VectorXd r1, r2;  ///< 1 / rms per token
         std::vector<MatD> probs; ///< per head, [T, T] (upper triangle zero)
+        /// With simulated KV quantisation: the keys (after RoPE) and values as read back.
+        MatD kq, vq;
     };
 
     int64_t seqLen() const { return m_T; }
@@ -137,7 +140,8 @@ public:
     /// `quant(k, v)` replaces the keys (after RoPE) and values, [seqLen, nKvHeads*headDim], by
     /// their quantised-then-dequantised values; with pastOnly each query attends to its own
     /// token's unquantised k and v and to the quantised rows of the earlier tokens. An empty
-    /// function switches it off. backward() throws UnsupportedError while it is set.
+    /// function switches it off. backward() throws UnsupportedError while it is set; kvBackward()
+    /// gives the gradients w.r.t. the quantised keys and values instead.
     void setKvQuant(std::function<void(MatD& k, MatD& v)> quant, bool pastOnly);
     /// x, y: [seqLen, dim] row-major. cache may be null (forward only).
     void forward(const BlockWeights& w, const MatD& x, MatD& y, Cache* cache) const;
@@ -149,8 +153,20 @@ public:
     /// sets dLoss/dx (the block input, through both residual paths).
     void backward(const BlockWeights& w, const Cache& c, const MatD& dy, BlockGrads& g,
                   MatD* dx = nullptr) const;
+    /// With simulated KV quantisation (setKvQuant): dLoss/d(the keys and values as read back
+    /// from the cache, Cache::kq / vq, [seqLen, nKvHeads*headDim]) given dLoss/dy for the forward
+    /// that filled `c`, the weights held fixed. With pastOnly a token's own row is read
+    /// unquantised, so only the reads by later tokens count. ArgumentError without KV
+    /// quantisation or a cache without kq / vq.
+    void kvBackward(const BlockWeights& w, const Cache& c, const MatD& dy, MatD& dkq,
+                    MatD& dvq) const;
 
 private:
+    /// The backward from dy to dLoss/d(attention output o) (through o's activation-quantisation
+    /// mask when set); dh = dLoss/dh.
+    /// Adds the weight gradients of down/gate/up/o and the MLP norm to *g when g is not null.
+    MatD backToAttention(const BlockWeights& w, const Cache& c, const MatD& dy, BlockGrads* g,
+                         MatD& dh) const;
     void rope(MatD& a, int64_t heads, bool inverse) const;
     const ModelSpec& m_s;
     int64_t m_T, m_rot = 0;
@@ -161,6 +177,22 @@ private:
     std::function<void(MatD&, MatD&)> m_kvQuant;
     bool m_kvPastOnly = false;
 };
+
+/// One Adam(W) step (β 0.9 / 0.999, ε 1e-8, bias-corrected; `step` 1-based) over n values, with
+/// decoupled weight decay wd; afterwards each value is kept in [lo[i], hi] (lo null: no lower
+/// bound).
+inline void adamUpdate(double* p, const double* g, double* m, double* v, size_t n, int step,
+                       double lr, double wd, const double* lo, double hi) {
+    constexpr double b1 = 0.9, b2 = 0.999, eps = 1e-8;
+    const double c1 = 1.0 - std::pow(b1, step), c2 = 1.0 - std::pow(b2, step);
+    for (size_t i = 0; i < n; ++i) {
+        m[i] = b1 * m[i] + (1 - b1) * g[i];
+        v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i];
+        p[i] -= lr * (m[i] / c1 / (std::sqrt(v[i] / c2) + eps) + wd * p[i]);
+        if (lo) p[i] = std::max(p[i], lo[i]);
+        p[i] = std::min(p[i], hi);
+    }
+}
 
 /// The epoch loop of the trainers (OmniQuant / AffineQuant, EfficientQAT Block-AP and E2E-QP):
 /// `epochs` passes over `samples` samples. Before every step the progress (steps done / all

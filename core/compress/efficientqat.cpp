@@ -153,21 +153,6 @@ PackedTensor qatPack(const QatQuantizer& q, const MatD& W, const std::string& na
 
 namespace {
 
-/// Adam(W) over n values; after the step each value is kept in [lo[i], hi] (lo may be null: no
-/// lower bound).
-void adam(double* p, const double* g, double* m, double* v, size_t n, int step, double lr,
-          double wd, const double* lo, double hi) {
-    constexpr double b1 = 0.9, b2 = 0.999, eps = 1e-8;
-    const double c1 = 1.0 - std::pow(b1, step), c2 = 1.0 - std::pow(b2, step);
-    for (size_t i = 0; i < n; ++i) {
-        m[i] = b1 * m[i] + (1 - b1) * g[i];
-        v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i];
-        p[i] -= lr * (m[i] / c1 / (std::sqrt(v[i] / c2) + eps) + wd * p[i]);
-        if (lo) p[i] = std::max(p[i], lo[i]);
-        p[i] = std::min(p[i], hi);
-    }
-}
-
 /// One learned linear: its weights and quantiser with Adam moments.
 struct QatLinear {
     std::string name;
@@ -256,14 +241,14 @@ struct BlockAp {
         std::vector<double> gs, gz;
         for (QatLinear& l : lin) {
             qatBackward(l.q, l.W, grads.w[size_t(l.index)], gW, gs, gz);
-            adam(l.W.data(), gW.data(), l.mW.data(), l.vW.data(), size_t(l.W.size()), t, o.lrW,
-                 o.weightDecay, nullptr, INFINITY);
-            adam(l.q.scale.data(), gs.data(), l.ms.data(), l.vs.data(), gs.size(), t, o.lrQ, 0.0,
-                 l.q.minScale.data(), INFINITY);
+            adamUpdate(l.W.data(), gW.data(), l.mW.data(), l.vW.data(), size_t(l.W.size()), t,
+                       o.lrW, o.weightDecay, nullptr, INFINITY);
+            adamUpdate(l.q.scale.data(), gs.data(), l.ms.data(), l.vs.data(), gs.size(), t, o.lrQ,
+                       0.0, l.q.minScale.data(), INFINITY);
             if (!l.q.settings.symmetric) {
                 const std::vector<double> zeroLo(gz.size(), 0.0);
-                adam(l.q.zero.data(), gz.data(), l.mz.data(), l.vz.data(), gz.size(), t, o.lrQ, 0.0,
-                     zeroLo.data(), l.q.qmax());
+                adamUpdate(l.q.zero.data(), gz.data(), l.mz.data(), l.vz.data(), gz.size(), t,
+                           o.lrQ, 0.0, zeroLo.data(), l.q.qmax());
             }
         }
         return loss;
@@ -672,8 +657,8 @@ EfficientQatE2eResult efficientQatEndToEnd(const WeightSource& w,
             for (E2eLinear& l : lin) {
                 const std::vector<double> gs =
                     stepGrads(l, grads[size_t(l.layer)].w[size_t(l.index)]);
-                adam(l.s.data(), gs.data(), l.m.data(), l.v.data(), gs.size(), t, o.lrE2e, 0.0,
-                     l.sLo.data(), INFINITY);
+                adamUpdate(l.s.data(), gs.data(), l.m.data(), l.v.data(), gs.size(), t, o.lrE2e,
+                           0.0, l.sLo.data(), INFINITY);
             }
             return loss;
         },

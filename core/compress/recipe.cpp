@@ -334,7 +334,8 @@ void validateKv(const json& k, int rule) {
     if (!k.is_object()) fail(rule, "kv", "expected an object or null, got " + k.dump());
     checkKeys(k,
               {"k_bits", "v_bits", "k_granularity", "v_granularity", "group_size", "past_only",
-               "smooth", "crr_blocks", "policy", "budget", "recent", "sinks", "window", "mass"},
+               "smooth", "crr_blocks", "crr_steps", "crr_lr", "policy", "budget", "recent", "sinks",
+               "window", "mass"},
               rule, "kv.");
     validateKvPolicy(k, rule);
     if (k.contains("k_bits")) intField(k["k_bits"], rule, "kv.k_bits", 2, 16);
@@ -347,6 +348,8 @@ void validateKv(const json& k, int rule) {
     if (k.contains("past_only")) boolField(k["past_only"], rule, "kv.past_only");
     if (k.contains("smooth")) boolField(k["smooth"], rule, "kv.smooth");
     if (k.contains("crr_blocks")) intField(k["crr_blocks"], rule, "kv.crr_blocks", 0, 64);
+    if (k.contains("crr_steps")) intField(k["crr_steps"], rule, "kv.crr_steps", 0, 10000);
+    if (k.contains("crr_lr")) numField(k["crr_lr"], rule, "kv.crr_lr", 1e-6, 1.0);
 }
 
 void validateOutliers(const json& o, int rule) {
@@ -745,7 +748,9 @@ std::string KvSettings::describe() const {
     };
     std::string d = part('k', kBits, kGranularity) + ", " + part('v', vBits, vGranularity);
     if (pastOnly) d += ", past-only";
-    if (smooth) d += ", WKVQuant smoothing (CRR " + std::to_string(crrBlocks) + ")";
+    if (smooth)
+        d += ", WKVQuant smoothing (CRR " + std::to_string(crrBlocks) +
+             (crrSteps > 0 ? ", " + std::to_string(crrSteps) + " steps" : std::string()) + ")";
     return d;
 }
 
@@ -1238,7 +1243,8 @@ void addWkvPresets(std::vector<Preset>& v) {
     const std::string n = "W4-KV4-WKVQuant";
     const std::string d = "WKVQuant: int4 asym g64 GPTQ weights, KV4 per token (g128) with "
                           "past-only quantisation and calibrated per-channel smoothing chosen by "
-                          "cross-block reconstruction (needs --calib)";
+                          "cross-block reconstruction, searched then learned by 20 gradient steps "
+                          "(needs --calib)";
     v.push_back({n, d,
                  oneRule(n, d,
                          {{"weight",
@@ -1254,7 +1260,9 @@ void addWkvPresets(std::vector<Preset>& v) {
                             {"v_granularity", "token"},
                             {"past_only", true},
                             {"smooth", true},
-                            {"crr_blocks", 1}}}})});
+                            {"crr_blocks", 1},
+                            {"crr_steps", 20},
+                            {"crr_lr", 0.01}}}})});
 }
 
 /// SqueezeLLM, DGQ and SliM-LLM (compact_formats.h). (part of presets())
@@ -1930,7 +1938,8 @@ std::optional<json> mergedKv(const Recipe& r, int64_t l, int& rule) {
 }
 
 const char* const kKvQuantKeys[] = {"k_bits",     "v_bits",    "k_granularity", "v_granularity",
-                                    "group_size", "past_only", "smooth",        "crr_blocks"};
+                                    "group_size", "past_only", "smooth",        "crr_blocks",
+                                    "crr_steps",  "crr_lr"};
 const char* const kKvPolicyKeys[] = {"policy", "budget", "recent", "sinks", "window", "mass"};
 
 template <size_t N> bool hasAnyKey(const json& j, const char* const (&keys)[N]) {
@@ -1961,6 +1970,8 @@ std::optional<KvPlan> planKvBlock(const json& kvj, int kvRule, int64_t l, int64_
     k.pastOnly = kv->value("past_only", false);
     k.smooth = kv->value("smooth", false);
     k.crrBlocks = kv->value("crr_blocks", 1);
+    k.crrSteps = kv->value("crr_steps", 0);
+    k.crrLr = kv->value("crr_lr", 5e-3);
     // WKVQuant's past-only quantisation and two-dimensional smoothing work on per-token rows.
     const bool channel = (k.kBits < 16 && k.kGranularity == KvGranularity::Channel) ||
                          (k.vBits < 16 && k.vGranularity == KvGranularity::Channel);
@@ -1972,8 +1983,9 @@ std::optional<KvPlan> planKvBlock(const json& kvj, int kvRule, int64_t l, int64_
         fail(kvRule, "kv.smooth",
              "WKVQuant's smoothing needs per-token KV quantisation (k_granularity and "
              "v_granularity \"token\")");
-    if (kv->contains("crr_blocks") && !k.smooth)
-        fail(kvRule, "kv.crr_blocks", "applies only with \"smooth\": true");
+    for (const char* key : {"crr_blocks", "crr_steps", "crr_lr"})
+        if (kv->contains(key) && !k.smooth)
+            fail(kvRule, std::string("kv.") + key, "applies only with \"smooth\": true");
     const bool tokenGroups = (k.kBits < 16 && k.kGranularity == KvGranularity::Token) ||
                              (k.vBits < 16 && k.vGranularity == KvGranularity::Token);
     if (tokenGroups && kv->contains("group_size") && k.groupSize > width)

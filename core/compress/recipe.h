@@ -192,6 +192,9 @@ struct KvSettings {
     /// per-token quantiser), chosen by cross-block reconstruction over crrBlocks later blocks.
     bool smooth = false;
     int crrBlocks = 1;
+    /// Adam steps on the smoothing after the search (0: search only) and their learning rate.
+    int crrSteps = 0;
+    double crrLr = 5e-3;
     /// "k4 token g128, v4 token g128".
     std::string describe() const;
     /// Stored bits per cached value including the f32 scale and minimum of each group

@@ -9,6 +9,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <string>
@@ -62,6 +63,56 @@ void fakeQuantKvRows(MatD& x, int bits, int64_t groupSize, const ChannelSmoothin
     const float* out = st.read(T, scratch, 1);
     for (int64_t t = 0; t < T; ++t)
         for (int64_t c = 0; c < W; ++c) x(t, c) = double(out[t * W + c]);
+}
+
+void kvSmoothingGrads(const MatD& x, int bits, int64_t groupSize, const ChannelSmoothing& sm,
+                      const MatD& g, std::vector<double>& dShift, std::vector<double>& dScale) {
+    const int64_t T = x.rows(), W = x.cols();
+    if (g.rows() != T || g.cols() != W || int64_t(dShift.size()) != W ||
+        int64_t(dScale.size()) != W || (!sm.empty() && int64_t(sm.scale.size()) != W) ||
+        groupSize < 1)
+        throw ArgumentError("WKVQuant gradient: sizes do not match rows of " + std::to_string(W));
+    if (bits >= 16) return;
+    const double levels = double((1 << bits) - 1);
+    std::vector<double> u(static_cast<size_t>(W)), du(u.size()), uq(u.size());
+    for (int64_t t = 0; t < T; ++t) {
+        for (int64_t c = 0; c < W; ++c) {
+            const double d = sm.empty() ? 0.0 : double(sm.shift[size_t(c)]);
+            const double s = sm.empty() ? 1.0 : double(sm.scale[size_t(c)]);
+            u[size_t(c)] = (x(t, c) - d) / s;
+            du[size_t(c)] = g(t, c) * s; // dL/dû_c, and the direct part of dL/du_c
+        }
+        for (int64_t c0 = 0; c0 < W; c0 += groupSize) {
+            const int64_t c1 = std::min(c0 + groupSize, W);
+            int64_t lo = c0, hi = c0;
+            for (int64_t c = c0 + 1; c < c1; ++c) {
+                if (u[size_t(c)] < u[size_t(lo)]) lo = c;
+                if (u[size_t(c)] > u[size_t(hi)]) hi = c;
+            }
+            const double mn = u[size_t(lo)], h = (u[size_t(hi)] - mn) / levels;
+            double se = 0; // Σ dL/dû · e over the group: dL/dh
+            for (int64_t c = c0; c < c1; ++c) {
+                if (!(h > 0)) {
+                    uq[size_t(c)] = u[size_t(c)];
+                    continue;
+                }
+                const double r = (u[size_t(c)] - mn) / h;
+                const double q = std::clamp(std::nearbyint(r), 0.0, levels);
+                uq[size_t(c)] = mn + h * q;
+                se += du[size_t(c)] * (q - r);
+            }
+            if (h > 0) { // h = (u_hi − u_lo) / levels
+                du[size_t(hi)] += se / levels;
+                du[size_t(lo)] -= se / levels;
+            }
+        }
+        for (int64_t c = 0; c < W; ++c) {
+            const double s = sm.empty() ? 1.0 : double(sm.scale[size_t(c)]);
+            // x̂ = s·û + δ, u = (x − δ)/s
+            dShift[size_t(c)] += g(t, c) - du[size_t(c)] / s;
+            dScale[size_t(c)] += g(t, c) * uq[size_t(c)] - du[size_t(c)] * u[size_t(c)] / s;
+        }
+    }
 }
 
 CrrObjective::CrrObjective(const ModelSpec& spec, int layer, const KvQuantSpec& kv, int blocks,
@@ -130,6 +181,73 @@ double CrrObjective::operator()(const ChannelSmoothing& k, const ChannelSmoothin
     return sum / double(S * T * dim);
 }
 
+double CrrObjective::gradient(const ChannelSmoothing& k, const ChannelSmoothing& v,
+                              std::vector<double>& dkShift, std::vector<double>& dkScale,
+                              std::vector<double>& dvShift, std::vector<double>& dvScale) const {
+    const int64_t T = m_T, dim = m_s.dim, W = m_s.nKvHeads * m_s.headDim;
+    LlamaBlock first(m_s, m_layer, T);
+    const KvQuantSpec kv = m_kv;
+    first.setKvQuant(
+        [&](MatD& kk, MatD& vv) {
+            fakeQuantKvRows(kk, kv.kBits, kv.groupSize, k);
+            fakeQuantKvRows(vv, kv.vBits, kv.groupSize, v);
+        },
+        kv.pastOnly);
+    std::vector<LlamaBlock> next;
+    for (int b = 1; b < m_blocks; ++b) next.emplace_back(m_s, m_layer + b, T);
+    const int64_t S = int64_t(m_in.size());
+    const double N = double(S * T * dim);
+    // Per window: the error and the four gradients, summed afterwards in window order.
+    std::vector<double> err(static_cast<size_t>(S), 0.0);
+    std::vector<std::array<std::vector<double>, 4>> grads(static_cast<size_t>(S));
+    ParallelErrors errors;
+#pragma omp parallel for schedule(dynamic, 1) if (S > 1)
+    for (int64_t i = 0; i < S; ++i)
+        errors.run([&] {
+            std::vector<LlamaBlock::Cache> caches(next.size() + 1);
+            MatD x = toMat(m_in[size_t(i)], T, dim), y;
+            first.forward(m_q, x, y, &caches[0]);
+            for (size_t b = 0; b < next.size(); ++b) {
+                x = std::move(y);
+                next[b].forward(m_fp[b], x, y, &caches[b + 1]);
+            }
+            const std::vector<float>& t = m_target[size_t(i)];
+            MatD dy(T, dim);
+            double e = 0;
+            for (int64_t j = 0; j < T * dim; ++j) {
+                const double d = y.data()[j] - double(t[size_t(j)]);
+                e += std::fabs(d);
+                dy.data()[j] = (d > 0 ? 1.0 : d < 0 ? -1.0 : 0.0) / N; // L1, mean over all
+            }
+            err[size_t(i)] = e;
+            for (size_t b = next.size(); b-- > 0;) {
+                BlockGrads gb;
+                gb.zeroLike(m_fp[b]);
+                MatD dx;
+                next[b].backward(m_fp[b], caches[b + 1], dy, gb, &dx);
+                dy = std::move(dx);
+            }
+            MatD dkq, dvq;
+            first.kvBackward(m_q, caches[0], dy, dkq, dvq);
+            auto& gr = grads[size_t(i)];
+            for (auto& vec : gr) vec.assign(size_t(W), 0.0);
+            kvSmoothingGrads(caches[0].k, kv.kBits, kv.groupSize, k, dkq, gr[0], gr[1]);
+            kvSmoothingGrads(caches[0].v, kv.vBits, kv.groupSize, v, dvq, gr[2], gr[3]);
+        });
+    errors.rethrow();
+    for (auto* d : {&dkShift, &dkScale, &dvShift, &dvScale}) d->assign(size_t(W), 0.0);
+    double sum = 0;
+    for (int64_t i = 0; i < S; ++i) {
+        sum += err[size_t(i)];
+        const auto& gr = grads[size_t(i)];
+        for (int64_t c = 0; c < W; ++c) {
+            dkShift[size_t(c)] += gr[0][size_t(c)], dkScale[size_t(c)] += gr[1][size_t(c)];
+            dvShift[size_t(c)] += gr[2][size_t(c)], dvScale[size_t(c)] += gr[3][size_t(c)];
+        }
+    }
+    return sum / N;
+}
+
 void CrrObjective::ranges(std::vector<float>& kLo, std::vector<float>& kHi, std::vector<float>& vLo,
                           std::vector<float>& vHi) const {
     const int64_t W = m_s.nKvHeads * m_s.headDim;
@@ -150,6 +268,91 @@ void CrrObjective::ranges(std::vector<float>& kLo, std::vector<float>& kHi, std:
     }
 }
 
+namespace {
+
+/// WKVQuant's gradient steps (the header): Adam on log s and on δ per half range of each
+/// channel, from r's searched smoothing; after every step the exact objective, the best point
+/// kept in r (and `best`). False when tick() says cancelled.
+template <class Tick>
+bool learnSmoothing(const CrrObjective& objective, const std::vector<float>& kLo,
+                    const std::vector<float>& kHi, const std::vector<float>& vLo,
+                    const std::vector<float>& vHi, bool doK, bool doV, const WkvOptions& opts,
+                    WkvBlockResult& r, double& best, Tick tick) {
+    const size_t W = kLo.size();
+    struct Param {
+        bool on = false;
+        std::vector<double> shift0, half, d, t, md, vd, mt, vt; // δ = shift0 + half·d, s = e^t
+        ChannelSmoothing at() const {
+            ChannelSmoothing sm;
+            if (!on) return sm;
+            sm.shift.resize(d.size()), sm.scale.resize(d.size());
+            for (size_t c = 0; c < d.size(); ++c) {
+                sm.shift[c] = float(shift0[c] + half[c] * d[c]);
+                sm.scale[c] = float(std::exp(t[c]));
+            }
+            return sm;
+        }
+    };
+    auto init = [&](bool on, const ChannelSmoothing& start, const std::vector<float>& lo,
+                    const std::vector<float>& hi) {
+        Param p;
+        p.on = on;
+        if (!on) return p;
+        double maxHalf = 0;
+        for (size_t c = 0; c < W; ++c)
+            if (std::isfinite(hi[c] - lo[c])) maxHalf = std::max(maxHalf, 0.5 * (hi[c] - lo[c]));
+        p.shift0.assign(W, 0.0), p.half.assign(W, 0.0), p.t.assign(W, 0.0);
+        for (size_t c = 0; c < W; ++c) {
+            if (!start.empty()) {
+                p.shift0[c] = start.shift[c];
+                p.t[c] = std::log(double(start.scale[c]));
+            }
+            const double h = 0.5 * (double(hi[c]) - double(lo[c]));
+            p.half[c] = std::isfinite(h) ? std::max(h, 1e-6 * maxHalf) : maxHalf;
+            if (!(p.half[c] > 0)) p.half[c] = 1.0;
+        }
+        p.d.assign(W, 0.0);
+        p.md = p.vd = p.mt = p.vt = p.d;
+        return p;
+    };
+    Param pk = init(doK, r.k, kLo, kHi), pv = init(doV, r.v, vLo, vHi);
+    std::vector<double> dks, dkc, dvs, dvc;
+    for (int step = 1; step <= opts.learnSteps; ++step) {
+        const ChannelSmoothing k = pk.at(), v = pv.at();
+        objective.gradient(k, v, dks, dkc, dvs, dvc);
+        auto update = [&](Param& p, const std::vector<double>& dShift,
+                          const std::vector<double>& dScale, const ChannelSmoothing& cur) {
+            if (!p.on) return;
+            std::vector<double> gd(W), gt(W);
+            for (size_t c = 0; c < W; ++c) {
+                gd[c] = dShift[c] * p.half[c];            // dδ/dd = half
+                gt[c] = dScale[c] * double(cur.scale[c]); // ds/dt = s
+            }
+            adamUpdate(p.d.data(), gd.data(), p.md.data(), p.vd.data(), W, step, opts.lr, 0.0,
+                       nullptr, INFINITY);
+            adamUpdate(p.t.data(), gt.data(), p.mt.data(), p.vt.data(), W, step, opts.lr, 0.0,
+                       nullptr, 20.0);
+            for (double& t : p.t) t = std::max(t, -20.0);
+        };
+        update(pk, dks, dkc, k);
+        update(pv, dvs, dvc, v);
+        const ChannelSmoothing nk = pk.at(), nv = pv.at();
+        const double L = objective(nk, nv);
+        r.learnedSteps = step;
+        if (L < best) {
+            best = L;
+            r.bestStep = step;
+            if (pk.on) r.k = nk;
+            if (pv.on) r.v = nv;
+        }
+        r.objective.push_back(best);
+        if (!tick("learning")) return false;
+    }
+    return true;
+}
+
+} // namespace
+
 WkvBlockResult wkvquantBlock(const WeightSource& quantised, const WeightSource& fp, int layer,
                              const KvQuantSpec& kv, const std::vector<std::vector<float>>& qInputs,
                              const std::vector<std::vector<float>>& fpInputs,
@@ -159,8 +362,10 @@ WkvBlockResult wkvquantBlock(const WeightSource& quantised, const WeightSource& 
     if (qInputs.empty() || qInputs.size() != fpInputs.size())
         throw ArgumentError("WKVQuant: " + std::to_string(qInputs.size()) + " and " +
                             std::to_string(fpInputs.size()) + " calibration windows");
-    if (opts.crrBlocks < 0 || opts.alphas.empty() || opts.rounds < 1)
-        throw ArgumentError("WKVQuant: crr_blocks must be >= 0, with alphas and rounds");
+    if (opts.crrBlocks < 0 || opts.alphas.empty() || opts.rounds < 1 || opts.learnSteps < 0 ||
+        !(opts.lr > 0) || !std::isfinite(opts.lr))
+        throw ArgumentError("WKVQuant: crr_blocks and crr_steps must be >= 0 and the learning "
+                            "rate > 0, with alphas and rounds");
     for (double a : opts.alphas)
         if (!(a >= 0) || !std::isfinite(a))
             throw ArgumentError("WKVQuant: alpha " + std::to_string(a) + " (must be >= 0)");
@@ -207,7 +412,7 @@ WkvBlockResult wkvquantBlock(const WeightSource& quantised, const WeightSource& 
     // Coordinate search over (alpha, shift) of K, then V.
     const bool doK = kv.kBits < 16, doV = kv.vBits < 16;
     const int perTensor = int(opts.alphas.size()) * 2;
-    const int total = 1 + opts.rounds * perTensor * (int(doK) + int(doV));
+    const int total = 1 + opts.rounds * perTensor * (int(doK) + int(doV)) + opts.learnSteps;
     int done = 0;
     auto tick = [&](const char* what) {
         ++done;
@@ -255,6 +460,12 @@ WkvBlockResult wkvquantBlock(const WeightSource& quantised, const WeightSource& 
         }
         if (!moved) break;
     }
+    r.lossSearch = best;
+    if (opts.learnSteps > 0 &&
+        !learnSmoothing(objective, kLo, kHi, vLo, vHi, doK, doV, opts, r, best, tick)) {
+        r.status = Status::Cancelled;
+        return r;
+    }
     r.lossEnd = best;
     r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return r;
@@ -290,6 +501,8 @@ Status calibrateWkvQuant(const Model& base, const Plan& plan, CompressedModel& c
         KvQuantSpec& spec = rq.kv.at(kp.layer);
         WkvOptions o;
         o.crrBlocks = kp.kv.crrBlocks;
+        o.learnSteps = kp.kv.crrSteps;
+        o.lr = kp.kv.crrLr;
         RangeProgress searchP(progress, f0 + 0.2 * (f1 - f0), f1);
         const WkvBlockResult r = wkvquantBlock(cm, base, l, spec, qIn, fpIn, o, searchP);
         if (r.status == Status::Cancelled) return Status::Cancelled;
@@ -304,6 +517,11 @@ Status calibrateWkvQuant(const Model& base, const Plan& plan, CompressedModel& c
         d["wkvquant_v_alpha"] = r.vAlpha;
         d["wkvquant_v_shift"] = r.vShift;
         d["wkvquant_loss_start"] = r.lossStart;
+        if (r.learnedSteps > 0) {
+            d["wkvquant_loss_search"] = r.lossSearch;
+            d["wkvquant_learned_steps"] = r.learnedSteps;
+            d["wkvquant_best_step"] = r.bestStep; // 0: the search's point was kept
+        }
         d["wkvquant_loss_end"] = r.lossEnd;
         d["wkvquant_evaluations"] = r.objective.size();
         d["wkvquant_seconds"] = r.seconds;

@@ -25,8 +25,17 @@
 /// α ∈ alphas (α = 0 with the shift off is plain per-token quantisation, the start point). A
 /// coordinate search over (α, shift) of K, then V, repeated `rounds` times, keeps a candidate
 /// only when it lowers L, so the objective never increases and the result is never worse than
-/// the start on the calibration windows. (A gradient on δ and s would need a backward through
-/// the per-token min/max quantiser and the attention, which the block model does not have.)
+/// the start on the calibration windows.
+///
+/// Then, with learnSteps > 0 (recipe kv.crr_steps), δ and s of every channel are learned as the
+/// paper does, by gradient descent on L (Adam), starting from the searched point: the gradient
+/// runs back through the following blocks, the block's attention (past-only reads), and the
+/// per-token min/max quantiser with the straight-through estimator for the rounding — x̂ = s·û +
+/// δ, û = u + h·e with u = (x − δ)/s, h = (max u − min u)/(2^b − 1) of the token's group and the
+/// rounding error e held fixed, so dL/du_c = s_c·g_c plus ±Σ s·g·e/(2^b − 1) at the group's
+/// maximum / minimum (kvSmoothingGrads). Parameters: log s, and δ in units of the channel's
+/// half range. After every step the exact objective of the new point is evaluated; the best
+/// point is kept, so the objective still never increases.
 #include "core/common/error.h"
 #include "core/common/progress.h"
 #include "core/compress/block_grad.h"
@@ -62,10 +71,19 @@ ChannelSmoothing smoothingFromRange(const std::vector<float>& lo, const std::vec
 /// `groupSize` channels, with the smoothing (empty: none).
 void fakeQuantKvRows(MatD& x, int bits, int64_t groupSize, const ChannelSmoothing& sm);
 
+/// The straight-through gradient of fakeQuantKvRows (above, the header's formula) w.r.t. the
+/// smoothing: x [T, width] the rows before quantisation, g = dLoss/d(the rows read back); adds
+/// dLoss/dδ_c and dLoss/ds_c summed over the rows to dShift / dScale (sized width). An empty
+/// smoothing is the identity (δ 0, s 1). bits >= 16: nothing to add.
+void kvSmoothingGrads(const MatD& x, int bits, int64_t groupSize, const ChannelSmoothing& sm,
+                      const MatD& g, std::vector<double>& dShift, std::vector<double>& dScale);
+
 struct WkvOptions {
     int crrBlocks = 1; ///< k: blocks after the block in the objective (cut at the last block)
     std::vector<double> alphas{0.0, 0.25, 0.5, 0.75, 1.0};
-    int rounds = 2; ///< passes of the coordinate search (K, then V)
+    int rounds = 2;     ///< passes of the coordinate search (K, then V)
+    int learnSteps = 0; ///< Adam steps on δ and s after the search (0: search only)
+    double lr = 5e-3;   ///< Adam learning rate (log s, and δ per half range)
 };
 
 struct WkvBlockResult {
@@ -74,6 +92,9 @@ struct WkvBlockResult {
     double kAlpha = 0, vAlpha = 0;
     bool kShift = false, vShift = false;
     double lossStart = 0, lossEnd = 0; ///< CRR objective of the start and of the kept point
+    double lossSearch = 0;             ///< after the coordinate search (before the gradient steps)
+    int learnedSteps = 0; ///< gradient steps taken; bestStep: the kept one (0: the search's)
+    int bestStep = 0;
     /// The best objective after each evaluation (the start first): never increases.
     std::vector<double> objective;
     int blocks = 1; ///< blocks in the objective (1 + k, cut at the model's last block)
@@ -91,6 +112,11 @@ public:
                  const std::vector<std::vector<float>>& qInputs,
                  const std::vector<std::vector<float>>& targets);
     double operator()(const ChannelSmoothing& k, const ChannelSmoothing& v) const;
+    /// L and its gradient w.r.t. the smoothing of K and V (straight-through, see above; vectors
+    /// sized nKvHeads*headDim; K's stay zero when K is not quantised, V's likewise).
+    double gradient(const ChannelSmoothing& k, const ChannelSmoothing& v,
+                    std::vector<double>& dkShift, std::vector<double>& dkScale,
+                    std::vector<double>& dvShift, std::vector<double>& dvScale) const;
     /// Per-channel min/max of the block's K (after RoPE) and V on qInputs (no quantisation).
     void ranges(std::vector<float>& kLo, std::vector<float>& kHi, std::vector<float>& vLo,
                 std::vector<float>& vHi) const;
