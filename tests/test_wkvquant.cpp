@@ -22,6 +22,7 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <random>
 
 using namespace lcw;
@@ -92,6 +93,39 @@ void expectRecipeError(const std::function<void()>& fn, const std::string& field
     }
     QFAIL(qPrintable(QString::fromStdString("no RecipeError for " + field)));
 }
+
+/// Block 1 of the demo model at KV3 past-only on 3 calibration windows of 48 tokens: the inputs
+/// through the compressed and the unquantised model, and the CRR objective over blocks 1..1+k
+/// (its unquantised targets computed here, block by block).
+struct Block1Kv3 {
+    std::unique_ptr<Model> m = Model::load(lcwtest::demoModelPath());
+    CalibrationSet cal = loadCalibration(*m, "", {3, 48});
+    std::unique_ptr<CompressedModel> cm = withKv(*m, "{'k_bits':3,'v_bits':3,'past_only':true}");
+    std::vector<std::vector<float>> qIn = captureBlockHidden(*cm, cal, 1);
+    std::vector<std::vector<float>> fpIn = captureBlockHidden(*m, cal, 1);
+    KvQuantSpec spec = cm->runtimeQuant()->kv.at(1);
+    BlockWeights qW = loadBlockWeights(*cm, 1); // CrrObjective keeps references
+    std::vector<std::vector<float>> target;
+    std::unique_ptr<CrrObjective> objective(int k) {
+        std::vector<BlockWeights> next;
+        for (int b = 1; b <= k; ++b) next.push_back(loadBlockWeights(*m, 1 + b));
+        target = fpIn;
+        for (int b = 0; b <= k; ++b) {
+            LlamaBlock blk(m->spec(), 1 + b, cal.seqLen());
+            const BlockWeights w = loadBlockWeights(*m, 1 + b);
+            for (auto& t : target) {
+                MatD x(cal.seqLen(), m->spec().dim), y;
+                for (int64_t i = 0; i < x.size(); ++i) x.data()[i] = t[size_t(i)];
+                blk.forward(w, x, y, nullptr);
+                for (int64_t i = 0; i < y.size(); ++i) t[size_t(i)] = float(y.data()[i]);
+            }
+        }
+        return std::make_unique<CrrObjective>(m->spec(), 1, spec, k + 1, qW, next, qIn, target);
+    }
+    WkvBlockResult run(const WkvOptions& o, Progress& p) const {
+        return wkvquantBlock(*cm, *m, 1, spec, qIn, fpIn, o, p);
+    }
+};
 
 double maxAbsDiff(const std::vector<float>& a, const std::vector<float>& b) {
     double d = 0;
@@ -333,12 +367,11 @@ private slots:
     }
 
     void crrObjectiveNeverIncreases() {
-        auto m = Model::load(lcwtest::demoModelPath());
-        const CalibrationSet cal = loadCalibration(*m, "", {3, 48});
-        auto cm = withKv(*m, "{'k_bits':3,'v_bits':3,'past_only':true}");
-        const auto qIn = captureBlockHidden(*cm, cal, 1);
-        const auto fpIn = captureBlockHidden(*m, cal, 1);
-        const KvQuantSpec spec = cm->runtimeQuant()->kv.at(1);
+        Block1Kv3 f;
+        const auto& m = f.m;
+        const auto& cm = f.cm;
+        const auto &qIn = f.qIn, &fpIn = f.fpIn;
+        const KvQuantSpec& spec = f.spec;
         for (int k : {0, 2}) {
             WkvOptions o;
             o.crrBlocks = k;
@@ -355,22 +388,8 @@ private slots:
             qInfo("CRR k=%d: L1 %.6f -> %.6f (K alpha %.2f shift %d, V alpha %.2f shift %d)", k,
                   r.lossStart, r.lossEnd, r.kAlpha, int(r.kShift), r.vAlpha, int(r.vShift));
             // the kept point's objective is what the search reports
-            std::vector<BlockWeights> next;
-            for (int b = 1; b <= k; ++b) next.push_back(loadBlockWeights(*m, 1 + b));
-            std::vector<std::vector<float>> target = fpIn;
-            for (int b = 0; b <= k; ++b) {
-                LlamaBlock blk(m->spec(), 1 + b, cal.seqLen());
-                const BlockWeights w = loadBlockWeights(*m, 1 + b);
-                for (auto& t : target) {
-                    MatD x(cal.seqLen(), m->spec().dim), y;
-                    for (int64_t i = 0; i < x.size(); ++i) x.data()[i] = t[size_t(i)];
-                    blk.forward(w, x, y, nullptr);
-                    for (int64_t i = 0; i < y.size(); ++i) t[size_t(i)] = float(y.data()[i]);
-                }
-            }
-            const BlockWeights qW = loadBlockWeights(*cm, 1);
-            const CrrObjective obj(m->spec(), 1, spec, k + 1, qW, next, qIn, target);
-            QVERIFY(std::fabs(obj(r.k, r.v) - r.lossEnd) < 1e-5 * r.lossEnd);
+            const auto obj = f.objective(k);
+            QVERIFY(std::fabs((*obj)(r.k, r.v) - r.lossEnd) < 1e-5 * r.lossEnd);
         }
         // cancellation
         struct Stop final : Progress {
@@ -536,18 +555,13 @@ private slots:
         // The gradient steps after the search: the objective is still monotone, the kept point's
         // exact objective is what the result reports, and on the demo model's block 1 at KV3 the
         // learning lowers the searched objective.
-        auto m = Model::load(lcwtest::demoModelPath());
-        const CalibrationSet cal = loadCalibration(*m, "", {3, 48});
-        auto cm = withKv(*m, "{'k_bits':3,'v_bits':3,'past_only':true}");
-        const auto qIn = captureBlockHidden(*cm, cal, 1);
-        const auto fpIn = captureBlockHidden(*m, cal, 1);
-        const KvQuantSpec spec = cm->runtimeQuant()->kv.at(1);
+        Block1Kv3 f;
         WkvOptions o;
         o.crrBlocks = 1;
         o.learnSteps = 12;
         o.lr = 1e-2;
         NullProgress p;
-        const WkvBlockResult r = wkvquantBlock(*cm, *m, 1, spec, qIn, fpIn, o, p);
+        const WkvBlockResult r = f.run(o, p);
         QCOMPARE(r.status, Status::Ok);
         QCOMPARE(r.learnedSteps, 12);
         for (size_t i = 1; i < r.objective.size(); ++i)
@@ -556,20 +570,7 @@ private slots:
         qInfo("CRR learned: L1 %.6f (start) -> %.6f (search) -> %.6f (step %d of 12)", r.lossStart,
               r.lossSearch, r.lossEnd, r.bestStep);
         QVERIFY2(r.lossEnd < r.lossSearch, "the gradient steps found nothing below the search");
-        std::vector<std::vector<float>> target = fpIn;
-        for (int b = 0; b <= 1; ++b) {
-            LlamaBlock blk(m->spec(), 1 + b, cal.seqLen());
-            const BlockWeights w = loadBlockWeights(*m, 1 + b);
-            for (auto& t : target) {
-                MatD x(cal.seqLen(), m->spec().dim), y;
-                for (int64_t i = 0; i < x.size(); ++i) x.data()[i] = t[size_t(i)];
-                blk.forward(w, x, y, nullptr);
-                for (int64_t i = 0; i < y.size(); ++i) t[size_t(i)] = float(y.data()[i]);
-            }
-        }
-        const BlockWeights qW = loadBlockWeights(*cm, 1); // the objective keeps a reference
-        const CrrObjective obj(m->spec(), 1, spec, 2, qW, {loadBlockWeights(*m, 2)}, qIn, target);
-        const double kept = obj(r.k, r.v);
+        const double kept = (*f.objective(1))(r.k, r.v);
         QVERIFY2(std::fabs(kept - r.lossEnd) < 1e-5 * r.lossEnd,
                  qPrintable(QString("%1 vs %2").arg(kept, 0, 'g', 10).arg(r.lossEnd, 0, 'g', 10)));
         for (float sc : r.k.scale) QVERIFY(std::isfinite(sc) && sc > 0);
@@ -579,7 +580,7 @@ private slots:
                 return what.find("learning") == std::string_view::npos;
             }
         } late;
-        QCOMPARE(wkvquantBlock(*cm, *m, 1, spec, qIn, fpIn, o, late).status, Status::Cancelled);
+        QCOMPARE(f.run(o, late).status, Status::Cancelled);
     }
 
     void recipeCompressesAndOverlayKeepsTheSmoothing() {

@@ -145,18 +145,24 @@ MatD toMat(const std::vector<float>& v, int64_t T, int64_t dim) {
 }
 } // namespace
 
-double CrrObjective::operator()(const ChannelSmoothing& k, const ChannelSmoothing& v) const {
-    const int64_t T = m_T, dim = m_s.dim;
-    LlamaBlock first(m_s, m_layer, T);
-    const KvQuantSpec kv = m_kv;
-    first.setKvQuant(
-        [&](MatD& kk, MatD& vv) {
+std::vector<LlamaBlock> CrrObjective::chain(const ChannelSmoothing& k,
+                                            const ChannelSmoothing& v) const {
+    std::vector<LlamaBlock> blocks;
+    for (int b = 0; b < m_blocks; ++b) blocks.emplace_back(m_s, m_layer + b, m_T);
+    blocks[0].setKvQuant(
+        [kv = m_kv, &k, &v](MatD& kk, MatD& vv) {
             fakeQuantKvRows(kk, kv.kBits, kv.groupSize, k);
             fakeQuantKvRows(vv, kv.vBits, kv.groupSize, v);
         },
-        kv.pastOnly);
-    std::vector<LlamaBlock> next;
-    for (int b = 1; b < m_blocks; ++b) next.emplace_back(m_s, m_layer + b, T);
+        m_kv.pastOnly);
+    return blocks;
+}
+
+double CrrObjective::operator()(const ChannelSmoothing& k, const ChannelSmoothing& v) const {
+    const int64_t T = m_T, dim = m_s.dim;
+    const std::vector<LlamaBlock> blocks = chain(k, v);
+    const LlamaBlock& first = blocks[0];
+    const size_t nNext = blocks.size() - 1; // the following blocks: blocks[1 + b]
     const int64_t S = int64_t(m_in.size());
     std::vector<double> err(static_cast<size_t>(S), 0.0);
     ParallelErrors errors;
@@ -165,9 +171,9 @@ double CrrObjective::operator()(const ChannelSmoothing& k, const ChannelSmoothin
         errors.run([&] {
             MatD x = toMat(m_in[size_t(i)], T, dim), y;
             first.forward(m_q, x, y, nullptr);
-            for (size_t b = 0; b < next.size(); ++b) {
+            for (size_t b = 0; b < nNext; ++b) {
                 x = std::move(y);
-                next[b].forward(m_fp[b], x, y, nullptr);
+                blocks[b + 1].forward(m_fp[b], x, y, nullptr);
             }
             const std::vector<float>& t = m_target[size_t(i)];
             double e = 0;
@@ -185,16 +191,9 @@ double CrrObjective::gradient(const ChannelSmoothing& k, const ChannelSmoothing&
                               std::vector<double>& dkShift, std::vector<double>& dkScale,
                               std::vector<double>& dvShift, std::vector<double>& dvScale) const {
     const int64_t T = m_T, dim = m_s.dim, W = m_s.nKvHeads * m_s.headDim;
-    LlamaBlock first(m_s, m_layer, T);
-    const KvQuantSpec kv = m_kv;
-    first.setKvQuant(
-        [&](MatD& kk, MatD& vv) {
-            fakeQuantKvRows(kk, kv.kBits, kv.groupSize, k);
-            fakeQuantKvRows(vv, kv.vBits, kv.groupSize, v);
-        },
-        kv.pastOnly);
-    std::vector<LlamaBlock> next;
-    for (int b = 1; b < m_blocks; ++b) next.emplace_back(m_s, m_layer + b, T);
+    const std::vector<LlamaBlock> blocks = chain(k, v);
+    const LlamaBlock& first = blocks[0];
+    const size_t nNext = blocks.size() - 1; // the following blocks: blocks[1 + b]
     const int64_t S = int64_t(m_in.size());
     const double N = double(S * T * dim);
     // Per window: the error and the four gradients, summed afterwards in window order.
@@ -204,12 +203,12 @@ double CrrObjective::gradient(const ChannelSmoothing& k, const ChannelSmoothing&
 #pragma omp parallel for schedule(dynamic, 1) if (S > 1)
     for (int64_t i = 0; i < S; ++i)
         errors.run([&] {
-            std::vector<LlamaBlock::Cache> caches(next.size() + 1);
+            std::vector<LlamaBlock::Cache> caches(blocks.size());
             MatD x = toMat(m_in[size_t(i)], T, dim), y;
             first.forward(m_q, x, y, &caches[0]);
-            for (size_t b = 0; b < next.size(); ++b) {
+            for (size_t b = 0; b < nNext; ++b) {
                 x = std::move(y);
-                next[b].forward(m_fp[b], x, y, &caches[b + 1]);
+                blocks[b + 1].forward(m_fp[b], x, y, &caches[b + 1]);
             }
             const std::vector<float>& t = m_target[size_t(i)];
             MatD dy(T, dim);
@@ -220,19 +219,19 @@ double CrrObjective::gradient(const ChannelSmoothing& k, const ChannelSmoothing&
                 dy.data()[j] = (d > 0 ? 1.0 : d < 0 ? -1.0 : 0.0) / N; // L1, mean over all
             }
             err[size_t(i)] = e;
-            for (size_t b = next.size(); b-- > 0;) {
+            for (size_t b = nNext; b-- > 0;) {
                 BlockGrads gb;
                 gb.zeroLike(m_fp[b]);
                 MatD dx;
-                next[b].backward(m_fp[b], caches[b + 1], dy, gb, &dx);
+                blocks[b + 1].backward(m_fp[b], caches[b + 1], dy, gb, &dx);
                 dy = std::move(dx);
             }
             MatD dkq, dvq;
             first.kvBackward(m_q, caches[0], dy, dkq, dvq);
             auto& gr = grads[size_t(i)];
             for (auto& vec : gr) vec.assign(size_t(W), 0.0);
-            kvSmoothingGrads(caches[0].k, kv.kBits, kv.groupSize, k, dkq, gr[0], gr[1]);
-            kvSmoothingGrads(caches[0].v, kv.vBits, kv.groupSize, v, dvq, gr[2], gr[3]);
+            kvSmoothingGrads(caches[0].k, m_kv.kBits, m_kv.groupSize, k, dkq, gr[0], gr[1]);
+            kvSmoothingGrads(caches[0].v, m_kv.vBits, m_kv.groupSize, v, dvq, gr[2], gr[3]);
         });
     errors.rethrow();
     for (auto* d : {&dkShift, &dkScale, &dvShift, &dvScale}) d->assign(size_t(W), 0.0);

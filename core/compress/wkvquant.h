@@ -122,6 +122,9 @@ public:
                 std::vector<float>& vHi) const;
 
 private:
+    /// The blocks of the objective: the first with the smoothing's simulated KV quantisation (k
+    /// and v are referenced, not copied), then the following ones.
+    std::vector<LlamaBlock> chain(const ChannelSmoothing& k, const ChannelSmoothing& v) const;
     const ModelSpec& m_s;
     int m_layer, m_blocks;
     KvQuantSpec m_kv;
