@@ -165,29 +165,12 @@ PackedTensor packLwc(const Lwc& l, const MatD& W) {
     return packCodes(l.s, l.rows, l.cols, codes, grids);
 }
 
-template <class Vec>
-void adamStep(Vec& p, const Vec& g, Vec& m, Vec& v, int step, double lr, double wd, double lo,
-              double hi) {
-    constexpr double b1 = 0.9, b2 = 0.999, eps = 1e-8;
-    const double c1 = 1.0 - std::pow(b1, step), c2 = 1.0 - std::pow(b2, step);
-    for (size_t i = 0; i < size_t(p.size()); ++i) {
-        m[i] = b1 * m[i] + (1 - b1) * g[i];
-        v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i];
-        p[i] -= lr * (m[i] / c1 / (std::sqrt(v[i] / c2) + eps) + wd * p[i]);
-        p[i] = std::clamp(p[i], lo, hi);
-    }
-}
-
+/// Adam on the clipping factors, kept in [minClip, 1].
 void adam(std::vector<double>& p, const std::vector<double>& g, std::vector<double>& m,
           std::vector<double>& v, int step, const OmniQuantOptions& o) {
-    constexpr double b1 = 0.9, b2 = 0.999, eps = 1e-8;
-    const double c1 = 1.0 - std::pow(b1, step), c2 = 1.0 - std::pow(b2, step);
-    for (size_t i = 0; i < p.size(); ++i) {
-        m[i] = b1 * m[i] + (1 - b1) * g[i];
-        v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i];
-        p[i] -= o.lr * (m[i] / c1 / (std::sqrt(v[i] / c2) + eps) + o.weightDecay * p[i]);
-        p[i] = std::clamp(p[i], o.minClip, 1.0);
-    }
+    const std::vector<double> lo(p.size(), o.minClip);
+    adamUpdate(p.data(), g.data(), m.data(), v.data(), p.size(), step, o.lr, o.weightDecay,
+               lo.data(), 1.0);
 }
 
 double meanOf(const std::vector<double>& v) {
@@ -451,12 +434,18 @@ struct BlockTrainer {
             if (!l.s.symmetric) adam(l.b, l.gb, l.mb, l.vb, step, o);
         }
         constexpr double kInf = std::numeric_limits<double>::infinity();
-        if (let.attn) adamStep(let.tA, let.gtA, let.mA, let.vA, step, o.lrLet, 0.0, -kInf, kInf);
-        if (let.mlp) adamStep(let.tM, let.gtM, let.mM, let.vM, step, o.lrLet, 0.0, -kInf, kInf);
+        if (let.attn)
+            compress::adamUpdate(let.tA.data(), let.gtA.data(), let.mA.data(), let.vA.data(),
+                                 size_t(let.tA.size()), step, o.lrLet, 0.0, nullptr, kInf);
+        if (let.mlp)
+            compress::adamUpdate(let.tM.data(), let.gtM.data(), let.mM.data(), let.vM.data(),
+                                 size_t(let.tM.size()), step, o.lrLet, 0.0, nullptr, kInf);
         if (let.dA.size())
-            adamStep(let.dA, let.gdA, let.mdA, let.vdA, step, o.lrLet, 0.0, -kInf, kInf);
+            compress::adamUpdate(let.dA.data(), let.gdA.data(), let.mdA.data(), let.vdA.data(),
+                                 size_t(let.dA.size()), step, o.lrLet, 0.0, nullptr, kInf);
         if (let.dM.size())
-            adamStep(let.dM, let.gdM, let.mdM, let.vdM, step, o.lrLet, 0.0, -kInf, kInf);
+            compress::adamUpdate(let.dM.data(), let.gdM.data(), let.mdM.data(), let.vdM.data(),
+                                 size_t(let.dM.size()), step, o.lrLet, 0.0, nullptr, kInf);
         if (aff.on) affineUpdate(step);
     }
 
