@@ -293,6 +293,7 @@ void editorCompactMethodFields(EditorCase& c) {
     // their fields are written, and the rules they make are valid recipe rules.
     ed->setWeightForm(json{{"method", "squeezellm"}, {"bits", 3}, {"outliers_pct", 0.3}});
     QVERIFY(ed->outliersPctSpin()->isEnabled() && !ed->avgBitsSpin()->isEnabled());
+    QVERIFY(ed->outliersPctSpin()->isVisibleTo(ed) && !ed->avgBitsSpin()->isVisibleTo(ed));
     QVERIFY(*ed->weightFromForm() ==
             (json{{"method", "squeezellm"}, {"bits", 3}, {"outliers_pct", 0.3}}));
     QVERIFY(ed->squeezeSensitivityCombo()->isEnabled());
@@ -329,6 +330,71 @@ void editorCompactMethodFields(EditorCase& c) {
             (json{{"method", "slim"}, {"avg_bits", 3}, {"group_size", 64}, {"gptq", false}}));
     ed->setWeightForm(json{{"method", "rtn"}, {"bits", 4}});
     QVERIFY(!ed->slimGptqCheck()->isEnabled());
+}
+
+/// Atom's clip ratio has a field (RTN / GPTQ only); the keys without a field (GPTQ's damp,
+/// act_order, ...) round-trip through the "more weight options" JSON and reach the rule.
+void editorClipRatioAndMoreOptions(EditorCase& c) {
+    lcw::RecipeEditor* ed = c.ed;
+    const json gptq{{"method", "gptq"},       {"bits", 4},        {"symmetric", false},
+                    {"granularity", "group"}, {"group_size", 32}, {"clip_ratio", 0.85},
+                    {"damp", 0.02},           {"act_order", true}};
+    ed->setWeightForm(gptq);
+    QVERIFY(ed->clipRatioSpin()->isEnabled());
+    // Only the method's own rows show: no SqueezeLLM / SliM fields with GPTQ.
+    QVERIFY(ed->clipRatioSpin()->isVisibleTo(ed));
+    QVERIFY(!ed->outliersPctSpin()->isVisibleTo(ed) && !ed->avgBitsSpin()->isVisibleTo(ed));
+    QVERIFY(!ed->slimSqcCheck()->isVisibleTo(ed));
+    QCOMPARE(ed->clipRatioSpin()->value(), 0.85);
+    QCOMPARE(json::parse(ed->weightMoreEdit()->text().toStdString()),
+             (json{{"damp", 0.02}, {"act_order", true}}));
+    QVERIFY(*ed->weightFromForm() == gptq);
+    const cz::Rule r = ed->ruleFromForm({"layers.1.attn.*"});
+    QCOMPARE(r.weight->at("clip_ratio").get<double>(), 0.85);
+    QCOMPARE(r.weight->at("damp").get<double>(), 0.02);
+    // The recipe's plan takes both: GPTQ with the clip ratio and damping on block 1.
+    cz::Recipe rec;
+    rec.rules = {r};
+    cz::PlanOptions calibrated;
+    calibrated.hasCalibration = true;
+    const cz::Plan plan = cz::planRecipe(rec, c.m, calibrated);
+    bool seen = false;
+    for (const auto& lp : plan.layers)
+        if (lp.name.rfind("layers.1.attn.", 0) == 0 && lp.quantize) {
+            QCOMPARE(lp.weight.clipRatio, 0.85);
+            QCOMPARE(lp.weightJson.at("damp").get<double>(), 0.02);
+            seen = true;
+        }
+    QVERIFY(seen);
+    // 1.00 writes no key; methods without a clip ratio grey the field out and never write it.
+    ed->clipRatioSpin()->setValue(1.0);
+    QVERIFY(!ed->weightFromForm()->contains("clip_ratio"));
+    ed->setWeightForm(json{{"method", "awq"}, {"bits", 4}, {"group_size", 32}});
+    QVERIFY(!ed->clipRatioSpin()->isEnabled() && !ed->clipRatioSpin()->isVisibleTo(ed));
+    QVERIFY(ed->weightMoreEdit()->text().isEmpty());
+    ed->clipRatioSpin()->setValue(0.9);
+    QVERIFY(!ed->weightFromForm()->contains("clip_ratio"));
+    ed->setWeightForm(json{{"method", "gptq"}, {"gguf", "q4_k"}});
+    QVERIFY(!ed->clipRatioSpin()->isEnabled());
+    // A key with a field, non-object JSON and bad JSON are refused with the reason.
+    ed->setWeightForm(json{{"method", "gptq"}, {"bits", 4}});
+    ed->weightMoreEdit()->setText(QStringLiteral(R"({"bits": 3})"));
+    QVERIFY_THROWS_EXCEPTION(cz::RecipeError, ed->weightFromForm());
+    try {
+        ed->weightFromForm();
+    } catch (const cz::RecipeError& e) {
+        QVERIFY2(QString::fromUtf8(e.what()).contains(QStringLiteral("weight.bits")), e.what());
+    }
+    ed->weightMoreEdit()->setText(QStringLiteral("[1, 2]"));
+    QVERIFY_THROWS_EXCEPTION(cz::RecipeError, ed->weightFromForm());
+    ed->weightMoreEdit()->setText(QStringLiteral(R"({"damp": )"));
+    QVERIFY_THROWS_EXCEPTION(cz::RecipeError, ed->weightFromForm());
+    // An unknown key passes the form and is refused by the recipe parser, naming it.
+    ed->weightMoreEdit()->setText(QStringLiteral(R"({"dampening": 0.1})"));
+    QVERIFY(ed->weightFromForm()->contains("dampening"));
+    QVERIFY_THROWS_EXCEPTION(cz::RecipeError, ed->ruleFromForm({"layers.1.*"}));
+    ed->setWeightForm(json{{"method", "rtn"}, {"bits", 4}});
+    QVERIFY(ed->weightMoreEdit()->text().isEmpty());
 }
 
 /// Click selection with weights off and a KV section; bad section JSON refused.
@@ -1943,9 +2009,10 @@ private slots:
         QCOMPARE(c.ed->layerTable()->rowCount(), 36);
         QVERIFY(c.ed->totalSize());
         QCOMPARE(c.ed->totalSize()->bits, c.baseBits); // empty recipe: the file's own size
-        for (auto step : {editorPresetBudgetIsReal, editorUndoRedo, editorPatternAndWeightForm,
-                          editorCompactMethodFields, editorClickSelectionAndSections,
-                          editorJsonSaveOpen, editorSparsityAndLowRank}) {
+        for (auto step :
+             {editorPresetBudgetIsReal, editorUndoRedo, editorPatternAndWeightForm,
+              editorCompactMethodFields, editorClipRatioAndMoreOptions,
+              editorClickSelectionAndSections, editorJsonSaveOpen, editorSparsityAndLowRank}) {
             step(c);
             if (QTest::currentTestFailed()) return;
         }

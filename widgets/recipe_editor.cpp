@@ -70,6 +70,11 @@ QString sectionLabel(const QString& k) {
 }
 
 const char* const kFormats[] = {"int", "fp8_e4m3", "nf4"};
+/// The weight keys the form's fields write; every other key of a weight section goes through
+/// the "more options" JSON text.
+const char* const kWeightFormKeys[] = {
+    "method",       "gguf",     "bits", "symmetric", "format",      "granularity", "group_size",
+    "outliers_pct", "avg_bits", "gptq", "sqc",       "sensitivity", "clip_ratio"};
 const char* const kGranularities[] = {"tensor", "channel", "group"};
 /// The method list: lcw's methods, then the GGUF block types (core's names, in core's order).
 QStringList methodNames() {
@@ -351,6 +356,7 @@ QWidget* RecipeEditor::buildLayerSide(QWidget* parent) {
 QWidget* RecipeEditor::buildSettingsForm(QWidget* right) {
     auto* wbox = new QGroupBox(tr("Settings for the selected layers"), right);
     auto* form = new QFormLayout(wbox);
+    m_weightFormLayout = form;
     m_weightOn = new QCheckBox(tr("Quantise weights (off: keep them unchanged)"), wbox);
     m_weightOn->setChecked(true);
     m_bits = new QSpinBox(wbox);
@@ -412,9 +418,26 @@ QWidget* RecipeEditor::buildSettingsForm(QWidget* right) {
     m_slimSqc->setToolTip(tr("SliM-LLM's salience-determined quantizer calibration (weight.sqc): "
                              "each group's range searched within ±10 % for the least error; "
                              "needs the GPTQ step"));
+    m_clipRatio = new QDoubleSpinBox(wbox);
+    m_clipRatio->setRange(0.1, 1.0);
+    m_clipRatio->setDecimals(2);
+    m_clipRatio->setSingleStep(0.05);
+    m_clipRatio->setValue(1.0);
+    m_clipRatio->setToolTip(tr("Atom's weight clip ratio (weight.clip_ratio, RTN and GPTQ): the "
+                               "grid spans this share of each group's range; 1 keeps the full "
+                               "range"));
+    m_weightMore = new QLineEdit(wbox);
+    m_weightMore->setObjectName(QStringLiteral("weight.more"));
+    m_weightMore->setPlaceholderText(
+        tr("none · e.g. {\"damp\": 0.01, \"act_order\": true} (the method's other keys)"));
+    m_weightMore->setToolTip(tr("JSON object merged into the rule's \"weight\" section: the "
+                                "method keys without a field above (GPTQ damp / act_order / "
+                                "block_size, OmniQuant epochs / lr / let, AWQ search, ...)"));
     form->addRow(tr("Average bits (SliM)"), m_avgBits);
     form->addRow(QString(), m_slimGptq);
     form->addRow(QString(), m_slimSqc);
+    form->addRow(tr("Clip ratio (RTN, GPTQ)"), m_clipRatio);
+    form->addRow(tr("More weight options"), m_weightMore);
     connect(m_slimGptq, &QCheckBox::toggled, this, [this] { syncFormEnabled(); });
     for (const char* key : kJsonSections) {
         auto* e = new QLineEdit(wbox);
@@ -708,6 +731,10 @@ void RecipeEditor::setWeightForm(const std::optional<json>& w) {
     m_slimSqc->setChecked(
         !(w->contains("sqc") && (*w)["sqc"].is_boolean() && !(*w)["sqc"].get<bool>()));
     m_squeezeSens->setCurrentIndex(compress::squeezeUsesFisher(*w) ? 1 : 0);
+    m_clipRatio->setValue(w->value("clip_ratio", 1.0));
+    json more = *w;
+    for (const char* k : kWeightFormKeys) more.erase(k);
+    m_weightMore->setText(more.empty() ? QString() : QString::fromStdString(more.dump()));
     if (m_method->currentText() == QLatin1String("squeezellm") && !w->contains("bits"))
         m_bits->setValue(3); // squeezellm's default
     syncFormEnabled();
@@ -715,6 +742,29 @@ void RecipeEditor::setWeightForm(const std::optional<json>& w) {
 
 std::optional<json> RecipeEditor::weightFromForm() const {
     if (!m_weightOn->isChecked()) return std::nullopt;
+    json w = weightFieldsFromForm();
+    const QString moreText = m_weightMore->text().trimmed();
+    if (moreText.isEmpty()) return w;
+    const int rule = int(m_recipe.rules.size());
+    json more;
+    try {
+        more = parseJsonText(moreText.toStdString(), "more weight options");
+    } catch (const FormatError& ex) {
+        throw compress::RecipeError(rule, "weight", ex.problem());
+    }
+    if (!more.is_object())
+        throw compress::RecipeError(
+            rule, "weight", "more weight options: expected a JSON object, got " + more.dump());
+    for (const char* k : kWeightFormKeys)
+        if (more.contains(k))
+            throw compress::RecipeError(rule, std::string("weight.") + k,
+                                        "has its own field in the form; set it there, not in "
+                                        "more weight options");
+    w.update(more);
+    return w;
+}
+
+json RecipeEditor::weightFieldsFromForm() const {
     json w = json::object();
     const std::string method = m_method->currentText().toStdString();
     if (method != "rtn") w["method"] = method;
@@ -749,6 +799,8 @@ std::optional<json> RecipeEditor::weightFromForm() const {
     }
     w["granularity"] = m_granularity->currentText().toStdString();
     if (m_granularity->currentText() == QStringLiteral("group")) w["group_size"] = m_group->value();
+    if (m_clipRatio->isEnabled() && m_clipRatio->value() < 1.0)
+        w["clip_ratio"] = m_clipRatio->value();
     return w;
 }
 
@@ -836,6 +888,17 @@ void RecipeEditor::syncFormEnabled() {
     m_avgBits->setEnabled(on && slim);
     m_slimGptq->setEnabled(on && slim);
     m_slimSqc->setEnabled(on && slim && m_slimGptq->isChecked());
+    const bool clip = !gguf && (method == QLatin1String("rtn") || method == QLatin1String("gptq"));
+    m_clipRatio->setEnabled(on && clip);
+    m_weightMore->setEnabled(on);
+    // Fields of other methods take no room: their rows show only with their method.
+    for (QWidget* f : {static_cast<QWidget*>(m_outliersPct), static_cast<QWidget*>(m_squeezeSens)})
+        m_weightFormLayout->setRowVisible(f, squeeze);
+    for (QWidget* f : {static_cast<QWidget*>(m_avgBits), static_cast<QWidget*>(m_slimGptq),
+                       static_cast<QWidget*>(m_slimSqc)})
+        m_weightFormLayout->setRowVisible(f, slim);
+    m_weightFormLayout->setRowVisible(m_clipRatio, clip);
+    m_weightFormLayout->setRowVisible(m_ggufGrid, takesGgufGrid(method));
     if (squeeze || slim) {
         m_format->setEnabled(false);
         m_symmetric->setEnabled(false);

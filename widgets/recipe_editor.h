@@ -27,6 +27,7 @@
 class QCheckBox;
 class QComboBox;
 class QDoubleSpinBox;
+class QFormLayout;
 class QLabel;
 class QLayout;
 class QLineEdit;
@@ -101,7 +102,10 @@ public:
     // Settings form ---------------------------------------------------------------------------
     /// Fills the weight form from a rule's weight section (nullopt: weights left unchanged).
     void setWeightForm(const std::optional<nlohmann::json>& weight);
-    /// The weight section the form describes (nullopt when "quantise weights" is off).
+    /// The weight section the form describes (nullopt when "quantise weights" is off): the
+    /// fields' keys plus the "more options" JSON object (method keys without a field: damp,
+    /// act_order, epochs, ...). Throws RecipeError when that text is not a JSON object or sets a
+    /// key that has a field.
     std::optional<nlohmann::json> weightFromForm() const;
     /// Sets a JSON section field ("activation", "kv", "outliers"); empty text: not set.
     void setSectionText(const QString& key, const QString& text);
@@ -150,6 +154,8 @@ public:
     QCheckBox* slimGptqCheck() const { return m_slimGptq; }
     QCheckBox* slimSqcCheck() const { return m_slimSqc; }
     QComboBox* squeezeSensitivityCombo() const { return m_squeezeSens; }
+    QDoubleSpinBox* clipRatioSpin() const { return m_clipRatio; }
+    QLineEdit* weightMoreEdit() const { return m_weightMore; }
 
 signals:
     /// The recipe changed (any edit, undo or redo).
@@ -181,6 +187,8 @@ private:
     void findUnmatchedTargets();
     void updateBudget();
     void syncFormEnabled();
+    /// The weight keys the form's own fields describe (weightFromForm without "more options").
+    nlohmann::json weightFieldsFromForm() const;
     void showFormError(const QString& text);
 
     std::shared_ptr<const Model> m_model;
@@ -201,11 +209,14 @@ private:
     QComboBox* m_granularity = nullptr;
     QSpinBox* m_group = nullptr;
     QComboBox* m_method = nullptr;
-    QDoubleSpinBox* m_outliersPct = nullptr; ///< squeezellm: weight.outliers_pct
-    QDoubleSpinBox* m_avgBits = nullptr;     ///< slim: weight.avg_bits
-    QCheckBox* m_slimGptq = nullptr;         ///< slim: weight.gptq (checked: GPTQ step)
-    QCheckBox* m_slimSqc = nullptr;          ///< slim: weight.sqc (checked: SQC grids)
-    QComboBox* m_squeezeSens = nullptr;      ///< squeezellm: weight.sensitivity
+    QDoubleSpinBox* m_outliersPct = nullptr;   ///< squeezellm: weight.outliers_pct
+    QDoubleSpinBox* m_avgBits = nullptr;       ///< slim: weight.avg_bits
+    QCheckBox* m_slimGptq = nullptr;           ///< slim: weight.gptq (checked: GPTQ step)
+    QCheckBox* m_slimSqc = nullptr;            ///< slim: weight.sqc (checked: SQC grids)
+    QComboBox* m_squeezeSens = nullptr;        ///< squeezellm: weight.sensitivity
+    QDoubleSpinBox* m_clipRatio = nullptr;     ///< rtn / gptq: weight.clip_ratio (1: none)
+    QLineEdit* m_weightMore = nullptr;         ///< the weight keys the form has no field for
+    QFormLayout* m_weightFormLayout = nullptr; ///< rows of other methods' fields are hidden
     QComboBox* m_ggufGrid = nullptr;
     std::function<QString()> m_imatrixPath;
     std::vector<std::pair<QString, QLineEdit*>> m_sections;
