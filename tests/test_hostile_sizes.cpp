@@ -21,10 +21,12 @@
 
 #include <QElapsedTimer>
 
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <limits>
 
 namespace fs = std::filesystem;
 
@@ -208,6 +210,26 @@ private slots:
                                   {"attention.head_count", V::u64(2)},
                                   {"expert_count", V::u64(uint64_t(1) << 40)}});
         EXPECT_FORMAT(lcw::Model::load(r), r, "llama.expert_count", "more than the limit");
+        // Floats a JSON config cannot hold: NaN / Inf are refused where they are read, naming
+        // the key (an infinite norm epsilon used to run, turning every hidden state into zeros).
+        const std::vector<std::pair<std::string, V>> dims = {{"embedding_length", V::u64(8)},
+                                                             {"block_count", V::u64(2)},
+                                                             {"feed_forward_length", V::u64(16)},
+                                                             {"attention.head_count", V::u64(2)}};
+        auto with = [&](const std::string& name, const std::string& key, V v) {
+            auto md = dims;
+            md.push_back({key, v});
+            return ggufModel(dir + "/" + name, "llama", md);
+        };
+        const float inf = std::numeric_limits<float>::infinity();
+        const auto e1 = with("eps-inf.gguf", "attention.layer_norm_rms_epsilon", V::f32(inf));
+        EXPECT_FORMAT(lcw::Model::load(e1), e1, "llama.attention.layer_norm_rms_epsilon",
+                      "not a finite number");
+        const auto e2 = with("eps-2.gguf", "attention.layer_norm_rms_epsilon", V::f32(2.0f));
+        EXPECT_FORMAT(lcw::Model::load(e2), e2, "llama.attention.layer_norm_rms_epsilon",
+                      "not in (0, 1)");
+        const auto t = with("theta-nan.gguf", "rope.freq_base", V::f32(std::nanf("")));
+        EXPECT_FORMAT(lcw::Model::load(t), t, "llama.rope.freq_base", "not a finite number");
     }
 
     void safetensorsHugeShapeAndOffsets() {

@@ -180,7 +180,15 @@ struct ArchMeta {
     std::string p; ///< the key prefix
 
     std::optional<int64_t> getInt(const std::string& key) const { return g.getInt(p + key); }
-    std::optional<double> getDouble(const std::string& key) const { return g.getDouble(p + key); }
+    /// A float value; NaN or ±Inf (which JSON configs cannot hold, but GGUF files can) is refused
+    /// here, naming the key, so no check downstream has to think of them.
+    std::optional<double> getDouble(const std::string& key) const {
+        const auto v = g.getDouble(p + key);
+        if (v && !std::isfinite(*v))
+            throw FormatError(file, "metadata '" + p + key + "' is " + std::to_string(*v) +
+                                        ", not a finite number");
+        return v;
+    }
     /// A required positive count (at most kMaxFileDim; block_count at most kMaxLayers).
     int64_t req(const std::string& key) const {
         auto v = g.getInt(p + key);
@@ -230,7 +238,9 @@ void readDimensions(const ArchMeta& meta, ModelSpec& s, bool mamba, bool layerNo
     const std::string epsKey =
         layerNorm ? "attention.layer_norm_epsilon" : "attention.layer_norm_rms_epsilon";
     s.normEps = float(meta.getDouble(epsKey).value_or(1e-5));
-    if (!(s.normEps > 0)) throw FormatError(file, epsKey + " must be positive");
+    if (!(s.normEps > 0 && s.normEps < 1))
+        throw FormatError(file, "metadata '" + meta.p + epsKey + "' is " +
+                                    std::to_string(s.normEps) + ", not in (0, 1)");
 }
 
 /// Rotary base, layout, partial rotation and scaling (none, linear, YaRN).
@@ -261,7 +271,12 @@ void readRope(const ArchMeta& meta, ModelSpec& s, const std::string& arch, bool 
         s.rope.type = RopeType::Yarn;
         s.rope.factor = factor;
         s.rope.originalMaxPositions = meta.opt("rope.scaling.original_context_length", s.maxSeq);
-        if (auto af = meta.getDouble("rope.scaling.attn_factor")) s.rope.attentionFactor = *af;
+        if (auto af = meta.getDouble("rope.scaling.attn_factor")) {
+            if (!(*af > 0))
+                throw FormatError(file, "metadata '" + meta.p +
+                                            "rope.scaling.attn_factor' must be positive");
+            s.rope.attentionFactor = *af;
+        }
     } else {
         throw UnsupportedError(file + ": unsupported rope scaling type '" + scaling +
                                "' (supported: none, linear, yarn)");
