@@ -12,10 +12,12 @@
 #include "core/common/json_file.h"
 #include "core/common/npy.h"
 #include "core/compress/compressed_model.h"
+#include "core/compress/imatrix.h"
 #include "core/compress/recipe.h"
 #include "core/eval/results_store.h"
 #include "core/eval/study.h"
 #include "core/eval/study_report.h"
+#include "core/eval/tasks.h"
 #include "core/export/llmcompressor.h"
 #include "core/io/gguf.h"
 #include "core/io/hf_config.h"
@@ -335,6 +337,75 @@ inline bool driveStudy(std::string_view in) {
     return false;
 }
 
+/// llama.cpp's legacy imatrix.dat (core/compress/imatrix.*), as `compress --imatrix` and
+/// `imatrix --show` read it: the file, the check against the base model (stories260K), every
+/// entry's importance as the quantisers ask for it (the entry's own length, and a length that
+/// does not fit), and a written copy that must read back equal.
+inline bool driveImatrix(std::string_view in) {
+    const std::string path = writeTemp("imatrix.dat", in);
+    compress::Imatrix m;
+    if (!expectLcwErrors([&] { m = compress::readImatrix(path); })) return true;
+    expectLcwErrors([&] { compress::checkImatrix(m, baseModel()); });
+    for (const auto& e : m.entries) {
+        const int64_t n = int64_t(e.values.size());
+        expectLcwErrors([&] { (void)m.importance(e.name, n); });
+        expectLcwErrors([&] { (void)m.importance(e.name, n + 1); });
+        expectLcwErrors([&] { (void)m.importance(e.name, std::max<int64_t>(1, n / 2), 2); });
+    }
+    for (const auto& t : compress::imatrixTargets(baseModel()))
+        for (const auto& c : t.canonical)
+            expectLcwErrors([&] { (void)compress::importanceFor(m, baseModel(), c); });
+    const std::string copy = (tempDir() / "imatrix-copy.dat").string();
+    compress::writeImatrix(m, copy);
+    const compress::Imatrix back = compress::readImatrix(copy);
+    bool same = back.entries.size() == m.entries.size() && back.chunks == m.chunks &&
+                back.dataset == m.dataset;
+    for (size_t i = 0; same && i < m.entries.size(); ++i)
+        same = back.entries[i].name == m.entries[i].name &&
+               back.entries[i].ncall == m.entries[i].ncall &&
+               back.entries[i].values == m.entries[i].values;
+    if (!same) {
+        std::fprintf(stderr, "imatrix: %s loaded, but its rewritten copy reads back different\n",
+                     path.c_str());
+        std::abort();
+    }
+    return false;
+}
+
+/// Evaluation task files (core/eval/tasks.*) as `eval --tasks ... --tasks-dir DIR` reads them.
+/// The first byte picks the task (lambada, arc_easy, piqa, winogrande, hellaswag); the rest is
+/// the data file [split the labels file], written under the task's file names. A task that
+/// loads is prepared as the scorer would be (byte tokens; the second byte sets --limit).
+inline bool driveTasks(std::string_view in) {
+    if (in.empty()) return true;
+    static const TaskKind kinds[] = {TaskKind::Lambada, TaskKind::ArcEasy, TaskKind::Piqa,
+                                     TaskKind::WinoGrande, TaskKind::HellaSwag};
+    const TaskKind kind = kinds[uint8_t(in[0]) % 5];
+    const int64_t limit = in.size() > 1 ? uint8_t(in[1]) % 16 : 0;
+    in.remove_prefix(1);
+    const auto parts = splitInput(in, 2);
+    const auto [data, labels] = taskFiles(kind);
+    std::filesystem::create_directories(tempDir() / "tasks");
+    writeTemp("tasks/" + data, parts[0]);
+    if (!labels.empty()) {
+        if (parts.size() > 1)
+            writeTemp("tasks/" + labels, parts[1]);
+        else
+            removeTemp("tasks/" + labels);
+    }
+    Task task;
+    if (!expectLcwErrors([&] { task = loadTask(kind, (tempDir() / "tasks").string()); }))
+        return true;
+    const TaskEncoder bytes = [](const std::string& text, bool bos) {
+        std::vector<int32_t> ids;
+        if (bos) ids.push_back(1);
+        for (unsigned char c : text) ids.push_back(int32_t(c) + 3);
+        return ids;
+    };
+    expectLcwErrors([&] { (void)prepareTask(task, bytes, limit, 1234); });
+    return false;
+}
+
 inline const std::map<std::string, std::function<bool(std::string_view)>>& drivers() {
     static const std::map<std::string, std::function<bool(std::string_view)>> m = {
         {"gguf", driveGguf},
@@ -350,7 +421,9 @@ inline const std::map<std::string, std::function<bool(std::string_view)>>& drive
         {"overlay", driveOverlay},
         {"hf_quant", driveHfQuant},
         {"llmc_recipe", driveLlmcRecipe},
-        {"study", driveStudy}};
+        {"study", driveStudy},
+        {"imatrix", driveImatrix},
+        {"tasks", driveTasks}};
     return m;
 }
 

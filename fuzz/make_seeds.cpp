@@ -1,7 +1,8 @@
 // lcw_fuzz_make_seeds OUTDIR: writes small valid inputs for the fuzz targets with lcw's own
 // writers, from the bundled stories260K: overlays (json + split + safetensors) of several
 // presets, GGUF exports, a statistics store, a project holding it, a results store, .npy
-// arrays, a tiny llama2.c checkpoint + tokenizer.bin, and the built-in presets as recipes.
+// arrays, a tiny llama2.c checkpoint + tokenizer.bin, the built-in presets as recipes, and an
+// imatrix of the base model (one entry per weight llama-imatrix collects).
 // Each seed goes to OUTDIR/<target>/gen-<what>. A seed that fails is reported and skipped.
 #include "fuzz/fuzz_base_model.h"
 #include "fuzz/fuzz_common.h"
@@ -9,6 +10,7 @@
 #include "core/common/npy.h"
 #include "core/common/progress.h"
 #include "core/compress/compressed_model.h"
+#include "core/compress/imatrix.h"
 #include "core/compress/recipe.h"
 #include "core/eval/results_store.h"
 #include "core/export/gguf_export.h"
@@ -142,6 +144,25 @@ int main(int argc, char** argv) {
                       {"configs", {{{"name", "W4A16-g64"}, {"ppl", 13.1}, {"bytes", 300000}}}}});
         appendResult(path, {{"id", "20261204-120000-abcdef"}, {"kind", "compare"}, {"value", 1}});
         put("results", "results.jsonl", readAll(path));
+    });
+
+    // An imatrix made for the base model (checkImatrix accepts it; importanceFor finds every
+    // linear), with the trailer llama-imatrix writes.
+    step("imatrix", [&] {
+        compress::Imatrix m;
+        int32_t k = 0;
+        for (const auto& t : compress::imatrixTargets(base)) {
+            compress::ImatrixEntry e;
+            e.name = t.name;
+            e.ncall = 4;
+            for (int64_t j = 0; j < t.cols * t.experts; ++j) e.values.push_back(float(++k % 7));
+            m.entries.push_back(std::move(e));
+        }
+        m.chunks = 4;
+        m.dataset = "calib.txt";
+        const std::string path = (tmp / "imatrix.dat").string();
+        compress::writeImatrix(m, path);
+        put("imatrix", "demo.dat", readAll(path));
     });
 
     // .npy arrays.

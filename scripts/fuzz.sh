@@ -2,7 +2,7 @@
 # Builds the libFuzzer targets (fuzz/, clang with ASan + UBSan) into build-fuzz/ and runs them.
 # Usage: scripts/fuzz.sh [TARGET|all] [SECONDS]     (default: all, 30 seconds per target)
 #   TARGET: gguf safetensors hf_config tokenizer llama2c recipe stats project results overlay npy
-#           hf_quant llmc_recipe study
+#           hf_quant llmc_recipe study imatrix tasks
 # Each target runs SECONDS with a 10 s per-input timeout (a slower input is a hang: a finding),
 # a 2 GB memory limit (a larger allocation is a finding), inputs up to 1 MB, its seed corpus
 # (build-fuzz/corpus/, gathered by scripts/fuzz_seeds.sh on the first run) and new inputs kept
@@ -16,7 +16,7 @@
 # LCW_FUZZ_TMP sets the folder of the drivers' temporary files (default build-fuzz/tmp).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ALL=(gguf safetensors hf_config tokenizer llama2c recipe stats project results overlay npy hf_quant llmc_recipe study)
+ALL=(gguf safetensors hf_config tokenizer llama2c recipe stats project results overlay npy hf_quant llmc_recipe study imatrix tasks)
 which="${1:-all}"
 secs="${2:-30}"
 if [ "$which" = all ]; then targets=("${ALL[@]}"); else
@@ -74,7 +74,7 @@ summary=()
 for t in "${targets[@]}"; do
   case "$t" in
     gguf) dict=fuzz/dict/gguf.dict ;;
-    llama2c | stats | project) dict= ;;
+    llama2c | stats | project | imatrix) dict= ;;
     *) dict=fuzz/dict/json.dict ;;
   esac
   findings="fuzz/findings/$t"

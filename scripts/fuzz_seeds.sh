@@ -14,7 +14,7 @@ shared="${LCW_SHARED_DIR:-../shared}"
 SPLIT=$'\n#LCW-FUZZ-SPLIT#\n'
 MAX=$((1024 * 1024))
 TARGETS=(gguf safetensors hf_config tokenizer llama2c recipe stats project results overlay npy
-  hf_quant llmc_recipe study)
+  hf_quant llmc_recipe study imatrix tasks)
 for t in "${TARGETS[@]}"; do mkdir -p "$out/$t"; done
 
 small() { [ -f "$1" ] && [ "$(stat -c %s "$1")" -le "$MAX" ]; }
@@ -59,6 +59,7 @@ while IFS= read -r -d '' f; do
     *.safetensors) add safetensors "$f" ;;
     *.gguf) add gguf "$f" ;;
     *.npy) add npy "$f" ;;
+    imatrix.dat | *.imatrix) add imatrix "$f" ;;
     model.safetensors.index.json)
       # The fuzz target writes the parts after the index as shard-1.safetensors, ...
       mapfile -t shards < <(grep -o '"[^"]*\.safetensors"' "$f" | tr -d '"' | sort -u)
@@ -86,6 +87,28 @@ while IFS= read -r -d '' f; do
     [ -f "$tok" ] && [ "$tok" != "$f" ] && join llama2c "$(basename "$f")" "$f" "$tok"
   done
 done < <(find "${roots[@]}" -name '*.bin' ! -name 'tok*.bin' -type f -print0 2>/dev/null)
+
+# Task files (the tasks target: one selector byte, then the data file [split the labels]):
+# the first items of each file of $shared/data/tasks.
+taskseed() { # taskseed SELECTOR NAME DATA LINES [LABELS]
+  local tmp
+  tmp="$(mktemp)"
+  printf "\\$(printf '%03o' "$1")" > "$tmp"
+  head -n "$4" "$3" >> "$tmp"
+  if [ -n "${5:-}" ]; then
+    printf '%s' "$SPLIT" >> "$tmp"
+    head -n "$4" "$5" >> "$tmp"
+  fi
+  mv "$tmp" "$out/tasks/$2"
+}
+td="$shared/data/tasks"
+if [ -d "$td" ]; then
+  taskseed 0 lambada "$td/lambada_test.jsonl" 8
+  taskseed 1 arc_easy "$td/ARC-Easy-Test.jsonl" 8
+  taskseed 2 piqa "$td/piqa_dev.jsonl" 8 "$td/piqa_dev-labels.lst"
+  taskseed 3 winogrande "$td/winogrande_1.1_dev.jsonl" 8 "$td/winogrande_1.1_dev-labels.lst"
+  taskseed 4 hellaswag "$td/hellaswag_val_full.txt" 24
+fi
 
 # Recipe examples: the ```json blocks of docs/recipe-format.md.
 if [ -f docs/recipe-format.md ]; then
