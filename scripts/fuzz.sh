@@ -44,8 +44,12 @@ if [ "${LCW_FUZZ_NO_BUILD:-0}" != 1 ]; then
     -DLCW_BUILD_BENCH=OFF "${launcher[@]}" >/dev/null
   jobs="${LCW_FUZZ_JOBS:-$(nproc 2>/dev/null || echo 2)}"
   cmake --build "$B" -j "$jobs" --target "${targets[@]/#/fuzz_}"
-  # The seeds are gathered once (delete build-fuzz/corpus to gather them again).
-  if [ ! -f "$B/corpus/.gathered" ]; then
+  # The seeds are gathered once, and again when a target has none yet (a target added since;
+  # delete build-fuzz/corpus to gather them all again).
+  gather=0
+  [ -f "$B/corpus/.gathered" ] || gather=1
+  for t in "${targets[@]}"; do [ -d "$B/corpus/$t" ] || gather=1; done
+  if [ $gather = 1 ]; then
     # lcw-cli of the normal build (when built) writes quantised HF folders and llm-compressor
     # recipes as seeds for hf_quant and llmc_recipe.
     [ -x build/app/lcw-cli ] && export LCW_CLI="$PWD/build/app/lcw-cli"
