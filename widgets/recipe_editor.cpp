@@ -4,6 +4,7 @@
 #include "core/common/mapped_file.h"
 #include "core/export/gguf_preset.h"
 #include "widgets/number_format.h"
+#include "widgets/spin_box.h"
 
 #include <QAction>
 #include <QCheckBox>
@@ -296,13 +297,9 @@ QLayout* RecipeEditor::buildToolbar() {
 // Budget row: target, the whole-model figure (and why a recipe does not fit), a bar.
 void RecipeEditor::buildBudgetRow(QVBoxLayout* top) {
     auto* budgetRow = new QHBoxLayout;
-    m_target = new QDoubleSpinBox(this);
-    m_target->setRange(0.5, 32.0);
-    m_target->setDecimals(2);
-    m_target->setSingleStep(0.25);
-    m_target->setValue(4.5);
+    m_target = newDoubleSpin(this, {0.5, 32.0, 0.25, 2}, 4.5,
+                             tr("Target budget: whole-model stored bits per weight"));
     m_target->setSuffix(tr(" bits/w"));
-    m_target->setToolTip(tr("Target budget: whole-model stored bits per weight"));
     connect(m_target, &QDoubleSpinBox::valueChanged, this, &RecipeEditor::updateBudget);
     connect(m_target, &QDoubleSpinBox::valueChanged, this, &RecipeEditor::targetChanged);
     m_budgetBar = new QProgressBar(this);
@@ -379,21 +376,14 @@ QWidget* RecipeEditor::buildSettingsForm(QWidget* right) {
         if (isGgufMethod(m) && m != QLatin1String("f16")) m_ggufGrid->addItem(m, m);
     m_ggufGrid->setToolTip(tr("GPTQ / AWQ onto a GGUF type's blocks (weight.gguf): the type's "
                               "scales, the method's codes"));
-    m_outliersPct = new QDoubleSpinBox(wbox);
-    m_outliersPct->setRange(0, 10);
-    m_outliersPct->setDecimals(2);
-    m_outliersPct->setSingleStep(0.05);
-    m_outliersPct->setValue(0.45);
+    m_outliersPct =
+        newDoubleSpin(wbox, {0, 10, 0.05, 2}, 0.45,
+                      tr("SqueezeLLM: the largest |w| kept in f16 (dense-and-sparse), in percent "
+                         "of the layer's weights (weight.outliers_pct)"));
     m_outliersPct->setSuffix(QStringLiteral(" %"));
-    m_outliersPct->setToolTip(tr("SqueezeLLM: the largest |w| kept in f16 (dense-and-sparse), in "
-                                 "percent of the layer's weights (weight.outliers_pct)"));
-    m_avgBits = new QDoubleSpinBox(wbox);
-    m_avgBits->setRange(2, 4);
-    m_avgBits->setDecimals(2);
-    m_avgBits->setSingleStep(0.25);
-    m_avgBits->setValue(2.5);
-    m_avgBits->setToolTip(tr("SliM-LLM: the average of the 2/3/4-bit column groups per row "
-                             "(weight.avg_bits); the group size is the groups' width"));
+    m_avgBits = newDoubleSpin(wbox, {2, 4, 0.25, 2}, 2.5,
+                              tr("SliM-LLM: the average of the 2/3/4-bit column groups per row "
+                                 "(weight.avg_bits); the group size is the groups' width"));
     form->addRow(m_weightOn);
     form->addRow(tr("Bits"), m_bits);
     form->addRow(tr("Format"), m_format);
@@ -418,14 +408,10 @@ QWidget* RecipeEditor::buildSettingsForm(QWidget* right) {
     m_slimSqc->setToolTip(tr("SliM-LLM's salience-determined quantizer calibration (weight.sqc): "
                              "each group's range searched within ±10 % for the least error; "
                              "needs the GPTQ step"));
-    m_clipRatio = new QDoubleSpinBox(wbox);
-    m_clipRatio->setRange(0.1, 1.0);
-    m_clipRatio->setDecimals(2);
-    m_clipRatio->setSingleStep(0.05);
-    m_clipRatio->setValue(1.0);
-    m_clipRatio->setToolTip(tr("Atom's weight clip ratio (weight.clip_ratio, RTN and GPTQ): the "
-                               "grid spans this share of each group's range; 1 keeps the full "
-                               "range"));
+    m_clipRatio = newDoubleSpin(wbox, {0.1, 1.0, 0.05, 2}, 1.0,
+                                tr("Atom's weight clip ratio (weight.clip_ratio, RTN and GPTQ): "
+                                   "the grid spans this share of each group's range; 1 keeps the "
+                                   "full range"));
     m_weightMore = new QLineEdit(wbox);
     m_weightMore->setObjectName(QStringLiteral("weight.more"));
     m_weightMore->setPlaceholderText(

@@ -7,6 +7,7 @@
 #include "widgets/compare_panel.h"
 #include "widgets/device_selector.h"
 #include "widgets/number_format.h"
+#include "widgets/spin_box.h"
 
 #include <QComboBox>
 #include <QCoreApplication>
@@ -334,25 +335,17 @@ void RunPanel::createSamplingFields(QWidget* parent) {
     m_maxTokens->setRange(1, 32768);
     m_maxTokens->setValue(kDefaultMaxTokens);
     m_maxTokens->setToolTip(tr("Stop after this many new tokens (or at end of sequence)"));
-    m_temperature = new QDoubleSpinBox(parent);
-    m_temperature->setRange(0.0, 5.0);
-    m_temperature->setSingleStep(0.05);
-    m_temperature->setDecimals(2);
-    m_temperature->setValue(0.8);
+    m_temperature = newDoubleSpin(parent, {0.0, 5.0, 0.05, 2}, 0.8,
+                                  tr("0 picks the most likely token every step (greedy)"));
     m_temperature->setSpecialValueText(tr("greedy"));
-    m_temperature->setToolTip(tr("0 picks the most likely token every step (greedy)"));
     m_topK = new QSpinBox(parent);
     m_topK->setRange(0, 100000);
     m_topK->setValue(40);
     m_topK->setSpecialValueText(tr("off"));
     m_topK->setToolTip(tr("Sample among the k most likely tokens (0: all)"));
-    m_topP = new QDoubleSpinBox(parent);
-    m_topP->setRange(0.01, 1.0);
-    m_topP->setSingleStep(0.01);
-    m_topP->setDecimals(2);
-    m_topP->setValue(0.95);
-    m_topP->setToolTip(tr("Nucleus sampling: the smallest set of tokens whose probabilities add "
-                          "up to p (1: off)"));
+    m_topP = newDoubleSpin(parent, {0.01, 1.0, 0.01, 2}, 0.95,
+                           tr("Nucleus sampling: the smallest set of tokens whose probabilities "
+                              "add up to p (1: off)"));
     m_seed = new QSpinBox(parent);
     m_seed->setRange(0, 2147483647);
     m_seed->setValue(42);

@@ -13,6 +13,7 @@
 #include "plots/sparsity_plot.h"
 #include "widgets/imatrix_manager.h"
 #include "widgets/number_format.h"
+#include "widgets/spin_box.h"
 
 #include <QCheckBox>
 #include <QComboBox>
@@ -206,16 +207,12 @@ QWidget* StatsPanel::buildWeightsTab() {
     m_axisCombo->addItem(tr("Input channels (columns)"), int(Axis::Input));
     m_sortedBox = new QCheckBox(tr("Sorted"), weights);
     m_sortedBox->setToolTip(tr("Largest first (applies to the channel profiles)"));
-    m_outlierKBox = new QDoubleSpinBox(weights);
-    m_outlierKBox->setRange(1.0, 100.0);
-    m_outlierKBox->setDecimals(1);
-    m_outlierKBox->setSingleStep(0.5);
-    m_outlierKBox->setValue(stats::kDefaultOutlierK);
-    m_outlierKBox->setPrefix(tr("k = "));
-    m_outlierKBox->setToolTip(
+    m_outlierKBox = newDoubleSpin(
+        weights, {1.0, 100.0, 0.5, 1}, stats::kDefaultOutlierK,
         tr("Weight outlier channels: abs-max ≥ k × the median channel abs-max of the tensor "
            "(default k = %1). Activations keep LLM.int8()'s absolute |x| ≥ 6.")
             .arg(stats::kDefaultOutlierK));
+    m_outlierKBox->setPrefix(tr("k = "));
     auto* wControls = new QHBoxLayout;
     wControls->addWidget(m_logBox);
     wControls->addStretch();
