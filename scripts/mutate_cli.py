@@ -2,7 +2,8 @@
 """Mutation probe of lcw-cli: crash and hang detection on damaged model folders.
 
 Copies a model (folder or file) from ../shared/models, damages one of its files and runs
-`lcw-cli info | generate | perplexity` (semantic mode also `eval --preset W4A16-g64`) on it under
+`lcw-cli info | generate | perplexity` (semantic mode also `eval --preset W4A16-g64`, `stats`,
+`export --preset Q4_K_M --format gguf`, `compress --preset W8A8 --save`) on it under
 `ulimit -v 4194304` with a 10 s limit. Exit codes 0, 1 (a refused file) and 2 are fine; anything
 else (a signal, an abort, a sanitizer's report through a sanitized build's exit code) or a
 time-out is a finding, kept under OUT/findings/ with the command line. Prints one JSON line at
@@ -469,8 +470,18 @@ def main():
         cmds = [["info", target], ["generate", target, "--prompt", "Once upon", "-n", "4"],
                 ["perplexity", target, "--text", text, "--ctx", "64"]]
         if semantic:
-            cmds.append(["eval", target, "--preset", "W4A16-g64", "--text", text, "--ctx", "64",
-                         "--no-record", "--speed-tokens", "0"])
+            # Damage that passes the readers reaches everything a user runs next.
+            work = os.path.join(a.out, "work")
+            shutil.rmtree(work, ignore_errors=True)
+            os.makedirs(work)
+            cmds += [["eval", target, "--preset", "W4A16-g64", "--text", text, "--ctx", "64",
+                      "--no-record", "--speed-tokens", "0"],
+                     ["stats", target, "--calib", text, "--samples", "1", "--seq-len", "32",
+                      "--out", os.path.join(work, "s.h5")],
+                     ["export", target, "--preset", "Q4_K_M", "--format", "gguf", "--out",
+                      os.path.join(work, "q.gguf"), "--no-kl"],
+                     ["compress", target, "--preset", "W8A8", "--save",
+                      os.path.join(work, "overlay")]]
         cmd = rng.choice(cmds)
         t0 = time.time()
         try:
