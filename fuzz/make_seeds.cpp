@@ -57,19 +57,9 @@ std::string split() {
     return std::string(fuzz::kSplit);
 }
 
-} // namespace
-
-int main(int argc, char** argv) {
-    if (argc != 2) {
-        std::fprintf(stderr, "usage: %s OUTDIR\n", argv[0]);
-        return 2;
-    }
-    g_out = argv[1];
-    const Model& base = fuzz::baseModel();
-    const fs::path tmp = fuzz::tempDir();
+/// Overlays of presets that need no calibration, and recipes of every preset.
+void seedOverlaysAndRecipes(const Model& base, const fs::path& tmp) {
     NullProgress np;
-
-    // Overlays of presets that need no calibration, and recipes of every preset.
     int n = 0;
     for (const auto& p : compress::presets()) {
         put("recipe", "preset-" + p.name + ".json", p.recipe.toJson().dump(2));
@@ -84,8 +74,10 @@ int main(int argc, char** argv) {
             ++n;
         });
     }
+}
 
-    // GGUF exports.
+/// GGUF exports.
+void seedGguf(const Model& base, const fs::path& tmp) {
     for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::IQ4_NL, DType::F16}) {
         const std::string name = std::string(dtypeName(t));
         step("gguf " + name, [&] {
@@ -96,8 +88,11 @@ int main(int argc, char** argv) {
             put("gguf", name + ".gguf", readAll(o.path));
         });
     }
+}
 
-    // Statistics store and a project holding it.
+/// Statistics store and a project holding it.
+void seedStatsAndProject(const Model& base, const fs::path& tmp) {
+    NullProgress np;
     std::string statsBytes;
     step("stats", [&] {
         stats::StatsOptions so;
@@ -133,8 +128,10 @@ int main(int argc, char** argv) {
         project::save(path, p);
         put("project", "project-nostats.h5", readAll(path));
     });
+}
 
-    // Results store.
+/// Results store.
+void seedResults(const Model& base, const fs::path& tmp) {
     step("results", [&] {
         const std::string path = (tmp / "results.jsonl").string();
         appendResult(path,
@@ -145,9 +142,11 @@ int main(int argc, char** argv) {
         appendResult(path, {{"id", "20261204-120000-abcdef"}, {"kind", "compare"}, {"value", 1}});
         put("results", "results.jsonl", readAll(path));
     });
+}
 
-    // An imatrix made for the base model (checkImatrix accepts it; importanceFor finds every
-    // linear), with the trailer llama-imatrix writes.
+/// An imatrix made for the base model (checkImatrix accepts it; importanceFor finds every
+/// linear), with the trailer llama-imatrix writes.
+void seedImatrix(const Model& base, const fs::path& tmp) {
     step("imatrix", [&] {
         compress::Imatrix m;
         int32_t k = 0;
@@ -164,8 +163,11 @@ int main(int argc, char** argv) {
         compress::writeImatrix(m, path);
         put("imatrix", "demo.dat", readAll(path));
     });
+}
 
-    // .npy arrays.
+/// .npy arrays.
+void seedNpy(const Model& /*base*/, const fs::path& tmp) {
+    NullProgress np;
     step("npy", [&] {
         const std::vector<float> v = {1, -2, 3.5f, 0, 1e-3f, 7};
         const std::string a = (tmp / "a.npy").string(), b = (tmp / "b.npy").string();
@@ -174,8 +176,10 @@ int main(int argc, char** argv) {
         put("npy", "2x3.npy", readAll(a));
         put("npy", "6.npy", readAll(b));
     });
+}
 
-    // Small safetensors files.
+/// Small safetensors files.
+void seedSafetensors(const Model& /*base*/, const fs::path& tmp) {
     step("safetensors", [&] {
         std::vector<float> f(24);
         for (size_t i = 0; i < f.size(); ++i) f[i] = float(i) * 0.5f;
@@ -194,9 +198,11 @@ int main(int argc, char** argv) {
         writeSafetensors(path, std::vector<TensorView>{a, b}, {{"format", "pt"}});
         put("safetensors", "small.safetensors", readAll(path));
     });
+}
 
-    // Tiny llama2.c checkpoint (v0: 7 int32 + zero weights) with the bundled tokenizer's
-    // vocabulary as tokenizer.bin.
+/// Tiny llama2.c checkpoint (v0: 7 int32 + zero weights) with the bundled tokenizer's
+/// vocabulary as tokenizer.bin.
+void seedLlama2c(const Model& base, const fs::path& /*tmp*/) {
     step("llama2c", [&] {
         const auto& tok = base.tokenizer();
         const GgufVocab gv = tok.ggufVocab();
@@ -227,6 +233,21 @@ int main(int argc, char** argv) {
         put("llama2c", "tiny.bin", ck + split() + tb);
         put("llama2c", "tiny-ckpt-only.bin", ck);
     });
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    if (argc != 2) {
+        std::fprintf(stderr, "usage: %s OUTDIR\n", argv[0]);
+        return 2;
+    }
+    g_out = argv[1];
+    const Model& base = fuzz::baseModel();
+    const fs::path tmp = fuzz::tempDir();
+    for (auto* seed : {seedOverlaysAndRecipes, seedGguf, seedStatsAndProject, seedResults,
+                       seedImatrix, seedNpy, seedSafetensors, seedLlama2c})
+        seed(base, tmp);
     std::printf("lcw_fuzz_make_seeds: seeds written under %s\n", g_out.string().c_str());
     return 0;
 }
