@@ -18,6 +18,7 @@
 #include <cmath>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <map>
 #include <string>
 #include <vector>
@@ -179,19 +180,32 @@ private:
 };
 
 /// One Adam(W) step (β 0.9 / 0.999, ε 1e-8, bias-corrected; `step` 1-based) over n values, with
-/// decoupled weight decay wd; afterwards each value is kept in [lo[i], hi] (lo null: no lower
-/// bound).
-inline void adamUpdate(double* p, const double* g, double* m, double* v, size_t n, int step,
-                       double lr, double wd, const double* lo, double hi) {
+/// decoupled weight decay wd; afterwards each value is kept in [lo(i), hi]; `lo` is a function
+/// of the index.
+template <class Lo>
+inline void adamUpdateBounded(double* p, const double* g, double* m, double* v, size_t n, int step,
+                              double lr, double wd, Lo lo, double hi) {
     constexpr double b1 = 0.9, b2 = 0.999, eps = 1e-8;
     const double c1 = 1.0 - std::pow(b1, step), c2 = 1.0 - std::pow(b2, step);
     for (size_t i = 0; i < n; ++i) {
         m[i] = b1 * m[i] + (1 - b1) * g[i];
         v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i];
         p[i] -= lr * (m[i] / c1 / (std::sqrt(v[i] / c2) + eps) + wd * p[i]);
-        if (lo) p[i] = std::max(p[i], lo[i]);
-        p[i] = std::min(p[i], hi);
+        p[i] = std::min(std::max(p[i], lo(i)), hi);
     }
+}
+/// adamUpdateBounded with per-value lower bounds lo[i] (lo null: no lower bound).
+inline void adamUpdate(double* p, const double* g, double* m, double* v, size_t n, int step,
+                       double lr, double wd, const double* lo, double hi) {
+    constexpr double kNoBound = -std::numeric_limits<double>::infinity();
+    adamUpdateBounded(
+        p, g, m, v, n, step, lr, wd, [lo](size_t i) { return lo ? lo[i] : kNoBound; }, hi);
+}
+/// adamUpdateBounded with one lower bound for every value.
+inline void adamUpdate(double* p, const double* g, double* m, double* v, size_t n, int step,
+                       double lr, double wd, double lo, double hi) {
+    adamUpdateBounded(
+        p, g, m, v, n, step, lr, wd, [lo](size_t) { return lo; }, hi);
 }
 
 /// The epoch loop of the trainers (OmniQuant / AffineQuant, EfficientQAT Block-AP and E2E-QP):

@@ -245,11 +245,9 @@ struct BlockAp {
                        o.lrW, o.weightDecay, nullptr, INFINITY);
             adamUpdate(l.q.scale.data(), gs.data(), l.ms.data(), l.vs.data(), gs.size(), t, o.lrQ,
                        0.0, l.q.minScale.data(), INFINITY);
-            if (!l.q.settings.symmetric) {
-                const std::vector<double> zeroLo(gz.size(), 0.0);
+            if (!l.q.settings.symmetric)
                 adamUpdate(l.q.zero.data(), gz.data(), l.mz.data(), l.vz.data(), gz.size(), t,
-                           o.lrQ, 0.0, zeroLo.data(), l.q.qmax());
-            }
+                           o.lrQ, 0.0, 0.0, l.q.qmax());
         }
         return loss;
     }

@@ -4,6 +4,7 @@
 #include "core/common/dtype.h"
 #include "core/common/parallel.h"
 #include "core/compress/block_grad.h"
+#include "core/compress/lwc.h"
 
 #include <algorithm>
 #include <chrono>
@@ -14,170 +15,6 @@
 namespace lcw::compress {
 
 namespace {
-
-/// One learned linear: its group ranges and clipping factors with Adam state.
-struct Lwc {
-    std::string name;
-    int index = 0; ///< BlockLinear
-    WeightSettings s;
-    int64_t rows = 0, cols = 0;
-    std::vector<int64_t> grid;  ///< grid index of every element
-    std::vector<double> mn, mx; ///< per grid, min(·, 0) and max(·, 0)
-    std::vector<double> a, b;   ///< factors (max side, min side)
-    std::vector<double> ga, gb; ///< gradients
-    std::vector<double> ma, va, mb, vb;
-    /// LET: element index of each group's max / min (-1: the range ends at 0), and dL/dmax,
-    /// dL/dmin of the last factorGrads (sym: dL/dmax|·| in gmx).
-    std::vector<int64_t> imx, imn;
-    std::vector<double> gmx, gmn;
-};
-
-double qmaxOf(const WeightSettings& s) {
-    return s.symmetric ? double((1 << (s.bits - 1)) - 1) : double((1 << s.bits) - 1);
-}
-
-/// Group ranges (min(·, 0), max(·, 0), float-rounded as the stored grid sees them) of W.
-void setRanges(Lwc& l, const MatD& W) {
-    std::fill(l.mn.begin(), l.mn.end(), 0.0);
-    std::fill(l.mx.begin(), l.mx.end(), 0.0);
-    l.imn.assign(l.mn.size(), -1);
-    l.imx.assign(l.mn.size(), -1);
-    for (int64_t i = 0; i < l.rows * l.cols; ++i) {
-        const size_t g = size_t(l.grid[size_t(i)]);
-        if (W.data()[i] < l.mn[g]) l.mn[g] = W.data()[i], l.imn[g] = i;
-        if (W.data()[i] > l.mx[g]) l.mx[g] = W.data()[i], l.imx[g] = i;
-    }
-    for (size_t g = 0; g < l.mn.size(); ++g) {
-        l.mn[g] = double(float(l.mn[g]));
-        l.mx[g] = double(float(l.mx[g]));
-    }
-}
-
-/// dL/dW from dL/dŴ: straight through round(), zero where the value is clamped, plus the
-/// group ranges' dependence on W (through the elements that set each group's min and max; uses
-/// gmx/gmn of the last factorGrads).
-MatD steGrad(const Lwc& l, const MatD& W, const MatD& gW) {
-    MatD out = gW;
-    const double qm = qmaxOf(l.s);
-    for (int64_t i = 0; i < l.rows * l.cols; ++i) {
-        const size_t g = size_t(l.grid[size_t(i)]);
-        const double x = W.data()[i];
-        bool in = true;
-        if (l.s.symmetric) {
-            const double h = l.a[g] * std::max(-l.mn[g], l.mx[g]) / qm;
-            in = h > 0 && std::fabs(std::nearbyint(x / h)) <= qm;
-        } else {
-            const double mnc = l.b[g] * l.mn[g], h = (l.a[g] * l.mx[g] - mnc) / qm;
-            if (h > 0) {
-                const double z = std::clamp(std::nearbyint(-mnc / h), 0.0, qm);
-                const double qr = std::nearbyint(x / h + z);
-                in = qr >= 0 && qr <= qm;
-            } else {
-                in = false;
-            }
-        }
-        if (!in) out.data()[i] = 0.0;
-    }
-    for (size_t g = 0; g < l.mn.size(); ++g) {
-        if (l.s.symmetric) {
-            const bool fromMax = l.mx[g] >= -l.mn[g];
-            const int64_t i = fromMax ? l.imx[g] : l.imn[g];
-            if (i >= 0) out.data()[i] += fromMax ? l.gmx[g] : -l.gmx[g];
-        } else {
-            if (l.imx[g] >= 0) out.data()[l.imx[g]] += l.gmx[g];
-            if (l.imn[g] >= 0) out.data()[l.imn[g]] += l.gmn[g];
-        }
-    }
-    return out;
-}
-
-/// Fake-quantised weights (double grid, no f16 rounding) for the current factors.
-MatD fakeQuant(const Lwc& l, const MatD& W) {
-    MatD out(l.rows, l.cols);
-    const double qm = qmaxOf(l.s);
-    for (int64_t i = 0; i < l.rows * l.cols; ++i) {
-        const size_t g = size_t(l.grid[size_t(i)]);
-        const double x = W.data()[i];
-        if (l.s.symmetric) {
-            const double h = l.a[g] * std::max(-l.mn[g], l.mx[g]) / qm;
-            out.data()[i] = h > 0 ? std::clamp(std::nearbyint(x / h), -qm, qm) * h : 0.0;
-        } else {
-            const double mnc = l.b[g] * l.mn[g], h = (l.a[g] * l.mx[g] - mnc) / qm;
-            if (!(h > 0)) {
-                out.data()[i] = 0.0;
-                continue;
-            }
-            const double z = std::clamp(std::nearbyint(-mnc / h), 0.0, qm);
-            out.data()[i] = (std::clamp(std::nearbyint(x / h + z), 0.0, qm) - z) * h;
-        }
-    }
-    return out;
-}
-
-/// Gradients of the factors from dL/dŴ with the straight-through estimator for round().
-void factorGrads(Lwc& l, const MatD& W, const MatD& gW) {
-    std::fill(l.ga.begin(), l.ga.end(), 0.0);
-    std::fill(l.gb.begin(), l.gb.end(), 0.0);
-    l.gmx.assign(l.ga.size(), 0.0);
-    l.gmn.assign(l.ga.size(), 0.0);
-    const double qm = qmaxOf(l.s);
-    for (int64_t i = 0; i < l.rows * l.cols; ++i) {
-        const size_t g = size_t(l.grid[size_t(i)]);
-        const double x = W.data()[i], gw = gW.data()[i];
-        if (l.s.symmetric) {
-            const double amax = std::max(-l.mn[g], l.mx[g]), h = l.a[g] * amax / qm;
-            if (!(h > 0)) continue;
-            const double qr = std::nearbyint(x / h);
-            const bool in = std::fabs(qr) <= qm;
-            const double q = std::clamp(qr, -qm, qm);
-            // Ŵ = q h: dŴ/dh = q − [in] x / h
-            l.ga[g] += gw * (q - (in ? x / h : 0.0)) * amax / qm;
-            l.gmx[g] += gw * (q - (in ? x / h : 0.0)) * l.a[g] / qm;
-        } else {
-            const double mnc = l.b[g] * l.mn[g], h = (l.a[g] * l.mx[g] - mnc) / qm;
-            if (!(h > 0)) continue;
-            const double z = std::clamp(std::nearbyint(-mnc / h), 0.0, qm);
-            const double qr = std::nearbyint(x / h + z);
-            const double in = (qr >= 0 && qr <= qm) ? 1.0 : 0.0;
-            const double q = std::clamp(qr, 0.0, qm);
-            // Ŵ = (q − z) h with z = −mnc / h and q = x / h + z passed straight through.
-            const double dh = (q - z) - in * x / h + (in - 1.0) * mnc / h;
-            const double dmnc = 1.0 - in;
-            l.ga[g] += gw * dh * l.mx[g] / qm;
-            l.gb[g] += gw * (-dh / qm + dmnc) * l.mn[g];
-            l.gmx[g] += gw * dh * l.a[g] / qm;
-            l.gmn[g] += gw * (-dh / qm + dmnc) * l.b[g];
-        }
-    }
-}
-
-/// The packed tensor for the current factors (grids as RTN builds them from the clipped range).
-PackedTensor packLwc(const Lwc& l, const MatD& W) {
-    const size_t ng = l.mn.size();
-    std::vector<GroupGrid> grids(ng);
-    for (size_t g = 0; g < ng; ++g) {
-        const float lo = l.s.symmetric ? float(l.a[g] * l.mn[g]) : float(l.b[g] * l.mn[g]);
-        grids[g] = groupGrid(l.s, lo, float(l.a[g] * l.mx[g]), l.name);
-    }
-    std::vector<uint32_t> codes(size_t(l.rows * l.cols));
-    for (int64_t i = 0; i < l.rows * l.cols; ++i)
-        codes[size_t(i)] = encodeOnGrid(l.s, float(W.data()[i]), grids[size_t(l.grid[size_t(i)])]);
-    return packCodes(l.s, l.rows, l.cols, codes, grids);
-}
-
-/// Adam on the clipping factors, kept in [minClip, 1].
-void adam(std::vector<double>& p, const std::vector<double>& g, std::vector<double>& m,
-          std::vector<double>& v, int step, const OmniQuantOptions& o) {
-    const std::vector<double> lo(p.size(), o.minClip);
-    adamUpdate(p.data(), g.data(), m.data(), v.data(), p.size(), step, o.lr, o.weightDecay,
-               lo.data(), 1.0);
-}
-
-double meanOf(const std::vector<double>& v) {
-    double s = 0;
-    for (double x : v) s += x;
-    return v.empty() ? 1.0 : s / double(v.size());
-}
 
 /// Checks the block inputs and options; returns the tokens per sample.
 int64_t checkBlockInputs(const std::string& bname, const std::vector<std::vector<float>>& inputs,
@@ -192,52 +29,6 @@ int64_t checkBlockInputs(const std::string& bname, const std::vector<std::vector
         throw ArgumentError(bname + ": affinequant options out of range (lr > 0, alpha > 0, "
                                     "0 < dominance < 1, min_diag > 0)");
     return T;
-}
-
-/// A learned linear at its start point (factors 1: exactly RTN), its grid ranges from W.
-Lwc startLwc(const std::string& bname, const std::string& name, const WeightSettings& s,
-             const BlockWeights& fw) {
-    const int idx = blockLinearIndex(bname, name);
-    if (idx < 0)
-        throw ArgumentError(name + ": omniquant learns the linears of block " + bname +
-                            " only (attn.q/k/v/o, mlp.gate/up/down)");
-    if (s.format != WeightFormat::Int || methodIsGguf(s.method))
-        throw UnsupportedError(name + ": omniquant supports int formats only, not " + s.describe());
-    if (s.bits < 2 || s.bits > 8) throw ArgumentError(name + ": int bits must be 2..8");
-    Lwc l;
-    l.name = name;
-    l.index = idx;
-    l.s = s;
-    const MatD& W = fw.w[size_t(idx)];
-    l.rows = W.rows();
-    l.cols = W.cols();
-    const int64_t gpr = gridsPerRow(s, l.cols);
-    const size_t ng = s.granularity == Granularity::Tensor    ? 1
-                      : s.granularity == Granularity::Channel ? size_t(l.rows)
-                                                              : size_t(l.rows * gpr);
-    l.mn.assign(ng, 0.0);
-    l.mx.assign(ng, 0.0);
-    l.grid.resize(size_t(l.rows * l.cols));
-    for (int64_t r = 0; r < l.rows; ++r)
-        for (int64_t j = 0; j < l.cols; ++j) {
-            const double x = W(r, j);
-            if (!std::isfinite(x))
-                throw ArgumentError(name + ": non-finite weight at element " +
-                                    std::to_string(r * l.cols + j));
-            const int64_t g = gridIndex(s, l.cols, r, j);
-            l.grid[size_t(r * l.cols + j)] = g;
-            l.mn[size_t(g)] = std::min(l.mn[size_t(g)], x);
-            l.mx[size_t(g)] = std::max(l.mx[size_t(g)], x);
-        }
-    // The stored grid works in float: use the float range so that factor 1 is exactly RTN.
-    for (size_t g = 0; g < ng; ++g) {
-        l.mn[g] = double(float(l.mn[g]));
-        l.mx[g] = double(float(l.mx[g]));
-    }
-    l.a.assign(ng, 1.0);
-    l.b.assign(ng, 1.0);
-    l.ga = l.gb = l.ma = l.va = l.mb = l.vb = std::vector<double>(ng, 0.0);
-    return l;
 }
 
 /// LET's parameters: per site log-scales t (A: attention input, M: MLP input) and shifts δ
@@ -361,7 +152,7 @@ struct BlockTrainer {
         } else if (pre) {
             *pre = cw;
         }
-        for (Lwc& l : lwc) setRanges(l, cw.w[size_t(l.index)]);
+        for (Lwc& l : lwc) lwcSetRanges(l, cw.w[size_t(l.index)]);
         return cw;
     }
 
@@ -376,11 +167,8 @@ struct BlockTrainer {
             *v = v->cast<float>().cast<double>();
         for (Eigen::VectorXd& v : qw.b) v = v.cast<float>().cast<double>();
         for (const Lwc& l : lwc) {
-            PackedTensor p = packLwc(l, cw.w[size_t(l.index)]);
-            const std::vector<float> v = dequantize(p, l.name);
-            qw.w[size_t(l.index)] = Eigen::Map<const Eigen::MatrixXf>(v.data(), l.cols, l.rows)
-                                        .transpose()
-                                        .cast<double>();
+            PackedTensor p = lwcPack(l, cw.w[size_t(l.index)]);
+            qw.w[size_t(l.index)] = lwcPackedWeights(l, p);
             if (out) (*out)[l.name] = std::move(p);
         }
         double sum = 0;
@@ -403,20 +191,21 @@ struct BlockTrainer {
         std::unique_ptr<AffineVO> vo;
         const BlockWeights cw = folded(&pre, &vo);
         BlockWeights qw = cw;
-        for (const Lwc& l : lwc) qw.w[size_t(l.index)] = fakeQuant(l, cw.w[size_t(l.index)]);
+        for (const Lwc& l : lwc) qw.w[size_t(l.index)] = lwcFakeQuant(l, cw.w[size_t(l.index)]);
         MatD y;
         block.forward(qw, blockMatrix(inputs[i], T, dim), y, &cache);
         const MatD diff = y - target[i];
         const double loss = diff.squaredNorm() / norm;
         grads.zeroLike(qw);
         block.backward(qw, cache, diff * (2.0 / norm), grads);
-        for (Lwc& l : lwc) factorGrads(l, cw.w[size_t(l.index)], grads.w[size_t(l.index)]);
+        for (Lwc& l : lwc) lwcFactorGrads(l, cw.w[size_t(l.index)], grads.w[size_t(l.index)]);
         if (let.any() || aff.on) {
             // Gradients w.r.t. the folded float weights (STE), then through the affine
             // transform (its matrices; the weights before it), then the LET parameters.
             BlockGrads gf = grads;
             for (const Lwc& l : lwc)
-                gf.w[size_t(l.index)] = steGrad(l, cw.w[size_t(l.index)], grads.w[size_t(l.index)]);
+                gf.w[size_t(l.index)] =
+                    lwcSteGrad(l, cw.w[size_t(l.index)], grads.w[size_t(l.index)]);
             if (vo) aff.g = vo->grads(pre, gf);
             if (let.any()) {
                 letGrads(pre, gf, let.gtA, let.gtM);
@@ -430,8 +219,9 @@ struct BlockTrainer {
     /// One Adam step of every learned parameter.
     void adamUpdate(int step) {
         for (Lwc& l : lwc) {
-            adam(l.a, l.ga, l.ma, l.va, step, o);
-            if (!l.s.symmetric) adam(l.b, l.gb, l.mb, l.vb, step, o);
+            lwcAdam(l.a, l.ga, l.ma, l.va, step, o.lr, o.weightDecay, o.minClip);
+            if (!l.s.symmetric)
+                lwcAdam(l.b, l.gb, l.mb, l.vb, step, o.lr, o.weightDecay, o.minClip);
         }
         constexpr double kInf = std::numeric_limits<double>::infinity();
         if (let.attn)
@@ -600,7 +390,7 @@ OmniQuantBlockResult omniquantBlock(const WeightSource& w, int layer,
 
     const BlockWeights fw = loadBlockWeights(w, layer, overrides);
     std::vector<Lwc> lwc;
-    for (const auto& [name, s] : settings) lwc.push_back(startLwc(bname, name, s, fw));
+    for (const auto& [name, s] : settings) lwc.push_back(lwcStart(bname, name, s, fw));
     LetParams let = letSites(o, lwc, dim);
     AffineState aff = affineSite(o, lwc, spec);
 
@@ -620,9 +410,9 @@ OmniQuantBlockResult omniquantBlock(const WeightSource& w, int layer,
     }
     if (let.any() || aff.on) exportLet(tr, best, bname, res);
     for (size_t k = 0; k < lwc.size(); ++k)
-        res.meanClip[lwc[k].name] = {meanOf(best.factors[k].first),
-                                     lwc[k].s.symmetric ? meanOf(best.factors[k].first)
-                                                        : meanOf(best.factors[k].second)};
+        res.meanClip[lwc[k].name] = {lwcMeanFactor(best.factors[k].first),
+                                     lwc[k].s.symmetric ? lwcMeanFactor(best.factors[k].first)
+                                                        : lwcMeanFactor(best.factors[k].second)};
     res.packed = std::move(best.packed);
     res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     progress.report(1.0, bname + ": omniquant done");
