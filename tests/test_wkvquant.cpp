@@ -24,6 +24,8 @@
 #include <functional>
 #include <memory>
 #include <random>
+#include <string>
+#include <utility>
 
 using namespace lcw;
 using namespace lcw::compress;
@@ -74,15 +76,22 @@ std::vector<int32_t> demoTokens(const Model& m, size_t n) {
     return ids;
 }
 
+/// A one-rule recipe: the kv section and, when given, the weight section (quoted JSON).
+Recipe kvRecipe(const std::string& kv, const std::string& weight = "") {
+    return lcwtest::recipeFromQuoted("{'lcw_recipe':1,'rules':[{'targets':['*'],'kv':" + kv +
+                                     (weight.empty() ? "" : ",'weight':" + weight) + "}]}");
+}
+
 std::unique_ptr<CompressedModel> withKv(const Model& m, const std::string& kv,
-                                        const CompressOptions& o = {}) {
+                                        const CompressOptions& o = {},
+                                        const std::string& weight = "") {
     NullProgress p;
-    auto r = compress::compress(
-        m,
-        lcwtest::recipeFromQuoted("{'lcw_recipe':1,'rules':[{'targets':['*'],'kv':" + kv + "}]}"),
-        p, o);
+    auto r = compress::compress(m, kvRecipe(kv, weight), p, o);
     return std::move(r.model);
 }
+
+/// The demo model's W3 asym g64 RTN weights (the joint learning's tests).
+const char* const kW3 = "{'bits':3,'symmetric':false,'granularity':'group','group_size':64}";
 
 void expectRecipeError(const std::function<void()>& fn, const std::string& field) {
     try {
@@ -94,13 +103,17 @@ void expectRecipeError(const std::function<void()>& fn, const std::string& field
     QFAIL(qPrintable(QString::fromStdString("no RecipeError for " + field)));
 }
 
-/// Block 1 of the demo model at KV3 past-only on 3 calibration windows of 48 tokens: the inputs
-/// through the compressed and the unquantised model, and the CRR objective over blocks 1..1+k
-/// (its unquantised targets computed here, block by block).
+/// Block 1 of the demo model at KV3 past-only (weights as `weight` says) on 3 calibration windows
+/// of 48 tokens: the inputs through the compressed and the unquantised model, and the CRR
+/// objective over blocks 1..1+k (its unquantised targets computed here, block by block).
 struct Block1Kv3 {
+    Block1Kv3() = default;
+    explicit Block1Kv3(std::string w) : weight(std::move(w)) {}
+    std::string weight; ///< the rule's weight section ("": weights unquantised)
     std::unique_ptr<Model> m = Model::load(lcwtest::demoModelPath());
     CalibrationSet cal = loadCalibration(*m, "", {3, 48});
-    std::unique_ptr<CompressedModel> cm = withKv(*m, "{'k_bits':3,'v_bits':3,'past_only':true}");
+    std::unique_ptr<CompressedModel> cm =
+        withKv(*m, "{'k_bits':3,'v_bits':3,'past_only':true}", {}, weight);
     std::vector<std::vector<float>> qIn = captureBlockHidden(*cm, cal, 1);
     std::vector<std::vector<float>> fpIn = captureBlockHidden(*m, cal, 1);
     KvQuantSpec spec = cm->runtimeQuant()->kv.at(1);
@@ -581,6 +594,232 @@ private slots:
             }
         } late;
         QCOMPARE(f.run(o, late).status, Status::Cancelled);
+    }
+
+    void backwardPassesStraightThroughTheKvQuantiser() {
+        // The weights' gradient with simulated KV quantisation (WKVQuant's joint learning): the
+        // "quantiser" adds fixed offsets to K and V, so the loss L = Σ dy ∘ y is a smooth function
+        // of the weights whose exact derivative is the straight-through one (the derivative of
+        // the quantiser is the identity); central differences on entries of every linear and
+        // the norm, past-only (own rows unquantised) and not.
+        auto m = Model::load(lcwtest::demoModelPath());
+        const ModelSpec& s = m->spec();
+        const int64_t T = 6, W = s.nKvHeads * s.headDim;
+        const BlockWeights bw = loadBlockWeights(*m, 1);
+        const std::vector<float> xin = randomRows(T, s.dim, 51, 0.5f);
+        const std::vector<float> dr = randomRows(T, s.dim, 52);
+        const std::vector<float> ok = randomRows(T, W, 53, 0.2f), ov = randomRows(T, W, 54, 0.2f);
+        MatD x(T, s.dim), dy(T, s.dim), Ok(T, W), Ov(T, W);
+        for (int64_t i = 0; i < x.size(); ++i)
+            x.data()[i] = xin[size_t(i)], dy.data()[i] = dr[size_t(i)];
+        for (int64_t i = 0; i < Ok.size(); ++i)
+            Ok.data()[i] = 0.1 * ok[size_t(i)], Ov.data()[i] = 0.1 * ov[size_t(i)];
+        for (const bool pastOnly : {true, false}) {
+            LlamaBlock blk(s, 1, T);
+            blk.setKvQuant([&](MatD& k, MatD& v) { k += Ok, v += Ov; }, pastOnly);
+            BlockWeights cur = bw;
+            const auto loss = [&] {
+                MatD y;
+                blk.forward(cur, x, y, nullptr);
+                return (y.array() * dy.array()).sum();
+            };
+            LlamaBlock::Cache c;
+            MatD y;
+            blk.forward(cur, x, y, &c);
+            BlockGrads g;
+            g.zeroLike(cur);
+            blk.backward(cur, c, dy, g);
+            double worst = 0, scale = 0;
+            auto check = [&](double& param, double analytic) {
+                const double keep = param, h = 1e-5;
+                param = keep + h;
+                const double lp = loss();
+                param = keep - h;
+                const double lm = loss();
+                param = keep;
+                const double num = (lp - lm) / (2 * h);
+                worst = std::max(worst, std::fabs(num - analytic));
+                scale = std::max(scale, std::fabs(num));
+            };
+            for (int i : {kQ, kK, kV, kO, kGate, kDown}) {
+                MatD& Wm = cur.w[size_t(i)];
+                for (int64_t e = 0; e < Wm.size(); e += Wm.size() / 7 + 1)
+                    check(Wm.data()[e], g.w[size_t(i)].data()[e]);
+            }
+            for (int64_t j = 0; j < cur.attnNorm.size(); j += 9)
+                check(cur.attnNorm[j], g.attnNorm[j]);
+            QVERIFY2(worst <= 1e-6 * std::max(1.0, scale),
+                     qPrintable(QString("past-only %1: max |numeric - analytic| %2 (scale %3)")
+                                    .arg(pastOnly)
+                                    .arg(worst)
+                                    .arg(scale)));
+            QVERIFY(scale > 1e-3);
+        }
+        // An identity quantiser gives the gradients of the plain block, past-only or not.
+        LlamaBlock plain(s, 1, T);
+        LlamaBlock::Cache pc;
+        MatD py;
+        plain.forward(bw, x, py, &pc);
+        BlockGrads pg;
+        pg.zeroLike(bw);
+        MatD pdx;
+        plain.backward(bw, pc, dy, pg, &pdx);
+        for (const bool pastOnly : {true, false}) {
+            LlamaBlock id(s, 1, T);
+            id.setKvQuant([](MatD&, MatD&) {}, pastOnly);
+            LlamaBlock::Cache ic;
+            MatD iy, idx;
+            id.forward(bw, x, iy, &ic);
+            BlockGrads ig;
+            ig.zeroLike(bw);
+            id.backward(bw, ic, dy, ig, &idx);
+            for (int i = 0; i < 7; ++i)
+                QVERIFY((ig.w[size_t(i)] - pg.w[size_t(i)]).cwiseAbs().maxCoeff() <=
+                        1e-12 * (1 + pg.w[size_t(i)].cwiseAbs().maxCoeff()));
+            QVERIFY((idx - pdx).cwiseAbs().maxCoeff() <= 1e-12 * (1 + pdx.cwiseAbs().maxCoeff()));
+        }
+        // a cache without the quantised rows is refused
+        LlamaBlock q(s, 1, T);
+        q.setKvQuant([](MatD&, MatD&) {}, false);
+        QVERIFY_THROWS_EXCEPTION(ArgumentError, q.backward(bw, pc, dy, pg));
+    }
+
+    void jointWeightLearningNeverRaisesTheObjective() {
+        // kv.crr_weights: the clipping of block 1's W3 RTN linears learned with the smoothing on
+        // the CRR objective. Monotone objective; the kept packed weights and smoothing give the
+        // reported objective exactly; the learning beats the stored RTN weights and the
+        // smoothing learned alone on these windows.
+        Block1Kv3 f(kW3);
+        PlanOptions po;
+        po.hasCalibration = true;
+        const Plan plan = planRecipe(
+            kvRecipe("{'k_bits':3,'v_bits':3,'past_only':true,'smooth':true,'crr_steps':12,"
+                     "'crr_weights':true}",
+                     kW3),
+            *f.m, po);
+        WkvOptions o;
+        o.crrBlocks = 1;
+        o.learnSteps = 12;
+        o.lr = 1e-2;
+        NullProgress p;
+        const WkvBlockResult alone = f.run(o, p);
+        o.weights = wkvJointLinears(plan, plan.kv.at(1));
+        QCOMPARE(o.weights.size(), size_t(7));
+        QCOMPARE(o.weights.begin()->second.bits, 3);
+        const WkvBlockResult r = f.run(o, p);
+        QCOMPARE(r.status, Status::Ok);
+        QCOMPARE(r.learnedSteps, 12);
+        for (size_t i = 1; i < r.objective.size(); ++i)
+            QVERIFY(r.objective[i] <= r.objective[i - 1]);
+        QCOMPARE(r.lossSearch, alone.lossSearch); // the search is the same
+        qInfo("CRR joint: L1 %.6f (start) -> %.6f (search) -> %.6f (step %d of 12; smoothing "
+              "learned alone %.6f)",
+              r.lossStart, r.lossSearch, r.lossEnd, r.bestStep, alone.lossEnd);
+        QVERIFY2(r.lossEnd < alone.lossEnd, "the joint learning did not beat the smoothing alone");
+        QCOMPARE(r.packed.size(), size_t(7));
+        BlockWeights q = f.qW;
+        for (const auto& [name, pt] : r.packed) {
+            QCOMPARE(pt.settings.bits, 3);
+            const std::vector<float> v = dequantize(pt, name);
+            MatD& Wm = q.w[size_t(blockLinearIndex("layers.1", name))];
+            QCOMPARE(int64_t(v.size()), Wm.size());
+            for (int64_t i = 0; i < Wm.size(); ++i) Wm.data()[i] = v[size_t(i)];
+            const auto [cmax, cmin] = r.meanClip.at(name);
+            QVERIFY(cmax > 0.1 - 1e-12 && cmax <= 1 && cmin > 0.1 - 1e-12 && cmin <= 1);
+        }
+        const double kept = (*f.objective(1))(q, r.k, r.v);
+        QVERIFY2(std::fabs(kept - r.lossEnd) < 1e-5 * r.lossEnd,
+                 qPrintable(QString("%1 vs %2").arg(kept, 0, 'g', 10).arg(r.lossEnd, 0, 'g', 10)));
+        // a stored block whose norms an earlier stage changed (SmoothQuant) is refused
+        CompressOptions co;
+        co.calibration = &f.cal;
+        NullProgress np;
+        const auto sq = compress::compress(
+            *f.m,
+            lcwtest::recipeFromQuoted(std::string("{'lcw_recipe':1,'rules':[{'targets':['*'],"
+                                                  "'smoothquant':{'alpha':0.5},'weight':") +
+                                      kW3 + ",'kv':{'k_bits':3,'v_bits':3,'past_only':true}}]}"),
+            np, co);
+        QVERIFY(sq.model);
+        QVERIFY_THROWS_EXCEPTION(UnsupportedError,
+                                 wkvquantBlock(*sq.model, *f.m, 1, f.spec, f.qIn, f.fpIn, o, p));
+    }
+
+    void jointRecipeStoresTheLearnedWeights() {
+        // kv.crr_weights end to end: the overlay holds the learned int4 weights where they won
+        // (reports name it), reloads to the same logits; plan-time errors name the field.
+        auto m = Model::load(lcwtest::demoModelPath());
+        const CalibrationSet cal = loadCalibration(*m, "", {4, 64});
+        CompressOptions o;
+        o.calibration = &cal;
+        NullProgress p;
+        const std::string w4 = "{'bits':4,'symmetric':false,'granularity':'group','group_size':64}";
+        const std::string kv = "{'k_bits':3,'v_bits':3,'past_only':true,'smooth':true,"
+                               "'crr_steps':6,'crr_lr':0.01";
+        auto res = compress::compress(*m, kvRecipe(kv + ",'crr_weights':true}", w4), p, o);
+        QVERIFY(res.model);
+        auto rtn = compress::compress(*m, kvRecipe(kv + "}", w4), p, o);
+        int replacedBlocks = 0;
+        for (const auto& [l, d] : res.kvCalibration) {
+            QCOMPARE(d.at("wkvquant_joint_linears").get<int>(), 7);
+            QVERIFY(d.at("wkvquant_loss_end").get<double>() <=
+                    d.at("wkvquant_loss_search").get<double>());
+            const bool replaced = d.at("wkvquant_weights_replaced").get<bool>();
+            replacedBlocks += replaced;
+            const std::string down = "layers." + std::to_string(l) + ".mlp.down";
+            const auto a = res.model->compressed(down)->values();
+            const auto b = rtn.model->compressed(down)->values();
+            QCOMPARE(a != b, replaced); // RTN stays where the learning did not win
+            for (const LayerReport& lr : res.layers)
+                if (lr.name == down) {
+                    QCOMPARE(lr.details.contains("wkvquant_joint"), replaced);
+                    QVERIFY(lr.error.mse > 0);
+                }
+        }
+        QVERIFY(replacedBlocks > 0);
+        QVERIFY(!rtn.kvCalibration.begin()->second.contains("wkvquant_joint_linears"));
+        const std::string dir = lcwtest::tempDir("wkvquant-joint") + "/overlay";
+        res.model->save(dir);
+        auto back = CompressedModel::load(dir, *m);
+        QVERIFY(lcwtest::sameFiniteLogits(*back, *res.model));
+        // errors at plan time, before any work
+        auto plan = [&](const std::string& kvs, const std::string& extra) {
+            PlanOptions po;
+            po.hasCalibration = true;
+            return planRecipe(
+                lcwtest::recipeFromQuoted("{'lcw_recipe':1,'rules':[{'targets':['*'],'kv':" + kvs +
+                                          extra + "}]}"),
+                *m, po);
+        };
+        const std::string ok = "{'k_bits':4,'smooth':true,'crr_steps':3,'crr_weights':true}";
+        QVERIFY(plan(ok, ",'weight':" + w4).kv[0].kv.crrWeights);
+        QVERIFY(plan(ok, ",'weight':" + w4).kv[0].kv.describe().find("weights learned") !=
+                std::string::npos);
+        expectRecipeError([&] { plan("{'k_bits':4,'crr_weights':true}", ",'weight':" + w4); },
+                          "kv.crr_weights");
+        expectRecipeError(
+            [&] { plan("{'k_bits':4,'smooth':true,'crr_weights':true}", ",'weight':" + w4); },
+            "kv.crr_weights"); // no gradient steps
+        expectRecipeError(
+            [&] { plan("{'k_bits':4,'smooth':true,'crr_steps':3,'crr_weights':1}", ""); },
+            "kv.crr_weights");
+        expectRecipeError([&] { plan(ok, ""); }, "kv.crr_weights"); // no quantised linear
+        expectRecipeError(
+            [&] {
+                plan(ok, ",'weight':{'bits':4,'symmetric':false,'granularity':'group',"
+                         "'group_size':64,'method':'gptq'}");
+            },
+            "kv.crr_weights");
+        expectRecipeError([&] { plan(ok, ",'weight':" + w4 + ",'smoothquant':{'alpha':0.5}"); },
+                          "kv.crr_weights");
+        expectRecipeError([&] { plan(ok, ",'weight':{'bits':4,'format':'nf4'}"); },
+                          "kv.crr_weights");
+        // the preset
+        const Preset& pr = findPreset("W4-KV4-WKVQuant-LWC");
+        const auto& pk = *pr.recipe.rules[0].kv;
+        QVERIFY(pk.at("crr_weights").get<bool>() && pk.at("smooth").get<bool>());
+        QCOMPARE(pr.recipe.rules[0].weight->at("method").get<std::string>(), std::string("rtn"));
+        QVERIFY(plan(pk.dump(), ",'weight':" + w4).kv[0].kv.crrSteps > 0);
     }
 
     void recipeCompressesAndOverlayKeepsTheSmoothing() {

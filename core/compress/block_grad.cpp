@@ -486,9 +486,17 @@ void LlamaBlock::kvBackward(const BlockWeights& w, const Cache& c, const MatD& d
 
 void LlamaBlock::backward(const BlockWeights& w, const Cache& c, const MatD& dy, BlockGrads& g,
                           MatD* dxOut) const {
-    if (m_kvQuant)
-        throw UnsupportedError("the block model's backward does not cover simulated KV-cache "
-                               "quantisation");
+    // With simulated KV quantisation the attention read the keys and values back from the cache
+    // (Cache::kq / vq; a token's own row unquantised when past-only): the products use the rows
+    // as read, and the gradient w.r.t. a read row passes straight through the quantiser to the
+    // row before it (STE), so dk and dv keep the form they have without quantisation.
+    const bool kvq = bool(m_kvQuant);
+    if (kvq && (c.kq.size() == 0 || c.vq.size() == 0))
+        throw ArgumentError("the block model's backward: the forward ran with simulated KV-cache "
+                            "quantisation but its cache holds no quantised keys and values");
+    const bool own = kvq && m_kvPastOnly;
+    const MatD& Kr = kvq ? c.kq : c.k;
+    const MatD& Vr = kvq ? c.vq : c.v;
     const ModelSpec& s = m_s;
     const int64_t hd = s.headDim, H = s.nHeads, group = s.nHeads / s.nKvHeads;
     auto addBias = [&](int i, const MatD& dout) {
@@ -506,10 +514,17 @@ void LlamaBlock::backward(const BlockWeights& w, const Cache& c, const MatD& dy,
         const MatD& P = c.probs[size_t(h)];
         const auto dOh = dO.middleCols(h * hd, hd);
         dv.middleCols(kv * hd, hd) += P.transpose() * dOh;
-        const MatD dP = dOh * c.v.middleCols(kv * hd, hd).transpose();
+        MatD dP = dOh * Vr.middleCols(kv * hd, hd).transpose();
+        if (own)
+            for (int64_t i = 0; i < P.rows(); ++i)
+                dP(i, i) = dOh.row(i).dot(c.v.middleCols(kv * hd, hd).row(i));
         const Eigen::VectorXd rs = (dP.array() * P.array()).rowwise().sum();
         const MatD dS = (P.array() * (dP.array().colwise() - rs.array())).matrix() * m_scale;
-        dq.middleCols(h * hd, hd) = dS * c.k.middleCols(kv * hd, hd);
+        dq.middleCols(h * hd, hd) = dS * Kr.middleCols(kv * hd, hd);
+        if (own) // the own key was read unquantised
+            for (int64_t i = 0; i < P.rows(); ++i)
+                dq.middleCols(h * hd, hd).row(i) += dS(i, i) * (c.k.middleCols(kv * hd, hd).row(i) -
+                                                                Kr.middleCols(kv * hd, hd).row(i));
         dk.middleCols(kv * hd, hd) += dS.transpose() * c.q.middleCols(h * hd, hd);
     }
     rope(dq, H, true);

@@ -137,12 +137,14 @@ public:
     /// nearest, clamp (the runtime's dynamic per-token scheme); bits 0 or >= 16 leave it float.
     /// The backward passes gradients straight through round() and stops them where clamped.
     void setActivationQuant(const std::array<int, 4>& bits, const std::array<double, 4>& clip);
-    /// Simulated KV-cache quantisation (forward only; WKVQuant's reconstruction search):
+    /// Simulated KV-cache quantisation (WKVQuant's cross-block reconstruction):
     /// `quant(k, v)` replaces the keys (after RoPE) and values, [seqLen, nKvHeads*headDim], by
     /// their quantised-then-dequantised values; with pastOnly each query attends to its own
     /// token's unquantised k and v and to the quantised rows of the earlier tokens. An empty
-    /// function switches it off. backward() throws UnsupportedError while it is set; kvBackward()
-    /// gives the gradients w.r.t. the quantised keys and values instead.
+    /// function switches it off. While it is set, backward() uses the rows as read and passes
+    /// the gradients straight through the quantiser (dLoss/d(read row) taken as dLoss/d(row),
+    /// the STE of WKVQuant's joint weight learning); kvBackward() gives the gradients w.r.t. the
+    /// quantised keys and values.
     void setKvQuant(std::function<void(MatD& k, MatD& v)> quant, bool pastOnly);
     /// x, y: [seqLen, dim] row-major. cache may be null (forward only).
     void forward(const BlockWeights& w, const MatD& x, MatD& y, Cache* cache) const;

@@ -1624,9 +1624,10 @@ static CompressResult compressImpl(const Model& base, const Recipe& recipe, Prog
         return res;
     }
     cm->setRuntimeQuant(runtimeQuantOf(res.plan, absMax, sumSq));
-    // WKVQuant: the KV smoothing is searched on the compressed model (weights as stored).
-    if (calibrateWkvQuant(base, res.plan, *cm, opts.calibration, progress, res.kvCalibration) ==
-        Status::Cancelled) {
+    // WKVQuant: the KV smoothing is searched on the compressed model (weights as stored; with
+    // kv.crr_weights the block's weights are learned with it and may be replaced).
+    if (calibrateWkvQuant(base, res.plan, *cm, opts.calibration, progress, res.kvCalibration,
+                          &res.layers) == Status::Cancelled) {
         res.status = Status::Cancelled;
         return res;
     }

@@ -2,6 +2,7 @@
 #include "core/common/json_file.h"
 #include "core/common/pattern.h"
 
+#include "core/compress/block_grad.h"
 #include "core/model/model.h"
 #include "core/runtime/activation_sparsity.h"
 
@@ -334,8 +335,8 @@ void validateKv(const json& k, int rule) {
     if (!k.is_object()) fail(rule, "kv", "expected an object or null, got " + k.dump());
     checkKeys(k,
               {"k_bits", "v_bits", "k_granularity", "v_granularity", "group_size", "past_only",
-               "smooth", "crr_blocks", "crr_steps", "crr_lr", "policy", "budget", "recent", "sinks",
-               "window", "mass"},
+               "smooth", "crr_blocks", "crr_steps", "crr_lr", "crr_weights", "policy", "budget",
+               "recent", "sinks", "window", "mass"},
               rule, "kv.");
     validateKvPolicy(k, rule);
     if (k.contains("k_bits")) intField(k["k_bits"], rule, "kv.k_bits", 2, 16);
@@ -350,6 +351,7 @@ void validateKv(const json& k, int rule) {
     if (k.contains("crr_blocks")) intField(k["crr_blocks"], rule, "kv.crr_blocks", 0, 64);
     if (k.contains("crr_steps")) intField(k["crr_steps"], rule, "kv.crr_steps", 0, 10000);
     if (k.contains("crr_lr")) numField(k["crr_lr"], rule, "kv.crr_lr", 1e-6, 1.0);
+    if (k.contains("crr_weights")) boolField(k["crr_weights"], rule, "kv.crr_weights");
 }
 
 void validateOutliers(const json& o, int rule) {
@@ -750,7 +752,8 @@ std::string KvSettings::describe() const {
     if (pastOnly) d += ", past-only";
     if (smooth)
         d += ", WKVQuant smoothing (CRR " + std::to_string(crrBlocks) +
-             (crrSteps > 0 ? ", " + std::to_string(crrSteps) + " steps" : std::string()) + ")";
+             (crrSteps > 0 ? ", " + std::to_string(crrSteps) + " steps" : std::string()) +
+             (crrWeights ? ", weights learned with it" : "") + ")";
     return d;
 }
 
@@ -1263,6 +1266,30 @@ void addWkvPresets(std::vector<Preset>& v) {
                             {"crr_blocks", 1},
                             {"crr_steps", 20},
                             {"crr_lr", 0.01}}}})});
+    const std::string nj = "W4-KV4-WKVQuant-LWC";
+    const std::string dj = "WKVQuant with its weights learned too: int4 asym g64 weights whose "
+                           "clipping (OmniQuant's LWC, from RTN) is learned jointly with the KV4 "
+                           "per-token smoothing on the cross-block reconstruction objective, "
+                           "past-only, 40 gradient steps (needs --calib)";
+    v.push_back({nj, dj,
+                 oneRule(nj, dj,
+                         {{"weight",
+                           {{"bits", 4},
+                            {"symmetric", false},
+                            {"granularity", "group"},
+                            {"group_size", 64},
+                            {"method", "rtn"}}},
+                          {"kv",
+                           {{"k_bits", 4},
+                            {"v_bits", 4},
+                            {"k_granularity", "token"},
+                            {"v_granularity", "token"},
+                            {"past_only", true},
+                            {"smooth", true},
+                            {"crr_blocks", 1},
+                            {"crr_steps", 40},
+                            {"crr_lr", 0.01},
+                            {"crr_weights", true}}}})});
 }
 
 /// SqueezeLLM, DGQ and SliM-LLM (compact_formats.h). (part of presets())
@@ -1939,7 +1966,7 @@ std::optional<json> mergedKv(const Recipe& r, int64_t l, int& rule) {
 
 const char* const kKvQuantKeys[] = {"k_bits",     "v_bits",    "k_granularity", "v_granularity",
                                     "group_size", "past_only", "smooth",        "crr_blocks",
-                                    "crr_steps",  "crr_lr"};
+                                    "crr_steps",  "crr_lr",    "crr_weights"};
 const char* const kKvPolicyKeys[] = {"policy", "budget", "recent", "sinks", "window", "mass"};
 
 template <size_t N> bool hasAnyKey(const json& j, const char* const (&keys)[N]) {
@@ -1983,9 +2010,13 @@ std::optional<KvPlan> planKvBlock(const json& kvj, int kvRule, int64_t l, int64_
         fail(kvRule, "kv.smooth",
              "WKVQuant's smoothing needs per-token KV quantisation (k_granularity and "
              "v_granularity \"token\")");
-    for (const char* key : {"crr_blocks", "crr_steps", "crr_lr"})
+    k.crrWeights = kv->value("crr_weights", false);
+    for (const char* key : {"crr_blocks", "crr_steps", "crr_lr", "crr_weights"})
         if (kv->contains(key) && !k.smooth)
             fail(kvRule, std::string("kv.") + key, "applies only with \"smooth\": true");
+    if (k.crrWeights && k.crrSteps < 1)
+        fail(kvRule, "kv.crr_weights",
+             "the weights' clipping is learned by the gradient steps: give crr_steps > 0");
     const bool tokenGroups = (k.kBits < 16 && k.kGranularity == KvGranularity::Token) ||
                              (k.vBits < 16 && k.vGranularity == KvGranularity::Token);
     if (tokenGroups && kv->contains("group_size") && k.groupSize > width)
@@ -2074,6 +2105,40 @@ void planKv(const Recipe& r, const Model& model, const PlanOptions& opts, Plan& 
 
 } // namespace
 
+std::map<std::string, WeightSettings> wkvJointLinears(const Plan& plan, const KvPlan& kp) {
+    const std::string bname = "layers." + std::to_string(kp.layer);
+    std::map<std::string, WeightSettings> out;
+    for (const LayerPlan& lp : plan.layers) {
+        if (blockLinearIndex(bname, lp.name) < 0) continue;
+        if (lp.sparsity || lp.lowrank)
+            fail(kp.rule, "kv.crr_weights",
+                 lp.name + " is pruned or factorised; WKVQuant's joint learning "
+                           "learns the clipping of dense quantised weights");
+        const bool let = !lp.weightJson.is_object() || lp.weightJson.value("let", true);
+        if (lp.smoothAlpha >= 0 ||
+            (lp.quantize && lp.weight.method == WeightMethod::OmniQuant && lp.hasActivation && let))
+            fail(kp.rule, "kv.crr_weights",
+                 lp.name + " gets scales folded into its block's norms (SmoothQuant, or "
+                           "OmniQuant's LET with quantised activations); WKVQuant's joint "
+                           "learning learns the clipping of the unquantised weights");
+        if (!lp.quantize) continue;
+        const WeightSettings& w = lp.weight;
+        if ((w.method != WeightMethod::Rtn && w.method != WeightMethod::OmniQuant) ||
+            w.format != WeightFormat::Int || w.ggufGrid || w.bits < 2 || w.bits > 8)
+            fail(kp.rule, "kv.crr_weights",
+                 lp.name + " is quantised as " + w.describe() +
+                     "; WKVQuant's joint learning learns the clipping of int2..int8 "
+                     "weights of method rtn or omniquant");
+        WeightSettings st = w;
+        st.clipRatio = 1.0;
+        out[lp.name] = st;
+    }
+    if (out.empty())
+        fail(kp.rule, "kv.crr_weights",
+             bname + " has no quantised linear whose clipping could be learned");
+    return out;
+}
+
 Plan planRecipe(const Recipe& r, const Model& model, const PlanOptions& opts) {
     Plan plan;
     std::map<int, BlockStructured> structured;
@@ -2095,6 +2160,8 @@ Plan planRecipe(const Recipe& r, const Model& model, const PlanOptions& opts) {
                                     " matches no layer of the model");
     }
     planKv(r, model, opts, plan);
+    for (const KvPlan& kp : plan.kv)
+        if (kp.kv.crrWeights) wkvJointLinears(plan, kp); // refused here, before any work
     if (anyMatchedRuleSets(r, plan, &Rule::outliers) && !opts.hasCalibration)
         plan.warnings.push_back("outlier columns need calibration data (--calib): the weights "
                                 "are quantised without them");

@@ -195,6 +195,9 @@ struct KvSettings {
     /// Adam steps on the smoothing after the search (0: search only) and their learning rate.
     int crrSteps = 0;
     double crrLr = 5e-3;
+    /// WKVQuant's joint learning: the crrSteps gradient steps also learn the clipping (LWC) of
+    /// the block's int-quantised linears (rtn / omniquant) under the CRR objective.
+    bool crrWeights = false;
     /// "k4 token g128, v4 token g128".
     std::string describe() const;
     /// Stored bits per cached value including the f32 scale and minimum of each group
@@ -379,5 +382,11 @@ struct PlanOptions {
 /// layer (group larger than the row, 32-element GGUF types on rows that are not a multiple of 32,
 /// methods needing calibration without any) throw RecipeError naming the rule and field.
 Plan planRecipe(const Recipe& r, const Model& model, const PlanOptions& opts = {});
+/// kv.crr_weights (WKVQuant's joint learning, core/compress/wkvquant.h): the int-quantised
+/// linears of block kp.layer whose clipping the joint learning learns, name → settings (clip
+/// ratio 1: the learned factors take its place). RecipeError (kv.crr_weights) for a linear of the
+/// block quantised by a method other than rtn / omniquant or a format other than int2..int8, for
+/// one pruned or factorised, and for a block without quantised linears; planRecipe checks it.
+std::map<std::string, WeightSettings> wkvJointLinears(const Plan& plan, const KvPlan& kp);
 
 } // namespace lcw::compress

@@ -4,6 +4,7 @@
 #include "core/common/parallel.h"
 #include "core/compress/calibration.h"
 #include "core/compress/compressed_model.h"
+#include "core/compress/lwc.h"
 #include "core/runtime/quant_runtime.h"
 
 #include <omp.h>
@@ -12,6 +13,8 @@
 #include <array>
 #include <chrono>
 #include <cmath>
+#include <limits>
+#include <memory>
 #include <string>
 
 namespace lcw::compress {
@@ -159,6 +162,11 @@ std::vector<LlamaBlock> CrrObjective::chain(const ChannelSmoothing& k,
 }
 
 double CrrObjective::operator()(const ChannelSmoothing& k, const ChannelSmoothing& v) const {
+    return (*this)(m_q, k, v);
+}
+
+double CrrObjective::operator()(const BlockWeights& q, const ChannelSmoothing& k,
+                                const ChannelSmoothing& v) const {
     const int64_t T = m_T, dim = m_s.dim;
     const std::vector<LlamaBlock> blocks = chain(k, v);
     const LlamaBlock& first = blocks[0];
@@ -170,7 +178,7 @@ double CrrObjective::operator()(const ChannelSmoothing& k, const ChannelSmoothin
     for (int64_t i = 0; i < S; ++i)
         errors.run([&] {
             MatD x = toMat(m_in[size_t(i)], T, dim), y;
-            first.forward(m_q, x, y, nullptr);
+            first.forward(q, x, y, nullptr);
             for (size_t b = 0; b < nNext; ++b) {
                 x = std::move(y);
                 blocks[b + 1].forward(m_fp[b], x, y, nullptr);
@@ -190,6 +198,13 @@ double CrrObjective::operator()(const ChannelSmoothing& k, const ChannelSmoothin
 double CrrObjective::gradient(const ChannelSmoothing& k, const ChannelSmoothing& v,
                               std::vector<double>& dkShift, std::vector<double>& dkScale,
                               std::vector<double>& dvShift, std::vector<double>& dvScale) const {
+    return gradient(m_q, k, v, dkShift, dkScale, dvShift, dvScale, nullptr);
+}
+
+double CrrObjective::gradient(const BlockWeights& q, const ChannelSmoothing& k,
+                              const ChannelSmoothing& v, std::vector<double>& dkShift,
+                              std::vector<double>& dkScale, std::vector<double>& dvShift,
+                              std::vector<double>& dvScale, BlockGrads* dq) const {
     const int64_t T = m_T, dim = m_s.dim, W = m_s.nKvHeads * m_s.headDim;
     const std::vector<LlamaBlock> blocks = chain(k, v);
     const LlamaBlock& first = blocks[0];
@@ -199,13 +214,14 @@ double CrrObjective::gradient(const ChannelSmoothing& k, const ChannelSmoothing&
     // Per window: the error and the four gradients, summed afterwards in window order.
     std::vector<double> err(static_cast<size_t>(S), 0.0);
     std::vector<std::array<std::vector<double>, 4>> grads(static_cast<size_t>(S));
+    std::vector<BlockGrads> wgrads(dq ? size_t(S) : 0); // per window: dL/d(block weights)
     ParallelErrors errors;
 #pragma omp parallel for schedule(dynamic, 1) if (S > 1)
     for (int64_t i = 0; i < S; ++i)
         errors.run([&] {
             std::vector<LlamaBlock::Cache> caches(blocks.size());
             MatD x = toMat(m_in[size_t(i)], T, dim), y;
-            first.forward(m_q, x, y, &caches[0]);
+            first.forward(q, x, y, &caches[0]);
             for (size_t b = 0; b < nNext; ++b) {
                 x = std::move(y);
                 blocks[b + 1].forward(m_fp[b], x, y, &caches[b + 1]);
@@ -227,7 +243,12 @@ double CrrObjective::gradient(const ChannelSmoothing& k, const ChannelSmoothing&
                 dy = std::move(dx);
             }
             MatD dkq, dvq;
-            first.kvBackward(m_q, caches[0], dy, dkq, dvq);
+            first.kvBackward(q, caches[0], dy, dkq, dvq);
+            if (dq) {
+                BlockGrads& gw = wgrads[size_t(i)];
+                gw.zeroLike(q);
+                first.backward(q, caches[0], dy, gw);
+            }
             auto& gr = grads[size_t(i)];
             for (auto& vec : gr) vec.assign(size_t(W), 0.0);
             kvSmoothingGrads(caches[0].k, m_kv.kBits, m_kv.groupSize, k, dkq, gr[0], gr[1]);
@@ -235,6 +256,11 @@ double CrrObjective::gradient(const ChannelSmoothing& k, const ChannelSmoothing&
         });
     errors.rethrow();
     for (auto* d : {&dkShift, &dkScale, &dvShift, &dvScale}) d->assign(size_t(W), 0.0);
+    if (dq) { // the weights' gradients, summed in window order
+        dq->zeroLike(q);
+        for (const BlockGrads& gw : wgrads)
+            for (size_t j = 0; j < gw.w.size(); ++j) dq->w[j] += gw.w[j];
+    }
     double sum = 0;
     for (int64_t i = 0; i < S; ++i) {
         sum += err[size_t(i)];
@@ -269,85 +295,169 @@ void CrrObjective::ranges(std::vector<float>& kLo, std::vector<float>& kHi, std:
 
 namespace {
 
+/// Joint learning (the header): OmniQuant's clipping of the block's learned linears on the
+/// unquantised weights `fp`; the other linears and the norms as stored.
+struct JointWeights {
+    const BlockWeights& stored;
+    const BlockWeights& fp;
+    std::vector<Lwc> lwc;
+    double lr = 5e-3, minClip = 0.1;
+
+    /// The block's weights with the learned linears fake-quantised (the training forward).
+    BlockWeights fakeQuantised() const {
+        BlockWeights q = stored;
+        for (const Lwc& l : lwc) q.w[size_t(l.index)] = lwcFakeQuant(l, fp.w[size_t(l.index)]);
+        return q;
+    }
+    /// The block's weights with the learned linears packed as they would be stored (into out).
+    BlockWeights packed(std::map<std::string, PackedTensor>& out) const {
+        BlockWeights q = stored;
+        out.clear();
+        for (const Lwc& l : lwc) {
+            PackedTensor p = lwcPack(l, fp.w[size_t(l.index)]);
+            q.w[size_t(l.index)] = lwcPackedWeights(l, p);
+            out[l.name] = std::move(p);
+        }
+        return q;
+    }
+    /// One Adam step of the factors from dL/d(fake-quantised weights).
+    void step(const BlockGrads& g, int t) {
+        for (Lwc& l : lwc) {
+            lwcFactorGrads(l, fp.w[size_t(l.index)], g.w[size_t(l.index)]);
+            lwcAdam(l.a, l.ga, l.ma, l.va, t, lr, 0.0, minClip);
+            if (!l.s.symmetric) lwcAdam(l.b, l.gb, l.mb, l.vb, t, lr, 0.0, minClip);
+        }
+    }
+    std::map<std::string, std::pair<double, double>> meanClip() const {
+        std::map<std::string, std::pair<double, double>> m;
+        for (const Lwc& l : lwc)
+            m[l.name] = {lwcMeanFactor(l.a), lwcMeanFactor(l.s.symmetric ? l.a : l.b)};
+        return m;
+    }
+};
+
+/// The smoothing of one tensor as the gradient steps learn it: δ = shift0 + half·d, s = e^t,
+/// with Adam moments.
+struct SmoothParam {
+    bool on = false;
+    std::vector<double> shift0, half, d, t, md, vd, mt, vt;
+
+    /// Starts at `start` (empty: δ 0, s 1); half: the channel's half range [lo, hi].
+    SmoothParam(bool learn, const ChannelSmoothing& start, const std::vector<float>& lo,
+                const std::vector<float>& hi)
+        : on(learn) {
+        if (!on) return;
+        const size_t W = lo.size();
+        double maxHalf = 0;
+        for (size_t c = 0; c < W; ++c)
+            if (std::isfinite(hi[c] - lo[c])) maxHalf = std::max(maxHalf, 0.5 * (hi[c] - lo[c]));
+        shift0.assign(W, 0.0), half.assign(W, 0.0), t.assign(W, 0.0);
+        for (size_t c = 0; c < W; ++c) {
+            if (!start.empty()) {
+                shift0[c] = start.shift[c];
+                t[c] = std::log(double(start.scale[c]));
+            }
+            const double h = 0.5 * (double(hi[c]) - double(lo[c]));
+            half[c] = std::isfinite(h) ? std::max(h, 1e-6 * maxHalf) : maxHalf;
+            if (!(half[c] > 0)) half[c] = 1.0;
+        }
+        d.assign(W, 0.0);
+        md = vd = mt = vt = d;
+    }
+    ChannelSmoothing at() const {
+        ChannelSmoothing sm;
+        if (!on) return sm;
+        sm.shift.resize(d.size()), sm.scale.resize(d.size());
+        for (size_t c = 0; c < d.size(); ++c) {
+            sm.shift[c] = float(shift0[c] + half[c] * d[c]);
+            sm.scale[c] = float(std::exp(t[c]));
+        }
+        return sm;
+    }
+    /// One Adam step from dL/dδ and dL/ds at the point `cur`.
+    void step(const std::vector<double>& dShift, const std::vector<double>& dScale,
+              const ChannelSmoothing& cur, int stepNo, double lr) {
+        if (!on) return;
+        const size_t W = d.size();
+        std::vector<double> gd(W), gt(W);
+        for (size_t c = 0; c < W; ++c) {
+            gd[c] = dShift[c] * half[c];              // dδ/dd = half
+            gt[c] = dScale[c] * double(cur.scale[c]); // ds/dt = s
+        }
+        adamUpdate(d.data(), gd.data(), md.data(), vd.data(), W, stepNo, lr, 0.0, nullptr,
+                   INFINITY);
+        adamUpdate(t.data(), gt.data(), mt.data(), vt.data(), W, stepNo, lr, 0.0, -20.0, 20.0);
+    }
+};
+
 /// WKVQuant's gradient steps (the header): Adam on log s and on δ per half range of each
-/// channel, from r's searched smoothing; after every step the exact objective, the best point
-/// kept in r (and `best`). False when tick() says cancelled.
+/// channel, from r's searched smoothing, and on the clipping factors of `joint` (may be null);
+/// after every step the exact objective (weights packed), the best point kept in r (and
+/// `best`). False when tick() says cancelled.
 template <class Tick>
 bool learnSmoothing(const CrrObjective& objective, const std::vector<float>& kLo,
                     const std::vector<float>& kHi, const std::vector<float>& vLo,
                     const std::vector<float>& vHi, bool doK, bool doV, const WkvOptions& opts,
-                    WkvBlockResult& r, double& best, Tick tick) {
-    const size_t W = kLo.size();
-    struct Param {
-        bool on = false;
-        std::vector<double> shift0, half, d, t, md, vd, mt, vt; // δ = shift0 + half·d, s = e^t
-        ChannelSmoothing at() const {
-            ChannelSmoothing sm;
-            if (!on) return sm;
-            sm.shift.resize(d.size()), sm.scale.resize(d.size());
-            for (size_t c = 0; c < d.size(); ++c) {
-                sm.shift[c] = float(shift0[c] + half[c] * d[c]);
-                sm.scale[c] = float(std::exp(t[c]));
-            }
-            return sm;
-        }
-    };
-    auto init = [&](bool on, const ChannelSmoothing& start, const std::vector<float>& lo,
-                    const std::vector<float>& hi) {
-        Param p;
-        p.on = on;
-        if (!on) return p;
-        double maxHalf = 0;
-        for (size_t c = 0; c < W; ++c)
-            if (std::isfinite(hi[c] - lo[c])) maxHalf = std::max(maxHalf, 0.5 * (hi[c] - lo[c]));
-        p.shift0.assign(W, 0.0), p.half.assign(W, 0.0), p.t.assign(W, 0.0);
-        for (size_t c = 0; c < W; ++c) {
-            if (!start.empty()) {
-                p.shift0[c] = start.shift[c];
-                p.t[c] = std::log(double(start.scale[c]));
-            }
-            const double h = 0.5 * (double(hi[c]) - double(lo[c]));
-            p.half[c] = std::isfinite(h) ? std::max(h, 1e-6 * maxHalf) : maxHalf;
-            if (!(p.half[c] > 0)) p.half[c] = 1.0;
-        }
-        p.d.assign(W, 0.0);
-        p.md = p.vd = p.mt = p.vt = p.d;
-        return p;
-    };
-    Param pk = init(doK, r.k, kLo, kHi), pv = init(doV, r.v, vLo, vHi);
+                    JointWeights* joint, WkvBlockResult& r, double& best, Tick tick) {
+    SmoothParam pk(doK, r.k, kLo, kHi), pv(doV, r.v, vLo, vHi);
     std::vector<double> dks, dkc, dvs, dvc;
+    BlockGrads gw;
+    std::map<std::string, PackedTensor> packed;
     for (int step = 1; step <= opts.learnSteps; ++step) {
         const ChannelSmoothing k = pk.at(), v = pv.at();
-        objective.gradient(k, v, dks, dkc, dvs, dvc);
-        auto update = [&](Param& p, const std::vector<double>& dShift,
-                          const std::vector<double>& dScale, const ChannelSmoothing& cur) {
-            if (!p.on) return;
-            std::vector<double> gd(W), gt(W);
-            for (size_t c = 0; c < W; ++c) {
-                gd[c] = dShift[c] * p.half[c];            // dδ/dd = half
-                gt[c] = dScale[c] * double(cur.scale[c]); // ds/dt = s
-            }
-            adamUpdate(p.d.data(), gd.data(), p.md.data(), p.vd.data(), W, step, opts.lr, 0.0,
-                       nullptr, INFINITY);
-            adamUpdate(p.t.data(), gt.data(), p.mt.data(), p.vt.data(), W, step, opts.lr, 0.0,
-                       nullptr, 20.0);
-            for (double& t : p.t) t = std::max(t, -20.0);
-        };
-        update(pk, dks, dkc, k);
-        update(pv, dvs, dvc, v);
+        if (joint) {
+            objective.gradient(joint->fakeQuantised(), k, v, dks, dkc, dvs, dvc, &gw);
+            joint->step(gw, step);
+        } else {
+            objective.gradient(k, v, dks, dkc, dvs, dvc);
+        }
+        pk.step(dks, dkc, k, step, opts.lr);
+        pv.step(dvs, dvc, v, step, opts.lr);
         const ChannelSmoothing nk = pk.at(), nv = pv.at();
-        const double L = objective(nk, nv);
+        const double L = joint ? objective(joint->packed(packed), nk, nv) : objective(nk, nv);
         r.learnedSteps = step;
         if (L < best) {
             best = L;
             r.bestStep = step;
             if (pk.on) r.k = nk;
             if (pv.on) r.v = nv;
+            if (joint) {
+                r.packed = packed;
+                r.meanClip = joint->meanClip();
+            }
         }
         r.objective.push_back(best);
         if (!tick("learning")) return false;
     }
     return true;
+}
+
+/// The joint learning's start (factors 1) for opts.weights of block `layer`. UnsupportedError
+/// when the stored block is not the unquantised one up to its quantised linears (norms or
+/// biases changed by an earlier stage); ArgumentError for options out of range.
+std::unique_ptr<JointWeights> startJoint(int layer, const BlockWeights& stored,
+                                         const BlockWeights& fp, const WkvOptions& opts) {
+    const std::string bname = "layers." + std::to_string(layer);
+    if (!(opts.weightLr > 0) || !std::isfinite(opts.weightLr) ||
+        !(opts.minClip > 0 && opts.minClip < 1) || opts.learnSteps < 1)
+        throw ArgumentError("WKVQuant: the joint weight learning needs gradient steps, a "
+                            "learning rate > 0 and 0 < minimum clipping factor < 1");
+    auto same = [](const Eigen::VectorXd& a, const Eigen::VectorXd& b) {
+        return a.size() == b.size() &&
+               (a.size() == 0 || (a - b).cwiseAbs().maxCoeff() <= 1e-6 * (1 + b.norm()));
+    };
+    bool biases = stored.attnNormBias.size() || stored.mlpNormBias.size();
+    for (const auto& b : stored.b) biases = biases || b.size();
+    if (!same(stored.attnNorm, fp.attnNorm) || !same(stored.mlpNorm, fp.mlpNorm) || biases)
+        throw UnsupportedError(
+            bname +
+            ": WKVQuant's joint weight learning (kv.crr_weights) learns the clipping of the "
+            "unquantised weights, but an earlier stage changed the block's norms or added "
+            "biases (OmniQuant's LET, SmoothQuant); drop that stage or crr_weights");
+    auto j =
+        std::make_unique<JointWeights>(JointWeights{stored, fp, {}, opts.weightLr, opts.minClip});
+    for (const auto& [name, st] : opts.weights) j->lwc.push_back(lwcStart(bname, name, st, fp));
+    return j;
 }
 
 } // namespace
@@ -403,6 +513,9 @@ WkvBlockResult wkvquantBlock(const WeightSource& quantised, const WeightSource& 
         errors.rethrow();
     }
     const BlockWeights qW = loadBlockWeights(quantised, layer);
+    const BlockWeights fpBlock = opts.weights.empty() ? BlockWeights{} : fpW.front();
+    std::unique_ptr<JointWeights> joint;
+    if (!opts.weights.empty()) joint = startJoint(layer, qW, fpBlock, opts);
     fpW.erase(fpW.begin());
     const CrrObjective objective(s, layer, kv, r.blocks, qW, std::move(fpW), qInputs, targets);
     std::vector<float> kLo, kHi, vLo, vHi;
@@ -460,8 +573,8 @@ WkvBlockResult wkvquantBlock(const WeightSource& quantised, const WeightSource& 
         if (!moved) break;
     }
     r.lossSearch = best;
-    if (opts.learnSteps > 0 &&
-        !learnSmoothing(objective, kLo, kHi, vLo, vHi, doK, doV, opts, r, best, tick)) {
+    if (opts.learnSteps > 0 && !learnSmoothing(objective, kLo, kHi, vLo, vHi, doK, doV, opts,
+                                               joint.get(), r, best, tick)) {
         r.status = Status::Cancelled;
         return r;
     }
@@ -470,9 +583,43 @@ WkvBlockResult wkvquantBlock(const WeightSource& quantised, const WeightSource& 
     return r;
 }
 
+namespace {
+
+/// Stores the joint learning's winning linears in cm and brings their reports up to date.
+void keepJointWeights(const Model& base, int layer, WkvBlockResult& r, CompressedModel& cm,
+                      std::vector<LayerReport>* layers) {
+    const BlockWeights fp = r.packed.empty() ? BlockWeights{} : loadBlockWeights(base, layer);
+    const std::string bname = "layers." + std::to_string(layer);
+    for (auto& [name, p] : r.packed) {
+        LayerReport* rep = nullptr;
+        if (layers)
+            for (LayerReport& x : *layers)
+                if (x.name == name) rep = &x;
+        if (rep) {
+            rep->bitsPerWeight = p.bitsPerWeight();
+            rep->storageBits = p.storageBits();
+        }
+        cm.setTensor(name, std::move(p));
+        if (!rep) continue;
+        const MatD& W = fp.w[size_t(blockLinearIndex(bname, name))];
+        const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> Wf =
+            W.cast<float>();
+        const std::vector<float> vals = cm.compressed(name)->values();
+        rep->error = errorStats(Wf.data(), vals.data(), int64_t(vals.size()));
+        // The calibration statistics of the output error are gone by now.
+        rep->outputRelError = std::numeric_limits<double>::quiet_NaN();
+        rep->details["wkvquant_joint"] = true;
+        rep->details["clip_max"] = r.meanClip.at(name).first;
+        rep->details["clip_min"] = r.meanClip.at(name).second;
+    }
+}
+
+} // namespace
+
 Status calibrateWkvQuant(const Model& base, const Plan& plan, CompressedModel& cm,
                          const CalibrationSet* cal, Progress& progress,
-                         std::map<int64_t, nlohmann::ordered_json>& details) {
+                         std::map<int64_t, nlohmann::ordered_json>& details,
+                         std::vector<LayerReport>* layers) {
     std::vector<const KvPlan*> todo;
     for (const KvPlan& kp : plan.kv)
         if (kp.kv.smooth) todo.push_back(&kp);
@@ -502,9 +649,12 @@ Status calibrateWkvQuant(const Model& base, const Plan& plan, CompressedModel& c
         o.crrBlocks = kp.kv.crrBlocks;
         o.learnSteps = kp.kv.crrSteps;
         o.lr = kp.kv.crrLr;
+        if (kp.kv.crrWeights) o.weights = wkvJointLinears(plan, kp);
         RangeProgress searchP(progress, f0 + 0.2 * (f1 - f0), f1);
-        const WkvBlockResult r = wkvquantBlock(cm, base, l, spec, qIn, fpIn, o, searchP);
+        WkvBlockResult r = wkvquantBlock(cm, base, l, spec, qIn, fpIn, o, searchP);
         if (r.status == Status::Cancelled) return Status::Cancelled;
+        const size_t replaced = r.packed.size();
+        if (kp.kv.crrWeights) keepJointWeights(base, l, r, cm, layers);
         spec.kShift = r.k.shift, spec.kScale = r.k.scale;
         spec.vShift = r.v.shift, spec.vScale = r.v.scale;
         cm.setRuntimeQuant(std::move(rq));
@@ -520,6 +670,10 @@ Status calibrateWkvQuant(const Model& base, const Plan& plan, CompressedModel& c
             d["wkvquant_loss_search"] = r.lossSearch;
             d["wkvquant_learned_steps"] = r.learnedSteps;
             d["wkvquant_best_step"] = r.bestStep; // 0: the search's point was kept
+        }
+        if (kp.kv.crrWeights) {
+            d["wkvquant_joint_linears"] = o.weights.size();
+            d["wkvquant_weights_replaced"] = replaced > 0; // false: the stored ones were better
         }
         d["wkvquant_loss_end"] = r.lossEnd;
         d["wkvquant_evaluations"] = r.objective.size();

@@ -36,9 +36,21 @@
 /// maximum / minimum (kvSmoothingGrads). Parameters: log s, and δ in units of the channel's
 /// half range. After every step the exact objective of the new point is evaluated; the best
 /// point is kept, so the objective still never increases.
+///
+/// Joint learning (recipe kv.crr_weights, WkvOptions::weights): the paper learns the weights'
+/// quantisation parameters together with δ and s on the same objective. The gradient steps then
+/// also train OmniQuant's learnable clipping (lwc.h) of the block's int-quantised linears, from
+/// factors 1 (RTN of the unquantised weights): the gradient w.r.t. the fake-quantised weights
+/// runs back through the following blocks and the block itself, straight through the KV
+/// quantiser (LlamaBlock::backward) and round(). Every step is measured with the weights
+/// packed as they would be stored; the best point (weights and smoothing together) is kept and
+/// the weights stored before (RTN or OmniQuant's MSE-trained clipping) stay unless the learned
+/// ones lower the objective, so the result is never worse than without the joint learning on
+/// the calibration windows.
 #include "core/common/error.h"
 #include "core/common/progress.h"
 #include "core/compress/block_grad.h"
+#include "core/compress/quantizer.h"
 #include "core/model/model.h"
 #include "core/model/runtime_quant.h"
 
@@ -53,6 +65,7 @@ namespace lcw::compress {
 
 struct Plan;
 struct CalibrationSet;
+struct LayerReport;
 class CompressedModel;
 
 /// Shift and scale of one tensor's channels (empty: none).
@@ -84,6 +97,11 @@ struct WkvOptions {
     int rounds = 2;     ///< passes of the coordinate search (K, then V)
     int learnSteps = 0; ///< Adam steps on δ and s after the search (0: search only)
     double lr = 5e-3;   ///< Adam learning rate (log s, and δ per half range)
+    /// Joint learning: the block's linears (name → int settings) whose clipping the gradient
+    /// steps learn too (empty: the smoothing alone).
+    std::map<std::string, WeightSettings> weights;
+    double weightLr = 5e-3; ///< Adam learning rate of the clipping factors (OmniQuant's)
+    double minClip = 0.1;   ///< lower bound of the clipping factors
 };
 
 struct WkvBlockResult {
@@ -99,6 +117,11 @@ struct WkvBlockResult {
     std::vector<double> objective;
     int blocks = 1; ///< blocks in the objective (1 + k, cut at the model's last block)
     double seconds = 0;
+    /// Joint learning: the learned linears' packed tensors when the kept point has them (empty:
+    /// the stored weights were kept, the learned ones did not lower the objective) and their
+    /// mean clipping factors (max side, min side; 1 = none) at that point.
+    std::map<std::string, PackedTensor> packed;
+    std::map<std::string, std::pair<double, double>> meanClip;
 };
 
 /// The CRR objective of one smoothing for block `layer` (see above): qInputs are the block's
@@ -112,11 +135,21 @@ public:
                  const std::vector<std::vector<float>>& qInputs,
                  const std::vector<std::vector<float>>& targets);
     double operator()(const ChannelSmoothing& k, const ChannelSmoothing& v) const;
+    /// The objective with other weights of the block (same shapes as qWeights).
+    double operator()(const BlockWeights& q, const ChannelSmoothing& k,
+                      const ChannelSmoothing& v) const;
     /// L and its gradient w.r.t. the smoothing of K and V (straight-through, see above; vectors
     /// sized nKvHeads*headDim; K's stay zero when K is not quantised, V's likewise).
     double gradient(const ChannelSmoothing& k, const ChannelSmoothing& v,
                     std::vector<double>& dkShift, std::vector<double>& dkScale,
                     std::vector<double>& dvShift, std::vector<double>& dvScale) const;
+    /// The same with weights q for the block; with dq, also dL/d(the linears' weights of q)
+    /// (straight through the KV quantiser; dq's norms and biases stay zero), summed over the
+    /// windows.
+    double gradient(const BlockWeights& q, const ChannelSmoothing& k, const ChannelSmoothing& v,
+                    std::vector<double>& dkShift, std::vector<double>& dkScale,
+                    std::vector<double>& dvShift, std::vector<double>& dvScale,
+                    BlockGrads* dq) const;
     /// Per-channel min/max of the block's K (after RoPE) and V on qInputs (no quantisation).
     void ranges(std::vector<float>& kLo, std::vector<float>& kHi, std::vector<float>& vLo,
                 std::vector<float>& vHi) const;
@@ -135,9 +168,11 @@ private:
     const std::vector<std::vector<float>>& m_target;
 };
 
-/// The coordinate search of one block. Progress after every evaluation; cancellation returns
-/// status Cancelled. Throws UnsupportedError for blocks the block model does not cover and
-/// ArgumentError for empty or unequal inputs.
+/// The coordinate search of one block, then the gradient steps (with the joint learning of
+/// opts.weights when given). Progress after every evaluation; cancellation returns status
+/// Cancelled. Throws UnsupportedError for blocks the block model does not cover (and, with
+/// opts.weights, when the stored block's norms differ from the unquantised ones: an earlier
+/// stage folded scales into them) and ArgumentError for empty or unequal inputs.
 WkvBlockResult wkvquantBlock(const WeightSource& quantised, const WeightSource& fp, int layer,
                              const KvQuantSpec& kv, const std::vector<std::vector<float>>& qInputs,
                              const std::vector<std::vector<float>>& fpInputs,
@@ -149,10 +184,14 @@ inline constexpr int64_t kWkvMaxWindows = 8;
 /// The compression stage: for every block whose KV plan has smooth (in block order) captures
 /// the block's inputs through `cm` (its weights and the KV caches of the earlier blocks as
 /// stored, the caches already smoothed) and through `base`, runs wkvquantBlock and stores the
-/// result in cm's runtime quantisation. Per block the search's report goes into
-/// details[block]. Throws RecipeError (kv.smooth) without calibration data.
+/// result in cm's runtime quantisation; with kv.crr_weights the learned linears replace the
+/// stored ones when they won (and their reports in `layers`, when given, are updated). Per block
+/// the search's report goes into details[block]. Throws RecipeError (kv.smooth) without
+/// calibration data, RecipeError (kv.crr_weights) when a linear of the block is quantised by a
+/// method other than rtn / omniquant or is pruned or factorised.
 Status calibrateWkvQuant(const Model& base, const Plan& plan, CompressedModel& cm,
                          const CalibrationSet* cal, Progress& progress,
-                         std::map<int64_t, nlohmann::ordered_json>& details);
+                         std::map<int64_t, nlohmann::ordered_json>& details,
+                         std::vector<LayerReport>* layers = nullptr);
 
 } // namespace lcw::compress
