@@ -31,9 +31,10 @@ commands:
   perplexity MODEL --text FILE [--ctx N] [--mode llamacpp|sliding] [--stride S] [--json]
                                            llama.cpp-compatible perplexity (default) ± s.e.
   eval MODEL [--recipe R.json|--preset P|--overlay DIR|--compare-model OTHER ...] [--text FILE] [--ctx N]
-       [--mode llamacpp|sliding] [--stride S] [--tasks lambada,arc_easy,piqa,winogrande,hellaswag,passkey,lambada_long|all]
+       [--chunks N] [--mode llamacpp|sliding] [--stride S]
+       [--tasks lambada,arc_easy,piqa,winogrande,hellaswag,passkey,lambada_long|all]
        [--limit N] [--seed S] [--tasks-dir DIR] [--task-ctx N] [--speed-tokens 32] [--results FILE]
-       [--no-record] [--json]
+       [--calib FILE [--samples N] [--seq-len L]] [--no-record] [--json]
                                            baseline and configurations side by side: PPL, KLD, same-top, Δp,
                                            task accuracy ± s.e., bits/weight, size, KV bytes/token, tokens/s,
                                            peak RSS; recorded in the results store (passkey: generated
