@@ -4,6 +4,7 @@
 // and δ = 0, bit for bit against the plain cache; prefill equal to token-by-token decoding; the
 // cross-block reconstruction search never raising its objective; recipe keys, errors, preset and
 // overlays.
+#include "block_test_util.h"
 #include "core/common/error.h"
 #include "core/common/mapped_file.h"
 #include "core/compress/calibration.h"
@@ -623,12 +624,7 @@ private slots:
                 blk.forward(cur, x, y, nullptr);
                 return (y.array() * dy.array()).sum();
             };
-            LlamaBlock::Cache c;
-            MatD y;
-            blk.forward(cur, x, y, &c);
-            BlockGrads g;
-            g.zeroLike(cur);
-            blk.backward(cur, c, dy, g);
+            const BlockGrads g = lcwtest::blockLossGrads(blk, cur, x, dy);
             double worst = 0, scale = 0;
             auto check = [&](double& param, double analytic) {
                 const double keep = param, h = 1e-5;

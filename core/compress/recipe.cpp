@@ -1241,13 +1241,21 @@ void addAtomPresets(std::vector<Preset>& v) {
             "gptq");
 }
 
-/// WKVQuant: weights and KV cache only (W4 KV4). (part of presets())
-void addWkvPresets(std::vector<Preset>& v) {
-    const std::string n = "W4-KV4-WKVQuant";
-    const std::string d = "WKVQuant: int4 asym g64 GPTQ weights, KV4 per token (g128) with "
-                          "past-only quantisation and calibrated per-channel smoothing chosen by "
-                          "cross-block reconstruction, searched then learned by 20 gradient steps "
-                          "(needs --calib)";
+/// WKVQuant: weights and KV cache only (W4 KV4), int4 asym g64 weights by `method`, KV4 per
+/// token with past-only quantisation and the smoothing learned by `steps` CRR steps (with the
+/// weights' clipping when `joint`). (part of presets())
+void addWkvPreset(std::vector<Preset>& v, const std::string& n, const std::string& d,
+                  const char* method, int steps, bool joint) {
+    json kv = {{"k_bits", 4},
+               {"v_bits", 4},
+               {"k_granularity", "token"},
+               {"v_granularity", "token"},
+               {"past_only", true},
+               {"smooth", true},
+               {"crr_blocks", 1},
+               {"crr_steps", steps},
+               {"crr_lr", 0.01}};
+    if (joint) kv["crr_weights"] = true;
     v.push_back({n, d,
                  oneRule(n, d,
                          {{"weight",
@@ -1255,41 +1263,22 @@ void addWkvPresets(std::vector<Preset>& v) {
                             {"symmetric", false},
                             {"granularity", "group"},
                             {"group_size", 64},
-                            {"method", "gptq"}}},
-                          {"kv",
-                           {{"k_bits", 4},
-                            {"v_bits", 4},
-                            {"k_granularity", "token"},
-                            {"v_granularity", "token"},
-                            {"past_only", true},
-                            {"smooth", true},
-                            {"crr_blocks", 1},
-                            {"crr_steps", 20},
-                            {"crr_lr", 0.01}}}})});
-    const std::string nj = "W4-KV4-WKVQuant-LWC";
-    const std::string dj = "WKVQuant with its weights learned too: int4 asym g64 weights whose "
-                           "clipping (OmniQuant's LWC, from RTN) is learned jointly with the KV4 "
-                           "per-token smoothing on the cross-block reconstruction objective, "
-                           "past-only, 40 gradient steps (needs --calib)";
-    v.push_back({nj, dj,
-                 oneRule(nj, dj,
-                         {{"weight",
-                           {{"bits", 4},
-                            {"symmetric", false},
-                            {"granularity", "group"},
-                            {"group_size", 64},
-                            {"method", "rtn"}}},
-                          {"kv",
-                           {{"k_bits", 4},
-                            {"v_bits", 4},
-                            {"k_granularity", "token"},
-                            {"v_granularity", "token"},
-                            {"past_only", true},
-                            {"smooth", true},
-                            {"crr_blocks", 1},
-                            {"crr_steps", 40},
-                            {"crr_lr", 0.01},
-                            {"crr_weights", true}}}})});
+                            {"method", method}}},
+                          {"kv", kv}})});
+}
+
+void addWkvPresets(std::vector<Preset>& v) {
+    addWkvPreset(v, "W4-KV4-WKVQuant",
+                 "WKVQuant: int4 asym g64 GPTQ weights, KV4 per token (g128) with past-only "
+                 "quantisation and calibrated per-channel smoothing chosen by cross-block "
+                 "reconstruction, searched then learned by 20 gradient steps (needs --calib)",
+                 "gptq", 20, false);
+    addWkvPreset(v, "W4-KV4-WKVQuant-LWC",
+                 "WKVQuant with its weights learned too: int4 asym g64 weights whose clipping "
+                 "(OmniQuant's LWC, from RTN) is learned jointly with the KV4 per-token smoothing "
+                 "on the cross-block reconstruction objective, past-only, 40 gradient steps "
+                 "(needs --calib)",
+                 "rtn", 40, true);
 }
 
 /// SqueezeLLM, DGQ and SliM-LLM (compact_formats.h). (part of presets())
