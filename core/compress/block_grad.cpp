@@ -455,78 +455,79 @@ MatD LlamaBlock::backToAttention(const BlockWeights& w, const Cache& c, const Ma
     return dO;
 }
 
-void LlamaBlock::kvBackward(const BlockWeights& w, const Cache& c, const MatD& dy, MatD& dkq,
-                            MatD& dvq) const {
-    if (!m_kvQuant || c.kq.size() == 0 || c.vq.size() == 0)
-        throw ArgumentError("kvBackward: the forward ran without simulated KV quantisation");
-    const ModelSpec& s = m_s;
-    const int64_t hd = s.headDim, H = s.nHeads, group = s.nHeads / s.nKvHeads;
-    MatD dh;
-    const MatD dO = backToAttention(w, c, dy, nullptr, dh);
-    dkq = MatD::Zero(c.kq.rows(), c.kq.cols());
-    dvq = MatD::Zero(c.vq.rows(), c.vq.cols());
-    for (int64_t h = 0; h < H; ++h) {
-        const int64_t kv = h / group;
-        const MatD& P = c.probs[size_t(h)];
-        const auto dOh = dO.middleCols(h * hd, hd);
-        // Row j of the values as token i read it: quantised, or its own row unquantised when
-        // past-only.
-        MatD dP = dOh * c.vq.middleCols(kv * hd, hd).transpose();
-        if (m_kvPastOnly)
-            for (int64_t i = 0; i < P.rows(); ++i)
-                dP(i, i) = dOh.row(i).dot(c.v.middleCols(kv * hd, hd).row(i));
-        const Eigen::VectorXd rs = (dP.array() * P.array()).rowwise().sum();
-        MatD dS = (P.array() * (dP.array().colwise() - rs.array())).matrix() * m_scale;
-        MatD Pq = P; // the reads of quantised rows
-        if (m_kvPastOnly) Pq.diagonal().setZero(), dS.diagonal().setZero();
-        dvq.middleCols(kv * hd, hd) += Pq.transpose() * dOh;
-        dkq.middleCols(kv * hd, hd) += dS.transpose() * c.q.middleCols(h * hd, hd);
-    }
-}
-
-void LlamaBlock::backward(const BlockWeights& w, const Cache& c, const MatD& dy, BlockGrads& g,
-                          MatD* dxOut) const {
+void LlamaBlock::attentionBackward(const Cache& c, const MatD& dO, MatD* dq, MatD* dk, MatD* dv,
+                                   MatD* dkq, MatD* dvq) const {
     // With simulated KV quantisation the attention read the keys and values back from the cache
     // (Cache::kq / vq; a token's own row unquantised when past-only): the products use the rows
-    // as read, and the gradient w.r.t. a read row passes straight through the quantiser to the
-    // row before it (STE), so dk and dv keep the form they have without quantisation.
+    // as read. dk / dv pass the gradient w.r.t. a read row straight through the quantiser to the
+    // row before it (STE), so they keep the form they have without quantisation; dkq / dvq count
+    // only the reads of quantised rows.
     const bool kvq = bool(m_kvQuant);
-    if (kvq && (c.kq.size() == 0 || c.vq.size() == 0))
-        throw ArgumentError("the block model's backward: the forward ran with simulated KV-cache "
-                            "quantisation but its cache holds no quantised keys and values");
     const bool own = kvq && m_kvPastOnly;
     const MatD& Kr = kvq ? c.kq : c.k;
     const MatD& Vr = kvq ? c.vq : c.v;
     const ModelSpec& s = m_s;
     const int64_t hd = s.headDim, H = s.nHeads, group = s.nHeads / s.nKvHeads;
-    auto addBias = [&](int i, const MatD& dout) {
-        if (g.b[size_t(i)].size()) g.b[size_t(i)] += dout.colwise().sum().transpose();
-    };
-    MatD dh;
-    const MatD dO = backToAttention(w, c, dy, &g, dh);
-
-    // Attention.
-    MatD dq = MatD::Zero(c.q.rows(), c.q.cols());
-    MatD dk = MatD::Zero(c.k.rows(), c.k.cols());
-    MatD dv = MatD::Zero(c.v.rows(), c.v.cols());
+    for (MatD* m : {dq, dk, dv})
+        if (m) *m = MatD::Zero(c.q.rows(), m == dq ? c.q.cols() : c.k.cols());
+    for (MatD* m : {dkq, dvq})
+        if (m) *m = MatD::Zero(Kr.rows(), Kr.cols());
     for (int64_t h = 0; h < H; ++h) {
         const int64_t kv = h / group;
         const MatD& P = c.probs[size_t(h)];
         const auto dOh = dO.middleCols(h * hd, hd);
-        dv.middleCols(kv * hd, hd) += P.transpose() * dOh;
+        const auto qh = c.q.middleCols(h * hd, hd);
         MatD dP = dOh * Vr.middleCols(kv * hd, hd).transpose();
         if (own)
             for (int64_t i = 0; i < P.rows(); ++i)
                 dP(i, i) = dOh.row(i).dot(c.v.middleCols(kv * hd, hd).row(i));
         const Eigen::VectorXd rs = (dP.array() * P.array()).rowwise().sum();
-        const MatD dS = (P.array() * (dP.array().colwise() - rs.array())).matrix() * m_scale;
-        dq.middleCols(h * hd, hd) = dS * Kr.middleCols(kv * hd, hd);
-        if (own) // the own key was read unquantised
-            for (int64_t i = 0; i < P.rows(); ++i)
-                dq.middleCols(h * hd, hd).row(i) += dS(i, i) * (c.k.middleCols(kv * hd, hd).row(i) -
-                                                                Kr.middleCols(kv * hd, hd).row(i));
-        dk.middleCols(kv * hd, hd) += dS.transpose() * c.q.middleCols(h * hd, hd);
+        MatD dS = (P.array() * (dP.array().colwise() - rs.array())).matrix() * m_scale;
+        if (dv) dv->middleCols(kv * hd, hd) += P.transpose() * dOh;
+        if (dq) {
+            dq->middleCols(h * hd, hd) = dS * Kr.middleCols(kv * hd, hd);
+            if (own) // the own key was read unquantised
+                for (int64_t i = 0; i < P.rows(); ++i)
+                    dq->middleCols(h * hd, hd).row(i) +=
+                        dS(i, i) *
+                        (c.k.middleCols(kv * hd, hd).row(i) - Kr.middleCols(kv * hd, hd).row(i));
+        }
+        if (dk) dk->middleCols(kv * hd, hd) += dS.transpose() * qh;
+        if (!dkq && !dvq) continue;
+        MatD Pq = P; // the reads of quantised rows
+        if (own) Pq.diagonal().setZero(), dS.diagonal().setZero();
+        if (dvq) dvq->middleCols(kv * hd, hd) += Pq.transpose() * dOh;
+        if (dkq) dkq->middleCols(kv * hd, hd) += dS.transpose() * qh;
     }
+}
+
+void LlamaBlock::kvBackward(const BlockWeights& w, const Cache& c, const MatD& dy, MatD& dkq,
+                            MatD& dvq) const {
+    if (!m_kvQuant || c.kq.size() == 0 || c.vq.size() == 0)
+        throw ArgumentError("kvBackward: the forward ran without simulated KV quantisation");
+    MatD dh;
+    const MatD dO = backToAttention(w, c, dy, nullptr, dh);
+    attentionBackward(c, dO, nullptr, nullptr, nullptr, &dkq, &dvq);
+}
+
+void LlamaBlock::backward(const BlockWeights& w, const Cache& c, const MatD& dy, BlockGrads& g,
+                          MatD* dxOut, MatD* dkq, MatD* dvq) const {
+    const bool kvq = bool(m_kvQuant);
+    if (kvq && (c.kq.size() == 0 || c.vq.size() == 0))
+        throw ArgumentError("the block model's backward: the forward ran with simulated KV-cache "
+                            "quantisation but its cache holds no quantised keys and values");
+    if ((dkq || dvq) && !kvq)
+        throw ArgumentError("the block model's backward: gradients w.r.t. the quantised keys and "
+                            "values asked for without simulated KV quantisation");
+    const ModelSpec& s = m_s;
+    const int64_t H = s.nHeads;
+    auto addBias = [&](int i, const MatD& dout) {
+        if (g.b[size_t(i)].size()) g.b[size_t(i)] += dout.colwise().sum().transpose();
+    };
+    MatD dh;
+    const MatD dO = backToAttention(w, c, dy, &g, dh);
+    MatD dq, dk, dv;
+    attentionBackward(c, dO, &dq, &dk, &dv, dkq, dvq);
     rope(dq, H, true);
     rope(dk, s.nKvHeads, true);
     g.w[kQ] += dq.transpose() * c.xn1;

@@ -154,8 +154,10 @@ public:
     MatD attentionOutput(const BlockWeights& w, const MatD& xn) const;
     /// Adds dLoss/dweights to g given dLoss/dy for the forward that filled `c`; with `dx`, also
     /// sets dLoss/dx (the block input, through both residual paths).
+    /// With simulated KV quantisation, dkq / dvq (when given) also get what kvBackward() gives,
+    /// from the same pass.
     void backward(const BlockWeights& w, const Cache& c, const MatD& dy, BlockGrads& g,
-                  MatD* dx = nullptr) const;
+                  MatD* dx = nullptr, MatD* dkq = nullptr, MatD* dvq = nullptr) const;
     /// With simulated KV quantisation (setKvQuant): dLoss/d(the keys and values as read back
     /// from the cache, Cache::kq / vq, [seqLen, nKvHeads*headDim]) given dLoss/dy for the forward
     /// that filled `c`, the weights held fixed. With pastOnly a token's own row is read
@@ -170,6 +172,12 @@ private:
     /// Adds the weight gradients of down/gate/up/o and the MLP norm to *g when g is not null.
     MatD backToAttention(const BlockWeights& w, const Cache& c, const MatD& dy, BlockGrads* g,
                          MatD& dh) const;
+    /// The attention's backward from dO = dLoss/d(attention output), the keys and values as
+    /// read (quantised rows when KV quantisation is set): sets dq, dk, dv (after RoPE; dk / dv
+    /// straight through the KV quantiser) and dkq, dvq (w.r.t. the quantised rows as read, see
+    /// kvBackward) where not null.
+    void attentionBackward(const Cache& c, const MatD& dO, MatD* dq, MatD* dk, MatD* dv, MatD* dkq,
+                           MatD* dvq) const;
     void rope(MatD& a, int64_t heads, bool inverse) const;
     const ModelSpec& m_s;
     int64_t m_T, m_rot = 0;

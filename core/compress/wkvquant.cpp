@@ -4,6 +4,7 @@
 #include "core/common/parallel.h"
 #include "core/compress/calibration.h"
 #include "core/compress/compressed_model.h"
+#include "core/compress/folding.h"
 #include "core/compress/lwc.h"
 #include "core/runtime/quant_runtime.h"
 
@@ -243,11 +244,12 @@ double CrrObjective::gradient(const BlockWeights& q, const ChannelSmoothing& k,
                 dy = std::move(dx);
             }
             MatD dkq, dvq;
-            first.kvBackward(q, caches[0], dy, dkq, dvq);
-            if (dq) {
+            if (dq) { // the weights' gradients and the cache rows' from one backward pass
                 BlockGrads& gw = wgrads[size_t(i)];
                 gw.zeroLike(q);
-                first.backward(q, caches[0], dy, gw);
+                first.backward(q, caches[0], dy, gw, nullptr, &dkq, &dvq);
+            } else {
+                first.kvBackward(q, caches[0], dy, dkq, dvq);
             }
             auto& gr = grads[size_t(i)];
             for (auto& vec : gr) vec.assign(size_t(W), 0.0);
@@ -422,7 +424,7 @@ bool learnSmoothing(const CrrObjective& objective, const std::vector<float>& kLo
             if (pk.on) r.k = nk;
             if (pv.on) r.v = nv;
             if (joint) {
-                r.packed = packed;
+                r.packed = std::move(packed); // refilled by the next step's packed()
                 r.meanClip = joint->meanClip();
             }
         }
@@ -513,10 +515,10 @@ WkvBlockResult wkvquantBlock(const WeightSource& quantised, const WeightSource& 
         errors.rethrow();
     }
     const BlockWeights qW = loadBlockWeights(quantised, layer);
-    const BlockWeights fpBlock = opts.weights.empty() ? BlockWeights{} : fpW.front();
+    const BlockWeights fpBlock = std::move(fpW.front()); // the block's own (the joint start)
+    fpW.erase(fpW.begin());
     std::unique_ptr<JointWeights> joint;
     if (!opts.weights.empty()) joint = startJoint(layer, qW, fpBlock, opts);
-    fpW.erase(fpW.begin());
     const CrrObjective objective(s, layer, kv, r.blocks, qW, std::move(fpW), qInputs, targets);
     std::vector<float> kLo, kHi, vLo, vHi;
     objective.ranges(kLo, kHi, vLo, vHi);
@@ -586,10 +588,8 @@ WkvBlockResult wkvquantBlock(const WeightSource& quantised, const WeightSource& 
 namespace {
 
 /// Stores the joint learning's winning linears in cm and brings their reports up to date.
-void keepJointWeights(const Model& base, int layer, WkvBlockResult& r, CompressedModel& cm,
+void keepJointWeights(const Model& base, WkvBlockResult& r, CompressedModel& cm,
                       std::vector<LayerReport>* layers) {
-    const BlockWeights fp = r.packed.empty() ? BlockWeights{} : loadBlockWeights(base, layer);
-    const std::string bname = "layers." + std::to_string(layer);
     for (auto& [name, p] : r.packed) {
         LayerReport* rep = nullptr;
         if (layers)
@@ -601,11 +601,9 @@ void keepJointWeights(const Model& base, int layer, WkvBlockResult& r, Compresse
         }
         cm.setTensor(name, std::move(p));
         if (!rep) continue;
-        const MatD& W = fp.w[size_t(blockLinearIndex(bname, name))];
-        const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> Wf =
-            W.cast<float>();
+        const std::vector<float> W = tensorFloats(base.get(name));
         const std::vector<float> vals = cm.compressed(name)->values();
-        rep->error = errorStats(Wf.data(), vals.data(), int64_t(vals.size()));
+        rep->error = errorStats(W.data(), vals.data(), int64_t(vals.size()));
         // The calibration statistics of the output error are gone by now.
         rep->outputRelError = std::numeric_limits<double>::quiet_NaN();
         rep->details["wkvquant_joint"] = true;
@@ -654,7 +652,7 @@ Status calibrateWkvQuant(const Model& base, const Plan& plan, CompressedModel& c
         WkvBlockResult r = wkvquantBlock(cm, base, l, spec, qIn, fpIn, o, searchP);
         if (r.status == Status::Cancelled) return Status::Cancelled;
         const size_t replaced = r.packed.size();
-        if (kp.kv.crrWeights) keepJointWeights(base, l, r, cm, layers);
+        if (kp.kv.crrWeights) keepJointWeights(base, r, cm, layers);
         spec.kShift = r.k.shift, spec.kScale = r.k.scale;
         spec.vShift = r.v.shift, spec.vScale = r.v.scale;
         cm.setRuntimeQuant(std::move(rq));
