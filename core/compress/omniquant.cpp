@@ -106,17 +106,6 @@ AffineState affineSite(const OmniQuantOptions& o, const std::vector<Lwc>& lwc,
     return a;
 }
 
-/// One Adam step over n raw values (no bounds).
-void adamRaw(double* p, const double* g, double* m, double* v, int64_t n, int step, double lr) {
-    constexpr double b1 = 0.9, b2 = 0.999, eps = 1e-8;
-    const double c1 = 1.0 - std::pow(b1, step), c2 = 1.0 - std::pow(b2, step);
-    for (int64_t i = 0; i < n; ++i) {
-        m[i] = b1 * m[i] + (1 - b1) * g[i];
-        v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i];
-        p[i] -= lr * (m[i] / c1 / (std::sqrt(v[i] / c2) + eps));
-    }
-}
-
 /// The learning of one block: the float weights, the learned linears, LET, the affine
 /// transforms and the targets.
 struct BlockTrainer {
@@ -252,9 +241,11 @@ struct BlockTrainer {
                 for (int64_t j = 0; j < n; ++j)
                     if (i != j && std::abs(i - j) <= aff.band) goff(i, j) = ao.alpha * gA(i, j);
             AffineParams& p = aff.p[k];
-            adamRaw(p.d.data(), gd.data(), aff.m[k].d.data(), aff.v[k].d.data(), n, step, ao.lr);
-            adamRaw(p.off.data(), goff.data(), aff.m[k].off.data(), aff.v[k].off.data(), n * n,
-                    step, ao.lr);
+            constexpr double kInf = std::numeric_limits<double>::infinity(); // no bounds
+            compress::adamUpdate(p.d.data(), gd.data(), aff.m[k].d.data(), aff.v[k].d.data(),
+                                 size_t(n), step, ao.lr, 0.0, -kInf, kInf);
+            compress::adamUpdate(p.off.data(), goff.data(), aff.m[k].off.data(),
+                                 aff.v[k].off.data(), size_t(n * n), step, ao.lr, 0.0, -kInf, kInf);
             p.project(ao.alpha, aff.band, ao.rho, ao.dMin);
         }
     }
