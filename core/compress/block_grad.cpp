@@ -375,6 +375,7 @@ void LlamaBlock::forward(const BlockWeights& w, const MatD& x, MatD& y, Cache* c
     c.g = lin(c.xn2, kGate);
     c.u = lin(c.xn2, kUp);
     c.m = c.g.unaryExpr([](double v) { return silu(v); }).cwiseProduct(c.u);
+    if (m_downRot) m_downRot(c.m, false);
     aq(c.m, kActDown, c.maskM);
     c.oq = std::move(oq);
     y = c.h + lin(c.m, kDown);
@@ -400,6 +401,10 @@ MatD LlamaBlock::attentionOutput(const BlockWeights& w, const MatD& xn) const {
         o.middleCols(h * hd, hd) = S * v.middleCols(kv * hd, hd);
     }
     return lin(o, kO);
+}
+
+void LlamaBlock::setOnlineDown(std::function<void(MatD& rows, bool transposed)> rot) {
+    m_downRot = std::move(rot);
 }
 
 void LlamaBlock::setKvQuant(std::function<void(MatD& k, MatD& v)> quant, bool pastOnly) {
@@ -435,6 +440,7 @@ MatD LlamaBlock::backToAttention(const BlockWeights& w, const Cache& c, const Ma
     addW(kDown, dy, c.m);
     MatD dm = dy * w.w[kDown];
     if (c.maskM.size()) dm.array() *= c.maskM.array();
+    if (m_downRot) m_downRot(dm, true);
     MatD dgate(c.g.rows(), c.g.cols()), dup(c.u.rows(), c.u.cols());
     for (int64_t i = 0; i < c.g.size(); ++i) {
         const double x = c.g.data()[i], sig = 1.0 / (1.0 + std::exp(-x));

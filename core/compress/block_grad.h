@@ -146,6 +146,12 @@ public:
     /// the STE of WKVQuant's joint weight learning); kvBackward() gives the gradients w.r.t. the
     /// quantised keys and values.
     void setKvQuant(std::function<void(MatD& k, MatD& v)> quant, bool pastOnly);
+    /// An online orthogonal transform of the MLP intermediate (a rotation's online_down): every
+    /// row m of silu(gate)·up becomes T m before down's input quantisation and product (down's
+    /// weights then hold W Tᵀ). `rot(rows, false)` applies T to every row of `rows` in place,
+    /// `rot(rows, true)` Tᵀ (the backward). An empty function switches it off. Cache::m holds the
+    /// transformed (and quantised) rows.
+    void setOnlineDown(std::function<void(MatD& rows, bool transposed)> rot);
     /// x, y: [seqLen, dim] row-major. cache may be null (forward only).
     void forward(const BlockWeights& w, const MatD& x, MatD& y, Cache* cache) const;
     /// The attention sub-module alone (no activation quantisation): q/k/v of the normed input xn
@@ -187,6 +193,7 @@ private:
     std::array<double, 4> m_actClip{1, 1, 1, 1};
     std::function<void(MatD&, MatD&)> m_kvQuant;
     bool m_kvPastOnly = false;
+    std::function<void(MatD&, bool)> m_downRot;
 };
 
 /// One Adam(W) step (β 0.9 / 0.999, ε 1e-8, bias-corrected; `step` 1-based) over n values, with

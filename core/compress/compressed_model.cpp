@@ -1821,6 +1821,7 @@ json compressReportJson(const CompressResult& r) {
     j["activation_sparsity"] = asp;
     if (r.model && !asp.empty())
         j["activation_sparsity_macs"] = activationSparsityMacsJson(r.plan, r.model->base());
+    if (!r.rotation.is_null()) j["rotation"] = r.rotation;
     j["rules"] = rules;
     j["warnings"] = r.plan.warnings;
     return j;

@@ -344,6 +344,9 @@ struct CompressResult {
     /// WKVQuant's smoothing search per block (kv.smooth): the chosen parameters and the
     /// objective (core/compress/wkvquant.h); empty otherwise.
     std::map<int64_t, nlohmann::ordered_json> kvCalibration;
+    /// A learned rotation (SpinQuant, core/compress/spinquant.h): its training report; null
+    /// otherwise.
+    nlohmann::ordered_json rotation;
 };
 
 /// Per-channel abs-max of the inputs of the linears `names`, [name] -> [in channels], from

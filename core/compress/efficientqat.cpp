@@ -3,6 +3,7 @@
 
 #include "core/common/dtype.h"
 #include "core/common/parallel.h"
+#include "core/compress/e2e_model.h"
 #include "core/runtime/cpu/kernels.h"
 
 #include <omp.h>
@@ -319,17 +320,6 @@ namespace lcw::compress {
 
 namespace {
 
-/// The common length of the calibration windows (ArgumentError prefixed `what` unless there is a
-/// window, all have one length and it is >= 2).
-int64_t windowLength(const std::vector<std::vector<int32_t>>& windows, const std::string& what) {
-    if (windows.empty() || windows[0].size() < 2)
-        throw ArgumentError(what + " needs calibration windows of at least 2 tokens");
-    for (const auto& win : windows)
-        if (win.size() != windows[0].size())
-            throw ArgumentError(what + ": calibration windows differ in length");
-    return int64_t(windows[0].size());
-}
-
 /// Block and index (block_grad.h) of a block linear; layer -1 when `name` is none.
 std::pair<int, int> blockLinearOf(const ModelSpec& spec, const std::string& name) {
     for (int b = 0; b < int(spec.nLayers); ++b) {
@@ -398,105 +388,6 @@ std::vector<double> f16Steps(const std::vector<double>& s) {
     return out;
 }
 
-MatD loadRows(const TensorView& t, int64_t rows, int64_t cols, const std::string& name) {
-    if (t.shape.size() != 2 || t.shape[0] != rows || t.shape[1] != cols)
-        throw ArgumentError("efficientqat e2e: tensor '" + name + "' has an unexpected shape");
-    std::vector<float> v(size_t(rows * cols));
-    kernels::dequantizeRows(t, 0, rows, v.data());
-    return blockMatrix(v, rows, cols);
-}
-
-/// The whole model in double: embedding, blocks, final RMSNorm, lm_head, cross-entropy.
-struct E2eModel {
-    const ModelSpec& spec;
-    MatD embed, head;
-    Eigen::VectorXd finalNorm;
-    std::vector<BlockWeights> blocks;
-    std::vector<LlamaBlock> block;
-    int64_t T;
-
-    /// Mean next-token cross-entropy of one window; with `grads`, backpropagates and fills
-    /// dL/dW of every linear (per block).
-    double run(const std::vector<int32_t>& ids, std::vector<BlockGrads>* grads) const {
-        const int64_t L = int64_t(blocks.size()), V = head.rows();
-        MatD x(T, spec.dim);
-        for (int64_t t = 0; t < T; ++t) {
-            if (ids[size_t(t)] < 0 || ids[size_t(t)] >= embed.rows())
-                throw ArgumentError("efficientqat e2e: token id " + std::to_string(ids[size_t(t)]) +
-                                    " out of the vocabulary");
-            x.row(t) = embed.row(ids[size_t(t)]);
-        }
-        std::vector<LlamaBlock::Cache> cache(grads ? size_t(L) : 0);
-        for (int64_t l = 0; l < L; ++l) {
-            MatD y;
-            block[size_t(l)].forward(blocks[size_t(l)], x, y, grads ? &cache[size_t(l)] : nullptr);
-            x = std::move(y);
-        }
-        const double eps = double(spec.normEps);
-        const Eigen::VectorXd r =
-            ((x.array().square().rowwise().sum() / double(spec.dim)) + eps).rsqrt().matrix();
-        const MatD hn = (x.array().colwise() * r.array()).rowwise() * finalNorm.transpose().array();
-        MatD logits = hn * head.transpose();
-        const double n = double(T - 1);
-        double loss = 0;
-        MatD dlog = MatD::Zero(T, V);
-        for (int64_t t = 0; t + 1 < T; ++t) {
-            const double mx = logits.row(t).maxCoeff();
-            const Eigen::ArrayXd e = (logits.row(t).array() - mx).exp().transpose();
-            const double z = e.sum();
-            const int32_t next = ids[size_t(t + 1)];
-            if (next < 0 || next >= V)
-                throw ArgumentError("efficientqat e2e: token id " + std::to_string(next) +
-                                    " out of the vocabulary");
-            loss += std::log(z) + mx - logits(t, next);
-            if (grads) {
-                dlog.row(t) = (e / z).matrix().transpose() / n;
-                dlog(t, next) -= 1.0 / n;
-            }
-        }
-        if (!grads) return loss / n;
-        // Final RMSNorm backward (its weight fixed), then the blocks in reverse.
-        const MatD a = (dlog * head).array().rowwise() * finalNorm.transpose().array();
-        const Eigen::VectorXd dot = (a.array() * x.array()).rowwise().sum();
-        MatD dx = (a.array().colwise() * r.array()) -
-                  x.array().colwise() * (dot.array() * r.array().cube() / double(spec.dim));
-        grads->resize(size_t(L));
-        for (int64_t l = L - 1; l >= 0; --l) {
-            BlockGrads& g = (*grads)[size_t(l)];
-            g.zeroLike(blocks[size_t(l)]);
-            MatD dprev;
-            block[size_t(l)].backward(blocks[size_t(l)], cache[size_t(l)], dx, g, &dprev);
-            dx = std::move(dprev);
-        }
-        return loss / n;
-    }
-};
-
-/// The model `w` in double for windows of T tokens (ArgumentError / UnsupportedError as
-/// efficientQatEndToEnd).
-E2eModel loadE2eModel(const WeightSource& w, int64_t T) {
-    const ModelSpec& spec = w.spec();
-    if (spec.embedScale != 1.0f || spec.embedNorm || spec.finalSoftcap > 0 || !spec.finalNorm ||
-        w.find("pos_embed") || w.find("final_norm.bias"))
-        throw UnsupportedError("efficientqat e2e covers Llama-style models (plain embedding, final "
-                               "RMSNorm, no logit soft-capping); arch '" +
-                               spec.arch + "' is not supported");
-    E2eModel model{spec, {}, {}, {}, {}, {}, T};
-    const TensorView* emb = w.find("embed");
-    const TensorView* fn = w.find("final_norm");
-    if (!emb || !fn) throw ArgumentError("efficientqat e2e: the model has no embed / final_norm");
-    model.embed = loadRows(*emb, spec.vocab, spec.dim, "embed");
-    model.head = loadRows(w.lmHead(), spec.vocab, spec.dim, "lm_head");
-    std::vector<float> nv(size_t(spec.dim));
-    kernels::dequantizeRows(*fn, 0, 1, nv.data());
-    model.finalNorm = Eigen::Map<const Eigen::VectorXf>(nv.data(), spec.dim).cast<double>();
-    for (int l = 0; l < int(spec.nLayers); ++l) {
-        model.block.emplace_back(spec, l, T);
-        model.blocks.push_back(loadBlockWeights(w, l));
-    }
-    return model;
-}
-
 /// dL/ds of a linear from dL/dŴ (Ŵ = K·s per group).
 std::vector<double> stepGrads(const E2eLinear& l, const MatD& gW) {
     std::vector<double> gs(l.s.size(), 0.0);
@@ -513,7 +404,7 @@ double efficientQatE2eLoss(const WeightSource& w, const std::map<std::string, Pa
                            std::map<std::string, std::vector<double>>* grads) {
     if (window.size() < 2) throw ArgumentError("efficientqat e2e needs windows of >= 2 tokens");
     const EigenSingleThreaded eigenThreads;
-    E2eModel model = loadE2eModel(w, int64_t(window.size()));
+    E2eModel model = loadE2eModel(w, int64_t(window.size()), "efficientqat e2e");
     std::vector<E2eLinear> lin;
     for (const auto& [name, p] : packed) {
         lin.push_back(e2eLinear(w.spec(), name, p));
@@ -559,7 +450,7 @@ FisherResult blockLinearFisher(const WeightSource& w, const std::vector<std::str
                                std::to_string(int64_t(need / 1e9 + 0.5)) +
                                " GB here; use \"sensitivity\": \"gram\"");
     const EigenSingleThreaded eigenThreads;
-    const E2eModel model = loadE2eModel(w, T);
+    const E2eModel model = loadE2eModel(w, T, "fisher");
     FisherResult res;
     for (size_t k = 0; k < names.size(); ++k) {
         const MatD& W = model.blocks[size_t(where[k].first)].w[size_t(where[k].second)];
@@ -622,7 +513,7 @@ EfficientQatE2eResult efficientQatEndToEnd(const WeightSource& w,
     const ModelSpec& spec = w.spec();
     const int64_t T = windowLength(windows, "efficientqat e2e");
     const EigenSingleThreaded eigenThreads;
-    E2eModel model = loadE2eModel(w, T);
+    E2eModel model = loadE2eModel(w, T, "efficientqat e2e");
     std::vector<E2eLinear> lin;
     for (const auto& [name, p] : packed) lin.push_back(e2eLinear(spec, name, p));
     auto setWeights = [&](bool stored) {

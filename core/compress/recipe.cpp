@@ -1,8 +1,11 @@
 #include "core/compress/recipe.h"
+
 #include "core/common/json_file.h"
 #include "core/common/pattern.h"
+#include "core/compress/spinquant.h"
 
 #include "core/compress/block_grad.h"
+#include "core/compress/spinquant.h"
 #include "core/model/model.h"
 #include "core/runtime/activation_sparsity.h"
 
@@ -232,9 +235,19 @@ void validateWeight(const json& w, int rule) {
 
 RotationSettings parseRotation(const json& r) {
     if (!r.is_object()) fail(-1, "rotation", "expected an object or null, got " + r.dump());
-    checkKeys(r, {"method", "seed", "online_down", "online_qk"}, -1, "rotation.");
-    if (r.contains("method")) strField(r["method"], -1, "rotation.method", {"hadamard"});
+    checkKeys(r, {"method", "seed", "online_down", "online_qk", "steps", "lr", "batch"}, -1,
+              "rotation.");
     RotationSettings s;
+    if (r.contains("method"))
+        s.learned =
+            strField(r["method"], -1, "rotation.method", {"hadamard", "spinquant"}) == "spinquant";
+    for (const char* k : {"steps", "lr", "batch"})
+        if (r.contains(k) && !s.learned)
+            fail(-1, std::string("rotation.") + k,
+                 "applies to learned rotations only (\"method\": \"spinquant\")");
+    if (r.contains("steps")) s.steps = int(intField(r["steps"], -1, "rotation.steps", 0, 100000));
+    if (r.contains("lr")) s.lr = numField(r["lr"], -1, "rotation.lr", 0, 100);
+    if (r.contains("batch")) s.batch = int(intField(r["batch"], -1, "rotation.batch", 1, 4096));
     if (r.contains("seed"))
         s.seed = uint64_t(intField(r["seed"], -1, "rotation.seed", 0, int64_t(1) << 62));
     if (r.contains("online_down")) s.down = boolField(r["online_down"], -1, "rotation.online_down");
@@ -915,10 +928,15 @@ json Recipe::toJson() const {
     if (!description.empty()) j["description"] = description;
     if (!imatrix.empty()) j["imatrix"] = imatrix;
     if (rotation)
-        j["rotation"] = {{"method", "hadamard"},
+        j["rotation"] = {{"method", rotation->learned ? "spinquant" : "hadamard"},
                          {"seed", rotation->seed},
                          {"online_down", rotation->down},
                          {"online_qk", rotation->kv}};
+    if (rotation && rotation->learned) {
+        j["rotation"]["steps"] = rotation->steps;
+        j["rotation"]["lr"] = rotation->lr;
+        j["rotation"]["batch"] = rotation->batch;
+    }
     j["rules"] = json::array();
     for (const auto& r : rules) {
         json rj = {{"targets", r.targets}};
@@ -1141,12 +1159,13 @@ void addSmoothQuantPresets(std::vector<Preset>& v) {
 /// Rotations (QuaRot): the randomised Hadamard rotation with online transforms in front of
 /// W4A4 KV4. (part of presets())
 void addRotationPresets(std::vector<Preset>& v) {
-    auto addRot = [&](const std::string& n, const std::string& d, const std::string& method) {
+    auto addRot = [&](const std::string& n, const std::string& d, const std::string& method,
+                      const std::string& rotation = "hadamard") {
         json j = {
             {"lcw_recipe", 1},
             {"name", n},
             {"description", d},
-            {"rotation", {{"method", "hadamard"}, {"seed", 0}}},
+            {"rotation", {{"method", rotation}, {"seed", 0}}},
             {"rules", json::array({{{"targets", {"*"}},
                                     {"weight",
                                      {{"bits", 4},
@@ -1169,6 +1188,16 @@ void addRotationPresets(std::vector<Preset>& v) {
            "Hadamard rotation (QuaRot, online down and q/k) + int4 asym per-channel GPTQ "
            "weights + int4 per-token activations + KV4 (needs --calib)",
            "gptq");
+    addRot("W4A4-KV4-SpinQuant",
+           "learned rotation (SpinQuant: Cayley SGD from the Hadamard start, 100 steps of 8 "
+           "calibration windows, with the W4A4 KV4 RTN model simulated) + int4 asym per-channel "
+           "RTN weights + int4 per-token activations + KV4 (needs --calib)",
+           "rtn", "spinquant");
+    addRot("W4A4-KV4-SpinQuant-GPTQ",
+           "learned rotation (SpinQuant, learned with float weights and 4-bit activations and "
+           "KV as the reference does before GPTQ) + int4 asym per-channel GPTQ weights + int4 "
+           "per-token activations + KV4 (needs --calib)",
+           "gptq", "spinquant");
 }
 
 /// AffineQuant: OmniQuant's LWC + LET with the learned per-head affine matrices between attn.v
@@ -1564,7 +1593,8 @@ bool Plan::needsCalibration() const {
     auto layerNeeds = [](const LayerPlan& l) { return l.needsCalibration() || l.hasOutliers; };
     auto blockNeeds = [](const BlockStructured& b) { return b.settings.needsCalibration(); };
     auto kvNeeds = [](const KvPlan& k) { return k.kv.smooth; }; // WKVQuant's CRR search
-    return !smooth.empty() || std::any_of(layers.begin(), layers.end(), layerNeeds) ||
+    return learnedRotation || !smooth.empty() ||
+           std::any_of(layers.begin(), layers.end(), layerNeeds) ||
            std::any_of(structured.begin(), structured.end(), blockNeeds) ||
            std::any_of(kv.begin(), kv.end(), kvNeeds);
 }
@@ -2151,6 +2181,13 @@ Plan planRecipe(const Recipe& r, const Model& model, const PlanOptions& opts) {
     planKv(r, model, opts, plan);
     for (const KvPlan& kp : plan.kv)
         if (kp.kv.crrWeights) wkvJointLinears(plan, kp); // refused here, before any work
+    if (r.rotation && r.rotation->learned) {
+        plan.learnedRotation = true;
+        if (!opts.hasCalibration)
+            fail(-1, "rotation.method",
+                 "learned rotations (spinquant) need calibration data (--calib)");
+        spinQuantSimulation(plan, model.spec()); // refused here, before any work
+    }
     if (anyMatchedRuleSets(r, plan, &Rule::outliers) && !opts.hasCalibration)
         plan.warnings.push_back("outlier columns need calibration data (--calib): the weights "
                                 "are quantised without them");

@@ -229,6 +229,13 @@ struct RotationSettings {
     uint64_t seed = 0;
     bool down = true; ///< "online_down": transform the MLP intermediate online, fold into down
     bool kv = true;   ///< "online_qk": per-head transform of q/k online, of v folded into v / o
+    /// "method": "spinquant": the residual rotation and the v / o head transforms are learned
+    /// on the calibration windows (core/compress/spinquant.h) from the Hadamard start: `steps`
+    /// Cayley SGD steps of `batch` windows, learning rate `lr` on a cosine.
+    bool learned = false;
+    int steps = 100;
+    double lr = 1.5;
+    int batch = 8;
     bool operator==(const RotationSettings&) const = default;
 };
 
@@ -364,6 +371,8 @@ struct Plan {
     /// Elements of the lm_head a rotation unties from embed (stored as an added f32 tensor;
     /// 0 without a rotation or with an untied lm_head).
     int64_t untiedLmHead = 0;
+    /// The recipe's rotation is learned (SpinQuant) on the calibration windows.
+    bool learnedRotation = false;
     /// The plan uses calibration data: a layer's method, pruning or low-rank score, a structured
     /// score, SmoothQuant or outlier weight columns (planned with hasCalibration; without it the
     /// planner refuses the first four and warns about outlier columns).

@@ -2,11 +2,13 @@
 
 #include "core/common/error.h"
 #include "core/compress/folding.h"
+#include "core/compress/spinquant.h"
 #include "core/io/quants.h"
 #include "core/runtime/hadamard.h"
 #include "core/stats/fingerprint.h"
 
 #include <cstring>
+#include <functional>
 #include <map>
 
 namespace lcw::compress {
@@ -15,38 +17,57 @@ using runtime::OrthoTransform;
 
 namespace {
 
-/// Every row r of W [rows, cols] ← T row (W ← W Tᵀ), T of size cols.
-void rotateRows(std::vector<float>& w, int64_t rows, const OrthoTransform& t) {
-    const int64_t n = t.size();
+/// An orthogonal transform of vectors of n doubles in place (x ← T x); null: the identity.
+using VecFn = std::function<void(double*)>;
+
+VecFn transformFn(const OrthoTransform& t) {
+    return [t](double* x) { t.apply(x); };
+}
+/// x ← M x for a dense row-major n×n matrix.
+VecFn matrixFn(const std::vector<double>& m, int64_t n) {
+    return [&m, n](double* x) {
+        std::vector<double> y(static_cast<size_t>(n), 0.0);
+        for (int64_t i = 0; i < n; ++i) {
+            double acc = 0;
+            for (int64_t j = 0; j < n; ++j) acc += m[size_t(i * n + j)] * x[j];
+            y[size_t(i)] = acc;
+        }
+        std::copy(y.begin(), y.end(), x);
+    };
+}
+
+/// Every row r of W [rows, n] ← T row (W ← W Tᵀ).
+void rotateRows(std::vector<float>& w, int64_t rows, int64_t n, const VecFn& t) {
+    if (!t) return;
     std::vector<double> x(static_cast<size_t>(n));
     for (int64_t r = 0; r < rows; ++r) {
         float* row = w.data() + r * n;
         for (int64_t i = 0; i < n; ++i) x[size_t(i)] = row[i];
-        t.apply(x.data());
+        t(x.data());
         for (int64_t i = 0; i < n; ++i) row[i] = float(x[size_t(i)]);
     }
 }
 
-/// Rows [r0, r0 + T.size()) of W [*, cols], column by column ← T column (W ← T W there).
-void rotateCols(std::vector<float>& w, int64_t cols, int64_t r0, const OrthoTransform& t) {
-    const int64_t n = t.size();
+/// Rows [r0, r0 + n) of W [*, cols], column by column ← T column (W ← T W there).
+void rotateCols(std::vector<float>& w, int64_t cols, int64_t r0, int64_t n, const VecFn& t) {
+    if (!t) return;
     std::vector<double> x(static_cast<size_t>(n));
     for (int64_t c = 0; c < cols; ++c) {
         for (int64_t i = 0; i < n; ++i) x[size_t(i)] = w[size_t((r0 + i) * cols + c)];
-        t.apply(x.data());
+        t(x.data());
         for (int64_t i = 0; i < n; ++i) w[size_t((r0 + i) * cols + c)] = float(x[size_t(i)]);
     }
 }
 
-/// Every run of T.size() values of every row of W [rows, cols] ← T run (W ← W blockdiag(T)ᵀ).
-void rotateRuns(std::vector<float>& w, int64_t rows, int64_t cols, const OrthoTransform& t) {
-    const int64_t n = t.size();
+/// Every run of n values of every row of W [rows, cols] ← T run (W ← W blockdiag(T)ᵀ).
+void rotateRuns(std::vector<float>& w, int64_t rows, int64_t cols, int64_t n, const VecFn& t) {
+    if (!t) return;
     std::vector<double> x(static_cast<size_t>(n));
     for (int64_t r = 0; r < rows; ++r)
         for (int64_t c0 = 0; c0 + n <= cols; c0 += n) {
             float* run = w.data() + r * cols + c0;
             for (int64_t i = 0; i < n; ++i) x[size_t(i)] = run[i];
-            t.apply(x.data());
+            t(x.data());
             for (int64_t i = 0; i < n; ++i) run[i] = float(x[size_t(i)]);
         }
 }
@@ -55,30 +76,43 @@ void scaleCols(std::vector<float>& w, int64_t cols, const std::vector<float>& g)
     for (size_t i = 0; i < w.size(); ++i) w[i] *= g[i % size_t(cols)];
 }
 
-/// Builds the rotated tensors (name → values) of one model.
+/// Builds the rotated tensors (name → values) of one model: the seeded Hadamard transforms, the
+/// learned matrices (`learned`), or none (`unrotated`: the norms and the online down transform
+/// folded only).
 class Folder {
 public:
-    Folder(const Model& base, const RotationSettings& rs)
-        : b(base), s(base.spec()),
-          res(s.dim, runtime::rotationSeed(rs.seed, runtime::kRotResidual), true), rs(rs) {
+    Folder(const Model& base, const RotationSettings& rs, const LearnedRotation* learned,
+           bool unrotated)
+        : b(base), s(base.spec()), rs(rs) {
+        if (unrotated) return;
+        if (learned) {
+            res = matrixFn(learned->r1, s.dim);
+            if (rs.kv)
+                for (const auto& m : learned->r2) heads.push_back(matrixFn(m, s.headDim));
+            return;
+        }
+        res = transformFn(
+            OrthoTransform(s.dim, runtime::rotationSeed(rs.seed, runtime::kRotResidual), true));
         if (rs.kv)
-            head =
-                OrthoTransform(s.headDim, runtime::rotationSeed(rs.seed, runtime::kRotHead), false);
+            heads.assign(size_t(s.nLayers),
+                         transformFn(OrthoTransform(
+                             s.headDim, runtime::rotationSeed(rs.seed, runtime::kRotHead), false)));
     }
     std::map<std::string, std::vector<float>> out;
 
     void run() {
         foldHead();
         auto& e = get("embed");
-        rotateRows(e, int64_t(e.size()) / s.dim, res);
-        for (int64_t l = 0; l < s.nLayers; ++l) foldBlock("layers." + std::to_string(l) + ".");
+        rotateRows(e, int64_t(e.size()) / s.dim, s.dim, res);
+        for (int64_t l = 0; l < s.nLayers; ++l) foldBlock(l);
     }
 
 private:
     const Model& b;
     const ModelSpec& s;
-    OrthoTransform res, head;
     RotationSettings rs;
+    VecFn res;                ///< the residual stream's transform
+    std::vector<VecFn> heads; ///< per block: the v heads' transform (empty: none)
 
     std::vector<float>& get(const std::string& name) {
         auto it = out.find(name);
@@ -99,15 +133,15 @@ private:
     void foldInput(const std::string& name, const std::vector<float>* g) {
         auto& w = get(name);
         if (g) scaleCols(w, s.dim, *g);
-        rotateRows(w, int64_t(w.size()) / s.dim, res);
+        rotateRows(w, int64_t(w.size()) / s.dim, s.dim, res);
     }
     /// Linears writing the residual: W ← R W, b ← R b.
     void foldOutput(const std::string& name) {
         auto& w = get(name);
-        rotateCols(w, cols(name), 0, res);
+        rotateCols(w, cols(name), 0, s.dim, res);
         if (b.find(name + ".bias")) {
             auto& bias = get(name + ".bias");
-            rotateCols(bias, 1, 0, res);
+            rotateCols(bias, 1, 0, s.dim, res);
         }
     }
     void foldHead() {
@@ -120,7 +154,8 @@ private:
             foldInput("lm_head", g.empty() ? nullptr : &g);
         }
     }
-    void foldBlock(const std::string& p) {
+    void foldBlock(int64_t l) {
+        const std::string p = "layers." + std::to_string(l) + ".";
         const std::vector<float> ga = takeNorm(p + "attn_norm");
         for (const char* n : {"attn.q", "attn.k", "attn.v"}) foldInput(p + n, &ga);
         const std::vector<float> gm = takeNorm(p + "mlp_norm");
@@ -131,21 +166,23 @@ private:
         if (rs.down) {
             auto& d = get(p + "mlp.down");
             const int64_t hid = cols(p + "mlp.down");
-            rotateRows(
-                d, int64_t(d.size()) / hid,
-                OrthoTransform(hid, runtime::rotationSeed(rs.seed, runtime::kRotDown), false));
+            rotateRows(d, int64_t(d.size()) / hid, hid,
+                       transformFn(OrthoTransform(
+                           hid, runtime::rotationSeed(rs.seed, runtime::kRotDown), false)));
         }
-        if (rs.kv) {
+        if (size_t(l) < heads.size()) {
+            const VecFn& head = heads[size_t(l)];
+            const int64_t hd = s.headDim;
             const std::string v = p + "attn.v";
             auto& wv = get(v);
             const int64_t kvRows = int64_t(wv.size()) / s.dim;
-            for (int64_t r0 = 0; r0 < kvRows; r0 += s.headDim) rotateCols(wv, s.dim, r0, head);
+            for (int64_t r0 = 0; r0 < kvRows; r0 += hd) rotateCols(wv, s.dim, r0, hd, head);
             if (b.find(v + ".bias")) {
                 auto& bv = get(v + ".bias");
-                for (int64_t r0 = 0; r0 < kvRows; r0 += s.headDim) rotateCols(bv, 1, r0, head);
+                for (int64_t r0 = 0; r0 < kvRows; r0 += hd) rotateCols(bv, 1, r0, hd, head);
             }
             auto& wo = get(p + "attn.o");
-            rotateRuns(wo, int64_t(wo.size()) / cols(p + "attn.o"), cols(p + "attn.o"), head);
+            rotateRuns(wo, int64_t(wo.size()) / cols(p + "attn.o"), cols(p + "attn.o"), hd, head);
         }
     }
 };
@@ -179,12 +216,25 @@ std::string rotationUnsupported(const WeightSource& w) {
     return {};
 }
 
-RotatedModel rotateModel(const Model& base, const RotationSettings& rs) {
+namespace {
+
+RotatedModel buildRotated(const Model& base, const RotationSettings& rs,
+                          const LearnedRotation* learned, bool unrotated) {
     const std::string why = rotationUnsupported(base);
     if (!why.empty())
         throw UnsupportedError("rotation (QuaRot) of " + base.path() + " (" + base.spec().arch +
                                "): " + why);
-    Folder f(base, rs);
+    const ModelSpec& s = base.spec();
+    if (learned && (learned->r1.size() != size_t(s.dim * s.dim) ||
+                    (rs.kv && learned->r2.size() != size_t(s.nLayers))))
+        throw ArgumentError("learned rotation of " + base.path() +
+                            ": matrices of the wrong size for the model");
+    if (learned)
+        for (const auto& m : learned->r2)
+            if (m.size() != size_t(s.headDim * s.headDim))
+                throw ArgumentError("learned rotation of " + base.path() +
+                                    ": a head matrix of the wrong size");
+    Folder f(base, rs, learned, unrotated);
     f.run();
     RotatedModel r;
     r.model = std::make_unique<Model>();
@@ -224,6 +274,17 @@ RotatedModel rotateModel(const Model& base, const RotationSettings& rs) {
     return r;
 }
 
+} // namespace
+
+RotatedModel rotateModel(const Model& base, const RotationSettings& rs,
+                         const LearnedRotation* learned) {
+    return buildRotated(base, rs, learned, false);
+}
+
+RotatedModel normFoldedModel(const Model& base, const RotationSettings& rs) {
+    return buildRotated(base, rs, nullptr, true);
+}
+
 namespace {
 
 /// What does not compose with the rotation (RecipeError naming the rule).
@@ -260,9 +321,10 @@ void checkRotatedPlan(const Recipe& recipe, const Model& base, const Plan& plan)
 
 } // namespace
 
-CompressResult compressRotated(const Model& base, const Recipe& recipe, Progress& progress,
+CompressResult compressRotated(const Model& base, const Recipe& recipe, Progress& outer,
                                const CompressOptions& opts) {
-    RotatedModel rot = rotateModel(base, *recipe.rotation);
+    const RotationSettings& rs = *recipe.rotation;
+    RotatedModel rot = rotateModel(base, rs);
     Recipe inner = recipe;
     inner.rotation.reset();
     PlanOptions po;
@@ -274,7 +336,26 @@ CompressResult compressRotated(const Model& base, const Recipe& recipe, Progress
             throw RecipeError(k.rule, "kv.smooth",
                               "WKVQuant's calibrated smoothing cannot be combined with the "
                               "rotation's online q/k transform (rotation.online_qk)");
-    CompressResult res = compress(*rot.model, inner, progress, opts);
+    // SpinQuant: the rotation is learned first (the first half of the progress), then folded.
+    nlohmann::ordered_json learnedReport;
+    RangeProgress learnProgress(outer, 0.0, 0.5);
+    RangeProgress rest(outer, rs.learned ? 0.5 : 0.0, 1.0);
+    if (rs.learned) {
+        if (!opts.calibration || opts.calibration->empty())
+            throw RecipeError(-1, "rotation.method",
+                              "learned rotations (spinquant) need calibration data (--calib)");
+        const SpinQuantResult sr =
+            learnRotation(base, rs, spinQuantSimulation(innerPlan, base.spec()),
+                          opts.calibration->samples, learnProgress);
+        if (sr.status == Status::Cancelled) {
+            CompressResult c;
+            c.status = Status::Cancelled;
+            return c;
+        }
+        rot = rotateModel(base, rs, &sr.rotation);
+        learnedReport = sr.json();
+    }
+    CompressResult res = compress(*rot.model, inner, rest, opts);
     if (res.status == Status::Cancelled || !res.model) return res;
     RuntimeQuant rq;
     if (const RuntimeQuant* q = res.model->runtimeQuant()) rq = *q;
@@ -289,6 +370,7 @@ CompressResult compressRotated(const Model& base, const Recipe& recipe, Progress
     }
     cm->setRuntimeQuant(std::move(rq));
     cm->recipe = recipe;
+    res.rotation = std::move(learnedReport);
     cm->baseFingerprint = stats::modelFingerprint(base);
     res.model = std::move(cm);
     return res;

@@ -44,9 +44,22 @@ struct RotatedModel {
     OnlineRotation online;
 };
 
-/// Folds the rotation into `base`. Throws UnsupportedError naming the reason for models
-/// rotationUnsupported() refuses.
-RotatedModel rotateModel(const Model& base, const RotationSettings& rs);
+/// Learned rotations (SpinQuant, core/compress/spinquant.h) in place of the seeded Hadamard
+/// transforms R and the per-head transform of v / o; the online transforms stay Hadamard.
+struct LearnedRotation {
+    std::vector<double> r1;              ///< [dim, dim] row-major, orthogonal: replaces R
+    std::vector<std::vector<double>> r2; ///< per block [headDim, headDim] (with online_qk)
+};
+
+/// Folds the rotation into `base` (the learned matrices when `learned` is set). Throws
+/// UnsupportedError naming the reason for models rotationUnsupported() refuses, ArgumentError
+/// for learned matrices of the wrong sizes.
+RotatedModel rotateModel(const Model& base, const RotationSettings& rs,
+                         const LearnedRotation* learned = nullptr);
+/// The same model with only the norm scales folded (norms 1) and, with online_down, the online
+/// transform's inverse folded into mlp.down and the transform in the runtime quantisation; the
+/// residual stream and the heads unrotated (R = I): the starting point of learned rotations.
+RotatedModel normFoldedModel(const Model& base, const RotationSettings& rs);
 
 /// compress() of a recipe with a rotation section: the recipe's rules applied to the rotated
 /// model, the result moved onto `base` with every rotated tensor the rules did not replace stored
