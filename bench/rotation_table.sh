@@ -2,8 +2,8 @@
 # Rotations (QuaRot) against SmoothQuant and OmniQuant LWC+LET at W4A4 (README, "Rotations"):
 # perplexity, KLD(FP32 ‖ config) and stored size from `lcw-cli eval` (ctx 256, llama.cpp chunks).
 # GPTQ / SmoothQuant calibrate on 128 × 256 tokens, OmniQuant on 16 × 256 tokens of CALIB
-# (default: the evaluation text, in-sample, as bench/quant_table.sh). One JSON line per
-# configuration.
+# (default: the evaluation text, in-sample, as bench/quant_table.sh); SpinQuant learns its rotation
+# on the same 128 × 256 tokens. One JSON line per configuration.
 #   bench/rotation_table.sh [MODEL] [TEXT]
 #   bench/rotation_table.sh /work/shared/models/babyllama/tok105_model5000.bin   # BabyLlama
 set -euo pipefail
@@ -21,6 +21,7 @@ W4='"weight": {"bits": 4, "symmetric": false, "granularity": "channel"'
 A4='"activation": {"bits": 4, "mode": "dynamic_per_token"}'
 KV4='"kv": {"k_bits": 4, "v_bits": 4}'
 ROT='{"method": "hadamard", "seed": 0}'
+SPIN='{"method": "spinquant", "seed": 0}'
 
 
 eval_lines --preset W4A4 --preset KV4 --preset W4A4-KV4-QuaRot \
@@ -30,3 +31,8 @@ eval_lines --preset W4A4-SQ --preset W4A4-KV4-QuaRot-GPTQ \
   --calib "$CALIB" --samples 128 --seq-len 256
 eval_lines --recipe "$(recipe w4a4-omniquant-let "$W4, \"method\": \"omniquant\", \"let\": true}, $A4")" \
   --calib "$CALIB" --samples 16 --seq-len 256
+# SpinQuant: the rotation learned (100 Cayley steps of 8 windows) on the same 128 × 256 tokens.
+eval_lines --preset W4A4-KV4-SpinQuant --preset W4A4-KV4-SpinQuant-GPTQ \
+  --recipe "$(rot spin-w4a4 "$SPIN" "$W4}, $A4")" \
+  --recipe "$(rot spin-w4a4-gptq "$SPIN" "$W4, \"method\": \"gptq\"}, $A4")" \
+  --calib "$CALIB" --samples 128 --seq-len 256

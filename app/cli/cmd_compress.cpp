@@ -311,6 +311,14 @@ void printCompressTotals(const compress::CompressResult& r, const Model& model,
         std::printf("params:    %lld of the base's %lld; %.4f bits per base weight\n",
                     (long long)tot.params, (long long)baseParams,
                     double(tot.bits) / double(baseParams));
+    if (const auto& rot = r.rotation; rot.is_object())
+        std::printf("rotation:  spinquant, %d steps x %d windows, loss %.4f -> %.4f nats/token "
+                    "(%s), %.1f s\n",
+                    rot["steps"].get<int>(), rot["batch"].get<int>(),
+                    rot["loss_start"].get<double>(), rot["loss_end"].get<double>(),
+                    rot["kept"].get<bool>() ? "learned rotation kept"
+                                            : "not lower: the Hadamard start kept",
+                    rot["seconds"].get<double>());
     if (cal)
         std::printf("calibration: %s, %zu samples x %lld tokens\n", cal->source.c_str(),
                     cal->samples.size(), (long long)cal->seqLen());

@@ -370,6 +370,7 @@ CompressResult compressRotated(const Model& base, const Recipe& recipe, Progress
     }
     cm->setRuntimeQuant(std::move(rq));
     cm->recipe = recipe;
+    if (learnedReport.is_object()) res.seconds += learnedReport["seconds"].get<double>();
     res.rotation = std::move(learnedReport);
     cm->baseFingerprint = stats::modelFingerprint(base);
     res.model = std::move(cm);

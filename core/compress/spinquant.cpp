@@ -275,7 +275,9 @@ double SpinQuantObjective::operator()(const LearnedRotation& r,
     };
     std::vector<Slot> slot(static_cast<size_t>(nt));
     ParallelErrors errors;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
+    // Static: the same windows go to the same slot in the same order on every run (the sums,
+    // and so the learned matrices, are reproducible for a given thread count).
+#pragma omp parallel for schedule(static) num_threads(nt)
     for (int64_t i = 0; i < S; ++i)
         errors.run([&] {
             Slot& sl = slot[size_t(omp_get_thread_num())];
