@@ -118,6 +118,19 @@ LearnedRotation randomRotation(const ModelSpec& s, uint32_t seed) {
     return r;
 }
 
+/// The demo model, `n` calibration windows of `len` tokens and the full-precision objective
+/// (online transforms on, nothing quantised).
+struct FloatSetup {
+    std::unique_ptr<Model> m;
+    std::vector<std::vector<int32_t>> win;
+    RotationSettings rs;
+    std::unique_ptr<SpinQuantObjective> f;
+    FloatSetup(size_t n, size_t len) : m(Model::load(lcwtest::demoModelPath())) {
+        win = windowsOf(loadCalibration(*m, "", {int64_t(n), int64_t(len)}), n, len);
+        f = std::make_unique<SpinQuantObjective>(*m, rs, floatSimulation(m->spec()), int64_t(len));
+    }
+};
+
 } // namespace
 
 class TestSpinQuant : public QObject {
@@ -162,12 +175,12 @@ private slots:
     /// Riemannian gradient (the skew part of G Xᵀ) vanishes, and rotateModel() with learned
     /// matrices gives the base's logits through the runtime.
     void fullPrecisionLossIsRotationInvariant() {
-        auto m = Model::load(lcwtest::demoModelPath());
+        const FloatSetup fs(2, 32);
+        const Model* m = fs.m.get();
         const ModelSpec& s = m->spec();
-        const CalibrationSet cal = loadCalibration(*m, "", {2, 32});
-        const auto win = windowsOf(cal, 2, 32);
-        RotationSettings rs;
-        const SpinQuantObjective f(*m, rs, floatSimulation(s), 32);
+        const auto& win = fs.win;
+        const RotationSettings& rs = fs.rs;
+        const SpinQuantObjective& f = *fs.f;
         LearnedRotation id;
         id.r1 = vec(Mat::Identity(s.dim, s.dim));
         id.r2.assign(size_t(s.nLayers), vec(Mat::Identity(s.headDim, s.headDim)));
@@ -212,13 +225,11 @@ private slots:
     /// differences of the loss, at a non-orthogonal point so that the loss depends on every
     /// direction; with the online down transform and the per-head transform on.
     void gradientMatchesCentralDifferences() {
-        auto m = Model::load(lcwtest::demoModelPath());
-        const ModelSpec& s = m->spec();
-        const CalibrationSet cal = loadCalibration(*m, "", {2, 12});
-        const auto win = windowsOf(cal, 2, 12);
-        RotationSettings rs;
-        const SpinQuantObjective f(*m, rs, floatSimulation(s), 12);
-        LearnedRotation x = hadamardRotation(s, rs);
+        const FloatSetup fs(2, 12);
+        const ModelSpec& s = fs.m->spec();
+        const auto& win = fs.win;
+        const SpinQuantObjective& f = *fs.f;
+        LearnedRotation x = hadamardRotation(s, fs.rs);
         const Mat noise = randomMatrix(s.dim, 5) * 0.05;
         for (size_t i = 0; i < x.r1.size(); ++i) x.r1[i] += vec(noise)[i];
         for (auto& r2 : x.r2)
