@@ -85,7 +85,7 @@ struct Tensor {
 struct Linear {
     std::string module; ///< "model.layers.0.self_attn.q_proj"
     int64_t rows = 0, cols = 0;
-    std::vector<float> w;
+    std::vector<float> w; ///< empty when the tensor is no longer float (replaced by codes)
 };
 
 /// The base folder's tensors; quantise() replaces the linears it is given.
@@ -116,8 +116,10 @@ struct Fixture {
             l.module = n.substr(0, n.size() - 7);
             l.rows = t.shape[0];
             l.cols = t.shape[1];
-            l.w.resize(size_t(l.rows * l.cols));
-            std::memcpy(l.w.data(), t.data.data(), l.w.size() * 4);
+            if (t.dtype == lcw::DType::F32) { // a linear already replaced by codes: shape only
+                l.w.resize(size_t(l.rows * l.cols));
+                std::memcpy(l.w.data(), t.data.data(), l.w.size() * 4);
+            }
             out.push_back(std::move(l));
         }
         return out;
