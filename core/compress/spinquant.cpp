@@ -237,92 +237,80 @@ SpinQuantObjective::SpinQuantObjective(const Model& base, const RotationSettings
 
 SpinQuantObjective::~SpinQuantObjective() = default;
 
-double SpinQuantObjective::operator()(const LearnedRotation& r,
-                                      const std::vector<std::vector<int32_t>>& windows,
-                                      LearnedRotation* grad) const {
-    const E2eModel& A = *m->a;
-    const ModelSpec& s = A.spec;
-    const int64_t dim = s.dim, hd = s.headDim, L = s.nLayers;
-    if (r.r1.size() != size_t(dim * dim) || (m->rs.kv && r.r2.size() != size_t(L)))
-        throw ArgumentError("spinquant: rotation matrices of the wrong size");
-    const MatD R = toMat(r.r1, dim);
-    std::vector<MatD> R2;
-    for (const auto& h : r.r2) R2.push_back(toMat(h, hd));
-    const E2eModel M = m->rotated(R, R2);
-    const int64_t S = int64_t(windows.size());
-    if (S == 0) throw ArgumentError("spinquant: no calibration windows");
-    for (const auto& w : windows)
-        if (int64_t(w.size()) != m->T)
-            throw ArgumentError("spinquant: a window of " + std::to_string(w.size()) +
-                                " tokens, expected " + std::to_string(m->T));
-    std::vector<double> loss(size_t(S), 0.0);
-    if (!grad) {
-        ParallelErrors errors;
-#pragma omp parallel for schedule(dynamic, 1) if (S > 1)
-        for (int64_t i = 0; i < S; ++i)
-            errors.run([&] { loss[size_t(i)] = M.run(windows[size_t(i)], nullptr); });
-        errors.rethrow();
-        double sum = 0;
-        for (double v : loss) sum += v;
-        return sum / double(S);
+namespace {
+
+double mean(const std::vector<double>& v) {
+    double sum = 0;
+    for (double x : v) sum += x;
+    return sum / double(v.size());
+}
+
+/// Gradients w.r.t. the rotated weights of a model, summed over windows.
+struct GradSum {
+    std::vector<BlockGrads> blocks;
+    MatD head, embed;
+    bool used = false; ///< holds at least one window
+    /// Adds one window's block gradients (moved in when this sum is still empty).
+    void addBlocks(std::vector<BlockGrads>&& g) {
+        if (blocks.empty()) {
+            blocks = std::move(g);
+            return;
+        }
+        for (size_t l = 0; l < blocks.size(); ++l)
+            for (size_t k = 0; k < 7; ++k) {
+                blocks[l].w[k] += g[l].w[k];
+                if (blocks[l].b[k].size()) blocks[l].b[k] += g[l].b[k];
+            }
     }
-    // Gradients w.r.t. the rotated weights, summed over the windows (one slot per thread).
+    void add(GradSum&& o) {
+        head += o.head;
+        embed += o.embed;
+        addBlocks(std::move(o.blocks));
+    }
+};
+
+/// The windows' losses (into `loss`) and their gradients summed, one partial sum per thread.
+/// Static split: the same windows go to the same partial sum in the same order on every run (the
+/// sums, and so the learned matrices, are reproducible for a given thread count).
+GradSum sumGradients(const E2eModel& M, const std::vector<std::vector<int32_t>>& windows,
+                     std::vector<double>& loss) {
+    const int64_t S = int64_t(windows.size()), dim = M.spec.dim;
     const int nt = std::max(1, std::min<int>(omp_get_max_threads(), int(S)));
-    struct Slot {
-        std::vector<BlockGrads> blocks;
-        MatD head, embed;
-        bool used = false;
-    };
-    std::vector<Slot> slot(static_cast<size_t>(nt));
+    std::vector<GradSum> part(static_cast<size_t>(nt));
     ParallelErrors errors;
-    // Static: the same windows go to the same slot in the same order on every run (the sums,
-    // and so the learned matrices, are reproducible for a given thread count).
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int64_t i = 0; i < S; ++i)
         errors.run([&] {
-            Slot& sl = slot[size_t(omp_get_thread_num())];
+            GradSum& p = part[size_t(omp_get_thread_num())];
+            if (!p.used) {
+                p.embed = MatD::Zero(M.embed.rows(), dim);
+                p.head = MatD::Zero(M.head.rows(), dim);
+                p.used = true;
+            }
             std::vector<BlockGrads> g;
             MatD dHead;
-            if (!sl.used) {
-                sl.embed = MatD::Zero(M.embed.rows(), dim);
-                sl.head = MatD::Zero(M.head.rows(), dim);
-            }
-            loss[size_t(i)] = M.run(windows[size_t(i)], &g, &dHead, &sl.embed);
-            sl.head += dHead;
-            if (!sl.used) {
-                sl.blocks = std::move(g);
-                sl.used = true;
-                return;
-            }
-            for (int64_t l = 0; l < L; ++l)
-                for (int k = 0; k < 7; ++k)
-                    sl.blocks[size_t(l)].w[size_t(k)] += g[size_t(l)].w[size_t(k)];
-            for (int64_t l = 0; l < L; ++l)
-                for (int k = 0; k < 7; ++k)
-                    if (g[size_t(l)].b[size_t(k)].size())
-                        sl.blocks[size_t(l)].b[size_t(k)] += g[size_t(l)].b[size_t(k)];
+            loss[size_t(i)] = M.run(windows[size_t(i)], &g, &dHead, &p.embed);
+            p.head += dHead;
+            p.addBlocks(std::move(g));
         });
     errors.rethrow();
     size_t first = 0;
-    while (!slot[first].used) ++first; // S >= 1: some thread ran a window
-    Slot& G = slot[first];
-    for (size_t t = first + 1; t < slot.size(); ++t) {
-        if (!slot[t].used) continue;
-        G.head += slot[t].head;
-        G.embed += slot[t].embed;
-        for (int64_t l = 0; l < L; ++l)
-            for (int k = 0; k < 7; ++k) {
-                G.blocks[size_t(l)].w[size_t(k)] += slot[t].blocks[size_t(l)].w[size_t(k)];
-                if (G.blocks[size_t(l)].b[size_t(k)].size())
-                    G.blocks[size_t(l)].b[size_t(k)] += slot[t].blocks[size_t(l)].b[size_t(k)];
-            }
-    }
-    // Chain rule from the rotated weights to R and R2 (column-vector convention):
-    //   W' = A Rᵀ (embed, lm_head, q, k, gate, up):    dR += G'ᵀ A
-    //   W' = B A Rᵀ (v, B = blockdiag R2):              dR += G'ᵀ (B A),  dB += G' (A Rᵀ)ᵀ
-    //   W' = R A Bᵀ (o):                                dR += G' (A Bᵀ)ᵀ, dB += G'ᵀ (R A)
-    //   W' = R A (down), b' = R b (o, down biases):    dR += G' Aᵀ,      dR += g bᵀ
-    //   b' = B b (v bias):                              dB += g bᵀ
+    while (!part[first].used) ++first; // S >= 1: some thread ran a window
+    for (size_t t = first + 1; t < part.size(); ++t)
+        if (part[t].used) part[first].add(std::move(part[t]));
+    return std::move(part[first]);
+}
+
+/// Chain rule from the gradients G of the rotated weights (the unrotated weights A) to R and R2
+/// (column-vector convention), divided by `count`:
+///   W' = A Rᵀ (embed, lm_head, q, k, gate, up):    dR += G'ᵀ A
+///   W' = B A Rᵀ (v, B = blockdiag R2):              dR += G'ᵀ (B A),  dB += G' (A Rᵀ)ᵀ
+///   W' = R A Bᵀ (o):                                dR += G' (A Bᵀ)ᵀ, dB += G'ᵀ (R A)
+///   W' = R A (down), b' = R b (o, down biases):    dR += G' Aᵀ,      dR += g bᵀ
+///   b' = B b (v bias):                              dB += g bᵀ
+LearnedRotation rotationGradient(const E2eModel& A, const GradSum& G, const MatD& R,
+                                 const std::vector<MatD>& R2, double count) {
+    const int64_t hd = A.spec.headDim;
     MatD dR = G.embed.transpose() * A.embed + G.head.transpose() * A.head;
     std::vector<MatD> dR2(R2.size(), MatD::Zero(hd, hd));
     auto blockDiag = [&](const MatD& H, int64_t n) { // blockdiag(H, ..., H), n blocks
@@ -333,34 +321,63 @@ double SpinQuantObjective::operator()(const LearnedRotation& r,
     auto addDiag = [&](MatD& acc, const MatD& dB) {
         for (int64_t h = 0; h < dB.rows() / hd; ++h) acc += dB.block(h * hd, h * hd, hd, hd);
     };
-    for (int64_t l = 0; l < L; ++l) {
-        const BlockWeights& w = A.blocks[size_t(l)];
-        const BlockGrads& g = G.blocks[size_t(l)];
+    for (size_t l = 0; l < A.blocks.size(); ++l) {
+        const BlockWeights& w = A.blocks[l];
+        const BlockGrads& g = G.blocks[l];
         for (int i : {kQ, kK, kGate, kUp}) dR += g.w[size_t(i)].transpose() * w.w[size_t(i)];
         dR += g.w[kDown] * w.w[kDown].transpose();
         if (w.b[kDown].size()) dR += g.b[kDown] * w.b[kDown].transpose();
+        if (w.b[kO].size()) dR += g.b[kO] * w.b[kO].transpose();
         if (R2.empty()) {
             dR += g.w[kV].transpose() * w.w[kV];
             dR += g.w[kO] * w.w[kO].transpose();
-            if (w.b[kO].size()) dR += g.b[kO] * w.b[kO].transpose();
             continue;
         }
-        const MatD Bv = blockDiag(R2[size_t(l)], w.w[kV].rows() / hd);
-        const MatD Bo = blockDiag(R2[size_t(l)], w.w[kO].cols() / hd);
+        const MatD Bv = blockDiag(R2[l], w.w[kV].rows() / hd);
+        const MatD Bo = blockDiag(R2[l], w.w[kO].cols() / hd);
         dR += g.w[kV].transpose() * (Bv * w.w[kV]);
-        addDiag(dR2[size_t(l)], g.w[kV] * (w.w[kV] * R.transpose()).transpose());
-        if (w.b[kV].size()) addDiag(dR2[size_t(l)], g.b[kV] * w.b[kV].transpose());
+        addDiag(dR2[l], g.w[kV] * (w.w[kV] * R.transpose()).transpose());
+        if (w.b[kV].size()) addDiag(dR2[l], g.b[kV] * w.b[kV].transpose());
         dR += g.w[kO] * (w.w[kO] * Bo.transpose()).transpose();
-        addDiag(dR2[size_t(l)], g.w[kO].transpose() * (R * w.w[kO]));
-        if (w.b[kO].size()) dR += g.b[kO] * w.b[kO].transpose();
+        addDiag(dR2[l], g.w[kO].transpose() * (R * w.w[kO]));
     }
-    const double inv = 1.0 / double(S);
-    grad->r1 = toVec(dR * inv);
-    grad->r2.clear();
-    for (const MatD& d : dR2) grad->r2.push_back(toVec(d * inv));
-    double sum = 0;
-    for (double v : loss) sum += v;
-    return sum / double(S);
+    LearnedRotation out;
+    out.r1 = toVec(dR / count);
+    for (const MatD& d : dR2) out.r2.push_back(toVec(d / count));
+    return out;
+}
+
+} // namespace
+
+double SpinQuantObjective::operator()(const LearnedRotation& r,
+                                      const std::vector<std::vector<int32_t>>& windows,
+                                      LearnedRotation* grad) const {
+    const ModelSpec& s = m->a->spec;
+    const int64_t dim = s.dim, hd = s.headDim;
+    if (r.r1.size() != size_t(dim * dim) || (m->rs.kv && r.r2.size() != size_t(s.nLayers)))
+        throw ArgumentError("spinquant: rotation matrices of the wrong size");
+    if (windows.empty()) throw ArgumentError("spinquant: no calibration windows");
+    for (const auto& w : windows)
+        if (int64_t(w.size()) != m->T)
+            throw ArgumentError("spinquant: a window of " + std::to_string(w.size()) +
+                                " tokens, expected " + std::to_string(m->T));
+    const MatD R = toMat(r.r1, dim);
+    std::vector<MatD> R2;
+    for (const auto& h : r.r2) R2.push_back(toMat(h, hd));
+    const E2eModel M = m->rotated(R, R2);
+    const int64_t S = int64_t(windows.size());
+    std::vector<double> loss(size_t(S), 0.0);
+    if (!grad) {
+        ParallelErrors errors;
+#pragma omp parallel for schedule(dynamic, 1) if (S > 1)
+        for (int64_t i = 0; i < S; ++i)
+            errors.run([&] { loss[size_t(i)] = M.run(windows[size_t(i)], nullptr); });
+        errors.rethrow();
+        return mean(loss);
+    }
+    const GradSum G = sumGradients(M, windows, loss);
+    *grad = rotationGradient(*m->a, G, R, R2, double(S));
+    return mean(loss);
 }
 
 // ---- training ----
