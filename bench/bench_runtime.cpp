@@ -1,7 +1,9 @@
 // Runtime benchmark: load time, prefill and decode tokens/s, peak RSS. Prints one JSON line per
 // measurement so scripts can collect them.
 //   bench_runtime MODEL [--prefill N] [--decode N] [--threads T] [--reps R] [--warmup W]
-//                       [--exact-activations] [--preset P | --recipe R.json]
+//                       [--exact-activations] [--preset P | --recipe R.json] [--device D]
+// --device cpu|vulkan|vulkan:N: where the session runs (a "device" line says which device was
+// used, how many forwards ran resident on it and, if not all, why).
 // --preset / --recipe: the model compressed by that recipe (round to nearest, no calibration
 // data: the speed of the packed form does not depend on how the codes were chosen) is measured;
 // "compress_seconds", the overlay's bits/weight and its resident bytes are printed too, and
@@ -58,7 +60,7 @@ double median(std::vector<double> v) {
 int usage() {
     std::fprintf(stderr, "usage: bench_runtime MODEL [--prefill N] [--decode N] [--threads T] "
                          "[--reps R] [--warmup W] [--exact-activations] "
-                         "[--preset P | --recipe R.json]\n");
+                         "[--preset P | --recipe R.json] [--device cpu|vulkan|vulkan:N]\n");
     return 2;
 }
 
@@ -70,7 +72,7 @@ int main(int argc, char** argv) {
     int64_t nPrefill = 128, nDecode = 64, warmup = 1;
     int threads = 0, reps = 3;
     bool exact = false;
-    std::string preset, recipePath;
+    std::string preset, recipePath, device;
     for (int i = 2; i < argc; ++i) {
         const std::string k = argv[i];
         if (k == "--exact-activations") {
@@ -78,6 +80,10 @@ int main(int argc, char** argv) {
             continue;
         }
         if (i + 1 >= argc) return usage();
+        if (k == "--device") {
+            device = argv[++i];
+            continue;
+        }
         if (k == "--preset" || k == "--recipe") {
             (k == "--preset" ? preset : recipePath) = argv[++i];
             continue;
@@ -158,6 +164,7 @@ int main(int argc, char** argv) {
         lcw::SessionOptions so;
         so.contextLength = nPrefill + nDecode + 1;
         if (exact) setExactActivations(so);
+        so.device = device;
         lcw::Session session(*weights, so);
         std::vector<int32_t> prompt(static_cast<size_t>(nPrefill));
         for (int64_t i = 0; i < nPrefill; ++i)
@@ -183,6 +190,15 @@ int main(int argc, char** argv) {
             decodeTps.push_back(double(nDecode) / (now() - a));
         }
         emit({{"metric", "warmup_seconds"}, {"value", warmSec}, {"tokens", warmup}});
+        if (!device.empty())
+            emit({{"metric", "device"},
+                  {"id", session.device().id},
+                  {"name", session.device().name},
+                  {"note", session.deviceNote()},
+                  {"resident_forwards", session.deviceForwards()},
+                  {"resident_note", session.residentNote()},
+                  {"device_products", session.deviceProducts()},
+                  {"device_memory_bytes", session.deviceMemoryBytes()}});
         emit({{"metric", "prefill_tokens_per_second"},
               {"value", median(prefillTps)},
               {"best", *std::max_element(prefillTps.begin(), prefillTps.end())},
