@@ -8,6 +8,7 @@
 #include "core/runtime/cpu/kernels.h"
 #include "core/runtime/cpu/qdot.h"
 #include "core/runtime/cpu/qdot_common.h"
+#include "core/runtime/cpu/repack_cache.h"
 
 #include <QtTest/QtTest>
 
@@ -287,7 +288,151 @@ private slots:
         }
     }
 
+    // The repacked layout (qdot.h): its size, the definition of its bytes, zero rows past the
+    // end; every variant with a repacked product returns the stored product's bits for every
+    // row range that starts at a group (16-row groups, tails, token groups, block chunks).
+    void repackedProductIsTheStoredOne() {
+        QVERIFY(!repackable(DType::Q4_K) && !repackable(DType::F32) && repackable(DType::Q4_0));
+        for (DType t : kTypes) {
+            QVERIFY(repackable(t));
+            for (int64_t nb : {1, 3, 70}) {
+                const int64_t n = nb * 32, rows = 37;
+                const std::vector<std::byte> w = weights(t, rows, n, uint32_t(nb * 7 + int(t)));
+                const size_t rb = w.size() / rows;
+                QCOMPARE(repackedGroupBytes(t, n), size_t(kRepackRows) * rb);
+                QCOMPARE(repackedBytes(t, rows, n), size_t(3) * repackedGroupBytes(t, n));
+                std::vector<std::byte> rp(repackedBytes(t, rows, n), std::byte{0x5A});
+                repackRows(t, w.data(), rb, rows, n, rp.data(), 0, 3);
+                checkLayout(t, w, rows, n, rp);
+                if (QTest::currentTestFailed()) return;
+                for (const Variant& v : variants(t)) {
+                    if (!v.k->gemmRepacked) continue;
+                    for (int64_t nTok : {1, 2, 7, 9, 17}) {
+                        const std::vector<float> x = activations(nTok, n, uint32_t(nTok + nb));
+                        const std::vector<std::byte> xq = quantizeActs(*v.k, x, nTok, n);
+                        const size_t ldx = actRowBytes(v.k->act, n);
+                        const std::vector<float> ref = run(*v.k, w, rows, xq, nTok, n, rows);
+                        for (auto [g0, nr] : {std::pair<int64_t, int64_t>{0, rows},
+                                              {1, 21},
+                                              {2, 5},
+                                              {0, 16},
+                                              {1, 1}}) {
+                            std::vector<float> y(size_t(nTok * nr), -7.0f);
+                            v.k->gemmRepacked(rp.data() + size_t(g0) * repackedGroupBytes(t, n), nr,
+                                              xq.data(), ldx, nTok, y.data(), nr, n);
+                            for (int64_t tk = 0; tk < nTok; ++tk)
+                                for (int64_t r = 0; r < nr; ++r)
+                                    if (!sameBits(y[size_t(tk * nr + r)],
+                                                  ref[size_t(tk * rows + g0 * 16 + r)]))
+                                        QFAIL(qPrintable(
+                                            QString("%1 %2 nb=%3 tokens %4 row %5 tok %6: "
+                                                    "repacked %7 vs %8")
+                                                .arg(v.name.c_str())
+                                                .arg(dtypeName(t).data())
+                                                .arg(nb)
+                                                .arg(nTok)
+                                                .arg(g0 * 16 + r)
+                                                .arg(tk)
+                                                .arg(double(y[size_t(tk * nr + r)]), 0, 'g', 9)
+                                                .arg(double(ref[size_t(tk * rows + g0 * 16 + r)]),
+                                                     0, 'g', 9)));
+                        }
+                    }
+                }
+            }
+        }
+        // Where the CPU has AVX-512, the 512-bit kernels have the repacked product.
+        for (Isa isa : supportedIsas())
+            if (isa == Isa::Avx512) QVERIFY(qdotKernel(DType::Q4_0, isa)->gemmRepacked);
+    }
+
+    // linearBatch with repacked jobs (tiles aligned to groups, several weights, threads, a
+    // bias, rows that are not a multiple of 16) gives the stored product's bits; the shared
+    // cache hands one copy to every backend and none for types without a repacked form or
+    // when repacking is off.
+    void linearWithRepackedRows() {
+        const int64_t n = 512, nTok = 5;
+        const std::vector<float> x = activations(nTok, n, 21);
+        for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q5_1}) {
+            const int64_t rowsA = 45, rowsB = 300;
+            std::vector<std::byte> wa = weights(t, rowsA, n, 4), wb = weights(t, rowsB, n, 5);
+            TensorView ta, tb;
+            ta.dtype = tb.dtype = t;
+            ta.shape = {rowsA, n};
+            tb.shape = {rowsB, n};
+            ta.data = wa.data();
+            ta.nbytes = wa.size();
+            tb.data = wb.data();
+            tb.nbytes = wb.size();
+            std::vector<float> bias(size_t(rowsB), 0.25f);
+            for (int threads : {1, 2}) {
+                std::vector<float> y0(size_t(nTok * (rowsA + rowsB))), y1(y0.size(), -1.0f);
+                LinearJob plain[2] = {{&ta, y0.data(), rowsA + rowsB, nullptr},
+                                      {&tb, y0.data() + rowsA, rowsA + rowsB, bias.data()}};
+                linearBatch(plain, x.data(), n, nTok, threads);
+                RepackCache cache, other;
+                LinearJob rep[2] = {plain[0], plain[1]};
+                rep[0].y = y1.data();
+                rep[1].y = y1.data() + rowsA;
+                rep[0].repacked = cache.get(ta);
+                rep[1].repacked = cache.get(tb);
+                const bool has = qdotKernel(t)->gemmRepacked != nullptr;
+                QCOMPARE(rep[0].repacked != nullptr, has);
+                QCOMPARE(other.get(tb), rep[1].repacked); // shared
+                if (has)
+                    QCOMPARE(cache.bytes(),
+                             repackedBytes(t, rowsA, n) + repackedBytes(t, rowsB, n));
+                linearBatch(rep, x.data(), n, nTok, threads);
+                for (size_t i = 0; i < y0.size(); ++i) QVERIFY(sameBits(y0[i], y1[i]));
+            }
+        }
+        std::vector<std::byte> wk(size_t(144 * 2 * 16));
+        TensorView tk;
+        tk.dtype = DType::Q4_K;
+        tk.shape = {16, 512};
+        tk.data = wk.data();
+        tk.nbytes = wk.size();
+        RepackCache cache;
+        QCOMPARE(cache.get(tk), nullptr);
+        std::vector<std::byte> w4 = weights(DType::Q4_0, 16, 64, 1);
+        TensorView t4;
+        t4.dtype = DType::Q4_0;
+        t4.shape = {16, 64};
+        t4.data = w4.data();
+        t4.nbytes = w4.size();
+        setRepackWeights(false);
+        QCOMPARE(cache.get(t4), nullptr);
+        setRepackWeights(true);
+        QCOMPARE(cache.get(t4) != nullptr, qdotKernel(DType::Q4_0)->gemmRepacked != nullptr);
+    }
+
 private:
+    // repackRows' bytes from their definition: per group and block the 16 rows' f16 d, then
+    // (Q4_1 / Q5_1) f16 m, then (Q5_0 / Q5_1) the 32-bit qh words, then code word j of the 16
+    // rows side by side for each j; rows past the end are zero.
+    void checkLayout(DType t, const std::vector<std::byte>& w, int64_t rows, int64_t n,
+                     const std::vector<std::byte>& rp) {
+        const bool hasM = t == DType::Q4_1 || t == DType::Q5_1;
+        const bool hasQh = t == DType::Q5_0 || t == DType::Q5_1;
+        const int bb = int(dtypeBlockBytes(t)), qs = 2 + (hasM ? 2 : 0) + (hasQh ? 4 : 0);
+        const int words = (bb - qs) / 4, m = 32, qh = hasM ? 64 : 32;
+        const int codes = qh + (hasQh ? 64 : 0);
+        const size_t rb = w.size() / size_t(rows), gb = repackedGroupBytes(t, n);
+        for (int64_t r = 0; r < 48; ++r)
+            for (int64_t b = 0; b < n / 32; ++b) {
+                const std::byte* o = rp.data() + size_t(r / 16) * gb + size_t(b) * size_t(16 * bb);
+                const int l = int(r % 16);
+                std::byte expect[40] = {};
+                if (r < rows)
+                    std::memcpy(expect, w.data() + size_t(r) * rb + size_t(b * bb), size_t(bb));
+                QVERIFY(std::memcmp(o + 2 * l, expect, 2) == 0);
+                if (hasM) QVERIFY(std::memcmp(o + m + 2 * l, expect + 2, 2) == 0);
+                if (hasQh) QVERIFY(std::memcmp(o + qh + 4 * l, expect + (hasM ? 4 : 2), 4) == 0);
+                for (int j = 0; j < words; ++j)
+                    QVERIFY(std::memcmp(o + codes + (j * 16 + l) * 4, expect + qs + 4 * j, 4) == 0);
+            }
+    }
+
     // Portable kernel vs (a) Σ dequantised weight · dequantised activation in double, with the
     // Q8_1 block sum s as stored: |Δ| <= 1e-5·Σ|w·x| (float rounding of the block scales and the
     // accumulation); (b) float activations: |Δ| <= Σ_i |w_i|·0.57·d_b (the 8-bit rounding, half a

@@ -81,6 +81,9 @@ struct LinearJob {
     const float* bias = nullptr;
     const PackedLinear* packed = nullptr;
     const ActQuantSpec* act = nullptr;
+    /// w's rows repacked by repackRows (qdot.h), or null: the product reads them instead of w's
+    /// bytes where the active kernel has a repacked form (same result, bit for bit).
+    const std::byte* repacked = nullptr;
 };
 /// Several weights with the same input (q/k/v, gate/up) in one parallel region (at most 7).
 void linearBatch(std::span<const LinearJob> jobs, const float* x, int64_t ldx, int64_t nTok,

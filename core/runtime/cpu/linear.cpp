@@ -91,8 +91,13 @@ void productTile(const LinearJob& job, const PreparedInputs& prep, size_t j, int
     }
     const TensorView& w = *job.w;
     if (prep.qk[j]) {
-        prep.qk[j]->gemm(w.row(r0), w.rowBytes(), rows, prep.data[j], prep.ld[j], nTok, y + r0,
-                         job.ldy, n);
+        if (job.repacked && prep.qk[j]->gemmRepacked && r0 % kRepackRows == 0)
+            prep.qk[j]->gemmRepacked(job.repacked +
+                                         size_t(r0 / kRepackRows) * repackedGroupBytes(w.dtype, n),
+                                     rows, prep.data[j], prep.ld[j], nTok, y + r0, job.ldy, n);
+        else
+            prep.qk[j]->gemm(w.row(r0), w.rowBytes(), rows, prep.data[j], prep.ld[j], nTok, y + r0,
+                             job.ldy, n);
         return;
     }
 #if LCW_X86
@@ -142,6 +147,9 @@ void linearBatch(std::span<const LinearJob> jobs, const float* x, int64_t ldx, i
     // tiles (dynamic scheduling evens out the load).
     int64_t R = std::clamp<int64_t>((65536 / std::max<int64_t>(n, 1)) & ~int64_t(3), 4, 256);
     while (R > 4 && totalRows / R < 8 * nt) R = std::max<int64_t>(4, (R / 2) & ~int64_t(3));
+    // Repacked rows come in groups of 16: tiles start at a group.
+    if (std::any_of(jobs.begin(), jobs.end(), [](const LinearJob& j) { return j.repacked; }))
+        R = std::max<int64_t>(kRepackRows, R & ~(kRepackRows - 1));
     // Tiles of all jobs in one list, so that one parallel region (one barrier) covers them.
     int64_t tileStart[8] = {0};
     for (size_t j = 0; j < nJobs; ++j)

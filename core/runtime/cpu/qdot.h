@@ -38,7 +38,30 @@ struct QDotKernel {
     /// activation rows at xq + t * xqRowBytes. Single-threaded (the caller splits rows).
     void (*gemm)(const std::byte* w, size_t wRowBytes, int64_t nRows, const std::byte* xq,
                  size_t xqRowBytes, int64_t nTok, float* y, int64_t ldy, int64_t n) = nullptr;
+    /// gemm's result, bit for bit, from weights repacked by repackRows (nullptr: this kernel
+    /// has no repacked form). `wr` points at the repacked group holding the first row (rows
+    /// start at a multiple of kRepackRows); nRows rows from there.
+    void (*gemmRepacked)(const std::byte* wr, int64_t nRows, const std::byte* xq, size_t xqRowBytes,
+                         int64_t nTok, float* y, int64_t ldy, int64_t n) = nullptr;
 };
+
+/// Repacked weights (the 32-element block types Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL): rows in
+/// groups of kRepackRows, and per group and block the group's scales (f16 d, then f16 m for
+/// Q4_1 / Q5_1), fifth-bit words (Q5_0 / Q5_1) and code words side by side, so that the AVX-512
+/// kernels load each block of 16 rows as whole vectors instead of transposing the rows' bytes in
+/// the hot loop (llama.cpp repacks Q4_0 at load for the same reason). Same size as the rows
+/// (the last group padded with zero rows). Optional: it costs a copy of the weights in memory.
+constexpr int64_t kRepackRows = 16;
+/// Whether weights of type t have a repacked form.
+bool repackable(DType t);
+/// Bytes of `rows` rows of n values repacked (whole groups).
+size_t repackedBytes(DType t, int64_t rows, int64_t n);
+/// Bytes of one repacked group of kRepackRows rows of n values.
+size_t repackedGroupBytes(DType t, int64_t n);
+/// Writes rows [g0*16, g1*16) (groups g0..g1-1; rows past `rows` are zero) of the weight at w
+/// (rows of wRowBytes, n values each) in the repacked layout to dst + g0 * groupBytes.
+void repackRows(DType t, const std::byte* w, size_t wRowBytes, int64_t rows, int64_t n,
+                std::byte* dst, int64_t g0, int64_t g1);
 
 /// The kernel for weight type t at ISA level `isa` (Auto: activeIsa()); nullptr when the type has
 /// none (float types, or a quantised type without a kernel yet: callers then dequantise).

@@ -5,6 +5,7 @@
 //   acc  = fma(float(sumi), d_w·d_x, acc)       then, for Q4_1 / Q5_1, acc = fma(m_w, s_x, acc)
 // so the portable version (here) and the x86 versions (qdot_legacy_x86.inc) return identical
 // bits, whatever the numbers of rows and tokens of a call.
+#include "core/common/error.h"
 #include "core/runtime/cpu/qdot_common.h"
 #include "core/runtime/cpu/simd.h"
 
@@ -47,6 +48,32 @@ constexpr Fmt fmtOf(DType t) {
         return {0, 0, -1, -1, 0, 0, 0};
     }
 }
+
+/// Offsets inside one repacked (group, block) of type t: scales, mins, fifth bits, code words.
+struct RepackFmt {
+    int d = 0, m = -1, qh = -1, qs = 0, words = 0, bytes = 0;
+};
+constexpr RepackFmt repackFmt(DType t) {
+    const Fmt f = fmtOf(t);
+    RepackFmt r;
+    if (f.bytes == 0) return r;
+    constexpr int L = int(kRepackRows);
+    int at = 2 * L; // f16 d per row
+    if (f.m >= 0) {
+        r.m = at;
+        at += 2 * L;
+    }
+    if (f.qh >= 0) {
+        r.qh = at;
+        at += 4 * L;
+    }
+    r.qs = at;
+    r.words = (f.bytes - f.qs) / 4;
+    r.bytes = at + 4 * L * r.words;
+    return r;
+}
+static_assert(repackFmt(DType::Q4_0).bytes == 16 * 18 && repackFmt(DType::Q5_1).bytes == 16 * 24 &&
+              repackFmt(DType::Q8_0).bytes == 16 * 34 && repackFmt(DType::Q5_0).qs == 96);
 
 /// k(std::integral_constant<DType, t>) for the six types, nullptr for others.
 template <class K> const QDotKernel* byType(DType t, K k) {
@@ -222,6 +249,55 @@ const QDotKernel* select(DType t, Isa isa, bool vnni) {
     }
 }
 } // namespace
+
+} // namespace lcw::kernels::detail
+
+namespace lcw::kernels {
+
+bool repackable(DType t) {
+    return detail::repackFmt(t).bytes > 0;
+}
+
+size_t repackedGroupBytes(DType t, int64_t n) {
+    return size_t(n / detail::kQ8Elems) * size_t(detail::repackFmt(t).bytes);
+}
+
+size_t repackedBytes(DType t, int64_t rows, int64_t n) {
+    return size_t((rows + kRepackRows - 1) / kRepackRows) * repackedGroupBytes(t, n);
+}
+
+void repackRows(DType t, const std::byte* w, size_t wRowBytes, int64_t rows, int64_t n,
+                std::byte* dst, int64_t g0, int64_t g1) {
+    using namespace detail;
+    const Fmt f = fmtOf(t);
+    const RepackFmt rf = repackFmt(t);
+    if (rf.bytes == 0)
+        throw ArgumentError("repackRows: " + std::string(dtypeName(t)) + " has no repacked form");
+    const int64_t nb = n / kQ8Elems;
+    const size_t gb = repackedGroupBytes(t, n);
+    for (int64_t g = g0; g < g1; ++g) {
+        std::byte* out = dst + size_t(g) * gb;
+        std::memset(out, 0, gb);
+        for (int64_t l = 0; l < kRepackRows; ++l) {
+            const int64_t r = g * kRepackRows + l;
+            if (r >= rows) break;
+            const std::byte* row = w + size_t(r) * wRowBytes;
+            for (int64_t b = 0; b < nb; ++b) {
+                const std::byte* src = row + b * f.bytes;
+                std::byte* o = out + size_t(b) * size_t(rf.bytes);
+                std::memcpy(o + rf.d + 2 * l, src, 2);
+                if (rf.m >= 0) std::memcpy(o + rf.m + 2 * l, src + f.m, 2);
+                if (rf.qh >= 0) std::memcpy(o + rf.qh + 4 * l, src + f.qh, 4);
+                for (int j = 0; j < rf.words; ++j)
+                    std::memcpy(o + rf.qs + (j * kRepackRows + l) * 4, src + f.qs + 4 * j, 4);
+            }
+        }
+    }
+}
+
+} // namespace lcw::kernels
+
+namespace lcw::kernels::detail {
 
 const QDotKernel* qdotLegacy(DType t, Isa isa) {
     return select(t, isa, true);
