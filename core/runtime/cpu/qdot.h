@@ -46,20 +46,27 @@ struct QDotKernel {
 };
 
 /// Repacked weights (the 32-element block types Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL): rows in
-/// groups of kRepackRows, and per group and block the group's scales (f16 d, then f16 m for
-/// Q4_1 / Q5_1), fifth-bit words (Q5_0 / Q5_1) and code words side by side, so that the AVX-512
-/// kernels load each block of 16 rows as whole vectors instead of transposing the rows' bytes in
-/// the hot loop (llama.cpp repacks Q4_0 at load for the same reason). Same size as the rows
-/// (the last group padded with zero rows). Optional: it costs a copy of the weights in memory.
+/// groups of 16, and per group and block the 16 rows' f16 d, then f16 m (Q4_1 / Q5_1), fifth-bit
+/// words (Q5_0 / Q5_1) and code words side by side (word j of rows 0..15, then word j+1, ...),
+/// so that the AVX-512 kernels load a block of 16 rows as whole vectors from one stream instead
+/// of transposing the rows' bytes in the hot loop (llama.cpp repacks Q4_0 at load for the same
+/// reason). Same size as the rows (the last group padded with zero rows). Optional: it costs a
+/// copy of the weights in memory (repack_cache.h gives a mapped file's pages back). The
+/// k-quants are not repacked: interleaving 4 rows' super-blocks for their 4-row decode kernel
+/// measured 6-10 % slower (1.1B and 8B Q4_K_M, 2 threads).
+/// Rows per repacked group of type t; 0 when t has no repacked form.
+int64_t repackGroupRows(DType t);
+/// The group size: a row range that starts at a multiple of it starts a group.
 constexpr int64_t kRepackRows = 16;
 /// Whether weights of type t have a repacked form.
-bool repackable(DType t);
-/// Bytes of `rows` rows of n values repacked (whole groups).
-size_t repackedBytes(DType t, int64_t rows, int64_t n);
-/// Bytes of one repacked group of kRepackRows rows of n values.
+inline bool repackable(DType t) {
+    return repackGroupRows(t) > 0;
+}
+/// Bytes of one repacked group of n-value rows, and of `rows` rows (whole groups).
 size_t repackedGroupBytes(DType t, int64_t n);
-/// Writes rows [g0*16, g1*16) (groups g0..g1-1; rows past `rows` are zero) of the weight at w
-/// (rows of wRowBytes, n values each) in the repacked layout to dst + g0 * groupBytes.
+size_t repackedBytes(DType t, int64_t rows, int64_t n);
+/// Writes groups g0..g1-1 of the weight at w (rows of wRowBytes, n values each; rows past `rows`
+/// are zero) in the repacked layout to dst + g0 * repackedGroupBytes(t, n).
 void repackRows(DType t, const std::byte* w, size_t wRowBytes, int64_t rows, int64_t n,
                 std::byte* dst, int64_t g0, int64_t g1);
 
@@ -72,6 +79,10 @@ namespace detail {
 /// (Q2_K .. Q6_K, IQ4_XS); nullptr for other types. `isa` is never Auto.
 const QDotKernel* qdotLegacy(DType t, Isa isa);
 const QDotKernel* qdotKQuants(DType t, Isa isa);
+/// The 32-element types' repacked layout (qdot_legacy.cpp); false for other types.
+bool repackLegacy(DType t, const std::byte* w, size_t wRowBytes, int64_t rows, int64_t n,
+                  std::byte* dst, int64_t g0, int64_t g1);
+bool legacyRepackable(DType t);
 } // namespace detail
 
 } // namespace lcw::kernels

@@ -5,7 +5,6 @@
 //   acc  = fma(float(sumi), d_w·d_x, acc)       then, for Q4_1 / Q5_1, acc = fma(m_w, s_x, acc)
 // so the portable version (here) and the x86 versions (qdot_legacy_x86.inc) return identical
 // bits, whatever the numbers of rows and tokens of a call.
-#include "core/common/error.h"
 #include "core/runtime/cpu/qdot_common.h"
 #include "core/runtime/cpu/simd.h"
 
@@ -250,31 +249,17 @@ const QDotKernel* select(DType t, Isa isa, bool vnni) {
 }
 } // namespace
 
-} // namespace lcw::kernels::detail
-
-namespace lcw::kernels {
-
-bool repackable(DType t) {
-    return detail::repackFmt(t).bytes > 0;
+bool legacyRepackable(DType t) {
+    return repackFmt(t).bytes > 0;
 }
 
-size_t repackedGroupBytes(DType t, int64_t n) {
-    return size_t(n / detail::kQ8Elems) * size_t(detail::repackFmt(t).bytes);
-}
-
-size_t repackedBytes(DType t, int64_t rows, int64_t n) {
-    return size_t((rows + kRepackRows - 1) / kRepackRows) * repackedGroupBytes(t, n);
-}
-
-void repackRows(DType t, const std::byte* w, size_t wRowBytes, int64_t rows, int64_t n,
-                std::byte* dst, int64_t g0, int64_t g1) {
-    using namespace detail;
+bool repackLegacy(DType t, const std::byte* w, size_t wRowBytes, int64_t rows, int64_t n,
+                  std::byte* dst, int64_t g0, int64_t g1) {
     const Fmt f = fmtOf(t);
     const RepackFmt rf = repackFmt(t);
-    if (rf.bytes == 0)
-        throw ArgumentError("repackRows: " + std::string(dtypeName(t)) + " has no repacked form");
+    if (rf.bytes == 0) return false;
     const int64_t nb = n / kQ8Elems;
-    const size_t gb = repackedGroupBytes(t, n);
+    const size_t gb = size_t(nb) * size_t(rf.bytes);
     for (int64_t g = g0; g < g1; ++g) {
         std::byte* out = dst + size_t(g) * gb;
         std::memset(out, 0, gb);
@@ -293,11 +278,8 @@ void repackRows(DType t, const std::byte* w, size_t wRowBytes, int64_t rows, int
             }
         }
     }
+    return true;
 }
-
-} // namespace lcw::kernels
-
-namespace lcw::kernels::detail {
 
 const QDotKernel* qdotLegacy(DType t, Isa isa) {
     return select(t, isa, true);

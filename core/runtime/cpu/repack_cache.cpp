@@ -40,8 +40,9 @@ std::shared_ptr<const RepackedWeight> makeRepacked(const TensorView& w) {
     auto r = std::make_shared<RepackedWeight>();
     r->bytes = repackedBytes(w.dtype, rows, n);
     r->data = static_cast<std::byte*>(::operator new[](r->bytes, std::align_val_t(64)));
-    const int64_t groups = (rows + kRepackRows - 1) / kRepackRows;
-    constexpr int64_t kStep = 16; // groups per task
+    const int64_t G = repackGroupRows(w.dtype);
+    const int64_t groups = (rows + G - 1) / G;
+    const int64_t kStep = 64 / G; // groups per task: 64 rows
     // omp: nothrow (byte copies into the buffer allocated above; the type was checked repackable)
 #pragma omp parallel for schedule(dynamic, 1) if (groups > kStep)
     for (int64_t g = 0; g < groups; g += kStep)
@@ -71,7 +72,8 @@ RepackCache::~RepackCache() = default;
 const std::byte* RepackCache::get(const TensorView& w) {
     if (!w.data || w.shape.size() != 2 || !repackable(w.dtype) || !repackWeights()) return nullptr;
     const QDotKernel* k = qdotKernel(w.dtype);
-    if (!k || !k->gemmRepacked || w.cols() % 32 != 0 || w.rows() < 1) return nullptr;
+    if (!k || !k->gemmRepacked || w.cols() % dtypeBlockElems(w.dtype) != 0 || w.rows() < 1)
+        return nullptr;
     if (auto it = m_held.find(w.data); it != m_held.end()) return it->second->data;
     const Registry::Key key{w.data, int(w.dtype), w.rows(), w.cols()};
     Registry& reg = registry();
