@@ -219,6 +219,10 @@ LCW_AVX2 void f16RowAvx2(const uint16_t* src, float* dst, int64_t n) {
 // [k0, k1) of a longer product: the 16 partial sums start from `part` unless k0 == 0 and go back
 // there unless k1 reaches n, where they are reduced into y. Spilling them between blocks changes
 // no bit, so a blocked product equals an unblocked one.
+// Decode over 16-bit rows: each of the MR row streams is fetched this many bytes ahead
+// (TinyLlama-1.1B F16 and BF16 decode, 2 threads: +4 % over the hardware prefetchers alone;
+// 512, 1024, 3072, 4096 and 8192 gave less; float rows lose with it and go without).
+constexpr int64_t kPrefetch16Bytes = 2048;
 template <int MT, int MR, class WL>
 LCW_AVX512 inline void microAvx512(const typename WL::T* w, int64_t ldw, const float* x,
                                    int64_t ldx, int64_t k0, int64_t k1, int64_t n, float* part,
@@ -230,6 +234,11 @@ LCW_AVX512 inline void microAvx512(const typename WL::T* w, int64_t ldw, const f
     const int64_t kEnd = std::min(k1, n) & ~int64_t(15);
     int64_t k = k0;
     for (; k < kEnd; k += 16) {
+        if constexpr (MT <= 3 && sizeof(typename WL::T) == 2)
+            if (k % 32 == 0) // once per 64-byte line (prefetches never fault)
+                for (int r = 0; r < MR; ++r)
+                    _mm_prefetch(reinterpret_cast<const char*>(w + r * ldw + k) + kPrefetch16Bytes,
+                                 _MM_HINT_T0);
         __m512 xv[MT];
         for (int t = 0; t < MT; ++t) xv[t] = _mm512_loadu_ps(x + t * ldx + k);
         for (int r = 0; r < MR; ++r) {
