@@ -46,7 +46,7 @@ DIR=${LCW_BENCH_DIR:-/tmp/lcw-bench}
 PREFILL=${PREFILL:-512} DECODE=${DECODE:-128} REPS=${REPS:-5} WARMUP=${WARMUP:-1}
 SHAPES=${SHAPES:-1.1b}
 TYPES=${TYPES:-F32 F16 BF16 Q8_0 Q4_0 Q4_K_M Q6_K}
-TYPES_BIG=${TYPES_BIG:-$(tr ' ' '\n' <<< "$TYPES" | grep -vx F32 | tr '\n' ' ')}
+TYPES_BIG=${TYPES_BIG:-$(tr ' ' '\n' <<< "$TYPES" | { grep -vx F32 || true; } | tr '\n' ' ')}
 LCW_FLAGS=${LCW_FLAGS:-}
 MD_OUT=${MD_OUT:-$DIR/compare_llamacpp.md}
 mkdir -p "$DIR"
