@@ -86,7 +86,12 @@ const std::byte* RepackCache::get(const TensorView& w) {
             // Expired entries of other tensors go too (the map stays as small as what lives).
             for (auto e = reg.weights.begin(); e != reg.weights.end();)
                 e = e->second.expired() ? reg.weights.erase(e) : std::next(e);
-            r = makeRepacked(w);
+            // Memory for speed only: without the memory the product runs from the file's layout.
+            try {
+                r = makeRepacked(w);
+            } catch (const std::bad_alloc&) {
+                return nullptr;
+            }
             reg.weights[key] = r;
             // The products read the copy from now on: the mapped file's pages of this tensor
             // leave the process (they stay in the page cache; anything that still reads the
