@@ -100,6 +100,16 @@ std::vector<float> run(const QDotKernel& k, const std::vector<std::byte>& w, int
     return y;
 }
 
+/// A [rows, n] weight of type t over the bytes of w.
+TensorView view(DType t, int64_t rows, int64_t n, std::vector<std::byte>& w) {
+    TensorView tv;
+    tv.dtype = t;
+    tv.shape = {rows, n};
+    tv.data = w.data();
+    tv.nbytes = w.size();
+    return tv;
+}
+
 bool sameBits(float a, float b) {
     return std::memcmp(&a, &b, 4) == 0;
 }
@@ -257,11 +267,7 @@ private slots:
         for (int64_t o = 0; o < out; ++o) bias[size_t(o)] = 0.01f * float(o);
         for (DType t : kTypes) {
             std::vector<std::byte> w = weights(t, out, n, 3);
-            TensorView tv;
-            tv.dtype = t;
-            tv.shape = {out, n};
-            tv.data = w.data();
-            tv.nbytes = w.size();
+            const TensorView tv = view(t, out, n, w);
             for (Isa isa : supportedIsas()) {
                 setIsa(isa);
                 const QDotKernel* k = qdotKernel(t, isa);
@@ -356,14 +362,7 @@ private slots:
         for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q5_1}) {
             const int64_t rowsA = 45, rowsB = 300;
             std::vector<std::byte> wa = weights(t, rowsA, n, 4), wb = weights(t, rowsB, n, 5);
-            TensorView ta, tb;
-            ta.dtype = tb.dtype = t;
-            ta.shape = {rowsA, n};
-            tb.shape = {rowsB, n};
-            ta.data = wa.data();
-            ta.nbytes = wa.size();
-            tb.data = wb.data();
-            tb.nbytes = wb.size();
+            const TensorView ta = view(t, rowsA, n, wa), tb = view(t, rowsB, n, wb);
             std::vector<float> bias(size_t(rowsB), 0.25f);
             for (int threads : {1, 2}) {
                 std::vector<float> y0(size_t(nTok * (rowsA + rowsB))), y1(y0.size(), -1.0f);
@@ -387,19 +386,11 @@ private slots:
             }
         }
         std::vector<std::byte> wk(size_t(144 * 2 * 16));
-        TensorView tk;
-        tk.dtype = DType::Q4_K;
-        tk.shape = {16, 512};
-        tk.data = wk.data();
-        tk.nbytes = wk.size();
+        const TensorView tk = view(DType::Q4_K, 16, 512, wk);
         RepackCache cache;
         QCOMPARE(cache.get(tk), nullptr);
         std::vector<std::byte> w4 = weights(DType::Q4_0, 16, 64, 1);
-        TensorView t4;
-        t4.dtype = DType::Q4_0;
-        t4.shape = {16, 64};
-        t4.data = w4.data();
-        t4.nbytes = w4.size();
+        const TensorView t4 = view(DType::Q4_0, 16, 64, w4);
         setRepackWeights(false);
         QCOMPARE(cache.get(t4), nullptr);
         setRepackWeights(true);

@@ -211,7 +211,7 @@ int main(int argc, char** argv) {
         if (chunks > 0 && chunks < nchunk) nchunk = chunks;
         const int first = pctx / 2;
         const llama_token bos = llama_vocab_bos(vocab);
-        double nll = 0, nll2 = 0;
+        double nll = 0;
         long scored = 0;
         const double t1 = now();
         for (int c = 0; c < nchunk; ++c) {
@@ -222,8 +222,8 @@ int main(int argc, char** argv) {
             if (decode_tokens(ctx, &b, &toks[start], pctx, 0, 1)) return 1;
             toks[start] = keep;
             float* logits = llama_get_logits(ctx);
-            double cn = 0, cn2 = 0;
-#pragma omp parallel for reduction(+ : cn, cn2) schedule(static)
+            double cn = 0;
+#pragma omp parallel for reduction(+ : cn) schedule(static)
             for (int j = first; j < pctx - 1; ++j) {
                 const float* row = logits + (size_t)j * (size_t)nv;
                 float mx = row[0];
@@ -232,10 +232,8 @@ int main(int argc, char** argv) {
                 for (int t = 0; t < nv; ++t) sum += exp((double)(row[t] - mx));
                 const double lp = (double)(row[toks[start + j + 1]] - mx) - log(sum);
                 cn += -lp;
-                cn2 += lp * lp;
             }
             nll += cn;
-            nll2 += cn2;
             scored += pctx - 1 - first;
         }
         const double ppl_s = now() - t1;
@@ -245,7 +243,6 @@ int main(int argc, char** argv) {
                exp(mean), ppl_s, tok_s, nt, nchunk, pctx, scored,
                (double)nchunk * pctx / ppl_s, base);
         fflush(stdout);
-        (void)nll2;
         free(toks);
         free(text);
     }

@@ -213,16 +213,17 @@ LCW_AVX2 void f16RowAvx2(const uint16_t* src, float* dst, int64_t n) {
     for (; i < n; ++i) dst[i] = _cvtsh_ss(src[i]);
 }
 
+// Decode over 16-bit rows: each of the MR row streams is fetched this many bytes ahead
+// (TinyLlama-1.1B F16 and BF16 decode, 2 threads: +4 % over the hardware prefetchers alone;
+// 512, 1024, 3072, 4096 and 8192 gave less; float rows lose with it and go without).
+constexpr int64_t kPrefetch16Bytes = 2048;
+
 // ---------------------------------------------------------------------------------------------
 // AVX-512: MT tokens x MR weight rows, 16 partial sums per output element (one zmm), the last
 // partial vector of a row loaded under a mask (masked lanes read nothing and add 0). The inputs
 // [k0, k1) of a longer product: the 16 partial sums start from `part` unless k0 == 0 and go back
 // there unless k1 reaches n, where they are reduced into y. Spilling them between blocks changes
 // no bit, so a blocked product equals an unblocked one.
-// Decode over 16-bit rows: each of the MR row streams is fetched this many bytes ahead
-// (TinyLlama-1.1B F16 and BF16 decode, 2 threads: +4 % over the hardware prefetchers alone;
-// 512, 1024, 3072, 4096 and 8192 gave less; float rows lose with it and go without).
-constexpr int64_t kPrefetch16Bytes = 2048;
 template <int MT, int MR, class WL>
 LCW_AVX512 inline void microAvx512(const typename WL::T* w, int64_t ldw, const float* x,
                                    int64_t ldx, int64_t k0, int64_t k1, int64_t n, float* part,

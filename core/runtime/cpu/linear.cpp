@@ -92,8 +92,8 @@ void productTile(const LinearJob& job, const PreparedInputs& prep, size_t j, int
     const TensorView& w = *job.w;
     if (prep.qk[j]) {
         if (job.repacked && prep.qk[j]->gemmRepacked && r0 % kRepackRows == 0)
-            prep.qk[j]->gemmRepacked(job.repacked + size_t(r0 / repackGroupRows(w.dtype)) *
-                                                        repackedGroupBytes(w.dtype, n),
+            prep.qk[j]->gemmRepacked(job.repacked +
+                                         size_t(r0 / kRepackRows) * repackedGroupBytes(w.dtype, n),
                                      rows, prep.data[j], prep.ld[j], nTok, y + r0, job.ldy, n);
         else
             prep.qk[j]->gemm(w.row(r0), w.rowBytes(), rows, prep.data[j], prep.ld[j], nTok, y + r0,

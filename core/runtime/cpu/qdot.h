@@ -54,19 +54,16 @@ struct QDotKernel {
 /// copy of the weights in memory (repack_cache.h gives a mapped file's pages back). The
 /// k-quants are not repacked: interleaving 4 rows' super-blocks for their 4-row decode kernel
 /// measured 6-10 % slower (1.1B and 8B Q4_K_M, 2 threads).
-/// Rows per repacked group of type t; 0 when t has no repacked form.
-int64_t repackGroupRows(DType t);
-/// The group size: a row range that starts at a multiple of it starts a group.
+/// Rows per repacked group: a row range that starts at a multiple of it starts a group.
 constexpr int64_t kRepackRows = 16;
 /// Whether weights of type t have a repacked form.
-inline bool repackable(DType t) {
-    return repackGroupRows(t) > 0;
-}
+bool repackable(DType t);
 /// Bytes of one repacked group of n-value rows, and of `rows` rows (whole groups).
 size_t repackedGroupBytes(DType t, int64_t n);
 size_t repackedBytes(DType t, int64_t rows, int64_t n);
 /// Writes groups g0..g1-1 of the weight at w (rows of wRowBytes, n values each; rows past `rows`
-/// are zero) in the repacked layout to dst + g0 * repackedGroupBytes(t, n).
+/// are zero) in the repacked layout to dst + g0 * repackedGroupBytes(t, n). Throws
+/// ArgumentError for a type without a repacked form.
 void repackRows(DType t, const std::byte* w, size_t wRowBytes, int64_t rows, int64_t n,
                 std::byte* dst, int64_t g0, int64_t g1);
 
@@ -79,10 +76,6 @@ namespace detail {
 /// (Q2_K .. Q6_K, IQ4_XS); nullptr for other types. `isa` is never Auto.
 const QDotKernel* qdotLegacy(DType t, Isa isa);
 const QDotKernel* qdotKQuants(DType t, Isa isa);
-/// The 32-element types' repacked layout (qdot_legacy.cpp); false for other types.
-bool repackLegacy(DType t, const std::byte* w, size_t wRowBytes, int64_t rows, int64_t n,
-                  std::byte* dst, int64_t g0, int64_t g1);
-bool legacyRepackable(DType t);
 } // namespace detail
 
 } // namespace lcw::kernels

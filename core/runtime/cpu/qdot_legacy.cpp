@@ -5,12 +5,14 @@
 //   acc  = fma(float(sumi), d_w·d_x, acc)       then, for Q4_1 / Q5_1, acc = fma(m_w, s_x, acc)
 // so the portable version (here) and the x86 versions (qdot_legacy_x86.inc) return identical
 // bits, whatever the numbers of rows and tokens of a call.
+#include "core/common/error.h"
 #include "core/runtime/cpu/qdot_common.h"
 #include "core/runtime/cpu/simd.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -249,17 +251,41 @@ const QDotKernel* select(DType t, Isa isa, bool vnni) {
 }
 } // namespace
 
-bool legacyRepackable(DType t) {
+const QDotKernel* qdotLegacy(DType t, Isa isa) {
+    return select(t, isa, true);
+}
+
+const QDotKernel* qdotLegacyNoVnni(DType t, Isa isa) {
+    return select(t, isa, false);
+}
+
+} // namespace lcw::kernels::detail
+
+namespace lcw::kernels {
+
+using detail::fmtOf;
+using detail::repackFmt;
+
+bool repackable(DType t) {
     return repackFmt(t).bytes > 0;
 }
 
-bool repackLegacy(DType t, const std::byte* w, size_t wRowBytes, int64_t rows, int64_t n,
-                  std::byte* dst, int64_t g0, int64_t g1) {
-    const Fmt f = fmtOf(t);
-    const RepackFmt rf = repackFmt(t);
-    if (rf.bytes == 0) return false;
-    const int64_t nb = n / kQ8Elems;
-    const size_t gb = size_t(nb) * size_t(rf.bytes);
+size_t repackedGroupBytes(DType t, int64_t n) {
+    return size_t(n / detail::kQ8Elems) * size_t(repackFmt(t).bytes);
+}
+
+size_t repackedBytes(DType t, int64_t rows, int64_t n) {
+    return size_t((rows + kRepackRows - 1) / kRepackRows) * repackedGroupBytes(t, n);
+}
+
+void repackRows(DType t, const std::byte* w, size_t wRowBytes, int64_t rows, int64_t n,
+                std::byte* dst, int64_t g0, int64_t g1) {
+    const detail::Fmt f = fmtOf(t);
+    const auto rf = repackFmt(t);
+    if (rf.bytes == 0)
+        throw ArgumentError("repackRows: " + std::string(dtypeName(t)) + " has no repacked form");
+    const int64_t nb = n / detail::kQ8Elems;
+    const size_t gb = repackedGroupBytes(t, n);
     for (int64_t g = g0; g < g1; ++g) {
         std::byte* out = dst + size_t(g) * gb;
         std::memset(out, 0, gb);
@@ -278,15 +304,6 @@ bool repackLegacy(DType t, const std::byte* w, size_t wRowBytes, int64_t rows, i
             }
         }
     }
-    return true;
 }
 
-const QDotKernel* qdotLegacy(DType t, Isa isa) {
-    return select(t, isa, true);
-}
-
-const QDotKernel* qdotLegacyNoVnni(DType t, Isa isa) {
-    return select(t, isa, false);
-}
-
-} // namespace lcw::kernels::detail
+} // namespace lcw::kernels

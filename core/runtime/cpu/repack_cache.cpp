@@ -40,9 +40,8 @@ std::shared_ptr<const RepackedWeight> makeRepacked(const TensorView& w) {
     auto r = std::make_shared<RepackedWeight>();
     r->bytes = repackedBytes(w.dtype, rows, n);
     r->data = static_cast<std::byte*>(::operator new[](r->bytes, std::align_val_t(64)));
-    const int64_t G = repackGroupRows(w.dtype);
-    const int64_t groups = (rows + G - 1) / G;
-    const int64_t kStep = 64 / G; // groups per task: 64 rows
+    const int64_t groups = (rows + kRepackRows - 1) / kRepackRows;
+    constexpr int64_t kStep = 4; // groups per task: 64 rows
     // omp: nothrow (byte copies into the buffer allocated above; the type was checked repackable)
 #pragma omp parallel for schedule(dynamic, 1) if (groups > kStep)
     for (int64_t g = 0; g < groups; g += kStep)
@@ -74,7 +73,8 @@ const std::byte* RepackCache::get(const TensorView& w) {
     const QDotKernel* k = qdotKernel(w.dtype);
     if (!k || !k->gemmRepacked || w.cols() % dtypeBlockElems(w.dtype) != 0 || w.rows() < 1)
         return nullptr;
-    if (auto it = m_held.find(w.data); it != m_held.end()) return it->second->data;
+    if (auto it = m_held.find(w.data); it != m_held.end())
+        return it->second ? it->second->data : nullptr; // null: no memory for it, not retried
     const Registry::Key key{w.data, int(w.dtype), w.rows(), w.cols()};
     Registry& reg = registry();
     std::shared_ptr<const RepackedWeight> r;
@@ -90,6 +90,7 @@ const std::byte* RepackCache::get(const TensorView& w) {
             try {
                 r = makeRepacked(w);
             } catch (const std::bad_alloc&) {
+                m_held.emplace(w.data, nullptr);
                 return nullptr;
             }
             reg.weights[key] = r;
