@@ -29,7 +29,10 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <memory>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -64,90 +67,150 @@ int usage() {
     return 2;
 }
 
-} // namespace
-
-int main(int argc, char** argv) {
-    if (argc < 2 || argv[1][0] == '-') return usage();
-    std::string path = argv[1];
+struct Args {
+    std::string path, preset, recipePath, device;
     int64_t nPrefill = 128, nDecode = 64, warmup = 1;
     int threads = 0, reps = 3;
     bool exact = false;
-    std::string preset, recipePath, device;
+};
+
+/// The command line; false on a malformed one.
+bool parseArgs(int argc, char** argv, Args& a) {
+    if (argc < 2 || argv[1][0] == '-') return false;
+    a.path = argv[1];
     for (int i = 2; i < argc; ++i) {
         const std::string k = argv[i];
         if (k == "--exact-activations") {
-            exact = true;
+            a.exact = true;
             continue;
         }
-        if (i + 1 >= argc) return usage();
+        if (i + 1 >= argc) return false;
         if (k == "--device") {
-            device = argv[++i];
+            a.device = argv[++i];
             continue;
         }
         if (k == "--preset" || k == "--recipe") {
-            (k == "--preset" ? preset : recipePath) = argv[++i];
+            (k == "--preset" ? a.preset : a.recipePath) = argv[++i];
             continue;
         }
         char* end = nullptr;
         const long long v = std::strtoll(argv[i + 1], &end, 10);
-        if (*end != '\0' || v < 0) return usage();
+        if (*end != '\0' || v < 0) return false;
         if (k == "--prefill")
-            nPrefill = v;
+            a.nPrefill = v;
         else if (k == "--decode")
-            nDecode = v;
+            a.nDecode = v;
         else if (k == "--threads")
-            threads = int(v);
+            a.threads = int(v);
         else if (k == "--reps")
-            reps = int(v);
+            a.reps = int(v);
         else if (k == "--warmup")
-            warmup = v;
+            a.warmup = v;
         else
-            return usage();
+            return false;
         ++i;
     }
-    if (nPrefill < 1 || nDecode < 1 || reps < 1) return usage();
-    if (threads > 0) omp_set_num_threads(threads);
+    return a.nPrefill >= 1 && a.nDecode >= 1 && a.reps >= 1;
+}
+
+/// What is measured: the model itself or its overlay under the recipe, and the weight bytes one
+/// decode step reads.
+struct Configuration {
+    const lcw::WeightSource* weights = nullptr;
+    std::unique_ptr<lcw::compress::CompressedModel> overlay;
+    double compressSec = 0.0;
+    uint64_t decodeBytes = 0;
+};
+
+Configuration configure(const lcw::Model& model, const Args& a) {
+    Configuration c;
+    c.weights = &model;
+    c.decodeBytes = model.storedBytes();
+    if (const lcw::TensorView* e = model.find("embed"); e && model.find("lm_head"))
+        c.decodeBytes -= e->nbytes - e->rowBytes();
+    if (a.preset.empty() && a.recipePath.empty()) return c;
+    const lcw::compress::Recipe recipe = a.preset.empty()
+                                             ? lcw::compress::Recipe::load(a.recipePath)
+                                             : lcw::compress::findPreset(a.preset).recipe;
+    lcw::NullProgress np;
+    const double tc = now();
+    c.overlay = lcw::compress::compress(model, recipe, np).model;
+    c.compressSec = now() - tc;
+    if (!c.overlay) throw std::runtime_error("compress returned no overlay");
+    c.weights = c.overlay.get();
+    for (const std::string& n : c.overlay->replacedNames()) {
+        const lcw::TensorView* t = model.find(n);
+        const bool embedRow = n == "embed" && model.find("lm_head");
+        if (t) c.decodeBytes -= embedRow ? t->rowBytes() : t->nbytes;
+        const uint64_t stored = c.overlay->tensorSize(n).bytes();
+        c.decodeBytes += embedRow && t ? stored / uint64_t(t->rows()) : stored;
+    }
+    return c;
+}
+
+/// Tokens per second of each repetition, and the warm-up's seconds.
+struct Timings {
+    std::vector<double> prefill, decode;
+    double warmSec = 0.0;
+};
+
+Timings measure(lcw::Session& session, const std::vector<int32_t>& prompt, const Args& a,
+                int64_t contextLength) {
+    std::vector<float> logits;
+    auto decode = [&](int32_t tok, int64_t n) {
+        for (int64_t i = 0; i < n; ++i) {
+            session.forward(std::span<const int32_t>(&tok, 1), logits, false);
+            tok = int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
+        }
+    };
+    Timings t;
+    const double tw = now();
+    decode(prompt.back(), std::min(a.warmup, contextLength));
+    t.warmSec = now() - tw;
+    const auto nPrefill = int64_t(prompt.size());
+    for (int r = 0; r < a.reps; ++r) {
+        session.reset();
+        double s = now();
+        session.forward(prompt, logits, false);
+        t.prefill.push_back(double(nPrefill) / (now() - s));
+        s = now();
+        decode(prompt.back(), a.nDecode);
+        t.decode.push_back(double(a.nDecode) / (now() - s));
+    }
+    return t;
+}
+
+nlohmann::json rates(const char* metric, const std::vector<double>& v, int64_t tokens) {
+    return {{"metric", metric},
+            {"value", median(v)},
+            {"best", *std::max_element(v.begin(), v.end())},
+            {"runs", v},
+            {"tokens", tokens}};
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    Args a;
+    if (!parseArgs(argc, argv, a)) return usage();
+    if (a.threads > 0) omp_set_num_threads(a.threads);
     try {
         const double t0 = now();
-        auto model = lcw::Model::load(path);
+        auto model = lcw::Model::load(a.path);
         const double loadSec = now() - t0;
         const auto& spec = model->spec();
         const double f32Bytes = double(model->parameterCount()) * 4.0;
-        uint64_t decodeBytes = model->storedBytes();
-        if (const lcw::TensorView* e = model->find("embed"); e && model->find("lm_head"))
-            decodeBytes -= e->nbytes - e->rowBytes();
-        // The configuration measured: the model itself or its overlay.
-        const lcw::WeightSource* weights = model.get();
-        std::unique_ptr<lcw::compress::CompressedModel> overlay;
-        double compressSec = 0.0;
-        if (!preset.empty() || !recipePath.empty()) {
-            const lcw::compress::Recipe recipe = preset.empty()
-                                                     ? lcw::compress::Recipe::load(recipePath)
-                                                     : lcw::compress::findPreset(preset).recipe;
-            lcw::NullProgress np;
-            const double tc = now();
-            overlay = lcw::compress::compress(*model, recipe, np).model;
-            compressSec = now() - tc;
-            if (!overlay) throw std::runtime_error("compress returned no overlay");
-            weights = overlay.get();
-            for (const std::string& n : overlay->replacedNames()) {
-                const lcw::TensorView* t = model->find(n);
-                const bool embedRow = n == "embed" && model->find("lm_head");
-                if (t) decodeBytes -= embedRow ? t->rowBytes() : t->nbytes;
-                const uint64_t stored = overlay->tensorSize(n).bytes();
-                decodeBytes += embedRow && t ? stored / uint64_t(t->rows()) : stored;
-            }
-        }
-        nlohmann::json base = {{"model", path},
+        const Configuration c = configure(*model, a);
+        nlohmann::json base = {{"model", a.path},
                                {"arch", spec.arch},
                                {"format", spec.sourceFormat},
                                {"parameters", model->parameterCount()},
                                {"stored_bytes", model->storedBytes()},
-                               {"decode_weight_bytes", decodeBytes},
-                               {"exact_activations", exact},
-                               {"configuration", !preset.empty()       ? preset
-                                                 : !recipePath.empty() ? recipePath
-                                                                       : std::string("model")},
+                               {"decode_weight_bytes", c.decodeBytes},
+                               {"exact_activations", a.exact},
+                               {"configuration", !a.preset.empty()       ? a.preset
+                                                 : !a.recipePath.empty() ? a.recipePath
+                                                                         : std::string("model")},
                                {"threads", omp_get_max_threads()}};
         auto emit = [&](nlohmann::json j) {
             for (auto& [k, v] : base.items()) j[k] = v;
@@ -155,42 +218,26 @@ int main(int argc, char** argv) {
             std::fflush(stdout);
         };
         emit({{"metric", "load_seconds"}, {"value", loadSec}});
-        if (overlay) {
-            emit({{"metric", "compress_seconds"}, {"value", compressSec}});
-            emit({{"metric", "bits_per_weight"}, {"value", overlay->totalSize().bitsPerWeight()}});
+        if (c.overlay) {
+            emit({{"metric", "compress_seconds"}, {"value", c.compressSec}});
+            emit(
+                {{"metric", "bits_per_weight"}, {"value", c.overlay->totalSize().bitsPerWeight()}});
         }
 
-        nPrefill = std::min<int64_t>(nPrefill, std::max<int64_t>(1, spec.maxSeq - nDecode - 1));
+        const int64_t nPrefill =
+            std::min<int64_t>(a.nPrefill, std::max<int64_t>(1, spec.maxSeq - a.nDecode - 1));
         lcw::SessionOptions so;
-        so.contextLength = nPrefill + nDecode + 1;
-        if (exact) setExactActivations(so);
-        so.device = device;
-        lcw::Session session(*weights, so);
+        so.contextLength = nPrefill + a.nDecode + 1;
+        if (a.exact) setExactActivations(so);
+        so.device = a.device;
+        lcw::Session session(*c.weights, so);
         std::vector<int32_t> prompt(static_cast<size_t>(nPrefill));
         for (int64_t i = 0; i < nPrefill; ++i)
             prompt[size_t(i)] = int32_t((i * 7919 + 13) % spec.vocab);
-        std::vector<float> logits;
-        auto decode = [&](int32_t tok, int64_t n) {
-            for (int64_t i = 0; i < n; ++i) {
-                session.forward(std::span<const int32_t>(&tok, 1), logits, false);
-                tok = int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
-            }
-        };
-        const double tw = now();
-        decode(prompt.back(), std::min(warmup, so.contextLength));
-        const double warmSec = now() - tw;
-        std::vector<double> prefillTps, decodeTps;
-        for (int r = 0; r < reps; ++r) {
-            session.reset();
-            double a = now();
-            session.forward(prompt, logits, false);
-            prefillTps.push_back(double(nPrefill) / (now() - a));
-            a = now();
-            decode(prompt.back(), nDecode);
-            decodeTps.push_back(double(nDecode) / (now() - a));
-        }
-        emit({{"metric", "warmup_seconds"}, {"value", warmSec}, {"tokens", warmup}});
-        if (!device.empty())
+        const Timings t = measure(session, prompt, a, so.contextLength);
+
+        emit({{"metric", "warmup_seconds"}, {"value", t.warmSec}, {"tokens", a.warmup}});
+        if (!a.device.empty())
             emit({{"metric", "device"},
                   {"id", session.device().id},
                   {"name", session.device().name},
@@ -199,25 +246,17 @@ int main(int argc, char** argv) {
                   {"resident_note", session.residentNote()},
                   {"device_products", session.deviceProducts()},
                   {"device_memory_bytes", session.deviceMemoryBytes()}});
-        emit({{"metric", "prefill_tokens_per_second"},
-              {"value", median(prefillTps)},
-              {"best", *std::max_element(prefillTps.begin(), prefillTps.end())},
-              {"runs", prefillTps},
-              {"tokens", nPrefill}});
-        emit({{"metric", "decode_tokens_per_second"},
-              {"value", median(decodeTps)},
-              {"best", *std::max_element(decodeTps.begin(), decodeTps.end())},
-              {"runs", decodeTps},
-              {"tokens", nDecode}});
+        emit(rates("prefill_tokens_per_second", t.prefill, nPrefill));
+        emit(rates("decode_tokens_per_second", t.decode, a.nDecode));
         const double peak = double(lcw::peakRssBytes());
         emit({{"metric", "peak_rss_bytes"},
               {"value", peak},
               {"ratio_to_f32_size", peak / f32Bytes},
               {"ratio_to_stored_size", peak / double(model->storedBytes())}});
-        if (overlay)
+        if (c.overlay)
             emit({{"metric", "overlay_resident_bytes"},
-                  {"value", overlay->residentBytes()},
-                  {"stored_bytes", overlay->totalSize().bytes()}});
+                  {"value", c.overlay->residentBytes()},
+                  {"stored_bytes", c.overlay->totalSize().bytes()}});
     } catch (const std::exception& e) {
         std::fprintf(stderr, "error: %s\n", e.what());
         return 1;

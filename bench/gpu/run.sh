@@ -78,10 +78,8 @@ run_tests() {
   done
 }
 
-ftype() {
-  case $1 in F16) echo 1 ;; BF16) echo 32 ;; Q8_0) echo 7 ;; Q4_0) echo 2 ;; Q4_K_M) echo 15 ;;
-    Q6_K) echo 18 ;; *) echo "unknown type $1" >&2; return 1 ;; esac
-}
+# llamacpp_ftype_id: llama.h's id of a llama-quantize type name
+source bench/llamacpp/node_dir.sh
 
 # bench_shape SHAPE TYPES PPL_BYTES: one synthetic shape, every type, both engines.
 bench_shape() {
@@ -101,7 +99,7 @@ bench_shape() {
     late "$shape $t" && return
     f=$d/$t.gguf
     if [ "$t" != F16 ] && [ ! -f "$f" ]; then
-      "$G/bin/llama_quantize_time" "$(ls "$G"/llama/libllama.*.so)" "$d/F16.gguf" "$f" "$(ftype "$t")" "$THREADS" \
+      "$G/bin/llama_quantize_time" "$(ls "$G"/llama/libllama.*.so)" "$d/F16.gguf" "$f" "$(llamacpp_ftype_id "$t")" "$THREADS" \
         2>> "$OUT/quantize.err" | jq -c --arg t "$t" --arg s "$shape" '. + {type: $t, shape: $s}' >> "$J" || continue
     fi
     log "$shape $t: lcw"

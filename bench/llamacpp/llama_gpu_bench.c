@@ -79,32 +79,173 @@ static int argmax(const float* v, int n) {
     return best;
 }
 
-int main(int argc, char** argv) {
-    if (argc < 2 || argv[1][0] == '-') {
-        fprintf(stderr, "usage: %s MODEL.gguf [--ngl N] [--prefill N] [--decode N] [--reps R] "
-                        "[--warmup W] [--ppl TEXT --ctx N [--chunks N]]\n", argv[0]);
-        return 2;
-    }
-    const char* path = argv[1];
-    int ngl = 999, prefill = 512, ndecode = 128, reps = 3, warmup = 1, pctx = 512, chunks = 0;
-    const char* ppl_text = NULL;
+struct opts {
+    const char* path;
+    const char* ppl_text;
+    int ngl, prefill, ndecode, reps, warmup, pctx, chunks;
+};
+
+// The command line; 0 on a malformed one.
+static int parse_opts(int argc, char** argv, struct opts* o) {
+    if (argc < 2 || argv[1][0] == '-') return 0;
+    *o = (struct opts){argv[1], NULL, 999, 512, 128, 3, 1, 512, 0};
     for (int i = 2; i + 1 < argc; i += 2) {
         const char* k = argv[i];
         const char* v = argv[i + 1];
-        if (!strcmp(k, "--ppl")) ppl_text = v;
-        else if (!strcmp(k, "--ngl")) ngl = atoi(v);
-        else if (!strcmp(k, "--prefill")) prefill = atoi(v);
-        else if (!strcmp(k, "--decode")) ndecode = atoi(v);
-        else if (!strcmp(k, "--reps")) reps = atoi(v);
-        else if (!strcmp(k, "--warmup")) warmup = atoi(v);
-        else if (!strcmp(k, "--ctx")) pctx = atoi(v);
-        else if (!strcmp(k, "--chunks")) chunks = atoi(v);
+        if (!strcmp(k, "--ppl"))
+            o->ppl_text = v;
+        else if (!strcmp(k, "--ngl"))
+            o->ngl = atoi(v);
+        else if (!strcmp(k, "--prefill"))
+            o->prefill = atoi(v);
+        else if (!strcmp(k, "--decode"))
+            o->ndecode = atoi(v);
+        else if (!strcmp(k, "--reps"))
+            o->reps = atoi(v);
+        else if (!strcmp(k, "--warmup"))
+            o->warmup = atoi(v);
+        else if (!strcmp(k, "--ctx"))
+            o->pctx = atoi(v);
+        else if (!strcmp(k, "--chunks"))
+            o->chunks = atoi(v);
         else {
             fprintf(stderr, "unknown option %s\n", k);
-            return 2;
+            return 0;
         }
     }
-    if (reps < 1 || reps > 64 || prefill < 1 || ndecode < 1 || pctx < 4) return 2;
+    return o->reps >= 1 && o->reps <= 64 && o->prefill >= 1 && o->ndecode >= 1 && o->pctx >= 4;
+}
+
+// One JSON line of per-repetition rates (median, best, runs; decode adds the greedy ids).
+static void print_rates(const char* metric, double* v, int reps, int tokens, const llama_token* ids,
+                        const char* base) {
+    printf("{\"metric\":\"%s\",\"runs\":[", metric);
+    double best = 0;
+    for (int r = 0; r < reps; ++r) {
+        printf("%s%.3f", r ? "," : "", v[r]);
+        if (v[r] > best) best = v[r];
+    }
+    printf("],\"value\":%.3f,\"best\":%.3f,\"tokens\":%d", median(v, reps), best, tokens);
+    if (ids) {
+        printf(",\"ids\":[");
+        for (int i = 0; i < tokens; ++i) printf("%s%d", i ? "," : "", ids[i]);
+        printf("]");
+    }
+    printf(",%s}\n", base);
+    fflush(stdout);
+}
+
+// W warm-up steps, then per repetition one prefill of the synthetic prompt and N greedy decode
+// steps; prints both rate lines. Non-zero when llama_decode fails.
+static int run_speed(struct llama_context* ctx, struct llama_batch* b, int nv, const struct opts* o,
+                     const char* base) {
+    llama_memory_t mem = llama_get_memory(ctx);
+    llama_token* prompt = (llama_token*)malloc(sizeof(llama_token) * (size_t)o->prefill);
+    llama_token* ids = (llama_token*)malloc(sizeof(llama_token) * (size_t)o->ndecode);
+    int rc = 0;
+    for (int i = 0; i < o->prefill; ++i) prompt[i] = (llama_token)(((long long)i * 7919 + 13) % nv);
+    for (int i = 0; i < o->warmup && i < o->prefill && !rc; ++i)
+        rc = decode_tokens(ctx, b, &prompt[i], 1, i, 0);
+    llama_synchronize(ctx);
+    double pp[64], tg[64];
+    for (int r = 0; r < o->reps && !rc; ++r) {
+        llama_memory_clear(mem, true);
+        double a = now();
+        if ((rc = decode_tokens(ctx, b, prompt, o->prefill, 0, 0))) break;
+        (void)llama_get_logits_ith(ctx, -1); // waits for the result, as lcw's forward returns it
+        pp[r] = o->prefill / (now() - a);
+        a = now();
+        llama_token tok = prompt[o->prefill - 1];
+        for (int i = 0; i < o->ndecode && !rc; ++i) {
+            rc = decode_tokens(ctx, b, &tok, 1, o->prefill + i, 0);
+            tok = argmax(llama_get_logits_ith(ctx, -1), nv);
+            ids[i] = tok;
+        }
+        tg[r] = o->ndecode / (now() - a);
+    }
+    if (!rc) {
+        print_rates("prefill_tokens_per_second", pp, o->reps, o->prefill, NULL, base);
+        print_rates("decode_tokens_per_second", tg, o->reps, o->ndecode, ids, base);
+    }
+    free(prompt);
+    free(ids);
+    return rc;
+}
+
+// Mean negative log-likelihood of the second half of one chunk (logits of every position).
+static double chunk_nll(const float* logits, const llama_token* toks, int pctx, int nv) {
+    double cn = 0;
+#pragma omp parallel for reduction(+ : cn) schedule(static)
+    for (int j = pctx / 2; j < pctx - 1; ++j) {
+        const float* row = logits + (size_t)j * (size_t)nv;
+        float mx = row[0];
+        for (int t = 1; t < nv; ++t) mx = row[t] > mx ? row[t] : mx;
+        double sum = 0;
+        for (int t = 0; t < nv; ++t) sum += exp((double)(row[t] - mx));
+        cn += -((double)(row[toks[j + 1]] - mx) - log(sum));
+    }
+    return cn;
+}
+
+// llama-perplexity's method over the text file; prints the perplexity line. Non-zero on error.
+static int run_perplexity(struct llama_context* ctx, struct llama_batch* b,
+                          const struct llama_vocab* vocab, int nv, const struct opts* o,
+                          const char* base) {
+    long len = 0;
+    char* text = read_file(o->ppl_text, &len);
+    if (!text) {
+        fprintf(stderr, "%s: cannot read\n", o->ppl_text);
+        return 1;
+    }
+    const double ta = now();
+    const int cap = (int)len + 16;
+    llama_token* toks = (llama_token*)malloc(sizeof(llama_token) * (size_t)cap);
+    const int nt = llama_tokenize(vocab, text, (int32_t)len, toks, cap, true, false);
+    const double tok_s = now() - ta;
+    int rc = nt < 0;
+    if (rc) fprintf(stderr, "%s: tokenisation failed\n", o->ppl_text);
+    const int pctx = o->pctx;
+    int nchunk = rc ? 0 : nt / pctx;
+    if (o->chunks > 0 && o->chunks < nchunk) nchunk = o->chunks;
+    const llama_token bos = llama_vocab_bos(vocab);
+    double nll = 0;
+    long scored = 0;
+    const double t1 = now();
+    for (int c = 0; c < nchunk && !rc; ++c) {
+        llama_memory_clear(llama_get_memory(ctx), true);
+        llama_token* chunk = toks + (size_t)c * (size_t)pctx;
+        const llama_token keep = chunk[0];
+        if (bos >= 0) chunk[0] = bos;
+        rc = decode_tokens(ctx, b, chunk, pctx, 0, 1);
+        chunk[0] = keep;
+        if (rc) break;
+        nll += chunk_nll(llama_get_logits(ctx), chunk, pctx, nv);
+        scored += pctx - 1 - pctx / 2;
+    }
+    const double ppl_s = now() - t1;
+    if (!rc) {
+        printf(
+            "{\"metric\":\"perplexity\",\"value\":%.6f,\"seconds\":%.4f,\"tokenize_seconds\":%.4f,"
+            "\"text_tokens\":%d,\"chunks\":%d,\"ctx\":%d,\"scored\":%ld,\"tokens_per_second\":%.3f,"
+            "%s}\n",
+            exp(scored ? nll / (double)scored : 0), ppl_s, tok_s, nt, nchunk, pctx, scored,
+            (double)nchunk * pctx / ppl_s, base);
+        fflush(stdout);
+    }
+    free(toks);
+    free(text);
+    return rc;
+}
+
+int main(int argc, char** argv) {
+    struct opts o;
+    if (!parse_opts(argc, argv, &o)) {
+        fprintf(stderr,
+                "usage: %s MODEL.gguf [--ngl N] [--prefill N] [--decode N] [--reps R] "
+                "[--warmup W] [--ppl TEXT --ctx N [--chunks N]]\n",
+                argv[0]);
+        return 2;
+    }
     llama_log_set(quiet_log, NULL);
     // The prebuilt package loads its backends (Vulkan, the CPU variants) as plug-ins from its
     // folder: LLAMA_BINS names it (bench/gpu/prepare.sh sets it).
@@ -116,11 +257,11 @@ int main(int argc, char** argv) {
     llama_backend_init();
 
     struct llama_model_params mp = llama_model_default_params();
-    mp.n_gpu_layers = ngl;
-    double t0 = now();
-    struct llama_model* model = llama_model_load_from_file(path, mp);
+    mp.n_gpu_layers = o.ngl;
+    const double t0 = now();
+    struct llama_model* model = llama_model_load_from_file(o.path, mp);
     if (!model) {
-        fprintf(stderr, "%s: llama.cpp could not load the model\n", path);
+        fprintf(stderr, "%s: llama.cpp could not load the model\n", o.path);
         return 1;
     }
     const double load_s = now() - t0;
@@ -133,123 +274,25 @@ int main(int argc, char** argv) {
              "\"engine\":\"llama.cpp\",\"llama_cpp\":\"node-llama-cpp linux-x64-vulkan prebuilt\","
              "\"model\":\"%s\",\"desc\":\"%s\",\"parameters\":%llu,\"stored_bytes\":%llu,"
              "\"n_gpu_layers\":%d",
-             path, desc, (unsigned long long)llama_model_n_params(model),
-             (unsigned long long)llama_model_size(model), ngl);
+             o.path, desc, (unsigned long long)llama_model_n_params(model),
+             (unsigned long long)llama_model_size(model), o.ngl);
     printf("{\"metric\":\"load_seconds\",\"value\":%.4f,%s}\n", load_s, base);
     fflush(stdout);
 
     struct llama_context_params cp = llama_context_default_params();
-    cp.n_ctx = (uint32_t)(prefill + ndecode + 8 > pctx ? prefill + ndecode + 8 : pctx);
-    cp.n_batch = cp.n_ubatch = (uint32_t)(prefill > pctx ? prefill : pctx);
+    cp.n_ctx = (uint32_t)(o.prefill + o.ndecode + 8 > o.pctx ? o.prefill + o.ndecode + 8 : o.pctx);
+    cp.n_batch = cp.n_ubatch = (uint32_t)(o.prefill > o.pctx ? o.prefill : o.pctx);
     cp.no_perf = true;
     struct llama_context* ctx = llama_init_from_model(model, cp);
     if (!ctx) {
-        fprintf(stderr, "%s: llama.cpp could not create a context\n", path);
+        fprintf(stderr, "%s: llama.cpp could not create a context\n", o.path);
         return 1;
     }
     struct llama_batch b = llama_batch_init((int32_t)cp.n_batch, 0, 1);
-    llama_memory_t mem = llama_get_memory(ctx);
-
-    llama_token* prompt = (llama_token*)malloc(sizeof(llama_token) * (size_t)prefill);
-    for (int i = 0; i < prefill; ++i) prompt[i] = (llama_token)(((long long)i * 7919 + 13) % nv);
-    for (int i = 0; i < warmup && i < prefill; ++i)
-        if (decode_tokens(ctx, &b, &prompt[i], 1, i, 0)) return 1;
-    llama_synchronize(ctx);
-
-    double pp[64], tg[64];
-    llama_token* ids = (llama_token*)malloc(sizeof(llama_token) * (size_t)ndecode);
-    for (int r = 0; r < reps; ++r) {
-        llama_memory_clear(mem, true);
-        double a = now();
-        if (decode_tokens(ctx, &b, prompt, prefill, 0, 0)) return 1;
-        (void)llama_get_logits_ith(ctx, -1); // waits for the result, as lcw's forward returns it
-        pp[r] = prefill / (now() - a);
-        a = now();
-        llama_token tok = prompt[prefill - 1];
-        for (int i = 0; i < ndecode; ++i) {
-            if (decode_tokens(ctx, &b, &tok, 1, prefill + i, 0)) return 1;
-            tok = argmax(llama_get_logits_ith(ctx, -1), nv);
-            ids[i] = tok;
-        }
-        tg[r] = ndecode / (now() - a);
-    }
-    for (int k = 0; k < 2; ++k) {
-        double* v = k ? tg : pp;
-        printf("{\"metric\":\"%s\",\"runs\":[", k ? "decode_tokens_per_second" : "prefill_tokens_per_second");
-        double best = 0;
-        for (int r = 0; r < reps; ++r) {
-            printf("%s%.3f", r ? "," : "", v[r]);
-            if (v[r] > best) best = v[r];
-        }
-        printf("],\"value\":%.3f,\"best\":%.3f,\"tokens\":%d", median(v, reps), best, k ? ndecode : prefill);
-        if (k) {
-            printf(",\"ids\":[");
-            for (int i = 0; i < ndecode; ++i) printf("%s%d", i ? "," : "", ids[i]);
-            printf("]");
-        }
-        printf(",%s}\n", base);
-    }
-    fflush(stdout);
-
-    if (ppl_text) {
-        long len = 0;
-        char* text = read_file(ppl_text, &len);
-        if (!text) {
-            fprintf(stderr, "%s: cannot read\n", ppl_text);
-            return 1;
-        }
-        const double ta = now();
-        int cap = (int)len + 16;
-        llama_token* toks = (llama_token*)malloc(sizeof(llama_token) * (size_t)cap);
-        int nt = llama_tokenize(vocab, text, (int32_t)len, toks, cap, true, false);
-        if (nt < 0) {
-            fprintf(stderr, "%s: tokenisation failed\n", ppl_text);
-            return 1;
-        }
-        const double tok_s = now() - ta;
-        int nchunk = nt / pctx;
-        if (chunks > 0 && chunks < nchunk) nchunk = chunks;
-        const int first = pctx / 2;
-        const llama_token bos = llama_vocab_bos(vocab);
-        double nll = 0;
-        long scored = 0;
-        const double t1 = now();
-        for (int c = 0; c < nchunk; ++c) {
-            llama_memory_clear(mem, true);
-            const int start = c * pctx;
-            const llama_token keep = toks[start];
-            if (bos >= 0) toks[start] = bos;
-            if (decode_tokens(ctx, &b, &toks[start], pctx, 0, 1)) return 1;
-            toks[start] = keep;
-            float* logits = llama_get_logits(ctx);
-            double cn = 0;
-#pragma omp parallel for reduction(+ : cn) schedule(static)
-            for (int j = first; j < pctx - 1; ++j) {
-                const float* row = logits + (size_t)j * (size_t)nv;
-                float mx = row[0];
-                for (int t = 1; t < nv; ++t) mx = row[t] > mx ? row[t] : mx;
-                double sum = 0;
-                for (int t = 0; t < nv; ++t) sum += exp((double)(row[t] - mx));
-                const double lp = (double)(row[toks[start + j + 1]] - mx) - log(sum);
-                cn += -lp;
-            }
-            nll += cn;
-            scored += pctx - 1 - first;
-        }
-        const double ppl_s = now() - t1;
-        const double mean = scored ? nll / (double)scored : 0;
-        printf("{\"metric\":\"perplexity\",\"value\":%.6f,\"seconds\":%.4f,\"tokenize_seconds\":%.4f,"
-               "\"text_tokens\":%d,\"chunks\":%d,\"ctx\":%d,\"scored\":%ld,\"tokens_per_second\":%.3f,%s}\n",
-               exp(mean), ppl_s, tok_s, nt, nchunk, pctx, scored,
-               (double)nchunk * pctx / ppl_s, base);
-        fflush(stdout);
-        free(toks);
-        free(text);
-    }
+    int rc = run_speed(ctx, &b, nv, &o, base);
+    if (!rc && o.ppl_text) rc = run_perplexity(ctx, &b, vocab, nv, &o, base);
     llama_batch_free(b);
     llama_free(ctx);
     llama_model_free(model);
-    free(prompt);
-    free(ids);
-    return 0;
+    return rc ? 1 : 0;
 }
