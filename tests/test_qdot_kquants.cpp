@@ -1,14 +1,17 @@
 // Integer dot products of the 256-element GGUF types (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS) with
-// activations quantised to Q8_K blocks (core/runtime/cpu/qdot.h), at every instruction-set level this
-// CPU runs: the Q8_K bytes against an independent transcription of ggml's quantize_row_q8_K_ref;
-// the products against the portable version, against dequantised weights × dequantised
-// activations in double, and against float activations (a rigorous bound); batch invariance; the
-// linear driver; and llama.cpp's own K-quant files of ../shared/models/gguf-k end to end.
+// activations quantised to Q8_K blocks (core/runtime/cpu/qdot.h), at every instruction-set level
+// this CPU runs: the Q8_K bytes against an independent transcription of ggml's
+// quantize_row_q8_K_ref; the products against the portable version, against dequantised weights ×
+// dequantised activations in double, and against float activations (a rigorous bound); batch
+// invariance; the linear driver; and llama.cpp's own K-quant files of ../shared/models/gguf-k end
+// to end.
 #include "core/common/dtype.h"
 #include "core/io/quants.h"
 #include "core/model/model.h"
 #include "core/runtime/cpu/kernels.h"
 #include "core/runtime/cpu/qdot.h"
+#include "core/runtime/cpu/repack_cache.h"
+#include "core/runtime/cpu/simd.h"
 #include "core/runtime/session.h"
 #include "mem_weights.h"
 #include "test_util.h"
@@ -223,6 +226,40 @@ std::vector<int32_t> someIds() {
 class TestQdotKquants : public QObject {
     Q_OBJECT
 
+    // The repacked bytes from their definition: per group of 16 rows and super-block, each
+    // field of the row's block (source offset, bytes), as 2- or 4-byte units with unit u of
+    // rows 0..15 side by side, fields one after another; rows past the end are zero.
+    void checkKLayout(DType t, const Problem& p, const std::vector<std::byte>& rp) {
+        struct F {
+            int src, bytes, unit;
+        };
+        const std::vector<F> fields =
+            t == DType::Q4_K ? std::vector<F>{{0, 2, 2}, {2, 2, 2}, {4, 12, 4}, {16, 128, 4}}
+                             : std::vector<F>{{208, 2, 2}, {192, 16, 4}, {0, 128, 4}, {128, 64, 4}};
+        const size_t bb = blockBytes(t), rb = p.rowBytes(), gb = kr::repackedGroupBytes(t, p.n);
+        for (int64_t r = 0; r < 48; ++r)
+            for (int64_t b = 0; b < p.n / 256; ++b) {
+                std::vector<std::byte> expect(bb, std::byte{0});
+                if (r < p.rows)
+                    std::memcpy(expect.data(), p.w.data() + size_t(r) * rb + b * bb, bb);
+                size_t at = size_t(r / 16) * gb + size_t(b) * 16 * bb;
+                const int l = int(r % 16);
+                for (const F& f : fields) {
+                    for (int u = 0; u < f.bytes / f.unit; ++u)
+                        QVERIFY2(std::memcmp(rp.data() + at + size_t((u * 16 + l) * f.unit),
+                                             expect.data() + f.src + u * f.unit,
+                                             size_t(f.unit)) == 0,
+                                 qPrintable(QString("%1 row %2 block %3 field at %4 unit %5")
+                                                .arg(tn(t))
+                                                .arg(r)
+                                                .arg(b)
+                                                .arg(f.src)
+                                                .arg(u)));
+                    at += size_t(16 * f.bytes);
+                }
+            }
+    }
+
 private slots:
     void kernelsExist() {
         for (DType t : kTypes)
@@ -356,6 +393,94 @@ private slots:
         qInfo("%s: |portable - double|/S <= %.2g, |isa - portable|/S <= %.2g, float-activation "
               "error <= %.2f of its bound",
               qPrintable(tn(t)), worstExact, worstIsa, worstBound);
+    }
+
+    // Q4_K and Q6_K repacked (qdot.h: repackRows): the layout from its definition, and the
+    // repacked product of every level that has one equals the portable product bit for bit
+    // (row ranges starting at any group, partial last groups, every token-block tail).
+    void repackedProductIsThePortableOne() {
+        QVERIFY(!kr::repackable(DType::Q5_K) && !kr::repackable(DType::IQ4_XS));
+        bool anyKernel = false;
+        for (DType t : {DType::Q4_K, DType::Q6_K}) {
+            QVERIFY(kr::repackable(t));
+            for (bool quantised : {false, true}) {
+                const int64_t rows = 37, n = 768; // 3 groups, the last of 5 rows
+                const Problem p = makeProblem(t, rows, n, 11, quantised, 5u + uint32_t(t));
+                const size_t rb = p.rowBytes(), gb = kr::repackedGroupBytes(t, n);
+                QCOMPARE(gb, size_t(kr::kRepackRows) * rb);
+                QCOMPARE(kr::repackedBytes(t, rows, n), 3 * gb);
+                std::vector<std::byte> rp(3 * gb, std::byte{0x5A});
+                kr::repackRows(t, p.w.data(), rb, rows, n, rp.data(), 0, 3);
+                checkKLayout(t, p, rp);
+                if (QTest::currentTestFailed()) return;
+                const kr::QDotKernel* gen = kr::qdotKernel(t, kr::Isa::Generic);
+                const auto xq = quantizeActs(*gen, p);
+                const size_t ldx = kr::actRowBytes(gen->act, n);
+                std::vector<float> ref(size_t(p.nTok * rows));
+                runGemm(*gen, p, xq, 0, rows, 0, p.nTok, ref);
+                for (kr::Isa isa : kr::supportedIsas()) {
+                    const kr::QDotKernel* k = kr::qdotKernel(t, isa);
+                    if (!k->gemmRepacked) continue;
+                    anyKernel = true;
+                    for (int64_t nTok : {1, 2, 3, 4, 5, 7, 11})
+                        for (auto [g0, nr] : {std::pair<int64_t, int64_t>{0, rows},
+                                              {1, 21},
+                                              {2, 5},
+                                              {0, 16},
+                                              {1, 3}}) {
+                            std::vector<float> y(size_t(nTok * nr), -7.0f);
+                            k->gemmRepacked(rp.data() + size_t(g0) * gb, nr, xq.data(), ldx, nTok,
+                                            y.data(), nr, n);
+                            for (int64_t tk = 0; tk < nTok; ++tk)
+                                for (int64_t r = 0; r < nr; ++r) {
+                                    const float a = y[size_t(tk * nr + r)],
+                                                b = ref[size_t(tk * rows + g0 * 16 + r)];
+                                    if (std::memcmp(&a, &b, 4) != 0)
+                                        QFAIL(qPrintable(
+                                            QString("%1 %2 %3: %4 tokens, row %5 token %6: "
+                                                    "repacked %7, portable %8")
+                                                .arg(tn(t), kr::isaName(isa),
+                                                     quantised ? "quantised" : "random")
+                                                .arg(nTok)
+                                                .arg(g0 * 16 + r)
+                                                .arg(tk)
+                                                .arg(double(a), 0, 'g', 9)
+                                                .arg(double(b), 0, 'g', 9)));
+                                }
+                        }
+                }
+            }
+        }
+        // linearBatch over repacked jobs (the CPU backend's path: tiles aligned to groups, two
+        // threads, a bias, 300 rows) gives the portable product plus the bias.
+        for (DType t : {DType::Q4_K, DType::Q6_K}) {
+            const Problem p = makeProblem(t, 300, 512, 6, true, 3u + uint32_t(t));
+            TensorView w;
+            w.name = "w";
+            w.dtype = t;
+            w.shape = {p.rows, p.n};
+            w.data = p.w.data();
+            w.nbytes = p.w.size();
+            std::vector<float> bias(size_t(p.rows), 0.5f), ref(size_t(p.nTok * p.rows)),
+                y(ref.size(), -1.f);
+            {
+                IsaGuard guard;
+                kr::setIsa(kr::Isa::Generic);
+                kr::linear(w, p.x.data(), p.n, p.nTok, ref.data(), p.rows, bias.data(), 2);
+            }
+            kr::RepackCache cache;
+            kr::LinearJob job{&w, y.data(), p.rows, bias.data()};
+            job.repacked = cache.get(w);
+            QCOMPARE(job.repacked != nullptr, kr::qdotKernel(t)->gemmRepacked != nullptr);
+            kr::linearBatch({&job, 1}, p.x.data(), p.n, p.nTok, 2);
+            if (job.repacked) QVERIFY2(sameFloats(ref, y), qPrintable(tn(t)));
+        }
+        // An AVX-512 VNNI machine has them.
+        if (!anyKernel) qInfo("no level of this CPU has a repacked k-quant product");
+        for (kr::Isa isa : kr::supportedIsas())
+            if (isa == kr::Isa::Avx512 && kr::detail::cpu().avx512vnni)
+                QVERIFY(kr::qdotKernel(DType::Q4_K, isa)->gemmRepacked &&
+                        kr::qdotKernel(DType::Q6_K, isa)->gemmRepacked);
     }
 
     // One output element does not depend on how many rows and tokens share the call, nor on where

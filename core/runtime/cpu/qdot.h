@@ -38,22 +38,25 @@ struct QDotKernel {
     /// activation rows at xq + t * xqRowBytes. Single-threaded (the caller splits rows).
     void (*gemm)(const std::byte* w, size_t wRowBytes, int64_t nRows, const std::byte* xq,
                  size_t xqRowBytes, int64_t nTok, float* y, int64_t ldy, int64_t n) = nullptr;
-    /// gemm's result, bit for bit, from weights repacked by repackRows (nullptr: this kernel
-    /// has no repacked form). `wr` points at the repacked group holding the first row (rows
-    /// start at a multiple of kRepackRows); nRows rows from there.
+    /// The product from weights repacked by repackRows (nullptr: this kernel has no repacked
+    /// form): the 32-element types give this gemm's result bit for bit, Q4_K and Q6_K the
+    /// portable kernel's (Isa::Generic) bit for bit. `wr` points at the repacked group holding
+    /// the first row (rows start at a multiple of kRepackRows); nRows rows from there.
     void (*gemmRepacked)(const std::byte* wr, int64_t nRows, const std::byte* xq, size_t xqRowBytes,
                          int64_t nTok, float* y, int64_t ldy, int64_t n) = nullptr;
 };
 
-/// Repacked weights (the 32-element block types Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL): rows in
-/// groups of 16, and per group and block the 16 rows' f16 d, then f16 m (Q4_1 / Q5_1), fifth-bit
-/// words (Q5_0 / Q5_1) and code words side by side (word j of rows 0..15, then word j+1, ...),
-/// so that the AVX-512 kernels load a block of 16 rows as whole vectors from one stream instead
-/// of transposing the rows' bytes in the hot loop (llama.cpp repacks Q4_0 at load for the same
-/// reason). Same size as the rows (the last group padded with zero rows). Optional: it costs a
-/// copy of the weights in memory (repack_cache.h gives a mapped file's pages back). The
-/// k-quants are not repacked: interleaving 4 rows' super-blocks for their 4-row decode kernel
-/// measured 6-10 % slower (1.1B and 8B Q4_K_M, 2 threads).
+/// Repacked weights: rows in groups of 16 so that the AVX-512 kernels load a block of 16 rows
+/// as whole vectors from one stream, one 32-bit lane per row, instead of gathering the rows'
+/// bytes in the hot loop (llama.cpp repacks Q4_0 and Q4_K at load for the same reason). The
+/// 32-element types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL): per group and block the 16 rows' f16
+/// d, then f16 m (Q4_1 / Q5_1), fifth-bit words (Q5_0 / Q5_1) and code words side by side (word
+/// j of rows 0..15, then word j+1, ...). Q4_K and Q6_K, per group and super-block: Q4_K the f16
+/// d of the 16 rows, their f16 dmin, the 3 words of packed 6-bit scales and mins, the 32 code
+/// words; Q6_K the f16 d, the 4 words of int8 scales, the 32 ql words, the 16 qh words (each
+/// field word by word, the 16 rows side by side). Same size as the rows (the last group padded
+/// with zero rows). Optional: it costs a copy of the weights in memory (repack_cache.h gives a
+/// mapped file's pages back).
 /// Rows per repacked group: a row range that starts at a multiple of it starts a group.
 constexpr int64_t kRepackRows = 16;
 /// Whether weights of type t have a repacked form.
@@ -76,6 +79,14 @@ namespace detail {
 /// (Q2_K .. Q6_K, IQ4_XS); nullptr for other types. `isa` is never Auto.
 const QDotKernel* qdotLegacy(DType t, Isa isa);
 const QDotKernel* qdotKQuants(DType t, Isa isa);
+/// The repacked layouts of each family: bytes of one group per weight block (0: the type has
+/// none), and repackRows for the family's types.
+size_t legacyRepackBlockBytes(DType t);
+size_t kquantRepackBlockBytes(DType t);
+void repackLegacyGroups(DType t, const std::byte* w, size_t wRowBytes, int64_t rows, int64_t n,
+                        std::byte* dst, int64_t g0, int64_t g1);
+void repackKQuantGroups(DType t, const std::byte* w, size_t wRowBytes, int64_t rows, int64_t n,
+                        std::byte* dst, int64_t g0, int64_t g1);
 } // namespace detail
 
 } // namespace lcw::kernels

@@ -829,6 +829,242 @@ LCW_QZ void microZ(const uint8_t* w, size_t ldw, const uint8_t* x, size_t ldx, c
         for (int t = 0; t < NT; ++t) y[t * ldy + r] = _mm512_reduce_add_ps(acc[r][t]);
 }
 
+// ---- repacked Q4_K and Q6_K (qdot.h: repackRows; layout in kRepackK below) ----
+//
+// 16 rows per group, one dword lane per row: vpdpbusd multiplies 4 unsigned codes of each of the
+// 16 rows with 4 broadcast activation bytes, so one instruction serves 16 rows and the 6-bit
+// scales and mins are unpacked once per 16 rows. Per super-block the arithmetic is the portable
+// version's (gemmGeneric): the same exact integer sums, then (d·da)·isum − (dmin·da)·bsum in the
+// same float operations, so the repacked product is the portable one bit for bit.
+
+// Token side of one Q8_K block: da, and Q4_K: the 32-value sums as int16 pairs (sums 0 and 2,
+// 1 and 3, 4 and 6, 5 and 7: the pairs of mins the kernel forms); Q6_K: −32·bsums[k].
+struct TokR {
+    alignas(64) int32_t v[16];
+    float da;
+};
+
+template <DType T>
+void tokSideR(const uint8_t* x, size_t ldx, int64_t nTok, int64_t nb, TokR* out) {
+    for (int64_t t = 0; t < nTok; ++t)
+        for (int64_t b = 0; b < nb; ++b) {
+            const uint8_t* xb = x + size_t(t) * ldx + size_t(b) * kQ8KBytes;
+            TokR& o = out[t * nb + b];
+            o.da = rdF32(xb);
+            int16_t bs[16];
+            std::memcpy(bs, xb + kQ8KSums, sizeof bs);
+            if constexpr (T == DType::Q4_K) {
+                int32_t s32[8];
+                for (int j = 0; j < 8; ++j) s32[j] = bs[2 * j] + bs[2 * j + 1];
+                auto pair = [](int32_t lo, int32_t hi) {
+                    return int32_t(uint32_t(uint16_t(lo)) | (uint32_t(uint16_t(hi)) << 16));
+                };
+                o.v[0] = pair(s32[0], s32[2]);
+                o.v[1] = pair(s32[1], s32[3]);
+                o.v[2] = pair(s32[4], s32[6]);
+                o.v[3] = pair(s32[5], s32[7]);
+            } else {
+                for (int k = 0; k < 16; ++k) o.v[k] = -32 * bs[k];
+            }
+        }
+}
+
+// Fetch the group's stream this many super-blocks ahead (4.6 KB for Q4_K).
+constexpr int64_t kRepackAhead = 2;
+
+// The float steps as separately rounded operations (the _round forms are never fused into an
+// FMA, which -ffp-contract would do to plain vector * and +): the portable version's roundings.
+constexpr int kRound = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+LCW_QZ inline __m512 mulR(__m512 a, __m512 b) {
+    return _mm512_mul_round_ps(a, b, kRound);
+}
+
+LCW_QZ inline __m512i bcast32(const uint8_t* p) {
+    int32_t v;
+    std::memcpy(&v, p, 4);
+    return _mm512_set1_epi32(v);
+}
+LCW_QZ inline __m512i byteOf(__m512i v, int j) { // byte j of each dword, zero-extended
+    return _mm512_and_si512(_mm512_srli_epi32(v, 8 * j), _mm512_set1_epi32(0xFF));
+}
+LCW_QZ inline void prefetchRange(const uint8_t* p, int bytes) {
+    for (int o = 0; o < bytes; o += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(p + o), _MM_HINT_T0);
+}
+
+// One group of 16 Q4_K rows (nr of them real) × NT tokens, all super-blocks.
+template <int NT>
+LCW_QZ void q4kGroup(const uint8_t* wg, int64_t nb, const uint8_t* x, size_t ldx, const TokR* tok,
+                     float* y, int64_t ldy, int nr) {
+    constexpr int kBytes = 16 * 144, kScales = 64, kQs = 256;
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m6 = _mm512_set1_epi8(0x3F),
+                  m30 = _mm512_set1_epi8(0x30), lo16 = _mm512_set1_epi32(0x00FF00FF);
+    __m512 acc[NT];
+    for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+        const uint8_t* p = wg + b * kBytes;
+        const uint8_t* xb = x + size_t(b) * kQ8KBytes + kQ8KQs;
+        prefetchRange(p + kRepackAhead * kBytes, kQs);
+        // 6-bit scales and mins (unpackScaleMin on 16 rows): bytes j of sLo / sHi = scales j,
+        // 4 + j; of mLo / mHi = mins j, 4 + j.
+        const __m512i v0 = _mm512_loadu_si512(p + kScales),
+                      v1 = _mm512_loadu_si512(p + kScales + 64),
+                      v2 = _mm512_loadu_si512(p + kScales + 128);
+        const __m512i sLo = _mm512_and_si512(v0, m6), mLo = _mm512_and_si512(v1, m6);
+        const __m512i sHi = _mm512_or_si512(_mm512_and_si512(v2, m4),
+                                            _mm512_and_si512(_mm512_srli_epi32(v0, 2), m30));
+        const __m512i mHi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(v2, 4), m4),
+                                            _mm512_and_si512(_mm512_srli_epi32(v1, 2), m30));
+        __m512i isc[NT];
+        for (int t = 0; t < NT; ++t) isc[t] = _mm512_setzero_si512();
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; ++c) {
+            // Values 64c .. 64c+31 (group 2c) in the low nibbles of words 8c .. 8c+7, the next
+            // 32 (group 2c+1) in the high nibbles.
+            __m512i s0[NT], s1[NT];
+            for (int t = 0; t < NT; ++t) s0[t] = s1[t] = _mm512_setzero_si512();
+#pragma GCC unroll 8
+            for (int k = 0; k < 8; ++k) {
+                const int off = kQs + (8 * c + k) * 64;
+                _mm_prefetch(reinterpret_cast<const char*>(p + kRepackAhead * kBytes + off),
+                             _MM_HINT_T0);
+                const __m512i v = _mm512_loadu_si512(p + off);
+                const __m512i lo = _mm512_and_si512(v, m4);
+                const __m512i hi = _mm512_and_si512(_mm512_srli_epi32(v, 4), m4);
+                for (int t = 0; t < NT; ++t) {
+                    const uint8_t* xt = xb + t * ldx + 64 * c + 4 * k;
+                    s0[t] = _mm512_dpbusd_epi32(s0[t], lo, bcast32(xt));
+                    s1[t] = _mm512_dpbusd_epi32(s1[t], hi, bcast32(xt + 32));
+                }
+            }
+            const __m512i sv = c < 2 ? sLo : sHi;
+            const __m512i c0 = byteOf(sv, (2 * c) % 4), c1 = byteOf(sv, (2 * c) % 4 + 1);
+            for (int t = 0; t < NT; ++t)
+                isc[t] = _mm512_add_epi32(isc[t], _mm512_add_epi32(_mm512_mullo_epi32(s0[t], c0),
+                                                                   _mm512_mullo_epi32(s1[t], c1)));
+        }
+        // Mins as int16 pairs (0, 2), (1, 3), (4, 6), (5, 7) against TokR's 32-value sums.
+        const __m512i mp[4] = {_mm512_and_si512(mLo, lo16), _mm512_srli_epi16(mLo, 8),
+                               _mm512_and_si512(mHi, lo16), _mm512_srli_epi16(mHi, 8)};
+        const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+        const __m512 dm =
+            _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32)));
+        for (int t = 0; t < NT; ++t) {
+            const TokR& tk = tok[t * nb + b];
+            __m512i im = _mm512_setzero_si512();
+            for (int q = 0; q < 4; ++q)
+                im = _mm512_dpwssd_epi32(im, mp[q], _mm512_set1_epi32(tk.v[q]));
+            const __m512 da = _mm512_set1_ps(tk.da);
+            const __m512 a = mulR(mulR(d, da), _mm512_cvtepi32_ps(isc[t]));
+            const __m512 m = mulR(mulR(dm, da), _mm512_cvtepi32_ps(im));
+            acc[t] = _mm512_add_round_ps(acc[t], _mm512_sub_round_ps(a, m, kRound), kRound);
+        }
+    }
+    const __mmask16 k = __mmask16((1u << nr) - 1);
+    for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + t * ldy, k, acc[t]);
+}
+
+// One group of 16 Q6_K rows × NT tokens.
+template <int NT>
+LCW_QZ void q6kGroup(const uint8_t* wg, int64_t nb, const uint8_t* x, size_t ldx, const TokR* tok,
+                     float* y, int64_t ldy, int nr) {
+    constexpr int kBytes = 16 * 210, kScales = 32, kQl = 288, kQh = 2336;
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
+    __m512 acc[NT];
+    for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+        const uint8_t* p = wg + b * kBytes;
+        const uint8_t* xb = x + size_t(b) * kQ8KBytes + kQ8KQs;
+        prefetchRange(p + kRepackAhead * kBytes, kQl);
+        __m512i isc[NT];
+        for (int t = 0; t < NT; ++t) isc[t] = _mm512_setzero_si512();
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; ++h)
+#pragma GCC unroll 2
+            for (int g = 0; g < 2; ++g) {
+                // Groups of 16 values m = 8h + 2i + g for the four code sets i, each sum
+                // starting at −32·bsum[m] (the codes are stored +32).
+                __m512i s[4][NT];
+                for (int i = 0; i < 4; ++i)
+                    for (int t = 0; t < NT; ++t)
+                        s[i][t] = _mm512_set1_epi32(tok[t * nb + b].v[8 * h + 2 * i + g]);
+#pragma GCC unroll 4
+                for (int kk = 0; kk < 4; ++kk) {
+                    const int k = 4 * g + kk;
+                    const int oa = kQl + (16 * h + k) * 64, ob = oa + 8 * 64,
+                              oh = kQh + (8 * h + k) * 64;
+                    for (int o : {oa, ob, oh})
+                        _mm_prefetch(reinterpret_cast<const char*>(p + kRepackAhead * kBytes + o),
+                                     _MM_HINT_T0);
+                    const __m512i A = _mm512_loadu_si512(p + oa), B = _mm512_loadu_si512(p + ob),
+                                  H = _mm512_loadu_si512(p + oh);
+                    const __m512i q[4] = {
+                        _mm512_or_si512(_mm512_and_si512(A, m4),
+                                        _mm512_and_si512(_mm512_slli_epi32(H, 4), m30)),
+                        _mm512_or_si512(_mm512_and_si512(B, m4),
+                                        _mm512_and_si512(_mm512_slli_epi32(H, 2), m30)),
+                        _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(A, 4), m4),
+                                        _mm512_and_si512(H, m30)),
+                        _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(B, 4), m4),
+                                        _mm512_and_si512(_mm512_srli_epi32(H, 2), m30))};
+                    for (int i = 0; i < 4; ++i)
+                        for (int t = 0; t < NT; ++t)
+                            s[i][t] = _mm512_dpbusd_epi32(
+                                s[i][t], q[i], bcast32(xb + t * ldx + 128 * h + 32 * i + 4 * k));
+                }
+                for (int i = 0; i < 4; ++i) {
+                    const int m = 8 * h + 2 * i + g;
+                    const __m512i sc = _mm512_srai_epi32(
+                        _mm512_slli_epi32(_mm512_loadu_si512(p + kScales + 64 * (m / 4)),
+                                          24 - 8 * (m % 4)),
+                        24);
+                    for (int t = 0; t < NT; ++t)
+                        isc[t] = _mm512_add_epi32(isc[t], _mm512_mullo_epi32(s[i][t], sc));
+                }
+            }
+        const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+        for (int t = 0; t < NT; ++t)
+            acc[t] = _mm512_add_round_ps(
+                acc[t],
+                mulR(mulR(d, _mm512_set1_ps(tok[t * nb + b].da)), _mm512_cvtepi32_ps(isc[t])),
+                kRound);
+    }
+    const __mmask16 k = __mmask16((1u << nr) - 1);
+    for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + t * ldy, k, acc[t]);
+}
+
+// Tokens in blocks of up to 4 (Q4_K) or 3 (Q6_K: its four code sets need more registers) over
+// every group of the call.
+template <DType T>
+void gemmRepackedK(const std::byte* wr, int64_t nRows, const std::byte* xq, size_t ldx,
+                   int64_t nTok, float* y, int64_t ldy, int64_t n) {
+    constexpr int kNT = T == DType::Q4_K ? 4 : 3;
+    const int64_t nb = n / kQK;
+    const size_t gb = repackedGroupBytes(T, n);
+    thread_local std::vector<TokR> tok;
+    if (tok.size() < size_t(nTok * nb)) tok.resize(size_t(nTok * nb));
+    tokSideR<T>(u8(xq), ldx, nTok, nb, tok.data());
+    for (int64_t t0 = 0; t0 < nTok; t0 += kNT) {
+        const int nt = int(std::min<int64_t>(kNT, nTok - t0));
+        for (int64_t r0 = 0; r0 < nRows; r0 += kRepackRows) {
+            const uint8_t* wg = u8(wr) + size_t(r0 / kRepackRows) * gb;
+            const uint8_t* x = u8(xq) + size_t(t0) * ldx;
+            const TokR* tk = tok.data() + t0 * nb;
+            float* yo = y + t0 * ldy + r0;
+            const int nr = int(std::min<int64_t>(kRepackRows, nRows - r0));
+            [&]<int... I>(std::integer_sequence<int, I...>) {
+                ((nt == I + 1
+                      ? (T == DType::Q4_K ? q4kGroup<I + 1>(wg, nb, x, ldx, tk, yo, ldy, nr)
+                                          : q6kGroup<I + 1>(wg, nb, x, ldx, tk, yo, ldy, nr),
+                         0)
+                      : 0),
+                 ...);
+            }
+            (std::make_integer_sequence<int, kNT>{});
+        }
+    }
+}
+
 // ---- Q8_K quantisers (bytes identical to q8kQuantizeGeneric) ----
 
 LCW_AVX2 void quantizeQ8KAvx2(const float* x, void* dst, int64_t n) {
@@ -1004,10 +1240,70 @@ void gemmAvx512(const std::byte* w, size_t ldw, int64_t nRows, const std::byte* 
 template <DType T> constexpr QDotKernel kGeneric{ActQ::Q8_K, quantizeQ8KGeneric, gemmGeneric<T>};
 #if LCW_X86
 template <class K> constexpr QDotKernel kAvx2{ActQ::Q8_K, quantizeQ8KAvx2, gemmAvx2<K>};
-template <class K> constexpr QDotKernel kAvx512{ActQ::Q8_K, quantizeQ8KAvx512, gemmAvx512<K>};
+template <class K>
+constexpr auto kRepackedOf = [] {
+    void (*f)(const std::byte*, int64_t, const std::byte*, size_t, int64_t, float*, int64_t,
+              int64_t) = nullptr;
+    if constexpr (K::kType == DType::Q4_K || K::kType == DType::Q6_K) f = gemmRepackedK<K::kType>;
+    return f;
+}();
+template <class K>
+constexpr QDotKernel kAvx512{ActQ::Q8_K, quantizeQ8KAvx512, gemmAvx512<K>, kRepackedOf<K>};
 #endif
 
+// Repacked layout of one group of 16 rows and one super-block: fields of the row's block
+// (`bytes` at `src`) in this order, each as units of `unit` bytes, unit u of the 16 rows side by
+// side. Q4_K: d, dmin, the 3 scale words, the 32 code words; Q6_K: d, the 4 scale words, the 32
+// ql words, the 16 qh words.
+struct KSeg {
+    int src, bytes, unit;
+};
+struct KRepack {
+    KSeg seg[4];
+    int bytes; // per group and super-block (16 rows' blocks)
+};
+constexpr KRepack kRepackK(DType t) {
+    switch (t) {
+    case DType::Q4_K:
+        return {{{0, 2, 2}, {2, 2, 2}, {4, 12, 4}, {16, 128, 4}}, 16 * 144};
+    case DType::Q6_K:
+        return {{{208, 2, 2}, {192, 16, 4}, {0, 128, 4}, {128, 64, 4}}, 16 * 210};
+    default:
+        return {{}, 0};
+    }
+}
+
 } // namespace
+
+size_t kquantRepackBlockBytes(DType t) {
+    return size_t(kRepackK(t).bytes);
+}
+
+void repackKQuantGroups(DType t, const std::byte* w, size_t wRowBytes, int64_t rows, int64_t n,
+                        std::byte* dst, int64_t g0, int64_t g1) {
+    const KRepack f = kRepackK(t);
+    const int64_t nb = n / kQK;
+    const size_t bb = size_t(f.bytes) / size_t(kRepackRows); // one row's block
+    const size_t gb = size_t(nb) * size_t(f.bytes);
+    for (int64_t g = g0; g < g1; ++g) {
+        std::byte* out = dst + size_t(g) * gb;
+        std::memset(out, 0, gb);
+        for (int64_t l = 0; l < kRepackRows; ++l) {
+            const int64_t r = g * kRepackRows + l;
+            if (r >= rows) break;
+            for (int64_t b = 0; b < nb; ++b) {
+                const std::byte* src = w + size_t(r) * wRowBytes + size_t(b) * bb;
+                std::byte* o = out + size_t(b) * size_t(f.bytes);
+                for (const KSeg& s : f.seg) {
+                    for (int u = 0; u < s.bytes / s.unit; ++u)
+                        std::memcpy(o + (u * kRepackRows + l) * s.unit, src + s.src + u * s.unit,
+                                    size_t(s.unit));
+                    o += s.bytes * kRepackRows;
+                }
+            }
+        }
+    }
+}
 
 const QDotKernel* qdotKQuants(DType t, Isa isa) {
 #if LCW_X86

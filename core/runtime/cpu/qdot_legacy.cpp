@@ -259,33 +259,16 @@ const QDotKernel* qdotLegacyNoVnni(DType t, Isa isa) {
     return select(t, isa, false);
 }
 
-} // namespace lcw::kernels::detail
-
-namespace lcw::kernels {
-
-using detail::fmtOf;
-using detail::repackFmt;
-
-bool repackable(DType t) {
-    return repackFmt(t).bytes > 0;
+size_t legacyRepackBlockBytes(DType t) {
+    return size_t(repackFmt(t).bytes);
 }
 
-size_t repackedGroupBytes(DType t, int64_t n) {
-    return size_t(n / detail::kQ8Elems) * size_t(repackFmt(t).bytes);
-}
-
-size_t repackedBytes(DType t, int64_t rows, int64_t n) {
-    return size_t((rows + kRepackRows - 1) / kRepackRows) * repackedGroupBytes(t, n);
-}
-
-void repackRows(DType t, const std::byte* w, size_t wRowBytes, int64_t rows, int64_t n,
-                std::byte* dst, int64_t g0, int64_t g1) {
-    const detail::Fmt f = fmtOf(t);
+void repackLegacyGroups(DType t, const std::byte* w, size_t wRowBytes, int64_t rows, int64_t n,
+                        std::byte* dst, int64_t g0, int64_t g1) {
+    const Fmt f = fmtOf(t);
     const auto rf = repackFmt(t);
-    if (rf.bytes == 0)
-        throw ArgumentError("repackRows: " + std::string(dtypeName(t)) + " has no repacked form");
-    const int64_t nb = n / detail::kQ8Elems;
-    const size_t gb = repackedGroupBytes(t, n);
+    const int64_t nb = n / kQ8Elems;
+    const size_t gb = size_t(nb) * size_t(rf.bytes);
     for (int64_t g = g0; g < g1; ++g) {
         std::byte* out = dst + size_t(g) * gb;
         std::memset(out, 0, gb);
@@ -306,4 +289,4 @@ void repackRows(DType t, const std::byte* w, size_t wRowBytes, int64_t rows, int
     }
 }
 
-} // namespace lcw::kernels
+} // namespace lcw::kernels::detail
