@@ -83,7 +83,7 @@ struct LinearJob {
     const ActQuantSpec* act = nullptr;
     /// w's rows repacked by repackRows (qdot.h), or null: the product reads them instead of w's
     /// bytes where the active kernel has a repacked form (same result bit for bit as the stored
-    /// rows' kernel, or for Q4_K / Q6_K as the portable kernel).
+    /// rows' kernel, or for Q4_K / Q5_K / Q6_K as the portable kernel).
     const std::byte* repacked = nullptr;
 };
 /// Several weights with the same input (q/k/v, gate/up) in one parallel region (at most 7).

@@ -39,7 +39,7 @@ struct QDotKernel {
     void (*gemm)(const std::byte* w, size_t wRowBytes, int64_t nRows, const std::byte* xq,
                  size_t xqRowBytes, int64_t nTok, float* y, int64_t ldy, int64_t n) = nullptr;
     /// The product from weights repacked by repackRows (nullptr: this kernel has no repacked
-    /// form): the 32-element types give this gemm's result bit for bit, Q4_K and Q6_K the
+    /// form): the 32-element types give this gemm's result bit for bit, Q4_K, Q5_K and Q6_K the
     /// portable kernel's (Isa::Generic) bit for bit. `wr` points at the repacked group holding
     /// the first row (rows start at a multiple of kRepackRows); nRows rows from there.
     void (*gemmRepacked)(const std::byte* wr, int64_t nRows, const std::byte* xq, size_t xqRowBytes,
@@ -51,9 +51,9 @@ struct QDotKernel {
 /// bytes in the hot loop (llama.cpp repacks Q4_0 and Q4_K at load for the same reason). The
 /// 32-element types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL): per group and block the 16 rows' f16
 /// d, then f16 m (Q4_1 / Q5_1), fifth-bit words (Q5_0 / Q5_1) and code words side by side (word
-/// j of rows 0..15, then word j+1, ...). Q4_K and Q6_K, per group and super-block: Q4_K the f16
-/// d of the 16 rows, their f16 dmin, the 3 words of packed 6-bit scales and mins, the 32 code
-/// words; Q6_K the f16 d, the 4 words of int8 scales, the 32 ql words, the 16 qh words (each
+/// j of rows 0..15, then word j+1, ...). Q4_K, Q5_K and Q6_K, per group and super-block: Q4_K
+/// the f16 d of the 16 rows, their f16 dmin, the 3 words of packed 6-bit scales and mins, the 32
+/// code words; Q5_K the same with the 8 fifth-bit words before the code words; Q6_K the f16 d, the 4 words of int8 scales, the 32 ql words, the 16 qh words (each
 /// field word by word, the 16 rows side by side). Same size as the rows (the last group padded
 /// with zero rows). Optional: it costs a copy of the weights in memory (repack_cache.h gives a
 /// mapped file's pages back).

@@ -829,7 +829,7 @@ LCW_QZ void microZ(const uint8_t* w, size_t ldw, const uint8_t* x, size_t ldx, c
         for (int t = 0; t < NT; ++t) y[t * ldy + r] = _mm512_reduce_add_ps(acc[r][t]);
 }
 
-// ---- repacked Q4_K and Q6_K (qdot.h: repackRows; layout in kRepackK below) ----
+// ---- repacked Q4_K, Q5_K and Q6_K (qdot.h: repackRows; layout in kRepackK below) ----
 //
 // 16 rows per group, one dword lane per row: vpdpbusd multiplies 4 unsigned codes of each of the
 // 16 rows with 4 broadcast activation bytes, so one instruction serves 16 rows and the 6-bit
@@ -837,34 +837,35 @@ LCW_QZ void microZ(const uint8_t* w, size_t ldw, const uint8_t* x, size_t ldx, c
 // version's (gemmGeneric): the same exact integer sums, then (d·da)·isum − (dmin·da)·bsum in the
 // same float operations, so the repacked product is the portable one bit for bit.
 
-// Token side of one Q8_K block: da, and Q4_K: the 32-value sums as int16 pairs (sums 0 and 2,
-// 1 and 3, 4 and 6, 5 and 7: the pairs of mins the kernel forms); Q6_K: −32·bsums[k].
+// Token side of one Q8_K block: da, and Q4_K / Q5_K: the 32-value sums as int16 pairs (sums 0
+// and 2, 1 and 3, 4 and 6, 5 and 7: the pairs of mins the kernel forms); Q6_K: −32·bsums[k].
 struct TokR {
     alignas(64) int32_t v[16];
     float da;
 };
 
+// Every tile of a call recomputes it for all the call's tokens (a prefill tile of 16 rows runs
+// over 512 tokens), so it is a few vector operations per block.
 template <DType T>
-void tokSideR(const uint8_t* x, size_t ldx, int64_t nTok, int64_t nb, TokR* out) {
+LCW_QZ void tokSideR(const uint8_t* x, size_t ldx, int64_t nTok, int64_t nb, TokR* out) {
     for (int64_t t = 0; t < nTok; ++t)
         for (int64_t b = 0; b < nb; ++b) {
             const uint8_t* xb = x + size_t(t) * ldx + size_t(b) * kQ8KBytes;
             TokR& o = out[t * nb + b];
             o.da = rdF32(xb);
-            int16_t bs[16];
-            std::memcpy(bs, xb + kQ8KSums, sizeof bs);
-            if constexpr (T == DType::Q4_K) {
-                int32_t s32[8];
-                for (int j = 0; j < 8; ++j) s32[j] = bs[2 * j] + bs[2 * j + 1];
-                auto pair = [](int32_t lo, int32_t hi) {
-                    return int32_t(uint32_t(uint16_t(lo)) | (uint32_t(uint16_t(hi)) << 16));
-                };
-                o.v[0] = pair(s32[0], s32[2]);
-                o.v[1] = pair(s32[1], s32[3]);
-                o.v[2] = pair(s32[4], s32[6]);
-                o.v[3] = pair(s32[5], s32[7]);
+            const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb + kQ8KSums));
+            if constexpr (T == DType::Q4_K || T == DType::Q5_K) {
+                // 32-value sums s0..s7 (|s| <= 4096: int16), reordered to s0 s2 s1 s3 s4 s6 s5 s7.
+                const __m256i s32 = _mm256_madd_epi16(bs, _mm256_set1_epi16(1));
+                const __m128i s16 =
+                    _mm_packs_epi32(_mm256_castsi256_si128(s32), _mm256_extracti128_si256(s32, 1));
+                const __m128i ord =
+                    _mm_setr_epi8(0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15);
+                _mm_store_si128(reinterpret_cast<__m128i*>(o.v), _mm_shuffle_epi8(s16, ord));
             } else {
-                for (int k = 0; k < 16; ++k) o.v[k] = -32 * bs[k];
+                _mm512_store_si512(
+                    o.v, _mm512_sub_epi32(_mm512_setzero_si512(),
+                                          _mm512_slli_epi32(_mm512_cvtepi16_epi32(bs), 5)));
             }
         }
 }
@@ -887,16 +888,20 @@ LCW_QZ inline __m512i bcast32(const uint8_t* p) {
 LCW_QZ inline __m512i byteOf(__m512i v, int j) { // byte j of each dword, zero-extended
     return _mm512_and_si512(_mm512_srli_epi32(v, 8 * j), _mm512_set1_epi32(0xFF));
 }
+LCW_QZ inline __m512i shiftBits(__m512i v, int s) { // left by s, right by −s (32-bit lanes)
+    return s >= 0 ? _mm512_slli_epi32(v, unsigned(s)) : _mm512_srli_epi32(v, unsigned(-s));
+}
 LCW_QZ inline void prefetchRange(const uint8_t* p, int bytes) {
     for (int o = 0; o < bytes; o += 64)
         _mm_prefetch(reinterpret_cast<const char*>(p + o), _MM_HINT_T0);
 }
 
-// One group of 16 Q4_K rows (nr of them real) × NT tokens, all super-blocks.
-template <int NT>
-LCW_QZ void q4kGroup(const uint8_t* wg, int64_t nb, const uint8_t* x, size_t ldx, const TokR* tok,
-                     float* y, int64_t ldy, int nr) {
-    constexpr int kBytes = 16 * 144, kScales = 64, kQs = 256;
+// One group of 16 Q4_K or Q5_K rows (nr of them real) × NT tokens, all super-blocks.
+template <bool kQ5, int NT>
+LCW_QZ void q45kGroup(const uint8_t* wg, int64_t nb, const uint8_t* x, size_t ldx, const TokR* tok,
+                      float* y, int64_t ldy, int nr) {
+    constexpr int kBytes = 16 * (kQ5 ? 176 : 144), kScales = 64, kQh = 256, kQs = kQ5 ? 768 : 256;
+    const __m512i m10 = _mm512_set1_epi8(0x10);
     const __m512i m4 = _mm512_set1_epi8(0x0F), m6 = _mm512_set1_epi8(0x3F),
                   m30 = _mm512_set1_epi8(0x30), lo16 = _mm512_set1_epi32(0x00FF00FF);
     __m512 acc[NT];
@@ -920,7 +925,8 @@ LCW_QZ void q4kGroup(const uint8_t* wg, int64_t nb, const uint8_t* x, size_t ldx
 #pragma GCC unroll 4
         for (int c = 0; c < 4; ++c) {
             // Values 64c .. 64c+31 (group 2c) in the low nibbles of words 8c .. 8c+7, the next
-            // 32 (group 2c+1) in the high nibbles.
+            // 32 (group 2c+1) in the high nibbles; Q5_K: their fifth bits are bits 2c and 2c+1
+            // of the bytes of qh word k (value 64c + l: qh byte l).
             __m512i s0[NT], s1[NT];
             for (int t = 0; t < NT; ++t) s0[t] = s1[t] = _mm512_setzero_si512();
 #pragma GCC unroll 8
@@ -929,8 +935,14 @@ LCW_QZ void q4kGroup(const uint8_t* wg, int64_t nb, const uint8_t* x, size_t ldx
                 _mm_prefetch(reinterpret_cast<const char*>(p + kRepackAhead * kBytes + off),
                              _MM_HINT_T0);
                 const __m512i v = _mm512_loadu_si512(p + off);
-                const __m512i lo = _mm512_and_si512(v, m4);
-                const __m512i hi = _mm512_and_si512(_mm512_srli_epi32(v, 4), m4);
+                __m512i lo = _mm512_and_si512(v, m4);
+                __m512i hi = _mm512_and_si512(_mm512_srli_epi32(v, 4), m4);
+                if constexpr (kQ5) {
+                    const __m512i h = _mm512_loadu_si512(p + kQh + 64 * k);
+                    // Bit 2c (2c + 1) of each byte to bit 4: (bit 4 comes from its own byte).
+                    lo = _mm512_or_si512(lo, _mm512_and_si512(shiftBits(h, 4 - 2 * c), m10));
+                    hi = _mm512_or_si512(hi, _mm512_and_si512(shiftBits(h, 3 - 2 * c), m10));
+                }
                 for (int t = 0; t < NT; ++t) {
                     const uint8_t* xt = xb + t * ldx + 64 * c + 4 * k;
                     s0[t] = _mm512_dpbusd_epi32(s0[t], lo, bcast32(xt));
@@ -1033,12 +1045,12 @@ LCW_QZ void q6kGroup(const uint8_t* wg, int64_t nb, const uint8_t* x, size_t ldx
     for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + t * ldy, k, acc[t]);
 }
 
-// Tokens in blocks of up to 4 (Q4_K) or 3 (Q6_K: its four code sets need more registers) over
+// Tokens in blocks of up to 4 (Q4_K, Q5_K) or 3 (Q6_K: its four code sets need more registers) over
 // every group of the call.
 template <DType T>
 void gemmRepackedK(const std::byte* wr, int64_t nRows, const std::byte* xq, size_t ldx,
                    int64_t nTok, float* y, int64_t ldy, int64_t n) {
-    constexpr int kNT = T == DType::Q4_K ? 4 : 3;
+    constexpr int kNT = T == DType::Q6_K ? 3 : 4;
     const int64_t nb = n / kQK;
     const size_t gb = repackedGroupBytes(T, n);
     thread_local std::vector<TokR> tok;
@@ -1054,8 +1066,9 @@ void gemmRepackedK(const std::byte* wr, int64_t nRows, const std::byte* xq, size
             const int nr = int(std::min<int64_t>(kRepackRows, nRows - r0));
             [&]<int... I>(std::integer_sequence<int, I...>) {
                 ((nt == I + 1
-                      ? (T == DType::Q4_K ? q4kGroup<I + 1>(wg, nb, x, ldx, tk, yo, ldy, nr)
-                                          : q6kGroup<I + 1>(wg, nb, x, ldx, tk, yo, ldy, nr),
+                      ? (T != DType::Q6_K
+                             ? q45kGroup<T == DType::Q5_K, I + 1>(wg, nb, x, ldx, tk, yo, ldy, nr)
+                             : q6kGroup<I + 1>(wg, nb, x, ldx, tk, yo, ldy, nr),
                          0)
                       : 0),
                  ...);
@@ -1244,7 +1257,8 @@ template <class K>
 constexpr auto kRepackedOf = [] {
     void (*f)(const std::byte*, int64_t, const std::byte*, size_t, int64_t, float*, int64_t,
               int64_t) = nullptr;
-    if constexpr (K::kType == DType::Q4_K || K::kType == DType::Q6_K) f = gemmRepackedK<K::kType>;
+    if constexpr (K::kType == DType::Q4_K || K::kType == DType::Q5_K || K::kType == DType::Q6_K)
+        f = gemmRepackedK<K::kType>;
     return f;
 }();
 template <class K>
@@ -1253,23 +1267,26 @@ constexpr QDotKernel kAvx512{ActQ::Q8_K, quantizeQ8KAvx512, gemmAvx512<K>, kRepa
 
 // Repacked layout of one group of 16 rows and one super-block: fields of the row's block
 // (`bytes` at `src`) in this order, each as units of `unit` bytes, unit u of the 16 rows side by
-// side. Q4_K: d, dmin, the 3 scale words, the 32 code words; Q6_K: d, the 4 scale words, the 32
-// ql words, the 16 qh words.
+// side. Q4_K: d, dmin, the 3 scale words, the 32 code words; Q5_K: the same with the 8 qh words
+// before the code words; Q6_K: d, the 4 scale words, the 32 ql words, the 16 qh words.
 struct KSeg {
     int src, bytes, unit;
 };
 struct KRepack {
-    KSeg seg[4];
+    KSeg seg[5];
+    int n;
     int bytes; // per group and super-block (16 rows' blocks)
 };
 constexpr KRepack kRepackK(DType t) {
     switch (t) {
     case DType::Q4_K:
-        return {{{0, 2, 2}, {2, 2, 2}, {4, 12, 4}, {16, 128, 4}}, 16 * 144};
+        return {{{0, 2, 2}, {2, 2, 2}, {4, 12, 4}, {16, 128, 4}}, 4, 16 * 144};
+    case DType::Q5_K:
+        return {{{0, 2, 2}, {2, 2, 2}, {4, 12, 4}, {16, 32, 4}, {48, 128, 4}}, 5, 16 * 176};
     case DType::Q6_K:
-        return {{{208, 2, 2}, {192, 16, 4}, {0, 128, 4}, {128, 64, 4}}, 16 * 210};
+        return {{{208, 2, 2}, {192, 16, 4}, {0, 128, 4}, {128, 64, 4}}, 4, 16 * 210};
     default:
-        return {{}, 0};
+        return {{}, 0, 0};
     }
 }
 
@@ -1294,7 +1311,8 @@ void repackKQuantGroups(DType t, const std::byte* w, size_t wRowBytes, int64_t r
             for (int64_t b = 0; b < nb; ++b) {
                 const std::byte* src = w + size_t(r) * wRowBytes + size_t(b) * bb;
                 std::byte* o = out + size_t(b) * size_t(f.bytes);
-                for (const KSeg& s : f.seg) {
+                for (int i = 0; i < f.n; ++i) {
+                    const KSeg& s = f.seg[i];
                     for (int u = 0; u < s.bytes / s.unit; ++u)
                         std::memcpy(o + (u * kRepackRows + l) * s.unit, src + s.src + u * s.unit,
                                     size_t(s.unit));
