@@ -147,6 +147,12 @@ void linearBatch(std::span<const LinearJob> jobs, const float* x, int64_t ldx, i
     // tiles (dynamic scheduling evens out the load).
     int64_t R = std::clamp<int64_t>((65536 / std::max<int64_t>(n, 1)) & ~int64_t(3), 4, 256);
     while (R > 4 && totalRows / R < 8 * nt) R = std::max<int64_t>(4, (R / 2) & ~int64_t(3));
+    // Decode reads every weight once: no tile is reused by later tokens, and each tile start
+    // breaks a thread's sequential stream (the hardware and software prefetch restart there).
+    // Tiles of about a quarter of a thread's share keep the stream long and still let the
+    // dynamic schedule even out the load (Llama-3-8B Q4_K_M decode, 2 threads: 16-row tiles
+    // 9.0 tok/s, these 13.6; 1.1B Q4_0 67 → 80).
+    if (nTok < 4) R = std::max(R, (totalRows / (4 * int64_t(nt))) & ~int64_t(3));
     // Repacked rows come in groups of 16: tiles start at a group.
     if (std::any_of(jobs.begin(), jobs.end(), [](const LinearJob& j) { return j.repacked; }))
         R = std::max<int64_t>(kRepackRows, R & ~(kRepackRows - 1));
