@@ -12,12 +12,32 @@
 #include <new>
 #include <tuple>
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 namespace lcw::kernels {
 
+/// A repacked copy. Copies of 2 MB and more start on a 2 MB boundary and ask for transparent
+/// huge pages (Linux, THP "madvise" mode): decode streams every weight once per token, and 4 KB
+/// pages cost a TLB miss every few super-blocks.
 struct RepackedWeight {
+    static constexpr size_t kHuge = size_t(2) << 20;
     std::byte* data = nullptr;
     size_t bytes = 0;
-    ~RepackedWeight() { ::operator delete[](data, std::align_val_t(64)); }
+    size_t align = 64;
+    explicit RepackedWeight(size_t n) : bytes(n), align(n >= kHuge ? kHuge : 64) {
+        data = static_cast<std::byte*>(::operator new[](n, std::align_val_t(align)));
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+        // Advice only: without huge pages the copy works the same.
+        if (align == kHuge) ::madvise(data, n / kHuge * kHuge, MADV_HUGEPAGE);
+#endif
+    }
+    ~RepackedWeight() {
+        ::operator delete[](data, std::align_val_t(align));
+    }
+    RepackedWeight(const RepackedWeight&) = delete;
+    RepackedWeight& operator=(const RepackedWeight&) = delete;
 };
 
 namespace {
@@ -37,9 +57,7 @@ Registry& registry() {
 
 std::shared_ptr<const RepackedWeight> makeRepacked(const TensorView& w) {
     const int64_t rows = w.rows(), n = w.cols();
-    auto r = std::make_shared<RepackedWeight>();
-    r->bytes = repackedBytes(w.dtype, rows, n);
-    r->data = static_cast<std::byte*>(::operator new[](r->bytes, std::align_val_t(64)));
+    auto r = std::make_shared<RepackedWeight>(repackedBytes(w.dtype, rows, n));
     const int64_t groups = (rows + kRepackRows - 1) / kRepackRows;
     constexpr int64_t kStep = 4; // groups per task: 64 rows
     // omp: nothrow (byte copies into the buffer allocated above; the type was checked repackable)
