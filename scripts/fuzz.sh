@@ -39,7 +39,9 @@ if [ "${LCW_FUZZ_NO_BUILD:-0}" != 1 ]; then
   if command -v ccache >/dev/null; then
     launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache)
   fi
+  # RelWithDebInfo without its -g: CMakeLists.txt adds line tables (-gline-tables-only).
   cmake -S . -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang \
+    -DCMAKE_C_FLAGS_RELWITHDEBINFO="-O2 -DNDEBUG" -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -DNDEBUG" \
     -DCMAKE_CXX_COMPILER=clang++ -DLCW_FUZZ=ON -DLCW_BUILD_GUI=OFF -DLCW_BUILD_TESTS=OFF -DLCW_VULKAN=OFF \
     -DLCW_BUILD_BENCH=OFF "${launcher[@]}" >/dev/null
   jobs="${LCW_FUZZ_JOBS:-$(nproc 2>/dev/null || echo 2)}"

@@ -10,7 +10,9 @@
 #
 # After the suite, a fuzz smoke run keeps the libFuzzer targets buildable and runs each briefly:
 # scripts/fuzz.sh all with LCW_FUZZ_SMOKE_SECONDS per target (default 10, libFuzzer seed 1,
-# clang + ASan + UBSan into build-fuzz/). LCW_FUZZ_SMOKE=0 skips it.
+# clang + ASan + UBSan into build-fuzz/). LCW_FUZZ_SMOKE=0 skips it; so does a disk with less
+# than LCW_FUZZ_MIN_FREE_MB (default 1500) free when build-fuzz/ does not exist yet (a message
+# says so).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
@@ -52,7 +54,15 @@ if [ ! -d ../shared ] && [ -z "${LCW_SHARED_DIR:-}" ]; then
 fi
 rc=0
 (cd build && ctest --output-on-failure -j "$(nproc 2>/dev/null || echo 2)" "$@") || rc=$?
-if [ "${LCW_FUZZ_SMOKE:-1}" != 0 ] && [ $# -eq 0 ]; then
+# The fuzz build needs disk (build-fuzz/: ~0.6 GB); on a disk too full for it the smoke run is
+# skipped with a message instead of failing the suite halfway through a link.
+free_mb=$(df -Pm . 2>/dev/null | awk 'NR == 2 { print $4 }')
+need_mb="${LCW_FUZZ_MIN_FREE_MB:-1500}"
+if [ "${LCW_FUZZ_SMOKE:-1}" != 0 ] && [ $# -eq 0 ] && [ ! -d build-fuzz ] &&
+   [ -n "$free_mb" ] && [ "$free_mb" -lt "$need_mb" ]; then
+  echo "lcw: fuzz smoke skipped: $free_mb MB free on $(df -P . | awk 'NR == 2 { print $6 }')," \
+       "its build needs about $need_mb MB (LCW_FUZZ_MIN_FREE_MB sets the limit)"
+elif [ "${LCW_FUZZ_SMOKE:-1}" != 0 ] && [ $# -eq 0 ]; then
   LCW_PACKAGES=(clang libclang-rt-14-dev libomp-14-dev)
   lcw_install_deps
   smoke_start=$SECONDS
