@@ -174,6 +174,17 @@ Problem makeProblem(DType t, int64_t rows, int64_t n, int64_t nTok, bool quantis
     return p;
 }
 
+// The problem's weight as a tensor.
+TensorView viewOf(const Problem& p) {
+    TensorView w;
+    w.name = "w";
+    w.dtype = p.type;
+    w.shape = {p.rows, p.n};
+    w.data = p.w.data();
+    w.nbytes = p.w.size();
+    return w;
+}
+
 std::vector<std::byte> quantizeActs(const kr::QDotKernel& k, const Problem& p) {
     const size_t ld = kr::actRowBytes(k.act, p.n);
     std::vector<std::byte> xq(ld * size_t(p.nTok));
@@ -457,12 +468,7 @@ private slots:
         // threads, a bias, 300 rows) gives the portable product plus the bias.
         for (DType t : {DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
             const Problem p = makeProblem(t, 300, 512, 6, true, 3u + uint32_t(t));
-            TensorView w;
-            w.name = "w";
-            w.dtype = t;
-            w.shape = {p.rows, p.n};
-            w.data = p.w.data();
-            w.nbytes = p.w.size();
+            const TensorView w = viewOf(p);
             std::vector<float> bias(size_t(p.rows), 0.5f), ref(size_t(p.nTok * p.rows)),
                 y(ref.size(), -1.f);
             {
@@ -519,12 +525,7 @@ private slots:
     void linearDriver() {
         for (DType t : kTypes) {
             const Problem p = makeProblem(t, 300, 768, 5, true, 7u + uint32_t(t));
-            TensorView w;
-            w.name = "w";
-            w.dtype = t;
-            w.shape = {p.rows, p.n};
-            w.data = p.w.data();
-            w.nbytes = p.w.size();
+            const TensorView w = viewOf(p);
             for (kr::Isa isa : kr::supportedIsas()) {
                 IsaGuard guard;
                 kr::setIsa(isa);

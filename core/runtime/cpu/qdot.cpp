@@ -1,8 +1,10 @@
 // Dispatch of the GGUF integer dot products (qdot.h).
 #include "core/runtime/cpu/qdot.h"
+#include "core/runtime/cpu/qdot_common.h"
 
 #include "core/common/error.h"
 
+#include <cstring>
 #include <string>
 
 namespace lcw::kernels {
@@ -21,6 +23,32 @@ size_t actRowBytes(ActQ a, int64_t n) {
 
 int64_t actBlockElems(ActQ a) {
     return a == ActQ::Q8_K ? 256 : 32;
+}
+
+void detail::repackSegments(const RepackSeg* seg, int nSeg, size_t rowBlockBytes, int64_t nb,
+                            const std::byte* w, size_t wRowBytes, int64_t rows, std::byte* dst,
+                            int64_t g0, int64_t g1) {
+    const size_t blockBytes = size_t(kRepackRows) * rowBlockBytes; // one block of a group
+    const size_t gb = size_t(nb) * blockBytes;
+    for (int64_t g = g0; g < g1; ++g) {
+        std::byte* out = dst + size_t(g) * gb;
+        std::memset(out, 0, gb);
+        for (int64_t l = 0; l < kRepackRows; ++l) {
+            const int64_t r = g * kRepackRows + l;
+            if (r >= rows) break;
+            for (int64_t b = 0; b < nb; ++b) {
+                const std::byte* src = w + size_t(r) * wRowBytes + size_t(b) * rowBlockBytes;
+                std::byte* o = out + size_t(b) * blockBytes;
+                for (int i = 0; i < nSeg; ++i) {
+                    const RepackSeg& s = seg[i];
+                    for (int u = 0; u < s.bytes / s.unit; ++u)
+                        std::memcpy(o + (u * kRepackRows + l) * s.unit, src + s.src + u * s.unit,
+                                    size_t(s.unit));
+                    o += s.bytes * kRepackRows;
+                }
+            }
+        }
+    }
 }
 
 namespace {

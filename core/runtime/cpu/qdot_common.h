@@ -50,6 +50,18 @@ inline Q8Scale q8Scale(float amax) {
     return {amax / 127.f, amax != 0.0f ? 127.f / amax : 0.0f};
 }
 
+/// One field of a weight block in the repacked layouts (qdot.h: repackRows): `bytes` bytes at
+/// `src` of every row's block, stored as units of `unit` bytes with unit u of the group's 16 rows
+/// side by side; a block's fields follow one another in the order given.
+struct RepackSeg {
+    int src, bytes, unit;
+};
+/// Groups g0..g1-1 of rows of nb blocks of rowBlockBytes each (rows past `rows` zero) in that
+/// layout, nSeg fields per block, into dst + g * (nb · 16 · rowBlockBytes).
+void repackSegments(const RepackSeg* seg, int nSeg, size_t rowBlockBytes, int64_t nb,
+                    const std::byte* w, size_t wRowBytes, int64_t rows, std::byte* dst, int64_t g0,
+                    int64_t g1);
+
 /// Test hook: the kernel of qdotLegacy(t, isa) with the VNNI instructions switched off (the
 /// maddubs/madd paths), so that a VNNI machine tests both; nullptr where qdotLegacy has none.
 const QDotKernel* qdotLegacyNoVnni(DType t, Isa isa);

@@ -13,6 +13,7 @@
 // on one output element never depend on how many rows or tokens share a call.
 #include "core/common/dtype.h"
 #include "core/runtime/cpu/qdot.h"
+#include "core/runtime/cpu/qdot_common.h"
 #include "core/runtime/cpu/simd.h"
 
 #include <algorithm>
@@ -1269,11 +1270,8 @@ constexpr QDotKernel kAvx512{ActQ::Q8_K, quantizeQ8KAvx512, gemmAvx512<K>, kRepa
 // (`bytes` at `src`) in this order, each as units of `unit` bytes, unit u of the 16 rows side by
 // side. Q4_K: d, dmin, the 3 scale words, the 32 code words; Q5_K: the same with the 8 qh words
 // before the code words; Q6_K: d, the 4 scale words, the 32 ql words, the 16 qh words.
-struct KSeg {
-    int src, bytes, unit;
-};
 struct KRepack {
-    KSeg seg[5];
+    RepackSeg seg[5];
     int n;
     int bytes; // per group and super-block (16 rows' blocks)
 };
@@ -1299,28 +1297,8 @@ size_t kquantRepackBlockBytes(DType t) {
 void repackKQuantGroups(DType t, const std::byte* w, size_t wRowBytes, int64_t rows, int64_t n,
                         std::byte* dst, int64_t g0, int64_t g1) {
     const KRepack f = kRepackK(t);
-    const int64_t nb = n / kQK;
-    const size_t bb = size_t(f.bytes) / size_t(kRepackRows); // one row's block
-    const size_t gb = size_t(nb) * size_t(f.bytes);
-    for (int64_t g = g0; g < g1; ++g) {
-        std::byte* out = dst + size_t(g) * gb;
-        std::memset(out, 0, gb);
-        for (int64_t l = 0; l < kRepackRows; ++l) {
-            const int64_t r = g * kRepackRows + l;
-            if (r >= rows) break;
-            for (int64_t b = 0; b < nb; ++b) {
-                const std::byte* src = w + size_t(r) * wRowBytes + size_t(b) * bb;
-                std::byte* o = out + size_t(b) * size_t(f.bytes);
-                for (int i = 0; i < f.n; ++i) {
-                    const KSeg& s = f.seg[i];
-                    for (int u = 0; u < s.bytes / s.unit; ++u)
-                        std::memcpy(o + (u * kRepackRows + l) * s.unit, src + s.src + u * s.unit,
-                                    size_t(s.unit));
-                    o += s.bytes * kRepackRows;
-                }
-            }
-        }
-    }
+    repackSegments(f.seg, f.n, size_t(f.bytes) / size_t(kRepackRows), n / kQK, w, wRowBytes, rows,
+                   dst, g0, g1);
 }
 
 const QDotKernel* qdotKQuants(DType t, Isa isa) {

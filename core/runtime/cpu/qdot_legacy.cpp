@@ -265,28 +265,15 @@ size_t legacyRepackBlockBytes(DType t) {
 
 void repackLegacyGroups(DType t, const std::byte* w, size_t wRowBytes, int64_t rows, int64_t n,
                         std::byte* dst, int64_t g0, int64_t g1) {
+    // repackFmt's order: d, (m), (qh), code words.
     const Fmt f = fmtOf(t);
-    const auto rf = repackFmt(t);
-    const int64_t nb = n / kQ8Elems;
-    const size_t gb = size_t(nb) * size_t(rf.bytes);
-    for (int64_t g = g0; g < g1; ++g) {
-        std::byte* out = dst + size_t(g) * gb;
-        std::memset(out, 0, gb);
-        for (int64_t l = 0; l < kRepackRows; ++l) {
-            const int64_t r = g * kRepackRows + l;
-            if (r >= rows) break;
-            const std::byte* row = w + size_t(r) * wRowBytes;
-            for (int64_t b = 0; b < nb; ++b) {
-                const std::byte* src = row + b * f.bytes;
-                std::byte* o = out + size_t(b) * size_t(rf.bytes);
-                std::memcpy(o + rf.d + 2 * l, src, 2);
-                if (rf.m >= 0) std::memcpy(o + rf.m + 2 * l, src + f.m, 2);
-                if (rf.qh >= 0) std::memcpy(o + rf.qh + 4 * l, src + f.qh, 4);
-                for (int j = 0; j < rf.words; ++j)
-                    std::memcpy(o + rf.qs + (j * kRepackRows + l) * 4, src + f.qs + 4 * j, 4);
-            }
-        }
-    }
+    RepackSeg seg[4];
+    int ns = 0;
+    seg[ns++] = {0, 2, 2};
+    if (f.m >= 0) seg[ns++] = {f.m, 2, 2};
+    if (f.qh >= 0) seg[ns++] = {f.qh, 4, 4};
+    seg[ns++] = {f.qs, f.bytes - f.qs, 4};
+    repackSegments(seg, ns, size_t(f.bytes), n / kQ8Elems, w, wRowBytes, rows, dst, g0, g1);
 }
 
 } // namespace lcw::kernels::detail
