@@ -19,8 +19,9 @@
 namespace lcw::kernels {
 
 /// A repacked copy. Copies of 2 MB and more start on a 2 MB boundary and ask for transparent
-/// huge pages (Linux, THP "madvise" mode): decode streams every weight once per token, and 4 KB
-/// pages cost a TLB miss every few super-blocks.
+/// huge pages (Linux, THP "madvise" mode): 512 times fewer page faults while the copy is written
+/// (Llama-3-8B Q4_K_M repack and warm-up 3.2-7.0 s -> 2.3-2.5 s) and fewer TLB misses while
+/// decode streams it (no decode difference measured beyond noise).
 struct RepackedWeight {
     static constexpr size_t kHuge = size_t(2) << 20;
     std::byte* data = nullptr;
