@@ -288,6 +288,37 @@ void gemmGeneric(const std::byte* w, size_t ldw, int64_t nRows, const std::byte*
     }
 }
 
+// Repacked layout of one group of 16 rows and one super-block (qdot.h: repackRows): the fields of
+// the row's block in this order (RepackSeg, qdot_common.h). Q4_K: d, dmin, the 3 scale words, the
+// 32 code words; Q5_K: the same with the 8 qh words before the code words; Q6_K: d, the 4 scale
+// words, the 32 ql words, the 16 qh words. The kernels take their offsets from here.
+struct KRepack {
+    RepackSeg seg[5];
+    int n;
+    /// Offset of field i in a group's block (16 rows of each earlier field); i = n: its size.
+    constexpr int at(int i) const {
+        int o = 0;
+        for (int j = 0; j < i; ++j) o += int(kRepackRows) * seg[j].bytes;
+        return o;
+    }
+    constexpr int bytes() const { return at(n); }
+};
+constexpr KRepack kRepackK(DType t) {
+    switch (t) {
+    case DType::Q4_K:
+        return {{{0, 2, 2}, {2, 2, 2}, {4, 12, 4}, {16, 128, 4}}, 4};
+    case DType::Q5_K:
+        return {{{0, 2, 2}, {2, 2, 2}, {4, 12, 4}, {16, 32, 4}, {48, 128, 4}}, 5};
+    case DType::Q6_K:
+        return {{{208, 2, 2}, {192, 16, 4}, {0, 128, 4}, {128, 64, 4}}, 4};
+    default:
+        return {{}, 0};
+    }
+}
+static_assert(kRepackK(DType::Q4_K).bytes() == 16 * 144 &&
+              kRepackK(DType::Q5_K).bytes() == 16 * 176 &&
+              kRepackK(DType::Q6_K).bytes() == 16 * 210);
+
 #if LCW_X86
 
 // GCC 12's AVX-512 headers fill the unused operand of many intrinsics with a self-initialised
@@ -830,7 +861,7 @@ LCW_QZ void microZ(const uint8_t* w, size_t ldw, const uint8_t* x, size_t ldx, c
         for (int t = 0; t < NT; ++t) y[t * ldy + r] = _mm512_reduce_add_ps(acc[r][t]);
 }
 
-// ---- repacked Q4_K, Q5_K and Q6_K (qdot.h: repackRows; layout in kRepackK below) ----
+// ---- repacked Q4_K, Q5_K and Q6_K (qdot.h: repackRows; layout in kRepackK above) ----
 //
 // 16 rows per group, one dword lane per row: vpdpbusd multiplies 4 unsigned codes of each of the
 // 16 rows with 4 broadcast activation bytes, so one instruction serves 16 rows and the 6-bit
@@ -901,7 +932,9 @@ LCW_QZ inline void prefetchRange(const uint8_t* p, int bytes) {
 template <bool kQ5, int NT>
 LCW_QZ void q45kGroup(const uint8_t* wg, int64_t nb, const uint8_t* x, size_t ldx, const TokR* tok,
                       float* y, int64_t ldy, int nr) {
-    constexpr int kBytes = 16 * (kQ5 ? 176 : 144), kScales = 64, kQh = 256, kQs = kQ5 ? 768 : 256;
+    constexpr KRepack f = kRepackK(kQ5 ? DType::Q5_K : DType::Q4_K);
+    constexpr int kBytes = f.bytes(), kScales = f.at(2), kQh = kQ5 ? f.at(3) : 0,
+                  kQs = f.at(f.n - 1);
     const __m512i m10 = _mm512_set1_epi8(0x10);
     const __m512i m4 = _mm512_set1_epi8(0x0F), m6 = _mm512_set1_epi8(0x3F),
                   m30 = _mm512_set1_epi8(0x30), lo16 = _mm512_set1_epi32(0x00FF00FF);
@@ -981,7 +1014,8 @@ LCW_QZ void q45kGroup(const uint8_t* wg, int64_t nb, const uint8_t* x, size_t ld
 template <int NT>
 LCW_QZ void q6kGroup(const uint8_t* wg, int64_t nb, const uint8_t* x, size_t ldx, const TokR* tok,
                      float* y, int64_t ldy, int nr) {
-    constexpr int kBytes = 16 * 210, kScales = 32, kQl = 288, kQh = 2336;
+    constexpr KRepack f = kRepackK(DType::Q6_K);
+    constexpr int kBytes = f.bytes(), kScales = f.at(1), kQl = f.at(2), kQh = f.at(3);
     const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
     __m512 acc[NT];
     for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
@@ -1266,38 +1300,16 @@ template <class K>
 constexpr QDotKernel kAvx512{ActQ::Q8_K, quantizeQ8KAvx512, gemmAvx512<K>, kRepackedOf<K>};
 #endif
 
-// Repacked layout of one group of 16 rows and one super-block: fields of the row's block
-// (`bytes` at `src`) in this order, each as units of `unit` bytes, unit u of the 16 rows side by
-// side. Q4_K: d, dmin, the 3 scale words, the 32 code words; Q5_K: the same with the 8 qh words
-// before the code words; Q6_K: d, the 4 scale words, the 32 ql words, the 16 qh words.
-struct KRepack {
-    RepackSeg seg[5];
-    int n;
-    int bytes; // per group and super-block (16 rows' blocks)
-};
-constexpr KRepack kRepackK(DType t) {
-    switch (t) {
-    case DType::Q4_K:
-        return {{{0, 2, 2}, {2, 2, 2}, {4, 12, 4}, {16, 128, 4}}, 4, 16 * 144};
-    case DType::Q5_K:
-        return {{{0, 2, 2}, {2, 2, 2}, {4, 12, 4}, {16, 32, 4}, {48, 128, 4}}, 5, 16 * 176};
-    case DType::Q6_K:
-        return {{{208, 2, 2}, {192, 16, 4}, {0, 128, 4}, {128, 64, 4}}, 4, 16 * 210};
-    default:
-        return {{}, 0, 0};
-    }
-}
-
 } // namespace
 
 size_t kquantRepackBlockBytes(DType t) {
-    return size_t(kRepackK(t).bytes);
+    return size_t(kRepackK(t).bytes());
 }
 
 void repackKQuantGroups(DType t, const std::byte* w, size_t wRowBytes, int64_t rows, int64_t n,
                         std::byte* dst, int64_t g0, int64_t g1) {
     const KRepack f = kRepackK(t);
-    repackSegments(f.seg, f.n, size_t(f.bytes) / size_t(kRepackRows), n / kQK, w, wRowBytes, rows,
+    repackSegments(f.seg, f.n, size_t(f.bytes()) / size_t(kRepackRows), n / kQK, w, wRowBytes, rows,
                    dst, g0, g1);
 }
 

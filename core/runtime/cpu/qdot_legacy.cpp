@@ -5,14 +5,12 @@
 //   acc  = fma(float(sumi), d_w·d_x, acc)       then, for Q4_1 / Q5_1, acc = fma(m_w, s_x, acc)
 // so the portable version (here) and the x86 versions (qdot_legacy_x86.inc) return identical
 // bits, whatever the numbers of rows and tokens of a call.
-#include "core/common/error.h"
 #include "core/runtime/cpu/qdot_common.h"
 #include "core/runtime/cpu/simd.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <string>
 #include <type_traits>
 #include <vector>
 

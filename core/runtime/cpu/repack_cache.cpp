@@ -26,16 +26,18 @@ struct RepackedWeight {
     static constexpr size_t kHuge = size_t(2) << 20;
     std::byte* data = nullptr;
     size_t bytes = 0;
-    size_t align = 64;
-    explicit RepackedWeight(size_t n) : bytes(n), align(n >= kHuge ? kHuge : 64) {
-        data = static_cast<std::byte*>(::operator new[](n, std::align_val_t(align)));
+    explicit RepackedWeight(size_t n) : bytes(n) {
+        data = static_cast<std::byte*>(::operator new[](n, align()));
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
         // Advice only: without huge pages the copy works the same.
-        if (align == kHuge) ::madvise(data, n / kHuge * kHuge, MADV_HUGEPAGE);
+        if (bytes >= kHuge) ::madvise(data, n / kHuge * kHuge, MADV_HUGEPAGE);
 #endif
     }
     ~RepackedWeight() {
-        ::operator delete[](data, std::align_val_t(align));
+        ::operator delete[](data, align());
+    }
+    std::align_val_t align() const {
+        return std::align_val_t(bytes >= kHuge ? kHuge : 64);
     }
     RepackedWeight(const RepackedWeight&) = delete;
     RepackedWeight& operator=(const RepackedWeight&) = delete;
