@@ -4,6 +4,10 @@
 // the median of the rounds is printed, one JSON line per configuration and batch:
 //   bench_packed_linear [--rows R] [--cols C] [--prefill N] [--rounds K] [--threads T] [--isa I]
 //                       [--cpu-time 1]   (one thread, its CPU time: robust on a shared machine)
+//                       [--copies N]     (N copies of each weight run in turn, times per copy:
+//                                         with N x size above the L3 cache the weights stream
+//                                         from memory as in a model, not from the cache)
+//                       [--only A,B,...] (only the configurations of these names)
 // Weight GB/s = packed bytes / time; for prefill also GMAC/s.
 #include "core/common/dtype.h"
 #include "core/compress/quantizer.h"
@@ -113,8 +117,8 @@ std::unique_ptr<Packed> makePacked(const std::vector<float>& w, int64_t rows, in
 
 int main(int argc, char** argv) {
     int64_t rows = 5632, cols = 2048, prefill = 512;
-    int rounds = 5, threads = 2;
-    std::string isa;
+    int rounds = 5, threads = 2, copies = 1;
+    std::string isa, only;
     for (int i = 1; i + 1 < argc; i += 2) {
         const std::string a = argv[i];
         if (a == "--rows")
@@ -131,7 +135,14 @@ int main(int argc, char** argv) {
             isa = argv[i + 1];
         else if (a == "--cpu-time")
             g_cpuTime = std::atoi(argv[i + 1]) != 0;
+        else if (a == "--copies")
+            copies = std::max(1, std::atoi(argv[i + 1]));
+        else if (a == "--only")
+            only.append(",").append(argv[i + 1]).append(",");
     }
+    const auto wanted = [&](const std::string& name) {
+        return only.empty() || only.find("," + name + ",") != std::string::npos;
+    };
     if (!isa.empty()) kernels::setIsa(*kernels::isaFromName(isa));
     if (g_cpuTime) threads = 1;
 
@@ -142,31 +153,54 @@ int main(int argc, char** argv) {
     std::vector<uint16_t> w16(w.size());
     for (size_t i = 0; i < w.size(); ++i) w16[i] = f32ToF16(w[i]);
 
-    TensorView t32, t16;
-    t32.dtype = DType::F32, t32.shape = {rows, cols};
-    t32.data = reinterpret_cast<const std::byte*>(w.data()), t32.nbytes = w.size() * 4;
-    t16.dtype = DType::F16, t16.shape = {rows, cols};
-    t16.data = reinterpret_cast<const std::byte*>(w16.data()), t16.nbytes = w16.size() * 2;
+    // Copies of the float weights (each its own buffer).
+    std::vector<std::vector<float>> w32c;
+    std::vector<std::vector<uint16_t>> w16c;
+    for (int k = 0; k < copies; ++k) {
+        if (wanted("F32")) w32c.push_back(w);
+        if (wanted("F16")) w16c.push_back(w16);
+    }
+    std::vector<TensorView> t32(w32c.size()), t16(w16c.size());
+    for (size_t k = 0; k < w32c.size(); ++k) {
+        t32[k].dtype = DType::F32, t32[k].shape = {rows, cols};
+        t32[k].data = reinterpret_cast<const std::byte*>(w32c[k].data());
+        t32[k].nbytes = w.size() * 4;
+    }
+    for (size_t k = 0; k < w16c.size(); ++k) {
+        t16[k].dtype = DType::F16, t16[k].shape = {rows, cols};
+        t16[k].data = reinterpret_cast<const std::byte*>(w16c[k].data());
+        t16[k].nbytes = w.size() * 2;
+    }
 
     using G = compress::Granularity;
     std::vector<std::unique_ptr<Packed>> packs;
     std::vector<Config> cfgs;
-    cfgs.push_back({"F32", t32.nbytes, [&](const float* x, int64_t n, float* y) {
-                        kernels::linear(t32, x, cols, n, y, rows, nullptr, threads);
-                    }});
-    cfgs.push_back({"F16", t16.nbytes, [&](const float* x, int64_t n, float* y) {
-                        kernels::linear(t16, x, cols, n, y, rows, nullptr, threads);
-                    }});
+    if (wanted("F32"))
+        cfgs.push_back({"F32", w.size() * 4, [&](const float* x, int64_t n, float* y) {
+                            for (const TensorView& t : t32)
+                                kernels::linear(t, x, cols, n, y, rows, nullptr, threads);
+                        }});
+    if (wanted("F16"))
+        cfgs.push_back({"F16", w.size() * 2, [&](const float* x, int64_t n, float* y) {
+                            for (const TensorView& t : t16)
+                                kernels::linear(t, x, cols, n, y, rows, nullptr, threads);
+                        }});
     static ActQuantSpec a8;
     a8.bits = 8;
     auto addPacked = [&](const std::string& name, compress::WeightSettings st, bool two4,
                          const ActQuantSpec* act, bool exact) {
-        packs.push_back(makePacked(w, rows, cols, st, two4));
-        const kernels::PackedLinear* pl = packs.back()->pl.get();
-        cfgs.push_back({name, pl->bytes(), [=](const float* x, int64_t n, float* y) {
-                            kernels::LinearJob j;
-                            j.packed = pl, j.y = y, j.ldy = rows, j.act = act;
-                            kernels::linearBatch({&j, 1}, x, cols, n, threads, exact);
+        if (!wanted(name)) return;
+        std::vector<const kernels::PackedLinear*> pls;
+        for (int k = 0; k < copies; ++k) {
+            packs.push_back(makePacked(w, rows, cols, st, two4));
+            pls.push_back(packs.back()->pl.get());
+        }
+        cfgs.push_back({name, pls[0]->bytes(), [=](const float* x, int64_t n, float* y) {
+                            for (const kernels::PackedLinear* pl : pls) {
+                                kernels::LinearJob j;
+                                j.packed = pl, j.y = y, j.ldy = rows, j.act = act;
+                                kernels::linearBatch({&j, 1}, x, cols, n, threads, exact);
+                            }
                         }});
     };
     addPacked("W4A16 g128", intSettings(4, G::Group, 128), false, nullptr, false);
@@ -188,7 +222,9 @@ int main(int argc, char** argv) {
     std::vector<float> x(size_t(prefill * cols));
     for (auto& v : x) v = nd(rng) * 50.0f;
     std::vector<float> y(size_t(prefill * rows));
-    for (int64_t nTok : {int64_t(1), prefill}) {
+    std::vector<int64_t> tokenCounts{1};
+    if (prefill > 1) tokenCounts.push_back(prefill);
+    for (int64_t nTok : tokenCounts) {
         // Enough repetitions per measurement for ~50 ms.
         std::vector<std::vector<double>> times(cfgs.size());
         std::vector<int> reps(cfgs.size(), 1);
@@ -202,22 +238,23 @@ int main(int argc, char** argv) {
             for (size_t c = 0; c < cfgs.size(); ++c) {
                 const double t0 = now();
                 for (int k = 0; k < reps[c]; ++k) cfgs[c].run(x.data(), nTok, y.data());
-                times[c].push_back((now() - t0) / reps[c]);
+                times[c].push_back((now() - t0) / reps[c] / copies);
             }
         double f32 = 0;
         for (size_t c = 0; c < cfgs.size(); ++c) {
             auto v = times[c];
             std::sort(v.begin(), v.end());
             const double med = v[v.size() / 2];
-            if (c == 0) f32 = med;
+            if (cfgs[c].name == "F32") f32 = med;
             std::printf("{\"config\": \"%s\", \"isa\": \"%s\", \"rows\": %lld, \"cols\": %lld, "
                         "\"tokens\": %lld, \"ms\": %.3f, \"weight_GBps\": %.2f, \"GMACps\": %.1f, "
-                        "\"tokens_per_s\": %.1f, \"bytes\": %zu, \"speedup_vs_f32\": %.2f}\n",
+                        "\"tokens_per_s\": %.1f, \"bytes\": %zu, \"copies\": %d, "
+                        "\"speedup_vs_f32\": %.2f}\n",
                         cfgs[c].name.c_str(), kernels::isaName(kernels::activeIsa()),
                         (long long)rows, (long long)cols, (long long)nTok, med * 1e3,
                         double(cfgs[c].bytes) / med / 1e9,
                         double(rows) * double(cols) * double(nTok) / med / 1e9, double(nTok) / med,
-                        cfgs[c].bytes, f32 / med);
+                        cfgs[c].bytes, copies, f32 > 0 ? f32 / med : 0.0);
         }
     }
     return 0;

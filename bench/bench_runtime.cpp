@@ -1,13 +1,17 @@
 // Runtime benchmark: load time, prefill and decode tokens/s, peak RSS. Prints one JSON line per
 // measurement so scripts can collect them.
 //   bench_runtime MODEL [--prefill N] [--decode N] [--threads T] [--reps R] [--warmup W]
-//                       [--exact-activations] [--preset P | --recipe R.json] [--device D]
+//                       [--exact-activations] [--preset P | --recipe R.json]... [--device D]
 // --device cpu|vulkan|vulkan:N: where the session runs (a "device" line says which device was
 // used, how many forwards ran resident on it and, if not all, why).
 // --preset / --recipe: the model compressed by that recipe (round to nearest, no calibration
 // data: the speed of the packed form does not depend on how the codes were chosen) is measured;
 // "compress_seconds", the overlay's bits/weight and its resident bytes are printed too, and
 // decode_weight_bytes counts the overlay's stored bytes in place of the replaced tensors.
+// Several --preset / --recipe options measure several configurations in one process, their
+// repetitions interleaved (one of each in turn, after every configuration's warm-up), so that
+// their ratios do not depend on when the machine was busier; peak RSS is then the process's
+// (one line, "configuration": "all").
 // Each repetition: reset, one prefill of N synthetic ids ((i*7919+13) % vocab, logits of the last
 // position only), then N greedy single-token decode steps starting from the prompt's last id.
 // "value" is the median over the repetitions ("best" and "runs" carry the rest). W warm-up
@@ -63,12 +67,21 @@ double median(std::vector<double> v) {
 int usage() {
     std::fprintf(stderr, "usage: bench_runtime MODEL [--prefill N] [--decode N] [--threads T] "
                          "[--reps R] [--warmup W] [--exact-activations] "
-                         "[--preset P | --recipe R.json] [--device cpu|vulkan|vulkan:N]\n");
+                         "[--preset P | --recipe R.json]... [--device cpu|vulkan|vulkan:N]\n");
     return 2;
 }
 
+/// One configuration of the command line: a preset or a recipe file (both empty: the model).
+struct ConfigArg {
+    std::string preset, recipePath;
+    std::string name() const {
+        return !preset.empty() ? preset : !recipePath.empty() ? recipePath : std::string("model");
+    }
+};
+
 struct Args {
-    std::string path, preset, recipePath, device;
+    std::string path, device;
+    std::vector<ConfigArg> configs;
     int64_t nPrefill = 128, nDecode = 64, warmup = 1;
     int threads = 0, reps = 3;
     bool exact = false;
@@ -90,7 +103,9 @@ bool parseArgs(int argc, char** argv, Args& a) {
             continue;
         }
         if (k == "--preset" || k == "--recipe") {
-            (k == "--preset" ? a.preset : a.recipePath) = argv[++i];
+            a.configs.push_back(k == "--preset" ? ConfigArg{argv[i + 1], {}}
+                                                : ConfigArg{{}, argv[i + 1]});
+            ++i;
             continue;
         }
         char* end = nullptr;
@@ -110,6 +125,7 @@ bool parseArgs(int argc, char** argv, Args& a) {
             return false;
         ++i;
     }
+    if (a.configs.empty()) a.configs.push_back({});
     return a.nPrefill >= 1 && a.nDecode >= 1 && a.reps >= 1;
 }
 
@@ -122,7 +138,7 @@ struct Configuration {
     uint64_t decodeBytes = 0;
 };
 
-Configuration configure(const lcw::Model& model, const Args& a) {
+Configuration configure(const lcw::Model& model, const ConfigArg& a) {
     Configuration c;
     c.weights = &model;
     c.decodeBytes = model.storedBytes();
@@ -154,31 +170,34 @@ struct Timings {
     double warmSec = 0.0;
 };
 
-Timings measure(lcw::Session& session, const std::vector<int32_t>& prompt, const Args& a,
-                int64_t contextLength) {
+/// One configuration's session and what was measured on it.
+struct Run {
+    std::unique_ptr<lcw::Session> session;
     std::vector<float> logits;
-    auto decode = [&](int32_t tok, int64_t n) {
+    Timings t;
+
+    void decode(int32_t tok, int64_t n) {
         for (int64_t i = 0; i < n; ++i) {
-            session.forward(std::span<const int32_t>(&tok, 1), logits, false);
+            session->forward(std::span<const int32_t>(&tok, 1), logits, false);
             tok = int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
         }
-    };
-    Timings t;
-    const double tw = now();
-    decode(prompt.back(), std::min(a.warmup, contextLength));
-    t.warmSec = now() - tw;
-    const auto nPrefill = int64_t(prompt.size());
-    for (int r = 0; r < a.reps; ++r) {
-        session.reset();
-        double s = now();
-        session.forward(prompt, logits, false);
-        t.prefill.push_back(double(nPrefill) / (now() - s));
-        s = now();
-        decode(prompt.back(), a.nDecode);
-        t.decode.push_back(double(a.nDecode) / (now() - s));
     }
-    return t;
-}
+    void warmUp(const std::vector<int32_t>& prompt, int64_t steps) {
+        const double tw = now();
+        decode(prompt.back(), steps);
+        t.warmSec = now() - tw;
+    }
+    /// One repetition: reset, prefill, decode.
+    void repetition(const std::vector<int32_t>& prompt, int64_t nDecode) {
+        session->reset();
+        double s = now();
+        session->forward(prompt, logits, false);
+        t.prefill.push_back(double(prompt.size()) / (now() - s));
+        s = now();
+        decode(prompt.back(), nDecode);
+        t.decode.push_back(double(nDecode) / (now() - s));
+    }
+};
 
 nlohmann::json rates(const char* metric, const std::vector<double>& v, int64_t tokens) {
     return {{"metric", metric},
@@ -200,63 +219,80 @@ int main(int argc, char** argv) {
         const double loadSec = now() - t0;
         const auto& spec = model->spec();
         const double f32Bytes = double(model->parameterCount()) * 4.0;
-        const Configuration c = configure(*model, a);
-        nlohmann::json base = {{"model", a.path},
-                               {"arch", spec.arch},
-                               {"format", spec.sourceFormat},
-                               {"parameters", model->parameterCount()},
-                               {"stored_bytes", model->storedBytes()},
-                               {"decode_weight_bytes", c.decodeBytes},
-                               {"exact_activations", a.exact},
-                               {"configuration", !a.preset.empty()       ? a.preset
-                                                 : !a.recipePath.empty() ? a.recipePath
-                                                                         : std::string("model")},
-                               {"threads", omp_get_max_threads()}};
-        auto emit = [&](nlohmann::json j) {
-            for (auto& [k, v] : base.items()) j[k] = v;
-            std::printf("%s\n", j.dump().c_str());
-            std::fflush(stdout);
-        };
-        emit({{"metric", "load_seconds"}, {"value", loadSec}});
-        if (c.overlay) {
-            emit({{"metric", "compress_seconds"}, {"value", c.compressSec}});
-            emit(
-                {{"metric", "bits_per_weight"}, {"value", c.overlay->totalSize().bitsPerWeight()}});
-        }
-
         const int64_t nPrefill =
             std::min<int64_t>(a.nPrefill, std::max<int64_t>(1, spec.maxSeq - a.nDecode - 1));
         lcw::SessionOptions so;
         so.contextLength = nPrefill + a.nDecode + 1;
         if (a.exact) setExactActivations(so);
         so.device = a.device;
-        lcw::Session session(*c.weights, so);
         std::vector<int32_t> prompt(static_cast<size_t>(nPrefill));
         for (int64_t i = 0; i < nPrefill; ++i)
             prompt[size_t(i)] = int32_t((i * 7919 + 13) % spec.vocab);
-        const Timings t = measure(session, prompt, a, so.contextLength);
 
-        emit({{"metric", "warmup_seconds"}, {"value", t.warmSec}, {"tokens", a.warmup}});
-        if (!a.device.empty())
-            emit({{"metric", "device"},
-                  {"id", session.device().id},
-                  {"name", session.device().name},
-                  {"note", session.deviceNote()},
-                  {"resident_forwards", session.deviceForwards()},
-                  {"resident_note", session.residentNote()},
-                  {"device_products", session.deviceProducts()},
-                  {"device_memory_bytes", session.deviceMemoryBytes()}});
-        emit(rates("prefill_tokens_per_second", t.prefill, nPrefill));
-        emit(rates("decode_tokens_per_second", t.decode, a.nDecode));
+        const nlohmann::json common = {{"model", a.path},
+                                       {"arch", spec.arch},
+                                       {"format", spec.sourceFormat},
+                                       {"parameters", model->parameterCount()},
+                                       {"stored_bytes", model->storedBytes()},
+                                       {"exact_activations", a.exact},
+                                       {"threads", omp_get_max_threads()}};
+        auto emitWith = [&](const nlohmann::json& base, nlohmann::json j) {
+            for (auto& [k, v] : common.items()) j[k] = v;
+            for (auto& [k, v] : base.items()) j[k] = v;
+            std::printf("%s\n", j.dump().c_str());
+            std::fflush(stdout);
+        };
+        const size_t nc = a.configs.size();
+        std::vector<Configuration> cs(nc);
+        std::vector<nlohmann::json> bases(nc);
+        std::vector<Run> runs(nc);
+        for (size_t i = 0; i < nc; ++i) {
+            cs[i] = configure(*model, a.configs[i]);
+            bases[i] = {{"decode_weight_bytes", cs[i].decodeBytes},
+                        {"configuration", a.configs[i].name()}};
+            emitWith(bases[i], {{"metric", "load_seconds"}, {"value", loadSec}});
+            if (cs[i].overlay) {
+                emitWith(bases[i], {{"metric", "compress_seconds"}, {"value", cs[i].compressSec}});
+                emitWith(bases[i], {{"metric", "bits_per_weight"},
+                                    {"value", cs[i].overlay->totalSize().bitsPerWeight()}});
+            }
+            runs[i].session = std::make_unique<lcw::Session>(*cs[i].weights, so);
+        }
+        for (Run& r : runs) r.warmUp(prompt, std::min(a.warmup, so.contextLength));
+        for (int rep = 0; rep < a.reps; ++rep)
+            for (Run& r : runs) r.repetition(prompt, a.nDecode);
+
+        for (size_t i = 0; i < nc; ++i) {
+            const Timings& t = runs[i].t;
+            const lcw::Session& session = *runs[i].session;
+            emitWith(bases[i],
+                     {{"metric", "warmup_seconds"}, {"value", t.warmSec}, {"tokens", a.warmup}});
+            if (!a.device.empty())
+                emitWith(bases[i], {{"metric", "device"},
+                                    {"id", session.device().id},
+                                    {"name", session.device().name},
+                                    {"note", session.deviceNote()},
+                                    {"resident_forwards", session.deviceForwards()},
+                                    {"resident_note", session.residentNote()},
+                                    {"device_products", session.deviceProducts()},
+                                    {"device_memory_bytes", session.deviceMemoryBytes()}});
+            emitWith(bases[i], rates("prefill_tokens_per_second", t.prefill, nPrefill));
+            emitWith(bases[i], rates("decode_tokens_per_second", t.decode, a.nDecode));
+            if (nc == 1 || !cs[i].overlay) continue;
+            emitWith(bases[i], {{"metric", "overlay_resident_bytes"},
+                                {"value", cs[i].overlay->residentBytes()},
+                                {"stored_bytes", cs[i].overlay->totalSize().bytes()}});
+        }
         const double peak = double(lcw::peakRssBytes());
-        emit({{"metric", "peak_rss_bytes"},
-              {"value", peak},
-              {"ratio_to_f32_size", peak / f32Bytes},
-              {"ratio_to_stored_size", peak / double(model->storedBytes())}});
-        if (c.overlay)
-            emit({{"metric", "overlay_resident_bytes"},
-                  {"value", c.overlay->residentBytes()},
-                  {"stored_bytes", c.overlay->totalSize().bytes()}});
+        emitWith(nc == 1 ? bases[0] : nlohmann::json{{"configuration", "all"}},
+                 {{"metric", "peak_rss_bytes"},
+                  {"value", peak},
+                  {"ratio_to_f32_size", peak / f32Bytes},
+                  {"ratio_to_stored_size", peak / double(model->storedBytes())}});
+        if (nc == 1 && cs[0].overlay)
+            emitWith(bases[0], {{"metric", "overlay_resident_bytes"},
+                                {"value", cs[0].overlay->residentBytes()},
+                                {"stored_bytes", cs[0].overlay->totalSize().bytes()}});
     } catch (const std::exception& e) {
         std::fprintf(stderr, "error: %s\n", e.what());
         return 1;

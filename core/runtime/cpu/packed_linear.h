@@ -158,7 +158,8 @@ namespace detail {
 /// Tests and benchmarks: allow (the default) or forbid VNNI instructions in the packed kernels, so
 /// that the AVX2 / AVX-512 versions without VNNI run on a CPU that has it.
 void packedAllowVnni(bool allow);
-/// Likewise for AVX-512 VBMI (the 2:4 gathers use vpermt2b where allowed, pshufb otherwise).
+/// Likewise for AVX-512 VBMI with GFNI (where allowed the 2:4 gathers use vpermt2b and the 4-bit
+/// and 2-bit unpacking vgf2p8affineqb; otherwise pshufb and shifts).
 void packedAllowVbmi(bool allow);
 } // namespace detail
 

@@ -38,6 +38,7 @@ PK_TARGET_PUSH("avx2,fma,f16c")
 #define PK_W 256
 #define PK_VNNI 0
 #define PK_VBMI 0
+#define PK_GFNI 0
 #include "core/runtime/cpu/packed_kernels.inc"
 PK_TARGET_POP
 
@@ -46,6 +47,7 @@ PK_TARGET_PUSH("avx2,fma,f16c,avxvnni")
 #define PK_W 256
 #define PK_VNNI 1
 #define PK_VBMI 0
+#define PK_GFNI 0
 #include "core/runtime/cpu/packed_kernels.inc"
 PK_TARGET_POP
 
@@ -54,6 +56,7 @@ PK_TARGET_PUSH("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")
 #define PK_W 512
 #define PK_VNNI 0
 #define PK_VBMI 0
+#define PK_GFNI 0
 #include "core/runtime/cpu/packed_kernels.inc"
 PK_TARGET_POP
 
@@ -62,14 +65,16 @@ PK_TARGET_PUSH("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")
 #define PK_W 512
 #define PK_VNNI 1
 #define PK_VBMI 0
+#define PK_GFNI 0
 #include "core/runtime/cpu/packed_kernels.inc"
 PK_TARGET_POP
 
-PK_TARGET_PUSH("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,avx2,fma,f16c")
+PK_TARGET_PUSH("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,gfni,avx2,fma,f16c")
 #define PK_NS avx512vbmi
 #define PK_W 512
 #define PK_VNNI 1
 #define PK_VBMI 1
+#define PK_GFNI 1
 #include "core/runtime/cpu/packed_kernels.inc"
 PK_TARGET_POP
 
@@ -83,7 +88,7 @@ namespace {
 bool hasVbmi() {
     static const bool v = [] {
         __builtin_cpu_init();
-        return __builtin_cpu_supports("avx512vbmi");
+        return __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("gfni");
     }();
     return v;
 }
