@@ -4,7 +4,9 @@
 // tails, unaligned pointers and strides, batch invariance (one token at a time gives the same bits
 // as the batch), the fused 16-bit product equal to the product over converted rows, gemmNN, and
 // dequantizeRows against the scalar conversions, special values included; linear() over F32, F16
-// and BF16 weights with the batch crossing the driver's switch from the fused product to tiles.
+// and BF16 weights with the batch crossing the driver's switch from the fused product to tiles;
+// the AVX-512 BF16 product (bf16 activations, vdpbf16ps) against the double product of the
+// bf16-rounded activations, its invariance over tokens and rows, and linear()'s use of it.
 //
 // Tolerance against the double reference: |y - ref| <= (n/8 + 8) * 2^-24 * sum_i |x_i w_i|, a bound
 // on the rounding of a sum split into 8 or 16 partial sums of float products (each partial sum of
@@ -342,12 +344,24 @@ private slots:
                              qPrintable(where + ": one token differs from the batch"));
                     QVERIFY2(std::memcmp(yb.data(), y3.data(), yb.size() * 4) == 0,
                              qPrintable(where + ": three tokens differ from the batch"));
+                    // BF16 weights on a CPU with AVX-512 BF16 multiply bf16-rounded activations
+                    // (as llama.cpp does) unless the call asks for exact ones.
+                    const bool bdot = dt == DType::BF16 && kernels::detail::bf16DotAvailable();
+                    if (bdot && threads == 1) {
+                        std::vector<float> ye(yb.size()), yc(yb.size());
+                        kernels::linear(v, x.data(), in, T, ye.data(), out, nullptr, 1, true);
+                        kernels::gemmNT(w.values.data(), in, out, x.data(), in, T, yc.data(), out,
+                                        in);
+                        QVERIFY2(std::memcmp(ye.data(), yc.data(), ye.size() * 4) == 0,
+                                 qPrintable(where + ": exact activations left the float path"));
+                    }
                     for (int64_t t = 0; t < T; ++t)
                         for (int64_t o = 0; o < out; ++o) {
                             double r = bias.data()[o], a = std::abs(r);
                             for (int64_t i = 0; i < in; ++i) {
-                                const double p =
-                                    double(x.data()[t * in + i]) * w.values[size_t(o * in + i)];
+                                float xi = x.data()[t * in + i];
+                                if (bdot) xi = bf16ToF32(f32ToBf16(xi));
+                                const double p = double(xi) * w.values[size_t(o * in + i)];
                                 r += p, a += std::abs(p);
                             }
                             const double bnd = (double(in) / 8 + 9) * std::ldexp(1.0, -24) * a;
@@ -356,6 +370,58 @@ private slots:
                         }
                 }
             }
+        }
+    }
+
+    void bf16DotAgainstDoubleAndInvariance() {
+        // vdpbf16ps: every bf16 product exact in float, pairs added to 16 float lanes (two
+        // roundings per pair, n/16 per lane), then the fixed 16-lane sum; the bound of the file
+        // head holds. Row and token groupings must not change an output's bits.
+        IsaGuard guard;
+        if (!kernels::isaSupported(kernels::Isa::Avx512))
+            QSKIP("lcw: no AVX-512 on this CPU, the BF16 dot product is not built for it");
+        kernels::setIsa(kernels::Isa::Avx512);
+        if (!kernels::detail::bf16DotAvailable())
+            QSKIP("lcw: this CPU has no AVX-512 BF16 (vdpbf16ps)");
+        std::mt19937_64 rng(15);
+        for (int64_t n : {1, 7, 31, 32, 33, 100, 1601, 4096}) {
+            const int64_t rows = 13, T = 9, ldb = kernels::detail::bf16RowStride(n);
+            const StoredRows w = makeRows(rng, DType::BF16, rows, n + 3, 1);
+            const Acts x = makeActs(rng, T * n, 1);
+            std::vector<uint16_t> xb(size_t(T * ldb), 0xFFFF);
+            kernels::detail::toBf16Rows(x.data(), n, T, n, xb.data());
+            for (int64_t t = 0; t < T; ++t) {
+                for (int64_t i = 0; i < n; ++i)
+                    QCOMPARE(xb[size_t(t * ldb + i)], f32ToBf16(x.data()[t * n + i]));
+                for (int64_t i = n; i < ldb; ++i) QCOMPARE(xb[size_t(t * ldb + i)], uint16_t(0));
+            }
+            std::vector<float> y(size_t(T * rows));
+            kernels::detail::gemmBf16Dot(w.u16(), w.ld, rows, xb.data(), T, y.data(), rows, n);
+            for (int64_t t = 0; t < T; ++t)
+                for (int64_t r = 0; r < rows; ++r) {
+                    double ref = 0, a = 0;
+                    for (int64_t i = 0; i < n; ++i) {
+                        const double p = double(bf16ToF32(xb[size_t(t * ldb + i)])) *
+                                         w.values[size_t(r * w.ld + i)];
+                        ref += p, a += std::abs(p);
+                    }
+                    const double bnd = (double(n) / 8 + 8) * std::ldexp(1.0, -24) * a;
+                    QVERIFY2(std::abs(ref - y[size_t(t * rows + r)]) <= bnd,
+                             qPrintable(QString("n=%1 t=%2 r=%3").arg(n).arg(t).arg(r)));
+                }
+            // One token at a time, and rows from an odd start, give the same bits.
+            for (int64_t t = 0; t < T; ++t) {
+                std::vector<float> one(static_cast<size_t>(rows));
+                kernels::detail::gemmBf16Dot(w.u16(), w.ld, rows, xb.data() + t * ldb, 1,
+                                             one.data(), rows, n);
+                QVERIFY(std::memcmp(one.data(), y.data() + t * rows, size_t(rows) * 4) == 0);
+            }
+            std::vector<float> part(size_t(T * rows));
+            kernels::detail::gemmBf16Dot(w.u16() + 3 * w.ld, w.ld, rows - 3, xb.data(), T,
+                                         part.data(), rows - 3, n);
+            for (int64_t t = 0; t < T; ++t)
+                QVERIFY(std::memcmp(part.data() + t * (rows - 3), y.data() + t * rows + 3,
+                                    size_t(rows - 3) * 4) == 0);
         }
     }
 };

@@ -132,7 +132,8 @@ void printEvalHeader(const json& j) {
         std::printf("acts:    %s\n", j["activations"].get<std::string>() == "exact-f32"
                                          ? "exact-f32 (float32 activations in every product)"
                                          : "quantized-8bit (8-bit activation blocks where the "
-                                           "weights are GGUF or lcw packed codes)");
+                                           "weights are GGUF or lcw packed codes, bf16 "
+                                           "activations for BF16 weights with AVX-512 BF16)");
     if (j.contains("device") && j["device"].is_object())
         std::printf("device:  %s (%s)\n", j["device"].value("name", std::string()).c_str(),
                     j["device"].value("id", std::string()).c_str());

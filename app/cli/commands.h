@@ -69,8 +69,9 @@ std::unique_ptr<WeightSource> applyRecipeOptions(const Model& model, const Args&
 /// --threads N (0 or absent: OpenMP's default); UsageError when negative.
 void applyThreads(const Args& a);
 /// How the products treat activations, for reports: "exact-f32" (--exact-activations: float32
-/// activations everywhere) or "quantized-8bit" (GGUF and lcw packed weights multiply activations
-/// quantised to 8-bit blocks, as llama.cpp does; a recipe's activation settings apply either way).
+/// activations everywhere) or "quantized-8bit" (llama.cpp's path: GGUF and lcw packed weights
+/// multiply activations quantised to 8-bit blocks, BF16 weights on a CPU with AVX-512 BF16
+/// activations rounded to bf16; a recipe's activation settings apply either way).
 const char* activationsPathName(bool exact);
 /// The "macs" object of the reports: weight-product multiply-accumulates counted on the host
 /// (Session::macCounts) over `tokens` tokens run: dense, zero_input (input entry exactly zero:

@@ -145,7 +145,8 @@ Global options (any position):
 --exact-activations (generate, logits, perplexity, eval, compare, hidden-error, sensitivity,
 autotune, export's KL check): float32 activations in every product, the error of the weights
 alone; by default GGUF and lcw packed weights multiply activations quantised to 8-bit blocks as
-llama.cpp does (reports say which: "activations": "exact-f32" | "quantized-8bit"). A recipe's own
+llama.cpp does, and BF16 weights on a CPU with AVX-512 BF16 activations rounded to bf16 (reports
+say which: "activations": "exact-f32" | "quantized-8bit"). A recipe's own
 activation quantisation applies either way.
 generate, logits and perplexity also take --recipe R.json, --preset NAME or --overlay DIR to
 run on quantised weights (with --calib FILE [--samples N] [--seq-len L] [--calib-sampling

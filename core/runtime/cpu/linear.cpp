@@ -31,20 +31,38 @@ int64_t jobCols(const LinearJob& j) {
 namespace {
 
 /// What each job's tiles read besides the weight: GGUF block weights with an integer kernel read
-/// the activations quantised once to the kernel's 8-bit blocks (unless `exact`); packed lcw
-/// weights read their prepare()d activations; everything else reads x as float (null entries).
+/// the activations quantised once to the kernel's 8-bit blocks (unless `exact`); BF16 weights,
+/// where the CPU has AVX-512 BF16, the activations rounded once to bf16 (unless `exact`); packed
+/// lcw weights read their prepare()d activations; everything else reads x as float (null
+/// entries).
 struct PreparedInputs {
     const QDotKernel* qk[7] = {};
     const std::byte* data[7] = {};
     size_t ld[7] = {};
+    const uint16_t* xb = nullptr; ///< bf16 activations of the BF16 jobs (bf16RowStride(n) apart)
 };
+
+/// Whether a stored weight multiplies bf16 activations (bf16_dot.cpp).
+bool usesBf16Dot(const LinearJob& job, bool exact) {
+    return !job.packed && !exact && job.w->dtype == DType::BF16 &&
+           (reinterpret_cast<uintptr_t>(job.w->data) & 1) == 0 && bf16DotAvailable();
+}
 
 PreparedInputs prepareInputs(std::span<const LinearJob> jobs, const float* x, int64_t ldx,
                              int64_t nTok, int64_t n, bool exact) {
     PreparedInputs p;
     thread_local std::vector<std::byte> prepBuf[7];
+    thread_local std::vector<uint16_t> bf16Buf;
     for (size_t j = 0; j < jobs.size(); ++j) {
         const LinearJob& job = jobs[j];
+        if (usesBf16Dot(job, exact)) {
+            if (!p.xb) {
+                bf16Buf.resize(size_t(bf16RowStride(n) * nTok));
+                toBf16Rows(x, ldx, nTok, n, bf16Buf.data());
+                p.xb = bf16Buf.data();
+            }
+            continue;
+        }
         if (job.packed) {
             const size_t b = job.packed->preparedBytes(nTok, job.act, exact);
             // Jobs with the same preparation share one buffer (q/k/v, gate/up).
@@ -90,6 +108,11 @@ void productTile(const LinearJob& job, const PreparedInputs& prep, size_t j, int
         return;
     }
     const TensorView& w = *job.w;
+    if (prep.xb && usesBf16Dot(job, exact)) {
+        gemmBf16Dot(reinterpret_cast<const uint16_t*>(w.data) + r0 * n, n, rows, prep.xb, nTok,
+                    y + r0, job.ldy, n);
+        return;
+    }
     if (prep.qk[j]) {
         if (job.repacked && prep.qk[j]->gemmRepacked && r0 % kRepackRows == 0)
             prep.qk[j]->gemmRepacked(job.repacked +

@@ -65,6 +65,19 @@ inline int resolveThreads(int threads) {
 void gemmNT16(bool bf16, const uint16_t* w, int64_t ldw, int64_t nRows, const float* x, int64_t ldx,
               int64_t nTok, float* y, int64_t ldy, int64_t n);
 
+/// BF16 weights times bf16-rounded activations (bf16_dot.cpp, AVX-512 BF16 vdpbf16ps: pairs of
+/// bf16 products summed into fp32 lanes): what llama.cpp computes for BF16 weights. Available
+/// when the CPU has AVX-512 BF16 and the active level is AVX-512.
+bool bf16DotAvailable();
+/// Row stride (elements) of toBf16Rows' output for rows of n values: n rounded up to 32.
+int64_t bf16RowStride(int64_t n);
+/// dst[t * bf16RowStride(n) + i] = bf16(x[t * ldx + i]) (round to nearest even), zero-padded.
+void toBf16Rows(const float* x, int64_t ldx, int64_t nTok, int64_t n, uint16_t* dst);
+/// y[t * ldy + r] = Σ_i W[r, i] · xb[t, i] over rows of n values (xb from toBf16Rows); each
+/// output is accumulated in the same order whatever nRows and nTok (single-threaded).
+void gemmBf16Dot(const uint16_t* w, int64_t ldw, int64_t nRows, const uint16_t* xb, int64_t nTok,
+                 float* y, int64_t ldy, int64_t n);
+
 #if LCW_X86
 LCW_AVX2 inline float hsum8(__m256 v) {
     // Same reduction order as microGeneric: (a0+a4), (a2+a6), (a1+a5), (a3+a7).
