@@ -113,85 +113,78 @@ std::unique_ptr<Packed> makePacked(const std::vector<float>& w, int64_t rows, in
     return p;
 }
 
-} // namespace
-
-int main(int argc, char** argv) {
+struct Options {
     int64_t rows = 5632, cols = 2048, prefill = 512;
     int rounds = 5, threads = 2, copies = 1;
-    std::string isa, only;
+    std::string isa, only; ///< only: ",A,B," or empty (every configuration)
+    bool wanted(const std::string& name) const {
+        return only.empty() || only.find("," + name + ",") != std::string::npos;
+    }
+};
+
+Options parseOptions(int argc, char** argv) {
+    Options o;
     for (int i = 1; i + 1 < argc; i += 2) {
         const std::string a = argv[i];
         if (a == "--rows")
-            rows = std::atoll(argv[i + 1]);
+            o.rows = std::atoll(argv[i + 1]);
         else if (a == "--cols")
-            cols = std::atoll(argv[i + 1]);
+            o.cols = std::atoll(argv[i + 1]);
         else if (a == "--prefill")
-            prefill = std::atoll(argv[i + 1]);
+            o.prefill = std::atoll(argv[i + 1]);
         else if (a == "--rounds")
-            rounds = std::atoi(argv[i + 1]);
+            o.rounds = std::atoi(argv[i + 1]);
         else if (a == "--threads")
-            threads = std::atoi(argv[i + 1]);
+            o.threads = std::atoi(argv[i + 1]);
         else if (a == "--isa")
-            isa = argv[i + 1];
+            o.isa = argv[i + 1];
         else if (a == "--cpu-time")
             g_cpuTime = std::atoi(argv[i + 1]) != 0;
         else if (a == "--copies")
-            copies = std::max(1, std::atoi(argv[i + 1]));
+            o.copies = std::max(1, std::atoi(argv[i + 1]));
         else if (a == "--only")
-            only.append(",").append(argv[i + 1]).append(",");
+            o.only.append(",").append(argv[i + 1]).append(",");
     }
-    const auto wanted = [&](const std::string& name) {
-        return only.empty() || only.find("," + name + ",") != std::string::npos;
-    };
-    if (!isa.empty()) kernels::setIsa(*kernels::isaFromName(isa));
-    if (g_cpuTime) threads = 1;
+    if (g_cpuTime) o.threads = 1;
+    return o;
+}
 
-    std::mt19937 rng(1);
-    std::normal_distribution<float> nd(0.0f, 0.02f);
-    std::vector<float> w(size_t(rows * cols));
-    for (auto& v : w) v = nd(rng);
+/// The configurations to time, each run over its `copies` weights in turn. `owned` keeps the
+/// float copies' bytes and `packs` the packed weights alive.
+std::vector<Config> makeConfigs(const Options& o, const std::vector<float>& w,
+                                std::vector<std::vector<std::byte>>& owned,
+                                std::vector<std::unique_ptr<Packed>>& packs) {
+    using G = compress::Granularity;
+    const int64_t rows = o.rows, cols = o.cols;
+    const int threads = o.threads;
+    std::vector<Config> cfgs;
+    // F32 and F16: copies of the stored bytes, multiplied in place.
+    auto addFloat = [&](const char* name, DType dt, const void* data, size_t bytes) {
+        if (!o.wanted(name)) return;
+        std::vector<TensorView> views(size_t(o.copies));
+        for (TensorView& v : views) {
+            const auto* b = static_cast<const std::byte*>(data);
+            owned.emplace_back(b, b + bytes);
+            v.dtype = dt, v.shape = {rows, cols};
+            v.data = owned.back().data(), v.nbytes = bytes;
+        }
+        cfgs.push_back({name, bytes, [=](const float* x, int64_t n, float* y) {
+                            for (const TensorView& t : views)
+                                kernels::linear(t, x, cols, n, y, rows, nullptr, threads);
+                        }});
+    };
     std::vector<uint16_t> w16(w.size());
     for (size_t i = 0; i < w.size(); ++i) w16[i] = f32ToF16(w[i]);
+    addFloat("F32", DType::F32, w.data(), w.size() * 4);
+    addFloat("F16", DType::F16, w16.data(), w16.size() * 2);
 
-    // Copies of the float weights (each its own buffer).
-    std::vector<std::vector<float>> w32c;
-    std::vector<std::vector<uint16_t>> w16c;
-    for (int k = 0; k < copies; ++k) {
-        if (wanted("F32")) w32c.push_back(w);
-        if (wanted("F16")) w16c.push_back(w16);
-    }
-    std::vector<TensorView> t32(w32c.size()), t16(w16c.size());
-    for (size_t k = 0; k < w32c.size(); ++k) {
-        t32[k].dtype = DType::F32, t32[k].shape = {rows, cols};
-        t32[k].data = reinterpret_cast<const std::byte*>(w32c[k].data());
-        t32[k].nbytes = w.size() * 4;
-    }
-    for (size_t k = 0; k < w16c.size(); ++k) {
-        t16[k].dtype = DType::F16, t16[k].shape = {rows, cols};
-        t16[k].data = reinterpret_cast<const std::byte*>(w16c[k].data());
-        t16[k].nbytes = w.size() * 2;
-    }
-
-    using G = compress::Granularity;
-    std::vector<std::unique_ptr<Packed>> packs;
-    std::vector<Config> cfgs;
-    if (wanted("F32"))
-        cfgs.push_back({"F32", w.size() * 4, [&](const float* x, int64_t n, float* y) {
-                            for (const TensorView& t : t32)
-                                kernels::linear(t, x, cols, n, y, rows, nullptr, threads);
-                        }});
-    if (wanted("F16"))
-        cfgs.push_back({"F16", w.size() * 2, [&](const float* x, int64_t n, float* y) {
-                            for (const TensorView& t : t16)
-                                kernels::linear(t, x, cols, n, y, rows, nullptr, threads);
-                        }});
     static ActQuantSpec a8;
     a8.bits = 8;
     auto addPacked = [&](const std::string& name, compress::WeightSettings st, bool two4,
                          const ActQuantSpec* act, bool exact) {
-        if (!wanted(name)) return;
+        if (!o.wanted(name)) return;
         std::vector<const kernels::PackedLinear*> pls;
-        for (int k = 0; k < copies; ++k) {
+        for (int k = 0; k < o.copies; ++k) {
             packs.push_back(makePacked(w, rows, cols, st, two4));
             pls.push_back(packs.back()->pl.get());
         }
@@ -218,44 +211,63 @@ int main(int argc, char** argv) {
     compress::WeightSettings fp8;
     fp8.format = compress::WeightFormat::Fp8E4M3, fp8.bits = 8, fp8.granularity = G::Channel;
     addPacked("FP8 channel", fp8, false, nullptr, false);
+    return cfgs;
+}
 
-    std::vector<float> x(size_t(prefill * cols));
-    for (auto& v : x) v = nd(rng) * 50.0f;
-    std::vector<float> y(size_t(prefill * rows));
-    std::vector<int64_t> tokenCounts{1};
-    if (prefill > 1) tokenCounts.push_back(prefill);
-    for (int64_t nTok : tokenCounts) {
-        // Enough repetitions per measurement for ~50 ms.
-        std::vector<std::vector<double>> times(cfgs.size());
-        std::vector<int> reps(cfgs.size(), 1);
+/// Times every configuration on nTok tokens (interleaved rounds, enough repetitions per
+/// measurement for ~50 ms) and prints one JSON line each.
+void measure(const Options& o, const std::vector<Config>& cfgs, int64_t nTok,
+             const std::vector<float>& x, std::vector<float>& y) {
+    std::vector<std::vector<double>> times(cfgs.size());
+    std::vector<int> reps(cfgs.size(), 1);
+    for (size_t c = 0; c < cfgs.size(); ++c) {
+        const double t0 = now();
+        cfgs[c].run(x.data(), nTok, y.data());
+        const double dt = now() - t0;
+        reps[c] = std::max(1, int(0.05 / std::max(dt, 1e-6)));
+    }
+    for (int r = 0; r < o.rounds; ++r)
         for (size_t c = 0; c < cfgs.size(); ++c) {
             const double t0 = now();
-            cfgs[c].run(x.data(), nTok, y.data());
-            const double dt = now() - t0;
-            reps[c] = std::max(1, int(0.05 / std::max(dt, 1e-6)));
+            for (int k = 0; k < reps[c]; ++k) cfgs[c].run(x.data(), nTok, y.data());
+            times[c].push_back((now() - t0) / reps[c] / o.copies);
         }
-        for (int r = 0; r < rounds; ++r)
-            for (size_t c = 0; c < cfgs.size(); ++c) {
-                const double t0 = now();
-                for (int k = 0; k < reps[c]; ++k) cfgs[c].run(x.data(), nTok, y.data());
-                times[c].push_back((now() - t0) / reps[c] / copies);
-            }
-        double f32 = 0;
-        for (size_t c = 0; c < cfgs.size(); ++c) {
-            auto v = times[c];
-            std::sort(v.begin(), v.end());
-            const double med = v[v.size() / 2];
-            if (cfgs[c].name == "F32") f32 = med;
-            std::printf("{\"config\": \"%s\", \"isa\": \"%s\", \"rows\": %lld, \"cols\": %lld, "
-                        "\"tokens\": %lld, \"ms\": %.3f, \"weight_GBps\": %.2f, \"GMACps\": %.1f, "
-                        "\"tokens_per_s\": %.1f, \"bytes\": %zu, \"copies\": %d, "
-                        "\"speedup_vs_f32\": %.2f}\n",
-                        cfgs[c].name.c_str(), kernels::isaName(kernels::activeIsa()),
-                        (long long)rows, (long long)cols, (long long)nTok, med * 1e3,
-                        double(cfgs[c].bytes) / med / 1e9,
-                        double(rows) * double(cols) * double(nTok) / med / 1e9, double(nTok) / med,
-                        cfgs[c].bytes, copies, f32 > 0 ? f32 / med : 0.0);
-        }
+    double f32 = 0;
+    for (size_t c = 0; c < cfgs.size(); ++c) {
+        auto v = times[c];
+        std::sort(v.begin(), v.end());
+        const double med = v[v.size() / 2];
+        if (cfgs[c].name == "F32") f32 = med;
+        std::printf("{\"config\": \"%s\", \"isa\": \"%s\", \"rows\": %lld, \"cols\": %lld, "
+                    "\"tokens\": %lld, \"ms\": %.3f, \"weight_GBps\": %.2f, \"GMACps\": %.1f, "
+                    "\"tokens_per_s\": %.1f, \"bytes\": %zu, \"copies\": %d, "
+                    "\"speedup_vs_f32\": %.2f}\n",
+                    cfgs[c].name.c_str(), kernels::isaName(kernels::activeIsa()), (long long)o.rows,
+                    (long long)o.cols, (long long)nTok, med * 1e3,
+                    double(cfgs[c].bytes) / med / 1e9,
+                    double(o.rows) * double(o.cols) * double(nTok) / med / 1e9, double(nTok) / med,
+                    cfgs[c].bytes, o.copies, f32 > 0 ? f32 / med : 0.0);
     }
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    const Options o = parseOptions(argc, argv);
+    if (!o.isa.empty()) kernels::setIsa(*kernels::isaFromName(o.isa));
+
+    std::mt19937 rng(1);
+    std::normal_distribution<float> nd(0.0f, 0.02f);
+    std::vector<float> w(size_t(o.rows * o.cols));
+    for (auto& v : w) v = nd(rng);
+    std::vector<std::vector<std::byte>> owned;
+    std::vector<std::unique_ptr<Packed>> packs;
+    const std::vector<Config> cfgs = makeConfigs(o, w, owned, packs);
+
+    std::vector<float> x(size_t(o.prefill * o.cols));
+    for (auto& v : x) v = nd(rng) * 50.0f;
+    std::vector<float> y(size_t(o.prefill * o.rows));
+    measure(o, cfgs, 1, x, y);
+    if (o.prefill > 1) measure(o, cfgs, o.prefill, x, y);
     return 0;
 }

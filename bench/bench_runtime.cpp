@@ -278,10 +278,10 @@ int main(int argc, char** argv) {
                                     {"device_memory_bytes", session.deviceMemoryBytes()}});
             emitWith(bases[i], rates("prefill_tokens_per_second", t.prefill, nPrefill));
             emitWith(bases[i], rates("decode_tokens_per_second", t.decode, a.nDecode));
-            if (nc == 1 || !cs[i].overlay) continue;
-            emitWith(bases[i], {{"metric", "overlay_resident_bytes"},
-                                {"value", cs[i].overlay->residentBytes()},
-                                {"stored_bytes", cs[i].overlay->totalSize().bytes()}});
+            if (cs[i].overlay)
+                emitWith(bases[i], {{"metric", "overlay_resident_bytes"},
+                                    {"value", cs[i].overlay->residentBytes()},
+                                    {"stored_bytes", cs[i].overlay->totalSize().bytes()}});
         }
         const double peak = double(lcw::peakRssBytes());
         emitWith(nc == 1 ? bases[0] : nlohmann::json{{"configuration", "all"}},
@@ -289,10 +289,6 @@ int main(int argc, char** argv) {
                   {"value", peak},
                   {"ratio_to_f32_size", peak / f32Bytes},
                   {"ratio_to_stored_size", peak / double(model->storedBytes())}});
-        if (nc == 1 && cs[0].overlay)
-            emitWith(bases[0], {{"metric", "overlay_resident_bytes"},
-                                {"value", cs[0].overlay->residentBytes()},
-                                {"stored_bytes", cs[0].overlay->totalSize().bytes()}});
     } catch (const std::exception& e) {
         std::fprintf(stderr, "error: %s\n", e.what());
         return 1;

@@ -39,6 +39,7 @@ struct PreparedInputs {
     const QDotKernel* qk[7] = {};
     const std::byte* data[7] = {};
     size_t ld[7] = {};
+    bool bf16[7] = {};            ///< the job multiplies xb (bf16_dot.cpp)
     const uint16_t* xb = nullptr; ///< bf16 activations of the BF16 jobs (bf16RowStride(n) apart)
 };
 
@@ -56,6 +57,7 @@ PreparedInputs prepareInputs(std::span<const LinearJob> jobs, const float* x, in
     for (size_t j = 0; j < jobs.size(); ++j) {
         const LinearJob& job = jobs[j];
         if (usesBf16Dot(job, exact)) {
+            p.bf16[j] = true;
             if (!p.xb) {
                 bf16Buf.resize(size_t(bf16RowStride(n) * nTok));
                 toBf16Rows(x, ldx, nTok, n, bf16Buf.data());
@@ -108,7 +110,7 @@ void productTile(const LinearJob& job, const PreparedInputs& prep, size_t j, int
         return;
     }
     const TensorView& w = *job.w;
-    if (prep.xb && usesBf16Dot(job, exact)) {
+    if (prep.bf16[j]) {
         gemmBf16Dot(reinterpret_cast<const uint16_t*>(w.data) + r0 * n, n, rows, prep.xb, nTok,
                     y + r0, job.ldy, n);
         return;
