@@ -215,47 +215,130 @@ std::vector<double> refAlibi(int64_t n) {
     return s;
 }
 
-std::vector<double> refForwardAll(const RefCfg& c, const RefWeights& w,
-                                  const std::vector<int32_t>& ids) {
-    const int64_t T = int64_t(ids.size()), D = c.D, hd = c.hd;
-    const int64_t rot = int64_t(double(hd) * c.rotFrac) / 2 * 2;
-    const double scale = c.scale > 0 ? c.scale : 1.0 / std::sqrt(double(hd));
-    const auto slopes = refAlibi(c.H);
-    std::vector<Mat> h(static_cast<size_t>(T));
-    const int64_t E = c.proj > 0 ? c.proj : D;
-    for (int64_t t = 0; t < T; ++t) {
-        h[size_t(t)].assign(w.embed.begin() + ids[size_t(t)] * E,
-                            w.embed.begin() + (ids[size_t(t)] + 1) * E);
-        if (c.proj > 0) h[size_t(t)] = matVec(w.projIn, h[size_t(t)], D);
-        for (auto& v : h[size_t(t)]) v *= c.embScale;
+/// The reference forward pass in double precision, one piece per step of a layer.
+struct RefRun {
+    const RefCfg& c;
+    const RefWeights& w;
+    int64_t rot;                ///< rotated dimensions per head
+    double scale;               ///< attention score scale
+    std::vector<double> slopes; ///< ALiBi slopes per head
+
+    RefRun(const RefCfg& cfg, const RefWeights& wt)
+        : c(cfg), w(wt), rot(int64_t(double(cfg.hd) * cfg.rotFrac) / 2 * 2),
+          scale(cfg.scale > 0 ? cfg.scale : 1.0 / std::sqrt(double(cfg.hd))),
+          slopes(refAlibi(cfg.H)) {}
+
+    /// Token `id` at position t: embedding row, projection, scale, learned positions, norm.
+    Mat embed(int32_t id, int64_t t) const {
+        const int64_t E = c.proj > 0 ? c.proj : c.D;
+        Mat h(w.embed.begin() + id * E, w.embed.begin() + (id + 1) * E);
+        if (c.proj > 0) h = matVec(w.projIn, h, c.D);
+        for (auto& v : h) v *= c.embScale;
         if (c.posOffset >= 0)
-            for (int64_t i = 0; i < D; ++i)
-                h[size_t(t)][size_t(i)] += w.pos[size_t((t + c.posOffset) * D + i)];
-        if (c.embedNorm) h[size_t(t)] = refNorm(c, h[size_t(t)], w.enw, &w.enb);
+            for (int64_t i = 0; i < c.D; ++i)
+                h[size_t(i)] += w.pos[size_t((t + c.posOffset) * c.D + i)];
+        if (c.embedNorm) h = refNorm(c, h, w.enw, &w.enb);
+        return h;
     }
-    auto rope = [&](Mat& x, int64_t nh, int64_t pos) {
+
+    /// Rotates the first `rot` dimensions of each of nh heads (NeoX halves) for position pos.
+    void rope(Mat& x, int64_t nh, int64_t pos) const {
+        const int64_t hd = c.hd;
         for (int64_t hh = 0; hh < nh; ++hh)
             for (int64_t i = 0; i < rot / 2; ++i) {
-                const double f = std::pow(c.theta, -double(2 * i) / double(rot));
-                const double a = double(pos) * f;
+                const double a = double(pos) * std::pow(c.theta, -double(2 * i) / double(rot));
                 double& x0 = x[size_t(hh * hd + i)];
                 double& x1 = x[size_t(hh * hd + i + rot / 2)];
                 const double r0 = x0 * std::cos(a) - x1 * std::sin(a);
                 const double r1 = x1 * std::cos(a) + x0 * std::sin(a);
                 x0 = r0, x1 = r1;
             }
-    };
-    auto perHeadLn = [&](Mat& x, const std::vector<Mat>& wts) {
+    }
+
+    /// LayerNorm of each head with its own weight (StableLM's q/k layernorm).
+    void perHeadLn(Mat& x, const std::vector<Mat>& wts) const {
+        const int64_t hd = c.hd;
+        RefCfg ln = c;
+        ln.layerNorm = true;
         for (size_t hh = 0; hh < wts.size(); ++hh) {
             Mat part(x.begin() + int64_t(hh) * hd, x.begin() + int64_t(hh + 1) * hd);
-            RefCfg ln = c;
-            ln.layerNorm = true;
             part = refNorm(ln, part, wts[hh], nullptr);
             std::copy(part.begin(), part.end(), x.begin() + int64_t(hh) * hd);
         }
-    };
-    for (int64_t l = 0; l < c.L; ++l) {
+    }
+
+    /// Attention output of token t (all heads) over tokens [j0, t].
+    Mat attend(const std::vector<Mat>& qs, const std::vector<Mat>& ks, const std::vector<Mat>& vs,
+               int64_t t, bool sliding) const {
+        const int64_t hd = c.hd;
+        Mat att(static_cast<size_t>(c.H * hd), 0.0);
+        const int64_t j0 = sliding ? std::max<int64_t>(0, t - c.window + 1) : 0;
+        for (int64_t hh = 0; hh < c.H; ++hh) {
+            const int64_t kvh = hh / (c.H / c.KV);
+            std::vector<double> sc;
+            for (int64_t j = j0; j <= t; ++j) {
+                double dot = 0;
+                for (int64_t d = 0; d < hd; ++d)
+                    dot += qs[size_t(t)][size_t(hh * hd + d)] * ks[size_t(j)][size_t(kvh * hd + d)];
+                double x;
+                if (c.alibi && c.alibiBeforeScale)
+                    x = (dot + slopes[size_t(hh)] * double(j)) * scale;
+                else if (c.alibi)
+                    x = dot * scale + slopes[size_t(hh)] * double(j);
+                else
+                    x = dot * scale;
+                if (c.attnCap > 0) x = c.attnCap * std::tanh(x / c.attnCap);
+                sc.push_back(x);
+            }
+            const double mx = *std::max_element(sc.begin(), sc.end());
+            double sum = 0;
+            for (auto& x : sc) sum += (x = std::exp(x - mx));
+            for (int64_t j = j0; j <= t; ++j)
+                for (int64_t d = 0; d < hd; ++d)
+                    att[size_t(hh * hd + d)] +=
+                        sc[size_t(j - j0)] / sum * vs[size_t(j)][size_t(kvh * hd + d)];
+        }
+        return att;
+    }
+
+    Mat mlp(const RefLayer& L, const Mat& x) const {
+        Mat u = matVec(L.wu, x, c.F, c.mlpBias ? &L.bu : nullptr);
+        if (c.gated) {
+            Mat g = matVec(L.wg, x, c.F, c.mlpBias ? &L.bg : nullptr);
+            for (int64_t i = 0; i < c.F; ++i) u[size_t(i)] *= refAct(c.act, g[size_t(i)]);
+        } else {
+            for (auto& v : u) v = refAct(c.act, v);
+        }
+        Mat y = matVec(L.wd, u, c.D, c.mlpBias ? &L.bd : nullptr);
+        if (c.postNorms) y = refNorm(c, y, L.p2w, nullptr);
+        return y;
+    }
+
+    /// The layer's output for input h given its normed input a and attention projection o:
+    /// post-LN, parallel (one shared or two norms) or sequential pre-LN residuals.
+    Mat residual(const RefLayer& L, const Mat& h, const Mat& a, const Mat& o) const {
+        const auto add = [](Mat& x, const Mat& y) {
+            for (size_t i = 0; i < x.size(); ++i) x[i] += y[i];
+        };
+        Mat out = h;
+        if (c.postNorm) {
+            add(out, o);
+            out = refNorm(c, out, L.n1w, &L.n1b);
+            add(out, mlp(L, out));
+            out = refNorm(c, out, L.n2w, &L.n2b);
+        } else if (c.parallel) {
+            add(out, o);
+            add(out, mlp(L, c.sharedNorm ? a : refNorm(c, h, L.n2w, &L.n2b)));
+        } else {
+            add(out, o);
+            add(out, mlp(L, refNorm(c, out, L.n2w, &L.n2b)));
+        }
+        return out;
+    }
+
+    std::vector<Mat> layer(int64_t l, const std::vector<Mat>& h) const {
         const RefLayer& L = w.layers[size_t(l)];
+        const int64_t T = int64_t(h.size()), hd = c.hd;
         const bool sliding = c.window > 0 && l % 2 == 0;
         std::vector<Mat> a(static_cast<size_t>(T)), qs(a), ks(a), vs(a);
         for (int64_t t = 0; t < T; ++t) {
@@ -274,71 +357,23 @@ std::vector<double> refForwardAll(const RefCfg& c, const RefWeights& w,
         }
         std::vector<Mat> hn(static_cast<size_t>(T));
         for (int64_t t = 0; t < T; ++t) {
-            Mat att(static_cast<size_t>(c.H * hd), 0.0);
-            for (int64_t hh = 0; hh < c.H; ++hh) {
-                const int64_t kvh = hh / (c.H / c.KV);
-                std::vector<double> sc;
-                const int64_t j0 = sliding ? std::max<int64_t>(0, t - c.window + 1) : 0;
-                for (int64_t j = j0; j <= t; ++j) {
-                    double dot = 0;
-                    for (int64_t d = 0; d < hd; ++d)
-                        dot += qs[size_t(t)][size_t(hh * hd + d)] *
-                               ks[size_t(j)][size_t(kvh * hd + d)];
-                    double x;
-                    if (c.alibi && c.alibiBeforeScale)
-                        x = (dot + slopes[size_t(hh)] * double(j)) * scale;
-                    else if (c.alibi)
-                        x = dot * scale + slopes[size_t(hh)] * double(j);
-                    else
-                        x = dot * scale;
-                    if (c.attnCap > 0) x = c.attnCap * std::tanh(x / c.attnCap);
-                    sc.push_back(x);
-                }
-                const double mx = *std::max_element(sc.begin(), sc.end());
-                double sum = 0;
-                for (auto& x : sc) sum += (x = std::exp(x - mx));
-                for (int64_t j = j0; j <= t; ++j)
-                    for (int64_t d = 0; d < hd; ++d)
-                        att[size_t(hh * hd + d)] +=
-                            sc[size_t(j - j0)] / sum * vs[size_t(j)][size_t(kvh * hd + d)];
-            }
-            Mat o = matVec(L.wo, att, D, c.oBias ? &L.bo : nullptr);
+            Mat o = matVec(L.wo, attend(qs, ks, vs, t, sliding), c.D, c.oBias ? &L.bo : nullptr);
             if (c.postNorms) o = refNorm(c, o, L.p1w, nullptr);
-            auto mlp = [&](const Mat& x) {
-                Mat u = matVec(L.wu, x, c.F, c.mlpBias ? &L.bu : nullptr);
-                if (c.gated) {
-                    Mat g = matVec(L.wg, x, c.F, c.mlpBias ? &L.bg : nullptr);
-                    for (int64_t i = 0; i < c.F; ++i) u[size_t(i)] *= refAct(c.act, g[size_t(i)]);
-                } else {
-                    for (auto& v : u) v = refAct(c.act, v);
-                }
-                Mat y = matVec(L.wd, u, D, c.mlpBias ? &L.bd : nullptr);
-                if (c.postNorms) y = refNorm(c, y, L.p2w, nullptr);
-                return y;
-            };
-            Mat out = h[size_t(t)];
-            if (c.postNorm) {
-                for (int64_t i = 0; i < D; ++i) out[size_t(i)] += o[size_t(i)];
-                out = refNorm(c, out, L.n1w, &L.n1b);
-                const Mat m = mlp(out);
-                for (int64_t i = 0; i < D; ++i) out[size_t(i)] += m[size_t(i)];
-                out = refNorm(c, out, L.n2w, &L.n2b);
-            } else if (c.parallel) {
-                const Mat m =
-                    mlp(c.sharedNorm ? a[size_t(t)] : refNorm(c, h[size_t(t)], L.n2w, &L.n2b));
-                for (int64_t i = 0; i < D; ++i) out[size_t(i)] += o[size_t(i)] + m[size_t(i)];
-            } else {
-                for (int64_t i = 0; i < D; ++i) out[size_t(i)] += o[size_t(i)];
-                const Mat m = mlp(refNorm(c, out, L.n2w, &L.n2b));
-                for (int64_t i = 0; i < D; ++i) out[size_t(i)] += m[size_t(i)];
-            }
-            hn[size_t(t)] = std::move(out);
+            hn[size_t(t)] = residual(L, h[size_t(t)], a[size_t(t)], o);
         }
-        h = std::move(hn);
+        return hn;
     }
+};
+
+std::vector<double> refForwardAll(const RefCfg& c, const RefWeights& w,
+                                  const std::vector<int32_t>& ids) {
+    const RefRun run(c, w);
+    std::vector<Mat> h;
+    for (size_t t = 0; t < ids.size(); ++t) h.push_back(run.embed(ids[t], int64_t(t)));
+    for (int64_t l = 0; l < c.L; ++l) h = run.layer(l, h);
     std::vector<double> logits;
-    for (int64_t t = 0; t < T; ++t) {
-        Mat x = c.postNorm ? h[size_t(t)] : refNorm(c, h[size_t(t)], w.fnw, &w.fnb);
+    for (const Mat& ht : h) {
+        Mat x = c.postNorm ? ht : refNorm(c, ht, w.fnw, &w.fnb);
         if (c.proj > 0) x = matVec(w.projOut, x, c.proj);
         Mat y = matVec(c.tied ? w.embed : w.lm, x, c.V);
         if (c.finalCap > 0)
@@ -494,158 +529,196 @@ void buildFamily(const std::string& variant, RefCfg& c, nlohmann::json& cfg) {
     }
 }
 
+/// Collects one family's tensors: plain tensors, LayerNorm weight + bias pairs, and fused q/k/v.
+struct FileSet {
+    const RefCfg& c;
+    std::vector<FileTensor> f;
+    void add(std::string n, std::vector<int64_t> shape, const Mat& v) {
+        f.push_back({std::move(n), std::move(shape), v});
+    }
+    void ln(const std::string& n, const Mat& wt, const Mat& b) {
+        add(n + ".weight", {c.D}, wt);
+        add(n + ".bias", {c.D}, b);
+    }
+    void fused(const std::string& n, const RefLayer& L, int64_t groups, int64_t qPer, bool bias) {
+        const int64_t rows = (c.H + 2 * c.KV) * c.hd;
+        add(n + ".weight", {rows, c.D}, fuseQkv(L.wq, L.wk, L.wv, groups, qPer, c.hd, c.D));
+        if (bias) add(n + ".bias", {rows}, fuseQkv(L.bq, L.bk, L.bv, groups, qPer, c.hd, 1));
+    }
+};
+
+void gptNeoxFiles(FileSet& s, const RefWeights& w) {
+    const RefCfg& c = s.c;
+    const int64_t D = c.D, F = c.F, hd = c.hd, qd = c.H * hd;
+    s.add("gpt_neox.embed_in.weight", {c.V, D}, w.embed);
+    for (int64_t l = 0; l < c.L; ++l) {
+        const RefLayer& L = w.layers[size_t(l)];
+        const std::string p = "gpt_neox.layers." + std::to_string(l) + ".";
+        s.ln(p + "input_layernorm", L.n1w, L.n1b);
+        s.ln(p + "post_attention_layernorm", L.n2w, L.n2b);
+        s.fused(p + "attention.query_key_value", L, c.H, 1, true);
+        s.add(p + "attention.dense.weight", {D, qd}, L.wo);
+        s.add(p + "attention.dense.bias", {D}, L.bo);
+        s.add(p + "mlp.dense_h_to_4h.weight", {F, D}, L.wu);
+        s.add(p + "mlp.dense_h_to_4h.bias", {F}, L.bu);
+        s.add(p + "mlp.dense_4h_to_h.weight", {D, F}, L.wd);
+        s.add(p + "mlp.dense_4h_to_h.bias", {D}, L.bd);
+        s.add(p + "attention.rotary_emb.inv_freq", {hd / 4}, Mat(size_t(hd / 4), 0.5));
+    }
+    s.ln("gpt_neox.final_layer_norm", w.fnw, w.fnb);
+    s.add("embed_out.weight", {c.V, D}, w.lm);
+}
+
+void stablelmFiles(FileSet& s, const RefWeights& w) {
+    const RefCfg& c = s.c;
+    const int64_t D = c.D, F = c.F, hd = c.hd, qd = c.H * hd, kvd = c.KV * hd;
+    s.add("model.embed_tokens.weight", {c.V, D}, w.embed);
+    for (int64_t l = 0; l < c.L; ++l) {
+        const RefLayer& L = w.layers[size_t(l)];
+        const std::string p = "model.layers." + std::to_string(l) + ".";
+        s.ln(p + "input_layernorm", L.n1w, L.n1b);
+        if (!c.parallel) s.ln(p + "post_attention_layernorm", L.n2w, L.n2b);
+        s.add(p + "self_attn.q_proj.weight", {qd, D}, L.wq);
+        s.add(p + "self_attn.k_proj.weight", {kvd, D}, L.wk);
+        s.add(p + "self_attn.v_proj.weight", {kvd, D}, L.wv);
+        if (c.qkvBias) {
+            s.add(p + "self_attn.q_proj.bias", {qd}, L.bq);
+            s.add(p + "self_attn.k_proj.bias", {kvd}, L.bk);
+            s.add(p + "self_attn.v_proj.bias", {kvd}, L.bv);
+        }
+        s.add(p + "self_attn.o_proj.weight", {D, qd}, L.wo);
+        if (c.qkLayerNorm) {
+            for (int64_t h = 0; h < c.H; ++h)
+                s.add(p + "self_attn.q_layernorm.norms." + std::to_string(h) + ".weight", {hd},
+                      L.qn[size_t(h)]);
+            for (int64_t h = 0; h < c.KV; ++h)
+                s.add(p + "self_attn.k_layernorm.norms." + std::to_string(h) + ".weight", {hd},
+                      L.kn[size_t(h)]);
+        }
+        s.add(p + "mlp.gate_proj.weight", {F, D}, L.wg);
+        s.add(p + "mlp.up_proj.weight", {F, D}, L.wu);
+        s.add(p + "mlp.down_proj.weight", {D, F}, L.wd);
+    }
+    s.ln("model.norm", w.fnw, w.fnb);
+    s.add("lm_head.weight", {c.V, D}, w.lm);
+}
+
+void falconFiles(FileSet& s, const RefWeights& w, const std::string& variant) {
+    const RefCfg& c = s.c;
+    const int64_t D = c.D, F = c.F, qd = c.H * c.hd;
+    s.add("transformer.word_embeddings.weight", {c.V, D}, w.embed);
+    for (int64_t l = 0; l < c.L; ++l) {
+        const RefLayer& L = w.layers[size_t(l)];
+        const std::string p = "transformer.h." + std::to_string(l) + ".";
+        if (variant == "falcon_new") {
+            s.ln(p + "ln_attn", L.n1w, L.n1b);
+            s.ln(p + "ln_mlp", L.n2w, L.n2b);
+            s.fused(p + "self_attention.query_key_value", L, c.KV, c.H / c.KV, false);
+        } else if (variant == "falcon_mq") {
+            s.ln(p + "input_layernorm", L.n1w, L.n1b);
+            s.fused(p + "self_attention.query_key_value", L, 1, c.H, false);
+        } else {
+            s.ln(p + "input_layernorm", L.n1w, L.n1b);
+            s.ln(p + "post_attention_layernorm", L.n2w, L.n2b);
+            s.fused(p + "self_attention.query_key_value", L, c.H, 1, true);
+        }
+        s.add(p + "self_attention.dense.weight", {D, qd}, L.wo);
+        s.add(p + "mlp.dense_h_to_4h.weight", {F, D}, L.wu);
+        s.add(p + "mlp.dense_4h_to_h.weight", {D, F}, L.wd);
+        if (c.qkvBias) {
+            s.add(p + "self_attention.dense.bias", {D}, L.bo);
+            s.add(p + "mlp.dense_h_to_4h.bias", {F}, L.bu);
+            s.add(p + "mlp.dense_4h_to_h.bias", {D}, L.bd);
+        }
+    }
+    s.ln("transformer.ln_f", w.fnw, w.fnb);
+}
+
+void bloomFiles(FileSet& s, const RefWeights& w) {
+    const RefCfg& c = s.c;
+    const int64_t D = c.D, F = c.F, qd = c.H * c.hd;
+    s.add("word_embeddings.weight", {c.V, D}, w.embed);
+    s.ln("word_embeddings_layernorm", w.enw, w.enb);
+    for (int64_t l = 0; l < c.L; ++l) {
+        const RefLayer& L = w.layers[size_t(l)];
+        const std::string p = "h." + std::to_string(l) + ".";
+        s.ln(p + "input_layernorm", L.n1w, L.n1b);
+        s.ln(p + "post_attention_layernorm", L.n2w, L.n2b);
+        s.fused(p + "self_attention.query_key_value", L, c.H, 1, true);
+        s.add(p + "self_attention.dense.weight", {D, qd}, L.wo);
+        s.add(p + "self_attention.dense.bias", {D}, L.bo);
+        s.add(p + "mlp.dense_h_to_4h.weight", {F, D}, L.wu);
+        s.add(p + "mlp.dense_h_to_4h.bias", {F}, L.bu);
+        s.add(p + "mlp.dense_4h_to_h.weight", {D, F}, L.wd);
+        s.add(p + "mlp.dense_4h_to_h.bias", {D}, L.bd);
+    }
+    s.ln("ln_f", w.fnw, w.fnb);
+}
+
+void optFiles(FileSet& s, const RefWeights& w) {
+    const RefCfg& c = s.c;
+    const int64_t D = c.D, F = c.F, P = c.proj, qd = c.H * c.hd, kvd = c.KV * c.hd;
+    s.add("model.decoder.embed_tokens.weight", {c.V, P}, w.embed);
+    s.add("model.decoder.embed_positions.weight", {66, D}, w.pos);
+    s.add("model.decoder.project_in.weight", {D, P}, w.projIn);
+    s.add("model.decoder.project_out.weight", {P, D}, w.projOut);
+    for (int64_t l = 0; l < c.L; ++l) {
+        const RefLayer& L = w.layers[size_t(l)];
+        const std::string p = "model.decoder.layers." + std::to_string(l) + ".";
+        for (auto [n, wt, b, rows] :
+             {std::tuple{"q_proj", &L.wq, &L.bq, qd}, std::tuple{"k_proj", &L.wk, &L.bk, kvd},
+              std::tuple{"v_proj", &L.wv, &L.bv, kvd}, std::tuple{"out_proj", &L.wo, &L.bo, D}}) {
+            s.add(p + "self_attn." + n + ".weight", {rows, D}, *wt);
+            s.add(p + "self_attn." + n + ".bias", {rows}, *b);
+        }
+        s.ln(p + "self_attn_layer_norm", L.n1w, L.n1b);
+        s.ln(p + "final_layer_norm", L.n2w, L.n2b);
+        s.add(p + "fc1.weight", {F, D}, L.wu);
+        s.add(p + "fc1.bias", {F}, L.bu);
+        s.add(p + "fc2.weight", {D, F}, L.wd);
+        s.add(p + "fc2.bias", {D}, L.bd);
+    }
+}
+
+void gemma2Files(FileSet& s, const RefWeights& w) {
+    const RefCfg& c = s.c;
+    const int64_t D = c.D, F = c.F, qd = c.H * c.hd, kvd = c.KV * c.hd;
+    s.add("model.embed_tokens.weight", {c.V, D}, w.embed);
+    for (int64_t l = 0; l < c.L; ++l) {
+        const RefLayer& L = w.layers[size_t(l)];
+        const std::string p = "model.layers." + std::to_string(l) + ".";
+        s.add(p + "input_layernorm.weight", {D}, L.n1w);
+        s.add(p + "post_attention_layernorm.weight", {D}, L.p1w);
+        s.add(p + "pre_feedforward_layernorm.weight", {D}, L.n2w);
+        s.add(p + "post_feedforward_layernorm.weight", {D}, L.p2w);
+        s.add(p + "self_attn.q_proj.weight", {qd, D}, L.wq);
+        s.add(p + "self_attn.k_proj.weight", {kvd, D}, L.wk);
+        s.add(p + "self_attn.v_proj.weight", {kvd, D}, L.wv);
+        s.add(p + "self_attn.o_proj.weight", {D, qd}, L.wo);
+        s.add(p + "mlp.gate_proj.weight", {F, D}, L.wg);
+        s.add(p + "mlp.up_proj.weight", {F, D}, L.wu);
+        s.add(p + "mlp.down_proj.weight", {D, F}, L.wd);
+    }
+    s.add("model.norm.weight", {D}, w.fnw);
+}
+
+/// The tensors of a generated model as the family's checkpoints name and lay them out.
 std::vector<FileTensor> familyFiles(const std::string& variant, const RefCfg& c,
                                     const RefWeights& w) {
-    std::vector<FileTensor> f;
-    const int64_t D = c.D, F = c.F, V = c.V, hd = c.hd, qd = c.H * hd, kvd = c.KV * hd;
-    auto add = [&](std::string n, std::vector<int64_t> shape, const Mat& v) {
-        f.push_back({std::move(n), std::move(shape), v});
-    };
-    auto ln = [&](const std::string& n, const Mat& wt, const Mat& b) {
-        add(n + ".weight", {D}, wt);
-        add(n + ".bias", {D}, b);
-    };
-    auto fused = [&](const std::string& n, const RefLayer& L, int64_t groups, int64_t qPer,
-                     bool bias) {
-        add(n + ".weight", {qd + 2 * kvd, D}, fuseQkv(L.wq, L.wk, L.wv, groups, qPer, hd, D));
-        if (bias) add(n + ".bias", {qd + 2 * kvd}, fuseQkv(L.bq, L.bk, L.bv, groups, qPer, hd, 1));
-    };
-    if (c.arch == "gpt_neox") {
-        add("gpt_neox.embed_in.weight", {V, D}, w.embed);
-        for (int64_t l = 0; l < c.L; ++l) {
-            const RefLayer& L = w.layers[size_t(l)];
-            const std::string p = "gpt_neox.layers." + std::to_string(l) + ".";
-            ln(p + "input_layernorm", L.n1w, L.n1b);
-            ln(p + "post_attention_layernorm", L.n2w, L.n2b);
-            fused(p + "attention.query_key_value", L, c.H, 1, true);
-            add(p + "attention.dense.weight", {D, qd}, L.wo);
-            add(p + "attention.dense.bias", {D}, L.bo);
-            add(p + "mlp.dense_h_to_4h.weight", {F, D}, L.wu);
-            add(p + "mlp.dense_h_to_4h.bias", {F}, L.bu);
-            add(p + "mlp.dense_4h_to_h.weight", {D, F}, L.wd);
-            add(p + "mlp.dense_4h_to_h.bias", {D}, L.bd);
-            add(p + "attention.rotary_emb.inv_freq", {hd / 4}, Mat(size_t(hd / 4), 0.5));
-        }
-        ln("gpt_neox.final_layer_norm", w.fnw, w.fnb);
-        add("embed_out.weight", {V, D}, w.lm);
-    } else if (c.arch == "stablelm") {
-        add("model.embed_tokens.weight", {V, D}, w.embed);
-        for (int64_t l = 0; l < c.L; ++l) {
-            const RefLayer& L = w.layers[size_t(l)];
-            const std::string p = "model.layers." + std::to_string(l) + ".";
-            ln(p + "input_layernorm", L.n1w, L.n1b);
-            if (!c.parallel) ln(p + "post_attention_layernorm", L.n2w, L.n2b);
-            add(p + "self_attn.q_proj.weight", {qd, D}, L.wq);
-            add(p + "self_attn.k_proj.weight", {kvd, D}, L.wk);
-            add(p + "self_attn.v_proj.weight", {kvd, D}, L.wv);
-            if (c.qkvBias) {
-                add(p + "self_attn.q_proj.bias", {qd}, L.bq);
-                add(p + "self_attn.k_proj.bias", {kvd}, L.bk);
-                add(p + "self_attn.v_proj.bias", {kvd}, L.bv);
-            }
-            add(p + "self_attn.o_proj.weight", {D, qd}, L.wo);
-            if (c.qkLayerNorm) {
-                for (int64_t h = 0; h < c.H; ++h)
-                    add(p + "self_attn.q_layernorm.norms." + std::to_string(h) + ".weight", {hd},
-                        L.qn[size_t(h)]);
-                for (int64_t h = 0; h < c.KV; ++h)
-                    add(p + "self_attn.k_layernorm.norms." + std::to_string(h) + ".weight", {hd},
-                        L.kn[size_t(h)]);
-            }
-            add(p + "mlp.gate_proj.weight", {F, D}, L.wg);
-            add(p + "mlp.up_proj.weight", {F, D}, L.wu);
-            add(p + "mlp.down_proj.weight", {D, F}, L.wd);
-        }
-        ln("model.norm", w.fnw, w.fnb);
-        add("lm_head.weight", {V, D}, w.lm);
-    } else if (c.arch == "falcon") {
-        add("transformer.word_embeddings.weight", {V, D}, w.embed);
-        const bool bias = c.qkvBias;
-        for (int64_t l = 0; l < c.L; ++l) {
-            const RefLayer& L = w.layers[size_t(l)];
-            const std::string p = "transformer.h." + std::to_string(l) + ".";
-            if (variant == "falcon_new") {
-                ln(p + "ln_attn", L.n1w, L.n1b);
-                ln(p + "ln_mlp", L.n2w, L.n2b);
-                fused(p + "self_attention.query_key_value", L, c.KV, c.H / c.KV, false);
-            } else if (variant == "falcon_mq") {
-                ln(p + "input_layernorm", L.n1w, L.n1b);
-                fused(p + "self_attention.query_key_value", L, 1, c.H, false);
-            } else {
-                ln(p + "input_layernorm", L.n1w, L.n1b);
-                ln(p + "post_attention_layernorm", L.n2w, L.n2b);
-                fused(p + "self_attention.query_key_value", L, c.H, 1, true);
-            }
-            add(p + "self_attention.dense.weight", {D, qd}, L.wo);
-            add(p + "mlp.dense_h_to_4h.weight", {F, D}, L.wu);
-            add(p + "mlp.dense_4h_to_h.weight", {D, F}, L.wd);
-            if (bias) {
-                add(p + "self_attention.dense.bias", {D}, L.bo);
-                add(p + "mlp.dense_h_to_4h.bias", {F}, L.bu);
-                add(p + "mlp.dense_4h_to_h.bias", {D}, L.bd);
-            }
-        }
-        ln("transformer.ln_f", w.fnw, w.fnb);
-    } else if (c.arch == "bloom") {
-        add("word_embeddings.weight", {V, D}, w.embed);
-        ln("word_embeddings_layernorm", w.enw, w.enb);
-        for (int64_t l = 0; l < c.L; ++l) {
-            const RefLayer& L = w.layers[size_t(l)];
-            const std::string p = "h." + std::to_string(l) + ".";
-            ln(p + "input_layernorm", L.n1w, L.n1b);
-            ln(p + "post_attention_layernorm", L.n2w, L.n2b);
-            fused(p + "self_attention.query_key_value", L, c.H, 1, true);
-            add(p + "self_attention.dense.weight", {D, qd}, L.wo);
-            add(p + "self_attention.dense.bias", {D}, L.bo);
-            add(p + "mlp.dense_h_to_4h.weight", {F, D}, L.wu);
-            add(p + "mlp.dense_h_to_4h.bias", {F}, L.bu);
-            add(p + "mlp.dense_4h_to_h.weight", {D, F}, L.wd);
-            add(p + "mlp.dense_4h_to_h.bias", {D}, L.bd);
-        }
-        ln("ln_f", w.fnw, w.fnb);
-    } else if (c.arch == "opt") {
-        const int64_t P = c.proj;
-        add("model.decoder.embed_tokens.weight", {V, P}, w.embed);
-        add("model.decoder.embed_positions.weight", {66, D}, w.pos);
-        add("model.decoder.project_in.weight", {D, P}, w.projIn);
-        add("model.decoder.project_out.weight", {P, D}, w.projOut);
-        for (int64_t l = 0; l < c.L; ++l) {
-            const RefLayer& L = w.layers[size_t(l)];
-            const std::string p = "model.decoder.layers." + std::to_string(l) + ".";
-            for (auto [n, wt, b, rows] :
-                 {std::tuple{"q_proj", &L.wq, &L.bq, qd}, std::tuple{"k_proj", &L.wk, &L.bk, kvd},
-                  std::tuple{"v_proj", &L.wv, &L.bv, kvd},
-                  std::tuple{"out_proj", &L.wo, &L.bo, D}}) {
-                add(p + "self_attn." + n + ".weight", {rows, D}, *wt);
-                add(p + "self_attn." + n + ".bias", {rows}, *b);
-            }
-            ln(p + "self_attn_layer_norm", L.n1w, L.n1b);
-            ln(p + "final_layer_norm", L.n2w, L.n2b);
-            add(p + "fc1.weight", {F, D}, L.wu);
-            add(p + "fc1.bias", {F}, L.bu);
-            add(p + "fc2.weight", {D, F}, L.wd);
-            add(p + "fc2.bias", {D}, L.bd);
-        }
-    } else if (c.arch == "gemma2") {
-        add("model.embed_tokens.weight", {V, D}, w.embed);
-        for (int64_t l = 0; l < c.L; ++l) {
-            const RefLayer& L = w.layers[size_t(l)];
-            const std::string p = "model.layers." + std::to_string(l) + ".";
-            add(p + "input_layernorm.weight", {D}, L.n1w);
-            add(p + "post_attention_layernorm.weight", {D}, L.p1w);
-            add(p + "pre_feedforward_layernorm.weight", {D}, L.n2w);
-            add(p + "post_feedforward_layernorm.weight", {D}, L.p2w);
-            add(p + "self_attn.q_proj.weight", {qd, D}, L.wq);
-            add(p + "self_attn.k_proj.weight", {kvd, D}, L.wk);
-            add(p + "self_attn.v_proj.weight", {kvd, D}, L.wv);
-            add(p + "self_attn.o_proj.weight", {D, qd}, L.wo);
-            add(p + "mlp.gate_proj.weight", {F, D}, L.wg);
-            add(p + "mlp.up_proj.weight", {F, D}, L.wu);
-            add(p + "mlp.down_proj.weight", {D, F}, L.wd);
-        }
-        add("model.norm.weight", {D}, w.fnw);
-    }
-    return f;
+    FileSet s{c, {}};
+    if (c.arch == "gpt_neox")
+        gptNeoxFiles(s, w);
+    else if (c.arch == "stablelm")
+        stablelmFiles(s, w);
+    else if (c.arch == "falcon")
+        falconFiles(s, w, variant);
+    else if (c.arch == "bloom")
+        bloomFiles(s, w);
+    else if (c.arch == "opt")
+        optFiles(s, w);
+    else if (c.arch == "gemma2")
+        gemma2Files(s, w);
+    return std::move(s.f);
 }
 
 // ---- GGUF conversions of the shared models (as llama.cpp's converter lays them out) ----
