@@ -513,7 +513,9 @@ private slots:
         a8.outlierChannels = {7};
         for (const Case& c : cases()) {
             const auto pl = PackedLinear::pack(sourceOf(c));
-            const int64_t R = c.pt.rows, C = c.pt.cols, nTok = 9;
+            // 18 tokens: the integer kernels' prefill path (codes unpacked once per tile, from
+            // 16 tokens on) against the one-token decode kernels.
+            const int64_t R = c.pt.rows, C = c.pt.cols, nTok = 18;
             const auto x = randomActs(nTok, C, 17);
             for (const Variant& v : variants()) {
                 v.apply();
