@@ -91,19 +91,25 @@ model=$DIR/tinyllama-1.1b-f16
   --reps "$MODEL_REPS" --recipe bench/recipes/int4-sym-g128.json \
   --recipe bench/recipes/2of4-int4-sym-g128.json --preset W8A16 \
   --recipe bench/recipes/2of4-int8-sym-channel.json | tee -a "$out"
-jq -cs 'def v(c; m): [.[] | select(.configuration == c and .metric == m)][0].value;
+# Speedups are medians of the per-repetition ratios: a dense and a 2:4 repetition run next to
+# each other, so their ratio cancels the machine's drift that a ratio of medians keeps.
+jq -cs 'def v(c; m): [.[] | select(.configuration == c and .metric == m)][0];
+  def median: sort | if length % 2 == 1 then .[length / 2 | floor]
+                     else (.[length / 2 - 1] + .[length / 2]) / 2 end;
+  def paired(d; s; m): [v(d; m).runs, v(s; m).runs] | transpose | map(.[1] / .[0]) | median;
   [["int4 sym g128", "bench/recipes/int4-sym-g128.json", "bench/recipes/2of4-int4-sym-g128.json"],
    ["int8 per channel", "W8A16", "bench/recipes/2of4-int8-sym-channel.json"]][] as [$t, $d, $s] |
   {metric: "sparse_model_speedup", type: $t,
-   decode_tps: [v($d; "decode_tokens_per_second"), v($s; "decode_tokens_per_second")],
-   prefill_tps: [v($d; "prefill_tokens_per_second"), v($s; "prefill_tokens_per_second")],
-   decode_speedup: (v($d; "decode_tokens_per_second") as $a | v($s; "decode_tokens_per_second") / $a * 100 | round / 100),
-   prefill_speedup: (v($d; "prefill_tokens_per_second") as $a | v($s; "prefill_tokens_per_second") / $a * 100 | round / 100)}' "$out" |
+   decode_tps: [v($d; "decode_tokens_per_second").value, v($s; "decode_tokens_per_second").value],
+   prefill_tps: [v($d; "prefill_tokens_per_second").value, v($s; "prefill_tokens_per_second").value],
+   decode_speedup: (paired($d; $s; "decode_tokens_per_second") * 100 | round / 100),
+   prefill_speedup: (paired($d; $s; "prefill_tokens_per_second") * 100 | round / 100)}' "$out" |
   tee -a "$out.speedups"
 {
   echo
   echo "Whole model: synthetic TinyLlama-1.1B F16 compressed, $THREADS threads, pp$PREFILL / tg$DECODE,"
-  echo "median of $MODEL_REPS interleaved repetitions in one process:"
+  echo "median of $MODEL_REPS interleaved repetitions in one process; × is the median of the"
+  echo "per-repetition ratios (2:4 / dense):"
   echo
   echo "| type | dense decode t/s | 2:4 decode t/s | decode × | dense prefill t/s | 2:4 prefill t/s | prefill × |"
   echo "|---|--:|--:|--:|--:|--:|--:|"
