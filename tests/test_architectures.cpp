@@ -540,6 +540,32 @@ struct FileSet {
         add(n + ".weight", {c.D}, wt);
         add(n + ".bias", {c.D}, b);
     }
+    /// A linear layer's n.weight [out, in] and, with b, its n.bias.
+    void linear(const std::string& n, int64_t out, int64_t in, const Mat& wt, const Mat* b) {
+        add(n + ".weight", {out, in}, wt);
+        if (b) add(n + ".bias", {out}, *b);
+    }
+    /// GPT-NeoX's and BLOOM's block: two LayerNorms, fused multi-head q/k/v (attn:
+    /// "attention" | "self_attention"), the output projection and the MLP, all with biases.
+    void neoxBlock(const std::string& p, const std::string& attn, const RefLayer& L) {
+        ln(p + "input_layernorm", L.n1w, L.n1b);
+        ln(p + "post_attention_layernorm", L.n2w, L.n2b);
+        fused(p + attn + ".query_key_value", L, c.H, 1, true);
+        linear(p + attn + ".dense", c.D, c.H * c.hd, L.wo, &L.bo);
+        linear(p + "mlp.dense_h_to_4h", c.F, c.D, L.wu, &L.bu);
+        linear(p + "mlp.dense_4h_to_h", c.D, c.F, L.wd, &L.bd);
+    }
+    /// q/k/v/o projections and the gated MLP under Llama's names (prefix p: "model.layers.N.").
+    void llamaProjections(const std::string& p, const RefLayer& L) {
+        const int64_t D = c.D, F = c.F, qd = c.H * c.hd, kvd = c.KV * c.hd;
+        add(p + "self_attn.q_proj.weight", {qd, D}, L.wq);
+        add(p + "self_attn.k_proj.weight", {kvd, D}, L.wk);
+        add(p + "self_attn.v_proj.weight", {kvd, D}, L.wv);
+        add(p + "self_attn.o_proj.weight", {D, qd}, L.wo);
+        add(p + "mlp.gate_proj.weight", {F, D}, L.wg);
+        add(p + "mlp.up_proj.weight", {F, D}, L.wu);
+        add(p + "mlp.down_proj.weight", {D, F}, L.wd);
+    }
     void fused(const std::string& n, const RefLayer& L, int64_t groups, int64_t qPer, bool bias) {
         const int64_t rows = (c.H + 2 * c.KV) * c.hd;
         add(n + ".weight", {rows, c.D}, fuseQkv(L.wq, L.wk, L.wv, groups, qPer, c.hd, c.D));
@@ -549,20 +575,12 @@ struct FileSet {
 
 void gptNeoxFiles(FileSet& s, const RefWeights& w) {
     const RefCfg& c = s.c;
-    const int64_t D = c.D, F = c.F, hd = c.hd, qd = c.H * hd;
+    const int64_t D = c.D, hd = c.hd;
     s.add("gpt_neox.embed_in.weight", {c.V, D}, w.embed);
     for (int64_t l = 0; l < c.L; ++l) {
         const RefLayer& L = w.layers[size_t(l)];
         const std::string p = "gpt_neox.layers." + std::to_string(l) + ".";
-        s.ln(p + "input_layernorm", L.n1w, L.n1b);
-        s.ln(p + "post_attention_layernorm", L.n2w, L.n2b);
-        s.fused(p + "attention.query_key_value", L, c.H, 1, true);
-        s.add(p + "attention.dense.weight", {D, qd}, L.wo);
-        s.add(p + "attention.dense.bias", {D}, L.bo);
-        s.add(p + "mlp.dense_h_to_4h.weight", {F, D}, L.wu);
-        s.add(p + "mlp.dense_h_to_4h.bias", {F}, L.bu);
-        s.add(p + "mlp.dense_4h_to_h.weight", {D, F}, L.wd);
-        s.add(p + "mlp.dense_4h_to_h.bias", {D}, L.bd);
+        s.neoxBlock(p, "attention", L);
         s.add(p + "attention.rotary_emb.inv_freq", {hd / 4}, Mat(size_t(hd / 4), 0.5));
     }
     s.ln("gpt_neox.final_layer_norm", w.fnw, w.fnb);
@@ -571,22 +589,19 @@ void gptNeoxFiles(FileSet& s, const RefWeights& w) {
 
 void stablelmFiles(FileSet& s, const RefWeights& w) {
     const RefCfg& c = s.c;
-    const int64_t D = c.D, F = c.F, hd = c.hd, qd = c.H * hd, kvd = c.KV * hd;
+    const int64_t D = c.D, hd = c.hd, qd = c.H * hd, kvd = c.KV * hd;
     s.add("model.embed_tokens.weight", {c.V, D}, w.embed);
     for (int64_t l = 0; l < c.L; ++l) {
         const RefLayer& L = w.layers[size_t(l)];
         const std::string p = "model.layers." + std::to_string(l) + ".";
         s.ln(p + "input_layernorm", L.n1w, L.n1b);
         if (!c.parallel) s.ln(p + "post_attention_layernorm", L.n2w, L.n2b);
-        s.add(p + "self_attn.q_proj.weight", {qd, D}, L.wq);
-        s.add(p + "self_attn.k_proj.weight", {kvd, D}, L.wk);
-        s.add(p + "self_attn.v_proj.weight", {kvd, D}, L.wv);
+        s.llamaProjections(p, L);
         if (c.qkvBias) {
             s.add(p + "self_attn.q_proj.bias", {qd}, L.bq);
             s.add(p + "self_attn.k_proj.bias", {kvd}, L.bk);
             s.add(p + "self_attn.v_proj.bias", {kvd}, L.bv);
         }
-        s.add(p + "self_attn.o_proj.weight", {D, qd}, L.wo);
         if (c.qkLayerNorm) {
             for (int64_t h = 0; h < c.H; ++h)
                 s.add(p + "self_attn.q_layernorm.norms." + std::to_string(h) + ".weight", {hd},
@@ -595,9 +610,6 @@ void stablelmFiles(FileSet& s, const RefWeights& w) {
                 s.add(p + "self_attn.k_layernorm.norms." + std::to_string(h) + ".weight", {hd},
                       L.kn[size_t(h)]);
         }
-        s.add(p + "mlp.gate_proj.weight", {F, D}, L.wg);
-        s.add(p + "mlp.up_proj.weight", {F, D}, L.wu);
-        s.add(p + "mlp.down_proj.weight", {D, F}, L.wd);
     }
     s.ln("model.norm", w.fnw, w.fnb);
     s.add("lm_head.weight", {c.V, D}, w.lm);
@@ -622,35 +634,22 @@ void falconFiles(FileSet& s, const RefWeights& w, const std::string& variant) {
             s.ln(p + "post_attention_layernorm", L.n2w, L.n2b);
             s.fused(p + "self_attention.query_key_value", L, c.H, 1, true);
         }
-        s.add(p + "self_attention.dense.weight", {D, qd}, L.wo);
-        s.add(p + "mlp.dense_h_to_4h.weight", {F, D}, L.wu);
-        s.add(p + "mlp.dense_4h_to_h.weight", {D, F}, L.wd);
-        if (c.qkvBias) {
-            s.add(p + "self_attention.dense.bias", {D}, L.bo);
-            s.add(p + "mlp.dense_h_to_4h.bias", {F}, L.bu);
-            s.add(p + "mlp.dense_4h_to_h.bias", {D}, L.bd);
-        }
+        s.linear(p + "self_attention.dense", D, qd, L.wo, c.qkvBias ? &L.bo : nullptr);
+        s.linear(p + "mlp.dense_h_to_4h", F, D, L.wu, c.qkvBias ? &L.bu : nullptr);
+        s.linear(p + "mlp.dense_4h_to_h", D, F, L.wd, c.qkvBias ? &L.bd : nullptr);
     }
     s.ln("transformer.ln_f", w.fnw, w.fnb);
 }
 
 void bloomFiles(FileSet& s, const RefWeights& w) {
     const RefCfg& c = s.c;
-    const int64_t D = c.D, F = c.F, qd = c.H * c.hd;
+    const int64_t D = c.D;
     s.add("word_embeddings.weight", {c.V, D}, w.embed);
     s.ln("word_embeddings_layernorm", w.enw, w.enb);
     for (int64_t l = 0; l < c.L; ++l) {
         const RefLayer& L = w.layers[size_t(l)];
         const std::string p = "h." + std::to_string(l) + ".";
-        s.ln(p + "input_layernorm", L.n1w, L.n1b);
-        s.ln(p + "post_attention_layernorm", L.n2w, L.n2b);
-        s.fused(p + "self_attention.query_key_value", L, c.H, 1, true);
-        s.add(p + "self_attention.dense.weight", {D, qd}, L.wo);
-        s.add(p + "self_attention.dense.bias", {D}, L.bo);
-        s.add(p + "mlp.dense_h_to_4h.weight", {F, D}, L.wu);
-        s.add(p + "mlp.dense_h_to_4h.bias", {F}, L.bu);
-        s.add(p + "mlp.dense_4h_to_h.weight", {D, F}, L.wd);
-        s.add(p + "mlp.dense_4h_to_h.bias", {D}, L.bd);
+        s.neoxBlock(p, "self_attention", L);
     }
     s.ln("ln_f", w.fnw, w.fnb);
 }
@@ -665,24 +664,20 @@ void optFiles(FileSet& s, const RefWeights& w) {
     for (int64_t l = 0; l < c.L; ++l) {
         const RefLayer& L = w.layers[size_t(l)];
         const std::string p = "model.decoder.layers." + std::to_string(l) + ".";
-        for (auto [n, wt, b, rows] :
-             {std::tuple{"q_proj", &L.wq, &L.bq, qd}, std::tuple{"k_proj", &L.wk, &L.bk, kvd},
-              std::tuple{"v_proj", &L.wv, &L.bv, kvd}, std::tuple{"out_proj", &L.wo, &L.bo, D}}) {
-            s.add(p + "self_attn." + n + ".weight", {rows, D}, *wt);
-            s.add(p + "self_attn." + n + ".bias", {rows}, *b);
-        }
+        s.linear(p + "self_attn.q_proj", qd, D, L.wq, &L.bq);
+        s.linear(p + "self_attn.k_proj", kvd, D, L.wk, &L.bk);
+        s.linear(p + "self_attn.v_proj", kvd, D, L.wv, &L.bv);
+        s.linear(p + "self_attn.out_proj", D, qd, L.wo, &L.bo);
         s.ln(p + "self_attn_layer_norm", L.n1w, L.n1b);
         s.ln(p + "final_layer_norm", L.n2w, L.n2b);
-        s.add(p + "fc1.weight", {F, D}, L.wu);
-        s.add(p + "fc1.bias", {F}, L.bu);
-        s.add(p + "fc2.weight", {D, F}, L.wd);
-        s.add(p + "fc2.bias", {D}, L.bd);
+        s.linear(p + "fc1", F, D, L.wu, &L.bu);
+        s.linear(p + "fc2", D, F, L.wd, &L.bd);
     }
 }
 
 void gemma2Files(FileSet& s, const RefWeights& w) {
     const RefCfg& c = s.c;
-    const int64_t D = c.D, F = c.F, qd = c.H * c.hd, kvd = c.KV * c.hd;
+    const int64_t D = c.D;
     s.add("model.embed_tokens.weight", {c.V, D}, w.embed);
     for (int64_t l = 0; l < c.L; ++l) {
         const RefLayer& L = w.layers[size_t(l)];
@@ -691,13 +686,7 @@ void gemma2Files(FileSet& s, const RefWeights& w) {
         s.add(p + "post_attention_layernorm.weight", {D}, L.p1w);
         s.add(p + "pre_feedforward_layernorm.weight", {D}, L.n2w);
         s.add(p + "post_feedforward_layernorm.weight", {D}, L.p2w);
-        s.add(p + "self_attn.q_proj.weight", {qd, D}, L.wq);
-        s.add(p + "self_attn.k_proj.weight", {kvd, D}, L.wk);
-        s.add(p + "self_attn.v_proj.weight", {kvd, D}, L.wv);
-        s.add(p + "self_attn.o_proj.weight", {D, qd}, L.wo);
-        s.add(p + "mlp.gate_proj.weight", {F, D}, L.wg);
-        s.add(p + "mlp.up_proj.weight", {F, D}, L.wu);
-        s.add(p + "mlp.down_proj.weight", {D, F}, L.wd);
+        s.llamaProjections(p, L);
     }
     s.add("model.norm.weight", {D}, w.fnw);
 }
