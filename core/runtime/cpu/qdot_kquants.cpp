@@ -291,7 +291,8 @@ void gemmGeneric(const std::byte* w, size_t ldw, int64_t nRows, const std::byte*
 // Repacked layout of one group of 16 rows and one super-block (qdot.h: repackRows): the fields of
 // the row's block in this order (RepackSeg, qdot_common.h). Q4_K: d, dmin, the 3 scale words, the
 // 32 code words; Q5_K: the same with the 8 qh words before the code words; Q6_K: d, the 4 scale
-// words, the 32 ql words, the 16 qh words. The kernels take their offsets from here.
+// words, the 32 ql words, the 16 qh words; IQ4_XS: d, scales_h, the scales_l word, the 32 code
+// words. The kernels take their offsets from here.
 struct KRepack {
     RepackSeg seg[5];
     int n;
@@ -311,13 +312,16 @@ constexpr KRepack kRepackK(DType t) {
         return {{{0, 2, 2}, {2, 2, 2}, {4, 12, 4}, {16, 32, 4}, {48, 128, 4}}, 5};
     case DType::Q6_K:
         return {{{208, 2, 2}, {192, 16, 4}, {0, 128, 4}, {128, 64, 4}}, 4};
+    case DType::IQ4_XS:
+        return {{{0, 2, 2}, {2, 2, 2}, {4, 4, 4}, {8, 128, 4}}, 4};
     default:
         return {{}, 0};
     }
 }
 static_assert(kRepackK(DType::Q4_K).bytes() == 16 * 144 &&
               kRepackK(DType::Q5_K).bytes() == 16 * 176 &&
-              kRepackK(DType::Q6_K).bytes() == 16 * 210);
+              kRepackK(DType::Q6_K).bytes() == 16 * 210 &&
+              kRepackK(DType::IQ4_XS).bytes() == 16 * 136);
 
 #if LCW_X86
 
@@ -870,7 +874,8 @@ LCW_QZ void microZ(const uint8_t* w, size_t ldw, const uint8_t* x, size_t ldx, c
 // same float operations, so the repacked product is the portable one bit for bit.
 
 // Token side of one Q8_K block: da, and Q4_K / Q5_K: the 32-value sums as int16 pairs (sums 0
-// and 2, 1 and 3, 4 and 6, 5 and 7: the pairs of mins the kernel forms); Q6_K: −32·bsums[k].
+// and 2, 1 and 3, 4 and 6, 5 and 7: the pairs of mins the kernel forms); Q6_K: −32·bsums[k];
+// IQ4_XS: −128 times the 32-value sums (its signed values are read +128, unsigned).
 struct TokR {
     alignas(64) int32_t v[16];
     float da;
@@ -894,6 +899,11 @@ LCW_QZ void tokSideR(const uint8_t* x, size_t ldx, int64_t nTok, int64_t nb, Tok
                 const __m128i ord =
                     _mm_setr_epi8(0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15);
                 _mm_store_si128(reinterpret_cast<__m128i*>(o.v), _mm_shuffle_epi8(s16, ord));
+            } else if constexpr (T == DType::IQ4_XS) {
+                const __m256i s32 = _mm256_madd_epi16(bs, _mm256_set1_epi16(1));
+                _mm256_store_si256(
+                    reinterpret_cast<__m256i*>(o.v),
+                    _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(s32, 7)));
             } else {
                 _mm512_store_si512(
                     o.v, _mm512_sub_epi32(_mm512_setzero_si512(),
@@ -1080,8 +1090,73 @@ LCW_QZ void q6kGroup(const uint8_t* wg, int64_t nb, const uint8_t* x, size_t ldx
     for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + t * ldy, k, acc[t]);
 }
 
-// Tokens in blocks of up to 4 (Q4_K, Q5_K) or 3 (Q6_K: its four code sets need more registers) over
-// every group of the call.
+// One group of 16 IQ4_XS rows × NT tokens. The 4-bit codes index the IQ4 code book +128 (vpshufb,
+// unsigned for vpdpbusd); each 32-value sum starts at −128·Σx (TokR), so it is Σ value·x exactly.
+template <int NT>
+LCW_QZ void iq4xsGroup(const uint8_t* wg, int64_t nb, const uint8_t* x, size_t ldx, const TokR* tok,
+                       float* y, int64_t ldy, int nr) {
+    constexpr KRepack f = kRepackK(DType::IQ4_XS);
+    constexpr int kBytes = f.bytes(), kSh = f.at(1), kSl = f.at(2), kQs = f.at(3);
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    const __m512i book = _mm512_add_epi8(
+        _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(kIq4Values))),
+        _mm512_set1_epi8(char(0x80)));
+    __m512 acc[NT];
+    for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+        const uint8_t* p = wg + b * kBytes;
+        const uint8_t* xb = x + size_t(b) * kQ8KBytes + kQ8KQs;
+        prefetchRange(p + kRepackAhead * kBytes, kQs);
+        const __m512i sh =
+            _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + kSh)));
+        const __m512i sl = _mm512_loadu_si512(p + kSl);
+        __m512i isc[NT];
+        for (int t = 0; t < NT; ++t) isc[t] = _mm512_setzero_si512();
+#pragma GCC unroll 2
+        for (int ib = 0; ib < 8; ++ib) {
+            __m512i s[NT];
+            for (int t = 0; t < NT; ++t) s[t] = _mm512_set1_epi32(tok[t * nb + b].v[ib]);
+#pragma GCC unroll 4
+            for (int k = 0; k < 4; ++k) {
+                // Word k of block ib: bytes 4k..4k+3, values 4k.. (low nibbles), 16+4k.. (high).
+                const int off = kQs + (4 * ib + k) * 64;
+                _mm_prefetch(reinterpret_cast<const char*>(p + kRepackAhead * kBytes + off),
+                             _MM_HINT_T0);
+                const __m512i v = _mm512_loadu_si512(p + off);
+                const __m512i lo = _mm512_shuffle_epi8(book, _mm512_and_si512(v, m4));
+                const __m512i hi =
+                    _mm512_shuffle_epi8(book, _mm512_and_si512(_mm512_srli_epi32(v, 4), m4));
+                for (int t = 0; t < NT; ++t) {
+                    const uint8_t* xt = xb + t * ldx + 32 * ib + 4 * k;
+                    s[t] = _mm512_dpbusd_epi32(s[t], lo, bcast32(xt));
+                    s[t] = _mm512_dpbusd_epi32(s[t], hi, bcast32(xt + 16));
+                }
+            }
+            // Block scale ib: 4 bits of scales_l, 2 of scales_h, stored +32.
+            const __m512i ls = _mm512_sub_epi32(
+                _mm512_or_si512(
+                    _mm512_and_si512(_mm512_srli_epi32(sl, unsigned(4 * ib)),
+                                     _mm512_set1_epi32(15)),
+                    _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(sh, unsigned(2 * ib)),
+                                                       _mm512_set1_epi32(3)),
+                                      4)),
+                _mm512_set1_epi32(32));
+            for (int t = 0; t < NT; ++t)
+                isc[t] = _mm512_add_epi32(isc[t], _mm512_mullo_epi32(s[t], ls));
+        }
+        const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+        for (int t = 0; t < NT; ++t)
+            acc[t] = _mm512_add_round_ps(
+                acc[t],
+                mulR(mulR(d, _mm512_set1_ps(tok[t * nb + b].da)), _mm512_cvtepi32_ps(isc[t])),
+                kRound);
+    }
+    const __mmask16 k = __mmask16((1u << nr) - 1);
+    for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + t * ldy, k, acc[t]);
+}
+
+// Tokens in blocks of up to 4 (Q4_K, Q5_K, IQ4_XS) or 3 (Q6_K: its four code sets need more
+// registers) over every group of the call.
 template <DType T>
 void gemmRepackedK(const std::byte* wr, int64_t nRows, const std::byte* xq, size_t ldx,
                    int64_t nTok, float* y, int64_t ldy, int64_t n) {
@@ -1101,9 +1176,10 @@ void gemmRepackedK(const std::byte* wr, int64_t nRows, const std::byte* xq, size
             const int nr = int(std::min<int64_t>(kRepackRows, nRows - r0));
             [&]<int... I>(std::integer_sequence<int, I...>) {
                 ((nt == I + 1
-                      ? (T != DType::Q6_K
-                             ? q45kGroup<T == DType::Q5_K, I + 1>(wg, nb, x, ldx, tk, yo, ldy, nr)
-                             : q6kGroup<I + 1>(wg, nb, x, ldx, tk, yo, ldy, nr),
+                      ? (T == DType::Q6_K ? q6kGroup<I + 1>(wg, nb, x, ldx, tk, yo, ldy, nr)
+                         : T == DType::IQ4_XS
+                             ? iq4xsGroup<I + 1>(wg, nb, x, ldx, tk, yo, ldy, nr)
+                             : q45kGroup<T == DType::Q5_K, I + 1>(wg, nb, x, ldx, tk, yo, ldy, nr),
                          0)
                       : 0),
                  ...);
@@ -1292,7 +1368,8 @@ template <class K>
 constexpr auto kRepackedOf = [] {
     void (*f)(const std::byte*, int64_t, const std::byte*, size_t, int64_t, float*, int64_t,
               int64_t) = nullptr;
-    if constexpr (K::kType == DType::Q4_K || K::kType == DType::Q5_K || K::kType == DType::Q6_K)
+    if constexpr (K::kType == DType::Q4_K || K::kType == DType::Q5_K || K::kType == DType::Q6_K ||
+                  K::kType == DType::IQ4_XS)
         f = gemmRepackedK<K::kType>;
     return f;
 }();
