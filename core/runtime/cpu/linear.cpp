@@ -172,6 +172,11 @@ void linearBatch(std::span<const LinearJob> jobs, const float* x, int64_t ldx, i
     // tiles (dynamic scheduling evens out the load).
     int64_t R = std::clamp<int64_t>((65536 / std::max<int64_t>(n, 1)) & ~int64_t(3), 4, 256);
     while (R > 4 && totalRows / R < 8 * nt) R = std::max<int64_t>(4, (R / 2) & ~int64_t(3));
+    // Packed prefill: the dense integer kernel runs 16 rows at a time (packed_kernels.inc,
+    // intDenseRows), and 16 rows of packed codes are far below the float bound above.
+    if (nTok >= 8 &&
+        std::any_of(jobs.begin(), jobs.end(), [](const LinearJob& j) { return j.packed; }))
+        R = std::max<int64_t>(R, 16);
     // Decode reads every weight once: no tile is reused by later tokens, and each tile start
     // breaks a thread's sequential stream (the hardware and software prefetch restart there).
     // Tiles of about a quarter of a thread's share keep the stream long and still let the
