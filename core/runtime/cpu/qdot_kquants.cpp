@@ -938,6 +938,24 @@ LCW_QZ inline void prefetchRange(const uint8_t* p, int bytes) {
         _mm_prefetch(reinterpret_cast<const char*>(p + o), _MM_HINT_T0);
 }
 
+// acc[t] += (d·da_t)·isc[t] for the NT tokens of one super-block (d: the 16 rows' f16 scales at
+// dp, tok: the block's token sides nb apart), with the portable version's roundings.
+template <int NT>
+LCW_QZ inline void addScaledBlock(__m512 (&acc)[NT], const uint8_t* dp, const TokR* tok, int64_t nb,
+                                  const __m512i (&isc)[NT]) {
+    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(dp)));
+    for (int t = 0; t < NT; ++t)
+        acc[t] = _mm512_add_round_ps(
+            acc[t], mulR(mulR(d, _mm512_set1_ps(tok[t * nb].da)), _mm512_cvtepi32_ps(isc[t])),
+            kRound);
+}
+// The group's results of NT tokens: nr of its 16 rows are real.
+template <int NT>
+LCW_QZ inline void storeRows(float* y, int64_t ldy, int nr, const __m512 (&acc)[NT]) {
+    const __mmask16 k = __mmask16((1u << nr) - 1);
+    for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + t * ldy, k, acc[t]);
+}
+
 // One group of 16 Q4_K or Q5_K rows (nr of them real) × NT tokens, all super-blocks.
 template <bool kQ5, int NT>
 LCW_QZ void q45kGroup(const uint8_t* wg, int64_t nb, const uint8_t* x, size_t ldx, const TokR* tok,
@@ -1016,8 +1034,7 @@ LCW_QZ void q45kGroup(const uint8_t* wg, int64_t nb, const uint8_t* x, size_t ld
             acc[t] = _mm512_add_round_ps(acc[t], _mm512_sub_round_ps(a, m, kRound), kRound);
         }
     }
-    const __mmask16 k = __mmask16((1u << nr) - 1);
-    for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + t * ldy, k, acc[t]);
+    storeRows<NT>(y, ldy, nr, acc);
 }
 
 // One group of 16 Q6_K rows × NT tokens.
@@ -1079,15 +1096,9 @@ LCW_QZ void q6kGroup(const uint8_t* wg, int64_t nb, const uint8_t* x, size_t ldx
                         isc[t] = _mm512_add_epi32(isc[t], _mm512_mullo_epi32(s[i][t], sc));
                 }
             }
-        const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-        for (int t = 0; t < NT; ++t)
-            acc[t] = _mm512_add_round_ps(
-                acc[t],
-                mulR(mulR(d, _mm512_set1_ps(tok[t * nb + b].da)), _mm512_cvtepi32_ps(isc[t])),
-                kRound);
+        addScaledBlock<NT>(acc, p, tok + b, nb, isc);
     }
-    const __mmask16 k = __mmask16((1u << nr) - 1);
-    for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + t * ldy, k, acc[t]);
+    storeRows<NT>(y, ldy, nr, acc);
 }
 
 // One group of 16 IQ4_XS rows × NT tokens. The 4-bit codes index the IQ4 code book +128 (vpshufb,
@@ -1144,15 +1155,9 @@ LCW_QZ void iq4xsGroup(const uint8_t* wg, int64_t nb, const uint8_t* x, size_t l
             for (int t = 0; t < NT; ++t)
                 isc[t] = _mm512_add_epi32(isc[t], _mm512_mullo_epi32(s[t], ls));
         }
-        const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-        for (int t = 0; t < NT; ++t)
-            acc[t] = _mm512_add_round_ps(
-                acc[t],
-                mulR(mulR(d, _mm512_set1_ps(tok[t * nb + b].da)), _mm512_cvtepi32_ps(isc[t])),
-                kRound);
+        addScaledBlock<NT>(acc, p, tok + b, nb, isc);
     }
-    const __mmask16 k = __mmask16((1u << nr) - 1);
-    for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + t * ldy, k, acc[t]);
+    storeRows<NT>(y, ldy, nr, acc);
 }
 
 // Tokens in blocks of up to 4 (Q4_K, Q5_K, IQ4_XS) or 3 (Q6_K: its four code sets need more
