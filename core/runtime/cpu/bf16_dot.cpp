@@ -16,21 +16,18 @@ namespace {
 
 /// MR rows x MT tokens over the whole row length n: per (row, token) 16 fp32 lanes accumulated
 /// over k in order, then one fixed-order lane sum (hsum16), so an output does not depend on the
-/// micro-tile it was computed in.
+/// micro-tile it was computed in. `next` (or null): the rows to fetch meanwhile (prefetchNextRows).
 template <int MR, int MT>
 LCW_AVX512BF16 void bf16Micro(const uint16_t* w, int64_t ldw, const uint16_t* xb, int64_t ldb,
-                              int64_t n, float* y, int64_t ldy) {
+                              int64_t n, float* y, int64_t ldy, const char* next) {
     __m512 acc[MR][MT];
     for (int r = 0; r < MR; ++r)
         for (int t = 0; t < MT; ++t) acc[r][t] = _mm512_setzero_ps();
     int64_t k = 0;
     for (; k + 32 <= n; k += 32) {
         __m512bh wv[MR];
-        for (int r = 0; r < MR; ++r) {
-            // Decode streams each row once: fetch it 2 KB ahead (prefetches never fault).
-            _mm_prefetch(reinterpret_cast<const char*>(w + r * ldw + k) + 2048, _MM_HINT_T0);
-            wv[r] = __m512bh(_mm512_loadu_si512(w + r * ldw + k));
-        }
+        prefetchNextRows<2, MR>(next, k);
+        for (int r = 0; r < MR; ++r) wv[r] = __m512bh(_mm512_loadu_si512(w + r * ldw + k));
         for (int t = 0; t < MT; ++t) {
             const __m512bh xv = __m512bh(_mm512_loadu_si512(xb + t * ldb + k));
             for (int r = 0; r < MR; ++r) acc[r][t] = _mm512_dpbf16_ps(acc[r][t], wv[r], xv);
@@ -50,7 +47,7 @@ LCW_AVX512BF16 void bf16Micro(const uint16_t* w, int64_t ldw, const uint16_t* xb
 }
 
 using MicroFn = void (*)(const uint16_t*, int64_t, const uint16_t*, int64_t, int64_t, float*,
-                         int64_t);
+                         int64_t, const char*);
 template <int MR>
 constexpr MicroFn kByTokens[4] = {bf16Micro<MR, 1>, bf16Micro<MR, 2>, bf16Micro<MR, 3>,
                                   bf16Micro<MR, 4>};
@@ -108,13 +105,16 @@ void gemmBf16Dot(const uint16_t* w, int64_t ldw, int64_t nRows, const uint16_t* 
 #if LCW_X86
     const int64_t ldb = bf16RowStride(n);
     // Token groups of 4 outside, rows inside: the tile's rows (linearBatch keeps a tile within
-    // ~256 KB) stay in L2 while each group of tokens passes over them.
+    // ~256 KB) stay in L2 while each group of tokens passes over them. The first group reads
+    // them from memory, fetching the next rows ahead as one stream (prefetchNextRows).
     for (int64_t t0 = 0; t0 < nTok; t0 += 4) {
         const int mt = int(std::min<int64_t>(4, nTok - t0));
         for (int64_t r0 = 0; r0 < nRows; r0 += 4) {
             const int mr = int(std::min<int64_t>(4, nRows - r0));
-            kMicro[mr - 1][mt - 1](w + r0 * ldw, ldw, xb + t0 * ldb, ldb, n, y + t0 * ldy + r0,
-                                   ldy);
+            const char* next =
+                t0 == 0 ? reinterpret_cast<const char*>(w + (r0 + mr) * ldw) : nullptr;
+            kMicro[mr - 1][mt - 1](w + r0 * ldw, ldw, xb + t0 * ldb, ldb, n, y + t0 * ldy + r0, ldy,
+                                   next);
         }
     }
 #else

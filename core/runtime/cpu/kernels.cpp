@@ -98,12 +98,13 @@ void gemmGeneric(const typename WL::T* w, int64_t ldw, int64_t nRows, const floa
 #if LCW_X86
 template <int MT, int MR, class WL>
 LCW_AVX2 inline void microAvx2(const typename WL::T* w, int64_t ldw, const float* x, int64_t ldx,
-                               float* y, int64_t ldy, int64_t n) {
+                               float* y, int64_t ldy, int64_t n, const char* next) {
     __m256 acc[MT][MR];
     for (int t = 0; t < MT; ++t)
         for (int r = 0; r < MR; ++r) acc[t][r] = _mm256_setzero_ps();
     int64_t k = 0;
     for (; k + 8 <= n; k += 8) {
+        prefetchNextRows<sizeof(typename WL::T), MR>(next, k);
         __m256 xv[MT];
         for (int t = 0; t < MT; ++t) xv[t] = _mm256_loadu_ps(x + t * ldx + k);
         for (int r = 0; r < MR; ++r) {
@@ -127,22 +128,29 @@ LCW_AVX2 inline void microAvx2(const typename WL::T* w, int64_t ldw, const float
 
 template <int MT, class WL>
 LCW_AVX2 void rowsAvx2(const typename WL::T* w, int64_t ldw, int64_t nRows, const float* x,
-                       int64_t ldx, float* y, int64_t ldy, int64_t n) {
+                       int64_t ldx, float* y, int64_t ldy, int64_t n, bool stream) {
+    auto next = [&](int64_t r, int rows) {
+        return stream ? reinterpret_cast<const char*>(w + (r + rows) * ldw) : nullptr;
+    };
     int64_t r = 0;
     // One token (decode): 8 rows at a time keep more independent memory streams in flight.
     if constexpr (MT == 1)
-        for (; r + 8 <= nRows; r += 8) microAvx2<1, 8, WL>(w + r * ldw, ldw, x, ldx, y + r, ldy, n);
-    for (; r + 4 <= nRows; r += 4) microAvx2<MT, 4, WL>(w + r * ldw, ldw, x, ldx, y + r, ldy, n);
-    for (; r < nRows; ++r) microAvx2<MT, 1, WL>(w + r * ldw, ldw, x, ldx, y + r, ldy, n);
+        for (; r + 8 <= nRows; r += 8)
+            microAvx2<1, 8, WL>(w + r * ldw, ldw, x, ldx, y + r, ldy, n, next(r, 8));
+    for (; r + 4 <= nRows; r += 4)
+        microAvx2<MT, 4, WL>(w + r * ldw, ldw, x, ldx, y + r, ldy, n, next(r, 4));
+    for (; r < nRows; ++r)
+        microAvx2<MT, 1, WL>(w + r * ldw, ldw, x, ldx, y + r, ldy, n, next(r, 1));
 }
 
 template <class WL>
 LCW_AVX2 void gemmAvx2(const typename WL::T* w, int64_t ldw, int64_t nRows, const float* x,
                        int64_t ldx, int64_t nTok, float* y, int64_t ldy, int64_t n) {
+    const bool stream = nTok <= kStreamTokens;
     int64_t t = 0;
     for (; t + 2 <= nTok; t += 2)
-        rowsAvx2<2, WL>(w, ldw, nRows, x + t * ldx, ldx, y + t * ldy, ldy, n);
-    if (t < nTok) rowsAvx2<1, WL>(w, ldw, nRows, x + t * ldx, ldx, y + t * ldy, ldy, n);
+        rowsAvx2<2, WL>(w, ldw, nRows, x + t * ldx, ldx, y + t * ldy, ldy, n, stream);
+    if (t < nTok) rowsAvx2<1, WL>(w, ldw, nRows, x + t * ldx, ldx, y + t * ldy, ldy, n, stream);
 }
 
 LCW_AVX2 void bf16RowAvx2(const uint16_t* src, float* dst, int64_t n) {
@@ -213,21 +221,17 @@ LCW_AVX2 void f16RowAvx2(const uint16_t* src, float* dst, int64_t n) {
     for (; i < n; ++i) dst[i] = _cvtsh_ss(src[i]);
 }
 
-// Decode over 16-bit rows: each of the MR row streams is fetched this many bytes ahead
-// (TinyLlama-1.1B F16 and BF16 decode, 2 threads: +4 % over the hardware prefetchers alone;
-// 512, 1024, 3072, 4096 and 8192 gave less; float rows lose with it and go without).
-constexpr int64_t kPrefetch16Bytes = 2048;
-
 // ---------------------------------------------------------------------------------------------
 // AVX-512: MT tokens x MR weight rows, 16 partial sums per output element (one zmm), the last
-// partial vector of a row loaded under a mask (masked lanes read nothing and add 0). The inputs
+// partial vector of a row loaded under a mask (masked lanes read nothing and add 0). `next`
+// (decode, or null): the rows after these, fetched as one stream (kStreamTokens). The inputs
 // [k0, k1) of a longer product: the 16 partial sums start from `part` unless k0 == 0 and go back
 // there unless k1 reaches n, where they are reduced into y. Spilling them between blocks changes
 // no bit, so a blocked product equals an unblocked one.
 template <int MT, int MR, class WL>
 LCW_AVX512 inline void microAvx512(const typename WL::T* w, int64_t ldw, const float* x,
                                    int64_t ldx, int64_t k0, int64_t k1, int64_t n, float* part,
-                                   int64_t ldp, float* y, int64_t ldy) {
+                                   int64_t ldp, float* y, int64_t ldy, const char* next) {
     __m512 acc[MT][MR];
     for (int t = 0; t < MT; ++t)
         for (int r = 0; r < MR; ++r)
@@ -235,11 +239,7 @@ LCW_AVX512 inline void microAvx512(const typename WL::T* w, int64_t ldw, const f
     const int64_t kEnd = std::min(k1, n) & ~int64_t(15);
     int64_t k = k0;
     for (; k < kEnd; k += 16) {
-        if constexpr (MT <= 3 && sizeof(typename WL::T) == 2)
-            if (k % 32 == 0) // once per 64-byte line (prefetches never fault)
-                for (int r = 0; r < MR; ++r)
-                    _mm_prefetch(reinterpret_cast<const char*>(w + r * ldw + k) + kPrefetch16Bytes,
-                                 _MM_HINT_T0);
+        if constexpr (MT <= kStreamTokens) prefetchNextRows<sizeof(typename WL::T), MR>(next, k);
         __m512 xv[MT];
         for (int t = 0; t < MT; ++t) xv[t] = _mm512_loadu_ps(x + t * ldx + k);
         for (int r = 0; r < MR; ++r) {
@@ -275,23 +275,27 @@ constexpr int64_t kAvx512RowBlock = 64;
 // blocks of kc (a multiple of 16), the partial sums of the block in `part`.
 template <int MT, class WL>
 LCW_AVX512 void rowsAvx512(const typename WL::T* w, int64_t ldw, int64_t nRows, const float* x,
-                           int64_t ldx, float* y, int64_t ldy, int64_t n, int64_t kc, float* part) {
+                           int64_t ldx, float* y, int64_t ldy, int64_t n, int64_t kc, float* part,
+                           bool stream) {
     // MT*MR accumulators + MT input vectors + 1 weight vector fit the 32 zmm registers. Few
     // tokens (decode) take 8 rows at a time: more independent weight streams in flight.
     constexpr int MR = MT <= 3 ? 8 : 4;
     for (int64_t k0 = 0; k0 < n || k0 == 0; k0 += kc) {
         const int64_t k1 = k0 + kc;
+        auto next = [&](int64_t r, int rows) {
+            return stream ? reinterpret_cast<const char*>(w + (r + rows) * ldw) : nullptr;
+        };
         int64_t r = 0;
         for (; r + MR <= nRows; r += MR)
             microAvx512<MT, MR, WL>(w + r * ldw, ldw, x, ldx, k0, k1, n, part + r * 16, nRows,
-                                    y + r, ldy);
+                                    y + r, ldy, next(r, MR));
         if constexpr (MR > 4)
             for (; r + 4 <= nRows; r += 4)
                 microAvx512<MT, 4, WL>(w + r * ldw, ldw, x, ldx, k0, k1, n, part + r * 16, nRows,
-                                       y + r, ldy);
+                                       y + r, ldy, next(r, 4));
         for (; r < nRows; ++r)
             microAvx512<MT, 1, WL>(w + r * ldw, ldw, x, ldx, k0, k1, n, part + r * 16, nRows, y + r,
-                                   ldy);
+                                   ldy, next(r, 1));
     }
 }
 
@@ -307,6 +311,7 @@ LCW_AVX512 void gemmAvx512(const typename WL::T* w, int64_t ldw, int64_t nRows, 
                          n > kAvx512KBlock + kAvx512KBlock / 2;
     const int64_t kc = blocked ? kAvx512KBlock : std::max<int64_t>(n, 16);
     const int64_t rowBlock = blocked ? kAvx512RowBlock : std::max<int64_t>(nRows, 1);
+    const bool stream = nTok <= kStreamTokens;
     thread_local FloatBuffer part;
     if (blocked && part.size() < size_t(kTok * kAvx512RowBlock * 16))
         part.resize(size_t(kTok * kAvx512RowBlock * 16));
@@ -316,25 +321,25 @@ LCW_AVX512 void gemmAvx512(const typename WL::T* w, int64_t ldw, int64_t nRows, 
         int64_t t = 0;
         for (; t + kTok <= nTok; t += kTok)
             rowsAvx512<kTok, WL>(wb, ldw, rows, x + t * ldx, ldx, y + t * ldy + r0, ldy, n, kc,
-                                 part.data());
+                                 part.data(), false);
         const float* xt = x + t * ldx;
         float* yt = y + t * ldy + r0;
         float* p = part.data();
         switch (nTok - t) {
         case 1:
-            rowsAvx512<1, WL>(wb, ldw, rows, xt, ldx, yt, ldy, n, kc, p);
+            rowsAvx512<1, WL>(wb, ldw, rows, xt, ldx, yt, ldy, n, kc, p, stream);
             break;
         case 2:
-            rowsAvx512<2, WL>(wb, ldw, rows, xt, ldx, yt, ldy, n, kc, p);
+            rowsAvx512<2, WL>(wb, ldw, rows, xt, ldx, yt, ldy, n, kc, p, stream);
             break;
         case 3:
-            rowsAvx512<3, WL>(wb, ldw, rows, xt, ldx, yt, ldy, n, kc, p);
+            rowsAvx512<3, WL>(wb, ldw, rows, xt, ldx, yt, ldy, n, kc, p, stream);
             break;
         case 4:
-            rowsAvx512<4, WL>(wb, ldw, rows, xt, ldx, yt, ldy, n, kc, p);
+            rowsAvx512<4, WL>(wb, ldw, rows, xt, ldx, yt, ldy, n, kc, p, stream);
             break;
         case 5:
-            rowsAvx512<5, WL>(wb, ldw, rows, xt, ldx, yt, ldy, n, kc, p);
+            rowsAvx512<5, WL>(wb, ldw, rows, xt, ldx, yt, ldy, n, kc, p, stream);
             break;
         default:
             break;
