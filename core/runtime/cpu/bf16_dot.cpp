@@ -16,7 +16,7 @@ namespace {
 
 /// MR rows x MT tokens over the whole row length n: per (row, token) 16 fp32 lanes accumulated
 /// over k in order, then one fixed-order lane sum (hsum16), so an output does not depend on the
-/// micro-tile it was computed in. `next` (or null): the rows to fetch meanwhile (prefetchNextRows).
+/// micro-tile it was computed in. `next` (or null): the rows after these (prefetchStreams).
 template <int MR, int MT>
 LCW_AVX512BF16 void bf16Micro(const uint16_t* w, int64_t ldw, const uint16_t* xb, int64_t ldb,
                               int64_t n, float* y, int64_t ldy, const char* next) {
@@ -26,7 +26,7 @@ LCW_AVX512BF16 void bf16Micro(const uint16_t* w, int64_t ldw, const uint16_t* xb
     int64_t k = 0;
     for (; k + 32 <= n; k += 32) {
         __m512bh wv[MR];
-        prefetchNextRows<2, MR>(next, k);
+        prefetchStreams<2, MR>(reinterpret_cast<const char*>(w), next, ldw, n, k);
         for (int r = 0; r < MR; ++r) wv[r] = __m512bh(_mm512_loadu_si512(w + r * ldw + k));
         for (int t = 0; t < MT; ++t) {
             const __m512bh xv = __m512bh(_mm512_loadu_si512(xb + t * ldb + k));
@@ -106,7 +106,7 @@ void gemmBf16Dot(const uint16_t* w, int64_t ldw, int64_t nRows, const uint16_t* 
     const int64_t ldb = bf16RowStride(n);
     // Token groups of 4 outside, rows inside: the tile's rows (linearBatch keeps a tile within
     // ~256 KB) stay in L2 while each group of tokens passes over them. The first group reads
-    // them from memory, fetching the next rows ahead as one stream (prefetchNextRows).
+    // them from memory, fetching each row ahead (prefetchStreams).
     for (int64_t t0 = 0; t0 < nTok; t0 += 4) {
         const int mt = int(std::min<int64_t>(4, nTok - t0));
         for (int64_t r0 = 0; r0 < nRows; r0 += 4) {

@@ -104,7 +104,8 @@ LCW_AVX2 inline void microAvx2(const typename WL::T* w, int64_t ldw, const float
         for (int r = 0; r < MR; ++r) acc[t][r] = _mm256_setzero_ps();
     int64_t k = 0;
     for (; k + 8 <= n; k += 8) {
-        prefetchNextRows<sizeof(typename WL::T), MR>(next, k);
+        prefetchStreams<sizeof(typename WL::T), MR>(reinterpret_cast<const char*>(w), next, ldw, n,
+                                                    k);
         __m256 xv[MT];
         for (int t = 0; t < MT; ++t) xv[t] = _mm256_loadu_ps(x + t * ldx + k);
         for (int r = 0; r < MR; ++r) {
@@ -224,7 +225,8 @@ LCW_AVX2 void f16RowAvx2(const uint16_t* src, float* dst, int64_t n) {
 // ---------------------------------------------------------------------------------------------
 // AVX-512: MT tokens x MR weight rows, 16 partial sums per output element (one zmm), the last
 // partial vector of a row loaded under a mask (masked lanes read nothing and add 0). `next`
-// (decode, or null): the rows after these, fetched as one stream (kStreamTokens). The inputs
+// (decode, or null): the rows after these, into which the rows' prefetch streams run on
+// (prefetchStreams). The inputs
 // [k0, k1) of a longer product: the 16 partial sums start from `part` unless k0 == 0 and go back
 // there unless k1 reaches n, where they are reduced into y. Spilling them between blocks changes
 // no bit, so a blocked product equals an unblocked one.
@@ -239,7 +241,9 @@ LCW_AVX512 inline void microAvx512(const typename WL::T* w, int64_t ldw, const f
     const int64_t kEnd = std::min(k1, n) & ~int64_t(15);
     int64_t k = k0;
     for (; k < kEnd; k += 16) {
-        if constexpr (MT <= kStreamTokens) prefetchNextRows<sizeof(typename WL::T), MR>(next, k);
+        if constexpr (MT <= kStreamTokens)
+            prefetchStreams<sizeof(typename WL::T), MR>(reinterpret_cast<const char*>(w), next, ldw,
+                                                        n, k);
         __m512 xv[MT];
         for (int t = 0; t < MT; ++t) xv[t] = _mm512_loadu_ps(x + t * ldx + k);
         for (int r = 0; r < MR; ++r) {
