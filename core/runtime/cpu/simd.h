@@ -79,19 +79,19 @@ void gemmBf16Dot(const uint16_t* w, int64_t ldw, int64_t nRows, const uint16_t* 
                  float* y, int64_t ldy, int64_t n);
 
 #if LCW_X86
-/// Decode (up to this many tokens) of float and 16-bit rows reads every weight once, MR rows side
-/// by side: MR streams of a few KB each (one 4 KB page per row for 2048 F16 values), over before
-/// the hardware prefetchers ramp up on them. Each of the MR streams is fetched kStreamAhead bytes
-/// ahead and runs on from the end of row r into row r of the next MR rows (`next`), so the
+/// Decode (up to this many tokens) of float and 16-bit rows reads every weight once: streams of a
+/// few KB per row (one 4 KB page per row for 2048 F16 values), over before the hardware
+/// prefetchers ramp up on them. Each of a micro-kernel's MR row streams is fetched kStreamAhead
+/// bytes ahead and runs on from the end of row r into row r of the next MR rows (`next`), so the
 /// prefetch does not stop at every row end (prefetches never fault). TinyLlama-1.1B decode, 2
 /// threads, interleaved runs against 2 KB ahead within each row (16-bit) or no prefetch (F32):
 /// BF16 GGUF 18.5 -> 21.5 tok/s; F16 from a safetensors folder (4 KB pages) 16 -> 24.6 in a
-/// fast phase of this VM and equal in a slow one, from llama.cpp's GGUF (mostly huge pages,
-/// where the hardware prefetchers do better) within +-10 %; F32 GGUF 11.1 -> 11.4 (noise).
-/// Fetching the next MR rows as one sequential stream instead, or each row's line a whole row
-/// ahead, won from 4 KB pages and lost ~9 % on F16 GGUF.
+/// fast phase of this VM and equal in a slow one; F32 GGUF 11.1 -> 11.4 (noise). One token of
+/// 16-bit rows on AVX-512 goes further and reads one row at a time (MR = 1: the thread's rows
+/// are a single sequential stream, fetched 8 KB ahead; see rowsAvx512 in kernels.cpp).
 constexpr int64_t kStreamTokens = 3;
-template <int64_t kSize> constexpr int64_t kStreamAhead = kSize == 2 ? 2048 : 8192;
+template <int64_t kSize, int MR>
+constexpr int64_t kStreamAhead = kSize == 2 && MR > 1 ? 2048 : 8192;
 
 /// Called at each step k (elements of kSize bytes, rows of n elements ldw apart) of a product
 /// over MR rows from w: fetches each row's stream kStreamAhead bytes ahead (none if `next`, the
@@ -99,7 +99,7 @@ template <int64_t kSize> constexpr int64_t kStreamAhead = kSize == 2 ? 2048 : 81
 template <int64_t kSize, int MR>
 inline void prefetchStreams(const char* w, const char* next, int64_t ldw, int64_t n, int64_t k) {
     if (!next || (k * kSize) % 64 != 0) return; // once per 64-byte line of a row
-    const int64_t off = k * kSize + kStreamAhead<kSize>, rowBytes = n * kSize;
+    const int64_t off = k * kSize + kStreamAhead<kSize, MR>, rowBytes = n * kSize;
     const char* base = off < rowBytes ? w + off : next + (off - rowBytes);
     for (int r = 0; r < MR; ++r) _mm_prefetch(base + r * ldw * kSize, _MM_HINT_T0);
 }
