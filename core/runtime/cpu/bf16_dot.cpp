@@ -104,6 +104,16 @@ void gemmBf16Dot(const uint16_t* w, int64_t ldw, int64_t nRows, const uint16_t* 
                  float* y, int64_t ldy, int64_t n) {
 #if LCW_X86
     const int64_t ldb = bf16RowStride(n);
+    // One token (decode): the rows as decodeSplit's parts, each one sequential stream.
+    if (nTok == 1)
+        return decodeSplit(
+            w, ldw, nRows, y,
+            [&](const uint16_t* wp, int64_t ldp, float* out, const char* next) {
+                bf16Micro<kDecodeParts, 1>(wp, ldp, xb, ldb, n, out, 1, next);
+            },
+            [&](const uint16_t* wr, float* yr, const char* next) {
+                bf16Micro<1, 1>(wr, ldw, xb, ldb, n, yr, 1, next);
+            });
     // Token groups of 4 outside, rows inside: the tile's rows (linearBatch keeps a tile within
     // ~256 KB) stay in L2 while each group of tokens passes over them. The first group reads
     // them from memory, fetching each row ahead (prefetchStreams).

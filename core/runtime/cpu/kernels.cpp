@@ -133,11 +133,17 @@ LCW_AVX2 void rowsAvx2(const typename WL::T* w, int64_t ldw, int64_t nRows, cons
     auto next = [&](int64_t r, int rows) {
         return stream ? reinterpret_cast<const char*>(w + (r + rows) * ldw) : nullptr;
     };
-    int64_t r = 0;
-    // One token (decode): 8 rows at a time keep more independent memory streams in flight.
     if constexpr (MT == 1)
-        for (; r + 8 <= nRows; r += 8)
-            microAvx2<1, 8, WL>(w + r * ldw, ldw, x, ldx, y + r, ldy, n, next(r, 8));
+        if (stream)
+            return decodeSplit(
+                w, ldw, nRows, y,
+                [&](const typename WL::T* wp, int64_t ldp, float* out, const char* nx) {
+                    microAvx2<1, kDecodeParts, WL>(wp, ldp, x, ldx, out, 1, n, nx);
+                },
+                [&](const typename WL::T* wr, float* yr, const char* nx) {
+                    microAvx2<1, 1, WL>(wr, ldw, x, ldx, yr, 1, n, nx);
+                });
+    int64_t r = 0;
     for (; r + 4 <= nRows; r += 4)
         microAvx2<MT, 4, WL>(w + r * ldw, ldw, x, ldx, y + r, ldy, n, next(r, 4));
     for (; r < nRows; ++r)
@@ -281,22 +287,19 @@ template <int MT, class WL>
 LCW_AVX512 void rowsAvx512(const typename WL::T* w, int64_t ldw, int64_t nRows, const float* x,
                            int64_t ldx, float* y, int64_t ldy, int64_t n, int64_t kc, float* part,
                            bool stream) {
-    // One token of 16-bit rows (F16 decode, BF16 with float activations): one row at a time, so
-    // the thread's rows are read as one sequential stream (fetched 8 KB ahead) instead of 8
-    // streams a row apart; each output is still one chain of 16-lane multiply-adds in k order,
-    // the same bits as in any other micro-tile. TinyLlama-1.1B F16 GGUF decode, 2 threads,
-    // interleaved: 18-23 -> 23-32 tok/s (llama.cpp 22-24 on the same file), BF16 with
-    // --exact-activations 18-23 -> 25-31. Float rows (twice the bytes per multiply-add) and
-    // the AVX2 level (8 lanes: one chain is too short a pipeline) measured no gain.
-    if constexpr (MT == 1 && sizeof(typename WL::T) == 2)
-        if (stream) {
-            for (int64_t r = 0; r < nRows; ++r)
-                microAvx512<1, 1, WL>(w + r * ldw, ldw, x, ldx, 0, n, n, part, nRows, y + r, ldy,
-                                      reinterpret_cast<const char*>(w + (r + 1) * ldw));
-            return;
-        }
-    // MT*MR accumulators + MT input vectors + 1 weight vector fit the 32 zmm registers. Few
-    // tokens (decode) take 8 rows at a time: more independent weight streams in flight.
+    if constexpr (MT == 1)
+        if (stream)
+            return decodeSplit(
+                w, ldw, nRows, y,
+                [&](const typename WL::T* wp, int64_t ldp, float* out, const char* next) {
+                    microAvx512<1, kDecodeParts, WL>(wp, ldp, x, ldx, 0, n, n, part, nRows, out, 1,
+                                                     next);
+                },
+                [&](const typename WL::T* wr, float* yr, const char* next) {
+                    microAvx512<1, 1, WL>(wr, ldw, x, ldx, 0, n, n, part, nRows, yr, 1, next);
+                });
+    // MT*MR accumulators + MT input vectors + 1 weight vector fit the 32 zmm registers. Two or
+    // three tokens take 8 rows at a time: more independent weight streams in flight.
     constexpr int MR = MT <= 3 ? 8 : 4;
     for (int64_t k0 = 0; k0 < n || k0 == 0; k0 += kc) {
         const int64_t k1 = k0 + kc;

@@ -86,12 +86,34 @@ void gemmBf16Dot(const uint16_t* w, int64_t ldw, int64_t nRows, const uint16_t* 
 /// prefetch does not stop at every row end (prefetches never fault). TinyLlama-1.1B decode, 2
 /// threads, interleaved runs against 2 KB ahead within each row (16-bit) or no prefetch (F32):
 /// BF16 GGUF 18.5 -> 21.5 tok/s; F16 from a safetensors folder (4 KB pages) 16 -> 24.6 in a
-/// fast phase of this VM and equal in a slow one; F32 GGUF 11.1 -> 11.4 (noise). One token of
-/// 16-bit rows on AVX-512 goes further and reads one row at a time (MR = 1: the thread's rows
-/// are a single sequential stream, fetched 8 KB ahead; see rowsAvx512 in kernels.cpp).
+/// fast phase of this VM and equal in a slow one; F32 GGUF 11.1 -> 11.4 (noise). One token
+/// goes further (decodeSplit below).
 constexpr int64_t kStreamTokens = 3;
-template <int64_t kSize, int MR>
-constexpr int64_t kStreamAhead = kSize == 2 && MR > 1 ? 2048 : 8192;
+template <int64_t kSize> constexpr int64_t kStreamAhead = kSize == 2 ? 2048 : 8192;
+
+/// One token (decode) over nRows rows, ldw elements apart: the rows fall into kDecodeParts
+/// contiguous parts read side by side. Step i computes row i of every part with `micro` (a
+/// micro-kernel of kDecodeParts rows whose row stride is one part, its outputs to out[]; `next`:
+/// row i + 1 of the first part, for prefetchStreams), so each part is one sequential stream of
+/// whole rows; the last nRows % kDecodeParts rows go to `single` one at a time. Every output is
+/// computed as in any other micro-tile: the same bits. Against kDecodeParts (or 8) adjacent rows
+/// side by side — streams one row apart that jump ahead by a whole block at every step — 2
+/// threads, interleaved: TinyLlama-1.1B F16 GGUF 18 -> 22-23 tok/s (AVX2: 19 -> 30), F32 16.5 ->
+/// 18, BF16 (vdpbf16ps) 23 -> 24-35; Llama-3-8B F16 3.7-3.8 -> 4.3-4.5 (one row at a time, one
+/// stream but one multiply-add chain, 3.0-4.3).
+constexpr int kDecodeParts = 4;
+template <class T, class Micro, class Single>
+inline void decodeSplit(const T* w, int64_t ldw, int64_t nRows, float* y, Micro micro,
+                        Single single) {
+    const int64_t part = nRows / kDecodeParts;
+    float out[kDecodeParts];
+    for (int64_t i = 0; i < part; ++i) {
+        micro(w + i * ldw, part * ldw, out, reinterpret_cast<const char*>(w + (i + 1) * ldw));
+        for (int j = 0; j < kDecodeParts; ++j) y[i + j * part] = out[j];
+    }
+    for (int64_t r = kDecodeParts * part; r < nRows; ++r)
+        single(w + r * ldw, y + r, reinterpret_cast<const char*>(w + (r + 1) * ldw));
+}
 
 /// Called at each step k (elements of kSize bytes, rows of n elements ldw apart) of a product
 /// over MR rows from w: fetches each row's stream kStreamAhead bytes ahead (none if `next`, the
@@ -99,7 +121,7 @@ constexpr int64_t kStreamAhead = kSize == 2 && MR > 1 ? 2048 : 8192;
 template <int64_t kSize, int MR>
 inline void prefetchStreams(const char* w, const char* next, int64_t ldw, int64_t n, int64_t k) {
     if (!next || (k * kSize) % 64 != 0) return; // once per 64-byte line of a row
-    const int64_t off = k * kSize + kStreamAhead<kSize, MR>, rowBytes = n * kSize;
+    const int64_t off = k * kSize + kStreamAhead<kSize>, rowBytes = n * kSize;
     const char* base = off < rowBytes ? w + off : next + (off - rowBytes);
     for (int r = 0; r < MR; ++r) _mm_prefetch(base + r * ldw * kSize, _MM_HINT_T0);
 }
