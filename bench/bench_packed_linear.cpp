@@ -264,9 +264,11 @@ int main(int argc, char** argv) {
     std::vector<std::unique_ptr<Packed>> packs;
     const std::vector<Config> cfgs = makeConfigs(o, w, owned, packs);
 
-    std::vector<float> x(size_t(o.prefill * o.cols));
+    // Room for the decode token even without a prefill batch (--prefill 0 or 1: decode only).
+    const int64_t maxTok = std::max<int64_t>(o.prefill, 1);
+    std::vector<float> x(size_t(maxTok * o.cols));
     for (auto& v : x) v = nd(rng) * 50.0f;
-    std::vector<float> y(size_t(o.prefill * o.rows));
+    std::vector<float> y(size_t(maxTok * o.rows));
     measure(o, cfgs, 1, x, y);
     if (o.prefill > 1) measure(o, cfgs, o.prefill, x, y);
     return 0;
