@@ -121,10 +121,8 @@ void gemmBf16Dot(const uint16_t* w, int64_t ldw, int64_t nRows, const uint16_t* 
         const int mt = int(std::min<int64_t>(4, nTok - t0));
         for (int64_t r0 = 0; r0 < nRows; r0 += 4) {
             const int mr = int(std::min<int64_t>(4, nRows - r0));
-            const char* next =
-                t0 == 0 ? reinterpret_cast<const char*>(w + (r0 + mr) * ldw) : nullptr;
             kMicro[mr - 1][mt - 1](w + r0 * ldw, ldw, xb + t0 * ldb, ldb, n, y + t0 * ldy + r0, ldy,
-                                   next);
+                                   rowsAfter(w, ldw, r0, mr, t0 == 0));
         }
     }
 #else

@@ -130,9 +130,6 @@ LCW_AVX2 inline void microAvx2(const typename WL::T* w, int64_t ldw, const float
 template <int MT, class WL>
 LCW_AVX2 void rowsAvx2(const typename WL::T* w, int64_t ldw, int64_t nRows, const float* x,
                        int64_t ldx, float* y, int64_t ldy, int64_t n, bool stream) {
-    auto next = [&](int64_t r, int rows) {
-        return stream ? reinterpret_cast<const char*>(w + (r + rows) * ldw) : nullptr;
-    };
     if constexpr (MT == 1)
         if (stream)
             return decodeSplit(
@@ -145,9 +142,11 @@ LCW_AVX2 void rowsAvx2(const typename WL::T* w, int64_t ldw, int64_t nRows, cons
                 });
     int64_t r = 0;
     for (; r + 4 <= nRows; r += 4)
-        microAvx2<MT, 4, WL>(w + r * ldw, ldw, x, ldx, y + r, ldy, n, next(r, 4));
+        microAvx2<MT, 4, WL>(w + r * ldw, ldw, x, ldx, y + r, ldy, n,
+                             rowsAfter(w, ldw, r, 4, stream));
     for (; r < nRows; ++r)
-        microAvx2<MT, 1, WL>(w + r * ldw, ldw, x, ldx, y + r, ldy, n, next(r, 1));
+        microAvx2<MT, 1, WL>(w + r * ldw, ldw, x, ldx, y + r, ldy, n,
+                             rowsAfter(w, ldw, r, 1, stream));
 }
 
 template <class WL>
@@ -303,20 +302,17 @@ LCW_AVX512 void rowsAvx512(const typename WL::T* w, int64_t ldw, int64_t nRows, 
     constexpr int MR = MT <= 3 ? 8 : 4;
     for (int64_t k0 = 0; k0 < n || k0 == 0; k0 += kc) {
         const int64_t k1 = k0 + kc;
-        auto next = [&](int64_t r, int rows) {
-            return stream ? reinterpret_cast<const char*>(w + (r + rows) * ldw) : nullptr;
-        };
         int64_t r = 0;
         for (; r + MR <= nRows; r += MR)
             microAvx512<MT, MR, WL>(w + r * ldw, ldw, x, ldx, k0, k1, n, part + r * 16, nRows,
-                                    y + r, ldy, next(r, MR));
+                                    y + r, ldy, rowsAfter(w, ldw, r, MR, stream));
         if constexpr (MR > 4)
             for (; r + 4 <= nRows; r += 4)
                 microAvx512<MT, 4, WL>(w + r * ldw, ldw, x, ldx, k0, k1, n, part + r * 16, nRows,
-                                       y + r, ldy, next(r, 4));
+                                       y + r, ldy, rowsAfter(w, ldw, r, 4, stream));
         for (; r < nRows; ++r)
             microAvx512<MT, 1, WL>(w + r * ldw, ldw, x, ldx, k0, k1, n, part + r * 16, nRows, y + r,
-                                   ldy, next(r, 1));
+                                   ldy, rowsAfter(w, ldw, r, 1, stream));
     }
 }
 

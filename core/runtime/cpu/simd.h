@@ -91,6 +91,13 @@ void gemmBf16Dot(const uint16_t* w, int64_t ldw, int64_t nRows, const uint16_t* 
 constexpr int64_t kStreamTokens = 3;
 template <int64_t kSize> constexpr int64_t kStreamAhead = kSize == 2 ? 2048 : 8192;
 
+/// prefetchStreams' `next` for a micro-kernel over rows [r, r + rows): the rows after them, or
+/// null when the call does not stream its weights from memory.
+template <class T>
+inline const char* rowsAfter(const T* w, int64_t ldw, int64_t r, int64_t rows, bool stream = true) {
+    return stream ? reinterpret_cast<const char*>(w + (r + rows) * ldw) : nullptr;
+}
+
 /// One token (decode) over nRows rows, ldw elements apart: the rows fall into kDecodeParts
 /// contiguous parts read side by side. Step i computes row i of every part with `micro` (a
 /// micro-kernel of kDecodeParts rows whose row stride is one part, its outputs to out[]; `next`:
@@ -102,17 +109,18 @@ template <int64_t kSize> constexpr int64_t kStreamAhead = kSize == 2 ? 2048 : 81
 /// 18, BF16 (vdpbf16ps) 23 -> 24-35; Llama-3-8B F16 3.7-3.8 -> 4.3-4.5 (one row at a time, one
 /// stream but one multiply-add chain, 3.0-4.3).
 constexpr int kDecodeParts = 4;
+
 template <class T, class Micro, class Single>
 inline void decodeSplit(const T* w, int64_t ldw, int64_t nRows, float* y, Micro micro,
                         Single single) {
     const int64_t part = nRows / kDecodeParts;
     float out[kDecodeParts];
     for (int64_t i = 0; i < part; ++i) {
-        micro(w + i * ldw, part * ldw, out, reinterpret_cast<const char*>(w + (i + 1) * ldw));
+        micro(w + i * ldw, part * ldw, out, rowsAfter(w, ldw, i, 1));
         for (int j = 0; j < kDecodeParts; ++j) y[i + j * part] = out[j];
     }
     for (int64_t r = kDecodeParts * part; r < nRows; ++r)
-        single(w + r * ldw, y + r, reinterpret_cast<const char*>(w + (r + 1) * ldw));
+        single(w + r * ldw, y + r, rowsAfter(w, ldw, r, 1));
 }
 
 /// Called at each step k (elements of kSize bytes, rows of n elements ldw apart) of a product
