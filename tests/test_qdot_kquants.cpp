@@ -250,6 +250,10 @@ class TestQdotKquants : public QObject {
                 ? std::vector<F>{{0, 2, 2}, {2, 2, 2}, {4, 12, 4}, {16, 32, 4}, {48, 128, 4}}
             : t == DType::Q6_K
                 ? std::vector<F>{{208, 2, 2}, {192, 16, 4}, {0, 128, 4}, {128, 64, 4}}
+            : t == DType::Q3_K
+                ? std::vector<F>{{108, 2, 2}, {96, 12, 4}, {0, 32, 4}, {32, 64, 4}}
+            : t == DType::Q2_K
+                ? std::vector<F>{{80, 2, 2}, {82, 2, 2}, {0, 16, 4}, {16, 64, 4}}
                 : std::vector<F>{{0, 2, 2}, {2, 2, 2}, {4, 4, 4}, {8, 128, 4}}; // IQ4_XS
         const size_t bb = blockBytes(t), rb = p.rowBytes(), gb = kr::repackedGroupBytes(t, p.n);
         for (int64_t r = 0; r < 48; ++r)
@@ -410,13 +414,12 @@ private slots:
               qPrintable(tn(t)), worstExact, worstIsa, worstBound);
     }
 
-    // Q4_K, Q5_K, Q6_K and IQ4_XS repacked (qdot.h: repackRows): the layout from its definition,
+    // Every K-quant repacked (qdot.h: repackRows): the layout from its definition,
     // and the repacked product of every level that has one equals the portable product bit for
     // bit (row ranges starting at any group, partial last groups, every token-block tail).
     void repackedProductIsThePortableOne() {
-        QVERIFY(!kr::repackable(DType::Q2_K) && !kr::repackable(DType::Q3_K));
         bool anyKernel = false;
-        for (DType t : {DType::Q4_K, DType::Q5_K, DType::Q6_K, DType::IQ4_XS}) {
+        for (DType t : kTypes) {
             QVERIFY(kr::repackable(t));
             for (bool quantised : {false, true}) {
                 const int64_t rows = 37, n = 768; // 3 groups, the last of 5 rows
@@ -468,7 +471,7 @@ private slots:
         }
         // linearBatch over repacked jobs (the CPU backend's path: tiles aligned to groups, two
         // threads, a bias, 300 rows) gives the portable product plus the bias.
-        for (DType t : {DType::Q4_K, DType::Q5_K, DType::Q6_K, DType::IQ4_XS}) {
+        for (DType t : kTypes) {
             const Problem p = makeProblem(t, 300, 512, 6, true, 3u + uint32_t(t));
             const TensorView w = viewOf(p);
             std::vector<float> bias(size_t(p.rows), 0.5f), ref(size_t(p.nTok * p.rows)),
@@ -489,10 +492,8 @@ private slots:
         if (!anyKernel) qInfo("no level of this CPU has a repacked k-quant product");
         for (kr::Isa isa : kr::supportedIsas())
             if (isa == kr::Isa::Avx512 && kr::detail::cpu().avx512vnni)
-                QVERIFY(kr::qdotKernel(DType::Q4_K, isa)->gemmRepacked &&
-                        kr::qdotKernel(DType::Q5_K, isa)->gemmRepacked &&
-                        kr::qdotKernel(DType::Q6_K, isa)->gemmRepacked &&
-                        kr::qdotKernel(DType::IQ4_XS, isa)->gemmRepacked);
+                for (DType t : kTypes)
+                    QVERIFY2(kr::qdotKernel(t, isa)->gemmRepacked, qPrintable(tn(t)));
     }
 
     // One output element does not depend on how many rows and tokens share the call, nor on where

@@ -292,7 +292,8 @@ void gemmGeneric(const std::byte* w, size_t ldw, int64_t nRows, const std::byte*
 // the row's block in this order (RepackSeg, qdot_common.h). Q4_K: d, dmin, the 3 scale words, the
 // 32 code words; Q5_K: the same with the 8 qh words before the code words; Q6_K: d, the 4 scale
 // words, the 32 ql words, the 16 qh words; IQ4_XS: d, scales_h, the scales_l word, the 32 code
-// words. The kernels take their offsets from here.
+// words; Q3_K: d, the 3 scale words, the 8 hmask words, the 16 qs words; Q2_K: d, dmin, the 4
+// scale words, the 16 qs words. The kernels take their offsets from here.
 struct KRepack {
     RepackSeg seg[5];
     int n;
@@ -314,6 +315,10 @@ constexpr KRepack kRepackK(DType t) {
         return {{{208, 2, 2}, {192, 16, 4}, {0, 128, 4}, {128, 64, 4}}, 4};
     case DType::IQ4_XS:
         return {{{0, 2, 2}, {2, 2, 2}, {4, 4, 4}, {8, 128, 4}}, 4};
+    case DType::Q3_K:
+        return {{{108, 2, 2}, {96, 12, 4}, {0, 32, 4}, {32, 64, 4}}, 4};
+    case DType::Q2_K:
+        return {{{80, 2, 2}, {82, 2, 2}, {0, 16, 4}, {16, 64, 4}}, 4};
     default:
         return {{}, 0};
     }
@@ -321,7 +326,9 @@ constexpr KRepack kRepackK(DType t) {
 static_assert(kRepackK(DType::Q4_K).bytes() == 16 * 144 &&
               kRepackK(DType::Q5_K).bytes() == 16 * 176 &&
               kRepackK(DType::Q6_K).bytes() == 16 * 210 &&
-              kRepackK(DType::IQ4_XS).bytes() == 16 * 136);
+              kRepackK(DType::IQ4_XS).bytes() == 16 * 136 &&
+              kRepackK(DType::Q3_K).bytes() == 16 * 110 &&
+              kRepackK(DType::Q2_K).bytes() == 16 * 84);
 
 #if LCW_X86
 
@@ -865,17 +872,20 @@ LCW_QZ void microZ(const uint8_t* w, size_t ldw, const uint8_t* x, size_t ldx, c
         for (int t = 0; t < NT; ++t) y[t * ldy + r] = _mm512_reduce_add_ps(acc[r][t]);
 }
 
-// ---- repacked Q4_K, Q5_K and Q6_K (qdot.h: repackRows; layout in kRepackK above) ----
+// ---- repacked K-quants (qdot.h: repackRows; layout in kRepackK above) ----
 //
 // 16 rows per group, one dword lane per row: vpdpbusd multiplies 4 unsigned codes of each of the
-// 16 rows with 4 broadcast activation bytes, so one instruction serves 16 rows and the 6-bit
-// scales and mins are unpacked once per 16 rows. Per super-block the arithmetic is the portable
-// version's (gemmGeneric): the same exact integer sums, then (d·da)·isum − (dmin·da)·bsum in the
-// same float operations, so the repacked product is the portable one bit for bit.
+// 16 rows with 4 broadcast activation bytes, so one instruction serves 16 rows and the scales
+// and mins are unpacked once per 16 rows. Per super-block the arithmetic is the portable
+// version's (gemmGeneric): the same exact integer sums, then (d·da)·isum − (dmin·da)·bsum or
+// (d·da)·(isum − offset·bsum) in the same float operations, so the repacked product is the
+// portable one bit for bit.
 
 // Token side of one Q8_K block: da, and Q4_K / Q5_K: the 32-value sums as int16 pairs (sums 0
-// and 2, 1 and 3, 4 and 6, 5 and 7: the pairs of mins the kernel forms); Q6_K: −32·bsums[k];
-// IQ4_XS: −128 times the 32-value sums (its signed values are read +128, unsigned).
+// and 2, 1 and 3, 4 and 6, 5 and 7: the pairs of mins the kernel forms); Q2_K: the 16-value
+// bsums as int16 pairs in the same order (bsums 0 and 2, 1 and 3, 4 and 6, ...); Q6_K:
+// −32·bsums[k]; Q3_K: −4·bsums[k]; IQ4_XS: −128 times the 32-value sums (its signed values are
+// read +128, unsigned).
 struct TokR {
     alignas(64) int32_t v[16];
     float da;
@@ -885,6 +895,7 @@ struct TokR {
 // over 512 tokens), so it is a few vector operations per block.
 template <DType T>
 LCW_QZ void tokSideR(const uint8_t* x, size_t ldx, int64_t nTok, int64_t nb, TokR* out) {
+    const __m128i ord = _mm_setr_epi8(0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15);
     for (int64_t t = 0; t < nTok; ++t)
         for (int64_t b = 0; b < nb; ++b) {
             const uint8_t* xb = x + size_t(t) * ldx + size_t(b) * kQ8KBytes;
@@ -896,18 +907,21 @@ LCW_QZ void tokSideR(const uint8_t* x, size_t ldx, int64_t nTok, int64_t nb, Tok
                 const __m256i s32 = _mm256_madd_epi16(bs, _mm256_set1_epi16(1));
                 const __m128i s16 =
                     _mm_packs_epi32(_mm256_castsi256_si128(s32), _mm256_extracti128_si256(s32, 1));
-                const __m128i ord =
-                    _mm_setr_epi8(0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15);
                 _mm_store_si128(reinterpret_cast<__m128i*>(o.v), _mm_shuffle_epi8(s16, ord));
+            } else if constexpr (T == DType::Q2_K) {
+                // bsums 0..15 reordered to 0 2 1 3 4 6 5 7 | 8 10 9 11 12 14 13 15.
+                _mm256_store_si256(reinterpret_cast<__m256i*>(o.v),
+                                   _mm256_shuffle_epi8(bs, _mm256_broadcastsi128_si256(ord)));
             } else if constexpr (T == DType::IQ4_XS) {
                 const __m256i s32 = _mm256_madd_epi16(bs, _mm256_set1_epi16(1));
                 _mm256_store_si256(
                     reinterpret_cast<__m256i*>(o.v),
                     _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(s32, 7)));
-            } else {
+            } else { // Q6_K: −32·bsums, Q3_K: −4·bsums
+                constexpr int kShift = T == DType::Q6_K ? 5 : 2;
                 _mm512_store_si512(
                     o.v, _mm512_sub_epi32(_mm512_setzero_si512(),
-                                          _mm512_slli_epi32(_mm512_cvtepi16_epi32(bs), 5)));
+                                          _mm512_slli_epi32(_mm512_cvtepi16_epi32(bs), kShift)));
             }
         }
 }
@@ -930,6 +944,9 @@ LCW_QZ inline __m512i bcast32(const uint8_t* p) {
 LCW_QZ inline __m512i byteOf(__m512i v, int j) { // byte j of each dword, zero-extended
     return _mm512_and_si512(_mm512_srli_epi32(v, 8 * j), _mm512_set1_epi32(0xFF));
 }
+LCW_QZ inline __m512i sbyteOf(__m512i v, int j) { // byte j of each dword, sign-extended
+    return _mm512_srai_epi32(_mm512_slli_epi32(v, unsigned(24 - 8 * j)), 24);
+}
 LCW_QZ inline __m512i shiftBits(__m512i v, int s) { // left by s, right by −s (32-bit lanes)
     return s >= 0 ? _mm512_slli_epi32(v, unsigned(s)) : _mm512_srli_epi32(v, unsigned(-s));
 }
@@ -937,70 +954,86 @@ LCW_QZ inline void prefetchRange(const uint8_t* p, int bytes) {
     for (int o = 0; o < bytes; o += 64)
         _mm_prefetch(reinterpret_cast<const char*>(p + o), _MM_HINT_T0);
 }
-
-// acc[t] += (d·da_t)·isc[t] for the NT tokens of one super-block (d: the 16 rows' f16 scales at
-// dp, tok: the block's token sides nb apart), with the portable version's roundings.
-template <int NT>
-LCW_QZ inline void addScaledBlock(__m512 (&acc)[NT], const uint8_t* dp, const TokR* tok, int64_t nb,
-                                  const __m512i (&isc)[NT]) {
-    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(dp)));
-    for (int t = 0; t < NT; ++t)
-        acc[t] = _mm512_add_round_ps(
-            acc[t], mulR(mulR(d, _mm512_set1_ps(tok[t * nb].da)), _mm512_cvtepi32_ps(isc[t])),
-            kRound);
-}
-// The group's results of NT tokens: nr of its 16 rows are real.
-template <int NT>
-LCW_QZ inline void storeRows(float* y, int64_t ldy, int nr, const __m512 (&acc)[NT]) {
-    const __mmask16 k = __mmask16((1u << nr) - 1);
-    for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + t * ldy, k, acc[t]);
+LCW_QZ inline __m512i loadZ(const uint8_t* p) {
+    return _mm512_loadu_si512(p);
 }
 
-// One group of 16 Q4_K or Q5_K rows (nr of them real) × NT tokens, all super-blocks.
-template <bool kQ5, int NT>
-LCW_QZ void q45kGroup(const uint8_t* wg, int64_t nb, const uint8_t* x, size_t ldx, const TokR* tok,
-                      float* y, int64_t ldy, int nr) {
-    constexpr KRepack f = kRepackK(kQ5 ? DType::Q5_K : DType::Q4_K);
-    constexpr int kBytes = f.bytes(), kScales = f.at(2), kQh = kQ5 ? f.at(3) : 0,
-                  kQs = f.at(f.n - 1);
-    const __m512i m10 = _mm512_set1_epi8(0x10);
-    const __m512i m4 = _mm512_set1_epi8(0x0F), m6 = _mm512_set1_epi8(0x3F),
-                  m30 = _mm512_set1_epi8(0x30), lo16 = _mm512_set1_epi32(0x00FF00FF);
+// One group of 16 rows (nr of them real) × NT tokens over all nb super-blocks: per super-block
+// K::sums forms the exact integer sums of the group (isc: Σ_k s_k·Σ u·q, the offset bias
+// included; imn: Σ_k min_k·bsum_k for types with mins), then the portable version's float step.
+// tok: the group's token sides (token t, block b at tok[t·nb + b]).
+template <class K, int NT>
+LCW_QZ void repackedGroup(const uint8_t* wg, int64_t nb, const uint8_t* x, size_t ldx,
+                          const TokR* tok, float* y, int64_t ldy, int nr) {
+    constexpr int kBytes = kRepackK(K::kType).bytes();
     __m512 acc[NT];
     for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; ++b) {
         const uint8_t* p = wg + b * kBytes;
         const uint8_t* xb = x + size_t(b) * kQ8KBytes + kQ8KQs;
-        prefetchRange(p + kRepackAhead * kBytes, kQs);
-        // 6-bit scales and mins (unpackScaleMin on 16 rows): bytes j of sLo / sHi = scales j,
-        // 4 + j; of mLo / mHi = mins j, 4 + j.
-        const __m512i v0 = _mm512_loadu_si512(p + kScales),
-                      v1 = _mm512_loadu_si512(p + kScales + 64),
-                      v2 = _mm512_loadu_si512(p + kScales + 128);
+        prefetchRange(p + kRepackAhead * kBytes, K::kHead);
+        __m512i isc[NT], imn[NT];
+        for (int t = 0; t < NT; ++t) isc[t] = imn[t] = _mm512_setzero_si512();
+        K::template sums<NT>(p, p + kRepackAhead * kBytes, xb, ldx, tok + b, nb, isc, imn);
+        // d: the 16 rows' f16 scales first in every layout; dmin next for types with mins.
+        const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+        for (int t = 0; t < NT; ++t) {
+            const TokR& tk = tok[t * nb + b];
+            const __m512 da = _mm512_set1_ps(tk.da);
+            const __m512 a = mulR(mulR(d, da), _mm512_cvtepi32_ps(isc[t]));
+            if constexpr (K::kMins) {
+                const __m512 dm =
+                    _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32)));
+                const __m512 m = mulR(mulR(dm, da), _mm512_cvtepi32_ps(imn[t]));
+                acc[t] = _mm512_add_round_ps(acc[t], _mm512_sub_round_ps(a, m, kRound), kRound);
+            } else {
+                acc[t] = _mm512_add_round_ps(acc[t], a, kRound);
+            }
+        }
+    }
+    const __mmask16 k = __mmask16((1u << nr) - 1);
+    for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + t * ldy, k, acc[t]);
+}
+
+// The K::sums of each type. p: the group's super-block, pf: the same place kRepackAhead blocks on
+// (prefetched as it is read), xb: token 0's activation codes of the block, tb: token 0's side of
+// the block (token t at tb[t·nb]).
+
+// Q4_K / Q5_K: values 64c .. 64c+31 (group of 32 2c) in the low nibbles of words 8c .. 8c+7,
+// the next 32 (group 2c+1) in the high nibbles; Q5_K: their fifth bits are bits 2c and 2c+1 of
+// the bytes of qh word k (value 64c + l: qh byte l). Scales and mins: unpackScaleMin on 16 rows.
+template <bool kQ5> struct Q45KR {
+    static constexpr DType kType = kQ5 ? DType::Q5_K : DType::Q4_K;
+    static constexpr bool kMins = true;
+    static constexpr KRepack f = kRepackK(kType);
+    static constexpr int kScales = f.at(2), kQh = kQ5 ? f.at(3) : 0, kHead = f.at(f.n - 1);
+    template <int NT>
+    LCW_QZ static void sums(const uint8_t* p, const uint8_t* pf, const uint8_t* xb, size_t ldx,
+                            const TokR* tb, int64_t nb, __m512i (&isc)[NT], __m512i (&imn)[NT]) {
+        const __m512i m10 = _mm512_set1_epi8(0x10);
+        const __m512i m4 = _mm512_set1_epi8(0x0F), m6 = _mm512_set1_epi8(0x3F),
+                      m30 = _mm512_set1_epi8(0x30), lo16 = _mm512_set1_epi32(0x00FF00FF);
+        // Bytes j of sLo / sHi = scales j, 4 + j; of mLo / mHi = mins j, 4 + j.
+        const __m512i v0 = loadZ(p + kScales), v1 = loadZ(p + kScales + 64),
+                      v2 = loadZ(p + kScales + 128);
         const __m512i sLo = _mm512_and_si512(v0, m6), mLo = _mm512_and_si512(v1, m6);
         const __m512i sHi = _mm512_or_si512(_mm512_and_si512(v2, m4),
                                             _mm512_and_si512(_mm512_srli_epi32(v0, 2), m30));
         const __m512i mHi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(v2, 4), m4),
                                             _mm512_and_si512(_mm512_srli_epi32(v1, 2), m30));
-        __m512i isc[NT];
-        for (int t = 0; t < NT; ++t) isc[t] = _mm512_setzero_si512();
 #pragma GCC unroll 4
         for (int c = 0; c < 4; ++c) {
-            // Values 64c .. 64c+31 (group 2c) in the low nibbles of words 8c .. 8c+7, the next
-            // 32 (group 2c+1) in the high nibbles; Q5_K: their fifth bits are bits 2c and 2c+1
-            // of the bytes of qh word k (value 64c + l: qh byte l).
             __m512i s0[NT], s1[NT];
             for (int t = 0; t < NT; ++t) s0[t] = s1[t] = _mm512_setzero_si512();
 #pragma GCC unroll 8
             for (int k = 0; k < 8; ++k) {
-                const int off = kQs + (8 * c + k) * 64;
-                _mm_prefetch(reinterpret_cast<const char*>(p + kRepackAhead * kBytes + off),
-                             _MM_HINT_T0);
-                const __m512i v = _mm512_loadu_si512(p + off);
+                const int off = kHead + (8 * c + k) * 64;
+                _mm_prefetch(reinterpret_cast<const char*>(pf + off), _MM_HINT_T0);
+                const __m512i v = loadZ(p + off);
                 __m512i lo = _mm512_and_si512(v, m4);
                 __m512i hi = _mm512_and_si512(_mm512_srli_epi32(v, 4), m4);
                 if constexpr (kQ5) {
-                    const __m512i h = _mm512_loadu_si512(p + kQh + 64 * k);
+                    const __m512i h = loadZ(p + kQh + 64 * k);
                     // Bit 2c (2c + 1) of each byte to bit 4: (bit 4 comes from its own byte).
                     lo = _mm512_or_si512(lo, _mm512_and_si512(shiftBits(h, 4 - 2 * c), m10));
                     hi = _mm512_or_si512(hi, _mm512_and_si512(shiftBits(h, 3 - 2 * c), m10));
@@ -1020,58 +1053,148 @@ LCW_QZ void q45kGroup(const uint8_t* wg, int64_t nb, const uint8_t* x, size_t ld
         // Mins as int16 pairs (0, 2), (1, 3), (4, 6), (5, 7) against TokR's 32-value sums.
         const __m512i mp[4] = {_mm512_and_si512(mLo, lo16), _mm512_srli_epi16(mLo, 8),
                                _mm512_and_si512(mHi, lo16), _mm512_srli_epi16(mHi, 8)};
-        const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-        const __m512 dm =
-            _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32)));
-        for (int t = 0; t < NT; ++t) {
-            const TokR& tk = tok[t * nb + b];
-            __m512i im = _mm512_setzero_si512();
+        for (int t = 0; t < NT; ++t)
             for (int q = 0; q < 4; ++q)
-                im = _mm512_dpwssd_epi32(im, mp[q], _mm512_set1_epi32(tk.v[q]));
-            const __m512 da = _mm512_set1_ps(tk.da);
-            const __m512 a = mulR(mulR(d, da), _mm512_cvtepi32_ps(isc[t]));
-            const __m512 m = mulR(mulR(dm, da), _mm512_cvtepi32_ps(im));
-            acc[t] = _mm512_add_round_ps(acc[t], _mm512_sub_round_ps(a, m, kRound), kRound);
-        }
+                imn[t] = _mm512_dpwssd_epi32(imn[t], mp[q], _mm512_set1_epi32(tb[t * nb].v[q]));
     }
-    storeRows<NT>(y, ldy, nr, acc);
-}
+};
 
-// One group of 16 Q6_K rows × NT tokens.
-template <int NT>
-LCW_QZ void q6kGroup(const uint8_t* wg, int64_t nb, const uint8_t* x, size_t ldx, const TokR* tok,
-                     float* y, int64_t ldy, int nr) {
-    constexpr KRepack f = kRepackK(DType::Q6_K);
-    constexpr int kBytes = f.bytes(), kScales = f.at(1), kQl = f.at(2), kQh = f.at(3);
-    const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
-    __m512 acc[NT];
-    for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
-    for (int64_t b = 0; b < nb; ++b) {
-        const uint8_t* p = wg + b * kBytes;
-        const uint8_t* xb = x + size_t(b) * kQ8KBytes + kQ8KQs;
-        prefetchRange(p + kRepackAhead * kBytes, kQl);
-        __m512i isc[NT];
-        for (int t = 0; t < NT; ++t) isc[t] = _mm512_setzero_si512();
+// Q2_K: value 128h + 32i + l is bits 2i, 2i+1 of qs byte 32h + l (word 8h + l/4); group of 16
+// m = 8h + 2i + l/16. Scale m: low nibble of scales byte m, min m: its high nibble.
+struct Q2KR {
+    static constexpr DType kType = DType::Q2_K;
+    static constexpr bool kMins = true;
+    static constexpr KRepack f = kRepackK(kType);
+    static constexpr int kScales = f.at(2), kHead = f.at(3);
+    template <int NT>
+    LCW_QZ static void sums(const uint8_t* p, const uint8_t* pf, const uint8_t* xb, size_t ldx,
+                            const TokR* tb, int64_t nb, __m512i (&isc)[NT], __m512i (&imn)[NT]) {
+        const __m512i m3 = _mm512_set1_epi8(3), m4 = _mm512_set1_epi8(0x0F);
 #pragma GCC unroll 2
         for (int h = 0; h < 2; ++h)
 #pragma GCC unroll 2
             for (int g = 0; g < 2; ++g) {
-                // Groups of 16 values m = 8h + 2i + g for the four code sets i, each sum
-                // starting at −32·bsum[m] (the codes are stored +32).
+                __m512i s[4][NT];
+                for (int i = 0; i < 4; ++i)
+                    for (int t = 0; t < NT; ++t) s[i][t] = _mm512_setzero_si512();
+#pragma GCC unroll 4
+                for (int kk = 0; kk < 4; ++kk) {
+                    const int k = 4 * g + kk, off = kHead + (8 * h + k) * 64;
+                    _mm_prefetch(reinterpret_cast<const char*>(pf + off), _MM_HINT_T0);
+                    const __m512i v = loadZ(p + off);
+                    for (int i = 0; i < 4; ++i) {
+                        const __m512i q = _mm512_and_si512(shiftBits(v, -2 * i), m3);
+                        for (int t = 0; t < NT; ++t)
+                            s[i][t] = _mm512_dpbusd_epi32(
+                                s[i][t], q, bcast32(xb + t * ldx + 128 * h + 32 * i + 4 * k));
+                    }
+                }
+                for (int i = 0; i < 4; ++i) {
+                    const int m = 8 * h + 2 * i + g;
+                    const __m512i sc =
+                        _mm512_and_si512(shiftBits(loadZ(p + kScales + 64 * (m / 4)), -8 * (m % 4)),
+                                         _mm512_set1_epi32(0x0F));
+                    for (int t = 0; t < NT; ++t)
+                        isc[t] = _mm512_add_epi32(isc[t], _mm512_mullo_epi32(s[i][t], sc));
+                }
+            }
+        // Mins (high nibbles) as int16 pairs (4j, 4j+2), (4j+1, 4j+3) against TokR's bsums.
+        for (int j = 0; j < 4; ++j) {
+            const __m512i mn =
+                _mm512_and_si512(_mm512_srli_epi32(loadZ(p + kScales + 64 * j), 4), m4);
+            const __m512i mp[2] = {_mm512_and_si512(mn, _mm512_set1_epi32(0x00FF00FF)),
+                                   _mm512_srli_epi16(mn, 8)};
+            for (int t = 0; t < NT; ++t)
+                for (int q = 0; q < 2; ++q)
+                    imn[t] = _mm512_dpwssd_epi32(imn[t], mp[q],
+                                                 _mm512_set1_epi32(tb[t * nb].v[2 * j + q]));
+        }
+    }
+};
+
+// Q3_K: value 128h + 32i + l is bits 2i, 2i+1 of qs byte 32h + l (word 8h + l/4) plus 4 × bit
+// 4h + i of hmask byte l (word l/4); group of 16 m = 8h + 2i + l/16, its scale (stored +32) from
+// the three scale words as unpackQ3Scales packs it. Sums start at −4·bsum (codes stored +4).
+struct Q3KR {
+    static constexpr DType kType = DType::Q3_K;
+    static constexpr bool kMins = false;
+    static constexpr KRepack f = kRepackK(kType);
+    static constexpr int kScales = f.at(1), kHm = f.at(2), kHead = f.at(3);
+    template <int NT>
+    LCW_QZ static void sums(const uint8_t* p, const uint8_t* pf, const uint8_t* xb, size_t ldx,
+                            const TokR* tb, int64_t nb, __m512i (&isc)[NT], __m512i (&)[NT]) {
+        const __m512i m3 = _mm512_set1_epi8(3), m4 = _mm512_set1_epi8(4),
+                      mf = _mm512_set1_epi8(0x0F);
+        // unpackQ3Scales on 16 rows, less 32: byte j of sc[w] = scale 4w + j, signed.
+        const __m512i a0 = loadZ(p + kScales), a1 = loadZ(p + kScales + 64),
+                      a2 = loadZ(p + kScales + 128);
+        __m512i sc[4];
+        for (int w = 0; w < 4; ++w) {
+            const __m512i lo = _mm512_and_si512(shiftBits(w % 2 ? a1 : a0, -4 * (w / 2)), mf);
+            const __m512i hi = _mm512_and_si512(shiftBits(a2, -2 * w), m3);
+            sc[w] = _mm512_sub_epi8(_mm512_or_si512(lo, _mm512_slli_epi32(hi, 4)),
+                                    _mm512_set1_epi8(32));
+        }
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; ++h)
+#pragma GCC unroll 2
+            for (int g = 0; g < 2; ++g) {
                 __m512i s[4][NT];
                 for (int i = 0; i < 4; ++i)
                     for (int t = 0; t < NT; ++t)
-                        s[i][t] = _mm512_set1_epi32(tok[t * nb + b].v[8 * h + 2 * i + g]);
+                        s[i][t] = _mm512_set1_epi32(tb[t * nb].v[8 * h + 2 * i + g]);
+#pragma GCC unroll 4
+                for (int kk = 0; kk < 4; ++kk) {
+                    const int k = 4 * g + kk, off = kHead + (8 * h + k) * 64;
+                    _mm_prefetch(reinterpret_cast<const char*>(pf + off), _MM_HINT_T0);
+                    const __m512i v = loadZ(p + off), hm = loadZ(p + kHm + 64 * k);
+                    for (int i = 0; i < 4; ++i) {
+                        // (v >> 2i) & 3 | (hm bit 4h + i moved to bit 2)
+                        const __m512i q = _mm512_ternarylogic_epi32(
+                            shiftBits(v, -2 * i), m3,
+                            _mm512_and_si512(shiftBits(hm, 2 - (4 * h + i)), m4), 0xEA);
+                        for (int t = 0; t < NT; ++t)
+                            s[i][t] = _mm512_dpbusd_epi32(
+                                s[i][t], q, bcast32(xb + t * ldx + 128 * h + 32 * i + 4 * k));
+                    }
+                }
+                for (int i = 0; i < 4; ++i) {
+                    const int m = 8 * h + 2 * i + g;
+                    const __m512i s32 = sbyteOf(sc[m / 4], m % 4);
+                    for (int t = 0; t < NT; ++t)
+                        isc[t] = _mm512_add_epi32(isc[t], _mm512_mullo_epi32(s[i][t], s32));
+                }
+            }
+    }
+};
+
+// Q6_K: groups of 16 values m = 8h + 2i + g for the four code sets i of each ql/qh word trio,
+// each sum starting at −32·bsum[m] (the codes are stored +32).
+struct Q6KR {
+    static constexpr DType kType = DType::Q6_K;
+    static constexpr bool kMins = false;
+    static constexpr KRepack f = kRepackK(kType);
+    static constexpr int kScales = f.at(1), kHead = f.at(2), kQh = f.at(3);
+    template <int NT>
+    LCW_QZ static void sums(const uint8_t* p, const uint8_t* pf, const uint8_t* xb, size_t ldx,
+                            const TokR* tb, int64_t nb, __m512i (&isc)[NT], __m512i (&)[NT]) {
+        const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; ++h)
+#pragma GCC unroll 2
+            for (int g = 0; g < 2; ++g) {
+                __m512i s[4][NT];
+                for (int i = 0; i < 4; ++i)
+                    for (int t = 0; t < NT; ++t)
+                        s[i][t] = _mm512_set1_epi32(tb[t * nb].v[8 * h + 2 * i + g]);
 #pragma GCC unroll 4
                 for (int kk = 0; kk < 4; ++kk) {
                     const int k = 4 * g + kk;
-                    const int oa = kQl + (16 * h + k) * 64, ob = oa + 8 * 64,
+                    const int oa = kHead + (16 * h + k) * 64, ob = oa + 8 * 64,
                               oh = kQh + (8 * h + k) * 64;
                     for (int o : {oa, ob, oh})
-                        _mm_prefetch(reinterpret_cast<const char*>(p + kRepackAhead * kBytes + o),
-                                     _MM_HINT_T0);
-                    const __m512i A = _mm512_loadu_si512(p + oa), B = _mm512_loadu_si512(p + ob),
-                                  H = _mm512_loadu_si512(p + oh);
+                        _mm_prefetch(reinterpret_cast<const char*>(pf + o), _MM_HINT_T0);
+                    const __m512i A = loadZ(p + oa), B = loadZ(p + ob), H = loadZ(p + oh);
                     const __m512i q[4] = {
                         _mm512_or_si512(_mm512_and_si512(A, m4),
                                         _mm512_and_si512(_mm512_slli_epi32(H, 4), m30)),
@@ -1088,52 +1211,41 @@ LCW_QZ void q6kGroup(const uint8_t* wg, int64_t nb, const uint8_t* x, size_t ldx
                 }
                 for (int i = 0; i < 4; ++i) {
                     const int m = 8 * h + 2 * i + g;
-                    const __m512i sc = _mm512_srai_epi32(
-                        _mm512_slli_epi32(_mm512_loadu_si512(p + kScales + 64 * (m / 4)),
-                                          24 - 8 * (m % 4)),
-                        24);
+                    const __m512i sc = sbyteOf(loadZ(p + kScales + 64 * (m / 4)), m % 4);
                     for (int t = 0; t < NT; ++t)
                         isc[t] = _mm512_add_epi32(isc[t], _mm512_mullo_epi32(s[i][t], sc));
                 }
             }
-        addScaledBlock<NT>(acc, p, tok + b, nb, isc);
     }
-    storeRows<NT>(y, ldy, nr, acc);
-}
+};
 
-// One group of 16 IQ4_XS rows × NT tokens. The 4-bit codes index the IQ4 code book +128 (vpshufb,
-// unsigned for vpdpbusd); each 32-value sum starts at −128·Σx (TokR), so it is Σ value·x exactly.
-template <int NT>
-LCW_QZ void iq4xsGroup(const uint8_t* wg, int64_t nb, const uint8_t* x, size_t ldx, const TokR* tok,
-                       float* y, int64_t ldy, int nr) {
-    constexpr KRepack f = kRepackK(DType::IQ4_XS);
-    constexpr int kBytes = f.bytes(), kSh = f.at(1), kSl = f.at(2), kQs = f.at(3);
-    const __m512i m4 = _mm512_set1_epi8(0x0F);
-    const __m512i book = _mm512_add_epi8(
-        _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(kIq4Values))),
-        _mm512_set1_epi8(char(0x80)));
-    __m512 acc[NT];
-    for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
-    for (int64_t b = 0; b < nb; ++b) {
-        const uint8_t* p = wg + b * kBytes;
-        const uint8_t* xb = x + size_t(b) * kQ8KBytes + kQ8KQs;
-        prefetchRange(p + kRepackAhead * kBytes, kQs);
+// IQ4_XS: the 4-bit codes index the IQ4 code book +128 (vpshufb, unsigned for vpdpbusd); each
+// 32-value sum starts at −128·Σx (TokR), so it is Σ value·x exactly.
+struct Iq4XsR {
+    static constexpr DType kType = DType::IQ4_XS;
+    static constexpr bool kMins = false;
+    static constexpr KRepack f = kRepackK(kType);
+    static constexpr int kSh = f.at(1), kSl = f.at(2), kHead = f.at(3);
+    template <int NT>
+    LCW_QZ static void sums(const uint8_t* p, const uint8_t* pf, const uint8_t* xb, size_t ldx,
+                            const TokR* tb, int64_t nb, __m512i (&isc)[NT], __m512i (&)[NT]) {
+        const __m512i m4 = _mm512_set1_epi8(0x0F);
+        const __m512i book = _mm512_add_epi8(
+            _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(kIq4Values))),
+            _mm512_set1_epi8(char(0x80)));
         const __m512i sh =
             _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + kSh)));
-        const __m512i sl = _mm512_loadu_si512(p + kSl);
-        __m512i isc[NT];
-        for (int t = 0; t < NT; ++t) isc[t] = _mm512_setzero_si512();
+        const __m512i sl = loadZ(p + kSl);
 #pragma GCC unroll 2
         for (int ib = 0; ib < 8; ++ib) {
             __m512i s[NT];
-            for (int t = 0; t < NT; ++t) s[t] = _mm512_set1_epi32(tok[t * nb + b].v[ib]);
+            for (int t = 0; t < NT; ++t) s[t] = _mm512_set1_epi32(tb[t * nb].v[ib]);
 #pragma GCC unroll 4
             for (int k = 0; k < 4; ++k) {
                 // Word k of block ib: bytes 4k..4k+3, values 4k.. (low nibbles), 16+4k.. (high).
-                const int off = kQs + (4 * ib + k) * 64;
-                _mm_prefetch(reinterpret_cast<const char*>(p + kRepackAhead * kBytes + off),
-                             _MM_HINT_T0);
-                const __m512i v = _mm512_loadu_si512(p + off);
+                const int off = kHead + (4 * ib + k) * 64;
+                _mm_prefetch(reinterpret_cast<const char*>(pf + off), _MM_HINT_T0);
+                const __m512i v = loadZ(p + off);
                 const __m512i lo = _mm512_shuffle_epi8(book, _mm512_and_si512(v, m4));
                 const __m512i hi =
                     _mm512_shuffle_epi8(book, _mm512_and_si512(_mm512_srli_epi32(v, 4), m4));
@@ -1155,17 +1267,16 @@ LCW_QZ void iq4xsGroup(const uint8_t* wg, int64_t nb, const uint8_t* x, size_t l
             for (int t = 0; t < NT; ++t)
                 isc[t] = _mm512_add_epi32(isc[t], _mm512_mullo_epi32(s[t], ls));
         }
-        addScaledBlock<NT>(acc, p, tok + b, nb, isc);
     }
-    storeRows<NT>(y, ldy, nr, acc);
-}
+};
 
-// Tokens in blocks of up to 4 (Q4_K, Q5_K, IQ4_XS) or 3 (Q6_K: its four code sets need more
-// registers) over every group of the call.
-template <DType T>
+// Tokens in blocks of up to 4 (Q4_K, Q5_K, IQ4_XS) or 3 (Q2_K, Q3_K, Q6_K: their four code sets
+// need more registers) over every group of the call.
+template <class K>
 void gemmRepackedK(const std::byte* wr, int64_t nRows, const std::byte* xq, size_t ldx,
                    int64_t nTok, float* y, int64_t ldy, int64_t n) {
-    constexpr int kNT = T == DType::Q6_K ? 3 : 4;
+    constexpr DType T = K::kType;
+    constexpr int kNT = T == DType::Q6_K || T == DType::Q3_K || T == DType::Q2_K ? 3 : 4;
     const int64_t nb = n / kQK;
     const size_t gb = repackedGroupBytes(T, n);
     thread_local std::vector<TokR> tok;
@@ -1180,13 +1291,7 @@ void gemmRepackedK(const std::byte* wr, int64_t nRows, const std::byte* xq, size
             float* yo = y + t0 * ldy + r0;
             const int nr = int(std::min<int64_t>(kRepackRows, nRows - r0));
             [&]<int... I>(std::integer_sequence<int, I...>) {
-                ((nt == I + 1
-                      ? (T == DType::Q6_K ? q6kGroup<I + 1>(wg, nb, x, ldx, tk, yo, ldy, nr)
-                         : T == DType::IQ4_XS
-                             ? iq4xsGroup<I + 1>(wg, nb, x, ldx, tk, yo, ldy, nr)
-                             : q45kGroup<T == DType::Q5_K, I + 1>(wg, nb, x, ldx, tk, yo, ldy, nr),
-                         0)
-                      : 0),
+                ((nt == I + 1 ? (repackedGroup<K, I + 1>(wg, nb, x, ldx, tk, yo, ldy, nr), 0) : 0),
                  ...);
             }
             (std::make_integer_sequence<int, kNT>{});
@@ -1371,12 +1476,17 @@ template <DType T> constexpr QDotKernel kGeneric{ActQ::Q8_K, quantizeQ8KGeneric,
 template <class K> constexpr QDotKernel kAvx2{ActQ::Q8_K, quantizeQ8KAvx2, gemmAvx2<K>};
 template <class K>
 constexpr auto kRepackedOf = [] {
-    void (*f)(const std::byte*, int64_t, const std::byte*, size_t, int64_t, float*, int64_t,
-              int64_t) = nullptr;
-    if constexpr (K::kType == DType::Q4_K || K::kType == DType::Q5_K || K::kType == DType::Q6_K ||
-                  K::kType == DType::IQ4_XS)
-        f = gemmRepackedK<K::kType>;
-    return f;
+    constexpr DType T = K::kType;
+    if constexpr (T == DType::Q4_K || T == DType::Q5_K)
+        return gemmRepackedK<Q45KR<T == DType::Q5_K>>;
+    else if constexpr (T == DType::Q6_K)
+        return gemmRepackedK<Q6KR>;
+    else if constexpr (T == DType::Q3_K)
+        return gemmRepackedK<Q3KR>;
+    else if constexpr (T == DType::Q2_K)
+        return gemmRepackedK<Q2KR>;
+    else
+        return gemmRepackedK<Iq4XsR>;
 }();
 template <class K>
 constexpr QDotKernel kAvx512{ActQ::Q8_K, quantizeQ8KAvx512, gemmAvx512<K>, kRepackedOf<K>};
