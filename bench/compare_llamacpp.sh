@@ -21,7 +21,7 @@
 #    "llamacpp_prefill_tps","prefill_ratio","lcw_decode_gb_per_s","lcw_decode_bw_fraction",
 #    "llamacpp_decode_gb_per_s","llamacpp_decode_bw_fraction","lcw_peak_rss_bytes",
 #    "llamacpp_peak_rss_bytes","bandwidth_gb_per_s","threads","prefill","decode","reps",
-#    "lcw_flags","loadavg",...}                                   one per shape and type
+#    "lcw_flags","lcw_isa","llamacpp_cpu_variant","loadavg",...}   one per shape and type
 # Ratios are lcw / llama.cpp (> 1: lcw is faster). The Markdown table of those lines goes to
 # stderr and to $MD_OUT (default $LCW_BENCH_DIR/compare_llamacpp.md) for the README.
 #   bench/compare_llamacpp.sh
@@ -33,6 +33,12 @@
 #            without F32 (a 32 GB F32 8B file cannot stay in this machine's page cache)
 #   PREFILL (512), DECODE (128), REPS (5), THREADS (nproc), WARMUP (1)
 #   LCW_FLAGS  extra bench_runtime options for every lcw run, e.g. "--exact-activations"
+#   LCW_ISA    passed on to lcw (portable|avx2|avx512: the kernels of that level only)
+#   LLAMACPP_CPU  one of llama.cpp's CPU backend variants (haswell, alderlake, skylakex, zen4,
+#            ...: the libggml-cpu-*.so files of node-llama-cpp): llama.cpp loads only that one
+#            (a copy of the node folder without the others, $LCW_BENCH_DIR/node-VARIANT). With
+#            LCW_ISA=avx2 LLAMACPP_CPU=haswell both engines run as on an AVX2 machine without
+#            AVX-512 or VNNI.
 #   BUILD (build), LCW_BENCH_DIR (/tmp/lcw-bench: node_modules, models, GGUF files; never the
 #   repo), MEMBW_MB (1024), MD_OUT
 #   Disk: the 1.1B shape keeps its files (~15 GB for the seven types) for reruns. A big shape
@@ -58,6 +64,23 @@ done
 NODE_DIR=$DIR/node
 source bench/llamacpp/node_dir.sh
 node_llamacpp_setup bench/llamacpp/bench_llamacpp.mjs
+RUN_DIR=$NODE_DIR
+LLAMACPP_CPU=${LLAMACPP_CPU:-}
+if [ -n "$LLAMACPP_CPU" ]; then
+  RUN_DIR=$DIR/node-$LLAMACPP_CPU
+  if [ ! -d "$RUN_DIR" ] || [ "$NODE_DIR/package.json" -nt "$RUN_DIR" ]; then
+    rm -rf "$RUN_DIR"
+    cp -a "$NODE_DIR" "$RUN_DIR"
+    keep=$(find "$RUN_DIR/node_modules/@node-llama-cpp" -name "libggml-cpu-$LLAMACPP_CPU.so" | head -1)
+    if [ -z "$keep" ]; then
+      echo "node-llama-cpp has no CPU variant '$LLAMACPP_CPU' (libggml-cpu-$LLAMACPP_CPU.so)" >&2
+      rm -rf "$RUN_DIR"
+      exit 1
+    fi
+    for f in "$(dirname "$keep")"/libggml-cpu-*.so; do [ "$f" = "$keep" ] || rm -f "$f"; done
+  fi
+  cp bench/llamacpp/cpu_llama.mjs bench/llamacpp/bench_llamacpp.mjs "$RUN_DIR/"
+fi
 llamacpp_quantize_setup "$TMP/lqt"
 
 shape_name() {
@@ -77,7 +100,7 @@ run_engine() {
     "$BUILD/bench/bench_runtime" "$file" --threads "$THREADS" --prefill "$PREFILL" \
       --decode "$DECODE" --reps 1 --warmup "$WARMUP" $LCW_FLAGS > "$out" 2> "$TMP/err.txt" || rc=$?
   else
-    (cd "$NODE_DIR" && node bench_llamacpp.mjs "$file" --threads "$THREADS" --prefill "$PREFILL" \
+    (cd "$RUN_DIR" && node bench_llamacpp.mjs "$file" --threads "$THREADS" --prefill "$PREFILL" \
        --decode "$DECODE" --reps 1 --warmup "$WARMUP") > "$out" 2> "$TMP/err.txt" || rc=$?
   fi
   jq -sc --arg e "$engine" --arg s "$shape" --arg t "$type" --argjson r "$rep" --argjson rc "$rc" \
@@ -132,7 +155,8 @@ for sh in $SHAPES; do
     done
     line=$(jq -sc --arg s "$shape" --arg t "$type" --argjson bw "$BW" --argjson fb "$(stat -c %s "$file")" \
         --argjson th "$THREADS" --argjson pp "$PREFILL" --argjson tg "$DECODE" --argjson reps "$REPS" \
-        --arg flags "$LCW_FLAGS" --arg load "$(loadavg)" '
+        --arg flags "$LCW_FLAGS" --arg load "$(loadavg)" --arg isa "${LCW_ISA:-}" \
+        --arg variant "$LLAMACPP_CPU" '
       def med: map(select(. != null)) | sort | if length == 0 then null
                elif length % 2 == 1 then .[length / 2 | floor]
                else (.[length / 2 - 1] + .[length / 2]) / 2 end;
@@ -152,7 +176,8 @@ for sh in $SHAPES; do
        lcw_errors: [.[] | select(.engine == "lcw" and .error) | .error] | unique,
        llamacpp_errors: [.[] | select(.engine == "llama.cpp" and .error) | .error] | unique,
        bandwidth_gb_per_s: $bw, threads: $th, prefill: $pp, decode: $tg, reps: $reps,
-       lcw_flags: $flags, loadavg_end: $load}' "$TMP/runs.jsonl")
+       lcw_flags: $flags, lcw_isa: $isa, llamacpp_cpu_variant: $variant,
+       loadavg_end: $load}' "$TMP/runs.jsonl")
     echo "$line"
     rows+=("$line")
     if [ "$big" = 1 ] && [ "${KEEP_BIG:-0}" != 1 ]; then rm -f "$file"; fi
@@ -164,7 +189,8 @@ done
   echo "lcw vs llama.cpp (node-llama-cpp $(jq -r .version "$NODE_DIR/node_modules/node-llama-cpp/package.json"))," \
        "same GGUF files (llama.cpp's quantiser), $THREADS threads, pp$PREFILL / tg$DECODE," \
        "median of $REPS interleaved runs, read bandwidth $(printf '%.1f' "$BW") GB/s" \
-       "(bench_membw, $THREADS threads)${LCW_FLAGS:+, lcw $LCW_FLAGS}, load $(loadavg):"
+       "(bench_membw, $THREADS threads)${LCW_FLAGS:+, lcw $LCW_FLAGS}${LCW_ISA:+, lcw LCW_ISA=$LCW_ISA}" \
+       "${LLAMACPP_CPU:+, llama.cpp CPU variant $LLAMACPP_CPU only}, load $(loadavg):"
   echo
   echo "| shape | type | file GB | decode lcw t/s | decode llama.cpp t/s | decode ×" \
        "| lcw GB/s (% BW) | llama.cpp GB/s (% BW) | prefill lcw t/s | prefill llama.cpp t/s" \
