@@ -385,10 +385,12 @@ private slots:
                 for (size_t i = 0; i < y0.size(); ++i) QVERIFY(sameBits(y0[i], y1[i]));
             }
         }
-        std::vector<std::byte> wk(size_t(110 * 2 * 16));
-        const TensorView tk = view(DType::Q3_K, 16, 512, wk);
+        // No repacked form (F16); a K-quant has one where the active level's kernel does.
+        std::vector<std::byte> wf(size_t(2 * 512 * 16)), wk(size_t(110 * 2 * 16));
+        const TensorView tf = view(DType::F16, 16, 512, wf), tk = view(DType::Q3_K, 16, 512, wk);
         RepackCache cache;
-        QCOMPARE(cache.get(tk), nullptr);
+        QCOMPARE(cache.get(tf), nullptr);
+        QCOMPARE(cache.get(tk) != nullptr, qdotKernel(DType::Q3_K)->gemmRepacked != nullptr);
         std::vector<std::byte> w4 = weights(DType::Q4_0, 16, 64, 1);
         const TensorView t4 = view(DType::Q4_0, 16, 64, w4);
         setRepackWeights(false);
