@@ -1059,6 +1059,43 @@ template <bool kQ5> struct Q45KR {
     }
 };
 
+// The sums of the types whose code words carry four code sets (Q2_K, Q3_K, Q6_K): per half h of
+// the super-block and half g of its 32-value groups, word k = 4g + kk of the half gives four code
+// vectors i (values 128h + 32i + 4k .. +3 of the 16 rows), multiplied with the activation bytes
+// there; group of 16 m = 8h + 2i + g then adds s_m times its sum. The sums start at TokR's
+// v[m] (the offset types' −offset·bsum[m]) or at 0. C (a small struct over the block) gives
+// codes(h, k, q): word k's four code vectors (prefetching what it reads kRepackAhead blocks on),
+// and scale(m): s_m as int32 lanes.
+template <bool kFromTok, int NT, class C>
+LCW_QZ inline void fourSetSums(const C& c, const uint8_t* xb, size_t ldx, const TokR* tb,
+                               int64_t nb, __m512i (&isc)[NT]) {
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; ++h)
+#pragma GCC unroll 2
+        for (int g = 0; g < 2; ++g) {
+            __m512i s[4][NT];
+            for (int i = 0; i < 4; ++i)
+                for (int t = 0; t < NT; ++t)
+                    s[i][t] = kFromTok ? _mm512_set1_epi32(tb[t * nb].v[8 * h + 2 * i + g])
+                                       : _mm512_setzero_si512();
+#pragma GCC unroll 4
+            for (int kk = 0; kk < 4; ++kk) {
+                const int k = 4 * g + kk;
+                __m512i q[4];
+                c.codes(h, k, q);
+                for (int i = 0; i < 4; ++i)
+                    for (int t = 0; t < NT; ++t)
+                        s[i][t] = _mm512_dpbusd_epi32(
+                            s[i][t], q[i], bcast32(xb + t * ldx + 128 * h + 32 * i + 4 * k));
+            }
+            for (int i = 0; i < 4; ++i) {
+                const __m512i sc = c.scale(8 * h + 2 * i + g);
+                for (int t = 0; t < NT; ++t)
+                    isc[t] = _mm512_add_epi32(isc[t], _mm512_mullo_epi32(s[i][t], sc));
+            }
+        }
+}
+
 // Q2_K: value 128h + 32i + l is bits 2i, 2i+1 of qs byte 32h + l (word 8h + l/4); group of 16
 // m = 8h + 2i + l/16. Scale m: low nibble of scales byte m, min m: its high nibble.
 struct Q2KR {
@@ -1066,42 +1103,29 @@ struct Q2KR {
     static constexpr bool kMins = true;
     static constexpr KRepack f = kRepackK(kType);
     static constexpr int kScales = f.at(2), kHead = f.at(3);
+    struct Block {
+        const uint8_t *p, *pf;
+        __m512i m3, m4;
+        LCW_QZ void codes(int h, int k, __m512i (&q)[4]) const {
+            const int off = kHead + (8 * h + k) * 64;
+            _mm_prefetch(reinterpret_cast<const char*>(pf + off), _MM_HINT_T0);
+            const __m512i v = loadZ(p + off);
+            for (int i = 0; i < 4; ++i) q[i] = _mm512_and_si512(shiftBits(v, -2 * i), m3);
+        }
+        LCW_QZ __m512i scale(int m) const {
+            return _mm512_and_si512(shiftBits(loadZ(p + kScales + 64 * (m / 4)), -8 * (m % 4)),
+                                    _mm512_set1_epi32(0x0F));
+        }
+    };
     template <int NT>
     LCW_QZ static void sums(const uint8_t* p, const uint8_t* pf, const uint8_t* xb, size_t ldx,
                             const TokR* tb, int64_t nb, __m512i (&isc)[NT], __m512i (&imn)[NT]) {
-        const __m512i m3 = _mm512_set1_epi8(3), m4 = _mm512_set1_epi8(0x0F);
-#pragma GCC unroll 2
-        for (int h = 0; h < 2; ++h)
-#pragma GCC unroll 2
-            for (int g = 0; g < 2; ++g) {
-                __m512i s[4][NT];
-                for (int i = 0; i < 4; ++i)
-                    for (int t = 0; t < NT; ++t) s[i][t] = _mm512_setzero_si512();
-#pragma GCC unroll 4
-                for (int kk = 0; kk < 4; ++kk) {
-                    const int k = 4 * g + kk, off = kHead + (8 * h + k) * 64;
-                    _mm_prefetch(reinterpret_cast<const char*>(pf + off), _MM_HINT_T0);
-                    const __m512i v = loadZ(p + off);
-                    for (int i = 0; i < 4; ++i) {
-                        const __m512i q = _mm512_and_si512(shiftBits(v, -2 * i), m3);
-                        for (int t = 0; t < NT; ++t)
-                            s[i][t] = _mm512_dpbusd_epi32(
-                                s[i][t], q, bcast32(xb + t * ldx + 128 * h + 32 * i + 4 * k));
-                    }
-                }
-                for (int i = 0; i < 4; ++i) {
-                    const int m = 8 * h + 2 * i + g;
-                    const __m512i sc =
-                        _mm512_and_si512(shiftBits(loadZ(p + kScales + 64 * (m / 4)), -8 * (m % 4)),
-                                         _mm512_set1_epi32(0x0F));
-                    for (int t = 0; t < NT; ++t)
-                        isc[t] = _mm512_add_epi32(isc[t], _mm512_mullo_epi32(s[i][t], sc));
-                }
-            }
+        const Block c{p, pf, _mm512_set1_epi8(3), _mm512_set1_epi8(0x0F)};
+        fourSetSums<false, NT>(c, xb, ldx, tb, nb, isc);
         // Mins (high nibbles) as int16 pairs (4j, 4j+2), (4j+1, 4j+3) against TokR's bsums.
         for (int j = 0; j < 4; ++j) {
             const __m512i mn =
-                _mm512_and_si512(_mm512_srli_epi32(loadZ(p + kScales + 64 * j), 4), m4);
+                _mm512_and_si512(_mm512_srli_epi32(loadZ(p + kScales + 64 * j), 4), c.m4);
             const __m512i mp[2] = {_mm512_and_si512(mn, _mm512_set1_epi32(0x00FF00FF)),
                                    _mm512_srli_epi16(mn, 8)};
             for (int t = 0; t < NT; ++t)
@@ -1120,102 +1144,74 @@ struct Q3KR {
     static constexpr bool kMins = false;
     static constexpr KRepack f = kRepackK(kType);
     static constexpr int kScales = f.at(1), kHm = f.at(2), kHead = f.at(3);
+    struct Block {
+        const uint8_t *p, *pf;
+        __m512i m3, m4;
+        __m512i sc[4]; // byte j of sc[w]: scale 4w + j, signed
+        LCW_QZ void codes(int h, int k, __m512i (&q)[4]) const {
+            const int off = kHead + (8 * h + k) * 64;
+            _mm_prefetch(reinterpret_cast<const char*>(pf + off), _MM_HINT_T0);
+            const __m512i v = loadZ(p + off), hm = loadZ(p + kHm + 64 * k);
+            // (v >> 2i) & 3 | (hmask bit 4h + i moved to bit 2)
+            for (int i = 0; i < 4; ++i)
+                q[i] = _mm512_ternarylogic_epi32(
+                    shiftBits(v, -2 * i), m3, _mm512_and_si512(shiftBits(hm, 2 - (4 * h + i)), m4),
+                    0xEA);
+        }
+        LCW_QZ __m512i scale(int m) const { return sbyteOf(sc[m / 4], m % 4); }
+    };
     template <int NT>
     LCW_QZ static void sums(const uint8_t* p, const uint8_t* pf, const uint8_t* xb, size_t ldx,
                             const TokR* tb, int64_t nb, __m512i (&isc)[NT], __m512i (&)[NT]) {
-        const __m512i m3 = _mm512_set1_epi8(3), m4 = _mm512_set1_epi8(4),
-                      mf = _mm512_set1_epi8(0x0F);
-        // unpackQ3Scales on 16 rows, less 32: byte j of sc[w] = scale 4w + j, signed.
+        Block c{p, pf, _mm512_set1_epi8(3), _mm512_set1_epi8(4), {}};
+        // unpackQ3Scales on 16 rows, less 32.
+        const __m512i mf = _mm512_set1_epi8(0x0F);
         const __m512i a0 = loadZ(p + kScales), a1 = loadZ(p + kScales + 64),
                       a2 = loadZ(p + kScales + 128);
-        __m512i sc[4];
         for (int w = 0; w < 4; ++w) {
             const __m512i lo = _mm512_and_si512(shiftBits(w % 2 ? a1 : a0, -4 * (w / 2)), mf);
-            const __m512i hi = _mm512_and_si512(shiftBits(a2, -2 * w), m3);
-            sc[w] = _mm512_sub_epi8(_mm512_or_si512(lo, _mm512_slli_epi32(hi, 4)),
-                                    _mm512_set1_epi8(32));
+            const __m512i hi = _mm512_and_si512(shiftBits(a2, -2 * w), c.m3);
+            c.sc[w] = _mm512_sub_epi8(_mm512_or_si512(lo, _mm512_slli_epi32(hi, 4)),
+                                      _mm512_set1_epi8(32));
         }
-#pragma GCC unroll 2
-        for (int h = 0; h < 2; ++h)
-#pragma GCC unroll 2
-            for (int g = 0; g < 2; ++g) {
-                __m512i s[4][NT];
-                for (int i = 0; i < 4; ++i)
-                    for (int t = 0; t < NT; ++t)
-                        s[i][t] = _mm512_set1_epi32(tb[t * nb].v[8 * h + 2 * i + g]);
-#pragma GCC unroll 4
-                for (int kk = 0; kk < 4; ++kk) {
-                    const int k = 4 * g + kk, off = kHead + (8 * h + k) * 64;
-                    _mm_prefetch(reinterpret_cast<const char*>(pf + off), _MM_HINT_T0);
-                    const __m512i v = loadZ(p + off), hm = loadZ(p + kHm + 64 * k);
-                    for (int i = 0; i < 4; ++i) {
-                        // (v >> 2i) & 3 | (hm bit 4h + i moved to bit 2)
-                        const __m512i q = _mm512_ternarylogic_epi32(
-                            shiftBits(v, -2 * i), m3,
-                            _mm512_and_si512(shiftBits(hm, 2 - (4 * h + i)), m4), 0xEA);
-                        for (int t = 0; t < NT; ++t)
-                            s[i][t] = _mm512_dpbusd_epi32(
-                                s[i][t], q, bcast32(xb + t * ldx + 128 * h + 32 * i + 4 * k));
-                    }
-                }
-                for (int i = 0; i < 4; ++i) {
-                    const int m = 8 * h + 2 * i + g;
-                    const __m512i s32 = sbyteOf(sc[m / 4], m % 4);
-                    for (int t = 0; t < NT; ++t)
-                        isc[t] = _mm512_add_epi32(isc[t], _mm512_mullo_epi32(s[i][t], s32));
-                }
-            }
+        fourSetSums<true, NT>(c, xb, ldx, tb, nb, isc);
     }
 };
 
-// Q6_K: groups of 16 values m = 8h + 2i + g for the four code sets i of each ql/qh word trio,
-// each sum starting at −32·bsum[m] (the codes are stored +32).
+// Q6_K: code set i of word trio k (ql words k and 8 + k of the half, qh word k) is the low (i
+// = 0, 1) or high (i = 2, 3) nibbles of ql word k (i even) or 8 + k (i odd) with qh bits 2i,
+// 2i + 1 on top; sums start at −32·bsum (codes stored +32).
 struct Q6KR {
     static constexpr DType kType = DType::Q6_K;
     static constexpr bool kMins = false;
     static constexpr KRepack f = kRepackK(kType);
     static constexpr int kScales = f.at(1), kHead = f.at(2), kQh = f.at(3);
+    struct Block {
+        const uint8_t *p, *pf;
+        __m512i m4, m30;
+        LCW_QZ void codes(int h, int k, __m512i (&q)[4]) const {
+            const int oa = kHead + (16 * h + k) * 64, ob = oa + 8 * 64, oh = kQh + (8 * h + k) * 64;
+            for (int o : {oa, ob, oh})
+                _mm_prefetch(reinterpret_cast<const char*>(pf + o), _MM_HINT_T0);
+            const __m512i A = loadZ(p + oa), B = loadZ(p + ob), H = loadZ(p + oh);
+            q[0] = _mm512_or_si512(_mm512_and_si512(A, m4),
+                                   _mm512_and_si512(_mm512_slli_epi32(H, 4), m30));
+            q[1] = _mm512_or_si512(_mm512_and_si512(B, m4),
+                                   _mm512_and_si512(_mm512_slli_epi32(H, 2), m30));
+            q[2] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(A, 4), m4),
+                                   _mm512_and_si512(H, m30));
+            q[3] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(B, 4), m4),
+                                   _mm512_and_si512(_mm512_srli_epi32(H, 2), m30));
+        }
+        LCW_QZ __m512i scale(int m) const {
+            return sbyteOf(loadZ(p + kScales + 64 * (m / 4)), m % 4);
+        }
+    };
     template <int NT>
     LCW_QZ static void sums(const uint8_t* p, const uint8_t* pf, const uint8_t* xb, size_t ldx,
                             const TokR* tb, int64_t nb, __m512i (&isc)[NT], __m512i (&)[NT]) {
-        const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
-#pragma GCC unroll 2
-        for (int h = 0; h < 2; ++h)
-#pragma GCC unroll 2
-            for (int g = 0; g < 2; ++g) {
-                __m512i s[4][NT];
-                for (int i = 0; i < 4; ++i)
-                    for (int t = 0; t < NT; ++t)
-                        s[i][t] = _mm512_set1_epi32(tb[t * nb].v[8 * h + 2 * i + g]);
-#pragma GCC unroll 4
-                for (int kk = 0; kk < 4; ++kk) {
-                    const int k = 4 * g + kk;
-                    const int oa = kHead + (16 * h + k) * 64, ob = oa + 8 * 64,
-                              oh = kQh + (8 * h + k) * 64;
-                    for (int o : {oa, ob, oh})
-                        _mm_prefetch(reinterpret_cast<const char*>(pf + o), _MM_HINT_T0);
-                    const __m512i A = loadZ(p + oa), B = loadZ(p + ob), H = loadZ(p + oh);
-                    const __m512i q[4] = {
-                        _mm512_or_si512(_mm512_and_si512(A, m4),
-                                        _mm512_and_si512(_mm512_slli_epi32(H, 4), m30)),
-                        _mm512_or_si512(_mm512_and_si512(B, m4),
-                                        _mm512_and_si512(_mm512_slli_epi32(H, 2), m30)),
-                        _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(A, 4), m4),
-                                        _mm512_and_si512(H, m30)),
-                        _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(B, 4), m4),
-                                        _mm512_and_si512(_mm512_srli_epi32(H, 2), m30))};
-                    for (int i = 0; i < 4; ++i)
-                        for (int t = 0; t < NT; ++t)
-                            s[i][t] = _mm512_dpbusd_epi32(
-                                s[i][t], q[i], bcast32(xb + t * ldx + 128 * h + 32 * i + 4 * k));
-                }
-                for (int i = 0; i < 4; ++i) {
-                    const int m = 8 * h + 2 * i + g;
-                    const __m512i sc = sbyteOf(loadZ(p + kScales + 64 * (m / 4)), m % 4);
-                    for (int t = 0; t < NT; ++t)
-                        isc[t] = _mm512_add_epi32(isc[t], _mm512_mullo_epi32(s[i][t], sc));
-                }
-            }
+        const Block c{p, pf, _mm512_set1_epi8(0x0F), _mm512_set1_epi8(0x30)};
+        fourSetSums<true, NT>(c, xb, ldx, tb, nb, isc);
     }
 };
 
