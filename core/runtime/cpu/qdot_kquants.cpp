@@ -17,6 +17,7 @@
 #include "core/runtime/cpu/simd.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <utility>
@@ -917,8 +918,9 @@ LCW_QZ void tokSideR(const uint8_t* x, size_t ldx, int64_t nTok, int64_t nb, Tok
                 _mm256_store_si256(
                     reinterpret_cast<__m256i*>(o.v),
                     _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(s32, 7)));
-            } else { // Q6_K: −32·bsums, Q3_K: −4·bsums
-                constexpr int kShift = T == DType::Q6_K ? 5 : 2;
+            } else { // −offset·bsums (Q6_K: 32, Q3_K: 4)
+                constexpr int kShift = std::countr_zero(unsigned(info<T>().offset));
+                static_assert(info<T>().offset == 1 << kShift);
                 _mm512_store_si512(
                     o.v, _mm512_sub_epi32(_mm512_setzero_si512(),
                                           _mm512_slli_epi32(_mm512_cvtepi16_epi32(bs), kShift)));
@@ -1005,6 +1007,7 @@ LCW_QZ void repackedGroup(const uint8_t* wg, int64_t nb, const uint8_t* x, size_
 template <bool kQ5> struct Q45KR {
     static constexpr DType kType = kQ5 ? DType::Q5_K : DType::Q4_K;
     static constexpr bool kMins = true;
+    static constexpr int kTokens = 4; // tokens per pass
     static constexpr KRepack f = kRepackK(kType);
     static constexpr int kScales = f.at(2), kQh = kQ5 ? f.at(3) : 0, kHead = f.at(f.n - 1);
     template <int NT>
@@ -1101,6 +1104,7 @@ LCW_QZ inline void fourSetSums(const C& c, const uint8_t* xb, size_t ldx, const 
 struct Q2KR {
     static constexpr DType kType = DType::Q2_K;
     static constexpr bool kMins = true;
+    static constexpr int kTokens = 3; // tokens per pass: four code sets need the registers
     static constexpr KRepack f = kRepackK(kType);
     static constexpr int kScales = f.at(2), kHead = f.at(3);
     struct Block {
@@ -1142,6 +1146,7 @@ struct Q2KR {
 struct Q3KR {
     static constexpr DType kType = DType::Q3_K;
     static constexpr bool kMins = false;
+    static constexpr int kTokens = 3; // tokens per pass: four code sets need the registers
     static constexpr KRepack f = kRepackK(kType);
     static constexpr int kScales = f.at(1), kHm = f.at(2), kHead = f.at(3);
     struct Block {
@@ -1184,6 +1189,7 @@ struct Q3KR {
 struct Q6KR {
     static constexpr DType kType = DType::Q6_K;
     static constexpr bool kMins = false;
+    static constexpr int kTokens = 3; // tokens per pass: four code sets need the registers
     static constexpr KRepack f = kRepackK(kType);
     static constexpr int kScales = f.at(1), kHead = f.at(2), kQh = f.at(3);
     struct Block {
@@ -1220,6 +1226,7 @@ struct Q6KR {
 struct Iq4XsR {
     static constexpr DType kType = DType::IQ4_XS;
     static constexpr bool kMins = false;
+    static constexpr int kTokens = 4; // tokens per pass
     static constexpr KRepack f = kRepackK(kType);
     static constexpr int kSh = f.at(1), kSl = f.at(2), kHead = f.at(3);
     template <int NT>
@@ -1266,13 +1273,12 @@ struct Iq4XsR {
     }
 };
 
-// Tokens in blocks of up to 4 (Q4_K, Q5_K, IQ4_XS) or 3 (Q2_K, Q3_K, Q6_K: their four code sets
-// need more registers) over every group of the call.
+// Tokens in blocks of up to K::kTokens over every group of the call.
 template <class K>
 void gemmRepackedK(const std::byte* wr, int64_t nRows, const std::byte* xq, size_t ldx,
                    int64_t nTok, float* y, int64_t ldy, int64_t n) {
     constexpr DType T = K::kType;
-    constexpr int kNT = T == DType::Q6_K || T == DType::Q3_K || T == DType::Q2_K ? 3 : 4;
+    constexpr int kNT = K::kTokens;
     const int64_t nb = n / kQK;
     const size_t gb = repackedGroupBytes(T, n);
     thread_local std::vector<TokR> tok;
