@@ -347,9 +347,11 @@ private slots:
                 }
             }
         }
-        // Where the CPU has AVX-512, the 512-bit kernels have the repacked product.
+        // Every x86 level this CPU has (256-bit: 8-row halves, 512-bit: whole groups) has the
+        // repacked product.
         for (Isa isa : supportedIsas())
-            if (isa == Isa::Avx512) QVERIFY(qdotKernel(DType::Q4_0, isa)->gemmRepacked);
+            if (isa != Isa::Generic)
+                for (DType t : kTypes) QVERIFY(qdotKernel(t, isa)->gemmRepacked);
     }
 
     // linearBatch with repacked jobs (tiles aligned to groups, several weights, threads, a

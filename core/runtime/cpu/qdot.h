@@ -47,16 +47,17 @@ struct QDotKernel {
 };
 
 /// Repacked weights: rows in groups of 16 so that the AVX-512 kernels load a block of 16 rows
-/// as whole vectors from one stream, one 32-bit lane per row, instead of gathering the rows'
-/// bytes in the hot loop (llama.cpp repacks Q4_0 and Q4_K at load for the same reason). The
-/// 32-element types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL): per group and block the 16 rows' f16
-/// d, then f16 m (Q4_1 / Q5_1), fifth-bit words (Q5_0 / Q5_1) and code words side by side (word
-/// j of rows 0..15, then word j+1, ...). Q4_K, Q5_K and Q6_K, per group and super-block: Q4_K
-/// the f16 d of the 16 rows, their f16 dmin, the 3 words of packed 6-bit scales and mins, the 32
-/// code words; Q5_K the same with the 8 fifth-bit words before the code words; Q6_K the f16 d,
-/// the 4 words of int8 scales, the 32 ql words, the 16 qh words (each field word by word, the 16
-/// rows side by side). Same size as the rows (the last group padded with zero rows). Optional: it
-/// costs a copy of the weights in memory (repack_cache.h gives a mapped file's pages back).
+/// (the AVX2 kernels of the 32-element types a block of 8, each field's half) as whole vectors
+/// from one stream, one 32-bit lane per row, instead of gathering the rows' bytes in the hot loop
+/// (llama.cpp repacks Q4_0 and Q4_K at load for the same reason). The 32-element types (Q4_0, Q4_1,
+/// Q5_0, Q5_1, Q8_0, IQ4_NL): per group and block the 16 rows' f16 d, then f16 m (Q4_1 / Q5_1),
+/// fifth-bit words (Q5_0 / Q5_1) and code words side by side (word j of rows 0..15, then word j+1,
+/// ...). Q4_K, Q5_K and Q6_K, per group and super-block: Q4_K the f16 d of the 16 rows, their f16
+/// dmin, the 3 words of packed 6-bit scales and mins, the 32 code words; Q5_K the same with the 8
+/// fifth-bit words before the code words; Q6_K the f16 d, the 4 words of int8 scales, the 32 ql
+/// words, the 16 qh words (each field word by word, the 16 rows side by side). Same size as the
+/// rows (the last group padded with zero rows). Optional: it costs a copy of the weights in memory
+/// (repack_cache.h gives a mapped file's pages back).
 ///
 /// Rows per repacked group: a row range that starts at a multiple of it starts a group.
 constexpr int64_t kRepackRows = 16;
