@@ -895,7 +895,7 @@ struct TokR {
 // Every tile of a call recomputes it for all the call's tokens (a prefill tile of 16 rows runs
 // over 512 tokens), so it is a few vector operations per block.
 template <DType T>
-LCW_QZ void tokSideR(const uint8_t* x, size_t ldx, int64_t nTok, int64_t nb, TokR* out) {
+LCW_AVX2 void tokSideR(const uint8_t* x, size_t ldx, int64_t nTok, int64_t nb, TokR* out) {
     const __m128i ord = _mm_setr_epi8(0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15);
     for (int64_t t = 0; t < nTok; ++t)
         for (int64_t b = 0; b < nb; ++b) {
@@ -921,9 +921,14 @@ LCW_QZ void tokSideR(const uint8_t* x, size_t ldx, int64_t nTok, int64_t nb, Tok
             } else { // −offset·bsums (Q6_K: 32, Q3_K: 4)
                 constexpr int kShift = std::countr_zero(unsigned(info<T>().offset));
                 static_assert(info<T>().offset == 1 << kShift);
-                _mm512_store_si512(
-                    o.v, _mm512_sub_epi32(_mm512_setzero_si512(),
-                                          _mm512_slli_epi32(_mm512_cvtepi16_epi32(bs), kShift)));
+                for (int i = 0; i < 2; ++i)
+                    _mm256_store_si256(
+                        reinterpret_cast<__m256i*>(o.v + 8 * i),
+                        _mm256_sub_epi32(_mm256_setzero_si256(),
+                                         _mm256_slli_epi32(_mm256_cvtepi16_epi32(
+                                                               i ? _mm256_extracti128_si256(bs, 1)
+                                                                 : _mm256_castsi256_si128(bs)),
+                                                           kShift)));
             }
         }
 }
@@ -952,7 +957,7 @@ LCW_QZ inline __m512i sbyteOf(__m512i v, int j) { // byte j of each dword, sign-
 LCW_QZ inline __m512i shiftBits(__m512i v, int s) { // left by s, right by −s (32-bit lanes)
     return s >= 0 ? _mm512_slli_epi32(v, unsigned(s)) : _mm512_srli_epi32(v, unsigned(-s));
 }
-LCW_QZ inline void prefetchRange(const uint8_t* p, int bytes) {
+LCW_AVX2 inline void prefetchRange(const uint8_t* p, int bytes) {
     for (int o = 0; o < bytes; o += 64)
         _mm_prefetch(reinterpret_cast<const char*>(p + o), _MM_HINT_T0);
 }
@@ -1303,6 +1308,178 @@ void gemmRepackedK(const std::byte* wr, int64_t nRows, const std::byte* xq, size
 
 // ---- Q8_K quantisers (bytes identical to q8kQuantizeGeneric) ----
 
+// ================= AVX2, repacked (Q4_K, Q5_K) =================
+// The arithmetic of the AVX-512 repacked kernel (Q45KR) on the 8-row halves of a group (each
+// field's 32-byte half: rows 8h .. 8h+7), without VNNI: a step's vpmaddubsw pair sums add up in
+// int16 (Q4_K: 8 words of codes <= 15, |sum| <= 8·2·15·128 = 30720; Q5_K: two runs of 4 words,
+// codes <= 31), and vpmaddwd against the step's scale in both int16 halves of the row's lane
+// gives the scaled int32 sum; mins by vpmaddwd as there. The same integer sums and float steps
+// as the portable version, so its bits.
+
+// a·b rounded to float, opaque to the compiler so that no later add is fused with it into an
+// FMA (the portable version rounds every product).
+LCW_AVX2 inline __m256 mulY(__m256 a, __m256 b) {
+    __m256 r = _mm256_mul_ps(a, b);
+    asm("" : "+x"(r));
+    return r;
+}
+
+LCW_AVX2 inline __m256i shiftBitsY(__m256i v, int s) { // left by s, right by −s (32-bit lanes)
+    return s >= 0 ? _mm256_slli_epi32(v, s) : _mm256_srli_epi32(v, -s);
+}
+
+template <bool kQ5> struct Q45KRY {
+    using Z = Q45KR<kQ5>;
+    static constexpr DType kType = Z::kType;
+    static constexpr int kHead = Z::kHead;
+    template <int NT>
+    LCW_AVX2 static void sums(const uint8_t* p, const uint8_t* pf, int h, const uint8_t* xb,
+                              size_t ldx, const TokR* tb, int64_t nb, __m256i (&isc)[NT],
+                              __m256i (&imn)[NT]) {
+        const auto ld = [p, h](int off) LCW_AVX2 {
+            return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + off + 32 * h));
+        };
+        const __m256i m10 = _mm256_set1_epi8(0x10), m4 = _mm256_set1_epi8(0x0F),
+                      m6 = _mm256_set1_epi8(0x3F), m30 = _mm256_set1_epi8(0x30),
+                      lo16 = _mm256_set1_epi32(0x00FF00FF), ff = _mm256_set1_epi32(0xFF);
+        // Bytes j of sLo / sHi = scales j, 4 + j; of mLo / mHi = mins j, 4 + j.
+        const __m256i v0 = ld(Z::kScales), v1 = ld(Z::kScales + 64), v2 = ld(Z::kScales + 128);
+        const __m256i sLo = _mm256_and_si256(v0, m6), mLo = _mm256_and_si256(v1, m6);
+        const __m256i sHi = _mm256_or_si256(_mm256_and_si256(v2, m4),
+                                            _mm256_and_si256(_mm256_srli_epi32(v0, 2), m30));
+        const __m256i mHi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(v2, 4), m4),
+                                            _mm256_and_si256(_mm256_srli_epi32(v1, 2), m30));
+        // Byte j of each lane in both of its int16 halves.
+        const auto pairOf = [ff](__m256i v, int j) LCW_AVX2 {
+            const __m256i b = _mm256_and_si256(_mm256_srli_epi32(v, 8 * j), ff);
+            return _mm256_or_si256(b, _mm256_slli_epi32(b, 16));
+        };
+        constexpr int kRun = kQ5 ? 4 : 8;
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; ++c) {
+            const __m256i sv = c < 2 ? sLo : sHi;
+            const __m256i c0 = pairOf(sv, (2 * c) % 4), c1 = pairOf(sv, (2 * c) % 4 + 1);
+#pragma GCC unroll 2
+            for (int k0 = 0; k0 < 8; k0 += kRun) {
+                __m256i s0[NT], s1[NT];
+                for (int t = 0; t < NT; ++t) s0[t] = s1[t] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+                for (int k = k0; k < k0 + kRun; ++k) {
+                    const int off = kHead + (8 * c + k) * 64;
+                    _mm_prefetch(reinterpret_cast<const char*>(pf + off), _MM_HINT_T0);
+                    const __m256i v = ld(off);
+                    __m256i lo = _mm256_and_si256(v, m4);
+                    __m256i hi = _mm256_and_si256(_mm256_srli_epi32(v, 4), m4);
+                    if constexpr (kQ5) {
+                        const __m256i q = ld(Z::kQh + 64 * k);
+                        lo = _mm256_or_si256(lo, _mm256_and_si256(shiftBitsY(q, 4 - 2 * c), m10));
+                        hi = _mm256_or_si256(hi, _mm256_and_si256(shiftBitsY(q, 3 - 2 * c), m10));
+                    }
+                    for (int t = 0; t < NT; ++t) {
+                        const uint8_t* xt = xb + t * ldx + 64 * c + 4 * k;
+                        int32_t a, b;
+                        std::memcpy(&a, xt, 4);
+                        std::memcpy(&b, xt + 32, 4);
+                        s0[t] =
+                            _mm256_add_epi16(s0[t], _mm256_maddubs_epi16(lo, _mm256_set1_epi32(a)));
+                        s1[t] =
+                            _mm256_add_epi16(s1[t], _mm256_maddubs_epi16(hi, _mm256_set1_epi32(b)));
+                    }
+                }
+                for (int t = 0; t < NT; ++t)
+                    isc[t] =
+                        _mm256_add_epi32(isc[t], _mm256_add_epi32(_mm256_madd_epi16(s0[t], c0),
+                                                                  _mm256_madd_epi16(s1[t], c1)));
+            }
+        }
+        // Mins as int16 pairs (0, 2), (1, 3), (4, 6), (5, 7) against TokR's 32-value sums.
+        const __m256i mp[4] = {_mm256_and_si256(mLo, lo16), _mm256_srli_epi16(mLo, 8),
+                               _mm256_and_si256(mHi, lo16), _mm256_srli_epi16(mHi, 8)};
+        for (int t = 0; t < NT; ++t)
+            for (int q = 0; q < 4; ++q)
+                imn[t] = _mm256_add_epi32(
+                    imn[t], _mm256_madd_epi16(mp[q], _mm256_set1_epi32(tb[t * nb].v[q])));
+    }
+};
+
+// Halves h0 .. h0+NH-1 of one group (nr of its rows real; y at its first row) × NT tokens over
+// all nb super-blocks; two halves in one sweep read the stream once.
+template <class K, int NT, int NH>
+LCW_AVX2 void repackedGroupY(const uint8_t* wg, int h0, int64_t nb, const uint8_t* x, size_t ldx,
+                             const TokR* tok, float* y, int64_t ldy, int nr) {
+    constexpr int kBytes = kRepackK(K::kType).bytes();
+    __m256 acc[NH][NT];
+    for (int i = 0; i < NH; ++i)
+        for (int t = 0; t < NT; ++t) acc[i][t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+        const uint8_t* p = wg + b * kBytes;
+        const uint8_t* xb = x + size_t(b) * kQ8KBytes + kQ8KQs;
+        prefetchRange(p + kRepackAhead * kBytes, K::kHead);
+#pragma GCC unroll 2
+        for (int i = 0; i < NH; ++i) {
+            const int h = h0 + i;
+            __m256i isc[NT], imn[NT];
+            for (int t = 0; t < NT; ++t) isc[t] = imn[t] = _mm256_setzero_si256();
+            K::template sums<NT>(p, p + kRepackAhead * kBytes, h, xb, ldx, tok + b, nb, isc, imn);
+            // The half's f16 d (16 rows' at p) and dmin (at p + 32).
+            const __m256 d =
+                _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * h)));
+            const __m256 dm =
+                _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 32 + 16 * h)));
+            for (int t = 0; t < NT; ++t) {
+                const __m256 da = _mm256_set1_ps(tok[t * nb + b].da);
+                const __m256 a = mulY(mulY(d, da), _mm256_cvtepi32_ps(isc[t]));
+                const __m256 m = mulY(mulY(dm, da), _mm256_cvtepi32_ps(imn[t]));
+                acc[i][t] = _mm256_add_ps(acc[i][t], _mm256_sub_ps(a, m));
+            }
+        }
+    }
+    for (int i = 0; i < NH; ++i) {
+        const int n8 = std::min(8, nr - 8 * (h0 + i));
+        const __m256i mask =
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kTailMask + 8 - n8));
+        for (int t = 0; t < NT; ++t)
+            _mm256_maskstore_ps(y + t * ldy + 8 * (h0 + i), mask, acc[i][t]);
+    }
+}
+
+// Tokens in blocks of up to 3 (halves one after the other) or, for one or two, both halves per
+// sweep.
+template <class K>
+void gemmRepackedKY(const std::byte* wr, int64_t nRows, const std::byte* xq, size_t ldx,
+                    int64_t nTok, float* y, int64_t ldy, int64_t n) {
+    constexpr DType T = K::kType;
+    const int64_t nb = n / kQK;
+    const size_t gb = repackedGroupBytes(T, n);
+    thread_local std::vector<TokR> tok;
+    if (tok.size() < size_t(nTok * nb)) tok.resize(size_t(nTok * nb));
+    tokSideR<T>(u8(xq), ldx, nTok, nb, tok.data());
+    constexpr int kNT = 3; // 2: 56, 3: 73, 4: 62 tok/s prefill (Q4_K_M 1.1B, LCW_ISA=avx2)
+    for (int64_t t0 = 0; t0 < nTok; t0 += kNT) {
+        const int nt = int(std::min<int64_t>(kNT, nTok - t0));
+        for (int64_t r0 = 0; r0 < nRows; r0 += kRepackRows) {
+            const uint8_t* wg = u8(wr) + size_t(r0 / kRepackRows) * gb;
+            const uint8_t* x = u8(xq) + size_t(t0) * ldx;
+            const TokR* tk = tok.data() + t0 * nb;
+            float* yo = y + t0 * ldy + r0;
+            const int nr = int(std::min<int64_t>(kRepackRows, nRows - r0));
+            if (nr > 8 && nt == 1)
+                repackedGroupY<K, 1, 2>(wg, 0, nb, x, ldx, tk, yo, ldy, nr);
+            else if (nr > 8 && nt == 2)
+                repackedGroupY<K, 2, 2>(wg, 0, nb, x, ldx, tk, yo, ldy, nr);
+            else
+                for (int h = 0; 8 * h < nr; ++h) {
+                    if (nt == 1)
+                        repackedGroupY<K, 1, 1>(wg, h, nb, x, ldx, tk, yo, ldy, nr);
+                    else if (nt == 2)
+                        repackedGroupY<K, 2, 1>(wg, h, nb, x, ldx, tk, yo, ldy, nr);
+                    else
+                        repackedGroupY<K, 3, 1>(wg, h, nb, x, ldx, tk, yo, ldy, nr);
+                }
+        }
+    }
+}
+
 LCW_AVX2 void quantizeQ8KAvx2(const float* x, void* dst, int64_t n) {
     auto* out = static_cast<uint8_t*>(dst);
     const __m256 signMask = _mm256_set1_ps(-0.f);
@@ -1475,7 +1652,15 @@ void gemmAvx512(const std::byte* w, size_t ldw, int64_t nRows, const std::byte* 
 
 template <DType T> constexpr QDotKernel kGeneric{ActQ::Q8_K, quantizeQ8KGeneric, gemmGeneric<T>};
 #if LCW_X86
-template <class K> constexpr QDotKernel kAvx2{ActQ::Q8_K, quantizeQ8KAvx2, gemmAvx2<K>};
+template <class K>
+constexpr QDotKernel kAvx2{ActQ::Q8_K, quantizeQ8KAvx2, gemmAvx2<K>, [] {
+                               if constexpr (K::kType == DType::Q4_K)
+                                   return gemmRepackedKY<Q45KRY<false>>;
+                               else if constexpr (K::kType == DType::Q5_K)
+                                   return gemmRepackedKY<Q45KRY<true>>;
+                               else
+                                   return decltype(&gemmRepackedKY<Q45KRY<false>>)(nullptr);
+                           }()};
 template <class K>
 constexpr auto kRepackedOf = [] {
     constexpr DType T = K::kType;
