@@ -1306,8 +1306,6 @@ void gemmRepackedK(const std::byte* wr, int64_t nRows, const std::byte* xq, size
     }
 }
 
-// ---- Q8_K quantisers (bytes identical to q8kQuantizeGeneric) ----
-
 // ================= AVX2, repacked (Q4_K, Q5_K) =================
 // The arithmetic of the AVX-512 repacked kernel (Q45KR) on the 8-row halves of a group (each
 // field's 32-byte half: rows 8h .. 8h+7), without VNNI: a step's vpmaddubsw pair sums add up in
@@ -1479,6 +1477,8 @@ void gemmRepackedKY(const std::byte* wr, int64_t nRows, const std::byte* xq, siz
         }
     }
 }
+
+// ---- Q8_K quantisers (bytes identical to q8kQuantizeGeneric) ----
 
 LCW_AVX2 void quantizeQ8KAvx2(const float* x, void* dst, int64_t n) {
     auto* out = static_cast<uint8_t*>(dst);
