@@ -420,14 +420,16 @@ private slots:
         bool anyKernel = false;
         for (DType t : kTypes) {
             QVERIFY(kr::repackable(t));
-            for (bool quantised : {false, true}) {
-                const int64_t rows = 37, n = 768; // 3 groups, the last of 5 rows
+            // 37 rows: 3 groups, the last of 5 rows; 150: 10 groups.
+            for (auto [quantised, rows] :
+                 {std::pair<bool, int64_t>{false, 37}, {true, 37}, {true, 150}}) {
+                const int64_t n = 768, groups = (rows + 15) / 16;
                 const Problem p = makeProblem(t, rows, n, 11, quantised, 5u + uint32_t(t));
                 const size_t rb = p.rowBytes(), gb = kr::repackedGroupBytes(t, n);
                 QCOMPARE(gb, size_t(kr::kRepackRows) * rb);
-                QCOMPARE(kr::repackedBytes(t, rows, n), 3 * gb);
-                std::vector<std::byte> rp(3 * gb, std::byte{0x5A});
-                kr::repackRows(t, p.w.data(), rb, rows, n, rp.data(), 0, 3);
+                QCOMPARE(kr::repackedBytes(t, rows, n), size_t(groups) * gb);
+                std::vector<std::byte> rp(size_t(groups) * gb, std::byte{0x5A});
+                kr::repackRows(t, p.w.data(), rb, rows, n, rp.data(), 0, groups);
                 checkKLayout(t, p, rp);
                 if (QTest::currentTestFailed()) return;
                 const kr::QDotKernel* gen = kr::qdotKernel(t, kr::Isa::Generic);
@@ -444,7 +446,10 @@ private slots:
                                               {1, 21},
                                               {2, 5},
                                               {0, 16},
-                                              {1, 3}}) {
+                                              {1, 3},
+                                              {1, rows - 16},
+                                              {2, 64}}) {
+                            if (g0 * 16 + nr > rows) continue;
                             std::vector<float> y(size_t(nTok * nr), -7.0f);
                             k->gemmRepacked(rp.data() + size_t(g0) * gb, nr, xq.data(), ldx, nTok,
                                             y.data(), nr, n);
