@@ -1306,7 +1306,7 @@ void gemmRepackedK(const std::byte* wr, int64_t nRows, const std::byte* xq, size
     }
 }
 
-// ================= AVX2, repacked (Q4_K, Q5_K) =================
+// ================= AVX2, repacked (Q4_K, Q5_K, Q6_K) =================
 // The arithmetic of the AVX-512 repacked kernel (Q45KR) on the 8-row halves of a group (each
 // field's 32-byte half: rows 8h .. 8h+7), without VNNI: a step's vpmaddubsw pair sums add up in
 // int16 (Q4_K: 8 words of codes <= 15, |sum| <= 8·2·15·128 = 30720; Q5_K: two runs of 4 words,
@@ -1329,6 +1329,7 @@ LCW_AVX2 inline __m256i shiftBitsY(__m256i v, int s) { // left by s, right by �
 template <bool kQ5> struct Q45KRY {
     using Z = Q45KR<kQ5>;
     static constexpr DType kType = Z::kType;
+    static constexpr bool kMins = true;
     static constexpr int kHead = Z::kHead;
     template <int NT>
     LCW_AVX2 static void sums(const uint8_t* p, const uint8_t* pf, int h, const uint8_t* xb,
@@ -1400,6 +1401,72 @@ template <bool kQ5> struct Q45KRY {
     }
 };
 
+// Q6_K (Q6KR's code sets and groups of 16): code set i of word k is 6 bits, so a run of two
+// words' vpmaddubsw pairs stays in int16 (2·2·63·128 = 32256); group m's sum is scaled by
+// vpmaddwd with s_m in both int16 halves, and its −32·bsum_m (TokR) times s_m added by vpmulld.
+struct Q6KRY {
+    using Z = Q6KR;
+    static constexpr DType kType = Z::kType;
+    static constexpr bool kMins = false;
+    static constexpr int kHead = Z::kHead;
+    template <int NT>
+    LCW_AVX2 static void sums(const uint8_t* p, const uint8_t* pf, int hh, const uint8_t* xb,
+                              size_t ldx, const TokR* tb, int64_t nb, __m256i (&isc)[NT],
+                              __m256i (&)[NT]) {
+        const auto ld = [p, hh](int off) LCW_AVX2 {
+            return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + off + 32 * hh));
+        };
+        const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30),
+                      lo16 = _mm256_set1_epi32(0xFFFF);
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; ++h)
+#pragma GCC unroll 2
+            for (int g = 0; g < 2; ++g)
+#pragma GCC unroll 4
+                for (int i = 0; i < 4; ++i) {
+                    const int m = 8 * h + 2 * i + g;
+                    const __m256i sv = ld(Z::kScales + 64 * (m / 4));
+                    const __m256i sc =
+                        _mm256_srai_epi32(_mm256_slli_epi32(sv, 24 - 8 * (m % 4)), 24);
+                    const __m256i sc2 =
+                        _mm256_or_si256(_mm256_and_si256(sc, lo16), _mm256_slli_epi32(sc, 16));
+#pragma GCC unroll 2
+                    for (int run = 0; run < 2; ++run) {
+                        __m256i s[NT];
+                        for (int t = 0; t < NT; ++t) s[t] = _mm256_setzero_si256();
+#pragma GCC unroll 2
+                        for (int kk = 2 * run; kk < 2 * run + 2; ++kk) {
+                            const int k = 4 * g + kk;
+                            const int ox = Z::kHead + (16 * h + 8 * (i % 2) + k) * 64;
+                            const int oh = Z::kQh + (8 * h + k) * 64;
+                            if (i < 2) {
+                                _mm_prefetch(reinterpret_cast<const char*>(pf + ox), _MM_HINT_T0);
+                                if (i == 0)
+                                    _mm_prefetch(reinterpret_cast<const char*>(pf + oh),
+                                                 _MM_HINT_T0);
+                            }
+                            const __m256i X = ld(ox), H = ld(oh);
+                            const __m256i lo =
+                                _mm256_and_si256(i < 2 ? X : _mm256_srli_epi32(X, 4), m4);
+                            const __m256i q = _mm256_or_si256(
+                                lo, _mm256_and_si256(shiftBitsY(H, 4 - 2 * i), m30));
+                            for (int t = 0; t < NT; ++t) {
+                                int32_t a;
+                                std::memcpy(&a, xb + t * ldx + 128 * h + 32 * i + 4 * k, 4);
+                                s[t] = _mm256_add_epi16(
+                                    s[t], _mm256_maddubs_epi16(q, _mm256_set1_epi32(a)));
+                            }
+                        }
+                        for (int t = 0; t < NT; ++t)
+                            isc[t] = _mm256_add_epi32(isc[t], _mm256_madd_epi16(s[t], sc2));
+                    }
+                    for (int t = 0; t < NT; ++t)
+                        isc[t] = _mm256_add_epi32(
+                            isc[t], _mm256_mullo_epi32(sc, _mm256_set1_epi32(tb[t * nb].v[m])));
+                }
+    }
+};
+
 // Halves h0 .. h0+NH-1 of one group (nr of its rows real; y at its first row) × NT tokens over
 // all nb super-blocks; two halves in one sweep read the stream once.
 template <class K, int NT, int NH>
@@ -1419,16 +1486,20 @@ LCW_AVX2 void repackedGroupY(const uint8_t* wg, int h0, int64_t nb, const uint8_
             __m256i isc[NT], imn[NT];
             for (int t = 0; t < NT; ++t) isc[t] = imn[t] = _mm256_setzero_si256();
             K::template sums<NT>(p, p + kRepackAhead * kBytes, h, xb, ldx, tok + b, nb, isc, imn);
-            // The half's f16 d (16 rows' at p) and dmin (at p + 32).
+            // The half's f16 d (16 rows' at p) and dmin (types with mins: at p + 32).
             const __m256 d =
                 _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * h)));
-            const __m256 dm =
-                _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 32 + 16 * h)));
             for (int t = 0; t < NT; ++t) {
                 const __m256 da = _mm256_set1_ps(tok[t * nb + b].da);
                 const __m256 a = mulY(mulY(d, da), _mm256_cvtepi32_ps(isc[t]));
-                const __m256 m = mulY(mulY(dm, da), _mm256_cvtepi32_ps(imn[t]));
-                acc[i][t] = _mm256_add_ps(acc[i][t], _mm256_sub_ps(a, m));
+                if constexpr (K::kMins) {
+                    const __m256 dm = _mm256_cvtph_ps(
+                        _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 32 + 16 * h)));
+                    const __m256 m = mulY(mulY(dm, da), _mm256_cvtepi32_ps(imn[t]));
+                    acc[i][t] = _mm256_add_ps(acc[i][t], _mm256_sub_ps(a, m));
+                } else {
+                    acc[i][t] = _mm256_add_ps(acc[i][t], a);
+                }
             }
         }
     }
@@ -1658,6 +1729,8 @@ constexpr QDotKernel kAvx2{ActQ::Q8_K, quantizeQ8KAvx2, gemmAvx2<K>, [] {
                                    return gemmRepackedKY<Q45KRY<false>>;
                                else if constexpr (K::kType == DType::Q5_K)
                                    return gemmRepackedKY<Q45KRY<true>>;
+                               else if constexpr (K::kType == DType::Q6_K)
+                                   return gemmRepackedKY<Q6KRY>;
                                else
                                    return decltype(&gemmRepackedKY<Q45KRY<false>>)(nullptr);
                            }()};
