@@ -1306,7 +1306,7 @@ void gemmRepackedK(const std::byte* wr, int64_t nRows, const std::byte* xq, size
     }
 }
 
-// ================= AVX2, repacked (Q4_K, Q5_K, Q6_K) =================
+// ================= AVX2, repacked (Q4_K, Q5_K, Q6_K, IQ4_XS) =================
 // The arithmetic of the AVX-512 repacked kernel (Q45KR) on the 8-row halves of a group (each
 // field's 32-byte half: rows 8h .. 8h+7), without VNNI: a step's vpmaddubsw pair sums add up in
 // int16 (Q4_K: 8 words of codes <= 15, |sum| <= 8·2·15·128 = 30720; Q5_K: two runs of 4 words,
@@ -1464,6 +1464,66 @@ struct Q6KRY {
                         isc[t] = _mm256_add_epi32(
                             isc[t], _mm256_mullo_epi32(sc, _mm256_set1_epi32(tb[t * nb].v[m])));
                 }
+    }
+};
+
+// IQ4_XS (Iq4XsR's words): the 4-bit codes look up the signed IQ4 code book (vpshufb), and
+// vpmaddubsw multiplies |value| by the activation with the value's sign (|q| <= 127: a pair
+// stays below 2^15); each word's pairs are scaled by vpmaddwd with the block scale in both
+// int16 halves. The sums are exact without the AVX-512 kernel's +128 bias (TokR unused).
+struct Iq4XsRY {
+    using Z = Iq4XsR;
+    static constexpr DType kType = Z::kType;
+    static constexpr bool kMins = false;
+    static constexpr int kHead = Z::kHead;
+    template <int NT>
+    LCW_AVX2 static void sums(const uint8_t* p, const uint8_t* pf, int hh, const uint8_t* xb,
+                              size_t ldx, const TokR*, int64_t, __m256i (&isc)[NT],
+                              __m256i (&)[NT]) {
+        const auto ld = [p, hh](int off) LCW_AVX2 {
+            return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + off + 32 * hh));
+        };
+        const __m256i m4 = _mm256_set1_epi8(0x0F), lo16 = _mm256_set1_epi32(0xFFFF);
+        const __m256i book = _mm256_broadcastsi128_si256(
+            _mm_load_si128(reinterpret_cast<const __m128i*>(kIq4Values)));
+        const __m256i sh = _mm256_cvtepu16_epi32(
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + Z::kSh + 16 * hh)));
+        const __m256i sl = ld(Z::kSl);
+#pragma GCC unroll 2
+        for (int ib = 0; ib < 8; ++ib) {
+            // Block scale ib: 4 bits of scales_l, 2 of scales_h, stored +32.
+            const __m256i ls = _mm256_sub_epi32(
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi32(sl, 4 * ib), _mm256_set1_epi32(15)),
+                    _mm256_slli_epi32(
+                        _mm256_and_si256(_mm256_srli_epi32(sh, 2 * ib), _mm256_set1_epi32(3)), 4)),
+                _mm256_set1_epi32(32));
+            const __m256i ls2 =
+                _mm256_or_si256(_mm256_and_si256(ls, lo16), _mm256_slli_epi32(ls, 16));
+#pragma GCC unroll 4
+            for (int k = 0; k < 4; ++k) {
+                // Word k of block ib: values 4k.. (low nibbles), 16+4k.. (high).
+                const int off = kHead + (4 * ib + k) * 64;
+                _mm_prefetch(reinterpret_cast<const char*>(pf + off), _MM_HINT_T0);
+                const __m256i v = ld(off);
+                const __m256i lo = _mm256_shuffle_epi8(book, _mm256_and_si256(v, m4));
+                const __m256i hi =
+                    _mm256_shuffle_epi8(book, _mm256_and_si256(_mm256_srli_epi32(v, 4), m4));
+                const __m256i alo = _mm256_sign_epi8(lo, lo), ahi = _mm256_sign_epi8(hi, hi);
+                for (int t = 0; t < NT; ++t) {
+                    const uint8_t* xt = xb + t * ldx + 32 * ib + 4 * k;
+                    int32_t a, b;
+                    std::memcpy(&a, xt, 4);
+                    std::memcpy(&b, xt + 16, 4);
+                    const __m256i pl =
+                        _mm256_maddubs_epi16(alo, _mm256_sign_epi8(_mm256_set1_epi32(a), lo));
+                    const __m256i ph =
+                        _mm256_maddubs_epi16(ahi, _mm256_sign_epi8(_mm256_set1_epi32(b), hi));
+                    isc[t] = _mm256_add_epi32(isc[t], _mm256_add_epi32(_mm256_madd_epi16(pl, ls2),
+                                                                       _mm256_madd_epi16(ph, ls2)));
+                }
+            }
+        }
     }
 };
 
@@ -1731,6 +1791,8 @@ constexpr QDotKernel kAvx2{ActQ::Q8_K, quantizeQ8KAvx2, gemmAvx2<K>, [] {
                                    return gemmRepackedKY<Q45KRY<true>>;
                                else if constexpr (K::kType == DType::Q6_K)
                                    return gemmRepackedKY<Q6KRY>;
+                               else if constexpr (K::kType == DType::IQ4_XS)
+                                   return gemmRepackedKY<Iq4XsRY>;
                                else
                                    return decltype(&gemmRepackedKY<Q45KRY<false>>)(nullptr);
                            }()};
