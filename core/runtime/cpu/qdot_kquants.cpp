@@ -1306,7 +1306,7 @@ void gemmRepackedK(const std::byte* wr, int64_t nRows, const std::byte* xq, size
     }
 }
 
-// ================= AVX2, repacked (Q4_K, Q5_K, Q6_K, IQ4_XS) =================
+// ================= AVX2, repacked (Q2_K, Q4_K, Q5_K, Q6_K, IQ4_XS) =================
 // The arithmetic of the AVX-512 repacked kernel (Q45KR) on the 8-row halves of a group (each
 // field's 32-byte half: rows 8h .. 8h+7), without VNNI: a step's vpmaddubsw pair sums add up in
 // int16 (Q4_K: 8 words of codes <= 15, |sum| <= 8·2·15·128 = 30720; Q5_K: two runs of 4 words,
@@ -1523,6 +1523,66 @@ struct Iq4XsRY {
                                                                        _mm256_madd_epi16(ph, ls2)));
                 }
             }
+        }
+    }
+};
+
+// Q2_K (Q2KR's code sets and groups of 16): 2-bit codes, so a group's four words of vpmaddubsw
+// pairs stay in int16 (4·2·3·127); vpmaddwd scales them by s_m in both int16 halves; mins by
+// vpmaddwd against TokR's bsum pairs as in Q2KR.
+struct Q2KRY {
+    using Z = Q2KR;
+    static constexpr DType kType = Z::kType;
+    static constexpr bool kMins = true;
+    static constexpr int kHead = Z::kHead;
+    template <int NT>
+    LCW_AVX2 static void sums(const uint8_t* p, const uint8_t* pf, int hh, const uint8_t* xb,
+                              size_t ldx, const TokR* tb, int64_t nb, __m256i (&isc)[NT],
+                              __m256i (&imn)[NT]) {
+        const auto ld = [p, hh](int off) LCW_AVX2 {
+            return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + off + 32 * hh));
+        };
+        const __m256i m3 = _mm256_set1_epi8(3), m4 = _mm256_set1_epi8(0x0F),
+                      lo8 = _mm256_set1_epi32(0x00FF00FF);
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; ++h)
+#pragma GCC unroll 2
+            for (int g = 0; g < 2; ++g)
+#pragma GCC unroll 4
+                for (int i = 0; i < 4; ++i) {
+                    const int m = 8 * h + 2 * i + g;
+                    // s_m (low nibble of scales byte m) in both int16 halves of each lane.
+                    const __m256i sc = _mm256_and_si256(
+                        _mm256_srli_epi32(ld(Z::kScales + 64 * (m / 4)), 8 * (m % 4)),
+                        _mm256_set1_epi32(0x0F));
+                    const __m256i sc2 = _mm256_or_si256(sc, _mm256_slli_epi32(sc, 16));
+                    __m256i s[NT];
+                    for (int t = 0; t < NT; ++t) s[t] = _mm256_setzero_si256();
+#pragma GCC unroll 4
+                    for (int kk = 0; kk < 4; ++kk) {
+                        const int k = 4 * g + kk, off = kHead + (8 * h + k) * 64;
+                        if (i == 0)
+                            _mm_prefetch(reinterpret_cast<const char*>(pf + off), _MM_HINT_T0);
+                        const __m256i q = _mm256_and_si256(_mm256_srli_epi32(ld(off), 2 * i), m3);
+                        for (int t = 0; t < NT; ++t) {
+                            int32_t a;
+                            std::memcpy(&a, xb + t * ldx + 128 * h + 32 * i + 4 * k, 4);
+                            s[t] = _mm256_add_epi16(s[t],
+                                                    _mm256_maddubs_epi16(q, _mm256_set1_epi32(a)));
+                        }
+                    }
+                    for (int t = 0; t < NT; ++t)
+                        isc[t] = _mm256_add_epi32(isc[t], _mm256_madd_epi16(s[t], sc2));
+                }
+        // Mins (high nibbles) as int16 pairs (4j, 4j+2), (4j+1, 4j+3) against TokR's bsums.
+        for (int j = 0; j < 4; ++j) {
+            const __m256i mn = _mm256_and_si256(_mm256_srli_epi32(ld(Z::kScales + 64 * j), 4), m4);
+            const __m256i mp[2] = {_mm256_and_si256(mn, lo8), _mm256_srli_epi16(mn, 8)};
+            for (int t = 0; t < NT; ++t)
+                for (int q = 0; q < 2; ++q)
+                    imn[t] = _mm256_add_epi32(
+                        imn[t],
+                        _mm256_madd_epi16(mp[q], _mm256_set1_epi32(tb[t * nb].v[2 * j + q])));
         }
     }
 };
@@ -1793,6 +1853,8 @@ constexpr QDotKernel kAvx2{ActQ::Q8_K, quantizeQ8KAvx2, gemmAvx2<K>, [] {
                                    return gemmRepackedKY<Q6KRY>;
                                else if constexpr (K::kType == DType::IQ4_XS)
                                    return gemmRepackedKY<Iq4XsRY>;
+                               else if constexpr (K::kType == DType::Q2_K)
+                                   return gemmRepackedKY<Q2KRY>;
                                else
                                    return decltype(&gemmRepackedKY<Q45KRY<false>>)(nullptr);
                            }()};
