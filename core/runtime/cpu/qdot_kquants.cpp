@@ -1306,7 +1306,7 @@ void gemmRepackedK(const std::byte* wr, int64_t nRows, const std::byte* xq, size
     }
 }
 
-// ================= AVX2, repacked (Q2_K, Q4_K, Q5_K, Q6_K, IQ4_XS) =================
+// ================= AVX2, repacked (every K-quant) =================
 // The arithmetic of the AVX-512 repacked kernel (Q45KR) on the 8-row halves of a group (each
 // field's 32-byte half: rows 8h .. 8h+7), without VNNI: a step's vpmaddubsw pair sums add up in
 // int16 (Q4_K: 8 words of codes <= 15, |sum| <= 8·2·15·128 = 30720; Q5_K: two runs of 4 words,
@@ -1587,6 +1587,74 @@ struct Q2KRY {
     }
 };
 
+// Q3_K (Q3KR's code sets and groups of 16): 3-bit codes (2 bits of qs, 1 of hmask), a group's
+// four words of vpmaddubsw pairs in int16; vpmaddwd with s_m (unpackQ3Scales on 8 rows, less
+// 32) in both int16 halves, and the −4·bsum_m term (TokR) times s_m by vpmulld.
+struct Q3KRY {
+    using Z = Q3KR;
+    static constexpr DType kType = Z::kType;
+    static constexpr bool kMins = false;
+    static constexpr int kHead = Z::kHead;
+    template <int NT>
+    LCW_AVX2 static void sums(const uint8_t* p, const uint8_t* pf, int hh, const uint8_t* xb,
+                              size_t ldx, const TokR* tb, int64_t nb, __m256i (&isc)[NT],
+                              __m256i (&)[NT]) {
+        const auto ld = [p, hh](int off) LCW_AVX2 {
+            return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + off + 32 * hh));
+        };
+        const __m256i m3 = _mm256_set1_epi8(3), m4 = _mm256_set1_epi8(4),
+                      mf = _mm256_set1_epi8(0x0F), lo16 = _mm256_set1_epi32(0xFFFF);
+        // Byte j of sc[w]: scale 4w + j, signed.
+        const __m256i a0 = ld(Z::kScales), a1 = ld(Z::kScales + 64), a2 = ld(Z::kScales + 128);
+        __m256i sc[4];
+        for (int w = 0; w < 4; ++w) {
+            const __m256i lo = _mm256_and_si256(shiftBitsY(w % 2 ? a1 : a0, -4 * (w / 2)), mf);
+            const __m256i hi = _mm256_and_si256(shiftBitsY(a2, -2 * w), m3);
+            sc[w] = _mm256_sub_epi8(_mm256_or_si256(lo, _mm256_slli_epi32(hi, 4)),
+                                    _mm256_set1_epi8(32));
+        }
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; ++h)
+#pragma GCC unroll 2
+            for (int g = 0; g < 2; ++g)
+#pragma GCC unroll 4
+                for (int i = 0; i < 4; ++i) {
+                    const int m = 8 * h + 2 * i + g;
+                    const __m256i s32 =
+                        _mm256_srai_epi32(_mm256_slli_epi32(sc[m / 4], 24 - 8 * (m % 4)), 24);
+                    const __m256i s2 =
+                        _mm256_or_si256(_mm256_and_si256(s32, lo16), _mm256_slli_epi32(s32, 16));
+                    __m256i s[NT];
+                    for (int t = 0; t < NT; ++t) s[t] = _mm256_setzero_si256();
+#pragma GCC unroll 4
+                    for (int kk = 0; kk < 4; ++kk) {
+                        const int k = 4 * g + kk, off = kHead + (8 * h + k) * 64;
+                        if (i == 0) {
+                            _mm_prefetch(reinterpret_cast<const char*>(pf + off), _MM_HINT_T0);
+                            if (h == 0)
+                                _mm_prefetch(reinterpret_cast<const char*>(pf + Z::kHm + 64 * k),
+                                             _MM_HINT_T0);
+                        }
+                        // (v >> 2i) & 3 | (hmask bit 4h + i moved to bit 2)
+                        const __m256i q = _mm256_or_si256(
+                            _mm256_and_si256(shiftBitsY(ld(off), -2 * i), m3),
+                            _mm256_and_si256(shiftBitsY(ld(Z::kHm + 64 * k), 2 - (4 * h + i)), m4));
+                        for (int t = 0; t < NT; ++t) {
+                            int32_t a;
+                            std::memcpy(&a, xb + t * ldx + 128 * h + 32 * i + 4 * k, 4);
+                            s[t] = _mm256_add_epi16(s[t],
+                                                    _mm256_maddubs_epi16(q, _mm256_set1_epi32(a)));
+                        }
+                    }
+                    for (int t = 0; t < NT; ++t)
+                        isc[t] = _mm256_add_epi32(
+                            isc[t], _mm256_add_epi32(_mm256_madd_epi16(s[t], s2),
+                                                     _mm256_mullo_epi32(
+                                                         s32, _mm256_set1_epi32(tb[t * nb].v[m]))));
+                }
+    }
+};
+
 // Halves h0 .. h0+NH-1 of one group (nr of its rows real; y at its first row) × NT tokens over
 // all nb super-blocks; two halves in one sweep read the stream once.
 template <class K, int NT, int NH>
@@ -1855,6 +1923,8 @@ constexpr QDotKernel kAvx2{ActQ::Q8_K, quantizeQ8KAvx2, gemmAvx2<K>, [] {
                                    return gemmRepackedKY<Iq4XsRY>;
                                else if constexpr (K::kType == DType::Q2_K)
                                    return gemmRepackedKY<Q2KRY>;
+                               else if constexpr (K::kType == DType::Q3_K)
+                                   return gemmRepackedKY<Q3KRY>;
                                else
                                    return decltype(&gemmRepackedKY<Q45KRY<false>>)(nullptr);
                            }()};
