@@ -1307,12 +1307,12 @@ void gemmRepackedK(const std::byte* wr, int64_t nRows, const std::byte* xq, size
 }
 
 // ================= AVX2, repacked (every K-quant) =================
-// The arithmetic of the AVX-512 repacked kernel (Q45KR) on the 8-row halves of a group (each
-// field's 32-byte half: rows 8h .. 8h+7), without VNNI: a step's vpmaddubsw pair sums add up in
-// int16 (Q4_K: 8 words of codes <= 15, |sum| <= 8·2·15·128 = 30720; Q5_K: two runs of 4 words,
-// codes <= 31), and vpmaddwd against the step's scale in both int16 halves of the row's lane
-// gives the scaled int32 sum; mins by vpmaddwd as there. The same integer sums and float steps
-// as the portable version, so its bits.
+// The arithmetic of the AVX-512 repacked kernels (the *R structs above) on the 8-row halves of a
+// group (each field's 32-byte half: rows 8h .. 8h+7), without VNNI: vpmaddubsw pair sums add up
+// in int16 over runs of words short enough not to overflow (|q| <= 127: Q8_K's quantiser maps
+// the extreme to ±127), and vpmaddwd against the scale in both int16 halves of a row's lane gives
+// the scaled int32 sum; mins by vpmaddwd as there. The same integer sums and float steps as the
+// portable version, so its bits.
 
 // a·b rounded to float, opaque to the compiler so that no later add is fused with it into an
 // FMA (the portable version rounds every product).
@@ -1325,65 +1325,76 @@ LCW_AVX2 inline __m256 mulY(__m256 a, __m256 b) {
 LCW_AVX2 inline __m256i shiftBitsY(__m256i v, int s) { // left by s, right by −s (32-bit lanes)
     return s >= 0 ? _mm256_slli_epi32(v, s) : _mm256_srli_epi32(v, -s);
 }
+// Half hh (rows 8hh ..) of the 16-row field word at p + off.
+LCW_AVX2 inline __m256i wordsY(const uint8_t* p, int off, int hh) {
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + off + 32 * hh));
+}
+// An int32 lane value v (|v| < 2^15) in both int16 halves: vpmaddwd then scales a pair sum by v.
+LCW_AVX2 inline __m256i bothHalves(__m256i v) {
+    return _mm256_or_si256(_mm256_and_si256(v, _mm256_set1_epi32(0xFFFF)),
+                           _mm256_slli_epi32(v, 16));
+}
+// s[t] += vpmaddubsw(q, the 4 activation bytes at x + t·ldx), int16.
+template <int NT>
+LCW_AVX2 inline void pairSums(__m256i (&s)[NT], __m256i q, const uint8_t* x, size_t ldx) {
+    for (int t = 0; t < NT; ++t) {
+        int32_t a;
+        std::memcpy(&a, x + t * ldx, 4);
+        s[t] = _mm256_add_epi16(s[t], _mm256_maddubs_epi16(q, _mm256_set1_epi32(a)));
+    }
+}
+// The members every AVX2 repacked type takes from its AVX-512 one.
+template <class R, bool kM> struct RepackedY {
+    using Z = R;
+    static constexpr DType kType = R::kType;
+    static constexpr bool kMins = kM;
+    static constexpr int kHead = R::kHead;
+};
 
-template <bool kQ5> struct Q45KRY {
+// Q4_K / Q5_K (Q45KR's words): a step's words in one run (Q4_K: 8 words of codes <= 15,
+// 8·2·15·127 < 2^15) or two (Q5_K: 4 words each, codes <= 31).
+template <bool kQ5> struct Q45KRY : RepackedY<Q45KR<kQ5>, true> {
     using Z = Q45KR<kQ5>;
-    static constexpr DType kType = Z::kType;
-    static constexpr bool kMins = true;
-    static constexpr int kHead = Z::kHead;
     template <int NT>
-    LCW_AVX2 static void sums(const uint8_t* p, const uint8_t* pf, int h, const uint8_t* xb,
+    LCW_AVX2 static void sums(const uint8_t* p, const uint8_t* pf, int hh, const uint8_t* xb,
                               size_t ldx, const TokR* tb, int64_t nb, __m256i (&isc)[NT],
                               __m256i (&imn)[NT]) {
-        const auto ld = [p, h](int off) LCW_AVX2 {
-            return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + off + 32 * h));
-        };
         const __m256i m10 = _mm256_set1_epi8(0x10), m4 = _mm256_set1_epi8(0x0F),
                       m6 = _mm256_set1_epi8(0x3F), m30 = _mm256_set1_epi8(0x30),
                       lo16 = _mm256_set1_epi32(0x00FF00FF), ff = _mm256_set1_epi32(0xFF);
         // Bytes j of sLo / sHi = scales j, 4 + j; of mLo / mHi = mins j, 4 + j.
-        const __m256i v0 = ld(Z::kScales), v1 = ld(Z::kScales + 64), v2 = ld(Z::kScales + 128);
+        const __m256i v0 = wordsY(p, Z::kScales, hh), v1 = wordsY(p, Z::kScales + 64, hh),
+                      v2 = wordsY(p, Z::kScales + 128, hh);
         const __m256i sLo = _mm256_and_si256(v0, m6), mLo = _mm256_and_si256(v1, m6);
         const __m256i sHi = _mm256_or_si256(_mm256_and_si256(v2, m4),
                                             _mm256_and_si256(_mm256_srli_epi32(v0, 2), m30));
         const __m256i mHi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(v2, 4), m4),
                                             _mm256_and_si256(_mm256_srli_epi32(v1, 2), m30));
-        // Byte j of each lane in both of its int16 halves.
-        const auto pairOf = [ff](__m256i v, int j) LCW_AVX2 {
-            const __m256i b = _mm256_and_si256(_mm256_srli_epi32(v, 8 * j), ff);
-            return _mm256_or_si256(b, _mm256_slli_epi32(b, 16));
-        };
         constexpr int kRun = kQ5 ? 4 : 8;
 #pragma GCC unroll 4
         for (int c = 0; c < 4; ++c) {
             const __m256i sv = c < 2 ? sLo : sHi;
-            const __m256i c0 = pairOf(sv, (2 * c) % 4), c1 = pairOf(sv, (2 * c) % 4 + 1);
+            const int j = (2 * c) % 4;
+            const __m256i c0 = bothHalves(_mm256_and_si256(_mm256_srli_epi32(sv, 8 * j), ff));
+            const __m256i c1 = bothHalves(_mm256_and_si256(_mm256_srli_epi32(sv, 8 * j + 8), ff));
 #pragma GCC unroll 2
             for (int k0 = 0; k0 < 8; k0 += kRun) {
                 __m256i s0[NT], s1[NT];
                 for (int t = 0; t < NT; ++t) s0[t] = s1[t] = _mm256_setzero_si256();
 #pragma GCC unroll 8
                 for (int k = k0; k < k0 + kRun; ++k) {
-                    const int off = kHead + (8 * c + k) * 64;
+                    const int off = Z::kHead + (8 * c + k) * 64;
                     _mm_prefetch(reinterpret_cast<const char*>(pf + off), _MM_HINT_T0);
-                    const __m256i v = ld(off);
+                    const __m256i v = wordsY(p, off, hh);
                     __m256i lo = _mm256_and_si256(v, m4);
                     __m256i hi = _mm256_and_si256(_mm256_srli_epi32(v, 4), m4);
                     if constexpr (kQ5) {
-                        const __m256i q = ld(Z::kQh + 64 * k);
+                        const __m256i q = wordsY(p, Z::kQh + 64 * k, hh);
                         lo = _mm256_or_si256(lo, _mm256_and_si256(shiftBitsY(q, 4 - 2 * c), m10));
                         hi = _mm256_or_si256(hi, _mm256_and_si256(shiftBitsY(q, 3 - 2 * c), m10));
                     }
-                    for (int t = 0; t < NT; ++t) {
-                        const uint8_t* xt = xb + t * ldx + 64 * c + 4 * k;
-                        int32_t a, b;
-                        std::memcpy(&a, xt, 4);
-                        std::memcpy(&b, xt + 32, 4);
-                        s0[t] =
-                            _mm256_add_epi16(s0[t], _mm256_maddubs_epi16(lo, _mm256_set1_epi32(a)));
-                        s1[t] =
-                            _mm256_add_epi16(s1[t], _mm256_maddubs_epi16(hi, _mm256_set1_epi32(b)));
-                    }
+                    pairSums<NT>(s0, lo, xb + 64 * c + 4 * k, ldx);
+                    pairSums<NT>(s1, hi, xb + 64 * c + 4 * k + 32, ldx);
                 }
                 for (int t = 0; t < NT; ++t)
                     isc[t] =
@@ -1401,69 +1412,144 @@ template <bool kQ5> struct Q45KRY {
     }
 };
 
-// Q6_K (Q6KR's code sets and groups of 16): code set i of word k is 6 bits, so a run of two
-// words' vpmaddubsw pairs stays in int16 (2·2·63·128 = 32256); group m's sum is scaled by
-// vpmaddwd with s_m in both int16 halves, and its −32·bsum_m (TokR) times s_m added by vpmulld.
-struct Q6KRY {
-    using Z = Q6KR;
-    static constexpr DType kType = Z::kType;
-    static constexpr bool kMins = false;
-    static constexpr int kHead = Z::kHead;
+// The four-code-set types (Q2_K, Q3_K, Q6_K; fourSetSums' order): per half h of the
+// super-block, half g of its 32-value groups and code set i, group m = 8h + 2i + g sums its four
+// words (values 128h + 32i + 4k ..) in runs of kRun words, scaled by s_m (C::scale: int32
+// lanes); kFromTok: plus s_m times TokR's v[m] (the offset types' −offset·bsum_m, by vpmulld).
+// C::code(h, k, i): code set i of word k of half h (prefetching what it reads when i is 0).
+template <int kRun, bool kFromTok, int NT, class C>
+LCW_AVX2 inline void fourSetSumsY(const C& c, const uint8_t* xb, size_t ldx, const TokR* tb,
+                                  int64_t nb, __m256i (&isc)[NT]) {
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; ++h)
+#pragma GCC unroll 2
+        for (int g = 0; g < 2; ++g)
+#pragma GCC unroll 4
+            for (int i = 0; i < 4; ++i) {
+                const int m = 8 * h + 2 * i + g;
+                const __m256i sc = c.scale(m), sc2 = bothHalves(sc);
+#pragma GCC unroll 2
+                for (int k0 = 4 * g; k0 < 4 * g + 4; k0 += kRun) {
+                    __m256i s[NT];
+                    for (int t = 0; t < NT; ++t) s[t] = _mm256_setzero_si256();
+#pragma GCC unroll 4
+                    for (int k = k0; k < k0 + kRun; ++k)
+                        pairSums<NT>(s, c.code(h, k, i), xb + 128 * h + 32 * i + 4 * k, ldx);
+                    for (int t = 0; t < NT; ++t)
+                        isc[t] = _mm256_add_epi32(isc[t], _mm256_madd_epi16(s[t], sc2));
+                }
+                if constexpr (kFromTok)
+                    for (int t = 0; t < NT; ++t)
+                        isc[t] = _mm256_add_epi32(
+                            isc[t], _mm256_mullo_epi32(sc, _mm256_set1_epi32(tb[t * nb].v[m])));
+            }
+}
+
+// Q6_K (Q6KR's words): 6-bit codes, runs of two words (2·2·63·127 < 2^15).
+struct Q6KRY : RepackedY<Q6KR, false> {
+    struct Code {
+        const uint8_t *p, *pf;
+        int hh;
+        LCW_AVX2 __m256i code(int h, int k, int i) const {
+            const int ox = Z::kHead + (16 * h + 8 * (i % 2) + k) * 64;
+            const int oh = Z::kQh + (8 * h + k) * 64;
+            if (i < 2) _mm_prefetch(reinterpret_cast<const char*>(pf + ox), _MM_HINT_T0);
+            if (i == 0) _mm_prefetch(reinterpret_cast<const char*>(pf + oh), _MM_HINT_T0);
+            const __m256i X = wordsY(p, ox, hh);
+            const __m256i lo =
+                _mm256_and_si256(i < 2 ? X : _mm256_srli_epi32(X, 4), _mm256_set1_epi8(0x0F));
+            return _mm256_or_si256(lo, _mm256_and_si256(shiftBitsY(wordsY(p, oh, hh), 4 - 2 * i),
+                                                        _mm256_set1_epi8(0x30)));
+        }
+        LCW_AVX2 __m256i scale(int m) const { // int8 scale m, sign-extended
+            return _mm256_srai_epi32(
+                _mm256_slli_epi32(wordsY(p, Z::kScales + 64 * (m / 4), hh), 24 - 8 * (m % 4)), 24);
+        }
+    };
     template <int NT>
     LCW_AVX2 static void sums(const uint8_t* p, const uint8_t* pf, int hh, const uint8_t* xb,
                               size_t ldx, const TokR* tb, int64_t nb, __m256i (&isc)[NT],
                               __m256i (&)[NT]) {
-        const auto ld = [p, hh](int off) LCW_AVX2 {
-            return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + off + 32 * hh));
-        };
-        const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30),
-                      lo16 = _mm256_set1_epi32(0xFFFF);
-#pragma GCC unroll 2
-        for (int h = 0; h < 2; ++h)
-#pragma GCC unroll 2
-            for (int g = 0; g < 2; ++g)
-#pragma GCC unroll 4
-                for (int i = 0; i < 4; ++i) {
-                    const int m = 8 * h + 2 * i + g;
-                    const __m256i sv = ld(Z::kScales + 64 * (m / 4));
-                    const __m256i sc =
-                        _mm256_srai_epi32(_mm256_slli_epi32(sv, 24 - 8 * (m % 4)), 24);
-                    const __m256i sc2 =
-                        _mm256_or_si256(_mm256_and_si256(sc, lo16), _mm256_slli_epi32(sc, 16));
-#pragma GCC unroll 2
-                    for (int run = 0; run < 2; ++run) {
-                        __m256i s[NT];
-                        for (int t = 0; t < NT; ++t) s[t] = _mm256_setzero_si256();
-#pragma GCC unroll 2
-                        for (int kk = 2 * run; kk < 2 * run + 2; ++kk) {
-                            const int k = 4 * g + kk;
-                            const int ox = Z::kHead + (16 * h + 8 * (i % 2) + k) * 64;
-                            const int oh = Z::kQh + (8 * h + k) * 64;
-                            if (i < 2) {
-                                _mm_prefetch(reinterpret_cast<const char*>(pf + ox), _MM_HINT_T0);
-                                if (i == 0)
-                                    _mm_prefetch(reinterpret_cast<const char*>(pf + oh),
-                                                 _MM_HINT_T0);
-                            }
-                            const __m256i X = ld(ox), H = ld(oh);
-                            const __m256i lo =
-                                _mm256_and_si256(i < 2 ? X : _mm256_srli_epi32(X, 4), m4);
-                            const __m256i q = _mm256_or_si256(
-                                lo, _mm256_and_si256(shiftBitsY(H, 4 - 2 * i), m30));
-                            for (int t = 0; t < NT; ++t) {
-                                int32_t a;
-                                std::memcpy(&a, xb + t * ldx + 128 * h + 32 * i + 4 * k, 4);
-                                s[t] = _mm256_add_epi16(
-                                    s[t], _mm256_maddubs_epi16(q, _mm256_set1_epi32(a)));
-                            }
-                        }
-                        for (int t = 0; t < NT; ++t)
-                            isc[t] = _mm256_add_epi32(isc[t], _mm256_madd_epi16(s[t], sc2));
-                    }
-                    for (int t = 0; t < NT; ++t)
-                        isc[t] = _mm256_add_epi32(
-                            isc[t], _mm256_mullo_epi32(sc, _mm256_set1_epi32(tb[t * nb].v[m])));
-                }
+        fourSetSumsY<2, true, NT>(Code{p, pf, hh}, xb, ldx, tb, nb, isc);
+    }
+};
+
+// Q3_K (Q3KR's words): 3-bit codes (2 bits of qs, 1 of hmask), runs of four words; scales
+// unpacked as unpackQ3Scales does, less 32.
+struct Q3KRY : RepackedY<Q3KR, false> {
+    struct Code {
+        const uint8_t *p, *pf;
+        int hh;
+        __m256i sc[4]; // byte j of sc[w]: scale 4w + j, signed
+        LCW_AVX2 __m256i code(int h, int k, int i) const {
+            const int off = Z::kHead + (8 * h + k) * 64, om = Z::kHm + 64 * k;
+            if (i == 0) {
+                _mm_prefetch(reinterpret_cast<const char*>(pf + off), _MM_HINT_T0);
+                if (h == 0) _mm_prefetch(reinterpret_cast<const char*>(pf + om), _MM_HINT_T0);
+            }
+            // (v >> 2i) & 3 | (hmask bit 4h + i moved to bit 2)
+            return _mm256_or_si256(
+                _mm256_and_si256(shiftBitsY(wordsY(p, off, hh), -2 * i), _mm256_set1_epi8(3)),
+                _mm256_and_si256(shiftBitsY(wordsY(p, om, hh), 2 - (4 * h + i)),
+                                 _mm256_set1_epi8(4)));
+        }
+        LCW_AVX2 __m256i scale(int m) const {
+            return _mm256_srai_epi32(_mm256_slli_epi32(sc[m / 4], 24 - 8 * (m % 4)), 24);
+        }
+    };
+    template <int NT>
+    LCW_AVX2 static void sums(const uint8_t* p, const uint8_t* pf, int hh, const uint8_t* xb,
+                              size_t ldx, const TokR* tb, int64_t nb, __m256i (&isc)[NT],
+                              __m256i (&)[NT]) {
+        Code c{p, pf, hh, {}};
+        const __m256i a0 = wordsY(p, Z::kScales, hh), a1 = wordsY(p, Z::kScales + 64, hh),
+                      a2 = wordsY(p, Z::kScales + 128, hh);
+        for (int w = 0; w < 4; ++w) {
+            const __m256i lo =
+                _mm256_and_si256(shiftBitsY(w % 2 ? a1 : a0, -4 * (w / 2)), _mm256_set1_epi8(15));
+            const __m256i hi = _mm256_and_si256(shiftBitsY(a2, -2 * w), _mm256_set1_epi8(3));
+            c.sc[w] = _mm256_sub_epi8(_mm256_or_si256(lo, _mm256_slli_epi32(hi, 4)),
+                                      _mm256_set1_epi8(32));
+        }
+        fourSetSumsY<4, true, NT>(c, xb, ldx, tb, nb, isc);
+    }
+};
+
+// Q2_K (Q2KR's words): 2-bit codes, runs of four words; scale m the low nibble of scales byte
+// m, min m its high nibble (vpmaddwd against TokR's bsum pairs as in Q2KR).
+struct Q2KRY : RepackedY<Q2KR, true> {
+    struct Code {
+        const uint8_t *p, *pf;
+        int hh;
+        LCW_AVX2 __m256i code(int h, int k, int i) const {
+            const int off = Z::kHead + (8 * h + k) * 64;
+            if (i == 0) _mm_prefetch(reinterpret_cast<const char*>(pf + off), _MM_HINT_T0);
+            return _mm256_and_si256(_mm256_srli_epi32(wordsY(p, off, hh), 2 * i),
+                                    _mm256_set1_epi8(3));
+        }
+        LCW_AVX2 __m256i scale(int m) const {
+            return _mm256_and_si256(
+                _mm256_srli_epi32(wordsY(p, Z::kScales + 64 * (m / 4), hh), 8 * (m % 4)),
+                _mm256_set1_epi32(0x0F));
+        }
+    };
+    template <int NT>
+    LCW_AVX2 static void sums(const uint8_t* p, const uint8_t* pf, int hh, const uint8_t* xb,
+                              size_t ldx, const TokR* tb, int64_t nb, __m256i (&isc)[NT],
+                              __m256i (&imn)[NT]) {
+        fourSetSumsY<4, false, NT>(Code{p, pf, hh}, xb, ldx, tb, nb, isc);
+        // Mins (high nibbles) as int16 pairs (4j, 4j+2), (4j+1, 4j+3) against TokR's bsums.
+        for (int j = 0; j < 4; ++j) {
+            const __m256i mn = _mm256_and_si256(
+                _mm256_srli_epi32(wordsY(p, Z::kScales + 64 * j, hh), 4), _mm256_set1_epi8(0x0F));
+            const __m256i mp[2] = {_mm256_and_si256(mn, _mm256_set1_epi32(0x00FF00FF)),
+                                   _mm256_srli_epi16(mn, 8)};
+            for (int t = 0; t < NT; ++t)
+                for (int q = 0; q < 2; ++q)
+                    imn[t] = _mm256_add_epi32(
+                        imn[t],
+                        _mm256_madd_epi16(mp[q], _mm256_set1_epi32(tb[t * nb].v[2 * j + q])));
+        }
     }
 };
 
@@ -1471,24 +1557,17 @@ struct Q6KRY {
 // vpmaddubsw multiplies |value| by the activation with the value's sign (|q| <= 127: a pair
 // stays below 2^15); each word's pairs are scaled by vpmaddwd with the block scale in both
 // int16 halves. The sums are exact without the AVX-512 kernel's +128 bias (TokR unused).
-struct Iq4XsRY {
-    using Z = Iq4XsR;
-    static constexpr DType kType = Z::kType;
-    static constexpr bool kMins = false;
-    static constexpr int kHead = Z::kHead;
+struct Iq4XsRY : RepackedY<Iq4XsR, false> {
     template <int NT>
     LCW_AVX2 static void sums(const uint8_t* p, const uint8_t* pf, int hh, const uint8_t* xb,
                               size_t ldx, const TokR*, int64_t, __m256i (&isc)[NT],
                               __m256i (&)[NT]) {
-        const auto ld = [p, hh](int off) LCW_AVX2 {
-            return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + off + 32 * hh));
-        };
-        const __m256i m4 = _mm256_set1_epi8(0x0F), lo16 = _mm256_set1_epi32(0xFFFF);
+        const __m256i m4 = _mm256_set1_epi8(0x0F);
         const __m256i book = _mm256_broadcastsi128_si256(
             _mm_load_si128(reinterpret_cast<const __m128i*>(kIq4Values)));
         const __m256i sh = _mm256_cvtepu16_epi32(
             _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + Z::kSh + 16 * hh)));
-        const __m256i sl = ld(Z::kSl);
+        const __m256i sl = wordsY(p, Z::kSl, hh);
 #pragma GCC unroll 2
         for (int ib = 0; ib < 8; ++ib) {
             // Block scale ib: 4 bits of scales_l, 2 of scales_h, stored +32.
@@ -1498,14 +1577,13 @@ struct Iq4XsRY {
                     _mm256_slli_epi32(
                         _mm256_and_si256(_mm256_srli_epi32(sh, 2 * ib), _mm256_set1_epi32(3)), 4)),
                 _mm256_set1_epi32(32));
-            const __m256i ls2 =
-                _mm256_or_si256(_mm256_and_si256(ls, lo16), _mm256_slli_epi32(ls, 16));
+            const __m256i ls2 = bothHalves(ls);
 #pragma GCC unroll 4
             for (int k = 0; k < 4; ++k) {
                 // Word k of block ib: values 4k.. (low nibbles), 16+4k.. (high).
-                const int off = kHead + (4 * ib + k) * 64;
+                const int off = Z::kHead + (4 * ib + k) * 64;
                 _mm_prefetch(reinterpret_cast<const char*>(pf + off), _MM_HINT_T0);
-                const __m256i v = ld(off);
+                const __m256i v = wordsY(p, off, hh);
                 const __m256i lo = _mm256_shuffle_epi8(book, _mm256_and_si256(v, m4));
                 const __m256i hi =
                     _mm256_shuffle_epi8(book, _mm256_and_si256(_mm256_srli_epi32(v, 4), m4));
@@ -1524,134 +1602,6 @@ struct Iq4XsRY {
                 }
             }
         }
-    }
-};
-
-// Q2_K (Q2KR's code sets and groups of 16): 2-bit codes, so a group's four words of vpmaddubsw
-// pairs stay in int16 (4·2·3·127); vpmaddwd scales them by s_m in both int16 halves; mins by
-// vpmaddwd against TokR's bsum pairs as in Q2KR.
-struct Q2KRY {
-    using Z = Q2KR;
-    static constexpr DType kType = Z::kType;
-    static constexpr bool kMins = true;
-    static constexpr int kHead = Z::kHead;
-    template <int NT>
-    LCW_AVX2 static void sums(const uint8_t* p, const uint8_t* pf, int hh, const uint8_t* xb,
-                              size_t ldx, const TokR* tb, int64_t nb, __m256i (&isc)[NT],
-                              __m256i (&imn)[NT]) {
-        const auto ld = [p, hh](int off) LCW_AVX2 {
-            return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + off + 32 * hh));
-        };
-        const __m256i m3 = _mm256_set1_epi8(3), m4 = _mm256_set1_epi8(0x0F),
-                      lo8 = _mm256_set1_epi32(0x00FF00FF);
-#pragma GCC unroll 2
-        for (int h = 0; h < 2; ++h)
-#pragma GCC unroll 2
-            for (int g = 0; g < 2; ++g)
-#pragma GCC unroll 4
-                for (int i = 0; i < 4; ++i) {
-                    const int m = 8 * h + 2 * i + g;
-                    // s_m (low nibble of scales byte m) in both int16 halves of each lane.
-                    const __m256i sc = _mm256_and_si256(
-                        _mm256_srli_epi32(ld(Z::kScales + 64 * (m / 4)), 8 * (m % 4)),
-                        _mm256_set1_epi32(0x0F));
-                    const __m256i sc2 = _mm256_or_si256(sc, _mm256_slli_epi32(sc, 16));
-                    __m256i s[NT];
-                    for (int t = 0; t < NT; ++t) s[t] = _mm256_setzero_si256();
-#pragma GCC unroll 4
-                    for (int kk = 0; kk < 4; ++kk) {
-                        const int k = 4 * g + kk, off = kHead + (8 * h + k) * 64;
-                        if (i == 0)
-                            _mm_prefetch(reinterpret_cast<const char*>(pf + off), _MM_HINT_T0);
-                        const __m256i q = _mm256_and_si256(_mm256_srli_epi32(ld(off), 2 * i), m3);
-                        for (int t = 0; t < NT; ++t) {
-                            int32_t a;
-                            std::memcpy(&a, xb + t * ldx + 128 * h + 32 * i + 4 * k, 4);
-                            s[t] = _mm256_add_epi16(s[t],
-                                                    _mm256_maddubs_epi16(q, _mm256_set1_epi32(a)));
-                        }
-                    }
-                    for (int t = 0; t < NT; ++t)
-                        isc[t] = _mm256_add_epi32(isc[t], _mm256_madd_epi16(s[t], sc2));
-                }
-        // Mins (high nibbles) as int16 pairs (4j, 4j+2), (4j+1, 4j+3) against TokR's bsums.
-        for (int j = 0; j < 4; ++j) {
-            const __m256i mn = _mm256_and_si256(_mm256_srli_epi32(ld(Z::kScales + 64 * j), 4), m4);
-            const __m256i mp[2] = {_mm256_and_si256(mn, lo8), _mm256_srli_epi16(mn, 8)};
-            for (int t = 0; t < NT; ++t)
-                for (int q = 0; q < 2; ++q)
-                    imn[t] = _mm256_add_epi32(
-                        imn[t],
-                        _mm256_madd_epi16(mp[q], _mm256_set1_epi32(tb[t * nb].v[2 * j + q])));
-        }
-    }
-};
-
-// Q3_K (Q3KR's code sets and groups of 16): 3-bit codes (2 bits of qs, 1 of hmask), a group's
-// four words of vpmaddubsw pairs in int16; vpmaddwd with s_m (unpackQ3Scales on 8 rows, less
-// 32) in both int16 halves, and the −4·bsum_m term (TokR) times s_m by vpmulld.
-struct Q3KRY {
-    using Z = Q3KR;
-    static constexpr DType kType = Z::kType;
-    static constexpr bool kMins = false;
-    static constexpr int kHead = Z::kHead;
-    template <int NT>
-    LCW_AVX2 static void sums(const uint8_t* p, const uint8_t* pf, int hh, const uint8_t* xb,
-                              size_t ldx, const TokR* tb, int64_t nb, __m256i (&isc)[NT],
-                              __m256i (&)[NT]) {
-        const auto ld = [p, hh](int off) LCW_AVX2 {
-            return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + off + 32 * hh));
-        };
-        const __m256i m3 = _mm256_set1_epi8(3), m4 = _mm256_set1_epi8(4),
-                      mf = _mm256_set1_epi8(0x0F), lo16 = _mm256_set1_epi32(0xFFFF);
-        // Byte j of sc[w]: scale 4w + j, signed.
-        const __m256i a0 = ld(Z::kScales), a1 = ld(Z::kScales + 64), a2 = ld(Z::kScales + 128);
-        __m256i sc[4];
-        for (int w = 0; w < 4; ++w) {
-            const __m256i lo = _mm256_and_si256(shiftBitsY(w % 2 ? a1 : a0, -4 * (w / 2)), mf);
-            const __m256i hi = _mm256_and_si256(shiftBitsY(a2, -2 * w), m3);
-            sc[w] = _mm256_sub_epi8(_mm256_or_si256(lo, _mm256_slli_epi32(hi, 4)),
-                                    _mm256_set1_epi8(32));
-        }
-#pragma GCC unroll 2
-        for (int h = 0; h < 2; ++h)
-#pragma GCC unroll 2
-            for (int g = 0; g < 2; ++g)
-#pragma GCC unroll 4
-                for (int i = 0; i < 4; ++i) {
-                    const int m = 8 * h + 2 * i + g;
-                    const __m256i s32 =
-                        _mm256_srai_epi32(_mm256_slli_epi32(sc[m / 4], 24 - 8 * (m % 4)), 24);
-                    const __m256i s2 =
-                        _mm256_or_si256(_mm256_and_si256(s32, lo16), _mm256_slli_epi32(s32, 16));
-                    __m256i s[NT];
-                    for (int t = 0; t < NT; ++t) s[t] = _mm256_setzero_si256();
-#pragma GCC unroll 4
-                    for (int kk = 0; kk < 4; ++kk) {
-                        const int k = 4 * g + kk, off = kHead + (8 * h + k) * 64;
-                        if (i == 0) {
-                            _mm_prefetch(reinterpret_cast<const char*>(pf + off), _MM_HINT_T0);
-                            if (h == 0)
-                                _mm_prefetch(reinterpret_cast<const char*>(pf + Z::kHm + 64 * k),
-                                             _MM_HINT_T0);
-                        }
-                        // (v >> 2i) & 3 | (hmask bit 4h + i moved to bit 2)
-                        const __m256i q = _mm256_or_si256(
-                            _mm256_and_si256(shiftBitsY(ld(off), -2 * i), m3),
-                            _mm256_and_si256(shiftBitsY(ld(Z::kHm + 64 * k), 2 - (4 * h + i)), m4));
-                        for (int t = 0; t < NT; ++t) {
-                            int32_t a;
-                            std::memcpy(&a, xb + t * ldx + 128 * h + 32 * i + 4 * k, 4);
-                            s[t] = _mm256_add_epi16(s[t],
-                                                    _mm256_maddubs_epi16(q, _mm256_set1_epi32(a)));
-                        }
-                    }
-                    for (int t = 0; t < NT; ++t)
-                        isc[t] = _mm256_add_epi32(
-                            isc[t], _mm256_add_epi32(_mm256_madd_epi16(s[t], s2),
-                                                     _mm256_mullo_epi32(
-                                                         s32, _mm256_set1_epi32(tb[t * nb].v[m]))));
-                }
     }
 };
 
