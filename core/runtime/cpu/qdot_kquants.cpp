@@ -1278,32 +1278,40 @@ struct Iq4XsR {
     }
 };
 
-// Tokens in blocks of up to K::kTokens over every group of the call.
-template <class K>
-void gemmRepackedK(const std::byte* wr, int64_t nRows, const std::byte* xq, size_t ldx,
-                   int64_t nTok, float* y, int64_t ldy, int64_t n) {
-    constexpr DType T = K::kType;
-    constexpr int kNT = K::kTokens;
+// A repacked call: the token sides of all its tokens, then group(wg, x, tok, y, nr, nt, nb) for
+// every block of up to kNT tokens (nt of them) and group of 16 rows (nr real) — wg the group, x
+// the block's first activation row, tok its token sides, y its first output.
+template <DType T, int kNT, class Group>
+void repackedCall(const std::byte* wr, int64_t nRows, const std::byte* xq, size_t ldx, int64_t nTok,
+                  float* y, int64_t ldy, int64_t n, Group group) {
     const int64_t nb = n / kQK;
     const size_t gb = repackedGroupBytes(T, n);
     thread_local std::vector<TokR> tok;
     if (tok.size() < size_t(nTok * nb)) tok.resize(size_t(nTok * nb));
     tokSideR<T>(u8(xq), ldx, nTok, nb, tok.data());
-    for (int64_t t0 = 0; t0 < nTok; t0 += kNT) {
-        const int nt = int(std::min<int64_t>(kNT, nTok - t0));
-        for (int64_t r0 = 0; r0 < nRows; r0 += kRepackRows) {
-            const uint8_t* wg = u8(wr) + size_t(r0 / kRepackRows) * gb;
-            const uint8_t* x = u8(xq) + size_t(t0) * ldx;
-            const TokR* tk = tok.data() + t0 * nb;
-            float* yo = y + t0 * ldy + r0;
-            const int nr = int(std::min<int64_t>(kRepackRows, nRows - r0));
+    for (int64_t t0 = 0; t0 < nTok; t0 += kNT)
+        for (int64_t r0 = 0; r0 < nRows; r0 += kRepackRows)
+            group(u8(wr) + size_t(r0 / kRepackRows) * gb, u8(xq) + size_t(t0) * ldx,
+                  tok.data() + t0 * nb, y + t0 * ldy + r0,
+                  int(std::min<int64_t>(kRepackRows, nRows - r0)),
+                  int(std::min<int64_t>(kNT, nTok - t0)), nb);
+}
+
+// Tokens in blocks of up to K::kTokens over every group of the call.
+template <class K>
+void gemmRepackedK(const std::byte* wr, int64_t nRows, const std::byte* xq, size_t ldx,
+                   int64_t nTok, float* y, int64_t ldy, int64_t n) {
+    constexpr int kNT = K::kTokens;
+    repackedCall<K::kType, kNT>(
+        wr, nRows, xq, ldx, nTok, y, ldy, n,
+        [ldx, ldy](const uint8_t* wg, const uint8_t* x, const TokR* tk, float* yo, int nr, int nt,
+                   int64_t nb) {
             [&]<int... I>(std::integer_sequence<int, I...>) {
                 ((nt == I + 1 ? (repackedGroup<K, I + 1>(wg, nb, x, ldx, tk, yo, ldy, nr), 0) : 0),
                  ...);
             }
             (std::make_integer_sequence<int, kNT>{});
-        }
-    }
+        });
 }
 
 // ================= AVX2, repacked (every K-quant) =================
@@ -1655,21 +1663,11 @@ LCW_AVX2 void repackedGroupY(const uint8_t* wg, int h0, int64_t nb, const uint8_
 template <class K>
 void gemmRepackedKY(const std::byte* wr, int64_t nRows, const std::byte* xq, size_t ldx,
                     int64_t nTok, float* y, int64_t ldy, int64_t n) {
-    constexpr DType T = K::kType;
-    const int64_t nb = n / kQK;
-    const size_t gb = repackedGroupBytes(T, n);
-    thread_local std::vector<TokR> tok;
-    if (tok.size() < size_t(nTok * nb)) tok.resize(size_t(nTok * nb));
-    tokSideR<T>(u8(xq), ldx, nTok, nb, tok.data());
     constexpr int kNT = 3; // 2: 56, 3: 73, 4: 62 tok/s prefill (Q4_K_M 1.1B, LCW_ISA=avx2)
-    for (int64_t t0 = 0; t0 < nTok; t0 += kNT) {
-        const int nt = int(std::min<int64_t>(kNT, nTok - t0));
-        for (int64_t r0 = 0; r0 < nRows; r0 += kRepackRows) {
-            const uint8_t* wg = u8(wr) + size_t(r0 / kRepackRows) * gb;
-            const uint8_t* x = u8(xq) + size_t(t0) * ldx;
-            const TokR* tk = tok.data() + t0 * nb;
-            float* yo = y + t0 * ldy + r0;
-            const int nr = int(std::min<int64_t>(kRepackRows, nRows - r0));
+    repackedCall<K::kType, kNT>(
+        wr, nRows, xq, ldx, nTok, y, ldy, n,
+        [ldx, ldy](const uint8_t* wg, const uint8_t* x, const TokR* tk, float* yo, int nr, int nt,
+                   int64_t nb) {
             if (nr > 8 && nt == 1)
                 repackedGroupY<K, 1, 2>(wg, 0, nb, x, ldx, tk, yo, ldy, nr);
             else if (nr > 8 && nt == 2)
@@ -1683,8 +1681,7 @@ void gemmRepackedKY(const std::byte* wr, int64_t nRows, const std::byte* xq, siz
                     else
                         repackedGroupY<K, 3, 1>(wg, h, nb, x, ldx, tk, yo, ldy, nr);
                 }
-        }
-    }
+        });
 }
 
 // ---- Q8_K quantisers (bytes identical to q8kQuantizeGeneric) ----
