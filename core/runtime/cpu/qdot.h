@@ -39,15 +39,16 @@ struct QDotKernel {
     void (*gemm)(const std::byte* w, size_t wRowBytes, int64_t nRows, const std::byte* xq,
                  size_t xqRowBytes, int64_t nTok, float* y, int64_t ldy, int64_t n) = nullptr;
     /// The product from weights repacked by repackRows (nullptr: this kernel has no repacked
-    /// form): the 32-element types give this gemm's result bit for bit, Q4_K, Q5_K and Q6_K the
-    /// portable kernel's (Isa::Generic) bit for bit. `wr` points at the repacked group holding
-    /// the first row (rows start at a multiple of kRepackRows); nRows rows from there.
+    /// form): the 32-element types give this gemm's result bit for bit, the K-quants (Q2_K ..
+    /// Q6_K, IQ4_XS) the portable kernel's (Isa::Generic) bit for bit. `wr` points at the repacked
+    /// group holding the first row (rows start at a multiple of kRepackRows); nRows rows from
+    /// there.
     void (*gemmRepacked)(const std::byte* wr, int64_t nRows, const std::byte* xq, size_t xqRowBytes,
                          int64_t nTok, float* y, int64_t ldy, int64_t n) = nullptr;
 };
 
 /// Repacked weights: rows in groups of 16 so that the AVX-512 kernels load a block of 16 rows
-/// (the AVX2 kernels of the 32-element types a block of 8, each field's half) as whole vectors
+/// (the AVX2 kernels a block of 8, each field's 32-byte half) as whole vectors
 /// from one stream, one 32-bit lane per row, instead of gathering the rows' bytes in the hot loop
 /// (llama.cpp repacks Q4_0 and Q4_K at load for the same reason). The 32-element types (Q4_0, Q4_1,
 /// Q5_0, Q5_1, Q8_0, IQ4_NL): per group and block the 16 rows' f16 d, then f16 m (Q4_1 / Q5_1),
@@ -55,7 +56,8 @@ struct QDotKernel {
 /// ...). Q4_K, Q5_K and Q6_K, per group and super-block: Q4_K the f16 d of the 16 rows, their f16
 /// dmin, the 3 words of packed 6-bit scales and mins, the 32 code words; Q5_K the same with the 8
 /// fifth-bit words before the code words; Q6_K the f16 d, the 4 words of int8 scales, the 32 ql
-/// words, the 16 qh words (each field word by word, the 16 rows side by side). Same size as the
+/// words, the 16 qh words (each field word by word, the 16 rows side by side); Q2_K, Q3_K and
+/// IQ4_XS likewise (qdot_kquants.cpp: kRepackK lists every type's fields). Same size as the
 /// rows (the last group padded with zero rows). Optional: it costs a copy of the weights in memory
 /// (repack_cache.h gives a mapped file's pages back).
 ///
