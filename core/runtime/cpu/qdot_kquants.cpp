@@ -1278,9 +1278,9 @@ struct Iq4XsR {
     }
 };
 
-// A repacked call: the token sides of all its tokens, then group(wg, x, tok, y, nr, nt, nb) for
-// every block of up to kNT tokens (nt of them) and group of 16 rows (nr real) — wg the group, x
-// the block's first activation row, tok its token sides, y its first output.
+// A repacked call: the token sides of all its tokens, then group.template operator()<NT>(wg, x,
+// tok, y, nr, nb) for every block of NT <= kNT tokens and group of 16 rows (nr of them real) —
+// wg the group, x the block's first activation row, tok its token sides, y its first output.
 template <DType T, int kNT, class Group>
 void repackedCall(const std::byte* wr, int64_t nRows, const std::byte* xq, size_t ldx, int64_t nTok,
                   float* y, int64_t ldy, int64_t n, Group group) {
@@ -1290,28 +1290,30 @@ void repackedCall(const std::byte* wr, int64_t nRows, const std::byte* xq, size_
     if (tok.size() < size_t(nTok * nb)) tok.resize(size_t(nTok * nb));
     tokSideR<T>(u8(xq), ldx, nTok, nb, tok.data());
     for (int64_t t0 = 0; t0 < nTok; t0 += kNT)
-        for (int64_t r0 = 0; r0 < nRows; r0 += kRepackRows)
-            group(u8(wr) + size_t(r0 / kRepackRows) * gb, u8(xq) + size_t(t0) * ldx,
-                  tok.data() + t0 * nb, y + t0 * ldy + r0,
-                  int(std::min<int64_t>(kRepackRows, nRows - r0)),
-                  int(std::min<int64_t>(kNT, nTok - t0)), nb);
+        for (int64_t r0 = 0; r0 < nRows; r0 += kRepackRows) {
+            const int nt = int(std::min<int64_t>(kNT, nTok - t0));
+            const int nr = int(std::min<int64_t>(kRepackRows, nRows - r0));
+            const uint8_t* wg = u8(wr) + size_t(r0 / kRepackRows) * gb;
+            [&]<int... I>(std::integer_sequence<int, I...>) {
+                ((nt == I + 1 ? (group.template operator()<I + 1>(wg, u8(xq) + size_t(t0) * ldx,
+                                                                  tok.data() + t0 * nb,
+                                                                  y + t0 * ldy + r0, nr, nb),
+                                 0)
+                              : 0),
+                 ...);
+            }
+            (std::make_integer_sequence<int, kNT>{});
+        }
 }
 
 // Tokens in blocks of up to K::kTokens over every group of the call.
 template <class K>
 void gemmRepackedK(const std::byte* wr, int64_t nRows, const std::byte* xq, size_t ldx,
                    int64_t nTok, float* y, int64_t ldy, int64_t n) {
-    constexpr int kNT = K::kTokens;
-    repackedCall<K::kType, kNT>(
+    repackedCall<K::kType, K::kTokens>(
         wr, nRows, xq, ldx, nTok, y, ldy, n,
-        [ldx, ldy](const uint8_t* wg, const uint8_t* x, const TokR* tk, float* yo, int nr, int nt,
-                   int64_t nb) {
-            [&]<int... I>(std::integer_sequence<int, I...>) {
-                ((nt == I + 1 ? (repackedGroup<K, I + 1>(wg, nb, x, ldx, tk, yo, ldy, nr), 0) : 0),
-                 ...);
-            }
-            (std::make_integer_sequence<int, kNT>{});
-        });
+        [ldx, ldy]<int NT>(const uint8_t* wg, const uint8_t* x, const TokR* tk, float* yo, int nr,
+                           int64_t nb) { repackedGroup<K, NT>(wg, nb, x, ldx, tk, yo, ldy, nr); });
 }
 
 // ================= AVX2, repacked (every K-quant) =================
@@ -1666,21 +1668,12 @@ void gemmRepackedKY(const std::byte* wr, int64_t nRows, const std::byte* xq, siz
     constexpr int kNT = 3; // 2: 56, 3: 73, 4: 62 tok/s prefill (Q4_K_M 1.1B, LCW_ISA=avx2)
     repackedCall<K::kType, kNT>(
         wr, nRows, xq, ldx, nTok, y, ldy, n,
-        [ldx, ldy](const uint8_t* wg, const uint8_t* x, const TokR* tk, float* yo, int nr, int nt,
-                   int64_t nb) {
-            if (nr > 8 && nt == 1)
-                repackedGroupY<K, 1, 2>(wg, 0, nb, x, ldx, tk, yo, ldy, nr);
-            else if (nr > 8 && nt == 2)
-                repackedGroupY<K, 2, 2>(wg, 0, nb, x, ldx, tk, yo, ldy, nr);
-            else
-                for (int h = 0; 8 * h < nr; ++h) {
-                    if (nt == 1)
-                        repackedGroupY<K, 1, 1>(wg, h, nb, x, ldx, tk, yo, ldy, nr);
-                    else if (nt == 2)
-                        repackedGroupY<K, 2, 1>(wg, h, nb, x, ldx, tk, yo, ldy, nr);
-                    else
-                        repackedGroupY<K, 3, 1>(wg, h, nb, x, ldx, tk, yo, ldy, nr);
-                }
+        [ldx, ldy]<int NT>(const uint8_t* wg, const uint8_t* x, const TokR* tk, float* yo, int nr,
+                           int64_t nb) {
+            if constexpr (NT <= 2)
+                if (nr > 8) return repackedGroupY<K, NT, 2>(wg, 0, nb, x, ldx, tk, yo, ldy, nr);
+            for (int h = 0; 8 * h < nr; ++h)
+                repackedGroupY<K, NT, 1>(wg, h, nb, x, ldx, tk, yo, ldy, nr);
         });
 }
 
@@ -1858,39 +1851,26 @@ void gemmAvx512(const std::byte* w, size_t ldw, int64_t nRows, const std::byte* 
 
 template <DType T> constexpr QDotKernel kGeneric{ActQ::Q8_K, quantizeQ8KGeneric, gemmGeneric<T>};
 #if LCW_X86
-template <class K>
-constexpr QDotKernel kAvx2{ActQ::Q8_K, quantizeQ8KAvx2, gemmAvx2<K>, [] {
-                               if constexpr (K::kType == DType::Q4_K)
-                                   return gemmRepackedKY<Q45KRY<false>>;
-                               else if constexpr (K::kType == DType::Q5_K)
-                                   return gemmRepackedKY<Q45KRY<true>>;
-                               else if constexpr (K::kType == DType::Q6_K)
-                                   return gemmRepackedKY<Q6KRY>;
-                               else if constexpr (K::kType == DType::IQ4_XS)
-                                   return gemmRepackedKY<Iq4XsRY>;
-                               else if constexpr (K::kType == DType::Q2_K)
-                                   return gemmRepackedKY<Q2KRY>;
-                               else if constexpr (K::kType == DType::Q3_K)
-                                   return gemmRepackedKY<Q3KRY>;
-                               else
-                                   return decltype(&gemmRepackedKY<Q45KRY<false>>)(nullptr);
-                           }()};
-template <class K>
-constexpr auto kRepackedOf = [] {
-    constexpr DType T = K::kType;
+// The repacked kernel of each k-quant: its AVX2 struct Y; Y::Z is the AVX-512 VNNI one.
+template <DType T> constexpr auto repackedStructs() {
     if constexpr (T == DType::Q4_K || T == DType::Q5_K)
-        return gemmRepackedK<Q45KR<T == DType::Q5_K>>;
+        return Q45KRY<T == DType::Q5_K>{};
     else if constexpr (T == DType::Q6_K)
-        return gemmRepackedK<Q6KR>;
+        return Q6KRY{};
     else if constexpr (T == DType::Q3_K)
-        return gemmRepackedK<Q3KR>;
+        return Q3KRY{};
     else if constexpr (T == DType::Q2_K)
-        return gemmRepackedK<Q2KR>;
+        return Q2KRY{};
     else
-        return gemmRepackedK<Iq4XsR>;
-}();
+        return Iq4XsRY{};
+}
+template <class K> using RepackedYOf = decltype(repackedStructs<K::kType>());
 template <class K>
-constexpr QDotKernel kAvx512{ActQ::Q8_K, quantizeQ8KAvx512, gemmAvx512<K>, kRepackedOf<K>};
+constexpr QDotKernel kAvx2{ActQ::Q8_K, quantizeQ8KAvx2, gemmAvx2<K>,
+                           gemmRepackedKY<RepackedYOf<K>>};
+template <class K>
+constexpr QDotKernel kAvx512{ActQ::Q8_K, quantizeQ8KAvx512, gemmAvx512<K>,
+                             gemmRepackedK<typename RepackedYOf<K>::Z>};
 #endif
 
 } // namespace
