@@ -1,6 +1,8 @@
-// Micro-benchmark of one linear layer: dense F32 / F16 against lcw's packed formats (W4A16 g128,
-// W8A16, W8A8, W4A8, 2:4, NF4, FP8), decode (1 token) and prefill (N tokens), through the
-// runtime's linearBatch driver. Runs are interleaved (every configuration once per round) and
+// Micro-benchmark of one linear layer: dense F32 / F16, the GGUF block types as a loaded GGUF
+// file runs them (Q8_0, Q4_0, Q4_K, Q5_K, Q6_K, Q2_K, Q3_K, IQ4_XS: ggml's quantiser, rows
+// repacked as the CPU backend repacks them) and lcw's packed formats (W4A16 g128, W8A16, W8A8,
+// W4A8, 2:4, NF4, FP8), decode (1 token) and prefill (N tokens), through the runtime's
+// linearBatch driver. Runs are interleaved (every configuration once per round) and
 // the median of the rounds is printed, one JSON line per configuration and batch:
 //   bench_packed_linear [--rows R] [--cols C] [--prefill N] [--rounds K] [--threads T] [--isa I]
 //                       [--cpu-time 1]   (one thread, its CPU time: robust on a shared machine)
@@ -11,12 +13,15 @@
 // Weight GB/s = packed bytes / time; for prefill also GMAC/s.
 #include "core/common/dtype.h"
 #include "core/compress/quantizer.h"
+#include "core/io/quants.h"
 #include "core/runtime/cpu/kernels.h"
 #include "core/runtime/cpu/packed_linear.h"
+#include "core/runtime/cpu/qdot.h"
 
 #include <omp.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -177,6 +182,47 @@ std::vector<Config> makeConfigs(const Options& o, const std::vector<float>& w,
     for (size_t i = 0; i < w.size(); ++i) w16[i] = f32ToF16(w[i]);
     addFloat("F32", DType::F32, w.data(), w.size() * 4);
     addFloat("F16", DType::F16, w16.data(), w16.size() * 2);
+
+    // GGUF block types: each copy quantised once (ggml's quantiser), kept in the file's layout
+    // (the TensorView) and repacked as RepackCache does when the active kernel has that form.
+    struct Gguf {
+        TensorView view;
+        const std::byte* repacked = nullptr;
+    };
+    auto addGguf = [&](DType dt) {
+        std::string name(dtypeName(dt));
+        for (char& c : name) c = char(std::toupper(static_cast<unsigned char>(c)));
+        if (!o.wanted(name) || cols % dtypeBlockElems(dt) != 0) return;
+        const size_t rowBytes = size_t(*dtypeBytesFor(dt, uint64_t(cols)));
+        std::vector<std::byte> q(rowBytes * size_t(rows));
+        for (int64_t r = 0; r < rows; ++r)
+            quantizeRow(dt, w.data() + r * cols, q.data() + size_t(r) * rowBytes, cols);
+        const kernels::QDotKernel* k = kernels::qdotKernel(dt);
+        const bool rep = kernels::repackable(dt) && k && k->gemmRepacked;
+        std::vector<Gguf> gs(size_t(o.copies));
+        for (Gguf& g : gs) {
+            owned.push_back(q);
+            g.view.dtype = dt, g.view.shape = {rows, cols};
+            g.view.data = owned.back().data(), g.view.nbytes = q.size();
+            if (rep) {
+                const int64_t groups = (rows + kernels::kRepackRows - 1) / kernels::kRepackRows;
+                owned.emplace_back(kernels::repackedBytes(dt, rows, cols));
+                kernels::repackRows(dt, q.data(), rowBytes, rows, cols, owned.back().data(), 0,
+                                    groups);
+                g.repacked = owned.back().data();
+            }
+        }
+        cfgs.push_back({name, q.size(), [=](const float* x, int64_t n, float* y) {
+                            for (const Gguf& g : gs) {
+                                kernels::LinearJob j;
+                                j.w = &g.view, j.y = y, j.ldy = rows, j.repacked = g.repacked;
+                                kernels::linearBatch({&j, 1}, x, cols, n, threads);
+                            }
+                        }});
+    };
+    for (DType dt : {DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q5_K, DType::Q6_K, DType::Q2_K,
+                     DType::Q3_K, DType::IQ4_XS})
+        addGguf(dt);
 
     static ActQuantSpec a8;
     a8.bits = 8;
