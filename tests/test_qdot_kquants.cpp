@@ -474,24 +474,26 @@ private slots:
             }
         }
         // linearBatch over repacked jobs (the CPU backend's path: tiles aligned to groups, two
-        // threads, a bias, 300 rows) gives the portable product plus the bias.
-        for (DType t : kTypes) {
-            const Problem p = makeProblem(t, 300, 512, 6, true, 3u + uint32_t(t));
-            const TensorView w = viewOf(p);
-            std::vector<float> bias(size_t(p.rows), 0.5f), ref(size_t(p.nTok * p.rows)),
-                y(ref.size(), -1.f);
-            {
-                IsaGuard guard;
-                kr::setIsa(kr::Isa::Generic);
-                kr::linear(w, p.x.data(), p.n, p.nTok, ref.data(), p.rows, bias.data(), 2);
+        // threads, a bias, 300 rows; 6 tokens, and one: decode's guided tiles, whose last one is
+        // not a whole group) gives the portable product plus the bias.
+        for (DType t : kTypes)
+            for (int64_t nTok : {6, 1}) {
+                const Problem p = makeProblem(t, 300, 512, nTok, true, 3u + uint32_t(t));
+                const TensorView w = viewOf(p);
+                std::vector<float> bias(size_t(p.rows), 0.5f), ref(size_t(p.nTok * p.rows)),
+                    y(ref.size(), -1.f);
+                {
+                    IsaGuard guard;
+                    kr::setIsa(kr::Isa::Generic);
+                    kr::linear(w, p.x.data(), p.n, p.nTok, ref.data(), p.rows, bias.data(), 2);
+                }
+                kr::RepackCache cache;
+                kr::LinearJob job{&w, y.data(), p.rows, bias.data()};
+                job.repacked = cache.get(w);
+                QCOMPARE(job.repacked != nullptr, kr::qdotKernel(t)->gemmRepacked != nullptr);
+                kr::linearBatch({&job, 1}, p.x.data(), p.n, p.nTok, 2);
+                if (job.repacked) QVERIFY2(sameFloats(ref, y), qPrintable(tn(t)));
             }
-            kr::RepackCache cache;
-            kr::LinearJob job{&w, y.data(), p.rows, bias.data()};
-            job.repacked = cache.get(w);
-            QCOMPARE(job.repacked != nullptr, kr::qdotKernel(t)->gemmRepacked != nullptr);
-            kr::linearBatch({&job, 1}, p.x.data(), p.n, p.nTok, 2);
-            if (job.repacked) QVERIFY2(sameFloats(ref, y), qPrintable(tn(t)));
-        }
         // Every x86 level has them (AVX-512 without VNNI runs the AVX2 ones).
         if (!anyKernel) qInfo("no level of this CPU has a repacked k-quant product");
         for (kr::Isa isa : kr::supportedIsas())

@@ -362,38 +362,39 @@ private slots:
     }
 
     // linearBatch with repacked jobs (tiles aligned to groups, several weights, threads, a
-    // bias, rows that are not a multiple of 16) gives the stored product's bits; the shared
-    // cache hands one copy to every backend and none for types without a repacked form or
-    // when repacking is off.
+    // bias, rows that are not a multiple of 16; 5 tokens, and one: decode's guided tiles over
+    // both weights) gives the stored product's bits; the shared cache hands one copy to every
+    // backend and none for types without a repacked form or when repacking is off.
     void linearWithRepackedRows() {
-        const int64_t n = 512, nTok = 5;
-        const std::vector<float> x = activations(nTok, n, 21);
-        for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q5_1}) {
-            const int64_t rowsA = 45, rowsB = 300;
-            std::vector<std::byte> wa = weights(t, rowsA, n, 4), wb = weights(t, rowsB, n, 5);
-            const TensorView ta = view(t, rowsA, n, wa), tb = view(t, rowsB, n, wb);
-            std::vector<float> bias(size_t(rowsB), 0.25f);
-            for (int threads : {1, 2}) {
-                std::vector<float> y0(size_t(nTok * (rowsA + rowsB))), y1(y0.size(), -1.0f);
-                LinearJob plain[2] = {{&ta, y0.data(), rowsA + rowsB, nullptr},
-                                      {&tb, y0.data() + rowsA, rowsA + rowsB, bias.data()}};
-                linearBatch(plain, x.data(), n, nTok, threads);
-                RepackCache cache, other;
-                LinearJob rep[2] = {plain[0], plain[1]};
-                rep[0].y = y1.data();
-                rep[1].y = y1.data() + rowsA;
-                rep[0].repacked = cache.get(ta);
-                rep[1].repacked = cache.get(tb);
-                const bool has = qdotKernel(t)->gemmRepacked != nullptr;
-                QCOMPARE(rep[0].repacked != nullptr, has);
-                QCOMPARE(other.get(tb), rep[1].repacked); // shared
-                if (has)
-                    QCOMPARE(cache.bytes(),
-                             repackedBytes(t, rowsA, n) + repackedBytes(t, rowsB, n));
-                linearBatch(rep, x.data(), n, nTok, threads);
-                for (size_t i = 0; i < y0.size(); ++i) QVERIFY(sameBits(y0[i], y1[i]));
+        const int64_t n = 512;
+        const std::vector<float> x = activations(5, n, 21);
+        for (int64_t nTok : {5, 1})
+            for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q5_1}) {
+                const int64_t rowsA = 45, rowsB = 300;
+                std::vector<std::byte> wa = weights(t, rowsA, n, 4), wb = weights(t, rowsB, n, 5);
+                const TensorView ta = view(t, rowsA, n, wa), tb = view(t, rowsB, n, wb);
+                std::vector<float> bias(size_t(rowsB), 0.25f);
+                for (int threads : {1, 2}) {
+                    std::vector<float> y0(size_t(nTok * (rowsA + rowsB))), y1(y0.size(), -1.0f);
+                    LinearJob plain[2] = {{&ta, y0.data(), rowsA + rowsB, nullptr},
+                                          {&tb, y0.data() + rowsA, rowsA + rowsB, bias.data()}};
+                    linearBatch(plain, x.data(), n, nTok, threads);
+                    RepackCache cache, other;
+                    LinearJob rep[2] = {plain[0], plain[1]};
+                    rep[0].y = y1.data();
+                    rep[1].y = y1.data() + rowsA;
+                    rep[0].repacked = cache.get(ta);
+                    rep[1].repacked = cache.get(tb);
+                    const bool has = qdotKernel(t)->gemmRepacked != nullptr;
+                    QCOMPARE(rep[0].repacked != nullptr, has);
+                    QCOMPARE(other.get(tb), rep[1].repacked); // shared
+                    if (has)
+                        QCOMPARE(cache.bytes(),
+                                 repackedBytes(t, rowsA, n) + repackedBytes(t, rowsB, n));
+                    linearBatch(rep, x.data(), n, nTok, threads);
+                    for (size_t i = 0; i < y0.size(); ++i) QVERIFY(sameBits(y0[i], y1[i]));
+                }
             }
-        }
         // No repacked form (F16); a K-quant has one where the active level's kernel does.
         std::vector<std::byte> wf(size_t(2 * 512 * 16)), wk(size_t(110 * 2 * 16));
         const TensorView tf = view(DType::F16, 16, 512, wf), tk = view(DType::Q3_K, 16, 512, wk);
