@@ -167,28 +167,21 @@ void linearBatch(std::span<const LinearJob> jobs, const float* x, int64_t ldx, i
     const size_t nJobs = jobs.size();
     const PreparedInputs prep = prepareInputs(jobs, x, ldx, nTok, n, exact);
 
-    // Row tile: at most ~256 KiB of float weights (stays in L2 while every token of the batch
-    // passes over it), a multiple of 4 rows, and small enough that every thread gets several
-    // tiles (dynamic scheduling evens out the load).
-    int64_t R = std::clamp<int64_t>((65536 / std::max<int64_t>(n, 1)) & ~int64_t(3), 4, 256);
-    while (R > 4 && totalRows / R < 8 * nt) R = std::max<int64_t>(4, (R / 2) & ~int64_t(3));
-    // Packed prefill: the dense integer kernel runs 16 rows at a time (packed_kernels.inc,
-    // intDenseRows), and 16 rows of packed codes are far below the float bound above.
-    if (nTok >= 8 &&
-        std::any_of(jobs.begin(), jobs.end(), [](const LinearJob& j) { return j.packed; }))
-        R = std::max<int64_t>(R, 16);
     // Repacked rows come in groups of 16: tiles start at a group.
     const int64_t align =
         std::any_of(jobs.begin(), jobs.end(), [](const LinearJob& j) { return j.repacked; })
             ? kRepackRows
             : 4;
     // The tiles of all jobs in one list (job, first row, rows), so that one parallel region (one
-    // barrier) covers them.
+    // barrier) covers them; the calling thread's list, reused from call to call (the workers
+    // read it through this reference).
     struct Tile {
         size_t job;
         int64_t r0, rows;
     };
-    std::vector<Tile> tiles;
+    static thread_local std::vector<Tile> tileList;
+    std::vector<Tile>& tiles = tileList;
+    tiles.clear();
     if (nTok < 4) {
         // Decode reads every weight once: no tile is reused by later tokens, and each tile start
         // breaks a thread's sequential stream (the hardware and software prefetch restart
@@ -210,6 +203,16 @@ void linearBatch(std::span<const LinearJob> jobs, const float* x, int64_t ldx, i
                 r0 += t, left -= t;
             }
     } else {
+        // Row tile: at most ~256 KiB of float weights (stays in L2 while every token of the
+        // batch passes over it), a multiple of 4 rows, and small enough that every thread gets
+        // several tiles (dynamic scheduling evens out the load).
+        int64_t R = std::clamp<int64_t>((65536 / std::max<int64_t>(n, 1)) & ~int64_t(3), 4, 256);
+        while (R > 4 && totalRows / R < 8 * nt) R = std::max<int64_t>(4, (R / 2) & ~int64_t(3));
+        // Packed prefill: the dense integer kernel runs 16 rows at a time (packed_kernels.inc,
+        // intDenseRows), and 16 rows of packed codes are far below the float bound above.
+        if (nTok >= 8 &&
+            std::any_of(jobs.begin(), jobs.end(), [](const LinearJob& j) { return j.packed; }))
+            R = std::max<int64_t>(R, 16);
         R = std::max<int64_t>(align, R / align * align);
         for (size_t j = 0; j < nJobs; ++j)
             for (int64_t r0 = 0, rows = jobRows(jobs[j]); r0 < rows; r0 += R)
