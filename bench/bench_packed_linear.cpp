@@ -16,7 +16,7 @@
 #include "core/io/quants.h"
 #include "core/runtime/cpu/kernels.h"
 #include "core/runtime/cpu/packed_linear.h"
-#include "core/runtime/cpu/qdot.h"
+#include "core/runtime/cpu/repack_cache.h"
 
 #include <omp.h>
 
@@ -183,8 +183,10 @@ std::vector<Config> makeConfigs(const Options& o, const std::vector<float>& w,
     addFloat("F32", DType::F32, w.data(), w.size() * 4);
     addFloat("F16", DType::F16, w16.data(), w16.size() * 2);
 
-    // GGUF block types: each copy quantised once (ggml's quantiser), kept in the file's layout
-    // (the TensorView) and repacked as RepackCache does when the active kernel has that form.
+    // GGUF block types: quantised once (ggml's quantiser), each copy kept in the file's layout
+    // (the TensorView) and repacked by the CPU backend's cache (null where the active level has
+    // no repacked form, or with LCW_NO_REPACK=1).
+    static kernels::RepackCache repacked;
     struct Gguf {
         TensorView view;
         const std::byte* repacked = nullptr;
@@ -197,20 +199,12 @@ std::vector<Config> makeConfigs(const Options& o, const std::vector<float>& w,
         std::vector<std::byte> q(rowBytes * size_t(rows));
         for (int64_t r = 0; r < rows; ++r)
             quantizeRow(dt, w.data() + r * cols, q.data() + size_t(r) * rowBytes, cols);
-        const kernels::QDotKernel* k = kernels::qdotKernel(dt);
-        const bool rep = kernels::repackable(dt) && k && k->gemmRepacked;
         std::vector<Gguf> gs(size_t(o.copies));
         for (Gguf& g : gs) {
             owned.push_back(q);
             g.view.dtype = dt, g.view.shape = {rows, cols};
             g.view.data = owned.back().data(), g.view.nbytes = q.size();
-            if (rep) {
-                const int64_t groups = (rows + kernels::kRepackRows - 1) / kernels::kRepackRows;
-                owned.emplace_back(kernels::repackedBytes(dt, rows, cols));
-                kernels::repackRows(dt, q.data(), rowBytes, rows, cols, owned.back().data(), 0,
-                                    groups);
-                g.repacked = owned.back().data();
-            }
+            g.repacked = repacked.get(g.view);
         }
         cfgs.push_back({name, q.size(), [=](const float* x, int64_t n, float* y) {
                             for (const Gguf& g : gs) {
