@@ -190,10 +190,10 @@ private slots:
     // activations within the 8-bit activation error bound.
     void kernelsMatchPortableAndReferences() {
         // Row passes of 16 and 8 with tails, token groups of 8 (4 on AVX2) with tails, block
-        // chunks of 32 with a tail.
+        // chunks of 256 with a tail (260).
         const std::pair<int64_t, int64_t> shapes[] = {{37, 11}, {8, 1}, {16, 2}, {9, 9}};
         for (auto [rows, nTok] : shapes)
-            for (int64_t nb : {1, 3, 8, 64, 70}) {
+            for (int64_t nb : {1, 3, 8, 64, 70, 260}) {
                 const int64_t n = nb * 32;
                 const std::vector<float> x = activations(nTok, n, uint32_t(100 + nb));
                 for (DType t : kTypes) {
@@ -229,7 +229,7 @@ private slots:
     // Within one variant an output does not depend on how many rows and tokens a call holds
     // (odd counts, single rows and tokens, offsets into the weight and activation rows).
     void batchInvariance() {
-        const int64_t rows = 19, nTok = 13, nb = 37, n = nb * 32; // 37: chunks of 32 and 5
+        const int64_t rows = 19, nTok = 13, nb = 261, n = nb * 32; // 261: chunks of 256 and 5
         const std::vector<float> x = activations(nTok, n, 5);
         for (DType t : kTypes) {
             const std::vector<std::byte> w = weights(t, rows, n, 77);
@@ -304,7 +304,8 @@ private slots:
             // 37 rows: 3 groups; 150: 10 (one-token calls of 4 and more whole groups read them
             // as parts side by side).
             for (auto [nb, rows] :
-                 {std::pair<int64_t, int64_t>{1, 37}, {3, 37}, {70, 37}, {3, 150}, {70, 150}}) {
+                 {std::pair<int64_t, int64_t>{1, 37}, {3, 37}, {70, 37}, {3, 150}, {70, 150},
+                  {260, 37}}) {
                 const int64_t n = nb * 32, groups = (rows + 15) / 16;
                 const std::vector<std::byte> w = weights(t, rows, n, uint32_t(nb * 7 + int(t)));
                 const size_t rb = w.size() / rows;
