@@ -303,9 +303,12 @@ private slots:
             QVERIFY(repackable(t));
             // 37 rows: 3 groups; 150: 10 (one-token calls of 4 and more whole groups read them
             // as parts side by side).
-            for (auto [nb, rows] :
-                 {std::pair<int64_t, int64_t>{1, 37}, {3, 37}, {70, 37}, {3, 150}, {70, 150},
-                  {260, 37}}) {
+            for (auto [nb, rows] : {std::pair<int64_t, int64_t>{1, 37},
+                                    {3, 37},
+                                    {70, 37},
+                                    {3, 150},
+                                    {70, 150},
+                                    {260, 37}}) {
                 const int64_t n = nb * 32, groups = (rows + 15) / 16;
                 const std::vector<std::byte> w = weights(t, rows, n, uint32_t(nb * 7 + int(t)));
                 const size_t rb = w.size() / rows;

@@ -216,13 +216,14 @@ void linearBatch(std::span<const LinearJob> jobs, const float* x, int64_t ldx, i
         // Repacked block types: the same bound in their own bytes (2-7 times more rows than
         // float rows), so that fewer tiles each stream the whole batch's activations and
         // recompute their per-token block sums (1.1B, 512 tokens, Xeon, interleaved: Q4_0
-        // prefill 123-139 -> 152-172 tok/s, Q4_K_M 125-139 -> 145-150 with 4 times the rows;
-        // Q6_K within noise).
+        // prefill 126-142 -> 159-178 tok/s, Q4_K_M 121-134 -> 132-151, Q6_K within noise). A
+        // job without repacked rows in the batch counts as float rows (its bound as above).
         if (align == kRepackRows) {
             size_t rowBytes = 0;
             for (const auto& j : jobs)
-                if (j.repacked)
-                    rowBytes = std::max(rowBytes, repackedGroupBytes(j.w->dtype, n) / kRepackRows);
+                rowBytes =
+                    std::max(rowBytes, j.repacked ? repackedGroupBytes(j.w->dtype, n) / kRepackRows
+                                                  : size_t(n) * sizeof(float));
             R = std::max(R, std::clamp<int64_t>(int64_t(262144 / std::max<size_t>(rowBytes, 1)),
                                                 kRepackRows, 256));
             while (R > kRepackRows && totalRows / R < 8 * nt) R /= 2;
