@@ -203,31 +203,26 @@ void linearBatch(std::span<const LinearJob> jobs, const float* x, int64_t ldx, i
                 r0 += t, left -= t;
             }
     } else {
-        // Row tile: at most ~256 KiB of float weights (stays in L2 while every token of the
-        // batch passes over it), a multiple of 4 rows, and small enough that every thread gets
-        // several tiles (dynamic scheduling evens out the load).
-        int64_t R = std::clamp<int64_t>((65536 / std::max<int64_t>(n, 1)) & ~int64_t(3), 4, 256);
+        // Row tile: at most ~256 KiB of the weights as the product reads them (stays in L2
+        // while every token of the batch passes over it; float rows at 4 bytes per value, the
+        // repacked block types in their own bytes, the largest row of the batch counting), a
+        // multiple of 4 rows, and small enough that every thread gets several tiles (dynamic
+        // scheduling evens out the load). Sizing the repacked types by their bytes (2-7 times
+        // the rows of float rows) lets fewer tiles each stream the batch's activations and
+        // recompute their per-token block sums (1.1B, 512 tokens, Xeon, interleaved: Q4_0
+        // prefill 126-142 -> 159-178 tok/s, Q4_K_M 121-134 -> 132-151, Q6_K within noise).
+        size_t rowBytes = 1;
+        for (const auto& j : jobs)
+            rowBytes =
+                std::max(rowBytes, j.repacked ? repackedGroupBytes(j.w->dtype, n) / kRepackRows
+                                              : size_t(std::max<int64_t>(n, 1)) * sizeof(float));
+        int64_t R = std::clamp<int64_t>(int64_t(262144 / rowBytes) & ~int64_t(3), 4, 256);
         while (R > 4 && totalRows / R < 8 * nt) R = std::max<int64_t>(4, (R / 2) & ~int64_t(3));
         // Packed prefill: the dense integer kernel runs 16 rows at a time (packed_kernels.inc,
         // intDenseRows), and 16 rows of packed codes are far below the float bound above.
         if (nTok >= 8 &&
             std::any_of(jobs.begin(), jobs.end(), [](const LinearJob& j) { return j.packed; }))
             R = std::max<int64_t>(R, 16);
-        // Repacked block types: the same bound in their own bytes (2-7 times more rows than
-        // float rows), so that fewer tiles each stream the whole batch's activations and
-        // recompute their per-token block sums (1.1B, 512 tokens, Xeon, interleaved: Q4_0
-        // prefill 126-142 -> 159-178 tok/s, Q4_K_M 121-134 -> 132-151, Q6_K within noise). A
-        // job without repacked rows in the batch counts as float rows (its bound as above).
-        if (align == kRepackRows) {
-            size_t rowBytes = 0;
-            for (const auto& j : jobs)
-                rowBytes =
-                    std::max(rowBytes, j.repacked ? repackedGroupBytes(j.w->dtype, n) / kRepackRows
-                                                  : size_t(n) * sizeof(float));
-            R = std::max(R, std::clamp<int64_t>(int64_t(262144 / std::max<size_t>(rowBytes, 1)),
-                                                kRepackRows, 256));
-            while (R > kRepackRows && totalRows / R < 8 * nt) R /= 2;
-        }
         R = std::max<int64_t>(align, R / align * align);
         for (size_t j = 0; j < nJobs; ++j)
             for (int64_t r0 = 0, rows = jobRows(jobs[j]); r0 < rows; r0 += R)
