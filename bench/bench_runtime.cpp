@@ -1,7 +1,10 @@
 // Runtime benchmark: load time, prefill and decode tokens/s, peak RSS. Prints one JSON line per
 // measurement so scripts can collect them.
 //   bench_runtime MODEL [--prefill N] [--decode N] [--threads T] [--reps R] [--warmup W]
-//                       [--exact-activations] [--preset P | --recipe R.json]... [--device D]
+//                       [--exact-activations] [--kv-cache f32|f16]
+//                       [--preset P | --recipe R.json]... [--device D]
+// --kv-cache: the element type of the KV cache (SessionOptions::kvCache, default f32; f16 is
+// llama.cpp's default cache); the lines say which one ran ("kv_cache").
 // --device cpu|vulkan|vulkan:N: where the session runs (a "device" line says which device was
 // used, how many forwards ran resident on it and, if not all, why).
 // --preset / --recipe: the model compressed by that recipe (round to nearest, no calibration
@@ -58,6 +61,24 @@ template <class Options> void setExactActivations(Options& so) {
                                  "SessionOptions::exactActivations");
 }
 
+// Sets SessionOptions::kvCache ("f32", "f16") where this build's runtime has it.
+template <class Options> void setKvCache(Options& so, const std::string& type) {
+    if constexpr (requires { so.kvCache = decltype(so.kvCache)::F16; }) {
+        using K = decltype(so.kvCache);
+        so.kvCache = type == "f16" ? K::F16 : K::F32;
+    } else if (type != "f32") {
+        throw std::runtime_error("--kv-cache: this build's runtime has no SessionOptions::kvCache");
+    }
+}
+
+/// "f16" or "f32": the KV cache a session holds (f32 in a runtime without the choice).
+template <class S> std::string kvCacheName(const S& session) {
+    if constexpr (requires { session.kvCacheF16(); })
+        return session.kvCacheF16() ? "f16" : "f32";
+    else
+        return "f32";
+}
+
 double median(std::vector<double> v) {
     std::sort(v.begin(), v.end());
     const size_t n = v.size();
@@ -66,7 +87,7 @@ double median(std::vector<double> v) {
 
 int usage() {
     std::fprintf(stderr, "usage: bench_runtime MODEL [--prefill N] [--decode N] [--threads T] "
-                         "[--reps R] [--warmup W] [--exact-activations] "
+                         "[--reps R] [--warmup W] [--exact-activations] [--kv-cache f32|f16] "
                          "[--preset P | --recipe R.json]... [--device cpu|vulkan|vulkan:N]\n");
     return 2;
 }
@@ -80,7 +101,7 @@ struct ConfigArg {
 };
 
 struct Args {
-    std::string path, device;
+    std::string path, device, kvCache = "f32";
     std::vector<ConfigArg> configs;
     int64_t nPrefill = 128, nDecode = 64, warmup = 1;
     int threads = 0, reps = 3;
@@ -100,6 +121,11 @@ bool parseArgs(int argc, char** argv, Args& a) {
         if (i + 1 >= argc) return false;
         if (k == "--device") {
             a.device = argv[++i];
+            continue;
+        }
+        if (k == "--kv-cache") {
+            a.kvCache = argv[++i];
+            if (a.kvCache != "f32" && a.kvCache != "f16") return false;
             continue;
         }
         if (k == "--preset" || k == "--recipe") {
@@ -224,6 +250,7 @@ int main(int argc, char** argv) {
         lcw::SessionOptions so;
         so.contextLength = nPrefill + a.nDecode + 1;
         if (a.exact) setExactActivations(so);
+        setKvCache(so, a.kvCache);
         so.device = a.device;
         std::vector<int32_t> prompt(static_cast<size_t>(nPrefill));
         for (int64_t i = 0; i < nPrefill; ++i)
@@ -257,6 +284,7 @@ int main(int argc, char** argv) {
                                     {"value", cs[i].overlay->totalSize().bitsPerWeight()}});
             }
             runs[i].session = std::make_unique<lcw::Session>(*cs[i].weights, so);
+            bases[i]["kv_cache"] = kvCacheName(*runs[i].session);
         }
         for (Run& r : runs) r.warmUp(prompt, std::min(a.warmup, so.contextLength));
         for (int rep = 0; rep < a.reps; ++rep)

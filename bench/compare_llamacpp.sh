@@ -33,6 +33,8 @@
 #            without F32 (a 32 GB F32 8B file cannot stay in this machine's page cache)
 #   PREFILL (512), DECODE (128), REPS (5), THREADS (nproc), WARMUP (1)
 #   LCW_FLAGS  extra bench_runtime options for every lcw run, e.g. "--exact-activations"
+#   KV_CACHE   lcw's KV cache, f16 (default: llama.cpp's default cache, so both engines store
+#            the same bytes) or f32 (lcw-cli's default, exact)
 #   LCW_ISA    passed on to lcw (portable|avx2|avx512: the kernels of that level only)
 #   LLAMACPP_CPU  one of llama.cpp's CPU backend variants (haswell, alderlake, skylakex, zen4,
 #            ...: the libggml-cpu-*.so files of node-llama-cpp): llama.cpp loads only that one
@@ -54,6 +56,7 @@ SHAPES=${SHAPES:-1.1b}
 TYPES=${TYPES:-F32 F16 BF16 Q8_0 Q4_0 Q4_K_M Q6_K}
 TYPES_BIG=${TYPES_BIG:-$(tr ' ' '\n' <<< "$TYPES" | { grep -vx F32 || true; } | tr '\n' ' ')}
 LCW_FLAGS=${LCW_FLAGS:-}
+KV_CACHE=${KV_CACHE:-f16}
 MD_OUT=${MD_OUT:-$DIR/compare_llamacpp.md}
 mkdir -p "$DIR"
 
@@ -98,7 +101,8 @@ run_engine() {
   if [ "$engine" = lcw ]; then
     # shellcheck disable=SC2086  # LCW_FLAGS holds whole options
     "$BUILD/bench/bench_runtime" "$file" --threads "$THREADS" --prefill "$PREFILL" \
-      --decode "$DECODE" --reps 1 --warmup "$WARMUP" $LCW_FLAGS > "$out" 2> "$TMP/err.txt" || rc=$?
+      --decode "$DECODE" --reps 1 --warmup "$WARMUP" --kv-cache "$KV_CACHE" $LCW_FLAGS > "$out" \
+      2> "$TMP/err.txt" || rc=$?
   else
     (cd "$RUN_DIR" && node bench_llamacpp.mjs "$file" --threads "$THREADS" --prefill "$PREFILL" \
        --decode "$DECODE" --reps 1 --warmup "$WARMUP") > "$out" 2> "$TMP/err.txt" || rc=$?
@@ -111,7 +115,8 @@ run_engine() {
      decode_tokens_per_second: v("decode_tokens_per_second"),
      peak_rss_bytes: v("peak_rss_bytes"), load_seconds: v("load_seconds"),
      decode_weight_bytes: (.[0].decode_weight_bytes // null),
-     threads: (.[0].threads // null), loadavg: $load}
+     threads: (.[0].threads // null), kv_cache: ([.[] | .kv_cache | select(. != null)][0] // null),
+     loadavg: $load}
     + (if $rc != 0 then {error: $err, exit_status: $rc} else {} end)' "$out"
 }
 
@@ -155,7 +160,7 @@ for sh in $SHAPES; do
     done
     line=$(jq -sc --arg s "$shape" --arg t "$type" --argjson bw "$BW" --argjson fb "$(stat -c %s "$file")" \
         --argjson th "$THREADS" --argjson pp "$PREFILL" --argjson tg "$DECODE" --argjson reps "$REPS" \
-        --arg flags "$LCW_FLAGS" --arg load "$(loadavg)" --arg isa "${LCW_ISA:-}" \
+        --arg flags "$LCW_FLAGS" --arg kv "$KV_CACHE" --arg load "$(loadavg)" --arg isa "${LCW_ISA:-}" \
         --arg variant "$LLAMACPP_CPU" '
       def med: map(select(. != null)) | sort | if length == 0 then null
                elif length % 2 == 1 then .[length / 2 | floor]
@@ -176,7 +181,7 @@ for sh in $SHAPES; do
        lcw_errors: [.[] | select(.engine == "lcw" and .error) | .error] | unique,
        llamacpp_errors: [.[] | select(.engine == "llama.cpp" and .error) | .error] | unique,
        bandwidth_gb_per_s: $bw, threads: $th, prefill: $pp, decode: $tg, reps: $reps,
-       lcw_flags: $flags, lcw_isa: $isa, llamacpp_cpu_variant: $variant,
+       lcw_flags: $flags, lcw_kv_cache: $kv, lcw_isa: $isa, llamacpp_cpu_variant: $variant,
        loadavg_end: $load}' "$TMP/runs.jsonl")
     echo "$line"
     rows+=("$line")
@@ -189,7 +194,7 @@ done
   echo "lcw vs llama.cpp (node-llama-cpp $(jq -r .version "$NODE_DIR/node_modules/node-llama-cpp/package.json"))," \
        "same GGUF files (llama.cpp's quantiser), $THREADS threads, pp$PREFILL / tg$DECODE," \
        "median of $REPS interleaved runs, read bandwidth $(printf '%.1f' "$BW") GB/s" \
-       "(bench_membw, $THREADS threads)${LCW_FLAGS:+, lcw $LCW_FLAGS}${LCW_ISA:+, lcw LCW_ISA=$LCW_ISA}" \
+       "(bench_membw, $THREADS threads), lcw KV cache $KV_CACHE${LCW_FLAGS:+, lcw $LCW_FLAGS}${LCW_ISA:+, lcw LCW_ISA=$LCW_ISA}" \
        "${LLAMACPP_CPU:+, llama.cpp CPU variant $LLAMACPP_CPU only}, load $(loadavg):"
   echo
   echo "| shape | type | file GB | decode lcw t/s | decode llama.cpp t/s | decode ×" \

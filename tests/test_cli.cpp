@@ -173,6 +173,28 @@ private slots:
         QVERIFY(r.err.contains("perplexity")); // progress on stderr
     }
 
+    void perplexityWithF16KvCache() {
+        // --kv-cache f16 (llama.cpp's default cache): the cache holds half the bytes, and the
+        // perplexity stays within 0.002 of the f32 cache's 5.0170 (measured: see the output).
+        auto r = runCli(
+            {"perplexity", demo(), "--text",
+             QString::fromStdString(lcwtest::sourcePath("resources/data/tinystories_eval.txt")),
+             "--ctx", "256", "--kv-cache", "f16", "--json"},
+            300000);
+        QCOMPARE(r.code, 0);
+        auto j = parse(r);
+        QCOMPARE(j["kv_cache"].get<std::string>(), std::string("f16"));
+        QCOMPARE(j["kv_cache_bytes"].get<uint64_t>() * 2, j["kv_cache_bytes_f32"].get<uint64_t>());
+        qInfo("PPL with an F16 KV cache %.5f (f32 cache 5.0170)", j["ppl"].get<double>());
+        QVERIFY2(std::fabs(j["ppl"].get<double>() - 5.0170) <= 0.002, j.dump().c_str());
+        r = runCli(
+            {"perplexity", demo(), "--text",
+             QString::fromStdString(lcwtest::sourcePath("resources/data/tinystories_eval.txt")),
+             "--kv-cache", "f8"});
+        QVERIFY(r.code != 0);
+        QVERIFY2(r.err.contains("--kv-cache"), r.err.constData());
+    }
+
     void badInputExitsWithOneAndNamesTheFile() {
         const std::string dir = lcwtest::tempDir("cli-bad");
         // Truncated GGUF.

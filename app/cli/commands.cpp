@@ -317,11 +317,19 @@ const char* forwardPathName(const Session& session) {
 }
 } // namespace
 
+/// --kv-cache f32|f16 (SessionOptions::kvCache; default f32).
+static KvCacheType kvCacheOption(const Args& a) {
+    const std::string v = a.getOr("--kv-cache", "f32");
+    if (v == "f32") return KvCacheType::F32;
+    if (v == "f16") return KvCacheType::F16;
+    throw UsageError{"--kv-cache must be f32 or f16, not '" + v + "'"};
+}
+
 int cmdGenerate(const std::vector<std::string>& argv) {
     Args a(argv,
            with(kCommonValued, {"--prompt", "-n", "--temp", "--top-k", "--top-p", "--seed", "--ctx",
                                 "--recipe", "--preset", "--overlay", "--calib", "--samples",
-                                "--seq-len", "--calib-sampling", "--calib-seed"}),
+                                "--seq-len", "--calib-sampling", "--calib-seed", "--kv-cache"}),
            with(kCommonFlags, {"--no-bos", "--exact-activations"}));
     applyThreads(a);
     auto model = openModel(a, true);
@@ -342,6 +350,7 @@ int cmdGenerate(const std::vector<std::string>& argv) {
     if (promptIds.empty()) throw UsageError{"the prompt encodes to no tokens"};
     SessionOptions so;
     so.exactActivations = a.flag("--exact-activations");
+    so.kvCache = kvCacheOption(a);
     so.contextLength = a.getInt("--ctx", 0);
     if (so.contextLength == 0)
         so.contextLength = std::min<int64_t>(model->spec().maxSeq > 0 ? model->spec().maxSeq : 4096,
@@ -396,6 +405,7 @@ int cmdGenerate(const std::vector<std::string>& argv) {
                    {"decode_tokens_per_second", decodeTps},
                    {"threads", omp_get_max_threads()},
                    {"activations", activationsPathName(so.exactActivations)},
+                   {"kv_cache", session.kvCacheF16() ? "f16" : "f32"},
                    {"device", deviceUsedJson(session.device())},
                    {"forward", forwardPathName(session)},
                    {"sampling",
@@ -478,7 +488,7 @@ int cmdPerplexity(const std::vector<std::string>& argv) {
     Args a(argv,
            with(kCommonValued, {"--text", "--ctx", "--mode", "--stride", "--batch", "--recipe",
                                 "--preset", "--overlay", "--calib", "--samples", "--seq-len",
-                                "--calib-sampling", "--calib-seed"}),
+                                "--calib-sampling", "--calib-seed", "--kv-cache"}),
            with(kCommonFlags, {"--exact-activations"}));
     applyThreads(a);
     const auto textPath = a.get("--text");
@@ -500,6 +510,7 @@ int cmdPerplexity(const std::vector<std::string>& argv) {
     po.batch = a.getInt("--batch", po.ctx);
     po.bosId = tk.bosId();
     po.exactActivations = a.flag("--exact-activations");
+    po.kvCache = kvCacheOption(a);
     // llama.cpp tokenizes the whole text once with BOS first (when the model uses one).
     const auto tokens = tk.encode(text, true);
     const auto weights = applyRecipeOptions(*model, a);
@@ -513,28 +524,30 @@ int cmdPerplexity(const std::vector<std::string>& argv) {
         return 130;
     }
     if (a.flag("--json")) {
-        printJson({{"model", model->path()},
-                   {"text_file", *textPath},
-                   {"mode", mode == "llamacpp"
-                                ? "llama.cpp (non-overlapping chunks, second half scored)"
-                                : "sliding window (HF), stride " + std::to_string(po.stride)},
-                   {"ctx", po.ctx},
-                   {"stride", mode == "sliding" ? json(po.stride) : json(nullptr)},
-                   {"tokens", tokens.size()},
-                   {"chunks", r.chunks},
-                   {"scored_tokens", r.scoredTokens},
-                   {"ppl", r.ppl},
-                   {"ppl_se", r.pplError},
-                   {"mean_nll", r.meanNll},
-                   {"seconds", r.seconds},
-                   {"tokens_per_second", r.tokensPerSecond},
-                   {"kv_cache_bytes", r.kvCacheBytes},
-                   {"kv_cache_bytes_f32", r.kvCacheBytesF32},
-                   {"kv_cache_bytes_per_token", double(r.kvCacheBytes) / double(po.ctx)},
-                   {"macs", macsJson(r.macs, double(r.tokensEvaluated))},
-                   {"activations", activationsPathName(po.exactActivations)},
-                   {"device", deviceUsedJson(device)},
-                   {"threads", omp_get_max_threads()}});
+        printJson(
+            {{"model", model->path()},
+             {"text_file", *textPath},
+             {"mode", mode == "llamacpp"
+                          ? "llama.cpp (non-overlapping chunks, second half scored)"
+                          : "sliding window (HF), stride " + std::to_string(po.stride)},
+             {"ctx", po.ctx},
+             {"stride", mode == "sliding" ? json(po.stride) : json(nullptr)},
+             {"tokens", tokens.size()},
+             {"chunks", r.chunks},
+             {"scored_tokens", r.scoredTokens},
+             {"ppl", r.ppl},
+             {"ppl_se", r.pplError},
+             {"mean_nll", r.meanNll},
+             {"seconds", r.seconds},
+             {"tokens_per_second", r.tokensPerSecond},
+             {"kv_cache_bytes", r.kvCacheBytes},
+             {"kv_cache_bytes_f32", r.kvCacheBytesF32},
+             {"kv_cache_bytes_per_token", double(r.kvCacheBytes) / double(po.ctx)},
+             {"macs", macsJson(r.macs, double(r.tokensEvaluated))},
+             {"activations", activationsPathName(po.exactActivations)},
+             {"kv_cache", po.kvCache == KvCacheType::F16 && device.id == "cpu" ? "f16" : "f32"},
+             {"device", deviceUsedJson(device)},
+             {"threads", omp_get_max_threads()}});
         return 0;
     }
     const std::string modeLabel = mode == "llamacpp"

@@ -148,6 +148,9 @@ alone; by default GGUF and lcw packed weights multiply activations quantised to 
 llama.cpp does, and BF16 weights on a CPU with AVX-512 BF16 activations rounded to bf16 (reports
 say which: "activations": "exact-f32" | "quantized-8bit"). A recipe's own
 activation quantisation applies either way.
+--kv-cache f32|f16 (generate, perplexity): the element type of the KV cache (default f32, exact;
+f16 is llama.cpp's default cache: half the memory and half the cache bytes a decode step reads,
+each value rounded to F16; CPU only, a Vulkan device keeps f32; reports say "kv_cache").
 generate, logits and perplexity also take --recipe R.json, --preset NAME or --overlay DIR to
 run on quantised weights (with --calib FILE [--samples N] [--seq-len L] [--calib-sampling
 random|consecutive] [--calib-seed N] for calibrated recipes; eval, compare and export take them

@@ -142,6 +142,7 @@ makeWorkerSessions(const WeightSource& baseline, const std::vector<DivergenceCon
         so.batchSize = batch;
         so.threads = workers > 1 ? 1 : threads;
         so.exactActivations = opts.exactActivations;
+        so.kvCache = opts.kvCache;
         sessions[size_t(w)].push_back(std::make_unique<Session>(baseline, so));
         for (const auto& c : configs)
             sessions[size_t(w)].push_back(std::make_unique<Session>(*c.weights, so));

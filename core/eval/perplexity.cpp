@@ -128,6 +128,7 @@ PerplexityResult computePerplexity(const WeightSource& weights, const std::vecto
         so.batchSize = batch;
         so.threads = workers > 1 ? 1 : threads;
         so.exactActivations = opts.exactActivations;
+        so.kvCache = opts.kvCache;
         sessions.push_back(std::make_unique<Session>(weights, so));
     }
 

@@ -39,6 +39,8 @@ struct PerplexityOptions {
     int64_t maxChunks = 0;
     /// SessionOptions::exactActivations of every session (float32 activations in all products).
     bool exactActivations = false;
+    /// SessionOptions::kvCache of every session (F16: llama.cpp's default cache).
+    KvCacheType kvCache = KvCacheType::F32;
 };
 
 struct PerplexityResult {

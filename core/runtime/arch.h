@@ -34,6 +34,9 @@ struct RunEnv {
     mutable int layer = -1;
     /// Counts the MACs of every product run here (null: not counted).
     MacCounter* macs = nullptr;
+    /// The plain KV cache (layers without a recipe's KV quantisation or policy) holds F16 values
+    /// (SessionOptions::kvCache F16, with the CPU backend), else f32.
+    bool kvF16 = false;
 
     /// The weight products of one call (kernels::linearBatch's contract) on the backend.
     void linear(std::span<const kernels::LinearJob> jobs, const float* x, int64_t ldx,

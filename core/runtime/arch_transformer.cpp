@@ -55,7 +55,7 @@ struct Layer {
     // This block's shapes, read from its tensors (structured pruning can shrink them):
     int64_t heads = 0, kvHeads = 0, qd = 0, kvd = 0, hidden = 0;
     const ActQuantSpec* aq[8] = {};      // input quantisation per linear (null: none)
-    const KvQuantSpec* kvq = nullptr;    // quantised KV cache (null: f32 cache)
+    const KvQuantSpec* kvq = nullptr;    // quantised KV cache (null: f32 or F16 cache)
     const KvPolicySpec* kvPol = nullptr; // KV eviction policy (null: full cache)
 };
 
@@ -92,7 +92,8 @@ private:
     kernels::RopeFreqs rope;
     std::vector<std::vector<int64_t>> counts; // MoE: [layer][expert]
 
-    std::vector<kernels::FloatBuffer> kCache, vCache;
+    std::vector<kernels::FloatBuffer> kCache, vCache;  // f32 cache [rows, kvd] (!env.kvF16)
+    std::vector<std::vector<uint16_t>> kHalf, vHalf; // F16 cache [rows, kvd] (env.kvF16)
     std::vector<runtime::KvStream> kStream, vStream; // layers with a quantised KV cache
     std::vector<runtime::KvPolicyCache> polCache;    // layers with a KV eviction policy
     kernels::FloatBuffer kDeq, vDeq, aqBuf;          // dequantised cache rows; quantised inputs
@@ -202,6 +203,8 @@ void TransformerRunner::bind() {
         rope = kernels::ropeFrequencies(s.rope, s.headDim, s.maxSeq, env.ctx);
     kCache.resize(size_t(s.nLayers));
     vCache.resize(size_t(s.nLayers));
+    kHalf.resize(size_t(s.nLayers));
+    vHalf.resize(size_t(s.nLayers));
     kStream.resize(size_t(s.nLayers));
     vStream.resize(size_t(s.nLayers));
     for (int64_t l = 0; l < s.nLayers; ++l)
@@ -455,8 +458,13 @@ void TransformerRunner::ensureCache(int64_t rows) {
     n = std::min(n, env.ctx);
     for (int64_t l = 0; l < s.nLayers; ++l) {
         if (layers[size_t(l)].kvq || layers[size_t(l)].kvPol) continue; // grow as rows arrive
-        kCache[size_t(l)].resize(size_t(n * kvDim));
-        vCache[size_t(l)].resize(size_t(n * kvDim));
+        if (env.kvF16) {
+            kHalf[size_t(l)].resize(size_t(n * kvDim));
+            vHalf[size_t(l)].resize(size_t(n * kvDim));
+        } else {
+            kCache[size_t(l)].resize(size_t(n * kvDim));
+            vCache[size_t(l)].resize(size_t(n * kvDim));
+        }
     }
     cacheRows = n;
 }
@@ -539,6 +547,11 @@ void TransformerRunner::attention(int64_t l, const float* x, int64_t n, int64_t 
                                    nh, ao, nt);
     } else if (L.kvq) {
         quantisedAttention(l, n, pos0, ao);
+    } else if (env.kvF16) {
+        uint16_t *kc = kHalf[size_t(l)].data(), *vc = vHalf[size_t(l)].data();
+        kernels::convertToF16Saturated(k.data(), kc + pos0 * kvd, n * kvd);
+        kernels::convertToF16Saturated(v.data(), vc + pos0 * kvd, n * kvd);
+        kernels::attentionExF16(q.data(), qd, kc, vc, att.data(), qd, n, pos0, nh, nkv, hd, ao, nt);
     } else {
         std::copy(k.begin(), k.begin() + n * kvd, kCache[size_t(l)].begin() + pos0 * kvd);
         std::copy(v.begin(), v.begin() + n * kvd, vCache[size_t(l)].begin() + pos0 * kvd);
@@ -1003,7 +1016,8 @@ uint64_t TransformerRunner::kvCacheBytes(int64_t tokens, bool asF32) const {
         else if (layers[size_t(l)].kvq && !asF32)
             b += kStream[size_t(l)].bytes() + vStream[size_t(l)].bytes();
         else
-            b += uint64_t(tokens) * uint64_t(layers[size_t(l)].kvd) * 2 * sizeof(float);
+            b += uint64_t(tokens) * uint64_t(layers[size_t(l)].kvd) * 2 *
+                 (env.kvF16 && !asF32 ? sizeof(uint16_t) : sizeof(float));
     }
     return b;
 }

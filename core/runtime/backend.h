@@ -50,7 +50,8 @@ public:
     /// kernels::attentionEx's contract over a float32 KV cache whose rows [pos0, pos0 + nTok)
     /// the runner has just written (kCache/vCache [ctx, nKvHeads*headDim], the same buffers on
     /// every call of a layer; pos0 == 0 starts a new sequence). The default runs the CPU kernel;
-    /// a device backend may mirror the cache and run it there.
+    /// a device backend may mirror the cache and run it there. (An F16 cache, which sessions
+    /// hold on the CPU backend only, is read by kernels::attentionExF16 in the runner.)
     virtual void attention(int layer, const float* q, int64_t ldq, const float* kCache,
                            const float* vCache, float* out, int64_t ldo, int64_t nTok, int64_t pos0,
                            int64_t nHeads, int64_t nKvHeads, int64_t headDim,

@@ -72,6 +72,7 @@ struct Session::Impl {
     std::string deviceNote;
     std::unique_ptr<runtime::ArchRunner> runner;
     runtime::MacCounter macs;
+    bool kvF16 = false; ///< the plain KV cache holds F16 values
 
     Impl(const WeightSource& ws, SessionOptions o) : w(ws), s(ws.spec()), opts(o) {}
 
@@ -104,6 +105,7 @@ void Session::Impl::bind() {
         opts.device.empty() ? runtime::defaultDevice() : runtime::parseDeviceSpec(opts.device);
     backend = runtime::makeBackend(
         dev, w, opts.gpuLayers >= -1 ? opts.gpuLayers : runtime::defaultGpuLayers(), &deviceNote);
+    kvF16 = !s.isMamba() && backend->device().id == "cpu" && opts.kvCache == KvCacheType::F16;
     const runtime::RunEnv env{w,
                               s,
                               threads,
@@ -114,7 +116,8 @@ void Session::Impl::bind() {
                               opts.exactActivations,
                               backend.get(),
                               -1,
-                              &macs};
+                              &macs,
+                              kvF16};
     runner = s.isMamba() ? runtime::makeMambaRunner(env) : runtime::makeTransformerRunner(env);
 
     eos = s.eosIds;
@@ -350,6 +353,10 @@ uint64_t Session::kvCacheBytes() const {
 
 uint64_t Session::kvCacheBytesF32() const {
     return m->runner->kvCacheBytes(m->pos, true);
+}
+
+bool Session::kvCacheF16() const {
+    return m->kvF16;
 }
 
 int32_t sampleToken(const float* logits, int64_t vocab, const SamplingParams& p,

@@ -86,6 +86,8 @@ struct SamplingParams {
     uint64_t seed = 0;
 };
 
+enum class KvCacheType { F32, F16 };
+
 struct SessionOptions {
     int64_t contextLength = 0; ///< KV cache capacity in tokens; 0 = spec().maxSeq
     int threads = 0;           ///< 0 = OpenMP default
@@ -106,6 +108,11 @@ struct SessionOptions {
     /// With a Vulkan device: blocks 0..gpuLayers-1 on the GPU, the rest (and lm_head) on the
     /// CPU; -1 all on the GPU; -2 the process default (runtime::defaultGpuLayers()).
     int gpuLayers = -2;
+    /// Element type of the KV cache of the layers a recipe gives no KV quantisation or KV
+    /// policy: f32 (exact), or F16 (llama.cpp's default cache: half its memory and half the
+    /// cache bytes a decode step reads; each value rounded to F16 as it is stored). F16 applies
+    /// on the CPU; a Vulkan device keeps f32 (its attention reads an f32 cache).
+    KvCacheType kvCache = KvCacheType::F32;
 };
 
 struct GenerateResult {
@@ -194,10 +201,13 @@ public:
     MacCounts macCounts() const;
 
     /// Bytes the KV cache holds for the tokens cached now (quantised layers: codes, scales and
-    /// the f32 tail; other layers: K and V in f32). 0 for Mamba.
+    /// the f32 tail; other layers: K and V in F16 or f32, kvCacheF16()). 0 for Mamba.
     uint64_t kvCacheBytes() const;
     /// What the same tokens would take in an all-f32 KV cache.
     uint64_t kvCacheBytesF32() const;
+    /// Whether the plain KV cache holds F16 values (SessionOptions::kvCache F16 on the CPU);
+    /// false for Mamba.
+    bool kvCacheF16() const;
 
 private:
     struct Impl;

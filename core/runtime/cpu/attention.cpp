@@ -1,4 +1,4 @@
-// Attention kernels: causal softmax(q.k * scale) v over a float32 KV cache, with sliding
+// Attention kernels: causal softmax(q.k * scale) v over a float32 or F16 KV cache, with sliding
 // windows, soft-capping and ALiBi (kernels.h).
 //
 // Flash-style: the keys are visited in chunks of kChunk positions (chunk c holds the absolute
@@ -16,6 +16,11 @@
 // query does not see enter as exact zeros (or not at all), and merges happen in key order. So a
 // token decoded alone gets bit-identical output to the same token in a batched prefill, on each
 // instruction-set level (the levels differ from each other in the last bits: exp, FMA).
+//
+// An F16 cache is read by the same kernels with its values widened as they are loaded (K in the
+// transposition, V in the weighted sum); widening is exact, so an F16 cache gives the bits of
+// the f32 kernels run on the widened cache.
+#include "core/common/dtype.h"
 #include "core/common/error.h"
 #include "core/common/parallel.h"
 #include "core/runtime/cpu/kernels.h"
@@ -24,6 +29,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <string>
 #include <vector>
@@ -40,6 +46,9 @@ constexpr int64_t kSuper = kChunk * kSuperChunks; // keys per super-chunk
 constexpr int kGroup = 8;                         // rows per register-blocked row group
 constexpr int64_t kRowTarget = 256; // rows per prefill task (tokens x heads): K/V chunks reused
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+constexpr float kHalfMax = 65504.0f; // the largest finite F16 value
+
+using Half = uint16_t; // an IEEE binary16 value
 
 std::atomic<size_t> g_scratchPeak{0};
 
@@ -67,7 +76,8 @@ inline float transformScore(float s, float rel, const RowScore& rs) {
 }
 
 /// The instruction-set kernels of one chunk. Layouts: kt [hd][kChunk] (K transposed), s [row]
-/// [kChunk] (scores, then probabilities), acc [row][hd].
+/// [kChunk] (scores, then probabilities), acc [row][hd]. The K and V kernels come in two forms,
+/// for a float32 and for an F16 cache (`H` suffix).
 struct Kern {
     /// kt[d][j] = k[j*ldk + d] for j < nk; zero for nk <= j < nk rounded up to 16. As it reads a
     /// line of K, it prefetches the same line of the next chunk's K and of this chunk's V (v, same
@@ -75,6 +85,8 @@ struct Kern {
     /// prefetchers follow poorly.
     void (*transpose)(const float* k, const float* v, int64_t ldk, int64_t nk, int64_t hd,
                       float* kt);
+    void (*transposeH)(const Half* k, const Half* v, int64_t ldk, int64_t nk, int64_t hd,
+                       float* kt);
     /// s[r][c] = q[r] . kt[:, c] for r < nr (<= kGroup), c in [c0, c1) (multiples of 16), each
     /// a sequential sum over d.
     void (*scores)(const float* const* q, int nr, const float* kt, int64_t hd, int64_t c0,
@@ -86,6 +98,25 @@ struct Kern {
     /// acc[r] = acc[r] * fa[r] + (sum over j in [j0, j1) of s[r][j] v[j]) * fb[r], r < nr.
     void (*pv)(const float* s, int nr, const float* v, int64_t ldv, int64_t hd, int64_t j0,
                int64_t j1, const float* fa, const float* fb, float* acc);
+    void (*pvH)(const float* s, int nr, const Half* v, int64_t ldv, int64_t hd, int64_t j0,
+                int64_t j1, const float* fa, const float* fb, float* acc);
+
+    void transposeOf(const float* k, const float* v, int64_t ldk, int64_t nk, int64_t hd,
+                     float* kt) const {
+        transpose(k, v, ldk, nk, hd, kt);
+    }
+    void transposeOf(const Half* k, const Half* v, int64_t ldk, int64_t nk, int64_t hd,
+                     float* kt) const {
+        transposeH(k, v, ldk, nk, hd, kt);
+    }
+    void pvOf(const float* s, int nr, const float* v, int64_t ldv, int64_t hd, int64_t j0,
+              int64_t j1, const float* fa, const float* fb, float* acc) const {
+        pv(s, nr, v, ldv, hd, j0, j1, fa, fb, acc);
+    }
+    void pvOf(const float* s, int nr, const Half* v, int64_t ldv, int64_t hd, int64_t j0,
+              int64_t j1, const float* fa, const float* fb, float* acc) const {
+        pvH(s, nr, v, ldv, hd, j0, j1, fa, fb, acc);
+    }
 };
 
 inline int64_t roundUp16(int64_t x) {
@@ -95,15 +126,22 @@ inline int64_t roundUp16(int64_t x) {
 // ---------------------------------------------------------------------------------------------
 // Portable kernels (the reference the vector levels are tested against).
 
-void transposeGeneric(const float* k, const float* v, int64_t ldk, int64_t nk, int64_t hd,
-                      float* kt) {
+inline float widen(float x) {
+    return x;
+}
+inline float widen(Half x) {
+    return f16ToF32(x);
+}
+
+template <class T>
+void transposeGeneric(const T* k, const T* v, int64_t ldk, int64_t nk, int64_t hd, float* kt) {
     const int64_t nkp = roundUp16(nk);
     for (int64_t j = 0; j < nk; ++j) {
         for (int64_t d = 0; d < hd; d += 16) {
             __builtin_prefetch(k + (j + kChunk) * ldk + d); // prefetches never fault
             __builtin_prefetch(v + j * ldk + d);
         }
-        for (int64_t d = 0; d < hd; ++d) kt[d * kChunk + j] = k[j * ldk + d];
+        for (int64_t d = 0; d < hd; ++d) kt[d * kChunk + j] = widen(k[j * ldk + d]);
     }
     for (int64_t d = 0; d < hd; ++d)
         for (int64_t j = nk; j < nkp; ++j) kt[d * kChunk + j] = 0.0f;
@@ -141,8 +179,9 @@ float expRowGeneric(float* s, int64_t c0, int64_t c1, int64_t a, int64_t b, cons
     return mc;
 }
 
-void pvGeneric(const float* s, int nr, const float* v, int64_t ldv, int64_t hd, int64_t j0,
-               int64_t j1, const float* fa, const float* fb, float* acc) {
+template <class T>
+void pvGeneric(const float* s, int nr, const T* v, int64_t ldv, int64_t hd, int64_t j0, int64_t j1,
+               const float* fa, const float* fb, float* acc) {
     constexpr int64_t DB = 64;
     for (int r = 0; r < nr; ++r)
         for (int64_t d0 = 0; d0 < hd; d0 += DB) {
@@ -150,21 +189,23 @@ void pvGeneric(const float* s, int nr, const float* v, int64_t ldv, int64_t hd, 
             float t[DB] = {};
             for (int64_t j = j0; j < j1; ++j) {
                 const float p = s[r * kChunk + j];
-                const float* vr = v + j * ldv + d0;
-                for (int64_t d = 0; d < nd; ++d) t[d] += p * vr[d];
+                const T* vr = v + j * ldv + d0;
+                for (int64_t d = 0; d < nd; ++d) t[d] += p * widen(vr[d]);
             }
             float* ar = acc + r * hd + d0;
             for (int64_t d = 0; d < nd; ++d) ar[d] = ar[d] * fa[r] + t[d] * fb[r];
         }
 }
 
-constexpr Kern kGeneric = {transposeGeneric, scoresGeneric, expRowGeneric, pvGeneric};
+constexpr Kern kGeneric = {transposeGeneric<float>, transposeGeneric<Half>, scoresGeneric,
+                           expRowGeneric,           pvGeneric<float>,       pvGeneric<Half>};
 
 /// Kern::pv for up to 4 rows at a time (Rows[n - 1] handles n rows).
-using PvRows = void (*)(const float* s, const float* v, int64_t ldv, int64_t hd, int64_t j0,
-                        int64_t j1, const float* fa, const float* fb, float* acc);
-template <const PvRows* Rows>
-void pvInRowTiles(const float* s, int nr, const float* v, int64_t ldv, int64_t hd, int64_t j0,
+template <class T>
+using PvRows = void (*)(const float* s, const T* v, int64_t ldv, int64_t hd, int64_t j0, int64_t j1,
+                        const float* fa, const float* fb, float* acc);
+template <class T, const PvRows<T>* Rows>
+void pvInRowTiles(const float* s, int nr, const T* v, int64_t ldv, int64_t hd, int64_t j0,
                   int64_t j1, const float* fa, const float* fb, float* acc) {
     for (int r = 0; r < nr; r += 4)
         Rows[std::min(4, nr - r) - 1](s + r * kChunk, v, ldv, hd, j0, j1, fa + r, fb + r,
@@ -232,20 +273,36 @@ LCW_AVX2 inline __m256 laneMaskAvx2(int64_t j, int64_t a, int64_t b) {
     return _mm256_castsi256_ps(_mm256_and_si256(lo, hi));
 }
 
-LCW_AVX2 void transposeAvx2(const float* k, const float* v, int64_t ldk, int64_t nk, int64_t hd,
+/// 8 cache values from p as floats; the Masked forms read the first n (< 8, the rest zero).
+LCW_AVX2 inline __m256 load8(const float* p) {
+    return _mm256_loadu_ps(p);
+}
+LCW_AVX2 inline __m256 load8(const Half* p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+LCW_AVX2 inline __m256 load8Masked(const float* p, int64_t n) {
+    return _mm256_maskload_ps(
+        p, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kTailMask + 8 - n)));
+}
+LCW_AVX2 inline __m256 load8Masked(const Half* p, int64_t n) {
+    Half t[8] = {};
+    std::memcpy(t, p, size_t(n) * sizeof(Half));
+    return load8(t);
+}
+
+template <class T>
+LCW_AVX2 void transposeAvx2(const T* k, const T* v, int64_t ldk, int64_t nk, int64_t hd,
                             float* kt) {
     const int64_t nkp = roundUp16(nk);
     for (int64_t j0 = 0; j0 < nkp; j0 += 8)
         for (int64_t d0 = 0; d0 < hd; d0 += 8) {
             const int64_t nd = std::min<int64_t>(8, hd - d0);
-            const __m256i m =
-                _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kTailMask + 8 - nd));
             __m256 r[8];
-            const float* src = k + j0 * ldk + d0;
+            const T* src = k + j0 * ldk + d0;
             if (j0 + 8 <= nk && nd == 8) { // the common case: no branch per row, plain loads
 #pragma GCC unroll 8
                 for (int i = 0; i < 8; ++i) {
-                    r[i] = _mm256_loadu_ps(src + i * ldk);
+                    r[i] = load8(src + i * ldk);
                     if (d0 % 16 == 0) { // once per 64-byte line (prefetches never fault)
                         _mm_prefetch(reinterpret_cast<const char*>(src + (i + kChunk) * ldk),
                                      _MM_HINT_T0);
@@ -255,7 +312,9 @@ LCW_AVX2 void transposeAvx2(const float* k, const float* v, int64_t ldk, int64_t
                 }
             } else {
                 for (int i = 0; i < 8; ++i)
-                    r[i] = j0 + i < nk ? _mm256_maskload_ps(src + i * ldk, m) : _mm256_setzero_ps();
+                    r[i] = j0 + i < nk
+                               ? (nd == 8 ? load8(src + i * ldk) : load8Masked(src + i * ldk, nd))
+                               : _mm256_setzero_ps();
             }
             __m256 t[8], u[8];
             for (int i = 0; i < 8; i += 2) {
@@ -360,8 +419,8 @@ LCW_AVX2 float expRowAvx2(float* s, int64_t c0, int64_t c1, int64_t a, int64_t b
 
 // Tail: the last of the ND vectors is partial (masked loads and stores; AMD's masked stores are
 // slow, so full tiles avoid them).
-template <int R, int ND, bool Tail>
-LCW_AVX2 inline void pvTileAvx2(const float* s, const float* v, int64_t ldv, int64_t j0, int64_t j1,
+template <class T, int R, int ND, bool Tail>
+LCW_AVX2 inline void pvTileAvx2(const float* s, const T* v, int64_t ldv, int64_t j0, int64_t j1,
                                 int64_t nd, const float* fa, const float* fb, float* acc,
                                 int64_t hd) {
     const __m256i m =
@@ -372,12 +431,12 @@ LCW_AVX2 inline void pvTileAvx2(const float* s, const float* v, int64_t ldv, int
 #pragma GCC unroll 2
         for (int i = 0; i < ND; ++i) c[r][i] = _mm256_setzero_ps();
     for (int64_t j = j0; j < j1; ++j) {
-        const float* vr = v + j * ldv;
+        const T* vr = v + j * ldv;
         __m256 vv[ND];
 #pragma GCC unroll 2
         for (int i = 0; i < ND; ++i)
-            vv[i] = Tail && i == ND - 1 ? _mm256_maskload_ps(vr + 8 * i, m)
-                                        : _mm256_loadu_ps(vr + 8 * i);
+            vv[i] = Tail && i == ND - 1 ? load8Masked(vr + 8 * i, nd - (ND - 1) * 8)
+                                        : load8(vr + 8 * i);
 #pragma GCC unroll 4
         for (int r = 0; r < R; ++r) {
             const __m256 p = _mm256_broadcast_ss(s + r * kChunk + j);
@@ -402,27 +461,34 @@ LCW_AVX2 inline void pvTileAvx2(const float* s, const float* v, int64_t ldv, int
     }
 }
 
-template <int R>
-LCW_AVX2 void pvRowsAvx2(const float* s, const float* v, int64_t ldv, int64_t hd, int64_t j0,
+template <class T, int R>
+LCW_AVX2 void pvRowsAvx2(const float* s, const T* v, int64_t ldv, int64_t hd, int64_t j0,
                          int64_t j1, const float* fa, const float* fb, float* acc) {
     for (int64_t d0 = 0; d0 < hd; d0 += 16) {
         const int64_t nd = std::min<int64_t>(16, hd - d0);
-        const float* vd = v + d0;
+        const T* vd = v + d0;
         float* ad = acc + d0;
         if (nd == 16)
-            pvTileAvx2<R, 2, false>(s, vd, ldv, j0, j1, nd, fa, fb, ad, hd);
+            pvTileAvx2<T, R, 2, false>(s, vd, ldv, j0, j1, nd, fa, fb, ad, hd);
         else if (nd > 8)
-            pvTileAvx2<R, 2, true>(s, vd, ldv, j0, j1, nd, fa, fb, ad, hd);
+            pvTileAvx2<T, R, 2, true>(s, vd, ldv, j0, j1, nd, fa, fb, ad, hd);
         else if (nd == 8)
-            pvTileAvx2<R, 1, false>(s, vd, ldv, j0, j1, nd, fa, fb, ad, hd);
+            pvTileAvx2<T, R, 1, false>(s, vd, ldv, j0, j1, nd, fa, fb, ad, hd);
         else
-            pvTileAvx2<R, 1, true>(s, vd, ldv, j0, j1, nd, fa, fb, ad, hd);
+            pvTileAvx2<T, R, 1, true>(s, vd, ldv, j0, j1, nd, fa, fb, ad, hd);
     }
 }
 
-constexpr PvRows kPvRowsAvx2[] = {pvRowsAvx2<1>, pvRowsAvx2<2>, pvRowsAvx2<3>, pvRowsAvx2<4>};
+template <class T>
+constexpr PvRows<T> kPvRowsAvx2[] = {pvRowsAvx2<T, 1>, pvRowsAvx2<T, 2>, pvRowsAvx2<T, 3>,
+                                     pvRowsAvx2<T, 4>};
 
-constexpr Kern kAvx2 = {transposeAvx2, scoresAvx2, expRowAvx2, pvInRowTiles<kPvRowsAvx2>};
+constexpr Kern kAvx2 = {transposeAvx2<float>,
+                        transposeAvx2<Half>,
+                        scoresAvx2,
+                        expRowAvx2,
+                        pvInRowTiles<float, kPvRowsAvx2<float>>,
+                        pvInRowTiles<Half, kPvRowsAvx2<Half>>};
 
 // ---------------------------------------------------------------------------------------------
 // AVX-512 kernels (16 lanes).
@@ -478,7 +544,16 @@ inline __mmask16 laneMask512(int64_t j, int64_t a, int64_t b) {
     return __mmask16(((1u << hi) - 1u) & ~((1u << lo) - 1u));
 }
 
-LCW_AVX512 void transpose512(const float* k, const float* v, int64_t ldk, int64_t nk, int64_t hd,
+/// The cache values of the lanes of m from p as floats (the other lanes zero).
+LCW_AVX512 inline __m512 load16(__mmask16 m, const float* p) {
+    return _mm512_maskz_loadu_ps(m, p);
+}
+LCW_AVX512 inline __m512 load16(__mmask16 m, const Half* p) {
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
+}
+
+template <class T>
+LCW_AVX512 void transpose512(const T* k, const T* v, int64_t ldk, int64_t nk, int64_t hd,
                              float* kt) {
     const int64_t nkp = roundUp16(nk);
     for (int64_t j0 = 0; j0 < nkp; j0 += 16)
@@ -486,11 +561,11 @@ LCW_AVX512 void transpose512(const float* k, const float* v, int64_t ldk, int64_
             const int64_t nd = std::min<int64_t>(16, hd - d0);
             const __mmask16 m = __mmask16((1u << nd) - 1u);
             __m512 r[16], t[16], u[16];
-            const float* src = k + j0 * ldk + d0;
+            const T* src = k + j0 * ldk + d0;
             if (j0 + 16 <= nk) { // the common case without a branch per row
 #pragma GCC unroll 16
                 for (int i = 0; i < 16; ++i) {
-                    r[i] = _mm512_maskz_loadu_ps(m, src + i * ldk);
+                    r[i] = load16(m, src + i * ldk);
                     // (prefetches never fault)
                     _mm_prefetch(reinterpret_cast<const char*>(src + (i + kChunk) * ldk),
                                  _MM_HINT_T0);
@@ -499,8 +574,7 @@ LCW_AVX512 void transpose512(const float* k, const float* v, int64_t ldk, int64_
                 }
             } else {
                 for (int i = 0; i < 16; ++i)
-                    r[i] =
-                        j0 + i < nk ? _mm512_maskz_loadu_ps(m, src + i * ldk) : _mm512_setzero_ps();
+                    r[i] = j0 + i < nk ? load16(m, src + i * ldk) : _mm512_setzero_ps();
             }
             for (int i = 0; i < 16; i += 2) {
                 t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
@@ -610,10 +684,10 @@ LCW_AVX512 float expRow512(float* s, int64_t c0, int64_t c1, int64_t a, int64_t 
     return mc;
 }
 
-template <int R, int ND>
-LCW_AVX512 inline void pvTile512(const float* s, const float* v, int64_t ldv, int64_t j0,
-                                 int64_t j1, int64_t nd, const float* fa, const float* fb,
-                                 float* acc, int64_t hd) {
+template <class T, int R, int ND>
+LCW_AVX512 inline void pvTile512(const float* s, const T* v, int64_t ldv, int64_t j0, int64_t j1,
+                                 int64_t nd, const float* fa, const float* fb, float* acc,
+                                 int64_t hd) {
     __mmask16 m[ND];
 #pragma GCC unroll 4
     for (int i = 0; i < ND; ++i) m[i] = __mmask16((1u << std::min<int64_t>(16, nd - 16 * i)) - 1u);
@@ -623,10 +697,10 @@ LCW_AVX512 inline void pvTile512(const float* s, const float* v, int64_t ldv, in
 #pragma GCC unroll 4
         for (int i = 0; i < ND; ++i) c[r][i] = _mm512_setzero_ps();
     for (int64_t j = j0; j < j1; ++j) {
-        const float* vr = v + j * ldv;
+        const T* vr = v + j * ldv;
         __m512 vv[ND];
 #pragma GCC unroll 4
-        for (int i = 0; i < ND; ++i) vv[i] = _mm512_maskz_loadu_ps(m[i], vr + 16 * i);
+        for (int i = 0; i < ND; ++i) vv[i] = load16(m[i], vr + 16 * i);
 #pragma GCC unroll 4
         for (int r = 0; r < R; ++r) {
             const __m512 p = _mm512_set1_ps(s[r * kChunk + j]);
@@ -646,20 +720,27 @@ LCW_AVX512 inline void pvTile512(const float* s, const float* v, int64_t ldv, in
     }
 }
 
-template <int R>
-LCW_AVX512 void pvRows512(const float* s, const float* v, int64_t ldv, int64_t hd, int64_t j0,
+template <class T, int R>
+LCW_AVX512 void pvRows512(const float* s, const T* v, int64_t ldv, int64_t hd, int64_t j0,
                           int64_t j1, const float* fa, const float* fb, float* acc) {
-    constexpr decltype(&pvTile512<R, 1>) tile[] = {pvTile512<R, 1>, pvTile512<R, 2>,
-                                                   pvTile512<R, 3>, pvTile512<R, 4>};
+    constexpr decltype(&pvTile512<T, R, 1>) tile[] = {pvTile512<T, R, 1>, pvTile512<T, R, 2>,
+                                                      pvTile512<T, R, 3>, pvTile512<T, R, 4>};
     for (int64_t d0 = 0; d0 < hd; d0 += 64) {
         const int64_t nd = std::min<int64_t>(64, hd - d0);
         tile[(nd + 15) / 16 - 1](s, v + d0, ldv, j0, j1, nd, fa, fb, acc + d0, hd);
     }
 }
 
-constexpr PvRows kPvRows512[] = {pvRows512<1>, pvRows512<2>, pvRows512<3>, pvRows512<4>};
+template <class T>
+constexpr PvRows<T> kPvRows512[] = {pvRows512<T, 1>, pvRows512<T, 2>, pvRows512<T, 3>,
+                                    pvRows512<T, 4>};
 
-constexpr Kern kAvx512 = {transpose512, scores512, expRow512, pvInRowTiles<kPvRows512>};
+constexpr Kern kAvx512 = {transpose512<float>,
+                          transpose512<Half>,
+                          scores512,
+                          expRow512,
+                          pvInRowTiles<float, kPvRows512<float>>,
+                          pvInRowTiles<Half, kPvRows512<Half>>};
 #pragma GCC diagnostic pop
 #endif
 
@@ -679,8 +760,9 @@ const Kern& kernFor(Isa isa) {
 struct Problem {
     const float* q;
     int64_t ldq;
-    const float* k;
-    const float* v;
+    const void* k; ///< the cache: float, or Half when `half`
+    const void* v;
+    bool half;
     float* out;
     int64_t ldo;
     int64_t nTok, pos0, nKv, hd, G, kvDim, window;
@@ -729,8 +811,10 @@ Scratch& threadScratch() {
 
 /// Softmax state (m, l, acc) of the rows of tokens blk*QT.. of KV head kvh over the keys of
 /// super-chunk sc, starting from the empty state. Row r is token r / G, head kvh*G + r % G.
-void superChunk(const Problem& P, Scratch& w, int64_t kvh, int64_t blk, int64_t sc, float* m,
-                float* l, float* acc) {
+/// T: the cache's element type.
+template <class T>
+void superChunkOf(const Problem& P, Scratch& w, int64_t kvh, int64_t blk, int64_t sc, float* m,
+                  float* l, float* acc) {
     const Kern& kn = *P.kern;
     const int64_t t0 = blk * P.QT, nq = P.tokens(blk), rows = nq * P.G, hd = P.hd;
     std::fill(m, m + rows, kNegInf);
@@ -744,14 +828,14 @@ void superChunk(const Problem& P, Scratch& w, int64_t kvh, int64_t blk, int64_t 
     const float* slopes = P.opt->alibi;
     float fa[kGroup], fb[kGroup];
     int64_t ra[kGroup], rb[kGroup];
-    const float* kBase = P.k + kvh * hd;
-    const float* vBase = P.v + kvh * hd;
+    const T* kBase = static_cast<const T*>(P.k) + kvh * hd;
+    const T* vBase = static_cast<const T*>(P.v) + kvh * hd;
     // The first chunk's K rows (the transposition prefetches the next ones as it goes).
     for (int64_t j = cFrom * kChunk; j < std::min(keyHi, (cFrom + 1) * kChunk); ++j)
         for (int64_t d = 0; d < hd; d += 16) __builtin_prefetch(kBase + j * P.kvDim + d);
     for (int64_t c = cFrom; c < cTo; ++c) {
         const int64_t cs = c * kChunk, nk = std::min(kChunk, keyHi - cs);
-        kn.transpose(kBase + cs * P.kvDim, vBase + cs * P.kvDim, P.kvDim, nk, hd, w.kt.data());
+        kn.transposeOf(kBase + cs * P.kvDim, vBase + cs * P.kvDim, P.kvDim, nk, hd, w.kt.data());
         for (int64_t g0 = 0; g0 < rows; g0 += kGroup) {
             const int nr = int(std::min<int64_t>(kGroup, rows - g0));
             int64_t lo = kChunk, hi = 0;
@@ -790,9 +874,17 @@ void superChunk(const Problem& P, Scratch& w, int64_t kvh, int64_t blk, int64_t 
                 l[r] = l[r] * fa[i] + sum * fb[i];
                 m[r] = mn;
             }
-            kn.pv(s, nr, vBase + cs * P.kvDim, P.kvDim, hd, lo, hi, fa, fb, acc + g0 * hd);
+            kn.pvOf(s, nr, vBase + cs * P.kvDim, P.kvDim, hd, lo, hi, fa, fb, acc + g0 * hd);
         }
     }
+}
+
+void superChunk(const Problem& P, Scratch& w, int64_t kvh, int64_t blk, int64_t sc, float* m,
+                float* l, float* acc) {
+    if (P.half)
+        superChunkOf<Half>(P, w, kvh, blk, sc, m, l, acc);
+    else
+        superChunkOf<float>(P, w, kvh, blk, sc, m, l, acc);
 }
 
 /// (mT, lT, accT) = merge of itself and (mS, lS, accS), for `rows` rows.
@@ -847,9 +939,11 @@ void attention(const float* q, int64_t ldq, const float* kCache, const float* vC
                 threads);
 }
 
-void attentionEx(const float* q, int64_t ldq, const float* kCache, const float* vCache, float* out,
-                 int64_t ldo, int64_t nTok, int64_t pos0, int64_t nHeads, int64_t nKvHeads,
-                 int64_t headDim, const AttentionOptions& opt, int threads) {
+namespace {
+
+void attendCache(const float* q, int64_t ldq, const void* kCache, const void* vCache, bool half,
+                 float* out, int64_t ldo, int64_t nTok, int64_t pos0, int64_t nHeads,
+                 int64_t nKvHeads, int64_t headDim, const AttentionOptions& opt, int threads) {
     if (nTok <= 0) return;
     if (nKvHeads <= 0 || nHeads % nKvHeads != 0 || headDim <= 0 || pos0 < 0)
         throw ArgumentError("attention: " + std::to_string(nHeads) + " query heads over " +
@@ -858,7 +952,7 @@ void attentionEx(const float* q, int64_t ldq, const float* kCache, const float* 
                             " (need a whole number of query heads per KV head)");
     const int nt = resolveThreads(threads);
     Problem P;
-    P.q = q, P.ldq = ldq, P.k = kCache, P.v = vCache, P.out = out, P.ldo = ldo;
+    P.q = q, P.ldq = ldq, P.k = kCache, P.v = vCache, P.half = half, P.out = out, P.ldo = ldo;
     P.nTok = nTok, P.pos0 = pos0, P.nKv = nKvHeads, P.hd = headDim;
     P.G = nHeads / nKvHeads, P.kvDim = nKvHeads * headDim, P.window = opt.window;
     // Query tokens per task: kRowTarget rows, fewer when that leaves too few tasks to share.
@@ -960,6 +1054,82 @@ void attentionEx(const float* q, int64_t ldq, const float* kCache, const float* 
         }
         writeOut(P, kvh, blk, w.lT.data(), w.accT.data());
     }
+}
+
+} // namespace
+
+void attentionEx(const float* q, int64_t ldq, const float* kCache, const float* vCache, float* out,
+                 int64_t ldo, int64_t nTok, int64_t pos0, int64_t nHeads, int64_t nKvHeads,
+                 int64_t headDim, const AttentionOptions& opt, int threads) {
+    attendCache(q, ldq, kCache, vCache, false, out, ldo, nTok, pos0, nHeads, nKvHeads, headDim, opt,
+                threads);
+}
+
+void attentionExF16(const float* q, int64_t ldq, const uint16_t* kCache, const uint16_t* vCache,
+                    float* out, int64_t ldo, int64_t nTok, int64_t pos0, int64_t nHeads,
+                    int64_t nKvHeads, int64_t headDim, const AttentionOptions& opt, int threads) {
+    attendCache(q, ldq, kCache, vCache, true, out, ldo, nTok, pos0, nHeads, nKvHeads, headDim, opt,
+                threads);
+}
+
+namespace {
+
+// F16 rounding of cache rows. Every level: |x| > kHalfMax becomes +-kHalfMax, then round to
+// nearest even (f32ToF16's rule; F16C's vcvtps2ph with _MM_FROUND_TO_NEAREST_INT is the same
+// rounding, subnormal halves included); NaN stays NaN.
+inline float saturateHalf(float x) {
+    return std::fabs(x) > kHalfMax ? std::copysign(kHalfMax, x) : x;
+}
+
+void toF16Generic(const float* src, Half* dst, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) dst[i] = f32ToF16(saturateHalf(src[i]));
+}
+
+#if LCW_X86
+LCW_AVX2 void toF16Avx2(const float* src, Half* dst, int64_t n) {
+    const __m256 hi = _mm256_set1_ps(kHalfMax), sign = _mm256_set1_ps(-0.0f);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 x = _mm256_loadu_ps(src + i);
+        const __m256 ax = _mm256_andnot_ps(sign, x);
+        const __m256 big = _mm256_cmp_ps(ax, hi, _CMP_GT_OQ);
+        const __m256 y = _mm256_blendv_ps(x, _mm256_or_ps(hi, _mm256_and_ps(sign, x)), big);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i),
+                         _mm256_cvtps_ph(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    }
+    toF16Generic(src + i, dst + i, n - i);
+}
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+LCW_AVX512 void toF16Avx512(const float* src, Half* dst, int64_t n) {
+    const __m512 hi = _mm512_set1_ps(kHalfMax);
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = __mmask16(n - i >= 16 ? 0xFFFFu : (1u << (n - i)) - 1u);
+        const __m512 x = _mm512_maskz_loadu_ps(m, src + i);
+        const __mmask16 big = _mm512_cmp_ps_mask(_mm512_abs_ps(x), hi, _CMP_GT_OQ);
+        const __m512 y = _mm512_mask_mov_ps(
+            x, big,
+            _mm512_castsi512_ps(_mm512_or_si512(
+                _mm512_castps_si512(hi),
+                _mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(INT32_MIN)))));
+        _mm256_mask_storeu_epi16(dst + i, m,
+                                 _mm512_cvtps_ph(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    }
+}
+#pragma GCC diagnostic pop
+#endif
+
+} // namespace
+
+void convertToF16Saturated(const float* src, uint16_t* dst, int64_t n) {
+#if LCW_X86
+    const Isa isa = activeIsa();
+    if (isa == Isa::Avx512) return toF16Avx512(src, dst, n);
+    if (isa == Isa::Avx2) return toF16Avx2(src, dst, n);
+#endif
+    toF16Generic(src, dst, n);
 }
 
 } // namespace lcw::kernels

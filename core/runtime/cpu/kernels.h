@@ -2,7 +2,7 @@
 /// \file
 /// CPU kernels of the runtime (internal to core/runtime, exposed for tests and benchmarks):
 /// linear layers over stored weights of any supported dtype, RMSNorm, RoPE tables and rotation,
-/// causal attention over a float32 KV cache.
+/// causal attention over a float32 or F16 KV cache.
 #include "core/common/tensor.h"
 #include "core/model/model_spec.h"
 #include "core/model/runtime_quant.h"
@@ -155,6 +155,19 @@ void attention(const float* q, int64_t ldq, const float* kCache, const float* vC
 void attentionEx(const float* q, int64_t ldq, const float* kCache, const float* vCache, float* out,
                  int64_t ldo, int64_t nTok, int64_t pos0, int64_t nHeads, int64_t nKvHeads,
                  int64_t headDim, const AttentionOptions& opt, int threads);
+
+/// attentionEx over a KV cache of IEEE half-precision values (F16: SessionOptions::kvCache, as
+/// llama.cpp's default cache). Each value is widened exactly
+/// as it is loaded, so the output is attentionEx's on the widened cache, bit for bit, at every
+/// instruction-set level.
+void attentionExF16(const float* q, int64_t ldq, const uint16_t* kCache, const uint16_t* vCache,
+                    float* out, int64_t ldo, int64_t nTok, int64_t pos0, int64_t nHeads,
+                    int64_t nKvHeads, int64_t headDim, const AttentionOptions& opt, int threads);
+
+/// dst[i] = src[i] rounded to F16 (to nearest even) for i < n, the rows an F16 KV cache stores:
+/// values beyond +-65504 saturate to +-65504 (a cache holds no infinities), NaN stays NaN. The
+/// same bits at every instruction-set level.
+void convertToF16Saturated(const float* src, uint16_t* dst, int64_t n);
 
 /// Largest working memory (bytes) one attention call has held per thread since the last reset:
 /// per-thread scratch (O(key chunk x rows per task), independent of the context length) plus, for
