@@ -359,12 +359,32 @@ private slots:
             QCOMPARE(hn[2], uint16_t(0x3C00));
         }
     }
+    void f16WideningIsExact() {
+        // f16ToF32 (which the portable kernels call per value) for all 65536 halves against
+        // (-1)^s 2^(e-15) (1 + m/1024), or (-1)^s m 2^-24 for e = 0, in double; e = 31 gives
+        // infinities (m = 0) and NaNs of the same sign.
+        for (uint32_t h = 0; h < 65536; ++h) {
+            const int s = int(h >> 15), e = int((h >> 10) & 31), mant = int(h & 1023);
+            const float got = f16ToF32(uint16_t(h));
+            uint32_t gotBits;
+            std::memcpy(&gotBits, &got, 4);
+            QVERIFY2((gotBits >> 31) == uint32_t(s), qPrintable(QString::number(h, 16)));
+            if (e == 31) {
+                QVERIFY2(mant == 0 ? std::isinf(got) : std::isnan(got),
+                         qPrintable(QString::number(h, 16)));
+                continue;
+            }
+            const double mag =
+                e == 0 ? std::ldexp(double(mant), -24) : std::ldexp(1.0 + mant / 1024.0, e - 15);
+            QVERIFY2(double(got) == (s ? -mag : mag), qPrintable(QString::number(h, 16)));
+        }
+    }
     void f16CacheEqualsWidenedF32() {
         // The F16 kernels widen each value as they load it: the output equals the f32 kernels'
         // on the widened cache bit for bit, per level, for prefill, decode split over the key
         // range, sliding windows, soft-capping, ALiBi and head sizes with vector tails (20, 72:
-        // partial AVX2 and AVX-512 vectors); and it is within the usual tolerance of the double
-        // reference on the widened values.
+        // partial AVX2 and AVX-512 vectors), subnormal halves; and it is within the usual
+        // tolerance of the double reference on the widened values.
         std::vector<Case> cases(5);
         cases[0].nTok = 150, cases[0].pos0 = 600, cases[0].H = 8, cases[0].KV = 2;
         cases[1] = cases[0];
@@ -378,6 +398,9 @@ private slots:
             kernels::setIsa(isa);
             for (Case& c : cases) {
                 c.make();
+                if (&c == &cases[3]) // V of subnormal halves (below 6.1e-5), K of small normal ones
+                    for (auto* x : {&c.K, &c.V})
+                        for (float& y : *x) y *= x == &c.V ? 3e-6f : 1e-3f;
                 c.makeHalf();
                 for (int threads : {1, 2}) {
                     const auto h = c.runHalf(true, threads), f = c.runHalf(false, threads);
@@ -510,6 +533,7 @@ private slots:
             return medianMs(ms);
         };
         d.makeHalf();
+        p.makeHalf();
         const auto timeHalf = [&](const Case& c, int reps) {
             std::vector<double> ms;
             for (int r = 0; r < reps; ++r) {
@@ -526,11 +550,12 @@ private slots:
         for (auto isa : kernels::supportedIsas()) {
             IsaGuard guard;
             kernels::setIsa(isa);
-            time(p, 1), time(d, 3), timeHalf(d, 3); // warm up
-            const double pm = time(p, 7), dm = time(d, 41), hm = timeHalf(d, 41);
-            qInfo("%s: prefill 512 tok (32/4 heads, hd 64, 2 threads) %.2f ms; decode at ctx 4096 "
-                  "%.3f ms (F16 cache %.3f ms)",
-                  kernels::isaName(isa), pm, dm, hm);
+            time(p, 1), time(d, 3), timeHalf(p, 1), timeHalf(d, 3); // warm up
+            const double pm = time(p, 7), dm = time(d, 41), ph = timeHalf(p, 7),
+                         dh = timeHalf(d, 41);
+            qInfo("%s: prefill 512 tok (32/4 heads, hd 64, 2 threads) %.2f ms (F16 cache %.2f); "
+                  "decode at ctx 4096 %.3f ms (F16 cache %.3f)",
+                  kernels::isaName(isa), pm, ph, dm, dh);
         }
     }
 };

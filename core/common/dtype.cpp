@@ -18,17 +18,28 @@ struct Info {
 // q6_k 210 bytes; iq4_nl: f16 d + 16 (32 elements); iq4_xs: f16 d, u16 scales_h, 4 scales_l,
 // 128 (256 elements).
 constexpr Info kInfo[] = {
-    {DType::F32, "f32", "F32", 1, 4},    {DType::F16, "f16", "F16", 1, 2},
-    {DType::BF16, "bf16", "BF16", 1, 2}, {DType::F64, "f64", "F64", 1, 8},
-    {DType::I8, "i8", "I8", 1, 1},       {DType::U8, "u8", "U8", 1, 1},
-    {DType::I16, "i16", "I16", 1, 2},    {DType::I32, "i32", "I32", 1, 4},
-    {DType::I64, "i64", "I64", 1, 8},    {DType::Bool, "bool", "BOOL", 1, 1},
-    {DType::Q4_0, "q4_0", "", 32, 18},   {DType::Q4_1, "q4_1", "", 32, 20},
-    {DType::Q5_0, "q5_0", "", 32, 22},   {DType::Q5_1, "q5_1", "", 32, 24},
-    {DType::Q8_0, "q8_0", "", 32, 34},   {DType::Q2_K, "q2_k", "", 256, 84},
-    {DType::Q3_K, "q3_k", "", 256, 110}, {DType::Q4_K, "q4_k", "", 256, 144},
-    {DType::Q5_K, "q5_k", "", 256, 176}, {DType::Q6_K, "q6_k", "", 256, 210},
-    {DType::IQ4_NL, "iq4_nl", "", 32, 18}, {DType::IQ4_XS, "iq4_xs", "", 256, 136},
+    {DType::F32, "f32", "F32", 1, 4},
+    {DType::F16, "f16", "F16", 1, 2},
+    {DType::BF16, "bf16", "BF16", 1, 2},
+    {DType::F64, "f64", "F64", 1, 8},
+    {DType::I8, "i8", "I8", 1, 1},
+    {DType::U8, "u8", "U8", 1, 1},
+    {DType::I16, "i16", "I16", 1, 2},
+    {DType::I32, "i32", "I32", 1, 4},
+    {DType::I64, "i64", "I64", 1, 8},
+    {DType::Bool, "bool", "BOOL", 1, 1},
+    {DType::Q4_0, "q4_0", "", 32, 18},
+    {DType::Q4_1, "q4_1", "", 32, 20},
+    {DType::Q5_0, "q5_0", "", 32, 22},
+    {DType::Q5_1, "q5_1", "", 32, 24},
+    {DType::Q8_0, "q8_0", "", 32, 34},
+    {DType::Q2_K, "q2_k", "", 256, 84},
+    {DType::Q3_K, "q3_k", "", 256, 110},
+    {DType::Q4_K, "q4_k", "", 256, 144},
+    {DType::Q5_K, "q5_k", "", 256, 176},
+    {DType::Q6_K, "q6_k", "", 256, 210},
+    {DType::IQ4_NL, "iq4_nl", "", 32, 18},
+    {DType::IQ4_XS, "iq4_xs", "", 256, 136},
     {DType::F8_E4M3, "f8_e4m3", "F8_E4M3", 1, 1},
 };
 const Info& info(DType t) {
@@ -67,33 +78,6 @@ std::optional<uint64_t> dtypeBytesFor(DType t, uint64_t n) {
     uint64_t blocks = n / uint64_t(i.blockElems);
     if (blocks > std::numeric_limits<uint64_t>::max() / uint64_t(i.blockBytes)) return std::nullopt;
     return blocks * uint64_t(i.blockBytes);
-}
-
-float f16ToF32(uint16_t h) {
-    const uint32_t sign = uint32_t(h & 0x8000u) << 16;
-    uint32_t exp = (h >> 10) & 0x1fu;
-    uint32_t mant = h & 0x3ffu;
-    uint32_t u;
-    if (exp == 0) {
-        if (mant == 0) {
-            u = sign;
-        } else { // subnormal: normalise
-            int e = -1;
-            do {
-                mant <<= 1;
-                ++e;
-            } while ((mant & 0x400u) == 0);
-            mant &= 0x3ffu;
-            u = sign | (uint32_t(127 - 15 - e) << 23) | (mant << 13);
-        }
-    } else if (exp == 31) {
-        u = sign | 0x7f800000u | (mant << 13);
-    } else {
-        u = sign | ((exp + 127 - 15) << 23) | (mant << 13);
-    }
-    float f;
-    std::memcpy(&f, &u, 4);
-    return f;
 }
 
 uint16_t f32ToF16(float f) {

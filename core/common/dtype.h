@@ -67,7 +67,30 @@ inline uint16_t f32ToBf16(float f) {
     u += 0x7fffu + ((u >> 16) & 1u);
     return uint16_t(u >> 16);
 }
-float f16ToF32(uint16_t h);
+/// Exact. The half's exponent and mantissa are moved to their float positions and the exponent
+/// rebiased; a zero or subnormal half (exponent 0) is then 2^-14 * (1 + m/1024) - 2^-14, one
+/// exact float subtraction; infinities and NaNs keep their class and payload. Branch-light and
+/// inline: the portable kernels widen F16 values in their inner loops.
+inline float f16ToF32(uint16_t h) {
+    uint32_t u = uint32_t(h & 0x7fffu) << 13;
+    const uint32_t e = u & 0x0f800000u;
+    u += uint32_t(127 - 15) << 23;
+    float f;
+    if (e == 0x0f800000u) { // infinity or NaN
+        u += uint32_t(128 - 16) << 23;
+        std::memcpy(&f, &u, 4);
+    } else if (e == 0) { // zero or subnormal
+        u += 1u << 23;
+        std::memcpy(&f, &u, 4);
+        f -= 6.103515625e-05f; // 2^-14
+    } else {
+        std::memcpy(&f, &u, 4);
+    }
+    std::memcpy(&u, &f, 4);
+    u |= uint32_t(h & 0x8000u) << 16;
+    std::memcpy(&f, &u, 4);
+    return f;
+}
 uint16_t f32ToF16(float f);
 
 } // namespace lcw

@@ -32,6 +32,7 @@
 #include <cstring>
 #include <limits>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace lcw::kernels {
@@ -100,6 +101,12 @@ struct Kern {
                int64_t j1, const float* fa, const float* fb, float* acc);
     void (*pvH)(const float* s, int nr, const Half* v, int64_t ldv, int64_t hd, int64_t j0,
                 int64_t j1, const float* fa, const float* fb, float* acc);
+    /// vt[j][d] = v[j*ldv + d] widened, for j < nk, d < hd: a chunk of an F16 V that many row
+    /// groups read (prefill) is widened once instead of by every group's pvH.
+    void (*widenV)(const Half* v, int64_t ldv, int64_t nk, int64_t hd, float* vt);
+    /// Chunks are widened by widenV when more rows than this read them (for the portable pvH,
+    /// which widens V once per row, always).
+    int64_t widenAbove;
 
     void transposeOf(const float* k, const float* v, int64_t ldk, int64_t nk, int64_t hd,
                      float* kt) const {
@@ -197,8 +204,14 @@ void pvGeneric(const float* s, int nr, const T* v, int64_t ldv, int64_t hd, int6
         }
 }
 
-constexpr Kern kGeneric = {transposeGeneric<float>, transposeGeneric<Half>, scoresGeneric,
-                           expRowGeneric,           pvGeneric<float>,       pvGeneric<Half>};
+void widenVGeneric(const Half* v, int64_t ldv, int64_t nk, int64_t hd, float* vt) {
+    for (int64_t j = 0; j < nk; ++j)
+        for (int64_t d = 0; d < hd; ++d) vt[j * hd + d] = f16ToF32(v[j * ldv + d]);
+}
+
+constexpr Kern kGeneric = {
+    transposeGeneric<float>, transposeGeneric<Half>, scoresGeneric, expRowGeneric,
+    pvGeneric<float>,        pvGeneric<Half>,        widenVGeneric, 0};
 
 /// Kern::pv for up to 4 rows at a time (Rows[n - 1] handles n rows).
 template <class T>
@@ -483,12 +496,22 @@ template <class T>
 constexpr PvRows<T> kPvRowsAvx2[] = {pvRowsAvx2<T, 1>, pvRowsAvx2<T, 2>, pvRowsAvx2<T, 3>,
                                      pvRowsAvx2<T, 4>};
 
+LCW_AVX2 void widenVAvx2(const Half* v, int64_t ldv, int64_t nk, int64_t hd, float* vt) {
+    for (int64_t j = 0; j < nk; ++j) {
+        int64_t d = 0;
+        for (; d + 8 <= hd; d += 8) _mm256_storeu_ps(vt + j * hd + d, load8(v + j * ldv + d));
+        for (; d < hd; ++d) vt[j * hd + d] = f16ToF32(v[j * ldv + d]);
+    }
+}
+
 constexpr Kern kAvx2 = {transposeAvx2<float>,
                         transposeAvx2<Half>,
                         scoresAvx2,
                         expRowAvx2,
                         pvInRowTiles<float, kPvRowsAvx2<float>>,
-                        pvInRowTiles<Half, kPvRowsAvx2<Half>>};
+                        pvInRowTiles<Half, kPvRowsAvx2<Half>>,
+                        widenVAvx2,
+                        kGroup};
 
 // ---------------------------------------------------------------------------------------------
 // AVX-512 kernels (16 lanes).
@@ -735,12 +758,22 @@ template <class T>
 constexpr PvRows<T> kPvRows512[] = {pvRows512<T, 1>, pvRows512<T, 2>, pvRows512<T, 3>,
                                     pvRows512<T, 4>};
 
+LCW_AVX512 void widenV512(const Half* v, int64_t ldv, int64_t nk, int64_t hd, float* vt) {
+    for (int64_t j = 0; j < nk; ++j)
+        for (int64_t d = 0; d < hd; d += 16) {
+            const __mmask16 m = __mmask16(hd - d >= 16 ? 0xFFFFu : (1u << (hd - d)) - 1u);
+            _mm512_mask_storeu_ps(vt + j * hd + d, m, load16(m, v + j * ldv + d));
+        }
+}
+
 constexpr Kern kAvx512 = {transpose512<float>,
                           transpose512<Half>,
                           scores512,
                           expRow512,
                           pvInRowTiles<float, kPvRows512<float>>,
-                          pvInRowTiles<Half, kPvRows512<Half>>};
+                          pvInRowTiles<Half, kPvRows512<Half>>,
+                          widenV512,
+                          kGroup};
 #pragma GCC diagnostic pop
 #endif
 
@@ -783,22 +816,23 @@ struct Problem {
 
 /// Per-thread working memory; its size depends on the head size and rows per task only.
 struct Scratch {
-    FloatBuffer kt, s, accS, accT;
+    FloatBuffer kt, vt, s, accS, accT; // vt: a widened F16 V chunk [kChunk][hd]
     std::vector<float> mS, lS, mT, lT;
     std::vector<const float*> qp;
-    void ensure(int64_t rows, int64_t hd) {
+    void ensure(int64_t rows, int64_t hd, bool half) {
         auto grow = [](auto& b, int64_t n) {
             if (b.size() < size_t(n)) b.resize(size_t(n));
         };
         grow(kt, hd * kChunk);
+        if (half) grow(vt, kChunk * hd);
         grow(s, rows * kChunk);
         grow(accS, rows * hd), grow(accT, rows * hd);
         grow(mS, rows), grow(lS, rows), grow(mT, rows), grow(lT, rows);
         grow(qp, rows);
     }
     size_t bytes() const {
-        return (kt.capacity() + s.capacity() + accS.capacity() + accT.capacity() + mS.capacity() +
-                lS.capacity() + mT.capacity() + lT.capacity()) *
+        return (kt.capacity() + vt.capacity() + s.capacity() + accS.capacity() + accT.capacity() +
+                mS.capacity() + lS.capacity() + mT.capacity() + lT.capacity()) *
                    sizeof(float) +
                qp.capacity() * sizeof(const float*);
     }
@@ -836,6 +870,11 @@ void superChunkOf(const Problem& P, Scratch& w, int64_t kvh, int64_t blk, int64_
     for (int64_t c = cFrom; c < cTo; ++c) {
         const int64_t cs = c * kChunk, nk = std::min(kChunk, keyHi - cs);
         kn.transposeOf(kBase + cs * P.kvDim, vBase + cs * P.kvDim, P.kvDim, nk, hd, w.kt.data());
+        // An F16 V chunk that several row groups read is widened once (the same values, so the
+        // same bits as widening it in every group's pvH).
+        const bool wideV = std::is_same_v<T, Half> && rows > kn.widenAbove;
+        if constexpr (std::is_same_v<T, Half>)
+            if (wideV) kn.widenV(vBase + cs * P.kvDim, P.kvDim, nk, hd, w.vt.data());
         for (int64_t g0 = 0; g0 < rows; g0 += kGroup) {
             const int nr = int(std::min<int64_t>(kGroup, rows - g0));
             int64_t lo = kChunk, hi = 0;
@@ -874,7 +913,10 @@ void superChunkOf(const Problem& P, Scratch& w, int64_t kvh, int64_t blk, int64_
                 l[r] = l[r] * fa[i] + sum * fb[i];
                 m[r] = mn;
             }
-            kn.pvOf(s, nr, vBase + cs * P.kvDim, P.kvDim, hd, lo, hi, fa, fb, acc + g0 * hd);
+            if (wideV) // row j of vt holds position cs + j
+                kn.pvOf(s, nr, w.vt.data(), hd, hd, lo, hi, fa, fb, acc + g0 * hd);
+            else
+                kn.pvOf(s, nr, vBase + cs * P.kvDim, P.kvDim, hd, lo, hi, fa, fb, acc + g0 * hd);
         }
     }
 }
@@ -982,7 +1024,7 @@ void attendCache(const float* q, int64_t ldq, const void* kCache, const void* vC
 #pragma omp parallel num_threads(nt) if (parallel && base > 1)
         {
             Scratch& w = threadScratch();
-            errors.run([&] { w.ensure(rowsMax, headDim); });
+            errors.run([&] { w.ensure(rowsMax, headDim, half); });
             notePeak(w.bytes());
 #pragma omp for schedule(dynamic, 1)
             for (int64_t task = 0; task < base; ++task)
@@ -1029,7 +1071,7 @@ void attendCache(const float* q, int64_t ldq, const void* kCache, const void* vC
 #pragma omp parallel num_threads(nt)
     {
         Scratch& w = threadScratch();
-        errors.run([&] { w.ensure(rowsMax, headDim); });
+        errors.run([&] { w.ensure(rowsMax, headDim, half); });
         notePeak(w.bytes() + slots.capacity() * sizeof(float));
 #pragma omp for schedule(dynamic, 1)
         for (int64_t i = 0; i < nItems; ++i)
@@ -1042,7 +1084,7 @@ void attendCache(const float* q, int64_t ldq, const void* kCache, const void* vC
     }
     errors.rethrow();
     Scratch& w = threadScratch();
-    w.ensure(rowsMax, headDim);
+    w.ensure(rowsMax, headDim, half);
     for (int64_t b = 0; b < base; ++b) {
         const int64_t kvh = b % nKvHeads, blk = b / nKvHeads;
         const int64_t rows = P.tokens(blk) * P.G;
