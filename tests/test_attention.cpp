@@ -177,6 +177,18 @@ void checkAllIsas(Case& c, double tol = kTol) {
     }
 }
 
+/// Prefill at a 600-token context (GQA 4:1); the same with a window, soft-capping, ALiBi and a
+/// custom scale (no GQA); 20 queries at the end of a 3000-token context (8:1, head size 80).
+std::vector<Case> invarianceCases() {
+    std::vector<Case> cases(3);
+    cases[0].nTok = 150, cases[0].pos0 = 600, cases[0].H = 8, cases[0].KV = 2;
+    cases[1] = cases[0];
+    cases[1].window = 300, cases[1].softcap = 20, cases[1].alibi = true;
+    cases[1].scale = 0.1f, cases[1].H = 4, cases[1].KV = 4;
+    cases[2].nTok = 20, cases[2].pos0 = 2990, cases[2].H = 8, cases[2].KV = 1, cases[2].hd = 80;
+    return cases;
+}
+
 double medianMs(std::vector<double> v) {
     std::sort(v.begin(), v.end());
     return v[v.size() / 2];
@@ -289,12 +301,7 @@ private slots:
     void batchAndThreadInvariance() {
         // A query's output does not depend on the batch it is computed in, its place there, the
         // thread count or the split of a long key range over threads: bit-identical, per level.
-        std::vector<Case> cases(3);
-        cases[0].nTok = 150, cases[0].pos0 = 600, cases[0].H = 8, cases[0].KV = 2;
-        cases[1] = cases[0];
-        cases[1].window = 300, cases[1].softcap = 20, cases[1].alibi = true;
-        cases[1].scale = 0.1f, cases[1].H = 4, cases[1].KV = 4;
-        cases[2].nTok = 20, cases[2].pos0 = 2990, cases[2].H = 8, cases[2].KV = 1, cases[2].hd = 80;
+        std::vector<Case> cases = invarianceCases();
         const auto same = [](const float* a, const float* b, int64_t n) {
             return std::memcmp(a, b, size_t(n) * sizeof(float)) == 0;
         };
@@ -385,12 +392,8 @@ private slots:
         // range, sliding windows, soft-capping, ALiBi and head sizes with vector tails (20, 72:
         // partial AVX2 and AVX-512 vectors), subnormal halves; and it is within the usual
         // tolerance of the double reference on the widened values.
-        std::vector<Case> cases(5);
-        cases[0].nTok = 150, cases[0].pos0 = 600, cases[0].H = 8, cases[0].KV = 2;
-        cases[1] = cases[0];
-        cases[1].window = 300, cases[1].softcap = 20, cases[1].alibi = true;
-        cases[1].scale = 0.1f, cases[1].H = 4, cases[1].KV = 4;
-        cases[2].nTok = 3, cases[2].pos0 = 2990, cases[2].H = 8, cases[2].KV = 1, cases[2].hd = 80;
+        std::vector<Case> cases = invarianceCases();
+        cases.resize(5);
         cases[3].nTok = 40, cases[3].pos0 = 130, cases[3].H = 6, cases[3].KV = 3, cases[3].hd = 20;
         cases[4].nTok = 1, cases[4].pos0 = 1500, cases[4].H = 4, cases[4].KV = 2, cases[4].hd = 72;
         for (auto isa : kernels::supportedIsas()) {
