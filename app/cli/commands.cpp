@@ -524,30 +524,29 @@ int cmdPerplexity(const std::vector<std::string>& argv) {
         return 130;
     }
     if (a.flag("--json")) {
-        printJson(
-            {{"model", model->path()},
-             {"text_file", *textPath},
-             {"mode", mode == "llamacpp"
-                          ? "llama.cpp (non-overlapping chunks, second half scored)"
-                          : "sliding window (HF), stride " + std::to_string(po.stride)},
-             {"ctx", po.ctx},
-             {"stride", mode == "sliding" ? json(po.stride) : json(nullptr)},
-             {"tokens", tokens.size()},
-             {"chunks", r.chunks},
-             {"scored_tokens", r.scoredTokens},
-             {"ppl", r.ppl},
-             {"ppl_se", r.pplError},
-             {"mean_nll", r.meanNll},
-             {"seconds", r.seconds},
-             {"tokens_per_second", r.tokensPerSecond},
-             {"kv_cache_bytes", r.kvCacheBytes},
-             {"kv_cache_bytes_f32", r.kvCacheBytesF32},
-             {"kv_cache_bytes_per_token", double(r.kvCacheBytes) / double(po.ctx)},
-             {"macs", macsJson(r.macs, double(r.tokensEvaluated))},
-             {"activations", activationsPathName(po.exactActivations)},
-             {"kv_cache", po.kvCache == KvCacheType::F16 && device.id == "cpu" ? "f16" : "f32"},
-             {"device", deviceUsedJson(device)},
-             {"threads", omp_get_max_threads()}});
+        printJson({{"model", model->path()},
+                   {"text_file", *textPath},
+                   {"mode", mode == "llamacpp"
+                                ? "llama.cpp (non-overlapping chunks, second half scored)"
+                                : "sliding window (HF), stride " + std::to_string(po.stride)},
+                   {"ctx", po.ctx},
+                   {"stride", mode == "sliding" ? json(po.stride) : json(nullptr)},
+                   {"tokens", tokens.size()},
+                   {"chunks", r.chunks},
+                   {"scored_tokens", r.scoredTokens},
+                   {"ppl", r.ppl},
+                   {"ppl_se", r.pplError},
+                   {"mean_nll", r.meanNll},
+                   {"seconds", r.seconds},
+                   {"tokens_per_second", r.tokensPerSecond},
+                   {"kv_cache_bytes", r.kvCacheBytes},
+                   {"kv_cache_bytes_f32", r.kvCacheBytesF32},
+                   {"kv_cache_bytes_per_token", double(r.kvCacheBytes) / double(po.ctx)},
+                   {"macs", macsJson(r.macs, double(r.tokensEvaluated))},
+                   {"activations", activationsPathName(po.exactActivations)},
+                   {"kv_cache", r.kvCacheF16 ? "f16" : "f32"},
+                   {"device", deviceUsedJson(device)},
+                   {"threads", omp_get_max_threads()}});
         return 0;
     }
     const std::string modeLabel = mode == "llamacpp"

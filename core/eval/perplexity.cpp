@@ -170,6 +170,7 @@ PerplexityResult computePerplexity(const WeightSource& weights, const std::vecto
         const Session& session = *sessions[size_t(thread)];
         r.kvCacheBytes = std::max(r.kvCacheBytes, session.kvCacheBytes());
         r.kvCacheBytesF32 = std::max(r.kvCacheBytesF32, session.kvCacheBytesF32());
+        r.kvCacheF16 = session.kvCacheF16();
         chunkDone[size_t(c)] = 1;
         for (double v : chunkNll[size_t(c)]) live.add(v);
         char stage[96];

@@ -59,6 +59,7 @@ struct PerplexityResult {
     /// KV cache holding one full chunk (window): as stored (quantised layers: codes, scales,
     /// f32 tail) and as it would be in f32.
     uint64_t kvCacheBytes = 0, kvCacheBytesF32 = 0;
+    bool kvCacheF16 = false; ///< the sessions' plain KV cache held F16 (Session::kvCacheF16)
     /// Weight-product MACs of all forwards (Session::macCounts summed over the sessions; zero
     /// when they ran resident on a device).
     Session::MacCounts macs;

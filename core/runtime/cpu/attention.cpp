@@ -99,14 +99,16 @@ struct Kern {
     /// acc[r] = acc[r] * fa[r] + (sum over j in [j0, j1) of s[r][j] v[j]) * fb[r], r < nr.
     void (*pv)(const float* s, int nr, const float* v, int64_t ldv, int64_t hd, int64_t j0,
                int64_t j1, const float* fa, const float* fb, float* acc);
+    /// Null where the level has none (portable: its pv would widen V once per row): V chunks
+    /// are then always widened by widenV.
     void (*pvH)(const float* s, int nr, const Half* v, int64_t ldv, int64_t hd, int64_t j0,
                 int64_t j1, const float* fa, const float* fb, float* acc);
-    /// vt[j][d] = v[j*ldv + d] widened, for j < nk, d < hd: a chunk of an F16 V that many row
-    /// groups read (prefill) is widened once instead of by every group's pvH.
+    /// vt[j][d] = v[j*ldv + d] widened, for j < nk, d < hd: a chunk of an F16 V that more than
+    /// one row group reads (prefill) is widened once instead of by every group's pvH.
     void (*widenV)(const Half* v, int64_t ldv, int64_t nk, int64_t hd, float* vt);
-    /// Chunks are widened by widenV when more rows than this read them (for the portable pvH,
-    /// which widens V once per row, always).
-    int64_t widenAbove;
+
+    /// Whether `rows` rows read V of an F16 cache through widenV rather than pvH.
+    bool widensV(int64_t rows) const { return rows > kGroup || pvH == nullptr; }
 
     void transposeOf(const float* k, const float* v, int64_t ldk, int64_t nk, int64_t hd,
                      float* kt) const {
@@ -186,9 +188,8 @@ float expRowGeneric(float* s, int64_t c0, int64_t c1, int64_t a, int64_t b, cons
     return mc;
 }
 
-template <class T>
-void pvGeneric(const float* s, int nr, const T* v, int64_t ldv, int64_t hd, int64_t j0, int64_t j1,
-               const float* fa, const float* fb, float* acc) {
+void pvGeneric(const float* s, int nr, const float* v, int64_t ldv, int64_t hd, int64_t j0,
+               int64_t j1, const float* fa, const float* fb, float* acc) {
     constexpr int64_t DB = 64;
     for (int r = 0; r < nr; ++r)
         for (int64_t d0 = 0; d0 < hd; d0 += DB) {
@@ -196,8 +197,8 @@ void pvGeneric(const float* s, int nr, const T* v, int64_t ldv, int64_t hd, int6
             float t[DB] = {};
             for (int64_t j = j0; j < j1; ++j) {
                 const float p = s[r * kChunk + j];
-                const T* vr = v + j * ldv + d0;
-                for (int64_t d = 0; d < nd; ++d) t[d] += p * widen(vr[d]);
+                const float* vr = v + j * ldv + d0;
+                for (int64_t d = 0; d < nd; ++d) t[d] += p * vr[d];
             }
             float* ar = acc + r * hd + d0;
             for (int64_t d = 0; d < nd; ++d) ar[d] = ar[d] * fa[r] + t[d] * fb[r];
@@ -209,9 +210,13 @@ void widenVGeneric(const Half* v, int64_t ldv, int64_t nk, int64_t hd, float* vt
         for (int64_t d = 0; d < hd; ++d) vt[j * hd + d] = f16ToF32(v[j * ldv + d]);
 }
 
-constexpr Kern kGeneric = {
-    transposeGeneric<float>, transposeGeneric<Half>, scoresGeneric, expRowGeneric,
-    pvGeneric<float>,        pvGeneric<Half>,        widenVGeneric, 0};
+constexpr Kern kGeneric = {transposeGeneric<float>,
+                           transposeGeneric<Half>,
+                           scoresGeneric,
+                           expRowGeneric,
+                           pvGeneric,
+                           nullptr,
+                           widenVGeneric};
 
 /// Kern::pv for up to 4 rows at a time (Rows[n - 1] handles n rows).
 template <class T>
@@ -510,8 +515,7 @@ constexpr Kern kAvx2 = {transposeAvx2<float>,
                         expRowAvx2,
                         pvInRowTiles<float, kPvRowsAvx2<float>>,
                         pvInRowTiles<Half, kPvRowsAvx2<Half>>,
-                        widenVAvx2,
-                        kGroup};
+                        widenVAvx2};
 
 // ---------------------------------------------------------------------------------------------
 // AVX-512 kernels (16 lanes).
@@ -772,8 +776,7 @@ constexpr Kern kAvx512 = {transpose512<float>,
                           expRow512,
                           pvInRowTiles<float, kPvRows512<float>>,
                           pvInRowTiles<Half, kPvRows512<Half>>,
-                          widenV512,
-                          kGroup};
+                          widenV512};
 #pragma GCC diagnostic pop
 #endif
 
@@ -819,12 +822,13 @@ struct Scratch {
     FloatBuffer kt, vt, s, accS, accT; // vt: a widened F16 V chunk [kChunk][hd]
     std::vector<float> mS, lS, mT, lT;
     std::vector<const float*> qp;
-    void ensure(int64_t rows, int64_t hd, bool half) {
+    /// wideV: V chunks of an F16 cache are widened into vt.
+    void ensure(int64_t rows, int64_t hd, bool wideV) {
         auto grow = [](auto& b, int64_t n) {
             if (b.size() < size_t(n)) b.resize(size_t(n));
         };
         grow(kt, hd * kChunk);
-        if (half) grow(vt, kChunk * hd);
+        if (wideV) grow(vt, kChunk * hd);
         grow(s, rows * kChunk);
         grow(accS, rows * hd), grow(accT, rows * hd);
         grow(mS, rows), grow(lS, rows), grow(mT, rows), grow(lT, rows);
@@ -872,7 +876,7 @@ void superChunkOf(const Problem& P, Scratch& w, int64_t kvh, int64_t blk, int64_
         kn.transposeOf(kBase + cs * P.kvDim, vBase + cs * P.kvDim, P.kvDim, nk, hd, w.kt.data());
         // An F16 V chunk that several row groups read is widened once (the same values, so the
         // same bits as widening it in every group's pvH).
-        const bool wideV = std::is_same_v<T, Half> && rows > kn.widenAbove;
+        const bool wideV = std::is_same_v<T, Half> && kn.widensV(rows);
         if constexpr (std::is_same_v<T, Half>)
             if (wideV) kn.widenV(vBase + cs * P.kvDim, P.kvDim, nk, hd, w.vt.data());
         for (int64_t g0 = 0; g0 < rows; g0 += kGroup) {
@@ -1009,6 +1013,7 @@ void attendCache(const float* q, int64_t ldq, const void* kCache, const void* vC
     const int64_t nBlocks = (nTok + P.QT - 1) / P.QT;
     const int64_t base = nKvHeads * nBlocks; // (KV head, query block) pairs
     const int64_t rowsMax = std::min(P.QT, nTok) * P.G;
+    const bool wideV = half && P.kern->widensV(rowsMax); // some task widens V chunks
     const int64_t work = nHeads * nTok * (pos0 + nTok) * headDim;
     const bool parallel = nt > 1 && work >= kMinParallelWork;
     // Few (KV head, block) pairs and a long context (decode): split the key range too.
@@ -1024,7 +1029,7 @@ void attendCache(const float* q, int64_t ldq, const void* kCache, const void* vC
 #pragma omp parallel num_threads(nt) if (parallel && base > 1)
         {
             Scratch& w = threadScratch();
-            errors.run([&] { w.ensure(rowsMax, headDim, half); });
+            errors.run([&] { w.ensure(rowsMax, headDim, wideV); });
             notePeak(w.bytes());
 #pragma omp for schedule(dynamic, 1)
             for (int64_t task = 0; task < base; ++task)
@@ -1071,7 +1076,7 @@ void attendCache(const float* q, int64_t ldq, const void* kCache, const void* vC
 #pragma omp parallel num_threads(nt)
     {
         Scratch& w = threadScratch();
-        errors.run([&] { w.ensure(rowsMax, headDim, half); });
+        errors.run([&] { w.ensure(rowsMax, headDim, wideV); });
         notePeak(w.bytes() + slots.capacity() * sizeof(float));
 #pragma omp for schedule(dynamic, 1)
         for (int64_t i = 0; i < nItems; ++i)
@@ -1084,7 +1089,7 @@ void attendCache(const float* q, int64_t ldq, const void* kCache, const void* vC
     }
     errors.rethrow();
     Scratch& w = threadScratch();
-    w.ensure(rowsMax, headDim, half);
+    w.ensure(rowsMax, headDim, wideV);
     for (int64_t b = 0; b < base; ++b) {
         const int64_t kvh = b % nKvHeads, blk = b / nKvHeads;
         const int64_t rows = P.tokens(blk) * P.G;
